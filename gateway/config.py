@@ -1,0 +1,142 @@
+"""The gateway's configuration as frozen values.
+
+Loading, `${VAR}` substitution, validation and redaction live in gateway/configfile.py; this
+module only says what a loaded config is. See ../shared/spec/config.md §4 for every key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from agents.config import AgentsConfig
+
+EX_CONFIG = 78  # sysexits.h: configuration error; systemd's RestartPreventExitStatus uses it
+
+BIND_HOSTS = {"loopback": "127.0.0.1", "lan": "0.0.0.0"}
+
+DEFAULT_ALLOWED_MIMES = (
+    "image/jpeg",
+    "image/png",
+    "image/gif",
+    "image/webp",
+    "image/heic",
+    "image/heif",
+)
+
+
+@attrs.frozen
+class RateLimitConfig:
+    """`gateway.auth.rateLimit`; `enabled=False` when the key is `false`."""
+
+    enabled: bool = True
+    max_attempts: int = 10
+    window_ms: int = 60_000
+    lockout_ms: int = 300_000
+    exempt_loopback: bool = True
+
+
+@attrs.frozen
+class AuthConfig:
+    """`gateway.auth`. `token` is None in token mode until the generated token is filled in."""
+
+    mode: str = "token"  # "token", "password" or "none"
+    token: str | None = None
+    password: str | None = None
+    # Where the secret came from: "flag", "config", "env", "generated" or None.
+    source: str | None = None
+    rate_limit: RateLimitConfig = RateLimitConfig()
+
+    @property
+    def secret(self) -> str | None:
+        """The secret clients must present in the current mode."""
+        if self.mode == "token":
+            return self.token
+        if self.mode == "password":
+            return self.password
+        return None
+
+
+@attrs.frozen
+class ImagesConfig:
+    """`gateway.http.endpoints.chatCompletions.images`."""
+
+    allow_url: bool = False
+    url_allowlist: tuple[str, ...] = ()
+    allowed_mimes: tuple[str, ...] = DEFAULT_ALLOWED_MIMES
+    max_bytes: int = 10 * 1024 * 1024
+    max_redirects: int = 3
+    timeout_ms: int = 10_000
+
+
+@attrs.frozen
+class ChatCompletionsConfig:
+    """`gateway.http.endpoints.chatCompletions`; `enabled` also gates /v1/models."""
+
+    enabled: bool = False
+    max_body_bytes: int = 20 * 1024 * 1024
+    max_image_parts: int = 8
+    max_total_image_bytes: int = 20 * 1024 * 1024
+    images: ImagesConfig = ImagesConfig()
+
+
+@attrs.frozen
+class HttpConfig:
+    chat_completions: ChatCompletionsConfig = ChatCompletionsConfig()
+    cors_allowed_origins: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class GatewayConfig:
+    port: int = 18789
+    bind: str = "loopback"  # "loopback", "lan" or "custom"
+    custom_bind_host: str | None = None
+    auth: AuthConfig = AuthConfig()
+    http: HttpConfig = HttpConfig()
+    drain_seconds: int = 20
+    reload_mode: str = "hybrid"  # "off", "hot", "hybrid" or "restart"
+    reload_debounce_ms: int = 300
+
+    @property
+    def host(self) -> str:
+        if self.bind == "custom":
+            return self.custom_bind_host or ""
+        return BIND_HOSTS[self.bind]
+
+
+@attrs.frozen
+class LoggingConfig:
+    level: str = "info"  # "debug", "info", "warn", "error" or "silent"
+    format: str = "auto"  # "auto", "json" or "console"
+
+
+@attrs.frozen
+class ConfigSource:
+    """Where the config came from, as `config.get` reports it."""
+
+    path: Path  # the resolved config path, even when the file does not exist
+    exists: bool  # False when the embedded default is in use
+    raw: str | None = None  # the file text, unexpanded (None for the embedded default)
+    parsed: Mapping[str, Any] | None = None  # the file as parsed, before `${VAR}` substitution
+    hash: str | None = None  # sha256 hex of the file bytes
+
+
+@attrs.frozen
+class Config:
+    gateway: GatewayConfig
+    agents: AgentsConfig
+    logging: LoggingConfig
+    source: ConfigSource
+    state_dir: Path
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def sessions_path(self) -> Path:
+        return self.state_dir / "sessions.sqlite3"
+
+    @property
+    def token_path(self) -> Path:
+        return self.state_dir / "gateway.token"
