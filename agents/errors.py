@@ -1,0 +1,79 @@
+"""Typed failures of the agents layer.
+
+Each carries the message a client may see; upstream details (bodies, keys) never go into it.
+The gateway maps the classes to HTTP statuses and WS error codes (http-openai.md §8).
+"""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Base class; `message` is safe to show to a client."""
+
+    message = "internal error"
+
+    def __init__(self, detail: str | None = None) -> None:
+        # `detail` is for logs only.
+        super().__init__(detail or self.message)
+        self.detail = detail
+
+
+class UnknownAgent(AgentError):
+    def __init__(self, agent_id: str) -> None:
+        super().__init__(f"unknown agent {agent_id!r}")
+        self.agent_id = agent_id
+        self.message = f"Unknown agent '{agent_id}'."
+
+
+class InvalidSessionKey(AgentError):
+    message = "Invalid session key."
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class StoreError(AgentError):
+    """The session store failed; the run fails as `internal error`."""
+
+
+class UpstreamError(AgentError):
+    """Any failure of a network provider: 5xx/4xx, refused, reset, DNS, TLS, bad stream."""
+
+    message = "upstream provider error"
+
+
+class UpstreamStatusError(UpstreamError):
+    def __init__(self, status: int, detail: str | None = None) -> None:
+        super().__init__(detail or f"upstream answered HTTP {status}")
+        self.status = status
+
+
+class UpstreamRateLimited(UpstreamError):
+    """HTTP 429. `retry_after` in seconds (rounded up), None when the upstream gave none."""
+
+    message = "upstream provider rate limited"
+
+    def __init__(self, retry_after: int | None, detail: str | None = None) -> None:
+        super().__init__(detail or "upstream answered HTTP 429")
+        self.retry_after = retry_after
+
+
+class UpstreamAuthFailed(UpstreamError):
+    """HTTP 401/403 from the upstream: our API key is wrong, not the client's token."""
+
+    message = "upstream provider authentication failed"
+
+    def __init__(self, status: int, detail: str | None = None) -> None:
+        super().__init__(detail or f"upstream answered HTTP {status}")
+        self.status = status
+
+
+class UpstreamTimeout(UpstreamError):
+    """Connect timeout, idle-read timeout, or the run's own timeout."""
+
+    message = "upstream provider timeout"
+
+
+class MalformedStream(UpstreamError):
+    """The upstream's stream could not be parsed, or carried an in-stream error."""

@@ -1,0 +1,1 @@
+"""Model providers: the built-in `echo`, `openai-completions`, `anthropic-messages`."""
