@@ -100,14 +100,15 @@ class AgentsConfig:
     """Everything the agents layer needs from the config file."""
 
     agents: tuple[AgentConfig, ...] = (AgentConfig("main", (ModelRef("echo", "echo"),)),)
-    providers: Mapping[str, ProviderConfig] = attrs.field(
-        factory=dict, converter=_frozen_mapping
-    )
+    providers: Mapping[str, ProviderConfig] = attrs.field(factory=dict, converter=_frozen_mapping)
     timeout_seconds: int = 172_800  # 48 h, OpenClaw's default; 0 means no run timeout
     max_concurrent: int = 4
     history_limit: int = 50
     main_key: str = "main"
     maintenance: MaintenanceConfig = MaintenanceConfig()
+    # `agents.defaults.model`: already applied to every agent without a model of its own; kept
+    # so the effective config (`config.get`, reload diffs) can show it.
+    default_models: tuple[ModelRef, ...] = (ModelRef("echo", "echo"),)
 
     @property
     def default_agent(self) -> AgentConfig:

@@ -125,13 +125,29 @@ class ConfigSource:
 
 
 @attrs.frozen
+class ConfigWarning:
+    """Something in the config that loads but does not do what it says (config.md §4, §4a).
+
+    Logged as `<event> path=<path> reason=<message>`: `config_key_ignored` for an OpenClaw key
+    clawgate accepts and ignores (§4a), `config_warning` for a value it cannot honour.
+    """
+
+    path: str
+    message: str
+    event: str = "config_warning"
+
+    def line(self) -> str:
+        return f"- {self.path}: {self.message}"
+
+
+@attrs.frozen
 class Config:
     gateway: GatewayConfig
     agents: AgentsConfig
     logging: LoggingConfig
     source: ConfigSource
     state_dir: Path
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[ConfigWarning, ...] = ()
 
     @property
     def sessions_path(self) -> Path:

@@ -1,0 +1,663 @@
+"""Loading the config: paths, the embedded default, env and flags, startup guards (config.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import json5
+import pytest
+
+from agents.config import ModelRef
+from gateway.config import ConfigWarning
+from gateway.configfile import (
+    EMBEDDED_DEFAULT,
+    ConfigError,
+    ConfigIssue,
+    ConfigLoader,
+    Overrides,
+    effective_dict,
+)
+from tests.config.conftest import ConfigFiles
+
+REPO = Path(__file__).resolve().parents[2]
+
+FULL = """
+// Every section, with values that differ from the defaults.
+{
+  gateway: {
+    port: 18800,
+    bind: "lan",
+    auth: {
+      mode: "token",
+      token: "file-token",
+      rateLimit: { maxAttempts: 5, windowMs: 1000, lockoutMs: 2000, exemptLoopback: false },
+    },
+    http: {
+      endpoints: {
+        chatCompletions: {
+          enabled: true,
+          maxBodyBytes: 1000,
+          maxImageParts: 2,
+          maxTotalImageBytes: 3000,
+          images: { maxBytes: 500, allowedMimes: ["image/png"], urlAllowlist: ["a.example"],
+                    maxRedirects: 1, timeoutMs: 2 },
+        },
+      },
+      cors: { allowedOrigins: ["https://app.example"] },
+    },
+    shutdown: { drainSeconds: 5 },
+    reload: { mode: "hot", debounceMs: 50 },
+  },
+  agents: {
+    defaults: { model: "local/qwen", timeoutSeconds: 600, maxConcurrent: 2, historyLimit: 10 },
+    list: [
+      { id: "Main", default: true, name: "Echo", model: "echo/echo", params: { delayMs: 5 } },
+      {
+        id: "coder",
+        model: { primary: "local/qwen", fallbacks: ["claude/sonnet"] },
+        systemPrompt: "Be brief.",
+        params: { temperature: 0.2, max_tokens: 100, top_k: 40 },
+      },
+      { id: "plain" },
+    ],
+  },
+  models: {
+    providers: {
+      local: {
+        baseUrl: "http://127.0.0.1:11434/v1",
+        models: [{ id: "qwen", contextWindow: 32768, maxTokens: 4096 }],
+      },
+      claude: {
+        api: "anthropic-messages",
+        apiKey: "sk-ant",
+        headers: { "anthropic-beta": "x" },
+        models: [{ id: "sonnet", name: "Sonnet", reasoning: true }],
+      },
+    },
+  },
+  session: { mainKey: "Home", maintenance: { mode: "enforce", pruneAfter: "12h", maxEntries: 9 } },
+  logging: { level: "debug", format: "json" },
+}
+"""
+
+
+class TestEmbeddedDefault:
+    def test_is_used_when_the_default_path_has_no_file(self, tmp_path: Path) -> None:
+        loader = ConfigLoader(Overrides(state_dir=str(tmp_path / "state")), environ={})
+        config = loader.load()
+        assert config.source.path == tmp_path / "state" / "clawgate.json5"
+        assert (config.source.exists, config.source.raw, config.source.hash) == (False, None, None)
+        assert config.source.parsed is None
+
+    def test_listens_on_loopback_port_18789(self, tmp_path: Path) -> None:
+        config = ConfigLoader(Overrides(state_dir=str(tmp_path)), environ={}).load()
+        assert (config.gateway.host, config.gateway.port) == ("127.0.0.1", 18789)
+
+    def test_has_agent_main_on_echo(self, tmp_path: Path) -> None:
+        config = ConfigLoader(Overrides(state_dir=str(tmp_path)), environ={}).load()
+        (agent,) = config.agents.agents
+        assert (agent.id, agent.models, agent.default) == (
+            "main",
+            (ModelRef("echo", "echo"),),
+            True,
+        )
+
+    def test_enables_chat_completions(self, tmp_path: Path) -> None:
+        config = ConfigLoader(Overrides(state_dir=str(tmp_path)), environ={}).load()
+        assert config.gateway.http.chat_completions.enabled is True
+
+    def test_uses_token_auth_with_no_token_yet(self, tmp_path: Path) -> None:
+        auth = ConfigLoader(Overrides(state_dir=str(tmp_path)), environ={}).load().gateway.auth
+        assert (auth.mode, auth.token, auth.source) == ("token", None, None)
+
+    def test_loads_without_warnings(self, tmp_path: Path) -> None:
+        config = ConfigLoader(Overrides(state_dir=str(tmp_path)), environ={}).load()
+        assert config.warnings == ()
+
+    def test_loading_creates_nothing_on_disk(self, tmp_path: Path) -> None:
+        ConfigLoader(Overrides(state_dir=str(tmp_path / "state")), environ={}).load()
+        assert list(tmp_path.iterdir()) == []
+
+    def test_takes_env_overrides_too(self, tmp_path: Path) -> None:
+        environ = {"OPENCLAW_GATEWAY_PORT": "19000"}
+        config = ConfigLoader(Overrides(state_dir=str(tmp_path)), environ=environ).load()
+        assert config.gateway.port == 19000
+
+    def test_issue_location_is_the_embedded_default(self, tmp_path: Path) -> None:
+        environ = {"OPENCLAW_GATEWAY_PORT": "x"}
+        with pytest.raises(ConfigError) as caught:
+            ConfigLoader(Overrides(state_dir=str(tmp_path)), environ=environ).load()
+        assert caught.value.location == EMBEDDED_DEFAULT
+
+
+class TestPaths:
+    def test_state_dir_defaults_to_dot_clawgate_in_home(self, tmp_path: Path) -> None:
+        loader = ConfigLoader(environ={"HOME": str(tmp_path)})
+        assert loader.state_dir == tmp_path / ".clawgate"
+
+    def test_state_dir_from_env(self, tmp_path: Path) -> None:
+        environ = {"HOME": str(tmp_path), "CLAWGATE_STATE_DIR": str(tmp_path / "env")}
+        assert ConfigLoader(environ=environ).state_dir == tmp_path / "env"
+
+    def test_state_dir_flag_wins_over_env(self, tmp_path: Path) -> None:
+        environ = {"CLAWGATE_STATE_DIR": str(tmp_path / "env")}
+        loader = ConfigLoader(Overrides(state_dir=str(tmp_path / "flag")), environ=environ)
+        assert loader.state_dir == tmp_path / "flag"
+
+    def test_config_path_defaults_to_the_state_dir(self, tmp_path: Path) -> None:
+        loader = ConfigLoader(Overrides(state_dir=str(tmp_path)), environ={})
+        assert (loader.config_path, loader.explicit_path) == (tmp_path / "clawgate.json5", False)
+
+    def test_config_path_from_env_is_explicit(self, tmp_path: Path) -> None:
+        loader = ConfigLoader(environ={"CLAWGATE_CONFIG": str(tmp_path / "env.json5")})
+        assert (loader.config_path, loader.explicit_path) == (tmp_path / "env.json5", True)
+
+    def test_config_path_flag_wins_over_env(self, tmp_path: Path) -> None:
+        environ = {"CLAWGATE_CONFIG": str(tmp_path / "env.json5")}
+        loader = ConfigLoader(Overrides(config_path=str(tmp_path / "f.json5")), environ=environ)
+        assert (loader.config_path, loader.explicit_path) == (tmp_path / "f.json5", True)
+
+    def test_tilde_is_expanded(self, tmp_path: Path) -> None:
+        environ = {"HOME": str(tmp_path), "CLAWGATE_STATE_DIR": "~/state"}
+        loader = ConfigLoader(Overrides(config_path="~/conf/c.json5"), environ=environ)
+        assert (loader.state_dir, loader.config_path) == (
+            tmp_path / "state",
+            tmp_path / "conf" / "c.json5",
+        )
+
+    def test_relative_paths_are_relative_to_the_working_directory(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.chdir(tmp_path)
+        loader = ConfigLoader(Overrides(config_path="sub/../c.json5", state_dir="s"), environ={})
+        assert (loader.config_path, loader.state_dir) == (tmp_path / "c.json5", tmp_path / "s")
+
+    def test_empty_env_variable_counts_as_unset(self, tmp_path: Path) -> None:
+        environ = {"HOME": str(tmp_path), "CLAWGATE_STATE_DIR": " ", "CLAWGATE_CONFIG": ""}
+        loader = ConfigLoader(environ=environ)
+        assert (loader.state_dir, loader.explicit_path) == (tmp_path / ".clawgate", False)
+
+
+class TestMissingExplicitConfig:
+    def test_from_the_flag_is_an_error(self, tmp_path: Path) -> None:
+        path = tmp_path / "nope.json5"
+        with pytest.raises(ConfigError) as caught:
+            ConfigLoader(Overrides(config_path=str(path)), environ={}).load()
+        assert caught.value.render() == (
+            f"Invalid config at {path}:\n- <file>: config file not found: {path}"
+        )
+
+    def test_from_the_env_is_an_error(self, tmp_path: Path) -> None:
+        path = tmp_path / "nope.json5"
+        with pytest.raises(ConfigError) as caught:
+            ConfigLoader(environ={"CLAWGATE_CONFIG": str(path)}).load()
+        assert caught.value.issues == (ConfigIssue("<file>", f"config file not found: {path}"),)
+
+
+class TestSource:
+    def test_records_the_file_text_and_hash(self, files: ConfigFiles) -> None:
+        text = "{gateway: {port: 18790}} // comment\n"
+        config = files.load(text)
+        assert config.source.path == files.path
+        assert config.source.exists is True
+        assert config.source.raw == text
+        assert config.source.hash == hashlib.sha256(text.encode()).hexdigest()
+
+    def test_parsed_is_before_substitution(self, files: ConfigFiles) -> None:
+        config = files.load('{gateway: {auth: {token: "${TOKEN}"}}}', environ={"TOKEN": "secret"})
+        assert config.source.parsed == {"gateway": {"auth": {"token": "${TOKEN}"}}}
+        assert config.gateway.auth.token == "secret"
+
+    def test_a_byte_order_mark_is_accepted(self, files: ConfigFiles) -> None:
+        files.path.write_bytes(b"\xef\xbb\xbf{gateway: {port: 18790}}")
+        assert files.loader().load().gateway.port == 18790
+
+    def test_unreadable_file_is_a_file_level_issue(self, files: ConfigFiles) -> None:
+        files.path.mkdir()
+        with pytest.raises(ConfigError) as caught:
+            files.loader().load()
+        (issue,) = caught.value.issues
+        assert issue.path == "<file>"
+        assert issue.message.startswith("cannot read config file: ")
+
+    def test_invalid_utf8_is_a_file_level_issue(self, files: ConfigFiles) -> None:
+        files.path.write_bytes(b'{gateway: {bind: "\xff"}}')
+        with pytest.raises(ConfigError) as caught:
+            files.loader().load()
+        assert caught.value.issues == (ConfigIssue("<file>", "not valid UTF-8 (byte 18)"),)
+
+
+class TestLoadText:
+    def test_checks_candidate_text_without_a_file(self, files: ConfigFiles) -> None:
+        config = files.loader().load_text("{gateway: {port: 18801}}")
+        assert config.gateway.port == 18801
+        assert not files.path.exists()
+
+    def test_source_describes_the_candidate(self, files: ConfigFiles) -> None:
+        text = '{logging: {level: "warn"}}'
+        source = files.loader().load_text(text).source
+        assert (source.path, source.exists, source.raw) == (files.path, True, text)
+        assert source.hash == hashlib.sha256(text.encode()).hexdigest()
+
+    def test_invalid_candidate_raises_at_the_config_path(self, files: ConfigFiles) -> None:
+        with pytest.raises(ConfigError) as caught:
+            files.loader().load_text('{gateway: {port: "x"}}')
+        assert caught.value.render() == (
+            f"Invalid config at {files.path}:\n- gateway.port: expected integer, got string"
+        )
+
+
+class TestValidFile:
+    def test_gateway_section(self, files: ConfigFiles) -> None:
+        gateway = files.load(FULL).gateway
+        assert (gateway.port, gateway.bind, gateway.host) == (18800, "lan", "0.0.0.0")
+        assert (gateway.drain_seconds, gateway.reload_mode, gateway.reload_debounce_ms) == (
+            5,
+            "hot",
+            50,
+        )
+        assert gateway.http.cors_allowed_origins == ("https://app.example",)
+
+    def test_auth_section(self, files: ConfigFiles) -> None:
+        auth = files.load(FULL).gateway.auth
+        assert (auth.mode, auth.token, auth.password, auth.source) == (
+            "token",
+            "file-token",
+            None,
+            "config",
+        )
+        limit = auth.rate_limit
+        assert (limit.max_attempts, limit.window_ms, limit.lockout_ms) == (5, 1000, 2000)
+        assert limit.exempt_loopback is False
+
+    def test_chat_completions_section(self, files: ConfigFiles) -> None:
+        chat = files.load(FULL).gateway.http.chat_completions
+        assert (chat.enabled, chat.max_body_bytes, chat.max_image_parts) == (True, 1000, 2)
+        assert chat.max_total_image_bytes == 3000
+        images = chat.images
+        assert (images.max_bytes, images.allowed_mimes, images.url_allowlist) == (
+            500,
+            ("image/png",),
+            ("a.example",),
+        )
+        assert (images.max_redirects, images.timeout_ms) == (1, 2)
+
+    def test_agents_section(self, files: ConfigFiles) -> None:
+        agents = files.load(FULL).agents
+        main, coder, plain = agents.agents
+        assert (main.id, main.name, main.default, main.params) == (
+            "main",
+            "Echo",
+            True,
+            {"delayMs": 5},
+        )
+        assert coder.models == (ModelRef("local", "qwen"), ModelRef("claude", "sonnet"))
+        assert coder.system_prompt == "Be brief."
+        assert coder.params == {"temperature": 0.2, "max_tokens": 100, "top_k": 40}
+        assert (plain.name, plain.models, plain.default) == (
+            "plain",
+            (ModelRef("local", "qwen"),),
+            False,
+        )
+        assert (agents.timeout_seconds, agents.max_concurrent, agents.history_limit) == (600, 2, 10)
+        assert agents.default_models == (ModelRef("local", "qwen"),)
+
+    def test_models_section(self, files: ConfigFiles) -> None:
+        providers = files.load(FULL).agents.providers
+        local, claude = providers["local"], providers["claude"]
+        assert (local.api, local.base_url, local.api_key) == (
+            "openai-completions",
+            "http://127.0.0.1:11434/v1",
+            None,
+        )
+        (qwen,) = local.models
+        assert (qwen.id, qwen.name, qwen.context_window, qwen.max_tokens) == (
+            "qwen",
+            "qwen",
+            32768,
+            4096,
+        )
+        assert (claude.api, claude.base_url, claude.api_key) == (
+            "anthropic-messages",
+            "https://api.anthropic.com",
+            "sk-ant",
+        )
+        assert claude.headers == {"anthropic-beta": "x"}
+        assert (claude.models[0].name, claude.models[0].reasoning) == ("Sonnet", True)
+
+    def test_session_section(self, files: ConfigFiles) -> None:
+        agents = files.load(FULL).agents
+        assert agents.main_key == "home"
+        maintenance = agents.maintenance
+        assert (maintenance.mode, maintenance.prune_after_ms, maintenance.max_entries) == (
+            "enforce",
+            12 * 3600 * 1000,
+            9,
+        )
+
+    def test_logging_section(self, files: ConfigFiles) -> None:
+        logging = files.load(FULL).logging
+        assert (logging.level, logging.format) == ("debug", "json")
+
+    def test_loads_without_warnings(self, files: ConfigFiles) -> None:
+        assert files.load(FULL).warnings == ()
+
+    def test_state_dir_is_the_resolved_one(self, files: ConfigFiles) -> None:
+        assert files.load("{}").state_dir == files.state_dir
+
+    def test_empty_object_gives_every_default(self, files: ConfigFiles) -> None:
+        config = files.load("{}")
+        assert (config.gateway.port, config.gateway.bind) == (18789, "loopback")
+        assert (
+            config.gateway.http.chat_completions.enabled is False
+        )  # only the embedded default enables it
+        assert [a.id for a in config.agents.agents] == ["main"]
+        assert config.agents.default_agent.models == (ModelRef("echo", "echo"),)
+
+
+class TestEffectiveDict:
+    def test_loading_it_gives_the_same_config(self, files: ConfigFiles) -> None:
+        config = files.load(FULL)
+        again = files.loader().load_text(json.dumps(effective_dict(config)))
+        assert (again.gateway, again.agents, again.logging) == (
+            config.gateway,
+            config.agents,
+            config.logging,
+        )
+
+    def test_fills_in_defaults(self, files: ConfigFiles) -> None:
+        effective = effective_dict(files.load("{}"))
+        assert effective["gateway"]["reload"] == {"mode": "hybrid", "debounceMs": 300}
+        assert effective["session"]["maintenance"]["pruneAfter"] == 30 * 86_400_000
+        assert effective["agents"]["list"] == [
+            {
+                "id": "main",
+                "default": False,
+                "name": "main",
+                "model": "echo/echo",
+                "systemPrompt": "",
+                "params": {},
+            }
+        ]
+
+    def test_shows_values_from_env_and_flags(self, files: ConfigFiles) -> None:
+        config = files.load("{}", environ={"OPENCLAW_GATEWAY_TOKEN": "t"}, port=0, bind="10.1.2.3")
+        gateway = effective_dict(config)["gateway"]
+        assert (gateway["port"], gateway["bind"], gateway["customBindHost"]) == (
+            0,
+            "custom",
+            "10.1.2.3",
+        )
+        assert gateway["auth"]["token"] == "t"
+
+    def test_shows_a_disabled_rate_limit_as_false(self, files: ConfigFiles) -> None:
+        effective = effective_dict(files.load("{gateway: {auth: {rateLimit: false}}}"))
+        assert effective["gateway"]["auth"]["rateLimit"] is False
+
+    def test_shows_a_model_chain_as_primary_and_fallbacks(self, files: ConfigFiles) -> None:
+        effective = effective_dict(files.load(FULL))
+        assert effective["agents"]["list"][1]["model"] == {
+            "primary": "local/qwen",
+            "fallbacks": ["claude/sonnet"],
+        }
+
+
+class TestPortPrecedence:
+    def test_default(self, files: ConfigFiles) -> None:
+        assert files.load("{}").gateway.port == 18789
+
+    def test_file_over_default(self, files: ConfigFiles) -> None:
+        assert files.load("{gateway: {port: 18790}}").gateway.port == 18790
+
+    def test_env_over_file(self, files: ConfigFiles) -> None:
+        config = files.load(
+            "{gateway: {port: 18790}}", environ={"OPENCLAW_GATEWAY_PORT": " 18791 "}
+        )
+        assert config.gateway.port == 18791
+
+    def test_flag_over_env(self, files: ConfigFiles) -> None:
+        environ = {"OPENCLAW_GATEWAY_PORT": "18791"}
+        assert (
+            files.load("{gateway: {port: 18790}}", environ=environ, port=18792).gateway.port
+            == 18792
+        )
+
+    def test_flag_zero_picks_a_free_port(self, files: ConfigFiles) -> None:
+        assert files.load("{}", port=0).gateway.port == 0
+
+    def test_env_host_and_port_uses_the_port(self, files: ConfigFiles) -> None:
+        config = files.load("{}", environ={"OPENCLAW_GATEWAY_PORT": "127.0.0.1:18793"})
+        assert config.gateway.port == 18793
+
+    @pytest.mark.parametrize("value", ["abc", "0", "70000", "18789x", "-1"])
+    def test_invalid_env_port_is_an_issue(self, files: ConfigFiles, value: str) -> None:
+        error = files.error("{}", environ={"OPENCLAW_GATEWAY_PORT": value})
+        assert f'OPENCLAW_GATEWAY_PORT: not a valid port ("{value}")' in error.render()
+
+    def test_invalid_env_port_is_not_read_when_the_flag_is_given(self, files: ConfigFiles) -> None:
+        assert (
+            files.load("{}", environ={"OPENCLAW_GATEWAY_PORT": "abc"}, port=18794).gateway.port
+            == 18794
+        )
+
+    def test_flag_out_of_range_is_an_issue(self, files: ConfigFiles) -> None:
+        assert files.issues("{}", port=70000) == [
+            "- --port: must be between 0 and 65535 (got 70000)"
+        ]
+
+
+class TestSecretPrecedence:
+    def test_token_from_the_file(self, files: ConfigFiles) -> None:
+        auth = files.load('{gateway: {auth: {token: "file"}}}').gateway.auth
+        assert (auth.token, auth.source) == ("file", "config")
+
+    def test_env_token_over_the_file(self, files: ConfigFiles) -> None:
+        environ = {"OPENCLAW_GATEWAY_TOKEN": "env"}
+        auth = files.load('{gateway: {auth: {token: "file"}}}', environ=environ).gateway.auth
+        assert (auth.token, auth.source) == ("env", "env")
+
+    def test_flag_token_over_env(self, files: ConfigFiles) -> None:
+        environ = {"OPENCLAW_GATEWAY_TOKEN": "env"}
+        auth = files.load(
+            '{gateway: {auth: {token: "f"}}}', environ=environ, token="flag"
+        ).gateway.auth
+        assert (auth.token, auth.source) == ("flag", "flag")
+
+    def test_env_token_without_a_file_token(self, files: ConfigFiles) -> None:
+        auth = files.load("{}", environ={"OPENCLAW_GATEWAY_TOKEN": " env "}).gateway.auth
+        assert (auth.mode, auth.token, auth.source) == ("token", "env", "env")
+
+    def test_password_from_the_file(self, files: ConfigFiles) -> None:
+        auth = files.load('{gateway: {auth: {password: "file"}}}').gateway.auth
+        assert (auth.mode, auth.password, auth.source) == ("password", "file", "config")
+
+    def test_env_password_over_the_file(self, files: ConfigFiles) -> None:
+        environ = {"OPENCLAW_GATEWAY_PASSWORD": "env"}
+        auth = files.load('{gateway: {auth: {password: "file"}}}', environ=environ).gateway.auth
+        assert (auth.password, auth.source) == ("env", "env")
+
+    def test_flag_password_over_env(self, files: ConfigFiles) -> None:
+        environ = {"OPENCLAW_GATEWAY_PASSWORD": "env"}
+        auth = files.load("{}", environ=environ, password="flag").gateway.auth
+        assert (auth.mode, auth.password, auth.source) == ("password", "flag", "flag")
+
+    def test_empty_file_token_counts_as_unset(self, files: ConfigFiles) -> None:
+        auth = files.load('{gateway: {auth: {token: ""}}}').gateway.auth
+        assert (auth.token, auth.source) == (None, None)
+
+
+class TestAuthMode:
+    def test_token_when_nothing_is_set(self, files: ConfigFiles) -> None:
+        assert files.load("{}").gateway.auth.mode == "token"
+
+    def test_explicit_mode_is_kept(self, files: ConfigFiles) -> None:
+        assert files.load('{gateway: {auth: {mode: "none"}}}').gateway.auth.mode == "none"
+
+    def test_token_flag_implies_token_mode(self, files: ConfigFiles) -> None:
+        environ = {"OPENCLAW_GATEWAY_PASSWORD": "env"}
+        assert files.load("{}", environ=environ, token="t").gateway.auth.mode == "token"
+
+    def test_token_flag_does_not_override_the_file_mode(self, files: ConfigFiles) -> None:
+        text = '{gateway: {auth: {mode: "password", password: "p"}}}'
+        auth = files.load(text, token="t").gateway.auth
+        assert (auth.mode, auth.secret, auth.source) == ("password", "p", "config")
+
+    def test_password_flag_implies_password_mode(self, files: ConfigFiles) -> None:
+        auth = files.load('{gateway: {auth: {token: "t"}}}', password="p").gateway.auth
+        assert (auth.mode, auth.secret) == ("password", "p")
+
+    def test_password_mode_without_a_password_is_an_issue(self, files: ConfigFiles) -> None:
+        assert files.issues('{gateway: {auth: {mode: "password"}}}') == [
+            "- gateway.auth.password: gateway auth mode is password, but no password was configured"
+        ]
+
+    def test_password_mode_with_an_env_password_loads(self, files: ConfigFiles) -> None:
+        environ = {"OPENCLAW_GATEWAY_PASSWORD": "p"}
+        auth = files.load('{gateway: {auth: {mode: "password"}}}', environ=environ).gateway.auth
+        assert (auth.secret, auth.source) == ("p", "env")
+
+    def test_token_and_password_without_a_mode_is_an_issue(self, files: ConfigFiles) -> None:
+        assert files.issues('{gateway: {auth: {token: "t", password: "p"}}}') == [
+            "- gateway.auth.mode: both token and password are configured;"
+            " set gateway.auth.mode explicitly"
+        ]
+
+    def test_token_and_password_conflict_is_checked_after_env(self, files: ConfigFiles) -> None:
+        environ = {"OPENCLAW_GATEWAY_PASSWORD": "p"}
+        error = files.error('{gateway: {auth: {token: "t"}}}', environ=environ)
+        assert [i.path for i in error.issues] == ["gateway.auth.mode"]
+
+    def test_both_flags_without_a_mode_is_an_issue(self, files: ConfigFiles) -> None:
+        error = files.error("{}", token="t", password="p")
+        assert [i.path for i in error.issues] == ["gateway.auth.mode"]
+
+    def test_token_and_password_with_a_mode_loads(self, files: ConfigFiles) -> None:
+        text = '{gateway: {auth: {mode: "token", token: "t", password: "p"}}}'
+        auth = files.load(text).gateway.auth
+        assert (auth.mode, auth.secret) == ("token", "t")
+
+
+class TestBindFlag:
+    def test_names_a_bind_mode(self, files: ConfigFiles) -> None:
+        gateway = files.load("{}", bind="lan").gateway
+        assert (gateway.bind, gateway.host) == ("lan", "0.0.0.0")
+
+    def test_ipv4_address_means_custom(self, files: ConfigFiles) -> None:
+        gateway = files.load('{gateway: {customBindHost: "10.0.0.1"}}', bind="10.0.0.2").gateway
+        assert (gateway.bind, gateway.host) == ("custom", "10.0.0.2")
+
+    def test_custom_uses_the_file_host(self, files: ConfigFiles) -> None:
+        gateway = files.load('{gateway: {customBindHost: "10.0.0.1"}}', bind="custom").gateway
+        assert gateway.host == "10.0.0.1"
+
+    def test_anything_else_is_an_issue(self, files: ConfigFiles) -> None:
+        assert files.issues("{}", bind="public") == [
+            '- --bind: must be one of "loopback", "lan", "custom" or an IPv4 address (got "public")'
+        ]
+
+
+class TestStartupGuards:
+    def test_lan_without_auth_is_refused(self, files: ConfigFiles) -> None:
+        error = files.error('{gateway: {bind: "lan", auth: {mode: "none"}}}')
+        assert error.render() == (
+            f"Invalid config at {files.path}:\n"
+            "- gateway.bind: refusing to bind gateway to 0.0.0.0:18789 without auth"
+            " (set gateway.auth.token/password,"
+            " or set OPENCLAW_GATEWAY_TOKEN/OPENCLAW_GATEWAY_PASSWORD)"
+        )
+
+    def test_custom_without_auth_is_refused(self, files: ConfigFiles) -> None:
+        text = """{gateway: {bind: "custom", customBindHost: "10.0.0.1", port: 9000,
+                             auth: {mode: "none"}}}"""
+        (issue,) = files.error(text).issues
+        assert issue.message.startswith("refusing to bind gateway to 10.0.0.1:9000 without auth")
+
+    def test_lan_with_a_token_still_to_be_generated_starts(self, files: ConfigFiles) -> None:
+        auth = files.load('{gateway: {bind: "lan"}}').gateway.auth
+        assert (auth.mode, auth.token) == ("token", None)
+
+    def test_loopback_without_auth_starts(self, files: ConfigFiles) -> None:
+        assert files.load('{gateway: {auth: {mode: "none"}}}').gateway.auth.mode == "none"
+
+    def test_custom_without_a_host_is_refused(self, files: ConfigFiles) -> None:
+        assert files.issues('{gateway: {bind: "custom"}}') == [
+            "- gateway.customBindHost: gateway.bind=custom requires gateway.customBindHost"
+        ]
+
+    def test_custom_with_a_host_that_is_not_ipv4_is_refused(self, files: ConfigFiles) -> None:
+        assert files.issues('{gateway: {bind: "custom", customBindHost: "example.com"}}') == [
+            "- gateway.customBindHost: gateway.bind=custom requires a valid IPv4 customBindHost"
+            " (got example.com)"
+        ]
+
+    def test_custom_with_an_ipv4_host_starts(self, files: ConfigFiles) -> None:
+        gateway = files.load('{gateway: {bind: "custom", customBindHost: "192.168.1.5"}}').gateway
+        assert gateway.host == "192.168.1.5"
+
+    def test_a_host_that_is_not_ipv4_is_fine_when_bind_is_not_custom(
+        self, files: ConfigFiles
+    ) -> None:
+        assert files.load('{gateway: {customBindHost: "example.com"}}').gateway.host == "127.0.0.1"
+
+    def test_bind_flag_is_guarded_too(self, files: ConfigFiles) -> None:
+        (issue,) = files.error('{gateway: {auth: {mode: "none"}}}', bind="lan").issues
+        assert issue.path == "gateway.bind"
+
+
+class TestReloadModeRestart:
+    def test_warns_that_clawgate_never_restarts_itself(self, files: ConfigFiles) -> None:
+        config = files.load('{gateway: {reload: {mode: "restart"}}}')
+        assert config.warnings == (
+            ConfigWarning(
+                "gateway.reload.mode", 'clawgate never restarts itself; acts as "hybrid"'
+            ),
+        )
+
+
+class TestExampleFile:
+    EXAMPLE = REPO / "conf" / "example.json5"
+
+    def test_loads_without_issues_or_warnings(self, tmp_path: Path) -> None:
+        loader = ConfigLoader(
+            Overrides(config_path=str(self.EXAMPLE), state_dir=str(tmp_path)), environ={}
+        )
+        assert loader.load().warnings == ()
+
+    def test_lists_every_key_of_the_effective_config(self, tmp_path: Path) -> None:
+        loader = ConfigLoader(
+            Overrides(config_path=str(self.EXAMPLE), state_dir=str(tmp_path)), environ={}
+        )
+        parsed = json5.loads(self.EXAMPLE.read_text())
+        assert _key_paths(parsed) == _key_paths(effective_dict(loader.load()))
+
+    def test_shows_the_default_values(self, tmp_path: Path) -> None:
+        example = ConfigLoader(
+            Overrides(config_path=str(self.EXAMPLE), state_dir=str(tmp_path)), environ={}
+        ).load()
+        defaults = ConfigLoader(Overrides(state_dir=str(tmp_path)), environ={}).load_text("{}")
+        assert example.gateway == defaults.gateway
+        assert example.logging == defaults.logging
+        assert example.agents.agents[0].models == defaults.agents.agents[0].models
+        assert example.agents.maintenance == defaults.agents.maintenance
+
+    def test_the_embedded_default_is_a_valid_file_too(self, tmp_path: Path) -> None:
+        loader = ConfigLoader(
+            Overrides(config_path=str(REPO / "conf" / "gateway.json5"), state_dir=str(tmp_path)),
+            environ={},
+        )
+        assert loader.load().source.exists is True
+
+
+def _key_paths(value: object, prefix: str = "") -> set[str]:
+    """Dotted key paths, list items as `[]`, for comparing the shape of two configs."""
+    paths = set()
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{prefix}.{key}" if prefix else key
+            paths |= {path} | _key_paths(item, path)
+    elif isinstance(value, list):
+        for item in value:
+            paths |= _key_paths(item, f"{prefix}[]")
+    return paths

@@ -1,0 +1,567 @@
+"""Validation: the schema, the message catalogue and issue order (config.md §4, §4a, §6)."""
+
+from __future__ import annotations
+
+import pytest
+
+from agents.config import ModelRef
+from gateway.config import ConfigWarning
+from tests.config.conftest import ConfigFiles
+
+PROVIDERS = """
+models: {
+  providers: {
+    openai: {
+      baseUrl: "https://api.openai.com/v1",
+      models: [{ id: "gpt-4o" }, { id: "gpt-4o-mini" }],
+    },
+    local: { baseUrl: "http://127.0.0.1:11434/v1" },
+  },
+},
+"""
+
+
+def with_agent(agent: str) -> str:
+    return f"{{ agents: {{ list: [{agent}] }}, {PROVIDERS} }}"
+
+
+class TestSyntax:
+    def test_json5_features_load(self, files: ConfigFiles) -> None:
+        text = """
+        // line comment
+        { /* block */ gateway: { 'port': 18790, bind: 'lan', }, agents: { list: [ {id: "a"}, ], }, }
+        """
+        config = files.load(text)
+        assert (config.gateway.port, config.gateway.bind) == (18790, "lan")
+
+    def test_syntax_error_gives_line_and_column(self, files: ConfigFiles) -> None:
+        error = files.error('{\n  gateway: {\n    port: 18789\n    bind: "lan"\n  },\n}\n')
+        assert error.render() == (
+            f"Invalid config at {files.path}:\n"
+            '- <file>: JSON5 syntax error: Unexpected "b" (line 4, column 5)'
+        )
+
+    def test_unexpected_end_of_input(self, files: ConfigFiles) -> None:
+        assert files.issues("{gateway: {port: 1}") == [
+            "- <file>: JSON5 syntax error: Unexpected end of input (line 1, column 20)"
+        ]
+
+    def test_unexpected_newline_stays_on_one_line(self, files: ConfigFiles) -> None:
+        assert files.issues('{a: "x\n"}') == [
+            '- <file>: JSON5 syntax error: Unexpected "\\n" (line 1, column 7)'
+        ]
+
+    def test_empty_file(self, files: ConfigFiles) -> None:
+        assert files.issues("") == [
+            "- <file>: JSON5 syntax error: Unexpected end of input (line 1, column 1)"
+        ]
+
+    @pytest.mark.parametrize(
+        ("text", "got"), [("[1, 2]", "array"), ('"gateway"', "string"), ("null", "null")]
+    )
+    def test_top_level_must_be_an_object(self, files: ConfigFiles, text: str, got: str) -> None:
+        assert files.issues(text) == [f"- <file>: expected object, got {got}"]
+
+
+class TestTypes:
+    @pytest.mark.parametrize(
+        ("text", "line"),
+        [
+            ('{gateway: {port: "80"}}', "- gateway.port: expected integer, got string"),
+            ("{gateway: {port: true}}", "- gateway.port: expected integer, got boolean"),
+            ("{gateway: {port: 8080.0}}", "- gateway.port: expected integer, got number"),
+            ("{gateway: {port: null}}", "- gateway.port: expected integer, got null"),
+            ("{gateway: 5}", "- gateway: expected object, got integer"),
+            (
+                "{gateway: {auth: {token: 42}}}",
+                "- gateway.auth.token: expected string, got integer",
+            ),
+            (
+                '{gateway: {http: {endpoints: {chatCompletions: {enabled: "yes"}}}}}',
+                "- gateway.http.endpoints.chatCompletions.enabled: expected boolean, got string",
+            ),
+            (
+                '{gateway: {http: {cors: {allowedOrigins: "*"}}}}',
+                "- gateway.http.cors.allowedOrigins: expected array, got string",
+            ),
+            (
+                "{gateway: {http: {cors: {allowedOrigins: [1]}}}}",
+                "- gateway.http.cors.allowedOrigins[0]: expected string, got integer",
+            ),
+            ("{agents: {list: {}}}", "- agents.list: expected array, got object"),
+            ('{agents: {list: ["main"]}}', "- agents.list[0]: expected object, got string"),
+            (
+                '{agents: {list: [{id: "a", params: {temperature: "hot"}}]}}',
+                "- agents.list[0].params.temperature: expected number, got string",
+            ),
+            (
+                "{agents: {defaults: {model: 5}}}",
+                "- agents.defaults.model: expected string or object, got integer",
+            ),
+            (
+                "{gateway: {auth: {rateLimit: true}}}",
+                "- gateway.auth.rateLimit: expected object or false, got boolean",
+            ),
+            (
+                "{session: {maintenance: {pruneAfter: true}}}",
+                "- session.maintenance.pruneAfter: expected string or integer, got boolean",
+            ),
+            (
+                '{models: {providers: {p: {baseUrl: "http://h", headers: {"x-a": 1}}}}}',
+                "- models.providers.p.headers.x-a: expected string, got integer",
+            ),
+        ],
+    )
+    def test_wrong_type(self, files: ConfigFiles, text: str, line: str) -> None:
+        assert files.issues(text) == [line]
+
+    def test_numbers_accept_integers(self, files: ConfigFiles) -> None:
+        config = files.load('{agents: {list: [{id: "a", params: {temperature: 1}}]}}')
+        assert config.agents.agents[0].params["temperature"] == 1
+
+
+class TestEnums:
+    def test_value_outside_the_choices(self, files: ConfigFiles) -> None:
+        assert files.issues('{gateway: {bind: "public"}}') == [
+            '- gateway.bind: must be one of "loopback", "lan", "custom" (got "public")'
+        ]
+
+    @pytest.mark.parametrize("bind", ["auto", "tailnet"])
+    def test_openclaw_bind_modes_are_not_supported(self, files: ConfigFiles, bind: str) -> None:
+        assert files.issues(f'{{gateway: {{bind: "{bind}"}}}}') == [
+            "- gateway.bind: not supported by clawgate (use loopback, lan or custom)"
+        ]
+
+    def test_trusted_proxy_auth_is_not_supported(self, files: ConfigFiles) -> None:
+        assert files.issues('{gateway: {auth: {mode: "trusted-proxy"}}}') == [
+            "- gateway.auth.mode: not supported by clawgate"
+        ]
+
+    @pytest.mark.parametrize(
+        ("level", "stored"),
+        [("trace", "debug"), ("fatal", "error"), ("silent", "silent"), ("warn", "warn")],
+    )
+    def test_openclaw_log_levels(self, files: ConfigFiles, level: str, stored: str) -> None:
+        assert files.load(f'{{logging: {{level: "{level}"}}}}').logging.level == stored
+
+    def test_log_level_choices_include_the_openclaw_spellings(self, files: ConfigFiles) -> None:
+        assert files.issues('{logging: {level: "verbose"}}') == [
+            '- logging.level: must be one of "debug", "info", "warn", "error", "silent",'
+            ' "trace", "fatal" (got "verbose")'
+        ]
+
+    def test_reload_mode(self, files: ConfigFiles) -> None:
+        assert files.issues('{gateway: {reload: {mode: "live"}}}') == [
+            '- gateway.reload.mode: must be one of "off", "hot", "hybrid", "restart" (got "live")'
+        ]
+
+
+class TestRanges:
+    @pytest.mark.parametrize(
+        ("text", "line"),
+        [
+            ("{gateway: {port: 70000}}", "- gateway.port: must be between 1 and 65535 (got 70000)"),
+            ("{gateway: {port: 0}}", "- gateway.port: must be between 1 and 65535 (got 0)"),
+            (
+                "{gateway: {shutdown: {drainSeconds: -1}}}",
+                "- gateway.shutdown.drainSeconds: must be >= 0 (got -1)",
+            ),
+            (
+                "{gateway: {auth: {rateLimit: {maxAttempts: 0}}}}",
+                "- gateway.auth.rateLimit.maxAttempts: must be >= 1 (got 0)",
+            ),
+            (
+                '{agents: {list: [{id: "a", params: {temperature: 5}}]}}',
+                "- agents.list[0].params.temperature: must be between 0 and 2 (got 5)",
+            ),
+            (
+                '{agents: {list: [{id: "a", params: {frequency_penalty: -2.5}}]}}',
+                "- agents.list[0].params.frequency_penalty: must be between -2 and 2 (got -2.5)",
+            ),
+            (
+                '{agents: {list: [{id: "a", params: {max_tokens: 0}}]}}',
+                "- agents.list[0].params.max_tokens: must be between 1 and 9007199254740991"
+                " (got 0)",
+            ),
+            (
+                "{agents: {defaults: {maxConcurrent: 0}}}",
+                "- agents.defaults.maxConcurrent: must be >= 1 (got 0)",
+            ),
+        ],
+    )
+    def test_out_of_range(self, files: ConfigFiles, text: str, line: str) -> None:
+        assert files.issues(text) == [line]
+
+    @pytest.mark.parametrize("stop", ['""', '["a", ""]', '["a", "b", "c", "d", "e"]', "[1]"])
+    def test_stop_sequences(self, files: ConfigFiles, stop: str) -> None:
+        assert files.issues(f'{{agents: {{list: [{{id: "a", params: {{stop: {stop}}}}}]}}}}') == [
+            "- agents.list[0].params.stop: must be a non-empty string or an array of at most 4"
+            " non-empty strings"
+        ]
+
+
+class TestRequired:
+    def test_agent_id(self, files: ConfigFiles) -> None:
+        assert files.issues('{agents: {list: [{name: "x"}]}}') == [
+            "- agents.list[0].id: is required"
+        ]
+
+    def test_base_url_for_openai_completions(self, files: ConfigFiles) -> None:
+        assert files.issues("{models: {providers: {local: {}}}}") == [
+            "- models.providers.local.baseUrl: is required"
+        ]
+
+    def test_base_url_defaults_for_anthropic_messages(self, files: ConfigFiles) -> None:
+        config = files.load('{models: {providers: {claude: {api: "anthropic-messages"}}}}')
+        assert config.agents.providers["claude"].base_url == "https://api.anthropic.com"
+
+    def test_model_entry_id(self, files: ConfigFiles) -> None:
+        assert files.issues('{models: {providers: {p: {baseUrl: "http://h", models: [{}]}}}}') == [
+            "- models.providers.p.models[0].id: is required"
+        ]
+
+    def test_model_chain_primary(self, files: ConfigFiles) -> None:
+        assert files.issues('{agents: {defaults: {model: {fallbacks: ["echo/a"]}}}}') == [
+            "- agents.defaults.model.primary: is required"
+        ]
+
+    def test_base_url_must_be_http(self, files: ConfigFiles) -> None:
+        assert files.issues('{models: {providers: {p: {baseUrl: "ftp://h/v1"}}}}') == [
+            '- models.providers.p.baseUrl: must be an http(s) URL (got "ftp://h/v1")'
+        ]
+
+
+class TestAgents:
+    def test_empty_list_gives_the_implicit_agent_main(self, files: ConfigFiles) -> None:
+        config = files.load('{agents: {list: [], defaults: {model: "echo/fast"}}}')
+        (agent,) = config.agents.agents
+        assert (agent.id, agent.name, agent.models) == ("main", "main", (ModelRef("echo", "fast"),))
+
+    def test_invalid_id(self, files: ConfigFiles) -> None:
+        assert files.issues('{agents: {list: [{id: "Main Agent"}]}}') == [
+            '- agents.list[0].id: invalid agent id "Main Agent" (expected [a-z0-9][a-z0-9_-]{0,63})'
+        ]
+
+    def test_id_longer_than_64_characters(self, files: ConfigFiles) -> None:
+        (line,) = files.issues(f'{{agents: {{list: [{{id: "{"a" * 65}"}}]}}}}')
+        assert line.startswith("- agents.list[0].id: invalid agent id")
+
+    def test_id_is_stored_lowercase(self, files: ConfigFiles) -> None:
+        assert files.load('{agents: {list: [{id: "Coder_1"}]}}').agents.agents[0].id == "coder_1"
+
+    def test_duplicate_id(self, files: ConfigFiles) -> None:
+        assert files.issues('{agents: {list: [{id: "main"}, {id: "Main"}]}}') == [
+            '- agents.list[1].id: duplicate agent id "main"'
+        ]
+
+    def test_agent_model_defaults_to_the_defaults_model(self, files: ConfigFiles) -> None:
+        config = files.load('{agents: {defaults: {model: "echo/x"}, list: [{id: "a"}]}}')
+        assert config.agents.agents[0].models == (ModelRef("echo", "x"),)
+
+    def test_more_than_one_default_warns_and_the_first_wins(self, files: ConfigFiles) -> None:
+        config = files.load(
+            '{agents: {list: [{id: "a"}, {id: "b", default: true}, {id: "c", default: true}]}}'
+        )
+        assert config.warnings == (
+            ConfigWarning(
+                "agents.list[2].default",
+                'more than one agent is marked default; the first ("b") is used',
+            ),
+        )
+        assert config.agents.default_agent.id == "b"
+
+    def test_unknown_params_are_forwarded_verbatim(self, files: ConfigFiles) -> None:
+        config = files.load(
+            '{agents: {list: [{id: "a", params: {top_k: 40, logit_bias: {"50256": -100}}}]}}'
+        )
+        assert config.agents.agents[0].params == {"top_k": 40, "logit_bias": {"50256": -100}}
+
+
+class TestModelRefs:
+    def test_must_be_provider_slash_model(self, files: ConfigFiles) -> None:
+        assert files.issues(with_agent('{id: "a", model: "gpt-4o"}')) == [
+            '- agents.list[0].model: must be "provider/model" (got "gpt-4o")'
+        ]
+
+    def test_unknown_provider_with_a_suggestion(self, files: ConfigFiles) -> None:
+        assert files.issues(with_agent('{id: "a", model: "opnai/gpt-4o"}')) == [
+            '- agents.list[0].model: unknown provider "opnai" (did you mean "openai"?)'
+        ]
+
+    def test_unknown_provider_without_a_close_match(self, files: ConfigFiles) -> None:
+        assert files.issues(with_agent('{id: "a", model: "mistral/large"}')) == [
+            '- agents.list[0].model: unknown provider "mistral"'
+        ]
+
+    def test_unknown_model_with_a_suggestion(self, files: ConfigFiles) -> None:
+        assert files.issues(with_agent('{id: "a", model: "openai/gpt4"}')) == [
+            '- agents.list[0].model: unknown model "gpt4" for provider "openai"'
+            ' (did you mean "gpt-4o"?)'
+        ]
+
+    def test_provider_without_a_model_list_takes_any_model(self, files: ConfigFiles) -> None:
+        config = files.load(with_agent('{id: "a", model: "local/anything"}'))
+        assert config.agents.agents[0].models == (ModelRef("local", "anything"),)
+
+    def test_echo_takes_any_model(self, files: ConfigFiles) -> None:
+        config = files.load(with_agent('{id: "a", model: "echo/whatever"}'))
+        assert config.agents.agents[0].primary == ModelRef("echo", "whatever")
+
+    def test_chain_is_primary_then_fallbacks(self, files: ConfigFiles) -> None:
+        config = files.load(
+            with_agent(
+                '{id: "a", model: {primary: "openai/gpt-4o", fallbacks: ["local/q", "echo/e"]}}'
+            )
+        )
+        assert config.agents.agents[0].models == (
+            ModelRef("openai", "gpt-4o"),
+            ModelRef("local", "q"),
+            ModelRef("echo", "e"),
+        )
+
+    def test_fallback_issue_has_its_index(self, files: ConfigFiles) -> None:
+        text = with_agent(
+            '{id: "a", model: {primary: "echo/e", fallbacks: ["local/q", "openai/gpt5"]}}'
+        )
+        assert files.issues(text) == [
+            '- agents.list[0].model.fallbacks[1]: unknown model "gpt5" for provider "openai"'
+            ' (did you mean "gpt-4o"?)'
+        ]
+
+    def test_defaults_model_is_checked(self, files: ConfigFiles) -> None:
+        assert files.issues(
+            f'{{agents: {{defaults: {{model: "opnai/gpt-4o"}}}}, {PROVIDERS}}}'
+        ) == ['- agents.defaults.model: unknown provider "opnai" (did you mean "openai"?)']
+
+    def test_provider_defined_after_the_agents_is_found(self, files: ConfigFiles) -> None:
+        config = files.load(with_agent('{id: "a", model: "openai/gpt-4o-mini"}'))
+        assert config.agents.agents[0].primary == ModelRef("openai", "gpt-4o-mini")
+
+
+class TestProviders:
+    UNIMPLEMENTED = '{models: {providers: {gem: {api: "google-generative-ai", whatever: 1}}}}'
+
+    def test_unimplemented_api_warns_and_the_provider_is_ignored(self, files: ConfigFiles) -> None:
+        config = files.load(self.UNIMPLEMENTED)
+        assert config.warnings == (
+            ConfigWarning(
+                "models.providers.gem.api",
+                'api "google-generative-ai" is not implemented; provider ignored',
+            ),
+        )
+        assert "gem" not in config.agents.providers
+
+    def test_agent_using_an_unimplemented_provider_is_an_issue(self, files: ConfigFiles) -> None:
+        text = (
+            '{agents: {defaults: {model: "gem/pro"}}, models: {providers: {gem: {api: "ollama"}}}}'
+        )
+        assert files.issues(text) == [
+            '- agents.defaults.model: provider "gem" is ignored: api "ollama" is not implemented'
+        ]
+
+    def test_echo_is_reserved(self, files: ConfigFiles) -> None:
+        assert files.issues('{models: {providers: {echo: {baseUrl: "http://h"}}}}') == [
+            '- models.providers.echo: "echo" is reserved for the built-in provider'
+        ]
+
+    def test_provider_id_pattern(self, files: ConfigFiles) -> None:
+        assert files.issues('{models: {providers: {"Open AI": {baseUrl: "http://h"}}}}') == [
+            '- models.providers.Open AI: invalid provider id "Open AI"'
+            " (expected [a-z0-9][a-z0-9_-]{0,63})"
+        ]
+
+    def test_model_entry_defaults(self, files: ConfigFiles) -> None:
+        config = files.load(
+            '{models: {providers: {p: {baseUrl: "http://h", models: [{id: "m"}]}}}}'
+        )
+        (model,) = config.agents.providers["p"].models
+        assert (model.name, model.context_window, model.max_tokens, model.reasoning) == (
+            "m",
+            None,
+            None,
+            False,
+        )
+
+
+class TestDurations:
+    @pytest.mark.parametrize(
+        ("value", "ms"),
+        [
+            ('"30d"', 2_592_000_000),
+            ('"12h"', 43_200_000),
+            ('"90m"', 5_400_000),
+            ('"45s"', 45_000),
+            ("1234", 1234),
+        ],
+    )
+    def test_accepted_forms(self, files: ConfigFiles, value: str, ms: int) -> None:
+        config = files.load(f"{{session: {{maintenance: {{pruneAfter: {value}}}}}}}")
+        assert config.agents.maintenance.prune_after_ms == ms
+
+    def test_other_text_is_an_issue(self, files: ConfigFiles) -> None:
+        assert files.issues('{session: {maintenance: {pruneAfter: "30 days"}}}') == [
+            '- session.maintenance.pruneAfter: must be a duration like "30d", "12h", "90m", "45s"'
+            ' or integer milliseconds (got "30 days")'
+        ]
+
+    def test_negative_milliseconds_are_an_issue(self, files: ConfigFiles) -> None:
+        assert files.issues("{session: {maintenance: {pruneAfter: -5}}}") == [
+            "- session.maintenance.pruneAfter: must be >= 0 (got -5)"
+        ]
+
+
+class TestSwitches:
+    def test_rate_limit_false_turns_the_limiter_off(self, files: ConfigFiles) -> None:
+        config = files.load("{gateway: {auth: {rateLimit: false}}}")
+        assert config.gateway.auth.rate_limit.enabled is False
+
+    def test_rate_limit_is_on_by_default(self, files: ConfigFiles) -> None:
+        assert files.load("{}").gateway.auth.rate_limit.enabled is True
+
+    def test_allow_url_true_warns_and_counts_as_false(self, files: ConfigFiles) -> None:
+        text = "{gateway: {http: {endpoints: {chatCompletions: {images: {allowUrl: true}}}}}}"
+        config = files.load(text)
+        assert config.warnings == (
+            ConfigWarning(
+                "gateway.http.endpoints.chatCompletions.images.allowUrl",
+                "remote image URLs are not supported; treated as false",
+            ),
+        )
+        assert config.gateway.http.chat_completions.images.allow_url is False
+
+    def test_main_key_is_lowercased(self, files: ConfigFiles) -> None:
+        assert files.load('{session: {mainKey: "Home"}}').agents.main_key == "home"
+
+    def test_main_key_must_not_be_empty(self, files: ConfigFiles) -> None:
+        assert files.issues('{session: {mainKey: ""}}') == ["- session.mainKey: must not be empty"]
+
+
+class TestUnknownKeys:
+    @pytest.mark.parametrize(
+        ("text", "line"),
+        [
+            ("{gatway: {}}", '- gatway: unknown key (did you mean "gateway"?)'),
+            ("{gateway: {prot: 1}}", '- gateway.prot: unknown key (did you mean "port"?)'),
+            (
+                '{gateway: {auth: {tokn: "x"}}}',
+                '- gateway.auth.tokn: unknown key (did you mean "token"?)',
+            ),
+            (
+                "{gateway: {http: {endpoints: {chatCompletions: {maxBodyByte: 1}}}}}",
+                "- gateway.http.endpoints.chatCompletions.maxBodyByte: unknown key"
+                ' (did you mean "maxBodyBytes"?)',
+            ),
+            (
+                '{agents: {list: [{id: "a", systemPromt: "x"}]}}',
+                '- agents.list[0].systemPromt: unknown key (did you mean "systemPrompt"?)',
+            ),
+            (
+                '{models: {providers: {p: {baseUrl: "http://h", apikey: "k"}}}}',
+                '- models.providers.p.apikey: unknown key (did you mean "apiKey"?)',
+            ),
+            (
+                '{agents: {defaults: {model: {primary: "echo/e", fallback: []}}}}',
+                '- agents.defaults.model.fallback: unknown key (did you mean "fallbacks"?)',
+            ),
+        ],
+    )
+    def test_with_a_suggestion(self, files: ConfigFiles, text: str, line: str) -> None:
+        assert files.issues(text) == [line]
+
+    def test_suggestions_include_ignored_openclaw_keys(self, files: ConfigFiles) -> None:
+        assert files.issues("{chanels: {}}") == [
+            '- chanels: unknown key (did you mean "channels"?)'
+        ]
+
+    def test_without_a_close_match(self, files: ConfigFiles) -> None:
+        assert files.issues("{gateway: {zzz: 1}, frobnicate: true}") == [
+            "- gateway.zzz: unknown key",
+            "- frobnicate: unknown key",
+        ]
+
+    def test_include_is_not_supported(self, files: ConfigFiles) -> None:
+        assert files.issues('{gateway: {$include: "./gw.json5"}}') == [
+            "- gateway.$include: $include is not supported by clawgate"
+        ]
+
+
+IGNORED = "config_key_ignored"
+
+
+class TestIgnoredOpenClawKeys:
+    OPENCLAW = """
+    {
+      channels: { telegram: { botToken: "${TELEGRAM_BOT_TOKEN}" } },
+      gateway: { port: 18789, tls: { enabled: true } },
+      plugins: { entries: {} },
+      agents: { defaults: { workspace: "~/.openclaw/workspace", model: "echo/echo" } },
+      tools: { profile: "full" },
+    }
+    """
+
+    def test_load_with_one_warning_each_in_document_order(self, files: ConfigFiles) -> None:
+        reason = "not implemented by clawgate"
+        assert files.load(self.OPENCLAW).warnings == (
+            ConfigWarning("channels", reason, event=IGNORED),
+            ConfigWarning(
+                "gateway.tls",
+                f"{reason}; TLS is not supported; terminate TLS in a reverse proxy",
+                event=IGNORED,
+            ),
+            ConfigWarning("plugins", reason, event=IGNORED),
+            ConfigWarning("agents.defaults.workspace", reason, event=IGNORED),
+            ConfigWarning("tools", reason, event=IGNORED),
+        )
+
+    def test_ignored_keys_inside_lists(self, files: ConfigFiles) -> None:
+        text = '{agents: {list: [{id: "a", workspace: "w"}, {id: "b", sandbox: {}}]}}'
+        assert [w.path for w in files.load(text).warnings] == [
+            "agents.list[0].workspace",
+            "agents.list[1].sandbox",
+        ]
+
+
+class TestAllIssuesTogether:
+    def test_rendered_in_document_order(self, files: ConfigFiles) -> None:
+        text = """{
+          gateway: { bind: "public", auth: { tokn: "x" } },
+          agents: { list: [{ id: "main", model: "opnai/gpt-4o" }] },
+          models: { providers: { openai: {
+            baseUrl: "https://x.example/v1", models: [{ id: "gpt-4o" }] } } },
+        }"""
+        assert files.error(text).render() == (
+            f"Invalid config at {files.path}:\n"
+            '- gateway.bind: must be one of "loopback", "lan", "custom" (got "public")\n'
+            '- gateway.auth.tokn: unknown key (did you mean "token"?)\n'
+            '- agents.list[0].model: unknown provider "opnai" (did you mean "openai"?)'
+        )
+
+    def test_order_follows_the_file_not_the_schema(self, files: ConfigFiles) -> None:
+        text = """{
+          logging: { level: "loud" },
+          agents: { list: [{ id: "a", model: "nope" }, { id: "a" }] },
+          gateway: { port: -1 },
+          session: { maintenance: { maxEntries: 0 } },
+        }"""
+        assert [i.path for i in files.error(text).issues] == [
+            "logging.level",
+            "agents.list[0].model",
+            "agents.list[1].id",
+            "gateway.port",
+            "session.maintenance.maxEntries",
+        ]
+
+    def test_cross_section_issues_sort_into_place(self, files: ConfigFiles) -> None:
+        text = """{
+          agents: { list: [{ id: "a", model: "opnai/x" }], defaults: { historyLimit: -1 } },
+          models: { providers: { openai: { baseUrl: "nope" } } },
+        }"""
+        assert [i.path for i in files.error(text).issues] == [
+            "agents.list[0].model",
+            "agents.defaults.historyLimit",
+            "models.providers.openai.baseUrl",
+        ]
+
+    def test_env_issues_come_after_the_file_issues(self, files: ConfigFiles) -> None:
+        error = files.error("{gateway: {port: 0}}", environ={"OPENCLAW_GATEWAY_PORT": "x"})
+        assert [i.path for i in error.issues] == ["gateway.port", "OPENCLAW_GATEWAY_PORT"]
