@@ -1,0 +1,183 @@
+"""What flows out of the agents layer: run events, session rows, session changes.
+
+The gateway turns these into SSE chunks and WS `agent`/`chat`/`sessions.changed` frames
+(agents-sessions.md §2.2, ws-protocol.md §8 `sessions.list`, §9.2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+import structlog
+
+from agents.keys import is_main_key
+from agents.store import SessionRow
+
+log = structlog.get_logger(__name__)
+
+LIFECYCLE = "lifecycle"
+ASSISTANT = "assistant"
+USAGE = "usage"
+
+
+@attrs.frozen
+class RunEvent:
+    """One event of a run. `seq` is per run, from 1, without gaps at the source; `data` is
+    exactly the §2.2 table's object and is shared by every consumer: never mutate it."""
+
+    run_id: str
+    session_key: str
+    session_id: str | None  # None only for a run that ended before its session was loaded
+    agent_id: str
+    stream: str  # "lifecycle", "assistant" or "usage"
+    seq: int
+    ts: int  # Unix ms
+    data: Mapping[str, Any]
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.stream == LIFECYCLE and self.data.get("phase") in ("end", "error")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "runId": self.run_id,
+            "sessionKey": self.session_key,
+            "sessionId": self.session_id,
+            "agentId": self.agent_id,
+            "stream": self.stream,
+            "seq": self.seq,
+            "ts": self.ts,
+            "data": self.data,
+        }
+
+
+@attrs.frozen
+class SessionInfo:
+    """A session row with its live state: every field of a `sessions.list` entry."""
+
+    key: str
+    agent_id: str
+    is_main: bool
+    label: str | None
+    session_id: str
+    created_at: int
+    updated_at: int
+    aborted_last_run: bool
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    model_provider: str | None
+    model: str | None
+    status: str  # "running", else the last outcome "done"/"aborted"/"error", or "idle"
+    last_run_id: str | None
+    active_run_ids: tuple[str, ...] = ()  # queued and running runs, oldest first
+    kind: str = "direct"
+
+    @classmethod
+    def from_row(
+        cls, row: SessionRow, main_key: str, active_run_ids: tuple[str, ...] = ()
+    ) -> SessionInfo:
+        return cls(
+            key=row.key,
+            agent_id=row.agent_id,
+            is_main=is_main_key(row.key, main_key),
+            label=row.label,
+            session_id=row.session_id,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            aborted_last_run=row.aborted_last_run,
+            input_tokens=row.input_tokens,
+            output_tokens=row.output_tokens,
+            total_tokens=row.total_tokens,
+            model_provider=row.model_provider,
+            model=row.model,
+            status="running" if active_run_ids else (row.last_status or "idle"),
+            last_run_id=row.last_run_id,
+            active_run_ids=active_run_ids,
+        )
+
+    @property
+    def has_active_run(self) -> bool:
+        return bool(self.active_run_ids)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `sessions.list` entry, keys in the spec's order."""
+        return {
+            "key": self.key,
+            "kind": self.kind,
+            "agentId": self.agent_id,
+            "isMain": self.is_main,
+            "label": self.label,
+            "sessionId": self.session_id,
+            "createdAt": self.created_at,
+            "updatedAt": self.updated_at,
+            "abortedLastRun": self.aborted_last_run,
+            "inputTokens": self.input_tokens,
+            "outputTokens": self.output_tokens,
+            "totalTokens": self.total_tokens,
+            "modelProvider": self.model_provider,
+            "model": self.model,
+            "status": self.status,
+            "lastRunId": self.last_run_id,
+            "hasActiveRun": self.has_active_run,
+            "activeRunIds": list(self.active_run_ids),
+        }
+
+
+@attrs.frozen
+class SessionChange:
+    """`sessions.changed`: `reason` for create/patch/reset/delete, or `phase` start/end with
+    `run_id` around a run. `session` is None after a delete."""
+
+    session_key: str
+    agent_id: str
+    ts: int
+    session: SessionInfo | None
+    reason: str | None = None
+    phase: str | None = None
+    run_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "sessionKey": self.session_key,
+            "agentId": self.agent_id,
+            "ts": self.ts,
+        }
+        if self.reason is not None:
+            out["reason"] = self.reason
+        if self.phase is not None:
+            out["phase"] = self.phase
+        if self.run_id is not None:
+            out["runId"] = self.run_id
+        out["session"] = self.session.to_dict() if self.session is not None else None
+        return out
+
+
+# Called synchronously for every run event and session change; must never block.
+Listener = Callable[[RunEvent | SessionChange], None]
+
+
+@attrs.define
+class EventSink:
+    """The registry-wide listeners. `listeners` is replaced, never mutated, so a dispatch
+    loop may iterate it while a listener removes itself, and runs can test it for
+    emptiness per token at the cost of one attribute read."""
+
+    listeners: tuple[Listener, ...] = ()
+
+    def add(self, listener: Listener) -> None:
+        self.listeners = (*self.listeners, listener)
+
+    def remove(self, listener: Listener) -> None:
+        # `!=`, not `is not`: each `obj.method` access makes a new, equal, bound method.
+        self.listeners = tuple(cb for cb in self.listeners if cb != listener)
+
+    def publish(self, event: RunEvent | SessionChange) -> None:
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:
+                # One broken consumer must not break the run or the other consumers.
+                log.exception("listener_failed", listener=repr(listener))

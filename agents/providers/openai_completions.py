@@ -1,0 +1,240 @@
+"""The `openai-completions` provider (agents-sessions.md §6.3).
+
+Speaks OpenAI's streamed Chat Completions: OpenAI itself, vLLM, llama.cpp server, Ollama `/v1`,
+LM Studio, OpenRouter. Request building is pure (`request_body`, `request_headers`); `stream`
+does the I/O and relays the SSE stream with as little work per chunk as possible.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import structlog
+from multidict import CIMultiDict
+
+from agents.config import API_OPENAI_COMPLETIONS, ProviderConfig
+from agents.errors import MalformedStream
+from agents.providers.base import (
+    ChatMessage,
+    Finish,
+    ProviderEvent,
+    ProviderRequest,
+    TextDelta,
+    Usage,
+)
+from agents.providers.sse import SSEError, SSEParser
+from agents.providers.upstream import (
+    client_timeout,
+    log_body,
+    open_stream,
+    read_json,
+    transport_error,
+)
+
+if TYPE_CHECKING:
+    from agents.providers.pool import Timeouts
+
+log = structlog.get_logger()
+
+# `tool_calls`, `function_call` and unknown reasons become "stop" (§6.3).
+FINISH_REASONS: Mapping[str, str] = {
+    "stop": "stop",
+    "length": "length",
+    "content_filter": "content_filter",
+}
+# The body owns these; a param of the same name would break streaming or the context.
+_RESERVED_KEYS = frozenset({"model", "messages", "stream", "stream_options"})
+# Echo's pacing knob (§6.2), meaningless to a real model.
+_DROPPED_KEYS = frozenset({"delayMs"})
+
+
+def chat_message(message: ChatMessage) -> dict[str, Any]:
+    if not message.images:
+        return {"role": message.role, "content": message.text}
+    parts: list[dict[str, Any]] = []
+    if message.text:  # some servers reject an empty text part; an image-only turn has none
+        parts.append({"type": "text", "text": message.text})
+    parts.extend(
+        {"type": "image_url", "image_url": {"url": image.data_uri}} for image in message.images
+    )
+    return {"role": message.role, "content": parts}
+
+
+def request_body(request: ProviderRequest) -> dict[str, Any]:
+    """The JSON body of §6.3: context, streaming with usage, and the params."""
+    messages = [chat_message(m) for m in request.messages]
+    if request.system:
+        messages.insert(0, {"role": "system", "content": request.system})
+    body: dict[str, Any] = {
+        "model": request.ref.model,
+        "messages": messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    params = request.params
+    dropped: list[str] = []
+    for key, value in params.items():
+        if value is None:
+            continue  # "unset" in our params; some servers reject explicit nulls
+        if key in _RESERVED_KEYS or key in _DROPPED_KEYS:
+            dropped.append(key)
+        elif key == "max_tokens" and params.get("max_completion_tokens") is not None:
+            # Both names given: send one cap, the one echo honours too (echo.token_cap);
+            # OpenAI rejects requests that carry both.
+            dropped.append(key)
+        else:
+            # The known sampling fields and any other agent param (top_k, min_p, … for local
+            # servers) go verbatim, under the name the client used.
+            body[key] = value
+    if (
+        "max_tokens" not in body
+        and "max_completion_tokens" not in body
+        and request.model is not None
+        and request.model.max_tokens
+    ):
+        body["max_tokens"] = request.model.max_tokens
+    if dropped:
+        log.debug("provider_params_dropped", api=API_OPENAI_COMPLETIONS, keys=dropped)
+    return body
+
+
+def request_headers(provider: ProviderConfig) -> CIMultiDict[str]:
+    """Content-Type, the bearer key when set, then the provider's headers, which win
+    (compared case-insensitively, so `authorization` replaces `Authorization`)."""
+    headers: CIMultiDict[str] = CIMultiDict({"Content-Type": "application/json"})
+    if provider.api_key:
+        headers["Authorization"] = f"Bearer {provider.api_key}"
+    for name, value in provider.headers.items():
+        headers[name] = value
+    return headers
+
+
+def usage_of(usage: Any) -> Usage | None:
+    """Reported usage, or None when the upstream's numbers are not usable (then §7 estimates)."""
+    if not isinstance(usage, dict):
+        return None
+    prompt = usage.get("prompt_tokens")
+    completion = usage.get("completion_tokens")
+    if type(prompt) is not int or type(completion) is not int:
+        return None
+    return Usage(prompt, completion)
+
+
+def json_answer(answer: Any) -> list[ProviderEvent]:
+    """A whole chat.completion object (the server ignored `stream`): one delta, usage, finish."""
+    if not isinstance(answer, dict) or answer.get("error"):
+        raise MalformedStream("upstream JSON answer is an error or not an object")
+    choices = answer.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise MalformedStream("upstream JSON answer has no choices")
+    choice = choices[0]
+    message = choice.get("message")
+    content = message.get("content") if isinstance(message, dict) else None
+    if content is not None and not isinstance(content, str):
+        raise MalformedStream("upstream JSON answer content is not text")
+    events: list[ProviderEvent] = []
+    if content:
+        events.append(TextDelta(content))
+    usage = usage_of(answer.get("usage"))
+    if usage is not None:
+        events.append(usage)
+    events.append(Finish(FINISH_REASONS.get(choice.get("finish_reason") or "stop", "stop")))
+    return events
+
+
+class OpenAICompletionsProvider:
+    api = API_OPENAI_COMPLETIONS
+
+    def __init__(self, http: aiohttp.ClientSession, timeouts: Timeouts) -> None:
+        self._http = http
+        self._timeout = client_timeout(timeouts)
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
+        provider = request.provider
+        if provider is None:
+            raise ValueError("openai-completions needs the provider's config")
+        url = provider.base_url.rstrip("/") + "/chat/completions"
+        resp = await open_stream(
+            self._http,
+            provider,
+            url,
+            request_headers(provider),
+            request_body(request),
+            self._timeout,
+        )
+        # Until the stream ended cleanly, leaving this generator (error, task cancellation,
+        # aclose) closes the connection: a half-read response must not go back to the pool,
+        # and the upstream has to see the disconnect to stop generating.
+        finished = False
+        data = ""
+        try:
+            if resp.content_type == "application/json":
+                answer = json_answer(await read_json(resp, provider))
+                finished = True  # the body is read: the connection may be reused
+                for event in answer:
+                    yield event
+                return
+            parser = SSEParser()
+            read = resp.content.readany
+            loads = json.loads
+            reason: str | None = None
+            usage: Any = None
+            done = False
+            while not done:
+                chunk = await read()
+                for sse in parser.feed(chunk) if chunk else parser.feed_eof():
+                    data = sse.data
+                    if data == "[DONE]":
+                        done = True
+                        break
+                    obj = loads(data)
+                    # `{"error": {...}}` (OpenAI, OpenRouter, llama.cpp) or vLLM's
+                    # `{"object": "error", ...}`.
+                    if obj.get("error") or obj.get("object") == "error":
+                        log_body("upstream_stream_error", provider, data)
+                        raise MalformedStream("in-stream error from upstream")
+                    choices = obj.get("choices")
+                    if choices:
+                        choice = choices[0]
+                        delta = choice.get("delta")
+                        if delta:
+                            # `reasoning_content` (thinking models) is deliberately not read.
+                            content = delta.get("content")
+                            if content:
+                                if type(content) is not str:
+                                    raise TypeError("delta content is not text")
+                                yield TextDelta(content)
+                        if choice.get("finish_reason"):
+                            reason = choice["finish_reason"]
+                    if obj.get("usage"):
+                        usage = obj["usage"]
+                if not chunk and not done:
+                    # EOF without [DONE]: complete only if the model said it was finished.
+                    if reason is None:
+                        raise MalformedStream("upstream stream ended before [DONE]")
+                    break
+            data = ""
+            # The stream is over: set before the last yields so that a consumer closing
+            # us right after Finish releases the connection (aiohttp pools it only if the
+            # body reached EOF, else it closes it) instead of forcing a close.
+            finished = True
+            reported = usage_of(usage)
+            if reported is not None:
+                yield reported
+            yield Finish(FINISH_REASONS.get(reason or "stop", "stop"))
+        except (ValueError, TypeError, AttributeError, LookupError) as exc:
+            # json.loads, SSEError and a chunk of the wrong shape all land here.
+            if data:
+                log_body("upstream_malformed_stream", provider, data)
+            detail = str(exc) if isinstance(exc, SSEError) else type(exc).__name__
+            raise MalformedStream(f"malformed upstream stream ({detail})") from exc
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise transport_error(exc) from exc
+        finally:
+            if finished:
+                resp.release()
+            else:
+                resp.close()

@@ -1,0 +1,52 @@
+"""The providers a registry runs turns with, sharing one HTTP client session."""
+
+from __future__ import annotations
+
+import aiohttp
+import attrs
+
+from agents.config import API_ANTHROPIC_MESSAGES, API_ECHO, API_OPENAI_COMPLETIONS
+from agents.providers.anthropic_messages import AnthropicMessagesProvider
+from agents.providers.base import Provider
+from agents.providers.echo import EchoProvider
+from agents.providers.openai_completions import OpenAICompletionsProvider
+
+
+@attrs.frozen
+class Timeouts:
+    # Unverified values (http-openai.md §12); OpenClaw documents 120 s idle for cloud models.
+    connect: float = 10.0
+    idle: float = 120.0
+
+
+class ProviderPool:
+    """Maps an `api` name to its provider; owns the one shared aiohttp ClientSession."""
+
+    def __init__(self, timeouts: Timeouts = Timeouts()) -> None:
+        self.timeouts = timeouts
+        self._http: aiohttp.ClientSession | None = None
+        self._providers: dict[str, Provider] = {API_ECHO: EchoProvider()}
+
+    def get(self, api: str) -> Provider:
+        provider = self._providers.get(api)
+        if provider is None:
+            provider = self._make(api)
+            self._providers[api] = provider
+        return provider
+
+    def _make(self, api: str) -> Provider:
+        if self._http is None:
+            # Created on first use, inside the running loop; no total timeout because
+            # a stream may last as long as the run (the providers enforce connect/idle).
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        if api == API_OPENAI_COMPLETIONS:
+            return OpenAICompletionsProvider(self._http, self.timeouts)
+        if api == API_ANTHROPIC_MESSAGES:
+            return AnthropicMessagesProvider(self._http, self.timeouts)
+        raise KeyError(api)
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        self._providers = {API_ECHO: EchoProvider()}

@@ -1,0 +1,115 @@
+"""An incremental Server-Sent Events parser: bytes in, events out (Sans-I/O).
+
+Follows the WHATWG event-stream rules that matter for model APIs: `event:` and `data:` fields,
+multi-line data joined with "\\n", comment lines (`:`) ignored, `id:`/`retry:`/unknown fields
+ignored, and CRLF, LF or lone CR line endings, also when a chunk boundary splits a CRLF.
+It runs once per streamed token, so it works on bytes and allocates little.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+# An upstream that never ends a line would otherwise grow the buffer without bound. No model
+# API sends a single event anywhere near this size (a streamed chunk is well under 64 KiB).
+MAX_EVENT_BYTES = 8 * 1024 * 1024
+
+_BOM = b"\xef\xbb\xbf"
+
+
+class SSEError(ValueError):
+    """The byte stream cannot be an event stream (an event larger than MAX_EVENT_BYTES)."""
+
+
+class SSEEvent(NamedTuple):
+    event: str  # "message" when the event had no `event:` field
+    data: str  # the event's `data:` lines joined with "\n"
+
+
+class SSEParser:
+    """Feed it the body chunk by chunk; each call returns the events completed so far."""
+
+    __slots__ = ("_data", "_event", "_pending", "_skip_lf", "_started", "_tail")
+
+    def __init__(self) -> None:
+        self._tail = b""  # the incomplete last line of the previous chunk
+        self._data: list[bytes] = []  # the current event's data lines
+        self._pending = 0  # at least the bytes held in _data, for the size limit
+        self._event = ""
+        self._skip_lf = False  # the previous chunk ended in CR: a leading LF belongs to it
+        self._started = False
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        if not chunk:
+            return []
+        if not self._started:
+            self._started = True
+            if chunk.startswith(_BOM):
+                chunk = chunk[3:]
+        if self._skip_lf:
+            self._skip_lf = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]
+        buf = self._tail + chunk if self._tail else chunk
+        if b"\r" in buf:
+            # A CR at the very end ends its line now (no waiting for the next chunk);
+            # remember to drop the LF of a CRLF that the chunk boundary split.
+            self._skip_lf = buf[-1:] == b"\r"
+            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = buf.split(b"\n")
+        tail = lines.pop()
+        if len(tail) > MAX_EVENT_BYTES:
+            raise SSEError("event-stream line too long")
+        self._tail = tail
+        events = self._lines(lines)
+        if self._data:
+            # An event spanning chunks: count this chunk against it (an upper bound, kept
+            # per chunk rather than per line because this runs for every token).
+            self._pending += len(buf)
+            if self._pending > MAX_EVENT_BYTES:
+                raise SSEError("event-stream event too large")
+        return events
+
+    def feed_eof(self) -> list[SSEEvent]:
+        """End of body. The last line is taken even without its newline and a pending
+        event is dispatched even without its blank line: servers that drop the final
+        terminator exist, and the text they sent is real (openai-python does the same)."""
+        lines = [self._tail] if self._tail else []
+        self._tail = b""
+        lines.append(b"")
+        return self._lines(lines)
+
+    def _lines(self, lines: list[bytes]) -> list[SSEEvent]:
+        events: list[SSEEvent] = []
+        data = self._data
+        for line in lines:
+            if line:
+                # `data:` first: nearly every line of a model stream is one.
+                if line.startswith(b"data:"):
+                    data.append(line[6:] if line[5:6] == b" " else line[5:])
+                elif line[0] != 0x3A:  # ":" starts a comment (keepalives)
+                    name, _, value = line.partition(b":")
+                    if name == b"event":
+                        self._event = (value[1:] if value[:1] == b" " else value).decode(
+                            "utf-8", "replace"
+                        )
+                    elif name == b"data":  # a bare "data" line: an empty data field
+                        data.append(b"")
+                    # `id`, `retry` and unknown fields mean nothing to a one-shot stream.
+                continue
+            # A blank line dispatches; with no data field at all there is no event.
+            if data:
+                text = data[0] if len(data) == 1 else b"\n".join(data)
+                events.append(
+                    _new_event(
+                        SSEEvent, (self._event or "message", text.decode("utf-8", "replace"))
+                    )
+                )
+                data.clear()
+                self._pending = 0
+            self._event = ""
+        return events
+
+
+# NamedTuple's own __new__ costs twice as much; this runs once per streamed token.
+_new_event = tuple.__new__

@@ -1,0 +1,172 @@
+"""What the network providers share: opening the upstream request, failure classification
+(agents-sessions.md §6.5), Retry-After parsing, and debug logging of upstream bodies.
+
+Nothing here runs per streamed chunk; the providers keep that loop to themselves.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import structlog
+
+from agents.config import ProviderConfig
+from agents.errors import (
+    MalformedStream,
+    UpstreamAuthFailed,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamStatusError,
+    UpstreamTimeout,
+)
+
+if TYPE_CHECKING:
+    from agents.providers.pool import Timeouts
+
+log = structlog.get_logger()
+
+# §6.5: upstream bodies are logged at debug level, truncated to 2 KiB.
+LOG_BODY_BYTES = 2048
+# A whole (non-streamed) JSON answer is one completion: far below this. The bound keeps a
+# misbehaving upstream from filling our memory.
+MAX_JSON_BODY = 16 * 1024 * 1024
+
+
+def client_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
+    """connect: DNS + TCP + TLS (and a pool slot). sock_read: aiohttp re-arms it on every
+    received byte and pauses it while we apply back-pressure, which is exactly "no byte for
+    `idle` seconds" (also before the response headers). No total: a stream lasts the run."""
+    return aiohttp.ClientTimeout(total=None, connect=timeouts.connect, sock_read=timeouts.idle)
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> int | None:
+    """Seconds to wait, rounded up; None when the upstream gave no usable hint.
+
+    `retry-after-ms` (OpenAI, Azure) wins when present because it is the more precise of the
+    two; `Retry-After` is delta-seconds or an HTTP-date (RFC 9110 §10.2.3).
+    """
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            value = float(millis)
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value) and value >= 0:
+            return math.ceil(value / 1000)
+    text = headers.get("Retry-After")
+    if text is None:
+        return None
+    text = text.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # RFC 850/asctime forms carry no zone; HTTP dates are GMT
+            return None
+        now = time.time() if now is None else now
+        return max(0, math.ceil(when.timestamp() - now))
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return math.ceil(seconds)
+
+
+def status_error(status: int, headers: Mapping[str, str]) -> UpstreamError:
+    """§6.5: 429 rate limited, 401/403 auth, any other status ≥ 400 a plain upstream error."""
+    if status == 429:
+        return UpstreamRateLimited(parse_retry_after(headers))
+    if status in (401, 403):
+        return UpstreamAuthFailed(status)
+    return UpstreamStatusError(status)
+
+
+def transport_error(exc: BaseException) -> UpstreamError:
+    """A failure of the connection itself. aiohttp's connect and sock_read timeouts are
+    TimeoutError subclasses; everything else (refused, reset, DNS, TLS, truncated body)
+    is a plain upstream error. The detail names the exception (host:port at most)."""
+    detail = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, TimeoutError):
+        return UpstreamTimeout(detail)
+    return UpstreamError(detail)
+
+
+def log_body(event: str, provider: ProviderConfig, body: bytes | str, **fields: Any) -> None:
+    """Debug-log an upstream body, truncated to 2 KiB, with our API key scrubbed (upstreams
+    echo a wrong key back in their 401 bodies)."""
+    if isinstance(body, str):
+        body = body.encode("utf-8", "replace")
+    text = body[:LOG_BODY_BYTES].decode("utf-8", "replace")
+    if provider.api_key:
+        text = text.replace(provider.api_key, "[redacted]")
+    log.debug(
+        event,
+        provider=provider.id,
+        body=text,
+        truncated=len(body) > LOG_BODY_BYTES,
+        **fields,
+    )
+
+
+async def open_stream(
+    http: aiohttp.ClientSession,
+    provider: ProviderConfig,
+    url: str,
+    headers: Mapping[str, str],
+    body: dict[str, Any],
+    limits: aiohttp.ClientTimeout,
+) -> aiohttp.ClientResponse:
+    """POST the request and return the response once its status is known to be good.
+
+    A status ≥ 400 is classified (after a bounded read of its body, for the debug log) and
+    raised; the connection is closed, never pooled half-read. Transport failures are mapped
+    by `transport_error`. The caller owns the returned response and must close it.
+    """
+    payload = json.dumps(body, separators=(",", ":")).encode()
+    try:
+        resp = await http.post(url, data=payload, headers=headers, timeout=limits)
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise transport_error(exc) from exc
+    if resp.status < 400:
+        return resp
+    error = status_error(resp.status, resp.headers)
+    try:
+        text = await read_some(resp, LOG_BODY_BYTES + 1)
+        log_body("upstream_error_body", provider, text, status=resp.status)
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        pass  # the status alone classifies the failure; the body was only for the log
+    finally:
+        resp.close()
+    raise error
+
+
+async def read_some(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """Read the body until EOF or at least `limit` bytes."""
+    parts: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await resp.content.readany()
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts)
+
+
+async def read_json(resp: aiohttp.ClientResponse, provider: ProviderConfig) -> Any:
+    """The whole body of a non-streamed answer, parsed; bad or oversized JSON is malformed."""
+    body = await read_some(resp, MAX_JSON_BODY + 1)
+    if len(body) > MAX_JSON_BODY:
+        raise MalformedStream("upstream JSON answer too large")
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        log_body("upstream_malformed_json", provider, body)
+        raise MalformedStream("upstream answer is not valid JSON") from exc

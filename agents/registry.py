@@ -1,0 +1,398 @@
+"""The entry point of the agents layer: submit turns, watch them, manage sessions.
+
+The gateway owns one `SessionRegistry` (and the `SessionStore` it is given). HTTP and WS both
+submit `TurnRequest`s here; the WS fan-out registers one listener for every run event and
+session change (ws-protocol.md §9).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import attrs
+import structlog
+
+from agents.config import AgentsConfig
+from agents.errors import AgentError, InvalidSessionKey, StoreError, UnknownAgent
+from agents.events import EventSink, Listener, SessionChange, SessionInfo
+from agents.keys import is_main_key, parse_session_key
+from agents.runs import QUEUED, RUNNING, AgentRun, TurnRequest
+from agents.session import AgentSession, ProviderSource, RunSlots
+from agents.store import SessionRow, SessionStore, StoredMessage
+
+log = structlog.get_logger(__name__)
+
+MAINTENANCE_INTERVAL_S = 3600.0  # §5: at startup and hourly
+# `agent.wait` and `chat.abort` may name a run that just ended (ws-protocol.md §8).
+FINISHED_RUN_TTL_S = 600.0
+FINISHED_RUNS_MAX = 10_000  # bounds the memory a burst of short runs can pin for 10 min
+# How long aclose() lets aborted runs commit before cancelling them outright.
+SHUTDOWN_GRACE_S = 10.0
+_LOGGED_KEYS_MAX = 20  # prune logs name this many keys, not thousands
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@attrs.frozen
+class RunStats:
+    active: int  # running (holding a global slot)
+    queued: int  # waiting for their session or a slot
+    max_concurrent: int
+    live_sessions: int  # session objects in memory
+
+
+@attrs.frozen
+class SessionList:
+    sessions: tuple[SessionInfo, ...]
+    total_count: int  # matching the filters, before `limit`
+
+    @property
+    def has_more(self) -> bool:
+        return self.total_count > len(self.sessions)
+
+
+@attrs.frozen
+class Transcript:
+    """`chat.history`: the last messages of the session's current transcript."""
+
+    session: SessionInfo | None  # None when the key has no session
+    messages: tuple[StoredMessage, ...]  # oldest first
+    total: int
+
+    @property
+    def has_more(self) -> bool:
+        return self.total > len(self.messages)
+
+
+@attrs.define(eq=False)
+class SessionRegistry:
+    """All sessions and runs of one gateway process.
+
+    Session keys given here are canonical (`agents.keys`). Live `AgentSession` objects are
+    kept for at most `max_live_sessions` idle keys (LRU); a dropped one is reloaded from the
+    store on its next use. `clock` gives Unix ms for every timestamp (tests pin it).
+    """
+
+    config: AgentsConfig
+    store: SessionStore
+    providers: ProviderSource
+    max_live_sessions: int = attrs.field(default=10_000, kw_only=True)
+    clock: Callable[[], int] = attrs.field(default=wall_clock_ms, kw_only=True)  # Unix ms
+    slots: RunSlots = attrs.field(init=False)
+    _sink: EventSink = attrs.field(init=False, factory=EventSink)
+    # Live sessions, least recently used first; busy ones are never evicted.
+    _live: OrderedDict[str, AgentSession] = attrs.field(init=False, factory=OrderedDict)
+    # Queued and running runs (an ordered set: run ids may repeat across time).
+    _active: dict[AgentRun, None] = attrs.field(init=False, factory=dict)
+    _by_id: dict[str, AgentRun] = attrs.field(init=False, factory=dict)
+    _finished: OrderedDict[str, tuple[float, AgentRun]] = attrs.field(
+        init=False, factory=OrderedDict
+    )
+    _tasks: set[asyncio.Task[Any]] = attrs.field(init=False, factory=set)
+    _maintenance: asyncio.Task[None] | None = attrs.field(init=False, default=None)
+    _closing: bool = attrs.field(init=False, default=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.slots = RunSlots(self.config.max_concurrent)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Maintenance now, then hourly in a background task."""
+        if self._maintenance is not None:
+            return
+        await self.maintain()
+        self._maintenance = self.spawn(self._maintain_hourly(), "session-maintenance")
+
+    def configure(self, config: AgentsConfig) -> None:
+        """Hot reload: new runs use `config`; running runs finish with theirs."""
+        self.config = config
+        self.slots.resize(config.max_concurrent)
+
+    async def aclose(self) -> None:
+        """Abort every run, let them commit, stop background work, close the providers.
+
+        The store is the caller's: it stays open.
+        """
+        self._closing = True
+        for run in list(self._active):
+            run.abort("shutdown")
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+        pending = set(self._tasks)
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=SHUTDOWN_GRACE_S)
+            for task in late:
+                log.warning("shutdown_task_cancelled", task=task.get_name())
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+            for task in pending:
+                # Retrieved, so none is reported as "never retrieved" when collected; a
+                # provider task's failure was already handled by its run.
+                if not task.cancelled():
+                    task.exception()
+        await self.providers.aclose()
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """A tracked background task: aclose() waits for it."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- listeners ---------------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> None:
+        """`listener` is called synchronously for every run event of every run and every
+        session change. It must not block; an exception is logged and ignored."""
+        self._sink.add(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        self._sink.remove(listener)
+
+    # -- runs --------------------------------------------------------------------------
+
+    def submit(self, request: TurnRequest) -> AgentRun:
+        """Queue a turn on its session and return its run (no await: a subscription made
+        right after this returns sees every event)."""
+        if self._closing:
+            raise AgentError("registry is closed")
+        key_agent, _ = parse_session_key(request.session_key)
+        if key_agent != request.agent_id:
+            raise InvalidSessionKey(
+                f"Session key '{request.session_key}' belongs to agent '{key_agent}',"
+                f" not '{request.agent_id}'."
+            )
+        if self.config.agent(request.agent_id) is None:
+            raise UnknownAgent(request.agent_id)
+        session = self._session(request.session_key)
+        run = AgentRun(request, self.clock(), self.clock, self._sink, self._run_ended)
+        self._active[run] = None
+        self._by_id[run.id] = run
+        session.enqueue(run)
+        return run
+
+    def run(self, run_id: str) -> AgentRun | None:
+        """An active run, or one that ended in the last 10 minutes."""
+        run = self._by_id.get(run_id)
+        if run is not None:
+            return run
+        self._expire_finished()
+        entry = self._finished.get(run_id)
+        return entry[1] if entry is not None else None
+
+    def active_runs(self, session_key: str) -> list[AgentRun]:
+        """The running run, then the queued ones in order."""
+        session = self._live.get(session_key)
+        return session.active_runs() if session is not None else []
+
+    def abort_session(self, session_key: str, reason: str = "aborted") -> list[str]:
+        """Abort the session's running and queued runs; the ids of those aborted."""
+        session = self._live.get(session_key)
+        return session.abort_all(reason) if session is not None else []
+
+    def stats(self) -> RunStats:
+        running = sum(1 for run in self._active if run.state == RUNNING)
+        queued = sum(1 for run in self._active if run.state == QUEUED)
+        return RunStats(running, queued, self.slots.limit, len(self._live))
+
+    def _run_ended(self, run: AgentRun) -> None:
+        self._active.pop(run, None)
+        if self._by_id.get(run.id) is run:
+            del self._by_id[run.id]
+        self._finished[run.id] = (time.monotonic() + FINISHED_RUN_TTL_S, run)
+        self._finished.move_to_end(run.id)
+        while len(self._finished) > FINISHED_RUNS_MAX:
+            self._finished.popitem(last=False)
+
+    def _expire_finished(self) -> None:
+        now = time.monotonic()
+        while self._finished:
+            expires, _ = next(iter(self._finished.values()))
+            if expires > now:
+                break
+            self._finished.popitem(last=False)
+
+    # -- sessions ----------------------------------------------------------------------
+
+    def _session(self, key: str) -> AgentSession:
+        session = self._live.get(key)
+        if session is None:
+            agent_id, _ = parse_session_key(key)
+            session = AgentSession(key, agent_id, self)
+            self._live[key] = session
+            self._trim()
+        else:
+            self._live.move_to_end(key)
+        return session
+
+    def session_idle(self, session: AgentSession) -> None:
+        """Called by a session that may have become idle: keep the LRU within bounds."""
+        if len(self._live) > self.max_live_sessions:
+            self._trim()
+
+    def _trim(self) -> None:
+        excess = len(self._live) - self.max_live_sessions
+        if excess <= 0:
+            return
+        # Least recently used first; stops as soon as enough idle ones are found, so a
+        # full map costs one or two steps per new session, not a scan.
+        idle: list[str] = []
+        for key, session in self._live.items():
+            if not session.busy:
+                idle.append(key)
+                if len(idle) >= excess:
+                    break
+        for key in idle:
+            del self._live[key]
+
+    def publish_change(
+        self,
+        session: AgentSession,
+        reason: str | None = None,
+        *,
+        phase: str | None = None,
+        run_id: str | None = None,
+        row: SessionRow | None = None,
+    ) -> None:
+        """Tell the listeners about a session change (`sessions.changed`)."""
+        if self._sink.listeners:
+            self._publish(session.key, session.agent_id, session.info(row), reason, phase, run_id)
+
+    def _publish(
+        self,
+        key: str,
+        agent_id: str,
+        info: SessionInfo | None,
+        reason: str | None,
+        phase: str | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        if self._sink.listeners:
+            change = SessionChange(key, agent_id, self.clock(), info, reason, phase, run_id)
+            self._sink.publish(change)
+
+    def _info(self, row: SessionRow) -> SessionInfo:
+        session = self._live.get(row.key)
+        active = session.active_run_ids() if session is not None else ()
+        return SessionInfo.from_row(row, self.config.main_key, active)
+
+    async def list_sessions(
+        self,
+        *,
+        limit: int = 100,
+        agent_id: str | None = None,
+        search: str | None = None,
+        label: str | None = None,
+        active_minutes: float | None = None,
+    ) -> SessionList:
+        page = await self.store.list(
+            limit=limit,
+            agent_id=agent_id,
+            search=search,
+            label=label,
+            active_minutes=active_minutes,
+            now=self.clock(),
+        )
+        return SessionList(tuple(self._info(row) for row in page.rows), page.total_count)
+
+    async def get_session(self, key: str) -> SessionInfo | None:
+        session = self._live.get(key)
+        if session is not None and session.row is not None:
+            return session.info()
+        row = await self.store.get(key)
+        return self._info(row) if row is not None else None
+
+    async def history(self, key: str, limit: int = 200) -> Transcript:
+        info = await self.get_session(key)
+        if info is None:
+            return Transcript(None, (), 0)
+        found = await self.store.history(info.session_id, limit)
+        return Transcript(info, found.messages, found.total)
+
+    async def patch_label(self, key: str, label: str | None) -> SessionInfo:
+        """Set or clear the label; an unknown key gets an empty session (upsert)."""
+        agent_id, _ = parse_session_key(key)
+        session = self._session(key)
+        with session.hold():
+            row = await self.store.patch_label(key, agent_id, label, self.clock())
+            session.row = row
+        self.publish_change(session, "patch", row=row)
+        return self._info(row)
+
+    async def reset(self, key: str) -> SessionInfo:
+        """Abort the session's runs, then a new session id with zeroed counters (§5)."""
+        agent_id, _ = parse_session_key(key)
+        session = self._session(key)
+        with session.hold():
+            session.abort_all("reset")
+            # The lane: the aborted turn commits to the old transcript before the reset.
+            async with session.lane:
+                row = await self.store.reset(key, agent_id, self.clock())
+                session.row = row
+        self.publish_change(session, "reset", row=row)
+        return self._info(row)
+
+    async def delete(self, key: str, delete_transcript: bool = True) -> bool:
+        """Abort the session's runs and delete it; False when it did not exist.
+
+        Main sessions are refused. A later turn on the key starts a fresh session.
+        """
+        if is_main_key(key, self.config.main_key):
+            raise InvalidSessionKey(f"Cannot delete the main session ({key}).")
+        parse_session_key(key)
+        session = self._session(key)
+        with session.hold():
+            session.abort_all("delete")
+            async with session.lane:
+                deleted = await self.store.delete(
+                    key, self.clock(), delete_transcript=delete_transcript
+                )
+                session.row = None
+        self._publish(key, session.agent_id, None, "delete")
+        return deleted
+
+    # -- maintenance -------------------------------------------------------------------
+
+    async def maintain(self) -> list[SessionRow]:
+        """One maintenance pass (§5); returns the prune candidates."""
+        config = self.config
+        protected = {run.session_key for run in self._active}
+        try:
+            candidates = await self.store.prune(
+                config.maintenance, self.clock(), protected, main_key=config.main_key
+            )
+        except StoreError as exc:
+            log.error("session_maintenance_failed", error=str(exc))
+            return []
+        if not candidates:
+            return candidates
+        keys = [row.key for row in candidates[:_LOGGED_KEYS_MAX]]
+        if config.maintenance.mode != "enforce":
+            log.warning("session_prune_candidates", count=len(candidates), keys=keys)
+            return candidates
+        log.info("session_pruned", count=len(candidates), keys=keys)
+        for row in candidates:
+            session = self._live.get(row.key)
+            if session is not None:
+                session.row = None
+                if not session.busy:
+                    del self._live[row.key]
+            self._publish(row.key, row.agent_id, None, "delete")
+        return candidates
+
+    async def _maintain_hourly(self) -> None:
+        while True:
+            await asyncio.sleep(MAINTENANCE_INTERVAL_S)
+            try:
+                await self.maintain()
+            except Exception:
+                # Housekeeping must not die with one bad pass; the next hour tries again.
+                log.exception("session_maintenance_crashed")

@@ -1,0 +1,332 @@
+"""Runs: one turn of one session, its events and its outcome (agents-sessions.md §2).
+
+A run is created by `SessionRegistry.submit` and driven by its `AgentSession`. Consumers
+read its events through `AgentRun.subscribe()` (the HTTP handler of the run) or through the
+registry-wide listeners (the WS fan-out), and its result through `AgentRun.wait()`.
+
+Subscriptions. Each subscriber has its own bounded queue, filled synchronously by the run:
+the run never awaits a subscriber, so a slow or stalled one cannot slow the run or the other
+subscribers. A subscription made right after `submit()` returns, before any `await`, sees
+every event from seq 1; one made after the run ended yields just the terminal event.
+
+Overflow policy. When a subscriber's queue is full (`maxsize` events):
+- an `assistant` event whose predecessor in the queue is also an `assistant` event is merged
+  into it: the deltas are concatenated, `text` becomes the newer cumulative text and `seq`/`ts`
+  the newer ones. The reader sees a seq gap but never loses text, and the queue stops growing;
+- `lifecycle` and `usage` events are always enqueued (a run has only a handful), and so is an
+  `assistant` event that follows one of them; the queue may thus exceed `maxsize` by a few.
+Merging is O(1) per event: deltas are collected and joined once, when the merged event is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+
+from agents.errors import AgentError
+from agents.events import ASSISTANT, LIFECYCLE, USAGE, EventSink, RunEvent
+from agents.providers.base import ImageInput, Usage
+
+__all__ = [
+    "ASSISTANT",
+    "ENDED",
+    "LIFECYCLE",
+    "QUEUED",
+    "RUNNING",
+    "USAGE",
+    "AgentRun",
+    "RunEvent",
+    "RunOutcome",
+    "RunSubscription",
+    "TurnRequest",
+]
+
+# AgentRun.state
+QUEUED = "queued"  # waiting for its session lane or a global slot; abort ends it at once
+RUNNING = "running"  # got lane and slot; abort cancels the provider stream
+ENDED = "ended"  # outcome set, terminal event emitted
+
+# RunOutcome.status
+COMPLETED = "completed"
+ABORTED = "aborted"
+FAILED = "failed"
+
+DEFAULT_SUBSCRIPTION_SIZE = 1024  # events; merging keeps the text exact beyond it
+
+
+def _frozen_params(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(value))
+
+
+@attrs.frozen
+class TurnRequest:
+    """One user turn for one session, as the gateway resolved it."""
+
+    agent_id: str
+    session_key: str  # canonical (agents.keys.normalize_session_key)
+    run_id: str  # HTTP: the completion id; WS: the idempotencyKey
+    text: str  # the prompt exactly as built; stored as is
+    images: tuple[ImageInput, ...] = ()
+    extra_system_prompt: str = ""
+    # Per-request sampling fields, overlaid on the agent's params (http-openai.md §5).
+    params: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_params)
+    timeout_seconds: float | None = None  # None: the configured default; 0: no timeout
+    idempotency_key: str | None = None  # WS only; stored on the user message
+
+
+@attrs.frozen
+class RunOutcome:
+    status: str  # "completed", "aborted" or "failed"
+    stop_reason: str  # stop/length/content_filter, aborted, timeout, error
+    text: str  # the assistant text, partial when aborted or failed
+    usage: Usage  # reported by the provider, else estimated (§7)
+    error: AgentError | None  # set when failed
+    started_at: int | None  # lifecycle start; None when the run never started
+    ended_at: int
+    provider: str | None  # the attempt that produced the text (the last one tried)
+    model: str | None
+    session_id: str | None
+
+
+@attrs.define(eq=False)
+class RunSubscription:
+    """An async iterator over one run's events; it ends after the terminal event.
+
+    Close it (or use it as a context manager) when you stop reading early.
+    """
+
+    _run: AgentRun | None
+    _maxsize: int
+    _queue: deque[RunEvent] = attrs.field(factory=deque)
+    # Deltas merged into the queue's last event, joined when that event is read.
+    _merged: list[str] | None = None
+    _waiter: asyncio.Future[None] | None = None
+    _ended: bool = False  # the terminal event is queued, or the subscription was closed
+
+    def push(self, event: RunEvent) -> None:
+        """Called by the run for every event; never blocks (see the overflow policy)."""
+        queue = self._queue
+        if (
+            event.stream == ASSISTANT
+            and len(queue) >= self._maxsize
+            and queue
+            and queue[-1].stream == ASSISTANT
+        ):
+            if self._merged is None:
+                self._merged = [queue[-1].data["delta"]]
+            self._merged.append(event.data["delta"])
+            queue[-1] = event
+            return
+        if self._merged is not None:
+            self._seal()
+        queue.append(event)
+        if event.is_terminal:
+            self._ended = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _seal(self) -> None:
+        """Replace the queue's last event by the merge of the deltas collected for it."""
+        assert self._merged is not None
+        last = self._queue[-1]
+        self._queue[-1] = attrs.evolve(
+            last, data={"text": last.data["text"], "delta": "".join(self._merged)}
+        )
+        self._merged = None
+
+    def __aiter__(self) -> RunSubscription:
+        return self
+
+    async def __anext__(self) -> RunEvent:
+        while True:
+            queue = self._queue
+            if queue:
+                if self._merged is not None and len(queue) == 1:
+                    self._seal()
+                return queue.popleft()
+            if self._ended:
+                raise StopAsyncIteration
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def close(self) -> None:
+        """Stop receiving; a pending `__anext__` ends the iteration."""
+        if self._run is not None:
+            self._run.unsubscribe(self)
+            self._run = None
+        self._queue.clear()
+        self._merged = None
+        self._ended = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def __enter__(self) -> RunSubscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@attrs.define(eq=False)
+class AgentRun:
+    """One turn: events out, an outcome at the end. Built by the registry, driven by its
+    AgentSession through the methods below the line."""
+
+    request: TurnRequest
+    accepted_at: int  # ms; the user message's timestamp
+    _clock: Callable[[], int]
+    _sink: EventSink
+    _on_end: Callable[[AgentRun], None]
+    id: str = attrs.field(init=False)
+    session_key: str = attrs.field(init=False)
+    agent_id: str = attrs.field(init=False)
+    session_id: str | None = None
+    state: str = QUEUED
+    started_at: int | None = None  # lifecycle start, once emitted
+    outcome: RunOutcome | None = None
+    abort_reason: str | None = None
+    _seq: int = 0
+    _subscribers: list[RunSubscription] = attrs.field(factory=list)
+    _terminal: RunEvent | None = None
+    _done: asyncio.Event = attrs.field(factory=asyncio.Event)
+    _stream_task: asyncio.Task[None] | None = None
+    _finishing: bool = False  # provider done; the turn is being committed
+    # Set by the session while queued: takes the run out of its queue.
+    _dequeue: Callable[[AgentRun], None] | None = None
+
+    def __attrs_post_init__(self) -> None:
+        self.id = self.request.run_id
+        self.session_key = self.request.session_key
+        self.agent_id = self.request.agent_id
+
+    # -- for consumers -----------------------------------------------------------------
+
+    def subscribe(self, maxsize: int = DEFAULT_SUBSCRIPTION_SIZE) -> RunSubscription:
+        if maxsize < 1:
+            raise ValueError("maxsize must be at least 1")
+        if self._terminal is not None:
+            sub = RunSubscription(None, maxsize)
+            sub.push(self._terminal)
+            return sub
+        sub = RunSubscription(self, maxsize)
+        self._subscribers.append(sub)
+        return sub
+
+    def unsubscribe(self, sub: RunSubscription) -> None:
+        if sub in self._subscribers:
+            self._subscribers.remove(sub)
+
+    def abort(self, reason: str = "aborted") -> bool:
+        """Abort while queued (ends at once, nothing stored) or while streaming (the provider
+        is cancelled, the partial text stored). True when this call aborted the run; a
+        finished, finishing or already aborted run is left alone."""
+        if self.state == ENDED or self._finishing or self.abort_reason is not None:
+            return False
+        self.abort_reason = reason
+        if self.state == QUEUED:
+            if self._dequeue is not None:
+                self._dequeue(self)
+            self.end_unstarted(ABORTED)
+        elif self._stream_task is not None:
+            self._stream_task.cancel()
+        # Else the run is between its start and its provider call; it checks abort_reason.
+        return True
+
+    async def wait(self) -> RunOutcome:
+        await self._done.wait()
+        assert self.outcome is not None
+        return self.outcome
+
+    @property
+    def ended(self) -> bool:
+        return self.state == ENDED
+
+    # -- for the AgentSession that drives the run --------------------------------------
+
+    def emit(self, stream: str, data: Mapping[str, Any]) -> RunEvent:
+        # Hot path (once per provider delta): no logging, no allocation beyond the event.
+        self._seq += 1
+        event = RunEvent(
+            self.id,
+            self.session_key,
+            self.session_id,
+            self.agent_id,
+            stream,
+            self._seq,
+            self._clock(),
+            data,
+        )
+        for sub in self._subscribers:
+            sub.push(event)
+        if self._sink.listeners:
+            self._sink.publish(event)
+        return event
+
+    def attach_stream(self, task: asyncio.Task[None]) -> None:
+        """The task iterating the provider; abort cancels it (so is an earlier abort)."""
+        self._stream_task = task
+        if self.abort_reason is not None:
+            task.cancel()
+
+    def detach_stream(self) -> None:
+        """The provider is done: from here on the turn is committed and abort is a no-op."""
+        self._stream_task = None
+        self._finishing = True
+
+    def finish(self, outcome: RunOutcome, data: Mapping[str, Any]) -> None:
+        """Set the outcome, then emit the terminal event `data` (the turn is committed)."""
+        if self.state == ENDED:
+            return
+        self.outcome = outcome
+        self.state = ENDED
+        self._dequeue = None
+        self._terminal = self.emit(LIFECYCLE, data)
+        self._subscribers = []
+        self._done.set()
+        self._on_end(self)
+
+    def end_unstarted(self, status: str, error: AgentError | None = None) -> None:
+        """End a run that never emitted lifecycle start: only the terminal event, and
+        nothing stored (aborted while queued, or its agent vanished from the config)."""
+        now = self._clock()
+        outcome = RunOutcome(
+            status=status,
+            stop_reason="aborted" if status == ABORTED else "error",
+            text="",
+            usage=Usage(0, 0),
+            error=error,
+            started_at=None,
+            ended_at=now,
+            provider=None,
+            model=None,
+            session_id=self.session_id,
+        )
+        self.finish(outcome, terminal_data(outcome, self.accepted_at))
+
+
+def terminal_data(outcome: RunOutcome, started_at: int) -> dict[str, Any]:
+    """The terminal lifecycle event's data (§2.2): `end` unless the run failed."""
+    if outcome.status == FAILED:
+        error = outcome.error.message if outcome.error is not None else AgentError.message
+        return {
+            "phase": "error",
+            "startedAt": started_at,
+            "endedAt": outcome.ended_at,
+            "error": error,
+        }
+    return {
+        "phase": "end",
+        "startedAt": started_at,
+        "endedAt": outcome.ended_at,
+        "stopReason": outcome.stop_reason,
+        "aborted": outcome.status == ABORTED,
+    }

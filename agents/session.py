@@ -1,0 +1,474 @@
+"""Sessions: the per-key lane that runs turns one at a time, and the turn itself.
+
+`AgentSession` keeps a FIFO of its queued runs and at most one worker task that executes
+them in order (agents-sessions.md §2.3). Before each run the worker takes a slot of the
+registry's global `RunSlots`, then the session's lane (a lock reset/delete also take, so they
+never interleave with a turn). A session's queued runs never hold a global slot: only the
+worker waits for one, and only when its session has nothing running.
+
+The turn (§2.2, §3, §6.1): lifecycle start → for each model of the chain a `model` event and
+an attempt → `assistant` events → one `usage` event → one store transaction → the terminal
+lifecycle event. The provider is iterated in its own task so abort and the run timeout can
+cancel it (which closes a network provider's connection) while the run goes on to commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Protocol
+
+import attrs
+import structlog
+
+from agents.config import API_ECHO, ECHO_PROVIDER, AgentConfig, AgentsConfig, ModelRef
+from agents.errors import AgentError, StoreError, UnknownAgent, UpstreamError, UpstreamTimeout
+from agents.events import ASSISTANT, LIFECYCLE, USAGE, SessionInfo
+from agents.providers.base import (
+    ChatMessage,
+    Finish,
+    Provider,
+    ProviderEvent,
+    ProviderRequest,
+    TextDelta,
+    Usage,
+)
+from agents.runs import (
+    ABORTED,
+    COMPLETED,
+    FAILED,
+    RUNNING,
+    AgentRun,
+    RunOutcome,
+    TurnRequest,
+    terminal_data,
+)
+from agents.store import SessionRow, TurnRecord
+
+if TYPE_CHECKING:
+    from agents.registry import SessionRegistry
+
+log = structlog.get_logger(__name__)
+
+
+class ProviderSource(Protocol):
+    """What the registry needs of `agents.providers.pool.ProviderPool`."""
+
+    def get(self, api: str) -> Provider: ...
+
+    async def aclose(self) -> None: ...
+
+
+@attrs.define(eq=False)
+class RunSlots:
+    """The global FIFO semaphore of running turns (`agents.defaults.maxConcurrent`).
+
+    `resize` applies to later acquisitions: running turns keep their slots when it shrinks.
+    """
+
+    limit: int
+    active: int = 0
+    _waiters: deque[asyncio.Future[None]] = attrs.field(factory=deque)
+
+    async def acquire(self) -> None:
+        if self.active < self.limit and not self._waiters:
+            self.active += 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # granted just before the cancellation: pass it on
+            elif fut in self._waiters:
+                self._waiters.remove(fut)
+            raise
+
+    def release(self) -> None:
+        self.active -= 1
+        self._grant()
+
+    def resize(self, limit: int) -> None:
+        self.limit = limit
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._waiters and self.active < self.limit:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self.active += 1  # handed over: the waiter owns the slot when it wakes
+                fut.set_result(None)
+
+
+@attrs.define
+class _Attempts:
+    """What the provider task shares with the run's driver, which reads it after a cancel."""
+
+    text: str = ""
+    usage: Usage | None = None
+    finish: str = "stop"
+    ref: ModelRef | None = None
+    api: str | None = None
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+@attrs.define(eq=False)
+class AgentSession:
+    """One live session key: its queued runs, its worker, its cached row."""
+
+    key: str
+    agent_id: str  # from the key; may name an agent that is no longer configured
+    _registry: SessionRegistry
+    row: SessionRow | None = None  # cached store row; None until loaded, or after delete
+    _pending: deque[AgentRun] = attrs.field(factory=deque)
+    _running: AgentRun | None = None
+    _lane: asyncio.Lock = attrs.field(factory=asyncio.Lock)
+    _worker: asyncio.Task[None] | None = None
+    _holds: int = 0  # reset/delete/patch in progress
+
+    # -- queue -------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        """Not evictable: something is queued, running or holding the session."""
+        return bool(self._pending) or self._worker is not None or self._holds > 0
+
+    def active_runs(self) -> list[AgentRun]:
+        """Running then queued runs, in execution order."""
+        runs = [self._running] if self._running is not None else []
+        return runs + list(self._pending)
+
+    def active_run_ids(self) -> tuple[str, ...]:
+        return tuple(run.id for run in self.active_runs())
+
+    def info(self, row: SessionRow | None = None) -> SessionInfo | None:
+        row = row or self.row
+        if row is None:
+            return None
+        return SessionInfo.from_row(row, self._registry.config.main_key, self.active_run_ids())
+
+    def enqueue(self, run: AgentRun) -> None:
+        run._dequeue = self._remove
+        self._pending.append(run)
+        if self._worker is None:
+            self._worker = self._registry.spawn(self._work(), f"session-worker {self.key}")
+
+    def _remove(self, run: AgentRun) -> None:
+        if run in self._pending:
+            self._pending.remove(run)
+        if run.session_id is None and self.row is not None:
+            run.session_id = self.row.session_id
+
+    def abort_all(self, reason: str) -> list[str]:
+        """Abort every queued and running run; the ids of those this call aborted."""
+        return [run.id for run in self.active_runs() if run.abort(reason)]
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Keep this object live (not evicted) for an operation on the session."""
+        self._holds += 1
+        try:
+            yield
+        finally:
+            self._holds -= 1
+            self._registry.session_idle(self)
+
+    @property
+    def lane(self) -> asyncio.Lock:
+        return self._lane
+
+    async def _work(self) -> None:
+        slots = self._registry.slots
+        try:
+            while self._pending:
+                # The slot first, then the lane: a reset waiting for the lane then only
+                # waits for the (aborted) running turn, never for a global slot.
+                await slots.acquire()
+                try:
+                    async with self._lane:
+                        if not self._pending:
+                            break  # everything queued was aborted meanwhile
+                        run = self._pending.popleft()
+                        run._dequeue = None
+                        self._running = run
+                        try:
+                            await self._run_guarded(run)
+                        finally:
+                            self._running = None
+                finally:
+                    slots.release()
+        finally:
+            self._worker = None
+            self._registry.session_idle(self)
+
+    async def _run_guarded(self, run: AgentRun) -> None:
+        try:
+            await self._execute(run)
+        except Exception:
+            # A bug of ours: the run must still end, and the next turn must still run.
+            log.exception("run_crashed", session_key=self.key, run_id=run.id)
+            self._end_broken(run)
+        except BaseException:
+            self._end_broken(run)  # cancelled by the shutdown fallback
+            raise
+
+    def _end_broken(self, run: AgentRun) -> None:
+        if run.ended:
+            return
+        error = AgentError("run ended unexpectedly")
+        if run.started_at is None:
+            run.end_unstarted(FAILED, error)
+            return
+        outcome = RunOutcome(
+            FAILED, "error", "", Usage(0, 0), error, run.started_at, self._registry.clock(),
+            None, None, run.session_id,
+        )  # fmt: skip
+        run.finish(outcome, terminal_data(outcome, run.started_at))
+
+    # -- the turn ----------------------------------------------------------------------
+
+    async def _load_row(self, now: int) -> SessionRow:
+        if self.row is None:
+            store = self._registry.store
+            row = await store.get(self.key)
+            created = False
+            if row is None:
+                row, created = await store.create(self.key, self.agent_id, now)
+            self.row = row
+            if created:
+                self._registry.publish_change(self, "create", row=row)
+        return self.row
+
+    async def _execute(self, run: AgentRun) -> None:
+        registry = self._registry
+        config = registry.config  # this run keeps this config even if it is reloaded
+        clock = registry.clock
+        run.state = RUNNING
+        agent = config.agent(run.agent_id)
+        if agent is None:
+            run.end_unstarted(FAILED, UnknownAgent(run.agent_id))
+            return
+        try:
+            row = await self._load_row(clock())
+        except StoreError as exc:
+            log.error("session_load_failed", session_key=self.key, run_id=run.id, error=str(exc))
+            run.end_unstarted(FAILED, exc)
+            return
+        run.session_id = row.session_id
+        if run.abort_reason is not None:
+            run.end_unstarted(ABORTED)
+            return
+
+        loop = asyncio.get_running_loop()
+        started_mono = loop.time()
+        started_at = run.started_at = clock()
+        run.emit(LIFECYCLE, {"phase": "start", "startedAt": started_at})
+        registry.publish_change(self, phase="start", run_id=run.id)
+
+        request = run.request
+        try:
+            stored = await registry.store.recent_turns(row.session_id, config.history_limit)
+        except StoreError as exc:
+            log.error("history_load_failed", session_key=self.key, run_id=run.id, error=str(exc))
+            run.detach_stream()
+            outcome = RunOutcome(
+                FAILED, "error", "", Usage(0, 0), exc, started_at, clock(), None, None,
+                row.session_id,
+            )  # fmt: skip
+            self._finish(run, outcome, started_at)
+            return
+        system = "\n\n".join(p for p in (agent.system_prompt, request.extra_system_prompt) if p)
+        history = tuple(
+            ChatMessage(m.role, text) for m in stored if (text := m.text) or m.role == "user"
+        )
+        messages = (*history, ChatMessage("user", request.text, request.images))
+        params = {**agent.params, **request.params}
+        input_estimate = _words(system) + sum(_words(m.text) for m in messages)
+
+        state = _Attempts()
+        # Tracked by the registry, so even a shutdown that had to cancel us waits for it.
+        task = registry.spawn(
+            self._attempts(run, config, agent, system, messages, params, state),
+            f"provider-stream {run.id}",
+        )
+        run.attach_stream(task)
+        timeout = (
+            request.timeout_seconds
+            if request.timeout_seconds is not None
+            else config.timeout_seconds
+        )
+        timed_out = False
+        try:
+            if timeout:
+                remaining = max(0.0, timeout - (loop.time() - started_mono))
+                done, _ = await asyncio.wait((task,), timeout=remaining)
+                if not done:
+                    timed_out = True
+                    task.cancel()
+            await asyncio.wait((task,))
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            run.detach_stream()
+
+        error: AgentError | None = None
+        if timed_out:
+            status, stop_reason = FAILED, "timeout"
+            error = UpstreamTimeout(f"run timed out after {timeout} s")
+        elif run.abort_reason is not None or task.cancelled():
+            status, stop_reason = ABORTED, "aborted"
+        elif (failure := task.exception()) is not None:
+            status = FAILED
+            if isinstance(failure, AgentError):
+                error = failure
+            else:
+                # A bug, ours or a provider's: the traceback goes to the log, not the client.
+                log.error("run_failed", session_key=self.key, run_id=run.id, exc_info=failure)
+                error = AgentError(f"{type(failure).__name__}: {failure}")
+            stop_reason = "timeout" if isinstance(failure, UpstreamTimeout) else "error"
+        else:
+            status, stop_reason = COMPLETED, state.finish
+
+        usage = state.usage or Usage(input_estimate, _words(state.text))
+        run.emit(USAGE, {"inputTokens": usage.input, "outputTokens": usage.output})
+        ended_at = clock()
+        ref = state.ref
+        record = TurnRecord(
+            key=self.key,
+            agent_id=self.agent_id,
+            session_id=row.session_id,
+            run_id=run.id,
+            user_text=request.text,
+            user_timestamp=run.accepted_at,
+            assistant_text=state.text,
+            assistant_timestamp=ended_at,
+            input_tokens=usage.input,
+            output_tokens=usage.output,
+            stop_reason=stop_reason,
+            status={COMPLETED: "done", ABORTED: "aborted"}.get(status, "error"),
+            provider=ref.provider if ref else None,
+            model=ref.model if ref else None,
+            api=state.api,
+            aborted=status == ABORTED,
+            error_message=error.message if error is not None else None,
+            idempotency_key=request.idempotency_key,
+            images=_images_meta(request),
+        )
+        try:
+            self.row = await registry.store.append_turn(record)
+        except StoreError as exc:
+            log.error("turn_commit_failed", session_key=self.key, run_id=run.id, error=str(exc))
+            status, stop_reason, error = FAILED, "error", exc
+        outcome = RunOutcome(
+            status=status,
+            stop_reason=stop_reason,
+            text=state.text,
+            usage=usage,
+            error=error,
+            started_at=started_at,
+            ended_at=ended_at,
+            provider=record.provider,
+            model=record.model,
+            session_id=row.session_id,
+        )
+        self._finish(run, outcome, started_at)
+
+    def _finish(self, run: AgentRun, outcome: RunOutcome, started_at: int) -> None:
+        self._running = None  # the terminal event's consumers see the session idle
+        run.finish(outcome, terminal_data(outcome, started_at))
+        self._registry.publish_change(self, phase="end", run_id=run.id)
+
+    async def _attempts(
+        self,
+        run: AgentRun,
+        config: AgentsConfig,
+        agent: AgentConfig,
+        system: str,
+        messages: tuple[ChatMessage, ...],
+        params: dict[str, Any],
+        state: _Attempts,
+    ) -> None:
+        """The model chain (§2.6): the next model only while no text has been emitted."""
+        failure: AgentError | None = None
+        for ref in agent.models:
+            state.ref, state.usage, state.finish, state.api = ref, None, "stop", None
+            run.emit(LIFECYCLE, {"phase": "model", "provider": ref.provider, "model": ref.model})
+            try:
+                provider, request = self._provider_request(config, ref, system, messages, params)
+                state.api = provider.api
+                await self._consume(run, provider.stream(request), state)
+                return
+            except AgentError as exc:
+                if state.text:
+                    raise
+                failure = exc
+                log.warning(
+                    "provider_attempt_failed",
+                    session_key=self.key,
+                    run_id=run.id,
+                    provider=ref.provider,
+                    model=ref.model,
+                    error=exc.message,
+                    detail=exc.detail,
+                )
+        assert failure is not None  # an agent has at least one model
+        raise failure
+
+    def _provider_request(
+        self,
+        config: AgentsConfig,
+        ref: ModelRef,
+        system: str,
+        messages: tuple[ChatMessage, ...],
+        params: dict[str, Any],
+    ) -> tuple[Provider, ProviderRequest]:
+        if ref.provider == ECHO_PROVIDER:
+            provider_config, entry, api = None, None, API_ECHO
+        else:
+            provider_config = config.providers.get(ref.provider)
+            if provider_config is None:
+                raise UpstreamError(f"provider {ref.provider!r} is not configured")
+            entry, api = provider_config.model(ref.model), provider_config.api
+        try:
+            provider = self._registry.providers.get(api)
+        except KeyError:
+            raise UpstreamError(f"api {api!r} is not implemented") from None
+        request = ProviderRequest(ref, system, messages, params, provider_config, entry)
+        return provider, request
+
+    @staticmethod
+    async def _consume(
+        run: AgentRun, stream: AsyncIterator[ProviderEvent], state: _Attempts
+    ) -> None:
+        text = state.text
+        emit = run.emit
+        try:
+            async for event in stream:
+                if isinstance(event, TextDelta):
+                    delta = event.text
+                    if delta:
+                        text += delta
+                        state.text = text
+                        emit(ASSISTANT, {"text": text, "delta": delta})
+                elif isinstance(event, Usage):
+                    state.usage = event
+                elif isinstance(event, Finish):
+                    state.finish = event.reason
+        finally:
+            # Closes a generator we stopped early; after a cancellation it is closed already.
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+def _images_meta(request: TurnRequest) -> dict[str, Any] | None:
+    if not request.images:
+        return None
+    return {"count": len(request.images), "mimeTypes": [i.mime_type for i in request.images]}

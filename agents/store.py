@@ -1,0 +1,739 @@
+"""The session store: sessions and their transcripts in one SQLite file (agents-sessions.md §8).
+
+One dedicated thread owns the only connection; every call is a job on that thread, reached
+from the event loop through a single-worker executor, so the loop never blocks on SQLite and
+jobs run in submission order. A turn is written in one transaction (`append_turn`): both
+messages and the session row update are durable together or not at all.
+
+Tables:
+- `sessions`: one row per key, pointing at its current `session_id`;
+- `transcripts`: every session id a key ever had (a reset archives the old one); it is the
+  parent of `messages`, so deleting a transcript deletes its messages (ON DELETE CASCADE);
+- `messages`: the transcript rows, `UNIQUE(session_id, seq)`.
+
+Every per-turn statement is a primary-key or index lookup: a turn costs the same with
+100,000 sessions stored as with 10.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import json
+import os
+import sqlite3
+import uuid
+from collections.abc import Callable, Collection, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+
+from agents.config import MaintenanceConfig
+from agents.errors import StoreError
+from agents.keys import is_main_key
+
+T = TypeVar("T")
+
+DB_FILENAME = "sessions.sqlite3"
+SCHEMA_VERSION = 1
+# Another writer (a backup tool, the sqlite3 CLI) may hold the lock briefly.
+BUSY_TIMEOUT_MS = 5000
+
+_SCHEMA_V1 = """
+CREATE TABLE sessions (
+    key TEXT PRIMARY KEY,
+    agent_id TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    label TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    total_tokens INTEGER NOT NULL DEFAULT 0,
+    model_provider TEXT,
+    model TEXT,
+    last_run_id TEXT,
+    last_status TEXT,
+    aborted_last_run INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX sessions_by_updated ON sessions(updated_at);
+CREATE INDEX sessions_by_agent ON sessions(agent_id, updated_at);
+CREATE TABLE transcripts (
+    session_id TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    archived_at INTEGER
+);
+CREATE INDEX transcripts_by_key ON transcripts(key);
+CREATE INDEX transcripts_by_archived ON transcripts(archived_at) WHERE archived_at IS NOT NULL;
+CREATE TABLE messages (
+    id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES transcripts(session_id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    content TEXT NOT NULL,
+    timestamp INTEGER NOT NULL,
+    run_id TEXT,
+    idempotency_key TEXT,
+    provider TEXT,
+    model TEXT,
+    api TEXT,
+    usage TEXT,
+    stop_reason TEXT,
+    aborted INTEGER NOT NULL DEFAULT 0,
+    error_message TEXT,
+    meta TEXT,
+    UNIQUE (session_id, seq)
+);
+"""
+
+
+def _migrate_to_1(db: sqlite3.Connection) -> None:
+    # Statement by statement: executescript() would commit the migration's transaction.
+    for statement in _SCHEMA_V1.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+# MIGRATIONS[v] takes a database at user_version v to v + 1, inside a transaction.
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migrate_to_1,)
+
+_SESSION_COLUMNS = (
+    "key, agent_id, session_id, label, created_at, updated_at, input_tokens, output_tokens,"
+    " total_tokens, model_provider, model, last_run_id, last_status, aborted_last_run"
+)
+_MESSAGE_COLUMNS = (
+    "id, session_id, seq, role, content, timestamp, run_id, idempotency_key, provider, model,"
+    " api, usage, stop_reason, aborted, error_message, meta"
+)
+
+# The statements of a turn, named so a test can check their query plans.
+SQL_GET_SESSION = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE key = ?"
+SQL_NEXT_SEQ = "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE session_id = ?"
+SQL_ADD_TRANSCRIPT = (
+    "INSERT OR IGNORE INTO transcripts (session_id, key, agent_id, created_at) VALUES (?, ?, ?, ?)"
+)
+SQL_INSERT_MESSAGE = f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES ({', '.join('?' * 16)})"
+# A turn for a key whose row vanished (maintenance raced it) recreates the row. On conflict
+# the session id is left alone: a reset always wins over a late turn of the old transcript.
+SQL_UPSERT_TURN = f"""
+INSERT INTO sessions ({_SESSION_COLUMNS})
+VALUES (:key, :agent_id, :session_id, NULL, :now, :now, :input, :output, :input,
+        :provider, :model, :run_id, :status, :aborted)
+ON CONFLICT (key) DO UPDATE SET
+    updated_at = excluded.updated_at,
+    input_tokens = excluded.input_tokens,
+    output_tokens = excluded.output_tokens,
+    total_tokens = excluded.total_tokens,
+    model_provider = COALESCE(excluded.model_provider, model_provider),
+    model = COALESCE(excluded.model, model),
+    last_run_id = excluded.last_run_id,
+    last_status = excluded.last_status,
+    aborted_last_run = excluded.aborted_last_run
+RETURNING {_SESSION_COLUMNS}
+"""
+# The messages of the last N user turns: everything from the N-th last user message on.
+SQL_RECENT_TURNS = f"""
+SELECT {_MESSAGE_COLUMNS} FROM messages
+WHERE session_id = :sid AND seq >= COALESCE(
+    (SELECT seq FROM messages WHERE session_id = :sid AND role = 'user'
+     ORDER BY seq DESC LIMIT 1 OFFSET :skip), 0)
+ORDER BY seq
+"""
+
+
+@attrs.frozen
+class SessionRow:
+    """A `sessions` row (agents-sessions.md §3)."""
+
+    key: str
+    agent_id: str
+    session_id: str
+    label: str | None
+    created_at: int
+    updated_at: int
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0  # the last run's input (context size), as OpenClaw lists it
+    model_provider: str | None = None
+    model: str | None = None
+    last_run_id: str | None = None
+    last_status: str | None = None  # "done", "aborted", "error"; None before the first run
+    aborted_last_run: bool = False
+
+
+@attrs.frozen
+class StoredMessage:
+    """A transcript message (agents-sessions.md §3), plus its id and per-sessionId seq."""
+
+    id: str
+    session_id: str
+    seq: int
+    role: str  # "user" or "assistant"
+    content: Any  # user: str; assistant: [{"type": "text", "text": ...}]
+    timestamp: int
+    run_id: str | None = None
+    idempotency_key: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    api: str | None = None
+    usage: Mapping[str, int] | None = None  # {"input", "output", "totalTokens"}
+    stop_reason: str | None = None
+    aborted: bool = False
+    error_message: str | None = None
+    images: Mapping[str, Any] | None = None  # {"count", "mimeTypes"}; data is not stored
+
+    @property
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(
+            part.get("text", "")
+            for part in self.content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+
+    def to_transcript(self) -> dict[str, Any]:
+        """OpenClaw's transcript shape, as `chat.history` returns it (ws-protocol.md §8)."""
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.role == "user":
+            out["timestamp"] = self.timestamp
+            if self.idempotency_key is not None:
+                out["idempotencyKey"] = self.idempotency_key
+            if self.images is not None:
+                out["images"] = dict(self.images)
+            out["__openclaw"] = {"id": self.id, "seq": self.seq}
+            return out
+        for name, value in (("api", self.api), ("provider", self.provider), ("model", self.model)):
+            if value is not None:
+                out[name] = value
+        if self.usage is not None:
+            out["usage"] = dict(self.usage)
+        out["stopReason"] = self.stop_reason
+        if self.aborted:
+            out["aborted"] = True
+        if self.error_message is not None:
+            out["errorMessage"] = self.error_message
+        out["timestamp"] = self.timestamp
+        meta: dict[str, Any] = {"id": self.id, "seq": self.seq}
+        if self.run_id is not None:
+            meta["runId"] = self.run_id
+        out["__openclaw"] = meta
+        return out
+
+
+@attrs.frozen
+class TurnRecord:
+    """Everything one run commits (agents-sessions.md §3): two messages and the row update."""
+
+    key: str
+    agent_id: str
+    session_id: str
+    run_id: str
+    user_text: str
+    user_timestamp: int  # when the run was accepted
+    assistant_text: str
+    assistant_timestamp: int  # when the reply ended
+    input_tokens: int
+    output_tokens: int
+    stop_reason: str
+    status: str  # the row's last_status: "done", "aborted" or "error"
+    provider: str | None = None
+    model: str | None = None
+    api: str | None = None
+    aborted: bool = False
+    error_message: str | None = None
+    idempotency_key: str | None = None  # WS; stored on the user message as "<key>:user"
+    images: Mapping[str, Any] | None = None  # {"count", "mimeTypes"}
+
+
+@attrs.frozen
+class SessionPage:
+    rows: tuple[SessionRow, ...]
+    total_count: int  # rows matching the filters, before `limit`
+
+
+@attrs.frozen
+class History:
+    messages: tuple[StoredMessage, ...]  # oldest first
+    total: int  # messages in the transcript
+
+
+def _session_row(row: tuple[Any, ...]) -> SessionRow:
+    (key, agent_id, sid, label, created, updated, inp, out, total, provider, model, run_id,
+     status, aborted) = row  # fmt: skip
+    return SessionRow(
+        key, agent_id, sid, label, created, updated, inp, out, total, provider, model, run_id,
+        status, bool(aborted),
+    )  # fmt: skip
+
+
+def _message(row: tuple[Any, ...]) -> StoredMessage:
+    (mid, sid, seq, role, content, ts, run_id, idem, provider, model, api, usage, stop,
+     aborted, error, meta) = row  # fmt: skip
+    return StoredMessage(
+        id=mid,
+        session_id=sid,
+        seq=seq,
+        role=role,
+        content=json.loads(content),
+        timestamp=ts,
+        run_id=run_id,
+        idempotency_key=idem,
+        provider=provider,
+        model=model,
+        api=api,
+        usage=json.loads(usage) if usage is not None else None,
+        stop_reason=stop,
+        aborted=bool(aborted),
+        error_message=error,
+        images=json.loads(meta).get("images") if meta is not None else None,
+    )
+
+
+def _new_session_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+class SessionStore:
+    """SQLite-backed sessions and transcripts; every method is a job on the store thread.
+
+    (`list` is a method here, so annotations below it spell the builtin `builtins.list`.)
+    """
+
+    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / DB_FILENAME
+        self._executor: ThreadPoolExecutor | None = None
+        self._db: sqlite3.Connection | None = None  # touched only on the store thread
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._executor is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="session-store")
+        try:
+            await self._call(self._open)
+        except BaseException:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+            raise
+
+    async def aclose(self) -> None:
+        executor = self._executor
+        if executor is None:
+            return
+        try:
+            await self._call(self._close)
+        finally:
+            self._executor = None
+            # The close job was the last one, so the worker is idle and exits at once.
+            executor.shutdown(wait=True)
+
+    async def __aenter__(self) -> SessionStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            raise StoreError("session store is not open")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+        except OSError as exc:
+            raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+
+    def _open(self) -> None:
+        if not self.state_dir.exists():
+            self.state_dir.mkdir(mode=0o700, parents=True)
+            os.chmod(self.state_dir, 0o700)  # mkdir's mode is filtered by the umask
+        if not self.path.exists():
+            # Create it ourselves so it is 0600 from the start; SQLite gives the -wal and
+            # -shm files the same mode.
+            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+            os.chmod(self.path, 0o600)
+        db = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = FULL")
+            db.execute("PRAGMA foreign_keys = ON")
+            self._migrate(db)
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{DB_FILENAME} has schema {version}, newer than {SCHEMA_VERSION}")
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                MIGRATIONS[target - 1](db)
+                db.execute(f"PRAGMA user_version = {target}")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    async def pragmas(self) -> dict[str, Any]:
+        """The connection's effective settings (connection-scoped, so only it can tell)."""
+        return await self._call(self._pragmas)
+
+    def _pragmas(self) -> dict[str, Any]:
+        db = self._conn()
+        return {
+            name: db.execute(f"PRAGMA {name}").fetchone()[0]
+            for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout",
+                         "user_version")
+        }  # fmt: skip
+
+    def _close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreError("session store is not open")
+        return self._db
+
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` in one write transaction: all of it is committed, or none."""
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(db)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return result
+
+    # -- sessions ----------------------------------------------------------------------
+
+    async def get(self, key: str) -> SessionRow | None:
+        return await self._call(self._get, key)
+
+    def _get(self, key: str) -> SessionRow | None:
+        row = self._conn().execute(SQL_GET_SESSION, (key,)).fetchone()
+        return _session_row(row) if row is not None else None
+
+    async def create(
+        self, key: str, agent_id: str, now: int, *, label: str | None = None
+    ) -> tuple[SessionRow, bool]:
+        """The row of `key`, created with a new session id if missing; `True` when created."""
+        return await self._call(self._write, lambda db: self._create(db, key, agent_id, now, label))
+
+    @staticmethod
+    def _create(
+        db: sqlite3.Connection, key: str, agent_id: str, now: int, label: str | None
+    ) -> tuple[SessionRow, bool]:
+        existing = db.execute(SQL_GET_SESSION, (key,)).fetchone()
+        if existing is not None:
+            return _session_row(existing), False
+        sid = _new_session_id()
+        db.execute(SQL_ADD_TRANSCRIPT, (sid, key, agent_id, now))
+        row = db.execute(
+            f"INSERT INTO sessions (key, agent_id, session_id, label, created_at, updated_at)"
+            f" VALUES (?, ?, ?, ?, ?, ?) RETURNING {_SESSION_COLUMNS}",
+            (key, agent_id, sid, label, now, now),
+        ).fetchone()
+        return _session_row(row), True
+
+    async def append_turn(self, turn: TurnRecord) -> SessionRow:
+        """Commit one turn: user message, assistant message, row update, one transaction.
+
+        The turn is durable when this returns (synchronous=FULL). Returns the updated row.
+        """
+        return await self._call(self._write, lambda db: self._append_turn(db, turn))
+
+    @staticmethod
+    def _append_turn(db: sqlite3.Connection, turn: TurnRecord) -> SessionRow:
+        db.execute(
+            SQL_ADD_TRANSCRIPT, (turn.session_id, turn.key, turn.agent_id, turn.user_timestamp)
+        )
+        seq = db.execute(SQL_NEXT_SEQ, (turn.session_id,)).fetchone()[0]
+        user_meta = _dumps({"images": dict(turn.images)}) if turn.images else None
+        idem = f"{turn.idempotency_key}:user" if turn.idempotency_key is not None else None
+        db.execute(
+            SQL_INSERT_MESSAGE,
+            (str(uuid.uuid4()), turn.session_id, seq + 1, "user", _dumps(turn.user_text),
+             turn.user_timestamp, turn.run_id, idem, None, None, None, None, None, 0, None,
+             user_meta),
+        )  # fmt: skip
+        usage = {
+            "input": turn.input_tokens,
+            "output": turn.output_tokens,
+            "totalTokens": turn.input_tokens + turn.output_tokens,
+        }
+        db.execute(
+            SQL_INSERT_MESSAGE,
+            (str(uuid.uuid4()), turn.session_id, seq + 2, "assistant",
+             _dumps([{"type": "text", "text": turn.assistant_text}]), turn.assistant_timestamp,
+             turn.run_id, turn.idempotency_key, turn.provider, turn.model, turn.api,
+             _dumps(usage), turn.stop_reason, int(turn.aborted), turn.error_message, None),
+        )  # fmt: skip
+        row = db.execute(
+            SQL_UPSERT_TURN,
+            {
+                "key": turn.key,
+                "agent_id": turn.agent_id,
+                "session_id": turn.session_id,
+                "now": turn.assistant_timestamp,
+                "input": turn.input_tokens,
+                "output": turn.output_tokens,
+                "provider": turn.provider,
+                "model": turn.model,
+                "run_id": turn.run_id,
+                "status": turn.status,
+                "aborted": int(turn.aborted),
+            },
+        ).fetchone()
+        return _session_row(row)
+
+    async def list(
+        self,
+        *,
+        limit: int = 100,
+        agent_id: str | None = None,
+        search: str | None = None,
+        label: str | None = None,
+        active_minutes: float | None = None,
+        now: int | None = None,
+    ) -> SessionPage:
+        """Most recently updated first; `search` is a case-insensitive substring of key or
+        label, `label` an exact label, `active_minutes` keeps rows updated since `now - m`."""
+        return await self._call(self._list, limit, agent_id, search, label, active_minutes, now)
+
+    def _list(
+        self,
+        limit: int,
+        agent_id: str | None,
+        search: str | None,
+        label: str | None,
+        active_minutes: float | None,
+        now: int | None,
+    ) -> SessionPage:
+        where: list[str] = []
+        args: list[Any] = []
+        if agent_id is not None:
+            where.append("agent_id = ?")
+            args.append(agent_id.lower())
+        if search:
+            # instr() rather than LIKE: no wildcard escaping of client text.
+            where.append("(instr(key, ?) > 0 OR instr(lower(COALESCE(label, '')), ?) > 0)")
+            args += [search.lower(), search.lower()]
+        if label is not None:
+            where.append("label = ?")
+            args.append(label)
+        if active_minutes is not None:
+            if now is None:
+                raise ValueError("active_minutes needs now")
+            where.append("updated_at >= ?")
+            args.append(now - int(active_minutes * 60_000))
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        db = self._conn()
+        total = db.execute(f"SELECT COUNT(*) FROM sessions{clause}", args).fetchone()[0]
+        rows = db.execute(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions{clause}"
+            " ORDER BY updated_at DESC, key LIMIT ?",
+            [*args, max(0, limit)],
+        ).fetchall()
+        return SessionPage(tuple(_session_row(r) for r in rows), total)
+
+    async def count(self) -> int:
+        return await self._call(self._count)
+
+    def _count(self) -> int:
+        return int(self._conn().execute("SELECT COUNT(*) FROM sessions").fetchone()[0])
+
+    async def patch_label(self, key: str, agent_id: str, label: str | None, now: int) -> SessionRow:
+        """Set or clear the label; an unknown key gets a new empty session (upsert)."""
+        return await self._call(
+            self._write, lambda db: self._patch_label(db, key, agent_id, label, now)
+        )
+
+    @classmethod
+    def _patch_label(
+        cls, db: sqlite3.Connection, key: str, agent_id: str, label: str | None, now: int
+    ) -> SessionRow:
+        row, created = cls._create(db, key, agent_id, now, label)
+        if created:
+            return row
+        updated = db.execute(
+            "UPDATE sessions SET label = ?, updated_at = ? WHERE key = ?"
+            f" RETURNING {_SESSION_COLUMNS}",
+            (label, now, key),
+        ).fetchone()
+        return _session_row(updated)
+
+    async def reset(self, key: str, agent_id: str, now: int) -> SessionRow:
+        """New session id, counters zeroed, label kept; the old transcript stays, archived.
+
+        An unknown key gets a new empty session.
+        """
+        return await self._call(self._write, lambda db: self._reset(db, key, agent_id, now))
+
+    @classmethod
+    def _reset(cls, db: sqlite3.Connection, key: str, agent_id: str, now: int) -> SessionRow:
+        row, created = cls._create(db, key, agent_id, now, None)
+        if created:
+            return row
+        db.execute(
+            "UPDATE transcripts SET archived_at = ? WHERE session_id = ? AND archived_at IS NULL",
+            (now, row.session_id),
+        )
+        sid = _new_session_id()
+        db.execute(SQL_ADD_TRANSCRIPT, (sid, key, row.agent_id, now))
+        updated = db.execute(
+            "UPDATE sessions SET session_id = ?, updated_at = ?, input_tokens = 0,"
+            " output_tokens = 0, total_tokens = 0, last_run_id = NULL, last_status = NULL,"
+            f" aborted_last_run = 0 WHERE key = ? RETURNING {_SESSION_COLUMNS}",
+            (sid, now, key),
+        ).fetchone()
+        return _session_row(updated)
+
+    async def delete(self, key: str, now: int, *, delete_transcript: bool = True) -> bool:
+        """Remove the row; with `delete_transcript` the messages of all its session ids too,
+        else they stay, archived, until maintenance. False when the key did not exist."""
+        return await self._call(
+            self._write, lambda db: self._delete(db, key, now, delete_transcript)
+        )
+
+    @staticmethod
+    def _delete(db: sqlite3.Connection, key: str, now: int, delete_transcript: bool) -> bool:
+        existed = db.execute("DELETE FROM sessions WHERE key = ?", (key,)).rowcount > 0
+        if delete_transcript:
+            db.execute("DELETE FROM transcripts WHERE key = ?", (key,))
+        else:
+            db.execute(
+                "UPDATE transcripts SET archived_at = ? WHERE key = ? AND archived_at IS NULL",
+                (now, key),
+            )
+        return existed
+
+    # -- transcripts -------------------------------------------------------------------
+
+    async def history(self, session_id: str, limit: int) -> History:
+        """The last `limit` messages of a transcript, oldest first, and the total count."""
+        return await self._call(self._history, session_id, limit)
+
+    def _history(self, session_id: str, limit: int) -> History:
+        db = self._conn()
+        total = db.execute(
+            "SELECT COUNT(*) FROM messages WHERE session_id = ?", (session_id,)
+        ).fetchone()[0]
+        rows = db.execute(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ?"
+            " ORDER BY seq DESC LIMIT ?",
+            (session_id, max(0, limit)),
+        ).fetchall()
+        return History(tuple(_message(r) for r in reversed(rows)), int(total))
+
+    async def recent_turns(self, session_id: str, user_turns: int) -> tuple[StoredMessage, ...]:
+        """The messages of the last `user_turns` user turns (a user message and the messages
+        after it), oldest first: the history a provider is given (§6.1). 0 → none."""
+        if user_turns <= 0:
+            return ()
+        return await self._call(self._recent_turns, session_id, user_turns)
+
+    def _recent_turns(self, session_id: str, user_turns: int) -> tuple[StoredMessage, ...]:
+        rows = (
+            self._conn()
+            .execute(SQL_RECENT_TURNS, {"sid": session_id, "skip": user_turns - 1})
+            .fetchall()
+        )
+        return tuple(_message(r) for r in rows)
+
+    # -- maintenance -------------------------------------------------------------------
+
+    async def prune(
+        self,
+        maintenance: MaintenanceConfig,
+        now: int,
+        protected_keys: Collection[str] = (),
+        *,
+        main_key: str = "main",
+    ) -> builtins.list[SessionRow]:
+        """Maintenance (agents-sessions.md §5). Candidates: rows not updated for
+        `prune_after_ms`, then the oldest beyond `max_entries`; main sessions and
+        `protected_keys` (active runs) never. `warn` only returns them; `enforce` also deletes
+        them with all their transcripts, and archived transcripts older than `prune_after_ms`.
+        """
+        return await self._call(self._prune, maintenance, now, frozenset(protected_keys), main_key)
+
+    def _prune(
+        self,
+        maintenance: MaintenanceConfig,
+        now: int,
+        protected: frozenset[str],
+        main_key: str,
+    ) -> builtins.list[SessionRow]:
+        db = self._conn()
+        cutoff = now - maintenance.prune_after_ms
+
+        def prunable(rows: Iterable[tuple[Any, ...]]) -> Iterable[SessionRow]:
+            for raw in rows:
+                row = _session_row(raw)
+                if row.key not in protected and not is_main_key(row.key, main_key):
+                    yield row
+
+        stale = list(
+            prunable(
+                db.execute(
+                    f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE updated_at < ?"
+                    " ORDER BY updated_at",
+                    (cutoff,),
+                )
+            )
+        )
+        total = db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
+        excess = total - len(stale) - maintenance.max_entries
+        candidates = stale
+        if excess > 0:
+            oldest = db.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE updated_at >= ?"
+                " ORDER BY updated_at, key",
+                (cutoff,),
+            )
+            try:
+                for row in prunable(oldest):
+                    if excess <= 0:
+                        break
+                    candidates.append(row)
+                    excess -= 1
+            finally:
+                oldest.close()  # no statement may stay open across the write below
+        if maintenance.mode == "enforce":
+            self._write(lambda db: self._enforce(db, candidates, cutoff))
+        return candidates
+
+    @staticmethod
+    def _enforce(
+        db: sqlite3.Connection, candidates: builtins.list[SessionRow], cutoff: int
+    ) -> None:
+        for row in candidates:
+            db.execute("DELETE FROM sessions WHERE key = ?", (row.key,))
+            db.execute("DELETE FROM transcripts WHERE key = ?", (row.key,))
+        db.execute(
+            "DELETE FROM transcripts WHERE archived_at IS NOT NULL AND archived_at < ?",
+            (cutoff,),
+        )

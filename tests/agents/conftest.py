@@ -1,0 +1,27 @@
+"""Provider-specific fixtures: fake upstream servers (tests/agents/upstreams.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.agents.upstreams import FakeAnthropic, FakeOpenAI
+
+
+@pytest.fixture
+async def openai_upstream() -> AsyncIterator[FakeOpenAI]:
+    """A started fake OpenAI-compatible server; script it with `.script(...)`."""
+    upstream = FakeOpenAI()
+    await upstream.start()
+    yield upstream
+    await upstream.aclose()
+
+
+@pytest.fixture
+async def anthropic_upstream() -> AsyncIterator[FakeAnthropic]:
+    """A started fake Anthropic Messages server; script it with `.script(...)`."""
+    upstream = FakeAnthropic()
+    await upstream.start()
+    yield upstream
+    await upstream.aclose()

@@ -1,0 +1,584 @@
+"""The `anthropic-messages` provider (agents-sessions.md §6.4, §6.5) against a real fake server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import attrs
+import pytest
+
+from agents.config import ModelEntry, ProviderConfig
+from agents.errors import (
+    MalformedStream,
+    UpstreamAuthFailed,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamStatusError,
+    UpstreamTimeout,
+)
+from agents.providers.anthropic_messages import AnthropicMessagesProvider, messages_url
+from agents.providers.base import ChatMessage, Finish, ImageInput, ProviderEvent, TextDelta, Usage
+from agents.providers.pool import Timeouts
+from tests.agents.upstreams import (
+    SECRET_BODY_MARKER,
+    FakeAnthropic,
+    JSONAnswer,
+    Raw,
+    Stall,
+    Status,
+    Stream,
+    closed_port,
+    provider_request,
+)
+
+TIMEOUTS = Timeouts(connect=1, idle=0.3)
+API_KEY = "sk-test-key"
+PNG = ImageInput("image/png", "iVBORw0KGgo=", 8)
+JPEG = ImageInput("image/jpeg", "/9j/4AAQ", 6)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
+        yield session
+
+
+@pytest.fixture
+def provider(http: aiohttp.ClientSession) -> AnthropicMessagesProvider:
+    return AnthropicMessagesProvider(http, TIMEOUTS)
+
+
+async def collect(
+    provider: AnthropicMessagesProvider, upstream: FakeAnthropic, text: str = "hi", **kw: Any
+) -> list[ProviderEvent]:
+    config = kw.pop("config", None) or upstream.provider_config()
+    request = provider_request(config, text, **kw)
+    return [event async for event in provider.stream(request)]
+
+
+async def sent_body(
+    provider: AnthropicMessagesProvider, upstream: FakeAnthropic, **kw: Any
+) -> dict[str, Any]:
+    await collect(provider, upstream, **kw)
+    body: dict[str, Any] = upstream.last.body
+    return body
+
+
+def events(*pairs: tuple[str | None, dict[str, Any]]) -> bytes:
+    """Raw SSE: (event name or None, data object) pairs."""
+    out = []
+    for name, obj in pairs:
+        head = f"event: {name}\n" if name else ""
+        out.append(f"{head}data: {json.dumps(obj, ensure_ascii=False)}\n\n")
+    return "".join(out).encode()
+
+
+def start(input_tokens: int = 3, **usage: int) -> tuple[str, dict[str, Any]]:
+    message = {"type": "message", "role": "assistant", "content": []}
+    return "message_start", {
+        "type": "message_start",
+        "message": {**message, "usage": {"input_tokens": input_tokens, **usage}},
+    }
+
+
+def text(delta: str) -> tuple[str, dict[str, Any]]:
+    return "content_block_delta", {
+        "type": "content_block_delta",
+        "index": 0,
+        "delta": {"type": "text_delta", "text": delta},
+    }
+
+
+def stop(reason: str = "end_turn", output: int = 2) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": reason},
+                "usage": {"output_tokens": output},
+            },
+        ),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+
+
+def assert_no_leak(exc: BaseException) -> None:
+    text = f"{exc} {exc!r} {getattr(exc, 'message', '')} {getattr(exc, 'detail', '')}"
+    assert SECRET_BODY_MARKER not in text
+    assert API_KEY not in text
+
+
+class TestRequest:
+    async def test_posts_to_v1_messages_under_base_url(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        await collect(provider, anthropic_upstream)
+        assert anthropic_upstream.last.path == "/v1/messages"
+
+    @pytest.mark.parametrize(
+        ("base_url", "url"),
+        [
+            ("", "https://api.anthropic.com/v1/messages"),
+            ("https://proxy.test/", "https://proxy.test/v1/messages"),
+        ],
+    )
+    def test_messages_url(self, base_url: str, url: str) -> None:
+        assert messages_url(base_url) == url
+
+    async def test_minimal_body_is_exact_with_default_max_tokens(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        assert await sent_body(provider, anthropic_upstream, text="hello") == {
+            "model": "fake-model",
+            "max_tokens": 4096,
+            "messages": [{"role": "user", "content": "hello"}],
+            "stream": True,
+        }
+
+    async def test_system_prompt_is_the_system_field(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        body = await sent_body(provider, anthropic_upstream, system="be brief")
+        assert body["system"] == "be brief"
+        assert body["messages"] == [{"role": "user", "content": "hi"}]
+
+    async def test_headers(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        await collect(provider, anthropic_upstream)
+        headers = anthropic_upstream.last.headers
+        assert headers["x-api-key"] == API_KEY
+        assert headers["anthropic-version"] == "2023-06-01"
+        assert headers["content-type"] == "application/json"
+        assert "Authorization" not in headers
+
+    async def test_provider_headers_are_added_and_override(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        config = anthropic_upstream.provider_config(
+            headers={"Anthropic-Version": "2024-01-01", "anthropic-beta": "feature-x"}
+        )
+        await collect(provider, anthropic_upstream, config=config)
+        headers = anthropic_upstream.last.headers
+        assert headers.getall("anthropic-version") == ["2024-01-01"]
+        assert headers["anthropic-beta"] == "feature-x"
+
+    async def test_no_api_key_header_without_a_key(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        config = anthropic_upstream.provider_config(api_key=None)
+        await collect(provider, anthropic_upstream, config=config)
+        assert "x-api-key" not in anthropic_upstream.last.headers
+
+    @pytest.mark.parametrize(
+        ("params", "model_max", "expected"),
+        [
+            ({"max_tokens": 10}, 500, 10),
+            ({"max_completion_tokens": 20}, 500, 20),
+            ({"max_completion_tokens": 20, "max_tokens": 10}, None, 20),
+            ({}, 500, 500),
+            ({}, None, 4096),
+        ],
+    )
+    async def test_max_tokens_is_client_cap_else_model_else_4096(
+        self,
+        provider: AnthropicMessagesProvider,
+        anthropic_upstream: FakeAnthropic,
+        params: dict[str, int],
+        model_max: int | None,
+        expected: int,
+    ) -> None:
+        config = anthropic_upstream.provider_config(
+            models=(ModelEntry("fake-model", max_tokens=model_max),)
+        )
+        body = await sent_body(provider, anthropic_upstream, config=config, params=params)
+        assert body["max_tokens"] == expected
+        assert "max_completion_tokens" not in body
+
+    @pytest.mark.parametrize(("given", "sent"), [(1.5, 1), (2, 1), (-0.5, 0), (0.7, 0.7), (0, 0)])
+    async def test_temperature_is_clamped_to_0_1(
+        self,
+        provider: AnthropicMessagesProvider,
+        anthropic_upstream: FakeAnthropic,
+        given: float,
+        sent: float,
+    ) -> None:
+        body = await sent_body(provider, anthropic_upstream, params={"temperature": given})
+        assert body["temperature"] == sent
+
+    @pytest.mark.parametrize(("stop", "sequences"), [("END", ["END"]), (["a", "b"], ["a", "b"])])
+    async def test_stop_becomes_stop_sequences(
+        self,
+        provider: AnthropicMessagesProvider,
+        anthropic_upstream: FakeAnthropic,
+        stop: str | list[str],
+        sequences: list[str],
+    ) -> None:
+        body = await sent_body(provider, anthropic_upstream, params={"stop": stop})
+        assert body["stop_sequences"] == sequences
+        assert "stop" not in body
+
+    async def test_unsupported_params_are_dropped_known_ones_pass(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        params = {
+            "seed": 1,
+            "frequency_penalty": 0.5,
+            "presence_penalty": 0.5,
+            "response_format": {"type": "json_object"},
+            "delayMs": 5,
+            "logit_bias": {},
+            "top_p": 0.8,
+            "top_k": 5,
+        }
+        body = await sent_body(provider, anthropic_upstream, params=params)
+        assert body == {
+            "model": "fake-model",
+            "max_tokens": 4096,
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": True,
+            "top_p": 0.8,
+            "top_k": 5,
+        }
+
+    async def test_consecutive_same_role_messages_are_joined(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        history = (
+            ChatMessage("user", "a"),
+            ChatMessage("user", "b"),
+            ChatMessage("assistant", "c"),
+            ChatMessage("assistant", "d"),
+        )
+        body = await sent_body(provider, anthropic_upstream, text="e", history=history)
+        assert body["messages"] == [
+            {"role": "user", "content": "a\n\nb"},
+            {"role": "assistant", "content": "c\n\nd"},
+            {"role": "user", "content": "e"},
+        ]
+
+    async def test_leading_assistant_messages_are_dropped(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        history = (ChatMessage("assistant", "orphan"), ChatMessage("user", "q"))
+        body = await sent_body(provider, anthropic_upstream, text="r", history=history)
+        assert body["messages"] == [{"role": "user", "content": "q\n\nr"}]
+
+    async def test_images_are_base64_blocks_before_the_text(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        body = await sent_body(provider, anthropic_upstream, text="what", images=(PNG, JPEG))
+        assert body["messages"] == [
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "image",
+                        "source": {
+                            "type": "base64",
+                            "media_type": "image/png",
+                            "data": PNG.data_b64,
+                        },
+                    },
+                    {
+                        "type": "image",
+                        "source": {
+                            "type": "base64",
+                            "media_type": "image/jpeg",
+                            "data": JPEG.data_b64,
+                        },
+                    },
+                    {"type": "text", "text": "what"},
+                ],
+            }
+        ]
+
+    async def test_image_only_turn_has_no_empty_text_block(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        body = await sent_body(provider, anthropic_upstream, text="", images=(PNG,))
+        assert [block["type"] for block in body["messages"][0]["content"]] == ["image"]
+
+
+class TestStreaming:
+    async def test_deltas_then_usage_then_finish(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        anthropic_upstream.script(Stream(("Hel", "lo", " world"), usage=(11, 3)))
+        assert await collect(provider, anthropic_upstream) == [
+            TextDelta("Hel"),
+            TextDelta("lo"),
+            TextDelta(" world"),
+            Usage(11, 3),
+            Finish("stop"),
+        ]
+
+    @pytest.mark.parametrize(
+        ("wire", "ours"),
+        [
+            ("end_turn", "stop"),
+            ("stop_sequence", "stop"),
+            ("max_tokens", "length"),
+            ("refusal", "content_filter"),
+            ("tool_use", "stop"),
+            ("pause_turn", "stop"),
+            ("model_context_window_exceeded", "length"),
+        ],
+    )
+    async def test_stop_reason_mapping(
+        self,
+        provider: AnthropicMessagesProvider,
+        anthropic_upstream: FakeAnthropic,
+        wire: str,
+        ours: str,
+    ) -> None:
+        anthropic_upstream.script(Stream(("x",), finish=wire))
+        assert (await collect(provider, anthropic_upstream))[-1] == Finish(ours)
+
+    async def test_crlf_and_comments(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        anthropic_upstream.script(Stream(("a", "b"), newline="\r\n", comments=True))
+        assert await collect(provider, anthropic_upstream) == [
+            TextDelta("a"),
+            TextDelta("b"),
+            Usage(3, 2),
+            Finish("stop"),
+        ]
+
+    async def test_events_without_event_lines_dispatch_on_data_type(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        body = events(*((None, obj) for _, obj in (start(4), text("x"), *stop(output=1))))
+        anthropic_upstream.script(Raw((body,)))
+        assert await collect(provider, anthropic_upstream) == [
+            TextDelta("x"),
+            Usage(4, 1),
+            Finish("stop"),
+        ]
+
+    async def test_non_text_deltas_and_unknown_events_are_ignored(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        thinking = {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "thinking_delta", "thinking": "hmm"},
+        }
+        body = events(
+            start(),
+            ("content_block_delta", thinking),
+            ("brand_new_event", {"type": "brand_new_event"}),
+            ("ping", {"type": "ping"}),
+            text("answer"),
+            *stop(),
+        )
+        anthropic_upstream.script(Raw((body,)))
+        assert await collect(provider, anthropic_upstream) == [
+            TextDelta("answer"),
+            Usage(3, 2),
+            Finish("stop"),
+        ]
+
+    async def test_cached_prompt_tokens_count_as_input(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        first = start(5, cache_creation_input_tokens=100, cache_read_input_tokens=20)
+        anthropic_upstream.script(Raw((events(first, text("x"), *stop(output=7)),)))
+        assert Usage(125, 7) in await collect(provider, anthropic_upstream)
+
+    async def test_without_usage_no_usage_is_reported(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        anthropic_upstream.script(Stream(("x",), usage=None))
+        assert await collect(provider, anthropic_upstream) == [TextDelta("x"), Finish("stop")]
+
+    async def test_events_split_across_network_reads(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        body = events(start(), text("héllo"), *stop())
+        cut = body.index("é".encode()) + 1
+        anthropic_upstream.script(Raw((body[:cut], body[cut:]), delay=0.02))
+        assert [
+            e for e in await collect(provider, anthropic_upstream) if isinstance(e, TextDelta)
+        ] == [TextDelta("héllo")]
+
+    async def test_idle_timeout_is_between_reads_not_total(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        anthropic_upstream.script(Stream(tuple("abcdef"), delay=0.15))
+        got = await collect(provider, anthropic_upstream)
+        assert "".join(e.text for e in got if isinstance(e, TextDelta)) == "abcdef"
+
+    async def test_eof_after_message_delta_without_message_stop_is_complete(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        anthropic_upstream.script(Stream(("x",), end=False))
+        assert (await collect(provider, anthropic_upstream))[-1] == Finish("stop")
+
+    async def test_json_answer_is_one_delta(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        anthropic_upstream.script(JSONAnswer("whole", finish="max_tokens", usage=(4, 1)))
+        assert await collect(provider, anthropic_upstream) == [
+            TextDelta("whole"),
+            Usage(4, 1),
+            Finish("length"),
+        ]
+
+
+class TestFailures:
+    async def test_429_with_retry_after(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        anthropic_upstream.script(Status(429, {"Retry-After": "7"}))
+        with pytest.raises(UpstreamRateLimited) as caught:
+            await collect(provider, anthropic_upstream)
+        assert caught.value.retry_after == 7
+        assert_no_leak(caught.value)
+
+    async def test_429_with_retry_after_ms(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        anthropic_upstream.script(Status(429, {"retry-after-ms": "2001"}))
+        with pytest.raises(UpstreamRateLimited) as caught:
+            await collect(provider, anthropic_upstream)
+        assert caught.value.retry_after == 3
+
+    @pytest.mark.parametrize("status", [401, 403])
+    async def test_auth_failures(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic, status: int
+    ) -> None:
+        anthropic_upstream.script(Status(status))
+        with pytest.raises(UpstreamAuthFailed) as caught:
+            await collect(provider, anthropic_upstream)
+        assert caught.value.status == status
+        assert_no_leak(caught.value)
+
+    @pytest.mark.parametrize("status", [400, 500, 529])
+    async def test_other_statuses(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic, status: int
+    ) -> None:
+        anthropic_upstream.script(Status(status))
+        with pytest.raises(UpstreamStatusError) as caught:
+            await collect(provider, anthropic_upstream)
+        assert caught.value.status == status
+        assert_no_leak(caught.value)
+
+    async def test_connection_refused(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        config: ProviderConfig = attrs.evolve(
+            anthropic_upstream.provider_config(), base_url=f"http://127.0.0.1:{closed_port()}"
+        )
+        with pytest.raises(UpstreamError) as caught:
+            await collect(provider, anthropic_upstream, config=config)
+        assert type(caught.value) is UpstreamError
+
+    async def test_stall_after_headers_is_an_idle_timeout(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        anthropic_upstream.script(Stall())
+        began = time.monotonic()
+        with pytest.raises(UpstreamTimeout):
+            await collect(provider, anthropic_upstream)
+        assert 0.25 < time.monotonic() - began < 1.0
+
+    async def test_stall_mid_stream_is_an_idle_timeout(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        anthropic_upstream.script(Stream(("a", "b", "c"), stall_after=1))
+        got: list[ProviderEvent] = []
+        with pytest.raises(UpstreamTimeout):
+            async for event in provider.stream(
+                provider_request(anthropic_upstream.provider_config())
+            ):
+                got.append(event)
+        assert got == [TextDelta("a")]
+        await anthropic_upstream.last.wait_gone()
+
+    async def test_in_stream_error_event(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        anthropic_upstream.script(Stream(("a", "b"), error_after=1))
+        got: list[ProviderEvent] = []
+        with pytest.raises(MalformedStream) as caught:
+            async for event in provider.stream(
+                provider_request(anthropic_upstream.provider_config())
+            ):
+                got.append(event)
+        assert got == [TextDelta("a")]
+        assert caught.value.message == "upstream provider error"
+        assert_no_leak(caught.value)
+
+    async def test_malformed_data_line(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        body = events(start(), text("ok")) + b"event: content_block_delta\ndata: {broken\n\n"
+        anthropic_upstream.script(Raw((body,)))
+        with pytest.raises(MalformedStream):
+            await collect(provider, anthropic_upstream)
+
+    async def test_delta_of_the_wrong_shape(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        body = events(start(), ("content_block_delta", {"type": "content_block_delta"}))
+        anthropic_upstream.script(Raw((body,)))
+        with pytest.raises(MalformedStream):
+            await collect(provider, anthropic_upstream)
+
+    async def test_eof_before_stop_is_malformed(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        anthropic_upstream.script(Stream(("a",), finish_event=False, end=False))
+        with pytest.raises(MalformedStream):
+            await collect(provider, anthropic_upstream)
+
+    async def test_connection_cut_mid_body(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        anthropic_upstream.script(Stream(("a", "b", "c"), drop_after=2))
+        with pytest.raises(UpstreamError) as caught:
+            await collect(provider, anthropic_upstream)
+        assert type(caught.value) is UpstreamError
+
+
+class TestCancellation:
+    async def test_cancelled_consumer_closes_the_upstream_connection(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        anthropic_upstream.script(Stream(tuple(f" w{i}" for i in range(100)), delay=0.05))
+        got: list[ProviderEvent] = []
+        two = asyncio.Event()
+
+        async def consume() -> None:
+            config = anthropic_upstream.provider_config()
+            async for event in provider.stream(provider_request(config)):
+                got.append(event)
+                if len(got) == 2:
+                    two.set()
+
+        task = asyncio.create_task(consume())
+        await asyncio.wait_for(two.wait(), 2)
+        began = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert time.monotonic() - began < 0.1
+        await anthropic_upstream.last.wait_gone(1.0)
+        assert not anthropic_upstream.last.completed
+
+    async def test_aclose_mid_stream_closes_the_upstream_connection(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        anthropic_upstream.script(Stream(tuple(f" w{i}" for i in range(100)), delay=0.05))
+        stream = provider.stream(provider_request(anthropic_upstream.provider_config()))
+        assert [await anext(stream), await anext(stream)] == [TextDelta(" w0"), TextDelta(" w1")]
+        await stream.aclose()
+        await anthropic_upstream.last.wait_gone(1.0)

@@ -1,0 +1,691 @@
+"""The `openai-completions` provider (agents-sessions.md §6.3, §6.5) against a real fake server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import attrs
+import pytest
+import structlog
+from multidict import CIMultiDict
+
+from agents.config import ModelEntry, ProviderConfig
+from agents.errors import (
+    MalformedStream,
+    UpstreamAuthFailed,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamStatusError,
+    UpstreamTimeout,
+)
+from agents.providers.base import ChatMessage, Finish, ImageInput, ProviderEvent, TextDelta, Usage
+from agents.providers.openai_completions import OpenAICompletionsProvider
+from agents.providers.pool import Timeouts
+from agents.providers.upstream import parse_retry_after, transport_error
+from tests.agents.upstreams import (
+    SECRET_BODY_MARKER,
+    FakeOpenAI,
+    JSONAnswer,
+    Raw,
+    Stall,
+    Status,
+    Stream,
+    closed_port,
+    provider_request,
+    silent_server,
+)
+
+TIMEOUTS = Timeouts(connect=1, idle=0.3)
+API_KEY = "sk-test-key"
+PNG = ImageInput("image/png", "iVBORw0KGgo=", 8)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
+        yield session
+
+
+@pytest.fixture
+def provider(http: aiohttp.ClientSession) -> OpenAICompletionsProvider:
+    return OpenAICompletionsProvider(http, TIMEOUTS)
+
+
+async def collect(
+    provider: OpenAICompletionsProvider, upstream: FakeOpenAI, text: str = "hi", **kw: Any
+) -> list[ProviderEvent]:
+    config = kw.pop("config", None) or upstream.provider_config()
+    request = provider_request(config, text, **kw)
+    return [event async for event in provider.stream(request)]
+
+
+async def sent_body(
+    provider: OpenAICompletionsProvider, upstream: FakeOpenAI, **kw: Any
+) -> dict[str, Any]:
+    await collect(provider, upstream, **kw)
+    body: dict[str, Any] = upstream.last.body
+    return body
+
+
+def sse(*objects: Any, done: bool = True) -> bytes:
+    lines = [f"data: {json.dumps(obj, ensure_ascii=False)}\n\n" for obj in objects]
+    if done:
+        lines.append("data: [DONE]\n\n")
+    return "".join(lines).encode()
+
+
+def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+
+
+class TestRequest:
+    async def test_posts_to_chat_completions_under_base_url(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        await collect(provider, openai_upstream)
+        assert openai_upstream.last.path == "/v1/chat/completions"
+
+    async def test_minimal_body_is_exact(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        assert await sent_body(provider, openai_upstream, text="hello") == {
+            "model": "fake-model",
+            "messages": [{"role": "user", "content": "hello"}],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+
+    async def test_system_comes_first_then_history_then_current(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        history = (ChatMessage("user", "a"), ChatMessage("assistant", "b"))
+        body = await sent_body(
+            provider, openai_upstream, text="c", system="sys\n\nextra", history=history
+        )
+        assert body["messages"] == [
+            {"role": "system", "content": "sys\n\nextra"},
+            {"role": "user", "content": "a"},
+            {"role": "assistant", "content": "b"},
+            {"role": "user", "content": "c"},
+        ]
+
+    async def test_headers_carry_bearer_key_and_json_content_type(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        await collect(provider, openai_upstream)
+        headers = openai_upstream.last.headers
+        assert headers["Authorization"] == f"Bearer {API_KEY}"
+        assert headers["Content-Type"] == "application/json"
+
+    async def test_no_authorization_without_api_key(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        config = openai_upstream.provider_config(api_key=None)
+        await collect(provider, openai_upstream, config=config)
+        assert "Authorization" not in openai_upstream.last.headers
+
+    async def test_provider_headers_are_added_and_override(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        config = openai_upstream.provider_config(
+            headers={"authorization": "Bearer other", "HTTP-Referer": "https://x.test"}
+        )
+        await collect(provider, openai_upstream, config=config)
+        headers = openai_upstream.last.headers
+        assert headers.getall("Authorization") == ["Bearer other"]
+        assert headers["HTTP-Referer"] == "https://x.test"
+
+    async def test_sampling_params_and_other_agent_params_go_verbatim(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        params = {
+            "temperature": 1.5,
+            "top_p": 0.9,
+            "frequency_penalty": 0.1,
+            "presence_penalty": -0.2,
+            "seed": 42,
+            "stop": ["END"],
+            "response_format": {"type": "json_object"},
+            "top_k": 40,  # an agent param for a local server
+        }
+        body = await sent_body(provider, openai_upstream, params=params)
+        assert {k: body[k] for k in params} == params
+
+    async def test_delay_ms_and_unset_params_are_not_sent(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        body = await sent_body(
+            provider, openai_upstream, params={"delayMs": 10, "temperature": None}
+        )
+        assert "delayMs" not in body
+        assert "temperature" not in body
+
+    async def test_params_cannot_override_the_body_it_owns(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        params = {"stream": False, "model": "other", "messages": [], "stream_options": {}}
+        body = await sent_body(provider, openai_upstream, params=params)
+        assert body["stream"] is True
+        assert body["model"] == "fake-model"
+        assert body["stream_options"] == {"include_usage": True}
+        assert len(body["messages"]) == 1
+
+    @pytest.mark.parametrize("name", ["max_tokens", "max_completion_tokens"])
+    async def test_cap_keeps_the_name_the_client_used(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI, name: str
+    ) -> None:
+        config = openai_upstream.provider_config(models=(ModelEntry("fake-model", max_tokens=999),))
+        body = await sent_body(provider, openai_upstream, config=config, params={name: 17})
+        caps = {k: body[k] for k in ("max_tokens", "max_completion_tokens") if k in body}
+        assert caps == {name: 17}
+
+    async def test_both_cap_names_send_only_max_completion_tokens(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        params = {"max_tokens": 5, "max_completion_tokens": 7}
+        body = await sent_body(provider, openai_upstream, params=params)
+        assert body["max_completion_tokens"] == 7
+        assert "max_tokens" not in body
+
+    async def test_no_client_cap_sends_model_max_tokens_as_max_tokens(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        config = openai_upstream.provider_config(models=(ModelEntry("fake-model", max_tokens=256),))
+        body = await sent_body(provider, openai_upstream, config=config)
+        assert body["max_tokens"] == 256
+        assert "max_completion_tokens" not in body
+
+    async def test_no_cap_at_all_sends_none(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        body = await sent_body(provider, openai_upstream)
+        assert "max_tokens" not in body
+        assert "max_completion_tokens" not in body
+
+    async def test_images_become_content_parts_with_data_uris(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        body = await sent_body(provider, openai_upstream, text="what is it", images=(PNG, PNG))
+        part = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+        assert body["messages"] == [
+            {"role": "user", "content": [{"type": "text", "text": "what is it"}, part, part]}
+        ]
+
+    async def test_image_only_turn_has_no_empty_text_part(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        body = await sent_body(provider, openai_upstream, text="", images=(PNG,))
+        assert body["messages"][0]["content"] == [
+            {"type": "image_url", "image_url": {"url": PNG.data_uri}}
+        ]
+
+
+class TestStreaming:
+    async def test_deltas_then_usage_then_finish(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        openai_upstream.script(Stream(("Hel", "lo", " world"), usage=(5, 3)))
+        assert await collect(provider, openai_upstream) == [
+            TextDelta("Hel"),
+            TextDelta("lo"),
+            TextDelta(" world"),
+            Usage(5, 3),
+            Finish("stop"),
+        ]
+
+    @pytest.mark.parametrize(
+        ("wire", "ours"),
+        [
+            ("stop", "stop"),
+            ("length", "length"),
+            ("content_filter", "content_filter"),
+            ("tool_calls", "stop"),
+            ("function_call", "stop"),
+            ("something_new", "stop"),
+        ],
+    )
+    async def test_finish_reason_mapping(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI, wire: str, ours: str
+    ) -> None:
+        openai_upstream.script(Stream(("x",), finish=wire))
+        assert (await collect(provider, openai_upstream))[-1] == Finish(ours)
+
+    async def test_without_usage_chunk_no_usage_is_reported(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        openai_upstream.script(Stream(("x",), usage=None))
+        assert await collect(provider, openai_upstream) == [TextDelta("x"), Finish("stop")]
+
+    async def test_empty_and_null_contents_and_reasoning_are_skipped(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        body = sse(
+            chunk({"role": "assistant", "content": ""}, usage=None),
+            chunk({"reasoning_content": "thinking..."}, usage=None),
+            chunk({"content": None, "reasoning_content": "more"}, usage=None),
+            chunk({"content": "answer"}, usage=None),
+            chunk({}, "stop", usage=None),
+            {"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 9}},
+        )
+        openai_upstream.script(Raw((body,)))
+        assert await collect(provider, openai_upstream) == [
+            TextDelta("answer"),
+            Usage(4, 9),
+            Finish("stop"),
+        ]
+
+    async def test_content_and_finish_in_one_chunk(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        openai_upstream.script(Raw((sse(chunk({"content": "all"}, "length")),)))
+        assert await collect(provider, openai_upstream) == [TextDelta("all"), Finish("length")]
+
+    async def test_crlf_lines_and_keepalive_comments(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        openai_upstream.script(Stream(("a", "b"), newline="\r\n", comments=True))
+        assert await collect(provider, openai_upstream) == [
+            TextDelta("a"),
+            TextDelta("b"),
+            Usage(3, 2),
+            Finish("stop"),
+        ]
+
+    async def test_events_split_across_network_reads(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        body = sse(chunk({"content": "héllo"}), chunk({"content": " wörld"}, "stop"))
+        cut1, cut2 = body.index(b"\xc3") + 1, body.index(b"\n\n") + 1  # mid-char, mid-blank-line
+        openai_upstream.script(Raw((body[:cut1], body[cut1:cut2], body[cut2:]), delay=0.02))
+        assert await collect(provider, openai_upstream) == [
+            TextDelta("héllo"),
+            TextDelta(" wörld"),
+            Finish("stop"),
+        ]
+
+    async def test_idle_timeout_is_between_reads_not_total(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        # 5 gaps of 0.15 s: 0.75 s in total, longer than the 0.3 s idle timeout.
+        openai_upstream.script(Stream(tuple("abcdef"), delay=0.15))
+        events = await collect(provider, openai_upstream)
+        assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "abcdef"
+
+    async def test_stream_ending_after_finish_without_done_is_complete(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        openai_upstream.script(Stream(("x",), end=False))
+        assert await collect(provider, openai_upstream) == [
+            TextDelta("x"),
+            Usage(3, 2),
+            Finish("stop"),
+        ]
+
+    async def test_done_without_finish_reason_is_a_stop(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        openai_upstream.script(Stream(("x",), finish_event=False, usage=None))
+        assert await collect(provider, openai_upstream) == [TextDelta("x"), Finish("stop")]
+
+    async def test_nothing_after_done_is_read(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        body = sse(chunk({"content": "x"}, "stop")) + b"data: not json\n\n"
+        openai_upstream.script(Raw((body,)))
+        assert await collect(provider, openai_upstream) == [TextDelta("x"), Finish("stop")]
+
+    async def test_session_is_reusable_after_a_stream(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        for _ in range(3):
+            assert (await collect(provider, openai_upstream))[-1] == Finish("stop")
+        assert len(openai_upstream.requests) == 3
+
+
+class TestNonStreamingAnswer:
+    async def test_json_answer_is_one_delta_with_usage_and_finish(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        openai_upstream.script(JSONAnswer("whole reply", usage=(7, 2)))
+        assert await collect(provider, openai_upstream) == [
+            TextDelta("whole reply"),
+            Usage(7, 2),
+            Finish("stop"),
+        ]
+
+    async def test_json_answer_finish_reason_is_mapped(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        openai_upstream.script(JSONAnswer("cut", finish="length", usage=None))
+        assert await collect(provider, openai_upstream) == [TextDelta("cut"), Finish("length")]
+
+    async def test_json_answer_that_is_not_json_is_malformed(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        openai_upstream.script(Raw((b"{oops",), content_type="application/json"))
+        with pytest.raises(MalformedStream):
+            await collect(provider, openai_upstream)
+
+    async def test_json_error_object_with_200_is_malformed(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        body = json.dumps({"error": {"message": SECRET_BODY_MARKER}}).encode()
+        openai_upstream.script(Raw((body,), content_type="application/json"))
+        with pytest.raises(MalformedStream) as caught:
+            await collect(provider, openai_upstream)
+        assert SECRET_BODY_MARKER not in str(caught.value)
+
+
+def assert_no_leak(exc: BaseException) -> None:
+    text = f"{exc} {exc!r} {getattr(exc, 'message', '')} {getattr(exc, 'detail', '')}"
+    assert SECRET_BODY_MARKER not in text
+    assert API_KEY not in text
+
+
+class TestStatusFailures:
+    async def test_429_with_retry_after_seconds(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        openai_upstream.script(Status(429, {"Retry-After": "7"}))
+        with pytest.raises(UpstreamRateLimited) as caught:
+            await collect(provider, openai_upstream)
+        assert caught.value.retry_after == 7
+        assert caught.value.message == "upstream provider rate limited"
+        assert_no_leak(caught.value)
+
+    async def test_429_with_retry_after_ms_is_rounded_up(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        openai_upstream.script(Status(429, {"retry-after-ms": "1500"}))
+        with pytest.raises(UpstreamRateLimited) as caught:
+            await collect(provider, openai_upstream)
+        assert caught.value.retry_after == 2
+
+    async def test_429_without_hint_has_no_retry_after(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        openai_upstream.script(Status(429))
+        with pytest.raises(UpstreamRateLimited) as caught:
+            await collect(provider, openai_upstream)
+        assert caught.value.retry_after is None
+
+    @pytest.mark.parametrize("status", [401, 403])
+    async def test_401_and_403_are_auth_failures(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI, status: int
+    ) -> None:
+        # Upstreams echo the key they rejected; it must not come back in the error.
+        openai_upstream.script(Status(status, body=f"bad key {API_KEY} {SECRET_BODY_MARKER}"))
+        with pytest.raises(UpstreamAuthFailed) as caught:
+            await collect(provider, openai_upstream)
+        assert caught.value.status == status
+        assert caught.value.message == "upstream provider authentication failed"
+        assert_no_leak(caught.value)
+
+    @pytest.mark.parametrize("status", [400, 404, 500, 503])
+    async def test_other_statuses_are_upstream_errors(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI, status: int
+    ) -> None:
+        openai_upstream.script(Status(status))
+        with pytest.raises(UpstreamStatusError) as caught:
+            await collect(provider, openai_upstream)
+        assert caught.value.status == status
+        assert caught.value.message == "upstream provider error"
+        assert_no_leak(caught.value)
+
+    async def test_error_body_is_logged_at_debug_truncated_without_the_key(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        openai_upstream.script(Status(500, body=f"key={API_KEY} " + "x" * 5000))
+        with structlog.testing.capture_logs() as logs, pytest.raises(UpstreamStatusError):
+            await collect(provider, openai_upstream)
+        [entry] = [e for e in logs if e["event"] == "upstream_error_body"]
+        assert entry["log_level"] == "debug"
+        assert entry["status"] == 500
+        assert entry["truncated"] is True
+        assert len(entry["body"].encode()) <= 2048
+        assert API_KEY not in entry["body"]
+        assert entry["body"].startswith("key=[redacted] x")
+
+
+class TestConnectionFailures:
+    async def test_connection_refused_is_an_upstream_error(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        config = _with_url(openai_upstream, f"http://127.0.0.1:{closed_port()}/v1")
+        with pytest.raises(UpstreamError) as caught:
+            await collect(provider, openai_upstream, config=config)
+        assert type(caught.value) is UpstreamError
+        assert caught.value.message == "upstream provider error"
+
+    async def test_tls_failure_is_an_upstream_error(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        # TLS spoken to a plain-HTTP server: the handshake fails.
+        config = _with_url(openai_upstream, f"https://127.0.0.1:{openai_upstream.port}/v1")
+        with pytest.raises(UpstreamError) as caught:
+            await collect(provider, openai_upstream, config=config)
+        assert type(caught.value) is UpstreamError
+
+    async def test_connect_timeout(
+        self, http: aiohttp.ClientSession, openai_upstream: FakeOpenAI
+    ) -> None:
+        provider = OpenAICompletionsProvider(http, Timeouts(connect=0.3, idle=5))
+        async with silent_server() as port:
+            config = _with_url(openai_upstream, f"https://127.0.0.1:{port}/v1")
+            start = time.monotonic()
+            with pytest.raises(UpstreamTimeout) as caught:
+                await collect(provider, openai_upstream, config=config)
+        assert 0.25 < time.monotonic() - start < 1.5
+        assert caught.value.message == "upstream provider timeout"
+
+    async def test_stall_after_headers_is_an_idle_timeout(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        openai_upstream.script(Stall())
+        start = time.monotonic()
+        with pytest.raises(UpstreamTimeout):
+            await collect(provider, openai_upstream)
+        assert 0.25 < time.monotonic() - start < 1.0
+
+    async def test_stall_before_headers_is_an_idle_timeout(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        openai_upstream.script(Stall(headers=False))
+        start = time.monotonic()
+        with pytest.raises(UpstreamTimeout):
+            await collect(provider, openai_upstream)
+        assert 0.25 < time.monotonic() - start < 1.0
+
+    async def test_stall_mid_stream_times_out_after_the_deltas(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        openai_upstream.script(Stream(("a", "b", "c"), stall_after=2))
+        got: list[ProviderEvent] = []
+        with pytest.raises(UpstreamTimeout):
+            async for event in provider.stream(provider_request(openai_upstream.provider_config())):
+                got.append(event)
+        assert got == [TextDelta("a"), TextDelta("b")]
+        # The timed-out connection is closed, so the upstream sees us leave.
+        await openai_upstream.last.wait_gone()
+
+    async def test_connection_cut_mid_body_is_an_upstream_error(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        openai_upstream.script(Stream(("a", "b", "c"), drop_after=2))
+        with pytest.raises(UpstreamError) as caught:
+            await collect(provider, openai_upstream)
+        assert type(caught.value) is UpstreamError
+
+
+class TestMalformedStream:
+    async def test_malformed_data_line(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        body = sse(chunk({"content": "ok"}), done=False) + b"data: {nope\n\n"
+        openai_upstream.script(Raw((body,)))
+        got: list[ProviderEvent] = []
+        with pytest.raises(MalformedStream) as caught:
+            async for event in provider.stream(provider_request(openai_upstream.provider_config())):
+                got.append(event)
+        assert got == [TextDelta("ok")]
+        assert caught.value.message == "upstream provider error"
+
+    @pytest.mark.parametrize(
+        "line",
+        [b"data: []", b'data: {"choices": [1]}', b'data: {"choices": [{"delta": {"content": 5}}]}'],
+    )
+    async def test_chunk_of_the_wrong_shape(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI, line: bytes
+    ) -> None:
+        openai_upstream.script(Raw((line + b"\n\n",)))
+        with pytest.raises(MalformedStream):
+            await collect(provider, openai_upstream)
+
+    async def test_in_stream_error_after_deltas(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        openai_upstream.script(Stream(("a", "b"), error_after=1))
+        got: list[ProviderEvent] = []
+        with pytest.raises(MalformedStream) as caught:
+            async for event in provider.stream(provider_request(openai_upstream.provider_config())):
+                got.append(event)
+        assert got == [TextDelta("a")]
+        assert_no_leak(caught.value)
+
+    async def test_error_object_chunk_is_an_in_stream_error(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        # vLLM's shape for an error raised mid-generation.
+        error = {"object": "error", "message": SECRET_BODY_MARKER, "code": 500}
+        openai_upstream.script(Raw((sse(chunk({"content": "a"}), error),)))
+        with pytest.raises(MalformedStream) as caught:
+            await collect(provider, openai_upstream)
+        assert_no_leak(caught.value)
+
+    async def test_eof_without_finish_or_done_is_malformed(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        openai_upstream.script(Stream(("a",), finish_event=False, usage=None, end=False))
+        with pytest.raises(MalformedStream):
+            await collect(provider, openai_upstream)
+
+
+class TestCancellation:
+    async def test_cancelled_consumer_closes_the_upstream_connection(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        openai_upstream.script(Stream(tuple(f" w{i}" for i in range(100)), delay=0.05))
+        got: list[ProviderEvent] = []
+        two = asyncio.Event()
+
+        async def consume() -> None:
+            async for event in provider.stream(provider_request(openai_upstream.provider_config())):
+                got.append(event)
+                if len(got) == 2:
+                    two.set()
+
+        task = asyncio.create_task(consume())
+        await asyncio.wait_for(two.wait(), 2)
+        start = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert time.monotonic() - start < 0.1
+        await openai_upstream.last.wait_gone(1.0)
+        assert not openai_upstream.last.completed
+
+    async def test_aclose_mid_stream_closes_the_upstream_connection(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        openai_upstream.script(Stream(tuple(f" w{i}" for i in range(100)), delay=0.05))
+        stream = provider.stream(provider_request(openai_upstream.provider_config()))
+        assert await anext(stream) == TextDelta(" w0")
+        assert await anext(stream) == TextDelta(" w1")
+        start = time.monotonic()
+        await stream.aclose()
+        assert time.monotonic() - start < 0.1
+        await openai_upstream.last.wait_gone(1.0)
+
+    async def test_cancel_while_waiting_for_headers_closes_the_connection(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        openai_upstream.script(Stall(headers=False))
+        task = asyncio.create_task(collect(provider, openai_upstream))
+        await openai_upstream.wait_for_requests(1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await openai_upstream.last.wait_gone(1.0)
+
+    async def test_provider_still_works_after_a_cancelled_stream(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        openai_upstream.script(Stream(tuple("abcdefgh"), delay=0.05))
+        stream = provider.stream(provider_request(openai_upstream.provider_config()))
+        await anext(stream)
+        await stream.aclose()
+        assert (await collect(provider, openai_upstream))[-1] == Finish("stop")
+
+
+class TestTransportErrorClassification:
+    """upstream.transport_error, pure: which aiohttp/OS failures are timeouts."""
+
+    @pytest.mark.parametrize(
+        "exc",
+        [aiohttp.ConnectionTimeoutError("connect"), aiohttp.SocketTimeoutError("read")],
+    )
+    def test_connect_and_read_timeouts_are_timeouts(self, exc: Exception) -> None:
+        assert type(transport_error(exc)) is UpstreamTimeout
+
+    @pytest.mark.parametrize(
+        "exc",
+        [
+            ConnectionRefusedError(),
+            ConnectionResetError(),
+            aiohttp.ServerDisconnectedError(),
+            aiohttp.ClientPayloadError("truncated"),
+            aiohttp.ClientOSError(),
+        ],
+    )
+    def test_other_connection_failures_are_upstream_errors(self, exc: Exception) -> None:
+        assert type(transport_error(exc)) is UpstreamError
+
+
+class TestRetryAfter:
+    """upstream.parse_retry_after, pure."""
+
+    @pytest.mark.parametrize(
+        ("headers", "expected"),
+        [
+            ({"Retry-After": "7"}, 7),
+            ({"retry-after": "0"}, 0),
+            ({"Retry-After": "1.2"}, 2),
+            ({"retry-after-ms": "1500"}, 2),
+            ({"retry-after-ms": "1000"}, 1),
+            ({"retry-after-ms": "1", "Retry-After": "9"}, 1),
+            ({"retry-after-ms": "junk", "Retry-After": "9"}, 9),
+            ({"Retry-After": "soon"}, None),
+            ({"Retry-After": "-3"}, None),
+            ({}, None),
+        ],
+    )
+    def test_seconds_and_milliseconds(self, headers: dict[str, str], expected: int | None) -> None:
+        assert parse_retry_after(CIMultiDict(headers)) == expected
+
+    def test_http_date_is_seconds_from_now_rounded_up(self) -> None:
+        now = 1_700_000_000.5
+        headers = CIMultiDict({"Retry-After": "Tue, 14 Nov 2023 22:13:30 GMT"})  # now + 9.5
+        assert parse_retry_after(headers, now=now) == 10
+
+    def test_http_date_in_the_past_is_zero(self) -> None:
+        headers = CIMultiDict({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
+        assert parse_retry_after(headers, now=1_700_000_000) == 0
+
+
+def _with_url(upstream: FakeOpenAI, url: str) -> ProviderConfig:
+    return attrs.evolve(upstream.provider_config(), base_url=url)

@@ -1,0 +1,342 @@
+"""The session registry: reset, delete, labels, listing, live sessions, maintenance,
+shutdown (agents-sessions.md §2.3-2.4, §5; ws-protocol.md §8 `sessions.*`)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from agents.config import AgentConfig, MaintenanceConfig, ModelRef
+from agents.errors import AgentError, InvalidSessionKey
+from agents.events import SessionChange
+from agents.registry import SessionRegistry
+from agents.runs import TurnRequest
+from agents.store import SessionStore
+from tests.agents.scripted import (
+    FIXED_NOW,
+    Harness,
+    ScriptedPool,
+    ScriptedProvider,
+    make_config,
+    until,
+)
+
+DAY = 24 * 3600 * 1000
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    store = SessionStore(tmp_path / "state")
+    await store.open()
+    harness = Harness(tmp_path / "state", store)
+    yield harness
+    await harness.aclose()
+
+
+def req(session: str = "s1", text: str = "hi", **fields: Any) -> TurnRequest:
+    fields.setdefault("run_id", f"chatcmpl-{uuid.uuid4().hex}")
+    return TurnRequest("main", f"agent:main:{session}", text=text, **fields)
+
+
+async def reply(registry: SessionRegistry, session: str = "s1", text: str = "hi") -> str:
+    return (await registry.submit(req(session, text)).wait()).text
+
+
+def stalling(harness: Harness, **config: Any) -> tuple[SessionRegistry, ScriptedProvider]:
+    """A registry whose runs stream "partial" and then wait until aborted."""
+    stall = ScriptedProvider("stall", deltas=("partial",), block=True)
+    registry = harness.registry(make_config(("stall/m",), apis=("stall",), **config), [stall])
+    return registry, stall
+
+
+def changes(got: list[object]) -> list[SessionChange]:
+    return [c for c in got if isinstance(c, SessionChange)]
+
+
+class TestReset:
+    async def test_reset_starts_a_new_transcript(self, harness: Harness) -> None:
+        registry = harness.registry()
+        await registry.patch_label("agent:main:s1", "mine")
+        await reply(registry)
+        await reply(registry)
+        old = await registry.get_session("agent:main:s1")
+        got: list[object] = []
+        registry.add_listener(got.append)
+        info = await registry.reset("agent:main:s1")
+        assert old is not None and info.session_id != old.session_id
+        assert (info.label, info.input_tokens, info.output_tokens, info.total_tokens) == (
+            "mine", 0, 0, 0
+        )  # fmt: skip
+        assert (info.status, info.aborted_last_run, info.created_at) == (
+            "idle",
+            False,
+            old.created_at,
+        )
+        [change] = changes(got)
+        assert (change.reason, change.session) == ("reset", info)
+        assert await reply(registry) == "[turn 1] hi"
+        assert (await registry.store.history(old.session_id, 10)).total == 4  # kept
+
+    async def test_reset_aborts_the_runs_first(self, harness: Harness) -> None:
+        registry, stall = stalling(harness)
+        running = registry.submit(req())
+        queued = registry.submit(req())
+        await stall.first_delta.wait()
+        old_sid = running.session_id
+        assert old_sid is not None
+        info = await registry.reset("agent:main:s1")
+        assert running.outcome is not None and running.outcome.status == "aborted"
+        assert queued.outcome is not None and queued.outcome.status == "aborted"
+        old = await registry.store.history(old_sid, 10)
+        assert [m.text for m in old.messages] == ["hi", "partial"]  # committed before the reset
+        assert old.messages[1].aborted
+        assert (await registry.history("agent:main:s1")).total == 0
+        assert info.status == "idle"
+
+    async def test_reset_of_an_unknown_key_creates_it(self, harness: Harness) -> None:
+        registry = harness.registry()
+        info = await registry.reset("agent:main:new")
+        assert info.key == "agent:main:new" and info.status == "idle"
+
+
+class TestDelete:
+    async def test_delete_then_a_fresh_session(self, harness: Harness) -> None:
+        registry = harness.registry()
+        await reply(registry)
+        old = await registry.get_session("agent:main:s1")
+        got: list[object] = []
+        registry.add_listener(got.append)
+        assert await registry.delete("agent:main:s1") is True
+        assert [(c.reason, c.session) for c in changes(got)] == [("delete", None)]
+        assert await registry.get_session("agent:main:s1") is None
+        assert old is not None and (await registry.store.history(old.session_id, 10)).total == 0
+        assert await registry.delete("agent:main:s1") is False
+        assert await reply(registry) == "[turn 1] hi"
+
+    async def test_delete_can_keep_the_transcript(self, harness: Harness) -> None:
+        registry = harness.registry()
+        await reply(registry)
+        old = await registry.get_session("agent:main:s1")
+        assert await registry.delete("agent:main:s1", delete_transcript=False)
+        assert old is not None and (await registry.store.history(old.session_id, 10)).total == 2
+
+    async def test_main_sessions_cannot_be_deleted(self, harness: Harness) -> None:
+        registry = harness.registry(make_config(main_key="home"))
+        await reply(registry, "home")
+        with pytest.raises(InvalidSessionKey) as info:
+            await registry.delete("agent:main:home")
+        assert info.value.message == "Cannot delete the main session (agent:main:home)."
+        assert await registry.get_session("agent:main:home") is not None
+
+    async def test_delete_aborts_the_running_turn(self, harness: Harness) -> None:
+        registry, stall = stalling(harness)
+        run = registry.submit(req())
+        await stall.first_delta.wait()
+        assert await registry.delete("agent:main:s1")
+        assert run.outcome is not None and run.outcome.status == "aborted"
+        assert stall.cancelled == 1
+        assert await registry.get_session("agent:main:s1") is None
+
+
+class TestLabelsAndListing:
+    async def test_patch_label_upserts(self, harness: Harness) -> None:
+        registry = harness.registry(clock=lambda: FIXED_NOW)
+        got: list[object] = []
+        registry.add_listener(got.append)
+        info = await registry.patch_label("agent:main:x", "Project")
+        assert (info.label, info.status, info.created_at) == ("Project", "idle", FIXED_NOW)
+        assert [(c.reason, c.session) for c in changes(got)] == [("patch", info)]
+        cleared = await registry.patch_label("agent:main:x", None)
+        assert cleared.label is None and cleared.session_id == info.session_id
+        assert await reply(registry, "x") == "[turn 1] hi"
+
+    async def test_session_row_as_sessions_list_wants_it(self, harness: Harness) -> None:
+        registry = harness.registry(clock=lambda: FIXED_NOW)
+        await registry.submit(req("main", run_id="idem-2")).wait()
+        listed = await registry.list_sessions()
+        assert (listed.total_count, listed.has_more) == (1, False)
+        [info] = listed.sessions
+        assert info.to_dict() == {
+            "key": "agent:main:main",
+            "kind": "direct",
+            "agentId": "main",
+            "isMain": True,
+            "label": None,
+            "sessionId": info.session_id,
+            "createdAt": FIXED_NOW,
+            "updatedAt": FIXED_NOW,
+            "abortedLastRun": False,
+            "inputTokens": 1,
+            "outputTokens": 3,
+            "totalTokens": 1,
+            "modelProvider": "echo",
+            "model": "echo",
+            "status": "done",
+            "lastRunId": "idem-2",
+            "hasActiveRun": False,
+            "activeRunIds": [],
+        }
+
+    async def test_listing_shows_active_runs(self, harness: Harness) -> None:
+        registry, stall = stalling(harness)
+        running = registry.submit(req("s1", run_id="a"))
+        queued = registry.submit(req("s1", run_id="b"))
+        await stall.first_delta.wait()
+        [info] = (await registry.list_sessions()).sessions
+        assert (info.status, info.active_run_ids, info.has_active_run) == (
+            "running",
+            ("a", "b"),
+            True,
+        )
+        assert (await registry.get_session("agent:main:s1")) == info
+        registry.abort_session("agent:main:s1")
+        await asyncio.gather(running.wait(), queued.wait())
+        [info] = (await registry.list_sessions()).sessions
+        assert (info.status, info.active_run_ids, info.aborted_last_run) == ("aborted", (), True)
+
+    async def test_listing_filters_and_limit(self, harness: Harness) -> None:
+        registry = harness.registry()
+        for name in ("a", "b", "c"):
+            await reply(registry, name)
+        await registry.patch_label("agent:main:b", "Bee")
+        page = await registry.list_sessions(limit=2)
+        assert [s.key for s in page.sessions] == ["agent:main:b", "agent:main:c"]
+        assert (page.total_count, page.has_more) == (3, True)
+        assert [s.key for s in (await registry.list_sessions(search="bee")).sessions] == [
+            "agent:main:b"
+        ]
+        assert (await registry.list_sessions(agent_id="ops")).total_count == 0
+
+    async def test_history_of_the_current_transcript(self, harness: Harness) -> None:
+        registry = harness.registry()
+        for _ in range(3):
+            await reply(registry)
+        transcript = await registry.history("agent:main:s1", 3)
+        assert (transcript.total, transcript.has_more) == (6, True)
+        assert [m.seq for m in transcript.messages] == [4, 5, 6]
+        assert transcript.session is not None and transcript.session.key == "agent:main:s1"
+        unknown = await registry.history("agent:main:none")
+        assert (unknown.session, unknown.messages, unknown.total) == (None, (), 0)
+        assert await registry.get_session("agent:main:none") is None
+
+
+class TestRunsAndLiveSessions:
+    async def test_runs_are_found_while_active_and_after_the_end(self, harness: Harness) -> None:
+        registry, stall = stalling(harness)
+        run = registry.submit(req(run_id="r1"))
+        assert registry.run("r1") is run
+        assert registry.run("nope") is None
+        await stall.first_delta.wait()
+        run.abort()
+        await run.wait()
+        assert registry.run("r1") is run
+
+    async def test_abort_session_and_active_runs(self, harness: Harness) -> None:
+        registry, stall = stalling(harness)
+        runs = [registry.submit(req(run_id=f"r{i}")) for i in range(3)]
+        await stall.first_delta.wait()
+        assert [r.id for r in registry.active_runs("agent:main:s1")] == ["r0", "r1", "r2"]
+        stats = registry.stats()
+        assert (stats.active, stats.queued, stats.max_concurrent) == (1, 2, 4)
+        assert registry.abort_session("agent:main:s1") == ["r0", "r1", "r2"]
+        assert registry.abort_session("agent:main:s1") == []
+        assert registry.abort_session("agent:main:unknown") == []
+        outcomes = await asyncio.gather(*(r.wait() for r in runs))
+        assert [o.status for o in outcomes] == ["aborted"] * 3
+        assert registry.active_runs("agent:main:s1") == []
+        assert (registry.stats().active, registry.stats().queued) == (0, 0)
+
+    async def test_idle_sessions_are_evicted_and_reload_intact(self, harness: Harness) -> None:
+        registry = harness.registry(max_live_sessions=2)
+        for name in ("s1", "s2", "s3", "s4"):
+            assert await reply(registry, name) == "[turn 1] hi"
+        assert registry.stats().live_sessions == 2
+        assert await reply(registry, "s1") == "[turn 2] hi"
+        info = await registry.get_session("agent:main:s1")
+        assert info is not None and (info.last_run_id, info.status) == (
+            (await registry.history("agent:main:s1")).messages[-1].run_id, "done"
+        )  # fmt: skip
+
+    async def test_busy_sessions_are_never_evicted(self, harness: Harness) -> None:
+        stall = ScriptedProvider("stall", deltas=("x",), block=True)
+        slow = AgentConfig("slow", (ModelRef("stall", "m"),))
+        registry = harness.registry(
+            make_config(agents=[slow], apis=("stall",)), [stall], max_live_sessions=1
+        )
+        busy = registry.submit(TurnRequest("slow", "agent:slow:s1", "b", "hi"))
+        await stall.first_delta.wait()
+        for name in ("s2", "s3"):
+            await reply(registry, name)
+        assert [r.id for r in registry.active_runs("agent:slow:s1")] == ["b"]
+        busy.abort()
+        await busy.wait()
+        await reply(registry, "s4")
+        assert registry.stats().live_sessions == 1
+
+
+class TestMaintenance:
+    async def fill(self, store: SessionStore, now: int) -> None:
+        await store.create("agent:main:main", "main", now - 90 * DAY)
+        for i in range(3):
+            await store.create(f"agent:main:old{i}", "main", now - 40 * DAY)
+        await store.create("agent:main:fresh", "main", now - DAY)
+
+    async def test_warn_mode_logs_the_candidates_at_start(self, harness: Harness) -> None:
+        now = 1000 * DAY
+        await self.fill(harness.store, now)
+        registry = harness.registry(clock=lambda: now)
+        with capture_logs() as logs:
+            await registry.start()
+        [entry] = [e for e in logs if e["event"] == "session_prune_candidates"]
+        assert entry["count"] == 3 and entry["log_level"] == "warning"
+        assert await harness.store.count() == 5
+
+    async def test_enforce_mode_prunes_but_not_active_sessions(self, harness: Harness) -> None:
+        now = 1000 * DAY
+        await self.fill(harness.store, now)
+        registry, stall = stalling(
+            harness, maintenance=MaintenanceConfig(mode="enforce", max_entries=500)
+        )
+        registry.clock = lambda: now
+        run = registry.submit(req("old0"))
+        await stall.first_delta.wait()
+        got: list[object] = []
+        registry.add_listener(got.append)
+        pruned = await registry.maintain()
+        assert sorted(r.key for r in pruned) == ["agent:main:old1", "agent:main:old2"]
+        assert [(c.session_key, c.reason) for c in changes(got)] == [
+            ("agent:main:old1", "delete"), ("agent:main:old2", "delete")
+        ]  # fmt: skip
+        assert sorted(s.key for s in (await registry.list_sessions()).sessions) == [
+            "agent:main:fresh", "agent:main:main", "agent:main:old0"
+        ]  # fmt: skip
+        run.abort()
+        await run.wait()
+
+
+class TestShutdown:
+    async def test_aclose_aborts_commits_and_leaves_no_task(self, harness: Harness) -> None:
+        before = asyncio.all_tasks()
+        registry, stall = stalling(harness, max_concurrent=2)
+        await registry.start()
+        runs = [registry.submit(req(f"s{i % 3}")) for i in range(6)]
+        await until(lambda: stall.active == 2)
+        assert len(asyncio.all_tasks()) > len(before)
+        await registry.aclose()
+        assert asyncio.all_tasks() == before
+        assert all(r.outcome is not None and r.outcome.status == "aborted" for r in runs)
+        started = [r for r in runs if r.outcome and r.outcome.started_at is not None]
+        assert len(started) == 2 and stall.cancelled == 2
+        for run in started:
+            transcript = await registry.history(run.session_key)
+            assert transcript.messages[-1].run_id == run.id and transcript.messages[-1].aborted
+        assert isinstance(registry.providers, ScriptedPool) and registry.providers.closed
+        with pytest.raises(AgentError):
+            registry.submit(req())
+        await registry.aclose()  # twice is fine

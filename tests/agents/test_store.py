@@ -1,0 +1,430 @@
+"""The SQLite session store: agents-sessions.md §3, §5 and §8, on real files."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from agents.config import MaintenanceConfig
+from agents.errors import StoreError
+from agents.store import (
+    SQL_GET_SESSION,
+    SQL_NEXT_SEQ,
+    SQL_RECENT_TURNS,
+    SQL_UPSERT_TURN,
+    SessionRow,
+    SessionStore,
+    TurnRecord,
+)
+
+KEY = "agent:main:s1"
+DAY = 24 * 3600 * 1000
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SessionStore]:
+    store = SessionStore(tmp_path / "state")
+    await store.open()
+    yield store
+    await store.aclose()
+
+
+def turn(row: SessionRow, run_id: str = "r1", **fields: Any) -> TurnRecord:
+    values: dict[str, Any] = {
+        "key": row.key,
+        "agent_id": row.agent_id,
+        "session_id": row.session_id,
+        "run_id": run_id,
+        "user_text": "hello there",
+        "user_timestamp": 1000,
+        "assistant_text": "[turn 1] hello there",
+        "assistant_timestamp": 1005,
+        "input_tokens": 2,
+        "output_tokens": 4,
+        "stop_reason": "stop",
+        "status": "done",
+        "provider": "echo",
+        "model": "echo",
+        "api": "echo",
+    }
+    values.update(fields)
+    return TurnRecord(**values)
+
+
+def raw_db(store: SessionStore) -> sqlite3.Connection:
+    """A second connection to the same file, as another process would have."""
+    return sqlite3.connect(store.path, isolation_level=None)
+
+
+class TestFile:
+    async def test_file_is_0600_in_a_0700_directory(self, tmp_path: Path) -> None:
+        store = SessionStore(tmp_path / "a" / "state")
+        await store.open()
+        try:
+            row, _ = await store.create(KEY, "main", 1)
+            await store.append_turn(turn(row))
+            assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+            assert stat.S_IMODE(store.state_dir.stat().st_mode) == 0o700
+            wal = store.path.with_name(store.path.name + "-wal")
+            assert stat.S_IMODE(wal.stat().st_mode) == 0o600
+            assert store.path == tmp_path / "a" / "state" / "sessions.sqlite3"
+        finally:
+            await store.aclose()
+
+    async def test_connection_settings(self, store: SessionStore) -> None:
+        assert await store.pragmas() == {
+            "journal_mode": "wal",
+            "synchronous": 2,  # FULL
+            "foreign_keys": 1,
+            "busy_timeout": 5000,
+            "user_version": 1,
+        }
+
+    async def test_schema(self, store: SessionStore) -> None:
+        with raw_db(store) as db:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert tables == {"sessions", "transcripts", "messages"}
+
+    async def test_a_newer_schema_is_refused(self, tmp_path: Path) -> None:
+        store = SessionStore(tmp_path)
+        await store.open()
+        await store.aclose()
+        with sqlite3.connect(store.path) as db:
+            db.execute("PRAGMA user_version = 2")
+        with pytest.raises(StoreError, match="newer"):
+            await store.open()
+
+    async def test_calls_on_a_closed_store_raise_store_error(self, tmp_path: Path) -> None:
+        store = SessionStore(tmp_path)
+        with pytest.raises(StoreError):
+            await store.get(KEY)
+        await store.open()
+        await store.aclose()
+        with pytest.raises(StoreError):
+            await store.count()
+
+    async def test_everything_is_there_after_reopening(self, tmp_path: Path) -> None:
+        store = SessionStore(tmp_path)
+        await store.open()
+        rows = []
+        for i in range(3):
+            row, _ = await store.create(f"agent:main:s{i}", "main", 10 + i)
+            rows.append(await store.append_turn(turn(row, run_id=f"r{i}")))
+        await store.patch_label("agent:main:s0", "main", "first", 20)
+        before = [await store.history(r.session_id, 100) for r in rows]
+        listed = await store.list()
+        await store.aclose()
+
+        reopened = SessionStore(tmp_path)
+        await reopened.open()
+        try:
+            assert await reopened.list() == listed
+            assert [await reopened.history(r.session_id, 100) for r in rows] == before
+            assert (await reopened.get("agent:main:s0")).label == "first"  # type: ignore[union-attr]
+        finally:
+            await reopened.aclose()
+
+
+class TestSessions:
+    async def test_create_then_get(self, store: SessionStore) -> None:
+        row, created = await store.create(KEY, "main", 100, label="x")
+        assert created
+        assert row == SessionRow(KEY, "main", row.session_id, "x", 100, 100)
+        assert len(row.session_id) == 36
+        assert await store.get(KEY) == row
+        assert await store.get("agent:main:nope") is None
+
+    async def test_create_returns_the_existing_row(self, store: SessionStore) -> None:
+        row, _ = await store.create(KEY, "main", 100)
+        again, created = await store.create(KEY, "main", 200)
+        assert (again, created) == (row, False)
+
+    async def test_count(self, store: SessionStore) -> None:
+        for i in range(4):
+            await store.create(f"agent:main:{i}", "main", i)
+        assert await store.count() == 4
+
+    async def test_patch_label_upserts_and_clears(self, store: SessionStore) -> None:
+        created = await store.patch_label(KEY, "main", "hello", 100)
+        assert (created.label, created.created_at) == ("hello", 100)
+        cleared = await store.patch_label(KEY, "main", None, 200)
+        assert cleared == attrs.evolve(created, label=None, updated_at=200)
+
+    async def test_list_is_most_recent_first_with_a_total(self, store: SessionStore) -> None:
+        for i in range(5):
+            await store.create(f"agent:main:s{i}", "main", 100 + i)
+        page = await store.list(limit=2)
+        assert [r.key for r in page.rows] == ["agent:main:s4", "agent:main:s3"]
+        assert page.total_count == 5
+
+    async def test_list_filters(self, store: SessionStore) -> None:
+        await store.create("agent:main:alpha", "main", 100, label="Project X")
+        await store.create("agent:main:beta", "main", 200)
+        await store.create("agent:ops:gamma", "ops", 300, label="other")
+
+        async def keys(**filters: Any) -> list[str]:
+            page = await store.list(**filters)
+            assert page.total_count == len(page.rows)
+            return [r.key for r in page.rows]
+
+        assert await keys(agent_id="ops") == ["agent:ops:gamma"]
+        assert await keys(search="ALPH") == ["agent:main:alpha"]
+        assert await keys(search="project x") == ["agent:main:alpha"]  # label, any case
+        assert await keys(search="%") == []  # no wildcards
+        assert await keys(label="other") == ["agent:ops:gamma"]
+        assert await keys(label="Other") == []  # exact
+        assert await keys(active_minutes=1, now=60_200) == ["agent:ops:gamma", "agent:main:beta"]
+
+    async def test_reset_keeps_key_and_label_and_archives_the_transcript(
+        self, store: SessionStore
+    ) -> None:
+        row, _ = await store.create(KEY, "main", 100, label="keep")
+        row = await store.append_turn(turn(row, aborted=True, status="aborted"))
+        new = await store.reset(KEY, "main", 500)
+        assert new.session_id != row.session_id
+        assert new == SessionRow(
+            KEY, "main", new.session_id, "keep", 100, 500, 0, 0, 0, "echo", "echo", None, None
+        )
+        assert (await store.history(row.session_id, 10)).total == 2  # old transcript kept
+        assert (await store.history(new.session_id, 10)).total == 0
+
+    async def test_reset_of_an_unknown_key_creates_it(self, store: SessionStore) -> None:
+        row = await store.reset(KEY, "main", 500)
+        assert (row.created_at, row.updated_at) == (500, 500)
+
+    async def test_delete_with_transcripts_of_every_session_id(self, store: SessionStore) -> None:
+        row, _ = await store.create(KEY, "main", 100)
+        await store.append_turn(turn(row))
+        new = await store.reset(KEY, "main", 200)
+        await store.append_turn(turn(new, run_id="r2"))
+        assert await store.delete(KEY, 300) is True
+        assert await store.get(KEY) is None
+        for sid in (row.session_id, new.session_id):
+            assert (await store.history(sid, 10)).total == 0
+        assert await store.delete(KEY, 300) is False
+
+    async def test_delete_can_keep_the_transcript(self, store: SessionStore) -> None:
+        row, _ = await store.create(KEY, "main", 100)
+        await store.append_turn(turn(row))
+        assert await store.delete(KEY, 300, delete_transcript=False)
+        assert (await store.history(row.session_id, 10)).total == 2
+
+
+class TestTurns:
+    async def test_a_turn_stores_both_messages_in_openclaw_shape(self, store: SessionStore) -> None:
+        row, _ = await store.create(KEY, "main", 100)
+        await store.append_turn(
+            turn(
+                row,
+                run_id="idem-1",
+                idempotency_key="idem-1",
+                images={"count": 1, "mimeTypes": ["image/png"]},
+            )
+        )
+        history = await store.history(row.session_id, 10)
+        assert history.total == 2
+        user, assistant = history.messages
+        assert user.to_transcript() == {
+            "role": "user",
+            "content": "hello there",
+            "timestamp": 1000,
+            "idempotencyKey": "idem-1:user",
+            "images": {"count": 1, "mimeTypes": ["image/png"]},
+            "__openclaw": {"id": user.id, "seq": 1},
+        }
+        assert assistant.to_transcript() == {
+            "role": "assistant",
+            "content": [{"type": "text", "text": "[turn 1] hello there"}],
+            "api": "echo",
+            "provider": "echo",
+            "model": "echo",
+            "usage": {"input": 2, "output": 4, "totalTokens": 6},
+            "stopReason": "stop",
+            "timestamp": 1005,
+            "__openclaw": {"id": assistant.id, "seq": 2, "runId": "idem-1"},
+        }
+        assert user.id != assistant.id
+
+    async def test_aborted_and_failed_turns_carry_their_markers(self, store: SessionStore) -> None:
+        row, _ = await store.create(KEY, "main", 100)
+        await store.append_turn(
+            turn(row, "r1", assistant_text="[turn", stop_reason="aborted", aborted=True)
+        )
+        await store.append_turn(
+            turn(row, "r2", stop_reason="error", error_message="upstream provider error")
+        )
+        messages = (await store.history(row.session_id, 10)).messages
+        aborted, failed = messages[1].to_transcript(), messages[3].to_transcript()
+        assert (aborted["stopReason"], aborted["aborted"]) == ("aborted", True)
+        assert "errorMessage" not in aborted
+        assert failed["errorMessage"] == "upstream provider error"
+        assert "aborted" not in failed
+        assert messages[0].to_transcript().keys() == {"role", "content", "timestamp", "__openclaw"}
+
+    async def test_a_turn_updates_the_row(self, store: SessionStore) -> None:
+        row, _ = await store.create(KEY, "main", 100, label="l")
+        updated = await store.append_turn(
+            turn(row, "r9", input_tokens=7, output_tokens=3, status="aborted", aborted=True)
+        )
+        assert updated == SessionRow(
+            KEY, "main", row.session_id, "l", 100, 1005, 7, 3, 7, "echo", "echo", "r9",
+            "aborted", True,
+        )  # fmt: skip
+        assert await store.get(KEY) == updated
+
+    async def test_seq_continues_per_session_id(self, store: SessionStore) -> None:
+        a, _ = await store.create(KEY, "main", 100)
+        b, _ = await store.create("agent:main:other", "main", 100)
+        for run_id in ("r1", "r2", "r3"):
+            await store.append_turn(turn(a, run_id))
+        await store.append_turn(turn(b, "r4"))
+        assert [m.seq for m in (await store.history(a.session_id, 100)).messages] == [
+            1,
+            2,
+            3,
+            4,
+            5,
+            6,
+        ]
+        assert [m.seq for m in (await store.history(b.session_id, 100)).messages] == [1, 2]
+
+    async def test_a_turn_is_all_or_nothing(self, store: SessionStore) -> None:
+        row, _ = await store.create(KEY, "main", 100)
+        row = await store.append_turn(turn(row, "r1"))
+        # Make the second INSERT of the transaction fail, after the user message went in.
+        with raw_db(store) as db:
+            db.execute(
+                "CREATE TRIGGER refuse_assistant BEFORE INSERT ON messages"
+                " WHEN NEW.role = 'assistant' BEGIN SELECT RAISE(ABORT, 'forced'); END"
+            )
+        with pytest.raises(StoreError, match="forced"):
+            await store.append_turn(turn(row, "r2", input_tokens=99))
+        history = await store.history(row.session_id, 10)
+        assert [m.run_id for m in history.messages] == ["r1", "r1"]
+        assert await store.get(KEY) == row
+        # And the connection is usable afterwards.
+        with raw_db(store) as db:
+            db.execute("DROP TRIGGER refuse_assistant")
+        await store.append_turn(turn(row, "r3"))
+        assert (await store.history(row.session_id, 10)).total == 4
+
+    async def test_a_unique_violation_inside_the_turn_leaves_nothing(
+        self, store: SessionStore
+    ) -> None:
+        row, _ = await store.create(KEY, "main", 100)
+        # A message that jumps onto the assistant's seq as soon as the user message is in.
+        with raw_db(store) as db:
+            db.execute(
+                "INSERT INTO messages (id, session_id, seq, role, content, timestamp)"
+                " VALUES ('x', ?, 2, 'assistant', '[]', 0)",
+                (row.session_id,),
+            )
+            db.execute(
+                "CREATE TRIGGER squat AFTER INSERT ON messages WHEN NEW.role = 'user'"
+                " BEGIN UPDATE messages SET seq = NEW.seq + 1 WHERE id = 'x'; END"
+            )
+        with pytest.raises(StoreError, match="UNIQUE"):
+            await store.append_turn(turn(row, "r1"))
+        history = await store.history(row.session_id, 10)
+        assert [m.id for m in history.messages] == ["x"]
+        assert await store.get(KEY) == row
+
+    async def test_a_turn_recreates_a_vanished_row(self, store: SessionStore) -> None:
+        row, _ = await store.create(KEY, "main", 100)
+        await store.delete(KEY, 150)
+        recreated = await store.append_turn(turn(row))
+        assert (recreated.session_id, recreated.last_run_id) == (row.session_id, "r1")
+
+    async def test_history_is_the_last_messages_oldest_first(self, store: SessionStore) -> None:
+        row, _ = await store.create(KEY, "main", 100)
+        for i in range(3):
+            await store.append_turn(turn(row, f"r{i}", user_text=f"u{i}"))
+        history = await store.history(row.session_id, 3)
+        assert history.total == 6
+        assert [m.seq for m in history.messages] == [4, 5, 6]
+        assert history.messages[1].text == "u2"
+
+    async def test_recent_turns_counts_user_turns(self, store: SessionStore) -> None:
+        row, _ = await store.create(KEY, "main", 100)
+        for i in range(4):
+            await store.append_turn(turn(row, f"r{i}", user_text=f"u{i}"))
+        recent = await store.recent_turns(row.session_id, 2)
+        assert [(m.role, m.seq) for m in recent] == [
+            ("user", 5), ("assistant", 6), ("user", 7), ("assistant", 8)
+        ]  # fmt: skip
+        assert len(await store.recent_turns(row.session_id, 10)) == 8
+        assert await store.recent_turns(row.session_id, 0) == ()
+
+    @pytest.mark.parametrize(
+        ("sql", "params"),
+        [
+            (SQL_GET_SESSION, (KEY,)),
+            (SQL_NEXT_SEQ, ("sid",)),
+            (SQL_RECENT_TURNS, {"sid": "sid", "skip": 49}),
+        ],
+    )
+    async def test_turn_statements_use_an_index(
+        self, store: SessionStore, sql: str, params: Any
+    ) -> None:
+        with raw_db(store) as db:
+            plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+        searches = [step for step in plan if "messages" in step or "sessions" in step]
+        assert searches
+        assert all(step.startswith("SEARCH") and " USING " in step for step in searches), plan
+
+    async def test_turn_upsert_is_a_primary_key_conflict(self, store: SessionStore) -> None:
+        # An upsert's only lookup is its conflict target: sessions.key, the primary key.
+        assert "ON CONFLICT (key)" in SQL_UPSERT_TURN
+        with raw_db(store) as db:
+            pk = db.execute("SELECT name FROM pragma_table_info('sessions') WHERE pk = 1")
+            assert [r[0] for r in pk] == ["key"]
+
+
+class TestPrune:
+    async def fill(self, store: SessionStore) -> None:
+        now = 100 * DAY
+        await store.create("agent:main:main", "main", 0)  # main: never pruned
+        await store.create("agent:main:stale", "main", now - 31 * DAY)
+        await store.create("agent:main:busy", "main", now - 40 * DAY)  # active run
+        for i in range(4):
+            await store.create(f"agent:main:r{i}", "main", now - 10 * DAY + i)
+
+    async def test_warn_only_reports(self, store: SessionStore) -> None:
+        await self.fill(store)
+        maintenance = MaintenanceConfig(mode="warn", max_entries=4)
+        found = await store.prune(maintenance, 100 * DAY, {"agent:main:busy"})
+        # Stale first, then the oldest beyond 4 entries (7 rows - 1 stale = 6 > 4).
+        assert [r.key for r in found] == ["agent:main:stale", "agent:main:r0", "agent:main:r1"]
+        assert await store.count() == 7
+
+    async def test_enforce_deletes_them_and_their_transcripts(self, store: SessionStore) -> None:
+        await self.fill(store)
+        stale = await store.get("agent:main:stale")
+        assert stale is not None
+        await store.append_turn(turn(stale, assistant_timestamp=stale.updated_at))
+        maintenance = MaintenanceConfig(mode="enforce", max_entries=4)
+        found = await store.prune(maintenance, 100 * DAY, {"agent:main:busy"})
+        assert len(found) == 3
+        assert sorted(r.key for r in (await store.list()).rows) == [
+            "agent:main:busy", "agent:main:main", "agent:main:r2", "agent:main:r3"
+        ]  # fmt: skip
+        assert (await store.history(stale.session_id, 10)).total == 0
+
+    async def test_enforce_deletes_old_archived_transcripts(self, store: SessionStore) -> None:
+        row, _ = await store.create(KEY, "main", 0)
+        await store.append_turn(turn(row, assistant_timestamp=1))
+        await store.reset(KEY, "main", 2)  # archived at 2
+        recent = await store.reset(KEY, "main", 60 * DAY)  # archives the empty one at 60 d
+        enforce = MaintenanceConfig(mode="enforce")
+        assert await store.prune(enforce, 61 * DAY, {KEY}) == []
+        assert (await store.history(row.session_id, 10)).total == 0
+        with raw_db(store) as db:
+            left = [r[0] for r in db.execute("SELECT session_id FROM transcripts")]
+        assert len(left) == 2 and recent.session_id in left
