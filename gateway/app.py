@@ -1,0 +1,98 @@
+"""The one aiohttp application: probes, the OpenAI-compatible HTTP surface, the WebSocket."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from agents.providers.pool import ProviderPool
+from agents.registry import SessionRegistry
+from agents.store import SessionStore
+from gateway import probes
+from gateway.appkeys import REQUEST_ID, STATE
+from gateway.config import Config
+from gateway.configfile import ConfigLoader
+from gateway.responses import method_not_allowed, not_found
+from gateway.state import AppOptions, GatewayState
+
+log = structlog.get_logger()
+
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+# http-openai.md §9: on every response, success or error, SSE and probes included.
+COMMON_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Permissions-Policy": "camera=(), microphone=(self), geolocation=()",
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_app(
+    config: Config, *, loader: ConfigLoader | None = None, options: AppOptions | None = None
+) -> web.Application:
+    # Bodies are read and limited by the handlers themselves (413/408 in our error shape).
+    app = web.Application(middlewares=[_request_id, _json_errors], client_max_size=2**63)
+    app[STATE] = GatewayState(config, options=options or AppOptions(), loader=loader)
+    app.on_response_prepare.append(_common_headers)
+    app.cleanup_ctx.append(_sessions)
+    app.on_startup.append(_mark_ready)
+    probes.register(app)
+    return app
+
+
+async def _sessions(app: web.Application) -> AsyncIterator[None]:
+    """The session store and registry live exactly as long as the app."""
+    state = app[STATE]
+    store = SessionStore(state.config.sessions_path)
+    await store.open()
+    registry = SessionRegistry(
+        state.config.agents,
+        store,
+        ProviderPool(state.options.provider_timeouts),
+        max_live_sessions=state.options.max_live_sessions,
+    )
+    await registry.start()
+    state.store, state.registry = store, registry
+    try:
+        yield
+    finally:
+        state.ready = False
+        await registry.aclose()
+        await store.aclose()
+        state.store = state.registry = None
+
+
+async def _mark_ready(app: web.Application) -> None:
+    # on_startup runs after every cleanup_ctx entry has entered, so the store is open.
+    app[STATE].ready = True
+
+
+@web.middleware
+async def _request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
+    given = request.headers.get("x-request-id", "")
+    request[REQUEST_ID] = given if _REQUEST_ID_RE.fullmatch(given) else uuid.uuid4().hex
+    return await handler(request)
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The router's own 404/405 answer in our JSON error shape (deviation 29)."""
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return not_found()
+    except web.HTTPMethodNotAllowed as exc:
+        return method_not_allowed(", ".join(sorted(exc.allowed_methods)))
+
+
+async def _common_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.update(COMMON_HEADERS)
+    request_id = request.get(REQUEST_ID)
+    if request_id is not None:
+        response.headers["x-request-id"] = request_id

@@ -1,0 +1,12 @@
+"""Every `web.AppKey` of the application, declared in one place."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.state import GatewayState
+
+STATE = web.AppKey("state", GatewayState)
+
+# The request id of §9 (http-openai.md): the client's `x-request-id` when valid, else new.
+REQUEST_ID = web.RequestKey("request_id", str)

@@ -1,0 +1,153 @@
+"""Shared-secret auth for HTTP and WebSocket clients, the generated token, and the limiter.
+
+Secrets are compared as sha256 digests with `hmac.compare_digest`, so neither the length nor
+the content of the configured secret leaks through timing (http-openai.md §3).
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import hashlib
+import hmac
+import ipaddress
+import math
+import os
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+
+from gateway.config import RateLimitConfig
+
+TOKEN_BYTES = 24  # 48 hex characters (config.md §5)
+
+
+def secret_matches(given: str, expected: str) -> bool:
+    return hmac.compare_digest(
+        hashlib.sha256(given.encode()).digest(), hashlib.sha256(expected.encode()).digest()
+    )
+
+
+def bearer_secret(header: str | None) -> str | None:
+    """The secret of `Authorization: Bearer <secret>`; scheme case-insensitive, trimmed."""
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return value.strip() or None
+
+
+def ensure_token(state_dir: Path) -> tuple[str, bool]:
+    """Read `<stateDir>/gateway.token`, creating it (0600, atomically) on first use.
+
+    Returns the token and whether it was generated now.
+    """
+    path = state_dir / "gateway.token"
+    existing = _read_token(path)
+    if existing:
+        return existing, False
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    token = secrets.token_hex(TOKEN_BYTES)
+    tmp = path.with_name(f".gateway.token.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, f"{token}\n".encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        # link() fails if another process created the file meanwhile: then its token wins.
+        os.link(tmp, path)
+    except OSError as exc:
+        if exc.errno != errno.EEXIST:
+            raise
+        existing = _read_token(path)
+        if existing:
+            return existing, False
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+    return token, True
+
+
+def _read_token(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def is_loopback(ip: str | None) -> bool:
+    if not ip:
+        return False
+    try:
+        return ipaddress.ip_address(ip.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@attrs.define
+class AuthRateLimiter:
+    """Failed-auth limiter keyed by client IP, shared by HTTP and WebSocket connects.
+
+    A sliding window of failures per IP; `max_attempts` failures within `window_ms` lock the
+    IP out for `lockout_ms`. Settings can change on reload; the counters are kept.
+    """
+
+    settings: RateLimitConfig
+    clock: Callable[[], float] = time.monotonic
+    _failures: dict[str, collections.deque[float]] = attrs.field(factory=dict)
+    _locked_until: dict[str, float] = attrs.field(factory=dict)
+
+    # Bound the memory a scan of many source addresses can take.
+    MAX_TRACKED = 10_000
+
+    def exempt(self, ip: str | None) -> bool:
+        return not self.settings.enabled or (self.settings.exempt_loopback and is_loopback(ip))
+
+    def retry_after(self, ip: str | None) -> int | None:
+        """Seconds until the lockout of `ip` ends (rounded up), or None when not locked."""
+        if ip is None or self.exempt(ip):
+            return None
+        until = self._locked_until.get(ip)
+        if until is None:
+            return None
+        remaining = until - self.clock()
+        if remaining <= 0:
+            del self._locked_until[ip]
+            return None
+        return max(1, math.ceil(remaining))
+
+    def record_failure(self, ip: str | None) -> None:
+        if ip is None or self.exempt(ip):
+            return
+        now = self.clock()
+        window = self.settings.window_ms / 1000
+        failures = self._failures.get(ip)
+        if failures is None:
+            if len(self._failures) >= self.MAX_TRACKED:
+                self._forget_stale(now)
+            failures = self._failures[ip] = collections.deque()
+        failures.append(now)
+        while failures and failures[0] <= now - window:
+            failures.popleft()
+        if len(failures) >= self.settings.max_attempts:
+            self._locked_until[ip] = now + self.settings.lockout_ms / 1000
+            failures.clear()
+
+    def record_success(self, ip: str | None) -> None:
+        if ip is not None:
+            self._failures.pop(ip, None)
+
+    def _forget_stale(self, now: float) -> None:
+        window = self.settings.window_ms / 1000
+        for ip in [ip for ip, f in self._failures.items() if not f or f[-1] <= now - window]:
+            del self._failures[ip]
+        for ip in [ip for ip, until in self._locked_until.items() if until <= now]:
+            del self._locked_until[ip]
+        while len(self._failures) >= self.MAX_TRACKED:
+            self._failures.pop(next(iter(self._failures)))

@@ -1,0 +1,176 @@
+"""The `clawgate` command (also `python -m gateway`).
+
+Exit codes (config.md §1): 0 clean stop, 78 invalid config or failed startup guard,
+1 runtime failure, 2 bad command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+import attrs
+import structlog
+
+from gateway import __version__
+from gateway.auth import ensure_token
+from gateway.config import EX_CONFIG, Config
+from gateway.configfile import ConfigError, ConfigLoader, Overrides, redacted
+from gateway.logs import configure_logging
+
+log = structlog.get_logger()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    # `clawgate --config X` (config.md §8's unit file) means `clawgate run --config X`.
+    if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help", "--version")):
+        args.insert(0, "run")
+    parsed = _parser().parse_args(args)
+    result: int = parsed.func(parsed)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clawgate", description="An OpenClaw-compatible gateway on one port."
+    )
+    parser.add_argument("--version", action="version", version=f"clawgate {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="start the gateway")
+    _config_arguments(run)
+    run.add_argument("--port", type=_port, help="listen port (0 picks a free one)")
+    run.add_argument(
+        "--bind", metavar="MODE", help="loopback, lan, custom, or an IPv4 address to bind"
+    )
+    run.add_argument("--token", help="shared token clients must present")
+    run.add_argument("--password", help="shared password clients must present")
+    run.add_argument("--verbose", action="store_true", help="log at debug level")
+    run.set_defaults(func=_run)
+
+    config = commands.add_parser("config", help="inspect the configuration")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    for name, func, text in (
+        ("validate", _config_validate, "check the config file; exit 78 when invalid"),
+        ("show", _config_show, "print the effective config, secrets redacted"),
+        ("path", _config_path, "print the config file path in use"),
+    ):
+        sub = config_commands.add_parser(name, help=text)
+        _config_arguments(sub)
+        sub.set_defaults(func=func)
+
+    token = commands.add_parser("token", help="print the gateway token (generated if needed)")
+    _config_arguments(token)
+    token.set_defaults(func=_token)
+    return parser
+
+
+def _config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="PATH", help="config file (JSON5)")
+    parser.add_argument("--state-dir", metavar="DIR", help="state directory (~/.clawgate)")
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be between 0 and 65535 (got {value})")
+    return value
+
+
+def _loader(args: argparse.Namespace) -> ConfigLoader:
+    return ConfigLoader(
+        Overrides(
+            config_path=args.config,
+            state_dir=args.state_dir,
+            port=getattr(args, "port", None),
+            bind=getattr(args, "bind", None),
+            token=getattr(args, "token", None),
+            password=getattr(args, "password", None),
+        )
+    )
+
+
+def _load(loader: ConfigLoader) -> Config | None:
+    """The config, or None after printing its issues to stderr."""
+    try:
+        return loader.load()
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        log.error("config_invalid", path=exc.location, issues=[i.line() for i in exc.issues])
+        return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    loader = _loader(args)
+    configure_logging(level="debug" if args.verbose else "info")
+    config = _load(loader)
+    if config is None:
+        return EX_CONFIG
+    level = "debug" if args.verbose else config.logging.level
+    configure_logging(level=level, fmt=config.logging.format)
+    for warning in config.warnings:
+        log.warning(warning.event, path=warning.path, reason=warning.message)
+    if not config.source.exists:
+        log.info("config_default_used", path=str(config.source.path))
+    config = with_generated_token(config)
+    from gateway.server import serve
+
+    return asyncio.run(serve(config, loader))
+
+
+def with_generated_token(config: Config) -> Config:
+    """Token mode with no token anywhere: use (or create) `<stateDir>/gateway.token`."""
+    auth = config.gateway.auth
+    if auth.mode != "token" or auth.token:
+        return config
+    token, generated = ensure_token(config.state_dir)
+    if generated:
+        log.info("auth_token_generated", path=str(config.token_path))
+    auth = attrs.evolve(auth, token=token, source="generated")
+    return attrs.evolve(config, gateway=attrs.evolve(config.gateway, auth=auth))
+
+
+def _config_validate(args: argparse.Namespace) -> int:
+    config = _load(_loader(args))
+    if config is None:
+        return EX_CONFIG
+    for warning in config.warnings:
+        print(f"warning: {warning.path}: {warning.message}", file=sys.stderr)
+    print(f"config OK: {config.source.path}")
+    return 0
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    config = _load(_loader(args))
+    if config is None:
+        return EX_CONFIG
+    print(json.dumps(redacted(config), indent=2, ensure_ascii=False))
+    return 0
+
+
+def _config_path(args: argparse.Namespace) -> int:
+    loader = _loader(args)
+    print(loader.config_path)
+    if not loader.config_path.exists():
+        note = "not found" if loader.explicit_path else "not found; the embedded default is used"
+        print(f"({note})", file=sys.stderr)
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    configure_logging(level="warn")
+    config = _load(_loader(args))
+    if config is None:
+        return EX_CONFIG
+    if config.gateway.auth.mode != "token":
+        print(f"auth mode is {config.gateway.auth.mode}: there is no token", file=sys.stderr)
+        return 1
+    print(with_generated_token(config).gateway.auth.token)
+    return 0

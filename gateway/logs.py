@@ -1,0 +1,136 @@
+"""Logging: structlog configured once, by the CLI.
+
+JSON lines when the log stream is not a terminal (journald, pipes, tests), the console renderer
+on a terminal. Every rendered line also goes into an in-memory ring that `logs.tail` reads
+(ws-protocol.md §8; we keep no log file, deviation 30). The level can change at run time
+(hot reload of `logging.level`).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import attrs
+import structlog
+
+# Numeric levels as the stdlib defines them; "silent" drops everything.
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "silent": logging.CRITICAL + 10,
+}
+
+RING_LINES = 5000  # what `logs.tail` can return at most (ws-protocol.md §8)
+
+
+@attrs.define
+class LogRing:
+    """The last RING_LINES rendered lines; `size` counts bytes ever logged (line + newline)."""
+
+    lines: collections.deque[tuple[int, str]] = attrs.field(
+        factory=lambda: collections.deque(maxlen=RING_LINES)
+    )
+    size: int = 0  # byte offset after the newest line, as OpenClaw's log cursor
+
+    def append(self, line: str) -> None:
+        self.size += len(line.encode()) + 1
+        self.lines.append((self.size, line))
+
+
+@attrs.define
+class _LevelFilter:
+    """Drops events below `level`; a processor so the level can change without reconfiguring."""
+
+    level: int = logging.INFO
+
+    def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
+        if LEVELS.get(method, logging.INFO) < self.level:
+            raise structlog.DropEvent
+        return event
+
+
+class _RingLogger:
+    """Writes each rendered line to the stream and keeps it in the ring."""
+
+    def __init__(self, stream: TextIO, ring: LogRing) -> None:
+        self._stream = stream
+        self._ring = ring
+
+    def msg(self, line: str) -> None:
+        self._ring.append(line)
+        try:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed stderr must not take the gateway down
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
+RING = LogRing()
+_FILTER = _LevelFilter()
+
+
+def _compact(obj: Any, **kwargs: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """Configure structlog and the stdlib root logger (aiohttp's own loggers) once."""
+    stream = stream or sys.stderr
+    use_json = fmt == "json" or (fmt == "auto" and not _isatty(stream))
+    set_level(level)
+    renderer: Any = (
+        structlog.processors.JSONRenderer(serializer=_compact)
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=_isatty(stream))
+    )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+    ]
+    structlog.configure(
+        processors=[_FILTER, *shared, structlog.processors.format_exc_info, renderer],
+        logger_factory=lambda *args: _RingLogger(stream, RING),
+        # Not cached: the CLI configures again once the config (format, level) is known.
+        cache_logger_on_first_use=False,
+    )
+    # aiohttp and asyncio log through the stdlib; render their records the same way.
+    root = logging.getLogger()
+    root.handlers[:] = [_StdlibBridge()]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.access").disabled = True  # we log one canonical line ourselves
+
+
+class _StdlibBridge(logging.Handler):
+    """Re-emits stdlib log records (aiohttp, asyncio) through structlog."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        method = record.levelname.lower()
+        if method not in ("debug", "info", "warning", "error", "critical"):
+            method = "error"
+        extra: dict[str, Any] = {"logger": record.name}
+        if record.exc_info:
+            extra["exc_info"] = record.exc_info
+        getattr(structlog.get_logger(), method)(record.getMessage(), **extra)
+
+
+def set_level(level: str) -> None:
+    _FILTER.level = LEVELS.get(level, logging.INFO)
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False

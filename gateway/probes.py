@@ -1,0 +1,45 @@
+"""Liveness and readiness probes (http-openai.md §11): no auth, always enabled."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.appkeys import STATE
+from gateway.auth import bearer_secret, is_loopback, secret_matches
+from gateway.responses import json_response, method_not_allowed
+
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+def register(app: web.Application) -> None:
+    for path in ("/health", "/healthz"):
+        app.router.add_route("*", path, live)
+    for path in ("/ready", "/readyz"):
+        app.router.add_route("*", path, ready)
+
+
+async def live(request: web.Request) -> web.StreamResponse:
+    if request.method not in ("GET", "HEAD"):
+        return method_not_allowed("GET, HEAD")
+    return json_response({"ok": True, "status": "live"}, headers=_NO_STORE)
+
+
+async def ready(request: web.Request) -> web.StreamResponse:
+    if request.method not in ("GET", "HEAD"):
+        return method_not_allowed("GET, HEAD")
+    state = request.app[STATE]
+    failing = state.failing()
+    if not failing:
+        return json_response({"ready": True}, headers=_NO_STORE)
+    body: dict[str, object] = {"ready": False}
+    if _may_see_details(request):
+        body.update(failing=failing, uptimeMs=state.uptime_ms)
+    return json_response(body, status=503, headers=_NO_STORE)
+
+
+def _may_see_details(request: web.Request) -> bool:
+    if is_loopback(request.remote):
+        return True
+    secret = request.app[STATE].config.gateway.auth.secret
+    given = bearer_secret(request.headers.get("Authorization"))
+    return secret is not None and given is not None and secret_matches(given, secret)

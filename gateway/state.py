@@ -1,0 +1,64 @@
+"""The running gateway's state, shared by the HTTP and WebSocket handlers."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import attrs
+
+from agents.providers.pool import Timeouts
+from gateway.auth import AuthRateLimiter
+from gateway.config import Config
+
+if TYPE_CHECKING:
+    from agents.registry import SessionRegistry
+    from agents.store import SessionStore
+    from gateway.configfile import ConfigLoader
+
+
+@attrs.frozen
+class AppOptions:
+    """Timings that are constants in production and shortened by tests."""
+
+    provider_timeouts: Timeouts = Timeouts()
+    max_live_sessions: int = 10_000
+    sse_keepalive_seconds: float = 15.0  # http-openai.md §7: proxies drop idle streams
+    body_timeout_seconds: float = 30.0  # http-openai.md §2 step 5
+    handshake_timeout_seconds: float = 10.0  # ws-protocol.md §2
+    tick_interval_seconds: float = 30.0  # ws-protocol.md §9.2
+    health_interval_seconds: float = 60.0
+
+
+@attrs.define
+class GatewayState:
+    """Mutable on purpose: hot reload swaps `config`; shutdown sets `draining`."""
+
+    config: Config
+    options: AppOptions = AppOptions()
+    loader: ConfigLoader | None = None
+    limiter: AuthRateLimiter = attrs.field(
+        default=attrs.Factory(
+            lambda self: AuthRateLimiter(self.config.gateway.auth.rate_limit), takes_self=True
+        )
+    )
+    store: SessionStore | None = None
+    registry: SessionRegistry | None = None
+    started_at: float = attrs.field(factory=time.time)
+    ready: bool = False
+    draining: bool = False
+
+    @property
+    def uptime_ms(self) -> int:
+        return int((time.time() - self.started_at) * 1000)
+
+    def failing(self) -> list[str]:
+        """What keeps /readyz from answering ready."""
+        failing = []
+        if self.store is None or self.registry is None:
+            failing.append("store")
+        if not self.ready:
+            failing.append("startup")
+        if self.draining:
+            failing.append("shutdown")
+        return failing

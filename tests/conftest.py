@@ -1,0 +1,47 @@
+"""Fixtures shared by every test package."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import with_generated_token
+from gateway.config import Config
+from gateway.configfile import ConfigLoader, Overrides
+
+MakeConfig = Callable[..., Config]
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> MakeConfig:
+    """Load a config the way `clawgate run` does, from JSON5 text (or the embedded default).
+
+    The state dir is a fresh directory under tmp_path; the environment is empty unless given.
+    """
+
+    def make(
+        text: str | None = None,
+        *,
+        environ: dict[str, str] | None = None,
+        generate_token: bool = True,
+        **overrides: object,
+    ) -> Config:
+        state_dir = tmp_path / "state"
+        config_path = None
+        if text is not None:
+            config_path = tmp_path / "clawgate.json5"
+            config_path.write_text(text)
+        loader = ConfigLoader(
+            Overrides(
+                config_path=str(config_path) if config_path else None,
+                state_dir=str(state_dir),
+                **overrides,  # type: ignore[arg-type]
+            ),
+            environ=environ or {},
+        )
+        config = loader.load()
+        return with_generated_token(config) if generate_token else config
+
+    return make

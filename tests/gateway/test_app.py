@@ -1,0 +1,106 @@
+"""The app factory in process: probes, common headers, JSON errors for unknown routes."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from gateway.app import create_app
+from gateway.appkeys import STATE
+from tests.conftest import MakeConfig
+
+Client = TestClient[web.Request, web.Application]
+AiohttpClient = Callable[[web.Application], Awaitable[Client]]
+
+COMMON = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Permissions-Policy": "camera=(), microphone=(self), geolocation=()",
+}
+
+
+@pytest.fixture
+async def client(aiohttp_client: AiohttpClient, make_config: MakeConfig) -> Client:
+    return await aiohttp_client(create_app(make_config()))
+
+
+class TestProbes:
+    @pytest.mark.parametrize("path", ["/health", "/healthz"])
+    async def test_liveness_answers_ok(self, client: Client, path: str) -> None:
+        response = await client.get(path)
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "application/json; charset=utf-8"
+        assert response.headers["Cache-Control"] == "no-store"
+        assert await response.read() == b'{"ok":true,"status":"live"}'
+
+    @pytest.mark.parametrize("path", ["/ready", "/readyz"])
+    async def test_readiness_is_ready_once_started(self, client: Client, path: str) -> None:
+        response = await client.get(path)
+        assert (response.status, await response.read()) == (200, b'{"ready":true}')
+
+    async def test_head_has_no_body(self, client: Client) -> None:
+        response = await client.head("/readyz")
+        assert response.status == 200
+        assert await response.read() == b""
+
+    async def test_readiness_fails_while_draining_with_details_for_loopback(
+        self, client: Client
+    ) -> None:
+        client.app[STATE].draining = True
+        response = await client.get("/readyz")
+        assert response.status == 503
+        body = await response.json()
+        assert body["ready"] is False and body["failing"] == ["shutdown"]
+        assert isinstance(body["uptimeMs"], int)
+
+    async def test_other_methods_get_405_json_with_allow(self, client: Client) -> None:
+        response = await client.post("/healthz")
+        assert response.status == 405
+        assert response.headers["Allow"] == "GET, HEAD"
+        assert await response.read() == (
+            b'{"error":{"message":"Method Not Allowed","type":"invalid_request_error",'
+            b'"param":null,"code":null}}'
+        )
+
+
+class TestCommonHeaders:
+    async def test_every_response_carries_them(self, client: Client) -> None:
+        for response in (await client.get("/healthz"), await client.get("/no/such/path")):
+            for name, value in COMMON.items():
+                assert response.headers[name] == value
+            assert len(response.headers["x-request-id"]) == 32
+
+    async def test_a_valid_request_id_is_echoed(self, client: Client) -> None:
+        response = await client.get("/healthz", headers={"x-request-id": "req-1:a.b_C"})
+        assert response.headers["x-request-id"] == "req-1:a.b_C"
+
+    async def test_an_invalid_request_id_is_replaced(self, client: Client) -> None:
+        response = await client.get("/healthz", headers={"x-request-id": "bad id!"})
+        assert response.headers["x-request-id"] != "bad id!"
+        assert len(response.headers["x-request-id"]) == 32
+
+
+class TestUnknownPaths:
+    async def test_answer_404_in_the_json_error_shape(self, client: Client) -> None:
+        response = await client.get("/no/such/path")
+        assert response.status == 404
+        assert response.headers["Content-Type"] == "application/json; charset=utf-8"
+        assert await response.read() == (
+            b'{"error":{"message":"Not Found","type":"not_found_error","param":null,"code":null}}'
+        )
+
+
+class TestLifetime:
+    async def test_the_store_is_open_while_the_app_runs_and_closed_after(
+        self, aiohttp_client: AiohttpClient, make_config: MakeConfig
+    ) -> None:
+        config = make_config()
+        client = await aiohttp_client(create_app(config))
+        state = client.app[STATE]
+        assert state.store is not None and state.registry is not None
+        assert config.sessions_path.exists()
+        await client.close()
+        assert state.store is None and state.registry is None

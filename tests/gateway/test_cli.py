@@ -1,0 +1,220 @@
+"""`clawgate` as a real subprocess: config commands, token, run and stop."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import stat
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.gatewayproc import GatewayProcess, clean_env, run_cli
+
+GOOD = """{
+  gateway: { port: 18789, auth: { mode: "token", token: "s3cret-token" } },
+  agents: { list: [{ id: "main" }] },
+}"""
+
+BAD = """{
+  gateway: { bind: "public", prot: 1 },
+}"""
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return clean_env(tmp_path / "home", {"CLAWGATE_STATE_DIR": str(tmp_path / "state")})
+
+
+@pytest.fixture
+def gateways() -> Iterator[list[GatewayProcess]]:
+    started: list[GatewayProcess] = []
+    yield started
+    for gateway in started:
+        gateway.stop()
+
+
+def start(gateways: list[GatewayProcess], args: list[str], env: dict[str, str]) -> GatewayProcess:
+    gateway = GatewayProcess(args, env)
+    gateways.append(gateway)
+    return gateway
+
+
+def get(url: str, token: str | None = None) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+class TestConfigCommands:
+    def test_validate_accepts_a_good_file(self, tmp_path: Path, env: dict[str, str]) -> None:
+        path = tmp_path / "good.json5"
+        path.write_text(GOOD)
+        result = run_cli(["config", "validate", "--config", str(path)], env)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == f"config OK: {path}\n"
+
+    def test_validate_rejects_a_bad_file_with_exit_78_and_key_paths(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        path = tmp_path / "bad.json5"
+        path.write_text(BAD)
+        result = run_cli(["config", "validate", "--config", str(path)], env)
+        assert result.returncode == 78
+        assert result.stderr.startswith(
+            f"Invalid config at {path}:\n"
+            '- gateway.bind: must be one of "loopback", "lan", "custom" (got "public")\n'
+            '- gateway.prot: unknown key (did you mean "port"?)\n'
+        )
+
+    def test_validate_of_a_missing_explicit_file_exits_78(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        missing = tmp_path / "nope.json5"
+        result = run_cli(["config", "validate", "--config", str(missing)], env)
+        assert result.returncode == 78
+        assert f"config file not found: {missing}" in result.stderr
+
+    def test_show_prints_the_effective_config_with_secrets_redacted(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        path = tmp_path / "good.json5"
+        path.write_text(GOOD)
+        result = run_cli(["config", "show", "--config", str(path)], env)
+        assert result.returncode == 0, result.stderr
+        shown = json.loads(result.stdout)
+        assert shown["gateway"]["auth"]["token"] == "__OPENCLAW_REDACTED__"
+        assert shown["gateway"]["port"] == 18789
+        assert "s3cret-token" not in result.stdout
+
+    def test_path_names_the_default_file_under_the_state_dir(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        result = run_cli(["config", "path"], env)
+        assert result.returncode == 0
+        assert result.stdout == f"{tmp_path / 'state' / 'clawgate.json5'}\n"
+        assert "embedded default" in result.stderr
+
+    def test_python_dash_m_gateway_is_the_clawgate_command(self, env: dict[str, str]) -> None:
+        result = run_cli(["--version"], env)
+        assert result.returncode == 0
+        assert result.stdout.startswith("clawgate ")
+
+    def test_a_bad_command_line_exits_2(self, env: dict[str, str]) -> None:
+        assert run_cli(["run", "--port", "seventy"], env).returncode == 2
+        assert run_cli(["no-such-command"], env).returncode == 2
+
+
+class TestToken:
+    def test_token_is_generated_once_with_mode_0600_and_reused(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        first = run_cli(["token"], env)
+        assert first.returncode == 0, first.stderr
+        token = first.stdout.strip()
+        assert len(token) == 48 and int(token, 16) >= 0
+        token_file = tmp_path / "state" / "gateway.token"
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
+        assert run_cli(["token"], env).stdout.strip() == token
+
+    def test_a_configured_token_is_printed_and_nothing_is_generated(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        result = run_cli(["token"], {**env, "OPENCLAW_GATEWAY_TOKEN": "from-env"})
+        assert result.stdout == "from-env\n"
+        assert not (tmp_path / "state" / "gateway.token").exists()
+
+
+class TestRun:
+    def test_port_0_serves_healthz_and_sigterm_exits_0_within_5s(
+        self, gateways: list[GatewayProcess], env: dict[str, str]
+    ) -> None:
+        gateway = start(gateways, ["--port", "0"], env)
+        url = gateway.wait_listening()
+        assert gateway.port > 0
+        status, _, body = get(f"{url}/healthz")
+        assert (status, json.loads(body)) == (200, {"ok": True, "status": "live"})
+        assert get(f"{url}/readyz")[0] == 200
+        began = time.monotonic()
+        gateway.signal(signal.SIGTERM)
+        assert gateway.wait(timeout=5) == 0
+        assert time.monotonic() - began < 5
+        names = [e["event"] for e in gateway.events()]
+        assert names.index("gateway_stopping") < names.index("gateway_stopped")
+
+    def test_first_start_generates_the_token_file_and_later_starts_reuse_it(
+        self, tmp_path: Path, gateways: list[GatewayProcess], env: dict[str, str]
+    ) -> None:
+        first = start(gateways, ["--port", "0"], env)
+        first.wait_listening()
+        generated = first.wait_for_event("auth_token_generated")
+        token_file = tmp_path / "state" / "gateway.token"
+        assert generated["path"] == str(token_file)
+        token = token_file.read_text().strip()
+        assert token not in "\n".join(first.lines)  # the token itself is never logged
+        first.signal()
+        assert first.wait() == 0
+
+        second = start(gateways, ["--port", "0"], env)
+        second.wait_listening()
+        assert token_file.read_text().strip() == token
+        assert not any(e["event"] == "auth_token_generated" for e in second.events())
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        second.signal()
+        assert second.wait() == 0
+
+    def test_logs_are_json_lines_when_stderr_is_not_a_terminal(
+        self, gateways: list[GatewayProcess], env: dict[str, str]
+    ) -> None:
+        gateway = start(gateways, ["--port", "0"], env)
+        gateway.wait_listening()
+        gateway.signal()
+        gateway.wait()
+        assert gateway.lines and all(json.loads(line)["event"] for line in gateway.lines)
+
+    def test_non_loopback_bind_without_auth_is_refused(
+        self, tmp_path: Path, gateways: list[GatewayProcess], env: dict[str, str]
+    ) -> None:
+        path = tmp_path / "open.json5"
+        path.write_text('{gateway: {bind: "lan", auth: {mode: "none"}}}')
+        result = run_cli(["run", "--config", str(path), "--port", "0"], env)
+        assert result.returncode == 78
+        assert (
+            "refusing to bind gateway to 0.0.0.0:0 without auth (set gateway.auth.token/password,"
+            " or set OPENCLAW_GATEWAY_TOKEN/OPENCLAW_GATEWAY_PASSWORD)" in result.stderr
+        )
+
+    def test_an_invalid_config_stops_run_with_78_and_nothing_listens(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        path = tmp_path / "bad.json5"
+        path.write_text(BAD)
+        result = run_cli(["run", "--config", str(path), "--port", "0"], env)
+        assert result.returncode == 78
+        assert "gateway_listening" not in result.stderr
+        assert f"Invalid config at {path}:" in result.stderr
+
+    def test_a_busy_port_exits_1_with_a_clear_message(self, env: dict[str, str]) -> None:
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            port = busy.getsockname()[1]
+            result = run_cli(["run", "--port", str(port)], env)
+        assert result.returncode == 1
+        assert f"cannot listen on 127.0.0.1:{port}: address already in use" in result.stderr
+
+    def test_bare_options_mean_run(self, env: dict[str, str]) -> None:
+        # Only the `run` subcommand knows --port, so this error proves the routing.
+        result = run_cli(["--port", "70000"], env)
+        assert result.returncode == 2
+        assert "port must be between 0 and 65535 (got 70000)" in result.stderr

@@ -1,0 +1,127 @@
+"""A real `clawgate` subprocess for end-to-end tests: started, read, signalled, reaped."""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def clean_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The parent's environment minus anything that configures clawgate, with HOME in tmp."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CLAWGATE_", "OPENCLAW_", "NOTIFY_SOCKET", "WATCHDOG_"))
+    }
+    env["HOME"] = str(home)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def run_cli(
+    args: Sequence[str], env: Mapping[str, str], timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+class GatewayProcess:
+    """`python -m gateway run ...` with its stderr (JSON log lines) collected as it runs."""
+
+    def __init__(self, args: Sequence[str], env: Mapping[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "run", *args],
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._selector = selectors.DefaultSelector()
+        assert self.proc.stderr is not None
+        os.set_blocking(self.proc.stderr.fileno(), False)
+        self._selector.register(self.proc.stderr, selectors.EVENT_READ)
+        self._partial = ""
+        self.url = ""
+        self.port = 0
+
+    def read_available(self, timeout: float = 0.0) -> None:
+        assert self.proc.stderr is not None
+        for _key, _mask in self._selector.select(timeout):
+            chunk = self.proc.stderr.read()
+            if chunk:
+                self._partial += chunk
+                *complete, self._partial = self._partial.split("\n")
+                self.lines.extend(complete)
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every stderr line that parses as a JSON object."""
+        self.read_available()
+        parsed = []
+        for line in self.lines:
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                parsed.append(value)
+        return parsed
+
+    def wait_for_event(self, name: str, timeout: float = 15.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in self.events():
+                if event.get("event") == name:
+                    return event
+            if self.proc.poll() is not None:
+                self.read_available()
+                raise AssertionError(
+                    f"gateway exited with {self.proc.returncode} before {name!r}:\n"
+                    + "\n".join(self.lines)
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {name!r} within {timeout}s:\n" + "\n".join(self.lines))
+            self.read_available(0.05)
+
+    def wait_listening(self, timeout: float = 15.0) -> str:
+        event = self.wait_for_event("gateway_listening", timeout)
+        self.url = event["url"]
+        self.port = int(self.url.rsplit(":", 1)[1])
+        return self.url
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 10.0) -> int:
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"gateway still running after {timeout}s")
+            self.read_available(0.05)
+        self.read_available()
+        return self.proc.returncode
+
+    def stop(self) -> None:
+        """Make sure the process is gone (for fixture teardown)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+        self._selector.close()
