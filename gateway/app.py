@@ -49,7 +49,7 @@ def create_app(
 async def _sessions(app: web.Application) -> AsyncIterator[None]:
     """The session store and registry live exactly as long as the app."""
     state = app[STATE]
-    store = SessionStore(state.config.sessions_path)
+    store = SessionStore(state.config.state_dir)
     await store.open()
     registry = SessionRegistry(
         state.config.agents,

@@ -101,6 +101,6 @@ class TestLifetime:
         client = await aiohttp_client(create_app(config))
         state = client.app[STATE]
         assert state.store is not None and state.registry is not None
-        assert config.sessions_path.exists()
+        assert config.sessions_path.is_file()
         await client.close()
         assert state.store is None and state.registry is None
