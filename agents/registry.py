@@ -97,9 +97,12 @@ class SessionRegistry:
     _tasks: set[asyncio.Task[Any]] = attrs.field(init=False, factory=set)
     _maintenance: asyncio.Task[None] | None = attrs.field(init=False, default=None)
     _closing: bool = attrs.field(init=False, default=False)
+    # Set while no run is queued or running (the gateway's drain waits on it).
+    _idle: asyncio.Event = attrs.field(init=False, factory=asyncio.Event)
 
     def __attrs_post_init__(self) -> None:
         self.slots = RunSlots(self.config.max_concurrent)
+        self._idle.set()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -175,6 +178,7 @@ class SessionRegistry:
         session = self._session(request.session_key)
         run = AgentRun(request, self.clock(), self.clock, self._sink, self._run_ended)
         self._active[run] = None
+        self._idle.clear()
         self._by_id[run.id] = run
         session.enqueue(run)
         return run
@@ -198,6 +202,14 @@ class SessionRegistry:
         session = self._live.get(session_key)
         return session.abort_all(reason) if session is not None else []
 
+    async def wait_idle(self) -> None:
+        """Until no run is queued or running."""
+        await self._idle.wait()
+
+    def abort_all(self, reason: str = "aborted") -> list[str]:
+        """Abort every running and queued run (shutdown after the drain time)."""
+        return [run.id for run in list(self._active) if run.abort(reason)]
+
     def stats(self) -> RunStats:
         running = sum(1 for run in self._active if run.state == RUNNING)
         queued = sum(1 for run in self._active if run.state == QUEUED)
@@ -205,6 +217,8 @@ class SessionRegistry:
 
     def _run_ended(self, run: AgentRun) -> None:
         self._active.pop(run, None)
+        if not self._active:
+            self._idle.set()
         if self._by_id.get(run.id) is run:
             del self._by_id[run.id]
         self._finished[run.id] = (time.monotonic() + FINISHED_RUN_TTL_S, run)

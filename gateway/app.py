@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -13,9 +14,10 @@ from agents.providers.pool import ProviderPool
 from agents.registry import SessionRegistry
 from agents.store import SessionStore
 from gateway import probes
-from gateway.appkeys import REQUEST_ID, STATE
+from gateway.appkeys import AGENT_ID, REQUEST_ID, SESSION_KEY, STATE
 from gateway.config import Config
 from gateway.configfile import ConfigLoader
+from gateway.reload import watch_config
 from gateway.responses import method_not_allowed, not_found
 from gateway.state import AppOptions, GatewayState
 
@@ -37,10 +39,13 @@ def create_app(
     config: Config, *, loader: ConfigLoader | None = None, options: AppOptions | None = None
 ) -> web.Application:
     # Bodies are read and limited by the handlers themselves (413/408 in our error shape).
-    app = web.Application(middlewares=[_request_id, _json_errors], client_max_size=2**63)
+    app = web.Application(
+        middlewares=[_request_id, _request_log, _json_errors], client_max_size=2**63
+    )
     app[STATE] = GatewayState(config, options=options or AppOptions(), loader=loader)
     app.on_response_prepare.append(_common_headers)
     app.cleanup_ctx.append(_sessions)
+    app.cleanup_ctx.append(watch_config)
     app.on_startup.append(_mark_ready)
     probes.register(app)
     return app
@@ -78,6 +83,35 @@ async def _request_id(request: web.Request, handler: Handler) -> web.StreamRespo
     given = request.headers.get("x-request-id", "")
     request[REQUEST_ID] = given if _REQUEST_ID_RE.fullmatch(given) else uuid.uuid4().hex
     return await handler(request)
+
+
+@web.middleware
+async def _request_log(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One canonical line per request, after it ended (a stream: after its last byte).
+
+    Never the Authorization header, a body or message text: only what routes the request.
+    """
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        log.info(
+            "http_request",
+            method=request.method,
+            path=request.path,
+            status=status,
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            agent=request.get(AGENT_ID),
+            session_key=request.get(SESSION_KEY),
+            request_id=request.get(REQUEST_ID),
+            remote=request.remote,
+        )
 
 
 @web.middleware

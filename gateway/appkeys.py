@@ -10,3 +10,6 @@ STATE = web.AppKey("state", GatewayState)
 
 # The request id of §9 (http-openai.md): the client's `x-request-id` when valid, else new.
 REQUEST_ID = web.RequestKey("request_id", str)
+# Set by handlers once resolved, for the canonical request log line.
+AGENT_ID = web.RequestKey("agent_id", str)
+SESSION_KEY = web.RequestKey("session_key", str)

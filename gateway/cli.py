@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import attrs
 import structlog
@@ -18,8 +20,15 @@ import structlog
 from gateway import __version__
 from gateway.auth import ensure_token
 from gateway.config import EX_CONFIG, Config
-from gateway.configfile import ConfigError, ConfigLoader, Overrides, redacted
+from gateway.configfile import (
+    ConfigError,
+    ConfigLoader,
+    Overrides,
+    embedded_default_text,
+    redacted,
+)
 from gateway.logs import configure_logging
+from gateway.systemd import SYSTEM_CONFIG, SYSTEM_STATE, default_executable, unit_text
 
 log = structlog.get_logger()
 
@@ -66,6 +75,14 @@ def _parser() -> argparse.ArgumentParser:
     token = commands.add_parser("token", help="print the gateway token (generated if needed)")
     _config_arguments(token)
     token.set_defaults(func=_token)
+
+    service = commands.add_parser("service", help="run clawgate as a systemd service")
+    service_commands = service.add_subparsers(dest="service_command", required=True)
+    install = service_commands.add_parser("install", help="write the systemd unit file")
+    install.add_argument("--user", action="store_true", help="a user unit, not a system one")
+    _config_arguments(install)
+    install.add_argument("--unit-dir", metavar="DIR", help="where to write clawgate.service")
+    install.set_defaults(func=_service_install)
     return parser
 
 
@@ -161,6 +178,45 @@ def _config_path(args: argparse.Namespace) -> int:
     if not loader.config_path.exists():
         note = "not found" if loader.explicit_path else "not found; the embedded default is used"
         print(f"({note})", file=sys.stderr)
+    return 0
+
+
+def _service_install(args: argparse.Namespace) -> int:
+    if args.user:
+        config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+        state_home = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local/state")
+        unit_dir, config_path = (
+            config_home / "systemd/user",
+            config_home / "clawgate/clawgate.json5",
+        )
+        # systemd's StateDirectory= of a user unit is $XDG_STATE_HOME/<name>.
+        state_dir = state_home / "clawgate"
+    else:
+        unit_dir = Path("/etc/systemd/system")
+        config_path, state_dir = SYSTEM_CONFIG, SYSTEM_STATE
+    unit_dir = Path(args.unit_dir) if args.unit_dir else unit_dir
+    config_path = Path(args.config).expanduser().absolute() if args.config else config_path
+    state_dir = Path(args.state_dir).expanduser().absolute() if args.state_dir else state_dir
+    unit = unit_text(
+        user=args.user, executable=default_executable(), config=config_path, state_dir=state_dir
+    )
+    try:
+        unit_dir.mkdir(parents=True, exist_ok=True)
+        (unit_dir / "clawgate.service").write_text(unit)
+        print(f"wrote {unit_dir / 'clawgate.service'}")
+        if not config_path.exists():
+            # The unit names its config explicitly, so it must exist: start from the default.
+            config_path.parent.mkdir(parents=True, exist_ok=True)
+            config_path.write_text(embedded_default_text())
+            print(f"wrote {config_path} (the embedded default: loopback, port 18789, echo agent)")
+    except OSError as exc:
+        print(f"cannot install the service: {exc}", file=sys.stderr)
+        return 1
+    systemctl = "systemctl --user" if args.user else "systemctl"
+    print("next:")
+    print(f"  {systemctl} daemon-reload")
+    print(f"  {systemctl} enable --now clawgate")
+    print(f"  journalctl {'--user ' if args.user else ''}-u clawgate -f")
     return 0
 
 

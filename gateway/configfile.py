@@ -151,7 +151,7 @@ class ConfigLoader:
                 message = f"config file not found: {self.config_path}"
                 raise ConfigError(location, [ConfigIssue(FILE_LEVEL, message)]) from None
             source = ConfigSource(self.config_path, exists=False)
-            return self._check(_embedded_default(), EMBEDDED_DEFAULT, source)
+            return self._check(embedded_default_text(), EMBEDDED_DEFAULT, source)
         except OSError as exc:
             message = f"cannot read config file: {exc.strerror or exc}"
             raise ConfigError(location, [ConfigIssue(FILE_LEVEL, message)]) from None
@@ -197,7 +197,7 @@ class ConfigLoader:
         return config
 
 
-def _embedded_default() -> str:
+def embedded_default_text() -> str:
     return (importlib.resources.files("gateway") / "default.json5").read_text(encoding="utf-8")
 
 

@@ -1,9 +1,16 @@
-"""Serving the app on its socket until a signal stops it."""
+"""Serving the app on its socket: startup, signals, graceful drain, systemd notifications.
+
+SIGTERM/SIGINT: stop accepting, tell WebSocket clients (`shutdown`, close 1012), let running
+turns finish for up to `gateway.shutdown.drainSeconds`, abort the rest (their HTTP streams end
+with an in-band error and `[DONE]`), close the store, exit 0. A second SIGTERM/SIGINT exits at
+once with 1 (SQLite's WAL keeps the store consistent). SIGHUP reloads the config file.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import signal
 import sys
 
@@ -14,29 +21,49 @@ from gateway.app import create_app
 from gateway.appkeys import STATE
 from gateway.config import Config
 from gateway.configfile import ConfigLoader
+from gateway.reload import reload_from_file
+from gateway.state import AppOptions, GatewayState
+from gateway.systemd import Notifier
 
 log = structlog.get_logger()
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# After the drain, aborted streams only need to write their error and [DONE].
+HANDLER_GRACE_SECONDS = 5.0
 
-async def serve(config: Config, loader: ConfigLoader | None = None) -> int:
+
+async def serve(
+    config: Config, loader: ConfigLoader | None = None, options: AppOptions | None = None
+) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
     # Handlers first: a SIGTERM that arrives while starting up must still stop cleanly.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
+    notifier = Notifier()
     try:
-        return await _serve(config, loader, stop)
+        return await _serve(config, loader, options, stop, notifier)
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (*STOP_SIGNALS, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+        notifier.close()
 
 
-async def _serve(config: Config, loader: ConfigLoader | None, stop: asyncio.Event) -> int:
-    app = create_app(config, loader=loader)
+async def _serve(
+    config: Config,
+    loader: ConfigLoader | None,
+    options: AppOptions | None,
+    stop: asyncio.Event,
+    notifier: Notifier,
+) -> int:
+    app = create_app(config, loader=loader, options=options)
+    state = app[STATE]
     host, port = config.gateway.host, config.gateway.port
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=HANDLER_GRACE_SECONDS
+    )
+    await runner.setup()  # opens the store: nothing listens before it is ready
     try:
         site = web.TCPSite(runner, host, port, reuse_address=True)
         await site.start()
@@ -48,21 +75,77 @@ async def _serve(config: Config, loader: ConfigLoader | None, stop: asyncio.Even
         await runner.cleanup()
         return 1
 
-    bound_port = runner.addresses[0][1]
+    url = f"http://{_url_host(host)}:{runner.addresses[0][1]}"
     log.info(
         "gateway_listening",
-        url=f"http://{_url_host(host)}:{bound_port}",
-        ws=f"ws://{_url_host(host)}:{bound_port}",
+        url=url,
+        ws=url.replace("http://", "ws://", 1),
         auth=config.gateway.auth.mode,
         config=str(config.source.path) if config.source.exists else "(embedded default)",
     )
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, _reload, state)
+    notifier.notify("READY=1", f"STATUS=listening on {url}")
+    watchdog = _start_watchdog(notifier)
 
     await stop.wait()
-    log.info("gateway_stopping")
-    app[STATE].draining = True
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, _exit_now)
+    notifier.notify("STOPPING=1", "STATUS=draining")
+    log.info("gateway_stopping", drain_seconds=state.config.gateway.drain_seconds)
+    state.draining = True
+    await site.stop()  # no new connections; open ones are served to their end
+    # on_shutdown (WebSocket clients: `shutdown`, then close 1012) runs now rather than after
+    # the drain; runner.cleanup() sends it again and it finds nothing left to close.
+    await app.shutdown()
+    await _drain(state)
     await runner.cleanup()
+    if watchdog is not None:
+        watchdog.cancel()
     log.info("gateway_stopped")
     return 0
+
+
+async def _drain(state: GatewayState) -> None:
+    """Let running and queued turns finish for up to drainSeconds; abort what is left."""
+    registry = state.registry
+    if registry is None:
+        return
+    try:
+        await asyncio.wait_for(registry.wait_idle(), state.config.gateway.drain_seconds)
+        return
+    except TimeoutError:
+        pass
+    aborted = registry.abort_all("shutdown")
+    log.warning("drain_timeout", aborted_runs=len(aborted))
+    # Aborted runs commit their partial turns first; that takes milliseconds.
+    try:
+        await asyncio.wait_for(registry.wait_idle(), HANDLER_GRACE_SECONDS)
+    except TimeoutError:
+        log.warning("drain_abort_timeout")
+
+
+def _reload(state: GatewayState) -> None:
+    log.info("config_reload_requested", trigger="SIGHUP")
+    reload_from_file(state)
+
+
+def _exit_now() -> None:
+    log.warning("gateway_killed", reason="second signal")
+    os._exit(1)
+
+
+def _start_watchdog(notifier: Notifier) -> asyncio.Task[None] | None:
+    if notifier.watchdog_seconds is None:
+        return None
+
+    async def pet() -> None:
+        # Half the interval, as sd_watchdog_enabled(3) recommends.
+        while True:
+            notifier.notify("WATCHDOG=1")
+            await asyncio.sleep(notifier.watchdog_seconds / 2)  # type: ignore[operator]
+
+    return asyncio.get_running_loop().create_task(pet(), name="sd-watchdog")
 
 
 def _url_host(host: str) -> str:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -28,6 +29,7 @@ class AppOptions:
     handshake_timeout_seconds: float = 10.0  # ws-protocol.md §2
     tick_interval_seconds: float = 30.0  # ws-protocol.md §9.2
     health_interval_seconds: float = 60.0
+    config_poll_seconds: float = 1.0  # config.md §7
 
 
 @attrs.define
@@ -47,6 +49,11 @@ class GatewayState:
     started_at: float = attrs.field(factory=time.time)
     ready: bool = False
     draining: bool = False
+    # The issue lines of the last failed reload, None after a successful one (health).
+    reload_error: list[str] | None = None
+    # Called with each gateway.reload.ReloadResult after a config was applied (the WebSocket
+    # layer sends a `health` event).
+    config_listeners: list[Callable[[Any], None]] = attrs.Factory(list)
 
     @property
     def uptime_ms(self) -> int:

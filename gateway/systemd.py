@@ -1,0 +1,91 @@
+"""systemd integration: sd_notify over `$NOTIFY_SOCKET`, the watchdog, the unit file.
+
+Written against the sd_notify(3) datagram protocol directly: it is a few lines, and a library
+would be one more dependency for them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger()
+
+
+class Notifier:
+    """Sends `KEY=value` lines to systemd; does nothing when `$NOTIFY_SOCKET` is unset."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        environ = os.environ if environ is None else environ
+        address = environ.get("NOTIFY_SOCKET", "")
+        # "@name" is an abstract socket: its address starts with a NUL byte.
+        self._address = "\0" + address[1:] if address.startswith("@") else address
+        self._socket: socket.socket | None = None
+        usec = environ.get("WATCHDOG_USEC", "")
+        pid = environ.get("WATCHDOG_PID", "")
+        self.watchdog_seconds: float | None = None
+        if usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid())):
+            self.watchdog_seconds = int(usec) / 1_000_000
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._address)
+
+    def notify(self, *lines: str) -> None:
+        if not self._address:
+            return
+        try:
+            if self._socket is None:
+                self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self._socket.sendto("\n".join(lines).encode(), self._address)
+        except OSError as exc:
+            # systemd gone or the socket unreachable: the gateway keeps serving regardless.
+            log.warning("sd_notify_failed", error=str(exc))
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+
+SYSTEM_CONFIG = Path("/etc/clawgate/clawgate.json5")
+SYSTEM_STATE = Path("/var/lib/clawgate")
+
+
+def unit_text(*, user: bool, executable: str, config: Path, state_dir: Path) -> str:
+    """conf/clawgate.service with the paths of this installation filled in."""
+    template = (resources.files("gateway") / "clawgate.service").read_text()
+    text = template.replace("/opt/clawgate/.venv/bin/clawgate", executable)
+    text = text.replace(str(SYSTEM_CONFIG), str(config)).replace(str(SYSTEM_STATE), str(state_dir))
+    if user:
+        # A user manager cannot switch users or drop capabilities, and most sandboxing needs
+        # privileges it does not have; user units start from default.target.
+        text = "".join(
+            line for line in text.splitlines(keepends=True) if not line.startswith(_SYSTEM_ONLY)
+        )
+        text = text.replace("WantedBy=multi-user.target", "WantedBy=default.target")
+    return text
+
+
+_SYSTEM_ONLY = (
+    "DynamicUser=",
+    "Protect",
+    "Private",
+    "Restrict",
+    "CapabilityBoundingSet=",
+    "SystemCall",
+    "MemoryDenyWriteExecute=",
+    "LockPersonality=",
+)
+
+
+def default_executable() -> str:
+    """The `clawgate` script next to the running interpreter (the venv's bin/)."""
+    candidate = Path(sys.executable).with_name("clawgate")
+    return str(candidate if candidate.exists() else Path(sys.argv[0]).resolve())

@@ -1,0 +1,181 @@
+"""Hot reload (config.md §7): what applies at once, what needs a restart, what is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from structlog.testing import capture_logs
+
+from gateway.app import create_app
+from gateway.appkeys import STATE
+from gateway.cli import with_generated_token
+from gateway.configfile import ConfigLoader, Overrides
+from gateway.logs import _FILTER
+from gateway.reload import ReloadResult, apply_config, changed_paths, reload_from_file
+from gateway.state import AppOptions, GatewayState
+
+Client = TestClient[web.Request, web.Application]
+AiohttpClient = Callable[..., Awaitable[Client]]
+
+BASE = """{
+  gateway: { port: 18789, auth: { token: "old-token" }, reload: { debounceMs: 50 } },
+  agents: { list: [{ id: "main" }] },
+}"""
+
+
+def write(path: Path, text: str) -> None:
+    # A new mtime even within the filesystem's timestamp granularity.
+    path.write_text(text)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "clawgate.json5"
+    path.write_text(BASE)
+    return path
+
+
+@pytest.fixture
+def loader(tmp_path: Path, config_file: Path) -> ConfigLoader:
+    return ConfigLoader(
+        Overrides(config_path=str(config_file), state_dir=str(tmp_path / "state")), environ={}
+    )
+
+
+@pytest.fixture
+def state(loader: ConfigLoader) -> GatewayState:
+    return GatewayState(with_generated_token(loader.load()), loader=loader)
+
+
+class TestChangedPaths:
+    def test_lists_leaf_paths_that_differ(self) -> None:
+        old = {"gateway": {"port": 1, "auth": {"token": "a"}}, "agents": {"list": [1]}}
+        new = {"gateway": {"port": 2, "auth": {"token": "a"}}, "agents": {"list": [1, 2]}}
+        assert changed_paths(old, new) == ["gateway.port", "agents.list"]
+
+    def test_added_and_removed_keys_count(self) -> None:
+        assert changed_paths({"a": 1}, {"b": 2}) == ["a", "b"]
+
+    def test_equal_configs_have_no_changes(self) -> None:
+        assert changed_paths({"a": {"b": [1]}}, {"a": {"b": [1]}}) == []
+
+
+class TestApplyConfig:
+    def test_a_new_token_applies_at_once(
+        self, state: GatewayState, loader: ConfigLoader, config_file: Path
+    ) -> None:
+        write(config_file, BASE.replace("old-token", "new-token"))
+        result = apply_config(state, loader.load())
+        assert result == ReloadResult(("gateway.auth.token",), ())
+        assert state.config.gateway.auth.secret == "new-token"
+
+    def test_port_and_bind_need_a_restart_and_keep_their_running_values(
+        self, state: GatewayState, loader: ConfigLoader, config_file: Path
+    ) -> None:
+        write(config_file, BASE.replace("port: 18789", 'port: 18790, bind: "lan"'))
+        with capture_logs() as logs:
+            result = apply_config(state, loader.load())
+        assert result.restart_required == ("gateway.port", "gateway.bind")
+        assert result.applied == ()
+        assert (state.config.gateway.port, state.config.gateway.bind) == (18789, "loopback")
+        assert {"event": "restart_required", "paths": ["gateway.port", "gateway.bind"],
+                "log_level": "warning"} in logs  # fmt: skip
+
+    def test_agents_go_to_the_registry_and_the_limiter_gets_new_settings(
+        self, state: GatewayState, loader: ConfigLoader, config_file: Path
+    ) -> None:
+        write(
+            config_file,
+            BASE.replace('{ id: "main" }', '{ id: "main" }, { id: "beta" }').replace(
+                "reload:", "auth: { token: 'old-token', rateLimit: { maxAttempts: 3 } }, reload:"
+            ).replace('auth: { token: "old-token" }, ', ""),
+        )
+        apply_config(state, loader.load())
+        assert [a.id for a in state.config.agents.agents] == ["main", "beta"]
+        assert state.limiter.settings.max_attempts == 3
+
+    def test_the_log_level_applies_and_listeners_hear_of_it(
+        self, state: GatewayState, loader: ConfigLoader, config_file: Path
+    ) -> None:
+        heard: list[ReloadResult] = []
+        state.config_listeners.append(heard.append)
+        write(config_file, BASE.replace("agents:", 'logging: { level: "error" }, agents:'))
+        try:
+            apply_config(state, loader.load())
+            assert _FILTER.level == 40
+        finally:
+            _FILTER.level = 20
+        assert heard and heard[0].applied == ("logging.level",)
+
+    def test_a_generated_token_survives_a_reload_without_a_token(
+        self, tmp_path: Path, config_file: Path, loader: ConfigLoader
+    ) -> None:
+        config_file.write_text("{}")
+        state = GatewayState(with_generated_token(loader.load()), loader=loader)
+        generated = state.config.gateway.auth.token
+        write(config_file, '{logging: {level: "info"}}')
+        assert apply_config(state, loader.load()).changed == ()
+        assert state.config.gateway.auth.token == generated
+
+
+class TestReloadFromFile:
+    def test_an_invalid_edit_is_logged_and_the_running_config_stays(
+        self, state: GatewayState, config_file: Path
+    ) -> None:
+        before = state.config
+        write(config_file, "{ gateway: { port: 18789, ")
+        with capture_logs() as logs:
+            assert reload_from_file(state) is None
+        assert state.config is before
+        assert state.reload_error and state.reload_error[0].startswith("- <file>: JSON5 syntax")
+        assert logs[0]["event"] == "config_reload_failed" and logs[0]["log_level"] == "error"
+
+    def test_the_next_good_edit_clears_the_error(
+        self, state: GatewayState, config_file: Path
+    ) -> None:
+        write(config_file, "{ nope: 1 }")
+        reload_from_file(state)
+        write(config_file, BASE.replace("old-token", "fixed"))
+        assert reload_from_file(state) is not None
+        assert state.reload_error is None
+        assert state.config.gateway.auth.token == "fixed"
+
+    def test_an_unchanged_file_is_ignored(self, state: GatewayState) -> None:
+        with capture_logs() as logs:
+            assert reload_from_file(state) is None
+        assert logs == []
+
+
+class TestWatcher:
+    async def test_an_edited_file_is_applied_without_a_restart(
+        self, aiohttp_client: AiohttpClient, loader: ConfigLoader, config_file: Path
+    ) -> None:
+        options = AppOptions(config_poll_seconds=0.05)
+        client = await aiohttp_client(
+            create_app(with_generated_token(loader.load()), loader=loader, options=options)
+        )
+        state = client.app[STATE]
+        applied = asyncio.Event()
+        state.config_listeners.append(lambda result: applied.set())
+        write(config_file, BASE.replace("old-token", "rotated"))
+        async with asyncio.timeout(3):
+            await applied.wait()
+        assert state.config.gateway.auth.token == "rotated"
+
+    async def test_reload_mode_off_does_not_watch(
+        self, aiohttp_client: AiohttpClient, loader: ConfigLoader, config_file: Path
+    ) -> None:
+        config_file.write_text(BASE.replace("debounceMs: 50", 'mode: "off"'))
+        options = AppOptions(config_poll_seconds=0.02)
+        client = await aiohttp_client(create_app(loader.load(), loader=loader, options=options))
+        write(config_file, BASE.replace("old-token", "rotated"))
+        await asyncio.sleep(0.3)
+        assert client.app[STATE].config.gateway.auth.token == "old-token"
