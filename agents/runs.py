@@ -140,6 +140,11 @@ class RunSubscription:
         )
         self._merged = None
 
+    @property
+    def pending(self) -> bool:
+        """Events are queued: the next `__anext__` returns without waiting."""
+        return bool(self._queue)
+
     def __aiter__(self) -> RunSubscription:
         return self
 

@@ -1,0 +1,756 @@
+"""The OpenAI-compatible wire, Sans-I/O (http-openai.md §2-§10): pure functions, no server.
+
+Request side, in the pipeline's order: `parse_body` (step 5), `validate_fields` (6),
+`select_agent` (7), `resolve_session_key` (8), `build_prompt` (9). Each raises `RequestError`
+carrying the exact status, message, type, param and code of §8.
+
+Response side: `completion_body` (§6), `ChunkEncoder` (§7; built once per run so each content
+chunk is one splice of the JSON-encoded delta between two constant byte strings), the
+`/v1/models` bodies (§10), and `error_reply`, the one mapping from any exception to
+(status, error body, extra headers).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from json.encoder import encode_basestring, encode_basestring_ascii
+from typing import Any, NoReturn
+from urllib.parse import unquote_to_bytes
+
+import attrs
+
+from agents.config import AgentsConfig
+from agents.errors import (
+    InvalidSessionKey,
+    UnknownAgent,
+    UpstreamAuthFailed,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+)
+from agents.keys import (
+    AGENT_ID_RE,
+    INVALID_KEY_MESSAGE,
+    KEY_TOO_LONG_MESSAGE,
+    RESERVED_KEY_MESSAGE,
+    SESSION_KEY_MAX,
+    is_reserved,
+    normalize_session_key,
+)
+from agents.providers.base import ImageInput, Usage
+from gateway.config import ChatCompletionsConfig
+from gateway.responses import dumps, error_body
+
+DEFAULT_MODEL = "openclaw"
+HISTORY_MARKER = "[Chat messages since your last reply - for context]"
+CURRENT_MARKER = "[Current message - respond to this]"
+IMAGE_ONLY_TEXT = "User sent image(s) with no text."
+NO_RESPONSE_TEXT = "No response from OpenClaw."
+
+INVALID_REQUEST = "invalid_request_error"
+API_ERROR = "api_error"
+UNSUPPORTED = "unsupported_parameter"
+
+FINISH_REASONS = frozenset({"stop", "length", "content_filter"})
+MAX_SAFE_INTEGER = 2**53 - 1  # JavaScript's Number.MAX_SAFE_INTEGER, OpenClaw's cap bound
+MAX_STOP_SEQUENCES = 4  # OpenAI's own limit
+RESPONSE_FORMATS = frozenset({"text", "json_object", "json_schema"})
+SHUTDOWN_ABORT = "shutdown"  # AgentRun.abort_reason of runs the drain gave up on
+
+_AGENT_MODEL_PREFIXES = ("openclaw/", "openclaw:", "agent:")
+_DATA_URI_RE = re.compile(r"data:([^;,]+);base64,(.*)", re.DOTALL | re.IGNORECASE)
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+class RequestError(Exception):
+    """A request the gateway answers with an error (§8). `detail` is for the log only."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = INVALID_REQUEST,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        detail: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type_
+        self.param = param
+        self.code = code
+        self.headers = dict(headers or {})
+        self.detail = detail
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, self.type, param=self.param, code=self.code)
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> RequestError:
+    return RequestError(400, message, param=param, code=code)
+
+
+def unauthorized() -> RequestError:
+    return RequestError(401, "Unauthorized", "unauthorized", code="invalid_api_key")
+
+
+def auth_locked_out(retry_after: int) -> RequestError:
+    return RequestError(
+        429,
+        "Too many failed authentication attempts. Please try again later.",
+        "rate_limited",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def payload_too_large() -> RequestError:
+    return RequestError(413, "Payload too large")
+
+
+def body_timeout() -> RequestError:
+    return RequestError(408, "Request body timeout")
+
+
+def shutting_down() -> RequestError:
+    return RequestError(503, "gateway is shutting down", API_ERROR, headers={"Retry-After": "1"})
+
+
+def internal_error() -> RequestError:
+    return RequestError(500, "internal error", API_ERROR)
+
+
+def error_reply(exc: BaseException) -> RequestError:
+    """The one mapping from a failure to its §8 row: our request errors as they are, the
+    agents layer's typed errors by class (most specific first), anything else a 500."""
+    if isinstance(exc, RequestError):
+        return exc
+    if isinstance(exc, UpstreamRateLimited):
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else {}
+        return RequestError(429, exc.message, "rate_limit_error", headers=headers)
+    if isinstance(exc, UpstreamAuthFailed):
+        return RequestError(502, exc.message, API_ERROR, code="upstream_auth_failed")
+    if isinstance(exc, UpstreamTimeout):
+        return RequestError(504, exc.message, API_ERROR)
+    if isinstance(exc, UpstreamError):
+        return RequestError(502, UpstreamError.message, API_ERROR)
+    if isinstance(exc, UnknownAgent | InvalidSessionKey):
+        # A run whose agent left the config while queued, or a key the registry refused.
+        return bad_request(exc.message)
+    # StoreError, a bug the agents layer caught (AgentError), or one of ours.
+    return internal_error()
+
+
+# -- step 5: the body -----------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> NoReturn:
+    # Python's parser accepts NaN and Infinity; strict JSON does not.
+    raise ValueError(f"Invalid JSON value: {name}")
+
+
+_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """The body as an object: empty, whitespace or a non-object JSON value count as `{}`."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise bad_request("Request body is not valid UTF-8.") from None
+    if not text.strip():
+        return {}
+    try:
+        value = _decoder.decode(text)
+    except ValueError as exc:  # JSONDecodeError included; its str() is the parser's message
+        raise bad_request(str(exc)) from None
+    except RecursionError as exc:  # nesting deeper than the interpreter's stack
+        raise bad_request(str(exc)) from None
+    return value if isinstance(value, dict) else {}
+
+
+# -- step 6: request fields -----------------------------------------------------------------
+
+
+def json_type(value: Any) -> str:
+    """JSON's name for a parsed value's type (booleans are not numbers)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _type_error(field: str, expected: str, value: Any, param: str | None = None) -> RequestError:
+    return bad_request(
+        f"{field}: Expected {expected}, received {json_type(value)}", param=param or field
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _as_integer(value: Any) -> int | None:
+    """A JSON number with an integral value (`2` and `2.0` alike, as JavaScript sees them)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+@attrs.frozen
+class ChatFields:
+    """The validated fields of a chat completion request (§5)."""
+
+    stream: bool = False
+    include_usage: bool = False
+    # The sampling fields forwarded to the provider, under the names the client used.
+    params: Mapping[str, Any] = attrs.field(factory=dict)
+    user: str | None = None
+
+
+# (field, low, high, message) in the table's order; both ends inclusive.
+_RANGES = (
+    ("temperature", 0, 2, "`temperature` must be between 0 and 2."),
+    ("top_p", 0, 1, "`top_p` must be between 0 and 1."),
+    ("frequency_penalty", -2, 2, "`frequency_penalty` must be between -2.0 and 2.0."),
+    ("presence_penalty", -2, 2, "`presence_penalty` must be between -2.0 and 2.0."),
+)
+
+
+def validate_fields(body: Mapping[str, Any]) -> ChatFields:
+    """§5 in the table's order; the first failure wins. `null` is absent everywhere."""
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise _type_error("stream", "boolean", stream)
+
+    include_usage = False
+    options = body.get("stream_options")
+    if options is not None:
+        if not isinstance(options, dict):
+            raise _type_error("stream_options", "object", options)
+        flag = options.get("include_usage")
+        if flag is not None and not isinstance(flag, bool):
+            raise _type_error("stream_options.include_usage", "boolean", flag, "stream_options")
+        include_usage = bool(flag)
+
+    n = body.get("n")
+    if n is not None:
+        count = _as_integer(n)
+        if count is None or count < 1:
+            raise bad_request("`n` must be a positive integer.", "n")
+        if count > 1:
+            raise bad_request("n>1 is not supported.", "n", UNSUPPORTED)
+
+    for field in ("tools", "functions"):
+        value = body.get(field)
+        if value is not None and value != []:
+            raise bad_request("tools are not supported yet.", field, UNSUPPORTED)
+    for field in ("tool_choice", "function_call"):
+        value = body.get(field)
+        if value is not None and value not in ("none", "auto"):
+            raise bad_request("tools are not supported yet.", field, UNSUPPORTED)
+
+    params: dict[str, Any] = {}
+    for field, low, high, message in _RANGES:
+        value = body.get(field)
+        if value is None:
+            continue
+        if not _is_number(value):
+            raise _type_error(field, "number", value)
+        if not low <= value <= high:
+            raise bad_request(message, field)
+        params[field] = value
+
+    seed = body.get("seed")
+    if seed is not None:
+        as_int = _as_integer(seed)
+        if as_int is None:
+            raise bad_request("`seed` must be an integer.", "seed")
+        params["seed"] = as_int
+
+    for field in ("max_tokens", "max_completion_tokens"):
+        value = body.get(field)
+        if value is None:
+            continue
+        cap = _as_integer(value)
+        if cap is None or not 1 <= cap <= MAX_SAFE_INTEGER:
+            raise bad_request(f"{field} must be a positive safe integer", field)
+        params[field] = cap
+
+    stop = body.get("stop")
+    if stop is not None:
+        params["stop"] = _stop(stop)
+        if params["stop"] is None:
+            del params["stop"]
+
+    response_format = body.get("response_format")
+    if response_format is not None:
+        if (
+            not isinstance(response_format, dict)
+            or response_format.get("type") not in RESPONSE_FORMATS
+        ):
+            raise bad_request(
+                "Invalid response_format: response_format.type must be text, json_object,"
+                " or json_schema",
+                "response_format",
+            )
+        params["response_format"] = response_format
+
+    user = body.get("user")
+    return ChatFields(
+        stream=bool(stream),
+        include_usage=include_usage,
+        params=params,
+        user=user if isinstance(user, str) else None,
+    )
+
+
+def _stop(stop: Any) -> str | list[str] | None:
+    entries_message = "Invalid stop: stop entries must be non-empty strings"
+    if isinstance(stop, str):
+        if not stop:
+            raise bad_request(entries_message, "stop")
+        return stop
+    if not isinstance(stop, list):
+        raise bad_request(entries_message, "stop")
+    if len(stop) > MAX_STOP_SEQUENCES:
+        raise bad_request("Invalid stop: stop supports at most 4 sequences", "stop")
+    if not all(isinstance(entry, str) and entry for entry in stop):
+        raise bad_request(entries_message, "stop")
+    return stop or None  # `[]` asks for nothing
+
+
+# -- step 7: the agent ----------------------------------------------------------------------
+
+
+@attrs.frozen
+class AgentSelection:
+    agent_id: str
+    model: str  # echoed in every response exactly as the client sent it (§4.1 step 3)
+    explicit: bool  # named by the header or the model, rather than the default
+
+
+def echoed_model(model: Any) -> str:
+    return model if isinstance(model, str) else DEFAULT_MODEL
+
+
+def select_agent(model: Any, header_agent: str | None, agents: AgentsConfig) -> AgentSelection:
+    """§4.1: the `x-openclaw-agent-id` header (then only echo `model`), else `model`."""
+    echo = echoed_model(model)
+    wanted = (header_agent or "").strip()
+    if wanted:
+        agent = agents.agent(wanted)
+        if agent is None:
+            raise bad_request(f"Unknown agent '{wanted}'.")
+        return AgentSelection(agent.id, echo, explicit=True)
+
+    name = model.strip() if isinstance(model, str) else ""
+    lowered = name.lower()
+    if lowered in ("", "openclaw", "openclaw/default"):
+        return AgentSelection(agents.default_agent.id, echo, explicit=False)
+    for prefix in _AGENT_MODEL_PREFIXES:
+        if lowered.startswith(prefix):
+            agent_id = name[len(prefix) :]
+            if AGENT_ID_RE.fullmatch(agent_id.lower()) is None:
+                break
+            agent = agents.agent(agent_id)
+            if agent is None:
+                raise bad_request(f"Unknown agent '{agent_id}'.", "model")
+            return AgentSelection(agent.id, echo, explicit=True)
+    raise bad_request("Invalid `model`. Use `openclaw` or `openclaw/<agentId>`.", "model")
+
+
+# -- step 8: the session key ----------------------------------------------------------------
+
+
+@attrs.frozen
+class Route:
+    """Where a request runs: the agent and the canonical session key."""
+
+    agent_id: str
+    session_key: str
+
+
+def new_stateless_key(agent_id: str) -> str:
+    return f"agent:{agent_id}:openai:{uuid.uuid4()}"
+
+
+def resolve_session_key(
+    header_key: str | None, user: str | None, selection: AgentSelection, agents: AgentsConfig
+) -> Route:
+    """§4.2: the header key, else the `user` string, else a fresh key (stateless)."""
+    agent_id = selection.agent_id
+    raw = (header_key or "").strip()
+    if raw:
+        lowered = raw.lower()
+        if is_reserved(lowered):
+            raise bad_request(RESERVED_KEY_MESSAGE)
+        if lowered.startswith("agent:"):
+            key_agent, sep, rest = lowered[len("agent:") :].partition(":")
+            if not sep or not rest or AGENT_ID_RE.fullmatch(key_agent) is None:
+                raise bad_request(INVALID_KEY_MESSAGE)
+            if agents.agent(key_agent) is None:
+                raise bad_request(f"Unknown agent '{key_agent}'.")
+            if selection.explicit and key_agent != agent_id:
+                raise bad_request(
+                    f"Session key '{lowered}' belongs to agent '{key_agent}', not '{agent_id}'."
+                )
+            agent_id = key_agent  # the key's agent is the one that runs
+        try:
+            key = normalize_session_key(raw, agent_id, agents.main_key, reject_reserved=True)
+        except InvalidSessionKey as exc:
+            raise bad_request(exc.message) from None
+        return Route(agent_id, key)
+    name = (user or "").strip()
+    key = f"agent:{agent_id}:openai-user:{name.lower()}" if name else new_stateless_key(agent_id)
+    if len(key) > SESSION_KEY_MAX:
+        raise bad_request(KEY_TOO_LONG_MESSAGE)
+    return Route(agent_id, key)
+
+
+# -- step 9: the prompt and the images ------------------------------------------------------
+
+
+@attrs.frozen
+class Prompt:
+    text: str  # the one user message the session stores
+    extra_system_prompt: str
+    images: tuple[ImageInput, ...] = ()
+
+
+@attrs.frozen
+class _Entry:
+    role: str  # user, assistant or tool
+    label: str
+    text: str
+    content: Any  # the raw content, for the active turn's image parts
+
+
+def content_text(content: Any) -> str:
+    """The text of a message's `content`, trimmed (§4.3)."""
+    if isinstance(content, str):
+        return content.strip()
+    if not isinstance(content, list):
+        return ""
+    pieces: list[str] = []
+    for part in content:
+        if not isinstance(part, dict):
+            continue
+        text = part.get("text")
+        if part.get("type") in ("text", "input_text") and isinstance(text, str) and text:
+            pieces.append(text)
+        input_text = part.get("input_text")
+        if isinstance(input_text, str) and input_text:
+            pieces.append(input_text)
+    return "\n".join(pieces).strip()
+
+
+def _image_parts(content: Any) -> list[dict[str, Any]]:
+    if not isinstance(content, list):
+        return []
+    return [p for p in content if isinstance(p, dict) and p.get("type") == "image_url"]
+
+
+def _nonempty_str(value: Any) -> str | None:
+    return value.strip() or None if isinstance(value, str) else None
+
+
+def _tool_label(message: Mapping[str, Any]) -> str:
+    name = _nonempty_str(message.get("tool_call_id")) or _nonempty_str(message.get("name"))
+    return f"Tool:{name}" if name else "Tool"
+
+
+def _assistant_body(text: str, message: Mapping[str, Any]) -> str:
+    lines = [text] if text else []
+    calls = message.get("tool_calls")
+    for call in calls if isinstance(calls, list) else ():
+        if not isinstance(call, dict):
+            continue
+        function = call.get("function")
+        function = function if isinstance(function, dict) else {}
+        fields = (call.get("id"), function.get("name"), function.get("arguments"))
+        call_id, name, arguments = (v if isinstance(v, str) else "" for v in fields)
+        lines.append(f"tool_call id={call_id} name={name} arguments={arguments}")
+    return "\n".join(lines)
+
+
+def build_prompt(messages: Any, limits: ChatCompletionsConfig) -> Prompt:
+    """§4.3 and §4.4: `messages` folded into one user turn, plus its extra system prompt and
+    the images of the active user turn."""
+    system: list[str] = []
+    entries: list[_Entry] = []
+    for message in messages if isinstance(messages, list) else ():
+        if not isinstance(message, dict):
+            continue
+        role = message.get("role")
+        role = role.strip() if isinstance(role, str) else ""
+        if not role:
+            continue
+        content = message.get("content")
+        if role in ("system", "developer"):
+            if text := content_text(content):
+                system.append(text)
+            continue
+        if role == "function":
+            role = "tool"
+        if role == "user":
+            entries.append(_Entry(role, "User", content_text(content), content))
+        elif role == "assistant":
+            body = _assistant_body(content_text(content), message)
+            entries.append(_Entry(role, "Assistant", body, content))
+        elif role == "tool":
+            entries.append(_Entry(role, _tool_label(message), content_text(content), content))
+    extra_system_prompt = "\n\n".join(system)
+    if not entries:
+        raise _missing_user_message()
+
+    active_index = next(
+        (i for i in range(len(entries) - 1, -1, -1) if entries[i].role in ("user", "tool")),
+        len(entries) - 1,
+    )
+    active = entries[active_index]
+    history = [entry for entry in entries[:active_index] if entry.text]
+    images: tuple[ImageInput, ...] = ()
+    text = active.text
+    if active.role == "user":
+        parts = _image_parts(active.content)
+        if parts:
+            images = validate_images(parts, limits)
+            text = text or IMAGE_ONLY_TEXT
+    if not text:
+        raise _missing_user_message()
+    if not history:
+        prompt = f"{active.label}: {text}" if active.role == "tool" else text
+    else:
+        prompt = "\n".join(
+            [
+                HISTORY_MARKER,
+                *(f"{entry.label}: {entry.text}" for entry in history),
+                "",
+                CURRENT_MARKER,
+                f"{active.label}: {text}",
+            ]
+        )
+    return Prompt(prompt, extra_system_prompt, images)
+
+
+def _missing_user_message() -> RequestError:
+    return bad_request("Missing user message in `messages`.", "messages")
+
+
+def _invalid_image(detail: str) -> RequestError:
+    return RequestError(
+        400, "Invalid image_url content in `messages`.", param="messages", detail=detail
+    )
+
+
+def validate_images(
+    parts: list[dict[str, Any]], limits: ChatCompletionsConfig
+) -> tuple[ImageInput, ...]:
+    """§4.4: base64 data URIs only, within the configured limits. The client sees one
+    generic message; `detail` says which rule failed, for the log."""
+    if len(parts) > limits.max_image_parts:
+        raise _invalid_image(
+            f"Too many image_url parts ({len(parts)}; limit {limits.max_image_parts})"
+        )
+    allowed = {mime.lower() for mime in limits.images.allowed_mimes}
+    images: list[ImageInput] = []
+    total = 0
+    for index, part in enumerate(parts):
+        spec = part.get("image_url")
+        url = spec.get("url") if isinstance(spec, dict) else spec
+        if not isinstance(url, str):
+            raise _invalid_image(f"image_url part {index} has no url string")
+        match = _DATA_URI_RE.fullmatch(url.strip())
+        if match is None:
+            raise _invalid_image(f"image_url part {index} is not a base64 data: URI")
+        mime, payload = match.group(1).strip().lower(), match.group(2)
+        if mime not in allowed:
+            # Truncated: the detail goes to the log, and the client chose the string.
+            raise _invalid_image(f"image_url part {index} has MIME type {mime[:64]!r}")
+        if not payload:
+            raise _invalid_image(f"image_url part {index} has an empty payload")
+        try:
+            size = len(base64.b64decode(payload, validate=True))
+        except (binascii.Error, ValueError):
+            raise _invalid_image(f"image_url part {index} is not valid base64") from None
+        if size > limits.images.max_bytes:
+            raise _invalid_image(
+                f"image_url part {index} is {size} bytes (limit {limits.images.max_bytes})"
+            )
+        total += size
+        if total > limits.max_total_image_bytes:
+            raise _invalid_image(f"images total more than {limits.max_total_image_bytes} bytes")
+        images.append(ImageInput(mime, payload, size))
+    return tuple(images)
+
+
+# -- responses ------------------------------------------------------------------------------
+
+
+def new_completion_id() -> str:
+    """`chatcmpl-<32hex>`: the response id, and the run id (deviation 1)."""
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+def finish_reason(stop_reason: str) -> str:
+    """A run's stop reason as OpenAI names it; aborted runs (never seen by a client that
+    left) and anything else read as a normal stop."""
+    return stop_reason if stop_reason in FINISH_REASONS else "stop"
+
+
+def usage_body(usage: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.input,
+        "completion_tokens": usage.output,
+        "total_tokens": usage.input + usage.output,
+    }
+
+
+def completion_body(
+    completion_id: str, created: int, model: str, text: str, stop_reason: str, usage: Usage
+) -> dict[str, Any]:
+    """The non-streaming response of §6."""
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text or NO_RESPONSE_TEXT},
+                "logprobs": None,
+                "finish_reason": finish_reason(stop_reason),
+            }
+        ],
+        "usage": usage_body(usage),
+    }
+
+
+def encode_json(value: Any) -> bytes:
+    """Compact UTF-8 JSON; a lone surrogate (a provider that split a pair) is escaped
+    rather than failing the whole response."""
+    try:
+        return dumps(value).encode()
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _json_string(text: str) -> bytes:
+    try:
+        return encode_basestring(text).encode()
+    except UnicodeEncodeError:
+        return encode_basestring_ascii(text).encode()
+
+
+DONE = b"data: [DONE]\n\n"
+KEEPALIVE = b": keepalive\n\n"
+
+
+def sse_event(value: Any) -> bytes:
+    return b"data: " + encode_json(value) + b"\n\n"
+
+
+class ChunkEncoder:
+    """The `chat.completion.chunk` events of one run (§7). Every chunk repeats id, created
+    and model, so their encoding is done once here; a content chunk costs one string
+    escape and a three-part join."""
+
+    __slots__ = ("_content_prefix", "_head", "role")
+    _CHOICE_TAIL = '"logprobs":null,"finish_reason":'
+    _CONTENT_SUFFIX = b'},"logprobs":null,"finish_reason":null}]}\n\n'
+
+    def __init__(self, completion_id: str, created: int, model: str) -> None:
+        self._head = (
+            f'data: {{"id":{dumps(completion_id)},"object":"chat.completion.chunk",'
+            f'"created":{created},"model":{dumps(model)},"choices":'
+        )
+        self._content_prefix = (self._head + '[{"index":0,"delta":{"content":').encode()
+        self.role = self._choice('{"role":"assistant","content":""}', "null")
+
+    def _choice(self, delta: str, finish: str) -> bytes:
+        choice = f'[{{"index":0,"delta":{delta},{self._CHOICE_TAIL}{finish}}}]}}\n\n'
+        return (self._head + choice).encode()
+
+    def content(self, delta: str) -> bytes:
+        return b"".join((self._content_prefix, _json_string(delta), self._CONTENT_SUFFIX))
+
+    def finish(self, stop_reason: str) -> bytes:
+        return self._choice("{}", dumps(finish_reason(stop_reason)))
+
+    def usage(self, usage: Usage) -> bytes:
+        return (self._head + f'[],"usage":{dumps(usage_body(usage))}}}\n\n').encode()
+
+
+def error_event(error: RequestError) -> bytes:
+    """An error after the 200 headers went out: in band, then the stream ends with [DONE]."""
+    return sse_event(error.body())
+
+
+# -- /v1/models ------------------------------------------------------------------------------
+
+
+def model_ids(agents: AgentsConfig) -> list[str]:
+    """§10: `openclaw`, `openclaw/default`, the default agent, then every agent in order."""
+    ids = [
+        DEFAULT_MODEL,
+        f"{DEFAULT_MODEL}/default",
+        f"{DEFAULT_MODEL}/{agents.default_agent.id}",
+        *(f"{DEFAULT_MODEL}/{agent.id}" for agent in agents.agents),
+    ]
+    return list(dict.fromkeys(ids))
+
+
+def model_object(model_id: str) -> dict[str, Any]:
+    return {
+        "id": model_id,
+        "object": "model",
+        "created": 0,
+        "owned_by": "openclaw",
+        "permission": [],
+    }
+
+
+def models_body(agents: AgentsConfig) -> dict[str, Any]:
+    return {"object": "list", "data": [model_object(i) for i in model_ids(agents)]}
+
+
+_BAD_ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def decode_model_id(raw: str) -> str:
+    """The `{id}` of `/v1/models/{id}` from the raw path: percent-decoded as UTF-8, strictly."""
+    if _BAD_ESCAPE_RE.search(raw):
+        raise bad_request("Invalid model id encoding.")
+    try:
+        model_id = unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise bad_request("Invalid model id encoding.") from None
+    if not model_id:
+        raise bad_request("Missing model id.")
+    return model_id
+
+
+def model_not_found(model_id: str) -> RequestError:
+    return RequestError(
+        404, f"Model '{model_id}' not found.", param="model", code="model_not_found"
+    )

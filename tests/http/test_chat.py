@@ -1,0 +1,720 @@
+"""POST /v1/chat/completions in process: the wire examples, sessions, routing, every error."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import Any
+
+import pytest
+
+from gateway.appkeys import STATE
+from gateway.state import AppOptions
+from tests.http.conftest import (
+    AUTH,
+    CHAT,
+    HI,
+    TOKEN,
+    Client,
+    MakeClient,
+    normalised,
+    raw_exchange,
+    request_head,
+    session_runs,
+    sse_events,
+)
+
+COMMON = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Permissions-Policy": "camera=(), microphone=(self), geolocation=()",
+}
+
+
+def err(
+    message: str,
+    type_: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+) -> str:
+    return json.dumps(
+        {"error": {"message": message, "type": type_, "param": param, "code": code}},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+async def post(
+    client: Client, body: Any = HI, headers: dict[str, str] | None = None, auth: bool = True
+) -> tuple[int, str, Any]:
+    all_headers = {**(AUTH if auth else {}), **(headers or {})}
+    data = body if isinstance(body, bytes) else json.dumps(body)
+    response = await client.post(CHAT, data=data, headers=all_headers)
+    return response.status, await response.text(), response.headers
+
+
+async def reply_text(client: Client, body: Any, headers: dict[str, str] | None = None) -> str:
+    status, text, _ = await post(client, body, headers)
+    assert status == 200, text
+    content: str = json.loads(text)["choices"][0]["message"]["content"]
+    return content
+
+
+# §13.2, byte for byte (ids and timestamps normalised).
+STREAM_132 = """\
+data: {"id":"chatcmpl-<32hex>","object":"chat.completion.chunk","created":<unix>,"model":"openclaw","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}
+
+data: {"id":"chatcmpl-<32hex>","object":"chat.completion.chunk","created":<unix>,"model":"openclaw","choices":[{"index":0,"delta":{"content":"[turn"},"logprobs":null,"finish_reason":null}]}
+
+data: {"id":"chatcmpl-<32hex>","object":"chat.completion.chunk","created":<unix>,"model":"openclaw","choices":[{"index":0,"delta":{"content":" 1]"},"logprobs":null,"finish_reason":null}]}
+
+data: {"id":"chatcmpl-<32hex>","object":"chat.completion.chunk","created":<unix>,"model":"openclaw","choices":[{"index":0,"delta":{"content":" hello"},"logprobs":null,"finish_reason":null}]}
+
+data: {"id":"chatcmpl-<32hex>","object":"chat.completion.chunk","created":<unix>,"model":"openclaw","choices":[{"index":0,"delta":{"content":" there"},"logprobs":null,"finish_reason":null}]}
+
+data: {"id":"chatcmpl-<32hex>","object":"chat.completion.chunk","created":<unix>,"model":"openclaw","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}]}
+
+"""  # noqa: E501
+USAGE_133 = (
+    'data: {"id":"chatcmpl-<32hex>","object":"chat.completion.chunk","created":<unix>,'
+    '"model":"openclaw","choices":[],"usage":{"prompt_tokens":2,"completion_tokens":4,'
+    '"total_tokens":6}}\n\n'
+)
+DONE = "data: [DONE]\n\n"
+
+
+class TestWireExamples:
+    async def test_simple_json_13_1(self, client: Client) -> None:
+        status, text, headers = await post(client)
+        assert status == 200
+        assert normalised(text) == (
+            '{"id":"chatcmpl-<32hex>","object":"chat.completion","created":<unix>,'
+            '"model":"openclaw","choices":[{"index":0,"message":{"role":"assistant",'
+            '"content":"[turn 1] hello there"},"logprobs":null,"finish_reason":"stop"}],'
+            '"usage":{"prompt_tokens":2,"completion_tokens":4,"total_tokens":6}}'
+        )
+        assert headers["Content-Type"] == "application/json; charset=utf-8"
+        assert normalised(headers["x-openclaw-session-key"]) == "agent:main:openai:<uuid>"
+        for name, value in COMMON.items():
+            assert headers[name] == value
+        assert len(headers["x-request-id"]) == 32
+
+    async def test_streaming_13_2(self, client: Client) -> None:
+        status, text, headers = await post(client, {**HI, "stream": True})
+        assert status == 200
+        assert normalised(text) == STREAM_132 + DONE
+        assert headers["Content-Type"] == "text/event-stream; charset=utf-8"
+        assert headers["Cache-Control"] == "no-cache"
+        assert headers["Connection"] == "keep-alive"
+        assert headers["X-Accel-Buffering"] == "no"
+        assert headers["Transfer-Encoding"] == "chunked"
+        assert "Content-Encoding" not in headers
+        assert normalised(headers["x-openclaw-session-key"]) == "agent:main:openai:<uuid>"
+        for name, value in COMMON.items():
+            assert headers[name] == value
+
+    async def test_streaming_with_include_usage_13_3(self, client: Client) -> None:
+        body = {**HI, "stream": True, "stream_options": {"include_usage": True}}
+        _, text, _ = await post(client, body)
+        assert normalised(text) == STREAM_132 + USAGE_133 + DONE
+
+    async def test_every_chunk_repeats_one_id_and_created(self, client: Client) -> None:
+        _, text, _ = await post(client, {**HI, "stream": True})
+        chunks = [json.loads(e) for e in sse_events(text)[:-1]]
+        assert len({(c["id"], c["created"], c["model"]) for c in chunks}) == 1
+
+    async def test_the_stream_carries_the_clients_request_id(self, client: Client) -> None:
+        _, _, headers = await post(client, {**HI, "stream": True}, {"x-request-id": "trace-42"})
+        assert headers["x-request-id"] == "trace-42"
+
+    async def test_the_token_cap_finishes_with_length(self, client: Client) -> None:
+        _, text, _ = await post(client, {**HI, "max_tokens": 2})
+        choice = json.loads(text)["choices"][0]
+        assert (choice["message"]["content"], choice["finish_reason"]) == ("[turn 1]", "length")
+
+    async def test_content_type_is_not_checked(self, client: Client) -> None:
+        response = await client.post(
+            CHAT, data=json.dumps(HI), headers={**AUTH, "Content-Type": "text/plain"}
+        )
+        assert response.status == 200
+
+
+class TestSessions:
+    async def test_the_same_user_twice_continues_the_session(self, client: Client) -> None:
+        body = {**HI, "user": "Alice"}
+        assert await reply_text(client, body) == "[turn 1] hello there"
+        _, text, headers = await post(client, body)
+        assert json.loads(text)["choices"][0]["message"]["content"] == "[turn 2] hello there"
+        assert headers["x-openclaw-session-key"] == "agent:main:openai-user:alice"
+
+    async def test_the_same_session_header_twice_continues_the_session(
+        self, client: Client
+    ) -> None:
+        headers = {"x-openclaw-session-key": "My-Thread"}
+        assert await reply_text(client, HI, headers) == "[turn 1] hello there"
+        _, text, response_headers = await post(client, HI, headers)
+        assert json.loads(text)["choices"][0]["message"]["content"] == "[turn 2] hello there"
+        assert response_headers["x-openclaw-session-key"] == "agent:main:my-thread"
+
+    async def test_without_either_every_request_is_turn_1(self, client: Client) -> None:
+        assert await reply_text(client, HI) == "[turn 1] hello there"
+        assert await reply_text(client, HI) == "[turn 1] hello there"
+
+    async def test_the_returned_key_continues_an_unnamed_session(self, client: Client) -> None:
+        _, _, headers = await post(client)
+        again = {"x-openclaw-session-key": headers["x-openclaw-session-key"]}
+        assert await reply_text(client, HI, again) == "[turn 2] hello there"
+
+    async def test_keys_are_case_insensitive(self, client: Client) -> None:
+        await reply_text(client, HI, {"x-openclaw-session-key": "Foo"})
+        assert await reply_text(client, HI, {"x-openclaw-session-key": "agent:MAIN:foo"}) == (
+            "[turn 2] hello there"
+        )
+
+    async def test_a_streamed_turn_counts_like_any_other(self, client: Client) -> None:
+        await post(client, {**HI, "user": "bob", "stream": True})
+        assert await reply_text(client, {**HI, "user": "bob"}) == "[turn 2] hello there"
+
+
+RESERVED = "`x-openclaw-session-key` cannot use reserved internal session namespaces."
+TWO_AGENTS = {"agents": {"list": [{"id": "main", "default": True}, {"id": "beta"}]}}
+
+
+class TestAgentRouting:
+    async def test_header_and_foreign_model_answers_echoing_the_model(self, client: Client) -> None:
+        status, text, _ = await post(
+            client, {**HI, "model": "gpt-4o"}, {"x-openclaw-agent-id": "main"}
+        )
+        assert status == 200 and json.loads(text)["model"] == "gpt-4o"
+
+    async def test_the_legacy_agent_header(self, gateway: MakeClient) -> None:
+        client = await gateway(TWO_AGENTS)
+        _, _, headers = await post(client, HI, {"x-openclaw-agent": "beta"})
+        assert headers["x-openclaw-session-key"].startswith("agent:beta:openai:")
+
+    async def test_a_model_naming_an_agent_runs_it(self, gateway: MakeClient) -> None:
+        client = await gateway(TWO_AGENTS)
+        status, text, headers = await post(client, {**HI, "model": "openclaw:beta"})
+        assert status == 200 and json.loads(text)["model"] == "openclaw:beta"
+        assert headers["x-openclaw-session-key"].startswith("agent:beta:openai:")
+
+    async def test_an_agent_session_key_runs_its_agent(self, gateway: MakeClient) -> None:
+        client = await gateway(TWO_AGENTS)
+        _, _, headers = await post(client, HI, {"x-openclaw-session-key": "agent:beta:x"})
+        assert headers["x-openclaw-session-key"] == "agent:beta:x"
+
+    async def test_the_system_prompt_reaches_the_agent(self, client: Client) -> None:
+        messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+        body = {"messages": messages, "stream": True, "stream_options": {"include_usage": True}}
+        _, text, _ = await post(client, body)
+        usage = json.loads(sse_events(text)[-2])["usage"]
+        # echo counts the words of every context message, the system prompt included
+        assert usage == {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}
+
+    async def test_content_as_a_list_of_parts(self, client: Client) -> None:
+        content = [{"type": "text", "text": "part one"}, {"type": "text", "text": "part two"}]
+        body = {"messages": [{"role": "user", "content": content}]}
+        assert await reply_text(client, body) == "[turn 1] part one\npart two"
+
+    async def test_an_image_only_turn(self, client: Client) -> None:
+        png = base64.b64encode(b"\x89PNG\r\n\x1a\n").decode()
+        part = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}}
+        body = {"messages": [{"role": "user", "content": [part]}]}
+        assert await reply_text(client, body) == "[turn 1] User sent image(s) with no text."
+
+
+class TestRequestErrors:
+    """§13.5 and the 400 rows of §8, one request each, whole bodies."""
+
+    @pytest.mark.parametrize(
+        ("body", "message", "param", "code"),
+        [
+            ({"stream": "yes", **HI}, "stream: Expected boolean, received string", "stream", None),
+            (
+                {"temperature": 5, **HI},
+                "`temperature` must be between 0 and 2.",
+                "temperature",
+                None,
+            ),
+            ({"n": 2, **HI}, "n>1 is not supported.", "n", "unsupported_parameter"),
+            (
+                {"tools": [{"type": "function", "function": {"name": "f"}}], **HI},
+                "tools are not supported yet.",
+                "tools",
+                "unsupported_parameter",
+            ),
+            (
+                {"tool_choice": "required", **HI},
+                "tools are not supported yet.",
+                "tool_choice",
+                "unsupported_parameter",
+            ),
+            (
+                {**HI, "model": "gpt-4o"},
+                "Invalid `model`. Use `openclaw` or `openclaw/<agentId>`.",
+                "model",
+                None,
+            ),
+            (
+                {**HI, "model": "openclaw/nosuchagent"},
+                "Unknown agent 'nosuchagent'.",
+                "model",
+                None,
+            ),
+        ],
+    )
+    async def test_a_refused_body(
+        self, client: Client, body: dict[str, Any], message: str, param: str, code: str | None
+    ) -> None:
+        assert (await post(client, body))[:2] == (400, err(message, param=param, code=code))
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {"model": "openclaw"},
+            {"messages": []},
+            {"messages": None},
+            {"messages": "hi"},
+            {"messages": [{"role": "system", "content": "only system"}]},
+        ],
+    )
+    async def test_no_user_message(self, client: Client, body: dict[str, Any]) -> None:
+        assert (await post(client, body))[:2] == (
+            400,
+            err("Missing user message in `messages`.", param="messages"),
+        )
+
+    async def test_a_stream_request_that_is_invalid_gets_a_plain_error(
+        self, client: Client
+    ) -> None:
+        status, _, headers = await post(client, {**HI, "stream": True, "n": 3})
+        assert status == 400 and headers["Content-Type"] == "application/json; charset=utf-8"
+
+    async def test_unknown_agent_in_the_header(self, client: Client) -> None:
+        assert (await post(client, HI, {"x-openclaw-agent-id": "nosuchagent"}))[:2] == (
+            400,
+            err("Unknown agent 'nosuchagent'."),
+        )
+
+    @pytest.mark.parametrize(
+        ("key", "message"),
+        [
+            ("subagent:x", RESERVED),
+            ("agent:main:cron:x", RESERVED),
+            ("agent:ghost:k", "Unknown agent 'ghost'."),
+            ("agent:main", "Invalid `x-openclaw-session-key`."),
+            ("k" * 600, "Session key too long (max 512 characters)."),
+        ],
+    )
+    async def test_refused_session_keys(self, client: Client, key: str, message: str) -> None:
+        assert (await post(client, HI, {"x-openclaw-session-key": key}))[:2] == (
+            400,
+            err(message),
+        )
+
+    async def test_a_session_key_of_another_agent_than_the_one_named(
+        self, gateway: MakeClient
+    ) -> None:
+        client = await gateway(TWO_AGENTS)
+        status, text, _ = await post(
+            client, {**HI, "model": "openclaw/main"}, {"x-openclaw-session-key": "agent:beta:k"}
+        )
+        assert (status, text) == (
+            400,
+            err("Session key 'agent:beta:k' belongs to agent 'beta', not 'main'."),
+        )
+
+    async def test_x_openclaw_model_is_refused(self, client: Client) -> None:
+        assert (await post(client, HI, {"x-openclaw-model": "gpt-4o"}))[:2] == (
+            400,
+            err("`x-openclaw-model` is not supported."),
+        )
+
+    async def test_a_remote_image_url(self, client: Client) -> None:
+        part = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+        body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}, part]}]}
+        assert (await post(client, body))[:2] == (
+            400,
+            err("Invalid image_url content in `messages`.", param="messages"),
+        )
+
+    @pytest.mark.parametrize(
+        ("url", "count"),
+        [
+            ("data:image/png;base64,@@notbase64@@", 1),
+            ("data:text/plain;base64,aGk=", 1),
+            ("data:image/png;base64,aGk=", 9),
+        ],
+        ids=["bad-base64", "wrong-mime", "too-many-parts"],
+    )
+    async def test_invalid_images(self, client: Client, url: str, count: int) -> None:
+        part = {"type": "image_url", "image_url": {"url": url}}
+        body = {"messages": [{"role": "user", "content": [part] * count}]}
+        assert (await post(client, body))[:2] == (
+            400,
+            err("Invalid image_url content in `messages`.", param="messages"),
+        )
+
+    async def test_an_image_over_the_size_limit(self, gateway: MakeClient) -> None:
+        limit = {"images": {"maxBytes": 10}}
+        client = await gateway({"gateway": {"http": {"endpoints": {"chatCompletions": limit}}}})
+        data = base64.b64encode(b"x" * 11).decode()
+        part = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}}
+        status, _, _ = await post(client, {"messages": [{"role": "user", "content": [part]}]})
+        assert status == 400
+
+    async def test_errors_after_the_key_is_resolved_carry_it(self, client: Client) -> None:
+        body = {"messages": [{"role": "system", "content": "x"}], "user": "carol"}
+        _, _, headers = await post(client, body)
+        assert headers["x-openclaw-session-key"] == "agent:main:openai-user:carol"
+
+    async def test_errors_before_the_key_is_resolved_do_not(self, client: Client) -> None:
+        _, _, headers = await post(client, {**HI, "n": 2, "user": "carol"})
+        assert "x-openclaw-session-key" not in headers
+
+
+class TestBody:
+    async def test_invalid_json_gets_the_parsers_message(self, client: Client) -> None:
+        assert (await post(client, b"{not json"))[:2] == (
+            400,
+            err("Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+        )
+
+    async def test_non_utf8(self, client: Client) -> None:
+        assert (await post(client, b'{"model":"\xff\xfe"}'))[:2] == (
+            400,
+            err("Request body is not valid UTF-8."),
+        )
+
+    async def test_an_empty_body_is_an_empty_object(self, client: Client) -> None:
+        assert (await post(client, b""))[:2] == (
+            400,
+            err("Missing user message in `messages`.", param="messages"),
+        )
+
+    async def test_a_json_array_is_an_empty_object(self, client: Client) -> None:
+        assert (await post(client, b"[1]"))[0] == 400
+
+    async def test_an_announced_length_over_the_limit_is_refused_unread(
+        self, client: Client
+    ) -> None:
+        head = request_head("POST", CHAT, {**AUTH, "Content-Length": "22020164"}, close=False)
+        status, headers, body = await raw_exchange(client.port, head)
+        assert (status, body.decode()) == (413, err("Payload too large"))
+        assert headers["content-type"] == "application/json; charset=utf-8"
+
+    async def test_a_chunked_body_that_grows_past_the_limit(self, gateway: MakeClient) -> None:
+        client = await gateway(
+            {"gateway": {"http": {"endpoints": {"chatCompletions": {"maxBodyBytes": 1000}}}}}
+        )
+        head = request_head("POST", CHAT, {**AUTH, "Transfer-Encoding": "chunked"}, close=False)
+        chunk = b"400\r\n" + b" " * 0x400 + b"\r\n"  # 1024 bytes: over the limit on its own
+        status, _, body = await raw_exchange(client.port, head, then=chunk)
+        assert (status, body.decode()) == (413, err("Payload too large"))
+
+    async def test_a_body_at_the_limit_is_read(self, gateway: MakeClient) -> None:
+        data = json.dumps(HI).encode()
+        client = await gateway(
+            {"gateway": {"http": {"endpoints": {"chatCompletions": {"maxBodyBytes": len(data)}}}}}
+        )
+        assert (await post(client, data))[0] == 200
+
+    async def test_a_body_that_never_finishes(self, gateway: MakeClient) -> None:
+        client = await gateway(options=AppOptions(body_timeout_seconds=0.2))
+        head = request_head("POST", CHAT, {**AUTH, "Content-Length": "100"}, close=False)
+        status, _, body = await raw_exchange(client.port, head, then=b'{"model":')
+        assert (status, body.decode()) == (408, err("Request body timeout"))
+
+
+class TestAuth:
+    async def test_no_token(self, client: Client) -> None:
+        assert (await post(client, auth=False))[:2] == (
+            401,
+            err("Unauthorized", "unauthorized", code="invalid_api_key"),
+        )
+
+    @pytest.mark.parametrize(
+        "value", ["Bearer wrong-token", f"Basic {TOKEN}", "Bearer  ", f"Bearer {TOKEN}x"]
+    )
+    async def test_wrong_credentials(self, client: Client, value: str) -> None:
+        assert (await post(client, HI, {"Authorization": value}, auth=False))[:2] == (
+            401,
+            err("Unauthorized", "unauthorized", code="invalid_api_key"),
+        )
+
+    async def test_the_scheme_is_case_insensitive_and_the_secret_trimmed(
+        self, client: Client
+    ) -> None:
+        headers = {"Authorization": f"bearer   {TOKEN}  "}
+        assert (await post(client, HI, headers, auth=False))[0] == 200
+
+    async def test_a_locked_out_ip_gets_429_even_with_the_right_token(
+        self, gateway: MakeClient
+    ) -> None:
+        client = await gateway({"gateway": {"auth": {"rateLimit": {"exemptLoopback": False}}}})
+        wrong = {"Authorization": "Bearer wrong-token"}
+        for _ in range(10):
+            assert (await post(client, HI, wrong, auth=False))[0] == 401
+        for headers in (wrong, AUTH):
+            status, text, response_headers = await post(client, HI, headers, auth=False)
+            assert (status, text) == (
+                429,
+                err(
+                    "Too many failed authentication attempts. Please try again later.",
+                    "rate_limited",
+                ),
+            )
+            assert response_headers["Retry-After"] == "300"
+
+    async def test_the_lockout_also_covers_models(self, gateway: MakeClient) -> None:
+        client = await gateway(
+            {"gateway": {"auth": {"rateLimit": {"exemptLoopback": False, "maxAttempts": 1}}}}
+        )
+        await post(client, HI, {"Authorization": "Bearer nope"}, auth=False)
+        assert (await client.get("/v1/models", headers=AUTH)).status == 429
+
+    async def test_missing_credentials_are_not_counted(self, gateway: MakeClient) -> None:
+        client = await gateway(
+            {"gateway": {"auth": {"rateLimit": {"exemptLoopback": False, "maxAttempts": 2}}}}
+        )
+        for _ in range(5):
+            assert (await post(client, auth=False))[0] == 401
+        assert (await post(client))[0] == 200
+
+    async def test_success_resets_the_count(self, gateway: MakeClient) -> None:
+        client = await gateway(
+            {"gateway": {"auth": {"rateLimit": {"exemptLoopback": False, "maxAttempts": 2}}}}
+        )
+        wrong = {"Authorization": "Bearer nope"}
+        await post(client, HI, wrong, auth=False)
+        assert (await post(client))[0] == 200
+        await post(client, HI, wrong, auth=False)
+        assert (await post(client))[0] == 200
+
+    async def test_loopback_is_exempt_by_default(self, client: Client) -> None:
+        for _ in range(12):
+            await post(client, HI, {"Authorization": "Bearer nope"}, auth=False)
+        assert (await post(client))[0] == 200
+
+    async def test_password_mode(self, gateway: MakeClient) -> None:
+        client = await gateway({"gateway": {"auth": {"mode": "password", "password": "s3cret"}}})
+        assert (await post(client, HI, {"Authorization": "Bearer s3cret"}, auth=False))[0] == 200
+        assert (await post(client))[0] == 401  # the token is not the password
+
+    async def test_mode_none_needs_no_credential(self, gateway: MakeClient) -> None:
+        client = await gateway({"gateway": {"auth": {"mode": "none"}}})
+        assert (await post(client, auth=False))[0] == 200
+
+
+class TestEnablementAndMethod:
+    @pytest.fixture
+    async def disabled(self, gateway: MakeClient) -> Client:
+        return await gateway(
+            {"gateway": {"http": {"endpoints": {"chatCompletions": {"enabled": False}}}}}
+        )
+
+    async def test_disabled_endpoint_is_404_even_without_auth(self, disabled: Client) -> None:
+        not_found = err("Not Found", "not_found_error")
+        assert (await post(disabled, auth=False))[:2] == (404, not_found)
+        assert (await post(disabled))[:2] == (404, not_found)
+
+    @pytest.mark.parametrize("path", ["/v1/models", "/v1/models/openclaw", "/v1/x"])
+    async def test_disabled_endpoint_hides_models_too(self, disabled: Client, path: str) -> None:
+        response = await disabled.get(path, headers=AUTH)
+        assert response.status == 404
+
+    async def test_disabled_is_checked_before_the_method(self, disabled: Client) -> None:
+        assert (await disabled.get(CHAT)).status == 404
+
+    async def test_get_is_405_with_allow_post_before_auth(self, client: Client) -> None:
+        response = await client.get(CHAT)
+        assert response.status == 405
+        assert response.headers["Allow"] == "POST"
+        assert await response.text() == err("Method Not Allowed")
+
+    async def test_a_trailing_slash_does_not_match(self, client: Client) -> None:
+        response = await client.post(CHAT + "/", data=json.dumps(HI), headers=AUTH)
+        assert response.status == 404
+
+    async def test_draining_answers_503_retry_after_1(self, client: Client) -> None:
+        client.app[STATE].draining = True
+        status, text, headers = await post(client)
+        assert (status, text) == (503, err("gateway is shutting down", "api_error"))
+        assert headers["Retry-After"] == "1"
+
+
+class TestModels:
+    async def test_the_list_has_every_agent(self, gateway: MakeClient) -> None:
+        client = await gateway(TWO_AGENTS)
+        response = await client.get("/v1/models", headers=AUTH)
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "application/json; charset=utf-8"
+        ids = [m["id"] for m in (await response.json())["data"]]
+        assert ids == ["openclaw", "openclaw/default", "openclaw/main", "openclaw/beta"]
+
+    async def test_the_default_list_exactly(self, client: Client) -> None:
+        response = await client.get("/v1/models", headers=AUTH)
+        assert await response.text() == (
+            '{"object":"list","data":[{"id":"openclaw","object":"model","created":0,'
+            '"owned_by":"openclaw","permission":[]},{"id":"openclaw/default","object":"model",'
+            '"created":0,"owned_by":"openclaw","permission":[]},{"id":"openclaw/main",'
+            '"object":"model","created":0,"owned_by":"openclaw","permission":[]}]}'
+        )
+
+    @pytest.mark.parametrize(
+        "path", ["/v1/models/openclaw%2Fdefault", "/v1/models/openclaw/default"]
+    )
+    async def test_retrieve_a_listed_id(self, client: Client, path: str) -> None:
+        response = await client.get(path, headers=AUTH)
+        assert await response.text() == (
+            '{"id":"openclaw/default","object":"model","created":0,"owned_by":"openclaw",'
+            '"permission":[]}'
+        )
+
+    async def test_retrieve_an_unlisted_id(self, client: Client) -> None:
+        response = await client.get("/v1/models/gpt-4o", headers=AUTH)
+        assert response.status == 404
+        assert await response.text() == err(
+            "Model 'gpt-4o' not found.", param="model", code="model_not_found"
+        )
+
+    async def test_an_empty_id(self, client: Client) -> None:
+        response = await client.get("/v1/models/", headers=AUTH)
+        assert (response.status, await response.text()) == (400, err("Missing model id."))
+
+    async def test_bad_percent_encoding(self, client: Client) -> None:
+        head = request_head("GET", "/v1/models/openclaw%zz", AUTH)
+        status, _, body = await raw_exchange(client.port, head)
+        assert (status, body.decode()) == (400, err("Invalid model id encoding."))
+
+    async def test_head_has_no_body(self, client: Client) -> None:
+        response = await client.head("/v1/models", headers=AUTH)
+        assert (response.status, await response.read()) == (200, b"")
+
+    async def test_other_methods_are_405(self, client: Client) -> None:
+        response = await client.post("/v1/models/openclaw", headers=AUTH)
+        assert (response.status, response.headers["Allow"]) == (405, "GET, HEAD")
+
+    async def test_auth_is_required(self, client: Client) -> None:
+        assert (await client.get("/v1/models")).status == 401
+        assert (await client.get("/v1/models/openclaw")).status == 401
+
+    async def test_a_double_slash_is_merged(self, client: Client) -> None:
+        response = await client.get("/v1//models", headers=AUTH)
+        assert response.status == 200
+        assert len((await response.json())["data"]) == 3
+
+    async def test_a_double_slash_works_for_chat_too(self, client: Client) -> None:
+        response = await client.post("/v1//chat/completions", data=json.dumps(HI), headers=AUTH)
+        assert response.status == 200
+
+    async def test_a_leading_double_slash(self, client: Client) -> None:
+        status, _, _ = await raw_exchange(client.port, request_head("GET", "//v1/models", AUTH))
+        assert status == 200
+
+
+ORIGIN = "https://app.example"
+CORS = {"gateway": {"http": {"cors": {"allowedOrigins": [ORIGIN]}}}}
+
+
+class TestCors:
+    async def test_an_allowed_origin_gets_the_headers_on_a_stream(
+        self, gateway: MakeClient
+    ) -> None:
+        client = await gateway(CORS)
+        _, _, headers = await post(client, {**HI, "stream": True}, {"Origin": ORIGIN})
+        assert headers["Access-Control-Allow-Origin"] == ORIGIN
+        assert headers["Vary"] == "Origin"
+        assert headers["Access-Control-Expose-Headers"] == "x-openclaw-session-key, x-request-id"
+
+    async def test_errors_carry_them_too(self, gateway: MakeClient) -> None:
+        client = await gateway(CORS)
+        _, _, headers = await post(client, HI, {"Origin": ORIGIN}, auth=False)
+        assert headers["Access-Control-Allow-Origin"] == ORIGIN
+
+    async def test_another_origin_gets_none(self, gateway: MakeClient) -> None:
+        client = await gateway(CORS)
+        _, _, headers = await post(client, HI, {"Origin": "https://evil.example"})
+        assert "Access-Control-Allow-Origin" not in headers
+
+    @pytest.mark.parametrize("path", [CHAT, "/v1/models", "/v1/models/openclaw", "/v1/other"])
+    async def test_preflight_is_204_without_auth(self, gateway: MakeClient, path: str) -> None:
+        client = await gateway(CORS)
+        response = await client.options(
+            path,
+            headers={
+                "Origin": ORIGIN,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type, x-stainless-foo",
+            },
+        )
+        assert response.status == 204
+        headers = response.headers
+        assert headers["Access-Control-Allow-Origin"] == ORIGIN
+        assert headers["Access-Control-Allow-Methods"] == "GET, POST, OPTIONS"
+        assert headers["Access-Control-Max-Age"] == "600"
+        allowed = [h.strip().lower() for h in headers["Access-Control-Allow-Headers"].split(",")]
+        for name in (
+            "authorization",
+            "content-type",
+            "x-openclaw-agent-id",
+            "x-openclaw-session-key",
+            "x-stainless-os",
+            "x-stainless-foo",
+        ):
+            assert name in allowed
+        assert len(allowed) == len(set(allowed))
+
+    async def test_a_disallowed_origins_preflight_is_403_without_cors(
+        self, gateway: MakeClient
+    ) -> None:
+        client = await gateway(CORS)
+        response = await client.options(
+            CHAT,
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert response.status == 403
+        assert not [h for h in response.headers if h.lower().startswith("access-control-")]
+
+    async def test_no_origin_is_allowed_by_default(self, client: Client) -> None:
+        response = await client.options(
+            CHAT, headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"}
+        )
+        assert response.status == 403
+
+    async def test_a_wildcard_allows_any_origin(self, gateway: MakeClient) -> None:
+        client = await gateway({"gateway": {"http": {"cors": {"allowedOrigins": ["*"]}}}})
+        _, _, headers = await post(client, HI, {"Origin": "https://any.example"})
+        assert headers["Access-Control-Allow-Origin"] == "https://any.example"
+
+
+class TestStreaming:
+    async def test_keepalive_comments_while_the_agent_is_silent(self, gateway: MakeClient) -> None:
+        client = await gateway(
+            {"agents": {"list": [{"id": "main", "default": True, "params": {"delayMs": 300}}]}},
+            AppOptions(sse_keepalive_seconds=0.05),
+        )
+        _, text, _ = await post(
+            client, {"messages": [{"role": "user", "content": "a"}], "stream": True}
+        )
+        blocks = text.split("\n\n")
+        assert ": keepalive" in blocks
+        assert blocks.index(": keepalive") > 1  # between content chunks, after the role chunk
+        assert text.endswith(DONE)
+
+    async def test_keepalive_while_queued_behind_the_sessions_turn(
+        self, gateway: MakeClient
+    ) -> None:
+        client = await gateway(
+            {"agents": {"list": [{"id": "main", "default": True, "params": {"delayMs": 150}}]}},
+            AppOptions(sse_keepalive_seconds=0.05),
+        )
+        session = {"x-openclaw-session-key": "busy"}
+        first = asyncio.create_task(post(client, HI, session))
+        await session_runs(client, "agent:main:busy", 1)  # its words are 150 ms apart
+        _, text, _ = await post(client, {**HI, "stream": True}, session)
+        await first
+        blocks = text.split("\n\n")
+        assert blocks[1] == ": keepalive"  # right after the role chunk, before any content
+        assert '"content":"[turn"' in text and '" 2]"' in text

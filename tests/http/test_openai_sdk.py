@@ -1,0 +1,119 @@
+"""The real `openai` SDK against a gateway on a real socket."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import openai
+import pytest
+from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam
+
+from tests.http.conftest import TOKEN, MakeClient
+
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
+
+
+@pytest.fixture
+async def base_url(gateway: MakeClient) -> str:
+    client = await gateway({"agents": {"list": [{"id": "main", "default": True}, {"id": "beta"}]}})
+    return str(client.server.make_url("/v1"))
+
+
+@pytest.fixture
+async def sdk(base_url: str) -> AsyncIterator[AsyncOpenAI]:
+    # No retries: a test sees the gateway's first answer.
+    async with AsyncOpenAI(base_url=base_url, api_key=TOKEN, max_retries=0) as client:
+        yield client
+
+
+class TestChatCompletions:
+    async def test_create(self, sdk: AsyncOpenAI) -> None:
+        completion = await sdk.chat.completions.create(model="openclaw", messages=HELLO)
+        assert completion.id.startswith("chatcmpl-") and len(completion.id) == 41
+        assert completion.model == "openclaw"
+        choice = completion.choices[0]
+        assert (choice.message.role, choice.message.content) == (
+            "assistant",
+            "[turn 1] hello there",
+        )
+        assert choice.finish_reason == "stop"
+        assert completion.usage is not None
+        assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (2, 4)
+
+    async def test_create_streamed(self, sdk: AsyncOpenAI) -> None:
+        stream = await sdk.chat.completions.create(model="openclaw", messages=HELLO, stream=True)
+        chunks = [chunk async for chunk in stream]
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == "[turn 1] hello there"
+        assert chunks[0].choices[0].delta.role == "assistant"
+        assert [c.choices[0].finish_reason for c in chunks][-1] == "stop"
+        assert all(c.usage is None for c in chunks)
+
+    async def test_create_streamed_with_usage(self, sdk: AsyncOpenAI) -> None:
+        stream = await sdk.chat.completions.create(
+            model="openclaw/beta",
+            messages=HELLO,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = [chunk async for chunk in stream]
+        last = chunks[-1]
+        assert last.choices == [] and last.usage is not None
+        assert last.usage.total_tokens == 6
+
+    async def test_content_as_a_list_of_parts(self, sdk: AsyncOpenAI) -> None:
+        completion = await sdk.chat.completions.create(
+            model="openclaw",
+            messages=[
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}],
+                }
+            ],
+        )
+        assert completion.choices[0].message.content == "[turn 1] one\ntwo"
+
+    async def test_the_user_field_keeps_a_session(self, sdk: AsyncOpenAI) -> None:
+        for turn in (1, 2):
+            completion = await sdk.chat.completions.create(
+                model="openclaw", messages=HELLO, user="Alice"
+            )
+            assert completion.choices[0].message.content == f"[turn {turn}] hello there"
+
+    async def test_a_wrong_token_raises_authentication_error(self, base_url: str) -> None:
+        async with AsyncOpenAI(base_url=base_url, api_key="wrong", max_retries=0) as client:
+            with pytest.raises(openai.AuthenticationError) as exc:
+                await client.chat.completions.create(model="openclaw", messages=HELLO)
+        assert exc.value.status_code == 401
+        assert exc.value.code == "invalid_api_key"
+
+    async def test_a_bad_request_raises_bad_request_error(self, sdk: AsyncOpenAI) -> None:
+        with pytest.raises(openai.BadRequestError) as exc:
+            await sdk.chat.completions.create(model="openclaw", messages=HELLO, temperature=5)
+        assert exc.value.param == "temperature"
+        assert "`temperature` must be between 0 and 2." in exc.value.message
+
+    async def test_n_above_1_raises_bad_request_error(self, sdk: AsyncOpenAI) -> None:
+        with pytest.raises(openai.BadRequestError) as exc:
+            await sdk.chat.completions.create(model="openclaw", messages=HELLO, n=2)
+        assert exc.value.code == "unsupported_parameter"
+
+    async def test_the_request_id_is_exposed(self, sdk: AsyncOpenAI) -> None:
+        raw = await sdk.chat.completions.with_raw_response.create(model="openclaw", messages=HELLO)
+        assert raw.request_id is not None and len(raw.request_id) == 32
+
+
+class TestModels:
+    async def test_list_has_every_agent(self, sdk: AsyncOpenAI) -> None:
+        ids = [model.id async for model in sdk.models.list()]
+        assert ids == ["openclaw", "openclaw/default", "openclaw/main", "openclaw/beta"]
+
+    async def test_retrieve(self, sdk: AsyncOpenAI) -> None:
+        model = await sdk.models.retrieve("openclaw/beta")
+        assert (model.id, model.owned_by) == ("openclaw/beta", "openclaw")
+
+    async def test_retrieve_an_unknown_id_raises_not_found(self, sdk: AsyncOpenAI) -> None:
+        with pytest.raises(openai.NotFoundError) as exc:
+            await sdk.models.retrieve("gpt-4o")
+        assert exc.value.code == "model_not_found"
