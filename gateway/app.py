@@ -20,6 +20,7 @@ from gateway.configfile import ConfigLoader
 from gateway.reload import watch_config
 from gateway.responses import method_not_allowed, not_found
 from gateway.state import AppOptions, GatewayState
+from gateway.ws.handler import setup as setup_websocket
 
 log = structlog.get_logger()
 
@@ -46,6 +47,7 @@ def create_app(
     app.on_response_prepare.append(_common_headers)
     app.cleanup_ctx.append(_sessions)
     app.cleanup_ctx.append(watch_config)
+    setup_websocket(app)  # after _sessions: its fan-out listens to the registry
     app.on_startup.append(_mark_ready)
     probes.register(app)
     openai_http.register(app)

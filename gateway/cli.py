@@ -19,6 +19,7 @@ import structlog
 
 from gateway import __version__
 from gateway.auth import ensure_token
+from gateway.client import add_commands as add_client_commands
 from gateway.config import EX_CONFIG, Config
 from gateway.configfile import (
     ConfigError,
@@ -83,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     _config_arguments(install)
     install.add_argument("--unit-dir", metavar="DIR", help="where to write clawgate.service")
     install.set_defaults(func=_service_install)
+    add_client_commands(commands)  # `call`, `health`: gateway/client.py
     return parser
 
 

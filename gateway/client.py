@@ -1,0 +1,162 @@
+"""`clawgate call METHOD` and `clawgate health`: a small WebSocket client of our own gateway.
+
+It does the handshake (ws-protocol.md §2-§5), calls one method, prints the JSON result and
+exits 0; a refused connect or an error response is printed to stderr with exit code 1. The
+defaults reach the local gateway with no flags: the URL from the config's port, the token
+as `clawgate token` finds it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import uuid
+from typing import Any
+
+import aiohttp
+
+from gateway import __version__
+
+CLIENT_ID = "clawgate-cli"
+PROTOCOL = 4
+
+
+class CallError(Exception):
+    """The gateway refused the connect or answered with an error."""
+
+
+def add_commands(commands: Any) -> None:
+    """Add `call` and `health` to the CLI's subcommands (`cli._parser`)."""
+    call = commands.add_parser("call", help="call one gateway WebSocket method")
+    call.add_argument("method", metavar="METHOD", help="e.g. health, status, sessions.list")
+    call.add_argument("--params", metavar="JSON", default=None, help="params object (JSON)")
+    _connection_arguments(call)
+    call.set_defaults(func=_call_command)
+
+    health = commands.add_parser("health", help="print the gateway's health (WebSocket)")
+    _connection_arguments(health)
+    health.set_defaults(func=_health_command, method="health", params=None)
+
+
+def _connection_arguments(parser: argparse.ArgumentParser) -> None:
+    from gateway.cli import _config_arguments
+
+    _config_arguments(parser)
+    parser.add_argument("--url", help="ws://host:port (default: the configured local gateway)")
+    parser.add_argument("--token", help="gateway token (default: as `clawgate token`)")
+    parser.add_argument("--password", help="gateway password (password mode)")
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, metavar="S", help="seconds to wait (30)"
+    )
+
+
+def _health_command(args: argparse.Namespace) -> int:
+    return _call_command(args)
+
+
+def _call_command(args: argparse.Namespace) -> int:
+    from gateway.cli import _load, _loader, with_generated_token
+    from gateway.config import EX_CONFIG
+    from gateway.logs import configure_logging
+
+    configure_logging(level="warn")
+    params: Any = None
+    if args.params is not None:
+        try:
+            params = json.loads(args.params)
+        except ValueError as exc:
+            print(f"--params is not valid JSON: {exc}", file=sys.stderr)
+            return 2
+    url, token, password = args.url, args.token, args.password
+    if url is None or (token is None and password is None):
+        config = _load(_loader(args))
+        if config is None:
+            return EX_CONFIG
+        gateway = config.gateway
+        if url is None:
+            host = gateway.host if gateway.bind == "custom" else "127.0.0.1"
+            url = f"ws://{host}:{gateway.port}"
+        if token is None and password is None:
+            auth = with_generated_token(config).gateway.auth
+            token = auth.token if auth.mode == "token" else None
+            password = auth.password if auth.mode == "password" else None
+    try:
+        result = asyncio.run(
+            call(
+                url,
+                args.method,
+                params,
+                token=token,
+                password=password,
+                wait_seconds=args.timeout,
+            )
+        )
+    except CallError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (aiohttp.ClientError, OSError) as exc:
+        print(f"cannot connect to {url}: {exc}", file=sys.stderr)
+        return 1
+    except TimeoutError:
+        print(f"no answer from {url} within {args.timeout:g}s", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+    return 0
+
+
+async def call(
+    url: str,
+    method: str,
+    params: Any = None,
+    *,
+    token: str | None = None,
+    password: str | None = None,
+    wait_seconds: float = 30.0,
+) -> Any:
+    """Connect, call `method`, return its payload (`agent`: the final answer)."""
+    auth = {k: v for k, v in (("token", token), ("password", password)) if v}
+    connect = {
+        "minProtocol": PROTOCOL,
+        "maxProtocol": PROTOCOL,
+        "client": {
+            "id": CLIENT_ID,
+            "version": __version__,
+            "platform": sys.platform,
+            "mode": "cli",
+            "instanceId": str(uuid.uuid4()),
+        },
+        "role": "operator",
+        "auth": auth,
+    }
+    async with asyncio.timeout(wait_seconds):
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(url, max_msg_size=0) as ws,
+        ):
+            await _request(ws, "connect", connect)
+            return await _request(ws, method, params)
+
+
+async def _request(ws: aiohttp.ClientWebSocketResponse, method: str, params: Any) -> Any:
+    frame_id = str(uuid.uuid4())
+    frame: dict[str, Any] = {"type": "req", "id": frame_id, "method": method}
+    if params is not None:
+        frame["params"] = params
+    await ws.send_str(json.dumps(frame))
+    async for msg in ws:
+        if msg.type is not aiohttp.WSMsgType.TEXT:
+            break
+        answer = json.loads(msg.data)
+        if answer.get("type") != "res" or answer.get("id") != frame_id:
+            continue  # events
+        if not answer.get("ok"):
+            raise CallError(answer.get("error", {}).get("message", "request failed"))
+        payload = answer.get("payload")
+        # `agent` answers twice (§8): the acceptance, then the result.
+        if method == "agent" and isinstance(payload, dict) and payload.get("status") == "accepted":
+            continue
+        return payload
+    reason = ws.close_code
+    raise CallError(f"connection closed ({reason})" if reason else "connection closed")

@@ -1,0 +1,201 @@
+"""Methods and the dispatcher (ws-protocol.md §6, §7).
+
+Each methods module has a `register(methods)` that declares its handlers with the `method`
+decorator: name, params parser and required scope. The dispatcher checks, in this order,
+frame shape (done by the reader) → method known → scope → params → (rate limit) → handler,
+and turns every exception into an error response in one place, `error_for`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import attrs
+import structlog
+
+from agents.errors import AgentError, InvalidSessionKey, StoreError, UnknownAgent
+from agents.registry import SessionRegistry
+from gateway.config import Config
+from gateway.state import GatewayState
+from gateway.ws import protocol
+from gateway.ws.connection import Connection
+from gateway.ws.health import registry_of
+from gateway.ws.protocol import (
+    INVALID_REQUEST,
+    UNAVAILABLE,
+    ParamReader,
+    ParamsError,
+    RequestFrame,
+    WsError,
+)
+
+if TYPE_CHECKING:
+    from gateway.ws.state import WsState
+
+log = structlog.get_logger()
+
+P = TypeVar("P")
+ParamsParser = Callable[[ParamReader], P]
+Handler = Callable[["CallContext", P], Awaitable[Any]]
+
+
+@attrs.frozen
+class RateLimit:
+    calls: int
+    window_seconds: int
+
+    def describe(self) -> str:
+        return f"{self.calls} per {self.window_seconds}s"
+
+
+@attrs.frozen
+class MethodSpec(Generic[P]):
+    name: str
+    handler: Handler[P]
+    params: ParamsParser[P]
+    scope: str | None  # None: any authenticated connection
+    rate_limit: RateLimit | None = None
+
+
+def no_params(reader: ParamReader) -> None:
+    """For methods whose params are all ignored (an object is still required)."""
+    return None
+
+
+class MethodRegistry:
+    def __init__(self) -> None:
+        self._methods: dict[str, MethodSpec[Any]] = {}
+
+    def method(
+        self,
+        name: str,
+        *,
+        params: ParamsParser[P],
+        scope: str | None,
+        rate_limit: RateLimit | None = None,
+    ) -> Callable[[Handler[P]], Handler[P]]:
+        def register(handler: Handler[P]) -> Handler[P]:
+            if name in self._methods:
+                raise ValueError(f"method {name!r} registered twice")
+            self._methods[name] = MethodSpec(name, handler, params, scope, rate_limit)
+            return handler
+
+        return register
+
+    def get(self, name: str) -> MethodSpec[Any] | None:
+        return self._methods.get(name)
+
+    @property
+    def names(self) -> list[str]:
+        """In registration order: hello-ok's `features.methods`."""
+        return list(self._methods)
+
+
+@attrs.frozen
+class CallContext:
+    """What a handler may use: the caller's connection, the WS state, the gateway."""
+
+    conn: Connection
+    ws: WsState
+    request_id: str
+    method: str
+
+    @property
+    def gateway(self) -> GatewayState:
+        return self.ws.gateway
+
+    @property
+    def config(self) -> Config:
+        return self.ws.gateway.config  # read per call: a reload swaps it
+
+    @property
+    def registry(self) -> SessionRegistry:
+        return registry_of(self.ws.gateway)
+
+    def respond(self, payload: Any) -> None:
+        """An extra `ok` response before the handler's own (`agent`'s acceptance, §8)."""
+        self.conn.send(protocol.response(self.request_id, payload))
+
+
+async def dispatch(ws: WsState, conn: Connection, frame: RequestFrame) -> None:
+    """Answer one request frame (the shape is already checked)."""
+    ctx = CallContext(conn, ws, frame.id, frame.method)
+    started = time.monotonic()
+    try:
+        payload = await _call(ctx, frame)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        error = error_for(exc, frame.method, conn.conn_id)
+        conn.send(protocol.error_response(frame.id, error))
+        _log_call(conn, frame.method, started, error.code)
+    else:
+        conn.send(protocol.response(frame.id, payload))
+        _log_call(conn, frame.method, started, None)
+
+
+async def _call(ctx: CallContext, frame: RequestFrame) -> Any:
+    if frame.method == "connect":
+        raise WsError(INVALID_REQUEST, protocol.MSG_CONNECT_AGAIN)
+    spec = ctx.ws.methods.get(frame.method)
+    if spec is None:
+        raise WsError(INVALID_REQUEST, f"unknown method: {frame.method}")
+    conn = ctx.conn
+    if spec.scope is not None and not protocol.scope_allows(conn.scopes, spec.scope):
+        raise protocol.missing_scope(spec.scope, conn.protocol)
+    try:
+        params = spec.params(ParamReader(frame.params))
+    except ParamsError as exc:
+        raise WsError(INVALID_REQUEST, f"invalid {frame.method} params: {exc.detail}") from None
+    if spec.rate_limit is not None:
+        _check_rate(conn, spec.name, spec.rate_limit)
+    return await spec.handler(ctx, params)
+
+
+def _check_rate(conn: Connection, method: str, limit: RateLimit) -> None:
+    now = time.monotonic()
+    calls = conn.calls.setdefault(method, deque())
+    while calls and calls[0] <= now - limit.window_seconds:
+        calls.popleft()
+    if len(calls) >= limit.calls:
+        retry_ms = max(1, int((calls[0] + limit.window_seconds - now) * 1000))
+        raise WsError(
+            UNAVAILABLE,
+            f"rate limit exceeded for {method}; retry after {-(-retry_ms // 1000)}s",
+            details={"method": method, "limit": limit.describe()},
+            retryable=True,
+            retry_after_ms=retry_ms,
+        )
+    calls.append(now)
+
+
+def error_for(exc: Exception, method: str, conn_id: str | None = None) -> WsError:
+    """The one mapping from a failure to the error a client sees (§6)."""
+    if isinstance(exc, WsError):
+        return exc
+    if isinstance(exc, ParamsError):
+        return WsError(INVALID_REQUEST, f"invalid {method} params: {exc.detail}")
+    if isinstance(exc, UnknownAgent | InvalidSessionKey):
+        return WsError(INVALID_REQUEST, exc.message)
+    if isinstance(exc, StoreError):
+        log.error("ws_store_failed", conn_id=conn_id, method=method, error=str(exc))
+        return WsError(UNAVAILABLE, protocol.MSG_INTERNAL)
+    if isinstance(exc, AgentError):
+        return WsError(UNAVAILABLE, exc.message)
+    log.error("ws_method_failed", conn_id=conn_id, method=method, exc_info=exc)
+    return WsError(UNAVAILABLE, protocol.MSG_INTERNAL)
+
+
+def _log_call(conn: Connection, method: str, started: float, code: str | None) -> None:
+    log.info(
+        "ws_call",
+        conn_id=conn.conn_id,
+        method=method,
+        ok=code is None,
+        code=code,
+        duration_ms=round((time.monotonic() - started) * 1000, 1),
+    )

@@ -1,0 +1,208 @@
+"""The fan-out: run events and session changes → `agent`, `chat`, `sessions.changed` frames.
+
+One `EventFanout` is the registry's listener (agents/registry.py). It is called synchronously,
+once per token of every run (HTTP runs included), so it serialises each payload once and hands
+the same bytes to every read-scoped connection, which only splices in its own `seq`
+(ws-protocol.md §9.1). It never awaits: connections queue, their writers send.
+
+`chat` events are derived per run (§9.2): a `delta` with the cumulative text at most every
+150 ms (the first one at once), a pending delta flushed before the terminal state, then
+`final`, `aborted` or `error`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+
+from agents.events import ASSISTANT, RunEvent, SessionChange
+from gateway.responses import dumps
+from gateway.ws.connection import Connection
+from gateway.ws.protocol import EventFrame, event_frame
+
+# §9.2: at most one chat delta per run per 150 ms; UIs re-render the whole text per delta.
+CHAT_DELTA_INTERVAL_SECONDS = 0.150
+
+
+@attrs.define
+class _ChatRun:
+    run_id: str
+    session_key: str
+    agent_id: str
+    text: str = ""  # cumulative text of the latest assistant event
+    sent: str = ""  # cumulative text of the last delta sent
+    seq: int = 0  # run seq of the latest assistant event
+    ts: int = 0
+    sent_at: float = -math.inf  # loop time of the last delta
+    timer: asyncio.TimerHandle | None = None
+
+    def head(self, seq: int) -> dict[str, Any]:
+        return {
+            "runId": self.run_id,
+            "sessionKey": self.session_key,
+            "agentId": self.agent_id,
+            "seq": seq,
+        }
+
+
+def _message(text: str, ts: int) -> dict[str, Any]:
+    return {"role": "assistant", "content": [{"type": "text", "text": text}], "timestamp": ts}
+
+
+def agent_payload(event: RunEvent) -> dict[str, Any]:
+    """The `agent` event payload (§9.2): the run event plus `isHeartbeat`, no null sessionId."""
+    payload: dict[str, Any] = {"runId": event.run_id, "sessionKey": event.session_key}
+    if event.session_id is not None:
+        payload["sessionId"] = event.session_id
+    payload["agentId"] = event.agent_id
+    payload["stream"] = event.stream
+    payload["seq"] = event.seq
+    payload["ts"] = event.ts
+    data = event.data
+    payload["data"] = data if isinstance(data, dict) else dict(data)
+    payload["isHeartbeat"] = False
+    return payload
+
+
+@attrs.define(eq=False)
+class EventFanout:
+    everyone: set[Connection]  # authenticated connections
+    readers: set[Connection]  # the authenticated ones with operator.read
+    delta_interval: float = CHAT_DELTA_INTERVAL_SECONDS
+    _chat: dict[str, _ChatRun] = attrs.field(factory=dict)
+    _run_waiters: dict[str, list[asyncio.Future[None]]] = attrs.field(factory=dict)
+
+    # -- the registry listener ------------------------------------------------------------
+
+    def __call__(self, event: RunEvent | SessionChange) -> None:
+        if isinstance(event, RunEvent):
+            self._run_event(event)
+        elif self.readers:
+            self.broadcast(event_frame("sessions.changed", event.to_dict()), self.readers)
+
+    def _run_event(self, event: RunEvent) -> None:
+        waiters = self._run_waiters.pop(event.run_id, None)
+        if waiters:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+        if self.readers:
+            frame = event_frame(
+                "agent", None, payload_json=dumps(agent_payload(event)),
+                droppable=event.stream == ASSISTANT,
+            )  # fmt: skip
+            self.broadcast(frame, self.readers)
+        if event.stream == ASSISTANT:
+            self._assistant(event)
+        elif event.is_terminal:
+            self._terminal(event)
+
+    def _chat_run(self, event: RunEvent) -> _ChatRun:
+        run = self._chat.get(event.run_id)
+        if run is None:
+            run = self._chat[event.run_id] = _ChatRun(
+                event.run_id, event.session_key, event.agent_id
+            )
+        return run
+
+    def _assistant(self, event: RunEvent) -> None:
+        run = self._chat_run(event)
+        run.text, run.seq, run.ts = event.data["text"], event.seq, event.ts
+        if run.timer is not None:
+            return  # a flush is already scheduled; it will carry this text
+        loop = asyncio.get_running_loop()
+        wait = run.sent_at + self.delta_interval - loop.time()
+        if wait <= 0:
+            self._send_delta(run, run.seq, run.ts)
+        else:
+            run.timer = loop.call_later(wait, self._flush, run)
+
+    def _flush(self, run: _ChatRun) -> None:
+        run.timer = None
+        if self._chat.get(run.run_id) is run:
+            self._send_delta(run, run.seq, run.ts)
+
+    def _send_delta(self, run: _ChatRun, seq: int, ts: int) -> None:
+        if run.text == run.sent:
+            return
+        delta = run.text[len(run.sent) :]
+        run.sent = run.text
+        run.sent_at = asyncio.get_running_loop().time()
+        readers = self.readers
+        if not readers:
+            return
+        frames: dict[bool, EventFrame] = {}
+        for conn in readers:
+            v4 = conn.protocol >= 4
+            frame = frames.get(v4)
+            if frame is None:
+                payload = run.head(seq)
+                payload["state"] = "delta"
+                if v4:  # §4: deltaText is a v4 field
+                    payload["deltaText"] = delta
+                payload["message"] = _message(run.text, ts)
+                frame = frames[v4] = event_frame("chat", payload, droppable=True)
+            conn.send_event(frame)
+
+    def _terminal(self, event: RunEvent) -> None:
+        run = self._chat.pop(event.run_id, None) or _ChatRun(
+            event.run_id, event.session_key, event.agent_id
+        )
+        if run.timer is not None:
+            run.timer.cancel()
+            run.timer = None
+        # §11: the flushed delta and the final repeat the terminal event's seq.
+        self._send_delta(run, event.seq, event.ts)
+        if not self.readers:
+            return
+        data = event.data
+        payload = run.head(event.seq)
+        if data.get("phase") == "error":
+            payload["state"] = "error"
+            payload["errorMessage"] = data.get("error")
+        elif data.get("aborted"):
+            payload["state"] = "aborted"
+            if run.text:
+                payload["message"] = _message(run.text, event.ts)
+        else:
+            payload["state"] = "final"
+            payload["stopReason"] = data.get("stopReason")
+            payload["message"] = _message(run.text, event.ts)
+        self.broadcast(event_frame("chat", payload), self.readers)
+
+    # -- delivery -----------------------------------------------------------------------------
+
+    @staticmethod
+    def broadcast(frame: EventFrame, connections: Iterable[Connection]) -> None:
+        # No copy: connections join and leave only in their handlers, never from send_event.
+        for conn in connections:
+            conn.send_event(frame)
+
+    # -- agent.wait: a run id that is not known yet ------------------------------------------
+
+    def watch_run(self, run_id: str) -> asyncio.Future[None]:
+        """Resolved by the first event of a run with this id."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._run_waiters.setdefault(run_id, []).append(waiter)
+        return waiter
+
+    def unwatch_run(self, run_id: str, waiter: asyncio.Future[None]) -> None:
+        waiters = self._run_waiters.get(run_id)
+        if waiters and waiter in waiters:
+            waiters.remove(waiter)
+            if not waiters:
+                del self._run_waiters[run_id]
+
+    def close(self) -> None:
+        for run in self._chat.values():
+            if run.timer is not None:
+                run.timer.cancel()
+        self._chat.clear()
+        for waiters in self._run_waiters.values():
+            for waiter in waiters:
+                waiter.cancel()
+        self._run_waiters.clear()

@@ -1,0 +1,410 @@
+"""The WebSocket endpoint: upgrade, handshake phase, read loop, teardown, ticks, shutdown.
+
+Any GET with `Upgrade: websocket` is the gateway WebSocket, whatever the path (ws-protocol.md
+§1): a middleware sends such requests here before the router can answer 404.
+
+A connection lives in two phases. The handshake (§2-§5): `connect.challenge`, then the first
+frame within the handshake timeout, which must be a valid `connect` that negotiates a protocol
+and authenticates; every failure answers and closes as §2.4 says. After `hello-ok` the read
+loop hands each request to the dispatcher in a task of its own (an `agent` call may wait for
+minutes without holding up the others). Teardown, always in `finally` and in this order:
+cancel the connection's tasks, unsubscribe it (presence, fan-out), stop its writer, close the
+socket. Runs it started go on (agents-sessions.md §2.4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import WSMsgType, web
+
+from gateway import __version__
+from gateway.appkeys import STATE, WS
+from gateway.responses import error_response
+from gateway.ws import protocol
+from gateway.ws.connection import Connection, now_ms
+from gateway.ws.dispatch import MethodRegistry, dispatch
+from gateway.ws.events import EventFanout
+from gateway.ws.methods import register_all
+from gateway.ws.protocol import (
+    INVALID_REQUEST,
+    ConnectParams,
+    InvalidFrame,
+    NotJson,
+    ParamsError,
+    RequestFrame,
+    WsError,
+    event_frame,
+)
+from gateway.ws.state import WsState
+
+log = structlog.get_logger()
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+SHUTDOWN_PAYLOAD = {"reason": "gateway stopping", "restartExpectedMs": None}
+
+
+def setup(app: web.Application) -> None:
+    """Call after the session store's cleanup_ctx is registered: the fan-out needs it."""
+    app[WS] = WsState(app[STATE], register_all(MethodRegistry()))
+    app.middlewares.append(upgrade_middleware)
+    app.cleanup_ctx.append(_lifecycle)
+    app.on_shutdown.append(shutdown_connections)
+
+
+def is_websocket_upgrade(request: web.Request) -> bool:
+    upgrade = request.headers.get("Upgrade", "")
+    return request.method == "GET" and "websocket" in (
+        token.strip().lower() for token in upgrade.split(",")
+    )
+
+
+@web.middleware
+async def upgrade_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if is_websocket_upgrade(request):
+        return await websocket_handler(request)
+    return await handler(request)
+
+
+# --- The connection ------------------------------------------------------------------------------
+
+
+async def websocket_handler(request: web.Request) -> web.StreamResponse:
+    ws_state = request.app[WS]
+    if ws_state.closing or ws_state.gateway.draining:
+        return error_response(
+            503, "gateway is shutting down", "api_error", headers={"Retry-After": "1"}
+        )
+    settings = ws_state.settings
+    ws = web.WebSocketResponse(
+        max_msg_size=settings.max_payload,
+        timeout=settings.close_timeout_seconds,
+        compress=False,  # as OpenClaw's server: no permessage-deflate
+    )
+    if not ws.can_prepare(request).ok:
+        return error_response(400, "Invalid WebSocket upgrade request.", "invalid_request_error")
+    await ws.prepare(request)
+    conn = Connection(
+        ws,
+        str(uuid.uuid4()),
+        request.remote,
+        settings.max_buffered_bytes,
+        settings.close_timeout_seconds,
+    )
+    ws_state.connections.add(conn)
+    conn.start()
+    # conn_id goes into each log line explicitly, not through contextvars: tasks spawned
+    # from here (a session's worker) outlive the connection and would carry it on.
+    try:
+        if await _handshake(ws_state, conn):
+            await _read_loop(ws_state, conn)
+    finally:
+        await _teardown(ws_state, conn)
+    return ws
+
+
+async def _handshake(ws_state: WsState, conn: Connection) -> bool:
+    """True when `hello-ok` was sent; otherwise the close is already requested."""
+    gateway = ws_state.gateway
+    challenge = {"nonce": str(uuid.uuid4()), "ts": now_ms(), "capabilities": []}
+    conn.send(protocol.unsequenced_event("connect.challenge", challenge))
+    try:
+        msg = await conn.ws.receive(timeout=gateway.options.handshake_timeout_seconds)
+    except TimeoutError:
+        return _refuse(conn, "timeout", protocol.CLOSE_NORMAL)
+    if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+        return False
+    if msg.type is not WSMsgType.TEXT:
+        return _refuse(conn, "binary frame", protocol.CLOSE_NORMAL)  # as non-JSON (§1)
+    text: str = msg.data
+    if len(text.encode()) > ws_state.settings.preauth_max_payload:
+        return _refuse(conn, "too large", protocol.CLOSE_TOO_BIG, protocol.REASON_PREAUTH_TOO_LARGE)
+    try:
+        frame = protocol.parse_request(text)
+    except NotJson:
+        return _refuse(conn, "not json", protocol.CLOSE_NORMAL)
+    except InvalidFrame:
+        return _refuse(
+            conn, "invalid frame", protocol.CLOSE_POLICY_VIOLATION, protocol.REASON_INVALID_FRAME
+        )
+    if frame.method != "connect":
+        error = WsError(INVALID_REQUEST, protocol.MSG_FIRST_MUST_BE_CONNECT)
+        return _reject(conn, frame, error, protocol.CLOSE_POLICY_VIOLATION)
+    try:
+        params = ConnectParams.from_dict(frame.params)
+    except ParamsError as exc:
+        error = WsError(INVALID_REQUEST, f"invalid connect params: {exc.detail}")
+        return _reject(conn, frame, error, protocol.CLOSE_POLICY_VIOLATION)
+    version = protocol.negotiate(params.min_protocol, params.max_protocol)
+    if version is None:
+        error = protocol.protocol_mismatch(params.min_protocol, params.max_protocol)
+        return _reject(
+            conn, frame, error, protocol.CLOSE_PROTOCOL_ERROR, protocol.REASON_PROTOCOL_MISMATCH
+        )
+    auth = gateway.config.gateway.auth  # read now: a reload may have rotated the secret
+    limiter = gateway.limiter
+    # The lockout is checked before the secret: a locked-out address learns nothing (§5.1).
+    retry_after = limiter.retry_after(conn.remote)
+    if retry_after is not None:
+        error = protocol.rate_limited(retry_after)
+        return _reject(conn, frame, error, protocol.CLOSE_POLICY_VIOLATION)
+    outcome = protocol.check_secret(auth, params.auth, params.client.id)
+    if outcome.error is not None:
+        if outcome.counts:
+            limiter.record_failure(conn.remote)
+        return _reject(conn, frame, outcome.error, protocol.CLOSE_POLICY_VIOLATION)
+    limiter.record_success(conn.remote)
+    if params.role != protocol.ROLE_OPERATOR:
+        error = WsError(INVALID_REQUEST, protocol.MSG_INVALID_ROLE)
+        return _reject(conn, frame, error, protocol.CLOSE_POLICY_VIOLATION)
+
+    conn.client = params.client
+    conn.protocol = version
+    conn.scopes = protocol.granted_scopes(params.scopes)
+    conn.auth_method = auth.mode
+    health = await ws_state.health.get(gateway)
+    if conn.closing:  # shut down while the snapshot was computed
+        return False
+    # From here on no await: the connection joins the fan-out right after its hello-ok.
+    now = conn.authenticated_at = now_ms()
+    ws_state.presence.connect(conn.conn_id, params.client, conn.scopes, now)
+    conn.send(protocol.response(frame.id, _hello_ok(ws_state, conn, health, now)))
+    conn.send_event(
+        event_frame("health", health, droppable=True, state_version=ws_state.state_version())
+    )
+    others = list(ws_state.authenticated)
+    ws_state.authenticated.add(conn)
+    if conn.can_read:
+        ws_state.readers.add(conn)
+    EventFanout.broadcast(_presence_frame(ws_state, now), others)
+    log.info(
+        "ws_connected",
+        conn_id=conn.conn_id,
+        remote=conn.remote,
+        client_id=params.client.id,
+        client_mode=params.client.mode,
+        client_version=params.client.version,
+        protocol=version,
+        scopes=list(conn.scopes),
+    )
+    return True
+
+
+def _refuse(conn: Connection, why: str, code: int, reason: str = "") -> bool:
+    """Close without a response (§2.4)."""
+    log.info(
+        "ws_handshake_failed", conn_id=conn.conn_id, remote=conn.remote, reason=why, close_code=code
+    )
+    conn.close(code, reason)
+    return False
+
+
+def _reject(
+    conn: Connection, frame: RequestFrame, error: WsError, code: int, reason: str | None = None
+) -> bool:
+    """An error response, then the close (§2.4); the reason is the message unless given."""
+    log.info(
+        "ws_handshake_failed",
+        conn_id=conn.conn_id,
+        remote=conn.remote,
+        reason=error.message,
+        close_code=code,
+    )
+    conn.send(protocol.error_response(frame.id, error))
+    conn.close(code, error.message if reason is None else reason)
+    return False
+
+
+def _hello_ok(
+    ws_state: WsState, conn: Connection, health: dict[str, Any], now: int
+) -> dict[str, Any]:
+    gateway = ws_state.gateway
+    config = gateway.config
+    agents = config.agents
+    default = agents.default_agent.id
+    config_path = gateway.loader.config_path if gateway.loader is not None else config.source.path
+    payload: dict[str, Any] = {
+        "type": "hello-ok",
+        "protocol": conn.protocol,
+        "server": {"version": __version__, "connId": conn.conn_id},
+        "features": {
+            "methods": ws_state.methods.names,
+            "events": list(protocol.EVENTS),
+            "capabilities": list(protocol.CAPABILITIES),
+        },
+        "snapshot": {
+            "presence": ws_state.presence.snapshot(now),
+            "health": health,
+            "stateVersion": ws_state.state_version(),
+            "uptimeMs": gateway.uptime_ms,
+            "configPath": str(config_path),
+            "stateDir": str(config.state_dir),
+            "sessionDefaults": {
+                "defaultAgentId": default,
+                "mainKey": agents.main_key,
+                "mainSessionKey": agents.main_session_key(default),
+                "scope": "per-sender",
+            },
+            "authMode": config.gateway.auth.mode,
+        },
+    }
+    if conn.protocol >= 4:  # §4: v3 clients get no `auth` block
+        payload["auth"] = {
+            "method": conn.auth_method,
+            "role": conn.role,
+            "scopes": list(conn.scopes),
+        }
+    payload["policy"] = {
+        "maxPayload": ws_state.settings.max_payload,
+        "maxBufferedBytes": ws_state.settings.max_buffered_bytes,
+        "tickIntervalMs": int(gateway.options.tick_interval_seconds * 1000),
+    }
+    return payload
+
+
+def _presence_frame(ws_state: WsState, now: int) -> protocol.EventFrame:
+    return event_frame(
+        "presence",
+        {"presence": ws_state.presence.snapshot(now)},
+        droppable=True,
+        state_version=ws_state.state_version(),
+    )
+
+
+async def _read_loop(ws_state: WsState, conn: Connection) -> None:
+    inflight = asyncio.Semaphore(ws_state.settings.max_inflight_requests)
+    ws = conn.ws
+    while True:
+        msg = await ws.receive()
+        if msg.type is WSMsgType.TEXT:
+            conn.last_activity_at = now_ms()
+            try:
+                frame = protocol.parse_request(msg.data)
+            except NotJson:
+                _invalid_frame(conn, None, "not JSON")
+                continue
+            except InvalidFrame as exc:
+                _invalid_frame(conn, exc.frame_id, exc.detail)
+                continue
+            await inflight.acquire()
+            task = conn.spawn(dispatch(ws_state, conn, frame), f"ws-call {frame.method}")
+            task.add_done_callback(lambda _: inflight.release())
+        elif msg.type is WSMsgType.BINARY:
+            conn.last_activity_at = now_ms()
+            _invalid_frame(conn, None, "binary frames are not supported")
+        else:  # CLOSE, CLOSING, CLOSED, ERROR: the socket is done
+            return
+
+
+def _invalid_frame(conn: Connection, frame_id: str | None, detail: str) -> None:
+    error = WsError(INVALID_REQUEST, f"invalid request frame: {detail}")
+    conn.send(protocol.error_response(frame_id or protocol.INVALID_FRAME_ID, error))
+
+
+async def _teardown(ws_state: WsState, conn: Connection) -> None:
+    conn.cancel_tasks()
+    ws_state.connections.discard(conn)
+    if conn in ws_state.authenticated:
+        ws_state.authenticated.discard(conn)
+        ws_state.readers.discard(conn)
+        now = now_ms()
+        ws_state.presence.disconnect(conn.conn_id, now, conn.last_activity_at)
+        EventFanout.broadcast(_presence_frame(ws_state, now), ws_state.authenticated)
+    # Shielded and tracked: the writer and the socket are closed even when aiohttp cancels
+    # this handler because the peer vanished.
+    closing = ws_state.spawn(_close(conn), f"ws-close {conn.conn_id}")
+    await asyncio.shield(closing)
+
+
+async def _close(conn: Connection) -> None:
+    await conn.wait_tasks()
+    await conn.aclose()
+    if conn.authenticated:
+        log.info(
+            "ws_disconnected",
+            conn_id=conn.conn_id,
+            close_code=conn.ws.close_code,
+            dropped_events=conn.dropped,
+            duration_ms=now_ms() - conn.connected_at,
+        )
+
+
+# --- Application-wide: fan-out, ticks, health, shutdown ------------------------------------------
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    ws_state, gateway = app[WS], app[STATE]
+    registry = gateway.registry
+    fanout = ws_state.fanout
+    if registry is not None:
+        registry.add_listener(fanout)
+
+    def on_reload(result: Any) -> None:
+        if not ws_state.closing:
+            ws_state.spawn(_broadcast_health(ws_state), "ws-health-after-reload")
+
+    gateway.config_listeners.append(on_reload)
+    options = gateway.options
+    ws_state.spawn(_ticks(ws_state, options.tick_interval_seconds), "ws-ticks")
+    ws_state.spawn(_health_loop(ws_state, options.health_interval_seconds), "ws-health")
+    try:
+        yield
+    finally:
+        gateway.config_listeners.remove(on_reload)
+        if registry is not None:
+            registry.remove_listener(fanout)
+        await ws_state.cancel_tasks()
+        fanout.close()
+
+
+async def _ticks(ws_state: WsState, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        frame = event_frame("tick", {"ts": now_ms()}, droppable=True)
+        EventFanout.broadcast(frame, ws_state.authenticated)
+
+
+async def _health_loop(ws_state: WsState, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        await _broadcast_health(ws_state)
+
+
+async def _broadcast_health(ws_state: WsState) -> None:
+    try:
+        health = await ws_state.health.get(ws_state.gateway, probe=True)
+    except Exception:
+        # The next interval tries again; a failing store is visible in the log and /readyz.
+        log.exception("ws_health_failed")
+        return
+    frame = event_frame("health", health, droppable=True, state_version=ws_state.state_version())
+    EventFanout.broadcast(frame, ws_state.authenticated)
+
+
+async def shutdown_connections(app: web.Application) -> None:
+    """`shutdown`, then close 1012 `service restart`, for every connection (§2.7, §10).
+
+    Idempotent: the lead's drain calls it first, `on_shutdown` again. Runs are not touched.
+    """
+    ws_state = app[WS]
+    if not ws_state.closing:
+        ws_state.closing = True
+        frame = event_frame("shutdown", SHUTDOWN_PAYLOAD)
+        for conn in ws_state.connections:
+            if conn.authenticated:
+                conn.send_event(frame)
+            conn.close(protocol.CLOSE_SERVICE_RESTART, protocol.REASON_SERVICE_RESTART)
+        if ws_state.connections:
+            log.info("ws_shutdown", connections=len(ws_state.connections))
+    waits = [conn.wait_closed() for conn in list(ws_state.connections)]
+    if waits:
+        try:
+            async with asyncio.timeout(ws_state.settings.close_timeout_seconds + 1):
+                await asyncio.gather(*waits)
+        except TimeoutError:
+            log.warning("ws_shutdown_timeout", connections=len(ws_state.connections))

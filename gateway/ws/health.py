@@ -1,0 +1,91 @@
+"""The `health` snapshot (ws-protocol.md §8): the method, hello-ok and the `health` event."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import attrs
+
+from agents.registry import SessionList, SessionRegistry
+from gateway.state import GatewayState
+from gateway.ws.connection import now_ms
+from gateway.ws.protocol import UNAVAILABLE, WsError
+
+# A `health` answer may be this old; clients poll it, and each computation reads the store.
+MAX_AGE_SECONDS = 1.0
+RECENT = 5  # sessions listed under `recent`
+
+
+def registry_of(state: GatewayState) -> SessionRegistry:
+    registry = state.registry
+    if registry is None:
+        raise WsError(UNAVAILABLE, "gateway is not ready")
+    return registry
+
+
+def _sessions_block(path: str, listed: SessionList, now: int) -> dict[str, Any]:
+    return {
+        "path": path,
+        "count": listed.total_count,
+        "recent": [
+            {"key": s.key, "updatedAt": s.updated_at, "age": max(0, now - s.updated_at)}
+            for s in listed.sessions
+        ],
+    }
+
+
+@attrs.define
+class HealthCache:
+    """The last snapshot; `version` (`stateVersion.health`) is +1 per computation."""
+
+    version: int = 0
+    _snapshot: dict[str, Any] | None = None
+    _computed_at: float = 0.0
+    _lock: asyncio.Lock = attrs.field(factory=asyncio.Lock)
+
+    async def get(self, state: GatewayState, *, probe: bool = False) -> dict[str, Any]:
+        async with self._lock:  # concurrent callers share one computation
+            fresh = time.monotonic() - self._computed_at <= MAX_AGE_SECONDS
+            if self._snapshot is None or probe or not fresh:
+                self._snapshot = await compute_health(state)
+                self._computed_at = time.monotonic()
+                self.version += 1
+            return self._snapshot
+
+
+async def compute_health(state: GatewayState) -> dict[str, Any]:
+    started = time.monotonic()
+    registry = registry_of(state)
+    config = state.config
+    path = str(config.sessions_path)
+    agents = config.agents
+    now = now_ms()
+    everything = await registry.list_sessions(limit=RECENT)
+    per_agent = []
+    for agent in agents.agents:
+        listed = await registry.list_sessions(limit=RECENT, agent_id=agent.id)
+        per_agent.append(
+            {
+                "agentId": agent.id,
+                "isDefault": agent.id == agents.default_agent.id,
+                "sessions": _sessions_block(path, listed, now),
+            }
+        )
+    return {
+        "ok": True,
+        "ts": now,
+        "durationMs": int((time.monotonic() - started) * 1000),
+        "defaultAgentId": agents.default_agent.id,
+        "agents": per_agent,
+        "sessions": _sessions_block(path, everything, now),
+        "configReload": {
+            "hotReloadStatus": "off" if config.gateway.reload_mode == "off" else "active",
+            "lastError": state.reload_error,
+        },
+        "channels": {},
+        "channelOrder": [],
+        "channelLabels": {},
+        "plugins": {"loaded": [], "errors": [], "unavailable": []},
+    }

@@ -1,0 +1,181 @@
+"""`agent` (two answers to one request) and `agent.wait` (ws-protocol.md §8)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import attrs
+
+from agents.errors import InvalidSessionKey, UnknownAgent
+from agents.keys import SESSION_KEY_MAX, parse_session_key
+from agents.runs import ABORTED, COMPLETED, FAILED, AgentRun, RunOutcome, TurnRequest
+from gateway.ws.dispatch import CallContext, MethodRegistry
+from gateway.ws.methods.chat import MSG_EMPTY
+from gateway.ws.methods.sessions import resolve_key
+from gateway.ws.protocol import (
+    INVALID_REQUEST,
+    UNAVAILABLE,
+    WRITE,
+    ParamReader,
+    ParamsError,
+    WsError,
+)
+from gateway.ws.state import IdempotentCall
+
+WAIT_DEFAULT_MS = 30_000  # agents-sessions.md §2.5
+UNSUPPORTED = ("provider", "model", "attachments")  # deviation 33: refused, not dropped
+
+
+@attrs.frozen
+class AgentParams:
+    message: str
+    idempotency_key: str
+    agent_id: str | None
+    session_key: str | None
+    extra_system_prompt: str
+    timeout: float | None
+
+    @classmethod
+    def parse(cls, r: ParamReader) -> AgentParams:
+        for name in UNSUPPORTED:
+            value = r.data.get(name)
+            if value is not None and value != []:
+                raise ParamsError(f"{name} is not supported")
+        return cls(
+            message=r.string("message") or "",
+            idempotency_key=r.required_string("idempotencyKey"),
+            agent_id=r.string("agentId", non_empty=True),
+            session_key=r.string("sessionKey", max_len=SESSION_KEY_MAX) or None,
+            extra_system_prompt=r.string("extraSystemPrompt") or "",
+            timeout=r.number("timeout", minimum=0),
+        )
+
+
+@attrs.frozen
+class WaitParams:
+    run_id: str
+    timeout_ms: int
+
+    @classmethod
+    def parse(cls, r: ParamReader) -> WaitParams:
+        run_id = r.required_string("runId")
+        timeout_ms = r.integer("timeoutMs", minimum=0)
+        return cls(run_id, WAIT_DEFAULT_MS if timeout_ms is None else timeout_ms)
+
+
+def final_answer(run: AgentRun, outcome: RunOutcome) -> dict[str, Any]:
+    """The second `agent` answer; raises the failure as an error response with a payload."""
+    if outcome.status == FAILED:
+        message = outcome.error.message if outcome.error is not None else "internal error"
+        payload = {"runId": run.id, "status": "error", "summary": message}
+        raise WsError(UNAVAILABLE, message, payload=payload)
+    started = outcome.started_at if outcome.started_at is not None else run.accepted_at
+    usage = outcome.usage
+    return {
+        "runId": run.id,
+        "status": "ok",
+        "summary": "completed",
+        "result": {
+            "payloads": [{"text": outcome.text, "mediaUrl": None}],
+            "meta": {
+                "durationMs": max(0, outcome.ended_at - started),
+                "agentMeta": {
+                    "sessionId": outcome.session_id,
+                    "provider": outcome.provider,
+                    "model": outcome.model,
+                    "usage": {
+                        "input": usage.input,
+                        "output": usage.output,
+                        "total": usage.input + usage.output,
+                    },
+                },
+                "stopReason": outcome.stop_reason,
+                "aborted": outcome.status == ABORTED,
+            },
+        },
+    }
+
+
+def register(methods: MethodRegistry) -> None:
+    @methods.method("agent", params=AgentParams.parse, scope=WRITE)
+    async def agent(ctx: CallContext, params: AgentParams) -> Any:
+        config, registry = ctx.config, ctx.registry
+        run_id = params.idempotency_key
+        previous = ctx.ws.idempotency.get(run_id)
+        if previous is not None:
+            # A repeat: the first call's answers, and no new run.
+            if previous.accepted is not None:
+                ctx.respond(previous.accepted)
+            return final_answer(previous.run, await previous.run.wait())
+        if not params.message.strip():
+            raise WsError(INVALID_REQUEST, MSG_EMPTY)
+        agents = config.agents
+        agent_id = params.agent_id.lower() if params.agent_id else None
+        if agent_id is not None and agents.agent(agent_id) is None:
+            raise UnknownAgent(agent_id)
+        base_agent = agent_id or agents.default_agent.id
+        if params.session_key is None:
+            key = agents.main_session_key(base_agent)
+        else:
+            key = resolve_key(config, params.session_key, "sessionKey", agent_id=base_agent)
+        key_agent, _ = parse_session_key(key)
+        if agent_id is not None and key_agent != agent_id:
+            raise InvalidSessionKey(
+                f"Session key '{key}' belongs to agent '{key_agent}', not '{agent_id}'."
+            )
+        run = registry.submit(
+            TurnRequest(
+                key_agent,
+                key,
+                run_id,
+                params.message,
+                extra_system_prompt=params.extra_system_prompt,
+                timeout_seconds=params.timeout,
+                idempotency_key=run_id,
+            )
+        )
+        accepted = {
+            "runId": run_id,
+            "sessionKey": key,
+            "agentId": key_agent,
+            "status": "accepted",
+            "acceptedAt": run.accepted_at,
+        }
+        ctx.ws.idempotency.put(run_id, IdempotentCall("agent", run, accepted))
+        ctx.respond(accepted)
+        return final_answer(run, await run.wait())
+
+    @methods.method("agent.wait", params=WaitParams.parse, scope=WRITE)
+    async def agent_wait(ctx: CallContext, params: WaitParams) -> Any:
+        registry, fanout = ctx.registry, ctx.ws.fanout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + params.timeout_ms / 1000
+        run = registry.run(params.run_id)
+        if run is None:
+            # Not submitted yet: its first event announces it.
+            waiter = fanout.watch_run(params.run_id)
+            try:
+                await asyncio.wait((waiter,), timeout=params.timeout_ms / 1000)
+            finally:
+                fanout.unwatch_run(params.run_id, waiter)
+                waiter.cancel()
+            run = registry.run(params.run_id)
+            if run is None:
+                return {"runId": params.run_id, "status": "timeout"}
+        try:
+            async with asyncio.timeout_at(deadline):
+                outcome = await run.wait()
+        except TimeoutError:
+            answer: dict[str, Any] = {"runId": run.id, "status": "timeout"}
+            if run.started_at is not None:
+                answer["startedAt"] = run.started_at
+            return answer
+        status = {COMPLETED: "ok", FAILED: "error"}.get(outcome.status, "timeout")
+        answer = {"runId": run.id, "status": status}
+        if outcome.started_at is not None:
+            answer["startedAt"] = outcome.started_at
+        answer["endedAt"] = outcome.ended_at
+        if outcome.status == FAILED and outcome.error is not None:
+            answer["error"] = outcome.error.message
+        return answer

@@ -1,0 +1,145 @@
+"""`chat.send`, `chat.history`, `chat.abort` (ws-protocol.md §8; idempotency: §2.7)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from agents.keys import SESSION_KEY_MAX, parse_session_key
+from agents.runs import TurnRequest
+from gateway.ws.dispatch import CallContext, MethodRegistry
+from gateway.ws.methods.sessions import empty_row, resolve_key
+from gateway.ws.protocol import INVALID_REQUEST, READ, WRITE, ParamReader, WsError
+from gateway.ws.state import IdempotentCall
+
+HISTORY_MAX = 1000
+STOP_COMMAND = "/stop"
+MSG_EMPTY = "message or attachment required"
+MSG_ATTACHMENTS = "attachments are not supported yet"
+
+
+def _session_required(method: str) -> WsError:
+    # OpenClaw's own error for a send without a target session.
+    return WsError(
+        INVALID_REQUEST,
+        "session mutation target is unavailable",
+        details={"code": "SESSION_MUTATION_TARGET_REQUIRED", "method": method},
+    )
+
+
+@attrs.frozen
+class SendParams:
+    session_key: str
+    message: str
+    idempotency_key: str
+    timeout_ms: int | None
+    attachments: bool  # non-empty attachments were sent
+
+    @classmethod
+    def parse(cls, r: ParamReader) -> SendParams:
+        session_key = r.string("sessionKey", max_len=SESSION_KEY_MAX)
+        if not session_key:
+            raise _session_required("chat.send")
+        message = r.string("message") or ""
+        idempotency_key = r.required_string("idempotencyKey")
+        timeout_ms = r.integer("timeoutMs", minimum=0)
+        r.string("thinking")
+        r.boolean("deliver")
+        attachments = r.array("attachments")
+        return cls(session_key, message, idempotency_key, timeout_ms, bool(attachments))
+
+
+@attrs.frozen
+class HistoryParams:
+    session_key: str
+    limit: int
+
+    @classmethod
+    def parse(cls, r: ParamReader) -> HistoryParams:
+        session_key = r.required_string("sessionKey", max_len=SESSION_KEY_MAX)
+        limit = r.integer("limit", minimum=1, maximum=HISTORY_MAX)
+        return cls(session_key, 200 if limit is None else limit)
+
+
+@attrs.frozen
+class AbortParams:
+    session_key: str
+    run_id: str | None
+
+    @classmethod
+    def parse(cls, r: ParamReader) -> AbortParams:
+        session_key = r.required_string("sessionKey", max_len=SESSION_KEY_MAX)
+        return cls(session_key, r.string("runId") or None)
+
+
+def register(methods: MethodRegistry) -> None:
+    @methods.method("chat.send", params=SendParams.parse, scope=WRITE)
+    async def chat_send(ctx: CallContext, params: SendParams) -> Any:
+        key = resolve_key(ctx.config, params.session_key, "sessionKey")
+        if params.attachments:
+            raise WsError(INVALID_REQUEST, MSG_ATTACHMENTS)
+        if not params.message.strip():
+            raise WsError(INVALID_REQUEST, MSG_EMPTY)
+        registry = ctx.registry
+        if params.message.strip() == STOP_COMMAND:
+            aborted = registry.abort_session(key, "stop")
+            return {"ok": True, "aborted": bool(aborted), "runIds": aborted}
+        run_id = params.idempotency_key
+        # No await from here to put(): a concurrent duplicate sees this call's entry.
+        previous = ctx.ws.idempotency.get(run_id)
+        run = previous.run if previous is not None else registry.run(run_id)
+        if run is not None and (previous is not None or not run.ended):
+            return {"runId": run_id, "status": "ok" if run.ended else "in_flight"}
+        agent_id, _ = parse_session_key(key)
+        timeout = params.timeout_ms / 1000 if params.timeout_ms is not None else None
+        run = registry.submit(
+            TurnRequest(
+                agent_id,
+                key,
+                run_id,
+                params.message,
+                timeout_seconds=timeout,
+                idempotency_key=run_id,
+            )
+        )
+        ctx.ws.idempotency.put(run_id, IdempotentCall("chat.send", run))
+        return {"runId": run_id, "status": "started"}
+
+    @methods.method("chat.history", params=HistoryParams.parse, scope=READ)
+    async def chat_history(ctx: CallContext, params: HistoryParams) -> Any:
+        config, registry = ctx.config, ctx.registry
+        key = resolve_key(config, params.session_key, "sessionKey")
+        transcript = await registry.history(key, params.limit)
+        if transcript.session is None:
+            return {
+                "sessionKey": params.session_key,
+                "hasMore": False,
+                "totalMessages": 0,
+                "messages": [],
+                "sessionInfo": empty_row(config, registry, key),
+            }
+        return {
+            "sessionKey": params.session_key,  # echoed unchanged (observed on OpenClaw)
+            "sessionId": transcript.session.session_id,
+            "hasMore": transcript.has_more,
+            "totalMessages": transcript.total,
+            "messages": [message.to_transcript() for message in transcript.messages],
+            "sessionInfo": transcript.session.to_dict(),
+        }
+
+    @methods.method("chat.abort", params=AbortParams.parse, scope=WRITE)
+    async def chat_abort(ctx: CallContext, params: AbortParams) -> Any:
+        key = resolve_key(ctx.config, params.session_key, "sessionKey")
+        registry = ctx.registry
+        if params.run_id is None:
+            aborted = registry.abort_session(key, "aborted")
+            return {"ok": True, "aborted": bool(aborted), "runIds": aborted}
+        run = registry.run(params.run_id)
+        if run is None:
+            return {"ok": True, "aborted": False, "runIds": []}
+        if run.session_key != key:
+            raise WsError(INVALID_REQUEST, "runId does not match sessionKey")
+        if not run.abort("aborted"):
+            return {"ok": True, "aborted": False, "runIds": []}
+        return {"ok": True, "aborted": True, "runIds": [run.id]}

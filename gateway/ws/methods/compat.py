@@ -1,0 +1,64 @@
+"""What OpenClaw's CLI and TUI call beyond §8 (ws-protocol.md §12).
+
+Methods for OpenClaw features clawgate does not have answer with their honest empty state,
+so those clients keep working and tell the truth. `sessions.subscribe` is a no-op: events
+already reach every read-scoped connection (deviation 23).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from gateway.ws.dispatch import CallContext, MethodRegistry, no_params
+from gateway.ws.methods.sessions import empty_row, resolve_key
+from gateway.ws.protocol import PAIRING, READ, ParamReader
+
+EMPTY_STATES: tuple[tuple[str, str, Any], ...] = (
+    ("channels.status", READ, {"channelOrder": [], "channels": {}}),
+    ("cron.list", READ, {"jobs": []}),
+    ("node.list", READ, {"nodes": []}),
+    ("device.pair.list", PAIRING, {"pending": [], "paired": []}),
+    ("question.list", READ, {"questions": []}),
+    ("plugin.approval.list", READ, []),
+    ("taskSuggestions.list", READ, {"suggestions": []}),
+    ("commands.list", READ, {"commands": []}),
+)
+
+
+@attrs.frozen
+class DescribeParams:
+    key: str
+
+    @classmethod
+    def parse(cls, r: ParamReader) -> DescribeParams:
+        return cls(r.required_string("key"))
+
+
+def _empty_state(answer: Any) -> Any:
+    async def handler(ctx: CallContext, params: None) -> Any:
+        return answer
+
+    return handler
+
+
+def register(methods: MethodRegistry) -> None:
+    @methods.method("sessions.subscribe", params=no_params, scope=READ)
+    async def sessions_subscribe(ctx: CallContext, params: None) -> Any:
+        return {"subscribed": True}
+
+    @methods.method("sessions.unsubscribe", params=no_params, scope=READ)
+    async def sessions_unsubscribe(ctx: CallContext, params: None) -> Any:
+        return {"subscribed": False}
+
+    @methods.method("sessions.describe", params=DescribeParams.parse, scope=READ)
+    async def sessions_describe(ctx: CallContext, params: DescribeParams) -> Any:
+        config, registry = ctx.config, ctx.registry
+        key = resolve_key(config, params.key, "key")
+        info = await registry.get_session(key)
+        row = info.to_dict() if info is not None else empty_row(config, registry, key)
+        return {"session": row}
+
+    for name, scope, answer in EMPTY_STATES:
+        methods.method(name, params=no_params, scope=scope)(_empty_state(answer))

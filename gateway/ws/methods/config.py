@@ -1,0 +1,231 @@
+"""`config.get` and `config.patch` (ws-protocol.md §8; hot reload: config.md §7).
+
+`config.patch` merges an RFC 7396 patch into the file as parsed (so `${VAR}` strings stay
+unexpanded), validates the result like a startup load, writes it atomically and applies it
+through the hot-reload path before answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import importlib.resources
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import json5
+
+from gateway.config import Config
+from gateway.configfile import (
+    REDACTED,
+    ConfigError,
+    ConfigIssue,
+    redact_parsed,
+    redact_raw,
+    redacted,
+)
+from gateway.reload import apply_config
+from gateway.ws.dispatch import CallContext, MethodRegistry, RateLimit, no_params
+from gateway.ws.protocol import (
+    ADMIN,
+    INVALID_REQUEST,
+    READ,
+    UNAVAILABLE,
+    ParamReader,
+    ParamsError,
+    WsError,
+)
+
+# §6: control-plane writes are limited per connection; a loop of patches is a bug or abuse.
+PATCH_RATE = RateLimit(30, 60)
+NEW_FILE_MODE = 0o600  # the file holds secrets
+COMMENTS_LOST = "config file rewritten as JSON: comments and formatting were not preserved"
+
+
+@attrs.frozen
+class FileState:
+    """The config file as it is on disk now."""
+
+    path: Path
+    exists: bool
+    text: str | None = None
+    hash: str | None = None  # sha256 hex of the bytes
+
+
+def read_file(path: Path) -> FileState:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return FileState(path, False)
+    return FileState(path, True, data.decode("utf-8-sig"), hashlib.sha256(data).hexdigest())
+
+
+def parse_object(text: str) -> dict[str, Any] | None:
+    try:
+        value = json5.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396, plus: a REDACTED value keeps what `target` has there (config.get's output
+    can be sent back as a patch without wiping the secrets)."""
+    if not isinstance(patch, Mapping):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif value == REDACTED:
+            continue
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Temp file in the same directory, fsync, rename, fsync the directory; mode kept."""
+    target = path.resolve()  # a symlinked config keeps its link
+    try:
+        mode = target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = NEW_FILE_MODE
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def render(value: Mapping[str, Any]) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False) + "\n"
+
+
+def _warnings(config: Config) -> list[str]:
+    return [f"{w.path}: {w.message}" for w in config.warnings]
+
+
+def _issues(issues: tuple[ConfigIssue, ...]) -> list[dict[str, str]]:
+    return [{"path": issue.path, "message": issue.message} for issue in issues]
+
+
+@attrs.frozen
+class PatchParams:
+    raw: str
+    base_hash: str | None
+
+    @classmethod
+    def parse(cls, r: ParamReader) -> PatchParams:
+        raw = r.required_string("raw", non_empty=False)
+        base_hash = r.string("baseHash")
+        r.string("note")
+        r.integer("restartDelayMs", minimum=0)
+        return cls(raw, base_hash)
+
+
+def register(methods: MethodRegistry) -> None:
+    @methods.method("config.get", params=no_params, scope=READ)
+    async def config_get(ctx: CallContext, params: None) -> Any:
+        state = ctx.gateway
+        running = state.config
+        path = state.loader.config_path if state.loader is not None else running.source.path
+        current = read_file(path)
+        answer: dict[str, Any] = {"path": str(path), "exists": current.exists}
+        issues: list[dict[str, str]] = []
+        if not current.exists or current.text is None:
+            answer.update(raw=None, parsed=None)
+            valid, warnings = True, _warnings(running)
+        else:
+            parsed = parse_object(current.text)
+            # Without a parse the scanner's fallback cannot find the secrets: show no text.
+            answer["raw"] = redact_raw(current.text, parsed) if parsed is not None else None
+            answer["parsed"] = redact_parsed(parsed) if parsed is not None else None
+            valid, warnings = True, _warnings(running)
+            if state.loader is not None:
+                try:
+                    warnings = _warnings(state.loader.load_text(current.text))
+                except ConfigError as exc:
+                    valid, issues, warnings = False, _issues(exc.issues), []
+        answer["config"] = redacted(running)
+        answer["valid"] = valid
+        answer["hash"] = current.hash
+        answer["issues"] = issues
+        answer["warnings"] = warnings
+        return answer
+
+    @methods.method("config.patch", params=PatchParams.parse, scope=ADMIN, rate_limit=PATCH_RATE)
+    async def config_patch(ctx: CallContext, params: PatchParams) -> Any:
+        state = ctx.gateway
+        loader = state.loader
+        if loader is None:
+            raise WsError(UNAVAILABLE, "config.patch is not available: no config file in use")
+        try:
+            patch = json5.loads(params.raw)
+        except ValueError as exc:
+            raise ParamsError(f"at /raw: not valid JSON5 ({exc})") from None
+        if not isinstance(patch, dict):
+            raise WsError(INVALID_REQUEST, "config.patch raw must be an object")
+        async with ctx.ws.config_lock:  # hash check to write: one patch at a time
+            current = await asyncio.to_thread(read_file, loader.config_path)
+            warnings: list[str] = []
+            if current.exists and current.text is not None:
+                if not params.base_hash:
+                    raise WsError(
+                        INVALID_REQUEST, "config base hash required; re-run config.get and retry"
+                    )
+                if params.base_hash != current.hash:
+                    raise WsError(
+                        INVALID_REQUEST,
+                        "config changed since last load; re-run config.get and retry",
+                    )
+                base = parse_object(current.text)
+                if base is None:
+                    issue = ConfigIssue("<file>", "the config file is not a valid JSON5 object")
+                    raise WsError(
+                        INVALID_REQUEST, "invalid config", details={"issues": _issues((issue,))}
+                    )
+                if current.text != render(base):
+                    warnings.append(COMMENTS_LOST)
+            else:
+                # No file yet: patch what is in force, the embedded default.
+                embedded = importlib.resources.files("gateway") / "default.json5"
+                base = json5.loads(embedded.read_text(encoding="utf-8"))
+            text = render(merge_patch(base, patch))
+            try:
+                new = loader.load_text(text)
+            except ConfigError as exc:
+                raise WsError(
+                    INVALID_REQUEST, "invalid config", details={"issues": _issues(exc.issues)}
+                ) from None
+            await asyncio.to_thread(write_atomic, loader.config_path, text)
+            result = apply_config(state, new)
+        return {
+            "ok": True,
+            "path": str(loader.config_path),
+            "hash": new.source.hash,
+            "config": redacted(state.config),
+            "restart": {
+                "required": bool(result.restart_required),
+                "paths": list(result.restart_required),
+            },
+            "warnings": [*warnings, *_warnings(new)],
+        }

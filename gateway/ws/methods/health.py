@@ -1,0 +1,103 @@
+"""`health` and `status` (ws-protocol.md §8, §12)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import attrs
+
+from agents.events import SessionInfo
+from gateway import __version__
+from gateway.config import Config
+from gateway.ws.connection import now_ms
+from gateway.ws.dispatch import CallContext, MethodRegistry, no_params
+from gateway.ws.protocol import READ, ParamReader
+
+RECENT = 5
+
+
+@attrs.frozen
+class HealthParams:
+    probe: bool = False
+
+    @classmethod
+    def parse(cls, r: ParamReader) -> HealthParams:
+        return cls(bool(r.boolean("probe")))
+
+
+def default_model(config: Config) -> tuple[str, str, int | None]:
+    """The default agent's primary model: provider, model id, context window."""
+    ref = config.agents.default_agent.primary
+    return ref.provider, ref.model, context_window(config, ref.provider, ref.model)
+
+
+def context_window(config: Config, provider: str | None, model: str | None) -> int | None:
+    if provider is None or model is None:
+        return None
+    provider_config = config.agents.providers.get(provider)
+    entry = provider_config.model(model) if provider_config is not None else None
+    return entry.context_window if entry is not None else None
+
+
+def register(methods: MethodRegistry) -> None:
+    @methods.method("health", params=HealthParams.parse, scope=None)
+    async def health(ctx: CallContext, params: HealthParams) -> Any:
+        return await ctx.ws.health.get(ctx.gateway, probe=params.probe)
+
+    @methods.method("status", params=no_params, scope=READ)
+    async def status(ctx: CallContext, params: None) -> Any:
+        config, registry = ctx.config, ctx.registry
+        path = str(config.sessions_path)
+        now = now_ms()
+        everything = await registry.list_sessions(limit=RECENT)
+        by_agent = []
+        for agent in config.agents.agents:
+            listed = await registry.list_sessions(limit=RECENT, agent_id=agent.id)
+            by_agent.append(
+                {
+                    "agentId": agent.id,
+                    "path": path,
+                    "count": listed.total_count,
+                    "recent": [_recent(config, s, now) for s in listed.sessions],
+                }
+            )
+        _, model, context = default_model(config)
+        stats = registry.stats()
+        return {
+            "runtimeVersion": __version__,
+            "pid": os.getpid(),
+            "uptimeMs": ctx.gateway.uptime_ms,
+            "sessions": {
+                "paths": [path],
+                "count": everything.total_count,
+                "defaults": {"model": model, "contextTokens": context},
+                "recent": [_recent(config, s, now) for s in everything.sessions],
+                "byAgent": by_agent,
+            },
+            "heartbeat": {"defaultAgentId": config.agents.default_agent.id, "agents": []},
+            "channelSummary": [],
+            "queuedSystemEvents": [],
+            "runs": {
+                "active": stats.active,
+                "queued": stats.queued,
+                "maxConcurrent": stats.max_concurrent,
+            },
+        }
+
+
+def _recent(config: Config, session: SessionInfo, now: int) -> dict[str, Any]:
+    return {
+        "agentId": session.agent_id,
+        "key": session.key,
+        "kind": session.kind,
+        "sessionId": session.session_id,
+        "updatedAt": session.updated_at,
+        "age": max(0, now - session.updated_at),
+        "abortedLastRun": session.aborted_last_run,
+        "inputTokens": session.input_tokens,
+        "outputTokens": session.output_tokens,
+        "totalTokens": session.total_tokens,
+        "model": session.model,
+        "contextTokens": context_window(config, session.model_provider, session.model),
+    }

@@ -1,0 +1,178 @@
+"""`sessions.list`, `sessions.patch`, `sessions.reset`, `sessions.delete` (ws-protocol.md §8)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from agents.errors import InvalidSessionKey
+from agents.keys import KEY_TOO_LONG_MESSAGE, is_main_key, normalize_session_key, parse_session_key
+from agents.registry import SessionRegistry
+from gateway.config import Config
+from gateway.ws.connection import now_ms
+from gateway.ws.dispatch import CallContext, MethodRegistry
+from gateway.ws.methods.health import default_model
+from gateway.ws.protocol import ADMIN, READ, ParamReader, ParamsError
+
+LABEL_MAX = 64  # OpenClaw's label limit
+LIST_MAX = 1000
+
+
+def resolve_key(config: Config, raw: str, field: str, *, agent_id: str | None = None) -> str:
+    """A client's session key → canonical (agents-sessions.md §4): relative to `agent_id`,
+    by default the default agent; an `agent:` key names its own agent."""
+    agents = config.agents
+    try:
+        return normalize_session_key(raw, agent_id or agents.default_agent.id, agents.main_key)
+    except InvalidSessionKey as exc:
+        problem = (
+            "session key too long (max 512 characters)"
+            if exc.message == KEY_TOO_LONG_MESSAGE
+            else "invalid session key"
+        )
+        raise ParamsError(f"at /{field}: {problem}") from None
+
+
+def empty_row(config: Config, registry: SessionRegistry, key: str) -> dict[str, Any]:
+    """The `sessions.list` row of a key that has no session yet (`updatedAt: null`)."""
+    agent_id, _ = parse_session_key(key)
+    active = [run.id for run in registry.active_runs(key)]
+    return {
+        "key": key,
+        "kind": "direct",
+        "agentId": agent_id,
+        "isMain": is_main_key(key, config.agents.main_key),
+        "label": None,
+        "sessionId": None,
+        "createdAt": None,
+        "updatedAt": None,
+        "abortedLastRun": False,
+        "inputTokens": 0,
+        "outputTokens": 0,
+        "totalTokens": 0,
+        "modelProvider": None,
+        "model": None,
+        "status": "running" if active else "idle",
+        "lastRunId": None,
+        "hasActiveRun": bool(active),
+        "activeRunIds": active,
+    }
+
+
+@attrs.frozen
+class ListParams:
+    limit: int
+    agent_id: str | None
+    search: str | None
+    label: str | None
+    active_minutes: float | None
+
+    @classmethod
+    def parse(cls, r: ParamReader) -> ListParams:
+        limit = r.integer("limit", minimum=1, maximum=LIST_MAX)
+        return cls(
+            100 if limit is None else limit,
+            r.string("agentId"),
+            r.string("search"),
+            r.string("label"),
+            r.number("activeMinutes", minimum=0),
+        )
+
+
+@attrs.frozen
+class KeyParams:
+    key: str
+
+    @classmethod
+    def parse(cls, r: ParamReader) -> KeyParams:
+        return cls(r.required_string("key"))
+
+
+@attrs.frozen
+class PatchParams:
+    key: str
+    label: str | None  # None clears
+
+    @classmethod
+    def parse(cls, r: ParamReader) -> PatchParams:
+        key = r.required_string("key")
+        for name, value in r.data.items():
+            # Only the label is supported; silently dropping a model or policy change would
+            # lose the caller's intent (ws-protocol.md §6).
+            if name not in ("key", "label") and value is not None:
+                raise ParamsError(f"unsupported field '{name}'")
+        if "label" not in r.data:
+            raise r.fail("label", "is required")
+        label = r.string("label")
+        if label is not None:
+            label = label.strip()
+            if not 1 <= len(label) <= LABEL_MAX:
+                raise r.fail("label", f"must have 1 to {LABEL_MAX} characters, or be null")
+        return cls(key, label)
+
+
+@attrs.frozen
+class ResetParams:
+    key: str
+
+    @classmethod
+    def parse(cls, r: ParamReader) -> ResetParams:
+        key = r.required_string("key")
+        reason = r.string("reason")
+        if reason is not None and reason not in ("new", "reset"):
+            raise r.fail("reason", 'must be "new" or "reset"')
+        return cls(key)
+
+
+@attrs.frozen
+class DeleteParams:
+    key: str
+    delete_transcript: bool
+
+    @classmethod
+    def parse(cls, r: ParamReader) -> DeleteParams:
+        key = r.required_string("key")
+        delete_transcript = r.boolean("deleteTranscript")
+        return cls(key, True if delete_transcript is None else delete_transcript)
+
+
+def register(methods: MethodRegistry) -> None:
+    @methods.method("sessions.list", params=ListParams.parse, scope=READ)
+    async def sessions_list(ctx: CallContext, params: ListParams) -> Any:
+        config = ctx.config
+        listed = await ctx.registry.list_sessions(
+            limit=params.limit,
+            agent_id=params.agent_id,
+            search=params.search,
+            label=params.label,
+            active_minutes=params.active_minutes,
+        )
+        provider, model, context = default_model(config)
+        return {
+            "ts": now_ms(),
+            "path": str(config.sessions_path),
+            "count": len(listed.sessions),
+            "totalCount": listed.total_count,
+            "hasMore": listed.has_more,
+            "defaults": {"modelProvider": provider, "model": model, "contextTokens": context},
+            "sessions": [session.to_dict() for session in listed.sessions],
+        }
+
+    @methods.method("sessions.patch", params=PatchParams.parse, scope=ADMIN)
+    async def sessions_patch(ctx: CallContext, params: PatchParams) -> Any:
+        key = resolve_key(ctx.config, params.key, "key")
+        info = await ctx.registry.patch_label(key, params.label)
+        return {"ok": True, "key": key, "entry": info.to_dict()}
+
+    @methods.method("sessions.reset", params=ResetParams.parse, scope=ADMIN)
+    async def sessions_reset(ctx: CallContext, params: ResetParams) -> Any:
+        key = resolve_key(ctx.config, params.key, "key")
+        info = await ctx.registry.reset(key)
+        return {"ok": True, "key": key, "entry": info.to_dict()}
+
+    @methods.method("sessions.delete", params=DeleteParams.parse, scope=ADMIN)
+    async def sessions_delete(ctx: CallContext, params: DeleteParams) -> Any:
+        key = resolve_key(ctx.config, params.key, "key")
+        deleted = await ctx.registry.delete(key, delete_transcript=params.delete_transcript)
+        return {"ok": True, "key": key, "deleted": deleted, "archived": []}

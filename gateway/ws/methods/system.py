@@ -1,0 +1,76 @@
+"""`system-presence` and `logs.tail` (ws-protocol.md §8)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from gateway.logs import RING, LogRing
+from gateway.ws.connection import now_ms
+from gateway.ws.dispatch import CallContext, MethodRegistry, no_params
+from gateway.ws.protocol import READ, ParamReader
+
+TAIL_LIMIT_MAX = 5000
+TAIL_BYTES_MAX = 1_000_000
+
+
+@attrs.frozen
+class TailParams:
+    cursor: int | None
+    limit: int
+    max_bytes: int
+
+    @classmethod
+    def parse(cls, r: ParamReader) -> TailParams:
+        cursor = r.integer("cursor", minimum=0)
+        limit = r.integer("limit", minimum=1, maximum=TAIL_LIMIT_MAX)
+        max_bytes = r.integer("maxBytes", minimum=1, maximum=TAIL_BYTES_MAX)
+        return cls(
+            cursor,
+            200 if limit is None else limit,
+            250_000 if max_bytes is None else max_bytes,
+        )
+
+
+def tail(ring: LogRing, params: TailParams) -> dict[str, Any]:
+    """Lines after `cursor` (or the newest), newest kept when `limit`/`maxBytes` cut."""
+    size = ring.size
+    lines = list(ring.lines)  # (byte offset after the line, line)
+    oldest_start = lines[0][0] - len(lines[0][1].encode()) - 1 if lines else size
+    reset = False
+    candidates = lines
+    if params.cursor is not None:
+        if params.cursor > size or params.cursor < oldest_start:
+            reset = True  # lines were lost, or the gateway restarted
+        else:
+            candidates = [entry for entry in lines if entry[0] > params.cursor]
+    picked: list[str] = []
+    total = 0
+    truncated = False
+    for _, line in reversed(candidates):
+        n = len(line.encode()) + 1
+        if len(picked) >= params.limit or total + n > params.max_bytes:
+            truncated = True
+            break
+        picked.append(line)
+        total += n
+    picked.reverse()
+    return {
+        "file": "(memory)",
+        "cursor": size,
+        "size": size,
+        "truncated": truncated,
+        "reset": reset,
+        "lines": picked,
+    }
+
+
+def register(methods: MethodRegistry) -> None:
+    @methods.method("system-presence", params=no_params, scope=READ)
+    async def system_presence(ctx: CallContext, params: None) -> Any:
+        return ctx.ws.presence.snapshot(now_ms())
+
+    @methods.method("logs.tail", params=TailParams.parse, scope=READ)
+    async def logs_tail(ctx: CallContext, params: TailParams) -> Any:
+        return tail(RING, params)

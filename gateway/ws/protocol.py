@@ -1,0 +1,511 @@
+"""The OpenClaw gateway protocol without I/O (ws-protocol.md): frames, errors, connect params,
+negotiation, auth outcomes, scopes, and a small params reader for the methods.
+
+Everything here is a pure function or value; the connection and the dispatcher do the I/O.
+Wire JSON is compact and keeps the spec's key order (dicts are built in that order).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import attrs
+
+from gateway.auth import secret_matches
+from gateway.config import AuthConfig
+from gateway.responses import dumps
+
+# --- Limits and versions -----------------------------------------------------------------
+
+PROTOCOL_MIN: Final = 3  # the oldest protocol we still speak (OpenClaw's probe clients)
+PROTOCOL_MAX: Final = 4
+PREAUTH_MAX_PAYLOAD: Final = 64 * 1024  # §2.3: before `connect` only a small frame is legal
+MAX_PAYLOAD: Final = 25 * 1024 * 1024  # §2.3, hello-ok policy.maxPayload
+MAX_BUFFERED_BYTES: Final = 50 * 1024 * 1024  # §9.3, hello-ok policy.maxBufferedBytes
+CLOSE_REASON_MAX: Final = 123  # RFC 6455 §5.5: a close frame's reason is at most 123 bytes
+
+# --- Error codes (§6) ----------------------------------------------------------------------
+
+INVALID_REQUEST: Final = "INVALID_REQUEST"
+FORBIDDEN: Final = "FORBIDDEN"
+UNAVAILABLE: Final = "UNAVAILABLE"
+AGENT_TIMEOUT: Final = "AGENT_TIMEOUT"  # reserved
+NOT_PAIRED: Final = "NOT_PAIRED"  # never sent (deviation 21)
+
+# --- Close codes (RFC 6455 §7.4.1) and the reasons we send --------------------------------
+
+CLOSE_NORMAL: Final = 1000
+CLOSE_PROTOCOL_ERROR: Final = 1002
+CLOSE_POLICY_VIOLATION: Final = 1008
+CLOSE_TOO_BIG: Final = 1009
+CLOSE_SERVICE_RESTART: Final = 1012
+
+REASON_INVALID_FRAME: Final = "invalid request frame"
+REASON_PREAUTH_TOO_LARGE: Final = "preauth payload too large"
+REASON_PROTOCOL_MISMATCH: Final = "protocol mismatch"
+REASON_SLOW_CONSUMER: Final = "slow consumer"
+REASON_SERVICE_RESTART: Final = "service restart"
+
+# --- Messages -----------------------------------------------------------------------------
+
+MSG_FIRST_MUST_BE_CONNECT: Final = "invalid handshake: first request must be connect"
+MSG_CONNECT_AGAIN: Final = "connect is only valid as the first request"
+MSG_INVALID_ROLE: Final = "invalid role"
+MSG_INTERNAL: Final = "internal error"
+INVALID_FRAME_ID: Final = "invalid"  # the response id when a frame has none (§6)
+
+# --- Scopes (§5.2, §7) --------------------------------------------------------------------
+
+ADMIN: Final = "operator.admin"
+READ: Final = "operator.read"
+WRITE: Final = "operator.write"
+APPROVALS: Final = "operator.approvals"
+PAIRING: Final = "operator.pairing"
+OPERATOR_SCOPES: Final = (ADMIN, READ, WRITE, APPROVALS, PAIRING)
+ROLE_OPERATOR: Final = "operator"
+
+EVENTS: Final = (
+    "connect.challenge",
+    "tick",
+    "chat",
+    "agent",
+    "sessions.changed",
+    "presence",
+    "health",
+    "shutdown",
+)
+CAPABILITIES: Final = ("published-model-catalog",)  # §12: `openclaw models list` needs it
+
+
+# --- Errors ---------------------------------------------------------------------------------
+
+
+class WsError(Exception):
+    """An error response. Handlers raise it (or a typed error the dispatcher maps to it).
+
+    `payload` is sent beside the error (the `agent` method's failed final answer, §8).
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        details: Mapping[str, Any] | None = None,
+        retryable: bool | None = None,
+        retry_after_ms: int | None = None,
+        payload: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+        self.retryable = retryable
+        self.retry_after_ms = retry_after_ms
+        self.payload = payload
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details is not None:
+            out["details"] = dict(self.details)
+        if self.retryable is not None:
+            out["retryable"] = self.retryable
+        if self.retry_after_ms is not None:
+            out["retryAfterMs"] = self.retry_after_ms
+        return out
+
+
+class ParamsError(Exception):
+    """Params failed validation; `detail` names the JSON-pointer path (`at /client/id: …`)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+# --- Frames ---------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class RequestFrame:
+    id: str
+    method: str
+    params: Any = None  # as sent; `None` when omitted or null (both mean `{}`)
+
+
+class NotJson(Exception):
+    """The text is not JSON at all."""
+
+
+class InvalidFrame(Exception):
+    """JSON, but not a request frame. `frame_id` is the frame's id when it had a usable one."""
+
+    def __init__(self, detail: str, frame_id: str | None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.frame_id = frame_id
+
+
+def parse_request(text: str | bytes) -> RequestFrame:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise NotJson(str(exc)) from None
+    if not isinstance(value, dict):
+        raise InvalidFrame("must be object", None)
+    raw_id = value.get("id")
+    frame_id = raw_id if isinstance(raw_id, str) and raw_id else None
+    if value.get("type") != "req":
+        raise InvalidFrame('at /type: must be "req"', frame_id)
+    if frame_id is None:
+        raise InvalidFrame("at /id: must be a non-empty string", None)
+    method = value.get("method")
+    if not isinstance(method, str) or not method:
+        raise InvalidFrame("at /method: must be a non-empty string", frame_id)
+    return RequestFrame(frame_id, method, value.get("params"))
+
+
+def response(frame_id: str, payload: Any) -> bytes:
+    return dumps({"type": "res", "id": frame_id, "ok": True, "payload": payload}).encode()
+
+
+def error_response(frame_id: str, error: WsError) -> bytes:
+    frame: dict[str, Any] = {"type": "res", "id": frame_id, "ok": False}
+    if error.payload is not None:
+        frame["payload"] = error.payload
+    frame["error"] = error.to_dict()
+    return dumps(frame).encode()
+
+
+def unsequenced_event(name: str, payload: Any) -> bytes:
+    """An event without `seq`: only `connect.challenge` (§9.1)."""
+    return dumps({"type": "event", "event": name, "payload": payload}).encode()
+
+
+@attrs.frozen
+class EventFrame:
+    """An event serialised once, with a hole for the per-connection `seq` (§9.1).
+
+    Fan-out renders one frame per connection per token; splicing bytes around the seq costs
+    a join instead of a `json.dumps` per connection.
+    """
+
+    head: bytes  # `{"type":"event","event":…,"payload":…,"seq":`
+    tail: bytes  # `}` or `,"stateVersion":{…}}`
+    droppable: bool  # §9.3: may be skipped when the connection's queue is full
+
+    def render(self, seq: int) -> bytes:
+        return b"".join((self.head, str(seq).encode(), self.tail))
+
+
+def event_frame(
+    name: str,
+    payload: Any,
+    *,
+    droppable: bool = False,
+    state_version: Mapping[str, int] | None = None,
+    payload_json: str | None = None,
+) -> EventFrame:
+    body = payload_json if payload_json is not None else dumps(payload)
+    head = f'{{"type":"event","event":{dumps(name)},"payload":{body},"seq":'.encode()
+    tail = b"}" if state_version is None else f',"stateVersion":{dumps(state_version)}}}'.encode()
+    return EventFrame(head, tail, droppable)
+
+
+def close_reason(message: str) -> str:
+    """`message` cut to what fits a close frame, on a character boundary."""
+    data = message.encode()
+    if len(data) <= CLOSE_REASON_MAX:
+        return message
+    return data[:CLOSE_REASON_MAX].decode(errors="ignore")
+
+
+# --- Params reader ------------------------------------------------------------------------------
+
+
+def _is_int(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+
+
+class ParamReader:
+    """Type-checks the known keys of a params object; unknown keys are ignored (deviation 24).
+
+    `null` counts as absent for optional keys. Each failure raises ParamsError with the
+    JSON-pointer path of the value.
+    """
+
+    def __init__(self, data: Any, path: str = "") -> None:
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise ParamsError(f"at {path or '/'}: must be object" if path else "must be object")
+        self.data: Mapping[str, Any] = data
+        self.path = path
+
+    def at(self, key: str) -> str:
+        return f"{self.path}/{key}"
+
+    def fail(self, key: str, message: str) -> ParamsError:
+        return ParamsError(f"at {self.at(key)}: {message}")
+
+    def has(self, key: str) -> bool:
+        return self.data.get(key) is not None
+
+    def _get(self, key: str, required: bool) -> Any:
+        value = self.data.get(key)
+        if value is None and required:
+            raise self.fail(key, "is required")
+        return value
+
+    def string(
+        self, key: str, *, required: bool = False, non_empty: bool = False, max_len: int = 0
+    ) -> str | None:
+        value = self._get(key, required)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise self.fail(key, "must be string")
+        if non_empty and not value:
+            raise self.fail(key, "must not be empty")
+        if max_len and len(value) > max_len:
+            raise self.fail(key, f"must have at most {max_len} characters")
+        return value
+
+    def required_string(self, key: str, *, non_empty: bool = True, max_len: int = 0) -> str:
+        value = self.string(key, required=True, non_empty=non_empty, max_len=max_len)
+        assert value is not None
+        return value
+
+    def integer(
+        self,
+        key: str,
+        *,
+        required: bool = False,
+        minimum: int | None = None,
+        maximum: int | None = None,
+    ) -> int | None:
+        value = self._get(key, required)
+        if value is None:
+            return None
+        if not _is_int(value):
+            raise self.fail(key, "must be integer")
+        number = int(value)
+        self._range(key, number, minimum, maximum)
+        return number
+
+    def number(self, key: str, *, minimum: float | None = None) -> float | None:
+        value = self._get(key, False)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(key, "must be number")
+        self._range(key, value, minimum, None)
+        return float(value)
+
+    def _range(self, key: str, value: float, low: float | None, high: float | None) -> None:
+        if low is not None and value < low:
+            raise self.fail(key, f"must be >= {low}")
+        if high is not None and value > high:
+            raise self.fail(key, f"must be <= {high}")
+
+    def boolean(self, key: str) -> bool | None:
+        value = self._get(key, False)
+        if value is None:
+            return None
+        if not isinstance(value, bool):
+            raise self.fail(key, "must be boolean")
+        return value
+
+    def object(self, key: str, *, required: bool = False) -> ParamReader | None:
+        value = self._get(key, required)
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            raise self.fail(key, "must be object")
+        return ParamReader(value, self.at(key))
+
+    def strings(self, key: str) -> tuple[str, ...] | None:
+        value = self._get(key, False)
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            raise self.fail(key, "must be array")
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise ParamsError(f"at {self.at(key)}/{i}: must be string")
+        return tuple(value)
+
+    def array(self, key: str) -> list[Any] | None:
+        value = self._get(key, False)
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            raise self.fail(key, "must be array")
+        return value
+
+
+# --- connect (§3) -------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class ClientInfo:
+    id: str
+    version: str
+    platform: str
+    mode: str
+    display_name: str | None = None
+    device_family: str | None = None
+    model_identifier: str | None = None
+    instance_id: str | None = None
+
+
+@attrs.frozen
+class ConnectAuth:
+    token: str | None = None
+    password: str | None = None
+
+
+@attrs.frozen
+class ConnectParams:
+    min_protocol: int
+    max_protocol: int
+    client: ClientInfo
+    role: str = ROLE_OPERATOR
+    scopes: tuple[str, ...] | None = None  # None: not sent
+    auth: ConnectAuth = ConnectAuth()
+
+    @classmethod
+    def from_dict(cls, params: Any) -> ConnectParams:
+        r = ParamReader(params)
+        low = r.integer("minProtocol", required=True, minimum=1)
+        high = r.integer("maxProtocol", required=True, minimum=1)
+        assert low is not None and high is not None
+        if low > high:
+            raise r.fail("minProtocol", "must be <= maxProtocol")
+        c = r.object("client", required=True)
+        assert c is not None
+        client = ClientInfo(
+            id=c.required_string("id"),
+            version=c.required_string("version"),
+            platform=c.required_string("platform"),
+            mode=c.required_string("mode"),
+            display_name=c.string("displayName"),
+            device_family=c.string("deviceFamily"),
+            model_identifier=c.string("modelIdentifier"),
+            instance_id=c.string("instanceId"),
+        )
+        role = r.string("role")
+        scopes = r.strings("scopes")
+        a = r.object("auth")
+        auth = ConnectAuth()
+        if a is not None:
+            auth = ConnectAuth(token=a.string("token"), password=a.string("password"))
+            a.string("deviceToken")
+            a.string("bootstrapToken")
+        r.object("device")  # accepted, never verified (deviation 16)
+        return cls(low, high, client, ROLE_OPERATOR if role is None else role, scopes, auth)
+
+
+def negotiate(min_protocol: int, max_protocol: int) -> int | None:
+    """The highest version both sides speak (§4), or None when there is none."""
+    version = min(PROTOCOL_MAX, max_protocol)
+    return version if version >= max(PROTOCOL_MIN, min_protocol) else None
+
+
+def protocol_mismatch(min_protocol: int, max_protocol: int) -> WsError:
+    return WsError(
+        INVALID_REQUEST,
+        "protocol mismatch",
+        details={
+            "code": "PROTOCOL_MISMATCH",
+            "clientMinProtocol": min_protocol,
+            "clientMaxProtocol": max_protocol,
+            "expectedProtocol": PROTOCOL_MAX,
+            "minimumProbeProtocol": PROTOCOL_MIN,
+        },
+    )
+
+
+def granted_scopes(requested: Sequence[str] | None) -> tuple[str, ...]:
+    """§5.2: what was asked for, known scopes only, in order; nothing asked → all five."""
+    if not requested:
+        return OPERATOR_SCOPES
+    granted: list[str] = []
+    for scope in requested:
+        if scope in OPERATOR_SCOPES and scope not in granted:
+            granted.append(scope)
+    return tuple(granted)
+
+
+def scope_allows(granted: Sequence[str], required: str) -> bool:
+    """admin satisfies everything; write satisfies read."""
+    return required in granted or ADMIN in granted or (required == READ and WRITE in granted)
+
+
+def missing_scope(scope: str, protocol: int) -> WsError:
+    message = f"missing scope: {scope}"
+    if protocol < 4:
+        return WsError(INVALID_REQUEST, message)
+    details = {"code": "MISSING_SCOPE", "missingScope": scope, "requiredScopes": [scope]}
+    return WsError(FORBIDDEN, message, details=details)
+
+
+# --- Authentication (§5.1) ----------------------------------------------------------------------
+
+_CLI_TOKEN_HINT = "use this gateway's gateway.auth.token or pair the device"
+_TOKEN_HINT = "provide gateway auth token"
+_PASSWORD_HINT = "provide gateway auth password"
+
+
+@attrs.frozen
+class AuthOutcome:
+    """`error` None: accepted. `counts` says whether the limiter records a failure."""
+
+    error: WsError | None
+    counts: bool = False
+
+
+def check_secret(auth: AuthConfig, given: ConnectAuth, client_id: str) -> AuthOutcome:
+    """The shared-secret check of a connect, after the lockout check (§5.1)."""
+    if auth.mode == "none":
+        return AuthOutcome(None)
+    if auth.mode == "password":
+        kind, expected, value = "password", auth.password, given.password
+        hint = _PASSWORD_HINT
+    else:
+        kind, expected, value = "token", auth.token, given.token
+        hint = _CLI_TOKEN_HINT if client_id == "cli" else _TOKEN_HINT
+    if not value:
+        return AuthOutcome(_auth_error(kind, "missing", hint))
+    if expected is None or not secret_matches(value, expected):
+        return AuthOutcome(_auth_error(kind, "mismatch", hint), counts=True)
+    return AuthOutcome(None)
+
+
+def _auth_error(kind: str, problem: str, hint: str) -> WsError:
+    return WsError(
+        INVALID_REQUEST,
+        f"unauthorized: gateway {kind} {problem} ({hint})",
+        details={
+            "code": f"AUTH_{kind.upper()}_{problem.upper()}",
+            "authReason": f"{kind}_{problem}",
+            "canRetryWithDeviceToken": False,
+            "recommendedNextStep": (
+                "update_auth_credentials" if problem == "mismatch" else "update_auth_configuration"
+            ),
+        },
+    )
+
+
+def rate_limited(retry_after_seconds: int) -> WsError:
+    return WsError(
+        INVALID_REQUEST,
+        "unauthorized: too many failed authentication attempts (retry later)",
+        details={"code": "AUTH_RATE_LIMITED", "authReason": "rate_limited"},
+        retryable=True,
+        retry_after_ms=retry_after_seconds * 1000,
+    )

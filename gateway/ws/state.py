@@ -1,0 +1,106 @@
+"""The WebSocket side's own state: settings, connections, presence, health, idempotency."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from typing import Any
+
+import attrs
+
+from agents.runs import AgentRun
+from gateway.state import GatewayState
+from gateway.ws import protocol
+from gateway.ws.connection import Connection
+from gateway.ws.dispatch import MethodRegistry
+from gateway.ws.events import EventFanout
+from gateway.ws.health import HealthCache
+from gateway.ws.presence import PresenceBook
+
+# agents-sessions.md §2.7: idempotency keys are remembered 5 minutes, at most 1000 of them.
+IDEMPOTENCY_TTL_SECONDS = 300.0
+IDEMPOTENCY_MAX_KEYS = 1000
+
+
+@attrs.frozen
+class WsSettings:
+    """Limits of the protocol; tests lower `max_buffered_bytes` to provoke a slow consumer."""
+
+    max_payload: int = protocol.MAX_PAYLOAD
+    preauth_max_payload: int = protocol.PREAUTH_MAX_PAYLOAD
+    max_buffered_bytes: int = protocol.MAX_BUFFERED_BYTES
+    # A closing handshake waits this long for the client before cutting the TCP connection.
+    close_timeout_seconds: float = 5.0
+    # Requests of one connection handled at once; beyond it the reader stops reading, so
+    # TCP pushes back on a client that pipelines without limit.
+    max_inflight_requests: int = 64
+
+
+@attrs.define
+class IdempotentCall:
+    """What a `chat.send`/`agent` idempotency key started, and the first answer given."""
+
+    method: str
+    run: AgentRun
+    accepted: dict[str, Any] | None = None  # `agent`'s first response payload
+
+
+@attrs.define
+class IdempotencyCache:
+    ttl_seconds: float = IDEMPOTENCY_TTL_SECONDS
+    max_keys: int = IDEMPOTENCY_MAX_KEYS
+    _entries: OrderedDict[str, tuple[float, IdempotentCall]] = attrs.field(factory=OrderedDict)
+
+    def get(self, key: str) -> IdempotentCall | None:
+        now = time.monotonic()
+        while self._entries:
+            expires, _ = next(iter(self._entries.values()))
+            if expires > now:
+                break
+            self._entries.popitem(last=False)
+        entry = self._entries.get(key)
+        return entry[1] if entry is not None else None
+
+    def put(self, key: str, call: IdempotentCall) -> None:
+        self._entries[key] = (time.monotonic() + self.ttl_seconds, call)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_keys:
+            self._entries.popitem(last=False)
+
+
+@attrs.define(eq=False)
+class WsState:
+    gateway: GatewayState
+    methods: MethodRegistry
+    settings: WsSettings = WsSettings()
+    connections: set[Connection] = attrs.field(factory=set)  # every open socket
+    authenticated: set[Connection] = attrs.field(factory=set)
+    readers: set[Connection] = attrs.field(factory=set)  # authenticated, operator.read
+    presence: PresenceBook = attrs.field(factory=PresenceBook)
+    health: HealthCache = attrs.field(factory=HealthCache)
+    idempotency: IdempotencyCache = attrs.field(factory=IdempotencyCache)
+    fanout: EventFanout = attrs.field(
+        default=attrs.Factory(
+            lambda self: EventFanout(self.authenticated, self.readers), takes_self=True
+        )
+    )
+    closing: bool = False  # shutdown_connections ran: no new connections
+    config_lock: asyncio.Lock = attrs.field(factory=asyncio.Lock)  # config.patch, one at a time
+    _tasks: set[asyncio.Task[Any]] = attrs.field(factory=set)
+
+    def state_version(self) -> dict[str, int]:
+        return {"presence": self.presence.version, "health": self.health.version}
+
+    def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def cancel_tasks(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)

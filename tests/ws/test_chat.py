@@ -1,0 +1,429 @@
+"""`chat.send`, `chat.history`, `chat.abort`, `agent`, `agent.wait` and the events of a run
+(ws-protocol.md §8, §9, §11; agents-sessions.md §2.4, §2.7)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from gateway.appkeys import STATE
+from tests.ws.conftest import CONFIG, Gateway, GatewayWs, MakeGateway, normalized, wire
+
+SLOW_CONFIG = CONFIG.replace(
+    '{ id: "main", default: true }', '{ id: "main", default: true, params: { delayMs: 40 } }'
+)
+SLOW_TEXT = " ".join(f"w{i}" for i in range(30))  # 30 deltas at 40 ms: over a second
+
+
+def send(key: str, message: str, idem: str, **extra: Any) -> dict[str, Any]:
+    return {"sessionKey": key, "message": message, "idempotencyKey": idem, **extra}
+
+
+def run_frames(ws: GatewayWs, run_id: str) -> list[dict[str, Any]]:
+    """Every event frame read so far that belongs to the run."""
+    out = []
+    for frame in ws.frames:
+        payload = frame.get("payload")
+        if frame.get("type") != "event" or not isinstance(payload, dict):
+            continue
+        if payload.get("runId") == run_id or (
+            frame["event"] == "sessions.changed" and payload.get("reason") == "create"
+        ):
+            out.append(frame)
+    return out
+
+
+@pytest.fixture
+async def slow(make_gateway: MakeGateway) -> Gateway:
+    return await make_gateway(SLOW_CONFIG)
+
+
+class TestChatSend:
+    async def test_streams_deltas_and_a_final_that_history_then_returns(
+        self, ws: GatewayWs
+    ) -> None:
+        await ws.request("chat.send", send("ws-1", "hello from websocket", "idem-1"), id="s-1")
+        assert wire(await ws.response("s-1")) == (
+            '{"type":"res","id":"s-1","ok":true,"payload":{"runId":"idem-1","status":"started"}}'
+        )
+        final = await ws.event("chat", state="final")
+        end = await ws.event("sessions.changed", phase="end")
+        frames = run_frames(ws, "idem-1")
+        shape = [
+            (
+                f["event"],
+                f["payload"].get("stream")
+                or f["payload"].get("state")
+                or f["payload"].get("phase")
+                or f["payload"].get("reason"),
+            )
+            for f in frames
+        ]
+        assert shape == [
+            ("sessions.changed", "create"),
+            ("agent", "lifecycle"),
+            ("sessions.changed", "start"),
+            ("agent", "lifecycle"),
+            ("agent", "assistant"),
+            ("chat", "delta"),
+            ("agent", "assistant"),
+            ("agent", "assistant"),
+            ("agent", "assistant"),
+            ("agent", "assistant"),
+            ("agent", "usage"),
+            ("agent", "lifecycle"),
+            ("chat", "delta"),
+            ("chat", "final"),
+            ("sessions.changed", "end"),
+        ]
+        # The connection's seq: +1 per event frame, after the health event's 1.
+        assert [f["seq"] for f in frames] == list(range(2, 2 + len(frames)))
+        assert frames[-1] is end
+        first_delta = normalized(frames[5])
+        assert wire(first_delta) == (
+            '{"type":"event","event":"chat","payload":{"runId":"idem-1",'
+            '"sessionKey":"agent:main:ws-1","agentId":"main","seq":3,"state":"delta",'
+            '"deltaText":"[turn","message":{"role":"assistant","content":[{"type":"text",'
+            '"text":"[turn"}],"timestamp":"<timestamp>"}},"seq":7}'
+        )
+        flushed = frames[12]["payload"]
+        assert (flushed["seq"], flushed["deltaText"]) == (9, " 1] hello from websocket")
+        assert wire(normalized(final)) == (
+            '{"type":"event","event":"chat","payload":{"runId":"idem-1",'
+            '"sessionKey":"agent:main:ws-1","agentId":"main","seq":9,"state":"final",'
+            '"stopReason":"stop","message":{"role":"assistant","content":[{"type":"text",'
+            '"text":"[turn 1] hello from websocket"}],"timestamp":"<timestamp>"}},"seq":15}'
+        )
+        agent_end = normalized(frames[11])
+        assert wire(agent_end) == (
+            '{"type":"event","event":"agent","payload":{"runId":"idem-1",'
+            '"sessionKey":"agent:main:ws-1","sessionId":"<sessionId>","agentId":"main",'
+            '"stream":"lifecycle","seq":9,"ts":"<ts>","data":{"phase":"end",'
+            '"startedAt":"<startedAt>","endedAt":"<endedAt>","stopReason":"stop",'
+            '"aborted":false},"isHeartbeat":false},"seq":13}'
+        )
+
+        history = await ws.ok("chat.history", {"sessionKey": "ws-1"})
+        text = final["payload"]["message"]["content"][0]["text"]
+        assert history["messages"][-1]["content"] == [{"type": "text", "text": text}]
+        assert wire(normalized(history)) == wire(
+            {
+                "sessionKey": "ws-1",
+                "sessionId": "<sessionId>",
+                "hasMore": False,
+                "totalMessages": 2,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": "hello from websocket",
+                        "timestamp": "<timestamp>",
+                        "idempotencyKey": "idem-1:user",
+                        "__openclaw": {"id": history["messages"][0]["__openclaw"]["id"], "seq": 1},
+                    },
+                    {
+                        "role": "assistant",
+                        "content": [{"type": "text", "text": "[turn 1] hello from websocket"}],
+                        "api": "echo",
+                        "provider": "echo",
+                        "model": "echo",
+                        "usage": {"input": 3, "output": 5, "totalTokens": 8},
+                        "stopReason": "stop",
+                        "timestamp": "<timestamp>",
+                        "__openclaw": {
+                            "id": history["messages"][1]["__openclaw"]["id"],
+                            "seq": 2,
+                            "runId": "idem-1",
+                        },
+                    },
+                ],
+                "sessionInfo": normalized(history["sessionInfo"]),
+            }
+        )
+        assert history["sessionInfo"]["key"] == "agent:main:ws-1"
+
+    async def test_v3_deltas_carry_no_delta_text(self, gateway: Gateway) -> None:
+        ws = await gateway.connected(minProtocol=3, maxProtocol=3)
+        await ws.ok("chat.send", send("v3", "hi there", "v3-1"))
+        delta = await ws.event("chat", state="delta")
+        assert "deltaText" not in delta["payload"]
+        assert list(delta["payload"]) == [
+            "runId",
+            "sessionKey",
+            "agentId",
+            "seq",
+            "state",
+            "message",
+        ]
+        await ws.ws.close()
+
+    async def test_deltas_are_coalesced_to_one_per_150_ms(self, slow: Gateway) -> None:
+        ws = await slow.connected()
+        await ws.ok("chat.send", send("c", SLOW_TEXT, "co-1"))
+        final = await ws.event("chat", state="final")
+        deltas = [f for f in run_frames(ws, "co-1") if f["event"] == "chat"][:-1]
+        assistant = [f for f in run_frames(ws, "co-1") if f["payload"].get("stream") == "assistant"]
+        # 32 assistant events over more than a second; at most one delta per 150 ms of it
+        # (plus the first at once and the flush before the final).
+        elapsed_ms = assistant[-1]["payload"]["ts"] - assistant[0]["payload"]["ts"]
+        assert len(assistant) == 32 and elapsed_ms >= 1000
+        assert 3 <= len(deltas) <= elapsed_ms / 150 + 2
+        assert (
+            "".join(d["payload"]["deltaText"] for d in deltas)
+            == (final["payload"]["message"]["content"][0]["text"])
+        )
+        await ws.ws.close()
+
+    async def test_history_of_an_unknown_session(self, ws: GatewayWs) -> None:
+        payload = await ws.ok("chat.history", {"sessionKey": "main"})
+        assert list(payload) == [
+            "sessionKey",
+            "hasMore",
+            "totalMessages",
+            "messages",
+            "sessionInfo",
+        ]
+        assert (payload["sessionKey"], payload["totalMessages"], payload["messages"]) == (
+            "main",
+            0,
+            [],
+        )
+        info = payload["sessionInfo"]
+        assert (info["key"], info["isMain"], info["updatedAt"]) == ("agent:main:main", True, None)
+
+    @pytest.mark.parametrize(
+        "params", [{"message": "m", "idempotencyKey": "k"}, send("", "m", "k")]
+    )
+    async def test_a_missing_session_key(self, ws: GatewayWs, params: dict) -> None:
+        await ws.request("chat.send", params, id="m-1")
+        assert wire(await ws.response("m-1")) == (
+            '{"type":"res","id":"m-1","ok":false,"error":{"code":"INVALID_REQUEST",'
+            '"message":"session mutation target is unavailable","details":'
+            '{"code":"SESSION_MUTATION_TARGET_REQUIRED","method":"chat.send"}}}'
+        )
+
+    @pytest.mark.parametrize(
+        ("params", "message"),
+        [
+            (send("a", "", "k"), "message or attachment required"),
+            (send("a", "  ", "k"), "message or attachment required"),
+            (
+                send("a", "m", "k", attachments=[{"type": "image"}]),
+                "attachments are not supported yet",
+            ),
+            (send("agent:ghost:x", "m", "k"), "Unknown agent 'ghost'."),
+        ],
+    )
+    async def test_refused_sends(self, ws: GatewayWs, params: dict, message: str) -> None:
+        frame = await ws.call("chat.send", params)
+        assert frame["error"] == {"code": "INVALID_REQUEST", "message": message}
+
+    async def test_empty_attachments_thinking_and_deliver_are_ignored(self, ws: GatewayWs) -> None:
+        payload = await ws.ok(
+            "chat.send", send("a", "m", "ig-1", attachments=[], deliver=False, thinking="low")
+        )
+        assert payload == {"runId": "ig-1", "status": "started"}
+        await ws.event("chat", state="final")
+
+
+class TestAbort:
+    async def test_abort_during_a_slow_turn(self, slow: Gateway) -> None:
+        ws = await slow.connected()
+        await ws.ok("chat.send", send("slow", SLOW_TEXT, "ab-1"))
+        await ws.event("chat", state="delta")
+        assert await ws.ok("chat.abort", {"sessionKey": "slow"}) == {
+            "ok": True,
+            "aborted": True,
+            "runIds": ["ab-1"],
+        }
+        aborted = await ws.event("chat", state="aborted")
+        partial = aborted["payload"]["message"]["content"][0]["text"]
+        full = f"[turn 1] {SLOW_TEXT}"
+        assert full.startswith(partial) and len(partial) < len(full)
+        assert list(aborted["payload"]) == [
+            "runId",
+            "sessionKey",
+            "agentId",
+            "seq",
+            "state",
+            "message",
+        ]
+        history = await ws.ok("chat.history", {"sessionKey": "slow"})
+        last = history["messages"][-1]
+        assert (last["aborted"], last["stopReason"]) == (True, "aborted")
+        assert last["content"][0]["text"] == partial
+        assert await ws.ok("chat.abort", {"sessionKey": "slow", "runId": "ab-1"}) == {
+            "ok": True,
+            "aborted": False,
+            "runIds": [],
+        }
+        await ws.ws.close()
+
+    async def test_abort_by_run_id_and_its_session(self, slow: Gateway) -> None:
+        ws = await slow.connected()
+        await ws.ok("chat.send", send("one", SLOW_TEXT, "rid-1"))
+        frame = await ws.call("chat.abort", {"sessionKey": "other", "runId": "rid-1"})
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": "runId does not match sessionKey",
+        }
+        assert (await ws.ok("chat.abort", {"sessionKey": "one", "runId": "nope"}))[
+            "aborted"
+        ] is False
+        assert (await ws.ok("chat.abort", {"sessionKey": "one", "runId": "rid-1"}))["runIds"] == [
+            "rid-1"
+        ]
+        await ws.event("chat", state="aborted", runId="rid-1")
+        await ws.ws.close()
+
+    async def test_stop_command_aborts_the_session(self, slow: Gateway) -> None:
+        ws = await slow.connected()
+        await ws.ok("chat.send", send("st", SLOW_TEXT, "st-1"))
+        await ws.event("agent", stream="assistant")
+        assert await ws.ok("chat.send", send("st", "/stop", "st-2")) == {
+            "ok": True,
+            "aborted": True,
+            "runIds": ["st-1"],
+        }
+        await ws.event("chat", state="aborted", runId="st-1")
+        assert await ws.ok("chat.send", send("st", "/stop", "st-3")) == {
+            "ok": True,
+            "aborted": False,
+            "runIds": [],
+        }
+        await ws.ws.close()
+
+    async def test_closing_the_socket_does_not_abort_its_run(self, slow: Gateway) -> None:
+        ws = await slow.connected()
+        await ws.ok("chat.send", send("keep", "a b c d", "keep-1"))
+        await ws.ws.close()
+        watcher = await slow.connected()
+        assert (await watcher.ok("agent.wait", {"runId": "keep-1"}))["status"] == "ok"
+        history = await watcher.ok("chat.history", {"sessionKey": "keep"})
+        assert history["messages"][-1]["content"][0]["text"] == "[turn 1] a b c d"
+        await watcher.ws.close()
+
+
+class TestIdempotency:
+    async def test_a_repeated_key_starts_no_second_run(self, slow: Gateway) -> None:
+        ws = await slow.connected()
+        registry = slow.app[STATE].registry
+        assert registry is not None
+        assert await ws.ok("chat.send", send("i", "a b c", "dup-1")) == {
+            "runId": "dup-1",
+            "status": "started",
+        }
+        assert await ws.ok("chat.send", send("i", "a b c", "dup-1")) == {
+            "runId": "dup-1",
+            "status": "in_flight",
+        }
+        await ws.event("chat", state="final", runId="dup-1")
+        assert await ws.ok("chat.send", send("i", "something else", "dup-1")) == {
+            "runId": "dup-1",
+            "status": "ok",
+        }
+        other = await slow.connected()
+        assert (await other.ok("chat.send", send("i", "x", "dup-1")))["status"] == "ok"
+        assert registry.stats().active == 0
+        history = await ws.ok("chat.history", {"sessionKey": "i"})
+        assert history["totalMessages"] == 2
+        for client in (ws, other):
+            await client.ws.close()
+
+
+class TestAgent:
+    async def test_answers_twice_with_the_same_id(self, ws: GatewayWs) -> None:
+        await ws.request(
+            "agent",
+            {
+                "message": "hi",
+                "idempotencyKey": "ag-1",
+                "sessionKey": "ag",
+                "deliver": False,
+                "timeout": 600,
+            },
+            id="a-1",
+        )
+        accepted = await ws.response("a-1")
+        assert wire(normalized(accepted)) == (
+            '{"type":"res","id":"a-1","ok":true,"payload":{"runId":"ag-1",'
+            '"sessionKey":"agent:main:ag","agentId":"main","status":"accepted",'
+            '"acceptedAt":"<acceptedAt>"}}'
+        )
+        final = await ws.response("a-1")
+        assert wire(normalized(final)) == (
+            '{"type":"res","id":"a-1","ok":true,"payload":{"runId":"ag-1","status":"ok",'
+            '"summary":"completed","result":{"payloads":[{"text":"[turn 1] hi",'
+            '"mediaUrl":null}],"meta":{"durationMs":"<durationMs>","agentMeta":'
+            '{"sessionId":"<sessionId>","provider":"echo","model":"echo","usage":'
+            '{"input":1,"output":3,"total":4}},"stopReason":"stop","aborted":false}}}}'
+        )
+        # A repeat: the same two answers, no new run.
+        await ws.request("agent", {"message": "hi", "idempotencyKey": "ag-1"}, id="a-2")
+        again = [await ws.response("a-2"), await ws.response("a-2")]
+        assert [f["payload"] for f in again] == [accepted["payload"], final["payload"]]
+        history = await ws.ok("chat.history", {"sessionKey": "ag"})
+        assert history["totalMessages"] == 2
+
+    async def test_defaults_to_the_main_session_of_the_agent(self, ws: GatewayWs) -> None:
+        await ws.request(
+            "agent", {"message": "hi", "idempotencyKey": "ag-m", "agentId": "main"}, id="a-m"
+        )
+        accepted = await ws.response("a-m")
+        assert accepted["payload"]["sessionKey"] == "agent:main:main"
+        await ws.response("a-m")
+
+    @pytest.mark.parametrize(
+        ("params", "message"),
+        [
+            ({"agentId": "ghost"}, "Unknown agent 'ghost'."),
+            (
+                {"agentId": "main", "sessionKey": "agent:other:x"},
+                "Session key 'agent:other:x' belongs to agent 'other', not 'main'.",
+            ),
+        ],
+    )
+    async def test_refused(self, ws: GatewayWs, params: dict, message: str) -> None:
+        frame = await ws.call("agent", {"message": "m", "idempotencyKey": "r", **params})
+        assert frame["error"] == {"code": "INVALID_REQUEST", "message": message}
+
+
+class TestAgentWait:
+    async def test_ok_for_a_finished_run(self, ws: GatewayWs) -> None:
+        await ws.ok("chat.send", send("w", "hi", "w-1"))
+        payload = await ws.ok("agent.wait", {"runId": "w-1"})
+        assert list(payload) == ["runId", "status", "startedAt", "endedAt"]
+        assert (payload["runId"], payload["status"]) == ("w-1", "ok")
+
+    async def test_timeout_leaves_the_run_alone(self, slow: Gateway) -> None:
+        ws = await slow.connected()
+        await ws.ok("chat.send", send("w", SLOW_TEXT, "w-2"))
+        payload = await ws.ok("agent.wait", {"runId": "w-2", "timeoutMs": 50})
+        assert (payload["runId"], payload["status"]) == ("w-2", "timeout")
+        final = await ws.event("chat", state="final", runId="w-2")
+        assert final["payload"]["stopReason"] == "stop"
+        await ws.ws.close()
+
+    async def test_an_unknown_run_times_out(self, ws: GatewayWs) -> None:
+        assert await ws.ok("agent.wait", {"runId": "never", "timeoutMs": 30}) == {
+            "runId": "never",
+            "status": "timeout",
+        }
+
+    async def test_a_run_that_starts_while_waiting(self, ws: GatewayWs, gateway: Gateway) -> None:
+        frame_id = await ws.request("agent.wait", {"runId": "later-1", "timeoutMs": 5000})
+        await asyncio.sleep(0.05)
+        other = await gateway.connected()
+        await other.ok("chat.send", send("later", "hi", "later-1"))
+        assert (await ws.response(frame_id))["payload"]["status"] == "ok"
+        await other.ws.close()
+
+    async def test_an_aborted_run_reads_as_timeout(self, slow: Gateway) -> None:
+        ws = await slow.connected()
+        await ws.ok("chat.send", send("w", SLOW_TEXT, "w-3"))
+        frame_id = await ws.request("agent.wait", {"runId": "w-3"})
+        await ws.ok("chat.abort", {"sessionKey": "w"})
+        payload = (await ws.response(frame_id))["payload"]
+        assert payload["status"] == "timeout" and "endedAt" in payload
+        await ws.ws.close()

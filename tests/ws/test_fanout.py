@@ -1,0 +1,144 @@
+"""Events reach every read-scoped connection, HTTP runs included; a slow consumer is cut off
+without slowing anyone else; shutdown closes every socket (ws-protocol.md §9, §10)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from structlog.testing import capture_logs
+
+from gateway.appkeys import STATE, WS
+from gateway.ws.handler import shutdown_connections
+from gateway.ws.state import WsSettings
+from tests.ws.conftest import TOKEN, Gateway, GatewayWs, MakeGateway, wire
+from tests.ws.test_chat import SLOW_CONFIG, send
+
+HTTP_HEADERS = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def sse_content(body: str) -> tuple[str, str]:
+    """The completion id and the concatenated content of an SSE body."""
+    completion_id, text = "", ""
+    for line in body.splitlines():
+        if not line.startswith("data: ") or line == "data: [DONE]":
+            continue
+        chunk = json.loads(line[len("data: ") :])
+        completion_id = chunk["id"]
+        for choice in chunk["choices"]:
+            text += choice["delta"].get("content") or ""
+    return completion_id, text
+
+
+class TestHttpRuns:
+    async def test_an_http_stream_and_a_websocket_see_the_same_run(
+        self, gateway: Gateway, ws: GatewayWs
+    ) -> None:
+        response = await gateway.client.post(
+            "/v1/chat/completions",
+            json={
+                "model": "openclaw",
+                "stream": True,
+                "messages": [{"role": "user", "content": "hello there"}],
+            },
+            headers={**HTTP_HEADERS, "x-openclaw-session-key": "shared"},
+        )
+        assert response.status == 200
+        completion_id, text = sse_content(await response.text())
+        assert text == "[turn 1] hello there"
+        final = await ws.event("chat", state="final", runId=completion_id)
+        assert final["payload"]["sessionKey"] == "agent:main:shared"
+        assert final["payload"]["message"]["content"][0]["text"] == text
+        deltas = [
+            f["payload"]["data"]["delta"]
+            for f in ws.frames
+            if f.get("event") == "agent"
+            and f["payload"]["runId"] == completion_id
+            and f["payload"]["stream"] == "assistant"
+        ]
+        assert "".join(deltas) == text
+        # And the session is the same one for both surfaces.
+        history = await ws.ok("chat.history", {"sessionKey": "shared"})
+        assert history["messages"][-1]["content"][0]["text"] == text
+
+
+class TestSlowConsumer:
+    async def test_a_client_that_stops_reading_is_closed_and_the_rest_carry_on(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        gateway = await make_gateway(SLOW_CONFIG, settings=WsSettings(max_buffered_bytes=64 * 1024))
+        # A session whose history is a large answer (made over HTTP, before any socket).
+        word = "x" * 300_000
+        created = await gateway.client.post(
+            "/v1/chat/completions",
+            json={"model": "openclaw", "messages": [{"role": "user", "content": word}]},
+            headers={**HTTP_HEADERS, "x-openclaw-session-key": "big"},
+        )
+        assert created.status == 200
+        with capture_logs() as logs:
+            fast = await gateway.connected()
+            slow = await gateway.connected()
+            await slow.ok("chat.send", send("s", "a b c d e f", "slow-run"))
+            # Ask for 24 MB of answers and read none of them.
+            for _ in range(40):
+                await slow.request("chat.history", {"sessionKey": "big"})
+            # The slow client's run and the other client carry on.
+            final = await fast.event("chat", state="final", runId="slow-run")
+            assert final["payload"]["message"]["content"][0]["text"] == "[turn 1] a b c d e f"
+            await fast.ok("chat.send", send("f", "still here", "fast-run"))
+            await fast.event("chat", state="final", runId="fast-run")
+            async with asyncio.timeout(5):
+                while not any(e["event"] == "ws_slow_consumer" for e in logs):
+                    await asyncio.sleep(0.02)
+            # Reading again, the slow client finds what was already on its way, then the close.
+            assert await slow.closed(wait=10) == (1008, "slow consumer")
+        warnings = [e for e in logs if e["event"] == "ws_slow_consumer"]
+        assert len(warnings) == 1 and warnings[0]["log_level"] == "warning"
+        presence = await fast.wait_for(
+            lambda f: (
+                f.get("event") == "presence"
+                and any(p["reason"] == "disconnect" for p in f["payload"]["presence"])
+            )
+        )
+        entries = presence["payload"]["presence"]
+        assert [p["reason"] for p in entries] == ["self", "disconnect", "connect"]
+        assert (await fast.ok("health"))["ok"] is True
+        await fast.ws.close()
+
+
+class TestShutdown:
+    async def test_shutdown_event_then_close_1012(self, gateway: Gateway, ws: GatewayWs) -> None:
+        raw = await gateway.raw()  # still in its handshake
+        await ws.ok("chat.send", send("sd", "goes on", "sd-1"))
+        await shutdown_connections(gateway.app)
+        await shutdown_connections(gateway.app)  # idempotent
+        shutdown = await ws.event("shutdown")
+        assert wire({k: v for k, v in shutdown.items() if k != "seq"}) == (
+            '{"type":"event","event":"shutdown","payload":{"reason":"gateway stopping",'
+            '"restartExpectedMs":null}}'
+        )
+        assert list(shutdown) == ["type", "event", "payload", "seq"]
+        assert await ws.closed() == (1012, "service restart")
+        assert await raw.closed() == (1012, "service restart")
+        # Closing the sockets aborted nothing.
+        registry = gateway.app[STATE].registry
+        assert registry is not None
+        run = registry.run("sd-1")
+        assert run is not None
+        outcome = await run.wait()
+        assert outcome.stop_reason == "stop"
+
+    async def test_no_new_connections_after_shutdown(self, gateway: Gateway) -> None:
+        await shutdown_connections(gateway.app)
+        assert gateway.app[WS].closing
+        response = await gateway.client.get(
+            "/",
+            headers={
+                "Upgrade": "websocket",
+                "Connection": "Upgrade",
+                "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            },
+        )
+        assert response.status == 503
+        assert (await response.json())["error"]["message"] == "gateway is shutting down"

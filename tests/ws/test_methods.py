@@ -1,0 +1,445 @@
+"""Requests after the handshake (ws-protocol.md §6-§8, §12): the dispatcher's errors and each
+method's answer."""
+
+from __future__ import annotations
+
+import pytest
+from structlog.testing import capture_logs
+
+from gateway.appkeys import STATE
+from gateway.logs import RING
+from tests.ws.conftest import Gateway, GatewayWs, normalized, wire
+
+READ_METHODS = [
+    "status",
+    "agents.list",
+    "models.list",
+    "sessions.list",
+    "chat.history",
+    "config.get",
+    "system-presence",
+    "logs.tail",
+    "sessions.subscribe",
+    "channels.status",
+    "cron.list",
+]
+ADMIN_METHODS = ["sessions.patch", "sessions.reset", "sessions.delete", "config.patch"]
+
+
+class TestDispatcher:
+    async def test_unknown_method(self, ws: GatewayWs) -> None:
+        await ws.request("no.such.method", {}, id="u-1")
+        assert wire(await ws.response("u-1")) == (
+            '{"type":"res","id":"u-1","ok":false,"error":{"code":"INVALID_REQUEST",'
+            '"message":"unknown method: no.such.method"}}'
+        )
+
+    async def test_not_json_after_the_handshake(self, ws: GatewayWs) -> None:
+        await ws.send("{nope")
+        frame = await ws.response("invalid")
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": "invalid request frame: not JSON",
+        }
+
+    async def test_not_a_request_frame_keeps_its_id(self, ws: GatewayWs) -> None:
+        await ws.send({"type": "res", "id": "x-1", "method": "health"})
+        frame = await ws.response("x-1")
+        assert frame["error"]["message"] == 'invalid request frame: at /type: must be "req"'
+
+    async def test_binary_after_the_handshake(self, ws: GatewayWs) -> None:
+        await ws.ws.send_bytes(b"\x00")
+        frame = await ws.response("invalid")
+        assert frame["error"]["message"] == "invalid request frame: binary frames are not supported"
+
+    @pytest.mark.parametrize("params", [None, {}, "absent"])
+    async def test_params_may_be_omitted_or_null(self, ws: GatewayWs, params: object) -> None:
+        if params == "absent":
+            await ws.send({"type": "req", "id": "p-1", "method": "status"})
+        else:
+            await ws.send({"type": "req", "id": "p-1", "method": "status", "params": params})
+        assert (await ws.response("p-1"))["ok"] is True
+
+    async def test_params_must_be_an_object(self, ws: GatewayWs) -> None:
+        frame = await ws.call("sessions.list", [1])
+        assert frame["error"]["message"] == "invalid sessions.list params: must be object"
+
+    @pytest.mark.parametrize("method", READ_METHODS)
+    async def test_v4_missing_scope_is_forbidden(self, gateway: Gateway, method: str) -> None:
+        ws = await gateway.connected(scopes=["operator.approvals"])
+        await ws.request(method, {}, id="s-1")
+        assert wire(await ws.response("s-1")) == (
+            '{"type":"res","id":"s-1","ok":false,"error":{"code":"FORBIDDEN",'
+            '"message":"missing scope: operator.read","details":{"code":"MISSING_SCOPE",'
+            '"missingScope":"operator.read","requiredScopes":["operator.read"]}}}'
+        )
+        await ws.ws.close()
+
+    async def test_v3_missing_scope_is_an_invalid_request(self, gateway: Gateway) -> None:
+        ws = await gateway.connected(minProtocol=3, maxProtocol=3, scopes=["operator.read"])
+        frame = await ws.call(
+            "chat.send", {"sessionKey": "a", "message": "m", "idempotencyKey": "k"}
+        )
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": "missing scope: operator.write",
+        }
+        await ws.ws.close()
+
+    @pytest.mark.parametrize("method", ADMIN_METHODS)
+    async def test_admin_methods_need_admin(self, gateway: Gateway, method: str) -> None:
+        ws = await gateway.connected(scopes=["operator.read", "operator.write"])
+        frame = await ws.call(method, {"key": "x"})
+        assert frame["error"]["message"] == "missing scope: operator.admin"
+        await ws.ws.close()
+
+    async def test_write_satisfies_read_and_health_needs_nothing(self, gateway: Gateway) -> None:
+        ws = await gateway.connected(scopes=["operator.write"])
+        assert (await ws.call("status"))["ok"] is True
+        await ws.ws.close()
+        ws = await gateway.connected(scopes=["bogus"])
+        assert (await ws.call("health"))["ok"] is True
+        assert (await ws.call("status"))["error"]["code"] == "FORBIDDEN"
+        await ws.ws.close()
+
+    async def test_scope_is_checked_before_params(self, gateway: Gateway) -> None:
+        ws = await gateway.connected(scopes=["operator.read"])
+        frame = await ws.call("chat.send", {"sessionKey": 5})
+        assert frame["error"]["code"] == "FORBIDDEN"
+        await ws.ws.close()
+
+    @pytest.mark.parametrize(
+        ("method", "params", "detail"),
+        [
+            ("sessions.list", {"limit": 0}, "at /limit: must be >= 1"),
+            ("sessions.list", {"limit": 1001}, "at /limit: must be <= 1000"),
+            ("sessions.list", {"search": 1}, "at /search: must be string"),
+            ("chat.history", {}, "at /sessionKey: is required"),
+            ("chat.history", {"sessionKey": "a", "limit": "5"}, "at /limit: must be integer"),
+            ("chat.send", {"sessionKey": "a", "message": "m"}, "at /idempotencyKey: is required"),
+            ("chat.abort", {"sessionKey": "a", "runId": 3}, "at /runId: must be string"),
+            ("agent", {"message": "m"}, "at /idempotencyKey: is required"),
+            (
+                "agent",
+                {"message": "m", "idempotencyKey": "k", "model": "x"},
+                "model is not supported",
+            ),
+            (
+                "agent",
+                {"message": "m", "idempotencyKey": "k", "provider": "x"},
+                "provider is not supported",
+            ),
+            ("agent.wait", {}, "at /runId: is required"),
+            (
+                "sessions.patch",
+                {"key": "x", "thinkingLevel": "high"},
+                "unsupported field 'thinkingLevel'",
+            ),
+            ("sessions.patch", {"key": "x"}, "at /label: is required"),
+            (
+                "sessions.patch",
+                {"key": "x", "label": " "},
+                "at /label: must have 1 to 64 characters, or be null",
+            ),
+            (
+                "sessions.reset",
+                {"key": "x", "reason": "nope"},
+                'at /reason: must be "new" or "reset"',
+            ),
+            (
+                "sessions.delete",
+                {"key": "x", "deleteTranscript": "no"},
+                "at /deleteTranscript: must be boolean",
+            ),
+            ("logs.tail", {"limit": 5001}, "at /limit: must be <= 5000"),
+            ("config.patch", {}, "at /raw: is required"),
+            ("sessions.describe", {}, "at /key: is required"),
+            (
+                "chat.history",
+                {"sessionKey": "agent:Bad Id:x"},
+                "at /sessionKey: invalid session key",
+            ),
+        ],
+    )
+    async def test_invalid_params(
+        self, ws: GatewayWs, method: str, params: dict, detail: str
+    ) -> None:
+        frame = await ws.call(method, params)
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": f"invalid {method} params: {detail}",
+        }
+
+    async def test_a_failing_store_is_unavailable_and_logged(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        store = gateway.app[STATE].store
+        assert store is not None
+        await store.aclose()
+        with capture_logs() as logs:
+            frame = await ws.call("sessions.list")
+        assert frame["error"] == {"code": "UNAVAILABLE", "message": "internal error"}
+        failed = [e for e in logs if e["event"] == "ws_store_failed"]
+        assert failed[0]["error"] == "session store is not open"
+
+    async def test_unknown_keys_are_ignored(self, ws: GatewayWs) -> None:
+        payload = await ws.ok("status", {"includeChannelSummary": True, "includeCliProjection": 1})
+        assert "byAgent" in payload["sessions"]
+
+
+class TestReadMethods:
+    async def test_health(self, ws: GatewayWs, gateway: Gateway) -> None:
+        payload = await ws.ok("health", {"probe": True})
+        assert list(payload) == [
+            "ok",
+            "ts",
+            "durationMs",
+            "defaultAgentId",
+            "agents",
+            "sessions",
+            "configReload",
+            "channels",
+            "channelOrder",
+            "channelLabels",
+            "plugins",
+        ]
+        assert payload["sessions"]["path"] == str(gateway.state_dir / "sessions.sqlite3")
+
+    async def test_status(self, ws: GatewayWs, gateway: Gateway) -> None:
+        await ws.ok("chat.send", {"sessionKey": "s1", "message": "hi", "idempotencyKey": "st-1"})
+        await ws.event("chat", state="final")
+        payload = normalized(await ws.ok("status"))
+        path = str(gateway.state_dir / "sessions.sqlite3")
+        recent = {
+            "agentId": "main",
+            "key": "agent:main:s1",
+            "kind": "direct",
+            "sessionId": "<sessionId>",
+            "updatedAt": "<updatedAt>",
+            "age": "<age>",
+            "abortedLastRun": False,
+            "inputTokens": 1,
+            "outputTokens": 3,
+            "totalTokens": 1,
+            "model": "echo",
+            "contextTokens": None,
+        }
+        assert wire(payload) == wire(
+            {
+                "runtimeVersion": "0.1.0",
+                "pid": "<pid>",
+                "uptimeMs": "<uptimeMs>",
+                "sessions": {
+                    "paths": [path],
+                    "count": 1,
+                    "defaults": {"model": "echo", "contextTokens": None},
+                    "recent": [recent],
+                    "byAgent": [{"agentId": "main", "path": path, "count": 1, "recent": [recent]}],
+                },
+                "heartbeat": {"defaultAgentId": "main", "agents": []},
+                "channelSummary": [],
+                "queuedSystemEvents": [],
+                "runs": {"active": 0, "queued": 0, "maxConcurrent": 4},
+            }
+        )
+
+    async def test_agents_list(self, ws: GatewayWs) -> None:
+        assert wire(await ws.ok("agents.list")) == (
+            '{"defaultId":"main","mainKey":"main","scope":"per-sender","agents":[{"id":"main",'
+            '"name":"main","model":{"primary":"echo/echo","fallbacks":[]}}]}'
+        )
+
+    async def test_models_list(self, make_gateway) -> None:  # type: ignore[no-untyped-def]
+        gateway = await make_gateway(
+            """{
+              gateway: { auth: { token: "test-token" } },
+              models: { providers: { openai: { baseUrl: "http://127.0.0.1:9/v1",
+                models: [{ id: "gpt-4o-mini", contextWindow: 128000 }] } } },
+              agents: { list: [{ id: "main", model: "openai/gpt-4o-mini" }] },
+            }"""
+        )
+        ws = await gateway.connected()
+        assert wire(await ws.ok("models.list", {"view": "all", "includeDetails": True})) == (
+            '{"models":[{"id":"echo","name":"echo","provider":"echo","contextWindow":null,'
+            '"reasoning":false,"available":true},{"id":"gpt-4o-mini","name":"gpt-4o-mini",'
+            '"provider":"openai","contextWindow":128000,"reasoning":false,"available":true,'
+            '"tags":["default"]}]}'
+        )
+        await ws.ws.close()
+
+    async def test_system_presence_is_an_array_self_first_then_newest(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        other = await gateway.connected(
+            client={
+                "id": "openclaw-tui",
+                "version": "2026.9.6",
+                "platform": "linux",
+                "mode": "ui",
+                "deviceFamily": "Linux",
+                "instanceId": "tui-1",
+            },
+            scopes=["operator.read"],
+        )
+        event = await ws.event("presence")
+        assert event["stateVersion"]["presence"] == 2
+        presence = await ws.ok("system-presence")
+        assert normalized(presence) == normalized(event["payload"]["presence"])
+        assert [p.get("clientId", p["reason"]) for p in presence] == [
+            "self",
+            "openclaw-tui",
+            "test",
+        ]
+        assert wire(normalized(presence[1])) == (
+            '{"clientId":"openclaw-tui","mode":"ui","host":"<host>","version":"2026.9.6",'
+            '"platform":"linux","deviceFamily":"Linux","instanceId":"<instanceId>",'
+            '"roles":["operator"],"scopes":["operator.read"],"onlineSince":"<onlineSince>",'
+            '"reason":"connect","text":"Node: unknown · mode ui","ts":"<ts>"}'
+        )
+        assert presence[1]["host"] == "openclaw-tui"  # no displayName: the client id
+        assert presence[1]["instanceId"] == "tui-1"
+        assert presence[0]["text"].startswith("Gateway: ")
+        await other.ws.close()
+        gone = await ws.event("presence")
+        entry = next(p for p in gone["payload"]["presence"] if p.get("clientId") == "openclaw-tui")
+        assert entry["reason"] == "disconnect" and isinstance(entry["lastActivityAt"], int)
+
+    async def test_logs_tail(self, ws: GatewayWs) -> None:
+        RING.append('{"event":"ws_test_line_1"}')
+        RING.append('{"event":"ws_test_line_2"}')
+        payload = await ws.ok("logs.tail", {"limit": 1})
+        assert list(payload) == ["file", "cursor", "size", "truncated", "reset", "lines"]
+        assert payload["file"] == "(memory)" and payload["cursor"] == payload["size"]
+        assert payload["lines"][-1].startswith("{") and payload["truncated"] is True
+        RING.append('{"event":"ws_test_line_3"}')
+        newer = await ws.ok("logs.tail", {"cursor": payload["cursor"]})
+        assert newer["lines"][0] == '{"event":"ws_test_line_3"}'
+        assert newer["reset"] is False
+        beyond = await ws.ok("logs.tail", {"cursor": newer["size"] + 10})
+        assert beyond["reset"] is True
+
+    async def test_compat_methods_answer_their_empty_state(self, ws: GatewayWs) -> None:
+        answers = {
+            "channels.status": {"channelOrder": [], "channels": {}},
+            "cron.list": {"jobs": []},
+            "node.list": {"nodes": []},
+            "device.pair.list": {"pending": [], "paired": []},
+            "question.list": {"questions": []},
+            "plugin.approval.list": [],
+            "taskSuggestions.list": {"suggestions": []},
+            "commands.list": {"commands": []},
+            "sessions.subscribe": {"subscribed": True},
+            "sessions.unsubscribe": {"subscribed": False},
+        }
+        for method, answer in answers.items():
+            assert await ws.ok(method, {"ignored": 1}) == answer, method
+
+    async def test_device_pair_list_needs_the_pairing_scope(self, gateway: Gateway) -> None:
+        ws = await gateway.connected(scopes=["operator.read"])
+        assert (await ws.call("device.pair.list"))["error"]["message"] == (
+            "missing scope: operator.pairing"
+        )
+        await ws.ws.close()
+
+    async def test_sessions_describe(self, ws: GatewayWs) -> None:
+        empty = await ws.ok("sessions.describe", {"key": "Nobody"})
+        assert empty["session"]["key"] == "agent:main:nobody"
+        assert empty["session"]["updatedAt"] is None and empty["session"]["status"] == "idle"
+        await ws.ok("sessions.patch", {"key": "nobody", "label": "Somebody"})
+        row = (await ws.ok("sessions.describe", {"key": "nobody"}))["session"]
+        assert row["label"] == "Somebody" and isinstance(row["updatedAt"], int)
+        listed = await ws.ok("sessions.list")
+        assert listed["sessions"] == [row]
+
+
+class TestSessions:
+    async def test_list_shape(self, ws: GatewayWs, gateway: Gateway) -> None:
+        await ws.ok("chat.send", {"sessionKey": "ws-1", "message": "hi", "idempotencyKey": "l-1"})
+        await ws.event("chat", state="final")
+        payload = normalized(await ws.ok("sessions.list", {"limit": 10}))
+        assert wire(payload) == wire(
+            {
+                "ts": "<ts>",
+                "path": str(gateway.state_dir / "sessions.sqlite3"),
+                "count": 1,
+                "totalCount": 1,
+                "hasMore": False,
+                "defaults": {"modelProvider": "echo", "model": "echo", "contextTokens": None},
+                "sessions": [
+                    {
+                        "key": "agent:main:ws-1",
+                        "kind": "direct",
+                        "agentId": "main",
+                        "isMain": False,
+                        "label": None,
+                        "sessionId": "<sessionId>",
+                        "createdAt": "<createdAt>",
+                        "updatedAt": "<updatedAt>",
+                        "abortedLastRun": False,
+                        "inputTokens": 1,
+                        "outputTokens": 3,
+                        "totalTokens": 1,
+                        "modelProvider": "echo",
+                        "model": "echo",
+                        "status": "done",
+                        "lastRunId": "l-1",
+                        "hasActiveRun": False,
+                        "activeRunIds": [],
+                    }
+                ],
+            }
+        )
+
+    async def test_list_filters(self, ws: GatewayWs) -> None:
+        for key, label in (("a1", "Alpha"), ("b1", "Beta"), ("c1", None)):
+            await ws.ok("sessions.patch", {"key": key, "label": label})
+        assert (await ws.ok("sessions.list", {"search": "alp"}))["totalCount"] == 1
+        assert (await ws.ok("sessions.list", {"label": "Beta"}))["sessions"][0]["key"] == (
+            "agent:main:b1"
+        )
+        limited = await ws.ok("sessions.list", {"limit": 2})
+        assert (limited["count"], limited["totalCount"], limited["hasMore"]) == (2, 3, True)
+        assert (await ws.ok("sessions.list", {"activeMinutes": 5}))["totalCount"] == 3
+
+    async def test_patch_upserts_and_emits_sessions_changed(self, ws: GatewayWs) -> None:
+        payload = await ws.ok("sessions.patch", {"key": "X", "label": "  My label "})
+        assert (payload["ok"], payload["key"]) == (True, "agent:main:x")
+        assert payload["entry"]["label"] == "My label"
+        changed = await ws.event("sessions.changed", reason="patch")
+        assert list(changed["payload"]) == ["sessionKey", "agentId", "ts", "reason", "session"]
+        assert changed["payload"]["session"] == payload["entry"]
+        cleared = await ws.ok("sessions.patch", {"key": "x", "label": None})
+        assert cleared["entry"]["label"] is None
+
+    async def test_reset_gives_a_new_session_id_and_turn_1(self, ws: GatewayWs) -> None:
+        await ws.ok("chat.send", {"sessionKey": "r", "message": "one", "idempotencyKey": "r-1"})
+        first = await ws.event("chat", state="final")
+        assert first["payload"]["message"]["content"][0]["text"] == "[turn 1] one"
+        before = (await ws.ok("sessions.describe", {"key": "r"}))["session"]
+        payload = await ws.ok("sessions.reset", {"key": "r", "reason": "new"})
+        assert payload["entry"]["sessionId"] != before["sessionId"]
+        assert payload["entry"]["inputTokens"] == 0
+        await ws.event("sessions.changed", reason="reset")
+        await ws.ok("chat.send", {"sessionKey": "r", "message": "two", "idempotencyKey": "r-2"})
+        final = await ws.event("chat", state="final", runId="r-2")
+        assert final["payload"]["message"]["content"][0]["text"] == "[turn 1] two"
+
+    async def test_delete(self, ws: GatewayWs) -> None:
+        await ws.ok("sessions.patch", {"key": "d", "label": "gone soon"})
+        assert await ws.ok("sessions.delete", {"key": "d"}) == {
+            "ok": True,
+            "key": "agent:main:d",
+            "deleted": True,
+            "archived": [],
+        }
+        changed = await ws.event("sessions.changed", reason="delete")
+        assert changed["payload"]["session"] is None
+        again = await ws.ok("sessions.delete", {"key": "d"})
+        assert again["deleted"] is False
+
+    async def test_the_main_session_cannot_be_deleted(self, ws: GatewayWs) -> None:
+        frame = await ws.call("sessions.delete", {"key": "main"})
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": "Cannot delete the main session (agent:main:main).",
+        }

@@ -1,0 +1,213 @@
+"""The Sans-I/O parts: frames, negotiation, scopes, auth outcomes, the queue policy, merge
+patches, the log tail (no server)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiohttp import WSMsgType
+
+from gateway.config import AuthConfig
+from gateway.logs import LogRing
+from gateway.ws import protocol
+from gateway.ws.connection import Connection
+from gateway.ws.methods.config import merge_patch
+from gateway.ws.methods.system import TailParams, tail
+from gateway.ws.protocol import (
+    ConnectAuth,
+    InvalidFrame,
+    NotJson,
+    event_frame,
+    granted_scopes,
+    negotiate,
+    parse_request,
+    scope_allows,
+)
+
+
+class TestFrames:
+    def test_a_request(self) -> None:
+        frame = parse_request('{"type":"req","id":"1:a","method":"status","params":null}')
+        assert (frame.id, frame.method, frame.params) == ("1:a", "status", None)
+
+    @pytest.mark.parametrize(
+        ("text", "detail", "frame_id"),
+        [
+            ("[]", "must be object", None),
+            ('{"type":"res","id":"a","method":"m"}', 'at /type: must be "req"', "a"),
+            ('{"type":"req","id":7,"method":"m"}', "at /id: must be a non-empty string", None),
+            ('{"type":"req","id":"a","method":""}', "at /method: must be a non-empty string", "a"),
+        ],
+    )
+    def test_not_a_request(self, text: str, detail: str, frame_id: str | None) -> None:
+        with pytest.raises(InvalidFrame) as caught:
+            parse_request(text)
+        assert (caught.value.detail, caught.value.frame_id) == (detail, frame_id)
+
+    def test_not_json(self) -> None:
+        with pytest.raises(NotJson):
+            parse_request("this is not json")
+
+    def test_an_event_frame_is_serialised_once_and_takes_any_seq(self) -> None:
+        frame = event_frame("health", {"ok": True}, state_version={"presence": 1, "health": 2})
+        assert frame.render(7) == (
+            b'{"type":"event","event":"health","payload":{"ok":true},"seq":7,'
+            b'"stateVersion":{"presence":1,"health":2}}'
+        )
+        assert event_frame("tick", {"ts": 1}).render(12) == (
+            b'{"type":"event","event":"tick","payload":{"ts":1},"seq":12}'
+        )
+
+    def test_close_reasons_fit_a_close_frame(self) -> None:
+        assert protocol.close_reason("short") == "short"
+        cut = protocol.close_reason("é" * 100)
+        assert len(cut.encode()) <= 123 and cut == "é" * 61
+
+
+class TestNegotiation:
+    @pytest.mark.parametrize(
+        ("low", "high", "version"),
+        [(3, 3, 3), (3, 4, 4), (4, 4, 4), (1, 9, 4), (4, 99, 4), (1, 2, None), (5, 9, None)],
+    )
+    def test_highest_common_version(self, low: int, high: int, version: int | None) -> None:
+        assert negotiate(low, high) == version
+
+
+class TestScopes:
+    def test_grants(self) -> None:
+        assert granted_scopes(None) == protocol.OPERATOR_SCOPES
+        assert granted_scopes(["operator.read", "x"]) == ("operator.read",)
+
+    @pytest.mark.parametrize(
+        ("granted", "required", "allowed"),
+        [
+            (["operator.admin"], "operator.pairing", True),
+            (["operator.write"], "operator.read", True),
+            (["operator.read"], "operator.write", False),
+            (["operator.approvals"], "operator.read", False),
+        ],
+    )
+    def test_checks(self, granted: list[str], required: str, allowed: bool) -> None:
+        assert scope_allows(granted, required) is allowed
+
+
+class TestAuth:
+    def test_modes(self) -> None:
+        token = AuthConfig(mode="token", token="t")
+        assert protocol.check_secret(token, ConnectAuth(token="t"), "x").error is None
+        wrong = protocol.check_secret(token, ConnectAuth(token="u"), "x")
+        assert wrong.counts and wrong.error is not None
+        missing = protocol.check_secret(token, ConnectAuth(), "x")
+        assert not missing.counts and missing.error is not None
+        none = AuthConfig(mode="none")
+        assert protocol.check_secret(none, ConnectAuth(), "x").error is None
+
+
+class _Socket:
+    """Stands in for aiohttp's WebSocketResponse: records what the writer sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.closed = False
+        self.close_args: tuple[int, bytes] | None = None
+        self.block = asyncio.Event()
+
+    async def send_frame(self, data: bytes, opcode: WSMsgType) -> None:
+        await self.block.wait()  # a client that reads nothing
+        self.sent.append(data)
+
+    async def close(self, *, code: int, message: bytes) -> bool:
+        self.closed, self.close_args = True, (code, message)
+        return True
+
+
+class TestQueuePolicy:
+    async def connection(self, limit: int) -> tuple[Connection, _Socket]:
+        sock = _Socket()
+        conn = Connection(sock, "c", None, limit, 1.0)  # type: ignore[arg-type]
+        conn.start()
+        await asyncio.sleep(0)
+        return conn, sock
+
+    async def test_droppable_frames_are_skipped_leaving_a_seq_gap(self) -> None:
+        conn, sock = await self.connection(150)
+        conn.send(b"x" * 10)  # taken by the writer, which now blocks
+        await asyncio.sleep(0)
+        droppable = event_frame("tick", {"ts": 1}, droppable=True)
+        for _ in range(5):
+            conn.send_event(droppable)  # 57 bytes each: the 3rd does not fit
+        assert conn.dropped == 3 and not conn.closing
+        sock.block.set()
+        await conn.aclose()
+        seqs = [int(f.split(b'"seq":')[1].rstrip(b"}")) for f in sock.sent[1:]]
+        assert seqs == [1, 2]
+
+    async def test_a_frame_that_must_arrive_closes_a_full_connection(self) -> None:
+        conn, sock = await self.connection(100)
+        conn.send(b"x" * 10)
+        await asyncio.sleep(0)
+        conn.send(b"y" * 60)
+        conn.send(b"z" * 60)
+        assert conn.closing
+        await conn.wait_closed()
+        assert sock.close_args == (1008, b"slow consumer")
+        conn.send(b"after")  # discarded
+        assert conn.buffered_bytes == 0
+
+    async def test_an_empty_queue_takes_a_frame_larger_than_the_limit(self) -> None:
+        conn, sock = await self.connection(100)
+        sock.block.set()
+        conn.send(b"x" * 1000)
+        await conn.aclose()
+        assert sock.sent == [b"x" * 1000] and sock.close_args == (1000, b"")
+
+
+class TestMergePatch:
+    @pytest.mark.parametrize(
+        ("target", "patch", "result"),
+        [
+            ({"a": "b"}, {"a": "c"}, {"a": "c"}),
+            ({"a": "b"}, {"b": "c"}, {"a": "b", "b": "c"}),
+            ({"a": "b"}, {"a": None}, {}),
+            ({"a": [1, 2]}, {"a": [3]}, {"a": [3]}),
+            ({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}, {"a": {"b": "d"}}),
+            ({"a": "x"}, {"a": {"b": 1}}, {"a": {"b": 1}}),
+            ({"t": "secret"}, {"t": "__OPENCLAW_REDACTED__"}, {"t": "secret"}),
+            ({}, {"t": "__OPENCLAW_REDACTED__"}, {}),
+        ],
+    )
+    def test_rfc_7396(self, target: Any, patch: Any, result: Any) -> None:
+        assert merge_patch(target, patch) == result
+
+
+class TestLogTail:
+    def ring(self, *lines: str) -> LogRing:
+        ring = LogRing()
+        for line in lines:
+            ring.append(line)
+        return ring
+
+    def test_newest_lines_within_the_limits(self) -> None:
+        ring = self.ring("a", "bb", "ccc")
+        assert tail(ring, TailParams(None, 2, 1000)) == {
+            "file": "(memory)",
+            "cursor": 9,
+            "size": 9,
+            "truncated": True,
+            "reset": False,
+            "lines": ["bb", "ccc"],
+        }
+        assert tail(ring, TailParams(None, 10, 5))["lines"] == ["ccc"]
+
+    def test_a_cursor_returns_newer_lines_only(self) -> None:
+        ring = self.ring("a", "bb")
+        cursor = tail(ring, TailParams(None, 10, 1000))["cursor"]
+        ring.append("new")
+        answer = tail(ring, TailParams(cursor, 10, 1000))
+        assert (answer["lines"], answer["reset"], answer["truncated"]) == (["new"], False, False)
+
+    def test_a_cursor_from_elsewhere_resets(self) -> None:
+        ring = self.ring("a")
+        assert tail(ring, TailParams(50, 10, 1000))["reset"] is True
