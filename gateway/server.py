@@ -60,9 +60,7 @@ async def _serve(
     app = create_app(config, loader=loader, options=options)
     state = app[STATE]
     host, port = config.gateway.host, config.gateway.port
-    runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=HANDLER_GRACE_SECONDS
-    )
+    runner = make_runner(app)
     await runner.setup()  # opens the store: nothing listens before it is ready
     try:
         site = web.TCPSite(runner, host, port, reuse_address=True)
@@ -104,6 +102,16 @@ async def _serve(
         watchdog.cancel()
     log.info("gateway_stopped")
     return 0
+
+
+def make_runner(app: web.Application) -> web.AppRunner:
+    return web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,  # app._request_log writes one line per request instead
+        shutdown_timeout=HANDLER_GRACE_SECONDS,
+        keepalive_timeout=app[STATE].options.header_timeout_seconds,
+    )
 
 
 async def _drain(state: GatewayState) -> None:

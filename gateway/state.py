@@ -30,6 +30,10 @@ class AppOptions:
     tick_interval_seconds: float = 30.0  # ws-protocol.md §9.2
     health_interval_seconds: float = 60.0
     config_poll_seconds: float = 1.0  # config.md §7
+    # A connection must send a complete request head within this long of opening, or of its
+    # previous response (aiohttp's keep-alive timer starts when the connection opens): the
+    # bound on slowloris clients, and the idle keep-alive time.
+    header_timeout_seconds: float = 15.0
 
 
 @attrs.define
