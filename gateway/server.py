@@ -36,29 +36,25 @@ async def serve(
     config: Config, loader: ConfigLoader | None = None, options: AppOptions | None = None
 ) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
-    # Handlers first: a SIGTERM that arrives while starting up must still stop cleanly.
+    app = create_app(config, loader=loader, options=options)
+    # Handlers before anything else: a signal that arrives while starting up must be ours.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _reload, app[STATE])
     notifier = Notifier()
     try:
-        return await _serve(config, loader, options, stop, notifier)
+        return await _serve(app, stop, notifier)
     finally:
         for sig in (*STOP_SIGNALS, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         notifier.close()
 
 
-async def _serve(
-    config: Config,
-    loader: ConfigLoader | None,
-    options: AppOptions | None,
-    stop: asyncio.Event,
-    notifier: Notifier,
-) -> int:
-    app = create_app(config, loader=loader, options=options)
+async def _serve(app: web.Application, stop: asyncio.Event, notifier: Notifier) -> int:
     state = app[STATE]
+    config = state.config
     host, port = config.gateway.host, config.gateway.port
     runner = make_runner(app)
     await runner.setup()  # opens the store: nothing listens before it is ready
@@ -81,12 +77,11 @@ async def _serve(
         auth=config.gateway.auth.mode,
         config=str(config.source.path) if config.source.exists else "(embedded default)",
     )
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGHUP, _reload, state)
     notifier.notify("READY=1", f"STATUS=listening on {url}")
     watchdog = _start_watchdog(notifier)
 
     await stop.wait()
+    loop = asyncio.get_running_loop()
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, _exit_now)
     notifier.notify("STOPPING=1", "STATUS=draining")

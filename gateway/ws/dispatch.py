@@ -103,6 +103,8 @@ class CallContext:
     ws: WsState
     request_id: str
     method: str
+    # What the call resolved (`session_key`), for its log line.
+    route: dict[str, str] = attrs.field(factory=dict)
 
     @property
     def gateway(self) -> GatewayState:
@@ -132,10 +134,10 @@ async def dispatch(ws: WsState, conn: Connection, frame: RequestFrame) -> None:
     except Exception as exc:
         error = error_for(exc, frame.method, conn.conn_id)
         conn.send(protocol.error_response(frame.id, error))
-        _log_call(conn, frame.method, started, error.code)
+        _log_call(ctx, started, error.code)
     else:
         conn.send(protocol.response(frame.id, payload))
-        _log_call(conn, frame.method, started, None)
+        _log_call(ctx, started, None)
 
 
 async def _call(ctx: CallContext, frame: RequestFrame) -> Any:
@@ -190,12 +192,17 @@ def error_for(exc: Exception, method: str, conn_id: str | None = None) -> WsErro
     return WsError(UNAVAILABLE, protocol.MSG_INTERNAL)
 
 
-def _log_call(conn: Connection, method: str, started: float, code: str | None) -> None:
+def _log_call(ctx: CallContext, started: float, code: str | None) -> None:
+    """The call's one canonical line: never params, message text or credentials."""
+    session_key = ctx.route.get("session_key")
     log.info(
         "ws_call",
-        conn_id=conn.conn_id,
-        method=method,
+        conn_id=ctx.conn.conn_id,
+        request_id=ctx.request_id,
+        method=ctx.method,
         ok=code is None,
         code=code,
         duration_ms=round((time.monotonic() - started) * 1000, 1),
+        agent=session_key.split(":", 2)[1] if session_key else None,
+        session_key=session_key,
     )

@@ -117,8 +117,9 @@ def register(methods: MethodRegistry) -> None:
         base_agent = agent_id or agents.default_agent.id
         if params.session_key is None:
             key = agents.main_session_key(base_agent)
+            ctx.route["session_key"] = key
         else:
-            key = resolve_key(config, params.session_key, "sessionKey", agent_id=base_agent)
+            key = resolve_key(ctx, params.session_key, "sessionKey", agent_id=base_agent)
         key_agent, _ = parse_session_key(key)
         if agent_id is not None and key_agent != agent_id:
             raise InvalidSessionKey(

@@ -76,7 +76,7 @@ class AbortParams:
 def register(methods: MethodRegistry) -> None:
     @methods.method("chat.send", params=SendParams.parse, scope=WRITE)
     async def chat_send(ctx: CallContext, params: SendParams) -> Any:
-        key = resolve_key(ctx.config, params.session_key, "sessionKey")
+        key = resolve_key(ctx, params.session_key, "sessionKey")
         if params.attachments:
             raise WsError(INVALID_REQUEST, MSG_ATTACHMENTS)
         if not params.message.strip():
@@ -109,7 +109,7 @@ def register(methods: MethodRegistry) -> None:
     @methods.method("chat.history", params=HistoryParams.parse, scope=READ)
     async def chat_history(ctx: CallContext, params: HistoryParams) -> Any:
         config, registry = ctx.config, ctx.registry
-        key = resolve_key(config, params.session_key, "sessionKey")
+        key = resolve_key(ctx, params.session_key, "sessionKey")
         transcript = await registry.history(key, params.limit)
         if transcript.session is None:
             return {
@@ -130,7 +130,7 @@ def register(methods: MethodRegistry) -> None:
 
     @methods.method("chat.abort", params=AbortParams.parse, scope=WRITE)
     async def chat_abort(ctx: CallContext, params: AbortParams) -> Any:
-        key = resolve_key(ctx.config, params.session_key, "sessionKey")
+        key = resolve_key(ctx, params.session_key, "sessionKey")
         registry = ctx.registry
         if params.run_id is None:
             aborted = registry.abort_session(key, "aborted")

@@ -55,7 +55,7 @@ def register(methods: MethodRegistry) -> None:
     @methods.method("sessions.describe", params=DescribeParams.parse, scope=READ)
     async def sessions_describe(ctx: CallContext, params: DescribeParams) -> Any:
         config, registry = ctx.config, ctx.registry
-        key = resolve_key(config, params.key, "key")
+        key = resolve_key(ctx, params.key, "key")
         info = await registry.get_session(key)
         row = info.to_dict() if info is not None else empty_row(config, registry, key)
         return {"session": row}

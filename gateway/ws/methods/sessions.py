@@ -19,12 +19,15 @@ LABEL_MAX = 64  # OpenClaw's label limit
 LIST_MAX = 1000
 
 
-def resolve_key(config: Config, raw: str, field: str, *, agent_id: str | None = None) -> str:
+def resolve_key(ctx: CallContext, raw: str, field: str, *, agent_id: str | None = None) -> str:
     """A client's session key → canonical (agents-sessions.md §4): relative to `agent_id`,
-    by default the default agent; an `agent:` key names its own agent."""
-    agents = config.agents
+    by default the default agent; an `agent:` key names its own agent. Noted on `ctx` for
+    the call's log line."""
+    agents = ctx.config.agents
     try:
-        return normalize_session_key(raw, agent_id or agents.default_agent.id, agents.main_key)
+        key = normalize_session_key(raw, agent_id or agents.default_agent.id, agents.main_key)
+        ctx.route["session_key"] = key
+        return key
     except InvalidSessionKey as exc:
         problem = (
             "session key too long (max 512 characters)"
@@ -161,18 +164,18 @@ def register(methods: MethodRegistry) -> None:
 
     @methods.method("sessions.patch", params=PatchParams.parse, scope=ADMIN)
     async def sessions_patch(ctx: CallContext, params: PatchParams) -> Any:
-        key = resolve_key(ctx.config, params.key, "key")
+        key = resolve_key(ctx, params.key, "key")
         info = await ctx.registry.patch_label(key, params.label)
         return {"ok": True, "key": key, "entry": info.to_dict()}
 
     @methods.method("sessions.reset", params=ResetParams.parse, scope=ADMIN)
     async def sessions_reset(ctx: CallContext, params: ResetParams) -> Any:
-        key = resolve_key(ctx.config, params.key, "key")
+        key = resolve_key(ctx, params.key, "key")
         info = await ctx.registry.reset(key)
         return {"ok": True, "key": key, "entry": info.to_dict()}
 
     @methods.method("sessions.delete", params=DeleteParams.parse, scope=ADMIN)
     async def sessions_delete(ctx: CallContext, params: DeleteParams) -> Any:
-        key = resolve_key(ctx.config, params.key, "key")
+        key = resolve_key(ctx, params.key, "key")
         deleted = await ctx.registry.delete(key, delete_transcript=params.delete_transcript)
         return {"ok": True, "key": key, "deleted": deleted, "archived": []}

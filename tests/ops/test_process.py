@@ -1,0 +1,299 @@
+"""A real `clawgate run` process: graceful drain, second signal, hot reload, log lines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.gatewayproc import GatewayProcess, clean_env
+
+TOKEN = "tok-one-2f6c1d"
+
+
+def config_text(token: str = TOKEN, drain: int = 10, delay_ms: int = 100) -> str:
+    return json.dumps(
+        {
+            "gateway": {
+                "auth": {"mode": "token", "token": token},
+                "http": {"endpoints": {"chatCompletions": {"enabled": True}}},
+                "shutdown": {"drainSeconds": drain},
+                "reload": {"debounceMs": 50},
+            },
+            "agents": {"list": [{"id": "main", "params": {"delayMs": delay_ms}}]},
+        }
+    )
+
+
+def edit(path: Path, text: str) -> None:
+    path.write_text(text)
+    stat = path.stat()  # a distinct mtime even within the filesystem's granularity
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "clawgate.json5"
+    path.write_text(config_text())
+    return path
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, config_file: Path) -> Iterator[GatewayProcess]:
+    env = clean_env(tmp_path / "home")
+    args = ["--config", str(config_file), "--state-dir", str(tmp_path / "state"), "--port", "0"]
+    process = GatewayProcess(args, env)
+    process.wait_listening()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def auth(token: str = TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def open_stream(
+    http: aiohttp.ClientSession, url: str, text: str, key: str = "drain"
+) -> aiohttp.ClientResponse:
+    response = await http.post(
+        f"{url}/v1/chat/completions",
+        headers={**auth(), "x-openclaw-session-key": key},
+        json={"model": "openclaw", "stream": True, "messages": [{"role": "user", "content": text}]},
+    )
+    assert response.status == 200
+    return response
+
+
+async def read_events(response: aiohttp.ClientResponse) -> list[Any]:
+    """Every `data:` payload until the body ends ([DONE] as the string)."""
+    body = (await response.read()).decode()
+    events: list[Any] = []
+    for block in body.split("\n\n"):
+        if block.startswith("data: "):
+            data = block[len("data: ") :]
+            events.append(data if data == "[DONE]" else json.loads(data))
+    return events
+
+
+async def first_content(response: aiohttp.ClientResponse) -> None:
+    """Read until the first content chunk arrived (the turn is streaming)."""
+    seen = b""
+    while b'"content":"[turn' not in seen:
+        chunk = await response.content.readany()
+        assert chunk, "stream ended early"
+        seen += chunk
+
+
+async def connect_ws(
+    http: aiohttp.ClientSession, url: str
+) -> aiohttp.ClientWebSocketResponse:
+    """A WebSocket that has done the handshake (ws-protocol.md §2)."""
+    ws = await http.ws_connect(url.replace("http", "ws", 1))
+    challenge = await ws.receive_json(timeout=5)
+    assert challenge["event"] == "connect.challenge"
+    connect = {
+        "minProtocol": 4,
+        "maxProtocol": 4,
+        "client": {"id": "test", "version": "1", "platform": "linux", "mode": "cli"},
+        "auth": {"token": TOKEN},
+    }
+    await ws.send_json({"type": "req", "id": "1", "method": "connect", "params": connect})
+    hello = await ws.receive_json(timeout=5)
+    assert hello["ok"] is True
+    return ws
+
+
+async def wait_exit(gateway: GatewayProcess, timeout: float) -> int:
+    return await asyncio.to_thread(gateway.wait, timeout)
+
+
+class TestGracefulShutdown:
+    async def test_a_turn_in_flight_finishes_within_the_drain_time_and_exit_is_0(
+        self, gateway: GatewayProcess, http: aiohttp.ClientSession
+    ) -> None:
+        words = " ".join(f"w{i}" for i in range(15))  # ~1.7 s at 100 ms per delta
+        response = await open_stream(http, gateway.url, words)
+        await first_content(response)
+        gateway.signal(signal.SIGTERM)
+        events = await read_events(response)
+        assert events[-1] == "[DONE]"
+        assert events[-2]["choices"][0]["finish_reason"] == "stop"
+        assert not any("error" in e for e in events[:-1] if isinstance(e, dict))
+        assert await wait_exit(gateway, 10) == 0
+
+    async def test_a_turn_longer_than_the_drain_ends_with_an_in_band_error_and_exit_is_0(
+        self, tmp_path: Path, config_file: Path, http: aiohttp.ClientSession
+    ) -> None:
+        config_file.write_text(config_text(drain=1, delay_ms=300))
+        env = clean_env(tmp_path / "home")
+        args = ["--config", str(config_file), "--state-dir", str(tmp_path / "s"), "--port", "0"]
+        gateway = GatewayProcess(args, env)
+        try:
+            url = gateway.wait_listening()
+            response = await open_stream(http, url, " ".join(["word"] * 40))  # ~12 s
+            await first_content(response)
+            began = time.monotonic()
+            gateway.signal(signal.SIGTERM)
+            events = await read_events(response)
+            assert events[-2:] == [
+                {
+                    "error": {
+                        "message": "gateway is shutting down",
+                        "type": "api_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
+                "[DONE]",
+            ]
+            assert await wait_exit(gateway, 10) == 0
+            assert time.monotonic() - began < 5
+            assert any(e["event"] == "drain_timeout" for e in gateway.events())
+        finally:
+            gateway.stop()
+
+    async def test_websocket_clients_get_shutdown_then_close_1012(
+        self, gateway: GatewayProcess, http: aiohttp.ClientSession
+    ) -> None:
+        ws = await connect_ws(http, gateway.url)
+        gateway.signal(signal.SIGTERM)
+        frames = []
+        while True:
+            message = await ws.receive(timeout=10)
+            if message.type is not aiohttp.WSMsgType.TEXT:
+                break
+            frames.append(json.loads(message.data))
+        shutdown = [f for f in frames if f.get("event") == "shutdown"]
+        assert shutdown and shutdown[0]["payload"] == {
+            "reason": "gateway stopping",
+            "restartExpectedMs": None,
+        }
+        assert message.type is aiohttp.WSMsgType.CLOSE
+        assert (message.data, message.extra) == (1012, "service restart")
+        await ws.close()
+        assert await wait_exit(gateway, 10) == 0
+
+    async def test_a_second_signal_exits_at_once_with_1(
+        self, tmp_path: Path, config_file: Path, http: aiohttp.ClientSession
+    ) -> None:
+        config_file.write_text(config_text(drain=60, delay_ms=300))
+        env = clean_env(tmp_path / "home")
+        args = ["--config", str(config_file), "--state-dir", str(tmp_path / "s"), "--port", "0"]
+        gateway = GatewayProcess(args, env)
+        try:
+            url = gateway.wait_listening()
+            response = await open_stream(http, url, " ".join(["word"] * 40))
+            await first_content(response)
+            gateway.signal(signal.SIGTERM)
+            await asyncio.to_thread(gateway.wait_for_event, "gateway_stopping")
+            began = time.monotonic()
+            gateway.signal(signal.SIGTERM)
+            assert await wait_exit(gateway, 5) == 1
+            assert time.monotonic() - began < 2
+            response.close()
+        finally:
+            gateway.stop()
+
+
+class TestHotReload:
+    async def test_a_rotated_token_works_within_2_seconds_and_the_old_one_gets_401(
+        self, gateway: GatewayProcess, config_file: Path, http: aiohttp.ClientSession
+    ) -> None:
+        models = f"{gateway.url}/v1/models"
+        async with http.get(models, headers=auth()) as response:
+            assert response.status == 200
+        edit(config_file, config_text(token="tok-two-9a8b7c"))
+        began = time.monotonic()
+        while True:
+            async with http.get(models, headers=auth("tok-two-9a8b7c")) as response:
+                if response.status == 200:
+                    break
+            assert time.monotonic() - began < 2, "the new token was not in force within 2 s"
+            await asyncio.sleep(0.05)
+        async with http.get(models, headers=auth()) as response:
+            assert response.status == 401
+        assert gateway.proc.poll() is None  # no restart
+        reloaded = gateway.wait_for_event("config_reloaded")
+        assert reloaded["changed"] == ["gateway.auth.token"]
+
+    async def test_an_invalid_edit_is_logged_and_the_old_config_keeps_serving(
+        self, gateway: GatewayProcess, config_file: Path, http: aiohttp.ClientSession
+    ) -> None:
+        edit(config_file, config_text()[:-10])  # cut short: not JSON5 any more
+        failed = await asyncio.to_thread(gateway.wait_for_event, "config_reload_failed", 5)
+        assert failed["level"] == "error"
+        assert failed["issues"][0].startswith("- <file>: JSON5 syntax error:")
+        async with http.get(f"{gateway.url}/v1/models", headers=auth()) as response:
+            assert response.status == 200
+
+    async def test_sighup_reloads_at_once(
+        self, gateway: GatewayProcess, config_file: Path, http: aiohttp.ClientSession
+    ) -> None:
+        # Same size and mtime as before would hide it from the poller; SIGHUP reads anyway.
+        config_file.write_text(config_text(token="tok-hup-000000"))
+        gateway.signal(signal.SIGHUP)
+        await asyncio.to_thread(gateway.wait_for_event, "config_reloaded", 5)
+        async with http.get(f"{gateway.url}/v1/models", headers=auth("tok-hup-000000")) as r:
+            assert r.status == 200
+
+
+class TestLogLines:
+    async def test_one_json_line_per_request_with_no_secret_or_message_text(
+        self, gateway: GatewayProcess, http: aiohttp.ClientSession
+    ) -> None:
+        secret_text = "please-do-not-log-this-sentence"
+        async with http.get(f"{gateway.url}/v1/models", headers=auth()) as response:
+            assert response.status == 200
+        async with http.get(f"{gateway.url}/v1/models", headers=auth("wrong-token")) as response:
+            assert response.status == 401
+        async with http.post(
+            f"{gateway.url}/v1/chat/completions",
+            headers={**auth(), "x-request-id": "req-42"},
+            json={"model": "openclaw", "user": "alice", "messages": [
+                {"role": "user", "content": secret_text}]},
+        ) as response:  # fmt: skip
+            assert response.status == 200
+        ws = await connect_ws(http, gateway.url)
+        await ws.send_json({"type": "req", "id": "h-1", "method": "chat.history",
+                            "params": {"sessionKey": "Alice-WS"}})  # fmt: skip
+        while (await ws.receive_json(timeout=5)).get("id") != "h-1":
+            pass  # events (health, presence) may come first
+        await ws.close()
+        gateway.signal(signal.SIGTERM)
+        assert await wait_exit(gateway, 10) == 0
+
+        lines = gateway.lines
+        assert lines and all(isinstance(json.loads(line), dict) for line in lines)
+        requests = [e for e in gateway.events() if e["event"] == "http_request"]
+        assert [(r["method"], r["path"], r["status"]) for r in requests] == [
+            ("GET", "/v1/models", 200),
+            ("GET", "/v1/models", 401),
+            ("POST", "/v1/chat/completions", 200),
+            ("GET", "/", 101),  # the WebSocket, logged when it closed
+        ]
+        chat = requests[2]
+        assert chat["request_id"] == "req-42"
+        assert chat["agent"] == "main"
+        assert chat["session_key"] == "agent:main:openai-user:alice"
+        assert isinstance(chat["duration_ms"], float)
+        calls = [e for e in gateway.events() if e["event"] == "ws_call"]
+        assert [(c["method"], c["ok"], c["request_id"], c["session_key"], c["agent"])
+                for c in calls] == [
+            ("chat.history", True, "h-1", "agent:main:alice-ws", "main")]  # fmt: skip
+        text = "\n".join(lines)
+        for secret in (TOKEN, "wrong-token", secret_text):
+            assert secret not in text
