@@ -98,9 +98,7 @@ async def first_content(response: aiohttp.ClientResponse) -> None:
         seen += chunk
 
 
-async def connect_ws(
-    http: aiohttp.ClientSession, url: str
-) -> aiohttp.ClientWebSocketResponse:
+async def connect_ws(http: aiohttp.ClientSession, url: str) -> aiohttp.ClientWebSocketResponse:
     """A WebSocket that has done the handshake (ws-protocol.md §2)."""
     ws = await http.ws_connect(url.replace("http", "ws", 1))
     challenge = await ws.receive_json(timeout=5)

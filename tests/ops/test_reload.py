@@ -94,9 +94,11 @@ class TestApplyConfig:
     ) -> None:
         write(
             config_file,
-            BASE.replace('{ id: "main" }', '{ id: "main" }, { id: "beta" }').replace(
+            BASE.replace('{ id: "main" }', '{ id: "main" }, { id: "beta" }')
+            .replace(
                 "reload:", "auth: { token: 'old-token', rateLimit: { maxAttempts: 3 } }, reload:"
-            ).replace('auth: { token: "old-token" }, ', ""),
+            )
+            .replace('auth: { token: "old-token" }, ', ""),
         )
         apply_config(state, loader.load())
         assert [a.id for a in state.config.agents.agents] == ["main", "beta"]
