@@ -21,6 +21,7 @@ import asyncio
 import builtins
 import json
 import os
+import re
 import sqlite3
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -299,7 +300,15 @@ def _new_session_id() -> str:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    if _SURROGATE_RE.search(text) is not None:
+        # A provider that split a surrogate pair across two deltas leaves both halves in the
+        # text, and SQLite takes only UTF-8: the pairs are joined, a lone half is replaced.
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 class SessionStore:

@@ -26,8 +26,11 @@ TOKEN_BYTES = 24  # 48 hex characters (config.md §5)
 
 
 def secret_matches(given: str, expected: str) -> bool:
+    # surrogatepass: a header's bytes that are not UTF-8 arrive as lone surrogates (aiohttp
+    # decodes with surrogateescape); they make a wrong secret, not an encoding error.
     return hmac.compare_digest(
-        hashlib.sha256(given.encode()).digest(), hashlib.sha256(expected.encode()).digest()
+        hashlib.sha256(given.encode("utf-8", "surrogatepass")).digest(),
+        hashlib.sha256(expected.encode("utf-8", "surrogatepass")).digest(),
     )
 
 

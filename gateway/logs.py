@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 import attrs
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 # Numeric levels as the stdlib defines them; "silent" drops everything.
 LEVELS = {
@@ -41,9 +42,19 @@ class LogRing:
     )
     size: int = 0  # byte offset after the newest line, as OpenClaw's log cursor
 
-    def append(self, line: str) -> None:
-        self.size += len(line.encode()) + 1
+    def append(self, line: str) -> str:
+        """Keep `line`; returns it as kept, with any lone surrogate escaped."""
+        try:
+            data = line.encode()
+        except UnicodeEncodeError:
+            # A lone surrogate (a header's bytes that are not UTF-8, as aiohttp decodes
+            # them) inside a rendered string: `\udcff`, as a JSON escape would write it.
+            # Raising here would fail whatever was logging, a handler or a session worker.
+            data = line.encode("utf-8", "backslashreplace")
+            line = data.decode()
+        self.size += len(data) + 1
         self.lines.append((self.size, line))
+        return line
 
 
 @attrs.define
@@ -66,7 +77,7 @@ class _RingLogger:
         self._ring = ring
 
     def msg(self, line: str) -> None:
-        self._ring.append(line)
+        line = self._ring.append(line)
         try:
             self._stream.write(line + "\n")
             self._stream.flush()
@@ -116,6 +127,18 @@ class _StdlibBridge(logging.Handler):
     """Re-emits stdlib log records (aiohttp, asyncio) through structlog."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and record.name == "aiohttp.server":
+            # A request aiohttp could not parse (it answers 400 itself): the client's
+            # mistake, not a failure of ours, and any client can send one at will, so one
+            # info line without a traceback. Only the message's first line: the rest quotes
+            # the offending bytes, which may be a secret.
+            reason = (exc.message or type(exc).__name__).split("\n", 1)[0].rstrip(":")
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else None
+            structlog.get_logger().info(
+                "http_bad_request", status=exc.code, reason=reason, remote=remote
+            )
+            return
         method = record.levelname.lower()
         if method not in ("debug", "info", "warning", "error", "critical"):
             method = "error"

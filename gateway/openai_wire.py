@@ -44,7 +44,7 @@ from agents.keys import (
 )
 from agents.providers.base import ImageInput, Usage
 from gateway.config import ChatCompletionsConfig
-from gateway.responses import dumps, error_body
+from gateway.responses import dumps, error_body, has_surrogate, scrub_surrogates
 
 DEFAULT_MODEL = "openclaw"
 HISTORY_MARKER = "[Chat messages since your last reply - for context]"
@@ -63,6 +63,9 @@ RESPONSE_FORMATS = frozenset({"text", "json_object", "json_schema"})
 SHUTDOWN_ABORT = "shutdown"  # AgentRun.abort_reason of runs the drain gave up on
 
 _AGENT_MODEL_PREFIXES = ("openclaw/", "openclaw:", "agent:")
+# What a header value cannot hold (RFC 9110 §5.5: controls other than HTAB).
+_HEADER_UNSAFE_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+INVALID_USER_MESSAGE = "Invalid `user`: control characters are not allowed."
 _DATA_URI_RE = re.compile(r"data:([^;,]+);base64,(.*)", re.DOTALL | re.IGNORECASE)
 
 
@@ -175,7 +178,10 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         raise bad_request(str(exc)) from None
     except RecursionError as exc:  # nesting deeper than the interpreter's stack
         raise bad_request(str(exc)) from None
-    return value if isinstance(value, dict) else {}
+    if not isinstance(value, dict):
+        return {}
+    scrub_surrogates(value, text)  # in place
+    return value
 
 
 # -- step 6: request fields -----------------------------------------------------------------
@@ -400,6 +406,11 @@ def resolve_session_key(
     agent_id = selection.agent_id
     raw = (header_key or "").strip()
     if raw:
+        if has_surrogate(raw):
+            # Bytes that are not UTF-8 (aiohttp keeps them as surrogate escapes): no key
+            # can be stored or echoed from them, and merging them into U+FFFD would let
+            # different keys share one session.
+            raise bad_request(INVALID_KEY_MESSAGE)
         lowered = raw.lower()
         if is_reserved(lowered):
             raise bad_request(RESERVED_KEY_MESSAGE)
@@ -420,6 +431,10 @@ def resolve_session_key(
             raise bad_request(exc.message) from None
         return Route(agent_id, key)
     name = (user or "").strip()
+    if _HEADER_UNSAFE_RE.search(name):
+        # The resolved key goes back in the x-openclaw-session-key response header, and no
+        # header can carry a control character (RFC 9110 §5.5; aiohttp refuses to write it).
+        raise bad_request(INVALID_USER_MESSAGE, "user")
     key = f"agent:{agent_id}:openai-user:{name.lower()}" if name else new_stateless_key(agent_id)
     if len(key) > SESSION_KEY_MAX:
         raise bad_request(KEY_TOO_LONG_MESSAGE)

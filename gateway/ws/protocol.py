@@ -15,7 +15,7 @@ import attrs
 
 from gateway.auth import secret_matches
 from gateway.config import AuthConfig
-from gateway.responses import dumps
+from gateway.responses import dumps, scrub_surrogates, wire
 
 # --- Limits and versions -----------------------------------------------------------------
 
@@ -153,8 +153,12 @@ def parse_request(text: str | bytes) -> RequestFrame:
         value = json.loads(text)
     except ValueError as exc:  # UnicodeDecodeError included
         raise NotJson(str(exc)) from None
+    except RecursionError:  # nested deeper than the parser's stack: no frame we could read
+        raise NotJson("nested too deeply") from None
     if not isinstance(value, dict):
         raise InvalidFrame("must be object", None)
+    # A lone surrogate is replaced before any of the frame is used, echoed, logged or stored.
+    scrub_surrogates(value, text if isinstance(text, str) else text.decode(errors="replace"))
     raw_id = value.get("id")
     frame_id = raw_id if isinstance(raw_id, str) and raw_id else None
     if value.get("type") != "req":
@@ -168,7 +172,7 @@ def parse_request(text: str | bytes) -> RequestFrame:
 
 
 def response(frame_id: str, payload: Any) -> bytes:
-    return dumps({"type": "res", "id": frame_id, "ok": True, "payload": payload}).encode()
+    return wire(dumps({"type": "res", "id": frame_id, "ok": True, "payload": payload}))
 
 
 def error_response(frame_id: str, error: WsError) -> bytes:
@@ -176,12 +180,12 @@ def error_response(frame_id: str, error: WsError) -> bytes:
     if error.payload is not None:
         frame["payload"] = error.payload
     frame["error"] = error.to_dict()
-    return dumps(frame).encode()
+    return wire(dumps(frame))
 
 
 def unsequenced_event(name: str, payload: Any) -> bytes:
     """An event without `seq`: only `connect.challenge` (§9.1)."""
-    return dumps({"type": "event", "event": name, "payload": payload}).encode()
+    return wire(dumps({"type": "event", "event": name, "payload": payload}))
 
 
 @attrs.frozen
@@ -209,7 +213,7 @@ def event_frame(
     payload_json: str | None = None,
 ) -> EventFrame:
     body = payload_json if payload_json is not None else dumps(payload)
-    head = f'{{"type":"event","event":{dumps(name)},"payload":{body},"seq":'.encode()
+    head = wire(f'{{"type":"event","event":{dumps(name)},"payload":{body},"seq":')
     tail = b"}" if state_version is None else f',"stateVersion":{dumps(state_version)}}}'.encode()
     return EventFrame(head, tail, droppable)
 

@@ -182,6 +182,8 @@ def register(methods: MethodRegistry) -> None:
             patch = json5.loads(params.raw)
         except ValueError as exc:
             raise ParamsError(f"at /raw: not valid JSON5 ({exc})") from None
+        except RecursionError:  # json5's parser recurses once per level of nesting
+            raise ParamsError("at /raw: not valid JSON5 (nested too deeply)") from None
         if not isinstance(patch, dict):
             raise WsError(INVALID_REQUEST, "config.patch raw must be an object")
         async with ctx.ws.config_lock:  # hash check to write: one patch at a time

@@ -1,0 +1,148 @@
+"""What the fuzzing found, pinned as plain tests of the pure functions involved: lone
+surrogates (JSON escapes, or header bytes that are not UTF-8), control characters in a key
+that goes back in a header, nesting deeper than a parser recurses, and aiohttp's own 400s."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import structlog
+from aiohttp.http_exceptions import BadHttpMessage
+
+from agents.config import AgentsConfig
+from agents.store import SessionStore, TurnRecord
+from gateway.auth import secret_matches
+from gateway.logs import LogRing, _RingLogger
+from gateway.openai_wire import (
+    AgentSelection,
+    RequestError,
+    parse_body,
+    resolve_session_key,
+)
+from gateway.responses import dumps, scrub_surrogates, wire
+from gateway.ws.protocol import NotJson, parse_request
+from tests.robustness.conftest import production_logging
+
+AGENTS = AgentsConfig()
+MAIN = AgentSelection("main", "openclaw", explicit=False)
+
+
+class TestLoneSurrogates:
+    def test_a_json_body_s_lone_surrogates_become_replacement_characters(self) -> None:
+        raw = b'{"messages":[{"role":"user","content":"a\\ud83d b \\udfff"}],"\\ud800":1}'
+        assert parse_body(raw) == {
+            "messages": [{"role": "user", "content": "a\ufffd b \ufffd"}],
+            "\ufffd": 1,
+        }
+
+    def test_a_surrogate_pair_is_one_character_and_is_kept(self) -> None:
+        assert parse_body(b'{"user":"\\ud83d\\ude00"}') == {"user": "😀"}
+
+    def test_a_websocket_frame_s_lone_surrogates_are_replaced_everywhere(self) -> None:
+        frame = parse_request('{"type":"req","id":"\\ud800","method":"x","params":["\\udc00"]}')
+        assert (frame.id, frame.params) == ("\ufffd", ["\ufffd"])
+
+    def test_scrubbing_walks_any_depth_without_recursion(self) -> None:
+        depth = 5000
+        value: object = "\ud800"
+        for _ in range(depth):
+            value = [value]
+        scrub_surrogates(value, "\\ud800")
+        for _ in range(depth):
+            assert isinstance(value, list)
+            value = value[0]
+        assert value == "\ufffd"
+
+    def test_json_written_with_a_lone_surrogate_escapes_it(self) -> None:
+        data = wire(dumps({"error": "Unknown agent '\udcff'."}))
+        assert data == b'{"error":"Unknown agent \'\\udcff\'."}'
+        assert json.loads(data) == {"error": "Unknown agent '\udcff'."}
+
+    def test_a_secret_with_undecodable_bytes_is_a_wrong_secret(self) -> None:
+        assert secret_matches("tok\udcffen", "token") is False
+
+    def test_a_session_key_header_with_undecodable_bytes_is_invalid(self) -> None:
+        with pytest.raises(RequestError) as caught:
+            resolve_session_key("ses\udcffsion", None, MAIN, AGENTS)
+        assert (caught.value.status, caught.value.message) == (
+            400,
+            "Invalid `x-openclaw-session-key`.",
+        )
+
+    def test_a_log_line_with_a_lone_surrogate_is_written_escaped(self) -> None:
+        stream, ring = io.StringIO(), LogRing()
+        _RingLogger(stream, ring).msg('{"key":"agent:main:\udcff"}')
+        assert stream.getvalue() == '{"key":"agent:main:\\udcff"}\n'
+        assert ring.lines[-1] == (len(stream.getvalue()), '{"key":"agent:main:\\udcff"}')
+
+
+class TestSplitSurrogatePairs:
+    async def test_a_reply_with_a_pair_split_across_deltas_is_stored_joined(
+        self, tmp_path: Path
+    ) -> None:
+        """An upstream that sends the two halves of an emoji in two chunks (each a lone
+        `\\udXXX` escape) makes a text SQLite cannot take; the store joins the pair, and
+        replaces a half that stays alone."""
+        async with SessionStore(tmp_path) as store:
+            row, _ = await store.create("agent:main:s", "main", 1)
+            for run_id, text in (("r1", "a\ud83d\ude00b"), ("r2", "c\ud83dd")):
+                await store.append_turn(
+                    TurnRecord(
+                        key="agent:main:s",
+                        agent_id="main",
+                        session_id=row.session_id,
+                        run_id=run_id,
+                        user_text="hi",
+                        user_timestamp=2,
+                        assistant_text=text,
+                        assistant_timestamp=3,
+                        input_tokens=1,
+                        output_tokens=1,
+                        stop_reason="stop",
+                        status="done",
+                    )
+                )
+            history = await store.history(row.session_id, 10)
+        assert [m.text for m in history.messages] == ["hi", "a😀b", "hi", "c\ufffdd"]
+
+
+class TestHeaderUnsafeKeys:
+    @pytest.mark.parametrize("user", ["a\nb", "a\rb", "a\x00b", "a\x1bb", "a\x7fb"])
+    def test_a_user_with_control_characters_is_refused(self, user: str) -> None:
+        with pytest.raises(RequestError) as caught:
+            resolve_session_key(None, user, MAIN, AGENTS)
+        assert (caught.value.status, caught.value.param) == (400, "user")
+
+    def test_a_user_with_a_tab_or_any_printable_character_is_a_key(self) -> None:
+        route = resolve_session_key(None, " A\tb é😀\u202e ", MAIN, AGENTS)
+        assert route.session_key == "agent:main:openai-user:a\tb é😀\u202e"
+
+
+class TestDeepNesting:
+    def test_a_websocket_frame_nested_beyond_the_parser_is_not_json(self) -> None:
+        with pytest.raises(NotJson):
+            parse_request("[" * 100_000 + "]" * 100_000)
+
+    def test_a_body_nested_beyond_the_parser_is_a_400(self) -> None:
+        with pytest.raises(RequestError) as caught:
+            parse_body(b"[" * 100_000 + b"]" * 100_000)
+        assert caught.value.status == 400
+
+
+class TestMalformedRequestsInTheLog:
+    def test_aiohttp_s_400_is_one_info_line_without_the_offending_bytes(self) -> None:
+        with production_logging() as log:
+            exc = BadHttpMessage("Invalid header value char:\n\n  b'Authorization: secret\\x05'")
+            logging.getLogger("aiohttp.server").error(
+                "Error handling request from %s", "192.0.2.9", exc_info=exc
+            )
+            events = log.read()
+        assert [(e["event"], e["level"]) for e in events] == [("http_bad_request", "info")]
+        assert events[0]["reason"] == "Invalid header value char"
+        assert events[0]["remote"] == "192.0.2.9"
+        assert "secret" not in json.dumps(events)
+        assert structlog.get_config()["processors"]  # the previous configuration is back

@@ -1,0 +1,445 @@
+"""Property-based fuzzing of `POST /v1/chat/completions` (http-openai.md §2-§8).
+
+Whatever the body and the routing headers hold, the answer is a documented status (never a
+500, no 5xx at all over the echo agent), every error has the §8 shape, nothing is logged as
+an error or a traceback, and a normal request still succeeds right after. One gateway serves
+the whole module, as `clawgate run` serves it (its runner and its JSON logging); the number of
+examples is fixed and the generation derandomized, so a run is repeatable and bounded.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from hypothesis import event, given
+from hypothesis import strategies as st
+
+from tests.robustness.conftest import (
+    AUTH,
+    CHAT,
+    TOKEN,
+    RawResponse,
+    Served,
+    ServerLog,
+    assert_completion,
+    assert_documented_status,
+    assert_error_body,
+    build_app,
+    exchange,
+    normal_completion,
+    production_logging,
+    request_bytes,
+    served,
+)
+from tests.robustness.strategies import (
+    bytes_of,
+    corrupted,
+    fuzz,
+    json_values,
+    nonempty_text,
+    odd_text,
+    often,
+    specials,
+    text,
+    weighted,
+    wire_bytes,
+    wrong,
+)
+
+pytestmark = [
+    pytest.mark.asyncio(loop_scope="module"),
+    # A failing example with a huge string: its repr is long, and that is fine.
+    pytest.mark.filterwarnings("ignore:Generating overly large repr"),
+]
+
+
+# What the echo agent can answer (no upstream: no 429/502/504; not draining: no 503).
+CHAT_STATUSES = frozenset({200, 400, 401, 413})
+MAX_BODY = 1_000_000  # small, so that 413 is reachable without sending megabytes each time
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+CONTROL_RE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def gateway(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[tuple[Served, ServerLog]]:
+    overrides = {
+        "gateway": {"http": {"endpoints": {"chatCompletions": {"maxBodyBytes": MAX_BODY}}}},
+        "agents": {"defaults": {"maxConcurrent": 8}},
+    }
+    with production_logging() as log:
+        app = build_app(tmp_path_factory.mktemp("fuzz-http"), overrides)
+        async with served(app) as server:
+            yield server, log
+        assert log.new_problems() == []
+
+
+async def check(server: Served, log: ServerLog, response: RawResponse) -> None:
+    """The properties every fuzzed request must keep."""
+    event(f"status {response.status}")  # --hypothesis-show-statistics shows the spread
+    assert_documented_status(response.status)
+    assert response.status in CHAT_STATUSES, response
+    if response.status == 200:
+        assert_completion(response)
+    else:
+        assert_error_body(response)
+    await normal_completion(server.port)
+    assert log.new_problems() == []
+
+
+# -- the body -----------------------------------------------------------------------------
+
+PNG_1PX = base64.b64encode(
+    bytes.fromhex(
+        "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+        "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
+    )
+).decode()
+DATA_URIS = (
+    f"data:image/png;base64,{PNG_1PX}",
+    f"DATA:IMAGE/PNG;BASE64,{PNG_1PX}",
+    "data:image/png;base64,",
+    "data:image/png;base64,!!!not base64",
+    "data:image/png;base64,QQ",
+    "data:text/plain;base64,aGk=",
+    "data:image/png,raw",
+    "data:;base64,aGk=",
+    "https://example.com/cat.png",
+    "data:image/png;base64," + "A" * 200_000,
+)
+image_url = st.one_of(
+    st.sampled_from(DATA_URIS),
+    st.fixed_dictionaries(
+        {"url": often(st.sampled_from(DATA_URIS))}, optional={"detail": json_values}
+    ),
+    wrong,
+)
+part_type = st.sampled_from(["text", "input_text", "image_url", "image", "audio", "TEXT", ""])
+content_part = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": often(part_type),
+        "text": often(text),
+        "input_text": often(text),
+        "image_url": image_url,
+    },
+)
+content = st.one_of(text, st.lists(often(content_part), max_size=10))
+valid_content = st.one_of(
+    text,
+    st.lists(
+        st.one_of(
+            st.fixed_dictionaries(
+                {"type": st.sampled_from(["text", "input_text"]), "text": odd_text}
+            ),
+            st.fixed_dictionaries(
+                {
+                    "type": st.just("image_url"),
+                    "image_url": st.sampled_from(
+                        [DATA_URIS[0], DATA_URIS[1], {"url": DATA_URIS[0], "detail": "low"}]
+                    ),
+                }
+            ),
+        ),
+        max_size=4,
+    ),
+)
+ROLES = ["user", "assistant", "system", "developer", "tool", "function"]
+role = st.sampled_from([*ROLES, " user ", "USER", "", "bot"])
+tool_call = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": often(odd_text),
+        "type": often(st.just("function")),
+        "function": often(
+            st.fixed_dictionaries({}, optional={"name": often(text), "arguments": often(text)})
+        ),
+    },
+)
+message = st.fixed_dictionaries(
+    {"role": often(role)},
+    optional={
+        "content": often(content),
+        "name": often(odd_text),
+        "tool_call_id": often(odd_text),
+        "tool_calls": often(st.lists(often(tool_call), max_size=3)),
+    },
+)
+HELLO = {"role": "user", "content": "hello"}
+messages = st.one_of(
+    st.lists(message, min_size=1, max_size=6),
+    st.lists(message, max_size=6).map(lambda m: [*m, HELLO]),
+)
+MODELS = ["openclaw", "openclaw/main", "openclaw/default", "OpenClaw:MAIN", "agent:main"]
+
+# Each field's accepted values (§5), with their edges.
+VALID: dict[str, st.SearchStrategy[Any]] = {
+    "stream": st.booleans(),
+    "stream_options": st.fixed_dictionaries({}, optional={"include_usage": st.booleans()}),
+    "n": st.sampled_from([1, 1.0]),
+    "tools": st.just([]),
+    "functions": st.just([]),
+    "tool_choice": st.sampled_from(["none", "auto"]),
+    "function_call": st.sampled_from(["none", "auto"]),
+    "temperature": st.floats(0, 2) | st.sampled_from([0, 2]),
+    "top_p": st.floats(0, 1) | st.sampled_from([0, 1]),
+    "frequency_penalty": st.floats(-2, 2),
+    "presence_penalty": st.floats(-2, 2),
+    "seed": st.integers(-(2**70), 2**70),
+    "max_tokens": st.sampled_from([1, 2, 3, 2**53 - 1]),
+    "max_completion_tokens": st.sampled_from([1, 2, 3, 2**53 - 1]),
+    "stop": st.one_of(nonempty_text, st.lists(nonempty_text, max_size=4)),
+    "response_format": st.fixed_dictionaries(
+        {"type": st.sampled_from(["text", "json_object", "json_schema"])},
+        optional={"json_schema": json_values},
+    ),
+    # Control characters cannot go back in the x-openclaw-session-key header: 400.
+    "user": odd_text.map(lambda s: re.sub(r"[\x00-\x08\x0a-\x1f\x7f]", "", s)),
+    "logprobs": json_values,
+    "logit_bias": json_values,
+    "metadata": json_values,
+}
+valid_body = st.fixed_dictionaries(
+    {
+        "model": st.sampled_from(MODELS),
+        "messages": st.lists(
+            st.fixed_dictionaries(
+                {"role": st.sampled_from(ROLES), "content": valid_content},
+                optional={"name": odd_text, "tool_call_id": odd_text},
+            ),
+            max_size=4,
+        ).map(lambda m: [*m, HELLO]),
+    },
+    optional=VALID,
+)
+# Where a wrong value goes: every field, and the nested places a client fills in.
+PATHS: list[tuple[str | int, ...]] = [
+    ("model",),
+    ("messages",),
+    ("messages", -1),
+    ("messages", -1, "role"),
+    ("messages", -1, "content"),
+    ("messages", -1, "content", 0),
+    ("messages", 0, "content"),
+    ("messages", 0, "name"),
+    ("messages", 0, "tool_call_id"),
+    ("messages", 0, "tool_calls"),
+    ("stream_options", "include_usage"),
+    ("response_format", "type"),
+    *((name,) for name in VALID),
+]
+# Near misses first (the checks' edges), then anything at all.
+NEAR_MISSES = st.sampled_from(
+    [
+        "openclaw/nope",
+        "openclaw/",
+        "gpt-4o",
+        " openclaw ",
+        "openclaw/ma\u0131n",  # dotless i: lowercases to itself, not to "main"
+        2,
+        0,
+        -1,
+        1.5,
+        2**53,
+        2**64,
+        -0.0,
+        2.0000001,
+        "required",
+        {"type": "function"},
+        [{"type": "function"}],
+        [""],
+        ["a", "b", "c", "d", "e"],
+        "",
+        "true",
+        {"type": "xml"},
+        [HELLO],
+        {"role": "user"},
+        {"role": "user", "content": [{"type": "image_url", "image_url": DATA_URIS[3]}]},
+        {"role": "user", "content": [{"type": "image_url", "image_url": DATA_URIS[0]}] * 9},
+    ]
+)
+corruption = st.dictionaries(
+    st.sampled_from(PATHS), st.one_of(NEAR_MISSES, wrong), min_size=1, max_size=3
+)
+
+
+any_body = st.builds(
+    lambda known, unknown: {**unknown, **known},
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "model": often(st.sampled_from(MODELS)),
+            "messages": often(messages),
+            **{name: st.one_of(value, NEAR_MISSES, wrong) for name, value in VALID.items()},
+        },
+    ),
+    st.dictionaries(odd_text, wrong, max_size=3),
+)
+BODY_DAMAGE = ("none",) * 6 + ("truncate", "bom", "garbage", "surrogate-bytes")
+
+
+def damaged(body: Any, how: str, cut: int, garbage: bytes) -> bytes:
+    """The body on the wire, intact most of the time; else cut, prefixed with a BOM, with
+    bytes that are not UTF-8 spliced in, or with surrogates written as (invalid) UTF-8."""
+    if how == "surrogate-bytes":
+        return wire_bytes(body, ascii_only=False, raw_surrogates=True)
+    raw = wire_bytes(body, ascii_only=cut % 2 == 0)
+    if how == "truncate":
+        return raw[: cut % (len(raw) + 1)]
+    if how == "bom":
+        return b"\xef\xbb\xbf" + raw
+    if how == "garbage":
+        at = cut % (len(raw) + 1)
+        return raw[:at] + garbage + raw[at:]
+    return raw
+
+
+damage = st.tuples(
+    st.sampled_from(BODY_DAMAGE), st.integers(0, 2**16), st.binary(min_size=1, max_size=8)
+)
+
+
+class TestChatBody:
+    @fuzz(120)
+    @given(body=valid_body, how=damage)
+    async def test_a_valid_body_is_answered(
+        self, gateway: tuple[Served, ServerLog], body: dict[str, Any], how: Any
+    ) -> None:
+        """The generator's valid bodies pass (so the wrong ones below are wrong for the
+        reason they were made), unless damaged on the wire."""
+        server, log = gateway
+        raw = damaged(body, *how)
+        response = await exchange(server.port, request_bytes("POST", CHAT, AUTH, raw))
+        await check(server, log, response)
+        if how[0] == "none":
+            assert response.status == (200 if len(raw) <= MAX_BODY else 413), response
+
+    @fuzz(250)
+    @given(body=valid_body, wrongs=corruption, how=damage)
+    async def test_a_body_with_wrong_fields_gets_a_documented_answer(
+        self,
+        gateway: tuple[Served, ServerLog],
+        body: dict[str, Any],
+        wrongs: dict[tuple[str | int, ...], Any],
+        how: Any,
+    ) -> None:
+        server, log = gateway
+        raw = damaged(corrupted(body, wrongs), *how)
+        response = await exchange(server.port, request_bytes("POST", CHAT, AUTH, raw))
+        await check(server, log, response)
+
+    @fuzz(100)
+    @given(body=st.one_of(any_body, wrong), how=damage)
+    async def test_any_body_gets_a_documented_answer(
+        self, gateway: tuple[Served, ServerLog], body: Any, how: Any
+    ) -> None:
+        server, log = gateway
+        response = await exchange(
+            server.port, request_bytes("POST", CHAT, AUTH, damaged(body, *how))
+        )
+        await check(server, log, response)
+
+    @fuzz(60)
+    @given(
+        body=st.one_of(
+            st.binary(max_size=3000),
+            st.binary(max_size=50).map(lambda b: b"\xff\xfe" + b),
+            specials.map(wire_bytes),
+            st.sampled_from([b"", b"   ", b"\n", b"null", b"[]", b'"x"', b"{", b'{"a":1}x']),
+        )
+    )
+    async def test_random_bytes_as_the_body(
+        self, gateway: tuple[Served, ServerLog], body: bytes
+    ) -> None:
+        server, log = gateway
+        response = await exchange(server.port, request_bytes("POST", CHAT, AUTH, body))
+        await check(server, log, response)
+
+
+# -- the headers --------------------------------------------------------------------------
+
+# What HTTP allows in a field value (RFC 9110 §5.5: VCHAR, obs-text, SP, HTAB): such values
+# reach the application, where non-UTF-8 bytes arrive as surrogate escapes.
+FIELD_VALUE_BYTES = [0x09, 0x20, *range(0x21, 0x7F), *range(0x80, 0x100)]
+odd_bytes = odd_text.map(lambda s: s.encode("utf-8", "surrogatepass"))
+field_value = weighted(
+    (2, bytes_of(FIELD_VALUE_BYTES)),
+    (2, odd_bytes.map(lambda b: CONTROL_RE.sub(b"", b))),
+    (1, odd_bytes),  # with controls: not HTTP any more
+    (
+        3,
+        st.sampled_from(
+            [
+                b"main",
+                b"MAIN",
+                b"agent:main:x",
+                b"agent:main:",
+                b"agent:nope:x",
+                b"agent:main:subagent:x",
+                b"cron:x",
+                b"agent::x",
+                "agent:main:\u00e9\u202e😀".encode(),
+                b"x" * 600,
+                b"\xed\xa0\x80",  # a surrogate written as UTF-8
+                b"\xc0\xaf",  # an overlong slash
+            ]
+        ),
+    ),
+).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"").replace(b"\x00", b""))
+RIGHT = f"Bearer {TOKEN}".encode()
+authorization = weighted(
+    (8, st.just(RIGHT)),
+    (1, st.just(f"bearer   {TOKEN}  ".encode())),
+    (2, field_value),
+    (2, field_value.map(lambda v: b"Bearer " + v)),
+    (1, st.just(b"Bearer " + TOKEN.encode() + b"\xff")),
+    (1, st.just(b"")),
+)
+
+
+class TestRoutingHeaders:
+    @fuzz(150)
+    @given(
+        headers=st.fixed_dictionaries(
+            {"Authorization": authorization},
+            optional={
+                "x-openclaw-session-key": field_value,
+                "x-openclaw-agent-id": field_value,
+                "x-openclaw-agent": field_value,
+                "x-request-id": field_value,
+                "Content-Type": field_value,
+            },
+        ),
+        model=st.sampled_from(["openclaw", "openclaw/main", "gpt-4o"]),
+        user=st.one_of(st.none(), odd_text),
+        stream=st.booleans(),
+    )
+    async def test_any_header_values_get_a_documented_answer(
+        self,
+        gateway: tuple[Served, ServerLog],
+        headers: dict[str, bytes],
+        model: str,
+        user: str | None,
+        stream: bool,
+    ) -> None:
+        server, log = gateway
+        body: dict[str, Any] = {"model": model, "messages": [HELLO], "stream": stream}
+        if user is not None:
+            body["user"] = user
+        request = request_bytes("POST", CHAT, headers, wire_bytes(body))
+        response = await exchange(server.port, request)
+        if any(CONTROL_RE.search(value) for value in headers.values()):
+            # Not HTTP (RFC 9110 §5.5): aiohttp's parser answers 400 before any handler.
+            assert response.status == 400, response
+            await normal_completion(server.port)
+            assert log.new_problems() == []
+            return
+        await check(server, log, response)
+        request_id = response.headers.get("x-request-id", "")
+        assert REQUEST_ID_RE.fullmatch(request_id), response.headers
