@@ -145,6 +145,23 @@ class RunSubscription:
         """Events are queued: the next `__anext__` returns without waiting."""
         return bool(self._queue)
 
+    async def wait(self) -> None:
+        """Until an event is queued, the subscription ends, or `wake()` is called: a reader
+        with a timer of its own (a keepalive) waits here instead of under a timeout per event."""
+        if self._queue or self._ended:
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def wake(self) -> None:
+        """Make a pending `wait()` return, with or without an event."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     def __aiter__(self) -> RunSubscription:
         return self
 

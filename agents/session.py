@@ -233,17 +233,15 @@ class AgentSession:
 
     # -- the turn ----------------------------------------------------------------------
 
-    async def _load_row(self, now: int) -> SessionRow:
-        if self.row is None:
-            store = self._registry.store
-            row = await store.get(self.key)
-            created = False
-            if row is None:
-                row, created = await store.create(self.key, self.agent_id, now)
-            self.row = row
-            if created:
-                self._registry.publish_change(self, "create", row=row)
-        return self.row
+    async def _load_row(self, now: int) -> tuple[SessionRow, bool]:
+        """The session's row, created for a new key; True when created by this call."""
+        if self.row is not None:
+            return self.row, False
+        row, created = await self._registry.store.get_or_create(self.key, self.agent_id, now)
+        self.row = row
+        if created:
+            self._registry.publish_change(self, "create", row=row)
+        return row, created
 
     async def _execute(self, run: AgentRun) -> None:
         registry = self._registry
@@ -255,7 +253,7 @@ class AgentSession:
             run.end_unstarted(FAILED, UnknownAgent(run.agent_id))
             return
         try:
-            row = await self._load_row(clock())
+            row, created = await self._load_row(clock())
         except StoreError as exc:
             log.error("session_load_failed", session_key=self.key, run_id=run.id, error=str(exc))
             run.end_unstarted(FAILED, exc)
@@ -273,7 +271,12 @@ class AgentSession:
 
         request = run.request
         try:
-            stored = await registry.store.recent_turns(row.session_id, config.history_limit)
+            # A transcript created for this turn has no history: no trip to the store for it.
+            stored = (
+                ()
+                if created
+                else await registry.store.recent_turns(row.session_id, config.history_limit)
+            )
         except StoreError as exc:
             log.error("history_load_failed", session_key=self.key, run_id=run.id, error=str(exc))
             run.detach_stream()
@@ -311,7 +314,8 @@ class AgentSession:
                 if not done:
                     timed_out = True
                     task.cancel()
-            await asyncio.wait((task,))
+            if not task.done():  # a wait on a finished task still costs a loop iteration
+                await asyncio.wait((task,))
         except asyncio.CancelledError:
             task.cancel()
             raise

@@ -451,6 +451,17 @@ class SessionStore:
         """The row of `key`, created with a new session id if missing; `True` when created."""
         return await self._call(self._write, lambda db: self._create(db, key, agent_id, now, label))
 
+    async def get_or_create(self, key: str, agent_id: str, now: int) -> tuple[SessionRow, bool]:
+        """`get`, then `create` if the key has no row, as one job: a turn on a new key pays
+        one trip to the store thread, not two. `True` when created."""
+        return await self._call(self._get_or_create, key, agent_id, now)
+
+    def _get_or_create(self, key: str, agent_id: str, now: int) -> tuple[SessionRow, bool]:
+        row = self._get(key)
+        if row is not None:
+            return row, False
+        return self._write(lambda db: self._create(db, key, agent_id, now, None))
+
     @staticmethod
     def _create(
         db: sqlite3.Connection, key: str, agent_id: str, now: int, label: str | None

@@ -381,37 +381,36 @@ async def _relay(
     """Relay the run's events until its terminal one. Events already queued go out in one
     write; `: keepalive` after `keepalive_s` without a write, including while the run waits
     behind another turn of its session."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + keepalive_s
+    keepalive = KeepaliveTimer(keepalive_s, subscription.wake)
     next_event = subscription.__anext__
-    while True:
-        if subscription.pending:
-            event = await next_event()
-        else:
-            try:
-                async with asyncio.timeout_at(deadline):
-                    event = await next_event()
-            except TimeoutError:
-                await stream.send(KEEPALIVE)
-                deadline = loop.time() + keepalive_s
-                continue
-        out: list[bytes] = []
+    try:
         while True:
-            if event.is_terminal:
-                if not watch.gone:
-                    out.append(_stream_end(run, encoder, fields))
-                    await stream.close(b"".join(out))
-                return
-            if event.stream == ASSISTANT:
-                out.append(encoder.content(event.data["delta"]))
             if not subscription.pending:
-                break
+                await subscription.wait()  # an event, or the keepalive timer's wake-up
+                if keepalive.due and not subscription.pending:
+                    await stream.send(KEEPALIVE)
+                    keepalive.written()
+                    continue
             event = await next_event()
-        if watch.gone:
-            return  # the run is being aborted; nothing more goes out
-        if out:
-            await stream.send(b"".join(out))
-            deadline = loop.time() + keepalive_s
+            out: list[bytes] = []
+            while True:
+                if event.is_terminal:
+                    if not watch.gone:
+                        out.append(_stream_end(run, encoder, fields))
+                        await stream.close(b"".join(out))
+                    return
+                if event.stream == ASSISTANT:
+                    out.append(encoder.content(event.data["delta"]))
+                if not subscription.pending:
+                    break
+                event = await next_event()
+            if watch.gone:
+                return  # the run is being aborted; nothing more goes out
+            if out:
+                await stream.send(b"".join(out))
+                keepalive.written()
+    finally:
+        keepalive.cancel()
 
 
 def _stream_end(run: AgentRun, encoder: ChunkEncoder, fields: ChatFields) -> bytes:
@@ -430,6 +429,47 @@ def _stream_end(run: AgentRun, encoder: ChunkEncoder, fields: ChatFields) -> byt
         parts.append(encoder.usage(outcome.usage))
     parts.append(DONE)
     return b"".join(parts)
+
+
+class KeepaliveTimer:
+    """`due` once `seconds` have passed since the last `written()`; then calls `wake`.
+
+    One timer per quiet period rather than a timeout around every event: a write only
+    records its time, and the timer, when it fires early, re-arms for the real deadline.
+    """
+
+    def __init__(self, seconds: float, wake: Callable[[], object]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._seconds = seconds
+        self._wake = wake
+        self.due = False
+        self._last = self._loop.time()
+        self._armed_for = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._arm()
+
+    def written(self) -> None:
+        self._last = self._loop.time()
+        self.due = False
+        if self._timer is None:
+            self._arm()
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm(self) -> None:
+        self._armed_for = self._last + self._seconds
+        self._timer = self._loop.call_at(self._armed_for, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        if self._last + self._seconds > self._armed_for:
+            self._arm()  # written since it was armed: not quiet for long enough yet
+            return
+        self.due = True
+        self._wake()
 
 
 class ClientWatch:

@@ -591,6 +591,35 @@ class TestOverflow:
         ]
 
 
+class TestWaitAndWake:
+    async def test_wait_returns_when_an_event_is_queued(self) -> None:
+        sub = RunSubscription(None, 8)
+        waiting = asyncio.create_task(sub.wait())
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        sub.push(event("lifecycle", 1, phase="start"))
+        await asyncio.wait_for(waiting, 1)
+        assert sub.pending
+
+    async def test_wake_returns_without_an_event(self) -> None:
+        sub = RunSubscription(None, 8)
+        waiting = asyncio.create_task(sub.wait())
+        await asyncio.sleep(0)
+        sub.wake()
+        await asyncio.wait_for(waiting, 1)
+        assert not sub.pending
+
+    async def test_wake_does_not_end_an_iteration(self) -> None:
+        sub = RunSubscription(None, 8)
+        reading = asyncio.create_task(sub.__anext__())
+        await asyncio.sleep(0)
+        sub.wake()
+        await asyncio.sleep(0)
+        assert not reading.done()
+        sub.push(event("lifecycle", 1, phase="start"))
+        assert (await asyncio.wait_for(reading, 1)).seq == 1
+
+
 class TestListeners:
     async def test_listeners_get_every_event_and_session_change(self, harness: Harness) -> None:
         registry = harness.registry()

@@ -146,6 +146,11 @@ class TestSessions:
         again, created = await store.create(KEY, "main", 200)
         assert (again, created) == (row, False)
 
+    async def test_get_or_create_creates_once(self, store: SessionStore) -> None:
+        row, created = await store.get_or_create(KEY, "main", 100)
+        assert created and row == SessionRow(KEY, "main", row.session_id, None, 100, 100)
+        assert await store.get_or_create(KEY, "main", 200) == (row, False)
+
     async def test_count(self, store: SessionStore) -> None:
         for i in range(4):
             await store.create(f"agent:main:{i}", "main", i)

@@ -703,6 +703,19 @@ class TestStreaming:
         assert blocks.index(": keepalive") > 1  # between content chunks, after the role chunk
         assert text.endswith(DONE)
 
+    async def test_no_keepalive_while_text_keeps_coming(self, gateway: MakeClient) -> None:
+        # 30 words 20 ms apart outlast the keepalive interval; no gap reaches it.
+        client = await gateway(
+            {"agents": {"list": [{"id": "main", "default": True, "params": {"delayMs": 20}}]}},
+            AppOptions(sse_keepalive_seconds=0.4),
+        )
+        words = " ".join(f"w{i}" for i in range(30))
+        _, text, _ = await post(
+            client, {"messages": [{"role": "user", "content": words}], "stream": True}
+        )
+        assert ": keepalive" not in text.split("\n\n")
+        assert text.endswith(DONE)
+
     async def test_keepalive_while_queued_behind_the_sessions_turn(
         self, gateway: MakeClient
     ) -> None:
