@@ -4,8 +4,10 @@ Producers (the dispatcher, the fan-out, ticks) call `send`/`send_event`, which n
 frames go into a queue bounded in bytes (`policy.maxBufferedBytes`, ws-protocol.md §9.3) that
 exactly one writer task empties onto the socket. When a frame does not fit, a droppable event
 is skipped (the client sees a `seq` gap) and anything else closes the connection with 1008
-`slow consumer`. Closing is a request too: the writer sends what is queued, then the close
-frame, so a handshake error response arrives before its close.
+`slow consumer`. A state snapshot (`presence`) that is still queued when a newer one comes is
+dropped the same way, so a client that reads slowly holds at most one of them. Closing is a
+request too: the writer sends what is queued, then the close frame, so a handshake error
+response arrives before its close.
 """
 
 from __future__ import annotations
@@ -39,6 +41,21 @@ def now_ms() -> int:
 
 
 @attrs.define(eq=False)
+class _Replaceable:
+    """A queued event that a newer one of the same name may drop (`EventFrame.replaces`)."""
+
+    frame: EventFrame | None  # None once dropped or taken by the writer
+    seq: int
+    size: int
+
+
+# What the queue holds: a frame that is all bytes, or an event and its seq, rendered by the
+# writer only when it sends it: a broadcast queued to n connections holds one copy of its
+# bytes, not n.
+_Queued = bytes | tuple[EventFrame, int] | _Replaceable
+
+
+@attrs.define(eq=False)
 class Connection:
     ws: web.WebSocketResponse
     conn_id: str
@@ -54,8 +71,11 @@ class Connection:
     scopes: tuple[str, ...] = ()
     auth_method: str = ""
     authenticated_at: int | None = None
-    dropped: int = 0  # droppable events skipped because the queue was full
-    _queue: deque[bytes] = attrs.field(factory=deque)
+    dropped: int = 0  # droppable events skipped (queue full, or replaced by a newer one)
+    # `stateVersion.presence` of the newest presence list sent (hello-ok or event).
+    presence_version: int = 0
+    _queue: deque[_Queued] = attrs.field(factory=deque)
+    _replaceable: dict[str, _Replaceable] = attrs.field(factory=dict)  # the last one queued
     _buffered: int = 0
     _seq: int = 0
     _wakeup: asyncio.Event = attrs.field(factory=asyncio.Event)
@@ -89,29 +109,45 @@ class Connection:
 
     def send(self, frame: bytes) -> None:
         """A response or another frame that must arrive (not droppable)."""
-        self._enqueue(frame, droppable=False)
+        self._enqueue(frame, len(frame), droppable=False)
 
     def send_event(self, frame: EventFrame) -> None:
         """An event frame with this connection's next `seq` (§9.1); a dropped one leaves a gap."""
         self._seq += 1
-        if self._close is None:
-            self._enqueue(frame.render(self._seq), frame.droppable)
-
-    def _enqueue(self, data: bytes, droppable: bool) -> None:
         if self._close is not None:
             return
-        size = len(data)
+        seq = self._seq
+        size = frame.size(seq)
+        name = frame.replaces
+        if name is None:
+            self._enqueue((frame, seq), size, frame.droppable)
+            return
+        older = self._replaceable.get(name)
+        if older is not None and older.frame is not None:
+            # Still unsent: the client wants the newer state, not both (its seq is a gap).
+            self._buffered -= older.size
+            older.frame = None
+            self.dropped += 1
+        item = _Replaceable(frame, seq, size)
+        if self._enqueue(item, size, frame.droppable):
+            self._replaceable[name] = item
+
+    def _enqueue(self, item: _Queued, size: int, droppable: bool) -> bool:
+        """Whether `item` (`size` bytes) was queued."""
+        if self._close is not None:
+            return False
         # An empty queue takes any frame: a single large answer (up to maxPayload) is not a
         # sign of a slow client.
         if self._buffered and self._buffered + size > self.max_buffered_bytes:
             if droppable:
                 self.dropped += 1
-                return
+                return False
             self._slow_consumer()
-            return
-        self._queue.append(data)
+            return False
+        self._queue.append(item)
         self._buffered += size
         self._wakeup.set()
+        return True
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Close after the frames already queued; later frames are discarded."""
@@ -135,14 +171,31 @@ class Connection:
 
     # -- the writer --------------------------------------------------------------------------
 
+    def _take(self) -> bytes | None:
+        """The next frame, rendered; None for one that a newer one replaced."""
+        item = self._queue.popleft()
+        if isinstance(item, bytes):
+            data = item
+        elif isinstance(item, tuple):
+            data = item[0].render(item[1])
+        elif item.frame is None:
+            return None
+        else:
+            data = item.frame.render(item.seq)
+            item.frame = None
+        self._buffered -= len(data)
+        return data
+
     async def _write_loop(self) -> None:
         ws, queue = self.ws, self._queue
         try:
             while True:
                 if queue:
-                    data = queue.popleft()
-                    self._buffered -= len(data)
-                    await ws.send_frame(data, WSMsgType.TEXT)
+                    data = self._take()
+                    if data is not None:
+                        await ws.send_frame(data, WSMsgType.TEXT)
+                        # An idle connection must not keep its last frame alive.
+                        del data
                 elif self._close is not None:
                     break
                 else:

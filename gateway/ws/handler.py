@@ -173,15 +173,17 @@ async def _handshake(ws_state: WsState, conn: Connection) -> bool:
     # From here on no await: the connection joins the fan-out right after its hello-ok.
     now = conn.authenticated_at = now_ms()
     ws_state.presence.connect(conn.conn_id, params.client, conn.scopes, now)
+    # The snapshot in hello-ok is this version: the presence event of this very change, if it
+    # comes, is not for this connection.
+    conn.presence_version = ws_state.presence.version
     conn.send(protocol.response(frame.id, _hello_ok(ws_state, conn, health, now)))
     conn.send_event(
         event_frame("health", health, droppable=True, state_version=ws_state.state_version())
     )
-    others = list(ws_state.authenticated)
     ws_state.authenticated.add(conn)
     if conn.can_read:
         ws_state.readers.add(conn)
-    EventFanout.broadcast(_presence_frame(ws_state, now), others)
+    ws_state.presence_changed()
     log.info(
         "ws_connected",
         conn_id=conn.conn_id,
@@ -238,7 +240,7 @@ def _hello_ok(
             "capabilities": list(protocol.CAPABILITIES),
         },
         "snapshot": {
-            "presence": ws_state.presence.snapshot(now),
+            "presence": ws_state.presence_snapshot(now),
             "health": health,
             "stateVersion": ws_state.state_version(),
             "uptimeMs": gateway.uptime_ms,
@@ -265,15 +267,6 @@ def _hello_ok(
         "tickIntervalMs": int(gateway.options.tick_interval_seconds * 1000),
     }
     return payload
-
-
-def _presence_frame(ws_state: WsState, now: int) -> protocol.EventFrame:
-    return event_frame(
-        "presence",
-        {"presence": ws_state.presence.snapshot(now)},
-        droppable=True,
-        state_version=ws_state.state_version(),
-    )
 
 
 async def _read_loop(ws_state: WsState, conn: Connection) -> None:
@@ -312,9 +305,8 @@ async def _teardown(ws_state: WsState, conn: Connection) -> None:
     if conn in ws_state.authenticated:
         ws_state.authenticated.discard(conn)
         ws_state.readers.discard(conn)
-        now = now_ms()
-        ws_state.presence.disconnect(conn.conn_id, now, conn.last_activity_at)
-        EventFanout.broadcast(_presence_frame(ws_state, now), ws_state.authenticated)
+        ws_state.presence.disconnect(conn.conn_id, now_ms(), conn.last_activity_at)
+        ws_state.presence_changed()
     # Shielded and tracked: the writer and the socket are closed even when aiohttp cancels
     # this handler because the peer vanished.
     closing = ws_state.spawn(_close(conn), f"ws-close {conn.conn_id}")
@@ -360,6 +352,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             registry.remove_listener(fanout)
         await ws_state.cancel_tasks()
         fanout.close()
+        ws_state.presence_fanout.close()
 
 
 async def _ticks(ws_state: WsState, interval: float) -> None:

@@ -199,9 +199,16 @@ class EventFrame:
     head: bytes  # `{"type":"event","event":…,"payload":…,"seq":`
     tail: bytes  # `}` or `,"stateVersion":{…}}`
     droppable: bool  # §9.3: may be skipped when the connection's queue is full
+    # A state snapshot (`presence`): a connection's queue holds at most one unsent frame of
+    # this name, a newer one drops the older; only the newest state is worth sending.
+    replaces: str | None = None
 
     def render(self, seq: int) -> bytes:
         return b"".join((self.head, str(seq).encode(), self.tail))
+
+    def size(self, seq: int) -> int:
+        """`len(self.render(seq))`, without rendering."""
+        return len(self.head) + len(str(seq)) + len(self.tail)
 
 
 def event_frame(
@@ -211,11 +218,12 @@ def event_frame(
     droppable: bool = False,
     state_version: Mapping[str, int] | None = None,
     payload_json: str | None = None,
+    replaces: str | None = None,
 ) -> EventFrame:
     body = payload_json if payload_json is not None else dumps(payload)
     head = wire(f'{{"type":"event","event":{dumps(name)},"payload":{body},"seq":')
     tail = b"}" if state_version is None else f',"stateVersion":{dumps(state_version)}}}'.encode()
-    return EventFrame(head, tail, droppable)
+    return EventFrame(head, tail, droppable, replaces)
 
 
 def close_reason(message: str) -> str:

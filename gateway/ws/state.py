@@ -12,11 +12,11 @@ import attrs
 from agents.runs import AgentRun
 from gateway.state import GatewayState
 from gateway.ws import protocol
-from gateway.ws.connection import Connection
+from gateway.ws.connection import Connection, now_ms
 from gateway.ws.dispatch import MethodRegistry
 from gateway.ws.events import EventFanout
 from gateway.ws.health import HealthCache
-from gateway.ws.presence import PresenceBook
+from gateway.ws.presence import PresenceBook, PresenceFanout
 
 # agents-sessions.md §2.7: idempotency keys are remembered 5 minutes, at most 1000 of them.
 IDEMPOTENCY_TTL_SECONDS = 300.0
@@ -35,6 +35,15 @@ class WsSettings:
     # Requests of one connection handled at once; beyond it the reader stops reading, so
     # TCP pushes back on a client that pipelines without limit.
     max_inflight_requests: int = 64
+    # Presence goes to every connection, so n connects each broadcast at once would cost n
+    # frames per connection (n² frames); coalesced, a burst costs one frame per connection per
+    # interval. A second is as often as a person watching a client list can follow.
+    presence_interval_seconds: float = 1.0
+    # Client entries in a `presence` event and the hello-ok snapshot (newest first, after
+    # `self`): every connect sends the list to every connection, and a whole list of n makes
+    # that O(n²) bytes per connect. 64 fill any operator UI's list (some 20 KiB of JSON);
+    # `system-presence`, asked for explicitly, still lists every entry (a README deviation).
+    presence_max_entries: int = 64
 
 
 @attrs.define
@@ -78,6 +87,12 @@ class WsState:
     authenticated: set[Connection] = attrs.field(factory=set)
     readers: set[Connection] = attrs.field(factory=set)  # authenticated, operator.read
     presence: PresenceBook = attrs.field(factory=PresenceBook)
+    presence_fanout: PresenceFanout = attrs.field(
+        default=attrs.Factory(
+            lambda self: PresenceFanout(self.presence, self.authenticated, self.presence_frame),
+            takes_self=True,
+        )
+    )
     health: HealthCache = attrs.field(factory=HealthCache)
     idempotency: IdempotencyCache = attrs.field(factory=IdempotencyCache)
     fanout: EventFanout = attrs.field(
@@ -91,6 +106,23 @@ class WsState:
 
     def state_version(self) -> dict[str, int]:
         return {"presence": self.presence.version, "health": self.health.version}
+
+    def presence_snapshot(self, now: int) -> list[dict[str, Any]]:
+        """The bounded list of the `presence` event and the hello-ok snapshot."""
+        return self.presence.snapshot(now, self.settings.presence_max_entries)
+
+    def presence_frame(self) -> protocol.EventFrame:
+        return protocol.event_frame(
+            "presence",
+            {"presence": self.presence_snapshot(now_ms())},
+            droppable=True,
+            state_version=self.state_version(),
+            replaces="presence",
+        )
+
+    def presence_changed(self) -> None:
+        """After a connect or a close: the `presence` event, now or coalesced."""
+        self.presence_fanout.changed(self.settings.presence_interval_seconds)
 
     def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.create_task(coro, name=name)

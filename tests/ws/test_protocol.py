@@ -156,6 +156,37 @@ class TestQueuePolicy:
         conn.send(b"after")  # discarded
         assert conn.buffered_bytes == 0
 
+    async def test_a_newer_presence_frame_replaces_an_unsent_one(self) -> None:
+        conn, sock = await self.connection(10_000)
+        conn.send(b"x" * 10)  # taken by the writer, which now blocks
+        await asyncio.sleep(0)
+        frames = []
+        for version in (1, 2, 3):
+            presence = event_frame("presence", {"v": version}, droppable=True, replaces="presence")
+            tick = event_frame("tick", {"ts": version}, droppable=True)
+            frames += [presence, tick]
+            conn.send_event(presence)  # seq 1, 3, 5
+            conn.send_event(tick)  # seq 2, 4, 6
+        assert conn.dropped == 2
+        kept = [(frames[1], 2), (frames[3], 4), (frames[4], 5), (frames[5], 6)]
+        assert conn.buffered_bytes == sum(len(f.render(seq)) for f, seq in kept)
+        sock.block.set()
+        await conn.aclose()
+        assert sock.sent[1:] == [f.render(seq) for f, seq in kept]
+        assert conn.buffered_bytes == 0
+
+    async def test_a_presence_frame_being_written_is_not_replaced(self) -> None:
+        conn, sock = await self.connection(10_000)
+        older = event_frame("presence", {"v": 1}, droppable=True, replaces="presence")
+        newer = event_frame("presence", {"v": 2}, droppable=True, replaces="presence")
+        conn.send_event(older)
+        await asyncio.sleep(0)  # the writer takes it, and blocks
+        conn.send_event(newer)
+        assert conn.dropped == 0 and conn.buffered_bytes == len(newer.render(2))
+        sock.block.set()
+        await conn.aclose()
+        assert sock.sent == [older.render(1), newer.render(2)]
+
     async def test_an_empty_queue_takes_a_frame_larger_than_the_limit(self) -> None:
         conn, sock = await self.connection(100)
         sock.block.set()

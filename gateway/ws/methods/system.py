@@ -69,6 +69,7 @@ def tail(ring: LogRing, params: TailParams) -> dict[str, Any]:
 def register(methods: MethodRegistry) -> None:
     @methods.method("system-presence", params=no_params, scope=READ)
     async def system_presence(ctx: CallContext, params: None) -> Any:
+        # Every entry: asked for, unlike the bounded list that events push to everyone.
         return ctx.ws.presence.snapshot(now_ms())
 
     @methods.method("logs.tail", params=TailParams.parse, scope=READ)
