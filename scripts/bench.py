@@ -587,12 +587,12 @@ async def idle_sockets(
     """RSS of the gateway with `plan.idle_sockets` idle authenticated WebSockets open, each
     reading what the gateway sends as a real client would; per socket: (RSS_n − RSS_0) / n.
 
-    Every connect sends a `presence` event listing every connection to every other one
-    (ws-protocol.md §9.2), so opening n sockets costs the gateway O(n³) bytes. The sockets are
-    opened in steps (100, 250, 500, then the plan's counts); the phase stops at the first step
-    not done within `plan.idle_budget_s`, or that takes RSS over RSS_GUARD_KIB, and reports
-    the steps not reached as such. The gateway is stopped before the clients close, so their
-    departures (another presence event each) cost nothing.
+    Every connect changes presence (ws-protocol.md §9.2), which the gateway broadcasts to every
+    connection, coalesced to one a second and bounded in length. The sockets are opened in
+    steps (100, 250, 500, then the plan's counts); the phase stops at the first step not done
+    within `plan.idle_budget_s`, or that takes RSS over RSS_GUARD_KIB, and reports the steps
+    not reached as such. The gateway is stopped before the clients close, so their
+    departures (presence changes too) cost nothing.
     """
     url = base.replace("http://", "ws://", 1)
     out: dict[str, Any] = {}
