@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -168,6 +169,15 @@ def next_status(gateway: ServeScript, seen: int, within: float = 5.0) -> int:
 
 
 class TestSeedCurlCommands:
+    def test_scripts_serve_answers_the_probes(self, served: tuple[ServeScript, str]) -> None:
+        gateway, _ = served
+        for path, body in (
+            ("/healthz", {"ok": True, "status": "live"}),
+            ("/readyz", {"ready": True}),
+        ):
+            with urllib.request.urlopen(f"{gateway.url}{path}", timeout=5) as response:
+                assert (response.status, json.loads(response.read())) == (200, body)
+
     def test_the_readme_shows_them_as_written(self) -> None:
         readme = (ROOT / "README.md").read_text()
         assert CURL_JSON in readme and CURL_SSE in readme
