@@ -7,7 +7,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +46,31 @@ def config_file(tmp_path: Path) -> Path:
     return path
 
 
+StartGateway = Callable[..., GatewayProcess]
+
+
 @pytest.fixture
-def gateway(tmp_path: Path, config_file: Path) -> Iterator[GatewayProcess]:
-    env = clean_env(tmp_path / "home")
-    args = ["--config", str(config_file), "--state-dir", str(tmp_path / "state"), "--port", "0"]
-    process = GatewayProcess(args, env)
-    process.wait_listening()
-    yield process
-    process.stop()
+def start_gateway(tmp_path: Path, config_file: Path) -> Iterator[StartGateway]:
+    """Start `clawgate run` on `config_file` (rewritten first when `text` is given)."""
+    started: list[GatewayProcess] = []
+
+    def start(text: str | None = None) -> GatewayProcess:
+        if text is not None:
+            config_file.write_text(text)
+        args = ["--config", str(config_file), "--state-dir", str(tmp_path / "state")]
+        process = GatewayProcess([*args, "--port", "0"], clean_env(tmp_path / "home"))
+        started.append(process)
+        process.wait_listening()
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def gateway(start_gateway: StartGateway) -> GatewayProcess:
+    return start_gateway()
 
 
 @pytest.fixture
@@ -134,35 +151,28 @@ class TestGracefulShutdown:
         assert await wait_exit(gateway, 10) == 0
 
     async def test_a_turn_longer_than_the_drain_ends_with_an_in_band_error_and_exit_is_0(
-        self, tmp_path: Path, config_file: Path, http: aiohttp.ClientSession
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession
     ) -> None:
-        config_file.write_text(config_text(drain=1, delay_ms=300))
-        env = clean_env(tmp_path / "home")
-        args = ["--config", str(config_file), "--state-dir", str(tmp_path / "s"), "--port", "0"]
-        gateway = GatewayProcess(args, env)
-        try:
-            url = gateway.wait_listening()
-            response = await open_stream(http, url, " ".join(["word"] * 40))  # ~12 s
-            await first_content(response)
-            began = time.monotonic()
-            gateway.signal(signal.SIGTERM)
-            events = await read_events(response)
-            assert events[-2:] == [
-                {
-                    "error": {
-                        "message": "gateway is shutting down",
-                        "type": "api_error",
-                        "param": None,
-                        "code": None,
-                    }
-                },
-                "[DONE]",
-            ]
-            assert await wait_exit(gateway, 10) == 0
-            assert time.monotonic() - began < 5
-            assert any(e["event"] == "drain_timeout" for e in gateway.events())
-        finally:
-            gateway.stop()
+        gateway = start_gateway(config_text(drain=1, delay_ms=300))
+        response = await open_stream(http, gateway.url, " ".join(["word"] * 40))  # ~12 s
+        await first_content(response)
+        began = time.monotonic()
+        gateway.signal(signal.SIGTERM)
+        events = await read_events(response)
+        assert events[-2:] == [
+            {
+                "error": {
+                    "message": "gateway is shutting down",
+                    "type": "api_error",
+                    "param": None,
+                    "code": None,
+                }
+            },
+            "[DONE]",
+        ]
+        assert await wait_exit(gateway, 10) == 0
+        assert time.monotonic() - began < 5
+        assert any(e["event"] == "drain_timeout" for e in gateway.events())
 
     async def test_websocket_clients_get_shutdown_then_close_1012(
         self, gateway: GatewayProcess, http: aiohttp.ClientSession
@@ -186,25 +196,18 @@ class TestGracefulShutdown:
         assert await wait_exit(gateway, 10) == 0
 
     async def test_a_second_signal_exits_at_once_with_1(
-        self, tmp_path: Path, config_file: Path, http: aiohttp.ClientSession
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession
     ) -> None:
-        config_file.write_text(config_text(drain=60, delay_ms=300))
-        env = clean_env(tmp_path / "home")
-        args = ["--config", str(config_file), "--state-dir", str(tmp_path / "s"), "--port", "0"]
-        gateway = GatewayProcess(args, env)
-        try:
-            url = gateway.wait_listening()
-            response = await open_stream(http, url, " ".join(["word"] * 40))
-            await first_content(response)
-            gateway.signal(signal.SIGTERM)
-            await asyncio.to_thread(gateway.wait_for_event, "gateway_stopping")
-            began = time.monotonic()
-            gateway.signal(signal.SIGTERM)
-            assert await wait_exit(gateway, 5) == 1
-            assert time.monotonic() - began < 2
-            response.close()
-        finally:
-            gateway.stop()
+        gateway = start_gateway(config_text(drain=60, delay_ms=300))
+        response = await open_stream(http, gateway.url, " ".join(["word"] * 40))
+        await first_content(response)
+        gateway.signal(signal.SIGTERM)
+        await asyncio.to_thread(gateway.wait_for_event, "gateway_stopping")
+        began = time.monotonic()
+        gateway.signal(signal.SIGTERM)
+        assert await wait_exit(gateway, 5) == 1
+        assert time.monotonic() - began < 2
+        response.close()
 
 
 class TestHotReload:
