@@ -7,7 +7,7 @@ Speaks Anthropic's streamed Messages API. Request building is pure (`request_bod
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -26,14 +26,8 @@ from agents.providers.base import (
     Usage,
 )
 from agents.providers.echo import token_cap
-from agents.providers.sse import SSEError, SSEParser
-from agents.providers.upstream import (
-    client_timeout,
-    log_body,
-    open_stream,
-    read_json,
-    transport_error,
-)
+from agents.providers.sse import SSEEvent
+from agents.providers.upstream import client_timeout, log_body, relay
 
 if TYPE_CHECKING:
     from agents.providers.pool import Timeouts
@@ -194,98 +188,79 @@ class AnthropicMessagesProvider:
         self._http = http
         self._timeout = client_timeout(timeouts)
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
+    def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
         provider = request.provider
         if provider is None:
             raise ValueError("anthropic-messages needs the provider's config")
-        resp = await open_stream(
+        return relay(
             self._http,
             provider,
             messages_url(provider.base_url),
             request_headers(provider),
             request_body(request),
             self._timeout,
+            MessageEventDecoder(provider),
+            json_answer,
         )
-        # Until the stream ended cleanly, leaving this generator (error, task cancellation,
-        # aclose) closes the connection: a half-read response must not go back to the pool,
-        # and the upstream has to see the disconnect to stop generating.
-        finished = False
-        data = ""
-        try:
-            if resp.content_type == "application/json":
-                answer = json_answer(await read_json(resp, provider))
-                finished = True  # the body is read: the connection may be reused
-                for event in answer:
-                    yield event
+
+
+class MessageEventDecoder:
+    """Messages API stream events, up to `message_stop`."""
+
+    def __init__(self, provider: ProviderConfig) -> None:
+        self._provider = provider
+        self.done = False
+        self.data = ""
+        self._reason: str | None = None
+        self._input_tokens: int | None = None
+        self._output_tokens: int | None = None
+
+    def feed(self, events: Sequence[SSEEvent]) -> Iterator[ProviderEvent]:
+        loads = json.loads
+        for sse in events:
+            kind = sse.event
+            if kind == "ping":
+                continue
+            data = self.data = sse.data
+            obj = loads(data)
+            if kind == "message":  # no `event:` line: the data names its type
+                kind = obj["type"]
+            if kind == "content_block_delta":
+                delta = obj["delta"]
+                # thinking_delta, input_json_delta, signature_delta: not reply text.
+                if delta["type"] == "text_delta":
+                    text = delta["text"]
+                    if text:
+                        if type(text) is not str:
+                            raise TypeError("text_delta text is not text")
+                        yield TextDelta(text)
+            elif kind == "message_start":
+                self._input_tokens = _count(obj["message"].get("usage"), *_INPUT_FIELDS)
+            elif kind == "message_delta":
+                self._reason = obj["delta"].get("stop_reason") or self._reason
+                # Cumulative: the last message_delta with a count has the final one.
+                count = _count(obj.get("usage"), "output_tokens")
+                if count is not None:
+                    self._output_tokens = count
+            elif kind == "message_stop":
+                self.done = True
                 return
-            parser = SSEParser()
-            read = resp.content.readany
-            loads = json.loads
-            reason: str | None = None
-            input_tokens: int | None = None
-            output_tokens: int | None = None
-            done = False
-            while not done:
-                chunk = await read()
-                for sse in parser.feed(chunk) if chunk else parser.feed_eof():
-                    kind = sse.event
-                    if kind == "ping":
-                        continue
-                    data = sse.data
-                    obj = loads(data)
-                    if kind == "message":  # no `event:` line: the data names its type
-                        kind = obj["type"]
-                    if kind == "content_block_delta":
-                        delta = obj["delta"]
-                        # thinking_delta, input_json_delta, signature_delta: not reply text.
-                        if delta["type"] == "text_delta":
-                            text = delta["text"]
-                            if text:
-                                if type(text) is not str:
-                                    raise TypeError("text_delta text is not text")
-                                yield TextDelta(text)
-                    elif kind == "message_start":
-                        input_tokens = _count(obj["message"].get("usage"), *_INPUT_FIELDS)
-                    elif kind == "message_delta":
-                        reason = obj["delta"].get("stop_reason") or reason
-                        # Cumulative: the last message_delta with a count has the final one.
-                        count = _count(obj.get("usage"), "output_tokens")
-                        if count is not None:
-                            output_tokens = count
-                    elif kind == "message_stop":
-                        done = True
-                        break
-                    elif kind == "content_block_start":
-                        block = obj["content_block"]
-                        if block.get("type") == "text" and block.get("text"):
-                            yield TextDelta(str(block["text"]))
-                    elif kind == "error":
-                        log_body("upstream_stream_error", provider, data)
-                        raise MalformedStream("in-stream error from upstream")
-                    # content_block_stop and event types added later carry no reply text.
-                if not chunk and not done:
-                    # EOF without message_stop: complete only if the model said why it stopped.
-                    if reason is None:
-                        raise MalformedStream("upstream stream ended before message_stop")
-                    break
-            data = ""
-            # The stream is over: set before the last yields so that a consumer closing
-            # us right after Finish releases the connection (aiohttp pools it only if the
-            # body reached EOF, else it closes it) instead of forcing a close.
-            finished = True
-            if input_tokens is not None and output_tokens is not None:
-                yield Usage(input_tokens, output_tokens)
-            yield Finish(STOP_REASONS.get(reason or "end_turn", "stop"))
-        except (ValueError, TypeError, AttributeError, LookupError) as exc:
-            # json.loads, SSEError and an event of the wrong shape all land here.
-            if data:
-                log_body("upstream_malformed_stream", provider, data)
-            detail = str(exc) if isinstance(exc, SSEError) else type(exc).__name__
-            raise MalformedStream(f"malformed upstream stream ({detail})") from exc
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise transport_error(exc) from exc
-        finally:
-            if finished:
-                resp.release()
-            else:
-                resp.close()
+            elif kind == "content_block_start":
+                block = obj["content_block"]
+                if block.get("type") == "text" and block.get("text"):
+                    yield TextDelta(str(block["text"]))
+            elif kind == "error":
+                log_body("upstream_stream_error", self._provider, data)
+                raise MalformedStream("in-stream error from upstream")
+            # content_block_stop and event types added later carry no reply text.
+
+    def finish(self) -> list[ProviderEvent]:
+        # EOF without message_stop: complete only if the model said why it stopped.
+        if not self.done and self._reason is None:
+            raise MalformedStream("upstream stream ended before message_stop")
+        self.data = ""
+        tail: list[ProviderEvent] = []
+        if self._input_tokens is not None and self._output_tokens is not None:
+            tail.append(Usage(self._input_tokens, self._output_tokens))
+        tail.append(Finish(STOP_REASONS.get(self._reason or "end_turn", "stop")))
+        return tail

@@ -8,7 +8,7 @@ does the I/O and relays the SSE stream with as little work per chunk as possible
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -25,14 +25,8 @@ from agents.providers.base import (
     TextDelta,
     Usage,
 )
-from agents.providers.sse import SSEError, SSEParser
-from agents.providers.upstream import (
-    client_timeout,
-    log_body,
-    open_stream,
-    read_json,
-    transport_error,
-)
+from agents.providers.sse import SSEEvent
+from agents.providers.upstream import client_timeout, log_body, relay
 
 if TYPE_CHECKING:
     from agents.providers.pool import Timeouts
@@ -152,89 +146,67 @@ class OpenAICompletionsProvider:
         self._http = http
         self._timeout = client_timeout(timeouts)
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
+    def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
         provider = request.provider
         if provider is None:
             raise ValueError("openai-completions needs the provider's config")
-        url = provider.base_url.rstrip("/") + "/chat/completions"
-        resp = await open_stream(
+        return relay(
             self._http,
             provider,
-            url,
+            provider.base_url.rstrip("/") + "/chat/completions",
             request_headers(provider),
             request_body(request),
             self._timeout,
+            ChunkDecoder(provider),
+            json_answer,
         )
-        # Until the stream ended cleanly, leaving this generator (error, task cancellation,
-        # aclose) closes the connection: a half-read response must not go back to the pool,
-        # and the upstream has to see the disconnect to stop generating.
-        finished = False
-        data = ""
-        try:
-            if resp.content_type == "application/json":
-                answer = json_answer(await read_json(resp, provider))
-                finished = True  # the body is read: the connection may be reused
-                for event in answer:
-                    yield event
+
+
+class ChunkDecoder:
+    """`data:` lines of `chat.completion.chunk` objects, up to `data: [DONE]`."""
+
+    def __init__(self, provider: ProviderConfig) -> None:
+        self._provider = provider
+        self.done = False
+        self.data = ""
+        self._reason: str | None = None
+        self._usage: Any = None
+
+    def feed(self, events: Sequence[SSEEvent]) -> Iterator[ProviderEvent]:
+        loads = json.loads
+        for sse in events:
+            data = self.data = sse.data
+            if data == "[DONE]":
+                self.done = True
                 return
-            parser = SSEParser()
-            read = resp.content.readany
-            loads = json.loads
-            reason: str | None = None
-            usage: Any = None
-            done = False
-            while not done:
-                chunk = await read()
-                for sse in parser.feed(chunk) if chunk else parser.feed_eof():
-                    data = sse.data
-                    if data == "[DONE]":
-                        done = True
-                        break
-                    obj = loads(data)
-                    # `{"error": {...}}` (OpenAI, OpenRouter, llama.cpp) or vLLM's
-                    # `{"object": "error", ...}`.
-                    if obj.get("error") or obj.get("object") == "error":
-                        log_body("upstream_stream_error", provider, data)
-                        raise MalformedStream("in-stream error from upstream")
-                    choices = obj.get("choices")
-                    if choices:
-                        choice = choices[0]
-                        delta = choice.get("delta")
-                        if delta:
-                            # `reasoning_content` (thinking models) is deliberately not read.
-                            content = delta.get("content")
-                            if content:
-                                if type(content) is not str:
-                                    raise TypeError("delta content is not text")
-                                yield TextDelta(content)
-                        if choice.get("finish_reason"):
-                            reason = choice["finish_reason"]
-                    if obj.get("usage"):
-                        usage = obj["usage"]
-                if not chunk and not done:
-                    # EOF without [DONE]: complete only if the model said it was finished.
-                    if reason is None:
-                        raise MalformedStream("upstream stream ended before [DONE]")
-                    break
-            data = ""
-            # The stream is over: set before the last yields so that a consumer closing
-            # us right after Finish releases the connection (aiohttp pools it only if the
-            # body reached EOF, else it closes it) instead of forcing a close.
-            finished = True
-            reported = usage_of(usage)
-            if reported is not None:
-                yield reported
-            yield Finish(FINISH_REASONS.get(reason or "stop", "stop"))
-        except (ValueError, TypeError, AttributeError, LookupError) as exc:
-            # json.loads, SSEError and a chunk of the wrong shape all land here.
-            if data:
-                log_body("upstream_malformed_stream", provider, data)
-            detail = str(exc) if isinstance(exc, SSEError) else type(exc).__name__
-            raise MalformedStream(f"malformed upstream stream ({detail})") from exc
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise transport_error(exc) from exc
-        finally:
-            if finished:
-                resp.release()
-            else:
-                resp.close()
+            obj = loads(data)
+            # `{"error": {...}}` (OpenAI, OpenRouter, llama.cpp) or vLLM's
+            # `{"object": "error", ...}`.
+            if obj.get("error") or obj.get("object") == "error":
+                log_body("upstream_stream_error", self._provider, data)
+                raise MalformedStream("in-stream error from upstream")
+            choices = obj.get("choices")
+            if choices:
+                choice = choices[0]
+                delta = choice.get("delta")
+                if delta:
+                    # `reasoning_content` (thinking models) is deliberately not read.
+                    content = delta.get("content")
+                    if content:
+                        if type(content) is not str:
+                            raise TypeError("delta content is not text")
+                        yield TextDelta(content)
+                if choice.get("finish_reason"):
+                    self._reason = choice["finish_reason"]
+            if obj.get("usage"):
+                self._usage = obj["usage"]
+
+    def finish(self) -> list[ProviderEvent]:
+        # EOF without [DONE]: complete only if the model said it was finished.
+        if not self.done and self._reason is None:
+            raise MalformedStream("upstream stream ended before [DONE]")
+        self.data = ""
+        reported = usage_of(self._usage)
+        tail: list[ProviderEvent] = [] if reported is None else [reported]
+        tail.append(Finish(FINISH_REASONS.get(self._reason or "stop", "stop")))
+        return tail

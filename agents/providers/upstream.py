@@ -1,7 +1,9 @@
-"""What the network providers share: opening the upstream request, failure classification
+"""What the network providers share: opening the upstream request, relaying its stream
+(reading, the connection's release or close, failure mapping), failure classification
 (agents-sessions.md §6.5), Retry-After parsing, and debug logging of upstream bodies.
 
-Nothing here runs per streamed chunk; the providers keep that loop to themselves.
+Each provider supplies only its wire format: a `StreamDecoder` that says what each SSE event
+means, and how a non-streamed JSON answer reads.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ import email.utils
 import json
 import math
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import structlog
@@ -25,6 +27,8 @@ from agents.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
+from agents.providers.base import ProviderEvent
+from agents.providers.sse import SSEError, SSEEvent, SSEParser
 
 if TYPE_CHECKING:
     from agents.providers.pool import Timeouts
@@ -170,3 +174,74 @@ async def read_json(resp: aiohttp.ClientResponse, provider: ProviderConfig) -> A
     except ValueError as exc:
         log_body("upstream_malformed_json", provider, body)
         raise MalformedStream("upstream answer is not valid JSON") from exc
+
+
+class StreamDecoder(Protocol):
+    """One upstream stream in one wire format, decoded event by event."""
+
+    done: bool  # the format's terminator arrived (`[DONE]`, `message_stop`)
+    data: str  # the event data being decoded: logged when it turns out malformed
+
+    def feed(self, events: Sequence[SSEEvent]) -> Iterator[ProviderEvent]:
+        """The reply text in `events`; stops reading them at the terminator."""
+        ...
+
+    def finish(self) -> list[ProviderEvent]:
+        """After the terminator or EOF: usage and finish; MalformedStream when the stream
+        stopped short of saying it was complete."""
+        ...
+
+
+async def relay(
+    http: aiohttp.ClientSession,
+    provider: ProviderConfig,
+    url: str,
+    headers: Mapping[str, str],
+    body: dict[str, Any],
+    limits: aiohttp.ClientTimeout,
+    decoder: StreamDecoder,
+    json_answer: Callable[[Any], list[ProviderEvent]],
+) -> AsyncIterator[ProviderEvent]:
+    """POST the request and yield its reply: a stream through `decoder`, or a JSON answer
+    (an upstream that ignored `stream`) through `json_answer`."""
+    resp = await open_stream(http, provider, url, headers, body, limits)
+    # Until the stream ended cleanly, leaving this generator (error, task cancellation,
+    # aclose) closes the connection: a half-read response must not go back to the pool,
+    # and the upstream has to see the disconnect to stop generating.
+    finished = False
+    try:
+        if resp.content_type == "application/json":
+            answer = json_answer(await read_json(resp, provider))
+            finished = True  # the body is read: the connection may be reused
+            for event in answer:
+                yield event
+            return
+        parser = SSEParser()
+        read = resp.content.readany
+        feed = decoder.feed
+        while not decoder.done:
+            chunk = await read()
+            for event in feed(parser.feed(chunk) if chunk else parser.feed_eof()):
+                yield event
+            if not chunk:
+                break
+        tail = decoder.finish()
+        # The stream is over: set before the last yields so that a consumer closing us right
+        # after Finish releases the connection (aiohttp pools it only if the body reached
+        # EOF, else it closes it) instead of forcing a close.
+        finished = True
+        for event in tail:
+            yield event
+    except (ValueError, TypeError, AttributeError, LookupError) as exc:
+        # json.loads, SSEError and an event of the wrong shape all land here.
+        if decoder.data:
+            log_body("upstream_malformed_stream", provider, decoder.data)
+        detail = str(exc) if isinstance(exc, SSEError) else type(exc).__name__
+        raise MalformedStream(f"malformed upstream stream ({detail})") from exc
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise transport_error(exc) from exc
+    finally:
+        if finished:
+            resp.release()
+        else:
+            resp.close()
