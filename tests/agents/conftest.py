@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
+from agents.store import SessionStore
+from tests.agents.scripted import Harness
 from tests.agents.upstreams import FakeAnthropic, FakeOpenAI
 
 
@@ -25,3 +28,13 @@ async def anthropic_upstream() -> AsyncIterator[FakeAnthropic]:
     await upstream.start()
     yield upstream
     await upstream.aclose()
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    """A real store in tmp_path and registries built on it (tests/agents/scripted.py)."""
+    store = SessionStore(tmp_path / "state")
+    await store.open()
+    harness = Harness(tmp_path / "state", store)
+    yield harness
+    await harness.aclose()

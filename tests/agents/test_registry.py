@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,15 +26,6 @@ from tests.agents.scripted import (
 )
 
 DAY = 24 * 3600 * 1000
-
-
-@pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    store = SessionStore(tmp_path / "state")
-    await store.open()
-    harness = Harness(tmp_path / "state", store)
-    yield harness
-    await harness.aclose()
 
 
 def req(session: str = "s1", text: str = "hi", **fields: Any) -> TurnRequest:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +23,6 @@ from agents.events import RunEvent, SessionChange
 from agents.providers.base import ImageInput, Usage
 from agents.registry import SessionRegistry
 from agents.runs import RunSubscription, TurnRequest
-from agents.store import SessionStore
 from tests.agents.scripted import (
     FIXED_NOW,
     Harness,
@@ -34,15 +31,6 @@ from tests.agents.scripted import (
     make_config,
     until,
 )
-
-
-@pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    store = SessionStore(tmp_path / "state")
-    await store.open()
-    harness = Harness(tmp_path / "state", store)
-    yield harness
-    await harness.aclose()
 
 
 def req(session: str = "s1", text: str = "hello there", **fields: Any) -> TurnRequest:
