@@ -309,10 +309,9 @@ def validate_fields(body: Mapping[str, Any]) -> ChatFields:
 
     response_format = body.get("response_format")
     if response_format is not None:
-        if (
-            not isinstance(response_format, dict)
-            or response_format.get("type") not in RESPONSE_FORMATS
-        ):
+        format_type = response_format.get("type") if isinstance(response_format, dict) else None
+        # Checked as a string before the set lookup: an object or array is not hashable.
+        if not isinstance(format_type, str) or format_type not in RESPONSE_FORMATS:
             raise bad_request(
                 "Invalid response_format: response_format.type must be text, json_object,"
                 " or json_schema",
