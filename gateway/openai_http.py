@@ -31,6 +31,7 @@ from agents.runs import ABORTED, FAILED, AgentRun, RunSubscription, TurnRequest
 from gateway.appkeys import AGENT_ID, SESSION_KEY, STATE
 from gateway.auth import bearer_secret, secret_matches
 from gateway.config import Config
+from gateway.content_coding import BodyInflater, request_coding
 from gateway.openai_wire import (
     DONE,
     KEEPALIVE,
@@ -262,9 +263,13 @@ async def _accept(request: web.Request, state: GatewayState) -> _Turn:
 
 
 async def _read_body(request: web.Request, limit: int, within: float) -> bytes:
-    """§2 step 5: the announced length first, then what actually arrives, in `within` s."""
+    """§2 step 5: the announced length first, then what actually arrives, in `within` s.
+    A compressed body (gateway.content_coding) is held to the limit twice: as it arrives,
+    and as it decodes."""
     if request.content_length is not None and request.content_length > limit:
         raise payload_too_large()
+    coding = request_coding(request.headers.getall("Content-Encoding", ()))
+    inflater = BodyInflater(coding, limit) if coding is not None else None
     chunks: list[bytes] = []
     size = 0
     try:
@@ -273,9 +278,14 @@ async def _read_body(request: web.Request, limit: int, within: float) -> bytes:
                 size += len(chunk)
                 if size > limit:
                     raise payload_too_large()
-                chunks.append(chunk)
+                if inflater is None:
+                    chunks.append(chunk)
+                else:
+                    chunks.extend(inflater.feed(chunk))
     except TimeoutError:
         raise body_timeout() from None
+    if inflater is not None:
+        inflater.finish()
     return b"".join(chunks)
 
 

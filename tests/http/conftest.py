@@ -88,11 +88,13 @@ class ServedTestServer(TestServer):
 
     TestServer turns `handler_cancellation` on, so a client that disconnects cancels its
     handler; aiohttp's default, which production uses, leaves it off. Disconnect handling
-    must work without that help, so the tests serve the production way.
+    must work without that help, so the tests serve the production way (request bodies
+    left encoded too).
     """
 
     async def _make_runner(self, **kwargs: Any) -> BaseRunner:
         kwargs["handler_cancellation"] = False
+        kwargs["auto_decompress"] = False  # as make_runner: the gateway decodes bodies itself
         return await super()._make_runner(**kwargs)
 
 

@@ -1,15 +1,22 @@
-"""What the fuzzing found, pinned as plain tests of the pure functions involved: lone
-surrogates (JSON escapes, or header bytes that are not UTF-8), control characters in a key
-that goes back in a header, nesting deeper than a parser recurses, and aiohttp's own 400s."""
+"""What the fuzzing found, pinned as plain tests of the pure functions involved (or, where the
+bug was in how aiohttp hands over the body, of a served gateway): lone surrogates (JSON
+escapes, or header bytes that are not UTF-8), control characters in a key that goes back in a
+header, nesting deeper than a parser recurses, aiohttp's own 400s, bodies under a
+`Content-Encoding` that does not decode, and JSON types a check did not expect."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import logging
+import zlib
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import pytest_asyncio
 import structlog
 from aiohttp.http_exceptions import BadHttpMessage
 
@@ -22,10 +29,20 @@ from gateway.openai_wire import (
     RequestError,
     parse_body,
     resolve_session_key,
+    validate_fields,
 )
 from gateway.responses import dumps, scrub_surrogates, wire
 from gateway.ws.protocol import NotJson, parse_request
-from tests.robustness.conftest import production_logging
+from tests.robustness.conftest import (
+    AUTH,
+    CHAT,
+    Served,
+    build_app,
+    exchange,
+    production_logging,
+    request_bytes,
+    served,
+)
 
 AGENTS = AgentsConfig()
 MAIN = AgentSelection("main", "openclaw", explicit=False)
@@ -146,3 +163,101 @@ class TestMalformedRequestsInTheLog:
         assert events[0]["remote"] == "192.0.2.9"
         assert "secret" not in json.dumps(events)
         assert structlog.get_config()["processors"]  # the previous configuration is back
+
+
+class TestNonStringResponseFormatType:
+    @pytest.mark.parametrize("format_type", [{}, [], ["text"], 1, True, None])
+    def test_a_response_format_type_that_is_not_a_string_is_a_400(self, format_type: Any) -> None:
+        """An object or an array as `type` made the set lookup raise TypeError: a 500."""
+        with pytest.raises(RequestError) as caught:
+            validate_fields({"response_format": {"type": format_type}})
+        assert (caught.value.status, caught.value.param, caught.value.message) == (
+            400,
+            "response_format",
+            "Invalid response_format: response_format.type must be text, json_object,"
+            " or json_schema",
+        )
+
+
+HELLO_BODY = b'{"messages":[{"role":"user","content":"hello"}]}'
+
+
+def error_wire(message: str) -> bytes:
+    return (
+        b'{"error":{"message":'
+        + json.dumps(message).encode()
+        + b',"type":"invalid_request_error","param":null,"code":null}}'
+    )
+
+
+@pytest_asyncio.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[Served]:
+    with production_logging() as log:
+        async with served(build_app(tmp_path)) as server:
+            yield server
+        assert log.problems() == []
+
+
+async def post_encoded(server: Served, coding: str, body: bytes) -> tuple[int, bytes]:
+    headers = {**AUTH, "Content-Encoding": coding}
+    response = await exchange(server.port, request_bytes("POST", CHAT, headers, body))
+    return response.status, response.body
+
+
+class TestBodiesThatDoNotDecode:
+    """aiohttp decoded request bodies: a corrupt gzip or deflate body failed the body read
+    with an exception the handler did not expect (a 500), and a cut deflate stream or br/zstd
+    (without their optional packages) got aiohttp's plain-text 400, not the §8 shape."""
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            b"not gzip at all",
+            gzip.compress(HELLO_BODY)[:-6],  # the trailer cut off
+            gzip.compress(HELLO_BODY) + b"junk after the end",
+        ],
+        ids=["garbage", "truncated", "trailing-junk"],
+    )
+    async def test_a_gzip_body_that_does_not_inflate_is_a_400(
+        self, gateway: Served, body: bytes
+    ) -> None:
+        assert await post_encoded(gateway, "gzip", body) == (
+            400,
+            error_wire("Request body is not valid gzip data."),
+        )
+
+    @pytest.mark.parametrize(
+        "body",
+        [b"\x78 not deflate", zlib.compress(HELLO_BODY)[:12]],
+        ids=["garbage", "truncated"],
+    )
+    async def test_a_deflate_body_that_does_not_inflate_is_a_400(
+        self, gateway: Served, body: bytes
+    ) -> None:
+        assert await post_encoded(gateway, "deflate", body) == (
+            400,
+            error_wire("Request body is not valid deflate data."),
+        )
+
+    @pytest.mark.parametrize(
+        ("coding", "body"),
+        [
+            ("br", b"\x0b\x02\x80hi\x03"),
+            ("zstd", b"(\xb5/\xfd garbage"),
+            ("compress", HELLO_BODY),
+            ("x-unknown", HELLO_BODY),
+            ("gzip, gzip", gzip.compress(gzip.compress(HELLO_BODY))),
+        ],
+        ids=["br", "zstd", "compress", "unknown", "stacked"],
+    )
+    async def test_an_unsupported_content_coding_is_a_400(
+        self, gateway: Served, coding: str, body: bytes
+    ) -> None:
+        """br and zstd need packages the gateway does not depend on; an unknown coding was
+        ignored (its body read as if plain); stacked codings multiply a bomb's ratio."""
+        assert await post_encoded(gateway, coding, body) == (
+            400,
+            error_wire(
+                "Unsupported `Content-Encoding`: send the body as identity, gzip or deflate."
+            ),
+        )

@@ -1,0 +1,102 @@
+"""A request body's `Content-Encoding`, Sans-I/O: which codings the chat endpoint accepts, and
+an inflater that works in bounded steps, so the body limit counts decoded bytes and a small
+compressed body (a "zip bomb") never makes the gateway hold more than the limit.
+
+aiohttp is told not to decode request bodies (gateway/server.py `make_runner`): its decoder
+answers some failures (a cut deflate stream, br or zstd without their optional packages) with
+its own plain-text 400 before any handler runs, and lets others escape the body read as a 500.
+Decoding here makes every failure a §8 error body, and what is accepted does not depend on
+which optional packages happen to be installed.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable
+
+from gateway.openai_wire import bad_request, payload_too_large
+
+IDENTITY = "identity"
+# RFC 9110 §8.4.1: "x-gzip" is "gzip". No br/zstd: the standard library cannot decode them.
+GZIP_CODINGS = frozenset({"gzip", "x-gzip"})
+DEFLATE = "deflate"
+# What one decompress call may produce: aiohttp's own read size, so a decoded body arrives
+# in pieces like a plain one.
+INFLATE_STEP = 64 * 1024
+UNSUPPORTED_CODING_MESSAGE = (
+    "Unsupported `Content-Encoding`: send the body as identity, gzip or deflate."
+)
+
+
+def request_coding(values: Iterable[str]) -> str | None:
+    """The one content coding of a body, from every `Content-Encoding` header it came with;
+    None for none or identity. Stacked codings (`gzip, gzip`) are refused: one layer is what
+    any client sends, and each more one would multiply what a few bytes expand to."""
+    codings = [
+        coding
+        for value in values
+        for coding in (part.strip().lower() for part in value.split(","))
+        if coding and coding != IDENTITY
+    ]
+    if not codings:
+        return None
+    if len(codings) > 1 or not (codings[0] in GZIP_CODINGS or codings[0] == DEFLATE):
+        raise bad_request(UNSUPPORTED_CODING_MESSAGE)
+    return "gzip" if codings[0] in GZIP_CODINGS else DEFLATE
+
+
+class BodyInflater:
+    """Decodes one body of `coding` as it arrives; never produces more than `limit` bytes in
+    all (one more means 413), whatever the compressed input expands to."""
+
+    def __init__(self, coding: str, limit: int) -> None:
+        self.coding = coding
+        self._limit = limit
+        self._decoded = 0
+        self._inflater: zlib._Decompress | None = None
+        self._started = False
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The decoded pieces of `data`, each at most INFLATE_STEP bytes: a few compressed
+        bytes never make one large allocation, and no piece is copied into a bigger one."""
+        out: list[bytes] = []
+        try:
+            while data:
+                inflater = self._member(data)
+                piece = inflater.decompress(data, INFLATE_STEP)
+                self._decoded += len(piece)
+                if self._decoded > self._limit:
+                    raise payload_too_large()
+                out.append(piece)
+                # What the step left, else (after a gzip member's end) the next member.
+                data = inflater.unconsumed_tail or (inflater.unused_data if inflater.eof else b"")
+        except zlib.error:
+            raise self._invalid() from None
+        return out
+
+    def finish(self) -> None:
+        """At the body's end: a stream cut short is as invalid as a corrupt one. An empty
+        body stays empty (what the endpoint then makes of it)."""
+        if self._started and (self._inflater is None or not self._inflater.eof):
+            raise self._invalid()
+
+    def _member(self, data: bytes) -> zlib._Decompress:
+        inflater = self._inflater
+        if inflater is not None and not inflater.eof:
+            return inflater
+        if inflater is not None and self.coding == DEFLATE:
+            raise self._invalid()  # bytes after the end of a deflate stream
+        if self.coding == DEFLATE and data[0] & 0x0F != 8:
+            # RFC 9110's deflate is zlib-wrapped (RFC 1950, whose first byte says method
+            # 8); many clients send raw deflate (RFC 1951) under the same name.
+            wbits = -zlib.MAX_WBITS
+        elif self.coding == DEFLATE:
+            wbits = zlib.MAX_WBITS
+        else:
+            wbits = 16 + zlib.MAX_WBITS  # the gzip header and trailer
+        self._inflater = zlib.decompressobj(wbits)
+        self._started = True
+        return self._inflater
+
+    def _invalid(self) -> Exception:
+        return bad_request(f"Request body is not valid {self.coding} data.")
