@@ -167,6 +167,44 @@ json_values = st.recursive(
 wrong = st.one_of(json_values, specials)
 
 
+# One value of every JSON type, and containers whose contents are wrong again (an object as a
+# `type`, where code might look it up in a set): what the walking tests put at every place.
+WRONG_TYPES: tuple[Any, ...] = (None, False, 0, -1.5, "", [], [{}], {"type": {}})
+
+
+def json_paths(value: Any, path: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    """Every place in `value`: the root, each container, each leaf, depth first."""
+    paths = [path]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            paths.extend(json_paths(item, (*path, key)))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            paths.extend(json_paths(item, (*path, index)))
+    return paths
+
+
+def replaced(value: Any, path: tuple[str | int, ...], new: Any) -> Any:
+    """A copy of `value` with `new` at `path` (which exists)."""
+    if not path:
+        return copy.deepcopy(new)
+    value = copy.deepcopy(value)
+    node = value
+    for step in path[:-1]:
+        node = node[step]
+    node[path[-1]] = copy.deepcopy(new)
+    return value
+
+
+def json_keys(value: Any) -> set[str]:
+    """Every object key anywhere in `value`."""
+    if isinstance(value, dict):
+        return set(value).union(*(json_keys(item) for item in value.values()))
+    if isinstance(value, list):
+        return set().union(*(json_keys(item) for item in value))
+    return set()
+
+
 def weighted(*choices: tuple[int, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
     """One of the strategies, each as often as its weight says (`one_of` does not weigh:
     repeating a branch there does not make it likelier)."""

@@ -9,16 +9,23 @@ examples is fixed and the generation derandomized, so a run is repeatable and bo
 
 from __future__ import annotations
 
+import ast
+import asyncio
 import base64
+import gzip
+import inspect
 import re
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 from hypothesis import event, given
 from hypothesis import strategies as st
 
+from gateway import openai_wire
 from tests.robustness.conftest import (
     AUTH,
     CHAT,
@@ -37,13 +44,17 @@ from tests.robustness.conftest import (
     served,
 )
 from tests.robustness.strategies import (
+    WRONG_TYPES,
     bytes_of,
     corrupted,
     fuzz,
+    json_keys,
+    json_paths,
     json_values,
     nonempty_text,
     odd_text,
     often,
+    replaced,
     specials,
     text,
     weighted,
@@ -352,6 +363,14 @@ class TestChatBody:
             st.binary(max_size=50).map(lambda b: b"\xff\xfe" + b),
             specials.map(wire_bytes),
             st.sampled_from([b"", b"   ", b"\n", b"null", b"[]", b'"x"', b"{", b'{"a":1}x']),
+            st.sampled_from(
+                [
+                    '{"messages":[{"role":"user","content":"hi"}]}'.encode("utf-16"),  # BOM
+                    b'{"model":"openclaw","model":[],"messages":[],"messages":7}',  # duplicates
+                    b'{"temperature":1e400,"seed":NaN,"top_p":-Infinity}',
+                    b'{"user":"\\ud800\\udc00\\udfff","messages":"\\ud83d"}',
+                ]
+            ),
         )
     )
     async def test_random_bytes_as_the_body(
@@ -360,6 +379,193 @@ class TestChatBody:
         server, log = gateway
         response = await exchange(server.port, request_bytes("POST", CHAT, AUTH, body))
         await check(server, log, response)
+
+
+# -- every place of a complete body, with every wrong type --------------------------------
+
+# A valid body with every field the wire module reads, nested ones included (checked below
+# against gateway/openai_wire.py's source, so a field added there cannot be left out here).
+COMPLETE_BODY: dict[str, Any] = {
+    "model": "openclaw/main",
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {
+            "role": "user",
+            "name": "ann",
+            "content": [
+                {"type": "text", "text": "earlier"},
+                {"type": "input_text", "input_text": "words"},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": "calling",
+            "tool_calls": [
+                {
+                    "id": "call-1",
+                    "type": "function",
+                    "function": {"name": "lookup", "arguments": "{}"},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call-1", "name": "lookup", "content": "found"},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "hello"},
+                {"type": "image_url", "image_url": {"url": DATA_URIS[0], "detail": "low"}},
+            ],
+        },
+    ],
+    "stream": False,
+    "stream_options": {"include_usage": True},
+    "n": 1,
+    "tools": [],
+    "functions": [],
+    "tool_choice": "auto",
+    "function_call": "none",
+    "temperature": 1,
+    "top_p": 0.5,
+    "frequency_penalty": 0,
+    "presence_penalty": 0,
+    "seed": 7,
+    "max_tokens": 64,
+    "max_completion_tokens": 64,
+    "stop": ["\n\n"],
+    "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}},
+    "user": "walker",
+    "logprobs": False,
+    "logit_bias": {"50256": -100},
+    "metadata": {"k": "v"},
+}
+
+
+def fields_read_by(module: Any) -> set[str]:
+    """The JSON keys a module's source reads: `x.get("key")`, and the string tuples its loops
+    and tables take field names from (`for field in ("tools", "functions")`, `_RANGES`)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            names.add(node.args[0].value)
+        elif isinstance(node, ast.For) and isinstance(node.iter, ast.Tuple):
+            names.update(
+                e.value
+                for e in node.iter.elts
+                if isinstance(e, ast.Constant) and isinstance(e.value, str)
+            )
+        elif isinstance(node, ast.Tuple) and node.elts and isinstance(node.elts[0], ast.Constant):
+            first = node.elts[0].value
+            if isinstance(first, str) and re.fullmatch(r"[a-z_]+", first) and len(node.elts) == 4:
+                names.add(first)  # a row of _RANGES: (field, low, high, message)
+    return names
+
+
+WALK_STEPS = [
+    (path, wrong_value)
+    for path in json_paths(COMPLETE_BODY)
+    for wrong_value in WRONG_TYPES
+    if path != ("model",) or wrong_value is not None  # stays valid: null is the default
+]
+
+
+class TestEveryPlaceOfTheBody:
+    async def test_the_complete_body_holds_every_field_the_wire_module_reads(self) -> None:
+        assert fields_read_by(openai_wire) - json_keys(COMPLETE_BODY) == set()
+
+    async def test_the_complete_body_is_answered(self, gateway: tuple[Served, ServerLog]) -> None:
+        server, log = gateway
+        response = await exchange(
+            server.port, request_bytes("POST", CHAT, AUTH, wire_bytes(COMPLETE_BODY))
+        )
+        assert response.status == 200, response
+        assert log.new_problems() == []
+
+    async def test_any_wrong_type_anywhere_is_a_400_or_ignored(
+        self, gateway: tuple[Served, ServerLog]
+    ) -> None:
+        """Each place of the complete body (the root, every container, every leaf) with each
+        JSON type it does not take: a §8 400, or a 200 where the spec ignores the field;
+        never a 5xx. Over one keep-alive connection per worker, so the walk stays quick."""
+        server, log = gateway
+        failures: list[str] = []
+        steps = iter(WALK_STEPS)
+
+        async def worker(http: aiohttp.ClientSession) -> None:
+            for path, wrong_value in steps:
+                raw = wire_bytes(replaced(COMPLETE_BODY, path, wrong_value))
+                async with http.post(server.url + CHAT, data=raw, headers=AUTH) as got:
+                    response = RawResponse(
+                        got.status, {k.lower(): v for k, v in got.headers.items()}, await got.read()
+                    )
+                try:
+                    assert response.status in (200, 400), response
+                    (assert_completion if response.status == 200 else assert_error_body)(response)
+                except AssertionError as exc:
+                    failures.append(f"{path} = {wrong_value!r}: {exc}")
+
+        async with aiohttp.ClientSession() as http:
+            await asyncio.gather(*(worker(http) for _ in range(4)))
+        assert failures == []
+        assert log.new_problems() == []
+
+
+# -- Content-Encoding ---------------------------------------------------------------------
+
+CODINGS = ["gzip", "x-gzip", "deflate", "GZIP", " deflate ", "identity", "gzip, identity"]
+OTHER_CODINGS = ["br", "zstd", "compress", "gzip, gzip", "deflate, gzip", "*", "gzip;q=1"]
+
+
+def encoded(coding: str, raw: bytes) -> bytes:
+    name = coding.replace("identity", "").strip(" ,").lower()
+    if name in ("gzip", "x-gzip"):
+        return gzip.compress(raw)
+    if name == "deflate":
+        return zlib.compress(raw)
+    return raw
+
+
+class TestContentEncoding:
+    @fuzz(60)
+    @given(
+        coding=st.sampled_from(CODINGS + OTHER_CODINGS),
+        body=valid_body.map(wire_bytes),
+        how=st.sampled_from(["intact", "truncate", "garbage", "junk-after", "plain"]),
+        cut=st.integers(0, 2**16),
+        garbage=st.binary(min_size=1, max_size=40),
+    )
+    async def test_any_coding_of_any_body_gets_a_documented_answer(
+        self,
+        gateway: tuple[Served, ServerLog],
+        coding: str,
+        body: bytes,
+        how: str,
+        cut: int,
+        garbage: bytes,
+    ) -> None:
+        server, log = gateway
+        raw = encoded(coding, body)
+        if how == "truncate":
+            raw = raw[: cut % (len(raw) + 1)]
+        elif how == "garbage":
+            raw = garbage
+        elif how == "junk-after":
+            raw += garbage
+        elif how == "plain":
+            raw = body
+        headers = {**AUTH, "Content-Encoding": coding}
+        response = await exchange(server.port, request_bytes("POST", CHAT, headers, raw))
+        await check(server, log, response)
+        if coding in OTHER_CODINGS:
+            assert response.status == 400, response
+        elif how == "intact" and len(body) <= MAX_BODY:
+            assert response.status == 200, response
 
 
 # -- the headers --------------------------------------------------------------------------

@@ -25,6 +25,9 @@ from aiohttp import WSMsgType
 from hypothesis import event, given
 from hypothesis import strategies as st
 
+from gateway.ws.dispatch import MethodRegistry
+from gateway.ws.methods import register_all
+from gateway.ws.protocol import INVALID_REQUEST, ParamReader, ParamsError, WsError
 from tests.robustness.conftest import (
     TOKEN,
     Served,
@@ -34,13 +37,16 @@ from tests.robustness.conftest import (
     served,
 )
 from tests.robustness.strategies import (
+    WRONG_TYPES,
     Deep,
     corrupted,
     fuzz,
+    json_paths,
     json_values,
     nonempty_text,
     odd_text,
     often,
+    replaced,
     specials,
     text,
     to_json,
@@ -511,4 +517,136 @@ class TestAfterTheHandshake:
             # §2.3 says 1009; aiohttp's reader cuts the TCP connection on an oversized frame
             # without a close frame, so the client sees 1006 (reported to the lead).
             assert ws.close_code in (1006, 1009), ws.close_code
+        await still_serves(gateway)
+
+
+# -- every param of every method, with every wrong type ------------------------------------
+
+KEY = "agent:main:walk"
+# Complete valid params of every method the server registers (checked below against the
+# registry and against what each method's parser reads, so neither can outgrow this table).
+COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
+    "health": {"probe": True},
+    "status": {},
+    "agents.list": {},
+    "models.list": {},
+    "sessions.list": {
+        "limit": 5,
+        "agentId": "main",
+        "search": "w",
+        "label": "l",
+        "activeMinutes": 60,
+    },
+    "sessions.patch": {"key": KEY, "label": "walk"},
+    "sessions.reset": {"key": KEY, "reason": "new"},
+    "sessions.delete": {"key": KEY, "deleteTranscript": False},
+    "chat.send": {
+        "sessionKey": KEY,
+        "message": "hi",
+        "idempotencyKey": "walk-1",
+        "timeoutMs": 1000,
+        "thinking": "low",
+        "deliver": False,
+        "attachments": [],
+    },
+    "chat.history": {"sessionKey": KEY, "limit": 10},
+    "chat.abort": {"sessionKey": KEY, "runId": "walk-1"},
+    "agent": {
+        "message": "hi",
+        "idempotencyKey": "walk-2",
+        "agentId": "main",
+        "sessionKey": KEY,
+        "extraSystemPrompt": "Be brief.",
+        "timeout": 30,
+    },
+    "agent.wait": {"runId": "walk-2", "timeoutMs": 0},
+    "config.get": {},
+    "config.patch": {"raw": "{}", "baseHash": "0" * 64, "note": "n", "restartDelayMs": 0},
+    "system-presence": {},
+    "logs.tail": {"cursor": 0, "limit": 10, "maxBytes": 1000},
+    "sessions.subscribe": {},
+    "sessions.unsubscribe": {},
+    "sessions.describe": {"key": KEY},
+    "channels.status": {},
+    "cron.list": {},
+    "node.list": {},
+    "device.pair.list": {},
+    "question.list": {},
+    "plugin.approval.list": {},
+    "taskSuggestions.list": {},
+    "commands.list": {},
+}
+METHODS = register_all(MethodRegistry())
+
+
+class TestEveryParamOfEveryMethod:
+    async def test_the_table_has_every_registered_method(self) -> None:
+        assert sorted(COMPLETE_PARAMS) == sorted(METHODS.names)
+
+    async def test_each_method_reads_only_params_the_table_holds(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        read: list[tuple[str, str]] = []
+        original = ParamReader._get
+
+        def recording(reader: ParamReader, key: str, required: bool) -> Any:
+            read.append((reader.path, key))
+            return original(reader, key, required)
+
+        monkeypatch.setattr(ParamReader, "_get", recording)
+        for name, params in COMPLETE_PARAMS.items():
+            read.clear()
+            spec = METHODS.get(name)
+            assert spec is not None
+            spec.params(ParamReader(params))  # valid: parses
+            missing = [key for path, key in read if path == "" and key not in params]
+            assert missing == [], name
+
+    async def test_any_wrong_type_anywhere_is_a_params_error_or_accepted(self) -> None:
+        """Each place of each method's complete params (the params themselves, every
+        container, every value) with each wrong JSON type. The dispatcher turns a
+        ParamsError (or a parser's INVALID_REQUEST) into an error frame; any other exception
+        of a parser would be an `internal error` (§6)."""
+        failures = []
+        for name, params in COMPLETE_PARAMS.items():
+            spec = METHODS.get(name)
+            assert spec is not None
+            for path in json_paths(params):
+                for wrong_value in WRONG_TYPES:
+                    try:
+                        spec.params(ParamReader(replaced(params, path, wrong_value)))
+                    except ParamsError:
+                        pass
+                    except WsError as exc:  # a parser's own documented refusal
+                        if exc.code != INVALID_REQUEST:
+                            failures.append(f"{name} {path} = {wrong_value!r}: {exc!r}")
+                    except Exception as exc:
+                        failures.append(f"{name} {path} = {wrong_value!r}: {exc!r}")
+        assert failures == []
+
+    async def test_any_wrong_type_anywhere_gets_a_documented_frame(self, gateway: Gateway) -> None:
+        """The same walk over the wire, handlers included: every request is answered with a
+        frame of the §1 shape (checked as it is read: never `internal error`), and the
+        connection goes on serving. Sent in batches, each read back before the next."""
+        frames = [
+            (f"walk-{number}", name, replaced(params, path, wrong_value))
+            for number, (name, params, path, wrong_value) in enumerate(
+                (name, params, path, wrong_value)
+                for name, params in COMPLETE_PARAMS.items()
+                for path in json_paths(params)
+                for wrong_value in WRONG_TYPES
+            )
+        ]
+        async with gateway.http.ws_connect(gateway.url) as ws:
+            await handshake(ws)
+            for start in range(0, len(frames), 16):
+                batch = frames[start : start + 16]
+                for frame_id, name, params in batch:
+                    request = {"type": "req", "id": frame_id, "method": name, "params": params}
+                    await ws.send_str(json.dumps(request))
+                for frame_id, name, _ in batch:
+                    if name not in SLOW:
+                        await response(ws, frame_id)
+            await ws.send_str('{"type":"req","id":"after","method":"health"}')
+            assert (await response(ws, "after"))["ok"] is True
         await still_serves(gateway)
