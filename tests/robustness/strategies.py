@@ -221,6 +221,10 @@ def bytes_of(alphabet: list[int], max_size: int = 60) -> st.SearchStrategy[bytes
     return st.lists(st.sampled_from(alphabet), max_size=max_size).map(bytes)
 
 
+def _has_index(items: list[Any], step: str | int) -> bool:
+    return isinstance(step, int) and -len(items) <= step < len(items)
+
+
 def corrupted(value: dict[str, Any], wrongs: dict[tuple[str | int, ...], Any]) -> dict[str, Any]:
     """A copy of `value` with a wrong value at each path (creating the objects on the way;
     a path through something that is not a container is skipped)."""
@@ -230,14 +234,16 @@ def corrupted(value: dict[str, Any], wrongs: dict[tuple[str | int, ...], Any]) -
         for step in path[:-1]:
             if isinstance(node, dict):
                 node = node.setdefault(step, {})
-            elif isinstance(node, list) and isinstance(step, int) and node:
+            elif (
+                isinstance(node, list) and isinstance(step, int) and -len(node) <= step < len(node)
+            ):
                 node = node[step]
             else:
                 break
         else:
             last = path[-1]
             if (isinstance(node, dict) and isinstance(last, str)) or (
-                isinstance(node, list) and isinstance(last, int) and node
+                isinstance(node, list) and _has_index(node, last)
             ):
                 node[last] = wrong_value
     return value

@@ -229,6 +229,63 @@ valid_body = st.fixed_dictionaries(
     },
     optional=VALID,
 )
+# A valid body with every field the wire module reads, nested ones included (checked below
+# against gateway/openai_wire.py's source, so a field added there cannot be left out here).
+COMPLETE_BODY: dict[str, Any] = {
+    "model": "openclaw/main",
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {
+            "role": "user",
+            "name": "ann",
+            "content": [
+                {"type": "text", "text": "earlier"},
+                {"type": "input_text", "input_text": "words"},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": "calling",
+            "tool_calls": [
+                {
+                    "id": "call-1",
+                    "type": "function",
+                    "function": {"name": "lookup", "arguments": "{}"},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call-1", "name": "lookup", "content": "found"},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "hello"},
+                {"type": "image_url", "image_url": {"url": DATA_URIS[0], "detail": "low"}},
+            ],
+        },
+    ],
+    "stream": False,
+    "stream_options": {"include_usage": True},
+    "n": 1,
+    "tools": [],
+    "functions": [],
+    "tool_choice": "auto",
+    "function_call": "none",
+    "temperature": 1,
+    "top_p": 0.5,
+    "frequency_penalty": 0,
+    "presence_penalty": 0,
+    "seed": 7,
+    "max_tokens": 64,
+    "max_completion_tokens": 64,
+    "stop": ["\n\n"],
+    "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}},
+    "user": "walker",
+    "logprobs": False,
+    "logit_bias": {"50256": -100},
+    "metadata": {"k": "v"},
+}
+
+
 # Where a wrong value goes: every field, and the nested places a client fills in.
 PATHS: list[tuple[str | int, ...]] = [
     ("model",),
@@ -244,6 +301,8 @@ PATHS: list[tuple[str | int, ...]] = [
     ("stream_options", "include_usage"),
     ("response_format", "type"),
     *((name,) for name in VALID),
+    # And every place of the complete body (a path a generated body lacks is skipped).
+    *json_paths(COMPLETE_BODY)[1:],
 ]
 # Near misses first (the checks' edges), then anything at all.
 NEAR_MISSES = st.sampled_from(
@@ -382,62 +441,6 @@ class TestChatBody:
 
 
 # -- every place of a complete body, with every wrong type --------------------------------
-
-# A valid body with every field the wire module reads, nested ones included (checked below
-# against gateway/openai_wire.py's source, so a field added there cannot be left out here).
-COMPLETE_BODY: dict[str, Any] = {
-    "model": "openclaw/main",
-    "messages": [
-        {"role": "system", "content": "Be brief."},
-        {
-            "role": "user",
-            "name": "ann",
-            "content": [
-                {"type": "text", "text": "earlier"},
-                {"type": "input_text", "input_text": "words"},
-            ],
-        },
-        {
-            "role": "assistant",
-            "content": "calling",
-            "tool_calls": [
-                {
-                    "id": "call-1",
-                    "type": "function",
-                    "function": {"name": "lookup", "arguments": "{}"},
-                }
-            ],
-        },
-        {"role": "tool", "tool_call_id": "call-1", "name": "lookup", "content": "found"},
-        {
-            "role": "user",
-            "content": [
-                {"type": "text", "text": "hello"},
-                {"type": "image_url", "image_url": {"url": DATA_URIS[0], "detail": "low"}},
-            ],
-        },
-    ],
-    "stream": False,
-    "stream_options": {"include_usage": True},
-    "n": 1,
-    "tools": [],
-    "functions": [],
-    "tool_choice": "auto",
-    "function_call": "none",
-    "temperature": 1,
-    "top_p": 0.5,
-    "frequency_penalty": 0,
-    "presence_penalty": 0,
-    "seed": 7,
-    "max_tokens": 64,
-    "max_completion_tokens": 64,
-    "stop": ["\n\n"],
-    "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}},
-    "user": "walker",
-    "logprobs": False,
-    "logit_bias": {"50256": -100},
-    "metadata": {"k": "v"},
-}
 
 
 def fields_read_by(module: Any) -> set[str]:
