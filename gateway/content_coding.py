@@ -31,7 +31,7 @@ UNSUPPORTED_CODING_MESSAGE = (
 def request_coding(values: Iterable[str]) -> str | None:
     """The one content coding of a body, from every `Content-Encoding` header it came with;
     None for none or identity. Stacked codings (`gzip, gzip`) are refused: one layer is what
-    any client sends, and each more one would multiply what a few bytes expand to."""
+    any client sends, and each further layer multiplies what a few bytes expand to."""
     codings = [
         coding
         for value in values

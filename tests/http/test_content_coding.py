@@ -1,0 +1,92 @@
+"""gateway.content_coding, the pure part: which `Content-Encoding` a body has, and inflating
+it within the body limit."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+
+import pytest
+
+from gateway.content_coding import INFLATE_STEP, BodyInflater, request_coding
+from gateway.openai_wire import RequestError
+
+BODY = b'{"messages":[{"role":"user","content":"hello"}]}'
+
+
+def inflate(coding: str, data: bytes, limit: int = 1000, piece: int = 0) -> bytes:
+    inflater = BodyInflater(coding, limit)
+    pieces = [data[i : i + piece] for i in range(0, len(data), piece)] if piece else [data]
+    out = b"".join(b"".join(inflater.feed(p)) for p in pieces)
+    inflater.finish()
+    return out
+
+
+class TestRequestCoding:
+    @pytest.mark.parametrize(
+        ("values", "coding"),
+        [
+            ([], None),
+            ([""], None),
+            (["identity"], None),
+            (["gzip"], "gzip"),
+            ([" GZip "], "gzip"),
+            (["x-gzip"], "gzip"),
+            (["deflate"], "deflate"),
+            (["identity, gzip"], "gzip"),
+            (["identity", "deflate"], "deflate"),
+        ],
+    )
+    def test_one_supported_coding_or_none(self, values: list[str], coding: str | None) -> None:
+        assert request_coding(values) == coding
+
+    @pytest.mark.parametrize(
+        "values", [["br"], ["zstd"], ["compress"], ["gzip, gzip"], ["gzip", "deflate"], ["*"]]
+    )
+    def test_anything_else_is_a_400(self, values: list[str]) -> None:
+        with pytest.raises(RequestError) as caught:
+            request_coding(values)
+        assert caught.value.status == 400
+
+
+class TestBodyInflater:
+    def test_a_body_decodes_whole_or_byte_by_byte(self) -> None:
+        assert inflate("gzip", gzip.compress(BODY)) == BODY
+        assert inflate("gzip", gzip.compress(BODY), piece=1) == BODY
+        assert inflate("deflate", zlib.compress(BODY), piece=1) == BODY
+
+    def test_exactly_the_limit_decodes_and_one_byte_more_is_a_413(self) -> None:
+        assert inflate("gzip", gzip.compress(b"a" * 1000), limit=1000) == b"a" * 1000
+        with pytest.raises(RequestError) as caught:
+            inflate("gzip", gzip.compress(b"a" * 1001), limit=1000)
+        assert caught.value.status == 413
+
+    def test_no_piece_is_larger_than_one_step(self) -> None:
+        inflater = BodyInflater("gzip", 10 * INFLATE_STEP)
+        pieces = inflater.feed(gzip.compress(bytes(5 * INFLATE_STEP)))
+        assert max(map(len, pieces)) == INFLATE_STEP
+        assert sum(map(len, pieces)) == 5 * INFLATE_STEP
+
+    def test_an_empty_body_stays_empty(self) -> None:
+        assert inflate("gzip", b"") == b""
+
+    @pytest.mark.parametrize(
+        ("coding", "data"),
+        [
+            ("gzip", gzip.compress(BODY)[:-1]),
+            ("gzip", gzip.compress(BODY) + b"\x00"),
+            ("gzip", b"\x1f\x8b garbage"),
+            ("deflate", zlib.compress(BODY)[:-1]),
+            ("deflate", zlib.compress(BODY) + b"more"),
+        ],
+        ids=["gzip-cut", "gzip-trailing", "gzip-garbage", "deflate-cut", "deflate-trailing"],
+    )
+    def test_a_stream_cut_short_corrupt_or_with_trailing_bytes_is_a_400(
+        self, coding: str, data: bytes
+    ) -> None:
+        with pytest.raises(RequestError) as caught:
+            inflate(coding, data)
+        assert (caught.value.status, caught.value.message) == (
+            400,
+            f"Request body is not valid {coding} data.",
+        )
