@@ -432,6 +432,65 @@ PARAMS: dict[str, st.SearchStrategy[Any]] = {
         },
     ),
 }
+# -- every param of every method, with every wrong type ------------------------------------
+
+KEY = "agent:main:walk"
+# Complete valid params of every method the server registers (checked below against the
+# registry and against what each method's parser reads, so neither can outgrow this table).
+COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
+    "health": {"probe": True},
+    "status": {},
+    "agents.list": {},
+    "models.list": {},
+    "sessions.list": {
+        "limit": 5,
+        "agentId": "main",
+        "search": "w",
+        "label": "l",
+        "activeMinutes": 60,
+    },
+    "sessions.patch": {"key": KEY, "label": "walk"},
+    "sessions.reset": {"key": KEY, "reason": "new"},
+    "sessions.delete": {"key": KEY, "deleteTranscript": False},
+    "chat.send": {
+        "sessionKey": KEY,
+        "message": "hi",
+        "idempotencyKey": "walk-1",
+        "timeoutMs": 1000,
+        "thinking": "low",
+        "deliver": False,
+        "attachments": [],
+    },
+    "chat.history": {"sessionKey": KEY, "limit": 10},
+    "chat.abort": {"sessionKey": KEY, "runId": "walk-1"},
+    "agent": {
+        "message": "hi",
+        "idempotencyKey": "walk-2",
+        "agentId": "main",
+        "sessionKey": KEY,
+        "extraSystemPrompt": "Be brief.",
+        "timeout": 30,
+    },
+    "agent.wait": {"runId": "walk-2", "timeoutMs": 0},
+    "config.get": {},
+    "config.patch": {"raw": "{}", "baseHash": "0" * 64, "note": "n", "restartDelayMs": 0},
+    "system-presence": {},
+    "logs.tail": {"cursor": 0, "limit": 10, "maxBytes": 1000},
+    "sessions.subscribe": {},
+    "sessions.unsubscribe": {},
+    "sessions.describe": {"key": KEY},
+    "channels.status": {},
+    "cron.list": {},
+    "node.list": {},
+    "device.pair.list": {},
+    "question.list": {},
+    "plugin.approval.list": {},
+    "taskSuggestions.list": {},
+    "commands.list": {},
+}
+METHODS = register_all(MethodRegistry())
+
+
 # Slow by design, so only their other frames are awaited: `agent` answers again when its run
 # ends; `agent.wait` waits up to timeoutMs (30 s when absent).
 SLOW = frozenset({"agent", "agent.wait"})
@@ -446,7 +505,18 @@ def requests(draw: st.DrawFn, methods: tuple[str, ...]) -> tuple[str, Frame]:
             (1, st.sampled_from(["connect", "nope"]) | odd_text),
         )
     )
-    params = draw(weighted((6, PARAMS.get(method, st.just({}))), (1, wrong)))
+    complete = COMPLETE_PARAMS.get(method, {})
+    # The complete params with wrong values at a few of their places (any depth).
+    damaged_complete = st.builds(
+        corrupted,
+        st.just(complete),
+        st.dictionaries(
+            st.sampled_from(json_paths(complete)[1:] or [("x",)]), wrong, min_size=1, max_size=2
+        ),
+    )
+    params = draw(
+        weighted((6, PARAMS.get(method, st.just(complete))), (2, damaged_complete), (1, wrong))
+    )
     request = {"type": "req", "id": "fuzz", "method": method}
     if draw(st.booleans()) or params != {}:
         request["params"] = params
@@ -518,65 +588,6 @@ class TestAfterTheHandshake:
             # without a close frame, so the client sees 1006 (reported to the lead).
             assert ws.close_code in (1006, 1009), ws.close_code
         await still_serves(gateway)
-
-
-# -- every param of every method, with every wrong type ------------------------------------
-
-KEY = "agent:main:walk"
-# Complete valid params of every method the server registers (checked below against the
-# registry and against what each method's parser reads, so neither can outgrow this table).
-COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
-    "health": {"probe": True},
-    "status": {},
-    "agents.list": {},
-    "models.list": {},
-    "sessions.list": {
-        "limit": 5,
-        "agentId": "main",
-        "search": "w",
-        "label": "l",
-        "activeMinutes": 60,
-    },
-    "sessions.patch": {"key": KEY, "label": "walk"},
-    "sessions.reset": {"key": KEY, "reason": "new"},
-    "sessions.delete": {"key": KEY, "deleteTranscript": False},
-    "chat.send": {
-        "sessionKey": KEY,
-        "message": "hi",
-        "idempotencyKey": "walk-1",
-        "timeoutMs": 1000,
-        "thinking": "low",
-        "deliver": False,
-        "attachments": [],
-    },
-    "chat.history": {"sessionKey": KEY, "limit": 10},
-    "chat.abort": {"sessionKey": KEY, "runId": "walk-1"},
-    "agent": {
-        "message": "hi",
-        "idempotencyKey": "walk-2",
-        "agentId": "main",
-        "sessionKey": KEY,
-        "extraSystemPrompt": "Be brief.",
-        "timeout": 30,
-    },
-    "agent.wait": {"runId": "walk-2", "timeoutMs": 0},
-    "config.get": {},
-    "config.patch": {"raw": "{}", "baseHash": "0" * 64, "note": "n", "restartDelayMs": 0},
-    "system-presence": {},
-    "logs.tail": {"cursor": 0, "limit": 10, "maxBytes": 1000},
-    "sessions.subscribe": {},
-    "sessions.unsubscribe": {},
-    "sessions.describe": {"key": KEY},
-    "channels.status": {},
-    "cron.list": {},
-    "node.list": {},
-    "device.pair.list": {},
-    "question.list": {},
-    "plugin.approval.list": {},
-    "taskSuggestions.list": {},
-    "commands.list": {},
-}
-METHODS = register_all(MethodRegistry())
 
 
 class TestEveryParamOfEveryMethod:
