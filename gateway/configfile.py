@@ -1394,21 +1394,69 @@ def _effective_provider(provider: ProviderConfig) -> dict[str, Any]:
 
 _PathKey = str | int
 
+# Which keys hold secrets, by name, anywhere in the file: clawgate's own secrets and those of the
+# OpenClaw sections it loads but ignores (`channels.*.botToken`, `env.vars.*`, ...), which
+# `config.get` would otherwise hand to any `operator.read` client. The rule, on the key's name
+# lowercased with `_`, `-` and `.` removed:
+# - it ends in one of _SECRET_SUFFIXES: `token`, `botToken`, `accessToken`, `apiKey`, `api_key`,
+#   `clientSecret`, `webhookSecret`, `password`, `privateKey`, `credentials`;
+#   but `maxTokens`, `contextTokens` (counts: "tokens" is not a suffix), `tokenizer`,
+#   `keyPrefix`, `keyId`, `tokenFile` (the word is not at the end) are settings, shown;
+# - and it is not one of _NOT_SECRET, names that end in "key" but name a lookup key
+#   (`session.mainKey` is a session key's last part, shown by `sessions.list` anyway);
+# - or it is `auth`, `headers` or `env`: every value below them is a secret (provider auth
+#   objects, `Authorization` headers, environment variables), except clawgate's own
+#   `gateway.auth`, whose settings in _GATEWAY_AUTH_SETTINGS are shown (its secrets `token` and
+#   `password` are secrets by name); any other key there is redacted whole.
+# Everything below a secret key is a secret: an object or array there is redacted leaf by leaf.
+# A name that merely looks secret is redacted too (`hotkey`): showing a harmless value as
+# "__OPENCLAW_REDACTED__" costs less than showing a credential, and a redacted value sent back
+# in config.patch keeps what the file has.
+_SECRET_SUFFIXES = (
+    "token",
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "secrets",
+    "key",
+    "keys",
+    "credential",
+    "credentials",
+    "authorization",
+    "cookie",
+)
+_NOT_SECRET = frozenset(
+    {"mainkey", "sessionkey", "idempotencykey", "dedupekey", "sortkey", "groupkey", "cachekey"}
+)
+_SECRET_SECTIONS = frozenset({"auth", "headers", "env"})
+_GATEWAY_AUTH_SETTINGS = frozenset({"mode", "rateLimit", "allowTailscale", "trustedProxy"})
+_NAME_SEPARATORS = str.maketrans("", "", "_-.")
+
+
+def _is_secret_name(key: str) -> bool:
+    name = key.lower().translate(_NAME_SEPARATORS)
+    return name not in _NOT_SECRET and name.endswith(_SECRET_SUFFIXES)
+
 
 def _is_secret_path(path: tuple[_PathKey, ...]) -> bool:
-    match path:
-        case ("gateway", "auth", "token" | "password"):
+    """Whether the value at `path` (or any value inside it) is a secret."""
+    if path[:2] == ("gateway", "auth"):
+        if len(path) == 2:
+            return False
+        if path[2] not in _GATEWAY_AUTH_SETTINGS:
             return True
-        case ("models", "providers", str(), "apiKey"):
-            return True
-        case ("models", "providers", str(), "headers", str()):
-            return True
-    return False
+        path = path[3:]  # mode and the limiter's settings: only a secret-named key inside
+    return any(
+        isinstance(key, str) and (key.lower() in _SECRET_SECTIONS or _is_secret_name(key))
+        for key in path
+    )
 
 
 def _is_secret_value(value: Any) -> bool:
-    # A number where a secret belongs is invalid, yet may well be the secret itself.
-    return isinstance(value, str) or _is_number(value)
+    # Any scalar: a number or boolean where a secret belongs is invalid, yet may be the secret.
+    # null says nothing, and stays.
+    return isinstance(value, str | int | float)
 
 
 def _redact_tree(value: Any, path: tuple[_PathKey, ...] = ()) -> Any:
@@ -1462,11 +1510,13 @@ def _redact_by_value(raw: str, parsed: Mapping[str, Any]) -> str:
         elif isinstance(value, list):
             for i, item in enumerate(value):
                 collect(item, (*path, i))
-        elif _is_secret_path(path) and _is_secret_value(value) and str(value):
-            secrets.append(str(value))
+        elif _is_secret_path(path) and _is_secret_value(value):
+            # A boolean's "True" is not in the text, and its "true" is everywhere.
+            secrets.append("" if isinstance(value, bool) else str(value))
 
     collect(parsed, ())
-    for secret in sorted(secrets, key=len, reverse=True):  # longest first: one may contain another
+    # Longest first: one may contain another.
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
         raw = raw.replace(secret, REDACTED)
     return raw
 
@@ -1522,7 +1572,7 @@ class _Json5Scanner:
             self._skip_string()
         else:
             self._scalar()
-        if _is_secret_path(path):
+        if _is_secret_path(path) and self.text[start : self.pos] != "null":
             self.spans.append((start, self.pos))
 
     def _object(self, path: tuple[_PathKey, ...]) -> None:
