@@ -173,7 +173,7 @@ class ConfigLoader:
         parsed = _parse(text, location)
         if source.exists:
             source = attrs.evolve(source, parsed=parsed)
-        ctx = _Checker(self.environ)
+        ctx = _Checker(self.environ, _expandable_paths(parsed))
         normalized = _ROOT.check(parsed, "", ctx)
         _check_model_refs(ctx, _dig(normalized, "models", "providers"))
         _check_agent_list(ctx, _dig(normalized, "agents", "list"))
@@ -195,6 +195,30 @@ class ConfigLoader:
         if guard_issues:
             raise ConfigError(location, guard_issues)
         return config
+
+
+def _expandable_paths(parsed: Mapping[str, Any]) -> frozenset[str]:
+    """The dotted paths of the secret strings, where `${VAR}` may be expanded.
+
+    Anywhere else the expanded value would be shown by `config.get` (or sent where a reader
+    sees it): a `config.patch` writing `name: "${OPENAI_API_KEY}"` would read the key. A dotted
+    path can stand for two places (a key with a dot in it); it is expandable only if every
+    place it stands for is a secret, so nothing expanded is ever shown unredacted.
+    """
+    secret: dict[str, bool] = {}
+
+    def walk(value: Any, path: tuple[_PathKey, ...], dotted: str) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                walk(item, (*path, key), _join(dotted, key))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                walk(item, (*path, i), f"{dotted}[{i}]")
+        elif isinstance(value, str):
+            secret[dotted] = secret.get(dotted, True) and _is_secret_path(path)
+
+    walk(parsed, (), "")
+    return frozenset(dotted for dotted, is_secret in secret.items() if is_secret)
 
 
 def embedded_default_text() -> str:
@@ -312,6 +336,8 @@ class _Checker:
     """What one schema walk has found so far."""
 
     environ: Mapping[str, str]
+    # The dotted paths of the strings in which `${VAR}` is expanded: those of secrets.
+    expandable: frozenset[str] = frozenset()
     issues: list[ConfigIssue] = attrs.Factory(list)
     warnings: list[ConfigWarning] = attrs.Factory(list)
     # Where each path sits in the document (pre-order), so that issues found after the walk
@@ -351,6 +377,13 @@ class _Checker:
                 missing.append(name)
             return value
 
+        references = [m[0] for m in _ENV_REF_RE.finditer(text) if not m[0].startswith("$$")]
+        if references and path not in self.expandable:
+            message = (
+                f"{references[0]} is not expanded here: environment variables are expanded"
+                " only in secret values (a token, password, key or header value)"
+            )
+            return self.issue(path, message)
         result = _ENV_REF_RE.sub(replace, text)
         for name in missing:
             self.issue(path, f'Missing env var "{name}" referenced at config path: {path}')
