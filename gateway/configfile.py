@@ -1554,6 +1554,93 @@ def _redact_by_value(raw: str, parsed: Mapping[str, Any]) -> str:
     return raw
 
 
+# --- config.patch and the secrets it keeps ---------------------------------------------------
+
+# A key whose value says where a request goes. A sibling is also one when its value is a string
+# with "://" in it, whatever its name.
+_ADDRESS_SUFFIXES = ("url", "uri", "endpoint", "host", "hostname", "base", "server", "proxy")
+_MISSING: Final = object()
+
+
+def _lookup(value: Any, path: tuple[_PathKey, ...]) -> Any:
+    for key in path:
+        if isinstance(key, str):
+            if not isinstance(value, Mapping) or key not in value:
+                return _MISSING
+        elif not isinstance(value, list) or not 0 <= key < len(value):
+            return _MISSING
+        value = value[key]
+    return value
+
+
+def _is_address(key: str, *values: Any) -> bool:
+    if any(isinstance(v, str) and "://" in v for v in values):
+        return True
+    name = key.lower().translate(_NAME_SEPARATORS)
+    return name.endswith(_ADDRESS_SUFFIXES) and all(
+        v is _MISSING or not isinstance(v, Mapping | list) for v in values
+    )
+
+
+def _dotted(path: tuple[_PathKey, ...]) -> str:
+    dotted = ""
+    for key in path:
+        dotted = f"{dotted}[{key}]" if isinstance(key, int) else _join(dotted, key)
+    return dotted
+
+
+def secrets_sent_elsewhere(
+    base: Mapping[str, Any], patch: Mapping[str, Any], merged: Mapping[str, Any]
+) -> list[tuple[str, str]]:
+    """(secret, address) paths where `merged` would send a secret the patch did not write out
+    to an address the patch changed.
+
+    A patch may keep a secret without knowing it (the redaction marker, or leaving the key out)
+    and may name one it cannot read (`${OPENAI_API_KEY}`); either is fine while the secret goes
+    where it went. Changing where it goes (a provider's `baseUrl`, any address-like key beside
+    the secret or beside an object holding it, such as the provider of a `headers` value) would
+    hand the secret to whoever the patch names, so the patch must then spell out the secret.
+    """
+    found: list[tuple[str, str]] = []
+    for path, value in _secret_leaves(merged):
+        if path[0] == "gateway":
+            continue  # the gateway's own token and password: clients send them to us
+        given = _lookup(patch, path)
+        if isinstance(value, str) and given == value and _has_reference(value):
+            pass  # written by the patch, but it expands to a secret the patch never saw
+        elif given is _MISSING or given == REDACTED:
+            if _lookup(base, path) != value:
+                continue  # not the file's secret (the marker itself, inside a replaced array)
+        else:
+            continue
+        for depth in range(len(path)):
+            prefix = path[:depth]
+            old, new = _lookup(base, prefix), _lookup(merged, prefix)
+            keys = [*(old if isinstance(old, Mapping) else ())]
+            keys += [k for k in (new if isinstance(new, Mapping) else ()) if k not in keys]
+            for key in keys:
+                if key == path[depth]:
+                    continue
+                before, after = _lookup(old, (key,)), _lookup(new, (key,))
+                if before != after and _is_address(key, before, after):
+                    found.append((_dotted(path), _dotted((*prefix, key))))
+    return found
+
+
+def _secret_leaves(
+    value: Any, path: tuple[_PathKey, ...] = ()
+) -> list[tuple[tuple[_PathKey, ...], Any]]:
+    if isinstance(value, Mapping):
+        return [leaf for k, v in value.items() for leaf in _secret_leaves(v, (*path, k))]
+    if isinstance(value, list):
+        return [leaf for i, v in enumerate(value) for leaf in _secret_leaves(v, (*path, i))]
+    return [(path, value)] if _is_secret_path(path) and _is_secret_value(value) else []
+
+
+def _has_reference(text: str) -> bool:
+    return any(not m[0].startswith("$$") for m in _ENV_REF_RE.finditer(text))
+
+
 @attrs.define
 class _Json5Scanner:
     """Walks JSON5 text that json5 has accepted, finding where the secrets' literals are.
