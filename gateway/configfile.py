@@ -1602,6 +1602,23 @@ def secrets_sent_elsewhere(
     hand the secret to whoever the patch names, so the patch must then spell out the secret.
     """
     found: list[tuple[str, str]] = []
+    # Per object: its address-like keys that the patch changed. Computed once per object, so
+    # that a patch of many secrets in one wide object costs its size, not its size squared.
+    changed: dict[tuple[_PathKey, ...], list[str]] = {}
+
+    def changed_addresses(prefix: tuple[_PathKey, ...]) -> list[str]:
+        if prefix not in changed:
+            old, new = _lookup(base, prefix), _lookup(merged, prefix)
+            keys = dict.fromkeys(old if isinstance(old, Mapping) else ())
+            keys.update(dict.fromkeys(new if isinstance(new, Mapping) else ()))
+            changed[prefix] = [
+                key
+                for key in keys
+                if (before := _lookup(old, (key,))) != (after := _lookup(new, (key,)))
+                and _is_address(key, before, after)
+            ]
+        return changed[prefix]
+
     for path, value in _secret_leaves(merged):
         if path[0] == "gateway":
             continue  # the gateway's own token and password: clients send them to us
@@ -1615,15 +1632,13 @@ def secrets_sent_elsewhere(
             continue
         for depth in range(len(path)):
             prefix = path[:depth]
-            old, new = _lookup(base, prefix), _lookup(merged, prefix)
-            keys = [*(old if isinstance(old, Mapping) else ())]
-            keys += [k for k in (new if isinstance(new, Mapping) else ()) if k not in keys]
-            for key in keys:
-                if key == path[depth]:
-                    continue
-                before, after = _lookup(old, (key,)), _lookup(new, (key,))
-                if before != after and _is_address(key, before, after):
-                    found.append((_dotted(path), _dotted((*prefix, key))))
+            found += [
+                (_dotted(path), _dotted((*prefix, key)))
+                for key in changed_addresses(prefix)
+                if key != path[depth]
+            ]
+            if found:
+                return found  # the first is the one reported
     return found
 
 
