@@ -1492,12 +1492,25 @@ def _is_secret_value(value: Any) -> bool:
     return isinstance(value, str | int | float)
 
 
+# A URL with credentials in it (`https://user:pass@proxy`, `https://<token>@host`) is a secret
+# whatever its key: the whole string is redacted, a `baseUrl` included.
+_URL_WITH_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#@\s]+@")
+
+
+def _holds_password(value: Any) -> bool:
+    return isinstance(value, str) and _URL_WITH_PASSWORD.search(value) is not None
+
+
+def _is_secret_leaf(path: tuple[_PathKey, ...], value: Any) -> bool:
+    return (_is_secret_path(path) and _is_secret_value(value)) or _holds_password(value)
+
+
 def _redact_tree(value: Any, path: tuple[_PathKey, ...] = ()) -> Any:
     if isinstance(value, Mapping):
         return {key: _redact_tree(item, (*path, key)) for key, item in value.items()}
     if isinstance(value, list):
         return [_redact_tree(item, (*path, i)) for i, item in enumerate(value)]
-    if _is_secret_path(path) and _is_secret_value(value):
+    if _is_secret_leaf(path, value):
         return REDACTED
     return value
 
@@ -1543,7 +1556,7 @@ def _redact_by_value(raw: str, parsed: Mapping[str, Any]) -> str:
         elif isinstance(value, list):
             for i, item in enumerate(value):
                 collect(item, (*path, i))
-        elif _is_secret_path(path) and _is_secret_value(value):
+        elif _is_secret_leaf(path, value):
             # A boolean's "True" is not in the text, and its "true" is everywhere.
             secrets.append("" if isinstance(value, bool) else str(value))
 
@@ -1707,8 +1720,18 @@ class _Json5Scanner:
             self._skip_string()
         else:
             self._scalar()
-        if _is_secret_path(path) and self.text[start : self.pos] != "null":
+        if self._is_secret_literal(path, self.text[start : self.pos]):
             self.spans.append((start, self.pos))
+
+    @staticmethod
+    def _is_secret_literal(path: tuple[_PathKey, ...], literal: str) -> bool:
+        if _is_secret_path(path):
+            return literal != "null"
+        # Decoding every string would be slow; a URL's credentials need an "@" (or an escape).
+        quoted = literal[0] in "\"'"
+        return (
+            quoted and ("@" in literal or "\\" in literal) and _holds_password(json5.loads(literal))
+        )
 
     def _object(self, path: tuple[_PathKey, ...]) -> None:
         self.pos += 1

@@ -235,3 +235,33 @@ class TestAnOpenClawConfigFullOfSecrets:
             "temperature": 0.5,
         }
         assert result["session"]["mainKey"] == "shown-home"
+
+
+class TestUrlsWithCredentials:
+    """`https://user:pass@host` holds a password whatever its key is called."""
+
+    TEXT = """{
+  models: {
+    providers: {
+      p: { baseUrl: "https://user:pw-secret@proxy.example/v1" }, // basic auth in the URL
+    },
+  },
+  channels: { hook: { target: 'https://tok-secret@hooks.example/x', port: "http://h:80/a@b" } },
+}
+"""
+
+    def test_raw_and_parsed(self) -> None:
+        parsed = json5.loads(self.TEXT)
+        raw = redact_raw(self.TEXT, parsed)
+        assert raw == self.TEXT.replace(
+            '"https://user:pw-secret@proxy.example/v1"', f'"{REDACTED}"'
+        ).replace("'https://tok-secret@hooks.example/x'", f"'{REDACTED}'")
+        assert json5.loads(raw) == redact_parsed(parsed)
+
+    def test_an_escaped_at_sign_is_found_too(self) -> None:
+        raw = "{x: {target: 'https://tok-secret\\u0040hooks.example'}}"
+        assert redact_raw(raw, json5.loads(raw)) == f"{{x: {{target: '{REDACTED}'}}}}"
+
+    def test_the_effective_config(self, files: ConfigFiles) -> None:
+        config = files.load(self.TEXT)
+        assert redacted(config)["models"]["providers"]["p"]["baseUrl"] == REDACTED
