@@ -2,10 +2,10 @@
 
 Hypothesis writes OpenClaw-shaped configs with secrets at random places (named like secrets,
 below `auth`, `headers` or `env`; strings and numbers; inside arrays and objects), in random
-JSON5 spellings (quotes, unquoted keys, hex numbers, comments, trailing commas). No secret may
-appear in `config.get`'s `raw`, `parsed` or `config`, neither from the functions nor over a
-real WebSocket with only `operator.read`. And no `config.patch` may send a secret it did not
-write out to an address it changed.
+JSON5 spellings (quotes, unquoted keys, hex numbers, comments, trailing commas), and URLs
+with credentials under any key. No secret may appear in `config.get`'s `raw`, `parsed` or
+`config`, neither from the functions nor over a real WebSocket with only `operator.read`.
+And no `config.patch` may send a secret it did not write out to an address it changed.
 """
 
 from __future__ import annotations
@@ -128,6 +128,10 @@ def plain_tree(draw: st.DrawFn, secrets: Secrets, depth: int = 0) -> dict[str, A
         elif depth < 2 and draw(st.booleans()):
             subtree = draw(plain_tree(secrets, depth + 1))
             tree[key] = [subtree, {"name": "shown"}] if key == "accounts" else subtree
+        elif draw(st.integers(0, 5)) == 0:  # credentials in a URL, under any name
+            mark = f"zq-secret-{len(secrets.found)}-"
+            secrets.found.append(mark)
+            tree[key] = f"https://user:{mark}@proxy.example/v1"
         else:
             tree[key] = draw(
                 st.one_of(
