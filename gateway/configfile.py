@@ -173,7 +173,7 @@ class ConfigLoader:
         parsed = _parse(text, location)
         if source.exists:
             source = attrs.evolve(source, parsed=parsed)
-        ctx = _Checker(self.environ)
+        ctx = _Checker(self.environ, _expandable_paths(parsed))
         normalized = _ROOT.check(parsed, "", ctx)
         _check_model_refs(ctx, _dig(normalized, "models", "providers"))
         _check_agent_list(ctx, _dig(normalized, "agents", "list"))
@@ -195,6 +195,30 @@ class ConfigLoader:
         if guard_issues:
             raise ConfigError(location, guard_issues)
         return config
+
+
+def _expandable_paths(parsed: Mapping[str, Any]) -> frozenset[str]:
+    """The dotted paths of the secret strings, where `${VAR}` may be expanded.
+
+    Anywhere else the expanded value would be shown by `config.get` (or sent where a reader
+    sees it): a `config.patch` writing `name: "${OPENAI_API_KEY}"` would read the key. A dotted
+    path can stand for two places (a key with a dot in it); it is expandable only if every
+    place it stands for is a secret, so nothing expanded is ever shown unredacted.
+    """
+    secret: dict[str, bool] = {}
+
+    def walk(value: Any, path: tuple[_PathKey, ...], dotted: str) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                walk(item, (*path, key), _join(dotted, key))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                walk(item, (*path, i), f"{dotted}[{i}]")
+        elif isinstance(value, str):
+            secret[dotted] = secret.get(dotted, True) and _is_secret_path(path)
+
+    walk(parsed, (), "")
+    return frozenset(dotted for dotted, is_secret in secret.items() if is_secret)
 
 
 def embedded_default_text() -> str:
@@ -312,6 +336,8 @@ class _Checker:
     """What one schema walk has found so far."""
 
     environ: Mapping[str, str]
+    # The dotted paths of the strings in which `${VAR}` is expanded: those of secrets.
+    expandable: frozenset[str] = frozenset()
     issues: list[ConfigIssue] = attrs.Factory(list)
     warnings: list[ConfigWarning] = attrs.Factory(list)
     # Where each path sits in the document (pre-order), so that issues found after the walk
@@ -351,6 +377,13 @@ class _Checker:
                 missing.append(name)
             return value
 
+        references = [m[0] for m in _ENV_REF_RE.finditer(text) if not m[0].startswith("$$")]
+        if references and path not in self.expandable:
+            message = (
+                f"{references[0]} is not expanded here: environment variables are expanded"
+                " only in secret values (a token, password, key or header value)"
+            )
+            return self.issue(path, message)
         result = _ENV_REF_RE.sub(replace, text)
         for name in missing:
             self.issue(path, f'Missing env var "{name}" referenced at config path: {path}')
@@ -1394,21 +1427,82 @@ def _effective_provider(provider: ProviderConfig) -> dict[str, Any]:
 
 _PathKey = str | int
 
+# Which keys hold secrets, by name, anywhere in the file: clawgate's own secrets and those of the
+# OpenClaw sections it loads but ignores (`channels.*.botToken`, `env.vars.*`, ...), which
+# `config.get` would otherwise hand to any `operator.read` client. The rule, on the key's name
+# lowercased with `_`, `-` and `.` removed:
+# - it ends in one of _SECRET_SUFFIXES: `token`, `botToken`, `accessToken`, `apiKey`, `api_key`,
+#   `clientSecret`, `webhookSecret`, `password`, `privateKey`, `credentials`;
+#   but `maxTokens`, `contextTokens` (counts: "tokens" is not a suffix), `tokenizer`,
+#   `keyPrefix`, `keyId`, `tokenFile` (the word is not at the end) are settings, shown;
+# - and it is not one of _NOT_SECRET, names that end in "key" but name a lookup key
+#   (`session.mainKey` is a session key's last part, shown by `sessions.list` anyway);
+# - or it is `auth`, `headers` or `env`: every value below them is a secret (provider auth
+#   objects, `Authorization` headers, environment variables), except clawgate's own
+#   `gateway.auth`, whose settings in _GATEWAY_AUTH_SETTINGS are shown (its secrets `token` and
+#   `password` are secrets by name); any other key there is redacted whole.
+# Everything below a secret key is a secret: an object or array there is redacted leaf by leaf.
+# A name that merely looks secret is redacted too (`hotkey`): showing a harmless value as
+# "__OPENCLAW_REDACTED__" costs less than showing a credential, and a redacted value sent back
+# in config.patch keeps what the file has.
+_SECRET_SUFFIXES = (
+    "token",
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "secrets",
+    "key",
+    "keys",
+    "credential",
+    "credentials",
+    "authorization",
+    "cookie",
+)
+_NOT_SECRET = frozenset(
+    {"mainkey", "sessionkey", "idempotencykey", "dedupekey", "sortkey", "groupkey", "cachekey"}
+)
+_SECRET_SECTIONS = frozenset({"auth", "headers", "env"})
+_GATEWAY_AUTH_SETTINGS = frozenset({"mode", "rateLimit", "allowTailscale", "trustedProxy"})
+_NAME_SEPARATORS = str.maketrans("", "", "_-.")
+
+
+def _is_secret_name(key: str) -> bool:
+    name = key.lower().translate(_NAME_SEPARATORS)
+    return name not in _NOT_SECRET and name.endswith(_SECRET_SUFFIXES)
+
 
 def _is_secret_path(path: tuple[_PathKey, ...]) -> bool:
-    match path:
-        case ("gateway", "auth", "token" | "password"):
+    """Whether the value at `path` (or any value inside it) is a secret."""
+    if path[:2] == ("gateway", "auth"):
+        if len(path) == 2:
+            return False
+        if path[2] not in _GATEWAY_AUTH_SETTINGS:
             return True
-        case ("models", "providers", str(), "apiKey"):
-            return True
-        case ("models", "providers", str(), "headers", str()):
-            return True
-    return False
+        path = path[3:]  # mode and the limiter's settings: only a secret-named key inside
+    return any(
+        isinstance(key, str) and (key.lower() in _SECRET_SECTIONS or _is_secret_name(key))
+        for key in path
+    )
 
 
 def _is_secret_value(value: Any) -> bool:
-    # A number where a secret belongs is invalid, yet may well be the secret itself.
-    return isinstance(value, str) or _is_number(value)
+    # Any scalar: a number or boolean where a secret belongs is invalid, yet may be the secret.
+    # null says nothing, and stays.
+    return isinstance(value, str | int | float)
+
+
+# A URL with credentials in it (`https://user:pass@proxy`, `https://<token>@host`) is a secret
+# whatever its key: the whole string is redacted, a `baseUrl` included.
+_URL_WITH_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#@\s]+@")
+
+
+def _holds_password(value: Any) -> bool:
+    return isinstance(value, str) and _URL_WITH_PASSWORD.search(value) is not None
+
+
+def _is_secret_leaf(path: tuple[_PathKey, ...], value: Any) -> bool:
+    return (_is_secret_path(path) and _is_secret_value(value)) or _holds_password(value)
 
 
 def _redact_tree(value: Any, path: tuple[_PathKey, ...] = ()) -> Any:
@@ -1416,7 +1510,7 @@ def _redact_tree(value: Any, path: tuple[_PathKey, ...] = ()) -> Any:
         return {key: _redact_tree(item, (*path, key)) for key, item in value.items()}
     if isinstance(value, list):
         return [_redact_tree(item, (*path, i)) for i, item in enumerate(value)]
-    if _is_secret_path(path) and _is_secret_value(value):
+    if _is_secret_leaf(path, value):
         return REDACTED
     return value
 
@@ -1462,13 +1556,117 @@ def _redact_by_value(raw: str, parsed: Mapping[str, Any]) -> str:
         elif isinstance(value, list):
             for i, item in enumerate(value):
                 collect(item, (*path, i))
-        elif _is_secret_path(path) and _is_secret_value(value) and str(value):
-            secrets.append(str(value))
+        elif _is_secret_leaf(path, value):
+            # A boolean's "True" is not in the text, and its "true" is everywhere.
+            secrets.append("" if isinstance(value, bool) else str(value))
 
     collect(parsed, ())
-    for secret in sorted(secrets, key=len, reverse=True):  # longest first: one may contain another
+    # Longest first: one may contain another.
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
         raw = raw.replace(secret, REDACTED)
     return raw
+
+
+# --- config.patch and the secrets it keeps ---------------------------------------------------
+
+# A key whose value says where a request goes. A sibling is also one when its value is a string
+# with "://" in it, whatever its name.
+_ADDRESS_SUFFIXES = ("url", "uri", "endpoint", "host", "hostname", "base", "server", "proxy")
+_MISSING: Final = object()
+
+
+def _lookup(value: Any, path: tuple[_PathKey, ...]) -> Any:
+    for key in path:
+        if isinstance(key, str):
+            if not isinstance(value, Mapping) or key not in value:
+                return _MISSING
+        elif not isinstance(value, list) or not 0 <= key < len(value):
+            return _MISSING
+        value = value[key]
+    return value
+
+
+def _is_address(key: str, *values: Any) -> bool:
+    if any(isinstance(v, str) and "://" in v for v in values):
+        return True
+    name = key.lower().translate(_NAME_SEPARATORS)
+    return name.endswith(_ADDRESS_SUFFIXES) and all(
+        v is _MISSING or not isinstance(v, Mapping | list) for v in values
+    )
+
+
+def _dotted(path: tuple[_PathKey, ...]) -> str:
+    dotted = ""
+    for key in path:
+        dotted = f"{dotted}[{key}]" if isinstance(key, int) else _join(dotted, key)
+    return dotted
+
+
+def secrets_sent_elsewhere(
+    base: Mapping[str, Any], patch: Mapping[str, Any], merged: Mapping[str, Any]
+) -> list[tuple[str, str]]:
+    """(secret, address) paths where `merged` would send a secret the patch did not write out
+    to an address the patch changed.
+
+    A patch may keep a secret without knowing it (the redaction marker, or leaving the key out)
+    and may name one it cannot read (`${OPENAI_API_KEY}`); either is fine while the secret goes
+    where it went. Changing where it goes (a provider's `baseUrl`, any address-like key beside
+    the secret or beside an object holding it, such as the provider of a `headers` value) would
+    hand the secret to whoever the patch names, so the patch must then spell out the secret.
+    """
+    found: list[tuple[str, str]] = []
+    # Per object: its address-like keys that the patch changed. Computed once per object, so
+    # that a patch of many secrets in one wide object costs its size, not its size squared.
+    changed: dict[tuple[_PathKey, ...], list[str]] = {}
+
+    def changed_addresses(prefix: tuple[_PathKey, ...]) -> list[str]:
+        if prefix not in changed:
+            old, new = _lookup(base, prefix), _lookup(merged, prefix)
+            keys = dict.fromkeys(old if isinstance(old, Mapping) else ())
+            keys.update(dict.fromkeys(new if isinstance(new, Mapping) else ()))
+            changed[prefix] = [
+                key
+                for key in keys
+                if (before := _lookup(old, (key,))) != (after := _lookup(new, (key,)))
+                and _is_address(key, before, after)
+            ]
+        return changed[prefix]
+
+    for path, value in _secret_leaves(merged):
+        if path[0] == "gateway":
+            continue  # the gateway's own token and password: clients send them to us
+        given = _lookup(patch, path)
+        if isinstance(value, str) and given == value and _has_reference(value):
+            pass  # written by the patch, but it expands to a secret the patch never saw
+        elif given is _MISSING or given == REDACTED:
+            if _lookup(base, path) != value:
+                continue  # not the file's secret (the marker itself, inside a replaced array)
+        else:
+            continue
+        for depth in range(len(path)):
+            prefix = path[:depth]
+            found += [
+                (_dotted(path), _dotted((*prefix, key)))
+                for key in changed_addresses(prefix)
+                if key != path[depth]
+            ]
+            if found:
+                return found  # the first is the one reported
+    return found
+
+
+def _secret_leaves(
+    value: Any, path: tuple[_PathKey, ...] = ()
+) -> list[tuple[tuple[_PathKey, ...], Any]]:
+    if isinstance(value, Mapping):
+        return [leaf for k, v in value.items() for leaf in _secret_leaves(v, (*path, k))]
+    if isinstance(value, list):
+        return [leaf for i, v in enumerate(value) for leaf in _secret_leaves(v, (*path, i))]
+    return [(path, value)] if _is_secret_path(path) and _is_secret_value(value) else []
+
+
+def _has_reference(text: str) -> bool:
+    return any(not m[0].startswith("$$") for m in _ENV_REF_RE.finditer(text))
 
 
 @attrs.define
@@ -1522,8 +1720,18 @@ class _Json5Scanner:
             self._skip_string()
         else:
             self._scalar()
-        if _is_secret_path(path):
+        if self._is_secret_literal(path, self.text[start : self.pos]):
             self.spans.append((start, self.pos))
+
+    @staticmethod
+    def _is_secret_literal(path: tuple[_PathKey, ...], literal: str) -> bool:
+        if _is_secret_path(path):
+            return literal != "null"
+        # Decoding every string would be slow; a URL's credentials need an "@" (or an escape).
+        quoted = literal[0] in "\"'"
+        return (
+            quoted and ("@" in literal or "\\" in literal) and _holds_password(json5.loads(literal))
+        )
 
     def _object(self, path: tuple[_PathKey, ...]) -> None:
         self.pos += 1

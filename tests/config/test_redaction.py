@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import json5
+import pytest
 
 from gateway.configfile import REDACTED, effective_dict, redact_parsed, redact_raw, redacted
 from tests.config.conftest import ConfigFiles
+from tests.config.secrets import (
+    ENVIRON,
+    OPENCLAW_SECRETS,
+    SECRET_MARK,
+    SECRET_NUMBERS,
+    SHOWN_MARK,
+)
 
 SECRETS = """// secrets below
 {
@@ -80,9 +91,11 @@ class TestRedactRaw:
         raw = "{gateway: {port: 1, auth: {mode: 'none'}}, // token: 'x'\n}\n"
         assert redact_raw(raw, json5.loads(raw)) == raw
 
-    def test_same_key_elsewhere_is_not_a_secret(self) -> None:
+    def test_secret_names_are_secrets_anywhere(self) -> None:
         raw = '{channels: {tg: {token: "t"}}, agents: {list: [{id: "a", params: {apiKey: "k"}}]}}'
-        assert redact_raw(raw, json5.loads(raw)) == raw
+        assert redact_raw(raw, json5.loads(raw)) == raw.replace('"t"', f'"{REDACTED}"').replace(
+            '"k"', f'"{REDACTED}"'
+        )
 
     def test_escaped_quotes_in_a_secret(self) -> None:
         raw = r'{gateway: {auth: {password: "a\"b", token: "c"}}}'
@@ -99,3 +112,156 @@ class TestRedactRaw:
     def test_text_the_scanner_cannot_read_is_redacted_by_value(self) -> None:
         parsed = {"gateway": {"auth": {"token": "tok-123"}}}
         assert redact_raw("garbage tok-123 garbage", parsed) == f"garbage {REDACTED} garbage"
+
+
+def leaks(text: str) -> list[str]:
+    return [s for s in (SECRET_MARK, *SECRET_NUMBERS) if s in text]
+
+
+class TestSecretsByName:
+    """Any key named like a secret, anywhere: OpenClaw's sections that clawgate only carries."""
+
+    @pytest.mark.parametrize(
+        "key",
+        [
+            "token",
+            "botToken",
+            "accessToken",
+            "refresh_token",
+            "TOKEN",
+            "password",
+            "passwd",
+            "secret",
+            "clientSecret",
+            "webhookSecret",
+            "apiKey",
+            "api_key",
+            "apikey",
+            "x-api-key",
+            "key",
+            "privateKey",
+            "credentials",
+            "passphrase",
+            "authorization",
+            "cookie",
+        ],
+    )
+    def test_a_secret_name_is_redacted(self, key: str) -> None:
+        parsed = {"channels": {"x": {key: "s", "other": "o"}}}
+        assert redact_parsed(parsed) == {"channels": {"x": {key: REDACTED, "other": "o"}}}
+
+    @pytest.mark.parametrize(
+        "key",
+        [
+            "maxTokens",
+            "contextTokens",
+            "tokenizer",
+            "tokenFile",
+            "keyPrefix",
+            "keyId",
+            "mainKey",
+            "sessionKey",
+            "passwordMinLength",
+            "secretRef",
+            "authHeader",
+            "webhookUrl",
+        ],
+    )
+    def test_a_name_with_the_word_elsewhere_is_shown(self, key: str) -> None:
+        parsed = {"channels": {"x": {key: "v"}}}
+        assert redact_parsed(parsed) == parsed
+
+    @pytest.mark.parametrize("section", ["auth", "headers", "env", "Headers"])
+    def test_every_value_below_auth_headers_and_env_is_redacted(self, section: str) -> None:
+        parsed = {"x": {section: {"mode": "m", "list": [{"name": "n"}, 3], "on": True}}}
+        assert redact_parsed(parsed) == {
+            "x": {
+                section: {"mode": REDACTED, "list": [{"name": REDACTED}, REDACTED], "on": REDACTED}
+            }
+        }
+
+    def test_gateway_auth_shows_its_settings(self) -> None:
+        parsed = {
+            "gateway": {
+                "auth": {
+                    "mode": "token",
+                    "rateLimit": {"maxAttempts": 3, "exemptLoopback": False},
+                    "allowTailscale": True,
+                    "trustedProxy": {"userHeader": "x-user"},
+                }
+            }
+        }
+        assert redact_parsed(parsed) == parsed
+
+    def test_any_other_key_in_gateway_auth_is_redacted(self) -> None:
+        parsed = {"gateway": {"auth": {"mode": "token", "bearer": {"value": "b"}}}}
+        assert redact_parsed(parsed) == {
+            "gateway": {"auth": {"mode": "token", "bearer": {"value": REDACTED}}}
+        }
+
+    def test_null_stays(self) -> None:
+        raw = "{channels: {x: {token: null}}}"
+        assert redact_raw(raw, json5.loads(raw)) == raw
+        assert redact_parsed(json5.loads(raw)) == json5.loads(raw)
+
+
+class TestAnOpenClawConfigFullOfSecrets:
+    def test_raw_keeps_the_text_and_loses_every_secret(self) -> None:
+        parsed = json5.loads(OPENCLAW_SECRETS)
+        raw = redact_raw(OPENCLAW_SECRETS, parsed)
+        assert leaks(raw) == []
+        assert json5.loads(raw) == redact_parsed(parsed)
+        # Only the literals changed: comments and layout are where they were.
+        literal = r"""("(?:[^"\\]|\\.)*"|'[^']*'|-?[0-9][0-9.]*|true|false)"""
+        assert re.sub(literal, "_", raw) == re.sub(literal, "_", OPENCLAW_SECRETS)
+
+    def test_parsed_loses_every_secret_and_keeps_every_setting(self) -> None:
+        result = json.dumps(redact_parsed(json5.loads(OPENCLAW_SECRETS)))
+        assert leaks(result) == []
+        shown = re.findall(f'"[^"]*{SHOWN_MARK}[^"]*"', OPENCLAW_SECRETS)
+        assert len(shown) == 13
+        assert [s for s in shown if s not in result] == []
+        for setting in ('"maxTokens": 4096', '"contextTokens": 64000', '"maxAttempts": 7'):
+            assert setting in result
+
+    def test_the_effective_config_loses_every_secret(self, files: ConfigFiles) -> None:
+        config = files.load(OPENCLAW_SECRETS, environ=ENVIRON)
+        assert config.agents.agents[0].params["api_key"] == "zq-secret-param-key"
+        result = redacted(config)
+        assert leaks(json.dumps(result)) == []
+        assert result["agents"]["list"][0]["params"] == {
+            "api_key": REDACTED,
+            "user": "shown-user",
+            "temperature": 0.5,
+        }
+        assert result["session"]["mainKey"] == "shown-home"
+
+
+class TestUrlsWithCredentials:
+    """`https://user:pass@host` holds a password whatever its key is called."""
+
+    TEXT = """{
+  models: {
+    providers: {
+      p: { baseUrl: "https://user:pw-secret@proxy.example/v1" }, // basic auth in the URL
+    },
+  },
+  channels: { hook: { target: 'https://tok-secret@hooks.example/x', port: "http://h:80/a@b" } },
+}
+"""
+
+    def test_raw_and_parsed(self) -> None:
+        parsed = json5.loads(self.TEXT)
+        raw = redact_raw(self.TEXT, parsed)
+        assert raw == self.TEXT.replace(
+            '"https://user:pw-secret@proxy.example/v1"', f'"{REDACTED}"'
+        ).replace("'https://tok-secret@hooks.example/x'", f"'{REDACTED}'")
+        assert json5.loads(raw) == redact_parsed(parsed)
+
+    def test_an_escaped_at_sign_is_found_too(self) -> None:
+        raw = "{x: {target: 'https://tok-secret\\u0040hooks.example'}}"
+        assert redact_raw(raw, json5.loads(raw)) == f"{{x: {{target: '{REDACTED}'}}}}"
+
+    def test_the_effective_config(self, files: ConfigFiles) -> None:
+        config = files.load(self.TEXT)
+        assert redacted(config)["models"]["providers"]["p"]["baseUrl"] == REDACTED

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.config.conftest import ConfigFiles
 
 
@@ -51,9 +53,10 @@ class TestSubstitution:
         ]
 
     def test_path_of_a_list_item(self, files: ConfigFiles) -> None:
-        assert files.issues('{gateway: {http: {cors: {allowedOrigins: ["${ORIGIN}"]}}}}') == [
-            '- gateway.http.cors.allowedOrigins[0]: Missing env var "ORIGIN" referenced at'
-            " config path: gateway.http.cors.allowedOrigins[0]"
+        text = '{agents: {list: [{id: "a", params: {apiKeys: ["${K}"]}}]}}'
+        assert files.issues(text) == [
+            '- agents.list[0].params.apiKeys[0]: Missing env var "K" referenced at'
+            " config path: agents.list[0].params.apiKeys[0]"
         ]
 
     def test_keys_are_not_substituted(self, files: ConfigFiles) -> None:
@@ -61,28 +64,74 @@ class TestSubstitution:
         config = files.load(text, environ={"H": "x-h", "V": "v"})
         assert config.agents.providers["p"].headers == {"${H}": "v"}
 
-    def test_enum_values_are_substituted_before_checking(self, files: ConfigFiles) -> None:
-        assert (
-            files.load('{gateway: {bind: "${BIND}"}}', environ={"BIND": "lan"}).gateway.bind
-            == "lan"
-        )
+    def test_header_values_are_substituted(self, files: ConfigFiles) -> None:
+        text = '{models: {providers: {p: {baseUrl: "http://h", headers: {"x-org": "${ORG}"}}}}}'
+        config = files.load(text, environ={"ORG": "org-1"})
+        assert config.agents.providers["p"].headers == {"x-org": "org-1"}
 
-    def test_numbers_stay_strings(self, files: ConfigFiles) -> None:
-        assert files.issues('{gateway: {port: "${PORT}"}}', environ={"PORT": "18790"}) == [
-            "- gateway.port: expected integer, got string"
-        ]
-
-    def test_forwarded_params_are_substituted(self, files: ConfigFiles) -> None:
-        text = '{agents: {list: [{id: "a", params: {user: "${USER_TAG}", stop: ["${S}"]}}]}}'
-        params = files.load(text, environ={"USER_TAG": "u1", "S": "END"}).agents.agents[0].params
-        assert params == {"user": "u1", "stop": ["END"]}
+    def test_secret_named_params_are_substituted(self, files: ConfigFiles) -> None:
+        text = '{agents: {list: [{id: "a", params: {api_key: "${K}", stop: "END"}}]}}'
+        params = files.load(text, environ={"K": "k-1"}).agents.agents[0].params
+        assert params == {"api_key": "k-1", "stop": "END"}
 
     def test_ignored_openclaw_sections_are_not_substituted(self, files: ConfigFiles) -> None:
         config = files.load('{channels: {telegram: {botToken: "${TELEGRAM_BOT_TOKEN}"}}}')
         assert [w.path for w in config.warnings] == ["channels"]
 
-    def test_durations_are_substituted(self, files: ConfigFiles) -> None:
-        config = files.load(
-            '{session: {maintenance: {pruneAfter: "${KEEP}"}}}', environ={"KEEP": "2d"}
-        )
-        assert config.agents.maintenance.prune_after_ms == 2 * 86_400_000
+
+NOT_EXPANDED = (
+    "is not expanded here: environment variables are expanded only in secret values"
+    " (a token, password, key or header value)"
+)
+
+
+class TestOnlySecretsAreSubstituted:
+    """A `${VAR}` anywhere but in a secret would show the variable to `config.get` readers."""
+
+    @pytest.mark.parametrize(
+        ("text", "path"),
+        [
+            ('{agents: {list: [{id: "a", name: "${OPENAI_API_KEY}"}]}}', "agents.list[0].name"),
+            (
+                '{agents: {list: [{id: "a", systemPrompt: "say ${OPENAI_API_KEY}"}]}}',
+                "agents.list[0].systemPrompt",
+            ),
+            ('{agents: {list: [{id: "a", params: {user: "${U}"}}]}}', "agents.list[0].params.user"),
+            (
+                '{agents: {list: [{id: "a", params: {stop: ["${S}"]}}]}}',
+                "agents.list[0].params.stop[0]",
+            ),
+            ('{gateway: {bind: "${BIND}"}}', "gateway.bind"),
+            (
+                '{gateway: {http: {cors: {allowedOrigins: ["${O}"]}}}}',
+                "gateway.http.cors.allowedOrigins[0]",
+            ),
+            ('{session: {maintenance: {pruneAfter: "${KEEP}"}}}', "session.maintenance.pruneAfter"),
+            (
+                '{models: {providers: {p: {baseUrl: "${OLLAMA_HOST}"}}}}',
+                "models.providers.p.baseUrl",
+            ),
+            (
+                '{models: {providers: {p: {baseUrl: "http://h/${KEY}"}}}}',
+                "models.providers.p.baseUrl",
+            ),
+        ],
+    )
+    def test_a_reference_outside_a_secret_is_an_issue(
+        self, files: ConfigFiles, text: str, path: str
+    ) -> None:
+        environ = {n: "value-1" for n in ("OPENAI_API_KEY", "U", "S", "BIND", "O", "KEEP", "KEY")}
+        environ["OLLAMA_HOST"] = "http://127.0.0.1:11434/v1"
+        reference = "${" + text.split("${")[1].split("}")[0] + "}"
+        assert files.issues(text, environ=environ) == [f"- {path}: {reference} {NOT_EXPANDED}"]
+
+    def test_the_escape_is_allowed_anywhere(self, files: ConfigFiles) -> None:
+        config = files.load('{agents: {list: [{id: "a", systemPrompt: "use $${HOME}"}]}}')
+        assert config.agents.agents[0].system_prompt == "use ${HOME}"
+
+    def test_a_key_with_a_dot_is_judged_by_its_own_name(self, files: ConfigFiles) -> None:
+        # `params["token.x"]` has the dotted path of `params.token.x`, but is not a secret.
+        text = '{agents: {list: [{id: "a", params: {"token.x": "${K}"}}]}}'
+        assert files.issues(text, environ={"K": "k"}) == [
+            f"- agents.list[0].params.token.x: ${{K}} {NOT_EXPANDED}"
+        ]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.config.secrets import ENVIRON, OPENCLAW_SECRETS, SECRET_MARK, SECRET_NUMBERS
 from tests.gatewayproc import GatewayProcess, clean_env, run_cli
 
 GOOD = """{
@@ -95,6 +96,21 @@ class TestConfigCommands:
         assert shown["gateway"]["auth"]["token"] == "__OPENCLAW_REDACTED__"
         assert shown["gateway"]["port"] == 18789
         assert "s3cret-token" not in result.stdout
+
+    def test_show_hides_every_secret_of_an_openclaw_config(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        path = tmp_path / "openclaw.json5"
+        path.write_text(OPENCLAW_SECRETS)
+        result = run_cli(["config", "show", "--config", str(path)], {**env, **ENVIRON})
+        assert result.returncode == 0, result.stderr
+        assert [s for s in (SECRET_MARK, *SECRET_NUMBERS) if s in result.stdout] == []
+        shown = json.loads(result.stdout)
+        assert shown["agents"]["list"][0]["params"]["api_key"] == "__OPENCLAW_REDACTED__"
+        assert shown["models"]["providers"]["openai"]["headers"] == {
+            "x-org": "__OPENCLAW_REDACTED__",
+            "Authorization": "__OPENCLAW_REDACTED__",
+        }
 
     def test_path_names_the_default_file_under_the_state_dir(
         self, tmp_path: Path, env: dict[str, str]

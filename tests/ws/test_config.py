@@ -9,7 +9,8 @@ import stat
 
 import pytest
 
-from tests.ws.conftest import Gateway, GatewayWs, connect_params
+from tests.config.secrets import ENVIRON, OPENCLAW_SECRETS, SECRET_MARK, SECRET_NUMBERS
+from tests.ws.conftest import CONFIG, Gateway, GatewayWs, MakeGateway, connect_params
 
 REDACTED = "__OPENCLAW_REDACTED__"
 
@@ -190,4 +191,175 @@ class TestConfigPatch:
         ws = await gateway.connected()
         frame = await patch(ws, {}, file_hash(gateway))
         assert frame["error"]["code"] == "UNAVAILABLE"
+        await ws.ws.close()
+
+
+class TestConfigGetHidesEverySecret:
+    async def test_a_read_only_client_sees_no_secret_anywhere(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        gateway = await make_gateway(OPENCLAW_SECRETS, environ=ENVIRON)
+        ws = await gateway.connected(
+            auth={"token": "zq-secret-gateway-token"}, scopes=["operator.read"]
+        )
+        frame = await ws.call("config.get")
+        assert frame["ok"] is True, frame
+        text = json.dumps(frame)
+        assert [s for s in (SECRET_MARK, *SECRET_NUMBERS) if s in text] == []
+        payload = frame["payload"]
+        assert payload["raw"].startswith("// every kind of secret OpenClaw keeps in its config\n")
+        assert payload["parsed"]["channels"]["telegram"] == {
+            "botToken": REDACTED,
+            "webhookSecret": REDACTED,
+            "webhookUrl": "https://shown-hooks.example/telegram",
+            "keyPrefix": "shown-key-prefix",
+        }
+        assert payload["config"]["agents"]["list"][0]["params"]["api_key"] == REDACTED
+        assert payload["valid"] is True
+        await ws.ws.close()
+
+
+PROVIDERS = """{
+  gateway: { auth: { mode: "token", token: "test-token" } },
+  models: {
+    providers: {
+      openai: { baseUrl: "https://api.openai.example/v1", apiKey: "sk-kept-secret" },
+      corp: {
+        baseUrl: "https://llm.corp.example/v1",
+        headers: { "x-api-token": "corp-kept-secret", "x-team": "blue" },
+      },
+    },
+  },
+  agents: { list: [{ id: "main", default: true }] },
+}
+"""
+NOT_SENT = "(a redacted, omitted or ${VAR} secret is not sent to a new address)"
+
+
+class TestConfigPatchKeepsSecretsWhereTheyWent:
+    """A redacted secret sent back, or left out, is the file's: it may not follow a new URL."""
+
+    @pytest.fixture
+    async def providers(self, make_gateway: MakeGateway) -> Gateway:
+        return await make_gateway(PROVIDERS, environ={"OPENAI_API_KEY": "sk-from-env"})
+
+    async def refused(self, gateway: Gateway, raw: object) -> str:
+        ws = await gateway.connected()
+        before = gateway.config_path.read_bytes()
+        frame = await patch(ws, raw, file_hash(gateway))
+        await ws.ws.close()
+        assert gateway.config_path.read_bytes() == before
+        assert frame["error"]["code"] == "INVALID_REQUEST", frame
+        message: str = frame["error"]["message"]
+        return message
+
+    async def test_a_redacted_api_key_does_not_follow_a_new_base_url(
+        self, providers: Gateway
+    ) -> None:
+        new = {"baseUrl": "https://attacker.example/v1", "apiKey": REDACTED}
+        message = await self.refused(providers, {"models": {"providers": {"openai": new}}})
+        assert message == (
+            "invalid config.patch params: at /raw: models.providers.openai.apiKey must be sent"
+            f" again when models.providers.openai.baseUrl changes {NOT_SENT}"
+        )
+
+    async def test_an_omitted_api_key_does_not_follow_a_new_base_url(
+        self, providers: Gateway
+    ) -> None:
+        new = {"baseUrl": "https://attacker.example/v1"}
+        message = await self.refused(providers, {"models": {"providers": {"openai": new}}})
+        assert "models.providers.openai.apiKey must be sent again" in message
+
+    async def test_an_env_reference_does_not_follow_a_new_base_url(
+        self, providers: Gateway
+    ) -> None:
+        new = {"baseUrl": "https://attacker.example/v1", "apiKey": "${OPENAI_API_KEY}"}
+        message = await self.refused(providers, {"models": {"providers": {"openai": new}}})
+        assert "models.providers.openai.apiKey must be sent again" in message
+
+    async def test_a_new_provider_may_not_name_an_env_secret(self, providers: Gateway) -> None:
+        new = {"baseUrl": "https://attacker.example/v1", "apiKey": "${OPENAI_API_KEY}"}
+        message = await self.refused(providers, {"models": {"providers": {"evil": new}}})
+        assert message.startswith(
+            "invalid config.patch params: at /raw: models.providers.evil.apiKey must be sent"
+            " again when models.providers.evil.baseUrl changes"
+        )
+
+    async def test_kept_header_values_do_not_follow_a_new_base_url(
+        self, providers: Gateway
+    ) -> None:
+        new = {"baseUrl": "https://attacker.example/v1", "headers": {"x-team": "red"}}
+        message = await self.refused(providers, {"models": {"providers": {"corp": new}}})
+        assert message == (
+            "invalid config.patch params: at /raw: models.providers.corp.headers.x-api-token"
+            f" must be sent again when models.providers.corp.baseUrl changes {NOT_SENT}"
+        )
+
+    async def test_a_new_base_url_with_the_key_sent_again_applies(self, providers: Gateway) -> None:
+        ws = await providers.connected()
+        new = {"baseUrl": "https://proxy.example/v1", "apiKey": "sk-kept-secret"}
+        frame = await patch(ws, {"models": {"providers": {"openai": new}}}, file_hash(providers))
+        assert frame["ok"] is True, frame
+        written = json.loads(providers.config_path.read_text())["models"]["providers"]["openai"]
+        assert written == new
+        await ws.ws.close()
+
+    async def test_a_redacted_key_stays_when_its_url_stays(self, providers: Gateway) -> None:
+        ws = await providers.connected()
+        new = {"apiKey": REDACTED, "headers": {"x-api-token": REDACTED, "x-team": "red"}}
+        frame = await patch(ws, {"models": {"providers": {"corp": new}}}, file_hash(providers))
+        assert frame["ok"] is True, frame
+        written = json.loads(providers.config_path.read_text())["models"]["providers"]
+        assert written["corp"]["headers"] == {"x-api-token": "corp-kept-secret", "x-team": "red"}
+        assert written["openai"]["apiKey"] == "sk-kept-secret"
+        await ws.ws.close()
+
+
+class TestConfigPatchCannotWeakenAuth:
+    @pytest.mark.parametrize(
+        ("auth", "message"),
+        [
+            ({"mode": "none"}, 'gateway.auth.mode: a patch may not turn auth off ("none")'),
+            (
+                {"rateLimit": False},
+                "gateway.auth.rateLimit: a patch may not turn the failed-auth limiter off",
+            ),
+            (
+                {"rateLimit": {"maxAttempts": 1000}},
+                "gateway.auth.rateLimit.maxAttempts: a patch may not loosen the failed-auth"
+                " limiter",
+            ),
+            (
+                {"rateLimit": {"lockoutMs": 1}},
+                "gateway.auth.rateLimit.lockoutMs: a patch may not loosen the failed-auth limiter",
+            ),
+        ],
+    )
+    async def test_refused(self, ws: GatewayWs, gateway: Gateway, auth: dict, message: str) -> None:
+        before = gateway.config_path.read_bytes()
+        frame = await patch(ws, {"gateway": {"auth": auth}}, file_hash(gateway))
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": f"invalid config.patch params: at /raw: {message};"
+            " only an edit of the file may do that",
+        }
+        assert gateway.config_path.read_bytes() == before
+
+    async def test_a_stricter_limiter_applies(self, ws: GatewayWs, gateway: Gateway) -> None:
+        frame = await patch(
+            ws, {"gateway": {"auth": {"rateLimit": {"maxAttempts": 3}}}}, file_hash(gateway)
+        )
+        assert frame["ok"] is True, frame
+        assert frame["payload"]["config"]["gateway"]["auth"]["rateLimit"]["maxAttempts"] == 3
+
+    async def test_a_file_that_turned_the_limiter_off_may_still_be_patched(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        gateway = await make_gateway(
+            CONFIG.replace('token: "test-token"', 'token: "test-token", rateLimit: false')
+        )
+        ws = await gateway.connected()
+        frame = await patch(ws, {"logging": {"level": "debug"}}, file_hash(gateway))
+        assert frame["ok"] is True, frame
+        assert frame["payload"]["config"]["gateway"]["auth"]["rateLimit"] is False
         await ws.ws.close()

@@ -2,7 +2,9 @@
 
 `config.patch` merges an RFC 7396 patch into the file as parsed (so `${VAR}` strings stay
 unexpanded), validates the result like a startup load, writes it atomically and applies it
-through the hot-reload path before answering.
+through the hot-reload path before answering. Beyond §8, a patch may not send a secret it did
+not write out to an address it changed (configfile.secrets_sent_elsewhere), nor weaken the
+auth in force (_weakened_auth); both are params errors, and the file edited by hand still may.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 import attrs
 import json5
 
-from gateway.config import Config
+from gateway.config import AuthConfig, Config
 from gateway.configfile import (
     REDACTED,
     ConfigError,
@@ -29,6 +31,7 @@ from gateway.configfile import (
     redact_parsed,
     redact_raw,
     redacted,
+    secrets_sent_elsewhere,
 )
 from gateway.reload import apply_config
 from gateway.ws.dispatch import CallContext, MethodRegistry, RateLimit, no_params
@@ -128,6 +131,35 @@ def _issues(issues: tuple[ConfigIssue, ...]) -> list[dict[str, str]]:
     return [{"path": issue.path, "message": issue.message} for issue in issues]
 
 
+def _weakened_auth(running: AuthConfig, new: AuthConfig) -> str | None:
+    """How `new` would weaken the auth in force, or None.
+
+    An `operator.admin` token may be one an attacker holds for a while (a leaked CLI token, a
+    compromised UI); turning auth or the failed-auth limiter off through config.patch would make
+    that access permanent and open to everyone. The file, edited by the host's owner, still can.
+    """
+    if new.mode == "none" and running.mode != "none":
+        return 'gateway.auth.mode: a patch may not turn auth off ("none")'
+    old_limit, new_limit = running.rate_limit, new.rate_limit
+    if not old_limit.enabled:
+        return None
+    if not new_limit.enabled:
+        return "gateway.auth.rateLimit: a patch may not turn the failed-auth limiter off"
+    looser = [
+        name
+        for name, is_looser in (
+            ("maxAttempts", new_limit.max_attempts > old_limit.max_attempts),
+            ("windowMs", new_limit.window_ms < old_limit.window_ms),
+            ("lockoutMs", new_limit.lockout_ms < old_limit.lockout_ms),
+            ("exemptLoopback", new_limit.exempt_loopback and not old_limit.exempt_loopback),
+        )
+        if is_looser
+    ]
+    if looser:
+        return f"gateway.auth.rateLimit.{looser[0]}: a patch may not loosen the failed-auth limiter"
+    return None
+
+
 @attrs.frozen
 class PatchParams:
     raw: str
@@ -211,13 +243,24 @@ def register(methods: MethodRegistry) -> None:
                 # No file yet: patch what is in force, the embedded default.
                 embedded = importlib.resources.files("gateway") / "default.json5"
                 base = json5.loads(embedded.read_text(encoding="utf-8"))
-            text = render(merge_patch(base, patch))
+            merged = merge_patch(base, patch)
+            exposed = secrets_sent_elsewhere(base, patch, merged)
+            if exposed:
+                secret, address = exposed[0]
+                raise ParamsError(
+                    f"at /raw: {secret} must be sent again when {address} changes"
+                    " (a redacted, omitted or ${VAR} secret is not sent to a new address)"
+                )
+            text = render(merged)
             try:
                 new = loader.load_text(text)
             except ConfigError as exc:
                 raise WsError(
                     INVALID_REQUEST, "invalid config", details={"issues": _issues(exc.issues)}
                 ) from None
+            weakened = _weakened_auth(state.config.gateway.auth, new.gateway.auth)
+            if weakened is not None:
+                raise ParamsError(f"at /raw: {weakened}; only an edit of the file may do that")
             await asyncio.to_thread(write_atomic, loader.config_path, text)
             result = apply_config(state, new)
         return {

@@ -1,0 +1,82 @@
+"""Which secrets a config.patch keeps without writing them, and where they would go."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from gateway.configfile import REDACTED, secrets_sent_elsewhere
+from gateway.ws.methods.config import merge_patch
+
+BASE: dict[str, Any] = {
+    "gateway": {"port": 18789, "auth": {"token": "gateway-token"}},
+    "models": {
+        "providers": {
+            "openai": {"baseUrl": "https://api.example/v1", "apiKey": "sk-1"},
+            "corp": {"baseUrl": "https://corp.example/v1", "headers": {"x-key": "corp-1"}},
+        }
+    },
+    "channels": {
+        "telegram": {"botToken": "bot-1", "webhookUrl": "https://hooks.example/tg"},
+        "slack": {"accounts": [{"botToken": "slack-1", "apiBase": "https://slack.example"}]},
+    },
+}
+
+
+def exposed(patch: dict[str, Any]) -> list[tuple[str, str]]:
+    base = copy.deepcopy(BASE)
+    return secrets_sent_elsewhere(base, patch, merge_patch(base, patch))
+
+
+def provider(**fields: Any) -> dict[str, Any]:
+    return {"models": {"providers": {"openai": fields}}}
+
+
+class TestSecretsSentElsewhere:
+    def test_a_kept_key_with_a_new_base_url(self) -> None:
+        assert exposed(provider(baseUrl="https://evil.example")) == [
+            ("models.providers.openai.apiKey", "models.providers.openai.baseUrl")
+        ]
+
+    def test_a_redacted_key_with_a_removed_base_url(self) -> None:
+        assert exposed(provider(baseUrl=None, apiKey=REDACTED)) == [
+            ("models.providers.openai.apiKey", "models.providers.openai.baseUrl")
+        ]
+
+    def test_a_key_written_out_may_go_anywhere(self) -> None:
+        assert exposed(provider(baseUrl="https://evil.example", apiKey="sk-1")) == []
+
+    def test_an_env_reference_is_not_written_out(self) -> None:
+        assert exposed(provider(baseUrl="https://evil.example", apiKey="${OPENAI_API_KEY}")) == [
+            ("models.providers.openai.apiKey", "models.providers.openai.baseUrl")
+        ]
+
+    def test_a_kept_key_with_its_base_url_unchanged(self) -> None:
+        assert exposed(provider(apiKey=REDACTED, models=[{"id": "m"}])) == []
+
+    def test_header_values_go_with_the_provider_url(self) -> None:
+        patch = {"models": {"providers": {"corp": {"baseUrl": "https://evil.example"}}}}
+        assert exposed(patch) == [
+            ("models.providers.corp.headers.x-key", "models.providers.corp.baseUrl")
+        ]
+
+    def test_another_providers_url_does_not_matter(self) -> None:
+        patch = {"models": {"providers": {"corp": {"baseUrl": "https://evil.example"}}}}
+        assert all(secret.startswith("models.providers.corp.") for secret, _ in exposed(patch))
+
+    def test_an_openclaw_channel_secret_with_a_new_webhook_url(self) -> None:
+        patch = {"channels": {"telegram": {"webhookUrl": "https://evil.example/tg"}}}
+        assert exposed(patch) == [("channels.telegram.botToken", "channels.telegram.webhookUrl")]
+
+    def test_any_sibling_holding_a_url_is_an_address(self) -> None:
+        patch = {"channels": {"telegram": {"relay": "https://evil.example"}}}
+        assert exposed(patch) == [("channels.telegram.botToken", "channels.telegram.relay")]
+
+    def test_secrets_in_an_array_replaced_by_the_patch(self) -> None:
+        accounts = [{"botToken": REDACTED, "apiBase": "https://evil.example"}]
+        # Arrays are replaced whole: the marker is written as it is, no secret is kept.
+        assert exposed({"channels": {"slack": {"accounts": accounts}}}) == []
+
+    def test_the_gateways_own_secrets_stay_with_a_new_listener(self) -> None:
+        patch = {"gateway": {"bind": "custom", "customBindHost": "192.168.1.10"}}
+        assert exposed(patch) == []
