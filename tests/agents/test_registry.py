@@ -218,7 +218,7 @@ class TestLabelsAndListing:
 class TestRunsAndLiveSessions:
     async def test_runs_are_found_while_active_and_after_the_end(self, harness: Harness) -> None:
         registry, stall = stalling(harness)
-        run = registry.submit(req(run_id="r1"))
+        run = registry.submit(req(run_id="r1", idempotency_key="r1"))
         assert registry.run("r1") is run
         assert registry.run("nope") is None
         await stall.first_delta.wait()
@@ -279,7 +279,9 @@ class TestMaintenance:
     async def test_warn_mode_logs_the_candidates_at_start(self, harness: Harness) -> None:
         now = 1000 * DAY
         await self.fill(harness.store, now)
-        registry = harness.registry(clock=lambda: now)
+        registry = harness.registry(
+            make_config(maintenance=MaintenanceConfig(mode="warn")), clock=lambda: now
+        )
         with capture_logs() as logs:
             await registry.start()
         [entry] = [e for e in logs if e["event"] == "session_prune_candidates"]

@@ -14,6 +14,7 @@ import pytest
 from agents.config import MaintenanceConfig
 from agents.errors import StoreError
 from agents.store import (
+    SCHEMA_VERSION,
     SQL_GET_SESSION,
     SQL_NEXT_SEQ,
     SQL_RECENT_TURNS,
@@ -83,13 +84,13 @@ class TestFile:
             "synchronous": 2,  # FULL
             "foreign_keys": 1,
             "busy_timeout": 5000,
-            "user_version": 1,
+            "user_version": SCHEMA_VERSION,
         }
 
     async def test_schema(self, store: SessionStore) -> None:
         with raw_db(store) as db:
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+            assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert tables == {"sessions", "transcripts", "messages"}
 
     async def test_a_newer_schema_is_refused(self, tmp_path: Path) -> None:
@@ -97,7 +98,7 @@ class TestFile:
         await store.open()
         await store.aclose()
         with sqlite3.connect(store.path) as db:
-            db.execute("PRAGMA user_version = 2")
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
         with pytest.raises(StoreError, match="newer"):
             await store.open()
 
