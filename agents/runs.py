@@ -59,7 +59,8 @@ FAILED = "failed"
 
 DEFAULT_SUBSCRIPTION_SIZE = 1024  # events; merging keeps the text exact beyond it
 # An ended run with an empty reply, measured with tracemalloc (run, released request,
-# outcome, terminal event and its data, the done event): about 2.5 KiB, rounded up.
+# outcome, terminal event and its data, the done event): about 2.3 KiB; rounded up, as ids
+# and error texts vary.
 RUN_OVERHEAD_BYTES = 4096
 
 
