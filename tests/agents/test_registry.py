@@ -269,6 +269,65 @@ class TestRunsAndLiveSessions:
         assert registry.stats().live_sessions == 1
 
 
+def ws_req(session: str, key: str, text: str = "hi") -> TurnRequest:
+    """A WS `chat.send`/`agent` turn: its run id is the client's idempotency key."""
+    return req(session, text, run_id=key, idempotency_key=key)
+
+
+class TestEndedRuns:
+    async def test_expire_on_the_timer_without_any_lookup(self, harness: Harness) -> None:
+        registry = harness.registry(finished_run_ttl_s=0.05)
+        await registry.start()
+        await registry.submit(ws_req("s1", "k1")).wait()
+        assert registry.finished_runs[0] == 1
+        await until(lambda: registry.finished_runs == (0, 0))
+
+    async def test_ws_runs_are_found_within_the_ttl(self, harness: Harness) -> None:
+        registry = harness.registry(finished_run_ttl_s=60)
+        await registry.start()
+        run = registry.submit(ws_req("s1", "k1"))
+        await run.wait()
+        found = registry.run("k1")
+        assert found is run and found.outcome is not None
+        assert (found.outcome.status, found.session_key) == ("completed", "agent:main:s1")
+
+    async def test_http_runs_are_not_kept(self, harness: Harness) -> None:
+        registry = harness.registry()
+        run = registry.submit(req())
+        await run.wait()
+        assert registry.run(run.id) is None
+        assert registry.finished_runs == (0, 0)
+
+    async def test_the_byte_budget_evicts_the_oldest_first(self, harness: Harness) -> None:
+        registry = harness.registry(finished_runs_max_bytes=250_000)
+        for key in ("k1", "k2", "k3"):  # one after the other: they end in this order
+            run = registry.submit(ws_req(key, key, "x" * 100_000))
+            await run.wait()
+        size = run.retained_bytes()
+        assert size > 100_000  # the echoed reply is counted
+        assert [registry.run(k) is not None for k in ("k1", "k2", "k3")] == [False, True, True]
+        assert registry.finished_runs == (2, 2 * size)
+
+    async def test_an_ended_run_keeps_no_prompt(self, harness: Harness) -> None:
+        registry = harness.registry()
+        run = registry.submit(ws_req("s1", "k1", "a long prompt"))
+        await run.wait()
+        assert (run.request.text, run.request.images, dict(run.request.params)) == ("", (), {})
+        assert (run.request.run_id, run.request.idempotency_key) == ("k1", "k1")
+
+    async def test_stateless_sessions_leave_the_live_map_when_idle(
+        self, harness: Harness
+    ) -> None:
+        registry = harness.registry()
+        await registry.submit(req("openai:one", stateless=True)).wait()
+        await registry.submit(req("named")).wait()
+        await until(lambda: registry.stats().live_sessions == 1)
+        assert [r.key for r in (await registry.list_sessions()).sessions] == [
+            "agent:main:named",
+            "agent:main:openai:one",
+        ]
+
+
 class TestMaintenance:
     async def fill(self, store: SessionStore, now: int) -> None:
         await store.create("agent:main:main", "main", now - 90 * DAY)
