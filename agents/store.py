@@ -24,7 +24,7 @@ import os
 import re
 import sqlite3
 import uuid
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -114,9 +114,7 @@ def _migrate_to_2(db: sqlite3.Connection) -> None:
     Rows from before the column get it from the shape the gateway gives those keys.
     """
     db.execute("ALTER TABLE sessions ADD COLUMN stateless INTEGER NOT NULL DEFAULT 0")
-    db.execute(
-        "UPDATE sessions SET stateless = 1 WHERE key GLOB ?", (STATELESS_KEY_GLOB,)
-    )
+    db.execute("UPDATE sessions SET stateless = 1 WHERE key GLOB ?", (STATELESS_KEY_GLOB,))
     db.execute(
         "CREATE INDEX sessions_stateless_by_updated ON sessions(updated_at) WHERE stateless = 1"
     )
@@ -507,9 +505,10 @@ class SessionStore:
         return await self._call(self._is_stateless, key)
 
     def _is_stateless(self, key: str) -> bool | None:
-        row = self._conn().execute("SELECT stateless FROM sessions WHERE key = ?", (key,))
-        found = row.fetchone()
-        return bool(found[0]) if found is not None else None
+        found = (
+            self._conn().execute("SELECT stateless FROM sessions WHERE key = ?", (key,)).fetchone()
+        )
+        return None if found is None else bool(found[0])
 
     @staticmethod
     def _create(
@@ -796,11 +795,7 @@ class SessionStore:
                     if len(chosen) >= limit:
                         return
                     row = _session_row(raw)
-                    if (
-                        row.key in chosen
-                        or row.key in protected
-                        or is_main_key(row.key, main_key)
-                    ):
+                    if row.key in chosen or row.key in protected or is_main_key(row.key, main_key):
                         continue
                     if not wanted(row):
                         return
@@ -817,7 +812,7 @@ class SessionStore:
             (now - maintenance.stateless_ttl_ms,),
             always,
         )
-        total = db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
+        total = int(db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0])
         excess = total - len(chosen) - maintenance.max_entries
 
         def beyond_max_entries(_: SessionRow) -> bool:

@@ -517,8 +517,7 @@ class _ByteSize(_Node):
         if match is None:
             return ctx.issue(
                 path,
-                'must be a size like "500mb", "10gb", "64kb" or integer bytes'
-                f" (got {_show(text)})",
+                f'must be a size like "500mb", "10gb", "64kb" or integer bytes (got {_show(text)})',
             )
         return int(match[1]) * _BYTE_UNITS[match[2]]
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from agents import registry as registry_module
 from agents.config import AgentConfig, MaintenanceConfig, ModelRef
 from agents.errors import AgentError, InvalidSessionKey
 from agents.events import SessionChange
@@ -315,9 +316,7 @@ class TestEndedRuns:
         assert (run.request.text, run.request.images, dict(run.request.params)) == ("", (), {})
         assert (run.request.run_id, run.request.idempotency_key) == ("k1", "k1")
 
-    async def test_stateless_sessions_leave_the_live_map_when_idle(
-        self, harness: Harness
-    ) -> None:
+    async def test_stateless_sessions_leave_the_live_map_when_idle(self, harness: Harness) -> None:
         registry = harness.registry()
         await registry.submit(req("openai:one", stateless=True)).wait()
         await registry.submit(req("named")).wait()
@@ -368,6 +367,51 @@ class TestMaintenance:
         ]  # fmt: skip
         run.abort()
         await run.wait()
+
+
+class TestStatelessMaintenance:
+    NOW = 100 * DAY
+
+    async def fill(self, store: SessionStore, count: int) -> list[str]:
+        """`count` stateless sessions over a day old, and one named session as old."""
+        keys = [f"agent:main:openai:{uuid.UUID(int=i)}" for i in range(count)]
+        for i, key in enumerate(keys):
+            await store.create(key, "main", self.NOW - DAY - 1000 + i, stateless=True)
+        await store.create("agent:main:named", "main", self.NOW - DAY - 1000)
+        return keys
+
+    async def test_a_pass_works_through_every_batch(self, harness: Harness) -> None:
+        keys = await self.fill(harness.store, 5)
+        registry = harness.registry(clock=lambda: self.NOW, maintenance_batch=2)
+        with capture_logs() as logs:
+            pruned = await registry.maintain()
+        assert [r.key for r in pruned] == keys
+        [entry] = [e for e in logs if e["event"] == "session_pruned"]
+        assert (entry["count"], entry["more"]) == (5, False)
+        assert [s.key for s in (await registry.list_sessions()).sessions] == ["agent:main:named"]
+
+    async def test_a_pass_stops_at_its_time_budget(
+        self, harness: Harness, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(registry_module, "MAINTENANCE_PASS_S", 0.0)
+        keys = await self.fill(harness.store, 5)
+        registry = harness.registry(clock=lambda: self.NOW, maintenance_batch=2)
+        with capture_logs() as logs:
+            assert [r.key for r in await registry.maintain()] == keys[:2]
+        [entry] = [e for e in logs if e["event"] == "session_pruned"]
+        assert (entry["count"], entry["more"]) == (2, True)
+        assert [r.key for r in await registry.maintain()] == keys[2:4]  # the next pass goes on
+
+    async def test_warn_mode_only_logs(self, harness: Harness) -> None:
+        keys = await self.fill(harness.store, 3)
+        config = make_config(maintenance=MaintenanceConfig(mode="warn"))
+        registry = harness.registry(config, clock=lambda: self.NOW)
+        with capture_logs() as logs:
+            await registry.maintain()
+        assert [(e["event"], e["log_level"], e["count"], e["keys"]) for e in logs] == [
+            ("session_prune_candidates", "warning", 3, keys)
+        ]
+        assert await harness.store.count() == 4
 
 
 class TestShutdown:

@@ -103,10 +103,9 @@ async def test_a_flood_of_stateless_requests_is_pruned_by_maintenance(
     settings = merged(SETTINGS, {"session": {"maintenance": {"statelessTtl": "1s"}}})
     gateway = await start(processes, tmp_path, settings)
     async with aiohttp.ClientSession() as http:
-        for start_at in range(0, FLOOD, 50):
+        for _ in range(FLOOD // 50):
             await asyncio.gather(*(ask(http, gateway.url, "hi") for _ in range(50)))
             gateway.read_available()  # a full stderr pipe would stall the gateway's logging
-        assert start_at + 50 == FLOOD
         await ask_named(http, gateway.url)
     assert stateless_rows(tmp_path / "state") == (FLOOD, 2 * FLOOD + 2)
     gateway.signal()
