@@ -337,6 +337,12 @@ def _dumps(value: Any) -> str:
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
+def _sql_int(value: int) -> int:
+    """`value` within SQLite's 64-bit integers: a duration of "99999999999999999999d" is
+    valid config, and sqlite3 raises OverflowError on a parameter beyond them."""
+    return max(-(2**63), min(value, 2**63 - 1))
+
+
 class SessionStore:
     """SQLite-backed sessions and transcripts; every method is a job on the store thread.
 
@@ -785,7 +791,7 @@ class SessionStore:
         limit: int,
     ) -> builtins.list[SessionRow]:
         db = self._conn()
-        cutoff = now - maintenance.prune_after_ms
+        cutoff = _sql_int(now - maintenance.prune_after_ms)
         chosen: dict[str, SessionRow] = {}
 
         def choose(sql: str, args: tuple[Any, ...], wanted: Callable[[SessionRow], bool]) -> None:
@@ -809,7 +815,7 @@ class SessionStore:
         choose("WHERE updated_at < ? ORDER BY updated_at", (cutoff,), always)
         choose(
             "WHERE stateless = 1 AND updated_at < ? ORDER BY updated_at",
-            (now - maintenance.stateless_ttl_ms,),
+            (_sql_int(now - maintenance.stateless_ttl_ms),),
             always,
         )
         total = int(db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0])

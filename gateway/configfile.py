@@ -72,9 +72,11 @@ MIB = 1024 * 1024
 _ID_RE = re.compile(ID_PATTERN, re.IGNORECASE)
 # `$${VAR}` is matched too (one leading `$` more) so that it can be turned into a literal `${VAR}`.
 _ENV_REF_RE = re.compile(r"\$?\$\{([A-Z_][A-Z0-9_]*)\}")
-_DURATION_RE = re.compile(r"([0-9]+)(ms|s|m|h|d)")
+# At most 20 digits (beyond any sensible value): int() refuses strings over 4,300 digits with
+# a ValueError, which would escape validation.
+_DURATION_RE = re.compile(r"([0-9]{1,20})(ms|s|m|h|d)")
 _DURATION_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-_BYTE_SIZE_RE = re.compile(r"([0-9]+)\s*(b|kb|mb|gb|tb)")
+_BYTE_SIZE_RE = re.compile(r"([0-9]{1,20})\s*(b|kb|mb|gb|tb)")
 _BYTE_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
 _PORT_RE = re.compile(r"[0-9]{1,5}")
 _JSON5_ERROR_RE = re.compile(r"<string>:\d+ (Unexpected .*) at column \d+", re.DOTALL)

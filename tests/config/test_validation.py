@@ -422,6 +422,11 @@ class TestDurations:
             ' or integer milliseconds (got "30 days")'
         ]
 
+    def test_thousands_of_digits_are_an_issue(self, files: ConfigFiles) -> None:
+        text = '{session: {maintenance: {pruneAfter: "%sd"}}}' % ("1" * 5000)
+        [issue] = files.issues(text)
+        assert issue.startswith("- session.maintenance.pruneAfter: must be a duration like")
+
     def test_negative_milliseconds_are_an_issue(self, files: ConfigFiles) -> None:
         assert files.issues("{session: {maintenance: {pruneAfter: -5}}}") == [
             "- session.maintenance.pruneAfter: must be >= 0 (got -5)"
@@ -449,6 +454,11 @@ class TestByteSizes:
             '- session.maintenance.maxDiskBytes: must be a size like "500mb", "10gb", "64kb"'
             ' or integer bytes (got "1 gig")'
         ]
+
+    def test_thousands_of_digits_are_an_issue(self, files: ConfigFiles) -> None:
+        text = '{session: {maintenance: {maxDiskBytes: "%sgb"}}}' % ("1" * 5000)
+        [issue] = files.issues(text)
+        assert issue.startswith("- session.maintenance.maxDiskBytes: must be a size like")
 
     def test_negative_bytes_are_an_issue(self, files: ConfigFiles) -> None:
         assert files.issues("{session: {maintenance: {highWaterBytes: -1}}}") == [

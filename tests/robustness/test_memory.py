@@ -19,10 +19,15 @@ from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
+from agents.store import SessionStore
+from gateway.configfile import ConfigError, ConfigLoader, Overrides
 from tests.gatewayproc import GatewayProcess, clean_env
 from tests.http.conftest import merged
 from tests.robustness.conftest import AUTH, CHAT, SETTINGS
+from tests.robustness.strategies import fuzz, odd_text
 
 MIB = 1024 * 1024
 BIG_REQUESTS = 15
@@ -122,3 +127,64 @@ async def ask_named(http: aiohttp.ClientSession, url: str) -> None:
     body = {"model": "openclaw", "user": "alice", "messages": [{"role": "user", "content": "hi"}]}
     async with http.post(url + CHAT, json=body, headers=AUTH) as response:
         assert response.status == 200
+
+
+# -- the maintenance settings, fuzzed -----------------------------------------------------------
+
+MAINTENANCE_KEYS = ("pruneAfter", "statelessTtl", "maxEntries", "maxDiskBytes", "highWaterBytes")
+BIG_NUMBERS = st.sampled_from(
+    [
+        2**63,
+        2**70,
+        "99999999999999999999d",
+        "99999999999999999999tb",
+        "1" + "0" * 4000,
+        "1" * 5000 + "d",  # beyond what int() parses: a ValueError escaped validation
+        "1" * 5000 + "gb",
+    ]
+)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(MAINTENANCE_KEYS),
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(min_value=-(2**70), max_value=2**70),
+            st.floats(),
+            odd_text,
+            st.lists(odd_text, max_size=2),
+            st.dictionaries(odd_text, odd_text, max_size=2),
+            BIG_NUMBERS,
+            st.sampled_from(["24h", "1gb", "500 mb", "0", "-1d", False]),
+        ),
+        min_size=1,
+    )
+)
+# What fuzzing found, always tried: thousands of digits (int() raised ValueError) and
+# durations beyond SQLite's integers (sqlite3 raised OverflowError at startup maintenance).
+@example({"pruneAfter": "1" * 5000 + "d"})
+@example({"maxDiskBytes": "1" * 5000 + "gb"})
+@example({"pruneAfter": "99999999999999999999d", "statelessTtl": "99999999999999999999d"})
+@fuzz(100)
+def test_any_maintenance_setting_is_refused_or_prunes_without_error(
+    tmp_path_factory: pytest.TempPathFactory, maintenance: dict[str, Any]
+) -> None:
+    """An operator's typo is a validation error; anything that validates (however large) runs
+    a maintenance pass that ends normally: a crash there would stop the gateway at startup."""
+    state_dir = tmp_path_factory.mktemp("state")
+    loader = ConfigLoader(Overrides(state_dir=str(state_dir)), environ={})
+    text = json.dumps({"session": {"maintenance": maintenance}})
+    try:
+        config = loader.load_text(text).agents.maintenance
+    except ConfigError as exc:
+        assert all(issue.path.startswith("session.maintenance.") for issue in exc.issues)
+        return
+
+    async def prune() -> None:
+        async with SessionStore(state_dir) as store:
+            await store.create("agent:main:s1", "main", 1, stateless=True)
+            assert isinstance(await store.prune(config, 2**40), list)
+
+    asyncio.run(prune())
