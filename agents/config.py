@@ -86,13 +86,26 @@ class AgentConfig:
         return self.models[1:]
 
 
+GIB = 1024**3
+DEFAULT_MAX_DISK_BYTES = GIB
+
+
 @attrs.frozen
 class MaintenanceConfig:
-    """`session.maintenance`."""
+    """`session.maintenance` (OpenClaw's key names and meanings where they fit)."""
 
-    mode: str = "warn"  # "warn" only logs; "enforce" deletes
+    mode: str = "enforce"  # "warn" only logs; "enforce" deletes
     prune_after_ms: int = 30 * 24 * 3600 * 1000
     max_entries: int = 500
+    # Keyless HTTP sessions: nobody can continue one without the key the response named, so
+    # a day is plenty, and it keeps a flood of one-shot requests from filling the disk.
+    stateless_ttl_ms: int = 24 * 3600 * 1000
+    # The store file's budget; 0 switches the byte limit off. OpenClaw's default is 10 GB per
+    # agent; one gigabyte is years of a person's chats and fits a small VPS's disk.
+    max_disk_bytes: int = DEFAULT_MAX_DISK_BYTES
+    # What a pass over the budget frees down to, so the next turns do not trigger it again
+    # (OpenClaw: 80 % of maxDiskBytes by default).
+    high_water_bytes: int = DEFAULT_MAX_DISK_BYTES * 8 // 10
 
 
 @attrs.frozen

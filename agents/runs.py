@@ -21,6 +21,7 @@ Merging is O(1) per event: deltas are collected and joined once, when the merged
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections import deque
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -57,6 +58,10 @@ ABORTED = "aborted"
 FAILED = "failed"
 
 DEFAULT_SUBSCRIPTION_SIZE = 1024  # events; merging keeps the text exact beyond it
+# An ended run with an empty reply, measured with tracemalloc (run, released request,
+# outcome, terminal event and its data, the done event): about 2.3 KiB; rounded up, as ids
+# and error texts vary.
+RUN_OVERHEAD_BYTES = 4096
 
 
 def _frozen_params(value: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -77,6 +82,22 @@ class TurnRequest:
     params: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_params)
     timeout_seconds: float | None = None  # None: the configured default; 0: no timeout
     idempotency_key: str | None = None  # WS only; stored on the user message
+    # HTTP without a session header or `user`: a fresh key nobody names again, which
+    # maintenance prunes after `session.maintenance.statelessTtl`.
+    stateless: bool = False
+
+    def released(self) -> TurnRequest:
+        """This request without its prompt, images and params: what an ended run keeps (a
+        lookup needs its ids and key, never its input, and the input may be megabytes)."""
+        return TurnRequest(
+            self.agent_id,
+            self.session_key,
+            self.run_id,
+            "",
+            timeout_seconds=self.timeout_seconds,
+            idempotency_key=self.idempotency_key,
+            stateless=self.stateless,
+        )
 
 
 @attrs.frozen
@@ -272,6 +293,19 @@ class AgentRun:
     def ended(self) -> bool:
         return self.state == ENDED
 
+    @property
+    def addressable(self) -> bool:
+        """A later call can name this run: WS runs, whose id is the client's idempotency key
+        (`agent.wait`, `chat.abort`, a repeated `chat.send`/`agent`). An HTTP completion id
+        is only ever named by the response that carries it."""
+        return self.request.idempotency_key is not None
+
+    def retained_bytes(self) -> int:
+        """What keeping this ended run costs, roughly: its reply text and a fixed part for
+        the objects around it (the run, its outcome, its terminal event)."""
+        text = self.outcome.text if self.outcome is not None else ""
+        return sys.getsizeof(text) + RUN_OVERHEAD_BYTES
+
     # -- for the AgentSession that drives the run --------------------------------------
 
     def emit(self, stream: str, data: Mapping[str, Any]) -> RunEvent:
@@ -313,6 +347,7 @@ class AgentRun:
         self._dequeue = None
         self._terminal = self.emit(LIFECYCLE, data)
         self._subscribers = []
+        self.request = self.request.released()
         self._done.set()
         self._on_end(self)
 

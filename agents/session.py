@@ -126,6 +126,7 @@ class AgentSession:
     agent_id: str  # from the key; may name an agent that is no longer configured
     _registry: SessionRegistry
     row: SessionRow | None = None  # cached store row; None until loaded, or after delete
+    stateless: bool = False  # its last turn came without a key (HTTP)
     _pending: deque[AgentRun] = attrs.field(factory=deque)
     _running: AgentRun | None = None
     _lane: asyncio.Lock = attrs.field(factory=asyncio.Lock)
@@ -237,7 +238,9 @@ class AgentSession:
         """The session's row, created for a new key; True when created by this call."""
         if self.row is not None:
             return self.row, False
-        row, created = await self._registry.store.get_or_create(self.key, self.agent_id, now)
+        row, created = await self._registry.store.get_or_create(
+            self.key, self.agent_id, now, stateless=self.stateless
+        )
         self.row = row
         if created:
             self._registry.publish_change(self, "create", row=row)
@@ -364,6 +367,7 @@ class AgentSession:
             error_message=error.message if error is not None else None,
             idempotency_key=request.idempotency_key,
             images=_images_meta(request),
+            stateless=request.stateless,
         )
         try:
             self.row = await registry.store.append_turn(record)

@@ -24,7 +24,7 @@ import os
 import re
 import sqlite3
 import uuid
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,9 +38,16 @@ from agents.keys import is_main_key
 T = TypeVar("T")
 
 DB_FILENAME = "sessions.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Another writer (a backup tool, the sqlite3 CLI) may hold the lock briefly.
 BUSY_TIMEOUT_MS = 5000
+# Sessions one maintenance job looks at and deletes: one transaction of some 500 row deletes
+# takes tens of milliseconds, so turns queued behind it on the store thread barely notice.
+PRUNE_BATCH = 500
+# Estimated bytes of a message row beyond its text (uuid id, session id, usage JSON, the
+# two index entries) and of a session with its transcript row and their index entries.
+_MESSAGE_ROW_BYTES = 256
+_SESSION_ROW_BYTES = 512
 
 _SCHEMA_V1 = """
 CREATE TABLE sessions (
@@ -99,8 +106,25 @@ def _migrate_to_1(db: sqlite3.Connection) -> None:
             db.execute(statement)
 
 
+def _migrate_to_2(db: sqlite3.Connection) -> None:
+    """`sessions.stateless`: maintenance prunes keyless HTTP sessions early (statelessTtl).
+
+    A key alone cannot tell: a client may name its session `openai:<uuid>` itself, and a
+    client that reuses the key a stateless response named makes that session a named one.
+    Rows from before the column get it from the shape the gateway gives those keys.
+    """
+    db.execute("ALTER TABLE sessions ADD COLUMN stateless INTEGER NOT NULL DEFAULT 0")
+    db.execute("UPDATE sessions SET stateless = 1 WHERE key GLOB ?", (STATELESS_KEY_GLOB,))
+    db.execute(
+        "CREATE INDEX sessions_stateless_by_updated ON sessions(updated_at) WHERE stateless = 1"
+    )
+
+
+# `agent:<id>:openai:<uuid4>`, the key a keyless HTTP request gets (http-openai.md §4.2).
+STATELESS_KEY_GLOB = "agent:*:openai:" + "-".join("[0-9a-f]" * n for n in (8, 4, 4, 4, 12))
+
 # MIGRATIONS[v] takes a database at user_version v to v + 1, inside a transaction.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migrate_to_1,)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migrate_to_1, _migrate_to_2)
 
 _SESSION_COLUMNS = (
     "key, agent_id, session_id, label, created_at, updated_at, input_tokens, output_tokens,"
@@ -121,10 +145,11 @@ SQL_INSERT_MESSAGE = f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES ({', '.j
 # A turn for a key whose row vanished (maintenance raced it) recreates the row. On conflict
 # the session id is left alone: a reset always wins over a late turn of the old transcript.
 SQL_UPSERT_TURN = f"""
-INSERT INTO sessions ({_SESSION_COLUMNS})
+INSERT INTO sessions ({_SESSION_COLUMNS}, stateless)
 VALUES (:key, :agent_id, :session_id, NULL, :now, :now, :input, :output, :input,
-        :provider, :model, :run_id, :status, :aborted)
+        :provider, :model, :run_id, :status, :aborted, :stateless)
 ON CONFLICT (key) DO UPDATE SET
+    stateless = stateless AND excluded.stateless,
     updated_at = excluded.updated_at,
     input_tokens = excluded.input_tokens,
     output_tokens = excluded.output_tokens,
@@ -249,6 +274,7 @@ class TurnRecord:
     error_message: str | None = None
     idempotency_key: str | None = None  # WS; stored on the user message as "<key>:user"
     images: Mapping[str, Any] | None = None  # {"count", "mimeTypes"}
+    stateless: bool = False  # a keyless HTTP turn; a named turn on the key clears the mark
 
 
 @attrs.frozen
@@ -309,6 +335,12 @@ def _dumps(value: Any) -> str:
 
 
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def _sql_int(value: int) -> int:
+    """`value` within SQLite's 64-bit integers: a duration of "99999999999999999999d" is
+    valid config, and sqlite3 raises OverflowError on a parameter beyond them."""
+    return max(-(2**63), min(value, 2**63 - 1))
 
 
 class SessionStore:
@@ -446,25 +478,52 @@ class SessionStore:
         return _session_row(row) if row is not None else None
 
     async def create(
-        self, key: str, agent_id: str, now: int, *, label: str | None = None
+        self,
+        key: str,
+        agent_id: str,
+        now: int,
+        *,
+        label: str | None = None,
+        stateless: bool = False,
     ) -> tuple[SessionRow, bool]:
         """The row of `key`, created with a new session id if missing; `True` when created."""
-        return await self._call(self._write, lambda db: self._create(db, key, agent_id, now, label))
+        return await self._call(
+            self._write, lambda db: self._create(db, key, agent_id, now, label, stateless)
+        )
 
-    async def get_or_create(self, key: str, agent_id: str, now: int) -> tuple[SessionRow, bool]:
+    async def get_or_create(
+        self, key: str, agent_id: str, now: int, *, stateless: bool = False
+    ) -> tuple[SessionRow, bool]:
         """`get`, then `create` if the key has no row, as one job: a turn on a new key pays
         one trip to the store thread, not two. `True` when created."""
-        return await self._call(self._get_or_create, key, agent_id, now)
+        return await self._call(self._get_or_create, key, agent_id, now, stateless)
 
-    def _get_or_create(self, key: str, agent_id: str, now: int) -> tuple[SessionRow, bool]:
+    def _get_or_create(
+        self, key: str, agent_id: str, now: int, stateless: bool
+    ) -> tuple[SessionRow, bool]:
         row = self._get(key)
         if row is not None:
             return row, False
-        return self._write(lambda db: self._create(db, key, agent_id, now, None))
+        return self._write(lambda db: self._create(db, key, agent_id, now, None, stateless))
+
+    async def is_stateless(self, key: str) -> bool | None:
+        """Whether maintenance counts the key's session as stateless; None without a row."""
+        return await self._call(self._is_stateless, key)
+
+    def _is_stateless(self, key: str) -> bool | None:
+        found = (
+            self._conn().execute("SELECT stateless FROM sessions WHERE key = ?", (key,)).fetchone()
+        )
+        return None if found is None else bool(found[0])
 
     @staticmethod
     def _create(
-        db: sqlite3.Connection, key: str, agent_id: str, now: int, label: str | None
+        db: sqlite3.Connection,
+        key: str,
+        agent_id: str,
+        now: int,
+        label: str | None,
+        stateless: bool = False,
     ) -> tuple[SessionRow, bool]:
         existing = db.execute(SQL_GET_SESSION, (key,)).fetchone()
         if existing is not None:
@@ -472,9 +531,9 @@ class SessionStore:
         sid = _new_session_id()
         db.execute(SQL_ADD_TRANSCRIPT, (sid, key, agent_id, now))
         row = db.execute(
-            f"INSERT INTO sessions (key, agent_id, session_id, label, created_at, updated_at)"
-            f" VALUES (?, ?, ?, ?, ?, ?) RETURNING {_SESSION_COLUMNS}",
-            (key, agent_id, sid, label, now, now),
+            "INSERT INTO sessions (key, agent_id, session_id, label, created_at, updated_at,"
+            f" stateless) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {_SESSION_COLUMNS}",
+            (key, agent_id, sid, label, now, now, int(stateless)),
         ).fetchone()
         return _session_row(row), True
 
@@ -525,6 +584,7 @@ class SessionStore:
                 "run_id": turn.run_id,
                 "status": turn.status,
                 "aborted": int(turn.aborted),
+                "stateless": int(turn.stateless),
             },
         ).fetchone()
         return _session_row(row)
@@ -598,8 +658,9 @@ class SessionStore:
         row, created = cls._create(db, key, agent_id, now, label)
         if created:
             return row
+        # A label is a name someone gave the session: it is no longer a stateless one.
         updated = db.execute(
-            "UPDATE sessions SET label = ?, updated_at = ? WHERE key = ?"
+            "UPDATE sessions SET label = ?, updated_at = ?, stateless = 0 WHERE key = ?"
             f" RETURNING {_SESSION_COLUMNS}",
             (label, now, key),
         ).fetchone()
@@ -685,6 +746,19 @@ class SessionStore:
 
     # -- maintenance -------------------------------------------------------------------
 
+    async def used_bytes(self) -> int:
+        """The bytes the store's pages hold: the file minus its free pages. Deleting frees
+        pages that later writes reuse, so this, not the file's size, is what the byte limit
+        of maintenance keeps down (the file stays at its high mark)."""
+        return await self._call(self._used_bytes)
+
+    def _used_bytes(self) -> int:
+        db = self._conn()
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        free = db.execute("PRAGMA freelist_count").fetchone()[0]
+        size = db.execute("PRAGMA page_size").fetchone()[0]
+        return int((pages - free) * size)
+
     async def prune(
         self,
         maintenance: MaintenanceConfig,
@@ -692,13 +766,21 @@ class SessionStore:
         protected_keys: Collection[str] = (),
         *,
         main_key: str = "main",
+        limit: int = PRUNE_BATCH,
     ) -> builtins.list[SessionRow]:
-        """Maintenance (agents-sessions.md §5). Candidates: rows not updated for
-        `prune_after_ms`, then the oldest beyond `max_entries`; main sessions and
-        `protected_keys` (active runs) never. `warn` only returns them; `enforce` also deletes
-        them with all their transcripts, and archived transcripts older than `prune_after_ms`.
+        """One step of maintenance (agents-sessions.md §5), at most `limit` sessions.
+
+        Candidates, in this order: rows not updated for `prune_after_ms`; stateless rows not
+        updated for `stateless_ttl_ms`; the oldest beyond `max_entries`; then, when the store
+        holds more than `max_disk_bytes`, the oldest until their estimated size brings it down
+        to `high_water_bytes`. Main sessions and `protected_keys` (active runs) never. `warn`
+        only returns them; `enforce` also deletes them with all their transcripts, and
+        archived transcripts older than `prune_after_ms`. A full batch means more may remain:
+        the caller calls again, so no single job holds the store thread for long.
         """
-        return await self._call(self._prune, maintenance, now, frozenset(protected_keys), main_key)
+        return await self._call(
+            self._prune, maintenance, now, frozenset(protected_keys), main_key, limit
+        )
 
     def _prune(
         self,
@@ -706,45 +788,75 @@ class SessionStore:
         now: int,
         protected: frozenset[str],
         main_key: str,
+        limit: int,
     ) -> builtins.list[SessionRow]:
         db = self._conn()
-        cutoff = now - maintenance.prune_after_ms
+        cutoff = _sql_int(now - maintenance.prune_after_ms)
+        chosen: dict[str, SessionRow] = {}
 
-        def prunable(rows: Iterable[tuple[Any, ...]]) -> Iterable[SessionRow]:
-            for raw in rows:
-                row = _session_row(raw)
-                if row.key not in protected and not is_main_key(row.key, main_key):
-                    yield row
-
-        stale = list(
-            prunable(
-                db.execute(
-                    f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE updated_at < ?"
-                    " ORDER BY updated_at",
-                    (cutoff,),
-                )
-            )
-        )
-        total = db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
-        excess = total - len(stale) - maintenance.max_entries
-        candidates = stale
-        if excess > 0:
-            oldest = db.execute(
-                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE updated_at >= ?"
-                " ORDER BY updated_at, key",
-                (cutoff,),
-            )
+        def choose(sql: str, args: tuple[Any, ...], wanted: Callable[[SessionRow], bool]) -> None:
+            cursor = db.execute(f"SELECT {_SESSION_COLUMNS} FROM sessions {sql}", args)
             try:
-                for row in prunable(oldest):
-                    if excess <= 0:
-                        break
-                    candidates.append(row)
-                    excess -= 1
+                for raw in cursor:
+                    if len(chosen) >= limit:
+                        return
+                    row = _session_row(raw)
+                    if row.key in chosen or row.key in protected or is_main_key(row.key, main_key):
+                        continue
+                    if not wanted(row):
+                        return
+                    chosen[row.key] = row
             finally:
-                oldest.close()  # no statement may stay open across the write below
+                cursor.close()  # no statement may stay open across the write below
+
+        def always(_: SessionRow) -> bool:
+            return True
+
+        choose("WHERE updated_at < ? ORDER BY updated_at", (cutoff,), always)
+        choose(
+            "WHERE stateless = 1 AND updated_at < ? ORDER BY updated_at",
+            (_sql_int(now - maintenance.stateless_ttl_ms),),
+            always,
+        )
+        total = int(db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0])
+        excess = total - len(chosen) - maintenance.max_entries
+
+        def beyond_max_entries(_: SessionRow) -> bool:
+            nonlocal excess
+            excess -= 1
+            return excess >= 0
+
+        if excess > 0:
+            choose("ORDER BY updated_at, key", (), beyond_max_entries)
+        if maintenance.max_disk_bytes and self._used_bytes() > maintenance.max_disk_bytes:
+            to_free = self._used_bytes() - maintenance.high_water_bytes
+            to_free -= sum(self._estimated_bytes(db, key) for key in chosen)
+
+            def until_under_high_water(row: SessionRow) -> bool:
+                nonlocal to_free
+                if to_free <= 0:
+                    return False
+                to_free -= self._estimated_bytes(db, row.key)
+                return True
+
+            choose("ORDER BY updated_at, key", (), until_under_high_water)
+        candidates = list(chosen.values())
         if maintenance.mode == "enforce":
             self._write(lambda db: self._enforce(db, candidates, cutoff))
         return candidates
+
+    @staticmethod
+    def _estimated_bytes(db: sqlite3.Connection, key: str) -> int:
+        """What deleting the key frees, roughly: its messages' stored text plus a fixed part
+        per row for ids and index entries. Two index lookups, no scan."""
+        found = db.execute(
+            "SELECT COALESCE(SUM(length(CAST(m.content AS BLOB))"
+            " + COALESCE(length(CAST(m.meta AS BLOB)), 0)), 0), COUNT(m.id)"
+            " FROM transcripts t JOIN messages m ON m.session_id = t.session_id"
+            " WHERE t.key = ?",
+            (key,),
+        ).fetchone()
+        return int(found[0]) + int(found[1]) * _MESSAGE_ROW_BYTES + _SESSION_ROW_BYTES
 
     @staticmethod
     def _enforce(

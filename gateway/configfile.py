@@ -32,6 +32,7 @@ import json5
 from agents.config import (
     API_ANTHROPIC_MESSAGES,
     API_OPENAI_COMPLETIONS,
+    DEFAULT_MAX_DISK_BYTES,
     ECHO_PROVIDER,
     AgentConfig,
     AgentsConfig,
@@ -71,8 +72,12 @@ MIB = 1024 * 1024
 _ID_RE = re.compile(ID_PATTERN, re.IGNORECASE)
 # `$${VAR}` is matched too (one leading `$` more) so that it can be turned into a literal `${VAR}`.
 _ENV_REF_RE = re.compile(r"\$?\$\{([A-Z_][A-Z0-9_]*)\}")
-_DURATION_RE = re.compile(r"([0-9]+)(ms|s|m|h|d)")
+# At most 20 digits (beyond any sensible value): int() refuses strings over 4,300 digits with
+# a ValueError, which would escape validation.
+_DURATION_RE = re.compile(r"([0-9]{1,20})(ms|s|m|h|d)")
 _DURATION_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_BYTE_SIZE_RE = re.compile(r"([0-9]{1,20})\s*(b|kb|mb|gb|tb)")
+_BYTE_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
 _PORT_RE = re.compile(r"[0-9]{1,5}")
 _JSON5_ERROR_RE = re.compile(r"<string>:\d+ (Unexpected .*) at column \d+", re.DOTALL)
 
@@ -530,6 +535,29 @@ class _Duration(_Node):
 
 
 @attrs.frozen
+class _ByteSize(_Node):
+    """`"500mb"`, `"10gb"`, `"64kb"`, `"100b"` (binary units), integer bytes, or `false` (0)."""
+
+    def check(self, value: Any, path: str, ctx: _Checker) -> Any:
+        if value is False:
+            return 0
+        if _is_int(value):
+            return _in_range(value, 0, None, path, ctx)
+        if not isinstance(value, str):
+            return ctx.wrong_type(path, "string, integer or false", value)
+        text = ctx.substitute(value, path)
+        if isinstance(text, _Invalid):
+            return text
+        match = _BYTE_SIZE_RE.fullmatch(text.strip().lower())
+        if match is None:
+            return ctx.issue(
+                path,
+                f'must be a size like "500mb", "10gb", "64kb" or integer bytes (got {_show(text)})',
+            )
+        return int(match[1]) * _BYTE_UNITS[match[2]]
+
+
+@attrs.frozen
 class _Url(_Node):
     def check(self, value: Any, path: str, ctx: _Checker) -> Any:
         text = ctx.string(value, path)
@@ -964,9 +992,13 @@ _SESSION = _Section(
         "maintenance": _Key(
             _Section(
                 {
-                    "mode": _Key(_Choice(("warn", "enforce")), "warn"),
+                    "mode": _Key(_Choice(("warn", "enforce")), "enforce"),
                     "pruneAfter": _Key(_Duration(), 30 * _DURATION_UNIT_MS["d"]),
                     "maxEntries": _Key(_Int(1), 500),
+                    "statelessTtl": _Key(_Duration(), 24 * _DURATION_UNIT_MS["h"]),
+                    "maxDiskBytes": _Key(_ByteSize(), DEFAULT_MAX_DISK_BYTES),
+                    # 0: 80 % of maxDiskBytes (OpenClaw's rule), resolved in _agents_config.
+                    "highWaterBytes": _Key(_ByteSize(), 0),
                 }
             )
         ),
@@ -1285,6 +1317,12 @@ def _agents_config(normalized: dict[str, Any]) -> AgentsConfig:
             mode=maintenance["mode"],
             prune_after_ms=maintenance["pruneAfter"],
             max_entries=maintenance["maxEntries"],
+            stateless_ttl_ms=maintenance["statelessTtl"],
+            max_disk_bytes=maintenance["maxDiskBytes"],
+            high_water_bytes=min(
+                maintenance["highWaterBytes"] or maintenance["maxDiskBytes"] * 8 // 10,
+                maintenance["maxDiskBytes"],
+            ),
         ),
         default_models=default_models,
     )
@@ -1350,6 +1388,9 @@ def effective_dict(config: Config) -> dict[str, Any]:
                 "mode": maintenance.mode,
                 "pruneAfter": maintenance.prune_after_ms,
                 "maxEntries": maintenance.max_entries,
+                "statelessTtl": maintenance.stateless_ttl_ms,
+                "maxDiskBytes": maintenance.max_disk_bytes,
+                "highWaterBytes": maintenance.high_water_bytes,
             },
         },
         "logging": {"level": config.logging.level, "format": config.logging.format},

@@ -308,6 +308,7 @@ async def _run(request: web.Request, state: GatewayState, turn: _Turn) -> web.St
                 images=prompt.images,
                 extra_system_prompt=prompt.extra_system_prompt,
                 params=turn.fields.params,
+                stateless=route.stateless,
             )
         )
     except AgentError as exc:

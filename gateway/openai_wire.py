@@ -392,6 +392,7 @@ class Route:
 
     agent_id: str
     session_key: str
+    stateless: bool = False  # no header, no `user`: a fresh key (maintenance prunes it early)
 
 
 def new_stateless_key(agent_id: str) -> str:
@@ -437,7 +438,7 @@ def resolve_session_key(
     key = f"agent:{agent_id}:openai-user:{name.lower()}" if name else new_stateless_key(agent_id)
     if len(key) > SESSION_KEY_MAX:
         raise bad_request(KEY_TOO_LONG_MESSAGE)
-    return Route(agent_id, key)
+    return Route(agent_id, key, stateless=not name)
 
 
 # -- step 9: the prompt and the images ------------------------------------------------------

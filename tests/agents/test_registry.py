@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from agents import registry as registry_module
 from agents.config import AgentConfig, MaintenanceConfig, ModelRef
 from agents.errors import AgentError, InvalidSessionKey
 from agents.events import SessionChange
@@ -218,7 +219,7 @@ class TestLabelsAndListing:
 class TestRunsAndLiveSessions:
     async def test_runs_are_found_while_active_and_after_the_end(self, harness: Harness) -> None:
         registry, stall = stalling(harness)
-        run = registry.submit(req(run_id="r1"))
+        run = registry.submit(req(run_id="r1", idempotency_key="r1"))
         assert registry.run("r1") is run
         assert registry.run("nope") is None
         await stall.first_delta.wait()
@@ -269,6 +270,63 @@ class TestRunsAndLiveSessions:
         assert registry.stats().live_sessions == 1
 
 
+def ws_req(session: str, key: str, text: str = "hi") -> TurnRequest:
+    """A WS `chat.send`/`agent` turn: its run id is the client's idempotency key."""
+    return req(session, text, run_id=key, idempotency_key=key)
+
+
+class TestEndedRuns:
+    async def test_expire_on_the_timer_without_any_lookup(self, harness: Harness) -> None:
+        registry = harness.registry(finished_run_ttl_s=0.05)
+        await registry.start()
+        await registry.submit(ws_req("s1", "k1")).wait()
+        assert registry.finished_runs[0] == 1
+        await until(lambda: registry.finished_runs == (0, 0))
+
+    async def test_ws_runs_are_found_within_the_ttl(self, harness: Harness) -> None:
+        registry = harness.registry(finished_run_ttl_s=60)
+        await registry.start()
+        run = registry.submit(ws_req("s1", "k1"))
+        await run.wait()
+        found = registry.run("k1")
+        assert found is run and found.outcome is not None
+        assert (found.outcome.status, found.session_key) == ("completed", "agent:main:s1")
+
+    async def test_http_runs_are_not_kept(self, harness: Harness) -> None:
+        registry = harness.registry()
+        run = registry.submit(req())
+        await run.wait()
+        assert registry.run(run.id) is None
+        assert registry.finished_runs == (0, 0)
+
+    async def test_the_byte_budget_evicts_the_oldest_first(self, harness: Harness) -> None:
+        registry = harness.registry(finished_runs_max_bytes=250_000)
+        for key in ("k1", "k2", "k3"):  # one after the other: they end in this order
+            run = registry.submit(ws_req(key, key, "x" * 100_000))
+            await run.wait()
+        size = run.retained_bytes()
+        assert size > 100_000  # the echoed reply is counted
+        assert [registry.run(k) is not None for k in ("k1", "k2", "k3")] == [False, True, True]
+        assert registry.finished_runs == (2, 2 * size)
+
+    async def test_an_ended_run_keeps_no_prompt(self, harness: Harness) -> None:
+        registry = harness.registry()
+        run = registry.submit(ws_req("s1", "k1", "a long prompt"))
+        await run.wait()
+        assert (run.request.text, run.request.images, dict(run.request.params)) == ("", (), {})
+        assert (run.request.run_id, run.request.idempotency_key) == ("k1", "k1")
+
+    async def test_stateless_sessions_leave_the_live_map_when_idle(self, harness: Harness) -> None:
+        registry = harness.registry()
+        await registry.submit(req("openai:one", stateless=True)).wait()
+        await registry.submit(req("named")).wait()
+        await until(lambda: registry.stats().live_sessions == 1)
+        assert [r.key for r in (await registry.list_sessions()).sessions] == [
+            "agent:main:named",
+            "agent:main:openai:one",
+        ]
+
+
 class TestMaintenance:
     async def fill(self, store: SessionStore, now: int) -> None:
         await store.create("agent:main:main", "main", now - 90 * DAY)
@@ -279,7 +337,9 @@ class TestMaintenance:
     async def test_warn_mode_logs_the_candidates_at_start(self, harness: Harness) -> None:
         now = 1000 * DAY
         await self.fill(harness.store, now)
-        registry = harness.registry(clock=lambda: now)
+        registry = harness.registry(
+            make_config(maintenance=MaintenanceConfig(mode="warn")), clock=lambda: now
+        )
         with capture_logs() as logs:
             await registry.start()
         [entry] = [e for e in logs if e["event"] == "session_prune_candidates"]
@@ -307,6 +367,51 @@ class TestMaintenance:
         ]  # fmt: skip
         run.abort()
         await run.wait()
+
+
+class TestStatelessMaintenance:
+    NOW = 100 * DAY
+
+    async def fill(self, store: SessionStore, count: int) -> list[str]:
+        """`count` stateless sessions over a day old, and one named session as old."""
+        keys = [f"agent:main:openai:{uuid.UUID(int=i)}" for i in range(count)]
+        for i, key in enumerate(keys):
+            await store.create(key, "main", self.NOW - DAY - 1000 + i, stateless=True)
+        await store.create("agent:main:named", "main", self.NOW - DAY - 1000)
+        return keys
+
+    async def test_a_pass_works_through_every_batch(self, harness: Harness) -> None:
+        keys = await self.fill(harness.store, 5)
+        registry = harness.registry(clock=lambda: self.NOW, maintenance_batch=2)
+        with capture_logs() as logs:
+            pruned = await registry.maintain()
+        assert [r.key for r in pruned] == keys
+        [entry] = [e for e in logs if e["event"] == "session_pruned"]
+        assert (entry["count"], entry["more"]) == (5, False)
+        assert [s.key for s in (await registry.list_sessions()).sessions] == ["agent:main:named"]
+
+    async def test_a_pass_stops_at_its_time_budget(
+        self, harness: Harness, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(registry_module, "MAINTENANCE_PASS_S", 0.0)
+        keys = await self.fill(harness.store, 5)
+        registry = harness.registry(clock=lambda: self.NOW, maintenance_batch=2)
+        with capture_logs() as logs:
+            assert [r.key for r in await registry.maintain()] == keys[:2]
+        [entry] = [e for e in logs if e["event"] == "session_pruned"]
+        assert (entry["count"], entry["more"]) == (2, True)
+        assert [r.key for r in await registry.maintain()] == keys[2:4]  # the next pass goes on
+
+    async def test_warn_mode_only_logs(self, harness: Harness) -> None:
+        keys = await self.fill(harness.store, 3)
+        config = make_config(maintenance=MaintenanceConfig(mode="warn"))
+        registry = harness.registry(config, clock=lambda: self.NOW)
+        with capture_logs() as logs:
+            await registry.maintain()
+        assert [(e["event"], e["log_level"], e["count"], e["keys"]) for e in logs] == [
+            ("session_prune_candidates", "warning", 3, keys)
+        ]
+        assert await harness.store.count() == 4
 
 
 class TestShutdown:

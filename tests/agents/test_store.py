@@ -14,6 +14,8 @@ import pytest
 from agents.config import MaintenanceConfig
 from agents.errors import StoreError
 from agents.store import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
     SQL_GET_SESSION,
     SQL_NEXT_SEQ,
     SQL_RECENT_TURNS,
@@ -83,13 +85,13 @@ class TestFile:
             "synchronous": 2,  # FULL
             "foreign_keys": 1,
             "busy_timeout": 5000,
-            "user_version": 1,
+            "user_version": SCHEMA_VERSION,
         }
 
     async def test_schema(self, store: SessionStore) -> None:
         with raw_db(store) as db:
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+            assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert tables == {"sessions", "transcripts", "messages"}
 
     async def test_a_newer_schema_is_refused(self, tmp_path: Path) -> None:
@@ -97,7 +99,7 @@ class TestFile:
         await store.open()
         await store.aclose()
         with sqlite3.connect(store.path) as db:
-            db.execute("PRAGMA user_version = 2")
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
         with pytest.raises(StoreError, match="newer"):
             await store.open()
 
@@ -433,3 +435,109 @@ class TestPrune:
         with raw_db(store) as db:
             left = [r[0] for r in db.execute("SELECT session_id FROM transcripts")]
         assert len(left) == 2 and recent.session_id in left
+
+
+HOUR = 3600 * 1000
+STATELESS_KEY = "agent:main:openai:0f8e2c8e-6a5b-4c1e-9d3f-2b7a1c0e4d5f"
+
+
+class TestStatelessSessions:
+    async def test_older_than_the_ttl_are_pruned_named_ones_of_that_age_are_not(
+        self, store: SessionStore
+    ) -> None:
+        now = 100 * DAY
+        await store.create(STATELESS_KEY, "main", now - 25 * HOUR, stateless=True)
+        await store.create("agent:main:openai:fresh", "main", now - HOUR, stateless=True)
+        await store.create("agent:main:openai-user:bob", "main", now - 25 * HOUR)
+        # Named by a client in the shape of a stateless key: named all the same.
+        await store.create("agent:main:openai:1e2d3c4b-0000-4000-8000-000000000000", "main",
+                           now - 25 * HOUR)  # fmt: skip
+        found = await store.prune(MaintenanceConfig(mode="enforce"), now)
+        assert [r.key for r in found] == [STATELESS_KEY]
+        assert await store.get(STATELESS_KEY) is None
+        assert await store.count() == 3
+
+    async def test_a_named_turn_on_the_key_makes_it_named(self, store: SessionStore) -> None:
+        row, _ = await store.create(STATELESS_KEY, "main", 0, stateless=True)
+        await store.append_turn(turn(row, stateless=True))
+        assert await store.is_stateless(STATELESS_KEY) is True
+        await store.append_turn(turn(row, "r2"))
+        assert await store.is_stateless(STATELESS_KEY) is False
+
+    async def test_a_turn_that_creates_the_row_sets_the_mark(self, store: SessionStore) -> None:
+        row = SessionRow(STATELESS_KEY, "main", "sid-1", None, 0, 0)
+        await store.append_turn(turn(row, stateless=True))
+        assert await store.is_stateless(STATELESS_KEY) is True
+
+    async def test_a_label_makes_it_named(self, store: SessionStore) -> None:
+        await store.create(STATELESS_KEY, "main", 0, stateless=True)
+        await store.patch_label(STATELESS_KEY, "main", "keep me", 1)
+        assert await store.is_stateless(STATELESS_KEY) is False
+
+    async def test_migrating_an_older_store_marks_the_keys_the_gateway_made(
+        self, tmp_path: Path
+    ) -> None:
+        (tmp_path / "state").mkdir()
+        with sqlite3.connect(tmp_path / "state" / "sessions.sqlite3") as db:
+            MIGRATIONS[0](db)
+            db.execute("PRAGMA user_version = 1")
+            for key in (STATELESS_KEY, "agent:main:openai:not-a-uuid", "agent:main:named"):
+                db.execute(
+                    "INSERT INTO sessions (key, agent_id, session_id, created_at, updated_at)"
+                    " VALUES (?, 'main', ?, 0, 0)",
+                    (key, f"sid-{key}"),
+                )
+        async with SessionStore(tmp_path / "state") as store:
+            assert [
+                await store.is_stateless(key)
+                for key in (STATELESS_KEY, "agent:main:openai:not-a-uuid", "agent:main:named")
+            ] == [True, False, False]
+            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION
+
+
+class TestPruneLimits:
+    async def fill(self, store: SessionStore, sessions: int, text: str = "hi") -> list[str]:
+        """`sessions` sessions, oldest first, one turn each."""
+        keys = [f"agent:main:s{i:02d}" for i in range(sessions)]
+        for i, key in enumerate(keys):
+            row, _ = await store.create(key, "main", DAY + i)
+            await store.append_turn(
+                turn(row, user_text=text, assistant_text=text, user_timestamp=DAY + i,
+                     assistant_timestamp=DAY + i)
+            )  # fmt: skip
+        return keys
+
+    async def test_enforce_brings_the_store_under_the_byte_limit(self, store: SessionStore) -> None:
+        keys = await self.fill(store, 20, "x" * 50_000)  # some 100 KB a session
+        await store.create("agent:main:main", "main", 0)  # the oldest, but main
+        assert await store.used_bytes() > 2_000_000
+        maintenance = MaintenanceConfig(
+            mode="enforce", max_disk_bytes=1_000_000, high_water_bytes=800_000
+        )
+        found = [r.key for r in await store.prune(maintenance, 2 * DAY)]
+        assert found == keys[: len(found)]  # the oldest first
+        assert 800_000 - 200_000 < await store.used_bytes() <= 800_000
+        assert await store.get("agent:main:main") is not None
+
+    async def test_under_the_byte_limit_nothing_goes(self, store: SessionStore) -> None:
+        await self.fill(store, 20, "x" * 50_000)
+        maintenance = MaintenanceConfig(mode="enforce", max_disk_bytes=10_000_000)
+        assert await store.prune(maintenance, 2 * DAY) == []
+
+    async def test_a_zero_byte_limit_is_no_limit(self, store: SessionStore) -> None:
+        await self.fill(store, 20, "x" * 50_000)
+        maintenance = MaintenanceConfig(mode="enforce", max_disk_bytes=0, high_water_bytes=0)
+        assert await store.prune(maintenance, 2 * DAY) == []
+        assert await store.count() == 20
+
+    async def test_enforce_keeps_max_entries(self, store: SessionStore) -> None:
+        keys = await self.fill(store, 8)
+        maintenance = MaintenanceConfig(mode="enforce", max_entries=5)
+        assert [r.key for r in await store.prune(maintenance, 2 * DAY)] == keys[:3]
+        assert sorted(r.key for r in (await store.list()).rows) == keys[3:]
+
+    async def test_one_step_prunes_at_most_limit_sessions(self, store: SessionStore) -> None:
+        keys = await self.fill(store, 5)
+        maintenance = MaintenanceConfig(mode="enforce", prune_after_ms=HOUR)
+        assert [r.key for r in await store.prune(maintenance, 2 * DAY, limit=2)] == keys[:2]
+        assert await store.count() == 3

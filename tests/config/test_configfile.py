@@ -116,6 +116,17 @@ class TestEmbeddedDefault:
         config = ConfigLoader(Overrides(state_dir=str(tmp_path)), environ={}).load()
         assert config.warnings == ()
 
+    def test_prunes_sessions_by_default(self, tmp_path: Path) -> None:
+        config = ConfigLoader(Overrides(state_dir=str(tmp_path)), environ={}).load()
+        assert effective_dict(config)["session"]["maintenance"] == {
+            "mode": "enforce",
+            "pruneAfter": 30 * 86_400_000,
+            "maxEntries": 500,
+            "statelessTtl": 24 * 3_600_000,
+            "maxDiskBytes": 1024**3,
+            "highWaterBytes": 1024**3 * 8 // 10,
+        }
+
     def test_loading_creates_nothing_on_disk(self, tmp_path: Path) -> None:
         ConfigLoader(Overrides(state_dir=str(tmp_path / "state")), environ={}).load()
         assert list(tmp_path.iterdir()) == []

@@ -107,6 +107,24 @@ class TestTypes:
                 "- session.maintenance.pruneAfter: expected string or integer, got boolean",
             ),
             (
+                "{session: {maintenance: {statelessTtl: false}}}",
+                "- session.maintenance.statelessTtl: expected string or integer, got boolean",
+            ),
+            (
+                "{session: {maintenance: {maxDiskBytes: true}}}",
+                "- session.maintenance.maxDiskBytes: expected string, integer or false,"
+                " got boolean",
+            ),
+            (
+                "{session: {maintenance: {highWaterBytes: [1]}}}",
+                "- session.maintenance.highWaterBytes: expected string, integer or false,"
+                " got array",
+            ),
+            (
+                "{session: {maintenance: {maxDiskBytes: 1.5}}}",
+                "- session.maintenance.maxDiskBytes: expected string, integer or false, got number",
+            ),
+            (
                 '{models: {providers: {p: {baseUrl: "http://h", headers: {"x-a": 1}}}}}',
                 "- models.providers.p.headers.x-a: expected string, got integer",
             ),
@@ -404,10 +422,56 @@ class TestDurations:
             ' or integer milliseconds (got "30 days")'
         ]
 
+    def test_thousands_of_digits_are_an_issue(self, files: ConfigFiles) -> None:
+        text = '{session: {maintenance: {pruneAfter: "%sd"}}}' % ("1" * 5000)
+        [issue] = files.issues(text)
+        assert issue.startswith("- session.maintenance.pruneAfter: must be a duration like")
+
     def test_negative_milliseconds_are_an_issue(self, files: ConfigFiles) -> None:
         assert files.issues("{session: {maintenance: {pruneAfter: -5}}}") == [
             "- session.maintenance.pruneAfter: must be >= 0 (got -5)"
         ]
+
+
+class TestByteSizes:
+    @pytest.mark.parametrize(
+        ("value", "size"),
+        [
+            ('"500mb"', 500 * 1024**2),
+            ('"10GB"', 10 * 1024**3),
+            ('"64kb"', 64 * 1024),
+            ('"100b"', 100),
+            ("123456", 123456),
+            ("false", 0),
+        ],
+    )
+    def test_accepted_forms(self, files: ConfigFiles, value: str, size: int) -> None:
+        config = files.load(f"{{session: {{maintenance: {{maxDiskBytes: {value}}}}}}}")
+        assert config.agents.maintenance.max_disk_bytes == size
+
+    def test_other_text_is_an_issue(self, files: ConfigFiles) -> None:
+        assert files.issues('{session: {maintenance: {maxDiskBytes: "1 gig"}}}') == [
+            '- session.maintenance.maxDiskBytes: must be a size like "500mb", "10gb", "64kb"'
+            ' or integer bytes (got "1 gig")'
+        ]
+
+    def test_thousands_of_digits_are_an_issue(self, files: ConfigFiles) -> None:
+        text = '{session: {maintenance: {maxDiskBytes: "%sgb"}}}' % ("1" * 5000)
+        [issue] = files.issues(text)
+        assert issue.startswith("- session.maintenance.maxDiskBytes: must be a size like")
+
+    def test_negative_bytes_are_an_issue(self, files: ConfigFiles) -> None:
+        assert files.issues("{session: {maintenance: {highWaterBytes: -1}}}") == [
+            "- session.maintenance.highWaterBytes: must be >= 0 (got -1)"
+        ]
+
+    def test_high_water_defaults_to_80_percent_of_the_limit(self, files: ConfigFiles) -> None:
+        config = files.load('{session: {maintenance: {maxDiskBytes: "100mb"}}}')
+        assert config.agents.maintenance.high_water_bytes == 80 * 1024**2
+
+    def test_high_water_above_the_limit_counts_as_the_limit(self, files: ConfigFiles) -> None:
+        text = '{session: {maintenance: {maxDiskBytes: "1mb", highWaterBytes: "2mb"}}}'
+        assert files.load(text).agents.maintenance.high_water_bytes == 1024**2
 
 
 class TestSwitches:

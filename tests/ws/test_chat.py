@@ -396,6 +396,17 @@ class TestAgentWait:
         assert list(payload) == ["runId", "status", "startedAt", "endedAt"]
         assert (payload["runId"], payload["status"]) == ("w-1", "ok")
 
+    async def test_ok_for_a_run_that_ended_before_the_wait(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        await ws.ok("chat.send", send("w", "hi", "w-ended"))
+        await ws.event("chat", state="final", runId="w-ended")
+        other = await gateway.connected()  # no idempotency entry of its own for the run
+        payload = await other.ok("agent.wait", {"runId": "w-ended", "timeoutMs": 30})
+        assert list(payload) == ["runId", "status", "startedAt", "endedAt"]
+        assert (payload["runId"], payload["status"]) == ("w-ended", "ok")
+        await other.ws.close()
+
     async def test_timeout_leaves_the_run_alone(self, slow: Gateway) -> None:
         ws = await slow.connected()
         await ws.ok("chat.send", send("w", SLOW_TEXT, "w-2"))
