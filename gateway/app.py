@@ -17,6 +17,7 @@ from gateway import openai_http, probes
 from gateway.appkeys import AGENT_ID, REQUEST_ID, SESSION_KEY, STATE
 from gateway.config import Config
 from gateway.configfile import ConfigLoader
+from gateway.edge_http import client_of, edge_middleware
 from gateway.reload import watch_config
 from gateway.responses import method_not_allowed, not_found
 from gateway.state import AppOptions, GatewayState
@@ -41,7 +42,10 @@ def create_app(
 ) -> web.Application:
     # Bodies are read and limited by the handlers themselves (413/408 in our error shape).
     app = web.Application(
-        middlewares=[_request_id, _request_log, _json_errors], client_max_size=2**63
+        # The edge checks (Host, client address) after the log line's start, before any route
+        # and before the WebSocket upgrade middleware that setup_websocket appends.
+        middlewares=[_request_id, _request_log, edge_middleware, _json_errors],
+        client_max_size=2**63,
     )
     app[STATE] = GatewayState(config, options=options or AppOptions(), loader=loader)
     app.on_response_prepare.append(_common_headers)
@@ -113,7 +117,7 @@ async def _request_log(request: web.Request, handler: Handler) -> web.StreamResp
             agent=request.get(AGENT_ID),
             session_key=request.get(SESSION_KEY),
             request_id=request.get(REQUEST_ID),
-            remote=request.remote,
+            remote=client_of(request),
         )
 
 
