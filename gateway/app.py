@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -17,6 +18,7 @@ from gateway import openai_http, probes
 from gateway.appkeys import AGENT_ID, REQUEST_ID, SESSION_KEY, STATE
 from gateway.config import Config
 from gateway.configfile import ConfigLoader
+from gateway.edge import own_names
 from gateway.edge_http import client_of, edge_middleware
 from gateway.reload import watch_config
 from gateway.responses import method_not_allowed, not_found
@@ -52,6 +54,7 @@ def create_app(
     app.cleanup_ctx.append(_sessions)
     app.cleanup_ctx.append(watch_config)
     setup_websocket(app)  # after _sessions: its fan-out listens to the registry
+    app.on_startup.append(_look_up_own_names)
     app.on_startup.append(_mark_ready)
     probes.register(app)
     openai_http.register(app)
@@ -78,6 +81,13 @@ async def _sessions(app: web.Application) -> AsyncIterator[None]:
         await registry.aclose()
         await store.aclose()
         state.store = state.registry = None
+
+
+async def _look_up_own_names(app: web.Application) -> None:
+    # A lan bind's names come from the resolver, which may block: once, off the loop, before
+    # the first request needs them (edge.own_names caches them).
+    gateway = app[STATE].config.gateway
+    await asyncio.to_thread(own_names, gateway.bind, gateway.custom_bind_host)
 
 
 async def _mark_ready(app: web.Application) -> None:

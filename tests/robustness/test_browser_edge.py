@@ -15,6 +15,7 @@ import base64
 import contextlib
 import json
 import os
+import socket
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -298,6 +299,15 @@ class TestDnsRebinding:
         async with gateway(tmp_path, settings) as server:
             own = await send(server.port, raw_request("GET", "/healthz", [("Host", "10.9.8.7:1")]))
             other = await send(server.port, raw_request("GET", "/healthz", [("Host", "10.9.8.6")]))
+        assert (own.status, other.status) == (200, 421)
+
+    async def test_a_lan_bind_answers_to_the_machines_host_name(self, tmp_path: Path) -> None:
+        async with gateway(tmp_path, {"gateway": {"bind": "lan"}}) as server:
+            name = socket.gethostname()
+            own = await send(server.port, raw_request("GET", "/healthz", [("Host", name)]))
+            other = await send(
+                server.port, raw_request("GET", "/healthz", [("Host", "evil.example")])
+            )
         assert (own.status, other.status) == (200, 421)
 
     async def test_a_request_without_host_is_served(self, tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ hello-ok, by way of aiohttp internals: these tests fail when aiohttp changes the
 
 from __future__ import annotations
 
-from tests.ws.conftest import GatewayWs
+from tests.ws.conftest import GatewayWs, connect_params
 
 PREAUTH_MAX = 64 * 1024
 
@@ -39,3 +39,14 @@ class TestBeforeHelloOk:
         await raw_ws.recv()
         await raw_ws.ws.send_str("a" * (PREAUTH_MAX + 1))
         assert await raw_ws.closed() == (1009, "preauth payload too large")
+
+
+async def test_frames_sent_right_behind_connect_are_answered(raw_ws: GatewayWs) -> None:
+    # Both frames arrive together and are parsed by the pre-auth reader before the new one
+    # takes over: neither is lost.
+    await raw_ws.recv()
+    connect = {"type": "req", "id": "c", "method": "connect", "params": connect_params()}
+    await raw_ws.send(connect)
+    await raw_ws.send({"type": "req", "id": "h", "method": "health"})
+    assert (await raw_ws.response("c"))["ok"] is True
+    assert (await raw_ws.response("h"))["ok"] is True
