@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -17,6 +18,8 @@ from gateway import openai_http, probes
 from gateway.appkeys import AGENT_ID, REQUEST_ID, SESSION_KEY, STATE
 from gateway.config import Config
 from gateway.configfile import ConfigLoader
+from gateway.edge import own_names
+from gateway.edge_http import client_of, edge_middleware
 from gateway.reload import watch_config
 from gateway.responses import method_not_allowed, not_found
 from gateway.state import AppOptions, GatewayState
@@ -41,13 +44,17 @@ def create_app(
 ) -> web.Application:
     # Bodies are read and limited by the handlers themselves (413/408 in our error shape).
     app = web.Application(
-        middlewares=[_request_id, _request_log, _json_errors], client_max_size=2**63
+        # The edge checks (Host, client address) after the log line's start, before any route
+        # and before the WebSocket upgrade middleware that setup_websocket appends.
+        middlewares=[_request_id, _request_log, edge_middleware, _json_errors],
+        client_max_size=2**63,
     )
     app[STATE] = GatewayState(config, options=options or AppOptions(), loader=loader)
     app.on_response_prepare.append(_common_headers)
     app.cleanup_ctx.append(_sessions)
     app.cleanup_ctx.append(watch_config)
     setup_websocket(app)  # after _sessions: its fan-out listens to the registry
+    app.on_startup.append(_look_up_own_names)
     app.on_startup.append(_mark_ready)
     probes.register(app)
     openai_http.register(app)
@@ -74,6 +81,13 @@ async def _sessions(app: web.Application) -> AsyncIterator[None]:
         await registry.aclose()
         await store.aclose()
         state.store = state.registry = None
+
+
+async def _look_up_own_names(app: web.Application) -> None:
+    # A lan bind's names come from the resolver, which may block: once, off the loop, before
+    # the first request needs them (edge.own_names caches them).
+    gateway = app[STATE].config.gateway
+    await asyncio.to_thread(own_names, gateway.bind, gateway.custom_bind_host)
 
 
 async def _mark_ready(app: web.Application) -> None:
@@ -113,7 +127,7 @@ async def _request_log(request: web.Request, handler: Handler) -> web.StreamResp
             agent=request.get(AGENT_ID),
             session_key=request.get(SESSION_KEY),
             request_id=request.get(REQUEST_ID),
-            remote=request.remote,
+            remote=client_of(request),
         )
 
 

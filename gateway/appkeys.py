@@ -15,3 +15,5 @@ REQUEST_ID = web.RequestKey("request_id", str)
 # Set by handlers once resolved, for the canonical request log line.
 AGENT_ID = web.RequestKey("agent_id", str)
 SESSION_KEY = web.RequestKey("session_key", str)
+# The client's address: the peer, or what a trusted proxy forwarded (gateway/edge.py).
+CLIENT_ADDRESS = web.RequestKey("client_address", str)

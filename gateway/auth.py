@@ -20,7 +20,7 @@ from pathlib import Path
 
 import attrs
 
-from gateway.config import RateLimitConfig
+from gateway.config import AuthConfig, RateLimitConfig
 
 TOKEN_BYTES = 24  # 48 hex characters (config.md §5)
 
@@ -109,12 +109,16 @@ class AuthRateLimiter:
     # Bound the memory a scan of many source addresses can take.
     MAX_TRACKED = 10_000
 
-    def exempt(self, ip: str | None) -> bool:
-        return not self.settings.enabled or (self.settings.exempt_loopback and is_loopback(ip))
+    def exempt(self, ip: str | None, *, browser: bool = False) -> bool:
+        # A request with an Origin comes from a web page, which may be any site the user
+        # visits: the loopback exemption is for local tools, never for pages.
+        if not self.settings.enabled:
+            return True
+        return self.settings.exempt_loopback and not browser and is_loopback(ip)
 
-    def retry_after(self, ip: str | None) -> int | None:
+    def retry_after(self, ip: str | None, *, browser: bool = False) -> int | None:
         """Seconds until the lockout of `ip` ends (rounded up), or None when not locked."""
-        if ip is None or self.exempt(ip):
+        if ip is None or self.exempt(ip, browser=browser):
             return None
         until = self._locked_until.get(ip)
         if until is None:
@@ -125,8 +129,8 @@ class AuthRateLimiter:
             return None
         return max(1, math.ceil(remaining))
 
-    def record_failure(self, ip: str | None) -> None:
-        if ip is None or self.exempt(ip):
+    def record_failure(self, ip: str | None, *, browser: bool = False) -> None:
+        if ip is None or self.exempt(ip, browser=browser):
             return
         now = self.clock()
         window = self.settings.window_ms / 1000
@@ -154,3 +158,48 @@ class AuthRateLimiter:
             del self._locked_until[ip]
         while len(self._failures) >= self.MAX_TRACKED:
             self._failures.pop(next(iter(self._failures)))
+
+
+# --- The one credential check of HTTP, WebSocket and probes (http-openai.md §3, ws §5.1) ---
+
+LOCKED_OUT = "locked_out"  # too many failures from this address: nothing else is looked at
+MISSING = "missing"  # no secret presented: not counted, a client that forgot is no attacker
+MISMATCH = "mismatch"  # a wrong secret: counted
+
+
+@attrs.frozen
+class Authenticated:
+    mode: str  # "token", "password" or "none"
+
+
+@attrs.frozen
+class AuthFailure:
+    reason: str  # LOCKED_OUT, MISSING or MISMATCH
+    retry_after: int | None = None  # seconds, with LOCKED_OUT
+
+
+def authenticate(
+    auth: AuthConfig,
+    limiter: AuthRateLimiter,
+    presented: str | None,
+    client: str | None,
+    *,
+    browser: bool,
+) -> Authenticated | AuthFailure:
+    """The shared-secret check for every transport, in the order the spec gives: the
+    lockout before the secret (a locked-out address learns nothing), and only a wrong secret
+    counts as a failure. `client` is the client's address (after trusted proxies);
+    `browser` says an Origin header came with the request, which is never exempt."""
+    if auth.mode == "none":
+        return Authenticated(auth.mode)
+    retry_after = limiter.retry_after(client, browser=browser)
+    if retry_after is not None:
+        return AuthFailure(LOCKED_OUT, retry_after)
+    if not presented:
+        return AuthFailure(MISSING)
+    expected = auth.secret
+    if expected is None or not secret_matches(presented, expected):
+        limiter.record_failure(client, browser=browser)
+        return AuthFailure(MISMATCH)
+    limiter.record_success(client)
+    return Authenticated(auth.mode)

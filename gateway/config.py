@@ -36,7 +36,10 @@ class RateLimitConfig:
     max_attempts: int = 10
     window_ms: int = 60_000
     lockout_ms: int = 300_000
-    exempt_loopback: bool = True
+    # Off by default: every web page the user opens is a loopback client too (a browser's
+    # WebSocket and form posts reach 127.0.0.1), so an exemption would let any page guess the
+    # secret at full speed. Local scripts with a wrong token are the price.
+    exempt_loopback: bool = False
 
 
 @attrs.frozen
@@ -87,6 +90,19 @@ class ChatCompletionsConfig:
 class HttpConfig:
     chat_completions: ChatCompletionsConfig = ChatCompletionsConfig()
     cors_allowed_origins: tuple[str, ...] = ()
+    # Host names (lowercase, without port) a request's Host may carry besides the loopback
+    # names and the bind's own: the defence against DNS rebinding (gateway/edge.py).
+    allowed_hosts: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class PreAuthConfig:
+    """`gateway.ws.preAuth`: WebSockets that are open but have not authenticated yet."""
+
+    # Each costs a socket, a reader and a 64 KiB frame buffer at most; these bound what an
+    # unauthenticated client can hold. 256 is far above any operator's tool count.
+    max_connections: int = 256
+    max_per_address: int = 32
 
 
 @attrs.frozen
@@ -96,6 +112,12 @@ class GatewayConfig:
     custom_bind_host: str | None = None
     auth: AuthConfig = AuthConfig()
     http: HttpConfig = HttpConfig()
+    # `gateway.controlUi.allowedOrigins`: browser origins (lowercase `scheme://host[:port]`)
+    # allowed to open the WebSocket besides the gateway's own.
+    allowed_origins: tuple[str, ...] = ()
+    # `gateway.trustedProxies`: networks whose X-Forwarded-For is believed.
+    trusted_proxies: tuple[str, ...] = ()
+    ws_preauth: PreAuthConfig = PreAuthConfig()
     drain_seconds: int = 20
     reload_mode: str = "hybrid"  # "off", "hot", "hybrid" or "restart"
     reload_debounce_ms: int = 300

@@ -52,8 +52,10 @@ from gateway.config import (
     HttpConfig,
     ImagesConfig,
     LoggingConfig,
+    PreAuthConfig,
     RateLimitConfig,
 )
+from gateway.edge import normalize_origin, parse_network, split_host
 
 REDACTED = "__OPENCLAW_REDACTED__"
 EMBEDDED_DEFAULT = "<embedded default>"  # ConfigError.location when the embedded default failed
@@ -611,6 +613,60 @@ class _Map(_Node):
         return entries
 
 
+@attrs.frozen
+class _Origin(_Node):
+    """An exact browser origin, `scheme://host[:port]`; stored normalized (lowercase)."""
+
+    def check(self, value: Any, path: str, ctx: _Checker) -> Any:
+        text = ctx.string(value, path)
+        if isinstance(text, _Invalid):
+            return text
+        origin = normalize_origin(text)
+        if origin is None:
+            return ctx.issue(
+                path, f"must be an origin like https://host[:port] (got {_show(text)})"
+            )
+        return origin
+
+
+@attrs.frozen
+class _HostName(_Node):
+    """A host name or address as a Host header names it, without port; stored lowercase."""
+
+    def check(self, value: Any, path: str, ctx: _Checker) -> Any:
+        text = ctx.string(value, path)
+        if isinstance(text, _Invalid):
+            return text
+        candidate = text.strip()
+        if candidate.startswith("[") and candidate.endswith("]"):
+            candidate = candidate[1:-1]
+        if ":" in candidate:  # only an IPv6 address has one: a port is not allowed
+            try:
+                host: str | None = str(ipaddress.IPv6Address(candidate))
+            except ValueError:
+                host = None
+        else:
+            host = split_host(candidate)
+        if host is None:
+            return ctx.issue(
+                path, f"must be a host name or address without port (got {_show(text)})"
+            )
+        return host
+
+
+@attrs.frozen
+class _Network(_Node):
+    """An IP address or a CIDR network."""
+
+    def check(self, value: Any, path: str, ctx: _Checker) -> Any:
+        text = ctx.string(value, path)
+        if isinstance(text, _Invalid):
+            return text
+        if parse_network(text) is None:
+            return ctx.issue(path, f"must be an IP address or CIDR (got {_show(text)})")
+        return text.strip()
+
+
 _ABSENT: Final = object()  # a key with no default is left out of the normalized dict
 
 
@@ -823,7 +879,8 @@ _RATE_LIMIT = _Section(
         "maxAttempts": _Key(_Int(1), 10),
         "windowMs": _Key(_Int(1), 60_000),
         "lockoutMs": _Key(_Int(1), 300_000),
-        "exemptLoopback": _Key(_Bool(), True),
+        # false by default: a web page is a loopback client too (gateway/config.py).
+        "exemptLoopback": _Key(_Bool(), False),
     }
 )
 
@@ -872,6 +929,7 @@ _HTTP = _Section(
             _Section({"chatCompletions": _Key(_CHAT_COMPLETIONS)}, ignored=("responses",))
         ),
         "cors": _Key(_Section({"allowedOrigins": _Key(_List(_Str()), ())})),
+        "allowedHosts": _Key(_List(_HostName()), ()),
     },
     ignored=("securityHeaders",),
 )
@@ -890,6 +948,30 @@ _GATEWAY = _Section(
         "customBindHost": _Key(_Str()),
         "auth": _Key(_AUTH),
         "http": _Key(_HTTP),
+        "controlUi": _Key(
+            _Section(
+                {"allowedOrigins": _Key(_List(_Origin()), ())},
+                ignored=_words(
+                    "enabled basePath root allowInsecureAuth dangerouslyDisableDeviceAuth"
+                    " dangerouslyAllowHostHeaderOriginFallback"
+                ),
+            )
+        ),
+        "trustedProxies": _Key(_List(_Network()), ()),
+        "ws": _Key(
+            _Section(
+                {
+                    "preAuth": _Key(
+                        _Section(
+                            {
+                                "maxConnections": _Key(_Int(1), 256),
+                                "maxPerAddress": _Key(_Int(1), 32),
+                            }
+                        )
+                    )
+                }
+            )
+        ),
         "shutdown": _Key(_Section({"drainSeconds": _Key(_Int(0), 20)})),
         "reload": _Key(
             _Section(
@@ -901,10 +983,7 @@ _GATEWAY = _Section(
             )
         ),
     },
-    ignored=_words(
-        "mode controlUi tls tailscale remote trustedProxies allowRealIpFallback"
-        " tools channelHealthCheckMinutes"
-    ),
+    ignored=_words("mode tls tailscale remote allowRealIpFallback tools channelHealthCheckMinutes"),
     notes={"tls": "TLS is not supported; terminate TLS in a reverse proxy"},
 )
 
@@ -1279,6 +1358,13 @@ def _gateway_config(gateway: dict[str, Any]) -> GatewayConfig:
                 ),
             ),
             cors_allowed_origins=tuple(http["cors"]["allowedOrigins"]),
+            allowed_hosts=tuple(http["allowedHosts"]),
+        ),
+        allowed_origins=tuple(gateway["controlUi"]["allowedOrigins"]),
+        trusted_proxies=tuple(gateway["trustedProxies"]),
+        ws_preauth=PreAuthConfig(
+            max_connections=gateway["ws"]["preAuth"]["maxConnections"],
+            max_per_address=gateway["ws"]["preAuth"]["maxPerAddress"],
         ),
         drain_seconds=gateway["shutdown"]["drainSeconds"],
         reload_mode=gateway["reload"]["mode"],
@@ -1437,6 +1523,16 @@ def _effective_gateway(gateway: GatewayConfig) -> dict[str, Any]:
             }
         },
         "cors": {"allowedOrigins": list(gateway.http.cors_allowed_origins)},
+        "allowedHosts": list(gateway.http.allowed_hosts),
+    }
+    effective["controlUi"] = {"allowedOrigins": list(gateway.allowed_origins)}
+    effective["trustedProxies"] = list(gateway.trusted_proxies)
+    preauth = gateway.ws_preauth
+    effective["ws"] = {
+        "preAuth": {
+            "maxConnections": preauth.max_connections,
+            "maxPerAddress": preauth.max_per_address,
+        }
     }
     effective["shutdown"] = {"drainSeconds": gateway.drain_seconds}
     effective["reload"] = {"mode": gateway.reload_mode, "debounceMs": gateway.reload_debounce_ms}

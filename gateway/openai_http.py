@@ -29,9 +29,10 @@ from agents.errors import AgentError
 from agents.events import ASSISTANT
 from agents.runs import ABORTED, FAILED, AgentRun, RunSubscription, TurnRequest
 from gateway.appkeys import AGENT_ID, SESSION_KEY, STATE
-from gateway.auth import bearer_secret, secret_matches
+from gateway.auth import LOCKED_OUT, AuthFailure, authenticate, bearer_secret
 from gateway.config import Config
 from gateway.content_coding import BodyInflater, request_coding
+from gateway.edge_http import client_of, is_json_content_type, unsupported_media_type
 from gateway.openai_wire import (
     DONE,
     KEEPALIVE,
@@ -131,6 +132,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     refused = _gate(request, ("POST",))
     if refused is not None:
         return refused
+    if not is_json_content_type(request.headers.get("Content-Type")):
+        return unsupported_media_type()
     state = request.app[STATE]
     try:
         turn = await _accept(request, state)
@@ -212,22 +215,17 @@ def _gate(request: web.Request, methods: Collection[str]) -> web.StreamResponse 
 
 def _authenticate(request: web.Request, state: GatewayState) -> None:
     """§3: the lockout before the credential; only a wrong credential counts as a failure."""
-    auth = state.config.gateway.auth
-    if auth.mode == "none":
-        return
-    limiter = state.limiter
-    client_ip = request.remote
-    retry_after = limiter.retry_after(client_ip)
-    if retry_after is not None:
-        raise auth_locked_out(retry_after)
-    given = bearer_secret(request.headers.get("Authorization"))
-    if given is None:
+    outcome = authenticate(
+        state.config.gateway.auth,
+        state.limiter,
+        bearer_secret(request.headers.get("Authorization")),
+        client_of(request),
+        browser="Origin" in request.headers,
+    )
+    if isinstance(outcome, AuthFailure):
+        if outcome.reason == LOCKED_OUT and outcome.retry_after is not None:
+            raise auth_locked_out(outcome.retry_after)
         raise unauthorized()
-    expected = auth.secret
-    if expected is None or not secret_matches(given, expected):
-        limiter.record_failure(client_ip)
-        raise unauthorized()
-    limiter.record_success(client_ip)
 
 
 # -- steps 5-9: body, fields, agent, session key, prompt ------------------------------------

@@ -5,7 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.appkeys import STATE
-from gateway.auth import bearer_secret, is_loopback, secret_matches
+from gateway.auth import Authenticated, authenticate, bearer_secret, is_loopback
+from gateway.edge_http import client_of
 from gateway.responses import json_response, method_not_allowed
 
 _NO_STORE = {"Cache-Control": "no-store"}
@@ -38,8 +39,18 @@ async def ready(request: web.Request) -> web.StreamResponse:
 
 
 def _may_see_details(request: web.Request) -> bool:
-    if is_loopback(request.remote):
+    client = client_of(request)
+    if is_loopback(client):
         return True
-    secret = request.app[STATE].config.gateway.auth.secret
-    given = bearer_secret(request.headers.get("Authorization"))
-    return secret is not None and given is not None and secret_matches(given, secret)
+    state = request.app[STATE]
+    auth = state.config.gateway.auth
+    if auth.mode == "none":
+        return False  # no credential to prove: the details stay with loopback
+    outcome = authenticate(
+        auth,
+        state.limiter,
+        bearer_secret(request.headers.get("Authorization")),
+        client,
+        browser="Origin" in request.headers,
+    )
+    return isinstance(outcome, Authenticated)

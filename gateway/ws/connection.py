@@ -62,6 +62,7 @@ class Connection:
     remote: str | None
     max_buffered_bytes: int
     close_timeout: float  # how long a close may wait for the client before the TCP is cut
+    from_browser: bool = False  # the upgrade carried an Origin: never exempt from the limiter
     connected_at: int = attrs.field(factory=now_ms)
     last_activity_at: int = attrs.field(factory=now_ms)
     # Set by the handshake.

@@ -24,11 +24,15 @@ from aiohttp import WSMsgType, web
 
 from gateway import __version__
 from gateway.appkeys import STATE, WS
+from gateway.auth import LOCKED_OUT, MISSING, AuthFailure, authenticate
+from gateway.edge import origin_allowed
+from gateway.edge_http import client_of, origin_refused
 from gateway.responses import error_response
 from gateway.ws import protocol
 from gateway.ws.connection import Connection, now_ms
 from gateway.ws.dispatch import MethodRegistry, dispatch
 from gateway.ws.events import EventFanout
+from gateway.ws.framelimit import GatewayWebSocket, raise_frame_limit
 from gateway.ws.methods import register_all
 from gateway.ws.protocol import (
     INVALID_REQUEST,
@@ -80,35 +84,66 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         return error_response(
             503, "gateway is shutting down", "api_error", headers={"Retry-After": "1"}
         )
+    gateway = ws_state.gateway.config.gateway
+    origin = request.headers.get("Origin")
+    if origin is not None and not origin_allowed(
+        origin, request.scheme, request.headers.get("Host", ""), gateway.allowed_origins
+    ):
+        # Browsers apply no CORS to WebSockets: without this any page the user visits could
+        # open one (and in auth mode none be admin).
+        log.info("ws_origin_refused", remote=client_of(request))
+        return origin_refused()
+    remote = client_of(request)
+    if not ws_state.preauth_admits(remote, gateway.ws_preauth):
+        log.warning("ws_preauth_full", remote=remote, open=ws_state.preauth_open)
+        return error_response(
+            503,
+            "Too many unauthenticated WebSocket connections; try again later.",
+            "api_error",
+            headers={"Retry-After": "1"},
+        )
     settings = ws_state.settings
-    ws = web.WebSocketResponse(
-        max_msg_size=settings.max_payload,
+    ws = GatewayWebSocket(
+        # §2.3: until hello-ok a frame over 64 KiB is refused from its header (framelimit.py).
+        max_msg_size=settings.preauth_max_payload + 1,
         timeout=settings.close_timeout_seconds,
         compress=False,  # as OpenClaw's server: no permessage-deflate
     )
+    ws.too_big_reason = protocol.REASON_PREAUTH_TOO_LARGE
     if not ws.can_prepare(request).ok:
         return error_response(400, "Invalid WebSocket upgrade request.", "invalid_request_error")
-    await ws.prepare(request)
-    conn = Connection(
-        ws,
-        str(uuid.uuid4()),
-        request.remote,
-        settings.max_buffered_bytes,
-        settings.close_timeout_seconds,
-    )
+    ws_state.preauth_enter(remote)
+    try:
+        await ws.prepare(request)
+        conn = Connection(
+            ws,
+            str(uuid.uuid4()),
+            remote,
+            settings.max_buffered_bytes,
+            settings.close_timeout_seconds,
+            from_browser=origin is not None,
+        )
+    except BaseException:
+        ws_state.preauth_leave(remote)
+        raise
     ws_state.connections.add(conn)
     conn.start()
     # conn_id goes into each log line explicitly, not through contextvars: tasks spawned
     # from here (a session's worker) outlive the connection and would carry it on.
     try:
-        if await _handshake(ws_state, conn):
+        try:
+            authenticated = await _handshake(ws_state, conn, request)
+        finally:
+            ws_state.preauth_leave(remote)
+        if authenticated:
+            ws.too_big_reason = ""
             await _read_loop(ws_state, conn)
     finally:
         await _teardown(ws_state, conn)
     return ws
 
 
-async def _handshake(ws_state: WsState, conn: Connection) -> bool:
+async def _handshake(ws_state: WsState, conn: Connection, request: web.Request) -> bool:
     """True when `hello-ok` was sent; otherwise the close is already requested."""
     gateway = ws_state.gateway
     challenge = {"nonce": str(uuid.uuid4()), "ts": now_ms(), "capabilities": []}
@@ -117,6 +152,9 @@ async def _handshake(ws_state: WsState, conn: Connection) -> bool:
         msg = await conn.ws.receive(timeout=gateway.options.handshake_timeout_seconds)
     except TimeoutError:
         return _refuse(conn, "timeout", protocol.CLOSE_NORMAL)
+    if msg.type is WSMsgType.ERROR and getattr(msg.data, "code", None) == protocol.CLOSE_TOO_BIG:
+        # Refused from the frame's header (the socket's pre-auth limit); closed with 1009.
+        return _refuse(conn, "too large", protocol.CLOSE_TOO_BIG, protocol.REASON_PREAUTH_TOO_LARGE)
     if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
         return False
     if msg.type is not WSMsgType.TEXT:
@@ -147,22 +185,21 @@ async def _handshake(ws_state: WsState, conn: Connection) -> bool:
             conn, frame, error, protocol.CLOSE_PROTOCOL_ERROR, protocol.REASON_PROTOCOL_MISMATCH
         )
     auth = gateway.config.gateway.auth  # read now: a reload may have rotated the secret
-    limiter = gateway.limiter
-    # The lockout is checked before the secret: a locked-out address learns nothing (§5.1).
-    retry_after = limiter.retry_after(conn.remote)
-    if retry_after is not None:
-        error = protocol.rate_limited(retry_after)
+    kind = "password" if auth.mode == "password" else "token"
+    presented = params.auth.password if kind == "password" else params.auth.token
+    outcome = authenticate(auth, gateway.limiter, presented, conn.remote, browser=conn.from_browser)
+    if isinstance(outcome, AuthFailure):
+        # The lockout is checked before the secret: a locked-out address learns nothing (§5.1).
+        if outcome.reason == LOCKED_OUT and outcome.retry_after is not None:
+            error = protocol.rate_limited(outcome.retry_after)
+        else:
+            error = protocol.auth_error(kind, outcome.reason == MISSING, params.client.id)
         return _reject(conn, frame, error, protocol.CLOSE_POLICY_VIOLATION)
-    outcome = protocol.check_secret(auth, params.auth, params.client.id)
-    if outcome.error is not None:
-        if outcome.counts:
-            limiter.record_failure(conn.remote)
-        return _reject(conn, frame, outcome.error, protocol.CLOSE_POLICY_VIOLATION)
-    limiter.record_success(conn.remote)
     if params.role != protocol.ROLE_OPERATOR:
         error = WsError(INVALID_REQUEST, protocol.MSG_INVALID_ROLE)
         return _reject(conn, frame, error, protocol.CLOSE_POLICY_VIOLATION)
 
+    raise_frame_limit(conn.ws, request, ws_state.settings.max_payload)
     conn.client = params.client
     conn.protocol = version
     conn.scopes = protocol.granted_scopes(params.scopes)

@@ -13,8 +13,6 @@ from typing import Any, Final
 
 import attrs
 
-from gateway.auth import secret_matches
-from gateway.config import AuthConfig
 from gateway.responses import dumps, scrub_surrogates, wire
 
 # --- Limits and versions -----------------------------------------------------------------
@@ -473,29 +471,13 @@ _TOKEN_HINT = "provide gateway auth token"
 _PASSWORD_HINT = "provide gateway auth password"
 
 
-@attrs.frozen
-class AuthOutcome:
-    """`error` None: accepted. `counts` says whether the limiter records a failure."""
-
-    error: WsError | None
-    counts: bool = False
-
-
-def check_secret(auth: AuthConfig, given: ConnectAuth, client_id: str) -> AuthOutcome:
-    """The shared-secret check of a connect, after the lockout check (§5.1)."""
-    if auth.mode == "none":
-        return AuthOutcome(None)
-    if auth.mode == "password":
-        kind, expected, value = "password", auth.password, given.password
+def auth_error(kind: str, missing: bool, client_id: str) -> WsError:
+    """The error of a failed shared-secret check (§5.1); `kind` is "token" or "password"."""
+    if kind == "password":
         hint = _PASSWORD_HINT
     else:
-        kind, expected, value = "token", auth.token, given.token
         hint = _CLI_TOKEN_HINT if client_id == "cli" else _TOKEN_HINT
-    if not value:
-        return AuthOutcome(_auth_error(kind, "missing", hint))
-    if expected is None or not secret_matches(value, expected):
-        return AuthOutcome(_auth_error(kind, "mismatch", hint), counts=True)
-    return AuthOutcome(None)
+    return _auth_error(kind, "missing" if missing else "mismatch", hint)
 
 
 def _auth_error(kind: str, problem: str, hint: str) -> WsError:

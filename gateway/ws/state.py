@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections import OrderedDict
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import attrs
 
 from agents.runs import AgentRun
+from gateway.config import PreAuthConfig
 from gateway.state import GatewayState
 from gateway.ws import protocol
 from gateway.ws.connection import Connection, now_ms
@@ -101,8 +103,28 @@ class WsState:
         )
     )
     closing: bool = False  # shutdown_connections ran: no new connections
+    # Sockets between upgrade and the end of the handshake, per client address.
+    preauth: collections.Counter[str | None] = attrs.field(factory=collections.Counter)
     config_lock: asyncio.Lock = attrs.field(factory=asyncio.Lock)  # config.patch, one at a time
     _tasks: set[asyncio.Task[Any]] = attrs.field(factory=set)
+
+    @property
+    def preauth_open(self) -> int:
+        return self.preauth.total()
+
+    def preauth_admits(self, remote: str | None, limits: PreAuthConfig) -> bool:
+        return (
+            self.preauth_open < limits.max_connections
+            and self.preauth[remote] < limits.max_per_address
+        )
+
+    def preauth_enter(self, remote: str | None) -> None:
+        self.preauth[remote] += 1
+
+    def preauth_leave(self, remote: str | None) -> None:
+        self.preauth[remote] -= 1
+        if self.preauth[remote] <= 0:
+            del self.preauth[remote]
 
     def state_version(self) -> dict[str, int]:
         return {"presence": self.presence.version, "health": self.health.version}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from agents.config import ModelRef
@@ -629,3 +631,134 @@ class TestAllIssuesTogether:
     def test_env_issues_come_after_the_file_issues(self, files: ConfigFiles) -> None:
         error = files.error("{gateway: {port: 0}}", environ={"OPENCLAW_GATEWAY_PORT": "x"})
         assert [i.path for i in error.issues] == ["gateway.port", "OPENCLAW_GATEWAY_PORT"]
+
+
+class TestEdgeKeys:
+    """gateway.controlUi.allowedOrigins, gateway.http.allowedHosts, gateway.trustedProxies,
+    gateway.ws.preAuth (gateway/edge.py)."""
+
+    @pytest.mark.parametrize(
+        ("text", "line"),
+        [
+            (
+                '{gateway: {controlUi: {allowedOrigins: "https://a.example"}}}',
+                "- gateway.controlUi.allowedOrigins: expected array, got string",
+            ),
+            (
+                "{gateway: {controlUi: {allowedOrigins: [1]}}}",
+                "- gateway.controlUi.allowedOrigins[0]: expected string, got integer",
+            ),
+            ("{gateway: {controlUi: []}}", "- gateway.controlUi: expected object, got array"),
+            (
+                '{gateway: {http: {allowedHosts: "gw.example"}}}',
+                "- gateway.http.allowedHosts: expected array, got string",
+            ),
+            (
+                "{gateway: {http: {allowedHosts: [null]}}}",
+                "- gateway.http.allowedHosts[0]: expected string, got null",
+            ),
+            (
+                '{gateway: {trustedProxies: "10.0.0.1"}}',
+                "- gateway.trustedProxies: expected array, got string",
+            ),
+            (
+                "{gateway: {trustedProxies: [true]}}",
+                "- gateway.trustedProxies[0]: expected string, got boolean",
+            ),
+            ("{gateway: {ws: 1}}", "- gateway.ws: expected object, got integer"),
+            (
+                "{gateway: {ws: {preAuth: false}}}",
+                "- gateway.ws.preAuth: expected object, got boolean",
+            ),
+            (
+                '{gateway: {ws: {preAuth: {maxConnections: "9"}}}}',
+                "- gateway.ws.preAuth.maxConnections: expected integer, got string",
+            ),
+            (
+                "{gateway: {ws: {preAuth: {maxPerAddress: 1.5}}}}",
+                "- gateway.ws.preAuth.maxPerAddress: expected integer, got number",
+            ),
+            (
+                "{gateway: {ws: {preAuth: {maxPerAddress: 0}}}}",
+                "- gateway.ws.preAuth.maxPerAddress: must be >= 1 (got 0)",
+            ),
+            (
+                '{gateway: {auth: {rateLimit: {exemptLoopback: "no"}}}}',
+                "- gateway.auth.rateLimit.exemptLoopback: expected boolean, got string",
+            ),
+        ],
+    )
+    def test_wrong_type(self, files: ConfigFiles, text: str, line: str) -> None:
+        assert files.issues(text) == [line]
+
+    @pytest.mark.parametrize(
+        "origin",
+        [
+            "*",
+            "null",
+            "a.example",
+            "https://a.example/",
+            "https://a.example/ui",
+            "ftp://a.example",
+            "https://u@a.example",
+            "https://a.example:99999",
+            "https://\u00e9.example",
+        ],
+    )
+    def test_an_allowed_origin_must_be_exactly_an_origin(
+        self, files: ConfigFiles, origin: str
+    ) -> None:
+        text = json.dumps({"gateway": {"controlUi": {"allowedOrigins": [origin]}}})
+        assert files.issues(text) == [
+            "- gateway.controlUi.allowedOrigins[0]: must be an origin like https://host[:port]"
+            f" (got {json.dumps(origin, ensure_ascii=False)})"
+        ]
+
+    def test_allowed_origins_are_stored_normalized(self, files: ConfigFiles) -> None:
+        text = '{gateway: {controlUi: {allowedOrigins: ["HTTPS://UI.Example:443", "http://[::1]:8080"]}}}'
+        config = files.load(text)
+        assert config.gateway.allowed_origins == ("https://ui.example", "http://[::1]:8080")
+
+    @pytest.mark.parametrize("host", ["gw.example:443", "", "a b", "http://gw.example", "[::1"])
+    def test_an_allowed_host_has_no_port_or_scheme(self, files: ConfigFiles, host: str) -> None:
+        text = json.dumps({"gateway": {"http": {"allowedHosts": [host]}}})
+        assert files.issues(text) == [
+            "- gateway.http.allowedHosts[0]: must be a host name or address without port"
+            f" (got {json.dumps(host)})"
+        ]
+
+    def test_allowed_hosts_are_stored_lowercase(self, files: ConfigFiles) -> None:
+        text = '{gateway: {http: {allowedHosts: ["GW.Example", "10.0.0.5", "::1", "fd00::5"]}}}'
+        config = files.load(text)
+        assert config.gateway.http.allowed_hosts == ("gw.example", "10.0.0.5", "::1", "fd00::5")
+
+    @pytest.mark.parametrize("proxy", ["proxy.example", "10.0.0.0/33", "", "1.2.3.4:80"])
+    def test_a_trusted_proxy_is_an_address_or_cidr(self, files: ConfigFiles, proxy: str) -> None:
+        text = json.dumps({"gateway": {"trustedProxies": [proxy]}})
+        assert files.issues(text) == [
+            f"- gateway.trustedProxies[0]: must be an IP address or CIDR (got {json.dumps(proxy)})"
+        ]
+
+    def test_defaults(self, files: ConfigFiles) -> None:
+        gateway = files.load("{}").gateway
+        assert (gateway.allowed_origins, gateway.http.allowed_hosts, gateway.trusted_proxies) == (
+            (),
+            (),
+            (),
+        )
+        assert (gateway.ws_preauth.max_connections, gateway.ws_preauth.max_per_address) == (
+            256,
+            32,
+        )
+        assert gateway.auth.rate_limit.exempt_loopback is False
+
+    def test_other_openclaw_control_ui_keys_load_with_a_warning(self, files: ConfigFiles) -> None:
+        text = '{gateway: {controlUi: {enabled: true, basePath: "/ui", allowedOrigins: []}}}'
+        assert files.load(text).warnings == (
+            ConfigWarning(
+                "gateway.controlUi.enabled", "not implemented by clawgate", event=IGNORED
+            ),
+            ConfigWarning(
+                "gateway.controlUi.basePath", "not implemented by clawgate", event=IGNORED
+            ),
+        )

@@ -22,7 +22,8 @@ from tests.agents.upstreams import FakeOpenAI
 from tests.conftest import MakeConfig
 
 TOKEN = "test-token-5f2a9c"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+# Content-Type too: a chat completion without application/json is refused with 415.
+AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 CHAT = "/v1/chat/completions"
 HI = {"model": "openclaw", "messages": [{"role": "user", "content": "hello there"}]}
 

@@ -48,7 +48,7 @@ def err(
 async def post(
     client: Client, body: Any = HI, headers: dict[str, str] | None = None, auth: bool = True
 ) -> tuple[int, str, Any]:
-    all_headers = {**(AUTH if auth else {}), **(headers or {})}
+    all_headers = {"Content-Type": "application/json", **(AUTH if auth else {}), **(headers or {})}
     data = body if isinstance(body, bytes) else json.dumps(body)
     response = await client.post(CHAT, data=data, headers=all_headers)
     return response.status, await response.text(), response.headers
@@ -133,11 +133,39 @@ class TestWireExamples:
         choice = json.loads(text)["choices"][0]
         assert (choice["message"]["content"], choice["finish_reason"]) == ("[turn 1]", "length")
 
-    async def test_content_type_is_not_checked(self, client: Client) -> None:
-        response = await client.post(
-            CHAT, data=json.dumps(HI), headers={**AUTH, "Content-Type": "text/plain"}
+    @pytest.mark.parametrize(
+        "content_type",
+        ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"],
+    )
+    async def test_a_body_that_is_not_json_by_content_type_is_415(
+        self, client: Client, content_type: str
+    ) -> None:
+        # The "simple request" a page may post cross-site without a preflight (CSRF).
+        status, text, _ = await post(client, HI, {"Content-Type": content_type})
+        assert (status, text) == (
+            415,
+            err(
+                "Unsupported Content-Type; send application/json.",
+                "invalid_request_error",
+                code="unsupported_media_type",
+            ),
         )
-        assert response.status == 200
+
+    async def test_a_post_without_content_type_is_415(self, client: Client) -> None:
+        response = await client.post(
+            CHAT, data=json.dumps(HI).encode(), headers={"Authorization": AUTH["Authorization"]}
+        )
+        assert response.status == 415
+
+    @pytest.mark.parametrize(
+        "content_type",
+        ["application/json", "Application/JSON; charset=UTF-8", " application/json;x=y"],
+    )
+    async def test_json_with_any_parameters_and_case_is_accepted(
+        self, client: Client, content_type: str
+    ) -> None:
+        status, text, _ = await post(client, HI, {"Content-Type": content_type})
+        assert status == 200, text
 
 
 class TestSessions:
@@ -492,9 +520,25 @@ class TestAuth:
         await post(client, HI, wrong, auth=False)
         assert (await post(client))[0] == 200
 
-    async def test_loopback_is_exempt_by_default(self, client: Client) -> None:
+    async def test_loopback_is_not_exempt_by_default(self, client: Client) -> None:
+        # A web page the user visits is a loopback client too.
+        for _ in range(10):
+            await post(client, HI, {"Authorization": "Bearer nope"}, auth=False)
+        assert (await post(client))[0] == 429
+
+    async def test_loopback_is_exempt_when_configured(self, gateway: MakeClient) -> None:
+        client = await gateway({"gateway": {"auth": {"rateLimit": {"exemptLoopback": True}}}})
         for _ in range(12):
             await post(client, HI, {"Authorization": "Bearer nope"}, auth=False)
+        assert (await post(client))[0] == 200
+
+    async def test_a_request_with_an_origin_is_never_exempt(self, gateway: MakeClient) -> None:
+        client = await gateway({"gateway": {"auth": {"rateLimit": {"exemptLoopback": True}}}})
+        page = {"Authorization": "Bearer nope", "Origin": "https://evil.example"}
+        for _ in range(10):
+            assert (await post(client, HI, page, auth=False))[0] == 401
+        assert (await post(client, HI, {**AUTH, "Origin": "https://evil.example"}))[0] == 429
+        # A local tool without an Origin keeps its exemption: the page cannot lock it out.
         assert (await post(client))[0] == 200
 
     async def test_password_mode(self, gateway: MakeClient) -> None:

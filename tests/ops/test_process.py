@@ -23,7 +23,9 @@ def config_text(token: str = TOKEN, drain: int = 10, delay_ms: int = 100) -> str
     return json.dumps(
         {
             "gateway": {
-                "auth": {"mode": "token", "token": token},
+                # Exempt: the reload test polls with the new token until the reload, and
+                # those failures must not lock loopback out (the exemption is off by default).
+                "auth": {"mode": "token", "token": token, "rateLimit": {"exemptLoopback": True}},
                 "http": {"endpoints": {"chatCompletions": {"enabled": True}}},
                 "shutdown": {"drainSeconds": drain},
                 "reload": {"debounceMs": 50},

@@ -27,7 +27,8 @@ from gateway.state import AppOptions, GatewayState
 from tests.http.conftest import merged
 
 TOKEN = "robust-token-7c1e"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+# Content-Type too: a chat completion without application/json is refused with 415.
+AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 CHAT = "/v1/chat/completions"
 
 SETTINGS: dict[str, Any] = {

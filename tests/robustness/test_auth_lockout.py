@@ -1,7 +1,7 @@
 """Failed-auth lockout for a client the limiter does not exempt (http-openai.md §3,
 ws-protocol.md §5.1).
 
-The limiter exempts loopback peers by default, and every 127.x.y.z address is loopback, so a
+These tests turn the loopback exemption on, and every 127.x.y.z address is loopback, so a
 second loopback address would not do: the client must come from an address that is not
 loopback at all. Two ways, each its own test case:
 - `netns`: a network namespace made for the test, joined to this one by a veth pair; the
@@ -11,7 +11,8 @@ loopback at all. Two ways, each its own test case:
   client binds its socket to it.
 A case skips, saying why, only when its setup cannot be done here.
 
-The exemption stays on (the default): a loopback client next to the locked-out one is served.
+The exemption is turned on (it is off by default): a loopback client next to the locked-out
+one is served.
 """
 
 from __future__ import annotations
@@ -180,19 +181,21 @@ class Gateway:
 @pytest.fixture(params=["netns", "host-address"])
 async def gateway(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Gateway]:
     setup = network_namespace if request.param == "netns" else host_address
-    settings = {
-        "gateway": {
-            "auth": {
-                "rateLimit": {
-                    "maxAttempts": MAX_ATTEMPTS,
-                    "windowMs": 60_000,
-                    "lockoutMs": LOCKOUT_MS,
-                    "exemptLoopback": True,
-                }
+    with setup() as address, production_logging() as log:
+        settings = {
+            "gateway": {
+                "auth": {
+                    "rateLimit": {
+                        "maxAttempts": MAX_ATTEMPTS,
+                        "windowMs": 60_000,
+                        "lockoutMs": LOCKOUT_MS,
+                        "exemptLoopback": True,
+                    }
+                },
+                # The remote client names the gateway by this address (the Host check).
+                "http": {"allowedHosts": [address.server_host]},
             }
         }
-    }
-    with setup() as address, production_logging() as log:
         runner = make_runner(build_app(tmp_path, settings))
         await runner.setup()
         try:

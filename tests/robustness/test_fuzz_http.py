@@ -70,7 +70,7 @@ pytestmark = [
 
 
 # What the echo agent can answer (no upstream: no 429/502/504; not draining: no 503).
-CHAT_STATUSES = frozenset({200, 400, 401, 413})
+CHAT_STATUSES = frozenset({200, 400, 401, 413, 415})
 MAX_BODY = 1_000_000  # small, so that 413 is reachable without sending megabytes each time
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 CONTROL_RE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
@@ -610,6 +610,111 @@ authorization = weighted(
     (1, st.just(b"Bearer " + TOKEN.encode() + b"\xff")),
     (1, st.just(b"")),
 )
+
+
+# The edge's headers (gateway/edge.py): hostile values, several of one name, or none.
+edge_value = weighted(
+    (2, field_value),
+    (1, st.just(b"a" * 9000)),  # over aiohttp's 8190-byte field limit
+    (1, st.just(("\u00e9v\u00efl.example:" + "9" * 30).encode())),
+    (
+        8,
+        st.sampled_from(
+            [
+                b"127.0.0.1",
+                b"localhost:1",
+                b"[::1]:18789",
+                b"[::1",
+                b"gw.example",
+                b"evil.example",
+                b"null",
+                b"http://127.0.0.1",
+                b"https://gw.example:99999",
+                b"http://[::1",
+                b"http://user@localhost",
+                b"203.0.113.7, 10.0.0.1, 127.0.0.1",
+                b"unknown, , ,",
+                b"fe80::1%eth0",
+                b"application/json; charset=utf-8",
+                b"APPLICATION/JSON",
+                b"text/plain",
+                b"application/jsonx",
+                b";;;",
+            ]
+        ),
+    ),
+)
+edge_values = st.lists(edge_value, max_size=2)
+# Mostly exactly one: two Hosts or two Content-Types stop at aiohttp's parser.
+one_mostly = weighted((6, edge_value.map(lambda v: [v])), (1, edge_values))
+EDGE_STATUSES = frozenset({200, 400, 403, 413, 415, 421})
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def proxied_gateway(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[tuple[Served, ServerLog]]:
+    """A gateway that trusts loopback as its proxy, so X-Forwarded-For is parsed."""
+    overrides = {
+        "gateway": {
+            "trustedProxies": ["127.0.0.1", "10.0.0.0/8"],
+            "http": {"allowedHosts": ["gw.example"]},
+        }
+    }
+    with production_logging() as log:
+        app = build_app(tmp_path_factory.mktemp("fuzz-edge"), overrides)
+        async with served(app) as server:
+            yield server, log
+        assert log.new_problems() == []
+
+
+class TestEdgeHeaders:
+    @fuzz(150)
+    @given(
+        hosts=weighted(
+            (3, st.sampled_from([b"127.0.0.1", b"localhost:9", b"gw.example"]).map(lambda v: [v])),
+            (4, one_mostly),
+        ),
+        origins=edge_values,
+        forwarded=st.lists(edge_value, max_size=3),
+        content_types=one_mostly,
+        path=st.sampled_from([CHAT, "/v1/models", "/healthz", "/readyz"]),
+    )
+    async def test_hostile_host_origin_forwarded_and_content_type_get_a_documented_answer(
+        self,
+        proxied_gateway: tuple[Served, ServerLog],
+        hosts: list[bytes],
+        origins: list[bytes],
+        forwarded: list[bytes],
+        content_types: list[bytes],
+        path: str,
+    ) -> None:
+        server, log = proxied_gateway
+        lines = [f"{'POST' if path == CHAT else 'GET'} {path} HTTP/1.1".encode()]
+        lines.append(b"Connection: close")
+        lines.append(b"Authorization: " + RIGHT)
+        named = [(b"Host", hosts), (b"Origin", origins), (b"X-Forwarded-For", forwarded)]
+        named.append((b"Content-Type", content_types))
+        for name, values in named:
+            lines.extend(name + b": " + value for value in values)
+        body = wire_bytes({"model": "openclaw", "messages": [HELLO]}) if path == CHAT else b""
+        lines.append(b"Content-Length: %d" % len(body))
+        response = await exchange(server.port, b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        event(f"status {response.status}")
+        assert_documented_status(response.status)
+        assert response.status in EDGE_STATUSES, response
+        every = [v for _, values in named for v in values]
+        # HTTP/1.1 needs exactly one Host; aiohttp also refuses a repeated Content-Type.
+        not_http = len(hosts) != 1 or len(content_types) > 1
+        not_http = not_http or any(CONTROL_RE.search(v) or len(v) > 8190 for v in every)
+        if response.status == 400 and not_http:
+            pass  # aiohttp's parser answers before any handler
+        elif response.status == 200 and path == CHAT:
+            assert_completion(response)
+        elif response.status != 200:
+            assert_error_body(response)
+        await normal_completion(server.port)
+        assert log.new_problems() == []
 
 
 class TestRoutingHeaders:

@@ -11,8 +11,12 @@ run` serves it); examples are fixed in number and derandomized.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import contextlib
 import json
+import os
+import re
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any
@@ -30,8 +34,10 @@ from gateway.ws.methods import register_all
 from gateway.ws.protocol import INVALID_REQUEST, ParamReader, ParamsError, WsError
 from tests.robustness.conftest import (
     TOKEN,
+    RawResponse,
     Served,
     ServerLog,
+    assert_error_body,
     build_app,
     production_logging,
     served,
@@ -319,6 +325,93 @@ huge_connect = st.sampled_from([PREAUTH_MAX - 200, PREAUTH_MAX + 1, 200_000]).ma
     lambda n: Frame("text", connect_frame(locale="x" * n))
 )
 first_frames = weighted((6, connect_request), (3, not_requests), (1, huge_connect))
+
+
+# -- the upgrade request's edge headers (gateway/edge.py) -------------------------------------
+
+upgrade_value = weighted(
+    (3, odd_text.map(lambda s: s.encode("utf-8", "surrogatepass"))),
+    (1, st.just(b"h" * 9000)),  # over aiohttp's 8190-byte field limit
+    (
+        6,
+        st.sampled_from(
+            [
+                b"127.0.0.1",
+                b"127.0.0.1:1",
+                b"localhost",
+                b"[::1]:80",
+                b"evil.example",
+                b"null",
+                b"http://127.0.0.1",
+                b"http://localhost:1",
+                b"https://evil.example",
+                b"http://[::1",
+                b"file://",
+                "http://\u00e9.example".encode(),
+                b"203.0.113.7, 127.0.0.1",
+                b"",
+            ]
+        ),
+    ),
+)
+UPGRADE_STATUSES = frozenset({101, 400, 403, 421})
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+async def upgrade_status(port: int, headers: list[tuple[bytes, bytes]]) -> RawResponse:
+    """A raw upgrade request; a 101 is closed at once (the handshake then ends unread)."""
+    key = base64.b64encode(os.urandom(16))
+    lines = [b"GET / HTTP/1.1", b"Upgrade: websocket", b"Connection: Upgrade"]
+    lines += [b"Sec-WebSocket-Key: " + key, b"Sec-WebSocket-Version: 13"]
+    lines += [name + b": " + value for name, value in headers]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"\r\n".join(lines) + b"\r\n\r\n")
+        async with asyncio.timeout(WITHIN):
+            head = await reader.readuntil(b"\r\n\r\n")
+            status_line, *rest = head.decode("latin-1").rstrip("\r\n").split("\r\n")
+            fields = {}
+            for line in rest:
+                name, _, value = line.partition(":")
+                fields[name.strip().lower()] = value.strip()
+            status = int(status_line.split()[1])
+            length = int(fields.get("content-length", "0")) if status != 101 else 0
+            body = await reader.readexactly(length)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    return RawResponse(status, fields, body)
+
+
+class TestUpgradeHeaders:
+    @fuzz(120)
+    @given(
+        hosts=weighted(
+            (3, st.just([b"127.0.0.1"])),
+            (4, upgrade_value.map(lambda v: [v])),
+            (1, st.lists(upgrade_value, max_size=2)),
+        ),
+        origins=st.lists(upgrade_value, max_size=2),
+        forwarded=st.lists(upgrade_value, max_size=2),
+    )
+    async def test_any_host_origin_and_forwarded_values_get_a_documented_answer(
+        self,
+        gateway: Gateway,
+        hosts: list[bytes],
+        origins: list[bytes],
+        forwarded: list[bytes],
+    ) -> None:
+        named = [(b"Host", hosts), (b"Origin", origins), (b"X-Forwarded-For", forwarded)]
+        headers = [(name, value) for name, values in named for value in values]
+        response = await upgrade_status(gateway.server.port, headers)
+        event(f"status {response.status}")
+        assert response.status in UPGRADE_STATUSES, response
+        values = [value for _, value in headers]
+        parser_refused = len(hosts) != 1 or any(_CONTROL.search(v) or len(v) > 8190 for v in values)
+        if response.status in (403, 421) or (response.status == 400 and not parser_refused):
+            assert_error_body(response)
+        await still_serves(gateway)
 
 
 class TestBeforeTheHandshake:

@@ -9,14 +9,12 @@ from typing import Any
 import pytest
 from aiohttp import WSMsgType
 
-from gateway.config import AuthConfig
 from gateway.logs import LogRing
 from gateway.ws import protocol
 from gateway.ws.connection import Connection
 from gateway.ws.methods.config import merge_patch
 from gateway.ws.methods.system import TailParams, tail
 from gateway.ws.protocol import (
-    ConnectAuth,
     InvalidFrame,
     NotJson,
     event_frame,
@@ -91,18 +89,6 @@ class TestScopes:
     )
     def test_checks(self, granted: list[str], required: str, allowed: bool) -> None:
         assert scope_allows(granted, required) is allowed
-
-
-class TestAuth:
-    def test_modes(self) -> None:
-        token = AuthConfig(mode="token", token="t")
-        assert protocol.check_secret(token, ConnectAuth(token="t"), "x").error is None
-        wrong = protocol.check_secret(token, ConnectAuth(token="u"), "x")
-        assert wrong.counts and wrong.error is not None
-        missing = protocol.check_secret(token, ConnectAuth(), "x")
-        assert not missing.counts and missing.error is not None
-        none = AuthConfig(mode="none")
-        assert protocol.check_secret(none, ConnectAuth(), "x").error is None
 
 
 class _Socket:

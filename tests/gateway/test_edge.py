@@ -1,0 +1,135 @@
+"""The edge's pure decisions (gateway/edge.py) and the one credential check (gateway/auth.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.auth import (
+    LOCKED_OUT,
+    MISMATCH,
+    MISSING,
+    Authenticated,
+    AuthFailure,
+    AuthRateLimiter,
+    authenticate,
+)
+from gateway.config import AuthConfig, RateLimitConfig
+from gateway.edge import client_address, normalize_origin, origin_allowed, split_host
+
+
+class TestClientAddress:
+    @pytest.mark.parametrize(
+        ("peer", "forwarded", "trusted", "client"),
+        [
+            ("127.0.0.1", ["203.0.113.7"], (), "127.0.0.1"),  # no trusted proxies: ignored
+            ("10.0.0.9", ["203.0.113.7"], ("127.0.0.1",), "10.0.0.9"),  # peer not trusted
+            ("127.0.0.1", ["203.0.113.7"], ("127.0.0.1",), "203.0.113.7"),
+            ("127.0.0.1", ["1.1.1.1, 203.0.113.7"], ("127.0.0.1",), "203.0.113.7"),
+            (
+                "127.0.0.1",
+                ["1.1.1.1", "203.0.113.7, 10.0.0.2"],
+                ("127.0.0.1", "10.0.0.0/8"),
+                "203.0.113.7",
+            ),
+            ("127.0.0.1", ["10.0.0.2"], ("127.0.0.1", "10.0.0.0/8"), "10.0.0.2"),  # all trusted
+            ("127.0.0.1", ["garbage, 203.0.113.7"], ("127.0.0.1",), "203.0.113.7"),
+            ("127.0.0.1", ["203.0.113.7, garbage"], ("127.0.0.1",), "127.0.0.1"),
+            ("127.0.0.1", [], ("127.0.0.1",), "127.0.0.1"),
+            ("::1", ["[2001:db8::1]"], ("::1",), "2001:db8::1"),
+        ],
+    )
+    def test_the_rightmost_untrusted_address(
+        self, peer: str, forwarded: list[str], trusted: tuple[str, ...], client: str
+    ) -> None:
+        assert client_address(peer, forwarded, trusted) == client
+
+
+class TestHost:
+    @pytest.mark.parametrize(
+        ("value", "host"),
+        [
+            ("127.0.0.1:18789", "127.0.0.1"),
+            ("LocalHost.", "localhost"),
+            ("[::1]:80", "::1"),
+            ("gw.example", "gw.example"),
+            ("[::1", None),
+            ("::1", None),
+            ("a b", None),
+            ("h:port", None),
+            ("\u00e9.example", None),
+            ("", None),
+        ],
+    )
+    def test_split_host(self, value: str, host: str | None) -> None:
+        assert split_host(value) == host
+
+
+class TestOrigin:
+    @pytest.mark.parametrize(
+        ("text", "origin"),
+        [
+            ("HTTPS://A.example:443", "https://a.example"),
+            ("http://a.example:8080", "http://a.example:8080"),
+            ("http://[::1]:1", "http://[::1]:1"),
+            ("null", None),
+            ("https://a.example/", None),
+            ("https://u@a.example", None),
+            ("ws://a.example", None),
+        ],
+    )
+    def test_normalize(self, text: str, origin: str | None) -> None:
+        assert normalize_origin(text) == origin
+
+    def test_own_origin_is_same_scheme_host_and_port(self) -> None:
+        assert origin_allowed("http://localhost:1", "http", "LOCALHOST:1", ())
+        assert not origin_allowed("https://localhost:1", "http", "localhost:1", ())
+        assert not origin_allowed("http://localhost:2", "http", "localhost:1", ())
+        assert origin_allowed("http://127.0.0.1", "http", "127.0.0.1:80", ())
+
+    def test_listed_origins_are_allowed(self) -> None:
+        assert origin_allowed("https://ui.example", "http", "x", ("https://ui.example",))
+
+
+TOKEN = AuthConfig(mode="token", token="t")
+
+
+def limiter(**settings: object) -> AuthRateLimiter:
+    return AuthRateLimiter(RateLimitConfig(max_attempts=2, **settings))  # type: ignore[arg-type]
+
+
+class TestAuthenticate:
+    def test_the_right_secret(self) -> None:
+        assert authenticate(TOKEN, limiter(), "t", "1.2.3.4", browser=False) == Authenticated(
+            "token"
+        )
+
+    def test_missing_is_not_counted_and_mismatch_is(self) -> None:
+        lim = limiter()
+        for _ in range(3):
+            assert authenticate(TOKEN, lim, None, "1.2.3.4", browser=False) == AuthFailure(MISSING)
+        assert authenticate(TOKEN, lim, "x", "1.2.3.4", browser=False) == AuthFailure(MISMATCH)
+        assert authenticate(TOKEN, lim, "x", "1.2.3.4", browser=False) == AuthFailure(MISMATCH)
+        locked = authenticate(TOKEN, lim, "t", "1.2.3.4", browser=False)
+        assert isinstance(locked, AuthFailure) and locked.reason == LOCKED_OUT
+        assert locked.retry_after == 300
+
+    def test_loopback_is_not_exempt_by_default(self) -> None:
+        lim = limiter()
+        for _ in range(2):
+            authenticate(TOKEN, lim, "x", "127.0.0.1", browser=False)
+        assert authenticate(TOKEN, lim, "t", "127.0.0.1", browser=False) == AuthFailure(
+            LOCKED_OUT, 300
+        )
+
+    def test_an_exempt_loopback_is_not_exempt_as_a_browser(self) -> None:
+        lim = limiter(exempt_loopback=True)
+        for _ in range(2):
+            authenticate(TOKEN, lim, "x", "127.0.0.1", browser=True)
+        assert authenticate(TOKEN, lim, "t", "127.0.0.1", browser=True) == AuthFailure(
+            LOCKED_OUT, 300
+        )
+        assert authenticate(TOKEN, lim, "t", "127.0.0.1", browser=False) == Authenticated("token")
+
+    def test_mode_none(self) -> None:
+        none = AuthConfig(mode="none")
+        assert authenticate(none, limiter(), None, None, browser=True) == Authenticated("none")

@@ -1,0 +1,52 @@
+"""The two frame limits of one socket (ws-protocol.md §2.3; gateway/ws/framelimit.py).
+
+The socket starts with the 64 KiB pre-auth limit and gets a reader with `maxPayload` after
+hello-ok, by way of aiohttp internals: these tests fail when aiohttp changes them.
+"""
+
+from __future__ import annotations
+
+from tests.ws.conftest import GatewayWs, connect_params
+
+PREAUTH_MAX = 64 * 1024
+
+
+def padded(size: int) -> dict[str, object]:
+    """A `health` request frame whose JSON is about `size` bytes."""
+    return {"type": "req", "id": "big", "method": "health", "params": {"pad": "a" * size}}
+
+
+class TestAfterHelloOk:
+    async def test_a_frame_far_over_64_kib_is_answered(self, ws: GatewayWs) -> None:
+        await ws.send(padded(4 * 1024 * 1024))
+        answer = await ws.response("big")
+        assert answer["type"] == "res"
+        assert (await ws.call("health"))["ok"] is True  # and the socket goes on
+
+
+class TestBeforeHelloOk:
+    async def test_a_frame_of_exactly_64_kib_is_read(self, raw_ws: GatewayWs) -> None:
+        text = '{"type":"req","id":"c","method":"connect","params":{"p":"'
+        text += "a" * (PREAUTH_MAX - len(text) - 3) + '"}}'
+        assert len(text.encode()) == PREAUTH_MAX
+        await raw_ws.recv()  # the challenge
+        await raw_ws.ws.send_str(text)
+        answer = await raw_ws.recv()
+        # Read and parsed: refused for its params, not for its size.
+        assert answer["error"]["message"].startswith("invalid connect params"), answer
+
+    async def test_one_byte_more_closes_1009(self, raw_ws: GatewayWs) -> None:
+        await raw_ws.recv()
+        await raw_ws.ws.send_str("a" * (PREAUTH_MAX + 1))
+        assert await raw_ws.closed() == (1009, "preauth payload too large")
+
+
+async def test_frames_sent_right_behind_connect_are_answered(raw_ws: GatewayWs) -> None:
+    # Both frames arrive together and are parsed by the pre-auth reader before the new one
+    # takes over: neither is lost.
+    await raw_ws.recv()
+    connect = {"type": "req", "id": "c", "method": "connect", "params": connect_params()}
+    await raw_ws.send(connect)
+    await raw_ws.send({"type": "req", "id": "h", "method": "health"})
+    assert (await raw_ws.response("c"))["ok"] is True
+    assert (await raw_ws.response("h"))["ok"] is True
