@@ -216,6 +216,10 @@ class ConfigLoader:
         normalized = _ROOT.check(parsed, "", ctx)
         _check_model_refs(ctx, _dig(normalized, "models", "providers"))
         _check_agent_list(ctx, _dig(normalized, "agents", "list"))
+        if not source.exists and _has_secret_flag(self.overrides):
+            # The embedded default's `mode: "token"` is a default, not the operator's word:
+            # `clawgate run --password P` without a file means password mode.
+            normalized["gateway"]["auth"].pop("mode", None)
         _apply_overrides(normalized["gateway"], self.overrides, self.environ, ctx)
         if ctx.issues:
             raise ConfigError(location, ctx.sorted_issues())
@@ -1137,6 +1141,18 @@ def _first_secret(*candidates: tuple[str, str | None]) -> tuple[str | None, str 
         if value:
             return value, source
     return None, None
+
+
+def _has_secret_flag(overrides: Overrides) -> bool:
+    return any(
+        v is not None
+        for v in (
+            overrides.token,
+            overrides.password,
+            overrides.token_file,
+            overrides.password_file,
+        )
+    )
 
 
 def _flag_secret(value: str | None, path: str | None, flag: str, ctx: _Checker) -> str | None:
