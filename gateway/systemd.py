@@ -82,6 +82,8 @@ _SYSTEM_ONLY = (
     "SystemCall",
     "MemoryDenyWriteExecute=",
     "LockPersonality=",
+    "ProcSubset=",
+    "RemoveIPC=",
 )
 
 
