@@ -120,6 +120,8 @@ class TestServiceInstall:
             f"/clawgate run --config {config} --state-dir {tmp_path / 'state'}"
         )
         assert ("DynamicUser=yes" in text) is not user
+        # A user unit keeps no sandboxing line, nor the comment that explained one.
+        assert ("EPERM" in text) is not user
         assert ("WantedBy=default.target" in text) is user
         assert "systemctl" + (" --user" if user else "") + " enable --now clawgate" in result.stdout
         validated = run_cli(["config", "validate", "--config", str(config)], env)
