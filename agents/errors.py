@@ -37,6 +37,10 @@ class StoreError(AgentError):
     """The session store failed; the run fails as `internal error`."""
 
 
+class UnsafeStoreFile(StoreError):
+    """A database file is a symlink or not a regular file: refused, never followed."""
+
+
 class UpstreamError(AgentError):
     """Any failure of a network provider: 5xx/4xx, refused, reset, DNS, TLS, bad stream."""
 

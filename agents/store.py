@@ -23,6 +23,7 @@ import json
 import os
 import re
 import sqlite3
+import stat
 import uuid
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +33,7 @@ from typing import Any, TypeVar
 import attrs
 
 from agents.config import MaintenanceConfig
-from agents.errors import StoreError
+from agents.errors import StoreError, UnsafeStoreFile
 from agents.keys import is_main_key
 
 T = TypeVar("T")
@@ -401,10 +402,11 @@ class SessionStore:
         if not self.state_dir.exists():
             self.state_dir.mkdir(mode=0o700, parents=True)
             os.chmod(self.state_dir, 0o700)  # mkdir's mode is filtered by the umask
-        if not self.path.exists():
-            # Create it ourselves so it is 0600 from the start; SQLite gives the -wal and
-            # -shm files the same mode.
-            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+        created = not self.path.exists()
+        # Create it ourselves so it is 0600 from the start; SQLite gives the -wal and -shm
+        # files the same mode.
+        self._refuse_links()
+        if created:
             os.chmod(self.path, 0o600)
         db = sqlite3.connect(self.path, isolation_level=None)
         try:
@@ -417,6 +419,33 @@ class SessionStore:
             db.close()
             raise
         self._db = db
+
+    def _refuse_links(self) -> None:
+        """Refuse a symlinked database, -wal or -shm file: whoever planted the link would choose
+        the file SQLite writes the sessions to.
+
+        The database is opened (and created when missing) with O_NOFOLLOW before SQLite opens
+        it by name, so a link swapped in between would be followed. That window is left open:
+        swapping needs write access to the state dir, which the gateway requires to be its
+        own (gateway/statedir.py), and Python's sqlite3 cannot pass SQLITE_OPEN_NOFOLLOW.
+        """
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        names = (DB_FILENAME, f"{DB_FILENAME}-wal", f"{DB_FILENAME}-shm")
+        for path in (self.path.with_name(name) for name in names):
+            if path.is_symlink():
+                raise UnsafeStoreFile(
+                    f"refusing to follow the symlink {path}: the session database must be a"
+                    f" regular file. Fix: remove the link (`rm {path}`)."
+                )
+        fd = os.open(self.path, flags, 0o600)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise UnsafeStoreFile(
+                    f"refusing to use {self.path}: it is not a regular file."
+                    f" Fix: remove it (`rm {self.path}`)."
+                )
+        finally:
+            os.close(fd)
 
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 import attrs
 
 from gateway.config import AuthConfig, RateLimitConfig
+from gateway.statedir import read_state_file
 
 TOKEN_BYTES = 24  # 48 hex characters (config.md §5)
 
@@ -47,7 +48,8 @@ def bearer_secret(header: str | None) -> str | None:
 def ensure_token(state_dir: Path) -> tuple[str, bool]:
     """Read `<stateDir>/gateway.token`, creating it (0600, atomically) on first use.
 
-    Returns the token and whether it was generated now.
+    Returns the token and whether it was generated now. A symlink or non-file at that path
+    raises UnsafeStateError: it is refused, never followed.
     """
     path = state_dir / "gateway.token"
     existing = _read_token(path)
@@ -79,7 +81,7 @@ def ensure_token(state_dir: Path) -> tuple[str, bool]:
 
 def _read_token(path: Path) -> str | None:
     try:
-        return path.read_text().strip() or None
+        return read_state_file(path).decode().strip() or None
     except FileNotFoundError:
         return None
 

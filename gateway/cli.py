@@ -29,6 +29,7 @@ from gateway.configfile import (
     redacted,
 )
 from gateway.logs import configure_logging
+from gateway.statedir import UnsafeStateError, prepare_state_dir
 from gateway.systemd import SYSTEM_CONFIG, SYSTEM_STATE, default_executable, unit_text
 
 log = structlog.get_logger()
@@ -57,8 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--bind", metavar="MODE", help="loopback, lan, custom, or an IPv4 address to bind"
     )
-    run.add_argument("--token", help="shared token clients must present")
-    run.add_argument("--password", help="shared password clients must present")
+    add_secret_arguments(run, "clients must present")
     run.add_argument("--verbose", action="store_true", help="log at debug level")
     run.set_defaults(func=_run)
 
@@ -93,6 +93,33 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", metavar="DIR", help="state directory (~/.clawgate)")
 
 
+def add_secret_arguments(parser: argparse.ArgumentParser, whose: str) -> None:
+    """--token/--token-file and --password/--password-file, each pair exclusive."""
+    for name in ("token", "password"):
+        group = parser.add_mutually_exclusive_group()
+        group.add_argument(
+            f"--{name}",
+            metavar=name[0].upper(),
+            help=f"shared {name} {whose} (visible in `ps`: prefer --{name}-file)",
+        )
+        group.add_argument(
+            f"--{name}-file",
+            metavar="PATH",
+            help=f"read the {name} from the first line of PATH",
+        )
+
+
+def warn_secret_flags(args: argparse.Namespace) -> None:
+    """Any local user can read a process's command line (`ps`, /proc/PID/cmdline)."""
+    for name in ("token", "password"):
+        if getattr(args, name, None):
+            log.warning(
+                "secret_on_command_line",
+                flag=f"--{name}",
+                hint=f"use --{name}-file PATH or $OPENCLAW_GATEWAY_{name.upper()}",
+            )
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -103,7 +130,12 @@ def _port(text: str) -> int:
     return value
 
 
-def _loader(args: argparse.Namespace) -> ConfigLoader:
+def _loader(args: argparse.Namespace, *, secrets: bool = True) -> ConfigLoader:
+    """secrets=False: `call` sends its --token/--password, they configure no gateway."""
+    if not secrets:
+        args = argparse.Namespace(
+            **{k: v for k, v in vars(args).items() if k not in _SECRET_ARGUMENTS}
+        )
     return ConfigLoader(
         Overrides(
             config_path=args.config,
@@ -112,8 +144,13 @@ def _loader(args: argparse.Namespace) -> ConfigLoader:
             bind=getattr(args, "bind", None),
             token=getattr(args, "token", None),
             password=getattr(args, "password", None),
+            token_file=getattr(args, "token_file", None),
+            password_file=getattr(args, "password_file", None),
         )
     )
+
+
+_SECRET_ARGUMENTS = ("token", "password", "token_file", "password_file")
 
 
 def _load(loader: ConfigLoader) -> Config | None:
@@ -129,6 +166,7 @@ def _load(loader: ConfigLoader) -> Config | None:
 def _run(args: argparse.Namespace) -> int:
     loader = _loader(args)
     configure_logging(level="debug" if args.verbose else "info")
+    warn_secret_flags(args)
     config = _load(loader)
     if config is None:
         return EX_CONFIG
@@ -138,17 +176,33 @@ def _run(args: argparse.Namespace) -> int:
         log.warning(warning.event, path=warning.path, reason=warning.message)
     if not config.source.exists:
         log.info("config_default_used", path=str(config.source.path))
-    config = with_generated_token(config)
+    from agents.errors import UnsafeStoreFile
     from gateway.server import serve
 
-    return asyncio.run(serve(config, loader))
+    try:
+        prepare_state_dir(config.state_dir)
+        config = with_generated_token(config)
+        return asyncio.run(serve(config, loader))
+    except (UnsafeStateError, UnsafeStoreFile) as exc:
+        return _refuse_state(exc)
+
+
+def _refuse_state(exc: Exception) -> int:
+    print(str(exc), file=sys.stderr)
+    log.error("state_dir_unsafe", reason=str(exc))
+    return EX_CONFIG
 
 
 def with_generated_token(config: Config) -> Config:
-    """Token mode with no token anywhere: use (or create) `<stateDir>/gateway.token`."""
+    """Token mode with no token anywhere: use (or create) `<stateDir>/gateway.token`.
+
+    Raises UnsafeStateError (`run`, `token` and `call` exit 78) when the state dir or the
+    token file is not safe: the same guard for every command that reads or writes the token.
+    """
     auth = config.gateway.auth
     if auth.mode != "token" or auth.token:
         return config
+    prepare_state_dir(config.state_dir)
     token, generated = ensure_token(config.state_dir)
     if generated:
         log.info("auth_token_generated", path=str(config.token_path))
@@ -230,5 +284,9 @@ def _token(args: argparse.Namespace) -> int:
     if config.gateway.auth.mode != "token":
         print(f"auth mode is {config.gateway.auth.mode}: there is no token", file=sys.stderr)
         return 1
-    print(with_generated_token(config).gateway.auth.token)
+    try:
+        token = with_generated_token(config).gateway.auth.token
+    except UnsafeStateError as exc:
+        return _refuse_state(exc)
+    print(token)
     return 0

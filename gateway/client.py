@@ -41,12 +41,11 @@ def add_commands(commands: Any) -> None:
 
 
 def _connection_arguments(parser: argparse.ArgumentParser) -> None:
-    from gateway.cli import _config_arguments
+    from gateway.cli import _config_arguments, add_secret_arguments
 
     _config_arguments(parser)
     parser.add_argument("--url", help="ws://host:port (default: the configured local gateway)")
-    parser.add_argument("--token", help="gateway token (default: as `clawgate token`)")
-    parser.add_argument("--password", help="gateway password (password mode)")
+    add_secret_arguments(parser, "to connect with (default: the configured one)")
     parser.add_argument(
         "--timeout", type=float, default=30.0, metavar="S", help="seconds to wait (30)"
     )
@@ -57,9 +56,11 @@ def _health_command(args: argparse.Namespace) -> int:
 
 
 def _call_command(args: argparse.Namespace) -> int:
-    from gateway.cli import _load, _loader, with_generated_token
+    from gateway.cli import _load, _loader, warn_secret_flags, with_generated_token
     from gateway.config import EX_CONFIG
+    from gateway.configfile import SecretFileError, read_secret_file
     from gateway.logs import configure_logging
+    from gateway.statedir import UnsafeStateError
 
     configure_logging(level="warn")
     params: Any = None
@@ -69,9 +70,18 @@ def _call_command(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"--params is not valid JSON: {exc}", file=sys.stderr)
             return 2
+    warn_secret_flags(args)
     url, token, password = args.url, args.token, args.password
+    try:
+        if args.token_file is not None:
+            token = read_secret_file(args.token_file)
+        if args.password_file is not None:
+            password = read_secret_file(args.password_file)
+    except SecretFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EX_CONFIG
     if url is None or (token is None and password is None):
-        config = _load(_loader(args))
+        config = _load(_loader(args, secrets=False))
         if config is None:
             return EX_CONFIG
         gateway = config.gateway
@@ -79,7 +89,11 @@ def _call_command(args: argparse.Namespace) -> int:
             host = gateway.host if gateway.bind == "custom" else "127.0.0.1"
             url = f"ws://{host}:{gateway.port}"
         if token is None and password is None:
-            auth = with_generated_token(config).gateway.auth
+            try:
+                auth = with_generated_token(config).gateway.auth
+            except UnsafeStateError as exc:
+                print(str(exc), file=sys.stderr)
+                return EX_CONFIG
             token = auth.token if auth.mode == "token" else None
             password = auth.password if auth.mode == "password" else None
     try:

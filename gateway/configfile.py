@@ -56,6 +56,7 @@ from gateway.config import (
     RateLimitConfig,
 )
 from gateway.edge import normalize_origin, parse_network, split_host
+from gateway.statedir import UnsafeStateError, read_state_file
 
 REDACTED = "__OPENCLAW_REDACTED__"
 EMBEDDED_DEFAULT = "<embedded default>"  # ConfigError.location when the embedded default failed
@@ -120,9 +121,38 @@ class Overrides:
     bind: str | None = None  # "loopback", "lan", "custom" or an IPv4 address (= custom there)
     token: str | None = None
     password: str | None = None
+    # --token-file/--password-file: read on every load, so a rewritten file takes effect on
+    # the next reload. Each excludes its plain flag (the CLI's argparse says so).
+    token_file: str | None = None
+    password_file: str | None = None
 
 
 _NO_OVERRIDES = Overrides()
+
+
+class SecretFileError(Exception):
+    """--token-file/--password-file cannot give a secret; the message says why."""
+
+
+def read_secret_file(path: str) -> str:
+    """The first line of `path`, its line ending stripped; an empty one is an error.
+
+    The file's permissions are not checked: it is the operator's, and container secret mounts
+    (Docker's /run/secrets, Kubernetes' volumes) are 0444 and often symlinks, in a mount
+    namespace of their own.
+    """
+    try:
+        with open(path, "rb") as file:
+            first = file.readline()
+    except OSError as exc:
+        raise SecretFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        secret = first.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise SecretFileError(f"{path} is not valid UTF-8") from None
+    if not secret:
+        raise SecretFileError(f"{path} is empty (the secret is its first line)")
+    return secret
 
 
 # --- Loading ---------------------------------------------------------------------------------
@@ -152,7 +182,9 @@ class ConfigLoader:
         """The config in force: the file, else (at the default path only) the embedded default."""
         location = str(self.config_path)
         try:
-            data = self.config_path.read_bytes()
+            data = self._read_config()
+        except UnsafeStateError as exc:
+            raise ConfigError(location, [ConfigIssue(FILE_LEVEL, str(exc))]) from None
         except FileNotFoundError:
             if self.explicit_path:
                 message = f"config file not found: {self.config_path}"
@@ -170,6 +202,13 @@ class ConfigLoader:
         source = ConfigSource(self.config_path, exists=True, raw=text, hash=_sha256(data))
         return self._check(text, location, source)
 
+    def _read_config(self) -> bytes:
+        # In the state dir a symlink is refused, as for the token and the database; a file the
+        # administrator named elsewhere (/etc, often a link from config management) is followed.
+        if self.config_path.parent == self.state_dir:
+            return read_state_file(self.config_path)
+        return self.config_path.read_bytes()
+
     def load_text(self, text: str) -> Config:
         """The config `text` would give if it were the file (config.patch checks before writing)."""
         data = text.encode("utf-8")
@@ -184,6 +223,10 @@ class ConfigLoader:
         normalized = _ROOT.check(parsed, "", ctx)
         _check_model_refs(ctx, _dig(normalized, "models", "providers"))
         _check_agent_list(ctx, _dig(normalized, "agents", "list"))
+        if not source.exists and _has_secret_flag(self.overrides):
+            # The embedded default's `mode: "token"` is a default, not the operator's word:
+            # `clawgate run --password P` without a file means password mode.
+            normalized["gateway"]["auth"].pop("mode", None)
         _apply_overrides(normalized["gateway"], self.overrides, self.environ, ctx)
         if ctx.issues:
             raise ConfigError(location, ctx.sorted_issues())
@@ -1244,27 +1287,66 @@ def _first_secret(*candidates: tuple[str, str | None]) -> tuple[str | None, str 
     return None, None
 
 
+def _has_secret_flag(overrides: Overrides) -> bool:
+    return any(
+        v is not None
+        for v in (
+            overrides.token,
+            overrides.password,
+            overrides.token_file,
+            overrides.password_file,
+        )
+    )
+
+
+def _flag_secret(value: str | None, path: str | None, flag: str, ctx: _Checker) -> str | None:
+    if path is None:
+        return value
+    try:
+        return read_secret_file(path)
+    except SecretFileError as exc:
+        ctx.issue(flag, str(exc))
+        return None
+
+
 def _resolve_auth(
     auth: dict[str, Any], overrides: Overrides, environ: Mapping[str, str], ctx: _Checker
 ) -> None:
+    flag_token = _flag_secret(overrides.token, overrides.token_file, "--token-file", ctx)
+    flag_password = _flag_secret(
+        overrides.password, overrides.password_file, "--password-file", ctx
+    )
     token, token_source = _first_secret(
-        ("flag", overrides.token),
+        ("flag", flag_token),
         ("env", _env(environ, "OPENCLAW_GATEWAY_TOKEN")),
         ("config", auth.get("token")),
     )
     password, password_source = _first_secret(
-        ("flag", overrides.password),
+        ("flag", flag_password),
         ("env", _env(environ, "OPENCLAW_GATEWAY_PASSWORD")),
         ("config", auth.get("password")),
     )
     mode: str | None = auth.get("mode")
+    if mode is not None:
+        # The file's mode wins over a flag's secret of the other mode; ignoring the flag
+        # quietly would start a gateway that refuses the secret its operator just gave.
+        for flag, value, flag_mode in (
+            ("--token", flag_token, "token"),
+            ("--password", flag_password, "password"),
+        ):
+            if value and mode != flag_mode:
+                ctx.issue(
+                    flag,
+                    f'gateway.auth.mode is "{mode}" in the config file, so {flag} would be'
+                    f' ignored; drop {flag} or set gateway.auth.mode to "{flag_mode}"',
+                )
     if mode is None:
         # A flag names the mode unless the file does; otherwise the secrets that are set do.
-        if overrides.token and overrides.password:
+        if flag_token and flag_password:
             mode = None
-        elif overrides.token:
+        elif flag_token:
             mode = "token"
-        elif overrides.password:
+        elif flag_password:
             mode = "password"
         elif not (token and password):
             mode = "password" if password else "token"

@@ -66,11 +66,24 @@ def unit_text(*, user: bool, executable: str, config: Path, state_dir: Path) -> 
     if user:
         # A user manager cannot switch users or drop capabilities, and most sandboxing needs
         # privileges it does not have; user units start from default.target.
-        text = "".join(
-            line for line in text.splitlines(keepends=True) if not line.startswith(_SYSTEM_ONLY)
-        )
+        text = "".join(_without_system_only(text.splitlines(keepends=True)))
         text = text.replace("WantedBy=multi-user.target", "WantedBy=default.target")
     return text
+
+
+def _without_system_only(lines: list[str]) -> list[str]:
+    """The lines that are not _SYSTEM_ONLY settings, nor the comments that explain those."""
+    kept: list[str] = []
+    comments: list[str] = []
+    for line in lines:
+        if line.startswith("#"):
+            comments.append(line)
+            continue
+        if not line.startswith(_SYSTEM_ONLY):
+            kept += comments
+            kept.append(line)
+        comments = []
+    return kept + comments
 
 
 _SYSTEM_ONLY = (
@@ -82,6 +95,8 @@ _SYSTEM_ONLY = (
     "SystemCall",
     "MemoryDenyWriteExecute=",
     "LockPersonality=",
+    "ProcSubset=",
+    "RemoveIPC=",
 )
 
 

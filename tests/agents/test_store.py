@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import stat
 from collections.abc import AsyncIterator
@@ -12,7 +13,7 @@ import attrs
 import pytest
 
 from agents.config import MaintenanceConfig
-from agents.errors import StoreError
+from agents.errors import StoreError, UnsafeStoreFile
 from agents.store import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -102,6 +103,24 @@ class TestFile:
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
         with pytest.raises(StoreError, match="newer"):
             await store.open()
+
+    async def test_a_symlinked_database_is_refused_not_followed(self, tmp_path: Path) -> None:
+        victim = tmp_path / "victim.sqlite3"
+        with sqlite3.connect(victim) as db:
+            db.execute("CREATE TABLE mine (x)")
+        (tmp_path / "state").mkdir()
+        (tmp_path / "state" / "sessions.sqlite3").symlink_to(victim)
+        store = SessionStore(tmp_path / "state")
+        with pytest.raises(UnsafeStoreFile, match="refusing to follow the symlink"):
+            await store.open()
+        with sqlite3.connect(victim) as db:
+            tables = db.execute("SELECT name FROM sqlite_master").fetchall()
+        assert tables == [("mine",)]
+
+    async def test_a_database_that_is_not_a_regular_file_is_refused(self, tmp_path: Path) -> None:
+        os.mkfifo(tmp_path / "sessions.sqlite3")  # would hang a reader without O_NONBLOCK
+        with pytest.raises(UnsafeStoreFile, match="not a regular file"):
+            await SessionStore(tmp_path).open()
 
     async def test_calls_on_a_closed_store_raise_store_error(self, tmp_path: Path) -> None:
         store = SessionStore(tmp_path)

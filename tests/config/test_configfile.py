@@ -510,10 +510,28 @@ class TestAuthMode:
         environ = {"OPENCLAW_GATEWAY_PASSWORD": "env"}
         assert files.load("{}", environ=environ, token="t").gateway.auth.mode == "token"
 
-    def test_token_flag_does_not_override_the_file_mode(self, files: ConfigFiles) -> None:
+    def test_a_token_flag_the_file_mode_would_ignore_is_an_issue(self, files: ConfigFiles) -> None:
+        # The file's mode still wins; the flag is not dropped without a word.
         text = '{gateway: {auth: {mode: "password", password: "p"}}}'
-        auth = files.load(text, token="t").gateway.auth
+        assert files.issues(text, token="t") == [
+            '- --token: gateway.auth.mode is "password" in the config file, so --token would be'
+            ' ignored; drop --token or set gateway.auth.mode to "token"'
+        ]
+
+    def test_an_env_token_the_file_mode_does_not_use_is_no_issue(self, files: ConfigFiles) -> None:
+        # An EnvironmentFile may carry both variables; only a flag is the operator's intent.
+        text = '{gateway: {auth: {mode: "password", password: "p"}}}'
+        auth = files.load(text, environ={"OPENCLAW_GATEWAY_TOKEN": "t"}).gateway.auth
         assert (auth.mode, auth.secret, auth.source) == ("password", "p", "config")
+
+    def test_a_token_file_is_read_on_every_load(self, files: ConfigFiles, tmp_path: Path) -> None:
+        secret = tmp_path / "token"
+        secret.write_text("first\n")
+        loader = files.loader(token_file=str(secret))
+        files.write("{}")
+        assert loader.load().gateway.auth.token == "first"
+        secret.write_text("rotated\n")
+        assert loader.load().gateway.auth.token == "rotated"
 
     def test_password_flag_implies_password_mode(self, files: ConfigFiles) -> None:
         auth = files.load('{gateway: {auth: {token: "t"}}}', password="p").gateway.auth

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -34,6 +35,14 @@ def verify(unit: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [systemd_analyze(), "verify", str(unit)], capture_output=True, text=True, timeout=60
     )
+
+
+def exposure(report: str) -> float:
+    """The number of systemd-analyze security's last line, `→ Overall exposure level for
+    clawgate.service: 1.1 OK 🙂`."""
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", report)
+    assert match is not None, report
+    return float(match.group(1))
 
 
 @pytest.fixture
@@ -111,12 +120,29 @@ class TestServiceInstall:
             f"/clawgate run --config {config} --state-dir {tmp_path / 'state'}"
         )
         assert ("DynamicUser=yes" in text) is not user
+        # A user unit keeps no sandboxing line, nor the comment that explained one.
+        assert ("EPERM" in text) is not user
         assert ("WantedBy=default.target" in text) is user
         assert "systemctl" + (" --user" if user else "") + " enable --now clawgate" in result.stdout
         validated = run_cli(["config", "validate", "--config", str(config)], env)
         assert validated.returncode == 0, validated.stderr
         checked = verify(unit)
         assert (checked.returncode, checked.stderr) == (0, "")
+
+    def test_the_installed_system_unit_scores_at_most_1_2_in_systemd_analyze_security(
+        self, tmp_path: Path
+    ) -> None:
+        args = ["service", "install", "--unit-dir", str(tmp_path / "units")]
+        args += ["--config", str(tmp_path / "clawgate.json5")]
+        assert run_cli(args, clean_env(tmp_path / "home")).returncode == 0
+        unit = tmp_path / "units" / "clawgate.service"
+        result = subprocess.run(
+            [systemd_analyze(), "security", "--offline=true", "--no-pager", str(unit)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert exposure(result.stdout) <= 1.2, result.stdout
 
     def test_an_existing_config_is_left_alone(self, tmp_path: Path) -> None:
         config = tmp_path / "mine.json5"

@@ -1,0 +1,106 @@
+"""The state dir's guard: who may write it, and files in it that must not be symlinks.
+
+The state dir holds the token and the session database. Another local user who can write it
+(or owns it) can plant a symlink named `gateway.token` or `sessions.sqlite3` there and make the
+gateway read or overwrite a file of their choosing, or swap the token for one they know. So the
+gateway refuses to start on a state dir it does not own or that others can write, and opens
+the files in it with O_NOFOLLOW.
+
+The dir itself may be a symlink: systemd's StateDirectory= under DynamicUser= makes
+/var/lib/clawgate a link to /var/lib/private/clawgate. Its target is what is checked.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import stat
+from pathlib import Path
+
+
+class UnsafeStateError(Exception):
+    """The state dir, or a file in it, is not safe to use; the message says how to fix it."""
+
+
+def prepare_state_dir(path: Path) -> None:
+    """Create the state dir (0700) when missing, then refuse it unless only we can write it."""
+    if not path.exists():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
+    check_state_dir(path)
+
+
+def check_state_dir(path: Path) -> None:
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise UnsafeStateError(f"cannot use the state dir {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise UnsafeStateError(f"the state dir {path} is not a directory.")
+    uid = os.geteuid()
+    if info.st_uid != uid:
+        raise UnsafeStateError(
+            f"refusing to start: the state dir {path} is owned by {_user(info.st_uid)}, not by"
+            f" {_user(uid)} who runs clawgate, so its owner could replace the token or the"
+            f" session database. Fix: `chown {_chown_name(uid)} {path}` (and `chmod 700 {path}`),"
+            " or choose a state dir of your own with --state-dir."
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        mode = stat.S_IMODE(info.st_mode)
+        raise UnsafeStateError(
+            f"refusing to start: the state dir {path} is writable by its group or by everyone"
+            f" (mode {mode:04o}), so another local user could replace the token or the session"
+            f" database. Fix: `chmod 700 {path}`."
+        )
+
+
+def open_in_state_dir(path: Path, flags: int, mode: int = 0o600) -> int:
+    """os.open() that refuses a symlink and anything but a regular file; returns the fd.
+
+    O_NONBLOCK keeps a planted FIFO from hanging the open; it does not change regular files.
+    """
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError:
+        if path.is_symlink():
+            raise UnsafeStateError(_symlink_message(path)) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafeStateError(
+            f"refusing to use {path}: it is not a regular file. Fix: remove it (`rm {path}`)."
+        )
+    return fd
+
+
+def read_state_file(path: Path) -> bytes:
+    """The whole file, opened with open_in_state_dir(); FileNotFoundError when missing."""
+    fd = open_in_state_dir(path, os.O_RDONLY)
+    with os.fdopen(fd, "rb") as file:
+        return file.read()
+
+
+def _symlink_message(path: Path) -> str:
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = "?"
+    return (
+        f"refusing to follow the symlink {path} -> {target}: files in the state dir"
+        " must be regular files, or whoever made the link chooses what clawgate reads and"
+        f" writes. Fix: remove the link (`rm {path}`) and, if you meant to, copy the file there."
+    )
+
+
+def _chown_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"

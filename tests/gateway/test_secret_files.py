@@ -1,0 +1,183 @@
+"""Secrets kept off the command line: --token-file/--password-file for `run` and `call`, the
+`secret_on_command_line` warning, and a flag that the config file's auth.mode would ignore."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.gatewayproc import GatewayProcess, clean_env, run_cli
+
+SECRET = "file-secret-5d0b9e"
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return clean_env(tmp_path / "home", {"CLAWGATE_STATE_DIR": str(tmp_path / "state")})
+
+
+@pytest.fixture
+def gateways() -> Iterator[list[GatewayProcess]]:
+    started: list[GatewayProcess] = []
+    yield started
+    for gateway in started:
+        gateway.stop()
+
+
+def status_with(url: str, secret: str) -> int:
+    request = urllib.request.Request(f"{url}/v1/models")
+    request.add_header("Authorization", f"Bearer {secret}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def secret_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "secret"
+    path.write_text(text)
+    return path
+
+
+class TestRunSecretFiles:
+    def test_token_file_gives_the_token_from_its_first_line(
+        self, tmp_path: Path, env: dict[str, str], gateways: list[GatewayProcess]
+    ) -> None:
+        path = secret_file(tmp_path, f"{SECRET}\nnot part of it\n")
+        gateway = GatewayProcess(["--port", "0", "--token-file", str(path)], env)
+        gateways.append(gateway)
+        url = gateway.wait_listening()
+        assert status_with(url, SECRET) == 200
+        assert status_with(url, "not part of it") == 401
+        cmdline = Path(f"/proc/{gateway.proc.pid}/cmdline").read_bytes()
+        assert SECRET.encode() not in cmdline
+        assert not any(e["event"] == "secret_on_command_line" for e in gateway.events())
+        assert not (tmp_path / "state" / "gateway.token").exists()
+
+    def test_password_file_sets_password_mode(
+        self, tmp_path: Path, env: dict[str, str], gateways: list[GatewayProcess]
+    ) -> None:
+        path = secret_file(tmp_path, f"{SECRET}\r\n")
+        gateway = GatewayProcess(["--port", "0", "--password-file", str(path)], env)
+        gateways.append(gateway)
+        url = gateway.wait_listening()
+        assert gateway.wait_for_event("gateway_listening")["auth"] == "password"
+        assert status_with(url, SECRET) == 200
+
+    @pytest.mark.parametrize("flag", ["--token", "--password"])
+    def test_a_secret_flag_is_warned_about_without_the_secret(
+        self, env: dict[str, str], gateways: list[GatewayProcess], flag: str
+    ) -> None:
+        gateway = GatewayProcess(["--port", "0", flag, SECRET], env)
+        gateways.append(gateway)
+        gateway.wait_listening()
+        warning = gateway.wait_for_event("secret_on_command_line")
+        assert warning["flag"] == flag
+        assert warning["level"] == "warning"
+        assert f"{flag}-file PATH" in warning["hint"]
+        assert SECRET not in "\n".join(gateway.lines)
+
+    @pytest.mark.parametrize(
+        ("content", "reason"),
+        [("", "is empty (the secret is its first line)"), ("\nsecond\n", "is empty")],
+    )
+    def test_an_empty_secret_file_is_refused(
+        self, tmp_path: Path, env: dict[str, str], content: str, reason: str
+    ) -> None:
+        path = secret_file(tmp_path, content)
+        result = run_cli(["run", "--port", "0", "--token-file", str(path)], env)
+        assert result.returncode == 78
+        assert f"- --token-file: {path} {reason}" in result.stderr
+        assert "gateway_listening" not in result.stderr
+
+    def test_a_missing_secret_file_is_refused(self, tmp_path: Path, env: dict[str, str]) -> None:
+        path = tmp_path / "absent"
+        result = run_cli(["run", "--port", "0", "--password-file", str(path)], env)
+        assert result.returncode == 78
+        assert f"- --password-file: cannot read {path}: No such file or directory" in (
+            result.stderr
+        )
+
+    def test_a_flag_and_its_file_together_are_a_usage_error(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        path = secret_file(tmp_path, SECRET)
+        result = run_cli(["run", "--token", "x", "--token-file", str(path)], env)
+        assert result.returncode == 2
+        assert "not allowed with argument" in result.stderr
+
+
+class TestAFlagTheFileModeWouldIgnore:
+    @pytest.mark.parametrize(
+        ("mode", "args", "flag", "wanted"),
+        [
+            ("token", ["--password", SECRET], "--password", "password"),
+            ("token", ["--password-file", "SECRET_FILE"], "--password", "password"),
+            ("password", ["--token", SECRET], "--token", "token"),
+            ("none", ["--token", SECRET], "--token", "token"),
+        ],
+    )
+    def test_is_refused_with_78_instead_of_being_ignored(
+        self,
+        tmp_path: Path,
+        env: dict[str, str],
+        mode: str,
+        args: list[str],
+        flag: str,
+        wanted: str,
+    ) -> None:
+        config = tmp_path / "gateway.json5"
+        extra = ', password: "file-password"' if mode == "password" else ""
+        config.write_text(f'{{gateway: {{auth: {{mode: "{mode}"{extra}}}}}}}')
+        path = secret_file(tmp_path, SECRET)
+        args = [str(path) if a == "SECRET_FILE" else a for a in args]
+        result = run_cli(["run", "--port", "0", "--config", str(config), *args], env)
+        assert result.returncode == 78, result.stderr
+        assert (
+            f'- {flag}: gateway.auth.mode is "{mode}" in the config file, so {flag} would be'
+            f' ignored; drop {flag} or set gateway.auth.mode to "{wanted}"'
+        ) in result.stderr
+        assert not (tmp_path / "state" / "gateway.token").exists()
+
+
+class TestCallSecretFiles:
+    @pytest.fixture
+    def running(
+        self, tmp_path: Path, env: dict[str, str], gateways: list[GatewayProcess]
+    ) -> GatewayProcess:
+        gateway = GatewayProcess(["--port", "0", "--token", SECRET], env)
+        gateways.append(gateway)
+        gateway.wait_listening()
+        return gateway
+
+    def test_call_reads_its_token_from_token_file(
+        self, tmp_path: Path, running: GatewayProcess
+    ) -> None:
+        path = secret_file(tmp_path, f"{SECRET}\n")
+        ws = running.url.replace("http://", "ws://")
+        # No state dir and no config in this environment: only the file can give the token.
+        env = clean_env(tmp_path / "elsewhere")
+        result = run_cli(["call", "health", "--url", ws, "--token-file", str(path)], env)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["ok"] is True
+        assert "secret_on_command_line" not in result.stderr
+
+    def test_call_with_a_token_flag_warns(self, tmp_path: Path, running: GatewayProcess) -> None:
+        ws = running.url.replace("http://", "ws://")
+        result = run_cli(["call", "health", "--url", ws, "--token", SECRET], clean_env(tmp_path))
+        assert result.returncode == 0, result.stderr
+        assert "secret_on_command_line" in result.stderr
+        assert SECRET not in result.stderr
+
+    def test_call_refuses_an_empty_password_file(self, tmp_path: Path) -> None:
+        path = secret_file(tmp_path, "")
+        args = ["call", "health", "--url", "ws://127.0.0.1:9", "--password-file", str(path)]
+        result = run_cli(args, clean_env(tmp_path))
+        assert result.returncode == 78
+        assert f"error: {path} is empty (the secret is its first line)" in result.stderr
