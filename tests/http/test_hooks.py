@@ -3,6 +3,7 @@ payloads, the agent and session policy, waiting for the answer, and the wake tur
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -10,8 +11,18 @@ import pytest
 
 from agents.runs import AgentRun
 from gateway.appkeys import STATE
+from gateway.reload import apply_config
 from tests.agents.upstreams import FakeOpenAI, Status
-from tests.http.conftest import AUTH, HI, Client, MakeClient, fake_provider, merged
+from tests.conftest import MakeConfig
+from tests.http.conftest import (
+    AUTH,
+    BASE_SETTINGS,
+    HI,
+    Client,
+    MakeClient,
+    fake_provider,
+    merged,
+)
 
 HOOK_TOKEN = "hook-token-93bd"
 HOOK_AUTH = {"Authorization": f"Bearer {HOOK_TOKEN}"}
@@ -381,3 +392,14 @@ class TestWakeHook:
         self, client: Client, payload: dict[str, Any], expected: dict[str, Any]
     ) -> None:
         assert await hook(client, "/hooks/wake", payload) == (400, expected)
+
+
+class TestReload:
+    async def test_enabling_the_hooks_and_moving_them_apply_at_once(
+        self, gateway: MakeClient, make_config: MakeConfig
+    ) -> None:
+        client = await gateway()
+        assert (await hook(client, "/in/agent", {"message": "hi"}))[0] == 404
+        settings = merged(BASE_SETTINGS, with_hooks(path="/in"))
+        apply_config(client.app[STATE], make_config(json.dumps(settings)))
+        assert (await hook(client, "/in/agent", {"message": "hi"}))[0] == 202
