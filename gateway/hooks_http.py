@@ -22,12 +22,13 @@ from aiohttp import web
 
 from agents.errors import AgentError
 from agents.runs import ABORTED, FAILED, AgentRun, TurnRequest
-from gateway.appkeys import AGENT_ID, SESSION_KEY, STATE
+from gateway.appkeys import AGENT_ID, HOOK_REPLAYS, SESSION_KEY, STATE
 from gateway.auth import bearer_secret, secret_matches
 from gateway.config import HooksConfig
 from gateway.hooks_wire import (
     QUERY_TOKEN_MESSAGE,
     TOKEN_HEADER,
+    HookReplays,
     accepted_body,
     completion_body,
     hook_agent,
@@ -35,7 +36,9 @@ from gateway.hooks_wire import (
     new_run_id,
     parse_agent_hook,
     parse_wake_hook,
+    replay_scope,
     wait_timeout,
+    with_header_key,
 )
 from gateway.http_common import error_answer, is_preflight, preflight, read_body, session_header
 from gateway.openai_http import ClientWatch
@@ -59,6 +62,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def setup(app: web.Application) -> None:
+    app[HOOK_REPLAYS] = HookReplays()
     app.middlewares.append(hooks_middleware)
 
 
@@ -140,10 +144,14 @@ async def _agent(
     request: web.Request, state: GatewayState, hooks: HooksConfig, body: dict[str, object]
 ) -> web.StreamResponse:
     agents = state.config.agents
-    parsed = parse_agent_hook(body)
-    agent_id, key = hook_session_key(
-        parsed, hook_agent(parsed.agent_id, hooks, agents), hooks, agents
-    )
+    parsed = with_header_key(parse_agent_hook(body), request.headers)
+    agent_id = hook_agent(parsed.agent_id, hooks, agents)
+    replays = request.app[HOOK_REPLAYS]
+    scope = replay_scope(parsed, agent_id, hooks)
+    replayed = replays.get(scope) if scope is not None else None
+    if replayed is not None:
+        return await _replay(request, state, hooks, parsed.wait, *replayed)
+    agent_id, key = hook_session_key(parsed, agent_id, hooks, agents)
     run_id = new_run_id()
     turn = TurnRequest(
         agent_id=agent_id,
@@ -153,7 +161,29 @@ async def _agent(
         timeout_seconds=parsed.timeout_seconds,
     )
     run = _submit(request, state, turn, parsed.name)
+    if scope is not None:
+        replays.put(scope, run_id, key)
     if not parsed.wait:
+        return json_response(
+            accepted_body(run_id, key), status=202, headers=session_header(request)
+        )
+    return await _wait(request, run, key, hooks.wait_timeout_seconds)
+
+
+async def _replay(
+    request: web.Request,
+    state: GatewayState,
+    hooks: HooksConfig,
+    wait: bool,
+    run_id: str,
+    key: str,
+) -> web.StreamResponse:
+    """A retried call: the first call's run, waited for when this call waits."""
+    request[SESSION_KEY] = key
+    log.info("hook_run_replayed", run_id=run_id, session_key=key)
+    assert state.registry is not None
+    run = state.registry.run(run_id)
+    if not wait or run is None:
         return json_response(
             accepted_body(run_id, key), status=202, headers=session_header(request)
         )

@@ -6,13 +6,21 @@ one error shape rather than OpenClaw's `{ok: false, error}`. What clawgate canno
 refused rather than ignored where ignoring would change the outcome (`model`, `thinking`,
 `mode: "next-heartbeat"`); delivery to chat channels (`deliver`, `channel`, `to`) and the
 main-session heartbeat (`wakeMode`) have no counterpart and are accepted without effect.
+
+An idempotency key (the `Idempotency-Key` or `x-openclaw-idempotency-key` header, else
+`idempotencyKey`) makes a retried /agent call answer with the run of the first one, as
+OpenClaw's replay cache does, for as long as the registry remembers finished runs.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+import time
 import uuid
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -45,6 +53,11 @@ SESSION_KEY_POLICY_MESSAGE = (
 )
 WAKE_PREFIX = "System: "  # how OpenClaw shows a system event to the model
 MAX_TIMEOUT_SECONDS = 365 * 24 * 3600
+MAX_IDEMPOTENCY_KEY = 256  # OpenClaw's bound; a longer key is no key, as there
+IDEMPOTENCY_HEADERS = ("Idempotency-Key", "x-openclaw-idempotency-key")
+# As long as agents.registry keeps a finished run findable (FINISHED_RUN_TTL_S), and as many.
+REPLAY_TTL_SECONDS = 600.0
+REPLAYS_MAX = 10_000
 # The key goes back in the x-openclaw-session-key header, which cannot carry controls.
 _HEADER_UNSAFE_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
@@ -57,6 +70,7 @@ class AgentHook:
     session_key: str | None = None
     wait: bool = False
     timeout_seconds: int | None = None
+    idempotency_key: str | None = None
 
 
 @attrs.frozen
@@ -98,8 +112,9 @@ def parse_agent_hook(body: Mapping[str, Any]) -> AgentHook:
     name = _optional_str(body, "name") or "Hook"
     agent_id = _optional_str(body, "agentId")
     session_key = _optional_str(body, "sessionKey")
-    for field in ("wakeMode", "channel", "to", "idempotencyKey"):
+    for field in ("wakeMode", "channel", "to"):
         _optional_str(body, field)  # accepted without effect, but only well-typed
+    idempotency_key = _optional_str(body, "idempotencyKey")
     _optional_bool(body, "deliver")
     _refuse_unsupported(body, "model", "thinking")
     timeout = body.get("timeoutSeconds")
@@ -114,7 +129,67 @@ def parse_agent_hook(body: Mapping[str, Any]) -> AgentHook:
                 "timeoutSeconds",
             )
         timeout = int(timeout)
-    return AgentHook(message, name, agent_id, session_key, bool(wait), timeout)
+    return AgentHook(
+        message, name, agent_id, session_key, bool(wait), timeout, _usable_key(idempotency_key)
+    )
+
+
+def _usable_key(value: str | None) -> str | None:
+    key = (value or "").strip()
+    return key if key and len(key) <= MAX_IDEMPOTENCY_KEY else None
+
+
+def with_header_key(hook: AgentHook, headers: Mapping[str, str]) -> AgentHook:
+    """The headers' idempotency key wins over the body's, as in OpenClaw."""
+    for name in IDEMPOTENCY_HEADERS:
+        key = _usable_key(headers.get(name))
+        if key is not None:
+            return attrs.evolve(hook, idempotency_key=key)
+    return hook
+
+
+def replay_scope(hook: AgentHook, agent_id: str, hooks: HooksConfig) -> str | None:
+    """What a retry must repeat to be answered with the first call's run: the key and the
+    call (a different message under the same key is a new call), under the same token."""
+    if hook.idempotency_key is None:
+        return None
+    scope = [
+        hooks.token,
+        agent_id,
+        hook.session_key or hooks.default_session_key,
+        hook.message,
+        hook.name,
+        hook.timeout_seconds,
+        hook.idempotency_key,
+    ]
+    return hashlib.sha256(json.dumps(scope).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@attrs.define
+class HookReplays:
+    """Accepted /agent calls by replay scope: (run id, session key), for a while."""
+
+    clock: Callable[[], float] = time.monotonic
+    _entries: OrderedDict[str, tuple[float, str, str]] = attrs.field(factory=OrderedDict)
+
+    def get(self, scope: str) -> tuple[str, str] | None:
+        self._expire()
+        entry = self._entries.get(scope)
+        return None if entry is None else (entry[1], entry[2])
+
+    def put(self, scope: str, run_id: str, session_key: str) -> None:
+        self._entries[scope] = (self.clock() + REPLAY_TTL_SECONDS, run_id, session_key)
+        self._entries.move_to_end(scope)
+        while len(self._entries) > REPLAYS_MAX:
+            self._entries.popitem(last=False)
+
+    def _expire(self) -> None:
+        now = self.clock()
+        while self._entries:
+            expires, _, _ = next(iter(self._entries.values()))
+            if expires > now:
+                break
+            self._entries.popitem(last=False)
 
 
 def parse_wake_hook(body: Mapping[str, Any]) -> WakeHook:

@@ -11,6 +11,7 @@ import pytest
 
 from agents.runs import AgentRun
 from gateway.appkeys import STATE
+from gateway.hooks_wire import HookReplays
 from gateway.reload import apply_config
 from tests.agents.upstreams import FakeOpenAI, Status
 from tests.conftest import MakeConfig
@@ -403,3 +404,50 @@ class TestReload:
         settings = merged(BASE_SETTINGS, with_hooks(path="/in"))
         apply_config(client.app[STATE], make_config(json.dumps(settings)))
         assert (await hook(client, "/in/agent", {"message": "hi"}))[0] == 202
+
+
+class TestIdempotency:
+    async def test_a_retry_with_the_same_key_gets_the_first_run(self, client: Client) -> None:
+        payload = {"message": "hi", "idempotencyKey": "delivery-1"}
+        _, first = await hook(client, "/hooks/agent", payload)
+        _, again = await hook(client, "/hooks/agent", payload)
+        assert again == first
+        await finished(client, first["runId"])
+        assert len(await transcript(client, first["sessionKey"])) == 2  # one turn
+
+    async def test_the_header_key(self, client: Client) -> None:
+        headers = {**HOOK_AUTH, "Idempotency-Key": "delivery-2"}
+        _, first = await hook(client, "/hooks/agent", {"message": "hi"}, headers)
+        _, again = await hook(client, "/hooks/agent", {"message": "hi"}, headers)
+        assert again["runId"] == first["runId"]
+
+    async def test_a_waiting_retry_gets_the_first_runs_completion(self, client: Client) -> None:
+        payload: dict[str, Any] = {"message": "hi", "idempotencyKey": "delivery-3"}
+        _, first = await hook(client, "/hooks/agent", payload)
+        status, again = await hook(client, "/hooks/agent", {**payload, "waitForCompletion": True})
+        assert (status, again["runId"], again["completion"]["text"]) == (
+            200,
+            first["runId"],
+            "[turn 1] hi",
+        )
+
+    async def test_another_message_under_the_same_key_is_another_run(self, client: Client) -> None:
+        _, first = await hook(client, "/hooks/agent", {"message": "a", "idempotencyKey": "k"})
+        _, other = await hook(client, "/hooks/agent", {"message": "b", "idempotencyKey": "k"})
+        assert other["runId"] != first["runId"]
+
+    async def test_without_a_key_every_call_is_a_run(self, client: Client) -> None:
+        _, first = await hook(client, "/hooks/agent", {"message": "hi"})
+        _, other = await hook(client, "/hooks/agent", {"message": "hi"})
+        assert other["runId"] != first["runId"]
+
+
+class TestHookReplays:
+    def test_forgets_a_call_after_ten_minutes(self) -> None:
+        now = [0.0]
+        replays = HookReplays(clock=lambda: now[0])
+        replays.put("scope", "run-1", "agent:main:hook:x")
+        now[0] = 599.0
+        assert replays.get("scope") == ("run-1", "agent:main:hook:x")
+        now[0] = 600.0
+        assert replays.get("scope") is None

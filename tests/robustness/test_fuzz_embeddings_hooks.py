@@ -261,6 +261,27 @@ class TestHooks:
             return
         await check(server, log, response, HOOK_STATUSES)
 
+    @fuzz(40)
+    @given(
+        value=st.one_of(
+            odd_text.map(lambda s: s.encode("utf-8", "surrogatepass")),
+            st.sampled_from([b"", b" ", b"k" * 257, b"\xff", b"k" * 8000]),
+        ).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"").replace(b"\x00", b"")),
+        header=st.sampled_from(["Idempotency-Key", "x-openclaw-idempotency-key"]),
+        wait=st.booleans(),
+    )
+    async def test_any_idempotency_key_gets_a_documented_answer(
+        self, gateway: tuple[Served, ServerLog], value: bytes, header: str, wait: bool
+    ) -> None:
+        server, log = gateway
+        headers = {**HOOK_AUTH, header: value}
+        body = wire_bytes({"message": "hi", "waitForCompletion": wait})
+        response = await exchange(server.port, request_bytes("POST", "/hooks/agent", headers, body))
+        if any((b < 0x20 and b != 0x09) or b == 0x7F for b in value):
+            assert response.status == 400, response
+            return
+        await check(server, log, response, HOOK_STATUSES)
+
     async def test_a_body_over_max_body_bytes_is_a_413(
         self, gateway: tuple[Served, ServerLog]
     ) -> None:
