@@ -181,6 +181,7 @@ class ConfigLoader:
         _check_embedding_model(ctx, normalized)
         _check_hooks(ctx, normalized.get("hooks"))
         _apply_overrides(normalized["gateway"], self.overrides, self.environ, ctx)
+        _check_hooks_token(ctx, normalized)
         if ctx.issues:
             raise ConfigError(location, ctx.sorted_issues())
         gateway = _gateway_config(normalized["gateway"])
@@ -858,6 +859,17 @@ def _check_hooks(ctx: _Checker, hooks: Any) -> None:
     elif default_key is None and not _key_allowed("hook:example", prefixes):
         message = "must include 'hook:' when hooks.defaultSessionKey is unset"
         ctx.issue("hooks.allowedSessionKeyPrefixes", message)
+
+
+def _check_hooks_token(ctx: _Checker, normalized: dict[str, Any]) -> None:
+    """As OpenClaw: the hook token is a second, distinct secret (after env and flags)."""
+    hooks_token = _dig(normalized, "hooks", "token")
+    auth = _dig(normalized, "gateway", "auth")
+    if not isinstance(hooks_token, str) or not hooks_token or not isinstance(auth, dict):
+        return
+    if auth.get("mode") == "token" and auth.get("token") == hooks_token:
+        message = "must not match the gateway auth token; set a distinct hooks.token"
+        ctx.issue("hooks.token", message)
 
 
 def _hooks_config(hooks: dict[str, Any]) -> HooksConfig:

@@ -178,3 +178,18 @@ class TestHooksTokenRedaction:
         assert config.source.raw is not None and config.source.parsed is not None
         raw = redact_raw(config.source.raw, config.source.parsed)
         assert "hook-secret-1" not in raw and REDACTED in raw
+
+
+class TestHooksTokenIsItsOwnSecret:
+    def test_the_gateway_token_may_not_be_the_hook_token(self, files: ConfigFiles) -> None:
+        text = '{gateway: {auth: {token: "same"}}, hooks: {enabled: true, token: "same"}}'
+        assert files.issues(text) == [
+            "- hooks.token: must not match the gateway auth token; set a distinct hooks.token"
+        ]
+
+    def test_nor_the_one_from_the_environment(self, files: ConfigFiles) -> None:
+        text = '{hooks: {enabled: true, token: "same"}}'
+        environ = {"OPENCLAW_GATEWAY_TOKEN": "same"}
+        assert files.issues(text, environ=environ) == [
+            "- hooks.token: must not match the gateway auth token; set a distinct hooks.token"
+        ]
