@@ -136,7 +136,7 @@ def _submit(
         run = registry.submit(turn)
     except AgentError as exc:
         raise error_reply(exc) from None
-    log.info("hook_run_accepted", hook=hook_name, run_id=run.id, session_key=turn.session_key)
+    log.info("hook_run_accepted", hook=hook_name[:64], run_id=run.id, session_key=turn.session_key)
     return run
 
 
