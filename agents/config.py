@@ -122,6 +122,9 @@ class AgentsConfig:
     # `agents.defaults.model`: already applied to every agent without a model of its own; kept
     # so the effective config (`config.get`, reload diffs) can show it.
     default_models: tuple[ModelRef, ...] = (ModelRef("echo", "echo"),)
+    # `agents.defaults.embeddingModel`: what /v1/embeddings asks, an openai-completions
+    # provider's model (or echo's offline vectors); None: the endpoint answers 400.
+    embedding_model: ModelRef | None = None
 
     @property
     def default_agent(self) -> AgentConfig:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from agents.providers.embeddings import EmbeddingsClient
+from gateway.hooks_wire import HookReplays
 from gateway.state import GatewayState
 from gateway.ws.state import WsState
 
 STATE = web.AppKey("state", GatewayState)
 WS = web.AppKey("ws", WsState)  # the WebSocket side: connections, presence, fan-out
+EMBEDDINGS = web.AppKey("embeddings", EmbeddingsClient)  # /v1/embeddings' upstream client
+HOOK_REPLAYS = web.AppKey("hook_replays", HookReplays)  # idempotent /hooks/agent calls
 
 # The request id of §9 (http-openai.md): the client's `x-request-id` when valid, else new.
 REQUEST_ID = web.RequestKey("request_id", str)

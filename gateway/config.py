@@ -130,6 +130,22 @@ class GatewayConfig:
 
 
 @attrs.frozen
+class HooksConfig:
+    """`hooks`: OpenClaw's webhook ingress, `POST <path>/agent` and `POST <path>/wake`."""
+
+    enabled: bool = False
+    token: str | None = None  # required when enabled; not the gateway's token
+    path: str = "/hooks"  # normalized: one leading slash, none trailing
+    max_body_bytes: int = 256 * 1024
+    # How long `waitForCompletion` waits for the run before answering 504 (clawgate's own key).
+    wait_timeout_seconds: int = 120
+    allowed_agent_ids: tuple[str, ...] | None = None  # None: any agent; "*" in it: any
+    default_session_key: str | None = None
+    allow_request_session_key: bool = False
+    allowed_session_key_prefixes: tuple[str, ...] | None = None
+
+
+@attrs.frozen
 class LoggingConfig:
     level: str = "info"  # "debug", "info", "warn", "error" or "silent"
     format: str = "auto"  # "auto", "json" or "console"
@@ -170,6 +186,7 @@ class Config:
     source: ConfigSource
     state_dir: Path
     warnings: tuple[ConfigWarning, ...] = ()
+    hooks: HooksConfig = HooksConfig()
 
     @property
     def sessions_path(self) -> Path:

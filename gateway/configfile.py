@@ -49,6 +49,7 @@ from gateway.config import (
     ConfigSource,
     ConfigWarning,
     GatewayConfig,
+    HooksConfig,
     HttpConfig,
     ImagesConfig,
     LoggingConfig,
@@ -227,7 +228,10 @@ class ConfigLoader:
             # The embedded default's `mode: "token"` is a default, not the operator's word:
             # `clawgate run --password P` without a file means password mode.
             normalized["gateway"]["auth"].pop("mode", None)
+        _check_embedding_model(ctx, normalized)
+        _check_hooks(ctx, normalized.get("hooks"))
         _apply_overrides(normalized["gateway"], self.overrides, self.environ, ctx)
+        _check_hooks_token(ctx, normalized)
         if ctx.issues:
             raise ConfigError(location, ctx.sorted_issues())
         gateway = _gateway_config(normalized["gateway"])
@@ -240,6 +244,7 @@ class ConfigLoader:
             source=source,
             state_dir=self.state_dir,
             warnings=ctx.sorted_warnings(),
+            hooks=_hooks_config(normalized["hooks"]),
         )
         guard_issues = _startup_guards(config.gateway)
         if guard_issues:
@@ -908,6 +913,162 @@ class _Provider(_Node):
         return provider
 
 
+# --- `hooks` and `agents.defaults.embeddingModel` ------------------------------------------
+
+
+@attrs.frozen
+class _EmbeddingModelRef(_Node):
+    """`"provider/model"`; the provider is checked after the walk (_check_embedding_model).
+    Unlike an agent's model it need not be in the provider's `models`, which lists chat models."""
+
+    def check(self, value: Any, path: str, ctx: _Checker) -> Any:
+        text = ctx.string(value, path)
+        if isinstance(text, _Invalid):
+            return text
+        try:
+            return ModelRef.parse(text)
+        except ValueError as exc:
+            return ctx.issue(path, str(exc))
+
+
+# Paths the gateway serves itself: a hooks path over them would shadow them.
+_OWN_PATHS = ("/v1", "/health", "/healthz", "/ready", "/readyz")
+_HOOKS_PATH_RE = re.compile(r"(?:/[A-Za-z0-9._~!$&'()*+,;=:@-]+)+")
+
+
+@attrs.frozen
+class _HooksPath(_Node):
+    """OpenClaw's normalization: one leading slash, no trailing one, never `/` alone."""
+
+    def check(self, value: Any, path: str, ctx: _Checker) -> Any:
+        text = ctx.string(value, path)
+        if isinstance(text, _Invalid):
+            return text
+        text = "/" + text.strip().strip("/")
+        if text == "/":
+            return ctx.issue(path, 'may not be "/"')
+        if _HOOKS_PATH_RE.fullmatch(text) is None:
+            return ctx.issue(path, f"must be a URL path like /hooks (got {_show(text)})")
+        if any(text == own or text.startswith(own + "/") for own in _OWN_PATHS):
+            return ctx.issue(path, f"must not be under one of clawgate's own paths (got {text})")
+        return text
+
+
+_HOOKS = _Section(
+    {
+        "enabled": _Key(_Bool(), False),
+        "token": _Key(_Str()),  # required when enabled (_check_hooks)
+        "path": _Key(_HooksPath(), "/hooks"),
+        "maxBodyBytes": _Key(_Int(1), 256 * 1024),  # OpenClaw's default
+        "waitTimeoutSeconds": _Key(_Int(1), 120),
+        "allowedAgentIds": _Key(_List(_Str())),
+        "defaultSessionKey": _Key(_Str(non_empty=True)),
+        "allowRequestSessionKey": _Key(_Bool(), False),
+        "allowedSessionKeyPrefixes": _Key(_List(_Str(non_empty=True))),
+    },
+    ignored=("presets", "transformsDir", "mappings", "gmail", "internal"),
+    notes={"mappings": "only /agent and /wake are served"},
+)
+
+
+def _check_embedding_model(ctx: _Checker, normalized: dict[str, Any]) -> None:
+    path = "agents.defaults.embeddingModel"
+    ref = _dig(normalized, "agents", "defaults", "embeddingModel")
+    providers = _dig(normalized, "models", "providers")
+    if not isinstance(ref, ModelRef) or not isinstance(providers, dict):
+        return  # absent, or an issue already recorded
+    if ref.provider == ECHO_PROVIDER:
+        return  # echo's offline vectors
+    provider = providers.get(ref.provider)
+    if isinstance(provider, _Invalid):
+        return
+    if isinstance(provider, _IgnoredProvider):
+        ctx.issue(
+            path, f'provider "{ref.provider}" is ignored: api "{provider.api}" is not implemented'
+        )
+    elif provider is None:
+        usable = [pid for pid, p in providers.items() if isinstance(p, dict)]
+        suggestion = _suggest(ref.provider, [ECHO_PROVIDER, *usable])
+        ctx.issue(path, f'unknown provider "{ref.provider}"{suggestion}')
+    elif provider.get("api") != API_OPENAI_COMPLETIONS:
+        message = (
+            f'provider "{ref.provider}" is not OpenAI-compatible (api "{provider.get("api")}");'
+            f' embeddings need an "{API_OPENAI_COMPLETIONS}" provider'
+        )
+        ctx.issue(path, message)
+
+
+def _key_allowed(key: str, prefixes: Sequence[str]) -> bool:
+    return key.strip().lower().startswith(tuple(p.strip().lower() for p in prefixes))
+
+
+def _check_hooks(ctx: _Checker, hooks: Any) -> None:
+    """OpenClaw's rules: a token when enabled; a default key inside the allowed prefixes."""
+    if not isinstance(hooks, dict):
+        return
+    if hooks.get("enabled") is True and not hooks.get("token"):
+        ctx.issue("hooks.token", "is required when hooks.enabled is true")
+    prefixes = hooks.get("allowedSessionKeyPrefixes")
+    default_key = hooks.get("defaultSessionKey")
+    if not isinstance(prefixes, list) or not all(isinstance(p, str) for p in prefixes):
+        return
+    if isinstance(default_key, str):
+        if not _key_allowed(default_key, prefixes):
+            message = "must match hooks.allowedSessionKeyPrefixes"
+            ctx.issue("hooks.defaultSessionKey", message)
+    elif default_key is None and not _key_allowed("hook:example", prefixes):
+        message = "must include 'hook:' when hooks.defaultSessionKey is unset"
+        ctx.issue("hooks.allowedSessionKeyPrefixes", message)
+
+
+def _check_hooks_token(ctx: _Checker, normalized: dict[str, Any]) -> None:
+    """As OpenClaw: the hook token is a second, distinct secret (after env and flags)."""
+    hooks_token = _dig(normalized, "hooks", "token")
+    auth = _dig(normalized, "gateway", "auth")
+    if not isinstance(hooks_token, str) or not hooks_token or not isinstance(auth, dict):
+        return
+    if auth.get("mode") == "token" and auth.get("token") == hooks_token:
+        message = "must not match the gateway auth token; set a distinct hooks.token"
+        ctx.issue("hooks.token", message)
+
+
+def _hooks_config(hooks: dict[str, Any]) -> HooksConfig:
+    agent_ids = hooks.get("allowedAgentIds")
+    prefixes = hooks.get("allowedSessionKeyPrefixes")
+    return HooksConfig(
+        enabled=hooks["enabled"],
+        token=hooks.get("token") or None,
+        path=hooks["path"],
+        max_body_bytes=hooks["maxBodyBytes"],
+        wait_timeout_seconds=hooks["waitTimeoutSeconds"],
+        allowed_agent_ids=None if agent_ids is None else tuple(a.lower() for a in agent_ids),
+        default_session_key=hooks.get("defaultSessionKey"),
+        allow_request_session_key=hooks["allowRequestSessionKey"],
+        allowed_session_key_prefixes=(
+            None if not prefixes else tuple(p.strip().lower() for p in prefixes)
+        ),
+    )
+
+
+def _effective_hooks(hooks: HooksConfig) -> dict[str, Any]:
+    effective: dict[str, Any] = {"enabled": hooks.enabled}
+    if hooks.token is not None:
+        effective["token"] = hooks.token
+    effective.update(
+        path=hooks.path,
+        maxBodyBytes=hooks.max_body_bytes,
+        waitTimeoutSeconds=hooks.wait_timeout_seconds,
+    )
+    if hooks.allowed_agent_ids is not None:
+        effective["allowedAgentIds"] = list(hooks.allowed_agent_ids)
+    if hooks.default_session_key is not None:
+        effective["defaultSessionKey"] = hooks.default_session_key
+    effective["allowRequestSessionKey"] = hooks.allow_request_session_key
+    if hooks.allowed_session_key_prefixes is not None:
+        effective["allowedSessionKeyPrefixes"] = list(hooks.allowed_session_key_prefixes)
+    return effective
+
+
 # --- The schema (config.md §4, §4a) ----------------------------------------------------------
 
 
@@ -1052,6 +1213,7 @@ _AGENTS = _Section(
                     "timeoutSeconds": _Key(_Int(0), 172_800),
                     "maxConcurrent": _Key(_Int(1), 4),
                     "historyLimit": _Key(_Int(0), 50),
+                    "embeddingModel": _Key(_EmbeddingModelRef()),
                 },
                 ignored=_words(
                     "workspace models imageModel thinkingDefault verboseDefault heartbeat"
@@ -1147,7 +1309,7 @@ _LOGGING = _Section(
 
 OPENCLAW_SECTIONS = _words(
     "$schema meta env wizard update identity agent channels plugins tools"
-    " hooks cron bindings discovery canvasHost browser messages commands talk"
+    " cron bindings discovery canvasHost browser messages commands talk"
     " skills secrets ui audio routing broadcast web auth memory approvals"
     " nodeHost diagnostics media"
 )
@@ -1159,6 +1321,7 @@ _ROOT = _Section(
         "models": _Key(_MODELS),
         "session": _Key(_SESSION),
         "logging": _Key(_LOGGING),
+        "hooks": _Key(_HOOKS),
     },
     ignored=OPENCLAW_SECTIONS,
 )
@@ -1493,6 +1656,7 @@ def _agents_config(normalized: dict[str, Any]) -> AgentsConfig:
             ),
         ),
         default_models=default_models,
+        embedding_model=defaults.get("embeddingModel"),
     )
 
 
@@ -1534,6 +1698,11 @@ def effective_dict(config: Config) -> dict[str, Any]:
                 "timeoutSeconds": agents.timeout_seconds,
                 "maxConcurrent": agents.max_concurrent,
                 "historyLimit": agents.history_limit,
+                **(
+                    {"embeddingModel": str(agents.embedding_model)}
+                    if agents.embedding_model is not None
+                    else {}
+                ),
             },
             "list": [
                 {
@@ -1562,6 +1731,7 @@ def effective_dict(config: Config) -> dict[str, Any]:
             },
         },
         "logging": {"level": config.logging.level, "format": config.logging.format},
+        "hooks": _effective_hooks(config.hooks),
     }
 
 

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 
 import attrs
 import structlog
@@ -29,10 +29,14 @@ from agents.errors import AgentError
 from agents.events import ASSISTANT
 from agents.runs import ABORTED, FAILED, AgentRun, RunSubscription, TurnRequest
 from gateway.appkeys import AGENT_ID, SESSION_KEY, STATE
-from gateway.auth import LOCKED_OUT, AuthFailure, authenticate, bearer_secret
-from gateway.config import Config
-from gateway.content_coding import BodyInflater, request_coding
-from gateway.edge_http import client_of, is_json_content_type, unsupported_media_type
+from gateway.http_common import SESSION_HEADER
+from gateway.http_common import error_answer as _error
+from gateway.http_common import gate as _gate
+from gateway.http_common import is_preflight as _is_preflight
+from gateway.http_common import origin_allowed as _origin_allowed
+from gateway.http_common import preflight as _preflight
+from gateway.http_common import read_body as _read_body
+from gateway.http_common import session_header as _session_header
 from gateway.openai_wire import (
     DONE,
     KEEPALIVE,
@@ -44,9 +48,7 @@ from gateway.openai_wire import (
     Prompt,
     RequestError,
     Route,
-    auth_locked_out,
     bad_request,
-    body_timeout,
     build_prompt,
     completion_body,
     decode_model_id,
@@ -60,21 +62,16 @@ from gateway.openai_wire import (
     models_body,
     new_completion_id,
     parse_body,
-    payload_too_large,
     resolve_session_key,
     select_agent,
     shutting_down,
-    unauthorized,
     validate_fields,
 )
-from gateway.responses import JSON_CONTENT_TYPE, error_response, json_response, not_found
-from gateway.responses import method_not_allowed as _method_not_allowed
+from gateway.responses import JSON_CONTENT_TYPE, json_response, not_found
 from gateway.sse import EventStream
 from gateway.state import GatewayState
 
 log = structlog.get_logger()
-
-SESSION_HEADER = "x-openclaw-session-key"
 
 # How often a request waiting on its run checks that its client is still connected. The
 # upstream must see the cancel within a second (deviation 6); a tenth of that leaves the
@@ -85,27 +82,6 @@ HANDLER_ENDED = "request ended"  # the handler ended some other way (cancelled, 
 # nginx's "client closed request": what the access log shows; nobody receives it.
 CLIENT_CLOSED_REQUEST = 499
 
-# CORS (§9). Preflights are cached for 10 minutes, as the spec asks.
-CORS_MAX_AGE = "600"
-CORS_METHODS = "GET, POST, OPTIONS"
-# Always allowed, whatever the preflight asks for; the requested ones are echoed on top.
-CORS_ALLOW_HEADERS = (
-    "Authorization",
-    "Content-Type",
-    "x-openclaw-agent-id",
-    "x-openclaw-agent",
-    "x-openclaw-session-key",
-    "x-request-id",
-    "x-stainless-arch",
-    "x-stainless-async",
-    "x-stainless-lang",
-    "x-stainless-os",
-    "x-stainless-package-version",
-    "x-stainless-retry-count",
-    "x-stainless-runtime",
-    "x-stainless-runtime-version",
-    "x-stainless-timeout",
-)
 CORS_EXPOSE_HEADERS = f"{SESSION_HEADER}, x-request-id"
 
 _SLASHES_RE = re.compile(r"/{2,}")
@@ -132,8 +108,6 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     refused = _gate(request, ("POST",))
     if refused is not None:
         return refused
-    if not is_json_content_type(request.headers.get("Content-Type")):
-        return unsupported_media_type()
     state = request.app[STATE]
     try:
         turn = await _accept(request, state)
@@ -194,40 +168,6 @@ async def other_v1(request: web.Request) -> web.StreamResponse:
 # -- steps 1-4: enablement, method, draining, auth ------------------------------------------
 
 
-def _gate(request: web.Request, methods: Collection[str]) -> web.StreamResponse | None:
-    """The answer for a request that must not reach its handler, else None."""
-    state = request.app[STATE]
-    config = state.config  # read per request: a reload swaps it
-    if not config.gateway.http.chat_completions.enabled:
-        return not_found()  # before method and auth: a disabled endpoint does not exist
-    if request.method not in methods:
-        if _is_preflight(request):
-            return _preflight(request, config)
-        return _method_not_allowed(", ".join(methods))
-    if state.draining:
-        return _error(request, shutting_down())
-    try:
-        _authenticate(request, state)
-    except RequestError as exc:
-        return _error(request, exc)
-    return None
-
-
-def _authenticate(request: web.Request, state: GatewayState) -> None:
-    """§3: the lockout before the credential; only a wrong credential counts as a failure."""
-    outcome = authenticate(
-        state.config.gateway.auth,
-        state.limiter,
-        bearer_secret(request.headers.get("Authorization")),
-        client_of(request),
-        browser="Origin" in request.headers,
-    )
-    if isinstance(outcome, AuthFailure):
-        if outcome.reason == LOCKED_OUT and outcome.retry_after is not None:
-            raise auth_locked_out(outcome.retry_after)
-        raise unauthorized()
-
-
 # -- steps 5-9: body, fields, agent, session key, prompt ------------------------------------
 
 
@@ -258,33 +198,6 @@ async def _accept(request: web.Request, state: GatewayState) -> _Turn:
     request[SESSION_KEY] = route.session_key
     prompt = build_prompt(body.get("messages"), endpoint)
     return _Turn(fields, selection, route, prompt)
-
-
-async def _read_body(request: web.Request, limit: int, within: float) -> bytes:
-    """§2 step 5: the announced length first, then what actually arrives, in `within` s.
-    A compressed body (gateway.content_coding) is held to the limit twice: as it arrives,
-    and as it decodes."""
-    if request.content_length is not None and request.content_length > limit:
-        raise payload_too_large()
-    coding = request_coding(request.headers.getall("Content-Encoding", ()))
-    inflater = BodyInflater(coding, limit) if coding is not None else None
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with asyncio.timeout(within):
-            async for chunk in request.content.iter_any():
-                size += len(chunk)
-                if size > limit:
-                    raise payload_too_large()
-                if inflater is None:
-                    chunks.append(chunk)
-                else:
-                    chunks.extend(inflater.feed(chunk))
-    except TimeoutError:
-        raise body_timeout() from None
-    if inflater is not None:
-        inflater.finish()
-    return b"".join(chunks)
 
 
 # -- step 10: the run -----------------------------------------------------------------------
@@ -511,69 +424,11 @@ class ClientWatch:
 # -- answers --------------------------------------------------------------------------------
 
 
-def _session_header(request: web.Request) -> dict[str, str]:
-    """Once resolved, the session key goes back on every answer (§4.2)."""
-    key = request.get(SESSION_KEY)
-    return {SESSION_HEADER: key} if key is not None else {}
-
-
-def _error(request: web.Request, error: RequestError) -> web.Response:
-    if error.detail is not None:
-        log.info("chat_request_rejected", status=error.status, reason=error.detail)
-    response = error_response(
-        error.status,
-        error.message,
-        error.type,
-        param=error.param,
-        code=error.code,
-        headers={**error.headers, **_session_header(request)},
-    )
-    if error.status in (408, 413):
-        # The rest of the body may still be on the wire, so the connection cannot carry
-        # another request. (aiohttp still reads and drops what comes for up to 10 s before
-        # closing, so a client busy sending reads this answer rather than a reset.)
-        response.force_close()
-    return response
-
-
 def _merged_path(request: web.Request) -> str:
     return _SLASHES_RE.sub("/", request.raw_path.partition("?")[0])
 
 
 # -- CORS -----------------------------------------------------------------------------------
-
-
-def _origin_allowed(origin: str, config: Config) -> bool:
-    allowed = config.gateway.http.cors_allowed_origins
-    return "*" in allowed or origin in allowed
-
-
-def _is_preflight(request: web.Request) -> bool:
-    headers = request.headers
-    return (
-        request.method == "OPTIONS"
-        and "Origin" in headers
-        and "Access-Control-Request-Method" in headers
-    )
-
-
-def _preflight(request: web.Request, config: Config) -> web.Response:
-    """204 without auth for an allowed origin; 403 without CORS headers for any other."""
-    if not _origin_allowed(request.headers["Origin"], config):
-        return error_response(403, "Origin not allowed", "invalid_request_error")
-    requested = request.headers.get("Access-Control-Request-Headers", "")
-    unique: dict[str, str] = {}  # header names are case-insensitive; the first spelling wins
-    for name in (*CORS_ALLOW_HEADERS, *requested.split(",")):
-        if name.strip():
-            unique.setdefault(name.strip().lower(), name.strip())
-    return web.Response(
-        status=204,
-        headers={
-            "Access-Control-Allow-Methods": CORS_METHODS,
-            "Access-Control-Allow-Headers": ", ".join(unique.values()),
-            "Access-Control-Max-Age": CORS_MAX_AGE,
-        },
-    )
 
 
 async def cors_headers(request: web.Request, response: web.StreamResponse) -> None:

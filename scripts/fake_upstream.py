@@ -6,6 +6,9 @@ text, a finish chunk, a usage chunk and `data: [DONE]`. The model id chooses the
 `c<N>` is N content chunks, `c<N>-d<M>` also waits M ms between chunks (e.g. `c20`,
 `c200-d1`); any other id means `c20`.
 
+`POST /v1/embeddings` answers one deterministic vector per input (sha256 of the text, 8
+numbers unless `dimensions` says otherwise), as floats or as OpenAI's base64 float32.
+
 Its own CPU is the benchmark's baseline, so it does as little as it can: aiohttp's low-level
 server (no router, no middlewares), every answer encoded once per shape and cached, and with
 no delay the whole stream in one write. With a delay each chunk is its own write.
@@ -17,9 +20,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
 import json
 import re
 import signal
+import struct
 import sys
 from functools import cache
 
@@ -101,7 +107,37 @@ def json_answer(model: str) -> bytes:
     )
 
 
+def embedding(text: str, dimensions: int) -> list[float]:
+    """Multiples of 1/128: float32 holds them exactly, so both encodings agree."""
+    digest = hashlib.sha256(f"fake:{text}".encode()).digest()
+    return [(digest[i % len(digest)] - 128) / 128 for i in range(dimensions)]
+
+
+def embeddings_answer(body: dict[str, object]) -> bytes:
+    inputs = body.get("input")
+    texts = [inputs] if isinstance(inputs, str) else inputs if isinstance(inputs, list) else []
+    dimensions = body.get("dimensions")
+    size = dimensions if isinstance(dimensions, int) and dimensions > 0 else 8
+    data = []
+    for index, text in enumerate(texts):
+        floats = embedding(str(text), size)
+        vector: object = floats
+        if body.get("encoding_format") == "base64":
+            vector = base64.b64encode(struct.pack(f"<{size}f", *floats)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": vector})
+    tokens = sum(len(str(text).split()) for text in texts)
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return _dumps({"object": "list", "data": data, "model": body.get("model"), "usage": usage})
+
+
 async def handle(request: web.BaseRequest) -> web.StreamResponse:
+    if request.method == "POST" and request.path.endswith("/embeddings"):
+        try:
+            return web.Response(
+                body=embeddings_answer(json.loads(await request.read())), headers=JSON_HEADERS
+            )
+        except (ValueError, AttributeError, TypeError):
+            return web.Response(status=400)
     if request.method != "POST" or not request.path.endswith("/chat/completions"):
         return web.Response(status=404)
     try:

@@ -20,9 +20,12 @@ fake renders them in its wire format. With nothing scripted a request gets `defa
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import json
 import socket
+import struct
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, Protocol
@@ -189,6 +192,8 @@ class FakeUpstream:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post(self.path, self._handle)
+        for path, handler in self.extra_routes():
+            app.router.add_post(path, handler)
         # A short shutdown grace: every handler returns promptly once _closing is set.
         self._runner = web.AppRunner(app, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -299,6 +304,9 @@ class FakeUpstream:
 
     # -- wire formats (subclasses) ---------------------------------------------------------
 
+    def extra_routes(self) -> list[tuple[str, Any]]:
+        return []
+
     def error_body(self) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -374,6 +382,67 @@ class FakeOpenAI(FakeUpstream):
 
     def render_error(self, event: _Event) -> bytes:
         return event(self.error_body())
+
+    # -- embeddings -----------------------------------------------------------------------
+
+    def extra_routes(self) -> list[tuple[str, Any]]:
+        return [("/v1/embeddings", self._embeddings)]
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        """`fake_embedding` of each input; a scripted Status or Stall is served instead
+        (any other scripted reply is consumed and ignored)."""
+        reply = self._script.popleft() if self._script else self.default
+        received = Received(request.path, request.headers, await request.json(), reply)
+        self.requests.append(received)
+        self._arrived.set()
+        if isinstance(reply, Status):
+            received.completed = True
+            body = reply.body if reply.body is not None else json.dumps(self.error_body())
+            return web.Response(
+                status=reply.status,
+                text=body,
+                content_type="application/json",
+                headers=dict(reply.headers),
+            )
+        if isinstance(reply, Stall):
+            try:
+                await self._pause(request, None)
+            except (_ClientGone, _StopServing):
+                received.gone.set()
+            return web.Response(status=204)
+        inputs = received.body["input"]
+        inputs = [inputs] if isinstance(inputs, str) else inputs
+        dimensions = received.body.get("dimensions") or FAKE_DIMENSIONS
+        base64_wanted = received.body.get("encoding_format") == "base64"
+        data = []
+        for index, text in enumerate(inputs):
+            vector = fake_embedding(text, dimensions)
+            embedding: Any = (
+                base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+                if base64_wanted
+                else vector
+            )
+            data.append({"object": "embedding", "index": index, "embedding": embedding})
+        tokens = sum(len(text.split()) for text in inputs)
+        received.completed = True
+        return web.json_response(
+            {
+                "object": "list",
+                "data": data,
+                "model": received.body.get("model"),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
+
+
+FAKE_DIMENSIONS = 8  # the fake's vector size when the request names none
+
+
+def fake_embedding(text: str, dimensions: int = FAKE_DIMENSIONS) -> list[float]:
+    """The fake upstream's vector for `text`: sha256 bytes as multiples of 1/128, which
+    float32 holds exactly, so the base64 form decodes to the same numbers."""
+    digest = hashlib.sha256(f"fake:{text}".encode()).digest()
+    return [(digest[i % len(digest)] - 128) / 128 for i in range(dimensions)]
 
 
 class FakeAnthropic(FakeUpstream):

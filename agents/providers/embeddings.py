@@ -1,0 +1,196 @@
+"""Embeddings: vectors for texts, from an OpenAI-compatible `POST /embeddings` or from echo.
+
+The upstream call shares the chat providers' machinery (agents.providers.upstream): the same
+headers, timeouts and failure classes (429 with its Retry-After, 401/403 as an auth failure,
+timeouts), so the gateway maps them exactly as it maps a failed turn.
+
+Echo's vectors are offline and deterministic: each text hashed into a unit vector. They
+carry no meaning (similar texts are not near each other); they let a newcomer or a test try
+the endpoint without a model server.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import math
+import struct
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import attrs
+
+from agents.config import ECHO_PROVIDER, ModelRef, ProviderConfig
+from agents.errors import MalformedStream
+from agents.providers.openai_completions import request_headers
+from agents.providers.upstream import (
+    client_timeout,
+    log_body,
+    open_stream,
+    read_some,
+    transport_error,
+)
+
+if TYPE_CHECKING:
+    from agents.providers.pool import Timeouts
+
+ECHO_DIMENSIONS = 16  # echo's vector size when the request names none
+# An answer of 2048 inputs of 3072 floats is about 140 MB as JSON text: bounded, but far
+# above a chat answer's limit (upstream.MAX_JSON_BODY).
+MAX_ANSWER_BYTES = 256 * 1024 * 1024
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+@attrs.frozen
+class EmbeddingRequest:
+    ref: ModelRef
+    inputs: tuple[str, ...]
+    dimensions: int | None = None
+    encoding_format: str = "float"  # asked of the upstream; either form is read back
+    user: str | None = None
+    provider: ProviderConfig | None = None  # None for echo
+
+
+@attrs.frozen
+class Embeddings:
+    vectors: tuple[tuple[float, ...], ...]  # in input order
+    prompt_tokens: int
+    total_tokens: int
+
+
+def echo_vector(text: str, dimensions: int) -> tuple[float, ...]:
+    """A unit vector from sha256 of the text: the same text always gives the same vector."""
+    values: list[float] = []
+    block = 0
+    while len(values) < dimensions:
+        digest = hashlib.sha256(f"{block}:{text}".encode("utf-8", "surrogatepass")).digest()
+        values.extend(n / 2**31 - 1.0 for n in struct.unpack("<8I", digest))
+        block += 1
+    del values[dimensions:]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return tuple(v / norm for v in values)
+
+
+def estimated_tokens(inputs: Sequence[str]) -> int:
+    """Word count, as the chat side estimates usage when a provider reports none."""
+    return sum(len(text.split()) for text in inputs)
+
+
+def echo_embeddings(request: EmbeddingRequest) -> Embeddings:
+    dimensions = request.dimensions or ECHO_DIMENSIONS
+    tokens = estimated_tokens(request.inputs)
+    return Embeddings(tuple(echo_vector(t, dimensions) for t in request.inputs), tokens, tokens)
+
+
+def request_body(request: EmbeddingRequest) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": request.ref.model,
+        "input": list(request.inputs),
+        "encoding_format": request.encoding_format,
+    }
+    if request.dimensions is not None:
+        body["dimensions"] = request.dimensions
+    if request.user is not None:
+        body["user"] = request.user
+    return body
+
+
+def _vector(value: Any) -> tuple[float, ...]:
+    """A float list, or OpenAI's base64 of little-endian float32 values."""
+    if isinstance(value, str):
+        raw = base64.b64decode(value, validate=True)
+        if len(raw) % 4:
+            raise ValueError("base64 embedding is not a whole number of float32 values")
+        decoded: tuple[float, ...] = struct.unpack(f"<{len(raw) // 4}f", raw)
+        if not all(math.isfinite(v) for v in decoded):
+            raise ValueError("embedding holds a value that is not finite")
+        return decoded
+    if not isinstance(value, list) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in value
+    ):
+        raise ValueError("embedding is not a list of numbers")
+    vector = tuple(float(v) for v in value)
+    # Relayed as JSON or float32: neither holds NaN, infinities or values beyond float32.
+    if not all(abs(v) <= FLOAT32_MAX for v in vector):
+        raise ValueError("embedding holds a value that is not a finite float32")
+    return vector
+
+
+def parse_answer(answer: Any, count: int) -> Embeddings:
+    """An upstream's `{"data": [{"index", "embedding"}], "usage": {...}}`, in input order.
+
+    MalformedStream when it is not one vector per input."""
+    try:
+        if not isinstance(answer, dict) or answer.get("error"):
+            raise ValueError("answer is an error or not an object")
+        data = answer.get("data")
+        if not isinstance(data, list) or len(data) != count:
+            raise ValueError(f"answer has no list of {count} embeddings")
+        if all(isinstance(item, dict) and type(item.get("index")) is int for item in data):
+            data = sorted(data, key=lambda item: item["index"])
+            if [item["index"] for item in data] != list(range(count)):
+                raise ValueError("answer indexes are not 0..n-1")
+        vectors = tuple(_vector(item.get("embedding")) for item in data)
+    except (ValueError, TypeError, AttributeError, binascii.Error, struct.error) as exc:
+        raise MalformedStream(f"malformed upstream embeddings answer ({exc})") from exc
+    usage = answer.get("usage")
+    prompt = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    total = usage.get("total_tokens") if isinstance(usage, dict) else None
+    if type(prompt) is not int:
+        return Embeddings(vectors, -1, -1)  # the caller estimates
+    return Embeddings(vectors, prompt, total if type(total) is int else prompt)
+
+
+class EmbeddingsClient:
+    """Computes embeddings; owns an aiohttp session of its own, opened on first use."""
+
+    def __init__(self, timeouts: Timeouts) -> None:
+        self._timeout = client_timeout(timeouts)
+        self._http: aiohttp.ClientSession | None = None
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """Raises agents.errors.UpstreamError subclasses, as a chat provider does."""
+        if request.ref.provider == ECHO_PROVIDER or request.provider is None:
+            return echo_embeddings(request)
+        provider = request.provider
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        resp = await open_stream(
+            self._http,
+            provider,
+            provider.base_url.rstrip("/") + "/embeddings",
+            request_headers(provider),
+            request_body(request),
+            self._timeout,
+        )
+        whole = False
+        try:
+            body = await read_some(resp, MAX_ANSWER_BYTES + 1)
+            whole = len(body) <= MAX_ANSWER_BYTES  # read to EOF: the connection may be reused
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise transport_error(exc) from exc
+        finally:
+            if whole:
+                resp.release()
+            else:
+                resp.close()
+        if len(body) > MAX_ANSWER_BYTES:
+            raise MalformedStream("upstream embeddings answer too large")
+        try:
+            answer = json.loads(body)
+        except ValueError as exc:
+            log_body("upstream_malformed_json", provider, body)
+            raise MalformedStream("upstream answer is not valid JSON") from exc
+        result = parse_answer(answer, len(request.inputs))
+        if result.prompt_tokens < 0:
+            tokens = estimated_tokens(request.inputs)
+            result = attrs.evolve(result, prompt_tokens=tokens, total_tokens=tokens)
+        return result
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None

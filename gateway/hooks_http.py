@@ -1,0 +1,232 @@
+"""OpenClaw's webhooks: `POST <hooks.path>/agent` and `POST <hooks.path>/wake`.
+
+Served by a middleware rather than a route, so that `hooks.enabled` and `hooks.path` apply
+on reload like every other hot key. The order of checks is OpenClaw's (query token, method,
+auth, sub-path, body); the answers use the gateway's error shape, CORS and body rules
+(gateway.http_common). The hook token is its own secret (`hooks.token`), presented as
+`Authorization: Bearer` or `x-openclaw-token`; its failures count in the same failed-auth
+limiter as the gateway token's.
+
+An accepted run belongs to the gateway, not to the request: a caller that stops waiting (or
+disconnects) does not abort it, as OpenClaw's hook runs go on without their caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from agents.errors import AgentError
+from agents.runs import ABORTED, FAILED, AgentRun, TurnRequest
+from gateway.appkeys import AGENT_ID, HOOK_REPLAYS, SESSION_KEY, STATE
+from gateway.auth import bearer_secret
+from gateway.config import AuthConfig, HooksConfig
+from gateway.hooks_wire import (
+    QUERY_TOKEN_MESSAGE,
+    TOKEN_HEADER,
+    HookReplays,
+    accepted_body,
+    completion_body,
+    hook_agent,
+    hook_session_key,
+    new_run_id,
+    parse_agent_hook,
+    parse_wake_hook,
+    replay_scope,
+    wait_timeout,
+    with_header_key,
+)
+from gateway.http_common import (
+    authenticate,
+    error_answer,
+    is_preflight,
+    preflight,
+    read_body,
+    session_header,
+)
+from gateway.openai_http import ClientWatch
+from gateway.openai_wire import (
+    SHUTDOWN_ABORT,
+    RequestError,
+    bad_request,
+    error_reply,
+    internal_error,
+    parse_body,
+    shutting_down,
+)
+from gateway.responses import json_response, method_not_allowed, not_found
+from gateway.state import GatewayState
+
+log = structlog.get_logger()
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def setup(app: web.Application) -> None:
+    app[HOOK_REPLAYS] = HookReplays()
+    app.middlewares.append(hooks_middleware)
+
+
+@web.middleware
+async def hooks_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    hooks = request.app[STATE].config.hooks  # read per request: a reload swaps it
+    if hooks.enabled:
+        path, base = request.path, hooks.path
+        if path == base or path.startswith(base + "/"):
+            return await hook(request, hooks, path[len(base) :].lstrip("/"))
+    return await handler(request)
+
+
+async def hook(request: web.Request, hooks: HooksConfig, sub_path: str) -> web.StreamResponse:
+    state = request.app[STATE]
+    if "token" in request.query:
+        return error_answer(request, bad_request(QUERY_TOKEN_MESSAGE))
+    if request.method != "POST":
+        if is_preflight(request):
+            return preflight(request, state.config)
+        return method_not_allowed("POST")
+    if state.draining:
+        return error_answer(request, shutting_down())
+    try:
+        _authenticate(request, state, hooks)
+    except RequestError as exc:
+        return error_answer(request, exc)
+    if sub_path not in ("agent", "wake"):
+        return not_found()  # OpenClaw's mappings (other sub-paths) are not implemented
+    try:
+        raw = await read_body(request, hooks.max_body_bytes, state.options.body_timeout_seconds)
+        body = parse_body(raw)
+        if sub_path == "agent":
+            return await _agent(request, state, hooks, body)
+        return _wake(request, state, hooks, body)
+    except RequestError as exc:
+        return error_answer(request, exc)
+    except ConnectionError:  # the client left while sending its body
+        return web.Response(status=499)
+    except Exception:
+        log.exception("hook_crashed")  # a bug of ours; the caller gets the error shape
+        return error_answer(request, internal_error())
+
+
+def _authenticate(request: web.Request, state: GatewayState, hooks: HooksConfig) -> None:
+    """As the gateway token, with the hook token, also presented in its own header."""
+    presented = bearer_secret(request.headers.get("Authorization"))
+    if presented is None:
+        presented = request.headers.get(TOKEN_HEADER, "").strip() or None
+    authenticate(request, state, presented or "", AuthConfig(mode="token", token=hooks.token))
+
+
+def _submit(
+    request: web.Request, state: GatewayState, turn: TurnRequest, hook_name: str
+) -> AgentRun:
+    registry = state.registry
+    assert registry is not None  # open for as long as the app serves requests
+    request[AGENT_ID] = turn.agent_id
+    request[SESSION_KEY] = turn.session_key
+    try:
+        run = registry.submit(turn)
+    except AgentError as exc:
+        raise error_reply(exc) from None
+    log.info("hook_run_accepted", hook=hook_name[:64], run_id=run.id, session_key=turn.session_key)
+    return run
+
+
+async def _agent(
+    request: web.Request, state: GatewayState, hooks: HooksConfig, body: dict[str, object]
+) -> web.StreamResponse:
+    agents = state.config.agents
+    parsed = with_header_key(parse_agent_hook(body), request.headers)
+    agent_id = hook_agent(parsed.agent_id, hooks, agents)
+    replays = request.app[HOOK_REPLAYS]
+    scope = replay_scope(parsed, agent_id, hooks)
+    replayed = replays.get(scope) if scope is not None else None
+    if replayed is not None:
+        return await _replay(request, state, hooks, parsed.wait, *replayed)
+    agent_id, key = hook_session_key(parsed, agent_id, hooks, agents)
+    run_id = new_run_id()
+    turn = TurnRequest(
+        agent_id=agent_id,
+        session_key=key,
+        run_id=run_id,
+        text=parsed.message,
+        timeout_seconds=parsed.timeout_seconds,
+    )
+    run = _submit(request, state, turn, parsed.name)
+    if scope is not None:
+        replays.put(scope, run_id, key)
+    if not parsed.wait:
+        return json_response(
+            accepted_body(run_id, key), status=202, headers=session_header(request)
+        )
+    return await _wait(request, run, key, hooks.wait_timeout_seconds)
+
+
+async def _replay(
+    request: web.Request,
+    state: GatewayState,
+    hooks: HooksConfig,
+    wait: bool,
+    run_id: str,
+    key: str,
+) -> web.StreamResponse:
+    """A retried call: the first call's run, waited for when this call waits."""
+    request[SESSION_KEY] = key
+    log.info("hook_run_replayed", run_id=run_id, session_key=key)
+    assert state.registry is not None
+    run = state.registry.run(run_id)
+    if not wait or run is None:
+        return json_response(
+            accepted_body(run_id, key), status=202, headers=session_header(request)
+        )
+    return await _wait(request, run, key, hooks.wait_timeout_seconds)
+
+
+async def _wait(request: web.Request, run: AgentRun, key: str, seconds: int) -> web.StreamResponse:
+    """Until the run ends, the wait times out, or the caller leaves (the run goes on)."""
+    gone = asyncio.Event()
+    watch = ClientWatch(request, gone.set)
+    outcome_task = asyncio.ensure_future(run.wait())
+    gone_task = asyncio.ensure_future(gone.wait())
+    try:
+        await asyncio.wait(
+            {outcome_task, gone_task}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        watch.close()
+        gone_task.cancel()
+        if not outcome_task.done():
+            outcome_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await gone_task
+    if watch.gone:
+        return web.Response(status=499)
+    if not outcome_task.done() or outcome_task.cancelled():
+        return error_answer(request, wait_timeout(seconds, run.id))
+    outcome = outcome_task.result()
+    if outcome.status == FAILED:
+        return error_answer(request, error_reply(outcome.error or AgentError()))
+    if outcome.status == ABORTED and run.abort_reason == SHUTDOWN_ABORT:
+        return error_answer(request, shutting_down())
+    return json_response(completion_body(run.id, key, outcome), headers=session_header(request))
+
+
+def _wake(
+    request: web.Request, state: GatewayState, hooks: HooksConfig, body: dict[str, object]
+) -> web.StreamResponse:
+    """OpenClaw queues a system event for the main session and runs its heartbeat; clawgate
+    has neither, so the nearest it can do is a turn on the main session with the event's
+    text, marked as a system event."""
+    agents = state.config.agents
+    parsed = parse_wake_hook(body)
+    agent_id = hook_agent(parsed.agent_id, hooks, agents)
+    key = agents.main_session_key(agent_id)
+    run_id = new_run_id()
+    turn = TurnRequest(agent_id=agent_id, session_key=key, run_id=run_id, text=parsed.text)
+    _submit(request, state, turn, "wake")
+    return json_response(
+        {"ok": True, "mode": "now", **accepted_body(run_id, key)}, headers=session_header(request)
+    )

@@ -1,0 +1,204 @@
+"""What every authenticated JSON endpoint of the HTTP surface shares (http-openai.md §2-§3,
+§8-§9): the gate in front of a handler, the body reader, the error answer, the CORS preflight.
+
+Chat completions, embeddings and the hooks all answer bad requests the same way, so these
+live here once rather than in each endpoint's module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Collection
+
+import structlog
+from aiohttp import web
+
+from gateway.appkeys import SESSION_KEY, STATE
+from gateway.auth import LOCKED_OUT, AuthFailure, bearer_secret
+from gateway.auth import authenticate as check_secret
+from gateway.config import AuthConfig, Config
+from gateway.content_coding import BodyInflater, request_coding
+from gateway.edge_http import client_of, is_json_content_type, unsupported_media_type
+from gateway.openai_wire import (
+    RequestError,
+    auth_locked_out,
+    body_timeout,
+    payload_too_large,
+    shutting_down,
+    unauthorized,
+)
+from gateway.responses import error_response, method_not_allowed, not_found
+from gateway.state import GatewayState
+
+log = structlog.get_logger()
+
+SESSION_HEADER = "x-openclaw-session-key"
+
+# CORS (§9). Preflights are cached for 10 minutes, as the spec asks.
+CORS_MAX_AGE = "600"
+CORS_METHODS = "GET, POST, OPTIONS"
+# Always allowed, whatever the preflight asks for; the requested ones are echoed on top.
+CORS_ALLOW_HEADERS = (
+    "Authorization",
+    "Content-Type",
+    "x-openclaw-agent-id",
+    "x-openclaw-agent",
+    "x-openclaw-session-key",
+    "x-request-id",
+    "x-stainless-arch",
+    "x-stainless-async",
+    "x-stainless-lang",
+    "x-stainless-os",
+    "x-stainless-package-version",
+    "x-stainless-retry-count",
+    "x-stainless-runtime",
+    "x-stainless-runtime-version",
+    "x-stainless-timeout",
+)
+
+
+def chat_completions_enabled(config: Config) -> bool:
+    return config.gateway.http.chat_completions.enabled
+
+
+# -- steps 1-4: enablement, method, draining, auth ------------------------------------------
+
+
+def gate(
+    request: web.Request,
+    methods: Collection[str],
+    enabled: Callable[[Config], bool] = chat_completions_enabled,
+) -> web.StreamResponse | None:
+    """The answer for a request that must not reach its handler, else None."""
+    state = request.app[STATE]
+    config = state.config  # read per request: a reload swaps it
+    if not enabled(config):
+        return not_found()  # before method and auth: a disabled endpoint does not exist
+    if request.method not in methods:
+        if is_preflight(request):
+            return preflight(request, config)
+        return method_not_allowed(", ".join(methods))
+    if state.draining:
+        return error_answer(request, shutting_down())
+    try:
+        authenticate(request, state)
+    except RequestError as exc:
+        return error_answer(request, exc)
+    if request.method == "POST" and not is_json_content_type(request.headers.get("Content-Type")):
+        return unsupported_media_type()  # after auth, as before: a CSRF form post stops here
+    return None
+
+
+def authenticate(
+    request: web.Request,
+    state: GatewayState,
+    presented: str | None = None,
+    auth: AuthConfig | None = None,
+) -> None:
+    """§3: the lockout before the credential; only a wrong credential counts as a failure.
+    By default the gateway's own secret, presented as a bearer token; the hooks pass theirs."""
+    outcome = check_secret(
+        state.config.gateway.auth if auth is None else auth,
+        state.limiter,
+        bearer_secret(request.headers.get("Authorization")) if presented is None else presented,
+        client_of(request),
+        browser="Origin" in request.headers,
+    )
+    if isinstance(outcome, AuthFailure):
+        if outcome.reason == LOCKED_OUT and outcome.retry_after is not None:
+            raise auth_locked_out(outcome.retry_after)
+        raise unauthorized()
+
+
+# -- step 5: the body -----------------------------------------------------------------------
+
+
+async def read_body(request: web.Request, limit: int, within: float) -> bytes:
+    """§2 step 5: the announced length first, then what actually arrives, in `within` s.
+    A compressed body (gateway.content_coding) is held to the limit twice: as it arrives,
+    and as it decodes."""
+    if request.content_length is not None and request.content_length > limit:
+        raise payload_too_large()
+    coding = request_coding(request.headers.getall("Content-Encoding", ()))
+    inflater = BodyInflater(coding, limit) if coding is not None else None
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(within):
+            async for chunk in request.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    raise payload_too_large()
+                if inflater is None:
+                    chunks.append(chunk)
+                else:
+                    chunks.extend(inflater.feed(chunk))
+    except TimeoutError:
+        raise body_timeout() from None
+    if inflater is not None:
+        inflater.finish()
+    return b"".join(chunks)
+
+
+# -- answers --------------------------------------------------------------------------------
+
+
+def session_header(request: web.Request) -> dict[str, str]:
+    """Once resolved, the session key goes back on every answer (§4.2)."""
+    key = request.get(SESSION_KEY)
+    return {SESSION_HEADER: key} if key is not None else {}
+
+
+def error_answer(request: web.Request, error: RequestError) -> web.Response:
+    if error.detail is not None:
+        log.info("chat_request_rejected", status=error.status, reason=error.detail)
+    response = error_response(
+        error.status,
+        error.message,
+        error.type,
+        param=error.param,
+        code=error.code,
+        headers={**error.headers, **session_header(request)},
+    )
+    if error.status in (408, 413):
+        # The rest of the body may still be on the wire, so the connection cannot carry
+        # another request. (aiohttp still reads and drops what comes for up to 10 s before
+        # closing, so a client busy sending reads this answer rather than a reset.)
+        response.force_close()
+    return response
+
+
+# -- CORS -----------------------------------------------------------------------------------
+
+
+def origin_allowed(origin: str, config: Config) -> bool:
+    allowed = config.gateway.http.cors_allowed_origins
+    return "*" in allowed or origin in allowed
+
+
+def is_preflight(request: web.Request) -> bool:
+    headers = request.headers
+    return (
+        request.method == "OPTIONS"
+        and "Origin" in headers
+        and "Access-Control-Request-Method" in headers
+    )
+
+
+def preflight(request: web.Request, config: Config) -> web.Response:
+    """204 without auth for an allowed origin; 403 without CORS headers for any other."""
+    if not origin_allowed(request.headers["Origin"], config):
+        return error_response(403, "Origin not allowed", "invalid_request_error")
+    requested = request.headers.get("Access-Control-Request-Headers", "")
+    unique: dict[str, str] = {}  # header names are case-insensitive; the first spelling wins
+    for name in (*CORS_ALLOW_HEADERS, *requested.split(",")):
+        if name.strip():
+            unique.setdefault(name.strip().lower(), name.strip())
+    return web.Response(
+        status=204,
+        headers={
+            "Access-Control-Allow-Methods": CORS_METHODS,
+            "Access-Control-Allow-Headers": ", ".join(unique.values()),
+            "Access-Control-Max-Age": CORS_MAX_AGE,
+        },
+    )

@@ -1,0 +1,375 @@
+"""`POST /v1/embeddings` over HTTP: echo's offline vectors, a real fake upstream behind an
+openai-completions provider, the model choice, validation and the error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import struct
+from typing import Any
+
+import pytest
+
+from agents.providers.embeddings import echo_vector
+from agents.providers.pool import Timeouts
+from gateway.state import AppOptions
+from tests.agents.upstreams import FakeOpenAI, Stall, Status, fake_embedding
+from tests.http.conftest import AUTH, TOKEN, Client, MakeClient
+
+EMBEDDINGS = "/v1/embeddings"
+ECHO = {"agents": {"defaults": {"embeddingModel": "echo/echo"}}}
+
+
+def upstream_settings(upstream: FakeOpenAI, model: str = "fake/embed-small") -> dict[str, Any]:
+    return {
+        "models": {
+            "providers": {
+                "fake": {
+                    "api": "openai-completions",
+                    "baseUrl": upstream.base_url,
+                    "apiKey": "sk-test-key",
+                    "models": [{"id": "fake-model"}],
+                },
+                "claude": {"api": "anthropic-messages", "apiKey": "k"},
+            }
+        },
+        "agents": {"defaults": {"embeddingModel": model}},
+    }
+
+
+def error(message: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    return {
+        "error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}
+    }
+
+
+async def post(
+    client: Client, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> tuple[int, Any, Any]:
+    # A stream rather than bytes: aiohttp warns about large bytes bodies (filterwarnings=error).
+    response = await client.post(
+        EMBEDDINGS,
+        data=io.BytesIO(json.dumps(body).encode()),
+        headers={**AUTH, "Content-Type": "application/json", **(headers or {})},
+    )
+    return response.status, await response.json(), response.headers
+
+
+class TestEchoVectors:
+    async def test_one_string_gives_one_unit_vector(self, gateway: MakeClient) -> None:
+        client = await gateway(ECHO)
+        status, body, headers = await post(client, {"model": "openclaw", "input": "hello world"})
+        assert status == 200
+        assert headers["Content-Type"] == "application/json; charset=utf-8"
+        assert body == {
+            "object": "list",
+            "data": [
+                {
+                    "object": "embedding",
+                    "index": 0,
+                    "embedding": list(echo_vector("hello world", 16)),
+                }
+            ],
+            "model": "openclaw",
+            "usage": {"prompt_tokens": 2, "total_tokens": 2},
+        }
+
+    async def test_the_same_text_gives_the_same_vector(self, gateway: MakeClient) -> None:
+        client = await gateway(ECHO)
+        _, body, _ = await post(client, {"input": ["a", "b", "a"], "dimensions": 4})
+        vectors = [item["embedding"] for item in body["data"]]
+        assert vectors[0] == vectors[2] != vectors[1]
+        assert [len(v) for v in vectors] == [4, 4, 4]
+
+    async def test_base64_is_little_endian_float32(self, gateway: MakeClient) -> None:
+        client = await gateway(ECHO)
+        _, body, _ = await post(client, {"input": "x", "encoding_format": "base64"})
+        raw = base64.b64decode(body["data"][0]["embedding"])
+        expected = struct.unpack("<16f", struct.pack("<16f", *echo_vector("x", 16)))
+        assert struct.unpack("<16f", raw) == expected
+
+    async def test_the_model_names_the_agent_and_is_echoed(self, gateway: MakeClient) -> None:
+        client = await gateway(
+            {**ECHO, "agents": {**ECHO["agents"], "list": [{"id": "main"}, {"id": "beta"}]}}
+        )
+        status, body, _ = await post(client, {"model": "openclaw/beta", "input": "x"})
+        assert (status, body["model"]) == (200, "openclaw/beta")
+
+    async def test_an_unknown_agent_is_refused(self, gateway: MakeClient) -> None:
+        client = await gateway(ECHO)
+        assert (await post(client, {"model": "openclaw/nope", "input": "x"}))[:2] == (
+            400,
+            error("Unknown agent 'nope'.", "model"),
+        )
+
+    async def test_echo_bounds_inputs_times_dimensions(self, gateway: MakeClient) -> None:
+        client = await gateway(ECHO)
+        status, body, _ = await post(client, {"input": ["x"] * 200, "dimensions": 8192})
+        assert (status, body) == (
+            400,
+            error(
+                "The echo embedding model makes at most 1048576 values per request"
+                " (inputs × dimensions = 1638400).",
+                "dimensions",
+            ),
+        )
+
+
+class TestModelChoice:
+    async def test_without_an_embedding_model_the_answer_is_400(self, client: Client) -> None:
+        assert (await post(client, {"model": "openclaw", "input": "hi"}))[:2] == (
+            400,
+            error(
+                "No embedding model is configured: set agents.defaults.embeddingModel,"
+                " or name one in the `x-openclaw-model` header.",
+                "model",
+                "embedding_model_not_configured",
+            ),
+        )
+
+    async def test_the_header_names_the_model(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        client = await gateway(upstream_settings(upstream, "echo/echo"))
+        status, body, _ = await post(client, {"input": "hi"}, {"x-openclaw-model": "fake/other"})
+        assert status == 200
+        assert upstream.last.body["model"] == "other"
+        assert body["data"][0]["embedding"] == fake_embedding("hi")
+
+    async def test_the_header_works_without_a_configured_model(self, gateway: MakeClient) -> None:
+        client = await gateway()
+        status, _, _ = await post(client, {"input": "hi"}, {"x-openclaw-model": "echo/echo"})
+        assert status == 200
+
+    async def test_a_header_with_an_unknown_provider_is_refused(self, gateway: MakeClient) -> None:
+        client = await gateway(ECHO)
+        assert (await post(client, {"input": "hi"}, {"x-openclaw-model": "nope/m"}))[:2] == (
+            400,
+            error("Invalid `x-openclaw-model`: unknown provider 'nope'."),
+        )
+
+    async def test_a_header_naming_an_anthropic_provider_is_refused(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        client = await gateway(upstream_settings(upstream))
+        assert (await post(client, {"input": "hi"}, {"x-openclaw-model": "claude/m"}))[:2] == (
+            400,
+            error("Invalid `x-openclaw-model`: provider 'claude' is not OpenAI-compatible."),
+        )
+
+    async def test_a_header_that_is_not_a_model_ref_is_refused(self, gateway: MakeClient) -> None:
+        client = await gateway(ECHO)
+        assert (await post(client, {"input": "hi"}, {"x-openclaw-model": "gpt"}))[:2] == (
+            400,
+            error('Invalid `x-openclaw-model`: expected "provider/model".'),
+        )
+
+
+class TestUpstream:
+    async def test_the_request_sent_upstream(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        client = await gateway(upstream_settings(upstream))
+        await post(client, {"input": ["one", "two"], "dimensions": 4, "user": "u1"})
+        sent = upstream.last
+        assert sent.path == "/v1/embeddings"
+        assert sent.headers["Authorization"] == "Bearer sk-test-key"
+        assert sent.body == {
+            "model": "embed-small",
+            "input": ["one", "two"],
+            "encoding_format": "float",
+            "dimensions": 4,
+            "user": "u1",
+        }
+
+    async def test_the_vectors_and_usage_come_back(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        client = await gateway(upstream_settings(upstream))
+        status, body, _ = await post(client, {"model": "openclaw", "input": ["a b", "c"]})
+        assert status == 200
+        assert body == {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": 0, "embedding": fake_embedding("a b")},
+                {"object": "embedding", "index": 1, "embedding": fake_embedding("c")},
+            ],
+            "model": "openclaw",
+            "usage": {"prompt_tokens": 3, "total_tokens": 3},
+        }
+
+    async def test_base64_is_asked_of_the_upstream_and_relayed(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        client = await gateway(upstream_settings(upstream))
+        _, body, _ = await post(client, {"input": "a", "encoding_format": "base64"})
+        assert upstream.last.body["encoding_format"] == "base64"
+        raw = base64.b64decode(body["data"][0]["embedding"])
+        assert list(struct.unpack("<8f", raw)) == fake_embedding("a")
+
+    async def test_a_429_comes_back_with_its_retry_after(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        client = await gateway(upstream_settings(upstream))
+        upstream.script(Status(429, {"Retry-After": "7"}))
+        status, body, headers = await post(client, {"input": "a"})
+        assert (status, headers["Retry-After"]) == (429, "7")
+        assert body == {
+            "error": {
+                "message": "upstream provider rate limited",
+                "type": "rate_limit_error",
+                "param": None,
+                "code": None,
+            }
+        }
+
+    async def test_a_rejected_api_key_is_a_502_upstream_auth_failed(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        client = await gateway(upstream_settings(upstream))
+        upstream.script(Status(401))
+        assert (await post(client, {"input": "a"}))[:2] == (
+            502,
+            {
+                "error": {
+                    "message": "upstream provider authentication failed",
+                    "type": "api_error",
+                    "param": None,
+                    "code": "upstream_auth_failed",
+                }
+            },
+        )
+
+    async def test_an_upstream_error_is_a_502(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        client = await gateway(upstream_settings(upstream))
+        upstream.script(Status(500))
+        status, body, _ = await post(client, {"input": "a"})
+        assert (status, body["error"]["message"]) == (502, "upstream provider error")
+
+    async def test_a_silent_upstream_is_a_504(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        client = await gateway(
+            upstream_settings(upstream),
+            AppOptions(provider_timeouts=Timeouts(connect=1.0, idle=0.2)),
+        )
+        upstream.script(Stall(headers=False))
+        status, body, _ = await post(client, {"input": "a"})
+        assert (status, body["error"]["message"]) == (504, "upstream provider timeout")
+
+    async def test_a_client_that_leaves_cancels_the_upstream_call(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        client = await gateway(upstream_settings(upstream))
+        upstream.script(Stall(headers=False))
+        response = client.post(EMBEDDINGS, json={"input": "a"}, headers=AUTH)
+        task = asyncio.ensure_future(response)
+        await upstream.wait_for_requests(1, within=2.0)
+        task.cancel()
+        await upstream.last.wait_gone(within=2.0)
+
+
+WRONG_FIELDS: list[tuple[dict[str, Any], dict[str, Any]]] = [
+    ({}, error("Missing `input`.", "input")),
+    ({"input": 3}, error("`input` must be a string or an array of strings.", "input")),
+    ({"input": [1, 2]}, error("`input` must be a string or an array of strings.", "input")),
+    ({"input": []}, error("`input` must not be empty.", "input")),
+    ({"input": ["a", ""]}, error("`input[1]` is empty.", "input")),
+    (
+        {"input": ["x"] * 2049},
+        error("`input` may hold at most 2048 items (got 2049).", "input"),
+    ),
+    (
+        {"input": "x" * 32769},
+        error(
+            "`input[0]` is too long (32769 characters; at most 32768, about 8192 tokens).",
+            "input",
+        ),
+    ),
+    (
+        {"input": ["x" * 32768] * 37},
+        error(
+            "`input` is too long (1212416 characters in all;"
+            " at most 1200000, about 300000 tokens).",
+            "input",
+        ),
+    ),
+    (
+        {"input": "a", "encoding_format": "binary"},
+        error('`encoding_format` must be "float" or "base64".', "encoding_format"),
+    ),
+    (
+        {"input": "a", "dimensions": 0},
+        error("`dimensions` must be an integer between 1 and 8192.", "dimensions"),
+    ),
+    (
+        {"input": "a", "dimensions": 1.5},
+        error("`dimensions` must be an integer between 1 and 8192.", "dimensions"),
+    ),
+    (
+        {"input": "a", "dimensions": True},
+        error("`dimensions` must be an integer between 1 and 8192.", "dimensions"),
+    ),
+    ({"input": "a", "user": 5}, error("user: Expected string, received number", "user")),
+]
+
+
+class TestValidation:
+    @pytest.mark.parametrize(("body", "expected"), WRONG_FIELDS)
+    async def test_a_wrong_field_is_a_400_naming_it(
+        self, gateway: MakeClient, body: dict[str, Any], expected: dict[str, Any]
+    ) -> None:
+        client = await gateway(ECHO)
+        assert (await post(client, body))[:2] == (400, expected)
+
+    async def test_null_fields_are_absent(self, gateway: MakeClient) -> None:
+        client = await gateway(ECHO)
+        body = {"input": "a", "encoding_format": None, "dimensions": None, "user": None}
+        assert (await post(client, body))[0] == 200
+
+    async def test_a_body_over_the_limit_is_a_413(self, gateway: MakeClient) -> None:
+        client = await gateway(
+            {**ECHO, "gateway": {"http": {"endpoints": {"chatCompletions": {"maxBodyBytes": 100}}}}}
+        )
+        status, body, _ = await post(client, {"input": "x" * 200})
+        assert (status, body["error"]["message"]) == (413, "Payload too large")
+
+
+class TestGate:
+    async def test_needs_the_gateway_token(self, gateway: MakeClient) -> None:
+        client = await gateway(ECHO)
+        response = await client.post(EMBEDDINGS, json={"input": "a"})
+        assert response.status == 401
+        response = await client.post(
+            EMBEDDINGS, json={"input": "a"}, headers={"Authorization": f"Bearer {TOKEN}x"}
+        )
+        assert response.status == 401
+
+    async def test_is_off_with_the_openai_surface(self, gateway: MakeClient) -> None:
+        client = await gateway(
+            {**ECHO, "gateway": {"http": {"endpoints": {"chatCompletions": {"enabled": False}}}}}
+        )
+        response = await client.post(EMBEDDINGS, json={"input": "a"}, headers=AUTH)
+        assert response.status == 404
+
+    async def test_only_post(self, gateway: MakeClient) -> None:
+        client = await gateway(ECHO)
+        response = await client.get(EMBEDDINGS, headers=AUTH)
+        assert (response.status, response.headers["Allow"]) == (405, "POST")
+
+    async def test_a_preflight_from_an_allowed_origin_needs_no_token(
+        self, gateway: MakeClient
+    ) -> None:
+        client = await gateway(
+            {**ECHO, "gateway": {"http": {"cors": {"allowedOrigins": ["https://ui.example"]}}}}
+        )
+        response = await client.options(
+            EMBEDDINGS,
+            headers={"Origin": "https://ui.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert response.status == 204
+        assert response.headers["Access-Control-Allow-Origin"] == "https://ui.example"

@@ -1,0 +1,69 @@
+"""The real `openai` SDK's `embeddings.create` against a gateway on a real socket, in front of
+a fake OpenAI-compatible upstream (a real HTTP server) that computes deterministic vectors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import openai
+import pytest
+from openai import AsyncOpenAI
+
+from tests.agents.upstreams import FakeOpenAI, Status, fake_embedding
+from tests.http.conftest import TOKEN, MakeClient
+from tests.http.test_embeddings import upstream_settings
+
+
+@pytest.fixture
+async def sdk(gateway: MakeClient, upstream: FakeOpenAI) -> AsyncIterator[AsyncOpenAI]:
+    client = await gateway(upstream_settings(upstream))
+    base_url = str(client.server.make_url("/v1"))
+    async with AsyncOpenAI(base_url=base_url, api_key=TOKEN, max_retries=0) as sdk:
+        yield sdk
+
+
+class TestEmbeddingsCreate:
+    async def test_float(self, sdk: AsyncOpenAI, upstream: FakeOpenAI) -> None:
+        result = await sdk.embeddings.create(
+            model="openclaw", input="hello world", encoding_format="float"
+        )
+        assert upstream.last.body["encoding_format"] == "float"
+        assert result.model == "openclaw"
+        assert [(e.index, e.embedding) for e in result.data] == [(0, fake_embedding("hello world"))]
+        assert (result.usage.prompt_tokens, result.usage.total_tokens) == (2, 2)
+
+    async def test_base64_as_the_sdk_asks_by_default(
+        self, sdk: AsyncOpenAI, upstream: FakeOpenAI
+    ) -> None:
+        result = await sdk.embeddings.create(model="openclaw", input="hello")
+        assert upstream.last.body["encoding_format"] == "base64"
+        assert result.data[0].embedding == fake_embedding("hello")
+
+    async def test_a_list_of_inputs_in_order(self, sdk: AsyncOpenAI) -> None:
+        texts = ["one", "two", "three"]
+        result = await sdk.embeddings.create(model="openclaw", input=texts)
+        assert [e.index for e in result.data] == [0, 1, 2]
+        assert [e.embedding for e in result.data] == [fake_embedding(t) for t in texts]
+
+    async def test_dimensions(self, sdk: AsyncOpenAI, upstream: FakeOpenAI) -> None:
+        result = await sdk.embeddings.create(model="openclaw", input="x", dimensions=3)
+        assert upstream.last.body["dimensions"] == 3
+        assert result.data[0].embedding == fake_embedding("x", 3)
+
+    async def test_a_rate_limited_upstream_raises_rate_limit_error(
+        self, sdk: AsyncOpenAI, upstream: FakeOpenAI
+    ) -> None:
+        upstream.script(Status(429, {"Retry-After": "3"}))
+        with pytest.raises(openai.RateLimitError) as caught:
+            await sdk.embeddings.create(model="openclaw", input="x")
+        assert caught.value.response.headers["retry-after"] == "3"
+
+    async def test_a_bad_input_raises_bad_request(self, sdk: AsyncOpenAI) -> None:
+        with pytest.raises(openai.BadRequestError) as caught:
+            await sdk.embeddings.create(model="openclaw", input=[])
+        assert caught.value.body == {
+            "message": "`input` must not be empty.",
+            "type": "invalid_request_error",
+            "param": "input",
+            "code": None,
+        }

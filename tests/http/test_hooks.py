@@ -1,0 +1,453 @@
+"""OpenClaw's webhooks, `POST /hooks/agent` and `POST /hooks/wake`: the hook token, the
+payloads, the agent and session policy, waiting for the answer, and the wake turn."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from agents.runs import AgentRun
+from gateway.appkeys import STATE
+from gateway.hooks_wire import HookReplays
+from gateway.reload import apply_config
+from tests.agents.upstreams import FakeOpenAI, Status
+from tests.conftest import MakeConfig
+from tests.http.conftest import (
+    AUTH,
+    BASE_SETTINGS,
+    HI,
+    Client,
+    MakeClient,
+    fake_provider,
+    merged,
+)
+
+HOOK_TOKEN = "hook-token-93bd"
+HOOK_AUTH = {"Authorization": f"Bearer {HOOK_TOKEN}"}
+HOOKS: dict[str, Any] = {"hooks": {"enabled": True, "token": HOOK_TOKEN}}
+UUID = "[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+
+
+def with_hooks(**hooks: Any) -> dict[str, Any]:
+    return {"hooks": {**HOOKS["hooks"], **hooks}}
+
+
+def error(
+    message: str,
+    param: str | None = None,
+    code: str | None = None,
+    type_: str = "invalid_request_error",
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+async def hook(
+    client: Client,
+    path: str,
+    body: Any,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    response = await client.post(path, json=body, headers=HOOK_AUTH if headers is None else headers)
+    return response.status, await response.json()
+
+
+async def finished(client: Client, run_id: str) -> AgentRun:
+    registry = client.app[STATE].registry
+    assert registry is not None
+    run = registry.run(run_id)
+    assert run is not None
+    await run.wait()
+    return run
+
+
+async def transcript(client: Client, key: str) -> list[tuple[str, str]]:
+    registry = client.app[STATE].registry
+    assert registry is not None
+    found = await registry.history(key)
+    return [(m.role, m.text) for m in found.messages]
+
+
+@pytest.fixture
+async def client(gateway: MakeClient) -> Client:
+    return await gateway(HOOKS)
+
+
+class TestHookToken:
+    async def test_is_off_unless_enabled(self, gateway: MakeClient) -> None:
+        client = await gateway()
+        assert (await hook(client, "/hooks/agent", {"message": "hi"}))[0] == 404
+
+    async def test_bearer(self, client: Client) -> None:
+        assert (await hook(client, "/hooks/agent", {"message": "hi"}))[0] == 202
+
+    async def test_the_x_openclaw_token_header(self, client: Client) -> None:
+        headers = {"x-openclaw-token": HOOK_TOKEN}
+        assert (await hook(client, "/hooks/agent", {"message": "hi"}, headers))[0] == 202
+
+    async def test_none_is_a_401(self, client: Client) -> None:
+        assert await hook(client, "/hooks/agent", {"message": "hi"}, {}) == (
+            401,
+            error("Unauthorized", None, "invalid_api_key", "unauthorized"),
+        )
+
+    async def test_the_gateway_token_is_not_the_hook_token(self, client: Client) -> None:
+        assert (await hook(client, "/hooks/agent", {"message": "hi"}, AUTH))[0] == 401
+
+    async def test_the_hook_token_is_not_the_gateway_token(self, client: Client) -> None:
+        response = await client.post("/v1/chat/completions", json=HI, headers=HOOK_AUTH)
+        assert response.status == 401
+
+    async def test_a_query_token_is_refused(self, client: Client) -> None:
+        assert await hook(client, f"/hooks/agent?token={HOOK_TOKEN}", {"message": "hi"}) == (
+            400,
+            error(
+                "Hook token must be provided via Authorization: Bearer <token> or"
+                " X-OpenClaw-Token header (query parameters are not allowed)."
+            ),
+        )
+
+    async def test_failures_lock_the_client_out_with_the_gateways_limiter(
+        self, gateway: MakeClient
+    ) -> None:
+        client = await gateway(
+            merged(
+                HOOKS,
+                {"gateway": {"auth": {"rateLimit": {"maxAttempts": 2, "exemptLoopback": False}}}},
+            )
+        )
+        wrong = {"x-openclaw-token": "nope"}
+        assert [(await hook(client, "/hooks/wake", {"text": "x"}, wrong))[0] for _ in "ab"] == [
+            401,
+            401,
+        ]
+        response = await client.post("/hooks/wake", json={"text": "x"}, headers=HOOK_AUTH)
+        assert response.status == 429 and int(response.headers["Retry-After"]) > 0
+        response = await client.post("/v1/chat/completions", json=HI, headers=AUTH)
+        assert response.status == 429
+
+
+class TestRouting:
+    async def test_only_post(self, client: Client) -> None:
+        response = await client.get("/hooks/agent", headers=HOOK_AUTH)
+        assert (response.status, response.headers["Allow"]) == (405, "POST")
+
+    async def test_an_unknown_hook_is_a_404_after_auth(self, client: Client) -> None:
+        assert (await hook(client, "/hooks/gmail", {}, {}))[0] == 401
+        assert await hook(client, "/hooks/gmail", {}) == (
+            404,
+            error("Not Found", type_="not_found_error"),
+        )
+
+    async def test_the_path_is_configurable(self, gateway: MakeClient) -> None:
+        client = await gateway(with_hooks(path="/in/"))
+        assert (await hook(client, "/in/agent", {"message": "hi"}))[0] == 202
+        assert (await hook(client, "/hooks/agent", {"message": "hi"}))[0] == 404
+
+    async def test_a_body_over_max_body_bytes_is_a_413(self, gateway: MakeClient) -> None:
+        client = await gateway(with_hooks(maxBodyBytes=64))
+        status, body = await hook(client, "/hooks/agent", {"message": "x" * 100})
+        assert (status, body) == (413, error("Payload too large"))
+
+    async def test_a_body_that_is_not_json_is_a_400(self, client: Client) -> None:
+        response = await client.post("/hooks/agent", data=b"{nope", headers=HOOK_AUTH)
+        assert response.status == 400
+        assert (await response.json())["error"]["type"] == "invalid_request_error"
+
+
+class TestAgentHook:
+    async def test_answers_202_with_the_run_and_its_new_session(self, client: Client) -> None:
+        response = await client.post("/hooks/agent", json={"message": "hi"}, headers=HOOK_AUTH)
+        body = await response.json()
+        assert response.status == 202
+        assert set(body) == {"ok", "runId", "sessionKey"} and body["ok"] is True
+        assert re.fullmatch(UUID, body["runId"])
+        assert re.fullmatch(f"agent:main:hook:{UUID}", body["sessionKey"])
+        assert response.headers["x-openclaw-session-key"] == body["sessionKey"]
+
+    async def test_the_run_is_a_turn_of_that_session(self, client: Client) -> None:
+        _, body = await hook(client, "/hooks/agent", {"message": "check the inbox"})
+        await finished(client, body["runId"])
+        assert await transcript(client, body["sessionKey"]) == [
+            ("user", "check the inbox"),
+            ("assistant", "[turn 1] check the inbox"),
+        ]
+
+    async def test_each_call_gets_a_new_session(self, client: Client) -> None:
+        keys = {(await hook(client, "/hooks/agent", {"message": "hi"}))[1]["sessionKey"]}
+        keys.add((await hook(client, "/hooks/agent", {"message": "hi"}))[1]["sessionKey"])
+        assert len(keys) == 2
+
+    async def test_waiting_returns_the_final_text(self, client: Client) -> None:
+        status, body = await hook(
+            client, "/hooks/agent", {"message": "hello there", "waitForCompletion": True}
+        )
+        assert status == 200
+        assert body["completion"] == {
+            "status": "ok",
+            "text": "[turn 1] hello there",
+            "stopReason": "stop",
+            "usage": {"prompt_tokens": 2, "completion_tokens": 4, "total_tokens": 6},
+        }
+        assert set(body) == {"ok", "runId", "sessionKey", "completion"}
+
+    async def test_a_wait_longer_than_wait_timeout_seconds_is_a_504(
+        self, gateway: MakeClient
+    ) -> None:
+        client = await gateway(
+            merged(
+                with_hooks(waitTimeoutSeconds=1),
+                {"agents": {"list": [{"id": "main", "params": {"delayMs": 1500}}]}},
+            )
+        )
+        status, body = await hook(
+            client, "/hooks/agent", {"message": "one two", "waitForCompletion": True}
+        )
+        assert status == 504
+        match = re.fullmatch(
+            r"The run did not finish within 1 s \(hooks.waitTimeoutSeconds\);"
+            f" it goes on as run ({UUID}).",
+            body["error"]["message"],
+        )
+        assert match is not None
+        assert body["error"]["code"] == "hook_wait_timeout"
+        run = await finished(client, match[1])
+        assert run.outcome is not None and run.outcome.status == "completed"
+
+    async def test_timeout_seconds_bounds_the_run(self, gateway: MakeClient) -> None:
+        client = await gateway(
+            merged(HOOKS, {"agents": {"list": [{"id": "main", "params": {"delayMs": 3000}}]}})
+        )
+        status, body = await hook(
+            client,
+            "/hooks/agent",
+            {"message": "one two", "waitForCompletion": True, "timeoutSeconds": 1},
+        )
+        assert (status, body["error"]["message"]) == (504, "upstream provider timeout")
+
+    async def test_a_failed_run_answers_as_chat_completions_would(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        client = await gateway(merged(HOOKS, fake_provider(upstream)))
+        upstream.script(Status(401))
+        status, body = await hook(
+            client, "/hooks/agent", {"message": "hi", "waitForCompletion": True}
+        )
+        assert (status, body["error"]["code"]) == (502, "upstream_auth_failed")
+
+    async def test_agent_id_names_the_agent(self, gateway: MakeClient) -> None:
+        client = await gateway(
+            merged(HOOKS, {"agents": {"list": [{"id": "main"}, {"id": "beta"}]}})
+        )
+        _, body = await hook(client, "/hooks/agent", {"message": "hi", "agentId": "Beta"})
+        assert body["sessionKey"].startswith("agent:beta:hook:")
+
+    async def test_an_unknown_agent_is_a_400(self, client: Client) -> None:
+        assert await hook(client, "/hooks/agent", {"message": "hi", "agentId": "nope"}) == (
+            400,
+            error("Unknown agent 'nope'.", "agentId"),
+        )
+
+    async def test_allowed_agent_ids_bounds_the_agents(self, gateway: MakeClient) -> None:
+        client = await gateway(
+            merged(
+                with_hooks(allowedAgentIds=["beta"]),
+                {"agents": {"list": [{"id": "main"}, {"id": "beta"}]}},
+            )
+        )
+        assert await hook(client, "/hooks/agent", {"message": "hi"}) == (
+            400,
+            error("agentId is not allowed by hooks.allowedAgentIds", "agentId"),
+        )
+        assert (await hook(client, "/hooks/agent", {"message": "hi", "agentId": "beta"}))[0] == 202
+
+    async def test_a_session_key_needs_allow_request_session_key(self, client: Client) -> None:
+        assert await hook(client, "/hooks/agent", {"message": "hi", "sessionKey": "hook:a"}) == (
+            400,
+            error(
+                "sessionKey is disabled for external /hooks/agent payloads;"
+                " set hooks.allowRequestSessionKey=true to enable",
+                "sessionKey",
+            ),
+        )
+
+    async def test_a_session_key_continues_its_session(self, gateway: MakeClient) -> None:
+        client = await gateway(with_hooks(allowRequestSessionKey=True))
+        payload = {"message": "hi", "sessionKey": "Hook:Mail", "waitForCompletion": True}
+        await hook(client, "/hooks/agent", payload)
+        status, body = await hook(client, "/hooks/agent", payload)
+        assert (status, body["sessionKey"]) == (200, "agent:main:hook:mail")
+        assert body["completion"]["text"] == "[turn 2] hi"
+
+    async def test_the_default_session_key(self, gateway: MakeClient) -> None:
+        client = await gateway(with_hooks(defaultSessionKey="hook:inbox"))
+        _, body = await hook(client, "/hooks/agent", {"message": "hi"})
+        assert body["sessionKey"] == "agent:main:hook:inbox"
+
+    async def test_allowed_session_key_prefixes(self, gateway: MakeClient) -> None:
+        client = await gateway(
+            with_hooks(allowRequestSessionKey=True, allowedSessionKeyPrefixes=["hook:"])
+        )
+        assert await hook(client, "/hooks/agent", {"message": "hi", "sessionKey": "main"}) == (
+            400,
+            error("sessionKey must start with one of: hook:", "sessionKey"),
+        )
+
+    async def test_a_session_key_that_cannot_be_a_header_is_refused(
+        self, gateway: MakeClient
+    ) -> None:
+        client = await gateway(with_hooks(allowRequestSessionKey=True))
+        assert await hook(client, "/hooks/agent", {"message": "hi", "sessionKey": "a\nb"}) == (
+            400,
+            error("Invalid `sessionKey`.", "sessionKey"),
+        )
+
+    @pytest.mark.parametrize(
+        ("payload", "expected"),
+        [
+            ({}, error("message required", "message")),
+            ({"message": "  "}, error("message required", "message")),
+            ({"message": 3}, error("message: Expected string, received number", "message")),
+            (
+                {"message": "hi", "waitForCompletion": "yes"},
+                error("waitForCompletion must be boolean", "waitForCompletion"),
+            ),
+            (
+                {"message": "hi", "model": "openai/gpt"},
+                error(
+                    "`model` is not supported by clawgate's hooks.",
+                    "model",
+                    "unsupported_parameter",
+                ),
+            ),
+            (
+                {"message": "hi", "timeoutSeconds": 0},
+                error(
+                    "timeoutSeconds must be a number of seconds from 1 to 31536000",
+                    "timeoutSeconds",
+                ),
+            ),
+            (
+                {"message": "hi", "deliver": "yes"},
+                error("deliver must be boolean", "deliver"),
+            ),
+            ({"message": "hi", "name": []}, error("name: Expected string, received array", "name")),
+        ],
+    )
+    async def test_a_wrong_payload_is_a_400(
+        self, client: Client, payload: dict[str, Any], expected: dict[str, Any]
+    ) -> None:
+        assert await hook(client, "/hooks/agent", payload) == (400, expected)
+
+    async def test_openclaws_delivery_fields_are_accepted(self, client: Client) -> None:
+        payload = {
+            "message": "hi",
+            "name": "Email",
+            "wakeMode": "next-heartbeat",
+            "deliver": True,
+            "channel": "last",
+            "to": "+15551234567",
+        }
+        assert (await hook(client, "/hooks/agent", payload))[0] == 202
+
+
+class TestWakeHook:
+    async def test_runs_a_turn_on_the_main_session(self, client: Client) -> None:
+        status, body = await hook(client, "/hooks/wake", {"text": "New email received"})
+        assert status == 200
+        assert {k: body[k] for k in ("ok", "mode", "sessionKey")} == {
+            "ok": True,
+            "mode": "now",
+            "sessionKey": "agent:main:main",
+        }
+        await finished(client, body["runId"])
+        assert await transcript(client, "agent:main:main") == [
+            ("user", "System: New email received"),
+            ("assistant", "[turn 1] System: New email received"),
+        ]
+
+    @pytest.mark.parametrize(
+        ("payload", "expected"),
+        [
+            ({}, error("text required", "text")),
+            (
+                {"text": "x", "mode": "next-heartbeat"},
+                error(
+                    'mode "next-heartbeat" is not supported: clawgate has no heartbeat; use "now".',
+                    "mode",
+                    "unsupported_parameter",
+                ),
+            ),
+            ({"text": "x", "mode": "later"}, error('mode must be "now"', "mode")),
+            (
+                {"text": "x", "sessionKey": "hook:a"},
+                error(
+                    "`sessionKey` is not supported on /wake.", "sessionKey", "unsupported_parameter"
+                ),
+            ),
+        ],
+    )
+    async def test_a_wrong_payload_is_a_400(
+        self, client: Client, payload: dict[str, Any], expected: dict[str, Any]
+    ) -> None:
+        assert await hook(client, "/hooks/wake", payload) == (400, expected)
+
+
+class TestReload:
+    async def test_enabling_the_hooks_and_moving_them_apply_at_once(
+        self, gateway: MakeClient, make_config: MakeConfig
+    ) -> None:
+        client = await gateway()
+        assert (await hook(client, "/in/agent", {"message": "hi"}))[0] == 404
+        settings = merged(BASE_SETTINGS, with_hooks(path="/in"))
+        apply_config(client.app[STATE], make_config(json.dumps(settings)))
+        assert (await hook(client, "/in/agent", {"message": "hi"}))[0] == 202
+
+
+class TestIdempotency:
+    async def test_a_retry_with_the_same_key_gets_the_first_run(self, client: Client) -> None:
+        payload = {"message": "hi", "idempotencyKey": "delivery-1"}
+        _, first = await hook(client, "/hooks/agent", payload)
+        _, again = await hook(client, "/hooks/agent", payload)
+        assert again == first
+        await finished(client, first["runId"])
+        assert len(await transcript(client, first["sessionKey"])) == 2  # one turn
+
+    async def test_the_header_key(self, client: Client) -> None:
+        headers = {**HOOK_AUTH, "Idempotency-Key": "delivery-2"}
+        _, first = await hook(client, "/hooks/agent", {"message": "hi"}, headers)
+        _, again = await hook(client, "/hooks/agent", {"message": "hi"}, headers)
+        assert again["runId"] == first["runId"]
+
+    async def test_a_waiting_retry_gets_the_first_runs_completion(self, client: Client) -> None:
+        payload: dict[str, Any] = {"message": "hi", "idempotencyKey": "delivery-3"}
+        _, first = await hook(client, "/hooks/agent", payload)
+        status, again = await hook(client, "/hooks/agent", {**payload, "waitForCompletion": True})
+        assert (status, again["runId"], again["completion"]["text"]) == (
+            200,
+            first["runId"],
+            "[turn 1] hi",
+        )
+
+    async def test_another_message_under_the_same_key_is_another_run(self, client: Client) -> None:
+        _, first = await hook(client, "/hooks/agent", {"message": "a", "idempotencyKey": "k"})
+        _, other = await hook(client, "/hooks/agent", {"message": "b", "idempotencyKey": "k"})
+        assert other["runId"] != first["runId"]
+
+    async def test_without_a_key_every_call_is_a_run(self, client: Client) -> None:
+        _, first = await hook(client, "/hooks/agent", {"message": "hi"})
+        _, other = await hook(client, "/hooks/agent", {"message": "hi"})
+        assert other["runId"] != first["runId"]
+
+
+class TestHookReplays:
+    def test_forgets_a_call_after_ten_minutes(self) -> None:
+        now = [0.0]
+        replays = HookReplays(clock=lambda: now[0])
+        replays.put("scope", "run-1", "agent:main:hook:x")
+        now[0] = 599.0
+        assert replays.get("scope") == ("run-1", "agent:main:hook:x")
+        now[0] = 600.0
+        assert replays.get("scope") is None

@@ -1,0 +1,292 @@
+"""Property-based fuzzing of `POST /v1/embeddings` and the hooks (`/hooks/agent`,
+`/hooks/wake`): wrong types and oversize values of every field and header they read.
+
+The answer is always a documented status (no 5xx over echo), every error has the four-key
+shape, nothing is logged as an error, and the gateway still serves right after. One gateway
+serves the module, as `clawgate run` serves it; generation is derandomized and bounded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from hypothesis import event, given
+from hypothesis import strategies as st
+
+from tests.robustness.conftest import (
+    AUTH,
+    JSON_TYPE,
+    RawResponse,
+    Served,
+    ServerLog,
+    assert_documented_status,
+    assert_error_body,
+    build_app,
+    exchange,
+    normal_completion,
+    production_logging,
+    request_bytes,
+    served,
+)
+from tests.robustness.strategies import (
+    fuzz,
+    huge_text,
+    nonempty_text,
+    odd_text,
+    often,
+    text,
+    wire_bytes,
+    wrong,
+)
+
+pytestmark = [
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.filterwarnings("ignore:Generating overly large repr"),
+]
+
+EMBEDDINGS = "/v1/embeddings"
+HOOK_TOKEN = "robust-hook-token-4d2a"
+HOOK_AUTH = {"Authorization": f"Bearer {HOOK_TOKEN}"}
+MAX_BODY = 1_000_000
+HOOK_MAX_BODY = 64 * 1024
+EMBEDDINGS_STATUSES = frozenset({200, 400, 401, 413})
+HOOK_STATUSES = frozenset({200, 202, 400, 401, 404, 413})
+ONLY_413 = frozenset({413})
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def gateway(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[tuple[Served, ServerLog]]:
+    overrides = {
+        "gateway": {"http": {"endpoints": {"chatCompletions": {"maxBodyBytes": MAX_BODY}}}},
+        "agents": {
+            "defaults": {"maxConcurrent": 8, "embeddingModel": "echo/echo"},
+            "list": [{"id": "main", "default": True}, {"id": "beta"}],
+        },
+        "hooks": {
+            "enabled": True,
+            "token": HOOK_TOKEN,
+            "maxBodyBytes": HOOK_MAX_BODY,
+            "allowRequestSessionKey": True,
+            "waitTimeoutSeconds": 5,
+        },
+    }
+    with production_logging() as log:
+        app = build_app(tmp_path_factory.mktemp("fuzz-embeddings-hooks"), overrides)
+        async with served(app) as server:
+            yield server, log
+        assert log.new_problems() == []
+
+
+async def check(
+    server: Served, log: ServerLog, response: RawResponse, statuses: frozenset[int]
+) -> None:
+    if statuses is not ONLY_413:  # hypothesis records events only inside a fuzzed example
+        event(f"status {response.status}")
+    assert_documented_status(response.status)
+    assert response.status in statuses, response
+    if response.status in (200, 202):
+        assert response.headers.get("content-type") == JSON_TYPE, response
+        json.loads(response.body)
+    else:
+        assert_error_body(response)
+    await normal_completion(server.port)
+    assert log.new_problems() == []
+
+
+# -- /v1/embeddings -----------------------------------------------------------------------
+
+input_value = st.one_of(
+    nonempty_text,
+    st.lists(nonempty_text, min_size=1, max_size=20),
+    st.sampled_from(
+        [
+            "",
+            [],
+            [""],
+            [1, 2, 3],
+            [[1, 2]],
+            ["x"] * 2049,
+            "x" * 32769,
+            ["x" * 32768] * 37,
+        ]
+    ),
+    huge_text,
+    wrong,
+)
+EMBEDDING_FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    "model": often(st.sampled_from(["openclaw", "openclaw/beta", "openclaw/nope", "gpt"])),
+    "input": often(input_value),
+    "encoding_format": often(st.sampled_from(["float", "base64", "binary", ""])),
+    "dimensions": often(st.sampled_from([1, 16, 8192, 8193, 0, -1, 1.0, 1.5, 2**64, True])),
+    "user": often(text),
+}
+embeddings_body = st.builds(
+    lambda known, unknown: {**unknown, **known},
+    st.fixed_dictionaries({}, optional=EMBEDDING_FIELDS),
+    st.dictionaries(odd_text, wrong, max_size=3),
+)
+model_header = st.one_of(
+    st.sampled_from(
+        [b"echo/echo", b"echo/", b"nope/x", b"echo", b"", b"\xff\xfe", b"e" * 5000 + b"/x"]
+    ),
+    odd_text.map(lambda s: s.encode("utf-8", "surrogatepass")).map(
+        lambda b: b.replace(b"\r", b"").replace(b"\n", b"").replace(b"\x00", b"")
+    ),
+)
+
+
+class TestEmbeddings:
+    @fuzz(120)
+    @given(body=st.one_of(embeddings_body, wrong))
+    async def test_any_body_gets_a_documented_answer(
+        self, gateway: tuple[Served, ServerLog], body: Any
+    ) -> None:
+        server, log = gateway
+        response = await exchange(
+            server.port, request_bytes("POST", EMBEDDINGS, AUTH, wire_bytes(body))
+        )
+        await check(server, log, response, EMBEDDINGS_STATUSES)
+
+    @fuzz(40)
+    @given(header=model_header)
+    async def test_any_model_header_gets_a_documented_answer(
+        self, gateway: tuple[Served, ServerLog], header: bytes
+    ) -> None:
+        server, log = gateway
+        headers = {**AUTH, "x-openclaw-model": header}
+        body = wire_bytes({"model": "openclaw", "input": "hi"})
+        response = await exchange(server.port, request_bytes("POST", EMBEDDINGS, headers, body))
+        if any((b < 0x20 and b != 0x09) or b == 0x7F for b in header):
+            assert response.status == 400, response  # not HTTP: refused by the parser
+            return
+        await check(server, log, response, EMBEDDINGS_STATUSES)
+
+    async def test_a_body_over_the_limit_is_a_413(self, gateway: tuple[Served, ServerLog]) -> None:
+        server, log = gateway
+        body = wire_bytes({"input": "x" * (MAX_BODY + 1)})
+        response = await exchange(server.port, request_bytes("POST", EMBEDDINGS, AUTH, body))
+        await check(server, log, response, ONLY_413)
+
+
+# -- the hooks ----------------------------------------------------------------------------
+
+AGENT_FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    "message": often(text),
+    "name": often(odd_text),
+    "agentId": often(st.sampled_from(["main", "Beta", "nope", "", "x" * 300])),
+    "sessionKey": often(
+        st.one_of(
+            odd_text,
+            st.sampled_from(
+                ["hook:a", "main", "agent:beta:x", "agent:nope:x", "cron:x", "a\nb", "x" * 600]
+            ),
+        )
+    ),
+    "waitForCompletion": often(st.booleans()),
+    "timeoutSeconds": often(st.sampled_from([1, 30, 0, -1, 1.5, 10**12, True])),
+    "wakeMode": often(st.sampled_from(["now", "next-heartbeat"])),
+    "deliver": often(st.booleans()),
+    "channel": often(odd_text),
+    "to": often(odd_text),
+    "model": st.one_of(st.none(), wrong),
+    "thinking": st.one_of(st.none(), wrong),
+    "idempotencyKey": often(odd_text),
+}
+WAKE_FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    "text": often(text),
+    "mode": often(st.sampled_from(["now", "next-heartbeat", "later"])),
+    "agentId": often(st.sampled_from(["main", "beta", "nope"])),
+    "sessionKey": st.one_of(st.none(), wrong),
+}
+
+
+def hook_body(fields: dict[str, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
+    return st.builds(
+        lambda known, unknown: {**unknown, **known},
+        st.fixed_dictionaries({}, optional=fields),
+        st.dictionaries(odd_text, wrong, max_size=3),
+    )
+
+
+class TestHooks:
+    @fuzz(120)
+    @given(body=st.one_of(hook_body(AGENT_FIELDS), wrong))
+    async def test_any_agent_hook_gets_a_documented_answer(
+        self, gateway: tuple[Served, ServerLog], body: Any
+    ) -> None:
+        server, log = gateway
+        if isinstance(body, dict) and body.get("waitForCompletion") is True:
+            body["timeoutSeconds"] = 1  # echo answers at once; this only bounds a bad case
+        request = request_bytes("POST", "/hooks/agent", HOOK_AUTH, wire_bytes(body))
+        response = await exchange(server.port, request)
+        await check(server, log, response, HOOK_STATUSES)
+
+    @fuzz(60)
+    @given(body=st.one_of(hook_body(WAKE_FIELDS), wrong))
+    async def test_any_wake_hook_gets_a_documented_answer(
+        self, gateway: tuple[Served, ServerLog], body: Any
+    ) -> None:
+        server, log = gateway
+        request = request_bytes("POST", "/hooks/wake", HOOK_AUTH, wire_bytes(body))
+        response = await exchange(server.port, request)
+        await check(server, log, response, HOOK_STATUSES)
+
+    @fuzz(60)
+    @given(
+        token=st.one_of(
+            st.just(HOOK_TOKEN.encode()),
+            odd_text.map(lambda s: s.encode("utf-8", "surrogatepass")),
+            st.sampled_from([b"", b"\xff", HOOK_TOKEN.encode() + b"\xff", b"x" * 8000]),
+        ).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"").replace(b"\x00", b"")),
+        header=st.sampled_from(["Authorization", "x-openclaw-token"]),
+        path=st.sampled_from(
+            ["/hooks/agent", "/hooks/wake", "/hooks", "/hooks/", "/hooks//agent", "/hooks/x"]
+        ),
+    )
+    async def test_any_token_and_path_get_a_documented_answer(
+        self, gateway: tuple[Served, ServerLog], token: bytes, header: str, path: str
+    ) -> None:
+        server, log = gateway
+        value = b"Bearer " + token if header == "Authorization" else token
+        body = wire_bytes({"message": "hi", "text": "hi"})
+        response = await exchange(server.port, request_bytes("POST", path, {header: value}, body))
+        if any((b < 0x20 and b != 0x09) or b == 0x7F for b in value):
+            assert response.status == 400, response
+            return
+        await check(server, log, response, HOOK_STATUSES)
+
+    @fuzz(40)
+    @given(
+        value=st.one_of(
+            odd_text.map(lambda s: s.encode("utf-8", "surrogatepass")),
+            st.sampled_from([b"", b" ", b"k" * 257, b"\xff", b"k" * 8000]),
+        ).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"").replace(b"\x00", b"")),
+        header=st.sampled_from(["Idempotency-Key", "x-openclaw-idempotency-key"]),
+        wait=st.booleans(),
+    )
+    async def test_any_idempotency_key_gets_a_documented_answer(
+        self, gateway: tuple[Served, ServerLog], value: bytes, header: str, wait: bool
+    ) -> None:
+        server, log = gateway
+        headers = {**HOOK_AUTH, header: value}
+        body = wire_bytes({"message": "hi", "waitForCompletion": wait})
+        response = await exchange(server.port, request_bytes("POST", "/hooks/agent", headers, body))
+        if any((b < 0x20 and b != 0x09) or b == 0x7F for b in value):
+            assert response.status == 400, response
+            return
+        await check(server, log, response, HOOK_STATUSES)
+
+    async def test_a_body_over_max_body_bytes_is_a_413(
+        self, gateway: tuple[Served, ServerLog]
+    ) -> None:
+        server, log = gateway
+        body = wire_bytes({"message": "x" * HOOK_MAX_BODY})
+        request = request_bytes("POST", "/hooks/agent", HOOK_AUTH, body)
+        response = await exchange(server.port, request)
+        await check(server, log, response, ONLY_413)
