@@ -379,6 +379,7 @@ class TestEffectiveDict:
                 "model": "echo/echo",
                 "systemPrompt": "",
                 "params": {},
+                "models": [],
             }
         ]
 
