@@ -15,3 +15,5 @@ REQUEST_ID = web.RequestKey("request_id", str)
 # Set by handlers once resolved, for the canonical request log line.
 AGENT_ID = web.RequestKey("agent_id", str)
 SESSION_KEY = web.RequestKey("session_key", str)
+# `provider/model` of the answer, for the x-openclaw-model-used header.
+MODEL_USED = web.RequestKey("model_used", str)
