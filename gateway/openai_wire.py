@@ -312,6 +312,7 @@ def validate_fields(body: Mapping[str, Any]) -> ChatFields:
     if response_format is not None:
         if (
             not isinstance(response_format, dict)
+            or not isinstance(response_format.get("type"), str)
             or response_format.get("type") not in RESPONSE_FORMATS
         ):
             raise bad_request(

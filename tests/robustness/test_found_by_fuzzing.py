@@ -22,6 +22,7 @@ from gateway.openai_wire import (
     RequestError,
     parse_body,
     resolve_session_key,
+    validate_fields,
 )
 from gateway.responses import dumps, scrub_surrogates, wire
 from gateway.ws.protocol import NotJson, parse_request
@@ -146,3 +147,10 @@ class TestMalformedRequestsInTheLog:
         assert events[0]["remote"] == "192.0.2.9"
         assert "secret" not in json.dumps(events)
         assert structlog.get_config()["processors"]  # the previous configuration is back
+
+
+class TestUnhashableValues:
+    def test_a_response_format_type_that_is_a_list_is_a_400(self) -> None:
+        with pytest.raises(RequestError) as exc:
+            validate_fields({"response_format": {"type": ["text"]}})
+        assert (exc.value.status, exc.value.param) == (400, "response_format")
