@@ -325,9 +325,7 @@ class TestRequestErrors:
             err("Session key 'agent:beta:k' belongs to agent 'beta', not 'main'."),
         )
 
-    async def test_x_openclaw_model_outside_the_allow_list_is_refused(
-        self, client: Client
-    ) -> None:
+    async def test_x_openclaw_model_outside_the_allow_list_is_refused(self, client: Client) -> None:
         assert (await post(client, HI, {"x-openclaw-model": "openai/gpt-4o"}))[:2] == (
             400,
             err("Model 'openai/gpt-4o' is not allowed for agent 'main'.", code="model_not_allowed"),

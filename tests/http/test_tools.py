@@ -4,8 +4,10 @@ HTTP servers (tests/agents/upstreams.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -496,3 +498,15 @@ class TestModelHeader:
             "gpt-4o",
             "[turn 1] hi",
         )
+
+
+class TestReadme:
+    async def test_the_tool_example_runs_against_the_echo_agent(self, client: Client) -> None:
+        readme = (Path(__file__).parents[2] / "README.md").read_text()
+        block = readme.split("### Tools", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+        code = block.replace("http://127.0.0.1:18789/v1", str(client.server.make_url("/v1")))
+        code = code.replace("YOUR_TOKEN", TOKEN)
+        printed: list[tuple[Any, ...]] = []
+        # The example uses the synchronous client: it runs in a thread, the gateway here.
+        await asyncio.to_thread(exec, code, {"print": lambda *a: printed.append(a)})
+        assert printed == [("[turn 1] get_weather: sunny in Paris",)]
