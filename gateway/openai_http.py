@@ -342,6 +342,8 @@ async def _complete(
             run.abort(HANDLER_ENDED)
     if watch.gone:
         return web.Response(status=CLIENT_CLOSED_REQUEST)
+    if outcome.provider is not None and outcome.model is not None:
+        request[MODEL_USED] = f"{outcome.provider}/{outcome.model}"
     if outcome.status == FAILED:
         return _error(request, error_reply(outcome.error or AgentError()))
     if outcome.status == ABORTED and run.abort_reason == SHUTDOWN_ABORT:
@@ -350,8 +352,6 @@ async def _complete(
         completion_id, created, model, outcome.text, outcome.stop_reason, outcome.usage,
         reasoning=outcome.reasoning, tool_calls=outcome.tool_calls,
     )  # fmt: skip
-    if outcome.provider is not None and outcome.model is not None:
-        request[MODEL_USED] = f"{outcome.provider}/{outcome.model}"
     return web.Response(
         body=encode_json(body),
         headers={"Content-Type": JSON_CONTENT_TYPE, **_session_header(request)},

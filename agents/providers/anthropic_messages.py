@@ -51,10 +51,11 @@ STOP_REASONS: Mapping[str, str] = {
     "model_context_window_exceeded": "length",
     "tool_use": "tool_calls",
 }
-# Messages API params with no OpenAI counterpart that an agent may set; anything else not
+# Messages API params with no OpenAI counterpart that an agent may set (`thinking` turns on
+# extended thinking, streamed back as reasoning); anything else not
 # mapped explicitly (seed, penalties, response_format, delayMs, unknown keys) is dropped,
 # because Anthropic answers 400 to unknown fields.
-_PASSTHROUGH_KEYS = frozenset({"top_k", "metadata", "service_tier"})
+_PASSTHROUGH_KEYS = frozenset({"top_k", "metadata", "service_tier", "thinking"})
 _MAPPED_KEYS = frozenset(
     {
         "temperature", "top_p", "stop", "stop_sequences", "max_tokens", "max_completion_tokens",

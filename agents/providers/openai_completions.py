@@ -233,8 +233,8 @@ class ChunkDecoder:
                         if type(content) is not str:
                             raise TypeError("delta content is not text")
                         yield TextDelta(content)
-                    elif len(delta) > 1 or "content" not in delta:
-                        # Rarer than text: looked for only in chunks without any.
+                    if len(delta) > 1 or not content:
+                        # Reasoning and tool calls: not looked for in a chunk of text alone.
                         yield from self._other(delta)
                 if choice.get("finish_reason"):
                     self._reason = choice["finish_reason"]

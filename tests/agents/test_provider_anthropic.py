@@ -691,6 +691,13 @@ class TestTools:
             },
         ]
 
+    async def test_an_agent_can_turn_extended_thinking_on(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        thinking = {"type": "enabled", "budget_tokens": 1024}
+        body = await sent_body(provider, anthropic_upstream, params={"thinking": thinking})
+        assert body["thinking"] == thinking
+
     async def test_unsigned_reasoning_is_not_sent_back(
         self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
     ) -> None:

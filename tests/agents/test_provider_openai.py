@@ -788,6 +788,18 @@ class TestTools:
             Finish("stop"),
         ]
 
+    async def test_text_and_a_call_in_one_chunk(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        call = {"index": 0, "id": "c1", "function": {"name": "f", "arguments": "{}"}}
+        body = sse(chunk({"content": "ok", "tool_calls": [call]}, "tool_calls", usage=None))
+        openai_upstream.script(Raw((body,)))
+        assert await collect(provider, openai_upstream) == [
+            TextDelta("ok"),
+            ToolCallDelta(0, "c1", "f", "{}"),
+            Finish("tool_calls"),
+        ]
+
     @pytest.mark.parametrize(
         "call",
         [
