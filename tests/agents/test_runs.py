@@ -579,7 +579,6 @@ class TestOverflow:
             {"text": "abcd", "delta": "d"},
         ]
 
-
     async def test_argument_pieces_of_one_tool_call_merge(self) -> None:
         sub = RunSubscription(None, 2)
         start = {"name": "f", "toolCallId": "c1", "index": 0}
