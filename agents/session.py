@@ -445,7 +445,7 @@ class AgentSession:
         params: dict[str, Any],
         state: _Attempts,
     ) -> None:
-        """The model chain (§2.6): the next model only while no text has been emitted."""
+        """The model chain (§2.6): the next model only while nothing has been emitted."""
         failure: AgentError | None = None
         chain = (run.request.model,) if run.request.model is not None else agent.models
         for ref in chain:
