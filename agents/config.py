@@ -76,6 +76,12 @@ class AgentConfig:
     system_prompt: str = ""
     params: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
     default: bool = False
+    # `agents.list[].models`: what a request may choose instead (`x-openclaw-model`).
+    allowed_models: tuple[ModelRef, ...] = ()
+
+    def allows(self, ref: ModelRef) -> bool:
+        """A request may run this agent on `ref`: its own chain or its allow-list."""
+        return ref in self.models or ref in self.allowed_models
 
     @property
     def primary(self) -> ModelRef:

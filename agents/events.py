@@ -20,6 +20,12 @@ log = structlog.get_logger(__name__)
 LIFECYCLE = "lifecycle"
 ASSISTANT = "assistant"
 USAGE = "usage"
+# The model's reasoning, like `assistant`: {"text": cumulative, "delta": piece}.
+THINKING = "thinking"
+# Client tool calls, in OpenClaw's `tool` stream shape: `start` {name, toolCallId, index}
+# when the model begins a call, `update` {name, toolCallId, index, delta} per piece of its
+# arguments, `result` {name, toolCallId, isError, result} when the client sends the result.
+TOOL = "tool"
 
 
 @attrs.frozen
@@ -31,7 +37,7 @@ class RunEvent:
     session_key: str
     session_id: str | None  # None only for a run that ended before its session was loaded
     agent_id: str
-    stream: str  # "lifecycle", "assistant" or "usage"
+    stream: str  # "lifecycle", "assistant", "thinking", "tool" or "usage"
     seq: int
     ts: int  # Unix ms
     data: Mapping[str, Any]

@@ -10,11 +10,13 @@ subscribers. A subscription made right after `submit()` returns, before any `awa
 every event from seq 1; one made after the run ended yields just the terminal event.
 
 Overflow policy. When a subscriber's queue is full (`maxsize` events):
-- an `assistant` event whose predecessor in the queue is also an `assistant` event is merged
-  into it: the deltas are concatenated, `text` becomes the newer cumulative text and `seq`/`ts`
-  the newer ones. The reader sees a seq gap but never loses text, and the queue stops growing;
-- `lifecycle` and `usage` events are always enqueued (a run has only a handful), and so is an
-  `assistant` event that follows one of them; the queue may thus exceed `maxsize` by a few.
+- an `assistant` (or `thinking`, or `tool` `update`) event whose predecessor in the queue is
+  of the same kind (the same tool call for `tool`) is merged into it: the deltas are
+  concatenated, the other fields become the newer event's, `seq`/`ts` the newer ones. The
+  reader sees a seq gap but never loses text, and the queue stops growing;
+- `lifecycle` and `usage` events and tool `start`/`result` are always enqueued (a run has
+  only a handful), and so is a delta event that follows one of them; the queue may thus
+  exceed `maxsize` by a few.
 Merging is O(1) per event: deltas are collected and joined once, when the merged event is read.
 """
 
@@ -29,9 +31,10 @@ from typing import Any
 
 import attrs
 
+from agents.config import ModelRef
 from agents.errors import AgentError
-from agents.events import ASSISTANT, LIFECYCLE, USAGE, EventSink, RunEvent
-from agents.providers.base import ImageInput, Usage
+from agents.events import ASSISTANT, LIFECYCLE, THINKING, TOOL, USAGE, EventSink, RunEvent
+from agents.providers.base import ChatMessage, ImageInput, ToolCall, Usage
 
 __all__ = [
     "ASSISTANT",
@@ -85,6 +88,11 @@ class TurnRequest:
     # HTTP without a session header or `user`: a fresh key nobody names again, which
     # maintenance prunes after `session.maintenance.statelessTtl`.
     stateless: bool = False
+    # HTTP: the client's whole conversation (system messages taken out, the last one a user
+    # or tool message). The session keeps what is new of it (agents/transcript.py); `text`
+    # and `images` then only describe its last user message.
+    messages: tuple[ChatMessage, ...] = ()
+    model: ModelRef | None = None  # instead of the agent's chain (x-openclaw-model)
 
     def released(self) -> TurnRequest:
         """This request without its prompt, images and params: what an ended run keeps (a
@@ -97,6 +105,7 @@ class TurnRequest:
             timeout_seconds=self.timeout_seconds,
             idempotency_key=self.idempotency_key,
             stateless=self.stateless,
+            model=self.model,
         )
 
 
@@ -112,6 +121,22 @@ class RunOutcome:
     provider: str | None  # the attempt that produced the text (the last one tried)
     model: str | None
     session_id: str | None
+    reasoning: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+
+
+_DELTA_STREAMS = frozenset({ASSISTANT, THINKING, TOOL})
+
+
+def _mergeable(event: RunEvent, last: RunEvent) -> bool:
+    if event.stream != last.stream or event.stream not in _DELTA_STREAMS:
+        return False
+    if event.stream != TOOL:
+        return True
+    data, before = event.data, last.data
+    return data.get("phase") == before.get("phase") == "update" and data.get(
+        "toolCallId"
+    ) == before.get("toolCallId")
 
 
 @attrs.define(eq=False)
@@ -132,12 +157,7 @@ class RunSubscription:
     def push(self, event: RunEvent) -> None:
         """Called by the run for every event; never blocks (see the overflow policy)."""
         queue = self._queue
-        if (
-            event.stream == ASSISTANT
-            and len(queue) >= self._maxsize
-            and queue
-            and queue[-1].stream == ASSISTANT
-        ):
+        if len(queue) >= self._maxsize and queue and _mergeable(event, queue[-1]):
             if self._merged is None:
                 self._merged = [queue[-1].data["delta"]]
             self._merged.append(event.data["delta"])
@@ -156,9 +176,7 @@ class RunSubscription:
         """Replace the queue's last event by the merge of the deltas collected for it."""
         assert self._merged is not None
         last = self._queue[-1]
-        self._queue[-1] = attrs.evolve(
-            last, data={"text": last.data["text"], "delta": "".join(self._merged)}
-        )
+        self._queue[-1] = attrs.evolve(last, data={**last.data, "delta": "".join(self._merged)})
         self._merged = None
 
     @property

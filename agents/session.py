@@ -25,14 +25,17 @@ import structlog
 
 from agents.config import API_ECHO, ECHO_PROVIDER, AgentConfig, AgentsConfig, ModelRef
 from agents.errors import AgentError, StoreError, UnknownAgent, UpstreamError, UpstreamTimeout
-from agents.events import ASSISTANT, LIFECYCLE, USAGE, SessionInfo
+from agents.events import ASSISTANT, LIFECYCLE, THINKING, TOOL, USAGE, SessionInfo
 from agents.providers.base import (
     ChatMessage,
     Finish,
     Provider,
     ProviderEvent,
     ProviderRequest,
+    ReasoningDelta,
     TextDelta,
+    ToolCall,
+    ToolCallDelta,
     Usage,
 )
 from agents.runs import (
@@ -45,7 +48,8 @@ from agents.runs import (
     TurnRequest,
     terminal_data,
 )
-from agents.store import SessionRow, TurnRecord
+from agents.store import SessionRow, StoredMessage, TurnRecord
+from agents.transcript import new_inputs, with_tool_names
 
 if TYPE_CHECKING:
     from agents.registry import SessionRegistry
@@ -112,6 +116,26 @@ class _Attempts:
     finish: str = "stop"
     ref: ModelRef | None = None
     api: str | None = None
+    reasoning: str = ""
+    signature: str | None = None
+    # By the provider's index: [id, name, arguments so far].
+    calls: dict[int, list[str]] = attrs.field(factory=dict)
+
+    @property
+    def produced(self) -> bool:
+        """Something reached the run's consumers: no other model may take over."""
+        return bool(self.text or self.reasoning or self.calls)
+
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        return tuple(
+            ToolCall(call_id, name, arguments)
+            for _, (call_id, name, arguments) in sorted(self.calls.items())
+        )
+
+
+def _replayed(stored: tuple[StoredMessage, ...]) -> tuple[ChatMessage, ...]:
+    """The stored history as the provider is given it: empty replies are left out."""
+    return tuple(m.to_chat() for m in stored if m.role != "assistant" or m.text or m.tool_calls)
 
 
 def _words(text: str) -> int:
@@ -273,13 +297,16 @@ class AgentSession:
         registry.publish_change(self, phase="start", run_id=run.id)
 
         request = run.request
+        sent = request.messages
+        last: StoredMessage | None = None
         try:
             # A transcript created for this turn has no history: no trip to the store for it.
-            stored = (
-                ()
-                if created
-                else await registry.store.recent_turns(row.session_id, config.history_limit)
-            )
+            if created:
+                stored: tuple[StoredMessage, ...] = ()
+            elif sent:
+                stored, last = await registry.store.replay(row.session_id, config.history_limit)
+            else:
+                stored = await registry.store.recent_turns(row.session_id, config.history_limit)
         except StoreError as exc:
             log.error("history_load_failed", session_key=self.key, run_id=run.id, error=str(exc))
             run.detach_stream()
@@ -290,10 +317,22 @@ class AgentSession:
             self._finish(run, outcome, started_at)
             return
         system = "\n\n".join(p for p in (agent.system_prompt, request.extra_system_prompt) if p)
-        history = tuple(
-            ChatMessage(m.role, text) for m in stored if (text := m.text) or m.role == "user"
-        )
-        messages = (*history, ChatMessage("user", request.text, request.images))
+        if sent:
+            inputs = new_inputs(last.to_chat() if last is not None else None, sent)
+            history = () if inputs.replaces_history else _replayed(stored)
+            new = with_tool_names((*history, *inputs.messages))[len(history) :]
+            context_start = inputs.replaces_history
+        else:
+            history = _replayed(stored)
+            new = (ChatMessage("user", request.text, request.images),)
+            context_start = False
+        for message in new:
+            if message.role == "tool":
+                run.emit(TOOL, {
+                    "phase": "result", "name": message.tool_name,
+                    "toolCallId": message.tool_call_id, "isError": False, "result": message.text,
+                })  # fmt: skip
+        messages = (*history, *new)
         params = {**agent.params, **request.params}
         input_estimate = _words(system) + sum(_words(m.text) for m in messages)
 
@@ -368,6 +407,11 @@ class AgentSession:
             idempotency_key=request.idempotency_key,
             images=_images_meta(request),
             stateless=request.stateless,
+            inputs=new if sent else (),
+            reasoning=state.reasoning,
+            reasoning_signature=state.signature,
+            tool_calls=state.tool_calls(),
+            context_start=context_start,
         )
         try:
             self.row = await registry.store.append_turn(record)
@@ -385,6 +429,8 @@ class AgentSession:
             provider=record.provider,
             model=record.model,
             session_id=row.session_id,
+            reasoning=state.reasoning,
+            tool_calls=record.tool_calls,
         )
         self._finish(run, outcome, started_at)
 
@@ -403,9 +449,10 @@ class AgentSession:
         params: dict[str, Any],
         state: _Attempts,
     ) -> None:
-        """The model chain (§2.6): the next model only while no text has been emitted."""
+        """The model chain (§2.6): the next model only while nothing has been emitted."""
         failure: AgentError | None = None
-        for ref in agent.models:
+        chain = (run.request.model,) if run.request.model is not None else agent.models
+        for ref in chain:
             state.ref, state.usage, state.finish, state.api = ref, None, "stop", None
             run.emit(LIFECYCLE, {"phase": "model", "provider": ref.provider, "model": ref.model})
             try:
@@ -414,7 +461,7 @@ class AgentSession:
                 await self._consume(run, provider.stream(request), state)
                 return
             except AgentError as exc:
-                if state.text:
+                if state.produced:
                     raise
                 failure = exc
                 log.warning(
@@ -465,6 +512,14 @@ class AgentSession:
                         text += delta
                         state.text = text
                         emit(ASSISTANT, {"text": text, "delta": delta})
+                elif isinstance(event, ReasoningDelta):
+                    if event.signature:
+                        state.signature = event.signature
+                    if event.text:
+                        state.reasoning += event.text
+                        emit(THINKING, {"text": state.reasoning, "delta": event.text})
+                elif isinstance(event, ToolCallDelta):
+                    _tool_fragment(run, state, event)
                 elif isinstance(event, Usage):
                     state.usage = event
                 elif isinstance(event, Finish):
@@ -474,6 +529,26 @@ class AgentSession:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 await aclose()
+        if state.calls and state.finish == "stop":
+            # Some servers (Ollama, llama.cpp) say "stop" after tool calls; clients look at
+            # the finish reason to know a tool must run.
+            state.finish = "tool_calls"
+
+
+def _tool_fragment(run: AgentRun, state: _Attempts, event: ToolCallDelta) -> None:
+    call = state.calls.get(event.index)
+    if call is None:
+        # Servers that omit the id get one: the client must be able to answer the call.
+        call_id = event.id or f"call_{run.id[-12:]}_{event.index}"
+        call = state.calls[event.index] = [call_id, event.name or "", ""]
+        run.emit(TOOL, {"phase": "start", "name": call[1], "toolCallId": call_id,
+                        "index": event.index})  # fmt: skip
+    elif event.name and not call[1]:
+        call[1] = event.name
+    if event.arguments:
+        call[2] += event.arguments
+        run.emit(TOOL, {"phase": "update", "name": call[1], "toolCallId": call[0],
+                        "index": event.index, "delta": event.arguments})  # fmt: skip
 
 
 def _images_meta(request: TurnRequest) -> dict[str, Any] | None:

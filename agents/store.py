@@ -9,7 +9,8 @@ Tables:
 - `sessions`: one row per key, pointing at its current `session_id`;
 - `transcripts`: every session id a key ever had (a reset archives the old one); it is the
   parent of `messages`, so deleting a transcript deletes its messages (ON DELETE CASCADE);
-- `messages`: the transcript rows, `UNIQUE(session_id, seq)`.
+- `messages`: the transcript rows, `UNIQUE(session_id, seq)`. A row is a `user` message, an
+  `assistant` message (content blocks: text, thinking, toolCall) or a `toolResult` (schema 2).
 
 Every per-turn statement is a primary-key or index lookup: a turn costs the same with
 100,000 sessions stored as with 10.
@@ -35,11 +36,11 @@ import attrs
 from agents.config import MaintenanceConfig
 from agents.errors import StoreError, UnsafeStoreFile
 from agents.keys import is_main_key
+from agents.providers.base import ChatMessage, ToolCall
 
 T = TypeVar("T")
 
 DB_FILENAME = "sessions.sqlite3"
-SCHEMA_VERSION = 2
 # Another writer (a backup tool, the sqlite3 CLI) may hold the lock briefly.
 BUSY_TIMEOUT_MS = 5000
 # Sessions one maintenance job looks at and deletes: one transaction of some 500 row deletes
@@ -124,8 +125,33 @@ def _migrate_to_2(db: sqlite3.Connection) -> None:
 # `agent:<id>:openai:<uuid4>`, the key a keyless HTTP request gets (http-openai.md §4.2).
 STATELESS_KEY_GLOB = "agent:*:openai:" + "-".join("[0-9a-f]" * n for n in (8, 4, 4, 4, 12))
 
+_SCHEMA_V3_TOOL_MESSAGES = """
+ALTER TABLE messages ADD COLUMN tool_call_id TEXT;
+ALTER TABLE messages ADD COLUMN tool_name TEXT;
+ALTER TABLE messages ADD COLUMN is_error INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN context_start INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX messages_context_starts ON messages(session_id, seq) WHERE context_start = 1
+"""
+
+
+def _migrate_to_3_tool_messages(db: sqlite3.Connection) -> None:
+    """Schema 3: structured tool messages. `toolResult` rows name the call they answer
+    (`tool_call_id`, `tool_name`, `is_error`); assistant tool calls are content blocks and
+    need no column. `context_start` marks the first message of a turn whose client history
+    replaced the stored one: the history given to the model starts there (session.py).
+    Existing rows are plain user/assistant messages and stay valid as they are."""
+    for statement in _SCHEMA_V3_TOOL_MESSAGES.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
 # MIGRATIONS[v] takes a database at user_version v to v + 1, inside a transaction.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migrate_to_1, _migrate_to_2)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _migrate_to_1,
+    _migrate_to_2,
+    _migrate_to_3_tool_messages,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
 
 _SESSION_COLUMNS = (
     "key, agent_id, session_id, label, created_at, updated_at, input_tokens, output_tokens,"
@@ -133,8 +159,10 @@ _SESSION_COLUMNS = (
 )
 _MESSAGE_COLUMNS = (
     "id, session_id, seq, role, content, timestamp, run_id, idempotency_key, provider, model,"
-    " api, usage, stop_reason, aborted, error_message, meta"
+    " api, usage, stop_reason, aborted, error_message, meta, tool_call_id, tool_name, is_error,"
+    " context_start"
 )
+_MESSAGE_COLUMN_COUNT = _MESSAGE_COLUMNS.count(",") + 1
 
 # The statements of a turn, named so a test can check their query plans.
 SQL_GET_SESSION = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE key = ?"
@@ -142,7 +170,9 @@ SQL_NEXT_SEQ = "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE session_id = ?"
 SQL_ADD_TRANSCRIPT = (
     "INSERT OR IGNORE INTO transcripts (session_id, key, agent_id, created_at) VALUES (?, ?, ?, ?)"
 )
-SQL_INSERT_MESSAGE = f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES ({', '.join('?' * 16)})"
+SQL_INSERT_MESSAGE = (
+    f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES ({', '.join('?' * _MESSAGE_COLUMN_COUNT)})"
+)
 # A turn for a key whose row vanished (maintenance raced it) recreates the row. On conflict
 # the session id is left alone: a reset always wins over a late turn of the old transcript.
 SQL_UPSERT_TURN = f"""
@@ -162,13 +192,21 @@ ON CONFLICT (key) DO UPDATE SET
     aborted_last_run = excluded.aborted_last_run
 RETURNING {_SESSION_COLUMNS}
 """
-# The messages of the last N user turns: everything from the N-th last user message on.
+# The messages of the last N user turns: everything from the N-th last user message on,
+# but nothing before the last context start (a turn whose client history replaced ours).
 SQL_RECENT_TURNS = f"""
 SELECT {_MESSAGE_COLUMNS} FROM messages
-WHERE session_id = :sid AND seq >= COALESCE(
-    (SELECT seq FROM messages WHERE session_id = :sid AND role = 'user'
-     ORDER BY seq DESC LIMIT 1 OFFSET :skip), 0)
+WHERE session_id = :sid AND seq >= MAX(
+    COALESCE((SELECT seq FROM messages WHERE session_id = :sid AND role = 'user'
+              ORDER BY seq DESC LIMIT 1 OFFSET :skip), 0),
+    COALESCE((SELECT seq FROM messages WHERE session_id = :sid AND context_start = 1
+              ORDER BY seq DESC LIMIT 1), 0))
 ORDER BY seq
+"""
+# The transcript's last assistant message: what a client resending its history must hold.
+SQL_LAST_ASSISTANT = f"""
+SELECT {_MESSAGE_COLUMNS} FROM messages
+WHERE session_id = ? AND role = 'assistant' ORDER BY seq DESC LIMIT 1
 """
 
 
@@ -199,8 +237,10 @@ class StoredMessage:
     id: str
     session_id: str
     seq: int
-    role: str  # "user" or "assistant"
-    content: Any  # user: str; assistant: [{"type": "text", "text": ...}]
+    role: str  # "user", "assistant" or "toolResult"
+    # user: str; assistant: [{"type": "text"|"thinking"|"toolCall", ...}];
+    # toolResult: [{"type": "text", "text": ...}]
+    content: Any
     timestamp: int
     run_id: str | None = None
     idempotency_key: str | None = None
@@ -212,6 +252,44 @@ class StoredMessage:
     aborted: bool = False
     error_message: str | None = None
     images: Mapping[str, Any] | None = None  # {"count", "mimeTypes"}; data is not stored
+    tool_call_id: str | None = None  # toolResult
+    tool_name: str | None = None  # toolResult
+    is_error: bool = False  # toolResult
+    context_start: bool = False
+
+    def _blocks(self, kind: str) -> list[dict[str, Any]]:
+        if isinstance(self.content, str):
+            return []
+        return [b for b in self.content if isinstance(b, dict) and b.get("type") == kind]
+
+    @property
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        return tuple(
+            ToolCall(str(b.get("id", "")), str(b.get("name", "")), _arguments_text(b))
+            for b in self._blocks("toolCall")
+        )
+
+    @property
+    def reasoning(self) -> str:
+        return "".join(str(b.get("thinking", "")) for b in self._blocks("thinking"))
+
+    @property
+    def reasoning_signature(self) -> str | None:
+        signatures = [b["thinkingSignature"] for b in self._blocks("thinking")
+                      if isinstance(b.get("thinkingSignature"), str)]  # fmt: skip
+        return signatures[-1] if signatures else None
+
+    def to_chat(self) -> ChatMessage:
+        """The message as a provider is given it."""
+        if self.role == "toolResult":
+            return ChatMessage("tool", self.text, tool_call_id=self.tool_call_id,
+                               tool_name=self.tool_name)  # fmt: skip
+        if self.role == "assistant":
+            return ChatMessage(
+                "assistant", self.text, tool_calls=self.tool_calls, reasoning=self.reasoning,
+                reasoning_signature=self.reasoning_signature,
+            )  # fmt: skip
+        return ChatMessage(self.role, self.text)
 
     @property
     def text(self) -> str:
@@ -226,6 +304,18 @@ class StoredMessage:
     def to_transcript(self) -> dict[str, Any]:
         """OpenClaw's transcript shape, as `chat.history` returns it (ws-protocol.md §8)."""
         out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.role == "toolResult":
+            # OpenClaw's (pi-ai's) tool result message.
+            out = {
+                "role": self.role,
+                "toolCallId": self.tool_call_id,
+                "toolName": self.tool_name,
+                "content": self.content,
+                "isError": self.is_error,
+                "timestamp": self.timestamp,
+                "__openclaw": {"id": self.id, "seq": self.seq},
+            }
+            return out
         if self.role == "user":
             out["timestamp"] = self.timestamp
             if self.idempotency_key is not None:
@@ -239,7 +329,8 @@ class StoredMessage:
                 out[name] = value
         if self.usage is not None:
             out["usage"] = dict(self.usage)
-        out["stopReason"] = self.stop_reason
+        # pi-ai's name for a reply that ended in tool calls.
+        out["stopReason"] = "toolUse" if self.stop_reason == "tool_calls" else self.stop_reason
         if self.aborted:
             out["aborted"] = True
         if self.error_message is not None:
@@ -276,6 +367,53 @@ class TurnRecord:
     idempotency_key: str | None = None  # WS; stored on the user message as "<key>:user"
     images: Mapping[str, Any] | None = None  # {"count", "mimeTypes"}
     stateless: bool = False  # a keyless HTTP turn; a named turn on the key clears the mark
+    # The turn's new messages when they are more than one user text (HTTP: tool results,
+    # or a client's whole history); stored in order before the reply, `user_text` unused.
+    inputs: tuple[ChatMessage, ...] = ()
+    reasoning: str = ""
+    reasoning_signature: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    # The inputs are the client's whole history, replacing the stored one for the model.
+    context_start: bool = False
+
+
+def assistant_content(
+    text: str,
+    tool_calls: tuple[ToolCall, ...] = (),
+    reasoning: str = "",
+    signature: str | None = None,
+) -> list[dict[str, Any]]:
+    """pi-ai's assistant content blocks: thinking, text, then the tool calls."""
+    blocks: list[dict[str, Any]] = []
+    if reasoning or signature:
+        thinking: dict[str, Any] = {"type": "thinking", "thinking": reasoning}
+        if signature:
+            thinking["thinkingSignature"] = signature
+        blocks.append(thinking)
+    if text or not tool_calls:
+        blocks.append({"type": "text", "text": text})
+    blocks.extend(
+        {"type": "toolCall", "id": c.id, "name": c.name, "arguments": _arguments_value(c.arguments)}
+        for c in tool_calls
+    )
+    return blocks
+
+
+def _arguments_value(arguments: str) -> Any:
+    """Stored as the object the JSON text is (OpenClaw's shape), else as the text itself."""
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        return arguments
+    return value if isinstance(value, dict) else arguments
+
+
+def _arguments_text(block: Mapping[str, Any]) -> str:
+    value = block.get("arguments")
+    if isinstance(value, str):
+        return value
+    return json.dumps(value if value is not None else {}, separators=(",", ":"),
+                      ensure_ascii=False)  # fmt: skip
 
 
 @attrs.frozen
@@ -301,7 +439,7 @@ def _session_row(row: tuple[Any, ...]) -> SessionRow:
 
 def _message(row: tuple[Any, ...]) -> StoredMessage:
     (mid, sid, seq, role, content, ts, run_id, idem, provider, model, api, usage, stop,
-     aborted, error, meta) = row  # fmt: skip
+     aborted, error, meta, tool_call_id, tool_name, is_error, context_start) = row  # fmt: skip
     return StoredMessage(
         id=mid,
         session_id=sid,
@@ -319,6 +457,10 @@ def _message(row: tuple[Any, ...]) -> StoredMessage:
         aborted=bool(aborted),
         error_message=error,
         images=json.loads(meta).get("images") if meta is not None else None,
+        tool_call_id=tool_call_id,
+        tool_name=tool_name,
+        is_error=bool(is_error),
+        context_start=bool(context_start),
     )
 
 
@@ -579,25 +721,43 @@ class SessionStore:
             SQL_ADD_TRANSCRIPT, (turn.session_id, turn.key, turn.agent_id, turn.user_timestamp)
         )
         seq = db.execute(SQL_NEXT_SEQ, (turn.session_id,)).fetchone()[0]
-        user_meta = _dumps({"images": dict(turn.images)}) if turn.images else None
+        inputs = turn.inputs or (ChatMessage("user", turn.user_text),)
         idem = f"{turn.idempotency_key}:user" if turn.idempotency_key is not None else None
-        db.execute(
-            SQL_INSERT_MESSAGE,
-            (str(uuid.uuid4()), turn.session_id, seq + 1, "user", _dumps(turn.user_text),
-             turn.user_timestamp, turn.run_id, idem, None, None, None, None, None, 0, None,
-             user_meta),
-        )  # fmt: skip
+        last_user = max((i for i, m in enumerate(inputs) if m.role == "user"), default=-1)
+        for index, message in enumerate(inputs):
+            seq += 1
+            role, content = message.role, _dumps(message.text)
+            call_id = name = meta = None
+            if message.role == "tool":
+                role, call_id, name = "toolResult", message.tool_call_id, message.tool_name
+                content = _dumps([{"type": "text", "text": message.text}])
+            elif message.role == "assistant":
+                content = _dumps(assistant_content(
+                    message.text, message.tool_calls, message.reasoning,
+                    message.reasoning_signature,
+                ))  # fmt: skip
+            elif index == last_user and turn.images:
+                meta = _dumps({"images": dict(turn.images)})
+            db.execute(
+                SQL_INSERT_MESSAGE,
+                (str(uuid.uuid4()), turn.session_id, seq, role, content, turn.user_timestamp,
+                 turn.run_id, idem if index == last_user else None, None, None, None, None,
+                 None, 0, None, meta, call_id, name, 0, int(turn.context_start and not index)),
+            )  # fmt: skip
         usage = {
             "input": turn.input_tokens,
             "output": turn.output_tokens,
             "totalTokens": turn.input_tokens + turn.output_tokens,
         }
+        reply = assistant_content(
+            turn.assistant_text, turn.tool_calls, turn.reasoning, turn.reasoning_signature
+        )
         db.execute(
             SQL_INSERT_MESSAGE,
-            (str(uuid.uuid4()), turn.session_id, seq + 2, "assistant",
-             _dumps([{"type": "text", "text": turn.assistant_text}]), turn.assistant_timestamp,
-             turn.run_id, turn.idempotency_key, turn.provider, turn.model, turn.api,
-             _dumps(usage), turn.stop_reason, int(turn.aborted), turn.error_message, None),
+            (str(uuid.uuid4()), turn.session_id, seq + 1, "assistant", _dumps(reply),
+             turn.assistant_timestamp, turn.run_id, turn.idempotency_key, turn.provider,
+             turn.model, turn.api, _dumps(usage), turn.stop_reason, int(turn.aborted),
+             turn.error_message, None, None, None, 0, 0),
         )  # fmt: skip
         row = db.execute(
             SQL_UPSERT_TURN,
@@ -764,6 +924,22 @@ class SessionStore:
         if user_turns <= 0:
             return ()
         return await self._call(self._recent_turns, session_id, user_turns)
+
+    async def replay(
+        self, session_id: str, user_turns: int
+    ) -> tuple[tuple[StoredMessage, ...], StoredMessage | None]:
+        """`recent_turns` and the transcript's last assistant message, in one job."""
+        return await self._call(self._replay, session_id, user_turns)
+
+    def _replay(
+        self, session_id: str, user_turns: int
+    ) -> tuple[tuple[StoredMessage, ...], StoredMessage | None]:
+        recent = self._recent_turns(session_id, user_turns) if user_turns > 0 else ()
+        last = next((m for m in reversed(recent) if m.role == "assistant"), None)
+        if last is None:
+            row = self._conn().execute(SQL_LAST_ASSISTANT, (session_id,)).fetchone()
+            last = _message(row) if row is not None else None
+        return recent, last
 
     def _recent_turns(self, session_id: str, user_turns: int) -> tuple[StoredMessage, ...]:
         rows = (

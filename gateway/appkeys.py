@@ -21,3 +21,5 @@ AGENT_ID = web.RequestKey("agent_id", str)
 SESSION_KEY = web.RequestKey("session_key", str)
 # The client's address: the peer, or what a trusted proxy forwarded (gateway/edge.py).
 CLIENT_ADDRESS = web.RequestKey("client_address", str)
+# `provider/model` of the answer, for the x-openclaw-model-used header.
+MODEL_USED = web.RequestKey("model_used", str)

@@ -26,6 +26,8 @@ DEFAULT_ALLOWED_MIMES = (
     "image/heic",
     "image/heif",
 )
+# Open WebUI's chat id (sent with ENABLE_FORWARD_USER_INFO_HEADERS) and a generic one.
+DEFAULT_SESSION_HEADERS = ("x-openwebui-chat-id", "x-chat-id")
 
 
 @attrs.frozen
@@ -84,6 +86,9 @@ class ChatCompletionsConfig:
     max_image_parts: int = 8
     max_total_image_bytes: int = 20 * 1024 * 1024
     images: ImagesConfig = ImagesConfig()
+    # Lowercased header names that identify a conversation, in order of preference.
+    session_headers: tuple[str, ...] = DEFAULT_SESSION_HEADERS
+    unknown_model: str = "error"  # or "default-agent": any other `model` runs the default
 
 
 @attrs.frozen

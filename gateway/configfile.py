@@ -43,6 +43,7 @@ from agents.config import (
 )
 from gateway.config import (
     DEFAULT_ALLOWED_MIMES,
+    DEFAULT_SESSION_HEADERS,
     AuthConfig,
     ChatCompletionsConfig,
     Config,
@@ -851,6 +852,22 @@ class _ModelSpec(_Node):
         return ctx.wrong_type(path, "string or object", value)
 
 
+_HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
+
+
+@attrs.frozen
+class _HeaderName(_Node):
+    """An HTTP header name, kept lowercased."""
+
+    def check(self, value: Any, path: str, ctx: _Checker) -> Any:
+        text = ctx.string(value, path)
+        if isinstance(text, _Invalid):
+            return text
+        if _HEADER_NAME_RE.fullmatch(text) is None:
+            return ctx.issue(path, f'not a header name: "{text}"')
+        return text.lower()
+
+
 @attrs.frozen
 class _Stop(_Node):
     """OpenAI's `stop`: a non-empty string or up to 4 of them."""
@@ -1124,6 +1141,9 @@ _CHAT_COMPLETIONS = _Section(
         "maxImageParts": _Key(_Int(0), 8),
         "maxTotalImageBytes": _Key(_Int(1), 20 * MIB),
         "images": _Key(_IMAGES),
+        # Headers that name a conversation (Open WebUI's), tried after x-openclaw-session-key.
+        "sessionHeaders": _Key(_List(_HeaderName()), DEFAULT_SESSION_HEADERS),
+        "unknownModel": _Key(_Choice(("error", "default-agent")), "error"),
     }
 )
 
@@ -1231,6 +1251,8 @@ _AGENTS = _Section(
                         "model": _Key(_ModelSpec()),  # defaults.model when absent
                         "systemPrompt": _Key(_Str(), ""),
                         "params": _Key(_PARAMS, {}),
+                        # What `x-openclaw-model` may choose, besides the agent's own chain.
+                        "models": _Key(_List(_MODEL_REF), ()),
                     },
                     ignored=_words(
                         "workspace agentDir identity thinkingDefault skills subagents sandbox"
@@ -1601,6 +1623,8 @@ def _gateway_config(gateway: dict[str, Any]) -> GatewayConfig:
                     max_redirects=images["maxRedirects"],
                     timeout_ms=images["timeoutMs"],
                 ),
+                session_headers=tuple(chat["sessionHeaders"]),
+                unknown_model=chat["unknownModel"],
             ),
             cors_allowed_origins=tuple(http["cors"]["allowedOrigins"]),
             allowed_hosts=tuple(http["allowedHosts"]),
@@ -1632,6 +1656,7 @@ def _agents_config(normalized: dict[str, Any]) -> AgentsConfig:
                 system_prompt=entry.get("systemPrompt", ""),
                 params=entry.get("params", {}),
                 default=entry.get("default", False),
+                allowed_models=tuple(entry.get("models", ())),
             )
             for entry in entries
         ),
@@ -1712,6 +1737,7 @@ def effective_dict(config: Config) -> dict[str, Any]:
                     "model": _effective_models(agent.models),
                     "systemPrompt": agent.system_prompt,
                     "params": copy.deepcopy(dict(agent.params)),
+                    "models": [str(m) for m in agent.allowed_models],
                 }
                 for agent in agents.agents
             ],
@@ -1772,6 +1798,8 @@ def _effective_gateway(gateway: GatewayConfig) -> dict[str, Any]:
                     "maxRedirects": images.max_redirects,
                     "timeoutMs": images.timeout_ms,
                 },
+                "sessionHeaders": list(chat.session_headers),
+                "unknownModel": chat.unknown_model,
             }
         },
         "cors": {"allowedOrigins": list(gateway.http.cors_allowed_origins)},

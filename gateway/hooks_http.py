@@ -25,6 +25,7 @@ from agents.runs import ABORTED, FAILED, AgentRun, TurnRequest
 from gateway.appkeys import AGENT_ID, HOOK_REPLAYS, SESSION_KEY, STATE
 from gateway.auth import bearer_secret
 from gateway.config import AuthConfig, HooksConfig
+from gateway.edge_http import is_json_content_type, unsupported_media_type
 from gateway.hooks_wire import (
     QUERY_TOKEN_MESSAGE,
     TOKEN_HEADER,
@@ -97,6 +98,8 @@ async def hook(request: web.Request, hooks: HooksConfig, sub_path: str) -> web.S
         return error_answer(request, exc)
     if sub_path not in ("agent", "wake"):
         return not_found()  # OpenClaw's mappings (other sub-paths) are not implemented
+    if not is_json_content_type(request.headers.get("Content-Type")):
+        return unsupported_media_type()  # as every JSON endpoint (gateway.http_common.gate)
     try:
         raw = await read_body(request, hooks.max_body_bytes, state.options.body_timeout_seconds)
         body = parse_body(raw)

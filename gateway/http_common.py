@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection
 import structlog
 from aiohttp import web
 
-from gateway.appkeys import SESSION_KEY, STATE
+from gateway.appkeys import MODEL_USED, SESSION_KEY, STATE
 from gateway.auth import LOCKED_OUT, AuthFailure, bearer_secret
 from gateway.auth import authenticate as check_secret
 from gateway.config import AuthConfig, Config
@@ -33,6 +33,7 @@ from gateway.state import GatewayState
 log = structlog.get_logger()
 
 SESSION_HEADER = "x-openclaw-session-key"
+MODEL_USED_HEADER = "x-openclaw-model-used"
 
 # CORS (§9). Preflights are cached for 10 minutes, as the spec asks.
 CORS_MAX_AGE = "600"
@@ -44,6 +45,9 @@ CORS_ALLOW_HEADERS = (
     "x-openclaw-agent-id",
     "x-openclaw-agent",
     "x-openclaw-session-key",
+    "x-openclaw-model",
+    "x-openwebui-chat-id",
+    "x-chat-id",
     "x-request-id",
     "x-stainless-arch",
     "x-stainless-async",
@@ -144,9 +148,16 @@ async def read_body(request: web.Request, limit: int, within: float) -> bytes:
 
 
 def session_header(request: web.Request) -> dict[str, str]:
-    """Once resolved, the session key goes back on every answer (§4.2)."""
+    """Once resolved, the session key goes back on every answer (§4.2), and once known,
+    the model that answers."""
+    headers: dict[str, str] = {}
     key = request.get(SESSION_KEY)
-    return {SESSION_HEADER: key} if key is not None else {}
+    if key is not None:
+        headers[SESSION_HEADER] = key
+    model = request.get(MODEL_USED)
+    if model is not None:
+        headers[MODEL_USED_HEADER] = model
+    return headers
 
 
 def error_answer(request: web.Request, error: RequestError) -> web.Response:

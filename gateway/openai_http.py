@@ -25,11 +25,12 @@ import structlog
 from aiohttp import web
 from yarl import URL
 
+from agents.config import ModelRef
 from agents.errors import AgentError
-from agents.events import ASSISTANT
+from agents.events import ASSISTANT, THINKING, TOOL
 from agents.runs import ABORTED, FAILED, AgentRun, RunSubscription, TurnRequest
-from gateway.appkeys import AGENT_ID, SESSION_KEY, STATE
-from gateway.http_common import SESSION_HEADER
+from gateway.appkeys import AGENT_ID, MODEL_USED, SESSION_KEY, STATE
+from gateway.http_common import MODEL_USED_HEADER, SESSION_HEADER
 from gateway.http_common import error_answer as _error
 from gateway.http_common import gate as _gate
 from gateway.http_common import is_preflight as _is_preflight
@@ -40,16 +41,16 @@ from gateway.http_common import session_header as _session_header
 from gateway.openai_wire import (
     DONE,
     KEEPALIVE,
+    MODEL_HEADER,
     NO_RESPONSE_TEXT,
     SHUTDOWN_ABORT,
     AgentSelection,
     ChatFields,
     ChunkEncoder,
-    Prompt,
+    Conversation,
     RequestError,
     Route,
-    bad_request,
-    build_prompt,
+    build_conversation,
     completion_body,
     decode_model_id,
     encode_json,
@@ -64,6 +65,7 @@ from gateway.openai_wire import (
     parse_body,
     resolve_session_key,
     select_agent,
+    select_model,
     shutting_down,
     validate_fields,
 )
@@ -82,7 +84,7 @@ HANDLER_ENDED = "request ended"  # the handler ended some other way (cancelled, 
 # nginx's "client closed request": what the access log shows; nobody receives it.
 CLIENT_CLOSED_REQUEST = 499
 
-CORS_EXPOSE_HEADERS = f"{SESSION_HEADER}, x-request-id"
+CORS_EXPOSE_HEADERS = f"{SESSION_HEADER}, {MODEL_USED_HEADER}, x-request-id"
 
 _SLASHES_RE = re.compile(r"/{2,}")
 _MODELS_PREFIX = "/v1/models/"
@@ -176,7 +178,9 @@ class _Turn:
     fields: ChatFields
     selection: AgentSelection
     route: Route
-    prompt: Prompt
+    conversation: Conversation
+    model: ModelRef  # the model the run starts with: the header's, else the agent's primary
+    model_override: bool  # chosen by x-openclaw-model
 
 
 async def _accept(request: web.Request, state: GatewayState) -> _Turn:
@@ -186,18 +190,24 @@ async def _accept(request: web.Request, state: GatewayState) -> _Turn:
     body = parse_body(raw)
     fields = validate_fields(body)
     headers = request.headers
-    if "x-openclaw-model" in headers:
-        # No per-request backend override, and never one silently ignored (§2).
-        raise bad_request("`x-openclaw-model` is not supported.")
     agent_header = (headers.get("x-openclaw-agent-id") or "").strip() or headers.get(
         "x-openclaw-agent"
     )
-    selection = select_agent(body.get("model"), agent_header, config.agents)
-    route = resolve_session_key(headers.get(SESSION_HEADER), fields.user, selection, config.agents)
+    selection = select_agent(body.get("model"), agent_header, config.agents, endpoint.unknown_model)
+    conversation_header = next(
+        ((name, headers[name]) for name in endpoint.session_headers if headers.get(name)), None
+    )
+    route = resolve_session_key(
+        headers.get(SESSION_HEADER), fields.user, selection, config.agents, conversation_header
+    )
     request[AGENT_ID] = route.agent_id
     request[SESSION_KEY] = route.session_key
-    prompt = build_prompt(body.get("messages"), endpoint)
-    return _Turn(fields, selection, route, prompt)
+    agent = config.agents.agent(route.agent_id)
+    assert agent is not None  # resolve_session_key checked it
+    override = select_model(headers.get(MODEL_HEADER), agent)
+    conversation = build_conversation(body.get("messages"), endpoint)
+    model = override or agent.primary
+    return _Turn(fields, selection, route, conversation, model, override is not None)
 
 
 # -- step 10: the run -----------------------------------------------------------------------
@@ -208,18 +218,20 @@ async def _run(request: web.Request, state: GatewayState, turn: _Turn) -> web.St
     assert registry is not None  # open for as long as the app serves requests
     completion_id = new_completion_id()
     created = int(time.time())
-    route, prompt = turn.route, turn.prompt
+    route, conversation = turn.route, turn.conversation
     try:
         run = registry.submit(
             TurnRequest(
                 agent_id=route.agent_id,
                 session_key=route.session_key,
                 run_id=completion_id,
-                text=prompt.text,
-                images=prompt.images,
-                extra_system_prompt=prompt.extra_system_prompt,
+                text=conversation.text,
+                images=conversation.images,
+                extra_system_prompt=conversation.extra_system_prompt,
                 params=turn.fields.params,
                 stateless=route.stateless,
+                messages=conversation.messages,
+                model=turn.model if turn.model_override else None,
             )
         )
     except AgentError as exc:
@@ -229,6 +241,8 @@ async def _run(request: web.Request, state: GatewayState, turn: _Turn) -> web.St
         # Subscribed before any await, so the subscription sees every event.
         subscription = run.subscribe()
         encoder = ChunkEncoder(*encoder_args)
+        # Headers go out before any model is tried: the one the run starts with.
+        request[MODEL_USED] = str(turn.model)
         return await _stream(request, state, run, subscription, encoder, turn.fields)
     return await _complete(request, run, *encoder_args)
 
@@ -246,13 +260,16 @@ async def _complete(
             run.abort(HANDLER_ENDED)
     if watch.gone:
         return web.Response(status=CLIENT_CLOSED_REQUEST)
+    if outcome.provider is not None and outcome.model is not None:
+        request[MODEL_USED] = f"{outcome.provider}/{outcome.model}"
     if outcome.status == FAILED:
         return _error(request, error_reply(outcome.error or AgentError()))
     if outcome.status == ABORTED and run.abort_reason == SHUTDOWN_ABORT:
         return _error(request, shutting_down())
     body = completion_body(
-        completion_id, created, model, outcome.text, outcome.stop_reason, outcome.usage
-    )
+        completion_id, created, model, outcome.text, outcome.stop_reason, outcome.usage,
+        reasoning=outcome.reasoning, tool_calls=outcome.tool_calls,
+    )  # fmt: skip
     return web.Response(
         body=encode_json(body),
         headers={"Content-Type": JSON_CONTENT_TYPE, **_session_header(request)},
@@ -321,8 +338,19 @@ async def _relay(
                         out.append(_stream_end(run, encoder, fields))
                         await stream.close(b"".join(out))
                     return
-                if event.stream == ASSISTANT:
+                stream_name = event.stream
+                if stream_name == ASSISTANT:
                     out.append(encoder.content(event.data["delta"]))
+                elif stream_name == THINKING:
+                    out.append(encoder.reasoning(event.data["delta"]))
+                elif stream_name == TOOL:
+                    data = event.data
+                    phase = data.get("phase")
+                    if phase == "start":
+                        start = (data["index"], data["toolCallId"], data["name"])
+                        out.append(encoder.tool_call_start(*start))
+                    elif phase == "update":
+                        out.append(encoder.tool_call_arguments(data["index"], data["delta"]))
                 if not subscription.pending:
                     break
                 event = await next_event()
@@ -345,7 +373,7 @@ def _stream_end(run: AgentRun, encoder: ChunkEncoder, fields: ChatFields) -> byt
         return error_event(shutting_down()) + DONE
     # Completed, or aborted by someone else (WS chat.abort, a session reset) while this
     # client still listens: what was produced is the answer.
-    parts = [] if outcome.text else [encoder.content(NO_RESPONSE_TEXT)]
+    parts = [] if outcome.text or outcome.tool_calls else [encoder.content(NO_RESPONSE_TEXT)]
     parts.append(encoder.finish(outcome.stop_reason))
     if fields.include_usage:
         parts.append(encoder.usage(outcome.usage))

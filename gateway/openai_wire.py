@@ -1,8 +1,8 @@
 """The OpenAI-compatible wire, Sans-I/O (http-openai.md §2-§10): pure functions, no server.
 
 Request side, in the pipeline's order: `parse_body` (step 5), `validate_fields` (6),
-`select_agent` (7), `resolve_session_key` (8), `build_prompt` (9). Each raises `RequestError`
-carrying the exact status, message, type, param and code of §8.
+`select_agent` (7), `resolve_session_key` (8), `select_model`, `build_conversation` (9).
+Each raises `RequestError` carrying the exact status, message, type, param and code of §8.
 
 Response side: `completion_body` (§6), `ChunkEncoder` (§7; built once per run so each content
 chunk is one splice of the JSON-encoded delta between two constant byte strings), the
@@ -19,12 +19,12 @@ import re
 import uuid
 from collections.abc import Mapping
 from json.encoder import encode_basestring, encode_basestring_ascii
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 from urllib.parse import unquote_to_bytes
 
 import attrs
 
-from agents.config import AgentsConfig
+from agents.config import AgentConfig, AgentsConfig, ModelRef
 from agents.errors import (
     InvalidSessionKey,
     UnknownAgent,
@@ -42,13 +42,11 @@ from agents.keys import (
     is_reserved,
     normalize_session_key,
 )
-from agents.providers.base import ImageInput, Usage
+from agents.providers.base import ChatMessage, ImageInput, ToolCall, Usage
 from gateway.config import ChatCompletionsConfig
 from gateway.responses import dumps, error_body, has_surrogate, scrub_surrogates
 
 DEFAULT_MODEL = "openclaw"
-HISTORY_MARKER = "[Chat messages since your last reply - for context]"
-CURRENT_MARKER = "[Current message - respond to this]"
 IMAGE_ONLY_TEXT = "User sent image(s) with no text."
 NO_RESPONSE_TEXT = "No response from OpenClaw."
 
@@ -56,10 +54,16 @@ INVALID_REQUEST = "invalid_request_error"
 API_ERROR = "api_error"
 UNSUPPORTED = "unsupported_parameter"
 
-FINISH_REASONS = frozenset({"stop", "length", "content_filter"})
+FINISH_REASONS = frozenset({"stop", "length", "content_filter", "tool_calls"})
 MAX_SAFE_INTEGER = 2**53 - 1  # JavaScript's Number.MAX_SAFE_INTEGER, OpenClaw's cap bound
 MAX_STOP_SEQUENCES = 4  # OpenAI's own limit
 RESPONSE_FORMATS = frozenset({"text", "json_object", "json_schema"})
+MAX_TOOLS = 128  # OpenAI's own limit
+# OpenAI's function name rule; Anthropic's is the same.
+_TOOL_NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+# Tool call ids go into transcripts and every event; OpenAI's are 40 characters.
+MAX_TOOL_CALL_ID = 256
+TOOL_CHOICES = ("none", "auto", "required")
 SHUTDOWN_ABORT = "shutdown"  # AgentRun.abort_reason of runs the drain gave up on
 
 _AGENT_MODEL_PREFIXES = ("openclaw/", "openclaw:", "agent:")
@@ -265,14 +269,11 @@ def validate_fields(body: Mapping[str, Any]) -> ChatFields:
         if count > 1:
             raise bad_request("n>1 is not supported.", "n", UNSUPPORTED)
 
-    for field in ("tools", "functions"):
+    for field, allowed in (("functions", ([],)), ("function_call", ("none", "auto"))):
         value = body.get(field)
-        if value is not None and value != []:
-            raise bad_request("tools are not supported yet.", field, UNSUPPORTED)
-    for field in ("tool_choice", "function_call"):
-        value = body.get(field)
-        if value is not None and value not in ("none", "auto"):
-            raise bad_request("tools are not supported yet.", field, UNSUPPORTED)
+        if value is not None and value not in allowed:
+            raise bad_request(f"`{field}` is not supported; use `tools`.", field, UNSUPPORTED)
+    tool_params = _tool_params(body)
 
     params: dict[str, Any] = {}
     for field, low, high, message in _RANGES:
@@ -319,6 +320,7 @@ def validate_fields(body: Mapping[str, Any]) -> ChatFields:
             )
         params["response_format"] = response_format
 
+    params.update(tool_params)
     user = body.get("user")
     return ChatFields(
         stream=bool(stream),
@@ -326,6 +328,82 @@ def validate_fields(body: Mapping[str, Any]) -> ChatFields:
         params=params,
         user=user if isinstance(user, str) else None,
     )
+
+
+def _tool_params(body: Mapping[str, Any]) -> dict[str, Any]:
+    """`tools`, `tool_choice`, `parallel_tool_calls`, checked as OpenAI checks them. Only
+    with tools are they forwarded: OpenAI refuses a `tool_choice` without `tools`."""
+    tools = body.get("tools")
+    names: list[str] = []
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise _type_error("tools", "array", tools)
+        if len(tools) > MAX_TOOLS:
+            raise bad_request(f"`tools` supports at most {MAX_TOOLS} tools.", "tools")
+        for index, tool in enumerate(tools):
+            names.append(_tool_name(tool, f"tools[{index}]"))
+        if len(set(names)) != len(names):
+            duplicate = next(n for n in names if names.count(n) > 1)
+            raise bad_request(f"Duplicate function name '{duplicate}' in `tools`.", "tools")
+    choice = body.get("tool_choice")
+    if choice is not None:
+        if isinstance(choice, dict):
+            function = choice.get("function")
+            name = function.get("name") if isinstance(function, dict) else None
+            if choice.get("type") != "function" or not isinstance(name, str):
+                raise bad_request(
+                    'Invalid `tool_choice`: expected "none", "auto", "required" or'
+                    ' {"type": "function", "function": {"name": ...}}.',
+                    "tool_choice",
+                )
+            if name not in names:
+                raise bad_request(
+                    f"Invalid `tool_choice`: no function named '{name[:64]}' in `tools`.",
+                    "tool_choice",
+                )
+        elif choice not in TOOL_CHOICES:
+            raise bad_request(
+                'Invalid `tool_choice`: expected "none", "auto", "required" or a named function.',
+                "tool_choice",
+            )
+        elif choice == "required" and not names:
+            raise bad_request('`tool_choice` "required" needs `tools`.', "tool_choice")
+    parallel = body.get("parallel_tool_calls")
+    if parallel is not None and not isinstance(parallel, bool):
+        raise _type_error("parallel_tool_calls", "boolean", parallel)
+    if not names:
+        return {}
+    out: dict[str, Any] = {"tools": tools}
+    if choice is not None:
+        out["tool_choice"] = choice
+    if parallel is not None:
+        out["parallel_tool_calls"] = parallel
+    return out
+
+
+def _tool_name(tool: Any, path: str) -> str:
+    if not isinstance(tool, dict):
+        raise _type_error(path, "object", tool, "tools")
+    if tool.get("type") != "function":
+        raise bad_request(f'Invalid `{path}.type`: only "function" tools are supported.', "tools")
+    function = tool.get("function")
+    if not isinstance(function, dict):
+        raise _type_error(f"{path}.function", "object", function, "tools")
+    name = function.get("name")
+    if not isinstance(name, str) or _TOOL_NAME_RE.fullmatch(name) is None:
+        raise bad_request(
+            f"Invalid `{path}.function.name`: 1 to 64 letters, digits, underscores or dashes.",
+            "tools",
+        )
+    for field, kind, expected in (
+        ("description", "string", str),
+        ("parameters", "object", dict),
+        ("strict", "boolean", bool),
+    ):
+        value = function.get(field)
+        if value is not None and not isinstance(value, expected):
+            raise _type_error(f"{path}.function.{field}", kind, value, "tools")
+    return name
 
 
 def _stop(stop: Any) -> str | list[str] | None:
@@ -357,8 +435,11 @@ def echoed_model(model: Any) -> str:
     return model if isinstance(model, str) else DEFAULT_MODEL
 
 
-def select_agent(model: Any, header_agent: str | None, agents: AgentsConfig) -> AgentSelection:
-    """§4.1: the `x-openclaw-agent-id` header (then only echo `model`), else `model`."""
+def select_agent(
+    model: Any, header_agent: str | None, agents: AgentsConfig, unknown_model: str = "error"
+) -> AgentSelection:
+    """§4.1: the `x-openclaw-agent-id` header (then only echo `model`), else `model`. With
+    `unknownModel: "default-agent"` any `model` that names no agent runs the default one."""
     echo = echoed_model(model)
     wanted = (header_agent or "").strip()
     if wanted:
@@ -380,7 +461,30 @@ def select_agent(model: Any, header_agent: str | None, agents: AgentsConfig) -> 
             if agent is None:
                 raise bad_request(f"Unknown agent '{agent_id}'.", "model")
             return AgentSelection(agent.id, echo, explicit=True)
+    if unknown_model == "default-agent":
+        return AgentSelection(agents.default_agent.id, echo, explicit=False)
     raise bad_request("Invalid `model`. Use `openclaw` or `openclaw/<agentId>`.", "model")
+
+
+MODEL_HEADER = "x-openclaw-model"
+
+
+def select_model(header: str | None, agent: AgentConfig) -> ModelRef | None:
+    """`x-openclaw-model: <provider/model>`: a model of the agent's own chain or of its
+    allow-list (`agents.list[].models`) for this request; None when absent or empty."""
+    raw = (header or "").strip()
+    if not raw:
+        return None
+    try:
+        ref = ModelRef.parse(raw)
+    except ValueError:
+        raise bad_request('Invalid `x-openclaw-model`: expected "provider/model".') from None
+    if not agent.allows(ref):
+        raise bad_request(
+            f"Model '{raw[:200]}' is not allowed for agent '{agent.id}'.",
+            code="model_not_allowed",
+        )
+    return ref
 
 
 # -- step 8: the session key ----------------------------------------------------------------
@@ -400,9 +504,14 @@ def new_stateless_key(agent_id: str) -> str:
 
 
 def resolve_session_key(
-    header_key: str | None, user: str | None, selection: AgentSelection, agents: AgentsConfig
+    header_key: str | None,
+    user: str | None,
+    selection: AgentSelection,
+    agents: AgentsConfig,
+    conversation: tuple[str, str] | None = None,
 ) -> Route:
-    """§4.2: the header key, else the `user` string, else a fresh key (stateless)."""
+    """§4.2: the header key, else the conversation header (`(name, value)`, e.g. Open WebUI's
+    chat id), else the `user` string, else a fresh key (stateless)."""
     agent_id = selection.agent_id
     raw = (header_key or "").strip()
     if raw:
@@ -430,6 +539,15 @@ def resolve_session_key(
         except InvalidSessionKey as exc:
             raise bad_request(exc.message) from None
         return Route(agent_id, key)
+    header_name, chat_id = conversation or ("", "")
+    chat_id = chat_id.strip()
+    if chat_id:
+        if has_surrogate(chat_id) or _HEADER_UNSAFE_RE.search(chat_id):
+            raise bad_request(f"Invalid `{header_name}`.")
+        key = f"agent:{agent_id}:openai-chat:{chat_id.lower()}"
+        if len(key) > SESSION_KEY_MAX:
+            raise bad_request(KEY_TOO_LONG_MESSAGE)
+        return Route(agent_id, key)
     name = (user or "").strip()
     if _HEADER_UNSAFE_RE.search(name):
         # The resolved key goes back in the x-openclaw-session-key response header, and no
@@ -445,18 +563,13 @@ def resolve_session_key(
 
 
 @attrs.frozen
-class Prompt:
-    text: str  # the one user message the session stores
+class Conversation:
+    """The client's `messages` as the session is given them (agents/transcript.py)."""
+
+    messages: tuple[ChatMessage, ...]  # user, assistant and tool; the last one user or tool
     extra_system_prompt: str
-    images: tuple[ImageInput, ...] = ()
-
-
-@attrs.frozen
-class _Entry:
-    role: str  # user, assistant or tool
-    label: str
-    text: str
-    content: Any  # the raw content, for the active turn's image parts
+    text: str  # the last user message's text ("" if none)
+    images: tuple[ImageInput, ...] = ()  # the last user message's images
 
 
 def content_text(content: Any) -> str:
@@ -484,87 +597,104 @@ def _image_parts(content: Any) -> list[dict[str, Any]]:
     return [p for p in content if isinstance(p, dict) and p.get("type") == "image_url"]
 
 
-def _nonempty_str(value: Any) -> str | None:
-    return value.strip() or None if isinstance(value, str) else None
+def _call_id(value: Any) -> str | None:
+    if isinstance(value, str) and value.strip() and len(value) <= MAX_TOOL_CALL_ID:
+        return value
+    return None
 
 
-def _tool_label(message: Mapping[str, Any]) -> str:
-    name = _nonempty_str(message.get("tool_call_id")) or _nonempty_str(message.get("name"))
-    return f"Tool:{name}" if name else "Tool"
-
-
-def _assistant_body(text: str, message: Mapping[str, Any]) -> str:
-    lines = [text] if text else []
+def _tool_calls(message: Mapping[str, Any], index: int) -> tuple[ToolCall, ...]:
     calls = message.get("tool_calls")
-    for call in calls if isinstance(calls, list) else ():
-        if not isinstance(call, dict):
-            continue
-        function = call.get("function")
-        function = function if isinstance(function, dict) else {}
-        fields = (call.get("id"), function.get("name"), function.get("arguments"))
-        call_id, name, arguments = (v if isinstance(v, str) else "" for v in fields)
-        lines.append(f"tool_call id={call_id} name={name} arguments={arguments}")
-    return "\n".join(lines)
+    if calls is None:
+        return ()
+    path = f"messages[{index}].tool_calls"
+    if not isinstance(calls, list):
+        raise _type_error(path, "array", calls, "messages")
+    out: list[ToolCall] = []
+    for number, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        arguments = function.get("arguments", "") if isinstance(function, dict) else None
+        call_id = _call_id(call.get("id")) if isinstance(call, dict) else None
+        if (
+            call_id is None
+            or not isinstance(name, str)
+            or not name
+            or len(name) > 64
+            or not isinstance(arguments, str)
+            or call.get("type", "function") != "function"
+        ):
+            raise bad_request(
+                f"Invalid `{path}[{number}]`: expected"
+                ' {"id", "type": "function", "function": {"name", "arguments"}}.',
+                "messages",
+            )
+        out.append(ToolCall(call_id, name, arguments))
+    return tuple(out)
 
 
-def build_prompt(messages: Any, limits: ChatCompletionsConfig) -> Prompt:
-    """§4.3 and §4.4: `messages` folded into one user turn, plus its extra system prompt and
-    the images of the active user turn."""
+def _tool_result(message: Mapping[str, Any], role: str, index: int) -> ChatMessage:
+    name = message.get("name")
+    name = name if isinstance(name, str) and name else None
+    # A legacy `function` message has only its function's name to say what it answers.
+    call_id = _call_id(message.get("tool_call_id")) or (name if role == "function" else None)
+    if call_id is None:
+        raise bad_request(
+            f"Invalid `messages[{index}].tool_call_id`: a tool message needs the id of the"
+            f" call it answers (at most {MAX_TOOL_CALL_ID} characters).",
+            "messages",
+        )
+    return ChatMessage(
+        "tool", content_text(message.get("content")), tool_call_id=call_id, tool_name=name
+    )
+
+
+def build_conversation(messages: Any, limits: ChatCompletionsConfig) -> Conversation:
+    """§4.3 and §4.4, as structured messages rather than one flattened prompt: `system` and
+    `developer` texts become the extra system prompt; user, assistant (with its `tool_calls`)
+    and tool messages are kept in order up to the last user or tool message. Empty user and
+    assistant messages are dropped; the last user message keeps its images."""
     system: list[str] = []
-    entries: list[_Entry] = []
-    for message in messages if isinstance(messages, list) else ():
+    entries: list[tuple[ChatMessage, Any]] = []  # with the raw content, for image parts
+    for index, message in enumerate(messages if isinstance(messages, list) else ()):
         if not isinstance(message, dict):
             continue
         role = message.get("role")
         role = role.strip() if isinstance(role, str) else ""
-        if not role:
-            continue
         content = message.get("content")
         if role in ("system", "developer"):
             if text := content_text(content):
                 system.append(text)
-            continue
-        if role == "function":
-            role = "tool"
-        if role == "user":
-            entries.append(_Entry(role, "User", content_text(content), content))
+        elif role == "user":
+            entries.append((ChatMessage("user", content_text(content)), content))
         elif role == "assistant":
-            body = _assistant_body(content_text(content), message)
-            entries.append(_Entry(role, "Assistant", body, content))
-        elif role == "tool":
-            entries.append(_Entry(role, _tool_label(message), content_text(content), content))
-    extra_system_prompt = "\n\n".join(system)
-    if not entries:
+            text = content_text(content)
+            if text == NO_RESPONSE_TEXT:
+                text = ""  # our placeholder for an empty reply, not the model's words
+            calls = _tool_calls(message, index)
+            if text or calls:
+                entries.append((ChatMessage("assistant", text, tool_calls=calls), content))
+        elif role in ("tool", "function"):
+            entries.append((_tool_result(message, role, index), content))
+    last = max((i for i, (m, _) in enumerate(entries) if m.role != "assistant"), default=-1)
+    entries = entries[: last + 1]  # a trailing assistant message answers nothing
+    last_user = max((i for i, (m, _) in enumerate(entries) if m.role == "user"), default=-1)
+    kept: list[ChatMessage] = []
+    text, images = "", cast(tuple[ImageInput, ...], ())
+    for index, (message, content) in enumerate(entries):
+        if index == last_user:
+            parts = _image_parts(content)
+            text = message.text
+            if parts:
+                images = validate_images(parts, limits)
+                text = text or IMAGE_ONLY_TEXT
+                message = attrs.evolve(message, text=text, images=images)
+        if message.role == "user" and not message.text:
+            continue
+        kept.append(message)
+    if not any(m.role != "assistant" for m in kept):
         raise _missing_user_message()
-
-    active_index = next(
-        (i for i in range(len(entries) - 1, -1, -1) if entries[i].role in ("user", "tool")),
-        len(entries) - 1,
-    )
-    active = entries[active_index]
-    history = [entry for entry in entries[:active_index] if entry.text]
-    images: tuple[ImageInput, ...] = ()
-    text = active.text
-    if active.role == "user":
-        parts = _image_parts(active.content)
-        if parts:
-            images = validate_images(parts, limits)
-            text = text or IMAGE_ONLY_TEXT
-    if not text:
-        raise _missing_user_message()
-    if not history:
-        prompt = f"{active.label}: {text}" if active.role == "tool" else text
-    else:
-        prompt = "\n".join(
-            [
-                HISTORY_MARKER,
-                *(f"{entry.label}: {entry.text}" for entry in history),
-                "",
-                CURRENT_MARKER,
-                f"{active.label}: {text}",
-            ]
-        )
-    return Prompt(prompt, extra_system_prompt, images)
+    return Conversation(tuple(kept), "\n\n".join(system), text, images)
 
 
 def _missing_user_message() -> RequestError:
@@ -640,10 +770,37 @@ def usage_body(usage: Usage) -> dict[str, int]:
     }
 
 
+def tool_calls_body(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments},
+        }
+        for call in calls
+    ]
+
+
 def completion_body(
-    completion_id: str, created: int, model: str, text: str, stop_reason: str, usage: Usage
+    completion_id: str,
+    created: int,
+    model: str,
+    text: str,
+    stop_reason: str,
+    usage: Usage,
+    *,
+    reasoning: str = "",
+    tool_calls: tuple[ToolCall, ...] = (),
 ) -> dict[str, Any]:
-    """The non-streaming response of §6."""
+    """The non-streaming response of §6; `content` is null beside tool calls, as OpenAI's."""
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": text or (None if tool_calls else NO_RESPONSE_TEXT),
+    }
+    if reasoning:
+        message["reasoning_content"] = reasoning
+    if tool_calls:
+        message["tool_calls"] = tool_calls_body(tool_calls)
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -652,7 +809,7 @@ def completion_body(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text or NO_RESPONSE_TEXT},
+                "message": message,
                 "logprobs": None,
                 "finish_reason": finish_reason(stop_reason),
             }
@@ -675,6 +832,12 @@ def _json_string(text: str) -> bytes:
         return encode_basestring(text).encode()
     except UnicodeEncodeError:
         return encode_basestring_ascii(text).encode()
+
+
+def _safe_dumps(value: Any) -> str:
+    """Compact JSON that encodes to UTF-8 even with a lone surrogate (escaped, as ASCII)."""
+    text = dumps(value)
+    return json.dumps(value, separators=(",", ":")) if has_surrogate(text) else text
 
 
 DONE = b"data: [DONE]\n\n"
@@ -708,6 +871,24 @@ class ChunkEncoder:
 
     def content(self, delta: str) -> bytes:
         return b"".join((self._content_prefix, _json_string(delta), self._CONTENT_SUFFIX))
+
+    def reasoning(self, delta: str) -> bytes:
+        return self._choice(_safe_dumps({"reasoning_content": delta}), "null")
+
+    def tool_call_start(self, index: int, call_id: str, name: str) -> bytes:
+        """OpenAI's first fragment of a call: index, id, type, name, empty arguments."""
+        call = {
+            "index": index,
+            "id": call_id,
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }
+        return self._choice(_safe_dumps({"tool_calls": [call]}), "null")
+
+    def tool_call_arguments(self, index: int, piece: str) -> bytes:
+        """A later fragment: the index and a piece of the arguments only."""
+        call = {"index": index, "function": {"arguments": piece}}
+        return self._choice(_safe_dumps({"tool_calls": [call]}), "null")
 
     def finish(self, stop_reason: str) -> bytes:
         return self._choice("{}", dumps(finish_reason(stop_reason)))

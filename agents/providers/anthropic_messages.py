@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import attrs
 import structlog
 from multidict import CIMultiDict
 
@@ -22,7 +23,9 @@ from agents.providers.base import (
     ImageInput,
     ProviderEvent,
     ProviderRequest,
+    ReasoningDelta,
     TextDelta,
+    ToolCallDelta,
     Usage,
 )
 from agents.providers.echo import token_cap
@@ -46,50 +49,135 @@ STOP_REASONS: Mapping[str, str] = {
     "refusal": "content_filter",
     # The context ran out: the reply was cut short, like max_tokens (spec addition).
     "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
 }
-# Messages API params with no OpenAI counterpart that an agent may set; anything else not
+# Messages API params with no OpenAI counterpart that an agent may set (`thinking` turns on
+# extended thinking, streamed back as reasoning); anything else not
 # mapped explicitly (seed, penalties, response_format, delayMs, unknown keys) is dropped,
 # because Anthropic answers 400 to unknown fields.
-_PASSTHROUGH_KEYS = frozenset({"top_k", "metadata", "service_tier"})
+_PASSTHROUGH_KEYS = frozenset({"top_k", "metadata", "service_tier", "thinking"})
 _MAPPED_KEYS = frozenset(
-    {"temperature", "top_p", "stop", "stop_sequences", "max_tokens", "max_completion_tokens"}
-)
+    {
+        "temperature", "top_p", "stop", "stop_sequences", "max_tokens", "max_completion_tokens",
+        "tools", "tool_choice", "parallel_tool_calls",
+    }
+)  # fmt: skip
 
 
-def _content(texts: Sequence[str], images: Sequence[ImageInput]) -> str | list[dict[str, Any]]:
-    text = "\n\n".join(texts)
-    if not images:
-        return text
-    # Images before the text: Anthropic documents that Claude does best in that order.
-    blocks: list[dict[str, Any]] = [
-        {
-            "type": "image",
-            "source": {"type": "base64", "media_type": image.mime_type, "data": image.data_b64},
-        }
-        for image in images
-    ]
-    if text:  # Anthropic rejects empty text blocks; an image-only turn has none
-        blocks.append({"type": "text", "text": text})
-    return blocks
+@attrs.define
+class _Turn:
+    """One Messages API turn in the making: what consecutive same-role messages add up to."""
+
+    role: str
+    texts: list[str] = attrs.field(factory=list)
+    images: list[ImageInput] = attrs.field(factory=list)
+    tool_results: list[dict[str, Any]] = attrs.field(factory=list)  # user side
+    thinking: list[dict[str, Any]] = attrs.field(factory=list)  # assistant side
+    tool_uses: list[dict[str, Any]] = attrs.field(factory=list)  # assistant side
+
+    def content(self) -> str | list[dict[str, Any]]:
+        text = "\n\n".join(self.texts)
+        if not (self.images or self.tool_results or self.thinking or self.tool_uses):
+            return text
+        # Tool results first (the API requires them at the start of the user turn), then
+        # images before the text: Anthropic documents that Claude does best in that order.
+        blocks: list[dict[str, Any]] = [*self.tool_results, *self.thinking]
+        blocks.extend(
+            {
+                "type": "image",
+                "source": {"type": "base64", "media_type": i.mime_type, "data": i.data_b64},
+            }
+            for i in self.images
+        )
+        if text:  # Anthropic rejects empty text blocks; an image-only turn has none
+            blocks.append({"type": "text", "text": text})
+        blocks.extend(self.tool_uses)
+        return blocks
+
+
+def _tool_input(arguments: str) -> dict[str, Any]:
+    try:
+        value = json.loads(arguments) if arguments.strip() else {}
+    except ValueError:
+        value = None
+    # The API takes an object only; a model's broken JSON is kept where it can be read.
+    return value if isinstance(value, dict) else {"arguments": arguments}
 
 
 def anthropic_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
     """Alternating roles starting with `user`: consecutive same-role messages are joined
     with "\\n\\n" (empty texts skipped), leading assistant messages are dropped (the API
-    rejects them and there is no user text they could answer)."""
-    turns: list[tuple[str, list[str], list[ImageInput]]] = []
+    rejects them and there is no user text they could answer). Tool calls become `tool_use`
+    blocks, tool results `tool_result` blocks of the next user turn; signed thinking goes
+    back only with the tool calls it led to, as the API requires in a tool loop."""
+    turns: list[_Turn] = []
     for message in messages:
-        if not turns and message.role != "user":
+        role = "user" if message.role == "tool" else message.role
+        if not turns and role != "user":
             continue
-        if turns and turns[-1][0] == message.role:
-            role, texts, images = turns[-1]
-        else:
-            role, texts, images = message.role, [], []
-            turns.append((role, texts, images))
+        if not turns or turns[-1].role != role:
+            turns.append(_Turn(role))
+        turn = turns[-1]
+        if message.role == "tool":
+            turn.tool_results.append(
+                {
+                    "type": "tool_result",
+                    "tool_use_id": message.tool_call_id,
+                    "content": message.text,
+                }
+            )
+            continue
+        if message.tool_calls and message.reasoning_signature:
+            turn.thinking.append(
+                {
+                    "type": "thinking",
+                    "thinking": message.reasoning,
+                    "signature": message.reasoning_signature,
+                }
+            )
         if message.text:
-            texts.append(message.text)
-        images.extend(message.images)
-    return [{"role": role, "content": _content(texts, images)} for role, texts, images in turns]
+            turn.texts.append(message.text)
+        turn.images.extend(message.images)
+        turn.tool_uses.extend(
+            {"type": "tool_use", "id": c.id, "name": c.name, "input": _tool_input(c.arguments)}
+            for c in message.tool_calls
+        )
+    return [{"role": turn.role, "content": turn.content()} for turn in turns]
+
+
+def tool_fields(params: Mapping[str, Any]) -> dict[str, Any]:
+    """OpenAI's `tools`, `tool_choice`, `parallel_tool_calls` as the Messages API's."""
+    out: dict[str, Any] = {}
+    tools = params.get("tools")
+    if tools:
+        out["tools"] = [
+            {
+                "name": tool["function"]["name"],
+                **(
+                    {"description": tool["function"]["description"]}
+                    if tool["function"].get("description")
+                    else {}
+                ),
+                "input_schema": tool["function"].get("parameters")
+                or {"type": "object", "properties": {}},
+            }
+            for tool in tools
+        ]
+    choice = params.get("tool_choice")
+    mapped: dict[str, Any] | None = None
+    if choice == "auto":
+        mapped = {"type": "auto"}
+    elif choice == "required":
+        mapped = {"type": "any"}
+    elif choice == "none":
+        mapped = {"type": "none"}
+    elif isinstance(choice, Mapping):
+        mapped = {"type": "tool", "name": choice["function"]["name"]}
+    if params.get("parallel_tool_calls") is False and tools and choice != "none":
+        mapped = {**(mapped or {"type": "auto"}), "disable_parallel_tool_use": True}
+    if mapped is not None and tools:
+        out["tool_choice"] = mapped
+    return out
 
 
 def request_body(request: ProviderRequest) -> dict[str, Any]:
@@ -104,6 +192,7 @@ def request_body(request: ProviderRequest) -> dict[str, Any]:
         body["system"] = request.system
     body["messages"] = anthropic_messages(request.messages)
     body["stream"] = True
+    body.update(tool_fields(params))
 
     temperature = params.get("temperature")
     if isinstance(temperature, int | float) and not isinstance(temperature, bool):
@@ -162,16 +251,27 @@ def json_answer(answer: Any) -> list[ProviderEvent]:
     content = answer.get("content")
     if not isinstance(content, list):
         raise MalformedStream("upstream JSON answer has no content")
+    blocks = [block for block in content if isinstance(block, dict)]
     text = "".join(
         block["text"]
-        for block in content
-        if isinstance(block, dict)
-        and block.get("type") == "text"
-        and isinstance(block.get("text"), str)
+        for block in blocks
+        if block.get("type") == "text" and isinstance(block.get("text"), str)
     )
     events: list[ProviderEvent] = []
+    for block in blocks:
+        if block.get("type") == "thinking" and isinstance(block.get("thinking"), str):
+            signature = block.get("signature")
+            events.append(
+                ReasoningDelta(block["thinking"], signature if isinstance(signature, str) else None)
+            )
     if text:
         events.append(TextDelta(text))
+    uses = [block for block in blocks if block.get("type") == "tool_use"]
+    for index, block in enumerate(uses):
+        if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
+            raise MalformedStream("upstream JSON answer has a malformed tool_use block")
+        arguments = json.dumps(block.get("input") or {}, separators=(",", ":"))
+        events.append(ToolCallDelta(index, block["id"], block["name"], arguments))
     usage = answer.get("usage")
     input_tokens = _count(usage, *_INPUT_FIELDS)
     output_tokens = _count(usage, "output_tokens")
@@ -214,6 +314,8 @@ class MessageEventDecoder:
         self._reason: str | None = None
         self._input_tokens: int | None = None
         self._output_tokens: int | None = None
+        # Content block index → (our tool call index, arguments seen) for tool_use blocks.
+        self._tools: dict[int, list[int]] = {}
 
     def feed(self, events: Sequence[SSEEvent]) -> Iterator[ProviderEvent]:
         loads = json.loads
@@ -227,13 +329,32 @@ class MessageEventDecoder:
                 kind = obj["type"]
             if kind == "content_block_delta":
                 delta = obj["delta"]
-                # thinking_delta, input_json_delta, signature_delta: not reply text.
-                if delta["type"] == "text_delta":
+                kind = delta["type"]
+                if kind == "text_delta":
                     text = delta["text"]
                     if text:
                         if type(text) is not str:
                             raise TypeError("text_delta text is not text")
                         yield TextDelta(text)
+                elif kind == "input_json_delta":
+                    piece = delta["partial_json"]
+                    if type(piece) is not str:
+                        raise TypeError("partial_json is not text")
+                    tool = self._tools[obj["index"]]
+                    if piece:
+                        tool[1] += len(piece)
+                        yield ToolCallDelta(tool[0], None, None, piece)
+                elif kind == "thinking_delta":
+                    thinking = delta["thinking"]
+                    if type(thinking) is not str:
+                        raise TypeError("thinking_delta thinking is not text")
+                    if thinking:
+                        yield ReasoningDelta(thinking)
+                elif kind == "signature_delta":
+                    signature = delta["signature"]
+                    if type(signature) is not str:
+                        raise TypeError("signature_delta signature is not text")
+                    yield ReasoningDelta("", signature)
             elif kind == "message_start":
                 self._input_tokens = _count(obj["message"].get("usage"), *_INPUT_FIELDS)
             elif kind == "message_delta":
@@ -247,12 +368,28 @@ class MessageEventDecoder:
                 return
             elif kind == "content_block_start":
                 block = obj["content_block"]
-                if block.get("type") == "text" and block.get("text"):
+                block_type = block.get("type")
+                if block_type == "text" and block.get("text"):
                     yield TextDelta(str(block["text"]))
+                elif block_type == "tool_use":
+                    call_id, name = block["id"], block["name"]
+                    if type(call_id) is not str or type(name) is not str:
+                        raise TypeError("tool_use id or name is not text")
+                    index = len(self._tools)
+                    self._tools[obj["index"]] = [index, 0]
+                    yield ToolCallDelta(index, call_id, name, "")
+                elif block_type == "thinking" and block.get("thinking"):
+                    yield ReasoningDelta(str(block["thinking"]))
+            elif kind == "content_block_stop":
+                stopped = self._tools.get(obj.get("index"))
+                if stopped is not None and not stopped[1]:
+                    # A call without arguments: `{}`, so that every client can parse it.
+                    stopped[1] = 2
+                    yield ToolCallDelta(stopped[0], None, None, "{}")
             elif kind == "error":
                 log_body("upstream_stream_error", self._provider, data)
                 raise MalformedStream("in-stream error from upstream")
-            # content_block_stop and event types added later carry no reply text.
+            # Event types added later carry no reply text.
 
     def finish(self) -> list[ProviderEvent]:
         # EOF without message_stop: complete only if the model said why it stopped.

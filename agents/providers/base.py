@@ -24,10 +24,30 @@ class ImageInput:
 
 
 @attrs.frozen
+class ToolCall:
+    """A call of a client tool, as OpenAI's `tool_calls[]` carries it."""
+
+    id: str
+    name: str
+    arguments: str  # JSON text exactly as the model produced it (possibly not valid JSON)
+
+
+@attrs.frozen
 class ChatMessage:
-    role: str  # "user" or "assistant"
+    """One message of the context. Tool calls and results are structured, OpenAI-style:
+    an assistant message carries `tool_calls`, and each result is a `tool` message naming
+    the call it answers."""
+
+    role: str  # "user", "assistant" or "tool"
     text: str
     images: tuple[ImageInput, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()  # assistant
+    tool_call_id: str | None = None  # tool
+    tool_name: str | None = None  # tool: the called function's name, when known
+    # Assistant: the model's reasoning. Providers do not send it back, except Anthropic's
+    # signed thinking in a tool loop, which the API requires.
+    reasoning: str = ""
+    reasoning_signature: str | None = None
 
 
 @attrs.frozen
@@ -40,7 +60,9 @@ class ProviderRequest:
     messages: tuple[ChatMessage, ...]  # stored history, then the current user message (last)
     # Agent `params` overlaid by the request's sampling fields: temperature, top_p,
     # max_tokens or max_completion_tokens, frequency_penalty, presence_penalty, seed, stop,
-    # response_format, delayMs (echo), and any other agent param key.
+    # response_format, delayMs (echo), and any other agent param key. The client's tools
+    # travel here too, under OpenAI's names (`tools`, `tool_choice`, `parallel_tool_calls`):
+    # an OpenAI-compatible provider sends them as they are, the others map them.
     params: Mapping[str, Any] = attrs.field(factory=dict)
     provider: ProviderConfig | None = None  # None for the built-in echo provider
     model: ModelEntry | None = None  # the provider's entry for ref.model, when it lists models
@@ -52,8 +74,28 @@ class TextDelta:
 
 
 @attrs.frozen
+class ReasoningDelta:
+    """A piece of the model's reasoning (OpenAI-compatible `reasoning_content`/`reasoning`,
+    Anthropic `thinking`); `signature` is Anthropic's, which arrives on its own."""
+
+    text: str
+    signature: str | None = None
+
+
+@attrs.frozen
+class ToolCallDelta:
+    """A fragment of the `index`-th tool call: the first carries `id` and `name`, the
+    following ones pieces of the arguments (OpenAI's streaming shape)."""
+
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str
+
+
+@attrs.frozen
 class Finish:
-    reason: str  # "stop", "length" or "content_filter"
+    reason: str  # "stop", "length", "content_filter" or "tool_calls"
 
 
 @attrs.frozen
@@ -66,16 +108,17 @@ class Usage:
         return self.input + self.output
 
 
-ProviderEvent = TextDelta | Finish | Usage
+ProviderEvent = TextDelta | ReasoningDelta | ToolCallDelta | Finish | Usage
 
 
 class Provider(Protocol):
     """A backend that turns a ProviderRequest into a stream of events.
 
-    `stream` yields TextDelta items in order, then at most one Usage and one Finish (in any
-    order, both after the last delta). It raises agents.errors.UpstreamError subclasses for
-    upstream failures. Cancelling the iteration (task cancellation or `aclose()`) must stop
-    the upstream request at once and close its connection.
+    `stream` yields TextDelta, ReasoningDelta and ToolCallDelta items in order, then at
+    most one Usage and one Finish (in any order, both after the last delta). It raises
+    agents.errors.UpstreamError subclasses for upstream failures. Cancelling the iteration
+    (task cancellation or `aclose()`) must stop the upstream request at once and close its
+    connection.
     """
 
     api: str

@@ -1,28 +1,102 @@
-"""The built-in `echo` provider (agents-sessions.md §6.2): no network, observable sessions."""
+"""The built-in `echo` provider (agents-sessions.md §6.2): no network, observable sessions.
+
+Tool mode, so that client tools can be seen working offline: when the request offers tools
+(and `tool_choice` is not `"none"`) and the current user text is `call <name> <json-args>`
+naming one of them, echo calls that tool; when the context ends with tool results, it
+answers with them: `[turn N] <name>: <result>`, several joined with `; `.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from agents.config import API_ECHO
-from agents.providers.base import Finish, ProviderEvent, ProviderRequest, TextDelta, Usage
+from agents.providers.base import (
+    ChatMessage,
+    Finish,
+    ProviderEvent,
+    ProviderRequest,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 
 IMAGE_ONLY_TEXT = "User sent image(s) with no text."
 
 # A word with the whitespace before it; a trailing whitespace run is its own piece.
 _DELTA_RE = re.compile(r"\s*\S+|\s+\Z")
+_CALL_RE = re.compile(r"call\s+(\S+)\s*(.*)", re.DOTALL)
+# Arguments stream in pieces of this many characters, so a client sees real fragments.
+ARGUMENT_PIECE = 8
+
+
+def _turn(request: ProviderRequest) -> int:
+    return sum(1 for m in request.messages if m.role == "user")
 
 
 def echo_reply(request: ProviderRequest) -> str:
-    turn = sum(1 for m in request.messages if m.role == "user")
-    current = request.messages[-1] if request.messages else None
+    turn = _turn(request)
+    messages = request.messages
+    results = _trailing_results(messages)
+    if results:
+        names = _call_names(messages)
+        answers = (f"{m.tool_name or names.get(m.tool_call_id or '', m.tool_call_id)}: {m.text}"
+                   for m in results)  # fmt: skip
+        return f"[turn {turn}] {'; '.join(answers)}"
+    current = messages[-1] if messages else None
     text = current.text if current else ""
     if not text and current is not None and current.images:
         text = IMAGE_ONLY_TEXT
     return f"[turn {turn}] {text}"
+
+
+def _trailing_results(messages: tuple[ChatMessage, ...]) -> list[ChatMessage]:
+    results: list[ChatMessage] = []
+    for message in reversed(messages):
+        if message.role != "tool":
+            break
+        results.append(message)
+    return results[::-1]
+
+
+def _call_names(messages: tuple[ChatMessage, ...]) -> dict[str, str]:
+    return {call.id: call.name for m in messages for call in m.tool_calls}
+
+
+def offered_tools(params: Mapping[str, Any]) -> set[str]:
+    """The function names the request offers, unless `tool_choice` is `"none"`."""
+    tools = params.get("tools")
+    if params.get("tool_choice") == "none" or not isinstance(tools, list | tuple):
+        return set()
+    names: set[str] = set()
+    for tool in tools:
+        function = tool.get("function") if isinstance(tool, Mapping) else None
+        name = function.get("name") if isinstance(function, Mapping) else None
+        if isinstance(name, str):
+            names.add(name)
+    return names
+
+
+def echo_tool_call(request: ProviderRequest) -> tuple[str, str] | None:
+    """`(name, arguments)` when the current user text asks echo to call an offered tool."""
+    current = request.messages[-1] if request.messages else None
+    if current is None or current.role != "user":
+        return None
+    match = _CALL_RE.fullmatch(current.text.strip())
+    if match is None or match.group(1) not in offered_tools(request.params):
+        return None
+    raw = match.group(2).strip() or "{}"
+    try:
+        arguments = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(arguments, dict):
+        return None
+    return match.group(1), json.dumps(arguments, separators=(",", ":"), ensure_ascii=False)
 
 
 def token_cap(params: Mapping[str, Any]) -> int | None:
@@ -38,6 +112,18 @@ class EchoProvider:
     api = API_ECHO
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
+        context = [request.system, *(m.text for m in request.messages)]
+        input_tokens = sum(len(text.split()) for text in context)
+        call = echo_tool_call(request)
+        if call is not None:
+            name, arguments = call
+            # Deterministic, and unique within a transcript: the turn and the call's index.
+            yield ToolCallDelta(0, f"call_echo_{_turn(request)}_0", name, "")
+            for start in range(0, len(arguments), ARGUMENT_PIECE):
+                yield ToolCallDelta(0, None, None, arguments[start : start + ARGUMENT_PIECE])
+            yield Usage(input=input_tokens, output=len(arguments.split()) + 1)
+            yield Finish("tool_calls")
+            return
         deltas = _DELTA_RE.findall(echo_reply(request))
         cap = token_cap(request.params)
         finish = "stop"
@@ -49,9 +135,5 @@ class EchoProvider:
             if index and delay_s:
                 await asyncio.sleep(delay_s)
             yield TextDelta(delta)
-        context = [request.system, *(m.text for m in request.messages)]
-        yield Usage(
-            input=sum(len(text.split()) for text in context),
-            output=len("".join(deltas).split()),
-        )
+        yield Usage(input=input_tokens, output=len("".join(deltas).split()))
         yield Finish(finish)

@@ -22,7 +22,9 @@ from agents.providers.base import (
     Finish,
     ProviderEvent,
     ProviderRequest,
+    ReasoningDelta,
     TextDelta,
+    ToolCallDelta,
     Usage,
 )
 from agents.providers.sse import SSEEvent
@@ -33,11 +35,12 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger()
 
-# `tool_calls`, `function_call` and unknown reasons become "stop" (§6.3).
+# `function_call` and unknown reasons become "stop" (§6.3).
 FINISH_REASONS: Mapping[str, str] = {
     "stop": "stop",
     "length": "length",
     "content_filter": "content_filter",
+    "tool_calls": "tool_calls",
 }
 # The body owns these; a param of the same name would break streaming or the context.
 _RESERVED_KEYS = frozenset({"model", "messages", "stream", "stream_options"})
@@ -46,6 +49,22 @@ _DROPPED_KEYS = frozenset({"delayMs"})
 
 
 def chat_message(message: ChatMessage) -> dict[str, Any]:
+    if message.role == "tool":
+        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.text}
+    if message.tool_calls:
+        # Reasoning is not sent back: OpenAI-compatible servers neither need nor want it.
+        return {
+            "role": "assistant",
+            "content": message.text or None,
+            "tool_calls": [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for call in message.tool_calls
+            ],
+        }
     if not message.images:
         return {"role": message.role, "content": message.text}
     parts: list[dict[str, Any]] = []
@@ -126,12 +145,31 @@ def json_answer(answer: Any) -> list[ProviderEvent]:
         raise MalformedStream("upstream JSON answer has no choices")
     choice = choices[0]
     message = choice.get("message")
-    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(message, dict):
+        message = {}
+    content = message.get("content")
     if content is not None and not isinstance(content, str):
         raise MalformedStream("upstream JSON answer content is not text")
     events: list[ProviderEvent] = []
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if isinstance(reasoning, str) and reasoning:
+        events.append(ReasoningDelta(reasoning))
     if content:
         events.append(TextDelta(content))
+    calls = message.get("tool_calls")
+    for index, call in enumerate(calls if isinstance(calls, list) else ()):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise MalformedStream("upstream JSON answer has a malformed tool call")
+        arguments = function.get("arguments")
+        events.append(
+            ToolCallDelta(
+                index,
+                str(call.get("id") or f"call_{index}"),
+                function["name"],
+                arguments if isinstance(arguments, str) else "",
+            )
+        )
     usage = usage_of(answer.get("usage"))
     if usage is not None:
         events.append(usage)
@@ -190,16 +228,42 @@ class ChunkDecoder:
                 choice = choices[0]
                 delta = choice.get("delta")
                 if delta:
-                    # `reasoning_content` (thinking models) is deliberately not read.
                     content = delta.get("content")
                     if content:
                         if type(content) is not str:
                             raise TypeError("delta content is not text")
                         yield TextDelta(content)
+                    if len(delta) > 1 or not content:
+                        # Reasoning and tool calls: not looked for in a chunk of text alone.
+                        yield from self._other(delta)
                 if choice.get("finish_reason"):
                     self._reason = choice["finish_reason"]
             if obj.get("usage"):
                 self._usage = obj["usage"]
+
+    @staticmethod
+    def _other(delta: Mapping[str, Any]) -> Iterator[ProviderEvent]:
+        """Reasoning (`reasoning_content`: DeepSeek, vLLM; `reasoning`: OpenRouter, Ollama)
+        and tool call fragments."""
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if reasoning:
+            if type(reasoning) is not str:
+                raise TypeError("delta reasoning is not text")
+            yield ReasoningDelta(reasoning)
+        calls = delta.get("tool_calls")
+        if calls:
+            for call in calls:
+                function = call.get("function") or {}
+                arguments = function.get("arguments") or ""
+                if type(arguments) is not str:
+                    raise TypeError("tool call arguments are not text")
+                index = call.get("index", 0)
+                if type(index) is not int:
+                    raise TypeError("tool call index is not an integer")
+                call_id, name = call.get("id"), function.get("name")
+                if not isinstance(call_id, str | None) or not isinstance(name, str | None):
+                    raise TypeError("tool call id or name is not text")
+                yield ToolCallDelta(index, call_id or None, name or None, arguments)
 
     def finish(self) -> list[ProviderEvent]:
         # EOF without [DONE]: complete only if the model said it was finished.

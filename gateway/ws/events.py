@@ -19,7 +19,9 @@ from typing import Any
 
 import attrs
 
-from agents.events import ASSISTANT, RunEvent, SessionChange
+from agents.events import ASSISTANT, TOOL, RunEvent, SessionChange
+from agents.providers.base import ToolCall
+from agents.store import assistant_content
 from gateway.responses import dumps
 from gateway.ws.connection import Connection
 from gateway.ws.protocol import EventFrame, event_frame
@@ -39,6 +41,11 @@ class _ChatRun:
     ts: int = 0
     sent_at: float = -math.inf  # loop time of the last delta
     timer: asyncio.TimerHandle | None = None
+    # The run's client tool calls so far: toolCallId → [name, arguments].
+    calls: dict[str, list[str]] = attrs.field(factory=dict)
+
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        return tuple(ToolCall(i, name, args) for i, (name, args) in self.calls.items())
 
     def head(self, seq: int) -> dict[str, Any]:
         return {
@@ -49,8 +56,10 @@ class _ChatRun:
         }
 
 
-def _message(text: str, ts: int) -> dict[str, Any]:
-    return {"role": "assistant", "content": [{"type": "text", "text": text}], "timestamp": ts}
+def _message(text: str, ts: int, calls: tuple[ToolCall, ...] = ()) -> dict[str, Any]:
+    """The assistant message of a `chat` event; tool calls as in the transcript."""
+    content = assistant_content(text, calls) if calls else [{"type": "text", "text": text}]
+    return {"role": "assistant", "content": content, "timestamp": ts}
 
 
 def agent_payload(event: RunEvent) -> dict[str, Any]:
@@ -98,6 +107,8 @@ class EventFanout:
             self.broadcast(frame, self.readers)
         if event.stream == ASSISTANT:
             self._assistant(event)
+        elif event.stream == TOOL:
+            self._tool(event)
         elif event.is_terminal:
             self._terminal(event)
 
@@ -120,6 +131,16 @@ class EventFanout:
             self._send_delta(run, run.seq, run.ts)
         else:
             run.timer = loop.call_later(wait, self._flush, run)
+
+    def _tool(self, event: RunEvent) -> None:
+        data = event.data
+        phase = data.get("phase")
+        if phase == "start":
+            self._chat_run(event).calls[data["toolCallId"]] = [data["name"], ""]
+        elif phase == "update":
+            call = self._chat_run(event).calls.get(data["toolCallId"])
+            if call is not None:
+                call[1] += data["delta"]
 
     def _flush(self, run: _ChatRun) -> None:
         run.timer = None
@@ -171,7 +192,7 @@ class EventFanout:
         else:
             payload["state"] = "final"
             payload["stopReason"] = data.get("stopReason")
-            payload["message"] = _message(run.text, event.ts)
+            payload["message"] = _message(run.text, event.ts, run.tool_calls())
         self.broadcast(event_frame("chat", payload), self.readers)
 
     # -- delivery -----------------------------------------------------------------------------

@@ -22,11 +22,22 @@ from agents.errors import (
     UpstreamTimeout,
 )
 from agents.providers.anthropic_messages import AnthropicMessagesProvider, messages_url
-from agents.providers.base import ChatMessage, Finish, ImageInput, ProviderEvent, TextDelta, Usage
+from agents.providers.base import (
+    ChatMessage,
+    Finish,
+    ImageInput,
+    ProviderEvent,
+    ReasoningDelta,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
 from agents.providers.pool import Timeouts
 from tests.agents.upstreams import (
     SECRET_BODY_MARKER,
     FakeAnthropic,
+    FakeToolCall,
     JSONAnswer,
     Raw,
     Stall,
@@ -326,7 +337,7 @@ class TestStreaming:
             ("stop_sequence", "stop"),
             ("max_tokens", "length"),
             ("refusal", "content_filter"),
-            ("tool_use", "stop"),
+            ("tool_use", "tool_calls"),
             ("pause_turn", "stop"),
             ("model_context_window_exceeded", "length"),
         ],
@@ -363,7 +374,7 @@ class TestStreaming:
             Finish("stop"),
         ]
 
-    async def test_non_text_deltas_and_unknown_events_are_ignored(
+    async def test_thinking_is_reasoning_and_unknown_events_are_ignored(
         self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
     ) -> None:
         thinking = {
@@ -381,6 +392,7 @@ class TestStreaming:
         )
         anthropic_upstream.script(Raw((body,)))
         assert await collect(provider, anthropic_upstream) == [
+            ReasoningDelta("hmm"),
             TextDelta("answer"),
             Usage(3, 2),
             Finish("stop"),
@@ -582,3 +594,155 @@ class TestCancellation:
         assert [await anext(stream), await anext(stream)] == [TextDelta(" w0"), TextDelta(" w1")]
         await stream.aclose()
         await anthropic_upstream.last.wait_gone(1.0)
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+CALL = ToolCall("toolu_1", "get_weather", '{"city":"Paris"}')
+
+
+class TestTools:
+    async def test_tools_become_messages_api_tools(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        body = await sent_body(provider, anthropic_upstream, params={"tools": [WEATHER]})
+        assert body["tools"] == [
+            {
+                "name": "get_weather",
+                "description": "Current weather",
+                "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+            }
+        ]
+        assert "tool_choice" not in body
+
+    @pytest.mark.parametrize(
+        ("choice", "parallel", "mapped"),
+        [
+            ("auto", None, {"type": "auto"}),
+            ("required", None, {"type": "any"}),
+            ("none", None, {"type": "none"}),
+            (
+                {"type": "function", "function": {"name": "get_weather"}},
+                None,
+                {"type": "tool", "name": "get_weather"},
+            ),
+            (None, False, {"type": "auto", "disable_parallel_tool_use": True}),
+            ("required", False, {"type": "any", "disable_parallel_tool_use": True}),
+        ],
+    )
+    async def test_tool_choice_and_parallel_calls_are_mapped(
+        self,
+        provider: AnthropicMessagesProvider,
+        anthropic_upstream: FakeAnthropic,
+        choice: Any,
+        parallel: bool | None,
+        mapped: dict[str, Any],
+    ) -> None:
+        params = {"tools": [WEATHER], "tool_choice": choice, "parallel_tool_calls": parallel}
+        body = await sent_body(provider, anthropic_upstream, params=params)
+        assert body["tool_choice"] == mapped
+
+    async def test_calls_and_results_become_tool_use_and_tool_result_blocks(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        request = attrs.evolve(
+            provider_request(anthropic_upstream.provider_config()),
+            messages=(
+                ChatMessage("user", "weather?"),
+                ChatMessage(
+                    "assistant",
+                    "Let me look.",
+                    tool_calls=(CALL,),
+                    reasoning="need the tool",
+                    reasoning_signature="sig-1",
+                ),
+                ChatMessage("tool", "sunny", tool_call_id="toolu_1"),
+                ChatMessage("user", "and tomorrow?"),
+            ),
+        )
+        _ = [event async for event in provider.stream(request)]
+        assert anthropic_upstream.last.body["messages"] == [
+            {"role": "user", "content": "weather?"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "need the tool", "signature": "sig-1"},
+                    {"type": "text", "text": "Let me look."},
+                    {
+                        "type": "tool_use",
+                        "id": "toolu_1",
+                        "name": "get_weather",
+                        "input": {"city": "Paris"},
+                    },
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"},
+                    {"type": "text", "text": "and tomorrow?"},
+                ],
+            },
+        ]
+
+    async def test_an_agent_can_turn_extended_thinking_on(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        thinking = {"type": "enabled", "budget_tokens": 1024}
+        body = await sent_body(provider, anthropic_upstream, params={"thinking": thinking})
+        assert body["thinking"] == thinking
+
+    async def test_unsigned_reasoning_is_not_sent_back(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        history = (ChatMessage("user", "q"), ChatMessage("assistant", "a", reasoning="r"))
+        body = await sent_body(provider, anthropic_upstream, text="q2", history=history)
+        assert body["messages"][1] == {"role": "assistant", "content": "a"}
+
+    async def test_streamed_tool_use_thinking_and_signature(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        call = FakeToolCall("toolu_1", "get_weather", ('{"ci', 'ty":"Paris"}'))
+        anthropic_upstream.script(
+            Stream(("Checking.",), reasoning=("hm",), signature="sig-1", tool_calls=(call,))
+        )
+        assert await collect(provider, anthropic_upstream) == [
+            ReasoningDelta("hm"),
+            ReasoningDelta("", "sig-1"),
+            TextDelta("Checking."),
+            ToolCallDelta(0, "toolu_1", "get_weather", ""),
+            ToolCallDelta(0, None, None, '{"ci'),
+            ToolCallDelta(0, None, None, 'ty":"Paris"}'),
+            Usage(3, 2),
+            Finish("tool_calls"),
+        ]
+
+    async def test_a_call_without_arguments_gets_an_empty_object(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        anthropic_upstream.script(Stream((), tool_calls=(FakeToolCall("toolu_1", "now", ()),)))
+        events = await collect(provider, anthropic_upstream)
+        assert [e for e in events if isinstance(e, ToolCallDelta)] == [
+            ToolCallDelta(0, "toolu_1", "now", ""),
+            ToolCallDelta(0, None, None, "{}"),
+        ]
+
+    async def test_a_json_answer_with_tool_use(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        call = FakeToolCall("toolu_1", "get_weather", ('{"city": "Paris"}',))
+        anthropic_upstream.script(
+            JSONAnswer("", reasoning="r", signature="sig", tool_calls=(call,))
+        )
+        assert await collect(provider, anthropic_upstream) == [
+            ReasoningDelta("r", "sig"),
+            ToolCallDelta(0, "toolu_1", "get_weather", '{"city":"Paris"}'),
+            Usage(3, 2),
+            Finish("tool_calls"),
+        ]

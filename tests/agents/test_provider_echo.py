@@ -18,6 +18,8 @@ from agents.providers.base import (
     ProviderEvent,
     ProviderRequest,
     TextDelta,
+    ToolCall,
+    ToolCallDelta,
     Usage,
 )
 from agents.providers.echo import EchoProvider
@@ -181,3 +183,53 @@ class TestSessions:
         history = (ChatMessage("user", "hi"), ChatMessage("assistant", first))
         second = "".join(deltas(await run(request("hi", history=history))))
         assert (first, second) == ("[turn 1] hi", "[turn 2] hi")
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather"}}
+
+
+class TestToolMode:
+    async def test_call_calls_an_offered_tool_in_fragments(self) -> None:
+        req = request('call get_weather {"city": "Paris"}', params={"tools": [WEATHER]})
+        events = await run(req)
+        calls = [e for e in events if isinstance(e, ToolCallDelta)]
+        assert calls[0] == ToolCallDelta(0, "call_echo_1_0", "get_weather", "")
+        assert all(c.id is None and c.name is None for c in calls[1:])
+        assert "".join(c.arguments for c in calls) == '{"city":"Paris"}'
+        assert len(calls) == 3  # 16 characters of arguments, 8 at a time
+        assert events[-1] == Finish("tool_calls")
+        assert deltas(events) == []
+
+    async def test_without_arguments_the_call_gets_an_empty_object(self) -> None:
+        events = await run(request("call get_weather", params={"tools": [WEATHER]}))
+        assert "".join(e.arguments for e in events if isinstance(e, ToolCallDelta)) == "{}"
+
+    @pytest.mark.parametrize(
+        ("text", "params"),
+        [
+            ("call get_weather {}", {}),
+            ("call get_weather {}", {"tools": [WEATHER], "tool_choice": "none"}),
+            ("call other {}", {"tools": [WEATHER]}),
+            ("call get_weather {not json", {"tools": [WEATHER]}),
+            ("call get_weather [1]", {"tools": [WEATHER]}),
+        ],
+    )
+    async def test_otherwise_it_echoes(self, text: str, params: dict[str, Any]) -> None:
+        assert "".join(deltas(await run(request(text, params=params)))) == f"[turn 1] {text}"
+
+    async def test_tool_results_are_answered_with(self) -> None:
+        call = ToolCall("call_echo_1_0", "get_weather", "{}")
+        req = ProviderRequest(
+            ref=ModelRef("echo", "echo"),
+            system="",
+            messages=(
+                ChatMessage("user", "call get_weather {}"),
+                ChatMessage("assistant", "", tool_calls=(call,)),
+                ChatMessage("tool", "sunny", tool_call_id="call_echo_1_0"),
+                ChatMessage("tool", "22C", tool_call_id="other", tool_name="temperature"),
+            ),
+            params={"tools": [WEATHER]},
+        )
+        events = await run(req)
+        assert "".join(deltas(events)) == "[turn 1] get_weather: sunny; temperature: 22C"
+        assert events[-1] == Finish("stop")

@@ -23,13 +23,24 @@ from agents.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from agents.providers.base import ChatMessage, Finish, ImageInput, ProviderEvent, TextDelta, Usage
+from agents.providers.base import (
+    ChatMessage,
+    Finish,
+    ImageInput,
+    ProviderEvent,
+    ReasoningDelta,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
 from agents.providers.openai_completions import OpenAICompletionsProvider
 from agents.providers.pool import Timeouts
 from agents.providers.upstream import parse_retry_after, transport_error
 from tests.agents.upstreams import (
     SECRET_BODY_MARKER,
     FakeOpenAI,
+    FakeToolCall,
     JSONAnswer,
     Raw,
     Stall,
@@ -244,7 +255,7 @@ class TestStreaming:
             ("stop", "stop"),
             ("length", "length"),
             ("content_filter", "content_filter"),
-            ("tool_calls", "stop"),
+            ("tool_calls", "tool_calls"),
             ("function_call", "stop"),
             ("something_new", "stop"),
         ],
@@ -261,7 +272,7 @@ class TestStreaming:
         openai_upstream.script(Stream(("x",), usage=None))
         assert await collect(provider, openai_upstream) == [TextDelta("x"), Finish("stop")]
 
-    async def test_empty_and_null_contents_and_reasoning_are_skipped(
+    async def test_empty_and_null_contents_are_skipped_and_reasoning_is_read(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
     ) -> None:
         body = sse(
@@ -274,6 +285,8 @@ class TestStreaming:
         )
         openai_upstream.script(Raw((body,)))
         assert await collect(provider, openai_upstream) == [
+            ReasoningDelta("thinking..."),
+            ReasoningDelta("more"),
             TextDelta("answer"),
             Usage(4, 9),
             Finish("stop"),
@@ -689,3 +702,118 @@ class TestRetryAfter:
 
 def _with_url(upstream: FakeOpenAI, url: str) -> ProviderConfig:
     return attrs.evolve(upstream.provider_config(), base_url=url)
+
+
+WEATHER = {
+    "type": "function",
+    "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}},
+}
+CALL = ToolCall("call_1", "get_weather", '{"city":"Paris"}')
+
+
+class TestTools:
+    async def test_tools_and_their_choice_are_sent_as_they_are(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        params = {"tools": [WEATHER], "tool_choice": "required", "parallel_tool_calls": False}
+        body = await sent_body(provider, openai_upstream, params=params)
+        assert (body["tools"], body["tool_choice"], body["parallel_tool_calls"]) == (
+            [WEATHER],
+            "required",
+            False,
+        )
+
+    async def test_calls_and_results_in_the_context_are_openai_messages(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        history = (
+            ChatMessage("user", "weather?"),
+            ChatMessage("assistant", "", tool_calls=(CALL,), reasoning="not sent back"),
+        )
+        request = attrs.evolve(
+            provider_request(openai_upstream.provider_config(), history=history),
+            messages=(*history, ChatMessage("tool", "sunny", tool_call_id="call_1")),
+        )
+        _ = [event async for event in provider.stream(request)]
+        assert openai_upstream.last.body["messages"] == [
+            {"role": "user", "content": "weather?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+        ]
+
+    async def test_streamed_tool_call_fragments(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        call = FakeToolCall("call_1", "get_weather", ('{"ci', 'ty":"Paris"}'))
+        openai_upstream.script(Stream((), tool_calls=(call,)))
+        assert await collect(provider, openai_upstream) == [
+            ToolCallDelta(0, "call_1", "get_weather", ""),
+            ToolCallDelta(0, None, None, '{"ci'),
+            ToolCallDelta(0, None, None, 'ty":"Paris"}'),
+            Usage(3, 2),
+            Finish("tool_calls"),
+        ]
+
+    async def test_a_json_answer_with_tool_calls_and_reasoning(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        call = FakeToolCall("call_1", "get_weather", ('{"city":"Paris"}',))
+        openai_upstream.script(JSONAnswer("", reasoning="think", tool_calls=(call,)))
+        assert await collect(provider, openai_upstream) == [
+            ReasoningDelta("think"),
+            ToolCallDelta(0, "call_1", "get_weather", '{"city":"Paris"}'),
+            Usage(3, 2),
+            Finish("tool_calls"),
+        ]
+
+    async def test_streamed_reasoning_before_the_text(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        openai_upstream.script(Stream(("ok",), reasoning=("Let me", " think")))
+        assert await collect(provider, openai_upstream) == [
+            ReasoningDelta("Let me"),
+            ReasoningDelta(" think"),
+            TextDelta("ok"),
+            Usage(3, 2),
+            Finish("stop"),
+        ]
+
+    async def test_text_and_a_call_in_one_chunk(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        call = {"index": 0, "id": "c1", "function": {"name": "f", "arguments": "{}"}}
+        body = sse(chunk({"content": "ok", "tool_calls": [call]}, "tool_calls", usage=None))
+        openai_upstream.script(Raw((body,)))
+        assert await collect(provider, openai_upstream) == [
+            TextDelta("ok"),
+            ToolCallDelta(0, "c1", "f", "{}"),
+            Finish("tool_calls"),
+        ]
+
+    @pytest.mark.parametrize(
+        "call",
+        [
+            {"index": "0", "function": {"arguments": "x"}},
+            {"index": 0, "function": {"arguments": 5}},
+            {"index": 0, "id": 7, "function": {"name": "f"}},
+        ],
+    )
+    async def test_a_malformed_fragment_is_a_malformed_stream(
+        self,
+        provider: OpenAICompletionsProvider,
+        openai_upstream: FakeOpenAI,
+        call: dict[str, Any],
+    ) -> None:
+        openai_upstream.script(Raw((sse(chunk({"tool_calls": [call]})),)))
+        with pytest.raises(MalformedStream):
+            await collect(provider, openai_upstream)

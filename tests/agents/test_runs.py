@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -577,6 +578,29 @@ class TestOverflow:
             {"text": "abc", "delta": "bc"},
             {"text": "abcd", "delta": "d"},
         ]
+
+    async def test_argument_pieces_of_one_tool_call_merge(self) -> None:
+        sub = RunSubscription(None, 2)
+        start = {"name": "f", "toolCallId": "c1", "index": 0}
+        sub.push(event("tool", 1, phase="start", **start))
+        sub.push(event("tool", 2, phase="update", **start, delta='{"a'))
+        sub.push(event("tool", 3, phase="update", **start, delta='":1}'))
+        assert [dict(e.data) async for e in _drain(sub, 2)] == [
+            {"phase": "start", **start},
+            {"phase": "update", **start, "delta": '{"a":1}'},
+        ]
+
+    async def test_pieces_of_different_tool_calls_do_not_merge(self) -> None:
+        sub = RunSubscription(None, 1)
+        sub.push(event("tool", 1, phase="update", toolCallId="c1", index=0, delta="x"))
+        sub.push(event("tool", 2, phase="update", toolCallId="c2", index=1, delta="y"))
+        sub.push(event("thinking", 3, text="t", delta="t"))
+        assert [e.seq async for e in _drain(sub, 3)] == [1, 2, 3]
+
+
+async def _drain(sub: RunSubscription, count: int) -> AsyncIterator[RunEvent]:
+    for _ in range(count):
+        yield await sub.__anext__()
 
 
 class TestWaitAndWake:

@@ -14,10 +14,13 @@ import pytest
 
 from agents.config import MaintenanceConfig
 from agents.errors import StoreError, UnsafeStoreFile
+from agents.providers.base import ChatMessage, ToolCall
 from agents.store import (
+    DB_FILENAME,
     MIGRATIONS,
     SCHEMA_VERSION,
     SQL_GET_SESSION,
+    SQL_LAST_ASSISTANT,
     SQL_NEXT_SEQ,
     SQL_RECENT_TURNS,
     SQL_UPSERT_TURN,
@@ -411,6 +414,126 @@ class TestTurns:
         with raw_db(store) as db:
             pk = db.execute("SELECT name FROM pragma_table_info('sessions') WHERE pk = 1")
             assert [r[0] for r in pk] == ["key"]
+
+
+CALL = ToolCall("call_1", "get_weather", '{"city":"Paris"}')
+
+
+class TestToolMessages:
+    """Schema 2: tool calls, results and reasoning as structured transcript messages."""
+
+    async def test_a_v1_store_is_migrated_in_place(self, tmp_path: Path) -> None:
+        path = tmp_path / DB_FILENAME
+        with sqlite3.connect(path, isolation_level=None) as db:
+            db.execute("BEGIN")
+            MIGRATIONS[0](db)
+            db.execute("PRAGMA user_version = 1")
+            db.execute("COMMIT")
+            db.execute(
+                "INSERT INTO transcripts (session_id, key, agent_id, created_at)"
+                " VALUES ('sid', 'agent:main:s1', 'main', 1)"
+            )
+            db.execute(
+                "INSERT INTO messages (id, session_id, seq, role, content, timestamp)"
+                " VALUES ('m1', 'sid', 1, 'user', '\"old\"', 1)"
+            )
+        store = SessionStore(tmp_path)
+        await store.open()
+        try:
+            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION
+            (old,) = (await store.history("sid", 10)).messages
+            assert (old.role, old.text, old.tool_call_id, old.context_start) == (
+                "user", "old", None, False
+            )  # fmt: skip
+        finally:
+            await store.aclose()
+
+    async def test_a_tool_loop_turn_is_stored_as_structured_messages(
+        self, store: SessionStore
+    ) -> None:
+        row, _ = await store.create(KEY, "main", 100)
+        await store.append_turn(
+            turn(row, "r1", user_text="weather?", assistant_text="", tool_calls=(CALL,),
+                 reasoning="need it", reasoning_signature="sig", stop_reason="tool_calls")
+        )  # fmt: skip
+        result = ChatMessage("tool", "sunny", tool_call_id="call_1", tool_name="get_weather")
+        await store.append_turn(turn(row, "r2", inputs=(result,), assistant_text="Sunny."))
+        history = await store.history(row.session_id, 10)
+        assert [m.to_transcript() for m in history.messages][1:3] == [
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "need it", "thinkingSignature": "sig"},
+                    {"type": "toolCall", "id": "call_1", "name": "get_weather",
+                     "arguments": {"city": "Paris"}},
+                ],
+                "api": "echo",
+                "provider": "echo",
+                "model": "echo",
+                "usage": {"input": 2, "output": 4, "totalTokens": 6},
+                "stopReason": "toolUse",
+                "timestamp": 1005,
+                "__openclaw": {"id": history.messages[1].id, "seq": 2, "runId": "r1"},
+            },
+            {
+                "role": "toolResult",
+                "toolCallId": "call_1",
+                "toolName": "get_weather",
+                "content": [{"type": "text", "text": "sunny"}],
+                "isError": False,
+                "timestamp": 1000,
+                "__openclaw": {"id": history.messages[2].id, "seq": 3},
+            },
+        ]  # fmt: skip
+
+    async def test_stored_messages_replay_as_they_were(self, store: SessionStore) -> None:
+        row, _ = await store.create(KEY, "main", 100)
+        await store.append_turn(
+            turn(row, "r1", user_text="weather?", assistant_text="", tool_calls=(CALL,),
+                 reasoning="need it", reasoning_signature="sig")
+        )  # fmt: skip
+        result = ChatMessage("tool", "sunny", tool_call_id="call_1", tool_name="get_weather")
+        await store.append_turn(turn(row, "r2", inputs=(result,), assistant_text="Sunny."))
+        recent = await store.recent_turns(row.session_id, 5)
+        assert [m.to_chat() for m in recent] == [
+            ChatMessage("user", "weather?"),
+            ChatMessage("assistant", "", tool_calls=(CALL,), reasoning="need it",
+                        reasoning_signature="sig"),
+            result,
+            ChatMessage("assistant", "Sunny."),
+        ]  # fmt: skip
+
+    async def test_history_starts_at_the_last_context_start(self, store: SessionStore) -> None:
+        row, _ = await store.create(KEY, "main", 100)
+        await store.append_turn(turn(row, "r1", user_text="old"))
+        client = (ChatMessage("user", "u1"), ChatMessage("assistant", "a1"),
+                  ChatMessage("user", "u2"))  # fmt: skip
+        await store.append_turn(turn(row, "r2", inputs=client, context_start=True))
+        recent = await store.recent_turns(row.session_id, 50)
+        assert [m.text for m in recent] == ["u1", "a1", "u2", "[turn 1] hello there"]
+        assert recent[0].context_start and not any(m.context_start for m in recent[1:])
+
+    async def test_replay_gives_the_last_assistant_message(self, store: SessionStore) -> None:
+        row, _ = await store.create(KEY, "main", 100)
+        await store.append_turn(turn(row, "r1", assistant_text="first"))
+        await store.append_turn(turn(row, "r2", assistant_text="second"))
+        recent, last = await store.replay(row.session_id, 0)
+        assert recent == () and last is not None and last.text == "second"
+        _, last = await store.replay(row.session_id, 1)
+        assert last is not None and last.text == "second"
+
+    async def test_an_empty_transcript_has_no_last_assistant(self, store: SessionStore) -> None:
+        row, _ = await store.create(KEY, "main", 100)
+        assert await store.replay(row.session_id, 5) == ((), None)
+
+    @pytest.mark.parametrize("sql", [SQL_RECENT_TURNS, SQL_LAST_ASSISTANT])
+    async def test_replay_statements_use_an_index(self, store: SessionStore, sql: str) -> None:
+        params: Any = {"sid": "sid", "skip": 49} if ":sid" in sql else ("sid",)
+        with raw_db(store) as db:
+            plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+        searches = [step for step in plan if "messages" in step]
+        assert searches
+        assert all(step.startswith("SEARCH") and " USING " in step for step in searches), plan
 
 
 class TestPrune:

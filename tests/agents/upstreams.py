@@ -51,10 +51,23 @@ _POLL_S = 0.01
 
 
 @attrs.frozen
+class FakeToolCall:
+    """A tool call the fake model makes; streamed, its arguments go out piece by piece."""
+
+    id: str
+    name: str
+    arguments: tuple[str, ...] = ("{}",)
+
+
+@attrs.frozen
 class Stream:
-    """A 200 event stream: the deltas, `delay` seconds apart, then finish, usage, end."""
+    """A 200 event stream: reasoning, the deltas `delay` seconds apart, tool calls, then
+    finish, usage, end."""
 
     deltas: tuple[str, ...] = ("Hello", " world")
+    reasoning: tuple[str, ...] = ()  # thinking pieces, before the text
+    signature: str | None = None  # Anthropic: the thinking block's signature
+    tool_calls: tuple[FakeToolCall, ...] = ()  # after the text; finish says so
     delay: float = 0.0
     finish: str | None = None  # the wire's own reason; None: the format's normal stop
     finish_event: bool = True  # send the chunk/event that carries the finish reason
@@ -74,6 +87,9 @@ class JSONAnswer:
     text: str = "Hello world"
     finish: str | None = None
     usage: tuple[int, int] | None = (3, 2)
+    reasoning: str = ""
+    signature: str | None = None  # Anthropic
+    tool_calls: tuple[FakeToolCall, ...] = ()
 
 
 @attrs.frozen
@@ -348,6 +364,18 @@ class FakeOpenAI(FakeUpstream):
         return {"error": {"message": SECRET_BODY_MARKER, "type": "server_error", "code": None}}
 
     def render_json(self, reply: JSONAnswer) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": reply.text or None}
+        if reply.reasoning:
+            message["reasoning_content"] = reply.reasoning
+        if reply.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": "".join(call.arguments)},
+                }
+                for call in reply.tool_calls
+            ]
         answer: dict[str, Any] = {
             "id": "chatcmpl-fake",
             "object": "chat.completion",
@@ -356,8 +384,8 @@ class FakeOpenAI(FakeUpstream):
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": reply.text},
-                    "finish_reason": reply.finish or "stop",
+                    "message": message,
+                    "finish_reason": reply.finish or ("tool_calls" if reply.tool_calls else "stop"),
                 }
             ],
         }
@@ -368,13 +396,28 @@ class FakeOpenAI(FakeUpstream):
     def render_head(self, reply: Stream, event: _Event) -> Iterator[bytes]:
         # Real servers open with an empty role-only delta; the provider must skip it.
         yield event(self._chunk({"role": "assistant", "content": ""}))
+        for piece in reply.reasoning:  # DeepSeek's and vLLM's field
+            yield event(self._chunk({"content": None, "reasoning_content": piece}))
 
     def render_delta(self, delta: str, event: _Event) -> bytes:
         return event(self._chunk({"content": delta}))
 
     def render_tail(self, reply: Stream, event: _Event) -> Iterator[bytes]:
+        for index, call in enumerate(reply.tool_calls):
+            # OpenAI's shape: the first fragment names the call, the next carry arguments.
+            first = {
+                "index": index,
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": ""},
+            }
+            yield event(self._chunk({"tool_calls": [first]}))
+            for piece in call.arguments:
+                fragment = {"index": index, "function": {"arguments": piece}}
+                yield event(self._chunk({"tool_calls": [fragment]}))
         if reply.finish_event:
-            yield event(self._chunk({}, reply.finish or "stop"))
+            finish = reply.finish or ("tool_calls" if reply.tool_calls else "stop")
+            yield event(self._chunk({}, finish))
         if reply.usage is not None:
             yield event({**self._chunk({}), "choices": [], "usage": _openai_usage(reply.usage)})
         if reply.end:
@@ -462,10 +505,23 @@ class FakeAnthropic(FakeUpstream):
             "type": "message",
             "role": "assistant",
             "model": "fake-model",
-            "content": [{"type": "text", "text": reply.text}],
-            "stop_reason": reply.finish or "end_turn",
+            "content": [
+                *(
+                    [{"type": "thinking", "thinking": reply.reasoning,
+                      "signature": reply.signature or ""}]
+                    if reply.reasoning
+                    else []
+                ),
+                {"type": "text", "text": reply.text},
+                *(
+                    {"type": "tool_use", "id": c.id, "name": c.name,
+                     "input": json.loads("".join(c.arguments))}
+                    for c in reply.tool_calls
+                ),
+            ],
+            "stop_reason": reply.finish or ("tool_use" if reply.tool_calls else "end_turn"),
             "stop_sequence": None,
-        }
+        }  # fmt: skip
         if reply.usage is not None:
             answer["usage"] = {"input_tokens": reply.usage[0], "output_tokens": reply.usage[1]}
         return answer
@@ -483,6 +539,27 @@ class FakeAnthropic(FakeUpstream):
         if reply.usage is not None:
             message["usage"] = {"input_tokens": reply.usage[0], "output_tokens": 1}
         yield event({"type": "message_start", "message": message}, "message_start")
+        if reply.reasoning:
+            block = {"type": "thinking", "thinking": ""}
+            yield event(
+                {"type": "content_block_start", "index": 0, "content_block": block},
+                "content_block_start",
+            )
+            for piece in reply.reasoning:
+                delta = {"type": "thinking_delta", "thinking": piece}
+                yield event(
+                    {"type": "content_block_delta", "index": 0, "delta": delta},
+                    "content_block_delta",
+                )
+            if reply.signature:
+                delta = {"type": "signature_delta", "signature": reply.signature}
+                yield event(
+                    {"type": "content_block_delta", "index": 0, "delta": delta},
+                    "content_block_delta",
+                )
+            yield event({"type": "content_block_stop", "index": 0}, "content_block_stop")
+        # The text block's index is the thinking block's + 1 in reality; the decoder reads
+        # text deltas whatever their index, so the fake keeps 0.
         yield event(
             {
                 "type": "content_block_start",
@@ -505,10 +582,24 @@ class FakeAnthropic(FakeUpstream):
 
     def render_tail(self, reply: Stream, event: _Event) -> Iterator[bytes]:
         yield event({"type": "content_block_stop", "index": 0}, "content_block_stop")
+        for offset, call in enumerate(reply.tool_calls, start=1):
+            block = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
+            yield event(
+                {"type": "content_block_start", "index": offset, "content_block": block},
+                "content_block_start",
+            )
+            for piece in call.arguments:
+                delta = {"type": "input_json_delta", "partial_json": piece}
+                yield event(
+                    {"type": "content_block_delta", "index": offset, "delta": delta},
+                    "content_block_delta",
+                )
+            yield event({"type": "content_block_stop", "index": offset}, "content_block_stop")
         if reply.finish_event:
+            stop = reply.finish or ("tool_use" if reply.tool_calls else "end_turn")
             message_delta: dict[str, Any] = {
                 "type": "message_delta",
-                "delta": {"stop_reason": reply.finish or "end_turn", "stop_sequence": None},
+                "delta": {"stop_reason": stop, "stop_sequence": None},
             }
             if reply.usage is not None:
                 message_delta["usage"] = {"output_tokens": reply.usage[1]}

@@ -390,6 +390,7 @@ class TestEffectiveDict:
                 "model": "echo/echo",
                 "systemPrompt": "",
                 "params": {},
+                "models": [],
             }
         ]
 

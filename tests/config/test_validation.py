@@ -358,6 +358,43 @@ class TestModelRefs:
         assert config.agents.agents[0].primary == ModelRef("openai", "gpt-4o-mini")
 
 
+class TestToolsAndRoutingKeys:
+    def test_an_agents_allowed_models(self, files: ConfigFiles) -> None:
+        config = files.load(with_agent('{id: "a", models: ["openai/gpt-4o-mini"]}'))
+        assert config.agents.agents[0].allowed_models == (ModelRef("openai", "gpt-4o-mini"),)
+
+    def test_an_allowed_model_must_exist(self, files: ConfigFiles) -> None:
+        assert files.issues(with_agent('{id: "a", models: ["openai/gpt4"]}')) == [
+            '- agents.list[0].models[0]: unknown model "gpt4" for provider "openai"'
+            ' (did you mean "gpt-4o"?)'
+        ]
+
+    def test_session_headers_are_kept_lowercased(self, files: ConfigFiles) -> None:
+        text = '{gateway: {http: {endpoints: {chatCompletions: {sessionHeaders: ["X-Conv"]}}}}}'
+        chat = files.load(text).gateway.http.chat_completions
+        assert (chat.session_headers, chat.unknown_model) == (("x-conv",), "error")
+
+    def test_the_defaults(self, files: ConfigFiles) -> None:
+        chat = files.load("{}").gateway.http.chat_completions
+        assert chat.session_headers == ("x-openwebui-chat-id", "x-chat-id")
+
+    @pytest.mark.parametrize(
+        ("key", "value", "issue"),
+        [
+            ("sessionHeaders", '["a b"]', 'sessionHeaders[0]: not a header name: "a b"'),
+            ("sessionHeaders", '"x-chat-id"', "sessionHeaders: expected array, got string"),
+            (
+                "unknownModel",
+                '"gpt-4o"',
+                'unknownModel: must be one of "error", "default-agent" (got "gpt-4o")',
+            ),
+        ],
+    )
+    def test_invalid_values(self, files: ConfigFiles, key: str, value: str, issue: str) -> None:
+        text = f"{{gateway: {{http: {{endpoints: {{chatCompletions: {{{key}: {value}}}}}}}}}}}"
+        assert files.issues(text) == [f"- gateway.http.endpoints.chatCompletions.{issue}"]
+
+
 class TestProviders:
     UNIMPLEMENTED = '{models: {providers: {gem: {api: "google-generative-ai", whatever: 1}}}}'
 

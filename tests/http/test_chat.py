@@ -267,16 +267,16 @@ class TestRequestErrors:
             ),
             ({"n": 2, **HI}, "n>1 is not supported.", "n", "unsupported_parameter"),
             (
-                {"tools": [{"type": "function", "function": {"name": "f"}}], **HI},
-                "tools are not supported yet.",
+                {"tools": [{"type": "function", "function": {"name": "a b"}}], **HI},
+                "Invalid `tools[0].function.name`: 1 to 64 letters, digits, underscores or dashes.",
                 "tools",
-                "unsupported_parameter",
+                None,
             ),
             (
                 {"tool_choice": "required", **HI},
-                "tools are not supported yet.",
+                '`tool_choice` "required" needs `tools`.',
                 "tool_choice",
-                "unsupported_parameter",
+                None,
             ),
             (
                 {**HI, "model": "gpt-4o"},
@@ -353,10 +353,10 @@ class TestRequestErrors:
             err("Session key 'agent:beta:k' belongs to agent 'beta', not 'main'."),
         )
 
-    async def test_x_openclaw_model_is_refused(self, client: Client) -> None:
-        assert (await post(client, HI, {"x-openclaw-model": "gpt-4o"}))[:2] == (
+    async def test_x_openclaw_model_outside_the_allow_list_is_refused(self, client: Client) -> None:
+        assert (await post(client, HI, {"x-openclaw-model": "openai/gpt-4o"}))[:2] == (
             400,
-            err("`x-openclaw-model` is not supported."),
+            err("Model 'openai/gpt-4o' is not allowed for agent 'main'.", code="model_not_allowed"),
         )
 
     async def test_a_remote_image_url(self, client: Client) -> None:
@@ -670,7 +670,9 @@ class TestCors:
         _, _, headers = await post(client, {**HI, "stream": True}, {"Origin": ORIGIN})
         assert headers["Access-Control-Allow-Origin"] == ORIGIN
         assert headers["Vary"] == "Origin"
-        assert headers["Access-Control-Expose-Headers"] == "x-openclaw-session-key, x-request-id"
+        assert headers["Access-Control-Expose-Headers"] == (
+            "x-openclaw-session-key, x-openclaw-model-used, x-request-id"
+        )
 
     async def test_errors_carry_them_too(self, gateway: MakeClient) -> None:
         client = await gateway(CORS)

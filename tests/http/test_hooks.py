@@ -152,9 +152,27 @@ class TestRouting:
         assert (status, body) == (413, error("Payload too large"))
 
     async def test_a_body_that_is_not_json_is_a_400(self, client: Client) -> None:
-        response = await client.post("/hooks/agent", data=b"{nope", headers=HOOK_AUTH)
+        headers = {**HOOK_AUTH, "Content-Type": "application/json"}
+        response = await client.post("/hooks/agent", data=b"{nope", headers=headers)
         assert response.status == 400
         assert (await response.json())["error"]["type"] == "invalid_request_error"
+
+    @pytest.mark.parametrize(
+        "content_type", [None, "text/plain", "application/x-www-form-urlencoded"]
+    )
+    async def test_a_body_not_sent_as_json_is_a_415(
+        self, client: Client, content_type: str | None
+    ) -> None:
+        headers = (
+            dict(HOOK_AUTH) if content_type is None else {**HOOK_AUTH, "Content-Type": content_type}
+        )
+        response = await client.post("/hooks/agent", data=b'{"message":"hi"}', headers=headers)
+        assert (response.status, await response.json()) == (
+            415,
+            error(
+                "Unsupported Content-Type; send application/json.", code="unsupported_media_type"
+            ),
+        )
 
 
 class TestAgentHook:

@@ -23,13 +23,14 @@ from agents.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from agents.providers.base import Usage
+from agents.providers.base import ChatMessage, ToolCall, Usage
 from gateway.config import ChatCompletionsConfig, ImagesConfig
 from gateway.openai_wire import (
     AgentSelection,
     ChunkEncoder,
     RequestError,
-    build_prompt,
+    Route,
+    build_conversation,
     completion_body,
     decode_model_id,
     error_reply,
@@ -38,6 +39,7 @@ from gateway.openai_wire import (
     parse_body,
     resolve_session_key,
     select_agent,
+    select_model,
     validate_fields,
 )
 from gateway.responses import dumps
@@ -110,6 +112,8 @@ class TestFieldTypes:
         assert json_type(value) == name
 
 
+TOOL_F = {"type": "function", "function": {"name": "f"}}
+
 # Every §5 failure: (body, message, param, code), in the table's order.
 FIELD_ERRORS = [
     ({"stream": "yes"}, "stream: Expected boolean, received string", "stream", None),
@@ -123,17 +127,40 @@ FIELD_ERRORS = [
     ({"n": 1.5}, "`n` must be a positive integer.", "n", None),
     ({"n": True}, "`n` must be a positive integer.", "n", None),
     ({"n": "1"}, "`n` must be a positive integer.", "n", None),
-    ({"tools": [{"type": "function", "function": {"name": "f"}}]},
-     "tools are not supported yet.", "tools", "unsupported_parameter"),
-    ({"tools": {}}, "tools are not supported yet.", "tools", "unsupported_parameter"),
-    ({"functions": [{"name": "f"}]}, "tools are not supported yet.", "functions",
+    ({"functions": [{"name": "f"}]}, "`functions` is not supported; use `tools`.", "functions",
      "unsupported_parameter"),
-    ({"tool_choice": "required"}, "tools are not supported yet.", "tool_choice",
-     "unsupported_parameter"),
-    ({"tool_choice": {"type": "function", "function": {"name": "f"}}},
-     "tools are not supported yet.", "tool_choice", "unsupported_parameter"),
-    ({"function_call": {"name": "f"}}, "tools are not supported yet.", "function_call",
-     "unsupported_parameter"),
+    ({"function_call": {"name": "f"}}, "`function_call` is not supported; use `tools`.",
+     "function_call", "unsupported_parameter"),
+    ({"tools": {}}, "tools: Expected array, received object", "tools", None),
+    ({"tools": [TOOL_F] * 129}, "`tools` supports at most 128 tools.", "tools", None),
+    ({"tools": ["f"]}, "tools[0]: Expected object, received string", "tools", None),
+    ({"tools": [{"type": "retrieval"}]},
+     'Invalid `tools[0].type`: only "function" tools are supported.', "tools", None),
+    ({"tools": [{"type": "function"}]}, "tools[0].function: Expected object, received null",
+     "tools", None),
+    ({"tools": [{"type": "function", "function": {"name": "a b"}}]},
+     "Invalid `tools[0].function.name`: 1 to 64 letters, digits, underscores or dashes.",
+     "tools", None),
+    ({"tools": [{"type": "function", "function": {"name": "f" * 65}}]},
+     "Invalid `tools[0].function.name`: 1 to 64 letters, digits, underscores or dashes.",
+     "tools", None),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": []}}]},
+     "tools[0].function.parameters: Expected object, received array", "tools", None),
+    ({"tools": [{"type": "function", "function": {"name": "f", "description": 1}}]},
+     "tools[0].function.description: Expected string, received number", "tools", None),
+    ({"tools": [TOOL_F, TOOL_F]}, "Duplicate function name 'f' in `tools`.", "tools", None),
+    ({"tool_choice": "required"}, '`tool_choice` "required" needs `tools`.', "tool_choice",
+     None),
+    ({"tool_choice": "any"},
+     'Invalid `tool_choice`: expected "none", "auto", "required" or a named function.',
+     "tool_choice", None),
+    ({"tools": [TOOL_F], "tool_choice": {"type": "function", "function": {"name": "g"}}},
+     "Invalid `tool_choice`: no function named 'g' in `tools`.", "tool_choice", None),
+    ({"tools": [TOOL_F], "tool_choice": {"type": "function"}},
+     'Invalid `tool_choice`: expected "none", "auto", "required" or {"type": "function",'
+     ' "function": {"name": ...}}.', "tool_choice", None),
+    ({"parallel_tool_calls": "yes"}, "parallel_tool_calls: Expected boolean, received string",
+     "parallel_tool_calls", None),
     ({"temperature": 5}, "`temperature` must be between 0 and 2.", "temperature", None),
     ({"temperature": -0.1}, "`temperature` must be between 0 and 2.", "temperature", None),
     ({"temperature": "1"}, "temperature: Expected number, received string", "temperature", None),
@@ -190,6 +217,7 @@ class TestFields:
             "functions",
             "tool_choice",
             "function_call",
+            "parallel_tool_calls",
             "temperature",
             "top_p",
             "frequency_penalty",
@@ -212,6 +240,7 @@ class TestFields:
             {"tool_choice": "none"},
             {"tool_choice": "auto"},
             {"function_call": "auto"},
+            {"parallel_tool_calls": False},
             {"logprobs": True},
             {"logit_bias": {"1": 2}},
             {"metadata": {"a": "b"}},
@@ -220,6 +249,14 @@ class TestFields:
     )
     def test_accepted_fields_that_change_nothing(self, body: dict[str, Any]) -> None:
         assert validate_fields(body).params == {}
+
+    def test_tools_are_forwarded_with_their_choice(self) -> None:
+        body = {
+            "tools": [TOOL_F],
+            "tool_choice": {"type": "function", "function": {"name": "f"}},
+            "parallel_tool_calls": False,
+        }
+        assert validate_fields(body).params == body
 
     def test_sampling_fields_are_forwarded(self) -> None:
         body = {
@@ -251,6 +288,42 @@ class TestFields:
     def test_a_non_string_user_is_ignored(self) -> None:
         assert validate_fields({"user": 42}).user is None
         assert validate_fields({"user": "Alice"}).user == "Alice"
+
+
+ROUTED = AgentConfig(
+    "main",
+    (ModelRef("openai", "gpt-4o"), ModelRef("openai", "gpt-4o-mini")),
+    allowed_models=(ModelRef("anthropic", "claude-sonnet-4-5"),),
+)
+
+
+class TestModelSelection:
+    @pytest.mark.parametrize("header", [None, "", "  "])
+    def test_no_header_no_override(self, header: str | None) -> None:
+        assert select_model(header, ROUTED) is None
+
+    @pytest.mark.parametrize(
+        "header", ["anthropic/claude-sonnet-4-5", " openai/gpt-4o-mini ", "openai/gpt-4o"]
+    )
+    def test_the_allow_list_and_the_agents_own_chain(self, header: str) -> None:
+        assert select_model(header, ROUTED) == ModelRef.parse(header.strip())
+
+    def test_another_model_is_refused(self) -> None:
+        with pytest.raises(RequestError) as exc:
+            select_model("openai/o3", ROUTED)
+        assert refusal(exc) == (
+            400,
+            error("Model 'openai/o3' is not allowed for agent 'main'.", None, "model_not_allowed"),
+        )
+
+    @pytest.mark.parametrize("header", ["gpt-4o", "/x", "openai/"])
+    def test_a_malformed_header_is_refused(self, header: str) -> None:
+        with pytest.raises(RequestError) as exc:
+            select_model(header, ROUTED)
+        assert refusal(exc) == (
+            400,
+            error('Invalid `x-openclaw-model`: expected "provider/model".'),
+        )
 
 
 class TestAgentSelection:
@@ -289,6 +362,14 @@ class TestAgentSelection:
             error("Invalid `model`. Use `openclaw` or `openclaw/<agentId>`.", "model"),
         )
 
+    def test_an_unknown_model_runs_the_default_agent_when_configured(self) -> None:
+        selection = select_agent("gpt-4o", None, AGENTS, "default-agent")
+        assert selection == AgentSelection("main", "gpt-4o", False)
+
+    def test_an_unknown_agent_stays_an_error_with_default_agent_mapping(self) -> None:
+        with pytest.raises(RequestError):
+            select_agent("openclaw/nosuchagent", None, AGENTS, "default-agent")
+
     def test_the_header_wins_and_the_model_is_only_echoed(self) -> None:
         assert select_agent("gpt-4o", " Beta ", AGENTS) == AgentSelection("beta", "gpt-4o", True)
 
@@ -302,7 +383,28 @@ DEFAULT = AgentSelection("main", "openclaw", explicit=False)
 NAMED_MAIN = AgentSelection("main", "openclaw/main", explicit=True)
 
 
+CHAT_ID = "x-openwebui-chat-id"
+
+
 class TestSessionKey:
+    def test_a_conversation_header_names_the_session(self) -> None:
+        route = resolve_session_key(None, "alice", DEFAULT, AGENTS, (CHAT_ID, " Chat-42 "))
+        assert route == Route("main", "agent:main:openai-chat:chat-42")
+
+    def test_the_session_key_header_wins_over_the_conversation_header(self) -> None:
+        route = resolve_session_key("k1", None, DEFAULT, AGENTS, (CHAT_ID, "chat-42"))
+        assert route.session_key == "agent:main:k1"
+
+    def test_an_oversized_conversation_id_is_refused(self) -> None:
+        with pytest.raises(RequestError) as exc:
+            resolve_session_key(None, None, DEFAULT, AGENTS, (CHAT_ID, "c" * 500))
+        assert refusal(exc) == (400, error("Session key too long (max 512 characters)."))
+
+    def test_a_conversation_id_that_is_not_utf8_is_refused(self) -> None:
+        with pytest.raises(RequestError) as exc:
+            resolve_session_key(None, None, DEFAULT, AGENTS, (CHAT_ID, "a\udcff"))
+        assert refusal(exc) == (400, error("Invalid `x-openwebui-chat-id`."))
+
     def test_no_header_and_no_user_is_a_fresh_key_per_request(self) -> None:
         first = resolve_session_key(None, None, DEFAULT, AGENTS).session_key
         second = resolve_session_key("  ", "  ", DEFAULT, AGENTS).session_key
@@ -379,13 +481,21 @@ def assistant(content: Any, **extra: Any) -> dict[str, Any]:
     return {"role": "assistant", "content": content, **extra}
 
 
+def tool(call_id: str, content: Any) -> dict[str, Any]:
+    return {"role": "tool", "tool_call_id": call_id, "content": content}
+
+
 def image(url: str, nested: bool = True) -> dict[str, Any]:
     return {"type": "image_url", "image_url": {"url": url} if nested else url}
 
 
-class TestPrompt:
-    def test_the_worked_example(self) -> None:
-        prompt = build_prompt(
+def call(call_id: str, name: str, arguments: str = "{}") -> dict[str, Any]:
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+class TestConversation:
+    def test_the_worked_example_keeps_its_turns(self) -> None:
+        conversation = build_conversation(
             [
                 {"role": "system", "content": "You are a terse terse test assistant."},
                 user("turn one question"),
@@ -394,21 +504,20 @@ class TestPrompt:
             ],
             LIMITS,
         )
-        assert prompt.extra_system_prompt == "You are a terse terse test assistant."
-        assert prompt.text == (
-            "[Chat messages since your last reply - for context]\n"
-            "User: turn one question\n"
-            "Assistant: echo: turn one question\n"
-            "\n"
-            "[Current message - respond to this]\n"
-            "User: turn two question"
+        assert conversation.extra_system_prompt == "You are a terse terse test assistant."
+        assert conversation.messages == (
+            ChatMessage("user", "turn one question"),
+            ChatMessage("assistant", "echo: turn one question"),
+            ChatMessage("user", "turn two question"),
         )
+        assert conversation.text == "turn two question"
 
-    def test_a_single_user_message_is_used_verbatim(self) -> None:
-        assert build_prompt([user("  hello there \n")], LIMITS).text == "hello there"
+    def test_a_single_user_message_is_trimmed(self) -> None:
+        conversation = build_conversation([user("  hello there \n")], LIMITS)
+        assert conversation.messages == (ChatMessage("user", "hello there"),)
 
     def test_system_and_developer_texts_join_the_extra_system_prompt(self) -> None:
-        prompt = build_prompt(
+        conversation = build_conversation(
             [
                 {"role": "system", "content": "A"},
                 {"role": "developer", "content": " "},
@@ -417,7 +526,7 @@ class TestPrompt:
             ],
             LIMITS,
         )
-        assert (prompt.extra_system_prompt, prompt.text) == ("A\n\nB", "hi")
+        assert (conversation.extra_system_prompt, conversation.text) == ("A\n\nB", "hi")
 
     def test_content_parts_contribute_their_text(self) -> None:
         content = [
@@ -428,7 +537,7 @@ class TestPrompt:
             {"type": "image_url", "image_url": {"url": "data:image/png;base64," + PNG}},
             "not a part",
         ]
-        assert build_prompt([user(content)], LIMITS).text == "one\ntwo\nthree"
+        assert build_conversation([user(content)], LIMITS).text == "one\ntwo\nthree"
 
     def test_unusable_entries_are_skipped(self) -> None:
         messages = [
@@ -439,50 +548,67 @@ class TestPrompt:
             {"role": "User", "content": "case matters"},
             user("hi"),
         ]
-        assert build_prompt(messages, LIMITS).text == "hi"
+        assert build_conversation(messages, LIMITS).messages == (ChatMessage("user", "hi"),)
 
-    def test_entries_after_the_active_turn_are_discarded(self) -> None:
-        prompt = build_prompt([user("q"), assistant("trailing answer")], LIMITS)
-        assert prompt.text == "q"
+    def test_a_trailing_assistant_message_is_discarded(self) -> None:
+        conversation = build_conversation([user("q"), assistant("trailing answer")], LIMITS)
+        assert conversation.messages == (ChatMessage("user", "q"),)
 
-    def test_without_user_or_tool_the_last_entry_is_active(self) -> None:
-        prompt = build_prompt([assistant("a1"), assistant("a2")], LIMITS)
-        assert prompt.text.endswith("[Current message - respond to this]\nAssistant: a2")
+    def test_empty_messages_are_dropped(self) -> None:
+        conversation = build_conversation([user("first"), assistant(""), user("second")], LIMITS)
+        assert [m.text for m in conversation.messages] == ["first", "second"]
 
-    def test_history_entries_with_empty_text_are_dropped(self) -> None:
-        prompt = build_prompt([user("first"), assistant(""), user("second")], LIMITS)
-        assert "Assistant" not in prompt.text
+    def test_our_empty_reply_placeholder_reads_as_an_empty_reply(self) -> None:
+        messages = [user("a"), assistant("No response from OpenClaw.", tool_calls=[call("c", "f")])]
+        conversation = build_conversation([*messages, tool("c", "r")], LIMITS)
+        assert conversation.messages[1].text == ""
 
-    def test_tool_labels_and_assistant_tool_calls(self) -> None:
-        call = {
-            "id": "call_1",
-            "type": "function",
-            "function": {"name": "lookup", "arguments": '{"q":"x"}'},
-        }
-        prompt = build_prompt(
+    def test_tool_calls_and_results_are_structured(self) -> None:
+        conversation = build_conversation(
             [
                 user("find x"),
-                assistant(None, tool_calls=[call]),
-                {"role": "tool", "tool_call_id": "call_1", "content": "found"},
+                assistant(None, tool_calls=[call("call_1", "lookup", '{"q":"x"}')]),
+                tool("call_1", "found"),
                 {"role": "function", "name": "legacy", "content": "old"},
-                {"role": "tool", "content": "anonymous"},
             ],
             LIMITS,
         )
-        assert prompt.text == (
-            "[Chat messages since your last reply - for context]\n"
-            "User: find x\n"
-            'Assistant: tool_call id=call_1 name=lookup arguments={"q":"x"}\n'
-            "Tool:call_1: found\n"
-            "Tool:legacy: old\n"
-            "\n"
-            "[Current message - respond to this]\n"
-            "Tool: anonymous"
+        assert conversation.messages == (
+            ChatMessage("user", "find x"),
+            ChatMessage("assistant", "", tool_calls=(ToolCall("call_1", "lookup", '{"q":"x"}'),)),
+            ChatMessage("tool", "found", tool_call_id="call_1"),
+            ChatMessage("tool", "old", tool_call_id="legacy", tool_name="legacy"),
         )
 
-    def test_a_lone_tool_turn_keeps_its_label(self) -> None:
-        message = {"role": "tool", "tool_call_id": "c9", "content": "result"}
-        assert build_prompt([message], LIMITS).text == "Tool:c9: result"
+    def test_a_lone_tool_result_is_a_turn(self) -> None:
+        conversation = build_conversation([tool("c9", "result")], LIMITS)
+        assert conversation.messages == (ChatMessage("tool", "result", tool_call_id="c9"),)
+
+    @pytest.mark.parametrize(
+        ("message", "text"),
+        [
+            ({"role": "tool", "content": "anonymous"}, "Invalid `messages[1].tool_call_id`"),
+            (tool("", "x"), "Invalid `messages[1].tool_call_id`"),
+            (tool("c" * 257, "x"), "Invalid `messages[1].tool_call_id`"),
+            (assistant("a", tool_calls={}), "messages[1].tool_calls: Expected array"),
+            (assistant("a", tool_calls=["x"]), "Invalid `messages[1].tool_calls[0]`"),
+            (assistant("a", tool_calls=[{"id": "c"}]), "Invalid `messages[1].tool_calls[0]`"),
+            (assistant("a", tool_calls=[call("c", "")]), "Invalid `messages[1].tool_calls[0]`"),
+            (
+                assistant("a", tool_calls=[{**call("c", "f"), "type": "x"}]),
+                "Invalid `messages[1].tool_calls[0]`",
+            ),
+            (
+                assistant("a", tool_calls=[call("c", "f", {"a": 1})]),  # type: ignore[arg-type]
+                "Invalid `messages[1].tool_calls[0]`",
+            ),
+        ],
+    )
+    def test_malformed_tool_messages_are_refused(self, message: Any, text: str) -> None:
+        with pytest.raises(RequestError) as exc:
+            build_conversation([user("q"), message, user("r")], LIMITS)
+        assert exc.value.status == 400 and exc.value.param == "messages"
+        assert exc.value.message.startswith(text)
 
     @pytest.mark.parametrize(
         "messages",
@@ -492,37 +618,39 @@ class TestPrompt:
             [],
             [{"role": "system", "content": "only system"}],
             [user("   ")],
-            [user("hi"), user("")],
+            [assistant("a1"), assistant("a2")],
         ],
     )
     def test_no_user_text_and_no_image_is_a_missing_user_message(self, messages: Any) -> None:
         with pytest.raises(RequestError) as exc:
-            build_prompt(messages, LIMITS)
+            build_conversation(messages, LIMITS)
         assert refusal(exc) == (400, error("Missing user message in `messages`.", "messages"))
 
 
 class TestImages:
     def test_a_png_data_uri_is_accepted(self) -> None:
-        prompt = build_prompt(
+        conversation = build_conversation(
             [user([{"type": "text", "text": "look"}, image(f"data:image/png;base64,{PNG}")])],
             LIMITS,
         )
-        assert prompt.text == "look"
-        (only,) = prompt.images
+        assert conversation.text == "look"
+        (only,) = conversation.images
         assert (only.mime_type, only.data_b64, only.size) == ("image/png", PNG, 24)
 
     def test_the_flat_image_url_form_is_accepted(self) -> None:
-        prompt = build_prompt([user([image(f"data:image/png;base64,{PNG}", nested=False)])], LIMITS)
-        assert len(prompt.images) == 1
+        conversation = build_conversation(
+            [user([image(f"data:image/png;base64,{PNG}", nested=False)])], LIMITS
+        )
+        assert len(conversation.images) == 1
 
     def test_an_image_only_turn_gets_the_placeholder_text(self) -> None:
-        prompt = build_prompt([user([image(f"data:image/png;base64,{PNG}")])], LIMITS)
-        assert prompt.text == "User sent image(s) with no text."
+        conversation = build_conversation([user([image(f"data:image/png;base64,{PNG}")])], LIMITS)
+        assert conversation.text == "User sent image(s) with no text."
 
     def test_images_of_earlier_turns_are_ignored(self) -> None:
         earlier = user([{"type": "text", "text": "a"}, image("https://example.com/a.png")])
-        prompt = build_prompt([earlier, assistant("b"), user("c")], LIMITS)
-        assert prompt.images == ()
+        conversation = build_conversation([earlier, assistant("b"), user("c")], LIMITS)
+        assert conversation.images == ()
 
     @pytest.mark.parametrize(
         ("part", "detail"),
@@ -538,7 +666,7 @@ class TestImages:
     )
     def test_invalid_images_get_one_generic_message(self, part: Any, detail: str) -> None:
         with pytest.raises(RequestError) as exc:
-            build_prompt([user([part])], LIMITS)
+            build_conversation([user([part])], LIMITS)
         assert refusal(exc) == (
             400,
             error("Invalid image_url content in `messages`.", "messages"),
@@ -548,19 +676,19 @@ class TestImages:
     def test_too_many_parts(self) -> None:
         parts = [image(f"data:image/png;base64,{PNG}")] * 9
         with pytest.raises(RequestError) as exc:
-            build_prompt([user(parts)], LIMITS)
+            build_conversation([user(parts)], LIMITS)
         assert exc.value.detail == "Too many image_url parts (9; limit 8)"
 
     def test_an_image_over_the_per_image_limit(self) -> None:
         limits = attrs.evolve(LIMITS, images=ImagesConfig(max_bytes=23))
         with pytest.raises(RequestError) as exc:
-            build_prompt([user([image(f"data:image/png;base64,{PNG}")])], limits)
+            build_conversation([user([image(f"data:image/png;base64,{PNG}")])], limits)
         assert exc.value.detail is not None and "24 bytes" in exc.value.detail
 
     def test_images_over_the_total_limit(self) -> None:
         limits = attrs.evolve(LIMITS, max_total_image_bytes=40)
         with pytest.raises(RequestError) as exc:
-            build_prompt([user([image(f"data:image/png;base64,{PNG}")] * 2)], limits)
+            build_conversation([user([image(f"data:image/png;base64,{PNG}")] * 2)], limits)
         assert exc.value.detail == "images total more than 40 bytes"
 
 
@@ -627,11 +755,86 @@ class TestChunks:
             [], usage={"prompt_tokens": 2, "completion_tokens": 4, "total_tokens": 6}
         )
 
+    def test_a_reasoning_chunk(self) -> None:
+        assert self.encoder.reasoning("hmm") == self.expected(
+            [
+                {
+                    "index": 0,
+                    "delta": {"reasoning_content": "hmm"},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
+            ]
+        )
+
+    def test_the_first_tool_call_fragment_names_the_call(self) -> None:
+        call = {
+            "index": 1,
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": ""},
+        }
+        assert self.encoder.tool_call_start(1, "call_1", "get_weather") == self.expected(
+            [
+                {
+                    "index": 0,
+                    "delta": {"tool_calls": [call]},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
+            ]
+        )
+
+    def test_a_later_fragment_carries_only_index_and_arguments(self) -> None:
+        call = {"index": 1, "function": {"arguments": '{"ci'}}
+        assert self.encoder.tool_call_arguments(1, '{"ci') == self.expected(
+            [
+                {
+                    "index": 0,
+                    "delta": {"tool_calls": [call]},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
+            ]
+        )
+
+    def test_a_lone_surrogate_in_arguments_is_escaped(self) -> None:
+        chunk = json.loads(self.encoder.tool_call_arguments(0, "\ud800")[6:])
+        assert chunk["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"] == "\ud800"
+
+    def test_the_tool_calls_finish_chunk(self) -> None:
+        assert self.encoder.finish("tool_calls") == self.expected(
+            [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "tool_calls"}]
+        )
+
 
 class TestCompletionBody:
     def test_an_empty_reply_reads_no_response(self) -> None:
         body = completion_body("chatcmpl-x", 1, "openclaw", "", "stop", Usage(1, 0))
         assert body["choices"][0]["message"]["content"] == "No response from OpenClaw."
+
+    def test_tool_calls_with_null_content_and_reasoning(self) -> None:
+        calls = (ToolCall("call_1", "f", '{"a":1}'),)
+        body = completion_body(
+            "chatcmpl-x", 1, "m", "", "tool_calls", Usage(3, 1), reasoning="r", tool_calls=calls
+        )
+        assert body["choices"][0] == {
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": None,
+                "reasoning_content": "r",
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "f", "arguments": '{"a":1}'},
+                    }
+                ],
+            },
+            "logprobs": None,
+            "finish_reason": "tool_calls",
+        }
 
     def test_keys_in_the_specs_order(self) -> None:
         body = completion_body("chatcmpl-x", 1, "m", "hi", "length", Usage(3, 1))

@@ -329,16 +329,17 @@ class TestDnsRebinding:
 
 
 class TestCrossSiteFormPost:
+    @pytest.mark.parametrize("path", [CHAT, "/v1/embeddings"])
     @pytest.mark.parametrize(
         "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
     )
     async def test_a_simple_form_post_gets_415_even_without_auth(
-        self, tmp_path: Path, content_type: str
+        self, tmp_path: Path, content_type: str, path: str
     ) -> None:
         body = json.dumps({"model": "openclaw", "messages": [{"role": "user", "content": "x"}]})
         headers = [("Host", "127.0.0.1"), ("Content-Type", content_type), ("Origin", EVIL)]
         async with gateway(tmp_path, {"gateway": {"auth": {"mode": "none"}}}) as server:
-            response = await send(server.port, raw_request("POST", CHAT, headers, body.encode()))
+            response = await send(server.port, raw_request("POST", path, headers, body.encode()))
         expected = error(
             "Unsupported Content-Type; send application/json.", "unsupported_media_type"
         )

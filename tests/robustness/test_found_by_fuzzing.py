@@ -261,3 +261,10 @@ class TestBodiesThatDoNotDecode:
                 "Unsupported `Content-Encoding`: send the body as identity, gzip or deflate."
             ),
         )
+
+
+class TestUnhashableValues:
+    def test_a_response_format_type_that_is_a_list_is_a_400(self) -> None:
+        with pytest.raises(RequestError) as exc:
+            validate_fields({"response_format": {"type": ["text"]}})
+        assert (exc.value.status, exc.value.param) == (400, "response_format")

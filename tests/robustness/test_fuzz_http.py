@@ -167,11 +167,35 @@ tool_call = st.fixed_dictionaries(
     {},
     optional={
         "id": often(odd_text),
-        "type": often(st.just("function")),
+        "type": often(st.sampled_from(["function", "custom"])),
         "function": often(
             st.fixed_dictionaries({}, optional={"name": often(text), "arguments": often(text)})
         ),
     },
+)
+# What a client may send about tools (validated as OpenAI validates them).
+function_name = st.from_regex(r"[a-zA-Z0-9_-]{1,64}", fullmatch=True)
+call_id = st.text(min_size=1, max_size=256).filter(str.strip)
+valid_tool = st.fixed_dictionaries(
+    {
+        "type": st.just("function"),
+        "function": st.fixed_dictionaries(
+            {"name": function_name},
+            optional={
+                "description": text,
+                "parameters": st.dictionaries(text, json_values, max_size=3),
+                "strict": st.booleans(),
+            },
+        ),
+    }
+)
+valid_tools = st.lists(valid_tool, max_size=4, unique_by=lambda t: t["function"]["name"])
+valid_call = st.fixed_dictionaries(
+    {
+        "id": call_id,
+        "type": st.just("function"),
+        "function": st.fixed_dictionaries({"name": function_name, "arguments": text}),
+    }
 )
 message = st.fixed_dictionaries(
     {"role": often(role)},
@@ -194,9 +218,10 @@ VALID: dict[str, st.SearchStrategy[Any]] = {
     "stream": st.booleans(),
     "stream_options": st.fixed_dictionaries({}, optional={"include_usage": st.booleans()}),
     "n": st.sampled_from([1, 1.0]),
-    "tools": st.just([]),
+    "tools": valid_tools,
     "functions": st.just([]),
     "tool_choice": st.sampled_from(["none", "auto"]),
+    "parallel_tool_calls": st.booleans(),
     "function_call": st.sampled_from(["none", "auto"]),
     "temperature": st.floats(0, 2) | st.sampled_from([0, 2]),
     "top_p": st.floats(0, 1) | st.sampled_from([0, 1]),
@@ -220,9 +245,22 @@ valid_body = st.fixed_dictionaries(
     {
         "model": st.sampled_from(MODELS),
         "messages": st.lists(
-            st.fixed_dictionaries(
-                {"role": st.sampled_from(ROLES), "content": valid_content},
-                optional={"name": odd_text, "tool_call_id": odd_text},
+            st.one_of(
+                st.fixed_dictionaries(
+                    {
+                        "role": st.sampled_from(["user", "system", "developer"]),
+                        "content": valid_content,
+                    },
+                    optional={"name": odd_text},
+                ),
+                st.fixed_dictionaries(
+                    {"role": st.just("assistant"), "content": valid_content | st.none()},
+                    optional={"tool_calls": st.lists(valid_call, max_size=3)},
+                ),
+                st.fixed_dictionaries(
+                    {"role": st.just("tool"), "content": valid_content, "tool_call_id": call_id},
+                    optional={"name": odd_text},
+                ),
             ),
             max_size=4,
         ).map(lambda m: [*m, HELLO]),
@@ -298,6 +336,13 @@ PATHS: list[tuple[str | int, ...]] = [
     ("messages", 0, "name"),
     ("messages", 0, "tool_call_id"),
     ("messages", 0, "tool_calls"),
+    ("messages", 0, "tool_calls", 0),
+    ("messages", 0, "tool_calls", 0, "function"),
+    ("tools", 0),
+    ("tools", 0, "function"),
+    ("tools", 0, "function", "name"),
+    ("tools", 0, "function", "parameters"),
+    ("tool_choice", "function", "name"),
     ("stream_options", "include_usage"),
     ("response_format", "type"),
     *((name,) for name in VALID),
@@ -332,6 +377,18 @@ NEAR_MISSES = st.sampled_from(
         {"role": "user"},
         {"role": "user", "content": [{"type": "image_url", "image_url": DATA_URIS[3]}]},
         {"role": "user", "content": [{"type": "image_url", "image_url": DATA_URIS[0]}] * 9},
+        # Tools: the checks' edges.
+        {"type": "function", "function": {"name": "f"}},
+        [{"type": "function", "function": {"name": "f"}}] * 129,
+        [{"type": "function", "function": {"name": "f"}}] * 2,
+        "x" * 65,
+        "a b",
+        {"type": "function", "function": {"name": "nope"}},
+        {"role": "tool", "content": "r"},
+        {"role": "tool", "tool_call_id": "c" * 257, "content": "r"},
+        {"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f"}}]},
+        {"role": "assistant", "tool_calls": {"id": "c"}},
+        {"role": "user", "content": "call f {}"},
     ]
 )
 corruption = st.dictionaries(
@@ -597,6 +654,10 @@ field_value = weighted(
                 b"x" * 600,
                 b"\xed\xa0\x80",  # a surrogate written as UTF-8
                 b"\xc0\xaf",  # an overlong slash
+                b"echo/echo",
+                b"openai/gpt-4o",
+                b"echo/",
+                b"/",
             ]
         ),
     ),
@@ -726,6 +787,9 @@ class TestRoutingHeaders:
                 "x-openclaw-session-key": field_value,
                 "x-openclaw-agent-id": field_value,
                 "x-openclaw-agent": field_value,
+                "x-openclaw-model": field_value,
+                "x-openwebui-chat-id": field_value,
+                "x-chat-id": field_value,
                 "x-request-id": field_value,
                 "Content-Type": field_value,
             },

@@ -1,0 +1,79 @@
+"""What a client's resent conversation adds to a session: the "no double history" rule.
+
+HTTP clients (the `openai` SDK in a loop, Open WebUI, LangChain) send the whole conversation
+on every request, while a named session already holds what came before. The rule, pure:
+
+1. The session's last assistant message is looked for among the client's assistant messages
+   (last occurrence first), compared after normalisation: role, text trimmed, tool calls by
+   id, name and arguments (as parsed JSON when they parse, so re-serialised arguments still
+   match). Reasoning is not compared: clients do not send it back.
+2. Found at position j: the messages after j are new. The model gets the stored history
+   (`agents.defaults.historyLimit` turns) followed by them; they are stored.
+3. Not found and the client sent no assistant message at all: every message is new (a client
+   that sends only its new turn, the classic `user`-keyed session).
+4. Not found although the client sent assistant messages: the histories diverged (an edited
+   or regenerated turn, a session reset or pruned under a live chat). The client's history
+   is the truth for this turn: the model gets it alone, and it is stored whole, marked as a
+   context start, so later turns replay from there and never the diverged past.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+
+from agents.providers.base import ChatMessage
+
+
+@attrs.frozen
+class TurnInputs:
+    messages: tuple[ChatMessage, ...]  # stored in order, and given to the model last
+    replaces_history: bool  # rule 4: no stored history for the model
+
+
+def _arguments(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text.strip()
+
+
+def _normalised(message: ChatMessage) -> tuple[Any, ...]:
+    calls = tuple((c.id, c.name, _arguments(c.arguments)) for c in message.tool_calls)
+    return (message.role, message.text.strip(), calls)
+
+
+def same_message(a: ChatMessage, b: ChatMessage) -> bool:
+    return _normalised(a) == _normalised(b)
+
+
+def new_inputs(last_assistant: ChatMessage | None, sent: tuple[ChatMessage, ...]) -> TurnInputs:
+    """The rule above; `sent` is the client's conversation, `last_assistant` the session's."""
+    if last_assistant is not None:
+        wanted = _normalised(last_assistant)
+        for index in range(len(sent) - 1, -1, -1):
+            message = sent[index]
+            if message.role == "assistant" and _normalised(message) == wanted:
+                new = sent[index + 1 :]
+                # Nothing after it: the client resent what we hold. Its history stands.
+                return TurnInputs(new, False) if new else TurnInputs(sent, True)
+    if not any(message.role == "assistant" for message in sent):
+        return TurnInputs(sent, False)
+    return TurnInputs(sent, True)
+
+
+def with_tool_names(messages: tuple[ChatMessage, ...]) -> tuple[ChatMessage, ...]:
+    """Tool results given the name of the call they answer, from the calls before them."""
+    names: dict[str, str] = {}
+    out: list[ChatMessage] = []
+    for message in messages:
+        for call in message.tool_calls:
+            names[call.id] = call.name
+        if message.role == "tool" and message.tool_name is None:
+            name = names.get(message.tool_call_id or "")
+            if name is not None:
+                message = attrs.evolve(message, tool_name=name)
+        out.append(message)
+    return tuple(out)

@@ -1,0 +1,154 @@
+"""Client tools through a session, and the "no double history" rule (agents/transcript.py),
+with a real registry, store and the echo provider."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from agents.events import RunEvent
+from agents.providers.base import ChatMessage, ProviderRequest, ToolCall
+from agents.registry import SessionRegistry
+from agents.runs import RunOutcome, TurnRequest
+from agents.transcript import TurnInputs, new_inputs, same_message
+from tests.agents.scripted import Harness, ScriptedProvider, make_config
+
+KEY = "agent:main:chat"
+TOOLS = {"tools": [{"type": "function", "function": {"name": "get_weather"}}]}
+CALL = ToolCall("call_echo_1_0", "get_weather", '{"city":"Paris"}')
+
+
+def user(text: str) -> ChatMessage:
+    return ChatMessage("user", text)
+
+
+def assistant(text: str, *calls: ToolCall) -> ChatMessage:
+    return ChatMessage("assistant", text, tool_calls=calls)
+
+
+def result(call_id: str, text: str) -> ChatMessage:
+    return ChatMessage("tool", text, tool_call_id=call_id)
+
+
+class TestTheRule:
+    def test_after_the_sessions_last_reply_is_new(self) -> None:
+        sent = (user("u1"), assistant("a1"), user("u2"), assistant("a2"), user("u3"))
+        assert new_inputs(assistant("a2"), sent) == TurnInputs((user("u3"),), False)
+
+    def test_the_last_occurrence_counts(self) -> None:
+        sent = (user("hi"), assistant("same"), user("hi"), assistant("same"), user("u3"))
+        assert new_inputs(assistant("same"), sent).messages == (user("u3"),)
+
+    def test_without_assistant_messages_everything_is_new(self) -> None:
+        sent = (user("u1"), user("u2"))
+        assert new_inputs(assistant("a1"), sent) == TurnInputs(sent, False)
+        assert new_inputs(None, sent) == TurnInputs(sent, False)
+
+    def test_a_diverged_history_replaces_the_stored_one(self) -> None:
+        sent = (user("u1"), assistant("edited"), user("u2"))
+        assert new_inputs(assistant("a1"), sent) == TurnInputs(sent, True)
+        assert new_inputs(None, sent) == TurnInputs(sent, True)
+
+    def test_tool_calls_match_by_id_name_and_parsed_arguments(self) -> None:
+        respaced = ToolCall(CALL.id, CALL.name, '{ "city": "Paris" }')
+        assert same_message(assistant("", CALL), assistant("", respaced))
+        other = ToolCall("call_2", CALL.name, CALL.arguments)
+        assert not same_message(assistant("", CALL), assistant("", other))
+
+    def test_text_is_compared_trimmed_and_reasoning_not_at_all(self) -> None:
+        stored = ChatMessage("assistant", "answer", reasoning="thought")
+        assert same_message(stored, assistant(" answer\n"))
+
+
+def turn(sent: tuple[ChatMessage, ...], **fields: Any) -> TurnRequest:
+    last_user = next((m.text for m in reversed(sent) if m.role == "user"), "")
+    return TurnRequest(
+        "main", KEY, f"chatcmpl-{uuid.uuid4().hex}", last_user, messages=sent, **fields
+    )
+
+
+async def run(registry: SessionRegistry, request: TurnRequest) -> tuple[RunOutcome, list[RunEvent]]:
+    handle = registry.submit(request)
+    events = [event async for event in handle.subscribe()]
+    return await handle.wait(), events
+
+
+class TestResentHistory:
+    async def test_a_client_that_resends_reaches_the_model_once(self, harness: Harness) -> None:
+        provider = ScriptedProvider("scripted", ("ok",))
+        registry = harness.registry(make_config(("scripted/m",), apis=("scripted",)), [provider])
+        sent: tuple[ChatMessage, ...] = ()
+        for number in (1, 2, 3):
+            sent = (*sent, user(f"u{number}"))
+            outcome, _ = await run(registry, turn(sent))
+            sent = (*sent, assistant(outcome.text))
+        last: ProviderRequest = provider.requests[-1]
+        assert [(m.role, m.text) for m in last.messages] == [
+            ("user", "u1"), ("assistant", "ok"), ("user", "u2"), ("assistant", "ok"),
+            ("user", "u3"),
+        ]  # fmt: skip
+        history = await registry.history(KEY, 100)
+        assert [m.text for m in history.messages] == ["u1", "ok", "u2", "ok", "u3", "ok"]
+
+    async def test_an_edited_history_is_the_models_context_and_later_turns_build_on_it(
+        self, harness: Harness
+    ) -> None:
+        provider = ScriptedProvider("scripted", ("ok",))
+        registry = harness.registry(make_config(("scripted/m",), apis=("scripted",)), [provider])
+        await run(registry, turn((user("u1"),)))
+        edited = (user("u1"), assistant("not what you said"), user("u2"))
+        await run(registry, turn(edited))
+        assert [m.text for m in provider.requests[-1].messages] == ["u1", "not what you said", "u2"]
+        await run(registry, turn((*edited, assistant("ok"), user("u3"))))
+        assert [m.text for m in provider.requests[-1].messages] == [
+            "u1", "not what you said", "u2", "ok", "u3"
+        ]  # fmt: skip
+
+
+class TestEchoToolLoop:
+    async def test_a_call_then_its_result(self, harness: Harness) -> None:
+        registry = harness.registry()
+        first = (user('call get_weather {"city":"Paris"}'),)
+        outcome, events = await run(registry, turn(first, params=TOOLS))
+        assert (outcome.stop_reason, outcome.text, outcome.tool_calls) == (
+            "tool_calls",
+            "",
+            (CALL,),
+        )
+        tool_events = [e.data for e in events if e.stream == "tool"]
+        assert tool_events[0] == {
+            "phase": "start", "name": "get_weather", "toolCallId": CALL.id, "index": 0
+        }  # fmt: skip
+        assert "".join(d["delta"] for d in tool_events[1:]) == CALL.arguments
+
+        second = (*first, assistant("", CALL), result(CALL.id, "sunny"))
+        outcome, events = await run(registry, turn(second, params=TOOLS))
+        assert outcome.text == "[turn 1] get_weather: sunny"
+        assert [e.data for e in events if e.stream == "tool"] == [
+            {"phase": "result", "name": "get_weather", "toolCallId": CALL.id, "isError": False,
+             "result": "sunny"}
+        ]  # fmt: skip
+        history = await registry.history(KEY, 100)
+        assert [(m.role, m.text, m.tool_calls, m.tool_name) for m in history.messages] == [
+            ("user", first[0].text, (), None),
+            ("assistant", "", (CALL,), None),
+            ("toolResult", "sunny", (), "get_weather"),
+            ("assistant", "[turn 1] get_weather: sunny", (), None),
+        ]
+
+    @pytest.mark.parametrize("limit", [0, 50])
+    async def test_only_new_tool_results_are_stored(self, harness: Harness, limit: int) -> None:
+        registry = harness.registry(make_config(history_limit=limit))
+        first = (user("call get_weather {}"),)
+        await run(registry, turn(first, params=TOOLS))
+        call = ToolCall("call_echo_1_0", "get_weather", "{}")
+        await run(registry, turn((*first, assistant("", call), result(call.id, "x")), params=TOOLS))
+        history = await registry.history(KEY, 100)
+        assert [m.role for m in history.messages] == [
+            "user",
+            "assistant",
+            "toolResult",
+            "assistant",
+        ]

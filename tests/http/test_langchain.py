@@ -1,0 +1,92 @@
+"""LangChain's `ChatOpenAI(...).bind_tools([...])` and its tool-calling agent loop against
+clawgate: the echo agent, and a fake OpenAI-compatible upstream that calls the tool."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
+from langchain_core.tools import tool
+from langchain_openai import ChatOpenAI
+
+from tests.agents.upstreams import FakeOpenAI, FakeToolCall, Stream
+from tests.http.conftest import TOKEN, Client, MakeClient, fake_provider
+
+
+@tool
+def get_weather(city: str) -> str:
+    """The current weather in a city."""
+    return f"sunny in {city}"
+
+
+TOOLS = {"get_weather": get_weather}
+
+
+def chat_model(client: Client) -> ChatOpenAI:
+    return ChatOpenAI(
+        model="openclaw",
+        base_url=str(client.server.make_url("/v1")),
+        api_key=TOKEN,  # type: ignore[arg-type]
+        max_retries=0,
+    )
+
+
+async def agent_loop(llm: ChatOpenAI, question: str, *, stream: bool) -> list[BaseMessage]:
+    """LangChain's tool-calling loop: invoke, run every tool call, send the results back,
+    until the model answers without calling a tool."""
+    model = llm.bind_tools([get_weather])
+    messages: list[BaseMessage] = [HumanMessage(question)]
+    for _ in range(4):
+        if stream:
+            reply: BaseMessage | None = None
+            async for chunk in model.astream(messages):
+                assert isinstance(chunk, AIMessageChunk)
+                reply = chunk if reply is None else reply + chunk  # type: ignore[operator]
+            assert reply is not None
+        else:
+            reply = await model.ainvoke(messages)
+        assert isinstance(reply, AIMessage)
+        messages.append(reply)
+        if not reply.tool_calls:
+            return messages
+        for call in reply.tool_calls:
+            messages.append(await TOOLS[call["name"]].ainvoke(call))
+    raise AssertionError("the agent loop did not end")
+
+
+@pytest.fixture
+async def openai_fake() -> AsyncIterator[FakeOpenAI]:
+    async with FakeOpenAI() as fake:
+        yield fake
+
+
+class TestBindTools:
+    @pytest.mark.parametrize("stream", [False, True])
+    async def test_the_agent_loop_against_the_echo_agent(
+        self, client: Client, stream: bool
+    ) -> None:
+        messages = await agent_loop(
+            chat_model(client), 'call get_weather {"city": "Paris"}', stream=stream
+        )
+        called = messages[1]
+        assert isinstance(called, AIMessage)
+        assert [(c["name"], c["args"], c["id"]) for c in called.tool_calls] == [
+            ("get_weather", {"city": "Paris"}, "call_echo_1_0")
+        ]
+        assert messages[2].content == "sunny in Paris"
+        assert messages[-1].content == "[turn 1] get_weather: sunny in Paris"
+
+    @pytest.mark.parametrize("stream", [False, True])
+    async def test_the_agent_loop_against_an_upstream_model(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI, stream: bool
+    ) -> None:
+        call = FakeToolCall("call_9", "get_weather", ('{"city"', ':"Oslo"}'))
+        openai_fake.script(Stream((), tool_calls=(call,)), Stream(("Sunny in Oslo.",)))
+        client = await gateway(fake_provider(openai_fake))
+        messages = await agent_loop(chat_model(client), "Weather in Oslo?", stream=stream)
+        assert messages[-1].content == "Sunny in Oslo."
+        assert openai_fake.requests[0].body["tools"][0]["function"]["name"] == "get_weather"
+        sent = openai_fake.requests[1].body["messages"]
+        assert [m["role"] for m in sent] == ["user", "assistant", "tool"]
+        assert sent[2] == {"role": "tool", "tool_call_id": "call_9", "content": "sunny in Oslo"}

@@ -1,0 +1,512 @@
+"""Client tools, reasoning, conversation headers and the model header on
+/v1/chat/completions: the wire, the real `openai` SDK, and fake upstreams that are real
+HTTP servers (tests/agents/upstreams.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
+
+from gateway.appkeys import STATE
+from tests.agents.upstreams import FakeAnthropic, FakeOpenAI, FakeToolCall, Stream
+from tests.http.conftest import (
+    AUTH,
+    CHAT,
+    TOKEN,
+    Client,
+    MakeClient,
+    fake_provider,
+    normalised,
+)
+
+WEATHER: ChatCompletionToolParam = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+CALL_PARIS = 'call get_weather {"city": "Paris"}'
+UPSTREAM_CALL = FakeToolCall("call_up_1", "get_weather", ('{"city":', '"Paris"}'))
+
+
+async def post(client: Client, body: Any, headers: dict[str, str] | None = None) -> Any:
+    response = await client.post(CHAT, json=body, headers={**AUTH, **(headers or {})})
+    return response
+
+
+def ask(text: str, **extra: Any) -> dict[str, Any]:
+    return {"model": "openclaw", "messages": [{"role": "user", "content": text}], **extra}
+
+
+CHUNK = (
+    'data: {"id":"chatcmpl-<32hex>","object":"chat.completion.chunk","created":<unix>,'
+    '"model":"openclaw","choices":[{"index":0,"delta":%s,"logprobs":null,"finish_reason":%s}]}'
+    "\n\n"
+)
+
+
+class TestEchoWire:
+    """The echo agent's tool mode, byte for byte: what OpenAI streams for a tool call."""
+
+    async def test_a_streamed_tool_call_is_openais_fragments(self, client: Client) -> None:
+        response = await post(client, ask(CALL_PARIS, stream=True, tools=[WEATHER]))
+        assert response.status == 200
+        first = {
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": "call_echo_1_0",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": ""},
+                }
+            ]
+        }
+
+        def piece(arguments: str) -> str:
+            delta = {"tool_calls": [{"index": 0, "function": {"arguments": arguments}}]}
+            return CHUNK % (json.dumps(delta, separators=(",", ":")), "null")
+
+        assert normalised(await response.text()) == (
+            CHUNK % ('{"role":"assistant","content":""}', "null")
+            + CHUNK % (json.dumps(first, separators=(",", ":")), "null")
+            + piece('{"city":')
+            + piece('"Paris"}')
+            + CHUNK % ("{}", '"tool_calls"')
+            + "data: [DONE]\n\n"
+        )
+
+    async def test_a_json_tool_call_has_null_content(self, client: Client) -> None:
+        response = await post(client, ask(CALL_PARIS, tools=[WEATHER]))
+        assert normalised(await response.text()) == (
+            '{"id":"chatcmpl-<32hex>","object":"chat.completion","created":<unix>,'
+            '"model":"openclaw","choices":[{"index":0,"message":{"role":"assistant",'
+            '"content":null,"tool_calls":[{"id":"call_echo_1_0","type":"function",'
+            '"function":{"name":"get_weather","arguments":"{\\"city\\":\\"Paris\\"}"}}]},'
+            '"logprobs":null,"finish_reason":"tool_calls"}],'
+            '"usage":{"prompt_tokens":4,"completion_tokens":2,"total_tokens":6}}'
+        )
+
+    async def test_tool_results_are_answered(self, client: Client) -> None:
+        call = {
+            "id": "call_echo_1_0",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+        }
+        messages = [
+            {"role": "user", "content": CALL_PARIS},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_echo_1_0", "content": "sunny, 22 C"},
+        ]
+        body = {"model": "openclaw", "messages": messages, "tools": [WEATHER]}
+        reply = await (await post(client, body)).json()
+        assert reply["choices"][0]["message"]["content"] == "[turn 1] get_weather: sunny, 22 C"
+        assert reply["choices"][0]["finish_reason"] == "stop"
+
+    async def test_without_tools_call_is_plain_text(self, client: Client) -> None:
+        reply = await (await post(client, ask(CALL_PARIS))).json()
+        assert reply["choices"][0]["message"]["content"] == f"[turn 1] {CALL_PARIS}"
+
+    @pytest.mark.parametrize("stream", [False, True])
+    async def test_the_model_used_is_in_a_header(self, client: Client, stream: bool) -> None:
+        response = await post(client, ask("hi", stream=stream))
+        await response.read()
+        assert response.headers["x-openclaw-model-used"] == "echo/echo"
+
+
+# -- the real openai SDK ----------------------------------------------------------------------
+
+
+@pytest.fixture
+async def openai_fake() -> AsyncIterator[FakeOpenAI]:
+    async with FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def anthropic_fake() -> AsyncIterator[FakeAnthropic]:
+    async with FakeAnthropic() as fake:
+        yield fake
+
+
+def anthropic_settings(upstream: FakeAnthropic) -> dict[str, Any]:
+    return {
+        "models": {
+            "providers": {
+                "claude": {
+                    "api": "anthropic-messages",
+                    "baseUrl": upstream.base_url,
+                    "apiKey": "sk-ant-test",
+                    "models": [{"id": "fake-model"}],
+                }
+            }
+        },
+        "agents": {"list": [{"id": "main", "default": True, "model": "claude/fake-model"}]},
+    }
+
+
+async def sdk_for(client: Client) -> AsyncOpenAI:
+    return AsyncOpenAI(base_url=str(client.server.make_url("/v1")), api_key=TOKEN, max_retries=0)
+
+
+async def tool_loop(sdk: AsyncOpenAI, stream: bool, **extra: Any) -> tuple[Any, Any]:
+    """The documented two-step loop: ask, run the tool the model called, send its result.
+    Returns (the tool-calling message, the final message)."""
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "What is the weather in Paris?"}
+    ]
+    if stream:
+        async with sdk.chat.completions.stream(
+            model="openclaw", messages=messages, tools=[WEATHER], **extra
+        ) as events:
+            first = await events.get_final_completion()
+    else:
+        first = await sdk.chat.completions.create(
+            model="openclaw", messages=messages, tools=[WEATHER], **extra
+        )
+    assert first.choices[0].finish_reason == "tool_calls"
+    called = first.choices[0].message
+    messages.append(called.model_dump(exclude_none=True))  # type: ignore[arg-type]
+    for call in called.tool_calls or []:
+        messages.append({"role": "tool", "tool_call_id": call.id, "content": "sunny"})
+    if stream:
+        async with sdk.chat.completions.stream(
+            model="openclaw", messages=messages, tools=[WEATHER], **extra
+        ) as events:
+            final = await events.get_final_completion()
+    else:
+        final = await sdk.chat.completions.create(
+            model="openclaw", messages=messages, tools=[WEATHER], **extra
+        )
+    return called, final.choices[0].message
+
+
+OPENAI_SECOND_REQUEST = [
+    {"role": "user", "content": "What is the weather in Paris?"},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_up_1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+            }
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call_up_1", "content": "sunny"},
+]
+
+
+class TestOpenAISDKToolLoop:
+    @pytest.mark.parametrize("stream", [False, True])
+    @pytest.mark.parametrize("user", [None, "alice"])
+    async def test_against_an_openai_compatible_upstream(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI, stream: bool, user: str | None
+    ) -> None:
+        openai_fake.script(
+            Stream((), tool_calls=(UPSTREAM_CALL,)), Stream(("It is sunny", " in Paris."))
+        )
+        client = await gateway(fake_provider(openai_fake))
+        extra = {"user": user} if user else {}
+        async with await sdk_for(client) as sdk:
+            called, final = await tool_loop(sdk, stream, **extra)
+        (call,) = called.tool_calls
+        assert (call.id, call.function.name, call.function.arguments) == (
+            "call_up_1",
+            "get_weather",
+            '{"city":"Paris"}',
+        )
+        assert final.content == "It is sunny in Paris."
+        first, second = openai_fake.requests
+        assert first.body["tools"] == [WEATHER]
+        # Stateless or named, the model sees the conversation once, in order.
+        assert second.body["messages"] == OPENAI_SECOND_REQUEST
+
+    @pytest.mark.parametrize("stream", [False, True])
+    async def test_against_an_anthropic_upstream(
+        self, gateway: MakeClient, anthropic_fake: FakeAnthropic, stream: bool
+    ) -> None:
+        anthropic_fake.script(
+            Stream((), tool_calls=(UPSTREAM_CALL,)), Stream(("It is sunny in Paris.",))
+        )
+        client = await gateway(anthropic_settings(anthropic_fake))
+        async with await sdk_for(client) as sdk:
+            called, final = await tool_loop(sdk, stream, user="bob")
+        assert called.tool_calls[0].function.arguments == '{"city":"Paris"}'
+        assert final.content == "It is sunny in Paris."
+        first, second = anthropic_fake.requests
+        assert first.body["tools"] == [
+            {
+                "name": "get_weather",
+                "description": "The weather in a city",
+                "input_schema": WEATHER["function"]["parameters"],
+            }
+        ]
+        assert second.body["messages"] == [
+            {"role": "user", "content": "What is the weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": [
+                    {
+                        "type": "tool_use",
+                        "id": "call_up_1",
+                        "name": "get_weather",
+                        "input": {"city": "Paris"},
+                    }
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "call_up_1", "content": "sunny"}
+                ],
+            },
+        ]
+
+    async def test_against_the_echo_agent(self, client: Client) -> None:
+        async with await sdk_for(client) as sdk:
+            messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": CALL_PARIS}]
+            first = await sdk.chat.completions.create(
+                model="openclaw", messages=messages, tools=[WEATHER]
+            )
+            (call,) = first.choices[0].message.tool_calls or []
+            messages.append(first.choices[0].message.model_dump(exclude_none=True))  # type: ignore[arg-type]
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": "sunny"})
+            final = await sdk.chat.completions.create(
+                model="openclaw", messages=messages, tools=[WEATHER]
+            )
+        assert final.choices[0].message.content == "[turn 1] get_weather: sunny"
+
+
+class TestReasoning:
+    async def test_json_carries_message_reasoning_content(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        openai_fake.script(Stream(("42",), reasoning=("Let me", " think.")))
+        client = await gateway(fake_provider(openai_fake))
+        async with await sdk_for(client) as sdk:
+            completion = await sdk.chat.completions.create(
+                model="openclaw", messages=[{"role": "user", "content": "6*7?"}]
+            )
+        message = completion.choices[0].message
+        assert (message.content, getattr(message, "reasoning_content", None)) == (
+            "42",
+            "Let me think.",
+        )
+
+    async def test_a_stream_carries_delta_reasoning_content(
+        self, gateway: MakeClient, anthropic_fake: FakeAnthropic
+    ) -> None:
+        anthropic_fake.script(Stream(("42",), reasoning=("Let me", " think."), signature="s"))
+        client = await gateway(anthropic_settings(anthropic_fake))
+        async with await sdk_for(client) as sdk:
+            stream = await sdk.chat.completions.create(
+                model="openclaw", messages=[{"role": "user", "content": "6*7?"}], stream=True
+            )
+            deltas = [chunk.choices[0].delta async for chunk in stream if chunk.choices]
+        reasoning = [getattr(d, "reasoning_content", None) for d in deltas]
+        assert [r for r in reasoning if r] == ["Let me", " think."]
+        assert "".join(d.content or "" for d in deltas) == "42"
+
+    async def test_reasoning_is_stored_but_not_sent_back(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        openai_fake.script(Stream(("42",), reasoning=("secret",)), Stream(("ok",)))
+        client = await gateway(fake_provider(openai_fake))
+        for text in ("6*7?", "thanks"):
+            body = {
+                "model": "openclaw",
+                "user": "carol",
+                "messages": [{"role": "user", "content": text}],
+            }
+            assert (await post(client, body)).status == 200
+        assert "secret" not in json.dumps(openai_fake.requests[1].body)
+        registry = client.app[STATE].registry
+        assert registry is not None
+        history = await registry.history("agent:main:openai-user:carol")
+        assert history.messages[1].reasoning == "secret"
+
+
+# -- Open WebUI's request pattern -------------------------------------------------------------
+
+
+# What Open WebUI sends with ENABLE_FORWARD_USER_INFO_HEADERS (its chat id names the chat).
+# Open WebUI itself cannot run here: its pattern is replayed with the openai SDK.
+def webui_headers(chat_id: str) -> dict[str, str]:
+    return {
+        "X-OpenWebUI-User-Name": "Ada",
+        "X-OpenWebUI-User-Id": "6f1c2d3e-user",
+        "X-OpenWebUI-User-Email": "ada@example.com",
+        "X-OpenWebUI-User-Role": "user",
+        "X-OpenWebUI-Chat-Id": chat_id,
+    }
+
+
+async def webui_turns(
+    sdk: AsyncOpenAI, chat_id: str, questions: list[str]
+) -> tuple[list[str], list[str]]:
+    """Open WebUI's loop: the whole history resent every turn, streamed.
+    Returns the answers and the session key of each answer."""
+    messages: list[ChatCompletionMessageParam] = [{"role": "system", "content": "You are helpful."}]
+    answers, keys = [], []
+    for question in questions:
+        messages.append({"role": "user", "content": question})
+        raw = await sdk.chat.completions.with_raw_response.create(
+            model="openclaw",
+            messages=messages,
+            stream=True,
+            extra_headers=webui_headers(chat_id),
+        )
+        keys.append(raw.headers["x-openclaw-session-key"])
+        stream = raw.parse()
+        answer = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        answers.append(answer)
+        messages.append({"role": "assistant", "content": answer})
+    return answers, keys
+
+
+class TestOpenWebUI:
+    async def test_one_session_per_chat(self, client: Client) -> None:
+        async with await sdk_for(client) as sdk:
+            answers, keys = await webui_turns(sdk, "chat-A", ["hi", "and again", "once more"])
+            other, other_keys = await webui_turns(sdk, "chat-B", ["hi"])
+        # The echo agent counts the user turns it is given: each reached it once.
+        assert answers == ["[turn 1] hi", "[turn 2] and again", "[turn 3] once more"]
+        assert set(keys) == {"agent:main:openai-chat:chat-a"}
+        assert (other, other_keys) == (["[turn 1] hi"], ["agent:main:openai-chat:chat-b"])
+
+    async def test_resent_history_reaches_the_model_once(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        openai_fake.script(Stream(("A1",)), Stream(("A2",)), Stream(("A3",)))
+        client = await gateway(fake_provider(openai_fake))
+        async with await sdk_for(client) as sdk:
+            await webui_turns(sdk, "chat-A", ["Q1", "Q2", "Q3"])
+        assert openai_fake.last.body["messages"] == [
+            {"role": "system", "content": "You are helpful."},
+            {"role": "user", "content": "Q1"},
+            {"role": "assistant", "content": "A1"},
+            {"role": "user", "content": "Q2"},
+            {"role": "assistant", "content": "A2"},
+            {"role": "user", "content": "Q3"},
+        ]
+
+    async def test_a_regenerated_answer_replaces_the_stored_one(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        openai_fake.script(Stream(("A1",)), Stream(("A2",)), Stream(("A2 again",)))
+        client = await gateway(fake_provider(openai_fake))
+        async with await sdk_for(client) as sdk:
+            await webui_turns(sdk, "chat-A", ["Q1", "Q2"])
+            # Regenerate: the same history up to Q2 again, A2 is not in it.
+            messages: list[ChatCompletionMessageParam] = [
+                {"role": "system", "content": "You are helpful."},
+                {"role": "user", "content": "Q1"},
+                {"role": "assistant", "content": "A1"},
+                {"role": "user", "content": "Q2"},
+            ]
+            await sdk.chat.completions.create(
+                model="openclaw", messages=messages, extra_headers=webui_headers("chat-A")
+            )
+        assert openai_fake.last.body["messages"][1:] == [
+            {"role": "user", "content": "Q1"},
+            {"role": "assistant", "content": "A1"},
+            {"role": "user", "content": "Q2"},
+        ]
+
+    async def test_the_session_key_header_wins(self, client: Client) -> None:
+        headers = {**webui_headers("chat-A"), "x-openclaw-session-key": "mine"}
+        response = await post(client, ask("hi"), headers)
+        assert response.headers["x-openclaw-session-key"] == "agent:main:mine"
+
+    async def test_headers_not_listed_in_the_config_are_ignored(self, gateway: MakeClient) -> None:
+        settings = {"gateway": {"http": {"endpoints": {"chatCompletions": {"sessionHeaders": []}}}}}
+        client = await gateway(settings)
+        response = await post(client, ask("hi"), webui_headers("chat-A"))
+        assert normalised(response.headers["x-openclaw-session-key"]) == (
+            "agent:main:openai:<uuid>"
+        )
+
+
+# -- the model header -------------------------------------------------------------------------
+
+
+def two_models(upstream: FakeOpenAI) -> dict[str, Any]:
+    settings = fake_provider(upstream, models=["fake/other-model"])
+    settings["models"]["providers"]["fake"]["models"].append({"id": "other-model"})
+    return settings
+
+
+class TestModelHeader:
+    async def test_an_allowed_model_runs_the_turn(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        client = await gateway(two_models(openai_fake))
+        response = await post(client, ask("hi"), {"x-openclaw-model": "fake/other-model"})
+        assert response.status == 200
+        assert openai_fake.last.body["model"] == "other-model"
+        assert response.headers["x-openclaw-model-used"] == "fake/other-model"
+
+    async def test_a_stream_names_the_model_in_its_headers(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        client = await gateway(two_models(openai_fake))
+        response = await post(
+            client, ask("hi", stream=True), {"x-openclaw-model": "fake/other-model"}
+        )
+        await response.read()
+        assert response.headers["x-openclaw-model-used"] == "fake/other-model"
+
+    async def test_without_the_header_the_agents_model(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        client = await gateway(two_models(openai_fake))
+        response = await post(client, ask("hi"))
+        assert response.headers["x-openclaw-model-used"] == "fake/fake-model"
+
+    async def test_a_model_outside_the_allow_list_is_refused(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        client = await gateway(two_models(openai_fake))
+        response = await post(client, ask("hi"), {"x-openclaw-model": "fake/third"})
+        assert response.status == 400
+        assert (await response.json())["error"]["code"] == "model_not_allowed"
+        assert openai_fake.requests == []
+
+    async def test_unknown_models_can_run_the_default_agent(self, gateway: MakeClient) -> None:
+        settings = {
+            "gateway": {
+                "http": {"endpoints": {"chatCompletions": {"unknownModel": "default-agent"}}}
+            }
+        }
+        client = await gateway(settings)
+        reply = await (await post(client, {**ask("hi"), "model": "gpt-4o"})).json()
+        assert (reply["model"], reply["choices"][0]["message"]["content"]) == (
+            "gpt-4o",
+            "[turn 1] hi",
+        )
+
+
+class TestReadme:
+    async def test_the_tool_example_runs_against_the_echo_agent(self, client: Client) -> None:
+        readme = (Path(__file__).parents[2] / "README.md").read_text()
+        block = readme.split("### Tools", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+        code = block.replace("http://127.0.0.1:18789/v1", str(client.server.make_url("/v1")))
+        code = code.replace("YOUR_TOKEN", TOKEN)
+        printed: list[tuple[Any, ...]] = []
+        # The example uses the synchronous client: it runs in a thread, the gateway here.
+        await asyncio.to_thread(exec, code, {"print": lambda *a: printed.append(a)})
+        assert printed == [("[turn 1] get_weather: sunny in Paris",)]
