@@ -70,9 +70,11 @@ class TestCall:
         assert json.loads(result.stdout)["result"]["payloads"][0]["text"] == "[turn 1] hi"
 
     def test_a_bad_token_exits_non_zero_with_the_message(
-        self, running: GatewayProcess, env: dict[str, str]
+        self, running: GatewayProcess, env: dict[str, str], tmp_path: Path
     ) -> None:
-        result = run_cli(["call", "health", "--token", "wrong-token"], env)
+        # --token-file: a --token would add its secret_on_command_line warning to stderr.
+        (tmp_path / "token").write_text("wrong-token\n")
+        result = run_cli(["call", "health", "--token-file", str(tmp_path / "token")], env)
         assert result.returncode == 1
         assert result.stdout == ""
         assert result.stderr.strip() == (
@@ -84,8 +86,10 @@ class TestCall:
         assert result.returncode == 1
         assert result.stderr.strip() == "error: unknown method: no.such.method"
 
-    def test_nothing_listening(self, env: dict[str, str]) -> None:
+    def test_nothing_listening(self, env: dict[str, str], tmp_path: Path) -> None:
         url = f"ws://127.0.0.1:{free_port()}"
-        result = run_cli(["call", "health", "--url", url, "--token", "t"], env)
+        (tmp_path / "token").write_text("t\n")
+        args = ["call", "health", "--url", url, "--token-file", str(tmp_path / "token")]
+        result = run_cli(args, env)
         assert result.returncode == 1
         assert result.stderr.startswith(f"cannot connect to {url}")
