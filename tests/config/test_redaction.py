@@ -53,6 +53,7 @@ class TestRedacted:
         result, effective = redacted(config), effective_dict(config)
         result["gateway"]["auth"] = effective["gateway"]["auth"]
         result["models"] = effective["models"]
+        result["hooks"] = effective["hooks"]
         assert result == effective
 
     def test_does_not_touch_the_effective_config(self, files: ConfigFiles) -> None:

@@ -77,7 +77,7 @@ PLAIN_KEYS = (
     "nested",
 )
 # OpenClaw's sections clawgate loads with a warning, and the free-form agent params.
-PLACES = ("channels", "hooks", "tools", "plugins", "skills", "talk", "messages", "secrets")
+PLACES = ("channels", "tools", "plugins", "skills", "talk", "messages", "secrets")
 IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 # Text a secret or setting may hold: quotes, backslashes, newlines, non-ASCII; no `${`.
 odd = st.text(st.characters(codec="utf-8", exclude_characters="${}"), max_size=8)

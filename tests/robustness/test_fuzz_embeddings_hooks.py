@@ -50,7 +50,7 @@ pytestmark = [
 
 EMBEDDINGS = "/v1/embeddings"
 HOOK_TOKEN = "robust-hook-token-4d2a"
-HOOK_AUTH = {"Authorization": f"Bearer {HOOK_TOKEN}"}
+HOOK_AUTH = {"Authorization": f"Bearer {HOOK_TOKEN}", "Content-Type": "application/json"}
 MAX_BODY = 1_000_000
 HOOK_MAX_BODY = 64 * 1024
 EMBEDDINGS_STATUSES = frozenset({200, 400, 401, 413})
@@ -255,7 +255,7 @@ class TestHooks:
         server, log = gateway
         value = b"Bearer " + token if header == "Authorization" else token
         body = wire_bytes({"message": "hi", "text": "hi"})
-        response = await exchange(server.port, request_bytes("POST", path, {header: value}, body))
+        response = await exchange(server.port, request_bytes("POST", path, {header: value, "Content-Type": "application/json"}, body))
         if any((b < 0x20 and b != 0x09) or b == 0x7F for b in value):
             assert response.status == 400, response
             return
