@@ -255,7 +255,10 @@ class TestHooks:
         server, log = gateway
         value = b"Bearer " + token if header == "Authorization" else token
         body = wire_bytes({"message": "hi", "text": "hi"})
-        response = await exchange(server.port, request_bytes("POST", path, {header: value, "Content-Type": "application/json"}, body))
+        response = await exchange(
+            server.port,
+            request_bytes("POST", path, {header: value, "Content-Type": "application/json"}, body),
+        )
         if any((b < 0x20 and b != 0x09) or b == 0x7F for b in value):
             assert response.status == 400, response
             return
