@@ -47,6 +47,7 @@ from gateway.config import (
     Config,
     ConfigSource,
     ConfigWarning,
+    ControlUiConfig,
     GatewayConfig,
     HttpConfig,
     ImagesConfig,
@@ -815,6 +816,15 @@ _HTTP = _Section(
     ignored=("securityHeaders",),
 )
 
+# No default for `enabled`: unset means "on for a loopback bind" (GatewayConfig).
+_CONTROL_UI = _Section(
+    {"enabled": _Key(_Bool())},
+    ignored=_words(
+        "basePath root allowedOrigins allowInsecureAuth dangerouslyDisableDeviceAuth"
+        " dangerouslyAllowHostHeaderOriginFallback"
+    ),
+)
+
 _GATEWAY = _Section(
     {
         "port": _Key(_Int(1, 65535), DEFAULT_PORT),
@@ -830,6 +840,7 @@ _GATEWAY = _Section(
         "auth": _Key(_AUTH),
         "http": _Key(_HTTP),
         "shutdown": _Key(_Section({"drainSeconds": _Key(_Int(0), 20)})),
+        "controlUi": _Key(_CONTROL_UI),
         "reload": _Key(
             _Section(
                 {
@@ -841,7 +852,7 @@ _GATEWAY = _Section(
         ),
     },
     ignored=_words(
-        "mode controlUi tls tailscale remote trustedProxies allowRealIpFallback"
+        "mode tls tailscale remote trustedProxies allowRealIpFallback"
         " tools channelHealthCheckMinutes"
     ),
     notes={"tls": "TLS is not supported; terminate TLS in a reverse proxy"},
@@ -1218,6 +1229,7 @@ def _gateway_config(gateway: dict[str, Any]) -> GatewayConfig:
         drain_seconds=gateway["shutdown"]["drainSeconds"],
         reload_mode=gateway["reload"]["mode"],
         reload_debounce_ms=gateway["reload"]["debounceMs"],
+        control_ui=ControlUiConfig(enabled=gateway["controlUi"].get("enabled")),
     )
 
 
@@ -1366,6 +1378,8 @@ def _effective_gateway(gateway: GatewayConfig) -> dict[str, Any]:
     }
     effective["shutdown"] = {"drainSeconds": gateway.drain_seconds}
     effective["reload"] = {"mode": gateway.reload_mode, "debounceMs": gateway.reload_debounce_ms}
+    control_ui = gateway.control_ui
+    effective["controlUi"] = {} if control_ui.enabled is None else {"enabled": control_ui.enabled}
     return effective
 
 
