@@ -13,7 +13,7 @@ from aiohttp import web
 from agents.providers.pool import ProviderPool
 from agents.registry import SessionRegistry
 from agents.store import SessionStore
-from gateway import openai_http, probes
+from gateway import controlui, openai_http, probes
 from gateway.appkeys import AGENT_ID, REQUEST_ID, SESSION_KEY, STATE
 from gateway.config import Config
 from gateway.configfile import ConfigLoader
@@ -50,6 +50,7 @@ def create_app(
     setup_websocket(app)  # after _sessions: its fan-out listens to the registry
     app.on_startup.append(_mark_ready)
     probes.register(app)
+    controlui.register(app)
     openai_http.register(app)
     return app
 
