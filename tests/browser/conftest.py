@@ -62,10 +62,13 @@ def _browser_missing() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[GatewayProcess]:
+    """The module's gateway: its `GATEWAY_CONFIG`, else CONFIG."""
     root = tmp_path_factory.mktemp("browser-gateway")
     config = root / "clawgate.json5"
-    config.write_text(CONFIG)
+    config.write_text(getattr(request.module, "GATEWAY_CONFIG", CONFIG))
     args = ["--config", str(config), "--state-dir", str(root / "state"), "--port", "0"]
     process = GatewayProcess(args, clean_env(root / "home"))
     stop = threading.Event()

@@ -190,3 +190,37 @@ class TestPhoneViewport:
         assert width <= PHONE[0]
         if screen == "chat":
             page.screenshot("phone-chat")
+
+
+class TestKeyboard:
+    def test_connect_and_chat_without_a_mouse(self, page: Page) -> None:
+        from selenium.webdriver.common.keys import Keys
+
+        page.type("#connect-secret", TOKEN + Keys.ENTER)  # the field has focus on load
+        page.visible("#screen-chat")
+        page.until(lambda: page.driver.switch_to.active_element.get_attribute("id") == "chat-input",
+                   "the message box focused")  # fmt: skip
+        page.driver.switch_to.active_element.send_keys("by keyboard" + Keys.ENTER)
+        # The screen opens the most recent session: whatever turn this is there.
+        page.until(
+            lambda: page.all(".bubble.assistant .text")[-1].text.endswith("] by keyboard"),
+            "the answer",
+        )
+
+
+class TestColourScheme:
+    def background(self, page: Page) -> str:
+        return str(
+            page.driver.execute_script("return getComputedStyle(document.body).backgroundColor")
+        )
+
+    def test_follows_the_system_dark_setting(self, page: Page) -> None:
+        light = self.background(page)
+        page.driver.execute_cdp_cmd(
+            "Emulation.setEmulatedMedia",
+            {"features": [{"name": "prefers-color-scheme", "value": "dark"}]},
+        )
+        try:
+            assert (light, self.background(page)) == ("rgb(246, 247, 249)", "rgb(15, 18, 22)")
+        finally:
+            page.driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
