@@ -224,6 +224,10 @@ class Page:
         self.click(f'#nav a[data-screen="{screen}"]')
         self.visible(f"#screen-{screen}")
 
+    def gateway_config_path(self) -> Path:
+        args = self.gateway.proc.args
+        return Path(args[args.index("--config") + 1])
+
     def screenshot(self, name: str) -> None:
         """The README's picture of a screen, when asked for (CLAWGATE_SCREENSHOTS=1)."""
         if not os.environ.get("CLAWGATE_SCREENSHOTS"):

@@ -121,6 +121,19 @@ class TestSessions:
         page.click("#confirm-ok")
         page.until(lambda: not page.all(f'#sessions-table tr[data-key="{key}"]'), "the row gone")
 
+    def test_reset_asks_first_then_starts_an_empty_transcript(self, page: Page) -> None:
+        page.connected()
+        page.click("#chat-new")
+        page.chat("reset me")
+        key = page.session_key()
+        page.go("sessions")
+        page.visible(f'#sessions-table tr[data-key="{key}"] button').click()
+        page.until(lambda: "reset me" in page.text("#session-transcript"), "the transcript")
+        page.click("#session-reset")
+        page.click("#confirm-ok")
+        page.until(lambda: page.text("#session-transcript") == "Empty transcript.", "emptied")
+        assert page.all(f'#sessions-table tr[data-key="{key}"]')  # the session stays
+
 
 class TestStatus:
     def test_shows_health_version_agents_and_connections(self, page: Page) -> None:
@@ -176,6 +189,18 @@ class TestConfig:
         assert error.text.startswith("must be")
         assert page.find('input[data-path="gateway.port"]').get_attribute("aria-invalid") == "true"
         assert page.text("#config-message") == "The gateway refused the change."
+
+    def test_a_good_patch_is_saved_to_the_file_with_the_secrets_kept(self, page: Page) -> None:
+        page.connected()
+        page.go("config")
+        page.type('input[data-path="gateway.reload.debounceMs"]', "350")
+        page.click("#config-save")
+        page.until(lambda: page.text("#config-message").startswith("Saved."), "saved")
+        saved = json.loads(page.gateway_config_path().read_text())
+        assert saved["gateway"]["reload"] == {"debounceMs": 350}
+        assert saved["gateway"]["auth"]["token"] == TOKEN
+        field = page.find('input[data-path="gateway.reload.debounceMs"]')
+        assert field.get_attribute("value") == "350"  # reloaded from config.get
 
 
 class TestPhoneViewport:
