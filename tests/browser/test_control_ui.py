@@ -80,6 +80,33 @@ class TestChat:
         assert page.session_key() == key
 
 
+class TestTranscriptRendering:
+    def test_tool_calls_and_reasoning_are_folded(self, page: Page) -> None:
+        # No built-in provider produces them yet: the page's own renderer, given such a
+        # message as OpenClaw transcripts carry it.
+        summary = page.driver.execute_async_script(
+            """
+            const done = arguments[arguments.length - 1];
+            import("/ui/dom.js").then(({ messageNode }) => {
+              const node = messageNode({ role: "assistant", content: [
+                { type: "thinking", thinking: "the user wants weather" },
+                { type: "toolCall", name: "weather", arguments: { city: "Oslo" } },
+                { type: "text", text: "It is sunny." },
+              ] });
+              done([...node.querySelectorAll("details")].map((d) => [
+                d.className, d.open, d.querySelector("summary").textContent,
+                d.querySelector("pre").textContent,
+              ]).concat([[node.querySelector(".text").textContent]]));
+            });
+            """
+        )
+        assert summary == [
+            ["reasoning", False, "Reasoning", "the user wants weather"],
+            ["tool", False, "Tool: weather", '{\n  "city": "Oslo"\n}'],
+            ["It is sunny."],
+        ]
+
+
 class TestSessions:
     def test_a_chat_session_appears_in_the_list_with_its_transcript(self, page: Page) -> None:
         page.connected()
