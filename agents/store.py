@@ -428,6 +428,17 @@ class History:
     total: int  # messages in the transcript
 
 
+@attrs.frozen
+class DailyUsage:
+    """One agent's token totals on one UTC day (`usage`)."""
+
+    date: str  # YYYY-MM-DD, UTC
+    agent_id: str
+    input_tokens: int
+    output_tokens: int
+    turns: int  # assistant messages (aborted and failed turns included)
+
+
 def _session_row(row: tuple[Any, ...]) -> SessionRow:
     (key, agent_id, sid, label, created, updated, inp, out, total, provider, model, run_id,
      status, aborted) = row  # fmt: skip
@@ -833,6 +844,38 @@ class SessionStore:
 
     def _count(self) -> int:
         return int(self._conn().execute("SELECT COUNT(*) FROM sessions").fetchone()[0])
+
+    async def usage_by_day(
+        self, since: int, agent_id: str | None = None
+    ) -> builtins.list[DailyUsage]:
+        """Token totals of the assistant messages stored since `since` (Unix ms), by agent and
+        UTC day, oldest day first. Transcripts that were deleted no longer count; archived
+        ones (a reset) still do."""
+        return await self._call(self._usage_by_day, since, agent_id)
+
+    def _usage_by_day(self, since: int, agent_id: str | None) -> builtins.list[DailyUsage]:
+        # A scan of the messages in the window: there is no index on timestamps, and a
+        # dashboard asks for this now and then, not once per turn.
+        where = "m.role = 'assistant' AND m.usage IS NOT NULL AND m.timestamp >= ?"
+        args: builtins.list[Any] = [since]
+        if agent_id is not None:
+            where += " AND t.agent_id = ?"
+            args.append(agent_id.lower())
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT date(m.timestamp / 1000, 'unixepoch') AS day, t.agent_id,"
+                " COALESCE(SUM(json_extract(m.usage, '$.input')), 0),"
+                " COALESCE(SUM(json_extract(m.usage, '$.output')), 0), COUNT(*)"
+                " FROM messages m JOIN transcripts t ON t.session_id = m.session_id"
+                f" WHERE {where} GROUP BY day, t.agent_id ORDER BY day, t.agent_id",
+                args,
+            )
+            .fetchall()
+        )
+        return [
+            DailyUsage(day, agent, int(inp), int(out), int(n)) for day, agent, inp, out, n in rows
+        ]
 
     async def patch_label(self, key: str, agent_id: str, label: str | None, now: int) -> SessionRow:
         """Set or clear the label; an unknown key gets a new empty session (upsert)."""

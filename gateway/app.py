@@ -14,7 +14,7 @@ from aiohttp import web
 from agents.providers.pool import ProviderPool
 from agents.registry import SessionRegistry
 from agents.store import SessionStore
-from gateway import embeddings_http, hooks_http, openai_http, probes
+from gateway import controlui, embeddings_http, hooks_http, openai_http, probes
 from gateway.appkeys import AGENT_ID, REQUEST_ID, SESSION_KEY, STATE
 from gateway.config import Config
 from gateway.configfile import ConfigLoader
@@ -58,6 +58,7 @@ def create_app(
     hooks_http.setup(app)
     app.on_startup.append(_mark_ready)
     probes.register(app)
+    controlui.register(app)
     openai_http.register(app)
     embeddings_http.register(app)
     return app
@@ -118,6 +119,11 @@ async def _request_log(request: web.Request, handler: Handler) -> web.StreamResp
         return response
     except web.HTTPException as exc:
         status = exc.status
+        raise
+    except asyncio.CancelledError:
+        # The handler was cancelled: its client left, or the server is stopping (a WebSocket
+        # open at shutdown). Nobody receives a status; nginx's "client closed request" says so.
+        status = openai_http.CLIENT_CLOSED_REQUEST
         raise
     finally:
         log.info(

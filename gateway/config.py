@@ -111,6 +111,13 @@ class PreAuthConfig:
 
 
 @attrs.frozen
+class ControlUiConfig:
+    """`gateway.controlUi`: the browser UI at `/`."""
+
+    enabled: bool | None = None  # None: on for a loopback bind, off otherwise
+
+
+@attrs.frozen
 class GatewayConfig:
     port: int = 18789
     bind: str = "loopback"  # "loopback", "lan" or "custom"
@@ -126,6 +133,14 @@ class GatewayConfig:
     drain_seconds: int = 20
     reload_mode: str = "hybrid"  # "off", "hot", "hybrid" or "restart"
     reload_debounce_ms: int = 300
+    control_ui: ControlUiConfig = ControlUiConfig()
+
+    @property
+    def control_ui_enabled(self) -> bool:
+        # Off by default beyond loopback: a page that asks for the gateway token is not
+        # something to put on a LAN unannounced.
+        enabled = self.control_ui.enabled
+        return self.bind == "loopback" if enabled is None else enabled
 
     @property
     def host(self) -> str:

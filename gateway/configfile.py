@@ -49,6 +49,7 @@ from gateway.config import (
     Config,
     ConfigSource,
     ConfigWarning,
+    ControlUiConfig,
     GatewayConfig,
     HooksConfig,
     HttpConfig,
@@ -1158,6 +1159,19 @@ _HTTP = _Section(
     ignored=("securityHeaders",),
 )
 
+# No default for `enabled`: unset means "on for a loopback bind" (GatewayConfig).
+_CONTROL_UI = _Section(
+    {
+        # No default: unset means on for a loopback bind, off otherwise (GatewayConfig).
+        "enabled": _Key(_Bool()),
+        "allowedOrigins": _Key(_List(_Origin()), ()),
+    },
+    ignored=_words(
+        "basePath root allowInsecureAuth dangerouslyDisableDeviceAuth"
+        " dangerouslyAllowHostHeaderOriginFallback"
+    ),
+)
+
 _GATEWAY = _Section(
     {
         "port": _Key(_Int(1, 65535), DEFAULT_PORT),
@@ -1172,15 +1186,7 @@ _GATEWAY = _Section(
         "customBindHost": _Key(_Str()),
         "auth": _Key(_AUTH),
         "http": _Key(_HTTP),
-        "controlUi": _Key(
-            _Section(
-                {"allowedOrigins": _Key(_List(_Origin()), ())},
-                ignored=_words(
-                    "enabled basePath root allowInsecureAuth dangerouslyDisableDeviceAuth"
-                    " dangerouslyAllowHostHeaderOriginFallback"
-                ),
-            )
-        ),
+        "controlUi": _Key(_CONTROL_UI),
         "trustedProxies": _Key(_List(_Network()), ()),
         "ws": _Key(
             _Section(
@@ -1638,6 +1644,7 @@ def _gateway_config(gateway: dict[str, Any]) -> GatewayConfig:
         drain_seconds=gateway["shutdown"]["drainSeconds"],
         reload_mode=gateway["reload"]["mode"],
         reload_debounce_ms=gateway["reload"]["debounceMs"],
+        control_ui=ControlUiConfig(enabled=gateway["controlUi"].get("enabled")),
     )
 
 
@@ -1805,7 +1812,9 @@ def _effective_gateway(gateway: GatewayConfig) -> dict[str, Any]:
         "cors": {"allowedOrigins": list(gateway.http.cors_allowed_origins)},
         "allowedHosts": list(gateway.http.allowed_hosts),
     }
-    effective["controlUi"] = {"allowedOrigins": list(gateway.allowed_origins)}
+    control_ui = gateway.control_ui
+    effective["controlUi"] = {} if control_ui.enabled is None else {"enabled": control_ui.enabled}
+    effective["controlUi"]["allowedOrigins"] = list(gateway.allowed_origins)
     effective["trustedProxies"] = list(gateway.trusted_proxies)
     preauth = gateway.ws_preauth
     effective["ws"] = {

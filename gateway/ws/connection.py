@@ -86,6 +86,10 @@ class Connection:
     _tasks: set[asyncio.Task[Any]] = attrs.field(factory=set)
     # config.patch's control-plane limit: call times per method (monotonic seconds).
     calls: dict[str, deque[float]] = attrs.field(factory=dict)
+    # `chat.subscribe`: the session keys whose `chat`/`agent` events this connection gets;
+    # None (no subscription) means every session's (deviation 23). None rather than an empty
+    # set: most connections never subscribe, and idle sockets are counted in bytes.
+    follows: set[str] | None = None
 
     @property
     def authenticated(self) -> bool:

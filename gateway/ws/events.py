@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import attrs
@@ -82,6 +82,9 @@ class EventFanout:
     everyone: set[Connection]  # authenticated connections
     readers: set[Connection]  # the authenticated ones with operator.read
     delta_interval: float = CHAT_DELTA_INTERVAL_SECONDS
+    # Readers that narrowed their `chat`/`agent` events to some sessions (`chat.subscribe`);
+    # while it is empty, every event goes to every reader without a per-connection check.
+    followers: set[Connection] = attrs.field(factory=set)
     _chat: dict[str, _ChatRun] = attrs.field(factory=dict)
     _run_waiters: dict[str, list[asyncio.Future[None]]] = attrs.field(factory=dict)
 
@@ -99,12 +102,13 @@ class EventFanout:
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
-        if self.readers:
+        readers = self.readers_of(event.session_key)
+        if readers:
             frame = event_frame(
                 "agent", None, payload_json=dumps(agent_payload(event)),
                 droppable=event.stream == ASSISTANT,
             )  # fmt: skip
-            self.broadcast(frame, self.readers)
+            self.broadcast(frame, readers)
         if event.stream == ASSISTANT:
             self._assistant(event)
         elif event.stream == TOOL:
@@ -153,7 +157,7 @@ class EventFanout:
         delta = run.text[len(run.sent) :]
         run.sent = run.text
         run.sent_at = asyncio.get_running_loop().time()
-        readers = self.readers
+        readers = self.readers_of(run.session_key)
         if not readers:
             return
         frames: dict[bool, EventFrame] = {}
@@ -178,7 +182,8 @@ class EventFanout:
             run.timer = None
         # §11: the flushed delta and the final repeat the terminal event's seq.
         self._send_delta(run, event.seq, event.ts)
-        if not self.readers:
+        readers = self.readers_of(event.session_key)
+        if not readers:
             return
         data = event.data
         payload = run.head(event.seq)
@@ -193,7 +198,17 @@ class EventFanout:
             payload["state"] = "final"
             payload["stopReason"] = data.get("stopReason")
             payload["message"] = _message(run.text, event.ts, run.tool_calls())
-        self.broadcast(event_frame("chat", payload), self.readers)
+        self.broadcast(event_frame("chat", payload), readers)
+
+    def readers_of(self, session_key: str) -> Collection[Connection]:
+        """The readers that get a session's `chat` and `agent` events: those that follow it
+        and those that follow no session in particular."""
+        if not self.followers:
+            return self.readers
+        self.followers.intersection_update(self.readers)  # closed since they subscribed
+        return [
+            conn for conn in self.readers if conn.follows is None or session_key in conn.follows
+        ]
 
     # -- delivery -----------------------------------------------------------------------------
 

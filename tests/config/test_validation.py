@@ -624,6 +624,39 @@ class TestIgnoredOpenClawKeys:
         ]
 
 
+class TestControlUi:
+    def test_on_for_a_loopback_bind_when_unset(self, files: ConfigFiles) -> None:
+        gateway = files.load("{}").gateway
+        assert gateway.control_ui.enabled is None
+        assert gateway.control_ui_enabled is True
+
+    def test_off_for_a_lan_bind_when_unset(self, files: ConfigFiles) -> None:
+        text = '{gateway: {bind: "lan", auth: {token: "t"}}}'
+        assert files.load(text).gateway.control_ui_enabled is False
+
+    @pytest.mark.parametrize("bind", ["loopback", "lan"])
+    @pytest.mark.parametrize("enabled", [True, False])
+    def test_set_wins_over_the_bind(self, files: ConfigFiles, bind: str, enabled: bool) -> None:
+        text = (
+            f'{{gateway: {{bind: "{bind}", auth: {{token: "t"}},'
+            f" controlUi: {{enabled: {str(enabled).lower()}}}}}}}"
+        )
+        assert files.load(text).gateway.control_ui_enabled is enabled
+
+    def test_enabled_must_be_a_boolean(self, files: ConfigFiles) -> None:
+        assert files.issues('{gateway: {controlUi: {enabled: "yes"}}}') == [
+            "- gateway.controlUi.enabled: expected boolean, got string"
+        ]
+
+    def test_openclaw_control_ui_keys_load_with_a_warning(self, files: ConfigFiles) -> None:
+        config = files.load('{gateway: {controlUi: {enabled: true, basePath: "/ui"}}}')
+        assert config.warnings == (
+            ConfigWarning(
+                "gateway.controlUi.basePath", "not implemented by clawgate", event=IGNORED
+            ),
+        )
+
+
 class TestAllIssuesTogether:
     def test_rendered_in_document_order(self, files: ConfigFiles) -> None:
         text = """{
@@ -792,9 +825,6 @@ class TestEdgeKeys:
     def test_other_openclaw_control_ui_keys_load_with_a_warning(self, files: ConfigFiles) -> None:
         text = '{gateway: {controlUi: {enabled: true, basePath: "/ui", allowedOrigins: []}}}'
         assert files.load(text).warnings == (
-            ConfigWarning(
-                "gateway.controlUi.enabled", "not implemented by clawgate", event=IGNORED
-            ),
             ConfigWarning(
                 "gateway.controlUi.basePath", "not implemented by clawgate", event=IGNORED
             ),

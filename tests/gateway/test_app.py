@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from structlog.testing import capture_logs
 
 from gateway.app import create_app
 from gateway.appkeys import STATE
@@ -104,3 +105,16 @@ class TestLifetime:
         assert config.sessions_path.is_file()
         await client.close()
         assert state.store is None and state.registry is None
+
+
+class TestRequestLog:
+    async def test_a_websocket_open_at_shutdown_is_not_logged_as_a_500(
+        self, client: Client
+    ) -> None:
+        """Stopping the server cancels the socket's handler; nobody received a 500."""
+        ws = await client.ws_connect("/")
+        with capture_logs() as logs:
+            await client.close()
+        assert ws.closed or await ws.receive()
+        lines = [entry for entry in logs if entry["event"] == "http_request"]
+        assert [(line["path"], line["status"]) for line in lines] == [("/", 499)]

@@ -515,6 +515,20 @@ PARAMS: dict[str, st.SearchStrategy[Any]] = {
     "sessions.delete": st.fixed_dictionaries(
         {"key": often(session_key)}, optional={"deleteTranscript": often(st.booleans())}
     ),
+    "sessions.preview": st.fixed_dictionaries(
+        {"keys": often(st.lists(session_key | json_values, max_size=70))},
+        optional={"limit": often(small), "maxChars": often(small)},
+    ),
+    "system.info": st.fixed_dictionaries({}, optional={"extra": json_values}),
+    "usage": st.fixed_dictionaries(
+        {},
+        optional={
+            "days": often(st.integers(-1, 400) | st.floats(-1, 400)),
+            "agentId": often(st.just("main") | odd_text),
+        },
+    ),
+    "chat.subscribe": st.fixed_dictionaries({"sessionKey": often(session_key)}),
+    "chat.unsubscribe": st.fixed_dictionaries({"sessionKey": often(session_key)}),
     "config.patch": st.fixed_dictionaries(
         # The file exists, so a patch needs its sha256 as baseHash: none of these can apply.
         {"raw": often(st.one_of(odd_text, json_values.map(to_json), specials.map(to_json)))},
@@ -580,6 +594,11 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     "plugin.approval.list": {},
     "taskSuggestions.list": {},
     "commands.list": {},
+    "sessions.preview": {"keys": [KEY], "limit": 3, "maxChars": 100},
+    "system.info": {},
+    "usage": {"days": 7, "agentId": "main"},
+    "chat.subscribe": {"sessionKey": KEY},
+    "chat.unsubscribe": {"sessionKey": KEY},
 }
 METHODS = register_all(MethodRegistry())
 

@@ -4,10 +4,20 @@ the order of hello-ok's `features.methods` (ws-protocol.md §10, §12)."""
 from __future__ import annotations
 
 from gateway.ws.dispatch import MethodRegistry
-from gateway.ws.methods import agent, catalog, chat, compat, config, health, sessions, system
+from gateway.ws.methods import (
+    agent,
+    catalog,
+    chat,
+    compat,
+    config,
+    dashboard,
+    health,
+    sessions,
+    system,
+)
 
 
 def register_all(methods: MethodRegistry) -> MethodRegistry:
-    for module in (health, catalog, sessions, chat, agent, config, system, compat):
+    for module in (health, catalog, sessions, chat, agent, config, system, dashboard, compat):
         module.register(methods)
     return methods

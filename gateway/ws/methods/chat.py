@@ -14,6 +14,9 @@ from gateway.ws.protocol import INVALID_REQUEST, READ, WRITE, ParamReader, WsErr
 from gateway.ws.state import IdempotentCall
 
 HISTORY_MAX = 1000
+# Sessions one connection may follow: a UI follows the one on screen and a few beside it;
+# the bound keeps a connection's filter small and its per-event check cheap.
+FOLLOW_MAX = 64
 STOP_COMMAND = "/stop"
 MSG_EMPTY = "message or attachment required"
 MSG_ATTACHMENTS = "attachments are not supported yet"
@@ -71,6 +74,15 @@ class AbortParams:
     def parse(cls, r: ParamReader) -> AbortParams:
         session_key = r.required_string("sessionKey", max_len=SESSION_KEY_MAX)
         return cls(session_key, r.string("runId") or None)
+
+
+@attrs.frozen
+class FollowParams:
+    session_key: str
+
+    @classmethod
+    def parse(cls, r: ParamReader) -> FollowParams:
+        return cls(r.required_string("sessionKey", max_len=SESSION_KEY_MAX))
 
 
 def register(methods: MethodRegistry) -> None:
@@ -143,3 +155,31 @@ def register(methods: MethodRegistry) -> None:
         if not run.abort("aborted"):
             return {"ok": True, "aborted": False, "runIds": []}
         return {"ok": True, "aborted": True, "runIds": [run.id]}
+
+    # Without a subscription a reader gets every session's `chat` and `agent` events
+    # (deviation 23); the first subscription narrows them to the sessions it follows, and
+    # unsubscribing the last one widens them again. `sessions.changed` is never narrowed: a
+    # session list wants every change.
+    @methods.method("chat.subscribe", params=FollowParams.parse, scope=READ)
+    async def chat_subscribe(ctx: CallContext, params: FollowParams) -> Any:
+        key = resolve_key(ctx, params.session_key, "sessionKey")
+        conn = ctx.conn
+        follows = conn.follows if conn.follows is not None else set()
+        if key not in follows and len(follows) >= FOLLOW_MAX:
+            raise WsError(INVALID_REQUEST, f"too many chat subscriptions (at most {FOLLOW_MAX})")
+        follows.add(key)
+        conn.follows = follows
+        ctx.ws.fanout.followers.add(conn)
+        active = [run.id for run in ctx.registry.active_runs(key)]
+        return {"subscribed": True, "sessionKey": key, "activeRunIds": active}
+
+    @methods.method("chat.unsubscribe", params=FollowParams.parse, scope=READ)
+    async def chat_unsubscribe(ctx: CallContext, params: FollowParams) -> Any:
+        key = resolve_key(ctx, params.session_key, "sessionKey")
+        conn = ctx.conn
+        if conn.follows is not None:
+            conn.follows.discard(key)
+            if not conn.follows:
+                conn.follows = None
+                ctx.ws.fanout.followers.discard(conn)
+        return {"subscribed": False, "sessionKey": key}

@@ -1,0 +1,100 @@
+// The shell: one Gateway connection, the navigation, and which screen is on. Each screen
+// module exports `init(ctx)`, `show(arg)` and optionally `hide()`.
+
+import { Gateway } from "./gateway.js";
+import { $, show } from "./dom.js";
+import * as connect from "./connect.js";
+import * as chat from "./chat.js";
+import * as sessions from "./sessions.js";
+import * as status from "./status.js";
+import * as logs from "./logs.js";
+import * as config from "./config.js";
+
+const SCREENS = { connect, chat, sessions, status, logs, config };
+const gw = new Gateway();
+let current = null;
+
+const ctx = {
+  gw,
+  go(hash) {
+    if (location.hash === hash) route();
+    else location.hash = hash;
+  },
+  // A modal yes/no; resolves true on confirm. <dialog> keeps focus inside and Esc cancels.
+  confirm(text, action = "Confirm") {
+    const dialog = $("confirm");
+    $("confirm-text").textContent = text;
+    $("confirm-ok").textContent = action;
+    dialog.returnValue = "";
+    dialog.showModal();
+    return new Promise((resolve) => {
+      dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+    });
+  },
+};
+
+function parseHash() {
+  const raw = location.hash.replace(/^#/, "");
+  const slash = raw.indexOf("/");
+  const name = slash < 0 ? raw : raw.slice(0, slash);
+  const arg = slash < 0 ? "" : decodeURIComponent(raw.slice(slash + 1));
+  return { name: SCREENS[name] ? name : "", arg };
+}
+
+function route() {
+  let { name, arg } = parseHash();
+  if (gw.state !== "connected" && gw.state !== "waiting") name = "connect";
+  else if (!name || name === "connect") name = "chat";
+  if (current && current !== name && SCREENS[current].hide) SCREENS[current].hide();
+  for (const key of Object.keys(SCREENS)) show($(`screen-${key}`), key === name);
+  for (const link of document.querySelectorAll("#nav a")) {
+    if (link.dataset.screen === name) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  current = name;
+  SCREENS[name].show(arg);
+}
+
+function renderState(detail) {
+  const node = $("conn-state");
+  node.dataset.state = detail.state;
+  const texts = {
+    idle: "Not connected",
+    connecting: "Connecting…",
+    connected: "Connected",
+    failed: "Not connected",
+  };
+  let text = texts[detail.state] || detail.state;
+  if (detail.state === "waiting") {
+    const seconds = Math.max(1, Math.round(detail.delay / 1000));
+    text = `Connection lost, reconnecting in ${seconds}s…`;
+  }
+  if (detail.state === "connected" && gw.hello && gw.hello.server) {
+    text = `Connected · clawgate ${gw.hello.server.version || ""}`.trim();
+  }
+  node.textContent = text;
+  const live = detail.state === "connected" || detail.state === "waiting";
+  show($("nav"), live);
+  show($("disconnect"), live);
+  document.body.classList.toggle("offline", detail.state === "waiting");
+}
+
+gw.addEventListener("state", (event) => {
+  renderState(event.detail);
+  const screenIsLive = current && current !== "connect";
+  if (event.detail.state === "connected" && !screenIsLive) route();
+  if (event.detail.state === "connected" && screenIsLive) SCREENS[current].show(parseHash().arg);
+  if ((event.detail.state === "failed" || event.detail.state === "idle") && screenIsLive) route();
+});
+gw.addEventListener("failed", (event) => connect.showError(event.detail));
+
+$("disconnect").addEventListener("click", () => {
+  connect.forget();
+  gw.stop();
+  location.hash = "#connect";
+});
+window.addEventListener("hashchange", route);
+
+for (const screen of Object.values(SCREENS)) screen.init(ctx);
+route();
+connect.resume();

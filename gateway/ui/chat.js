@@ -1,0 +1,241 @@
+// Chat: pick an agent and a session (or start one), send, watch the answer stream in,
+// abort. The screen follows its session with chat.subscribe, so this connection gets that
+// session's run events only (and still every sessions.changed).
+
+import { $, el, folded, messageNode, setAlert } from "./dom.js";
+import { randomId } from "./gateway.js";
+
+let ctx;
+let agents = [];
+let sessionKey = null; // canonical key on screen
+let followed = null; // key we are subscribed to
+const runs = new Map(); // runId -> {bubble, text}
+let visible = false;
+
+export function init(context) {
+  ctx = context;
+  const gw = ctx.gw;
+  $("chat-agent").addEventListener("change", () => pickAgent($("chat-agent").value));
+  $("chat-session").addEventListener("change", () => openSession($("chat-session").value));
+  $("chat-new").addEventListener("click", () => newSession());
+  $("chat-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    send();
+  });
+  $("chat-input").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      send();
+    }
+  });
+  $("chat-abort").addEventListener("click", abort);
+  gw.addEventListener("agent", (event) => onAgent(event.detail));
+  gw.addEventListener("chat", (event) => onChat(event.detail));
+  gw.addEventListener("hello", () => {
+    followed = null; // a new connection has no subscriptions
+    if (visible && sessionKey) follow(sessionKey);
+  });
+}
+
+export async function show(arg) {
+  visible = true;
+  setAlert($("chat-error"), "");
+  try {
+    const listed = await ctx.gw.request("agents.list");
+    agents = listed.agents;
+    const select = $("chat-agent");
+    select.replaceChildren(...agents.map((a) => el("option", { value: a.id, text: a.name && a.name !== a.id ? `${a.name} (${a.id})` : a.id })));
+    const wanted = arg || sessionKey;
+    const agentId = agentOf(wanted) || listed.defaultId;
+    select.value = agentId;
+    await loadSessions(agentId, wanted);
+  } catch (error) {
+    setAlert($("chat-error"), error.message);
+  }
+  $("chat-input").focus();
+}
+
+export function hide() {
+  visible = false;
+}
+
+function agentOf(key) {
+  const match = /^agent:([^:]+):/.exec(key || "");
+  return match ? match[1] : null;
+}
+
+async function pickAgent(agentId) {
+  await loadSessions(agentId, null);
+}
+
+async function loadSessions(agentId, wanted) {
+  const listed = await ctx.gw.request("sessions.list", { agentId, limit: 100 });
+  const keys = listed.sessions.map((s) => s.key);
+  let key = wanted && agentOf(wanted) === agentId ? wanted : keys[0];
+  if (!key) key = newKey(agentId);
+  const options = listed.sessions.map((s) => el("option", { value: s.key, text: s.label ? `${s.label} — ${s.key}` : s.key }));
+  if (!keys.includes(key)) options.unshift(el("option", { value: key, text: `${key} (new)` }));
+  $("chat-session").replaceChildren(...options);
+  $("chat-session").value = key;
+  await openSession(key);
+}
+
+function newKey(agentId) {
+  return `agent:${agentId}:ui-${randomId().slice(0, 8)}`;
+}
+
+async function newSession() {
+  const agentId = $("chat-agent").value;
+  const key = newKey(agentId);
+  $("chat-session").prepend(el("option", { value: key, text: `${key} (new)` }));
+  $("chat-session").value = key;
+  await openSession(key);
+  $("chat-input").focus();
+}
+
+async function openSession(key) {
+  sessionKey = key;
+  history.replaceState(null, "", `#chat/${encodeURIComponent(key)}`);
+  runs.clear();
+  setBusy(null);
+  await follow(key);
+  const transcript = $("transcript");
+  transcript.replaceChildren();
+  try {
+    const result = await ctx.gw.request("chat.history", { sessionKey: key, limit: 200 });
+    transcript.replaceChildren(...result.messages.map(messageNode));
+    if (!result.messages.length) transcript.append(el("p", { class: "muted empty", text: "No messages yet. Say something." }));
+    const active = result.sessionInfo && result.sessionInfo.activeRunIds;
+    if (active && active.length) setBusy(active[active.length - 1]);
+  } catch (error) {
+    setAlert($("chat-error"), error.message);
+  }
+  scrollDown();
+}
+
+async function follow(key) {
+  if (followed === key) return;
+  const gw = ctx.gw;
+  try {
+    if (followed) await gw.request("chat.unsubscribe", { sessionKey: followed });
+    const answer = await gw.request("chat.subscribe", { sessionKey: key });
+    followed = answer.sessionKey;
+  } catch (error) {
+    setAlert($("chat-error"), error.message);
+  }
+}
+
+async function send() {
+  const input = $("chat-input");
+  const message = input.value;
+  if (!message.trim() || !sessionKey) return;
+  setAlert($("chat-error"), "");
+  const runId = randomId();
+  const transcript = $("transcript");
+  const empty = transcript.querySelector(".empty");
+  if (empty) empty.remove();
+  transcript.append(messageNode({ role: "user", content: message }));
+  const bubble = pendingBubble();
+  transcript.append(bubble);
+  runs.set(runId, { bubble, text: "" });
+  input.value = "";
+  setBusy(runId);
+  scrollDown();
+  try {
+    await ctx.gw.request("chat.send", { sessionKey, message, idempotencyKey: runId });
+  } catch (error) {
+    runs.delete(runId);
+    bubble.remove();
+    setBusy(null);
+    setAlert($("chat-error"), error.message);
+  }
+}
+
+async function abort() {
+  const runId = $("chat-abort").dataset.runId;
+  if (!runId || !sessionKey) return;
+  try {
+    await ctx.gw.request("chat.abort", { sessionKey, runId });
+  } catch (error) {
+    setAlert($("chat-error"), error.message);
+  }
+}
+
+function pendingBubble() {
+  const node = messageNode({ role: "assistant", content: [{ type: "text", text: "" }] });
+  node.classList.add("streaming");
+  node.setAttribute("aria-busy", "true");
+  return node;
+}
+
+function runFor(payload) {
+  if (payload.sessionKey !== sessionKey) return null;
+  let run = runs.get(payload.runId);
+  if (!run) {
+    // A run started elsewhere (another client, the HTTP API) on the session we show.
+    const bubble = pendingBubble();
+    $("transcript").append(bubble);
+    run = { bubble, text: "", foreign: true };
+    runs.set(payload.runId, run);
+    setBusy(payload.runId);
+  }
+  return run;
+}
+
+// `agent` events carry every token; `chat` deltas are throttled to one per 150 ms.
+function onAgent(payload) {
+  if (payload.stream === "lifecycle" || payload.stream === "usage") return;
+  const run = runFor(payload);
+  if (!run) return;
+  const data = payload.data || {};
+  if (payload.stream === "assistant") {
+    run.text = data.text || run.text + (data.delta || "");
+    run.bubble.querySelector(".text").textContent = run.text;
+  } else {
+    // Tool calls and reasoning, when a provider sends them: folded under the answer.
+    run.bubble.querySelector(".bubble-body").append(folded({ type: payload.stream, ...data }));
+  }
+  scrollDown();
+}
+
+function onChat(payload) {
+  const run = runFor(payload);
+  if (!run) return;
+  const text = payload.message ? payloadText(payload.message) : run.text;
+  if (payload.state === "delta") {
+    if (text.length > run.text.length) {
+      run.text = text;
+      run.bubble.querySelector(".text").textContent = text;
+    }
+    return;
+  }
+  run.bubble.classList.remove("streaming");
+  run.bubble.removeAttribute("aria-busy");
+  run.bubble.querySelector(".text").textContent = text;
+  if (payload.state === "aborted") run.bubble.append(el("span", { class: "note", text: "aborted" }));
+  if (payload.state === "error") run.bubble.append(el("span", { class: "note error", text: payload.errorMessage || "failed" }));
+  runs.delete(payload.runId);
+  const option = $("chat-session").selectedOptions[0];
+  if (option && option.value === sessionKey) option.textContent = sessionKey; // stored now
+  if ($("chat-abort").dataset.runId === payload.runId) setBusy(null);
+  if (run.foreign) openSession(sessionKey); // fetch the user message we never saw
+  scrollDown();
+}
+
+function payloadText(message) {
+  const content = message.content;
+  if (typeof content === "string") return content;
+  return (content || []).filter((p) => p.type === "text").map((p) => p.text).join("");
+}
+
+function setBusy(runId) {
+  const abortButton = $("chat-abort");
+  abortButton.disabled = !runId;
+  if (runId) abortButton.dataset.runId = runId;
+  else delete abortButton.dataset.runId;
+}
+
+function scrollDown() {
+  const transcript = $("transcript");
+  transcript.scrollTop = transcript.scrollHeight;
+}

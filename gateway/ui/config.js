@@ -1,0 +1,195 @@
+// Config: the effective config as the server redacts it, as a form. Save sends the changed
+// fields as a JSON merge patch to config.patch with the hash config.get gave (so a change
+// made meanwhile by someone else is refused, not overwritten). The server's validation
+// issues are shown at their fields.
+
+import { $, el, setAlert } from "./dom.js";
+
+const REDACTED = "__OPENCLAW_REDACTED__";
+let ctx;
+let loaded = null; // the config.get answer
+let fields = []; // {path, kind, original, input, error}
+
+export function init(context) {
+  ctx = context;
+  $("config-save").addEventListener("click", save);
+  $("config-reload").addEventListener("click", load);
+  $("config-form").addEventListener("input", () => {
+    $("config-save").disabled = !changes().size;
+  });
+  $("config-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    save();
+  });
+}
+
+export async function show() {
+  await load();
+}
+
+async function load() {
+  setAlert($("config-message"), "");
+  try {
+    loaded = await ctx.gw.request("config.get");
+  } catch (error) {
+    setAlert($("config-message"), error.message);
+    return;
+  }
+  const hash = loaded.hash ? loaded.hash.slice(0, 12) : "none";
+  $("config-meta").textContent = `${loaded.exists ? loaded.path : "embedded default (no file yet)"} · hash ${hash}${loaded.valid ? "" : " · the file on disk is invalid"}`;
+  fields = [];
+  $("config-form").replaceChildren(...section(loaded.config, ""));
+  $("config-save").disabled = true;
+  if (loaded.warnings.length) setAlert($("config-message"), `Warnings: ${loaded.warnings.join("; ")}`);
+}
+
+function section(value, path) {
+  const out = [];
+  for (const [key, item] of Object.entries(value)) {
+    const itemPath = path ? `${path}.${key}` : key;
+    if (item && typeof item === "object" && !Array.isArray(item)) {
+      const children = section(item, itemPath);
+      out.push(el("fieldset", { class: "group", dataset: { path: itemPath } }, el("legend", { text: key }), children.length ? children : el("p", { class: "muted small", text: "(nothing set)" })));
+    } else {
+      out.push(field(key, itemPath, item));
+    }
+  }
+  return out;
+}
+
+function field(key, path, value) {
+  const id = `cfg-${path.replace(/[^A-Za-z0-9_-]/g, "_")}`;
+  const errorId = `${id}-error`;
+  let input;
+  let kind;
+  const secret = value === REDACTED;
+  if (typeof value === "boolean") {
+    kind = "boolean";
+    input = el("input", { type: "checkbox", id, checked: value });
+  } else if (typeof value === "number") {
+    kind = "number";
+    input = el("input", { type: "number", id, value: String(value), step: "any" });
+  } else if (Array.isArray(value) || value === null) {
+    kind = "json";
+    input = el("textarea", { id, rows: Array.isArray(value) && value.length > 1 ? 4 : 1, spellcheck: "false", class: "mono" });
+    input.value = JSON.stringify(value, null, Array.isArray(value) && value.some((v) => typeof v === "object") ? 2 : 0);
+  } else if (secret) {
+    kind = "secret";
+    input = el("input", { type: "password", id, placeholder: "redacted by the server; type to replace", autocomplete: "off" });
+  } else {
+    kind = "string";
+    input = el("input", { type: "text", id, value: String(value), spellcheck: "false" });
+  }
+  input.setAttribute("aria-describedby", errorId);
+  input.dataset.path = path;
+  const error = el("span", { class: "field-error", id: errorId, role: "alert", hidden: true });
+  fields.push({ path, kind, original: value, input, error });
+  return el(
+    "div",
+    { class: `field field-${kind}`, dataset: { path } },
+    el("label", { for: id, text: key }),
+    input,
+    secret ? el("span", { class: "badge", text: "redacted" }) : null,
+    error,
+  );
+}
+
+// path -> new value (undefined: left alone); throws {field, message} on unparsable input.
+function changes(strict = false) {
+  const changed = new Map();
+  for (const f of fields) {
+    let value;
+    if (f.kind === "boolean") value = f.input.checked;
+    else if (f.kind === "number") value = f.input.value === "" ? null : Number(f.input.value);
+    else if (f.kind === "secret") {
+      if (!f.input.value) continue;
+      value = f.input.value;
+    } else if (f.kind === "json") {
+      try {
+        value = JSON.parse(f.input.value || "null");
+      } catch {
+        if (strict) throw { field: f, message: "not valid JSON" };
+        changed.set(f.path, undefined);
+        continue;
+      }
+    } else value = f.input.value;
+    if (JSON.stringify(value) !== JSON.stringify(f.original)) changed.set(f.path, value);
+  }
+  return changed;
+}
+
+function patchOf(changed) {
+  const patch = {};
+  for (const [path, value] of changed) {
+    const keys = path.split(".");
+    let node = patch;
+    for (const key of keys.slice(0, -1)) node = node[key] ??= {};
+    node[keys[keys.length - 1]] = value;
+  }
+  return patch;
+}
+
+function clearErrors() {
+  for (const f of fields) {
+    f.error.hidden = true;
+    f.error.textContent = "";
+    f.input.removeAttribute("aria-invalid");
+  }
+}
+
+function showFieldError(f, message) {
+  f.error.textContent = message;
+  f.error.hidden = false;
+  f.input.setAttribute("aria-invalid", "true");
+}
+
+// The field an issue is about: the longest field path that is the issue's path or its prefix
+// (an issue inside a list, `agents.list[0].id`, lands on the list's field).
+function fieldFor(path) {
+  let best = null;
+  for (const f of fields) {
+    if (path === f.path || path.startsWith(`${f.path}.`) || path.startsWith(`${f.path}[`)) {
+      if (!best || f.path.length > best.path.length) best = f;
+    }
+  }
+  return best;
+}
+
+async function save() {
+  clearErrors();
+  setAlert($("config-message"), "");
+  let changed;
+  try {
+    changed = changes(true);
+  } catch (problem) {
+    showFieldError(problem.field, problem.message);
+    problem.field.input.focus();
+    return;
+  }
+  if (!changed.size) return;
+  $("config-save").disabled = true;
+  try {
+    const result = await ctx.gw.request("config.patch", { raw: JSON.stringify(patchOf(changed)), baseHash: loaded.hash || undefined });
+    await load();
+    const notes = [];
+    if (result.restart.required) notes.push(`restart required for ${result.restart.paths.join(", ")}`);
+    if (result.warnings.length) notes.push(...result.warnings);
+    setAlert($("config-message"), `Saved.${notes.length ? ` ${notes.join("; ")}` : ""}`);
+    $("config-message").dataset.kind = "ok";
+  } catch (error) {
+    $("config-message").dataset.kind = "error";
+    const issues = (error.details && error.details.issues) || [];
+    const unplaced = [];
+    let first = null;
+    for (const issue of issues) {
+      const f = fieldFor(issue.path);
+      if (f) {
+        showFieldError(f, issue.message);
+        first ??= f;
+      } else unplaced.push(`${issue.path}: ${issue.message}`);
+    }
+    setAlert($("config-message"), [issues.length ? "The gateway refused the change." : error.message, ...unplaced].join(" "));
+    if (first) first.input.focus();
+    $("config-save").disabled = false;
+  }
+}

@@ -1,0 +1,86 @@
+// The connect screen: gateway URL and credential. The credential lives in sessionStorage
+// (this tab only, gone when it closes), never in localStorage or a cookie.
+
+import { $, setAlert } from "./dom.js";
+
+const STORAGE_KEY = "clawgate.connection";
+let ctx;
+
+export function init(context) {
+  ctx = context;
+  const form = $("connect-form");
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const data = new FormData(form);
+    attempt({ url: String(data.get("url")).trim(), mode: data.get("mode"), secret: String(data.get("secret")) });
+  });
+  for (const radio of form.querySelectorAll("input[name=mode]")) {
+    radio.addEventListener("change", () => {
+      $("connect-secret-label").textContent = radio.value === "password" ? "Password" : "Token";
+    });
+  }
+  $("connect-url").value = defaultUrl();
+}
+
+export function show() {
+  const saved = load();
+  if (saved) {
+    $("connect-url").value = saved.url;
+    const radio = $("connect-form").querySelector(`input[name=mode][value=${saved.mode}]`);
+    if (radio) radio.checked = true;
+  }
+  $("connect-secret").focus();
+}
+
+// On page load: connect again with what this tab already used.
+export function resume() {
+  const saved = load();
+  if (saved) attempt(saved, { quiet: true });
+}
+
+export function forget() {
+  sessionStorage.removeItem(STORAGE_KEY);
+}
+
+export function showError(error) {
+  setAlert($("connect-error"), error.explanation || error.message);
+  if (error.isAuth) forget();
+}
+
+async function attempt(connection, { quiet = false } = {}) {
+  setAlert($("connect-error"), "");
+  if (!/^wss?:\/\//i.test(connection.url)) {
+    setAlert($("connect-error"), "The gateway URL starts with ws:// or wss://.");
+    return;
+  }
+  if (!connection.secret && !quiet) {
+    setAlert($("connect-error"), `Enter the gateway ${connection.mode}.`);
+    return;
+  }
+  const submit = $("connect-submit");
+  submit.disabled = true;
+  const auth = connection.mode === "password" ? { password: connection.secret } : { token: connection.secret };
+  try {
+    await ctx.gw.start(connection.url, auth);
+    sessionStorage.setItem(STORAGE_KEY, JSON.stringify(connection));
+    $("connect-secret").value = "";
+  } catch (error) {
+    showError(error);
+  } finally {
+    submit.disabled = false;
+  }
+}
+
+function load() {
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(STORAGE_KEY) || "null");
+    return saved && typeof saved.url === "string" ? saved : null;
+  } catch {
+    return null;
+  }
+}
+
+function defaultUrl() {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${location.host}`;
+}

@@ -1,0 +1,94 @@
+// Small DOM helpers shared by the screens: building elements from nodes and text only, never
+// from markup (nothing a gateway returns is ever parsed as HTML), and formatting.
+
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name === "class") node.className = value;
+    else if (name === "text") node.textContent = value;
+    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else if (name === "dataset") Object.assign(node.dataset, value);
+    else if (value === true) node.setAttribute(name, "");
+    else node.setAttribute(name, String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === undefined || child === null || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+export function $(id) {
+  return document.getElementById(id);
+}
+
+export function show(node, visible) {
+  node.hidden = !visible;
+}
+
+export function setAlert(node, message) {
+  node.textContent = message || "";
+  node.hidden = !message;
+}
+
+export function formatNumber(n) {
+  return typeof n === "number" ? n.toLocaleString("en-US") : "–";
+}
+
+export function formatAge(ms) {
+  if (ms === null || ms === undefined) return "never";
+  const seconds = Math.max(0, Math.round((Date.now() - ms) / 1000));
+  if (seconds < 60) return `${seconds}s ago`;
+  const minutes = Math.round(seconds / 60);
+  if (minutes < 60) return `${minutes} min ago`;
+  const hours = Math.round(minutes / 60);
+  if (hours < 48) return `${hours} h ago`;
+  return new Date(ms).toISOString().slice(0, 10);
+}
+
+export function formatDuration(ms) {
+  const s = Math.floor(ms / 1000);
+  const d = Math.floor(s / 86400);
+  const h = Math.floor((s % 86400) / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  if (d) return `${d}d ${h}h ${m}m`;
+  if (h) return `${h}h ${m}m`;
+  if (m) return `${m}m ${s % 60}s`;
+  return `${s}s`;
+}
+
+// Text of a transcript message's content: a string, or parts of which the text ones count.
+export function textOf(content) {
+  if (typeof content === "string") return content;
+  if (!Array.isArray(content)) return "";
+  return content.filter((part) => part && part.type === "text").map((part) => part.text || "").join("");
+}
+
+// A transcript message as a bubble; parts that are not text (tool calls, reasoning) folded.
+export function messageNode(message) {
+  const role = message.role || "assistant";
+  const body = el("div", { class: "bubble-body" });
+  const parts = typeof message.content === "string" ? [{ type: "text", text: message.content }] : message.content || [];
+  for (const part of parts) {
+    if (!part) continue;
+    if (part.type === "text") body.append(el("p", { class: "text", text: part.text || "" }));
+    else body.append(folded(part));
+  }
+  const node = el("div", { class: `bubble ${role}`, dataset: { role } }, el("span", { class: "who", text: roleName(role) }), body);
+  if (message.aborted) node.append(el("span", { class: "note", text: "aborted" }));
+  if (message.errorMessage) node.append(el("span", { class: "note error", text: message.errorMessage }));
+  return node;
+}
+
+export function folded(part) {
+  const kind = part.type || "part";
+  const reasoning = kind === "thinking" || kind === "reasoning";
+  const title = reasoning ? "Reasoning" : kind.toLowerCase().includes("tool") ? `Tool: ${part.name || part.toolName || kind}` : kind;
+  const detail = reasoning ? part.thinking || part.text || "" : JSON.stringify(part.arguments || part.input || part, null, 2);
+  return el("details", { class: reasoning ? "reasoning" : "tool" }, el("summary", { text: title }), el("pre", { text: detail }));
+}
+
+function roleName(role) {
+  return { user: "You", assistant: "Assistant", tool: "Tool", toolResult: "Tool result", system: "System" }[role] || role;
+}

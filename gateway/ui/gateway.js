@@ -1,0 +1,221 @@
+// The gateway's WebSocket protocol (OpenClaw protocol 3 and 4) for the browser: the
+// handshake, requests matched to responses by id, events, and reconnecting with back-off
+// after a connection that had worked is lost. Nothing else: the screens call methods.
+
+export const CLIENT = {
+  id: "clawgate-control-ui",
+  version: "1",
+  platform: "web",
+  mode: "webchat",
+  displayName: "Control UI",
+};
+const SCOPES = ["operator.admin", "operator.read", "operator.write"];
+const RETRY_FIRST_MS = 500;
+const RETRY_MAX_MS = 15000; // a restarting gateway is back within seconds; don't hammer it
+
+export class GatewayError extends Error {
+  constructor(error) {
+    super(error.message || "request failed");
+    this.code = error.code || "UNAVAILABLE";
+    this.details = error.details || {};
+    this.retryAfterMs = error.retryAfterMs;
+  }
+
+  // What an operator should read: auth failures in words, others as the server said them.
+  get explanation() {
+    const code = this.details.code || "";
+    if (code === "AUTH_RATE_LIMITED") {
+      const minutes = Math.max(1, Math.ceil((this.retryAfterMs || 60000) / 60000));
+      return `Locked out after too many failed attempts. Try again in ${minutes} minute${minutes === 1 ? "" : "s"}.`;
+    }
+    if (code.endsWith("_MISMATCH")) {
+      const what = code.includes("PASSWORD") ? "password" : "token";
+      return `Wrong ${what}: the gateway refused it.`;
+    }
+    if (code.endsWith("_MISSING")) {
+      const what = code.includes("PASSWORD") ? "password" : "token";
+      return `This gateway needs a ${what}.`;
+    }
+    return this.message;
+  }
+
+  get isAuth() {
+    return String(this.details.code || "").startsWith("AUTH_");
+  }
+}
+
+export class Gateway extends EventTarget {
+  constructor() {
+    super();
+    this.ws = null;
+    this.target = null; // {url, auth} while we want to be connected
+    this.pending = new Map();
+    this.nextId = 1;
+    this.state = "idle"; // idle | connecting | connected | waiting | failed
+    this.hello = null;
+    this.everConnected = false;
+    this.attempt = 0;
+    this.timer = null;
+    this.retryAt = 0;
+  }
+
+  // Connect; resolves with hello-ok, rejects with the first failure (then stops).
+  start(url, auth) {
+    this.stop();
+    this.target = { url, auth };
+    this.everConnected = false;
+    this.attempt = 0;
+    return new Promise((resolve, reject) => {
+      this.firstResult = { resolve, reject };
+      this.open();
+    });
+  }
+
+  stop() {
+    this.target = null;
+    clearTimeout(this.timer);
+    const ws = this.ws;
+    this.ws = null;
+    this.rejectPending("disconnected");
+    if (ws) ws.close(1000);
+    this.setState("idle");
+  }
+
+  request(method, params = {}) {
+    if (!this.ws || this.state !== "connected") {
+      return Promise.reject(new GatewayError({ code: "DISCONNECTED", message: "Not connected to the gateway." }));
+    }
+    return this.send(this.ws, method, params);
+  }
+
+  // -- internals ---------------------------------------------------------------------------
+
+  open() {
+    const { url } = this.target;
+    this.setState("connecting");
+    let ws;
+    try {
+      ws = new WebSocket(url);
+    } catch {
+      this.fail(new GatewayError({ code: "BAD_URL", message: `Not a WebSocket URL: ${url}` }));
+      return;
+    }
+    this.ws = ws;
+    ws.addEventListener("message", (message) => this.onMessage(ws, message));
+    ws.addEventListener("close", (event) => this.onClose(ws, event));
+  }
+
+  onMessage(ws, message) {
+    let frame;
+    try {
+      frame = JSON.parse(message.data);
+    } catch {
+      return;
+    }
+    if (frame.type === "res") {
+      const waiter = this.pending.get(frame.id);
+      if (!waiter) return;
+      this.pending.delete(frame.id);
+      if (frame.ok) waiter.resolve(frame.payload);
+      else waiter.reject(new GatewayError(frame.error || {}));
+      return;
+    }
+    if (frame.type !== "event") return;
+    if (frame.event === "connect.challenge") {
+      this.handshake(ws);
+      return;
+    }
+    this.dispatchEvent(new CustomEvent(frame.event, { detail: frame.payload }));
+  }
+
+  async handshake(ws) {
+    const { auth } = this.target || {};
+    try {
+      const hello = await this.send(ws, "connect", {
+        minProtocol: 3,
+        maxProtocol: 4,
+        client: CLIENT,
+        role: "operator",
+        scopes: SCOPES,
+        auth,
+      });
+      if (ws !== this.ws) return;
+      this.hello = hello;
+      this.everConnected = true;
+      this.attempt = 0;
+      this.setState("connected");
+      this.dispatchEvent(new CustomEvent("hello", { detail: hello }));
+      this.settle(null, hello);
+    } catch (error) {
+      if (ws !== this.ws) return;
+      // A refused credential will be refused again: stop instead of retrying.
+      this.fail(error instanceof GatewayError ? error : new GatewayError({ message: String(error) }));
+      ws.close();
+    }
+  }
+
+  onClose(ws, event) {
+    if (ws !== this.ws) return;
+    this.ws = null;
+    this.rejectPending("lost");
+    if (!this.target) return;
+    if (!this.everConnected) {
+      const reason = event.reason ? ` (${event.reason})` : "";
+      this.fail(new GatewayError({ code: "UNREACHABLE", message: `Could not connect to ${this.target.url}${reason}.` }));
+      return;
+    }
+    const delay = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** this.attempt);
+    this.attempt += 1;
+    this.retryAt = Date.now() + delay;
+    this.setState("waiting", { delay, closeCode: event.code, reason: event.reason });
+    this.timer = setTimeout(() => {
+      if (this.target) this.open();
+    }, delay);
+  }
+
+  fail(error) {
+    this.target = null;
+    this.lastError = error;
+    this.setState("failed", { error });
+    this.settle(error, null);
+  }
+
+  settle(error, hello) {
+    const first = this.firstResult;
+    this.firstResult = null;
+    if (!first) {
+      if (error) this.dispatchEvent(new CustomEvent("failed", { detail: error }));
+      return;
+    }
+    if (error) first.reject(error);
+    else first.resolve(hello);
+  }
+
+  send(ws, method, params) {
+    const id = `ui-${this.nextId++}`;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      ws.send(JSON.stringify({ type: "req", id, method, params }));
+    });
+  }
+
+  rejectPending(why) {
+    const message = why === "lost" ? "The connection to the gateway was lost." : "Disconnected.";
+    for (const waiter of this.pending.values()) {
+      waiter.reject(new GatewayError({ code: "DISCONNECTED", message }));
+    }
+    this.pending.clear();
+  }
+
+  setState(state, info = {}) {
+    this.state = state;
+    this.dispatchEvent(new CustomEvent("state", { detail: { state, ...info } }));
+  }
+}
+
+// An id for idempotency keys; crypto.randomUUID exists only in secure contexts (not on a
+// plain-http LAN address), getRandomValues everywhere.
+export function randomId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(12));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}

@@ -1,0 +1,86 @@
+// Logs: a live tail of the gateway's own log lines through logs.tail (polled with its
+// cursor once a second while on screen), filtered by level and text.
+
+import { $, el } from "./dom.js";
+
+const POLL_MS = 1000;
+const KEEP = 2000; // lines kept in the page; older ones scroll away
+const RANK = { debug: 10, info: 20, warning: 30, warn: 30, error: 40, critical: 50 };
+let ctx;
+let cursor = null;
+let timer = null;
+let paused = false;
+const lines = [];
+
+export function init(context) {
+  ctx = context;
+  $("logs-level").addEventListener("change", render);
+  $("logs-filter").addEventListener("input", render);
+  $("logs-pause").addEventListener("click", () => {
+    paused = !paused;
+    $("logs-pause").setAttribute("aria-pressed", String(paused));
+    $("logs-pause").textContent = paused ? "Resume" : "Pause";
+  });
+  $("logs-clear").addEventListener("click", () => {
+    lines.length = 0;
+    render();
+  });
+}
+
+export async function show() {
+  clearInterval(timer);
+  timer = setInterval(poll, POLL_MS);
+  await poll();
+}
+
+export function hide() {
+  clearInterval(timer);
+  timer = null;
+}
+
+async function poll() {
+  if (paused) return;
+  let answer;
+  try {
+    answer = await ctx.gw.request("logs.tail", cursor === null ? { limit: 500 } : { cursor, limit: 500 });
+  } catch {
+    return; // the connection state is shown in the header
+  }
+  if (answer.reset) lines.length = 0;
+  cursor = answer.cursor;
+  if (!answer.lines.length) return;
+  lines.push(...answer.lines.map(parse));
+  if (lines.length > KEEP) lines.splice(0, lines.length - KEEP);
+  render();
+}
+
+// JSON lines (not a terminal) or the console renderer's `[level ]` form.
+function parse(raw) {
+  try {
+    const entry = JSON.parse(raw);
+    if (entry && typeof entry === "object") {
+      const { event, level, ts, timestamp, ...rest } = entry;
+      const fields = Object.entries(rest).filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`);
+      return { raw, level: String(level || "info").toLowerCase(), time: ts || timestamp || "", event: event || "", rest: fields.join(" ") };
+    }
+  } catch {
+    // not JSON
+  }
+  const match = /\[\s*(\w+)\s*\]/.exec(raw);
+  return { raw, level: match ? match[1].toLowerCase() : "info", time: "", event: "", rest: raw };
+}
+
+function render() {
+  const min = RANK[$("logs-level").value] || 0;
+  const needle = $("logs-filter").value.trim().toLowerCase();
+  const box = $("logs-lines");
+  const atBottom = box.scrollTop + box.clientHeight >= box.scrollHeight - 20;
+  const shown = lines.filter((l) => (RANK[l.level] || 20) >= min && (!needle || l.raw.toLowerCase().includes(needle)));
+  box.replaceChildren(
+    ...shown.map((l) =>
+      el("div", { class: `log-line level-${l.level}` }, el("span", { class: "log-time", text: l.time.replace("T", " ").replace(/\.\d+Z?$/, "") }), el("span", { class: "log-level", text: l.level }), el("span", { class: "log-event", text: l.event }), el("span", { class: "log-rest", text: l.rest })),
+    ),
+  );
+  if (!shown.length) box.append(el("p", { class: "muted", text: lines.length ? "No line matches the filter." : "Waiting for log lines…" }));
+  if (atBottom) box.scrollTop = box.scrollHeight;
+}

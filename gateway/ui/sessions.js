@@ -1,0 +1,128 @@
+// Sessions: the list with search, last activity, model and token counts; one session's
+// transcript beside it, with reset and delete (each confirmed first).
+
+import { $, el, formatAge, formatNumber, messageNode, setAlert } from "./dom.js";
+
+let ctx;
+let selected = null;
+let visible = false;
+let refreshTimer = null;
+let searchTimer = null;
+
+export function init(context) {
+  ctx = context;
+  $("sessions-search").addEventListener("input", () => {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(load, 200);
+  });
+  $("sessions-refresh").addEventListener("click", load);
+  $("session-open").addEventListener("click", () => ctx.go(`#chat/${encodeURIComponent(selected)}`));
+  $("session-reset").addEventListener("click", reset);
+  $("session-delete").addEventListener("click", remove);
+  // Another client's turn or reset: refresh the list, at most once a second.
+  ctx.gw.addEventListener("sessions.changed", () => {
+    if (!visible || refreshTimer) return;
+    refreshTimer = setTimeout(() => {
+      refreshTimer = null;
+      load();
+    }, 1000);
+  });
+}
+
+export async function show(arg) {
+  visible = true;
+  if (arg) selected = arg;
+  await load();
+  if (selected) await select(selected);
+}
+
+export function hide() {
+  visible = false;
+}
+
+async function load() {
+  const search = $("sessions-search").value.trim();
+  let listed;
+  try {
+    listed = await ctx.gw.request("sessions.list", { limit: 200, search: search || undefined });
+  } catch (error) {
+    $("sessions-count").textContent = error.message;
+    return;
+  }
+  const previews = await previewsOf(listed.sessions.map((s) => s.key));
+  const rows = listed.sessions.map((s) => {
+    const open = el("button", { type: "button", class: "link", text: s.label || s.key, onclick: () => select(s.key) });
+    const preview = previews.get(s.key);
+    return el(
+      "tr",
+      { dataset: { key: s.key }, class: s.key === selected ? "selected" : "" },
+      el("td", {}, open, s.label ? el("div", { class: "muted small", text: s.key }) : null, preview ? el("div", { class: "preview", text: preview }) : null),
+      el("td", { text: s.agentId }),
+      el("td", { text: s.model ? `${s.modelProvider || ""}/${s.model}` : "–" }),
+      el("td", { class: "num", text: `${formatNumber(s.inputTokens)} / ${formatNumber(s.outputTokens)}` }),
+      el("td", { text: formatAge(s.updatedAt), title: s.updatedAt ? new Date(s.updatedAt).toISOString() : "" }),
+    );
+  });
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 5, class: "muted", text: search ? "No session matches." : "No sessions yet." })));
+  $("sessions-table").tBodies[0].replaceChildren(...rows);
+  $("sessions-count").textContent = `${listed.totalCount} session${listed.totalCount === 1 ? "" : "s"}`;
+}
+
+// The last message of each listed session, in one call.
+async function previewsOf(keys) {
+  const found = new Map();
+  for (let i = 0; i < keys.length; i += 64) {
+    try {
+      const answer = await ctx.gw.request("sessions.preview", { keys: keys.slice(i, i + 64), limit: 1, maxChars: 120 });
+      for (const entry of answer.previews) if (entry.items.length) found.set(entry.key, entry.items[0].text);
+    } catch {
+      break; // previews are a nicety; the list stands without them
+    }
+  }
+  return found;
+}
+
+async function select(key) {
+  selected = key;
+  history.replaceState(null, "", `#sessions/${encodeURIComponent(key)}`);
+  for (const row of $("sessions-table").tBodies[0].rows) row.classList.toggle("selected", row.dataset.key === key);
+  const detail = $("session-detail");
+  detail.hidden = false;
+  $("session-detail-key").textContent = key;
+  try {
+    const result = await ctx.gw.request("chat.history", { sessionKey: key, limit: 100 });
+    const info = result.sessionInfo || {};
+    $("session-detail-meta").textContent = `${result.totalMessages} messages · ${formatNumber(info.inputTokens)} in / ${formatNumber(info.outputTokens)} out · ${formatAge(info.updatedAt)}`;
+    const messages = result.messages.map(messageNode);
+    $("session-transcript").replaceChildren(...(messages.length ? messages : [el("p", { class: "muted", text: "Empty transcript." })]));
+  } catch (error) {
+    $("session-detail-meta").textContent = error.message;
+  }
+}
+
+async function reset() {
+  if (!selected || !(await ctx.confirm(`Reset ${selected}? Its transcript is archived and a new one starts.`, "Reset"))) return;
+  await act("sessions.reset", { key: selected });
+}
+
+async function remove() {
+  if (!selected || !(await ctx.confirm(`Delete ${selected} and its transcripts? This cannot be undone.`, "Delete"))) return;
+  const key = selected;
+  if (await act("sessions.delete", { key })) {
+    selected = null;
+    $("session-detail").hidden = true;
+    history.replaceState(null, "", "#sessions");
+  }
+}
+
+async function act(method, params) {
+  try {
+    await ctx.gw.request(method, params);
+  } catch (error) {
+    $("session-detail-meta").textContent = error.message;
+    return false;
+  }
+  await load();
+  if (selected) await select(selected);
+  return true;
+}

@@ -1,0 +1,57 @@
+// Status: health, uptime, version, agents and their models, open connections, runs in
+// flight, tokens per day. Refreshed every 5 s while on screen.
+
+import { $, el, formatDuration, formatNumber } from "./dom.js";
+
+const REFRESH_MS = 5000;
+let ctx;
+let timer = null;
+
+export function init(context) {
+  ctx = context;
+}
+
+export async function show() {
+  clearInterval(timer);
+  timer = setInterval(refresh, REFRESH_MS);
+  await refresh();
+}
+
+export function hide() {
+  clearInterval(timer);
+  timer = null;
+}
+
+function card(label, value, note, state) {
+  return el("div", { class: "card stat", dataset: { stat: label.toLowerCase(), state: state || "" } }, el("div", { class: "stat-label", text: label }), el("div", { class: "stat-value", text: value }), note ? el("div", { class: "muted small", text: note }) : null);
+}
+
+async function refresh() {
+  const gw = ctx.gw;
+  let info, health, usage;
+  try {
+    [info, health, usage] = await Promise.all([gw.request("system.info"), gw.request("health"), gw.request("usage", { days: 14 })]);
+  } catch (error) {
+    $("status-cards").replaceChildren(card("Error", error.message));
+    return;
+  }
+  const healthy = health.ok !== false && info.ready;
+  $("status-cards").replaceChildren(
+    card("Health", healthy ? "OK" : "Degraded", info.draining ? "draining" : info.ready ? "ready" : "not ready", healthy ? "ok" : "bad"),
+    card("Uptime", formatDuration(info.uptimeMs), `since ${new Date(info.startedAt).toLocaleString()}`),
+    card("Version", `clawgate ${info.version}`, `Python ${info.runtime.python} · aiohttp ${info.runtime.aiohttp}`),
+    card("Connections", formatNumber(info.connections.open), `${formatNumber(info.connections.authenticated)} authenticated`),
+    card("Runs in flight", formatNumber(info.runs.active), `${formatNumber(info.runs.queued)} queued · max ${formatNumber(info.runs.maxConcurrent)}`),
+    card("Sessions", formatNumber(info.sessions.stored), `${formatNumber(info.sessions.live)} live in memory`),
+    card("Tokens, 14 days", formatNumber(usage.totals.totalTokens), `${formatNumber(usage.totals.turns)} turns`),
+  );
+  $("status-agents").tBodies[0].replaceChildren(
+    ...info.agents.map((a) => el("tr", {}, el("td", {}, a.id, a.default ? el("span", { class: "badge", text: "default" }) : null), el("td", { text: a.name }), el("td", { text: a.model }), el("td", { text: a.fallbacks.join(", ") || "–" }))),
+  );
+  const days = usage.daily.slice().reverse();
+  $("status-usage").tBodies[0].replaceChildren(
+    ...(days.length
+      ? days.map((d) => el("tr", {}, el("td", { text: d.date }), el("td", { text: d.agentId }), el("td", { class: "num", text: formatNumber(d.inputTokens) }), el("td", { class: "num", text: formatNumber(d.outputTokens) }), el("td", { class: "num", text: formatNumber(d.turns) })))
+      : [el("tr", {}, el("td", { colspan: 5, class: "muted", text: "No turns in the last 14 days." }))]),
+  );
+}

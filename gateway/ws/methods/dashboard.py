@@ -1,0 +1,182 @@
+"""What a dashboard asks for: `sessions.preview`, `system.info`, `usage`.
+
+`sessions.preview` has OpenClaw's name and shape (`{keys, limit, maxChars}` →
+`{ts, previews: [{key, status, items: [{role, text}]}]}`); `system.info` and `usage` are
+clawgate's own (OpenClaw spreads the same facts over `status`, `health` and `usage.cost`), so
+that the Control UI's status screen is one call.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+from typing import Any
+
+import aiohttp
+import attrs
+
+from agents.errors import InvalidSessionKey
+from agents.keys import SESSION_KEY_MAX, normalize_session_key
+from agents.store import DailyUsage
+from gateway import __version__
+from gateway.ws.connection import now_ms
+from gateway.ws.dispatch import CallContext, MethodRegistry, no_params
+from gateway.ws.protocol import READ, ParamReader, ParamsError
+
+# OpenClaw takes the first 64 keys and drops the rest; we refuse more, so that a UI that
+# asks for 65 learns it instead of missing one.
+PREVIEW_KEYS_MAX = 64
+PREVIEW_LIMIT_MAX = 100
+PREVIEW_CHARS_MIN = 20  # OpenClaw's floor
+PREVIEW_CHARS_MAX = 10_000
+USAGE_DAYS_MAX = 366
+
+
+@attrs.frozen
+class PreviewParams:
+    keys: tuple[str, ...]
+    limit: int
+    max_chars: int
+
+    @classmethod
+    def parse(cls, r: ParamReader) -> PreviewParams:
+        keys = r.strings("keys")
+        if keys is None:
+            raise r.fail("keys", "is required")
+        if len(keys) > PREVIEW_KEYS_MAX:
+            raise r.fail("keys", f"must have at most {PREVIEW_KEYS_MAX} items")
+        for i, key in enumerate(keys):
+            if len(key) > SESSION_KEY_MAX:
+                raise ParamsError(
+                    f"at {r.at('keys')}/{i}: must have at most {SESSION_KEY_MAX} characters"
+                )
+        limit = r.integer("limit", minimum=1, maximum=PREVIEW_LIMIT_MAX)
+        max_chars = r.integer("maxChars", minimum=PREVIEW_CHARS_MIN, maximum=PREVIEW_CHARS_MAX)
+        return cls(keys, 12 if limit is None else limit, 240 if max_chars is None else max_chars)
+
+
+@attrs.frozen
+class UsageParams:
+    days: int
+    agent_id: str | None
+
+    @classmethod
+    def parse(cls, r: ParamReader) -> UsageParams:
+        days = r.integer("days", minimum=1, maximum=USAGE_DAYS_MAX)
+        return cls(30 if days is None else days, r.string("agentId", max_len=64))
+
+
+def _totals(rows: list[DailyUsage]) -> dict[str, int]:
+    inp = sum(row.input_tokens for row in rows)
+    out = sum(row.output_tokens for row in rows)
+    return {
+        "inputTokens": inp,
+        "outputTokens": out,
+        "totalTokens": inp + out,
+        "turns": sum(row.turns for row in rows),
+    }
+
+
+def usage_summary(rows: list[DailyUsage], days: int, now: int) -> dict[str, Any]:
+    """The `usage` payload from the store's rows (pure: tested without a gateway)."""
+    today = dt.datetime.fromtimestamp(now / 1000, dt.UTC).date()
+    start = today - dt.timedelta(days=days - 1)
+    by_agent: dict[str, list[DailyUsage]] = {}
+    for row in rows:
+        by_agent.setdefault(row.agent_id, []).append(row)
+    return {
+        "updatedAt": now,
+        "days": days,
+        "startDate": start.isoformat(),
+        "endDate": today.isoformat(),
+        "daily": [{"date": row.date, "agentId": row.agent_id, **_totals([row])} for row in rows],
+        "byAgent": [
+            {"agentId": agent_id, **_totals(agent_rows)}
+            for agent_id, agent_rows in sorted(by_agent.items())
+        ],
+        "totals": _totals(rows),
+    }
+
+
+def usage_since(days: int, now: int) -> int:
+    """Unix ms of the first UTC midnight of a `days`-day window that ends today."""
+    today = dt.datetime.fromtimestamp(now / 1000, dt.UTC).date()
+    start = dt.datetime.combine(today - dt.timedelta(days=days - 1), dt.time(), dt.UTC)
+    return int(start.timestamp() * 1000)
+
+
+def register(methods: MethodRegistry) -> None:
+    @methods.method("sessions.preview", params=PreviewParams.parse, scope=READ)
+    async def sessions_preview(ctx: CallContext, params: PreviewParams) -> Any:
+        agents = ctx.config.agents
+        previews: list[dict[str, Any]] = []
+        for raw in params.keys:
+            try:
+                key = normalize_session_key(raw, agents.default_agent.id, agents.main_key)
+            except InvalidSessionKey:
+                previews.append({"key": raw, "status": "error", "items": []})
+                continue
+            transcript = await ctx.registry.history(key, params.limit)
+            if transcript.session is None:
+                status = "missing"
+            else:
+                status = "ok" if transcript.messages else "empty"
+            items = [
+                {"role": message.role, "text": message.text[: params.max_chars]}
+                for message in transcript.messages
+            ]
+            # The key as the client sent it, so that it can match answers to its rows.
+            previews.append({"key": raw, "status": status, "items": items})
+        return {"ts": now_ms(), "previews": previews}
+
+    @methods.method("system.info", params=no_params, scope=READ)
+    async def system_info(ctx: CallContext, params: None) -> Any:
+        config, gateway, ws = ctx.config, ctx.gateway, ctx.ws
+        stats = ctx.registry.stats()
+        stored = await ctx.registry.store.count()
+        return {
+            "version": __version__,
+            "runtime": {
+                "python": platform.python_version(),
+                "aiohttp": aiohttp.__version__,
+                "platform": platform.platform(terse=True),
+            },
+            "pid": os.getpid(),
+            "startedAt": int(gateway.started_at * 1000),
+            "uptimeMs": gateway.uptime_ms,
+            "ready": not gateway.failing(),
+            "draining": gateway.draining,
+            "gateway": {
+                "bind": config.gateway.bind,
+                "port": config.gateway.port,
+                "authMode": config.gateway.auth.mode,
+                "controlUi": config.gateway.control_ui_enabled,
+                "chatCompletions": config.gateway.http.chat_completions.enabled,
+                "configPath": str(config.source.path),
+                "stateDir": str(config.state_dir),
+            },
+            "agents": [
+                {
+                    "id": agent.id,
+                    "name": agent.name,
+                    "default": agent.id == config.agents.default_agent.id,
+                    "model": str(agent.primary),
+                    "fallbacks": [str(ref) for ref in agent.fallbacks],
+                }
+                for agent in config.agents.agents
+            ],
+            "connections": {"open": len(ws.connections), "authenticated": len(ws.authenticated)},
+            "runs": {
+                "active": stats.active,
+                "queued": stats.queued,
+                "maxConcurrent": stats.max_concurrent,
+            },
+            "sessions": {"live": stats.live_sessions, "stored": stored},
+        }
+
+    @methods.method("usage", params=UsageParams.parse, scope=READ)
+    async def usage(ctx: CallContext, params: UsageParams) -> Any:
+        now = now_ms()
+        rows = await ctx.registry.store.usage_by_day(usage_since(params.days, now), params.agent_id)
+        return usage_summary(rows, params.days, now)

@@ -1,0 +1,278 @@
+"""The Control UI, driven in Chromium against a real gateway process."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.browser.conftest import PHONE, TOKEN, Page, set_viewport
+
+pytestmark = pytest.mark.browser
+
+
+class TestConnect:
+    def test_a_wrong_token_shows_the_error(self, page: Page) -> None:
+        page.visible("#connect-form")
+        page.screenshot("connect")
+        page.connect("not-the-token")
+        error = page.visible("#connect-error")
+        assert error.text == "Wrong token: the gateway refused it."
+        assert page.find("#conn-state").get_attribute("data-state") == "failed"
+        assert page.driver.execute_script("return sessionStorage.length") == 0
+
+    def test_connecting_with_the_token_opens_the_chat_and_keeps_it_in_session_storage(
+        self, page: Page
+    ) -> None:
+        page.connected()
+        page.visible("#screen-chat")
+        saved = json.loads(
+            page.driver.execute_script("return sessionStorage.getItem('clawgate.connection')")
+        )
+        assert saved["secret"] == TOKEN and saved["mode"] == "token"
+        assert page.driver.execute_script("return localStorage.length") == 0
+
+
+class TestChat:
+    def test_the_answer_streams_in_piece_by_piece(self, page: Page) -> None:
+        page.connected()
+        message = "one two three four five six seven eight nine ten"
+        page.type("#chat-input", message)
+        page.click("#chat-send")
+        seen: list[str] = []
+
+        def finished() -> bool:
+            bubble = page.all(".bubble.assistant")[-1]
+            done = "streaming" not in bubble.get_attribute("class")  # before the text: no race
+            text = bubble.find_element(page.by.CSS_SELECTOR, ".text").text
+            if text and (not seen or seen[-1] != text):
+                seen.append(text)
+            return done
+
+        page.until(finished, "the end of the answer")
+        assert seen[-1] == f"[turn 1] {message}"
+        partial = [text for text in seen[:-1] if f"[turn 1] {message}".startswith(text)]
+        assert len(partial) >= 3, seen  # 60 ms between words: several states were on screen
+        page.screenshot("chat")
+
+    def test_abort_stops_a_running_turn(self, page: Page) -> None:
+        page.connected()
+        page.type("#chat-input", " ".join(f"w{i}" for i in range(60)))  # about 3.6 s of words
+        page.click("#chat-send")
+        page.until(lambda: page.find("#chat-abort").is_enabled(), "the abort button")
+        page.until(lambda: page.all(".bubble.assistant.streaming .text")[-1].text, "a first word")
+        page.click("#chat-abort")
+        note = page.visible(".bubble.assistant .note")
+        assert note.text == "aborted"
+        assert not page.find("#chat-abort").is_enabled()
+
+    def test_the_transcript_survives_a_page_reload(self, page: Page) -> None:
+        page.connected()
+        page.click("#chat-new")
+        answer = page.chat("remember me")
+        key = page.session_key()
+        page.driver.refresh()
+        page.until(lambda: page.find("#conn-state").get_attribute("data-state") == "connected",
+                   "reconnecting from session storage")  # fmt: skip
+        page.until(lambda: len(page.all("#transcript .bubble")) == 2, "the stored transcript")
+        texts = [b.find_element(page.by.CSS_SELECTOR, ".text").text for b in page.all(".bubble")]
+        assert texts == ["remember me", answer]
+        assert page.session_key() == key
+
+
+class TestTranscriptRendering:
+    def test_tool_calls_and_reasoning_are_folded(self, page: Page) -> None:
+        # No built-in provider produces them yet: the page's own renderer, given such a
+        # message as OpenClaw transcripts carry it.
+        summary = page.driver.execute_async_script(
+            """
+            const done = arguments[arguments.length - 1];
+            import("/ui/dom.js").then(({ messageNode }) => {
+              const node = messageNode({ role: "assistant", content: [
+                { type: "thinking", thinking: "the user wants weather" },
+                { type: "toolCall", name: "weather", arguments: { city: "Oslo" } },
+                { type: "text", text: "It is sunny." },
+              ] });
+              done([...node.querySelectorAll("details")].map((d) => [
+                d.className, d.open, d.querySelector("summary").textContent,
+                d.querySelector("pre").textContent,
+              ]).concat([[node.querySelector(".text").textContent]]));
+            });
+            """
+        )
+        assert summary == [
+            ["reasoning", False, "Reasoning", "the user wants weather"],
+            ["tool", False, "Tool: weather", '{\n  "city": "Oslo"\n}'],
+            ["It is sunny."],
+        ]
+
+
+class TestSessions:
+    def test_a_chat_session_appears_in_the_list_with_its_transcript(self, page: Page) -> None:
+        page.connected()
+        page.click("#chat-new")
+        page.chat("listed here")
+        key = page.session_key()
+        page.go("sessions")
+        row = page.visible(f'#sessions-table tr[data-key="{key}"]')
+        assert "listed here" in row.text  # the preview of its last message
+        row.find_element(page.by.CSS_SELECTOR, "button").click()
+        page.until(lambda: page.text("#session-detail-key") == key, "the session's detail")
+        page.until(lambda: "[turn 1] listed here" in page.text("#session-transcript"),
+                   "its transcript")  # fmt: skip
+        page.screenshot("sessions")
+
+    def test_search_narrows_the_list(self, page: Page) -> None:
+        page.connected()
+        page.click("#chat-new")
+        page.chat("findable")
+        key = page.session_key()
+        page.go("sessions")
+        page.type("#sessions-search", key.rsplit(":", 1)[1])
+
+        def listed() -> list[str]:
+            return [r.get_attribute("data-key") for r in page.all("#sessions-table tbody tr")]
+
+        page.until(lambda: listed() == [key], "only the matching row")
+
+    def test_delete_asks_first_then_removes_the_session(self, page: Page) -> None:
+        page.connected()
+        page.click("#chat-new")
+        page.chat("delete me")
+        key = page.session_key()
+        page.go("sessions")
+        page.visible(f'#sessions-table tr[data-key="{key}"] button').click()
+        page.click("#session-delete")
+        dialog = page.visible("#confirm")
+        assert "cannot be undone" in dialog.text
+        page.click("#confirm-ok")
+        page.until(lambda: not page.all(f'#sessions-table tr[data-key="{key}"]'), "the row gone")
+
+    def test_reset_asks_first_then_starts_an_empty_transcript(self, page: Page) -> None:
+        page.connected()
+        page.click("#chat-new")
+        page.chat("reset me")
+        key = page.session_key()
+        page.go("sessions")
+        page.visible(f'#sessions-table tr[data-key="{key}"] button').click()
+        page.until(lambda: "reset me" in page.text("#session-transcript"), "the transcript")
+        page.click("#session-reset")
+        page.click("#confirm-ok")
+        page.until(lambda: page.text("#session-transcript") == "Empty transcript.", "emptied")
+        assert page.all(f'#sessions-table tr[data-key="{key}"]')  # the session stays
+
+
+class TestStatus:
+    def test_shows_health_version_agents_and_connections(self, page: Page) -> None:
+        page.connected()
+        page.go("status")
+        page.until(lambda: page.all(".stat"), "the status cards")
+        cards = {c.get_attribute("data-stat"): c.text for c in page.all(".stat")}
+        assert cards["health"].startswith("HEALTH\nOK")
+        assert "clawgate" in cards["version"]
+        assert int(cards["connections"].split("\n")[1]) >= 1  # earlier pages may still be closing
+        rows = [
+            [cell.text for cell in row.find_elements(page.by.CSS_SELECTOR, "td")]
+            for row in page.all("#status-agents tbody tr")
+        ]
+        assert rows == [
+            ["maindefault", "main", "echo/echo", "–"],
+            ["ops", "Operations", "echo/echo", "–"],
+        ]
+        page.screenshot("status")
+
+
+class TestLogs:
+    def test_tails_the_gateway_log_and_filters_by_level(self, page: Page) -> None:
+        page.connected()
+        page.go("logs")
+        page.until(lambda: page.all(".log-line.level-info"), "info lines")
+        assert any(line.text.find("ws_connected") >= 0 for line in page.all(".log-line"))
+        page.screenshot("logs")
+        page.find("#logs-level").send_keys("error")
+        page.until(lambda: not page.all(".log-line.level-info"), "info lines hidden")
+
+
+class TestConfig:
+    def test_shows_the_config_with_secrets_redacted(self, page: Page) -> None:
+        page.connected()
+        page.go("config")
+        token = page.visible('[data-path="gateway.auth.token"]')
+        field = token.find_element(page.by.CSS_SELECTOR, "input")
+        assert field.get_attribute("type") == "password"
+        assert field.get_attribute("value") == ""
+        assert "redacted" in token.text
+        assert TOKEN not in page.driver.page_source
+        bind = page.find('input[data-path="gateway.bind"]')
+        assert bind.get_attribute("value") == "loopback"
+        page.screenshot("config")
+
+    def test_a_bad_patch_shows_the_error_at_the_field(self, page: Page) -> None:
+        page.connected()
+        page.go("config")
+        page.type('input[data-path="gateway.port"]', "70000")
+        page.click("#config-save")
+        error = page.visible('[data-path="gateway.port"] .field-error')
+        assert error.text.startswith("must be")
+        assert page.find('input[data-path="gateway.port"]').get_attribute("aria-invalid") == "true"
+        assert page.text("#config-message") == "The gateway refused the change."
+
+    def test_a_good_patch_is_saved_to_the_file_with_the_secrets_kept(self, page: Page) -> None:
+        page.connected()
+        page.go("config")
+        page.type('input[data-path="gateway.reload.debounceMs"]', "350")
+        page.click("#config-save")
+        page.until(lambda: page.text("#config-message").startswith("Saved."), "saved")
+        saved = json.loads(page.gateway_config_path().read_text())
+        assert saved["gateway"]["reload"] == {"debounceMs": 350}
+        assert saved["gateway"]["auth"]["token"] == TOKEN
+        field = page.find('input[data-path="gateway.reload.debounceMs"]')
+        assert field.get_attribute("value") == "350"  # reloaded from config.get
+
+
+class TestPhoneViewport:
+    @pytest.mark.parametrize("screen", ["chat", "sessions", "status", "logs", "config"])
+    def test_no_screen_is_wider_than_the_phone(self, page: Page, screen: str) -> None:
+        page.connected()
+        set_viewport(page.driver, *PHONE)
+        page.go(screen)
+        if screen == "chat":
+            page.chat("a phone-sized question")
+        width = page.driver.execute_script("return document.documentElement.scrollWidth")
+        assert width <= PHONE[0]
+        if screen == "chat":
+            page.screenshot("phone-chat")
+
+
+class TestKeyboard:
+    def test_connect_and_chat_without_a_mouse(self, page: Page) -> None:
+        from selenium.webdriver.common.keys import Keys
+
+        page.type("#connect-secret", TOKEN + Keys.ENTER)  # the field has focus on load
+        page.visible("#screen-chat")
+        page.until(lambda: page.driver.switch_to.active_element.get_attribute("id") == "chat-input",
+                   "the message box focused")  # fmt: skip
+        page.driver.switch_to.active_element.send_keys("by keyboard" + Keys.ENTER)
+        # The screen opens the most recent session: whatever turn this is there.
+        page.until(
+            lambda: page.all(".bubble.assistant .text")[-1].text.endswith("] by keyboard"),
+            "the answer",
+        )
+
+
+class TestColourScheme:
+    def background(self, page: Page) -> str:
+        return str(
+            page.driver.execute_script("return getComputedStyle(document.body).backgroundColor")
+        )
+
+    def test_follows_the_system_dark_setting(self, page: Page) -> None:
+        light = self.background(page)
+        page.driver.execute_cdp_cmd(
+            "Emulation.setEmulatedMedia",
+            {"features": [{"name": "prefers-color-scheme", "value": "dark"}]},
+        )
+        try:
+            assert (light, self.background(page)) == ("rgb(246, 247, 249)", "rgb(15, 18, 22)")
+        finally:
+            page.driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})

@@ -1,0 +1,71 @@
+"""The Control UI after its gateway went away: the state is shown, and it reconnects by
+itself once the gateway is back."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.browser.conftest import CONFIG, Page, drain
+from tests.gatewayproc import GatewayProcess, clean_env
+
+pytestmark = pytest.mark.browser
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Restartable:
+    """A gateway on a fixed port that a test may stop and start again."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        (root / "clawgate.json5").write_text(CONFIG)
+        self.process: GatewayProcess | None = None
+        self.stop_reading = threading.Event()
+
+    def start(self) -> None:
+        args = ["--config", str(self.root / "clawgate.json5"), "--state-dir",
+                str(self.root / "state"), "--port", str(self.port)]  # fmt: skip
+        self.process = GatewayProcess(args, clean_env(self.root / "home"))
+        self.process.wait_listening()
+        self.stop_reading = threading.Event()
+        threading.Thread(target=drain, args=(self.process, self.stop_reading), daemon=True).start()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.stop_reading.set()
+            self.process.stop()
+            self.process = None
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Restartable]:
+    restartable = Restartable(tmp_path_factory.mktemp("restartable"))
+    restartable.start()
+    try:
+        yield restartable
+    finally:
+        restartable.stop()
+
+
+def test_a_lost_connection_is_shown_and_comes_back_by_itself(
+    page: Page, gateway: Restartable
+) -> None:
+    page.connected()
+    gateway.stop()
+    state = page.find("#conn-state")
+    page.until(lambda: state.get_attribute("data-state") == "waiting", "the waiting state")
+    assert state.text.startswith("Connection lost, reconnecting in ")
+    gateway.start()
+    page.until(lambda: state.get_attribute("data-state") == "connected", "reconnected", 20)
+    page.visible("#screen-chat")
