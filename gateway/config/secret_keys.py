@@ -49,6 +49,8 @@ _SECRET_SUFFIXES = (
 )
 _NOT_SECRET = frozenset(
     {"mainkey", "sessionkey", "idempotencykey", "dedupekey", "sortkey", "groupkey", "cachekey"}
+    # `hooks.allowRequestSessionKey`: a switch, not a key.
+    | {"allowrequestsessionkey"}
 )
 _SECRET_SECTIONS = frozenset({"auth", "headers", "env"})
 _GATEWAY_AUTH_SETTINGS = frozenset({"mode", "rateLimit", "allowTailscale", "trustedProxy"})
