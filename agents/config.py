@@ -1,6 +1,6 @@
 """The settings the agents layer runs with, as frozen values.
 
-The gateway parses and validates the config file (gateway/configfile.py) and hands the
+The gateway parses and validates the config file (gateway/config/) and hands the
 `agents`, `models` and `session` sections to this package as an `AgentsConfig`.
 """
 

@@ -16,8 +16,8 @@ from agents.registry import SessionRegistry
 from agents.store import SessionStore
 from gateway import controlui, embeddings_http, hooks_http, openai_http, probes
 from gateway.appkeys import AGENT_ID, REQUEST_ID, SESSION_KEY, STATE
-from gateway.config import Config
-from gateway.configfile import ConfigLoader
+from gateway.config.loader import ConfigLoader
+from gateway.config.model import Config
 from gateway.edge import own_names
 from gateway.edge_http import client_of, edge_middleware
 from gateway.reload import watch_config

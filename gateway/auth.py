@@ -19,9 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import attrs
+import structlog
 
-from gateway.config import AuthConfig, RateLimitConfig
-from gateway.statedir import read_state_file
+from gateway.config.model import AuthConfig, Config, RateLimitConfig
+from gateway.statedir import prepare_state_dir, read_state_file
+
+log = structlog.get_logger()
 
 TOKEN_BYTES = 24  # 48 hex characters (config.md §5)
 
@@ -77,6 +80,23 @@ def ensure_token(state_dir: Path) -> tuple[str, bool]:
     finally:
         tmp.unlink(missing_ok=True)
     return token, True
+
+
+def with_generated_token(config: Config) -> Config:
+    """Token mode with no token anywhere: use (or create) `<stateDir>/gateway.token`.
+
+    Raises UnsafeStateError (`run`, `token` and `call` exit 78) when the state dir or the
+    token file is not safe: the same guard for every command that reads or writes the token.
+    """
+    auth = config.gateway.auth
+    if auth.mode != "token" or auth.token:
+        return config
+    prepare_state_dir(config.state_dir)
+    token, generated = ensure_token(config.state_dir)
+    if generated:
+        log.info("auth_token_generated", path=str(config.token_path))
+    auth = attrs.evolve(auth, token=token, source="generated")
+    return attrs.evolve(config, gateway=attrs.evolve(config.gateway, auth=auth))
 
 
 def _read_token(path: Path) -> str | None:

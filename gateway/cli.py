@@ -14,20 +14,21 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import attrs
 import structlog
 
+from agents.errors import UnsafeStoreFile
 from gateway import __version__
-from gateway.auth import ensure_token
+from gateway.auth import with_generated_token
 from gateway.client import add_commands as add_client_commands
-from gateway.config import EX_CONFIG, Config
-from gateway.configfile import (
-    ConfigError,
-    ConfigLoader,
-    Overrides,
-    embedded_default_text,
-    redacted,
+from gateway.config.loader import ConfigLoader, embedded_default_text, load_or_report
+from gateway.config.model import EX_CONFIG
+from gateway.config.overrides import (
+    add_config_arguments,
+    add_secret_arguments,
+    overrides_from_args,
+    warn_secret_flags,
 )
+from gateway.config.view import redacted
 from gateway.logs import configure_logging
 from gateway.statedir import UnsafeStateError, prepare_state_dir
 from gateway.systemd import SYSTEM_CONFIG, SYSTEM_STATE, default_executable, unit_text
@@ -53,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="start the gateway")
-    _config_arguments(run)
+    add_config_arguments(run)
     run.add_argument("--port", type=_port, help="listen port (0 picks a free one)")
     run.add_argument(
         "--bind", metavar="MODE", help="loopback, lan, custom, or an IPv4 address to bind"
@@ -70,54 +71,22 @@ def _parser() -> argparse.ArgumentParser:
         ("path", _config_path, "print the config file path in use"),
     ):
         sub = config_commands.add_parser(name, help=text)
-        _config_arguments(sub)
+        add_config_arguments(sub)
         sub.set_defaults(func=func)
 
     token = commands.add_parser("token", help="print the gateway token (generated if needed)")
-    _config_arguments(token)
+    add_config_arguments(token)
     token.set_defaults(func=_token)
 
     service = commands.add_parser("service", help="run clawgate as a systemd service")
     service_commands = service.add_subparsers(dest="service_command", required=True)
     install = service_commands.add_parser("install", help="write the systemd unit file")
     install.add_argument("--user", action="store_true", help="a user unit, not a system one")
-    _config_arguments(install)
+    add_config_arguments(install)
     install.add_argument("--unit-dir", metavar="DIR", help="where to write clawgate.service")
     install.set_defaults(func=_service_install)
     add_client_commands(commands)  # `call`, `health`: gateway/client.py
     return parser
-
-
-def _config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="PATH", help="config file (JSON5)")
-    parser.add_argument("--state-dir", metavar="DIR", help="state directory (~/.clawgate)")
-
-
-def add_secret_arguments(parser: argparse.ArgumentParser, whose: str) -> None:
-    """--token/--token-file and --password/--password-file, each pair exclusive."""
-    for name in ("token", "password"):
-        group = parser.add_mutually_exclusive_group()
-        group.add_argument(
-            f"--{name}",
-            metavar=name[0].upper(),
-            help=f"shared {name} {whose} (visible in `ps`: prefer --{name}-file)",
-        )
-        group.add_argument(
-            f"--{name}-file",
-            metavar="PATH",
-            help=f"read the {name} from the first line of PATH",
-        )
-
-
-def warn_secret_flags(args: argparse.Namespace) -> None:
-    """Any local user can read a process's command line (`ps`, /proc/PID/cmdline)."""
-    for name in ("token", "password"):
-        if getattr(args, name, None):
-            log.warning(
-                "secret_on_command_line",
-                flag=f"--{name}",
-                hint=f"use --{name}-file PATH or $OPENCLAW_GATEWAY_{name.upper()}",
-            )
 
 
 def _port(text: str) -> int:
@@ -130,44 +99,15 @@ def _port(text: str) -> int:
     return value
 
 
-def _loader(args: argparse.Namespace, *, secrets: bool = True) -> ConfigLoader:
-    """secrets=False: `call` sends its --token/--password, they configure no gateway."""
-    if not secrets:
-        args = argparse.Namespace(
-            **{k: v for k, v in vars(args).items() if k not in _SECRET_ARGUMENTS}
-        )
-    return ConfigLoader(
-        Overrides(
-            config_path=args.config,
-            state_dir=args.state_dir,
-            port=getattr(args, "port", None),
-            bind=getattr(args, "bind", None),
-            token=getattr(args, "token", None),
-            password=getattr(args, "password", None),
-            token_file=getattr(args, "token_file", None),
-            password_file=getattr(args, "password_file", None),
-        )
-    )
-
-
-_SECRET_ARGUMENTS = ("token", "password", "token_file", "password_file")
-
-
-def _load(loader: ConfigLoader) -> Config | None:
-    """The config, or None after printing its issues to stderr."""
-    try:
-        return loader.load()
-    except ConfigError as exc:
-        print(exc.render(), file=sys.stderr)
-        log.error("config_invalid", path=exc.location, issues=[i.line() for i in exc.issues])
-        return None
+def _loader(args: argparse.Namespace) -> ConfigLoader:
+    return ConfigLoader(overrides_from_args(args))
 
 
 def _run(args: argparse.Namespace) -> int:
     loader = _loader(args)
     configure_logging(level="debug" if args.verbose else "info")
     warn_secret_flags(args)
-    config = _load(loader)
+    config = load_or_report(loader)
     if config is None:
         return EX_CONFIG
     level = "debug" if args.verbose else config.logging.level
@@ -176,7 +116,8 @@ def _run(args: argparse.Namespace) -> int:
         log.warning(warning.event, path=warning.path, reason=warning.message)
     if not config.source.exists:
         log.info("config_default_used", path=str(config.source.path))
-    from agents.errors import UnsafeStoreFile
+    # Imported here for start-up time only (no cycle: nothing the server imports imports this
+    # module): `config`, `token`, `call` and `health` need neither the server nor the agents.
     from gateway.server import serve
 
     try:
@@ -193,25 +134,8 @@ def _refuse_state(exc: Exception) -> int:
     return EX_CONFIG
 
 
-def with_generated_token(config: Config) -> Config:
-    """Token mode with no token anywhere: use (or create) `<stateDir>/gateway.token`.
-
-    Raises UnsafeStateError (`run`, `token` and `call` exit 78) when the state dir or the
-    token file is not safe: the same guard for every command that reads or writes the token.
-    """
-    auth = config.gateway.auth
-    if auth.mode != "token" or auth.token:
-        return config
-    prepare_state_dir(config.state_dir)
-    token, generated = ensure_token(config.state_dir)
-    if generated:
-        log.info("auth_token_generated", path=str(config.token_path))
-    auth = attrs.evolve(auth, token=token, source="generated")
-    return attrs.evolve(config, gateway=attrs.evolve(config.gateway, auth=auth))
-
-
 def _config_validate(args: argparse.Namespace) -> int:
-    config = _load(_loader(args))
+    config = load_or_report(_loader(args))
     if config is None:
         return EX_CONFIG
     for warning in config.warnings:
@@ -221,7 +145,7 @@ def _config_validate(args: argparse.Namespace) -> int:
 
 
 def _config_show(args: argparse.Namespace) -> int:
-    config = _load(_loader(args))
+    config = load_or_report(_loader(args))
     if config is None:
         return EX_CONFIG
     print(json.dumps(redacted(config), indent=2, ensure_ascii=False))
@@ -278,7 +202,7 @@ def _service_install(args: argparse.Namespace) -> int:
 
 def _token(args: argparse.Namespace) -> int:
     configure_logging(level="warn")
-    config = _load(_loader(args))
+    config = load_or_report(_loader(args))
     if config is None:
         return EX_CONFIG
     if config.gateway.auth.mode != "token":

@@ -18,6 +18,19 @@ from typing import Any
 import aiohttp
 
 from gateway import __version__
+from gateway.auth import with_generated_token
+from gateway.config.loader import ConfigLoader, load_or_report
+from gateway.config.model import EX_CONFIG
+from gateway.config.overrides import (
+    SecretFileError,
+    add_config_arguments,
+    add_secret_arguments,
+    overrides_from_args,
+    read_secret_file,
+    warn_secret_flags,
+)
+from gateway.logs import configure_logging
+from gateway.statedir import UnsafeStateError
 
 CLIENT_ID = "clawgate-cli"
 PROTOCOL = 4
@@ -41,9 +54,7 @@ def add_commands(commands: Any) -> None:
 
 
 def _connection_arguments(parser: argparse.ArgumentParser) -> None:
-    from gateway.cli import _config_arguments, add_secret_arguments
-
-    _config_arguments(parser)
+    add_config_arguments(parser)
     parser.add_argument("--url", help="ws://host:port (default: the configured local gateway)")
     add_secret_arguments(parser, "to connect with (default: the configured one)")
     parser.add_argument(
@@ -56,12 +67,6 @@ def _health_command(args: argparse.Namespace) -> int:
 
 
 def _call_command(args: argparse.Namespace) -> int:
-    from gateway.cli import _load, _loader, warn_secret_flags, with_generated_token
-    from gateway.config import EX_CONFIG
-    from gateway.configfile import SecretFileError, read_secret_file
-    from gateway.logs import configure_logging
-    from gateway.statedir import UnsafeStateError
-
     configure_logging(level="warn")
     params: Any = None
     if args.params is not None:
@@ -81,7 +86,7 @@ def _call_command(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EX_CONFIG
     if url is None or (token is None and password is None):
-        config = _load(_loader(args, secrets=False))
+        config = load_or_report(ConfigLoader(overrides_from_args(args, secrets=False)))
         if config is None:
             return EX_CONFIG
         gateway = config.gateway

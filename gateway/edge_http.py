@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from gateway.appkeys import CLIENT_ADDRESS, STATE
-from gateway.config import GatewayConfig
+from gateway.config.model import GatewayConfig
 from gateway.edge import client_address, host_allowed, own_names, parse_address, split_host
 from gateway.responses import error_response
 

@@ -17,7 +17,7 @@ from aiohttp import web
 from agents.errors import AgentError
 from agents.providers.embeddings import ECHO_DIMENSIONS, EmbeddingRequest, EmbeddingsClient
 from gateway.appkeys import AGENT_ID, EMBEDDINGS, STATE
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.embeddings_wire import (
     MODEL_HEADER,
     check_echo_size,

@@ -24,7 +24,7 @@ from agents.errors import AgentError
 from agents.runs import ABORTED, FAILED, AgentRun, TurnRequest
 from gateway.appkeys import AGENT_ID, HOOK_REPLAYS, SESSION_KEY, STATE
 from gateway.auth import bearer_secret
-from gateway.config import AuthConfig, HooksConfig
+from gateway.config.model import AuthConfig, HooksConfig
 from gateway.edge_http import is_json_content_type, unsupported_media_type
 from gateway.hooks_wire import (
     QUERY_TOKEN_MESSAGE,

@@ -30,7 +30,7 @@ from agents.errors import InvalidSessionKey
 from agents.keys import INVALID_KEY_MESSAGE, RESERVED_KEY_MESSAGE, normalize_session_key
 from agents.providers.base import Usage
 from agents.runs import RunOutcome
-from gateway.config import HooksConfig
+from gateway.config.model import HooksConfig
 from gateway.openai_wire import (
     API_ERROR,
     UNSUPPORTED,

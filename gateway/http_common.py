@@ -16,7 +16,7 @@ from aiohttp import web
 from gateway.appkeys import MODEL_USED, SESSION_KEY, STATE
 from gateway.auth import LOCKED_OUT, AuthFailure, bearer_secret
 from gateway.auth import authenticate as check_secret
-from gateway.config import AuthConfig, Config
+from gateway.config.model import AuthConfig, Config
 from gateway.content_coding import BodyInflater, request_coding
 from gateway.edge_http import client_of, is_json_content_type, unsupported_media_type
 from gateway.openai_wire import (

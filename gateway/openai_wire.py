@@ -43,7 +43,7 @@ from agents.keys import (
     normalize_session_key,
 )
 from agents.providers.base import ChatMessage, ImageInput, ToolCall, Usage
-from gateway.config import ChatCompletionsConfig
+from gateway.config.model import ChatCompletionsConfig
 from gateway.responses import dumps, error_body, has_surrogate, scrub_surrogates
 
 DEFAULT_MODEL = "openclaw"

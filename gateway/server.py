@@ -19,8 +19,8 @@ from aiohttp import web
 
 from gateway.app import create_app
 from gateway.appkeys import STATE
-from gateway.config import Config
-from gateway.configfile import ConfigLoader
+from gateway.config.loader import ConfigLoader
+from gateway.config.model import Config
 from gateway.reload import reload_from_file
 from gateway.state import AppOptions, GatewayState
 from gateway.systemd import Notifier

@@ -10,12 +10,12 @@ import attrs
 
 from agents.providers.pool import Timeouts
 from gateway.auth import AuthRateLimiter
-from gateway.config import Config
+from gateway.config.model import Config
 
 if TYPE_CHECKING:
     from agents.registry import SessionRegistry
     from agents.store import SessionStore
-    from gateway.configfile import ConfigLoader
+    from gateway.config.loader import ConfigLoader
 
 
 @attrs.frozen

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import with_generated_token
-from gateway.config import Config
-from gateway.configfile import ConfigLoader, Overrides
+from gateway.auth import with_generated_token
+from gateway.config.loader import ConfigLoader
+from gateway.config.model import Config
+from gateway.config.overrides import Overrides
 
 MakeConfig = Callable[..., Config]
 

@@ -19,7 +19,7 @@ import structlog
 
 from agents.errors import AgentError, InvalidSessionKey, StoreError, UnknownAgent
 from agents.registry import SessionRegistry
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.state import GatewayState
 from gateway.ws import protocol
 from gateway.ws.connection import Connection

@@ -11,7 +11,7 @@ from typing import Any
 import attrs
 
 from agents.runs import AgentRun
-from gateway.config import PreAuthConfig
+from gateway.config.model import PreAuthConfig
 from gateway.state import GatewayState
 from gateway.ws import protocol
 from gateway.ws.connection import Connection, now_ms

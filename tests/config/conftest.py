@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
-from gateway.config import Config
-from gateway.configfile import ConfigError, ConfigLoader, Overrides
+from gateway.config.errors import ConfigError
+from gateway.config.loader import ConfigLoader
+from gateway.config.model import Config
+from gateway.config.overrides import Overrides
 
 
 class ConfigFiles:

@@ -10,15 +10,11 @@ import json5
 import pytest
 
 from agents.config import ModelRef
-from gateway.config import ConfigWarning
-from gateway.configfile import (
-    EMBEDDED_DEFAULT,
-    ConfigError,
-    ConfigIssue,
-    ConfigLoader,
-    Overrides,
-    effective_dict,
-)
+from gateway.config.errors import EMBEDDED_DEFAULT, ConfigError, ConfigIssue
+from gateway.config.loader import ConfigLoader
+from gateway.config.model import ConfigWarning
+from gateway.config.overrides import Overrides
+from gateway.config.view import effective_dict
 from tests.config.conftest import ConfigFiles
 
 REPO = Path(__file__).resolve().parents[2]

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 
 from agents.config import ModelRef
-from gateway.config import ConfigWarning, HooksConfig
-from gateway.configfile import REDACTED, effective_dict, redact_raw, redacted
+from gateway.config.model import ConfigWarning, HooksConfig
+from gateway.config.secret_keys import REDACTED
+from gateway.config.view import effective_dict, redact_raw, redacted
 from tests.config.conftest import ConfigFiles
 
 PROVIDERS = """

@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from gateway.configfile import REDACTED, secrets_sent_elsewhere
-from gateway.ws.methods.config import merge_patch
+from gateway.config.patch import merge_patch, secrets_sent_elsewhere
+from gateway.config.secret_keys import REDACTED
 
 BASE: dict[str, Any] = {
     "gateway": {"port": 18789, "auth": {"token": "gateway-token"}},

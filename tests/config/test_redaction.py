@@ -8,7 +8,8 @@ import re
 import json5
 import pytest
 
-from gateway.configfile import REDACTED, effective_dict, redact_parsed, redact_raw, redacted
+from gateway.config.secret_keys import REDACTED
+from gateway.config.view import effective_dict, redact_parsed, redact_raw, redacted
 from tests.config.conftest import ConfigFiles
 from tests.config.secrets import (
     ENVIRON,

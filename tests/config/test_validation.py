@@ -7,7 +7,7 @@ import json
 import pytest
 
 from agents.config import ModelRef
-from gateway.config import ConfigWarning
+from gateway.config.model import ConfigWarning
 from tests.config.conftest import ConfigFiles
 
 PROVIDERS = """

@@ -13,7 +13,7 @@ from gateway.auth import (
     AuthRateLimiter,
     authenticate,
 )
-from gateway.config import AuthConfig, RateLimitConfig
+from gateway.config.model import AuthConfig, RateLimitConfig
 from gateway.edge import client_address, normalize_origin, origin_allowed, split_host
 
 

@@ -24,7 +24,7 @@ from agents.errors import (
     UpstreamTimeout,
 )
 from agents.providers.base import ChatMessage, ToolCall, Usage
-from gateway.config import ChatCompletionsConfig, ImagesConfig
+from gateway.config.model import ChatCompletionsConfig, ImagesConfig
 from gateway.openai_wire import (
     AgentSelection,
     ChunkEncoder,

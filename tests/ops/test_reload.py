@@ -14,10 +14,12 @@ from structlog.testing import capture_logs
 
 from gateway.app import create_app
 from gateway.appkeys import STATE
-from gateway.cli import with_generated_token
-from gateway.configfile import ConfigLoader, Overrides
+from gateway.auth import with_generated_token
+from gateway.config.apply import ReloadResult, apply_config, changed_paths
+from gateway.config.loader import ConfigLoader
+from gateway.config.overrides import Overrides
 from gateway.logs import _FILTER
-from gateway.reload import ReloadResult, apply_config, changed_paths, reload_from_file
+from gateway.reload import reload_from_file
 from gateway.state import AppOptions, GatewayState
 
 Client = TestClient[web.Request, web.Application]

@@ -19,8 +19,9 @@ from aiohttp import web
 
 from gateway.app import create_app
 from gateway.appkeys import STATE
-from gateway.cli import with_generated_token
-from gateway.configfile import ConfigLoader, Overrides
+from gateway.auth import with_generated_token
+from gateway.config.loader import ConfigLoader
+from gateway.config.overrides import Overrides
 from gateway.logs import configure_logging, set_level
 from gateway.server import make_runner
 from gateway.state import AppOptions, GatewayState

@@ -26,14 +26,10 @@ from aiohttp import WSMsgType
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.configfile import (
-    REDACTED,
-    ConfigLoader,
-    Overrides,
-    redact_parsed,
-    redact_raw,
-    redacted,
-)
+from gateway.config.loader import ConfigLoader
+from gateway.config.overrides import Overrides
+from gateway.config.secret_keys import REDACTED
+from gateway.config.view import redact_parsed, redact_raw, redacted
 from tests.robustness.conftest import TOKEN, Served, build_app, served
 from tests.robustness.strategies import fuzz
 

@@ -23,7 +23,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from agents.store import SessionStore
-from gateway.configfile import ConfigError, ConfigLoader, Overrides
+from gateway.config.errors import ConfigError
+from gateway.config.loader import ConfigLoader
+from gateway.config.overrides import Overrides
 from tests.gatewayproc import GatewayProcess, clean_env
 from tests.http.conftest import merged
 from tests.robustness.conftest import AUTH, CHAT, SETTINGS

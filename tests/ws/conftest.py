@@ -18,8 +18,9 @@ from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
 from gateway.appkeys import WS
-from gateway.cli import with_generated_token
-from gateway.configfile import ConfigLoader, Overrides
+from gateway.auth import with_generated_token
+from gateway.config.loader import ConfigLoader
+from gateway.config.overrides import Overrides
 from gateway.state import AppOptions
 from gateway.ws.state import WsSettings
 

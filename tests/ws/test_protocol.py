@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from aiohttp import WSMsgType
 
+from gateway.config.patch import merge_patch
 from gateway.logs import LogRing
 from gateway.ws import protocol
 from gateway.ws.connection import Connection
-from gateway.ws.methods.config import merge_patch
 from gateway.ws.methods.system import TailParams, tail
 from gateway.ws.protocol import (
     InvalidFrame,

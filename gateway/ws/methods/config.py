@@ -3,37 +3,31 @@
 `config.patch` merges an RFC 7396 patch into the file as parsed (so `${VAR}` strings stay
 unexpanded), validates the result like a startup load, writes it atomically and applies it
 through the hot-reload path before answering. Beyond §8, a patch may not send a secret it did
-not write out to an address it changed (configfile.secrets_sent_elsewhere), nor weaken the
+not write out to an address it changed (config/patch.py's secrets_sent_elsewhere), nor weaken the
 auth in force (_weakened_auth); both are params errors, and the file edited by hand still may.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
-import hashlib
-import importlib.resources
-import json
-import os
-import tempfile
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import attrs
 import json5
 
-from gateway.config import AuthConfig, Config
-from gateway.configfile import (
-    REDACTED,
-    ConfigError,
-    ConfigIssue,
-    redact_parsed,
-    redact_raw,
-    redacted,
+from gateway.config.apply import apply_config
+from gateway.config.errors import ConfigError, ConfigIssue
+from gateway.config.loader import embedded_default_text
+from gateway.config.model import AuthConfig, Config
+from gateway.config.patch import (
+    merge_patch,
+    parse_object,
+    read_file,
+    render,
     secrets_sent_elsewhere,
+    write_atomic,
 )
-from gateway.reload import apply_config
+from gateway.config.view import redact_parsed, redact_raw, redacted
 from gateway.ws.dispatch import CallContext, MethodRegistry, RateLimit, no_params
 from gateway.ws.protocol import (
     ADMIN,
@@ -47,80 +41,7 @@ from gateway.ws.protocol import (
 
 # §6: control-plane writes are limited per connection; a loop of patches is a bug or abuse.
 PATCH_RATE = RateLimit(30, 60)
-NEW_FILE_MODE = 0o600  # the file holds secrets
 COMMENTS_LOST = "config file rewritten as JSON: comments and formatting were not preserved"
-
-
-@attrs.frozen
-class FileState:
-    """The config file as it is on disk now."""
-
-    path: Path
-    exists: bool
-    text: str | None = None
-    hash: str | None = None  # sha256 hex of the bytes
-
-
-def read_file(path: Path) -> FileState:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return FileState(path, False)
-    return FileState(path, True, data.decode("utf-8-sig"), hashlib.sha256(data).hexdigest())
-
-
-def parse_object(text: str) -> dict[str, Any] | None:
-    try:
-        value = json5.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7396, plus: a REDACTED value keeps what `target` has there (config.get's output
-    can be sent back as a patch without wiping the secrets)."""
-    if not isinstance(patch, Mapping):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, Mapping) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        elif value == REDACTED:
-            continue
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Temp file in the same directory, fsync, rename, fsync the directory; mode kept."""
-    target = path.resolve()  # a symlinked config keeps its link
-    try:
-        mode = target.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        mode = NEW_FILE_MODE
-        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def render(value: Mapping[str, Any]) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False) + "\n"
 
 
 def _warnings(config: Config) -> list[str]:
@@ -241,8 +162,7 @@ def register(methods: MethodRegistry) -> None:
                     warnings.append(COMMENTS_LOST)
             else:
                 # No file yet: patch what is in force, the embedded default.
-                embedded = importlib.resources.files("gateway") / "default.json5"
-                base = json5.loads(embedded.read_text(encoding="utf-8"))
+                base = json5.loads(embedded_default_text())
             merged = merge_patch(base, patch)
             exposed = secrets_sent_elsewhere(base, patch, merged)
             if exposed:

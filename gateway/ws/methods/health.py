@@ -9,7 +9,7 @@ import attrs
 
 from agents.events import SessionInfo
 from gateway import __version__
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.ws.connection import now_ms
 from gateway.ws.dispatch import CallContext, MethodRegistry, no_params
 from gateway.ws.protocol import READ, ParamReader

@@ -9,7 +9,7 @@ import attrs
 from agents.errors import InvalidSessionKey
 from agents.keys import KEY_TOO_LONG_MESSAGE, is_main_key, normalize_session_key, parse_session_key
 from agents.registry import SessionRegistry
-from gateway.config import Config
+from gateway.config.model import Config
 from gateway.ws.connection import now_ms
 from gateway.ws.dispatch import CallContext, MethodRegistry
 from gateway.ws.methods.health import default_model

@@ -1,7 +1,7 @@
 """The gateway's configuration as frozen values.
 
-Loading, `${VAR}` substitution, validation and redaction live in gateway/configfile.py; this
-module only says what a loaded config is. See ../shared/spec/config.md §4 for every key.
+Loading, `${VAR}` substitution, validation and redaction live in the other modules of this
+package; this one only says what a loaded config is. See ../shared/spec/config.md §4 for every key.
 """
 
 from __future__ import annotations

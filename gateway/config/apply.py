@@ -1,0 +1,78 @@
+"""Applying a new config to the running gateway (config.md §7): hot reload and `config.patch`.
+
+Hot paths (agents, models, auth, HTTP endpoints, CORS, reload, session, logging level) take
+effect at once, in one swap of `GatewayState.config`; the listener's paths (port, bind,
+customBindHost) and `logging.format` keep their running values and are reported as
+`restart required`. Runs already going keep the config they started with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import structlog
+
+from gateway.auth import with_generated_token
+from gateway.config.model import Config
+from gateway.config.view import effective_dict
+from gateway.logs import set_level
+from gateway.state import GatewayState
+
+log = structlog.get_logger()
+
+RESTART_PATHS = ("gateway.port", "gateway.bind", "gateway.customBindHost", "logging.format")
+
+
+@attrs.frozen
+class ReloadResult:
+    changed: tuple[str, ...]  # every dotted path whose value changed
+    restart_required: tuple[str, ...]  # the changed paths that were not applied
+
+    @property
+    def applied(self) -> tuple[str, ...]:
+        return tuple(p for p in self.changed if p not in self.restart_required)
+
+
+def changed_paths(old: Any, new: Any, path: str = "") -> list[str]:
+    """Dotted paths (arrays as a whole) where two effective-config dicts differ."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        paths = []
+        for key in list(old) + [k for k in new if k not in old]:
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in old or key not in new:
+                paths.append(sub)
+            else:
+                paths.extend(changed_paths(old[key], new[key], sub))
+        return paths
+    return [] if old == new else [path]
+
+
+def apply_config(state: GatewayState, new: Config) -> ReloadResult:
+    """Swap in `new`, except for the paths that need a restart; returns what changed."""
+    old = state.config
+    new = with_generated_token(new)
+    changed = tuple(changed_paths(effective_dict(old), effective_dict(new)))
+    restart = tuple(p for p in changed if p.startswith(RESTART_PATHS))
+    gateway = attrs.evolve(
+        new.gateway,
+        port=old.gateway.port,
+        bind=old.gateway.bind,
+        custom_bind_host=old.gateway.custom_bind_host,
+    )
+    logging_ = attrs.evolve(new.logging, format=old.logging.format)
+    state.config = attrs.evolve(new, gateway=gateway, logging=logging_)
+    state.limiter.settings = gateway.auth.rate_limit
+    if state.registry is not None:
+        state.registry.configure(new.agents)
+    set_level(new.logging.level)
+    state.reload_error = None
+    result = ReloadResult(changed, restart)
+    if changed:
+        log.info("config_reloaded", changed=list(result.applied))
+    if restart:
+        log.warning("restart_required", paths=list(restart))
+    for listener in list(state.config_listeners):
+        listener(result)
+    return result

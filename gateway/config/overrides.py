@@ -1,0 +1,297 @@
+"""The command line and the environment over the file (config.md §1, §2), and the auth in force.
+
+The CLI's config and secret flags are declared here (`clawgate run`, `config`, `token`, `call`
+and `health` share them) and become an Overrides; after the schema walk, `apply_overrides` puts
+the port, bind and the resolved auth into the normalized `gateway` section, and the startup
+guards (§6.1) check the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import structlog
+
+from gateway.config.errors import ConfigIssue
+from gateway.config.model import GatewayConfig
+from gateway.config.schema import Checker, Invalid, show
+
+log = structlog.get_logger()
+
+_PORT_RE = re.compile(r"[0-9]{1,5}")
+
+
+@attrs.frozen
+class Overrides:
+    """What the command line says; each value wins over the environment and the file."""
+
+    config_path: str | None = None
+    state_dir: str | None = None
+    port: int | None = None  # 0 = let the OS pick a free port (tests)
+    bind: str | None = None  # "loopback", "lan", "custom" or an IPv4 address (= custom there)
+    token: str | None = None
+    password: str | None = None
+    # --token-file/--password-file: read on every load, so a rewritten file takes effect on
+    # the next reload. Each excludes its plain flag (the CLI's argparse says so).
+    token_file: str | None = None
+    password_file: str | None = None
+
+
+NO_OVERRIDES = Overrides()
+
+
+class SecretFileError(Exception):
+    """--token-file/--password-file cannot give a secret; the message says why."""
+
+
+def read_secret_file(path: str) -> str:
+    """The first line of `path`, its line ending stripped; an empty one is an error.
+
+    The file's permissions are not checked: it is the operator's, and container secret mounts
+    (Docker's /run/secrets, Kubernetes' volumes) are 0444 and often symlinks, in a mount
+    namespace of their own.
+    """
+    try:
+        with open(path, "rb") as file:
+            first = file.readline()
+    except OSError as exc:
+        raise SecretFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        secret = first.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise SecretFileError(f"{path} is not valid UTF-8") from None
+    if not secret:
+        raise SecretFileError(f"{path} is empty (the secret is its first line)")
+    return secret
+
+
+def env_setting(environ: Mapping[str, str], name: str) -> str | None:
+    """A variable of §2: trimmed, and empty counts as unset."""
+    value = environ.get(name, "").strip()
+    return value or None
+
+
+# --- Environment and command line (config.md §1, §2) -----------------------------------------
+#
+# Deliberate choice: CLI flag > environment > file > default, uniformly, for the port AND the
+# secrets. config.md §2 has the file's gateway.auth.token/password win over
+# OPENCLAW_GATEWAY_TOKEN/PASSWORD (as OpenClaw does); the team decided against that so that one
+# rule holds for every setting and an operator can always override the file from the unit file.
+
+
+def apply_overrides(
+    gateway: Any, overrides: Overrides, environ: Mapping[str, str], ctx: Checker
+) -> None:
+    """Puts the port, bind and auth in force into the normalized `gateway` section."""
+    if not isinstance(gateway, dict):
+        return
+    port = _override_port(overrides, environ, ctx)
+    if port is not None:
+        gateway["port"] = port
+    if overrides.bind is not None:
+        if overrides.bind in ("loopback", "lan", "custom"):
+            gateway["bind"] = overrides.bind
+        elif _is_ipv4(overrides.bind):
+            gateway["bind"], gateway["customBindHost"] = "custom", overrides.bind
+        else:
+            message = (
+                'must be one of "loopback", "lan", "custom" or an IPv4 address'
+                f" (got {show(overrides.bind)})"
+            )
+            ctx.issue("--bind", message)
+    auth = gateway.get("auth")
+    if isinstance(auth, dict) and not any(isinstance(v, Invalid) for v in auth.values()):
+        _resolve_auth(auth, overrides, environ, ctx)
+
+
+def _override_port(overrides: Overrides, environ: Mapping[str, str], ctx: Checker) -> int | None:
+    if overrides.port is not None:
+        if not 0 <= overrides.port <= 65535:  # 0: the OS picks a free port
+            ctx.issue("--port", f"must be between 0 and 65535 (got {overrides.port})")
+            return None
+        return overrides.port
+    value = env_setting(environ, "OPENCLAW_GATEWAY_PORT")
+    if value is None:
+        return None
+    digits = value.rpartition(":")[2]  # `host:port` uses its port part
+    if _PORT_RE.fullmatch(digits) is None or not 1 <= int(digits) <= 65535:
+        ctx.issue("OPENCLAW_GATEWAY_PORT", f'not a valid port ("{value}")')
+        return None
+    return int(digits)
+
+
+def _first_secret(*candidates: tuple[str, str | None]) -> tuple[str | None, str | None]:
+    """(value, source) of the first candidate that is set; an empty string is not set."""
+    for source, value in candidates:
+        if value:
+            return value, source
+    return None, None
+
+
+def has_secret_flag(overrides: Overrides) -> bool:
+    return any(
+        v is not None
+        for v in (
+            overrides.token,
+            overrides.password,
+            overrides.token_file,
+            overrides.password_file,
+        )
+    )
+
+
+def _flag_secret(value: str | None, path: str | None, flag: str, ctx: Checker) -> str | None:
+    if path is None:
+        return value
+    try:
+        return read_secret_file(path)
+    except SecretFileError as exc:
+        ctx.issue(flag, str(exc))
+        return None
+
+
+def _resolve_auth(
+    auth: dict[str, Any], overrides: Overrides, environ: Mapping[str, str], ctx: Checker
+) -> None:
+    flag_token = _flag_secret(overrides.token, overrides.token_file, "--token-file", ctx)
+    flag_password = _flag_secret(
+        overrides.password, overrides.password_file, "--password-file", ctx
+    )
+    token, token_source = _first_secret(
+        ("flag", flag_token),
+        ("env", env_setting(environ, "OPENCLAW_GATEWAY_TOKEN")),
+        ("config", auth.get("token")),
+    )
+    password, password_source = _first_secret(
+        ("flag", flag_password),
+        ("env", env_setting(environ, "OPENCLAW_GATEWAY_PASSWORD")),
+        ("config", auth.get("password")),
+    )
+    mode: str | None = auth.get("mode")
+    if mode is not None:
+        # The file's mode wins over a flag's secret of the other mode; ignoring the flag
+        # quietly would start a gateway that refuses the secret its operator just gave.
+        for flag, value, flag_mode in (
+            ("--token", flag_token, "token"),
+            ("--password", flag_password, "password"),
+        ):
+            if value and mode != flag_mode:
+                ctx.issue(
+                    flag,
+                    f'gateway.auth.mode is "{mode}" in the config file, so {flag} would be'
+                    f' ignored; drop {flag} or set gateway.auth.mode to "{flag_mode}"',
+                )
+    if mode is None:
+        # A flag names the mode unless the file does; otherwise the secrets that are set do.
+        if flag_token and flag_password:
+            mode = None
+        elif flag_token:
+            mode = "token"
+        elif flag_password:
+            mode = "password"
+        elif not (token and password):
+            mode = "password" if password else "token"
+        if mode is None:
+            ctx.issue(
+                "gateway.auth.mode",
+                "both token and password are configured; set gateway.auth.mode explicitly",
+            )
+            mode = "token"
+    if mode == "password" and password is None:
+        ctx.issue(
+            "gateway.auth.password", "gateway auth mode is password, but no password was configured"
+        )
+    auth.update(
+        mode=mode,
+        token=token,
+        password=password,
+        source={"token": token_source, "password": password_source}.get(mode),
+    )
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def startup_guards(gateway: GatewayConfig) -> list[ConfigIssue]:
+    """§6.1. A token-mode gateway with no token passes: the CLI generates one."""
+    if gateway.bind == "custom":
+        host = gateway.custom_bind_host
+        if not host:
+            message = "gateway.bind=custom requires gateway.customBindHost"
+            return [ConfigIssue("gateway.customBindHost", message)]
+        if not _is_ipv4(host):
+            message = f"gateway.bind=custom requires a valid IPv4 customBindHost (got {host})"
+            return [ConfigIssue("gateway.customBindHost", message)]
+    if gateway.bind != "loopback" and gateway.auth.mode == "none":
+        message = (
+            f"refusing to bind gateway to {gateway.host}:{gateway.port} without auth"
+            " (set gateway.auth.token/password,"
+            " or set OPENCLAW_GATEWAY_TOKEN/OPENCLAW_GATEWAY_PASSWORD)"
+        )
+        return [ConfigIssue("gateway.bind", message)]
+    return []
+
+
+# --- The command line's config and secret flags ----------------------------------------------
+
+_SECRET_ARGUMENTS = ("token", "password", "token_file", "password_file")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="PATH", help="config file (JSON5)")
+    parser.add_argument("--state-dir", metavar="DIR", help="state directory (~/.clawgate)")
+
+
+def add_secret_arguments(parser: argparse.ArgumentParser, whose: str) -> None:
+    """--token/--token-file and --password/--password-file, each pair exclusive."""
+    for name in ("token", "password"):
+        group = parser.add_mutually_exclusive_group()
+        group.add_argument(
+            f"--{name}",
+            metavar=name[0].upper(),
+            help=f"shared {name} {whose} (visible in `ps`: prefer --{name}-file)",
+        )
+        group.add_argument(
+            f"--{name}-file",
+            metavar="PATH",
+            help=f"read the {name} from the first line of PATH",
+        )
+
+
+def warn_secret_flags(args: argparse.Namespace) -> None:
+    """Any local user can read a process's command line (`ps`, /proc/PID/cmdline)."""
+    for name in ("token", "password"):
+        if getattr(args, name, None):
+            log.warning(
+                "secret_on_command_line",
+                flag=f"--{name}",
+                hint=f"use --{name}-file PATH or $OPENCLAW_GATEWAY_{name.upper()}",
+            )
+
+
+def overrides_from_args(args: argparse.Namespace, *, secrets: bool = True) -> Overrides:
+    """secrets=False: `call` sends its --token/--password, they configure no gateway."""
+    if not secrets:
+        args = argparse.Namespace(
+            **{k: v for k, v in vars(args).items() if k not in _SECRET_ARGUMENTS}
+        )
+    return Overrides(
+        config_path=args.config,
+        state_dir=args.state_dir,
+        port=getattr(args, "port", None),
+        bind=getattr(args, "bind", None),
+        token=getattr(args, "token", None),
+        password=getattr(args, "password", None),
+        token_file=getattr(args, "token_file", None),
+        password_file=getattr(args, "password_file", None),
+    )

@@ -1,0 +1,191 @@
+"""`config.patch`'s file work: RFC 7396 merge, the base hash, the atomic write, kept secrets.
+
+The WebSocket method (gateway/ws/methods/config.py) validates and applies; this module reads
+the file with its hash, merges the patch, refuses to send a kept secret to a changed address,
+and writes the result in place atomically.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+import json5
+
+from gateway.config.errors import PathKey, dotted_path
+from gateway.config.secret_keys import (
+    NAME_SEPARATORS,
+    REDACTED,
+    has_env_reference,
+    is_secret_path,
+    is_secret_value,
+)
+
+NEW_FILE_MODE = 0o600  # the file holds secrets
+
+# A key whose value says where a request goes. A sibling is also one when its value is a string
+# with "://" in it, whatever its name.
+_ADDRESS_SUFFIXES = ("url", "uri", "endpoint", "host", "hostname", "base", "server", "proxy")
+_MISSING: Final = object()
+
+
+def _lookup(value: Any, path: tuple[PathKey, ...]) -> Any:
+    for key in path:
+        if isinstance(key, str):
+            if not isinstance(value, Mapping) or key not in value:
+                return _MISSING
+        elif not isinstance(value, list) or not 0 <= key < len(value):
+            return _MISSING
+        value = value[key]
+    return value
+
+
+def _is_address(key: str, *values: Any) -> bool:
+    if any(isinstance(v, str) and "://" in v for v in values):
+        return True
+    name = key.lower().translate(NAME_SEPARATORS)
+    return name.endswith(_ADDRESS_SUFFIXES) and all(
+        v is _MISSING or not isinstance(v, Mapping | list) for v in values
+    )
+
+
+def secrets_sent_elsewhere(
+    base: Mapping[str, Any], patch: Mapping[str, Any], merged: Mapping[str, Any]
+) -> list[tuple[str, str]]:
+    """(secret, address) paths where `merged` would send a secret the patch did not write out
+    to an address the patch changed.
+
+    A patch may keep a secret without knowing it (the redaction marker, or leaving the key out)
+    and may name one it cannot read (`${OPENAI_API_KEY}`); either is fine while the secret goes
+    where it went. Changing where it goes (a provider's `baseUrl`, any address-like key beside
+    the secret or beside an object holding it, such as the provider of a `headers` value) would
+    hand the secret to whoever the patch names, so the patch must then spell out the secret.
+    """
+    found: list[tuple[str, str]] = []
+    # Per object: its address-like keys that the patch changed. Computed once per object, so
+    # that a patch of many secrets in one wide object costs its size, not its size squared.
+    changed: dict[tuple[PathKey, ...], list[str]] = {}
+
+    def changed_addresses(prefix: tuple[PathKey, ...]) -> list[str]:
+        if prefix not in changed:
+            old, new = _lookup(base, prefix), _lookup(merged, prefix)
+            keys = dict.fromkeys(old if isinstance(old, Mapping) else ())
+            keys.update(dict.fromkeys(new if isinstance(new, Mapping) else ()))
+            changed[prefix] = [
+                key
+                for key in keys
+                if (before := _lookup(old, (key,))) != (after := _lookup(new, (key,)))
+                and _is_address(key, before, after)
+            ]
+        return changed[prefix]
+
+    for path, value in _secret_leaves(merged):
+        if path[0] == "gateway":
+            continue  # the gateway's own token and password: clients send them to us
+        given = _lookup(patch, path)
+        if isinstance(value, str) and given == value and has_env_reference(value):
+            pass  # written by the patch, but it expands to a secret the patch never saw
+        elif given is _MISSING or given == REDACTED:
+            if _lookup(base, path) != value:
+                continue  # not the file's secret (the marker itself, inside a replaced array)
+        else:
+            continue
+        for depth in range(len(path)):
+            prefix = path[:depth]
+            found += [
+                (dotted_path(path), dotted_path((*prefix, key)))
+                for key in changed_addresses(prefix)
+                if key != path[depth]
+            ]
+            if found:
+                return found  # the first is the one reported
+    return found
+
+
+def _secret_leaves(
+    value: Any, path: tuple[PathKey, ...] = ()
+) -> list[tuple[tuple[PathKey, ...], Any]]:
+    if isinstance(value, Mapping):
+        return [leaf for k, v in value.items() for leaf in _secret_leaves(v, (*path, k))]
+    if isinstance(value, list):
+        return [leaf for i, v in enumerate(value) for leaf in _secret_leaves(v, (*path, i))]
+    return [(path, value)] if is_secret_path(path) and is_secret_value(value) else []
+
+
+@attrs.frozen
+class FileState:
+    """The config file as it is on disk now."""
+
+    path: Path
+    exists: bool
+    text: str | None = None
+    hash: str | None = None  # sha256 hex of the bytes
+
+
+def read_file(path: Path) -> FileState:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return FileState(path, False)
+    return FileState(path, True, data.decode("utf-8-sig"), hashlib.sha256(data).hexdigest())
+
+
+def parse_object(text: str) -> dict[str, Any] | None:
+    try:
+        value = json5.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396, plus: a REDACTED value keeps what `target` has there (config.get's output
+    can be sent back as a patch without wiping the secrets)."""
+    if not isinstance(patch, Mapping):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif value == REDACTED:
+            continue
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Temp file in the same directory, fsync, rename, fsync the directory; mode kept."""
+    target = path.resolve()  # a symlinked config keeps its link
+    try:
+        mode = target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = NEW_FILE_MODE
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def render(value: Mapping[str, Any]) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False) + "\n"

@@ -1,0 +1,1090 @@
+"""The config schema (config.md §4, §4a) and the walk that validates a parsed file against it.
+
+The walk substitutes `${VAR}` in the strings it reads, checks each value, and fills in the
+defaults, producing a plain dict in the file's own shape ("normalized"). Each problem becomes a
+ConfigIssue at its dotted path; an unknown key gets a did-you-mean. The checks across sections
+(model refs, duplicate agent ids, hooks) run on the normalized dict after the walk.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import attrs
+
+from agents.config import (
+    API_ANTHROPIC_MESSAGES,
+    API_OPENAI_COMPLETIONS,
+    DEFAULT_MAX_DISK_BYTES,
+    ECHO_PROVIDER,
+    ModelRef,
+)
+from gateway.config.errors import ConfigIssue, join_path
+from gateway.config.model import DEFAULT_ALLOWED_MIMES, DEFAULT_SESSION_HEADERS, ConfigWarning
+from gateway.config.secret_keys import ENV_REF_RE
+from gateway.edge import normalize_origin, parse_network, split_host
+
+DEFAULT_PORT = 18789
+ID_PATTERN = "[a-z0-9][a-z0-9_-]{0,63}"
+IGNORED_REASON = "not implemented by clawgate"
+ANTHROPIC_BASE_URL = "https://api.anthropic.com"
+IMPLEMENTED_APIS = (API_OPENAI_COMPLETIONS, API_ANTHROPIC_MESSAGES)
+MAX_SAFE_INTEGER = 2**53 - 1  # http-openai.md §5: OpenClaw checks max_tokens as a JS safe integer
+MAX_STOP_SEQUENCES = 4  # OpenAI's limit, http-openai.md §5
+MIB = 1024 * 1024
+
+_ID_RE = re.compile(ID_PATTERN, re.IGNORECASE)
+# At most 20 digits (beyond any sensible value): int() refuses strings over 4,300 digits with
+# a ValueError, which would escape validation.
+_DURATION_RE = re.compile(r"([0-9]{1,20})(ms|s|m|h|d)")
+_DURATION_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_BYTE_SIZE_RE = re.compile(r"([0-9]{1,20})\s*(b|kb|mb|gb|tb)")
+_BYTE_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
+
+
+class Invalid:
+    """A value that failed its check; the issue is already recorded."""
+
+    def __repr__(self) -> str:
+        return "<invalid>"
+
+
+INVALID: Final = Invalid()
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def wrong_type(expected: str, value: Any) -> str:
+    return f"expected {expected}, got {_type_name(value)}"
+
+
+def show(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _is_int(value: Any) -> bool:
+    # A JSON integer only: `true` is not 1, and `1.0` (a float after parsing) is a number.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _parent(path: str) -> str:
+    cut = max(path.rfind("."), path.rfind("["))
+    return path[:cut] if cut > 0 else ""
+
+
+@attrs.define
+class Checker:
+    """What one schema walk has found so far."""
+
+    environ: Mapping[str, str]
+    # The dotted paths of the strings in which `${VAR}` is expanded: those of secrets.
+    expandable: frozenset[str] = frozenset()
+    issues: list[ConfigIssue] = attrs.Factory(list)
+    warnings: list[ConfigWarning] = attrs.Factory(list)
+    # Where each path sits in the document (pre-order), so that issues found after the walk
+    # (model refs, duplicate ids, env, flags) can be sorted into document order.
+    positions: dict[str, int] = attrs.Factory(dict)
+    # Every model ref read, checked against the providers once all of them are known.
+    model_refs: list[tuple[str, ModelRef]] = attrs.Factory(list)
+
+    def visit(self, path: str) -> None:
+        self.positions.setdefault(path, len(self.positions))
+
+    def issue(self, path: str, message: str) -> Invalid:
+        self.issues.append(ConfigIssue(path, message))
+        return INVALID
+
+    def warn(self, path: str, message: str, *, event: str = "config_warning") -> None:
+        self.warnings.append(ConfigWarning(path, message, event))
+
+    def wrong_type(self, path: str, expected: str, value: Any) -> Invalid:
+        return self.issue(path, wrong_type(expected, value))
+
+    def string(self, value: Any, path: str) -> str | Invalid:
+        if not isinstance(value, str):
+            return self.wrong_type(path, "string", value)
+        return self.substitute(value, path)
+
+    def substitute(self, text: str, path: str) -> str | Invalid:
+        """§3: `${VAR}` from the environment; `$${VAR}` is the literal `${VAR}`."""
+        missing: list[str] = []
+
+        def replace(match: re.Match[str]) -> str:
+            name = match[1]
+            if match[0].startswith("$$"):
+                return match[0][1:]
+            value = self.environ.get(name, "")
+            if not value and name not in missing:
+                missing.append(name)
+            return value
+
+        references = [m[0] for m in ENV_REF_RE.finditer(text) if not m[0].startswith("$$")]
+        if references and path not in self.expandable:
+            message = (
+                f"{references[0]} is not expanded here: environment variables are expanded"
+                " only in secret values (a token, password, key or header value)"
+            )
+            return self.issue(path, message)
+        result = ENV_REF_RE.sub(replace, text)
+        for name in missing:
+            self.issue(path, f'Missing env var "{name}" referenced at config path: {path}')
+        return INVALID if missing else result
+
+    def plain(self, value: Any, path: str) -> Any:
+        """A free-form value (extra provider params): substituted, otherwise taken as it is."""
+        if isinstance(value, str):
+            return self.substitute(value, path)
+        if isinstance(value, list):
+            return [self.plain(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        if isinstance(value, dict):
+            return {key: self.plain(item, join_path(path, key)) for key, item in value.items()}
+        return value
+
+    def sorted_issues(self) -> list[ConfigIssue]:
+        return sorted(self.issues, key=lambda issue: self._position(issue.path))
+
+    def sorted_warnings(self) -> tuple[ConfigWarning, ...]:
+        return tuple(sorted(self.warnings, key=lambda warning: self._position(warning.path)))
+
+    def _position(self, path: str) -> int:
+        # A path that is not in the document (a missing required key) sorts with the object
+        # that should hold it; one outside it entirely (env, flags) after everything in it.
+        # sorted() is stable, so issues at one place keep the order they were found in.
+        while path:
+            if path in self.positions:
+                return self.positions[path]
+            path = _parent(path)
+        return len(self.positions)
+
+
+class _Node:
+    """A place in the schema: checks the value found there and returns it normalized."""
+
+    def check(self, value: Any, path: str, ctx: Checker) -> Any:
+        raise NotImplementedError
+
+
+def _in_range(value: Any, low: float | None, high: float | None, path: str, ctx: Checker) -> Any:
+    if low is not None and high is not None:
+        if not low <= value <= high:  # written so that NaN fails too
+            return ctx.issue(path, f"must be between {low} and {high} (got {show(value)})")
+    elif low is not None and not value >= low:
+        return ctx.issue(path, f"must be >= {low} (got {show(value)})")
+    return value
+
+
+@attrs.frozen
+class _Int(_Node):
+    low: int | None = None
+    high: int | None = None
+
+    def check(self, value: Any, path: str, ctx: Checker) -> Any:
+        if not _is_int(value):
+            return ctx.wrong_type(path, "integer", value)
+        return _in_range(value, self.low, self.high, path, ctx)
+
+
+@attrs.frozen
+class _Number(_Node):
+    low: float | None = None
+    high: float | None = None
+
+    def check(self, value: Any, path: str, ctx: Checker) -> Any:
+        if not _is_number(value):
+            return ctx.wrong_type(path, "number", value)
+        return _in_range(value, self.low, self.high, path, ctx)
+
+
+@attrs.frozen
+class _Bool(_Node):
+    def check(self, value: Any, path: str, ctx: Checker) -> Any:
+        if not isinstance(value, bool):
+            return ctx.wrong_type(path, "boolean", value)
+        return value
+
+
+@attrs.frozen
+class _FalseOnly(_Node):
+    """A boolean clawgate cannot honour when true: a warning, and it counts as false."""
+
+    warning: str
+
+    def check(self, value: Any, path: str, ctx: Checker) -> Any:
+        if not isinstance(value, bool):
+            return ctx.wrong_type(path, "boolean", value)
+        if value:
+            ctx.warn(path, self.warning)
+        return False
+
+
+@attrs.frozen
+class _Str(_Node):
+    non_empty: bool = False
+
+    def check(self, value: Any, path: str, ctx: Checker) -> Any:
+        text = ctx.string(value, path)
+        if self.non_empty and text == "":
+            return ctx.issue(path, "must not be empty")
+        return text
+
+
+@attrs.frozen
+class _Choice(_Node):
+    values: tuple[str, ...]
+    aliases: Mapping[str, str] = attrs.field(factory=dict)  # OpenClaw spellings we accept
+    refused: Mapping[str, str] = attrs.field(factory=dict)  # OpenClaw values we cannot serve
+
+    def check(self, value: Any, path: str, ctx: Checker) -> Any:
+        text = ctx.string(value, path)
+        if isinstance(text, Invalid):
+            return text
+        if text in self.refused:
+            return ctx.issue(path, self.refused[text])
+        if text in self.values:
+            return text
+        if text in self.aliases:
+            return self.aliases[text]
+        accepted = ", ".join(show(v) for v in (*self.values, *self.aliases))
+        return ctx.issue(path, f"must be one of {accepted} (got {show(text)})")
+
+
+@attrs.frozen
+class _Duration(_Node):
+    """`"30d"`, `"12h"`, `"90m"`, `"45s"` (and `"500ms"`), or integer milliseconds; in ms."""
+
+    def check(self, value: Any, path: str, ctx: Checker) -> Any:
+        if _is_int(value):
+            return _in_range(value, 0, None, path, ctx)
+        if not isinstance(value, str):
+            return ctx.wrong_type(path, "string or integer", value)
+        text = ctx.substitute(value, path)
+        if isinstance(text, Invalid):
+            return text
+        match = _DURATION_RE.fullmatch(text.strip())
+        if match is None:
+            return ctx.issue(
+                path,
+                'must be a duration like "30d", "12h", "90m", "45s" or integer milliseconds'
+                f" (got {show(text)})",
+            )
+        return int(match[1]) * _DURATION_UNIT_MS[match[2]]
+
+
+@attrs.frozen
+class _ByteSize(_Node):
+    """`"500mb"`, `"10gb"`, `"64kb"`, `"100b"` (binary units), integer bytes, or `false` (0)."""
+
+    def check(self, value: Any, path: str, ctx: Checker) -> Any:
+        if value is False:
+            return 0
+        if _is_int(value):
+            return _in_range(value, 0, None, path, ctx)
+        if not isinstance(value, str):
+            return ctx.wrong_type(path, "string, integer or false", value)
+        text = ctx.substitute(value, path)
+        if isinstance(text, Invalid):
+            return text
+        match = _BYTE_SIZE_RE.fullmatch(text.strip().lower())
+        if match is None:
+            return ctx.issue(
+                path,
+                f'must be a size like "500mb", "10gb", "64kb" or integer bytes (got {show(text)})',
+            )
+        return int(match[1]) * _BYTE_UNITS[match[2]]
+
+
+@attrs.frozen
+class _Url(_Node):
+    def check(self, value: Any, path: str, ctx: Checker) -> Any:
+        text = ctx.string(value, path)
+        if isinstance(text, Invalid):
+            return text
+        try:
+            parts = urlsplit(text)
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        except ValueError:  # e.g. an unbalanced `[` in the host
+            valid = False
+        if not valid:
+            return ctx.issue(path, f"must be an http(s) URL (got {show(text)})")
+        return text
+
+
+@attrs.frozen
+class _List(_Node):
+    item: _Node
+
+    def check(self, value: Any, path: str, ctx: Checker) -> Any:
+        if not isinstance(value, list):
+            return ctx.wrong_type(path, "array", value)
+        items = []
+        for i, item in enumerate(value):
+            item_path = f"{path}[{i}]"
+            ctx.visit(item_path)
+            items.append(self.item.check(item, item_path, ctx))
+        return items
+
+
+@attrs.frozen
+class _Map(_Node):
+    """An object whose keys are names the user chooses (provider ids, header names)."""
+
+    value: _Node
+    # The problem with a key, or None; a key with a problem is left out.
+    key_problem: Callable[[str], str | None] | None = None
+
+    def check(self, value: Any, path: str, ctx: Checker) -> Any:
+        if not isinstance(value, dict):
+            return ctx.wrong_type(path, "object", value)
+        entries = {}
+        for key, item in value.items():
+            item_path = join_path(path, key)
+            ctx.visit(item_path)
+            problem = self.key_problem(key) if self.key_problem else None
+            if problem is not None:
+                ctx.issue(item_path, problem)
+                continue
+            entries[key] = self.value.check(item, item_path, ctx)
+        return entries
+
+
+@attrs.frozen
+class _Origin(_Node):
+    """An exact browser origin, `scheme://host[:port]`; stored normalized (lowercase)."""
+
+    def check(self, value: Any, path: str, ctx: Checker) -> Any:
+        text = ctx.string(value, path)
+        if isinstance(text, Invalid):
+            return text
+        origin = normalize_origin(text)
+        if origin is None:
+            return ctx.issue(path, f"must be an origin like https://host[:port] (got {show(text)})")
+        return origin
+
+
+@attrs.frozen
+class _HostName(_Node):
+    """A host name or address as a Host header names it, without port; stored lowercase."""
+
+    def check(self, value: Any, path: str, ctx: Checker) -> Any:
+        text = ctx.string(value, path)
+        if isinstance(text, Invalid):
+            return text
+        candidate = text.strip()
+        if candidate.startswith("[") and candidate.endswith("]"):
+            candidate = candidate[1:-1]
+        if ":" in candidate:  # only an IPv6 address has one: a port is not allowed
+            try:
+                host: str | None = str(ipaddress.IPv6Address(candidate))
+            except ValueError:
+                host = None
+        else:
+            host = split_host(candidate)
+        if host is None:
+            return ctx.issue(
+                path, f"must be a host name or address without port (got {show(text)})"
+            )
+        return host
+
+
+@attrs.frozen
+class _Network(_Node):
+    """An IP address or a CIDR network."""
+
+    def check(self, value: Any, path: str, ctx: Checker) -> Any:
+        text = ctx.string(value, path)
+        if isinstance(text, Invalid):
+            return text
+        if parse_network(text) is None:
+            return ctx.issue(path, f"must be an IP address or CIDR (got {show(text)})")
+        return text.strip()
+
+
+_ABSENT: Final = object()  # a key with no default is left out of the normalized dict
+
+
+@attrs.frozen
+class _Key:
+    node: _Node
+    default: Any = _ABSENT
+    required: bool = False
+
+
+@attrs.frozen
+class _Section(_Node):
+    """An object with known keys (ours) and ignored keys (OpenClaw's, §4a); others are issues."""
+
+    keys: Mapping[str, _Key]
+    ignored: tuple[str, ...] = ()
+    notes: Mapping[str, str] = attrs.field(factory=dict)  # added to an ignored key's warning
+
+    def check(self, value: Any, path: str, ctx: Checker) -> Any:
+        if not isinstance(value, dict):
+            return ctx.wrong_type(path, "object", value)
+        normalized = {}
+        for key, item in value.items():
+            key_path = join_path(path, key)
+            ctx.visit(key_path)
+            if key == "$include":
+                ctx.issue(key_path, "$include is not supported by clawgate")
+            elif key in self.keys:
+                normalized[key] = self.keys[key].node.check(item, key_path, ctx)
+            elif key in self.ignored:
+                note = self.notes.get(key)
+                reason = f"{IGNORED_REASON}; {note}" if note else IGNORED_REASON
+                ctx.warn(key_path, reason, event="config_key_ignored")
+            else:
+                ctx.issue(key_path, self._unknown_key(key))
+        for key, spec in self.keys.items():
+            if key in value:
+                continue
+            if spec.required:
+                ctx.issue(join_path(path, key), "is required")
+            elif isinstance(spec.node, _Section | _FalseOr):
+                normalized[key] = spec.node.check({}, join_path(path, key), ctx)
+            elif spec.default is not _ABSENT:
+                normalized[key] = spec.default
+        return normalized
+
+    def _unknown_key(self, key: str) -> str:
+        known = [*self.keys, *self.ignored]
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        return f'unknown key (did you mean "{close[0]}"?)' if close else "unknown key"
+
+
+@attrs.frozen
+class _FalseOr(_Node):
+    """`false` switches a feature off; anything else must be its section (`auth.rateLimit`)."""
+
+    section: _Section
+
+    def check(self, value: Any, path: str, ctx: Checker) -> Any:
+        if value is False:
+            return False
+        if not isinstance(value, dict):
+            return ctx.wrong_type(path, "object or false", value)
+        return self.section.check(value, path, ctx)
+
+
+def _id_problem(what: str, text: str) -> str | None:
+    if _ID_RE.fullmatch(text) is None:
+        return f'invalid {what} id "{text}" (expected {ID_PATTERN})'
+    return None
+
+
+@attrs.frozen
+class _AgentId(_Node):
+    """Matched case-insensitively, stored lowercase."""
+
+    def check(self, value: Any, path: str, ctx: Checker) -> Any:
+        text = ctx.string(value, path)
+        if isinstance(text, Invalid):
+            return text
+        problem = _id_problem("agent", text)
+        return ctx.issue(path, problem) if problem else text.lower()
+
+
+def _provider_id_problem(key: str) -> str | None:
+    if key == ECHO_PROVIDER:
+        return f'"{ECHO_PROVIDER}" is reserved for the built-in provider'
+    # Matched as written: model refs name providers exactly, so "OpenAI" would never be found.
+    if re.fullmatch(ID_PATTERN, key) is None:
+        return f'invalid provider id "{key}" (expected {ID_PATTERN})'
+    return None
+
+
+@attrs.frozen
+class _ModelRefNode(_Node):
+    """`"provider/model"`; whether the provider and model exist is checked after the walk."""
+
+    def check(self, value: Any, path: str, ctx: Checker) -> Any:
+        text = ctx.string(value, path)
+        if isinstance(text, Invalid):
+            return text
+        try:
+            ref = ModelRef.parse(text)
+        except ValueError as exc:
+            return ctx.issue(path, str(exc))
+        ctx.model_refs.append((path, ref))
+        return ref
+
+
+_MODEL_REF = _ModelRefNode()
+_MODEL_CHAIN = _Section(
+    {
+        "primary": _Key(_MODEL_REF, required=True),
+        "fallbacks": _Key(_List(_MODEL_REF), ()),
+    }
+)
+
+
+@attrs.frozen
+class _ModelSpec(_Node):
+    """`"provider/model"` or `{primary, fallbacks}`; normalized to the chain, primary first."""
+
+    def check(self, value: Any, path: str, ctx: Checker) -> Any:
+        if isinstance(value, str):
+            ref = _MODEL_REF.check(value, path, ctx)
+            return ref if isinstance(ref, Invalid) else [ref]
+        if isinstance(value, dict):
+            chain = _MODEL_CHAIN.check(value, path, ctx)
+            fallbacks = chain.get("fallbacks", INVALID)
+            if isinstance(fallbacks, Invalid):
+                return fallbacks
+            refs = [chain.get("primary", INVALID), *fallbacks]
+            return INVALID if any(isinstance(r, Invalid) for r in refs) else refs
+        return ctx.wrong_type(path, "string or object", value)
+
+
+_HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
+
+
+@attrs.frozen
+class _HeaderName(_Node):
+    """An HTTP header name, kept lowercased."""
+
+    def check(self, value: Any, path: str, ctx: Checker) -> Any:
+        text = ctx.string(value, path)
+        if isinstance(text, Invalid):
+            return text
+        if _HEADER_NAME_RE.fullmatch(text) is None:
+            return ctx.issue(path, f'not a header name: "{text}"')
+        return text.lower()
+
+
+@attrs.frozen
+class _Stop(_Node):
+    """OpenAI's `stop`: a non-empty string or up to 4 of them."""
+
+    def check(self, value: Any, path: str, ctx: Checker) -> Any:
+        problem = f"must be a non-empty string or an array of at most {MAX_STOP_SEQUENCES}"
+        problem += " non-empty strings"
+        items = value if isinstance(value, list) else [value]
+        if len(items) > MAX_STOP_SEQUENCES or not all(isinstance(s, str) and s for s in items):
+            return ctx.issue(path, problem)
+        return ctx.plain(value, path)
+
+
+@attrs.frozen
+class _Params(_Node):
+    """`agents.list[].params`: known sampling keys are checked, other keys pass through."""
+
+    known: Mapping[str, _Node]
+
+    def check(self, value: Any, path: str, ctx: Checker) -> Any:
+        if not isinstance(value, dict):
+            return ctx.wrong_type(path, "object", value)
+        params = {}
+        for key, item in value.items():
+            item_path = join_path(path, key)
+            ctx.visit(item_path)
+            node = self.known.get(key)
+            params[key] = node.check(item, item_path, ctx) if node else ctx.plain(item, item_path)
+        return params
+
+
+@attrs.frozen
+class IgnoredProvider:
+    """A provider whose `api` clawgate does not implement: loads, but no agent may use it."""
+
+    api: str
+
+
+@attrs.frozen
+class _Provider(_Node):
+    section: _Section
+
+    def check(self, value: Any, path: str, ctx: Checker) -> Any:
+        if not isinstance(value, dict):
+            return ctx.wrong_type(path, "object", value)
+        api_path = join_path(path, "api")
+        if "api" in value:
+            api = ctx.string(value["api"], api_path)
+            if isinstance(api, Invalid):
+                return api
+            if api not in IMPLEMENTED_APIS:
+                ctx.warn(api_path, f'api "{api}" is not implemented; provider ignored')
+                return IgnoredProvider(api)
+        provider = self.section.check(value, path, ctx)
+        if isinstance(provider, dict) and "baseUrl" not in provider:
+            if provider["api"] == API_OPENAI_COMPLETIONS:
+                ctx.issue(join_path(path, "baseUrl"), "is required")
+            else:
+                provider["baseUrl"] = ANTHROPIC_BASE_URL
+        return provider
+
+
+# --- `hooks` and `agents.defaults.embeddingModel` ------------------------------------------
+
+
+@attrs.frozen
+class _EmbeddingModelRef(_Node):
+    """`"provider/model"`; the provider is checked after the walk (check_embedding_model).
+    Unlike an agent's model it need not be in the provider's `models`, which lists chat models."""
+
+    def check(self, value: Any, path: str, ctx: Checker) -> Any:
+        text = ctx.string(value, path)
+        if isinstance(text, Invalid):
+            return text
+        try:
+            return ModelRef.parse(text)
+        except ValueError as exc:
+            return ctx.issue(path, str(exc))
+
+
+# Paths the gateway serves itself: a hooks path over them would shadow them.
+_OWN_PATHS = ("/v1", "/health", "/healthz", "/ready", "/readyz")
+_HOOKS_PATH_RE = re.compile(r"(?:/[A-Za-z0-9._~!$&'()*+,;=:@-]+)+")
+
+
+@attrs.frozen
+class _HooksPath(_Node):
+    """OpenClaw's normalization: one leading slash, no trailing one, never `/` alone."""
+
+    def check(self, value: Any, path: str, ctx: Checker) -> Any:
+        text = ctx.string(value, path)
+        if isinstance(text, Invalid):
+            return text
+        text = "/" + text.strip().strip("/")
+        if text == "/":
+            return ctx.issue(path, 'may not be "/"')
+        if _HOOKS_PATH_RE.fullmatch(text) is None:
+            return ctx.issue(path, f"must be a URL path like /hooks (got {show(text)})")
+        if any(text == own or text.startswith(own + "/") for own in _OWN_PATHS):
+            return ctx.issue(path, f"must not be under one of clawgate's own paths (got {text})")
+        return text
+
+
+_HOOKS = _Section(
+    {
+        "enabled": _Key(_Bool(), False),
+        "token": _Key(_Str()),  # required when enabled (check_hooks)
+        "path": _Key(_HooksPath(), "/hooks"),
+        "maxBodyBytes": _Key(_Int(1), 256 * 1024),  # OpenClaw's default
+        "waitTimeoutSeconds": _Key(_Int(1), 120),
+        "allowedAgentIds": _Key(_List(_Str())),
+        "defaultSessionKey": _Key(_Str(non_empty=True)),
+        "allowRequestSessionKey": _Key(_Bool(), False),
+        "allowedSessionKeyPrefixes": _Key(_List(_Str(non_empty=True))),
+    },
+    ignored=("presets", "transformsDir", "mappings", "gmail", "internal"),
+    notes={"mappings": "only /agent and /wake are served"},
+)
+
+
+def check_embedding_model(ctx: Checker, normalized: dict[str, Any]) -> None:
+    path = "agents.defaults.embeddingModel"
+    ref = dig(normalized, "agents", "defaults", "embeddingModel")
+    providers = dig(normalized, "models", "providers")
+    if not isinstance(ref, ModelRef) or not isinstance(providers, dict):
+        return  # absent, or an issue already recorded
+    if ref.provider == ECHO_PROVIDER:
+        return  # echo's offline vectors
+    provider = providers.get(ref.provider)
+    if isinstance(provider, Invalid):
+        return
+    if isinstance(provider, IgnoredProvider):
+        ctx.issue(
+            path, f'provider "{ref.provider}" is ignored: api "{provider.api}" is not implemented'
+        )
+    elif provider is None:
+        usable = [pid for pid, p in providers.items() if isinstance(p, dict)]
+        suggestion = _suggest(ref.provider, [ECHO_PROVIDER, *usable])
+        ctx.issue(path, f'unknown provider "{ref.provider}"{suggestion}')
+    elif provider.get("api") != API_OPENAI_COMPLETIONS:
+        message = (
+            f'provider "{ref.provider}" is not OpenAI-compatible (api "{provider.get("api")}");'
+            f' embeddings need an "{API_OPENAI_COMPLETIONS}" provider'
+        )
+        ctx.issue(path, message)
+
+
+def _key_allowed(key: str, prefixes: Sequence[str]) -> bool:
+    return key.strip().lower().startswith(tuple(p.strip().lower() for p in prefixes))
+
+
+def check_hooks(ctx: Checker, hooks: Any) -> None:
+    """OpenClaw's rules: a token when enabled; a default key inside the allowed prefixes."""
+    if not isinstance(hooks, dict):
+        return
+    if hooks.get("enabled") is True and not hooks.get("token"):
+        ctx.issue("hooks.token", "is required when hooks.enabled is true")
+    prefixes = hooks.get("allowedSessionKeyPrefixes")
+    default_key = hooks.get("defaultSessionKey")
+    if not isinstance(prefixes, list) or not all(isinstance(p, str) for p in prefixes):
+        return
+    if isinstance(default_key, str):
+        if not _key_allowed(default_key, prefixes):
+            message = "must match hooks.allowedSessionKeyPrefixes"
+            ctx.issue("hooks.defaultSessionKey", message)
+    elif default_key is None and not _key_allowed("hook:example", prefixes):
+        message = "must include 'hook:' when hooks.defaultSessionKey is unset"
+        ctx.issue("hooks.allowedSessionKeyPrefixes", message)
+
+
+def check_hooks_token(ctx: Checker, normalized: dict[str, Any]) -> None:
+    """As OpenClaw: the hook token is a second, distinct secret (after env and flags)."""
+    hooks_token = dig(normalized, "hooks", "token")
+    auth = dig(normalized, "gateway", "auth")
+    if not isinstance(hooks_token, str) or not hooks_token or not isinstance(auth, dict):
+        return
+    if auth.get("mode") == "token" and auth.get("token") == hooks_token:
+        message = "must not match the gateway auth token; set a distinct hooks.token"
+        ctx.issue("hooks.token", message)
+
+
+# --- The schema (config.md §4, §4a) ----------------------------------------------------------
+
+
+def _words(names: str) -> tuple[str, ...]:
+    return tuple(names.split())
+
+
+_UNSUPPORTED_BIND = "not supported by clawgate (use loopback, lan or custom)"
+
+_RATE_LIMIT = _Section(
+    {
+        "maxAttempts": _Key(_Int(1), 10),
+        "windowMs": _Key(_Int(1), 60_000),
+        "lockoutMs": _Key(_Int(1), 300_000),
+        # false by default: a web page is a loopback client too (gateway/config/model.py).
+        "exemptLoopback": _Key(_Bool(), False),
+    }
+)
+
+_AUTH = _Section(
+    {
+        # No default: with no mode the mode is inferred, after env and flags (_resolve_auth).
+        "mode": _Key(
+            _Choice(
+                ("token", "password", "none"),
+                refused={"trusted-proxy": "not supported by clawgate"},
+            )
+        ),
+        "token": _Key(_Str()),
+        "password": _Key(_Str()),
+        "rateLimit": _Key(_FalseOr(_RATE_LIMIT)),
+    },
+    ignored=("allowTailscale", "trustedProxy"),
+)
+
+_IMAGES = _Section(
+    {
+        "allowUrl": _Key(
+            _FalseOnly("remote image URLs are not supported; treated as false"), False
+        ),
+        "urlAllowlist": _Key(_List(_Str()), ()),
+        "allowedMimes": _Key(_List(_Str()), DEFAULT_ALLOWED_MIMES),
+        "maxBytes": _Key(_Int(1), 10 * MIB),
+        "maxRedirects": _Key(_Int(0), 3),
+        "timeoutMs": _Key(_Int(0), 10_000),
+    }
+)
+
+_CHAT_COMPLETIONS = _Section(
+    {
+        "enabled": _Key(_Bool(), False),
+        "maxBodyBytes": _Key(_Int(1), 20 * MIB),
+        "maxImageParts": _Key(_Int(0), 8),
+        "maxTotalImageBytes": _Key(_Int(1), 20 * MIB),
+        "images": _Key(_IMAGES),
+        # Headers that name a conversation (Open WebUI's), tried after x-openclaw-session-key.
+        "sessionHeaders": _Key(_List(_HeaderName()), DEFAULT_SESSION_HEADERS),
+        "unknownModel": _Key(_Choice(("error", "default-agent")), "error"),
+    }
+)
+
+_HTTP = _Section(
+    {
+        "endpoints": _Key(
+            _Section({"chatCompletions": _Key(_CHAT_COMPLETIONS)}, ignored=("responses",))
+        ),
+        "cors": _Key(_Section({"allowedOrigins": _Key(_List(_Str()), ())})),
+        "allowedHosts": _Key(_List(_HostName()), ()),
+    },
+    ignored=("securityHeaders",),
+)
+
+_GATEWAY = _Section(
+    {
+        "port": _Key(_Int(1, 65535), DEFAULT_PORT),
+        "bind": _Key(
+            _Choice(
+                ("loopback", "lan", "custom"),
+                refused={"auto": _UNSUPPORTED_BIND, "tailnet": _UNSUPPORTED_BIND},
+            ),
+            "loopback",
+        ),
+        # Checked as an IPv4 address by the startup guard, and only when bind is custom.
+        "customBindHost": _Key(_Str()),
+        "auth": _Key(_AUTH),
+        "http": _Key(_HTTP),
+        "controlUi": _Key(
+            _Section(
+                {
+                    # No default: unset means on for a loopback bind, off otherwise
+                    # (GatewayConfig.control_ui_enabled).
+                    "enabled": _Key(_Bool()),
+                    "allowedOrigins": _Key(_List(_Origin()), ()),
+                },
+                ignored=_words(
+                    "basePath root allowInsecureAuth dangerouslyDisableDeviceAuth"
+                    " dangerouslyAllowHostHeaderOriginFallback"
+                ),
+            )
+        ),
+        "trustedProxies": _Key(_List(_Network()), ()),
+        "ws": _Key(
+            _Section(
+                {
+                    "preAuth": _Key(
+                        _Section(
+                            {
+                                "maxConnections": _Key(_Int(1), 256),
+                                "maxPerAddress": _Key(_Int(1), 32),
+                            }
+                        )
+                    )
+                }
+            )
+        ),
+        "shutdown": _Key(_Section({"drainSeconds": _Key(_Int(0), 20)})),
+        "reload": _Key(
+            _Section(
+                {
+                    "mode": _Key(_Choice(("off", "hot", "hybrid", "restart")), "hybrid"),
+                    "debounceMs": _Key(_Int(0), 300),
+                },
+                ignored=("deferralTimeoutMs",),
+            )
+        ),
+    },
+    ignored=_words("mode tls tailscale remote allowRealIpFallback tools channelHealthCheckMinutes"),
+    notes={"tls": "TLS is not supported; terminate TLS in a reverse proxy"},
+)
+
+_PARAMS = _Params(
+    {
+        "temperature": _Number(0, 2),
+        "top_p": _Number(0, 1),
+        "frequency_penalty": _Number(-2, 2),
+        "presence_penalty": _Number(-2, 2),
+        "seed": _Int(),
+        "max_tokens": _Int(1, MAX_SAFE_INTEGER),
+        "stop": _Stop(),
+        "delayMs": _Int(0),
+    }
+)
+
+_AGENTS = _Section(
+    {
+        "defaults": _Key(
+            _Section(
+                {
+                    "model": _Key(_ModelSpec(), [ModelRef(ECHO_PROVIDER, "echo")]),
+                    "timeoutSeconds": _Key(_Int(0), 172_800),
+                    "maxConcurrent": _Key(_Int(1), 4),
+                    "historyLimit": _Key(_Int(0), 50),
+                    "embeddingModel": _Key(_EmbeddingModelRef()),
+                },
+                ignored=_words(
+                    "workspace models imageModel thinkingDefault verboseDefault heartbeat"
+                    " sandbox memorySearch contextTokens compaction subagents skills"
+                ),
+            )
+        ),
+        "list": _Key(
+            _List(
+                _Section(
+                    {
+                        "id": _Key(_AgentId(), required=True),
+                        "default": _Key(_Bool(), False),
+                        "name": _Key(_Str()),  # the id when absent
+                        "model": _Key(_ModelSpec()),  # defaults.model when absent
+                        "systemPrompt": _Key(_Str(), ""),
+                        "params": _Key(_PARAMS, {}),
+                        # What `x-openclaw-model` may choose, besides the agent's own chain.
+                        "models": _Key(_List(_MODEL_REF), ()),
+                    },
+                    ignored=_words(
+                        "workspace agentDir identity thinkingDefault skills subagents sandbox"
+                        " tools runtime memorySearch heartbeat groupChat"
+                    ),
+                )
+            ),
+            (),
+        ),
+    }
+)
+
+_MODEL_ENTRY = _Section(
+    {
+        "id": _Key(_Str(non_empty=True), required=True),
+        "name": _Key(_Str()),  # the id when absent
+        "contextWindow": _Key(_Int(1)),
+        "maxTokens": _Key(_Int(1)),
+        "reasoning": _Key(_Bool(), False),
+    },
+    ignored=("input", "cost", "api", "headers", "compat"),
+)
+
+_PROVIDER = _Section(
+    {
+        "api": _Key(_Choice(IMPLEMENTED_APIS), API_OPENAI_COMPLETIONS),
+        "baseUrl": _Key(_Url()),  # required or defaulted by api, in _Provider
+        "apiKey": _Key(_Str()),
+        "headers": _Key(_Map(_Str()), {}),
+        "models": _Key(_List(_MODEL_ENTRY), ()),
+    },
+    ignored=("auth", "authHeader", "injectNumCtxForOpenAICompat"),
+)
+
+_MODELS = _Section(
+    {"providers": _Key(_Map(_Provider(_PROVIDER), _provider_id_problem), {})},
+    ignored=("mode",),
+)
+
+_SESSION = _Section(
+    {
+        "mainKey": _Key(_Str(non_empty=True), "main"),
+        "maintenance": _Key(
+            _Section(
+                {
+                    "mode": _Key(_Choice(("warn", "enforce")), "enforce"),
+                    "pruneAfter": _Key(_Duration(), 30 * _DURATION_UNIT_MS["d"]),
+                    "maxEntries": _Key(_Int(1), 500),
+                    "statelessTtl": _Key(_Duration(), 24 * _DURATION_UNIT_MS["h"]),
+                    "maxDiskBytes": _Key(_ByteSize(), DEFAULT_MAX_DISK_BYTES),
+                    # 0: 80 % of maxDiskBytes (OpenClaw's rule), resolved in _agents_config.
+                    "highWaterBytes": _Key(_ByteSize(), 0),
+                }
+            )
+        ),
+    },
+    ignored=_words(
+        "scope dmScope reset resetByType identityLinks store"
+        " typingIntervalSeconds sendPolicy agentToAgent"
+    ),
+)
+
+_LOGGING = _Section(
+    {
+        "level": _Key(
+            _Choice(
+                ("debug", "info", "warn", "error", "silent"),
+                aliases={"trace": "debug", "fatal": "error"},
+            ),
+            "info",
+        ),
+        "format": _Key(_Choice(("auto", "json", "console")), "auto"),
+    },
+    ignored=("file", "consoleLevel", "consoleStyle", "redactSensitive"),
+)
+
+OPENCLAW_SECTIONS = _words(
+    "$schema meta env wizard update identity agent channels plugins tools"
+    " cron bindings discovery canvasHost browser messages commands talk"
+    " skills secrets ui audio routing broadcast web auth memory approvals"
+    " nodeHost diagnostics media"
+)
+
+ROOT = _Section(
+    {
+        "gateway": _Key(_GATEWAY),
+        "agents": _Key(_AGENTS),
+        "models": _Key(_MODELS),
+        "session": _Key(_SESSION),
+        "logging": _Key(_LOGGING),
+        "hooks": _Key(_HOOKS),
+    },
+    ignored=OPENCLAW_SECTIONS,
+)
+
+
+# --- Checks across sections ------------------------------------------------------------------
+
+
+def dig(value: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(value, dict):
+            return INVALID
+        value = value.get(key, INVALID)
+    return value
+
+
+def _suggest(name: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def check_model_refs(ctx: Checker, providers: Any) -> None:
+    if not isinstance(providers, dict):
+        return  # the providers' own issue is already recorded
+    usable = {pid: p for pid, p in providers.items() if isinstance(p, dict)}
+    for path, ref in ctx.model_refs:
+        provider = providers.get(ref.provider)
+        if ref.provider == ECHO_PROVIDER or isinstance(provider, Invalid):
+            continue  # echo takes any model id; a broken provider has its own issue
+        if isinstance(provider, IgnoredProvider):
+            message = (
+                f'provider "{ref.provider}" is ignored: api "{provider.api}" is not implemented'
+            )
+            ctx.issue(path, message)
+        elif provider is None:
+            suggestion = _suggest(ref.provider, [ECHO_PROVIDER, *usable])
+            ctx.issue(path, f'unknown provider "{ref.provider}"{suggestion}')
+        else:
+            models = provider.get("models")
+            if not isinstance(models, list):
+                continue
+            ids = [m["id"] for m in models if isinstance(m, dict) and isinstance(m.get("id"), str)]
+            if ids and ref.model not in ids:
+                suggestion = _suggest(ref.model, ids)
+                message = f'unknown model "{ref.model}" for provider "{ref.provider}"{suggestion}'
+                ctx.issue(path, message)
+
+
+def check_agent_list(ctx: Checker, agents: Any) -> None:
+    if not isinstance(agents, list):
+        return
+    seen: set[str] = set()
+    default_id: str | None = None
+    for i, agent in enumerate(agents):
+        if not isinstance(agent, dict):
+            continue
+        agent_id = agent.get("id")
+        if isinstance(agent_id, str):
+            if agent_id in seen:
+                ctx.issue(f"agents.list[{i}].id", f'duplicate agent id "{agent_id}"')
+            seen.add(agent_id)
+        if agent.get("default") is True:
+            if default_id is None:
+                default_id = agent_id if isinstance(agent_id, str) else ""
+            else:
+                message = (
+                    f'more than one agent is marked default; the first ("{default_id}") is used'
+                )
+                ctx.warn(f"agents.list[{i}].default", message)

@@ -1,0 +1,99 @@
+"""Which values of a config file are secrets (redacted when shown) and `${VAR}` references.
+
+One rule for the loader (where `${VAR}` may be expanded), the view (what is redacted) and
+config.patch (which secrets may not follow a changed address).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from gateway.config.errors import PathKey
+
+REDACTED = "__OPENCLAW_REDACTED__"
+# `$${VAR}` is matched too (one leading `$` more) so that it can be turned into a literal `${VAR}`.
+ENV_REF_RE = re.compile(r"\$?\$\{([A-Z_][A-Z0-9_]*)\}")
+
+# Which keys hold secrets, by name, anywhere in the file: clawgate's own secrets and those of the
+# OpenClaw sections it loads but ignores (`channels.*.botToken`, `env.vars.*`, ...), which
+# `config.get` would otherwise hand to any `operator.read` client. The rule, on the key's name
+# lowercased with `_`, `-` and `.` removed:
+# - it ends in one of _SECRET_SUFFIXES: `token`, `botToken`, `accessToken`, `apiKey`, `api_key`,
+#   `clientSecret`, `webhookSecret`, `password`, `privateKey`, `credentials`;
+#   but `maxTokens`, `contextTokens` (counts: "tokens" is not a suffix), `tokenizer`,
+#   `keyPrefix`, `keyId`, `tokenFile` (the word is not at the end) are settings, shown;
+# - and it is not one of _NOT_SECRET, names that end in "key" but name a lookup key
+#   (`session.mainKey` is a session key's last part, shown by `sessions.list` anyway);
+# - or it is `auth`, `headers` or `env`: every value below them is a secret (provider auth
+#   objects, `Authorization` headers, environment variables), except clawgate's own
+#   `gateway.auth`, whose settings in _GATEWAY_AUTH_SETTINGS are shown (its secrets `token` and
+#   `password` are secrets by name); any other key there is redacted whole.
+# Everything below a secret key is a secret: an object or array there is redacted leaf by leaf.
+# A name that merely looks secret is redacted too (`hotkey`): showing a harmless value as
+# "__OPENCLAW_REDACTED__" costs less than showing a credential, and a redacted value sent back
+# in config.patch keeps what the file has.
+_SECRET_SUFFIXES = (
+    "token",
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "secrets",
+    "key",
+    "keys",
+    "credential",
+    "credentials",
+    "authorization",
+    "cookie",
+)
+_NOT_SECRET = frozenset(
+    {"mainkey", "sessionkey", "idempotencykey", "dedupekey", "sortkey", "groupkey", "cachekey"}
+    # `hooks.allowRequestSessionKey`: a switch, not a key.
+    | {"allowrequestsessionkey"}
+)
+_SECRET_SECTIONS = frozenset({"auth", "headers", "env"})
+_GATEWAY_AUTH_SETTINGS = frozenset({"mode", "rateLimit", "allowTailscale", "trustedProxy"})
+NAME_SEPARATORS = str.maketrans("", "", "_-.")
+
+
+def _is_secret_name(key: str) -> bool:
+    name = key.lower().translate(NAME_SEPARATORS)
+    return name not in _NOT_SECRET and name.endswith(_SECRET_SUFFIXES)
+
+
+def is_secret_path(path: tuple[PathKey, ...]) -> bool:
+    """Whether the value at `path` (or any value inside it) is a secret."""
+    if path[:2] == ("gateway", "auth"):
+        if len(path) == 2:
+            return False
+        if path[2] not in _GATEWAY_AUTH_SETTINGS:
+            return True
+        path = path[3:]  # mode and the limiter's settings: only a secret-named key inside
+    return any(
+        isinstance(key, str) and (key.lower() in _SECRET_SECTIONS or _is_secret_name(key))
+        for key in path
+    )
+
+
+def is_secret_value(value: Any) -> bool:
+    # Any scalar: a number or boolean where a secret belongs is invalid, yet may be the secret.
+    # null says nothing, and stays.
+    return isinstance(value, str | int | float)
+
+
+# A URL with credentials in it (`https://user:pass@proxy`, `https://<token>@host`) is a secret
+# whatever its key: the whole string is redacted, a `baseUrl` included.
+_URL_WITH_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#@\s]+@")
+
+
+def holds_password(value: Any) -> bool:
+    return isinstance(value, str) and _URL_WITH_PASSWORD.search(value) is not None
+
+
+def is_secret_leaf(path: tuple[PathKey, ...], value: Any) -> bool:
+    return (is_secret_path(path) and is_secret_value(value)) or holds_password(value)
+
+
+def has_env_reference(text: str) -> bool:
+    return any(not m[0].startswith("$$") for m in ENV_REF_RE.finditer(text))

@@ -1,0 +1,373 @@
+"""The effective config (every default filled in, the file's shape) and its redacted views.
+
+`config.get` and `clawgate config show` print these; a reload diffs two effective dicts.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+import json5
+
+from agents.config import ModelRef, ProviderConfig
+from gateway.config.errors import PathKey
+from gateway.config.model import Config, GatewayConfig, HooksConfig
+from gateway.config.secret_keys import REDACTED, holds_password, is_secret_leaf, is_secret_path
+
+
+# --- Values -> the effective config, and redaction -------------------------------------------
+def effective_dict(config: Config) -> dict[str, Any]:
+    """The config in force, JSON-able, in the file's camelCase shape with every default filled in.
+
+    Loading `json.dumps(effective_dict(c))` as a file gives `c` again (tests hold us to it).
+    """
+    agents = config.agents
+    maintenance = agents.maintenance
+    return {
+        "gateway": _effective_gateway(config.gateway),
+        "agents": {
+            "defaults": {
+                "model": _effective_models(agents.default_models),
+                "timeoutSeconds": agents.timeout_seconds,
+                "maxConcurrent": agents.max_concurrent,
+                "historyLimit": agents.history_limit,
+                **(
+                    {"embeddingModel": str(agents.embedding_model)}
+                    if agents.embedding_model is not None
+                    else {}
+                ),
+            },
+            "list": [
+                {
+                    "id": agent.id,
+                    "default": agent.default,
+                    "name": agent.name,
+                    "model": _effective_models(agent.models),
+                    "systemPrompt": agent.system_prompt,
+                    "params": copy.deepcopy(dict(agent.params)),
+                    "models": [str(m) for m in agent.allowed_models],
+                }
+                for agent in agents.agents
+            ],
+        },
+        "models": {
+            "providers": {pid: _effective_provider(p) for pid, p in agents.providers.items()}
+        },
+        "session": {
+            "mainKey": agents.main_key,
+            "maintenance": {
+                "mode": maintenance.mode,
+                "pruneAfter": maintenance.prune_after_ms,
+                "maxEntries": maintenance.max_entries,
+                "statelessTtl": maintenance.stateless_ttl_ms,
+                "maxDiskBytes": maintenance.max_disk_bytes,
+                "highWaterBytes": maintenance.high_water_bytes,
+            },
+        },
+        "logging": {"level": config.logging.level, "format": config.logging.format},
+        "hooks": _effective_hooks(config.hooks),
+    }
+
+
+def _effective_gateway(gateway: GatewayConfig) -> dict[str, Any]:
+    auth, chat = gateway.auth, gateway.http.chat_completions
+    rate_limit, images = auth.rate_limit, chat.images
+    effective_auth: dict[str, Any] = {"mode": auth.mode}
+    if auth.token is not None:
+        effective_auth["token"] = auth.token
+    if auth.password is not None:
+        effective_auth["password"] = auth.password
+    effective_auth["rateLimit"] = (
+        {
+            "maxAttempts": rate_limit.max_attempts,
+            "windowMs": rate_limit.window_ms,
+            "lockoutMs": rate_limit.lockout_ms,
+            "exemptLoopback": rate_limit.exempt_loopback,
+        }
+        if rate_limit.enabled
+        else False
+    )
+    effective: dict[str, Any] = {"port": gateway.port, "bind": gateway.bind}
+    if gateway.custom_bind_host is not None:
+        effective["customBindHost"] = gateway.custom_bind_host
+    effective["auth"] = effective_auth
+    effective["http"] = {
+        "endpoints": {
+            "chatCompletions": {
+                "enabled": chat.enabled,
+                "maxBodyBytes": chat.max_body_bytes,
+                "maxImageParts": chat.max_image_parts,
+                "maxTotalImageBytes": chat.max_total_image_bytes,
+                "images": {
+                    "allowUrl": images.allow_url,
+                    "urlAllowlist": list(images.url_allowlist),
+                    "allowedMimes": list(images.allowed_mimes),
+                    "maxBytes": images.max_bytes,
+                    "maxRedirects": images.max_redirects,
+                    "timeoutMs": images.timeout_ms,
+                },
+                "sessionHeaders": list(chat.session_headers),
+                "unknownModel": chat.unknown_model,
+            }
+        },
+        "cors": {"allowedOrigins": list(gateway.http.cors_allowed_origins)},
+        "allowedHosts": list(gateway.http.allowed_hosts),
+    }
+    control_ui = gateway.control_ui
+    effective["controlUi"] = {} if control_ui.enabled is None else {"enabled": control_ui.enabled}
+    effective["controlUi"]["allowedOrigins"] = list(gateway.allowed_origins)
+    effective["trustedProxies"] = list(gateway.trusted_proxies)
+    preauth = gateway.ws_preauth
+    effective["ws"] = {
+        "preAuth": {
+            "maxConnections": preauth.max_connections,
+            "maxPerAddress": preauth.max_per_address,
+        }
+    }
+    effective["shutdown"] = {"drainSeconds": gateway.drain_seconds}
+    effective["reload"] = {"mode": gateway.reload_mode, "debounceMs": gateway.reload_debounce_ms}
+    return effective
+
+
+def _effective_models(models: Sequence[ModelRef]) -> str | dict[str, Any]:
+    if len(models) == 1:
+        return str(models[0])
+    return {"primary": str(models[0]), "fallbacks": [str(m) for m in models[1:]]}
+
+
+def _effective_provider(provider: ProviderConfig) -> dict[str, Any]:
+    effective: dict[str, Any] = {"api": provider.api, "baseUrl": provider.base_url}
+    if provider.api_key is not None:
+        effective["apiKey"] = provider.api_key
+    effective["headers"] = dict(provider.headers)
+    effective["models"] = []
+    for model in provider.models:
+        entry: dict[str, Any] = {"id": model.id, "name": model.name}
+        if model.context_window is not None:
+            entry["contextWindow"] = model.context_window
+        if model.max_tokens is not None:
+            entry["maxTokens"] = model.max_tokens
+        entry["reasoning"] = model.reasoning
+        effective["models"].append(entry)
+    return effective
+
+
+def _effective_hooks(hooks: HooksConfig) -> dict[str, Any]:
+    effective: dict[str, Any] = {"enabled": hooks.enabled}
+    if hooks.token is not None:
+        effective["token"] = hooks.token
+    effective.update(
+        path=hooks.path,
+        maxBodyBytes=hooks.max_body_bytes,
+        waitTimeoutSeconds=hooks.wait_timeout_seconds,
+    )
+    if hooks.allowed_agent_ids is not None:
+        effective["allowedAgentIds"] = list(hooks.allowed_agent_ids)
+    if hooks.default_session_key is not None:
+        effective["defaultSessionKey"] = hooks.default_session_key
+    effective["allowRequestSessionKey"] = hooks.allow_request_session_key
+    if hooks.allowed_session_key_prefixes is not None:
+        effective["allowedSessionKeyPrefixes"] = list(hooks.allowed_session_key_prefixes)
+    return effective
+
+
+def _redact_tree(value: Any, path: tuple[PathKey, ...] = ()) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _redact_tree(item, (*path, key)) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redact_tree(item, (*path, i)) for i, item in enumerate(value)]
+    if is_secret_leaf(path, value):
+        return REDACTED
+    return value
+
+
+def redacted(config: Config) -> dict[str, Any]:
+    """`effective_dict` with every secret replaced by REDACTED (`config.get`, `config show`)."""
+    result: dict[str, Any] = _redact_tree(effective_dict(config))
+    return result
+
+
+def redact_parsed(parsed: Mapping[str, Any]) -> dict[str, Any]:
+    """The file as parsed (ConfigSource.parsed) with every secret replaced by REDACTED."""
+    result: dict[str, Any] = _redact_tree(parsed)
+    return result
+
+
+def redact_raw(raw: str, parsed: Mapping[str, Any]) -> str:
+    """The file text with each secret's literal replaced in place; all else byte-identical.
+
+    `parsed` is `raw` as parsed: should the text defeat our scanner, its secret values are
+    replaced wherever they occur instead, so that a secret never leaks through `config.get`.
+    """
+    try:
+        spans = _Json5Scanner(raw).secret_spans()
+    except (ValueError, IndexError):
+        return _redact_by_value(raw, parsed)
+    pieces, end = [], 0
+    for start, stop in spans:
+        quote = raw[start] if raw[start] in "\"'" else '"'
+        pieces += [raw[end:start], quote, REDACTED, quote]
+        end = stop
+    pieces.append(raw[end:])
+    return "".join(pieces)
+
+
+def _redact_by_value(raw: str, parsed: Mapping[str, Any]) -> str:
+    secrets: list[str] = []
+
+    def collect(value: Any, path: tuple[PathKey, ...]) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                collect(item, (*path, key))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                collect(item, (*path, i))
+        elif is_secret_leaf(path, value):
+            # A boolean's "True" is not in the text, and its "true" is everywhere.
+            secrets.append("" if isinstance(value, bool) else str(value))
+
+    collect(parsed, ())
+    # Longest first: one may contain another.
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        raw = raw.replace(secret, REDACTED)
+    return raw
+
+
+@attrs.define
+class _Json5Scanner:
+    """Walks JSON5 text that json5 has accepted, finding where the secrets' literals are.
+
+    json5 gives no positions, so this small scanner tracks the path of each value itself.
+    It raises ValueError or IndexError on text it does not understand.
+    """
+
+    text: str
+    pos: int = 0
+    spans: list[tuple[int, int]] = attrs.Factory(list)
+
+    def secret_spans(self) -> list[tuple[int, int]]:
+        self._value(())
+        self._skip()
+        if self.pos != len(self.text):
+            raise ValueError("trailing text")
+        return self.spans
+
+    def _skip(self) -> None:
+        """Whitespace and comments."""
+        text = self.text
+        while self.pos < len(text):
+            char = text[self.pos]
+            if char.isspace() or char == "\ufeff":
+                self.pos += 1
+            elif text.startswith("//", self.pos):
+                ends = [text.find(c, self.pos) for c in "\n\r\u2028\u2029"]
+                self.pos = min((e for e in ends if e >= 0), default=len(text))
+            elif text.startswith("/*", self.pos):
+                end = text.find("*/", self.pos + 2)
+                if end < 0:
+                    raise ValueError("unterminated comment")
+                self.pos = end + 2
+            else:
+                return
+
+    def _value(self, path: tuple[PathKey, ...]) -> None:
+        self._skip()
+        char = self.text[self.pos]
+        if char == "{":
+            self._object(path)
+            return
+        if char == "[":
+            self._array(path)
+            return
+        start = self.pos
+        if char in "\"'":
+            self._skip_string()
+        else:
+            self._scalar()
+        if self._is_secret_literal(path, self.text[start : self.pos]):
+            self.spans.append((start, self.pos))
+
+    @staticmethod
+    def _is_secret_literal(path: tuple[PathKey, ...], literal: str) -> bool:
+        if is_secret_path(path):
+            return literal != "null"
+        # Decoding every string would be slow; a URL's credentials need an "@" (or an escape).
+        quoted = literal[0] in "\"'"
+        return (
+            quoted and ("@" in literal or "\\" in literal) and holds_password(json5.loads(literal))
+        )
+
+    def _object(self, path: tuple[PathKey, ...]) -> None:
+        self.pos += 1
+        while True:
+            self._skip()
+            if self.text[self.pos] == "}":
+                self.pos += 1
+                return
+            key = self._key()
+            self._skip()
+            self._expect(":")
+            self._value((*path, key))
+            self._end_of_item("}")
+
+    def _array(self, path: tuple[PathKey, ...]) -> None:
+        self.pos += 1
+        index = 0
+        while True:
+            self._skip()
+            if self.text[self.pos] == "]":
+                self.pos += 1
+                return
+            self._value((*path, index))
+            index += 1
+            self._end_of_item("]")
+
+    def _end_of_item(self, closer: str) -> None:
+        self._skip()
+        if self.text[self.pos] == ",":
+            self.pos += 1
+        elif self.text[self.pos] != closer:
+            raise ValueError(f"expected , or {closer}")
+
+    def _expect(self, char: str) -> None:
+        if self.text[self.pos] != char:
+            raise ValueError(f"expected {char}")
+        self.pos += 1
+
+    def _skip_string(self) -> None:
+        quote = self.text[self.pos]
+        self.pos += 1
+        while True:
+            char = self.text[self.pos]
+            self.pos += 2 if char == "\\" else 1
+            if char == quote:
+                return
+
+    def _key(self) -> str:
+        if self.text[self.pos] in "\"'":
+            start = self.pos
+            self._skip_string()
+            key: str = json5.loads(self.text[start : self.pos])
+            return key
+        start = self.pos
+        while self.text[self.pos] not in ":/" and not self.text[self.pos].isspace():
+            self.pos += 1
+        name = self.text[start : self.pos]
+        if not name:
+            raise ValueError("expected a key")
+        if "\\" in name:  # an identifier spelled with \uXXXX escapes
+            decoded: dict[str, Any] = json5.loads("{" + name + ":0}")
+            return next(iter(decoded))
+        return name
+
+    def _scalar(self) -> None:
+        start, text = self.pos, self.text
+        while (
+            self.pos < len(text) and text[self.pos] not in ",]}/" and not text[self.pos].isspace()
+        ):
+            self.pos += 1
+        if self.pos == start:
+            raise ValueError("expected a value")
