@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 import structlog
@@ -28,10 +28,8 @@ from agents.providers.base import (
     Usage,
 )
 from agents.providers.sse import SSEEvent
+from agents.providers.timeouts import Timeouts
 from agents.providers.upstream import client_timeout, log_body, relay
-
-if TYPE_CHECKING:
-    from agents.providers.pool import Timeouts
 
 log = structlog.get_logger()
 
