@@ -7,6 +7,7 @@ The gateway turns these into SSE chunks and WS `agent`/`chat`/`sessions.changed`
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from enum import StrEnum
 from typing import Any
 
 import attrs
@@ -17,15 +18,33 @@ from agents.store import SessionRow
 
 log = structlog.get_logger(__name__)
 
-LIFECYCLE = "lifecycle"
-ASSISTANT = "assistant"
-USAGE = "usage"
-# The model's reasoning, like `assistant`: {"text": cumulative, "delta": piece}.
-THINKING = "thinking"
-# Client tool calls, in OpenClaw's `tool` stream shape: `start` {name, toolCallId, index}
-# when the model begins a call, `update` {name, toolCallId, index, delta} per piece of its
-# arguments, `result` {name, toolCallId, isError, result} when the client sends the result.
-TOOL = "tool"
+
+class Stream(StrEnum):
+    """`RunEvent.stream`: which of a run's streams an event belongs to (§2.2)."""
+
+    LIFECYCLE = "lifecycle"
+    ASSISTANT = "assistant"
+    USAGE = "usage"
+    # The model's reasoning, like `assistant`: {"text": cumulative, "delta": piece}.
+    THINKING = "thinking"
+    # Client tool calls, in OpenClaw's `tool` stream shape: `start` {name, toolCallId, index}
+    # when the model begins a call, `update` {name, toolCallId, index, delta} per piece of its
+    # arguments, `result` {name, toolCallId, isError, result} when the client sends the result.
+    TOOL = "tool"
+
+
+LIFECYCLE = Stream.LIFECYCLE  # the name tests build lifecycle events with
+
+
+class SessionStatus(StrEnum):
+    """`SessionInfo.status` (`sessions.list`): running while a run is queued or running, else
+    how its last run ended (the store's `last_status`), or idle before the first one."""
+
+    RUNNING = "running"
+    IDLE = "idle"
+    DONE = "done"
+    ABORTED = "aborted"
+    ERROR = "error"
 
 
 @attrs.frozen
@@ -37,14 +56,14 @@ class RunEvent:
     session_key: str
     session_id: str | None  # None only for a run that ended before its session was loaded
     agent_id: str
-    stream: str  # "lifecycle", "assistant", "thinking", "tool" or "usage"
+    stream: Stream
     seq: int
     ts: int  # Unix ms
     data: Mapping[str, Any]
 
     @property
     def is_terminal(self) -> bool:
-        return self.stream == LIFECYCLE and self.data.get("phase") in ("end", "error")
+        return self.stream == Stream.LIFECYCLE and self.data.get("phase") in ("end", "error")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -76,7 +95,8 @@ class SessionInfo:
     total_tokens: int
     model_provider: str | None
     model: str | None
-    status: str  # "running", else the last outcome "done"/"aborted"/"error", or "idle"
+    # A `SessionStatus`; typed str because the last status comes from the store as written.
+    status: str
     last_run_id: str | None
     active_run_ids: tuple[str, ...] = ()  # queued and running runs, oldest first
     kind: str = "direct"
@@ -99,7 +119,9 @@ class SessionInfo:
             total_tokens=row.total_tokens,
             model_provider=row.model_provider,
             model=row.model,
-            status="running" if active_run_ids else (row.last_status or "idle"),
+            status=(
+                SessionStatus.RUNNING if active_run_ids else row.last_status or SessionStatus.IDLE
+            ),
             last_run_id=row.last_run_id,
             active_run_ids=active_run_ids,
         )
