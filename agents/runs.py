@@ -35,7 +35,7 @@ import attrs
 from agents.config import ModelRef
 from agents.errors import AgentError
 from agents.events import EventSink, RunEvent, Stream
-from agents.providers.base import ChatMessage, ImageInput, ToolCall, Usage
+from agents.providers.base import ChatMessage, ImageInput, StopReason, ToolCall, Usage
 
 __all__ = [
     "RUNNING",
@@ -119,7 +119,7 @@ class TurnRequest:
 @attrs.frozen
 class RunOutcome:
     status: RunStatus
-    stop_reason: str  # stop/length/content_filter, aborted, timeout, error
+    stop_reason: StopReason
     text: str  # the assistant text, partial when aborted or failed
     usage: Usage  # reported by the provider, else estimated (§7)
     error: AgentError | None  # set when failed
@@ -395,7 +395,7 @@ class AgentRun:
         now = self._clock()
         outcome = RunOutcome(
             status=status,
-            stop_reason="aborted" if status == RunStatus.ABORTED else "error",
+            stop_reason=StopReason.ABORTED if status == RunStatus.ABORTED else StopReason.ERROR,
             text="",
             usage=Usage(0, 0),
             error=error,

@@ -36,6 +36,7 @@ from agents.providers.base import (
     ProviderEvent,
     ProviderRequest,
     ReasoningDelta,
+    StopReason,
     TextDelta,
     ToolCall,
     ToolCallDelta,
@@ -121,7 +122,7 @@ class _Attempts:
 
     text: str = ""
     usage: Usage | None = None
-    finish: str = "stop"
+    finish: StopReason = StopReason.STOP
     ref: ModelRef | None = None
     api: str | None = None
     reasoning: str = ""
@@ -275,7 +276,8 @@ class AgentSession:
             run.end_unstarted(RunStatus.FAILED, error)
             return
         outcome = RunOutcome(
-            RunStatus.FAILED, "error", "", Usage(0, 0), error, run.started_at, self._deps.clock(),
+            RunStatus.FAILED, StopReason.ERROR, "", Usage(0, 0), error, run.started_at,
+            self._deps.clock(),
             None, None, run.session_id,
         )  # fmt: skip
         run.finish(outcome, terminal_data(outcome, run.started_at))
@@ -334,8 +336,8 @@ class AgentSession:
             log.error("history_load_failed", session_key=self.key, run_id=run.id, error=str(exc))
             run.detach_stream()
             outcome = RunOutcome(
-                RunStatus.FAILED, "error", "", Usage(0, 0), exc, started_at, clock(), None, None,
-                row.session_id,
+                RunStatus.FAILED, StopReason.ERROR, "", Usage(0, 0), exc, started_at, clock(),
+                None, None, row.session_id,
             )  # fmt: skip
             self._finish(run, outcome, started_at)
             return
@@ -390,10 +392,10 @@ class AgentSession:
         error: AgentError | None = None
         status: RunStatus
         if timed_out:
-            status, stop_reason = RunStatus.FAILED, "timeout"
+            status, stop_reason = RunStatus.FAILED, StopReason.TIMEOUT
             error = UpstreamTimeout(f"run timed out after {timeout} s")
         elif run.abort_reason is not None or task.cancelled():
-            status, stop_reason = RunStatus.ABORTED, "aborted"
+            status, stop_reason = RunStatus.ABORTED, StopReason.ABORTED
         elif (failure := task.exception()) is not None:
             status = RunStatus.FAILED
             if isinstance(failure, AgentError):
@@ -402,7 +404,9 @@ class AgentSession:
                 # A bug, ours or a provider's: the traceback goes to the log, not the client.
                 log.error("run_failed", session_key=self.key, run_id=run.id, exc_info=failure)
                 error = AgentError(f"{type(failure).__name__}: {failure}")
-            stop_reason = "timeout" if isinstance(failure, UpstreamTimeout) else "error"
+            stop_reason = (
+                StopReason.TIMEOUT if isinstance(failure, UpstreamTimeout) else StopReason.ERROR
+            )
         else:
             status, stop_reason = RunStatus.COMPLETED, state.finish
 
@@ -441,7 +445,7 @@ class AgentSession:
             self.row = await deps.store.append_turn(record)
         except StoreError as exc:
             log.error("turn_commit_failed", session_key=self.key, run_id=run.id, error=str(exc))
-            status, stop_reason, error = RunStatus.FAILED, "error", exc
+            status, stop_reason, error = RunStatus.FAILED, StopReason.ERROR, exc
         outcome = RunOutcome(
             status=status,
             stop_reason=stop_reason,
@@ -477,7 +481,7 @@ class AgentSession:
         failure: AgentError | None = None
         chain = (run.request.model,) if run.request.model is not None else agent.models
         for ref in chain:
-            state.ref, state.usage, state.finish, state.api = ref, None, "stop", None
+            state.ref, state.usage, state.finish, state.api = ref, None, StopReason.STOP, None
             run.emit(
                 Stream.LIFECYCLE, {"phase": "model", "provider": ref.provider, "model": ref.model}
             )
@@ -556,10 +560,10 @@ class AgentSession:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 await aclose()
-        if state.calls and state.finish == "stop":
+        if state.calls and state.finish == StopReason.STOP:
             # Some servers (Ollama, llama.cpp) say "stop" after tool calls; clients look at
             # the finish reason to know a tool must run.
-            state.finish = "tool_calls"
+            state.finish = StopReason.TOOL_CALLS
 
 
 def _tool_fragment(run: AgentRun, state: _Attempts, event: ToolCallDelta) -> None:
