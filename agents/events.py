@@ -36,6 +36,36 @@ class Stream(StrEnum):
 LIFECYCLE = Stream.LIFECYCLE  # the name tests build lifecycle events with
 
 
+class LifecyclePhase(StrEnum):
+    """`data.phase` of a `lifecycle` event; a run's `sessions.changed` carry START and END."""
+
+    START = "start"
+    MODEL = "model"  # an attempt with the next model of the chain begins
+    END = "end"  # terminal: completed or aborted
+    ERROR = "error"  # terminal: failed
+
+
+class ToolPhase(StrEnum):
+    """`data.phase` of a `tool` event."""
+
+    START = "start"
+    UPDATE = "update"
+    RESULT = "result"
+
+
+class ChangeReason(StrEnum):
+    """`SessionChange.reason`: what happened to the session outside a run."""
+
+    CREATE = "create"
+    PATCH = "patch"
+    RESET = "reset"
+    DELETE = "delete"
+
+
+# Module globals, not enum lookups: `is_terminal` runs for every event and subscriber.
+_TERMINAL_PHASES = frozenset({LifecyclePhase.END, LifecyclePhase.ERROR})
+
+
 class SessionStatus(StrEnum):
     """`SessionInfo.status` (`sessions.list`): running while a run is queued or running, else
     how its last run ended (the store's `last_status`), or idle before the first one."""
@@ -63,7 +93,7 @@ class RunEvent:
 
     @property
     def is_terminal(self) -> bool:
-        return self.stream == Stream.LIFECYCLE and self.data.get("phase") in ("end", "error")
+        return self.stream == LIFECYCLE and self.data.get("phase") in _TERMINAL_PHASES
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -163,8 +193,8 @@ class SessionChange:
     agent_id: str
     ts: int
     session: SessionInfo | None
-    reason: str | None = None
-    phase: str | None = None
+    reason: ChangeReason | None = None
+    phase: LifecyclePhase | None = None
     run_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:

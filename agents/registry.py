@@ -11,18 +11,18 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import structlog
 
 from agents.config import AgentsConfig
 from agents.errors import AgentError, InvalidSessionKey, StoreError, UnknownAgent
-from agents.events import EventSink, Listener, SessionChange, SessionInfo
+from agents.events import ChangeReason, EventSink, Listener, SessionChange, SessionInfo
 from agents.keys import is_main_key, parse_session_key
 from agents.providers.base import Provider
 from agents.runs import AgentRun, RunState, TurnRequest
-from agents.session import AgentSession, ProviderSource, RunSlots, SessionDeps
+from agents.session import AgentSession, RunSlots, SessionDeps
 from agents.store import PRUNE_BATCH, SessionRow, SessionStore, StoredMessage
 
 log = structlog.get_logger(__name__)
@@ -43,6 +43,14 @@ _EXPIRY_COALESCE_S = 1.0
 # How long aclose() lets aborted runs commit before cancelling them outright.
 SHUTDOWN_GRACE_S = 10.0
 _LOGGED_KEYS_MAX = 20  # prune logs name this many keys, not thousands
+
+
+class ProviderSource(Protocol):
+    """What the registry needs of `agents.providers.pool.ProviderPool`."""
+
+    def get(self, api: str) -> Provider: ...
+
+    async def aclose(self) -> None: ...
 
 
 def wall_clock_ms() -> int:
@@ -356,7 +364,8 @@ class SessionRegistry:
     def _publish_deleted(self, key: str, agent_id: str) -> None:
         """`sessions.changed` for a session that is gone (no live object may be left)."""
         if self._sink.listeners:
-            self._sink.publish(SessionChange(key, agent_id, self.clock(), None, "delete"))
+            change = SessionChange(key, agent_id, self.clock(), None, ChangeReason.DELETE)
+            self._sink.publish(change)
 
     def _info(self, row: SessionRow) -> SessionInfo:
         session = self._live.get(row.key)
@@ -403,7 +412,7 @@ class SessionRegistry:
         with session.hold():
             row = await self.store.patch_label(key, agent_id, label, self.clock())
             session.row = row
-        session.publish_change("patch", row=row)
+        session.publish_change(ChangeReason.PATCH, row=row)
         return self._info(row)
 
     async def reset(self, key: str) -> SessionInfo:
@@ -416,7 +425,7 @@ class SessionRegistry:
             async with session.lane:
                 row = await self.store.reset(key, agent_id, self.clock())
                 session.row = row
-        session.publish_change("reset", row=row)
+        session.publish_change(ChangeReason.RESET, row=row)
         return self._info(row)
 
     async def delete(self, key: str, delete_transcript: bool = True) -> bool:

@@ -34,7 +34,7 @@ import attrs
 
 from agents.config import ModelRef
 from agents.errors import AgentError
-from agents.events import EventSink, RunEvent, Stream
+from agents.events import EventSink, LifecyclePhase, RunEvent, Stream, ToolPhase
 from agents.providers.base import ChatMessage, ImageInput, StopReason, ToolCall, Usage
 
 __all__ = [
@@ -140,7 +140,7 @@ def _mergeable(event: RunEvent, last: RunEvent) -> bool:
             return True
         case Stream.TOOL:
             data, before = event.data, last.data
-            return data.get("phase") == before.get("phase") == "update" and data.get(
+            return data.get("phase") == before.get("phase") == ToolPhase.UPDATE and data.get(
                 "toolCallId"
             ) == before.get("toolCallId")
         case _:
@@ -414,14 +414,14 @@ def terminal_data(outcome: RunOutcome, started_at: int) -> dict[str, Any]:
         case RunStatus.FAILED:
             error = outcome.error.message if outcome.error is not None else AgentError.message
             return {
-                "phase": "error",
+                "phase": LifecyclePhase.ERROR,
                 "startedAt": started_at,
                 "endedAt": outcome.ended_at,
                 "error": error,
             }
         case RunStatus.COMPLETED | RunStatus.ABORTED:
             return {
-                "phase": "end",
+                "phase": LifecyclePhase.END,
                 "startedAt": started_at,
                 "endedAt": outcome.ended_at,
                 "stopReason": outcome.stop_reason,

@@ -21,14 +21,23 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 import structlog
 
 from agents.config import API_ECHO, ECHO_PROVIDER, AgentConfig, AgentsConfig, ModelRef
 from agents.errors import AgentError, StoreError, UnknownAgent, UpstreamError, UpstreamTimeout
-from agents.events import EventSink, SessionChange, SessionInfo, SessionStatus, Stream
+from agents.events import (
+    ChangeReason,
+    EventSink,
+    LifecyclePhase,
+    SessionChange,
+    SessionInfo,
+    SessionStatus,
+    Stream,
+    ToolPhase,
+)
 from agents.providers.base import (
     ChatMessage,
     Finish,
@@ -47,14 +56,6 @@ from agents.store import SessionRow, SessionStore, StoredMessage, TurnRecord
 from agents.transcript import new_inputs, with_tool_names
 
 log = structlog.get_logger(__name__)
-
-
-class ProviderSource(Protocol):
-    """What the registry needs of `agents.providers.pool.ProviderPool`."""
-
-    def get(self, api: str) -> Provider: ...
-
-    async def aclose(self) -> None: ...
 
 
 @attrs.define(eq=False)
@@ -189,9 +190,9 @@ class AgentSession:
 
     def publish_change(
         self,
-        reason: str | None = None,
+        reason: ChangeReason | None = None,
         *,
-        phase: str | None = None,
+        phase: LifecyclePhase | None = None,
         run_id: str | None = None,
         row: SessionRow | None = None,
     ) -> None:
@@ -293,7 +294,7 @@ class AgentSession:
         )
         self.row = row
         if created:
-            self.publish_change("create", row=row)
+            self.publish_change(ChangeReason.CREATE, row=row)
         return row, created
 
     async def _execute(self, run: AgentRun) -> None:
@@ -318,8 +319,8 @@ class AgentSession:
         loop = asyncio.get_running_loop()
         started_mono = loop.time()
         started_at = run.started_at = clock()
-        run.emit(Stream.LIFECYCLE, {"phase": "start", "startedAt": started_at})
-        self.publish_change(phase="start", run_id=run.id)
+        run.emit(Stream.LIFECYCLE, {"phase": LifecyclePhase.START, "startedAt": started_at})
+        self.publish_change(phase=LifecyclePhase.START, run_id=run.id)
 
         request = run.request
         sent = request.messages
@@ -354,7 +355,7 @@ class AgentSession:
         for message in new:
             if message.role == "tool":
                 run.emit(Stream.TOOL, {
-                    "phase": "result", "name": message.tool_name,
+                    "phase": ToolPhase.RESULT, "name": message.tool_name,
                     "toolCallId": message.tool_call_id, "isError": False, "result": message.text,
                 })  # fmt: skip
         messages = (*history, *new)
@@ -465,7 +466,7 @@ class AgentSession:
     def _finish(self, run: AgentRun, outcome: RunOutcome, started_at: int) -> None:
         self._running = None  # the terminal event's consumers see the session idle
         run.finish(outcome, terminal_data(outcome, started_at))
-        self.publish_change(phase="end", run_id=run.id)
+        self.publish_change(phase=LifecyclePhase.END, run_id=run.id)
 
     async def _attempts(
         self,
@@ -482,9 +483,8 @@ class AgentSession:
         chain = (run.request.model,) if run.request.model is not None else agent.models
         for ref in chain:
             state.ref, state.usage, state.finish, state.api = ref, None, StopReason.STOP, None
-            run.emit(
-                Stream.LIFECYCLE, {"phase": "model", "provider": ref.provider, "model": ref.model}
-            )
+            model = {"phase": LifecyclePhase.MODEL, "provider": ref.provider, "model": ref.model}
+            run.emit(Stream.LIFECYCLE, model)
             try:
                 provider, request = self._provider_request(config, ref, system, messages, params)
                 state.api = provider.api
@@ -572,13 +572,13 @@ def _tool_fragment(run: AgentRun, state: _Attempts, event: ToolCallDelta) -> Non
         # Servers that omit the id get one: the client must be able to answer the call.
         call_id = event.id or f"call_{run.id[-12:]}_{event.index}"
         call = state.calls[event.index] = [call_id, event.name or "", ""]
-        run.emit(Stream.TOOL, {"phase": "start", "name": call[1], "toolCallId": call_id,
+        run.emit(Stream.TOOL, {"phase": ToolPhase.START, "name": call[1], "toolCallId": call_id,
                         "index": event.index})  # fmt: skip
     elif event.name and not call[1]:
         call[1] = event.name
     if event.arguments:
         call[2] += event.arguments
-        run.emit(Stream.TOOL, {"phase": "update", "name": call[1], "toolCallId": call[0],
+        run.emit(Stream.TOOL, {"phase": ToolPhase.UPDATE, "name": call[1], "toolCallId": call[0],
                         "index": event.index, "delta": event.arguments})  # fmt: skip
 
 
