@@ -132,19 +132,22 @@ class RunOutcome:
     tool_calls: tuple[ToolCall, ...] = ()
 
 
+# Module globals, not enum attributes (a `match` reads those on every call): a subscriber that
+# fell behind merges every delta through here.
+_DELTA_STREAMS = frozenset({Stream.ASSISTANT, Stream.THINKING, Stream.TOOL})
+_TOOL = Stream.TOOL
+_UPDATE = ToolPhase.UPDATE
+
+
 def _mergeable(event: RunEvent, last: RunEvent) -> bool:
-    if event.stream != last.stream:
+    if event.stream != last.stream or event.stream not in _DELTA_STREAMS:
         return False
-    match event.stream:
-        case Stream.ASSISTANT | Stream.THINKING:
-            return True
-        case Stream.TOOL:
-            data, before = event.data, last.data
-            return data.get("phase") == before.get("phase") == ToolPhase.UPDATE and data.get(
-                "toolCallId"
-            ) == before.get("toolCallId")
-        case _:
-            return False
+    if event.stream != _TOOL:
+        return True
+    data, before = event.data, last.data
+    return data.get("phase") == before.get("phase") == _UPDATE and data.get(
+        "toolCallId"
+    ) == before.get("toolCallId")
 
 
 @attrs.define(eq=False)
