@@ -7,6 +7,7 @@ The gateway turns these into SSE chunks and WS `agent`/`chat`/`sessions.changed`
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from enum import StrEnum
 from typing import Any
 
 import attrs
@@ -17,15 +18,63 @@ from agents.store import SessionRow
 
 log = structlog.get_logger(__name__)
 
-LIFECYCLE = "lifecycle"
-ASSISTANT = "assistant"
-USAGE = "usage"
-# The model's reasoning, like `assistant`: {"text": cumulative, "delta": piece}.
-THINKING = "thinking"
-# Client tool calls, in OpenClaw's `tool` stream shape: `start` {name, toolCallId, index}
-# when the model begins a call, `update` {name, toolCallId, index, delta} per piece of its
-# arguments, `result` {name, toolCallId, isError, result} when the client sends the result.
-TOOL = "tool"
+
+class Stream(StrEnum):
+    """`RunEvent.stream`: which of a run's streams an event belongs to (§2.2)."""
+
+    LIFECYCLE = "lifecycle"
+    ASSISTANT = "assistant"
+    USAGE = "usage"
+    # The model's reasoning, like `assistant`: {"text": cumulative, "delta": piece}.
+    THINKING = "thinking"
+    # Client tool calls, in OpenClaw's `tool` stream shape: `start` {name, toolCallId, index}
+    # when the model begins a call, `update` {name, toolCallId, index, delta} per piece of its
+    # arguments, `result` {name, toolCallId, isError, result} when the client sends the result.
+    TOOL = "tool"
+
+
+LIFECYCLE = Stream.LIFECYCLE  # the name tests build lifecycle events with
+
+
+class LifecyclePhase(StrEnum):
+    """`data.phase` of a `lifecycle` event; a run's `sessions.changed` carry START and END."""
+
+    START = "start"
+    MODEL = "model"  # an attempt with the next model of the chain begins
+    END = "end"  # terminal: completed or aborted
+    ERROR = "error"  # terminal: failed
+
+
+class ToolPhase(StrEnum):
+    """`data.phase` of a `tool` event."""
+
+    START = "start"
+    UPDATE = "update"
+    RESULT = "result"
+
+
+class ChangeReason(StrEnum):
+    """`SessionChange.reason`: what happened to the session outside a run."""
+
+    CREATE = "create"
+    PATCH = "patch"
+    RESET = "reset"
+    DELETE = "delete"
+
+
+# Module globals, not enum lookups: `is_terminal` runs for every event and subscriber.
+_TERMINAL_PHASES = frozenset({LifecyclePhase.END, LifecyclePhase.ERROR})
+
+
+class SessionStatus(StrEnum):
+    """`SessionInfo.status` (`sessions.list`): running while a run is queued or running, else
+    how its last run ended (the store's `last_status`), or idle before the first one."""
+
+    RUNNING = "running"
+    IDLE = "idle"
+    DONE = "done"
+    ABORTED = "aborted"
+    ERROR = "error"
 
 
 @attrs.frozen
@@ -37,14 +86,14 @@ class RunEvent:
     session_key: str
     session_id: str | None  # None only for a run that ended before its session was loaded
     agent_id: str
-    stream: str  # "lifecycle", "assistant", "thinking", "tool" or "usage"
+    stream: Stream
     seq: int
     ts: int  # Unix ms
     data: Mapping[str, Any]
 
     @property
     def is_terminal(self) -> bool:
-        return self.stream == LIFECYCLE and self.data.get("phase") in ("end", "error")
+        return self.stream == LIFECYCLE and self.data.get("phase") in _TERMINAL_PHASES
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -76,7 +125,8 @@ class SessionInfo:
     total_tokens: int
     model_provider: str | None
     model: str | None
-    status: str  # "running", else the last outcome "done"/"aborted"/"error", or "idle"
+    # A `SessionStatus`; typed str because the last status comes from the store as written.
+    status: str
     last_run_id: str | None
     active_run_ids: tuple[str, ...] = ()  # queued and running runs, oldest first
     kind: str = "direct"
@@ -99,7 +149,9 @@ class SessionInfo:
             total_tokens=row.total_tokens,
             model_provider=row.model_provider,
             model=row.model,
-            status="running" if active_run_ids else (row.last_status or "idle"),
+            status=(
+                SessionStatus.RUNNING if active_run_ids else row.last_status or SessionStatus.IDLE
+            ),
             last_run_id=row.last_run_id,
             active_run_ids=active_run_ids,
         )
@@ -141,8 +193,8 @@ class SessionChange:
     agent_id: str
     ts: int
     session: SessionInfo | None
-    reason: str | None = None
-    phase: str | None = None
+    reason: ChangeReason | None = None
+    phase: LifecyclePhase | None = None
     run_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -11,17 +11,18 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import structlog
 
 from agents.config import AgentsConfig
 from agents.errors import AgentError, InvalidSessionKey, StoreError, UnknownAgent
-from agents.events import EventSink, Listener, SessionChange, SessionInfo
+from agents.events import ChangeReason, EventSink, Listener, SessionChange, SessionInfo
 from agents.keys import is_main_key, parse_session_key
-from agents.runs import QUEUED, RUNNING, AgentRun, TurnRequest
-from agents.session import AgentSession, ProviderSource, RunSlots
+from agents.providers.base import Provider
+from agents.runs import AgentRun, RunState, TurnRequest
+from agents.session import AgentSession, RunSlots, SessionDeps
 from agents.store import PRUNE_BATCH, SessionRow, SessionStore, StoredMessage
 
 log = structlog.get_logger(__name__)
@@ -42,6 +43,14 @@ _EXPIRY_COALESCE_S = 1.0
 # How long aclose() lets aborted runs commit before cancelling them outright.
 SHUTDOWN_GRACE_S = 10.0
 _LOGGED_KEYS_MAX = 20  # prune logs name this many keys, not thousands
+
+
+class ProviderSource(Protocol):
+    """What the registry needs of `agents.providers.pool.ProviderPool`."""
+
+    def get(self, api: str) -> Provider: ...
+
+    async def aclose(self) -> None: ...
 
 
 def wall_clock_ms() -> int:
@@ -98,6 +107,7 @@ class SessionRegistry:
     maintenance_batch: int = attrs.field(default=PRUNE_BATCH, kw_only=True)
     slots: RunSlots = attrs.field(init=False)
     _sink: EventSink = attrs.field(init=False, factory=EventSink)
+    _deps: SessionDeps = attrs.field(init=False)  # what every session gets of the registry
     # Live sessions, least recently used first; busy ones are never evicted.
     _live: OrderedDict[str, AgentSession] = attrs.field(init=False, factory=OrderedDict)
     # Queued and running runs (an ordered set: run ids may repeat across time).
@@ -120,6 +130,27 @@ class SessionRegistry:
     def __attrs_post_init__(self) -> None:
         self.slots = RunSlots(self.config.max_concurrent)
         self._idle.set()
+        # Through methods, not values: `configure` (a reload) replaces the config, and tests
+        # pin the clock after construction.
+        self._deps = SessionDeps(
+            config=self._current_config,
+            store=self.store,
+            provider=self._provider,
+            sink=self._sink,
+            clock=self._now,
+            slots=self.slots,
+            spawn=self.spawn,
+            session_idle=self._session_idle,
+        )
+
+    def _current_config(self) -> AgentsConfig:
+        return self.config
+
+    def _now(self) -> int:
+        return self.clock()
+
+    def _provider(self, api: str) -> Provider:
+        return self.providers.get(api)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -238,8 +269,8 @@ class SessionRegistry:
         return [run.id for run in list(self._active) if run.abort(reason)]
 
     def stats(self) -> RunStats:
-        running = sum(1 for run in self._active if run.state == RUNNING)
-        queued = sum(1 for run in self._active if run.state == QUEUED)
+        running = sum(1 for run in self._active if run.state == RunState.RUNNING)
+        queued = sum(1 for run in self._active if run.state == RunState.QUEUED)
         return RunStats(running, queued, self.slots.limit, len(self._live))
 
     def _run_ended(self, run: AgentRun) -> None:
@@ -300,14 +331,14 @@ class SessionRegistry:
         session = self._live.get(key)
         if session is None:
             agent_id, _ = parse_session_key(key)
-            session = AgentSession(key, agent_id, self)
+            session = AgentSession(key, agent_id, self._deps)
             self._live[key] = session
             self._trim()
         else:
             self._live.move_to_end(key)
         return session
 
-    def session_idle(self, session: AgentSession) -> None:
+    def _session_idle(self, session: AgentSession) -> None:
         """Called by a session that may have become idle: keep the LRU within bounds."""
         if session.stateless and not session.busy and self._live.get(session.key) is session:
             # Nobody names a stateless key again: keeping it live would only pin memory.
@@ -330,30 +361,10 @@ class SessionRegistry:
         for key in idle:
             del self._live[key]
 
-    def publish_change(
-        self,
-        session: AgentSession,
-        reason: str | None = None,
-        *,
-        phase: str | None = None,
-        run_id: str | None = None,
-        row: SessionRow | None = None,
-    ) -> None:
-        """Tell the listeners about a session change (`sessions.changed`)."""
+    def _publish_deleted(self, key: str, agent_id: str) -> None:
+        """`sessions.changed` for a session that is gone (no live object may be left)."""
         if self._sink.listeners:
-            self._publish(session.key, session.agent_id, session.info(row), reason, phase, run_id)
-
-    def _publish(
-        self,
-        key: str,
-        agent_id: str,
-        info: SessionInfo | None,
-        reason: str | None,
-        phase: str | None = None,
-        run_id: str | None = None,
-    ) -> None:
-        if self._sink.listeners:
-            change = SessionChange(key, agent_id, self.clock(), info, reason, phase, run_id)
+            change = SessionChange(key, agent_id, self.clock(), None, ChangeReason.DELETE)
             self._sink.publish(change)
 
     def _info(self, row: SessionRow) -> SessionInfo:
@@ -401,7 +412,7 @@ class SessionRegistry:
         with session.hold():
             row = await self.store.patch_label(key, agent_id, label, self.clock())
             session.row = row
-        self.publish_change(session, "patch", row=row)
+        session.publish_change(ChangeReason.PATCH, row=row)
         return self._info(row)
 
     async def reset(self, key: str) -> SessionInfo:
@@ -414,7 +425,7 @@ class SessionRegistry:
             async with session.lane:
                 row = await self.store.reset(key, agent_id, self.clock())
                 session.row = row
-        self.publish_change(session, "reset", row=row)
+        session.publish_change(ChangeReason.RESET, row=row)
         return self._info(row)
 
     async def delete(self, key: str, delete_transcript: bool = True) -> bool:
@@ -433,7 +444,7 @@ class SessionRegistry:
                     key, self.clock(), delete_transcript=delete_transcript
                 )
                 session.row = None
-        self._publish(key, session.agent_id, None, "delete")
+        self._publish_deleted(key, session.agent_id)
         return deleted
 
     # -- maintenance -------------------------------------------------------------------
@@ -487,7 +498,7 @@ class SessionRegistry:
                 session.row = None
                 if not session.busy:
                     del self._live[row.key]
-            self._publish(row.key, row.agent_id, None, "delete")
+            self._publish_deleted(row.key, row.agent_id)
 
     async def _maintain_hourly(self) -> None:
         while True:

@@ -26,6 +26,7 @@ import asyncio
 import sys
 from collections import deque
 from collections.abc import Callable, Mapping
+from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
@@ -33,32 +34,38 @@ import attrs
 
 from agents.config import ModelRef
 from agents.errors import AgentError
-from agents.events import ASSISTANT, LIFECYCLE, THINKING, TOOL, USAGE, EventSink, RunEvent
-from agents.providers.base import ChatMessage, ImageInput, ToolCall, Usage
+from agents.events import EventSink, LifecyclePhase, RunEvent, Stream, ToolPhase
+from agents.providers.base import ChatMessage, ImageInput, StopReason, ToolCall, Usage
 
 __all__ = [
-    "ASSISTANT",
-    "ENDED",
-    "LIFECYCLE",
-    "QUEUED",
     "RUNNING",
-    "USAGE",
     "AgentRun",
     "RunEvent",
     "RunOutcome",
+    "RunState",
+    "RunStatus",
     "RunSubscription",
     "TurnRequest",
 ]
 
-# AgentRun.state
-QUEUED = "queued"  # waiting for its session lane or a global slot; abort ends it at once
-RUNNING = "running"  # got lane and slot; abort cancels the provider stream
-ENDED = "ended"  # outcome set, terminal event emitted
 
-# RunOutcome.status
-COMPLETED = "completed"
-ABORTED = "aborted"
-FAILED = "failed"
+class RunState(StrEnum):
+    """`AgentRun.state`: queued → running → ended, or queued → ended when aborted there."""
+
+    QUEUED = "queued"  # waiting for its session lane or a global slot; abort ends it at once
+    RUNNING = "running"  # got lane and slot; abort cancels the provider stream
+    ENDED = "ended"  # outcome set, terminal event emitted
+
+
+class RunStatus(StrEnum):
+    """`RunOutcome.status`: how the run ended. The values are those `agent.wait` reports."""
+
+    COMPLETED = "completed"
+    ABORTED = "aborted"
+    FAILED = "failed"
+
+
+RUNNING = RunState.RUNNING  # the name tests compare `run.state` with
 
 DEFAULT_SUBSCRIPTION_SIZE = 1024  # events; merging keeps the text exact beyond it
 # An ended run with an empty reply, measured with tracemalloc (run, released request,
@@ -111,8 +118,8 @@ class TurnRequest:
 
 @attrs.frozen
 class RunOutcome:
-    status: str  # "completed", "aborted" or "failed"
-    stop_reason: str  # stop/length/content_filter, aborted, timeout, error
+    status: RunStatus
+    stop_reason: StopReason
     text: str  # the assistant text, partial when aborted or failed
     usage: Usage  # reported by the provider, else estimated (§7)
     error: AgentError | None  # set when failed
@@ -125,16 +132,20 @@ class RunOutcome:
     tool_calls: tuple[ToolCall, ...] = ()
 
 
-_DELTA_STREAMS = frozenset({ASSISTANT, THINKING, TOOL})
+# Module globals, not enum attributes (a `match` reads those on every call): a subscriber that
+# fell behind merges every delta through here.
+_DELTA_STREAMS = frozenset({Stream.ASSISTANT, Stream.THINKING, Stream.TOOL})
+_TOOL = Stream.TOOL
+_UPDATE = ToolPhase.UPDATE
 
 
 def _mergeable(event: RunEvent, last: RunEvent) -> bool:
     if event.stream != last.stream or event.stream not in _DELTA_STREAMS:
         return False
-    if event.stream != TOOL:
+    if event.stream != _TOOL:
         return True
     data, before = event.data, last.data
-    return data.get("phase") == before.get("phase") == "update" and data.get(
+    return data.get("phase") == before.get("phase") == _UPDATE and data.get(
         "toolCallId"
     ) == before.get("toolCallId")
 
@@ -251,7 +262,7 @@ class AgentRun:
     session_key: str = attrs.field(init=False)
     agent_id: str = attrs.field(init=False)
     session_id: str | None = None
-    state: str = QUEUED
+    state: RunState = RunState.QUEUED
     started_at: int | None = None  # lifecycle start, once emitted
     outcome: RunOutcome | None = None
     abort_reason: str | None = None
@@ -261,7 +272,7 @@ class AgentRun:
     _done: asyncio.Event = attrs.field(factory=asyncio.Event)
     _stream_task: asyncio.Task[None] | None = None
     _finishing: bool = False  # provider done; the turn is being committed
-    # Set by the session while queued: takes the run out of its queue.
+    # Given by the session while the run waits in its queue: takes it out of that queue.
     _dequeue: Callable[[AgentRun], None] | None = None
 
     def __attrs_post_init__(self) -> None:
@@ -290,16 +301,18 @@ class AgentRun:
         """Abort while queued (ends at once, nothing stored) or while streaming (the provider
         is cancelled, the partial text stored). True when this call aborted the run; a
         finished, finishing or already aborted run is left alone."""
-        if self.state == ENDED or self._finishing or self.abort_reason is not None:
+        if self.state == RunState.ENDED or self._finishing or self.abort_reason is not None:
             return False
         self.abort_reason = reason
-        if self.state == QUEUED:
-            if self._dequeue is not None:
-                self._dequeue(self)
-            self.end_unstarted(ABORTED)
-        elif self._stream_task is not None:
-            self._stream_task.cancel()
-        # Else the run is between its start and its provider call; it checks abort_reason.
+        match self.state:
+            case RunState.QUEUED:
+                if self._dequeue is not None:
+                    self._dequeue(self)
+                self.end_unstarted(RunStatus.ABORTED)
+            case RunState.RUNNING if self._stream_task is not None:
+                self._stream_task.cancel()
+            case _:
+                pass  # between its start and its provider call: it checks abort_reason
         return True
 
     async def wait(self) -> RunOutcome:
@@ -309,7 +322,7 @@ class AgentRun:
 
     @property
     def ended(self) -> bool:
-        return self.state == ENDED
+        return self.state == RunState.ENDED
 
     @property
     def addressable(self) -> bool:
@@ -326,7 +339,17 @@ class AgentRun:
 
     # -- for the AgentSession that drives the run --------------------------------------
 
-    def emit(self, stream: str, data: Mapping[str, Any]) -> RunEvent:
+    def queue_on(self, remove: Callable[[AgentRun], None]) -> None:
+        """Queued by a session: an abort while queued calls `remove(run)` to take the run
+        out of that queue."""
+        self._dequeue = remove
+
+    def start(self) -> None:
+        """Taken off its session's queue to run: an abort now cancels the provider stream."""
+        self._dequeue = None
+        self.state = RunState.RUNNING
+
+    def emit(self, stream: Stream, data: Mapping[str, Any]) -> RunEvent:
         # Hot path (once per provider delta): no logging, no allocation beyond the event.
         self._seq += 1
         event = RunEvent(
@@ -358,24 +381,24 @@ class AgentRun:
 
     def finish(self, outcome: RunOutcome, data: Mapping[str, Any]) -> None:
         """Set the outcome, then emit the terminal event `data` (the turn is committed)."""
-        if self.state == ENDED:
+        if self.state == RunState.ENDED:
             return
         self.outcome = outcome
-        self.state = ENDED
+        self.state = RunState.ENDED
         self._dequeue = None
-        self._terminal = self.emit(LIFECYCLE, data)
+        self._terminal = self.emit(Stream.LIFECYCLE, data)
         self._subscribers = []
         self.request = self.request.released()
         self._done.set()
         self._on_end(self)
 
-    def end_unstarted(self, status: str, error: AgentError | None = None) -> None:
+    def end_unstarted(self, status: RunStatus, error: AgentError | None = None) -> None:
         """End a run that never emitted lifecycle start: only the terminal event, and
         nothing stored (aborted while queued, or its agent vanished from the config)."""
         now = self._clock()
         outcome = RunOutcome(
             status=status,
-            stop_reason="aborted" if status == ABORTED else "error",
+            stop_reason=StopReason.ABORTED if status == RunStatus.ABORTED else StopReason.ERROR,
             text="",
             usage=Usage(0, 0),
             error=error,
@@ -390,18 +413,20 @@ class AgentRun:
 
 def terminal_data(outcome: RunOutcome, started_at: int) -> dict[str, Any]:
     """The terminal lifecycle event's data (§2.2): `end` unless the run failed."""
-    if outcome.status == FAILED:
-        error = outcome.error.message if outcome.error is not None else AgentError.message
-        return {
-            "phase": "error",
-            "startedAt": started_at,
-            "endedAt": outcome.ended_at,
-            "error": error,
-        }
-    return {
-        "phase": "end",
-        "startedAt": started_at,
-        "endedAt": outcome.ended_at,
-        "stopReason": outcome.stop_reason,
-        "aborted": outcome.status == ABORTED,
-    }
+    match outcome.status:
+        case RunStatus.FAILED:
+            error = outcome.error.message if outcome.error is not None else AgentError.message
+            return {
+                "phase": LifecyclePhase.ERROR,
+                "startedAt": started_at,
+                "endedAt": outcome.ended_at,
+                "error": error,
+            }
+        case RunStatus.COMPLETED | RunStatus.ABORTED:
+            return {
+                "phase": LifecyclePhase.END,
+                "startedAt": started_at,
+                "endedAt": outcome.ended_at,
+                "stopReason": outcome.stop_reason,
+                "aborted": outcome.status == RunStatus.ABORTED,
+            }

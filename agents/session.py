@@ -6,6 +6,9 @@ registry's global `RunSlots`, then the session's lane (a lock reset/delete also 
 never interleave with a turn). A session's queued runs never hold a global slot: only the
 worker waits for one, and only when its session has nothing running.
 
+A session gets what it needs of its owner as one `SessionDeps` (the registry makes one for
+all its sessions): it never sees the registry, and a test can build one without it.
+
 The turn (§2.2, §3, §6.1): lifecycle start → for each model of the chain a `model` event and
 an attempt → `assistant` events → one `usage` event → one store transaction → the terminal
 lifecycle event. The provider is iterated in its own task so abort and the run timeout can
@@ -16,16 +19,25 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 import attrs
 import structlog
 
 from agents.config import API_ECHO, ECHO_PROVIDER, AgentConfig, AgentsConfig, ModelRef
 from agents.errors import AgentError, StoreError, UnknownAgent, UpstreamError, UpstreamTimeout
-from agents.events import ASSISTANT, LIFECYCLE, THINKING, TOOL, USAGE, SessionInfo
+from agents.events import (
+    ChangeReason,
+    EventSink,
+    LifecyclePhase,
+    SessionChange,
+    SessionInfo,
+    SessionStatus,
+    Stream,
+    ToolPhase,
+)
 from agents.providers.base import (
     ChatMessage,
     Finish,
@@ -33,36 +45,17 @@ from agents.providers.base import (
     ProviderEvent,
     ProviderRequest,
     ReasoningDelta,
+    StopReason,
     TextDelta,
     ToolCall,
     ToolCallDelta,
     Usage,
 )
-from agents.runs import (
-    ABORTED,
-    COMPLETED,
-    FAILED,
-    RUNNING,
-    AgentRun,
-    RunOutcome,
-    TurnRequest,
-    terminal_data,
-)
-from agents.store import SessionRow, StoredMessage, TurnRecord
+from agents.runs import AgentRun, RunOutcome, RunStatus, TurnRequest, terminal_data
+from agents.store import SessionRow, SessionStore, StoredMessage, TurnRecord
 from agents.transcript import new_inputs, with_tool_names
 
-if TYPE_CHECKING:
-    from agents.registry import SessionRegistry
-
 log = structlog.get_logger(__name__)
-
-
-class ProviderSource(Protocol):
-    """What the registry needs of `agents.providers.pool.ProviderPool`."""
-
-    def get(self, api: str) -> Provider: ...
-
-    async def aclose(self) -> None: ...
 
 
 @attrs.define(eq=False)
@@ -107,13 +100,30 @@ class RunSlots:
                 fut.set_result(None)
 
 
+@attrs.frozen
+class SessionDeps:
+    """What a session needs of its owner: one for all the sessions of a registry."""
+
+    # The current config: a run reads it once, when it starts, and keeps it (hot reload).
+    config: Callable[[], AgentsConfig]
+    store: SessionStore
+    provider: Callable[[str], Provider]  # by `api` name; KeyError when it is not implemented
+    sink: EventSink  # where session changes go (runs publish their events themselves)
+    clock: Callable[[], int]  # Unix ms
+    slots: RunSlots  # shared by every session: the global limit of running turns
+    # Starts a tracked task: the owner's shutdown waits for the worker and provider tasks.
+    spawn: Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]]
+    # Told whenever the session may have become idle, so its owner can let it go.
+    session_idle: Callable[[AgentSession], None]
+
+
 @attrs.define
 class _Attempts:
     """What the provider task shares with the run's driver, which reads it after a cancel."""
 
     text: str = ""
     usage: Usage | None = None
-    finish: str = "stop"
+    finish: StopReason = StopReason.STOP
     ref: ModelRef | None = None
     api: str | None = None
     reasoning: str = ""
@@ -148,7 +158,7 @@ class AgentSession:
 
     key: str
     agent_id: str  # from the key; may name an agent that is no longer configured
-    _registry: SessionRegistry
+    _deps: SessionDeps
     row: SessionRow | None = None  # cached store row; None until loaded, or after delete
     stateless: bool = False  # its last turn came without a key (HTTP)
     _pending: deque[AgentRun] = attrs.field(factory=deque)
@@ -176,13 +186,29 @@ class AgentSession:
         row = row or self.row
         if row is None:
             return None
-        return SessionInfo.from_row(row, self._registry.config.main_key, self.active_run_ids())
+        return SessionInfo.from_row(row, self._deps.config().main_key, self.active_run_ids())
+
+    def publish_change(
+        self,
+        reason: ChangeReason | None = None,
+        *,
+        phase: LifecyclePhase | None = None,
+        run_id: str | None = None,
+        row: SessionRow | None = None,
+    ) -> None:
+        """Tell the listeners about a change of this session (`sessions.changed`)."""
+        sink = self._deps.sink
+        if sink.listeners:
+            change = SessionChange(
+                self.key, self.agent_id, self._deps.clock(), self.info(row), reason, phase, run_id
+            )
+            sink.publish(change)
 
     def enqueue(self, run: AgentRun) -> None:
-        run._dequeue = self._remove
+        run.queue_on(self._remove)
         self._pending.append(run)
         if self._worker is None:
-            self._worker = self._registry.spawn(self._work(), f"session-worker {self.key}")
+            self._worker = self._deps.spawn(self._work(), f"session-worker {self.key}")
 
     def _remove(self, run: AgentRun) -> None:
         if run in self._pending:
@@ -202,14 +228,14 @@ class AgentSession:
             yield
         finally:
             self._holds -= 1
-            self._registry.session_idle(self)
+            self._deps.session_idle(self)
 
     @property
     def lane(self) -> asyncio.Lock:
         return self._lane
 
     async def _work(self) -> None:
-        slots = self._registry.slots
+        slots = self._deps.slots
         try:
             while self._pending:
                 # The slot first, then the lane: a reset waiting for the lane then only
@@ -220,7 +246,7 @@ class AgentSession:
                         if not self._pending:
                             break  # everything queued was aborted meanwhile
                         run = self._pending.popleft()
-                        run._dequeue = None
+                        run.start()
                         self._running = run
                         try:
                             await self._run_guarded(run)
@@ -230,7 +256,7 @@ class AgentSession:
                     slots.release()
         finally:
             self._worker = None
-            self._registry.session_idle(self)
+            self._deps.session_idle(self)
 
     async def _run_guarded(self, run: AgentRun) -> None:
         try:
@@ -248,10 +274,11 @@ class AgentSession:
             return
         error = AgentError("run ended unexpectedly")
         if run.started_at is None:
-            run.end_unstarted(FAILED, error)
+            run.end_unstarted(RunStatus.FAILED, error)
             return
         outcome = RunOutcome(
-            FAILED, "error", "", Usage(0, 0), error, run.started_at, self._registry.clock(),
+            RunStatus.FAILED, StopReason.ERROR, "", Usage(0, 0), error, run.started_at,
+            self._deps.clock(),
             None, None, run.session_id,
         )  # fmt: skip
         run.finish(outcome, terminal_data(outcome, run.started_at))
@@ -262,39 +289,38 @@ class AgentSession:
         """The session's row, created for a new key; True when created by this call."""
         if self.row is not None:
             return self.row, False
-        row, created = await self._registry.store.get_or_create(
+        row, created = await self._deps.store.get_or_create(
             self.key, self.agent_id, now, stateless=self.stateless
         )
         self.row = row
         if created:
-            self._registry.publish_change(self, "create", row=row)
+            self.publish_change(ChangeReason.CREATE, row=row)
         return row, created
 
     async def _execute(self, run: AgentRun) -> None:
-        registry = self._registry
-        config = registry.config  # this run keeps this config even if it is reloaded
-        clock = registry.clock
-        run.state = RUNNING
+        deps = self._deps
+        config = deps.config()  # this run keeps this config even if it is reloaded
+        clock = deps.clock
         agent = config.agent(run.agent_id)
         if agent is None:
-            run.end_unstarted(FAILED, UnknownAgent(run.agent_id))
+            run.end_unstarted(RunStatus.FAILED, UnknownAgent(run.agent_id))
             return
         try:
             row, created = await self._load_row(clock())
         except StoreError as exc:
             log.error("session_load_failed", session_key=self.key, run_id=run.id, error=str(exc))
-            run.end_unstarted(FAILED, exc)
+            run.end_unstarted(RunStatus.FAILED, exc)
             return
         run.session_id = row.session_id
         if run.abort_reason is not None:
-            run.end_unstarted(ABORTED)
+            run.end_unstarted(RunStatus.ABORTED)
             return
 
         loop = asyncio.get_running_loop()
         started_mono = loop.time()
         started_at = run.started_at = clock()
-        run.emit(LIFECYCLE, {"phase": "start", "startedAt": started_at})
-        registry.publish_change(self, phase="start", run_id=run.id)
+        run.emit(Stream.LIFECYCLE, {"phase": LifecyclePhase.START, "startedAt": started_at})
+        self.publish_change(phase=LifecyclePhase.START, run_id=run.id)
 
         request = run.request
         sent = request.messages
@@ -304,15 +330,15 @@ class AgentSession:
             if created:
                 stored: tuple[StoredMessage, ...] = ()
             elif sent:
-                stored, last = await registry.store.replay(row.session_id, config.history_limit)
+                stored, last = await deps.store.replay(row.session_id, config.history_limit)
             else:
-                stored = await registry.store.recent_turns(row.session_id, config.history_limit)
+                stored = await deps.store.recent_turns(row.session_id, config.history_limit)
         except StoreError as exc:
             log.error("history_load_failed", session_key=self.key, run_id=run.id, error=str(exc))
             run.detach_stream()
             outcome = RunOutcome(
-                FAILED, "error", "", Usage(0, 0), exc, started_at, clock(), None, None,
-                row.session_id,
+                RunStatus.FAILED, StopReason.ERROR, "", Usage(0, 0), exc, started_at, clock(),
+                None, None, row.session_id,
             )  # fmt: skip
             self._finish(run, outcome, started_at)
             return
@@ -328,8 +354,8 @@ class AgentSession:
             context_start = False
         for message in new:
             if message.role == "tool":
-                run.emit(TOOL, {
-                    "phase": "result", "name": message.tool_name,
+                run.emit(Stream.TOOL, {
+                    "phase": ToolPhase.RESULT, "name": message.tool_name,
                     "toolCallId": message.tool_call_id, "isError": False, "result": message.text,
                 })  # fmt: skip
         messages = (*history, *new)
@@ -337,8 +363,8 @@ class AgentSession:
         input_estimate = _words(system) + sum(_words(m.text) for m in messages)
 
         state = _Attempts()
-        # Tracked by the registry, so even a shutdown that had to cancel us waits for it.
-        task = registry.spawn(
+        # Tracked by the owner, so even a shutdown that had to cancel us waits for it.
+        task = deps.spawn(
             self._attempts(run, config, agent, system, messages, params, state),
             f"provider-stream {run.id}",
         )
@@ -365,25 +391,28 @@ class AgentSession:
             run.detach_stream()
 
         error: AgentError | None = None
+        status: RunStatus
         if timed_out:
-            status, stop_reason = FAILED, "timeout"
+            status, stop_reason = RunStatus.FAILED, StopReason.TIMEOUT
             error = UpstreamTimeout(f"run timed out after {timeout} s")
         elif run.abort_reason is not None or task.cancelled():
-            status, stop_reason = ABORTED, "aborted"
+            status, stop_reason = RunStatus.ABORTED, StopReason.ABORTED
         elif (failure := task.exception()) is not None:
-            status = FAILED
+            status = RunStatus.FAILED
             if isinstance(failure, AgentError):
                 error = failure
             else:
                 # A bug, ours or a provider's: the traceback goes to the log, not the client.
                 log.error("run_failed", session_key=self.key, run_id=run.id, exc_info=failure)
                 error = AgentError(f"{type(failure).__name__}: {failure}")
-            stop_reason = "timeout" if isinstance(failure, UpstreamTimeout) else "error"
+            stop_reason = (
+                StopReason.TIMEOUT if isinstance(failure, UpstreamTimeout) else StopReason.ERROR
+            )
         else:
-            status, stop_reason = COMPLETED, state.finish
+            status, stop_reason = RunStatus.COMPLETED, state.finish
 
         usage = state.usage or Usage(input_estimate, _words(state.text))
-        run.emit(USAGE, {"inputTokens": usage.input, "outputTokens": usage.output})
+        run.emit(Stream.USAGE, {"inputTokens": usage.input, "outputTokens": usage.output})
         ended_at = clock()
         ref = state.ref
         record = TurnRecord(
@@ -398,11 +427,11 @@ class AgentSession:
             input_tokens=usage.input,
             output_tokens=usage.output,
             stop_reason=stop_reason,
-            status={COMPLETED: "done", ABORTED: "aborted"}.get(status, "error"),
+            status=_session_status(status),
             provider=ref.provider if ref else None,
             model=ref.model if ref else None,
             api=state.api,
-            aborted=status == ABORTED,
+            aborted=status == RunStatus.ABORTED,
             error_message=error.message if error is not None else None,
             idempotency_key=request.idempotency_key,
             images=_images_meta(request),
@@ -414,10 +443,10 @@ class AgentSession:
             context_start=context_start,
         )
         try:
-            self.row = await registry.store.append_turn(record)
+            self.row = await deps.store.append_turn(record)
         except StoreError as exc:
             log.error("turn_commit_failed", session_key=self.key, run_id=run.id, error=str(exc))
-            status, stop_reason, error = FAILED, "error", exc
+            status, stop_reason, error = RunStatus.FAILED, StopReason.ERROR, exc
         outcome = RunOutcome(
             status=status,
             stop_reason=stop_reason,
@@ -437,7 +466,7 @@ class AgentSession:
     def _finish(self, run: AgentRun, outcome: RunOutcome, started_at: int) -> None:
         self._running = None  # the terminal event's consumers see the session idle
         run.finish(outcome, terminal_data(outcome, started_at))
-        self._registry.publish_change(self, phase="end", run_id=run.id)
+        self.publish_change(phase=LifecyclePhase.END, run_id=run.id)
 
     async def _attempts(
         self,
@@ -453,8 +482,9 @@ class AgentSession:
         failure: AgentError | None = None
         chain = (run.request.model,) if run.request.model is not None else agent.models
         for ref in chain:
-            state.ref, state.usage, state.finish, state.api = ref, None, "stop", None
-            run.emit(LIFECYCLE, {"phase": "model", "provider": ref.provider, "model": ref.model})
+            state.ref, state.usage, state.finish, state.api = ref, None, StopReason.STOP, None
+            model = {"phase": LifecyclePhase.MODEL, "provider": ref.provider, "model": ref.model}
+            run.emit(Stream.LIFECYCLE, model)
             try:
                 provider, request = self._provider_request(config, ref, system, messages, params)
                 state.api = provider.api
@@ -492,7 +522,7 @@ class AgentSession:
                 raise UpstreamError(f"provider {ref.provider!r} is not configured")
             entry, api = provider_config.model(ref.model), provider_config.api
         try:
-            provider = self._registry.providers.get(api)
+            provider = self._deps.provider(api)
         except KeyError:
             raise UpstreamError(f"api {api!r} is not implemented") from None
         request = ProviderRequest(ref, system, messages, params, provider_config, entry)
@@ -504,6 +534,7 @@ class AgentSession:
     ) -> None:
         text = state.text
         emit = run.emit
+        assistant = Stream.ASSISTANT  # once per delta: a local, not an enum class lookup
         try:
             async for event in stream:
                 if isinstance(event, TextDelta):
@@ -511,13 +542,13 @@ class AgentSession:
                     if delta:
                         text += delta
                         state.text = text
-                        emit(ASSISTANT, {"text": text, "delta": delta})
+                        emit(assistant, {"text": text, "delta": delta})
                 elif isinstance(event, ReasoningDelta):
                     if event.signature:
                         state.signature = event.signature
                     if event.text:
                         state.reasoning += event.text
-                        emit(THINKING, {"text": state.reasoning, "delta": event.text})
+                        emit(Stream.THINKING, {"text": state.reasoning, "delta": event.text})
                 elif isinstance(event, ToolCallDelta):
                     _tool_fragment(run, state, event)
                 elif isinstance(event, Usage):
@@ -529,10 +560,10 @@ class AgentSession:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 await aclose()
-        if state.calls and state.finish == "stop":
+        if state.calls and state.finish == StopReason.STOP:
             # Some servers (Ollama, llama.cpp) say "stop" after tool calls; clients look at
             # the finish reason to know a tool must run.
-            state.finish = "tool_calls"
+            state.finish = StopReason.TOOL_CALLS
 
 
 def _tool_fragment(run: AgentRun, state: _Attempts, event: ToolCallDelta) -> None:
@@ -541,14 +572,25 @@ def _tool_fragment(run: AgentRun, state: _Attempts, event: ToolCallDelta) -> Non
         # Servers that omit the id get one: the client must be able to answer the call.
         call_id = event.id or f"call_{run.id[-12:]}_{event.index}"
         call = state.calls[event.index] = [call_id, event.name or "", ""]
-        run.emit(TOOL, {"phase": "start", "name": call[1], "toolCallId": call_id,
+        run.emit(Stream.TOOL, {"phase": ToolPhase.START, "name": call[1], "toolCallId": call_id,
                         "index": event.index})  # fmt: skip
     elif event.name and not call[1]:
         call[1] = event.name
     if event.arguments:
         call[2] += event.arguments
-        run.emit(TOOL, {"phase": "update", "name": call[1], "toolCallId": call[0],
+        run.emit(Stream.TOOL, {"phase": ToolPhase.UPDATE, "name": call[1], "toolCallId": call[0],
                         "index": event.index, "delta": event.arguments})  # fmt: skip
+
+
+def _session_status(status: RunStatus) -> SessionStatus:
+    """What the session row keeps of a run's outcome (its `last_status`)."""
+    match status:
+        case RunStatus.COMPLETED:
+            return SessionStatus.DONE
+        case RunStatus.ABORTED:
+            return SessionStatus.ABORTED
+        case RunStatus.FAILED:
+            return SessionStatus.ERROR
 
 
 def _images_meta(request: TurnRequest) -> dict[str, Any] | None:

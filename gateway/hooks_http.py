@@ -21,7 +21,7 @@ import structlog
 from aiohttp import web
 
 from agents.errors import AgentError
-from agents.runs import ABORTED, FAILED, AgentRun, TurnRequest
+from agents.runs import AgentRun, RunStatus, TurnRequest
 from gateway.appkeys import AGENT_ID, HOOK_REPLAYS, SESSION_KEY, STATE
 from gateway.auth import bearer_secret
 from gateway.config.model import AuthConfig, HooksConfig
@@ -210,9 +210,9 @@ async def _wait(request: web.Request, run: AgentRun, key: str, seconds: int) -> 
     if not outcome_task.done() or outcome_task.cancelled():
         return error_answer(request, wait_timeout(seconds, run.id))
     outcome = outcome_task.result()
-    if outcome.status == FAILED:
+    if outcome.status == RunStatus.FAILED:
         return error_answer(request, error_reply(outcome.error or AgentError()))
-    if outcome.status == ABORTED and run.abort_reason == SHUTDOWN_ABORT:
+    if outcome.status == RunStatus.ABORTED and run.abort_reason == SHUTDOWN_ABORT:
         return error_answer(request, shutting_down())
     return json_response(completion_body(run.id, key, outcome), headers=session_header(request))
 

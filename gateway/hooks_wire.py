@@ -29,7 +29,7 @@ from agents.config import AgentsConfig
 from agents.errors import InvalidSessionKey
 from agents.keys import INVALID_KEY_MESSAGE, RESERVED_KEY_MESSAGE, normalize_session_key
 from agents.providers.base import Usage
-from agents.runs import RunOutcome
+from agents.runs import RunOutcome, RunStatus
 from gateway.config.model import HooksConfig
 from gateway.openai_wire import (
     API_ERROR,
@@ -281,7 +281,7 @@ def completion_body(run_id: str, session_key: str, outcome: RunOutcome) -> dict[
     return {
         **accepted_body(run_id, session_key),
         "completion": {
-            "status": "ok" if outcome.status == "completed" else outcome.status,
+            "status": "ok" if outcome.status == RunStatus.COMPLETED else outcome.status,
             "text": outcome.text,
             "stopReason": outcome.stop_reason,
             "usage": usage_body(usage),

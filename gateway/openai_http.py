@@ -27,8 +27,8 @@ from yarl import URL
 
 from agents.config import ModelRef
 from agents.errors import AgentError
-from agents.events import ASSISTANT, THINKING, TOOL
-from agents.runs import ABORTED, FAILED, AgentRun, RunSubscription, TurnRequest
+from agents.events import Stream
+from agents.runs import AgentRun, RunStatus, RunSubscription, TurnRequest
 from gateway.appkeys import AGENT_ID, MODEL_USED, SESSION_KEY, STATE
 from gateway.http_common import MODEL_USED_HEADER, SESSION_HEADER
 from gateway.http_common import error_answer as _error
@@ -262,9 +262,9 @@ async def _complete(
         return web.Response(status=CLIENT_CLOSED_REQUEST)
     if outcome.provider is not None and outcome.model is not None:
         request[MODEL_USED] = f"{outcome.provider}/{outcome.model}"
-    if outcome.status == FAILED:
+    if outcome.status == RunStatus.FAILED:
         return _error(request, error_reply(outcome.error or AgentError()))
-    if outcome.status == ABORTED and run.abort_reason == SHUTDOWN_ABORT:
+    if outcome.status == RunStatus.ABORTED and run.abort_reason == SHUTDOWN_ABORT:
         return _error(request, shutting_down())
     body = completion_body(
         completion_id, created, model, outcome.text, outcome.stop_reason, outcome.usage,
@@ -339,11 +339,11 @@ async def _relay(
                         await stream.close(b"".join(out))
                     return
                 stream_name = event.stream
-                if stream_name == ASSISTANT:
+                if stream_name == Stream.ASSISTANT:
                     out.append(encoder.content(event.data["delta"]))
-                elif stream_name == THINKING:
+                elif stream_name == Stream.THINKING:
                     out.append(encoder.reasoning(event.data["delta"]))
-                elif stream_name == TOOL:
+                elif stream_name == Stream.TOOL:
                     data = event.data
                     phase = data.get("phase")
                     if phase == "start":
@@ -367,9 +367,9 @@ def _stream_end(run: AgentRun, encoder: ChunkEncoder, fields: ChatFields) -> byt
     """After the terminal event: finish (+ usage) + [DONE], or an in-band error + [DONE]."""
     outcome = run.outcome
     assert outcome is not None  # set before the terminal event is emitted
-    if outcome.status == FAILED:
+    if outcome.status == RunStatus.FAILED:
         return error_event(error_reply(outcome.error or AgentError())) + DONE
-    if outcome.status == ABORTED and run.abort_reason == SHUTDOWN_ABORT:
+    if outcome.status == RunStatus.ABORTED and run.abort_reason == SHUTDOWN_ABORT:
         return error_event(shutting_down()) + DONE
     # Completed, or aborted by someone else (WS chat.abort, a session reset) while this
     # client still listens: what was produced is the answer.

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from agents.providers.pool import Timeouts
+from agents.providers.timeouts import Timeouts
 from gateway.auth import AuthRateLimiter
 from gateway.config.model import Config
 

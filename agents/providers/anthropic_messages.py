@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 import attrs
@@ -24,16 +24,15 @@ from agents.providers.base import (
     ProviderEvent,
     ProviderRequest,
     ReasoningDelta,
+    StopReason,
     TextDelta,
     ToolCallDelta,
     Usage,
 )
 from agents.providers.echo import token_cap
 from agents.providers.sse import SSEEvent
+from agents.providers.timeouts import Timeouts
 from agents.providers.upstream import client_timeout, log_body, relay
-
-if TYPE_CHECKING:
-    from agents.providers.pool import Timeouts
 
 log = structlog.get_logger()
 
@@ -42,14 +41,14 @@ ANTHROPIC_VERSION = "2023-06-01"
 # Anthropic requires max_tokens; used when neither the client nor the model config gives one.
 DEFAULT_MAX_TOKENS = 4096
 
-STOP_REASONS: Mapping[str, str] = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "max_tokens": "length",
-    "refusal": "content_filter",
+STOP_REASONS: Mapping[str, StopReason] = {
+    "end_turn": StopReason.STOP,
+    "stop_sequence": StopReason.STOP,
+    "max_tokens": StopReason.LENGTH,
+    "refusal": StopReason.CONTENT_FILTER,
     # The context ran out: the reply was cut short, like max_tokens (spec addition).
-    "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls",
+    "model_context_window_exceeded": StopReason.LENGTH,
+    "tool_use": StopReason.TOOL_CALLS,
 }
 # Messages API params with no OpenAI counterpart that an agent may set (`thinking` turns on
 # extended thinking, streamed back as reasoning); anything else not
@@ -277,7 +276,8 @@ def json_answer(answer: Any) -> list[ProviderEvent]:
     output_tokens = _count(usage, "output_tokens")
     if input_tokens is not None and output_tokens is not None:
         events.append(Usage(input_tokens, output_tokens))
-    events.append(Finish(STOP_REASONS.get(answer.get("stop_reason") or "end_turn", "stop")))
+    reason = STOP_REASONS.get(answer.get("stop_reason") or "end_turn", StopReason.STOP)
+    events.append(Finish(reason))
     return events
 
 
@@ -399,5 +399,5 @@ class MessageEventDecoder:
         tail: list[ProviderEvent] = []
         if self._input_tokens is not None and self._output_tokens is not None:
             tail.append(Usage(self._input_tokens, self._output_tokens))
-        tail.append(Finish(STOP_REASONS.get(self._reason or "end_turn", "stop")))
+        tail.append(Finish(STOP_REASONS.get(self._reason or "end_turn", StopReason.STOP)))
         return tail

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from enum import StrEnum
 from typing import Any, Protocol
 
 import attrs
@@ -93,9 +94,22 @@ class ToolCallDelta:
     arguments: str
 
 
+class StopReason(StrEnum):
+    """Why a turn's text ended (`RunOutcome.stop_reason`, the stored `stopReason`). A provider's
+    `Finish` gives one of the first four; the run itself the last three."""
+
+    STOP = "stop"
+    LENGTH = "length"
+    CONTENT_FILTER = "content_filter"
+    TOOL_CALLS = "tool_calls"
+    ABORTED = "aborted"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+
+
 @attrs.frozen
 class Finish:
-    reason: str  # "stop", "length", "content_filter" or "tool_calls"
+    reason: StopReason  # STOP, LENGTH, CONTENT_FILTER or TOOL_CALLS
 
 
 @attrs.frozen

@@ -20,6 +20,7 @@ from agents.providers.base import (
     Finish,
     ProviderEvent,
     ProviderRequest,
+    StopReason,
     TextDelta,
     ToolCallDelta,
     Usage,
@@ -122,13 +123,13 @@ class EchoProvider:
             for start in range(0, len(arguments), ARGUMENT_PIECE):
                 yield ToolCallDelta(0, None, None, arguments[start : start + ARGUMENT_PIECE])
             yield Usage(input=input_tokens, output=len(arguments.split()) + 1)
-            yield Finish("tool_calls")
+            yield Finish(StopReason.TOOL_CALLS)
             return
         deltas = _DELTA_RE.findall(echo_reply(request))
         cap = token_cap(request.params)
-        finish = "stop"
+        finish = StopReason.STOP
         if cap is not None and cap < len(deltas):
-            deltas, finish = deltas[:cap], "length"
+            deltas, finish = deltas[:cap], StopReason.LENGTH
         delay = request.params.get("delayMs", 0)
         delay_s = delay / 1000 if isinstance(delay, int | float) and delay > 0 else 0.0
         for index, delta in enumerate(deltas):

@@ -18,7 +18,7 @@ import json
 import math
 import struct
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 import attrs
@@ -26,6 +26,7 @@ import attrs
 from agents.config import ECHO_PROVIDER, ModelRef, ProviderConfig
 from agents.errors import MalformedStream
 from agents.providers.openai_completions import request_headers
+from agents.providers.timeouts import Timeouts
 from agents.providers.upstream import (
     client_timeout,
     log_body,
@@ -33,9 +34,6 @@ from agents.providers.upstream import (
     read_some,
     transport_error,
 )
-
-if TYPE_CHECKING:
-    from agents.providers.pool import Timeouts
 
 ECHO_DIMENSIONS = 16  # echo's vector size when the request names none
 # An answer of 2048 inputs of 3072 floats is about 140 MB as JSON text: bounded, but far

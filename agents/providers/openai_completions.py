@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 import structlog
@@ -23,24 +23,23 @@ from agents.providers.base import (
     ProviderEvent,
     ProviderRequest,
     ReasoningDelta,
+    StopReason,
     TextDelta,
     ToolCallDelta,
     Usage,
 )
 from agents.providers.sse import SSEEvent
+from agents.providers.timeouts import Timeouts
 from agents.providers.upstream import client_timeout, log_body, relay
-
-if TYPE_CHECKING:
-    from agents.providers.pool import Timeouts
 
 log = structlog.get_logger()
 
 # `function_call` and unknown reasons become "stop" (§6.3).
-FINISH_REASONS: Mapping[str, str] = {
-    "stop": "stop",
-    "length": "length",
-    "content_filter": "content_filter",
-    "tool_calls": "tool_calls",
+FINISH_REASONS: Mapping[str, StopReason] = {
+    "stop": StopReason.STOP,
+    "length": StopReason.LENGTH,
+    "content_filter": StopReason.CONTENT_FILTER,
+    "tool_calls": StopReason.TOOL_CALLS,
 }
 # The body owns these; a param of the same name would break streaming or the context.
 _RESERVED_KEYS = frozenset({"model", "messages", "stream", "stream_options"})
@@ -173,7 +172,8 @@ def json_answer(answer: Any) -> list[ProviderEvent]:
     usage = usage_of(answer.get("usage"))
     if usage is not None:
         events.append(usage)
-    events.append(Finish(FINISH_REASONS.get(choice.get("finish_reason") or "stop", "stop")))
+    reason = FINISH_REASONS.get(choice.get("finish_reason") or "stop", StopReason.STOP)
+    events.append(Finish(reason))
     return events
 
 
@@ -272,5 +272,5 @@ class ChunkDecoder:
         self.data = ""
         reported = usage_of(self._usage)
         tail: list[ProviderEvent] = [] if reported is None else [reported]
-        tail.append(Finish(FINISH_REASONS.get(self._reason or "stop", "stop")))
+        tail.append(Finish(FINISH_REASONS.get(self._reason or "stop", StopReason.STOP)))
         return tail

@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import aiohttp
-import attrs
 
 from agents.config import API_ANTHROPIC_MESSAGES, API_ECHO, API_OPENAI_COMPLETIONS
 from agents.providers.anthropic_messages import AnthropicMessagesProvider
 from agents.providers.base import Provider
 from agents.providers.echo import EchoProvider
 from agents.providers.openai_completions import OpenAICompletionsProvider
+from agents.providers.timeouts import Timeouts
 
+__all__ = ["ProviderPool", "Timeouts"]
 
-@attrs.frozen
-class Timeouts:
-    # Unverified values (http-openai.md §12); OpenClaw documents 120 s idle for cloud models.
-    connect: float = 10.0
-    idle: float = 120.0
+_DEFAULT_TIMEOUTS = Timeouts()
 
 
 class ProviderPool:
     """Maps an `api` name to its provider; owns the one shared aiohttp ClientSession."""
 
-    def __init__(self, timeouts: Timeouts = Timeouts()) -> None:
+    def __init__(self, timeouts: Timeouts = _DEFAULT_TIMEOUTS) -> None:
         self.timeouts = timeouts
         self._http: aiohttp.ClientSession | None = None
         self._providers: dict[str, Provider] = {API_ECHO: EchoProvider()}

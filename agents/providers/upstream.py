@@ -13,7 +13,7 @@ import json
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import aiohttp
 import structlog
@@ -29,9 +29,7 @@ from agents.errors import (
 )
 from agents.providers.base import ProviderEvent
 from agents.providers.sse import SSEError, SSEEvent, SSEParser
-
-if TYPE_CHECKING:
-    from agents.providers.pool import Timeouts
+from agents.providers.timeouts import Timeouts
 
 log = structlog.get_logger()
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from agents.events import ASSISTANT, TOOL, RunEvent, SessionChange
+from agents.events import RunEvent, SessionChange, Stream
 from agents.providers.base import ToolCall
 from agents.store import assistant_content
 from gateway.responses import dumps
@@ -106,12 +106,12 @@ class EventFanout:
         if readers:
             frame = event_frame(
                 "agent", None, payload_json=dumps(agent_payload(event)),
-                droppable=event.stream == ASSISTANT,
+                droppable=event.stream == Stream.ASSISTANT,
             )  # fmt: skip
             self.broadcast(frame, readers)
-        if event.stream == ASSISTANT:
+        if event.stream == Stream.ASSISTANT:
             self._assistant(event)
-        elif event.stream == TOOL:
+        elif event.stream == Stream.TOOL:
             self._tool(event)
         elif event.is_terminal:
             self._terminal(event)

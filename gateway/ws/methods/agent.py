@@ -9,7 +9,7 @@ import attrs
 
 from agents.errors import InvalidSessionKey, UnknownAgent
 from agents.keys import SESSION_KEY_MAX, parse_session_key
-from agents.runs import ABORTED, COMPLETED, FAILED, AgentRun, RunOutcome, TurnRequest
+from agents.runs import AgentRun, RunOutcome, RunStatus, TurnRequest
 from gateway.ws.dispatch import CallContext, MethodRegistry
 from gateway.ws.methods.chat import MSG_EMPTY
 from gateway.ws.methods.sessions import resolve_key
@@ -66,7 +66,7 @@ class WaitParams:
 
 def final_answer(run: AgentRun, outcome: RunOutcome) -> dict[str, Any]:
     """The second `agent` answer; raises the failure as an error response with a payload."""
-    if outcome.status == FAILED:
+    if outcome.status == RunStatus.FAILED:
         message = outcome.error.message if outcome.error is not None else "internal error"
         payload = {"runId": run.id, "status": "error", "summary": message}
         raise WsError(UNAVAILABLE, message, payload=payload)
@@ -91,7 +91,7 @@ def final_answer(run: AgentRun, outcome: RunOutcome) -> dict[str, Any]:
                     },
                 },
                 "stopReason": outcome.stop_reason,
-                "aborted": outcome.status == ABORTED,
+                "aborted": outcome.status == RunStatus.ABORTED,
             },
         },
     }
@@ -172,11 +172,13 @@ def register(methods: MethodRegistry) -> None:
             if run.started_at is not None:
                 answer["startedAt"] = run.started_at
             return answer
-        status = {COMPLETED: "ok", FAILED: "error"}.get(outcome.status, "timeout")
+        status = {RunStatus.COMPLETED: "ok", RunStatus.FAILED: "error"}.get(
+            outcome.status, "timeout"
+        )
         answer = {"runId": run.id, "status": status}
         if outcome.started_at is not None:
             answer["startedAt"] = outcome.started_at
         answer["endedAt"] = outcome.ended_at
-        if outcome.status == FAILED and outcome.error is not None:
+        if outcome.status == RunStatus.FAILED and outcome.error is not None:
             answer["error"] = outcome.error.message
         return answer

@@ -1,0 +1,200 @@
+"""A session on its own (agents-sessions.md §2.3): built from a `SessionDeps`, with a real
+store in tmp_path and the echo provider, no registry."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Coroutine
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from agents.config import API_ECHO, AgentConfig, AgentsConfig, ModelRef
+from agents.errors import UnknownAgent
+from agents.events import EventSink, RunEvent, SessionChange, SessionStatus, Stream
+from agents.providers.echo import EchoProvider
+from agents.runs import AgentRun, RunState, RunStatus, TurnRequest
+from agents.session import AgentSession, RunSlots, SessionDeps
+from agents.store import SessionStore
+from tests.agents.scripted import FIXED_NOW, until
+
+KEY = "agent:main:s1"
+SLOW = {"delayMs": 20}  # echo waits this long between words: time to abort mid-stream
+
+
+@attrs.define
+class Owner:
+    """What a registry would be to the session: the deps it hands out and what they record."""
+
+    store: SessionStore
+    config: AgentsConfig = AgentsConfig()
+    sink: EventSink = attrs.field(factory=EventSink)
+    slots: RunSlots = attrs.field(factory=lambda: RunSlots(4))
+    seen: list[RunEvent | SessionChange] = attrs.field(factory=list)
+    idle_calls: list[AgentSession] = attrs.field(factory=list)
+    tasks: set[asyncio.Task[None]] = attrs.field(factory=set)
+    ended: list[AgentRun] = attrs.field(factory=list)
+
+    def __attrs_post_init__(self) -> None:
+        self.sink.add(self.seen.append)
+
+    def deps(self) -> SessionDeps:
+        providers = {API_ECHO: EchoProvider()}
+        return SessionDeps(
+            config=lambda: self.config,
+            store=self.store,
+            provider=providers.__getitem__,
+            sink=self.sink,
+            clock=lambda: FIXED_NOW,
+            slots=self.slots,
+            spawn=self.spawn,
+            session_idle=self.idle_calls.append,
+        )
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=name)
+        self.tasks.add(task)
+        return task
+
+    def run(self, text: str, n: int, **fields: Any) -> AgentRun:
+        request = TurnRequest("main", KEY, f"run-{n}", text, **fields)
+        return AgentRun(request, FIXED_NOW, lambda: FIXED_NOW, self.sink, self.ended.append)
+
+    def started(self) -> list[str]:
+        return [
+            e.run_id
+            for e in self.seen
+            if isinstance(e, RunEvent) and e.stream == Stream.LIFECYCLE
+            and e.data["phase"] == "start"
+        ]  # fmt: skip
+
+
+@pytest.fixture
+async def owner(tmp_path: Path) -> AsyncIterator[Owner]:
+    store = SessionStore(tmp_path / "state")
+    await store.open()
+    owner = Owner(store)
+    yield owner
+    if owner.tasks:
+        await asyncio.wait(owner.tasks)
+    await store.aclose()
+
+
+def session(owner: Owner) -> AgentSession:
+    return AgentSession(KEY, "main", owner.deps())
+
+
+async def transcript(owner: Owner, session: AgentSession) -> list[tuple[str, str]]:
+    assert session.row is not None
+    history = await owner.store.history(session.row.session_id, 100)
+    return [(m.role, m.text) for m in history.messages]
+
+
+class TestTurns:
+    async def test_queued_turns_run_one_at_a_time_in_order(self, owner: Owner) -> None:
+        lane = session(owner)
+        runs = [owner.run(f"turn {n}", n, params=SLOW) for n in range(3)]
+        for run in runs:
+            lane.enqueue(run)
+        assert lane.active_run_ids() == ("run-0", "run-1", "run-2")
+        outcomes = [await run.wait() for run in runs]
+        assert [o.text for o in outcomes] == [
+            "[turn 1] turn 0",
+            "[turn 2] turn 1",
+            "[turn 3] turn 2",
+        ]
+        assert owner.started() == ["run-0", "run-1", "run-2"]
+        assert owner.slots.active == 0
+        assert await transcript(owner, lane) == [
+            ("user", "turn 0"), ("assistant", "[turn 1] turn 0"),
+            ("user", "turn 1"), ("assistant", "[turn 2] turn 1"),
+            ("user", "turn 2"), ("assistant", "[turn 3] turn 2"),
+        ]  # fmt: skip
+
+    async def test_the_first_turn_creates_the_session_and_announces_it(self, owner: Owner) -> None:
+        lane = session(owner)
+        run = owner.run("hello", 1)
+        lane.enqueue(run)
+        await run.wait()
+        changes = [(c.reason, c.phase) for c in owner.seen if isinstance(c, SessionChange)]
+        assert changes == [("create", None), (None, "start"), (None, "end")]
+        info = lane.info()
+        assert info is not None and info.status == SessionStatus.DONE
+
+
+class TestAbort:
+    async def test_a_queued_run_aborted_leaves_the_queue_and_stores_nothing(
+        self, owner: Owner
+    ) -> None:
+        lane = session(owner)
+        first, second = owner.run("one two three", 1, params=SLOW), owner.run("never", 2)
+        lane.enqueue(first)
+        lane.enqueue(second)
+        assert second.abort()
+        assert second.state == RunState.ENDED and second.outcome is not None
+        assert (second.outcome.status, second.outcome.started_at) == (RunStatus.ABORTED, None)
+        assert lane.active_run_ids() == ("run-1",)
+        await first.wait()
+        assert await transcript(owner, lane) == [
+            ("user", "one two three"), ("assistant", "[turn 1] one two three"),
+        ]  # fmt: skip
+        assert owner.started() == ["run-1"]
+
+    async def test_the_running_run_aborted_keeps_its_partial_reply(self, owner: Owner) -> None:
+        lane = session(owner)
+        run = owner.run("one two three four five six", 1, params={"delayMs": 200})
+        with run.subscribe() as events:
+            lane.enqueue(run)
+            async for event in events:
+                if event.stream == Stream.ASSISTANT:
+                    break
+        assert run.abort("stop it")
+        outcome = await run.wait()
+        assert (outcome.status, outcome.stop_reason, outcome.text) == (
+            RunStatus.ABORTED, "aborted", "[turn",
+        )  # fmt: skip
+        assert await transcript(owner, lane) == [
+            ("user", "one two three four five six"), ("assistant", "[turn"),
+        ]  # fmt: skip
+        info = lane.info()
+        assert info is not None and info.status == SessionStatus.ABORTED
+
+
+class TestOwner:
+    async def test_the_idle_callback_comes_when_the_queue_is_worked_off(self, owner: Owner) -> None:
+        lane = session(owner)
+        runs = [owner.run("hi", n) for n in range(2)]
+        for run in runs:
+            lane.enqueue(run)
+        assert lane.busy and owner.idle_calls == []
+        await runs[-1].wait()
+        await until(lambda: bool(owner.idle_calls))
+        assert owner.idle_calls == [lane] and not lane.busy
+
+    async def test_a_running_turn_keeps_the_config_it_started_with(self, owner: Owner) -> None:
+        lane = session(owner)
+        running, queued = owner.run("a b c", 1, params=SLOW), owner.run("after", 2)
+        with running.subscribe() as events:
+            lane.enqueue(running)
+            lane.enqueue(queued)
+            async for event in events:
+                if event.stream == Stream.ASSISTANT:
+                    break
+        # A reload that drops the agent: the running turn ends normally, the next one fails.
+        owner.config = AgentsConfig(agents=(AgentConfig("other", (ModelRef("echo", "echo"),)),))
+        assert (await running.wait()).status == RunStatus.COMPLETED
+        outcome = await queued.wait()
+        assert outcome.status == RunStatus.FAILED
+        assert isinstance(outcome.error, UnknownAgent)
+
+    async def test_a_session_waits_for_a_global_slot(self, owner: Owner) -> None:
+        owner.slots.resize(0)
+        lane = session(owner)
+        run = owner.run("hi", 1)
+        lane.enqueue(run)
+        await asyncio.sleep(0.05)
+        assert run.state == RunState.QUEUED and owner.started() == []
+        owner.slots.resize(1)
+        assert (await run.wait()).text == "[turn 1] hi"
