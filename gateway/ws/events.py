@@ -22,7 +22,7 @@ import attrs
 from agents.events import ASSISTANT, TOOL, RunEvent, SessionChange
 from agents.providers.base import ToolCall
 from agents.store import assistant_content
-from gateway.responses import dumps
+from gateway.jsonwire import dumps
 from gateway.ws.connection import Connection
 from gateway.ws.protocol import EventFrame, event_frame
 
@@ -79,7 +79,6 @@ def agent_payload(event: RunEvent) -> dict[str, Any]:
 
 @attrs.define(eq=False)
 class EventFanout:
-    everyone: set[Connection]  # authenticated connections
     readers: set[Connection]  # the authenticated ones with operator.read
     delta_interval: float = CHAT_DELTA_INTERVAL_SECONDS
     _chat: dict[str, _ChatRun] = attrs.field(factory=dict)

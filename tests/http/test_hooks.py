@@ -11,7 +11,7 @@ import pytest
 
 from agents.runs import AgentRun
 from gateway.appkeys import STATE
-from gateway.hooks_wire import HookReplays
+from gateway.http.hooks_wire import HookReplays
 from gateway.reload import apply_config
 from tests.agents.upstreams import FakeOpenAI, Status
 from tests.conftest import MakeConfig

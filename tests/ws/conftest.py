@@ -17,10 +17,10 @@ from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
-from gateway.appkeys import WS
 from gateway.cli import with_generated_token
 from gateway.configfile import ConfigLoader, Overrides
 from gateway.state import AppOptions
+from gateway.ws.handler import WS
 from gateway.ws.state import WsSettings
 
 Client = TestClient[web.Request, web.Application]
