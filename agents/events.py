@@ -161,27 +161,69 @@ class SessionInfo:
         return bool(self.active_run_ids)
 
     def to_dict(self) -> dict[str, Any]:
-        """The `sessions.list` entry, keys in the spec's order."""
-        return {
-            "key": self.key,
-            "kind": self.kind,
-            "agentId": self.agent_id,
-            "isMain": self.is_main,
-            "label": self.label,
-            "sessionId": self.session_id,
-            "createdAt": self.created_at,
-            "updatedAt": self.updated_at,
-            "abortedLastRun": self.aborted_last_run,
-            "inputTokens": self.input_tokens,
-            "outputTokens": self.output_tokens,
-            "totalTokens": self.total_tokens,
-            "modelProvider": self.model_provider,
-            "model": self.model,
-            "status": self.status,
-            "lastRunId": self.last_run_id,
-            "hasActiveRun": self.has_active_run,
-            "activeRunIds": list(self.active_run_ids),
-        }
+        return session_entry(
+            key=self.key,
+            kind=self.kind,
+            agent_id=self.agent_id,
+            is_main=self.is_main,
+            label=self.label,
+            session_id=self.session_id,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            aborted_last_run=self.aborted_last_run,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            total_tokens=self.total_tokens,
+            model_provider=self.model_provider,
+            model=self.model,
+            status=self.status,
+            last_run_id=self.last_run_id,
+            active_run_ids=self.active_run_ids,
+        )
+
+
+def session_entry(
+    *,
+    key: str,
+    agent_id: str,
+    is_main: bool,
+    kind: str = "direct",
+    label: str | None = None,
+    session_id: str | None = None,
+    created_at: int | None = None,
+    updated_at: int | None = None,
+    aborted_last_run: bool = False,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    total_tokens: int = 0,
+    model_provider: str | None = None,
+    model: str | None = None,
+    status: str = "idle",
+    last_run_id: str | None = None,
+    active_run_ids: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """A `sessions.list` entry, keys in the spec's order. The defaults are the entry of a key
+    that has no session yet (`updatedAt: null`)."""
+    return {
+        "key": key,
+        "kind": kind,
+        "agentId": agent_id,
+        "isMain": is_main,
+        "label": label,
+        "sessionId": session_id,
+        "createdAt": created_at,
+        "updatedAt": updated_at,
+        "abortedLastRun": aborted_last_run,
+        "inputTokens": input_tokens,
+        "outputTokens": output_tokens,
+        "totalTokens": total_tokens,
+        "modelProvider": model_provider,
+        "model": model,
+        "status": status,
+        "lastRunId": last_run_id,
+        "hasActiveRun": bool(active_run_ids),
+        "activeRunIds": list(active_run_ids),
+    }
 
 
 @attrs.frozen

@@ -22,7 +22,6 @@ import asyncio
 import builtins
 import json
 import os
-import re
 import sqlite3
 import stat
 import uuid
@@ -37,6 +36,7 @@ from agents.config import MaintenanceConfig
 from agents.errors import StoreError, UnsafeStoreFile
 from agents.keys import is_main_key
 from agents.providers.base import ChatMessage, ToolCall
+from agents.surrogates import repair_surrogates
 
 T = TypeVar("T")
 
@@ -480,15 +480,9 @@ def _new_session_id() -> str:
 
 
 def _dumps(value: Any) -> str:
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    if _SURROGATE_RE.search(text) is not None:
-        # A provider that split a surrogate pair across two deltas leaves both halves in the
-        # text, and SQLite takes only UTF-8: the pairs are joined, a lone half is replaced.
-        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
-
-
-_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+    # A provider that split a surrogate pair across two deltas leaves both halves in the
+    # text, and SQLite takes only UTF-8.
+    return repair_surrogates(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
 
 
 def _sql_int(value: int) -> int:

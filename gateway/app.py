@@ -14,12 +14,12 @@ from aiohttp import web
 from agents.providers.pool import ProviderPool
 from agents.registry import SessionRegistry
 from agents.store import SessionStore
-from gateway import controlui, embeddings_http, hooks_http, openai_http, probes
 from gateway.appkeys import AGENT_ID, REQUEST_ID, SESSION_KEY, STATE
 from gateway.config.loader import ConfigLoader
 from gateway.config.model import Config
 from gateway.edge import own_names
 from gateway.edge_http import client_of, edge_middleware
+from gateway.http import controlui, embeddings, hooks, openai, probes
 from gateway.reload import watch_config
 from gateway.responses import method_not_allowed, not_found
 from gateway.state import AppOptions, GatewayState
@@ -55,12 +55,12 @@ def create_app(
     app.cleanup_ctx.append(watch_config)
     setup_websocket(app)  # after _sessions: its fan-out listens to the registry
     app.on_startup.append(_look_up_own_names)
-    hooks_http.setup(app)
+    hooks.setup(app)
     app.on_startup.append(_mark_ready)
     probes.register(app)
     controlui.register(app)
-    openai_http.register(app)
-    embeddings_http.register(app)
+    openai.register(app)
+    embeddings.register(app)
     return app
 
 
@@ -123,7 +123,7 @@ async def _request_log(request: web.Request, handler: Handler) -> web.StreamResp
     except asyncio.CancelledError:
         # The handler was cancelled: its client left, or the server is stopping (a WebSocket
         # open at shutdown). Nobody receives a status; nginx's "client closed request" says so.
-        status = openai_http.CLIENT_CLOSED_REQUEST
+        status = openai.CLIENT_CLOSED_REQUEST
         raise
     finally:
         log.info(

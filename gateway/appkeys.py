@@ -1,18 +1,14 @@
-"""Every `web.AppKey` of the application, declared in one place."""
+"""The `web.AppKey`s and `web.RequestKey`s that the app, the HTTP routes and the WebSocket
+side share. A key one side alone uses is declared with that side (`WS` in gateway/ws/handler.py,
+`HOOK_REPLAYS` and `EMBEDDINGS` in gateway/http/), so this module stays below both."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from agents.providers.embeddings import EmbeddingsClient
-from gateway.hooks_wire import HookReplays
 from gateway.state import GatewayState
-from gateway.ws.state import WsState
 
 STATE = web.AppKey("state", GatewayState)
-WS = web.AppKey("ws", WsState)  # the WebSocket side: connections, presence, fan-out
-EMBEDDINGS = web.AppKey("embeddings", EmbeddingsClient)  # /v1/embeddings' upstream client
-HOOK_REPLAYS = web.AppKey("hook_replays", HookReplays)  # idempotent /hooks/agent calls
 
 # The request id of §9 (http-openai.md): the client's `x-request-id` when valid, else new.
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -16,6 +16,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 
 import attrs
@@ -184,9 +185,11 @@ class AuthRateLimiter:
 
 # --- The one credential check of HTTP, WebSocket and probes (http-openai.md §3, ws §5.1) ---
 
-LOCKED_OUT = "locked_out"  # too many failures from this address: nothing else is looked at
-MISSING = "missing"  # no secret presented: not counted, a client that forgot is no attacker
-MISMATCH = "mismatch"  # a wrong secret: counted
+
+class AuthFailureReason(StrEnum):
+    LOCKED_OUT = "locked_out"  # too many failures from this address: nothing else is looked at
+    MISSING = "missing"  # no secret presented: not counted, a client that forgot is no attacker
+    MISMATCH = "mismatch"  # a wrong secret: counted
 
 
 @attrs.frozen
@@ -196,7 +199,7 @@ class Authenticated:
 
 @attrs.frozen
 class AuthFailure:
-    reason: str  # LOCKED_OUT, MISSING or MISMATCH
+    reason: AuthFailureReason
     retry_after: int | None = None  # seconds, with LOCKED_OUT
 
 
@@ -216,12 +219,12 @@ def authenticate(
         return Authenticated(auth.mode)
     retry_after = limiter.retry_after(client, browser=browser)
     if retry_after is not None:
-        return AuthFailure(LOCKED_OUT, retry_after)
+        return AuthFailure(AuthFailureReason.LOCKED_OUT, retry_after)
     if not presented:
-        return AuthFailure(MISSING)
+        return AuthFailure(AuthFailureReason.MISSING)
     expected = auth.secret
     if expected is None or not secret_matches(presented, expected):
         limiter.record_failure(client, browser=browser)
-        return AuthFailure(MISMATCH)
+        return AuthFailure(AuthFailureReason.MISMATCH)
     limiter.record_success(client)
     return Authenticated(auth.mode)

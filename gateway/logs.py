@@ -19,6 +19,8 @@ import attrs
 import structlog
 from aiohttp.http_exceptions import HttpProcessingError
 
+from gateway.jsonwire import wire
+
 # Numeric levels as the stdlib defines them; "silent" drops everything.
 LEVELS = {
     "debug": logging.DEBUG,
@@ -50,7 +52,7 @@ class LogRing:
             # A lone surrogate (a header's bytes that are not UTF-8, as aiohttp decodes
             # them) inside a rendered string: `\udcff`, as a JSON escape would write it.
             # Raising here would fail whatever was logging, a handler or a session worker.
-            data = line.encode("utf-8", "backslashreplace")
+            data = wire(line)
             line = data.decode()
         self.size += len(data) + 1
         self.lines.append((self.size, line))

@@ -106,7 +106,7 @@ def make_runner(app: web.Application) -> web.AppRunner:
         access_log=None,  # app._request_log writes one line per request instead
         shutdown_timeout=HANDLER_GRACE_SECONDS,
         keepalive_timeout=app[STATE].options.header_timeout_seconds,
-        # Request bodies are decoded by the chat endpoint (gateway.content_coding), bounded
+        # Request bodies are decoded by the chat endpoint (gateway.http.content_coding), bounded
         # and with its error bodies; aiohttp's decoder would answer or fail on its own.
         auto_decompress=False,
     )

@@ -10,6 +10,9 @@ import attrs
 
 from agents.config import ModelEntry, ModelRef, ProviderConfig
 
+# OpenClaw's words for a user turn that has images and no text.
+IMAGE_ONLY_TEXT = "User sent image(s) with no text."
+
 
 @attrs.frozen
 class ImageInput:

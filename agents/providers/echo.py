@@ -16,6 +16,7 @@ from typing import Any
 
 from agents.config import API_ECHO
 from agents.providers.base import (
+    IMAGE_ONLY_TEXT,
     ChatMessage,
     Finish,
     ProviderEvent,
@@ -25,8 +26,6 @@ from agents.providers.base import (
     ToolCallDelta,
     Usage,
 )
-
-IMAGE_ONLY_TEXT = "User sent image(s) with no text."
 
 # A word with the whitespace before it; a trailing whitespace run is its own piece.
 _DELTA_RE = re.compile(r"\s*\S+|\s+\Z")

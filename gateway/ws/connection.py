@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from enum import StrEnum
 from typing import Any
 
 import attrs
@@ -38,6 +39,15 @@ log = structlog.get_logger()
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class Phase(StrEnum):
+    """A connection's life (ws-protocol.md §2): the handshake until hello-ok, then open until
+    a close is requested; closing lasts until the writer has sent what was queued."""
+
+    HANDSHAKE = "handshake"
+    OPEN = "open"
+    CLOSING = "closing"
 
 
 @attrs.define(eq=False)
@@ -65,6 +75,7 @@ class Connection:
     from_browser: bool = False  # the upgrade carried an Origin: never exempt from the limiter
     connected_at: int = attrs.field(factory=now_ms)
     last_activity_at: int = attrs.field(factory=now_ms)
+    phase: Phase = Phase.HANDSHAKE
     # Set by the handshake.
     client: ClientInfo | None = None
     protocol: int = 0
@@ -101,7 +112,12 @@ class Connection:
 
     @property
     def closing(self) -> bool:
-        return self._close is not None
+        return self.phase is Phase.CLOSING
+
+    def opened(self, at: int) -> None:
+        """The handshake ended with hello-ok at `at` (epoch ms)."""
+        self.authenticated_at = at
+        self.phase = Phase.OPEN
 
     @property
     def buffered_bytes(self) -> int:
@@ -119,7 +135,7 @@ class Connection:
     def send_event(self, frame: EventFrame) -> None:
         """An event frame with this connection's next `seq` (§9.1); a dropped one leaves a gap."""
         self._seq += 1
-        if self._close is not None:
+        if self.phase is Phase.CLOSING:
             return
         seq = self._seq
         size = frame.size(seq)
@@ -139,7 +155,7 @@ class Connection:
 
     def _enqueue(self, item: _Queued, size: int, droppable: bool) -> bool:
         """Whether `item` (`size` bytes) was queued."""
-        if self._close is not None:
+        if self.phase is Phase.CLOSING:
             return False
         # An empty queue takes any frame: a single large answer (up to maxPayload) is not a
         # sign of a slow client.
@@ -156,9 +172,13 @@ class Connection:
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Close after the frames already queued; later frames are discarded."""
-        if self._close is None:
-            self._close = (code, close_reason(reason))
+        if self.phase is not Phase.CLOSING:
+            self._closing(code, close_reason(reason))
             self._wakeup.set()
+
+    def _closing(self, code: int, reason: str) -> None:
+        self._close = (code, reason)
+        self.phase = Phase.CLOSING
 
     def _slow_consumer(self) -> None:
         log.warning(
@@ -169,7 +189,7 @@ class Connection:
         )
         self._queue.clear()
         self._buffered = 0
-        self._close = (CLOSE_POLICY_VIOLATION, REASON_SLOW_CONSUMER)
+        self._closing(CLOSE_POLICY_VIOLATION, REASON_SLOW_CONSUMER)
         # The writer is probably parked in a drain that never ends: stop it and close from
         # a task of our own (the close frame is all that is written after it).
         self._closer = asyncio.create_task(self._close_slow(), name=f"ws-close {self.conn_id}")
@@ -208,7 +228,8 @@ class Connection:
                     await self._wakeup.wait()
         except ConnectionResetError:
             # The peer is gone; nothing more can be written.
-            self._close = self._close or (CLOSE_NORMAL, "")
+            if self._close is None:
+                self._closing(CLOSE_NORMAL, "")
             queue.clear()
             self._buffered = 0
             return

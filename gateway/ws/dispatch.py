@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import attrs
 import structlog
@@ -32,9 +32,7 @@ from gateway.ws.protocol import (
     RequestFrame,
     WsError,
 )
-
-if TYPE_CHECKING:
-    from gateway.ws.state import WsState
+from gateway.ws.state import WsState
 
 log = structlog.get_logger()
 
@@ -123,12 +121,14 @@ class CallContext:
         self.conn.send(protocol.response(self.request_id, payload))
 
 
-async def dispatch(ws: WsState, conn: Connection, frame: RequestFrame) -> None:
+async def dispatch(
+    methods: MethodRegistry, ws: WsState, conn: Connection, frame: RequestFrame
+) -> None:
     """Answer one request frame (the shape is already checked)."""
     ctx = CallContext(conn, ws, frame.id, frame.method)
     started = time.monotonic()
     try:
-        payload = await _call(ctx, frame)
+        payload = await _call(methods, ctx, frame)
     except asyncio.CancelledError:
         raise
     except Exception as exc:
@@ -140,10 +140,10 @@ async def dispatch(ws: WsState, conn: Connection, frame: RequestFrame) -> None:
         _log_call(ctx, started, None)
 
 
-async def _call(ctx: CallContext, frame: RequestFrame) -> Any:
+async def _call(methods: MethodRegistry, ctx: CallContext, frame: RequestFrame) -> Any:
     if frame.method == "connect":
         raise WsError(INVALID_REQUEST, protocol.MSG_CONNECT_AGAIN)
-    spec = ctx.ws.methods.get(frame.method)
+    spec = methods.get(frame.method)
     if spec is None:
         raise WsError(INVALID_REQUEST, f"unknown method: {frame.method}")
     conn = ctx.conn

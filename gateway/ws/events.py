@@ -22,7 +22,7 @@ import attrs
 from agents.events import RunEvent, SessionChange, Stream
 from agents.providers.base import ToolCall
 from agents.store import assistant_content
-from gateway.responses import dumps
+from gateway.jsonwire import dumps
 from gateway.ws.connection import Connection
 from gateway.ws.protocol import EventFrame, event_frame
 
@@ -79,7 +79,6 @@ def agent_payload(event: RunEvent) -> dict[str, Any]:
 
 @attrs.define(eq=False)
 class EventFanout:
-    everyone: set[Connection]  # authenticated connections
     readers: set[Connection]  # the authenticated ones with operator.read
     delta_interval: float = CHAT_DELTA_INTERVAL_SECONDS
     # Readers that narrowed their `chat`/`agent` events to some sessions (`chat.subscribe`);

@@ -17,14 +17,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from enum import StrEnum
 from typing import Any
 
 import structlog
 from aiohttp import WSMsgType, web
 
 from gateway import __version__
-from gateway.appkeys import STATE, WS
-from gateway.auth import LOCKED_OUT, MISSING, AuthFailure, authenticate
+from gateway.appkeys import STATE
+from gateway.auth import AuthFailure, AuthFailureReason, authenticate
 from gateway.edge import origin_allowed
 from gateway.edge_http import client_of, origin_refused
 from gateway.responses import error_response
@@ -48,6 +49,11 @@ from gateway.ws.state import WsState
 
 log = structlog.get_logger()
 
+# The WebSocket side's own keys, declared here rather than in gateway/appkeys.py so that the
+# modules every side shares import nothing of this one.
+WS = web.AppKey("ws", WsState)
+METHODS = web.AppKey("ws_methods", MethodRegistry)  # the method table of every connection
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 SHUTDOWN_PAYLOAD = {"reason": "gateway stopping", "restartExpectedMs": None}
@@ -55,7 +61,8 @@ SHUTDOWN_PAYLOAD = {"reason": "gateway stopping", "restartExpectedMs": None}
 
 def setup(app: web.Application) -> None:
     """Call after the session store's cleanup_ctx is registered: the fan-out needs it."""
-    app[WS] = WsState(app[STATE], register_all(MethodRegistry()))
+    app[WS] = WsState(app[STATE])
+    app[METHODS] = register_all(MethodRegistry())
     app.middlewares.append(upgrade_middleware)
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(shutdown_connections)
@@ -79,7 +86,7 @@ async def upgrade_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
-    ws_state = request.app[WS]
+    ws_state, methods = request.app[WS], request.app[METHODS]
     if ws_state.closing or ws_state.gateway.draining:
         return error_response(
             503, "gateway is shutting down", "api_error", headers={"Retry-After": "1"}
@@ -132,18 +139,20 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     # from here (a session's worker) outlive the connection and would carry it on.
     try:
         try:
-            authenticated = await _handshake(ws_state, conn, request)
+            authenticated = await _handshake(ws_state, methods, conn, request)
         finally:
             ws_state.preauth_leave(remote)
         if authenticated:
             ws.too_big_reason = ""
-            await _read_loop(ws_state, conn)
+            await _read_loop(ws_state, methods, conn)
     finally:
         await _teardown(ws_state, conn)
     return ws
 
 
-async def _handshake(ws_state: WsState, conn: Connection, request: web.Request) -> bool:
+async def _handshake(
+    ws_state: WsState, methods: MethodRegistry, conn: Connection, request: web.Request
+) -> bool:
     """True when `hello-ok` was sent; otherwise the close is already requested."""
     gateway = ws_state.gateway
     challenge = {"nonce": str(uuid.uuid4()), "ts": now_ms(), "capabilities": []}
@@ -151,25 +160,23 @@ async def _handshake(ws_state: WsState, conn: Connection, request: web.Request) 
     try:
         msg = await conn.ws.receive(timeout=gateway.options.handshake_timeout_seconds)
     except TimeoutError:
-        return _refuse(conn, "timeout", protocol.CLOSE_NORMAL)
+        return _refuse(conn, Refusal.TIMEOUT)
     if msg.type is WSMsgType.ERROR and getattr(msg.data, "code", None) == protocol.CLOSE_TOO_BIG:
         # Refused from the frame's header (the socket's pre-auth limit); closed with 1009.
-        return _refuse(conn, "too large", protocol.CLOSE_TOO_BIG, protocol.REASON_PREAUTH_TOO_LARGE)
+        return _refuse(conn, Refusal.TOO_LARGE)
     if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
         return False
     if msg.type is not WSMsgType.TEXT:
-        return _refuse(conn, "binary frame", protocol.CLOSE_NORMAL)  # as non-JSON (§1)
+        return _refuse(conn, Refusal.BINARY)  # as non-JSON (§1)
     text: str = msg.data
     if len(text.encode()) > ws_state.settings.preauth_max_payload:
-        return _refuse(conn, "too large", protocol.CLOSE_TOO_BIG, protocol.REASON_PREAUTH_TOO_LARGE)
+        return _refuse(conn, Refusal.TOO_LARGE)
     try:
         frame = protocol.parse_request(text)
     except NotJson:
-        return _refuse(conn, "not json", protocol.CLOSE_NORMAL)
+        return _refuse(conn, Refusal.NOT_JSON)
     except InvalidFrame:
-        return _refuse(
-            conn, "invalid frame", protocol.CLOSE_POLICY_VIOLATION, protocol.REASON_INVALID_FRAME
-        )
+        return _refuse(conn, Refusal.INVALID_FRAME)
     if frame.method != "connect":
         error = WsError(INVALID_REQUEST, protocol.MSG_FIRST_MUST_BE_CONNECT)
         return _reject(conn, frame, error, protocol.CLOSE_POLICY_VIOLATION)
@@ -188,13 +195,15 @@ async def _handshake(ws_state: WsState, conn: Connection, request: web.Request) 
     kind = "password" if auth.mode == "password" else "token"
     presented = params.auth.password if kind == "password" else params.auth.token
     outcome = authenticate(auth, gateway.limiter, presented, conn.remote, browser=conn.from_browser)
-    if isinstance(outcome, AuthFailure):
+    match outcome:
         # The lockout is checked before the secret: a locked-out address learns nothing (§5.1).
-        if outcome.reason == LOCKED_OUT and outcome.retry_after is not None:
-            error = protocol.rate_limited(outcome.retry_after)
-        else:
-            error = protocol.auth_error(kind, outcome.reason == MISSING, params.client.id)
-        return _reject(conn, frame, error, protocol.CLOSE_POLICY_VIOLATION)
+        case AuthFailure(reason=AuthFailureReason.LOCKED_OUT, retry_after=int(retry_after)):
+            error = protocol.rate_limited(retry_after)
+            return _reject(conn, frame, error, protocol.CLOSE_POLICY_VIOLATION)
+        case AuthFailure(reason=reason):
+            missing = reason is AuthFailureReason.MISSING
+            error = protocol.auth_error(kind, missing, params.client.id)
+            return _reject(conn, frame, error, protocol.CLOSE_POLICY_VIOLATION)
     if params.role != protocol.ROLE_OPERATOR:
         error = WsError(INVALID_REQUEST, protocol.MSG_INVALID_ROLE)
         return _reject(conn, frame, error, protocol.CLOSE_POLICY_VIOLATION)
@@ -208,12 +217,13 @@ async def _handshake(ws_state: WsState, conn: Connection, request: web.Request) 
     if conn.closing:  # shut down while the snapshot was computed
         return False
     # From here on no await: the connection joins the fan-out right after its hello-ok.
-    now = conn.authenticated_at = now_ms()
+    now = now_ms()
+    conn.opened(now)
     ws_state.presence.connect(conn.conn_id, params.client, conn.scopes, now)
     # The snapshot in hello-ok is this version: the presence event of this very change, if it
     # comes, is not for this connection.
     conn.presence_version = ws_state.presence.version
-    conn.send(protocol.response(frame.id, _hello_ok(ws_state, conn, health, now)))
+    conn.send(protocol.response(frame.id, _hello_ok(ws_state, methods, conn, health, now)))
     conn.send_event(
         event_frame("health", health, droppable=True, state_version=ws_state.state_version())
     )
@@ -234,8 +244,26 @@ async def _handshake(ws_state: WsState, conn: Connection, request: web.Request) 
     return True
 
 
-def _refuse(conn: Connection, why: str, code: int, reason: str = "") -> bool:
+class Refusal(StrEnum):
+    """Why a handshake ended with a close and no response (§2.4); the value is what the log
+    line says."""
+
+    TIMEOUT = "timeout"
+    TOO_LARGE = "too large"
+    BINARY = "binary frame"
+    NOT_JSON = "not json"
+    INVALID_FRAME = "invalid frame"
+
+
+def _refuse(conn: Connection, why: Refusal) -> bool:
     """Close without a response (§2.4)."""
+    match why:
+        case Refusal.TOO_LARGE:
+            code, reason = protocol.CLOSE_TOO_BIG, protocol.REASON_PREAUTH_TOO_LARGE
+        case Refusal.INVALID_FRAME:
+            code, reason = protocol.CLOSE_POLICY_VIOLATION, protocol.REASON_INVALID_FRAME
+        case Refusal.TIMEOUT | Refusal.BINARY | Refusal.NOT_JSON:
+            code, reason = protocol.CLOSE_NORMAL, ""
     log.info(
         "ws_handshake_failed", conn_id=conn.conn_id, remote=conn.remote, reason=why, close_code=code
     )
@@ -260,7 +288,7 @@ def _reject(
 
 
 def _hello_ok(
-    ws_state: WsState, conn: Connection, health: dict[str, Any], now: int
+    ws_state: WsState, methods: MethodRegistry, conn: Connection, health: dict[str, Any], now: int
 ) -> dict[str, Any]:
     gateway = ws_state.gateway
     config = gateway.config
@@ -272,7 +300,7 @@ def _hello_ok(
         "protocol": conn.protocol,
         "server": {"version": __version__, "connId": conn.conn_id},
         "features": {
-            "methods": ws_state.methods.names,
+            "methods": methods.names,
             "events": list(protocol.EVENTS),
             "capabilities": list(protocol.CAPABILITIES),
         },
@@ -306,7 +334,7 @@ def _hello_ok(
     return payload
 
 
-async def _read_loop(ws_state: WsState, conn: Connection) -> None:
+async def _read_loop(ws_state: WsState, methods: MethodRegistry, conn: Connection) -> None:
     inflight = asyncio.Semaphore(ws_state.settings.max_inflight_requests)
     ws = conn.ws
     while True:
@@ -322,7 +350,7 @@ async def _read_loop(ws_state: WsState, conn: Connection) -> None:
                 _invalid_frame(conn, exc.frame_id, exc.detail)
                 continue
             await inflight.acquire()
-            task = conn.spawn(dispatch(ws_state, conn, frame), f"ws-call {frame.method}")
+            task = conn.spawn(dispatch(methods, ws_state, conn, frame), f"ws-call {frame.method}")
             task.add_done_callback(lambda _: inflight.release())
         elif msg.type is WSMsgType.BINARY:
             conn.last_activity_at = now_ms()

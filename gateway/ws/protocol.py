@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import attrs
 
-from gateway.responses import dumps, scrub_surrogates, wire
+from gateway.jsonwire import dumps, scrub_surrogates, wire
 
 # --- Limits and versions -----------------------------------------------------------------
 
@@ -262,9 +262,6 @@ class ParamReader:
     def fail(self, key: str, message: str) -> ParamsError:
         return ParamsError(f"at {self.at(key)}: {message}")
 
-    def has(self, key: str) -> bool:
-        return self.data.get(key) is not None
-
     def _get(self, key: str, required: bool) -> Any:
         value = self.data.get(key)
         if value is None and required:
@@ -339,11 +336,9 @@ class ParamReader:
         return ParamReader(value, self.at(key))
 
     def strings(self, key: str) -> tuple[str, ...] | None:
-        value = self._get(key, False)
+        value = self.array(key)
         if value is None:
             return None
-        if not isinstance(value, list):
-            raise self.fail(key, "must be array")
         for i, item in enumerate(value):
             if not isinstance(item, str):
                 raise ParamsError(f"at {self.at(key)}/{i}: must be string")

@@ -15,7 +15,6 @@ from gateway.config.model import PreAuthConfig
 from gateway.state import GatewayState
 from gateway.ws import protocol
 from gateway.ws.connection import Connection, now_ms
-from gateway.ws.dispatch import MethodRegistry
 from gateway.ws.events import EventFanout
 from gateway.ws.health import HealthCache
 from gateway.ws.presence import PresenceBook, PresenceFanout
@@ -52,7 +51,6 @@ class WsSettings:
 class IdempotentCall:
     """What a `chat.send`/`agent` idempotency key started, and the first answer given."""
 
-    method: str
     run: AgentRun
     accepted: dict[str, Any] | None = None  # `agent`'s first response payload
 
@@ -83,7 +81,6 @@ class IdempotencyCache:
 @attrs.define(eq=False)
 class WsState:
     gateway: GatewayState
-    methods: MethodRegistry
     settings: WsSettings = WsSettings()
     connections: set[Connection] = attrs.field(factory=set)  # every open socket
     authenticated: set[Connection] = attrs.field(factory=set)
@@ -98,9 +95,7 @@ class WsState:
     health: HealthCache = attrs.field(factory=HealthCache)
     idempotency: IdempotencyCache = attrs.field(factory=IdempotencyCache)
     fanout: EventFanout = attrs.field(
-        default=attrs.Factory(
-            lambda self: EventFanout(self.authenticated, self.readers), takes_self=True
-        )
+        default=attrs.Factory(lambda self: EventFanout(self.readers), takes_self=True)
     )
     closing: bool = False  # shutdown_connections ran: no new connections
     # Sockets between upgrade and the end of the handshake, per client address.

@@ -1,4 +1,4 @@
-"""The Control UI's files over HTTP (gateway/controlui.py) and the shape of the files
+"""The Control UI's files over HTTP (gateway/http/controlui.py) and the shape of the files
 themselves: what the Content-Security-Policy demands of them."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
-from gateway.controlui import CONTENT_SECURITY_POLICY, FILES
+from gateway.http.controlui import CONTENT_SECURITY_POLICY, FILES
 from tests.conftest import MakeConfig
 
 Client = TestClient[web.Request, web.Application]

@@ -5,11 +5,9 @@ from __future__ import annotations
 import pytest
 
 from gateway.auth import (
-    LOCKED_OUT,
-    MISMATCH,
-    MISSING,
     Authenticated,
     AuthFailure,
+    AuthFailureReason,
     AuthRateLimiter,
     authenticate,
 )
@@ -106,11 +104,17 @@ class TestAuthenticate:
     def test_missing_is_not_counted_and_mismatch_is(self) -> None:
         lim = limiter()
         for _ in range(3):
-            assert authenticate(TOKEN, lim, None, "1.2.3.4", browser=False) == AuthFailure(MISSING)
-        assert authenticate(TOKEN, lim, "x", "1.2.3.4", browser=False) == AuthFailure(MISMATCH)
-        assert authenticate(TOKEN, lim, "x", "1.2.3.4", browser=False) == AuthFailure(MISMATCH)
+            assert authenticate(TOKEN, lim, None, "1.2.3.4", browser=False) == AuthFailure(
+                AuthFailureReason.MISSING
+            )
+        assert authenticate(TOKEN, lim, "x", "1.2.3.4", browser=False) == AuthFailure(
+            AuthFailureReason.MISMATCH
+        )
+        assert authenticate(TOKEN, lim, "x", "1.2.3.4", browser=False) == AuthFailure(
+            AuthFailureReason.MISMATCH
+        )
         locked = authenticate(TOKEN, lim, "t", "1.2.3.4", browser=False)
-        assert isinstance(locked, AuthFailure) and locked.reason == LOCKED_OUT
+        assert isinstance(locked, AuthFailure) and locked.reason == AuthFailureReason.LOCKED_OUT
         assert locked.retry_after == 300
 
     def test_loopback_is_not_exempt_by_default(self) -> None:
@@ -118,7 +122,7 @@ class TestAuthenticate:
         for _ in range(2):
             authenticate(TOKEN, lim, "x", "127.0.0.1", browser=False)
         assert authenticate(TOKEN, lim, "t", "127.0.0.1", browser=False) == AuthFailure(
-            LOCKED_OUT, 300
+            AuthFailureReason.LOCKED_OUT, 300
         )
 
     def test_an_exempt_loopback_is_not_exempt_as_a_browser(self) -> None:
@@ -126,7 +130,7 @@ class TestAuthenticate:
         for _ in range(2):
             authenticate(TOKEN, lim, "x", "127.0.0.1", browser=True)
         assert authenticate(TOKEN, lim, "t", "127.0.0.1", browser=True) == AuthFailure(
-            LOCKED_OUT, 300
+            AuthFailureReason.LOCKED_OUT, 300
         )
         assert authenticate(TOKEN, lim, "t", "127.0.0.1", browser=False) == Authenticated("token")
 

@@ -1,4 +1,4 @@
-"""gateway.content_coding, the pure part: which `Content-Encoding` a body has, and inflating
+"""gateway.http.content_coding, the pure part: which `Content-Encoding` a body has, and inflating
 it within the body limit."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import zlib
 
 import pytest
 
-from gateway.content_coding import INFLATE_STEP, BodyInflater, request_coding
-from gateway.openai_wire import RequestError
+from gateway.http.content_coding import INFLATE_STEP, BodyInflater, request_coding
+from gateway.http.openai_wire import RequestError
 
 BODY = b'{"messages":[{"role":"user","content":"hello"}]}'
 

@@ -12,7 +12,7 @@ import pytest
 from agents.runs import AgentRun
 from gateway.appkeys import STATE
 from gateway.config.apply import apply_config
-from gateway.hooks_wire import HookReplays
+from gateway.http.hooks_wire import HookReplays
 from tests.agents.upstreams import FakeOpenAI, Status
 from tests.conftest import MakeConfig
 from tests.http.conftest import (

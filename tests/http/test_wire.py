@@ -1,4 +1,4 @@
-"""gateway.openai_wire: the request pipeline's pure steps and the response encoding."""
+"""gateway.http.openai_wire: the request pipeline's pure steps and the response encoding."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from agents.errors import (
 )
 from agents.providers.base import ChatMessage, ToolCall, Usage
 from gateway.config.model import ChatCompletionsConfig, ImagesConfig
-from gateway.openai_wire import (
+from gateway.http.openai_wire import (
     AgentSelection,
     ChunkEncoder,
     RequestError,
@@ -42,7 +42,7 @@ from gateway.openai_wire import (
     select_model,
     validate_fields,
 )
-from gateway.responses import dumps
+from gateway.jsonwire import dumps
 
 ECHO = (ModelRef("echo", "echo"),)
 AGENTS = AgentsConfig(agents=(AgentConfig("main", ECHO, default=True), AgentConfig("beta", ECHO)))
@@ -801,6 +801,12 @@ class TestChunks:
     def test_a_lone_surrogate_in_arguments_is_escaped(self) -> None:
         chunk = json.loads(self.encoder.tool_call_arguments(0, "\ud800")[6:])
         assert chunk["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"] == "\ud800"
+
+    def test_a_lone_surrogate_is_escaped_alone_as_in_every_json_answer(self) -> None:
+        # One encoding for HTTP bodies, SSE chunks and WS frames (gateway.jsonwire.wire): the
+        # surrogate becomes its JSON escape, the rest of the text stays UTF-8.
+        chunk = self.encoder.content("é\ud800")
+        assert '"content":"é\\ud800"'.encode() in chunk
 
     def test_the_tool_calls_finish_chunk(self) -> None:
         assert self.encoder.finish("tool_calls") == self.expected(

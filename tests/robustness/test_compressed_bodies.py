@@ -1,4 +1,4 @@
-"""Compressed chat completion bodies (gateway.content_coding) on a real `clawgate run`: gzip
+"""Compressed chat completion bodies (gateway.http.content_coding) on a real `clawgate run`: gzip
 and deflate decode, and a body limit that counts decoded bytes, so a "zip bomb" is a 413
 after at most `maxBodyBytes` of it were inflated, never all of it."""
 

@@ -23,15 +23,15 @@ from aiohttp.http_exceptions import BadHttpMessage
 from agents.config import AgentsConfig
 from agents.store import SessionStore, TurnRecord
 from gateway.auth import secret_matches
-from gateway.logs import LogRing, _RingLogger
-from gateway.openai_wire import (
+from gateway.http.openai_wire import (
     AgentSelection,
     RequestError,
     parse_body,
     resolve_session_key,
     validate_fields,
 )
-from gateway.responses import dumps, scrub_surrogates, wire
+from gateway.jsonwire import dumps, scrub_surrogates, wire
+from gateway.logs import LogRing, _RingLogger
 from gateway.ws.protocol import NotJson, parse_request
 from tests.robustness.conftest import (
     AUTH,

@@ -25,7 +25,7 @@ import pytest_asyncio
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from gateway import openai_wire
+from gateway.http import openai_wire
 from tests.robustness.conftest import (
     AUTH,
     CHAT,
@@ -268,7 +268,7 @@ valid_body = st.fixed_dictionaries(
     optional=VALID,
 )
 # A valid body with every field the wire module reads, nested ones included (checked below
-# against gateway/openai_wire.py's source, so a field added there cannot be left out here).
+# against gateway/http/openai_wire.py's source, so a field added there cannot be left out here).
 COMPLETE_BODY: dict[str, Any] = {
     "model": "openclaw/main",
     "messages": [

@@ -17,11 +17,11 @@ from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
-from gateway.appkeys import WS
 from gateway.auth import with_generated_token
 from gateway.config.loader import ConfigLoader
 from gateway.config.overrides import Overrides
 from gateway.state import AppOptions
+from gateway.ws.handler import WS
 from gateway.ws.state import WsSettings
 
 Client = TestClient[web.Request, web.Application]

@@ -8,8 +8,8 @@ import json
 
 from structlog.testing import capture_logs
 
-from gateway.appkeys import STATE, WS
-from gateway.ws.handler import shutdown_connections
+from gateway.appkeys import STATE
+from gateway.ws.handler import WS, shutdown_connections
 from gateway.ws.state import WsSettings
 from tests.ws.conftest import TOKEN, Gateway, GatewayWs, MakeGateway, wire
 from tests.ws.test_chat import SLOW_CONFIG, send

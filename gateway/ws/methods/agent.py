@@ -143,7 +143,7 @@ def register(methods: MethodRegistry) -> None:
             "status": "accepted",
             "acceptedAt": run.accepted_at,
         }
-        ctx.ws.idempotency.put(run_id, IdempotentCall("agent", run, accepted))
+        ctx.ws.idempotency.put(run_id, IdempotentCall(run, accepted))
         ctx.respond(accepted)
         return final_answer(run, await run.wait())
 

@@ -115,7 +115,7 @@ def register(methods: MethodRegistry) -> None:
                 idempotency_key=run_id,
             )
         )
-        ctx.ws.idempotency.put(run_id, IdempotentCall("chat.send", run))
+        ctx.ws.idempotency.put(run_id, IdempotentCall(run))
         return {"runId": run_id, "status": "started"}
 
     @methods.method("chat.history", params=HistoryParams.parse, scope=READ)

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import attrs
-
 from gateway.ws.dispatch import CallContext, MethodRegistry, no_params
-from gateway.ws.methods.sessions import empty_row, resolve_key
-from gateway.ws.protocol import PAIRING, READ, ParamReader
+from gateway.ws.methods.sessions import KeyParams, empty_row, resolve_key
+from gateway.ws.protocol import PAIRING, READ
 
 EMPTY_STATES: tuple[tuple[str, str, Any], ...] = (
     ("channels.status", READ, {"channelOrder": [], "channels": {}}),
@@ -25,15 +23,6 @@ EMPTY_STATES: tuple[tuple[str, str, Any], ...] = (
     ("taskSuggestions.list", READ, {"suggestions": []}),
     ("commands.list", READ, {"commands": []}),
 )
-
-
-@attrs.frozen
-class DescribeParams:
-    key: str
-
-    @classmethod
-    def parse(cls, r: ParamReader) -> DescribeParams:
-        return cls(r.required_string("key"))
 
 
 def _empty_state(answer: Any) -> Any:
@@ -52,8 +41,8 @@ def register(methods: MethodRegistry) -> None:
     async def sessions_unsubscribe(ctx: CallContext, params: None) -> Any:
         return {"subscribed": False}
 
-    @methods.method("sessions.describe", params=DescribeParams.parse, scope=READ)
-    async def sessions_describe(ctx: CallContext, params: DescribeParams) -> Any:
+    @methods.method("sessions.describe", params=KeyParams.parse, scope=READ)
+    async def sessions_describe(ctx: CallContext, params: KeyParams) -> Any:
         config, registry = ctx.config, ctx.registry
         key = resolve_key(ctx, params.key, "key")
         info = await registry.get_session(key)

@@ -7,6 +7,7 @@ from typing import Any
 import attrs
 
 from agents.errors import InvalidSessionKey
+from agents.events import session_entry
 from agents.keys import KEY_TOO_LONG_MESSAGE, is_main_key, normalize_session_key, parse_session_key
 from agents.registry import SessionRegistry
 from gateway.config.model import Config
@@ -40,27 +41,14 @@ def resolve_key(ctx: CallContext, raw: str, field: str, *, agent_id: str | None 
 def empty_row(config: Config, registry: SessionRegistry, key: str) -> dict[str, Any]:
     """The `sessions.list` row of a key that has no session yet (`updatedAt: null`)."""
     agent_id, _ = parse_session_key(key)
-    active = [run.id for run in registry.active_runs(key)]
-    return {
-        "key": key,
-        "kind": "direct",
-        "agentId": agent_id,
-        "isMain": is_main_key(key, config.agents.main_key),
-        "label": None,
-        "sessionId": None,
-        "createdAt": None,
-        "updatedAt": None,
-        "abortedLastRun": False,
-        "inputTokens": 0,
-        "outputTokens": 0,
-        "totalTokens": 0,
-        "modelProvider": None,
-        "model": None,
-        "status": "running" if active else "idle",
-        "lastRunId": None,
-        "hasActiveRun": bool(active),
-        "activeRunIds": active,
-    }
+    active = tuple(run.id for run in registry.active_runs(key))
+    return session_entry(
+        key=key,
+        agent_id=agent_id,
+        is_main=is_main_key(key, config.agents.main_key),
+        status="running" if active else "idle",
+        active_run_ids=active,
+    )
 
 
 @attrs.frozen

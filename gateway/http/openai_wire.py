@@ -18,7 +18,7 @@ import json
 import re
 import uuid
 from collections.abc import Mapping
-from json.encoder import encode_basestring, encode_basestring_ascii
+from json.encoder import encode_basestring
 from typing import Any, NoReturn, cast
 from urllib.parse import unquote_to_bytes
 
@@ -42,12 +42,18 @@ from agents.keys import (
     is_reserved,
     normalize_session_key,
 )
-from agents.providers.base import ChatMessage, ImageInput, ToolCall, Usage
+from agents.providers.base import IMAGE_ONLY_TEXT, ChatMessage, ImageInput, ToolCall, Usage
 from gateway.config.model import ChatCompletionsConfig
-from gateway.responses import dumps, error_body, has_surrogate, scrub_surrogates
+from gateway.jsonwire import (
+    MAX_SAFE_INTEGER,
+    dumps,
+    error_body,
+    has_surrogate,
+    scrub_surrogates,
+    wire,
+)
 
 DEFAULT_MODEL = "openclaw"
-IMAGE_ONLY_TEXT = "User sent image(s) with no text."
 NO_RESPONSE_TEXT = "No response from OpenClaw."
 
 INVALID_REQUEST = "invalid_request_error"
@@ -55,7 +61,6 @@ API_ERROR = "api_error"
 UNSUPPORTED = "unsupported_parameter"
 
 FINISH_REASONS = frozenset({"stop", "length", "content_filter", "tool_calls"})
-MAX_SAFE_INTEGER = 2**53 - 1  # JavaScript's Number.MAX_SAFE_INTEGER, OpenClaw's cap bound
 MAX_STOP_SEQUENCES = 4  # OpenAI's own limit
 RESPONSE_FORMATS = frozenset({"text", "json_object", "json_schema"})
 MAX_TOOLS = 128  # OpenAI's own limit
@@ -821,23 +826,7 @@ def completion_body(
 def encode_json(value: Any) -> bytes:
     """Compact UTF-8 JSON; a lone surrogate (a provider that split a pair) is escaped
     rather than failing the whole response."""
-    try:
-        return dumps(value).encode()
-    except UnicodeEncodeError:
-        return json.dumps(value, separators=(",", ":")).encode()
-
-
-def _json_string(text: str) -> bytes:
-    try:
-        return encode_basestring(text).encode()
-    except UnicodeEncodeError:
-        return encode_basestring_ascii(text).encode()
-
-
-def _safe_dumps(value: Any) -> str:
-    """Compact JSON that encodes to UTF-8 even with a lone surrogate (escaped, as ASCII)."""
-    text = dumps(value)
-    return json.dumps(value, separators=(",", ":")) if has_surrogate(text) else text
+    return wire(dumps(value))
 
 
 DONE = b"data: [DONE]\n\n"
@@ -862,18 +851,20 @@ class ChunkEncoder:
             f'data: {{"id":{dumps(completion_id)},"object":"chat.completion.chunk",'
             f'"created":{created},"model":{dumps(model)},"choices":'
         )
-        self._content_prefix = (self._head + '[{"index":0,"delta":{"content":').encode()
+        self._content_prefix = wire(self._head + '[{"index":0,"delta":{"content":')
         self.role = self._choice('{"role":"assistant","content":""}', "null")
 
     def _choice(self, delta: str, finish: str) -> bytes:
         choice = f'[{{"index":0,"delta":{delta},{self._CHOICE_TAIL}{finish}}}]}}\n\n'
-        return (self._head + choice).encode()
+        return wire(self._head + choice)
 
     def content(self, delta: str) -> bytes:
-        return b"".join((self._content_prefix, _json_string(delta), self._CONTENT_SUFFIX))
+        return b"".join(
+            (self._content_prefix, wire(encode_basestring(delta)), self._CONTENT_SUFFIX)
+        )
 
     def reasoning(self, delta: str) -> bytes:
-        return self._choice(_safe_dumps({"reasoning_content": delta}), "null")
+        return self._choice(dumps({"reasoning_content": delta}), "null")
 
     def tool_call_start(self, index: int, call_id: str, name: str) -> bytes:
         """OpenAI's first fragment of a call: index, id, type, name, empty arguments."""
@@ -883,18 +874,18 @@ class ChunkEncoder:
             "type": "function",
             "function": {"name": name, "arguments": ""},
         }
-        return self._choice(_safe_dumps({"tool_calls": [call]}), "null")
+        return self._choice(dumps({"tool_calls": [call]}), "null")
 
     def tool_call_arguments(self, index: int, piece: str) -> bytes:
         """A later fragment: the index and a piece of the arguments only."""
         call = {"index": index, "function": {"arguments": piece}}
-        return self._choice(_safe_dumps({"tool_calls": [call]}), "null")
+        return self._choice(dumps({"tool_calls": [call]}), "null")
 
     def finish(self, stop_reason: str) -> bytes:
         return self._choice("{}", dumps(finish_reason(stop_reason)))
 
     def usage(self, usage: Usage) -> bytes:
-        return (self._head + f'[],"usage":{dumps(usage_body(usage))}}}\n\n').encode()
+        return wire(self._head + f'[],"usage":{dumps(usage_body(usage))}}}\n\n')
 
 
 def error_event(error: RequestError) -> bytes:

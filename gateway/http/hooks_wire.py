@@ -31,7 +31,7 @@ from agents.keys import INVALID_KEY_MESSAGE, RESERVED_KEY_MESSAGE, normalize_ses
 from agents.providers.base import Usage
 from agents.runs import RunOutcome, RunStatus
 from gateway.config.model import HooksConfig
-from gateway.openai_wire import (
+from gateway.http.openai_wire import (
     API_ERROR,
     UNSUPPORTED,
     RequestError,
@@ -39,7 +39,7 @@ from gateway.openai_wire import (
     json_type,
     usage_body,
 )
-from gateway.responses import has_surrogate
+from gateway.jsonwire import has_surrogate
 
 TOKEN_HEADER = "x-openclaw-token"
 QUERY_TOKEN_MESSAGE = (

@@ -14,7 +14,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable
 
-from gateway.openai_wire import bad_request, payload_too_large
+from gateway.http.openai_wire import bad_request, payload_too_large
 
 IDENTITY = "identity"
 # RFC 9110 §8.4.1: "x-gzip" is "gzip". No br/zstd: the standard library cannot decode them.

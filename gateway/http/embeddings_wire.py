@@ -17,7 +17,7 @@ import attrs
 
 from agents.config import API_OPENAI_COMPLETIONS, ECHO_PROVIDER, AgentsConfig, ModelRef
 from agents.providers.embeddings import Embeddings
-from gateway.openai_wire import RequestError, bad_request, json_type
+from gateway.http.openai_wire import MODEL_HEADER, RequestError, bad_request, json_type
 
 MAX_INPUTS = 2048  # OpenAI's limit on one request's list
 CHARS_PER_TOKEN = 4
@@ -28,7 +28,6 @@ MAX_DIMENSIONS = 8192  # above every embedding model there is (OpenAI's largest:
 # costing seconds of CPU and hundreds of megabytes of answer.
 ECHO_MAX_VALUES = 1_048_576
 ENCODINGS = ("float", "base64")
-MODEL_HEADER = "x-openclaw-model"
 
 NO_EMBEDDING_MODEL = (
     "No embedding model is configured: set agents.defaults.embeddingModel,"

@@ -1,6 +1,6 @@
 """The OpenAI-compatible HTTP surface (http-openai.md): chat completions, models, CORS.
 
-Handlers stay thin: the pipeline of §2 calls the pure functions of `gateway.openai_wire` in
+Handlers stay thin: the pipeline of §2 calls the pure functions of `gateway.http.openai_wire` in
 order, and only reading the body, running the turn and writing the answer happen here.
 
 Client disconnects (deviation 6). aiohttp 3.14 does not cancel a handler whose client went
@@ -30,15 +30,15 @@ from agents.errors import AgentError
 from agents.events import Stream
 from agents.runs import AgentRun, RunStatus, RunSubscription, TurnRequest
 from gateway.appkeys import AGENT_ID, MODEL_USED, SESSION_KEY, STATE
-from gateway.http_common import MODEL_USED_HEADER, SESSION_HEADER
-from gateway.http_common import error_answer as _error
-from gateway.http_common import gate as _gate
-from gateway.http_common import is_preflight as _is_preflight
-from gateway.http_common import origin_allowed as _origin_allowed
-from gateway.http_common import preflight as _preflight
-from gateway.http_common import read_body as _read_body
-from gateway.http_common import session_header as _session_header
-from gateway.openai_wire import (
+from gateway.http.common import MODEL_USED_HEADER, SESSION_HEADER
+from gateway.http.common import error_answer as _error
+from gateway.http.common import gate as _gate
+from gateway.http.common import is_preflight as _is_preflight
+from gateway.http.common import origin_allowed as _origin_allowed
+from gateway.http.common import preflight as _preflight
+from gateway.http.common import read_body as _read_body
+from gateway.http.common import session_header as _session_header
+from gateway.http.openai_wire import (
     DONE,
     KEEPALIVE,
     MODEL_HEADER,
@@ -69,8 +69,8 @@ from gateway.openai_wire import (
     shutting_down,
     validate_fields,
 )
+from gateway.http.sse import EventStream
 from gateway.responses import JSON_CONTENT_TYPE, json_response, not_found
-from gateway.sse import EventStream
 from gateway.state import GatewayState
 
 log = structlog.get_logger()

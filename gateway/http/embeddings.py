@@ -1,7 +1,7 @@
 """`POST /v1/embeddings`: vectors from the configured embedding model (OpenAI-compatible).
 
 Served whenever the OpenAI-compatible surface is (`chatCompletions.enabled`), with its auth,
-body limit, error shape and CORS (gateway.http_common). The model is
+body limit, error shape and CORS (gateway.http.common). The model is
 `agents.defaults.embeddingModel`, or the `x-openclaw-model` header's; `model` in the body
 picks the agent as on chat completions and is echoed back, as OpenClaw does.
 """
@@ -16,18 +16,18 @@ from aiohttp import web
 
 from agents.errors import AgentError
 from agents.providers.embeddings import ECHO_DIMENSIONS, EmbeddingRequest, EmbeddingsClient
-from gateway.appkeys import AGENT_ID, EMBEDDINGS, STATE
+from gateway.appkeys import AGENT_ID, STATE
 from gateway.config.model import Config
-from gateway.embeddings_wire import (
-    MODEL_HEADER,
+from gateway.http.common import chat_completions_enabled, error_answer, gate, read_body
+from gateway.http.embeddings_wire import (
     check_echo_size,
     embedding_model,
     embeddings_body,
     validate_embeddings,
 )
-from gateway.http_common import chat_completions_enabled, error_answer, gate, read_body
-from gateway.openai_http import CLIENT_CLOSED_REQUEST, ClientWatch
-from gateway.openai_wire import (
+from gateway.http.openai import CLIENT_CLOSED_REQUEST, ClientWatch
+from gateway.http.openai_wire import (
+    MODEL_HEADER,
     RequestError,
     encode_json,
     error_reply,
@@ -38,6 +38,8 @@ from gateway.openai_wire import (
 from gateway.responses import JSON_CONTENT_TYPE
 
 log = structlog.get_logger()
+
+EMBEDDINGS = web.AppKey("embeddings", EmbeddingsClient)  # the upstream client
 
 
 def register(app: web.Application) -> None:

@@ -3,7 +3,7 @@
 Served by a middleware rather than a route, so that `hooks.enabled` and `hooks.path` apply
 on reload like every other hot key. The order of checks is OpenClaw's (query token, method,
 auth, sub-path, body); the answers use the gateway's error shape, CORS and body rules
-(gateway.http_common). The hook token is its own secret (`hooks.token`), presented as
+(gateway.http.common). The hook token is its own secret (`hooks.token`), presented as
 `Authorization: Bearer` or `x-openclaw-token`; its failures count in the same failed-auth
 limiter as the gateway token's.
 
@@ -22,11 +22,19 @@ from aiohttp import web
 
 from agents.errors import AgentError
 from agents.runs import AgentRun, RunStatus, TurnRequest
-from gateway.appkeys import AGENT_ID, HOOK_REPLAYS, SESSION_KEY, STATE
+from gateway.appkeys import AGENT_ID, SESSION_KEY, STATE
 from gateway.auth import bearer_secret
 from gateway.config.model import AuthConfig, HooksConfig
 from gateway.edge_http import is_json_content_type, unsupported_media_type
-from gateway.hooks_wire import (
+from gateway.http.common import (
+    authenticate,
+    error_answer,
+    is_preflight,
+    preflight,
+    read_body,
+    session_header,
+)
+from gateway.http.hooks_wire import (
     QUERY_TOKEN_MESSAGE,
     TOKEN_HEADER,
     HookReplays,
@@ -41,16 +49,8 @@ from gateway.hooks_wire import (
     wait_timeout,
     with_header_key,
 )
-from gateway.http_common import (
-    authenticate,
-    error_answer,
-    is_preflight,
-    preflight,
-    read_body,
-    session_header,
-)
-from gateway.openai_http import ClientWatch
-from gateway.openai_wire import (
+from gateway.http.openai import ClientWatch
+from gateway.http.openai_wire import (
     SHUTDOWN_ABORT,
     RequestError,
     bad_request,
@@ -63,6 +63,8 @@ from gateway.responses import json_response, method_not_allowed, not_found
 from gateway.state import GatewayState
 
 log = structlog.get_logger()
+
+HOOK_REPLAYS = web.AppKey("hook_replays", HookReplays)  # idempotent /hooks/agent calls
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -99,7 +101,7 @@ async def hook(request: web.Request, hooks: HooksConfig, sub_path: str) -> web.S
     if sub_path not in ("agent", "wake"):
         return not_found()  # OpenClaw's mappings (other sub-paths) are not implemented
     if not is_json_content_type(request.headers.get("Content-Type")):
-        return unsupported_media_type()  # as every JSON endpoint (gateway.http_common.gate)
+        return unsupported_media_type()  # as every JSON endpoint (gateway.http.common.gate)
     try:
         raw = await read_body(request, hooks.max_body_bytes, state.options.body_timeout_seconds)
         body = parse_body(raw)

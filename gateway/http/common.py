@@ -14,12 +14,12 @@ import structlog
 from aiohttp import web
 
 from gateway.appkeys import MODEL_USED, SESSION_KEY, STATE
-from gateway.auth import LOCKED_OUT, AuthFailure, bearer_secret
+from gateway.auth import AuthFailure, AuthFailureReason, bearer_secret
 from gateway.auth import authenticate as check_secret
 from gateway.config.model import AuthConfig, Config
-from gateway.content_coding import BodyInflater, request_coding
 from gateway.edge_http import client_of, is_json_content_type, unsupported_media_type
-from gateway.openai_wire import (
+from gateway.http.content_coding import BodyInflater, request_coding
+from gateway.http.openai_wire import (
     RequestError,
     auth_locked_out,
     body_timeout,
@@ -108,10 +108,11 @@ def authenticate(
         client_of(request),
         browser="Origin" in request.headers,
     )
-    if isinstance(outcome, AuthFailure):
-        if outcome.reason == LOCKED_OUT and outcome.retry_after is not None:
-            raise auth_locked_out(outcome.retry_after)
-        raise unauthorized()
+    match outcome:
+        case AuthFailure(reason=AuthFailureReason.LOCKED_OUT, retry_after=int(retry_after)):
+            raise auth_locked_out(retry_after)
+        case AuthFailure():
+            raise unauthorized()
 
 
 # -- step 5: the body -----------------------------------------------------------------------
@@ -119,7 +120,7 @@ def authenticate(
 
 async def read_body(request: web.Request, limit: int, within: float) -> bytes:
     """§2 step 5: the announced length first, then what actually arrives, in `within` s.
-    A compressed body (gateway.content_coding) is held to the limit twice: as it arrives,
+    A compressed body (gateway.http.content_coding) is held to the limit twice: as it arrives,
     and as it decodes."""
     if request.content_length is not None and request.content_length > limit:
         raise payload_too_large()

@@ -1,0 +1,73 @@
+"""JSON on the wire: compact, UTF-8 unescaped, lone surrogates repaired, the one error shape
+(http-openai.md §8). Pure, shared by the HTTP and the WebSocket side; no aiohttp."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from agents.surrogates import SURROGATE_RE, has_surrogate, repair_surrogates
+
+__all__ = ["MAX_SAFE_INTEGER", "dumps", "error_body", "has_surrogate", "scrub_surrogates", "wire"]
+
+# JavaScript's Number.MAX_SAFE_INTEGER: OpenClaw's bound on integers a client may send.
+MAX_SAFE_INTEGER = 2**53 - 1
+
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def dumps(obj: Any) -> str:
+    return _encoder.encode(obj)
+
+
+def wire(text: str) -> bytes:
+    """`dumps` output as UTF-8. A lone surrogate (a header's bytes that were not UTF-8, a
+    provider that split a pair) can only sit inside a JSON string, where `backslashreplace`
+    writes exactly its JSON escape (`\\udcff`). Valid text never calls the error handler."""
+    return text.encode("utf-8", "backslashreplace")
+
+
+# A JSON escape that may spell a lone surrogate (pairs are joined by the parser).
+_SURROGATE_ESCAPE_RE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def scrub_surrogates(value: Any, text: str) -> Any:
+    """`value`, just parsed from the JSON `text`, with each lone surrogate replaced by U+FFFD.
+
+    JSON can spell one (`"\\ud800"`: a JavaScript client that cut a string inside an
+    emoji); UTF-8 cannot, so it would fail the store, the log and any answer that echoes it.
+    Only text with such an escape is walked, without recursion (nesting may be as deep as the
+    parser allows), editing the freshly parsed containers in place.
+    """
+    if _SURROGATE_ESCAPE_RE.search(text) is None:
+        return value
+    if isinstance(value, str):
+        return repair_surrogates(value)
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            for index, item in enumerate(node):
+                if isinstance(item, str):
+                    node[index] = repair_surrogates(item)
+                elif isinstance(item, list | dict):
+                    stack.append(item)
+        elif isinstance(node, dict):
+            if any(SURROGATE_RE.search(key) for key in node):
+                items = list(node.items())
+                node.clear()
+                node.update((repair_surrogates(k), v) for k, v in items)
+            for key, item in node.items():
+                if isinstance(item, str):
+                    node[key] = repair_surrogates(item)
+                elif isinstance(item, list | dict):
+                    stack.append(item)
+    return value
+
+
+def error_body(
+    message: str, type_: str, *, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    """The four-key error object every JSON error carries (deviation 2)."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
