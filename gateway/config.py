@@ -111,6 +111,14 @@ class PreAuthConfig:
 
 
 @attrs.frozen
+class MetricsConfig:
+    """`gateway.metrics`: the Prometheus endpoint `GET /metrics` (gateway/metrics.py)."""
+
+    enabled: bool = True  # behind the gateway's auth, so on by default costs nothing
+    public: bool = False  # true: no auth, for a scraper that cannot send a bearer token
+
+
+@attrs.frozen
 class GatewayConfig:
     port: int = 18789
     bind: str = "loopback"  # "loopback", "lan" or "custom"
@@ -126,6 +134,7 @@ class GatewayConfig:
     drain_seconds: int = 20
     reload_mode: str = "hybrid"  # "off", "hot", "hybrid" or "restart"
     reload_debounce_ms: int = 300
+    metrics: MetricsConfig = MetricsConfig()
 
     @property
     def host(self) -> str:

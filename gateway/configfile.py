@@ -54,6 +54,7 @@ from gateway.config import (
     HttpConfig,
     ImagesConfig,
     LoggingConfig,
+    MetricsConfig,
     PreAuthConfig,
     RateLimitConfig,
 )
@@ -1206,6 +1207,7 @@ _GATEWAY = _Section(
                 ignored=("deferralTimeoutMs",),
             )
         ),
+        "metrics": _Key(_Section({"enabled": _Key(_Bool(), True), "public": _Key(_Bool(), False)})),
     },
     ignored=_words("mode tls tailscale remote allowRealIpFallback tools channelHealthCheckMinutes"),
     notes={"tls": "TLS is not supported; terminate TLS in a reverse proxy"},
@@ -1638,6 +1640,9 @@ def _gateway_config(gateway: dict[str, Any]) -> GatewayConfig:
         drain_seconds=gateway["shutdown"]["drainSeconds"],
         reload_mode=gateway["reload"]["mode"],
         reload_debounce_ms=gateway["reload"]["debounceMs"],
+        metrics=MetricsConfig(
+            enabled=gateway["metrics"]["enabled"], public=gateway["metrics"]["public"]
+        ),
     )
 
 
@@ -1816,6 +1821,7 @@ def _effective_gateway(gateway: GatewayConfig) -> dict[str, Any]:
     }
     effective["shutdown"] = {"drainSeconds": gateway.drain_seconds}
     effective["reload"] = {"mode": gateway.reload_mode, "debounceMs": gateway.reload_debounce_ms}
+    effective["metrics"] = {"enabled": gateway.metrics.enabled, "public": gateway.metrics.public}
     return effective
 
 
