@@ -6,6 +6,7 @@ from aiohttp import web
 
 from agents.providers.embeddings import EmbeddingsClient
 from gateway.hooks_wire import HookReplays
+from gateway.metrics import GatewayMetrics
 from gateway.state import GatewayState
 from gateway.ws.state import WsState
 
@@ -13,6 +14,7 @@ STATE = web.AppKey("state", GatewayState)
 WS = web.AppKey("ws", WsState)  # the WebSocket side: connections, presence, fan-out
 EMBEDDINGS = web.AppKey("embeddings", EmbeddingsClient)  # /v1/embeddings' upstream client
 HOOK_REPLAYS = web.AppKey("hook_replays", HookReplays)  # idempotent /hooks/agent calls
+METRICS = web.AppKey("metrics", GatewayMetrics)  # this app's own Prometheus registry
 
 # The request id of §9 (http-openai.md): the client's `x-request-id` when valid, else new.
 REQUEST_ID = web.RequestKey("request_id", str)
