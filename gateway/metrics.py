@@ -17,7 +17,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -124,6 +130,10 @@ class GatewayMetrics:
     one process; the global default registry would add their counts together)."""
 
     def __init__(self) -> None:
+        # The text format writes each counter's and histogram's creation time as a gauge of
+        # its own (`*_created`): twice the series for nothing a dashboard uses. The switch is
+        # process-wide, and this is the process's only use of prometheus_client.
+        disable_created_metrics()
         self.registry = registry = CollectorRegistry()
         self.http_requests = Counter(
             "clawgate_http_requests",
