@@ -43,11 +43,6 @@ from agents.runs import RunOutcome
 # version 1.0.0 in recent releases, which is not what that function produces.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-# Run outcomes (the `outcome` label): agents.runs' RunOutcome.status values.
-RUN_OUTCOMES = ("completed", "aborted", "failed")
-# Upstream error kinds (the `kind` label), from agents/errors.py's classes.
-UPSTREAM_KINDS = ("timeout", "rate_limited", "auth", "client_error", "server_error", "malformed")
-UPSTREAM_OTHER = "connection"  # refused, reset, DNS, TLS, a provider not configured
 RELOAD_RESULTS = ("success", "failure")
 
 # Seconds. A run is a whole model answer: from a fraction of a second (echo, a cached
@@ -61,6 +56,7 @@ COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 
 
 def upstream_kind(error: UpstreamError) -> str:
+    """The `kind` label: one word per class of agents/errors.py (and 4xx/5xx apart)."""
     match error:
         case UpstreamTimeout():
             return "timeout"
@@ -72,7 +68,7 @@ def upstream_kind(error: UpstreamError) -> str:
             return "server_error" if status >= 500 else "client_error"
         case MalformedStream():
             return "malformed"
-    return UPSTREAM_OTHER
+    return "connection"  # refused, reset, DNS, TLS; or a provider missing from the config
 
 
 @attrs.frozen
@@ -133,7 +129,7 @@ class GatewayMetrics:
         # The text format writes each counter's and histogram's creation time as a gauge of
         # its own (`*_created`): twice the series for nothing a dashboard uses. The switch is
         # process-wide, and this is the process's only use of prometheus_client.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream
         self.registry = registry = CollectorRegistry()
         self.http_requests = Counter(
             "clawgate_http_requests",
@@ -195,8 +191,10 @@ class GatewayMetrics:
             self.reloads.labels(result)  # both series from the start: rate() needs a zero
         ProcessCollector(registry=registry)  # process_*: memory, CPU, open files
         self._outcome_of: OutcomeLookup | None = None
-        # Runs between lifecycle start and end, by (run id, session key): their start
-        # (perf_counter), and whether the first assistant text is still to come.
+        # Bounded as the labels are: routes times statuses.
+        self._request_series: dict[tuple[str, int], Counter] = {}
+        # perf_counter at lifecycle start, by (run id, session key): of every run until its
+        # end, and of those whose first assistant text is still to come.
         self._started: dict[tuple[str, str], float] = {}
         self._awaiting_text: dict[tuple[str, str], float] = {}
 
@@ -209,7 +207,14 @@ class GatewayMetrics:
     # -- events ------------------------------------------------------------------------
 
     def request_done(self, route: str, status: int) -> None:
-        self.http_requests.labels(route, str(status)).inc()
+        # Once per request: the labelled child is looked up in a plain dict, not through
+        # `labels()` (its validation and lock cost several times the increment itself).
+        child = self._request_series.get((route, status))
+        if child is None:
+            child = self._request_series[route, status] = self.http_requests.labels(
+                route, str(status)
+            )
+        child.inc()
 
     def auth_failed(self, reason: str) -> None:
         self.auth_failures.labels(reason).inc()
