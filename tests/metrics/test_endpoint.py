@@ -77,6 +77,12 @@ class TestAuth:
         }
         assert failures == {"mismatch": 2, "locked_out": 2}
 
+    async def test_a_foreign_host_is_refused_before_auth(self, make_gateway: MakeGateway) -> None:
+        gateway = await make_gateway({"gateway": {"metrics": {"public": True}}})
+        response = await gateway.client.get("/metrics", headers={"Host": "evil.example"})
+        assert response.status == 421
+        assert (await response.json())["error"]["code"] == "host_not_allowed"
+
     async def test_public_metrics_need_no_token(self, make_gateway: MakeGateway) -> None:
         gateway = await make_gateway({"gateway": {"metrics": {"public": True}}})
         response = await gateway.client.get("/metrics")
