@@ -24,6 +24,7 @@ import json
 import os
 import sqlite3
 import stat
+import time
 import uuid
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -497,9 +498,17 @@ class SessionStore:
     (`list` is a method here, so annotations below it spell the builtin `builtins.list`.)
     """
 
-    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str],
+        *,
+        on_commit: Callable[[float], None] | None = None,
+    ) -> None:
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / DB_FILENAME
+        # Told the seconds each write transaction took, BEGIN to COMMIT, on the store thread
+        # (the gateway's metrics; it must be thread-safe and must not block).
+        self.on_commit = on_commit
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None  # touched only on the store thread
 
@@ -634,6 +643,7 @@ class SessionStore:
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` in one write transaction: all of it is committed, or none."""
         db = self._conn()
+        started = time.perf_counter()
         db.execute("BEGIN IMMEDIATE")
         try:
             result = fn(db)
@@ -642,6 +652,8 @@ class SessionStore:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+        if self.on_commit is not None:
+            self.on_commit(time.perf_counter() - started)
         return result
 
     # -- sessions ----------------------------------------------------------------------

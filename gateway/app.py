@@ -14,7 +14,8 @@ from aiohttp import web
 from agents.providers.pool import ProviderPool
 from agents.registry import SessionRegistry
 from agents.store import SessionStore
-from gateway.appkeys import AGENT_ID, REQUEST_ID, SESSION_KEY, STATE
+from gateway import metrics_http
+from gateway.appkeys import AGENT_ID, METRICS, REQUEST_ID, SESSION_KEY, STATE
 from gateway.config.loader import ConfigLoader
 from gateway.config.model import Config
 from gateway.edge import own_names
@@ -54,6 +55,7 @@ def create_app(
     app.cleanup_ctx.append(_sessions)
     app.cleanup_ctx.append(watch_config)
     setup_websocket(app)  # after _sessions: its fan-out listens to the registry
+    metrics_http.setup(app)  # after both: it listens to the registry and counts sockets
     app.on_startup.append(_look_up_own_names)
     hooks.setup(app)
     app.on_startup.append(_mark_ready)
@@ -67,7 +69,7 @@ def create_app(
 async def _sessions(app: web.Application) -> AsyncIterator[None]:
     """The session store and registry live exactly as long as the app."""
     state = app[STATE]
-    store = SessionStore(state.config.state_dir)
+    store = SessionStore(state.config.state_dir, on_commit=app[METRICS].store_committed)
     await store.open()
     registry = SessionRegistry(
         state.config.agents,
@@ -126,6 +128,7 @@ async def _request_log(request: web.Request, handler: Handler) -> web.StreamResp
         status = openai.CLIENT_CLOSED_REQUEST
         raise
     finally:
+        request.app[METRICS].request_done(metrics_http.route_label(request, status), status)
         log.info(
             "http_request",
             method=request.method,

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.metrics import GatewayMetrics
 from gateway.state import GatewayState
 
 STATE = web.AppKey("state", GatewayState)
+METRICS = web.AppKey("metrics", GatewayMetrics)  # this app's own Prometheus registry
 
 # The request id of §9 (http-openai.md): the client's `x-request-id` when valid, else new.
 REQUEST_ID = web.RequestKey("request_id", str)

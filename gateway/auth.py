@@ -126,6 +126,9 @@ class AuthRateLimiter:
 
     settings: RateLimitConfig
     clock: Callable[[], float] = time.monotonic
+    # Told the reason of every failed authentication, exempt clients' included (the
+    # gateway's metrics); must not block.
+    on_failure: Callable[[str], None] | None = None
     _failures: dict[str, collections.deque[float]] = attrs.field(factory=dict)
     _locked_until: dict[str, float] = attrs.field(factory=dict)
 
@@ -204,6 +207,22 @@ class AuthFailure:
 
 
 def authenticate(
+    auth: AuthConfig,
+    limiter: AuthRateLimiter,
+    presented: str | None,
+    client: str | None,
+    *,
+    browser: bool,
+) -> Authenticated | AuthFailure:
+    """The one credential check (`_check_secret` says how); each failure is also told to
+    `limiter.on_failure`, so failed attempts are counted in one place."""
+    outcome = _check_secret(auth, limiter, presented, client, browser=browser)
+    if isinstance(outcome, AuthFailure) and limiter.on_failure is not None:
+        limiter.on_failure(outcome.reason)
+    return outcome
+
+
+def _check_secret(
     auth: AuthConfig,
     limiter: AuthRateLimiter,
     presented: str | None,

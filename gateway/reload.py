@@ -32,6 +32,8 @@ def reload_from_file(state: GatewayState) -> ReloadResult | None:
     except ConfigError as exc:
         state.reload_error = [issue.line() for issue in exc.issues]
         log.error("config_reload_failed", path=exc.location, issues=state.reload_error)
+        for listener in list(state.reload_failure_listeners):
+            listener(state.reload_error)
         return None
     if new.source.hash is not None and new.source.hash == state.config.source.hash:
         state.reload_error = None

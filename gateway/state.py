@@ -58,6 +58,8 @@ class GatewayState:
     # Called with each gateway.reload.ReloadResult after a config was applied (the WebSocket
     # layer sends a `health` event).
     config_listeners: list[Callable[[Any], None]] = attrs.Factory(list)
+    # Called with the issue lines of each config file that failed to load on a reload.
+    reload_failure_listeners: list[Callable[[list[str]], None]] = attrs.Factory(list)
 
     @property
     def uptime_ms(self) -> int:

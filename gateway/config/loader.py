@@ -44,6 +44,7 @@ from gateway.config.model import (
     HttpConfig,
     ImagesConfig,
     LoggingConfig,
+    MetricsConfig,
     PreAuthConfig,
     RateLimitConfig,
 )
@@ -319,6 +320,9 @@ def _gateway_config(gateway: dict[str, Any]) -> GatewayConfig:
         reload_mode=gateway["reload"]["mode"],
         reload_debounce_ms=gateway["reload"]["debounceMs"],
         control_ui=ControlUiConfig(enabled=gateway["controlUi"].get("enabled")),
+        metrics=MetricsConfig(
+            enabled=gateway["metrics"]["enabled"], public=gateway["metrics"]["public"]
+        ),
     )
 
 

@@ -118,6 +118,14 @@ class ControlUiConfig:
 
 
 @attrs.frozen
+class MetricsConfig:
+    """`gateway.metrics`: the Prometheus endpoint `GET /metrics` (gateway/metrics.py)."""
+
+    enabled: bool = True  # behind the gateway's auth, so on by default costs nothing
+    public: bool = False  # true: no auth, for a scraper that cannot send a bearer token
+
+
+@attrs.frozen
 class GatewayConfig:
     port: int = 18789
     bind: str = "loopback"  # "loopback", "lan" or "custom"
@@ -134,6 +142,7 @@ class GatewayConfig:
     reload_mode: str = "hybrid"  # "off", "hot", "hybrid" or "restart"
     reload_debounce_ms: int = 300
     control_ui: ControlUiConfig = ControlUiConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @property
     def control_ui_enabled(self) -> bool:

@@ -881,6 +881,7 @@ _GATEWAY = _Section(
                 ignored=("deferralTimeoutMs",),
             )
         ),
+        "metrics": _Key(_Section({"enabled": _Key(_Bool(), True), "public": _Key(_Bool(), False)})),
     },
     ignored=_words("mode tls tailscale remote allowRealIpFallback tools channelHealthCheckMinutes"),
     notes={"tls": "TLS is not supported; terminate TLS in a reverse proxy"},

@@ -129,6 +129,7 @@ def _effective_gateway(gateway: GatewayConfig) -> dict[str, Any]:
     }
     effective["shutdown"] = {"drainSeconds": gateway.drain_seconds}
     effective["reload"] = {"mode": gateway.reload_mode, "debounceMs": gateway.reload_debounce_ms}
+    effective["metrics"] = {"enabled": gateway.metrics.enabled, "public": gateway.metrics.public}
     return effective
 
 

@@ -683,3 +683,21 @@ class TestPruneLimits:
         maintenance = MaintenanceConfig(mode="enforce", prune_after_ms=HOUR)
         assert [r.key for r in await store.prune(maintenance, 2 * DAY, limit=2)] == keys[:2]
         assert await store.count() == 3
+
+
+class TestCommitTiming:
+    async def test_each_write_transaction_reports_its_duration_and_reads_do_not(
+        self, tmp_path: Path
+    ) -> None:
+        durations: list[float] = []
+        store = SessionStore(tmp_path / "state", on_commit=durations.append)
+        await store.open()
+        try:
+            row, _ = await store.create(KEY, "main", 100)
+            await store.append_turn(turn(row))
+            await store.get(KEY)
+            await store.history(row.session_id, 10)
+        finally:
+            await store.aclose()
+        assert len(durations) == 2
+        assert all(0 < seconds < 10 for seconds in durations)

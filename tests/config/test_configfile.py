@@ -377,6 +377,7 @@ class TestEffectiveDict:
     def test_fills_in_defaults(self, files: ConfigFiles) -> None:
         effective = effective_dict(files.load("{}"))
         assert effective["gateway"]["reload"] == {"mode": "hybrid", "debounceMs": 300}
+        assert effective["gateway"]["metrics"] == {"enabled": True, "public": False}
         assert effective["session"]["maintenance"]["pruneAfter"] == 30 * 86_400_000
         assert effective["agents"]["list"] == [
             {

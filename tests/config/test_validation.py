@@ -83,6 +83,11 @@ class TestTypes:
                 "- gateway.http.endpoints.chatCompletions.enabled: expected boolean, got string",
             ),
             (
+                '{gateway: {metrics: {public: "yes"}}}',
+                "- gateway.metrics.public: expected boolean, got string",
+            ),
+            ("{gateway: {metrics: true}}", "- gateway.metrics: expected object, got boolean"),
+            (
                 '{gateway: {http: {cors: {allowedOrigins: "*"}}}}',
                 "- gateway.http.cors.allowedOrigins: expected array, got string",
             ),

@@ -1,0 +1,104 @@
+"""`GET /metrics` in the Prometheus text format, and the wiring that feeds gateway/metrics.py.
+
+Behind the gateway's auth (the same `authenticate()` and failed-auth limiter as every other
+endpoint) unless `gateway.metrics.public` is true; 404 when `gateway.metrics.enabled` is
+false. Both are read per request, so a reload applies at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from prometheus_client import generate_latest
+
+from agents.runs import RunOutcome
+from gateway.appkeys import METRICS, STATE
+from gateway.http.common import authenticate, error_answer
+from gateway.http.openai_wire import RequestError
+from gateway.metrics import CONTENT_TYPE, GatewayMetrics, LiveCounts
+from gateway.responses import method_not_allowed, not_found
+from gateway.ws.handler import WS
+
+METRICS_PATH = "/metrics"
+WEBSOCKET_ROUTE = "websocket"  # any path upgraded (ws-protocol.md §1)
+HOOKS_ROUTE = "hooks"  # served by a middleware under the configured hooks.path
+UNMATCHED_ROUTE = "unmatched"  # no route: the label must not be the client's path
+
+
+def setup(app: web.Application) -> None:
+    """Call after the session store's cleanup_ctx and the WebSocket setup: the metrics read
+    both. The store's commit timing is wired where the store is built (gateway/app.py)."""
+    metrics = app[METRICS] = GatewayMetrics()
+    state = app[STATE]
+    state.limiter.on_failure = metrics.auth_failed
+    state.config_listeners.append(metrics.reload_applied)
+    state.reload_failure_listeners.append(metrics.reload_failed)
+
+    def live() -> LiveCounts | None:
+        registry = state.registry
+        if registry is None:
+            return None
+        stats = registry.stats()
+        ws = app[WS]
+        return LiveCounts(
+            ws_connections=len(ws.connections),
+            ws_authenticated=len(ws.authenticated),
+            sessions_live=stats.live_sessions,
+            runs_running=stats.active,
+            runs_queued=stats.queued,
+        )
+
+    metrics.watch_live(live)
+    app.cleanup_ctx.append(_watch_runs)
+    app.router.add_route("*", METRICS_PATH, metrics_endpoint)
+
+
+async def _watch_runs(app: web.Application) -> AsyncIterator[None]:
+    metrics, registry = app[METRICS], app[STATE].registry
+    if registry is None:  # the store failed to open: the app does not start anyway
+        yield
+        return
+
+    def outcome_of(run_id: str, session_key: str) -> RunOutcome | None:
+        # Called for a terminal event, before the registry forgets the run.
+        run = registry.run(run_id)
+        return run.outcome if run is not None and run.session_key == session_key else None
+
+    metrics.watch_outcomes(outcome_of)
+    registry.add_listener(metrics.on_run_event)
+    try:
+        yield
+    finally:
+        registry.remove_listener(metrics.on_run_event)
+        metrics.watch_outcomes(None)
+
+
+def route_label(request: web.Request, status: int) -> str:
+    """The route a request matched, as the router names it (`/v1/models/{model_id}`): a
+    bounded set, whatever paths clients send."""
+    if status == 101:
+        return WEBSOCKET_ROUTE
+    hooks = request.app[STATE].config.hooks
+    if hooks.enabled and (request.path == hooks.path or request.path.startswith(hooks.path + "/")):
+        return HOOKS_ROUTE
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else UNMATCHED_ROUTE
+
+
+async def metrics_endpoint(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    settings = state.config.gateway.metrics  # per request: a reload swaps it
+    if not settings.enabled:
+        return not_found()
+    if request.method not in ("GET", "HEAD"):
+        return method_not_allowed("GET, HEAD")
+    if not settings.public:
+        try:
+            authenticate(request, state)
+        except RequestError as exc:
+            return error_answer(request, exc)
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(
+        body=body, headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"}
+    )
