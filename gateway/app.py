@@ -14,7 +14,7 @@ from aiohttp import web
 from agents.providers.pool import ProviderPool
 from agents.registry import SessionRegistry
 from agents.store import SessionStore
-from gateway import embeddings_http, hooks_http, openai_http, probes
+from gateway import embeddings_http, hooks_http, openai_http, openresponses_http, probes
 from gateway.appkeys import AGENT_ID, REQUEST_ID, SESSION_KEY, STATE
 from gateway.config import Config
 from gateway.configfile import ConfigLoader
@@ -60,6 +60,7 @@ def create_app(
     probes.register(app)
     openai_http.register(app)
     embeddings_http.register(app)
+    openresponses_http.register(app)
     return app
 
 

@@ -56,6 +56,7 @@ from gateway.config import (
     LoggingConfig,
     PreAuthConfig,
     RateLimitConfig,
+    ResponsesConfig,
 )
 from gateway.edge import normalize_origin, parse_network, split_host
 from gateway.statedir import UnsafeStateError, read_state_file
@@ -1147,10 +1148,19 @@ _CHAT_COMPLETIONS = _Section(
     }
 )
 
+_RESPONSES = _Section(
+    {
+        "enabled": _Key(_Bool(), False),
+        "maxBodyBytes": _Key(_Int(1), 20 * MIB),
+    },
+    # OpenClaw's input_file and URL inputs: clawgate takes base64 images only.
+    ignored=("maxUrlParts", "files", "images"),
+)
+
 _HTTP = _Section(
     {
         "endpoints": _Key(
-            _Section({"chatCompletions": _Key(_CHAT_COMPLETIONS)}, ignored=("responses",))
+            _Section({"chatCompletions": _Key(_CHAT_COMPLETIONS), "responses": _Key(_RESPONSES)})
         ),
         "cors": _Key(_Section({"allowedOrigins": _Key(_List(_Str()), ())})),
         "allowedHosts": _Key(_List(_HostName()), ()),
@@ -1626,6 +1636,10 @@ def _gateway_config(gateway: dict[str, Any]) -> GatewayConfig:
                 session_headers=tuple(chat["sessionHeaders"]),
                 unknown_model=chat["unknownModel"],
             ),
+            responses=ResponsesConfig(
+                enabled=http["endpoints"]["responses"]["enabled"],
+                max_body_bytes=http["endpoints"]["responses"]["maxBodyBytes"],
+            ),
             cors_allowed_origins=tuple(http["cors"]["allowedOrigins"]),
             allowed_hosts=tuple(http["allowedHosts"]),
         ),
@@ -1800,7 +1814,11 @@ def _effective_gateway(gateway: GatewayConfig) -> dict[str, Any]:
                 },
                 "sessionHeaders": list(chat.session_headers),
                 "unknownModel": chat.unknown_model,
-            }
+            },
+            "responses": {
+                "enabled": gateway.http.responses.enabled,
+                "maxBodyBytes": gateway.http.responses.max_body_bytes,
+            },
         },
         "cors": {"allowedOrigins": list(gateway.http.cors_allowed_origins)},
         "allowedHosts": list(gateway.http.allowed_hosts),

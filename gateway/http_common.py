@@ -37,7 +37,7 @@ MODEL_USED_HEADER = "x-openclaw-model-used"
 
 # CORS (§9). Preflights are cached for 10 minutes, as the spec asks.
 CORS_MAX_AGE = "600"
-CORS_METHODS = "GET, POST, OPTIONS"
+CORS_METHODS = "GET, POST, DELETE, OPTIONS"  # DELETE: /v1/responses/{id}
 # Always allowed, whatever the preflight asks for; the requested ones are echoed on top.
 CORS_ALLOW_HEADERS = (
     "Authorization",
