@@ -378,7 +378,7 @@ def input_messages(value: Any, instructions: str | None) -> list[dict[str, Any]]
             if not isinstance(content, str | list):
                 raise _type_error(f"{path}.output", "string or array", output, "input")
             messages.append({"role": "tool", "tool_call_id": call_id, "content": content})
-        elif kind in _SKIPPED_ITEMS:
+        elif isinstance(kind, str) and kind in _SKIPPED_ITEMS:  # a str: dicts do not hash
             continue
         else:
             shown = kind[:64] if isinstance(kind, str) else json_type(kind)
