@@ -29,11 +29,19 @@ from aiohttp import web
 from agents.config import ModelRef
 from agents.errors import AgentError, StoreError
 from agents.events import ASSISTANT, THINKING, TOOL
-from agents.runs import ABORTED, FAILED, AgentRun, RunOutcome, RunSubscription, TurnRequest
+from agents.runs import ABORTED, FAILED, AgentRun, RunSubscription, TurnRequest
 from agents.store import StoredResponse
 from gateway.appkeys import AGENT_ID, MODEL_USED, SESSION_KEY, STATE
 from gateway.config import Config
-from gateway.http_common import SESSION_HEADER, error_answer, gate, read_body, session_header
+from gateway.http_common import (
+    SESSION_HEADER,
+    error_answer,
+    gate,
+    is_preflight,
+    preflight,
+    read_body,
+    session_header,
+)
 from gateway.openai_http import (
     CLIENT_CLOSED_REQUEST,
     CLIENT_GONE,
@@ -215,17 +223,20 @@ async def _run(request: web.Request, state: GatewayState, turn: _Turn) -> web.St
 
 
 async def _keep(
-    state: GatewayState, head: ResponseHead, route_key: str, agent_id: str, outcome: RunOutcome,
-    body: dict[str, object],
-) -> None:  # fmt: skip
+    state: GatewayState, head: ResponseHead, run: AgentRun, body: dict[str, object]
+) -> None:
     """Store the response object, when asked to and the turn has a transcript."""
-    store = state.store
-    if not head.fields.store or outcome.session_id is None or store is None:
+    store, outcome = state.store, run.outcome
+    if not head.fields.store or store is None or outcome is None or outcome.session_id is None:
         return
     stored = StoredResponse(
-        head.id, outcome.session_id, route_key, agent_id, outcome.ended_at,
+        head.id,
+        outcome.session_id,
+        run.session_key,
+        run.agent_id,
+        outcome.ended_at,
         encode_json(body).decode(),
-    )  # fmt: skip
+    )
     try:
         await store.put_response(stored)
     except StoreError as exc:
@@ -254,7 +265,7 @@ async def _complete(
     status, details = outcome_status(False, outcome.stop_reason)
     output = output_items(outcome.text, outcome.reasoning, outcome.tool_calls, status)
     body = response_body(head, status, output, outcome.usage, incomplete_details=details)
-    await _keep(state, head, run.session_key, run.agent_id, outcome, body)
+    await _keep(state, head, run, body)
     return web.Response(
         body=encode_json(body),
         headers={"Content-Type": JSON_CONTENT_TYPE, **session_header(request)},
@@ -354,14 +365,21 @@ async def _stream_end(state: GatewayState, run: AgentRun, events: ResponseEvents
     if outcome.status == ABORTED and run.abort_reason == SHUTDOWN_ABORT:
         return events.fail(shutting_down())
     out, body = events.finish(outcome.stop_reason, outcome.usage)
-    await _keep(state, events.head, run.session_key, run.agent_id, outcome, body)
+    await _keep(state, events.head, run, body)
     return out
 
 
 # -- GET / DELETE /v1/responses/{id} ---------------------------------------------------------
 
 
+# A stored response is also deleted, which the other paths' preflight answer does not allow.
+STORED_RESPONSE_METHODS = "GET, DELETE, OPTIONS"
+
+
 async def stored_response(request: web.Request) -> web.StreamResponse:
+    config = request.app[STATE].config
+    if responses_enabled(config) and is_preflight(request):
+        return preflight(request, config, STORED_RESPONSE_METHODS)
     refused = gate(request, ("GET", "HEAD", "DELETE"), responses_enabled)
     if refused is not None:
         return refused

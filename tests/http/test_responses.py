@@ -325,7 +325,7 @@ class TestGate:
             headers={"Origin": "https://app.example", "Access-Control-Request-Method": "DELETE"},
         )
         assert response.status == 204
-        assert "DELETE" in response.headers["Access-Control-Allow-Methods"]
+        assert response.headers["Access-Control-Allow-Methods"] == "GET, DELETE, OPTIONS"
         assert response.headers["Access-Control-Allow-Origin"] == "https://app.example"
 
 
