@@ -376,6 +376,29 @@ class TestStoredResponses:
         assert response.status == 404
 
 
+class TestSessions:
+    async def test_store_false_still_keeps_the_turn_in_its_session(self, client: Client) -> None:
+        body = {"input": "hi", "user": "erin", "store": False}
+        created = await (await client.post(RESPONSES, json=body, headers=AUTH)).json()
+        assert created["store"] is False
+        stored = await _stored(client, "agent:main:openai-user:erin")
+        assert [m.role for m in stored] == ["user", "assistant"]
+
+    async def test_the_agent_header_selects_the_agent(self, gateway: MakeClient) -> None:
+        agents = {"agents": {"list": [{"id": "main", "default": True}, {"id": "beta"}]}}
+        client = await gateway(merged(RESPONSES_ON, agents))
+        headers = {**AUTH, "x-openclaw-agent-id": "beta"}
+        response = await client.post(RESPONSES, json={"input": "hi", "user": "f"}, headers=headers)
+        assert response.headers["x-openclaw-session-key"] == "agent:beta:openai-user:f"
+
+    async def test_the_session_header_names_the_session(self, client: Client) -> None:
+        headers = {**AUTH, "x-openclaw-session-key": "mine"}
+        await client.post(RESPONSES, json={"input": "one"}, headers=headers)
+        second = await client.post(RESPONSES, json={"input": "two"}, headers=headers)
+        assert second.headers["x-openclaw-session-key"] == "agent:main:mine"
+        assert (await second.json())["output"][0]["content"][0]["text"] == "[turn 2] two"
+
+
 class TestPreviousResponse:
     async def test_another_agent_is_refused(self, gateway: MakeClient) -> None:
         agents = {"agents": {"list": [{"id": "main", "default": True}, {"id": "beta"}]}}
