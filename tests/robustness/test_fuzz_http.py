@@ -307,6 +307,7 @@ COMPLETE_BODY: dict[str, Any] = {
     "tools": [],
     "functions": [],
     "tool_choice": "auto",
+    "parallel_tool_calls": True,
     "function_call": "none",
     "temperature": 1,
     "top_p": 0.5,
