@@ -10,7 +10,8 @@ Tables:
 - `transcripts`: every session id a key ever had (a reset archives the old one); it is the
   parent of `messages`, so deleting a transcript deletes its messages (ON DELETE CASCADE);
 - `messages`: the transcript rows, `UNIQUE(session_id, seq)`. A row is a `user` message, an
-  `assistant` message (content blocks: text, thinking, toolCall) or a `toolResult` (schema 2).
+  `assistant` message (content blocks: text, thinking, toolCall) or a `toolResult` (schema 2);
+- `responses`: `/v1/responses` objects by id, children of their transcript (schema 4).
 
 Every per-turn statement is a primary-key or index lookup: a turn costs the same with
 100,000 sessions stored as with 10.
@@ -146,11 +147,35 @@ def _migrate_to_3_tool_messages(db: sqlite3.Connection) -> None:
             db.execute(statement)
 
 
+_SCHEMA_V4_RESPONSES = """
+CREATE TABLE responses (
+    id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES transcripts(session_id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX responses_by_session ON responses(session_id)
+"""
+
+
+def _migrate_to_4_responses(db: sqlite3.Connection) -> None:
+    """Schema 4: `/v1/responses` objects. A response id names its session (`key`, and the
+    transcript it was answered in) and its turn: the run id of its messages is the response
+    id. Deleting a transcript (a pruned or deleted session) deletes its responses; the
+    cascade needs the index on `session_id` to stay a lookup."""
+    for statement in _SCHEMA_V4_RESPONSES.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
 # MIGRATIONS[v] takes a database at user_version v to v + 1, inside a transaction.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _migrate_to_1,
     _migrate_to_2,
     _migrate_to_3_tool_messages,
+    _migrate_to_4_responses,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -342,6 +367,18 @@ class StoredMessage:
             meta["runId"] = self.run_id
         out["__openclaw"] = meta
         return out
+
+
+@attrs.frozen
+class StoredResponse:
+    """A `/v1/responses` object as answered (`body`, JSON), and where its turn lives."""
+
+    id: str
+    session_id: str
+    key: str
+    agent_id: str
+    created_at: int  # ms
+    body: str
 
 
 @attrs.frozen
@@ -997,6 +1034,52 @@ class SessionStore:
             .fetchall()
         )
         return tuple(_message(r) for r in rows)
+
+    # -- responses (/v1/responses) -----------------------------------------------------
+
+    async def put_response(self, response: StoredResponse) -> None:
+        """Keep a response object (replacing one of the same id). A transcript deleted
+        meanwhile fails the foreign key: StoreError."""
+        await self._call(self._write, lambda db: self._put_response(db, response))
+
+    @staticmethod
+    def _put_response(db: sqlite3.Connection, response: StoredResponse) -> None:
+        db.execute(
+            "INSERT OR REPLACE INTO responses (id, session_id, key, agent_id, created_at, body)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                response.id,
+                response.session_id,
+                response.key,
+                response.agent_id,
+                response.created_at,
+                response.body,
+            ),
+        )
+
+    async def get_response(self, response_id: str) -> StoredResponse | None:
+        return await self._call(self._get_response, response_id)
+
+    def _get_response(self, response_id: str) -> StoredResponse | None:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT id, session_id, key, agent_id, created_at, body FROM responses"
+                " WHERE id = ?",
+                (response_id,),
+            )
+            .fetchone()
+        )
+        return StoredResponse(*row) if row is not None else None
+
+    async def delete_response(self, response_id: str) -> bool:
+        """Forget a response object (its turn stays in the transcript); False if unknown."""
+        return await self._call(
+            self._write,
+            lambda db: (
+                db.execute("DELETE FROM responses WHERE id = ?", (response_id,)).rowcount > 0
+            ),
+        )
 
     # -- maintenance -------------------------------------------------------------------
 

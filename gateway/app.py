@@ -20,7 +20,7 @@ from gateway.config.loader import ConfigLoader
 from gateway.config.model import Config
 from gateway.edge import own_names
 from gateway.edge_http import client_of, edge_middleware
-from gateway.http import controlui, embeddings, hooks, openai, probes
+from gateway.http import controlui, embeddings, hooks, openai, openresponses, probes
 from gateway.reload import watch_config
 from gateway.responses import method_not_allowed, not_found
 from gateway.state import AppOptions, GatewayState
@@ -63,6 +63,7 @@ def create_app(
     controlui.register(app)
     openai.register(app)
     embeddings.register(app)
+    openresponses.register(app)
     return app
 
 

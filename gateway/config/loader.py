@@ -47,6 +47,7 @@ from gateway.config.model import (
     MetricsConfig,
     PreAuthConfig,
     RateLimitConfig,
+    ResponsesConfig,
 )
 from gateway.config.overrides import (
     NO_OVERRIDES,
@@ -306,6 +307,10 @@ def _gateway_config(gateway: dict[str, Any]) -> GatewayConfig:
                 ),
                 session_headers=tuple(chat["sessionHeaders"]),
                 unknown_model=chat["unknownModel"],
+            ),
+            responses=ResponsesConfig(
+                enabled=http["endpoints"]["responses"]["enabled"],
+                max_body_bytes=http["endpoints"]["responses"]["maxBodyBytes"],
             ),
             cors_allowed_origins=tuple(http["cors"]["allowedOrigins"]),
             allowed_hosts=tuple(http["allowedHosts"]),

@@ -92,8 +92,18 @@ class ChatCompletionsConfig:
 
 
 @attrs.frozen
+class ResponsesConfig:
+    """`gateway.http.endpoints.responses`: `POST /v1/responses` (OpenResponses). Its images
+    are held to chatCompletions' image limits."""
+
+    enabled: bool = False
+    max_body_bytes: int = 20 * 1024 * 1024
+
+
+@attrs.frozen
 class HttpConfig:
     chat_completions: ChatCompletionsConfig = ChatCompletionsConfig()
+    responses: ResponsesConfig = ResponsesConfig()
     cors_allowed_origins: tuple[str, ...] = ()
     # Host names (lowercase, without port) a request's Host may carry besides the loopback
     # names and the bind's own: the defence against DNS rebinding (gateway/edge.py).

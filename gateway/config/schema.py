@@ -817,10 +817,19 @@ _CHAT_COMPLETIONS = _Section(
     }
 )
 
+_RESPONSES = _Section(
+    {
+        "enabled": _Key(_Bool(), False),
+        "maxBodyBytes": _Key(_Int(1), 20 * MIB),
+    },
+    # OpenClaw's input_file and URL inputs: clawgate takes base64 images only.
+    ignored=("maxUrlParts", "files", "images"),
+)
+
 _HTTP = _Section(
     {
         "endpoints": _Key(
-            _Section({"chatCompletions": _Key(_CHAT_COMPLETIONS)}, ignored=("responses",))
+            _Section({"chatCompletions": _Key(_CHAT_COMPLETIONS), "responses": _Key(_RESPONSES)})
         ),
         "cors": _Key(_Section({"allowedOrigins": _Key(_List(_Str()), ())})),
         "allowedHosts": _Key(_List(_HostName()), ()),

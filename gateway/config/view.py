@@ -111,7 +111,11 @@ def _effective_gateway(gateway: GatewayConfig) -> dict[str, Any]:
                 },
                 "sessionHeaders": list(chat.session_headers),
                 "unknownModel": chat.unknown_model,
-            }
+            },
+            "responses": {
+                "enabled": gateway.http.responses.enabled,
+                "maxBodyBytes": gateway.http.responses.max_body_bytes,
+            },
         },
         "cors": {"allowedOrigins": list(gateway.http.cors_allowed_origins)},
         "allowedHosts": list(gateway.http.allowed_hosts),

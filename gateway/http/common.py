@@ -197,7 +197,7 @@ def is_preflight(request: web.Request) -> bool:
     )
 
 
-def preflight(request: web.Request, config: Config) -> web.Response:
+def preflight(request: web.Request, config: Config, methods: str = CORS_METHODS) -> web.Response:
     """204 without auth for an allowed origin; 403 without CORS headers for any other."""
     if not origin_allowed(request.headers["Origin"], config):
         return error_response(403, "Origin not allowed", "invalid_request_error")
@@ -209,7 +209,7 @@ def preflight(request: web.Request, config: Config) -> web.Response:
     return web.Response(
         status=204,
         headers={
-            "Access-Control-Allow-Methods": CORS_METHODS,
+            "Access-Control-Allow-Methods": methods,
             "Access-Control-Allow-Headers": ", ".join(unique.values()),
             "Access-Control-Max-Age": CORS_MAX_AGE,
         },

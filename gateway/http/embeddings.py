@@ -48,8 +48,8 @@ def register(app: web.Application) -> None:
 
 
 def embeddings_enabled(config: Config) -> bool:
-    # OpenClaw serves embeddings when either OpenAI endpoint is on; clawgate has one so far.
-    return chat_completions_enabled(config)
+    # OpenClaw serves embeddings when either OpenAI endpoint is on.
+    return chat_completions_enabled(config) or config.gateway.http.responses.enabled
 
 
 async def _client(app: web.Application) -> AsyncIterator[None]:

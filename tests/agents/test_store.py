@@ -26,6 +26,7 @@ from agents.store import (
     SQL_UPSERT_TURN,
     SessionRow,
     SessionStore,
+    StoredResponse,
     TurnRecord,
 )
 
@@ -96,7 +97,7 @@ class TestFile:
         with raw_db(store) as db:
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        assert tables == {"sessions", "transcripts", "messages"}
+        assert tables == {"sessions", "transcripts", "messages", "responses"}
 
     async def test_a_newer_schema_is_refused(self, tmp_path: Path) -> None:
         store = SessionStore(tmp_path)
@@ -701,3 +702,40 @@ class TestCommitTiming:
             await store.aclose()
         assert len(durations) == 2
         assert all(0 < seconds < 10 for seconds in durations)
+
+
+class TestResponses:
+    """Schema 4: `/v1/responses` objects, children of their transcript."""
+
+    async def test_a_v3_store_gains_the_table_in_place(self, tmp_path: Path) -> None:
+        path = tmp_path / DB_FILENAME
+        with sqlite3.connect(path, isolation_level=None) as db:
+            db.execute("BEGIN")
+            for migrate in MIGRATIONS[:3]:
+                migrate(db)
+            db.execute("PRAGMA user_version = 3")
+            db.execute("COMMIT")
+        async with SessionStore(tmp_path) as store:
+            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 4
+            assert await store.get_response("resp_x") is None
+
+    async def test_put_get_delete(self, store: SessionStore) -> None:
+        row, _ = await store.create("agent:main:r", "main", 1)
+        kept = StoredResponse("resp_1", row.session_id, row.key, "main", 5, '{"id":"resp_1"}')
+        await store.put_response(kept)
+        assert await store.get_response("resp_1") == kept
+        assert await store.delete_response("resp_1") is True
+        assert await store.get_response("resp_1") is None
+        assert await store.delete_response("resp_1") is False
+
+    async def test_deleting_the_session_deletes_its_responses(self, store: SessionStore) -> None:
+        row, _ = await store.create("agent:main:r", "main", 1)
+        await store.put_response(StoredResponse("resp_1", row.session_id, row.key, "main", 5, "{}"))
+        await store.delete(row.key, 2)
+        assert await store.get_response("resp_1") is None
+
+    async def test_a_response_of_an_unknown_transcript_is_refused(
+        self, store: SessionStore
+    ) -> None:
+        with pytest.raises(StoreError):
+            await store.put_response(StoredResponse("resp_1", "nope", "k", "main", 5, "{}"))

@@ -50,6 +50,7 @@ pytestmark = [
 
 EMBEDDINGS = "/v1/embeddings"
 HOOK_TOKEN = "robust-hook-token-4d2a"
+# With the JSON Content-Type every authenticated JSON endpoint requires (else 415).
 HOOK_AUTH = {"Authorization": f"Bearer {HOOK_TOKEN}", "Content-Type": "application/json"}
 MAX_BODY = 1_000_000
 HOOK_MAX_BODY = 64 * 1024
@@ -255,10 +256,8 @@ class TestHooks:
         server, log = gateway
         value = b"Bearer " + token if header == "Authorization" else token
         body = wire_bytes({"message": "hi", "text": "hi"})
-        response = await exchange(
-            server.port,
-            request_bytes("POST", path, {header: value, "Content-Type": "application/json"}, body),
-        )
+        headers = {header: value, "Content-Type": "application/json"}
+        response = await exchange(server.port, request_bytes("POST", path, headers, body))
         if any((b < 0x20 and b != 0x09) or b == 0x7F for b in value):
             assert response.status == 400, response
             return

@@ -1,0 +1,405 @@
+"""`/v1/responses` (OpenResponses): create a response, stream it, fetch or delete a stored one.
+
+Enabled by `gateway.http.endpoints.responses.enabled`, with chat completions' auth, agent
+selection, session headers, image limits, error shape and CORS (gateway.http_common), and its
+own body limit. A turn runs exactly as a chat completion's does: its run id is the response
+id; a client that leaves aborts it (openai_http's ClientWatch).
+
+`previous_response_id` continues the session the named response was answered in: the client
+sends only what is new (a user message, `function_call_output` items), and the session adds
+its history, as for any client that does not resend its conversation (agents/transcript.py).
+clawgate's sessions are linear, so a response that is not the session's latest continues the
+session as it is now, not a branch from that response.
+
+`store: false`: the response object is not kept (no GET, no `previous_response_id` to it);
+the turn still goes into its session as every HTTP turn does. A keyless request runs on a
+fresh stateless session, which maintenance prunes early (`statelessTtl`), its responses with
+it. Failed responses are not kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import attrs
+import structlog
+from aiohttp import web
+
+from agents.config import ModelRef
+from agents.errors import AgentError, StoreError
+from agents.events import Stream
+from agents.runs import AgentRun, RunStatus, RunSubscription, TurnRequest
+from agents.store import StoredResponse
+from gateway.appkeys import AGENT_ID, MODEL_USED, SESSION_KEY, STATE
+from gateway.config.model import Config
+from gateway.http.common import (
+    SESSION_HEADER,
+    error_answer,
+    gate,
+    is_preflight,
+    preflight,
+    read_body,
+    session_header,
+)
+from gateway.http.openai import (
+    CLIENT_CLOSED_REQUEST,
+    CLIENT_GONE,
+    HANDLER_ENDED,
+    ClientWatch,
+    KeepaliveTimer,
+)
+from gateway.http.openai_wire import (
+    KEEPALIVE,
+    MODEL_HEADER,
+    SHUTDOWN_ABORT,
+    AgentSelection,
+    Conversation,
+    RequestError,
+    Route,
+    bad_request,
+    encode_json,
+    error_reply,
+    internal_error,
+    parse_body,
+    resolve_session_key,
+    select_agent,
+    select_model,
+    shutting_down,
+)
+from gateway.http.openresponses_wire import (
+    ResponseEvents,
+    ResponseFields,
+    ResponseHead,
+    build_input,
+    is_response_id,
+    new_response_id,
+    outcome_status,
+    output_items,
+    previous_response_not_found,
+    response_body,
+    response_not_found,
+    validate_request,
+)
+from gateway.http.sse import EventStream
+from gateway.responses import JSON_CONTENT_TYPE, json_response
+from gateway.state import GatewayState
+
+log = structlog.get_logger()
+
+
+def register(app: web.Application) -> None:
+    app.router.add_route("*", "/v1/responses", create_response)
+    app.router.add_route("*", "/v1/responses/{response_id}", stored_response)
+
+
+def responses_enabled(config: Config) -> bool:
+    return config.gateway.http.responses.enabled
+
+
+# -- POST /v1/responses ---------------------------------------------------------------------
+
+
+@attrs.frozen
+class _Turn:
+    fields: ResponseFields
+    selection: AgentSelection
+    route: Route
+    conversation: Conversation
+    model: ModelRef
+    model_override: bool
+
+
+async def create_response(request: web.Request) -> web.StreamResponse:
+    refused = gate(request, ("POST",), responses_enabled)
+    if refused is not None:
+        return refused
+    state = request.app[STATE]
+    try:
+        turn = await _accept(request, state)
+    except RequestError as exc:
+        return error_answer(request, exc)
+    except StoreError as exc:
+        log.error("previous_response_lookup_failed", error=str(exc))
+        return error_answer(request, internal_error())
+    except ConnectionError:  # the client left while sending its body
+        return web.Response(status=CLIENT_CLOSED_REQUEST)
+    try:
+        return await _run(request, state, turn)
+    except Exception:
+        log.exception("response_crashed")
+        return error_answer(request, internal_error())
+
+
+async def _accept(request: web.Request, state: GatewayState) -> _Turn:
+    config = state.config
+    chat = config.gateway.http.chat_completions
+    limit = config.gateway.http.responses.max_body_bytes
+    raw = await read_body(request, limit, state.options.body_timeout_seconds)
+    body = parse_body(raw)
+    fields = validate_request(body)
+    headers = request.headers
+    agent_header = (headers.get("x-openclaw-agent-id") or "").strip() or headers.get(
+        "x-openclaw-agent"
+    )
+    selection = select_agent(body.get("model"), agent_header, config.agents, chat.unknown_model)
+    conversation_header = next(
+        ((name, headers[name]) for name in chat.session_headers if headers.get(name)), None
+    )
+    route = resolve_session_key(
+        headers.get(SESSION_HEADER), fields.user, selection, config.agents, conversation_header
+    )
+    if fields.previous_response_id is not None:
+        names_session = bool((headers.get(SESSION_HEADER) or "").strip())
+        route = await _continued(
+            state, fields.previous_response_id, selection, route, names_session
+        )
+    request[AGENT_ID] = route.agent_id
+    request[SESSION_KEY] = route.session_key
+    agent = config.agents.agent(route.agent_id)
+    if agent is None:
+        raise bad_request(f"Unknown agent '{route.agent_id}'.")
+    override = select_model(headers.get(MODEL_HEADER), agent)
+    conversation = build_input(body.get("input"), fields.instructions, chat)
+    return _Turn(fields, selection, route, conversation, override or agent.primary, bool(override))
+
+
+async def _continued(
+    state: GatewayState,
+    response_id: str,
+    selection: AgentSelection,
+    route: Route,
+    names_session: bool,
+) -> Route:
+    """The route of the session `response_id` was answered in. A session key or agent that
+    the request names besides must be that session's."""
+    store = state.store
+    assert store is not None  # open for as long as the app serves requests
+    stored = await store.get_response(response_id)
+    if stored is None:
+        raise previous_response_not_found(response_id)
+    if selection.explicit and selection.agent_id != stored.agent_id:
+        raise bad_request(
+            f"Response '{response_id}' belongs to agent '{stored.agent_id}',"
+            f" not '{selection.agent_id}'.",
+            "previous_response_id",
+        )
+    if names_session and route.session_key != stored.key:
+        raise bad_request(
+            f"Response '{response_id}' belongs to another session than the one requested.",
+            "previous_response_id",
+        )
+    stateless = await store.is_stateless(stored.key)
+    return Route(stored.agent_id, stored.key, stateless=bool(stateless))
+
+
+async def _run(request: web.Request, state: GatewayState, turn: _Turn) -> web.StreamResponse:
+    registry = state.registry
+    assert registry is not None  # open for as long as the app serves requests
+    head = ResponseHead(new_response_id(), int(time.time()), turn.selection.model, turn.fields)
+    route, conversation = turn.route, turn.conversation
+    try:
+        run = registry.submit(
+            TurnRequest(
+                agent_id=route.agent_id,
+                session_key=route.session_key,
+                run_id=head.id,
+                text=conversation.text,
+                images=conversation.images,
+                extra_system_prompt=conversation.extra_system_prompt,
+                params=turn.fields.params,
+                stateless=route.stateless,
+                messages=conversation.messages,
+                model=turn.model if turn.model_override else None,
+            )
+        )
+    except AgentError as exc:
+        return error_answer(request, error_reply(exc))
+    if turn.fields.stream:
+        subscription = run.subscribe()  # before any await: it sees every event
+        request[MODEL_USED] = str(turn.model)
+        return await _stream(request, state, run, subscription, head)
+    return await _complete(request, state, run, head)
+
+
+async def _keep(
+    state: GatewayState, head: ResponseHead, run: AgentRun, body: dict[str, object]
+) -> None:
+    """Store the response object, when asked to and the turn has a transcript."""
+    store, outcome = state.store, run.outcome
+    if not head.fields.store or store is None or outcome is None or outcome.session_id is None:
+        return
+    stored = StoredResponse(
+        head.id,
+        outcome.session_id,
+        run.session_key,
+        run.agent_id,
+        outcome.ended_at,
+        encode_json(body).decode(),
+    )
+    try:
+        await store.put_response(stored)
+    except StoreError as exc:
+        # The answer still goes out; only a later GET or continuation will not find it.
+        log.warning("response_store_failed", response_id=head.id, error=str(exc))
+
+
+async def _complete(
+    request: web.Request, state: GatewayState, run: AgentRun, head: ResponseHead
+) -> web.StreamResponse:
+    watch = ClientWatch(request, lambda: run.abort(CLIENT_GONE))
+    try:
+        outcome = await run.wait()
+    finally:
+        watch.close()
+        if not run.ended:
+            run.abort(HANDLER_ENDED)
+    if watch.gone:
+        return web.Response(status=CLIENT_CLOSED_REQUEST)
+    if outcome.provider is not None and outcome.model is not None:
+        request[MODEL_USED] = f"{outcome.provider}/{outcome.model}"
+    if outcome.status == RunStatus.FAILED:
+        return error_answer(request, error_reply(outcome.error or AgentError()))
+    if outcome.status == RunStatus.ABORTED and run.abort_reason == SHUTDOWN_ABORT:
+        return error_answer(request, shutting_down())
+    status, details = outcome_status(False, outcome.stop_reason)
+    output = output_items(outcome.text, outcome.reasoning, outcome.tool_calls, status)
+    body = response_body(head, status, output, outcome.usage, incomplete_details=details)
+    await _keep(state, head, run, body)
+    return web.Response(
+        body=encode_json(body),
+        headers={"Content-Type": JSON_CONTENT_TYPE, **session_header(request)},
+    )
+
+
+async def _stream(
+    request: web.Request,
+    state: GatewayState,
+    run: AgentRun,
+    subscription: RunSubscription,
+    head: ResponseHead,
+) -> web.StreamResponse:
+    stream = EventStream(session_header(request))
+    events = ResponseEvents(head)
+    watch = ClientWatch(request, lambda: run.abort(CLIENT_GONE))
+    try:
+        await stream.open(request, events.start())
+        keepalive_s = state.options.sse_keepalive_seconds
+        await _relay(state, stream, run, subscription, events, keepalive_s, watch)
+    except ConnectionError:
+        run.abort(CLIENT_GONE)
+    except Exception:
+        log.exception("response_stream_crashed")
+        if not stream.opened:
+            return error_answer(request, internal_error())
+        run.abort(HANDLER_ENDED)
+        with contextlib.suppress(ConnectionError):
+            await stream.close(events.fail(internal_error()))
+    finally:
+        watch.close()
+        subscription.close()
+        if not run.ended:
+            run.abort(HANDLER_ENDED)
+    return stream.response
+
+
+async def _relay(
+    state: GatewayState,
+    stream: EventStream,
+    run: AgentRun,
+    subscription: RunSubscription,
+    events: ResponseEvents,
+    keepalive_s: float,
+    watch: ClientWatch,
+) -> None:
+    """As chat completions relay a run: queued events go out in one write, a keepalive
+    comment after `keepalive_s` of silence."""
+    keepalive = KeepaliveTimer(keepalive_s, subscription.wake)
+    next_event = subscription.__anext__
+    try:
+        while True:
+            if not subscription.pending:
+                await subscription.wait()
+                if keepalive.due and not subscription.pending:
+                    await stream.send(KEEPALIVE)
+                    keepalive.written()
+                    continue
+            event = await next_event()
+            out: list[bytes] = []
+            while True:
+                if event.is_terminal:
+                    if not watch.gone:
+                        out.append(await _stream_end(state, run, events))
+                        await stream.close(b"".join(out))
+                    return
+                data = event.data
+                if event.stream == Stream.ASSISTANT:
+                    out.append(events.text(data["delta"]))
+                elif event.stream == Stream.THINKING:
+                    out.append(events.reasoning(data["delta"]))
+                elif event.stream == Stream.TOOL:
+                    phase = data.get("phase")
+                    if phase == "start":
+                        start = (data["index"], data["toolCallId"], data["name"])
+                        out.append(events.tool_call_start(*start))
+                    elif phase == "update":
+                        out.append(events.tool_call_arguments(data["index"], data["delta"]))
+                if not subscription.pending:
+                    break
+                event = await next_event()
+            if watch.gone:
+                return
+            if out:
+                await stream.send(b"".join(out))
+                keepalive.written()
+    finally:
+        keepalive.cancel()
+
+
+async def _stream_end(state: GatewayState, run: AgentRun, events: ResponseEvents) -> bytes:
+    """After the terminal event: the final object is stored, then announced."""
+    outcome = run.outcome
+    assert outcome is not None  # set before the terminal event is emitted
+    if outcome.status == RunStatus.FAILED:
+        return events.fail(error_reply(outcome.error or AgentError()))
+    if outcome.status == RunStatus.ABORTED and run.abort_reason == SHUTDOWN_ABORT:
+        return events.fail(shutting_down())
+    out, body = events.finish(outcome.stop_reason, outcome.usage)
+    await _keep(state, events.head, run, body)
+    return out
+
+
+# -- GET / DELETE /v1/responses/{id} ---------------------------------------------------------
+
+
+# A stored response is also deleted, which the other paths' preflight answer does not allow.
+STORED_RESPONSE_METHODS = "GET, DELETE, OPTIONS"
+
+
+async def stored_response(request: web.Request) -> web.StreamResponse:
+    config = request.app[STATE].config
+    if responses_enabled(config) and is_preflight(request):
+        return preflight(request, config, STORED_RESPONSE_METHODS)
+    refused = gate(request, ("GET", "HEAD", "DELETE"), responses_enabled)
+    if refused is not None:
+        return refused
+    response_id = request.match_info["response_id"]
+    store = request.app[STATE].store
+    assert store is not None  # open for as long as the app serves requests
+    if not is_response_id(response_id):
+        return error_answer(request, response_not_found(response_id))
+    try:
+        if request.method == "DELETE":
+            if not await store.delete_response(response_id):
+                return error_answer(request, response_not_found(response_id))
+            return json_response({"id": response_id, "object": "response", "deleted": True})
+        stored = await store.get_response(response_id)
+    except StoreError as exc:
+        log.error("response_lookup_failed", error=str(exc))
+        return error_answer(request, internal_error())
+    if stored is None:
+        return error_answer(request, response_not_found(response_id))
+    return web.Response(
+        body=stored.body.encode(),
+        headers={"Content-Type": JSON_CONTENT_TYPE, SESSION_HEADER: stored.key},
+    )

@@ -1,0 +1,688 @@
+"""The OpenResponses wire (`/v1/responses`), Sans-I/O: pure functions, no server.
+
+Request side: `validate_request` checks the fields and maps them onto what a chat completion
+turn takes (sampling params, client tools in chat-completions form); `build_input` turns the
+`input` items into the chat-completions messages that `openai_wire.build_conversation`
+already folds, so both endpoints give a session the same conversation.
+
+Response side: the `response` object (`response_body`), its output items, and
+`ResponseEvents`, the semantic SSE events of one streamed response in OpenAI's order, each
+with its `sequence_number`. The object a stream completes with is built from the items the
+stream opened, so ids and order match what the client saw.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from agents.providers.base import ToolCall, Usage
+from gateway.config.model import ChatCompletionsConfig
+from gateway.http.openai_wire import (
+    MAX_TOOL_CALL_ID,
+    MAX_TOOLS,
+    NO_RESPONSE_TEXT,
+    TOOL_CHOICES,
+    Conversation,
+    RequestError,
+    bad_request,
+    build_conversation,
+    encode_json,
+    json_type,
+)
+from gateway.jsonwire import MAX_SAFE_INTEGER, has_surrogate
+
+# OpenAI's metadata limits: 16 pairs, keys up to 64 characters, values up to 512.
+MAX_METADATA_PAIRS = 16
+MAX_METADATA_KEY = 64
+MAX_METADATA_VALUE = 512
+# Our ids are 37 characters; anything far longer is not one of ours (and is not looked up).
+MAX_RESPONSE_ID = 256
+_TOOL_NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+_TEXT_PARTS = frozenset({"input_text", "output_text", "text"})
+# Input items that carry nothing a session keeps: the model's own reasoning (providers do not
+# take it back) and references to items by id.
+_SKIPPED_ITEMS = frozenset({"reasoning", "item_reference"})
+_ROLES = frozenset({"user", "assistant", "system", "developer"})
+
+# `status` of a response object
+COMPLETED = "completed"
+INCOMPLETE = "incomplete"
+FAILED = "failed"
+IN_PROGRESS = "in_progress"
+
+
+def new_response_id() -> str:
+    """`resp_<32hex>`: the response id, and the id of the run that answers it."""
+    return f"resp_{uuid.uuid4().hex}"
+
+
+def _item_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def previous_response_not_found(response_id: str) -> RequestError:
+    return bad_request(
+        f"Previous response with id '{response_id[:MAX_RESPONSE_ID]}' not found.",
+        "previous_response_id",
+        "previous_response_not_found",
+    )
+
+
+def response_not_found(response_id: str) -> RequestError:
+    return RequestError(
+        404,
+        f"Response with id '{response_id[:MAX_RESPONSE_ID]}' not found.",
+        code="response_not_found",
+    )
+
+
+def is_response_id(value: str) -> bool:
+    """A string that can be looked up: bounded, and storable as UTF-8."""
+    return 0 < len(value) <= MAX_RESPONSE_ID and not has_surrogate(value)
+
+
+# -- request fields -------------------------------------------------------------------------
+
+
+def _type_error(field: str, expected: str, value: Any, param: str | None = None) -> RequestError:
+    return bad_request(
+        f"{field}: Expected {expected}, received {json_type(value)}", param=param or field
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@attrs.frozen
+class ResponseFields:
+    """The validated fields of a `/v1/responses` request."""
+
+    stream: bool = False
+    store: bool = True
+    # Forwarded to the provider under chat-completions names (tools in that form too).
+    params: Mapping[str, Any] = attrs.field(factory=dict)
+    user: str | None = None
+    instructions: str | None = None
+    previous_response_id: str | None = None
+    # Echoed in the response object as the client sent them.
+    tools: tuple[Mapping[str, Any], ...] = ()
+    tool_choice: Any = "auto"
+    parallel_tool_calls: bool = True
+    max_output_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    metadata: Mapping[str, str] = attrs.field(factory=dict)
+
+
+def validate_request(body: Mapping[str, Any]) -> ResponseFields:
+    """Every field this endpoint reads, in a fixed order; the first failure wins. `null` is
+    absent everywhere; fields it does not read (`text`, `reasoning`, `include`...) pass."""
+    flags: dict[str, bool] = {}
+    for field, default in (("stream", False), ("store", True), ("parallel_tool_calls", True)):
+        value = body.get(field)
+        if value is not None and not isinstance(value, bool):
+            raise _type_error(field, "boolean", value)
+        flags[field] = default if value is None else value
+
+    texts: dict[str, str | None] = {}
+    for field in ("instructions", "user", "previous_response_id"):
+        value = body.get(field)
+        if value is not None and not isinstance(value, str):
+            raise _type_error(field, "string", value)
+        texts[field] = value
+    previous = texts["previous_response_id"]
+    if previous is not None and not is_response_id(previous):
+        raise previous_response_not_found(previous)
+
+    params: dict[str, Any] = {}
+    numbers: dict[str, float | None] = {}
+    for field, high in (("temperature", 2), ("top_p", 1)):
+        value = body.get(field)
+        numbers[field] = None
+        if value is None:
+            continue
+        if not _is_number(value):
+            raise _type_error(field, "number", value)
+        if not 0 <= value <= high:
+            raise bad_request(f"`{field}` must be between 0 and {high}.", field)
+        params[field] = numbers[field] = value
+
+    cap = body.get("max_output_tokens")
+    max_output_tokens: int | None = None
+    if cap is not None:
+        if isinstance(cap, float) and cap.is_integer():
+            cap = int(cap)
+        if not isinstance(cap, int) or isinstance(cap, bool) or not 1 <= cap <= MAX_SAFE_INTEGER:
+            raise bad_request(
+                "max_output_tokens must be a positive safe integer", "max_output_tokens"
+            )
+        params["max_tokens"] = max_output_tokens = cap
+
+    metadata = _metadata(body.get("metadata"))
+    tools, chat_tools, names = _tools(body.get("tools"))
+    choice = body.get("tool_choice")
+    chat_choice = _tool_choice(choice, names)
+    if chat_tools:
+        params["tools"] = chat_tools
+        if chat_choice is not None:
+            params["tool_choice"] = chat_choice
+        if body.get("parallel_tool_calls") is not None:
+            params["parallel_tool_calls"] = flags["parallel_tool_calls"]
+    return ResponseFields(
+        stream=flags["stream"],
+        store=flags["store"],
+        params=params,
+        user=texts["user"],
+        instructions=texts["instructions"],
+        previous_response_id=previous,
+        tools=tools,
+        tool_choice="auto" if choice is None else choice,
+        parallel_tool_calls=flags["parallel_tool_calls"],
+        max_output_tokens=max_output_tokens,
+        temperature=numbers["temperature"],
+        top_p=numbers["top_p"],
+        metadata=metadata,
+    )
+
+
+def _metadata(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _type_error("metadata", "object", value)
+    if len(value) > MAX_METADATA_PAIRS:
+        raise bad_request(f"`metadata` holds at most {MAX_METADATA_PAIRS} pairs.", "metadata")
+    for key, item in value.items():
+        if len(key) > MAX_METADATA_KEY:
+            raise bad_request(
+                f"`metadata` keys are at most {MAX_METADATA_KEY} characters.", "metadata"
+            )
+        if not isinstance(item, str):
+            raise _type_error(f"metadata.{key[:MAX_METADATA_KEY]}", "string", item, "metadata")
+        if len(item) > MAX_METADATA_VALUE:
+            raise bad_request(
+                f"`metadata` values are at most {MAX_METADATA_VALUE} characters.", "metadata"
+            )
+    return dict(value)
+
+
+def _tools(value: Any) -> tuple[tuple[Mapping[str, Any], ...], list[dict[str, Any]], list[str]]:
+    """Responses function tools (flat: `{type, name, description, parameters, strict}`), and
+    the same tools in chat-completions form, which every provider takes."""
+    if value is None:
+        return (), [], []
+    if not isinstance(value, list):
+        raise _type_error("tools", "array", value)
+    if len(value) > MAX_TOOLS:
+        raise bad_request(f"`tools` supports at most {MAX_TOOLS} tools.", "tools")
+    chat: list[dict[str, Any]] = []
+    names: list[str] = []
+    for index, tool in enumerate(value):
+        path = f"tools[{index}]"
+        if not isinstance(tool, dict):
+            raise _type_error(path, "object", tool, "tools")
+        if tool.get("type") != "function":
+            raise bad_request(
+                f'Invalid `{path}.type`: only "function" tools are supported.', "tools"
+            )
+        name = tool.get("name")
+        if not isinstance(name, str) or _TOOL_NAME_RE.fullmatch(name) is None:
+            raise bad_request(
+                f"Invalid `{path}.name`: 1 to 64 letters, digits, underscores or dashes.",
+                "tools",
+            )
+        function: dict[str, Any] = {"name": name}
+        for field, kind, expected in (
+            ("description", "string", str),
+            ("parameters", "object", dict),
+            ("strict", "boolean", bool),
+        ):
+            item = tool.get(field)
+            if item is None:
+                continue
+            if not isinstance(item, expected):
+                raise _type_error(f"{path}.{field}", kind, item, "tools")
+            function[field] = item
+        chat.append({"type": "function", "function": function})
+        names.append(name)
+    if len(set(names)) != len(names):
+        duplicate = next(n for n in names if names.count(n) > 1)
+        raise bad_request(f"Duplicate function name '{duplicate}' in `tools`.", "tools")
+    return tuple(value), chat, names
+
+
+def _tool_choice(choice: Any, names: list[str]) -> Any:
+    """The chat-completions form of `tool_choice`; None when absent."""
+    if choice is None:
+        return None
+    if isinstance(choice, dict):
+        name = choice.get("name")
+        if choice.get("type") != "function" or not isinstance(name, str):
+            raise bad_request(
+                'Invalid `tool_choice`: expected "none", "auto", "required" or'
+                ' {"type": "function", "name": ...}.',
+                "tool_choice",
+            )
+        if name not in names:
+            raise bad_request(
+                f"Invalid `tool_choice`: no function named '{name[:64]}' in `tools`.",
+                "tool_choice",
+            )
+        return {"type": "function", "function": {"name": name}}
+    if not isinstance(choice, str) or choice not in TOOL_CHOICES:
+        raise bad_request(
+            'Invalid `tool_choice`: expected "none", "auto", "required" or a named function.',
+            "tool_choice",
+        )
+    if choice == "required" and not names:
+        raise bad_request('`tool_choice` "required" needs `tools`.', "tool_choice")
+    return choice
+
+
+# -- input ----------------------------------------------------------------------------------
+
+
+def _invalid_item(path: str, expected: str) -> RequestError:
+    return bad_request(f"Invalid `{path}`: expected {expected}.", "input")
+
+
+def _content_parts(content: Any, path: str) -> str | list[dict[str, Any]]:
+    """A message's content in chat-completions form: text parts and base64 images."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise _type_error(f"{path}.content", "string or array", content, "input")
+    parts: list[dict[str, Any]] = []
+    for index, part in enumerate(content):
+        part_path = f"{path}.content[{index}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if not isinstance(part, dict) or not isinstance(kind, str):
+            raise _invalid_item(part_path, "an object with a `type`")
+        if kind in _TEXT_PARTS:
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise _type_error(f"{part_path}.text", "string", text, "input")
+            parts.append({"type": "text", "text": text})
+        elif kind == "input_image":
+            url = part.get("image_url")
+            if not isinstance(url, str):
+                # file_id images would need a files API; only data: URIs are taken.
+                raise _invalid_item(part_path, "an `image_url` holding a base64 data: URI")
+            parts.append({"type": "image_url", "image_url": {"url": url}})
+        elif kind == "refusal":
+            continue
+        else:
+            raise bad_request(
+                f"Unsupported content part type '{kind[:64]}' in `{part_path}`.", "input"
+            )
+    return parts
+
+
+def _call_id(item: Mapping[str, Any], path: str) -> str:
+    call_id = item.get("call_id")
+    if not isinstance(call_id, str) or not call_id.strip() or len(call_id) > MAX_TOOL_CALL_ID:
+        raise _invalid_item(
+            f"{path}.call_id", f"a non-empty string of at most {MAX_TOOL_CALL_ID} characters"
+        )
+    return call_id
+
+
+def input_messages(value: Any, instructions: str | None) -> list[dict[str, Any]]:
+    """`instructions` and the `input` items as chat-completions messages. Consecutive
+    `function_call` items become the `tool_calls` of one assistant message."""
+    messages: list[dict[str, Any]] = []
+    if instructions:
+        messages.append({"role": "system", "content": instructions})
+    if value is None:
+        return messages
+    if isinstance(value, str):
+        messages.append({"role": "user", "content": value})
+        return messages
+    if not isinstance(value, list):
+        raise _type_error("input", "string or array", value)
+    for index, item in enumerate(value):
+        path = f"input[{index}]"
+        if not isinstance(item, dict):
+            raise _type_error(path, "object", item, "input")
+        kind = item.get("type", "message" if "role" in item else None)
+        if kind == "message":
+            role = item.get("role")
+            if not isinstance(role, str) or role not in _ROLES:
+                raise _invalid_item(f"{path}.role", '"user", "assistant", "system" or "developer"')
+            messages.append({"role": role, "content": _content_parts(item.get("content"), path)})
+        elif kind == "function_call":
+            call_id = _call_id(item, path)
+            name, arguments = item.get("name"), item.get("arguments")
+            if not isinstance(name, str) or _TOOL_NAME_RE.fullmatch(name) is None:
+                raise _invalid_item(f"{path}.name", "a function name")
+            if not isinstance(arguments, str):
+                raise _type_error(f"{path}.arguments", "string", arguments, "input")
+            call = {"id": call_id, "type": "function",
+                    "function": {"name": name, "arguments": arguments}}  # fmt: skip
+            last = messages[-1] if messages else None
+            if last is not None and last["role"] == "assistant":
+                last.setdefault("tool_calls", []).append(call)
+            else:
+                messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
+        elif kind == "function_call_output":
+            call_id = _call_id(item, path)
+            output = item.get("output")
+            content = _content_parts(output, path) if isinstance(output, list) else output
+            if not isinstance(content, str | list):
+                raise _type_error(f"{path}.output", "string or array", output, "input")
+            messages.append({"role": "tool", "tool_call_id": call_id, "content": content})
+        elif isinstance(kind, str) and kind in _SKIPPED_ITEMS:  # a str: dicts do not hash
+            continue
+        else:
+            shown = kind[:64] if isinstance(kind, str) else json_type(kind)
+            raise bad_request(f"Unsupported input item type '{shown}' in `{path}`.", "input")
+    return messages
+
+
+def build_input(
+    value: Any, instructions: str | None, limits: ChatCompletionsConfig
+) -> Conversation:
+    """The conversation of `input`, as chat completions build it; errors name `input`."""
+    messages = input_messages(value, instructions)
+    try:
+        return build_conversation(messages, limits)
+    except RequestError as exc:
+        if exc.param != "messages":
+            raise
+        raise RequestError(
+            exc.status,
+            exc.message.replace("`messages`", "`input`"),
+            exc.type,
+            param="input",
+            code=exc.code,
+            detail=exc.detail,
+        ) from None
+
+
+# -- the response object --------------------------------------------------------------------
+
+
+def usage_body(usage: Usage) -> dict[str, Any]:
+    return {
+        "input_tokens": usage.input,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": usage.output,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": usage.total,
+    }
+
+
+def outcome_status(failed: bool, stop_reason: str) -> tuple[str, dict[str, str] | None]:
+    """A run's end as a response `status` and `incomplete_details`. A run aborted by someone
+    else (`chat.abort`, a session reset) while its client waited is incomplete, no reason."""
+    if failed:
+        return FAILED, None
+    if stop_reason == "length":
+        return INCOMPLETE, {"reason": "max_output_tokens"}
+    if stop_reason == "content_filter":
+        return INCOMPLETE, {"reason": "content_filter"}
+    if stop_reason == "aborted":
+        return INCOMPLETE, None
+    return COMPLETED, None
+
+
+def failure_body(error: RequestError) -> dict[str, str]:
+    """`response.error` of a failed response: OpenAI's code for the kind of failure."""
+    code = "rate_limit_exceeded" if error.status == 429 else "server_error"
+    return {"code": code, "message": error.message}
+
+
+@attrs.frozen
+class ResponseHead:
+    """What every response object of one request repeats."""
+
+    id: str
+    created_at: int  # s
+    model: str  # echoed as the client sent it
+    fields: ResponseFields
+
+
+def response_body(
+    head: ResponseHead,
+    status: str,
+    output: list[dict[str, Any]],
+    usage: Usage | None,
+    *,
+    error: dict[str, str] | None = None,
+    incomplete_details: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    fields = head.fields
+    return {
+        "id": head.id,
+        "object": "response",
+        "created_at": head.created_at,
+        "status": status,
+        "error": error,
+        "incomplete_details": incomplete_details,
+        "instructions": fields.instructions,
+        "max_output_tokens": fields.max_output_tokens,
+        "model": head.model,
+        "output": output,
+        "parallel_tool_calls": fields.parallel_tool_calls,
+        "previous_response_id": fields.previous_response_id,
+        "reasoning": {"effort": None, "summary": None},
+        "store": fields.store,
+        "temperature": fields.temperature,
+        "text": {"format": {"type": "text"}},
+        "tool_choice": fields.tool_choice,
+        "tools": list(fields.tools),
+        "top_p": fields.top_p,
+        "truncation": "disabled",
+        "usage": usage_body(usage) if usage is not None else None,
+        "user": fields.user,
+        "metadata": dict(fields.metadata),
+    }
+
+
+def output_text_part(text: str) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": []}
+
+
+def message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
+    content = [output_text_part(text)] if status != IN_PROGRESS else []
+    return {
+        "id": item_id,
+        "type": "message",
+        "status": status,
+        "role": "assistant",
+        "content": content,
+    }
+
+
+def reasoning_item(item_id: str, text: str, status: str) -> dict[str, Any]:
+    content = [{"type": "reasoning_text", "text": text}] if status != IN_PROGRESS else []
+    return {"id": item_id, "type": "reasoning", "summary": [], "content": content}
+
+
+def function_call_item(item_id: str, call: ToolCall, status: str) -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "type": "function_call",
+        "status": status,
+        "call_id": call.id,
+        "name": call.name,
+        "arguments": call.arguments,
+    }
+
+
+def output_items(
+    text: str, reasoning: str, tool_calls: tuple[ToolCall, ...], status: str
+) -> list[dict[str, Any]]:
+    """A finished run's output: its reasoning, its text, its tool calls. Without text or
+    tool calls the text is chat completions' placeholder, so a client always reads one."""
+    item_status = INCOMPLETE if status == INCOMPLETE else COMPLETED
+    items: list[dict[str, Any]] = []
+    if reasoning:
+        items.append(reasoning_item(_item_id("rs"), reasoning, item_status))
+    if text or not tool_calls:
+        items.append(message_item(_item_id("msg"), text or NO_RESPONSE_TEXT, item_status))
+    items.extend(function_call_item(_item_id("fc"), call, item_status) for call in tool_calls)
+    return items
+
+
+# -- streaming ------------------------------------------------------------------------------
+
+
+def sse_event(event: Mapping[str, Any]) -> bytes:
+    return b"event: " + str(event["type"]).encode() + b"\ndata: " + encode_json(event) + b"\n\n"
+
+
+@attrs.define
+class _OpenItem:
+    output_index: int
+    item: dict[str, Any]
+    kind: str  # "message", "reasoning" or "function_call"
+    pieces: list[str] = attrs.field(factory=list)
+    call_index: int | None = None
+
+
+class ResponseEvents:
+    """The events of one streamed response, as SSE bytes. An output item stays open while
+    deltas of its kind arrive and is closed (its `.done` events) when another kind starts
+    or the run ends; `output` holds the closed items, in order, for the final object."""
+
+    def __init__(self, head: ResponseHead) -> None:
+        self.head = head
+        self.output: list[dict[str, Any]] = []
+        self._seq = 0
+        self._open: _OpenItem | None = None
+        self._calls: dict[int, _OpenItem] = {}  # tool call index -> its item
+        self._produced = False  # text or a tool call
+
+    def _event(self, kind: str, **fields: Any) -> bytes:
+        event = {"type": kind, "sequence_number": self._seq, **fields}
+        self._seq += 1
+        return sse_event(event)
+
+    def start(self) -> bytes:
+        body = response_body(self.head, IN_PROGRESS, [], None)
+        return self._event("response.created", response=body) + self._event(
+            "response.in_progress", response=body
+        )
+
+    def _add(self, kind: str, item: dict[str, Any], call_index: int | None = None) -> bytes:
+        out = self._close()
+        index = len(self.output)  # every earlier item is closed, so in `output`
+        self._open = _OpenItem(index, item, kind, call_index=call_index)
+        out += self._event("response.output_item.added", output_index=index, item=item)
+        if kind == "message":
+            out += self._part_event("response.content_part.added", output_text_part(""))
+        elif kind == "reasoning":
+            part = {"type": "reasoning_text", "text": ""}
+            out += self._part_event("response.content_part.added", part)
+        return out
+
+    def _part_event(self, kind: str, part: dict[str, Any]) -> bytes:
+        assert self._open is not None
+        return self._event(
+            kind,
+            item_id=self._open.item["id"],
+            output_index=self._open.output_index,
+            content_index=0,
+            part=part,
+        )
+
+    def text(self, delta: str) -> bytes:
+        out = b""
+        if self._open is None or self._open.kind != "message":
+            out = self._add("message", message_item(_item_id("msg"), "", IN_PROGRESS))
+        self._produced = True
+        return out + self._delta("response.output_text.delta", delta, logprobs=[])
+
+    def reasoning(self, delta: str) -> bytes:
+        out = b""
+        if self._open is None or self._open.kind != "reasoning":
+            out = self._add("reasoning", reasoning_item(_item_id("rs"), "", IN_PROGRESS))
+        return out + self._delta("response.reasoning_text.delta", delta)
+
+    def _delta(self, kind: str, delta: str, **extra: Any) -> bytes:
+        item = self._open
+        assert item is not None
+        item.pieces.append(delta)
+        return self._event(
+            kind,
+            item_id=item.item["id"],
+            output_index=item.output_index,
+            content_index=0,
+            delta=delta,
+            **extra,
+        )
+
+    def tool_call_start(self, index: int, call_id: str, name: str) -> bytes:
+        self._produced = True
+        item = function_call_item(_item_id("fc"), ToolCall(call_id, name, ""), IN_PROGRESS)
+        out = self._add("function_call", item, call_index=index)
+        assert self._open is not None
+        self._calls[index] = self._open
+        return out
+
+    def tool_call_arguments(self, index: int, delta: str) -> bytes:
+        item = self._calls.get(index)
+        if item is None or item is not self._open:
+            return b""  # a fragment of a call already closed: providers do not interleave
+        item.pieces.append(delta)
+        return self._event(
+            "response.function_call_arguments.delta",
+            item_id=item.item["id"],
+            output_index=item.output_index,
+            delta=delta,
+        )
+
+    def _close(self, status: str = COMPLETED) -> bytes:
+        item = self._open
+        if item is None:
+            return b""
+        self._open = None
+        whole = "".join(item.pieces)
+        ids = {"item_id": item.item["id"], "output_index": item.output_index}
+        out = b""
+        if item.kind == "message":
+            done = message_item(item.item["id"], whole, status)
+            out += self._event("response.output_text.done", **ids, content_index=0, text=whole,
+                               logprobs=[])  # fmt: skip
+            out += self._event("response.content_part.done", **ids, content_index=0,
+                               part=output_text_part(whole))  # fmt: skip
+        elif item.kind == "reasoning":
+            done = reasoning_item(item.item["id"], whole, status)
+            out += self._event("response.reasoning_text.done", **ids, content_index=0, text=whole)
+            out += self._event("response.content_part.done", **ids, content_index=0,
+                               part={"type": "reasoning_text", "text": whole})  # fmt: skip
+        else:
+            call = ToolCall(item.item["call_id"], item.item["name"], whole)
+            done = function_call_item(item.item["id"], call, status)
+            out += self._event("response.function_call_arguments.done", **ids,
+                               name=call.name, arguments=whole)  # fmt: skip
+        self.output.append(done)
+        return out + self._event(
+            "response.output_item.done", output_index=item.output_index, item=done
+        )
+
+    def finish(self, stop_reason: str, usage: Usage) -> tuple[bytes, dict[str, Any]]:
+        """The open item closed, then `response.completed` (or `.incomplete`); with the
+        final response object, which is also what is stored."""
+        status, details = outcome_status(False, stop_reason)
+        item_status = INCOMPLETE if status == INCOMPLETE else COMPLETED
+        out = b""
+        if not self._produced:
+            out += self.text(NO_RESPONSE_TEXT)
+        out += self._close(item_status)
+        body = response_body(self.head, status, self.output, usage, incomplete_details=details)
+        kind = "response.completed" if status == COMPLETED else "response.incomplete"
+        return out + self._event(kind, response=body), body
+
+    def fail(self, error: RequestError) -> bytes:
+        """`response.failed`, after closing the open item as incomplete."""
+        out = self._close(INCOMPLETE)
+        body = response_body(self.head, FAILED, self.output, None, error=failure_body(error))
+        return out + self._event("response.failed", response=body)

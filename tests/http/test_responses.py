@@ -1,0 +1,457 @@
+"""/v1/responses on the wire: the whole event sequence of streamed responses compared
+exactly, the endpoint's gate (enablement, auth, 415, CORS), stored responses, disconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any
+
+import pytest
+
+from gateway.appkeys import STATE
+from tests.agents.upstreams import FakeOpenAI, Status, Stream
+from tests.http.conftest import AUTH, TOKEN, Client, MakeClient, fake_provider, merged
+from tests.http.test_runs import NoErrorLogs, _stored
+
+RESPONSES = "/v1/responses"
+RESPONSES_ON = {"gateway": {"http": {"endpoints": {"responses": {"enabled": True}}}}}
+# Chat completions off: this endpoint stands on its own switch.
+ONLY_RESPONSES = merged(
+    RESPONSES_ON, {"gateway": {"http": {"endpoints": {"chatCompletions": {"enabled": False}}}}}
+)
+_IDS = re.compile(r"\b(resp|msg|fc|rs)_[0-9a-f]{32}\b")
+
+
+def _numbered_ids(text: str) -> str:
+    """Every id as `<kind>_<n>`, numbered in order of first appearance."""
+    seen: dict[str, str] = {}
+
+    def name(match: re.Match[str]) -> str:
+        kind = match.group(1)
+        count = sum(1 for v in seen.values() if v.startswith(kind + "_"))
+        return seen.setdefault(match.group(0), f"{kind}_{count + 1}")
+
+    return _IDS.sub(name, text)
+
+
+def response_events(body: str) -> list[dict[str, Any]]:
+    """The events of a Responses stream; asserts each is `event: <type>` + one `data:`."""
+    assert body.endswith("\n\n"), body[-80:]
+    events = []
+    for block in _numbered_ids(body)[:-2].split("\n\n"):
+        event_line, data_line = block.split("\n")
+        event = json.loads(data_line.removeprefix("data: "))
+        assert event_line == f"event: {event['type']}"
+        assert data_line.startswith("data: ")
+        if "response" in event:
+            assert isinstance(event["response"].pop("created_at"), int)
+        events.append(event)
+    return events
+
+
+def response_object(
+    status: str,
+    output: list[dict[str, Any]],
+    usage: tuple[int, int] | None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """A response object as the stream's events carry it (created_at taken out)."""
+    return {
+        "id": "resp_1",
+        "object": "response",
+        "status": status,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": None,
+        "max_output_tokens": None,
+        "model": "openclaw",
+        "output": output,
+        "parallel_tool_calls": True,
+        "previous_response_id": None,
+        "reasoning": {"effort": None, "summary": None},
+        "store": True,
+        "temperature": None,
+        "text": {"format": {"type": "text"}},
+        "tool_choice": "auto",
+        "tools": [],
+        "top_p": None,
+        "truncation": "disabled",
+        "usage": None
+        if usage is None
+        else {
+            "input_tokens": usage[0],
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": usage[1],
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": usage[0] + usage[1],
+        },
+        "user": None,
+        "metadata": {},
+        **fields,
+    }
+
+
+def message(item_id: str, text: str | None, status: str = "completed") -> dict[str, Any]:
+    content = [] if text is None else [{"type": "output_text", "text": text, "annotations": []}]
+    return {"id": item_id, "type": "message", "status": status, "role": "assistant",
+            "content": content}  # fmt: skip
+
+
+def opening(**fields: Any) -> list[dict[str, Any]]:
+    body = response_object("in_progress", [], None, **fields)
+    return [
+        {"type": "response.created", "sequence_number": 0, "response": body},
+        {"type": "response.in_progress", "sequence_number": 1, "response": body},
+    ]
+
+
+async def stream_body(client: Client, body: dict[str, Any], **headers: str) -> str:
+    response = await client.post(
+        RESPONSES, json={"model": "openclaw", "stream": True, **body}, headers={**AUTH, **headers}
+    )
+    assert response.status == 200
+    assert response.headers["Content-Type"] == "text/event-stream; charset=utf-8"
+    return await response.text()
+
+
+@pytest.fixture
+async def client(gateway: MakeClient) -> Client:
+    return await gateway(RESPONSES_ON)
+
+
+class TestStreamWire:
+    async def test_a_text_answer(self, client: Client) -> None:
+        events = response_events(await stream_body(client, {"input": "hi"}))
+        ids = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
+        text = "[turn 1] hi"
+        part = {"type": "output_text", "text": text, "annotations": []}
+        assert events == [
+            *opening(),
+            {"type": "response.output_item.added", "sequence_number": 2, "output_index": 0,
+             "item": message("msg_1", None, "in_progress")},
+            {"type": "response.content_part.added", "sequence_number": 3, **ids,
+             "part": {"type": "output_text", "text": "", "annotations": []}},
+            {"type": "response.output_text.delta", "sequence_number": 4, **ids,
+             "delta": "[turn", "logprobs": []},
+            {"type": "response.output_text.delta", "sequence_number": 5, **ids,
+             "delta": " 1]", "logprobs": []},
+            {"type": "response.output_text.delta", "sequence_number": 6, **ids,
+             "delta": " hi", "logprobs": []},
+            {"type": "response.output_text.done", "sequence_number": 7, **ids,
+             "text": text, "logprobs": []},
+            {"type": "response.content_part.done", "sequence_number": 8, **ids, "part": part},
+            {"type": "response.output_item.done", "sequence_number": 9, "output_index": 0,
+             "item": message("msg_1", text)},
+            {"type": "response.completed", "sequence_number": 10,
+             "response": response_object("completed", [message("msg_1", text)], (1, 3))},
+        ]  # fmt: skip
+
+    async def test_a_function_call(self, client: Client) -> None:
+        tool = {"type": "function", "name": "lookup", "parameters": {"type": "object"}}
+        body = {"input": 'call lookup {"q":"clawgate"}', "tools": [tool], "tool_choice": "required"}
+        events = response_events(await stream_body(client, body))
+        ids = {"item_id": "fc_1", "output_index": 0}
+        call = {"id": "fc_1", "type": "function_call", "call_id": "call_echo_1_0",
+                "name": "lookup"}  # fmt: skip
+        arguments = '{"q":"clawgate"}'
+        done = {**call, "status": "completed", "arguments": arguments}
+        assert events == [
+            *opening(tools=[tool], tool_choice="required"),
+            {"type": "response.output_item.added", "sequence_number": 2, "output_index": 0,
+             "item": {**call, "status": "in_progress", "arguments": ""}},
+            {"type": "response.function_call_arguments.delta", "sequence_number": 3, **ids,
+             "delta": '{"q":"cl'},
+            {"type": "response.function_call_arguments.delta", "sequence_number": 4, **ids,
+             "delta": 'awgate"}'},
+            {"type": "response.function_call_arguments.done", "sequence_number": 5, **ids,
+             "name": "lookup", "arguments": arguments},
+            {"type": "response.output_item.done", "sequence_number": 6, "output_index": 0,
+             "item": done},
+            {"type": "response.completed", "sequence_number": 7,
+             "response": response_object("completed", [done], (3, 2), tools=[tool],
+                                         tool_choice="required")},
+        ]  # fmt: skip
+
+    async def test_reasoning_then_text(self, gateway: MakeClient, upstream: FakeOpenAI) -> None:
+        upstream.script(Stream(("42",), reasoning=("Let me", " think.")))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        events = response_events(await stream_body(client, {"input": "The answer?"}))
+        rs = {"item_id": "rs_1", "output_index": 0, "content_index": 0}
+        msg = {"item_id": "msg_1", "output_index": 1, "content_index": 0}
+        thought = {"type": "reasoning_text", "text": "Let me think."}
+        reasoning = {"id": "rs_1", "type": "reasoning", "summary": [], "content": [thought]}
+        answer = message("msg_1", "42")
+        assert events == [
+            *opening(),
+            {"type": "response.output_item.added", "sequence_number": 2, "output_index": 0,
+             "item": {"id": "rs_1", "type": "reasoning", "summary": [], "content": []}},
+            {"type": "response.content_part.added", "sequence_number": 3, **rs,
+             "part": {"type": "reasoning_text", "text": ""}},
+            {"type": "response.reasoning_text.delta", "sequence_number": 4, **rs,
+             "delta": "Let me"},
+            {"type": "response.reasoning_text.delta", "sequence_number": 5, **rs,
+             "delta": " think."},
+            {"type": "response.reasoning_text.done", "sequence_number": 6, **rs,
+             "text": "Let me think."},
+            {"type": "response.content_part.done", "sequence_number": 7, **rs, "part": thought},
+            {"type": "response.output_item.done", "sequence_number": 8, "output_index": 0,
+             "item": reasoning},
+            {"type": "response.output_item.added", "sequence_number": 9, "output_index": 1,
+             "item": message("msg_1", None, "in_progress")},
+            {"type": "response.content_part.added", "sequence_number": 10, **msg,
+             "part": {"type": "output_text", "text": "", "annotations": []}},
+            {"type": "response.output_text.delta", "sequence_number": 11, **msg,
+             "delta": "42", "logprobs": []},
+            {"type": "response.output_text.done", "sequence_number": 12, **msg,
+             "text": "42", "logprobs": []},
+            {"type": "response.content_part.done", "sequence_number": 13, **msg,
+             "part": {"type": "output_text", "text": "42", "annotations": []}},
+            {"type": "response.output_item.done", "sequence_number": 14, "output_index": 1,
+             "item": answer},
+            {"type": "response.completed", "sequence_number": 15,
+             "response": response_object("completed", [reasoning, answer], (3, 2))},
+        ]  # fmt: skip
+
+    async def test_an_upstream_failure_is_response_failed(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        upstream.script(Status(500))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        events = response_events(await stream_body(client, {"input": "hi"}))
+        error = {"code": "server_error", "message": "upstream provider error"}
+        assert events == [
+            *opening(),
+            {"type": "response.failed", "sequence_number": 2,
+             "response": response_object("failed", [], None, error=error)},
+        ]  # fmt: skip
+
+
+class TestCreateWire:
+    async def test_the_whole_response_object(self, client: Client) -> None:
+        body = {"model": "openclaw", "input": "hi", "user": "u1", "metadata": {"k": "v"},
+                "temperature": 0.5, "top_p": 1, "max_output_tokens": 100}  # fmt: skip
+        response = await client.post(RESPONSES, json=body, headers=AUTH)
+        assert response.status == 200
+        assert response.headers["x-openclaw-session-key"] == "agent:main:openai-user:u1"
+        assert response.headers["x-openclaw-model-used"] == "echo/echo"
+        got = json.loads(_numbered_ids(await response.text()))
+        assert isinstance(got.pop("created_at"), int)
+        assert got == response_object(
+            "completed", [message("msg_1", "[turn 1] hi")], (1, 3), user="u1",
+            metadata={"k": "v"}, temperature=0.5, top_p=1, max_output_tokens=100,
+        )  # fmt: skip
+
+    async def test_a_non_streamed_failure_is_the_error_shape(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        upstream.script(Status(500))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        response = await client.post(RESPONSES, json={"input": "hi"}, headers=AUTH)
+        assert response.status == 502
+        assert await response.json() == {
+            "error": {"message": "upstream provider error", "type": "api_error", "param": None,
+                      "code": None}
+        }  # fmt: skip
+
+    async def test_an_input_image_reaches_the_provider(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        png = "data:image/png;base64,iVBORw0KGgo="
+        parts = [{"type": "input_text", "text": "What is it?"},
+                 {"type": "input_image", "image_url": png}]  # fmt: skip
+        body = {"input": [{"type": "message", "role": "user", "content": parts}]}
+        response = await client.post(RESPONSES, json=body, headers=AUTH)
+        assert response.status == 200
+        assert upstream.last.body["messages"] == [
+            {"role": "user", "content": [{"type": "text", "text": "What is it?"},
+                                         {"type": "image_url", "image_url": {"url": png}}]}
+        ]  # fmt: skip
+
+
+class TestGate:
+    async def test_disabled_by_default(self, gateway: MakeClient) -> None:
+        client = await gateway()
+        response = await client.post(RESPONSES, json={"input": "hi"}, headers=AUTH)
+        assert response.status == 404
+        assert (await client.get(f"{RESPONSES}/resp_x", headers=AUTH)).status == 404
+
+    async def test_on_without_chat_completions(self, gateway: MakeClient) -> None:
+        client = await gateway(ONLY_RESPONSES)
+        response = await client.post(RESPONSES, json={"input": "hi"}, headers=AUTH)
+        assert response.status == 200
+        chat = await client.post("/v1/chat/completions", json={}, headers=AUTH)
+        assert chat.status == 404
+
+    async def test_embeddings_are_on_with_responses_alone(self, gateway: MakeClient) -> None:
+        client = await gateway(ONLY_RESPONSES)
+        response = await client.post("/v1/embeddings", json={"input": "x"}, headers=AUTH)
+        # On, and refused for want of an embedding model (not a 404).
+        assert response.status == 400
+
+    async def test_a_wrong_token_is_401(self, client: Client) -> None:
+        headers = {**AUTH, "Authorization": "Bearer wrong"}
+        response = await client.post(RESPONSES, json={"input": "hi"}, headers=headers)
+        assert response.status == 401
+        assert (await response.json())["error"]["code"] == "invalid_api_key"
+
+    async def test_get_needs_the_token_too(self, client: Client) -> None:
+        response = await client.get(f"{RESPONSES}/resp_x")
+        assert response.status == 401
+
+    async def test_not_json_is_415(self, client: Client) -> None:
+        headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "text/plain"}
+        response = await client.post(RESPONSES, data="{}", headers=headers)
+        assert response.status == 415
+
+    async def test_over_max_body_bytes_is_413(self, gateway: MakeClient) -> None:
+        limit = {"gateway": {"http": {"endpoints": {"responses": {"maxBodyBytes": 100}}}}}
+        client = await gateway(merged(RESPONSES_ON, limit))
+        response = await client.post(RESPONSES, json={"input": "x" * 200}, headers=AUTH)
+        assert response.status == 413
+
+    async def test_put_is_405(self, client: Client) -> None:
+        response = await client.put(RESPONSES, json={}, headers=AUTH)
+        assert response.status == 405
+        assert response.headers["Allow"] == "POST"
+
+    async def test_a_cors_preflight_allows_delete(self, gateway: MakeClient) -> None:
+        cors = {"gateway": {"http": {"cors": {"allowedOrigins": ["https://app.example"]}}}}
+        client = await gateway(merged(RESPONSES_ON, cors))
+        response = await client.options(
+            f"{RESPONSES}/resp_x",
+            headers={"Origin": "https://app.example", "Access-Control-Request-Method": "DELETE"},
+        )
+        assert response.status == 204
+        assert response.headers["Access-Control-Allow-Methods"] == "GET, DELETE, OPTIONS"
+        assert response.headers["Access-Control-Allow-Origin"] == "https://app.example"
+
+
+class TestStoredResponses:
+    async def test_get_returns_the_stored_object_and_its_session(self, client: Client) -> None:
+        created = await client.post(RESPONSES, json={"input": "hi", "user": "bob"}, headers=AUTH)
+        body = await created.json()
+        fetched = await client.get(f"{RESPONSES}/{body['id']}", headers=AUTH)
+        assert fetched.status == 200
+        assert fetched.headers["x-openclaw-session-key"] == "agent:main:openai-user:bob"
+        assert await fetched.json() == body
+
+    async def test_delete_answers_as_openai(self, client: Client) -> None:
+        created = await (await client.post(RESPONSES, json={"input": "hi"}, headers=AUTH)).json()
+        deleted = await client.delete(f"{RESPONSES}/{created['id']}", headers=AUTH)
+        assert deleted.status == 200
+        assert await deleted.json() == {"id": created["id"], "object": "response", "deleted": True}
+        again = await client.delete(f"{RESPONSES}/{created['id']}", headers=AUTH)
+        assert again.status == 404
+
+    async def test_an_unknown_id_is_404(self, client: Client) -> None:
+        response = await client.get(f"{RESPONSES}/resp_unknown", headers=AUTH)
+        assert response.status == 404
+        assert await response.json() == {
+            "error": {"message": "Response with id 'resp_unknown' not found.",
+                      "type": "invalid_request_error", "param": None,
+                      "code": "response_not_found"}
+        }  # fmt: skip
+
+    async def test_the_turn_is_in_the_session_under_the_response_id(self, client: Client) -> None:
+        created = await (
+            await client.post(RESPONSES, json={"input": "hi", "user": "carol"}, headers=AUTH)
+        ).json()
+        stored = await _stored(client, "agent:main:openai-user:carol")
+        assert [(m.role, m.run_id) for m in stored] == [
+            ("user", created["id"]),
+            ("assistant", created["id"]),
+        ]
+
+    async def test_a_deleted_session_takes_its_responses_along(self, client: Client) -> None:
+        created = await (
+            await client.post(RESPONSES, json={"input": "hi", "user": "dave"}, headers=AUTH)
+        ).json()
+        store = client.app[STATE].store
+        assert store is not None
+        await store.delete("agent:main:openai-user:dave", 0)
+        response = await client.get(f"{RESPONSES}/{created['id']}", headers=AUTH)
+        assert response.status == 404
+
+
+class TestSessions:
+    async def test_store_false_still_keeps_the_turn_in_its_session(self, client: Client) -> None:
+        body = {"input": "hi", "user": "erin", "store": False}
+        created = await (await client.post(RESPONSES, json=body, headers=AUTH)).json()
+        assert created["store"] is False
+        stored = await _stored(client, "agent:main:openai-user:erin")
+        assert [m.role for m in stored] == ["user", "assistant"]
+
+    async def test_the_agent_header_selects_the_agent(self, gateway: MakeClient) -> None:
+        agents = {"agents": {"list": [{"id": "main", "default": True}, {"id": "beta"}]}}
+        client = await gateway(merged(RESPONSES_ON, agents))
+        headers = {**AUTH, "x-openclaw-agent-id": "beta"}
+        response = await client.post(RESPONSES, json={"input": "hi", "user": "f"}, headers=headers)
+        assert response.headers["x-openclaw-session-key"] == "agent:beta:openai-user:f"
+
+    async def test_the_session_header_names_the_session(self, client: Client) -> None:
+        headers = {**AUTH, "x-openclaw-session-key": "mine"}
+        await client.post(RESPONSES, json={"input": "one"}, headers=headers)
+        second = await client.post(RESPONSES, json={"input": "two"}, headers=headers)
+        assert second.headers["x-openclaw-session-key"] == "agent:main:mine"
+        assert (await second.json())["output"][0]["content"][0]["text"] == "[turn 2] two"
+
+
+class TestPreviousResponse:
+    async def test_another_agent_is_refused(self, gateway: MakeClient) -> None:
+        agents = {"agents": {"list": [{"id": "main", "default": True}, {"id": "beta"}]}}
+        client = await gateway(merged(RESPONSES_ON, agents))
+        first = await (await client.post(RESPONSES, json={"input": "a"}, headers=AUTH)).json()
+        body = {"model": "openclaw/beta", "input": "b", "previous_response_id": first["id"]}
+        response = await client.post(RESPONSES, json=body, headers=AUTH)
+        assert response.status == 400
+        assert (await response.json())["error"]["param"] == "previous_response_id"
+
+    async def test_another_session_header_is_refused(self, client: Client) -> None:
+        first = await (await client.post(RESPONSES, json={"input": "a"}, headers=AUTH)).json()
+        body = {"input": "b", "previous_response_id": first["id"]}
+        headers = {**AUTH, "x-openclaw-session-key": "elsewhere"}
+        response = await client.post(RESPONSES, json=body, headers=headers)
+        assert response.status == 400
+
+    async def test_the_continued_session_is_echoed(self, client: Client) -> None:
+        first = await client.post(RESPONSES, json={"input": "a"}, headers=AUTH)
+        key = first.headers["x-openclaw-session-key"]
+        body = {"input": "b", "previous_response_id": (await first.json())["id"]}
+        second = await client.post(RESPONSES, json=body, headers=AUTH)
+        assert second.headers["x-openclaw-session-key"] == key
+
+
+class TestClientDisconnect:
+    async def test_a_cut_stream_aborts_the_run(
+        self, gateway: MakeClient, upstream: FakeOpenAI, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        upstream.script(Stream(("Hel", "lo", " there"), delay=10.0))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        headers = {**AUTH, "x-openclaw-session-key": "cut"}
+        with NoErrorLogs(caplog) as logs:
+            response = await client.post(
+                RESPONSES, json={"input": "hi", "stream": True}, headers=headers
+            )
+            while b"output_text.delta" not in await response.content.readuntil(b"\n\n"):
+                pass
+            response.close()
+            await upstream.last.wait_gone(within=1.0)
+        assert logs.errors() == []
+        reply = (await _stored(client, "agent:main:cut"))[1]
+        assert (reply.text, reply.aborted) == ("Hel", True)
+
+    async def test_a_waiting_client_that_leaves_aborts_the_run(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        upstream.script(Stream(("Hel", "lo"), delay=10.0))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        headers = {**AUTH, "x-openclaw-session-key": "gone"}
+        request = asyncio.create_task(client.post(RESPONSES, json={"input": "hi"}, headers=headers))
+        await upstream.wait_for_requests(1)
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        await upstream.last.wait_gone(within=1.0)

@@ -1,0 +1,254 @@
+"""The real `openai` SDK's Responses API against clawgate on a real socket: plain, streamed,
+a function tool loop (echo's tool mode, and a fake OpenAI-compatible upstream that is a real
+HTTP server), `previous_response_id`, and GET/DELETE of stored responses."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import openai
+import pytest
+from openai import AsyncOpenAI
+from openai.types.responses import FunctionToolParam
+
+from tests.agents.upstreams import FakeOpenAI, FakeToolCall, Stream
+from tests.http.conftest import TOKEN, Client, MakeClient, fake_provider, merged
+
+RESPONSES_ON = {"gateway": {"http": {"endpoints": {"responses": {"enabled": True}}}}}
+
+WEATHER: FunctionToolParam = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+    "strict": False,
+}
+
+
+async def sdk_for(client: Client) -> AsyncOpenAI:
+    base_url = str(client.server.make_url("/v1"))
+    return AsyncOpenAI(base_url=base_url, api_key=TOKEN, max_retries=0)
+
+
+@pytest.fixture
+async def sdk(gateway: MakeClient) -> AsyncIterator[AsyncOpenAI]:
+    async with await sdk_for(await gateway(RESPONSES_ON)) as sdk:
+        yield sdk
+
+
+class TestCreate:
+    async def test_plain_text_answer(self, sdk: AsyncOpenAI) -> None:
+        response = await sdk.responses.create(model="openclaw", input="hello there")
+        assert response.id.startswith("resp_")
+        assert response.object == "response"
+        assert response.status == "completed"
+        assert response.model == "openclaw"
+        assert response.output_text == "[turn 1] hello there"
+        [message] = response.output
+        assert message.type == "message"
+        assert message.id.startswith("msg_")
+        assert message.role == "assistant"
+        assert response.usage is not None
+        assert (response.usage.input_tokens, response.usage.output_tokens) == (2, 4)
+        assert response.usage.total_tokens == 6
+
+    async def test_instructions_and_message_items(self, sdk: AsyncOpenAI) -> None:
+        response = await sdk.responses.create(
+            model="openclaw",
+            instructions="Be brief.",
+            input=[{"role": "user", "content": [{"type": "input_text", "text": "hi"}]}],
+        )
+        assert response.instructions == "Be brief."
+        assert response.output_text == "[turn 1] hi"
+
+    async def test_max_output_tokens_makes_it_incomplete(self, sdk: AsyncOpenAI) -> None:
+        response = await sdk.responses.create(
+            model="openclaw", input="one two three four", max_output_tokens=3
+        )
+        assert response.status == "incomplete"
+        assert response.incomplete_details is not None
+        assert response.incomplete_details.reason == "max_output_tokens"
+        assert response.output_text == "[turn 1] one"
+
+    async def test_an_unknown_agent_raises_bad_request(self, sdk: AsyncOpenAI) -> None:
+        with pytest.raises(openai.BadRequestError) as caught:
+            await sdk.responses.create(model="openclaw/nobody", input="hi")
+        assert caught.value.body == {
+            "message": "Unknown agent 'nobody'.",
+            "type": "invalid_request_error",
+            "param": "model",
+            "code": None,
+        }
+
+
+class TestStreaming:
+    async def test_the_stream_helper_yields_text_and_the_final_response(
+        self, sdk: AsyncOpenAI
+    ) -> None:
+        async with sdk.responses.stream(model="openclaw", input="hello streaming world") as s:
+            deltas = [e.delta async for e in s if e.type == "response.output_text.delta"]
+            final = await s.get_final_response()
+        assert "".join(deltas) == "[turn 1] hello streaming world"
+        assert final.status == "completed"
+        assert final.output_text == "[turn 1] hello streaming world"
+
+    async def test_stream_true_event_types_in_order(self, sdk: AsyncOpenAI) -> None:
+        stream = await sdk.responses.create(model="openclaw", input="hi", stream=True)
+        types = [event.type async for event in stream]
+        assert types == [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+            *["response.output_text.delta"] * 3,  # "[turn", " 1]", " hi"
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.completed",
+        ]
+
+
+class TestFunctionToolLoop:
+    async def test_echo_calls_the_tool_and_answers_with_its_output(self, sdk: AsyncOpenAI) -> None:
+        first = await sdk.responses.create(
+            model="openclaw", input='call get_weather {"city":"Paris"}', tools=[WEATHER]
+        )
+        [call] = first.output
+        assert call.type == "function_call"
+        assert (call.name, json.loads(call.arguments)) == ("get_weather", {"city": "Paris"})
+        assert call.call_id == "call_echo_1_0"
+        second = await sdk.responses.create(
+            model="openclaw",
+            previous_response_id=first.id,
+            input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}],
+            tools=[WEATHER],
+        )
+        assert second.previous_response_id == first.id
+        assert second.output_text == "[turn 1] get_weather: sunny"
+
+    async def test_streamed_call_arguments_arrive_in_pieces(self, sdk: AsyncOpenAI) -> None:
+        async with sdk.responses.stream(
+            model="openclaw", input='call get_weather {"city":"Paris"}', tools=[WEATHER]
+        ) as s:
+            pieces = [
+                e.delta async for e in s if e.type == "response.function_call_arguments.delta"
+            ]
+            final = await s.get_final_response()
+        assert len(pieces) > 1
+        [call] = final.output
+        assert call.type == "function_call"
+        assert "".join(pieces) == call.arguments == '{"city":"Paris"}'
+
+    async def test_the_whole_history_resent_without_previous_response_id(
+        self, sdk: AsyncOpenAI
+    ) -> None:
+        ask: list[Any] = [{"role": "user", "content": 'call get_weather {"city":"Rome"}'}]
+        first = await sdk.responses.create(model="openclaw", input=ask, tools=[WEATHER])
+        call = first.output[0]
+        assert call.type == "function_call"
+        history = [
+            *ask,
+            *(item.model_dump(exclude_none=True) for item in first.output),
+            {"type": "function_call_output", "call_id": call.call_id, "output": "rainy"},
+        ]
+        second = await sdk.responses.create(model="openclaw", input=history, tools=[WEATHER])
+        assert second.output_text == "[turn 1] get_weather: rainy"
+
+    async def test_against_an_openai_compatible_upstream(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        upstream.script(
+            Stream(
+                (), tool_calls=(FakeToolCall("call_up_1", "get_weather", ('{"city":', '"Oslo"}')),)
+            ),
+            Stream(("It is cold", " in Oslo.")),
+        )
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            first = await sdk.responses.create(
+                model="openclaw", input="Weather in Oslo?", tools=[WEATHER], user="alice"
+            )
+            assert upstream.last.body["tools"] == [
+                {"type": "function", "function": {k: v for k, v in WEATHER.items() if k != "type"}}
+            ]
+            call = first.output[0]
+            assert call.type == "function_call"
+            assert (call.call_id, call.arguments) == ("call_up_1", '{"city":"Oslo"}')
+            second = await sdk.responses.create(
+                model="openclaw",
+                previous_response_id=first.id,
+                input=[{"type": "function_call_output", "call_id": "call_up_1", "output": "-5C"}],
+                tools=[WEATHER],
+            )
+        assert second.output_text == "It is cold in Oslo."
+        sent = upstream.last.body["messages"]
+        assert sent[-2]["tool_calls"][0]["id"] == "call_up_1"
+        assert sent[-1] == {"role": "tool", "tool_call_id": "call_up_1", "content": "-5C"}
+
+
+class TestPreviousResponseId:
+    async def test_continues_the_session(self, sdk: AsyncOpenAI) -> None:
+        first = await sdk.responses.create(model="openclaw", input="one")
+        second = await sdk.responses.create(
+            model="openclaw", input="two", previous_response_id=first.id
+        )
+        assert second.output_text == "[turn 2] two"
+        third = await sdk.responses.create(
+            model="openclaw", input="three", previous_response_id=second.id
+        )
+        assert third.output_text == "[turn 3] three"
+
+    async def test_an_unknown_id_is_previous_response_not_found(self, sdk: AsyncOpenAI) -> None:
+        with pytest.raises(openai.BadRequestError) as caught:
+            await sdk.responses.create(
+                model="openclaw", input="x", previous_response_id="resp_nope"
+            )
+        assert caught.value.body == {
+            "message": "Previous response with id 'resp_nope' not found.",
+            "type": "invalid_request_error",
+            "param": "previous_response_id",
+            "code": "previous_response_not_found",
+        }
+
+    async def test_a_response_not_stored_cannot_be_continued(self, sdk: AsyncOpenAI) -> None:
+        first = await sdk.responses.create(model="openclaw", input="one", store=False)
+        with pytest.raises(openai.BadRequestError):
+            await sdk.responses.create(model="openclaw", input="two", previous_response_id=first.id)
+
+    async def test_a_streamed_response_can_be_continued(self, sdk: AsyncOpenAI) -> None:
+        async with sdk.responses.stream(model="openclaw", input="one") as s:
+            first = await s.get_final_response()
+        second = await sdk.responses.create(
+            model="openclaw", input="two", previous_response_id=first.id
+        )
+        assert second.output_text == "[turn 2] two"
+
+
+class TestStoredResponses:
+    async def test_retrieve_returns_the_response_as_created(self, sdk: AsyncOpenAI) -> None:
+        created = await sdk.responses.create(model="openclaw", input="keep me", metadata={"a": "b"})
+        fetched = await sdk.responses.retrieve(created.id)
+        assert fetched.model_dump() == created.model_dump()
+
+    async def test_delete_removes_it(self, sdk: AsyncOpenAI) -> None:
+        created = await sdk.responses.create(model="openclaw", input="drop me")
+        await sdk.responses.delete(created.id)
+        with pytest.raises(openai.NotFoundError) as caught:
+            await sdk.responses.retrieve(created.id)
+        assert caught.value.body == {
+            "message": f"Response with id '{created.id}' not found.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "response_not_found",
+        }
+
+    async def test_store_false_is_not_retrievable(self, sdk: AsyncOpenAI) -> None:
+        created = await sdk.responses.create(model="openclaw", input="x", store=False)
+        with pytest.raises(openai.NotFoundError):
+            await sdk.responses.retrieve(created.id)

@@ -1,0 +1,156 @@
+"""gateway.openresponses_wire: the request fields, the input items, the response object."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agents.providers.base import ChatMessage, ToolCall, Usage
+from gateway.config.model import ChatCompletionsConfig
+from gateway.http.openai_wire import RequestError
+from gateway.http.openresponses_wire import (
+    ResponseEvents,
+    ResponseFields,
+    ResponseHead,
+    build_input,
+    input_messages,
+    output_items,
+    validate_request,
+)
+
+LIMITS = ChatCompletionsConfig()
+TOOL = {"type": "function", "name": "lookup", "parameters": {"type": "object"}}
+
+
+def refusal(body: dict[str, Any]) -> dict[str, Any]:
+    with pytest.raises(RequestError) as caught:
+        validate_request(body)
+    assert caught.value.status == 400
+    return caught.value.body()["error"]
+
+
+class TestFields:
+    def test_defaults(self) -> None:
+        assert validate_request({}) == ResponseFields()
+
+    def test_sampling_fields_become_chat_params(self) -> None:
+        fields = validate_request({"temperature": 1, "top_p": 0.5, "max_output_tokens": 7.0})
+        assert dict(fields.params) == {"temperature": 1, "top_p": 0.5, "max_tokens": 7}
+        assert fields.max_output_tokens == 7
+
+    def test_tools_become_chat_completions_tools(self) -> None:
+        fields = validate_request(
+            {"tools": [TOOL], "tool_choice": {"type": "function", "name": "lookup"},
+             "parallel_tool_calls": False}
+        )  # fmt: skip
+        assert dict(fields.params) == {
+            "tools": [{"type": "function",
+                       "function": {"name": "lookup", "parameters": {"type": "object"}}}],
+            "tool_choice": {"type": "function", "function": {"name": "lookup"}},
+            "parallel_tool_calls": False,
+        }  # fmt: skip
+        assert fields.tools == (TOOL,)
+
+    @pytest.mark.parametrize(
+        ("body", "message", "param"),
+        [
+            ({"stream": "yes"}, "stream: Expected boolean, received string", "stream"),
+            ({"store": 1}, "store: Expected boolean, received number", "store"),
+            ({"instructions": []}, "instructions: Expected string, received array", "instructions"),
+            ({"user": {}}, "user: Expected string, received object", "user"),
+            ({"temperature": 3}, "`temperature` must be between 0 and 2.", "temperature"),
+            ({"top_p": "1"}, "top_p: Expected number, received string", "top_p"),
+            ({"max_output_tokens": 0}, "max_output_tokens must be a positive safe integer",
+             "max_output_tokens"),
+            ({"metadata": []}, "metadata: Expected object, received array", "metadata"),
+            ({"metadata": {"k": 1}}, "metadata.k: Expected string, received number", "metadata"),
+            ({"metadata": {"k": "v" * 513}}, "`metadata` values are at most 512 characters.",
+             "metadata"),
+            ({"metadata": {str(i): "" for i in range(17)}}, "`metadata` holds at most 16 pairs.",
+             "metadata"),
+            ({"tools": [{"type": "web_search"}]},
+             'Invalid `tools[0].type`: only "function" tools are supported.', "tools"),
+            ({"tools": [TOOL, TOOL]}, "Duplicate function name 'lookup' in `tools`.", "tools"),
+            ({"tool_choice": "required"}, '`tool_choice` "required" needs `tools`.',
+             "tool_choice"),
+        ],
+    )  # fmt: skip
+    def test_each_invalid_field_gets_its_message(
+        self, body: dict[str, Any], message: str, param: str
+    ) -> None:
+        assert refusal(body) == {
+            "message": message, "type": "invalid_request_error", "param": param, "code": None
+        }  # fmt: skip
+
+    def test_an_oversize_previous_response_id_is_not_found(self) -> None:
+        assert refusal({"previous_response_id": "x" * 257})["code"] == (
+            "previous_response_not_found"
+        )
+
+
+class TestInput:
+    def test_a_string_is_one_user_message(self) -> None:
+        assert input_messages("hi", "Be brief.") == [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "hi"},
+        ]
+
+    def test_function_calls_join_the_assistant_message_before_them(self) -> None:
+        items = [
+            {"role": "user", "content": "go"},
+            {"type": "message", "role": "assistant",
+             "content": [{"type": "output_text", "text": "calling"}]},
+            {"type": "function_call", "call_id": "c1", "name": "a", "arguments": "{}"},
+            {"type": "function_call", "call_id": "c2", "name": "b", "arguments": "{}"},
+            {"type": "reasoning", "summary": []},
+            {"type": "function_call_output", "call_id": "c1", "output": "A"},
+        ]  # fmt: skip
+        conversation = build_input(items, None, LIMITS)
+        assert conversation.messages == (
+            ChatMessage("user", "go"),
+            ChatMessage("assistant", "calling",
+                        tool_calls=(ToolCall("c1", "a", "{}"), ToolCall("c2", "b", "{}"))),
+            ChatMessage("tool", "A", tool_call_id="c1"),
+        )  # fmt: skip
+
+    @pytest.mark.parametrize(
+        ("value", "message"),
+        [
+            (5, "input: Expected string or array, received number"),
+            ([{"type": "web_search_call"}],
+             "Unsupported input item type 'web_search_call' in `input[0]`."),
+            ([{"role": "tool", "content": "x"}],
+             'Invalid `input[0].role`: expected "user", "assistant", "system" or "developer".'),
+            ([{"type": "function_call_output", "call_id": "", "output": "x"}],
+             "Invalid `input[0].call_id`: expected a non-empty string of at most 256"
+             " characters."),
+            ([{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}],
+             "Unsupported content part type 'input_file' in `input[0].content[0]`."),
+            ([], "Missing user message in `input`."),
+        ],
+    )  # fmt: skip
+    def test_bad_input_names_its_place(self, value: Any, message: str) -> None:
+        with pytest.raises(RequestError) as caught:
+            build_input(value, None, LIMITS)
+        assert (caught.value.message, caught.value.param) == (message, "input")
+
+
+class TestOutput:
+    def test_an_empty_answer_reads_the_placeholder(self) -> None:
+        [item] = output_items("", "", (), "completed")
+        assert item["content"][0]["text"] == "No response from OpenClaw."
+
+    def test_reasoning_text_then_calls(self) -> None:
+        items = output_items("t", "r", (ToolCall("c", "n", "{}"),), "completed")
+        assert [i["type"] for i in items] == ["reasoning", "message", "function_call"]
+
+    def test_sequence_numbers_count_every_event(self) -> None:
+        events = ResponseEvents(ResponseHead("resp_1", 0, "openclaw", ResponseFields()))
+        wire = events.start() + events.text("a") + events.finish("stop", Usage(1, 1))[0]
+        numbers = [
+            int(line.split(b'"sequence_number":')[1].split(b",")[0])
+            for line in wire.split(b"\n")
+            if line.startswith(b"data: ")
+        ]
+        assert numbers == list(range(9))

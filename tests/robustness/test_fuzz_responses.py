@@ -1,0 +1,296 @@
+"""Property-based fuzzing of `/v1/responses`: wrong types and oversize values of every field
+it reads, input items of every shape, and odd ids for GET/DELETE `/v1/responses/{id}`.
+
+The answer is always a documented status (no 5xx over echo), every error has the four-key
+shape, a 200 is a response object or a whole event stream ending in a terminal event,
+nothing is logged as an error, and the gateway still serves right after.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from hypothesis import event, given
+from hypothesis import strategies as st
+
+from gateway.http import openresponses_wire
+from tests.robustness.conftest import (
+    AUTH,
+    JSON_TYPE,
+    RawResponse,
+    Served,
+    ServerLog,
+    assert_documented_status,
+    assert_error_body,
+    build_app,
+    exchange,
+    normal_completion,
+    production_logging,
+    request_bytes,
+    served,
+)
+from tests.robustness.strategies import (
+    WRONG_TYPES,
+    fuzz,
+    huge_text,
+    json_keys,
+    json_paths,
+    odd_text,
+    often,
+    replaced,
+    text,
+    wire_bytes,
+    wrong,
+)
+from tests.robustness.test_fuzz_http import fields_read_by
+
+pytestmark = [
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.filterwarnings("ignore:Generating overly large repr"),
+]
+
+RESPONSES = "/v1/responses"
+MAX_BODY = 1_000_000
+STATUSES = frozenset({200, 400, 401, 404, 413})
+TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+PNG = "data:image/png;base64,iVBORw0KGgo="
+TOOL = {"type": "function", "name": "lookup", "description": "d",
+        "parameters": {"type": "object"}, "strict": False}  # fmt: skip
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def gateway(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[tuple[Served, ServerLog]]:
+    overrides = {
+        "gateway": {
+            "http": {"endpoints": {"responses": {"enabled": True, "maxBodyBytes": MAX_BODY}}}
+        },
+        "agents": {
+            "defaults": {"maxConcurrent": 8},
+            "list": [{"id": "main", "default": True}, {"id": "beta"}],
+        },
+    }
+    with production_logging() as log:
+        app = build_app(tmp_path_factory.mktemp("fuzz-responses"), overrides)
+        async with served(app) as server:
+            yield server, log
+        assert log.new_problems() == []
+
+
+def assert_response(response: RawResponse) -> None:
+    content_type = response.headers.get("content-type", "")
+    if content_type.startswith("text/event-stream"):
+        blocks = response.body.decode()[:-2].split("\n\n")
+        events = [json.loads(b.split("\n")[1].removeprefix("data: ")) for b in blocks]
+        assert [e["sequence_number"] for e in events] == list(range(len(events)))
+        assert events[0]["type"] == "response.created", events[0]
+        assert events[-1]["type"] in TERMINAL, events[-1]
+        return
+    assert content_type == JSON_TYPE, response
+    body = response.json()
+    assert body["object"] == "response" and isinstance(body["output"], list), body
+
+
+async def check(server: Served, log: ServerLog, response: RawResponse, fuzzed: bool = True) -> None:
+    if fuzzed:  # hypothesis records events only inside a fuzzed example
+        event(f"status {response.status}")
+    assert_documented_status(response.status)
+    assert response.status in STATUSES, response
+    if response.status == 200:
+        assert_response(response)
+    else:
+        assert_error_body(response)
+    await normal_completion(server.port)
+    assert log.new_problems() == []
+
+
+async def post(server: Served, body: Any, headers: dict[str, str | bytes] | None = None) -> Any:
+    request = request_bytes("POST", RESPONSES, {**AUTH, **(headers or {})}, wire_bytes(body))
+    return await exchange(server.port, request)
+
+
+# -- bodies -------------------------------------------------------------------------------
+
+part = st.one_of(
+    st.fixed_dictionaries({"type": st.sampled_from(["input_text", "output_text", "text"]),
+                           "text": often(text)}),
+    st.fixed_dictionaries({"type": st.just("input_image"),
+                           "image_url": often(st.sampled_from([PNG, "http://x/y.png", ""]))}),
+    st.fixed_dictionaries({"type": often(st.sampled_from(["input_file", "refusal", ""]))}),
+    wrong,
+)  # fmt: skip
+content = st.one_of(text, st.lists(part, max_size=4), wrong)
+call_id = often(st.sampled_from(["call_1", "", " ", "x" * 257]))
+item = st.one_of(
+    st.fixed_dictionaries(
+        {"role": often(st.sampled_from(["user", "assistant", "system", "developer", "tool"]))},
+        optional={"type": st.just("message"), "content": content},
+    ),
+    st.fixed_dictionaries(
+        {"type": st.just("function_call"), "call_id": call_id,
+         "name": often(st.sampled_from(["lookup", "", "bad name", "x" * 65])),
+         "arguments": often(st.sampled_from(["{}", '{"q":1}', "not json"]))}
+    ),
+    st.fixed_dictionaries(
+        {"type": st.just("function_call_output"), "call_id": call_id,
+         "output": often(st.one_of(text, st.lists(part, max_size=2)))}
+    ),
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(["reasoning", "item_reference", "web_search_call", "x"])}
+    ),
+    wrong,
+)  # fmt: skip
+input_value = st.one_of(text, st.lists(item, max_size=6), huge_text, wrong)
+tool = st.one_of(
+    st.just(TOOL),
+    st.fixed_dictionaries(
+        {"type": often(st.sampled_from(["function", "web_search"])),
+         "name": often(st.sampled_from(["lookup", "other", "", "x" * 65]))},
+        optional={"description": wrong, "parameters": wrong, "strict": wrong},
+    ),
+    wrong,
+)  # fmt: skip
+metadata = st.one_of(
+    st.dictionaries(odd_text, odd_text, max_size=4),
+    st.sampled_from([{"k" * 65: "v"}, {"k": "v" * 513}, {str(i): "v" for i in range(17)}]),
+    wrong,
+)
+FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    "model": often(st.sampled_from(["openclaw", "openclaw/beta", "openclaw/nope", "gpt"])),
+    "input": often(input_value),
+    "instructions": often(text),
+    "tools": often(st.lists(tool, max_size=3)),
+    "tool_choice": often(
+        st.sampled_from(
+            [
+                "auto",
+                "none",
+                "required",
+                {"type": "function", "name": "lookup"},
+                {"type": "function", "name": "nope"},
+                {"type": {}},
+            ]
+        )
+    ),
+    "parallel_tool_calls": often(st.booleans()),
+    "max_output_tokens": often(st.sampled_from([1, 16, 2**53 - 1, 2**53, 0, -1, 1.5, True])),
+    "temperature": often(st.sampled_from([0, 1, 2, 2.5, -0.1])),
+    "top_p": often(st.sampled_from([0, 0.5, 1, 1.5])),
+    "metadata": often(metadata),
+    "store": often(st.booleans()),
+    "stream": often(st.booleans()),
+    "user": often(text),
+    "previous_response_id": often(st.sampled_from(["resp_nope", "", "x" * 300, "\ud800"])),
+}
+bodies = st.builds(
+    lambda known, unknown: {**unknown, **known},
+    st.fixed_dictionaries({}, optional=FIELDS),
+    st.dictionaries(odd_text, wrong, max_size=3),
+)
+
+
+class TestCreate:
+    @fuzz(200)
+    @given(body=st.one_of(bodies, wrong))
+    async def test_any_body_gets_a_documented_answer(
+        self, gateway: tuple[Served, ServerLog], body: Any
+    ) -> None:
+        server, log = gateway
+        await check(server, log, await post(server, body))
+
+    async def test_a_body_over_the_limit_is_a_413(self, gateway: tuple[Served, ServerLog]) -> None:
+        server, _ = gateway
+        response = await post(server, {"input": "x" * (MAX_BODY + 1)})
+        assert response.status == 413
+        assert_error_body(response)
+
+
+COMPLETE_BODY: dict[str, Any] = {
+    "model": "openclaw",
+    "instructions": "Be brief.",
+    "input": [
+        {"type": "message", "role": "developer", "content": "dev"},
+        {"type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "call lookup {}"},
+            {"type": "input_image", "image_url": PNG}]},
+        {"type": "reasoning", "summary": []},
+        {"type": "message", "role": "assistant",
+         "content": [{"type": "output_text", "text": "calling"}]},
+        {"type": "function_call", "call_id": "call_1", "name": "lookup", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_1", "output": "found"},
+        {"role": "user", "content": "thanks"},
+    ],
+    "tools": [TOOL],
+    "tool_choice": {"type": "function", "name": "lookup"},
+    "parallel_tool_calls": True,
+    "max_output_tokens": 100,
+    "temperature": 1,
+    "top_p": 1,
+    "metadata": {"k": "v"},
+    "store": True,
+    "stream": False,
+    "user": "fuzz",
+    "previous_response_id": None,
+}  # fmt: skip
+WALK_STEPS = [
+    (path, wrong_value)
+    for path in json_paths(COMPLETE_BODY)
+    for wrong_value in WRONG_TYPES
+    if path != ("model",) or wrong_value is not None
+]
+
+
+class TestEveryPlaceOfTheBody:
+    async def test_the_complete_body_holds_every_field_the_wire_module_reads(self) -> None:
+        # `status`/`summary` belong to items we answer with, not to what we read.
+        read = fields_read_by(openresponses_wire) - {"status", "summary"}
+        assert read - json_keys(COMPLETE_BODY) == set()
+
+    async def test_the_complete_body_is_answered(self, gateway: tuple[Served, ServerLog]) -> None:
+        server, log = gateway
+        response = await post(server, COMPLETE_BODY)
+        assert response.status == 200, response
+        await check(server, log, response, fuzzed=False)
+
+    async def test_a_wrong_value_anywhere_gets_a_documented_answer(
+        self, gateway: tuple[Served, ServerLog]
+    ) -> None:
+        server, log = gateway
+        for path, wrong_value in WALK_STEPS:
+            response = await post(server, replaced(COMPLETE_BODY, path, wrong_value))
+            assert_documented_status(response.status)
+            assert response.status in STATUSES, (path, wrong_value, response)
+            if response.status == 200:
+                assert_response(response)
+            else:
+                assert_error_body(response)
+        await normal_completion(server.port)
+        assert log.new_problems() == []
+
+
+class TestStoredResponses:
+    @fuzz(80)
+    @given(
+        method=st.sampled_from(["GET", "DELETE", "PUT"]),  # HEAD: exchange() reads a body
+        response_id=st.one_of(
+            st.sampled_from(["resp_x", "x" * 300, "%ff", "%00", "%2F", "%ud800", "a%20b"]),
+            odd_text.map(lambda s: s.encode("utf-8", "surrogatepass").hex()),
+        ),
+    )
+    async def test_any_id_gets_a_documented_answer(
+        self, gateway: tuple[Served, ServerLog], method: str, response_id: str
+    ) -> None:
+        server, log = gateway
+        request = request_bytes(method, f"{RESPONSES}/{response_id}", AUTH)
+        response = await exchange(server.port, request)
+        event(f"status {response.status}")
+        assert_documented_status(response.status)
+        assert response.status in {200, 400, 404, 405}, response
+        if response.status != 200:
+            assert_error_body(response)
+        assert log.new_problems() == []
