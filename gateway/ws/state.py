@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+import weakref
 from collections import OrderedDict
 from typing import Any
 
@@ -49,10 +50,22 @@ class WsSettings:
 
 @attrs.define
 class IdempotentCall:
-    """What a `chat.send`/`agent` idempotency key started, and the first answer given."""
+    """What a `chat.send`/`agent` idempotency key started, and the first answer given.
 
-    run: AgentRun
+    The run is held weakly: the registry keeps an ended run for 10 minutes within a byte budget
+    (agents/registry.py), and a strong reference here would pin the replies of the last 1,000
+    keys beyond that budget. A run the registry forgot is an ended one."""
+
+    run_ref: weakref.ref[AgentRun]
     accepted: dict[str, Any] | None = None  # `agent`'s first response payload
+
+    @classmethod
+    def of(cls, run: AgentRun, accepted: dict[str, Any] | None = None) -> IdempotentCall:
+        return cls(weakref.ref(run), accepted)
+
+    @property
+    def run(self) -> AgentRun | None:
+        return self.run_ref()
 
 
 @attrs.define

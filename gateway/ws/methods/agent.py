@@ -25,6 +25,9 @@ from gateway.ws.state import IdempotentCall
 
 WAIT_DEFAULT_MS = 30_000  # agents-sessions.md §2.5
 UNSUPPORTED = ("provider", "model", "attachments")  # deviation 33: refused, not dropped
+# A retried `agent` whose run ended so long ago (or so many bytes of replies ago) that the
+# registry no longer holds its reply.
+RESULT_FORGOTTEN = "run result no longer available"
 
 
 @attrs.frozen
@@ -107,7 +110,10 @@ def register(methods: MethodRegistry) -> None:
             # A repeat: the first call's answers, and no new run.
             if previous.accepted is not None:
                 ctx.respond(previous.accepted)
-            return final_answer(previous.run, await previous.run.wait())
+            run = previous.run
+            if run is None:  # ended, and its reply evicted by the registry's byte budget
+                raise WsError(UNAVAILABLE, RESULT_FORGOTTEN)
+            return final_answer(run, await run.wait())
         if not params.message.strip():
             raise WsError(INVALID_REQUEST, MSG_EMPTY)
         agents = config.agents
@@ -143,7 +149,7 @@ def register(methods: MethodRegistry) -> None:
             "status": "accepted",
             "acceptedAt": run.accepted_at,
         }
-        ctx.ws.idempotency.put(run_id, IdempotentCall(run, accepted))
+        ctx.ws.idempotency.put(run_id, IdempotentCall.of(run, accepted))
         ctx.respond(accepted)
         return final_answer(run, await run.wait())
 

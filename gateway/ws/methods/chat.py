@@ -100,9 +100,12 @@ def register(methods: MethodRegistry) -> None:
         run_id = params.idempotency_key
         # No await from here to put(): a concurrent duplicate sees this call's entry.
         previous = ctx.ws.idempotency.get(run_id)
-        run = previous.run if previous is not None else registry.run(run_id)
-        if run is not None and (previous is not None or not run.ended):
-            return {"runId": run_id, "status": "ok" if run.ended else "in_flight"}
+        if previous is not None:
+            run = previous.run  # None: ended and forgotten
+            return {"runId": run_id, "status": "ok" if run is None or run.ended else "in_flight"}
+        run = registry.run(run_id)
+        if run is not None and not run.ended:
+            return {"runId": run_id, "status": "in_flight"}
         agent_id, _ = parse_session_key(key)
         timeout = params.timeout_ms / 1000 if params.timeout_ms is not None else None
         run = registry.submit(
@@ -115,7 +118,7 @@ def register(methods: MethodRegistry) -> None:
                 idempotency_key=run_id,
             )
         )
-        ctx.ws.idempotency.put(run_id, IdempotentCall(run))
+        ctx.ws.idempotency.put(run_id, IdempotentCall.of(run))
         return {"runId": run_id, "status": "started"}
 
     @methods.method("chat.history", params=HistoryParams.parse, scope=READ)
