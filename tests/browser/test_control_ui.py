@@ -187,7 +187,13 @@ class TestLogs:
         page.connected()
         page.go("logs")
         page.until(lambda: page.all(".log-line.level-info"), "info lines")
-        assert any(line.text.find("ws_connected") >= 0 for line in page.all(".log-line"))
+        # Read in one script: the live tail re-renders its lines, and an element found in one
+        # WebDriver call may be gone by the next.
+        texts = "return [...document.querySelectorAll('.log-line')].map(e => e.textContent)"
+        page.until(
+            lambda: any("ws_connected" in t for t in page.driver.execute_script(texts)),
+            "the ws_connected line",
+        )
         page.screenshot("logs")
         page.find("#logs-level").send_keys("error")
         page.until(lambda: not page.all(".log-line.level-info"), "info lines hidden")
