@@ -12,8 +12,8 @@ import pytest
 
 from agents.store import DailyUsage, SessionStore, TurnRecord
 from gateway import __version__
-from gateway.appkeys import WS
 from gateway.ws.connection import now_ms
+from gateway.ws.handler import WS
 from gateway.ws.methods.dashboard import usage_since, usage_summary
 from tests.ws.conftest import CONFIG, Gateway, GatewayWs, MakeGateway
 
