@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,8 +11,8 @@ from gateway.auth import with_generated_token
 from gateway.config.loader import ConfigLoader
 from gateway.config.model import Config
 from gateway.config.overrides import Overrides
-
-MakeConfig = Callable[..., Config]
+from tests.support.configs import MakeConfig
+from tests.support.process import GatewayProcess
 
 
 @pytest.fixture
@@ -46,3 +46,12 @@ def make_config(tmp_path: Path) -> MakeConfig:
         return with_generated_token(config) if generate_token else config
 
     return make
+
+
+@pytest.fixture
+def gateways() -> Iterator[list[GatewayProcess]]:
+    """The `clawgate` subprocesses a test appends here are killed (if still running) after it."""
+    started: list[GatewayProcess] = []
+    yield started
+    for gateway in started:
+        gateway.stop()

@@ -1,15 +1,23 @@
-"""Provider-specific fixtures: fake upstream servers (tests/agents/upstreams.py)."""
+"""Provider-specific fixtures: fake upstream servers (tests/support/upstreams.py)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from agents.store import SessionStore
-from tests.agents.scripted import Harness
-from tests.agents.upstreams import FakeAnthropic, FakeOpenAI
+from tests.support.scripted import Harness
+from tests.support.upstreams import FakeAnthropic, FakeOpenAI
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A client session for the providers under test: no total timeout, theirs apply."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
+        yield session
 
 
 @pytest.fixture
@@ -32,7 +40,7 @@ async def anthropic_upstream() -> AsyncIterator[FakeAnthropic]:
 
 @pytest.fixture
 async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    """A real store in tmp_path and registries built on it (tests/agents/scripted.py)."""
+    """A real store in tmp_path and registries built on it (tests/support/scripted.py)."""
     store = SessionStore(tmp_path / "state")
     await store.open()
     harness = Harness(tmp_path / "state", store)

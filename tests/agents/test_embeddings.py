@@ -20,7 +20,7 @@ from agents.providers.embeddings import (
     parse_answer,
 )
 from agents.providers.pool import Timeouts
-from tests.agents.upstreams import FakeOpenAI, Stall, Status, closed_port, fake_embedding
+from tests.support.upstreams import FakeOpenAI, Stall, Status, closed_port, fake_embedding
 
 
 class TestEchoVector:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -34,8 +33,8 @@ from agents.providers.base import (
     Usage,
 )
 from agents.providers.pool import Timeouts
-from tests.agents.upstreams import (
-    SECRET_BODY_MARKER,
+from tests.support.upstreams import (
+    API_KEY,
     FakeAnthropic,
     FakeToolCall,
     JSONAnswer,
@@ -43,41 +42,21 @@ from tests.agents.upstreams import (
     Stall,
     Status,
     Stream,
+    assert_no_leak,
     closed_port,
+    collect,
     provider_request,
+    sent_body,
 )
 
 TIMEOUTS = Timeouts(connect=1, idle=0.3)
-API_KEY = "sk-test-key"
 PNG = ImageInput("image/png", "iVBORw0KGgo=", 8)
 JPEG = ImageInput("image/jpeg", "/9j/4AAQ", 6)
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
-        yield session
-
-
-@pytest.fixture
 def provider(http: aiohttp.ClientSession) -> AnthropicMessagesProvider:
     return AnthropicMessagesProvider(http, TIMEOUTS)
-
-
-async def collect(
-    provider: AnthropicMessagesProvider, upstream: FakeAnthropic, text: str = "hi", **kw: Any
-) -> list[ProviderEvent]:
-    config = kw.pop("config", None) or upstream.provider_config()
-    request = provider_request(config, text, **kw)
-    return [event async for event in provider.stream(request)]
-
-
-async def sent_body(
-    provider: AnthropicMessagesProvider, upstream: FakeAnthropic, **kw: Any
-) -> dict[str, Any]:
-    await collect(provider, upstream, **kw)
-    body: dict[str, Any] = upstream.last.body
-    return body
 
 
 def events(*pairs: tuple[str | None, dict[str, Any]]) -> bytes:
@@ -117,12 +96,6 @@ def stop(reason: str = "end_turn", output: int = 2) -> list[tuple[str, dict[str,
         ),
         ("message_stop", {"type": "message_stop"}),
     ]
-
-
-def assert_no_leak(exc: BaseException) -> None:
-    text = f"{exc} {exc!r} {getattr(exc, 'message', '')} {getattr(exc, 'detail', '')}"
-    assert SECRET_BODY_MARKER not in text
-    assert API_KEY not in text
 
 
 class TestRequest:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -37,7 +36,8 @@ from agents.providers.base import (
 from agents.providers.openai_completions import OpenAICompletionsProvider
 from agents.providers.pool import Timeouts
 from agents.providers.upstream import parse_retry_after, transport_error
-from tests.agents.upstreams import (
+from tests.support.upstreams import (
+    API_KEY,
     SECRET_BODY_MARKER,
     FakeOpenAI,
     FakeToolCall,
@@ -46,41 +46,21 @@ from tests.agents.upstreams import (
     Stall,
     Status,
     Stream,
+    assert_no_leak,
     closed_port,
+    collect,
     provider_request,
+    sent_body,
     silent_server,
 )
 
 TIMEOUTS = Timeouts(connect=1, idle=0.3)
-API_KEY = "sk-test-key"
 PNG = ImageInput("image/png", "iVBORw0KGgo=", 8)
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
-        yield session
 
 
 @pytest.fixture
 def provider(http: aiohttp.ClientSession) -> OpenAICompletionsProvider:
     return OpenAICompletionsProvider(http, TIMEOUTS)
-
-
-async def collect(
-    provider: OpenAICompletionsProvider, upstream: FakeOpenAI, text: str = "hi", **kw: Any
-) -> list[ProviderEvent]:
-    config = kw.pop("config", None) or upstream.provider_config()
-    request = provider_request(config, text, **kw)
-    return [event async for event in provider.stream(request)]
-
-
-async def sent_body(
-    provider: OpenAICompletionsProvider, upstream: FakeOpenAI, **kw: Any
-) -> dict[str, Any]:
-    await collect(provider, upstream, **kw)
-    body: dict[str, Any] = upstream.last.body
-    return body
 
 
 def sse(*objects: Any, done: bool = True) -> bytes:
@@ -392,12 +372,6 @@ class TestNonStreamingAnswer:
         with pytest.raises(MalformedStream) as caught:
             await collect(provider, openai_upstream)
         assert SECRET_BODY_MARKER not in str(caught.value)
-
-
-def assert_no_leak(exc: BaseException) -> None:
-    text = f"{exc} {exc!r} {getattr(exc, 'message', '')} {getattr(exc, 'detail', '')}"
-    assert SECRET_BODY_MARKER not in text
-    assert API_KEY not in text
 
 
 class TestStatusFailures:

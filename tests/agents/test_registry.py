@@ -17,7 +17,7 @@ from agents.events import SessionChange
 from agents.registry import SessionRegistry
 from agents.runs import TurnRequest
 from agents.store import SessionStore
-from tests.agents.scripted import (
+from tests.support.scripted import (
     FIXED_NOW,
     Harness,
     ScriptedPool,

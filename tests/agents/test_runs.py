@@ -24,7 +24,7 @@ from agents.events import RunEvent, SessionChange
 from agents.providers.base import ImageInput, Usage
 from agents.registry import SessionRegistry
 from agents.runs import RunSubscription, TurnRequest
-from tests.agents.scripted import (
+from tests.support.scripted import (
     FIXED_NOW,
     Harness,
     ScriptedProvider,

@@ -18,7 +18,7 @@ from agents.providers.echo import EchoProvider
 from agents.runs import AgentRun, RunState, RunStatus, TurnRequest
 from agents.session import AgentSession, RunSlots, SessionDeps
 from agents.store import SessionStore
-from tests.agents.scripted import FIXED_NOW, until
+from tests.support.scripted import FIXED_NOW, until
 
 KEY = "agent:main:s1"
 SLOW = {"delayMs": 20}  # echo waits this long between words: time to abort mid-stream

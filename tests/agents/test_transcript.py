@@ -13,7 +13,7 @@ from agents.providers.base import ChatMessage, ProviderRequest, ToolCall
 from agents.registry import SessionRegistry
 from agents.runs import RunOutcome, TurnRequest
 from agents.transcript import TurnInputs, new_inputs, same_message
-from tests.agents.scripted import Harness, ScriptedProvider, make_config
+from tests.support.scripted import Harness, ScriptedProvider, make_config
 
 KEY = "agent:main:chat"
 TOOLS = {"tools": [{"type": "function", "function": {"name": "get_weather"}}]}

@@ -14,7 +14,7 @@ from agents.providers.pool import ProviderPool, Timeouts
 from agents.registry import SessionRegistry
 from agents.runs import TurnRequest
 from agents.store import SessionStore
-from tests.agents.upstreams import FakeAnthropic, FakeOpenAI, Status, Stream
+from tests.support.upstreams import FakeAnthropic, FakeOpenAI, Status, Stream
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.browser.conftest import PHONE, TOKEN, Page, set_viewport
+from tests.support.browser import PHONE, TOKEN, Page, set_viewport
 
 pytestmark = pytest.mark.browser
 

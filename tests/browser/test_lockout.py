@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.conftest import CONFIG, Page
+from tests.support.browser import CONFIG, Page
 
 pytestmark = pytest.mark.browser
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.conftest import CONFIG, Page, drain
-from tests.gatewayproc import GatewayProcess, clean_env
+from tests.support.browser import CONFIG, Page, drain
+from tests.support.process import GatewayProcess, clean_env
 
 pytestmark = pytest.mark.browser
 

@@ -15,7 +15,7 @@ from gateway.config.loader import ConfigLoader
 from gateway.config.model import ConfigWarning
 from gateway.config.overrides import Overrides
 from gateway.config.view import effective_dict
-from tests.config.conftest import ConfigFiles
+from tests.support.configs import ConfigFiles
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ from agents.config import ModelRef
 from gateway.config.model import ConfigWarning, HooksConfig
 from gateway.config.secret_keys import REDACTED
 from gateway.config.view import effective_dict, redact_raw, redacted
-from tests.config.conftest import ConfigFiles
+from tests.support.configs import ConfigFiles
 
 PROVIDERS = """
 models: {providers: {

@@ -10,8 +10,8 @@ import pytest
 
 from gateway.config.secret_keys import REDACTED
 from gateway.config.view import effective_dict, redact_parsed, redact_raw, redacted
-from tests.config.conftest import ConfigFiles
-from tests.config.secrets import (
+from tests.support.configs import ConfigFiles
+from tests.support.openclaw_secrets import (
     ENVIRON,
     OPENCLAW_SECRETS,
     SECRET_MARK,

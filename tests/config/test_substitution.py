@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.config.conftest import ConfigFiles
+from tests.support.configs import ConfigFiles
 
 
 def token_of(files: ConfigFiles, token: str, environ: dict[str, str]) -> str | None:

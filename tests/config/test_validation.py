@@ -8,7 +8,7 @@ import pytest
 
 from agents.config import ModelRef
 from gateway.config.model import ConfigWarning
-from tests.config.conftest import ConfigFiles
+from tests.support.configs import ConfigFiles
 
 PROVIDERS = """
 models: {

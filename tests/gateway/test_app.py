@@ -11,7 +11,7 @@ from structlog.testing import capture_logs
 
 from gateway.app import create_app
 from gateway.appkeys import STATE
-from tests.conftest import MakeConfig
+from tests.support.configs import MakeConfig
 
 Client = TestClient[web.Request, web.Application]
 AiohttpClient = Callable[[web.Application], Awaitable[Client]]

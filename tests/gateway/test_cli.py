@@ -8,13 +8,10 @@ import socket
 import stat
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.config.secrets import ENVIRON, OPENCLAW_SECRETS, SECRET_MARK, SECRET_NUMBERS
-from tests.gatewayproc import GatewayProcess, clean_env, run_cli
+from tests.support.openclaw_secrets import ENVIRON, OPENCLAW_SECRETS, SECRET_MARK, SECRET_NUMBERS
+from tests.support.process import GatewayProcess, run_cli
 
 GOOD = """{
   gateway: { port: 18789, auth: { mode: "token", token: "s3cret-token" } },
@@ -24,19 +21,6 @@ GOOD = """{
 BAD = """{
   gateway: { bind: "public", prot: 1 },
 }"""
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return clean_env(tmp_path / "home", {"CLAWGATE_STATE_DIR": str(tmp_path / "state")})
-
-
-@pytest.fixture
-def gateways() -> Iterator[list[GatewayProcess]]:
-    started: list[GatewayProcess] = []
-    yield started
-    for gateway in started:
-        gateway.stop()
 
 
 def start(gateways: list[GatewayProcess], args: list[str], env: dict[str, str]) -> GatewayProcess:

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
 from gateway.http.controlui import CONTENT_SECURITY_POLICY, FILES
-from tests.conftest import MakeConfig
+from tests.support.configs import MakeConfig
 
 Client = TestClient[web.Request, web.Application]
 AiohttpClient = Callable[[web.Application], Awaitable[Client]]

@@ -6,27 +6,13 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.gatewayproc import GatewayProcess, clean_env, run_cli
+from tests.support.process import GatewayProcess, clean_env, run_cli
 
 SECRET = "file-secret-5d0b9e"
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return clean_env(tmp_path / "home", {"CLAWGATE_STATE_DIR": str(tmp_path / "state")})
-
-
-@pytest.fixture
-def gateways() -> Iterator[list[GatewayProcess]]:
-    started: list[GatewayProcess] = []
-    yield started
-    for gateway in started:
-        gateway.stop()
 
 
 def status_with(url: str, secret: str) -> int:

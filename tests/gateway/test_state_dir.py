@@ -4,12 +4,11 @@ that another user owns stops `run` with 78, and files in it are never followed a
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.gatewayproc import GatewayProcess, clean_env, run_cli
+from tests.support.process import GatewayProcess, clean_env, run_cli
 
 NOBODY = 65534
 
@@ -24,14 +23,6 @@ def state(tmp_path: Path) -> Path:
 @pytest.fixture
 def env(tmp_path: Path, state: Path) -> dict[str, str]:
     return clean_env(tmp_path / "home", {"CLAWGATE_STATE_DIR": str(state)})
-
-
-@pytest.fixture
-def gateways() -> Iterator[list[GatewayProcess]]:
-    started: list[GatewayProcess] = []
-    yield started
-    for gateway in started:
-        gateway.stop()
 
 
 def refused(result_stderr: str, *parts: str) -> None:

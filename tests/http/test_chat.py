@@ -11,7 +11,7 @@ import pytest
 
 from gateway.appkeys import STATE
 from gateway.state import AppOptions
-from tests.http.conftest import (
+from tests.support.http_client import (
     AUTH,
     CHAT,
     HI,
@@ -19,11 +19,10 @@ from tests.http.conftest import (
     Client,
     MakeClient,
     normalised,
-    raw_exchange,
-    request_head,
     session_runs,
     sse_events,
 )
+from tests.support.raw_http import raw_exchange, request_head
 
 COMMON = {
     "X-Content-Type-Options": "nosniff",

@@ -15,28 +15,11 @@ import pytest
 from agents.providers.embeddings import echo_vector
 from agents.providers.pool import Timeouts
 from gateway.state import AppOptions
-from tests.agents.upstreams import FakeOpenAI, Stall, Status, fake_embedding
-from tests.http.conftest import AUTH, TOKEN, Client, MakeClient
+from tests.support.http_client import AUTH, TOKEN, Client, MakeClient, upstream_settings
+from tests.support.upstreams import FakeOpenAI, Stall, Status, fake_embedding
 
 EMBEDDINGS = "/v1/embeddings"
 ECHO = {"agents": {"defaults": {"embeddingModel": "echo/echo"}}}
-
-
-def upstream_settings(upstream: FakeOpenAI, model: str = "fake/embed-small") -> dict[str, Any]:
-    return {
-        "models": {
-            "providers": {
-                "fake": {
-                    "api": "openai-completions",
-                    "baseUrl": upstream.base_url,
-                    "apiKey": "sk-test-key",
-                    "models": [{"id": "fake-model"}],
-                },
-                "claude": {"api": "anthropic-messages", "apiKey": "k"},
-            }
-        },
-        "agents": {"defaults": {"embeddingModel": model}},
-    }
 
 
 def error(message: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:

@@ -9,9 +9,8 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
-from tests.agents.upstreams import FakeOpenAI, Status, fake_embedding
-from tests.http.conftest import TOKEN, MakeClient
-from tests.http.test_embeddings import upstream_settings
+from tests.support.http_client import TOKEN, MakeClient, upstream_settings
+from tests.support.upstreams import FakeOpenAI, Status, fake_embedding
 
 
 @pytest.fixture

@@ -13,17 +13,9 @@ from agents.runs import AgentRun
 from gateway.appkeys import STATE
 from gateway.config.apply import apply_config
 from gateway.http.hooks_wire import HookReplays
-from tests.agents.upstreams import FakeOpenAI, Status
-from tests.conftest import MakeConfig
-from tests.http.conftest import (
-    AUTH,
-    BASE_SETTINGS,
-    HI,
-    Client,
-    MakeClient,
-    fake_provider,
-    merged,
-)
+from tests.support.configs import MakeConfig, merged
+from tests.support.http_client import AUTH, BASE_SETTINGS, HI, Client, MakeClient, fake_provider
+from tests.support.upstreams import FakeOpenAI, Status
 
 HOOK_TOKEN = "hook-token-93bd"
 HOOK_AUTH = {"Authorization": f"Bearer {HOOK_TOKEN}"}

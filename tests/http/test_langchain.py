@@ -10,8 +10,8 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Huma
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 
-from tests.agents.upstreams import FakeOpenAI, FakeToolCall, Stream
-from tests.http.conftest import TOKEN, Client, MakeClient, fake_provider
+from tests.support.http_client import TOKEN, Client, MakeClient, fake_provider
+from tests.support.upstreams import FakeOpenAI, FakeToolCall, Stream
 
 
 @tool

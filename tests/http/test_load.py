@@ -7,7 +7,7 @@ import json
 
 import aiohttp
 
-from tests.http.conftest import AUTH, CHAT, MakeClient, sse_events
+from tests.support.http_client import AUTH, CHAT, MakeClient, sse_events
 
 STREAMS = 200
 

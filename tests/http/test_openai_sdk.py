@@ -9,7 +9,7 @@ import pytest
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
-from tests.http.conftest import TOKEN, MakeClient
+from tests.support.http_client import TOKEN, MakeClient
 
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
 

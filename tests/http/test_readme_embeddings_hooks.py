@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agents.providers.embeddings import echo_vector
-from tests.gatewayproc import GatewayProcess, clean_env
+from tests.support.process import GatewayProcess, clean_env
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 TOKEN = "readme-gateway-token-1f0c"

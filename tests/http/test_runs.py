@@ -16,8 +16,7 @@ from agents.providers.pool import Timeouts
 from agents.runs import RUNNING
 from gateway.appkeys import STATE
 from gateway.state import AppOptions
-from tests.agents.upstreams import FakeOpenAI, Stall, Status, Stream, closed_port
-from tests.http.conftest import (
+from tests.support.http_client import (
     AUTH,
     CHAT,
     HI,
@@ -27,6 +26,7 @@ from tests.http.conftest import (
     normalised,
     session_runs,
 )
+from tests.support.upstreams import FakeOpenAI, Stall, Status, Stream, closed_port
 
 ROLE = (
     'data: {"id":"chatcmpl-<32hex>","object":"chat.completion.chunk","created":<unix>,'

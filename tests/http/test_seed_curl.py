@@ -6,8 +6,6 @@ import contextlib
 import errno
 import fcntl
 import json
-import os
-import selectors
 import shutil
 import socket
 import subprocess
@@ -18,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.gatewayproc import GatewayProcess, clean_env, run_cli
+from tests.support.process import GatewayProcess, clean_env, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 PORT = 18789  # the commands name it; so does the embedded default config
@@ -54,27 +52,9 @@ curl -N http://127.0.0.1:18789/v1/chat/completions \\
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="needs the curl binary")
 
 
-class ServeScript(GatewayProcess):
-    """`scripts/serve` (which execs `clawgate run`), its stderr collected like GatewayProcess."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            [str(ROOT / "scripts" / "serve")],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines = []
-        self._selector = selectors.DefaultSelector()
-        assert self.proc.stderr is not None
-        os.set_blocking(self.proc.stderr.fileno(), False)
-        self._selector.register(self.proc.stderr, selectors.EVENT_READ)
-        self._partial = ""
-        self.url = ""
-        self.port = 0
+def serve_script(env: dict[str, str]) -> GatewayProcess:
+    """`scripts/serve` (which execs `clawgate run`), its stderr collected like any gateway's."""
+    return GatewayProcess([], env, command=[str(ROOT / "scripts" / "serve")], cwd=ROOT)
 
 
 @contextlib.contextmanager
@@ -118,12 +98,12 @@ def _wait_port_free() -> None:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServeScript, str]]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, str]]:
     """`scripts/serve` with HOME and the state dir in tmp; the token `clawgate token` prints."""
     home = tmp_path_factory.mktemp("home")
     env = clean_env(home, {"CLAWGATE_STATE_DIR": str(home / "state")})
     with port_turn():
-        gateway = ServeScript(env)
+        gateway = serve_script(env)
         try:
             gateway.wait_listening(START_WAIT_S)
             assert gateway.port == PORT
@@ -149,7 +129,7 @@ def run_as_written(command: str, token: str) -> str:
     return done.stdout
 
 
-def answered(gateway: ServeScript) -> list[int]:
+def answered(gateway: GatewayProcess) -> list[int]:
     """The statuses of the chat completion requests in the gateway's request log so far."""
     return [
         e["status"]
@@ -158,7 +138,7 @@ def answered(gateway: ServeScript) -> list[int]:
     ]
 
 
-def next_status(gateway: ServeScript, seen: int, within: float = 5.0) -> int:
+def next_status(gateway: GatewayProcess, seen: int, within: float = 5.0) -> int:
     """The status of the request logged after the first `seen` ones (a stream's line comes
     when it ended, possibly just after curl exited)."""
     deadline = time.monotonic() + within
@@ -169,7 +149,7 @@ def next_status(gateway: ServeScript, seen: int, within: float = 5.0) -> int:
 
 
 class TestSeedCurlCommands:
-    def test_scripts_serve_answers_the_probes(self, served: tuple[ServeScript, str]) -> None:
+    def test_scripts_serve_answers_the_probes(self, served: tuple[GatewayProcess, str]) -> None:
         gateway, _ = served
         for path, body in (
             ("/healthz", {"ok": True, "status": "live"}),
@@ -182,7 +162,7 @@ class TestSeedCurlCommands:
         readme = (ROOT / "README.md").read_text()
         assert CURL_JSON in readme and CURL_SSE in readme
 
-    def test_the_json_command_answers_200(self, served: tuple[ServeScript, str]) -> None:
+    def test_the_json_command_answers_200(self, served: tuple[GatewayProcess, str]) -> None:
         gateway, token = served
         seen = len(answered(gateway))
         completion = json.loads(run_as_written(CURL_JSON, token))
@@ -191,7 +171,7 @@ class TestSeedCurlCommands:
         assert next_status(gateway, seen) == 200
 
     def test_the_streaming_command_answers_200_ending_in_done(
-        self, served: tuple[ServeScript, str]
+        self, served: tuple[GatewayProcess, str]
     ) -> None:
         gateway, token = served
         seen = len(answered(gateway))

@@ -1,6 +1,6 @@
 """Client tools, reasoning, conversation headers and the model header on
 /v1/chat/completions: the wire, the real `openai` SDK, and fake upstreams that are real
-HTTP servers (tests/agents/upstreams.py)."""
+HTTP servers (tests/support/upstreams.py)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 
 from gateway.appkeys import STATE
-from tests.agents.upstreams import FakeAnthropic, FakeOpenAI, FakeToolCall, Stream
-from tests.http.conftest import (
+from tests.support.http_client import (
     AUTH,
     CHAT,
     TOKEN,
@@ -25,6 +24,7 @@ from tests.http.conftest import (
     fake_provider,
     normalised,
 )
+from tests.support.upstreams import FakeAnthropic, FakeOpenAI, FakeToolCall, Stream
 
 WEATHER: ChatCompletionToolParam = {
     "type": "function",

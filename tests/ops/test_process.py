@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.gatewayproc import GatewayProcess, clean_env
+from tests.support.process import GatewayProcess, clean_env
 
 TOKEN = "tok-one-2f6c1d"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway.systemd import Notifier
-from tests.gatewayproc import GatewayProcess, clean_env, run_cli
+from tests.support.process import GatewayProcess, clean_env, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "conf" / "clawgate.service"

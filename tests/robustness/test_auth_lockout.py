@@ -38,14 +38,7 @@ import pytest
 from aiohttp import WSMsgType, web
 
 from gateway.server import make_runner
-from tests.robustness.conftest import (
-    AUTH,
-    CHAT,
-    TOKEN,
-    ServerLog,
-    build_app,
-    production_logging,
-)
+from tests.support.served import AUTH, CHAT, TOKEN, ServerLog, build_app, production_logging
 
 MAX_ATTEMPTS = 10
 LOCKOUT_MS = 1500

@@ -24,19 +24,19 @@ import aiohttp
 import pytest
 
 from gateway.reload import reload_from_file
-from tests.http.conftest import merged
-from tests.robustness.conftest import (
+from tests.support.configs import merged
+from tests.support.raw_http import RawResponse, exchange_upgrade
+from tests.support.served import (
     AUTH,
     CHAT,
     SETTINGS,
     TOKEN,
-    RawResponse,
     Served,
-    assert_error_body,
     build_app,
     production_logging,
     served,
 )
+from tests.support.spec_checks import assert_error_body
 
 EVIL = "https://evil.example"
 ERROR_JSON = "application/json; charset=utf-8"
@@ -90,25 +90,7 @@ def upgrade_headers(host: str, *extra: tuple[str, str | bytes]) -> list[tuple[st
 
 async def send(port: int, request: bytes) -> RawResponse:
     """One exchange; a 101 is returned at its head (the socket is then closed)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(request)
-        async with asyncio.timeout(10):
-            head = await reader.readuntil(b"\r\n\r\n")
-            status_line, *lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
-            headers = {}
-            for line in lines:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            status = int(status_line.split()[1])
-            body = b""
-            if status != 101:
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
-    return RawResponse(status, headers, body)
+    return await exchange_upgrade(port, request, within=10)
 
 
 async def upgrade(port: int, host: str, *extra: tuple[str, str | bytes]) -> RawResponse:

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.gatewayproc import GatewayProcess, clean_env
-from tests.robustness.conftest import AUTH, CHAT, SETTINGS, exchange, request_bytes
+from tests.support.process import GatewayProcess, running
+from tests.support.raw_http import exchange, request_bytes
+from tests.support.served import AUTH, CHAT, SETTINGS
 
 MIB = 1024 * 1024
 DEFAULT_LIMIT = 20 * MIB  # maxBodyBytes when the config does not set it
@@ -39,15 +40,8 @@ def zeros_gzip(size: int) -> bytes:
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
-    config = tmp_path / "clawgate.json5"
-    config.write_text(json.dumps(SETTINGS))
-    args = ["--config", str(config), "--state-dir", str(tmp_path / "state"), "--port", "0"]
-    process = GatewayProcess(args, clean_env(tmp_path / "home"))
-    try:
-        process.wait_listening()
+    with running(tmp_path, json.dumps(SETTINGS)) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def peak_rss(process: GatewayProcess) -> int:

@@ -30,8 +30,8 @@ from gateway.config.loader import ConfigLoader
 from gateway.config.overrides import Overrides
 from gateway.config.secret_keys import REDACTED
 from gateway.config.view import redact_parsed, redact_raw, redacted
-from tests.robustness.conftest import TOKEN, Served, build_app, served
-from tests.robustness.strategies import fuzz
+from tests.support.served import TOKEN, Served, build_app, served
+from tests.support.strategies import fuzz
 
 on_the_module_loop = pytest.mark.asyncio(loop_scope="module")
 

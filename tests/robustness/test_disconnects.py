@@ -25,16 +25,8 @@ import structlog
 
 from agents import registry as registry_module
 from agents.events import LIFECYCLE, RunEvent
-from tests.robustness.conftest import (
-    AUTH,
-    CHAT,
-    Served,
-    build_app,
-    exchange,
-    production_logging,
-    request_bytes,
-    served,
-)
+from tests.support.raw_http import exchange, request_bytes
+from tests.support.served import AUTH, CHAT, Served, build_app, production_logging, served
 
 REQUESTS = 500
 SESSIONS = 50  # ten requests per session: turns queue behind each other's lane

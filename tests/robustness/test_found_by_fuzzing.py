@@ -33,16 +33,8 @@ from gateway.http.openai_wire import (
 from gateway.jsonwire import dumps, scrub_surrogates, wire
 from gateway.logs import LogRing, _RingLogger
 from gateway.ws.protocol import NotJson, parse_request
-from tests.robustness.conftest import (
-    AUTH,
-    CHAT,
-    Served,
-    build_app,
-    exchange,
-    production_logging,
-    request_bytes,
-    served,
-)
+from tests.support.raw_http import exchange, request_bytes
+from tests.support.served import AUTH, CHAT, Served, build_app, production_logging, served
 
 AGENTS = AgentsConfig()
 MAIN = AgentSelection("main", "openclaw", explicit=False)

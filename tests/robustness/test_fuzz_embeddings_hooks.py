@@ -17,22 +17,15 @@ import pytest_asyncio
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from tests.robustness.conftest import (
-    AUTH,
+from tests.support.raw_http import RawResponse, exchange, request_bytes
+from tests.support.served import AUTH, Served, ServerLog, build_app, production_logging, served
+from tests.support.spec_checks import (
     JSON_TYPE,
-    RawResponse,
-    Served,
-    ServerLog,
     assert_documented_status,
     assert_error_body,
-    build_app,
-    exchange,
     normal_completion,
-    production_logging,
-    request_bytes,
-    served,
 )
-from tests.robustness.strategies import (
+from tests.support.strategies import (
     fuzz,
     huge_text,
     nonempty_text,

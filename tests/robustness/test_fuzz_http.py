@@ -26,24 +26,24 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from gateway.http import openai_wire
-from tests.robustness.conftest import (
+from tests.support.raw_http import RawResponse, exchange, request_bytes
+from tests.support.served import (
     AUTH,
     CHAT,
     TOKEN,
-    RawResponse,
     Served,
     ServerLog,
+    build_app,
+    production_logging,
+    served,
+)
+from tests.support.spec_checks import (
     assert_completion,
     assert_documented_status,
     assert_error_body,
-    build_app,
-    exchange,
     normal_completion,
-    production_logging,
-    request_bytes,
-    served,
 )
-from tests.robustness.strategies import (
+from tests.support.strategies import (
     WRONG_TYPES,
     bytes_of,
     corrupted,

@@ -11,7 +11,6 @@ run` serves it); examples are fixed in number and derandomized.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import json
@@ -32,17 +31,10 @@ from hypothesis import strategies as st
 from gateway.ws.dispatch import MethodRegistry
 from gateway.ws.methods import register_all
 from gateway.ws.protocol import INVALID_REQUEST, ParamReader, ParamsError, WsError
-from tests.robustness.conftest import (
-    TOKEN,
-    RawResponse,
-    Served,
-    ServerLog,
-    assert_error_body,
-    build_app,
-    production_logging,
-    served,
-)
-from tests.robustness.strategies import (
+from tests.support.raw_http import RawResponse, exchange_upgrade
+from tests.support.served import TOKEN, Served, ServerLog, build_app, production_logging, served
+from tests.support.spec_checks import assert_error_body
+from tests.support.strategies import (
     WRONG_TYPES,
     Deep,
     corrupted,
@@ -364,24 +356,7 @@ async def upgrade_status(port: int, headers: list[tuple[bytes, bytes]]) -> RawRe
     lines = [b"GET / HTTP/1.1", b"Upgrade: websocket", b"Connection: Upgrade"]
     lines += [b"Sec-WebSocket-Key: " + key, b"Sec-WebSocket-Version: 13"]
     lines += [name + b": " + value for name, value in headers]
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(b"\r\n".join(lines) + b"\r\n\r\n")
-        async with asyncio.timeout(WITHIN):
-            head = await reader.readuntil(b"\r\n\r\n")
-            status_line, *rest = head.decode("latin-1").rstrip("\r\n").split("\r\n")
-            fields = {}
-            for line in rest:
-                name, _, value = line.partition(":")
-                fields[name.strip().lower()] = value.strip()
-            status = int(status_line.split()[1])
-            length = int(fields.get("content-length", "0")) if status != 101 else 0
-            body = await reader.readexactly(length)
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
-    return RawResponse(status, fields, body)
+    return await exchange_upgrade(port, b"\r\n".join(lines) + b"\r\n\r\n", within=WITHIN)
 
 
 class TestUpgradeHeaders:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.gatewayproc import clean_env, run_cli
+from tests.support.process import clean_env, run_cli
 
 ATTACKER = 65534
 

@@ -13,7 +13,6 @@ import asyncio
 import io
 import json
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +25,10 @@ from agents.store import SessionStore
 from gateway.config.errors import ConfigError
 from gateway.config.loader import ConfigLoader
 from gateway.config.overrides import Overrides
-from tests.gatewayproc import GatewayProcess, clean_env
-from tests.http.conftest import merged
-from tests.robustness.conftest import AUTH, CHAT, SETTINGS
-from tests.robustness.strategies import fuzz, odd_text
+from tests.support.configs import merged
+from tests.support.process import GatewayProcess, run_on_config
+from tests.support.served import AUTH, CHAT, SETTINGS
+from tests.support.strategies import fuzz, odd_text
 
 MIB = 1024 * 1024
 BIG_REQUESTS = 15
@@ -51,22 +50,13 @@ def rss(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-@pytest.fixture
-def processes() -> Iterator[list[GatewayProcess]]:
-    started: list[GatewayProcess] = []
-    yield started
-    for process in started:
-        process.stop()
-
-
 async def start(
-    processes: list[GatewayProcess], tmp_path: Path, settings: dict[str, Any]
+    gateways: list[GatewayProcess], tmp_path: Path, settings: dict[str, Any]
 ) -> GatewayProcess:
     config = tmp_path / "clawgate.json5"
     config.write_text(json.dumps(settings))
-    args = ["--config", str(config), "--state-dir", str(tmp_path / "state"), "--port", "0"]
-    process = GatewayProcess(args, clean_env(tmp_path / "home"))
-    processes.append(process)
+    process = run_on_config(tmp_path, config)
+    gateways.append(process)
     await asyncio.to_thread(process.wait_listening)
     return process
 
@@ -83,9 +73,9 @@ async def ask(http: aiohttp.ClientSession, url: str, text: str) -> str:
 
 
 async def test_stateless_big_requests_do_not_pin_memory(
-    processes: list[GatewayProcess], tmp_path: Path
+    gateways: list[GatewayProcess], tmp_path: Path
 ) -> None:
-    gateway = await start(processes, tmp_path, SETTINGS)
+    gateway = await start(gateways, tmp_path, SETTINGS)
     async with aiohttp.ClientSession() as http:
         first = await ask(http, gateway.url, BIG_TEXT)
         assert first == f"[turn 1] {BIG_TEXT}"
@@ -105,10 +95,10 @@ def stateless_rows(state_dir: Path) -> tuple[int, int]:
 
 
 async def test_a_flood_of_stateless_requests_is_pruned_by_maintenance(
-    processes: list[GatewayProcess], tmp_path: Path
+    gateways: list[GatewayProcess], tmp_path: Path
 ) -> None:
     settings = merged(SETTINGS, {"session": {"maintenance": {"statelessTtl": "1s"}}})
-    gateway = await start(processes, tmp_path, settings)
+    gateway = await start(gateways, tmp_path, settings)
     async with aiohttp.ClientSession() as http:
         for _ in range(FLOOD // 50):
             await asyncio.gather(*(ask(http, gateway.url, "hi") for _ in range(50)))
@@ -119,7 +109,7 @@ async def test_a_flood_of_stateless_requests_is_pruned_by_maintenance(
     assert await asyncio.to_thread(gateway.wait) == 0
     await asyncio.sleep(1.1)  # older than statelessTtl
     # Maintenance runs at startup: the restart prunes the flood, not the named session.
-    restarted = await start(processes, tmp_path, settings)
+    restarted = await start(gateways, tmp_path, settings)
     pruned = await asyncio.to_thread(restarted.wait_for_event, "session_pruned")
     assert pruned["count"] == FLOOD
     assert stateless_rows(tmp_path / "state") == (0, 2)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.gatewayproc import GatewayProcess, clean_env
+from tests.support.process import GatewayProcess, running
 
 CHUNK_SIZE = 256 * 1024
 
@@ -32,15 +32,9 @@ RSS_GROWTH_LIMIT = 48 * 1024 * 1024
 
 @pytest.fixture
 def process(tmp_path: Path) -> Iterator[GatewayProcess]:
-    config = tmp_path / "clawgate.json5"
-    config.write_text(json.dumps({"gateway": {"auth": {"mode": "token", "token": "t-1"}}}))
-    args = ["--config", str(config), "--state-dir", str(tmp_path / "state"), "--port", "0"]
-    gateway = GatewayProcess(args, clean_env(tmp_path / "home"))
-    try:
-        gateway.wait_listening()
+    config = {"gateway": {"auth": {"mode": "token", "token": "t-1"}}}
+    with running(tmp_path, json.dumps(config)) as gateway:
         yield gateway
-    finally:
-        gateway.stop()
 
 
 def rss(pid: int) -> int:

@@ -14,17 +14,15 @@ import json
 import random
 import signal
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import attrs
-import pytest
 
-from tests.gatewayproc import GatewayProcess, clean_env
-from tests.http.conftest import merged
-from tests.robustness.conftest import AUTH, CHAT, SETTINGS
+from tests.support.configs import merged
+from tests.support.process import GatewayProcess, run_on_config
+from tests.support.served import AUTH, CHAT, SETTINGS
 
 SOLO = 25  # sessions with one turn each
 SHARED = 5  # sessions with five turns each, queued behind each other
@@ -48,20 +46,11 @@ class Turn:
         return " ".join(f"{self.session}-w{i}" for i in range(self.words))
 
 
-@pytest.fixture
-def processes() -> Iterator[list[GatewayProcess]]:
-    started: list[GatewayProcess] = []
-    yield started
-    for process in started:
-        process.stop()
-
-
 async def start(
-    processes: list[GatewayProcess], tmp_path: Path, config: Path
+    gateways: list[GatewayProcess], tmp_path: Path, config: Path
 ) -> tuple[GatewayProcess, str]:
-    args = ["--config", str(config), "--state-dir", str(tmp_path / "state"), "--port", "0"]
-    process = GatewayProcess(args, clean_env(tmp_path / "home"))
-    processes.append(process)
+    process = run_on_config(tmp_path, config)
+    gateways.append(process)
     url = await asyncio.to_thread(process.wait_listening)
     return process, url
 
@@ -109,7 +98,7 @@ def transcripts(db_path: Path) -> dict[str, list[dict[str, Any]]]:
 
 class TestSigkill:
     async def test_a_killed_gateway_restarts_with_whole_turns_and_its_sessions_go_on(
-        self, tmp_path: Path, processes: list[GatewayProcess]
+        self, tmp_path: Path, gateways: list[GatewayProcess]
     ) -> None:
         settings = merged(
             SETTINGS,
@@ -130,7 +119,7 @@ class TestSigkill:
             for _ in range(PER_SHARED)
         ]
 
-        first, url = await start(processes, tmp_path, config)
+        first, url = await start(gateways, tmp_path, config)
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
             tasks = [asyncio.create_task(stream(http, url, turn)) for turn in turns]
             async with asyncio.timeout(30):
@@ -145,7 +134,7 @@ class TestSigkill:
         assert len(done) >= KILL_AFTER_DONE and cut, (len(done), len(cut))
 
         # The restart opens the store (recovering its WAL), then listens.
-        second, url = await start(processes, tmp_path, config)
+        second, url = await start(gateways, tmp_path, config)
         stored = transcripts(tmp_path / "state" / "sessions.sqlite3")
 
         # No half turn: each transcript is user/assistant pairs of one run each.

@@ -21,15 +21,14 @@ import attrs
 import pytest
 
 from gateway.state import AppOptions
-from tests.robustness.conftest import (
+from tests.support.raw_http import exchange, request_bytes
+from tests.support.served import (
     AUTH,
     CHAT,
     Served,
     ServerLog,
     build_app,
-    exchange,
     production_logging,
-    request_bytes,
     served,
 )
 

@@ -9,16 +9,17 @@ from typing import Any
 import pytest
 
 from gateway.appkeys import STATE
-from tests.ws.conftest import CONFIG, Gateway, GatewayWs, MakeGateway, normalized, wire
-
-SLOW_CONFIG = CONFIG.replace(
-    '{ id: "main", default: true }', '{ id: "main", default: true, params: { delayMs: 40 } }'
+from tests.support.ws_client import (
+    SLOW_CONFIG,
+    Gateway,
+    GatewayWs,
+    MakeGateway,
+    normalized,
+    send,
+    wire,
 )
+
 SLOW_TEXT = " ".join(f"w{i}" for i in range(30))  # 30 deltas at 40 ms: over a second
-
-
-def send(key: str, message: str, idem: str, **extra: Any) -> dict[str, Any]:
-    return {"sessionKey": key, "message": message, "idempotencyKey": idem, **extra}
 
 
 def run_frames(ws: GatewayWs, run_id: str) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.gatewayproc import GatewayProcess, clean_env, run_cli
+from tests.support.process import GatewayProcess, clean_env, run_cli
 
 
 def free_port() -> int:

@@ -9,8 +9,8 @@ import stat
 
 import pytest
 
-from tests.config.secrets import ENVIRON, OPENCLAW_SECRETS, SECRET_MARK, SECRET_NUMBERS
-from tests.ws.conftest import CONFIG, Gateway, GatewayWs, MakeGateway, connect_params
+from tests.support.openclaw_secrets import ENVIRON, OPENCLAW_SECRETS, SECRET_MARK, SECRET_NUMBERS
+from tests.support.ws_client import CONFIG, Gateway, GatewayWs, MakeGateway, connect_params
 
 REDACTED = "__OPENCLAW_REDACTED__"
 

@@ -15,7 +15,7 @@ from gateway import __version__
 from gateway.ws.connection import now_ms
 from gateway.ws.handler import WS
 from gateway.ws.methods.dashboard import usage_since, usage_summary
-from tests.ws.conftest import CONFIG, Gateway, GatewayWs, MakeGateway
+from tests.support.ws_client import CONFIG, Gateway, GatewayWs, MakeGateway
 
 TWO_AGENTS = CONFIG.replace(
     '[{ id: "main", default: true }]',

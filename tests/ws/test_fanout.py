@@ -11,8 +11,7 @@ from structlog.testing import capture_logs
 from gateway.appkeys import STATE
 from gateway.ws.handler import WS, shutdown_connections
 from gateway.ws.state import WsSettings
-from tests.ws.conftest import TOKEN, Gateway, GatewayWs, MakeGateway, wire
-from tests.ws.test_chat import SLOW_CONFIG, send
+from tests.support.ws_client import SLOW_CONFIG, TOKEN, Gateway, GatewayWs, MakeGateway, send, wire
 
 HTTP_HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 

@@ -6,7 +6,7 @@ hello-ok, by way of aiohttp internals: these tests fail when aiohttp changes the
 
 from __future__ import annotations
 
-from tests.ws.conftest import GatewayWs, connect_params
+from tests.support.ws_client import GatewayWs, connect_params
 
 PREAUTH_MAX = 64 * 1024
 

@@ -9,7 +9,15 @@ import uuid
 import pytest
 
 from gateway.state import AppOptions
-from tests.ws.conftest import CONFIG, TOKEN, Gateway, GatewayWs, MakeGateway, connect_params, wire
+from tests.support.ws_client import (
+    CONFIG,
+    TOKEN,
+    Gateway,
+    GatewayWs,
+    MakeGateway,
+    connect_params,
+    wire,
+)
 
 ALL_SCOPES = [
     "operator.admin",
@@ -384,7 +392,7 @@ class TestHelloOk:
 
     @pytest.mark.parametrize("protocol", [3, 4])
     async def test_exact_shape(self, gateway: Gateway, protocol: int) -> None:
-        from tests.ws.conftest import normalized
+        from tests.support.ws_client import normalized
 
         ws = await gateway.raw()
         hello = await ws.connect(minProtocol=3, maxProtocol=protocol)

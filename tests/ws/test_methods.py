@@ -8,7 +8,7 @@ from structlog.testing import capture_logs
 
 from gateway.appkeys import STATE
 from gateway.logs import RING
-from tests.ws.conftest import Gateway, GatewayWs, normalized, wire
+from tests.support.ws_client import Gateway, GatewayWs, normalized, wire
 
 READ_METHODS = [
     "status",

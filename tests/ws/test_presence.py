@@ -11,7 +11,7 @@ from typing import Any
 from gateway.ws.presence import DISCONNECTED_RETENTION_MS, PresenceBook
 from gateway.ws.protocol import ClientInfo
 from gateway.ws.state import WsSettings
-from tests.ws.conftest import Gateway, GatewayWs, MakeGateway
+from tests.support.ws_client import Gateway, GatewayWs, MakeGateway
 
 
 def client(name: str, instance: str | None = None) -> ClientInfo:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.ws.conftest import TOKEN, Gateway, GatewayWs
+from tests.support.ws_client import TOKEN, Gateway, GatewayWs
 
 CHAT = "/v1/chat/completions"
 WEATHER = {"type": "function", "function": {"name": "get_weather"}}

@@ -41,10 +41,12 @@ from agents.config import (
     ModelRef,
     ProviderConfig,
 )
-from agents.providers.base import ChatMessage, ImageInput, ProviderRequest
+from agents.providers.base import ChatMessage, ImageInput, Provider, ProviderEvent, ProviderRequest
 
 # A marker in every fake error body: tests assert it never reaches an exception message.
 SECRET_BODY_MARKER = "upstream-body-must-not-leak"
+# The key `provider_config()` gives the provider; it must not reach an exception either.
+API_KEY = "sk-test-key"
 
 # How often a waiting handler checks whether its client is still there.
 _POLL_S = 0.01
@@ -190,7 +192,7 @@ class FakeUpstream:
         self,
         *,
         id: str = "fake",
-        api_key: str | None = "sk-test-key",
+        api_key: str | None = API_KEY,
         headers: Mapping[str, str] | None = None,
         models: tuple[ModelEntry, ...] = (ModelEntry("fake-model", max_tokens=None),),
     ) -> ProviderConfig:
@@ -231,20 +233,20 @@ class FakeUpstream:
 
     # -- serving --------------------------------------------------------------------------
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def _receive(self, request: web.Request) -> Received:
+        """The request recorded, with the reply scripted for it (else `default`)."""
         reply = self._script.popleft() if self._script else self.default
         received = Received(request.path, request.headers, await request.json(), reply)
         self.requests.append(received)
         self._arrived.set()
+        return received
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        received = await self._receive(request)
+        reply = received.reply
         if isinstance(reply, Status):
-            body = reply.body if reply.body is not None else json.dumps(self.error_body())
             received.completed = True
-            return web.Response(
-                status=reply.status,
-                text=body,
-                content_type="application/json",
-                headers=dict(reply.headers),
-            )
+            return self.status_response(reply)
         if isinstance(reply, JSONAnswer):
             received.completed = True
             return web.json_response(self.render_json(reply))
@@ -325,6 +327,16 @@ class FakeUpstream:
 
     def error_body(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    def status_response(self, reply: Status) -> web.Response:
+        """The error `reply` scripts: its body, else the format's error with the marker."""
+        body = reply.body if reply.body is not None else json.dumps(self.error_body())
+        return web.Response(
+            status=reply.status,
+            text=body,
+            content_type="application/json",
+            headers=dict(reply.headers),
+        )
 
     def render_json(self, reply: JSONAnswer) -> dict[str, Any]:
         raise NotImplementedError
@@ -434,19 +446,11 @@ class FakeOpenAI(FakeUpstream):
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
         """`fake_embedding` of each input; a scripted Status or Stall is served instead
         (any other scripted reply is consumed and ignored)."""
-        reply = self._script.popleft() if self._script else self.default
-        received = Received(request.path, request.headers, await request.json(), reply)
-        self.requests.append(received)
-        self._arrived.set()
+        received = await self._receive(request)
+        reply = received.reply
         if isinstance(reply, Status):
             received.completed = True
-            body = reply.body if reply.body is not None else json.dumps(self.error_body())
-            return web.Response(
-                status=reply.status,
-                text=body,
-                content_type="application/json",
-                headers=dict(reply.headers),
-            )
+            return self.status_response(reply)
         if isinstance(reply, Stall):
             try:
                 await self._pause(request, None)
@@ -653,6 +657,29 @@ def provider_request(
         provider=config,
         model=config.model(model),
     )
+
+
+async def collect(
+    provider: Provider, upstream: FakeUpstream, text: str = "hi", **kw: Any
+) -> list[ProviderEvent]:
+    """Every event `provider` streams for a request to `upstream` (`config=` for another)."""
+    config = kw.pop("config", None) or upstream.provider_config()
+    request = provider_request(config, text, **kw)
+    return [event async for event in provider.stream(request)]
+
+
+async def sent_body(provider: Provider, upstream: FakeUpstream, **kw: Any) -> dict[str, Any]:
+    """The JSON body `provider` sent `upstream`."""
+    await collect(provider, upstream, **kw)
+    body: dict[str, Any] = upstream.last.body
+    return body
+
+
+def assert_no_leak(exc: BaseException) -> None:
+    """Neither the upstream's error body nor the API key is in what the exception says."""
+    text = f"{exc} {exc!r} {getattr(exc, 'message', '')} {getattr(exc, 'detail', '')}"
+    assert SECRET_BODY_MARKER not in text
+    assert API_KEY not in text
 
 
 @contextlib.asynccontextmanager

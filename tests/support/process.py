@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -9,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +41,20 @@ def run_cli(
 
 
 class GatewayProcess:
-    """`python -m gateway run ...` with its stderr (JSON log lines) collected as it runs."""
+    """`python -m gateway run ...` with its stderr (JSON log lines) collected as it runs;
+    `command` starts another program that execs it (scripts/serve)."""
 
-    def __init__(self, args: Sequence[str], env: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        *,
+        command: Sequence[str] = (sys.executable, "-m", "gateway", "run"),
+        cwd: Path | None = None,
+    ) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "run", *args],
+            [*command, *args],
+            cwd=cwd,
             env=dict(env),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -125,3 +135,22 @@ class GatewayProcess:
             if stream is not None:
                 stream.close()
         self._selector.close()
+
+
+def run_on_config(root: Path, config: Path) -> GatewayProcess:
+    """`clawgate run --config <config>` on a free port, its state dir and HOME under `root`."""
+    args = ["--config", str(config), "--state-dir", str(root / "state"), "--port", "0"]
+    return GatewayProcess(args, clean_env(root / "home"))
+
+
+@contextlib.contextmanager
+def running(root: Path, config_text: str) -> Iterator[GatewayProcess]:
+    """A gateway on `config_text` (written to `<root>/clawgate.json5`), listening; then gone."""
+    config = root / "clawgate.json5"
+    config.write_text(config_text)
+    process = run_on_config(root, config)
+    try:
+        process.wait_listening()
+        yield process
+    finally:
+        process.stop()

@@ -1,0 +1,119 @@
+"""The OpenAI-compatible surface under aiohttp's test client: the default settings, the
+gateway served as production serves it, and what reads its answers."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
+
+from gateway.appkeys import STATE
+from tests.support.upstreams import FakeOpenAI
+
+TOKEN = "test-token-5f2a9c"
+# Content-Type too: a chat completion without application/json is refused with 415.
+AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+CHAT = "/v1/chat/completions"
+HI = {"model": "openclaw", "messages": [{"role": "user", "content": "hello there"}]}
+
+Client = TestClient[web.Request, web.Application]
+Settings = Mapping[str, Any]
+
+BASE_SETTINGS: dict[str, Any] = {
+    "gateway": {
+        "auth": {"mode": "token", "token": TOKEN},
+        "http": {"endpoints": {"chatCompletions": {"enabled": True}}},
+    },
+    "agents": {"defaults": {"model": "echo/echo"}, "list": [{"id": "main", "default": True}]},
+}
+
+
+def fake_provider_entry(upstream: FakeOpenAI) -> dict[str, Any]:
+    """The provider `fake`: the fake upstream's OpenAI-compatible API, model `fake-model`."""
+    return {
+        "api": "openai-completions",
+        "baseUrl": upstream.base_url,
+        "apiKey": "sk-test-key",
+        "models": [{"id": "fake-model"}],
+    }
+
+
+def fake_provider(upstream: FakeOpenAI, **agent: Any) -> dict[str, Any]:
+    """Settings whose default agent `main` runs on the fake upstream's `fake-model`."""
+    return {
+        "models": {"providers": {"fake": fake_provider_entry(upstream)}},
+        "agents": {"list": [{"id": "main", "default": True, "model": "fake/fake-model", **agent}]},
+    }
+
+
+def upstream_settings(upstream: FakeOpenAI, model: str = "fake/embed-small") -> dict[str, Any]:
+    """Settings whose embedding model is `model`, with the fake upstream as provider `fake`."""
+    return {
+        "models": {
+            "providers": {
+                "fake": fake_provider_entry(upstream),
+                "claude": {"api": "anthropic-messages", "apiKey": "k"},
+            }
+        },
+        "agents": {"defaults": {"embeddingModel": model}},
+    }
+
+
+MakeApp = Callable[..., web.Application]
+MakeClient = Callable[..., Awaitable[Client]]
+
+
+class ServedTestServer(TestServer):
+    """aiohttp's TestServer, but serving as `clawgate run` does (gateway/server.py).
+
+    TestServer turns `handler_cancellation` on, so a client that disconnects cancels its
+    handler; aiohttp's default, which production uses, leaves it off. Disconnect handling
+    must work without that help, so the tests serve the production way (request bodies
+    left encoded too).
+    """
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        kwargs["handler_cancellation"] = False
+        kwargs["auto_decompress"] = False  # as make_runner: the gateway decodes bodies itself
+        return await super()._make_runner(**kwargs)
+
+
+async def session_runs(client: Client, key: str, count: int, within: float = 2.0) -> None:
+    """Until the session `key` has `count` active runs (the running one, then the queued)."""
+    registry = client.app[STATE].registry
+    assert registry is not None
+    async with asyncio.timeout(within):
+        while len(registry.active_runs(key)) != count:
+            await asyncio.sleep(0.005)
+
+
+# -- normalising volatile values --------------------------------------------------------------
+
+_VOLATILE = (
+    (re.compile(r"chatcmpl-[0-9a-f]{32}"), "chatcmpl-<32hex>"),
+    (re.compile(r'"created":\d+'), '"created":<unix>'),
+    (re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"), "<uuid>"),
+)
+
+
+def normalised(text: str) -> str:
+    for pattern, placeholder in _VOLATILE:
+        text = pattern.sub(placeholder, text)
+    return text
+
+
+def sse_events(body: str) -> list[str]:
+    """The `data:` payloads of an SSE body (comments dropped); asserts the framing."""
+    assert body.endswith("\n\n"), body[-50:]
+    events = []
+    for block in body[:-2].split("\n\n"):
+        if block.startswith(":"):
+            continue
+        assert block.startswith("data: ") and "\n" not in block, block
+        events.append(block[len("data: ") :])
+    return events
