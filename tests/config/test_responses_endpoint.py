@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from gateway.config.model import ResponsesConfig
 from gateway.config.view import effective_dict
-from tests.config.conftest import ConfigFiles
+from tests.support.configs import ConfigFiles
 
 
 class TestResponsesEndpoint:

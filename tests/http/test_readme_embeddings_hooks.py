@@ -4,9 +4,7 @@ whose config file is the README's webhook config."""
 from __future__ import annotations
 
 import json
-import re
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,21 +12,9 @@ import pytest
 
 from agents.providers.embeddings import echo_vector
 from tests.support.process import GatewayProcess, clean_env
-
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-TOKEN = "readme-gateway-token-1f0c"
+from tests.support.readme import TOKEN, blocks, run, section
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="needs the curl binary")
-
-
-def section(title: str) -> str:
-    start = README.index(title)
-    end = README.find("\n#", start + len(title))
-    return README[start:end]
-
-
-def blocks(text: str, language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", text, re.DOTALL)
 
 
 EMBEDDINGS_CURL = blocks(section("### Embeddings"), "sh")
@@ -49,13 +35,6 @@ def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
         yield process
     finally:
         process.stop()
-
-
-def run(command: str, gateway: GatewayProcess) -> str:
-    command = command.replace("YOUR_TOKEN", TOKEN).replace("18789", str(gateway.port))
-    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def test_the_embeddings_command_gives_echo_vectors(gateway: GatewayProcess) -> None:

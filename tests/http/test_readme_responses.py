@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.gatewayproc import GatewayProcess, clean_env
-from tests.http.test_readme_embeddings_hooks import TOKEN, blocks, run, section
+from tests.support.process import GatewayProcess, clean_env
+from tests.support.readme import TOKEN, blocks, run, section
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="needs the curl binary")
 

@@ -11,9 +11,17 @@ from typing import Any
 import pytest
 
 from gateway.appkeys import STATE
-from tests.agents.upstreams import FakeOpenAI, Status, Stream
-from tests.http.conftest import AUTH, TOKEN, Client, MakeClient, fake_provider, merged
-from tests.http.test_runs import NoErrorLogs, _stored
+from tests.support.configs import merged
+from tests.support.http_client import (
+    AUTH,
+    TOKEN,
+    Client,
+    MakeClient,
+    NoErrorLogs,
+    fake_provider,
+    stored_messages,
+)
+from tests.support.upstreams import FakeOpenAI, Status, Stream
 
 RESPONSES = "/v1/responses"
 RESPONSES_ON = {"gateway": {"http": {"endpoints": {"responses": {"enabled": True}}}}}
@@ -359,7 +367,7 @@ class TestStoredResponses:
         created = await (
             await client.post(RESPONSES, json={"input": "hi", "user": "carol"}, headers=AUTH)
         ).json()
-        stored = await _stored(client, "agent:main:openai-user:carol")
+        stored = await stored_messages(client, "agent:main:openai-user:carol")
         assert [(m.role, m.run_id) for m in stored] == [
             ("user", created["id"]),
             ("assistant", created["id"]),
@@ -381,7 +389,7 @@ class TestSessions:
         body = {"input": "hi", "user": "erin", "store": False}
         created = await (await client.post(RESPONSES, json=body, headers=AUTH)).json()
         assert created["store"] is False
-        stored = await _stored(client, "agent:main:openai-user:erin")
+        stored = await stored_messages(client, "agent:main:openai-user:erin")
         assert [m.role for m in stored] == ["user", "assistant"]
 
     async def test_the_agent_header_selects_the_agent(self, gateway: MakeClient) -> None:
@@ -440,7 +448,7 @@ class TestClientDisconnect:
             response.close()
             await upstream.last.wait_gone(within=1.0)
         assert logs.errors() == []
-        reply = (await _stored(client, "agent:main:cut"))[1]
+        reply = (await stored_messages(client, "agent:main:cut"))[1]
         assert (reply.text, reply.aborted) == ("Hel", True)
 
     async def test_a_waiting_client_that_leaves_aborts_the_run(

@@ -13,8 +13,9 @@ import pytest
 from openai import AsyncOpenAI
 from openai.types.responses import FunctionToolParam
 
-from tests.agents.upstreams import FakeOpenAI, FakeToolCall, Stream
-from tests.http.conftest import TOKEN, Client, MakeClient, fake_provider, merged
+from tests.support.configs import merged
+from tests.support.http_client import TOKEN, Client, MakeClient, fake_provider
+from tests.support.upstreams import FakeOpenAI, FakeToolCall, Stream
 
 RESPONSES_ON = {"gateway": {"http": {"endpoints": {"responses": {"enabled": True}}}}}
 

@@ -6,11 +6,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import logging
 from typing import Any, ClassVar
 
 import pytest
-import structlog
 
 from agents.providers.pool import Timeouts
 from agents.runs import RUNNING
@@ -22,9 +20,11 @@ from tests.support.http_client import (
     HI,
     Client,
     MakeClient,
+    NoErrorLogs,
     fake_provider,
     normalised,
     session_runs,
+    stored_messages,
 )
 from tests.support.upstreams import FakeOpenAI, Stall, Status, Stream, closed_port
 
@@ -214,33 +214,6 @@ class TestUpstreamReplies:
         ]
 
 
-class NoErrorLogs:
-    """Collects structlog events and stdlib records (aiohttp's own) at error level."""
-
-    def __init__(self, caplog: pytest.LogCaptureFixture) -> None:
-        self.caplog = caplog
-
-    def __enter__(self) -> NoErrorLogs:
-        self._capture = structlog.testing.capture_logs()
-        self.events = self._capture.__enter__()
-        self.caplog.set_level(logging.WARNING)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._capture.__exit__(None, None, None)
-
-    def errors(self) -> list[Any]:
-        found: list[Any] = [e for e in self.events if e["log_level"] in ("error", "critical")]
-        found += [r.getMessage() for r in self.caplog.records if r.levelno >= logging.ERROR]
-        return found
-
-
-async def _stored(client: Client, key: str) -> list[Any]:
-    registry = client.app[STATE].registry
-    assert registry is not None
-    return list((await registry.history(key)).messages)
-
-
 class TestClientDisconnect:
     async def test_a_cut_stream_cancels_the_upstream_and_the_session_goes_on(
         self, on_upstream: Client, upstream: FakeOpenAI, caplog: pytest.LogCaptureFixture
@@ -267,7 +240,7 @@ class TestClientDisconnect:
             {"role": "assistant", "content": "Hel"},
             {"role": "user", "content": "hello there"},
         ]
-        first_reply = (await _stored(on_upstream, "agent:main:cut"))[1]
+        first_reply = (await stored_messages(on_upstream, "agent:main:cut"))[1]
         assert (first_reply.text, first_reply.aborted) == ("Hel", True)
 
     async def test_a_non_streaming_client_that_leaves_cancels_the_upstream(
@@ -284,7 +257,7 @@ class TestClientDisconnect:
             await upstream.last.wait_gone(within=1.0)
             assert (await post(on_upstream, HI, session))[0] == 200
         assert logs.errors() == []
-        assert [m.aborted for m in await _stored(on_upstream, "agent:main:gone")] == [
+        assert [m.aborted for m in await stored_messages(on_upstream, "agent:main:gone")] == [
             False,
             True,
             False,

@@ -9,7 +9,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.metrics.conftest import AUTH, MetricsGateway
+from tests.support.metrics import AUTH, MetricsGateway
 
 DASHBOARD = Path(__file__).parents[2] / "conf" / "grafana-clawgate.json"
 # A metric name in PromQL: ours and the process collector's. Label names and functions

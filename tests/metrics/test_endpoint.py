@@ -17,7 +17,7 @@ from agents.errors import (
 )
 from gateway.appkeys import METRICS, STATE
 from gateway.metrics import upstream_kind
-from tests.metrics.conftest import (
+from tests.support.metrics import (
     AUTH,
     CONTENT_TYPE,
     MakeGateway,

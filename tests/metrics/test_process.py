@@ -9,8 +9,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.gatewayproc import GatewayProcess, clean_env
-from tests.metrics.conftest import CONTENT_TYPE, parse
+from tests.support.metrics import CONTENT_TYPE, parse
+from tests.support.process import GatewayProcess, clean_env
 
 TOKEN = "proc-metrics-token-81aa"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -8,9 +8,9 @@ from typing import Any
 
 from gateway.appkeys import METRICS, STATE
 from gateway.ws.handler import WS
-from tests.agents.upstreams import Status
-from tests.metrics.conftest import AUTH, JSON_AUTH, TOKEN, MetricsGateway, Samples, until
-from tests.ws.conftest import GatewayWs
+from tests.support.metrics import AUTH, JSON_AUTH, TOKEN, MetricsGateway, Samples, until
+from tests.support.upstreams import Status
+from tests.support.ws_client import GatewayWs
 
 CHAT = "/v1/chat/completions"
 HI = {"model": "openclaw", "messages": [{"role": "user", "content": "hello there metrics"}]}

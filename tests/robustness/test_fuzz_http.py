@@ -9,11 +9,9 @@ examples is fixed and the generation derandomized, so a run is repeatable and bo
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import base64
 import gzip
-import inspect
 import re
 import zlib
 from collections.abc import AsyncIterator
@@ -41,6 +39,7 @@ from tests.support.spec_checks import (
     assert_completion,
     assert_documented_status,
     assert_error_body,
+    fields_read_by,
     normal_completion,
 )
 from tests.support.strategies import (
@@ -509,33 +508,6 @@ class TestChatBody:
 
 
 # -- every place of a complete body, with every wrong type --------------------------------
-
-
-def fields_read_by(module: Any) -> set[str]:
-    """The JSON keys a module's source reads: `x.get("key")`, and the string tuples its loops
-    and tables take field names from (`for field in ("tools", "functions")`, `_RANGES`)."""
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(inspect.getsource(module))):
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "get"
-            and node.args
-            and isinstance(node.args[0], ast.Constant)
-            and isinstance(node.args[0].value, str)
-        ):
-            names.add(node.args[0].value)
-        elif isinstance(node, ast.For) and isinstance(node.iter, ast.Tuple):
-            names.update(
-                e.value
-                for e in node.iter.elts
-                if isinstance(e, ast.Constant) and isinstance(e.value, str)
-            )
-        elif isinstance(node, ast.Tuple) and node.elts and isinstance(node.elts[0], ast.Constant):
-            first = node.elts[0].value
-            if isinstance(first, str) and re.fullmatch(r"[a-z_]+", first) and len(node.elts) == 4:
-                names.add(first)  # a row of _RANGES: (field, low, high, message)
-    return names
 
 
 WALK_STEPS = [

@@ -16,21 +16,11 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.robustness.conftest import (
-    JSON_TYPE,
-    TOKEN,
-    RawResponse,
-    Served,
-    ServerLog,
-    assert_documented_status,
-    assert_error_body,
-    build_app,
-    exchange,
-    production_logging,
-    request_bytes,
-)
-from tests.robustness.conftest import served as serve
-from tests.robustness.strategies import bytes_of, fuzz, odd_text
+from tests.support.raw_http import RawResponse, exchange, request_bytes
+from tests.support.served import TOKEN, Served, ServerLog, build_app, production_logging
+from tests.support.served import served as serve
+from tests.support.spec_checks import JSON_TYPE, assert_documented_status, assert_error_body
+from tests.support.strategies import bytes_of, fuzz, odd_text
 
 pytestmark = [
     pytest.mark.asyncio(loop_scope="module"),

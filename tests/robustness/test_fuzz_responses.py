@@ -18,22 +18,16 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from gateway.http import openresponses_wire
-from tests.robustness.conftest import (
-    AUTH,
+from tests.support.raw_http import RawResponse, exchange, request_bytes
+from tests.support.served import AUTH, Served, ServerLog, build_app, production_logging, served
+from tests.support.spec_checks import (
     JSON_TYPE,
-    RawResponse,
-    Served,
-    ServerLog,
     assert_documented_status,
     assert_error_body,
-    build_app,
-    exchange,
+    fields_read_by,
     normal_completion,
-    production_logging,
-    request_bytes,
-    served,
 )
-from tests.robustness.strategies import (
+from tests.support.strategies import (
     WRONG_TYPES,
     fuzz,
     huge_text,
@@ -46,7 +40,6 @@ from tests.robustness.strategies import (
     wire_bytes,
     wrong,
 )
-from tests.robustness.test_fuzz_http import fields_read_by
 
 pytestmark = [
     pytest.mark.asyncio(loop_scope="module"),

@@ -4,10 +4,13 @@ gateway served as production serves it, and what reads its answers."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import pytest
+import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.web_runner import BaseRunner
@@ -117,3 +120,30 @@ def sse_events(body: str) -> list[str]:
         assert block.startswith("data: ") and "\n" not in block, block
         events.append(block[len("data: ") :])
     return events
+
+
+class NoErrorLogs:
+    """Collects structlog events and stdlib records (aiohttp's own) at error level."""
+
+    def __init__(self, caplog: pytest.LogCaptureFixture) -> None:
+        self.caplog = caplog
+
+    def __enter__(self) -> NoErrorLogs:
+        self._capture = structlog.testing.capture_logs()
+        self.events = self._capture.__enter__()
+        self.caplog.set_level(logging.WARNING)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._capture.__exit__(None, None, None)
+
+    def errors(self) -> list[Any]:
+        found: list[Any] = [e for e in self.events if e["log_level"] in ("error", "critical")]
+        found += [r.getMessage() for r in self.caplog.records if r.levelno >= logging.ERROR]
+        return found
+
+
+async def stored_messages(client: Client, key: str) -> list[Any]:
+    registry = client.app[STATE].registry
+    assert registry is not None
+    return list((await registry.history(key)).messages)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
 import json
+import re
+from typing import Any
 
 from tests.support.raw_http import RawResponse, exchange, request_bytes
 from tests.support.served import AUTH, CHAT
@@ -68,3 +72,30 @@ async def normal_completion(port: int, content: str = "still there?") -> RawResp
     assert response.status == 200, response
     assert response.json()["choices"][0]["message"]["content"].endswith(content), response
     return response
+
+
+def fields_read_by(module: Any) -> set[str]:
+    """The JSON keys a module's source reads: `x.get("key")`, and the string tuples its loops
+    and tables take field names from (`for field in ("tools", "functions")`, `_RANGES`)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            names.add(node.args[0].value)
+        elif isinstance(node, ast.For) and isinstance(node.iter, ast.Tuple):
+            names.update(
+                e.value
+                for e in node.iter.elts
+                if isinstance(e, ast.Constant) and isinstance(e.value, str)
+            )
+        elif isinstance(node, ast.Tuple) and node.elts and isinstance(node.elts[0], ast.Constant):
+            first = node.elts[0].value
+            if isinstance(first, str) and re.fullmatch(r"[a-z_]+", first) and len(node.elts) == 4:
+                names.add(first)  # a row of _RANGES: (field, low, high, message)
+    return names
