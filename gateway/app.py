@@ -21,6 +21,7 @@ from gateway.config.model import Config
 from gateway.edge import own_names
 from gateway.edge_http import client_of, edge_middleware
 from gateway.http import controlui, embeddings, hooks, openai, openresponses, probes
+from gateway.http.runs import CLIENT_CLOSED_REQUEST
 from gateway.reload import watch_config
 from gateway.responses import method_not_allowed, not_found
 from gateway.state import AppOptions, GatewayState
@@ -126,7 +127,7 @@ async def _request_log(request: web.Request, handler: Handler) -> web.StreamResp
     except asyncio.CancelledError:
         # The handler was cancelled: its client left, or the server is stopping (a WebSocket
         # open at shutdown). Nobody receives a status; nginx's "client closed request" says so.
-        status = openai.CLIENT_CLOSED_REQUEST
+        status = CLIENT_CLOSED_REQUEST
         raise
     finally:
         request.app[METRICS].request_done(metrics_http.route_label(request, status), status)

@@ -25,7 +25,6 @@ from gateway.http.embeddings_wire import (
     embeddings_body,
     validate_embeddings,
 )
-from gateway.http.openai import CLIENT_CLOSED_REQUEST, ClientWatch
 from gateway.http.openai_wire import (
     MODEL_HEADER,
     RequestError,
@@ -35,6 +34,7 @@ from gateway.http.openai_wire import (
     parse_body,
     select_agent,
 )
+from gateway.http.runs import CLIENT_CLOSED_REQUEST, ClientWatch
 from gateway.responses import JSON_CONTENT_TYPE
 
 log = structlog.get_logger()

@@ -49,7 +49,6 @@ from gateway.http.hooks_wire import (
     wait_timeout,
     with_header_key,
 )
-from gateway.http.openai import ClientWatch
 from gateway.http.openai_wire import (
     SHUTDOWN_ABORT,
     RequestError,
@@ -59,6 +58,7 @@ from gateway.http.openai_wire import (
     parse_body,
     shutting_down,
 )
+from gateway.http.runs import ClientWatch
 from gateway.responses import json_response, method_not_allowed, not_found
 from gateway.state import GatewayState
 

@@ -3,22 +3,13 @@
 Handlers stay thin: the pipeline of §2 calls the pure functions of `gateway.http.openai_wire` in
 order, and only reading the body, running the turn and writing the answer happen here.
 
-Client disconnects (deviation 6). aiohttp 3.14 does not cancel a handler whose client went
-away (`handler_cancellation` is off by default) and has no public callback for it: the
-protocol's `connection_lost` only drops its transport (`request.transport` becomes None)
-and fails a pending body read. A request waiting on its run therefore polls the transport
-(`ClientWatch`); a streaming request also learns it from a failed write. Either way the run
-is aborted, nothing more is written and the handler returns normally (aiohttp then swallows
-the ConnectionError of finishing the response), so there is no error log.
+A run's waiting and streaming live in `gateway.http.runs`, shared with `/v1/responses`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import re
 import time
-from collections.abc import Callable
 
 import attrs
 import structlog
@@ -27,8 +18,8 @@ from yarl import URL
 
 from agents.config import ModelRef
 from agents.errors import AgentError
-from agents.events import Stream
-from agents.runs import AgentRun, RunStatus, RunSubscription, TurnRequest
+from agents.events import RunEvent, Stream, ToolPhase
+from agents.runs import AgentRun, RunOutcome, TurnRequest
 from gateway.appkeys import AGENT_ID, MODEL_USED, SESSION_KEY, STATE
 from gateway.http.common import MODEL_USED_HEADER, SESSION_HEADER
 from gateway.http.common import error_answer as _error
@@ -40,10 +31,8 @@ from gateway.http.common import read_body as _read_body
 from gateway.http.common import session_header as _session_header
 from gateway.http.openai_wire import (
     DONE,
-    KEEPALIVE,
     MODEL_HEADER,
     NO_RESPONSE_TEXT,
-    SHUTDOWN_ABORT,
     AgentSelection,
     ChatFields,
     ChunkEncoder,
@@ -66,23 +55,13 @@ from gateway.http.openai_wire import (
     resolve_session_key,
     select_agent,
     select_model,
-    shutting_down,
     validate_fields,
 )
-from gateway.http.sse import EventStream
+from gateway.http.runs import CLIENT_CLOSED_REQUEST, outcome_of, stream_run
 from gateway.responses import JSON_CONTENT_TYPE, json_response, not_found
 from gateway.state import GatewayState
 
 log = structlog.get_logger()
-
-# How often a request waiting on its run checks that its client is still connected. The
-# upstream must see the cancel within a second (deviation 6); a tenth of that leaves the
-# abort most of the second, and 10 timer callbacks/s per open request cost next to nothing.
-DISCONNECT_POLL_SECONDS = 0.1
-CLIENT_GONE = "client disconnected"  # AgentRun.abort_reason when the client left
-HANDLER_ENDED = "request ended"  # the handler ended some other way (cancelled, a bug)
-# nginx's "client closed request": what the access log shows; nobody receives it.
-CLIENT_CLOSED_REQUEST = 499
 
 CORS_EXPOSE_HEADERS = f"{SESSION_HEADER}, {MODEL_USED_HEADER}, x-request-id"
 
@@ -236,39 +215,21 @@ async def _run(request: web.Request, state: GatewayState, turn: _Turn) -> web.St
         )
     except AgentError as exc:
         return _error(request, error_reply(exc))
-    encoder_args = (completion_id, created, turn.selection.model)
+    encoder = ChunkEncoder(completion_id, created, turn.selection.model)
     if turn.fields.stream:
         # Subscribed before any await, so the subscription sees every event.
         subscription = run.subscribe()
-        encoder = ChunkEncoder(*encoder_args)
         # Headers go out before any model is tried: the one the run starts with.
         request[MODEL_USED] = str(turn.model)
-        return await _stream(request, state, run, subscription, encoder, turn.fields)
-    return await _complete(request, run, *encoder_args)
-
-
-async def _complete(
-    request: web.Request, run: AgentRun, completion_id: str, created: int, model: str
-) -> web.StreamResponse:
-    """§6: wait for the run's end, watching the client meanwhile."""
-    watch = ClientWatch(request, lambda: run.abort(CLIENT_GONE))
-    try:
-        outcome = await run.wait()
-    finally:
-        watch.close()
-        if not run.ended:
-            run.abort(HANDLER_ENDED)
-    if watch.gone:
-        return web.Response(status=CLIENT_CLOSED_REQUEST)
-    if outcome.provider is not None and outcome.model is not None:
-        request[MODEL_USED] = f"{outcome.provider}/{outcome.model}"
-    if outcome.status == RunStatus.FAILED:
-        return _error(request, error_reply(outcome.error or AgentError()))
-    if outcome.status == RunStatus.ABORTED and run.abort_reason == SHUTDOWN_ABORT:
-        return _error(request, shutting_down())
+        renderer = _Chunks(encoder, turn.fields.include_usage)
+        keepalive_s = state.options.sse_keepalive_seconds
+        return await stream_run(request, run, subscription, renderer, encoder.role, keepalive_s)
+    outcome = await outcome_of(request, run)
+    if isinstance(outcome, web.StreamResponse):
+        return outcome
     body = completion_body(
-        completion_id, created, model, outcome.text, outcome.stop_reason, outcome.usage,
-        reasoning=outcome.reasoning, tool_calls=outcome.tool_calls,
+        completion_id, created, turn.selection.model, outcome.text, outcome.stop_reason,
+        outcome.usage, reasoning=outcome.reasoning, tool_calls=outcome.tool_calls,
     )  # fmt: skip
     return web.Response(
         body=encode_json(body),
@@ -276,177 +237,41 @@ async def _complete(
     )
 
 
-async def _stream(
-    request: web.Request,
-    state: GatewayState,
-    run: AgentRun,
-    subscription: RunSubscription,
-    encoder: ChunkEncoder,
-    fields: ChatFields,
-) -> web.StreamResponse:
-    """§7: headers and the role chunk at once, then the run's events as they come."""
-    stream = EventStream(_session_header(request))
-    watch = ClientWatch(request, lambda: run.abort(CLIENT_GONE))
-    try:
-        await stream.open(request, encoder.role)
-        keepalive_s = state.options.sse_keepalive_seconds
-        await _relay(stream, run, subscription, encoder, fields, keepalive_s, watch)
-    except ConnectionError:
-        run.abort(CLIENT_GONE)  # a write failed: the client is gone, stop writing
-    except Exception:
-        log.exception("chat_stream_crashed")
-        if not stream.opened:
-            return _error(request, internal_error())
-        run.abort(HANDLER_ENDED)
-        with contextlib.suppress(ConnectionError):
-            await stream.close(error_event(internal_error()) + DONE)
-    finally:
-        watch.close()
-        subscription.close()
-        if not run.ended:
-            run.abort(HANDLER_ENDED)
-    return stream.response
+@attrs.define
+class _Chunks:
+    """A run as chat completion chunks (http-openai.md §7)."""
 
+    encoder: ChunkEncoder
+    include_usage: bool
 
-async def _relay(
-    stream: EventStream,
-    run: AgentRun,
-    subscription: RunSubscription,
-    encoder: ChunkEncoder,
-    fields: ChatFields,
-    keepalive_s: float,
-    watch: ClientWatch,
-) -> None:
-    """Relay the run's events until its terminal one. Events already queued go out in one
-    write; `: keepalive` after `keepalive_s` without a write, including while the run waits
-    behind another turn of its session."""
-    keepalive = KeepaliveTimer(keepalive_s, subscription.wake)
-    next_event = subscription.__anext__
-    try:
-        while True:
-            if not subscription.pending:
-                await subscription.wait()  # an event, or the keepalive timer's wake-up
-                if keepalive.due and not subscription.pending:
-                    await stream.send(KEEPALIVE)
-                    keepalive.written()
-                    continue
-            event = await next_event()
-            out: list[bytes] = []
-            while True:
-                if event.is_terminal:
-                    if not watch.gone:
-                        out.append(_stream_end(run, encoder, fields))
-                        await stream.close(b"".join(out))
-                    return
-                stream_name = event.stream
-                if stream_name == Stream.ASSISTANT:
-                    out.append(encoder.content(event.data["delta"]))
-                elif stream_name == Stream.THINKING:
-                    out.append(encoder.reasoning(event.data["delta"]))
-                elif stream_name == Stream.TOOL:
-                    data = event.data
-                    phase = data.get("phase")
-                    if phase == "start":
+    def event(self, event: RunEvent) -> bytes | None:
+        data = event.data
+        match event.stream:
+            case Stream.ASSISTANT:
+                return self.encoder.content(data["delta"])
+            case Stream.THINKING:
+                return self.encoder.reasoning(data["delta"])
+            case Stream.TOOL:
+                match data.get("phase"):
+                    case ToolPhase.START:
                         start = (data["index"], data["toolCallId"], data["name"])
-                        out.append(encoder.tool_call_start(*start))
-                    elif phase == "update":
-                        out.append(encoder.tool_call_arguments(data["index"], data["delta"]))
-                if not subscription.pending:
-                    break
-                event = await next_event()
-            if watch.gone:
-                return  # the run is being aborted; nothing more goes out
-            if out:
-                await stream.send(b"".join(out))
-                keepalive.written()
-    finally:
-        keepalive.cancel()
+                        return self.encoder.tool_call_start(*start)
+                    case ToolPhase.UPDATE:
+                        return self.encoder.tool_call_arguments(data["index"], data["delta"])
+        return None
 
+    async def end(self, run: AgentRun, outcome: RunOutcome) -> bytes:
+        """finish (+ usage) + [DONE]."""
+        encoder = self.encoder
+        parts = [] if outcome.text or outcome.tool_calls else [encoder.content(NO_RESPONSE_TEXT)]
+        parts.append(encoder.finish(outcome.stop_reason))
+        if self.include_usage:
+            parts.append(encoder.usage(outcome.usage))
+        parts.append(DONE)
+        return b"".join(parts)
 
-def _stream_end(run: AgentRun, encoder: ChunkEncoder, fields: ChatFields) -> bytes:
-    """After the terminal event: finish (+ usage) + [DONE], or an in-band error + [DONE]."""
-    outcome = run.outcome
-    assert outcome is not None  # set before the terminal event is emitted
-    if outcome.status == RunStatus.FAILED:
-        return error_event(error_reply(outcome.error or AgentError())) + DONE
-    if outcome.status == RunStatus.ABORTED and run.abort_reason == SHUTDOWN_ABORT:
-        return error_event(shutting_down()) + DONE
-    # Completed, or aborted by someone else (WS chat.abort, a session reset) while this
-    # client still listens: what was produced is the answer.
-    parts = [] if outcome.text or outcome.tool_calls else [encoder.content(NO_RESPONSE_TEXT)]
-    parts.append(encoder.finish(outcome.stop_reason))
-    if fields.include_usage:
-        parts.append(encoder.usage(outcome.usage))
-    parts.append(DONE)
-    return b"".join(parts)
-
-
-class KeepaliveTimer:
-    """`due` once `seconds` have passed since the last `written()`; then calls `wake`.
-
-    One timer per quiet period rather than a timeout around every event: a write only
-    records its time, and the timer, when it fires early, re-arms for the real deadline.
-    """
-
-    def __init__(self, seconds: float, wake: Callable[[], object]) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._seconds = seconds
-        self._wake = wake
-        self.due = False
-        self._last = self._loop.time()
-        self._armed_for = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-        self._arm()
-
-    def written(self) -> None:
-        self._last = self._loop.time()
-        self.due = False
-        if self._timer is None:
-            self._arm()
-
-    def cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _arm(self) -> None:
-        self._armed_for = self._last + self._seconds
-        self._timer = self._loop.call_at(self._armed_for, self._fire)
-
-    def _fire(self) -> None:
-        self._timer = None
-        if self._last + self._seconds > self._armed_for:
-            self._arm()  # written since it was armed: not quiet for long enough yet
-            return
-        self.due = True
-        self._wake()
-
-
-class ClientWatch:
-    """Calls `on_gone` once when the request's client disconnects (see the module doc)."""
-
-    def __init__(self, request: web.Request, on_gone: Callable[[], object]) -> None:
-        self._request = request
-        self._on_gone = on_gone
-        self._loop = asyncio.get_running_loop()
-        self.gone = False
-        self._timer: asyncio.TimerHandle | None = self._loop.call_later(
-            DISCONNECT_POLL_SECONDS, self._check
-        )
-
-    def _check(self) -> None:
-        transport = self._request.transport
-        if transport is None or transport.is_closing():
-            self._timer = None
-            self.gone = True
-            self._on_gone()
-        else:
-            self._timer = self._loop.call_later(DISCONNECT_POLL_SECONDS, self._check)
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def failure(self, error: RequestError) -> bytes:
+        return error_event(error) + DONE
 
 
 # -- answers --------------------------------------------------------------------------------

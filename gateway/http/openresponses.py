@@ -19,7 +19,6 @@ it. Failed responses are not kept.
 
 from __future__ import annotations
 
-import contextlib
 import time
 
 import attrs
@@ -28,8 +27,8 @@ from aiohttp import web
 
 from agents.config import ModelRef
 from agents.errors import AgentError, StoreError
-from agents.events import Stream
-from agents.runs import AgentRun, RunStatus, RunSubscription, TurnRequest
+from agents.events import RunEvent, Stream, ToolPhase
+from agents.runs import AgentRun, RunOutcome, TurnRequest
 from agents.store import StoredResponse
 from gateway.appkeys import AGENT_ID, MODEL_USED, SESSION_KEY, STATE
 from gateway.config.model import Config
@@ -42,17 +41,8 @@ from gateway.http.common import (
     read_body,
     session_header,
 )
-from gateway.http.openai import (
-    CLIENT_CLOSED_REQUEST,
-    CLIENT_GONE,
-    HANDLER_ENDED,
-    ClientWatch,
-    KeepaliveTimer,
-)
 from gateway.http.openai_wire import (
-    KEEPALIVE,
     MODEL_HEADER,
-    SHUTDOWN_ABORT,
     AgentSelection,
     Conversation,
     RequestError,
@@ -65,7 +55,6 @@ from gateway.http.openai_wire import (
     resolve_session_key,
     select_agent,
     select_model,
-    shutting_down,
 )
 from gateway.http.openresponses_wire import (
     ResponseEvents,
@@ -81,7 +70,7 @@ from gateway.http.openresponses_wire import (
     response_not_found,
     validate_request,
 )
-from gateway.http.sse import EventStream
+from gateway.http.runs import CLIENT_CLOSED_REQUEST, outcome_of, stream_run
 from gateway.responses import JSON_CONTENT_TYPE, json_response
 from gateway.state import GatewayState
 
@@ -218,7 +207,11 @@ async def _run(request: web.Request, state: GatewayState, turn: _Turn) -> web.St
     if turn.fields.stream:
         subscription = run.subscribe()  # before any await: it sees every event
         request[MODEL_USED] = str(turn.model)
-        return await _stream(request, state, run, subscription, head)
+        events = _Events(ResponseEvents(head), state)
+        keepalive_s = state.options.sse_keepalive_seconds
+        return await stream_run(
+            request, run, subscription, events, events.events.start(), keepalive_s
+        )
     return await _complete(request, state, run, head)
 
 
@@ -247,21 +240,9 @@ async def _keep(
 async def _complete(
     request: web.Request, state: GatewayState, run: AgentRun, head: ResponseHead
 ) -> web.StreamResponse:
-    watch = ClientWatch(request, lambda: run.abort(CLIENT_GONE))
-    try:
-        outcome = await run.wait()
-    finally:
-        watch.close()
-        if not run.ended:
-            run.abort(HANDLER_ENDED)
-    if watch.gone:
-        return web.Response(status=CLIENT_CLOSED_REQUEST)
-    if outcome.provider is not None and outcome.model is not None:
-        request[MODEL_USED] = f"{outcome.provider}/{outcome.model}"
-    if outcome.status == RunStatus.FAILED:
-        return error_answer(request, error_reply(outcome.error or AgentError()))
-    if outcome.status == RunStatus.ABORTED and run.abort_reason == SHUTDOWN_ABORT:
-        return error_answer(request, shutting_down())
+    outcome = await outcome_of(request, run)
+    if isinstance(outcome, web.StreamResponse):
+        return outcome
     status, details = outcome_status(False, outcome.stop_reason)
     output = output_items(outcome.text, outcome.reasoning, outcome.tool_calls, status)
     body = response_body(head, status, output, outcome.usage, incomplete_details=details)
@@ -272,101 +253,36 @@ async def _complete(
     )
 
 
-async def _stream(
-    request: web.Request,
-    state: GatewayState,
-    run: AgentRun,
-    subscription: RunSubscription,
-    head: ResponseHead,
-) -> web.StreamResponse:
-    stream = EventStream(session_header(request))
-    events = ResponseEvents(head)
-    watch = ClientWatch(request, lambda: run.abort(CLIENT_GONE))
-    try:
-        await stream.open(request, events.start())
-        keepalive_s = state.options.sse_keepalive_seconds
-        await _relay(state, stream, run, subscription, events, keepalive_s, watch)
-    except ConnectionError:
-        run.abort(CLIENT_GONE)
-    except Exception:
-        log.exception("response_stream_crashed")
-        if not stream.opened:
-            return error_answer(request, internal_error())
-        run.abort(HANDLER_ENDED)
-        with contextlib.suppress(ConnectionError):
-            await stream.close(events.fail(internal_error()))
-    finally:
-        watch.close()
-        subscription.close()
-        if not run.ended:
-            run.abort(HANDLER_ENDED)
-    return stream.response
+@attrs.define
+class _Events:
+    """A run as OpenResponses' semantic events; the final object is stored, then announced."""
 
+    events: ResponseEvents
+    state: GatewayState
 
-async def _relay(
-    state: GatewayState,
-    stream: EventStream,
-    run: AgentRun,
-    subscription: RunSubscription,
-    events: ResponseEvents,
-    keepalive_s: float,
-    watch: ClientWatch,
-) -> None:
-    """As chat completions relay a run: queued events go out in one write, a keepalive
-    comment after `keepalive_s` of silence."""
-    keepalive = KeepaliveTimer(keepalive_s, subscription.wake)
-    next_event = subscription.__anext__
-    try:
-        while True:
-            if not subscription.pending:
-                await subscription.wait()
-                if keepalive.due and not subscription.pending:
-                    await stream.send(KEEPALIVE)
-                    keepalive.written()
-                    continue
-            event = await next_event()
-            out: list[bytes] = []
-            while True:
-                if event.is_terminal:
-                    if not watch.gone:
-                        out.append(await _stream_end(state, run, events))
-                        await stream.close(b"".join(out))
-                    return
-                data = event.data
-                if event.stream == Stream.ASSISTANT:
-                    out.append(events.text(data["delta"]))
-                elif event.stream == Stream.THINKING:
-                    out.append(events.reasoning(data["delta"]))
-                elif event.stream == Stream.TOOL:
-                    phase = data.get("phase")
-                    if phase == "start":
+    def event(self, event: RunEvent) -> bytes | None:
+        data = event.data
+        match event.stream:
+            case Stream.ASSISTANT:
+                return self.events.text(data["delta"])
+            case Stream.THINKING:
+                return self.events.reasoning(data["delta"])
+            case Stream.TOOL:
+                match data.get("phase"):
+                    case ToolPhase.START:
                         start = (data["index"], data["toolCallId"], data["name"])
-                        out.append(events.tool_call_start(*start))
-                    elif phase == "update":
-                        out.append(events.tool_call_arguments(data["index"], data["delta"]))
-                if not subscription.pending:
-                    break
-                event = await next_event()
-            if watch.gone:
-                return
-            if out:
-                await stream.send(b"".join(out))
-                keepalive.written()
-    finally:
-        keepalive.cancel()
+                        return self.events.tool_call_start(*start)
+                    case ToolPhase.UPDATE:
+                        return self.events.tool_call_arguments(data["index"], data["delta"])
+        return None
 
+    async def end(self, run: AgentRun, outcome: RunOutcome) -> bytes:
+        out, body = self.events.finish(outcome.stop_reason, outcome.usage)
+        await _keep(self.state, self.events.head, run, body)
+        return out
 
-async def _stream_end(state: GatewayState, run: AgentRun, events: ResponseEvents) -> bytes:
-    """After the terminal event: the final object is stored, then announced."""
-    outcome = run.outcome
-    assert outcome is not None  # set before the terminal event is emitted
-    if outcome.status == RunStatus.FAILED:
-        return events.fail(error_reply(outcome.error or AgentError()))
-    if outcome.status == RunStatus.ABORTED and run.abort_reason == SHUTDOWN_ABORT:
-        return events.fail(shutting_down())
-    out, body = events.finish(outcome.stop_reason, outcome.usage)
-    await _keep(state, events.head, run, body)
-    return out
+    def failure(self, error: RequestError) -> bytes:
+        return self.events.fail(error)
 
 
 # -- GET / DELETE /v1/responses/{id} ---------------------------------------------------------

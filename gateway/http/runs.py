@@ -1,0 +1,244 @@
+"""A run seen from an HTTP request: its outcome awaited while the client is watched, or its
+events relayed as a stream. Chat completions and `/v1/responses` differ only in the bytes
+they write, which a `RunRenderer` makes.
+
+Client disconnects (deviation 6). aiohttp 3.14 does not cancel a handler whose client went
+away (`handler_cancellation` is off by default) and has no public callback for it: the
+protocol's `connection_lost` only drops its transport (`request.transport` becomes None)
+and fails a pending body read. A request waiting on its run therefore polls the transport
+(`ClientWatch`); a streaming request also learns it from a failed write. Either way the run
+is aborted, nothing more is written and the handler returns normally (aiohttp then swallows
+the ConnectionError of finishing the response), so there is no error log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Protocol
+
+import structlog
+from aiohttp import web
+
+from agents.errors import AgentError
+from agents.events import RunEvent
+from agents.runs import AgentRun, RunOutcome, RunStatus, RunSubscription
+from gateway.appkeys import MODEL_USED
+from gateway.http.common import error_answer, session_header
+from gateway.http.openai_wire import (
+    KEEPALIVE,
+    SHUTDOWN_ABORT,
+    RequestError,
+    error_reply,
+    internal_error,
+    shutting_down,
+)
+from gateway.http.sse import EventStream
+
+log = structlog.get_logger()
+
+# How often a request waiting on its run checks that its client is still connected. The
+# upstream must see the cancel within a second (deviation 6); a tenth of that leaves the
+# abort most of the second, and 10 timer callbacks/s per open request cost next to nothing.
+DISCONNECT_POLL_SECONDS = 0.1
+CLIENT_GONE = "client disconnected"  # AgentRun.abort_reason when the client left
+HANDLER_ENDED = "request ended"  # the handler ended some other way (cancelled, a bug)
+# nginx's "client closed request": what the access log shows; nobody receives it.
+CLIENT_CLOSED_REQUEST = 499
+
+
+class RunRenderer(Protocol):
+    """The bytes of one streamed answer format."""
+
+    def event(self, event: RunEvent) -> bytes | None:
+        """A non-terminal event's bytes; None when it shows nothing."""
+
+    async def end(self, run: AgentRun, outcome: RunOutcome) -> bytes:
+        """The last bytes, after the terminal event of a run that completed (or was aborted
+        by someone else while this client listens: what was produced is the answer)."""
+
+    def failure(self, error: RequestError) -> bytes:
+        """An error in the stream, after which it ends."""
+
+
+async def outcome_of(request: web.Request, run: AgentRun) -> RunOutcome | web.StreamResponse:
+    """The run's outcome, awaited while watching the client; or the answer that replaces it:
+    499 for a client gone, the error shape for a failure or a shutdown."""
+    watch = ClientWatch(request, lambda: run.abort(CLIENT_GONE))
+    try:
+        outcome = await run.wait()
+    finally:
+        watch.close()
+        if not run.ended:
+            run.abort(HANDLER_ENDED)
+    if watch.gone:
+        return web.Response(status=CLIENT_CLOSED_REQUEST)
+    if outcome.provider is not None and outcome.model is not None:
+        request[MODEL_USED] = f"{outcome.provider}/{outcome.model}"
+    failure = _failure(run, outcome)
+    if failure is not None:
+        return error_answer(request, failure)
+    return outcome
+
+
+async def stream_run(
+    request: web.Request,
+    run: AgentRun,
+    subscription: RunSubscription,
+    renderer: RunRenderer,
+    first: bytes,
+    keepalive_s: float,
+) -> web.StreamResponse:
+    """Headers and `first` at once, then the run's events as they come (http-openai.md §7)."""
+    stream = EventStream(session_header(request))
+    watch = ClientWatch(request, lambda: run.abort(CLIENT_GONE))
+    try:
+        await stream.open(request, first)
+        await _relay(stream, run, subscription, renderer, keepalive_s, watch)
+    except ConnectionError:
+        run.abort(CLIENT_GONE)  # a write failed: the client is gone, stop writing
+    except Exception:
+        log.exception("stream_crashed", path=request.path)
+        if not stream.opened:
+            return error_answer(request, internal_error())
+        run.abort(HANDLER_ENDED)
+        with contextlib.suppress(ConnectionError):
+            await stream.close(renderer.failure(internal_error()))
+    finally:
+        watch.close()
+        subscription.close()
+        if not run.ended:
+            run.abort(HANDLER_ENDED)
+    return stream.response
+
+
+async def _relay(
+    stream: EventStream,
+    run: AgentRun,
+    subscription: RunSubscription,
+    renderer: RunRenderer,
+    keepalive_s: float,
+    watch: ClientWatch,
+) -> None:
+    """Relay the run's events until its terminal one. Events already queued go out in one
+    write; `: keepalive` after `keepalive_s` without a write, including while the run waits
+    behind another turn of its session."""
+    keepalive = KeepaliveTimer(keepalive_s, subscription.wake)
+    next_event = subscription.__anext__
+    render = renderer.event
+    try:
+        while True:
+            if not subscription.pending:
+                await subscription.wait()  # an event, or the keepalive timer's wake-up
+                if keepalive.due and not subscription.pending:
+                    await stream.send(KEEPALIVE)
+                    keepalive.written()
+                    continue
+            event = await next_event()
+            out: list[bytes] = []
+            while True:
+                if event.is_terminal:
+                    if not watch.gone:
+                        out.append(await _stream_end(run, renderer))
+                        await stream.close(b"".join(out))
+                    return
+                piece = render(event)
+                if piece:
+                    out.append(piece)
+                if not subscription.pending:
+                    break
+                event = await next_event()
+            if watch.gone:
+                return  # the run is being aborted; nothing more goes out
+            if out:
+                await stream.send(b"".join(out))
+                keepalive.written()
+    finally:
+        keepalive.cancel()
+
+
+async def _stream_end(run: AgentRun, renderer: RunRenderer) -> bytes:
+    outcome = run.outcome
+    assert outcome is not None  # set before the terminal event is emitted
+    failure = _failure(run, outcome)
+    if failure is not None:
+        return renderer.failure(failure)
+    return await renderer.end(run, outcome)
+
+
+def _failure(run: AgentRun, outcome: RunOutcome) -> RequestError | None:
+    """What a failed run, or one aborted by the shutdown, answers instead of its text."""
+    if outcome.status == RunStatus.FAILED:
+        return error_reply(outcome.error or AgentError())
+    if outcome.status == RunStatus.ABORTED and run.abort_reason == SHUTDOWN_ABORT:
+        return shutting_down()
+    return None
+
+
+class KeepaliveTimer:
+    """`due` once `seconds` have passed since the last `written()`; then calls `wake`.
+
+    One timer per quiet period rather than a timeout around every event: a write only
+    records its time, and the timer, when it fires early, re-arms for the real deadline.
+    """
+
+    def __init__(self, seconds: float, wake: Callable[[], object]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._seconds = seconds
+        self._wake = wake
+        self.due = False
+        self._last = self._loop.time()
+        self._armed_for = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._arm()
+
+    def written(self) -> None:
+        self._last = self._loop.time()
+        self.due = False
+        if self._timer is None:
+            self._arm()
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm(self) -> None:
+        self._armed_for = self._last + self._seconds
+        self._timer = self._loop.call_at(self._armed_for, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        if self._last + self._seconds > self._armed_for:
+            self._arm()  # written since it was armed: not quiet for long enough yet
+            return
+        self.due = True
+        self._wake()
+
+
+class ClientWatch:
+    """Calls `on_gone` once when the request's client disconnects (see the module doc)."""
+
+    def __init__(self, request: web.Request, on_gone: Callable[[], object]) -> None:
+        self._request = request
+        self._on_gone = on_gone
+        self._loop = asyncio.get_running_loop()
+        self.gone = False
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(
+            DISCONNECT_POLL_SECONDS, self._check
+        )
+
+    def _check(self) -> None:
+        transport = self._request.transport
+        if transport is None or transport.is_closing():
+            self._timer = None
+            self.gone = True
+            self._on_gone()
+        else:
+            self._timer = self._loop.call_later(DISCONNECT_POLL_SECONDS, self._check)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
