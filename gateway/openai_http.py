@@ -7,8 +7,7 @@ Client disconnects (deviation 6). aiohttp 3.14 does not cancel a handler whose c
 away (`handler_cancellation` is off by default) and has no public callback for it: the
 protocol's `connection_lost` only drops its transport (`request.transport` becomes None)
 and fails a pending body read. A request waiting on its run therefore polls the transport
-(`ClientWatch`: one sweep per event loop over every waiting request, not a timer each); a
-streaming request also learns it from a failed write. Either way the run
+(`ClientWatch`); a streaming request also learns it from a failed write. Either way the run
 is aborted, nothing more is written and the handler returns normally (aiohttp then swallows
 the ConnectionError of finishing the response), so there is no error log.
 """
@@ -19,7 +18,6 @@ import asyncio
 import contextlib
 import re
 import time
-import weakref
 from collections.abc import Callable
 
 import attrs
@@ -79,8 +77,7 @@ log = structlog.get_logger()
 
 # How often a request waiting on its run checks that its client is still connected. The
 # upstream must see the cancel within a second (deviation 6); a tenth of that leaves the
-# abort most of the second. One sweep checks every open request (`_Sweep`), so a request
-# costs a dict entry, not a timer of its own armed and cancelled.
+# abort most of the second, and 10 timer callbacks/s per open request cost next to nothing.
 DISCONNECT_POLL_SECONDS = 0.1
 CLIENT_GONE = "client disconnected"  # AgentRun.abort_reason when the client left
 HANDLER_ENDED = "request ended"  # the handler ended some other way (cancelled, a bug)
@@ -431,64 +428,25 @@ class ClientWatch:
     def __init__(self, request: web.Request, on_gone: Callable[[], object]) -> None:
         self._request = request
         self._on_gone = on_gone
+        self._loop = asyncio.get_running_loop()
         self.gone = False
-        self._sweep = _Sweep.of(asyncio.get_running_loop())
-        self._sweep.watch(self)
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(
+            DISCONNECT_POLL_SECONDS, self._check
+        )
 
-    def check(self) -> bool:
-        """Whether the client is gone (then `on_gone` has been called)."""
+    def _check(self) -> None:
         transport = self._request.transport
         if transport is None or transport.is_closing():
+            self._timer = None
             self.gone = True
             self._on_gone()
-            return True
-        return False
+        else:
+            self._timer = self._loop.call_later(DISCONNECT_POLL_SECONDS, self._check)
 
     def close(self) -> None:
-        self._sweep.unwatch(self)
-
-
-class _Sweep:
-    """Every DISCONNECT_POLL_SECONDS, the check of every watched request of one loop; armed
-    only while something is watched. A request is checked within DISCONNECT_POLL_SECONDS of
-    its client leaving, as with a timer of its own."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._watches: dict[ClientWatch, None] = {}
-        self._timer: asyncio.TimerHandle | None = None
-
-    @classmethod
-    def of(cls, loop: asyncio.AbstractEventLoop) -> _Sweep:
-        sweep = _SWEEPS.get(loop)
-        if sweep is None:
-            sweep = _SWEEPS[loop] = cls(loop)
-        return sweep
-
-    def watch(self, watch: ClientWatch) -> None:
-        self._watches[watch] = None
-        if self._timer is None:
-            self._timer = self._loop.call_later(DISCONNECT_POLL_SECONDS, self._run)
-
-    def unwatch(self, watch: ClientWatch) -> None:
-        # The timer stays armed: it stops by itself when it finds nothing to check.
-        self._watches.pop(watch, None)
-
-    def _run(self) -> None:
-        self._timer = None
-        for watch in list(self._watches):
-            try:
-                gone = watch.check()
-            except Exception:  # one callback's bug must not stop the others' checks
-                log.exception("client_watch_failed")
-                gone = True
-            if gone:
-                self._watches.pop(watch, None)
-        if self._watches:
-            self._timer = self._loop.call_later(DISCONNECT_POLL_SECONDS, self._run)
-
-
-_SWEEPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweep] = weakref.WeakKeyDictionary()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 # -- answers --------------------------------------------------------------------------------
