@@ -648,7 +648,7 @@ async def idle_sockets(
                     out[str(count)] = {"reached": False, "stopped": stopped}
                     continue
                 while len(clients) < count:
-                    batch = min(50, count - len(clients))
+                    batch = min(IDLE_CONNECT_BATCH, count - len(clients))
                     new = await asyncio.gather(
                         *(WsClient.connect(http, url, ["operator.read"]) for _ in range(batch))
                     )
@@ -780,6 +780,9 @@ def session_turn(base: str, key: str) -> Request:
 DELAYED_MODELS = (f"c{STREAM_CHUNKS}-d1", f"c{LONG_CHUNKS}-d1")
 PARTS = ("http", "chunks", "ws", "store")
 IDLE_STEPS = (100, 250, 500)  # sockets; see idle_sockets
+# Handshakes in flight at once: the default `gateway.ws.preAuth.maxPerAddress` (32) refuses
+# more unauthenticated sockets from one address with a 503.
+IDLE_CONNECT_BATCH = 32
 WINDOW_STRETCH_S = 30.0
 CHUNK_ROUNDS = 3  # alternations of short and long streams in the per-chunk measurement
 OTHER_LOAD_WARN = 0.2  # cores; softirq work of our own sockets shows up as a little
