@@ -289,9 +289,15 @@ class AgentSession:
         """The session's row, created for a new key; True when created by this call."""
         if self.row is not None:
             return self.row, False
-        row, created = await self._deps.store.get_or_create(
-            self.key, self.agent_id, now, stateless=self.stateless
-        )
+        store = self._deps.store
+        if self.stateless:
+            # A stateless key is fresh (a new uuid): nothing to read, and the row is written
+            # with the turn, in its transaction.
+            row, created = store.unsaved_row(self.key, self.agent_id, now), True
+        else:
+            row, created = await store.get_or_create(
+                self.key, self.agent_id, now, stateless=self.stateless
+            )
         self.row = row
         if created:
             self.publish_change(ChangeReason.CREATE, row=row)

@@ -326,6 +326,20 @@ class TestEndedRuns:
             "agent:main:openai:one",
         ]
 
+    async def test_a_stateless_turn_creates_its_row_in_the_turns_commit(
+        self, harness: Harness
+    ) -> None:
+        registry = harness.registry()
+        before = harness.store.commits
+        run = registry.submit(req("openai:fresh", stateless=True))
+        await run.wait()
+        assert harness.store.commits - before == 1
+        row = await harness.store.get("agent:main:openai:fresh")
+        assert row is not None
+        assert (row.created_at, row.last_run_id) == (run.accepted_at, run.id)
+        assert await harness.store.is_stateless(row.key) is True
+        assert (await harness.store.history(row.session_id, 10)).total == 2
+
 
 class TestMaintenance:
     async def fill(self, store: SessionStore, now: int) -> None:

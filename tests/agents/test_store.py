@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import stat
@@ -418,6 +419,48 @@ class TestTurns:
 
 
 CALL = ToolCall("call_1", "get_weather", '{"city":"Paris"}')
+
+
+class TestGroupCommit:
+    """Writes queued together are one transaction and one fsync; each caller hears back
+    after the commit that holds its writes."""
+
+    async def test_turns_ending_together_share_commits(self, store: SessionStore) -> None:
+        rows = [(await store.create(f"{KEY}-{i}", "main", 100))[0] for i in range(40)]
+        before = store.commits
+        await asyncio.gather(*(store.append_turn(turn(row)) for row in rows))
+        # The first may commit alone; the rest queue up behind its fsync.
+        assert store.commits - before <= 5
+
+    async def test_every_turn_of_a_group_is_committed_when_its_call_returns(
+        self, store: SessionStore
+    ) -> None:
+        rows = [(await store.create(f"{KEY}-{i}", "main", 100))[0] for i in range(40)]
+        await asyncio.gather(*(store.append_turn(turn(row)) for row in rows))
+        with raw_db(store) as db:  # another connection sees only what is committed
+            assert db.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 80
+
+    async def test_a_failing_turn_in_a_group_rolls_back_only_itself(
+        self, store: SessionStore
+    ) -> None:
+        rows = [(await store.create(f"{KEY}-{i}", "main", 100))[0] for i in range(3)]
+        with raw_db(store) as db:
+            db.execute(
+                "CREATE TRIGGER refuse_bad BEFORE INSERT ON messages"
+                " WHEN NEW.role = 'assistant' AND NEW.run_id = 'bad'"
+                " BEGIN SELECT RAISE(ABORT, 'forced'); END"
+            )
+        results = await asyncio.gather(
+            store.append_turn(turn(rows[0], "good1")),
+            store.append_turn(turn(rows[1], "bad")),
+            store.append_turn(turn(rows[2], "good2")),
+            return_exceptions=True,
+        )
+        assert isinstance(results[1], StoreError)
+        assert "forced" in str(results[1])
+        with raw_db(store) as db:
+            stored = db.execute("SELECT DISTINCT run_id FROM messages ORDER BY run_id").fetchall()
+        assert stored == [("good1",), ("good2",)]
 
 
 class TestToolMessages:
