@@ -228,6 +228,7 @@ class SessionRegistry:
             raise UnknownAgent(request.agent_id)
         session = self._session(request.session_key)
         session.stateless = request.stateless
+        session.new_key = request.new_key
         run = AgentRun(request, self.clock(), self.clock, self._sink, self._run_ended)
         self._active[run] = None
         self._idle.clear()

@@ -95,6 +95,10 @@ class TurnRequest:
     # HTTP without a session header or `user`: a fresh key nobody names again, which
     # maintenance prunes after `session.maintenance.statelessTtl`.
     stateless: bool = False
+    # The gateway minted the key for this request (a stateless one's first turn): no row can
+    # exist, so the session's row is written with the turn (one store trip, not two). A
+    # stateless session continued later (`previous_response_id`) is not new.
+    new_key: bool = False
     # HTTP: the client's whole conversation (system messages taken out, the last one a user
     # or tool message). The session keeps what is new of it (agents/transcript.py); `text`
     # and `images` then only describe its last user message.
@@ -112,6 +116,7 @@ class TurnRequest:
             timeout_seconds=self.timeout_seconds,
             idempotency_key=self.idempotency_key,
             stateless=self.stateless,
+            new_key=self.new_key,
             model=self.model,
         )
 

@@ -161,6 +161,7 @@ class AgentSession:
     _deps: SessionDeps
     row: SessionRow | None = None  # cached store row; None until loaded, or after delete
     stateless: bool = False  # its last turn came without a key (HTTP)
+    new_key: bool = False  # its last turn's key was minted for it (TurnRequest.new_key)
     _pending: deque[AgentRun] = attrs.field(factory=deque)
     _running: AgentRun | None = None
     _lane: asyncio.Lock = attrs.field(factory=asyncio.Lock)
@@ -290,8 +291,8 @@ class AgentSession:
         if self.row is not None:
             return self.row, False
         store = self._deps.store
-        if self.stateless:
-            # A stateless key is fresh (a new uuid): nothing to read, and the row is written
+        if self.new_key:
+            # A key minted for this turn (a new uuid): nothing to read, and the row is written
             # with the turn, in its transaction.
             row, created = store.unsaved_row(self.key, self.agent_id, now), True
         else:

@@ -209,6 +209,7 @@ async def _run(request: web.Request, state: GatewayState, turn: _Turn) -> web.St
                 extra_system_prompt=conversation.extra_system_prompt,
                 params=turn.fields.params,
                 stateless=route.stateless,
+                new_key=route.new_key,
                 messages=conversation.messages,
                 model=turn.model if turn.model_override else None,
             )

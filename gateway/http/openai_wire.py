@@ -502,6 +502,7 @@ class Route:
     agent_id: str
     session_key: str
     stateless: bool = False  # no header, no `user`: a fresh key (maintenance prunes it early)
+    new_key: bool = False  # minted by this request: no session can exist under it yet
 
 
 def new_stateless_key(agent_id: str) -> str:
@@ -561,7 +562,7 @@ def resolve_session_key(
     key = f"agent:{agent_id}:openai-user:{name.lower()}" if name else new_stateless_key(agent_id)
     if len(key) > SESSION_KEY_MAX:
         raise bad_request(KEY_TOO_LONG_MESSAGE)
-    return Route(agent_id, key, stateless=not name)
+    return Route(agent_id, key, stateless=not name, new_key=not name)
 
 
 # -- step 9: the prompt and the images ------------------------------------------------------

@@ -331,7 +331,7 @@ class TestEndedRuns:
     ) -> None:
         registry = harness.registry()
         before = harness.store.commits
-        run = registry.submit(req("openai:fresh", stateless=True))
+        run = registry.submit(req("openai:fresh", stateless=True, new_key=True))
         await run.wait()
         assert harness.store.commits - before == 1
         row = await harness.store.get("agent:main:openai:fresh")
@@ -339,6 +339,16 @@ class TestEndedRuns:
         assert (row.created_at, row.last_run_id) == (run.accepted_at, run.id)
         assert await harness.store.is_stateless(row.key) is True
         assert (await harness.store.history(row.session_id, 10)).total == 2
+
+    async def test_a_continued_stateless_session_keeps_its_history(self, harness: Harness) -> None:
+        """`previous_response_id` continues a stateless session: its key is not new."""
+        registry = harness.registry()
+        await registry.submit(req("openai:again", "one", stateless=True, new_key=True)).wait()
+        run = registry.submit(req("openai:again", "two", stateless=True))
+        await run.wait()
+        row = await harness.store.get("agent:main:openai:again")
+        assert row is not None
+        assert (await harness.store.history(row.session_id, 10)).total == 4
 
 
 class TestMaintenance:
