@@ -18,7 +18,7 @@ from yarl import URL
 
 from agents.config import ModelRef
 from agents.errors import AgentError
-from agents.events import RunEvent, Stream, ToolPhase
+from agents.events import RunEvent
 from agents.runs import AgentRun, RunOutcome, TurnRequest
 from gateway.appkeys import AGENT_ID, MODEL_USED, SESSION_KEY, STATE
 from gateway.http.common import MODEL_USED_HEADER, SESSION_HEADER
@@ -57,7 +57,7 @@ from gateway.http.openai_wire import (
     select_model,
     validate_fields,
 )
-from gateway.http.runs import CLIENT_CLOSED_REQUEST, outcome_of, stream_run
+from gateway.http.runs import CLIENT_CLOSED_REQUEST, encode_delta, outcome_of, stream_run
 from gateway.responses import JSON_CONTENT_TYPE, json_response, not_found
 from gateway.state import GatewayState
 
@@ -246,20 +246,7 @@ class _Chunks:
     include_usage: bool
 
     def event(self, event: RunEvent) -> bytes | None:
-        data = event.data
-        match event.stream:
-            case Stream.ASSISTANT:
-                return self.encoder.content(data["delta"])
-            case Stream.THINKING:
-                return self.encoder.reasoning(data["delta"])
-            case Stream.TOOL:
-                match data.get("phase"):
-                    case ToolPhase.START:
-                        start = (data["index"], data["toolCallId"], data["name"])
-                        return self.encoder.tool_call_start(*start)
-                    case ToolPhase.UPDATE:
-                        return self.encoder.tool_call_arguments(data["index"], data["delta"])
-        return None
+        return encode_delta(self.encoder, event)
 
     async def end(self, run: AgentRun, outcome: RunOutcome) -> bytes:
         """finish (+ usage) + [DONE]."""

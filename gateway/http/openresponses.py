@@ -27,7 +27,7 @@ from aiohttp import web
 
 from agents.config import ModelRef
 from agents.errors import AgentError, StoreError
-from agents.events import RunEvent, Stream, ToolPhase
+from agents.events import RunEvent
 from agents.runs import AgentRun, RunOutcome, TurnRequest
 from agents.store import StoredResponse
 from gateway.appkeys import AGENT_ID, MODEL_USED, SESSION_KEY, STATE
@@ -70,7 +70,7 @@ from gateway.http.openresponses_wire import (
     response_not_found,
     validate_request,
 )
-from gateway.http.runs import CLIENT_CLOSED_REQUEST, outcome_of, stream_run
+from gateway.http.runs import CLIENT_CLOSED_REQUEST, encode_delta, outcome_of, stream_run
 from gateway.responses import JSON_CONTENT_TYPE, json_response
 from gateway.state import GatewayState
 
@@ -262,20 +262,7 @@ class _Events:
     state: GatewayState
 
     def event(self, event: RunEvent) -> bytes | None:
-        data = event.data
-        match event.stream:
-            case Stream.ASSISTANT:
-                return self.events.text(data["delta"])
-            case Stream.THINKING:
-                return self.events.reasoning(data["delta"])
-            case Stream.TOOL:
-                match data.get("phase"):
-                    case ToolPhase.START:
-                        start = (data["index"], data["toolCallId"], data["name"])
-                        return self.events.tool_call_start(*start)
-                    case ToolPhase.UPDATE:
-                        return self.events.tool_call_arguments(data["index"], data["delta"])
-        return None
+        return encode_delta(self.events, event)
 
     async def end(self, run: AgentRun, outcome: RunOutcome) -> bytes:
         out, body = self.events.finish(outcome.stop_reason, outcome.usage)

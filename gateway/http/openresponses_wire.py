@@ -593,7 +593,7 @@ class ResponseEvents:
             part=part,
         )
 
-    def text(self, delta: str) -> bytes:
+    def content(self, delta: str) -> bytes:
         out = b""
         if self._open is None or self._open.kind != "message":
             out = self._add("message", message_item(_item_id("msg"), "", IN_PROGRESS))
@@ -675,7 +675,7 @@ class ResponseEvents:
         item_status = INCOMPLETE if status == INCOMPLETE else COMPLETED
         out = b""
         if not self._produced:
-            out += self.text(NO_RESPONSE_TEXT)
+            out += self.content(NO_RESPONSE_TEXT)
         out += self._close(item_status)
         body = response_body(self.head, status, self.output, usage, incomplete_details=details)
         kind = "response.completed" if status == COMPLETED else "response.incomplete"

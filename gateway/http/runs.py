@@ -22,7 +22,7 @@ import structlog
 from aiohttp import web
 
 from agents.errors import AgentError
-from agents.events import RunEvent
+from agents.events import RunEvent, Stream, ToolPhase
 from agents.runs import AgentRun, RunOutcome, RunStatus, RunSubscription
 from gateway.appkeys import MODEL_USED
 from gateway.http.common import error_answer, session_header
@@ -46,6 +46,35 @@ CLIENT_GONE = "client disconnected"  # AgentRun.abort_reason when the client lef
 HANDLER_ENDED = "request ended"  # the handler ended some other way (cancelled, a bug)
 # nginx's "client closed request": what the access log shows; nobody receives it.
 CLIENT_CLOSED_REQUEST = 499
+
+
+class DeltaEncoder(Protocol):
+    """The pieces both stream formats show, as they come."""
+
+    def content(self, delta: str) -> bytes: ...
+
+    def reasoning(self, delta: str) -> bytes: ...
+
+    def tool_call_start(self, index: int, call_id: str, name: str) -> bytes: ...
+
+    def tool_call_arguments(self, index: int, delta: str) -> bytes: ...
+
+
+def encode_delta(encoder: DeltaEncoder, event: RunEvent) -> bytes | None:
+    """A non-terminal event's bytes in `encoder`'s format; None when it shows nothing."""
+    data = event.data
+    match event.stream:
+        case Stream.ASSISTANT:
+            return encoder.content(data["delta"])
+        case Stream.THINKING:
+            return encoder.reasoning(data["delta"])
+        case Stream.TOOL:
+            match data.get("phase"):
+                case ToolPhase.START:
+                    return encoder.tool_call_start(data["index"], data["toolCallId"], data["name"])
+                case ToolPhase.UPDATE:
+                    return encoder.tool_call_arguments(data["index"], data["delta"])
+    return None
 
 
 class RunRenderer(Protocol):

@@ -147,7 +147,7 @@ class TestOutput:
 
     def test_sequence_numbers_count_every_event(self) -> None:
         events = ResponseEvents(ResponseHead("resp_1", 0, "openclaw", ResponseFields()))
-        wire = events.start() + events.text("a") + events.finish("stop", Usage(1, 1))[0]
+        wire = events.start() + events.content("a") + events.finish("stop", Usage(1, 1))[0]
         numbers = [
             int(line.split(b'"sequence_number":')[1].split(b",")[0])
             for line in wire.split(b"\n")
