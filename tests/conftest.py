@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from gateway.cli import with_generated_token
 from gateway.config import Config
 from gateway.configfile import ConfigLoader, Overrides
+from tests.pgserver import PgServer, start_or_skip
 
 MakeConfig = Callable[..., Config]
 
@@ -45,3 +47,26 @@ def make_config(tmp_path: Path) -> MakeConfig:
         return with_generated_token(config) if generate_token else config
 
     return make
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One real PostgreSQL server for the whole run (tests/pgserver.py); skipped, or failed
+    under CLAWGATE_REQUIRE_POSTGRES=1, when its binaries are not installed."""
+    server = start_or_skip()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> Iterator[str]:
+    """The URL (with its password) of a fresh, empty database on `pg_server`.
+
+    Synchronous, so any fixture can ask for it: the admin statements run on a loop of their own.
+    """
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    pg_server.admin(f"CREATE DATABASE {name} TEMPLATE template0")
+    yield pg_server.url(name)
+    pg_server.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
