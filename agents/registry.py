@@ -22,7 +22,8 @@ from agents.events import EventSink, Listener, SessionChange, SessionInfo
 from agents.keys import is_main_key, parse_session_key
 from agents.runs import QUEUED, RUNNING, AgentRun, TurnRequest
 from agents.session import AgentSession, ProviderSource, RunSlots
-from agents.store import PRUNE_BATCH, SessionRow, SessionStore, StoredMessage
+from agents.store import PRUNE_BATCH, SessionRow, StoredMessage
+from agents.store_protocol import Store
 
 log = structlog.get_logger(__name__)
 
@@ -89,7 +90,7 @@ class SessionRegistry:
     """
 
     config: AgentsConfig
-    store: SessionStore
+    store: Store
     providers: ProviderSource
     max_live_sessions: int = attrs.field(default=10_000, kw_only=True)
     clock: Callable[[], int] = attrs.field(default=wall_clock_ms, kw_only=True)  # Unix ms

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import json
 import os
 import re
@@ -492,6 +493,9 @@ class SessionStore:
     (`list` is a method here, so annotations below it spell the builtin `builtins.list`.)
     """
 
+    # One process owns the file: the session's lane alone keeps its turns serial.
+    shared = False
+
     def __init__(self, state_dir: str | os.PathLike[str]) -> None:
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / DB_FILENAME
@@ -638,6 +642,9 @@ class SessionStore:
                 db.execute("ROLLBACK")
             raise
         return result
+
+    def turn_lock(self, key: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return contextlib.nullcontext()
 
     # -- sessions ----------------------------------------------------------------------
 

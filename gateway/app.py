@@ -13,7 +13,6 @@ from aiohttp import web
 
 from agents.providers.pool import ProviderPool
 from agents.registry import SessionRegistry
-from agents.store import SessionStore
 from gateway import embeddings_http, hooks_http, openai_http, probes
 from gateway.appkeys import AGENT_ID, REQUEST_ID, SESSION_KEY, STATE
 from gateway.config import Config
@@ -23,6 +22,7 @@ from gateway.edge_http import client_of, edge_middleware
 from gateway.reload import watch_config
 from gateway.responses import method_not_allowed, not_found
 from gateway.state import AppOptions, GatewayState
+from gateway.stores import new_store
 from gateway.ws.handler import setup as setup_websocket
 
 log = structlog.get_logger()
@@ -66,7 +66,7 @@ def create_app(
 async def _sessions(app: web.Application) -> AsyncIterator[None]:
     """The session store and registry live exactly as long as the app."""
     state = app[STATE]
-    store = SessionStore(state.config.state_dir)
+    store = new_store(state.config)
     await store.open()
     registry = SessionRegistry(
         state.config.agents,

@@ -176,7 +176,7 @@ def _run(args: argparse.Namespace) -> int:
         log.warning(warning.event, path=warning.path, reason=warning.message)
     if not config.source.exists:
         log.info("config_default_used", path=str(config.source.path))
-    from agents.errors import UnsafeStoreFile
+    from agents.errors import StoreError, UnsafeStoreFile
     from gateway.server import serve
 
     try:
@@ -185,6 +185,11 @@ def _run(args: argparse.Namespace) -> int:
         return asyncio.run(serve(config, loader))
     except (UnsafeStateError, UnsafeStoreFile) as exc:
         return _refuse_state(exc)
+    except StoreError as exc:
+        # A shared database that is down or refuses us: a runtime failure, worth a restart.
+        print(f"cannot open the session store: {exc.message}", file=sys.stderr)
+        log.error("store_open_failed", backend=config.store.backend, error=exc.message)
+        return 1
 
 
 def _refuse_state(exc: Exception) -> int:

@@ -56,6 +56,7 @@ from gateway.config import (
     LoggingConfig,
     PreAuthConfig,
     RateLimitConfig,
+    StoreConfig,
 )
 from gateway.edge import normalize_origin, parse_network, split_host
 from gateway.statedir import UnsafeStateError, read_state_file
@@ -231,6 +232,7 @@ class ConfigLoader:
             normalized["gateway"]["auth"].pop("mode", None)
         _check_embedding_model(ctx, normalized)
         _check_hooks(ctx, normalized.get("hooks"))
+        _check_store(ctx, normalized.get("store"))
         _apply_overrides(normalized["gateway"], self.overrides, self.environ, ctx)
         _check_hooks_token(ctx, normalized)
         if ctx.issues:
@@ -246,6 +248,7 @@ class ConfigLoader:
             state_dir=self.state_dir,
             warnings=ctx.sorted_warnings(),
             hooks=_hooks_config(normalized["hooks"]),
+            store=_store_config(normalized["store"]),
         )
         guard_issues = _startup_guards(config.gateway)
         if guard_issues:
@@ -988,6 +991,58 @@ _HOOKS = _Section(
 )
 
 
+# `store`: the SQLite file in the state dir (one process), or a PostgreSQL database that
+# every process and host shares. The password is a secret key (`${VAR}` allowed) or a file.
+_STORE = _Section(
+    {
+        "backend": _Key(_Choice(("sqlite", "postgres")), "sqlite"),
+        "url": _Key(_Str(non_empty=True)),
+        "password": _Key(_Str(non_empty=True)),
+        "passwordFile": _Key(_Str(non_empty=True)),
+        "poolSize": _Key(_Int(1, 1000), 10),
+    }
+)
+
+
+def _check_store(ctx: _Checker, store: Any) -> None:
+    if not isinstance(store, dict) or isinstance(store.get("backend"), _Invalid):
+        return
+    url = store.get("url")
+    if store["backend"] == "sqlite":
+        for key in ("url", "password", "passwordFile"):
+            if key in store:
+                ctx.issue(f"store.{key}", 'applies to the "postgres" backend only')
+        return
+    if url is None:
+        ctx.issue("store.url", 'is required with the "postgres" backend')
+    elif isinstance(url, str) and not _is_postgres_url(url):
+        ctx.issue("store.url", "must be a postgresql:// URL with a host")
+    if "password" in store and "passwordFile" in store:
+        ctx.issue("store.passwordFile", "give password or passwordFile, not both")
+    elif isinstance(store.get("passwordFile"), str):
+        try:
+            store["password"] = read_secret_file(store.pop("passwordFile"))
+        except SecretFileError as exc:
+            ctx.issue("store.passwordFile", str(exc))
+
+
+def _is_postgres_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("postgresql", "postgres") and bool(parts.hostname)
+    except ValueError:  # e.g. an unbalanced `[` in the host
+        return False
+
+
+def _store_config(store: dict[str, Any]) -> StoreConfig:
+    return StoreConfig(
+        backend=store["backend"],
+        url=store.get("url"),
+        password=store.get("password"),
+        pool_size=store["poolSize"],
+    )
+
+
 def _check_embedding_model(ctx: _Checker, normalized: dict[str, Any]) -> None:
     path = "agents.defaults.embeddingModel"
     ref = _dig(normalized, "agents", "defaults", "embeddingModel")
@@ -1344,6 +1399,7 @@ _ROOT = _Section(
         "session": _Key(_SESSION),
         "logging": _Key(_LOGGING),
         "hooks": _Key(_HOOKS),
+        "store": _Key(_STORE),
     },
     ignored=OPENCLAW_SECTIONS,
 )
@@ -1758,7 +1814,16 @@ def effective_dict(config: Config) -> dict[str, Any]:
         },
         "logging": {"level": config.logging.level, "format": config.logging.format},
         "hooks": _effective_hooks(config.hooks),
+        "store": _effective_store(config.store),
     }
+
+
+def _effective_store(store: StoreConfig) -> dict[str, Any]:
+    effective: dict[str, Any] = {"backend": store.backend, "poolSize": store.pool_size}
+    for key, value in (("url", store.url), ("password", store.password)):
+        if value is not None:
+            effective[key] = value
+    return effective
 
 
 def _effective_gateway(gateway: GatewayConfig) -> dict[str, Any]:

@@ -28,14 +28,20 @@ from agents.store import (
     SessionStore,
     TurnRecord,
 )
+from agents.store_postgres import PostgresSessionStore
 
 KEY = "agent:main:s1"
 DAY = 24 * 3600 * 1000
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SessionStore]:
-    store = SessionStore(tmp_path / "state")
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SessionStore]:
+    """The contract's store: every test using it runs against both backends."""
+    if request.param == "postgres":
+        url = request.getfixturevalue("pg_url")
+        store: Any = PostgresSessionStore(url)
+    else:
+        store = SessionStore(tmp_path / "state")
     await store.open()
     yield store
     await store.aclose()
@@ -65,6 +71,8 @@ def turn(row: SessionRow, run_id: str = "r1", **fields: Any) -> TurnRecord:
 
 def raw_db(store: SessionStore) -> sqlite3.Connection:
     """A second connection to the same file, as another process would have."""
+    if not isinstance(store, SessionStore):
+        pytest.skip("reads SQLite's file; tests/agents/test_store_postgres.py checks PostgreSQL")
     return sqlite3.connect(store.path, isolation_level=None)
 
 
@@ -83,14 +91,15 @@ class TestFile:
         finally:
             await store.aclose()
 
-    async def test_connection_settings(self, store: SessionStore) -> None:
-        assert await store.pragmas() == {
-            "journal_mode": "wal",
-            "synchronous": 2,  # FULL
-            "foreign_keys": 1,
-            "busy_timeout": 5000,
-            "user_version": SCHEMA_VERSION,
-        }
+    async def test_connection_settings(self, tmp_path: Path) -> None:
+        async with SessionStore(tmp_path) as store:
+            assert await store.pragmas() == {
+                "journal_mode": "wal",
+                "synchronous": 2,  # FULL
+                "foreign_keys": 1,
+                "busy_timeout": 5000,
+                "user_version": SCHEMA_VERSION,
+            }
 
     async def test_schema(self, store: SessionStore) -> None:
         with raw_db(store) as db:

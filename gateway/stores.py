@@ -1,0 +1,26 @@
+"""The session store the config names: SQLite in the state dir, or a shared PostgreSQL."""
+
+from __future__ import annotations
+
+from agents.store import SessionStore
+from agents.store_protocol import Store
+from gateway.config import Config
+
+# Turn locks beyond the run slots: a turn holds one for its length, and a reload that raises
+# maxConcurrent should not wait for a restart to use them (more turns wait, as for a slot).
+_SPARE_LOCK_CONNECTIONS = 4
+
+
+def new_store(config: Config) -> Store:
+    store = config.store
+    if store.backend == "postgres" and store.url is not None:
+        # Imported here: a gateway on SQLite never loads the PostgreSQL driver.
+        from agents.store_postgres import PostgresSessionStore
+
+        return PostgresSessionStore(
+            store.url,
+            password=store.password,
+            pool_size=store.pool_size,
+            lock_pool_size=config.agents.max_concurrent + _SPARE_LOCK_CONNECTIONS,
+        )
+    return SessionStore(config.state_dir)
