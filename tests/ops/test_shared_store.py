@@ -1,0 +1,156 @@
+"""Two real `clawgate run` processes sharing one PostgreSQL database (store.backend postgres).
+
+A session's turns stay serial whichever process takes them, every transcript is whole and in
+order, and a process killed mid-turn loses no committed turn and leaves no session locked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from agents.store_postgres import PostgresSessionStore
+from tests.gatewayproc import GatewayProcess, clean_env
+from tests.ops.test_process import auth, first_content
+from tests.pgserver import PASSWORD, PgServer
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+SESSIONS = 20
+TURNS = 200
+
+
+def shared_config(url: str, delay_ms: int) -> str:
+    return json.dumps(
+        {
+            "gateway": {
+                "auth": {"mode": "token", "token": "tok-one-2f6c1d"},
+                "http": {"endpoints": {"chatCompletions": {"enabled": True}}},
+                "shutdown": {"drainSeconds": 5},
+            },
+            "agents": {"list": [{"id": "main", "params": {"delayMs": delay_ms}}]},
+            # The password from the environment, as the README tells an operator to do.
+            "store": {"backend": "postgres", "url": url, "password": "${CLAWGATE_DB_PASSWORD}"},
+        }
+    )
+
+
+StartGateway = Callable[..., GatewayProcess]
+
+
+@pytest.fixture
+def database(pg_server: PgServer, pg_url: str) -> str:
+    """The test database's URL without its password."""
+    return pg_url.replace(f":{PASSWORD}@", "@")
+
+
+@pytest.fixture
+def start_gateway(tmp_path: Path, database: str) -> Iterator[StartGateway]:
+    started: list[GatewayProcess] = []
+
+    def start(name: str, delay_ms: int = 5) -> GatewayProcess:
+        config = tmp_path / f"{name}.json5"
+        config.write_text(shared_config(database, delay_ms))
+        args = ["--config", str(config), "--state-dir", str(tmp_path / name), "--port", "0"]
+        env = clean_env(tmp_path / "home", {"CLAWGATE_DB_PASSWORD": PASSWORD})
+        process = GatewayProcess(args, env)
+        started.append(process)
+        process.wait_listening(30)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        yield session
+
+
+async def chat(http: aiohttp.ClientSession, url: str, key: str, text: str) -> dict[str, Any]:
+    response = await http.post(
+        f"{url}/v1/chat/completions",
+        headers={**auth(), "x-openclaw-session-key": key},
+        json={"model": "openclaw", "messages": [{"role": "user", "content": text}]},
+    )
+    body = await response.json()
+    assert response.status == 200, body
+    return body  # type: ignore[no-any-return]
+
+
+async def transcripts(pg_url: str) -> dict[str, list[tuple[str, str]]]:
+    """Every session's current transcript as (role, text) pairs, read from the database."""
+    async with PostgresSessionStore(pg_url) as store:
+        page = await store.list(limit=1000)
+        found = {}
+        for row in page.rows:
+            history = await store.history(row.session_id, 10_000)
+            found[row.key] = [(m.role, m.text) for m in history.messages]
+        return found
+
+
+class TestTwoProcesses:
+    async def test_200_concurrent_turns_on_20_sessions_leave_every_transcript_whole_and_ordered(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_url: str
+    ) -> None:
+        a, b = start_gateway("a"), start_gateway("b")
+        urls = (a.url, b.url)
+        await asyncio.gather(
+            *(
+                # Each session's turns alternate between the two processes.
+                chat(http, urls[(i // SESSIONS) % 2], f"s{i % SESSIONS}", f"m{i}")
+                for i in range(TURNS)
+            )
+        )
+        found = await transcripts(pg_url)
+        assert len(found) == SESSIONS
+        per_session = TURNS // SESSIONS
+        for key, messages in found.items():
+            session = int(key.rsplit(":s", 1)[1])
+            users = [text for role, text in messages if role == "user"]
+            assert sorted(users) == sorted(f"m{i}" for i in range(session, TURNS, SESSIONS))
+            # Each reply answers the message before it, and counts every earlier turn: no turn
+            # ran beside another of its session, none is missing from the history it was given.
+            assert messages == [
+                pair
+                for n, text in enumerate(users, 1)
+                for pair in (("user", text), ("assistant", f"[turn {n}] {text}"))
+            ], key
+            assert len(users) == per_session
+
+    async def test_a_process_killed_mid_turn_loses_no_committed_turn_and_locks_nothing(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_url: str
+    ) -> None:
+        a, b = start_gateway("a", delay_ms=200), start_gateway("b", delay_ms=0)
+        await chat(http, a.url, "k", "committed")
+        long_text = " ".join(f"w{i}" for i in range(100))  # 20 s at 200 ms a word
+        response = await http.post(
+            f"{a.url}/v1/chat/completions",
+            headers={**auth(), "x-openclaw-session-key": "k"},
+            json={
+                "model": "openclaw",
+                "stream": True,
+                "messages": [{"role": "user", "content": long_text}],
+            },
+        )
+        await first_content(response)  # a's turn holds the session's lock now
+        a.signal(signal.SIGKILL)
+        assert await asyncio.to_thread(a.wait, 10) == -signal.SIGKILL
+        response.close()
+        body = await asyncio.wait_for(chat(http, b.url, "k", "after"), 10)
+        assert body["choices"][0]["message"]["content"] == "[turn 2] after"
+        assert (await transcripts(pg_url))["agent:main:k"] == [
+            ("user", "committed"),
+            ("assistant", "[turn 1] committed"),
+            ("user", "after"),
+            ("assistant", "[turn 2] after"),
+        ]
