@@ -643,8 +643,13 @@ class SessionStore:
             raise
         return result
 
+    bus = None  # no other process to hear from
+
     def turn_lock(self, key: str) -> contextlib.AbstractAsyncContextManager[None]:
         return contextlib.nullcontext()
+
+    async def turn_running_elsewhere(self, key: str) -> bool:
+        return False
 
     # -- sessions ----------------------------------------------------------------------
 

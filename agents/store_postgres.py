@@ -30,6 +30,7 @@ import structlog
 
 from agents.config import MaintenanceConfig
 from agents.errors import StoreError, StoreUnavailable
+from agents.events_postgres import PostgresEventBus
 from agents.keys import is_main_key
 from agents.providers.base import ChatMessage
 from agents.store import (
@@ -254,6 +255,7 @@ class PostgresSessionStore:
         self._locks: asyncpg.Pool | None = None
         # The versions this process's open() applied: empty when another had done it.
         self.migrated: tuple[int, ...] = ()
+        self.bus = PostgresEventBus(url, password=password)
 
     def __repr__(self) -> str:
         return f"PostgresSessionStore({redacted_url(self.url)!r})"
@@ -374,6 +376,20 @@ class PostgresSessionStore:
                 await locks.release(conn)
                 raise
             await locks.release(conn)
+
+    async def turn_running_elsewhere(self, key: str) -> bool:
+        # pg_locks shows an advisory lock's two keys as classid and objid (an oid: the
+        # int4 hash read as unsigned).
+        found = await self._run(
+            lambda c: c.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
+                " AND granted AND objsubid = 2 AND classid = $1::bigint::oid"
+                " AND objid = (hashtext($2)::bigint & 4294967295)::oid)",
+                LOCK_CLASS_TURN,
+                key,
+            )
+        )
+        return bool(found)
 
     # -- sessions ----------------------------------------------------------------------
 

@@ -8,12 +8,30 @@ The contract tests (tests/agents/test_store.py) run against both.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 from agents.config import MaintenanceConfig
+from agents.events import RunEvent, SessionChange
 from agents.store import History, SessionPage, SessionRow, StoredMessage, TurnRecord
+
+
+class EventBus(Protocol):
+    """Run events and aborts between the processes of a shared store
+    (agents.events_postgres.PostgresEventBus)."""
+
+    async def start(self, local_abort: Callable[[str, str | None], list[str]]) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    def publish(self, event: RunEvent | SessionChange) -> None: ...
+
+    def add_remote_listener(self, listener: Callable[[RunEvent], None]) -> None: ...
+
+    def remove_remote_listener(self, listener: Callable[[RunEvent], None]) -> None: ...
+
+    async def abort_elsewhere(self, session_key: str, run_id: str | None) -> list[str]: ...
 
 
 class Store(Protocol):
@@ -22,7 +40,15 @@ class Store(Protocol):
     @property
     def shared(self) -> bool: ...
 
+    # The other processes' run events and aborts; None when no other process shares it.
+    @property
+    def bus(self) -> EventBus | None: ...
+
     async def open(self) -> None: ...
+
+    async def turn_running_elsewhere(self, key: str) -> bool:
+        """Whether some process holds `key`'s turn lock (is running a turn of it)."""
+        ...
 
     async def aclose(self) -> None: ...
 

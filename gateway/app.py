@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 import uuid
@@ -22,7 +23,7 @@ from gateway.edge_http import client_of, edge_middleware
 from gateway.reload import watch_config
 from gateway.responses import method_not_allowed, not_found
 from gateway.state import AppOptions, GatewayState
-from gateway.stores import new_store
+from gateway.stores import abort_here, new_store
 from gateway.ws.handler import setup as setup_websocket
 
 log = structlog.get_logger()
@@ -75,12 +76,19 @@ async def _sessions(app: web.Application) -> AsyncIterator[None]:
         max_live_sessions=state.options.max_live_sessions,
     )
     await registry.start()
+    bus = store.bus
+    if bus is not None:  # a shared store: run events and aborts cross processes
+        await bus.start(functools.partial(abort_here, registry))
+        registry.add_listener(bus.publish)
     state.store, state.registry = store, registry
     try:
         yield
     finally:
         state.ready = False
         await registry.aclose()
+        if bus is not None:
+            registry.remove_listener(bus.publish)
+            await bus.aclose()
         await store.aclose()
         state.store = state.registry = None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from agents.registry import SessionRegistry
 from agents.store import SessionStore
 from agents.store_protocol import Store
 from gateway.config import Config
@@ -24,3 +25,13 @@ def new_store(config: Config) -> Store:
             lock_pool_size=config.agents.max_concurrent + _SPARE_LOCK_CONNECTIONS,
         )
     return SessionStore(config.state_dir)
+
+
+def abort_here(registry: SessionRegistry, session_key: str, run_id: str | None) -> list[str]:
+    """Another process's `chat.abort`, carried out on this one's runs (the bus calls it)."""
+    if run_id is None:
+        return registry.abort_session(session_key, "aborted")
+    run = registry.run(run_id)
+    if run is None or run.session_key != session_key or not run.abort("aborted"):
+        return []
+    return [run.id]

@@ -18,7 +18,7 @@ import pytest
 
 from agents.store_postgres import PostgresSessionStore
 from tests.gatewayproc import GatewayProcess, clean_env
-from tests.ops.test_process import auth, first_content
+from tests.ops.test_process import auth, connect_ws, first_content
 from tests.pgserver import PASSWORD, PgServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -154,3 +154,96 @@ class TestTwoProcesses:
             ("user", "after"),
             ("assistant", "[turn 2] after"),
         ]
+
+
+async def frames_until(
+    ws: aiohttp.ClientWebSocketResponse, done: Callable[[dict[str, Any]], bool]
+) -> list[dict[str, Any]]:
+    seen = []
+    async with asyncio.timeout(15):
+        while True:
+            frame = await ws.receive_json()
+            seen.append(frame)
+            if done(frame):
+                return seen
+
+
+class TestEventsAcrossProcesses:
+    async def test_a_websocket_client_on_one_sees_the_runs_of_the_other(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession
+    ) -> None:
+        a, b = start_gateway("a"), start_gateway("b")
+        ws = await connect_ws(http, b.url)
+        await asyncio.sleep(0.5)  # b's LISTEN is up before its first client connects
+        await chat(http, a.url, "k", "hello there")
+
+        def final(frame: dict[str, Any]) -> bool:
+            return frame.get("event") == "chat" and frame["payload"]["state"] == "final"
+
+        frames = await frames_until(ws, final)
+        agent = [f["payload"] for f in frames if f.get("event") == "agent"]
+        assert {e["sessionKey"] for e in agent} == {"agent:main:k"}
+        assert [e["data"]["phase"] for e in agent if e["stream"] == "lifecycle"] == [
+            "start",
+            "model",
+            "end",
+        ]
+        assert [e["seq"] for e in agent] == list(range(1, len(agent) + 1))
+        assert frames[-1]["payload"]["message"]["content"] == [
+            {"type": "text", "text": "[turn 1] hello there"}
+        ]
+        await ws.close()
+
+    async def test_chat_abort_on_one_stops_a_run_on_the_other(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_url: str
+    ) -> None:
+        a, b = start_gateway("a", delay_ms=200), start_gateway("b")
+        long_text = " ".join(f"w{i}" for i in range(100))  # 20 s at 200 ms a word
+        response = await http.post(
+            f"{a.url}/v1/chat/completions",
+            headers={**auth(), "x-openclaw-session-key": "k"},
+            json={
+                "model": "openclaw",
+                "stream": True,
+                "messages": [{"role": "user", "content": long_text}],
+            },
+        )
+        await first_content(response)
+        ws = await connect_ws(http, b.url)
+        params = {"sessionKey": "k"}
+        await ws.send_json({"type": "req", "id": "2", "method": "chat.abort", "params": params})
+        [answer] = [
+            f for f in await frames_until(ws, lambda f: f.get("id") == "2") if f.get("id") == "2"
+        ]
+        assert answer["ok"] is True
+        assert answer["payload"]["aborted"] is True
+        assert len(answer["payload"]["runIds"]) == 1
+        async with asyncio.timeout(5):
+            await response.read()  # the stream ends now, not in 20 s
+        [_, reply] = (await transcripts(pg_url))["agent:main:k"]
+        assert reply[0] == "assistant" and len(reply[1].split()) < 50
+        await ws.close()
+
+    async def test_chat_abort_of_an_idle_session_answers_at_once(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession
+    ) -> None:
+        start_gateway("a")
+        b = start_gateway("b")
+        ws = await connect_ws(http, b.url)
+        params = {"sessionKey": "idle"}
+        async with asyncio.timeout(1):
+            await ws.send_json({"type": "req", "id": "2", "method": "chat.abort", "params": params})
+            frames = await frames_until(ws, lambda f: f.get("id") == "2")
+        assert frames[-1]["payload"] == {"ok": True, "aborted": False, "runIds": []}
+        await ws.close()
+
+    async def test_health_names_the_process_it_describes(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession
+    ) -> None:
+        a, b = start_gateway("a"), start_gateway("b")
+        for process in (a, b):
+            ws = await connect_ws(http, process.url)
+            await ws.send_json({"type": "req", "id": "h", "method": "health", "params": {}})
+            frames = await frames_until(ws, lambda f: f.get("id") == "h")
+            assert frames[-1]["payload"]["process"]["pid"] == process.proc.pid
+            await ws.close()
