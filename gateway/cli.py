@@ -41,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help", "--version")):
         args.insert(0, "run")
     parsed = _parser().parse_args(args)
+    parsed.run_args = args[1:]  # `run`'s own arguments, for the workers of --workers
     result: int = parsed.func(parsed)
     return result
 
@@ -60,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_secret_arguments(run, "clients must present")
     run.add_argument("--verbose", action="store_true", help="log at debug level")
+    run.add_argument(
+        "--workers",
+        type=_workers,
+        metavar="N",
+        help="gateway processes sharing the port (auto: one per core); above 1 needs the"
+        ' "postgres" store backend',
+    )
     run.set_defaults(func=_run)
 
     config = commands.add_parser("config", help="inspect the configuration")
@@ -130,6 +138,15 @@ def _port(text: str) -> int:
     return value
 
 
+def _workers(text: str) -> int:
+    from gateway.supervisor import worker_count
+
+    try:
+        return worker_count(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _loader(args: argparse.Namespace, *, secrets: bool = True) -> ConfigLoader:
     """secrets=False: `call` sends its --token/--password, they configure no gateway."""
     if not secrets:
@@ -179,9 +196,23 @@ def _run(args: argparse.Namespace) -> int:
     from agents.errors import StoreError, UnsafeStoreFile
     from gateway.server import serve
 
+    workers = args.workers or 1
+    if workers > 1 and config.store.backend != "postgres":
+        message = (
+            f"--workers {workers} needs a store every worker shares: set store.backend to"
+            ' "postgres" (the sqlite store belongs to one process)'
+        )
+        print(message, file=sys.stderr)
+        log.error("workers_need_postgres", workers=workers, backend=config.store.backend)
+        return EX_CONFIG
     try:
         prepare_state_dir(config.state_dir)
         config = with_generated_token(config)
+        if workers > 1:
+            from gateway.supervisor import supervise
+
+            gateway = config.gateway
+            return asyncio.run(supervise(args.run_args, workers, gateway.host, gateway.port))
         return asyncio.run(serve(config, loader))
     except (UnsafeStateError, UnsafeStoreFile) as exc:
         return _refuse_state(exc)
