@@ -216,11 +216,13 @@ _UNAVAILABLE = (
     OSError,
     TimeoutError,
     asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,  # the connection was lost mid-statement
     asyncpg.CannotConnectNowError,
-    asyncpg.ConnectionFailureError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
+    # A pooled connection the server dropped, found out in the middle of using it.
+    asyncpg.InternalClientError,
 )
 
 
@@ -350,20 +352,7 @@ class PostgresSessionStore:
         locks = self._locks
         if locks is None:
             raise StoreError("session store is not open")
-        try:
-            conn = await locks.acquire(timeout=CONNECT_TIMEOUT_S)
-        except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:
-            raise _store_error(exc) from exc
-        try:
-            await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", LOCK_CLASS_TURN, key)
-        except BaseException as exc:
-            # Cancelled or failed while waiting: the lock may have been granted all the same,
-            # and closing the connection is the one sure way to let it go.
-            conn.terminate()
-            await locks.release(conn)
-            if isinstance(exc, (asyncpg.PostgresError, *_UNAVAILABLE)):
-                raise _store_error(exc) from exc
-            raise
+        conn = await self._lock(locks, key)
         try:
             yield
         finally:
@@ -371,10 +360,13 @@ class PostgresSessionStore:
                 await conn.execute(
                     "SELECT pg_advisory_unlock($1, hashtext($2))", LOCK_CLASS_TURN, key
                 )
-            except BaseException:
+            except BaseException as exc:
+                # The turn is over (committed or not); a lock we cannot give back is let go
+                # by closing its connection, and that is no failure of the turn.
                 conn.terminate()
-                await locks.release(conn)
-                raise
+                if not isinstance(exc, (asyncpg.PostgresError, *_UNAVAILABLE)):
+                    await locks.release(conn)
+                    raise
             await locks.release(conn)
 
     async def turn_running_elsewhere(self, key: str) -> bool:
@@ -390,6 +382,31 @@ class PostgresSessionStore:
             )
         )
         return bool(found)
+
+    @staticmethod
+    async def _lock(locks: asyncpg.Pool, key: str) -> Connection:
+        """A lock connection holding `key`'s turn lock. A pooled connection that the server
+        dropped (a restart) is only found out on use: then once more, on a new one."""
+        for attempt in (1, 2):
+            try:
+                conn = await locks.acquire(timeout=CONNECT_TIMEOUT_S)
+            except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:
+                raise _store_error(exc) from exc
+            try:
+                await conn.execute(
+                    "SELECT pg_advisory_lock($1, hashtext($2))", LOCK_CLASS_TURN, key
+                )
+                return conn
+            except BaseException as exc:
+                # Cancelled or failed while waiting: the lock may have been granted all the
+                # same, and closing the connection is the one sure way to let it go.
+                conn.terminate()
+                await locks.release(conn)
+                if not isinstance(exc, (asyncpg.PostgresError, *_UNAVAILABLE)):
+                    raise
+                if attempt == 2 or not isinstance(exc, _UNAVAILABLE):
+                    raise _store_error(exc) from exc
+        raise AssertionError("unreachable")
 
     # -- sessions ----------------------------------------------------------------------
 

@@ -247,3 +247,58 @@ class TestEventsAcrossProcesses:
             frames = await frames_until(ws, lambda f: f.get("id") == "h")
             assert frames[-1]["payload"]["process"]["pid"] == process.proc.pid
             await ws.close()
+
+
+class TestFaults:
+    async def test_postgresql_restarted_under_load_gives_503s_then_serves_again(
+        self,
+        start_gateway: StartGateway,
+        http: aiohttp.ClientSession,
+        pg_server: PgServer,
+        pg_url: str,
+    ) -> None:
+        a = start_gateway("a")
+        failures: list[tuple[int, dict[str, Any], str | None]] = []
+        successes = 0
+        restarted = asyncio.Event()
+        after_restart = 0
+
+        async def client(n: int) -> None:
+            nonlocal successes, after_restart
+            turn = 0
+            while not restarted.is_set() or after_restart < 20:
+                turn += 1
+                response = await http.post(
+                    f"{a.url}/v1/chat/completions",
+                    headers={**auth(), "x-openclaw-session-key": f"load{n}"},
+                    json={"model": "openclaw", "messages": [{"role": "user", "content": "hi"}]},
+                )
+                body = await response.json()
+                if response.status == 200:
+                    successes += 1
+                    after_restart += restarted.is_set()
+                else:
+                    failures.append((response.status, body, response.headers.get("Retry-After")))
+                    await asyncio.sleep(0.05)
+
+        clients = [asyncio.create_task(client(n)) for n in range(5)]
+        await asyncio.sleep(1)
+        await asyncio.to_thread(pg_server.restart)
+        restarted.set()
+        async with asyncio.timeout(30):  # the pool reconnects by itself
+            await asyncio.gather(*clients)
+        assert failures, "no request met the restart"
+        for status, body, retry_after in failures:
+            assert (status, retry_after) == (503, "1")
+            assert body == {
+                "error": {
+                    "message": "session store unavailable",
+                    "type": "api_error",
+                    "param": None,
+                    "code": None,
+                }
+            }
+        # Nothing half-written: every stored user message has its reply after it.
+        for key, messages in (await transcripts(pg_url)).items():
+            roles = [role for role, _ in messages]
+            assert roles == ["user", "assistant"] * (len(roles) // 2), key
