@@ -95,3 +95,11 @@ class TestStoreConfig:
         config = files.load(text)
         again = files.load(json.dumps(effective_dict(config)))
         assert again.store == config.store
+
+
+def test_the_scale_out_example_is_a_valid_config(files: ConfigFiles) -> None:
+    text = (Path(__file__).parents[2] / "conf" / "scale-out" / "clawgate.json5").read_text()
+    config = files.load(text, environ={"CLAWGATE_DB_PASSWORD": "pw"})
+    assert config.store == StoreConfig(
+        "postgres", "postgresql://clawgate@10.0.0.20:5432/clawgate", "pw", 10
+    )
