@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from tests.gatewayproc import GatewayProcess, clean_env
-from tests.ops.test_process import connect_ws
+from tests.ops.test_process import auth, connect_ws, first_content
 from tests.ops.test_shared_store import chat, database, frames_until, shared_config  # noqa: F401
 from tests.pgserver import PASSWORD
 
@@ -56,9 +56,19 @@ def notify(tmp_path: Path) -> Iterator[socket.socket]:
 
 
 @pytest.fixture
-def supervisor(tmp_path: Path, database: str, notify: socket.socket) -> Iterator[GatewayProcess]:  # noqa: F811
+def delay_ms() -> int:
+    return 5
+
+
+@pytest.fixture
+def supervisor(
+    tmp_path: Path,
+    database: str,  # noqa: F811
+    notify: socket.socket,
+    delay_ms: int,
+) -> Iterator[GatewayProcess]:
     config = tmp_path / "c.json5"
-    config.write_text(shared_config(database, 5))
+    config.write_text(shared_config(database, delay_ms))
     env = clean_env(
         tmp_path / "home",
         {"CLAWGATE_DB_PASSWORD": PASSWORD, "NOTIFY_SOCKET": str(tmp_path / "notify.sock")},
@@ -157,3 +167,42 @@ class TestWorkers:
         assert victim not in pids and len(pids) == 2
         body = await chat(http, supervisor.url, "k", "still here")
         assert body["choices"][0]["message"]["content"] == "[turn 1] still here"
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+@pytest.mark.parametrize("delay_ms", [200])
+async def test_a_worker_killed_mid_turn_is_restarted_and_the_session_runs_its_next_turn(
+    supervisor: GatewayProcess, http: aiohttp.ClientSession, delay_ms: int
+) -> None:
+    long_text = " ".join(f"w{i}" for i in range(100))  # 20 s at 200 ms a word
+    response = await http.post(
+        f"{supervisor.url}/v1/chat/completions",
+        headers={**auth(), "x-openclaw-session-key": "k"},
+        json={"model": "openclaw", "stream": True,
+              "messages": [{"role": "user", "content": long_text}]},
+    )  # fmt: skip
+    await first_content(response)
+    # Which worker took the connection is the kernel's choice: kill one, and if the stream
+    # goes on, the other.
+    pids = sorted(ready_pids(supervisor))
+    killed = 0
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+        killed += 1
+        try:
+            async with asyncio.timeout(1):
+                while await response.content.readany():
+                    pass
+            break  # the stream ended: that worker ran the turn
+        except TimeoutError:
+            continue
+        except aiohttp.ClientPayloadError:
+            break
+    response.close()
+    deadline = time.monotonic() + 20
+    while sum(e.get("event") == "worker_ready" for e in supervisor.events()) < 2 + killed:
+        assert time.monotonic() < deadline, "\n".join(supervisor.lines)
+        await asyncio.sleep(0.05)
+    body = await asyncio.wait_for(chat(http, supervisor.url, "k", "after"), 15)
+    assert body["choices"][0]["message"]["content"].endswith(" after")
