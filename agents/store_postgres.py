@@ -138,19 +138,48 @@ _MESSAGE_COLUMNS = (
     " api, usage, stop_reason, aborted, error_message, meta, tool_call_id, tool_name, is_error,"
     " context_start"
 )
-_MESSAGE_PLACEHOLDERS = ", ".join(f"${i}" for i in range(1, _MESSAGE_COLUMNS.count(",") + 2))
 
 SQL_GET_SESSION = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE key = $1"
-SQL_NEXT_SEQ = "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE session_id = $1"
+SQL_CREATE = f"""
+WITH s AS (
+    INSERT INTO sessions (key, agent_id, session_id, label, created_at, updated_at, stateless)
+    VALUES ($1, $2, $3, $4, $5, $5, $6) ON CONFLICT (key) DO NOTHING
+    RETURNING {_SESSION_COLUMNS}
+), t AS (
+    INSERT INTO transcripts (session_id, key, agent_id, created_at)
+    SELECT session_id, key, agent_id, created_at FROM s
+)
+SELECT * FROM s
+"""
 SQL_ADD_TRANSCRIPT = (
     "INSERT INTO transcripts (session_id, key, agent_id, created_at) VALUES ($1, $2, $3, $4)"
     " ON CONFLICT (session_id) DO NOTHING"
 )
-SQL_INSERT_MESSAGE = f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES ({_MESSAGE_PLACEHOLDERS})"
-# As SQLite's SQL_UPSERT_TURN: a reset always wins over a late turn of the old transcript.
-SQL_UPSERT_TURN = f"""
+# The whole turn in one statement (one round trip, atomic as any statement): the transcript
+# row if missing, the messages numbered after the transcript's last seq, the row upsert.
+# The foreign key of the messages is checked at the end of the statement, after `t`. As
+# SQLite's SQL_UPSERT_TURN: a reset always wins over a late turn of the old transcript.
+SQL_APPEND_TURN = f"""
+WITH t AS (
+    INSERT INTO transcripts (session_id, key, agent_id, created_at) VALUES ($1, $2, $3, $4)
+    ON CONFLICT (session_id) DO NOTHING
+), base AS (
+    SELECT COALESCE(MAX(seq), 0) AS seq FROM messages WHERE session_id = $1
+), m AS (
+    INSERT INTO messages ({_MESSAGE_COLUMNS})
+    SELECT x.id, $1, base.seq + x.n, x.role, x.content, x.ts, x.run_id, x.idem, x.provider,
+           x.model, x.api, x.usage, x.stop, x.aborted, x.error, x.meta, x.call_id, x.name,
+           x.is_error, x.context_start
+    FROM base, unnest($5::text[], $6::text[], $7::text[], $8::bigint[], $9::text[],
+                      $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
+                      $15::text[], $16::boolean[], $17::text[], $18::text[], $19::text[],
+                      $20::text[], $21::boolean[], $22::boolean[])
+        WITH ORDINALITY AS x(id, role, content, ts, run_id, idem, provider, model, api, usage,
+                             stop, aborted, error, meta, call_id, name, is_error,
+                             context_start, n)
+)
 INSERT INTO sessions AS s ({_SESSION_COLUMNS}, stateless)
-VALUES ($1, $2, $3, NULL, $4, $4, $5, $6, $5, $7, $8, $9, $10, $11, $12)
+VALUES ($2, $3, $1, NULL, $23, $23, $24, $25, $24, $26, $27, $28, $29, $30, $31)
 ON CONFLICT (key) DO UPDATE SET
     stateless = s.stateless AND excluded.stateless,
     updated_at = excluded.updated_at,
@@ -164,6 +193,7 @@ ON CONFLICT (key) DO UPDATE SET
     aborted_last_run = excluded.aborted_last_run
 RETURNING {_SESSION_COLUMNS}
 """
+
 SQL_RECENT_TURNS = f"""
 SELECT {_MESSAGE_COLUMNS} FROM messages
 WHERE session_id = $1 AND seq >= GREATEST(
@@ -418,9 +448,7 @@ class PostgresSessionStore:
         self, key: str, agent_id: str, now: int, *, label: str | None = None,
         stateless: bool = False,
     ) -> tuple[SessionRow, bool]:  # fmt: skip
-        return await self._run(
-            lambda c: self._create(c, key, agent_id, now, label, stateless), write=True
-        )
+        return await self._run(lambda c: self._create(c, key, agent_id, now, label, stateless))
 
     async def get_or_create(
         self, key: str, agent_id: str, now: int, *, stateless: bool = False
@@ -441,35 +469,26 @@ class PostgresSessionStore:
         conn: Connection, key: str, agent_id: str, now: int, label: str | None,
         stateless: bool = False,
     ) -> tuple[SessionRow, bool]:  # fmt: skip
-        sid = _new_session_id()
-        # ON CONFLICT: another process may create the key at the same moment; its row wins.
-        row = await conn.fetchrow(
-            "INSERT INTO sessions (key, agent_id, session_id, label, created_at, updated_at,"
-            " stateless) VALUES ($1, $2, $3, $4, $5, $5, $6) ON CONFLICT (key) DO NOTHING"
-            f" RETURNING {_SESSION_COLUMNS}",
-            *_args((key, agent_id, sid, label, now, stateless)),
-        )
+        # One statement: the row and its transcript, or nothing when another process created
+        # the key at the same moment (its row wins).
+        row = await conn.fetchrow(SQL_CREATE, *_args((key, agent_id, _new_session_id(), label,
+                                                      now, stateless)))  # fmt: skip
         if row is None:
             existing = await conn.fetchrow(SQL_GET_SESSION, key)
             return _session_row(tuple(existing)), False
-        await conn.execute(SQL_ADD_TRANSCRIPT, sid, key, agent_id, now)
         return _session_row(tuple(row)), True
 
     async def append_turn(self, turn: TurnRecord) -> SessionRow:
-        return await self._run(lambda c: self._append_turn(c, turn), write=True)
+        # One statement is its own transaction: no BEGIN and COMMIT round trips.
+        return await self._run(lambda c: self._append_turn(c, turn))
 
     @staticmethod
     async def _append_turn(conn: Connection, turn: TurnRecord) -> SessionRow:
-        await conn.execute(
-            SQL_ADD_TRANSCRIPT, turn.session_id, turn.key, turn.agent_id, turn.user_timestamp
-        )
-        seq = int(await conn.fetchval(SQL_NEXT_SEQ, turn.session_id))
         inputs = turn.inputs or (ChatMessage("user", turn.user_text),)
         idem = f"{turn.idempotency_key}:user" if turn.idempotency_key is not None else None
         last_user = max((i for i, m in enumerate(inputs) if m.role == "user"), default=-1)
-        rows: list[list[Any]] = []
+        rows: list[tuple[Any, ...]] = []
         for index, message in enumerate(inputs):
-            seq += 1
             role, content = message.role, _dumps(message.text)
             call_id = name = meta = None
             if message.role == "tool":
@@ -482,12 +501,11 @@ class PostgresSessionStore:
                 ))  # fmt: skip
             elif index == last_user and turn.images:
                 meta = _dumps({"images": dict(turn.images)})
-            rows.append(_args((
-                _new_session_id(), turn.session_id, seq, role, content, turn.user_timestamp,
-                turn.run_id, idem if index == last_user else None, None, None, None, None,
-                None, False, None, meta, call_id, name, False,
-                bool(turn.context_start and not index),
-            )))  # fmt: skip
+            rows.append((
+                _new_session_id(), role, content, turn.user_timestamp, turn.run_id,
+                idem if index == last_user else None, None, None, None, None, None, False,
+                None, meta, call_id, name, False, bool(turn.context_start and not index),
+            ))  # fmt: skip
         usage = {
             "input": turn.input_tokens,
             "output": turn.output_tokens,
@@ -496,19 +514,20 @@ class PostgresSessionStore:
         reply = assistant_content(
             turn.assistant_text, turn.tool_calls, turn.reasoning, turn.reasoning_signature
         )
-        rows.append(_args((
-            _new_session_id(), turn.session_id, seq + 1, "assistant", _dumps(reply),
-            turn.assistant_timestamp, turn.run_id, turn.idempotency_key, turn.provider,
-            turn.model, turn.api, _dumps(usage), turn.stop_reason, turn.aborted,
-            turn.error_message, None, None, None, False, False,
-        )))  # fmt: skip
-        await conn.executemany(SQL_INSERT_MESSAGE, rows)
+        rows.append((
+            _new_session_id(), "assistant", _dumps(reply), turn.assistant_timestamp,
+            turn.run_id, turn.idempotency_key, turn.provider, turn.model, turn.api,
+            _dumps(usage), turn.stop_reason, turn.aborted, turn.error_message, None, None, None,
+            False, False,
+        ))  # fmt: skip
+        columns = [_args(column) for column in zip(*rows, strict=True)]
         row = await conn.fetchrow(
-            SQL_UPSERT_TURN,
+            SQL_APPEND_TURN,
+            *_args((turn.session_id, turn.key, turn.agent_id, turn.user_timestamp)),
+            *columns,
             *_args((
-                turn.key, turn.agent_id, turn.session_id, turn.assistant_timestamp,
-                turn.input_tokens, turn.output_tokens, turn.provider, turn.model, turn.run_id,
-                turn.status, turn.aborted, turn.stateless,
+                turn.assistant_timestamp, turn.input_tokens, turn.output_tokens, turn.provider,
+                turn.model, turn.run_id, turn.status, turn.aborted, turn.stateless,
             )),
         )  # fmt: skip
         return _session_row(tuple(row))
