@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import json
 import os
 import sqlite3
@@ -535,6 +536,9 @@ class SessionStore:
     (`list` is a method here, so annotations below it spell the builtin `builtins.list`.)
     """
 
+    # One process owns the file: the session's lane alone keeps its turns serial.
+    shared = False
+
     def __init__(
         self,
         state_dir: str | os.PathLike[str],
@@ -692,6 +696,14 @@ class SessionStore:
         if self.on_commit is not None:
             self.on_commit(time.perf_counter() - started)
         return result
+
+    bus = None  # no other process to hear from
+
+    def turn_lock(self, key: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return contextlib.nullcontext()
+
+    async def turn_running_elsewhere(self, key: str) -> bool:
+        return False
 
     # -- sessions ----------------------------------------------------------------------
 
