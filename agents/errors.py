@@ -37,6 +37,10 @@ class StoreError(AgentError):
     """The session store failed; the run fails as `internal error`."""
 
 
+class StoreUnavailable(StoreError):
+    """The shared database cannot be reached now (down, restarting): worth a retry later."""
+
+
 class UnsafeStoreFile(StoreError):
     """A database file is a symlink or not a regular file: refused, never followed."""
 

@@ -23,7 +23,8 @@ from agents.keys import is_main_key, parse_session_key
 from agents.providers.base import Provider
 from agents.runs import AgentRun, RunState, TurnRequest
 from agents.session import AgentSession, RunSlots, SessionDeps
-from agents.store import PRUNE_BATCH, SessionRow, SessionStore, StoredMessage
+from agents.store import PRUNE_BATCH, SessionRow, StoredMessage
+from agents.store_protocol import Store
 
 log = structlog.get_logger(__name__)
 
@@ -98,7 +99,7 @@ class SessionRegistry:
     """
 
     config: AgentsConfig
-    store: SessionStore
+    store: Store
     providers: ProviderSource
     max_live_sessions: int = attrs.field(default=10_000, kw_only=True)
     clock: Callable[[], int] = attrs.field(default=wall_clock_ms, kw_only=True)  # Unix ms

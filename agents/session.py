@@ -52,7 +52,8 @@ from agents.providers.base import (
     Usage,
 )
 from agents.runs import AgentRun, RunOutcome, RunStatus, TurnRequest, terminal_data
-from agents.store import SessionRow, SessionStore, StoredMessage, TurnRecord
+from agents.store import SessionRow, StoredMessage, TurnRecord
+from agents.store_protocol import Store
 from agents.transcript import new_inputs, with_tool_names
 
 log = structlog.get_logger(__name__)
@@ -106,7 +107,7 @@ class SessionDeps:
 
     # The current config: a run reads it once, when it starts, and keeps it (hot reload).
     config: Callable[[], AgentsConfig]
-    store: SessionStore
+    store: Store
     provider: Callable[[str], Provider]  # by `api` name; KeyError when it is not implemented
     sink: EventSink  # where session changes go (runs publish their events themselves)
     clock: Callable[[], int]  # Unix ms
@@ -260,8 +261,21 @@ class AgentSession:
             self._deps.session_idle(self)
 
     async def _run_guarded(self, run: AgentRun) -> None:
+        store = self._deps.store
         try:
-            await self._execute(run)
+            # A shared store: another process may run a turn of this key too. Its lock
+            # queues us behind that turn as the lane queues us behind ours.
+            async with store.turn_lock(self.key):
+                await self._execute(run)
+        except StoreError as exc:
+            # Taking or giving back the lock failed (the database went away); the run's own
+            # store failures are handled inside _execute.
+            log.error("turn_lock_failed", session_key=self.key, run_id=run.id, error=str(exc))
+            if not run.ended:
+                if run.started_at is None:
+                    run.end_unstarted(RunStatus.FAILED, exc)
+                else:
+                    self._end_broken(run)
         except Exception:
             # A bug of ours: the run must still end, and the next turn must still run.
             log.exception("run_crashed", session_key=self.key, run_id=run.id)
@@ -288,7 +302,9 @@ class AgentSession:
 
     async def _load_row(self, now: int) -> tuple[SessionRow, bool]:
         """The session's row, created for a new key; True when created by this call."""
-        if self.row is not None:
+        # A shared store's row may have changed on another process (a turn, a reset): it is
+        # read again under the turn lock.
+        if self.row is not None and not self._deps.store.shared:
             return self.row, False
         store = self._deps.store
         if self.new_key:

@@ -567,6 +567,9 @@ class SessionStore:
     (`list` is a method here, so annotations below it spell the builtin `builtins.list`.)
     """
 
+    # One process owns the file: the session's lane alone keeps its turns serial.
+    shared = False
+
     def __init__(
         self,
         state_dir: str | os.PathLike[str],
@@ -676,7 +679,9 @@ class SessionStore:
                 wrote.append(len(done) - 1)
         if self._group_open:
             self._group_open = False
-            failure = self._commit()
+            # A group whose every write failed (each rolled back to its savepoint) commits
+            # nothing: on_commit is not told of it.
+            failure = self._commit(report=any(done[index][2] is None for index in wrote))
             if failure is not None:
                 for index in wrote:
                     done[index] = (done[index][0], None, failure)
@@ -688,8 +693,9 @@ class SessionStore:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_resolve, results)
 
-    def _commit(self) -> BaseException | None:
-        """Commit the group transaction; the error that lost it, if it was lost."""
+    def _commit(self, *, report: bool) -> BaseException | None:
+        """Commit the group transaction; the error that lost it, if it was lost. `report`:
+        tell on_commit how long it took."""
         db = self._conn()
         try:
             if not db.in_transaction:
@@ -701,7 +707,7 @@ class SessionStore:
                 db.execute("ROLLBACK")
             return exc
         self.commits += 1
-        if self.on_commit is not None:
+        if report and self.on_commit is not None:
             self.on_commit(time.perf_counter() - self._group_started)
         return None
 
@@ -784,7 +790,7 @@ class SessionStore:
     def _close(self) -> None:
         if self._group_open:  # writes queued before the close are committed first
             self._group_open = False
-            self._commit()
+            self._commit(report=True)
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -815,6 +821,14 @@ class SessionStore:
             raise
         db.execute("RELEASE job")
         return result
+
+    bus = None  # no other process to hear from
+
+    def turn_lock(self, key: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return contextlib.nullcontext()
+
+    async def turn_running_elsewhere(self, key: str) -> bool:
+        return False
 
     # -- sessions ----------------------------------------------------------------------
 

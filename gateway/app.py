@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 import uuid
@@ -13,7 +14,6 @@ from aiohttp import web
 
 from agents.providers.pool import ProviderPool
 from agents.registry import SessionRegistry
-from agents.store import SessionStore
 from gateway import metrics_http
 from gateway.appkeys import AGENT_ID, METRICS, REQUEST_ID, SESSION_KEY, STATE
 from gateway.config.loader import ConfigLoader
@@ -25,6 +25,7 @@ from gateway.http.runs import CLIENT_CLOSED_REQUEST
 from gateway.reload import watch_config
 from gateway.responses import method_not_allowed, not_found
 from gateway.state import AppOptions, GatewayState
+from gateway.stores import abort_here, new_store
 from gateway.ws.handler import setup as setup_websocket
 
 log = structlog.get_logger()
@@ -71,7 +72,7 @@ def create_app(
 async def _sessions(app: web.Application) -> AsyncIterator[None]:
     """The session store and registry live exactly as long as the app."""
     state = app[STATE]
-    store = SessionStore(state.config.state_dir, on_commit=app[METRICS].store_committed)
+    store = new_store(state.config, on_commit=app[METRICS].store_committed)
     await store.open()
     registry = SessionRegistry(
         state.config.agents,
@@ -80,12 +81,19 @@ async def _sessions(app: web.Application) -> AsyncIterator[None]:
         max_live_sessions=state.options.max_live_sessions,
     )
     await registry.start()
+    bus = store.bus
+    if bus is not None:  # a shared store: run events and aborts cross processes
+        await bus.start(functools.partial(abort_here, registry))
+        registry.add_listener(bus.publish)
     state.store, state.registry = store, registry
     try:
         yield
     finally:
         state.ready = False
         await registry.aclose()
+        if bus is not None:
+            registry.remove_listener(bus.publish)
+            await bus.aclose()
         await store.aclose()
         state.store = state.registry = None
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import structlog
 
-from agents.errors import UnsafeStoreFile
+from agents.errors import StoreError, UnsafeStoreFile
 from gateway import __version__
 from gateway.auth import with_generated_token
 from gateway.client import add_commands as add_client_commands
@@ -31,6 +31,7 @@ from gateway.config.overrides import (
 from gateway.config.view import redacted
 from gateway.logs import configure_logging
 from gateway.statedir import UnsafeStateError, prepare_state_dir
+from gateway.supervisor import supervise, worker_count
 from gateway.systemd import SYSTEM_CONFIG, SYSTEM_STATE, default_executable, unit_text
 
 log = structlog.get_logger()
@@ -42,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help", "--version")):
         args.insert(0, "run")
     parsed = _parser().parse_args(args)
+    parsed.run_args = args[1:]  # `run`'s own arguments, for the workers of --workers
     result: int = parsed.func(parsed)
     return result
 
@@ -61,6 +63,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_secret_arguments(run, "clients must present")
     run.add_argument("--verbose", action="store_true", help="log at debug level")
+    run.add_argument(
+        "--workers",
+        type=_workers,
+        metavar="N",
+        help="gateway processes sharing the port (auto: one per core); above 1 needs the"
+        ' "postgres" store backend',
+    )
     run.set_defaults(func=_run)
 
     config = commands.add_parser("config", help="inspect the configuration")
@@ -99,6 +108,13 @@ def _port(text: str) -> int:
     return value
 
 
+def _workers(text: str) -> int:
+    try:
+        return worker_count(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _loader(args: argparse.Namespace) -> ConfigLoader:
     return ConfigLoader(overrides_from_args(args))
 
@@ -120,13 +136,30 @@ def _run(args: argparse.Namespace) -> int:
     # module): `config`, `token`, `call` and `health` need neither the server nor the agents.
     from gateway.server import serve
 
+    workers = args.workers or 1
+    if workers > 1 and config.store.backend != "postgres":
+        message = (
+            f"--workers {workers} needs a store every worker shares: set store.backend to"
+            ' "postgres" (the sqlite store belongs to one process)'
+        )
+        print(message, file=sys.stderr)
+        log.error("workers_need_postgres", workers=workers, backend=config.store.backend)
+        return EX_CONFIG
     try:
         prepare_state_dir(config.state_dir)
         config = with_generated_token(config)
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            if workers > 1:
+                gateway = config.gateway
+                return runner.run(supervise(args.run_args, workers, gateway.host, gateway.port))
             return runner.run(serve(config, loader))
     except (UnsafeStateError, UnsafeStoreFile) as exc:
         return _refuse_state(exc)
+    except StoreError as exc:
+        # A shared database that is down or refuses us: a runtime failure, worth a restart.
+        print(f"cannot open the session store: {exc.message}", file=sys.stderr)
+        log.error("store_open_failed", backend=config.store.backend, error=exc.message)
+        return 1
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

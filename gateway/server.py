@@ -23,6 +23,7 @@ from gateway.config.loader import ConfigLoader
 from gateway.config.model import Config
 from gateway.reload import reload_from_file
 from gateway.state import AppOptions, GatewayState
+from gateway.supervisor import WORKER_ENV
 from gateway.systemd import Notifier
 
 log = structlog.get_logger()
@@ -59,7 +60,9 @@ async def _serve(app: web.Application, stop: asyncio.Event, notifier: Notifier) 
     runner = make_runner(app)
     await runner.setup()  # opens the store: nothing listens before it is ready
     try:
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        # A worker of `--workers`: its siblings listen on the same port (gateway/supervisor.py).
+        reuse_port = True if os.environ.get(WORKER_ENV) is not None else None
+        site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port)
         await site.start()
     except OSError as exc:
         reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror

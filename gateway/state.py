@@ -14,7 +14,7 @@ from gateway.config.model import Config
 
 if TYPE_CHECKING:
     from agents.registry import SessionRegistry
-    from agents.store import SessionStore
+    from agents.store_protocol import Store
     from gateway.config.loader import ConfigLoader
 
 
@@ -48,7 +48,7 @@ class GatewayState:
             lambda self: AuthRateLimiter(self.config.gateway.auth.rate_limit), takes_self=True
         )
     )
-    store: SessionStore | None = None
+    store: Store | None = None
     registry: SessionRegistry | None = None
     started_at: float = attrs.field(factory=time.time)
     ready: bool = False

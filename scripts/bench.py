@@ -1338,7 +1338,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help=f"instead of the benchmark, profile a JSON and a stream run into {PROFILE.name}",
     )
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="instead: --workers 2 vs 1 and postgres vs sqlite, as ratios (scripts/bench_scale.py)",
+    )
     args = parser.parse_args(argv)
+    if args.scale:
+        import bench_scale
+
+        output = args.output if args.output != RESULTS else ROOT / "bench-scale-results.json"
+        return bench_scale.run(args.quick, output)
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     if unknown := set(parts) - set(PARTS):
         parser.error(f"unknown parts: {', '.join(sorted(unknown))}")

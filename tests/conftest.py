@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from gateway.config.loader import ConfigLoader
 from gateway.config.model import Config
 from gateway.config.overrides import Overrides
 from tests.support.configs import MakeConfig
+from tests.support.pgserver import PgServer, start_or_skip
 from tests.support.process import GatewayProcess
 
 
@@ -55,3 +57,26 @@ def gateways() -> Iterator[list[GatewayProcess]]:
     yield started
     for gateway in started:
         gateway.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One real PostgreSQL server for the whole run (tests/support/pgserver.py); skipped, or failed
+    under CLAWGATE_REQUIRE_POSTGRES=1, when its binaries are not installed."""
+    server = start_or_skip()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> Iterator[str]:
+    """The URL (with its password) of a fresh, empty database on `pg_server`.
+
+    Synchronous, so any fixture can ask for it: the admin statements run on a loop of their own.
+    """
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    pg_server.admin(f"CREATE DATABASE {name} TEMPLATE template0")
+    yield pg_server.url(name)
+    pg_server.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

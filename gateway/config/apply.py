@@ -22,7 +22,9 @@ from gateway.state import GatewayState
 
 log = structlog.get_logger()
 
-RESTART_PATHS = ("gateway.port", "gateway.bind", "gateway.customBindHost", "logging.format")
+RESTART_PATHS = (
+    "gateway.port", "gateway.bind", "gateway.customBindHost", "logging.format", "store",
+)  # fmt: skip
 
 
 @attrs.frozen

@@ -48,13 +48,16 @@ from gateway.config.model import (
     PreAuthConfig,
     RateLimitConfig,
     ResponsesConfig,
+    StoreConfig,
 )
 from gateway.config.overrides import (
     NO_OVERRIDES,
     Overrides,
+    SecretFileError,
     apply_overrides,
     env_setting,
     has_secret_flag,
+    read_secret_file,
     startup_guards,
 )
 from gateway.config.schema import (
@@ -66,6 +69,7 @@ from gateway.config.schema import (
     check_hooks,
     check_hooks_token,
     check_model_refs,
+    check_store,
     dig,
     wrong_type,
 )
@@ -150,6 +154,8 @@ class ConfigLoader:
             normalized["gateway"]["auth"].pop("mode", None)
         check_embedding_model(ctx, normalized)
         check_hooks(ctx, normalized.get("hooks"))
+        check_store(ctx, normalized.get("store"))
+        _read_store_password(ctx, normalized.get("store"))
         apply_overrides(normalized["gateway"], self.overrides, self.environ, ctx)
         check_hooks_token(ctx, normalized)
         if ctx.issues:
@@ -165,6 +171,7 @@ class ConfigLoader:
             state_dir=self.state_dir,
             warnings=ctx.sorted_warnings(),
             hooks=_hooks_config(normalized["hooks"]),
+            store=_store_config(normalized["store"]),
         )
         guard_issues = startup_guards(config.gateway)
         if guard_issues:
@@ -243,6 +250,26 @@ def _line_column(text: str, pos: int) -> tuple[int, int]:
     """1-based, counted the way json5 counts them (every character is one column)."""
     line = text.count("\n", 0, pos) + 1
     return line, pos - (text.rfind("\n", 0, pos) + 1) + 1
+
+
+def _read_store_password(ctx: Checker, store: Any) -> None:
+    """`store.passwordFile`'s first line becomes `store.password` (checked: not both)."""
+    if not isinstance(store, dict) or store.get("backend") != "postgres" or "password" in store:
+        return
+    if isinstance(store.get("passwordFile"), str):
+        try:
+            store["password"] = read_secret_file(store.pop("passwordFile"))
+        except SecretFileError as exc:
+            ctx.issue("store.passwordFile", str(exc))
+
+
+def _store_config(store: dict[str, Any]) -> StoreConfig:
+    return StoreConfig(
+        backend=store["backend"],
+        url=store.get("url"),
+        password=store.get("password"),
+        pool_size=store["poolSize"],
+    )
 
 
 def _hooks_config(hooks: dict[str, Any]) -> HooksConfig:

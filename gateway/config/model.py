@@ -185,6 +185,20 @@ class HooksConfig:
 
 
 @attrs.frozen
+class StoreConfig:
+    """`store`: where sessions live. `postgres` shares them between processes and hosts."""
+
+    backend: str = "sqlite"  # or "postgres"
+    url: str | None = None  # postgres: `postgresql://user@host:port/db`
+    password: str | None = None  # from `password` (`${VAR}`) or the first line of `passwordFile`
+    pool_size: int = 10  # query connections per process (turn locks have their own)
+
+    def __repr__(self) -> str:
+        # Never the password, whatever prints the config (the URL may hold one too).
+        return f"StoreConfig(backend={self.backend!r})"
+
+
+@attrs.frozen
 class LoggingConfig:
     level: str = "info"  # "debug", "info", "warn", "error" or "silent"
     format: str = "auto"  # "auto", "json" or "console"
@@ -226,6 +240,7 @@ class Config:
     state_dir: Path
     warnings: tuple[ConfigWarning, ...] = ()
     hooks: HooksConfig = HooksConfig()
+    store: StoreConfig = StoreConfig()
 
     @property
     def sessions_path(self) -> Path:

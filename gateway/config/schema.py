@@ -695,6 +695,45 @@ _HOOKS = _Section(
 )
 
 
+# `store`: the SQLite file in the state dir (one process), or a PostgreSQL database that
+# every process and host shares. The password is a secret key (`${VAR}` allowed) or a file.
+_STORE = _Section(
+    {
+        "backend": _Key(_Choice(("sqlite", "postgres")), "sqlite"),
+        "url": _Key(_Str(non_empty=True)),
+        "password": _Key(_Str(non_empty=True)),
+        "passwordFile": _Key(_Str(non_empty=True)),
+        "poolSize": _Key(_Int(1, 1000), 10),
+    }
+)
+
+
+def check_store(ctx: Checker, store: Any) -> None:
+    """The keys each backend takes; the loader reads `passwordFile` once this passes."""
+    if not isinstance(store, dict) or isinstance(store.get("backend"), Invalid):
+        return
+    url = store.get("url")
+    if store["backend"] == "sqlite":
+        for key in ("url", "password", "passwordFile"):
+            if key in store:
+                ctx.issue(f"store.{key}", 'applies to the "postgres" backend only')
+        return
+    if url is None:
+        ctx.issue("store.url", 'is required with the "postgres" backend')
+    elif isinstance(url, str) and not _is_postgres_url(url):
+        ctx.issue("store.url", "must be a postgresql:// URL with a host")
+    if "password" in store and "passwordFile" in store:
+        ctx.issue("store.passwordFile", "give password or passwordFile, not both")
+
+
+def _is_postgres_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("postgresql", "postgres") and bool(parts.hostname)
+    except ValueError:  # e.g. an unbalanced `[` in the host
+        return False
+
+
 def check_embedding_model(ctx: Checker, normalized: dict[str, Any]) -> None:
     path = "agents.defaults.embeddingModel"
     ref = dig(normalized, "agents", "defaults", "embeddingModel")
@@ -1029,6 +1068,7 @@ ROOT = _Section(
         "session": _Key(_SESSION),
         "logging": _Key(_LOGGING),
         "hooks": _Key(_HOOKS),
+        "store": _Key(_STORE),
     },
     ignored=OPENCLAW_SECTIONS,
 )

@@ -14,7 +14,7 @@ import json5
 
 from agents.config import ModelRef, ProviderConfig
 from gateway.config.errors import PathKey
-from gateway.config.model import Config, GatewayConfig, HooksConfig
+from gateway.config.model import Config, GatewayConfig, HooksConfig, StoreConfig
 from gateway.config.secret_keys import REDACTED, holds_password, is_secret_leaf, is_secret_path
 
 
@@ -69,7 +69,16 @@ def effective_dict(config: Config) -> dict[str, Any]:
         },
         "logging": {"level": config.logging.level, "format": config.logging.format},
         "hooks": _effective_hooks(config.hooks),
+        "store": _effective_store(config.store),
     }
+
+
+def _effective_store(store: StoreConfig) -> dict[str, Any]:
+    effective: dict[str, Any] = {"backend": store.backend, "poolSize": store.pool_size}
+    for key, value in (("url", store.url), ("password", store.password)):
+        if value is not None:
+            effective[key] = value
+    return effective
 
 
 def _effective_gateway(gateway: GatewayConfig) -> dict[str, Any]:

@@ -27,6 +27,7 @@ import attrs
 from agents.config import AgentConfig, AgentsConfig, ModelRef
 from agents.errors import (
     InvalidSessionKey,
+    StoreUnavailable,
     UnknownAgent,
     UpstreamAuthFailed,
     UpstreamError,
@@ -158,6 +159,12 @@ def error_reply(exc: BaseException) -> RequestError:
     if isinstance(exc, UnknownAgent | InvalidSessionKey):
         # A run whose agent left the config while queued, or a key the registry refused.
         return bad_request(exc.message)
+    if isinstance(exc, StoreUnavailable):
+        # The shared database is away (restarting, failing over): nothing of the turn was
+        # written (one transaction), so the client may send it again.
+        return RequestError(
+            503, "session store unavailable", API_ERROR, headers={"Retry-After": "1"}
+        )
     # StoreError, a bug the agents layer caught (AgentError), or one of ours.
     return internal_error()
 

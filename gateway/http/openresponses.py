@@ -110,7 +110,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         return error_answer(request, exc)
     except StoreError as exc:
         log.error("previous_response_lookup_failed", error=str(exc))
-        return error_answer(request, internal_error())
+        return error_answer(request, error_reply(exc))  # 503 while a shared store is away
     except ConnectionError:  # the client left while sending its body
         return web.Response(status=CLIENT_CLOSED_REQUEST)
     try:
@@ -300,7 +300,7 @@ async def stored_response(request: web.Request) -> web.StreamResponse:
         stored = await store.get_response(response_id)
     except StoreError as exc:
         log.error("response_lookup_failed", error=str(exc))
-        return error_answer(request, internal_error())
+        return error_answer(request, error_reply(exc))  # 503 while a shared store is away
     if stored is None:
         return error_answer(request, response_not_found(response_id))
     return web.Response(

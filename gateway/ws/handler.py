@@ -400,6 +400,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     fanout = ws_state.fanout
     if registry is not None:
         registry.add_listener(fanout)
+    # Runs of the other processes sharing the store, as if they were ours.
+    bus = gateway.store.bus if gateway.store is not None else None
+    if bus is not None:
+        bus.add_remote_listener(fanout)
 
     def on_reload(result: Any) -> None:
         if not ws_state.closing:
@@ -415,6 +419,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         gateway.config_listeners.remove(on_reload)
         if registry is not None:
             registry.remove_listener(fanout)
+        if bus is not None:
+            bus.remove_remote_listener(fanout)
         await ws_state.cancel_tasks()
         fanout.close()
         ws_state.presence_fanout.close()

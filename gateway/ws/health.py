@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 from typing import Any
 
@@ -73,7 +75,7 @@ async def compute_health(state: GatewayState) -> dict[str, Any]:
                 "sessions": _sessions_block(path, listed, now),
             }
         )
-    return {
+    health = {
         "ok": True,
         "ts": now,
         "durationMs": int((time.monotonic() - started) * 1000),
@@ -89,3 +91,8 @@ async def compute_health(state: GatewayState) -> dict[str, Any]:
         "channelLabels": {},
         "plugins": {"loaded": [], "errors": [], "unavailable": []},
     }
+    if state.store is not None and state.store.bus is not None:
+        # Processes share the sessions (a postgres store): the snapshot's sessions are
+        # everyone's, its runs and connections this process's, which this names.
+        health["process"] = {"host": socket.gethostname(), "pid": os.getpid()}
+    return health

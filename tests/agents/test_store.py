@@ -25,48 +25,51 @@ from agents.store import (
     SQL_NEXT_SEQ,
     SQL_RECENT_TURNS,
     SQL_UPSERT_TURN,
+    DailyUsage,
     SessionRow,
     SessionStore,
     StoredResponse,
-    TurnRecord,
 )
+from agents.store_postgres import PostgresSessionStore
+from tests.support.turns import KEY, turn
 
-KEY = "agent:main:s1"
 DAY = 24 * 3600 * 1000
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SessionStore]:
-    store = SessionStore(tmp_path / "state")
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def new_store(request: pytest.FixtureRequest, tmp_path: Path, **options: Any) -> Any:
+    if request.param == "postgres":
+        return PostgresSessionStore(request.getfixturevalue("pg_url"), **options)
+    return SessionStore(tmp_path / "state", **options)
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SessionStore]:
+    """The contract's store: every test using it runs against both backends."""
+    store = new_store(request, tmp_path)
     await store.open()
     yield store
     await store.aclose()
 
 
-def turn(row: SessionRow, run_id: str = "r1", **fields: Any) -> TurnRecord:
-    values: dict[str, Any] = {
-        "key": row.key,
-        "agent_id": row.agent_id,
-        "session_id": row.session_id,
-        "run_id": run_id,
-        "user_text": "hello there",
-        "user_timestamp": 1000,
-        "assistant_text": "[turn 1] hello there",
-        "assistant_timestamp": 1005,
-        "input_tokens": 2,
-        "output_tokens": 4,
-        "stop_reason": "stop",
-        "status": "done",
-        "provider": "echo",
-        "model": "echo",
-        "api": "echo",
-    }
-    values.update(fields)
-    return TurnRecord(**values)
+@pytest.fixture(params=BACKENDS)
+async def timed_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[SessionStore, list[float]]]:
+    """A store of either backend and the durations its `on_commit` was told."""
+    durations: list[float] = []
+    store = new_store(request, tmp_path, on_commit=durations.append)
+    await store.open()
+    yield store, durations
+    await store.aclose()
 
 
 def raw_db(store: SessionStore) -> sqlite3.Connection:
     """A second connection to the same file, as another process would have."""
+    if not isinstance(store, SessionStore):
+        pytest.skip("reads SQLite's file; tests/agents/test_store_postgres.py checks PostgreSQL")
     return sqlite3.connect(store.path, isolation_level=None)
 
 
@@ -85,14 +88,15 @@ class TestFile:
         finally:
             await store.aclose()
 
-    async def test_connection_settings(self, store: SessionStore) -> None:
-        assert await store.pragmas() == {
-            "journal_mode": "wal",
-            "synchronous": 2,  # FULL
-            "foreign_keys": 1,
-            "busy_timeout": 5000,
-            "user_version": SCHEMA_VERSION,
-        }
+    async def test_connection_settings(self, tmp_path: Path) -> None:
+        async with SessionStore(tmp_path) as store:
+            assert await store.pragmas() == {
+                "journal_mode": "wal",
+                "synchronous": 2,  # FULL
+                "foreign_keys": 1,
+                "busy_timeout": 5000,
+                "user_version": SCHEMA_VERSION,
+            }
 
     async def test_schema(self, store: SessionStore) -> None:
         with raw_db(store) as db:
@@ -249,6 +253,19 @@ class TestSessions:
 
 
 class TestTurns:
+    async def test_a_turn_on_an_unsaved_row_creates_the_session_with_it(
+        self, store: SessionStore
+    ) -> None:
+        """A key minted for the turn: its row is written by the turn's own write."""
+        row = store.unsaved_row(KEY, "main", 100)
+        assert await store.get(KEY) is None
+        saved = await store.append_turn(turn(row, stateless=True))
+        # Created when its first message was: the turn's user timestamp.
+        assert (saved.key, saved.session_id, saved.created_at) == (KEY, row.session_id, 1000)
+        assert await store.get(KEY) == saved
+        assert await store.is_stateless(KEY) is True
+        assert (await store.history(row.session_id, 10)).total == 2
+
     async def test_a_turn_stores_both_messages_in_openclaw_shape(self, store: SessionStore) -> None:
         row, _ = await store.create(KEY, "main", 100)
         await store.append_turn(
@@ -424,6 +441,12 @@ CALL = ToolCall("call_1", "get_weather", '{"city":"Paris"}')
 class TestGroupCommit:
     """Writes queued together are one transaction and one fsync; each caller hears back
     after the commit that holds its writes."""
+
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[SessionStore]:
+        """SQLite's: PostgreSQL commits each write on its own connection."""
+        async with SessionStore(tmp_path / "state") as store:
+            yield store
 
     async def test_turns_ending_together_share_commits(self, store: SessionStore) -> None:
         rows = [(await store.create(f"{KEY}-{i}", "main", 100))[0] for i in range(40)]
@@ -731,20 +754,63 @@ class TestPruneLimits:
 
 class TestCommitTiming:
     async def test_each_write_transaction_reports_its_duration_and_reads_do_not(
-        self, tmp_path: Path
+        self, timed_store: tuple[SessionStore, list[float]]
     ) -> None:
-        durations: list[float] = []
-        store = SessionStore(tmp_path / "state", on_commit=durations.append)
-        await store.open()
-        try:
-            row, _ = await store.create(KEY, "main", 100)
-            await store.append_turn(turn(row))
-            await store.get(KEY)
-            await store.history(row.session_id, 10)
-        finally:
-            await store.aclose()
+        store, durations = timed_store
+        row, _ = await store.create(KEY, "main", 100)
+        await store.append_turn(turn(row))
+        await store.get(KEY)
+        await store.history(row.session_id, 10)
+        await store.usage_by_day(0)
         assert len(durations) == 2
         assert all(0 < seconds < 10 for seconds in durations)
+
+    async def test_a_failed_write_reports_nothing(
+        self, timed_store: tuple[SessionStore, list[float]]
+    ) -> None:
+        store, durations = timed_store
+        with pytest.raises(StoreError):
+            await store.put_response(StoredResponse("resp_1", "nope", "k", "main", 5, "{}"))
+        assert durations == []
+
+
+class TestUsageByDay:
+    """The WS `usage` method's totals: assistant messages by agent and UTC day."""
+
+    async def test_totals_by_agent_and_utc_day_oldest_first(self, store: SessionStore) -> None:
+        main, _ = await store.create(KEY, "main", 1)
+        ops, _ = await store.create("agent:ops:s1", "ops", 1)
+        # 23:59:59.999 on 1970-01-01 and the first millisecond of the next day, in UTC.
+        await store.append_turn(turn(main, "r1", assistant_timestamp=DAY - 1))
+        await store.append_turn(
+            turn(main, "r2", assistant_timestamp=DAY, input_tokens=10, output_tokens=20)
+        )
+        await store.append_turn(turn(main, "r3", assistant_timestamp=DAY + 5, output_tokens=1))
+        await store.append_turn(turn(ops, "r4", assistant_timestamp=DAY + 7))
+        assert await store.usage_by_day(0) == [
+            DailyUsage("1970-01-01", "main", 2, 4, 1),
+            DailyUsage("1970-01-02", "main", 12, 21, 2),
+            DailyUsage("1970-01-02", "ops", 2, 4, 1),
+        ]
+
+    async def test_one_agent_since_a_time(self, store: SessionStore) -> None:
+        main, _ = await store.create(KEY, "main", 1)
+        ops, _ = await store.create("agent:ops:s1", "ops", 1)
+        await store.append_turn(turn(main, "r1", assistant_timestamp=DAY - 1))
+        await store.append_turn(turn(main, "r2", assistant_timestamp=DAY))
+        await store.append_turn(turn(ops, "r3", assistant_timestamp=DAY))
+        assert await store.usage_by_day(DAY, "MAIN") == [DailyUsage("1970-01-02", "main", 2, 4, 1)]
+
+    async def test_a_deleted_session_no_longer_counts_and_a_reset_one_does(
+        self, store: SessionStore
+    ) -> None:
+        kept, _ = await store.create(KEY, "main", 1)
+        gone, _ = await store.create("agent:main:s2", "main", 1)
+        await store.append_turn(turn(kept))
+        await store.append_turn(turn(gone))
+        await store.reset(kept.key, "main", 2000)
+        await store.delete(gone.key, 2000)
+        assert await store.usage_by_day(0) == [DailyUsage("1970-01-01", "main", 2, 4, 1)]
 
 
 class TestResponses:

@@ -15,8 +15,7 @@ import aiohttp
 import pytest
 
 from tests.support.process import GatewayProcess, clean_env
-
-TOKEN = "tok-one-2f6c1d"
+from tests.support.process_client import TOKEN, auth, connect_ws, first_content
 
 
 def config_text(token: str = TOKEN, drain: int = 10, delay_ms: int = 100) -> str:
@@ -81,10 +80,6 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-def auth(token: str = TOKEN) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 async def open_stream(
     http: aiohttp.ClientSession, url: str, text: str, key: str = "drain"
 ) -> aiohttp.ClientResponse:
@@ -106,32 +101,6 @@ async def read_events(response: aiohttp.ClientResponse) -> list[Any]:
             data = block[len("data: ") :]
             events.append(data if data == "[DONE]" else json.loads(data))
     return events
-
-
-async def first_content(response: aiohttp.ClientResponse) -> None:
-    """Read until the first content chunk arrived (the turn is streaming)."""
-    seen = b""
-    while b'"content":"[turn' not in seen:
-        chunk = await response.content.readany()
-        assert chunk, "stream ended early"
-        seen += chunk
-
-
-async def connect_ws(http: aiohttp.ClientSession, url: str) -> aiohttp.ClientWebSocketResponse:
-    """A WebSocket that has done the handshake (ws-protocol.md §2)."""
-    ws = await http.ws_connect(url.replace("http", "ws", 1))
-    challenge = await ws.receive_json(timeout=5)
-    assert challenge["event"] == "connect.challenge"
-    connect = {
-        "minProtocol": 4,
-        "maxProtocol": 4,
-        "client": {"id": "test", "version": "1", "platform": "linux", "mode": "cli"},
-        "auth": {"token": TOKEN},
-    }
-    await ws.send_json({"type": "req", "id": "1", "method": "connect", "params": connect})
-    hello = await ws.receive_json(timeout=5)
-    assert hello["ok"] is True
-    return ws
 
 
 async def wait_exit(gateway: GatewayProcess, timeout: float) -> int:

@@ -6,6 +6,7 @@ from typing import Any
 
 import attrs
 
+from agents.errors import StoreError
 from agents.keys import SESSION_KEY_MAX, parse_session_key
 from agents.runs import TurnRequest
 from gateway.ws.dispatch import CallContext, MethodRegistry
@@ -149,10 +150,13 @@ def register(methods: MethodRegistry) -> None:
         registry = ctx.registry
         if params.run_id is None:
             aborted = registry.abort_session(key, "aborted")
+            if not aborted:
+                aborted = await abort_elsewhere(ctx, key, None)
             return {"ok": True, "aborted": bool(aborted), "runIds": aborted}
         run = registry.run(params.run_id)
         if run is None:
-            return {"ok": True, "aborted": False, "runIds": []}
+            elsewhere = await abort_elsewhere(ctx, key, params.run_id)
+            return {"ok": True, "aborted": bool(elsewhere), "runIds": elsewhere}
         if run.session_key != key:
             raise WsError(INVALID_REQUEST, "runId does not match sessionKey")
         if not run.abort("aborted"):
@@ -186,3 +190,18 @@ def register(methods: MethodRegistry) -> None:
                 conn.follows = None
                 ctx.ws.fanout.followers.discard(conn)
         return {"subscribed": False, "sessionKey": key}
+
+
+async def abort_elsewhere(ctx: CallContext, key: str, run_id: str | None) -> list[str]:
+    """A shared store: the session's turn may be running on another process. Asked only
+    when some process holds the session's turn lock, so an abort of nothing answers at once.
+    """
+    store = ctx.gateway.store
+    if store is None or store.bus is None:
+        return []
+    try:
+        if not await store.turn_running_elsewhere(key):
+            return []
+    except StoreError:
+        return []  # the database is away: there is no other process to reach either
+    return await store.bus.abort_elsewhere(key, run_id)

@@ -1,0 +1,287 @@
+"""Run events and aborts between gateway processes, over PostgreSQL's LISTEN/NOTIFY.
+
+Every process LISTENs on one channel and NOTIFYs its own runs' events there, so a WebSocket
+client of process B sees the `agent`/`chat` events of a run on process A, and `chat.abort` on B
+reaches a run on A.
+
+Wire: one notification is `<origin> <message id> <index> <count>\\n<body>`. The body of a
+whole message is a JSON array (ASCII only, so characters are bytes) of items:
+`{"t": "run", "e": <RunEvent.to_dict()>}`, `{"t": "abort", "q": <request id>, "k": <key>,
+"r": <run id or null>}` and `{"t": "aborted", "q": <request id>, "to": <origin>, "ids": [...]}`.
+Items queued together go in one notification while they fit; a body over the limit is cut into
+`count` pieces sent in order (one connection's notifications arrive in the order sent) and
+joined again by the receivers. The sender is one task on one connection: events leave in the
+order the runs emitted them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import socket
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+import structlog
+
+from agents.events import RunEvent, SessionChange
+
+log = structlog.get_logger(__name__)
+
+CHANNEL = "clawgate_events"
+# PostgreSQL refuses a NOTIFY payload of 8000 bytes or more; the header takes < 100 of these.
+MAX_BODY_BYTES = 7800
+# Partly received messages kept at once: a process killed between two pieces leaves one behind.
+MAX_PARTIAL_MESSAGES = 256
+# How long `abort_elsewhere` waits for the process that runs the session to answer.
+ABORT_REPLY_TIMEOUT_S = 2.0
+# Between attempts to reconnect after the database went away.
+RECONNECT_DELAY_S = 1.0
+# Events not yet sent are dropped past this many (the database is down): the runs go on, and
+# remote watchers miss deltas rather than the process growing without bound.
+MAX_QUEUED_ITEMS = 100_000
+
+RemoteListener = Callable[[RunEvent], None]
+# Aborts the session's runs here (or the one run): the ids it aborted.
+LocalAbort = Callable[[str, str | None], list[str]]
+
+
+def process_origin() -> str:
+    """This process's name on the bus: host, pid and a random part (pids are reused)."""
+    return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+
+
+def encode(origin: str, message_id: int, items: list[dict[str, Any]]) -> list[str]:
+    """The notifications that carry `items`, in order."""
+    body = json.dumps(items, separators=(",", ":"), ensure_ascii=True)
+    pieces = [body[i : i + MAX_BODY_BYTES] for i in range(0, len(body), MAX_BODY_BYTES)] or [""]
+    return [f"{origin} {message_id} {n} {len(pieces)}\n{p}" for n, p in enumerate(pieces)]
+
+
+class Reassembly:
+    """Joins the pieces of each (origin, message id) in order; whole messages come out."""
+
+    def __init__(self) -> None:
+        self._partial: OrderedDict[tuple[str, str], list[str]] = OrderedDict()
+
+    def add(self, payload: str) -> tuple[str, list[dict[str, Any]]] | None:
+        """The origin and items of a completed message, or None (a piece, or garbage)."""
+        header, _, body = payload.partition("\n")
+        try:
+            origin, message_id, index_text, count_text = header.split(" ")
+            index, count = int(index_text), int(count_text)
+        except ValueError:
+            return None
+        if count == 1:
+            return origin, _items(body)
+        key = (origin, message_id)
+        parts = self._partial.get(key)
+        if parts is None:
+            if index != 0:
+                return None  # its start was lost: the whole message is
+            parts = self._partial[key] = []
+            while len(self._partial) > MAX_PARTIAL_MESSAGES:
+                self._partial.popitem(last=False)
+        if index != len(parts):
+            del self._partial[key]
+            return None
+        parts.append(body)
+        if len(parts) < count:
+            return None
+        del self._partial[key]
+        return origin, _items("".join(parts))
+
+
+def _items(body: str) -> list[dict[str, Any]]:
+    try:
+        items = json.loads(body)
+    except ValueError:
+        return []
+    return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
+
+
+def run_event(data: dict[str, Any]) -> RunEvent:
+    return RunEvent(
+        data["runId"], data["sessionKey"], data.get("sessionId"), data["agentId"],
+        data["stream"], data["seq"], data["ts"], data["data"],
+    )  # fmt: skip
+
+
+class PostgresEventBus:
+    """This process's end of the channel: `publish` is the registry listener for local runs,
+    remote runs' events go to the `remote` listeners, remote aborts to `local_abort`."""
+
+    def __init__(self, url: str, *, password: str | None = None) -> None:
+        self.url = url
+        self._password = password
+        self.origin = process_origin()
+        self._remote: tuple[RemoteListener, ...] = ()
+        self._local_abort: LocalAbort | None = None
+        self._queue: deque[dict[str, Any]] = deque()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._listener: Any = None  # asyncpg.Connection LISTENing
+        self._sender: Any = None  # the one connection that NOTIFYs
+        self._reassembly = Reassembly()
+        self._message_ids = itertools.count()
+        self._replies: dict[str, asyncio.Future[list[str]]] = {}
+        self._closing = False
+        self.listening = asyncio.Event()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self, local_abort: LocalAbort) -> None:
+        self._local_abort = local_abort
+        await self._listen()  # the first connection's failure is the caller's
+        self._tasks = [
+            asyncio.create_task(self._send_loop(), name="event-bus-sender"),
+            asyncio.create_task(self._keep_listening(), name="event-bus-listener"),
+        ]
+
+    async def aclose(self) -> None:
+        self._closing = True
+        self._wake.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._listener is not None:
+            self._listener.terminate()
+            self._listener = None
+
+    async def _connect(self) -> Any:
+        return await asyncpg.connect(self.url, password=self._password, timeout=5)
+
+    async def _listen(self) -> None:
+        conn = await self._connect()
+        await conn.add_listener(CHANNEL, self._on_notification)
+        self._listener = conn
+        self.listening.set()
+
+    async def _keep_listening(self) -> None:
+        """Reconnect the LISTEN connection when the database went away and came back.
+        Notifications sent meanwhile are lost (NOTIFY keeps nothing for absent listeners)."""
+        while not self._closing:
+            await asyncio.sleep(RECONNECT_DELAY_S)
+            if self._listener is not None and not self._listener.is_closed():
+                continue
+            self.listening.clear()
+            try:
+                await self._listen()
+                log.info("event_bus_reconnected", direction="listen")
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                continue
+
+    # -- out -------------------------------------------------------------------------------
+
+    def publish(self, event: RunEvent | SessionChange) -> None:
+        """The registry listener: this process's run events go out (never blocks)."""
+        if isinstance(event, RunEvent):
+            self._put({"t": "run", "e": event.to_dict()})
+
+    def _put(self, item: dict[str, Any]) -> None:
+        if self._closing:
+            return
+        if len(self._queue) >= MAX_QUEUED_ITEMS:
+            self._queue.popleft()
+        self._queue.append(item)
+        self._wake.set()
+
+    async def _send_loop(self) -> None:
+        self._sender = None
+        try:
+            await self._send_all()
+        finally:
+            if self._sender is not None:
+                self._sender.terminate()
+
+    async def _send_all(self) -> None:
+        conn: Any = None
+        while not self._closing:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch = self._take_batch()
+                try:
+                    if conn is None or conn.is_closed():
+                        conn = self._sender = await self._connect()
+                    for payload in encode(self.origin, next(self._message_ids), batch):
+                        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                    # The database is away: this batch is lost, later ones wait for it.
+                    log.warning("event_bus_send_failed", items=len(batch))
+                    if conn is not None:
+                        conn.terminate()
+                        conn = self._sender = None
+                    await asyncio.sleep(RECONNECT_DELAY_S)
+
+    def _take_batch(self) -> list[dict[str, Any]]:
+        """Queued items for one notification while they fit; at least one item."""
+        batch = [self._queue.popleft()]
+        size = len(json.dumps(batch[0], ensure_ascii=True))
+        while self._queue:
+            more = len(json.dumps(self._queue[0], ensure_ascii=True)) + 1
+            if size + more > MAX_BODY_BYTES:
+                break
+            batch.append(self._queue.popleft())
+            size += more
+        return batch
+
+    # -- in --------------------------------------------------------------------------------
+
+    def add_remote_listener(self, listener: RemoteListener) -> None:
+        self._remote = (*self._remote, listener)
+
+    def remove_remote_listener(self, listener: RemoteListener) -> None:
+        self._remote = tuple(cb for cb in self._remote if cb != listener)
+
+    def _on_notification(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        done = self._reassembly.add(payload)
+        if done is None:
+            return
+        origin, items = done
+        if origin == self.origin:
+            return  # ours, back from the channel
+        for item in items:
+            try:
+                self._dispatch(origin, item)
+            except Exception:
+                log.exception("event_bus_item_failed", kind=item.get("t"))
+
+    def _dispatch(self, origin: str, item: dict[str, Any]) -> None:
+        kind = item.get("t")
+        if kind == "run":
+            event = run_event(item["e"])
+            for listener in self._remote:
+                listener(event)
+        elif kind == "abort" and self._local_abort is not None:
+            ids = self._local_abort(str(item["k"]), item.get("r"))
+            if ids:
+                self._put({"t": "aborted", "q": item["q"], "to": origin, "ids": ids})
+        elif kind == "aborted" and item.get("to") == self.origin:
+            waiter = self._replies.get(str(item["q"]))
+            if waiter is not None and not waiter.done():
+                waiter.set_result([str(i) for i in item["ids"]])
+
+    # -- aborts ----------------------------------------------------------------------------
+
+    async def abort_elsewhere(self, session_key: str, run_id: str | None) -> list[str]:
+        """Ask the other processes to abort the session's runs (or the one run); the ids the
+        first one that had any aborted, or [] when none answered in time."""
+        request = uuid.uuid4().hex
+        waiter: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        self._replies[request] = waiter
+        try:
+            self._put({"t": "abort", "q": request, "k": session_key, "r": run_id})
+            return await asyncio.wait_for(waiter, ABORT_REPLY_TIMEOUT_S)
+        except TimeoutError:
+            return []
+        finally:
+            del self._replies[request]

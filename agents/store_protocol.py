@@ -1,0 +1,125 @@
+"""What the agents layer needs of a session store, whatever keeps the data.
+
+Two implementations: `agents.store.SessionStore` (SQLite, one process, the default) and
+`agents.store_postgres.PostgresSessionStore` (PostgreSQL, shared by processes and hosts).
+The contract tests (tests/agents/test_store.py) run against both.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Collection
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+from agents.config import MaintenanceConfig
+from agents.events import RunEvent, SessionChange
+from agents.store import (
+    DailyUsage,
+    History,
+    SessionPage,
+    SessionRow,
+    StoredMessage,
+    StoredResponse,
+    TurnRecord,
+)
+
+
+class EventBus(Protocol):
+    """Run events and aborts between the processes of a shared store
+    (agents.events_postgres.PostgresEventBus)."""
+
+    async def start(self, local_abort: Callable[[str, str | None], list[str]]) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    def publish(self, event: RunEvent | SessionChange) -> None: ...
+
+    def add_remote_listener(self, listener: Callable[[RunEvent], None]) -> None: ...
+
+    def remove_remote_listener(self, listener: Callable[[RunEvent], None]) -> None: ...
+
+    async def abort_elsewhere(self, session_key: str, run_id: str | None) -> list[str]: ...
+
+
+class Store(Protocol):
+    # True when other processes write the same sessions: a cached row may be stale, and a
+    # session's turns need `turn_lock` to stay serial across processes.
+    @property
+    def shared(self) -> bool: ...
+
+    # The other processes' run events and aborts; None when no other process shares it.
+    @property
+    def bus(self) -> EventBus | None: ...
+
+    async def open(self) -> None: ...
+
+    async def turn_running_elsewhere(self, key: str) -> bool:
+        """Whether some process holds `key`'s turn lock (is running a turn of it)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+    def turn_lock(self, key: str) -> AbstractAsyncContextManager[None]:
+        """Held around a turn of `key`: no other process runs a turn of it meanwhile."""
+        ...
+
+    async def get(self, key: str) -> SessionRow | None: ...
+
+    async def create(
+        self, key: str, agent_id: str, now: int, *, label: str | None = None,
+        stateless: bool = False,
+    ) -> tuple[SessionRow, bool]: ...  # fmt: skip
+
+    async def get_or_create(
+        self, key: str, agent_id: str, now: int, *, stateless: bool = False
+    ) -> tuple[SessionRow, bool]: ...
+
+    def unsaved_row(self, key: str, agent_id: str, now: int) -> SessionRow:
+        """A new session's row that nothing has written yet: `append_turn` creates it in the
+        turn's own write (a key minted for the turn pays one trip to the store, not two)."""
+        ...
+
+    async def is_stateless(self, key: str) -> bool | None: ...
+
+    async def append_turn(self, turn: TurnRecord) -> SessionRow: ...
+
+    async def list(
+        self, *, limit: int = 100, agent_id: str | None = None, search: str | None = None,
+        label: str | None = None, active_minutes: float | None = None, now: int | None = None,
+    ) -> SessionPage: ...  # fmt: skip
+
+    async def count(self) -> int: ...
+
+    async def usage_by_day(
+        self, since: int, agent_id: str | None = None
+    ) -> builtins.list[DailyUsage]: ...
+
+    async def patch_label(
+        self, key: str, agent_id: str, label: str | None, now: int
+    ) -> SessionRow: ...
+
+    async def reset(self, key: str, agent_id: str, now: int) -> SessionRow: ...
+
+    async def delete(self, key: str, now: int, *, delete_transcript: bool = True) -> bool: ...
+
+    async def history(self, session_id: str, limit: int) -> History: ...
+
+    async def recent_turns(self, session_id: str, user_turns: int) -> tuple[StoredMessage, ...]: ...
+
+    async def replay(
+        self, session_id: str, user_turns: int
+    ) -> tuple[tuple[StoredMessage, ...], StoredMessage | None]: ...
+
+    async def put_response(self, response: StoredResponse) -> None: ...
+
+    async def get_response(self, response_id: str) -> StoredResponse | None: ...
+
+    async def delete_response(self, response_id: str) -> bool: ...
+
+    async def used_bytes(self) -> int: ...
+
+    async def prune(
+        self, maintenance: MaintenanceConfig, now: int, protected_keys: Collection[str] = (),
+        *, main_key: str = "main", limit: int = ...,
+    ) -> builtins.list[SessionRow]: ...  # fmt: skip

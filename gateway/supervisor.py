@@ -1,0 +1,252 @@
+"""`clawgate run --workers N`: one supervisor, N gateway processes on one port.
+
+Each worker is a whole `clawgate run` (its own event loop, registry and connections) that binds
+the port with SO_REUSEPORT, so the kernel spreads new connections over them. They share the
+sessions through the `postgres` store: a session's turns stay serial through its advisory
+lock, and run events cross over LISTEN/NOTIFY (agents/store_postgres.py, events_postgres.py).
+
+The supervisor gives each worker a sd_notify socket of its own and counts their READY=1: it
+sends systemd one READY=1 when all are ready. SIGTERM/SIGINT go to every worker (each drains
+its turns) and the supervisor exits when they all have; SIGHUP goes to every worker (each
+reloads its config). A worker that dies is started again; one that dies before any worker was
+ever ready stops them all (a config or database problem that a restart would not fix).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+import structlog
+
+from gateway.systemd import Notifier
+
+log = structlog.get_logger()
+
+# The environment that makes `clawgate run` a worker: it binds its port with SO_REUSEPORT.
+WORKER_ENV = "CLAWGATE_WORKER"
+# A crashing worker is started again after this long, so a crash loop does not spin a core.
+RESTART_DELAY_S = 1.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def worker_count(text: str) -> int:
+    """`--workers`: a count from 1, or `auto` for one per core."""
+    if text == "auto":
+        return os.cpu_count() or 1
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"--workers must be a number or auto (got {text!r})") from None
+    if value < 1:
+        raise ValueError(f"--workers must be at least 1 (got {value})")
+    return value
+
+
+def without_workers(argv: Sequence[str]) -> list[str]:
+    """The `run` arguments minus `--workers N`: what each worker is started with."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--workers":
+            skip = True
+        elif not arg.startswith("--workers="):
+            out.append(arg)
+    return out
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port with SO_REUSEPORT, never listening: it resolves port 0 to
+    the one port every worker binds, and holds it until they all have."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _stop_with_parent() -> None:
+    """In the worker before exec: SIGTERM when the supervisor dies, however it died (a
+    SIGKILLed supervisor must not leave workers serving the port unsupervised)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the supervisor's own signal handling is all there is
+
+
+@attrs.define(eq=False)
+class Worker:
+    index: int
+    notify_path: Path
+    process: asyncio.subprocess.Process | None = None
+    ready: bool = False
+    notify: socket.socket | None = None
+
+
+@attrs.define(eq=False)
+class Supervisor:
+    argv: list[str]  # `run` arguments for the workers, the port made explicit
+    count: int
+    notify_dir: Path
+    notifier: Notifier = attrs.Factory(Notifier)
+    workers: list[Worker] = attrs.Factory(list)
+    stopping: bool = False
+    ever_ready: bool = False
+    exit_code: int = 0
+    _all_exited: asyncio.Event = attrs.Factory(asyncio.Event)
+    _tasks: set[asyncio.Task[None]] = attrs.Factory(set)
+
+    async def run(self, reserved: socket.socket | None) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self.forward, signal.SIGHUP)
+        watchdog = self._start_watchdog()
+        try:
+            for index in range(self.count):
+                worker = Worker(index, self.notify_dir / f"worker-{index}.sock")
+                self._listen(worker)
+                self.workers.append(worker)
+                await self._start(worker)
+            await self._all_exited.wait()
+        finally:
+            if reserved is not None:
+                reserved.close()
+            if watchdog is not None:
+                watchdog.cancel()
+            for sig in (*STOP_SIGNALS, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            for worker in self.workers:
+                if worker.notify is not None:
+                    loop.remove_reader(worker.notify.fileno())
+                    worker.notify.close()
+            self.notifier.close()
+        log.info("supervisor_stopped", exit_code=self.exit_code)
+        return self.exit_code
+
+    def _listen(self, worker: Worker) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(str(worker.notify_path))
+        sock.setblocking(False)
+        worker.notify = sock
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._on_notify, worker)
+
+    def _on_notify(self, worker: Worker) -> None:
+        assert worker.notify is not None
+        try:
+            lines = worker.notify.recv(4096).decode(errors="replace").split("\n")
+        except BlockingIOError:
+            return
+        if "READY=1" in lines and not worker.ready:
+            worker.ready = True
+            log.info("worker_ready", worker=worker.index, pid=self._pid(worker))
+            started = len(self.workers) == self.count
+            if not self.ever_ready and started and all(w.ready for w in self.workers):
+                self.ever_ready = True
+                pids = [self._pid(w) for w in self.workers]
+                log.info("supervisor_ready", workers=self.count, pids=pids)
+                self.notifier.notify("READY=1", f"STATUS={self.count} workers ready")
+
+    @staticmethod
+    def _pid(worker: Worker) -> int | None:
+        return worker.process.pid if worker.process is not None else None
+
+    async def _start(self, worker: Worker) -> None:
+        env = {k: v for k, v in os.environ.items() if k not in ("WATCHDOG_USEC", "WATCHDOG_PID")}
+        env.update({"NOTIFY_SOCKET": str(worker.notify_path), WORKER_ENV: str(worker.index)})
+        worker.ready = False
+        worker.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "run", *self.argv,
+            env=env, stdin=asyncio.subprocess.DEVNULL, preexec_fn=_stop_with_parent,
+        )  # fmt: skip
+        log.info("worker_started", worker=worker.index, pid=worker.process.pid)
+        task = asyncio.get_running_loop().create_task(self._watch(worker, worker.process))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _watch(self, worker: Worker, process: asyncio.subprocess.Process) -> None:
+        code = await process.wait()
+        worker.ready = False
+        if self.stopping:
+            if code != 0:
+                self.exit_code = 1
+            log.info("worker_stopped", worker=worker.index, pid=process.pid, exit_code=code)
+            self._check_all_exited()
+            return
+        log.error("worker_exited", worker=worker.index, pid=process.pid, exit_code=code)
+        if not self.ever_ready:
+            # Before any worker was ready: the same cause would stop every restart.
+            self.exit_code = code if code > 0 else 1
+            self.stop()
+            self._check_all_exited()
+            return
+        await asyncio.sleep(RESTART_DELAY_S)
+        if not self.stopping:
+            await self._start(worker)
+        else:
+            self._check_all_exited()
+
+    def _check_all_exited(self) -> None:
+        if all(w.process is None or w.process.returncode is not None for w in self.workers):
+            self._all_exited.set()
+
+    def stop(self) -> None:
+        if not self.stopping:
+            self.stopping = True
+            self.notifier.notify("STOPPING=1", "STATUS=draining")
+            log.info("supervisor_stopping", workers=len(self.workers))
+        # A second signal is passed on too: each worker then exits at once.
+        self.forward(signal.SIGTERM)
+        self._check_all_exited()
+
+    def forward(self, sig: int) -> None:
+        log.info("supervisor_signal", signal=signal.Signals(sig).name)
+        for worker in self.workers:
+            process = worker.process
+            if process is not None and process.returncode is None:
+                process.send_signal(sig)
+
+    def _start_watchdog(self) -> asyncio.Task[None] | None:
+        seconds = self.notifier.watchdog_seconds
+        if seconds is None:
+            return None
+
+        async def pet() -> None:
+            while True:
+                self.notifier.notify("WATCHDOG=1")
+                await asyncio.sleep(seconds / 2)
+
+        return asyncio.get_running_loop().create_task(pet(), name="sd-watchdog")
+
+
+async def supervise(argv: Sequence[str], count: int, host: str, port: int) -> int:
+    """Run `count` workers of `clawgate run argv` on host:port until SIGTERM/SIGINT."""
+    reserved = reserve_port(host, port)
+    port = reserved.getsockname()[1]
+    notify_dir = Path(tempfile.mkdtemp(prefix="clawgate-workers-"))
+    try:
+        supervisor = Supervisor([*without_workers(argv), "--port", str(port)], count, notify_dir)
+        log.info("supervisor_starting", workers=count, host=host, port=port)
+        return await supervisor.run(reserved)
+    finally:
+        shutil.rmtree(notify_dir, ignore_errors=True)

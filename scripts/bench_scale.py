@@ -1,0 +1,217 @@
+"""`scripts/bench --scale` (issue 17): what the shared PostgreSQL store and `--workers` cost
+and give, as two ratios from one run on this machine.
+
+- JSON requests/s of `clawgate run --workers 2` over `--workers 1`, both on the postgres store
+  (target ≥ 1.6×): the kernel spreads connections over the workers (SO_REUSEPORT);
+- CPU per turn of one gateway process on the postgres store over one on the sqlite store, the
+  same load (target ≤ 1.3×). The gateway's own CPU (its SQLite thread included) is the ratio;
+  the PostgreSQL server's CPU per turn is reported beside it, not in it.
+
+A real PostgreSQL (Debian's package, tests/support/pgserver.py) in a temporary data dir; the
+echo agent; keyless JSON requests, so every request is a turn on a session of its own (no
+session waits for another's lock). The load client, the database and the gateways share the
+machine's cores: requests/s are a floor, and with 2 cores a second worker competes with the
+client and the database for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import (
+    ROOT,
+    Child,
+    Children,
+    Plan,
+    chat_request,
+    clean_env,
+    drive,
+    free_port,
+    gateway_config,
+)
+
+sys.path.insert(0, str(ROOT))
+from tests.support.pgserver import PASSWORD, PgServer, find_bindir
+
+TARGET_WORKERS_RPS_RATIO = 1.6
+TARGET_POSTGRES_CPU_RATIO = 1.3
+CONCURRENCY = 64
+
+QUICK = Plan(
+    "quick", warmup_s=1.0, window_s=3.0, max_requests=100_000, chunk_window_s=0, ws_turn_window_s=0,
+    idle_sockets=(), idle_budget_s=0, settle_s=0, stored_sessions=0, store_turns=0,
+)  # fmt: skip
+FULL = Plan(
+    "full", warmup_s=2.0, window_s=10.0, max_requests=1_000_000, chunk_window_s=0,
+    ws_turn_window_s=0, idle_sockets=(), idle_budget_s=0, settle_s=0, stored_sessions=0,
+    store_turns=0,
+)  # fmt: skip
+
+
+class ProcessTree(Child):
+    """A supervisor and its workers: CPU is the sum over the supervisor and its children."""
+
+    def pids(self) -> list[int]:
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        try:
+            return [self.pid, *(int(p) for p in children.read_text().split())]
+        except OSError:
+            return [self.pid]
+
+    def cpu_seconds(self, *, loop_thread: bool = False) -> float:
+        total = 0.0
+        for pid in self.pids():
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
+    def cpu_sample(self) -> dict[str, float]:
+        return {self.name: self.cpu_seconds()}
+
+
+def start(
+    children: Children, tmp: Path, name: str, store: dict[str, Any], workers: int = 1
+) -> tuple[Child, str]:
+    home = tmp / f"{name}-home"
+    home.mkdir(exist_ok=True)
+    config = gateway_config(None)
+    config["store"] = store
+    path = tmp / f"{name}.json5"
+    path.write_text(json.dumps(config, indent=1))
+    port = free_port()
+    args = [sys.executable, "-m", "gateway", "run", "--config", str(path)]
+    args += ["--state-dir", str(tmp / f"{name}-state"), "--port", str(port)]
+    env = clean_env(home)
+    env["CLAWGATE_BENCH_DB_PASSWORD"] = PASSWORD
+    kind = ProcessTree if workers > 1 else Child
+    if workers > 1:
+        args += ["--workers", str(workers)]
+    child = children.add(kind(name, args, tmp / f"{name}.log", env, stdout=False))
+    deadline = time.monotonic() + 30
+    while True:
+        if not child.alive():
+            raise RuntimeError(f"clawgate exited: {child.log.read_text()[-3000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError("clawgate did not listen within 30 s") from None
+            time.sleep(0.05)
+    if workers > 1:
+        time.sleep(2)  # every worker is listening, not only the first
+    return child, f"http://127.0.0.1:{port}"
+
+
+class PgCpu:
+    """CPU of the PostgreSQL server: the postmaster and its backends."""
+
+    def __init__(self, server: PgServer) -> None:
+        pid_line = (server.data / "postmaster.pid").read_text().split("\n", 1)[0]
+        self.tree = ProcessTree.__new__(ProcessTree)
+        self.tree.pid = int(pid_line)
+
+    def seconds(self) -> float:
+        return self.tree.cpu_seconds()
+
+
+async def measure(plan: Plan, tmp: Path, server: PgServer, children: Children) -> dict[str, Any]:
+    server.admin("CREATE DATABASE bench TEMPLATE template0")
+    postgres = {
+        "backend": "postgres",
+        "url": server.url_without_password("bench"),
+        "password": "${CLAWGATE_BENCH_DB_PASSWORD}",
+    }
+    pg_cpu = PgCpu(server)
+    results: dict[str, Any] = {}
+    everyone = children
+
+    async def cell(name: str, store: dict[str, Any], workers: int) -> dict[str, Any]:
+        child, url = start(children, tmp, name, store, workers)
+        try:
+            request = chat_request(url, None, "openclaw", "hello there", False)
+            db0 = pg_cpu.seconds()
+            measured = await drive(request, CONCURRENCY, plan, [child], plan.window_s, everyone)
+            db = pg_cpu.seconds() - db0
+        finally:
+            children.stop(child)
+        summary = measured.summary()
+        n = max(measured.requests, 1)
+        summary["gateway_cpu_ms_per_turn"] = round(measured.cpu[name] * 1000 / n, 3)
+        summary["postgres_server_cpu_ms_per_turn"] = round(db * 1000 / n, 3)
+        return summary
+
+    results["sqlite_1"] = await cell("gw-sqlite", {"backend": "sqlite"}, 1)
+    results["postgres_1"] = await cell("gw-pg-1", postgres, 1)
+    results["postgres_2"] = await cell("gw-pg-2", postgres, 2)
+    rps_ratio = results["postgres_2"]["rps"] / max(results["postgres_1"]["rps"], 1e-9)
+    cpu_ratio = results["postgres_1"]["gateway_cpu_ms_per_turn"] / max(
+        results["sqlite_1"]["gateway_cpu_ms_per_turn"], 1e-9
+    )
+    results["ratios"] = {
+        "workers2_over_workers1_rps": round(rps_ratio, 2),
+        "workers2_target": TARGET_WORKERS_RPS_RATIO,
+        "workers2_met": rps_ratio >= TARGET_WORKERS_RPS_RATIO,
+        "postgres_over_sqlite_gateway_cpu_per_turn": round(cpu_ratio, 2),
+        "postgres_cpu_target": TARGET_POSTGRES_CPU_RATIO,
+        "postgres_cpu_met": cpu_ratio <= TARGET_POSTGRES_CPU_RATIO,
+    }
+    return results
+
+
+def run(quick: bool, output: Path) -> int:
+    bindir = find_bindir()
+    if bindir is None:
+        print(
+            "scripts/bench --scale needs PostgreSQL: apt-get install -y postgresql", file=sys.stderr
+        )
+        return 1
+    plan = QUICK if quick else FULL
+    children = Children()
+    server = PgServer(bindir)
+    server.start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="clawgate-bench-scale-") as tmp:
+            results = asyncio.run(measure(plan, Path(tmp), server, children))
+    finally:
+        children.stop_all()
+        server.stop()
+    results["meta"] = {
+        "plan": plan.name,
+        "cpus": os.cpu_count(),
+        "concurrency": CONCURRENCY,
+        "note": "load client, PostgreSQL and the gateways share the machine's cores",
+    }
+    output.write_text(json.dumps(results, indent=1) + "\n")
+    r = results["ratios"]
+    print(f"clawgate scale-out ({plan.name}, {os.cpu_count()} cores, keyless JSON turns, echo):")
+    for name in ("sqlite_1", "postgres_1", "postgres_2"):
+        cell = results[name]
+        print(
+            f"  {name:11} {cell['rps']:8.1f} req/s  gateway {cell['gateway_cpu_ms_per_turn']:.3f}"
+            f" ms CPU/turn  postgres server {cell['postgres_server_cpu_ms_per_turn']:.3f} ms/turn"
+            f"  errors {cell['errors']}"
+        )
+    print(
+        f"  --workers 2 / 1 req/s: {r['workers2_over_workers1_rps']}x"
+        f" (target >= {TARGET_WORKERS_RPS_RATIO}x: {'met' if r['workers2_met'] else 'NOT met'})"
+    )
+    cpu_ratio, met = r["postgres_over_sqlite_gateway_cpu_per_turn"], r["postgres_cpu_met"]
+    print(
+        f"  postgres / sqlite gateway CPU per turn: {cpu_ratio}x"
+        f" (target <= {TARGET_POSTGRES_CPU_RATIO}x: {'met' if met else 'NOT met'})"
+    )
+    print(f"(results in {output})")
+    return 0

@@ -1,0 +1,97 @@
+"""Run events and aborts between processes over LISTEN/NOTIFY (agents/events_postgres.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+
+from agents.events import RunEvent
+from agents.events_postgres import MAX_BODY_BYTES, PostgresEventBus, Reassembly, encode
+
+
+def event(seq: int, text: str = "hi") -> RunEvent:
+    return RunEvent("r1", "agent:main:k", "sid", "main", "assistant", seq, 1000 + seq,
+                    {"text": text, "delta": text})  # fmt: skip
+
+
+def item(seq: int, text: str = "hi") -> dict[str, object]:
+    return {"t": "run", "e": event(seq, text).to_dict()}
+
+
+class TestWire:
+    def test_a_small_message_is_one_notification(self) -> None:
+        [payload] = encode("a/1/x", 7, [item(1)])
+        assert payload.startswith("a/1/x 7 0 1\n")
+        assert Reassembly().add(payload) == ("a/1/x", [json.loads(json.dumps(item(1)))])
+
+    def test_a_large_event_is_split_under_the_limit_and_joined_in_order(self) -> None:
+        text = 'é€😀"\\\n' * 20_000  # escapes and multi-byte characters
+        payloads = encode("a/1/x", 1, [item(1, text)])
+        assert len(payloads) > 10
+        assert all(len(p.encode()) < 8000 for p in payloads)
+        joined = Reassembly()
+        results = [joined.add(p) for p in payloads]
+        assert results[:-1] == [None] * (len(payloads) - 1)
+        assert results[-1] is not None
+        assert results[-1][1][0]["e"]["data"]["text"] == text
+
+    def test_pieces_of_two_origins_interleaved_are_joined_apart(self) -> None:
+        first = encode("a", 1, [item(1, "x" * 3 * MAX_BODY_BYTES)])
+        second = encode("b", 1, [item(2, "y" * 3 * MAX_BODY_BYTES)])
+        joined = Reassembly()
+        done = [r for pair in zip(first, second, strict=True) for r in map(joined.add, pair) if r]
+        assert [(origin, items[0]["e"]["seq"]) for origin, items in done] == [("a", 1), ("b", 2)]
+
+    def test_a_message_whose_first_piece_was_lost_is_dropped(self) -> None:
+        payloads = encode("a", 1, [item(1, "x" * 3 * MAX_BODY_BYTES)])
+        joined = Reassembly()
+        assert [joined.add(p) for p in payloads[1:]] == [None] * (len(payloads) - 1)
+
+    def test_garbage_is_ignored(self) -> None:
+        assert Reassembly().add("no header") is None
+        assert Reassembly().add("a 1 0 1\nnot json") == ("a", [])
+
+
+@pytest.mark.postgres
+class TestBus:
+    @pytest.fixture
+    async def buses(self, pg_url: str) -> AsyncIterator[tuple[PostgresEventBus, PostgresEventBus]]:
+        a, b = PostgresEventBus(pg_url), PostgresEventBus(pg_url)
+        self.aborted: list[tuple[str, str | None]] = []
+
+        def abort_on_a(key: str, run_id: str | None) -> list[str]:
+            self.aborted.append((key, run_id))
+            return ["r1"] if key == "agent:main:k" else []
+
+        await a.start(abort_on_a)
+        await b.start(lambda key, run_id: [])
+        yield a, b
+        await a.aclose()
+        await b.aclose()
+
+    async def test_events_arrive_at_the_other_process_whole_and_in_order(
+        self, buses: tuple[PostgresEventBus, PostgresEventBus]
+    ) -> None:
+        a, b = buses
+        heard: list[RunEvent] = []
+        own: list[RunEvent] = []
+        b.add_remote_listener(heard.append)
+        a.add_remote_listener(own.append)
+        sent = [event(n, "w" * (n * 997 % 30_000)) for n in range(1, 101)]
+        for each in sent:
+            a.publish(each)
+        async with asyncio.timeout(10):
+            while len(heard) < len(sent):
+                await asyncio.sleep(0.02)
+        assert heard == sent
+        assert own == []  # a process does not hear its own events back
+
+    async def test_an_abort_reaches_the_process_that_runs_the_session(
+        self, buses: tuple[PostgresEventBus, PostgresEventBus]
+    ) -> None:
+        _, b = buses
+        assert await b.abort_elsewhere("agent:main:k", None) == ["r1"]
+        assert self.aborted == [("agent:main:k", None)]

@@ -1,0 +1,204 @@
+"""What only the PostgreSQL store has: shared schema, cross-process turn locks, its failures.
+
+The contract both stores keep is tests/agents/test_store.py, run against both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from structlog.testing import capture_logs
+
+from agents.errors import StoreError, StoreUnavailable
+from agents.store_postgres import (
+    LOCK_CLASS_TURN,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    PostgresSessionStore,
+)
+from tests.support.pgserver import PASSWORD, PgServer, free_port
+from tests.support.turns import KEY, turn
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+async def store(pg_url: str) -> AsyncIterator[PostgresSessionStore]:
+    async with PostgresSessionStore(pg_url) as store:
+        yield store
+
+
+class TestSchema:
+    async def test_two_processes_starting_together_migrate_once(self, pg_url: str) -> None:
+        first, second = PostgresSessionStore(pg_url), PostgresSessionStore(pg_url)
+        await asyncio.gather(first.open(), second.open())
+        try:
+            everything = tuple(range(1, SCHEMA_VERSION + 1))
+            assert sorted([first.migrated, second.migrated]) == [(), everything]
+            assert await first.schema_version() == SCHEMA_VERSION
+        finally:
+            await first.aclose()
+            await second.aclose()
+
+    async def test_reopening_migrates_nothing(self, pg_url: str) -> None:
+        async with PostgresSessionStore(pg_url):
+            pass
+        async with PostgresSessionStore(pg_url) as store:
+            assert store.migrated == ()
+
+    async def test_a_version_1_database_gains_the_responses_table_in_place(
+        self, pg_url: str
+    ) -> None:
+        conn = await asyncpg.connect(pg_url)
+        async with conn.transaction():
+            await conn.execute(MIGRATIONS[0])
+            await conn.execute("CREATE TABLE clawgate_schema (version INTEGER NOT NULL)")
+            await conn.execute("INSERT INTO clawgate_schema VALUES (1)")
+        await conn.close()
+        async with PostgresSessionStore(pg_url) as store:
+            assert store.migrated == (2,) == tuple(range(2, SCHEMA_VERSION + 1))
+            assert await store.get_response("resp_x") is None
+
+    async def test_a_newer_schema_is_refused(self, pg_url: str) -> None:
+        async with PostgresSessionStore(pg_url):
+            pass
+        conn = await asyncpg.connect(pg_url)
+        await conn.execute("INSERT INTO clawgate_schema VALUES ($1)", SCHEMA_VERSION + 1)
+        await conn.close()
+        with pytest.raises(StoreError, match=f"schema {SCHEMA_VERSION + 1}, newer than"):
+            await PostgresSessionStore(pg_url).open()
+
+
+class TestConnecting:
+    async def test_the_password_can_come_apart_from_the_url(self, pg_server: PgServer) -> None:
+        pg_server.admin("CREATE DATABASE apart TEMPLATE template0")
+        try:
+            url = pg_server.url_without_password("apart")
+            async with PostgresSessionStore(url, password=PASSWORD) as store:
+                assert await store.count() == 0
+        finally:
+            pg_server.admin("DROP DATABASE apart WITH (FORCE)")
+
+    async def test_the_password_is_never_logged_or_shown(self, pg_url: str) -> None:
+        with capture_logs() as logs:
+            async with PostgresSessionStore(pg_url) as store:
+                assert PASSWORD not in repr(store)
+        assert logs and PASSWORD not in repr(logs)
+        assert [e["url"] for e in logs if e["event"] == "store_opened"] == [
+            pg_url.replace(PASSWORD, "***")
+        ]
+
+    async def test_a_wrong_password_is_a_store_error_that_does_not_show_it(
+        self, pg_server: PgServer
+    ) -> None:
+        url = pg_server.url_without_password()
+        with pytest.raises(StoreError, match="password authentication failed") as caught:
+            await PostgresSessionStore(url, password="wrong-secret").open()
+        assert "wrong-secret" not in str(caught.value)
+
+    async def test_no_server_is_store_unavailable(self) -> None:
+        url = f"postgresql://u:p@127.0.0.1:{free_port()}/db"
+        with pytest.raises(StoreUnavailable):
+            await PostgresSessionStore(url).open()
+
+
+class TestTurns:
+    async def test_a_failing_statement_inside_the_turn_leaves_nothing(
+        self, store: PostgresSessionStore, pg_url: str
+    ) -> None:
+        row, _ = await store.create(KEY, "main", 100)
+        conn = await asyncpg.connect(pg_url)
+        # A message that jumps onto the assistant's seq as soon as the user message is in.
+        await conn.execute(
+            "INSERT INTO messages (id, session_id, seq, role, content, timestamp)"
+            " VALUES ('x', $1, 2, 'assistant', '[]', 0)",
+            row.session_id,
+        )
+        await conn.execute(
+            "CREATE FUNCTION squat() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " UPDATE messages SET seq = NEW.seq + 1 WHERE id = 'x'; RETURN NULL; END $$;"
+            " CREATE TRIGGER squat AFTER INSERT ON messages FOR EACH ROW"
+            " WHEN (NEW.role = 'user') EXECUTE FUNCTION squat()"
+        )
+        await conn.close()
+        with pytest.raises(StoreError, match="UniqueViolation"):
+            await store.append_turn(turn(row, "r1"))
+        history = await store.history(row.session_id, 10)
+        assert [m.id for m in history.messages] == ["x"]
+        assert await store.get(KEY) == row
+
+    async def test_nul_and_lone_surrogates_are_stored_as_replacement_characters(
+        self, store: PostgresSessionStore
+    ) -> None:
+        row, _ = await store.create(KEY, "main", 100)
+        await store.patch_label(KEY, "main", "a\x00b\ud800", 200)
+        await store.append_turn(turn(row, "r1", user_text="x\x00y", error_message="e\x00"))
+        history = await store.history(row.session_id, 10)
+        assert history.messages[0].content == "x\x00y"  # JSON text escapes the NUL itself
+        assert history.messages[1].error_message == "e\ufffd"
+        assert (await store.get(KEY)).label == "a\ufffdb\ufffd"  # type: ignore[union-attr]
+
+    async def test_a_session_created_by_two_processes_at_once_has_one_row(
+        self, pg_url: str
+    ) -> None:
+        async with PostgresSessionStore(pg_url) as a, PostgresSessionStore(pg_url) as b:
+            results = await asyncio.gather(
+                *(s.get_or_create(KEY, "main", 100) for s in (a, b, a, b))
+            )
+            assert len({row.session_id for row, _ in results}) == 1
+            assert sum(created for _, created in results) == 1
+
+
+class TestTurnLock:
+    async def test_a_second_process_waits_for_the_turn_lock(self, pg_url: str) -> None:
+        async with PostgresSessionStore(pg_url) as a, PostgresSessionStore(pg_url) as b:
+            order: list[str] = []
+            async with a.turn_lock(KEY):
+                waiter = asyncio.create_task(self._take(b, KEY, order))
+                await asyncio.sleep(0.3)
+                assert not waiter.done()
+                order.append("a done")
+            await asyncio.wait_for(waiter, 5)
+            assert order == ["a done", "b"]
+
+    async def test_other_sessions_do_not_wait(self, pg_url: str) -> None:
+        async with PostgresSessionStore(pg_url) as a, PostgresSessionStore(pg_url) as b:
+            order: list[str] = []
+            async with a.turn_lock(KEY):
+                await asyncio.wait_for(self._take(b, "agent:main:other", order), 5)
+            assert order == ["b"]
+
+    async def test_a_lock_whose_connection_died_is_released(
+        self, store: PostgresSessionStore, pg_url: str
+    ) -> None:
+        # What a killed process leaves: its connection closes, the lock goes with it.
+        holder = await asyncpg.connect(pg_url)
+        await holder.execute("SELECT pg_advisory_lock($1, hashtext($2))", LOCK_CLASS_TURN, KEY)
+        order: list[str] = []
+        waiter = asyncio.create_task(self._take(store, KEY, order))
+        await asyncio.sleep(0.3)
+        assert not waiter.done()
+        holder.terminate()
+        await asyncio.wait_for(waiter, 5)
+        assert order == ["b"]
+
+    async def test_a_cancelled_wait_leaves_the_lock_free(self, pg_url: str) -> None:
+        async with PostgresSessionStore(pg_url) as a, PostgresSessionStore(pg_url) as b:
+            order: list[str] = []
+            async with a.turn_lock(KEY):
+                waiter = asyncio.create_task(self._take(b, KEY, order))
+                await asyncio.sleep(0.2)
+                waiter.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await waiter
+            await asyncio.wait_for(self._take(b, KEY, order), 5)
+            await asyncio.wait_for(self._take(a, KEY, order), 5)
+            assert order == ["b", "b"]
+
+    @staticmethod
+    async def _take(store: PostgresSessionStore, key: str, order: list[str]) -> None:
+        async with store.turn_lock(key):
+            order.append("b")

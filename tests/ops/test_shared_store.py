@@ -1,0 +1,263 @@
+"""Two real `clawgate run` processes sharing one PostgreSQL database (store.backend postgres).
+
+A session's turns stay serial whichever process takes them, every transcript is whole and in
+order, and a process killed mid-turn loses no committed turn and leaves no session locked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from agents.store_postgres import PostgresSessionStore
+from tests.support.pgserver import PASSWORD, PgServer
+from tests.support.process import GatewayProcess, clean_env
+from tests.support.process_client import auth, connect_ws, first_content
+from tests.support.shared_store import chat, frames_until, shared_config
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+SESSIONS = 20
+TURNS = 200
+
+
+StartGateway = Callable[..., GatewayProcess]
+
+
+@pytest.fixture
+def start_gateway(tmp_path: Path, database: str) -> Iterator[StartGateway]:
+    started: list[GatewayProcess] = []
+
+    def start(name: str, delay_ms: int = 5) -> GatewayProcess:
+        config = tmp_path / f"{name}.json5"
+        config.write_text(shared_config(database, delay_ms))
+        args = ["--config", str(config), "--state-dir", str(tmp_path / name), "--port", "0"]
+        env = clean_env(tmp_path / "home", {"CLAWGATE_DB_PASSWORD": PASSWORD})
+        process = GatewayProcess(args, env)
+        started.append(process)
+        process.wait_listening(30)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        yield session
+
+
+async def transcripts(pg_url: str) -> dict[str, list[tuple[str, str]]]:
+    """Every session's current transcript as (role, text) pairs, read from the database."""
+    async with PostgresSessionStore(pg_url) as store:
+        page = await store.list(limit=1000)
+        found = {}
+        for row in page.rows:
+            history = await store.history(row.session_id, 10_000)
+            found[row.key] = [(m.role, m.text) for m in history.messages]
+        return found
+
+
+class TestTwoProcesses:
+    async def test_200_concurrent_turns_on_20_sessions_leave_every_transcript_whole_and_ordered(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_url: str
+    ) -> None:
+        a, b = start_gateway("a"), start_gateway("b")
+        urls = (a.url, b.url)
+        await asyncio.gather(
+            *(
+                # Each session's turns alternate between the two processes.
+                chat(http, urls[(i // SESSIONS) % 2], f"s{i % SESSIONS}", f"m{i}")
+                for i in range(TURNS)
+            )
+        )
+        found = await transcripts(pg_url)
+        assert len(found) == SESSIONS
+        per_session = TURNS // SESSIONS
+        for key, messages in found.items():
+            session = int(key.rsplit(":s", 1)[1])
+            users = [text for role, text in messages if role == "user"]
+            assert sorted(users) == sorted(f"m{i}" for i in range(session, TURNS, SESSIONS))
+            # Each reply answers the message before it, and counts every earlier turn: no turn
+            # ran beside another of its session, none is missing from the history it was given.
+            assert messages == [
+                pair
+                for n, text in enumerate(users, 1)
+                for pair in (("user", text), ("assistant", f"[turn {n}] {text}"))
+            ], key
+            assert len(users) == per_session
+
+    async def test_a_process_killed_mid_turn_loses_no_committed_turn_and_locks_nothing(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_url: str
+    ) -> None:
+        a, b = start_gateway("a", delay_ms=200), start_gateway("b", delay_ms=0)
+        await chat(http, a.url, "k", "committed")
+        long_text = " ".join(f"w{i}" for i in range(100))  # 20 s at 200 ms a word
+        response = await http.post(
+            f"{a.url}/v1/chat/completions",
+            headers={**auth(), "x-openclaw-session-key": "k"},
+            json={
+                "model": "openclaw",
+                "stream": True,
+                "messages": [{"role": "user", "content": long_text}],
+            },
+        )
+        await first_content(response)  # a's turn holds the session's lock now
+        a.signal(signal.SIGKILL)
+        assert await asyncio.to_thread(a.wait, 10) == -signal.SIGKILL
+        response.close()
+        body = await asyncio.wait_for(chat(http, b.url, "k", "after"), 10)
+        assert body["choices"][0]["message"]["content"] == "[turn 2] after"
+        assert (await transcripts(pg_url))["agent:main:k"] == [
+            ("user", "committed"),
+            ("assistant", "[turn 1] committed"),
+            ("user", "after"),
+            ("assistant", "[turn 2] after"),
+        ]
+
+
+class TestEventsAcrossProcesses:
+    async def test_a_websocket_client_on_one_sees_the_runs_of_the_other(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession
+    ) -> None:
+        a, b = start_gateway("a"), start_gateway("b")
+        ws = await connect_ws(http, b.url)
+        await asyncio.sleep(0.5)  # b's LISTEN is up before its first client connects
+        await chat(http, a.url, "k", "hello there")
+
+        def final(frame: dict[str, Any]) -> bool:
+            return frame.get("event") == "chat" and frame["payload"]["state"] == "final"
+
+        frames = await frames_until(ws, final)
+        agent = [f["payload"] for f in frames if f.get("event") == "agent"]
+        assert {e["sessionKey"] for e in agent} == {"agent:main:k"}
+        assert [e["data"]["phase"] for e in agent if e["stream"] == "lifecycle"] == [
+            "start",
+            "model",
+            "end",
+        ]
+        assert [e["seq"] for e in agent] == list(range(1, len(agent) + 1))
+        assert frames[-1]["payload"]["message"]["content"] == [
+            {"type": "text", "text": "[turn 1] hello there"}
+        ]
+        await ws.close()
+
+    async def test_chat_abort_on_one_stops_a_run_on_the_other(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_url: str
+    ) -> None:
+        a, b = start_gateway("a", delay_ms=200), start_gateway("b")
+        long_text = " ".join(f"w{i}" for i in range(100))  # 20 s at 200 ms a word
+        response = await http.post(
+            f"{a.url}/v1/chat/completions",
+            headers={**auth(), "x-openclaw-session-key": "k"},
+            json={
+                "model": "openclaw",
+                "stream": True,
+                "messages": [{"role": "user", "content": long_text}],
+            },
+        )
+        await first_content(response)
+        ws = await connect_ws(http, b.url)
+        params = {"sessionKey": "k"}
+        await ws.send_json({"type": "req", "id": "2", "method": "chat.abort", "params": params})
+        [answer] = [
+            f for f in await frames_until(ws, lambda f: f.get("id") == "2") if f.get("id") == "2"
+        ]
+        assert answer["ok"] is True
+        assert answer["payload"]["aborted"] is True
+        assert len(answer["payload"]["runIds"]) == 1
+        async with asyncio.timeout(5):
+            await response.read()  # the stream ends now, not in 20 s
+        [_, reply] = (await transcripts(pg_url))["agent:main:k"]
+        assert reply[0] == "assistant" and len(reply[1].split()) < 50
+        await ws.close()
+
+    async def test_chat_abort_of_an_idle_session_answers_at_once(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession
+    ) -> None:
+        start_gateway("a")
+        b = start_gateway("b")
+        ws = await connect_ws(http, b.url)
+        params = {"sessionKey": "idle"}
+        async with asyncio.timeout(1):
+            await ws.send_json({"type": "req", "id": "2", "method": "chat.abort", "params": params})
+            frames = await frames_until(ws, lambda f: f.get("id") == "2")
+        assert frames[-1]["payload"] == {"ok": True, "aborted": False, "runIds": []}
+        await ws.close()
+
+    async def test_health_names_the_process_it_describes(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession
+    ) -> None:
+        a, b = start_gateway("a"), start_gateway("b")
+        for process in (a, b):
+            ws = await connect_ws(http, process.url)
+            await ws.send_json({"type": "req", "id": "h", "method": "health", "params": {}})
+            frames = await frames_until(ws, lambda f: f.get("id") == "h")
+            assert frames[-1]["payload"]["process"]["pid"] == process.proc.pid
+            await ws.close()
+
+
+class TestFaults:
+    async def test_postgresql_restarted_under_load_gives_503s_then_serves_again(
+        self,
+        start_gateway: StartGateway,
+        http: aiohttp.ClientSession,
+        pg_server: PgServer,
+        pg_url: str,
+    ) -> None:
+        a = start_gateway("a")
+        failures: list[tuple[int, dict[str, Any], str | None]] = []
+        successes = 0
+        restarted = asyncio.Event()
+        after_restart = 0
+
+        async def client(n: int) -> None:
+            nonlocal successes, after_restart
+            turn = 0
+            while not restarted.is_set() or after_restart < 20:
+                turn += 1
+                response = await http.post(
+                    f"{a.url}/v1/chat/completions",
+                    headers={**auth(), "x-openclaw-session-key": f"load{n}"},
+                    json={"model": "openclaw", "messages": [{"role": "user", "content": "hi"}]},
+                )
+                body = await response.json()
+                # The gateway's log lines (tracebacks of the failed turns among them) must
+                # not fill the stderr pipe: a gateway blocked writing its log serves no one.
+                a.read_available()
+                if response.status == 200:
+                    successes += 1
+                    after_restart += restarted.is_set()
+                else:
+                    failures.append((response.status, body, response.headers.get("Retry-After")))
+                    await asyncio.sleep(0.05)
+
+        clients = [asyncio.create_task(client(n)) for n in range(5)]
+        await asyncio.sleep(1)
+        await asyncio.to_thread(pg_server.restart)
+        restarted.set()
+        async with asyncio.timeout(30):  # the pool reconnects by itself
+            await asyncio.gather(*clients)
+        assert failures, "no request met the restart"
+        for status, body, retry_after in failures:
+            assert (status, retry_after) == (503, "1")
+            assert body == {
+                "error": {
+                    "message": "session store unavailable",
+                    "type": "api_error",
+                    "param": None,
+                    "code": None,
+                }
+            }
+        # Nothing half-written: every stored user message has its reply after it.
+        for key, messages in (await transcripts(pg_url)).items():
+            roles = [role for role, _ in messages]
+            assert roles == ["user", "assistant"] * (len(roles) // 2), key

@@ -1,0 +1,208 @@
+"""`clawgate run --workers N`: a supervisor and N real gateway processes on one port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.support.pgserver import PASSWORD
+from tests.support.process import GatewayProcess, clean_env
+from tests.support.process_client import auth, connect_ws, first_content
+from tests.support.shared_store import chat, frames_until, shared_config
+
+
+def test_workers_above_one_with_sqlite_exit_78_naming_the_postgres_backend(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "c.json5").write_text("{}")
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "run", "--config", str(tmp_path / "c.json5"),
+         "--state-dir", str(tmp_path / "state"), "--workers", "2", "--port", "0"],
+        env=clean_env(tmp_path / "home"), capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 78
+    assert done.stderr.startswith(
+        '--workers 2 needs a store every worker shares: set store.backend to "postgres"'
+    )
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "many"])
+def test_a_bad_workers_value_is_a_usage_error(tmp_path: Path, value: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "run", "--workers", value],
+        env=clean_env(tmp_path / "home"), capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--workers" in done.stderr
+
+
+@pytest.fixture
+def notify(tmp_path: Path) -> Iterator[socket.socket]:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify.sock"))
+    yield sock
+    sock.close()
+
+
+@pytest.fixture
+def delay_ms() -> int:
+    return 5
+
+
+@pytest.fixture
+def supervisor(
+    tmp_path: Path,
+    database: str,
+    notify: socket.socket,
+    delay_ms: int,
+) -> Iterator[GatewayProcess]:
+    config = tmp_path / "c.json5"
+    config.write_text(shared_config(database, delay_ms))
+    env = clean_env(
+        tmp_path / "home",
+        {"CLAWGATE_DB_PASSWORD": PASSWORD, "NOTIFY_SOCKET": str(tmp_path / "notify.sock")},
+    )
+    args = ["--config", str(config), "--state-dir", str(tmp_path / "state"), "--port", "0"]
+    process = GatewayProcess([*args, "--workers", "2"], env)
+    try:
+        process.wait_listening(30)
+        process.wait_for_event("supervisor_ready", 30)
+        yield process
+    finally:
+        workers = [e["pid"] for e in process.events() if e.get("event") == "worker_started"]
+        process.stop()
+        for pid in workers:  # the supervisor's death stops them too; this is belt and braces
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def notifications(sock: socket.socket) -> list[str]:
+    sock.setblocking(False)
+    found = []
+    while True:
+        try:
+            found.append(sock.recv(4096).decode())
+        except BlockingIOError:
+            return found
+
+
+async def health_pid(http: aiohttp.ClientSession, url: str) -> int:
+    ws = await connect_ws(http, url)
+    await ws.send_json({"type": "req", "id": "h", "method": "health", "params": {}})
+    frames = await frames_until(ws, lambda f: f.get("id") == "h")
+    await ws.close()
+    return int(frames[-1]["payload"]["process"]["pid"])
+
+
+def ready_pids(process: GatewayProcess) -> set[int]:
+    return set(process.wait_for_event("supervisor_ready")["pids"])
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+class TestWorkers:
+    async def test_two_workers_serve_one_port_and_systemd_hears_ready_once(
+        self, supervisor: GatewayProcess, notify: socket.socket, http: aiohttp.ClientSession
+    ) -> None:
+        pids = {await health_pid(http, supervisor.url) for _ in range(24)}
+        assert pids == ready_pids(supervisor)
+        assert len(pids) == 2
+        assert [m for m in notifications(notify) if "READY=1" in m] == [
+            "READY=1\nSTATUS=2 workers ready"
+        ]
+
+    async def test_sigterm_drains_every_worker_and_exits_0(
+        self, supervisor: GatewayProcess, notify: socket.socket
+    ) -> None:
+        supervisor.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(supervisor.wait, 30) == 0
+        stopped = [e for e in supervisor.events() if e.get("event") == "worker_stopped"]
+        assert sorted((e["pid"], e["exit_code"]) for e in stopped) == sorted(
+            (pid, 0) for pid in ready_pids(supervisor)
+        )
+        assert "STOPPING=1\nSTATUS=draining" in notifications(notify)
+
+    async def test_sighup_reloads_every_worker(self, supervisor: GatewayProcess) -> None:
+        supervisor.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            events = supervisor.events()
+            if sum(e.get("event") == "config_reload_requested" for e in events) == 2:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("not every worker reloaded:\n" + "\n".join(supervisor.lines))
+
+    async def test_a_killed_worker_is_started_again(
+        self, supervisor: GatewayProcess, http: aiohttp.ClientSession
+    ) -> None:
+        victim = min(ready_pids(supervisor))
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            started = [e for e in supervisor.events() if e.get("event") == "worker_ready"]
+            if len(started) == 3:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("no worker started again:\n" + "\n".join(supervisor.lines))
+        assert started[-1]["pid"] != victim
+        pids = {await health_pid(http, supervisor.url) for _ in range(24)}
+        assert victim not in pids and len(pids) == 2
+        body = await chat(http, supervisor.url, "k", "still here")
+        assert body["choices"][0]["message"]["content"] == "[turn 1] still here"
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+@pytest.mark.parametrize("delay_ms", [200])
+async def test_a_worker_killed_mid_turn_is_restarted_and_the_session_runs_its_next_turn(
+    supervisor: GatewayProcess, http: aiohttp.ClientSession, delay_ms: int
+) -> None:
+    long_text = " ".join(f"w{i}" for i in range(100))  # 20 s at 200 ms a word
+    response = await http.post(
+        f"{supervisor.url}/v1/chat/completions",
+        headers={**auth(), "x-openclaw-session-key": "k"},
+        json={"model": "openclaw", "stream": True,
+              "messages": [{"role": "user", "content": long_text}]},
+    )  # fmt: skip
+    await first_content(response)
+    # Which worker took the connection is the kernel's choice: kill one, and if the stream
+    # goes on, the other.
+    pids = sorted(ready_pids(supervisor))
+    killed = 0
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+        killed += 1
+        try:
+            async with asyncio.timeout(1):
+                while await response.content.readany():
+                    pass
+            break  # the stream ended: that worker ran the turn
+        except TimeoutError:
+            continue
+        except aiohttp.ClientPayloadError:
+            break
+    response.close()
+    deadline = time.monotonic() + 20
+    while sum(e.get("event") == "worker_ready" for e in supervisor.events()) < 2 + killed:
+        assert time.monotonic() < deadline, "\n".join(supervisor.lines)
+        await asyncio.sleep(0.05)
+    body = await asyncio.wait_for(chat(http, supervisor.url, "k", "after"), 15)
+    assert body["choices"][0]["message"]["content"].endswith(" after")

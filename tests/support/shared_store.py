@@ -1,0 +1,51 @@
+"""Two or more real `clawgate run` processes on one PostgreSQL database: their config, a
+chat turn over HTTP, WebSocket frames until one is seen."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from tests.support.process_client import TOKEN, auth
+
+
+def shared_config(url: str, delay_ms: int) -> str:
+    return json.dumps(
+        {
+            "gateway": {
+                "auth": {"mode": "token", "token": TOKEN},
+                "http": {"endpoints": {"chatCompletions": {"enabled": True}}},
+                "shutdown": {"drainSeconds": 5},
+            },
+            "agents": {"list": [{"id": "main", "params": {"delayMs": delay_ms}}]},
+            # The password from the environment, as the README tells an operator to do.
+            "store": {"backend": "postgres", "url": url, "password": "${CLAWGATE_DB_PASSWORD}"},
+        }
+    )
+
+
+async def chat(http: aiohttp.ClientSession, url: str, key: str, text: str) -> dict[str, Any]:
+    response = await http.post(
+        f"{url}/v1/chat/completions",
+        headers={**auth(), "x-openclaw-session-key": key},
+        json={"model": "openclaw", "messages": [{"role": "user", "content": text}]},
+    )
+    body = await response.json()
+    assert response.status == 200, body
+    return body  # type: ignore[no-any-return]
+
+
+async def frames_until(
+    ws: aiohttp.ClientWebSocketResponse, done: Callable[[dict[str, Any]], bool]
+) -> list[dict[str, Any]]:
+    seen = []
+    async with asyncio.timeout(15):
+        while True:
+            frame = await ws.receive_json()
+            seen.append(frame)
+            if done(frame):
+                return seen
