@@ -54,7 +54,7 @@ PROFILE_TOP = 30  # functions listed per ordering
 PROFILE_WINDOW_S = 8.0  # sampled seconds per run: some thousands of requests at c=16
 PROFILE_RATE = 200  # samples per second
 
-# The targets of issue 15: ratios to what the same run measures of the minimal relay
+# The round-2 targets: ratios to what the same run measures of the minimal relay
 # (scripts/minimal_relay.py) and of the fake upstream, so a loaded host moves both sides.
 TARGET_JSON_VS_RELAY = 3.0  # clawgate CPU per JSON request ≤ 3 × the minimal relay's
 TARGET_STREAM_VS_RELAY = 4.0  # … per 20-chunk stream ≤ 4 × the relay's

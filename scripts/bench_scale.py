@@ -1,4 +1,4 @@
-"""`scripts/bench --scale` (issue 17): what the shared PostgreSQL store and `--workers` cost
+"""`scripts/bench --scale`: what the shared PostgreSQL store and `--workers` cost
 and give, as two ratios from one run on this machine.
 
 - JSON requests/s of `clawgate run --workers 2` over `--workers 1`, both on the postgres store

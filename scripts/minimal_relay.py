@@ -1,4 +1,4 @@
-"""The reference row of `scripts/bench` (issue 15): the least an aiohttp relay can do.
+"""The reference row of `scripts/bench`: the least an aiohttp relay can do.
 
 `POST /v1/chat/completions` is forwarded to the upstream as it came (body bytes, no parsing)
 and the answer goes back: a JSON body whole, an SSE stream read by read, as it arrives. No
