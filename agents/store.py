@@ -426,6 +426,50 @@ class TurnRecord:
     context_start: bool = False
 
 
+def turn_messages(turn: TurnRecord) -> list[tuple[Any, ...]]:
+    """A turn's messages as both stores write them, in order: its inputs, then the reply.
+    Each row: id, role, content (JSON), timestamp, run id, idempotency key, provider, model,
+    api, usage (JSON), stop reason, aborted, error, meta (JSON), tool call id, tool name,
+    is error, context start."""
+    inputs = turn.inputs or (ChatMessage("user", turn.user_text),)
+    idem = f"{turn.idempotency_key}:user" if turn.idempotency_key is not None else None
+    last_user = max((i for i, m in enumerate(inputs) if m.role == "user"), default=-1)
+    rows: list[tuple[Any, ...]] = []
+    for index, message in enumerate(inputs):
+        role, content = message.role, _dumps(message.text)
+        call_id = name = meta = None
+        if message.role == "tool":
+            role, call_id, name = "toolResult", message.tool_call_id, message.tool_name
+            content = _dumps([{"type": "text", "text": message.text}])
+        elif message.role == "assistant":
+            content = _dumps(assistant_content(
+                message.text, message.tool_calls, message.reasoning,
+                message.reasoning_signature,
+            ))  # fmt: skip
+        elif index == last_user and turn.images:
+            meta = _dumps({"images": dict(turn.images)})
+        rows.append((
+            _new_session_id(), role, content, turn.user_timestamp, turn.run_id,
+            idem if index == last_user else None, None, None, None, None, None, False,
+            None, meta, call_id, name, False, bool(turn.context_start and not index),
+        ))  # fmt: skip
+    usage = {
+        "input": turn.input_tokens,
+        "output": turn.output_tokens,
+        "totalTokens": turn.input_tokens + turn.output_tokens,
+    }
+    reply = assistant_content(
+        turn.assistant_text, turn.tool_calls, turn.reasoning, turn.reasoning_signature
+    )
+    rows.append((
+        _new_session_id(), "assistant", _dumps(reply), turn.assistant_timestamp,
+        turn.run_id, turn.idempotency_key, turn.provider, turn.model, turn.api,
+        _dumps(usage), turn.stop_reason, turn.aborted, turn.error_message, None, None, None,
+        False, False,
+    ))  # fmt: skip
+    return rows
+
+
 def assistant_content(
     text: str,
     tool_calls: tuple[ToolCall, ...] = (),
@@ -917,45 +961,9 @@ class SessionStore:
         db.execute(
             SQL_ADD_TRANSCRIPT, (turn.session_id, turn.key, turn.agent_id, turn.user_timestamp)
         )
-        seq = db.execute(SQL_NEXT_SEQ, (turn.session_id,)).fetchone()[0]
-        inputs = turn.inputs or (ChatMessage("user", turn.user_text),)
-        idem = f"{turn.idempotency_key}:user" if turn.idempotency_key is not None else None
-        last_user = max((i for i, m in enumerate(inputs) if m.role == "user"), default=-1)
-        for index, message in enumerate(inputs):
-            seq += 1
-            role, content = message.role, _dumps(message.text)
-            call_id = name = meta = None
-            if message.role == "tool":
-                role, call_id, name = "toolResult", message.tool_call_id, message.tool_name
-                content = _dumps([{"type": "text", "text": message.text}])
-            elif message.role == "assistant":
-                content = _dumps(assistant_content(
-                    message.text, message.tool_calls, message.reasoning,
-                    message.reasoning_signature,
-                ))  # fmt: skip
-            elif index == last_user and turn.images:
-                meta = _dumps({"images": dict(turn.images)})
-            db.execute(
-                SQL_INSERT_MESSAGE,
-                (str(uuid.uuid4()), turn.session_id, seq, role, content, turn.user_timestamp,
-                 turn.run_id, idem if index == last_user else None, None, None, None, None,
-                 None, 0, None, meta, call_id, name, 0, int(turn.context_start and not index)),
-            )  # fmt: skip
-        usage = {
-            "input": turn.input_tokens,
-            "output": turn.output_tokens,
-            "totalTokens": turn.input_tokens + turn.output_tokens,
-        }
-        reply = assistant_content(
-            turn.assistant_text, turn.tool_calls, turn.reasoning, turn.reasoning_signature
-        )
-        db.execute(
-            SQL_INSERT_MESSAGE,
-            (str(uuid.uuid4()), turn.session_id, seq + 1, "assistant", _dumps(reply),
-             turn.assistant_timestamp, turn.run_id, turn.idempotency_key, turn.provider,
-             turn.model, turn.api, _dumps(usage), turn.stop_reason, int(turn.aborted),
-             turn.error_message, None, None, None, 0, 0),
-        )  # fmt: skip
+        last = db.execute(SQL_NEXT_SEQ, (turn.session_id,)).fetchone()[0]
+        for seq, (message_id, *fields) in enumerate(turn_messages(turn), last + 1):
+            db.execute(SQL_INSERT_MESSAGE, (message_id, turn.session_id, seq, *fields))
         row = db.execute(
             SQL_UPSERT_TURN,
             {

@@ -33,7 +33,6 @@ from agents.config import MaintenanceConfig
 from agents.errors import StoreError, StoreUnavailable
 from agents.events_postgres import PostgresEventBus
 from agents.keys import is_main_key
-from agents.providers.base import ChatMessage
 from agents.store import (
     _MESSAGE_ROW_BYTES,
     _SESSION_ROW_BYTES,
@@ -45,12 +44,11 @@ from agents.store import (
     StoredMessage,
     StoredResponse,
     TurnRecord,
-    _dumps,
     _message,
     _new_session_id,
     _session_row,
     _sql_int,
-    assistant_content,
+    turn_messages,
 )
 
 log = structlog.get_logger(__name__)
@@ -536,42 +534,7 @@ class PostgresSessionStore:
 
     @staticmethod
     async def _append_turn(conn: Connection, turn: TurnRecord) -> SessionRow:
-        inputs = turn.inputs or (ChatMessage("user", turn.user_text),)
-        idem = f"{turn.idempotency_key}:user" if turn.idempotency_key is not None else None
-        last_user = max((i for i, m in enumerate(inputs) if m.role == "user"), default=-1)
-        rows: list[tuple[Any, ...]] = []
-        for index, message in enumerate(inputs):
-            role, content = message.role, _dumps(message.text)
-            call_id = name = meta = None
-            if message.role == "tool":
-                role, call_id, name = "toolResult", message.tool_call_id, message.tool_name
-                content = _dumps([{"type": "text", "text": message.text}])
-            elif message.role == "assistant":
-                content = _dumps(assistant_content(
-                    message.text, message.tool_calls, message.reasoning,
-                    message.reasoning_signature,
-                ))  # fmt: skip
-            elif index == last_user and turn.images:
-                meta = _dumps({"images": dict(turn.images)})
-            rows.append((
-                _new_session_id(), role, content, turn.user_timestamp, turn.run_id,
-                idem if index == last_user else None, None, None, None, None, None, False,
-                None, meta, call_id, name, False, bool(turn.context_start and not index),
-            ))  # fmt: skip
-        usage = {
-            "input": turn.input_tokens,
-            "output": turn.output_tokens,
-            "totalTokens": turn.input_tokens + turn.output_tokens,
-        }
-        reply = assistant_content(
-            turn.assistant_text, turn.tool_calls, turn.reasoning, turn.reasoning_signature
-        )
-        rows.append((
-            _new_session_id(), "assistant", _dumps(reply), turn.assistant_timestamp,
-            turn.run_id, turn.idempotency_key, turn.provider, turn.model, turn.api,
-            _dumps(usage), turn.stop_reason, turn.aborted, turn.error_message, None, None, None,
-            False, False,
-        ))  # fmt: skip
+        rows = turn_messages(turn)
         columns = [_args(column) for column in zip(*rows, strict=True)]
         row = await conn.fetchrow(
             SQL_APPEND_TURN,
