@@ -281,6 +281,13 @@ def _store_error(exc: BaseException) -> StoreError:
 Connection = Any  # asyncpg's pool hands out proxies of asyncpg.Connection
 
 
+def _terminate(conn: Connection) -> None:
+    """Close a pooled connection now, whatever state it is in. One the server cut (a restart)
+    is already closed, and asyncpg has taken it back into the pool: nothing is left to do."""
+    with contextlib.suppress(asyncpg.InterfaceError):
+        conn.terminate()
+
+
 class PostgresSessionStore:
     """PostgreSQL-backed sessions and transcripts; see the module docstring."""
 
@@ -426,7 +433,7 @@ class PostgresSessionStore:
             except BaseException as exc:
                 # The turn is over (committed or not); a lock we cannot give back is let go
                 # by closing its connection, and that is no failure of the turn.
-                conn.terminate()
+                _terminate(conn)
                 if not isinstance(exc, (asyncpg.PostgresError, *_UNAVAILABLE)):
                     await self._give_back(locks, conn)
                     raise
@@ -472,7 +479,7 @@ class PostgresSessionStore:
             except BaseException as exc:
                 # Cancelled or failed while waiting: the lock may have been granted all the
                 # same, and closing the connection is the one sure way to let it go.
-                conn.terminate()
+                _terminate(conn)
                 await locks.release(conn)
                 if not isinstance(exc, (asyncpg.PostgresError, *_UNAVAILABLE)):
                     raise

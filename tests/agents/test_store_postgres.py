@@ -185,6 +185,31 @@ class TestTurnLock:
         await asyncio.wait_for(waiter, 5)
         assert order == ["b"]
 
+    async def test_a_lock_the_server_cut_mid_turn_ends_the_turn_without_an_error(
+        self, store: PostgresSessionStore, pg_url: str
+    ) -> None:
+        # A restart cuts the lock's connection while the turn runs: asyncpg takes the dead
+        # connection back into its pool by itself, and giving the lock back must not fail
+        # the turn (its own writes report the store as unavailable).
+        admin = await asyncpg.connect(pg_url)
+        try:
+            async with store.turn_lock(KEY):
+                cut = await admin.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_locks"
+                    " WHERE locktype = 'advisory' AND granted AND classid = $1::bigint::oid",
+                    LOCK_CLASS_TURN,
+                )
+                assert cut == 1
+                async with asyncio.timeout(5):
+                    while await store.turn_running_elsewhere(KEY):
+                        await asyncio.sleep(0.02)
+                await asyncio.sleep(0.1)  # asyncpg reads the server's goodbye
+        finally:
+            await admin.close()
+        order: list[str] = []
+        await asyncio.wait_for(self._take(store, KEY, order), 5)
+        assert order == ["b"]
+
     async def test_a_cancelled_wait_leaves_the_lock_free(self, pg_url: str) -> None:
         async with PostgresSessionStore(pg_url) as a, PostgresSessionStore(pg_url) as b:
             order: list[str] = []

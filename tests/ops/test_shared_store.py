@@ -248,7 +248,9 @@ class TestFaults:
             await asyncio.gather(*clients)
         assert failures, "no request met the restart"
         for status, body, retry_after in failures:
-            assert (status, retry_after) == (503, "1")
+            assert (status, retry_after) == (503, "1"), [  # the gateway's word on it
+                event for event in a.events() if event.get("level") == "error"
+            ][-3:]
             assert body == {
                 "error": {
                     "message": "session store unavailable",
