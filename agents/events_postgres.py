@@ -23,7 +23,7 @@ import json
 import os
 import socket
 import uuid
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -46,6 +46,10 @@ RECONNECT_DELAY_S = 1.0
 # Events not yet sent are dropped past this many (the database is down): the runs go on, and
 # remote watchers miss deltas rather than the process growing without bound.
 MAX_QUEUED_ITEMS = 100_000
+
+# Runs of other processes remembered as in flight: a process killed mid-run never ends its
+# runs, so the oldest are forgotten past this many.
+MAX_REMOTE_RUNS = 10_000
 
 RemoteListener = Callable[[RunEvent], None]
 # Aborts the session's runs here (or the one run): the ids it aborted.
@@ -113,6 +117,34 @@ def run_event(data: dict[str, Any]) -> RunEvent:
     )  # fmt: skip
 
 
+class RemoteRuns:
+    """The runs other processes announced and have not ended, by session key: how `chat.abort`
+    finds a run that holds no turn lock (a key minted for its one request takes none)."""
+
+    def __init__(self) -> None:
+        self._keys: OrderedDict[str, str] = OrderedDict()  # run id → session key
+        self._count: Counter[str] = Counter()
+
+    def saw(self, event: RunEvent) -> None:
+        if event.is_terminal:
+            self._forget(event.run_id)
+        elif event.run_id not in self._keys:
+            self._keys[event.run_id] = event.session_key
+            self._count[event.session_key] += 1
+            if len(self._keys) > MAX_REMOTE_RUNS:
+                self._forget(next(iter(self._keys)))
+
+    def _forget(self, run_id: str) -> None:
+        key = self._keys.pop(run_id, None)
+        if key is not None:
+            self._count[key] -= 1
+            if not self._count[key]:
+                del self._count[key]
+
+    def running(self, session_key: str) -> bool:
+        return session_key in self._count
+
+
 class PostgresEventBus:
     """This process's end of the channel: `publish` is the registry listener for local runs,
     remote runs' events go to the `remote` listeners, remote aborts to `local_abort`."""
@@ -129,6 +161,7 @@ class PostgresEventBus:
         self._listener: Any = None  # asyncpg.Connection LISTENing
         self._sender: Any = None  # the one connection that NOTIFYs
         self._reassembly = Reassembly()
+        self.remote_runs = RemoteRuns()
         self._message_ids = itertools.count()
         self._replies: dict[str, asyncio.Future[list[str]]] = {}
         self._closing = False
@@ -259,6 +292,7 @@ class PostgresEventBus:
         kind = item.get("t")
         if kind == "run":
             event = run_event(item["e"])
+            self.remote_runs.saw(event)
             for listener in self._remote:
                 listener(event)
         elif kind == "abort" and self._local_abort is not None:

@@ -264,9 +264,14 @@ class AgentSession:
         store = self._deps.store
         try:
             # A shared store: another process may run a turn of this key too. Its lock
-            # queues us behind that turn as the lane queues us behind ours.
-            async with store.turn_lock(self.key):
+            # queues us behind that turn as the lane queues us behind ours. A key minted for
+            # this turn's request is known nowhere else yet: its turn takes no lock (two of a
+            # stateless turn's three round trips to PostgreSQL).
+            if self.new_key:
                 await self._execute(run)
+            else:
+                async with store.turn_lock(self.key):
+                    await self._execute(run)
         except StoreError as exc:
             # Taking or giving back the lock failed (the database went away); the run's own
             # store failures are handled inside _execute.

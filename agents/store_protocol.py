@@ -55,7 +55,8 @@ class Store(Protocol):
     async def open(self) -> None: ...
 
     async def turn_running_elsewhere(self, key: str) -> bool:
-        """Whether some process holds `key`'s turn lock (is running a turn of it)."""
+        """Whether another process runs a turn of `key`: holds its turn lock, or announced a
+        run of it that has not ended (a minted key's turn takes no lock)."""
         ...
 
     async def aclose(self) -> None: ...

@@ -9,7 +9,14 @@ from collections.abc import AsyncIterator
 import pytest
 
 from agents.events import RunEvent
-from agents.events_postgres import MAX_BODY_BYTES, PostgresEventBus, Reassembly, encode
+from agents.events_postgres import (
+    MAX_BODY_BYTES,
+    MAX_REMOTE_RUNS,
+    PostgresEventBus,
+    Reassembly,
+    RemoteRuns,
+    encode,
+)
 
 
 def event(seq: int, text: str = "hi") -> RunEvent:
@@ -53,6 +60,39 @@ class TestWire:
     def test_garbage_is_ignored(self) -> None:
         assert Reassembly().add("no header") is None
         assert Reassembly().add("a 1 0 1\nnot json") == ("a", [])
+
+
+def lifecycle(run_id: str, key: str, phase: str) -> RunEvent:
+    return RunEvent(run_id, key, "sid", "main", "lifecycle", 1, 1000, {"phase": phase})
+
+
+class TestRemoteRuns:
+    def test_a_run_is_running_from_its_first_event_to_its_end(self) -> None:
+        runs = RemoteRuns()
+        assert not runs.running("agent:main:k")
+        runs.saw(lifecycle("r1", "agent:main:k", "start"))
+        runs.saw(event(2))
+        assert runs.running("agent:main:k")
+        runs.saw(lifecycle("r1", "agent:main:k", "end"))
+        assert not runs.running("agent:main:k")
+
+    def test_a_session_runs_while_any_of_its_runs_does(self) -> None:
+        runs = RemoteRuns()
+        runs.saw(lifecycle("r1", "agent:main:k", "start"))
+        runs.saw(lifecycle("r2", "agent:main:k", "start"))
+        runs.saw(lifecycle("r1", "agent:main:k", "error"))
+        assert runs.running("agent:main:k")
+        runs.saw(lifecycle("r2", "agent:main:k", "end"))
+        assert not runs.running("agent:main:k")
+
+    def test_runs_that_never_end_are_forgotten_oldest_first(self) -> None:
+        # A process killed mid-run never sends their end.
+        runs = RemoteRuns()
+        for n in range(MAX_REMOTE_RUNS + 1):
+            runs.saw(lifecycle(f"r{n}", f"agent:main:k{n}", "start"))
+        assert not runs.running("agent:main:k0")
+        assert runs.running("agent:main:k1")
+        assert runs.running(f"agent:main:k{MAX_REMOTE_RUNS}")
 
 
 @pytest.mark.postgres

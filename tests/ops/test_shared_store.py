@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
-from agents.store_postgres import PostgresSessionStore
+from agents.store_postgres import LOCK_CLASS_TURN, PostgresSessionStore
 from tests.support.pgserver import PASSWORD, PgServer
 from tests.support.process import GatewayProcess, clean_env
 from tests.support.process_client import auth, connect_ws, first_content
@@ -178,6 +179,43 @@ class TestEventsAcrossProcesses:
             await response.read()  # the stream ends now, not in 20 s
         [_, reply] = (await transcripts(pg_url))["agent:main:k"]
         assert reply[0] == "assistant" and len(reply[1].split()) < 50
+        await ws.close()
+
+    async def test_a_stateless_turn_takes_no_lock_and_chat_abort_on_the_other_still_stops_it(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_url: str
+    ) -> None:
+        a, b = start_gateway("a", delay_ms=200), start_gateway("b")
+        ws = await connect_ws(http, b.url)
+        await asyncio.sleep(0.5)  # b's LISTEN is up: it hears of a's run from its start
+        long_text = " ".join(f"w{i}" for i in range(100))  # 20 s at 200 ms a word
+        response = await http.post(
+            f"{a.url}/v1/chat/completions",
+            headers=auth(),  # no key: a's gateway mints one for this request
+            json={
+                "model": "openclaw",
+                "stream": True,
+                "messages": [{"role": "user", "content": long_text}],
+            },
+        )
+        key = response.headers["x-openclaw-session-key"]
+        await first_content(response)
+        conn = await asyncpg.connect(pg_url)
+        try:
+            held = await conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = $1",
+                LOCK_CLASS_TURN,
+            )
+        finally:
+            await conn.close()
+        assert held == 0
+        params = {"sessionKey": key}
+        await ws.send_json({"type": "req", "id": "2", "method": "chat.abort", "params": params})
+        [answer] = [
+            f for f in await frames_until(ws, lambda f: f.get("id") == "2") if f.get("id") == "2"
+        ]
+        assert answer["payload"]["aborted"] is True
+        async with asyncio.timeout(5):
+            await response.read()  # the stream ends now, not in 20 s
         await ws.close()
 
     async def test_chat_abort_of_an_idle_session_answers_at_once(

@@ -194,8 +194,8 @@ def register(methods: MethodRegistry) -> None:
 
 async def abort_elsewhere(ctx: CallContext, key: str, run_id: str | None) -> list[str]:
     """A shared store: the session's turn may be running on another process. Asked only
-    when some process holds the session's turn lock, so an abort of nothing answers at once.
-    """
+    when another process runs a turn of the session (`turn_running_elsewhere`), so an abort
+    of nothing answers at once."""
     store = ctx.gateway.store
     if store is None or store.bus is None:
         return []
