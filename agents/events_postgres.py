@@ -12,6 +12,13 @@ Items queued together go in one notification while they fit; a body over the lim
 `count` pieces sent in order (one connection's notifications arrive in the order sent) and
 joined again by the receivers. The sender is one task on one connection: events leave in the
 order the runs emitted them.
+
+Run events are sent only while some other process wants them: one with WebSocket clients
+says so (`{"t": "watch", "on": true}`) when its first client comes, again every
+WATCH_REFRESH_S while it has any, and `"on": false` when its last one leaves; a process that
+starts (or finds the database again) asks with `{"t": "hello"}` and the watching ones answer.
+A process killed while watching is forgotten after WATCH_TTL_S. Without it, an HTTP-only
+deployment paid a NOTIFY and its JSON for every event of every run, a quarter of a turn's CPU.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import itertools
 import json
 import os
 import socket
+import time
 import uuid
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
@@ -46,6 +54,10 @@ RECONNECT_DELAY_S = 1.0
 # Events not yet sent are dropped past this many (the database is down): the runs go on, and
 # remote watchers miss deltas rather than the process growing without bound.
 MAX_QUEUED_ITEMS = 100_000
+# A watching process says so again this often; a word older than the TTL (three refreshes and
+# some) is forgotten: its process was killed or lost the database.
+WATCH_REFRESH_S = 10.0
+WATCH_TTL_S = 35.0
 
 # Runs of other processes remembered as in flight: a process killed mid-run never ends its
 # runs, so the oldest are forgotten past this many.
@@ -61,9 +73,13 @@ def process_origin() -> str:
     return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
 
 
-def encode(origin: str, message_id: int, items: list[dict[str, Any]]) -> list[str]:
-    """The notifications that carry `items`, in order."""
-    body = json.dumps(items, separators=(",", ":"), ensure_ascii=True)
+def encode_item(item: dict[str, Any]) -> str:
+    return json.dumps(item, separators=(",", ":"), ensure_ascii=True)
+
+
+def encode(origin: str, message_id: int, items: list[str]) -> list[str]:
+    """The notifications that carry `items` (each `encode_item`'s), in order."""
+    body = f"[{','.join(items)}]"
     pieces = [body[i : i + MAX_BODY_BYTES] for i in range(0, len(body), MAX_BODY_BYTES)] or [""]
     return [f"{origin} {message_id} {n} {len(pieces)}\n{p}" for n, p in enumerate(pieces)]
 
@@ -155,13 +171,16 @@ class PostgresEventBus:
         self.origin = process_origin()
         self._remote: tuple[RemoteListener, ...] = ()
         self._local_abort: LocalAbort | None = None
-        self._queue: deque[dict[str, Any]] = deque()
+        self._queue: deque[str] = deque()  # encoded items
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._listener: Any = None  # asyncpg.Connection LISTENing
         self._sender: Any = None  # the one connection that NOTIFYs
         self._reassembly = Reassembly()
         self.remote_runs = RemoteRuns()
+        self._watched_here = False
+        # The processes that want run events, and when their word expires (monotonic s).
+        self._watched_elsewhere: dict[str, float] = {}
         self._message_ids = itertools.count()
         self._replies: dict[str, asyncio.Future[list[str]]] = {}
         self._closing = False
@@ -197,12 +216,22 @@ class PostgresEventBus:
         await conn.add_listener(CHANNEL, self._on_notification)
         self._listener = conn
         self.listening.set()
+        self._put({"t": "hello"})  # who watches? (what was said while away is lost)
 
     async def _keep_listening(self) -> None:
         """Reconnect the LISTEN connection when the database went away and came back.
-        Notifications sent meanwhile are lost (NOTIFY keeps nothing for absent listeners)."""
+        Notifications sent meanwhile are lost (NOTIFY keeps nothing for absent listeners).
+        Also the watch refresh: ours said again, the others' expired words forgotten."""
+        said = time.monotonic()
         while not self._closing:
             await asyncio.sleep(RECONNECT_DELAY_S)
+            now = time.monotonic()
+            for origin, expires in list(self._watched_elsewhere.items()):
+                if expires < now:
+                    del self._watched_elsewhere[origin]
+            if self._watched_here and now - said >= WATCH_REFRESH_S:
+                self._put({"t": "watch", "on": True})
+                said = now
             if self._listener is not None and not self._listener.is_closed():
                 continue
             self.listening.clear()
@@ -215,16 +244,30 @@ class PostgresEventBus:
     # -- out -------------------------------------------------------------------------------
 
     def publish(self, event: RunEvent | SessionChange) -> None:
-        """The registry listener: this process's run events go out (never blocks)."""
-        if isinstance(event, RunEvent):
+        """The registry listener: this process's run events go out while another process
+        watches (never blocks)."""
+        if self._watched_elsewhere and isinstance(event, RunEvent):
             self._put({"t": "run", "e": event.to_dict()})
+
+    @property
+    def watched_elsewhere(self) -> bool:
+        """Whether another process watches: this one's run events go out."""
+        return bool(self._watched_elsewhere)
+
+    def watchers_here(self, count: int) -> None:
+        """How many clients of this process want the other processes' run events (the
+        WebSocket clients); the other processes send theirs while some process has any."""
+        watched = count > 0
+        if watched != self._watched_here:
+            self._watched_here = watched
+            self._put({"t": "watch", "on": watched})
 
     def _put(self, item: dict[str, Any]) -> None:
         if self._closing:
             return
         if len(self._queue) >= MAX_QUEUED_ITEMS:
             self._queue.popleft()
-        self._queue.append(item)
+        self._queue.append(encode_item(item))
         self._wake.set()
 
     async def _send_loop(self) -> None:
@@ -255,12 +298,12 @@ class PostgresEventBus:
                         conn = self._sender = None
                     await asyncio.sleep(RECONNECT_DELAY_S)
 
-    def _take_batch(self) -> list[dict[str, Any]]:
+    def _take_batch(self) -> list[str]:
         """Queued items for one notification while they fit; at least one item."""
         batch = [self._queue.popleft()]
-        size = len(json.dumps(batch[0], ensure_ascii=True))
+        size = len(batch[0])
         while self._queue:
-            more = len(json.dumps(self._queue[0], ensure_ascii=True)) + 1
+            more = len(self._queue[0]) + 1
             if size + more > MAX_BODY_BYTES:
                 break
             batch.append(self._queue.popleft())
@@ -295,6 +338,14 @@ class PostgresEventBus:
             self.remote_runs.saw(event)
             for listener in self._remote:
                 listener(event)
+        elif kind == "watch":
+            if item.get("on") is True:
+                self._watched_elsewhere[origin] = time.monotonic() + WATCH_TTL_S
+            else:
+                self._watched_elsewhere.pop(origin, None)
+        elif kind == "hello":
+            if self._watched_here:
+                self._put({"t": "watch", "on": True})
         elif kind == "abort" and self._local_abort is not None:
             ids = self._local_abort(str(item["k"]), item.get("r"))
             if ids:

@@ -230,6 +230,7 @@ async def _handshake(
     ws_state.authenticated.add(conn)
     if conn.can_read:
         ws_state.readers.add(conn)
+    ws_state.watchers_changed()
     ws_state.presence_changed()
     log.info(
         "ws_connected",
@@ -370,6 +371,7 @@ async def _teardown(ws_state: WsState, conn: Connection) -> None:
     if conn in ws_state.authenticated:
         ws_state.authenticated.discard(conn)
         ws_state.readers.discard(conn)
+        ws_state.watchers_changed()
         ws_state.presence.disconnect(conn.conn_id, now_ms(), conn.last_activity_at)
         ws_state.presence_changed()
     # Shielded and tracked: the writer and the socket are closed even when aiohttp cancels

@@ -134,6 +134,13 @@ class WsState:
         if self.preauth[remote] <= 0:
             del self.preauth[remote]
 
+    def watchers_changed(self) -> None:
+        """A shared store's bus hears how many clients here may want the other processes'
+        run events: those send theirs only while some process has such a client."""
+        store = self.gateway.store
+        if store is not None and store.bus is not None:
+            store.bus.watchers_here(len(self.authenticated))
+
     def state_version(self) -> dict[str, int]:
         return {"presence": self.presence.version, "health": self.health.version}
 

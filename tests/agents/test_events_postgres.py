@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
+import asyncpg
 import pytest
 
+from agents import events_postgres
 from agents.events import RunEvent
 from agents.events_postgres import (
+    CHANNEL,
     MAX_BODY_BYTES,
     MAX_REMOTE_RUNS,
     PostgresEventBus,
     Reassembly,
     RemoteRuns,
     encode,
+    encode_item,
 )
 
 
@@ -30,13 +34,13 @@ def item(seq: int, text: str = "hi") -> dict[str, object]:
 
 class TestWire:
     def test_a_small_message_is_one_notification(self) -> None:
-        [payload] = encode("a/1/x", 7, [item(1)])
+        [payload] = encode("a/1/x", 7, [encode_item(item(1))])
         assert payload.startswith("a/1/x 7 0 1\n")
         assert Reassembly().add(payload) == ("a/1/x", [json.loads(json.dumps(item(1)))])
 
     def test_a_large_event_is_split_under_the_limit_and_joined_in_order(self) -> None:
         text = 'é€😀"\\\n' * 20_000  # escapes and multi-byte characters
-        payloads = encode("a/1/x", 1, [item(1, text)])
+        payloads = encode("a/1/x", 1, [encode_item(item(1, text))])
         assert len(payloads) > 10
         assert all(len(p.encode()) < 8000 for p in payloads)
         joined = Reassembly()
@@ -46,14 +50,14 @@ class TestWire:
         assert results[-1][1][0]["e"]["data"]["text"] == text
 
     def test_pieces_of_two_origins_interleaved_are_joined_apart(self) -> None:
-        first = encode("a", 1, [item(1, "x" * 3 * MAX_BODY_BYTES)])
-        second = encode("b", 1, [item(2, "y" * 3 * MAX_BODY_BYTES)])
+        first = encode("a", 1, [encode_item(item(1, "x" * 3 * MAX_BODY_BYTES))])
+        second = encode("b", 1, [encode_item(item(2, "y" * 3 * MAX_BODY_BYTES))])
         joined = Reassembly()
         done = [r for pair in zip(first, second, strict=True) for r in map(joined.add, pair) if r]
         assert [(origin, items[0]["e"]["seq"]) for origin, items in done] == [("a", 1), ("b", 2)]
 
     def test_a_message_whose_first_piece_was_lost_is_dropped(self) -> None:
-        payloads = encode("a", 1, [item(1, "x" * 3 * MAX_BODY_BYTES)])
+        payloads = encode("a", 1, [encode_item(item(1, "x" * 3 * MAX_BODY_BYTES))])
         joined = Reassembly()
         assert [joined.add(p) for p in payloads[1:]] == [None] * (len(payloads) - 1)
 
@@ -120,6 +124,8 @@ class TestBus:
         own: list[RunEvent] = []
         b.add_remote_listener(heard.append)
         a.add_remote_listener(own.append)
+        b.watchers_here(1)
+        await until(lambda: a.watched_elsewhere)
         sent = [event(n, "w" * (n * 997 % 30_000)) for n in range(1, 101)]
         for each in sent:
             a.publish(each)
@@ -135,3 +141,72 @@ class TestBus:
         _, b = buses
         assert await b.abort_elsewhere("agent:main:k", None) == ["r1"]
         assert self.aborted == [("agent:main:k", None)]
+
+    async def test_run_events_are_not_sent_while_no_other_process_watches(
+        self, buses: tuple[PostgresEventBus, PostgresEventBus], kinds: list[str]
+    ) -> None:
+        a, b = buses
+        heard: list[RunEvent] = []
+        b.add_remote_listener(heard.append)
+        a.publish(event(1))
+        b.watchers_here(1)
+        await until(lambda: a.watched_elsewhere)
+        a.publish(event(2))
+        await until(lambda: heard)
+        b.watchers_here(0)
+        await until(lambda: not a.watched_elsewhere)
+        a.publish(event(3))
+        a.publish(event(4))
+        b.watchers_here(2)
+        await until(lambda: a.watched_elsewhere)
+        a.publish(event(5))
+        await until(lambda: len(heard) == 2)
+        assert [e.seq for e in heard] == [2, 5]
+        assert kinds.count("run") == 2
+        assert kinds.count("watch") == 3  # on, off, on: a second client says nothing new
+
+    async def test_a_process_that_starts_later_learns_at_once_who_watches(
+        self, buses: tuple[PostgresEventBus, PostgresEventBus], pg_url: str
+    ) -> None:
+        _, b = buses
+        b.watchers_here(1)
+        late = PostgresEventBus(pg_url)
+        await late.start(lambda key, run_id: [])
+        try:
+            async with asyncio.timeout(1):  # not the 10 s refresh
+                await until(lambda: late.watched_elsewhere)
+        finally:
+            await late.aclose()
+
+    async def test_a_watcher_that_stops_saying_so_is_forgotten(
+        self, buses: tuple[PostgresEventBus, PostgresEventBus], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # What a process killed while it had clients leaves behind: no "off", no refresh.
+        monkeypatch.setattr(events_postgres, "WATCH_TTL_S", 0.5)
+        a, b = buses
+        b.watchers_here(1)
+        await until(lambda: a.watched_elsewhere)
+        await b.aclose()
+        async with asyncio.timeout(5):
+            await until(lambda: not a.watched_elsewhere)
+
+    @pytest.fixture
+    async def kinds(self, pg_url: str) -> AsyncIterator[list[str]]:
+        """The kinds of the items on the channel, as a third listener hears them."""
+        kinds: list[str] = []
+        conn = await asyncpg.connect(pg_url)
+
+        def heard(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+            done = Reassembly().add(payload)
+            if done is not None:
+                kinds.extend(item["t"] for item in done[1])
+
+        await conn.add_listener(CHANNEL, heard)
+        yield kinds
+        await conn.close()
+
+
+async def until(condition: Callable[[], object]) -> None:
+    async with asyncio.timeout(10):
+        while not condition():
+            await asyncio.sleep(0.01)
