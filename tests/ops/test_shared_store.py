@@ -218,6 +218,37 @@ class TestEventsAcrossProcesses:
             await response.read()  # the stream ends now, not in 20 s
         await ws.close()
 
+    async def test_a_minted_key_sent_to_the_other_process_mid_turn_fails_nothing(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_url: str
+    ) -> None:
+        # The one cost of the lock-free stateless turn: both turns run, both answer.
+        a, b = start_gateway("a", delay_ms=100), start_gateway("b")
+        first = await http.post(
+            f"{a.url}/v1/chat/completions",
+            headers=auth(),
+            json={
+                "model": "openclaw",
+                "stream": True,
+                "messages": [{"role": "user", "content": "one two three four five"}],
+            },
+        )
+        key = first.headers["x-openclaw-session-key"]
+        await first_content(first)
+        second = await http.post(
+            f"{b.url}/v1/chat/completions",
+            headers={**auth(), "x-openclaw-session-key": key},
+            json={"model": "openclaw", "messages": [{"role": "user", "content": "again"}]},
+        )
+        assert second.status == 200
+        assert (await second.json())["choices"][0]["message"]["content"] == "[turn 1] again"
+        async with asyncio.timeout(10):
+            body = await first.text()
+        assert first.status == 200 and body.endswith("data: [DONE]\n\n")
+        assert (await transcripts(pg_url))[key] == [
+            ("user", "again"),
+            ("assistant", "[turn 1] again"),
+        ]
+
     async def test_chat_abort_of_an_idle_session_answers_at_once(
         self, start_gateway: StartGateway, http: aiohttp.ClientSession
     ) -> None:
