@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import attrs
@@ -88,6 +88,21 @@ class RunSlots:
     def release(self) -> None:
         self.active -= 1
         self._grant()
+
+    @asynccontextmanager
+    async def lent(self) -> AsyncIterator[None]:
+        """The caller's slot, given back while it waits for something else and taken again,
+        in line, after. The caller holds its slot when this ends, cancelled or not, so that
+        its own release stays the one that balances its acquire."""
+        self.release()
+        try:
+            yield
+        finally:
+            try:
+                await self.acquire()
+            except asyncio.CancelledError:
+                self.active += 1  # held at once, over the limit, until the caller's release
+                raise
 
     def resize(self, limit: int) -> None:
         self.limit = limit
@@ -270,7 +285,9 @@ class AgentSession:
             if self.new_key:
                 await self._execute(run)
             else:
-                async with store.turn_lock(self.key):
+                # Waiting for another process's turn, the run slot goes to other sessions,
+                # as a queued turn of a session busy here holds none.
+                async with store.turn_lock(self.key, while_waiting=self._deps.slots.lent):
                     await self._execute(run)
         except StoreError as exc:
             # Taking or giving back the lock failed (the database went away); the run's own

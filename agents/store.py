@@ -868,7 +868,12 @@ class SessionStore:
 
     bus = None  # no other process to hear from
 
-    def turn_lock(self, key: str) -> contextlib.AbstractAsyncContextManager[None]:
+    def turn_lock(
+        self,
+        key: str,
+        *,
+        while_waiting: Callable[[], contextlib.AbstractAsyncContextManager[None]] | None = None,
+    ) -> contextlib.AbstractAsyncContextManager[None]:
         return contextlib.nullcontext()
 
     async def turn_running_elsewhere(self, key: str) -> bool:

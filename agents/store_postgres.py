@@ -65,8 +65,12 @@ LOCK_CLASS_TURN = LOCK_CLASS + 1
 # turns from queueing on the pool while staying far below the server's max_connections.
 DEFAULT_POOL_SIZE = 10
 # Connections that hold turn locks: one per running turn of this process (its
-# agents.defaults.maxConcurrent); more turns wait for a connection, as for a run slot.
+# agents.defaults.maxConcurrent), and one per turn waiting for another process's turn of
+# its session (at most DEFAULT_LOCK_WAITERS do so without a run slot; see turn_lock).
 DEFAULT_LOCK_POOL_SIZE = 32
+DEFAULT_LOCK_WAITERS = 16
+SQL_LOCK = "SELECT pg_advisory_lock($1, hashtext($2))"
+SQL_TRY_LOCK = "SELECT pg_try_advisory_lock($1, hashtext($2))"
 # A request must not hang on a database that is down: connecting gives up after this long.
 CONNECT_TIMEOUT_S = 5.0
 
@@ -280,6 +284,8 @@ def _store_error(exc: BaseException) -> StoreError:
 
 
 Connection = Any  # asyncpg's pool hands out proxies of asyncpg.Connection
+# What a turn does while another process runs a turn of its session (RunSlots.lent).
+Waiting = Callable[[], contextlib.AbstractAsyncContextManager[None]]
 
 
 async def _as_it_is(conn: Connection) -> None:
@@ -316,6 +322,7 @@ class PostgresSessionStore:
         password: str | None = None,
         pool_size: int = DEFAULT_POOL_SIZE,
         lock_pool_size: int = DEFAULT_LOCK_POOL_SIZE,
+        max_lock_waiters: int = DEFAULT_LOCK_WAITERS,
         on_commit: Callable[[float], None] | None = None,
     ) -> None:
         self.url = url
@@ -325,6 +332,8 @@ class PostgresSessionStore:
         self._password = password
         self._pool_size = pool_size
         self._lock_pool_size = lock_pool_size
+        self._max_lock_waiters = max_lock_waiters
+        self._lock_waiters = 0  # turns in `while_waiting` now
         self._pool: asyncpg.Pool | None = None
         self._locks: asyncpg.Pool | None = None
         # The versions this process's open() applied: empty when another had done it.
@@ -437,11 +446,17 @@ class PostgresSessionStore:
         return result
 
     @contextlib.asynccontextmanager
-    async def turn_lock(self, key: str) -> AsyncIterator[None]:
+    async def turn_lock(
+        self, key: str, *, while_waiting: Waiting | None = None
+    ) -> AsyncIterator[None]:
         locks = self._locks
         if locks is None:
             raise StoreError("session store is not open")
-        conn = await self._lock(locks, key)
+        # Only so many wait in `while_waiting`: each holds a lock connection, and the pool
+        # must keep one for every turn that runs.
+        if while_waiting is not None and self._lock_waiters >= self._max_lock_waiters:
+            while_waiting = None
+        conn = await self._lock(locks, key, while_waiting)
         try:
             yield
         finally:
@@ -483,19 +498,27 @@ class PostgresSessionStore:
         )
         return bool(found)
 
-    @staticmethod
-    async def _lock(locks: asyncpg.Pool, key: str) -> Connection:
-        """A lock connection holding `key`'s turn lock. A pooled connection that the server
-        dropped (a restart) is only found out on use: then once more, on a new one."""
+    async def _lock(
+        self, locks: asyncpg.Pool, key: str, while_waiting: Waiting | None
+    ) -> Connection:
+        """A lock connection holding `key`'s turn lock; a turn of another process that holds
+        it is waited for inside `while_waiting`. A pooled connection that the server dropped
+        (a restart) is only found out on use: then once more, on a new one."""
         for attempt in (1, 2):
             try:
                 conn = await _acquire(locks)
             except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:
                 raise _store_error(exc) from exc
             try:
-                await conn.execute(
-                    "SELECT pg_advisory_lock($1, hashtext($2))", LOCK_CLASS_TURN, key
-                )
+                if while_waiting is None:
+                    await conn.execute(SQL_LOCK, LOCK_CLASS_TURN, key)
+                elif not await conn.fetchval(SQL_TRY_LOCK, LOCK_CLASS_TURN, key):
+                    self._lock_waiters += 1
+                    try:
+                        async with while_waiting():
+                            await conn.execute(SQL_LOCK, LOCK_CLASS_TURN, key)
+                    finally:
+                        self._lock_waiters -= 1
                 return conn
             except BaseException as exc:
                 # Cancelled or failed while waiting: the lock may have been granted all the

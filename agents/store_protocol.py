@@ -63,8 +63,15 @@ class Store(Protocol):
 
     async def aclose(self) -> None: ...
 
-    def turn_lock(self, key: str) -> AbstractAsyncContextManager[None]:
-        """Held around a turn of `key`: no other process runs a turn of it meanwhile."""
+    def turn_lock(
+        self,
+        key: str,
+        *,
+        while_waiting: Callable[[], AbstractAsyncContextManager[None]] | None = None,
+    ) -> AbstractAsyncContextManager[None]:
+        """Held around a turn of `key`: no other process runs a turn of it meanwhile. While
+        one does, the wait happens inside `while_waiting()` (the session lends its run slot
+        there), unless too many wait already."""
         ...
 
     async def get(self, key: str) -> SessionRow | None: ...

@@ -19,13 +19,17 @@ def new_store(config: Config, *, on_commit: Callable[[float], None] | None = Non
     store = config.store
     if store.backend == "postgres" and store.url is not None:
         # Imported here: a gateway on SQLite never loads the PostgreSQL driver.
-        from agents.store_postgres import PostgresSessionStore
+        from agents.store_postgres import DEFAULT_LOCK_WAITERS, PostgresSessionStore
 
         return PostgresSessionStore(
             store.url,
             password=store.password,
             pool_size=store.pool_size,
-            lock_pool_size=config.agents.max_concurrent + _SPARE_LOCK_CONNECTIONS,
+            # One for each running turn, and one for each that waits without a run slot.
+            lock_pool_size=(
+                config.agents.max_concurrent + _SPARE_LOCK_CONNECTIONS + DEFAULT_LOCK_WAITERS
+            ),
+            max_lock_waiters=DEFAULT_LOCK_WAITERS,
             on_commit=on_commit,
         )
     return SessionStore(config.state_dir, on_commit=on_commit)

@@ -198,3 +198,44 @@ class TestOwner:
         assert run.state == RunState.QUEUED and owner.started() == []
         owner.slots.resize(1)
         assert (await run.wait()).text == "[turn 1] hi"
+
+
+class TestLentSlot:
+    async def test_a_lent_slot_goes_to_the_next_in_line_and_comes_back_after(self) -> None:
+        slots = RunSlots(1)
+        await slots.acquire()
+        other = asyncio.create_task(slots.acquire())
+        await asyncio.sleep(0)
+        order: list[str] = []
+
+        async def lend() -> None:
+            async with slots.lent():
+                await asyncio.wait_for(other, 1)  # the one in line runs meanwhile
+                order.append("lent")
+            order.append("back")
+
+        task = asyncio.create_task(lend())
+        await asyncio.sleep(0.05)
+        assert order == ["lent"]  # waiting for the slot again: the other one holds it
+        slots.release()  # the other's turn ends
+        await asyncio.wait_for(task, 1)
+        assert order == ["lent", "back"]
+        assert slots.active == 1
+
+    async def test_the_slot_is_held_when_a_cancel_comes_while_taking_it_again(self) -> None:
+        slots = RunSlots(1)
+        await slots.acquire()
+
+        async def lend() -> None:
+            async with slots.lent():
+                await slots.acquire()  # someone else takes the slot meanwhile
+
+        task = asyncio.create_task(lend())
+        await asyncio.sleep(0.05)  # now waiting to take it again, behind the other holder
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        slots.release()  # the lender's own release
+        slots.release()  # the other holder's
+        assert slots.active == 0
+        await asyncio.wait_for(slots.acquire(), 1)  # nothing leaked either way

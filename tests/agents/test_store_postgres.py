@@ -6,7 +6,8 @@ The contract both stores keep is tests/agents/test_store.py, run against both.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import pytest
@@ -223,7 +224,62 @@ class TestTurnLock:
             await asyncio.wait_for(self._take(a, KEY, order), 5)
             assert order == ["b", "b"]
 
+    async def test_the_wait_for_another_process_happens_inside_while_waiting(
+        self, pg_url: str
+    ) -> None:
+        async with PostgresSessionStore(pg_url) as a, PostgresSessionStore(pg_url) as b:
+            order: list[str] = []
+
+            @contextlib.asynccontextmanager
+            async def waiting() -> AsyncIterator[None]:
+                order.append("waiting")
+                yield
+                order.append("waited")
+
+            async with b.turn_lock(KEY, while_waiting=waiting):
+                order.append("free: no wait")
+            async with a.turn_lock(KEY):
+                waiter = asyncio.create_task(self._take(b, KEY, order, waiting))
+                await asyncio.sleep(0.3)
+                assert order == ["free: no wait", "waiting"]
+            await asyncio.wait_for(waiter, 5)
+            assert order == ["free: no wait", "waiting", "waited", "b"]
+
+    async def test_past_the_most_waiters_a_turn_waits_without_while_waiting(
+        self, pg_url: str
+    ) -> None:
+        async with (
+            PostgresSessionStore(pg_url) as a,
+            PostgresSessionStore(pg_url, max_lock_waiters=1) as b,
+        ):
+            entered: list[str] = []
+
+            def waiting(name: str) -> Callable[[], contextlib.AbstractAsyncContextManager[None]]:
+                @contextlib.asynccontextmanager
+                async def enter() -> AsyncIterator[None]:
+                    entered.append(name)
+                    yield
+
+                return enter
+
+            order: list[str] = []
+            async with a.turn_lock(KEY), a.turn_lock("agent:main:other"):
+                first = asyncio.create_task(self._take(b, KEY, order, waiting("first")))
+                await asyncio.sleep(0.2)
+                second = asyncio.create_task(
+                    self._take(b, "agent:main:other", order, waiting("second"))
+                )
+                await asyncio.sleep(0.2)
+                assert entered == ["first"]
+            await asyncio.wait_for(asyncio.gather(first, second), 5)
+            assert order == ["b", "b"]
+
     @staticmethod
-    async def _take(store: PostgresSessionStore, key: str, order: list[str]) -> None:
-        async with store.turn_lock(key):
+    async def _take(
+        store: PostgresSessionStore,
+        key: str,
+        order: list[str],
+        waiting: Callable[[], contextlib.AbstractAsyncContextManager[None]] | None = None,
+    ) -> None:
+        async with store.turn_lock(key, while_waiting=waiting):
             order.append("b")

@@ -35,9 +35,9 @@ StartGateway = Callable[..., GatewayProcess]
 def start_gateway(tmp_path: Path, database: str) -> Iterator[StartGateway]:
     started: list[GatewayProcess] = []
 
-    def start(name: str, delay_ms: int = 5) -> GatewayProcess:
+    def start(name: str, delay_ms: int = 5, max_concurrent: int = 4) -> GatewayProcess:
         config = tmp_path / f"{name}.json5"
-        config.write_text(shared_config(database, delay_ms))
+        config.write_text(shared_config(database, delay_ms, max_concurrent))
         args = ["--config", str(config), "--state-dir", str(tmp_path / name), "--port", "0"]
         env = clean_env(tmp_path / "home", {"CLAWGATE_DB_PASSWORD": PASSWORD})
         process = GatewayProcess(args, env)
@@ -95,6 +95,33 @@ class TestTwoProcesses:
                 for pair in (("user", text), ("assistant", f"[turn {n}] {text}"))
             ], key
             assert len(users) == per_session
+
+    async def test_a_turn_waiting_for_the_other_process_holds_no_run_slot(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession
+    ) -> None:
+        a = start_gateway("a", delay_ms=200)
+        b = start_gateway("b", max_concurrent=1)
+        long_text = " ".join(f"w{i}" for i in range(20))  # 4 s at 200 ms a word
+        first = await http.post(
+            f"{a.url}/v1/chat/completions",
+            headers={**auth(), "x-openclaw-session-key": "k"},
+            json={
+                "model": "openclaw",
+                "stream": True,
+                "messages": [{"role": "user", "content": long_text}],
+            },
+        )
+        await first_content(first)
+        after = asyncio.create_task(chat(http, b.url, "k", "after"))
+        await asyncio.sleep(0.3)  # b's turn of k waits for a's
+        async with asyncio.timeout(2):  # b's only run slot is free: not after a's 4 s
+            meanwhile = await chat(http, b.url, "j", "meanwhile")
+        assert meanwhile["choices"][0]["message"]["content"] == "[turn 1] meanwhile"
+        assert not after.done()
+        await first.read()
+        async with asyncio.timeout(10):
+            answer = await after
+        assert answer["choices"][0]["message"]["content"] == "[turn 2] after"
 
     async def test_a_process_killed_mid_turn_loses_no_committed_turn_and_locks_nothing(
         self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_url: str

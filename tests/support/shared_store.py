@@ -13,7 +13,7 @@ import aiohttp
 from tests.support.process_client import TOKEN, auth
 
 
-def shared_config(url: str, delay_ms: int) -> str:
+def shared_config(url: str, delay_ms: int, max_concurrent: int = 4) -> str:
     return json.dumps(
         {
             "gateway": {
@@ -21,7 +21,10 @@ def shared_config(url: str, delay_ms: int) -> str:
                 "http": {"endpoints": {"chatCompletions": {"enabled": True}}},
                 "shutdown": {"drainSeconds": 5},
             },
-            "agents": {"list": [{"id": "main", "params": {"delayMs": delay_ms}}]},
+            "agents": {
+                "defaults": {"maxConcurrent": max_concurrent},
+                "list": [{"id": "main", "params": {"delayMs": delay_ms}}],
+            },
             # The password from the environment, as the README tells an operator to do.
             "store": {"backend": "postgres", "url": url, "password": "${CLAWGATE_DB_PASSWORD}"},
         }
