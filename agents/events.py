@@ -238,8 +238,12 @@ class SessionChange:
     reason: ChangeReason | None = None
     phase: LifecyclePhase | None = None
     run_id: str | None = None
+    # A change another process announced (agents.events_postgres): its payload as sent.
+    wire: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        if self.wire is not None:
+            return dict(self.wire)
         out: dict[str, Any] = {
             "sessionKey": self.session_key,
             "agentId": self.agent_id,

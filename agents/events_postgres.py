@@ -6,17 +6,19 @@ reaches a run on A.
 
 Wire: one notification is `<origin> <message id> <index> <count>\\n<body>`. The body of a
 whole message is a JSON array (ASCII only, so characters are bytes) of items:
-`{"t": "run", "e": <RunEvent.to_dict()>}`, `{"t": "abort", "q": <request id>, "k": <key>,
+`{"t": "run", "e": <RunEvent.to_dict()>}`, `{"t": "change", "c": <SessionChange.to_dict()>}`
+(`sessions.changed`), `{"t": "abort", "q": <request id>, "k": <key>,
 "r": <run id or null>}` and `{"t": "aborted", "q": <request id>, "to": <origin>, "ids": [...]}`.
 Items queued together go in one notification while they fit; a body over the limit is cut into
 `count` pieces sent in order (one connection's notifications arrive in the order sent) and
 joined again by the receivers. The sender is one task on one connection: events leave in the
 order the runs emitted them.
 
-Run events are sent only while some other process wants them: one with WebSocket clients
-says so (`{"t": "watch", "on": true}`) when its first client comes, again every
-WATCH_REFRESH_S while it has any, and `"on": false` when its last one leaves; a process that
-starts (or finds the database again) asks with `{"t": "hello"}` and the watching ones answer.
+Run events and session changes are sent only while some other process wants them: one with
+WebSocket clients says so (`{"t": "watch", "on": true}`) when its first client comes, again
+every WATCH_REFRESH_S while it has any, and `"on": false` when its last one leaves; a process
+that starts (or finds the database again) asks with `{"t": "hello"}` and the watching ones
+answer.
 A process killed while watching is forgotten after WATCH_TTL_S. Without it, an HTTP-only
 deployment paid a NOTIFY and its JSON for every event of every run, a quarter of a turn's CPU.
 """
@@ -63,7 +65,7 @@ WATCH_TTL_S = 35.0
 # runs, so the oldest are forgotten past this many.
 MAX_REMOTE_RUNS = 10_000
 
-RemoteListener = Callable[[RunEvent], None]
+RemoteListener = Callable[[RunEvent | SessionChange], None]
 # Aborts the session's runs here (or the one run): the ids it aborted.
 LocalAbort = Callable[[str, str | None], list[str]]
 
@@ -82,6 +84,13 @@ def encode(origin: str, message_id: int, items: list[str]) -> list[str]:
     body = f"[{','.join(items)}]"
     pieces = [body[i : i + MAX_BODY_BYTES] for i in range(0, len(body), MAX_BODY_BYTES)] or [""]
     return [f"{origin} {message_id} {n} {len(pieces)}\n{p}" for n, p in enumerate(pieces)]
+
+
+def session_change(data: dict[str, Any]) -> SessionChange:
+    """Another process's `sessions.changed` payload, passed on as it came."""
+    return SessionChange(
+        str(data["sessionKey"]), str(data["agentId"]), int(data["ts"]), None, wire=data
+    )
 
 
 class Reassembly:
@@ -244,10 +253,14 @@ class PostgresEventBus:
     # -- out -------------------------------------------------------------------------------
 
     def publish(self, event: RunEvent | SessionChange) -> None:
-        """The registry listener: this process's run events go out while another process
-        watches (never blocks)."""
-        if self._watched_elsewhere and isinstance(event, RunEvent):
+        """The registry listener: this process's run events and session changes go out
+        while another process watches (never blocks)."""
+        if not self._watched_elsewhere:
+            return
+        if isinstance(event, RunEvent):
             self._put({"t": "run", "e": event.to_dict()})
+        else:
+            self._put({"t": "change", "c": event.to_dict()})
 
     @property
     def watched_elsewhere(self) -> bool:
@@ -338,6 +351,10 @@ class PostgresEventBus:
             self.remote_runs.saw(event)
             for listener in self._remote:
                 listener(event)
+        elif kind == "change":
+            change = session_change(item["c"])
+            for listener in self._remote:
+                listener(change)
         elif kind == "watch":
             if item.get("on") is True:
                 self._watched_elsewhere[origin] = time.monotonic() + WATCH_TTL_S

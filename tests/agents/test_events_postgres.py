@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from agents import events_postgres
-from agents.events import RunEvent
+from agents.events import ChangeReason, RunEvent, SessionChange
 from agents.events_postgres import (
     CHANNEL,
     MAX_BODY_BYTES,
@@ -134,6 +134,23 @@ class TestBus:
                 await asyncio.sleep(0.02)
         assert heard == sent
         assert own == []  # a process does not hear its own events back
+
+    async def test_a_session_change_arrives_at_the_other_process_as_it_was_sent(
+        self, buses: tuple[PostgresEventBus, PostgresEventBus]
+    ) -> None:
+        a, b = buses
+        heard: list[RunEvent | SessionChange] = []
+        b.add_remote_listener(heard.append)
+        b.watchers_here(1)
+        await until(lambda: a.watched_elsewhere)
+        change = SessionChange(
+            "agent:main:k", "main", 1234, None, reason=ChangeReason.DELETE, run_id="r1"
+        )
+        a.publish(change)
+        await until(lambda: heard)
+        [received] = heard
+        assert isinstance(received, SessionChange)
+        assert received.to_dict() == change.to_dict()
 
     async def test_an_abort_reaches_the_process_that_runs_the_session(
         self, buses: tuple[PostgresEventBus, PostgresEventBus]

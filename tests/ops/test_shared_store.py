@@ -178,6 +178,29 @@ class TestEventsAcrossProcesses:
         ]
         await ws.close()
 
+    async def test_a_websocket_client_on_one_sees_the_session_changes_of_the_other(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession
+    ) -> None:
+        a, b = start_gateway("a"), start_gateway("b")
+        ws = await connect_ws(http, b.url)
+        await asyncio.sleep(0.5)  # b's LISTEN is up before its first client connects
+        await chat(http, a.url, "k", "hello there")
+
+        def ended(frame: dict[str, Any]) -> bool:
+            payload = frame.get("payload") or {}
+            return frame.get("event") == "sessions.changed" and payload.get("phase") == "end"
+
+        frames = await frames_until(ws, ended)
+        changes = [f["payload"] for f in frames if f.get("event") == "sessions.changed"]
+        assert [(c.get("reason"), c.get("phase")) for c in changes] == [
+            ("create", None),
+            (None, "start"),
+            (None, "end"),
+        ]
+        assert {c["sessionKey"] for c in changes} == {"agent:main:k"}
+        assert changes[-1]["session"]["totalTokens"] > 0
+        await ws.close()
+
     async def test_chat_abort_on_one_stops_a_run_on_the_other(
         self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_url: str
     ) -> None:
