@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
@@ -187,19 +188,13 @@ WITH t AS (
     SELECT COALESCE(MAX(seq), 0) AS seq FROM messages WHERE session_id = $1
 ), m AS (
     INSERT INTO messages ({_MESSAGE_COLUMNS})
-    SELECT x.id, $1, base.seq + x.n, x.role, x.content, x.ts, x.run_id, x.idem, x.provider,
-           x.model, x.api, x.usage, x.stop, x.aborted, x.error, x.meta, x.call_id, x.name,
-           x.is_error, x.context_start
-    FROM base, unnest($5::text[], $6::text[], $7::text[], $8::bigint[], $9::text[],
-                      $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
-                      $15::text[], $16::boolean[], $17::text[], $18::text[], $19::text[],
-                      $20::text[], $21::boolean[], $22::boolean[])
-        WITH ORDINALITY AS x(id, role, content, ts, run_id, idem, provider, model, api, usage,
-                             stop, aborted, error, meta, call_id, name, is_error,
-                             context_start, n)
+    SELECT x->>0, $1, base.seq + x.n, x->>1, x->>2, (x->>3)::bigint, x->>4, x->>5, x->>6,
+           x->>7, x->>8, x->>9, x->>10, (x->>11)::boolean, x->>12, x->>13, x->>14, x->>15,
+           (x->>16)::boolean, (x->>17)::boolean
+    FROM base, json_array_elements($5::json) WITH ORDINALITY AS x(x, n)
 )
 INSERT INTO sessions AS s ({_SESSION_COLUMNS}, stateless)
-VALUES ($2, $3, $1, NULL, $4, $23, $24, $25, $24, $26, $27, $28, $29, $30, $31)
+VALUES ($2, $3, $1, NULL, $4, $6, $7, $8, $7, $9, $10, $11, $12, $13, $14)
 ON CONFLICT (key) DO UPDATE SET
     stateless = s.stateless AND excluded.stateless,
     updated_at = excluded.updated_at,
@@ -585,12 +580,11 @@ class PostgresSessionStore:
 
     @staticmethod
     async def _append_turn(conn: Connection, turn: TurnRecord) -> SessionRow:
-        rows = turn_messages(turn)
-        columns = [_args(column) for column in zip(*rows, strict=True)]
+        rows = json.dumps([_args(row) for row in turn_messages(turn)], ensure_ascii=False)
         row = await conn.fetchrow(
             SQL_APPEND_TURN,
             *_args((turn.session_id, turn.key, turn.agent_id, turn.user_timestamp)),
-            *columns,
+            rows,
             *_args((
                 turn.assistant_timestamp, turn.input_tokens, turn.output_tokens, turn.provider,
                 turn.model, turn.run_id, turn.status, turn.aborted, turn.stateless,
