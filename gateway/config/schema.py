@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import attrs
 
@@ -721,15 +721,24 @@ def check_store(ctx: Checker, store: Any) -> None:
     if url is None:
         ctx.issue("store.url", 'is required with the "postgres" backend')
     elif isinstance(url, str) and not _is_postgres_url(url):
-        ctx.issue("store.url", "must be a postgresql:// URL with a host")
+        ctx.issue("store.url", URL_ISSUE)
     if "password" in store and "passwordFile" in store:
         ctx.issue("store.passwordFile", "give password or passwordFile, not both")
 
 
+URL_ISSUE = "must be a postgresql:// URL with a host, or a socket directory in ?host=/…"
+
+
 def _is_postgres_url(url: str) -> bool:
+    """A server by its address (`postgresql://db.internal:5432/clawgate`), or one on this
+    host by its Unix socket's directory, as libpq writes it
+    (`postgresql:///clawgate?host=/run/postgresql`): no TCP, no network exposure."""
     try:
         parts = urlsplit(url)
-        return parts.scheme in ("postgresql", "postgres") and bool(parts.hostname)
+        if parts.scheme not in ("postgresql", "postgres"):
+            return False
+        sockets = parse_qs(parts.query).get("host", [])
+        return bool(parts.hostname) or any(path.startswith("/") for path in sockets)
     except ValueError:  # e.g. an unbalanced `[` in the host
         return False
 

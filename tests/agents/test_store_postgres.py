@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Callable
 
 import asyncpg
@@ -82,6 +83,13 @@ class TestConnecting:
                 assert await store.count() == 0
         finally:
             pg_server.admin("DROP DATABASE apart WITH (FORCE)")
+
+    async def test_a_server_on_this_host_by_its_unix_socket(self, pg_server: PgServer) -> None:
+        database = f"t_{uuid.uuid4().hex[:12]}"
+        pg_server.admin(f"CREATE DATABASE {database} TEMPLATE template0")
+        url = f"postgresql://clawgate@/{database}?host={pg_server.root}&port={pg_server.port}"
+        async with PostgresSessionStore(url, password=PASSWORD) as store:
+            assert await store.schema_version() == SCHEMA_VERSION
 
     async def test_the_password_is_never_logged_or_shown(self, pg_url: str) -> None:
         with capture_logs() as logs:

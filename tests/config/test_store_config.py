@@ -7,6 +7,7 @@ from pathlib import Path
 
 from gateway.config.model import StoreConfig
 from gateway.config.patch import secrets_sent_elsewhere
+from gateway.config.schema import URL_ISSUE
 from gateway.config.secret_keys import REDACTED
 from gateway.config.view import effective_dict, redacted
 from tests.support.configs import ConfigFiles
@@ -50,11 +51,19 @@ class TestStoreConfig:
         ]
 
     def test_the_url_must_be_postgresql(self, files: ConfigFiles) -> None:
-        for url in ("http://db/x", "postgresql:///nohost", "postgresql://[::1/x"):
+        for url in (
+            "http://db/x",
+            "postgresql:///nohost",
+            "postgresql://[::1/x",
+            "postgresql:///db?host=relative/dir",
+        ):
             text = f'{{store: {{backend: "postgres", url: "{url}"}}}}'
-            assert files.issues(text) == ["- store.url: must be a postgresql:// URL with a host"], (
-                url
-            )
+            assert files.issues(text) == [f"- store.url: {URL_ISSUE}"], url
+
+    def test_a_server_on_this_host_by_its_socket_directory(self, files: ConfigFiles) -> None:
+        url = "postgresql://clawgate@/clawgate?host=/run/postgresql"
+        text = f'{{store: {{backend: "postgres", url: "{url}", password: "pw"}}}}'
+        assert files.load(text).store == StoreConfig("postgres", url, "pw", 10)
 
     def test_postgres_keys_with_sqlite_are_an_issue(self, files: ConfigFiles) -> None:
         assert files.issues(f'{{store: {{url: "{URL}"}}}}') == [
