@@ -169,10 +169,14 @@ class RunSubscription:
     _merged: list[str] | None = None
     _waiter: asyncio.Future[None] | None = None
     _ended: bool = False  # the terminal event is queued, or the subscription was closed
+    # Given to `wait()`: takes events at once while the reader waits with nothing queued.
+    _direct: Callable[[RunEvent], bool] | None = None
 
     def push(self, event: RunEvent) -> None:
         """Called by the run for every event; never blocks (see the overflow policy)."""
         queue = self._queue
+        if not queue and self._direct is not None and self._direct(event):
+            return
         if len(queue) >= self._maxsize and queue and _mergeable(event, queue[-1]):
             if self._merged is None:
                 self._merged = [queue[-1].data["delta"]]
@@ -200,16 +204,24 @@ class RunSubscription:
         """Events are queued: the next `__anext__` returns without waiting."""
         return bool(self._queue)
 
-    async def wait(self) -> None:
+    async def wait(self, direct: Callable[[RunEvent], bool] | None = None) -> None:
         """Until an event is queued, the subscription ends, or `wake()` is called: a reader
-        with a timer of its own (a keepalive) waits here instead of under a timeout per event."""
+        with a timer of its own (a keepalive) waits here instead of under a timeout per event.
+
+        `direct`, while this waits, is offered each event first, synchronously, in the run's
+        own call: True means it took the event, False that the event is queued as usual (and
+        so are the following ones, in order, until the reader has read them). A reader that
+        can handle an event without awaiting (the HTTP relay writing a delta) thus is not
+        woken once per event; it must never block, nor raise."""
         if self._queue or self._ended:
             return
         self._waiter = asyncio.get_running_loop().create_future()
+        self._direct = direct
         try:
             await self._waiter
         finally:
             self._waiter = None
+            self._direct = None
 
     def wake(self) -> None:
         """Make a pending `wait()` return, with or without an event."""
@@ -243,6 +255,7 @@ class RunSubscription:
         self._queue.clear()
         self._merged = None
         self._ended = True
+        self._direct = None
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 

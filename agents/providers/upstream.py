@@ -8,6 +8,7 @@ means, and how a non-streamed JSON answer reads.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import math
@@ -43,7 +44,8 @@ MAX_JSON_BODY = 16 * 1024 * 1024
 def client_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
     """connect: DNS + TCP + TLS (and a pool slot). sock_read: aiohttp re-arms it on every
     received byte and pauses it while we apply back-pressure, which is exactly "no byte for
-    `idle` seconds" (also before the response headers). No total: a stream lasts the run."""
+    `idle` seconds" (also before the response headers; a streamed body hands it over to an
+    `IdleWatchdog`). No total: a stream lasts the run."""
     return aiohttp.ClientTimeout(total=None, connect=timeouts.connect, sock_read=timeouts.idle)
 
 
@@ -174,6 +176,55 @@ async def read_json(resp: aiohttp.ClientResponse, provider: ProviderConfig) -> A
         raise MalformedStream("upstream answer is not valid JSON") from exc
 
 
+# What aiohttp's own sock_read timeout says: a stalled stream fails the same with either.
+_IDLE_TIMEOUT_TEXT = "Timeout on reading data from socket"
+
+
+class IdleWatchdog:
+    """`seconds` without a read that returned bytes fail the body's reader with aiohttp's
+    own SocketTimeoutError, as its sock_read timeout does.
+
+    aiohttp re-arms sock_read (a new timer, the old one cancelled) on every packet, which a
+    stream of tokens pays once per chunk. Here a read only records its time in `last`, and
+    one timer, when it fires early, re-arms for the real deadline. Bytes that arrived but
+    were not read yet (we are the slow side) also count as progress, as aiohttp pauses
+    sock_read while it applies back-pressure.
+    """
+
+    __slots__ = ("_content", "_loop", "_seconds", "_seen", "_timer", "last")
+
+    def __init__(self, resp: aiohttp.ClientResponse, seconds: float) -> None:
+        self._loop = loop = asyncio.get_running_loop()
+        self._content = resp.content
+        self._seconds = seconds
+        self._seen = resp.content.total_bytes
+        self.last = loop.time()
+        connection = resp.connection
+        if connection is not None and connection.protocol is not None:
+            # From here on we watch the body: aiohttp's timer is not re-armed any more (the
+            # one pending is cancelled by the next packet, or fails the body just as ours).
+            connection.protocol.read_timeout = None
+        self._timer: asyncio.TimerHandle | None = loop.call_at(self.last + seconds, self._fire)
+
+    def _fire(self) -> None:
+        now = self._loop.time()
+        received = self._content.total_bytes
+        if received != self._seen:
+            self._seen = received
+            self.last = max(self.last, now)
+        deadline = self.last + self._seconds
+        if deadline > now:
+            self._timer = self._loop.call_at(deadline, self._fire)
+            return
+        self._timer = None
+        self._content.set_exception(aiohttp.SocketTimeoutError(_IDLE_TIMEOUT_TEXT))
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
 class StreamDecoder(Protocol):
     """One upstream stream in one wire format, decoded event by event."""
 
@@ -217,12 +268,20 @@ async def relay(
         parser = SSEParser()
         read = resp.content.readany
         feed = decoder.feed
-        while not decoder.done:
-            chunk = await read()
-            for event in feed(parser.feed(chunk) if chunk else parser.feed_eof()):
-                yield event
-            if not chunk:
-                break
+        idle = None if limits.sock_read is None else IdleWatchdog(resp, limits.sock_read)
+        clock = asyncio.get_running_loop().time
+        try:
+            while not decoder.done:
+                chunk = await read()
+                if idle is not None:
+                    idle.last = clock()
+                for event in feed(parser.feed(chunk) if chunk else parser.feed_eof()):
+                    yield event
+                if not chunk:
+                    break
+        finally:
+            if idle is not None:
+                idle.cancel()
         tail = decoder.finish()
         # The stream is over: set before the last yields so that a consumer closing us right
         # after Finish releases the connection (aiohttp pools it only if the body reached

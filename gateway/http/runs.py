@@ -152,20 +152,28 @@ async def _relay(
 ) -> None:
     """Relay the run's events until its terminal one. Events already queued go out in one
     write; `: keepalive` after `keepalive_s` without a write, including while the run waits
-    behind another turn of its session."""
+    behind another turn of its session.
+
+    While this task waits, the run hands deltas to `DirectWrites` instead of waking it per
+    event; what is taken that way is written once per loop iteration, so a read of the
+    upstream that held several chunks still makes one write."""
     keepalive = KeepaliveTimer(keepalive_s, subscription.wake)
+    direct = DirectWrites(stream, renderer, keepalive, watch, subscription.wake)
     next_event = subscription.__anext__
     render = renderer.event
     try:
         while True:
             if not subscription.pending:
-                await subscription.wait()  # an event, or the keepalive timer's wake-up
+                await subscription.wait(direct.take)  # an event, or a wake-up
+                if direct.broken:
+                    raise ConnectionError("client gone while writing")
                 if keepalive.due and not subscription.pending:
-                    await stream.send(KEEPALIVE)
+                    taken = direct.taken()  # deltas about to go out: no keepalive needed
+                    await stream.send(b"".join(taken) if taken else KEEPALIVE)
                     keepalive.written()
                     continue
             event = await next_event()
-            out: list[bytes] = []
+            out = direct.taken()  # what the run handed over before this event goes first
             while True:
                 if event.is_terminal:
                     if not watch.gone:
@@ -185,6 +193,77 @@ async def _relay(
                 keepalive.written()
     finally:
         keepalive.cancel()
+        direct.cancel()
+
+
+class DirectWrites:
+    """Deltas that the run hands over synchronously (`RunSubscription.wait(direct)`),
+    rendered at once and written together at the end of the loop iteration: one write per
+    upstream read and no task wake-up per event.
+
+    It declines (the event is queued for the relay's loop instead) the terminal event, any
+    event once the client is gone, and a first event while the client's socket still holds
+    unsent bytes: waiting for the client to read is the loop's business (`send` awaits it).
+    """
+
+    def __init__(
+        self,
+        stream: EventStream,
+        renderer: RunRenderer,
+        keepalive: KeepaliveTimer,
+        watch: ClientWatch,
+        wake: Callable[[], object],
+    ) -> None:
+        self._stream = stream
+        self._render = renderer.event
+        self._keepalive = keepalive
+        self._watch = watch
+        self._wake = wake
+        self._pending: list[bytes] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self.broken = False  # a write failed: the client is gone
+
+    def take(self, event: RunEvent) -> bool:
+        if event.is_terminal or self._watch.gone or self.broken:
+            return False
+        pending = self._pending
+        if not pending and not self._stream.can_send_now():
+            return False
+        try:
+            piece = self._render(event)
+        except Exception:
+            # A bug of ours: queued, the event meets it again in the relay's loop, which
+            # ends the stream as it would have without this shortcut.
+            return False
+        if piece:
+            pending.append(piece)
+            if self._flush_handle is None:
+                self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+        return True
+
+    def taken(self) -> list[bytes]:
+        """The bytes taken and not written yet, for the relay to write before its own."""
+        out = self._pending
+        self._pending = []
+        return out
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        if not self._pending:
+            return  # the relay wrote them with its own
+        data = b"".join(self.taken())
+        try:
+            self._stream.send_now(data)
+        except Exception:
+            self.broken = True
+            self._wake()
+            return
+        self._keepalive.written()
+
+    def cancel(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
 
 
 async def _stream_end(run: AgentRun, renderer: RunRenderer) -> bytes:

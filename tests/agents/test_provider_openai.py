@@ -500,6 +500,17 @@ class TestConnectionFailures:
         # The timed-out connection is closed, so the upstream sees us leave.
         await openai_upstream.last.wait_gone()
 
+    async def test_stall_mid_stream_times_out_idle_seconds_after_the_last_read(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        # "b" comes 0.2 s in: the 0.3 s idle limit counts from it, not from the headers.
+        openai_upstream.script(Stream(("a", "b", "c"), delay=0.2, stall_after=2))
+        start = time.monotonic()
+        with pytest.raises(UpstreamTimeout) as caught:
+            await collect(provider, openai_upstream)
+        assert 0.45 < time.monotonic() - start < 1.5
+        assert caught.value.detail == "SocketTimeoutError: Timeout on reading data from socket"
+
     async def test_connection_cut_mid_body_is_an_upstream_error(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
     ) -> None:

@@ -530,6 +530,45 @@ class TestSubscribers:
         await run.wait()
 
 
+class TestDirectDelivery:
+    async def test_a_waiting_reader_takes_events_directly_and_is_not_woken(self) -> None:
+        sub = RunSubscription(None, 8)
+        taken: list[int] = []
+
+        def direct(e: RunEvent) -> bool:
+            taken.append(e.seq)
+            return True
+
+        waiting = asyncio.ensure_future(sub.wait(direct))
+        await asyncio.sleep(0)
+        sub.push(event("assistant", 1, text="a", delta="a"))
+        sub.push(event("assistant", 2, text="ab", delta="b"))
+        await asyncio.sleep(0)
+        assert taken == [1, 2] and not sub.pending and not waiting.done()
+        sub.wake()
+        await waiting
+
+    async def test_a_declined_event_and_the_ones_after_it_are_queued_in_order(self) -> None:
+        sub = RunSubscription(None, 8)
+        taken: list[int] = []
+
+        def direct(e: RunEvent) -> bool:
+            if e.seq == 2:
+                return False
+            taken.append(e.seq)
+            return True
+
+        waiting = asyncio.ensure_future(sub.wait(direct))
+        await asyncio.sleep(0)
+        for seq in (1, 2, 3):
+            sub.push(event("assistant", seq, text="x", delta="x"))
+        await waiting  # woken by the declined event
+        assert taken == [1]
+        assert [e.seq async for e in _drain(sub, 2)] == [2, 3]
+        sub.push(event("assistant", 4, text="x", delta="x"))  # nobody waits: queued
+        assert taken == [1] and sub.pending
+
+
 def event(stream: str, seq: int, **data: Any) -> RunEvent:
     return RunEvent("r", "agent:main:s", "sid", "main", stream, seq, seq, data)
 

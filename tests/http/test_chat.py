@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ from tests.support.http_client import (
     session_runs,
     sse_events,
 )
-from tests.support.raw_http import raw_exchange, request_head
+from tests.support.raw_http import raw_exchange, read_response, request_head
 
 COMMON = {
     "X-Content-Type-Options": "nosniff",
@@ -760,6 +761,43 @@ class TestStreaming:
         )
         assert ": keepalive" not in text.split("\n\n")
         assert text.endswith(DONE)
+
+    async def test_a_client_that_stops_reading_for_a_while_gets_every_delta_in_order(
+        self, gateway: MakeClient
+    ) -> None:
+        # 4 MB of chunks (more than the kernel buffers) to a client that reads nothing
+        # for a while: the gateway's writes back up, the later deltas wait for the socket.
+        client = await gateway(
+            {"agents": {"list": [{"id": "main", "default": True, "params": {"delayMs": 1}}]}}
+        )
+        words = " ".join(f"w{i:03}" + "x" * 10_000 for i in range(400))
+        body = json.dumps({"messages": [{"role": "user", "content": words}], "stream": True})
+        head = request_head(
+            "POST", CHAT, {**AUTH, "Content-Type": "application/json",
+                           "Content-Length": str(len(body))},
+        )  # fmt: skip
+        loop = asyncio.get_running_loop()
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, ("127.0.0.1", client.port))
+            await loop.sock_sendall(sock, head + body.encode())
+            await asyncio.sleep(0.5)  # reading nothing while the turn streams
+            received = asyncio.StreamReader()
+            async with asyncio.timeout(10):
+                while data := await loop.sock_recv(sock, 65536):
+                    received.feed_data(data)
+        received.feed_eof()
+        response = await read_response(received)
+        assert response.status == 200
+        events = sse_events(response.body.decode())
+        assert events[-1] == "[DONE]"
+        text = "".join(
+            json.loads(e)["choices"][0]["delta"].get("content", "")
+            for e in events[:-1]
+            if json.loads(e)["choices"]
+        )
+        assert text == f"[turn 1] {words}"
 
     async def test_keepalive_while_queued_behind_the_sessions_turn(
         self, gateway: MakeClient
