@@ -19,8 +19,8 @@ import pytest
 from agents.store_postgres import LOCK_CLASS_TURN, PostgresSessionStore
 from tests.support.pgserver import PASSWORD, PgServer
 from tests.support.process import GatewayProcess, clean_env
-from tests.support.process_client import auth, connect_ws, first_content
-from tests.support.shared_store import chat, frames_until, shared_config
+from tests.support.process_client import auth, connect_ws
+from tests.support.shared_store import chat, frames_until, shared_config, streaming
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -101,17 +101,7 @@ class TestTwoProcesses:
     ) -> None:
         a = start_gateway("a", delay_ms=200)
         b = start_gateway("b", max_concurrent=1)
-        long_text = " ".join(f"w{i}" for i in range(20))  # 4 s at 200 ms a word
-        first = await http.post(
-            f"{a.url}/v1/chat/completions",
-            headers={**auth(), "x-openclaw-session-key": "k"},
-            json={
-                "model": "openclaw",
-                "stream": True,
-                "messages": [{"role": "user", "content": long_text}],
-            },
-        )
-        await first_content(first)
+        first = await streaming(http, a.url, 20, "k")  # 4 s at 200 ms a word
         after = asyncio.create_task(chat(http, b.url, "k", "after"))
         await asyncio.sleep(0.3)  # b's turn of k waits for a's
         async with asyncio.timeout(2):  # b's only run slot is free: not after a's 4 s
@@ -128,17 +118,8 @@ class TestTwoProcesses:
     ) -> None:
         a, b = start_gateway("a", delay_ms=200), start_gateway("b", delay_ms=0)
         await chat(http, a.url, "k", "committed")
-        long_text = " ".join(f"w{i}" for i in range(100))  # 20 s at 200 ms a word
-        response = await http.post(
-            f"{a.url}/v1/chat/completions",
-            headers={**auth(), "x-openclaw-session-key": "k"},
-            json={
-                "model": "openclaw",
-                "stream": True,
-                "messages": [{"role": "user", "content": long_text}],
-            },
-        )
-        await first_content(response)  # a's turn holds the session's lock now
+        # 20 s at 200 ms a word; a's turn holds the session's lock from now on.
+        response = await streaming(http, a.url, 100, "k")
         a.signal(signal.SIGKILL)
         assert await asyncio.to_thread(a.wait, 10) == -signal.SIGKILL
         response.close()
@@ -205,17 +186,7 @@ class TestEventsAcrossProcesses:
         self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_url: str
     ) -> None:
         a, b = start_gateway("a", delay_ms=200), start_gateway("b")
-        long_text = " ".join(f"w{i}" for i in range(100))  # 20 s at 200 ms a word
-        response = await http.post(
-            f"{a.url}/v1/chat/completions",
-            headers={**auth(), "x-openclaw-session-key": "k"},
-            json={
-                "model": "openclaw",
-                "stream": True,
-                "messages": [{"role": "user", "content": long_text}],
-            },
-        )
-        await first_content(response)
+        response = await streaming(http, a.url, 100, "k")  # 20 s at 200 ms a word
         ws = await connect_ws(http, b.url)
         params = {"sessionKey": "k"}
         await ws.send_json({"type": "req", "id": "2", "method": "chat.abort", "params": params})
@@ -237,18 +208,8 @@ class TestEventsAcrossProcesses:
         a, b = start_gateway("a", delay_ms=200), start_gateway("b")
         ws = await connect_ws(http, b.url)
         await asyncio.sleep(0.5)  # b's LISTEN is up: it hears of a's run from its start
-        long_text = " ".join(f"w{i}" for i in range(100))  # 20 s at 200 ms a word
-        response = await http.post(
-            f"{a.url}/v1/chat/completions",
-            headers=auth(),  # no key: a's gateway mints one for this request
-            json={
-                "model": "openclaw",
-                "stream": True,
-                "messages": [{"role": "user", "content": long_text}],
-            },
-        )
+        response = await streaming(http, a.url, 100)  # no key: a mints one; 20 s
         key = response.headers["x-openclaw-session-key"]
-        await first_content(response)
         conn = await asyncpg.connect(pg_url)
         try:
             held = await conn.fetchval(
@@ -273,17 +234,8 @@ class TestEventsAcrossProcesses:
     ) -> None:
         # The one cost of the lock-free stateless turn: both turns run, both answer.
         a, b = start_gateway("a", delay_ms=100), start_gateway("b")
-        first = await http.post(
-            f"{a.url}/v1/chat/completions",
-            headers=auth(),
-            json={
-                "model": "openclaw",
-                "stream": True,
-                "messages": [{"role": "user", "content": "one two three four five"}],
-            },
-        )
+        first = await streaming(http, a.url, 5)
         key = first.headers["x-openclaw-session-key"]
-        await first_content(first)
         second = await http.post(
             f"{b.url}/v1/chat/completions",
             headers={**auth(), "x-openclaw-session-key": key},

@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.support.process_client import TOKEN, auth
+from tests.support.process_client import TOKEN, auth, first_content
 
 
 def shared_config(url: str, delay_ms: int, max_concurrent: int = 4) -> str:
@@ -40,6 +40,25 @@ async def chat(http: aiohttp.ClientSession, url: str, key: str, text: str) -> di
     body = await response.json()
     assert response.status == 200, body
     return body  # type: ignore[no-any-return]
+
+
+async def streaming(
+    http: aiohttp.ClientSession, url: str, words: int, key: str | None = None
+) -> aiohttp.ClientResponse:
+    """A streamed turn of `words` words, read until its first content: it is running (the
+    echo agent says a word per `delay_ms`). Without `key` the gateway mints one."""
+    headers = auth() if key is None else {**auth(), "x-openclaw-session-key": key}
+    response = await http.post(
+        f"{url}/v1/chat/completions",
+        headers=headers,
+        json={
+            "model": "openclaw",
+            "stream": True,
+            "messages": [{"role": "user", "content": " ".join(f"w{i}" for i in range(words))}],
+        },
+    )
+    await first_content(response)
+    return response
 
 
 async def frames_until(
