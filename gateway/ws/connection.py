@@ -8,6 +8,11 @@ is skipped (the client sees a `seq` gap) and anything else closes the connection
 dropped the same way, so a client that reads slowly holds at most one of them. Closing is a
 request too: the writer sends what is queued, then the close frame, so a handshake error
 response arrives before its close.
+
+The writer exists only while there is something to send: the first frame queued (or a close)
+starts it, and it ends once the queue is empty, dropping the queue with it. An idle connection,
+which most are (a client waiting for events), then holds no task, coroutine, queue or wake-up
+event: about 3 KiB of the 20 an idle socket may cost (README, Performance).
 """
 
 from __future__ import annotations
@@ -86,17 +91,22 @@ class Connection:
     dropped: int = 0  # droppable events skipped (queue full, or replaced by a newer one)
     # `stateVersion.presence` of the newest presence list sent (hello-ok or event).
     presence_version: int = 0
-    _queue: deque[_Queued] = attrs.field(factory=deque)
-    _replaceable: dict[str, _Replaceable] = attrs.field(factory=dict)  # the last one queued
+    # The queue, the last replaceable event queued per name, and the request tasks exist only
+    # while they hold something (None otherwise): idle sockets are counted in bytes.
+    _queue: deque[_Queued] | None = None
+    _replaceable: dict[str, _Replaceable] | None = None
     _buffered: int = 0
     _seq: int = 0
-    _wakeup: asyncio.Event = attrs.field(factory=asyncio.Event)
+    _writing: bool = False  # start() was called: queued frames are written
+    # The writer while frames are queued or a close is due; after the close, or a reset, the
+    # finished task stays here so that no other one starts.
     _writer: asyncio.Task[None] | None = None
     _closer: asyncio.Task[None] | None = None
     _close: tuple[int, str] | None = None  # requested close code and reason
-    _tasks: set[asyncio.Task[Any]] = attrs.field(factory=set)
-    # config.patch's control-plane limit: call times per method (monotonic seconds).
-    calls: dict[str, deque[float]] = attrs.field(factory=dict)
+    _tasks: set[asyncio.Task[Any]] | None = None
+    # config.patch's control-plane limit: call times per method (monotonic seconds); None
+    # until the first limited call.
+    calls: dict[str, deque[float]] | None = None
     # `chat.subscribe`: the session keys whose `chat`/`agent` events this connection gets;
     # None (no subscription) means every session's (deviation 23). None rather than an empty
     # set: most connections never subscribe, and idle sockets are counted in bytes.
@@ -126,7 +136,16 @@ class Connection:
     # -- producers: never await ------------------------------------------------------------
 
     def start(self) -> None:
-        self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer {self.conn_id}")
+        """From now on queued frames are written (those queued before it too)."""
+        self._writing = True
+        if self._queue or self._close is not None:
+            self._write_soon()
+
+    def _write_soon(self) -> None:
+        """Start the writer unless one runs (or has closed the socket): one at a time, so
+        frames go out in the order they were queued."""
+        if self._writer is None and self._writing:
+            self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer {self.conn_id}")
 
     def send(self, frame: bytes) -> None:
         """A response or another frame that must arrive (not droppable)."""
@@ -143,7 +162,8 @@ class Connection:
         if name is None:
             self._enqueue((frame, seq), size, frame.droppable)
             return
-        older = self._replaceable.get(name)
+        replaceable = self._replaceable
+        older = replaceable.get(name) if replaceable is not None else None
         if older is not None and older.frame is not None:
             # Still unsent: the client wants the newer state, not both (its seq is a gap).
             self._buffered -= older.size
@@ -151,6 +171,8 @@ class Connection:
             self.dropped += 1
         item = _Replaceable(frame, seq, size)
         if self._enqueue(item, size, frame.droppable):
+            if self._replaceable is None:
+                self._replaceable = {}
             self._replaceable[name] = item
 
     def _enqueue(self, item: _Queued, size: int, droppable: bool) -> bool:
@@ -165,16 +187,19 @@ class Connection:
                 return False
             self._slow_consumer()
             return False
-        self._queue.append(item)
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        queue.append(item)
         self._buffered += size
-        self._wakeup.set()
+        self._write_soon()
         return True
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Close after the frames already queued; later frames are discarded."""
         if self.phase is not Phase.CLOSING:
             self._closing(code, close_reason(reason))
-            self._wakeup.set()
+            self._write_soon()
 
     def _closing(self, code: int, reason: str) -> None:
         self._close = (code, reason)
@@ -187,8 +212,7 @@ class Connection:
             buffered_bytes=self._buffered,
             limit=self.max_buffered_bytes,
         )
-        self._queue.clear()
-        self._buffered = 0
+        self._drop_queue()
         self._closing(CLOSE_POLICY_VIOLATION, REASON_SLOW_CONSUMER)
         # The writer is probably parked in a drain that never ends: stop it and close from
         # a task of our own (the close frame is all that is written after it).
@@ -196,9 +220,13 @@ class Connection:
 
     # -- the writer --------------------------------------------------------------------------
 
-    def _take(self) -> bytes | None:
+    def _drop_queue(self) -> None:
+        self._queue = self._replaceable = None
+        self._buffered = 0
+
+    def _take(self, queue: deque[_Queued]) -> bytes | None:
         """The next frame, rendered; None for one that a newer one replaced."""
-        item = self._queue.popleft()
+        item = queue.popleft()
         if isinstance(item, bytes):
             data = item
         elif isinstance(item, tuple):
@@ -212,26 +240,25 @@ class Connection:
         return data
 
     async def _write_loop(self) -> None:
-        ws, queue = self.ws, self._queue
+        ws = self.ws
         try:
-            while True:
-                if queue:
-                    data = self._take()
-                    if data is not None:
-                        await ws.send_frame(data, WSMsgType.TEXT)
-                        # An idle connection must not keep its last frame alive.
-                        del data
-                elif self._close is not None:
-                    break
-                else:
-                    self._wakeup.clear()
-                    await self._wakeup.wait()
+            # Read anew each time: frames queued while one is sent join this queue, and a slow
+            # consumer's close drops it (and cancels this task).
+            while queue := self._queue:
+                data = self._take(queue)
+                if data is not None:
+                    await ws.send_frame(data, WSMsgType.TEXT)
         except ConnectionResetError:
             # The peer is gone; nothing more can be written.
             if self._close is None:
                 self._closing(CLOSE_NORMAL, "")
-            queue.clear()
-            self._buffered = 0
+            self._drop_queue()
+            return
+        # Nothing queued: the queue goes, and with no close due this writer too (no await
+        # between the check above and here, so no frame can be queued in between).
+        self._queue = self._replaceable = None
+        if self._close is None:
+            self._writer = None
             return
         code, reason = self._close
         await self._close_socket(code, reason)
@@ -256,13 +283,22 @@ class Connection:
 
     def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.create_task(coro, name=name)
+        if self._tasks is None:
+            self._tasks = set()
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         task.add_done_callback(_reap)
         return task
 
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        tasks = self._tasks
+        if tasks is not None:
+            tasks.discard(task)
+            if not tasks:
+                self._tasks = None
+
     def cancel_tasks(self) -> None:
-        for task in self._tasks:
+        for task in self._tasks or ():
             task.cancel()
 
     async def wait_tasks(self) -> None:

@@ -160,6 +160,8 @@ async def _call(methods: MethodRegistry, ctx: CallContext, frame: RequestFrame) 
 
 def _check_rate(conn: Connection, method: str, limit: RateLimit) -> None:
     now = time.monotonic()
+    if conn.calls is None:
+        conn.calls = {}
     calls = conn.calls.setdefault(method, deque())
     while calls and calls[0] <= now - limit.window_seconds:
         calls.popleft()

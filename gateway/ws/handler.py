@@ -15,6 +15,7 @@ socket. Runs it started go on (agents-sessions.md §2.4).
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from enum import StrEnum
@@ -76,10 +77,12 @@ def is_websocket_upgrade(request: web.Request) -> bool:
 
 
 @web.middleware
-async def upgrade_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def upgrade_middleware(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
+    # Not a coroutine itself: the middleware above awaits the WebSocket handler's coroutine
+    # directly, one frame fewer kept alive for as long as the socket is open.
     if is_websocket_upgrade(request):
-        return await websocket_handler(request)
-    return await handler(request)
+        return websocket_handler(request)
+    return handler(request)
 
 
 # --- The connection ------------------------------------------------------------------------------
@@ -122,6 +125,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     ws_state.preauth_enter(remote)
     try:
         await ws.prepare(request)
+        # The 101's headers are on the wire; kept, they would hold some 1 KiB (the security
+        # headers, the date, the request id) for as long as the socket is open.
+        ws.headers.clear()
         conn = Connection(
             ws,
             str(uuid.uuid4()),
@@ -336,7 +342,8 @@ def _hello_ok(
 
 
 async def _read_loop(ws_state: WsState, methods: MethodRegistry, conn: Connection) -> None:
-    inflight = asyncio.Semaphore(ws_state.settings.max_inflight_requests)
+    # Made with the first request: most connections send none after the handshake.
+    inflight: asyncio.Semaphore | None = None
     ws = conn.ws
     while True:
         msg = await ws.receive()
@@ -350,14 +357,20 @@ async def _read_loop(ws_state: WsState, methods: MethodRegistry, conn: Connectio
             except InvalidFrame as exc:
                 _invalid_frame(conn, exc.frame_id, exc.detail)
                 continue
+            if inflight is None:
+                inflight = asyncio.Semaphore(ws_state.settings.max_inflight_requests)
             await inflight.acquire()
             task = conn.spawn(dispatch(methods, ws_state, conn, frame), f"ws-call {frame.method}")
-            task.add_done_callback(lambda _: inflight.release())
+            task.add_done_callback(functools.partial(_release, inflight))
         elif msg.type is WSMsgType.BINARY:
             conn.last_activity_at = now_ms()
             _invalid_frame(conn, None, "binary frames are not supported")
         else:  # CLOSE, CLOSING, CLOSED, ERROR: the socket is done
             return
+
+
+def _release(inflight: asyncio.Semaphore, task: asyncio.Task[Any]) -> None:
+    inflight.release()
 
 
 def _invalid_frame(conn: Connection, frame_id: str | None, detail: str) -> None:

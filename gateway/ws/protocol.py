@@ -8,6 +8,7 @@ Wire JSON is compact and keeps the spec's key order (dicts are built in that ord
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -393,14 +394,16 @@ class ConnectParams:
             raise r.fail("minProtocol", "must be <= maxProtocol")
         c = r.object("client", required=True)
         assert c is not None
+        # The fields that name a kind of client, not one client, are interned: a connection
+        # keeps them as long as it is open, and most connections share them.
         client = ClientInfo(
-            id=c.required_string("id"),
-            version=c.required_string("version"),
-            platform=c.required_string("platform"),
-            mode=c.required_string("mode"),
+            id=sys.intern(c.required_string("id")),
+            version=sys.intern(c.required_string("version")),
+            platform=sys.intern(c.required_string("platform")),
+            mode=sys.intern(c.required_string("mode")),
             display_name=c.string("displayName"),
-            device_family=c.string("deviceFamily"),
-            model_identifier=c.string("modelIdentifier"),
+            device_family=_interned(c.string("deviceFamily")),
+            model_identifier=_interned(c.string("modelIdentifier")),
             instance_id=c.string("instanceId"),
         )
         role = r.string("role")
@@ -413,6 +416,10 @@ class ConnectParams:
             a.string("bootstrapToken")
         r.object("device")  # accepted, never verified (deviation 16)
         return cls(low, high, client, ROLE_OPERATOR if role is None else role, scopes, auth)
+
+
+def _interned(value: str | None) -> str | None:
+    return None if value is None else sys.intern(value)
 
 
 def negotiate(min_protocol: int, max_protocol: int) -> int | None:
@@ -442,7 +449,8 @@ def granted_scopes(requested: Sequence[str] | None) -> tuple[str, ...]:
     granted: list[str] = []
     for scope in requested:
         if scope in OPERATOR_SCOPES and scope not in granted:
-            granted.append(scope)
+            # Our constant, not the client's copy: the connection keeps it while open.
+            granted.append(OPERATOR_SCOPES[OPERATOR_SCOPES.index(scope)])
     return tuple(granted)
 
 
