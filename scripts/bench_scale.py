@@ -12,9 +12,9 @@ echo agent; keyless JSON requests, so every request is a turn on a session of it
 session waits for another's lock). The three gateways run side by side and take the load in
 turns, window after window (medians of the rounds). The load client, the database and the
 gateways share the machine's cores: requests/s are a floor, and with 2 cores a second worker
-competes with the client and the database for them; the run prints the most a second worker
-could give when CPU is all that limits it (the cores over the gateway, database and client CPU
-of a turn, against one worker's one core), beside the measured ratio.
+competes with the client and the database for them; the run prints, beside the measured ratio,
+what CPU alone predicts for it (the cores over the gateway, database and client CPU of a turn,
+against one worker's one core); a single worker that does not fill its core measures above it.
 """
 
 from __future__ import annotations
@@ -257,7 +257,7 @@ def run(quick: bool, output: Path) -> int:
     print(
         f"  --workers 2 / 1 req/s: {r['workers2_over_workers1_rps']}x"
         f" (target >= {TARGET_WORKERS_RPS_RATIO}x: {'met' if r['workers2_met'] else 'NOT met'});"
-        f" the most this machine's CPU allows: {r['workers2_cpu_ceiling_on_this_machine']}x,"
+        f" what this machine's CPU predicts: {r['workers2_cpu_ceiling_on_this_machine']}x,"
         f" {r['workers2_cpu_ceiling_with_a_free_load_client']}x with the load generated elsewhere"
     )
     cpu_ratio, met = r["postgres_over_sqlite_gateway_cpu_per_turn"], r["postgres_cpu_met"]
