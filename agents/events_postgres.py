@@ -18,9 +18,9 @@ Run events and session changes are sent only while some other process wants them
 WebSocket clients says so (`{"t": "watch", "on": true}`) when its first client comes, again
 every WATCH_REFRESH_S while it has any, and `"on": false` when its last one leaves; a process
 that starts (or finds the database again) asks with `{"t": "hello"}` and the watching ones
-answer.
-A process killed while watching is forgotten after WATCH_TTL_S. Without it, an HTTP-only
-deployment paid a NOTIFY and its JSON for every event of every run, a quarter of a turn's CPU.
+answer. A process killed while watching is forgotten after WATCH_TTL_S. Without the watch, an
+HTTP-only deployment paid a NOTIFY and its JSON for every event of every run, a quarter of a
+turn's CPU.
 """
 
 from __future__ import annotations
