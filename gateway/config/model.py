@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -247,5 +248,29 @@ class Config:
         return self.state_dir / "sessions.sqlite3"
 
     @property
+    def sessions_location(self) -> str:
+        """Where the sessions live, as `health`, `status` and `sessions.list` name it (their
+        `path`): the SQLite file, or the PostgreSQL server and database, without the user,
+        password or parameters of the URL (read-only clients see it)."""
+        if self.store.backend == "postgres" and self.store.url is not None:
+            return server_and_database(self.store.url)
+        return str(self.sessions_path)
+
+    @property
     def token_path(self) -> Path:
         return self.state_dir / "gateway.token"
+
+
+def server_and_database(url: str) -> str:
+    """`postgresql://db.internal:5432/clawgate` of any PostgreSQL URL: no credentials, no
+    parameters (`postgresql:///clawgate` for a server reached by its Unix socket)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "postgresql"
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host if port is None else f"{host}:{port}"
+    return f"{parts.scheme}://{netloc}{parts.path}"

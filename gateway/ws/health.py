@@ -61,7 +61,7 @@ async def compute_health(state: GatewayState) -> dict[str, Any]:
     started = time.monotonic()
     registry = registry_of(state)
     config = state.config
-    path = str(config.sessions_path)
+    path = config.sessions_location
     agents = config.agents
     now = now_ms()
     everything = await registry.list_sessions(limit=RECENT)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gateway.config.model import StoreConfig
+from gateway.config.model import StoreConfig, server_and_database
 from gateway.config.patch import secrets_sent_elsewhere
 from gateway.config.schema import URL_ISSUE
 from gateway.config.secret_keys import REDACTED
@@ -123,3 +123,23 @@ def test_a_patch_that_moves_the_url_must_spell_out_the_password() -> None:
     patch = {"store": {"url": elsewhere, "password": REDACTED}}
     merged = {"store": {"backend": "postgres", "url": elsewhere, "password": "s3cret"}}
     assert secrets_sent_elsewhere(base, patch, merged) == [("store.password", "store.url")]
+
+
+class TestSessionsLocation:
+    """`path` of health, status and sessions.list: where the sessions live, no credentials."""
+
+    def test_sqlite_is_the_file_in_the_state_dir(self, files: ConfigFiles) -> None:
+        config = files.load("{}")
+        assert config.sessions_location == str(config.state_dir / "sessions.sqlite3")
+
+    def test_postgres_is_the_server_and_database_without_user_password_or_parameters(
+        self,
+    ) -> None:
+        for url, shown in (
+            ("postgresql://u:pw@db.internal:5432/clawgate?sslmode=require&password=x",
+             "postgresql://db.internal:5432/clawgate"),
+            ("postgres://u@[::1]/c", "postgres://[::1]/c"),
+            ("postgresql://u@/clawgate?host=/run/postgresql", "postgresql:///clawgate"),
+            ("postgresql://db:notaport/c", "postgresql"),
+        ):  # fmt: skip
+            assert server_and_database(url) == shown, url

@@ -258,15 +258,19 @@ class TestEventsAcrossProcesses:
         assert frames[-1]["payload"] == {"ok": True, "aborted": False, "runIds": []}
         await ws.close()
 
-    async def test_health_names_the_process_it_describes(
-        self, start_gateway: StartGateway, http: aiohttp.ClientSession
+    async def test_health_names_the_process_and_the_database_it_describes(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession, database: str
     ) -> None:
         a, b = start_gateway("a"), start_gateway("b")
         for process in (a, b):
             ws = await connect_ws(http, process.url)
             await ws.send_json({"type": "req", "id": "h", "method": "health", "params": {}})
             frames = await frames_until(ws, lambda f: f.get("id") == "h")
-            assert frames[-1]["payload"]["process"]["pid"] == process.proc.pid
+            payload = frames[-1]["payload"]
+            assert payload["process"]["pid"] == process.proc.pid
+            # Where the sessions live: the database, without the user the URL names.
+            host_and_db = database.split("@", 1)[1]
+            assert payload["agents"][0]["sessions"]["path"] == f"postgresql://{host_and_db}"
             await ws.close()
 
 

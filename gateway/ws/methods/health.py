@@ -48,7 +48,7 @@ def register(methods: MethodRegistry) -> None:
     @methods.method("status", params=no_params, scope=READ)
     async def status(ctx: CallContext, params: None) -> Any:
         config, registry = ctx.config, ctx.registry
-        path = str(config.sessions_path)
+        path = config.sessions_location
         now = now_ms()
         everything = await registry.list_sessions(limit=RECENT)
         by_agent = []

@@ -142,7 +142,7 @@ def register(methods: MethodRegistry) -> None:
         provider, model, context = default_model(config)
         return {
             "ts": now_ms(),
-            "path": str(config.sessions_path),
+            "path": config.sessions_location,
             "count": len(listed.sessions),
             "totalCount": listed.total_count,
             "hasMore": listed.has_more,
