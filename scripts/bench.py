@@ -296,18 +296,23 @@ def start_gateway(
     args += ["--state-dir", str(state_dir), "--port", str(port)]
     child = children.add(Child(name, args, tmp / f"{name}.log", clean_env(home), stdout=False))
     url = f"http://127.0.0.1:{port}"
+    wait_listening(child, port)
+    return child, url
+
+
+def wait_listening(child: Child, port: int) -> None:
+    """Until clawgate accepts connections on `port` (30 s at most, or it exited)."""
     deadline = time.monotonic() + 30
     while True:
         if not child.alive():
             raise RuntimeError(f"clawgate exited: {child.log.read_text()[-3000:]}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
+                return
         except OSError:
             if time.monotonic() > deadline:
                 raise RuntimeError("clawgate did not listen within 30 s") from None
             time.sleep(0.05)
-    return child, url
 
 
 # -- the load client ------------------------------------------------------------------------

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -42,6 +41,7 @@ from bench import (
     free_port,
     gateway_config,
     merged,
+    wait_listening,
 )
 
 sys.path.insert(0, str(ROOT))
@@ -107,17 +107,7 @@ def start(
     if workers > 1:
         args += ["--workers", str(workers)]
     child = children.add(kind(name, args, tmp / f"{name}.log", env, stdout=False))
-    deadline = time.monotonic() + 30
-    while True:
-        if not child.alive():
-            raise RuntimeError(f"clawgate exited: {child.log.read_text()[-3000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError("clawgate did not listen within 30 s") from None
-            time.sleep(0.05)
+    wait_listening(child, port)
     if workers > 1:
         time.sleep(2)  # every worker is listening, not only the first
     return child, f"http://127.0.0.1:{port}"
