@@ -190,7 +190,7 @@ class TestBus:
         late = PostgresEventBus(pg_url)
         await late.start(lambda key, run_id: [])
         try:
-            async with asyncio.timeout(1):  # not the 10 s refresh
+            async with asyncio.timeout(5):  # at once: not at the 10 s refresh
                 await until(lambda: late.watched_elsewhere)
         finally:
             await late.aclose()

@@ -248,7 +248,8 @@ class TestTurnLock:
                 order.append("free: no wait")
             async with a.turn_lock(KEY):
                 waiter = asyncio.create_task(self._take(b, KEY, order, waiting))
-                await asyncio.sleep(0.3)
+                await until(lambda: "waiting" in order)
+                await asyncio.sleep(0.2)  # and it stays there while a holds the lock
                 assert order == ["free: no wait", "waiting"]
             await asyncio.wait_for(waiter, 5)
             assert order == ["free: no wait", "waiting", "waited", "b"]
@@ -273,12 +274,13 @@ class TestTurnLock:
             order: list[str] = []
             async with a.turn_lock(KEY), a.turn_lock("agent:main:other"):
                 first = asyncio.create_task(self._take(b, KEY, order, waiting("first")))
-                await asyncio.sleep(0.2)
+                await until(lambda: entered == ["first"])
                 second = asyncio.create_task(
                     self._take(b, "agent:main:other", order, waiting("second"))
                 )
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.3)  # the second waits for its lock, but not in `enter`
                 assert entered == ["first"]
+                assert not second.done()
             await asyncio.wait_for(asyncio.gather(first, second), 5)
             assert order == ["b", "b"]
 
@@ -291,3 +293,9 @@ class TestTurnLock:
     ) -> None:
         async with store.turn_lock(key, while_waiting=waiting):
             order.append("b")
+
+
+async def until(condition: Callable[[], object]) -> None:
+    async with asyncio.timeout(10):
+        while not condition():
+            await asyncio.sleep(0.01)

@@ -101,10 +101,10 @@ class TestTwoProcesses:
     ) -> None:
         a = start_gateway("a", delay_ms=200)
         b = start_gateway("b", max_concurrent=1)
-        first = await streaming(http, a.url, 20, "k")  # 4 s at 200 ms a word
+        first = await streaming(http, a.url, 40, "k")  # 8 s at 200 ms a word
         after = asyncio.create_task(chat(http, b.url, "k", "after"))
         await asyncio.sleep(0.3)  # b's turn of k waits for a's
-        async with asyncio.timeout(2):  # b's only run slot is free: not after a's 4 s
+        async with asyncio.timeout(4):  # b's only run slot is free: not after a's 8 s
             meanwhile = await chat(http, b.url, "j", "meanwhile")
         assert meanwhile["choices"][0]["message"]["content"] == "[turn 1] meanwhile"
         assert not after.done()
@@ -228,7 +228,7 @@ class TestEventsAcrossProcesses:
     ) -> None:
         # The one cost of the lock-free stateless turn: both turns run, both answer.
         a, b = start_gateway("a", delay_ms=100), start_gateway("b")
-        first = await streaming(http, a.url, 5)
+        first = await streaming(http, a.url, 30)  # 3 s: b's turn starts well within it
         key = first.headers["x-openclaw-session-key"]
         second = await http.post(
             f"{b.url}/v1/chat/completions",
