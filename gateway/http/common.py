@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Collection
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -23,11 +24,12 @@ from gateway.http.openai_wire import (
     RequestError,
     auth_locked_out,
     body_timeout,
+    encode_json,
     payload_too_large,
     shutting_down,
     unauthorized,
 )
-from gateway.responses import error_response, method_not_allowed, not_found
+from gateway.responses import JSON_CONTENT_TYPE, error_response, method_not_allowed, not_found
 from gateway.state import GatewayState
 
 log = structlog.get_logger()
@@ -159,6 +161,14 @@ def session_header(request: web.Request) -> dict[str, str]:
     if model is not None:
         headers[MODEL_USED_HEADER] = model
     return headers
+
+
+def body_answer(request: web.Request, body: dict[str, Any]) -> web.Response:
+    """A completed run's JSON body (the wire's own encoding) with the session headers."""
+    return web.Response(
+        body=encode_json(body),
+        headers={"Content-Type": JSON_CONTENT_TYPE, **session_header(request)},
+    )
 
 
 def error_answer(request: web.Request, error: RequestError) -> web.Response:

@@ -21,14 +21,13 @@ from agents.errors import AgentError
 from agents.events import RunEvent
 from agents.runs import AgentRun, RunOutcome, TurnRequest
 from gateway.appkeys import AGENT_ID, MODEL_USED, SESSION_KEY, STATE
-from gateway.http.common import MODEL_USED_HEADER, SESSION_HEADER
+from gateway.http.common import MODEL_USED_HEADER, SESSION_HEADER, body_answer
 from gateway.http.common import error_answer as _error
 from gateway.http.common import gate as _gate
 from gateway.http.common import is_preflight as _is_preflight
 from gateway.http.common import origin_allowed as _origin_allowed
 from gateway.http.common import preflight as _preflight
 from gateway.http.common import read_body as _read_body
-from gateway.http.common import session_header as _session_header
 from gateway.http.openai_wire import (
     DONE,
     MODEL_HEADER,
@@ -42,7 +41,6 @@ from gateway.http.openai_wire import (
     build_conversation,
     completion_body,
     decode_model_id,
-    encode_json,
     error_event,
     error_reply,
     internal_error,
@@ -58,7 +56,7 @@ from gateway.http.openai_wire import (
     validate_fields,
 )
 from gateway.http.runs import CLIENT_CLOSED_REQUEST, encode_delta, outcome_of, stream_run
-from gateway.responses import JSON_CONTENT_TYPE, json_response, not_found
+from gateway.responses import json_response, not_found
 from gateway.state import GatewayState
 
 log = structlog.get_logger()
@@ -232,10 +230,7 @@ async def _run(request: web.Request, state: GatewayState, turn: _Turn) -> web.St
         completion_id, created, turn.selection.model, outcome.text, outcome.stop_reason,
         outcome.usage, reasoning=outcome.reasoning, tool_calls=outcome.tool_calls,
     )  # fmt: skip
-    return web.Response(
-        body=encode_json(body),
-        headers={"Content-Type": JSON_CONTENT_TYPE, **_session_header(request)},
-    )
+    return body_answer(request, body)
 
 
 @attrs.define

@@ -34,12 +34,12 @@ from gateway.appkeys import AGENT_ID, MODEL_USED, SESSION_KEY, STATE
 from gateway.config.model import Config
 from gateway.http.common import (
     SESSION_HEADER,
+    body_answer,
     error_answer,
     gate,
     is_preflight,
     preflight,
     read_body,
-    session_header,
 )
 from gateway.http.openai_wire import (
     MODEL_HEADER,
@@ -248,10 +248,7 @@ async def _complete(
     output = output_items(outcome.text, outcome.reasoning, outcome.tool_calls, status)
     body = response_body(head, status, output, outcome.usage, incomplete_details=details)
     await _keep(state, head, run, body)
-    return web.Response(
-        body=encode_json(body),
-        headers={"Content-Type": JSON_CONTENT_TYPE, **session_header(request)},
-    )
+    return body_answer(request, body)
 
 
 @attrs.define
