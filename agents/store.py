@@ -35,7 +35,6 @@ import sqlite3
 import stat
 import threading
 import time
-import uuid
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,6 +43,7 @@ import attrs
 
 from agents.config import MaintenanceConfig
 from agents.errors import StoreError, UnsafeStoreFile
+from agents.ids import uuid7
 from agents.keys import is_main_key
 from agents.providers.base import ChatMessage, ToolCall
 from agents.surrogates import repair_surrogates
@@ -569,13 +569,17 @@ def _message(row: tuple[Any, ...]) -> StoredMessage:
 
 
 def _new_session_id() -> str:
-    return str(uuid.uuid4())
+    return uuid7()
+
+
+# One encoder: json.dumps with arguments builds a new one per call.
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def _dumps(value: Any) -> str:
     # A provider that split a surrogate pair across two deltas leaves both halves in the
     # text, and SQLite takes only UTF-8.
-    return repair_surrogates(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+    return repair_surrogates(_encode(value))
 
 
 def _sql_int(value: int) -> int:

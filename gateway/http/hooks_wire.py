@@ -27,6 +27,7 @@ import attrs
 
 from agents.config import AgentsConfig
 from agents.errors import InvalidSessionKey
+from agents.ids import uuid7
 from agents.keys import INVALID_KEY_MESSAGE, RESERVED_KEY_MESSAGE, normalize_session_key
 from agents.providers.base import Usage
 from agents.runs import RunOutcome, RunStatus
@@ -245,7 +246,7 @@ def hook_session_key(
     elif hooks.default_session_key is not None:
         raw = hooks.default_session_key
     else:
-        raw = f"hook:{uuid.uuid4()}"
+        raw = f"hook:{uuid7()}"
     if has_surrogate(raw) or _HEADER_UNSAFE_RE.search(raw):
         raise _key_error(INVALID_KEY_MESSAGE)
     try:

@@ -34,6 +34,7 @@ from agents.errors import (
     UpstreamRateLimited,
     UpstreamTimeout,
 )
+from agents.ids import uuid7
 from agents.keys import (
     AGENT_ID_RE,
     INVALID_KEY_MESSAGE,
@@ -513,7 +514,7 @@ class Route:
 
 
 def new_stateless_key(agent_id: str) -> str:
-    return f"agent:{agent_id}:openai:{uuid.uuid4()}"
+    return f"agent:{agent_id}:openai:{uuid7()}"
 
 
 def resolve_session_key(

@@ -20,6 +20,7 @@ from typing import Any
 
 import attrs
 
+from agents.ids import uuid7_hex
 from agents.providers.base import ToolCall, Usage
 from gateway.config.model import ChatCompletionsConfig
 from gateway.http.openai_wire import (
@@ -57,8 +58,9 @@ IN_PROGRESS = "in_progress"
 
 
 def new_response_id() -> str:
-    """`resp_<32hex>`: the response id, and the id of the run that answers it."""
-    return f"resp_{uuid.uuid4().hex}"
+    """`resp_<32hex>`: the response id, and the id of the run that answers it. Time-ordered
+    (agents/ids.py): it is the key of the stored response."""
+    return f"resp_{uuid7_hex()}"
 
 
 def _item_id(prefix: str) -> str:

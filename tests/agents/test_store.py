@@ -6,6 +6,7 @@ import asyncio
 import os
 import sqlite3
 import stat
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -265,6 +266,21 @@ class TestTurns:
         assert await store.get(KEY) == saved
         assert await store.is_stateless(KEY) is True
         assert (await store.history(row.session_id, 10)).total == 2
+
+    async def test_session_and_message_ids_are_time_ordered_uuids(
+        self, store: SessionStore
+    ) -> None:
+        """Version 7 (agents/ids.py): a new row lands next to the last one in every index."""
+        first, _ = await store.create(KEY, "main", 100)
+        await asyncio.sleep(0.002)
+        second = store.unsaved_row("agent:main:s2", "main", 100)
+        await store.append_turn(turn(first))
+        await store.append_turn(turn(second))
+        ids = [first.session_id, second.session_id]
+        for row in (first, second):
+            ids.extend(m.id for m in (await store.history(row.session_id, 10)).messages)
+        assert all(uuid.UUID(i).version == 7 for i in ids)
+        assert first.session_id < second.session_id
 
     async def test_a_turn_stores_both_messages_in_openclaw_shape(self, store: SessionStore) -> None:
         row, _ = await store.create(KEY, "main", 100)

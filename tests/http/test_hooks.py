@@ -20,7 +20,7 @@ from tests.support.upstreams import FakeOpenAI, Status
 HOOK_TOKEN = "hook-token-93bd"
 HOOK_AUTH = {"Authorization": f"Bearer {HOOK_TOKEN}"}
 HOOKS: dict[str, Any] = {"hooks": {"enabled": True, "token": HOOK_TOKEN}}
-UUID = "[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[47][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 
 
 def with_hooks(**hooks: Any) -> dict[str, Any]:

@@ -100,7 +100,11 @@ async def session_runs(client: Client, key: str, count: int, within: float = 2.0
 _VOLATILE = (
     (re.compile(r"chatcmpl-[0-9a-f]{32}"), "chatcmpl-<32hex>"),
     (re.compile(r'"created":\d+'), '"created":<unix>'),
-    (re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"), "<uuid>"),
+    # Version 4, or 7 for the ids the gateway mints time-ordered (agents/ids.py).
+    (
+        re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[47][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"),
+        "<uuid>",
+    ),
 )
 
 
