@@ -967,10 +967,11 @@ class SessionStore:
 
     @staticmethod
     def _append_turn(db: sqlite3.Connection, turn: TurnRecord) -> SessionRow:
-        db.execute(
+        added = db.execute(
             SQL_ADD_TRANSCRIPT, (turn.session_id, turn.key, turn.agent_id, turn.user_timestamp)
-        )
-        last = db.execute(SQL_NEXT_SEQ, (turn.session_id,)).fetchone()[0]
+        ).rowcount
+        # A transcript this turn created has no messages yet (they need their transcript).
+        last = 0 if added else db.execute(SQL_NEXT_SEQ, (turn.session_id,)).fetchone()[0]
         for seq, (message_id, *fields) in enumerate(turn_messages(turn), last + 1):
             db.execute(SQL_INSERT_MESSAGE, (message_id, turn.session_id, seq, *fields))
         row = db.execute(
