@@ -33,6 +33,7 @@ from agents.providers.upstream import (
     open_stream,
     read_some,
     transport_error,
+    upstream_session,
 )
 
 ECHO_DIMENSIONS = 16  # echo's vector size when the request names none
@@ -155,7 +156,7 @@ class EmbeddingsClient:
             return echo_embeddings(request)
         provider = request.provider
         if self._http is None:
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+            self._http = upstream_session()
         resp = await open_stream(
             self._http,
             provider,

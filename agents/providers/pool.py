@@ -10,6 +10,7 @@ from agents.providers.base import Provider
 from agents.providers.echo import EchoProvider
 from agents.providers.openai_completions import OpenAICompletionsProvider
 from agents.providers.timeouts import Timeouts
+from agents.providers.upstream import upstream_session
 
 __all__ = ["ProviderPool", "Timeouts"]
 
@@ -33,9 +34,7 @@ class ProviderPool:
 
     def _make(self, api: str) -> Provider:
         if self._http is None:
-            # Created on first use, inside the running loop; no total timeout because
-            # a stream may last as long as the run (the providers enforce connect/idle).
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+            self._http = upstream_session()
         if api == API_OPENAI_COMPLETIONS:
             return OpenAICompletionsProvider(self._http, self.timeouts)
         if api == API_ANTHROPIC_MESSAGES:

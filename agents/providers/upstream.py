@@ -41,6 +41,16 @@ LOG_BODY_BYTES = 2048
 MAX_JSON_BODY = 16 * 1024 * 1024
 
 
+def upstream_session() -> aiohttp.ClientSession:
+    """The client session the providers share. Created on first use, inside the running loop;
+    no total timeout because a stream may last as long as the run (the providers enforce
+    connect/idle). No cookie jar: a cookie one upstream response sets must not go out with
+    the next client's request (and filtering the jar cost every request CPU)."""
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=None), cookie_jar=aiohttp.DummyCookieJar()
+    )
+
+
 def client_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
     """connect: DNS + TCP + TLS (and a pool slot). sock_read: aiohttp re-arms it on every
     received byte and pauses it while we apply back-pressure, which is exactly "no byte for

@@ -13,7 +13,7 @@ import pytest
 import structlog
 from multidict import CIMultiDict
 
-from agents.config import ModelEntry, ProviderConfig
+from agents.config import API_OPENAI_COMPLETIONS, ModelEntry, ProviderConfig
 from agents.errors import (
     MalformedStream,
     UpstreamAuthFailed,
@@ -34,7 +34,7 @@ from agents.providers.base import (
     Usage,
 )
 from agents.providers.openai_completions import OpenAICompletionsProvider
-from agents.providers.pool import Timeouts
+from agents.providers.pool import ProviderPool, Timeouts
 from agents.providers.upstream import parse_retry_after, transport_error
 from tests.support.upstreams import (
     API_KEY,
@@ -802,3 +802,27 @@ class TestTools:
         openai_upstream.script(Raw((sse(chunk({"tool_calls": [call]})),)))
         with pytest.raises(MalformedStream):
             await collect(provider, openai_upstream)
+
+
+class TestSharedClientSession:
+    """The pool's one aiohttp session carries every client's requests to an upstream."""
+
+    async def test_a_cookie_an_upstream_set_never_goes_out_with_a_later_request(
+        self, openai_upstream: FakeOpenAI
+    ) -> None:
+        # By name: aiohttp's default jar keeps no cookies for a bare IP address.
+        config = attrs.evolve(
+            openai_upstream.provider_config(),
+            base_url=f"http://localhost:{openai_upstream.port}/v1",
+        )
+        openai_upstream.script(Status(429, headers={"Set-Cookie": "session=first-client"}))
+        pool = ProviderPool(TIMEOUTS)
+        try:
+            provider = pool.get(API_OPENAI_COMPLETIONS)
+            with pytest.raises(UpstreamRateLimited):
+                await collect(provider, openai_upstream, config=config)
+            await collect(provider, openai_upstream, config=config)
+        finally:
+            await pool.aclose()
+        assert len(openai_upstream.requests) == 2
+        assert "Cookie" not in openai_upstream.last.headers
