@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 # Names a page cannot make its own: the loopback names, and any loopback address literal.
 LOOPBACK_NAMES = frozenset({"localhost"})
+# The spellings nearly every local request's Host has: known without parsing an address.
+_LOOPBACK_LITERALS = frozenset({"127.0.0.1", "::1"})
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -97,7 +99,7 @@ def split_host(value: str) -> str | None:
 
 
 def is_loopback_host(host: str) -> bool:
-    if host in LOOPBACK_NAMES:
+    if host in LOOPBACK_NAMES or host in _LOOPBACK_LITERALS:
         return True
     address = parse_address(host)
     return address is not None and address.is_loopback
