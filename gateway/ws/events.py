@@ -128,6 +128,8 @@ class EventFanout:
         run.text, run.seq, run.ts = event.data["text"], event.seq, event.ts
         if run.timer is not None:
             return  # a flush is already scheduled; it will carry this text
+        if not self.readers:
+            return  # nobody to send it to: a reader that comes gets the text with the next
         loop = asyncio.get_running_loop()
         wait = run.sent_at + self.delta_interval - loop.time()
         if wait <= 0:
