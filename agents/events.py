@@ -261,6 +261,12 @@ class SessionChange:
 
 # Called synchronously for every run event and session change; must never block.
 Listener = Callable[[RunEvent | SessionChange], None]
+# Whether a listener has anybody to pass a session change to at this moment.
+ChangeInterest = Callable[[], bool]
+
+
+def _always() -> bool:
+    return True
 
 
 @attrs.define
@@ -270,13 +276,22 @@ class EventSink:
     emptiness per token at the cost of one attribute read."""
 
     listeners: tuple[Listener, ...] = ()
+    # Per listener, whether it wants session changes now: building one (the session's row
+    # as the wire shows it) is the costly part of publishing it, three times a turn.
+    _interests: tuple[tuple[Listener, ChangeInterest], ...] = ()
 
-    def add(self, listener: Listener) -> None:
+    def add(self, listener: Listener, changes: ChangeInterest = _always) -> None:
         self.listeners = (*self.listeners, listener)
+        self._interests = (*self._interests, (listener, changes))
 
     def remove(self, listener: Listener) -> None:
         # `!=`, not `is not`: each `obj.method` access makes a new, equal, bound method.
         self.listeners = tuple(cb for cb in self.listeners if cb != listener)
+        self._interests = tuple(pair for pair in self._interests if pair[0] != listener)
+
+    def wants_changes(self) -> bool:
+        """Whether some listener would pass a session change on now."""
+        return any(interest() for _, interest in self._interests)
 
     def publish(self, event: RunEvent | SessionChange) -> None:
         for listener in self.listeners:

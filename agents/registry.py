@@ -18,7 +18,14 @@ import structlog
 
 from agents.config import AgentsConfig
 from agents.errors import AgentError, InvalidSessionKey, StoreError, UnknownAgent
-from agents.events import ChangeReason, EventSink, Listener, SessionChange, SessionInfo
+from agents.events import (
+    ChangeInterest,
+    ChangeReason,
+    EventSink,
+    Listener,
+    SessionChange,
+    SessionInfo,
+)
 from agents.keys import is_main_key, parse_session_key
 from agents.providers.base import Provider
 from agents.runs import AgentRun, RunState, TurnRequest
@@ -204,10 +211,15 @@ class SessionRegistry:
 
     # -- listeners ---------------------------------------------------------------------
 
-    def add_listener(self, listener: Listener) -> None:
+    def add_listener(self, listener: Listener, changes: ChangeInterest | None = None) -> None:
         """`listener` is called synchronously for every run event of every run and every
-        session change. It must not block; an exception is logged and ignored."""
-        self._sink.add(listener)
+        session change. It must not block; an exception is logged and ignored. `changes`:
+        whether it has anybody to tell of a session change at the moment (default: always);
+        while no listener has, none is built."""
+        if changes is None:
+            self._sink.add(listener)
+        else:
+            self._sink.add(listener, changes)
 
     def remove_listener(self, listener: Listener) -> None:
         self._sink.remove(listener)
@@ -365,7 +377,7 @@ class SessionRegistry:
 
     def _publish_deleted(self, key: str, agent_id: str) -> None:
         """`sessions.changed` for a session that is gone (no live object may be left)."""
-        if self._sink.listeners:
+        if self._sink.wants_changes():
             change = SessionChange(key, agent_id, self.clock(), None, ChangeReason.DELETE)
             self._sink.publish(change)
 

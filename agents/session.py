@@ -215,7 +215,7 @@ class AgentSession:
     ) -> None:
         """Tell the listeners about a change of this session (`sessions.changed`)."""
         sink = self._deps.sink
-        if sink.listeners:
+        if sink.wants_changes():
             change = SessionChange(
                 self.key, self.agent_id, self._deps.clock(), self.info(row), reason, phase, run_id
             )

@@ -84,7 +84,7 @@ async def _sessions(app: web.Application) -> AsyncIterator[None]:
     bus = store.bus
     if bus is not None:  # a shared store: run events and aborts cross processes
         await bus.start(functools.partial(abort_here, registry))
-        registry.add_listener(bus.publish)
+        registry.add_listener(bus.publish, changes=lambda: bus.watched_elsewhere)
     state.store, state.registry = store, registry
     try:
         yield

@@ -66,7 +66,7 @@ async def _watch_runs(app: web.Application) -> AsyncIterator[None]:
         return run.outcome if run is not None and run.session_key == session_key else None
 
     metrics.watch_outcomes(outcome_of)
-    registry.add_listener(metrics.on_run_event)
+    registry.add_listener(metrics.on_run_event, changes=lambda: False)  # runs only
     try:
         yield
     finally:

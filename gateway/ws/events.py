@@ -89,6 +89,10 @@ class EventFanout:
 
     # -- the registry listener ------------------------------------------------------------
 
+    def has_readers(self) -> bool:
+        """Whether a session change has anybody here to go to."""
+        return bool(self.readers)
+
     def __call__(self, event: RunEvent | SessionChange) -> None:
         if isinstance(event, RunEvent):
             self._run_event(event)

@@ -414,7 +414,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     registry = gateway.registry
     fanout = ws_state.fanout
     if registry is not None:
-        registry.add_listener(fanout)
+        registry.add_listener(fanout, changes=fanout.has_readers)
     # Runs of the other processes sharing the store, as if they were ours.
     bus = gateway.store.bus if gateway.store is not None else None
     if bus is not None:

@@ -134,6 +134,36 @@ class TestDelete:
         assert await registry.get_session("agent:main:s1") is None
 
 
+class TestChangeInterest:
+    async def test_no_session_change_is_built_while_no_listener_wants_one(
+        self, harness: Harness
+    ) -> None:
+        registry = harness.registry()
+        wanted = False
+        got: list[object] = []
+        registry.add_listener(got.append, changes=lambda: wanted)
+        await reply(registry)
+        await registry.delete("agent:main:s1")
+        assert changes(got) == []
+        assert got  # the run events still came
+        wanted = True
+        await reply(registry)
+        await registry.delete("agent:main:s1")
+        reasons = [c.reason for c in changes(got)]
+        assert (reasons[0], reasons[-1]) == ("create", "delete")
+
+    async def test_one_interested_listener_gets_changes_to_every_listener(
+        self, harness: Harness
+    ) -> None:
+        registry = harness.registry()
+        quiet: list[object] = []
+        interested: list[object] = []
+        registry.add_listener(quiet.append, changes=lambda: False)
+        registry.add_listener(interested.append)
+        await reply(registry)
+        assert changes(quiet) == changes(interested) != []
+
+
 class TestLabelsAndListing:
     async def test_patch_label_upserts(self, harness: Harness) -> None:
         registry = harness.registry(clock=lambda: FIXED_NOW)
