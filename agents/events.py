@@ -265,10 +265,6 @@ Listener = Callable[[RunEvent | SessionChange], None]
 ChangeInterest = Callable[[], bool]
 
 
-def _always() -> bool:
-    return True
-
-
 @attrs.define
 class EventSink:
     """The registry-wide listeners. `listeners` is replaced, never mutated, so a dispatch
@@ -276,11 +272,12 @@ class EventSink:
     emptiness per token at the cost of one attribute read."""
 
     listeners: tuple[Listener, ...] = ()
-    # Per listener, whether it wants session changes now: building one (the session's row
-    # as the wire shows it) is the costly part of publishing it, three times a turn.
-    _interests: tuple[tuple[Listener, ChangeInterest], ...] = ()
+    # Per listener, whether it wants session changes now (None: always): building one (the
+    # session's row as the wire shows it) is the costly part of publishing it, three times
+    # a turn.
+    _interests: tuple[tuple[Listener, ChangeInterest | None], ...] = ()
 
-    def add(self, listener: Listener, changes: ChangeInterest = _always) -> None:
+    def add(self, listener: Listener, changes: ChangeInterest | None = None) -> None:
         self.listeners = (*self.listeners, listener)
         self._interests = (*self._interests, (listener, changes))
 
@@ -291,7 +288,7 @@ class EventSink:
 
     def wants_changes(self) -> bool:
         """Whether some listener would pass a session change on now."""
-        return any(interest() for _, interest in self._interests)
+        return any(interest is None or interest() for _, interest in self._interests)
 
     def publish(self, event: RunEvent | SessionChange) -> None:
         for listener in self.listeners:

@@ -216,10 +216,7 @@ class SessionRegistry:
         session change. It must not block; an exception is logged and ignored. `changes`:
         whether it has anybody to tell of a session change at the moment (default: always);
         while no listener has, none is built."""
-        if changes is None:
-            self._sink.add(listener)
-        else:
-            self._sink.add(listener, changes)
+        self._sink.add(listener, changes)
 
     def remove_listener(self, listener: Listener) -> None:
         self._sink.remove(listener)
