@@ -441,6 +441,20 @@ class TestBody:
         status, _, body = await raw_exchange(client.port, head, then=chunk)
         assert (status, body.decode()) == (413, err("Payload too large"))
 
+    async def test_a_whole_chunked_body_past_the_limit_sent_with_its_head(
+        self, gateway: MakeClient
+    ) -> None:
+        """No Content-Length to refuse it by, and all of it already received when the
+        handler reads: it is measured all the same."""
+        client = await gateway(
+            {"gateway": {"http": {"endpoints": {"chatCompletions": {"maxBodyBytes": 1000}}}}}
+        )
+        head = request_head("POST", CHAT, {**AUTH, "Transfer-Encoding": "chunked"}, close=False)
+        body = json.dumps({**HI, "user": "x" * 1000}).encode()
+        chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        status, _, answer = await raw_exchange(client.port, head + chunked)
+        assert (status, answer.decode()) == (413, err("Payload too large"))
+
     async def test_a_body_at_the_limit_is_read(self, gateway: MakeClient) -> None:
         data = json.dumps(HI).encode()
         client = await gateway(
