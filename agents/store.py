@@ -449,7 +449,7 @@ def turn_messages(turn: TurnRecord) -> list[tuple[Any, ...]]:
         elif index == last_user and turn.images:
             meta = _dumps({"images": dict(turn.images)})
         rows.append((
-            _new_session_id(), role, content, turn.user_timestamp, turn.run_id,
+            uuid7(), role, content, turn.user_timestamp, turn.run_id,
             idem if index == last_user else None, None, None, None, None, None, False,
             None, meta, call_id, name, False, bool(turn.context_start and not index),
         ))  # fmt: skip
@@ -462,7 +462,7 @@ def turn_messages(turn: TurnRecord) -> list[tuple[Any, ...]]:
         turn.assistant_text, turn.tool_calls, turn.reasoning, turn.reasoning_signature
     )
     rows.append((
-        _new_session_id(), "assistant", _dumps(reply), turn.assistant_timestamp,
+        uuid7(), "assistant", _dumps(reply), turn.assistant_timestamp,
         turn.run_id, turn.idempotency_key, turn.provider, turn.model, turn.api,
         _dumps(usage), turn.stop_reason, turn.aborted, turn.error_message, None, None, None,
         False, False,
@@ -566,10 +566,6 @@ def _message(row: tuple[Any, ...]) -> StoredMessage:
         is_error=bool(is_error),
         context_start=bool(context_start),
     )
-
-
-def _new_session_id() -> str:
-    return uuid7()
 
 
 # One encoder: json.dumps with arguments builds a new one per call.
@@ -925,7 +921,7 @@ class SessionStore:
     def unsaved_row(key: str, agent_id: str, now: int) -> SessionRow:
         """A new session's row that no job has written: `append_turn` creates it in the turn's
         own transaction (a stateless request's fresh key pays one trip to the store, not two)."""
-        return SessionRow(key, agent_id, _new_session_id(), None, now, now)
+        return SessionRow(key, agent_id, uuid7(), None, now, now)
 
     async def is_stateless(self, key: str) -> bool | None:
         """Whether maintenance counts the key's session as stateless; None without a row."""
@@ -949,7 +945,7 @@ class SessionStore:
         existing = db.execute(SQL_GET_SESSION, (key,)).fetchone()
         if existing is not None:
             return _session_row(existing), False
-        sid = _new_session_id()
+        sid = uuid7()
         db.execute(SQL_ADD_TRANSCRIPT, (sid, key, agent_id, now))
         row = db.execute(
             "INSERT INTO sessions (key, agent_id, session_id, label, created_at, updated_at,"
@@ -1119,7 +1115,7 @@ class SessionStore:
             "UPDATE transcripts SET archived_at = ? WHERE session_id = ? AND archived_at IS NULL",
             (now, row.session_id),
         )
-        sid = _new_session_id()
+        sid = uuid7()
         db.execute(SQL_ADD_TRANSCRIPT, (sid, key, row.agent_id, now))
         updated = db.execute(
             "UPDATE sessions SET session_id = ?, updated_at = ?, input_tokens = 0,"

@@ -34,6 +34,7 @@ import structlog
 from agents.config import MaintenanceConfig
 from agents.errors import StoreError, StoreUnavailable
 from agents.events_postgres import PostgresEventBus
+from agents.ids import uuid7
 from agents.keys import is_main_key
 from agents.store import (
     _MESSAGE_ROW_BYTES,
@@ -47,7 +48,6 @@ from agents.store import (
     StoredResponse,
     TurnRecord,
     _message,
-    _new_session_id,
     _session_row,
     _sql_int,
     turn_messages,
@@ -562,7 +562,7 @@ class PostgresSessionStore:
     ) -> tuple[SessionRow, bool]:  # fmt: skip
         # One statement: the row and its transcript, or nothing when another process created
         # the key at the same moment (its row wins).
-        row = await conn.fetchrow(SQL_CREATE, *_args((key, agent_id, _new_session_id(), label,
+        row = await conn.fetchrow(SQL_CREATE, *_args((key, agent_id, uuid7(), label,
                                                       now, stateless)))  # fmt: skip
         if row is None:
             existing = await conn.fetchrow(SQL_GET_SESSION, key)
@@ -572,7 +572,7 @@ class PostgresSessionStore:
     @staticmethod
     def unsaved_row(key: str, agent_id: str, now: int) -> SessionRow:
         # append_turn's statement upserts the session and its transcript.
-        return SessionRow(key, agent_id, _new_session_id(), None, now, now)
+        return SessionRow(key, agent_id, uuid7(), None, now, now)
 
     async def append_turn(self, turn: TurnRecord) -> SessionRow:
         # One statement is its own transaction: no BEGIN and COMMIT round trips.
@@ -684,7 +684,7 @@ class PostgresSessionStore:
                 " WHERE session_id = $2 AND archived_at IS NULL",
                 now, row.session_id,
             )  # fmt: skip
-            sid = _new_session_id()
+            sid = uuid7()
             await conn.execute(SQL_ADD_TRANSCRIPT, sid, key, row.agent_id, now)
             updated = await conn.fetchrow(
                 "UPDATE sessions SET session_id = $1, updated_at = $2, input_tokens = 0,"
