@@ -30,7 +30,7 @@ from agents.providers.base import (
     Usage,
 )
 from agents.providers.echo import token_cap
-from agents.providers.sse import SSEEvent
+from agents.providers.sse import SSEEvent, data_json
 from agents.providers.timeouts import Timeouts
 from agents.providers.upstream import client_timeout, log_body, relay
 
@@ -318,7 +318,7 @@ class MessageEventDecoder:
         self._tools: dict[int, list[int]] = {}
 
     def feed(self, events: Sequence[SSEEvent]) -> Iterator[ProviderEvent]:
-        loads = json.loads
+        loads = data_json
         for sse in events:
             kind = sse.event
             if kind == "ping":

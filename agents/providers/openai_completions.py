@@ -7,7 +7,6 @@ does the I/O and relays the SSE stream with as little work per chunk as possible
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -28,7 +27,7 @@ from agents.providers.base import (
     ToolCallDelta,
     Usage,
 )
-from agents.providers.sse import SSEEvent
+from agents.providers.sse import SSEEvent, data_json
 from agents.providers.timeouts import Timeouts
 from agents.providers.upstream import client_timeout, log_body, relay
 
@@ -211,7 +210,7 @@ class ChunkDecoder:
         self._usage: Any = None
 
     def feed(self, events: Sequence[SSEEvent]) -> Iterator[ProviderEvent]:
-        loads = json.loads
+        loads = data_json
         for sse in events:
             data = self.data = sse.data
             if data == "[DONE]":

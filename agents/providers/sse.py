@@ -8,7 +8,9 @@ It runs once per streamed token, so it works on bytes and allocates little.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import json
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 # An upstream that never ends a line would otherwise grow the buffer without bound. No model
 # API sends a single event anywhere near this size (a streamed chunk is well under 64 KiB).
@@ -113,3 +115,21 @@ class SSEParser:
 
 # NamedTuple's own __new__ costs twice as much; this runs once per streamed token.
 _new_event = tuple.__new__
+
+# The C scanner that json.loads ends in. Its Python wrapper (a whitespace regex before and
+# after, two more calls) is half of decoding a token's chunk (2.5 → 1.2 µs), for data that is
+# nearly always one JSON value with nothing around it.
+# (`scan_once` is set in JSONDecoder.__init__; typeshed does not declare it.)
+_decoder: Any = json.JSONDecoder()
+_scan_json: Callable[[str, int], tuple[Any, int]] = _decoder.scan_once
+
+
+def data_json(data: str) -> Any:
+    """An event's data as JSON: what `json.loads(data)` returns or raises, sooner."""
+    try:
+        value, end = _scan_json(data, 0)
+    except StopIteration:
+        return json.loads(data)  # whitespace first, or no JSON value: json.loads says which
+    if end != len(data):
+        return json.loads(data)  # whitespace after, or extra data: the same
+    return value

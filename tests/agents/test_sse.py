@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from agents.providers.sse import MAX_EVENT_BYTES, SSEError, SSEEvent, SSEParser
+from agents.providers.sse import MAX_EVENT_BYTES, SSEError, SSEEvent, SSEParser, data_json
 
 
 def parse(*chunks: bytes, eof: bool = True) -> list[SSEEvent]:
@@ -115,3 +117,35 @@ class TestLimits:
     def test_sse_error_is_a_value_error(self) -> None:
         # The providers map ValueError (bad JSON, bad stream) to MalformedStream in one place.
         assert issubclass(SSEError, ValueError)
+
+
+class TestDataJson:
+    """`data_json` is `json.loads` with a shortcut: the same values, the same errors."""
+
+    @pytest.mark.parametrize(
+        "data",
+        [
+            '{"choices":[{"delta":{"content":" token"},"finish_reason":null}]}',
+            '{"a": 1.5e3, "b": [true, false, null], "c": "\\u00e9\\ud83d\\ude00"}',
+            '"\\ud800"',  # a lone surrogate, as json.loads lets it through
+            "[]",
+            "123",
+            ' {"lead": "whitespace"}',
+            '{"trail": "whitespace"}\n',
+            "\t 0 \r\n",
+        ],
+    )
+    def test_the_values_json_loads_returns(self, data: str) -> None:
+        assert data_json(data) == json.loads(data)
+        assert type(data_json(data)) is type(json.loads(data))
+
+    @pytest.mark.parametrize(
+        "data",
+        ["", "   ", "[DONE]", '{"a":', '{"a": 1} {"b": 2}', '{"a": 1}x', "{'a': 1}", "nan1"],
+    )
+    def test_the_errors_json_loads_raises(self, data: str) -> None:
+        with pytest.raises(json.JSONDecodeError) as expected:
+            json.loads(data)
+        with pytest.raises(json.JSONDecodeError) as raised:
+            data_json(data)
+        assert (raised.value.msg, raised.value.pos) == (expected.value.msg, expected.value.pos)
