@@ -221,6 +221,9 @@ class DirectWrites:
         self._wake = wake
         self._pending: list[bytes] = []
         self._flush_handle: asyncio.Handle | None = None
+        # Once, not per delta: asyncio.get_running_loop() makes a getpid() system call each
+        # time on Python 3.11.
+        self._loop = asyncio.get_running_loop()
         self.broken = False  # a write failed: the client is gone
 
     def take(self, event: RunEvent) -> bool:
@@ -238,7 +241,7 @@ class DirectWrites:
         if piece:
             pending.append(piece)
             if self._flush_handle is None:
-                self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+                self._flush_handle = self._loop.call_soon(self._flush)
         return True
 
     def taken(self) -> list[bytes]:
