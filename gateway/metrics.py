@@ -191,8 +191,11 @@ class GatewayMetrics:
             self.reloads.labels(result)  # both series from the start: rate() needs a zero
         ProcessCollector(registry=registry)  # process_*: memory, CPU, open files
         self._outcome_of: OutcomeLookup | None = None
-        # Bounded as the labels are: routes times statuses.
+        # Labelled children looked up in plain dicts, not through `labels()` (its validation
+        # and lock cost several times the increment itself); bounded as the labels are:
+        # routes times statuses, agents times directions or outcomes.
         self._request_series: dict[tuple[str, int], Counter] = {}
+        self._agent_series: dict[tuple[Counter | Histogram, str, str], Any] = {}
         # perf_counter at lifecycle start, by (run id, session key): of every run until its
         # end, and of those whose first assistant text is still to come.
         self._started: dict[tuple[str, str], float] = {}
@@ -207,14 +210,21 @@ class GatewayMetrics:
     # -- events ------------------------------------------------------------------------
 
     def request_done(self, route: str, status: int) -> None:
-        # Once per request: the labelled child is looked up in a plain dict, not through
-        # `labels()` (its validation and lock cost several times the increment itself).
         child = self._request_series.get((route, status))
         if child is None:
             child = self._request_series[route, status] = self.http_requests.labels(
                 route, str(status)
             )
         child.inc()
+
+    def _of_agent(self, metric: Counter | Histogram, agent: str, label: str = "") -> Any:
+        """`metric.labels(agent)`, or `(agent, label)` when `label` is given, once per run."""
+        key = (metric, agent, label)
+        child = self._agent_series.get(key)
+        if child is None:
+            child = metric.labels(agent, label) if label else metric.labels(agent)
+            self._agent_series[key] = child
+        return child
 
     def auth_failed(self, reason: str) -> None:
         self.auth_failures.labels(reason).inc()
@@ -238,13 +248,14 @@ class GatewayMetrics:
                 if self._awaiting_text:
                     started = self._awaiting_text.pop((event.run_id, event.session_key), None)
                     if started is not None:
-                        self.time_to_first_token.labels(event.agent_id).observe(
+                        self._of_agent(self.time_to_first_token, event.agent_id).observe(
                             time.perf_counter() - started
                         )
             case Stream.USAGE:
                 data = event.data
-                self.tokens.labels(event.agent_id, "input").inc(data["inputTokens"])
-                self.tokens.labels(event.agent_id, "output").inc(data["outputTokens"])
+                agent = event.agent_id
+                self._of_agent(self.tokens, agent, "input").inc(data["inputTokens"])
+                self._of_agent(self.tokens, agent, "output").inc(data["outputTokens"])
             case Stream.LIFECYCLE:
                 self._lifecycle(event)
 
@@ -266,8 +277,8 @@ class GatewayMetrics:
         self._awaiting_text.pop(run, None)
         started = self._started.pop(run, None)
         if started is not None:
-            self.run_duration.labels(agent).observe(time.perf_counter() - started)
-        self.runs.labels(agent, outcome).inc()
+            self._of_agent(self.run_duration, agent).observe(time.perf_counter() - started)
+        self._of_agent(self.runs, agent, outcome).inc()
 
     def _count_upstream_error(self, event: RunEvent) -> None:
         found = self._outcome_of(event.run_id, event.session_key) if self._outcome_of else None
