@@ -850,36 +850,52 @@ class Run:
         cells.sort(key=lambda c: (order[c["setup"]], c["kind"] == "stream", c["concurrency"]))
         self.results["http"] = cells
 
-    async def chunk_cost(self, upstream: Child, gateway: Child, base: str) -> None:
+    async def chunk_cost(
+        self, upstream: Child, gateway: Child, base: str, relay: Child, relay_base: str
+    ) -> None:
         """Clawgate CPU per relayed chunk: the difference between long and short streams
         (same request path, only the number of chunks differs) divided by the extra chunks.
         With 1 ms between chunks each chunk is its own read, event and write, as with a
         real model; without delay the upstream sends a stream in one write (the best case).
         Short and long alternate in rounds, so that a change of the machine's speed during
-        the run (a shared host) falls on both."""
+        the run (a shared host) falls on both. Chunks 1 ms apart are also measured through
+        the minimal relay, in the same rounds: what relaying a chunk costs at the least."""
         out: dict[str, Any] = {}
         rounds = CHUNK_ROUNDS
         for label, short, long_ in (
             ("no_delay", f"c{STREAM_CHUNKS}", f"c{LONG_CHUNKS}"),
             ("delay_1ms", *DELAYED_MODELS),
         ):
-            cells: dict[str, list[Cell]] = {short: [], long_: []}
+            setups: list[tuple[str, Child, Callable[[str], Request]]] = [
+                ("", gateway, lambda m: chat_request(base, agent_for(m), "openclaw", "hi", True))
+            ]
+            if label == "delay_1ms":
+                setups.append(
+                    ("relay_", relay, lambda m: chat_request(relay_base, None, m, "hi", True))
+                )
+            cells: dict[tuple[str, str], list[Cell]] = {
+                (prefix, m): [] for prefix, *_ in setups for m in (short, long_)
+            }
             self.say(f"  chunk cost: {short} and {long_}, concurrency 16, {rounds} rounds")
             for _ in range(rounds):
-                for model_id in (short, long_):
-                    request = chat_request(base, agent_for(model_id), "openclaw", "hi", True)
-                    cell = await drive(
-                        request, 16, self.plan, [gateway, upstream],
-                        self.plan.chunk_window_s / rounds, self.children,
-                    )  # fmt: skip
-                    if cell.requests == 0 or cell.errors:
-                        raise RuntimeError(f"chunk cost run {model_id}: {cell.summary()}")
-                    cells[model_id].append(cell)
-            short_cell, long_cell = merged(cells[short]), merged(cells[long_])
-            out[short], out[long_] = short_cell.summary(), long_cell.summary()
-            out[f"{label}_us_per_chunk"] = per_chunk(short_cell, long_cell, gateway.name)
-            # The same difference for the fake upstream, which only writes the chunks.
-            out[f"{label}_upstream_us_per_chunk"] = per_chunk(short_cell, long_cell, upstream.name)
+                for prefix, server, build in setups:
+                    for model_id in (short, long_):
+                        cell = await drive(
+                            build(model_id), 16, self.plan, [server, upstream],
+                            self.plan.chunk_window_s / rounds, self.children,
+                        )  # fmt: skip
+                        if cell.requests == 0 or cell.errors:
+                            raise RuntimeError(f"chunk cost run {model_id}: {cell.summary()}")
+                        cells[prefix, model_id].append(cell)
+            for prefix, server, _ in setups:
+                short_cell, long_cell = merged(cells[prefix, short]), merged(cells[prefix, long_])
+                if not prefix:
+                    out[short], out[long_] = short_cell.summary(), long_cell.summary()
+                out[f"{label}_{prefix}us_per_chunk"] = per_chunk(short_cell, long_cell, server.name)
+                # The same difference for the fake upstream, which only writes the chunks.
+                out[f"{label}_{prefix}upstream_us_per_chunk"] = per_chunk(
+                    short_cell, long_cell, upstream.name
+                )
         self.results["chunk_cost"] = out
 
     async def ws(self, gateway: Child, base: str) -> None:
@@ -925,14 +941,15 @@ class Run:
     async def all(self, parts: Sequence[str]) -> None:
         upstream, up_port = start_upstream(self.children, self.tmp)
         gateway, base = start_gateway(self.children, self.tmp, "gw", up_port, self.tmp / "state")
-        if "http" in parts:
+        if "http" in parts or "chunks" in parts:
             relay, relay_base = start_relay(self.children, self.tmp, up_port)
-            self.say("HTTP matrix")
-            await self.http_matrix(upstream, up_port, gateway, base, relay, relay_base)
+            if "http" in parts:
+                self.say("HTTP matrix")
+                await self.http_matrix(upstream, up_port, gateway, base, relay, relay_base)
+            if "chunks" in parts:
+                self.say("per-chunk cost")
+                await self.chunk_cost(upstream, gateway, base, relay, relay_base)
             self.children.stop(relay)
-        if "chunks" in parts:
-            self.say("per-chunk cost")
-            await self.chunk_cost(upstream, gateway, base)
         if "ws" in parts:
             self.say("WebSocket")
             await self.ws(gateway, base)
@@ -1069,6 +1086,12 @@ def table(results: dict[str, Any]) -> str:
             f" (the fake upstream's own: {chunk['no_delay_upstream_us_per_chunk']} µs,"
             f" {chunk['delay_1ms_upstream_us_per_chunk']} µs)"
         )
+        if (relayed := chunk.get("delay_1ms_relay_us_per_chunk")) is not None:
+            own = chunk["delay_1ms_relay_upstream_us_per_chunk"]
+            lines.append(
+                f"the same through the minimal relay (r), 1 ms apart: {relayed} µs"
+                f" (the fake upstream's own meanwhile: {own} µs)"
+            )
     if any(c["setup"] == "r" for c in results.get("http", [])):
         lines.append(
             "(r): scripts/minimal_relay.py, aiohttp relaying bytes to the same upstream (no auth,"
