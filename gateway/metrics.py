@@ -218,7 +218,7 @@ class GatewayMetrics:
         child.inc()
 
     def _of_agent(self, metric: Counter | Histogram, agent: str, label: str = "") -> Any:
-        """`metric.labels(agent)`, or `(agent, label)` when `label` is given, once per run."""
+        """`metric.labels(agent)`, or `(agent, label)` when `label` is given: made once, kept."""
         key = (metric, agent, label)
         child = self._agent_series.get(key)
         if child is None:
