@@ -11,7 +11,9 @@ SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 def has_surrogate(text: str) -> bool:
-    return SURROGATE_RE.search(text) is not None
+    # isascii() reads a flag of the string (constant time) where the search scans it: every
+    # stored message passes here, and most text is ASCII.
+    return not text.isascii() and SURROGATE_RE.search(text) is not None
 
 
 def repair_surrogates(text: str) -> str:

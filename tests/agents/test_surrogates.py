@@ -30,3 +30,10 @@ class TestHasSurrogate:
 
     def test_astral_characters_are_not_surrogates_in_a_python_string(self) -> None:
         assert not has_surrogate("😀")
+
+    def test_ascii_and_other_text_without_halves_has_none(self) -> None:
+        assert not has_surrogate("plain ascii " * 100)
+        assert not has_surrogate("héllo wörld, ☃")
+
+    def test_a_half_after_long_ascii_is_found(self) -> None:
+        assert has_surrogate("x" * 10_000 + "\ud800")
