@@ -436,18 +436,20 @@ def turn_messages(turn: TurnRecord) -> list[tuple[Any, ...]]:
     last_user = max((i for i, m in enumerate(inputs) if m.role == "user"), default=-1)
     rows: list[tuple[Any, ...]] = []
     for index, message in enumerate(inputs):
-        role, content = message.role, _dumps(message.text)
+        role = message.role
         call_id = name = meta = None
-        if message.role == "tool":
+        if role == "tool":
             role, call_id, name = "toolResult", message.tool_call_id, message.tool_name
             content = _dumps([{"type": "text", "text": message.text}])
-        elif message.role == "assistant":
+        elif role == "assistant":
             content = _dumps(assistant_content(
                 message.text, message.tool_calls, message.reasoning,
                 message.reasoning_signature,
             ))  # fmt: skip
-        elif index == last_user and turn.images:
-            meta = _dumps({"images": dict(turn.images)})
+        else:
+            content = _dumps(message.text)
+            if index == last_user and turn.images:
+                meta = _dumps({"images": dict(turn.images)})
         rows.append((
             uuid7(), role, content, turn.user_timestamp, turn.run_id,
             idem if index == last_user else None, None, None, None, None, None, False,
