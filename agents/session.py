@@ -161,7 +161,8 @@ class _Attempts:
 
 def _replayed(stored: tuple[StoredMessage, ...]) -> tuple[ChatMessage, ...]:
     """The stored history as the provider is given it: empty replies are left out."""
-    return tuple(m.to_chat() for m in stored if m.role != "assistant" or m.text or m.tool_calls)
+    chats = (m.to_chat() for m in stored)
+    return tuple(c for c in chats if c.role != "assistant" or c.text or c.tool_calls)
 
 
 def _words(text: str) -> int:

@@ -294,49 +294,61 @@ class StoredMessage:
     is_error: bool = False  # toolResult
     context_start: bool = False
 
-    def _blocks(self, kind: str) -> list[dict[str, Any]]:
-        if isinstance(self.content, str):
-            return []
-        return [b for b in self.content if isinstance(b, dict) and b.get("type") == kind]
-
-    @property
-    def tool_calls(self) -> tuple[ToolCall, ...]:
-        return tuple(
-            ToolCall(str(b.get("id", "")), str(b.get("name", "")), _arguments_text(b))
-            for b in self._blocks("toolCall")
-        )
-
-    @property
-    def reasoning(self) -> str:
-        return "".join(str(b.get("thinking", "")) for b in self._blocks("thinking"))
-
-    @property
-    def reasoning_signature(self) -> str | None:
-        signatures = [b["thinkingSignature"] for b in self._blocks("thinking")
-                      if isinstance(b.get("thinkingSignature"), str)]  # fmt: skip
-        return signatures[-1] if signatures else None
-
-    def to_chat(self) -> ChatMessage:
-        """The message as a provider is given it."""
-        if self.role == "toolResult":
-            return ChatMessage("tool", self.text, tool_call_id=self.tool_call_id,
-                               tool_name=self.tool_name)  # fmt: skip
-        if self.role == "assistant":
-            return ChatMessage(
-                "assistant", self.text, tool_calls=self.tool_calls, reasoning=self.reasoning,
-                reasoning_signature=self.reasoning_signature,
-            )  # fmt: skip
-        return ChatMessage(self.role, self.text)
+    def _parts(self) -> tuple[str, tuple[ToolCall, ...], str, str | None]:
+        """Text, tool calls, reasoning and the last thinking signature, in one pass over the
+        content blocks: a replayed history asks each message for all four."""
+        content = self.content
+        if isinstance(content, str):
+            return content, (), "", None
+        texts: list[str] = []
+        calls: list[ToolCall] = []
+        thinking: list[str] = []
+        signature: str | None = None
+        for block in content:
+            if not isinstance(block, dict):
+                continue
+            match block.get("type"):
+                case "text":
+                    texts.append(block.get("text", ""))
+                case "thinking":
+                    thinking.append(str(block.get("thinking", "")))
+                    if isinstance(block.get("thinkingSignature"), str):
+                        signature = block["thinkingSignature"]
+                case "toolCall":
+                    calls.append(ToolCall(
+                        str(block.get("id", "")), str(block.get("name", "")),
+                        _arguments_text(block),
+                    ))  # fmt: skip
+        return "".join(texts), tuple(calls), "".join(thinking), signature
 
     @property
     def text(self) -> str:
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(
-            part.get("text", "")
-            for part in self.content
-            if isinstance(part, dict) and part.get("type") == "text"
-        )
+        return self._parts()[0]
+
+    @property
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        return self._parts()[1]
+
+    @property
+    def reasoning(self) -> str:
+        return self._parts()[2]
+
+    @property
+    def reasoning_signature(self) -> str | None:
+        return self._parts()[3]
+
+    def to_chat(self) -> ChatMessage:
+        """The message as a provider is given it."""
+        text, calls, reasoning, signature = self._parts()
+        if self.role == "toolResult":
+            return ChatMessage("tool", text, tool_call_id=self.tool_call_id,
+                               tool_name=self.tool_name)  # fmt: skip
+        if self.role == "assistant":
+            return ChatMessage(
+                "assistant", text, tool_calls=calls, reasoning=reasoning,
+                reasoning_signature=signature,
+            )  # fmt: skip
+        return ChatMessage(self.role, text)
 
     def to_transcript(self) -> dict[str, Any]:
         """OpenClaw's transcript shape, as `chat.history` returns it (ws-protocol.md §8)."""

@@ -29,6 +29,7 @@ from agents.store import (
     DailyUsage,
     SessionRow,
     SessionStore,
+    StoredMessage,
     StoredResponse,
 )
 from agents.store_postgres import PostgresSessionStore
@@ -504,6 +505,28 @@ class TestGroupCommit:
 
 class TestToolMessages:
     """Schema 2: tool calls, results and reasoning as structured transcript messages."""
+
+    def test_a_messages_parts_are_read_from_its_blocks_in_order(self) -> None:
+        content = [
+            {"type": "thinking", "thinking": "first", "thinkingSignature": "s1"},
+            {"type": "text", "text": "Let me "},
+            "not a block",
+            {"type": "toolCall", "id": "c1", "name": "f", "arguments": {"x": 1}},
+            {"type": "thinking", "thinking": " then", "thinkingSignature": "s2"},
+            {"type": "text", "text": "look."},
+            {"type": "thinking", "thinking": "!", "thinkingSignature": None},
+            {"type": "toolCall", "id": "c2", "name": "g", "arguments": "{}"},
+        ]
+        message = StoredMessage("m", "s", 1, "assistant", content, 1000)
+        calls = (ToolCall("c1", "f", '{"x":1}'), ToolCall("c2", "g", "{}"))
+        assert (message.text, message.tool_calls, message.reasoning) == (
+            "Let me look.", calls, "first then!",
+        )  # fmt: skip
+        assert message.reasoning_signature == "s2"  # the last one that is a string
+        assert message.to_chat() == ChatMessage(
+            "assistant", "Let me look.", tool_calls=calls, reasoning="first then!",
+            reasoning_signature="s2",
+        )  # fmt: skip
 
     async def test_a_v1_store_is_migrated_in_place(self, tmp_path: Path) -> None:
         path = tmp_path / DB_FILENAME
