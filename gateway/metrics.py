@@ -195,7 +195,7 @@ class GatewayMetrics:
         # and lock cost several times the increment itself); bounded as the labels are:
         # routes times statuses, agents times directions or outcomes.
         self._request_series: dict[tuple[str, int], Counter] = {}
-        self._agent_series: dict[tuple[Counter | Histogram, str, str], Any] = {}
+        self._run_series: dict[tuple[Counter | Histogram, tuple[str, ...]], Any] = {}
         # perf_counter at lifecycle start, by (run id, session key): of every run until its
         # end, and of those whose first assistant text is still to come.
         self._started: dict[tuple[str, str], float] = {}
@@ -217,13 +217,12 @@ class GatewayMetrics:
             )
         child.inc()
 
-    def _of_agent(self, metric: Counter | Histogram, agent: str, label: str = "") -> Any:
-        """`metric.labels(agent)`, or `(agent, label)` when `label` is given: made once, kept."""
-        key = (metric, agent, label)
-        child = self._agent_series.get(key)
+    def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        """`metric.labels(*labels)`, made once and kept."""
+        key = (metric, labels)
+        child = self._run_series.get(key)
         if child is None:
-            child = metric.labels(agent, label) if label else metric.labels(agent)
-            self._agent_series[key] = child
+            child = self._run_series[key] = metric.labels(*labels)
         return child
 
     def auth_failed(self, reason: str) -> None:
@@ -248,14 +247,14 @@ class GatewayMetrics:
                 if self._awaiting_text:
                     started = self._awaiting_text.pop((event.run_id, event.session_key), None)
                     if started is not None:
-                        self._of_agent(self.time_to_first_token, event.agent_id).observe(
+                        self._child(self.time_to_first_token, event.agent_id).observe(
                             time.perf_counter() - started
                         )
             case Stream.USAGE:
                 data = event.data
                 agent = event.agent_id
-                self._of_agent(self.tokens, agent, "input").inc(data["inputTokens"])
-                self._of_agent(self.tokens, agent, "output").inc(data["outputTokens"])
+                self._child(self.tokens, agent, "input").inc(data["inputTokens"])
+                self._child(self.tokens, agent, "output").inc(data["outputTokens"])
             case Stream.LIFECYCLE:
                 self._lifecycle(event)
 
@@ -277,8 +276,8 @@ class GatewayMetrics:
         self._awaiting_text.pop(run, None)
         started = self._started.pop(run, None)
         if started is not None:
-            self._of_agent(self.run_duration, agent).observe(time.perf_counter() - started)
-        self._of_agent(self.runs, agent, outcome).inc()
+            self._child(self.run_duration, agent).observe(time.perf_counter() - started)
+        self._child(self.runs, agent, outcome).inc()
 
     def _count_upstream_error(self, event: RunEvent) -> None:
         found = self._outcome_of(event.run_id, event.session_key) if self._outcome_of else None

@@ -256,7 +256,7 @@ class Connection:
             return
         # Nothing queued: the queue goes, and with no close due this writer too (no await
         # between the check above and here, so no frame can be queued in between).
-        self._queue = self._replaceable = None
+        self._drop_queue()
         if self._close is None:
             self._writer = None
             return
