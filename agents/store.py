@@ -785,6 +785,13 @@ class SessionStore:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = FULL")
             db.execute("PRAGMA foreign_keys = ON")
+            # Each job of a group commit runs in a savepoint, and SQLite keeps the pages a
+            # savepoint changes in a sub-journal: by default a temporary file, created,
+            # written page by page and deleted in every group commit (about 70 writes and
+            # 4 file system calls for 8 turns). In memory it costs a few pages of RAM for the
+            # length of one transaction; the store's queries sort little (their orders have
+            # indexes), so temporary tables stay small too.
+            db.execute("PRAGMA temp_store = MEMORY")
             self._migrate(db)
         except BaseException:
             db.close()
@@ -842,7 +849,7 @@ class SessionStore:
         return {
             name: db.execute(f"PRAGMA {name}").fetchone()[0]
             for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout",
-                         "user_version")
+                         "temp_store", "user_version")
         }  # fmt: skip
 
     def _close(self) -> None:

@@ -97,6 +97,7 @@ class TestFile:
                 "synchronous": 2,  # FULL
                 "foreign_keys": 1,
                 "busy_timeout": 5000,
+                "temp_store": 2,  # MEMORY: savepoint sub-journals without a file per commit
                 "user_version": SCHEMA_VERSION,
             }
 
