@@ -41,6 +41,7 @@ from typing import Any, TypeVar
 
 import attrs
 
+from agents import compactjson
 from agents.config import MaintenanceConfig
 from agents.errors import StoreError, UnsafeStoreFile
 from agents.ids import uuid7
@@ -582,14 +583,10 @@ def _message(row: tuple[Any, ...]) -> StoredMessage:
     )
 
 
-# One encoder: json.dumps with arguments builds a new one per call.
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-
 def _dumps(value: Any) -> str:
     # A provider that split a surrogate pair across two deltas leaves both halves in the
     # text, and SQLite takes only UTF-8.
-    return repair_surrogates(_encode(value))
+    return repair_surrogates(compactjson.dumps(value))
 
 
 def _sql_int(value: int) -> int:

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
+from agents import compactjson
 from agents.surrogates import SURROGATE_RE, has_surrogate, repair_surrogates
 
 __all__ = ["MAX_SAFE_INTEGER", "dumps", "error_body", "has_surrogate", "scrub_surrogates", "wire"]
@@ -14,11 +14,9 @@ __all__ = ["MAX_SAFE_INTEGER", "dumps", "error_body", "has_surrogate", "scrub_su
 # JavaScript's Number.MAX_SAFE_INTEGER: OpenClaw's bound on integers a client may send.
 MAX_SAFE_INTEGER = 2**53 - 1
 
-_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-
 
 def dumps(obj: Any) -> str:
-    return _encoder.encode(obj)
+    return compactjson.dumps(obj)
 
 
 def wire(text: str) -> bytes:
