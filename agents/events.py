@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 import structlog
@@ -77,10 +77,14 @@ class SessionStatus(StrEnum):
     ERROR = "error"
 
 
-@attrs.frozen
-class RunEvent:
+class RunEvent(NamedTuple):
     """One event of a run. `seq` is per run, from 1, without gaps at the source; `data` is
-    exactly the §2.2 table's object and is shared by every consumer: never mutate it."""
+    exactly the §2.2 table's object and is shared by every consumer: never mutate it.
+
+    A NamedTuple, not an attrs frozen class: a run builds one per token, and a frozen class
+    sets each of its eight fields through `object.__setattr__` (0.95 µs an event, against
+    0.24 µs for a tuple). It is just as immutable.
+    """
 
     run_id: str
     session_key: str

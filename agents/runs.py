@@ -139,6 +139,8 @@ class RunOutcome:
 
 # Module globals, not enum attributes (a `match` reads those on every call): a subscriber that
 # fell behind merges every delta through here.
+# A NamedTuple's own __new__ costs half again as much; `emit` runs once per token.
+_new_event = tuple.__new__
 _DELTA_STREAMS = frozenset({Stream.ASSISTANT, Stream.THINKING, Stream.TOOL})
 _TOOL = Stream.TOOL
 _UPDATE = ToolPhase.UPDATE
@@ -196,7 +198,7 @@ class RunSubscription:
         """Replace the queue's last event by the merge of the deltas collected for it."""
         assert self._merged is not None
         last = self._queue[-1]
-        self._queue[-1] = attrs.evolve(last, data={**last.data, "delta": "".join(self._merged)})
+        self._queue[-1] = last._replace(data={**last.data, "delta": "".join(self._merged)})
         self._merged = None
 
     @property
@@ -370,15 +372,18 @@ class AgentRun:
     def emit(self, stream: Stream, data: Mapping[str, Any]) -> RunEvent:
         # Hot path (once per provider delta): no logging, no allocation beyond the event.
         self._seq += 1
-        event = RunEvent(
-            self.id,
-            self.session_key,
-            self.session_id,
-            self.agent_id,
-            stream,
-            self._seq,
-            self._clock(),
-            data,
+        event = _new_event(
+            RunEvent,
+            (
+                self.id,
+                self.session_key,
+                self.session_id,
+                self.agent_id,
+                stream,
+                self._seq,
+                self._clock(),
+                data,
+            ),
         )
         for sub in self._subscribers:
             sub.push(event)
