@@ -26,6 +26,7 @@ from typing import Any
 import attrs
 import structlog
 from aiohttp import WSMsgType, web
+from aiohttp.abc import AbstractStreamWriter
 
 from gateway.ws.protocol import (
     CLOSE_NORMAL,
@@ -38,8 +39,15 @@ from gateway.ws.protocol import (
     close_reason,
     scope_allows,
 )
+from gateway.ws.rfc6455 import text_frame_header
 
 log = structlog.get_logger()
+
+# Frames queued together go out in one write of up to about this many bytes: a run's events
+# reach every reader in bursts, and aiohttp's `send_frame` is a system call per frame
+# (16 readers of `chat.send` turns: 3.5 → 2.5 ms of CPU a turn). A frame this large or
+# larger goes alone through `send_frame`, without being copied into a batch.
+WRITE_BATCH_BYTES = 64 * 1024
 
 
 def now_ms() -> int:
@@ -77,6 +85,9 @@ class Connection:
     remote: str | None
     max_buffered_bytes: int
     close_timeout: float  # how long a close may wait for the client before the TCP is cut
+    # The byte stream under the socket (what `prepare` returned): where frames queued together
+    # are written in one go. None: each frame goes through `ws.send_frame`.
+    stream: AbstractStreamWriter | None = None
     from_browser: bool = False  # the upgrade carried an Origin: never exempt from the limiter
     connected_at: int = attrs.field(factory=now_ms)
     last_activity_at: int = attrs.field(factory=now_ms)
@@ -239,6 +250,27 @@ class Connection:
         self._buffered -= len(data)
         return data
 
+    async def _write_batch(
+        self, stream: AbstractStreamWriter, first: bytes, queue: deque[_Queued]
+    ) -> None:
+        """`first` and the frames queued behind it, in one write; then, as `send_frame`
+        does, wait while the client is slow to read."""
+        parts = [text_frame_header(len(first)), first]
+        size = len(first)
+        while queue and size < WRITE_BATCH_BYTES:
+            data = self._take(queue)
+            if data is not None:
+                parts += (text_frame_header(len(data)), data)
+                size += len(data)
+        transport = stream.transport
+        # Nothing after a close frame (ours, or aiohttp's answer to the client's): as
+        # `send_frame` refuses to.
+        if self.ws.closed or transport is None or transport.is_closing():
+            raise ConnectionResetError("Cannot write to closing transport")
+        # uvloop's writelines is one writev, no copy; asyncio's joins.
+        transport.writelines(parts)
+        await stream.drain()
+
     async def _write_loop(self) -> None:
         ws = self.ws
         try:
@@ -246,8 +278,17 @@ class Connection:
             # consumer's close drops it (and cancels this task).
             while queue := self._queue:
                 data = self._take(queue)
-                if data is not None:
+                if data is None:
+                    continue
+                if (
+                    not queue
+                    or self.stream is None
+                    or ws.compress
+                    or len(data) >= WRITE_BATCH_BYTES
+                ):
                     await ws.send_frame(data, WSMsgType.TEXT)
+                else:
+                    await self._write_batch(self.stream, data, queue)
         except ConnectionResetError:
             # The peer is gone; nothing more can be written.
             if self._close is None:

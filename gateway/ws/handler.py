@@ -124,7 +124,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         return error_response(400, "Invalid WebSocket upgrade request.", "invalid_request_error")
     ws_state.preauth_enter(remote)
     try:
-        await ws.prepare(request)
+        stream = await ws.prepare(request)
         # The 101's headers are on the wire; kept, they would hold some 1 KiB (the security
         # headers, the date, the request id) for as long as the socket is open.
         ws.headers.clear()
@@ -134,6 +134,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             remote,
             settings.max_buffered_bytes,
             settings.close_timeout_seconds,
+            stream,
             from_browser=origin is not None,
         )
     except BaseException:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
-from aiohttp import WSMsgType
+from aiohttp import WSMsgType, web
+from pytest_aiohttp import AiohttpClient
 
-from gateway.ws.connection import Connection
+from gateway.ws.connection import WRITE_BATCH_BYTES, Connection
 from tests.support.ws_client import Gateway, GatewayWs
 
 SETTLE_SECONDS = 5.0
@@ -30,6 +31,8 @@ async def no_writer_within(seconds: float) -> bool:
 class _Socket:
     """Stands in for aiohttp's WebSocketResponse: records what the writer sends; `block`
     holds a send as a client that reads nothing would."""
+
+    compress = 0
 
     def __init__(self) -> None:
         self.sent: list[bytes] = []
@@ -143,3 +146,142 @@ class TestWriter:
         assert await no_writer_within(SETTLE_SECONDS)
         conn.send(b"after")  # discarded, and starts nothing
         assert writers() == [] and conn.buffered_bytes == 0
+
+
+class TestBatchedWrites:
+    """Frames queued together go out in one write, through a real aiohttp server and client
+    (the client's frame parser reads them back)."""
+
+    SIZES = (10, 200, 70_000, 5, 130_000, 1, 126, 65_535, 65_536, 3)
+
+    @staticmethod
+    def payload(index: int, size: int) -> bytes:
+        return (f"{index}:".encode() + b"x" * size)[:size] if size > 8 else b"y" * size
+
+    async def serve(
+        self, aiohttp_client: AiohttpClient, sizes: tuple[int, ...]
+    ) -> tuple[list[bytes], list[tuple[int, int]]]:
+        """What a real client receives when `sizes` frames are queued at once on a fresh
+        connection, and the writes the server's transport saw (calls, bytes)."""
+        writes: list[tuple[int, int]] = []
+
+        async def handler(request: web.Request) -> web.WebSocketResponse:
+            ws = web.WebSocketResponse()
+            stream = await ws.prepare(request)
+            transport = request.transport
+            assert transport is not None
+            write, writelines = transport.write, transport.writelines
+
+            inside = False  # asyncio's writelines calls write with the parts joined
+
+            def counted_write(data: bytes) -> None:
+                if not inside:
+                    writes.append((1, len(data)))
+                write(data)
+
+            def counted_writelines(parts: list[bytes]) -> None:
+                nonlocal inside
+                writes.append((len(parts), sum(map(len, parts))))
+                inside = True
+                try:
+                    writelines(parts)
+                finally:
+                    inside = False
+
+            transport.write = counted_write  # type: ignore[method-assign]
+            transport.writelines = counted_writelines  # type: ignore[method-assign]
+            conn = Connection(ws, "c", None, 10_000_000, 1.0, stream)
+            for index, size in enumerate(sizes):
+                conn.send(self.payload(index, size))
+            conn.start()
+            conn.close(4000, "done")
+            await conn.wait_closed()
+            return ws
+
+        app = web.Application()
+        app.router.add_get("/", handler)
+        client = await aiohttp_client(app)
+        received: list[bytes] = []
+        async with client.ws_connect("/", max_msg_size=0) as ws:
+            async for message in ws:
+                received.append(message.data.encode())
+        assert ws.close_code == 4000
+        return received, writes
+
+    async def test_every_frame_arrives_whole_and_in_order(
+        self, aiohttp_client: AiohttpClient
+    ) -> None:
+        received, _ = await self.serve(aiohttp_client, self.SIZES)
+        assert received == [self.payload(i, size) for i, size in enumerate(self.SIZES)]
+
+    async def test_small_frames_queued_together_make_one_write(
+        self, aiohttp_client: AiohttpClient
+    ) -> None:
+        sizes = (10,) * 50
+        received, writes = await self.serve(aiohttp_client, sizes)
+        assert len(received) == 50
+        # One write of 50 headers and 50 payloads, then the close frame.
+        assert writes[0] == (100, 50 * (2 + 10))
+        assert len(writes) == 2
+
+    async def test_a_frame_over_the_batch_size_goes_alone(
+        self, aiohttp_client: AiohttpClient
+    ) -> None:
+        sizes = (WRITE_BATCH_BYTES, 10, 10)
+        received, writes = await self.serve(aiohttp_client, sizes)
+        assert [len(r) for r in received] == list(sizes)
+        # aiohttp's send_frame: the header, then the payload uncopied (its writes of 1 part).
+        assert sum(size for _, size in writes[:-2]) == 10 + WRITE_BATCH_BYTES
+        assert all(parts == 1 for parts, _ in writes[:-2])
+        assert writes[-2] == (4, 2 * (2 + 10))  # the two small ones, together
+
+    async def test_a_closed_socket_is_not_written_to(self) -> None:
+        sock = _Socket()
+        sock.closed = True
+        stream = _Stream()
+        conn = Connection(sock, "c", None, 10_000, 1.0, stream)  # type: ignore[arg-type]
+        conn.send(b"a")
+        conn.send(b"b")
+        conn.start()
+        assert await no_writer_within(SETTLE_SECONDS)
+        assert sock.sent == [] and stream.transport.written == [] and conn.buffered_bytes == 0
+
+    async def test_frames_queued_while_a_batch_drains_go_out_in_the_next_one(self) -> None:
+        sock = _Socket()
+        stream = _Stream()
+        stream.drained.clear()  # a client that reads nothing
+        conn = Connection(sock, "c", None, 10_000, 1.0, stream)  # type: ignore[arg-type]
+        conn.start()
+        conn.send(b"a")
+        conn.send(b"b")
+        await asyncio.sleep(0)  # the writer writes both and waits for the client
+        conn.send(b"c")
+        conn.send(b"d")
+        await asyncio.sleep(0)
+        assert stream.transport.written == [[b"\x81\x01", b"a", b"\x81\x01", b"b"]]
+        stream.drained.set()
+        assert await no_writer_within(SETTLE_SECONDS)
+        assert stream.transport.written[1] == [b"\x81\x01", b"c", b"\x81\x01", b"d"]
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.written: list[list[bytes]] = []
+
+    def is_closing(self) -> bool:
+        return False
+
+    def writelines(self, parts: list[bytes]) -> None:
+        self.written.append(list(parts))
+
+
+class _Stream:
+    """Stands in for the stream `prepare` returns: records writes; `drained` holds a drain."""
+
+    def __init__(self) -> None:
+        self.transport = _Transport()
+        self.drained = asyncio.Event()
+        self.drained.set()
+
+    async def drain(self) -> None:
+        await self.drained.wait()
