@@ -38,6 +38,7 @@ from agents.events import (
     Stream,
     ToolPhase,
 )
+from agents.history import HistoryCache, SessionHistory
 from agents.providers.base import (
     ChatMessage,
     Finish,
@@ -131,6 +132,8 @@ class SessionDeps:
     spawn: Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]]
     # Told whenever the session may have become idle, so its owner can let it go.
     session_idle: Callable[[AgentSession], None]
+    # The replay windows of the sessions used last, by key (named sessions only).
+    histories: HistoryCache = attrs.Factory(HistoryCache)
 
 
 @attrs.define
@@ -157,12 +160,6 @@ class _Attempts:
             ToolCall(call_id, name, arguments)
             for _, (call_id, name, arguments) in sorted(self.calls.items())
         )
-
-
-def _replayed(stored: tuple[StoredMessage, ...]) -> tuple[ChatMessage, ...]:
-    """The stored history as the provider is given it: empty replies are left out."""
-    chats = (m.to_chat() for m in stored)
-    return tuple(c for c in chats if c.role != "assistant" or c.text or c.tool_calls)
 
 
 def _words(text: str) -> int:
@@ -370,15 +367,11 @@ class AgentSession:
 
         request = run.request
         sent = request.messages
-        last: StoredMessage | None = None
         try:
-            # A transcript created for this turn has no history: no trip to the store for it.
-            if created:
-                stored: tuple[StoredMessage, ...] = ()
-            elif sent:
-                stored, last = await deps.store.replay(row.session_id, config.history_limit)
-            else:
-                stored = await deps.store.recent_turns(row.session_id, config.history_limit)
+            replay, last = await self._history(
+                row.session_id, config.history_limit, created=created, sent=bool(sent),
+                keep=not request.stateless,
+            )  # fmt: skip
         except StoreError as exc:
             log.error("history_load_failed", session_key=self.key, run_id=run.id, error=str(exc))
             run.detach_stream()
@@ -391,11 +384,11 @@ class AgentSession:
         system = "\n\n".join(p for p in (agent.system_prompt, request.extra_system_prompt) if p)
         if sent:
             inputs = new_inputs(last.to_chat() if last is not None else None, sent)
-            history = () if inputs.replaces_history else _replayed(stored)
+            history = () if inputs.replaces_history else replay
             new = with_tool_names((*history, *inputs.messages))[len(history) :]
             context_start = inputs.replaces_history
         else:
-            history = _replayed(stored)
+            history = replay
             new = (ChatMessage("user", request.text, request.images),)
             context_start = False
         for message in new:
@@ -514,6 +507,44 @@ class AgentSession:
             tool_calls=record.tool_calls,
         )
         self._finish(run, outcome, started_at)
+
+    async def _history(
+        self, session_id: str, user_turns: int, *, created: bool, sent: bool, keep: bool
+    ) -> tuple[tuple[ChatMessage, ...], StoredMessage | None]:
+        """The transcript's replay window as the provider is given it, and (when the client
+        `sent` its history) the transcript's last assistant message.
+
+        A named session's window is kept between turns (`agents/history.py`): the next turn
+        reads only what was written since. A stateless one is never used again."""
+        store = self._deps.store
+        if created:  # a transcript created for this turn has no history: no store trip
+            history = SessionHistory.of(session_id, user_turns, ())
+            last = None
+        elif not keep or user_turns <= 0:
+            history, last = await self._read_history(session_id, user_turns, sent)
+        else:
+            kept = self._deps.histories.get(self.key, session_id, user_turns)
+            if kept is None:
+                history, last = await self._read_history(session_id, user_turns, sent)
+            else:
+                history = kept.extended(await store.messages_after(session_id, kept.last_seq))
+                last = history.last_assistant() if sent else None
+                if sent and last is None:  # none in the window: the last one is older, if any
+                    _, last = await store.replay(session_id, 0)
+        if keep and user_turns > 0:
+            self._deps.histories.put(self.key, history)
+        return history.messages, last
+
+    async def _read_history(
+        self, session_id: str, user_turns: int, sent: bool
+    ) -> tuple[SessionHistory, StoredMessage | None]:
+        store = self._deps.store
+        last: StoredMessage | None = None
+        if sent:
+            stored, last = await store.replay(session_id, user_turns)
+        else:
+            stored = await store.recent_turns(session_id, user_turns)
+        return SessionHistory.of(session_id, user_turns, stored), last
 
     def _finish(self, run: AgentRun, outcome: RunOutcome, started_at: int) -> None:
         self._running = None  # the terminal event's consumers see the session idle

@@ -241,6 +241,11 @@ WHERE session_id = :sid AND seq >= MAX(
               ORDER BY seq DESC LIMIT 1), 0))
 ORDER BY seq
 """
+# What a transcript gained after a known seq: a history kept from an earlier turn is brought
+# up to date with it (agents/history.py).
+SQL_MESSAGES_AFTER = f"""
+SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND seq > ? ORDER BY seq
+"""
 # The transcript's last assistant message: what a client resending its history must hold.
 SQL_LAST_ASSISTANT = f"""
 SELECT {_MESSAGE_COLUMNS} FROM messages
@@ -1202,6 +1207,14 @@ class SessionStore:
             row = self._conn().execute(SQL_LAST_ASSISTANT, (session_id,)).fetchone()
             last = _message(row) if row is not None else None
         return recent, last
+
+    async def messages_after(self, session_id: str, seq: int) -> tuple[StoredMessage, ...]:
+        """The transcript's messages after `seq`, oldest first."""
+        return await self._call(self._messages_after, session_id, seq)
+
+    def _messages_after(self, session_id: str, seq: int) -> tuple[StoredMessage, ...]:
+        rows = self._conn().execute(SQL_MESSAGES_AFTER, (session_id, seq)).fetchall()
+        return tuple(_message(r) for r in rows)
 
     def _recent_turns(self, session_id: str, user_turns: int) -> tuple[StoredMessage, ...]:
         rows = (

@@ -222,6 +222,9 @@ SQL_LAST_ASSISTANT = f"""
 SELECT {_MESSAGE_COLUMNS} FROM messages
 WHERE session_id = $1 AND role = 'assistant' ORDER BY seq DESC LIMIT 1
 """
+SQL_MESSAGES_AFTER = f"""
+SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND seq > $2 ORDER BY seq
+"""
 
 # PostgreSQL's text holds neither NUL nor a lone surrogate (SQLite stores both): client
 # text with either is stored with U+FFFD in its place rather than failing the turn.
@@ -738,6 +741,13 @@ class PostgresSessionStore:
     ) -> tuple[StoredMessage, ...]:
         rows = await conn.fetch(SQL_RECENT_TURNS, session_id, user_turns - 1)
         return tuple(_message(tuple(r)) for r in rows)
+
+    async def messages_after(self, session_id: str, seq: int) -> tuple[StoredMessage, ...]:
+        async def after(conn: Connection) -> tuple[StoredMessage, ...]:
+            rows = await conn.fetch(SQL_MESSAGES_AFTER, session_id, seq)
+            return tuple(_message(tuple(r)) for r in rows)
+
+        return await self._run(after)
 
     async def replay(
         self, session_id: str, user_turns: int

@@ -14,11 +14,14 @@ import pytest
 from agents.config import API_ECHO, AgentConfig, AgentsConfig, ModelRef
 from agents.errors import UnknownAgent
 from agents.events import EventSink, RunEvent, SessionChange, SessionStatus, Stream
+from agents.history import HistoryCache
+from agents.providers.base import ChatMessage
 from agents.providers.echo import EchoProvider
 from agents.runs import AgentRun, RunState, RunStatus, TurnRequest
 from agents.session import AgentSession, RunSlots, SessionDeps
-from agents.store import SessionStore
+from agents.store import SessionStore, StoredMessage
 from tests.support.scripted import FIXED_NOW, until
+from tests.support.turns import turn
 
 KEY = "agent:main:s1"
 SLOW = {"delayMs": 20}  # echo waits this long between words: time to abort mid-stream
@@ -36,6 +39,7 @@ class Owner:
     idle_calls: list[AgentSession] = attrs.field(factory=list)
     tasks: set[asyncio.Task[None]] = attrs.field(factory=set)
     ended: list[AgentRun] = attrs.field(factory=list)
+    histories: HistoryCache = attrs.field(factory=HistoryCache)
 
     def __attrs_post_init__(self) -> None:
         self.sink.add(self.seen.append)
@@ -51,6 +55,7 @@ class Owner:
             slots=self.slots,
             spawn=self.spawn,
             session_idle=self.idle_calls.append,
+            histories=self.histories,
         )
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
@@ -71,9 +76,31 @@ class Owner:
         ]  # fmt: skip
 
 
+class CountingStore(SessionStore):
+    """The SQLite store, counting the history reads a turn makes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reads: list[str] = []
+
+    async def recent_turns(self, session_id: str, user_turns: int) -> tuple[StoredMessage, ...]:
+        self.reads.append("recent_turns")
+        return await super().recent_turns(session_id, user_turns)
+
+    async def replay(
+        self, session_id: str, user_turns: int
+    ) -> tuple[tuple[StoredMessage, ...], StoredMessage | None]:
+        self.reads.append(f"replay {user_turns}")
+        return await super().replay(session_id, user_turns)
+
+    async def messages_after(self, session_id: str, seq: int) -> tuple[StoredMessage, ...]:
+        self.reads.append(f"after {seq}")
+        return await super().messages_after(session_id, seq)
+
+
 @pytest.fixture
 async def owner(tmp_path: Path) -> AsyncIterator[Owner]:
-    store = SessionStore(tmp_path / "state")
+    store = CountingStore(tmp_path / "state")
     await store.open()
     owner = Owner(store)
     yield owner
@@ -122,6 +149,66 @@ class TestTurns:
         assert changes == [("create", None), (None, "start"), (None, "end")]
         info = lane.info()
         assert info is not None and info.status == SessionStatus.DONE
+
+
+class TestKeptHistory:
+    """A named session's replay window is kept between its turns (agents/history.py)."""
+
+    async def test_later_turns_read_only_what_was_written_since(self, owner: Owner) -> None:
+        lane = session(owner)
+        replies = [await self.turn(owner, lane, f"turn {n}", n) for n in range(3)]
+        assert replies == ["[turn 1] turn 0", "[turn 2] turn 1", "[turn 3] turn 2"]
+        # The first turn created the transcript: nothing to read; then what the one before wrote.
+        assert store(owner).reads == ["after 0", "after 2"]
+
+    async def test_what_another_writer_added_is_in_the_next_turns_history(
+        self, owner: Owner, tmp_path: Path
+    ) -> None:
+        lane = session(owner)
+        await self.turn(owner, lane, "mine", 1)
+        assert lane.row is not None
+        async with SessionStore(tmp_path / "state") as other:
+            await other.append_turn(turn(lane.row, "elsewhere", user_text="theirs"))
+        assert await self.turn(owner, lane, "mine again", 2) == "[turn 3] mine again"
+
+    async def test_a_lowered_history_limit_applies_to_the_next_turn(self, owner: Owner) -> None:
+        lane = session(owner)
+        for n in range(3):
+            await self.turn(owner, lane, f"turn {n}", n)
+        owner.config = attrs.evolve(owner.config, history_limit=1)
+        assert await self.turn(owner, lane, "now", 3) == "[turn 2] now"
+        assert store(owner).reads[-1] == "recent_turns"  # the kept window was cut to 50
+
+    async def test_a_client_sending_its_history_gets_its_new_messages_stored_once(
+        self, owner: Owner
+    ) -> None:
+        lane = session(owner)
+        sent = [ChatMessage("user", "one")]
+        for n in range(3):
+            run = owner.run(sent[-1].text, n, messages=tuple(sent))
+            lane.enqueue(run)
+            sent += [ChatMessage("assistant", (await run.wait()).text),
+                     ChatMessage("user", f"next {n}")]  # fmt: skip
+        assert [text for _, text in await transcript(owner, lane)] == [
+            "one", "[turn 1] one", "next 0", "[turn 2] next 0", "next 1", "[turn 3] next 1",
+        ]  # fmt: skip
+        assert store(owner).reads == ["after 0", "after 2"]
+
+    async def test_stateless_turns_keep_nothing(self, owner: Owner) -> None:
+        lane = session(owner)
+        await self.turn(owner, lane, "hi", 1, stateless=True)
+        assert len(owner.histories) == 0
+
+    @staticmethod
+    async def turn(owner: Owner, lane: AgentSession, text: str, n: int, **fields: Any) -> str:
+        run = owner.run(text, n, **fields)
+        lane.enqueue(run)
+        return (await run.wait()).text
+
+
+def store(owner: Owner) -> CountingStore:
+    assert isinstance(owner.store, CountingStore)
+    return owner.store
 
 
 class TestAbort:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import sqlite3
 import stat
 import uuid
@@ -16,6 +17,7 @@ import pytest
 
 from agents.config import MaintenanceConfig
 from agents.errors import StoreError, UnsafeStoreFile
+from agents.history import SessionHistory
 from agents.providers.base import ChatMessage, ToolCall
 from agents.store import (
     DB_FILENAME,
@@ -31,6 +33,7 @@ from agents.store import (
     SessionStore,
     StoredMessage,
     StoredResponse,
+    TurnRecord,
 )
 from agents.store_postgres import PostgresSessionStore
 from tests.support.turns import KEY, turn
@@ -641,6 +644,71 @@ class TestToolMessages:
         searches = [step for step in plan if "messages" in step]
         assert searches
         assert all(step.startswith("SEARCH") and " USING " in step for step in searches), plan
+
+
+class TestMessagesAfter:
+    """`messages_after` and the replay window kept from turn to turn (agents/history.py):
+    what it gives must be what the store replays, on both backends."""
+
+    async def test_it_gives_the_messages_after_a_seq_oldest_first(
+        self, store: SessionStore
+    ) -> None:
+        row, _ = await store.create(KEY, "main", 100)
+        for i in range(3):
+            await store.append_turn(turn(row, f"r{i}", user_text=f"u{i}"))
+        after = await store.messages_after(row.session_id, 3)
+        assert [(m.seq, m.role, m.text) for m in after] == [
+            (4, "assistant", "[turn 1] hello there"), (5, "user", "u2"),
+            (6, "assistant", "[turn 1] hello there"),
+        ]  # fmt: skip
+        assert await store.messages_after(row.session_id, 6) == ()
+        assert await store.messages_after("no-such-transcript", 0) == ()
+        assert await store.messages_after(row.session_id, 0) == (
+            await store.recent_turns(row.session_id, 50)
+        )
+
+    @pytest.mark.parametrize("seed", range(12))
+    async def test_a_kept_window_extended_turn_by_turn_is_what_the_store_replays(
+        self, store: SessionStore, seed: int
+    ) -> None:
+        rng = random.Random(seed)
+        row, _ = await store.create(KEY, "main", 100)
+        limits = (1, 2, 3, 5)
+        kept = {limit: SessionHistory.of(row.session_id, limit, ()) for limit in limits}
+        for n in range(rng.randint(8, 16)):
+            await store.append_turn(_random_turn(rng, row, n))
+            for limit in limits:
+                added = await store.messages_after(row.session_id, kept[limit].last_seq)
+                kept[limit] = kept[limit].extended(added)
+                replayed = await store.recent_turns(row.session_id, limit)
+                assert kept[limit].stored == replayed, (seed, n, limit)
+                assert (
+                    kept[limit].messages
+                    == SessionHistory.of(row.session_id, limit, replayed).messages
+                )
+
+
+def _random_turn(rng: random.Random, row: SessionRow, n: int) -> TurnRecord:
+    """A turn of one of the shapes a transcript holds: a user text, a client's new messages
+    (tool results, several user messages), a client's whole history (a context start), an
+    empty reply or one with a tool call."""
+    fields: dict[str, Any] = {"user_text": f"u{n}", "assistant_text": f"a{n}"}
+    match rng.randrange(5):
+        case 1:
+            fields["inputs"] = (
+                ChatMessage("tool", f"result {n}", tool_call_id=f"c{n}", tool_name="get"),
+            )
+        case 2:
+            fields["inputs"] = tuple(ChatMessage("user", f"u{n}.{i}") for i in range(3))
+        case 3:
+            fields["inputs"] = (ChatMessage("user", f"h{n}"), ChatMessage("assistant", "x"),
+                                ChatMessage("user", f"u{n}"))  # fmt: skip
+            fields["context_start"] = True
+        case 4:
+            fields["assistant_text"] = ""
+            if rng.random() < 0.5:
+                fields["tool_calls"] = (CALL,)
+    return turn(row, f"r{n}", **fields)
 
 
 class TestPrune:
