@@ -137,10 +137,10 @@ class RunOutcome:
     tool_calls: tuple[ToolCall, ...] = ()
 
 
-# Module globals, not enum attributes (a `match` reads those on every call): a subscriber that
-# fell behind merges every delta through here.
 # A NamedTuple's own __new__ costs half again as much; `emit` runs once per token.
 _new_event = tuple.__new__
+# Module globals, not enum attributes (a `match` reads those on every call): a subscriber that
+# fell behind merges every delta through here.
 _DELTA_STREAMS = frozenset({Stream.ASSISTANT, Stream.THINKING, Stream.TOOL})
 _TOOL = Stream.TOOL
 _UPDATE = ToolPhase.UPDATE

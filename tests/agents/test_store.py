@@ -25,6 +25,7 @@ from agents.store import (
     SCHEMA_VERSION,
     SQL_GET_SESSION,
     SQL_LAST_ASSISTANT,
+    SQL_MESSAGES_AFTER,
     SQL_NEXT_SEQ,
     SQL_RECENT_TURNS,
     SQL_UPSERT_TURN,
@@ -437,6 +438,7 @@ class TestTurns:
             (SQL_GET_SESSION, (KEY,)),
             (SQL_NEXT_SEQ, ("sid",)),
             (SQL_RECENT_TURNS, {"sid": "sid", "skip": 49}),
+            (SQL_MESSAGES_AFTER, ("sid", 10)),
         ],
     )
     async def test_turn_statements_use_an_index(

@@ -32,6 +32,7 @@ class Restartable:
         (root / "clawgate.json5").write_text(CONFIG)
         self.process: GatewayProcess | None = None
         self.stop_reading = threading.Event()
+        self.reader: threading.Thread | None = None
 
     def start(self) -> None:
         args = ["--config", str(self.root / "clawgate.json5"), "--state-dir",
@@ -39,11 +40,17 @@ class Restartable:
         self.process = GatewayProcess(args, clean_env(self.root / "home"))
         self.process.wait_listening()
         self.stop_reading = threading.Event()
-        threading.Thread(target=drain, args=(self.process, self.stop_reading), daemon=True).start()
+        self.reader = threading.Thread(
+            target=drain, args=(self.process, self.stop_reading), daemon=True
+        )
+        self.reader.start()
 
     def stop(self) -> None:
         if self.process is not None:
+            # The reader first: closing the pipe under a read in progress fails the read.
             self.stop_reading.set()
+            if self.reader is not None:
+                self.reader.join(5)
             self.process.stop()
             self.process = None
 
