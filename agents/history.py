@@ -27,8 +27,9 @@ from agents.store import StoredMessage
 # which would not bound this.
 HISTORY_CACHE_MAX_BYTES = 32 * 1024 * 1024
 # What a message costs beyond its text: its two objects (stored and replayed) and their
-# fields, roughly.
+# fields, roughly; and what a kept window costs with none (the entry, its key).
 _MESSAGE_OVERHEAD_BYTES = 600
+_ENTRY_OVERHEAD_BYTES = 400
 
 
 def window_start(messages: Sequence[StoredMessage], user_turns: int) -> int:
@@ -99,7 +100,9 @@ class SessionHistory:
 
 
 def _size(chats: tuple[ChatMessage | None, ...]) -> int:
-    return sum(_MESSAGE_OVERHEAD_BYTES + (len(c.text) if c is not None else 0) for c in chats)
+    return _ENTRY_OVERHEAD_BYTES + sum(
+        _MESSAGE_OVERHEAD_BYTES + (len(c.text) if c is not None else 0) for c in chats
+    )
 
 
 @attrs.define

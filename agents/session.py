@@ -514,13 +514,14 @@ class AgentSession:
         """The transcript's replay window as the provider is given it, and (when the client
         `sent` its history) the transcript's last assistant message.
 
-        A named session's window is kept between turns (`agents/history.py`): the next turn
-        reads only what was written since. A stateless one is never used again."""
+        A named session's window is kept between turns (`agents/history.py`), from its second
+        turn on: the next turn reads only what was written since. A stateless session is never
+        used again, and neither is many a named one (a hook's minted key): a window is kept
+        once a session has a history, not for its first turn."""
         store = self._deps.store
         if created:  # a transcript created for this turn has no history: no store trip
-            history = SessionHistory.of(session_id, user_turns, ())
-            last = None
-        elif not keep or user_turns <= 0:
+            return (), None
+        if not keep or user_turns <= 0:
             history, last = await self._read_history(session_id, user_turns, sent)
         else:
             kept = self._deps.histories.get(self.key, session_id, user_turns)

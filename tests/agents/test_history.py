@@ -62,6 +62,14 @@ class TestSessionHistory:
     def test_an_empty_history_ends_at_seq_0(self) -> None:
         assert SessionHistory.of("sid", 5, ()).last_seq == 0
 
+    def test_an_empty_history_still_counts_against_the_budget(self) -> None:
+        empty = SessionHistory.of("sid", 5, ())
+        assert empty.size > 0
+        cache = HistoryCache(max_bytes=2 * empty.size)
+        for key in "abc":
+            cache.put(key, empty)
+        assert len(cache) == 2
+
 
 class TestHistoryCache:
     def test_a_kept_history_is_given_for_its_transcript_and_limit_only(self) -> None:

@@ -158,8 +158,9 @@ class TestKeptHistory:
         lane = session(owner)
         replies = [await self.turn(owner, lane, f"turn {n}", n) for n in range(3)]
         assert replies == ["[turn 1] turn 0", "[turn 2] turn 1", "[turn 3] turn 2"]
-        # The first turn created the transcript: nothing to read; then what the one before wrote.
-        assert store(owner).reads == ["after 0", "after 2"]
+        # The first turn created the transcript: nothing to read, nothing kept. The second
+        # reads its window; the third only what the second wrote.
+        assert store(owner).reads == ["recent_turns", "after 2"]
 
     async def test_what_another_writer_added_is_in_the_next_turns_history(
         self, owner: Owner, tmp_path: Path
@@ -192,12 +193,20 @@ class TestKeptHistory:
         assert [text for _, text in await transcript(owner, lane)] == [
             "one", "[turn 1] one", "next 0", "[turn 2] next 0", "next 1", "[turn 3] next 1",
         ]  # fmt: skip
-        assert store(owner).reads == ["after 0", "after 2"]
+        assert store(owner).reads == ["replay 50", "after 2"]
 
     async def test_stateless_turns_keep_nothing(self, owner: Owner) -> None:
         lane = session(owner)
         await self.turn(owner, lane, "hi", 1, stateless=True)
         assert len(owner.histories) == 0
+
+    async def test_a_sessions_first_turn_keeps_nothing(self, owner: Owner) -> None:
+        """Keys used once (a hook's minted key) must not fill the cache."""
+        lane = session(owner)
+        await self.turn(owner, lane, "hi", 1)
+        assert len(owner.histories) == 0
+        await self.turn(owner, lane, "again", 2)
+        assert len(owner.histories) == 1
 
     @staticmethod
     async def turn(owner: Owner, lane: AgentSession, text: str, n: int, **fields: Any) -> str:
