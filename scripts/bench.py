@@ -66,6 +66,10 @@ TARGET_STORED_MIB = 2.0  # RSS at rest, 100k stored sessions over 10: nothing lo
 TARGET_TTFB_MS = 2.0  # first SSE byte p50 at concurrency 1
 TARGET_STORE_RATIO = 1.10  # a turn with 100k stored sessions vs with 10
 
+# The warm-up of an HTTP matrix window after a setup's first: its processes are warm, the
+# load client only opens its connections again.
+HTTP_REWARM_S = 0.3
+
 # Echo answers "[turn 1] <prompt>", one delta per word: 2 + 18 words = 20 chunks.
 ECHO_STREAM_PROMPT = " ".join(f"word{i}" for i in range(STREAM_CHUNKS - 2))
 
@@ -77,6 +81,9 @@ class Plan:
     name: str
     warmup_s: float  # per load cell, not measured
     window_s: float  # per load cell, measured
+    # The HTTP matrix measures each cell in this many windows (window_s in all), the setups
+    # taking turns: a change of the host's speed falls on clawgate and the relay alike.
+    http_rounds: int
     max_requests: int  # per load cell
     chunk_window_s: float  # per stream length of the per-chunk measurement
     ws_turn_window_s: float
@@ -88,12 +95,14 @@ class Plan:
 
 
 QUICK = Plan(
-    "quick", warmup_s=0.25, window_s=0.8, max_requests=20_000, chunk_window_s=1.5,
+    "quick", warmup_s=0.25, window_s=0.8, http_rounds=1, max_requests=20_000,
+    chunk_window_s=1.5,
     ws_turn_window_s=1.0, idle_sockets=(1000, 5000), idle_budget_s=4.0, settle_s=0.5,
     stored_sessions=10_000, store_turns=100,
 )  # fmt: skip
 FULL = Plan(
-    "full", warmup_s=1.0, window_s=5.0, max_requests=200_000, chunk_window_s=6.0,
+    "full", warmup_s=1.0, window_s=5.0, http_rounds=4, max_requests=200_000,
+    chunk_window_s=6.0,
     ws_turn_window_s=5.0, idle_sockets=(1000, 5000), idle_budget_s=60.0, settle_s=1.0,
     stored_sessions=100_000, store_turns=600,
 )  # fmt: skip
@@ -434,9 +443,11 @@ async def drive(
     procs: Sequence[Child],
     window_s: float,
     everyone: Children,
+    warmup_s: float | None = None,
 ) -> Cell:
-    """`concurrency` workers in a loop: a warm-up, then the measured window. Requests that
-    end inside the window count; workers finish the one they are in, nothing is cut."""
+    """`concurrency` workers in a loop: a warm-up (the plan's unless given), then the
+    measured window. Requests that end inside the window count; workers finish the one they
+    are in, nothing is cut."""
     cell = Cell()
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     timeout = aiohttp.ClientTimeout(total=60)
@@ -466,7 +477,7 @@ async def drive(
 
         workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
         try:
-            await asyncio.sleep(plan.warmup_s)
+            await asyncio.sleep(plan.warmup_s if warmup_s is None else warmup_s)
             cpu0 = {k: v for p in procs for k, v in p.cpu_sample().items()}
             ours0 = everyone.cpu_seconds()
             client0, busy0, t0 = own_cpu(), machine_busy(), time.perf_counter()
@@ -813,8 +824,10 @@ class Run:
         relay: Child,
         relay_base: str,
     ) -> None:
-        """Every setup at one load level, then the next level: the ratios between setups
-        (clawgate over the relay) compare windows minutes apart at most."""
+        """Every setup at one load level, then the next level. Within a level the setups take
+        turns for `plan.http_rounds` windows each (the order reversed every other round), so
+        the ratios between them (clawgate over the relay) compare interleaved windows, not
+        windows that a change of the host's speed between them would skew."""
         direct = f"http://127.0.0.1:{up_port}"
         setups: list[tuple[str, str, Callable[[bool], Request], list[Child]]] = [
             ("a", "upstream", lambda s: chat_request(direct, None, upstream_model(s), "hi", s),
@@ -829,19 +842,23 @@ class Run:
              [relay, upstream]),
         ]  # fmt: skip
         cells: list[dict[str, Any]] = []
+        rounds = self.plan.http_rounds
         for stream in (False, True):
+            kind = "stream" if stream else "json"
             for concurrency in CONCURRENCY:
-                for key, label, build, procs in setups:
-                    kind = "stream" if stream else "json"
-                    self.say(f"  ({key}) {label:<18} {kind:<6} concurrency {concurrency}")
-                    cell = await drive(
-                        build(stream),
-                        concurrency,
-                        self.plan,
-                        procs,
-                        self.plan.window_s,
-                        self.children,
-                    )
+                self.say(f"  {kind:<6} concurrency {concurrency}: a, b, c and r, {rounds} rounds")
+                windows: dict[str, list[Cell]] = {key: [] for key, *_ in setups}
+                for round_ in range(rounds):
+                    order = setups if round_ % 2 == 0 else setups[::-1]
+                    for key, _label, build, procs in order:
+                        windows[key].append(await drive(
+                            build(stream), concurrency, self.plan, procs,
+                            self.plan.window_s / rounds, self.children,
+                            # Warm after its first window: the rest only reconnect.
+                            warmup_s=self.plan.warmup_s if round_ == 0 else HTTP_REWARM_S,
+                        ))  # fmt: skip
+                for key, label, *_ in setups:
+                    cell = merged(windows[key])
                     cells.append(
                         {"setup": key, "label": label, "kind": kind, "concurrency": concurrency}
                         | cell.summary()
