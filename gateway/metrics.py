@@ -191,11 +191,10 @@ class GatewayMetrics:
             self.reloads.labels(result)  # both series from the start: rate() needs a zero
         ProcessCollector(registry=registry)  # process_*: memory, CPU, open files
         self._outcome_of: OutcomeLookup | None = None
-        # Labelled children looked up in plain dicts, not through `labels()` (its validation
+        # Labelled children looked up in a plain dict, not through `labels()` (its validation
         # and lock cost several times the increment itself); bounded as the labels are:
         # routes times statuses, agents times directions or outcomes.
-        self._request_series: dict[tuple[str, int], Counter] = {}
-        self._run_series: dict[tuple[Counter | Histogram, tuple[str, ...]], Any] = {}
+        self._series: dict[tuple[Counter | Histogram, tuple[str, ...]], Any] = {}
         # perf_counter at lifecycle start, by (run id, session key): of every run until its
         # end, and of those whose first assistant text is still to come.
         self._started: dict[tuple[str, str], float] = {}
@@ -210,19 +209,14 @@ class GatewayMetrics:
     # -- events ------------------------------------------------------------------------
 
     def request_done(self, route: str, status: int) -> None:
-        child = self._request_series.get((route, status))
-        if child is None:
-            child = self._request_series[route, status] = self.http_requests.labels(
-                route, str(status)
-            )
-        child.inc()
+        self._child(self.http_requests, route, str(status)).inc()
 
     def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
         """`metric.labels(*labels)`, made once and kept."""
         key = (metric, labels)
-        child = self._run_series.get(key)
+        child = self._series.get(key)
         if child is None:
-            child = self._run_series[key] = metric.labels(*labels)
+            child = self._series[key] = metric.labels(*labels)
         return child
 
     def auth_failed(self, reason: str) -> None:
