@@ -572,7 +572,7 @@ class AgentSession:
             try:
                 provider, request = self._provider_request(config, ref, system, messages, params)
                 state.api = provider.api
-                await self._consume(run, provider.stream(request), state)
+                await self._consume(run, provider, request, state)
                 return
             except AgentError as exc:
                 if state.produced:
@@ -614,36 +614,33 @@ class AgentSession:
 
     @staticmethod
     async def _consume(
-        run: AgentRun, stream: AsyncIterator[ProviderEvent], state: _Attempts
+        run: AgentRun, provider: Provider, request: ProviderRequest, state: _Attempts
     ) -> None:
-        text = state.text
         emit = run.emit
         assistant = Stream.ASSISTANT  # once per delta: a local, not an enum class lookup
-        try:
-            async for event in stream:
-                if isinstance(event, TextDelta):
-                    delta = event.text
-                    if delta:
-                        text += delta
-                        state.text = text
-                        emit(assistant, {"text": text, "delta": delta})
-                elif isinstance(event, ReasoningDelta):
-                    if event.signature:
-                        state.signature = event.signature
-                    if event.text:
-                        state.reasoning += event.text
-                        emit(Stream.THINKING, {"text": state.reasoning, "delta": event.text})
-                elif isinstance(event, ToolCallDelta):
-                    _tool_fragment(run, state, event)
-                elif isinstance(event, Usage):
-                    state.usage = event
-                elif isinstance(event, Finish):
-                    state.finish = event.reason
-        finally:
-            # Closes a generator we stopped early; after a cancellation it is closed already.
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                await aclose()
+
+        def deliver(event: ProviderEvent) -> None:
+            # Called by the provider as each event is decoded: in the event loop's call that
+            # read the upstream's bytes, so it must not block.
+            if isinstance(event, TextDelta):
+                delta = event.text
+                if delta:
+                    state.text = text = state.text + delta
+                    emit(assistant, {"text": text, "delta": delta})
+            elif isinstance(event, ReasoningDelta):
+                if event.signature:
+                    state.signature = event.signature
+                if event.text:
+                    state.reasoning += event.text
+                    emit(Stream.THINKING, {"text": state.reasoning, "delta": event.text})
+            elif isinstance(event, ToolCallDelta):
+                _tool_fragment(run, state, event)
+            elif isinstance(event, Usage):
+                state.usage = event
+            elif isinstance(event, Finish):
+                state.finish = event.reason
+
+        await provider.stream(request, deliver)
         if state.calls and state.finish == StopReason.STOP:
             # Some servers (Ollama, llama.cpp) say "stop" after tool calls; clients look at
             # the finish reason to know a tool must run.

@@ -7,10 +7,9 @@ Speaks Anthropic's streamed Messages API. Request building is pure (`request_bod
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-import aiohttp
 import attrs
 import structlog
 from multidict import CIMultiDict
@@ -19,6 +18,7 @@ from agents.config import API_ANTHROPIC_MESSAGES, ProviderConfig
 from agents.errors import MalformedStream
 from agents.providers.base import (
     ChatMessage,
+    Deliver,
     Finish,
     ImageInput,
     ProviderEvent,
@@ -32,7 +32,8 @@ from agents.providers.base import (
 from agents.providers.echo import token_cap
 from agents.providers.sse import SSEEvent, data_json
 from agents.providers.timeouts import Timeouts
-from agents.providers.upstream import client_timeout, log_body, relay
+from agents.providers.upstream import log_body, relay
+from agents.providers.upstream_client import UpstreamClient
 
 log = structlog.get_logger()
 
@@ -284,23 +285,24 @@ def json_answer(answer: Any) -> list[ProviderEvent]:
 class AnthropicMessagesProvider:
     api = API_ANTHROPIC_MESSAGES
 
-    def __init__(self, http: aiohttp.ClientSession, timeouts: Timeouts) -> None:
-        self._http = http
-        self._timeout = client_timeout(timeouts)
+    def __init__(self, client: UpstreamClient, timeouts: Timeouts) -> None:
+        self._client = client
+        self._timeouts = timeouts
 
-    def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
+    async def stream(self, request: ProviderRequest, deliver: Deliver) -> None:
         provider = request.provider
         if provider is None:
             raise ValueError("anthropic-messages needs the provider's config")
-        return relay(
-            self._http,
+        await relay(
+            self._client,
             provider,
             messages_url(provider.base_url),
             request_headers(provider),
             request_body(request),
-            self._timeout,
+            self._timeouts,
             MessageEventDecoder(provider),
             json_answer,
+            deliver,
         )
 
 

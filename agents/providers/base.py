@@ -1,8 +1,8 @@
-"""What every provider is given and what it yields (agents-sessions.md §6)."""
+"""What every provider is given and what it delivers (agents-sessions.md §6)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -128,16 +128,23 @@ class Usage:
 ProviderEvent = TextDelta | ReasoningDelta | ToolCallDelta | Finish | Usage
 
 
-class Provider(Protocol):
-    """A backend that turns a ProviderRequest into a stream of events.
+# Takes one event of a reply; called synchronously, in order, as the events are decoded.
+Deliver = Callable[[ProviderEvent], None]
 
-    `stream` yields TextDelta, ReasoningDelta and ToolCallDelta items in order, then at
-    most one Usage and one Finish (in any order, both after the last delta). It raises
-    agents.errors.UpstreamError subclasses for upstream failures. Cancelling the iteration
-    (task cancellation or `aclose()`) must stop the upstream request at once and close its
-    connection.
+
+class Provider(Protocol):
+    """A backend that turns a ProviderRequest into events, handed to `deliver` one by one.
+
+    `stream` delivers TextDelta, ReasoningDelta and ToolCallDelta items in order, then at
+    most one Usage and one Finish (in any order, both after the last delta), and returns
+    when the reply is complete. A network provider delivers from the event loop's call that
+    received the bytes (no task woken per read), so `deliver` must not block; what it raises
+    ends the stream and is raised by `stream` as it is. Upstream failures raise
+    agents.errors.UpstreamError subclasses. Cancelling the task awaiting `stream` stops the
+    upstream request at once and closes its connection; nothing is delivered after the
+    cancellation was requested.
     """
 
     api: str
 
-    def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]: ...
+    async def stream(self, request: ProviderRequest, deliver: Deliver) -> None: ...

@@ -11,15 +11,15 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from agents.config import API_ECHO
 from agents.providers.base import (
     IMAGE_ONLY_TEXT,
     ChatMessage,
+    Deliver,
     Finish,
-    ProviderEvent,
     ProviderRequest,
     StopReason,
     TextDelta,
@@ -111,18 +111,18 @@ def token_cap(params: Mapping[str, Any]) -> int | None:
 class EchoProvider:
     api = API_ECHO
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
+    async def stream(self, request: ProviderRequest, deliver: Deliver) -> None:
         context = [request.system, *(m.text for m in request.messages)]
         input_tokens = sum(len(text.split()) for text in context)
         call = echo_tool_call(request)
         if call is not None:
             name, arguments = call
             # Deterministic, and unique within a transcript: the turn and the call's index.
-            yield ToolCallDelta(0, f"call_echo_{_turn(request)}_0", name, "")
+            deliver(ToolCallDelta(0, f"call_echo_{_turn(request)}_0", name, ""))
             for start in range(0, len(arguments), ARGUMENT_PIECE):
-                yield ToolCallDelta(0, None, None, arguments[start : start + ARGUMENT_PIECE])
-            yield Usage(input=input_tokens, output=len(arguments.split()) + 1)
-            yield Finish(StopReason.TOOL_CALLS)
+                deliver(ToolCallDelta(0, None, None, arguments[start : start + ARGUMENT_PIECE]))
+            deliver(Usage(input=input_tokens, output=len(arguments.split()) + 1))
+            deliver(Finish(StopReason.TOOL_CALLS))
             return
         deltas = _DELTA_RE.findall(echo_reply(request))
         cap = token_cap(request.params)
@@ -134,6 +134,6 @@ class EchoProvider:
         for index, delta in enumerate(deltas):
             if index and delay_s:
                 await asyncio.sleep(delay_s)
-            yield TextDelta(delta)
-        yield Usage(input=input_tokens, output=len("".join(deltas).split()))
-        yield Finish(finish)
+            deliver(TextDelta(delta))
+        deliver(Usage(input=input_tokens, output=len("".join(deltas).split())))
+        deliver(Finish(finish))

@@ -20,21 +20,14 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
-import aiohttp
 import attrs
 
 from agents.config import ECHO_PROVIDER, ModelRef, ProviderConfig
 from agents.errors import MalformedStream
 from agents.providers.openai_completions import request_headers
 from agents.providers.timeouts import Timeouts
-from agents.providers.upstream import (
-    client_timeout,
-    log_body,
-    open_stream,
-    read_some,
-    transport_error,
-    upstream_session,
-)
+from agents.providers.upstream import log_body, open_stream, transport_error
+from agents.providers.upstream_client import UpstreamClient
 
 ECHO_DIMENSIONS = 16  # echo's vector size when the request names none
 # An answer of 2048 inputs of 3072 floats is about 140 MB as JSON text: bounded, but far
@@ -144,32 +137,32 @@ def parse_answer(answer: Any, count: int) -> Embeddings:
 
 
 class EmbeddingsClient:
-    """Computes embeddings; owns an aiohttp session of its own, opened on first use."""
+    """Computes embeddings; owns an upstream client of its own, made on first use."""
 
     def __init__(self, timeouts: Timeouts) -> None:
-        self._timeout = client_timeout(timeouts)
-        self._http: aiohttp.ClientSession | None = None
+        self._timeouts = timeouts
+        self._client: UpstreamClient | None = None
 
     async def embed(self, request: EmbeddingRequest) -> Embeddings:
         """Raises agents.errors.UpstreamError subclasses, as a chat provider does."""
         if request.ref.provider == ECHO_PROVIDER or request.provider is None:
             return echo_embeddings(request)
         provider = request.provider
-        if self._http is None:
-            self._http = upstream_session()
+        if self._client is None:
+            self._client = UpstreamClient()
         resp = await open_stream(
-            self._http,
+            self._client,
             provider,
             provider.base_url.rstrip("/") + "/embeddings",
             request_headers(provider),
             request_body(request),
-            self._timeout,
+            self._timeouts,
         )
         whole = False
         try:
-            body = await read_some(resp, MAX_ANSWER_BYTES + 1)
-            whole = len(body) <= MAX_ANSWER_BYTES  # read to EOF: the connection may be reused
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            body = await resp.read(MAX_ANSWER_BYTES)
+            whole = len(body) <= MAX_ANSWER_BYTES  # read to the end: the connection may be reused
+        except (OSError, TimeoutError) as exc:
             raise transport_error(exc) from exc
         finally:
             if whole:
@@ -190,6 +183,6 @@ class EmbeddingsClient:
         return result
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None

@@ -7,10 +7,9 @@ does the I/O and relays the SSE stream with as little work per chunk as possible
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-import aiohttp
 import structlog
 from multidict import CIMultiDict
 
@@ -18,6 +17,7 @@ from agents.config import API_OPENAI_COMPLETIONS, ProviderConfig
 from agents.errors import MalformedStream
 from agents.providers.base import (
     ChatMessage,
+    Deliver,
     Finish,
     ProviderEvent,
     ProviderRequest,
@@ -29,7 +29,8 @@ from agents.providers.base import (
 )
 from agents.providers.sse import SSEEvent, data_json
 from agents.providers.timeouts import Timeouts
-from agents.providers.upstream import client_timeout, log_body, relay
+from agents.providers.upstream import log_body, relay
+from agents.providers.upstream_client import UpstreamClient
 
 log = structlog.get_logger()
 
@@ -179,23 +180,24 @@ def json_answer(answer: Any) -> list[ProviderEvent]:
 class OpenAICompletionsProvider:
     api = API_OPENAI_COMPLETIONS
 
-    def __init__(self, http: aiohttp.ClientSession, timeouts: Timeouts) -> None:
-        self._http = http
-        self._timeout = client_timeout(timeouts)
+    def __init__(self, client: UpstreamClient, timeouts: Timeouts) -> None:
+        self._client = client
+        self._timeouts = timeouts
 
-    def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
+    async def stream(self, request: ProviderRequest, deliver: Deliver) -> None:
         provider = request.provider
         if provider is None:
             raise ValueError("openai-completions needs the provider's config")
-        return relay(
-            self._http,
+        await relay(
+            self._client,
             provider,
             provider.base_url.rstrip("/") + "/chat/completions",
             request_headers(provider),
             request_body(request),
-            self._timeout,
+            self._timeouts,
             ChunkDecoder(provider),
             json_answer,
+            deliver,
         )
 
 

@@ -13,10 +13,9 @@ import email.utils
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
-import aiohttp
 import structlog
 
 from agents.config import ProviderConfig
@@ -28,9 +27,10 @@ from agents.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from agents.providers.base import ProviderEvent
+from agents.providers.base import Deliver, ProviderEvent
 from agents.providers.sse import SSEError, SSEEvent, SSEParser
 from agents.providers.timeouts import Timeouts
+from agents.providers.upstream_client import UpstreamClient, UpstreamResponse
 
 log = structlog.get_logger()
 
@@ -41,31 +41,13 @@ LOG_BODY_BYTES = 2048
 MAX_JSON_BODY = 16 * 1024 * 1024
 
 
-def upstream_session() -> aiohttp.ClientSession:
-    """The client session the providers share. Created on first use, inside the running loop;
-    no total timeout because a stream may last as long as the run (the providers enforce
-    connect/idle). No cookie jar: a cookie one upstream response sets must not go out with
-    the next client's request (and filtering the jar cost every request CPU)."""
-    return aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=None), cookie_jar=aiohttp.DummyCookieJar()
-    )
-
-
-def client_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
-    """connect: DNS + TCP + TLS (and a pool slot). sock_read: aiohttp re-arms it on every
-    received byte and pauses it while we apply back-pressure, which is exactly "no byte for
-    `idle` seconds" (also before the response headers; a streamed body hands it over to an
-    `IdleWatchdog`). No total: a stream lasts the run."""
-    return aiohttp.ClientTimeout(total=None, connect=timeouts.connect, sock_read=timeouts.idle)
-
-
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> int | None:
     """Seconds to wait, rounded up; None when the upstream gave no usable hint.
 
     `retry-after-ms` (OpenAI, Azure) wins when present because it is the more precise of the
     two; `Retry-After` is delta-seconds or an HTTP-date (RFC 9110 §10.2.3).
     """
-    millis = headers.get("retry-after-ms")
+    millis = headers.get("retry-after-ms")  # `headers`: lower-case names
     if millis is not None:
         try:
             value = float(millis)
@@ -73,7 +55,7 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> i
             value = math.nan
         if math.isfinite(value) and value >= 0:
             return math.ceil(value / 1000)
-    text = headers.get("Retry-After")
+    text = headers.get("retry-after")
     if text is None:
         return None
     text = text.strip()
@@ -94,7 +76,8 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> i
 
 
 def status_error(status: int, headers: Mapping[str, str]) -> UpstreamError:
-    """§6.5: 429 rate limited, 401/403 auth, any other status ≥ 400 a plain upstream error."""
+    """§6.5: 429 rate limited, 401/403 auth, any other status but 2xx a plain upstream error
+    (a 3xx included: redirects are not followed, so an API key never goes where one points)."""
     if status == 429:
         return UpstreamRateLimited(parse_retry_after(headers))
     if status in (401, 403):
@@ -103,9 +86,10 @@ def status_error(status: int, headers: Mapping[str, str]) -> UpstreamError:
 
 
 def transport_error(exc: BaseException) -> UpstreamError:
-    """A failure of the connection itself. aiohttp's connect and sock_read timeouts are
-    TimeoutError subclasses; everything else (refused, reset, DNS, TLS, truncated body)
-    is a plain upstream error. The detail names the exception (host:port at most)."""
+    """A failure of the connection itself. The connect and idle timeouts are TimeoutErrors;
+    everything else (refused, reset, DNS, TLS, a truncated or malformed response, a URL or
+    header the client will not send) is a plain upstream error. The detail names the
+    exception (host:port at most)."""
     detail = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, TimeoutError):
         return UpstreamTimeout(detail)
@@ -130,53 +114,40 @@ def log_body(event: str, provider: ProviderConfig, body: bytes | str, **fields: 
 
 
 async def open_stream(
-    http: aiohttp.ClientSession,
+    client: UpstreamClient,
     provider: ProviderConfig,
     url: str,
     headers: Mapping[str, str],
     body: dict[str, Any],
-    limits: aiohttp.ClientTimeout,
-) -> aiohttp.ClientResponse:
-    """POST the request and return the response once its status is known to be good.
+    timeouts: Timeouts,
+) -> UpstreamResponse:
+    """POST the request and return the response once its status is known to be good (2xx).
 
-    A status ≥ 400 is classified (after a bounded read of its body, for the debug log) and
+    Any other status is classified (after a bounded read of its body, for the debug log) and
     raised; the connection is closed, never pooled half-read. Transport failures are mapped
-    by `transport_error`. The caller owns the returned response and must close it.
+    by `transport_error`. The caller owns the returned response and must close or release it.
     """
     payload = json.dumps(body, separators=(",", ":")).encode()
     try:
-        resp = await http.post(url, data=payload, headers=headers, timeout=limits)
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        resp = await client.post(url, headers, payload, timeouts)
+    except (OSError, TimeoutError, ValueError) as exc:
         raise transport_error(exc) from exc
-    if resp.status < 400:
+    if 200 <= resp.status < 300:
         return resp
     error = status_error(resp.status, resp.headers)
     try:
-        text = await read_some(resp, LOG_BODY_BYTES + 1)
+        text = await resp.read(LOG_BODY_BYTES)
         log_body("upstream_error_body", provider, text, status=resp.status)
-    except (aiohttp.ClientError, OSError, TimeoutError):
+    except (OSError, TimeoutError):
         pass  # the status alone classifies the failure; the body was only for the log
     finally:
         resp.close()
     raise error
 
 
-async def read_some(resp: aiohttp.ClientResponse, limit: int) -> bytes:
-    """Read the body until EOF or at least `limit` bytes."""
-    parts: list[bytes] = []
-    size = 0
-    while size < limit:
-        chunk = await resp.content.readany()
-        if not chunk:
-            break
-        parts.append(chunk)
-        size += len(chunk)
-    return b"".join(parts)
-
-
-async def read_json(resp: aiohttp.ClientResponse, provider: ProviderConfig) -> Any:
+async def read_json(resp: UpstreamResponse, provider: ProviderConfig) -> Any:
     """The whole body of a non-streamed answer, parsed; bad or oversized JSON is malformed."""
-    body = await read_some(resp, MAX_JSON_BODY + 1)
+    body = await resp.read(MAX_JSON_BODY)
     if len(body) > MAX_JSON_BODY:
         raise MalformedStream("upstream JSON answer too large")
     try:
@@ -184,55 +155,6 @@ async def read_json(resp: aiohttp.ClientResponse, provider: ProviderConfig) -> A
     except ValueError as exc:
         log_body("upstream_malformed_json", provider, body)
         raise MalformedStream("upstream answer is not valid JSON") from exc
-
-
-# What aiohttp's own sock_read timeout says: a stalled stream fails the same with either.
-_IDLE_TIMEOUT_TEXT = "Timeout on reading data from socket"
-
-
-class IdleWatchdog:
-    """`seconds` without a read that returned bytes fail the body's reader with aiohttp's
-    own SocketTimeoutError, as its sock_read timeout does.
-
-    aiohttp re-arms sock_read (a new timer, the old one cancelled) on every packet, which a
-    stream of tokens pays once per chunk. Here a read only records its time in `last`, and
-    one timer, when it fires early, re-arms for the real deadline. Bytes that arrived but
-    were not read yet (we are the slow side) also count as progress, as aiohttp pauses
-    sock_read while it applies back-pressure.
-    """
-
-    __slots__ = ("_content", "_loop", "_seconds", "_seen", "_timer", "last")
-
-    def __init__(self, resp: aiohttp.ClientResponse, seconds: float) -> None:
-        self._loop = loop = asyncio.get_running_loop()
-        self._content = resp.content
-        self._seconds = seconds
-        self._seen = resp.content.total_bytes
-        self.last = loop.time()
-        connection = resp.connection
-        if connection is not None and connection.protocol is not None:
-            # From here on we watch the body: aiohttp's timer is not re-armed any more (the
-            # one pending is cancelled by the next packet, or fails the body just as ours).
-            connection.protocol.read_timeout = None
-        self._timer: asyncio.TimerHandle | None = loop.call_at(self.last + seconds, self._fire)
-
-    def _fire(self) -> None:
-        now = self._loop.time()
-        received = self._content.total_bytes
-        if received != self._seen:
-            self._seen = received
-            self.last = max(self.last, now)
-        deadline = self.last + self._seconds
-        if deadline > now:
-            self._timer = self._loop.call_at(deadline, self._fire)
-            return
-        self._timer = None
-        self._content.set_exception(aiohttp.SocketTimeoutError(_IDLE_TIMEOUT_TEXT))
-
-    def cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
 
 class StreamDecoder(Protocol):
@@ -251,61 +173,92 @@ class StreamDecoder(Protocol):
         ...
 
 
+# What a malformed event raises while it is decoded: json.loads, SSEError, a field of the
+# wrong shape.
+_DECODE_ERRORS = (ValueError, TypeError, AttributeError, LookupError)
+
+
+def _malformed(decoder: StreamDecoder, provider: ProviderConfig, exc: Exception) -> MalformedStream:
+    if decoder.data:
+        log_body("upstream_malformed_stream", provider, decoder.data)
+    detail = str(exc) if isinstance(exc, SSEError) else type(exc).__name__
+    return MalformedStream(f"malformed upstream stream ({detail})")
+
+
 async def relay(
-    http: aiohttp.ClientSession,
+    client: UpstreamClient,
     provider: ProviderConfig,
     url: str,
     headers: Mapping[str, str],
     body: dict[str, Any],
-    limits: aiohttp.ClientTimeout,
+    timeouts: Timeouts,
     decoder: StreamDecoder,
     json_answer: Callable[[Any], list[ProviderEvent]],
-) -> AsyncIterator[ProviderEvent]:
-    """POST the request and yield its reply: a stream through `decoder`, or a JSON answer
-    (an upstream that ignored `stream`) through `json_answer`."""
-    resp = await open_stream(http, provider, url, headers, body, limits)
-    # Until the stream ended cleanly, leaving this generator (error, task cancellation,
-    # aclose) closes the connection: a half-read response must not go back to the pool,
-    # and the upstream has to see the disconnect to stop generating.
+    deliver: Deliver,
+) -> None:
+    """POST the request and `deliver` its reply: a stream through `decoder`, event by event
+    as its bytes arrive, or a JSON answer (an upstream that ignored `stream`) through
+    `json_answer`. Returns when the reply is complete.
+
+    Each read of the stream is decoded and delivered in the event loop's call that received
+    it (`UpstreamResponse.deliver`): no task is woken per read. What `deliver` raises ends
+    the exchange and is raised here as it is; a malformed event raises MalformedStream.
+    """
+    resp = await open_stream(client, provider, url, headers, body, timeouts)
+    # Until the reply ended cleanly, leaving (error, task cancellation) closes the
+    # connection: a half-read response must not go back to the pool, and the upstream has to
+    # see the disconnect to stop generating.
     finished = False
     try:
         if resp.content_type == "application/json":
             answer = json_answer(await read_json(resp, provider))
             finished = True  # the body is read: the connection may be reused
             for event in answer:
-                yield event
+                deliver(event)
             return
         parser = SSEParser()
-        read = resp.content.readany
         feed = decoder.feed
-        idle = None if limits.sock_read is None else IdleWatchdog(resp, limits.sock_read)
-        clock = asyncio.get_running_loop().time
+        task = asyncio.current_task()
+        assert task is not None
+
+        def decode(events: Iterator[ProviderEvent]) -> None:
+            # Event by event, so that what came before a malformed event is delivered; none
+            # once our task is being cancelled (the rest of a read that a delivery aborted).
+            while not task.cancelling():
+                try:
+                    event = next(events)
+                except StopIteration:
+                    return
+                except _DECODE_ERRORS as exc:
+                    raise _malformed(decoder, provider, exc) from exc
+                deliver(event)
+
+        def on_data(piece: bytes) -> None:
+            if decoder.done:
+                return  # after the terminator: nothing more is read
+            try:
+                events = parser.feed(piece)
+            except SSEError as exc:
+                raise _malformed(decoder, provider, exc) from exc
+            decode(feed(events))
+
+        await resp.deliver(on_data)
+        if not decoder.done:
+            try:
+                events = parser.feed_eof()
+            except SSEError as exc:
+                raise _malformed(decoder, provider, exc) from exc
+            decode(feed(events))
         try:
-            while not decoder.done:
-                chunk = await read()
-                if idle is not None:
-                    idle.last = clock()
-                for event in feed(parser.feed(chunk) if chunk else parser.feed_eof()):
-                    yield event
-                if not chunk:
-                    break
-        finally:
-            if idle is not None:
-                idle.cancel()
-        tail = decoder.finish()
-        # The stream is over: set before the last yields so that a consumer closing us right
-        # after Finish releases the connection (aiohttp pools it only if the body reached
-        # EOF, else it closes it) instead of forcing a close.
+            tail = decoder.finish()
+        except _DECODE_ERRORS as exc:
+            raise _malformed(decoder, provider, exc) from exc
+        # The stream is over: set before the last deliveries, so that a consumer failing on
+        # them still leaves a connection that may be reused.
         finished = True
         for event in tail:
-            yield event
-    except (ValueError, TypeError, AttributeError, LookupError) as exc:
-        # json.loads, SSEError and an event of the wrong shape all land here.
-        if decoder.data:
-            log_body("upstream_malformed_stream", provider, decoder.data)
-        detail = str(exc) if isinstance(exc, SSEError) else type(exc).__name__
-        raise MalformedStream(f"malformed upstream stream ({detail})") from exc
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            deliver(event)
+    except (OSError, TimeoutError) as exc:
         raise transport_error(exc) from exc
     finally:
         if finished:

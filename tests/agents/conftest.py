@@ -5,19 +5,20 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
+from agents.providers.upstream_client import UpstreamClient
 from agents.store import SessionStore
 from tests.support.scripted import Harness
 from tests.support.upstreams import FakeAnthropic, FakeOpenAI
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    """A client session for the providers under test: no total timeout, theirs apply."""
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
-        yield session
+async def http() -> AsyncIterator[UpstreamClient]:
+    """The upstream client the providers under test share."""
+    client = UpstreamClient()
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import json
 import time
 from typing import Any
 
-import aiohttp
 import attrs
 import pytest
 
@@ -33,6 +32,7 @@ from agents.providers.base import (
     Usage,
 )
 from agents.providers.pool import Timeouts
+from agents.providers.upstream_client import UpstreamClient
 from tests.support.upstreams import (
     API_KEY,
     FakeAnthropic,
@@ -45,6 +45,7 @@ from tests.support.upstreams import (
     assert_no_leak,
     closed_port,
     collect,
+    events_of,
     provider_request,
     sent_body,
 )
@@ -55,7 +56,7 @@ JPEG = ImageInput("image/jpeg", "/9j/4AAQ", 6)
 
 
 @pytest.fixture
-def provider(http: aiohttp.ClientSession) -> AnthropicMessagesProvider:
+def provider(http: UpstreamClient) -> AnthropicMessagesProvider:
     return AnthropicMessagesProvider(http, TIMEOUTS)
 
 
@@ -481,10 +482,9 @@ class TestFailures:
         anthropic_upstream.script(Stream(("a", "b", "c"), stall_after=1))
         got: list[ProviderEvent] = []
         with pytest.raises(UpstreamTimeout):
-            async for event in provider.stream(
-                provider_request(anthropic_upstream.provider_config())
-            ):
-                got.append(event)
+            await provider.stream(
+                provider_request(anthropic_upstream.provider_config()), got.append
+            )
         assert got == [TextDelta("a")]
         await anthropic_upstream.last.wait_gone()
 
@@ -494,10 +494,9 @@ class TestFailures:
         anthropic_upstream.script(Stream(("a", "b"), error_after=1))
         got: list[ProviderEvent] = []
         with pytest.raises(MalformedStream) as caught:
-            async for event in provider.stream(
-                provider_request(anthropic_upstream.provider_config())
-            ):
-                got.append(event)
+            await provider.stream(
+                provider_request(anthropic_upstream.provider_config()), got.append
+            )
         assert got == [TextDelta("a")]
         assert caught.value.message == "upstream provider error"
         assert_no_leak(caught.value)
@@ -542,12 +541,13 @@ class TestCancellation:
         got: list[ProviderEvent] = []
         two = asyncio.Event()
 
+        def deliver(event: ProviderEvent) -> None:
+            got.append(event)
+            if len(got) == 2:
+                two.set()
+
         async def consume() -> None:
-            config = anthropic_upstream.provider_config()
-            async for event in provider.stream(provider_request(config)):
-                got.append(event)
-                if len(got) == 2:
-                    two.set()
+            await provider.stream(provider_request(anthropic_upstream.provider_config()), deliver)
 
         task = asyncio.create_task(consume())
         await asyncio.wait_for(two.wait(), 2)
@@ -559,13 +559,20 @@ class TestCancellation:
         await anthropic_upstream.last.wait_gone(1.0)
         assert not anthropic_upstream.last.completed
 
-    async def test_aclose_mid_stream_closes_the_upstream_connection(
+    async def test_a_consumer_error_ends_the_stream_and_closes_the_connection(
         self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
     ) -> None:
         anthropic_upstream.script(Stream(tuple(f" w{i}" for i in range(100)), delay=0.05))
-        stream = provider.stream(provider_request(anthropic_upstream.provider_config()))
-        assert [await anext(stream), await anext(stream)] == [TextDelta(" w0"), TextDelta(" w1")]
-        await stream.aclose()
+        got: list[ProviderEvent] = []
+
+        def deliver(event: ProviderEvent) -> None:
+            got.append(event)
+            if len(got) == 2:
+                raise KeyError("the consumer's own bug")
+
+        with pytest.raises(KeyError):
+            await provider.stream(provider_request(anthropic_upstream.provider_config()), deliver)
+        assert got == [TextDelta(" w0"), TextDelta(" w1")]
         await anthropic_upstream.last.wait_gone(1.0)
 
 
@@ -639,7 +646,7 @@ class TestTools:
                 ChatMessage("user", "and tomorrow?"),
             ),
         )
-        _ = [event async for event in provider.stream(request)]
+        await events_of(provider, request)
         assert anthropic_upstream.last.body["messages"] == [
             {"role": "user", "content": "weather?"},
             {

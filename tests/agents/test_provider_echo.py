@@ -44,7 +44,9 @@ def request(
 
 
 async def run(req: ProviderRequest) -> list[ProviderEvent]:
-    return [event async for event in EchoProvider().stream(req)]
+    events: list[ProviderEvent] = []
+    await EchoProvider().stream(req, events.append)
+    return events
 
 
 def deltas(events: list[ProviderEvent]) -> list[str]:
@@ -101,9 +103,12 @@ class TestDeltaSplit:
 class TestDelay:
     async def test_delay_ms_sleeps_between_consecutive_deltas(self) -> None:
         times: list[float] = []
-        async for event in EchoProvider().stream(request(params={"delayMs": 100})):
+
+        def deliver(event: ProviderEvent) -> None:
             if isinstance(event, TextDelta):
                 times.append(time.monotonic())
+
+        await EchoProvider().stream(request(params={"delayMs": 100}), deliver)
         gaps = [b - a for a, b in itertools.pairwise(times)]
         assert len(gaps) == 3
         assert all(0.09 <= gap < 0.3 for gap in gaps), gaps
@@ -114,19 +119,25 @@ class TestDelay:
         assert time.monotonic() - start < 0.05
 
     async def test_first_delta_is_not_delayed(self) -> None:
+        got: list[ProviderEvent] = []
         start = time.monotonic()
-        stream = EchoProvider().stream(request(params={"delayMs": 500}))
-        first = await anext(stream)
-        await stream.aclose()
-        assert first == TextDelta("[turn")
-        assert time.monotonic() - start < 0.1
+        task = asyncio.create_task(
+            EchoProvider().stream(request(params={"delayMs": 500}), got.append)
+        )
+        while not got:
+            await asyncio.sleep(0.005)
+        elapsed = time.monotonic() - start
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert got == [TextDelta("[turn")]
+        assert elapsed < 0.1
 
     async def test_abort_during_the_sleep_ends_at_once(self) -> None:
         got: list[ProviderEvent] = []
 
         async def consume() -> None:
-            async for event in EchoProvider().stream(request(params={"delayMs": 5000})):
-                got.append(event)
+            await EchoProvider().stream(request(params={"delayMs": 5000}), got.append)
 
         task = asyncio.create_task(consume())
         await asyncio.sleep(0.05)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from typing import Any
 
-import aiohttp
 import attrs
 import pytest
 import structlog
@@ -36,6 +36,7 @@ from agents.providers.base import (
 from agents.providers.openai_completions import OpenAICompletionsProvider
 from agents.providers.pool import ProviderPool, Timeouts
 from agents.providers.upstream import parse_retry_after, transport_error
+from agents.providers.upstream_client import UpstreamClient, UpstreamProtocolError
 from tests.support.upstreams import (
     API_KEY,
     SECRET_BODY_MARKER,
@@ -49,6 +50,7 @@ from tests.support.upstreams import (
     assert_no_leak,
     closed_port,
     collect,
+    events_of,
     provider_request,
     sent_body,
     silent_server,
@@ -59,7 +61,7 @@ PNG = ImageInput("image/png", "iVBORw0KGgo=", 8)
 
 
 @pytest.fixture
-def provider(http: aiohttp.ClientSession) -> OpenAICompletionsProvider:
+def provider(http: UpstreamClient) -> OpenAICompletionsProvider:
     return OpenAICompletionsProvider(http, TIMEOUTS)
 
 
@@ -424,6 +426,18 @@ class TestStatusFailures:
         assert caught.value.message == "upstream provider error"
         assert_no_leak(caught.value)
 
+    @pytest.mark.parametrize("status", [301, 307, 308])
+    async def test_a_redirect_is_an_upstream_error_and_is_not_followed(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI, status: int
+    ) -> None:
+        # Following it would send the API key wherever the Location points.
+        where = f"http://127.0.0.1:{openai_upstream.port}/elsewhere"
+        openai_upstream.script(Status(status, {"Location": where}))
+        with pytest.raises(UpstreamStatusError) as caught:
+            await collect(provider, openai_upstream)
+        assert caught.value.status == status
+        assert len(openai_upstream.requests) == 1
+
     async def test_error_body_is_logged_at_debug_truncated_without_the_key(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
     ) -> None:
@@ -458,9 +472,7 @@ class TestConnectionFailures:
             await collect(provider, openai_upstream, config=config)
         assert type(caught.value) is UpstreamError
 
-    async def test_connect_timeout(
-        self, http: aiohttp.ClientSession, openai_upstream: FakeOpenAI
-    ) -> None:
+    async def test_connect_timeout(self, http: UpstreamClient, openai_upstream: FakeOpenAI) -> None:
         provider = OpenAICompletionsProvider(http, Timeouts(connect=0.3, idle=5))
         async with silent_server() as port:
             config = _with_url(openai_upstream, f"https://127.0.0.1:{port}/v1")
@@ -494,8 +506,7 @@ class TestConnectionFailures:
         openai_upstream.script(Stream(("a", "b", "c"), stall_after=2))
         got: list[ProviderEvent] = []
         with pytest.raises(UpstreamTimeout):
-            async for event in provider.stream(provider_request(openai_upstream.provider_config())):
-                got.append(event)
+            await provider.stream(provider_request(openai_upstream.provider_config()), got.append)
         assert got == [TextDelta("a"), TextDelta("b")]
         # The timed-out connection is closed, so the upstream sees us leave.
         await openai_upstream.last.wait_gone()
@@ -509,7 +520,7 @@ class TestConnectionFailures:
         with pytest.raises(UpstreamTimeout) as caught:
             await collect(provider, openai_upstream)
         assert 0.45 < time.monotonic() - start < 1.5
-        assert caught.value.detail == "SocketTimeoutError: Timeout on reading data from socket"
+        assert caught.value.detail == "TimeoutError: no data from the upstream for 0.3 s"
 
     async def test_connection_cut_mid_body_is_an_upstream_error(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
@@ -528,8 +539,7 @@ class TestMalformedStream:
         openai_upstream.script(Raw((body,)))
         got: list[ProviderEvent] = []
         with pytest.raises(MalformedStream) as caught:
-            async for event in provider.stream(provider_request(openai_upstream.provider_config())):
-                got.append(event)
+            await provider.stream(provider_request(openai_upstream.provider_config()), got.append)
         assert got == [TextDelta("ok")]
         assert caught.value.message == "upstream provider error"
 
@@ -550,8 +560,7 @@ class TestMalformedStream:
         openai_upstream.script(Stream(("a", "b"), error_after=1))
         got: list[ProviderEvent] = []
         with pytest.raises(MalformedStream) as caught:
-            async for event in provider.stream(provider_request(openai_upstream.provider_config())):
-                got.append(event)
+            await provider.stream(provider_request(openai_upstream.provider_config()), got.append)
         assert got == [TextDelta("a")]
         assert_no_leak(caught.value)
 
@@ -581,11 +590,13 @@ class TestCancellation:
         got: list[ProviderEvent] = []
         two = asyncio.Event()
 
+        def deliver(event: ProviderEvent) -> None:
+            got.append(event)
+            if len(got) == 2:
+                two.set()
+
         async def consume() -> None:
-            async for event in provider.stream(provider_request(openai_upstream.provider_config())):
-                got.append(event)
-                if len(got) == 2:
-                    two.set()
+            await provider.stream(provider_request(openai_upstream.provider_config()), deliver)
 
         task = asyncio.create_task(consume())
         await asyncio.wait_for(two.wait(), 2)
@@ -597,16 +608,45 @@ class TestCancellation:
         await openai_upstream.last.wait_gone(1.0)
         assert not openai_upstream.last.completed
 
-    async def test_aclose_mid_stream_closes_the_upstream_connection(
+    async def test_nothing_is_delivered_once_the_cancellation_is_requested(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        # No delay: the deltas arrive together, and are decoded in one call. The consumer
+        # cancels its task on the second; the rest of that read must not be delivered.
+        openai_upstream.script(Stream(tuple(f" w{i}" for i in range(100))))
+        got: list[ProviderEvent] = []
+
+        def deliver(event: ProviderEvent) -> None:
+            got.append(event)
+            if len(got) == 2:
+                task.cancel()
+
+        async def consume() -> None:
+            await provider.stream(provider_request(openai_upstream.provider_config()), deliver)
+
+        task = asyncio.create_task(consume())
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert got == [TextDelta(" w0"), TextDelta(" w1")]
+
+    async def test_a_consumer_error_ends_the_stream_and_closes_the_connection(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
     ) -> None:
         openai_upstream.script(Stream(tuple(f" w{i}" for i in range(100)), delay=0.05))
-        stream = provider.stream(provider_request(openai_upstream.provider_config()))
-        assert await anext(stream) == TextDelta(" w0")
-        assert await anext(stream) == TextDelta(" w1")
+        got: list[ProviderEvent] = []
+        boom = KeyError("the consumer's own bug")
+
+        def deliver(event: ProviderEvent) -> None:
+            got.append(event)
+            if len(got) == 2:
+                raise boom
+
         start = time.monotonic()
-        await stream.aclose()
-        assert time.monotonic() - start < 0.1
+        with pytest.raises(KeyError) as caught:
+            await provider.stream(provider_request(openai_upstream.provider_config()), deliver)
+        assert caught.value is boom  # as it was raised: not mistaken for a malformed stream
+        assert got == [TextDelta(" w0"), TextDelta(" w1")]
+        assert time.monotonic() - start < 1.0
         await openai_upstream.last.wait_gone(1.0)
 
     async def test_cancel_while_waiting_for_headers_closes_the_connection(
@@ -624,18 +664,20 @@ class TestCancellation:
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
     ) -> None:
         openai_upstream.script(Stream(tuple("abcdefgh"), delay=0.05))
-        stream = provider.stream(provider_request(openai_upstream.provider_config()))
-        await anext(stream)
-        await stream.aclose()
+        task = asyncio.create_task(collect(provider, openai_upstream))
+        await openai_upstream.wait_for_requests(1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
         assert (await collect(provider, openai_upstream))[-1] == Finish("stop")
 
 
 class TestTransportErrorClassification:
-    """upstream.transport_error, pure: which aiohttp/OS failures are timeouts."""
+    """upstream.transport_error, pure: which client failures are timeouts."""
 
     @pytest.mark.parametrize(
         "exc",
-        [aiohttp.ConnectionTimeoutError("connect"), aiohttp.SocketTimeoutError("read")],
+        [TimeoutError("connecting to h:1 took over 10 s"), TimeoutError("no data for 120 s")],
     )
     def test_connect_and_read_timeouts_are_timeouts(self, exc: Exception) -> None:
         assert type(transport_error(exc)) is UpstreamTimeout
@@ -644,10 +686,10 @@ class TestTransportErrorClassification:
         "exc",
         [
             ConnectionRefusedError(),
-            ConnectionResetError(),
-            aiohttp.ServerDisconnectedError(),
-            aiohttp.ClientPayloadError("truncated"),
-            aiohttp.ClientOSError(),
+            ConnectionResetError("the upstream closed the connection early"),
+            UpstreamProtocolError("malformed HTTP response"),
+            ssl.SSLError(),
+            ValueError("header 'x' is not a valid HTTP header"),
         ],
     )
     def test_other_connection_failures_are_upstream_errors(self, exc: Exception) -> None:
@@ -719,7 +761,7 @@ class TestTools:
             provider_request(openai_upstream.provider_config(), history=history),
             messages=(*history, ChatMessage("tool", "sunny", tool_call_id="call_1")),
         )
-        _ = [event async for event in provider.stream(request)]
+        await events_of(provider, request)
         assert openai_upstream.last.body["messages"] == [
             {"role": "user", "content": "weather?"},
             {
@@ -804,13 +846,13 @@ class TestTools:
             await collect(provider, openai_upstream)
 
 
-class TestSharedClientSession:
-    """The pool's one aiohttp session carries every client's requests to an upstream."""
+class TestSharedClient:
+    """The pool's one upstream client carries every client's requests to an upstream."""
 
     async def test_a_cookie_an_upstream_set_never_goes_out_with_a_later_request(
         self, openai_upstream: FakeOpenAI
     ) -> None:
-        # By name: aiohttp's default jar keeps no cookies for a bare IP address.
+        # By name, as a cookie jar would keep it for a name and not for a bare IP address.
         config = attrs.evolve(
             openai_upstream.provider_config(),
             base_url=f"http://localhost:{openai_upstream.port}/v1",

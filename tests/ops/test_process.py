@@ -14,8 +14,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.support.http_client import fake_provider
 from tests.support.process import GatewayProcess, clean_env
 from tests.support.process_client import TOKEN, auth, connect_ws, first_content
+from tests.support.upstreams import FakeOpenAI, Stream
 
 
 def config_text(token: str = TOKEN, drain: int = 10, delay_ms: int = 100) -> str:
@@ -269,3 +271,45 @@ class TestLogLines:
         text = "\n".join(lines)
         for secret in (TOKEN, "wrong-token", secret_text):
             assert secret not in text
+
+
+class TestUpstreamProvider:
+    """A turn through an OpenAI-compatible upstream in a real `clawgate run`, on its loop
+    (uvloop): the upstream client's connections, pool and push delivery as served."""
+
+    async def test_json_and_streamed_turns_reach_the_upstream_and_come_back(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession
+    ) -> None:
+        upstream = FakeOpenAI()
+        await upstream.start()
+        try:
+            upstream.script(
+                Stream(("Hel", "lo")), Stream(("a", "b", "c"), delay=0.01), Stream(("again",))
+            )
+            settings = json.loads(config_text())
+            settings.update(fake_provider(upstream))
+            gateway = start_gateway(json.dumps(settings))
+            url = gateway.url + "/v1/chat/completions"
+            body = {"model": "openclaw", "messages": [{"role": "user", "content": "hi"}]}
+            async with http.post(url, json=body, headers=auth()) as response:
+                assert response.status == 200
+                answer = await response.json()
+            assert answer["choices"][0]["message"]["content"] == "Hello"
+            async with http.post(url, json={**body, "stream": True}, headers=auth()) as response:
+                text = (await response.read()).decode()
+            deltas = [
+                chunk["choices"][0]["delta"].get("content")
+                for line in text.split("\n\n")
+                if line.startswith("data: {")
+                for chunk in [json.loads(line.removeprefix("data: "))]
+                if chunk["choices"]
+            ]
+            assert "".join(d for d in deltas if d) == "abc"
+            assert text.endswith("data: [DONE]\n\n")
+            async with http.post(url, json=body, headers=auth()) as response:
+                assert (await response.json())["choices"][0]["message"]["content"] == "again"
+            assert len(upstream.requests) == 3
+            # Kept alive: three turns, one connection to the upstream.
+            assert len({received.peer for received in upstream.requests}) == 1
+        finally:
+            await upstream.aclose()

@@ -8,7 +8,7 @@ records what it was asked and whether its iteration was cancelled.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,14 @@ import attrs
 
 from agents.config import AgentConfig, AgentsConfig, ModelRef, ProviderConfig
 from agents.errors import UpstreamStatusError
-from agents.providers.base import Finish, Provider, ProviderEvent, ProviderRequest, TextDelta, Usage
+from agents.providers.base import (
+    Deliver,
+    Finish,
+    Provider,
+    ProviderRequest,
+    TextDelta,
+    Usage,
+)
 from agents.providers.pool import ProviderPool
 from agents.registry import SessionRegistry
 from agents.store import SessionStore
@@ -45,7 +52,7 @@ class ScriptedProvider:
     peak: int = 0
     first_delta: asyncio.Event = attrs.field(factory=asyncio.Event)
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
+    async def stream(self, request: ProviderRequest, deliver: Deliver) -> None:
         self.requests.append(request)
         self.active += 1
         self.peak = max(self.peak, self.active)
@@ -55,15 +62,15 @@ class ScriptedProvider:
             for delta in self.deltas:
                 if self.delay or self.cooperative:
                     await asyncio.sleep(self.delay)
-                yield TextDelta(delta)
+                deliver(TextDelta(delta))
                 self.first_delta.set()
             if self.fail is not None:
                 raise self.fail
             if self.block:
                 await asyncio.Event().wait()
             if self.usage is not None:
-                yield self.usage
-            yield Finish(self.finish)
+                deliver(self.usage)
+            deliver(Finish(self.finish))
         except asyncio.CancelledError:
             self.cancelled += 1
             raise

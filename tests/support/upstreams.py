@@ -130,6 +130,7 @@ class Received:
     headers: CIMultiDictProxy[str]
     body: Any
     reply: Reply
+    peer: Any = None  # the client's (host, port): which connection it came on
     completed: bool = False  # the whole reply was written
     gone: asyncio.Event = attrs.field(factory=asyncio.Event)  # client left before completion
 
@@ -236,7 +237,8 @@ class FakeUpstream:
     async def _receive(self, request: web.Request) -> Received:
         """The request recorded, with the reply scripted for it (else `default`)."""
         reply = self._script.popleft() if self._script else self.default
-        received = Received(request.path, request.headers, await request.json(), reply)
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        received = Received(request.path, request.headers, await request.json(), reply, peer)
         self.requests.append(received)
         self._arrived.set()
         return received
@@ -662,10 +664,17 @@ def provider_request(
 async def collect(
     provider: Provider, upstream: FakeUpstream, text: str = "hi", **kw: Any
 ) -> list[ProviderEvent]:
-    """Every event `provider` streams for a request to `upstream` (`config=` for another)."""
+    """Every event `provider` delivers for a request to `upstream` (`config=` for another)."""
     config = kw.pop("config", None) or upstream.provider_config()
     request = provider_request(config, text, **kw)
-    return [event async for event in provider.stream(request)]
+    return await events_of(provider, request)
+
+
+async def events_of(provider: Provider, request: ProviderRequest) -> list[ProviderEvent]:
+    """Every event `provider` delivers for `request`, in order."""
+    events: list[ProviderEvent] = []
+    await provider.stream(request, events.append)
+    return events
 
 
 async def sent_body(provider: Provider, upstream: FakeUpstream, **kw: Any) -> dict[str, Any]:
