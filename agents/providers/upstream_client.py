@@ -31,7 +31,7 @@ import httptools
 
 from agents.providers.timeouts import Timeouts
 
-__all__ = ["UpstreamClient", "UpstreamProtocolError", "UpstreamResponse"]
+__all__ = ["UpstreamClient", "UpstreamProtocolError", "UpstreamResponse", "upstream_target"]
 
 # An idle connection is reused only this long after its last response: below the keep-alive
 # timeouts of common servers (nginx 75 s, uvicorn 5 s is the exception: its close is seen in
@@ -66,8 +66,10 @@ class _Target(NamedTuple):
 
 
 @functools.lru_cache(maxsize=64)
-def _target(url: str) -> _Target:
-    """A URL as the request line and the pool see it (a handful per config: cached)."""
+def upstream_target(url: str) -> _Target:
+    """A URL as the request line and the pool see it (a handful per config: cached).
+    ValueError, with what is wrong, for one this client will not use (config validation
+    asks it too)."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
@@ -136,7 +138,7 @@ class UpstreamClient:
         """
         if self.closed:
             raise ConnectionError("the upstream client is closed")
-        target = _target(url)
+        target = upstream_target(url)
         head = request_head(target, headers, len(body))
         connection = self._checkout(target.origin)
         if connection is None:

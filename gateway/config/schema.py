@@ -25,6 +25,7 @@ from agents.config import (
     ECHO_PROVIDER,
     ModelRef,
 )
+from agents.providers.upstream_client import upstream_target
 from gateway.config.errors import ConfigIssue, join_path
 from gateway.config.model import DEFAULT_ALLOWED_MIMES, DEFAULT_SESSION_HEADERS, ConfigWarning
 from gateway.config.secret_keys import ENV_REF_RE
@@ -330,6 +331,10 @@ class _Url(_Node):
             valid = False
         if not valid:
             return ctx.issue(path, f"must be an http(s) URL (got {show(text)})")
+        try:
+            upstream_target(text)  # what the upstream client refuses to send to
+        except ValueError as exc:
+            return ctx.issue(path, str(exc))  # not the URL: it may hold a password
         return text
 
 

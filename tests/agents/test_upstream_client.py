@@ -30,8 +30,8 @@ from agents.providers.upstream_client import (
     UpstreamClient,
     UpstreamProtocolError,
     UpstreamResponse,
-    _target,
     request_head,
+    upstream_target,
 )
 from tests.support.upstreams import closed_port, silent_server
 
@@ -274,69 +274,74 @@ async def fetch(client: UpstreamClient, server: RawServer) -> bytes:
 
 class TestTarget:
     def test_origin_is_scheme_host_port_in_lower_case(self) -> None:
-        assert _target("HTTP://API.Example.com:8080/v1").origin == ("http", "api.example.com", 8080)
+        assert upstream_target("HTTP://API.Example.com:8080/v1").origin == (
+            "http",
+            "api.example.com",
+            8080,
+        )
 
     @pytest.mark.parametrize(
         ("url", "port"), [("http://h/", 80), ("https://h/", 443), ("http://h:80/", 80)]
     )
     def test_port_defaults_by_scheme(self, url: str, port: int) -> None:
-        assert _target(url).origin[2] == port
+        assert upstream_target(url).origin[2] == port
 
     def test_path_keeps_the_query_and_drops_the_fragment(self) -> None:
         assert (
-            _target("http://h/v1/chat?api-version=2&x=1#frag").path == "/v1/chat?api-version=2&x=1"
+            upstream_target("http://h/v1/chat?api-version=2&x=1#frag").path
+            == "/v1/chat?api-version=2&x=1"
         )
 
     def test_empty_path_is_slash(self) -> None:
-        assert _target("http://h").path == "/"
-        assert _target("http://h?q=1").path == "/?q=1"
+        assert upstream_target("http://h").path == "/"
+        assert upstream_target("http://h?q=1").path == "/?q=1"
 
     @pytest.mark.parametrize("url", ["http://h/", "http://h:80/", "https://h/", "https://h:443/"])
     def test_host_header_omits_the_default_port(self, url: str) -> None:
-        assert _target(url).host == "h"
+        assert upstream_target(url).host == "h"
 
     @pytest.mark.parametrize(
         ("url", "host"),
         [("http://h:443/", "h:443"), ("https://h:80/", "h:80"), ("http://h:8080", "h:8080")],
     )
     def test_host_header_carries_a_non_default_port(self, url: str, host: str) -> None:
-        assert _target(url).host == host
+        assert upstream_target(url).host == host
 
     @pytest.mark.parametrize(
         ("url", "host"),
         [("http://[::1]:8080/", "[::1]:8080"), ("https://[2001:db8::1]/", "[2001:db8::1]")],
     )
     def test_ipv6_host_is_bracketed_in_the_host_header(self, url: str, host: str) -> None:
-        assert _target(url).host == host
+        assert upstream_target(url).host == host
 
     def test_ipv6_origin_host_is_unbracketed_for_connecting(self) -> None:
-        assert _target("http://[::1]:8080/").origin == ("http", "::1", 8080)
+        assert upstream_target("http://[::1]:8080/").origin == ("http", "::1", 8080)
 
     @pytest.mark.parametrize("url", ["ftp://h/", "ws://h/", "file:///etc/passwd", "h/v1", "//h/v1"])
     def test_refuses_a_scheme_other_than_http_and_https(self, url: str) -> None:
         with pytest.raises(ValueError, match="scheme"):
-            _target(url)
+            upstream_target(url)
 
     @pytest.mark.parametrize("url", ["http://user:pass@h/", "https://key@h/", "http://:pw@h/"])
     def test_refuses_credentials_in_the_url(self, url: str) -> None:
         with pytest.raises(ValueError, match="credentials"):
-            _target(url)
+            upstream_target(url)
 
     @pytest.mark.parametrize("url", ["http:///v1", "https://:8080/v1"])
     def test_refuses_a_url_without_host(self, url: str) -> None:
         with pytest.raises(ValueError, match="no host"):
-            _target(url)
+            upstream_target(url)
 
     @pytest.mark.parametrize("url", ["http://h:99999/", "http://h:port/", "http://h:0/"])
     def test_refuses_a_bad_port(self, url: str) -> None:
         with pytest.raises(ValueError):
-            _target(url)
+            upstream_target(url)
 
     @pytest.mark.parametrize("path", ["/v1 HTTP/1.0", "/v1\x00x"])
     def test_url_path_cannot_change_the_request_line(self, path: str) -> None:
         """Refused, or escaped: the request line stays `POST <target> HTTP/1.1`."""
         try:
-            target = _target(f"http://h{path}")
+            target = upstream_target(f"http://h{path}")
         except ValueError:
             return
         line = request_head(target, {}, 0).split(b"\r\n", 1)[0]
@@ -348,7 +353,7 @@ class TestTarget:
 class TestRequestHead:
     def test_is_request_line_then_given_headers_then_host_encoding_and_length(self) -> None:
         head_bytes = request_head(
-            _target("http://api.test:8080/v1/chat?x=1"), {"Authorization": "Bearer k"}, 12
+            upstream_target("http://api.test:8080/v1/chat?x=1"), {"Authorization": "Bearer k"}, 12
         )
         assert head_bytes == (
             b"POST /v1/chat?x=1 HTTP/1.1\r\n"
@@ -360,26 +365,28 @@ class TestRequestHead:
         )
 
     def test_content_length_is_set_for_an_empty_body(self) -> None:
-        assert b"\r\nContent-Length: 0\r\n\r\n" in request_head(_target("http://h/"), {}, 0)
+        assert b"\r\nContent-Length: 0\r\n\r\n" in request_head(upstream_target("http://h/"), {}, 0)
 
     @pytest.mark.parametrize(
         "name", ["Content-Length", "transfer-encoding", "CONNECTION", "Accept-Encoding"]
     )
     def test_provider_framing_headers_are_dropped(self, name: str) -> None:
-        lines = request_head(_target("http://h/"), {name: "gzip, chunked, 999"}, 3).split(b"\r\n")
+        lines = request_head(upstream_target("http://h/"), {name: "gzip, chunked, 999"}, 3).split(
+            b"\r\n"
+        )
         assert f"{name}: gzip, chunked, 999".encode() not in lines
         assert b"Accept-Encoding: identity" in lines
         assert b"Content-Length: 3" in lines
 
     def test_provider_host_replaces_ours(self) -> None:
-        lines = request_head(_target("http://10.0.0.1:8080/"), {"host": "api.test"}, 0).split(
-            b"\r\n"
-        )
+        lines = request_head(
+            upstream_target("http://10.0.0.1:8080/"), {"host": "api.test"}, 0
+        ).split(b"\r\n")
         assert [line for line in lines if line.lower().startswith(b"host:")] == [b"host: api.test"]
 
     def test_header_names_and_values_go_out_as_given(self) -> None:
         lines = request_head(
-            _target("http://h/"), {"X-Title": "Café  x", "anthropic-version": "1"}, 0
+            upstream_target("http://h/"), {"X-Title": "Café  x", "anthropic-version": "1"}, 0
         )
         assert b"\r\nX-Title: Caf\xe9  x\r\nanthropic-version: 1\r\n" in lines
 
@@ -389,16 +396,16 @@ class TestRequestHead:
     )
     def test_header_value_with_cr_lf_or_nul_raises_value_error(self, value: str) -> None:
         with pytest.raises(ValueError):
-            request_head(_target("http://h/"), {"X-Key": value}, 0)
+            request_head(upstream_target("http://h/"), {"X-Key": value}, 0)
 
     @pytest.mark.parametrize("name", ["", "X Key", "X-Key:", "X\r\nEvil", "X-Ké", "(x)"])
     def test_header_name_that_is_not_a_token_raises_value_error(self, name: str) -> None:
         with pytest.raises(ValueError):
-            request_head(_target("http://h/"), {name: "v"}, 0)
+            request_head(upstream_target("http://h/"), {name: "v"}, 0)
 
     def test_value_outside_latin_1_raises_value_error(self) -> None:
         with pytest.raises(ValueError):
-            request_head(_target("http://h/"), {"X-Key": "€"}, 0)
+            request_head(upstream_target("http://h/"), {"X-Key": "€"}, 0)
 
 
 # -- on the wire -----------------------------------------------------------------------------

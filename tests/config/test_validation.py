@@ -255,6 +255,29 @@ class TestRequired:
             '- models.providers.p.baseUrl: must be an http(s) URL (got "ftp://h/v1")'
         ]
 
+    def test_base_url_with_credentials_is_refused_without_showing_them(
+        self, files: ConfigFiles
+    ) -> None:
+        issues = files.issues('{models: {providers: {p: {baseUrl: "http://me:hunter2@h/v1"}}}}')
+        assert issues == [
+            "- models.providers.p.baseUrl: credentials in the URL are not supported;"
+            " use the provider's headers"
+        ]
+
+    @pytest.mark.parametrize(
+        ("url", "issue"),
+        [
+            ("http://h:0/v1", "port 0 in the URL"),
+            ("http://h/v 1", "the URL's path has a space, control or non-ASCII character"),
+        ],
+    )
+    def test_base_url_the_upstream_client_cannot_use(
+        self, files: ConfigFiles, url: str, issue: str
+    ) -> None:
+        assert files.issues(f'{{models: {{providers: {{p: {{baseUrl: "{url}"}}}}}}}}') == [
+            f"- models.providers.p.baseUrl: {issue}"
+        ]
+
 
 class TestAgents:
     def test_empty_list_gives_the_implicit_agent_main(self, files: ConfigFiles) -> None:
