@@ -220,18 +220,23 @@ async def relay(
         feed = decoder.feed
         task = asyncio.current_task()
         assert task is not None
+        cancelling = task.cancelling
 
         def decode(events: Iterator[ProviderEvent]) -> None:
             # Event by event, so that what came before a malformed event is delivered; none
             # once our task is being cancelled (the rest of a read that a delivery aborted).
-            while not task.cancelling():
-                try:
-                    event = next(events)
-                except StopIteration:
-                    return
-                except _DECODE_ERRORS as exc:
-                    raise _malformed(decoder, provider, exc) from exc
-                deliver(event)
+            delivering = False  # an error while set is deliver's own: raised as it is
+            try:
+                for event in events:
+                    if cancelling():
+                        return
+                    delivering = True
+                    deliver(event)
+                    delivering = False
+            except _DECODE_ERRORS as exc:
+                if delivering:
+                    raise
+                raise _malformed(decoder, provider, exc) from exc
 
         def on_data(piece: bytes) -> None:
             if decoder.done:
