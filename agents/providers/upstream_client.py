@@ -13,19 +13,20 @@ the timeouts.
 
 What it does not do, on purpose: redirects (a 3xx is the caller's error, an API key never
 follows one), compression (it asks for `identity`; a coded body is refused), cookies (none
-kept: a cookie one upstream answer sets must not reach the next client's request), proxies,
-and `user:password@` in URLs (refused: credentials belong in the provider's headers).
+kept: a cookie one upstream answer sets must not reach the next client's request), and
+proxies. A URL's `user:password@` is sent as HTTP Basic auth, as aiohttp's client did.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import re
 import ssl
 from collections.abc import Callable, Mapping
 from typing import NamedTuple, cast
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httptools
 
@@ -63,6 +64,7 @@ class _Target(NamedTuple):
     origin: tuple[str, str, int]  # scheme, host, port: what a pooled connection can serve
     path: str  # with the query
     host: str  # the Host header
+    authorization: str | None  # Basic, from the URL's `user:password@`
 
 
 @functools.lru_cache(maxsize=64)
@@ -74,11 +76,18 @@ def upstream_target(url: str) -> _Target:
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         raise ValueError(f"unsupported URL scheme {parts.scheme!r} (http or https)")
+    authorization = None
     if parts.username is not None or parts.password is not None:
-        raise ValueError("credentials in the URL are not supported; use the provider's headers")
+        user = unquote(parts.username or "")
+        password = unquote(parts.password or "")
+        try:
+            pair = f"{user}:{password}".encode("latin-1")  # as aiohttp's BasicAuth
+        except UnicodeEncodeError:
+            raise ValueError("the URL's user or password is not latin-1 text") from None
+        authorization = "Basic " + base64.b64encode(pair).decode("ascii")
     host = parts.hostname
     if not host:
-        raise ValueError(f"no host in the URL {url!r}")
+        raise ValueError("no host in the URL")  # not the URL: it may hold a password
     default = 443 if scheme == "https" else 80
     port = parts.port  # ValueError for a bad port
     if port is None:
@@ -90,7 +99,7 @@ def upstream_target(url: str) -> _Target:
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     if _UNSAFE_TARGET_RE.search(path):
         raise ValueError("the URL's path has a space, control or non-ASCII character")
-    return _Target((scheme, host, port), path, header)
+    return _Target((scheme, host, port), path, header, authorization)
 
 
 def request_head(target: _Target, headers: Mapping[str, str], length: int) -> bytes:
@@ -105,9 +114,13 @@ def request_head(target: _Target, headers: Mapping[str, str], length: int) -> by
         lower = name.lower()
         if lower in _OURS_ONLY:
             continue
+        if lower == "authorization" and target.authorization is not None:
+            raise ValueError("credentials both in the URL and in an Authorization header")
         if lower == "host":
             host = ""  # a provider's own Host replaces ours
         lines.append(f"{name}: {value}\r\n")
+    if target.authorization is not None:
+        lines.append(f"Authorization: {target.authorization}\r\n")
     lines.append(f"{host}Accept-Encoding: identity\r\nContent-Length: {length}\r\n\r\n")
     return "".join(lines).encode("latin-1")
 
@@ -379,14 +392,7 @@ class UpstreamResponse:
         not read: `close()`, never `release()`)."""
         self._limit = limit
         self._resume()
-        while not self.complete and self._unread_size <= limit:
-            self._raise_error()
-            self._waiter = self.loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        self._raise_error()
+        await self._wait(lambda: self.complete or self._unread_size > limit)
         body = b"".join(self._unread)
         self._unread.clear()
         self._unread_size = 0
@@ -410,14 +416,7 @@ class UpstreamResponse:
         self._sink = sink
         self._resume()
         try:
-            while not self.complete:
-                self._raise_error()
-                self._waiter = self.loop.create_future()
-                try:
-                    await self._waiter
-                finally:
-                    self._waiter = None
-            self._raise_error()
+            await self._wait(lambda: self.complete)
         finally:
             self._sink = None
 
@@ -501,6 +500,17 @@ class UpstreamResponse:
         self._wake()
 
     # -- internals -----------------------------------------------------------------------
+
+    async def _wait(self, enough: Callable[[], bool]) -> None:
+        """Until `enough()`; the response's error, if it failed meanwhile, is raised."""
+        while not enough():
+            self._raise_error()
+            self._waiter = self.loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        self._raise_error()
 
     def _raise_error(self) -> None:
         if self._error is not None:

@@ -10,6 +10,7 @@ are not `asyncio.Transport` subclasses, and its TLS is its own.
 from __future__ import annotations
 
 import asyncio
+import base64
 import shutil
 import socket
 import ssl
@@ -244,6 +245,18 @@ def one_request(*pieces: bytes, hang_up: bool = False) -> Handler:
     return handler
 
 
+def gated(gate: asyncio.Event, first: tuple[bytes, ...], then: bytes) -> Handler:
+    """Answer one request with `first`, then, once the client set `gate`, with `then`."""
+
+    async def handler(peer: Peer) -> None:
+        await peer.request()
+        await peer.send(*first)
+        await asyncio.wait_for(gate.wait(), WAIT_S)
+        await peer.send(then)
+
+    return handler
+
+
 async def eventually(condition: Callable[[], bool]) -> None:
     async with asyncio.timeout(WAIT_S):
         while not condition():
@@ -322,10 +335,26 @@ class TestTarget:
         with pytest.raises(ValueError, match="scheme"):
             upstream_target(url)
 
-    @pytest.mark.parametrize("url", ["http://user:pass@h/", "https://key@h/", "http://:pw@h/"])
-    def test_refuses_credentials_in_the_url(self, url: str) -> None:
-        with pytest.raises(ValueError, match="credentials"):
-            upstream_target(url)
+    @pytest.mark.parametrize(
+        ("url", "pair"),
+        [
+            ("http://user:pass@h/", b"user:pass"),
+            ("https://key@h/", b"key:"),
+            ("http://:pw@h/", b":pw"),
+            ("http://us%40er:p%3Ass@h/", b"us@er:p:ss"),
+        ],
+    )
+    def test_credentials_in_the_url_are_basic_auth(self, url: str, pair: bytes) -> None:
+        lines = request_head(upstream_target(url), {}, 0).split(b"\r\n")
+        assert b"Authorization: Basic " + base64.b64encode(pair) in lines
+        assert upstream_target(url).host == "h"
+
+    def test_credentials_in_the_url_and_an_authorization_header_are_refused(self) -> None:
+        with pytest.raises(ValueError, match="both in the URL and in an Authorization header"):
+            request_head(upstream_target("http://u:p@h/"), {"Authorization": "Bearer k"}, 0)
+
+    def test_no_authorization_without_credentials(self) -> None:
+        assert b"Authorization" not in request_head(upstream_target("http://h/"), {}, 0)
 
     @pytest.mark.parametrize("url", ["http:///v1", "https://:8080/v1"])
     def test_refuses_a_url_without_host(self, url: str) -> None:
@@ -985,19 +1014,14 @@ class TestDeliver:
         self, serve: Serve, client: UpstreamClient
     ) -> None:
         delivered = asyncio.Event()
-
-        async def handler(peer: Peer) -> None:
-            await peer.request()
-            await peer.send(head("200 OK", CHUNKED) + chunk(b"early"))
-            await asyncio.wait_for(delivered.wait(), WAIT_S)
-            await peer.send(chunk(b"late") + LAST_CHUNK)
+        first = head("200 OK", CHUNKED) + chunk(b"early")
 
         def sink(piece: bytes) -> None:
             pieces.append(piece)
             delivered.set()
 
         pieces: list[bytes] = []
-        server = await serve(handler)
+        server = await serve(gated(delivered, (first,), chunk(b"late") + LAST_CHUNK))
         response = await post(client, server)
         await response.deliver(sink)
         assert pieces == [b"early", b"late"]
@@ -1028,14 +1052,6 @@ class TestDeliver:
         self, serve: Serve, client: UpstreamClient
     ) -> None:
         delivered = asyncio.Event()
-
-        async def handler(peer: Peer) -> None:
-            await peer.request()
-            await peer.send(head("200 OK", CHUNKED))
-            await peer.send(chunk(b"one"))
-            await asyncio.wait_for(delivered.wait(), WAIT_S)
-            await peer.send(chunk(b"two"))
-
         error = RuntimeError("the client went away")
 
         def sink(piece: bytes) -> None:
@@ -1043,7 +1059,8 @@ class TestDeliver:
             if piece == b"two":
                 raise error
 
-        server = await serve(handler)
+        first = (head("200 OK", CHUNKED), chunk(b"one"))
+        server = await serve(gated(delivered, first, chunk(b"two")))
         response = await post(client, server)
         with pytest.raises(RuntimeError) as caught:
             await response.deliver(sink)
@@ -1072,12 +1089,8 @@ class TestDeliver:
         first is delivered (as a cancel landing between two reads would be): the second does
         not reach the sink."""
         delivering = asyncio.Event()
-
-        async def handler(peer: Peer) -> None:
-            await peer.request()
-            await peer.send(head("200 OK", CHUNKED) + chunk(b"zero"))
-            await asyncio.wait_for(delivering.wait(), WAIT_S)
-            await peer.send(chunk(b"one") + chunk(b"two") + LAST_CHUNK)
+        first = head("200 OK", CHUNKED) + chunk(b"zero")
+        then = chunk(b"one") + chunk(b"two") + LAST_CHUNK
 
         def sink(piece: bytes) -> None:
             pieces.append(piece)
@@ -1086,7 +1099,7 @@ class TestDeliver:
                 task.cancel()
 
         pieces: list[bytes] = []
-        server = await serve(handler)
+        server = await serve(gated(delivering, (first,), then))
         response = await post(client, server)
         task = asyncio.create_task(response.deliver(sink))
         with pytest.raises(asyncio.CancelledError):

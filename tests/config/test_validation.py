@@ -255,13 +255,12 @@ class TestRequired:
             '- models.providers.p.baseUrl: must be an http(s) URL (got "ftp://h/v1")'
         ]
 
-    def test_base_url_with_credentials_is_refused_without_showing_them(
+    def test_base_url_with_credentials_not_in_latin_1_is_refused_without_showing_them(
         self, files: ConfigFiles
     ) -> None:
-        issues = files.issues('{models: {providers: {p: {baseUrl: "http://me:hunter2@h/v1"}}}}')
+        issues = files.issues('{models: {providers: {p: {baseUrl: "http://me:pw\u20ac@h/v1"}}}}')
         assert issues == [
-            "- models.providers.p.baseUrl: credentials in the URL are not supported;"
-            " use the provider's headers"
+            "- models.providers.p.baseUrl: the URL's user or password is not latin-1 text"
         ]
 
     @pytest.mark.parametrize(
