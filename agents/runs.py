@@ -392,7 +392,7 @@ class AgentRun:
         return event
 
     def attach_stream(self, task: asyncio.Task[None]) -> None:
-        """The task iterating the provider; abort cancels it (so is an earlier abort)."""
+        """The task awaiting the provider; abort cancels it (so is an earlier abort)."""
         self._stream_task = task
         if self.abort_reason is not None:
             task.cancel()

@@ -11,8 +11,9 @@ all its sessions): it never sees the registry, and a test can build one without 
 
 The turn (§2.2, §3, §6.1): lifecycle start → for each model of the chain a `model` event and
 an attempt → `assistant` events → one `usage` event → one store transaction → the terminal
-lifecycle event. The provider is iterated in its own task so abort and the run timeout can
-cancel it (which closes a network provider's connection) while the run goes on to commit.
+lifecycle event. The provider runs in its own task so abort and the run timeout can cancel
+it (which closes a network provider's connection) while the run goes on to commit; it
+delivers its events to the session as they are decoded.
 """
 
 from __future__ import annotations
