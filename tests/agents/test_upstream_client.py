@@ -855,6 +855,25 @@ class TestConnecting:
         assert client.connections_made == 0
 
 
+class TestResolving:
+    async def test_a_host_name_is_resolved_and_connected_to(
+        self, serve: Serve, client: UpstreamClient
+    ) -> None:
+        # Through getaddrinfo and happy eyeballs; where localhost is also ::1, that address is
+        # refused (the server listens on 127.0.0.1 only) and the next one taken.
+        server = await serve(every_request(ok(b"found")))
+        response = await client.post(f"http://localhost:{server.port}/v1/x", {}, b"", TIMEOUTS)
+        assert await response.read(100) == b"found"
+        response.release()
+        assert server.requests[0].header("Host") == f"localhost:{server.port}"
+
+    async def test_a_name_that_does_not_resolve_is_an_os_error(
+        self, client: UpstreamClient
+    ) -> None:
+        with pytest.raises(OSError):
+            await client.post("http://nonexistent.invalid/v1", {}, b"", TIMEOUTS)
+
+
 class TestKeepAlive:
     async def test_released_complete_response_reuses_the_connection(
         self, serve: Serve, client: UpstreamClient
