@@ -112,6 +112,8 @@ def request_head(target: _Target, headers: Mapping[str, str], length: int) -> by
     to end the head early and write a request of its own."""
     lines = ["POST ", target.path, " HTTP/1.1\r\n"]
     host = f"Host: {target.host}\r\n"
+    # Some API front ends (web application firewalls) refuse a request that names no client.
+    agent = "User-Agent: clawgate\r\n"
     for name, value in headers.items():
         if not _TOKEN_RE.fullmatch(name) or _UNSAFE_VALUE_RE.search(value):
             raise ValueError(f"header {name!r} is not a valid HTTP header")
@@ -122,10 +124,12 @@ def request_head(target: _Target, headers: Mapping[str, str], length: int) -> by
             raise ValueError("credentials both in the URL and in an Authorization header")
         if lower == "host":
             host = ""  # a provider's own Host replaces ours
+        elif lower == "user-agent":
+            agent = ""  # and its own User-Agent ours
         lines.append(f"{name}: {value}\r\n")
     if target.authorization is not None:
         lines.append(f"Authorization: {target.authorization}\r\n")
-    lines.append(f"{host}Accept-Encoding: identity\r\nContent-Length: {length}\r\n\r\n")
+    lines.append(f"{host}{agent}Accept-Encoding: identity\r\nContent-Length: {length}\r\n\r\n")
     return "".join(lines).encode("latin-1")
 
 

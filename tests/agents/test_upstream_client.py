@@ -380,7 +380,7 @@ class TestTarget:
 
 
 class TestRequestHead:
-    def test_is_request_line_then_given_headers_then_host_encoding_and_length(self) -> None:
+    def test_is_request_line_then_given_headers_then_ours(self) -> None:
         head_bytes = request_head(
             upstream_target("http://api.test:8080/v1/chat?x=1"), {"Authorization": "Bearer k"}, 12
         )
@@ -388,6 +388,7 @@ class TestRequestHead:
             b"POST /v1/chat?x=1 HTTP/1.1\r\n"
             b"Authorization: Bearer k\r\n"
             b"Host: api.test:8080\r\n"
+            b"User-Agent: clawgate\r\n"
             b"Accept-Encoding: identity\r\n"
             b"Content-Length: 12\r\n"
             b"\r\n"
@@ -412,6 +413,11 @@ class TestRequestHead:
             upstream_target("http://10.0.0.1:8080/"), {"host": "api.test"}, 0
         ).split(b"\r\n")
         assert [line for line in lines if line.lower().startswith(b"host:")] == [b"host: api.test"]
+
+    def test_provider_user_agent_replaces_ours(self) -> None:
+        lines = request_head(upstream_target("http://h/"), {"User-Agent": "mine/1"}, 0)
+        assert lines.count(b"User-Agent") == 1
+        assert b"\r\nUser-Agent: mine/1\r\n" in lines
 
     def test_header_names_and_values_go_out_as_given(self) -> None:
         lines = request_head(
