@@ -164,7 +164,7 @@ class UpstreamClient:
         connection = self._checkout(target.origin)
         if connection is None:
             connection = await self._connect(target.origin, timeouts.connect)
-        response = connection.send(head + body, timeouts.idle)
+        response = connection.send(head, body, timeouts.idle)
         try:
             await response.head_received()
         except BaseException:
@@ -265,10 +265,10 @@ class _Connection(asyncio.Protocol):
         self._head_bytes = 0
         self._informational = False
 
-    def send(self, request: bytes, idle_seconds: float) -> UpstreamResponse:
+    def send(self, head: bytes, body: bytes, idle_seconds: float) -> UpstreamResponse:
         assert self.transport is not None and self.response is None
         response = self.response = UpstreamResponse(self, idle_seconds)
-        self.transport.write(request)
+        self.transport.writelines((head, body))  # one send, the body not copied onto the head
         return response
 
     def close(self) -> None:
@@ -348,7 +348,7 @@ class _Connection(asyncio.Protocol):
         status = self.parser.get_status_code()
         self._informational = 100 <= status < 200
         if not self._informational and self.response is not None:
-            self.response.head(status, self.parser.should_keep_alive())
+            self.response.head(status)
 
     def on_body(self, body: bytes) -> None:
         if self.response is not None:
@@ -376,7 +376,7 @@ class UpstreamResponse:
         self.loop = asyncio.get_running_loop()
         self.status = 0
         self.headers: dict[str, str] = {}  # lower-case names; repeated ones joined by ", "
-        self.reusable = False
+        self.reusable = False  # the response ended, and its connection may carry another
         self.complete = False
         self.last_read = self.loop.time()
         self._connection = connection
@@ -460,9 +460,8 @@ class UpstreamResponse:
         known = self.headers.get(key)
         self.headers[key] = text if known is None else f"{known}, {text}"
 
-    def head(self, status: int, keep_alive: bool) -> None:
+    def head(self, status: int) -> None:
         self.status = status
-        self.reusable = keep_alive
         if not self._head.done():
             self._head.set_result(None)
 
@@ -490,7 +489,7 @@ class UpstreamResponse:
 
     def finished(self, keep_alive: bool) -> None:
         self.complete = True
-        self.reusable = keep_alive and self.reusable
+        self.reusable = keep_alive
         self._stop_timer()
         self._wake()
 
