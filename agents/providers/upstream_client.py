@@ -258,7 +258,8 @@ class _Connection(asyncio.Protocol):
         self.client = client
         self.origin = origin
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
+        # None once the connection is lost (see connection_lost).
+        self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self.response: UpstreamResponse | None = None
         self.closed = False
         self.parked_at = 0.0
@@ -296,13 +297,14 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         response = self.response
-        if response is None:
+        parser = self.parser
+        if response is None or parser is None:
             # Bytes nobody asked for: the server broke the protocol. Drop the connection.
             self.close()
             return
         response.last_read = response.loop.time()
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             response.fail(UpstreamProtocolError("the upstream switched protocols"))
             self.close()
@@ -322,9 +324,22 @@ class _Connection(asyncio.Protocol):
         self.client.forget(self)
         response = self.response
         if response is not None:
+            self.response = None
             response.lost(exc)
+        # The parser holds our bound callbacks and we hold the parser (and the response holds
+        # us): cycles that only the cyclic collector would free, with the transport and its
+        # buffers. No byte comes after this.
+        self.parser = None
 
     # -- httptools callbacks (inside feed_data) -----------------------------------------
+
+    def _feeding(self) -> httptools.HttpResponseParser:
+        """The parser whose feed_data calls us now."""
+        assert self.parser is not None  # set until connection_lost, which no callback follows
+        return self.parser
+
+    def _status(self) -> int:
+        return self._feeding().get_status_code()
 
     def on_message_begin(self) -> None:
         if self.response is None:  # a second response to our one request
@@ -333,7 +348,7 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         response = self.response
-        if response is None or response.status or 100 <= self.parser.get_status_code() < 200:
+        if response is None or response.status or 100 <= self._status() < 200:
             return  # trailers, or the headers of a 100 Continue: nothing about the response
         try:
             self._head_bytes += len(name) + len(value) + 4
@@ -345,7 +360,7 @@ class _Connection(asyncio.Protocol):
             raise
 
     def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
+        status = self._status()
         self._informational = 100 <= status < 200
         if not self._informational and self.response is not None:
             self.response.head(status)
@@ -361,7 +376,7 @@ class _Connection(asyncio.Protocol):
         response = self.response
         if response is not None:
             self.response = None  # what follows on this connection is no part of it
-            response.finished(self.parser.should_keep_alive())
+            response.finished(self._feeding().should_keep_alive())
 
 
 class UpstreamResponse:
@@ -437,14 +452,20 @@ class UpstreamResponse:
 
     def release(self) -> None:
         """Done with the response: a complete one gives its connection back to the pool."""
-        self._stop_timer()
+        self._done()
         self._connection.release(self)
 
     def close(self) -> None:
         """Done with the response, read or not: its connection is closed."""
-        self._stop_timer()
+        self._done()
         self.reusable = False
         self._connection.release(self)
+
+    def _done(self) -> None:
+        self._stop_timer()
+        # Raised by now. Kept, its traceback (whose frames hold us) would make a cycle that
+        # only the cyclic collector frees, with the connection.
+        self._error = None
 
     # -- from the connection -------------------------------------------------------------
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import shutil
 import socket
 import ssl
 import struct
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -1006,6 +1007,88 @@ class TestKeepAlive:
         await asyncio.gather(fetch(client, server), fetch(client, server))
         assert client.idle_connections == 1
         await eventually(lambda: any(peer.gone.is_set() for peer in server.peers))
+
+
+class TestFreedWithoutTheCollector:
+    """A connection that ends is freed by reference counting: its parser holds its bound
+    callbacks, so without the cut in connection_lost every closed connection (and its
+    transport) would wait for the cyclic collector, which a busy gateway runs rarely."""
+
+    @pytest.fixture(autouse=True)
+    def collector_off(self) -> Iterator[None]:
+        gc.collect()  # what earlier tests left
+        gc.disable()
+        try:
+            yield
+        finally:
+            gc.enable()
+
+    @staticmethod
+    def alive(server: RawServer) -> int:
+        """Connections to `server` that still exist, garbage or not."""
+        return sum(
+            1
+            for obj in gc.get_objects()
+            if type(obj) is upstream_client._Connection and obj.origin[2] == server.port
+        )
+
+    async def test_a_connection_the_server_closed_after_its_answer(
+        self, serve: Serve, client: UpstreamClient
+    ) -> None:
+        server = await serve(every_request(ok(b"abc", "Connection: close")))
+        assert await fetch(client, server) == b"abc"
+        await server.peers[0].wait_gone()
+        await eventually(lambda: self.alive(server) == 0)
+
+    async def test_a_connection_closed_over_the_idle_cap(
+        self, serve: Serve, client: UpstreamClient, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(upstream_client, "MAX_IDLE_PER_ORIGIN", 1)
+        both_in = asyncio.Event()
+
+        async def handler(peer: Peer) -> None:
+            while await peer.request() is not None:
+                if len(server.requests) == 2:
+                    both_in.set()
+                await both_in.wait()
+                await peer.send(ok(b"abc"))
+
+        server = await serve(handler)
+        await asyncio.gather(fetch(client, server), fetch(client, server))
+        await eventually(lambda: self.alive(server) == 1)  # the one kept idle
+
+    async def test_an_idle_connection_the_server_hung_up(
+        self, serve: Serve, client: UpstreamClient
+    ) -> None:
+        released = asyncio.Event()
+
+        async def handler(peer: Peer) -> None:
+            await peer.request()
+            await peer.send(ok(b"abc"))
+            await released.wait()
+            peer.hang_up()
+
+        server = await serve(handler)
+        assert await fetch(client, server) == b"abc"
+        released.set()
+        await eventually(lambda: self.alive(server) == 0)
+
+    async def test_a_connection_lost_while_its_response_was_read(
+        self, serve: Serve, client: UpstreamClient
+    ) -> None:
+        cut_short = one_request(head("200 OK", "Content-Length: 10"), b"abc", hang_up=True)
+        server = await serve(cut_short)
+        response = await post(client, server)
+        pieces: list[bytes] = []
+        try:
+            await response.deliver(pieces.append)
+        except ConnectionResetError:
+            pass
+        else:
+            pytest.fail("a body cut short must fail")
+        response.close()
+        del response
+        await eventually(lambda: self.alive(server) == 0)
 
 
 class TestDeliver:
