@@ -283,6 +283,23 @@ async def fetch(client: UpstreamClient, server: RawServer) -> bytes:
         response.release()
 
 
+async def two_released_together(serve: Serve, client: UpstreamClient) -> RawServer:
+    """Two fetches on two connections, answered once both requests are in: both connections
+    come back to the pool at about the same time."""
+    both_in = asyncio.Event()
+
+    async def handler(peer: Peer) -> None:
+        while await peer.request() is not None:
+            if len(server.requests) == 2:
+                both_in.set()
+            await both_in.wait()
+            await peer.send(ok(b"abc"))
+
+    server = await serve(handler)
+    assert await asyncio.gather(fetch(client, server), fetch(client, server)) == [b"abc"] * 2
+    return server
+
+
 # -- pure functions ------------------------------------------------------------------------
 
 
@@ -994,17 +1011,7 @@ class TestKeepAlive:
         self, serve: Serve, client: UpstreamClient, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         monkeypatch.setattr(upstream_client, "MAX_IDLE_PER_ORIGIN", 1)
-        both_in = asyncio.Event()
-
-        async def handler(peer: Peer) -> None:
-            while await peer.request() is not None:
-                if len(server.requests) == 2:
-                    both_in.set()
-                await both_in.wait()
-                await peer.send(ok(b"abc"))
-
-        server = await serve(handler)
-        await asyncio.gather(fetch(client, server), fetch(client, server))
+        server = await two_released_together(serve, client)
         assert client.idle_connections == 1
         await eventually(lambda: any(peer.gone.is_set() for peer in server.peers))
 
@@ -1044,17 +1051,7 @@ class TestFreedWithoutTheCollector:
         self, serve: Serve, client: UpstreamClient, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         monkeypatch.setattr(upstream_client, "MAX_IDLE_PER_ORIGIN", 1)
-        both_in = asyncio.Event()
-
-        async def handler(peer: Peer) -> None:
-            while await peer.request() is not None:
-                if len(server.requests) == 2:
-                    both_in.set()
-                await both_in.wait()
-                await peer.send(ok(b"abc"))
-
-        server = await serve(handler)
-        await asyncio.gather(fetch(client, server), fetch(client, server))
+        server = await two_released_together(serve, client)
         await eventually(lambda: self.alive(server) == 1)  # the one kept idle
 
     async def test_an_idle_connection_the_server_hung_up(
