@@ -463,8 +463,8 @@ class UpstreamResponse:
 
     def _done(self) -> None:
         self._stop_timer()
-        # Raised by now. Kept, its traceback (whose frames hold us) would make a cycle that
-        # only the cyclic collector frees, with the connection.
+        # Nobody reads the error after this. Kept, once raised its traceback (whose frames
+        # hold us) would make a cycle that only the cyclic collector frees, with the connection.
         self._error = None
 
     # -- from the connection -------------------------------------------------------------

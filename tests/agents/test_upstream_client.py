@@ -1425,6 +1425,26 @@ class TestOnUvloop:
 
         uvloop.run(scenario())
 
+    def test_a_closed_connection_is_freed_without_the_collector(self) -> None:
+        async def scenario() -> None:
+            server = RawServer(every_request(ok(b"abc", "Connection: close")))
+            await server.start()
+            client = UpstreamClient()
+            try:
+                assert await fetch(client, server) == b"abc"
+                await server.peers[0].wait_gone()
+                await eventually(lambda: TestFreedWithoutTheCollector.alive(server) == 0)
+            finally:
+                await client.aclose()
+                await server.aclose()
+
+        gc.collect()
+        gc.disable()
+        try:
+            uvloop.run(scenario())
+        finally:
+            gc.enable()
+
     def test_tls(self, certificate: Certificate, server_tls: ssl.SSLContext) -> None:
         async def scenario() -> None:
             server = RawServer(every_request(ok(b"secure")), server_tls)
