@@ -1,9 +1,9 @@
 """`/v1/responses` (OpenResponses): create a response, stream it, fetch or delete a stored one.
 
 Enabled by `gateway.http.endpoints.responses.enabled`, with chat completions' auth, agent
-selection, session headers, image limits, error shape and CORS (gateway.http_common), and its
+selection, session headers, image limits, error shape and CORS (gateway/http/common.py), and its
 own body limit. A turn runs exactly as a chat completion's does: its run id is the response
-id; a client that leaves aborts it (openai_http's ClientWatch).
+id; a client that leaves aborts it (gateway/http/runs.py's `ClientWatch`).
 
 `previous_response_id` continues the session the named response was answered in: the client
 sends only what is new (a user message, `function_call_output` items), and the session adds

@@ -1,4 +1,4 @@
-"""gateway.openresponses_wire: the request fields, the input items, the response object."""
+"""gateway.http.openresponses_wire: the request fields, the input items, the response object."""
 
 from __future__ import annotations
 
