@@ -127,6 +127,7 @@ class FileState:
     exists: bool
     text: str | None = None
     hash: str | None = None  # sha256 hex of the bytes
+    problem: str | None = None  # why the bytes are no text (the loader's words)
 
 
 def read_file(path: Path) -> FileState:
@@ -134,7 +135,12 @@ def read_file(path: Path) -> FileState:
         data = path.read_bytes()
     except FileNotFoundError:
         return FileState(path, False)
-    return FileState(path, True, data.decode("utf-8-sig"), hashlib.sha256(data).hexdigest())
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return FileState(path, True, hash=digest, problem=f"not valid UTF-8 (byte {exc.start})")
+    return FileState(path, True, text, digest)
 
 
 def parse_object(text: str) -> dict[str, Any] | None:

@@ -72,6 +72,18 @@ class TestConfigGet:
             }
         ]
 
+    async def test_a_file_that_is_not_utf8_shows_its_issue(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        """An edit that saved the file in another encoding: the reload refused it, and
+        config.get says why, as it does for any other invalid file."""
+        gateway.config_path.write_bytes(b'{ agents: { list: [{ id: "main", name: "caf\xe9" }] } }')
+        payload = await ws.ok("config.get")
+        assert (payload["exists"], payload["raw"], payload["parsed"]) == (True, None, None)
+        assert payload["valid"] is False
+        assert payload["issues"] == [{"path": "<file>", "message": "not valid UTF-8 (byte 43)"}]
+        assert payload["hash"] == file_hash(gateway)
+
 
 class TestConfigPatch:
     async def test_a_stale_or_missing_base_hash_is_refused(
@@ -147,6 +159,21 @@ class TestConfigPatch:
             "code": "INVALID_REQUEST",
             "message": "config.patch raw must be an object",
         }
+
+    async def test_a_file_that_is_not_utf8_is_left_alone(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        """Its bytes are no config to merge into; the patch must not replace them with the
+        embedded default's."""
+        before = b'{ agents: { list: [{ id: "main", name: "caf\xe9" }] } }'
+        gateway.config_path.write_bytes(before)
+        frame = await patch(ws, {"logging": {"level": "debug"}}, file_hash(gateway))
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": "invalid config",
+            "details": {"issues": [{"path": "<file>", "message": "not valid UTF-8 (byte 43)"}]},
+        }
+        assert gateway.config_path.read_bytes() == before
 
     async def test_raw_must_be_json5(self, ws: GatewayWs, gateway: Gateway) -> None:
         frame = await patch(ws, "{nope", file_hash(gateway))

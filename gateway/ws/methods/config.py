@@ -16,7 +16,7 @@ import attrs
 import json5
 
 from gateway.config.apply import apply_config
-from gateway.config.errors import ConfigError, ConfigIssue
+from gateway.config.errors import FILE_LEVEL, ConfigError, ConfigIssue
 from gateway.config.loader import embedded_default_text
 from gateway.config.model import AuthConfig, Config
 from gateway.config.patch import (
@@ -104,9 +104,13 @@ def register(methods: MethodRegistry) -> None:
         current = read_file(path)
         answer: dict[str, Any] = {"path": str(path), "exists": current.exists}
         issues: list[dict[str, str]] = []
-        if not current.exists or current.text is None:
+        if not current.exists:
             answer.update(raw=None, parsed=None)
             valid, warnings = True, _warnings(running)
+        elif current.text is None:  # not UTF-8: the loader refuses it the same way
+            answer.update(raw=None, parsed=None)
+            issue = ConfigIssue(FILE_LEVEL, current.problem or "not valid UTF-8")
+            valid, issues, warnings = False, _issues((issue,)), []
         else:
             parsed = parse_object(current.text)
             # Without a parse the scanner's fallback cannot find the secrets: show no text.
@@ -142,7 +146,7 @@ def register(methods: MethodRegistry) -> None:
         async with ctx.ws.config_lock:  # hash check to write: one patch at a time
             current = await asyncio.to_thread(read_file, loader.config_path)
             warnings: list[str] = []
-            if current.exists and current.text is not None:
+            if current.exists:
                 if not params.base_hash:
                     raise WsError(
                         INVALID_REQUEST, "config base hash required; re-run config.get and retry"
@@ -152,9 +156,10 @@ def register(methods: MethodRegistry) -> None:
                         INVALID_REQUEST,
                         "config changed since last load; re-run config.get and retry",
                     )
-                base = parse_object(current.text)
+                base = parse_object(current.text) if current.text is not None else None
                 if base is None:
-                    issue = ConfigIssue("<file>", "the config file is not a valid JSON5 object")
+                    problem = current.problem or "the config file is not a valid JSON5 object"
+                    issue = ConfigIssue(FILE_LEVEL, problem)
                     raise WsError(
                         INVALID_REQUEST, "invalid config", details={"issues": _issues((issue,))}
                     )
