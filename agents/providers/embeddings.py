@@ -126,7 +126,14 @@ def parse_answer(answer: Any, count: int) -> Embeddings:
             if [item["index"] for item in data] != list(range(count)):
                 raise ValueError("answer indexes are not 0..n-1")
         vectors = tuple(_vector(item.get("embedding")) for item in data)
-    except (ValueError, TypeError, AttributeError, binascii.Error, struct.error) as exc:
+    except (
+        ValueError,
+        TypeError,
+        AttributeError,
+        OverflowError,  # an integer beyond any float: JSON allows it
+        binascii.Error,
+        struct.error,
+    ) as exc:
         raise MalformedStream(f"malformed upstream embeddings answer ({exc})") from exc
     usage = answer.get("usage")
     prompt = usage.get("prompt_tokens") if isinstance(usage, dict) else None

@@ -71,6 +71,7 @@ class TestParseAnswer:
             answer([1], ["x"]),
             answer([1], [True]),
             answer([1], [1e39]),
+            answer([1], [10**400]),
             answer([1], "not base64!"),
             answer([1], base64.b64encode(b"abc").decode()),
             answer([1], base64.b64encode(struct.pack("<f", math.nan)).decode()),

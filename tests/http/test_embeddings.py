@@ -15,7 +15,14 @@ import pytest
 from agents.providers.embeddings import echo_vector
 from agents.providers.pool import Timeouts
 from gateway.state import AppOptions
-from tests.support.http_client import AUTH, TOKEN, Client, MakeClient, upstream_settings
+from tests.support.http_client import (
+    AUTH,
+    TOKEN,
+    Client,
+    MakeClient,
+    NoErrorLogs,
+    upstream_settings,
+)
 from tests.support.upstreams import FakeOpenAI, Stall, Status, fake_embedding
 
 EMBEDDINGS = "/v1/embeddings"
@@ -232,6 +239,18 @@ class TestUpstream:
         upstream.script(Status(500))
         status, body, _ = await post(client, {"input": "a"})
         assert (status, body["error"]["message"]) == (502, "upstream provider error")
+
+    async def test_a_number_beyond_any_float_is_a_502(
+        self, gateway: MakeClient, upstream: FakeOpenAI, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # JSON allows integers of any size; float() of this one overflows.
+        huge = "1" + "0" * 400
+        upstream.script(Status(200, body=f'{{"data": [{{"index": 0, "embedding": [{huge}]}}]}}'))
+        client = await gateway(upstream_settings(upstream))
+        with NoErrorLogs(caplog) as logs:
+            status, body, _ = await post(client, {"input": "a"})
+        assert (status, body["error"]["message"]) == (502, "upstream provider error")
+        assert logs.errors() == []
 
     async def test_a_silent_upstream_is_a_504(
         self, gateway: MakeClient, upstream: FakeOpenAI
