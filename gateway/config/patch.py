@@ -194,4 +194,8 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def render(value: Mapping[str, Any]) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False) + "\n"
+    """2-space JSON. A lone surrogate (JSON5 can spell one, UTF-8 cannot) can only sit inside
+    a string, where `backslashreplace` writes exactly its JSON escape: the file keeps it as
+    the escape it came as, and reads back the same."""
+    text = json.dumps(value, indent=2, ensure_ascii=False) + "\n"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -175,6 +175,19 @@ class TestConfigPatch:
         }
         assert gateway.config_path.read_bytes() == before
 
+    async def test_a_lone_surrogate_escape_is_written_as_its_escape(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        """JSON5 can spell a lone surrogate (a JavaScript client that cut a string inside an
+        emoji); UTF-8 cannot, so the file keeps it as the escape it came as."""
+        raw = '{"agents": {"list": [{"id": "main", "default": true, "name": "cut \\ud83d"}]}}'
+        frame = await patch(ws, raw, file_hash(gateway))
+        assert frame["ok"] is True, frame
+        assert frame["payload"]["hash"] == file_hash(gateway)
+        assert '"name": "cut \\ud83d"' in gateway.config_path.read_text()
+        agents = await ws.ok("agents.list")
+        assert agents["agents"][0]["name"] == "cut \ud83d"
+
     async def test_raw_must_be_json5(self, ws: GatewayWs, gateway: Gateway) -> None:
         frame = await patch(ws, "{nope", file_hash(gateway))
         assert frame["error"]["message"].startswith("invalid config.patch params: at /raw: ")
