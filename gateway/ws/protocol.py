@@ -147,9 +147,17 @@ class InvalidFrame(Exception):
         self.frame_id = frame_id
 
 
+def _reject_constant(name: str) -> Any:
+    # Python's parser accepts NaN and Infinity; JSON has no such values (§1).
+    raise ValueError(f"Invalid JSON value: {name}")
+
+
+_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def parse_request(text: str | bytes) -> RequestFrame:
     try:
-        value = json.loads(text)
+        value = _decoder.decode(text if isinstance(text, str) else text.decode())
     except ValueError as exc:  # UnicodeDecodeError included
         raise NotJson(str(exc)) from None
     except RecursionError:  # nested deeper than the parser's stack: no frame we could read

@@ -197,10 +197,19 @@ def text_frame(value: Any) -> Frame:
     return Frame("text", to_json(value, ascii_only=True))
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"not JSON: {name}")
+
+
+def strict_json(text: str | bytes) -> Any:
+    """JSON as the server reads a frame: NaN and Infinity are no JSON values (§1)."""
+    return json.loads(text, parse_constant=_reject_constant)
+
+
 def response_id(frame: Frame) -> str:
     """The id the server answers `frame` with: its own when it has a usable one (§6)."""
     try:
-        value = json.loads(frame.data)
+        value = strict_json(frame.data)
     except (ValueError, RecursionError):
         return "invalid"
     usable = isinstance(value, dict) and isinstance(value.get("id"), str) and value["id"]
@@ -212,7 +221,7 @@ def is_request(frame: Frame) -> bool:
     if frame.kind != "text":
         return False
     try:
-        value = json.loads(frame.data)
+        value = strict_json(frame.data)
     except (ValueError, RecursionError):
         return False
     return (

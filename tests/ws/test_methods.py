@@ -47,6 +47,20 @@ class TestDispatcher:
             "message": "invalid request frame: not JSON",
         }
 
+    @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+    async def test_nan_and_infinity_are_not_json(self, ws: GatewayWs, constant: str) -> None:
+        """Python's parser takes them; JSON has no such values (the HTTP side refuses them)."""
+        await ws.send(
+            '{"type":"req","id":"n-1","method":"sessions.list","params":{"activeMinutes":'
+            + constant
+            + "}}"
+        )
+        frame = await ws.response("invalid")
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": "invalid request frame: not JSON",
+        }
+
     async def test_not_a_request_frame_keeps_its_id(self, ws: GatewayWs) -> None:
         await ws.send({"type": "res", "id": "x-1", "method": "health"})
         frame = await ws.response("x-1")
