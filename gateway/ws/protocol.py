@@ -244,10 +244,23 @@ def close_reason(message: str) -> str:
 # --- Params reader ------------------------------------------------------------------------------
 
 
+# The largest magnitude a JSON number has for OpenClaw's (JavaScript) parser: beyond it the
+# client meant Infinity, no number at all; Python would keep an int no float can hold.
+_NUMBER_MAX: Final = sys.float_info.max
+
+
 def _is_int(value: Any) -> bool:
     if isinstance(value, bool):
         return False
-    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, int):
+        return -_NUMBER_MAX <= value <= _NUMBER_MAX
+    return isinstance(value, float) and value.is_integer()
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return -_NUMBER_MAX <= value <= _NUMBER_MAX  # neither infinity (`1e400` reads so) nor NaN
 
 
 class ParamReader:
@@ -317,7 +330,7 @@ class ParamReader:
         value = self._get(key, False)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if not _is_number(value):
             raise self.fail(key, "must be number")
         self._range(key, value, minimum, None)
         return float(value)

@@ -149,6 +149,19 @@ class TestDispatcher:
                 "provider is not supported",
             ),
             ("agent.wait", {}, "at /runId: is required"),
+            # Beyond a double (JavaScript reads Infinity): no integer, no number.
+            ("agent.wait", {"runId": "r", "timeoutMs": 10**400}, "at /timeoutMs: must be integer"),
+            (
+                "chat.send",
+                {"sessionKey": "a", "message": "m", "idempotencyKey": "k", "timeoutMs": 10**400},
+                "at /timeoutMs: must be integer",
+            ),
+            (
+                "agent",
+                {"message": "m", "idempotencyKey": "k", "timeout": 10**400},
+                "at /timeout: must be number",
+            ),
+            ("sessions.list", {"activeMinutes": 10**400}, "at /activeMinutes: must be number"),
             (
                 "sessions.patch",
                 {"key": "x", "thinkingLevel": "high"},
@@ -187,6 +200,18 @@ class TestDispatcher:
         assert frame["error"] == {
             "code": "INVALID_REQUEST",
             "message": f"invalid {method} params: {detail}",
+        }
+
+    async def test_a_number_that_overflows_a_double_is_not_a_number(self, ws: GatewayWs) -> None:
+        """`1e400` is JSON, and Python reads it as infinity."""
+        await ws.send(
+            '{"type":"req","id":"o-1","method":"agent",'
+            '"params":{"message":"m","idempotencyKey":"o-1","timeout":1e400}}'
+        )
+        frame = await ws.response("o-1")
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": "invalid agent params: at /timeout: must be number",
         }
 
     async def test_a_failing_store_is_unavailable_and_logged(
