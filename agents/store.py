@@ -594,6 +594,12 @@ def _dumps(value: Any) -> str:
     return repair_surrogates(compactjson.dumps(value))
 
 
+def active_since(now: int, active_minutes: float) -> int:
+    """The `updated_at` cutoff of `active_minutes`, within SQL's integers: a client may ask
+    for more minutes than a double holds in milliseconds."""
+    return _sql_int(now - int(min(active_minutes * 60_000, 2**63)))
+
+
 def _sql_int(value: int) -> int:
     """`value` within SQLite's 64-bit integers: a duration of "99999999999999999999d" is
     valid config, and sqlite3 raises OverflowError on a parameter beyond them."""
@@ -1052,7 +1058,7 @@ class SessionStore:
             if now is None:
                 raise ValueError("active_minutes needs now")
             where.append("updated_at >= ?")
-            args.append(now - int(active_minutes * 60_000))
+            args.append(active_since(now, active_minutes))
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         db = self._conn()
         total = db.execute(f"SELECT COUNT(*) FROM sessions{clause}", args).fetchone()[0]

@@ -50,6 +50,7 @@ from agents.store import (
     _message,
     _session_row,
     _sql_int,
+    active_since,
     turn_messages,
 )
 
@@ -619,7 +620,7 @@ class PostgresSessionStore:
         if active_minutes is not None:
             if now is None:
                 raise ValueError("active_minutes needs now")
-            where.append(f"updated_at >= {arg(_sql_int(now - int(active_minutes * 60_000)))}")
+            where.append(f"updated_at >= {arg(active_since(now, active_minutes))}")
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         filters = list(args)
         limit_arg = arg(max(0, limit))

@@ -445,6 +445,12 @@ class TestSessions:
         assert (limited["count"], limited["totalCount"], limited["hasMore"]) == (2, 3, True)
         assert (await ws.ok("sessions.list", {"activeMinutes": 5}))["totalCount"] == 3
 
+    @pytest.mark.parametrize("minutes", [1e300, 1.7e308])
+    async def test_list_any_number_of_active_minutes(self, ws: GatewayWs, minutes: float) -> None:
+        """More minutes than have passed since 1970 keep every session."""
+        await ws.ok("sessions.patch", {"key": "a1", "label": "Alpha"})
+        assert (await ws.ok("sessions.list", {"activeMinutes": minutes}))["totalCount"] == 1
+
     async def test_patch_upserts_and_emits_sessions_changed(self, ws: GatewayWs) -> None:
         payload = await ws.ok("sessions.patch", {"key": "X", "label": "  My label "})
         assert (payload["ok"], payload["key"]) == (True, "agent:main:x")
