@@ -1095,8 +1095,9 @@ class SessionStore:
             self._conn()
             .execute(
                 "SELECT date(m.timestamp / 1000, 'unixepoch') AS day, t.agent_id,"
-                " COALESCE(SUM(json_extract(m.usage, '$.input')), 0),"
-                " COALESCE(SUM(json_extract(m.usage, '$.output')), 0), COUNT(*)"
+                # TOTAL, not SUM: SUM raises on a sum beyond 64 bits, TOTAL is a float.
+                " TOTAL(json_extract(m.usage, '$.input')),"
+                " TOTAL(json_extract(m.usage, '$.output')), COUNT(*)"
                 " FROM messages m JOIN transcripts t ON t.session_id = m.session_id"
                 f" WHERE {where} GROUP BY day, t.agent_id ORDER BY day, t.agent_id",
                 args,

@@ -28,6 +28,7 @@ from agents.providers.base import (
     TextDelta,
     ToolCallDelta,
     Usage,
+    token_count,
 )
 from agents.providers.echo import token_cap
 from agents.providers.sse import SSEEvent, data_json
@@ -234,10 +235,10 @@ def request_headers(provider: ProviderConfig) -> CIMultiDict[str]:
 
 
 def _count(usage: Any, *names: str) -> int | None:
-    """Sum of the named token counts; None unless the first one is an int."""
-    if not isinstance(usage, dict) or type(usage.get(names[0])) is not int:
+    """Sum of the named token counts; None unless the first one is a count (and the sum too)."""
+    if not isinstance(usage, dict) or token_count(usage.get(names[0])) is None:
         return None
-    return sum(n for name in names if type(n := usage.get(name)) is int)
+    return token_count(sum(n for name in names if (n := token_count(usage.get(name))) is not None))
 
 
 # Prompt caching bills the prompt in three parts; all of it was input to the model.

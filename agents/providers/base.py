@@ -125,6 +125,19 @@ class Usage:
         return self.input + self.output
 
 
+# The largest token count an upstream may report: JavaScript's Number.MAX_SAFE_INTEGER, so that
+# a browser reads the stored counts exactly, and SQLite's 64-bit integers hold their sums. A
+# count beyond it (JSON allows any integer) is no model's, and is taken as not reported.
+MAX_TOKEN_COUNT = 2**53 - 1
+
+
+def token_count(value: object) -> int | None:
+    """An upstream's token count: an int from 0 to MAX_TOKEN_COUNT, else None (not reported)."""
+    if type(value) is not int or not 0 <= value <= MAX_TOKEN_COUNT:
+        return None
+    return value
+
+
 ProviderEvent = TextDelta | ReasoningDelta | ToolCallDelta | Finish | Usage
 
 

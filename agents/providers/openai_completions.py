@@ -26,6 +26,7 @@ from agents.providers.base import (
     TextDelta,
     ToolCallDelta,
     Usage,
+    token_count,
 )
 from agents.providers.sse import SSEEvent, data_json
 from agents.providers.timeouts import Timeouts
@@ -128,9 +129,9 @@ def usage_of(usage: Any) -> Usage | None:
     """Reported usage, or None when the upstream's numbers are not usable (then §7 estimates)."""
     if not isinstance(usage, dict):
         return None
-    prompt = usage.get("prompt_tokens")
-    completion = usage.get("completion_tokens")
-    if type(prompt) is not int or type(completion) is not int:
+    prompt = token_count(usage.get("prompt_tokens"))
+    completion = token_count(usage.get("completion_tokens"))
+    if prompt is None or completion is None:
         return None
     return Usage(prompt, completion)
 

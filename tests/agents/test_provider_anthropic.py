@@ -385,6 +385,19 @@ class TestStreaming:
         anthropic_upstream.script(Stream(("x",), usage=None))
         assert await collect(provider, anthropic_upstream) == [TextDelta("x"), Finish("stop")]
 
+    @pytest.mark.parametrize(
+        "first", [start(10**30), start(-1), start(5, cache_read_input_tokens=2**53 - 5)]
+    )
+    async def test_a_count_no_model_reports_is_not_reported(
+        self,
+        provider: AnthropicMessagesProvider,
+        anthropic_upstream: FakeAnthropic,
+        first: tuple[str, dict[str, Any]],
+    ) -> None:
+        # JSON allows any integer; beyond 64 bits it would fail the session's write.
+        anthropic_upstream.script(Raw((events(first, text("x"), *stop(output=7)),)))
+        assert await collect(provider, anthropic_upstream) == [TextDelta("x"), Finish("stop")]
+
     async def test_events_split_across_network_reads(
         self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
     ) -> None:

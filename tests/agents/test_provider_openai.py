@@ -254,6 +254,17 @@ class TestStreaming:
         openai_upstream.script(Stream(("x",), usage=None))
         assert await collect(provider, openai_upstream) == [TextDelta("x"), Finish("stop")]
 
+    @pytest.mark.parametrize("usage", [(10**30, 2), (3, -1), (2**53, 0)])
+    async def test_a_count_no_model_reports_is_not_reported(
+        self,
+        provider: OpenAICompletionsProvider,
+        openai_upstream: FakeOpenAI,
+        usage: tuple[int, int],
+    ) -> None:
+        # JSON allows any integer; beyond 64 bits it would fail the session's write.
+        openai_upstream.script(Stream(("x",), usage=usage))
+        assert await collect(provider, openai_upstream) == [TextDelta("x"), Finish("stop")]
+
     async def test_empty_and_null_contents_are_skipped_and_reasoning_is_read(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
     ) -> None:

@@ -911,6 +911,13 @@ class TestUsageByDay:
         await store.append_turn(turn(ops, "r3", assistant_timestamp=DAY))
         assert await store.usage_by_day(DAY, "MAIN") == [DailyUsage("1970-01-02", "main", 2, 4, 1)]
 
+    async def test_a_sum_beyond_64_bits_is_a_number_not_an_error(self, store: SessionStore) -> None:
+        # SQLite's SUM raises on an integer overflow; the counts themselves fit in 64 bits.
+        row, _ = await store.create(KEY, "main", 1)
+        await store.append_turn(turn(row, "r1", input_tokens=2**62))
+        await store.append_turn(turn(row, "r2", input_tokens=2**62))
+        assert await store.usage_by_day(0) == [DailyUsage("1970-01-01", "main", 2**63, 8, 2)]
+
     async def test_a_deleted_session_no_longer_counts_and_a_reset_one_does(
         self, store: SessionStore
     ) -> None:

@@ -92,6 +92,26 @@ class TestFallback:
         assert getattr(outcome.error, "retry_after", None) == 7
 
 
+class TestUsage:
+    async def test_a_count_beyond_64_bits_is_estimated_and_the_turn_kept(
+        self, store: SessionStore, openai_upstream: FakeOpenAI
+    ) -> None:
+        # JSON allows any integer: taken as it came, it failed the turn's write.
+        openai_upstream.script(Stream(("fine",), usage=(10**30, 2)))
+        registry = await make_registry(store, ("up1/fake-model",), openai_upstream)
+        try:
+            outcome = await registry.submit(turn()).wait()
+            history = await registry.history("agent:main:s1")
+        finally:
+            await registry.aclose()
+        row = await store.get("agent:main:s1")
+        assert (outcome.status, outcome.text) == ("completed", "fine")
+        assert 0 < outcome.usage.input < 100  # the estimate (agents-sessions.md §7)
+        assert row is not None
+        assert (row.input_tokens, row.output_tokens) == (outcome.usage.input, outcome.usage.output)
+        assert history.messages[-1].to_transcript()["content"][0]["text"] == "fine"
+
+
 class TestAbort:
     async def test_abort_ends_a_streaming_run_within_100ms_and_closes_the_upstream(
         self, store: SessionStore, openai_upstream: FakeOpenAI
