@@ -261,8 +261,10 @@ def hook_session_key(
                 "sessionKey",
             )
         agent_id = hook_agent(key_agent, hooks, agents)  # the key's agent, under the policy
+    # A prefix matches the whole key or the part after `agent:<id>:`: OpenClaw compares the key
+    # as the caller spelled it, so both `hook:` and `agent:main:` are prefixes in use there.
     prefixes = hooks.allowed_session_key_prefixes
-    if prefixes is not None and not rest.startswith(prefixes):
+    if prefixes is not None and not (key.startswith(prefixes) or rest.startswith(prefixes)):
         raise bad_request(f"sessionKey must start with one of: {', '.join(prefixes)}", "sessionKey")
     return agent_id, key
 

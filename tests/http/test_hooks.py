@@ -305,6 +305,28 @@ class TestAgentHook:
             error("sessionKey must start with one of: hook:", "sessionKey"),
         )
 
+    @pytest.mark.parametrize("given", ["hook:mail", "agent:main:hook:mail"])
+    @pytest.mark.parametrize("prefix", ["hook:", "agent:main:", "Agent:Main:Hook:"])
+    async def test_a_prefix_matches_the_key_with_or_without_its_agent(
+        self, gateway: MakeClient, prefix: str, given: str
+    ) -> None:
+        # Without `hook:` among the prefixes the config needs a default key (OpenClaw's rule).
+        default = {} if prefix == "hook:" else {"defaultSessionKey": "agent:main:hook:default"}
+        settings = with_hooks(
+            allowRequestSessionKey=True, allowedSessionKeyPrefixes=[prefix], **default
+        )
+        client = await gateway(settings)
+        status, body = await hook(client, "/hooks/agent", {"message": "hi", "sessionKey": given})
+        assert (status, body["sessionKey"]) == (202, "agent:main:hook:mail")
+
+    async def test_a_default_key_the_config_allows_is_allowed(self, gateway: MakeClient) -> None:
+        settings = with_hooks(
+            defaultSessionKey="agent:main:hook:inbox", allowedSessionKeyPrefixes=["agent:main:"]
+        )
+        client = await gateway(settings)
+        status, body = await hook(client, "/hooks/agent", {"message": "hi"})
+        assert (status, body["sessionKey"]) == (202, "agent:main:hook:inbox")
+
     async def test_a_session_key_that_cannot_be_a_header_is_refused(
         self, gateway: MakeClient
     ) -> None:
