@@ -2,7 +2,7 @@
 
 Hot paths (agents, models, auth, HTTP endpoints, CORS, reload, session, logging level) take
 effect at once, in one swap of `GatewayState.config`; the listener's paths (port, bind,
-customBindHost) and `logging.format` keep their running values and are reported as
+customBindHost), `logging.format` and `store` keep their running values and are reported as
 `restart required`. Runs already going keep the config they started with.
 """
 
@@ -64,7 +64,8 @@ def apply_config(state: GatewayState, new: Config) -> ReloadResult:
         custom_bind_host=old.gateway.custom_bind_host,
     )
     logging_ = attrs.evolve(new.logging, format=old.logging.format)
-    state.config = attrs.evolve(new, gateway=gateway, logging=logging_)
+    # The store in use is the one opened at startup: its config stays until a restart.
+    state.config = attrs.evolve(new, gateway=gateway, logging=logging_, store=old.store)
     state.limiter.settings = gateway.auth.rate_limit
     if state.registry is not None:
         state.registry.configure(new.agents)

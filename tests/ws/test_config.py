@@ -215,6 +215,27 @@ class TestConfigPatch:
         frame = await patch(ws, {"gateway": {"port": 18800}}, file_hash(gateway))
         assert frame["payload"]["restart"] == {"required": True, "paths": ["gateway.port"]}
 
+    async def test_a_store_change_needs_a_restart_and_the_running_store_stays(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        """Like the listener's paths: until a restart the sessions stay where they are, and
+        the answers that name their place say so."""
+        sqlite = str(gateway.state_dir / "sessions.sqlite3")
+        store = {"backend": "postgres", "url": "postgresql://clawgate@db.example:5432/clawgate"}
+        frame = await patch(ws, {"store": store}, file_hash(gateway))
+        assert frame["payload"]["restart"] == {
+            "required": True,
+            "paths": ["store.backend", "store.url"],
+        }
+        assert (await ws.ok("sessions.list"))["path"] == sqlite
+        assert (await ws.ok("health", {"probe": True}))["sessions"]["path"] == sqlite
+        # Still pending: the next patch says so again.
+        again = await patch(ws, {"logging": {"level": "debug"}}, file_hash(gateway))
+        assert again["payload"]["restart"] == {
+            "required": True,
+            "paths": ["store.backend", "store.url"],
+        }
+
     async def test_patches_are_rate_limited_per_connection(
         self, ws: GatewayWs, gateway: Gateway
     ) -> None:
