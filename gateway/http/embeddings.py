@@ -102,7 +102,8 @@ async def _accept(request: web.Request) -> tuple[EmbeddingRequest, str]:
     agent_header = (headers.get("x-openclaw-agent-id") or "").strip() or headers.get(
         "x-openclaw-agent"
     )
-    selection = select_agent(body.get("model"), agent_header, config.agents)
+    unknown_model = config.gateway.http.chat_completions.unknown_model
+    selection = select_agent(body.get("model"), agent_header, config.agents, unknown_model)
     request[AGENT_ID] = selection.agent_id
     fields = validate_embeddings(body)
     ref = embedding_model(headers.get(MODEL_HEADER), config.agents)

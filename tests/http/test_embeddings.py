@@ -94,6 +94,17 @@ class TestEchoVectors:
             error("Unknown agent 'nope'.", "model"),
         )
 
+    async def test_any_model_runs_the_default_agent_with_unknown_model_default_agent(
+        self, gateway: MakeClient
+    ) -> None:
+        # The clients that insist on their own model names send them here too (Open WebUI's
+        # and LibreChat's RAG: `text-embedding-3-small`).
+        lenient = {"gateway": {"http": {"endpoints": {"chatCompletions": {
+            "unknownModel": "default-agent"}}}}}  # fmt: skip
+        client = await gateway({**ECHO, **lenient})
+        status, body, _ = await post(client, {"model": "text-embedding-3-small", "input": "x"})
+        assert (status, body["model"]) == (200, "text-embedding-3-small")
+
     async def test_echo_bounds_inputs_times_dimensions(self, gateway: MakeClient) -> None:
         client = await gateway(ECHO)
         status, body, _ = await post(client, {"input": ["x"] * 200, "dimensions": 8192})
