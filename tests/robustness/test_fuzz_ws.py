@@ -744,16 +744,32 @@ class TestEveryParamOfEveryMethod:
                 for wrong_value in WRONG_TYPES
             )
         ]
+        # NaN and Infinity make a frame no JSON (§1): answered as `invalid`, one at a time, since
+        # responses are told apart by their ids.
+        texts = [
+            (
+                frame_id,
+                name,
+                json.dumps({"type": "req", "id": frame_id, "method": name, "params": p}),
+            )
+            for frame_id, name, p in frames
+        ]
+        requests = [t for t in texts if response_id(Frame("text", t[2])) == t[0]]
+        not_json = [t for t in texts if response_id(Frame("text", t[2])) == "invalid"]
+        assert len(requests) + len(not_json) == len(texts)
         async with gateway.http.ws_connect(gateway.url) as ws:
             await handshake(ws)
-            for start in range(0, len(frames), 16):
-                batch = frames[start : start + 16]
-                for frame_id, name, params in batch:
-                    request = {"type": "req", "id": frame_id, "method": name, "params": params}
-                    await ws.send_str(json.dumps(request))
+            for start in range(0, len(requests), 16):
+                batch = requests[start : start + 16]
+                for _, _, text in batch:
+                    await ws.send_str(text)
                 for frame_id, name, _ in batch:
                     if name not in SLOW:
                         await response(ws, frame_id)
+            for _, _, text in not_json:
+                await ws.send_str(text)
+                answer = await response(ws, "invalid")
+                assert answer["error"]["message"] == "invalid request frame: not JSON", answer
             await ws.send_str('{"type":"req","id":"after","method":"health"}')
             assert (await response(ws, "after"))["ok"] is True
         await still_serves(gateway)

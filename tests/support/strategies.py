@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import operator
 import os
 from typing import Any
@@ -169,7 +170,12 @@ wrong = st.one_of(json_values, specials)
 
 # One value of every JSON type, and containers whose contents are wrong again (an object as a
 # `type`, where code might look it up in a set): what the walking tests put at every place.
-WRONG_TYPES: tuple[Any, ...] = (None, False, 0, -1.5, "", [], [{}], {"type": {}})
+# And the numbers JSON can spell that a double cannot hold, or that are no number at all
+# (`json.dumps` writes NaN and Infinity as Python's parser reads them).
+WRONG_TYPES: tuple[Any, ...] = (
+    None, False, 0, -1.5, "", [], [{}], {"type": {}},
+    math.nan, math.inf, -math.inf, 10**400, 1e300,
+)  # fmt: skip
 
 
 def json_paths(value: Any, path: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
