@@ -343,8 +343,11 @@ class SessionRegistry:
         if session is None:
             agent_id, _ = parse_session_key(key)
             session = AgentSession(key, agent_id, self._deps)
+            # Room is made before it joins: it is not busy yet, so a trim after would evict
+            # it when every other session is busy, and the caller's turn would run on a
+            # session nobody else finds (a second turn of the key would run beside it).
+            self._trim(room=1)
             self._live[key] = session
-            self._trim()
         else:
             self._live.move_to_end(key)
         return session
@@ -357,8 +360,8 @@ class SessionRegistry:
         if len(self._live) > self.max_live_sessions:
             self._trim()
 
-    def _trim(self) -> None:
-        excess = len(self._live) - self.max_live_sessions
+    def _trim(self, room: int = 0) -> None:
+        excess = len(self._live) + room - self.max_live_sessions
         if excess <= 0:
             return
         # Least recently used first; stops as soon as enough idle ones are found, so a

@@ -299,6 +299,23 @@ class TestRunsAndLiveSessions:
         await reply(registry, "s4")
         assert registry.stats().live_sessions == 1
 
+    async def test_a_new_key_runs_its_turns_one_at_a_time_while_every_live_session_is_busy(
+        self, harness: Harness
+    ) -> None:
+        stall = ScriptedProvider("stall", deltas=("x",), block=True)
+        config = make_config(("stall/m",), apis=("stall",))
+        registry = harness.registry(config, [stall], max_live_sessions=1)
+        registry.submit(req("s1"))
+        await stall.first_delta.wait()
+        first, second = registry.submit(req("s2")), registry.submit(req("s2"))
+        # The key's one session holds both: abort and reset reach them.
+        assert registry.active_runs("agent:main:s2") == [first, second]
+        await until(lambda: stall.active == 2)
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert (stall.active, first.state, second.state) == (2, "running", "queued")
+        assert registry.abort_session("agent:main:s2") == [first.id, second.id]
+
 
 def ws_req(session: str, key: str, text: str = "hi") -> TurnRequest:
     """A WS `chat.send`/`agent` turn: its run id is the client's idempotency key."""
