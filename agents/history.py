@@ -131,6 +131,10 @@ class HistoryCache:
         self._entries.move_to_end(key)
         return history
 
+    def holds(self, key: str, history: SessionHistory) -> bool:
+        """`history` is still the one kept for `key` (not dropped or replaced since)."""
+        return self._entries.get(key) is history
+
     def put(self, key: str, history: SessionHistory) -> None:
         self.drop(key)
         if history.size > self.max_bytes:

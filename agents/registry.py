@@ -505,8 +505,12 @@ class SessionRegistry:
         return candidates
 
     def _forget(self, pruned: list[SessionRow]) -> None:
-        """Pruned rows: drop their idle live sessions, tell the listeners."""
+        """Pruned rows: drop their idle live sessions and kept replay windows, tell the
+        listeners."""
         for row in pruned:
+            # A turn racing the prune recreates the transcript under its id, from seq 1: a
+            # window kept from before would hide those messages behind its own last seq.
+            self._deps.histories.drop(row.key)
             session = self._live.get(row.key)
             if session is not None:
                 session.row = None

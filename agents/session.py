@@ -525,11 +525,19 @@ class AgentSession:
         if not keep or user_turns <= 0:
             history, last = await self._read_history(session_id, user_turns, sent)
         else:
-            kept = self._deps.histories.get(self.key, session_id, user_turns)
+            histories = self._deps.histories
+            kept = histories.get(self.key, session_id, user_turns)
+            added: tuple[StoredMessage, ...] = ()
+            if kept is not None:
+                added = await store.messages_after(session_id, kept.last_seq)
+                if not histories.holds(self.key, kept):
+                    # Dropped while this read: maintenance pruned the transcript (this turn,
+                    # racing it, recreates it from seq 1), so it is read anew.
+                    kept = None
             if kept is None:
                 history, last = await self._read_history(session_id, user_turns, sent)
             else:
-                history = kept.extended(await store.messages_after(session_id, kept.last_seq))
+                history = kept.extended(added)
                 last = history.last_assistant() if sent else None
                 if sent and last is None:  # none in the window: the last one is older, if any
                     _, last = await store.replay(session_id, 0)

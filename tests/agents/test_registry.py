@@ -439,6 +439,23 @@ class TestMaintenance:
         run.abort()
         await run.wait()
 
+    async def test_a_turn_that_races_the_prune_of_its_session_replays_only_stored_messages(
+        self, harness: Harness
+    ) -> None:
+        """A turn submitted while a pass deletes its session recreates it (the store's
+        upsert); the replay window kept from before the prune must not outlive it."""
+        now = [1000 * DAY]
+        registry = harness.registry(clock=lambda: now[0])
+        for _ in range(3):
+            await reply(registry)
+        now[0] += 40 * DAY
+        prune = asyncio.ensure_future(registry.maintain())
+        await asyncio.sleep(0)  # its job is on the store thread's queue
+        racing = registry.submit(req())  # its reads queue behind the prune
+        assert [row.key for row in await prune] == ["agent:main:s1"]
+        assert (await racing.wait()).text == "[turn 1] hi"
+        assert await reply(registry) == "[turn 2] hi"
+
 
 class TestStatelessMaintenance:
     NOW = 100 * DAY
