@@ -516,7 +516,7 @@ def _arguments_value(arguments: str) -> Any:
     """Stored as the object the JSON text is (OpenClaw's shape), else as the text itself."""
     try:
         value = json.loads(arguments)
-    except ValueError:
+    except (ValueError, RecursionError):  # no JSON, or nested deeper than the parser goes
         return arguments
     return value if isinstance(value, dict) else arguments
 

@@ -36,7 +36,7 @@ class TurnInputs:
 def _arguments(text: str) -> Any:
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # no JSON, or nested deeper than the parser goes
         return text.strip()
 
 

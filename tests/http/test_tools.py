@@ -23,6 +23,7 @@ from tests.support.http_client import (
     MakeClient,
     fake_provider,
     normalised,
+    stored_messages,
 )
 from tests.support.upstreams import FakeAnthropic, FakeOpenAI, FakeToolCall, Stream
 
@@ -289,6 +290,35 @@ class TestOpenAISDKToolLoop:
                 model="openclaw", messages=messages, tools=[WEATHER]
             )
         assert final.choices[0].message.content == "[turn 1] get_weather: sunny"
+
+
+class TestArgumentsTooDeepToParse:
+    """A tool call's arguments are the client's text: nested deeper than the JSON parser
+    goes, they are compared and stored as that text, as arguments that are no JSON are."""
+
+    NESTED = "[" * 5000 + "]" * 5000
+
+    async def test_a_resent_tool_call_nested_too_deep_is_kept_as_its_text(
+        self, client: Client
+    ) -> None:
+        headers = {"x-openclaw-session-key": "deep"}
+        first = await post(client, ask("hi"), headers)
+        assert (await first.json())["choices"][0]["message"]["content"] == "[turn 1] hi"
+        call = {"id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": self.NESTED}}  # fmt: skip
+        messages = [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "[turn 1] hi"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+        ]
+        response = await post(client, {"model": "openclaw", "messages": messages}, headers)
+        assert response.status == 200
+        stored = await stored_messages(client, "agent:main:deep")
+        assert [m.role for m in stored] == [
+            "user", "assistant", "assistant", "toolResult", "assistant"
+        ]  # fmt: skip
+        assert stored[2].to_chat().tool_calls[0].arguments == self.NESTED
 
 
 class TestReasoning:
