@@ -99,7 +99,7 @@ class _Turn:
 def _tool_input(arguments: str) -> dict[str, Any]:
     try:
         value = json.loads(arguments) if arguments.strip() else {}
-    except ValueError:
+    except (ValueError, RecursionError):  # no JSON, or nested deeper than the parser goes
         value = None
     # The API takes an object only; a model's broken JSON is kept where it can be read.
     return value if isinstance(value, dict) else {"arguments": arguments}

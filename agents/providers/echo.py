@@ -92,7 +92,7 @@ def echo_tool_call(request: ProviderRequest) -> tuple[str, str] | None:
     raw = match.group(2).strip() or "{}"
     try:
         arguments = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # no JSON, or nested deeper than the parser goes
         return None
     if not isinstance(arguments, dict):
         return None

@@ -180,7 +180,7 @@ class EmbeddingsClient:
             raise MalformedStream("upstream embeddings answer too large")
         try:
             answer = json.loads(body)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep to parse
             log_body("upstream_malformed_json", provider, body)
             raise MalformedStream("upstream answer is not valid JSON") from exc
         result = parse_answer(answer, len(request.inputs))

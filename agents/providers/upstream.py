@@ -152,7 +152,7 @@ async def read_json(resp: UpstreamResponse, provider: ProviderConfig) -> Any:
         raise MalformedStream("upstream JSON answer too large")
     try:
         return json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep to parse
         log_body("upstream_malformed_json", provider, body)
         raise MalformedStream("upstream answer is not valid JSON") from exc
 
@@ -175,7 +175,8 @@ class StreamDecoder(Protocol):
 
 # What a malformed event raises while it is decoded: json.loads, SSEError, a field of the
 # wrong shape.
-_DECODE_ERRORS = (ValueError, TypeError, AttributeError, LookupError)
+# RecursionError: JSON nested deeper than the parser goes (a hostile or broken upstream).
+_DECODE_ERRORS = (ValueError, TypeError, AttributeError, LookupError, RecursionError)
 
 
 def _malformed(decoder: StreamDecoder, provider: ProviderConfig, exc: Exception) -> MalformedStream:

@@ -684,6 +684,16 @@ class TestTools:
             },
         ]
 
+    @pytest.mark.parametrize("arguments", ["{oops", "[" * 5000 + "]" * 5000])
+    async def test_arguments_that_are_no_object_are_kept_as_their_text(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic, arguments: str
+    ) -> None:
+        # The API takes an object; the last one nests deeper than the JSON parser goes.
+        call = attrs.evolve(CALL, arguments=arguments)
+        history = (ChatMessage("user", "q"), ChatMessage("assistant", "", tool_calls=(call,)))
+        body = await sent_body(provider, anthropic_upstream, text="q2", history=history)
+        assert body["messages"][1]["content"][0]["input"] == {"arguments": arguments}
+
     async def test_an_agent_can_turn_extended_thinking_on(
         self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
     ) -> None:

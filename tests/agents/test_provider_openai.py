@@ -585,6 +585,17 @@ class TestMalformedStream:
             await collect(provider, openai_upstream)
         assert_no_leak(caught.value)
 
+    @pytest.mark.parametrize("content_type", ["text/event-stream", "application/json"])
+    async def test_json_nested_deeper_than_the_parser_goes_is_malformed(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI, content_type: str
+    ) -> None:
+        # The JSON parser raises RecursionError here, not ValueError.
+        deep = b"[" * 200_000 + b"]" * 200_000
+        body = b"data: " + deep + b"\n\n" if content_type == "text/event-stream" else deep
+        openai_upstream.script(Raw((body,), content_type=content_type))
+        with pytest.raises(MalformedStream):
+            await collect(provider, openai_upstream)
+
     async def test_eof_without_finish_or_done_is_malformed(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
     ) -> None:

@@ -263,6 +263,16 @@ class TestUpstream:
         assert (status, body["error"]["message"]) == (502, "upstream provider error")
         assert logs.errors() == []
 
+    async def test_an_answer_nested_deeper_than_the_parser_goes_is_a_502(
+        self, gateway: MakeClient, upstream: FakeOpenAI, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        upstream.script(Status(200, body="[" * 200_000 + "]" * 200_000))
+        client = await gateway(upstream_settings(upstream))
+        with NoErrorLogs(caplog) as logs:
+            status, body, _ = await post(client, {"input": "a"})
+        assert (status, body["error"]["message"]) == (502, "upstream provider error")
+        assert logs.errors() == []
+
     async def test_a_silent_upstream_is_a_504(
         self, gateway: MakeClient, upstream: FakeOpenAI
     ) -> None:

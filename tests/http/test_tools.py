@@ -120,6 +120,13 @@ class TestEchoWire:
         reply = await (await post(client, ask(CALL_PARIS))).json()
         assert reply["choices"][0]["message"]["content"] == f"[turn 1] {CALL_PARIS}"
 
+    async def test_a_call_nested_deeper_than_the_parser_goes_is_plain_text(
+        self, client: Client
+    ) -> None:
+        text = "call get_weather " + "[" * 5000 + "]" * 5000
+        reply = await (await post(client, ask(text, tools=[WEATHER]))).json()
+        assert reply["choices"][0]["message"]["content"] == f"[turn 1] {text}"
+
     @pytest.mark.parametrize("stream", [False, True])
     async def test_the_model_used_is_in_a_header(self, client: Client, stream: bool) -> None:
         response = await post(client, ask("hi", stream=stream))
