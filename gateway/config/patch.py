@@ -127,7 +127,7 @@ class FileState:
     exists: bool
     text: str | None = None
     hash: str | None = None  # sha256 hex of the bytes
-    problem: str | None = None  # why the bytes are no text (the loader's words)
+    problem: str | None = None  # why there is no text (the loader's words)
 
 
 def read_file(path: Path) -> FileState:
@@ -135,6 +135,8 @@ def read_file(path: Path) -> FileState:
         data = path.read_bytes()
     except FileNotFoundError:
         return FileState(path, False)
+    except OSError as exc:  # a directory now, or not readable: there, but no bytes (no hash)
+        return FileState(path, True, problem=f"cannot read config file: {exc.strerror or exc}")
     digest = hashlib.sha256(data).hexdigest()
     try:
         text = data.decode("utf-8-sig")

@@ -84,6 +84,26 @@ class TestConfigGet:
         assert payload["issues"] == [{"path": "<file>", "message": "not valid UTF-8 (byte 43)"}]
         assert payload["hash"] == file_hash(gateway)
 
+    async def test_a_file_that_cannot_be_read_shows_its_issue(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        """A directory where the file was (or a file the gateway may not read)."""
+        gateway.config_path.unlink()
+        gateway.config_path.mkdir()
+        payload = await ws.ok("config.get")
+        assert (payload["exists"], payload["raw"], payload["hash"]) == (True, None, None)
+        assert payload["valid"] is False
+        assert payload["issues"] == [
+            {"path": "<file>", "message": "cannot read config file: Is a directory"}
+        ]
+        frame = await patch(ws, {"logging": {"level": "debug"}}, "0" * 64)
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": "invalid config",
+            "details": {"issues": payload["issues"]},
+        }
+        assert gateway.config_path.is_dir()
+
 
 class TestConfigPatch:
     async def test_a_stale_or_missing_base_hash_is_refused(

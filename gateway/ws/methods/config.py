@@ -107,7 +107,7 @@ def register(methods: MethodRegistry) -> None:
         if not current.exists:
             answer.update(raw=None, parsed=None)
             valid, warnings = True, _warnings(running)
-        elif current.text is None:  # not UTF-8: the loader refuses it the same way
+        elif current.text is None:  # unreadable or not UTF-8: the loader refuses it the same way
             answer.update(raw=None, parsed=None)
             issue = ConfigIssue(FILE_LEVEL, current.problem or "not valid UTF-8")
             valid, issues, warnings = False, _issues((issue,)), []
@@ -147,6 +147,11 @@ def register(methods: MethodRegistry) -> None:
             current = await asyncio.to_thread(read_file, loader.config_path)
             warnings: list[str] = []
             if current.exists:
+                if current.hash is None:  # unreadable: no hash to compare, nothing to merge into
+                    issue = ConfigIssue(FILE_LEVEL, current.problem or "cannot read config file")
+                    raise WsError(
+                        INVALID_REQUEST, "invalid config", details={"issues": _issues((issue,))}
+                    )
                 if not params.base_hash:
                     raise WsError(
                         INVALID_REQUEST, "config base hash required; re-run config.get and retry"
