@@ -512,13 +512,39 @@ def assistant_content(
     return blocks
 
 
+# How deep a call's arguments may nest to be kept as an object. This thread parses them on a
+# short stack; the event loop encodes them again for every later turn and history read, on a
+# longer one, where JSON the parser took here can exceed the recursion limit. A tool's
+# arguments nest a few levels; the margin leaves room for the loop's own frames.
+MAX_ARGUMENTS_NESTING = 200
+
+
 def _arguments_value(arguments: str) -> Any:
     """Stored as the object the JSON text is (OpenClaw's shape), else as the text itself."""
     try:
         value = json.loads(arguments)
     except (ValueError, RecursionError):  # no JSON, or nested deeper than the parser goes
         return arguments
-    return value if isinstance(value, dict) else arguments
+    if not isinstance(value, dict) or not _nests_within(value, MAX_ARGUMENTS_NESTING):
+        return arguments
+    return value
+
+
+def _nests_within(value: Any, limit: int) -> bool:
+    """Whether no container in `value` sits deeper than `limit` (checked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            items: Any = item.values()
+        elif isinstance(item, list):
+            items = item
+        else:
+            continue
+        if depth > limit:
+            return False
+        stack.extend((child, depth + 1) for child in items)
+    return True
 
 
 def _arguments_text(block: Mapping[str, Any]) -> str:

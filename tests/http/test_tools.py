@@ -327,6 +327,31 @@ class TestArgumentsTooDeepToParse:
         ]  # fmt: skip
         assert stored[2].to_chat().tool_calls[0].arguments == self.NESTED
 
+    async def test_arguments_that_parse_only_on_a_short_stack_do_not_break_later_turns(
+        self, client: Client
+    ) -> None:
+        # The store's thread parses them (a short stack), the event loop encodes them again
+        # for every later turn (a longer one): kept as an object, they broke each of those.
+        nested = '{"a":' + "[" * 975 + "]" * 975 + "}"
+        headers = {"x-openclaw-session-key": "almost"}
+        await post(client, ask("hi"), headers)
+        call = {"id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": nested}}  # fmt: skip
+        messages: list[dict[str, Any]] = [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "[turn 1] hi"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+        ]
+        assert (
+            await post(client, {"model": "openclaw", "messages": messages}, headers)
+        ).status == 200
+        later = await post(client, ask("and now?"), headers)
+        assert later.status == 200
+        assert (await later.json())["choices"][0]["message"]["content"] == "[turn 2] and now?"
+        stored = await stored_messages(client, "agent:main:almost")
+        assert stored[2].to_chat().tool_calls[0].arguments == nested
+
 
 class TestReasoning:
     async def test_json_carries_message_reasoning_content(
