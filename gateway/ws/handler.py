@@ -165,7 +165,11 @@ async def _handshake(
     challenge = {"nonce": str(uuid.uuid4()), "ts": now_ms(), "capabilities": []}
     conn.send(protocol.unsequenced_event("connect.challenge", challenge))
     try:
-        msg = await conn.ws.receive(timeout=gateway.options.handshake_timeout_seconds)
+        # One deadline for the whole wait: receive(timeout=) restarts its timer after every
+        # ping or pong it answers or swallows, so a client that only pings would stay in the
+        # handshake (and hold a pre-auth slot) for as long as it liked.
+        async with asyncio.timeout(gateway.options.handshake_timeout_seconds):
+            msg = await conn.ws.receive()
     except TimeoutError:
         return _refuse(conn, Refusal.TIMEOUT)
     if msg.type is WSMsgType.ERROR and getattr(msg.data, "code", None) == protocol.CLOSE_TOO_BIG:

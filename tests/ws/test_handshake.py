@@ -3,6 +3,7 @@ its response and close code, hello-ok, scopes, the first events."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import uuid
 
@@ -79,6 +80,27 @@ class TestFirstFrameFailures:
         ws = await gateway.raw()
         await ws.recv()
         assert await ws.closed() == (1000, "")
+        assert len(ws.frames) == 1  # only the challenge: no response
+
+    async def test_pings_do_not_stretch_the_handshake_timeout(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        # A ping is a frame but not the first request: a client that only pings holds a
+        # pre-auth slot for as long as it likes unless the deadline counts from the open.
+        gateway = await make_gateway(options=AppOptions(handshake_timeout_seconds=0.5))
+        ws = await gateway.raw()
+        await ws.recv()
+
+        async def ping_often() -> None:
+            while True:
+                await ws.ws.ping()
+                await asyncio.sleep(0.1)
+
+        pinger = asyncio.create_task(ping_often())
+        try:
+            assert await ws.closed(wait=3.0) == (1000, "")
+        finally:
+            pinger.cancel()
         assert len(ws.frames) == 1  # only the challenge: no response
 
     async def test_not_json_closes_1000_without_a_response(self, raw_ws: GatewayWs) -> None:
