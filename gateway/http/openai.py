@@ -127,10 +127,13 @@ async def merged_slashes(request: web.Request) -> web.StreamResponse:
     """`/v1//models` is `/v1/models` (§1): resolve the merged path, run its handler.
 
     The handlers of this module read the path through `_merged_path`, so they see the
-    merged one too; a 404/405 of the merged path raises as usual and becomes JSON.
+    merged one too; a 404/405 of the merged path raises as usual and becomes JSON. The
+    merged route's own parameters (`/ui/{name}`, `/v1/responses/{response_id}`) join the
+    request's match_info, where other modules' handlers read them.
     """
     merged = URL.build(path=_merged_path(request), query_string=request.query_string, encoded=True)
     match = await request.app.router.resolve(request.clone(rel_url=merged))
+    request.match_info.update(match)
     return await match.handler(request)
 
 

@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient
 from gateway.app import create_app
 from gateway.http.controlui import CONTENT_SECURITY_POLICY, FILES
 from tests.support.configs import MakeConfig
+from tests.support.raw_http import raw_exchange, request_head
 
 Client = TestClient[web.Request, web.Application]
 AiohttpClient = Callable[[web.Application], Awaitable[Client]]
@@ -79,6 +80,14 @@ class TestServing:
     async def test_anything_else_under_ui_is_a_json_404(self, client: Client, path: str) -> None:
         response = await client.get(path)
         assert (response.status, await response.read()) == (404, NOT_FOUND)
+
+    @pytest.mark.parametrize("path", ["/ui//app.js", "//ui/app.js", "///ui///app.js"])
+    async def test_a_doubled_slash_serves_the_file(self, client: Client, path: str) -> None:
+        # Paths with `//` are merged before routing (http-openai.md §1), for every route:
+        # the handler of the merged route needs its own `{name}`, not the merge route's.
+        status, headers, body = await raw_exchange(client.port, request_head("GET", path))
+        assert (status, headers["content-type"]) == (200, "text/javascript; charset=utf-8")
+        assert body == (UI / "app.js").read_bytes()
 
     async def test_other_methods_are_refused(self, client: Client) -> None:
         response = await client.post("/", data=b"x")

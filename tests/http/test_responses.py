@@ -363,6 +363,12 @@ class TestStoredResponses:
                       "code": "response_not_found"}
         }  # fmt: skip
 
+    async def test_a_double_slash_finds_the_stored_response(self, client: Client) -> None:
+        created = await (await client.post(RESPONSES, json={"input": "hi"}, headers=AUTH)).json()
+        fetched = await client.get(f"/v1//responses/{created['id']}", headers=AUTH)
+        assert fetched.status == 200
+        assert await fetched.json() == created
+
     async def test_the_turn_is_in_the_session_under_the_response_id(self, client: Client) -> None:
         created = await (
             await client.post(RESPONSES, json={"input": "hi", "user": "carol"}, headers=AUTH)
