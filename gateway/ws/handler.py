@@ -144,16 +144,21 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     conn.start()
     # conn_id goes into each log line explicitly, not through contextvars: tasks spawned
     # from here (a session's worker) outlive the connection and would carry it on.
+    authenticated = False
     try:
-        try:
-            authenticated = await _handshake(ws_state, methods, conn, request)
-        finally:
-            ws_state.preauth_leave(remote)
+        authenticated = await _handshake(ws_state, methods, conn, request)
         if authenticated:
+            ws_state.preauth_leave(remote)
             ws.too_big_reason = ""
             await _read_loop(ws_state, methods, conn)
     finally:
-        await _teardown(ws_state, conn)
+        try:
+            await _teardown(ws_state, conn)
+        finally:
+            # A refused socket holds its place until it is closed: a client that does not
+            # answer the close keeps it open for the close timeout.
+            if not authenticated:
+                ws_state.preauth_leave(remote)
     return ws
 
 

@@ -418,6 +418,27 @@ class TestPreAuthCaps:
             for ws in waiting:
                 await ws.close()
 
+    async def test_a_refused_socket_counts_until_it_is_closed(self, tmp_path: Path) -> None:
+        # A client that fails the handshake and never answers the server's close keeps its
+        # socket open for the close timeout; uncounted, one address could hold any number.
+        settings = {"gateway": {"ws": {"preAuth": {"maxPerAddress": 2}}}}
+        async with gateway(tmp_path, settings) as server, aiohttp.ClientSession() as session:
+            lingering = []
+            for _ in range(2):
+                ws = await session.ws_connect(server.url, autoclose=False)
+                await ws.receive_json(timeout=5)  # the challenge
+                await ws.send_str("not json")
+                closing = await ws.receive(timeout=5)
+                assert (closing.type, closing.data) == (aiohttp.WSMsgType.CLOSE, 1000)
+                lingering.append(ws)  # the server's close is left unanswered
+            refused = await upgrade(server.port, "127.0.0.1")
+            assert refused.status == 503
+            assert refused.json() == PREAUTH_FULL
+            for ws in lingering:
+                await ws.close()
+            await asyncio.sleep(0.2)  # the server sees the closes
+            assert (await upgrade(server.port, "127.0.0.1")).status == 101
+
     async def test_over_the_overall_cap_an_upgrade_gets_503(self, tmp_path: Path) -> None:
         settings = {
             "gateway": {
