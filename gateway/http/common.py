@@ -61,6 +61,13 @@ CORS_ALLOW_HEADERS = (
     "x-stainless-runtime-version",
     "x-stainless-timeout",
 )
+# Never echoed, although the spec echoes what a preflight asks for: the headers a proxy sets.
+# A page allowed to send them would pick the address the failed-auth limiter counts it under
+# whenever it reaches clawgate from a trusted proxy's address (the loopback, in the README's
+# set-up) without the proxy: a fresh address for every guess. A real proxy adds them itself.
+CORS_NEVER_ALLOWED = frozenset(
+    {"forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip"}
+)
 
 
 def chat_completions_enabled(config: Config) -> bool:
@@ -220,7 +227,7 @@ def preflight(request: web.Request, config: Config, methods: str = CORS_METHODS)
     requested = request.headers.get("Access-Control-Request-Headers", "")
     unique: dict[str, str] = {}  # header names are case-insensitive; the first spelling wins
     for name in (*CORS_ALLOW_HEADERS, *requested.split(",")):
-        if name.strip():
+        if name.strip() and name.strip().lower() not in CORS_NEVER_ALLOWED:
             unique.setdefault(name.strip().lower(), name.strip())
     return web.Response(
         status=204,

@@ -726,6 +726,27 @@ class TestCors:
             assert name in allowed
         assert len(allowed) == len(set(allowed))
 
+    async def test_a_preflight_never_allows_the_headers_a_proxy_sets(
+        self, gateway: MakeClient
+    ) -> None:
+        # Sent by a page, they would choose the address the failed-auth limiter counts.
+        client = await gateway(CORS)
+        asked = "Authorization, X-Forwarded-For, forwarded, X-Real-IP, x-foo, X-Forwarded-Proto"
+        response = await client.options(
+            CHAT,
+            headers={
+                "Origin": ORIGIN,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": asked,
+            },
+        )
+        assert response.status == 204
+        allowed = [
+            h.strip().lower() for h in response.headers["Access-Control-Allow-Headers"].split(",")
+        ]
+        assert "x-foo" in allowed
+        assert not {"x-forwarded-for", "forwarded", "x-real-ip", "x-forwarded-proto"} & set(allowed)
+
     async def test_a_disallowed_origins_preflight_is_403_without_cors(
         self, gateway: MakeClient
     ) -> None:
