@@ -225,6 +225,9 @@ def _parse(text: str, location: str) -> dict[str, Any]:
         value, error, pos = json5.parse(text)
     except ValueError:  # json5 refuses the empty string outright, without a position
         value, error, pos = None, "Unexpected end of input", 0
+    except RecursionError:  # json5's parser recurses several frames per level of nesting
+        message = "JSON5 syntax error: nested too deeply"
+        raise ConfigError(location, [ConfigIssue(FILE_LEVEL, message)]) from None
     if error is not None:
         line, column = _line_column(text, pos)
         message = f"JSON5 syntax error: {_syntax_message(error)} (line {line}, column {column})"

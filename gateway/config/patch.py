@@ -148,7 +148,7 @@ def read_file(path: Path) -> FileState:
 def parse_object(text: str) -> dict[str, Any] | None:
     try:
         value = json5.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON5, or nested deeper than json5's parser goes
         return None
     return value if isinstance(value, dict) else None
 

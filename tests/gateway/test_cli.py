@@ -61,6 +61,20 @@ class TestConfigCommands:
             '- gateway.prot: unknown key (did you mean "port"?)\n'
         )
 
+    def test_validate_of_a_file_nested_deeper_than_the_parser_goes_exits_78(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        # json5's parser recurses several frames per level: a few hundred levels exceed the
+        # interpreter's stack. That is a file we cannot read, not a crash.
+        path = tmp_path / "deep.json5"
+        path.write_text("{ channels: " + "[" * 300 + "]" * 300 + " }")
+        result = run_cli(["config", "validate", "--config", str(path)], env)
+        assert result.returncode == 78
+        assert result.stderr.startswith(
+            f"Invalid config at {path}:\n- <file>: JSON5 syntax error: nested too deeply\n"
+        )
+        assert "Traceback" not in result.stderr
+
     def test_validate_of_a_missing_explicit_file_exits_78(
         self, tmp_path: Path, env: dict[str, str]
     ) -> None:

@@ -84,6 +84,17 @@ class TestConfigGet:
         assert payload["issues"] == [{"path": "<file>", "message": "not valid UTF-8 (byte 43)"}]
         assert payload["hash"] == file_hash(gateway)
 
+    async def test_a_file_nested_deeper_than_the_parser_goes_shows_its_issue(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        gateway.config_path.write_text("{ channels: " + "[" * 300 + "]" * 300 + " }")
+        payload = await ws.ok("config.get")
+        assert (payload["exists"], payload["raw"], payload["parsed"]) == (True, None, None)
+        assert payload["valid"] is False
+        assert payload["issues"] == [
+            {"path": "<file>", "message": "JSON5 syntax error: nested too deeply"}
+        ]
+
     async def test_a_file_that_cannot_be_read_shows_its_issue(
         self, ws: GatewayWs, gateway: Gateway
     ) -> None:
