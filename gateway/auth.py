@@ -62,6 +62,9 @@ def ensure_token(state_dir: Path) -> tuple[str, bool]:
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     token = secrets.token_hex(TOKEN_BYTES)
     tmp = path.with_name(f".gateway.token.{os.getpid()}")
+    # One left by a process of our pid that died writing it (a container's pid is the same on
+    # every start): no live process but us has this pid, so it is ours to replace.
+    tmp.unlink(missing_ok=True)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.write(fd, f"{token}\n".encode())

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import stat
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -140,6 +143,27 @@ class TestToken:
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
         assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
         assert run_cli(["token"], env).stdout.strip() == token
+
+    def test_a_temporary_token_file_left_by_a_crash_does_not_stop_the_next_start(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        """A gateway killed while writing the token leaves `.gateway.token.<pid>`; in a
+        container the next start has the same pid (1) and must write its token all the same."""
+        state = tmp_path / "state"
+        state.mkdir(mode=0o700)
+
+        def crashed_earlier_with_this_pid() -> None:  # in the child, before exec: same pid
+            (state / f".gateway.token.{os.getpid()}").write_text("half a tok")
+
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway", "token"], env=env, capture_output=True,
+            text=True, timeout=30, preexec_fn=crashed_earlier_with_this_pid,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        token = result.stdout.strip()
+        assert len(token) == 48
+        assert (state / "gateway.token").read_text() == f"{token}\n"
+        assert [p.name for p in state.iterdir()] == ["gateway.token"]
 
     def test_a_configured_token_is_printed_and_nothing_is_generated(
         self, tmp_path: Path, env: dict[str, str]
