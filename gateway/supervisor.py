@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
 import os
 import shutil
 import signal
@@ -241,7 +242,13 @@ class Supervisor:
 
 async def supervise(argv: Sequence[str], count: int, host: str, port: int) -> int:
     """Run `count` workers of `clawgate run argv` on host:port until SIGTERM/SIGINT."""
-    reserved = reserve_port(host, port)
+    try:
+        reserved = reserve_port(host, port)
+    except OSError as exc:  # as one gateway says it (gateway/server.py)
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        print(f"cannot listen on {host}:{port}: {reason}", file=sys.stderr)
+        log.error("listen_failed", host=host, port=port, error=reason)
+        return 1
     port = reserved.getsockname()[1]
     notify_dir = Path(tempfile.mkdtemp(prefix="clawgate-workers-"))
     try:

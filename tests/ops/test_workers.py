@@ -37,6 +37,26 @@ def test_workers_above_one_with_sqlite_exit_78_naming_the_postgres_backend(
     )
 
 
+def test_workers_on_a_busy_port_exit_1_with_a_clear_message(tmp_path: Path) -> None:
+    """As one process does: the supervisor's own hold on the port is what fails here."""
+    config = tmp_path / "c.json5"
+    config.write_text(
+        '{ store: { backend: "postgres", url: "postgresql://u@127.0.0.1:1/db", password: "x" } }'
+    )
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", "run", "--config", str(config),
+             "--state-dir", str(tmp_path / "state"), "--workers", "2", "--port", str(port)],
+            env=clean_env(tmp_path / "home"), capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}: address already in use" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "many"])
 def test_a_bad_workers_value_is_a_usage_error(tmp_path: Path, value: str) -> None:
     done = subprocess.run(
