@@ -57,7 +57,8 @@ async def watch_config(app: web.Application) -> AsyncIterator[None]:
     """
     state = app[STATE]
     task = None
-    if state.loader is not None and state.config.gateway.reload_mode != "off":
+    if state.loader is not None:
+        # Also with mode "off": a reload may turn it on (gateway.reload.* is hot).
         task = asyncio.create_task(_watch(state, state.loader.config_path), name="config-watch")
     try:
         yield
@@ -68,12 +69,23 @@ async def watch_config(app: web.Application) -> AsyncIterator[None]:
                 await task
 
 
+def _watching(state: GatewayState) -> bool:
+    return state.config.gateway.reload_mode != "off"
+
+
 async def _watch(state: GatewayState, path: Path) -> None:
     poll = state.options.config_poll_seconds
     last = _signature(path)
+    was_watching = _watching(state)
     while True:
         await asyncio.sleep(poll)
+        if not _watching(state):
+            was_watching = False  # the file is not looked at; a change meanwhile is SIGHUP's
+            continue
         current = _signature(path)
+        if not was_watching:  # just turned on, by a reload that read the file as it is now
+            was_watching, last = True, current
+            continue
         if current == last:
             continue
         # Editors write in several steps: wait until the file has been quiet for debounceMs.
@@ -83,7 +95,7 @@ async def _watch(state: GatewayState, path: Path) -> None:
             current = _signature(path)
             if current == last:
                 break
-        if state.config.gateway.reload_mode == "off":
+        if not _watching(state):
             continue
         try:
             reload_from_file(state)

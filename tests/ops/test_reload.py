@@ -183,3 +183,23 @@ class TestWatcher:
         write(config_file, BASE.replace("old-token", "rotated"))
         await asyncio.sleep(0.3)
         assert client.app[STATE].config.gateway.auth.token == "old-token"
+
+    async def test_reload_mode_turned_back_on_by_a_reload_watches_again(
+        self, aiohttp_client: AiohttpClient, loader: ConfigLoader, config_file: Path
+    ) -> None:
+        """`gateway.reload.*` is hot (config.md §7): a SIGHUP that turns the mode from "off"
+        to "hybrid" starts the file check without a restart."""
+        config_file.write_text(BASE.replace("debounceMs: 50", 'mode: "off", debounceMs: 50'))
+        options = AppOptions(config_poll_seconds=0.02)
+        client = await aiohttp_client(create_app(loader.load(), loader=loader, options=options))
+        state = client.app[STATE]
+        write(config_file, BASE)
+        result = reload_from_file(state)  # what SIGHUP does
+        assert result is not None and result.applied == ("gateway.reload.mode",)
+        applied = asyncio.Event()
+        state.config_listeners.append(lambda result: applied.set())
+        await asyncio.sleep(0.1)
+        write(config_file, BASE.replace("old-token", "rotated"))
+        async with asyncio.timeout(3):
+            await applied.wait()
+        assert state.config.gateway.auth.token == "rotated"
