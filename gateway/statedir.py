@@ -25,8 +25,15 @@ class UnsafeStateError(Exception):
 def prepare_state_dir(path: Path) -> None:
     """Create the state dir (0700) when missing, then refuse it unless only we can write it."""
     if not path.exists():
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
+        try:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
+        except OSError as exc:  # not allowed there, a read-only mount, a file in the way
+            raise UnsafeStateError(
+                f"cannot create the state dir {path}: {exc.strerror or exc}. Fix: create it"
+                " (mode 700, owned by the user running clawgate), or choose another one with"
+                " --state-dir."
+            ) from None
     check_state_dir(path)
 
 

@@ -82,6 +82,20 @@ class TestStateDirOwnershipAndMode:
         gateway.wait_listening()
         assert state.stat().st_mode & 0o777 == 0o700
 
+    @pytest.mark.parametrize("command", [["run", "--port", "0"], ["token"]])
+    def test_a_state_dir_that_cannot_be_created_stops_the_command_with_78(
+        self, tmp_path: Path, command: list[str]
+    ) -> None:
+        # Under a regular file (as root, no permission is missing that this could show).
+        (tmp_path / "file").write_text("")
+        state = tmp_path / "file" / "state"
+        config = tmp_path / "c.json5"
+        config.write_text("{}")
+        env = clean_env(tmp_path / "home", {"CLAWGATE_STATE_DIR": str(state)})
+        result = run_cli([*command, "--config", str(config)], env)
+        assert (result.returncode, result.stdout) == (78, "")
+        refused(result.stderr, f"cannot create the state dir {state}: Not a directory")
+
     def test_a_symlinked_state_dir_of_our_own_is_accepted(
         self, tmp_path: Path, gateways: list[GatewayProcess]
     ) -> None:
