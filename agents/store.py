@@ -1406,8 +1406,9 @@ class SessionStore:
 
     @staticmethod
     def _estimated_bytes(db: sqlite3.Connection, key: str) -> int:
-        """What deleting the key frees, roughly: its messages' stored text plus a fixed part
-        per row for ids and index entries. Two index lookups, no scan."""
+        """What deleting the key frees, roughly: its messages' and stored responses' text
+        (a `/v1/responses` answer is kept in both) plus a fixed part per row for ids and index
+        entries. Index lookups, no scan."""
         found = db.execute(
             "SELECT COALESCE(SUM(length(CAST(m.content AS BLOB))"
             " + COALESCE(length(CAST(m.meta AS BLOB)), 0)), 0), COUNT(m.id)"
@@ -1415,7 +1416,14 @@ class SessionStore:
             " WHERE t.key = ?",
             (key,),
         ).fetchone()
-        return int(found[0]) + int(found[1]) * _MESSAGE_ROW_BYTES + _SESSION_ROW_BYTES
+        responses = db.execute(
+            "SELECT COALESCE(SUM(length(CAST(r.body AS BLOB))), 0), COUNT(r.id)"
+            " FROM transcripts t JOIN responses r ON r.session_id = t.session_id"
+            " WHERE t.key = ?",
+            (key,),
+        ).fetchone()
+        rows = int(found[1]) + int(responses[1])
+        return int(found[0]) + int(responses[0]) + rows * _MESSAGE_ROW_BYTES + _SESSION_ROW_BYTES
 
     @staticmethod
     def _enforce(

@@ -838,6 +838,26 @@ class TestPruneLimits:
         assert 800_000 - 200_000 < await store.used_bytes() <= 800_000
         assert await store.get("agent:main:main") is not None
 
+    async def test_stored_responses_count_toward_what_pruning_frees(
+        self, store: SessionStore
+    ) -> None:
+        """A `/v1/responses` turn keeps its answer twice (the transcript and the response
+        object): pruning that counted only the transcript took twice the sessions it needed."""
+        keys = await self.fill(store, 20, "x" * 25_000)
+        for key in keys:
+            row = await store.get(key)
+            assert row is not None
+            body = '{"output":"' + "x" * 50_000 + '"}'
+            await store.put_response(
+                StoredResponse(f"resp_{key}", row.session_id, key, "main", DAY, body)
+            )
+        assert await store.used_bytes() > 1_000_000
+        maintenance = MaintenanceConfig(
+            mode="enforce", max_disk_bytes=1_000_000, high_water_bytes=800_000
+        )
+        await store.prune(maintenance, 2 * DAY)
+        assert 800_000 - 200_000 < await store.used_bytes() <= 800_000
+
     async def test_under_the_byte_limit_nothing_goes(self, store: SessionStore) -> None:
         await self.fill(store, 20, "x" * 50_000)
         maintenance = MaintenanceConfig(mode="enforce", max_disk_bytes=10_000_000)
