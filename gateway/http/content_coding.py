@@ -60,8 +60,9 @@ class BodyInflater:
         """The decoded pieces of `data`, each at most INFLATE_STEP bytes: a few compressed
         bytes never make one large allocation, and no piece is copied into a bigger one."""
         out: list[bytes] = []
+        more = bool(data)
         try:
-            while data:
+            while more:
                 inflater = self._member(data)
                 piece = inflater.decompress(data, INFLATE_STEP)
                 self._decoded += len(piece)
@@ -70,6 +71,10 @@ class BodyInflater:
                 out.append(piece)
                 # What the step left, else (after a gzip member's end) the next member.
                 data = inflater.unconsumed_tail or (inflater.unused_data if inflater.eof else b"")
+                # A full step may end with all the input taken and output still inside zlib
+                # (a literal or the rest of a back-reference it decoded): asked again with
+                # no input, it gives that.
+                more = bool(data) or (len(piece) == INFLATE_STEP and not inflater.eof)
         except zlib.error:
             raise self._invalid() from None
         return out

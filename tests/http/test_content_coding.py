@@ -10,6 +10,7 @@ import pytest
 
 from gateway.http.content_coding import INFLATE_STEP, BodyInflater, request_coding
 from gateway.http.openai_wire import RequestError
+from tests.support.codings import held_back_body, raw_deflate
 
 BODY = b'{"messages":[{"role":"user","content":"hello"}]}'
 
@@ -66,6 +67,16 @@ class TestBodyInflater:
         pieces = inflater.feed(gzip.compress(bytes(5 * INFLATE_STEP)))
         assert max(map(len, pieces)) == INFLATE_STEP
         assert sum(map(len, pieces)) == 5 * INFLATE_STEP
+
+    def test_output_zlib_holds_after_a_full_step_is_not_lost(self) -> None:
+        """All the input taken and the step full, zlib may still hold the last bytes (the
+        rest of a back-reference, a decoded literal): they come out, the body is whole."""
+        body = held_back_body()
+        data = raw_deflate(body)
+        inflater = BodyInflater("deflate", 2 * len(body))
+        out = b"".join(inflater.feed(data[:1]) + inflater.feed(data[1:]))
+        inflater.finish()
+        assert out == body
 
     def test_an_empty_body_stays_empty(self) -> None:
         assert inflate("gzip", b"") == b""

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.codings import held_back_body, raw_deflate
 from tests.support.process import GatewayProcess, running
-from tests.support.raw_http import exchange, request_bytes
+from tests.support.raw_http import exchange, read_response, request_bytes
 from tests.support.served import AUTH, CHAT, SETTINGS
 
 MIB = 1024 * 1024
@@ -72,6 +73,29 @@ class TestCompressedBodies:
             status, answer = await post(gateway.port, coding, body)
             assert status == 200, (coding, answer)
             assert json.loads(answer)["choices"][0]["message"]["content"].endswith("hello")
+
+    async def test_a_raw_deflate_body_whose_last_piece_fills_a_step_is_decoded(
+        self, gateway: GatewayProcess
+    ) -> None:
+        """The body's first byte arrives alone, the rest later: decoding that rest fills a
+        step with the stream's last bytes still inside zlib. They are the end of the JSON."""
+        body = held_back_body(b'{"messages":[{"role":"user","content":"')
+        request = request_bytes(
+            "POST", CHAT, {**AUTH, "Content-Encoding": "deflate"}, raw_deflate(body)
+        )
+        split = len(request) - len(raw_deflate(body)) + 1
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        try:
+            writer.write(request[:split])
+            await writer.drain()
+            await asyncio.sleep(0.3)  # the gateway reads the first byte on its own
+            writer.write(request[split:])
+            async with asyncio.timeout(30):
+                response = await read_response(reader)
+        finally:
+            writer.close()
+        assert response.status == 200, response.body
+        assert json.loads(response.body)["choices"][0]["message"]["content"].endswith("aaa")
 
     async def test_a_gzip_bomb_is_a_413_without_being_inflated_whole(
         self, gateway: GatewayProcess
