@@ -15,6 +15,10 @@ on every request, while a named session already holds what came before. The rule
    or regenerated turn, a session reset or pruned under a live chat). The client's history
    is the truth for this turn: the model gets it alone, and it is stored whole, marked as a
    context start, so later turns replay from there and never the diverged past.
+
+An empty reply is stored (it is the session's last assistant message) but never replayed;
+a client shows it as the gateway's placeholder, which the HTTP layer reads back as an empty
+reply, so it is found like any other.
 """
 
 from __future__ import annotations
@@ -49,8 +53,14 @@ def same_message(a: ChatMessage, b: ChatMessage) -> bool:
     return _normalised(a) == _normalised(b)
 
 
+def _is_empty_reply(message: ChatMessage) -> bool:
+    return message.role == "assistant" and not message.text.strip() and not message.tool_calls
+
+
 def new_inputs(last_assistant: ChatMessage | None, sent: tuple[ChatMessage, ...]) -> TurnInputs:
-    """The rule above; `sent` is the client's conversation, `last_assistant` the session's."""
+    """The rule above; `sent` is the client's conversation, `last_assistant` the session's.
+    An empty reply in `sent` (what the client shows for one) is matched like any other, and
+    left out of the inputs: no model is given an empty assistant message."""
     if last_assistant is not None:
         wanted = _normalised(last_assistant)
         for index in range(len(sent) - 1, -1, -1):
@@ -58,10 +68,14 @@ def new_inputs(last_assistant: ChatMessage | None, sent: tuple[ChatMessage, ...]
             if message.role == "assistant" and _normalised(message) == wanted:
                 new = sent[index + 1 :]
                 # Nothing after it: the client resent what we hold. Its history stands.
-                return TurnInputs(new, False) if new else TurnInputs(sent, True)
+                return _inputs(new, False) if new else _inputs(sent, True)
     if not any(message.role == "assistant" for message in sent):
-        return TurnInputs(sent, False)
-    return TurnInputs(sent, True)
+        return _inputs(sent, False)
+    return _inputs(sent, True)
+
+
+def _inputs(messages: tuple[ChatMessage, ...], replaces_history: bool) -> TurnInputs:
+    return TurnInputs(tuple(m for m in messages if not _is_empty_reply(m)), replaces_history)
 
 
 def with_tool_names(messages: tuple[ChatMessage, ...]) -> tuple[ChatMessage, ...]:

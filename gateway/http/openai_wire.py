@@ -667,7 +667,8 @@ def build_conversation(messages: Any, limits: ChatCompletionsConfig) -> Conversa
     """§4.3 and §4.4, as structured messages rather than one flattened prompt: `system` and
     `developer` texts become the extra system prompt; user, assistant (with its `tool_calls`)
     and tool messages are kept in order up to the last user or tool message. Empty user and
-    assistant messages are dropped; the last user message keeps its images."""
+    assistant messages are dropped, but for our empty reply's placeholder, kept as an empty
+    reply; the last user message keeps its images."""
     system: list[str] = []
     entries: list[tuple[ChatMessage, Any]] = []  # with the raw content, for image parts
     for index, message in enumerate(messages if isinstance(messages, list) else ()):
@@ -683,10 +684,13 @@ def build_conversation(messages: Any, limits: ChatCompletionsConfig) -> Conversa
             entries.append((ChatMessage("user", content_text(content)), content))
         elif role == "assistant":
             text = content_text(content)
-            if text == NO_RESPONSE_TEXT:
+            placeholder = text == NO_RESPONSE_TEXT
+            if placeholder:
                 text = ""  # our placeholder for an empty reply, not the model's words
             calls = _tool_calls(message, index)
-            if text or calls:
+            # The placeholder stays, empty: it marks where the session's empty reply is
+            # (agents/transcript.py); the model never gets an empty reply.
+            if text or calls or placeholder:
                 entries.append((ChatMessage("assistant", text, tool_calls=calls), content))
         elif role in ("tool", "function"):
             entries.append((_tool_result(message, role, index), content))

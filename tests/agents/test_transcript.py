@@ -51,6 +51,11 @@ class TestTheRule:
         assert new_inputs(assistant("a1"), sent) == TurnInputs(sent, True)
         assert new_inputs(None, sent) == TurnInputs(sent, True)
 
+    def test_an_empty_reply_is_found_like_any_other_and_is_never_an_input(self) -> None:
+        sent = (user("u1"), assistant(""), user("u2"))
+        assert new_inputs(assistant(""), sent) == TurnInputs((user("u2"),), False)
+        assert new_inputs(None, sent) == TurnInputs((user("u1"), user("u2")), True)
+
     def test_tool_calls_match_by_id_name_and_parsed_arguments(self) -> None:
         respaced = ToolCall(CALL.id, CALL.name, '{ "city": "Paris" }')
         assert same_message(assistant("", CALL), assistant("", respaced))

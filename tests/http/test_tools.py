@@ -466,6 +466,24 @@ class TestOpenWebUI:
             {"role": "user", "content": "Q3"},
         ]
 
+    async def test_an_empty_answer_resent_as_its_placeholder_is_not_a_second_history(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        """The model said nothing, the client got `No response from OpenClaw.` and resends
+        it: that is the session's last reply, so only the new question is new."""
+        openai_fake.script(Stream(()), Stream(("A2",)), Stream(("A3",)))
+        client = await gateway(fake_provider(openai_fake))
+        async with await sdk_for(client) as sdk:
+            answers, _ = await webui_turns(sdk, "chat-A", ["Q1", "Q2", "Q3"])
+        assert answers == ["No response from OpenClaw.", "A2", "A3"]
+        assert openai_fake.last.body["messages"] == [
+            {"role": "system", "content": "You are helpful."},
+            {"role": "user", "content": "Q1"},
+            {"role": "user", "content": "Q2"},
+            {"role": "assistant", "content": "A2"},
+            {"role": "user", "content": "Q3"},
+        ]
+
     async def test_a_regenerated_answer_replaces_the_stored_one(
         self, gateway: MakeClient, openai_fake: FakeOpenAI
     ) -> None:
