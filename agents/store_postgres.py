@@ -228,7 +228,8 @@ SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND seq > $2 ORDER
 """
 
 # PostgreSQL's text holds neither NUL nor a lone surrogate (SQLite stores both): client
-# text with either is stored with U+FFFD in its place rather than failing the turn.
+# text with either is stored with U+FFFD in its place rather than failing the turn. Keys
+# too, and a key is looked up (and locked) as it is stored.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
@@ -451,6 +452,7 @@ class PostgresSessionStore:
         locks = self._locks
         if locks is None:
             raise StoreError("session store is not open")
+        key = _storable(key)
         # Only so many wait in `while_waiting`: each holds a lock connection, and the pool
         # must keep one for every turn that runs.
         if while_waiting is not None and self._lock_waiters >= self._max_lock_waiters:
@@ -484,6 +486,7 @@ class PostgresSessionStore:
     async def turn_running_elsewhere(self, key: str) -> bool:
         if self.bus.remote_runs.running(key):
             return True  # announced on the bus: also the runs that hold no lock
+        key = _storable(key)
         # pg_locks shows an advisory lock's two keys as classid and objid (an oid: the
         # int4 hash read as unsigned).
         found = await self._run(
@@ -533,7 +536,7 @@ class PostgresSessionStore:
     # -- sessions ----------------------------------------------------------------------
 
     async def get(self, key: str) -> SessionRow | None:
-        row = await self._run(lambda c: c.fetchrow(SQL_GET_SESSION, key))
+        row = await self._run(lambda c: c.fetchrow(SQL_GET_SESSION, _storable(key)))
         return _session_row(tuple(row)) if row is not None else None
 
     async def create(
@@ -555,7 +558,7 @@ class PostgresSessionStore:
 
     async def is_stateless(self, key: str) -> bool | None:
         found = await self._run(
-            lambda c: c.fetchval("SELECT stateless FROM sessions WHERE key = $1", key)
+            lambda c: c.fetchval("SELECT stateless FROM sessions WHERE key = $1", _storable(key))
         )
         return None if found is None else bool(found)
 
@@ -566,6 +569,7 @@ class PostgresSessionStore:
     ) -> tuple[SessionRow, bool]:  # fmt: skip
         # One statement: the row and its transcript, or nothing when another process created
         # the key at the same moment (its row wins).
+        key = _storable(key)
         row = await conn.fetchrow(SQL_CREATE, *_args((key, agent_id, uuid7(), label,
                                                       now, stateless)))  # fmt: skip
         if row is None:
@@ -679,6 +683,8 @@ class PostgresSessionStore:
         return await self._run(patch, write=True)
 
     async def reset(self, key: str, agent_id: str, now: int) -> SessionRow:
+        key = _storable(key)
+
         async def reset(conn: Connection) -> SessionRow:
             row, created = await self._create(conn, key, agent_id, now, None)
             if created:
@@ -701,6 +707,8 @@ class PostgresSessionStore:
         return await self._run(reset, write=True)
 
     async def delete(self, key: str, now: int, *, delete_transcript: bool = True) -> bool:
+        key = _storable(key)
+
         async def delete(conn: Connection) -> bool:
             status = await conn.execute("DELETE FROM sessions WHERE key = $1", key)
             if delete_transcript:
@@ -837,7 +845,7 @@ class PostgresSessionStore:
         """As the SQLite store's `prune` (agents-sessions.md §5), the same candidates in the
         same order. Each process runs it for its own protected keys; two passes at once only
         delete the same rows twice."""
-        protected = frozenset(protected_keys)
+        protected = frozenset(_storable(key) for key in protected_keys)
         cutoff = _sql_int(now - maintenance.prune_after_ms)
 
         async def select(conn: Connection) -> builtins.list[SessionRow]:

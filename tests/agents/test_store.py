@@ -258,6 +258,25 @@ class TestSessions:
         assert await store.delete(KEY, 300, delete_transcript=False)
         assert (await store.history(row.session_id, 10)).total == 2
 
+    async def test_a_key_with_a_nul_is_a_session_like_any_other(self, store: SessionStore) -> None:
+        # A WebSocket client's key may hold a NUL (JSON spells it `\u0000`); PostgreSQL
+        # keeps it as U+FFFD, as it does a label's, but the session works all the same.
+        key = "agent:main:a\x00b"
+        row, created = await store.create(key, "main", 100)
+        assert created
+        assert await store.get(key) == row
+        assert await store.create(key, "main", 150) == (row, False)
+        assert await store.is_stateless(key) is False
+        row = await store.append_turn(turn(row, key=key))
+        assert (await store.patch_label(key, "main", "l", 200)).session_id == row.session_id
+        assert [r.key for r in (await store.list(search="a\x00b")).rows] == [row.key]
+        assert not await store.turn_running_elsewhere(key)
+        async with store.turn_lock(key):
+            pass
+        assert (await store.reset(key, "main", 300)).session_id != row.session_id
+        assert await store.delete(key, 400) is True
+        assert await store.get(key) is None
+
 
 class TestTurns:
     async def test_a_turn_on_an_unsaved_row_creates_the_session_with_it(
