@@ -814,8 +814,9 @@ class PostgresSessionStore:
     # -- maintenance -------------------------------------------------------------------
 
     async def used_bytes(self) -> int:
-        """The estimated bytes of the live rows: message text plus a fixed part per row and
-        per session, the same estimate `prune` frees by (one scan of the messages)."""
+        """The estimated bytes of the live rows: message text and stored responses' bodies
+        plus a fixed part per row and per session, the same estimate `prune` frees by (one
+        scan of the messages and of the responses)."""
         return int(await self._run(self._used_bytes))
 
     @staticmethod
@@ -823,6 +824,7 @@ class PostgresSessionStore:
         return int(await conn.fetchval(
             "SELECT (SELECT COALESCE(SUM(octet_length(content)"
             " + COALESCE(octet_length(meta), 0)), 0) + COUNT(*) * $1 FROM messages)"
+            " + (SELECT COALESCE(SUM(octet_length(body)), 0) + COUNT(*) * $1 FROM responses)"
             " + (SELECT COUNT(*) * $2 FROM sessions)",
             _MESSAGE_ROW_BYTES, _SESSION_ROW_BYTES,
         ))  # fmt: skip
@@ -836,7 +838,15 @@ class PostgresSessionStore:
             " WHERE t.key = $1",
             key,
         )
-        return int(found[0]) + int(found[1]) * _MESSAGE_ROW_BYTES + _SESSION_ROW_BYTES
+        # A `/v1/responses` answer is kept twice: in the transcript and as the response.
+        responses = await conn.fetchrow(
+            "SELECT COALESCE(SUM(octet_length(r.body)), 0), COUNT(r.id)"
+            " FROM transcripts t JOIN responses r ON r.session_id = t.session_id"
+            " WHERE t.key = $1",
+            key,
+        )
+        rows = int(found[1]) + int(responses[1])
+        return int(found[0]) + int(responses[0]) + rows * _MESSAGE_ROW_BYTES + _SESSION_ROW_BYTES
 
     async def prune(
         self, maintenance: MaintenanceConfig, now: int, protected_keys: Collection[str] = (),
