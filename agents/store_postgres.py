@@ -853,24 +853,38 @@ class PostgresSessionStore:
         *, main_key: str = "main", limit: int = PRUNE_BATCH,
     ) -> builtins.list[SessionRow]:  # fmt: skip
         """As the SQLite store's `prune` (agents-sessions.md §5), the same candidates in the
-        same order. Each process runs it for its own protected keys; two passes at once only
-        delete the same rows twice."""
+        same order. Each process runs it for its own protected keys and skips the sessions whose
+        turn lock another holds; two passes at once only delete the same rows twice."""
         protected = frozenset(_storable(key) for key in protected_keys)
         cutoff = _sql_int(now - maintenance.prune_after_ms)
 
         async def select(conn: Connection) -> builtins.list[SessionRow]:
             chosen: dict[str, SessionRow] = {}
+            # The sessions whose turn runs in another process (which protects only its own):
+            # their turn locks, by the key's hash as pg_locks shows it.
+            busy = {
+                int(lock) for lock in await conn.fetchval(
+                    "SELECT array_agg(objid::bigint) FROM pg_locks WHERE locktype = 'advisory'"
+                    " AND granted AND objsubid = 2 AND classid = $1::bigint::oid",
+                    LOCK_CLASS_TURN,
+                ) or ()
+            }  # fmt: skip
 
             async def choose(
                 sql: str, args: tuple[Any, ...], wanted: Callable[[SessionRow], Awaitable[bool]]
             ) -> None:
                 async for raw in conn.cursor(
-                    f"SELECT {_SESSION_COLUMNS} FROM sessions {sql}", *args, prefetch=200
-                ):
+                    f"SELECT {_SESSION_COLUMNS}, hashtext(key)::bigint & 4294967295"
+                    f" FROM sessions {sql}",
+                    *args, prefetch=200,
+                ):  # fmt: skip
                     if len(chosen) >= limit:
                         return
-                    row = _session_row(tuple(raw))
+                    *columns, lock = raw
+                    row = _session_row(tuple(columns))
                     if row.key in chosen or row.key in protected or is_main_key(row.key, main_key):
+                        continue
+                    if lock in busy:
                         continue
                     if not await wanted(row):
                         return

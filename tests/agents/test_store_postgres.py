@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
+from agents.config import MaintenanceConfig
 from agents.errors import StoreError, StoreUnavailable
 from agents.store_postgres import (
     LOCK_CLASS_TURN,
@@ -159,6 +160,23 @@ class TestTurns:
             )
             assert len({row.session_id for row, _ in results}) == 1
             assert sum(created for _, created in results) == 1
+
+
+class TestPrune:
+    async def test_a_session_whose_turn_runs_on_another_process_is_not_pruned(
+        self, pg_url: str
+    ) -> None:
+        # Each process protects only its own runs; another's holds the session's turn lock.
+        day = 24 * 3600 * 1000
+        async with PostgresSessionStore(pg_url) as a, PostgresSessionStore(pg_url) as b:
+            row, _ = await a.create(KEY, "main", 1)
+            await a.create("agent:main:old", "main", 2)
+            async with b.turn_lock(KEY):
+                pruned = await a.prune(MaintenanceConfig(prune_after_ms=day), 40 * day)
+                assert [r.key for r in pruned] == ["agent:main:old"]
+                committed = await b.append_turn(turn(row, "r1", assistant_timestamp=40 * day))
+            assert await a.get(KEY) == committed
+            assert (await a.history(row.session_id, 10)).total == 2
 
 
 class TestTurnLock:
