@@ -930,14 +930,28 @@ class PostgresSessionStore:
         candidates = await self._run(select, transaction=True)
         if maintenance.mode == "enforce":
 
-            async def enforce(conn: Connection) -> None:
-                keys = [row.key for row in candidates]
-                await conn.execute("DELETE FROM sessions WHERE key = ANY($1::text[])", keys)
-                await conn.execute("DELETE FROM transcripts WHERE key = ANY($1::text[])", keys)
+            async def enforce(conn: Connection) -> builtins.list[SessionRow]:
+                # Only the rows as they were chosen: another process's turn may have come
+                # since (committed: a newer updated_at; running: its turn lock held).
+                deleted = await conn.fetch(
+                    "DELETE FROM sessions s USING unnest($1::text[], $2::bigint[]) AS c(key, at)"
+                    " WHERE s.key = c.key AND s.updated_at = c.at AND NOT EXISTS ("
+                    " SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                    " AND objsubid = 2 AND classid = $3::bigint::oid"
+                    " AND objid = (hashtext(s.key)::bigint & 4294967295)::oid)"
+                    " RETURNING s.key",
+                    [row.key for row in candidates], [row.updated_at for row in candidates],
+                    LOCK_CLASS_TURN,
+                )  # fmt: skip
+                keys = {record[0] for record in deleted}
+                await conn.execute(
+                    "DELETE FROM transcripts WHERE key = ANY($1::text[])", list(keys)
+                )
                 await conn.execute(
                     "DELETE FROM transcripts WHERE archived_at IS NOT NULL AND archived_at < $1",
                     cutoff,
                 )
+                return [row for row in candidates if row.key in keys]
 
-            await self._run(enforce, write=True)
+            return await self._run(enforce, write=True)
         return candidates

@@ -178,6 +178,40 @@ class TestPrune:
             assert await a.get(KEY) == committed
             assert (await a.history(row.session_id, 10)).total == 2
 
+    @pytest.mark.parametrize("turn_ends", [True, False], ids=["committed", "running"])
+    async def test_a_turn_that_comes_between_choosing_and_deleting_keeps_its_session(
+        self, pg_url: str, turn_ends: bool
+    ) -> None:
+        day = 24 * 3600 * 1000
+        maintenance = MaintenanceConfig(prune_after_ms=day, max_disk_bytes=10**9)
+        async with PostgresSessionStore(pg_url) as a, PostgresSessionStore(pg_url) as b:
+            row, _ = await a.create(KEY, "main", 1)
+            admin = await asyncpg.connect(pg_url)
+            try:
+                # The pass has chosen KEY (not updated for pruneAfter) when it reads the
+                # byte total, and waits there; meanwhile a turn of KEY begins elsewhere.
+                blocker = admin.transaction()
+                await blocker.start()
+                await admin.execute("LOCK TABLE responses IN ACCESS EXCLUSIVE MODE")
+                pruning = asyncio.create_task(a.prune(maintenance, 40 * day))
+                async with asyncio.timeout(5):
+                    while not await admin.fetchval(
+                        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted"
+                        " AND relation = 'responses'::regclass)"
+                    ):
+                        await asyncio.sleep(0.02)
+                async with b.turn_lock(KEY):
+                    await b.append_turn(turn(row, "r1", assistant_timestamp=40 * day))
+                    if not turn_ends:  # the pass goes on while the turn holds its lock
+                        await blocker.rollback()
+                        assert await asyncio.wait_for(pruning, 5) == []
+                if turn_ends:  # the pass goes on once the turn has committed
+                    await blocker.rollback()
+                    assert await asyncio.wait_for(pruning, 5) == []
+            finally:
+                await admin.close()
+            assert (await a.history(row.session_id, 10)).total == 2
+
 
 class TestTurnLock:
     async def test_a_second_process_waits_for_the_turn_lock(self, pg_url: str) -> None:
