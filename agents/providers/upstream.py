@@ -64,7 +64,7 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> i
     except ValueError:
         try:
             when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):  # Overflow: a year 10**20
             return None
         if when.tzinfo is None:  # RFC 850/asctime forms carry no zone; HTTP dates are GMT
             return None

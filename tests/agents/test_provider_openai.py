@@ -406,6 +406,17 @@ class TestStatusFailures:
             await collect(provider, openai_upstream)
         assert caught.value.retry_after == 2
 
+    async def test_429_with_a_date_past_any_calendar_is_rate_limited_without_hint(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        # Its year overflowed datetime: an OverflowError escaped, and the turn failed as an
+        # internal error (500) instead of rate limited (429).
+        date = "Wed, 21 Oct 99999999999999999999 07:28:00 GMT"
+        openai_upstream.script(Status(429, {"Retry-After": date}))
+        with pytest.raises(UpstreamRateLimited) as caught:
+            await collect(provider, openai_upstream)
+        assert caught.value.retry_after is None
+
     async def test_429_without_hint_has_no_retry_after(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
     ) -> None:
@@ -743,6 +754,17 @@ class TestRetryAfter:
         now = 1_700_000_000.5
         headers = CIMultiDict({"Retry-After": "Tue, 14 Nov 2023 22:13:30 GMT"})  # now + 9.5
         assert parse_retry_after(headers, now=now) == 10
+
+    @pytest.mark.parametrize(
+        "date",
+        [
+            "Wed, 21 Oct 99999999999999999999 07:28:00 GMT",
+            "Wed, 21 Oct 2015 99999999999999999999:28:00 GMT",
+            "Wed, 99999999999 Oct 2015 07:28:00 GMT",
+        ],
+    )
+    def test_http_date_with_a_field_beyond_any_calendar_is_no_hint(self, date: str) -> None:
+        assert parse_retry_after(CIMultiDict({"Retry-After": date})) is None
 
     def test_http_date_in_the_past_is_zero(self) -> None:
         headers = CIMultiDict({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
