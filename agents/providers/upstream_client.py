@@ -45,7 +45,8 @@ HAPPY_EYEBALLS_DELAY_S = 0.25
 # Idle connections kept per upstream origin; more are closed when released. The registry
 # bounds how many turns run at once, so this only caps what a burst leaves behind.
 MAX_IDLE_PER_ORIGIN = 100
-# Status line and headers of one response: far above any API server's, a bound on a broken one.
+# Status line and headers of one response (1xx heads and trailers too): far above any API
+# server's, a bound on a broken one.
 MAX_HEAD_BYTES = 64 * 1024
 # Body bytes that arrived before their reader asked: reading pauses above this (a caller
 # between `post` and `read`/`deliver` does not take long; this bounds a flood meanwhile).
@@ -264,11 +265,16 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.parked_at = 0.0
         self._head_bytes = 0
+        # Bytes read since the response's last body byte (or its request): a head, 1xx heads,
+        # trailers. httptools gathers a header whole before `on_header` sees it, so this is
+        # what bounds one that never ends.
+        self._bare_bytes = 0
         self._informational = False
 
     def send(self, head: bytes, body: bytes, idle_seconds: float) -> UpstreamResponse:
         assert self.transport is not None and self.response is None
         response = self.response = UpstreamResponse(self, idle_seconds)
+        self._bare_bytes = 0
         self.transport.writelines((head, body))  # one send, the body not copied onto the head
         return response
 
@@ -303,6 +309,7 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         response.last_read = response.loop.time()
+        self._bare_bytes += len(data)
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -312,6 +319,10 @@ class _Connection(asyncio.Protocol):
             # A callback's own error (the reader's, or one of ours) was kept by `fail`; after
             # the response ended (`on_message_begin` refused more) it stays as it was.
             response.fail(UpstreamProtocolError(f"malformed HTTP response: {exc}"))
+            self.close()
+            return
+        if self._bare_bytes > MAX_HEAD_BYTES and self.response is response and not self.closed:
+            response.fail(UpstreamProtocolError(f"response headers over {MAX_HEAD_BYTES} bytes"))
             self.close()
 
     def eof_received(self) -> bool:
@@ -366,6 +377,7 @@ class _Connection(asyncio.Protocol):
             self.response.head(status)
 
     def on_body(self, body: bytes) -> None:
+        self._bare_bytes = 0
         if self.response is not None:
             self.response.body(body)
 

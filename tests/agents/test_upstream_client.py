@@ -735,6 +735,45 @@ class TestBrokenUpstreams:
         with pytest.raises(UpstreamProtocolError, match="headers over"):
             await post(client, server)
 
+    async def test_one_header_over_the_limit_fails_before_its_end(
+        self, serve: Serve, client: UpstreamClient
+    ) -> None:
+        """A header value that never ends: it was only measured once whole, and httptools
+        gathers it meanwhile (one bytes object, copied for every read), so the bound held
+        nothing and the request waited for the idle timeout."""
+        piece = b"v" * 16384
+        pieces = [head("200 OK")[:-2] + b"X-Big: "] + [piece] * (MAX_HEAD_BYTES // 16384 + 2)
+        server = await serve(one_request(*pieces))
+        with pytest.raises(UpstreamProtocolError, match="headers over"):
+            await post(client, server, timeouts=Timeouts(connect=1.0, idle=5.0))
+        await server.peers[0].wait_gone()
+
+    async def test_informational_responses_without_end_fail_at_the_limit(
+        self, serve: Serve, client: UpstreamClient
+    ) -> None:
+        """1xx heads one after the other, never the real one: they count as its head."""
+        continues = head("100 Continue", "X-Filler: " + "v" * 1000) * 8
+        pieces = [continues] * (MAX_HEAD_BYTES // len(continues) + 2)
+        server = await serve(one_request(*pieces))
+        with pytest.raises(UpstreamProtocolError, match="headers over"):
+            await post(client, server, timeouts=Timeouts(connect=1.0, idle=5.0))
+        await server.peers[0].wait_gone()
+
+    async def test_trailers_without_end_fail_at_the_limit(
+        self, serve: Serve, client: UpstreamClient
+    ) -> None:
+        """A trailer value that never ends, after the last chunk: gathered as a header is."""
+        piece = b"v" * 16384
+        tail = [b"0\r\nX-Big: "] + [piece] * (MAX_HEAD_BYTES // 16384 + 2)
+        server = await serve(one_request(head("200 OK", CHUNKED), chunk(b"abc"), *tail))
+        response = await post(client, server, timeouts=Timeouts(connect=1.0, idle=5.0))
+        pieces: list[bytes] = []
+        with pytest.raises(UpstreamProtocolError, match="headers over"):
+            await response.deliver(pieces.append)
+        assert pieces == [b"abc"]
+        response.close()
+        await server.peers[0].wait_gone()
+
     async def test_headers_just_under_the_limit_are_accepted(
         self, serve: Serve, client: UpstreamClient
     ) -> None:
