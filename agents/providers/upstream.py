@@ -9,6 +9,7 @@ means, and how a non-streamed JSON answer reads.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import email.utils
 import json
 import math
@@ -66,8 +67,8 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> i
             when = email.utils.parsedate_to_datetime(text)
         except (TypeError, ValueError, IndexError, OverflowError):  # Overflow: a year 10**20
             return None
-        if when.tzinfo is None:  # RFC 850/asctime forms carry no zone; HTTP dates are GMT
-            return None
+        if when.tzinfo is None:  # asctime carries no zone: HTTP dates are GMT (RFC 9110 §5.6.7)
+            when = when.replace(tzinfo=datetime.UTC)
         now = time.time() if now is None else now
         return max(0, math.ceil(when.timestamp() - now))
     if not math.isfinite(seconds) or seconds < 0:

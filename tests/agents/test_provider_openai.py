@@ -766,6 +766,19 @@ class TestRetryAfter:
     def test_http_date_with_a_field_beyond_any_calendar_is_no_hint(self, date: str) -> None:
         assert parse_retry_after(CIMultiDict({"Retry-After": date})) is None
 
+    @pytest.mark.parametrize(
+        "date",
+        [
+            "Tue Nov 14 22:13:30 2023",  # asctime: no zone, as RFC 9110 §5.6.7 defines it (GMT)
+            "Tuesday, 14-Nov-23 22:13:30 GMT",  # RFC 850
+        ],
+    )
+    def test_obsolete_http_date_forms_are_read_as_gmt(self, date: str) -> None:
+        # RFC 9110 §5.6.7: a recipient MUST accept all three forms. The asctime one, having no
+        # zone, was dropped: the client's 429 lost its Retry-After.
+        headers = CIMultiDict({"Retry-After": date})
+        assert parse_retry_after(headers, now=1_700_000_000.5) == 10
+
     def test_http_date_in_the_past_is_zero(self) -> None:
         headers = CIMultiDict({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
         assert parse_retry_after(headers, now=1_700_000_000) == 0
