@@ -103,8 +103,15 @@ def log_body(event: str, provider: ProviderConfig, body: bytes | str, **fields: 
     if isinstance(body, str):
         body = body.encode("utf-8", "replace")
     text = body[:LOG_BODY_BYTES].decode("utf-8", "replace")
-    if provider.api_key:
-        text = text.replace(provider.api_key, "[redacted]")
+    key = provider.api_key
+    if key:
+        text = text.replace(key, "[redacted]")
+        if len(body) > LOG_BODY_BYTES:
+            # A key the cut went through: its first characters end the text.
+            for shown in range(min(len(key) - 1, len(text)), 0, -1):
+                if text.endswith(key[:shown]):
+                    text = text[:-shown] + "[redacted]"
+                    break
     log.debug(
         event,
         provider=provider.id,

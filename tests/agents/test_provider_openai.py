@@ -474,6 +474,20 @@ class TestStatusFailures:
         assert API_KEY not in entry["body"]
         assert entry["body"].startswith("key=[redacted] x")
 
+    async def test_a_key_cut_by_the_truncation_is_not_logged_in_part(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        # The body was cut to 2 KiB before the key was looked for: a key straddling the cut
+        # went to the log all but its last characters.
+        shown = len(API_KEY) - 2
+        openai_upstream.script(Status(500, body="x" * (2048 - shown) + API_KEY + "y" * 100))
+        with structlog.testing.capture_logs() as logs, pytest.raises(UpstreamStatusError):
+            await collect(provider, openai_upstream)
+        [entry] = [e for e in logs if e["event"] == "upstream_error_body"]
+        assert API_KEY[:shown] not in entry["body"]
+        assert entry["body"].startswith("x" * (2048 - shown))
+        assert len(entry["body"].encode()) <= 2048 + len("[redacted]")
+
 
 class TestConnectionFailures:
     async def test_connection_refused_is_an_upstream_error(
