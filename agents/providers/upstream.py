@@ -220,7 +220,11 @@ async def relay(
     finished = False
     try:
         if resp.content_type == "application/json":
-            answer = json_answer(await read_json(resp, provider))
+            whole = await read_json(resp, provider)
+            try:
+                answer = json_answer(whole)
+            except _DECODE_ERRORS as exc:  # a field of the wrong shape (a list for a reason)
+                raise MalformedStream(f"malformed upstream answer ({type(exc).__name__})") from exc
             finished = True  # the body is read: the connection may be reused
             for event in answer:
                 deliver(event)

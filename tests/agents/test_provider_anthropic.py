@@ -530,6 +530,20 @@ class TestFailures:
         with pytest.raises(MalformedStream):
             await collect(provider, anthropic_upstream)
 
+    @pytest.mark.parametrize("reason", [["end_turn"], {"type": "end_turn"}])
+    async def test_json_answer_with_a_stop_reason_of_the_wrong_shape_is_malformed(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic, reason: Any
+    ) -> None:
+        # A list or object is no dict key: a TypeError escaped, the turn failed as an
+        # internal error (500) and the next model was not tried.
+        answer = {"type": "message", "content": [{"type": "text", "text": "hi"}]}
+        answer["stop_reason"] = reason
+        anthropic_upstream.script(
+            Raw((json.dumps(answer).encode(),), content_type="application/json")
+        )
+        with pytest.raises(MalformedStream):
+            await collect(provider, anthropic_upstream)
+
     async def test_eof_before_stop_is_malformed(
         self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
     ) -> None:

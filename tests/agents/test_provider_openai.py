@@ -386,6 +386,17 @@ class TestNonStreamingAnswer:
             await collect(provider, openai_upstream)
         assert SECRET_BODY_MARKER not in str(caught.value)
 
+    @pytest.mark.parametrize("reason", [["stop"], {"type": "stop"}])
+    async def test_json_answer_with_a_finish_reason_of_the_wrong_shape_is_malformed(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI, reason: Any
+    ) -> None:
+        # A list or object is no dict key: a TypeError escaped, the turn failed as an
+        # internal error (500) and the next model was not tried.
+        answer = {"choices": [{"message": {"content": "hi"}, "finish_reason": reason}]}
+        openai_upstream.script(Raw((json.dumps(answer).encode(),), content_type="application/json"))
+        with pytest.raises(MalformedStream):
+            await collect(provider, openai_upstream)
+
 
 class TestStatusFailures:
     async def test_429_with_retry_after_seconds(
