@@ -37,6 +37,10 @@ log = structlog.get_logger()
 
 # §6.5: upstream bodies are logged at debug level, truncated to 2 KiB.
 LOG_BODY_BYTES = 2048
+# After the format's terminator the reply is whole: the body's end (for the connection's
+# reuse) is waited for this long at most; an upstream that stalls or hangs up before it fails
+# nothing.
+AFTER_TERMINATOR_S = 1.0
 # A whole (non-streamed) JSON answer is one completion: far below this. The bound keeps a
 # misbehaving upstream from filling our memory.
 MAX_JSON_BODY = 16 * 1024 * 1024
@@ -251,6 +255,8 @@ async def relay(
                     raise
                 raise _malformed(decoder, provider, exc) from exc
 
+        after: asyncio.Timeout | None = None
+
         def on_data(piece: bytes) -> None:
             if decoder.done:
                 return  # after the terminator: nothing more is read
@@ -259,8 +265,17 @@ async def relay(
             except SSEError as exc:
                 raise _malformed(decoder, provider, exc) from exc
             decode(feed(events))
+            if decoder.done and after is not None:
+                after.reschedule(asyncio.get_running_loop().time() + AFTER_TERMINATOR_S)
 
-        await resp.deliver(on_data)
+        try:
+            async with asyncio.timeout(None) as after:
+                await resp.deliver(on_data)
+        except (OSError, TimeoutError):
+            if not decoder.done:
+                raise
+            # The reply is whole; the body did not end in time, or broke: the connection is
+            # closed (`resp` is not complete), the turn is not failed.
         if not decoder.done:
             try:
                 events = parser.feed_eof()

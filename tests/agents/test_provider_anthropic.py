@@ -47,6 +47,7 @@ from tests.support.upstreams import (
     collect,
     events_of,
     provider_request,
+    raw_answer,
     sent_body,
 )
 
@@ -543,6 +544,27 @@ class TestFailures:
         )
         with pytest.raises(MalformedStream):
             await collect(provider, anthropic_upstream)
+
+    async def test_message_stop_ends_the_reply_when_the_body_never_ends(
+        self, http: UpstreamClient, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        # The body's last chunk never comes after message_stop: the reply was whole, yet the
+        # turn failed with a timeout (504) once the idle timeout passed.
+        body = events(start(), text("x"), *stop())
+        data = (
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + f"{len(body):x}\r\n".encode() + body + b"\r\n"
+        )
+        provider = AnthropicMessagesProvider(http, Timeouts(connect=1, idle=30))
+        async with raw_answer(data) as upstream:
+            config = attrs.evolve(
+                anthropic_upstream.provider_config(), base_url=f"http://127.0.0.1:{upstream.port}"
+            )
+            started = time.monotonic()
+            got = await collect(provider, anthropic_upstream, config=config)
+            assert time.monotonic() - started < 5
+            assert got == [TextDelta("x"), Usage(3, 2), Finish("stop")]
+            await asyncio.wait_for(upstream.gone.wait(), 1)  # closed, never pooled
 
     async def test_eof_before_stop_is_malformed(
         self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic

@@ -52,6 +52,7 @@ from tests.support.upstreams import (
     collect,
     events_of,
     provider_request,
+    raw_answer,
     sent_body,
     silent_server,
 )
@@ -344,6 +345,29 @@ class TestStreaming:
         body = sse(chunk({"content": "x"}, "stop")) + b"data: not json\n\n"
         openai_upstream.script(Raw((body,)))
         assert await collect(provider, openai_upstream) == [TextDelta("x"), Finish("stop")]
+
+    @pytest.mark.parametrize("hang_up", [False, True], ids=["stalls", "hangs_up"])
+    async def test_done_ends_the_reply_whatever_the_body_does_next(
+        self, http: UpstreamClient, openai_upstream: FakeOpenAI, hang_up: bool
+    ) -> None:
+        # After `data: [DONE]` the body's last chunk never comes: the server stalls or hangs
+        # up. The reply was whole, yet the turn failed with a timeout (504) once the idle
+        # timeout passed, or as an upstream error (502).
+        body = sse(chunk({"content": "x"}, "stop"))
+        data = (
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + f"{len(body):x}\r\n".encode() + body + b"\r\n"
+        )
+        provider = OpenAICompletionsProvider(http, Timeouts(connect=1, idle=30))
+        async with raw_answer(data, hang_up=hang_up) as upstream:
+            config = _with_url(openai_upstream, f"http://127.0.0.1:{upstream.port}/v1")
+            start = time.monotonic()
+            events = await collect(provider, openai_upstream, config=config)
+            assert time.monotonic() - start < 5
+            assert events == [TextDelta("x"), Finish("stop")]
+            if not hang_up:
+                await asyncio.wait_for(upstream.gone.wait(), 1)  # closed, never pooled
+        assert http.idle_connections == 0
 
     async def test_session_is_reusable_after_a_stream(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI

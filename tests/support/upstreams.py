@@ -711,3 +711,42 @@ async def silent_server() -> AsyncIterator[int]:
         for writer in writers:
             writer.close()
         await server.wait_closed()
+
+
+@attrs.define
+class RawAnswer:
+    """`raw_answer`'s server: its port, and whether the client hung up."""
+
+    port: int = 0
+    gone: asyncio.Event = attrs.field(factory=asyncio.Event)
+
+
+@contextlib.asynccontextmanager
+async def raw_answer(data: bytes, *, hang_up: bool = False) -> AsyncIterator[RawAnswer]:
+    """A loopback server that answers each request with exactly `data` (status line and
+    framing included), then hangs up or waits, silent, for the client to."""
+    answer = RawAnswer()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            writer.write(data)
+            await writer.drain()
+            if not hang_up:
+                await reader.read()  # until the client hangs up
+                answer.gone.set()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    answer.port = server.sockets[0].getsockname()[1]
+    try:
+        yield answer
+    finally:
+        server.close()
+        for writer in writers:
+            writer.close()
+        await server.wait_closed()
