@@ -224,7 +224,8 @@ async def _handshake(
         error = WsError(INVALID_REQUEST, protocol.MSG_INVALID_ROLE)
         return _reject(conn, frame, error, protocol.CLOSE_POLICY_VIOLATION)
 
-    raise_frame_limit(conn.ws, request, ws_state.settings.max_payload)
+    # aiohttp refuses a frame of its limit or more: a frame of exactly maxPayload is allowed.
+    raise_frame_limit(conn.ws, request, ws_state.settings.max_payload + 1)
     conn.client = params.client
     conn.protocol = version
     conn.scopes = protocol.granted_scopes(params.scopes)

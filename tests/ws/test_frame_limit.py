@@ -6,7 +6,8 @@ hello-ok, by way of aiohttp internals: these tests fail when aiohttp changes the
 
 from __future__ import annotations
 
-from tests.support.ws_client import GatewayWs, connect_params
+from gateway.ws.state import WsSettings
+from tests.support.ws_client import GatewayWs, MakeGateway, connect_params
 
 PREAUTH_MAX = 64 * 1024
 
@@ -22,6 +23,24 @@ class TestAfterHelloOk:
         answer = await ws.response("big")
         assert answer["type"] == "res"
         assert (await ws.call("health"))["ok"] is True  # and the socket goes on
+
+    async def test_a_frame_of_exactly_max_payload_is_read(self, make_gateway: MakeGateway) -> None:
+        # hello-ok's policy.maxPayload is the largest frame a client may send, not one more.
+        gateway = await make_gateway(settings=WsSettings(max_payload=100_000))
+        ws = await gateway.connected()
+        assert ws.hello is not None
+        assert ws.hello["payload"]["policy"]["maxPayload"] == 100_000
+        text = '{"type":"req","id":"big","method":"health","params":{"pad":"'
+        text += "a" * (100_000 - len(text) - 3) + '"}}'
+        assert len(text.encode()) == 100_000
+        await ws.ws.send_str(text)
+        assert (await ws.response("big"))["ok"] is True
+
+    async def test_one_byte_over_max_payload_closes_1009(self, make_gateway: MakeGateway) -> None:
+        gateway = await make_gateway(settings=WsSettings(max_payload=100_000))
+        ws = await gateway.connected()
+        await ws.ws.send_str("a" * 100_001)
+        assert (await ws.closed())[0] == 1009
 
 
 class TestBeforeHelloOk:
