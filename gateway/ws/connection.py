@@ -314,6 +314,12 @@ class Connection:
     async def _close_socket(self, code: int, reason: str) -> None:
         if self.ws.closed:
             return
+        if self.stream is not None:
+            # aiohttp ends a close that timed out (or whose drain failed) with the transport's
+            # close(), which waits for its buffer to be written: a client that reads nothing
+            # more would keep the socket, and this connection, for ever. Cut it instead.
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.close_timeout, _cut, self.stream)
         try:
             async with asyncio.timeout(self.close_timeout):
                 await self.ws.close(code=code, message=reason.encode())
@@ -367,6 +373,13 @@ class Connection:
         pending = {t for t in (self._writer, self._closer) if t is not None and not t.done()}
         if pending:
             await asyncio.wait(pending)
+
+
+def _cut(stream: AbstractStreamWriter) -> None:
+    """Abort the connection under `stream` unless it is gone already."""
+    transport = stream.transport
+    if transport is not None:
+        transport.abort()
 
 
 def _reap(task: asyncio.Task[Any] | None) -> None:

@@ -104,6 +104,33 @@ class TestSlowConsumer:
         assert (await fast.ok("health"))["ok"] is True
         await fast.ws.close()
 
+    async def test_a_client_that_never_reads_again_is_cut_after_the_close_timeout(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        settings = WsSettings(max_buffered_bytes=4 * 1024 * 1024, close_timeout_seconds=0.5)
+        gateway = await make_gateway(settings=settings)
+        created = await gateway.client.post(
+            "/v1/chat/completions",
+            json={"model": "openclaw", "messages": [{"role": "user", "content": "x" * 300_000}]},
+            headers={**HTTP_HEADERS, "x-openclaw-session-key": "big"},
+        )
+        assert created.status == 200
+        ws_state = gateway.app[WS]
+        with capture_logs() as logs:
+            slow = await gateway.connected()
+            # Ask for answers, slowly enough that the server's buffers fill before its queue
+            # does: the close frame then waits behind them, and the client never takes them.
+            async with asyncio.timeout(20):
+                while not any(e["event"] == "ws_slow_consumer" for e in logs):
+                    await slow.request("chat.history", {"sessionKey": "big"})
+                    await asyncio.sleep(0.01)
+            async with asyncio.timeout(settings.close_timeout_seconds + 3):
+                while ws_state.connections:
+                    await asyncio.sleep(0.02)
+            assert not ws_state.authenticated and not ws_state.readers
+        assert any(e["event"] == "ws_disconnected" for e in logs)
+        await slow.ws.close()
+
 
 class TestShutdown:
     async def test_shutdown_event_then_close_1012(self, gateway: Gateway, ws: GatewayWs) -> None:
