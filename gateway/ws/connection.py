@@ -289,8 +289,9 @@ class Connection:
                     await ws.send_frame(data, WSMsgType.TEXT)
                 else:
                     await self._write_batch(self.stream, data, queue)
-        except ConnectionResetError:
-            # The peer is gone; nothing more can be written.
+        except ConnectionError:
+            # The peer is gone; nothing more can be written. (A drain that waited for it
+            # fails with a plain ConnectionError when the connection was lost with an error.)
             if self._close is None:
                 self._closing(CLOSE_NORMAL, "")
             self._drop_queue()

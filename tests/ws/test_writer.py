@@ -4,12 +4,16 @@ still one at a time, frames in the order they were queued, a close sent after th
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 
 from aiohttp import WSMsgType, web
 from pytest_aiohttp import AiohttpClient
+from structlog.testing import capture_logs
 
 from gateway.ws.connection import WRITE_BATCH_BYTES, Connection
-from tests.support.ws_client import Gateway, GatewayWs
+from gateway.ws.handler import WS
+from tests.support.ws_client import TOKEN, Gateway, GatewayWs
 
 SETTLE_SECONDS = 5.0
 
@@ -262,6 +266,40 @@ class TestBatchedWrites:
         stream.drained.set()
         assert await no_writer_within(SETTLE_SECONDS)
         assert stream.transport.written[1] == [b"\x81\x01", b"c", b"\x81\x01", b"d"]
+
+
+class TestPeerGone:
+    async def test_a_client_reset_while_the_writer_waits_for_it_is_no_error(
+        self, gateway: Gateway
+    ) -> None:
+        created = await gateway.client.post(
+            "/v1/chat/completions",
+            json={"model": "openclaw", "messages": [{"role": "user", "content": "x" * 300_000}]},
+            headers={"Authorization": f"Bearer {TOKEN}", "x-openclaw-session-key": "big"},
+        )
+        assert created.status == 200
+        ws_state = gateway.app[WS]
+        with capture_logs() as logs:
+            client = await gateway.connected()
+            (conn,) = ws_state.connections
+            assert conn.stream is not None and conn.stream.transport is not None
+            server = conn.stream.transport
+            # Large answers the client does not read, until the server's writer waits for it.
+            async with asyncio.timeout(20):
+                while server.get_write_buffer_size() <= server.get_write_buffer_limits()[1]:
+                    await client.request("chat.history", {"sessionKey": "big"})
+                    await asyncio.sleep(0.01)
+            connection = client.ws._response.connection
+            assert connection is not None and connection.transport is not None
+            transport = connection.transport
+            sock = transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            transport.abort()  # a reset
+            async with asyncio.timeout(5):
+                while ws_state.connections:
+                    await asyncio.sleep(0.02)
+        assert [e for e in logs if e["log_level"] == "error"] == []
+        assert any(e["event"] == "ws_disconnected" for e in logs)
 
 
 class _Transport:
