@@ -845,16 +845,22 @@ class TestPruneLimits:
             )  # fmt: skip
         return keys
 
-    async def test_enforce_brings_the_store_under_the_byte_limit(self, store: SessionStore) -> None:
-        keys = await self.fill(store, 20, "x" * 50_000)  # some 100 KB a session
-        await store.create("agent:main:main", "main", 0)  # the oldest, but main
-        assert await store.used_bytes() > 2_000_000
+    @staticmethod
+    async def enforce_one_megabyte(store: SessionStore, keys: list[str]) -> None:
+        """A 1 MB limit enforced down to its 800 KB high water: the oldest sessions go first,
+        no more than that takes."""
         maintenance = MaintenanceConfig(
             mode="enforce", max_disk_bytes=1_000_000, high_water_bytes=800_000
         )
         found = [r.key for r in await store.prune(maintenance, 2 * DAY)]
-        assert found == keys[: len(found)]  # the oldest first
+        assert found == keys[: len(found)]
         assert 800_000 - 200_000 < await store.used_bytes() <= 800_000
+
+    async def test_enforce_brings_the_store_under_the_byte_limit(self, store: SessionStore) -> None:
+        keys = await self.fill(store, 20, "x" * 50_000)  # some 100 KB a session
+        await store.create("agent:main:main", "main", 0)  # the oldest, but main
+        assert await store.used_bytes() > 2_000_000
+        await self.enforce_one_megabyte(store, keys)
         assert await store.get("agent:main:main") is not None
 
     async def test_stored_responses_count_toward_what_pruning_frees(
@@ -872,12 +878,7 @@ class TestPruneLimits:
                 StoredResponse(f"resp_{key}", row.session_id, key, "main", DAY, body)
             )
         assert await store.used_bytes() > 1_000_000
-        maintenance = MaintenanceConfig(
-            mode="enforce", max_disk_bytes=1_000_000, high_water_bytes=800_000
-        )
-        found = [r.key for r in await store.prune(maintenance, 2 * DAY)]
-        assert found == keys[: len(found)]  # the oldest first
-        assert 800_000 - 200_000 < await store.used_bytes() <= 800_000
+        await self.enforce_one_megabyte(store, keys)
 
     async def test_under_the_byte_limit_nothing_goes(self, store: SessionStore) -> None:
         await self.fill(store, 20, "x" * 50_000)
