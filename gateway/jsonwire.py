@@ -3,13 +3,22 @@
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Any
+from typing import Any, NoReturn
 
 from agents import compactjson
 from agents.surrogates import SURROGATE_RE, has_surrogate, repair_surrogates
 
-__all__ = ["MAX_SAFE_INTEGER", "dumps", "error_body", "has_surrogate", "scrub_surrogates", "wire"]
+__all__ = [
+    "MAX_SAFE_INTEGER",
+    "dumps",
+    "error_body",
+    "has_surrogate",
+    "scrub_surrogates",
+    "strict_loads",
+    "wire",
+]
 
 # JavaScript's Number.MAX_SAFE_INTEGER: OpenClaw's bound on integers a client may send.
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -17,6 +26,20 @@ MAX_SAFE_INTEGER = 2**53 - 1
 
 def dumps(obj: Any) -> str:
     return compactjson.dumps(obj)
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"Invalid JSON value: {name}")
+
+
+# Python's parser takes NaN and Infinity; JSON has no such values (nor has OpenClaw's parser).
+_strict = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def strict_loads(text: str) -> Any:
+    """JSON as a client's body or frame is read: `json.loads` without NaN and Infinity.
+    Raises ValueError, or RecursionError for nesting deeper than the parser goes."""
+    return _strict.decode(text)
 
 
 def wire(text: str) -> bytes:

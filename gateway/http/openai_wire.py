@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 import uuid
 from collections.abc import Mapping
 from json.encoder import encode_basestring
-from typing import Any, NoReturn, cast
+from typing import Any, cast
 from urllib.parse import unquote_to_bytes
 
 import attrs
@@ -52,6 +51,7 @@ from gateway.jsonwire import (
     error_body,
     has_surrogate,
     scrub_surrogates,
+    strict_loads,
     wire,
 )
 
@@ -173,14 +173,6 @@ def error_reply(exc: BaseException) -> RequestError:
 # -- step 5: the body -----------------------------------------------------------------------
 
 
-def _reject_constant(name: str) -> NoReturn:
-    # Python's parser accepts NaN and Infinity; strict JSON does not.
-    raise ValueError(f"Invalid JSON value: {name}")
-
-
-_decoder = json.JSONDecoder(parse_constant=_reject_constant)
-
-
 def parse_body(raw: bytes) -> dict[str, Any]:
     """The body as an object: empty, whitespace or a non-object JSON value count as `{}`."""
     try:
@@ -190,7 +182,7 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     if not text.strip():
         return {}
     try:
-        value = _decoder.decode(text)
+        value = strict_loads(text)
     except ValueError as exc:  # JSONDecodeError included; its str() is the parser's message
         raise bad_request(str(exc)) from None
     except RecursionError as exc:  # nesting deeper than the interpreter's stack

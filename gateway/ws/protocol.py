@@ -7,14 +7,13 @@ Wire JSON is compact and keeps the spec's key order (dicts are built in that ord
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import attrs
 
-from gateway.jsonwire import dumps, scrub_surrogates, wire
+from gateway.jsonwire import dumps, scrub_surrogates, strict_loads, wire
 
 # --- Limits and versions -----------------------------------------------------------------
 
@@ -147,17 +146,9 @@ class InvalidFrame(Exception):
         self.frame_id = frame_id
 
 
-def _reject_constant(name: str) -> Any:
-    # Python's parser accepts NaN and Infinity; JSON has no such values (§1).
-    raise ValueError(f"Invalid JSON value: {name}")
-
-
-_decoder = json.JSONDecoder(parse_constant=_reject_constant)
-
-
 def parse_request(text: str | bytes) -> RequestFrame:
     try:
-        value = _decoder.decode(text if isinstance(text, str) else text.decode())
+        value = strict_loads(text if isinstance(text, str) else text.decode())  # §1
     except ValueError as exc:  # UnicodeDecodeError included
         raise NotJson(str(exc)) from None
     except RecursionError:  # nested deeper than the parser's stack: no frame we could read
