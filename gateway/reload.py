@@ -22,23 +22,28 @@ from gateway.state import GatewayState
 log = structlog.get_logger()
 
 
-def reload_from_file(state: GatewayState) -> ReloadResult | None:
+async def reload_from_file(state: GatewayState) -> ReloadResult | None:
     """Read the config file again and apply it; None when nothing changed or it is invalid
-    (then the running config stays and `state.reload_error` holds the issue lines)."""
+    (then the running config stays and `state.reload_error` holds the issue lines).
+
+    The file is read and checked in a thread: json5's parser reads some 100-300 KB a second,
+    and a config with long system prompts would hold up every client while it ran on the loop.
+    """
     if state.loader is None:
         return None
-    try:
-        new = state.loader.load()
-    except ConfigError as exc:
-        state.reload_error = [issue.line() for issue in exc.issues]
-        log.error("config_reload_failed", path=exc.location, issues=state.reload_error)
-        for listener in list(state.reload_failure_listeners):
-            listener(state.reload_error)
-        return None
-    if new.source.hash is not None and new.source.hash == state.config.source.hash:
-        state.reload_error = None
-        return None
-    return apply_config(state, new)
+    async with state.config_lock:
+        try:
+            new = await asyncio.to_thread(state.loader.load)
+        except ConfigError as exc:
+            state.reload_error = [issue.line() for issue in exc.issues]
+            log.error("config_reload_failed", path=exc.location, issues=state.reload_error)
+            for listener in list(state.reload_failure_listeners):
+                listener(state.reload_error)
+            return None
+        if new.source.hash is not None and new.source.hash == state.config.source.hash:
+            state.reload_error = None
+            return None
+        return apply_config(state, new)
 
 
 def _signature(path: Path) -> tuple[int, int, int] | None:
@@ -98,7 +103,7 @@ async def _watch(state: GatewayState, path: Path) -> None:
         if not _watching(state):
             continue
         try:
-            reload_from_file(state)
+            await reload_from_file(state)
         except Exception:
             # A bug in applying must not stop watching; the running config stays.
             log.exception("config_reload_crashed")

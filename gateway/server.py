@@ -51,13 +51,17 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, _reload, app[STATE])
+    reloads: set[asyncio.Task[None]] = set()
+    loop.add_signal_handler(signal.SIGHUP, _reload, app[STATE], reloads)
     notifier = Notifier()
     try:
         return await _serve(app, stop, notifier)
     finally:
         for sig in (*STOP_SIGNALS, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+        for task in reloads:
+            task.cancel()
+        await asyncio.gather(*reloads, return_exceptions=True)
         notifier.close()
 
 
@@ -153,9 +157,19 @@ async def _drain(state: GatewayState) -> None:
         log.warning("drain_abort_timeout")
 
 
-def _reload(state: GatewayState) -> None:
+def _reload(state: GatewayState, reloads: set[asyncio.Task[None]]) -> None:
     log.info("config_reload_requested", trigger="SIGHUP")
-    reload_from_file(state)
+    task = asyncio.create_task(_reload_logged(state), name="config-reload")
+    reloads.add(task)
+    task.add_done_callback(reloads.discard)
+
+
+async def _reload_logged(state: GatewayState) -> None:
+    try:
+        await reload_from_file(state)
+    except Exception:
+        # A bug in applying must not go unseen; the running config stays.
+        log.exception("config_reload_crashed")
 
 
 def _exit_now() -> None:

@@ -113,7 +113,6 @@ class WsState:
     closing: bool = False  # shutdown_connections ran: no new connections
     # Sockets between upgrade and the end of the handshake, per client address.
     preauth: collections.Counter[str | None] = attrs.field(factory=collections.Counter)
-    config_lock: asyncio.Lock = attrs.field(factory=asyncio.Lock)  # config.patch, one at a time
     _tasks: set[asyncio.Task[Any]] = attrs.field(factory=set)
 
     @property

@@ -224,6 +224,28 @@ class TestHotReload:
         async with http.get(f"{gateway.url}/v1/models", headers=auth("tok-hup-000000")) as r:
             assert r.status == 200
 
+    async def test_a_reload_of_a_large_file_holds_up_no_client(
+        self, gateway: GatewayProcess, config_file: Path, http: aiohttp.ClientSession
+    ) -> None:
+        """json5's parser reads some 100-300 KB a second: a file with long system prompts
+        takes it seconds. A WebSocket handshake and call made once the reload began are
+        answered before it ends only if the file was read and checked off the event loop."""
+        config = json.loads(config_text(token="tok-big-000000"))
+        config["agents"]["list"][0]["systemPrompt"] = "x" * 250_000
+        config_file.write_text(json.dumps(config))
+        gateway.signal(signal.SIGHUP)
+        await asyncio.to_thread(gateway.wait_for_event, "config_reload_requested", 5)
+        ws = await connect_ws(http, gateway.url)
+        await ws.send_json({"type": "req", "id": "h", "method": "health"})
+        while (frame := await ws.receive_json(timeout=60))["type"] != "res":
+            pass
+        assert frame["id"] == "h" and frame["ok"] is True
+        assert not [e for e in gateway.events() if e.get("event") == "config_reloaded"]
+        await ws.close()
+        await asyncio.to_thread(gateway.wait_for_event, "config_reloaded", 60)
+        async with http.get(f"{gateway.url}/v1/models", headers=auth("tok-big-000000")) as r:
+            assert r.status == 200
+
 
 class TestLogLines:
     async def test_one_json_line_per_request_with_no_secret_or_message_text(

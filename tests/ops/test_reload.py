@@ -131,30 +131,30 @@ class TestApplyConfig:
 
 
 class TestReloadFromFile:
-    def test_an_invalid_edit_is_logged_and_the_running_config_stays(
+    async def test_an_invalid_edit_is_logged_and_the_running_config_stays(
         self, state: GatewayState, config_file: Path
     ) -> None:
         before = state.config
         write(config_file, "{ gateway: { port: 18789, ")
         with capture_logs() as logs:
-            assert reload_from_file(state) is None
+            assert await reload_from_file(state) is None
         assert state.config is before
         assert state.reload_error and state.reload_error[0].startswith("- <file>: JSON5 syntax")
         assert logs[0]["event"] == "config_reload_failed" and logs[0]["log_level"] == "error"
 
-    def test_the_next_good_edit_clears_the_error(
+    async def test_the_next_good_edit_clears_the_error(
         self, state: GatewayState, config_file: Path
     ) -> None:
         write(config_file, "{ nope: 1 }")
-        reload_from_file(state)
+        await reload_from_file(state)
         write(config_file, BASE.replace("old-token", "fixed"))
-        assert reload_from_file(state) is not None
+        assert await reload_from_file(state) is not None
         assert state.reload_error is None
         assert state.config.gateway.auth.token == "fixed"
 
-    def test_an_unchanged_file_is_ignored(self, state: GatewayState) -> None:
+    async def test_an_unchanged_file_is_ignored(self, state: GatewayState) -> None:
         with capture_logs() as logs:
-            assert reload_from_file(state) is None
+            assert await reload_from_file(state) is None
         assert logs == []
 
 
@@ -194,7 +194,7 @@ class TestWatcher:
         client = await aiohttp_client(create_app(loader.load(), loader=loader, options=options))
         state = client.app[STATE]
         write(config_file, BASE)
-        result = reload_from_file(state)  # what SIGHUP does
+        result = await reload_from_file(state)  # what SIGHUP does
         assert result is not None and result.applied == ("gateway.reload.mode",)
         applied = asyncio.Event()
         state.config_listeners.append(lambda result: applied.set())

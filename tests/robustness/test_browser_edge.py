@@ -191,7 +191,7 @@ class TestCrossSiteWebSocket:
             assert (await upgrade(server.port, host, ("Origin", EVIL))).status == 403
             config = merged(SETTINGS, {"gateway": {"controlUi": {"allowedOrigins": [EVIL]}}})
             (tmp_path / "clawgate.json5").write_text(json.dumps(config))
-            result = reload_from_file(server.state)
+            result = await reload_from_file(server.state)
             assert result is not None and "gateway.controlUi.allowedOrigins" in result.changed
             assert (await upgrade(server.port, host, ("Origin", EVIL))).status == 101
 
@@ -306,7 +306,7 @@ class TestDnsRebinding:
             assert (await send(server.port, request)).status == 421
             config = merged(SETTINGS, {"gateway": {"http": {"allowedHosts": ["gw.example"]}}})
             (tmp_path / "clawgate.json5").write_text(json.dumps(config))
-            assert reload_from_file(server.state) is not None
+            assert await reload_from_file(server.state) is not None
             assert (await send(server.port, request)).status == 200
 
 

@@ -455,3 +455,44 @@ class TestConfigPatchCannotWeakenAuth:
         assert frame["ok"] is True, frame
         assert frame["payload"]["config"]["gateway"]["auth"]["rateLimit"] is False
         await ws.ws.close()
+
+
+# JSON5 text that takes json5's parser a second or more (it reads some 100-300 KB a second):
+# a call that parses it on the event loop holds up every other client meanwhile.
+SLOW_TO_PARSE = 50_000
+
+
+class TestConfigCallsParseOffTheLoop:
+    """The calls' order on one connection shows it: `health`, sent after a call that parses
+    for a second or more, is answered first only if that parse let the loop run."""
+
+    async def test_a_patch_that_is_slow_to_parse_holds_up_no_other_call(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        raw = json.dumps(
+            {"agents": {"list": [{"id": "main", "systemPrompt": "x" * SLOW_TO_PARSE}]}}
+        )
+        slow = await ws.request("config.patch", {"raw": raw + " ]", "baseHash": file_hash(gateway)})
+        quick = await ws.request("health")
+        first = await ws.wait_for(lambda f: f.get("type") == "res", wait=60)
+        assert first["id"] == quick, first
+        refused = await ws.response(slow, wait=60)
+        assert refused["error"]["message"].startswith(
+            "invalid config.patch params: at /raw: not valid JSON5"
+        )
+
+    async def test_config_get_of_a_large_file_holds_up_no_other_call(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        text = gateway.config_path.read_text().replace(
+            '{ id: "main", default: true }',
+            f'{{ id: "main", default: true, systemPrompt: "{"x" * SLOW_TO_PARSE}" }}',
+        )
+        assert text != gateway.config_path.read_text()
+        gateway.config_path.write_text(text)
+        slow = await ws.request("config.get")
+        quick = await ws.request("health")
+        first = await ws.wait_for(lambda f: f.get("type") == "res", wait=60)
+        assert first["id"] == quick, first
+        answer = await ws.response(slow, wait=60)
+        assert answer["ok"] is True and answer["payload"]["valid"] is True

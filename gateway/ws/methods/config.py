@@ -10,6 +10,7 @@ auth in force (_weakened_auth); both are params errors, and the file edited by h
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -17,7 +18,7 @@ import json5
 
 from gateway.config.apply import apply_config
 from gateway.config.errors import FILE_LEVEL, ConfigError, ConfigIssue
-from gateway.config.loader import embedded_default_text
+from gateway.config.loader import ConfigLoader, embedded_default_text
 from gateway.config.model import AuthConfig, Config
 from gateway.config.patch import (
     merge_patch,
@@ -95,38 +96,65 @@ class PatchParams:
         return cls(raw, base_hash)
 
 
+@attrs.frozen
+class FileView:
+    """What config.get says of the file on disk; `warnings` None: those of the running config."""
+
+    exists: bool
+    raw: str | None
+    parsed: Any
+    valid: bool
+    hash: str | None
+    issues: list[dict[str, str]]
+    warnings: list[str] | None
+
+
+def _file_view(path: Path, loader: ConfigLoader | None) -> FileView:
+    """Read, parse and check the file: json5's parser reads some 100-300 KB a second, so a
+    config with long system prompts takes it seconds, which the event loop must not wait for."""
+    current = read_file(path)
+    if not current.exists:
+        return FileView(False, None, None, True, None, [], None)
+    if current.text is None:  # unreadable or not UTF-8: the loader refuses it the same way
+        issue = ConfigIssue(FILE_LEVEL, current.problem or "not valid UTF-8")
+        return FileView(True, None, None, False, current.hash, _issues((issue,)), [])
+    parsed = parse_object(current.text)
+    # Without a parse the scanner's fallback cannot find the secrets: show no text.
+    raw = redact_raw(current.text, parsed) if parsed is not None else None
+    shown = redact_parsed(parsed) if parsed is not None else None
+    if loader is not None:
+        try:
+            warnings = _warnings(loader.load_text(current.text))
+        except ConfigError as exc:
+            return FileView(True, raw, shown, False, current.hash, _issues(exc.issues), [])
+        return FileView(True, raw, shown, True, current.hash, [], warnings)
+    return FileView(True, raw, shown, True, current.hash, [], None)
+
+
+def _parse_patch(raw: str) -> Any:
+    try:
+        return json5.loads(raw)
+    except ValueError as exc:
+        raise ParamsError(f"at /raw: not valid JSON5 ({exc})") from None
+    except RecursionError:  # json5's parser recurses once per level of nesting
+        raise ParamsError("at /raw: not valid JSON5 (nested too deeply)") from None
+
+
 def register(methods: MethodRegistry) -> None:
     @methods.method("config.get", params=no_params, scope=READ)
     async def config_get(ctx: CallContext, params: None) -> Any:
         state = ctx.gateway
         running = state.config
         path = state.loader.config_path if state.loader is not None else running.source.path
-        current = read_file(path)
-        answer: dict[str, Any] = {"path": str(path), "exists": current.exists}
-        issues: list[dict[str, str]] = []
-        if not current.exists:
-            answer.update(raw=None, parsed=None)
-            valid, warnings = True, _warnings(running)
-        elif current.text is None:  # unreadable or not UTF-8: the loader refuses it the same way
-            answer.update(raw=None, parsed=None)
-            issue = ConfigIssue(FILE_LEVEL, current.problem or "not valid UTF-8")
-            valid, issues, warnings = False, _issues((issue,)), []
-        else:
-            parsed = parse_object(current.text)
-            # Without a parse the scanner's fallback cannot find the secrets: show no text.
-            answer["raw"] = redact_raw(current.text, parsed) if parsed is not None else None
-            answer["parsed"] = redact_parsed(parsed) if parsed is not None else None
-            valid, warnings = True, _warnings(running)
-            if state.loader is not None:
-                try:
-                    warnings = _warnings(state.loader.load_text(current.text))
-                except ConfigError as exc:
-                    valid, issues, warnings = False, _issues(exc.issues), []
+        # In a thread: json5's parser reads some 100-300 KB a second (see _file_view).
+        view = await asyncio.to_thread(_file_view, path, state.loader)
+        answer: dict[str, Any] = {"path": str(path), "exists": view.exists}
+        answer["raw"], answer["parsed"] = view.raw, view.parsed
         answer["config"] = redacted(running)
-        answer["valid"] = valid
-        answer["hash"] = current.hash
-        answer["issues"] = issues
-        answer["warnings"] = warnings
+        answer["valid"] = view.valid
+        answer["hash"] = view.hash
+        answer["issues"] = view.issues
+        answer["warnings"] = _warnings(running) if view.warnings is None else view.warnings
         return answer
 
     @methods.method("config.patch", params=PatchParams.parse, scope=ADMIN, rate_limit=PATCH_RATE)
@@ -135,15 +163,11 @@ def register(methods: MethodRegistry) -> None:
         loader = state.loader
         if loader is None:
             raise WsError(UNAVAILABLE, "config.patch is not available: no config file in use")
-        try:
-            patch = json5.loads(params.raw)
-        except ValueError as exc:
-            raise ParamsError(f"at /raw: not valid JSON5 ({exc})") from None
-        except RecursionError:  # json5's parser recurses once per level of nesting
-            raise ParamsError("at /raw: not valid JSON5 (nested too deeply)") from None
+        # The parsing and checking run in threads, as config.get's do (_file_view).
+        patch = await asyncio.to_thread(_parse_patch, params.raw)
         if not isinstance(patch, dict):
             raise WsError(INVALID_REQUEST, "config.patch raw must be an object")
-        async with ctx.ws.config_lock:  # hash check to write: one patch at a time
+        async with state.config_lock:  # hash check to apply: no reload or patch between
             current = await asyncio.to_thread(read_file, loader.config_path)
             warnings: list[str] = []
             if current.exists:
@@ -161,7 +185,9 @@ def register(methods: MethodRegistry) -> None:
                         INVALID_REQUEST,
                         "config changed since last load; re-run config.get and retry",
                     )
-                base = parse_object(current.text) if current.text is not None else None
+                base = None
+                if current.text is not None:
+                    base = await asyncio.to_thread(parse_object, current.text)
                 if base is None:
                     problem = current.problem or "the config file is not a valid JSON5 object"
                     issue = ConfigIssue(FILE_LEVEL, problem)
@@ -183,7 +209,7 @@ def register(methods: MethodRegistry) -> None:
                 )
             text = render(merged)
             try:
-                new = loader.load_text(text)
+                new = await asyncio.to_thread(loader.load_text, text)
             except ConfigError as exc:
                 raise WsError(
                     INVALID_REQUEST, "invalid config", details={"issues": _issues(exc.issues)}
