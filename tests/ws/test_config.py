@@ -6,10 +6,16 @@ import hashlib
 import json
 import os
 import stat
+import sys
+from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.support.openclaw_secrets import ENVIRON, OPENCLAW_SECRETS, SECRET_MARK, SECRET_NUMBERS
+from tests.support.process import GatewayProcess, clean_env
+from tests.support.process_client import TOKEN as PROCESS_TOKEN
+from tests.support.process_client import connect_ws
 from tests.support.ws_client import CONFIG, Gateway, GatewayWs, MakeGateway, connect_params
 
 REDACTED = "__OPENCLAW_REDACTED__"
@@ -496,3 +502,78 @@ class TestConfigCallsParseOffTheLoop:
         assert first["id"] == quick, first
         answer = await ws.response(slow, wait=60)
         assert answer["ok"] is True and answer["payload"]["valid"] is True
+
+
+# What a gateway under a file-size limit may write: its store's files at start stay under it.
+# RLIMIT_FSIZE fails the write with EFBIG, as a full disk fails it with ENOSPC and the systemd
+# unit's read-only /etc with EROFS, and it does so for root too.
+FILE_SIZE_LIMIT = 128 * 1024
+
+LIMITED_RUN = (
+    sys.executable,
+    "-c",
+    "import os, resource, sys;"
+    f"resource.setrlimit(resource.RLIMIT_FSIZE, ({FILE_SIZE_LIMIT}, resource.RLIM_INFINITY));"
+    "os.execv(sys.executable, [sys.executable, '-m', 'gateway', 'run', *sys.argv[1:]])",
+)
+
+
+async def answer_to(ws: aiohttp.ClientWebSocketResponse, request_id: str) -> dict:
+    while True:  # events (presence, tick) may come first
+        frame = await ws.receive_json(timeout=30)
+        if frame.get("type") == "res" and frame.get("id") == request_id:
+            return frame
+
+
+class TestConfigPatchWhenTheFileCannotBeWritten:
+    async def test_the_error_says_why_and_nothing_changes(self, tmp_path: Path) -> None:
+        config = tmp_path / "clawgate.json5"
+        config.write_text(
+            json.dumps(
+                {
+                    "gateway": {"auth": {"mode": "token", "token": PROCESS_TOKEN}},
+                    "agents": {"list": [{"id": "main", "default": True}]},
+                }
+            )
+        )
+        before = config.read_bytes()
+        args = ["--config", str(config), "--state-dir", str(tmp_path / "state"), "--port", "0"]
+        process = GatewayProcess(args, clean_env(tmp_path / "home"), command=LIMITED_RUN)
+        try:
+            url = process.wait_listening()
+            async with aiohttp.ClientSession() as http:
+                ws = await connect_ws(http, url)
+                await ws.send_json({"type": "req", "id": "get", "method": "config.get"})
+                base_hash = (await answer_to(ws, "get"))["payload"]["hash"]
+                prompt = "x" * FILE_SIZE_LIMIT  # the new file is over the limit
+                raw = {
+                    "agents": {"list": [{"id": "main", "default": True, "systemPrompt": prompt}]}
+                }
+                params = {"raw": json.dumps(raw), "baseHash": base_hash}
+                await ws.send_json(
+                    {"type": "req", "id": "patch", "method": "config.patch", "params": params}
+                )
+                assert await answer_to(ws, "patch") == {
+                    "type": "res",
+                    "id": "patch",
+                    "ok": False,
+                    "error": {
+                        "code": "UNAVAILABLE",
+                        "message": "cannot write the config file: File too large",
+                    },
+                }
+                await ws.send_json({"type": "req", "id": "again", "method": "config.get"})
+                after = (await answer_to(ws, "again"))["payload"]
+                assert after["hash"] == base_hash
+                assert after["config"]["agents"]["list"][0].get("systemPrompt", "") == ""
+                await ws.close()
+            assert config.read_bytes() == before
+            assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []
+            events = process.events()
+            failed = [e for e in events if e.get("event") == "config_patch_write_failed"]
+            assert [(e["level"], e["path"], e["error"]) for e in failed] == [
+                ("warning", str(config), "File too large")
+            ]
+            assert not [e for e in events if e.get("event") == "ws_method_failed"]
+        finally:
+            process.stop()

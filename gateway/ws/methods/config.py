@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 import json5
+import structlog
 
 from gateway.config.apply import apply_config
 from gateway.config.errors import FILE_LEVEL, ConfigError, ConfigIssue
@@ -39,6 +40,8 @@ from gateway.ws.protocol import (
     ParamsError,
     WsError,
 )
+
+log = structlog.get_logger()
 
 # §6: control-plane writes are limited per connection; a loop of patches is a bug or abuse.
 PATCH_RATE = RateLimit(30, 60)
@@ -217,7 +220,12 @@ def register(methods: MethodRegistry) -> None:
             weakened = _weakened_auth(state.config.gateway.auth, new.gateway.auth)
             if weakened is not None:
                 raise ParamsError(f"at /raw: {weakened}; only an edit of the file may do that")
-            await asyncio.to_thread(write_atomic, loader.config_path, text)
+            try:
+                await asyncio.to_thread(write_atomic, loader.config_path, text)
+            except OSError as exc:  # a read-only /etc (the systemd unit), a full disk
+                reason = exc.strerror or str(exc)
+                log.warning("config_patch_write_failed", path=str(loader.config_path), error=reason)
+                raise WsError(UNAVAILABLE, f"cannot write the config file: {reason}") from None
             result = apply_config(state, new)
         return {
             "ok": True,
