@@ -18,10 +18,10 @@ from gateway.http.common import authenticate, error_answer
 from gateway.http.openai_wire import RequestError
 from gateway.metrics import CONTENT_TYPE, GatewayMetrics, LiveCounts
 from gateway.responses import method_not_allowed, not_found
-from gateway.ws.handler import WS
+from gateway.ws.handler import WS, is_websocket_upgrade
 
 METRICS_PATH = "/metrics"
-WEBSOCKET_ROUTE = "websocket"  # any path upgraded (ws-protocol.md §1)
+WEBSOCKET_ROUTE = "websocket"  # any path upgraded or refused an upgrade (ws-protocol.md §1)
 HOOKS_ROUTE = "hooks"  # served by a middleware under the configured hooks.path
 UNMATCHED_ROUTE = "unmatched"  # no route: the label must not be the client's path
 
@@ -76,8 +76,9 @@ async def _watch_runs(app: web.Application) -> AsyncIterator[None]:
 
 def route_label(request: web.Request, status: int) -> str:
     """The route a request matched, as the router names it (`/v1/models/{model_id}`): a
-    bounded set, whatever paths clients send."""
-    if status == 101:
+    bounded set, whatever paths clients send. An upgrade request is the WebSocket's on any
+    path, as upgrade_middleware dispatches it, refused (403, 400, 503) or not."""
+    if status == 101 or is_websocket_upgrade(request):
         return WEBSOCKET_ROUTE
     hooks = request.app[STATE].config.hooks
     if hooks.enabled and (request.path == hooks.path or request.path.startswith(hooks.path + "/")):

@@ -26,6 +26,13 @@ from tests.support.metrics import (
     until,
 )
 
+# A WebSocket upgrade request as a client sends it (RFC 6455 §4.1).
+UPGRADE = {
+    "Upgrade": "websocket",
+    "Connection": "Upgrade",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version": "13",
+}
 UNAUTHORIZED = {
     "error": {
         "message": "Unauthorized",
@@ -139,6 +146,21 @@ class TestLabels:
         samples = await gateway.scrape()
         routes = {route for route, _ in samples["clawgate_http_requests_total"]}
         assert routes == {"hooks"}
+
+    async def test_a_refused_websocket_upgrade_is_labelled_websocket_whatever_its_path(
+        self, gateway: MetricsGateway
+    ) -> None:
+        client = gateway.client
+        foreign = {**UPGRADE, "Origin": "https://evil.example"}
+        assert (await client.get("/", headers=foreign)).status == 403
+        assert (await client.get("/x-123", headers=foreign)).status == 403
+        bad_version = {**UPGRADE, "Sec-WebSocket-Version": "99"}
+        assert (await client.get("/v1/models", headers=bad_version)).status == 400
+        samples = await gateway.scrape()
+        assert samples["clawgate_http_requests_total"] == {
+            ("websocket", "403"): 2,
+            ("websocket", "400"): 1,
+        }
 
     @pytest.mark.parametrize(
         ("error", "kind"),
