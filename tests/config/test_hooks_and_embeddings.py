@@ -111,6 +111,11 @@ class TestHooks:
             "- hooks.path: must not be under one of clawgate's own paths (got /v1/hooks)"
         ]
 
+    def test_the_path_may_not_shadow_the_metrics_endpoint(self, files: ConfigFiles) -> None:
+        assert files.issues('{hooks: {path: "/metrics"}}') == [
+            "- hooks.path: must not be under one of clawgate's own paths (got /metrics)"
+        ]
+
     def test_the_path_must_be_a_path(self, files: ConfigFiles) -> None:
         assert files.issues('{hooks: {path: "/a b"}}') == [
             '- hooks.path: must be a URL path like /hooks (got "/a b")'
