@@ -46,10 +46,14 @@ def _may_see_details(request: web.Request) -> bool:
     auth = state.config.gateway.auth
     if auth.mode == "none":
         return False  # no credential to prove: the details stay with loopback
+    presented = bearer_secret(request.headers.get("Authorization"))
+    if not presented:
+        # A load balancer's probe asks for nothing: no failed authentication (the metrics).
+        return False
     outcome = authenticate(
         auth,
         state.limiter,
-        bearer_secret(request.headers.get("Authorization")),
+        presented,
         client,
         browser="Origin" in request.headers,
     )

@@ -84,6 +84,22 @@ class TestAuth:
         }
         assert failures == {"mismatch": 2, "locked_out": 2}
 
+    async def test_a_readiness_probe_without_a_credential_is_no_failed_authentication(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        # A load balancer's probe, from another host, while the gateway drains: the details
+        # are for a credential, and none was offered.
+        gateway = await make_gateway({"gateway": {"trustedProxies": ["127.0.0.1"]}})
+        gateway.app[STATE].draining = True
+        balancer = {"X-Forwarded-For": "203.0.113.9"}
+        for _ in range(3):
+            response = await gateway.client.get("/readyz", headers=balancer)
+            assert (response.status, await response.read()) == (503, b'{"ready":false}')
+        registry = gateway.app[METRICS].registry
+        assert (
+            registry.get_sample_value("clawgate_auth_failures_total", {"reason": "missing"}) is None
+        )
+
     async def test_a_foreign_host_is_refused_before_auth(self, make_gateway: MakeGateway) -> None:
         gateway = await make_gateway({"gateway": {"metrics": {"public": True}}})
         response = await gateway.client.get("/metrics", headers={"Host": "evil.example"})
