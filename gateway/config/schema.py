@@ -661,7 +661,7 @@ class _EmbeddingModelRef(_Node):
 
 
 # Paths the gateway serves itself: a hooks path over them would shadow them.
-_OWN_PATHS = ("/v1", "/health", "/healthz", "/ready", "/readyz", "/metrics")
+_OWN_PATHS = ("/v1", "/health", "/healthz", "/ready", "/readyz", "/metrics", "/ui")
 _HOOKS_PATH_RE = re.compile(r"(?:/[A-Za-z0-9._~!$&'()*+,;=:@-]+)+")
 
 

@@ -116,6 +116,11 @@ class TestHooks:
             "- hooks.path: must not be under one of clawgate's own paths (got /metrics)"
         ]
 
+    def test_the_path_may_not_shadow_the_control_ui(self, files: ConfigFiles) -> None:
+        assert files.issues('{hooks: {path: "/ui"}}') == [
+            "- hooks.path: must not be under one of clawgate's own paths (got /ui)"
+        ]
+
     def test_the_path_must_be_a_path(self, files: ConfigFiles) -> None:
         assert files.issues('{hooks: {path: "/a b"}}') == [
             '- hooks.path: must be a URL path like /hooks (got "/a b")'
