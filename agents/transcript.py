@@ -28,7 +28,10 @@ from typing import Any
 
 import attrs
 
-from agents.providers.base import ChatMessage
+from agents.providers.base import ChatMessage, ToolCall
+
+# pi-ai's text for a call its conversation never answered (OpenClaw gives the model the same).
+NO_RESULT = "No result provided"
 
 
 @attrs.frozen
@@ -89,5 +92,26 @@ def with_tool_names(messages: tuple[ChatMessage, ...]) -> tuple[ChatMessage, ...
             name = names.get(message.tool_call_id or "")
             if name is not None:
                 message = attrs.evolve(message, tool_name=name)
+        out.append(message)
+    return tuple(out)
+
+
+def with_every_call_answered(messages: tuple[ChatMessage, ...]) -> tuple[ChatMessage, ...]:
+    """Each tool call followed by a result before the next user or assistant message, as
+    OpenAI and Anthropic require: a call left unanswered (the client asked something else, a
+    WebSocket turn followed, the turn was aborted) gets `NO_RESULT` after the results it has.
+    Only the model's context: the transcript keeps the call as it was."""
+    if not any(m.tool_calls for m in messages):
+        return messages
+    out: list[ChatMessage] = []
+    pending: list[ToolCall] = []  # the calls of the last assistant message not answered yet
+    for message in messages:
+        if message.role == "tool":
+            pending = [c for c in pending if c.id != message.tool_call_id]
+        else:
+            out.extend(
+                ChatMessage("tool", NO_RESULT, tool_call_id=c.id, tool_name=c.name) for c in pending
+            )
+            pending = list(message.tool_calls)
         out.append(message)
     return tuple(out)

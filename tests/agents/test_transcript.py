@@ -12,7 +12,13 @@ from agents.events import RunEvent
 from agents.providers.base import ChatMessage, ProviderRequest, ToolCall
 from agents.registry import SessionRegistry
 from agents.runs import RunOutcome, TurnRequest
-from agents.transcript import TurnInputs, new_inputs, same_message
+from agents.transcript import (
+    NO_RESULT,
+    TurnInputs,
+    new_inputs,
+    same_message,
+    with_every_call_answered,
+)
 from tests.support.scripted import Harness, ScriptedProvider, make_config
 
 KEY = "agent:main:chat"
@@ -65,6 +71,34 @@ class TestTheRule:
     def test_text_is_compared_trimmed_and_reasoning_not_at_all(self) -> None:
         stored = ChatMessage("assistant", "answer", reasoning="thought")
         assert same_message(stored, assistant(" answer\n"))
+
+
+class TestEveryCallAnswered:
+    def test_an_unanswered_call_gets_a_result_before_the_next_message(self) -> None:
+        context = (user("u1"), assistant("", CALL), user("never mind"))
+        assert with_every_call_answered(context) == (
+            user("u1"),
+            assistant("", CALL),
+            ChatMessage("tool", NO_RESULT, tool_call_id=CALL.id, tool_name=CALL.name),
+            user("never mind"),
+        )
+
+    def test_only_the_calls_without_a_result_get_one_after_those_that_have(self) -> None:
+        other = ToolCall("call_2", "get_time", "{}")
+        context = (user("u1"), assistant("", CALL, other), result("call_2", "noon"), user("u2"))
+        assert with_every_call_answered(context) == (
+            user("u1"),
+            assistant("", CALL, other),
+            result("call_2", "noon"),
+            ChatMessage("tool", NO_RESULT, tool_call_id=CALL.id, tool_name=CALL.name),
+            user("u2"),
+        )
+
+    def test_answered_calls_and_plain_conversations_are_left_as_they_are(self) -> None:
+        answered = (user("u1"), assistant("", CALL), result(CALL.id, "sunny"))
+        assert with_every_call_answered(answered) == answered
+        plain = (user("u1"), assistant("a1"), user("u2"))
+        assert with_every_call_answered(plain) is plain
 
 
 def turn(sent: tuple[ChatMessage, ...], **fields: Any) -> TurnRequest:

@@ -299,6 +299,69 @@ class TestOpenAISDKToolLoop:
         assert final.choices[0].message.content == "[turn 1] get_weather: sunny"
 
 
+class TestUnansweredToolCalls:
+    """A call the conversation never answered (the client asked something else, a WebSocket
+    turn followed, the turn was aborted) is given a result before the next message: OpenAI
+    and Anthropic refuse a call without one, which would fail every later turn of the
+    session. The transcript keeps the call as it was."""
+
+    async def test_an_openai_compatible_upstream_gets_a_result_for_it(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        openai_fake.script(Stream((), tool_calls=(UPSTREAM_CALL,)), Stream(("Hello.",)))
+        client = await gateway(fake_provider(openai_fake))
+        first = await post(
+            client, ask("What is the weather in Paris?", user="dana", tools=[WEATHER])
+        )
+        assert first.status == 200
+        second = await post(client, ask("Never mind. Hello!", user="dana"))
+        assert second.status == 200
+        assert openai_fake.requests[1].body["messages"] == [
+            OPENAI_SECOND_REQUEST[0],
+            OPENAI_SECOND_REQUEST[1],
+            {"role": "tool", "tool_call_id": "call_up_1", "content": "No result provided"},
+            {"role": "user", "content": "Never mind. Hello!"},
+        ]
+        stored = await stored_messages(client, "agent:main:openai-user:dana")
+        assert [m.role for m in stored] == ["user", "assistant", "user", "assistant"]
+
+    async def test_an_anthropic_upstream_gets_a_result_for_it(
+        self, gateway: MakeClient, anthropic_fake: FakeAnthropic
+    ) -> None:
+        anthropic_fake.script(Stream((), tool_calls=(UPSTREAM_CALL,)), Stream(("Hello.",)))
+        client = await gateway(anthropic_settings(anthropic_fake))
+        first = await post(
+            client, ask("What is the weather in Paris?", user="eve", tools=[WEATHER])
+        )
+        assert first.status == 200
+        second = await post(client, ask("Never mind. Hello!", user="eve"))
+        assert second.status == 200
+        assert anthropic_fake.requests[1].body["messages"][1:] == [
+            {
+                "role": "assistant",
+                "content": [
+                    {
+                        "type": "tool_use",
+                        "id": "call_up_1",
+                        "name": "get_weather",
+                        "input": {"city": "Paris"},
+                    }
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "call_up_1",
+                        "content": "No result provided",
+                    },
+                    {"type": "text", "text": "Never mind. Hello!"},
+                ],
+            },
+        ]
+
+
 class TestArgumentsTooDeepToParse:
     """A tool call's arguments are the client's text: nested deeper than the JSON parser
     goes, they are compared and stored as that text, as arguments that are no JSON are."""
