@@ -56,7 +56,7 @@ from agents.providers.base import (
 from agents.runs import AgentRun, RunOutcome, RunStatus, TurnRequest, terminal_data
 from agents.store import SessionRow, StoredMessage, TurnRecord
 from agents.store_protocol import Store
-from agents.transcript import new_inputs, with_every_call_answered, with_tool_names
+from agents.transcript import new_inputs, paired, with_tool_names
 
 log = structlog.get_logger(__name__)
 
@@ -398,7 +398,7 @@ class AgentSession:
                     "phase": ToolPhase.RESULT, "name": message.tool_name,
                     "toolCallId": message.tool_call_id, "isError": False, "result": message.text,
                 })  # fmt: skip
-        messages = with_every_call_answered((*history, *new))
+        messages = paired(history, new)
         params = {**agent.params, **request.params}
 
         state = _Attempts()

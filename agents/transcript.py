@@ -96,18 +96,26 @@ def with_tool_names(messages: tuple[ChatMessage, ...]) -> tuple[ChatMessage, ...
     return tuple(out)
 
 
-def with_every_call_answered(messages: tuple[ChatMessage, ...]) -> tuple[ChatMessage, ...]:
-    """Each tool call followed by a result before the next user or assistant message, as
-    OpenAI and Anthropic require: a call left unanswered (the client asked something else, a
-    WebSocket turn followed, the turn was aborted) gets `NO_RESULT` after the results it has.
-    Only the model's context: the transcript keeps the call as it was."""
-    if not any(m.tool_calls for m in messages):
+def paired(
+    history: tuple[ChatMessage, ...], new: tuple[ChatMessage, ...]
+) -> tuple[ChatMessage, ...]:
+    """The model's context, `history` then the turn's `new` messages, with calls and results
+    paired as OpenAI and Anthropic require. A call left unanswered (the client asked
+    something else, a WebSocket turn followed, the turn was aborted) gets `NO_RESULT` after
+    the results it has. A replayed result whose call is not before it (a transcript that
+    began with one) is left out: the upstream refused that turn, and would refuse every
+    later one. Only the model's context: the transcript keeps what it holds."""
+    messages = (*history, *new)
+    if not any(m.tool_calls or m.role == "tool" for m in messages):
         return messages
     out: list[ChatMessage] = []
     pending: list[ToolCall] = []  # the calls of the last assistant message not answered yet
-    for message in messages:
+    for index, message in enumerate(messages):
         if message.role == "tool":
-            pending = [c for c in pending if c.id != message.tool_call_id]
+            answered = [c for c in pending if c.id != message.tool_call_id]
+            if len(answered) == len(pending) and index < len(history):
+                continue
+            pending = answered
         else:
             out.extend(
                 ChatMessage("tool", NO_RESULT, tool_call_id=c.id, tool_name=c.name) for c in pending

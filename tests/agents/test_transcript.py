@@ -16,8 +16,8 @@ from agents.transcript import (
     NO_RESULT,
     TurnInputs,
     new_inputs,
+    paired,
     same_message,
-    with_every_call_answered,
 )
 from tests.support.scripted import Harness, ScriptedProvider, make_config
 
@@ -73,10 +73,10 @@ class TestTheRule:
         assert same_message(stored, assistant(" answer\n"))
 
 
-class TestEveryCallAnswered:
+class TestPaired:
     def test_an_unanswered_call_gets_a_result_before_the_next_message(self) -> None:
         context = (user("u1"), assistant("", CALL), user("never mind"))
-        assert with_every_call_answered(context) == (
+        assert paired(context, ()) == (
             user("u1"),
             assistant("", CALL),
             ChatMessage("tool", NO_RESULT, tool_call_id=CALL.id, tool_name=CALL.name),
@@ -86,7 +86,7 @@ class TestEveryCallAnswered:
     def test_only_the_calls_without_a_result_get_one_after_those_that_have(self) -> None:
         other = ToolCall("call_2", "get_time", "{}")
         context = (user("u1"), assistant("", CALL, other), result("call_2", "noon"), user("u2"))
-        assert with_every_call_answered(context) == (
+        assert paired(context, ()) == (
             user("u1"),
             assistant("", CALL, other),
             result("call_2", "noon"),
@@ -96,9 +96,23 @@ class TestEveryCallAnswered:
 
     def test_answered_calls_and_plain_conversations_are_left_as_they_are(self) -> None:
         answered = (user("u1"), assistant("", CALL), result(CALL.id, "sunny"))
-        assert with_every_call_answered(answered) == answered
+        assert paired(answered, ()) == answered
         plain = (user("u1"), assistant("a1"), user("u2"))
-        assert with_every_call_answered(plain) is plain
+        assert paired(plain, ()) == plain
+
+    def test_a_call_in_the_history_is_answered_by_the_turns_results(self) -> None:
+        history = (user("u1"), assistant("", CALL))
+        assert paired(history, (result(CALL.id, "sunny"),)) == (*history, result(CALL.id, "sunny"))
+
+    def test_a_replayed_result_without_its_call_is_left_out(self) -> None:
+        history = (result(CALL.id, "sunny"), assistant("a1"), user("u2"), assistant("a2"))
+        assert paired(history, (user("u3"),)) == (
+            assistant("a1"), user("u2"), assistant("a2"), user("u3")
+        )  # fmt: skip
+
+    def test_the_turns_own_messages_are_given_as_the_client_sent_them(self) -> None:
+        sent = (result(CALL.id, "sunny"),)
+        assert paired((), sent) == sent
 
 
 def turn(sent: tuple[ChatMessage, ...], **fields: Any) -> TurnRequest:

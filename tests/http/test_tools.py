@@ -25,7 +25,7 @@ from tests.support.http_client import (
     normalised,
     stored_messages,
 )
-from tests.support.upstreams import FakeAnthropic, FakeOpenAI, FakeToolCall, Stream
+from tests.support.upstreams import FakeAnthropic, FakeOpenAI, FakeToolCall, Status, Stream
 
 WEATHER: ChatCompletionToolParam = {
     "type": "function",
@@ -303,7 +303,8 @@ class TestUnansweredToolCalls:
     """A call the conversation never answered (the client asked something else, a WebSocket
     turn followed, the turn was aborted) is given a result before the next message: OpenAI
     and Anthropic refuse a call without one, which would fail every later turn of the
-    session. The transcript keeps the call as it was."""
+    session; for the same reason a stored result whose call is not before it is not
+    replayed. The transcript keeps both as they were."""
 
     async def test_an_openai_compatible_upstream_gets_a_result_for_it(
         self, gateway: MakeClient, openai_fake: FakeOpenAI
@@ -360,6 +361,21 @@ class TestUnansweredToolCalls:
                 ],
             },
         ]
+
+    async def test_a_stored_result_without_its_call_is_not_replayed(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        # A client that sends only its new messages, here a result whose call the session
+        # does not hold (it was reset meanwhile): the upstream refuses that turn, and a
+        # replay of the result would have it refuse every later one too.
+        openai_fake.script(Status(400), Stream(("Hello.",)))
+        client = await gateway(fake_provider(openai_fake))
+        result = {"role": "tool", "tool_call_id": "call_up_1", "content": "sunny"}
+        orphan = await post(client, {"model": "openclaw", "user": "fay", "messages": [result]})
+        assert orphan.status == 502
+        later = await post(client, ask("Hello!", user="fay"))
+        assert later.status == 200
+        assert openai_fake.requests[1].body["messages"] == [{"role": "user", "content": "Hello!"}]
 
 
 class TestArgumentsTooDeepToParse:
