@@ -33,12 +33,20 @@ const ctx = {
   },
 };
 
+// The fragment is anyone's to write (a link, the address bar): a name that is no screen of
+// ours (`#toString` is a property of every object) or an escape that does not decode opens the
+// default screen instead of throwing.
 function parseHash() {
   const raw = location.hash.replace(/^#/, "");
   const slash = raw.indexOf("/");
   const name = slash < 0 ? raw : raw.slice(0, slash);
-  const arg = slash < 0 ? "" : decodeURIComponent(raw.slice(slash + 1));
-  return { name: SCREENS[name] ? name : "", arg };
+  let arg = "";
+  try {
+    arg = slash < 0 ? "" : decodeURIComponent(raw.slice(slash + 1));
+  } catch {
+    // a malformed %-escape: no argument
+  }
+  return { name: Object.hasOwn(SCREENS, name) ? name : "", arg };
 }
 
 function route() {

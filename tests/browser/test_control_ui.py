@@ -80,6 +80,26 @@ class TestChat:
         assert page.session_key() == key
 
 
+class TestFragment:
+    """The URL's fragment names a screen and its argument; any fragment is safe to open."""
+
+    @pytest.mark.parametrize("fragment", ["#chat/%E0%A4%A", "#sessions/%zz"])
+    def test_a_malformed_escape_still_reconnects_on_reload(self, page: Page, fragment: str) -> None:
+        page.connected()
+        page.driver.execute_script("location.hash = arguments[0]", fragment)
+        page.driver.refresh()
+        page.until(lambda: page.find("#conn-state").get_attribute("data-state") == "connected",
+                   "reconnecting from session storage")  # fmt: skip
+        page.visible(f"#screen-{fragment[1:].split('/')[0]}")
+
+    @pytest.mark.parametrize("fragment", ["#toString", "#__proto__", "#constructor/x"])
+    def test_a_name_that_is_no_screen_opens_the_chat(self, page: Page, fragment: str) -> None:
+        page.connected()
+        page.go("status")
+        page.driver.execute_script("location.hash = arguments[0]", fragment)
+        page.visible("#screen-chat")
+
+
 class TestTranscriptRendering:
     def test_tool_calls_and_reasoning_are_folded(self, page: Page) -> None:
         # No built-in provider produces them yet: the page's own renderer, given such a
