@@ -45,7 +45,9 @@ export async function show(arg) {
     agents = listed.agents;
     const select = $("chat-agent");
     select.replaceChildren(...agents.map((a) => el("option", { value: a.id, text: a.name && a.name !== a.id ? `${a.name} (${a.id})` : a.id })));
-    const wanted = arg || sessionKey;
+    // A key from the address is the canonical one lowercased (agents-sessions.md §4): the
+    // events of its runs name the canonical key, and are matched against it.
+    const wanted = arg ? arg.trim().toLowerCase() : sessionKey;
     const agentId = agentOf(wanted) || listed.defaultId;
     select.value = agentId;
     await loadSessions(agentId, wanted);

@@ -79,6 +79,15 @@ class TestChat:
         assert texts == ["remember me", answer]
         assert page.session_key() == key
 
+    def test_a_session_named_in_another_case_streams_its_answer(self, page: Page) -> None:
+        # Keys are lowercase on the wire (agents-sessions.md §4): events name the canonical
+        # key, whatever case the link had.
+        page.connected()
+        page.driver.execute_script("location.hash = '#chat/agent:main:Shared-Topic'")
+        page.until(lambda: page.session_key() == "agent:main:shared-topic", "the canonical key")
+        assert page.chat("mixed case") == "[turn 1] mixed case"
+        assert not page.find("#chat-abort").is_enabled()
+
 
 class TestFragment:
     """The URL's fragment names a screen and its argument; any fragment is safe to open."""
