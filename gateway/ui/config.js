@@ -100,8 +100,16 @@ function changes(strict = false) {
   for (const f of fields) {
     let value;
     if (f.kind === "boolean") value = f.input.checked;
-    else if (f.kind === "number") value = f.input.value === "" ? null : Number(f.input.value);
-    else if (f.kind === "secret") {
+    else if (f.kind === "number") {
+      // Text the browser cannot read as a number (`1e`, `5-`) has the value "", which would
+      // go out as null: the key deleted.
+      if (f.input.validity.badInput) {
+        if (strict) throw { field: f, message: "not a number" };
+        changed.set(f.path, undefined);
+        continue;
+      }
+      value = f.input.value === "" ? null : Number(f.input.value);
+    } else if (f.kind === "secret") {
       if (!f.input.value) continue;
       value = f.input.value;
     } else if (f.kind === "json") {

@@ -264,6 +264,22 @@ class TestConfig:
         field = page.find('input[data-path="gateway.reload.debounceMs"]')
         assert field.get_attribute("value") == "350"  # reloaded from config.get
 
+    def test_a_number_the_browser_cannot_read_is_refused_not_saved_as_a_deletion(
+        self, page: Page
+    ) -> None:
+        # `1e` in a number field reads as "" (badInput); sent, it was `null`: the key deleted.
+        page.connected()
+        page.go("config")
+        page.type('input[data-path="gateway.reload.debounceMs"]', "275")
+        page.click("#config-save")
+        page.until(lambda: page.text("#config-message").startswith("Saved."), "saved")
+        page.type('input[data-path="gateway.reload.debounceMs"]', "1e")
+        page.click("#config-save")
+        error = page.visible('[data-path="gateway.reload.debounceMs"] .field-error')
+        assert error.text == "not a number"
+        saved = json.loads(page.gateway_config_path().read_text())
+        assert saved["gateway"]["reload"] == {"debounceMs": 275}
+
 
 class TestPhoneViewport:
     @pytest.mark.parametrize("screen", ["chat", "sessions", "status", "logs", "config"])
