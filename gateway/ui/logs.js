@@ -10,6 +10,7 @@ let ctx;
 let cursor = null;
 let timer = null;
 let paused = false;
+let polling = false;
 const lines = [];
 
 export function init(context) {
@@ -39,12 +40,17 @@ export function hide() {
 }
 
 async function poll() {
-  if (paused) return;
+  // One poll at a time: another, sent before this one's answer, would carry the same cursor
+  // and add the same lines again (a busy gateway or a slow link takes longer than POLL_MS).
+  if (paused || polling) return;
+  polling = true;
   let answer;
   try {
     answer = await ctx.gw.request("logs.tail", cursor === null ? { limit: 500 } : { cursor, limit: 500 });
   } catch {
     return; // the connection state is shown in the header
+  } finally {
+    polling = false;
   }
   if (answer.reset) lines.length = 0;
   cursor = answer.cursor;

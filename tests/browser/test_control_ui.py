@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import itertools
 import json
+import os
+import signal
+import threading
+import time
+import urllib.request
 
 import pytest
 
@@ -226,6 +234,41 @@ class TestLogs:
         page.screenshot("logs")
         page.find("#logs-level").send_keys("error")
         page.until(lambda: not page.all(".log-line.level-info"), "info lines hidden")
+
+    def test_a_stalled_gateway_does_not_duplicate_lines(self, page: Page) -> None:
+        # Polls fired while one is unanswered carry the same cursor; all were answered, and
+        # each appended the same lines.
+        page.connected()
+        page.go("logs")
+        page.until(lambda: page.all(".log-line"), "the first lines")
+        stop = threading.Event()
+
+        def traffic() -> None:
+            for n in itertools.count():
+                if stop.is_set():
+                    return
+                with contextlib.suppress(OSError):
+                    urllib.request.urlopen(f"{page.gateway.url}/stalled-{n}", timeout=10)
+                time.sleep(0.05)
+
+        sender = threading.Thread(target=traffic, daemon=True)
+        sender.start()
+        try:
+            time.sleep(1.5)
+            os.kill(page.gateway.proc.pid, signal.SIGSTOP)
+            time.sleep(3.5)  # about three polls fired meanwhile
+            os.kill(page.gateway.proc.pid, signal.SIGCONT)
+            time.sleep(2.5)
+        finally:
+            os.kill(page.gateway.proc.pid, signal.SIGCONT)
+            stop.set()
+            sender.join(15)
+        texts = page.driver.execute_script(
+            "return [...document.querySelectorAll('.log-line')].map(e => e.textContent)"
+        )
+        stalled = [t for t in texts if "/stalled-" in t]
+        assert stalled
+        assert [t for t, count in collections.Counter(stalled).items() if count > 1] == []
 
 
 class TestConfig:
