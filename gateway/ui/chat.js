@@ -193,11 +193,44 @@ function onAgent(payload) {
   if (payload.stream === "assistant") {
     run.text = data.text || run.text + (data.delta || "");
     run.bubble.querySelector(".text").textContent = run.text;
+  } else if (payload.stream === "thinking") {
+    // Reasoning streams like the answer, a piece an event: one folded block that grows.
+    run.reasoning ??= appendPart(run, { type: "thinking" });
+    const pre = run.reasoning.querySelector("pre");
+    pre.textContent = data.text || pre.textContent + (data.delta || "");
+  } else if (payload.stream === "tool") {
+    toolPart(run, data);
   } else {
-    // Tool calls and reasoning, when a provider sends them: folded under the answer.
-    run.bubble.querySelector(".bubble-body").append(folded({ type: payload.stream, ...data }));
+    return; // a stream this page does not know
   }
   scrollDown();
+}
+
+function appendPart(run, part) {
+  const node = folded(part);
+  run.bubble.querySelector(".bubble-body").append(node);
+  return node;
+}
+
+// A tool call: one folded block per call (`start`), its arguments as `update` pieces add
+// them, and a `result` adds the result.
+function toolPart(run, data) {
+  run.tools ??= new Map();
+  const id = data.toolCallId ?? data.index;
+  let tool = run.tools.get(id);
+  if (!tool) {
+    tool = { node: appendPart(run, { type: "toolCall", name: data.name || "tool" }), args: "", result: "" };
+    run.tools.set(id, tool);
+  }
+  if (data.phase === "update" && typeof data.delta === "string") tool.args += data.delta;
+  if (data.phase === "result") tool.result = typeof data.result === "string" ? data.result : JSON.stringify(data.result);
+  let text = tool.args;
+  try {
+    text = JSON.stringify(JSON.parse(tool.args), null, 2); // as the stored transcript shows it
+  } catch {
+    // not whole yet
+  }
+  tool.node.querySelector("pre").textContent = tool.result ? `${text}\n→ ${tool.result}` : text;
 }
 
 function onChat(payload) {

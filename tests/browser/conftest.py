@@ -35,13 +35,19 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
+def gateway_config(request: pytest.FixtureRequest) -> str:
+    """The module's `GATEWAY_CONFIG`, else CONFIG; a module may override the fixture."""
+    return str(getattr(request.module, "GATEWAY_CONFIG", CONFIG))
+
+
+@pytest.fixture(scope="module")
 def gateway(
-    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+    tmp_path_factory: pytest.TempPathFactory, gateway_config: str
 ) -> Iterator[GatewayProcess]:
-    """The module's gateway: its `GATEWAY_CONFIG`, else CONFIG."""
+    """The module's gateway, on `gateway_config`."""
     root = tmp_path_factory.mktemp("browser-gateway")
     config = root / "clawgate.json5"
-    config.write_text(getattr(request.module, "GATEWAY_CONFIG", CONFIG))
+    config.write_text(gateway_config)
     process = run_on_config(root, config)
     stop = threading.Event()
     # Its log goes to a pipe: read it all the time, or a full pipe blocks the gateway's loop.
