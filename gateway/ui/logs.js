@@ -60,8 +60,13 @@ async function poll() {
   render();
 }
 
-// JSON lines (not a terminal) or the console renderer's `[level ]` form.
-function parse(raw) {
+// JSON lines (not a terminal) or the console renderer's `[level ]` form, which on a terminal
+// is coloured: its escape sequences (`ESC[31m`) are dropped, as text they are noise and
+// `[0m]` read as the level.
+const ESCAPES = /\x1b\[[0-9;]*[A-Za-z]/g;
+
+function parse(line) {
+  const raw = line.replace(ESCAPES, "");
   try {
     const entry = JSON.parse(raw);
     if (entry && typeof entry === "object") {
