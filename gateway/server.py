@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import gc
 import os
 import signal
@@ -53,6 +54,11 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     reloads: set[asyncio.Task[None]] = set()
     loop.add_signal_handler(signal.SIGHUP, _reload, app[STATE], reloads)
+    if os.environ.get(WORKER_ENV) is not None:
+        # A config.patch writes the shared file in one worker: the supervisor passes a SIGHUP
+        # to all, so the others apply it too (also with gateway.reload.mode "off").
+        supervisor = os.getppid()
+        app[STATE].config_written_listeners.append(functools.partial(_ask_reload, supervisor))
     notifier = Notifier()
     try:
         return await _serve(app, stop, notifier)
@@ -155,6 +161,13 @@ async def _drain(state: GatewayState) -> None:
         await asyncio.wait_for(registry.wait_idle(), HANDLER_GRACE_SECONDS)
     except TimeoutError:
         log.warning("drain_abort_timeout")
+
+
+def _ask_reload(supervisor: int) -> None:
+    # Only the supervisor that started this worker: once it is gone (PDEATHSIG stops us soon
+    # after), the parent is another process, init perhaps, which a SIGHUP must not reach.
+    if os.getppid() == supervisor:
+        os.kill(supervisor, signal.SIGHUP)
 
 
 def _reload(state: GatewayState, reloads: set[asyncio.Task[None]]) -> None:

@@ -61,6 +61,9 @@ class GatewayState:
     config_listeners: list[Callable[[Any], None]] = attrs.Factory(list)
     # Called with the issue lines of each config file that failed to load on a reload.
     reload_failure_listeners: list[Callable[[list[str]], None]] = attrs.Factory(list)
+    # Called after config.patch wrote the file and applied it here (a worker of `--workers`
+    # has its siblings reload it: gateway.server).
+    config_written_listeners: list[Callable[[], None]] = attrs.Factory(list)
     # Reloads and config.patch, one at a time: each reads the file (off the loop) and applies
     # what it read, so none may apply an older file after another applied a newer one.
     config_lock: asyncio.Lock = attrs.Factory(asyncio.Lock)

@@ -8,8 +8,9 @@ lock, and run events cross over LISTEN/NOTIFY (agents/store_postgres.py, events_
 The supervisor gives each worker a sd_notify socket of its own and counts their READY=1: it
 sends systemd one READY=1 when all are ready. SIGTERM/SIGINT go to every worker (each drains
 its turns) and the supervisor exits when they all have; SIGHUP goes to every worker (each
-reloads its config). A worker that dies is started again; one that dies before any worker was
-ever ready stops them all (a config or database problem that a restart would not fix).
+reloads its config), also when a worker sends it after writing a `config.patch` to the file.
+A worker that dies is started again; one that dies before any worker was ever ready stops
+them all (a config or database problem that a restart would not fix).
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import os
 import signal
 import socket
@@ -81,14 +83,23 @@ def delay_ms() -> int:
 
 
 @pytest.fixture
+def reload_mode() -> str | None:
+    return None  # the default: each worker checks the file
+
+
+@pytest.fixture
 def supervisor(
     tmp_path: Path,
     database: str,
     notify: socket.socket,
     delay_ms: int,
+    reload_mode: str | None,
 ) -> Iterator[GatewayProcess]:
     config = tmp_path / "c.json5"
-    config.write_text(shared_config(database, delay_ms))
+    settings = json.loads(shared_config(database, delay_ms))
+    if reload_mode is not None:
+        settings["gateway"]["reload"] = {"mode": reload_mode}
+    config.write_text(json.dumps(settings))
     env = clean_env(
         tmp_path / "home",
         {"CLAWGATE_DB_PASSWORD": PASSWORD, "NOTIFY_SOCKET": str(tmp_path / "notify.sock")},
@@ -123,8 +134,8 @@ def notifications(sock: socket.socket) -> list[str]:
             return found
 
 
-async def health_pid(http: aiohttp.ClientSession, url: str) -> int:
-    ws = await connect_ws(http, url)
+async def health_pid(http: aiohttp.ClientSession, url: str, token: str | None = None) -> int:
+    ws = await connect_ws(http, url, token)
     await ws.send_json({"type": "req", "id": "h", "method": "health", "params": {}})
     frames = await frames_until(ws, lambda f: f.get("id") == "h")
     await ws.close()
@@ -168,6 +179,33 @@ class TestWorkers:
                 return
             await asyncio.sleep(0.05)
         raise AssertionError("not every worker reloaded:\n" + "\n".join(supervisor.lines))
+
+    @pytest.mark.parametrize("reload_mode", ["off"])
+    async def test_a_config_patch_applies_in_every_worker(
+        self, supervisor: GatewayProcess, tmp_path: Path, http: aiohttp.ClientSession
+    ) -> None:
+        """Without the file check (reload mode "off"), the worker that wrote the file has the
+        supervisor pass a SIGHUP to all: a rotated token works whichever worker answers."""
+        ws = await connect_ws(http, supervisor.url)
+        base_hash = hashlib.sha256((tmp_path / "c.json5").read_bytes()).hexdigest()
+        raw = json.dumps({"gateway": {"auth": {"token": "tok-rotated-51c0"}}})
+        params = {"raw": raw, "baseHash": base_hash}
+        await ws.send_json({"type": "req", "id": "p", "method": "config.patch", "params": params})
+        frames = await frames_until(ws, lambda f: f.get("id") == "p")
+        assert frames[-1]["ok"] is True, frames[-1]
+        await ws.close()
+        deadline = time.monotonic() + 10  # the patch's worker, then the other on its SIGHUP
+        while sum(e.get("event") == "config_reloaded" for e in supervisor.events()) < 2:
+            assert time.monotonic() < deadline, "\n".join(supervisor.lines)
+            await asyncio.sleep(0.05)
+        # Each request on a connection of its own: the kernel spreads them over both workers.
+        answered = set()
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as one:
+            deadline = time.monotonic() + 10
+            while len(answered) < 2 and time.monotonic() < deadline:
+                pid = await health_pid(one, supervisor.url, token="tok-rotated-51c0")
+                answered.add(pid)
+        assert answered == ready_pids(supervisor)
 
     async def test_a_killed_worker_is_started_again(
         self, supervisor: GatewayProcess, http: aiohttp.ClientSession

@@ -21,8 +21,10 @@ async def first_content(response: aiohttp.ClientResponse) -> None:
         seen += chunk
 
 
-async def connect_ws(http: aiohttp.ClientSession, url: str) -> aiohttp.ClientWebSocketResponse:
-    """A WebSocket that has done the handshake (ws-protocol.md §2)."""
+async def connect_ws(
+    http: aiohttp.ClientSession, url: str, token: str | None = None
+) -> aiohttp.ClientWebSocketResponse:
+    """A WebSocket that has done the handshake (ws-protocol.md §2), with `token` or TOKEN."""
     ws = await http.ws_connect(url.replace("http", "ws", 1))
     challenge = await ws.receive_json(timeout=5)
     assert challenge["event"] == "connect.challenge"
@@ -30,7 +32,7 @@ async def connect_ws(http: aiohttp.ClientSession, url: str) -> aiohttp.ClientWeb
         "minProtocol": 4,
         "maxProtocol": 4,
         "client": {"id": "test", "version": "1", "platform": "linux", "mode": "cli"},
-        "auth": {"token": TOKEN},
+        "auth": {"token": token or TOKEN},
     }
     await ws.send_json({"type": "req", "id": "1", "method": "connect", "params": connect})
     hello = await ws.receive_json(timeout=5)

@@ -227,6 +227,8 @@ def register(methods: MethodRegistry) -> None:
                 log.warning("config_patch_write_failed", path=str(loader.config_path), error=reason)
                 raise WsError(UNAVAILABLE, f"cannot write the config file: {reason}") from None
             result = apply_config(state, new)
+            for listener in list(state.config_written_listeners):
+                listener()
         return {
             "ok": True,
             "path": str(loader.config_path),
