@@ -7,12 +7,15 @@ and writes the result in place atomically.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -29,6 +32,8 @@ from gateway.config.secret_keys import (
 )
 
 NEW_FILE_MODE = 0o600  # the file holds secrets
+# How often a patch looks again whether another process's patch is done (a few ms each).
+LOCK_POLL_S = 0.05
 
 # A key whose value says where a request goes. A sibling is also one when its value is a string
 # with "://" in it, whatever its name.
@@ -143,6 +148,25 @@ def read_file(path: Path) -> FileState:
     except UnicodeDecodeError as exc:
         return FileState(path, True, hash=digest, problem=f"not valid UTF-8 (byte {exc.start})")
     return FileState(path, True, text, digest)
+
+
+@contextlib.asynccontextmanager
+async def writers_turn(state_dir: Path) -> AsyncIterator[None]:
+    """One config.patch at a time across the processes of one state dir (`--workers`): an
+    exclusive flock on the directory itself (it exists while the gateway runs; no lock file
+    to create or leave behind). Polled without blocking, so a patch whose client leaves while
+    it waits holds nothing."""
+    fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(LOCK_POLL_S)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def parse_object(text: str) -> dict[str, Any] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -272,6 +273,31 @@ class TestConfigPatch:
             "required": True,
             "paths": ["store.backend", "store.url"],
         }
+
+    async def test_a_patch_waits_for_another_process_writing_the_file(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        """Under `--workers` each process answers config.patch: they take turns through a
+        lock on the state dir, so that a patch checks its hash against what another process
+        wrote meanwhile, not against the file it read before (a lost update)."""
+        base_hash = file_hash(gateway)
+        other = os.open(gateway.state_dir, os.O_RDONLY)
+        try:
+            fcntl.flock(other, fcntl.LOCK_EX)  # another worker is patching
+            frame_id = await ws.request(
+                "config.patch",
+                {"raw": json.dumps({"logging": {"level": "debug"}}), "baseHash": base_hash},
+            )
+            with pytest.raises(TimeoutError):
+                await ws.response(frame_id, wait=0.5)
+            gateway.config_path.write_text(CONFIG.replace("test-token", "other-token"))
+        finally:
+            os.close(other)
+        refused = await ws.response(frame_id)
+        assert refused["error"]["message"] == (
+            "config changed since last load; re-run config.get and retry"
+        )
+        assert "other-token" in gateway.config_path.read_text()
 
     async def test_patches_are_rate_limited_per_connection(
         self, ws: GatewayWs, gateway: Gateway

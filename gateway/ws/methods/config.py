@@ -28,6 +28,7 @@ from gateway.config.patch import (
     render,
     secrets_sent_elsewhere,
     write_atomic,
+    writers_turn,
 )
 from gateway.config.view import redact_parsed, redact_raw, redacted
 from gateway.ws.dispatch import CallContext, MethodRegistry, RateLimit, no_params
@@ -170,7 +171,8 @@ def register(methods: MethodRegistry) -> None:
         patch = await asyncio.to_thread(_parse_patch, params.raw)
         if not isinstance(patch, dict):
             raise WsError(INVALID_REQUEST, "config.patch raw must be an object")
-        async with state.config_lock:  # hash check to apply: no reload or patch between
+        # Hash check to apply: no reload or patch between, here or in another worker.
+        async with state.config_lock, writers_turn(loader.state_dir):
             current = await asyncio.to_thread(read_file, loader.config_path)
             warnings: list[str] = []
             if current.exists:
