@@ -126,6 +126,8 @@ class Supervisor:
         watchdog = self._start_watchdog()
         try:
             for index in range(self.count):
+                if self.stopping:  # a SIGTERM while starting them: no more
+                    break
                 worker = Worker(index, self.notify_dir / f"worker-{index}.sock")
                 self._listen(worker)
                 self.workers.append(worker)
@@ -182,6 +184,8 @@ class Supervisor:
             env=env, stdin=asyncio.subprocess.DEVNULL, preexec_fn=_stop_with_parent,
         )  # fmt: skip
         log.info("worker_started", worker=worker.index, pid=worker.process.pid)
+        if self.stopping:  # the SIGTERM came while this one was being started: forward missed it
+            worker.process.send_signal(signal.SIGTERM)
         task = asyncio.get_running_loop().create_task(self._watch(worker, worker.process))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

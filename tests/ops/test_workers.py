@@ -229,6 +229,40 @@ class TestWorkers:
 
 @pytest.mark.postgres
 @pytest.mark.slow
+async def test_sigterm_while_the_workers_start_stops_every_one(
+    tmp_path: Path, database: str
+) -> None:
+    """A SIGTERM as soon as the first worker started: the workers started after it, or while
+    it was being handled, are stopped as well, and the supervisor exits."""
+    config = tmp_path / "c.json5"
+    config.write_text(shared_config(database, 5))
+    env = clean_env(tmp_path / "home", {"CLAWGATE_DB_PASSWORD": PASSWORD})
+    args = ["--config", str(config), "--state-dir", str(tmp_path / "state"), "--port", "0"]
+    process = GatewayProcess([*args, "--workers", "8"], env)
+    try:
+        process.wait_for_event("worker_started", 30)
+        process.signal(signal.SIGTERM)
+        await asyncio.to_thread(process.wait, 30)
+        started = [e["pid"] for e in process.events() if e.get("event") == "worker_started"]
+        for pid in started:
+            assert not os.path.exists(f"/proc/{pid}") or _zombie(pid), pid
+    finally:
+        workers = [e["pid"] for e in process.events() if e.get("event") == "worker_started"]
+        process.stop()
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
 @pytest.mark.parametrize("delay_ms", [200])
 async def test_a_worker_killed_mid_turn_is_restarted_and_the_session_runs_its_next_turn(
     supervisor: GatewayProcess, http: aiohttp.ClientSession, delay_ms: int
