@@ -167,11 +167,13 @@ async def _request(ws: aiohttp.ClientWebSocketResponse, method: str, params: Any
     async for msg in ws:
         if msg.type is not aiohttp.WSMsgType.TEXT:
             break
-        answer = json.loads(msg.data)
+        answer = _frame(msg.data)
         if answer.get("type") != "res" or answer.get("id") != frame_id:
             continue  # events
         if not answer.get("ok"):
-            raise CallError(answer.get("error", {}).get("message", "request failed"))
+            error = answer.get("error")
+            message = error.get("message") if isinstance(error, dict) else None
+            raise CallError(message if isinstance(message, str) else "request failed")
         payload = answer.get("payload")
         # `agent` answers twice (§8): the acceptance, then the result.
         if method == "agent" and isinstance(payload, dict) and payload.get("status") == "accepted":
@@ -179,3 +181,15 @@ async def _request(ws: aiohttp.ClientWebSocketResponse, method: str, params: Any
         return payload
     reason = ws.close_code
     raise CallError(f"connection closed ({reason})" if reason else "connection closed")
+
+
+def _frame(text: str) -> dict[str, Any]:
+    """A frame from the server; whatever else it sent (it may not be our gateway at all) is
+    a CallError, never a traceback."""
+    try:
+        frame = json.loads(text)
+    except ValueError:
+        frame = None
+    if not isinstance(frame, dict):
+        raise CallError("the gateway sent a frame that is not a JSON object")
+    return frame

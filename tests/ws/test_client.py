@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
 
 from tests.support.process import GatewayProcess, clean_env, run_cli
 
@@ -93,3 +97,72 @@ class TestCall:
         result = run_cli(args, env)
         assert result.returncode == 1
         assert result.stderr.startswith(f"cannot connect to {url}")
+
+
+Script = Callable[[web.WebSocketResponse], Awaitable[None]]
+
+
+async def call_through(
+    aiohttp_server: Any, script: Script, env: dict[str, str], tmp_path: Path, *more: str
+) -> subprocess.CompletedProcess[str]:
+    """`clawgate call health` against a WebSocket server that plays `script` once upgraded."""
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await script(ws)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    server = await aiohttp_server(app)
+    (tmp_path / "token").write_text("t\n")
+    url = f"ws://127.0.0.1:{server.port}/"
+    args = ["call", "health", "--url", url, "--token-file", str(tmp_path / "token"), *more]
+    return await asyncio.to_thread(run_cli, args, env)
+
+
+async def answer_connect(ws: web.WebSocketResponse) -> str:
+    """Read the `connect` request, answer it ok, return the id of the next request."""
+    connect = await ws.receive_json()
+    await ws.send_json({"type": "res", "id": connect["id"], "ok": True, "payload": {}})
+    request: str = (await ws.receive_json())["id"]
+    return request
+
+
+class TestAHostileGateway:
+    """Whatever a server answers, `call` ends with one line on stderr and exit 1."""
+
+    async def test_a_frame_that_is_not_json(
+        self, aiohttp_server: Any, env: dict[str, str], tmp_path: Path
+    ) -> None:
+        async def script(ws: web.WebSocketResponse) -> None:
+            await ws.send_str("hello, not JSON")
+            await ws.receive()
+
+        result = await call_through(aiohttp_server, script, env, tmp_path)
+        assert (result.returncode, result.stdout) == (1, "")
+        assert result.stderr == "error: the gateway sent a frame that is not a JSON object\n"
+
+    async def test_a_frame_that_is_a_json_array(
+        self, aiohttp_server: Any, env: dict[str, str], tmp_path: Path
+    ) -> None:
+        async def script(ws: web.WebSocketResponse) -> None:
+            await ws.send_str("[1, 2]")
+            await ws.receive()
+
+        result = await call_through(aiohttp_server, script, env, tmp_path)
+        assert (result.returncode, result.stdout) == (1, "")
+        assert result.stderr == "error: the gateway sent a frame that is not a JSON object\n"
+
+    async def test_an_error_that_is_not_an_object(
+        self, aiohttp_server: Any, env: dict[str, str], tmp_path: Path
+    ) -> None:
+        async def script(ws: web.WebSocketResponse) -> None:
+            request = await answer_connect(ws)
+            await ws.send_json({"type": "res", "id": request, "ok": False, "error": "boom"})
+            await ws.receive()
+
+        result = await call_through(aiohttp_server, script, env, tmp_path)
+        assert (result.returncode, result.stdout) == (1, "")
+        assert result.stderr == "error: request failed\n"
