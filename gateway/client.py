@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sys
 import uuid
 from typing import Any
@@ -58,8 +59,18 @@ def _connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", help="ws://host:port (default: the configured local gateway)")
     add_secret_arguments(parser, "to connect with (default: the configured one)")
     parser.add_argument(
-        "--timeout", type=float, default=30.0, metavar="S", help="seconds to wait (30)"
+        "--timeout", type=_seconds, default=30.0, metavar="S", help="seconds to wait (30)"
     )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds (got {text!r})")
+    return value
 
 
 def _health_command(args: argparse.Namespace) -> int:
@@ -115,11 +126,11 @@ def _call_command(args: argparse.Namespace) -> int:
     except CallError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except TimeoutError:  # before OSError, of which it is a subclass
+        print(f"no answer from {url} within {args.timeout:g}s", file=sys.stderr)
+        return 1
     except (aiohttp.ClientError, OSError) as exc:
         print(f"cannot connect to {url}: {exc}", file=sys.stderr)
-        return 1
-    except TimeoutError:
-        print(f"no answer from {url} within {args.timeout:g}s", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2, ensure_ascii=False))
     return 0

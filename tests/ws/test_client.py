@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import subprocess
 from collections.abc import Awaitable, Callable, Iterator
@@ -166,3 +167,24 @@ class TestAHostileGateway:
         result = await call_through(aiohttp_server, script, env, tmp_path)
         assert (result.returncode, result.stdout) == (1, "")
         assert result.stderr == "error: request failed\n"
+
+    async def test_a_server_that_never_answers_is_a_timeout_not_a_refused_connect(
+        self, aiohttp_server: Any, env: dict[str, str], tmp_path: Path
+    ) -> None:
+        async def script(ws: web.WebSocketResponse) -> None:
+            await ws.receive()
+            await ws.receive()
+
+        result = await call_through(aiohttp_server, script, env, tmp_path, "--timeout", "0.5")
+        assert (result.returncode, result.stdout) == (1, "")
+        assert re.fullmatch(r"no answer from ws://127\.0\.0\.1:\d+/ within 0\.5s\n", result.stderr)
+
+
+class TestTimeoutArgument:
+    @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
+    def test_a_timeout_that_is_not_a_positive_number_of_seconds_exits_2(
+        self, env: dict[str, str], value: str
+    ) -> None:
+        result = run_cli(["call", "health", "--timeout", value], env)
+        assert result.returncode == 2
+        assert "--timeout: must be a positive number of seconds" in result.stderr
