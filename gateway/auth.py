@@ -23,7 +23,7 @@ import attrs
 import structlog
 
 from gateway.config.model import AuthConfig, Config, RateLimitConfig
-from gateway.statedir import prepare_state_dir, read_state_file
+from gateway.statedir import UnsafeStateError, prepare_state_dir, read_state_file
 
 log = structlog.get_logger()
 
@@ -104,10 +104,28 @@ def with_generated_token(config: Config) -> Config:
 
 
 def _read_token(path: Path) -> str | None:
+    """The token in `path`, None when there is no file. A file that holds no token was not
+    written by us (ours appear whole, by link()): it is refused, not replaced."""
     try:
-        return read_state_file(path).decode().strip() or None
+        data = read_state_file(path)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise UnsafeStateError(
+            f"cannot read the token file {path}: {exc.strerror or exc}"
+        ) from None
+    try:
+        token = data.decode().strip()
+    except UnicodeDecodeError:
+        defect = "is not valid UTF-8"
+    else:
+        if token:
+            return token
+        defect = "is empty"
+    raise UnsafeStateError(
+        f"the token file {path} {defect}. Fix: remove it (`rm {path}`) and a new token is"
+        " generated, or write the token in it."
+    )
 
 
 def is_loopback(ip: str | None) -> bool:

@@ -13,6 +13,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from tests.support.openclaw_secrets import ENVIRON, OPENCLAW_SECRETS, SECRET_MARK, SECRET_NUMBERS
 from tests.support.process import GatewayProcess, run_cli
 
@@ -171,6 +173,28 @@ class TestToken:
         result = run_cli(["token"], {**env, "OPENCLAW_GATEWAY_TOKEN": "from-env"})
         assert result.stdout == "from-env\n"
         assert not (tmp_path / "state" / "gateway.token").exists()
+
+    @pytest.mark.parametrize(
+        ("content", "defect"),
+        [(b"", "is empty"), (b" \n", "is empty"), (b"\xff\xfe\n", "is not valid UTF-8")],
+    )
+    @pytest.mark.parametrize("command", [["token"], ["call", "health"], ["run", "--port", "0"]])
+    def test_a_token_file_that_holds_no_token_stops_the_command_with_78(
+        self, tmp_path: Path, env: dict[str, str], content: bytes, defect: str, command: list[str]
+    ) -> None:
+        state = tmp_path / "state"
+        state.mkdir(mode=0o700)
+        token_file = state / "gateway.token"
+        token_file.write_bytes(content)
+        token_file.chmod(0o600)
+        result = run_cli(command, env)
+        assert (result.returncode, result.stdout) == (78, "")
+        assert (
+            f"the token file {token_file} {defect}. Fix: remove it (`rm {token_file}`) and a new"
+            " token is generated, or write the token in it." in result.stderr
+        )
+        assert "Traceback" not in result.stderr
+        assert token_file.read_bytes() == content
 
 
 class TestRun:
