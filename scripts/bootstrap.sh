@@ -21,17 +21,20 @@ find_python() {
 
 bootstrap_venv() {
     local extra="${1:-}" python stamp want
-    if [ ! -x "$VENV/bin/python" ]; then
-        python="$(find_python)" || return 1
-        echo "creating $VENV with $python" >&2
-        "$python" -m venv "$VENV" || return 1
-    fi
     want="$(cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
     stamp="$VENV/.clawgate-installed${extra:+-$extra}"
-    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-        echo "installing clawgate${extra:+[$extra]} into $VENV" >&2
-        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-            --editable "$ROOT${extra:+[$extra]}" || return 1
-        echo "$want" > "$stamp"
+    if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+        return 0
     fi
+    # No venv, or one without pip: a first run that failed or was stopped while creating it
+    # (Debian without python3-venv stops after bin/python) must not stop every later run.
+    if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+        python="$(find_python)" || return 1
+        echo "creating $VENV with $python" >&2
+        "$python" -m venv --clear "$VENV" || return 1
+    fi
+    echo "installing clawgate${extra:+[$extra]} into $VENV" >&2
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        --editable "$ROOT${extra:+[$extra]}" || return 1
+    echo "$want" > "$stamp"
 }
