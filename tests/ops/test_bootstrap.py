@@ -1,6 +1,6 @@
-"""scripts/serve and scripts/test on a fresh machine: the real scripts, run on a copy of the
-project in a directory whose path has a space. pip runs with PIP_NO_INDEX, so nothing is
-downloaded: an install that needs PyPI fails, which is what these tests need of it."""
+"""scripts/serve and scripts/test as a user runs them. On a fresh machine: the real scripts, run
+on a copy of the project in a directory whose path has a space; pip runs with PIP_NO_INDEX, so
+nothing is downloaded: an install that needs PyPI fails, which is what these tests need of it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.process import clean_env
+from tests.support.process import GatewayProcess, clean_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,3 +57,20 @@ class TestAFirstRunThatStoppedHalfway:
         # stamp says it was done.
         assert result.returncode == 1
         assert list(venv.glob(".clawgate-installed*")) == []
+
+
+class TestServe:
+    def test_a_relative_config_path_is_relative_to_where_serve_was_run(
+        self, tmp_path: Path
+    ) -> None:
+        (tmp_path / "mine.json5").write_text('{gateway: {auth: {mode: "token", token: "t"}}}')
+        env = clean_env(tmp_path / "home", {"CLAWGATE_STATE_DIR": str(tmp_path / "state")})
+        serve = [str(ROOT / "scripts" / "serve")]
+        gateway = GatewayProcess(
+            ["--config", "mine.json5", "--port", "0"], env, command=serve, cwd=tmp_path
+        )
+        try:
+            gateway.wait_listening()
+            assert not any(e["event"] == "config_default_used" for e in gateway.events())
+        finally:
+            gateway.stop()
