@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import math
+import re
 import sys
 import uuid
 from typing import Any
@@ -184,7 +185,7 @@ async def _request(ws: aiohttp.ClientWebSocketResponse, method: str, params: Any
         if not answer.get("ok"):
             error = answer.get("error")
             message = error.get("message") if isinstance(error, dict) else None
-            raise CallError(message if isinstance(message, str) else "request failed")
+            raise CallError(_printable(message) if isinstance(message, str) else "request failed")
         payload = answer.get("payload")
         # `agent` answers twice (§8): the acceptance, then the result.
         if method == "agent" and isinstance(payload, dict) and payload.get("status") == "accepted":
@@ -192,6 +193,16 @@ async def _request(ws: aiohttp.ClientWebSocketResponse, method: str, params: Any
         return payload
     reason = ws.close_code
     raise CallError(f"connection closed ({reason})" if reason else "connection closed")
+
+
+# C0 controls but tab and newline, DEL and C1: a message written to a terminal must not
+# drive it (set its title, write the clipboard, move the cursor over earlier lines).
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _printable(text: str) -> str:
+    """`text` from the server with its control characters shown as escapes."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def _frame(text: str) -> dict[str, Any]:

@@ -168,6 +168,23 @@ class TestAHostileGateway:
         assert (result.returncode, result.stdout) == (1, "")
         assert result.stderr == "error: request failed\n"
 
+    async def test_control_characters_of_an_error_message_reach_the_terminal_escaped(
+        self, aiohttp_server: Any, env: dict[str, str], tmp_path: Path
+    ) -> None:
+        # ESC ] 0 ; … BEL sets the terminal's title; others write the clipboard or move the
+        # cursor over what was printed before.
+        message = "unknown method\x1b]0;owned\x07\x1b[2K\x9b1A\r"
+
+        async def script(ws: web.WebSocketResponse) -> None:
+            request = await answer_connect(ws)
+            error = {"code": "INVALID_REQUEST", "message": message}
+            await ws.send_json({"type": "res", "id": request, "ok": False, "error": error})
+            await ws.receive()
+
+        result = await call_through(aiohttp_server, script, env, tmp_path)
+        assert (result.returncode, result.stdout) == (1, "")
+        assert result.stderr == "error: unknown method\\x1b]0;owned\\x07\\x1b[2K\\x9b1A\\x0d\n"
+
     async def test_a_server_that_never_answers_is_a_timeout_not_a_refused_connect(
         self, aiohttp_server: Any, env: dict[str, str], tmp_path: Path
     ) -> None:
