@@ -1,7 +1,7 @@
 """The `clawgate` command (also `python -m gateway`).
 
 Exit codes (config.md §1): 0 clean stop, 78 invalid config or failed startup guard,
-1 runtime failure, 2 bad command line.
+1 runtime failure, 2 bad command line, 130 interrupted (Ctrl-C) before the end.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ from gateway.systemd import SYSTEM_CONFIG, SYSTEM_STATE, default_executable, uni
 
 log = structlog.get_logger()
 
+EX_INTERRUPTED = 128 + 2  # killed by SIGINT, as a shell reports it
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
@@ -44,7 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.insert(0, "run")
     parsed = _parser().parse_args(args)
     parsed.run_args = args[1:]  # `run`'s own arguments, for the workers of --workers
-    result: int = parsed.func(parsed)
+    try:
+        result: int = parsed.func(parsed)
+    except KeyboardInterrupt:
+        # Ctrl-C while `call` waits (`run` handles SIGINT itself): the shell's code for it.
+        return EX_INTERRUPTED
     return result
 
 

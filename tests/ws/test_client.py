@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -195,6 +197,38 @@ class TestAHostileGateway:
         result = await call_through(aiohttp_server, script, env, tmp_path, "--timeout", "0.5")
         assert (result.returncode, result.stdout) == (1, "")
         assert re.fullmatch(r"no answer from ws://127\.0\.0\.1:\d+/ within 0\.5s\n", result.stderr)
+
+
+class TestInterrupt:
+    async def test_ctrl_c_while_waiting_exits_130_without_a_traceback(
+        self, aiohttp_server: Any, env: dict[str, str], tmp_path: Path
+    ) -> None:
+        connected = asyncio.Event()
+
+        async def handler(request: web.Request) -> web.WebSocketResponse:
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            await ws.receive()
+            connected.set()
+            await ws.receive()
+            return ws
+
+        app = web.Application()
+        app.router.add_get("/", handler)
+        server = await aiohttp_server(app)
+        (tmp_path / "token").write_text("t\n")
+        url = f"ws://127.0.0.1:{server.port}/"
+        args = ["call", "health", "--url", url, "--token-file", str(tmp_path / "token")]
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", *args, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            # As a terminal's Ctrl-C finds it, whatever this test runner ignores.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )  # fmt: skip
+        await asyncio.wait_for(connected.wait(), 15)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 15)
+        assert (process.returncode, stdout, stderr) == (130, b"", b"")
 
 
 class TestTimeoutArgument:
