@@ -57,14 +57,33 @@ SYSTEM_STATE = Path("/var/lib/clawgate")
 def unit_text(*, user: bool, executable: str, config: Path, state_dir: Path) -> str:
     """conf/clawgate.service with the paths of this installation filled in."""
     template = (resources.files("gateway") / "clawgate.service").read_text()
-    text = template.replace("/opt/clawgate/.venv/bin/clawgate", executable)
-    text = text.replace(str(SYSTEM_CONFIG), str(config)).replace(str(SYSTEM_STATE), str(state_dir))
+    text = template.replace("/opt/clawgate/.venv/bin/clawgate", exec_word(executable, command=True))
+    text = text.replace(str(SYSTEM_CONFIG), exec_word(str(config)))
+    text = text.replace(str(SYSTEM_STATE), exec_word(str(state_dir)))
     if user:
         # A user manager cannot switch users or drop capabilities, and most sandboxing needs
         # privileges it does not have; user units start from default.target.
         text = "".join(_without_system_only(text.splitlines(keepends=True)))
         text = text.replace("WantedBy=multi-user.target", "WantedBy=default.target")
     return text
+
+
+def exec_word(value: str, *, command: bool = False) -> str:
+    """`value` as one word of an `Exec…=` line (systemd.service(5), "Command lines"): `%`
+    doubled, and `$` in an argument (not in the command, where systemd expands no variable),
+    or systemd expands them; in double quotes, control characters as C escapes, when it holds
+    one, whitespace, a quote or a backslash, or systemd splits it."""
+    word = value.replace("%", "%%") if command else value.replace("%", "%%").replace("$", "$$")
+    if not any(c in " \"'\\" or _is_control(c) for c in word):
+        return word
+    escaped = "".join(
+        f"\\x{ord(c):02x}" if _is_control(c) else "\\" + c if c in '"\\' else c for c in word
+    )
+    return f'"{escaped}"'
+
+
+def _is_control(char: str) -> bool:
+    return char < " " or char == "\x7f"
 
 
 def _without_system_only(lines: list[str]) -> list[str]:

@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,6 +127,33 @@ class TestServiceInstall:
         assert "systemctl" + (" --user" if user else "") + " enable --now clawgate" in result.stdout
         validated = run_cli(["config", "validate", "--config", str(config)], env)
         assert validated.returncode == 0, validated.stderr
+        checked = verify(unit)
+        assert (checked.returncode, checked.stderr) == (0, "")
+
+    def test_paths_with_spaces_percent_and_dollar_signs_stay_one_argument_each(
+        self, tmp_path: Path
+    ) -> None:
+        # This interpreter seen through a directory whose name has a space: the command the
+        # unit runs is then `<tmp>/my venv/bin/clawgate`.
+        venv = tmp_path / "my venv"
+        venv.symlink_to(Path(sys.executable).parent.parent)
+        config = tmp_path / "my conf" / "gw%h$HOME.json5"
+        state = tmp_path / "st ate"
+        args = ["service", "install", "--unit-dir", str(tmp_path / "units")]
+        args += ["--config", str(config), "--state-dir", str(state)]
+        result = subprocess.run(
+            [str(venv / "bin" / "python"), "-m", "gateway", *args],
+            env=clean_env(tmp_path / "home"), capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        unit = tmp_path / "units" / "clawgate.service"
+        exec_start = next(
+            line for line in unit.read_text().splitlines() if line.startswith("ExecStart=")
+        )
+        assert exec_start == (
+            f'ExecStart="{venv}/bin/clawgate" run'
+            f' --config "{tmp_path}/my conf/gw%%h$$HOME.json5" --state-dir "{state}"'
+        )
         checked = verify(unit)
         assert (checked.returncode, checked.stderr) == (0, "")
 
