@@ -3,7 +3,7 @@
 It does the handshake (ws-protocol.md §2-§5), calls one method, prints the JSON result and
 exits 0; a refused connect or an error response is printed to stderr with exit code 1. The
 defaults reach the local gateway with no flags: the URL from the config's port, the token
-as `clawgate token` finds it.
+as `clawgate token` finds it; that token goes to no other host than this one.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import re
 import sys
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from gateway import __version__
-from gateway.auth import with_generated_token
+from gateway.auth import is_loopback, with_generated_token
 from gateway.config.loader import ConfigLoader, load_or_report
 from gateway.config.model import EX_CONFIG
 from gateway.config.overrides import (
@@ -102,10 +103,18 @@ def _call_command(args: argparse.Namespace) -> int:
         if config is None:
             return EX_CONFIG
         gateway = config.gateway
+        host = gateway.host if gateway.bind == "custom" else "127.0.0.1"
         if url is None:
-            host = gateway.host if gateway.bind == "custom" else "127.0.0.1"
             url = f"ws://{host}:{gateway.port}"
         if token is None and password is None:
+            if not _on_this_host(url, host):
+                print(
+                    f"--url {url} is not this host's gateway: pass its credential with"
+                    " --token-file or --password-file (this gateway's token or password is"
+                    " sent only to this host)",
+                    file=sys.stderr,
+                )
+                return 2
             try:
                 auth = with_generated_token(config).gateway.auth
             except UnsafeStateError as exc:
@@ -135,6 +144,16 @@ def _call_command(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(result, indent=2, ensure_ascii=False))
     return 0
+
+
+def _on_this_host(url: str, gateway_host: str) -> bool:
+    """Whether `url` names a loopback address or the host the gateway binds: the only places
+    its credential goes without being named on the command line."""
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return False
+    return host is not None and (host in ("localhost", gateway_host) or is_loopback(host))
 
 
 async def call(

@@ -93,6 +93,19 @@ class TestCall:
         assert result.returncode == 1
         assert result.stderr.strip() == "error: unknown method: no.such.method"
 
+    def test_the_local_credential_is_not_sent_to_a_url_of_another_host(
+        self, running: GatewayProcess, env: dict[str, str]
+    ) -> None:
+        # A command pasted from somewhere else must not hand this gateway's token to a host
+        # that somebody else runs (`.invalid` never resolves: nothing is sent either way).
+        url = "ws://gateway.example.invalid:18789"
+        result = run_cli(["call", "health", "--url", url, "--timeout", "5"], env)
+        assert (result.returncode, result.stdout) == (2, "")
+        assert result.stderr == (
+            f"--url {url} is not this host's gateway: pass its credential with --token-file or"
+            " --password-file (this gateway's token or password is sent only to this host)\n"
+        )
+
     def test_nothing_listening(self, env: dict[str, str], tmp_path: Path) -> None:
         url = f"ws://127.0.0.1:{free_port()}"
         (tmp_path / "token").write_text("t\n")
