@@ -32,6 +32,7 @@ from gateway.config.overrides import (
     read_secret_file,
     warn_secret_flags,
 )
+from gateway.jsonwire import strict_loads
 from gateway.logs import configure_logging
 from gateway.statedir import UnsafeStateError
 
@@ -84,7 +85,10 @@ def _call_command(args: argparse.Namespace) -> int:
     params: Any = None
     if args.params is not None:
         try:
-            params = json.loads(args.params)
+            # JSON's values only: the gateway cannot read a frame with NaN or Infinity, so its
+            # error would not carry this request's id and the call would wait for --timeout.
+            params = strict_loads(args.params)
+            json.dumps(params, allow_nan=False)  # 1e400 reads as Infinity
         except ValueError as exc:
             print(f"--params is not valid JSON: {exc}", file=sys.stderr)
             return 2

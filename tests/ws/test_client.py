@@ -68,6 +68,23 @@ class TestCall:
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["sessions"] == []
 
+    @pytest.mark.parametrize(
+        ("value", "reason"),
+        [
+            ("NaN", "Invalid JSON value: NaN"),
+            ("Infinity", "Invalid JSON value: Infinity"),
+            ("-Infinity", "Invalid JSON value: -Infinity"),
+            ("1e400", "Out of range float values are not JSON compliant"),
+        ],
+    )
+    def test_params_with_a_value_json_does_not_have_exit_2(
+        self, running: GatewayProcess, env: dict[str, str], value: str, reason: str
+    ) -> None:
+        params = f'{{"limit": {value}}}'
+        result = run_cli(["call", "sessions.list", "--params", params, "--timeout", "5"], env)
+        assert (result.returncode, result.stdout) == (2, "")
+        assert result.stderr == f"--params is not valid JSON: {reason}\n"
+
     def test_agent_prints_the_final_answer(
         self, running: GatewayProcess, env: dict[str, str]
     ) -> None:
