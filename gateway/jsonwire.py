@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any, NoReturn
 
@@ -32,14 +33,27 @@ def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"Invalid JSON value: {name}")
 
 
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):
+        shown = literal if len(literal) <= 32 else literal[:32] + "…"
+        raise ValueError(f"Invalid JSON value: {shown} (out of range)")
+    return value
+
+
 # Python's parser takes NaN and Infinity; JSON has no such values (nor has OpenClaw's parser).
 _strict = json.JSONDecoder(parse_constant=_reject_constant)
+# A request body is also sent on to a model (tools' schemas, response_format): `1e400`, read
+# as infinity, would go out as `Infinity`, a body the upstream refuses, a 502 for the
+# client's mistake.
+_strict_finite = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
 
-def strict_loads(text: str) -> Any:
-    """JSON as a client's body or frame is read: `json.loads` without NaN and Infinity.
+def strict_loads(text: str, *, finite: bool = False) -> Any:
+    """JSON as a client's body or frame is read: `json.loads` without NaN and Infinity, and
+    with `finite`, without numbers beyond a double (a frame's `1e400` is a params error).
     Raises ValueError, or RecursionError for nesting deeper than the parser goes."""
-    return _strict.decode(text)
+    return (_strict_finite if finite else _strict).decode(text)
 
 
 def wire(text: str) -> bytes:

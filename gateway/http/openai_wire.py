@@ -182,7 +182,7 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     if not text.strip():
         return {}
     try:
-        value = strict_loads(text)
+        value = strict_loads(text, finite=True)
     except ValueError as exc:  # JSONDecodeError included; its str() is the parser's message
         raise bad_request(str(exc)) from None
     except RecursionError as exc:  # nesting deeper than the interpreter's stack

@@ -378,6 +378,35 @@ class TestUnansweredToolCalls:
         assert openai_fake.requests[1].body["messages"] == [{"role": "user", "content": "Hello!"}]
 
 
+class TestNumbersBeyondADouble:
+    async def test_are_refused_not_sent_on_as_infinity(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        """`1e400` is JSON that Python reads as infinity, which JSON cannot write: sent on
+        to the model in a tool's schema it would be `Infinity`, a body the upstream
+        refuses (a 502 for the client's mistake)."""
+        openai_fake.script(Stream(("Hello.",)))
+        client = await gateway(fake_provider(openai_fake))
+        schema = '{"type":"object","properties":{"n":{"type":"number","maximum":1e400}}}'
+        body = (
+            '{"model":"openclaw","messages":[{"role":"user","content":"hi"}],'
+            f'"tools":[{{"type":"function","function":{{"name":"f","parameters":{schema}}}}}]}}'
+        )
+        response = await client.post(
+            CHAT, data=body, headers={**AUTH, "Content-Type": "application/json"}
+        )
+        assert response.status == 400
+        assert await response.json() == {
+            "error": {
+                "message": "Invalid JSON value: 1e400 (out of range)",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": None,
+            }
+        }
+        assert openai_fake.requests == []
+
+
 class TestArgumentsTooDeepToParse:
     """A tool call's arguments are the client's text: nested deeper than the JSON parser
     goes, they are compared and stored as that text, as arguments that are no JSON are."""

@@ -84,6 +84,16 @@ class TestBody:
             parse_body(f'{{"temperature":{constant}}}'.encode())
         assert exc.value.status == 400
 
+    @pytest.mark.parametrize("literal", ["1e400", "-1e400", "1" * 400 + ".0"])
+    def test_a_number_beyond_a_double_is_refused(self, literal: str) -> None:
+        with pytest.raises(RequestError) as exc:
+            parse_body(f'{{"metadata":{{"a":{literal}}}}}'.encode())
+        shown = literal if len(literal) <= 32 else literal[:32] + "…"
+        assert refusal(exc) == (400, error(f"Invalid JSON value: {shown} (out of range)"))
+
+    def test_a_number_too_small_for_a_double_is_zero(self) -> None:
+        assert parse_body(b'{"temperature":1e-400}') == {"temperature": 0.0}
+
     def test_non_utf8_is_refused(self) -> None:
         with pytest.raises(RequestError) as exc:
             parse_body(b'{"model":"\xff"}')
