@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from gateway.appkeys import STATE
+from gateway.ws.handler import WS
+from gateway.ws.state import IdempotencyCache
 from tests.support.ws_client import (
     SLOW_CONFIG,
     Gateway,
@@ -331,6 +333,35 @@ class TestIdempotency:
         assert history["totalMessages"] == 2
         for client in (ws, other):
             await client.ws.close()
+
+    async def test_a_forgotten_key_whose_run_still_runs_starts_no_second_run(
+        self, slow: Gateway
+    ) -> None:
+        """Keys are forgotten after 5 minutes or 1000 newer keys; a run may outlast that. A
+        second run under the same id would leave the first one unaddressable and mix both
+        runs' `chat` events."""
+        slow.app[WS].idempotency = IdempotencyCache(max_keys=1)
+        ws = await slow.connected()
+        await ws.request(
+            "agent", {"message": SLOW_TEXT, "idempotencyKey": "long", "sessionKey": "a"}, id="a-1"
+        )
+        accepted = await ws.response("a-1")
+        await ws.ok("chat.send", send("c", "hi", "newer"))  # pushes "long" out
+        await ws.request(
+            "agent", {"message": "other", "idempotencyKey": "long", "sessionKey": "b"}, id="a-2"
+        )
+        assert (await ws.response("a-2"))["payload"] == accepted["payload"]
+        assert await ws.ok("chat.send", send("b", "again", "long")) == {
+            "runId": "long",
+            "status": "in_flight",
+        }
+        final = await ws.response("a-2")
+        text = final["payload"]["result"]["payloads"][0]["text"]
+        assert text == f"[turn 1] {SLOW_TEXT}"
+        assert (await ws.response("a-1"))["payload"] == final["payload"]
+        history = await ws.ok("chat.history", {"sessionKey": "b"})
+        assert history["totalMessages"] == 0
+        await ws.ws.close()
 
 
 class TestAgent:

@@ -67,6 +67,17 @@ class WaitParams:
         return cls(run_id, WAIT_DEFAULT_MS if timeout_ms is None else timeout_ms)
 
 
+def accepted_answer(run: AgentRun) -> dict[str, Any]:
+    """The first `agent` answer."""
+    return {
+        "runId": run.id,
+        "sessionKey": run.session_key,
+        "agentId": run.agent_id,
+        "status": "accepted",
+        "acceptedAt": run.accepted_at,
+    }
+
+
 def final_answer(run: AgentRun, outcome: RunOutcome) -> dict[str, Any]:
     """The second `agent` answer; raises the failure as an error response with a payload."""
     if outcome.status == RunStatus.FAILED:
@@ -106,6 +117,13 @@ def register(methods: MethodRegistry) -> None:
         config, registry = ctx.config, ctx.registry
         run_id = params.idempotency_key
         previous = ctx.ws.idempotency.get(run_id)
+        if previous is None:
+            # The key was forgotten (5 minutes, 1000 newer keys) while its run goes on: still
+            # a repeat, as for `chat.send`; a second run under one id would leave the first
+            # one unaddressable.
+            running = registry.run(run_id)
+            if running is not None and not running.ended:
+                previous = IdempotentCall.of(running, accepted_answer(running))
         if previous is not None:
             # A repeat: the first call's answers, and no new run.
             if previous.accepted is not None:
@@ -142,13 +160,7 @@ def register(methods: MethodRegistry) -> None:
                 idempotency_key=run_id,
             )
         )
-        accepted = {
-            "runId": run_id,
-            "sessionKey": key,
-            "agentId": key_agent,
-            "status": "accepted",
-            "acceptedAt": run.accepted_at,
-        }
+        accepted = accepted_answer(run)
         ctx.ws.idempotency.put(run_id, IdempotentCall.of(run, accepted))
         ctx.respond(accepted)
         return final_answer(run, await run.wait())
