@@ -363,6 +363,17 @@ class TestIdempotency:
         assert history["totalMessages"] == 0
         await ws.ws.close()
 
+    async def test_a_key_of_256_characters_is_taken(self, ws: GatewayWs) -> None:
+        """Longer ones are refused (test_methods.py): a run keeps its key, the run id, for
+        10 minutes and the last 1000 keys are remembered, so a key of megabytes each would
+        pin gigabytes."""
+        key = "k" * 256
+        assert await ws.ok("chat.send", send("long-key", "hi", key)) == {
+            "runId": key,
+            "status": "started",
+        }
+        await ws.event("chat", state="final", runId=key)
+
 
 class TestAgent:
     async def test_answers_twice_with_the_same_id(self, ws: GatewayWs) -> None:

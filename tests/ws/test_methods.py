@@ -148,6 +148,16 @@ class TestDispatcher:
                 {"message": "m", "idempotencyKey": "k", "provider": "x"},
                 "provider is not supported",
             ),
+            (
+                "chat.send",
+                {"sessionKey": "a", "message": "m", "idempotencyKey": "k" * 257},
+                "at /idempotencyKey: must have at most 256 characters",
+            ),
+            (
+                "agent",
+                {"message": "m", "idempotencyKey": "k" * 257},
+                "at /idempotencyKey: must have at most 256 characters",
+            ),
             ("agent.wait", {}, "at /runId: is required"),
             # Beyond a double (JavaScript reads Infinity): no integer, no number.
             ("agent.wait", {"runId": "r", "timeoutMs": 10**400}, "at /timeoutMs: must be integer"),

@@ -11,7 +11,7 @@ from agents.errors import InvalidSessionKey, UnknownAgent
 from agents.keys import SESSION_KEY_MAX, parse_session_key
 from agents.runs import AgentRun, RunOutcome, RunStatus, TurnRequest
 from gateway.ws.dispatch import CallContext, MethodRegistry
-from gateway.ws.methods.chat import MSG_EMPTY
+from gateway.ws.methods.chat import IDEMPOTENCY_KEY_MAX, MSG_EMPTY
 from gateway.ws.methods.sessions import resolve_key
 from gateway.ws.protocol import (
     INVALID_REQUEST,
@@ -47,7 +47,7 @@ class AgentParams:
                 raise ParamsError(f"{name} is not supported")
         return cls(
             message=r.string("message") or "",
-            idempotency_key=r.required_string("idempotencyKey"),
+            idempotency_key=r.required_string("idempotencyKey", max_len=IDEMPOTENCY_KEY_MAX),
             agent_id=r.string("agentId", non_empty=True),
             session_key=r.string("sessionKey", max_len=SESSION_KEY_MAX) or None,
             extra_system_prompt=r.string("extraSystemPrompt") or "",

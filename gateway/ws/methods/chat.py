@@ -18,6 +18,9 @@ HISTORY_MAX = 1000
 # Sessions one connection may follow: a UI follows the one on screen and a few beside it;
 # the bound keeps a connection's filter small and its per-event check cheap.
 FOLLOW_MAX = 64
+# A run keeps its idempotency key as its id for 10 minutes, and the last 1000 keys are
+# remembered: unbounded, keys of megabytes would pin gigabytes. OpenClaw's hooks' bound.
+IDEMPOTENCY_KEY_MAX = 256
 STOP_COMMAND = "/stop"
 MSG_EMPTY = "message or attachment required"
 MSG_ATTACHMENTS = "attachments are not supported yet"
@@ -46,7 +49,7 @@ class SendParams:
         if not session_key:
             raise _session_required("chat.send")
         message = r.string("message") or ""
-        idempotency_key = r.required_string("idempotencyKey")
+        idempotency_key = r.required_string("idempotencyKey", max_len=IDEMPOTENCY_KEY_MAX)
         timeout_ms = r.integer("timeoutMs", minimum=0)
         r.string("thinking")
         r.boolean("deliver")
