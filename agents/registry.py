@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 import attrs
@@ -436,7 +437,7 @@ class SessionRegistry:
         with session.hold():
             session.abort_all("reset")
             # The lane: the aborted turn commits to the old transcript before the reset.
-            async with session.lane:
+            async with session.lane, self._stopped_elsewhere(key):
                 row = await self.store.reset(key, agent_id, self.clock())
                 session.row = row
         session.publish_change(ChangeReason.RESET, row=row)
@@ -453,13 +454,24 @@ class SessionRegistry:
         session = self._session(key)
         with session.hold():
             session.abort_all("delete")
-            async with session.lane:
+            async with session.lane, self._stopped_elsewhere(key):
                 deleted = await self.store.delete(
                     key, self.clock(), delete_transcript=delete_transcript
                 )
                 session.row = None
         self._publish_deleted(key, session.agent_id)
         return deleted
+
+    @asynccontextmanager
+    async def _stopped_elsewhere(self, key: str) -> AsyncIterator[None]:
+        """A shared store: another process's turn of the key is aborted, and held off while
+        the caller changes the session, as the lane holds off this process's turns. Else
+        the aborted turn would commit afterwards, into the new transcript or a deleted row."""
+        store = self.store
+        if store.bus is not None and await store.turn_running_elsewhere(key):
+            await store.bus.abort_elsewhere(key, None)
+        async with store.turn_lock(key):
+            yield
 
     # -- maintenance -------------------------------------------------------------------
 

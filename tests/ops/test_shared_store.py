@@ -245,6 +245,39 @@ class TestEventsAcrossProcesses:
             ("assistant", "[turn 1] again"),
         ]
 
+    @pytest.mark.parametrize("method", ["sessions.reset", "sessions.delete"])
+    async def test_reset_or_delete_on_one_stops_a_run_on_the_other_before_it_acts(
+        self,
+        start_gateway: StartGateway,
+        http: aiohttp.ClientSession,
+        pg_url: str,
+        method: str,
+    ) -> None:
+        """The aborted turn commits before the reset or delete, as on one process: it must
+        not finish later and write into the fresh (or deleted) session."""
+        a, b = start_gateway("a", delay_ms=200), start_gateway("b")
+        await chat(http, a.url, "k", "first")
+        response = await streaming(http, a.url, 100, "k")  # 20 s at 200 ms a word
+        ws = await connect_ws(http, b.url)
+        await ws.send_json({"type": "req", "id": "2", "method": method, "params": {"key": "k"}})
+        [answer] = [
+            f for f in await frames_until(ws, lambda f: f.get("id") == "2") if f.get("id") == "2"
+        ]
+        assert answer["ok"] is True, answer
+        async with asyncio.timeout(5):
+            await response.read()  # the stream ends now, not in 20 s
+        await asyncio.sleep(0.5)  # time for a late commit, were there one
+        async with PostgresSessionStore(pg_url) as store:
+            row = await store.get("agent:main:k")
+            if method == "sessions.delete":
+                assert row is None
+            else:
+                assert row is not None
+                assert row.session_id == answer["payload"]["entry"]["sessionId"]
+                assert (row.input_tokens, row.last_run_id) == (0, None)
+                assert (await store.history(row.session_id, 10)).total == 0
+        await ws.close()
+
     async def test_chat_abort_of_an_idle_session_answers_at_once(
         self, start_gateway: StartGateway, http: aiohttp.ClientSession
     ) -> None:
