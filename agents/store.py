@@ -620,6 +620,11 @@ def _dumps(value: Any) -> str:
     return repair_surrogates(compactjson.dumps(value))
 
 
+def _py_lower(value: str | None) -> str | None:
+    """SQL `py_lower(text)`: Python's `str.lower`, every letter, as search needles are."""
+    return value.lower() if isinstance(value, str) else value
+
+
 def active_since(now: int, active_minutes: float) -> int:
     """The `updated_at` cutoff of `active_minutes`, within SQL's integers: a client may ask
     for more minutes than a double holds in milliseconds."""
@@ -826,6 +831,9 @@ class SessionStore:
             # length of one transaction; the store's queries sort little (their orders have
             # indexes), so temporary tables stay small too.
             db.execute("PRAGMA temp_store = MEMORY")
+            # SQLite's lower() folds ASCII only: a label "Ärger" would match no search, not
+            # even "Ärger" (the needle is lowered in Python).
+            db.create_function("py_lower", 1, _py_lower, deterministic=True)
             self._migrate(db)
         except BaseException:
             db.close()
@@ -1075,7 +1083,7 @@ class SessionStore:
             args.append(agent_id.lower())
         if search:
             # instr() rather than LIKE: no wildcard escaping of client text.
-            where.append("(instr(key, ?) > 0 OR instr(lower(COALESCE(label, '')), ?) > 0)")
+            where.append("(instr(key, ?) > 0 OR instr(py_lower(COALESCE(label, '')), ?) > 0)")
             args += [search.lower(), search.lower()]
         if label is not None:
             where.append("label = ?")

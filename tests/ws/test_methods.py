@@ -455,6 +455,17 @@ class TestSessions:
         assert (limited["count"], limited["totalCount"], limited["hasMore"]) == (2, 3, True)
         assert (await ws.ok("sessions.list", {"activeMinutes": 5}))["totalCount"] == 3
 
+    @pytest.mark.parametrize(
+        "search", ["Ärger", "ärger", "ÄRGER", "über"], ids=["exact", "lower", "upper", "inner"]
+    )
+    async def test_list_search_ignores_the_case_of_any_letter(
+        self, ws: GatewayWs, search: str
+    ) -> None:
+        await ws.ok("sessions.patch", {"key": "umlaut", "label": "Ärger Über"})
+        await ws.ok("sessions.patch", {"key": "plain", "label": "Plain"})
+        listed = await ws.ok("sessions.list", {"search": search})
+        assert [s["label"] for s in listed["sessions"]] == ["Ärger Über"]
+
     @pytest.mark.parametrize("minutes", [1e300, 1.7e308])
     async def test_list_any_number_of_active_minutes(self, ws: GatewayWs, minutes: float) -> None:
         """More minutes than have passed since 1970 keep every session."""
