@@ -228,3 +228,14 @@ class TestLogTail:
     def test_a_cursor_from_elsewhere_resets(self) -> None:
         ring = self.ring("a")
         assert tail(ring, TailParams(50, 10, 1000))["reset"] is True
+
+    def test_a_cursor_of_another_process_within_this_ones_size_resets(self) -> None:
+        """Every cursor we hand out ends a line. Another worker's (or a previous process's)
+        cursor that falls inside this log cuts a line: the caller's place is lost, so it
+        hears so and gets the newest lines."""
+        other = self.ring("alpha", "beta")
+        cursor = tail(other, TailParams(None, 10, 1000))["cursor"]
+        ring = self.ring("xxx", "y" * 20, "zz")
+        answer = tail(ring, TailParams(cursor, 10, 1000))
+        assert (answer["reset"], answer["lines"]) == (True, ["xxx", "y" * 20, "zz"])
+        assert tail(ring, TailParams(answer["cursor"], 10, 1000))["reset"] is False

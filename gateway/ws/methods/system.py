@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from typing import Any
 
 import attrs
@@ -41,10 +42,15 @@ def tail(ring: LogRing, params: TailParams) -> dict[str, Any]:
     reset = False
     candidates = lines
     if params.cursor is not None:
-        if params.cursor > size or params.cursor < oldest_start:
+        cursor = params.cursor
+        # Every cursor we hand out ends a line: one that cuts a line is another process's
+        # (a restart, another worker of `--workers`), and says nothing about this log.
+        at = bisect.bisect_right(lines, cursor, key=lambda entry: entry[0])
+        ends_a_line = cursor == oldest_start or (at > 0 and lines[at - 1][0] == cursor)
+        if cursor > size or cursor < oldest_start or not ends_a_line:
             reset = True  # lines were lost, or the gateway restarted
         else:
-            candidates = [entry for entry in lines if entry[0] > params.cursor]
+            candidates = lines[at:]
     picked: list[str] = []
     total = 0
     truncated = False
