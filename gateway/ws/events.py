@@ -86,6 +86,7 @@ class EventFanout:
     followers: set[Connection] = attrs.field(factory=set)
     _chat: dict[str, _ChatRun] = attrs.field(factory=dict)
     _run_waiters: dict[str, list[asyncio.Future[None]]] = attrs.field(factory=dict)
+    _end_waiters: dict[str, list[asyncio.Future[RunEvent]]] = attrs.field(factory=dict)
 
     # -- the registry listener ------------------------------------------------------------
 
@@ -105,6 +106,10 @@ class EventFanout:
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
+        if self._end_waiters and event.is_terminal:
+            for end in self._end_waiters.pop(event.run_id, ()):
+                if not end.done():
+                    end.set_result(event)
         readers = self.readers_of(event.session_key)
         if readers:
             frame = event_frame(
@@ -232,11 +237,17 @@ class EventFanout:
         return waiter
 
     def unwatch_run(self, run_id: str, waiter: asyncio.Future[None]) -> None:
-        waiters = self._run_waiters.get(run_id)
-        if waiters and waiter in waiters:
-            waiters.remove(waiter)
-            if not waiters:
-                del self._run_waiters[run_id]
+        _unwatch(self._run_waiters, run_id, waiter)
+
+    def watch_run_end(self, run_id: str) -> asyncio.Future[RunEvent]:
+        """Resolved with the terminal event of a run with this id: the one thing this process
+        learns of another process's run (a shared store) is its events."""
+        waiter: asyncio.Future[RunEvent] = asyncio.get_running_loop().create_future()
+        self._end_waiters.setdefault(run_id, []).append(waiter)
+        return waiter
+
+    def unwatch_run_end(self, run_id: str, waiter: asyncio.Future[RunEvent]) -> None:
+        _unwatch(self._end_waiters, run_id, waiter)
 
     def close(self) -> None:
         for run in self._chat.values():
@@ -247,3 +258,17 @@ class EventFanout:
             for waiter in waiters:
                 waiter.cancel()
         self._run_waiters.clear()
+        for ends in self._end_waiters.values():
+            for end in ends:
+                end.cancel()
+        self._end_waiters.clear()
+
+
+def _unwatch(
+    watched: dict[str, list[asyncio.Future[Any]]], run_id: str, waiter: asyncio.Future[Any]
+) -> None:
+    waiters = watched.get(run_id)
+    if waiters and waiter in waiters:
+        waiters.remove(waiter)
+        if not waiters:
+            del watched[run_id]

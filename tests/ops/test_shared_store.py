@@ -278,6 +278,26 @@ class TestEventsAcrossProcesses:
                 assert (await store.history(row.session_id, 10)).total == 0
         await ws.close()
 
+    async def test_agent_wait_on_one_waits_for_a_run_on_the_other(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession
+    ) -> None:
+        a, b = start_gateway("a", delay_ms=200), start_gateway("b")
+        waiter = await connect_ws(http, b.url)
+        await asyncio.sleep(0.5)  # b's LISTEN is up: it hears of a's run from its start
+        sender = await connect_ws(http, a.url)
+        text = " ".join(f"w{i}" for i in range(10))  # 2 s at 200 ms a word
+        params = {"sessionKey": "k", "message": text, "idempotencyKey": "remote-1"}
+        await sender.send_json({"type": "req", "id": "1", "method": "chat.send", "params": params})
+        await frames_until(sender, lambda f: f.get("id") == "1")
+        await frames_until(waiter, lambda f: f.get("event") == "agent")  # it is running
+        wait = {"runId": "remote-1", "timeoutMs": 15_000}
+        await waiter.send_json({"type": "req", "id": "2", "method": "agent.wait", "params": wait})
+        answer = (await frames_until(waiter, lambda f: f.get("id") == "2"))[-1]
+        assert list(answer["payload"]) == ["runId", "status", "startedAt", "endedAt"]
+        assert answer["payload"]["status"] == "ok"
+        for ws in (waiter, sender):
+            await ws.close()
+
     async def test_chat_abort_of_an_idle_session_answers_at_once(
         self, start_gateway: StartGateway, http: aiohttp.ClientSession
     ) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import attrs
 
 from agents.errors import InvalidSessionKey, UnknownAgent
+from agents.events import LifecyclePhase, RunEvent
 from agents.keys import SESSION_KEY_MAX, parse_session_key
 from agents.runs import AgentRun, RunOutcome, RunStatus, TurnRequest
 from gateway.ws.dispatch import CallContext, MethodRegistry
@@ -111,6 +112,19 @@ def final_answer(run: AgentRun, outcome: RunOutcome) -> dict[str, Any]:
     }
 
 
+def ended_elsewhere(event: RunEvent) -> dict[str, Any]:
+    """`agent.wait`'s answer for another process's run, from its terminal event."""
+    data = event.data
+    failed = data.get("phase") == LifecyclePhase.ERROR
+    status = "error" if failed else "timeout" if data.get("aborted") else "ok"
+    answer: dict[str, Any] = {"runId": event.run_id, "status": status}
+    answer["startedAt"] = data.get("startedAt")
+    answer["endedAt"] = data.get("endedAt")
+    if failed:
+        answer["error"] = data.get("error")
+    return answer
+
+
 def register(methods: MethodRegistry) -> None:
     @methods.method("agent", params=AgentParams.parse, scope=WRITE)
     async def agent(ctx: CallContext, params: AgentParams) -> Any:
@@ -172,14 +186,23 @@ def register(methods: MethodRegistry) -> None:
         deadline = loop.time() + params.timeout_ms / 1000
         run = registry.run(params.run_id)
         if run is None:
-            # Not submitted yet: its first event announces it.
-            waiter = fanout.watch_run(params.run_id)
+            # Not submitted yet: its first event announces it. Or it runs on another process
+            # (a shared store): its events, the only thing of it that reaches us, say when
+            # it ends.
+            first = fanout.watch_run(params.run_id)
+            end = fanout.watch_run_end(params.run_id)
             try:
-                await asyncio.wait((waiter,), timeout=params.timeout_ms / 1000)
+                await asyncio.wait((first,), timeout=params.timeout_ms / 1000)
+                run = registry.run(params.run_id)
+                if run is None and first.done() and not first.cancelled():
+                    await asyncio.wait((end,), timeout=max(0.0, deadline - loop.time()))
+                    if end.done() and not end.cancelled():  # cancelled: shutting down
+                        return ended_elsewhere(end.result())
             finally:
-                fanout.unwatch_run(params.run_id, waiter)
-                waiter.cancel()
-            run = registry.run(params.run_id)
+                fanout.unwatch_run(params.run_id, first)
+                fanout.unwatch_run_end(params.run_id, end)
+                first.cancel()
+                end.cancel()
             if run is None:
                 return {"runId": params.run_id, "status": "timeout"}
         try:
