@@ -196,6 +196,21 @@ class TestEventsAcrossProcesses:
         assert reply[0] == "assistant" and len(reply[1].split()) < 50
         await ws.close()
 
+    async def test_a_stop_command_on_one_stops_a_run_on_the_other(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession
+    ) -> None:
+        a, b = start_gateway("a", delay_ms=200), start_gateway("b")
+        response = await streaming(http, a.url, 100, "k")  # 20 s at 200 ms a word
+        ws = await connect_ws(http, b.url)
+        params = {"sessionKey": "k", "message": "/stop", "idempotencyKey": "stop-1"}
+        await ws.send_json({"type": "req", "id": "2", "method": "chat.send", "params": params})
+        answer = (await frames_until(ws, lambda f: f.get("id") == "2"))[-1]
+        assert answer["payload"]["aborted"] is True, answer
+        assert len(answer["payload"]["runIds"]) == 1
+        async with asyncio.timeout(5):
+            await response.read()  # the stream ends now, not in 20 s
+        await ws.close()
+
     async def test_a_stateless_turn_takes_no_lock_and_chat_abort_on_the_other_still_stops_it(
         self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_url: str
     ) -> None:

@@ -100,6 +100,8 @@ def register(methods: MethodRegistry) -> None:
         registry = ctx.registry
         if params.message.strip() == STOP_COMMAND:
             aborted = registry.abort_session(key, "stop")
+            if not aborted:
+                aborted = await abort_elsewhere(ctx, key, None)
             return {"ok": True, "aborted": bool(aborted), "runIds": aborted}
         run_id = params.idempotency_key
         # No await from here to put(): a concurrent duplicate sees this call's entry.
