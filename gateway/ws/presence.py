@@ -25,6 +25,10 @@ from gateway.ws.protocol import ROLE_OPERATOR, ClientInfo, EventFrame
 
 # OpenClaw keeps disconnected entries; how long is unverified, 5 minutes is the spec's choice.
 DISCONNECTED_RETENTION_MS = 5 * 60 * 1000
+# ... and at most this many of them, the oldest dropped first: a client in a reconnect loop
+# (each connection a new instance) would otherwise grow the book and every `system-presence`
+# answer for those 5 minutes; a thousand is more than any real set of operator clients.
+DISCONNECTED_MAX = 1000
 
 
 @attrs.define
@@ -102,6 +106,8 @@ class PresenceBook:
         self._gone.pop(conn_id, None)
         self._gone[conn_id] = entry
         self._gone_by_instance.setdefault(entry.instance, set()).add(conn_id)
+        if len(self._gone) > DISCONNECTED_MAX:
+            self._forget(next(iter(self._gone)))
         self.version += 1
 
     def snapshot(self, now: int, limit: int | None = None) -> list[dict[str, Any]]:
@@ -119,12 +125,16 @@ class PresenceBook:
             assert entry.disconnected_at is not None
             if now - entry.disconnected_at <= DISCONNECTED_RETENTION_MS:
                 return
-            del gone[key]
-            del self._entries[key]
-            keys = self._gone_by_instance[entry.instance]
-            keys.discard(key)
-            if not keys:
-                del self._gone_by_instance[entry.instance]
+            self._forget(key)
+
+    def _forget(self, key: str) -> None:
+        """A disconnected entry, gone for good."""
+        entry = self._gone.pop(key)
+        del self._entries[key]
+        keys = self._gone_by_instance[entry.instance]
+        keys.discard(key)
+        if not keys:
+            del self._gone_by_instance[entry.instance]
 
     def _own(self, now: int) -> dict[str, Any]:
         return {

@@ -8,7 +8,7 @@ import contextlib
 import time
 from typing import Any
 
-from gateway.ws.presence import DISCONNECTED_RETENTION_MS, PresenceBook
+from gateway.ws.presence import DISCONNECTED_MAX, DISCONNECTED_RETENTION_MS, PresenceBook
 from gateway.ws.protocol import ClientInfo
 from gateway.ws.state import WsSettings
 from tests.support.ws_client import Gateway, GatewayWs, MakeGateway
@@ -78,6 +78,22 @@ class TestPresenceBook:
         # Forgotten for good: its instance connects again as a new entry.
         book.connect("c3", client("a", "i-1"), (), now=12 + DISCONNECTED_RETENTION_MS)
         assert names(book.snapshot(now=13 + DISCONNECTED_RETENTION_MS)) == ["self", "a", "b"]
+
+    def test_at_most_so_many_disconnected_entries_are_kept(self) -> None:
+        """A client in a reconnect loop (a new instance each time, as a connId is) must not
+        grow the book, and `system-presence`, for five minutes: the oldest go first."""
+        book = PresenceBook()
+        book.connect("live", client("live"), (), now=0)
+        for i in range(DISCONNECTED_MAX + 10):
+            book.connect(f"c{i}", client(f"n{i}"), (), now=1)
+            book.disconnect(f"c{i}", now=2, last_activity_at=1)
+        entries = book.snapshot(now=3)
+        gone = [e["clientId"] for e in entries if e["reason"] == "disconnect"]
+        assert len(gone) == DISCONNECTED_MAX
+        assert gone[0] == f"n{DISCONNECTED_MAX + 9}" and gone[-1] == "n10"
+        assert [e["clientId"] for e in entries if e["reason"] == "connect"] == ["live"]
+        book.connect("again", client("n10", "c10"), (), now=4)  # its instance, replaced
+        assert len(book.snapshot(now=5)) == 1 + 1 + DISCONNECTED_MAX
 
 
 class TestPresenceEvents:
