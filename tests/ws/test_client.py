@@ -135,10 +135,9 @@ class TestCall:
 Script = Callable[[web.WebSocketResponse], Awaitable[None]]
 
 
-async def call_through(
-    aiohttp_server: Any, script: Script, env: dict[str, str], tmp_path: Path, *more: str
-) -> subprocess.CompletedProcess[str]:
-    """`clawgate call health` against a WebSocket server that plays `script` once upgraded."""
+async def scripted(aiohttp_server: Any, script: Script, tmp_path: Path) -> list[str]:
+    """`clawgate call health`'s arguments for a WebSocket server that plays `script` once
+    upgraded."""
 
     async def handler(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
@@ -151,8 +150,14 @@ async def call_through(
     server = await aiohttp_server(app)
     (tmp_path / "token").write_text("t\n")
     url = f"ws://127.0.0.1:{server.port}/"
-    args = ["call", "health", "--url", url, "--token-file", str(tmp_path / "token"), *more]
-    return await asyncio.to_thread(run_cli, args, env)
+    return ["call", "health", "--url", url, "--token-file", str(tmp_path / "token")]
+
+
+async def call_through(
+    aiohttp_server: Any, script: Script, env: dict[str, str], tmp_path: Path, *more: str
+) -> subprocess.CompletedProcess[str]:
+    args = await scripted(aiohttp_server, script, tmp_path)
+    return await asyncio.to_thread(run_cli, [*args, *more], env)
 
 
 async def answer_connect(ws: web.WebSocketResponse) -> str:
@@ -178,34 +183,29 @@ class TestAHostileGateway:
         assert (result.returncode, result.stdout) == (1, "")
         assert result.stderr == "error: the gateway sent a frame that is not a JSON object\n"
 
-    async def test_an_error_that_is_not_an_object(
-        self, aiohttp_server: Any, env: dict[str, str], tmp_path: Path
+    @pytest.mark.parametrize(
+        ("error", "printed"),
+        [
+            ("boom", "request failed"),  # an error that is not an object
+            # ESC ] 0 ; … BEL sets the terminal's title; others write the clipboard or move
+            # the cursor over what was printed before: escaped, they reach it as text.
+            (
+                {"code": "INVALID_REQUEST", "message": "no\x1b]0;owned\x07\x1b[2K\x9b1A\r"},
+                "no\\x1b]0;owned\\x07\\x1b[2K\\x9b1A\\x0d",
+            ),
+        ],
+    )
+    async def test_an_error_answer_is_one_printable_line(
+        self, aiohttp_server: Any, env: dict[str, str], tmp_path: Path, error: Any, printed: str
     ) -> None:
         async def script(ws: web.WebSocketResponse) -> None:
             request = await answer_connect(ws)
-            await ws.send_json({"type": "res", "id": request, "ok": False, "error": "boom"})
-            await ws.receive()
-
-        result = await call_through(aiohttp_server, script, env, tmp_path)
-        assert (result.returncode, result.stdout) == (1, "")
-        assert result.stderr == "error: request failed\n"
-
-    async def test_control_characters_of_an_error_message_reach_the_terminal_escaped(
-        self, aiohttp_server: Any, env: dict[str, str], tmp_path: Path
-    ) -> None:
-        # ESC ] 0 ; … BEL sets the terminal's title; others write the clipboard or move the
-        # cursor over what was printed before.
-        message = "unknown method\x1b]0;owned\x07\x1b[2K\x9b1A\r"
-
-        async def script(ws: web.WebSocketResponse) -> None:
-            request = await answer_connect(ws)
-            error = {"code": "INVALID_REQUEST", "message": message}
             await ws.send_json({"type": "res", "id": request, "ok": False, "error": error})
             await ws.receive()
 
         result = await call_through(aiohttp_server, script, env, tmp_path)
         assert (result.returncode, result.stdout) == (1, "")
-        assert result.stderr == "error: unknown method\\x1b]0;owned\\x07\\x1b[2K\\x9b1A\\x0d\n"
+        assert result.stderr == f"error: {printed}\n"
 
     async def test_a_server_that_never_answers_is_a_timeout_not_a_refused_connect(
         self, aiohttp_server: Any, env: dict[str, str], tmp_path: Path
@@ -225,20 +225,12 @@ class TestInterrupt:
     ) -> None:
         connected = asyncio.Event()
 
-        async def handler(request: web.Request) -> web.WebSocketResponse:
-            ws = web.WebSocketResponse()
-            await ws.prepare(request)
+        async def script(ws: web.WebSocketResponse) -> None:
             await ws.receive()
             connected.set()
             await ws.receive()
-            return ws
 
-        app = web.Application()
-        app.router.add_get("/", handler)
-        server = await aiohttp_server(app)
-        (tmp_path / "token").write_text("t\n")
-        url = f"ws://127.0.0.1:{server.port}/"
-        args = ["call", "health", "--url", url, "--token-file", str(tmp_path / "token")]
+        args = await scripted(aiohttp_server, script, tmp_path)
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway", *args, env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
