@@ -41,6 +41,11 @@ class StoreUnavailable(StoreError):
     """The shared database cannot be reached now (down, restarting): worth a retry later."""
 
 
+class UnusableStore(StoreError):
+    """The store holds what this version cannot use (not a database, a newer schema): a
+    restart would meet it again."""
+
+
 class UnsafeStoreFile(StoreError):
     """A database file is a symlink or not a regular file: refused, never followed."""
 

@@ -43,7 +43,7 @@ import attrs
 
 from agents import compactjson
 from agents.config import MaintenanceConfig
-from agents.errors import StoreError, UnsafeStoreFile
+from agents.errors import StoreError, UnsafeStoreFile, UnusableStore
 from agents.ids import uuid7
 from agents.keys import is_main_key
 from agents.providers.base import ChatMessage, ToolCall
@@ -835,6 +835,13 @@ class SessionStore:
             # even "Ärger" (the needle is lowered in Python).
             db.create_function("py_lower", 1, _py_lower, deterministic=True)
             self._migrate(db)
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            if exc.sqlite_errorcode == sqlite3.SQLITE_NOTADB:
+                raise UnusableStore(
+                    f"{self.path} is not a SQLite database ({type(exc).__name__}: {exc})"
+                ) from exc
+            raise
         except BaseException:
             db.close()
             raise
@@ -871,7 +878,7 @@ class SessionStore:
     def _migrate(db: sqlite3.Connection) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise StoreError(f"{DB_FILENAME} has schema {version}, newer than {SCHEMA_VERSION}")
+            raise UnusableStore(f"{DB_FILENAME} has schema {version}, newer than {SCHEMA_VERSION}")
         for target in range(version + 1, SCHEMA_VERSION + 1):
             db.execute("BEGIN IMMEDIATE")
             try:

@@ -32,7 +32,7 @@ import asyncpg
 import structlog
 
 from agents.config import MaintenanceConfig
-from agents.errors import StoreError, StoreUnavailable
+from agents.errors import StoreError, StoreUnavailable, UnusableStore
 from agents.events_postgres import PostgresEventBus
 from agents.ids import uuid7
 from agents.keys import is_main_key
@@ -400,7 +400,9 @@ class PostgresSessionStore:
             )
             version = await conn.fetchval("SELECT MAX(version) FROM clawgate_schema") or 0
             if version > SCHEMA_VERSION:
-                raise StoreError(f"the database has schema {version}, newer than {SCHEMA_VERSION}")
+                raise UnusableStore(
+                    f"the database has schema {version}, newer than {SCHEMA_VERSION}"
+                )
             for target in range(version + 1, SCHEMA_VERSION + 1):
                 await conn.execute(MIGRATIONS[target - 1])
                 await conn.execute("INSERT INTO clawgate_schema (version) VALUES ($1)", target)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import structlog
 
-from agents.errors import StoreError, UnsafeStoreFile
+from agents.errors import StoreError, UnsafeStoreFile, UnusableStore
 from gateway import __version__
 from gateway.auth import with_generated_token
 from gateway.client import add_commands as add_client_commands
@@ -161,10 +161,17 @@ def _run(args: argparse.Namespace) -> int:
             return runner.run(serve(config, loader))
     except (UnsafeStateError, UnsafeStoreFile) as exc:
         return _refuse_state(exc)
+    except UnusableStore as exc:
+        # Data this version cannot use: a restart would meet it again.
+        print(f"cannot open the session store: {exc.detail}", file=sys.stderr)
+        log.error("store_open_refused", backend=config.store.backend, error=exc.detail)
+        return EX_CONFIG
     except StoreError as exc:
         # A shared database that is down or refuses us: a runtime failure, worth a restart.
-        print(f"cannot open the session store: {exc.message}", file=sys.stderr)
-        log.error("store_open_failed", backend=config.store.backend, error=exc.message)
+        # The detail, not the message (a client's "internal error"), says what to fix.
+        reason = exc.detail or exc.message
+        print(f"cannot open the session store: {reason}", file=sys.stderr)
+        log.error("store_open_failed", backend=config.store.backend, error=reason)
         return 1
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from agents.store import SCHEMA_VERSION
 from tests.support.openclaw_secrets import ENVIRON, OPENCLAW_SECRETS, SECRET_MARK, SECRET_NUMBERS
 from tests.support.process import GatewayProcess, run_cli
 
@@ -274,6 +277,40 @@ class TestRun:
             result = run_cli(["run", "--port", str(port)], env)
         assert result.returncode == 1
         assert f"cannot listen on 127.0.0.1:{port}: address already in use" in result.stderr
+
+    def test_a_database_file_that_is_no_database_exits_78_saying_so(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        state = tmp_path / "state"
+        state.mkdir(mode=0o700)
+        database = state / "sessions.sqlite3"
+        database.write_bytes(b"not a database, but a file that took its name " * 200)
+        database.chmod(0o600)
+        result = run_cli(["run", "--port", "0", "--token", "t0ken"], env)
+        assert result.returncode == 78
+        assert "gateway_listening" not in result.stderr
+        assert "Traceback" not in result.stderr
+        assert (
+            f"cannot open the session store: {database} is not a SQLite database"
+            " (DatabaseError: file is not a database)"
+        ) in result.stderr.splitlines()
+
+    def test_a_database_of_a_newer_schema_exits_78_saying_so(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        state = tmp_path / "state"
+        state.mkdir(mode=0o700)
+        database = state / "sessions.sqlite3"
+        with contextlib.closing(sqlite3.connect(database)) as db:
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        database.chmod(0o600)
+        result = run_cli(["run", "--port", "0", "--token", "t0ken"], env)
+        assert result.returncode == 78
+        assert "gateway_listening" not in result.stderr
+        assert (
+            "cannot open the session store: sessions.sqlite3 has schema"
+            f" {SCHEMA_VERSION + 1}, newer than {SCHEMA_VERSION}"
+        ) in result.stderr.splitlines()
 
     def test_bare_options_mean_run(self, env: dict[str, str]) -> None:
         # Only the `run` subcommand knows --port, so this error proves the routing.

@@ -18,7 +18,7 @@ import pytest
 
 from agents.store_postgres import LOCK_CLASS_TURN, PostgresSessionStore
 from tests.support.pgserver import PASSWORD, PgServer
-from tests.support.process import GatewayProcess, clean_env
+from tests.support.process import GatewayProcess, clean_env, run_cli
 from tests.support.process_client import auth, connect_ws
 from tests.support.shared_store import chat, frames_until, shared_config, streaming
 
@@ -400,3 +400,19 @@ class TestFaults:
         for key, messages in (await transcripts(pg_url)).items():
             roles = [role for role, _ in messages]
             assert roles == ["user", "assistant"] * (len(roles) // 2), key
+
+    def test_a_password_the_server_refuses_stops_run_with_1_saying_so_without_it(
+        self, tmp_path: Path, database: str
+    ) -> None:
+        config = tmp_path / "clawgate.json5"
+        config.write_text(shared_config(database, 0))
+        args = ["run", "--config", str(config), "--state-dir", str(tmp_path / "s"), "--port", "0"]
+        env = clean_env(tmp_path / "home", {"CLAWGATE_DB_PASSWORD": "not-the-password-4d1c"})
+        result = run_cli(args, env)
+        assert result.returncode == 1
+        assert "gateway_listening" not in result.stderr
+        assert "not-the-password-4d1c" not in result.stderr
+        assert (
+            "cannot open the session store: InvalidPasswordError: password authentication"
+            ' failed for user "clawgate"'
+        ) in result.stderr.splitlines()
