@@ -24,7 +24,14 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterator,
+    Sequence,
+)
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -75,6 +82,10 @@ SQL_LOCK = "SELECT pg_advisory_lock($1, hashtext($2))"
 SQL_TRY_LOCK = "SELECT pg_try_advisory_lock($1, hashtext($2))"
 # A request must not hang on a database that is down: connecting gives up after this long.
 CONNECT_TIMEOUT_S = 5.0
+# Nor on one that stopped answering (a host gone from the network, a paused VM: the connection
+# stays open for many minutes). Our statements take milliseconds, a maintenance batch or a
+# usage scan of a large store seconds; one unanswered this long is a database that is away.
+STATEMENT_TIMEOUT_S = 30.0
 
 _SCHEMA_V1 = """
 CREATE TABLE sessions (
@@ -303,6 +314,29 @@ async def _acquire(pool: asyncpg.Pool) -> Connection:
         return await pool.acquire()
 
 
+@contextlib.contextmanager
+def _answered_within(conn: Connection, seconds: float) -> Iterator[None]:
+    """Close `conn` when what runs inside waits longer than `seconds` for the server: the
+    statement, and a rollback after it, fail at once (a timeout that cancelled the wait would
+    leave asyncpg waiting for the server to confirm the cancel, and the rollback behind it)."""
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        _terminate(conn)
+
+    deadline = asyncio.get_running_loop().call_later(seconds, expire)
+    try:
+        yield
+    except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:
+        if expired:
+            raise StoreUnavailable(f"no answer from the database in {seconds} s") from exc
+        raise
+    finally:
+        deadline.cancel()
+
+
 def _terminate(conn: Connection) -> None:
     """Close a pooled connection now, whatever state it is in. One the server cut (a restart)
     is already closed, and asyncpg has taken it back into the pool: nothing is left to do."""
@@ -324,8 +358,10 @@ class PostgresSessionStore:
         lock_pool_size: int = DEFAULT_LOCK_POOL_SIZE,
         max_lock_waiters: int = DEFAULT_LOCK_WAITERS,
         on_commit: Callable[[float], None] | None = None,
+        statement_timeout: float = STATEMENT_TIMEOUT_S,
     ) -> None:
         self.url = url
+        self._statement_timeout = statement_timeout
         # Told the seconds each write took, its first statement to its commit (the gateway's
         # metrics, as the SQLite store's); it must not block: it runs on the event loop.
         self.on_commit = on_commit
@@ -432,11 +468,12 @@ class PostgresSessionStore:
             conn = await _acquire(pool)
             try:
                 started = time.perf_counter()
-                if in_transaction:
-                    async with conn.transaction():
+                with _answered_within(conn, self._statement_timeout):
+                    if in_transaction:
+                        async with conn.transaction():
+                            result = await fn(conn)
+                    else:
                         result = await fn(conn)
-                else:
-                    result = await fn(conn)
             finally:
                 await pool.release(conn)
         except StoreError:
@@ -464,14 +501,15 @@ class PostgresSessionStore:
             yield
         finally:
             try:
-                await conn.execute(
-                    "SELECT pg_advisory_unlock($1, hashtext($2))", LOCK_CLASS_TURN, key
-                )
+                with _answered_within(conn, self._statement_timeout):
+                    await conn.execute(
+                        "SELECT pg_advisory_unlock($1, hashtext($2))", LOCK_CLASS_TURN, key
+                    )
             except BaseException as exc:
                 # The turn is over (committed or not); a lock we cannot give back is let go
                 # by closing its connection, and that is no failure of the turn.
                 _terminate(conn)
-                if not isinstance(exc, (asyncpg.PostgresError, *_UNAVAILABLE)):
+                if not isinstance(exc, (StoreUnavailable, asyncpg.PostgresError, *_UNAVAILABLE)):
                     await self._give_back(locks, conn)
                     raise
             await self._give_back(locks, conn)
@@ -516,7 +554,10 @@ class PostgresSessionStore:
             try:
                 if while_waiting is None:
                     await conn.execute(SQL_LOCK, LOCK_CLASS_TURN, key)
-                elif not await conn.fetchval(SQL_TRY_LOCK, LOCK_CLASS_TURN, key):
+                    return conn
+                with _answered_within(conn, self._statement_timeout):
+                    taken = await conn.fetchval(SQL_TRY_LOCK, LOCK_CLASS_TURN, key)
+                if not taken:
                     self._lock_waiters += 1
                     try:
                         async with while_waiting():

@@ -162,6 +162,68 @@ class TestTurns:
             assert sum(created for _, created in results) == 1
 
 
+class TestAServerThatStopsAnswering:
+    """A database host gone from the network keeps our connections open for many minutes:
+    a statement left unanswered fails as unavailable after the statement timeout, and the
+    store works again once the server answers, without being reopened."""
+
+    async def test_a_turn_left_unanswered_fails_as_unavailable_and_is_stored_whole_or_not(
+        self, pg_server: PgServer, pg_url: str
+    ) -> None:
+        async with PostgresSessionStore(pg_url, statement_timeout=0.5) as store:
+            row, _ = await store.create(KEY, "main", 100)
+            with pg_server.frozen():
+                async with asyncio.timeout(5):
+                    with pytest.raises(StoreUnavailable, match="no answer from the database"):
+                        await store.append_turn(turn(row, "r1"))
+            # The server may still run the first statement, left in its socket, when it comes
+            # back: it is let do so before the next turn's.
+            await asyncio.sleep(0.5)
+            async with asyncio.timeout(10):
+                await store.append_turn(turn(row, "r2"))
+            history = await store.history(row.session_id, 10)
+        # Whether the server ran the first statement when it came back cannot be known here;
+        # either way no turn is half-written.
+        runs = [m.run_id for m in history.messages]
+        assert runs in (["r2", "r2"], ["r1", "r1", "r2", "r2"])
+
+    async def test_a_turn_lock_given_back_unanswered_lets_the_turn_end(
+        self, pg_server: PgServer, pg_url: str
+    ) -> None:
+        async with (
+            PostgresSessionStore(pg_url, statement_timeout=0.5) as store,
+            PostgresSessionStore(pg_url) as other,
+        ):
+            async with asyncio.timeout(5):
+                lock = store.turn_lock(KEY)
+                await lock.__aenter__()
+                with pg_server.frozen():
+                    await lock.__aexit__(None, None, None)
+            # The lock went with its connection: the other process takes it.
+            order: list[str] = []
+            await asyncio.wait_for(TestTurnLock._take(other, KEY, order), 10)
+            assert order == ["b"]
+
+    async def test_taking_a_turn_lock_unanswered_fails_as_unavailable(
+        self, pg_server: PgServer, pg_url: str
+    ) -> None:
+        async with PostgresSessionStore(pg_url, statement_timeout=0.5) as store:
+            async with store.turn_lock(KEY):  # leaves an idle lock connection in the pool
+                pass
+            with pg_server.frozen():
+                async with asyncio.timeout(5):
+                    with pytest.raises(StoreUnavailable):
+                        async with store.turn_lock("agent:main:s2", while_waiting=_nothing):
+                            pass
+            async with asyncio.timeout(10), store.turn_lock("agent:main:s2"):
+                pass
+
+
+@contextlib.asynccontextmanager
+async def _nothing() -> AsyncIterator[None]:
+    yield
+
+
 class TestPrune:
     async def test_a_session_whose_turn_runs_on_another_process_is_not_pruned(
         self, pg_url: str
