@@ -34,7 +34,7 @@ import socket
 import time
 import uuid
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import asyncpg
@@ -53,6 +53,12 @@ MAX_PARTIAL_MESSAGES = 256
 ABORT_REPLY_TIMEOUT_S = 2.0
 # Between attempts to reconnect after the database went away.
 RECONNECT_DELAY_S = 1.0
+# A partition (or a firewall that forgot the connection) leaves a connection open with nothing
+# passing on it and no error, ever, on one that only listens. So the listening connection is
+# asked a `SELECT 1` this often, and a connection whose statement waits this long for an
+# answer is closed and made again (a NOTIFY or the probe take milliseconds).
+PROBE_INTERVAL_S = 10.0
+ANSWER_TIMEOUT_S = 5.0
 # Events not yet sent are dropped past this many (the database is down): the runs go on, and
 # remote watchers miss deltas rather than the process growing without bound.
 MAX_QUEUED_ITEMS = 100_000
@@ -68,6 +74,17 @@ MAX_REMOTE_RUNS = 10_000
 RemoteListener = Callable[[RunEvent | SessionChange], None]
 # Aborts the session's runs here (or the one run): the ids it aborted.
 LocalAbort = Callable[[str, str | None], list[str]]
+
+
+@contextlib.contextmanager
+def closed_if_unanswered(conn: Any, seconds: float) -> Iterator[None]:
+    """Close `conn` when what runs inside waits longer than `seconds` for the server: the
+    wait fails at once (cancelling it would leave asyncpg waiting for the server to confirm)."""
+    deadline = asyncio.get_running_loop().call_later(seconds, conn.terminate)
+    try:
+        yield
+    finally:
+        deadline.cancel()
 
 
 def process_origin() -> str:
@@ -231,7 +248,7 @@ class PostgresEventBus:
         """Reconnect the LISTEN connection when the database went away and came back.
         Notifications sent meanwhile are lost (NOTIFY keeps nothing for absent listeners).
         Also the watch refresh: ours said again, the others' expired words forgotten."""
-        said = time.monotonic()
+        said = probed = time.monotonic()
         while not self._closing:
             await asyncio.sleep(RECONNECT_DELAY_S)
             now = time.monotonic()
@@ -241,14 +258,29 @@ class PostgresEventBus:
             if self._watched_here and now - said >= WATCH_REFRESH_S:
                 self._put({"t": "watch", "on": True})
                 said = now
-            if self._listener is not None and not self._listener.is_closed():
-                continue
+            listener = self._listener
+            if listener is not None and not listener.is_closed():
+                if now - probed < PROBE_INTERVAL_S:
+                    continue
+                probed = now
+                if await self._answers(listener):
+                    continue
+                log.warning("event_bus_unanswered", direction="listen")
             self.listening.clear()
             try:
                 await self._listen()
                 log.info("event_bus_reconnected", direction="listen")
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
                 continue
+
+    @staticmethod
+    async def _answers(conn: Any) -> bool:
+        try:
+            with closed_if_unanswered(conn, ANSWER_TIMEOUT_S):
+                await conn.execute("SELECT 1")
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            return False
+        return True
 
     # -- out -------------------------------------------------------------------------------
 
@@ -301,8 +333,9 @@ class PostgresEventBus:
                 try:
                     if conn is None or conn.is_closed():
                         conn = self._sender = await self._connect()
-                    for payload in encode(self.origin, next(self._message_ids), batch):
-                        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+                    with closed_if_unanswered(conn, ANSWER_TIMEOUT_S):
+                        for payload in encode(self.origin, next(self._message_ids), batch):
+                            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
                     # The database is away: this batch is lost, later ones wait for it.
                     log.warning("event_bus_send_failed", items=len(batch))

@@ -21,6 +21,8 @@ from agents.events_postgres import (
     encode,
     encode_item,
 )
+from tests.support.blackhole import Blackhole
+from tests.support.pgserver import PgServer
 
 
 def event(seq: int, text: str = "hi") -> RunEvent:
@@ -221,6 +223,64 @@ class TestBus:
         await conn.add_listener(CHANNEL, heard)
         yield kinds
         await conn.close()
+
+
+@pytest.mark.postgres
+class TestAConnectionThePartitionSwallowed:
+    """A partition (or a firewall that forgot the connections) leaves the bus's connections
+    open with nothing passing on them; no error ever comes. The bus finds that out and
+    connects again, so events pass again once the database can be reached."""
+
+    @pytest.fixture
+    async def partitioned(
+        self, pg_server: PgServer, pg_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> AsyncIterator[tuple[PostgresEventBus, PostgresEventBus, Blackhole]]:
+        monkeypatch.setattr(events_postgres, "PROBE_INTERVAL_S", 0.2)
+        monkeypatch.setattr(events_postgres, "ANSWER_TIMEOUT_S", 0.5)
+        hole = Blackhole("127.0.0.1", pg_server.port)
+        await hole.start()
+        far = PostgresEventBus(pg_url.replace(f":{pg_server.port}/", f":{hole.listen_port}/"))
+        near = PostgresEventBus(pg_url)
+        await far.start(lambda key, run_id: [])
+        await near.start(lambda key, run_id: [])
+        yield far, near, hole
+        await far.aclose()
+        await near.aclose()
+        await hole.aclose()
+
+    async def test_events_reach_a_process_whose_listening_connection_was_swallowed(
+        self, partitioned: tuple[PostgresEventBus, PostgresEventBus, Blackhole]
+    ) -> None:
+        far, near, hole = partitioned
+        heard: list[RunEvent | SessionChange] = []
+        far.add_remote_listener(heard.append)
+        far.watchers_here(1)
+        await until(lambda: near.watched_elsewhere)
+        hole.swallow()
+        seq = 0
+        async with asyncio.timeout(10):
+            while not heard:
+                seq += 1
+                near.publish(event(seq))  # one sent while nobody listens is lost
+                await asyncio.sleep(0.1)
+
+    async def test_events_leave_a_process_whose_sending_connection_was_swallowed(
+        self, partitioned: tuple[PostgresEventBus, PostgresEventBus, Blackhole]
+    ) -> None:
+        far, near, hole = partitioned
+        heard: list[RunEvent | SessionChange] = []
+        near.add_remote_listener(heard.append)
+        near.watchers_here(1)
+        await until(lambda: far.watched_elsewhere)
+        far.publish(event(1))
+        await until(lambda: heard)
+        hole.swallow()
+        seq = 1
+        async with asyncio.timeout(10):
+            while len(heard) < 2:
+                seq += 1
+                far.publish(event(seq))
+                await asyncio.sleep(0.1)
 
 
 async def until(condition: Callable[[], object]) -> None:
