@@ -552,18 +552,21 @@ class PostgresSessionStore:
             except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:
                 raise _store_error(exc) from exc
             try:
+                # Tried first, within the statement timeout: a pooled connection the network
+                # swallowed is found out here, not in a wait for another turn that has no end.
+                with _answered_within(conn, self._statement_timeout):
+                    taken = await conn.fetchval(SQL_TRY_LOCK, LOCK_CLASS_TURN, key)
+                if taken:
+                    return conn
                 if while_waiting is None:
                     await conn.execute(SQL_LOCK, LOCK_CLASS_TURN, key)
                     return conn
-                with _answered_within(conn, self._statement_timeout):
-                    taken = await conn.fetchval(SQL_TRY_LOCK, LOCK_CLASS_TURN, key)
-                if not taken:
-                    self._lock_waiters += 1
-                    try:
-                        async with while_waiting():
-                            await conn.execute(SQL_LOCK, LOCK_CLASS_TURN, key)
-                    finally:
-                        self._lock_waiters -= 1
+                self._lock_waiters += 1
+                try:
+                    async with while_waiting():
+                        await conn.execute(SQL_LOCK, LOCK_CLASS_TURN, key)
+                finally:
+                    self._lock_waiters -= 1
                 return conn
             except BaseException as exc:
                 # Cancelled or failed while waiting: the lock may have been granted all the

@@ -218,6 +218,21 @@ class TestAServerThatStopsAnswering:
             async with asyncio.timeout(10), store.turn_lock("agent:main:s2"):
                 pass
 
+    async def test_a_turn_lock_taken_without_a_wait_elsewhere_fails_as_unavailable_too(
+        self, pg_server: PgServer, pg_url: str
+    ) -> None:
+        # sessions.reset and .delete take the lock so, as does a turn past the most waiters.
+        async with PostgresSessionStore(pg_url, statement_timeout=0.5) as store:
+            async with store.turn_lock(KEY):  # leaves an idle lock connection in the pool
+                pass
+            with pg_server.frozen():
+                async with asyncio.timeout(5):
+                    with pytest.raises(StoreUnavailable):
+                        async with store.turn_lock(KEY):
+                            pass
+            async with asyncio.timeout(10), store.turn_lock(KEY):
+                pass
+
 
 @contextlib.asynccontextmanager
 async def _nothing() -> AsyncIterator[None]:
