@@ -86,6 +86,8 @@ CONNECT_TIMEOUT_S = 5.0
 # stays open for many minutes). Our statements take milliseconds, a maintenance batch or a
 # usage scan of a large store seconds; one unanswered this long is a database that is away.
 STATEMENT_TIMEOUT_S = 30.0
+# Closing the pools at shutdown: each connection says goodbye and waits for the server's.
+CLOSE_TIMEOUT_S = 5.0
 
 _SCHEMA_V1 = """
 CREATE TABLE sessions (
@@ -413,7 +415,10 @@ class PostgresSessionStore:
         for each in (locks, pool):
             if each is not None:
                 try:
-                    await each.close()
+                    # A goodbye the server does not answer (it stopped answering) would be
+                    # waited for without end, and the gateway would never exit.
+                    async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                        await each.close()
                 except (asyncpg.PostgresError, *_UNAVAILABLE):
                     each.terminate()
 

@@ -401,6 +401,15 @@ class TestFaults:
             roles = [role for role, _ in messages]
             assert roles == ["user", "assistant"] * (len(roles) // 2), key
 
+    async def test_a_gateway_whose_database_stopped_answering_still_stops_on_sigterm(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_server: PgServer
+    ) -> None:
+        a = start_gateway("a")
+        await chat(http, a.url, "s1", "hi")  # the pools hold connections
+        with pg_server.frozen():
+            a.signal(signal.SIGTERM)
+            assert await asyncio.to_thread(a.wait, 20) == 0
+
     def test_a_password_the_server_refuses_stops_run_with_1_saying_so_without_it(
         self, tmp_path: Path, database: str
     ) -> None:
