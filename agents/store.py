@@ -685,6 +685,10 @@ class SessionStore:
         self._db: sqlite3.Connection | None = None
         self._group_open = False  # the group transaction has begun
         self._job_wrote = False  # the running job wrote in it
+        # Why the group's transaction could not begin: another connection held the write
+        # lock past busy_timeout. The group's later writes fail at once with it instead of
+        # waiting again each, which made a queue of n writes wait n busy timeouts.
+        self._group_busy: str | None = None
         self.commits = 0  # group transactions committed: the fsyncs the writes cost
         self._group_started = 0.0  # perf_counter() at the group's BEGIN, for on_commit
 
@@ -762,6 +766,7 @@ class SessionStore:
             self._run_group(group)
 
     def _run_group(self, group: builtins.list[_Job]) -> None:
+        self._group_busy = None
         done: builtins.list[tuple[_Job, Any, BaseException | None]] = []
         wrote: builtins.list[int] = []  # indexes in `done` of jobs that wrote
         for job in group:
@@ -919,7 +924,14 @@ class SessionStore:
         The commit comes after the group's last job (`_run_group`)."""
         db = self._conn()
         if not self._group_open:
-            db.execute("BEGIN IMMEDIATE")
+            if self._group_busy is not None:
+                raise StoreError(self._group_busy)
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:  # or an extended code
+                    self._group_busy = f"{type(exc).__name__}: {exc}"
+                raise
             self._group_open = True
             self._group_started = time.perf_counter()
         elif not db.in_transaction:

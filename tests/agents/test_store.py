@@ -7,6 +7,7 @@ import os
 import random
 import sqlite3
 import stat
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import attrs
 import pytest
 
+from agents import store as store_module
 from agents.config import MaintenanceConfig
 from agents.errors import StoreError, UnsafeStoreFile
 from agents.history import SessionHistory
@@ -526,6 +528,26 @@ class TestGroupCommit:
         with raw_db(store) as db:
             stored = db.execute("SELECT DISTINCT run_id FROM messages ORDER BY run_id").fetchall()
         assert stored == [("good1",), ("good2",)]
+
+    async def test_a_write_lock_held_elsewhere_costs_a_group_one_busy_timeout_not_one_a_write(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(store_module, "BUSY_TIMEOUT_MS", 300)
+        async with SessionStore(tmp_path / "busy") as store:
+            rows = [(await store.create(f"{KEY}-{i}", "main", 100))[0] for i in range(20)]
+            with raw_db(store) as db:
+                db.execute("BEGIN IMMEDIATE")  # a backup tool, the sqlite3 shell
+                started = time.monotonic()
+                results = await asyncio.gather(
+                    *(store.append_turn(turn(row)) for row in rows), return_exceptions=True
+                )
+                waited = time.monotonic() - started
+                db.execute("ROLLBACK")
+            assert [str(r) for r in results] == ["OperationalError: database is locked"] * 20
+            # Each write waiting its own 0.3 s would take 6 s; the group waits once (the
+            # first write may be a group of its own).
+            assert waited < 2.0
+            await store.append_turn(turn(rows[0]))  # the lock is gone: writes work again
 
 
 class TestToolMessages:
