@@ -32,7 +32,7 @@ from gateway.edge_http import client_of, origin_refused
 from gateway.responses import error_response
 from gateway.ws import protocol
 from gateway.ws.connection import Connection, now_ms
-from gateway.ws.dispatch import MethodRegistry, dispatch
+from gateway.ws.dispatch import MethodRegistry, dispatch, error_for
 from gateway.ws.events import EventFanout
 from gateway.ws.framelimit import GatewayWebSocket, raise_frame_limit
 from gateway.ws.methods import register_all
@@ -230,7 +230,12 @@ async def _handshake(
     conn.protocol = version
     conn.scopes = protocol.granted_scopes(params.scopes)
     conn.auth_method = auth.mode
-    health = await ws_state.health.get(gateway)
+    try:
+        health = await ws_state.health.get(gateway)
+    except Exception as exc:
+        # The snapshot reads the session store: while it fails there is no hello-ok to give.
+        error = error_for(exc, "connect", conn.conn_id)
+        return _reject(conn, frame, error, protocol.CLOSE_INTERNAL_ERROR)
     if conn.closing:  # shut down while the snapshot was computed
         return False
     # From here on no await: the connection joins the fan-out right after its hello-ok.

@@ -19,7 +19,7 @@ import pytest
 from agents.store_postgres import LOCK_CLASS_TURN, PostgresSessionStore
 from tests.support.pgserver import PASSWORD, PgServer
 from tests.support.process import GatewayProcess, clean_env, run_cli
-from tests.support.process_client import auth, connect_ws
+from tests.support.process_client import TOKEN, auth, connect_ws
 from tests.support.shared_store import chat, frames_until, shared_config, streaming
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -29,6 +29,12 @@ TURNS = 200
 
 
 StartGateway = Callable[..., GatewayProcess]
+CONNECT = {
+    "minProtocol": 4,
+    "maxProtocol": 4,
+    "client": {"id": "test", "version": "1", "platform": "linux", "mode": "cli"},
+    "auth": {"token": TOKEN},
+}
 
 
 @pytest.fixture
@@ -400,6 +406,36 @@ class TestFaults:
         for key, messages in (await transcripts(pg_url)).items():
             roles = [role for role, _ in messages]
             assert roles == ["user", "assistant"] * (len(roles) // 2), key
+
+    async def test_a_websocket_connect_while_the_database_is_down_is_answered_unavailable(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_server: PgServer
+    ) -> None:
+        a = start_gateway("a")
+        with pg_server.stopped():
+            ws = await http.ws_connect(a.url.replace("http", "ws", 1))
+            assert (await ws.receive_json(timeout=5))["event"] == "connect.challenge"
+            await ws.send_json({"type": "req", "id": "1", "method": "connect", "params": CONNECT})
+            assert await ws.receive_json(timeout=10) == {
+                "type": "res",
+                "id": "1",
+                "ok": False,
+                "error": {"code": "UNAVAILABLE", "message": "internal error"},
+            }
+            closed = await ws.receive(timeout=5)
+            assert (closed.type, closed.data, closed.extra) == (
+                aiohttp.WSMsgType.CLOSE,
+                1011,
+                "internal error",
+            )
+        async with asyncio.timeout(20):  # the pool reconnects by itself
+            while True:
+                try:
+                    ws = await connect_ws(http, a.url)
+                    break
+                except AssertionError:
+                    await asyncio.sleep(0.2)
+        await ws.close()
+        assert not [e for e in a.events() if e.get("logger") == "aiohttp.server"]
 
     async def test_a_gateway_whose_database_stopped_answering_still_stops_on_sigterm(
         self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_server: PgServer

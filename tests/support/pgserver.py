@@ -101,6 +101,15 @@ class PgServer:
             shutil.rmtree(self.root, ignore_errors=True)
 
     @contextlib.contextmanager
+    def stopped(self) -> Iterator[None]:
+        """The server stopped (its connections closed), then started again on its data."""
+        self._pg_ctl("stop")
+        try:
+            yield
+        finally:
+            self._pg_ctl("start")
+
+    @contextlib.contextmanager
     def frozen(self) -> Iterator[None]:
         """Every process of the server stopped (SIGSTOP), then continued: its connections stay
         open and nothing answers on them, as with a host gone from the network."""
