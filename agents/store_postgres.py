@@ -86,6 +86,9 @@ CONNECT_TIMEOUT_S = 5.0
 # stays open for many minutes). Our statements take milliseconds, a maintenance batch or a
 # usage scan of a large store seconds; one unanswered this long is a database that is away.
 STATEMENT_TIMEOUT_S = 30.0
+# Maintenance's statements get longer: a batch deletes up to 500 sessions with their whole
+# transcripts, and the archived transcripts past their age, far more rows than a turn writes.
+MAINTENANCE_TIMEOUT_S = 600.0
 # Closing the pools at shutdown: each connection says goodbye and waits for the server's.
 CLOSE_TIMEOUT_S = 5.0
 
@@ -461,10 +464,12 @@ class PostgresSessionStore:
         *,
         write: bool = False,
         transaction: bool | None = None,
+        answer_within: float | None = None,
     ) -> T:
         """`fn` on a pooled connection. With `write` it is timed for `on_commit` and runs in
         one transaction, all or nothing, unless `transaction=False` (one statement is its own
-        transaction). `transaction=True` alone: a read that needs one (a cursor)."""
+        transaction). `transaction=True` alone: a read that needs one (a cursor).
+        `answer_within`: how long it may wait for the server (default: the statement timeout)."""
         pool = self._pool
         if pool is None:
             raise StoreError("session store is not open")
@@ -473,7 +478,7 @@ class PostgresSessionStore:
             conn = await _acquire(pool)
             try:
                 started = time.perf_counter()
-                with _answered_within(conn, self._statement_timeout):
+                with _answered_within(conn, answer_within or self._statement_timeout):
                     if in_transaction:
                         async with conn.transaction():
                             result = await fn(conn)
@@ -978,7 +983,7 @@ class PostgresSessionStore:
             return list(chosen.values())
 
         # A cursor lives in a transaction; this one only reads.
-        candidates = await self._run(select, transaction=True)
+        candidates = await self._run(select, transaction=True, answer_within=MAINTENANCE_TIMEOUT_S)
         if maintenance.mode == "enforce":
 
             async def enforce(conn: Connection) -> builtins.list[SessionRow]:
@@ -1004,5 +1009,5 @@ class PostgresSessionStore:
                 )
                 return [row for row in candidates if row.key in keys]
 
-            return await self._run(enforce, write=True)
+            return await self._run(enforce, write=True, answer_within=MAINTENANCE_TIMEOUT_S)
         return candidates
