@@ -338,6 +338,12 @@ def _answered_within(conn: Connection, seconds: float) -> Iterator[None]:
         if expired:
             raise StoreUnavailable(f"no answer from the database in {seconds} s") from exc
         raise
+    except asyncio.CancelledError:
+        # Cancelled midway (a shutdown, a closed WebSocket): asyncpg would ask the server to
+        # cancel the statement and hold the connection until it confirms, which one that
+        # stopped answering never does. Closed, the connection goes back to its pool at once.
+        _terminate(conn)
+        raise
     finally:
         deadline.cancel()
 
@@ -509,20 +515,33 @@ class PostgresSessionStore:
         conn = await self._lock(locks, key, while_waiting)
         try:
             yield
-        finally:
-            try:
-                with _answered_within(conn, self._statement_timeout):
-                    await conn.execute(
-                        "SELECT pg_advisory_unlock($1, hashtext($2))", LOCK_CLASS_TURN, key
-                    )
-            except BaseException as exc:
-                # The turn is over (committed or not); a lock we cannot give back is let go
-                # by closing its connection, and that is no failure of the turn.
-                _terminate(conn)
-                if not isinstance(exc, (StoreUnavailable, asyncpg.PostgresError, *_UNAVAILABLE)):
-                    await self._give_back(locks, conn)
-                    raise
+        except asyncio.CancelledError:
+            # Cancelled (a shutdown's last resort): no statement more, which a database that
+            # stopped answering would hold for the statement timeout; closing the connection
+            # lets the lock go.
+            _terminate(conn)
             await self._give_back(locks, conn)
+            raise
+        except BaseException:
+            await self._unlock(locks, conn, key)
+            raise
+        await self._unlock(locks, conn, key)
+
+    async def _unlock(self, locks: asyncpg.Pool, conn: Connection, key: str) -> None:
+        """Give the turn lock back; a lock that cannot be is let go with its connection."""
+        try:
+            with _answered_within(conn, self._statement_timeout):
+                await conn.execute(
+                    "SELECT pg_advisory_unlock($1, hashtext($2))", LOCK_CLASS_TURN, key
+                )
+        except BaseException as exc:
+            # The turn is over (committed or not); a lock we cannot give back is let go
+            # by closing its connection, and that is no failure of the turn.
+            _terminate(conn)
+            if not isinstance(exc, (StoreUnavailable, asyncpg.PostgresError, *_UNAVAILABLE)):
+                await self._give_back(locks, conn)
+                raise
+        await self._give_back(locks, conn)
 
     @staticmethod
     async def _give_back(locks: asyncpg.Pool, conn: Connection) -> None:

@@ -446,6 +446,19 @@ class TestFaults:
             a.signal(signal.SIGTERM)
             assert await asyncio.to_thread(a.wait, 20) == 0
 
+    async def test_a_gateway_whose_database_stopped_answering_mid_turn_stops_on_sigterm(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_server: PgServer
+    ) -> None:
+        a = start_gateway("a", delay_ms=50)
+        await chat(http, a.url, "s1", "hi")
+        response = await streaming(http, a.url, 2000, key="s1")  # 100 s of words
+        with pg_server.frozen():
+            a.signal(signal.SIGTERM)
+            # The drain (5 s), the aborted turn's commit (5 s), the handlers (5 s), the
+            # registry's grace (10 s), then the cancelled turn and the pools' goodbyes (10 s).
+            assert await asyncio.to_thread(a.wait, 45) == 0
+        response.close()
+
     def test_a_password_the_server_refuses_stops_run_with_1_saying_so_without_it(
         self, tmp_path: Path, database: str
     ) -> None:
