@@ -8,7 +8,7 @@ import re
 import json5
 import pytest
 
-from gateway.config.secret_keys import REDACTED
+from gateway.config.secret_keys import REDACTED, holds_password
 from gateway.config.view import effective_dict, redact_parsed, redact_raw, redacted
 from tests.support.configs import ConfigFiles
 from tests.support.openclaw_secrets import (
@@ -267,3 +267,19 @@ class TestUrlsWithCredentials:
     def test_the_effective_config(self, files: ConfigFiles) -> None:
         config = files.load(self.TEXT)
         assert redacted(config)["models"]["providers"]["p"]["baseUrl"] == REDACTED
+
+    @pytest.mark.timeout(30)
+    def test_a_long_run_of_letters_is_read_in_one_pass(self, files: ConfigFiles) -> None:
+        """A scheme is a run of letters, digits and `+.-`: a search that tried one from each
+        letter of a long run (a base64 blob in a system prompt) read the rest of the run each
+        time, a minute and more for these 300,000 letters, on the event loop of config.get."""
+        blob = "QUJD" * 75_000
+        config = files.load(f'{{agents: {{list: [{{id: "main", systemPrompt: "{blob}"}}]}}}}')
+        assert redacted(config)["agents"]["list"][0]["systemPrompt"] == blob
+
+    @pytest.mark.parametrize(
+        "value",
+        ["QUJD" * 150_000 + "https://tok@h.example", "1.0-" * 150_000 + "x+y://u:pw@h.example"],
+    )
+    def test_a_url_at_the_end_of_a_long_run_is_still_found(self, value: str) -> None:
+        assert holds_password(value)
