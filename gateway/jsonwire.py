@@ -13,6 +13,7 @@ from agents.surrogates import SURROGATE_RE, has_surrogate, repair_surrogates
 
 __all__ = [
     "MAX_SAFE_INTEGER",
+    "PARSE_IN_THREAD_CHARS",
     "dumps",
     "error_body",
     "has_surrogate",
@@ -23,6 +24,12 @@ __all__ = [
 
 # JavaScript's Number.MAX_SAFE_INTEGER: OpenClaw's bound on integers a client may send.
 MAX_SAFE_INTEGER = 2**53 - 1
+
+# A WebSocket frame or an HTTP body longer than this is parsed in a thread: `scrub_surrogates`
+# walks every container of a text with a lone surrogate escape, some 0.3 s per MiB of small
+# objects, seconds for a frame within maxPayload. That walk is Python, so in a thread it lets
+# the event loop serve the other clients between its steps.
+PARSE_IN_THREAD_CHARS = 64 * 1024
 
 
 def dumps(obj: Any) -> str:

@@ -29,6 +29,7 @@ from gateway.appkeys import STATE
 from gateway.auth import AuthFailure, AuthFailureReason, authenticate
 from gateway.edge import origin_allowed
 from gateway.edge_http import client_of, origin_refused
+from gateway.jsonwire import PARSE_IN_THREAD_CHARS
 from gateway.responses import error_response
 from gateway.ws import protocol
 from gateway.ws.connection import Connection, now_ms
@@ -365,8 +366,13 @@ async def _read_loop(ws_state: WsState, methods: MethodRegistry, conn: Connectio
         msg = await ws.receive()
         if msg.type is WSMsgType.TEXT:
             conn.last_activity_at = now_ms()
+            data = msg.data
             try:
-                frame = protocol.parse_request(msg.data)
+                # Awaited here: the connection's requests are still dispatched in order.
+                if len(data) > PARSE_IN_THREAD_CHARS:
+                    frame = await asyncio.to_thread(protocol.parse_request, data)
+                else:
+                    frame = protocol.parse_request(data)
             except NotJson:
                 _invalid_frame(conn, None, "not JSON")
                 continue

@@ -3,11 +3,14 @@ method's answer."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from structlog.testing import capture_logs
 
 from gateway.appkeys import STATE
 from gateway.logs import RING
+from gateway.ws import protocol
 from tests.support.ws_client import Gateway, GatewayWs, normalized, wire
 
 READ_METHODS = [
@@ -239,6 +242,42 @@ class TestDispatcher:
     async def test_unknown_keys_are_ignored(self, ws: GatewayWs) -> None:
         payload = await ws.ok("status", {"includeChannelSummary": True, "includeCliProjection": 1})
         assert "byAgent" in payload["sessions"]
+
+
+# A frame of 3,000,000 empty objects (9 MB, within maxPayload) with a lone surrogate escape:
+# parsing it and walking every container to repair the escape takes seconds.
+SLOW_FRAME = (
+    '{"type":"req","id":"big","method":"health","params":{"a":['
+    + ",".join(["{}"] * 3_000_000)
+    + '],"b":"\\ud800"}}'
+)
+
+
+class TestLargeFramesParseOffTheLoop:
+    """The calls' order in the log shows it: `health` on another connection, sent once the
+    large frame's parse began, is answered first only if that parse let the loop run."""
+
+    async def test_a_large_frame_holds_up_no_other_client(
+        self, gateway: Gateway, ws: GatewayWs, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        parsing = asyncio.Event()
+        parse = protocol.strict_loads
+
+        def noting_the_start(text: str) -> object:
+            if len(text) == len(SLOW_FRAME):
+                loop.call_soon_threadsafe(parsing.set)
+            return parse(text)
+
+        monkeypatch.setattr(protocol, "strict_loads", noting_the_start)
+        other = await gateway.connected()
+        with capture_logs() as logs:
+            await ws.send(SLOW_FRAME)
+            await parsing.wait()
+            assert (await other.response(await other.request("health", id="quick")))["ok"]
+            assert (await ws.response("big", wait=60))["ok"]
+        assert [e["request_id"] for e in logs if e["event"] == "ws_call"] == ["quick", "big"]
+        await other.ws.close()
 
 
 class TestReadMethods:
