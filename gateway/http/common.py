@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
@@ -29,10 +29,13 @@ from gateway.http.openai_wire import (
     shutting_down,
     unauthorized,
 )
+from gateway.jsonwire import PARSE_IN_THREAD_CHARS
 from gateway.responses import JSON_CONTENT_TYPE, error_response, method_not_allowed, not_found
 from gateway.state import GatewayState
 
 log = structlog.get_logger()
+
+T = TypeVar("T")
 
 SESSION_HEADER = "x-openclaw-session-key"
 MODEL_USED_HEADER = "x-openclaw-model-used"
@@ -158,6 +161,15 @@ async def read_body(request: web.Request, limit: int, within: float) -> bytes:
     if inflater is not None:
         inflater.finish()
     return b"".join(chunks)
+
+
+async def work_on_body(raw: bytes, work: Callable[..., T], *args: Any) -> T:
+    """`work(*args)`, a step on the body `raw`, in a thread when the body is large: parsing
+    a body within the limit (20 MiB) can take seconds (jsonwire.PARSE_IN_THREAD_CHARS), which
+    on the event loop would hold every other client up."""
+    if len(raw) > PARSE_IN_THREAD_CHARS:
+        return await asyncio.to_thread(work, *args)
+    return work(*args)
 
 
 # -- answers --------------------------------------------------------------------------------

@@ -18,7 +18,13 @@ from agents.errors import AgentError
 from agents.providers.embeddings import ECHO_DIMENSIONS, EmbeddingRequest, EmbeddingsClient
 from gateway.appkeys import AGENT_ID, STATE
 from gateway.config.model import Config
-from gateway.http.common import chat_completions_enabled, error_answer, gate, read_body
+from gateway.http.common import (
+    chat_completions_enabled,
+    error_answer,
+    gate,
+    read_body,
+    work_on_body,
+)
 from gateway.http.embeddings_wire import (
     check_echo_size,
     embedding_model,
@@ -97,7 +103,7 @@ async def _accept(request: web.Request) -> tuple[EmbeddingRequest, str]:
     config = state.config
     limit = config.gateway.http.chat_completions.max_body_bytes
     raw = await read_body(request, limit, state.options.body_timeout_seconds)
-    body = parse_body(raw)
+    body = await work_on_body(raw, parse_body, raw)
     headers = request.headers
     agent_header = (headers.get("x-openclaw-agent-id") or "").strip() or headers.get(
         "x-openclaw-agent"

@@ -33,6 +33,7 @@ from gateway.http.common import (
     preflight,
     read_body,
     session_header,
+    work_on_body,
 )
 from gateway.http.hooks_wire import (
     QUERY_TOKEN_MESSAGE,
@@ -104,7 +105,7 @@ async def hook(request: web.Request, hooks: HooksConfig, sub_path: str) -> web.S
         return unsupported_media_type()  # as every JSON endpoint (gateway.http.common.gate)
     try:
         raw = await read_body(request, hooks.max_body_bytes, state.options.body_timeout_seconds)
-        body = parse_body(raw)
+        body = await work_on_body(raw, parse_body, raw)
         if sub_path == "agent":
             return await _agent(request, state, hooks, body)
         return _wake(request, state, hooks, body)

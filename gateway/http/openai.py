@@ -21,7 +21,7 @@ from agents.errors import AgentError
 from agents.events import RunEvent
 from agents.runs import AgentRun, RunOutcome, TurnRequest
 from gateway.appkeys import AGENT_ID, MODEL_USED, SESSION_KEY, STATE
-from gateway.http.common import MODEL_USED_HEADER, SESSION_HEADER, body_answer
+from gateway.http.common import MODEL_USED_HEADER, SESSION_HEADER, body_answer, work_on_body
 from gateway.http.common import error_answer as _error
 from gateway.http.common import gate as _gate
 from gateway.http.common import is_preflight as _is_preflight
@@ -167,7 +167,7 @@ async def _accept(request: web.Request, state: GatewayState) -> _Turn:
     config = state.config
     endpoint = config.gateway.http.chat_completions
     raw = await _read_body(request, endpoint.max_body_bytes, state.options.body_timeout_seconds)
-    body = parse_body(raw)
+    body = await work_on_body(raw, parse_body, raw)
     fields = validate_fields(body)
     headers = request.headers
     agent_header = (headers.get("x-openclaw-agent-id") or "").strip() or headers.get(

@@ -40,6 +40,7 @@ from gateway.http.common import (
     is_preflight,
     preflight,
     read_body,
+    work_on_body,
 )
 from gateway.http.openai_wire import (
     MODEL_HEADER,
@@ -125,7 +126,7 @@ async def _accept(request: web.Request, state: GatewayState) -> _Turn:
     chat = config.gateway.http.chat_completions
     limit = config.gateway.http.responses.max_body_bytes
     raw = await read_body(request, limit, state.options.body_timeout_seconds)
-    body = parse_body(raw)
+    body = await work_on_body(raw, parse_body, raw)
     fields = validate_request(body)
     headers = request.headers
     agent_header = (headers.get("x-openclaw-agent-id") or "").strip() or headers.get(

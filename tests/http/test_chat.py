@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from gateway.appkeys import STATE
+from gateway.http import openai_wire
 from gateway.state import AppOptions
 from tests.support.http_client import (
     AUTH,
@@ -20,6 +21,8 @@ from tests.support.http_client import (
     Client,
     MakeClient,
     normalised,
+    order_of_answers,
+    parse_started,
     session_runs,
     sse_events,
 )
@@ -849,3 +852,24 @@ class TestStreaming:
         blocks = text.split("\n\n")
         assert blocks[1] == ": keepalive"  # right after the role chunk, before any content
         assert '"content":"[turn"' in text and '" 2]"' in text
+
+
+# 3,000,000 empty objects (9 MB) and a lone surrogate escape: parsing the body and walking
+# every container to repair the escape takes seconds.
+SLOW_TO_PARSE = '{"stream":"yes","pad":[' + ",".join(["{}"] * 3_000_000) + '],"user":"\\ud800"}'
+
+
+class TestLargeBodiesHoldUpNoOtherClient:
+    """`GET /healthz`, sent once a slow body's parse began, is answered first only if the work
+    on that body let the event loop run."""
+
+    async def test_a_body_slow_to_parse(
+        self, client: Client, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        parsing = parse_started(monkeypatch, openai_wire, len(SLOW_TO_PARSE))
+        order, answer = await order_of_answers(client, CHAT, SLOW_TO_PARSE, parsing)
+        assert answer == (
+            400,
+            err("stream: Expected boolean, received string", param="stream"),
+        )
+        assert order == ["/healthz", CHAT]

@@ -4,9 +4,11 @@ gateway served as production serves it, and what reads its answers."""
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.web_runner import BaseRunner
+from structlog.testing import capture_logs
 
 from gateway.appkeys import STATE
 from tests.support.upstreams import FakeOpenAI
@@ -151,3 +154,35 @@ async def stored_messages(client: Client, key: str) -> list[Any]:
     registry = client.app[STATE].registry
     assert registry is not None
     return list((await registry.history(key)).messages)
+
+
+def parse_started(
+    monkeypatch: pytest.MonkeyPatch, module: ModuleType, length: int
+) -> asyncio.Event:
+    """An event set when `module`'s `strict_loads` begins on a text of `length` characters,
+    on whichever thread it runs: the moment the gateway began parsing a slow request."""
+    loop = asyncio.get_running_loop()
+    started = asyncio.Event()
+    parse = module.strict_loads
+
+    def noting_the_start(text: str, **options: Any) -> Any:
+        if len(text) == length:
+            loop.call_soon_threadsafe(started.set)
+        return parse(text, **options)
+
+    monkeypatch.setattr(module, "strict_loads", noting_the_start)
+    return started
+
+
+async def order_of_answers(
+    client: Client, path: str, body: str, parsing: asyncio.Event
+) -> tuple[list[str], tuple[int, str]]:
+    """`body` posted to `path` and, once its parse began, `GET /healthz` on another
+    connection: the paths in the order the gateway answered them, and the post's answer."""
+    with capture_logs() as logs:
+        slow = asyncio.create_task(client.post(path, data=io.BytesIO(body.encode()), headers=AUTH))
+        await parsing.wait()
+        assert (await client.get("/healthz")).status == 200
+        response = await slow
+        answer = response.status, await response.text()
+    return [e["path"] for e in logs if e["event"] == "http_request"], answer
