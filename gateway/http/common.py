@@ -165,8 +165,9 @@ async def read_body(request: web.Request, limit: int, within: float) -> bytes:
 
 async def work_on_body(raw: bytes, work: Callable[..., T], *args: Any) -> T:
     """`work(*args)`, a step on the body `raw`, in a thread when the body is large: parsing
-    a body within the limit (20 MiB) can take seconds (jsonwire.PARSE_IN_THREAD_CHARS), which
-    on the event loop would hold every other client up."""
+    a body within the limit (20 MiB) can take seconds (jsonwire.PARSE_IN_THREAD_CHARS), and
+    so can building the conversation of its hundreds of thousands of messages; on the event
+    loop either would hold every other client up."""
     if len(raw) > PARSE_IN_THREAD_CHARS:
         return await asyncio.to_thread(work, *args)
     return work(*args)

@@ -185,7 +185,7 @@ async def _accept(request: web.Request, state: GatewayState) -> _Turn:
     agent = config.agents.agent(route.agent_id)
     assert agent is not None  # resolve_session_key checked it
     override = select_model(headers.get(MODEL_HEADER), agent)
-    conversation = build_conversation(body.get("messages"), endpoint)
+    conversation = await work_on_body(raw, build_conversation, body.get("messages"), endpoint)
     model = override or agent.primary
     return _Turn(fields, selection, route, conversation, model, override is not None)
 

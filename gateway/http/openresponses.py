@@ -150,7 +150,9 @@ async def _accept(request: web.Request, state: GatewayState) -> _Turn:
     if agent is None:
         raise bad_request(f"Unknown agent '{route.agent_id}'.")
     override = select_model(headers.get(MODEL_HEADER), agent)
-    conversation = build_input(body.get("input"), fields.instructions, chat)
+    conversation = await work_on_body(
+        raw, build_input, body.get("input"), fields.instructions, chat
+    )
     return _Turn(fields, selection, route, conversation, override or agent.primary, bool(override))
 
 

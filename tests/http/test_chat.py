@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from gateway.appkeys import STATE
+from gateway.http import openai as openai_http
 from gateway.http import openai_wire
 from gateway.state import AppOptions
 from tests.support.http_client import (
@@ -20,6 +21,7 @@ from tests.support.http_client import (
     TOKEN,
     Client,
     MakeClient,
+    call_started,
     normalised,
     order_of_answers,
     parse_started,
@@ -857,11 +859,15 @@ class TestStreaming:
 # 3,000,000 empty objects (9 MB) and a lone surrogate escape: parsing the body and walking
 # every container to repair the escape takes seconds.
 SLOW_TO_PARSE = '{"stream":"yes","pad":[' + ",".join(["{}"] * 3_000_000) + '],"user":"\\ud800"}'
+# 500,000 messages (17.5 MB): building the conversation from them takes seconds.
+SLOW_TO_BUILD = json.dumps(
+    {"messages": [{"role": "assistant", "content": "a"}] * 500_000}, separators=(",", ":")
+)
 
 
 class TestLargeBodiesHoldUpNoOtherClient:
-    """`GET /healthz`, sent once a slow body's parse began, is answered first only if the work
-    on that body let the event loop run."""
+    """`GET /healthz`, sent once a slow step on a body began, is answered first only if that
+    step let the event loop run."""
 
     async def test_a_body_slow_to_parse(
         self, client: Client, monkeypatch: pytest.MonkeyPatch
@@ -872,4 +878,12 @@ class TestLargeBodiesHoldUpNoOtherClient:
             400,
             err("stream: Expected boolean, received string", param="stream"),
         )
+        assert order == ["/healthz", CHAT]
+
+    async def test_a_conversation_slow_to_build(
+        self, client: Client, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        building = call_started(monkeypatch, openai_http, "build_conversation")
+        order, answer = await order_of_answers(client, CHAT, SLOW_TO_BUILD, building)
+        assert answer == (400, err("Missing user message in `messages`.", param="messages"))
         assert order == ["/healthz", CHAT]

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from gateway.appkeys import STATE
+from gateway.http import openresponses
 from tests.support.configs import merged
 from tests.support.http_client import (
     AUTH,
@@ -18,7 +19,9 @@ from tests.support.http_client import (
     Client,
     MakeClient,
     NoErrorLogs,
+    call_started,
     fake_provider,
+    order_of_answers,
     stored_messages,
 )
 from tests.support.upstreams import FakeOpenAI, Status, Stream
@@ -469,3 +472,27 @@ class TestClientDisconnect:
         with pytest.raises(asyncio.CancelledError):
             await request
         await upstream.last.wait_gone(within=1.0)
+
+
+# 500,000 input messages (18 MB): building the conversation from them takes seconds.
+SLOW_INPUT = json.dumps(
+    {"input": [{"role": "assistant", "content": "a"}] * 500_000}, separators=(",", ":")
+)
+
+
+class TestLargeBodiesHoldUpNoOtherClient:
+    """`GET /healthz`, sent once the conversation of a slow body began to be built, is answered
+    first only if building it let the event loop run."""
+
+    async def test_an_input_slow_to_build(
+        self, gateway: MakeClient, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        client = await gateway(RESPONSES_ON)
+        building = call_started(monkeypatch, openresponses, "build_input")
+        order, answer = await order_of_answers(client, RESPONSES, SLOW_INPUT, building)
+        assert answer == (
+            400,
+            '{"error":{"message":"Missing user message in `input`.",'
+            '"type":"invalid_request_error","param":"input","code":null}}',
+        )
+        assert order == ["/healthz", RESPONSES]

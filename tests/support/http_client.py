@@ -174,14 +174,33 @@ def parse_started(
     return started
 
 
+def call_started(monkeypatch: pytest.MonkeyPatch, module: ModuleType, name: str) -> asyncio.Event:
+    """An event set when `module`'s function `name` is called, on whichever thread it runs:
+    the moment the gateway began a slow step of a request."""
+    loop = asyncio.get_running_loop()
+    started = asyncio.Event()
+    function = getattr(module, name)
+
+    def noting_the_start(*args: Any) -> Any:
+        loop.call_soon_threadsafe(started.set)
+        return function(*args)
+
+    monkeypatch.setattr(module, name, noting_the_start)
+    return started
+
+
 async def order_of_answers(
-    client: Client, path: str, body: str, parsing: asyncio.Event
+    client: Client, path: str, body: str, started: asyncio.Event
 ) -> tuple[list[str], tuple[int, str]]:
-    """`body` posted to `path` and, once its parse began, `GET /healthz` on another
-    connection: the paths in the order the gateway answered them, and the post's answer."""
+    """`body` posted to `path` and, once `started` is set (a slow step on the body began),
+    `GET /healthz` on another connection: the paths in the order the gateway answered them,
+    and the post's answer."""
     with capture_logs() as logs:
         slow = asyncio.create_task(client.post(path, data=io.BytesIO(body.encode()), headers=AUTH))
-        await parsing.wait()
+        begun = asyncio.create_task(started.wait())
+        # An answer before the step began (an error) would leave `started` unset for good.
+        await asyncio.wait((begun, slow), return_when=asyncio.FIRST_COMPLETED)
+        begun.cancel()
         assert (await client.get("/healthz")).status == 200
         response = await slow
         answer = response.status, await response.text()
