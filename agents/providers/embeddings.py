@@ -11,6 +11,7 @@ the endpoint without a model server.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -111,6 +112,14 @@ def _vector(value: Any) -> tuple[float, ...]:
     return vector
 
 
+def _float(text: str) -> float:
+    # json's C parser calls this for each number with a fraction: Python code between
+    # numbers, where the event loop's thread can take the interpreter back. With `float`
+    # itself, called from C, an answer of 2048 vectors of 3072 floats would hold it for
+    # seconds at a stretch.
+    return float(text)
+
+
 def parse_answer(answer: Any, count: int) -> Embeddings:
     """An upstream's `{"data": [{"index", "embedding"}], "usage": {...}}`, in input order.
 
@@ -152,8 +161,10 @@ class EmbeddingsClient:
 
     async def embed(self, request: EmbeddingRequest) -> Embeddings:
         """Raises agents.errors.UpstreamError subclasses, as a chat provider does."""
+        # In threads: the vectors of 2048 inputs (OpenAI's limit) are millions of floats,
+        # seconds of Python to make, parse or check, which the event loop must not wait for.
         if request.ref.provider == ECHO_PROVIDER or request.provider is None:
-            return echo_embeddings(request)
+            return await asyncio.to_thread(echo_embeddings, request)
         provider = request.provider
         if self._client is None:
             self._client = UpstreamClient()
@@ -179,11 +190,11 @@ class EmbeddingsClient:
         if len(body) > MAX_ANSWER_BYTES:
             raise MalformedStream("upstream embeddings answer too large")
         try:
-            answer = json.loads(body)
+            answer = await asyncio.to_thread(json.loads, body, parse_float=_float)
         except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep to parse
             log_body("upstream_malformed_json", provider, body)
             raise MalformedStream("upstream answer is not valid JSON") from exc
-        result = parse_answer(answer, len(request.inputs))
+        result = await asyncio.to_thread(parse_answer, answer, len(request.inputs))
         if result.prompt_tokens < 0:
             tokens = estimated_tokens(request.inputs)
             result = attrs.evolve(result, prompt_tokens=tokens, total_tokens=tokens)

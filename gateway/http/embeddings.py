@@ -28,13 +28,12 @@ from gateway.http.common import (
 from gateway.http.embeddings_wire import (
     check_echo_size,
     embedding_model,
-    embeddings_body,
+    embeddings_json,
     validate_embeddings,
 )
 from gateway.http.openai_wire import (
     MODEL_HEADER,
     RequestError,
-    encode_json,
     error_reply,
     internal_error,
     parse_body,
@@ -94,8 +93,11 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     if failure is not None:
         log.error("embeddings_crashed", exc_info=failure)
         return error_answer(request, internal_error())
-    body = embeddings_body(model, task.result(), embedding_request.encoding_format)
-    return web.Response(body=encode_json(body), headers={"Content-Type": JSON_CONTENT_TYPE})
+    # In a thread: millions of floats take seconds to write (embeddings_json).
+    body = await asyncio.to_thread(
+        embeddings_json, model, task.result(), embedding_request.encoding_format
+    )
+    return web.Response(body=body, headers={"Content-Type": JSON_CONTENT_TYPE})
 
 
 async def _accept(request: web.Request) -> tuple[EmbeddingRequest, str]:

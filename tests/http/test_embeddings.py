@@ -11,9 +11,13 @@ import struct
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
-from agents.providers.embeddings import echo_vector
+from agents.providers import embeddings as embeddings_module
+from agents.providers.embeddings import Embeddings, echo_vector
 from agents.providers.pool import Timeouts
+from gateway.http.embeddings_wire import embeddings_body, embeddings_json
+from gateway.http.openai_wire import encode_json
 from gateway.state import AppOptions
 from tests.support.http_client import (
     AUTH,
@@ -339,6 +343,45 @@ WRONG_FIELDS: list[tuple[dict[str, Any], dict[str, Any]]] = [
     ),
     ({"input": "a", "user": 5}, error("user: Expected string, received number", "user")),
 ]
+
+
+class TestLargeAnswersHoldUpNoOtherClient:
+    """`GET /healthz`, sent once the gateway began decoding a large upstream answer, is
+    answered first only if decoding it and writing the client's answer let the event loop
+    run: 2048 vectors of 1536 floats (OpenAI's limits) take seconds of each."""
+
+    async def test_an_answer_of_2048_vectors_of_1536_floats(
+        self, gateway: MakeClient, upstream: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        client = await gateway(upstream_settings(upstream))
+        loop = asyncio.get_running_loop()
+        decoding = asyncio.Event()
+        parse = embeddings_module.parse_answer
+
+        def noting_the_start(answer: Any, count: int) -> Embeddings:
+            loop.call_soon_threadsafe(decoding.set)
+            return parse(answer, count)
+
+        monkeypatch.setattr(embeddings_module, "parse_answer", noting_the_start)
+        inputs = [f"text {i}" for i in range(2048)]
+        with capture_logs() as logs:
+            slow = asyncio.create_task(post(client, {"input": inputs, "dimensions": 1536}))
+            await decoding.wait()
+            assert (await client.get("/healthz")).status == 200
+            status, body, _ = await slow
+        assert status == 200
+        assert body["data"][2047]["embedding"] == fake_embedding("text 2047", 1536)
+        assert [e["path"] for e in logs if e["event"] == "http_request"] == [
+            "/healthz",
+            EMBEDDINGS,
+        ]
+
+    @pytest.mark.parametrize("encoding", ["float", "base64"])
+    def test_the_answer_written_a_vector_at_a_time_is_the_whole_one(self, encoding: str) -> None:
+        result = Embeddings(((0.5, -1.0), (0.25, 2.0)), 3, 3)
+        model = 'm "data":[] \u00e9'
+        whole = encode_json(embeddings_body(model, result, encoding))
+        assert embeddings_json(model, result, encoding) == whole
 
 
 class TestValidation:
