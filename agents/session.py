@@ -138,6 +138,20 @@ class SessionDeps:
 
 
 @attrs.define
+class _CallSoFar:
+    """A tool call as its fragments arrive. The arguments are kept in pieces and joined once:
+    added to the text so far, each piece would copy all of it, and a megabyte of arguments
+    in 8-character pieces (a model streams them a token at a time) some 60 GB."""
+
+    id: str
+    name: str
+    pieces: list[str] = attrs.Factory(list)
+
+    def tool_call(self) -> ToolCall:
+        return ToolCall(self.id, self.name, "".join(self.pieces))
+
+
+@attrs.define
 class _Attempts:
     """What the provider task shares with the run's driver, which reads it after a cancel."""
 
@@ -148,8 +162,7 @@ class _Attempts:
     api: str | None = None
     reasoning: str = ""
     signature: str | None = None
-    # By the provider's index: [id, name, arguments so far].
-    calls: dict[int, list[str]] = attrs.field(factory=dict)
+    calls: dict[int, _CallSoFar] = attrs.field(factory=dict)  # by the provider's index
 
     @property
     def produced(self) -> bool:
@@ -157,10 +170,7 @@ class _Attempts:
         return bool(self.text or self.reasoning or self.calls)
 
     def tool_calls(self) -> tuple[ToolCall, ...]:
-        return tuple(
-            ToolCall(call_id, name, arguments)
-            for _, (call_id, name, arguments) in sorted(self.calls.items())
-        )
+        return tuple(self.calls[index].tool_call() for index in sorted(self.calls))
 
 
 def _words(text: str) -> int:
@@ -661,14 +671,14 @@ def _tool_fragment(run: AgentRun, state: _Attempts, event: ToolCallDelta) -> Non
     if call is None:
         # Servers that omit the id get one: the client must be able to answer the call.
         call_id = event.id or f"call_{run.id[-12:]}_{event.index}"
-        call = state.calls[event.index] = [call_id, event.name or "", ""]
-        run.emit(Stream.TOOL, {"phase": ToolPhase.START, "name": call[1], "toolCallId": call_id,
+        call = state.calls[event.index] = _CallSoFar(call_id, event.name or "")
+        run.emit(Stream.TOOL, {"phase": ToolPhase.START, "name": call.name, "toolCallId": call_id,
                         "index": event.index})  # fmt: skip
-    elif event.name and not call[1]:
-        call[1] = event.name
+    elif event.name and not call.name:
+        call.name = event.name
     if event.arguments:
-        call[2] += event.arguments
-        run.emit(Stream.TOOL, {"phase": ToolPhase.UPDATE, "name": call[1], "toolCallId": call[0],
+        call.pieces.append(event.arguments)
+        run.emit(Stream.TOOL, {"phase": ToolPhase.UPDATE, "name": call.name, "toolCallId": call.id,
                         "index": event.index, "delta": event.arguments})  # fmt: skip
 
 

@@ -41,11 +41,13 @@ class _ChatRun:
     ts: int = 0
     sent_at: float = -math.inf  # loop time of the last delta
     timer: asyncio.TimerHandle | None = None
-    # The run's client tool calls so far: toolCallId → [name, arguments].
-    calls: dict[str, list[str]] = attrs.field(factory=dict)
+    # The run's client tool calls so far: toolCallId → (name, pieces of the arguments).
+    # Pieces, joined when a delta is sent: added to the text so far, each piece would copy
+    # all of it (agents/session.py's _CallSoFar).
+    calls: dict[str, tuple[str, list[str]]] = attrs.field(factory=dict)
 
     def tool_calls(self) -> tuple[ToolCall, ...]:
-        return tuple(ToolCall(i, name, args) for i, (name, args) in self.calls.items())
+        return tuple(ToolCall(i, name, _joined(pieces)) for i, (name, pieces) in self.calls.items())
 
     def head(self, seq: int) -> dict[str, Any]:
         return {
@@ -54,6 +56,13 @@ class _ChatRun:
             "agentId": self.agent_id,
             "seq": seq,
         }
+
+
+def _joined(pieces: list[str]) -> str:
+    """The pieces as one text, kept as the only piece: the next join starts from it."""
+    if len(pieces) > 1:
+        pieces[:] = ["".join(pieces)]
+    return pieces[0] if pieces else ""
 
 
 def _message(text: str, ts: int, calls: tuple[ToolCall, ...] = ()) -> dict[str, Any]:
@@ -150,11 +159,11 @@ class EventFanout:
         data = event.data
         phase = data.get("phase")
         if phase == "start":
-            self._chat_run(event).calls[data["toolCallId"]] = [data["name"], ""]
+            self._chat_run(event).calls[data["toolCallId"]] = (data["name"], [])
         elif phase == "update":
             call = self._chat_run(event).calls.get(data["toolCallId"])
             if call is not None:
-                call[1] += data["delta"]
+                call[1].append(data["delta"])
 
     def _flush(self, run: _ChatRun) -> None:
         run.timer = None

@@ -5,6 +5,7 @@ HTTP servers (tests/support/upstreams.py)."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -216,6 +217,21 @@ OPENAI_SECOND_REQUEST = [
     },
     {"role": "tool", "tool_call_id": "call_up_1", "content": "sunny"},
 ]
+
+
+class TestLongArguments:
+    @pytest.mark.timeout(30)
+    async def test_megabytes_of_arguments_in_8_character_pieces(self, client: Client) -> None:
+        """Echo streams a call's arguments 8 characters at a time, as models stream them a
+        token at a time. Kept by adding each piece to the text so far, 3 MB of them were
+        copied some 1,000 GB over (twice: the run and the WebSocket fan-out), on the event
+        loop: a minute and more."""
+        city = "x" * 3_000_000
+        body = json.dumps(ask(f'call get_weather {{"city": "{city}"}}', tools=[WEATHER]))
+        response = await client.post(CHAT, data=io.BytesIO(body.encode()), headers=AUTH)
+        reply = await response.json()
+        call = reply["choices"][0]["message"]["tool_calls"][0]
+        assert call["function"]["arguments"] == '{"city":"' + city + '"}'
 
 
 class TestOpenAISDKToolLoop:
