@@ -204,32 +204,24 @@ class TestAServerThatStopsAnswering:
             await asyncio.wait_for(TestTurnLock._take(other, KEY, order), 10)
             assert order == ["b"]
 
-    async def test_taking_a_turn_lock_unanswered_fails_as_unavailable(
-        self, pg_server: PgServer, pg_url: str
+    # A turn tries the lock and then waits; sessions.reset and .delete (and a turn past the
+    # most waiters) take it without a wait elsewhere.
+    @pytest.mark.parametrize("waiting", [True, False])
+    async def test_a_turn_lock_unanswered_fails_as_unavailable(
+        self, pg_server: PgServer, pg_url: str, waiting: bool
     ) -> None:
+        key = "agent:main:s2" if waiting else KEY
+        while_waiting = _nothing if waiting else None
         async with PostgresSessionStore(pg_url, statement_timeout=0.5) as store:
             async with store.turn_lock(KEY):  # leaves an idle lock connection in the pool
                 pass
             with pg_server.frozen():
                 async with asyncio.timeout(5):
                     with pytest.raises(StoreUnavailable):
-                        async with store.turn_lock("agent:main:s2", while_waiting=_nothing):
+                        async with store.turn_lock(key, while_waiting=while_waiting):
                             pass
-            async with asyncio.timeout(10), store.turn_lock("agent:main:s2"):
+            async with asyncio.timeout(10), store.turn_lock(key):
                 pass
-
-    async def test_a_turn_lock_taken_without_a_wait_elsewhere_fails_as_unavailable_too(
-        self, pg_server: PgServer, pg_url: str
-    ) -> None:
-        # sessions.reset and .delete take the lock so, as does a turn past the most waiters.
-        async with PostgresSessionStore(pg_url, statement_timeout=0.5) as store:
-            async with store.turn_lock(KEY):  # leaves an idle lock connection in the pool
-                pass
-            with pg_server.frozen():
-                async with asyncio.timeout(5):
-                    with pytest.raises(StoreUnavailable):
-                        async with store.turn_lock(KEY):
-                            pass
             async with asyncio.timeout(10), store.turn_lock(KEY):
                 pass
 
