@@ -112,8 +112,23 @@ class TestBus:
             self.aborted.append((key, run_id))
             return ["r1"] if key == "agent:main:k" else []
 
-        await a.start(abort_on_a)
-        await b.start(lambda key, run_id: [])
+        # Each bus says hello from its own sending connection, a moment after start()
+        # returns. b starts once a's hello is out, so that b does not hear it (and answer a
+        # later watch with a second one) in the middle of a test.
+        said_hello: asyncio.Queue[str] = asyncio.Queue()
+        conn = await asyncpg.connect(pg_url)
+
+        def heard(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+            done = Reassembly().add(payload)
+            if done is not None and any(item["t"] == "hello" for item in done[1]):
+                said_hello.put_nowait(done[0])
+
+        await conn.add_listener(CHANNEL, heard)
+        for bus, local_abort in ((a, abort_on_a), (b, lambda key, run_id: [])):
+            await bus.start(local_abort)
+            async with asyncio.timeout(5):
+                assert await said_hello.get() == bus.origin
+        await conn.close()
         yield a, b
         await a.aclose()
         await b.aclose()
