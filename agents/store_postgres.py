@@ -86,6 +86,13 @@ CONNECT_TIMEOUT_S = 5.0
 # stays open for many minutes). Our statements take milliseconds, a maintenance batch or a
 # usage scan of a large store seconds; one unanswered this long is a database that is away.
 STATEMENT_TIMEOUT_S = 30.0
+
+# What a label search folds with, beside the database's default (`_label_folding`): a C or
+# POSIX database's lower() folds ASCII letters only, and "Ärger" would never match "ärger".
+# ICU's root locale (a PostgreSQL built with ICU), then PostgreSQL 17's built-in C.UTF-8.
+FOLDING_COLLATIONS = ("und-x-icu", "pg_c_utf8")
+# Letters a folding must lower as Python's str.lower does (the needle is lowered in Python).
+_FOLD_PROBE = "ÄΣΊ"
 # Maintenance's statements get longer: a batch deletes up to 500 sessions with their whole
 # transcripts, and the archived transcripts past their age, far more rows than a turn writes.
 MAINTENANCE_TIMEOUT_S = 600.0
@@ -383,6 +390,7 @@ class PostgresSessionStore:
         self._lock_waiters = 0  # turns in `while_waiting` now
         self._pool: asyncpg.Pool | None = None
         self._locks: asyncpg.Pool | None = None
+        self._label_collate = ""  # ` COLLATE "<name>"` when the default does not fold
         # The versions this process's open() applied: empty when another had done it.
         self.migrated: tuple[int, ...] = ()
         self.bus = PostgresEventBus(url, password=password)
@@ -405,6 +413,7 @@ class PostgresSessionStore:
         try:
             async with pool.acquire() as conn:
                 self.migrated = await self._migrate(conn)
+                self._label_collate = await self._label_folding(conn)
             locks = await asyncpg.create_pool(
                 self.url, password=self._password, min_size=0, max_size=self._lock_pool_size,
                 timeout=CONNECT_TIMEOUT_S, reset=_as_it_is,
@@ -437,6 +446,21 @@ class PostgresSessionStore:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    @staticmethod
+    async def _label_folding(conn: Connection) -> str:
+        """The COLLATE clause under which lower() folds every letter as Python does: none
+        when the database's default does, else the first of FOLDING_COLLATIONS that exists
+        and does (else none: ASCII-only, the best this server offers)."""
+        for name in ("", *FOLDING_COLLATIONS):
+            collate = f' COLLATE "{name}"' if name else ""
+            try:
+                folded = await conn.fetchval(f"SELECT lower($1::text{collate})", _FOLD_PROBE)
+            except asyncpg.PostgresError:  # no such collation here
+                continue
+            if folded == _FOLD_PROBE.lower():
+                return collate
+        return ""
 
     @staticmethod
     async def _migrate(conn: Connection) -> tuple[int, ...]:
@@ -692,7 +716,8 @@ class PostgresSessionStore:
             # strpos() rather than LIKE: no wildcard escaping of client text.
             needle = arg(search.lower())
             where.append(
-                f"(strpos(key, {needle}) > 0 OR strpos(lower(COALESCE(label, '')), {needle}) > 0)"
+                f"(strpos(key, {needle}) > 0"
+                f" OR strpos(lower(COALESCE(label, ''){self._label_collate}), {needle}) > 0)"
             )
         if label is not None:
             where.append(f"label = {arg(label)}")

@@ -226,6 +226,15 @@ class TestSessions:
         assert await keys(label="Other") == []  # exact
         assert await keys(active_minutes=1, now=60_200) == ["agent:ops:gamma", "agent:main:beta"]
 
+    @pytest.mark.parametrize("search", ["ärger", "ÄRGER", "über", "σοφία"])
+    async def test_list_search_ignores_the_case_of_any_letter(
+        self, store: SessionStore, search: str
+    ) -> None:
+        """Whatever the database's locale: the test server's is C, which folds ASCII only."""
+        await store.create("agent:main:umlaut", "main", 100, label="Ärger Über ΣΟΦΊΑ")
+        await store.create("agent:main:plain", "main", 200, label="Plain")
+        assert [r.key for r in (await store.list(search=search)).rows] == ["agent:main:umlaut"]
+
     async def test_reset_keeps_key_and_label_and_archives_the_transcript(
         self, store: SessionStore
     ) -> None:
