@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -546,20 +546,24 @@ class _OpenItem:
     item: dict[str, Any]
     kind: str  # "message", "reasoning" or "function_call"
     pieces: list[str] = attrs.field(factory=list)
-    call_index: int | None = None
 
 
 class ResponseEvents:
     """The events of one streamed response, as SSE bytes. An output item stays open while
-    deltas of its kind arrive and is closed (its `.done` events) when another kind starts
-    or the run ends; `output` holds the closed items, in order, for the final object."""
+    deltas of its kind arrive and is closed (its `.done` events) when another item starts
+    or the run ends; `output` holds the closed items, in order, for the final object.
+
+    One exception: a call that has no arguments yet stays open when the next call starts,
+    because some servers name all their calls before sending any arguments; each fragment
+    then goes to its own call's item."""
 
     def __init__(self, head: ResponseHead) -> None:
         self.head = head
         self.output: list[dict[str, Any]] = []
         self._seq = 0
-        self._open: _OpenItem | None = None
-        self._calls: dict[int, _OpenItem] = {}  # tool call index -> its item
+        self._next_index = 0  # the output_index of the next item
+        self._open: _OpenItem | None = None  # the open message or reasoning item
+        self._calls: dict[int, _OpenItem] = {}  # tool call index -> its open item
         self._produced = False  # text or a tool call
 
     def _event(self, kind: str, **fields: Any) -> bytes:
@@ -573,17 +577,24 @@ class ResponseEvents:
             "response.in_progress", response=body
         )
 
-    def _add(self, kind: str, item: dict[str, Any], call_index: int | None = None) -> bytes:
-        out = self._close()
-        index = len(self.output)  # every earlier item is closed, so in `output`
-        self._open = _OpenItem(index, item, kind, call_index=call_index)
-        out += self._event("response.output_item.added", output_index=index, item=item)
+    def _add(self, kind: str, item: dict[str, Any]) -> tuple[bytes, _OpenItem]:
+        if kind == "function_call":
+            out = self._close() + self._close_calls(lambda call: bool(call.pieces))
+        else:
+            out = self._close_all()
+        opened = _OpenItem(self._next_index, item, kind)
+        self._next_index += 1
+        out += self._event("response.output_item.added", output_index=opened.output_index,
+                           item=item)  # fmt: skip
+        if kind == "function_call":
+            return out, opened
+        self._open = opened
         if kind == "message":
             out += self._part_event("response.content_part.added", output_text_part(""))
-        elif kind == "reasoning":
+        else:
             part = {"type": "reasoning_text", "text": ""}
             out += self._part_event("response.content_part.added", part)
-        return out
+        return out, opened
 
     def _part_event(self, kind: str, part: dict[str, Any]) -> bytes:
         assert self._open is not None
@@ -598,14 +609,14 @@ class ResponseEvents:
     def content(self, delta: str) -> bytes:
         out = b""
         if self._open is None or self._open.kind != "message":
-            out = self._add("message", message_item(_item_id("msg"), "", IN_PROGRESS))
+            out, _ = self._add("message", message_item(_item_id("msg"), "", IN_PROGRESS))
         self._produced = True
         return out + self._delta("response.output_text.delta", delta, logprobs=[])
 
     def reasoning(self, delta: str) -> bytes:
         out = b""
         if self._open is None or self._open.kind != "reasoning":
-            out = self._add("reasoning", reasoning_item(_item_id("rs"), "", IN_PROGRESS))
+            out, _ = self._add("reasoning", reasoning_item(_item_id("rs"), "", IN_PROGRESS))
         return out + self._delta("response.reasoning_text.delta", delta)
 
     def _delta(self, kind: str, delta: str, **extra: Any) -> bytes:
@@ -624,15 +635,13 @@ class ResponseEvents:
     def tool_call_start(self, index: int, call_id: str, name: str) -> bytes:
         self._produced = True
         item = function_call_item(_item_id("fc"), ToolCall(call_id, name, ""), IN_PROGRESS)
-        out = self._add("function_call", item, call_index=index)
-        assert self._open is not None
-        self._calls[index] = self._open
+        out, self._calls[index] = self._add("function_call", item)
         return out
 
     def tool_call_arguments(self, index: int, delta: str) -> bytes:
         item = self._calls.get(index)
-        if item is None or item is not self._open:
-            return b""  # a fragment of a call already closed: providers do not interleave
+        if item is None:
+            return b""  # a call already closed: the server moved on to another item
         item.pieces.append(delta)
         return self._event(
             "response.function_call_arguments.delta",
@@ -641,11 +650,29 @@ class ResponseEvents:
             delta=delta,
         )
 
+    def _close_all(self, status: str = COMPLETED) -> bytes:
+        return self._close(status) + self._close_calls(lambda call: True, status)
+
+    def _close_calls(self, which: Callable[[_OpenItem], bool], status: str = COMPLETED) -> bytes:
+        """The open calls `which` picks closed, in output order. Every earlier item is closed
+        before a later one, so `output`, appended as items close, stays in that order."""
+        out = b""
+        for index, call in sorted(self._calls.items(), key=lambda pair: pair[1].output_index):
+            if not which(call):
+                break
+            del self._calls[index]
+            out += self._close_item(call, status)
+        return out
+
     def _close(self, status: str = COMPLETED) -> bytes:
+        """The open message or reasoning item closed."""
         item = self._open
         if item is None:
             return b""
         self._open = None
+        return self._close_item(item, status)
+
+    def _close_item(self, item: _OpenItem, status: str) -> bytes:
         whole = "".join(item.pieces)
         ids = {"item_id": item.item["id"], "output_index": item.output_index}
         out = b""
@@ -678,13 +705,13 @@ class ResponseEvents:
         out = b""
         if not self._produced:
             out += self.content(NO_RESPONSE_TEXT)
-        out += self._close(item_status)
+        out += self._close_all(item_status)
         body = response_body(self.head, status, self.output, usage, incomplete_details=details)
         kind = "response.completed" if status == COMPLETED else "response.incomplete"
         return out + self._event(kind, response=body), body
 
     def fail(self, error: RequestError) -> bytes:
-        """`response.failed`, after closing the open item as incomplete."""
-        out = self._close(INCOMPLETE)
+        """`response.failed`, after closing the open items as incomplete."""
+        out = self._close_all(INCOMPLETE)
         body = response_body(self.head, FAILED, self.output, None, error=failure_body(error))
         return out + self._event("response.failed", response=body)

@@ -24,7 +24,7 @@ from tests.support.http_client import (
     order_of_answers,
     stored_messages,
 )
-from tests.support.upstreams import FakeOpenAI, Status, Stream
+from tests.support.upstreams import FakeOpenAI, Raw, Status, Stream
 
 RESPONSES = "/v1/responses"
 RESPONSES_ON = {"gateway": {"http": {"endpoints": {"responses": {"enabled": True}}}}}
@@ -127,6 +127,18 @@ async def stream_body(client: Client, body: dict[str, Any], **headers: str) -> s
     return await response.text()
 
 
+def openai_sse(*deltas: dict[str, Any]) -> bytes:
+    """A chat-completions stream of these deltas, a `tool_calls` finish and `[DONE]`."""
+    chunks = [*({"choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas),
+              {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}]  # fmt: skip
+    return b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in chunks) + b"data: [DONE]\n\n"
+
+
+def _call_head(index: int, call_id: str, name: str) -> dict[str, Any]:
+    return {"index": index, "id": call_id, "type": "function",
+            "function": {"name": name, "arguments": ""}}  # fmt: skip
+
+
 @pytest.fixture
 async def client(gateway: MakeClient) -> Client:
     return await gateway(RESPONSES_ON)
@@ -223,6 +235,45 @@ class TestStreamWire:
              "item": answer},
             {"type": "response.completed", "sequence_number": 15,
              "response": response_object("completed", [reasoning, answer], (3, 2))},
+        ]  # fmt: skip
+
+    async def test_interleaved_call_arguments_each_reach_their_call(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        """A server that names both calls before sending either's arguments: each call's
+        item stays open until the run ends, so no fragment is lost."""
+        upstream.script(Raw((openai_sse(
+            {"tool_calls": [_call_head(0, "call_a", "f"), _call_head(1, "call_b", "g")]},
+            {"tool_calls": [{"index": 0, "function": {"arguments": '{"x":1}'}}]},
+            {"tool_calls": [{"index": 1, "function": {"arguments": '{"y":2}'}}]},
+        ),)))  # fmt: skip
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        tools = [{"type": "function", "name": "f"}, {"type": "function", "name": "g"}]
+        events = response_events(await stream_body(client, {"input": "hi", "tools": tools}))
+        a = {"id": "fc_1", "type": "function_call", "call_id": "call_a", "name": "f"}
+        b = {"id": "fc_2", "type": "function_call", "call_id": "call_b", "name": "g"}
+        a_done = {**a, "status": "completed", "arguments": '{"x":1}'}
+        b_done = {**b, "status": "completed", "arguments": '{"y":2}'}
+        assert events == [
+            *opening(tools=tools),
+            {"type": "response.output_item.added", "sequence_number": 2, "output_index": 0,
+             "item": {**a, "status": "in_progress", "arguments": ""}},
+            {"type": "response.output_item.added", "sequence_number": 3, "output_index": 1,
+             "item": {**b, "status": "in_progress", "arguments": ""}},
+            {"type": "response.function_call_arguments.delta", "sequence_number": 4,
+             "item_id": "fc_1", "output_index": 0, "delta": '{"x":1}'},
+            {"type": "response.function_call_arguments.delta", "sequence_number": 5,
+             "item_id": "fc_2", "output_index": 1, "delta": '{"y":2}'},
+            {"type": "response.function_call_arguments.done", "sequence_number": 6,
+             "item_id": "fc_1", "output_index": 0, "name": "f", "arguments": '{"x":1}'},
+            {"type": "response.output_item.done", "sequence_number": 7, "output_index": 0,
+             "item": a_done},
+            {"type": "response.function_call_arguments.done", "sequence_number": 8,
+             "item_id": "fc_2", "output_index": 1, "name": "g", "arguments": '{"y":2}'},
+            {"type": "response.output_item.done", "sequence_number": 9, "output_index": 1,
+             "item": b_done},
+            {"type": "response.completed", "sequence_number": 10,
+             "response": response_object("completed", [a_done, b_done], (1, 0), tools=tools)},
         ]  # fmt: skip
 
     async def test_an_upstream_failure_is_response_failed(

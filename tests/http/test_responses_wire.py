@@ -154,3 +154,21 @@ class TestOutput:
             if line.startswith(b"data: ")
         ]
         assert numbers == list(range(9))
+
+    def test_a_call_with_arguments_closes_when_the_next_call_starts(self) -> None:
+        """OpenAI's order: one call after the other, each closed before the next opens."""
+        events = ResponseEvents(ResponseHead("resp_1", 0, "openclaw", ResponseFields()))
+        wire = (
+            events.tool_call_start(0, "call_a", "f")
+            + events.tool_call_arguments(0, "{}")
+            + events.tool_call_start(1, "call_b", "g")
+            + events.tool_call_arguments(1, "{}")
+            + events.finish("tool_calls", Usage(1, 1))[0]
+        )
+        kinds = [line.removeprefix(b"event: response.") for line in wire.split(b"\n")]
+        assert [k.decode() for k in kinds if not k.startswith(b"data") and k] == [
+            "output_item.added", "function_call_arguments.delta",
+            "function_call_arguments.done", "output_item.done",
+            "output_item.added", "function_call_arguments.delta",
+            "function_call_arguments.done", "output_item.done", "completed",
+        ]  # fmt: skip
