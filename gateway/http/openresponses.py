@@ -182,7 +182,11 @@ async def _continued(
             "previous_response_id",
         )
     stateless = await store.is_stateless(stored.key)
-    return Route(stored.agent_id, stored.key, stateless=bool(stateless))
+    if stateless is None:
+        # The session was deleted and its transcript kept: there is nothing to continue,
+        # and a new session under its key would answer without the conversation.
+        raise previous_response_not_found(response_id)
+    return Route(stored.agent_id, stored.key, stateless=stateless)
 
 
 async def _run(request: web.Request, state: GatewayState, turn: _Turn) -> web.StreamResponse:

@@ -491,6 +491,23 @@ class TestPreviousResponse:
         second = await client.post(RESPONSES, json=body, headers=AUTH)
         assert second.headers["x-openclaw-session-key"] == key
 
+    async def test_a_response_of_a_deleted_session_is_not_found(self, client: Client) -> None:
+        """`sessions.delete` with `deleteTranscript: false` keeps the transcript, archived,
+        but there is no session left to continue: not a fresh one under the old key."""
+        first = await client.post(RESPONSES, json={"input": "a", "user": "erin"}, headers=AUTH)
+        response_id = (await first.json())["id"]
+        registry = client.app[STATE].registry
+        assert registry is not None
+        assert await registry.delete(first.headers["x-openclaw-session-key"], False)
+        body = {"input": "b", "previous_response_id": response_id}
+        response = await client.post(RESPONSES, json=body, headers=AUTH)
+        assert response.status == 400
+        assert await response.json() == {
+            "error": {"message": f"Previous response with id '{response_id}' not found.",
+                      "type": "invalid_request_error", "param": "previous_response_id",
+                      "code": "previous_response_not_found"}
+        }  # fmt: skip
+
 
 class TestClientDisconnect:
     async def test_a_cut_stream_aborts_the_run(
