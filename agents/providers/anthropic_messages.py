@@ -107,12 +107,17 @@ def _tool_input(arguments: str) -> dict[str, Any]:
 
 def anthropic_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
     """Alternating roles starting with `user`: consecutive same-role messages are joined
-    with "\\n\\n" (empty texts skipped), leading assistant messages are dropped (the API
+    with "\\n\\n" (blank texts skipped), leading assistant messages are dropped (the API
     rejects them and there is no user text they could answer). Tool calls become `tool_use`
     blocks, tool results `tool_result` blocks of the next user turn; signed thinking goes
     back only with the tool calls it led to, as the API requires in a tool loop."""
     turns: list[_Turn] = []
     for message in messages:
+        blank = not message.text or message.text.isspace()
+        if blank and message.role != "tool" and not (message.images or message.tool_calls):
+            # The API refuses a text of whitespace alone ("text content blocks must contain
+            # non-whitespace text"); a stored reply of "\n" would fail every later turn.
+            continue
         role = "user" if message.role == "tool" else message.role
         if not turns and role != "user":
             continue
@@ -136,7 +141,7 @@ def anthropic_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
                     "signature": message.reasoning_signature,
                 }
             )
-        if message.text:
+        if not blank:
             turn.texts.append(message.text)
         turn.images.extend(message.images)
         turn.tool_uses.extend(

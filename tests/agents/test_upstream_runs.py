@@ -158,3 +158,23 @@ class TestAbort:
         # The second turn's context holds the first (aborted) turn: user, partial assistant.
         sent = openai_upstream.requests[1].body["messages"]
         assert [m["role"] for m in sent] == ["user", "assistant", "user"]
+
+
+class TestAnthropicReplay:
+    async def test_a_whitespace_only_reply_is_not_replayed_to_anthropic(
+        self, store: SessionStore, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        # Anthropic refuses a turn of whitespace alone ("text content blocks must contain
+        # non-whitespace text"): replayed, the stored reply failed every later turn.
+        anthropic_upstream.script(Stream(("\n\n",)), Stream(("fine",)))
+        registry = await make_registry(store, ("up1/fake-model",), anthropic_upstream)
+        try:
+            first = await registry.submit(turn("first", "run-1")).wait()
+            second = await registry.submit(turn("second", "run-2")).wait()
+        finally:
+            await registry.aclose()
+        assert (first.status, first.text) == ("completed", "\n\n")
+        assert second.status == "completed"
+        assert anthropic_upstream.requests[1].body["messages"] == [
+            {"role": "user", "content": "first\n\nsecond"}
+        ]
