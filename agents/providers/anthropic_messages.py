@@ -210,7 +210,13 @@ def request_body(request: ProviderRequest) -> dict[str, Any]:
     if stop is None:
         stop = params.get("stop_sequences")
     if stop is not None:
-        body["stop_sequences"] = [stop] if isinstance(stop, str) else stop
+        sequences = [stop] if isinstance(stop, str) else stop
+        if isinstance(sequences, list):
+            # Anthropic refuses a sequence of whitespace alone (400 "each stop sequence must
+            # contain non-whitespace"), such as the `"\n"` completion-style clients send.
+            sequences = [s for s in sequences if not (isinstance(s, str) and s.isspace())]
+        if sequences:
+            body["stop_sequences"] = sequences
     dropped: list[str] = []
     for key, value in params.items():
         if key in _PASSTHROUGH_KEYS:

@@ -210,6 +210,21 @@ class TestRequest:
         assert body["stop_sequences"] == sequences
         assert "stop" not in body
 
+    @pytest.mark.parametrize(
+        ("stop", "sequences"), [(["\n", "END", " \t"], ["END"]), ("\n", None), (["\n\n"], None)]
+    )
+    async def test_whitespace_only_stop_sequences_are_dropped(
+        self,
+        provider: AnthropicMessagesProvider,
+        anthropic_upstream: FakeAnthropic,
+        stop: str | list[str],
+        sequences: list[str] | None,
+    ) -> None:
+        # Anthropic answers 400 "stop_sequences: each stop sequence must contain
+        # non-whitespace" to the `stop: ["\n"]` OpenAI clients often send.
+        body = await sent_body(provider, anthropic_upstream, params={"stop": stop})
+        assert body.get("stop_sequences") == sequences
+
     async def test_unsupported_params_are_dropped_known_ones_pass(
         self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
     ) -> None:
