@@ -6,7 +6,9 @@ Speaks Anthropic's streamed Messages API. Request building is pure (`request_bod
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -96,6 +98,21 @@ class _Turn:
         return blocks
 
 
+# The ids the Messages API takes for `tool_use` blocks (and their `tool_result`s).
+_TOOL_ID_RE = re.compile(r"[a-zA-Z0-9_-]+")
+_NOT_TOOL_ID_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
+
+
+def _tool_id(call_id: str | None) -> str | None:
+    """A call id as Anthropic takes it. Ids of other models and clients (Kimi's
+    `functions.get_weather:0`) are rewritten, the same way in the call and its result; the
+    digest of the original keeps two ids that differ only in refused characters apart."""
+    if call_id is None or _TOOL_ID_RE.fullmatch(call_id):
+        return call_id
+    digest = hashlib.sha256(call_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{_NOT_TOOL_ID_CHARS.sub('_', call_id)}_{digest}"
+
+
 def _tool_input(arguments: str) -> dict[str, Any]:
     try:
         value = json.loads(arguments) if arguments.strip() else {}
@@ -128,7 +145,7 @@ def anthropic_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
             turn.tool_results.append(
                 {
                     "type": "tool_result",
-                    "tool_use_id": message.tool_call_id,
+                    "tool_use_id": _tool_id(message.tool_call_id),
                     "content": message.text,
                 }
             )
@@ -145,7 +162,12 @@ def anthropic_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
             turn.texts.append(message.text)
         turn.images.extend(message.images)
         turn.tool_uses.extend(
-            {"type": "tool_use", "id": c.id, "name": c.name, "input": _tool_input(c.arguments)}
+            {
+                "type": "tool_use",
+                "id": _tool_id(c.id),
+                "name": c.name,
+                "input": _tool_input(c.arguments),
+            }
             for c in message.tool_calls
         )
     return [{"role": turn.role, "content": turn.content()} for turn in turns]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from typing import Any
 
@@ -734,6 +735,26 @@ class TestTools:
                 ],
             },
         ]
+
+    async def test_call_ids_anthropic_refuses_are_rewritten_the_same_in_use_and_result(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        # Anthropic takes ids matching ^[a-zA-Z0-9_-]+$ only; OpenAI-compatible models
+        # (Kimi's "functions.get_weather:0") and clients make others.
+        ids = ("functions.get_weather:0", "toolu_01A", "functions_get_weather_0")
+        calls = tuple(attrs.evolve(CALL, id=call_id) for call_id in ids)
+        history = (
+            ChatMessage("user", "q"),
+            ChatMessage("assistant", "", tool_calls=calls),
+            *(ChatMessage("tool", "sunny", tool_call_id=call_id) for call_id in ids),
+        )
+        body = await sent_body(provider, anthropic_upstream, text="q2", history=history)
+        uses = [block["id"] for block in body["messages"][1]["content"]]
+        results = [block["tool_use_id"] for block in body["messages"][2]["content"][:3]]
+        assert uses == results
+        assert uses[1:] == ["toolu_01A", "functions_get_weather_0"]  # valid ones stay
+        assert re.fullmatch(r"[a-zA-Z0-9_-]+", uses[0])
+        assert len(set(uses)) == 3
 
     @pytest.mark.parametrize("arguments", ["{oops", "[" * 5000 + "]" * 5000])
     async def test_arguments_that_are_no_object_are_kept_as_their_text(
