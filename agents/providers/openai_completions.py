@@ -211,6 +211,10 @@ class ChunkDecoder:
         self.data = ""
         self._reason: str | None = None
         self._usage: Any = None
+        # Tool calls as we number them: each one's id (None until a fragment gives one), and
+        # which of them the upstream's `index` last named.
+        self._call_ids: list[str | None] = []
+        self._by_index: dict[int, int] = {}
 
     def feed(self, events: Sequence[SSEEvent]) -> Iterator[ProviderEvent]:
         loads = data_json
@@ -243,8 +247,7 @@ class ChunkDecoder:
             if obj.get("usage"):
                 self._usage = obj["usage"]
 
-    @staticmethod
-    def _other(delta: Mapping[str, Any]) -> Iterator[ProviderEvent]:
+    def _other(self, delta: Mapping[str, Any]) -> Iterator[ProviderEvent]:
         """Reasoning (`reasoning_content`: DeepSeek, vLLM; `reasoning`: OpenRouter, Ollama)
         and tool call fragments."""
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
@@ -259,13 +262,30 @@ class ChunkDecoder:
                 arguments = function.get("arguments") or ""
                 if type(arguments) is not str:
                     raise TypeError("tool call arguments are not text")
-                index = call.get("index", 0)
-                if type(index) is not int:
+                index = call.get("index")
+                if type(index) is not int and index is not None:
                     raise TypeError("tool call index is not an integer")
                 call_id, name = call.get("id"), function.get("name")
                 if not isinstance(call_id, str | None) or not isinstance(name, str | None):
                     raise TypeError("tool call id or name is not text")
-                yield ToolCallDelta(index, call_id or None, name or None, arguments)
+                number = self._call_number(index, call_id)
+                yield ToolCallDelta(number, call_id or None, name or None, arguments)
+
+    def _call_number(self, index: int | None, call_id: str | None) -> int:
+        """Our number of the call a fragment belongs to. OpenAI numbers calls by `index`, but
+        Gemini leaves it out and Ollama puts every call at 0: a fragment with an id that its
+        call does not have yet starts a new one; one without continues its call (the last
+        one, when there is no index)."""
+        ids = self._call_ids
+        number = self._by_index.get(index) if index is not None else len(ids) - 1
+        if number is None or number < 0 or (call_id and ids[number] not in (None, call_id)):
+            number = len(ids)
+            ids.append(call_id or None)
+            if index is not None:
+                self._by_index[index] = number
+        elif call_id and ids[number] is None:
+            ids[number] = call_id
+        return number
 
     def finish(self) -> list[ProviderEvent]:
         # EOF without [DONE]: complete only if the model said it was finished.

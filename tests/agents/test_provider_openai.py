@@ -933,6 +933,46 @@ class TestTools:
             Finish("tool_calls"),
         ]
 
+    async def test_parallel_calls_without_an_index_stay_apart(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        # Gemini's OpenAI-compatible API leaves `index` out: a fragment with an id starts a
+        # call, one without continues the last.
+        body = sse(
+            chunk({"tool_calls": [{"id": "a", "function": {"name": "f", "arguments": ""}}]}),
+            chunk({"tool_calls": [{"function": {"arguments": '{"x":1}'}}]}),
+            chunk({"tool_calls": [{"id": "b", "function": {"name": "g", "arguments": "{}"}}]}),
+            chunk({}, "tool_calls"),
+        )
+        openai_upstream.script(Raw((body,)))
+        assert await collect(provider, openai_upstream) == [
+            ToolCallDelta(0, "a", "f", ""),
+            ToolCallDelta(0, None, None, '{"x":1}'),
+            ToolCallDelta(1, "b", "g", "{}"),
+            Finish("tool_calls"),
+        ]
+
+    async def test_parallel_calls_all_at_index_0_with_their_own_ids_stay_apart(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        # Ollama sends each call whole in a chunk of its own, every one at index 0; a server
+        # may repeat a call's id in each of its fragments.
+        body = sse(
+            chunk({"tool_calls": [{"index": 0, "id": "a", "function": {"name": "f"}}]}),
+            chunk({"tool_calls": [{"index": 0, "id": "a", "function": {"arguments": "{}"}}]}),
+            chunk({"tool_calls": [{"index": 0, "id": "b", "function": {"name": "g"}}]}),
+            chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"y":2}'}}]}),
+            chunk({}, "tool_calls"),
+        )
+        openai_upstream.script(Raw((body,)))
+        assert await collect(provider, openai_upstream) == [
+            ToolCallDelta(0, "a", "f", ""),
+            ToolCallDelta(0, "a", None, "{}"),
+            ToolCallDelta(1, "b", "g", ""),
+            ToolCallDelta(1, None, None, '{"y":2}'),
+            Finish("tool_calls"),
+        ]
+
     @pytest.mark.parametrize(
         "call",
         [
