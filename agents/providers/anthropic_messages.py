@@ -59,6 +59,8 @@ STOP_REASONS: Mapping[str, StopReason] = {
 # mapped explicitly (seed, penalties, response_format, delayMs, unknown keys) is dropped,
 # because Anthropic answers 400 to unknown fields.
 _PASSTHROUGH_KEYS = frozenset({"top_k", "metadata", "service_tier", "thinking"})
+# The lowest top_p the API takes with extended thinking on.
+_THINKING_MIN_TOP_P = 0.95
 _MAPPED_KEYS = frozenset(
     {
         "temperature", "top_p", "stop", "stop_sequences", "max_tokens", "max_completion_tokens",
@@ -208,26 +210,54 @@ def tool_fields(params: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _thinking_budget(thinking: Any) -> int | None:
+    """An agent's extended thinking, when it is on: its budget (0 for adaptive thinking)."""
+    if not isinstance(thinking, Mapping) or thinking.get("type") not in ("enabled", "adaptive"):
+        return None
+    budget = thinking.get("budget_tokens")
+    return budget if type(budget) is int and budget > 0 else 0
+
+
 def request_body(request: ProviderRequest) -> dict[str, Any]:
     """The JSON body of §6.4."""
     params = request.params
-    max_tokens = token_cap(params)
-    if max_tokens is None:
-        configured = request.model.max_tokens if request.model is not None else None
-        max_tokens = configured or DEFAULT_MAX_TOKENS
+    tools = tool_fields(params)
+    cap = token_cap(params)
+    if cap is None and request.model is not None:
+        cap = request.model.max_tokens
+    # With extended thinking on, the API refuses a tool_choice that forces tool use and a
+    # max_tokens not above the budget: a client's forced tool or small cap turns it off for
+    # the turn. A changed temperature or top_k, and a top_p below 0.95, it refuses too: those
+    # are dropped while it is on.
+    budget = _thinking_budget(params.get("thinking"))
+    thinking_off = budget is not None and (
+        tools.get("tool_choice", {}).get("type") in ("any", "tool")
+        or (cap is not None and cap <= budget)
+    )
+    if thinking_off:
+        budget = None
+    # No cap given: thinking's budget comes on top of the default, which it would eat.
+    max_tokens = cap or DEFAULT_MAX_TOKENS + (budget or 0)
     body: dict[str, Any] = {"model": request.ref.model, "max_tokens": max_tokens}
     if request.system:  # the API rejects an empty system prompt
         body["system"] = request.system
     body["messages"] = anthropic_messages(request.messages)
     body["stream"] = True
-    body.update(tool_fields(params))
+    body.update(tools)
 
     temperature = params.get("temperature")
-    if isinstance(temperature, int | float) and not isinstance(temperature, bool):
+    if (
+        isinstance(temperature, int | float)
+        and not isinstance(temperature, bool)
+        and budget is None
+    ):
         # OpenAI's range is 0..2, Anthropic's 0..1.
         body["temperature"] = min(max(temperature, 0), 1)
-    if params.get("top_p") is not None:
-        body["top_p"] = params["top_p"]
+    top_p = params.get("top_p")
+    if top_p is not None and (
+        budget is None or (isinstance(top_p, int | float) and top_p >= _THINKING_MIN_TOP_P)
+    ):
+        body["top_p"] = top_p
     stop = params.get("stop")
     if stop is None:
         stop = params.get("stop_sequences")
@@ -242,7 +272,9 @@ def request_body(request: ProviderRequest) -> dict[str, Any]:
     dropped: list[str] = []
     for key, value in params.items():
         if key in _PASSTHROUGH_KEYS:
-            if value is not None:
+            if (key == "thinking" and thinking_off) or (key == "top_k" and budget is not None):
+                dropped.append(key)
+            elif value is not None:
                 body[key] = value
         elif key not in _MAPPED_KEYS and value is not None:
             dropped.append(key)

@@ -773,6 +773,64 @@ class TestTools:
         body = await sent_body(provider, anthropic_upstream, params={"thinking": thinking})
         assert body["thinking"] == thinking
 
+    async def test_with_thinking_on_the_sampling_params_anthropic_refuses_are_dropped(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        # "Thinking isn't compatible with temperature or top_k modifications"; top_p may be
+        # 0.95 to 1. A client's temperature made every turn of a thinking agent a 502.
+        thinking = {"type": "enabled", "budget_tokens": 1024}
+        params = {"thinking": thinking, "temperature": 0.3, "top_k": 5, "top_p": 0.8}
+        body = await sent_body(provider, anthropic_upstream, params=params)
+        assert body == {
+            "model": "fake-model",
+            "max_tokens": 4096 + 1024,
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": True,
+            "thinking": thinking,
+        }
+        params = {"thinking": thinking, "top_p": 0.97}
+        body = await sent_body(provider, anthropic_upstream, params=params)
+        assert (body["thinking"], body["top_p"]) == (thinking, 0.97)
+
+    @pytest.mark.parametrize(
+        ("choice", "mapped"),
+        [("required", {"type": "any"}), ({"type": "function", "function": {"name": "get_weather"}},
+                                         {"type": "tool", "name": "get_weather"})],
+    )  # fmt: skip
+    async def test_a_forced_tool_turns_thinking_off_for_the_turn(
+        self,
+        provider: AnthropicMessagesProvider,
+        anthropic_upstream: FakeAnthropic,
+        choice: Any,
+        mapped: dict[str, Any],
+    ) -> None:
+        # "Thinking may not be enabled when tool_choice forces tool use."
+        params = {
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "tools": [WEATHER],
+            "tool_choice": choice,
+            "temperature": 0.3,
+        }
+        body = await sent_body(provider, anthropic_upstream, params=params)
+        assert "thinking" not in body
+        assert (body["tool_choice"], body["temperature"]) == (mapped, 0.3)
+
+    async def test_a_cap_within_the_thinking_budget_turns_thinking_off_for_the_turn(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        # max_tokens must be greater than thinking.budget_tokens.
+        params = {"thinking": {"type": "enabled", "budget_tokens": 2048}, "max_tokens": 2048}
+        body = await sent_body(provider, anthropic_upstream, params=params)
+        assert "thinking" not in body
+        assert body["max_tokens"] == 2048
+
+    async def test_without_a_cap_thinking_gets_its_budget_on_top_of_the_default(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        thinking = {"type": "enabled", "budget_tokens": 8000}
+        body = await sent_body(provider, anthropic_upstream, params={"thinking": thinking})
+        assert (body["thinking"], body["max_tokens"]) == (thinking, 8000 + 4096)
+
     async def test_unsigned_reasoning_is_not_sent_back(
         self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
     ) -> None:
