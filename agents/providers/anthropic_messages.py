@@ -218,6 +218,16 @@ def _thinking_budget(thinking: Any) -> int | None:
     return budget if type(budget) is int and budget > 0 else 0
 
 
+def _unsigned_tool_loop(messages: list[dict[str, Any]]) -> bool:
+    """The context ends in tool results whose calls' turn does not start with thinking."""
+    if len(messages) < 2:
+        return False
+    results, calls = messages[-1]["content"], messages[-2]["content"]
+    if not (isinstance(results, list) and results and results[0]["type"] == "tool_result"):
+        return False
+    return not (isinstance(calls, list) and calls and calls[0]["type"] == "thinking")
+
+
 def request_body(request: ProviderRequest) -> dict[str, Any]:
     """The JSON body of §6.4."""
     params = request.params
@@ -225,14 +235,17 @@ def request_body(request: ProviderRequest) -> dict[str, Any]:
     cap = token_cap(params)
     if cap is None and request.model is not None:
         cap = request.model.max_tokens
-    # With extended thinking on, the API refuses a tool_choice that forces tool use and a
-    # max_tokens not above the budget: a client's forced tool or small cap turns it off for
-    # the turn. A changed temperature or top_k, and a top_p below 0.95, it refuses too: those
+    messages = anthropic_messages(request.messages)
+    # With extended thinking on, the API refuses a tool_choice that forces tool use, a
+    # max_tokens not above the budget, and a tool loop whose call came without its signed
+    # thinking (a stateless client's resent call, another model's): those turn it off for the
+    # turn. A changed temperature or top_k, and a top_p below 0.95, it refuses too: those
     # are dropped while it is on.
     budget = _thinking_budget(params.get("thinking"))
     thinking_off = budget is not None and (
         tools.get("tool_choice", {}).get("type") in ("any", "tool")
         or (cap is not None and cap <= budget)
+        or _unsigned_tool_loop(messages)
     )
     if thinking_off:
         budget = None
@@ -241,7 +254,7 @@ def request_body(request: ProviderRequest) -> dict[str, Any]:
     body: dict[str, Any] = {"model": request.ref.model, "max_tokens": max_tokens}
     if request.system:  # the API rejects an empty system prompt
         body["system"] = request.system
-    body["messages"] = anthropic_messages(request.messages)
+    body["messages"] = messages
     body["stream"] = True
     body.update(tools)
 

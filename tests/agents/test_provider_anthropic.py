@@ -824,6 +824,46 @@ class TestTools:
         assert "thinking" not in body
         assert body["max_tokens"] == 2048
 
+    async def test_a_tool_loop_whose_call_has_no_signed_thinking_turns_thinking_off(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        # A stateless client resends the call without the thinking (clients do not keep it):
+        # "When thinking is enabled, a final assistant message must start with a thinking
+        # block ... To avoid this requirement, disable thinking."
+        request = attrs.evolve(
+            provider_request(
+                anthropic_upstream.provider_config(),
+                params={"thinking": {"type": "enabled", "budget_tokens": 1024}},
+            ),
+            messages=(
+                ChatMessage("user", "weather?"),
+                ChatMessage("assistant", "", tool_calls=(CALL,)),
+                ChatMessage("tool", "sunny", tool_call_id="toolu_1"),
+            ),
+        )
+        await events_of(provider, request)
+        body = anthropic_upstream.last.body
+        assert "thinking" not in body
+        assert body["max_tokens"] == 4096
+
+    async def test_a_tool_loop_with_its_signed_thinking_keeps_thinking_on(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        thinking = {"type": "enabled", "budget_tokens": 1024}
+        call = ChatMessage(
+            "assistant", "", tool_calls=(CALL,), reasoning="r", reasoning_signature="sig"
+        )
+        request = attrs.evolve(
+            provider_request(anthropic_upstream.provider_config(), params={"thinking": thinking}),
+            messages=(
+                ChatMessage("user", "weather?"),
+                call,
+                ChatMessage("tool", "sunny", tool_call_id="toolu_1"),
+            ),
+        )
+        await events_of(provider, request)
+        assert anthropic_upstream.last.body["thinking"] == thinking
+
     async def test_without_a_cap_thinking_gets_its_budget_on_top_of_the_default(
         self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
     ) -> None:
