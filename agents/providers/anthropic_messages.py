@@ -441,9 +441,16 @@ class MessageEventDecoder:
             elif kind == "message_delta":
                 self._reason = obj["delta"].get("stop_reason") or self._reason
                 # Cumulative: the last message_delta with a count has the final one.
-                count = _count(obj.get("usage"), "output_tokens")
+                usage = obj.get("usage")
+                count = _count(usage, "output_tokens")
                 if count is not None:
                     self._output_tokens = count
+                # The prompt too, when given (server tools add to it; some servers count it
+                # only here, message_start saying 0); a smaller one (0, no cache fields) is
+                # not the whole prompt.
+                count = _count(usage, *_INPUT_FIELDS)
+                if count is not None and (self._input_tokens or 0) < count:
+                    self._input_tokens = count
             elif kind == "message_stop":
                 self.done = True
                 return

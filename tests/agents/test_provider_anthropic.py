@@ -396,6 +396,35 @@ class TestStreaming:
         anthropic_upstream.script(Raw((events(first, text("x"), *stop(output=7)),)))
         assert Usage(125, 7) in await collect(provider, anthropic_upstream)
 
+    @pytest.mark.parametrize(
+        ("first", "delta_usage", "usage"),
+        [
+            # Servers that count the prompt only at the end (message_start says 0).
+            (start(0), {"input_tokens": 12, "output_tokens": 7}, Usage(12, 7)),
+            # Server tools: the cumulative count of message_delta is the final one.
+            (start(5), {"input_tokens": 40, "output_tokens": 7}, Usage(40, 7)),
+            # A delta's count below message_start's (0, or no cache fields) lowers nothing.
+            (start(5, cache_read_input_tokens=20), {"input_tokens": 0, "output_tokens": 7},
+             Usage(25, 7)),
+        ],
+    )  # fmt: skip
+    async def test_message_delta_input_counts_are_cumulative(
+        self,
+        provider: AnthropicMessagesProvider,
+        anthropic_upstream: FakeAnthropic,
+        first: tuple[str, dict[str, Any]],
+        delta_usage: dict[str, int],
+        usage: Usage,
+    ) -> None:
+        delta = {"type": "message_delta", "delta": {"stop_reason": "end_turn"}}
+        body = events(first, text("x"), ("message_delta", {**delta, "usage": delta_usage}))
+        anthropic_upstream.script(Raw((body,)))
+        assert await collect(provider, anthropic_upstream) == [
+            TextDelta("x"),
+            usage,
+            Finish("stop"),
+        ]
+
     async def test_without_usage_no_usage_is_reported(
         self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
     ) -> None:
