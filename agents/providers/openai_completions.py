@@ -147,7 +147,7 @@ def json_answer(answer: Any) -> list[ProviderEvent]:
     message = choice.get("message")
     if not isinstance(message, dict):
         message = {}
-    content = message.get("content")
+    content = message.get("content") or message.get("refusal")  # refusal: structured outputs
     if content is not None and not isinstance(content, str):
         raise MalformedStream("upstream JSON answer content is not text")
     events: list[ProviderEvent] = []
@@ -248,13 +248,19 @@ class ChunkDecoder:
                 self._usage = obj["usage"]
 
     def _other(self, delta: Mapping[str, Any]) -> Iterator[ProviderEvent]:
-        """Reasoning (`reasoning_content`: DeepSeek, vLLM; `reasoning`: OpenRouter, Ollama)
-        and tool call fragments."""
+        """Reasoning (`reasoning_content`: DeepSeek, vLLM; `reasoning`: OpenRouter, Ollama),
+        a refusal (OpenAI's structured outputs: the reply, there being no other) and tool
+        call fragments."""
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if reasoning:
             if type(reasoning) is not str:
                 raise TypeError("delta reasoning is not text")
             yield ReasoningDelta(reasoning)
+        refusal = delta.get("refusal")
+        if refusal:
+            if type(refusal) is not str:
+                raise TypeError("delta refusal is not text")
+            yield TextDelta(refusal)
         calls = delta.get("tool_calls")
         if calls:
             for call in calls:

@@ -394,6 +394,18 @@ class TestNonStreamingAnswer:
         openai_upstream.script(JSONAnswer("cut", finish="length", usage=None))
         assert await collect(provider, openai_upstream) == [TextDelta("cut"), Finish("length")]
 
+    async def test_a_refusal_is_the_reply_text(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        # With structured outputs OpenAI puts a refusal in `message.refusal`, content null.
+        answer = {
+            "choices": [
+                {"message": {"content": None, "refusal": "I can't."}, "finish_reason": "stop"}
+            ]
+        }
+        openai_upstream.script(Raw((json.dumps(answer).encode(),), content_type="application/json"))
+        assert await collect(provider, openai_upstream) == [TextDelta("I can't."), Finish("stop")]
+
     async def test_json_answer_that_is_not_json_is_malformed(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
     ) -> None:
@@ -931,6 +943,24 @@ class TestTools:
             TextDelta("ok"),
             ToolCallDelta(0, "c1", "f", "{}"),
             Finish("tool_calls"),
+        ]
+
+    async def test_a_streamed_refusal_is_the_reply_text(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        # Structured outputs: the refusal streams in `delta.refusal`, content null; it was
+        # lost, and the client got an empty reply.
+        body = sse(
+            chunk({"role": "assistant", "content": None, "refusal": None}),
+            chunk({"refusal": "I can't"}),
+            chunk({"refusal": " help."}),
+            chunk({}, "stop"),
+        )
+        openai_upstream.script(Raw((body,)))
+        assert await collect(provider, openai_upstream) == [
+            TextDelta("I can't"),
+            TextDelta(" help."),
+            Finish("stop"),
         ]
 
     async def test_parallel_calls_without_an_index_stay_apart(
