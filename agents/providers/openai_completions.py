@@ -147,7 +147,9 @@ def json_answer(answer: Any) -> list[ProviderEvent]:
     message = choice.get("message")
     if not isinstance(message, dict):
         message = {}
-    content = message.get("content") or message.get("refusal")  # refusal: structured outputs
+    content = message.get("content")
+    if content is None:  # structured outputs' refusal: content null, the refusal its text
+        content = message.get("refusal")
     if content is not None and not isinstance(content, str):
         raise MalformedStream("upstream JSON answer content is not text")
     events: list[ProviderEvent] = []

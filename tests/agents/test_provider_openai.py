@@ -406,6 +406,15 @@ class TestNonStreamingAnswer:
         openai_upstream.script(Raw((json.dumps(answer).encode(),), content_type="application/json"))
         assert await collect(provider, openai_upstream) == [TextDelta("I can't."), Finish("stop")]
 
+    @pytest.mark.parametrize("content", [0, False, [], {}])
+    async def test_json_answer_content_that_is_not_text_is_malformed(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI, content: Any
+    ) -> None:
+        answer = {"choices": [{"message": {"content": content, "refusal": None}}]}
+        openai_upstream.script(Raw((json.dumps(answer).encode(),), content_type="application/json"))
+        with pytest.raises(MalformedStream):
+            await collect(provider, openai_upstream)
+
     async def test_json_answer_that_is_not_json_is_malformed(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
     ) -> None:
