@@ -91,7 +91,7 @@ class TurnRequest:
     # Per-request sampling fields, overlaid on the agent's params (http-openai.md §5).
     params: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_params)
     timeout_seconds: float | None = None  # None: the configured default; 0: no timeout
-    idempotency_key: str | None = None  # WS only; stored on the user message
+    idempotency_key: str | None = None  # WS, and hooks given one; stored on the user message
     # HTTP without a session header or `user`: a fresh key nobody names again, which
     # maintenance prunes after `session.maintenance.statelessTtl`.
     stateless: bool = False
@@ -347,8 +347,9 @@ class AgentRun:
     @property
     def addressable(self) -> bool:
         """A later call can name this run: WS runs, whose id is the client's idempotency key
-        (`agent.wait`, `chat.abort`, a repeated `chat.send`/`agent`). An HTTP completion id
-        is only ever named by the response that carries it."""
+        (`agent.wait`, `chat.abort`, a repeated `chat.send`/`agent`), and hook runs given a
+        key (a retried call). An HTTP completion id is only ever named by the response that
+        carries it."""
         return self.request.idempotency_key is not None
 
     def retained_bytes(self) -> int:

@@ -160,6 +160,8 @@ async def _agent(
         run_id=run_id,
         text=parsed.message,
         timeout_seconds=parsed.timeout_seconds,
+        # With a key the registry keeps the ended run, which a retry answers with.
+        idempotency_key=parsed.idempotency_key,
     )
     run = _submit(request, state, turn, parsed.name)
     if scope is not None:

@@ -31,6 +31,7 @@ from agents.ids import uuid7
 from agents.keys import INVALID_KEY_MESSAGE, RESERVED_KEY_MESSAGE, normalize_session_key
 from agents.providers.base import Usage
 from agents.runs import RunOutcome, RunStatus
+from agents.surrogates import repair_surrogates
 from gateway.config.model import HooksConfig
 from gateway.http.openai_wire import (
     API_ERROR,
@@ -145,7 +146,9 @@ def with_header_key(hook: AgentHook, headers: Mapping[str, str]) -> AgentHook:
     for name in IDEMPOTENCY_HEADERS:
         key = _usable_key(headers.get(name))
         if key is not None:
-            return attrs.evolve(hook, idempotency_key=key)
+            # Bytes that are not UTF-8 arrive as lone surrogates, which the store (where the
+            # run keeps its key) cannot write.
+            return attrs.evolve(hook, idempotency_key=repair_surrogates(key))
     return hook
 
 

@@ -15,6 +15,7 @@ from gateway.config.apply import apply_config
 from gateway.http.hooks_wire import HookReplays
 from tests.support.configs import MakeConfig, merged
 from tests.support.http_client import AUTH, BASE_SETTINGS, HI, Client, MakeClient, fake_provider
+from tests.support.raw_http import exchange, request_bytes
 from tests.support.upstreams import FakeOpenAI, Status
 
 HOOK_TOKEN = "hook-token-93bd"
@@ -444,11 +445,7 @@ class TestIdempotency:
         _, first = await hook(client, "/hooks/agent", payload)
         _, again = await hook(client, "/hooks/agent", payload)
         assert again == first
-        registry = client.app[STATE].registry
-        assert registry is not None
-        run = registry.run(first["runId"])
-        if run is not None:  # else it ended already: an ended hook run is not kept
-            await run.wait()
+        await finished(client, first["runId"])
         assert len(await transcript(client, first["sessionKey"])) == 2  # one turn
 
     async def test_the_header_key(self, client: Client) -> None:
@@ -466,6 +463,34 @@ class TestIdempotency:
             first["runId"],
             "[turn 1] hi",
         )
+
+    async def test_a_waiting_retry_after_the_run_ended_gets_its_completion(
+        self, gateway: MakeClient
+    ) -> None:
+        # The usual retry: the first call's caller gave up waiting (or lost its connection),
+        # and the run ended before the retry came.
+        client = await gateway(
+            merged(HOOKS, {"agents": {"list": [{"id": "main", "params": {"delayMs": 200}}]}})
+        )
+        payload: dict[str, Any] = {"message": "hi", "idempotencyKey": "delivery-4"}
+        _, first = await hook(client, "/hooks/agent", payload)
+        await finished(client, first["runId"])
+        status, again = await hook(client, "/hooks/agent", {**payload, "waitForCompletion": True})
+        assert (status, again["runId"], again["completion"]["text"]) == (
+            200,
+            first["runId"],
+            "[turn 1] hi",
+        )
+
+    async def test_a_header_key_that_is_not_utf_8_keeps_the_run_whole(self, client: Client) -> None:
+        # Its bytes reach the handler as lone surrogates, which the store cannot write.
+        headers = {**HOOK_AUTH, "Content-Type": "application/json", "Idempotency-Key": b"k\xff"}
+        request = request_bytes("POST", "/hooks/agent", headers, b'{"message": "hi"}')
+        assert client.port is not None
+        response = await exchange(client.port, request)
+        assert response.status == 202
+        run = await finished(client, response.json()["runId"])
+        assert run.outcome is not None and run.outcome.status == "completed"
 
     async def test_another_message_under_the_same_key_is_another_run(self, client: Client) -> None:
         _, first = await hook(client, "/hooks/agent", {"message": "a", "idempotencyKey": "k"})
