@@ -120,10 +120,12 @@ def _float(text: str) -> float:
     return float(text)
 
 
-def parse_answer(answer: Any, count: int) -> Embeddings:
+def parse_answer(answer: Any, count: int, dimensions: int | None = None) -> Embeddings:
     """An upstream's `{"data": [{"index", "embedding"}], "usage": {...}}`, in input order.
 
-    MalformedStream when it is not one vector per input."""
+    MalformedStream when it is not one vector per input, all of one length (`dimensions`
+    when the request named it): a client stacks them, or stores them in an index of that
+    size, and an empty or odd one would fail there, far from its cause."""
     try:
         if not isinstance(answer, dict) or answer.get("error"):
             raise ValueError("answer is an error or not an object")
@@ -135,6 +137,12 @@ def parse_answer(answer: Any, count: int) -> Embeddings:
             if [item["index"] for item in data] != list(range(count)):
                 raise ValueError("answer indexes are not 0..n-1")
         vectors = tuple(_vector(item.get("embedding")) for item in data)
+        sizes = {len(vector) for vector in vectors}
+        if len(sizes) != 1 or 0 in sizes:
+            raise ValueError("vectors are empty or of different lengths")
+        size = sizes.pop()
+        if dimensions is not None and size != dimensions:
+            raise ValueError(f"vectors of {size} values, {dimensions} asked")
     except (
         ValueError,
         TypeError,
@@ -194,7 +202,9 @@ class EmbeddingsClient:
         except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep to parse
             log_body("upstream_malformed_json", provider, body)
             raise MalformedStream("upstream answer is not valid JSON") from exc
-        result = await asyncio.to_thread(parse_answer, answer, len(request.inputs))
+        result = await asyncio.to_thread(
+            parse_answer, answer, len(request.inputs), request.dimensions
+        )
         if result.prompt_tokens < 0:
             tokens = estimated_tokens(request.inputs)
             result = attrs.evolve(result, prompt_tokens=tokens, total_tokens=tokens)

@@ -77,11 +77,21 @@ class TestParseAnswer:
             answer([1], base64.b64encode(struct.pack("<f", math.nan)).decode()),
             {"data": [{"index": 0, "embedding": [1]}, {"index": 0, "embedding": [1]}]},
             {"data": [1, 2]},
+            answer([1, 2], [1]),  # vectors of different lengths
+            answer([], []),
+            answer("", ""),  # base64 of no values
         ],
     )
     def test_anything_else_is_malformed(self, body: Any) -> None:
         with pytest.raises(MalformedStream):
             parse_answer(body, 2)
+
+    def test_vectors_not_of_the_asked_dimensions_are_malformed(self) -> None:
+        # An upstream that ignores `dimensions` (some servers do) would hand the client
+        # vectors its index was not made for.
+        with pytest.raises(MalformedStream, match="3 values, 2 asked"):
+            parse_answer(answer([1, 2, 3]), 1, dimensions=2)
+        assert parse_answer(answer([1, 2]), 1, dimensions=2).vectors == ((1.0, 2.0),)
 
 
 TIMEOUTS = Timeouts(connect=1, idle=0.3)

@@ -277,6 +277,27 @@ class TestUpstream:
         assert (status, body["error"]["message"]) == (502, "upstream provider error")
         assert logs.errors() == []
 
+    @pytest.mark.parametrize(
+        ("vectors", "fields"),
+        [
+            ([[0.5, 0.5], [0.5]], {}),
+            ([[], []], {}),
+            ([[0.5, 0.5, 0.5], [0.5, 0.5, 0.5]], {"dimensions": 2}),
+        ],
+    )
+    async def test_vectors_of_the_wrong_shape_are_a_502(
+        self,
+        gateway: MakeClient,
+        upstream: FakeOpenAI,
+        vectors: list[list[float]],
+        fields: dict[str, Any],
+    ) -> None:
+        data = [{"index": i, "embedding": v} for i, v in enumerate(vectors)]
+        upstream.script(Status(200, body=json.dumps({"data": data})))
+        client = await gateway(upstream_settings(upstream))
+        status, body, _ = await post(client, {"input": ["a", "b"], **fields})
+        assert (status, body["error"]["message"]) == (502, "upstream provider error")
+
     async def test_a_silent_upstream_is_a_504(
         self, gateway: MakeClient, upstream: FakeOpenAI
     ) -> None:
@@ -358,9 +379,9 @@ class TestLargeAnswersHoldUpNoOtherClient:
         decoding = asyncio.Event()
         parse = embeddings_module.parse_answer
 
-        def noting_the_start(answer: Any, count: int) -> Embeddings:
+        def noting_the_start(answer: Any, count: int, dimensions: int | None) -> Embeddings:
             loop.call_soon_threadsafe(decoding.set)
-            return parse(answer, count)
+            return parse(answer, count, dimensions)
 
         monkeypatch.setattr(embeddings_module, "parse_answer", noting_the_start)
         inputs = [f"text {i}" for i in range(2048)]
