@@ -234,10 +234,13 @@ def authenticate(
     client: str | None,
     *,
     browser: bool,
+    forgives: bool = True,
 ) -> Authenticated | AuthFailure:
     """The one credential check (`_check_secret` says how); each failure is also told to
-    `limiter.on_failure`, so failed attempts are counted in one place."""
-    outcome = _check_secret(auth, limiter, presented, client, browser=browser)
+    `limiter.on_failure`, so failed attempts are counted in one place. A success clears the
+    address's failures only when `forgives`: the hook token, a second secret that counts in
+    the same limiter, must not buy its holder unlimited guesses at the gateway's."""
+    outcome = _check_secret(auth, limiter, presented, client, browser=browser, forgives=forgives)
     if isinstance(outcome, AuthFailure) and limiter.on_failure is not None:
         limiter.on_failure(outcome.reason)
     return outcome
@@ -250,6 +253,7 @@ def _check_secret(
     client: str | None,
     *,
     browser: bool,
+    forgives: bool,
 ) -> Authenticated | AuthFailure:
     """The shared-secret check for every transport, in the order the spec gives: the
     lockout before the secret (a locked-out address learns nothing), and only a wrong secret
@@ -266,5 +270,6 @@ def _check_secret(
     if expected is None or not secret_matches(presented, expected):
         limiter.record_failure(client, browser=browser)
         return AuthFailure(AuthFailureReason.MISMATCH)
-    limiter.record_success(client)
+    if forgives:
+        limiter.record_success(client)
     return Authenticated(auth.mode)

@@ -112,13 +112,15 @@ def authenticate(
     auth: AuthConfig | None = None,
 ) -> None:
     """§3: the lockout before the credential; only a wrong credential counts as a failure.
-    By default the gateway's own secret, presented as a bearer token; the hooks pass theirs."""
+    By default the gateway's own secret, presented as a bearer token; the hooks pass theirs,
+    whose successes do not clear the failures counted against the gateway's."""
     outcome = check_secret(
         state.config.gateway.auth if auth is None else auth,
         state.limiter,
         bearer_secret(request.headers.get("Authorization")) if presented is None else presented,
         client_of(request),
         browser="Origin" in request.headers,
+        forgives=auth is None,
     )
     match outcome:
         case AuthFailure(reason=AuthFailureReason.LOCKED_OUT, retry_after=int(retry_after)):

@@ -121,6 +121,27 @@ class TestHookToken:
         response = await client.post("/v1/chat/completions", json=HI, headers=AUTH)
         assert response.status == 429
 
+    async def test_good_hook_calls_do_not_forgive_wrong_gateway_tokens(
+        self, gateway: MakeClient
+    ) -> None:
+        # The hook token is the lesser secret, given to automation: holding it must not buy
+        # unlimited guesses at the gateway's token.
+        client = await gateway(
+            merged(
+                HOOKS,
+                {"gateway": {"auth": {"rateLimit": {"maxAttempts": 3, "exemptLoopback": False}}}},
+            )
+        )
+        wrong = {**AUTH, "Authorization": "Bearer guess"}
+        statuses = []
+        for _ in range(3):
+            response = await client.post("/v1/chat/completions", json=HI, headers=wrong)
+            statuses.append(response.status)
+            statuses.append((await hook(client, "/hooks/agent", {"message": "hi"}))[0])
+        assert statuses == [401, 202, 401, 202, 401, 429]
+        response = await client.post("/v1/chat/completions", json=HI, headers=AUTH)
+        assert response.status == 429
+
 
 class TestRouting:
     async def test_only_post(self, client: Client) -> None:
