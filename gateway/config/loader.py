@@ -140,6 +140,19 @@ class ConfigLoader:
         source = ConfigSource(self.config_path, exists=True, raw=text, hash=_sha256(data))
         return self._check(text, str(self.config_path), source)
 
+    def _generated_token(self, normalized: dict[str, Any]) -> str | None:
+        """The token in the state dir, which token mode without a token runs with
+        (gateway.auth.with_generated_token); None when absent, unreadable or not needed."""
+        auth = dig(normalized, "gateway", "auth")
+        if not dig(normalized, "hooks", "token") or not isinstance(auth, dict):
+            return None
+        if auth.get("mode") != "token" or auth.get("token"):
+            return None
+        try:
+            return read_state_file(self.state_dir / "gateway.token").decode().strip() or None
+        except (OSError, UnicodeDecodeError, UnsafeStateError):
+            return None  # refused, with its reason, where the token is read to be used
+
     def _check(self, text: str, location: str, source: ConfigSource) -> Config:
         parsed = _parse(text, location)
         if source.exists:
@@ -157,7 +170,7 @@ class ConfigLoader:
         check_store(ctx, normalized.get("store"))
         _read_store_password(ctx, normalized.get("store"))
         apply_overrides(normalized["gateway"], self.overrides, self.environ, ctx)
-        check_hooks_token(ctx, normalized)
+        check_hooks_token(ctx, normalized, self._generated_token(normalized))
         if ctx.issues:
             raise ConfigError(location, ctx.sorted_issues())
         gateway = _gateway_config(normalized["gateway"])

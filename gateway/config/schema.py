@@ -798,13 +798,16 @@ def check_hooks(ctx: Checker, hooks: Any) -> None:
         ctx.issue("hooks.allowedSessionKeyPrefixes", message)
 
 
-def check_hooks_token(ctx: Checker, normalized: dict[str, Any]) -> None:
-    """As OpenClaw: the hook token is a second, distinct secret (after env and flags)."""
+def check_hooks_token(
+    ctx: Checker, normalized: dict[str, Any], generated: str | None = None
+) -> None:
+    """As OpenClaw: the hook token is a second, distinct secret (after env and flags), also
+    from the token in the state dir (`generated`) that a config without one runs with."""
     hooks_token = dig(normalized, "hooks", "token")
     auth = dig(normalized, "gateway", "auth")
     if not isinstance(hooks_token, str) or not hooks_token or not isinstance(auth, dict):
         return
-    if auth.get("mode") == "token" and auth.get("token") == hooks_token:
+    if auth.get("mode") == "token" and (auth.get("token") or generated) == hooks_token:
         message = "must not match the gateway auth token; set a distinct hooks.token"
         ctx.issue("hooks.token", message)
 

@@ -204,3 +204,17 @@ class TestHooksTokenIsItsOwnSecret:
         assert files.issues(text, environ=environ) == [
             "- hooks.token: must not match the gateway auth token; set a distinct hooks.token"
         ]
+
+    def test_nor_the_one_generated_in_the_state_dir(self, files: ConfigFiles) -> None:
+        # `clawgate token` shows it; pasting it as the hook token would make them one secret.
+        files.state_dir.mkdir(mode=0o700)
+        (files.state_dir / "gateway.token").write_text("same\n")
+        text = '{hooks: {enabled: true, token: "same"}}'
+        assert files.issues(text) == [
+            "- hooks.token: must not match the gateway auth token; set a distinct hooks.token"
+        ]
+
+    def test_a_token_file_that_differs_is_no_issue(self, files: ConfigFiles) -> None:
+        files.state_dir.mkdir(mode=0o700)
+        (files.state_dir / "gateway.token").write_text("other\n")
+        assert files.load('{hooks: {enabled: true, token: "same"}}').hooks.token == "same"
