@@ -49,8 +49,15 @@ class SecretFileError(Exception):
     """--token-file/--password-file cannot give a secret; the message says why."""
 
 
+# The most of a secret file that is read. A secret this long could not be sent anyway: the
+# `connect` frame that carries it must fit in 64 KiB (ws-protocol.md §2.3). Reading no more
+# keeps /dev/zero or a file named by mistake (a log, a disk image) from filling the memory.
+SECRET_FILE_MAX_BYTES = 64 * 1024
+
+
 def read_secret_file(path: str) -> str:
-    """The first line of `path`, its line ending stripped; an empty one is an error.
+    """The first line of `path`, its line ending stripped; an empty one is an error, and so is
+    one with no line end in the first SECRET_FILE_MAX_BYTES.
 
     The file's permissions are not checked: it is the operator's, and container secret mounts
     (Docker's /run/secrets, Kubernetes' volumes) are 0444 and often symlinks, in a mount
@@ -58,9 +65,14 @@ def read_secret_file(path: str) -> str:
     """
     try:
         with open(path, "rb") as file:
-            first = file.readline()
+            first = file.readline(SECRET_FILE_MAX_BYTES)
     except OSError as exc:
         raise SecretFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(first) == SECRET_FILE_MAX_BYTES and not first.endswith(b"\n"):
+        raise SecretFileError(
+            f"{path} has no line end in its first {SECRET_FILE_MAX_BYTES} bytes"
+            " (the secret is its first line)"
+        )
     try:
         secret = first.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError:

@@ -167,3 +167,27 @@ class TestCallSecretFiles:
         result = run_cli(args, clean_env(tmp_path))
         assert result.returncode == 78
         assert f"error: {path} is empty (the secret is its first line)" in result.stderr
+
+    @pytest.mark.parametrize("flag", ["--token-file", "--password-file"])
+    def test_call_refuses_a_secret_file_whose_first_line_is_longer_than_any_secret(
+        self, tmp_path: Path, flag: str
+    ) -> None:
+        # Read whole, /dev/zero or a mistaken --token-file (a log, a disk image) would grow
+        # the command's memory without end: only the first 64 KiB are read.
+        path = secret_file(tmp_path, "x" * (1 << 20))
+        args = ["call", "health", "--url", "ws://127.0.0.1:9", flag, str(path)]
+        result = run_cli(args, clean_env(tmp_path))
+        assert (result.returncode, result.stdout) == (78, "")
+        assert result.stderr == (
+            f"error: {path} has no line end in its first 65536 bytes (the secret is its"
+            " first line)\n"
+        )
+
+    def test_call_reads_at_most_64_kib_of_an_endless_token_file(self, tmp_path: Path) -> None:
+        args = ["call", "health", "--url", "ws://127.0.0.1:9", "--token-file", "/dev/zero"]
+        result = run_cli(args, clean_env(tmp_path), timeout=15)
+        assert (result.returncode, result.stdout) == (78, "")
+        assert result.stderr == (
+            "error: /dev/zero has no line end in its first 65536 bytes (the secret is its"
+            " first line)\n"
+        )
