@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp import WebSocketError, WSCloseCode
 
 from gateway import __version__
 from gateway.auth import is_loopback, with_generated_token
@@ -35,9 +36,15 @@ from gateway.config.overrides import (
 from gateway.jsonwire import strict_loads
 from gateway.logs import configure_logging
 from gateway.statedir import UnsafeStateError
+from gateway.ws.protocol import MAX_PAYLOAD
 
 CLIENT_ID = "clawgate-cli"
 PROTOCOL = 4
+# The largest frame read from the server: the gateway's own maxPayload, the limit OpenClaw's
+# client sets too. Unlimited, a server that is not our gateway (or a proxy in front of it)
+# could announce an endless frame and grow this command's memory until --timeout; a frame
+# over the limit is refused from its header, before any of it is read.
+MAX_ANSWER_BYTES = MAX_PAYLOAD
 
 
 class CallError(Exception):
@@ -187,7 +194,8 @@ async def call(
     async with asyncio.timeout(wait_seconds):
         async with (
             aiohttp.ClientSession() as session,
-            session.ws_connect(url, max_msg_size=0) as ws,
+            # aiohttp refuses a frame of its limit or more: one of exactly MAX_PAYLOAD is read.
+            session.ws_connect(url, max_msg_size=MAX_ANSWER_BYTES + 1) as ws,
         ):
             await _request(ws, "connect", connect)
             return await _request(ws, method, params)
@@ -200,6 +208,8 @@ async def _request(ws: aiohttp.ClientWebSocketResponse, method: str, params: Any
         frame["params"] = params
     await ws.send_str(json.dumps(frame))
     async for msg in ws:
+        if isinstance(msg.data, WebSocketError) and msg.data.code == WSCloseCode.MESSAGE_TOO_BIG:
+            raise CallError(f"the gateway sent a frame larger than {MAX_ANSWER_BYTES} bytes")
         if msg.type is not aiohttp.WSMsgType.TEXT:
             break
         answer = _frame(msg.data)

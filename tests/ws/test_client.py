@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import signal
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from gateway.ws.protocol import MAX_PAYLOAD
 from tests.support.process import GatewayProcess, clean_env, run_cli
 
 
@@ -168,6 +170,12 @@ async def answer_connect(ws: web.WebSocketResponse) -> str:
     return request
 
 
+def answer_of(request: str, size: int) -> str:
+    """An ok answer to `request` whose frame is `size` bytes: a payload string of spaces."""
+    frame = json.dumps({"type": "res", "id": request, "ok": True, "payload": ""})
+    return frame[:-2] + " " * (size - len(frame)) + frame[-2:]
+
+
 class TestAHostileGateway:
     """Whatever a server answers, `call` ends with one line on stderr and exit 1."""
 
@@ -206,6 +214,53 @@ class TestAHostileGateway:
         result = await call_through(aiohttp_server, script, env, tmp_path)
         assert (result.returncode, result.stdout) == (1, "")
         assert result.stderr == f"error: {printed}\n"
+
+    async def test_an_answer_over_max_payload_is_refused(
+        self, aiohttp_server: Any, env: dict[str, str], tmp_path: Path
+    ) -> None:
+        async def script(ws: web.WebSocketResponse) -> None:
+            request = await answer_connect(ws)
+            await ws.send_str(answer_of(request, MAX_PAYLOAD + 1))
+            await ws.receive()
+
+        result = await call_through(aiohttp_server, script, env, tmp_path, "--timeout", "10")
+        assert (result.returncode, result.stdout) == (1, "")
+        assert result.stderr == "error: the gateway sent a frame larger than 26214400 bytes\n"
+
+    async def test_a_frame_that_claims_to_be_endless_is_refused_before_it_is_read(
+        self, aiohttp_server: Any, env: dict[str, str], tmp_path: Path
+    ) -> None:
+        # A text frame announcing 1 TiB, then as much as the client takes (64 MiB at most, so
+        # that a client that buffers it all fails this test by its timeout, not the machine).
+        async def script(ws: web.WebSocketResponse) -> None:
+            await answer_connect(ws)
+            transport = ws._writer.transport  # type: ignore[union-attr]
+            transport.write(b"\x81\x7f" + (1 << 40).to_bytes(8, "big"))
+            chunk = b" " * (1 << 20)
+            with contextlib.suppress(ConnectionError):
+                for _ in range(64):
+                    transport.write(chunk)
+                    await asyncio.sleep(0)
+            await asyncio.sleep(30)
+
+        result = await call_through(aiohttp_server, script, env, tmp_path, "--timeout", "10")
+        assert (result.returncode, result.stdout) == (1, "")
+        assert result.stderr == "error: the gateway sent a frame larger than 26214400 bytes\n"
+
+    async def test_an_answer_of_exactly_max_payload_is_printed(
+        self, aiohttp_server: Any, env: dict[str, str], tmp_path: Path
+    ) -> None:
+        sent: list[str] = []
+
+        async def script(ws: web.WebSocketResponse) -> None:
+            sent.append(answer_of(await answer_connect(ws), MAX_PAYLOAD))
+            await ws.send_str(sent[0])
+            await ws.receive()
+
+        result = await call_through(aiohttp_server, script, env, tmp_path, "--timeout", "10")
+        assert result.returncode == 0, result.stderr
+        assert len(sent[0]) == MAX_PAYLOAD
+        assert json.loads(result.stdout) == json.loads(sent[0])["payload"]
 
     async def test_a_server_that_never_answers_is_a_timeout_not_a_refused_connect(
         self, aiohttp_server: Any, env: dict[str, str], tmp_path: Path
