@@ -120,7 +120,7 @@ def _call_command(args: argparse.Namespace) -> int:
         if token is None and password is None:
             if not _on_this_host(url, host):
                 print(
-                    f"--url {url} is not this host's gateway: pass its credential with"
+                    f"--url {_shown(url)} is not this host's gateway: pass its credential with"
                     " --token-file or --password-file (this gateway's token or password is"
                     " sent only to this host)",
                     file=sys.stderr,
@@ -148,13 +148,24 @@ def _call_command(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except TimeoutError:  # before OSError, of which it is a subclass
-        print(f"no answer from {url} within {args.timeout:g}s", file=sys.stderr)
+        print(f"no answer from {_shown(url)} within {args.timeout:g}s", file=sys.stderr)
         return 1
     except (aiohttp.ClientError, OSError) as exc:
-        print(f"cannot connect to {url}: {exc}", file=sys.stderr)
+        print(f"cannot connect to {_shown(url)}: {_shown(str(exc))}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2, ensure_ascii=False))
     return 0
+
+
+# The user information of a URL (ws://user:password@host/): aiohttp sends it as Basic auth,
+# and a message that shows the URL must not show the password (terminals' scrollback, CI logs,
+# bug reports). A pattern rather than urlsplit, which raises on the URLs that need a message.
+_USERINFO = re.compile(r"(?<=://)[^/?#\s]*@")
+
+
+def _shown(text: str) -> str:
+    """`text` (a URL, or a message that names one) with any user information as `***`."""
+    return _USERINFO.sub("***@", text)
 
 
 def _on_this_host(url: str, gateway_host: str) -> bool:

@@ -274,6 +274,58 @@ class TestAHostileGateway:
         assert re.fullmatch(r"no answer from ws://127\.0\.0\.1:\d+/ within 0\.5s\n", result.stderr)
 
 
+class TestCredentialsInTheUrl:
+    """A password in `--url` (ws://user:secret@host/) is never printed back: error messages
+    end up in terminals' scrollback, CI logs and bug reports."""
+
+    def test_a_refused_connect_shows_the_url_without_them(
+        self, env: dict[str, str], tmp_path: Path
+    ) -> None:
+        port = free_port()
+        result = run_cli(call_args(f"ws://user:hunter2@127.0.0.1:{port}/", tmp_path), env)
+        assert (result.returncode, result.stdout) == (1, "")
+        assert result.stderr.startswith(f"cannot connect to ws://***@127.0.0.1:{port}/: ")
+        assert "hunter2" not in result.stderr
+
+    def test_a_url_aiohttp_cannot_use_is_not_echoed_with_them(
+        self, env: dict[str, str], tmp_path: Path
+    ) -> None:
+        result = run_cli(call_args("ws://user:hunter2@127.0.0.1:99999/", tmp_path), env)
+        assert (result.returncode, result.stdout) == (1, "")
+        assert result.stderr == (
+            "cannot connect to ws://***@127.0.0.1:99999/: ws://***@127.0.0.1:99999/\n"
+        )
+
+    async def test_a_timeout_shows_the_url_without_them(
+        self, aiohttp_server: Any, env: dict[str, str], tmp_path: Path
+    ) -> None:
+        async def script(ws: web.WebSocketResponse) -> None:
+            await ws.receive()
+            await ws.receive()
+
+        args = await scripted(aiohttp_server, script, tmp_path)
+        url = args[3].replace("ws://", "ws://user:hunter2@")
+        args[3:4] = [url, "--timeout", "0.5"]
+        result = await asyncio.to_thread(run_cli, args, env)
+        assert (result.returncode, result.stdout) == (1, "")
+        assert re.fullmatch(
+            r"no answer from ws://\*\*\*@127\.0\.0\.1:\d+/ within 0\.5s\n", result.stderr
+        )
+
+    def test_a_url_of_another_host_is_refused_without_them(self, env: dict[str, str]) -> None:
+        url = "ws://user:hunter2@gateway.example.invalid:18789"
+        result = run_cli(["call", "health", "--url", url, "--timeout", "5"], env)
+        assert (result.returncode, result.stdout) == (2, "")
+        assert result.stderr.startswith(
+            "--url ws://***@gateway.example.invalid:18789 is not this host's gateway: "
+        )
+
+
+def call_args(url: str, tmp_path: Path) -> list[str]:
+    (tmp_path / "token").write_text("t\n")
+    return ["call", "health", "--url", url, "--token-file", str(tmp_path / "token")]
+
+
 class TestInterrupt:
     async def test_ctrl_c_while_waiting_exits_130_without_a_traceback(
         self, aiohttp_server: Any, env: dict[str, str], tmp_path: Path
