@@ -48,9 +48,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parsed.run_args = args[1:]  # `run`'s own arguments, for the workers of --workers
     try:
         result: int = parsed.func(parsed)
+        sys.stdout.flush()  # here, not at exit, so that a closed reader is caught below
     except KeyboardInterrupt:
         # Ctrl-C while `call` waits (`run` handles SIGINT itself): the shell's code for it.
         return EX_INTERRUPTED
+    except BrokenPipeError:
+        if parsed.command == "run":
+            raise  # the server writes to sockets and pipes, not to stdout: a real failure
+        # `clawgate call status | head -c 1`: the reader left, as Unix tools do we leave
+        # quietly. Python's signal docs ("Note on SIGPIPE") do it so: stdout to /dev/null
+        # (the flush at exit would fail again) and exit 1, Python's own code for EPIPE; not
+        # SIGPIPE's default action, which would also end the gateway on any closed socket.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return result
 
 

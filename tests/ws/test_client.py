@@ -274,6 +274,26 @@ class TestAHostileGateway:
         assert re.fullmatch(r"no answer from ws://127\.0\.0\.1:\d+/ within 0\.5s\n", result.stderr)
 
 
+class TestAClosedOutput:
+    @pytest.mark.parametrize("buffered", [False, True])
+    def test_a_reader_that_stops_early_ends_the_command_quietly_with_1(
+        self, running: GatewayProcess, env: dict[str, str], buffered: bool
+    ) -> None:
+        # `clawgate call ... | head -c 1`: the reader is gone before the answer is written
+        # (buffered: when Python flushes stdout at exit). Exit 1 as Python's signal docs
+        # ("Note on SIGPIPE") have it, and nothing on stderr.
+        env = {k: v for k, v in env.items() if not (buffered and k == "PYTHONUNBUFFERED")}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "call", "sessions.list"], env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        with process:
+            assert process.stdout is not None and process.stderr is not None
+            process.stdout.close()
+            stderr = process.stderr.read()
+        assert (process.wait(15), stderr) == (1, b"")
+
+
 class TestCredentialsInTheUrl:
     """A password in `--url` (ws://user:secret@host/) is never printed back: error messages
     end up in terminals' scrollback, CI logs and bug reports."""
