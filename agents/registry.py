@@ -422,7 +422,7 @@ class SessionRegistry:
 
     async def patch_label(self, key: str, label: str | None) -> SessionInfo:
         """Set or clear the label; an unknown key gets an empty session (upsert)."""
-        agent_id, _ = parse_session_key(key)
+        agent_id = await self._agent_of_kept_or_new(key)
         session = self._session(key)
         with session.hold():
             row = await self.store.patch_label(key, agent_id, label, self.clock())
@@ -432,7 +432,7 @@ class SessionRegistry:
 
     async def reset(self, key: str) -> SessionInfo:
         """Abort the session's runs, then a new session id with zeroed counters (§5)."""
-        agent_id, _ = parse_session_key(key)
+        agent_id = await self._agent_of_kept_or_new(key)
         session = self._session(key)
         with session.hold():
             session.abort_all("reset")
@@ -442,6 +442,15 @@ class SessionRegistry:
                 session.row = row
         session.publish_change(ChangeReason.RESET, row=row)
         return self._info(row)
+
+    async def _agent_of_kept_or_new(self, key: str) -> str:
+        """The agent of `key`, when a session may be changed or created on it: the session of
+        an agent removed from the config is kept (§4), but none is created for an agent that
+        is not configured (its runs would fail with `Unknown agent`)."""
+        agent_id, _ = parse_session_key(key)
+        if self.config.agent(agent_id) is None and await self.store.get(key) is None:
+            raise UnknownAgent(agent_id)
+        return agent_id
 
     async def delete(self, key: str, delete_transcript: bool = True) -> bool:
         """Abort the session's runs and delete it; False when it did not exist.

@@ -32,6 +32,7 @@ READ_METHODS = [
     "cron.list",
 ]
 ADMIN_METHODS = ["sessions.patch", "sessions.reset", "sessions.delete", "config.patch"]
+LABEL = {"sessions.patch": {"label": "Boo"}, "sessions.reset": {}}  # what each needs besides key
 
 
 class TestDispatcher:
@@ -520,6 +521,27 @@ class TestSessions:
         assert changed["payload"]["session"] == payload["entry"]
         cleared = await ws.ok("sessions.patch", {"key": "x", "label": None})
         assert cleared["entry"]["label"] is None
+
+    @pytest.mark.parametrize("method", ["sessions.patch", "sessions.reset"])
+    async def test_no_session_is_created_for_an_agent_that_is_not_configured(
+        self, ws: GatewayWs, gateway: Gateway, method: str
+    ) -> None:
+        # agents-sessions.md §4: its runs fail with `Unknown agent`; a row made for it could
+        # never run, only fill the store and sessions.list.
+        frame = await ws.call(method, {"key": "agent:ghost:x", **LABEL[method]})
+        assert frame["error"] == {"code": "INVALID_REQUEST", "message": "Unknown agent 'ghost'."}
+        assert await gateway.app[STATE].store.get("agent:ghost:x") is None
+        assert (await ws.ok("sessions.list", {}))["sessions"] == []
+
+    @pytest.mark.parametrize("method", ["sessions.patch", "sessions.reset"])
+    async def test_a_kept_session_of_an_agent_removed_from_the_config_can_still_be_changed(
+        self, ws: GatewayWs, gateway: Gateway, method: str
+    ) -> None:
+        # Its row stays in the store and is listed (§4): it can be relabelled and reset.
+        store = gateway.app[STATE].store
+        await store.patch_label("agent:gone:x", "gone", "Kept", 1)
+        payload = await ws.ok(method, {"key": "agent:gone:x", **LABEL[method]})
+        assert (payload["ok"], payload["entry"]["agentId"]) == (True, "gone")
 
     async def test_reset_gives_a_new_session_id_and_turn_1(self, ws: GatewayWs) -> None:
         await ws.ok("chat.send", {"sessionKey": "r", "message": "one", "idempotencyKey": "r-1"})
