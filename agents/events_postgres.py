@@ -325,6 +325,7 @@ class PostgresEventBus:
 
     async def _send_all(self) -> None:
         conn: Any = None
+        lost = 0  # items lost since sending last failed; 0: it works
         while not self._closing:
             await self._wake.wait()
             self._wake.clear()
@@ -337,12 +338,20 @@ class PostgresEventBus:
                         for payload in encode(self.origin, next(self._message_ids), batch):
                             await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-                    # The database is away: this batch is lost, later ones wait for it.
-                    log.warning("event_bus_send_failed", items=len(batch))
+                    # The database is away: this batch is lost, later ones wait for it. One
+                    # line when sending starts failing and one when it works again, not one
+                    # a second for as long as the database is away.
+                    if not lost:
+                        log.warning("event_bus_send_failed", items=len(batch))
+                    lost += len(batch)
                     if conn is not None:
                         conn.terminate()
                         conn = self._sender = None
                     await asyncio.sleep(RECONNECT_DELAY_S)
+                else:
+                    if lost:
+                        log.info("event_bus_send_recovered", lost=lost)
+                        lost = 0
 
     def _take_batch(self) -> list[str]:
         """Queued items for one notification while they fit; at least one item."""

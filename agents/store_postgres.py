@@ -22,6 +22,7 @@ import asyncio
 import builtins
 import contextlib
 import json
+import logging
 import re
 import time
 from collections.abc import (
@@ -307,6 +308,8 @@ def _store_error(exc: BaseException) -> StoreError:
 
 
 Connection = Any  # asyncpg's pool hands out proxies of asyncpg.Connection
+_ASYNCPG_POOL_LOG = logging.getLogger("asyncpg.pool")
+_POOL_FLOOR_FAILED = "Failed to restore the pool connection floor"  # asyncpg's own words
 # What a turn does while another process runs a turn of its session (RunSlots.lent).
 Waiting = Callable[[], contextlib.AbstractAsyncContextManager[None]]
 
@@ -394,6 +397,10 @@ class PostgresSessionStore:
         # The versions this process's open() applied: empty when another had done it.
         self.migrated: tuple[int, ...] = ()
         self.bus = PostgresEventBus(url, password=password)
+        # Since when the database cannot be reached, as this process last found it (None: it
+        # can): an outage is logged once when it starts and once when it ends, however many
+        # calls fail in between.
+        self._down_since: float | None = None
 
     def __repr__(self) -> str:
         return f"PostgresSessionStore({redacted_url(self.url)!r})"
@@ -424,12 +431,14 @@ class PostgresSessionStore:
                 raise _store_error(exc) from exc
             raise
         self._pool, self._locks = pool, locks
+        _ASYNCPG_POOL_LOG.addFilter(self._pool_log)
         log.info("store_opened", backend="postgres", url=redacted_url(self.url),
                  schema=SCHEMA_VERSION, migrated=list(self.migrated))  # fmt: skip
 
     async def aclose(self) -> None:
         pool, locks = self._pool, self._locks
         self._pool = self._locks = None
+        _ASYNCPG_POOL_LOG.removeFilter(self._pool_log)
         for each in (locks, pool):
             if each is not None:
                 try:
@@ -516,13 +525,42 @@ class PostgresSessionStore:
                         result = await fn(conn)
             finally:
                 await pool.release(conn)
+        except StoreUnavailable as exc:
+            self._unreachable(exc)
+            raise
         except StoreError:
             raise
         except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:
-            raise _store_error(exc) from exc
+            error = _store_error(exc)
+            if isinstance(error, StoreUnavailable):
+                self._unreachable(error)
+            raise error from exc
+        if self._down_since is not None:
+            self._reachable()
         if write and self.on_commit is not None:
             self.on_commit(time.perf_counter() - started)
         return result
+
+    def _unreachable(self, error: StoreError) -> None:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning("store_unavailable", backend="postgres", reason=error.detail)
+
+    def _reachable(self) -> None:
+        if self._down_since is not None:
+            seconds = round(time.monotonic() - self._down_since, 1)
+            self._down_since = None
+            log.info("store_available", backend="postgres", down_seconds=seconds)
+
+    def _pool_log(self, record: logging.LogRecord) -> bool:
+        """asyncpg's pool, failing to connect again the connection it keeps open, logs a
+        traceback at each try (1 s, 2 s, 4 s … 60 s apart) for as long as the database is
+        away: that is the store's outage, logged once (`_unreachable`) instead."""
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or not str(record.msg).startswith(_POOL_FLOOR_FAILED):
+            return True
+        self._unreachable(_store_error(exc))
+        return False
 
     @contextlib.asynccontextmanager
     async def turn_lock(

@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 from aiohttp import WSMsgType, web
 
+from agents.errors import StoreUnavailable
 from gateway import __version__
 from gateway.appkeys import STATE
 from gateway.auth import AuthFailure, AuthFailureReason, authenticate
@@ -479,6 +480,8 @@ async def _health_loop(ws_state: WsState, interval: float) -> None:
 async def _broadcast_health(ws_state: WsState) -> None:
     try:
         health = await ws_state.health.get(ws_state.gateway, probe=True)
+    except StoreUnavailable:
+        return  # the next interval tries again; the store logs when an outage starts and ends
     except Exception:
         # The next interval tries again; a failing store is visible in the log and /readyz.
         log.exception("ws_health_failed")
