@@ -76,6 +76,13 @@ RemoteListener = Callable[[RunEvent | SessionChange], None]
 LocalAbort = Callable[[str, str | None], list[str]]
 
 
+# What a connection the database went away from (or never reached) raises. InternalClientError
+# too: a connection whose server said its last words (a FATAL error, on a restart) before the
+# end of the connection reached us is "in another operation" to asyncpg until that end comes.
+_LOST = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+         TimeoutError)  # fmt: skip
+
+
 @contextlib.contextmanager
 def closed_if_unanswered(conn: Any, seconds: float) -> Iterator[None]:
     """Close `conn` when what runs inside waits longer than `seconds` for the server: the
@@ -270,7 +277,7 @@ class PostgresEventBus:
             try:
                 await self._listen()
                 log.info("event_bus_reconnected", direction="listen")
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            except _LOST:
                 continue
 
     @staticmethod
@@ -278,7 +285,7 @@ class PostgresEventBus:
         try:
             with closed_if_unanswered(conn, ANSWER_TIMEOUT_S):
                 await conn.execute("SELECT 1")
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        except _LOST:
             return False
         return True
 
@@ -337,7 +344,7 @@ class PostgresEventBus:
                     with closed_if_unanswered(conn, ANSWER_TIMEOUT_S):
                         for payload in encode(self.origin, next(self._message_ids), batch):
                             await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                except _LOST:
                     # The database is away: this batch is lost, later ones wait for it. One
                     # line when sending starts failing and one when it works again, not one
                     # a second for as long as the database is away.

@@ -298,6 +298,73 @@ class TestAConnectionThePartitionSwallowed:
                 await asyncio.sleep(0.1)
 
 
+@pytest.mark.postgres
+class TestAConnectionTheServerEnded:
+    """The server ends a connection (a restart, pg_terminate_backend) and its last words, a
+    FATAL error, reach the bus but the end of the connection has not yet (it comes later, or a
+    firewall lost it): asyncpg then refuses the next statement with an InternalClientError
+    ("another operation is in progress"). The bus connects again, as for any lost connection."""
+
+    @pytest.fixture
+    async def ended(
+        self, pg_server: PgServer, pg_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> AsyncIterator[tuple[PostgresEventBus, PostgresEventBus, Callable[[], None]]]:
+        monkeypatch.setattr(events_postgres, "PROBE_INTERVAL_S", 0.2)
+        hole = Blackhole("127.0.0.1", pg_server.port)
+        await hole.start()
+        far = PostgresEventBus(pg_url.replace(f":{pg_server.port}/", f":{hole.listen_port}/"))
+        near = PostgresEventBus(pg_url)
+        await far.start(lambda key, run_id: [])
+        await near.start(lambda key, run_id: [])
+
+        def end_far_connections() -> None:
+            hole.lose_ends()
+            ports = ",".join(str(port) for port in hole.server_ports)
+            pg_server.admin(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                f" WHERE client_port IN ({ports})"
+            )
+
+        yield far, near, end_far_connections
+        await far.aclose()
+        await near.aclose()
+        await hole.aclose()
+
+    async def test_events_leave_the_process_again(
+        self, ended: tuple[PostgresEventBus, PostgresEventBus, Callable[[], None]]
+    ) -> None:
+        far, near, end_far_connections = ended
+        heard: list[RunEvent | SessionChange] = []
+        near.add_remote_listener(heard.append)
+        near.watchers_here(1)
+        await until(lambda: far.watched_elsewhere)
+        far.publish(event(1))
+        await until(lambda: heard)
+        end_far_connections()
+        seq = 1
+        async with asyncio.timeout(10):
+            while len(heard) < 2:
+                seq += 1
+                far.publish(event(seq))
+                await asyncio.sleep(0.1)
+
+    async def test_events_reach_the_process_again(
+        self, ended: tuple[PostgresEventBus, PostgresEventBus, Callable[[], None]]
+    ) -> None:
+        far, near, end_far_connections = ended
+        heard: list[RunEvent | SessionChange] = []
+        far.add_remote_listener(heard.append)
+        far.watchers_here(1)
+        await until(lambda: near.watched_elsewhere)
+        end_far_connections()
+        seq = 0
+        async with asyncio.timeout(10):
+            while not heard:
+                seq += 1
+                near.publish(event(seq))  # one sent while nobody listens is lost
+                await asyncio.sleep(0.1)
+
+
 async def until(condition: Callable[[], object]) -> None:
     async with asyncio.timeout(10):
         while not condition():

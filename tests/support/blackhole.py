@@ -1,7 +1,9 @@
 """A TCP relay to a server that can swallow the connections it carries: what a network
 partition, or a firewall that forgot its connections, does to a client. After `swallow()` the
 connections open so far stay open on the client's side and nothing more passes on them either
-way, as if the packets were lost; connections opened later pass as before."""
+way, as if the packets were lost; connections opened later pass as before. After `lose_ends()`
+a connection the server ends passes what the server said last but not its end: the client's
+side stays open."""
 
 from __future__ import annotations
 
@@ -20,10 +22,16 @@ class Blackhole:
         self._relays: set[asyncio.Task[None] | None] = set()
         # Swallowed connections' writers: kept open, never written or closed until aclose().
         self._swallowed: list[asyncio.StreamWriter] = []
+        self.server_ports: set[int] = set()  # our side of the connections to the server
+        self._ends_lost = False
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
         self.listen_port = self._server.sockets[0].getsockname()[1]
+
+    def lose_ends(self) -> None:
+        """From now on, the server's end of a connection does not reach its client."""
+        self._ends_lost = True
 
     def swallow(self) -> None:
         """The connections open now: nothing passes on them any more, none is closed."""
@@ -44,9 +52,10 @@ class Blackhole:
         except OSError:
             client_w.close()
             return
+        self.server_ports.add(server_w.get_extra_info("sockname")[1])
         pumps = [
             asyncio.create_task(self._pump(client_r, server_w)),
-            asyncio.create_task(self._pump(server_r, client_w)),
+            asyncio.create_task(self._pump(server_r, client_w, to_client=True)),
         ]
         self._pumps.update(pumps)
         try:
@@ -58,14 +67,21 @@ class Blackhole:
             return
         finally:
             self._pumps.difference_update(pumps)
-        client_w.close()
         server_w.close()
+        if self._ends_lost:
+            self._swallowed.append(client_w)
+        else:
+            client_w.close()
 
-    @staticmethod
-    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(_CHUNK):
-            writer.write(data)
-            await writer.drain()
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, to_client: bool = False
+    ) -> None:
+        with contextlib.suppress(ConnectionError):  # the other side is gone: so is this pump
+            while data := await reader.read(_CHUNK):
+                writer.write(data)
+                await writer.drain()
+        if to_client and self._ends_lost:
+            return
         with contextlib.suppress(OSError):
             writer.write_eof()
 
