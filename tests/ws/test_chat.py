@@ -4,13 +4,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
 
+from agents.providers.base import ToolCall
 from gateway.appkeys import STATE
 from gateway.ws.handler import WS
+from gateway.ws.protocol import MAX_PAYLOAD
 from gateway.ws.state import IdempotencyCache
+from tests.support.turns import turn
 from tests.support.ws_client import (
     SLOW_CONFIG,
     Gateway,
@@ -481,3 +485,62 @@ class TestAgentWait:
         payload = (await ws.response(frame_id))["payload"]
         assert payload["status"] == "timeout" and "endedAt" in payload
         await ws.ws.close()
+
+
+async def stored_turns(gateway: Gateway, key: str, *turns: dict[str, Any]) -> None:
+    """Turns committed to the gateway's store as a run commits them (tests/support/turns.py)."""
+    store = gateway.app[STATE].store
+    assert store is not None
+    row, _ = await store.create(key, "main", 1000)
+    for n, fields in enumerate(turns, 1):
+        row = await store.append_turn(turn(row, run_id=f"r{n}", **fields))
+
+
+class TestHistoryBounds:
+    """OpenClaw's bounds on a `chat.history` answer (its server-methods/chat.ts): a session's
+    last 1000 messages must still make a frame a client reads (25 MiB at most)."""
+
+    async def test_a_text_over_12000_characters_is_cut_with_openclaws_mark(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        await stored_turns(gateway, "agent:main:long", {
+            "user_text": "u" * 12_001, "assistant_text": "a" * 12_000,
+        })  # fmt: skip
+        messages = (await ws.ok("chat.history", {"sessionKey": "long"}))["messages"]
+        assert messages[0]["content"] == "u" * 12_000 + "\n...(truncated)..."
+        assert messages[1]["content"] == [{"type": "text", "text": "a" * 12_000}]
+
+    async def test_a_message_over_128_kib_is_replaced_by_openclaws_placeholder(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        call = ToolCall("call-1", "save", json.dumps({"data": "x" * 140_000}))
+        await stored_turns(gateway, "agent:main:big", {"tool_calls": (call,)})
+        history = await ws.ok("chat.history", {"sessionKey": "big"})
+        user, reply = history["messages"]
+        assert user["content"] == "hello there"
+        assert reply == {
+            "role": "assistant",
+            "timestamp": 1005,
+            "content": [{"type": "text", "text": "[chat.history omitted: message too large]"}],
+            "__openclaw": {
+                "id": reply["__openclaw"]["id"], "seq": 2, "runId": "r1",
+                "truncated": True, "reason": "oversized",
+            },
+        }  # fmt: skip
+        assert (history["totalMessages"], history["hasMore"]) == (2, False)
+
+    async def test_the_oldest_messages_are_left_out_beyond_6_mib(self, gateway: Gateway) -> None:
+        # A control character is six bytes in JSON (\u0001): 12,000 of them about 72 KB.
+        text = "\x01" * 12_000
+        await stored_turns(
+            gateway, "agent:main:many", *({"user_text": text, "assistant_text": text},) * 50
+        )
+        ws = await gateway.raw(max_msg_size=MAX_PAYLOAD + 1)  # a client reads up to maxPayload
+        await ws.connect()
+        history = await ws.ok("chat.history", {"sessionKey": "many", "limit": 1000})
+        messages = history["messages"]
+        size = len(json.dumps(messages, separators=(",", ":")))
+        one = len(json.dumps(messages[-1], separators=(",", ":")))
+        assert 6 * 1024 * 1024 - one < size <= 6 * 1024 * 1024
+        assert [m["__openclaw"]["seq"] for m in messages] == list(range(101 - len(messages), 101))
+        assert (history["totalMessages"], history["hasMore"]) == (100, True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -9,12 +10,24 @@ import attrs
 from agents.errors import StoreError
 from agents.keys import SESSION_KEY_MAX, parse_session_key
 from agents.runs import TurnRequest
+from gateway.jsonwire import dumps, wire
 from gateway.ws.dispatch import CallContext, MethodRegistry
 from gateway.ws.methods.sessions import empty_row, resolve_key
 from gateway.ws.protocol import INVALID_REQUEST, READ, WRITE, ParamReader, WsError
 from gateway.ws.state import IdempotentCall
 
 HISTORY_MAX = 1000
+# OpenClaw's bounds on a `chat.history` answer (server-methods/chat.ts, server-constants.ts):
+# 1000 stored messages of any size would make a frame no client reads (they stop at 25 MiB)
+# and cost the gateway as much memory to build. A text over 12,000 characters is cut, with
+# OpenClaw's mark; a message still over 128 KiB of JSON is replaced by OpenClaw's placeholder;
+# while the messages are over 6 MiB the oldest are left out (`hasMore` then says so).
+HISTORY_TEXT_MAX_CHARS = 12_000
+HISTORY_MESSAGE_MAX_BYTES = 128 * 1024
+HISTORY_MAX_BYTES = 6 * 1024 * 1024
+TRUNCATED_MARK = "\n...(truncated)..."
+OVERSIZED_TEXT = "[chat.history omitted: message too large]"
+_CUT_FIELDS = ("text", "partialJson", "arguments", "thinking")  # OpenClaw's, in a block
 # Sessions one connection may follow: a UI follows the one on screen and a few beside it;
 # the bound keeps a connection's filter small and its per-event check cheap.
 FOLLOW_MAX = 64
@@ -140,12 +153,13 @@ def register(methods: MethodRegistry) -> None:
                 "messages": [],
                 "sessionInfo": empty_row(config, registry, key),
             }
+        messages, left_out = bounded_history(m.to_transcript() for m in transcript.messages)
         return {
             "sessionKey": params.session_key,  # echoed unchanged (observed on OpenClaw)
             "sessionId": transcript.session.session_id,
-            "hasMore": transcript.has_more,
+            "hasMore": transcript.has_more or left_out,
             "totalMessages": transcript.total,
-            "messages": [message.to_transcript() for message in transcript.messages],
+            "messages": messages,
             "sessionInfo": transcript.session.to_dict(),
         }
 
@@ -210,3 +224,65 @@ async def abort_elsewhere(ctx: CallContext, key: str, run_id: str | None) -> lis
     except StoreError:
         return []  # the database is away: there is no other process to reach either
     return await store.bus.abort_elsewhere(key, run_id)
+
+
+def bounded_history(messages: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
+    """`messages` (oldest first) within OpenClaw's bounds (HISTORY_*); True when the oldest
+    were left out for the total."""
+    sized = []
+    for message in messages:
+        message = _texts_cut(message)
+        size = _json_bytes(message)
+        if size > HISTORY_MESSAGE_MAX_BYTES:
+            message = _oversized(message)
+            size = _json_bytes(message)
+        sized.append((message, size))
+    total = 2 + sum(size + 1 for _, size in sized) - (1 if sized else 0)  # [a,b,…]
+    first = 0
+    while total > HISTORY_MAX_BYTES and first < len(sized) - 1:  # the newest always stays
+        total -= sized[first][1] + 1
+        first += 1
+    return [message for message, _ in sized[first:]], first > 0
+
+
+def _cut(text: str) -> str:
+    if len(text) <= HISTORY_TEXT_MAX_CHARS:
+        return text
+    return text[:HISTORY_TEXT_MAX_CHARS] + TRUNCATED_MARK
+
+
+def _texts_cut(message: dict[str, Any]) -> dict[str, Any]:
+    content = message.get("content")
+    if isinstance(content, str):
+        return {**message, "content": _cut(content)}
+    if not isinstance(content, list):
+        return message
+    blocks = [
+        {
+            name: _cut(value) if name in _CUT_FIELDS and isinstance(value, str) else value
+            for name, value in block.items()
+        }
+        if isinstance(block, dict)
+        else block
+        for block in content
+    ]
+    return {**message, "content": blocks}
+
+
+def _oversized(message: dict[str, Any]) -> dict[str, Any]:
+    """OpenClaw's placeholder for a message too large to send; ours keeps its ids."""
+    meta = message.get("__openclaw")
+    return {
+        "role": message.get("role", "assistant"),
+        "timestamp": message.get("timestamp"),
+        "content": [{"type": "text", "text": OVERSIZED_TEXT}],
+        "__openclaw": {
+            **(meta if isinstance(meta, dict) else {}),
+            "truncated": True,
+            "reason": "oversized",
+        },
+    }
+
+
+def _json_bytes(value: Any) -> int:
+    return len(wire(dumps(value)))
