@@ -133,6 +133,10 @@ async def merged_slashes(request: web.Request) -> web.StreamResponse:
     """
     merged = URL.build(path=_merged_path(request), query_string=request.query_string, encoded=True)
     match = await request.app.router.resolve(request.clone(rel_url=merged))
+    if match.handler is other_v1:
+        # No route of its own: answered here, or other_v1 would see the `//` of the request's
+        # path again and merge it again, without end.
+        return _rest_of_v1(request)
     request.match_info.update(match)
     return await match.handler(request)
 
@@ -141,6 +145,10 @@ async def other_v1(request: web.Request) -> web.StreamResponse:
     if "//" in request.raw_path.partition("?")[0]:
         # The router tries the longest static prefix first, so `/v1//models` lands here.
         return await merged_slashes(request)
+    return _rest_of_v1(request)
+
+
+def _rest_of_v1(request: web.Request) -> web.StreamResponse:
     config = request.app[STATE].config
     if config.gateway.http.chat_completions.enabled and _is_preflight(request):
         return _preflight(request, config)

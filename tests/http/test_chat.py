@@ -676,6 +676,21 @@ class TestModels:
         status, _, _ = await raw_exchange(client.port, request_head("GET", "//v1/models", AUTH))
         assert status == 200
 
+    @pytest.mark.parametrize("path", ["/v1//nothing", "/v1//", "//v1/nothing"])
+    async def test_a_double_slash_to_no_route_is_404(self, client: Client, path: str) -> None:
+        status, _, body = await raw_exchange(client.port, request_head("GET", path, AUTH))
+        assert (status, body.decode()) == (404, err("Not Found", "not_found_error"))
+
+    async def test_a_preflight_through_a_double_slash_to_no_route(
+        self, gateway: MakeClient
+    ) -> None:
+        client = await gateway(CORS)
+        preflight = {"Origin": ORIGIN, "Access-Control-Request-Method": "POST"}
+        status, headers, _ = await raw_exchange(
+            client.port, request_head("OPTIONS", "/v1//nothing", preflight)
+        )
+        assert (status, headers["access-control-allow-origin"]) == (204, ORIGIN)
+
 
 ORIGIN = "https://app.example"
 CORS = {"gateway": {"http": {"cors": {"allowedOrigins": [ORIGIN]}}}}
