@@ -74,6 +74,9 @@ TOOL_CHOICES = ("none", "auto", "required")
 SHUTDOWN_ABORT = "shutdown"  # AgentRun.abort_reason of runs the drain gave up on
 
 _AGENT_MODEL_PREFIXES = ("openclaw/", "openclaw:", "agent:")
+# Every chunk of a stream repeats the echoed `model`, so its length multiplies the answer
+# (and a slow reader's queued deltas, rendered together). Model names are far shorter.
+MAX_MODEL_CHARS = 256
 # What a header value cannot hold (RFC 9110 §5.5: controls other than HTAB).
 _HEADER_UNSAFE_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 INVALID_USER_MESSAGE = "Invalid `user`: control characters are not allowed."
@@ -446,6 +449,8 @@ def select_agent(
     """§4.1: the `x-openclaw-agent-id` header (then only echo `model`), else `model`. With
     `unknownModel: "default-agent"` any `model` that names no agent runs the default one."""
     echo = echoed_model(model)
+    if len(echo) > MAX_MODEL_CHARS:
+        raise bad_request(f"`model` is too long (max {MAX_MODEL_CHARS} characters).", "model")
     wanted = (header_agent or "").strip()
     if wanted:
         agent = agents.agent(wanted)

@@ -221,6 +221,16 @@ class TestAgentRouting:
         )
         assert status == 200 and json.loads(text)["model"] == "gpt-4o"
 
+    async def test_a_stream_does_not_repeat_a_model_over_256_characters(
+        self, client: Client
+    ) -> None:
+        # Each chunk repeats the model: 1 MiB of it made 300 words a 300 MiB answer.
+        body = {**HI, "model": "m" * 257, "stream": True}
+        assert (await post(client, body, {"x-openclaw-agent-id": "main"}))[:2] == (
+            400,
+            err("`model` is too long (max 256 characters).", param="model"),
+        )
+
     async def test_the_legacy_agent_header(self, gateway: MakeClient) -> None:
         client = await gateway(TWO_AGENTS)
         _, _, headers = await post(client, HI, {"x-openclaw-agent": "beta"})

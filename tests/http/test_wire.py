@@ -388,6 +388,18 @@ class TestAgentSelection:
             select_agent("openclaw", "nosuchagent", AGENTS)
         assert refusal(exc) == (400, error("Unknown agent 'nosuchagent'."))
 
+    @pytest.mark.parametrize(
+        ("header", "unknown_model"), [("main", "error"), (None, "default-agent")]
+    )
+    def test_an_echoed_model_is_at_most_256_characters(
+        self, header: str | None, unknown_model: str
+    ) -> None:
+        # Every chunk of a stream repeats it: a long one would multiply the answer.
+        assert select_agent("m" * 256, header, AGENTS, unknown_model).model == "m" * 256
+        with pytest.raises(RequestError) as exc:
+            select_agent("m" * 257, header, AGENTS, unknown_model)
+        assert refusal(exc) == (400, error("`model` is too long (max 256 characters).", "model"))
+
 
 DEFAULT = AgentSelection("main", "openclaw", explicit=False)
 NAMED_MAIN = AgentSelection("main", "openclaw/main", explicit=True)
