@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 from aiohttp import web
+from aiohttp.http import StreamWriter
 
 # http-openai.md §7. Chunked (no Content-Length), never compressed: a compressor would hold
 # events back until its buffer fills.
@@ -27,6 +29,7 @@ class EventStream:
     def __init__(self, headers: Mapping[str, str]) -> None:
         self.response = web.StreamResponse(headers={**SSE_HEADERS, **headers})
         self._request: web.Request | None = None
+        self._closed = False
 
     @property
     def opened(self) -> bool:
@@ -57,17 +60,22 @@ class EventStream:
     def send_now(self, data: bytes) -> None:
         """`send` for a caller that cannot await, after `can_send_now()` said yes.
 
-        aiohttp's write puts the bytes on the transport, then awaits a drain only when the
-        transport paused writing, which a transport with nothing buffered has not: the
-        coroutine ends in its first step. Should it ever stop at the drain, the bytes are out
-        already and the next `send` waits for it instead."""
-        step = self.response.write(data)
+        The bytes go on the transport without waiting for it to drain (`drain=False`), so
+        aiohttp's write ends in its first step; the next `send` waits for the drain. Stepped
+        with drain, a write larger than the socket takes would stop at the drain's future,
+        which then, left behind, fails the next `send` ("await wasn't used with future")."""
+        if self._closed or self._request is None:
+            raise RuntimeError("the stream is not open")
+        writer = cast(StreamWriter, self._request.writer)
+        step = writer.write(data, drain=False)
         try:
             step.send(None)
         except StopIteration:
             return
         step.close()
+        raise RuntimeError("a write without drain did not end at once")
 
     async def close(self, last: bytes) -> None:
         """The last events and the end of the chunked body, in one write."""
+        self._closed = True
         await self.response.write_eof(last)

@@ -21,6 +21,7 @@ from tests.support.http_client import (
     TOKEN,
     Client,
     MakeClient,
+    NoErrorLogs,
     call_started,
     normalised,
     order_of_answers,
@@ -827,22 +828,31 @@ class TestStreaming:
         assert ": keepalive" not in text.split("\n\n")
         assert text.endswith(DONE)
 
+    @pytest.mark.parametrize(
+        ("count", "size"),
+        [
+            (400, 10_000),
+            # Deltas of 400 KB: one alone is more than the kernel still takes plus the
+            # transport's 64 KiB, so writing it leaves the socket to drain.
+            (10, 400_000),
+        ],
+    )
     async def test_a_client_that_stops_reading_for_a_while_gets_every_delta_in_order(
-        self, gateway: MakeClient
+        self, gateway: MakeClient, caplog: pytest.LogCaptureFixture, count: int, size: int
     ) -> None:
         # 4 MB of chunks (more than the kernel buffers) to a client that reads nothing
         # for a while: the gateway's writes back up, the later deltas wait for the socket.
         client = await gateway(
             {"agents": {"list": [{"id": "main", "default": True, "params": {"delayMs": 1}}]}}
         )
-        words = " ".join(f"w{i:03}" + "x" * 10_000 for i in range(400))
+        words = " ".join(f"w{i:03}" + "x" * size for i in range(count))
         body = json.dumps({"messages": [{"role": "user", "content": words}], "stream": True})
         head = request_head(
             "POST", CHAT, {**AUTH, "Content-Type": "application/json",
                            "Content-Length": str(len(body))},
         )  # fmt: skip
         loop = asyncio.get_running_loop()
-        with socket.socket() as sock:
+        with NoErrorLogs(caplog) as logs, socket.socket() as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             sock.setblocking(False)
             await loop.sock_connect(sock, ("127.0.0.1", client.port))
@@ -863,6 +873,7 @@ class TestStreaming:
             if json.loads(e)["choices"]
         )
         assert text == f"[turn 1] {words}"
+        assert logs.errors() == []
 
     async def test_keepalive_while_queued_behind_the_sessions_turn(
         self, gateway: MakeClient
