@@ -44,6 +44,7 @@ from gateway.http.openai_wire import (
     error_event,
     error_reply,
     internal_error,
+    is_background_task,
     model_ids,
     model_not_found,
     model_object,
@@ -185,15 +186,21 @@ async def _accept(request: web.Request, state: GatewayState) -> _Turn:
     conversation_header = next(
         ((name, headers[name]) for name in endpoint.session_headers if headers.get(name)), None
     )
+    messages = body.get("messages")
     route = resolve_session_key(
-        headers.get(SESSION_HEADER), fields.user, selection, config.agents, conversation_header
+        headers.get(SESSION_HEADER),
+        fields.user,
+        selection,
+        config.agents,
+        conversation_header,
+        background_task=conversation_header is not None and is_background_task(messages),
     )
     request[AGENT_ID] = route.agent_id
     request[SESSION_KEY] = route.session_key
     agent = config.agents.agent(route.agent_id)
     assert agent is not None  # resolve_session_key checked it
     override = select_model(headers.get(MODEL_HEADER), agent)
-    conversation = await work_on_body(raw, build_conversation, body.get("messages"), endpoint)
+    conversation = await work_on_body(raw, build_conversation, messages, endpoint)
     model = override or agent.primary
     return _Turn(fields, selection, route, conversation, model, override is not None)
 

@@ -514,15 +514,44 @@ def new_stateless_key(agent_id: str) -> str:
     return f"agent:{agent_id}:openai:{uuid7()}"
 
 
+# Open WebUI sends its background tasks (title, tags, follow-ups, search queries,
+# autocomplete, image prompts) with the chat's id in its header, but they are not turns of
+# the chat. Each is one user message, and each default prompt (open-webui
+# backend/open_webui/config.py) begins `### Task:` and quotes the chat in `<chat_history>`;
+# its RAG prompt, which wraps a real turn's question, begins so too but quotes no history.
+_TASK_PROMPT_START = "### Task:"
+_TASK_PROMPT_HISTORY = "<chat_history>"
+
+
+def is_background_task(messages: Any) -> bool:
+    """Whether `messages` is one of Open WebUI's background tasks: a lone user message
+    (beside any system prompt) holding its task prompt."""
+    if not isinstance(messages, list):
+        return False
+    turns = [
+        m
+        for m in messages
+        if not (isinstance(m, dict) and m.get("role") in ("system", "developer"))
+    ]
+    if len(turns) != 1 or not isinstance(turns[0], dict) or turns[0].get("role") != "user":
+        return False
+    text = content_text(turns[0].get("content"))
+    return text.startswith(_TASK_PROMPT_START) and _TASK_PROMPT_HISTORY in text
+
+
 def resolve_session_key(
     header_key: str | None,
     user: str | None,
     selection: AgentSelection,
     agents: AgentsConfig,
     conversation: tuple[str, str] | None = None,
+    *,
+    background_task: bool = False,
 ) -> Route:
     """§4.2: the header key, else the conversation header (`(name, value)`, e.g. Open WebUI's
-    chat id), else the `user` string, else a fresh key (stateless)."""
+    chat id), else the `user` string, else a fresh key (stateless). A background task
+    (`is_background_task`) named only by the conversation header runs stateless: the
+    chat's session must not hold it."""
     agent_id = selection.agent_id
     raw = (header_key or "").strip()
     if raw:
@@ -555,6 +584,8 @@ def resolve_session_key(
     if chat_id:
         if has_surrogate(chat_id) or _HEADER_UNSAFE_RE.search(chat_id):
             raise bad_request(f"Invalid `{header_name}`.")
+        if background_task:
+            return Route(agent_id, new_stateless_key(agent_id), stateless=True, new_key=True)
         key = f"agent:{agent_id}:openai-chat:{chat_id.lower()}"
         if len(key) > SESSION_KEY_MAX:
             raise bad_request(KEY_TOO_LONG_MESSAGE)

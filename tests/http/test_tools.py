@@ -564,6 +564,69 @@ async def webui_turns(
     return answers, keys
 
 
+# Open WebUI's default task prompts (backend/open_webui/config.py,
+# DEFAULT_TITLE_GENERATION_PROMPT_TEMPLATE and DEFAULT_TAGS_GENERATION_PROMPT_TEMPLATE), the
+# chat history rendered as backend/open_webui/utils/misc.py `get_messages_content` does.
+WEBUI_TITLE_TEMPLATE = """### Task:
+Generate a concise, 3-5 word title with an emoji summarizing the chat history.
+### Guidelines:
+- The title should clearly represent the main theme or subject of the conversation.
+- Use emojis that enhance understanding of the topic, but avoid quotation marks or special formatting.
+- Write the title in the chat's primary language; default to English if multilingual.
+- Prioritize accuracy over excessive creativity; keep it clear and simple.
+### Output:
+JSON format: { "title": "your concise title here" }
+### Examples:
+- { "title": "📉 Stock Market Trends" },
+- { "title": "🍪 Perfect Chocolate Chip Recipe" },
+- { "title": "Evolution of Music Streaming" },
+- { "title": "Remote Work Productivity Tips" },
+- { "title": "Artificial Intelligence in Healthcare" },
+- { "title": "🎮 Video Game Development Insights" }
+### Chat History:
+<chat_history>
+{history}
+</chat_history>"""  # noqa: E501 (Open WebUI's text as it is)
+WEBUI_TAGS_TEMPLATE = """### Task:
+Generate 1-3 broad tags categorizing the main themes of the chat history, along with 1-3 more specific subtopic tags.
+
+### Guidelines:
+- Start with high-level domains (e.g. Science, Technology, Philosophy, Arts, Politics, Business, Health, Sports, Entertainment, Education)
+- Consider including relevant subfields/subdomains if they are strongly represented throughout the conversation
+- If content is too short (less than 3 messages) or too diverse, use only ["General"]
+- Use the chat's primary language; default to English if multilingual
+- Prioritize accuracy over specificity
+
+### Output:
+JSON format: { "tags": ["tag1", "tag2", "tag3"] }
+
+### Chat History:
+<chat_history>
+{history}
+</chat_history>"""  # noqa: E501 (Open WebUI's text as it is)
+
+
+def webui_task(template: str, question: str, answer: str, **extra: Any) -> dict[str, Any]:
+    """A task's body as backend/open_webui/routers/tasks.py builds it (its `metadata`, with
+    the chat's id, is popped by routers/openai.py and sent as X-OpenWebUI-Chat-Id)."""
+    history = f"USER: {question}\nASSISTANT: {answer}"
+    content = template.replace("{history}", history)
+    return {
+        "model": "openclaw",
+        "messages": [{"role": "user", "content": content}],
+        "stream": False,
+        **extra,
+    }
+
+
+def webui_title_task(question: str, answer: str) -> dict[str, Any]:
+    return webui_task(WEBUI_TITLE_TEMPLATE, question, answer, max_completion_tokens=1000)
+
+
+def webui_tags_task(question: str, answer: str) -> dict[str, Any]:
+    return webui_task(WEBUI_TAGS_TEMPLATE, question, answer)
+
+
 class TestOpenWebUI:
     async def test_one_session_per_chat(self, client: Client) -> None:
         async with await sdk_for(client) as sdk:
@@ -630,6 +693,72 @@ class TestOpenWebUI:
             {"role": "assistant", "content": "A1"},
             {"role": "user", "content": "Q2"},
         ]
+
+    async def test_title_and_tags_tasks_stay_out_of_the_chats_session(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        """Open WebUI asks for a title and tags after the first answer, with the chat's id
+        in the header: those are not turns of the chat, and its session holds none of them."""
+        openai_fake.script(
+            Stream(("A1",)),
+            Stream(('{"title": "Greeting"}',)),
+            Stream(('{"tags": ["General"]}',)),
+            Stream(("A2",)),
+        )
+        client = await gateway(fake_provider(openai_fake))
+        async with await sdk_for(client) as sdk:
+            await webui_turns(sdk, "chat-A", ["Q1"])
+            for task in (webui_title_task, webui_tags_task):
+                response = await post(client, task("Q1", "A1"), webui_headers("chat-A"))
+                assert response.status == 200
+                assert normalised(response.headers["x-openclaw-session-key"]) == (
+                    "agent:main:openai:<uuid>"
+                )
+            stream = await sdk.chat.completions.create(
+                model="openclaw",
+                messages=[
+                    {"role": "system", "content": "You are helpful."},
+                    {"role": "user", "content": "Q1"},
+                    {"role": "assistant", "content": "A1"},
+                    {"role": "user", "content": "Q2"},
+                ],
+                stream=True,
+                extra_headers=webui_headers("chat-A"),
+            )
+            assert [c async for c in stream if c.choices and c.choices[0].delta.content]
+        stored = await stored_messages(client, "agent:main:openai-chat:chat-a")
+        assert [(m.role, m.text) for m in stored] == [
+            ("user", "Q1"),
+            ("assistant", "A1"),
+            ("user", "Q2"),
+            ("assistant", "A2"),
+        ]
+        # The second turn continued the session: only Q2 was new to it.
+        assert openai_fake.last.body["messages"][1:] == [
+            {"role": "user", "content": "Q1"},
+            {"role": "assistant", "content": "A1"},
+            {"role": "user", "content": "Q2"},
+        ]
+
+    async def test_a_task_with_the_session_key_header_runs_in_that_session(
+        self, client: Client
+    ) -> None:
+        headers = {**webui_headers("chat-A"), "x-openclaw-session-key": "mine"}
+        response = await post(client, webui_title_task("Q1", "A1"), headers)
+        assert response.headers["x-openclaw-session-key"] == "agent:main:mine"
+
+    async def test_a_question_wrapped_in_the_rag_prompt_starts_the_chat(
+        self, client: Client
+    ) -> None:
+        # Open WebUI's DEFAULT_RAG_TEMPLATE (backend/open_webui/config.py), abridged: with
+        # RAG_SYSTEM_CONTEXT off it is put before the user's question.
+        rag = (
+            "### Task:\nRespond to the user query using the provided context.\n"
+            '<context>\n<source id="1">notes</source>\n</context>\n\n'
+            "<user_query>\nQ1\n</user_query>\nQ1"
+        )
+        response = await post(client, ask(rag), webui_headers("chat-A"))
+        assert response.headers["x-openclaw-session-key"] == "agent:main:openai-chat:chat-a"
 
     async def test_the_session_key_header_wins(self, client: Client) -> None:
         headers = {**webui_headers("chat-A"), "x-openclaw-session-key": "mine"}

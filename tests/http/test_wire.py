@@ -34,6 +34,7 @@ from gateway.http.openai_wire import (
     completion_body,
     decode_model_id,
     error_reply,
+    is_background_task,
     json_type,
     model_ids,
     parse_body,
@@ -401,6 +402,44 @@ class TestAgentSelection:
         assert refusal(exc) == (400, error("`model` is too long (max 256 characters).", "model"))
 
 
+TASK = "### Task:\nGenerate a concise title.\n<chat_history>\nUSER: hi\n</chat_history>"
+
+
+class TestBackgroundTask:
+    """Open WebUI's title, tags, follow-up, query and autocomplete requests."""
+
+    def test_a_lone_task_prompt_is_a_task(self) -> None:
+        assert is_background_task([{"role": "user", "content": TASK}])
+
+    def test_a_system_prompt_beside_it_still_is(self) -> None:
+        assert is_background_task(
+            [{"role": "system", "content": "Be brief."}, {"role": "user", "content": TASK}]
+        )
+
+    def test_text_parts_are_read(self) -> None:
+        assert is_background_task([{"role": "user", "content": [{"type": "text", "text": TASK}]}])
+
+    @pytest.mark.parametrize(
+        "messages",
+        [
+            [{"role": "user", "content": "hi"}],
+            # Open WebUI's RAG prompt around a real question: no chat history quoted.
+            [{"role": "user", "content": "### Task:\nRespond to the user query.\n<context>"}],
+            [{"role": "user", "content": "Look: ### Task:\n<chat_history>"}],
+            [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "hello"},
+                {"role": "user", "content": TASK},
+            ],
+            [{"role": "assistant", "content": TASK}],
+            "### Task: <chat_history>",
+            None,
+        ],
+    )
+    def test_anything_else_is_not(self, messages: Any) -> None:
+        assert not is_background_task(messages)
+
+
 DEFAULT = AgentSelection("main", "openclaw", explicit=False)
 NAMED_MAIN = AgentSelection("main", "openclaw/main", explicit=True)
 
@@ -426,6 +465,19 @@ class TestSessionKey:
         with pytest.raises(RequestError) as exc:
             resolve_session_key(None, None, DEFAULT, AGENTS, (CHAT_ID, "a\udcff"))
         assert refusal(exc) == (400, error("Invalid `x-openwebui-chat-id`."))
+
+    def test_a_background_task_in_a_conversation_runs_stateless(self) -> None:
+        route = resolve_session_key(
+            None, "alice", DEFAULT, AGENTS, (CHAT_ID, "chat-42"), background_task=True
+        )
+        assert route.session_key.startswith("agent:main:openai:")
+        assert (route.stateless, route.new_key) == (True, True)
+
+    def test_a_background_task_with_a_session_key_header_runs_in_that_session(self) -> None:
+        route = resolve_session_key(
+            "k1", None, DEFAULT, AGENTS, (CHAT_ID, "chat-42"), background_task=True
+        )
+        assert route == Route("main", "agent:main:k1")
 
     def test_no_header_and_no_user_is_a_fresh_key_per_request(self) -> None:
         first = resolve_session_key(None, None, DEFAULT, AGENTS).session_key
