@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -27,6 +27,7 @@ from gateway.http.openai_wire import (
     MAX_TOOL_CALL_ID,
     MAX_TOOLS,
     NO_RESPONSE_TEXT,
+    RESPONSE_FORMATS,
     TOOL_CHOICES,
     Conversation,
     RequestError,
@@ -49,6 +50,9 @@ _TEXT_PARTS = frozenset({"input_text", "output_text", "text"})
 # take it back) and references to items by id.
 _SKIPPED_ITEMS = frozenset({"reasoning", "item_reference"})
 _ROLES = frozenset({"user", "assistant", "system", "developer"})
+TEXT_FORMAT = {"type": "text"}
+# What of a `json_schema` text format becomes chat completions' `response_format.json_schema`.
+_JSON_SCHEMA_KEYS = ("name", "description", "schema", "strict")
 
 # `status` of a response object
 COMPLETED = "completed"
@@ -120,11 +124,12 @@ class ResponseFields:
     temperature: float | None = None
     top_p: float | None = None
     metadata: Mapping[str, str] = attrs.field(factory=dict)
+    text_format: Mapping[str, Any] = TEXT_FORMAT
 
 
 def validate_request(body: Mapping[str, Any]) -> ResponseFields:
     """Every field this endpoint reads, in a fixed order; the first failure wins. `null` is
-    absent everywhere; fields it does not read (`text`, `reasoning`, `include`...) pass."""
+    absent everywhere; fields it does not read (`reasoning`, `include`...) pass."""
     flags: dict[str, bool] = {}
     for field, default in (("stream", False), ("store", True), ("parallel_tool_calls", True)):
         value = body.get(field)
@@ -166,6 +171,9 @@ def validate_request(body: Mapping[str, Any]) -> ResponseFields:
             )
         params["max_tokens"] = max_output_tokens = cap
 
+    text_format = _text_format(body.get("text"))
+    if text_format["type"] != "text":
+        params["response_format"] = _response_format(text_format)
     metadata = _metadata(body.get("metadata"))
     tools, chat_tools, names = _tools(body.get("tools"))
     choice = body.get("tool_choice")
@@ -190,7 +198,38 @@ def validate_request(body: Mapping[str, Any]) -> ResponseFields:
         temperature=numbers["temperature"],
         top_p=numbers["top_p"],
         metadata=metadata,
+        text_format=text_format,
     )
+
+
+def _text_format(value: Any) -> Mapping[str, Any]:
+    """`text.format`: the output's format (`text`, `json_object`, `json_schema`), which goes
+    to the provider as chat completions' `response_format` and is echoed in the response
+    (LangChain parses a streamed answer only when the echo says `json_schema`)."""
+    if value is None:
+        return TEXT_FORMAT
+    if not isinstance(value, dict):
+        raise _type_error("text", "object", value)
+    text_format = value.get("format")
+    if text_format is None:
+        return TEXT_FORMAT
+    kind = text_format.get("type") if isinstance(text_format, dict) else None
+    # Checked as a string before the set lookup: an object or array is not hashable.
+    if not isinstance(kind, str) or kind not in RESPONSE_FORMATS:
+        raise bad_request(
+            "Invalid text.format: text.format.type must be text, json_object, or json_schema",
+            "text",
+        )
+    return cast(Mapping[str, Any], text_format)
+
+
+def _response_format(text_format: Mapping[str, Any]) -> dict[str, Any]:
+    """A `json_object` or `json_schema` text format in chat completions' form: the
+    Responses API flattens the schema's name, description, schema and strict into it."""
+    if text_format["type"] == "json_object":
+        return {"type": "json_object"}
+    schema = {key: text_format[key] for key in _JSON_SCHEMA_KEYS if key in text_format}
+    return {"type": "json_schema", "json_schema": schema}
 
 
 def _metadata(value: Any) -> dict[str, str]:
@@ -476,7 +515,7 @@ def response_body(
         "reasoning": {"effort": None, "summary": None},
         "store": fields.store,
         "temperature": fields.temperature,
-        "text": {"format": {"type": "text"}},
+        "text": {"format": dict(fields.text_format)},
         "tool_choice": fields.tool_choice,
         "tools": list(fields.tools),
         "top_p": fields.top_p,

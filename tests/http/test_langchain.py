@@ -4,11 +4,13 @@ clawgate: the echo agent, and a fake OpenAI-compatible upstream that calls the t
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
+from pydantic import BaseModel
 
 from tests.support.http_client import TOKEN, Client, MakeClient, fake_provider
 from tests.support.upstreams import FakeOpenAI, FakeToolCall, Stream
@@ -23,12 +25,13 @@ def get_weather(city: str) -> str:
 TOOLS = {"get_weather": get_weather}
 
 
-def chat_model(client: Client) -> ChatOpenAI:
+def chat_model(client: Client, **options: Any) -> ChatOpenAI:
     return ChatOpenAI(
         model="openclaw",
         base_url=str(client.server.make_url("/v1")),
         api_key=TOKEN,  # type: ignore[arg-type]
         max_retries=0,
+        **options,
     )
 
 
@@ -90,3 +93,37 @@ class TestBindTools:
         sent = openai_fake.requests[1].body["messages"]
         assert [m["role"] for m in sent] == ["user", "assistant", "tool"]
         assert sent[2] == {"role": "tool", "tool_call_id": "call_9", "content": "sunny in Oslo"}
+
+
+class Weather(BaseModel):
+    city: str
+    sunny: bool
+
+
+RESPONSES_ON = {"gateway": {"http": {"endpoints": {"responses": {"enabled": True}}}}}
+
+
+class TestStructuredOutputOverResponses:
+    """`with_structured_output` on `ChatOpenAI(use_responses_api=True)`: the schema goes
+    out as `text.format`; streamed, LangChain parses the text only when the completed
+    response says its format was that json_schema."""
+
+    @pytest.mark.parametrize("streaming", [False, True])
+    async def test_the_answer_is_parsed_into_the_schema(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI, streaming: bool
+    ) -> None:
+        openai_fake.script(Stream(('{"city":"Oslo",', '"sunny":true}')))
+        client = await gateway({**fake_provider(openai_fake), **RESPONSES_ON})
+        llm = chat_model(client, use_responses_api=True, streaming=streaming)
+        model = llm.with_structured_output(Weather)
+        if streaming:
+            chunks = [chunk async for chunk in model.astream("Weather in Oslo?")]
+            answer = chunks[-1]
+        else:
+            answer = await model.ainvoke("Weather in Oslo?")
+        assert answer == Weather(city="Oslo", sunny=True)
+        sent = openai_fake.last.body["response_format"]
+        assert sent["type"] == "json_schema"
+        assert sent["json_schema"]["name"] == "Weather"
+        assert sent["json_schema"]["strict"] is True
+        assert sent["json_schema"]["schema"]["required"] == ["city", "sunny"]

@@ -16,6 +16,7 @@ from gateway.http.openresponses_wire import (
     build_input,
     input_messages,
     output_items,
+    response_body,
     validate_request,
 )
 
@@ -52,9 +53,40 @@ class TestFields:
         }  # fmt: skip
         assert fields.tools == (TOOL,)
 
+    def test_a_json_schema_text_format_becomes_the_chat_response_format(self) -> None:
+        text_format = {"type": "json_schema", "name": "Weather", "strict": True,
+                       "schema": {"type": "object"}, "description": "d"}  # fmt: skip
+        fields = validate_request({"text": {"format": text_format, "verbosity": "low"}})
+        assert dict(fields.params) == {
+            "response_format": {"type": "json_schema", "json_schema": {
+                "name": "Weather", "description": "d", "schema": {"type": "object"},
+                "strict": True}},
+        }  # fmt: skip
+        assert fields.text_format == text_format
+
+    def test_a_json_object_text_format(self) -> None:
+        fields = validate_request({"text": {"format": {"type": "json_object"}}})
+        assert dict(fields.params) == {"response_format": {"type": "json_object"}}
+
+    def test_a_plain_text_format_asks_nothing_of_the_provider(self) -> None:
+        assert validate_request({"text": {"format": {"type": "text"}}}) == ResponseFields()
+        assert validate_request({"text": {}}) == ResponseFields()
+
+    def test_the_response_echoes_the_text_format(self) -> None:
+        fields = validate_request({"text": {"format": {"type": "json_object"}}})
+        body = response_body(ResponseHead("resp_1", 0, "openclaw", fields), "completed", [], None)
+        assert body["text"] == {"format": {"type": "json_object"}}
+
     @pytest.mark.parametrize(
         ("body", "message", "param"),
         [
+            ({"text": "json"}, "text: Expected object, received string", "text"),
+            ({"text": {"format": {"type": "xml"}}},
+             "Invalid text.format: text.format.type must be text, json_object, or json_schema",
+             "text"),
+            ({"text": {"format": []}},
+             "Invalid text.format: text.format.type must be text, json_object, or json_schema",
+             "text"),
             ({"stream": "yes"}, "stream: Expected boolean, received string", "stream"),
             ({"store": 1}, "store: Expected boolean, received number", "store"),
             ({"instructions": []}, "instructions: Expected string, received array", "instructions"),

@@ -175,6 +175,22 @@ FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "temperature": often(st.sampled_from([0, 1, 2, 2.5, -0.1])),
     "top_p": often(st.sampled_from([0, 0.5, 1, 1.5])),
     "metadata": often(metadata),
+    "text": often(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "format": st.sampled_from(
+                    [
+                        {"type": "text"},
+                        {"type": "json_object"},
+                        {"type": "json_schema", "name": "w", "schema": {"type": "object"}},
+                        {"type": "xml"},
+                        {"type": []},
+                    ]
+                )
+            },
+        )
+    ),
     "store": often(st.booleans()),
     "stream": often(st.booleans()),
     "user": often(text),
@@ -225,6 +241,7 @@ COMPLETE_BODY: dict[str, Any] = {
     "temperature": 1,
     "top_p": 1,
     "metadata": {"k": "v"},
+    "text": {"format": {"type": "json_schema", "name": "w", "schema": {"type": "object"}}},
     "store": True,
     "stream": False,
     "user": "fuzz",
