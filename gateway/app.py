@@ -19,7 +19,7 @@ from gateway.appkeys import AGENT_ID, METRICS, REQUEST_ID, SESSION_KEY, STATE
 from gateway.config.loader import ConfigLoader
 from gateway.config.model import Config
 from gateway.edge import own_names
-from gateway.edge_http import client_of, edge_middleware
+from gateway.edge_http import add_route, client_of, edge_middleware, unrouted
 from gateway.http import controlui, embeddings, hooks, openai, openresponses, probes
 from gateway.http.runs import CLIENT_CLOSED_REQUEST
 from gateway.reload import watch_config
@@ -66,6 +66,7 @@ def create_app(
     openai.register(app)
     embeddings.register(app)
     openresponses.register(app)
+    add_route(app, "/{unrouted:.*}", unrouted)  # last: any path no route above takes
     return app
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import HttpVersion11, hdrs, web
 
 from gateway.appkeys import CLIENT_ADDRESS, STATE
 from gateway.config.model import GatewayConfig
 from gateway.edge import client_address, host_allowed, own_names, parse_address, split_host
-from gateway.responses import error_response
+from gateway.responses import error_response, not_found
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -22,6 +22,28 @@ HOST_REFUSED_STATUS = 421
 MSG_HOST_NOT_ALLOWED = "Host not allowed; list this host name in gateway.http.allowedHosts."
 MSG_ORIGIN_NOT_ALLOWED = "Origin not allowed; list it in gateway.controlUi.allowedOrigins."
 MSG_NOT_JSON = "Unsupported Content-Type; send application/json."
+
+
+def add_route(app: web.Application, path: str, handler: Handler) -> None:
+    """A route of ours: any method (each handler answers 405 itself), our Expect handling."""
+    app.router.add_route("*", path, handler, expect_handler=continue_if_expected)
+
+
+async def continue_if_expected(request: web.Request) -> None:
+    """RFC 9110 §10.1.1: `Expect: 100-continue` is answered with 100 Continue before the
+    handler runs (curl waits for it before sending a large body); any other expectation is
+    ignored, as the RFC allows. aiohttp's own handler answers those with a 417 whose text
+    holds the value, and fails with a 500 on a value that is not UTF-8."""
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if request.version >= HttpVersion11 and expect.lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # what the answer writes is counted from here
+
+
+async def unrouted(request: web.Request) -> web.StreamResponse:
+    """The last route, taking any path no other takes: a JSON 404 like the router's own,
+    but with our Expect handling (the router's has aiohttp's)."""
+    return not_found()
 
 
 def client_of(request: web.Request) -> str | None:

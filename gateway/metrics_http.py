@@ -14,6 +14,7 @@ from prometheus_client import generate_latest
 
 from agents.runs import RunOutcome
 from gateway.appkeys import METRICS, STATE
+from gateway.edge_http import add_route, unrouted
 from gateway.http.common import authenticate, error_answer
 from gateway.http.openai_wire import RequestError
 from gateway.metrics import CONTENT_TYPE, GatewayMetrics, LiveCounts
@@ -51,7 +52,7 @@ def setup(app: web.Application) -> None:
 
     metrics.watch_live(live)
     app.cleanup_ctx.append(_watch_runs)
-    app.router.add_route("*", METRICS_PATH, metrics_endpoint)
+    add_route(app, METRICS_PATH, metrics_endpoint)
 
 
 async def _watch_runs(app: web.Application) -> AsyncIterator[None]:
@@ -83,8 +84,10 @@ def route_label(request: web.Request, status: int) -> str:
     hooks = request.app[STATE].config.hooks
     if hooks.enabled and (request.path == hooks.path or request.path.startswith(hooks.path + "/")):
         return HOOKS_ROUTE
-    resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else UNMATCHED_ROUTE
+    route = request.match_info.route
+    if route.resource is None or route.handler is unrouted:
+        return UNMATCHED_ROUTE
+    return route.resource.canonical
 
 
 async def metrics_endpoint(request: web.Request) -> web.StreamResponse:

@@ -18,6 +18,7 @@ import attrs
 from aiohttp import web
 
 from gateway.appkeys import STATE
+from gateway.edge_http import add_route
 from gateway.responses import method_not_allowed, not_found
 
 CONTENT_TYPES: Final = {
@@ -67,8 +68,8 @@ INDEX: Final = "index.html"
 
 
 def register(app: web.Application) -> None:
-    app.router.add_route("*", "/", index)
-    app.router.add_route("*", "/ui/{name}", asset)
+    add_route(app, "/", index)
+    add_route(app, "/ui/{name}", asset)
 
 
 async def index(request: web.Request) -> web.StreamResponse:

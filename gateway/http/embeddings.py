@@ -18,6 +18,7 @@ from agents.errors import AgentError
 from agents.providers.embeddings import ECHO_DIMENSIONS, EmbeddingRequest, EmbeddingsClient
 from gateway.appkeys import AGENT_ID, STATE
 from gateway.config.model import Config
+from gateway.edge_http import add_route
 from gateway.http.common import (
     chat_completions_enabled,
     error_answer,
@@ -48,7 +49,7 @@ EMBEDDINGS = web.AppKey("embeddings", EmbeddingsClient)  # the upstream client
 
 
 def register(app: web.Application) -> None:
-    app.router.add_route("*", "/v1/embeddings", embeddings)
+    add_route(app, "/v1/embeddings", embeddings)
     app.cleanup_ctx.append(_client)
 
 

@@ -21,6 +21,7 @@ from agents.errors import AgentError
 from agents.events import RunEvent
 from agents.runs import AgentRun, RunOutcome, TurnRequest
 from gateway.appkeys import AGENT_ID, MODEL_USED, SESSION_KEY, STATE
+from gateway.edge_http import add_route
 from gateway.http.common import MODEL_USED_HEADER, SESSION_HEADER, body_answer, work_on_body
 from gateway.http.common import error_answer as _error
 from gateway.http.common import gate as _gate
@@ -69,15 +70,14 @@ _MODELS_PREFIX = "/v1/models/"
 
 
 def register(app: web.Application) -> None:
-    router = app.router
-    router.add_route("*", "/v1/chat/completions", chat_completions)
-    router.add_route("*", "/v1/models", list_models)
-    router.add_route("*", "/v1/models/{model_id:.*}", retrieve_model)
+    add_route(app, "/v1/chat/completions", chat_completions)
+    add_route(app, "/v1/models", list_models)
+    add_route(app, "/v1/models/{model_id:.*}", retrieve_model)
     # Any path with `//` (Open WebUI, when its base URL ends in `/`): routed again with the
     # slashes merged. Only such paths match, so no other module's route is shadowed.
-    router.add_route("*", r"/{path:(?:.*/)?/.*}", merged_slashes)
+    add_route(app, r"/{path:(?:.*/)?/.*}", merged_slashes)
     # The rest of /v1: CORS preflights answer everywhere under it; anything else is 404.
-    router.add_route("*", "/v1/{tail:.*}", other_v1)
+    add_route(app, "/v1/{tail:.*}", other_v1)
     app.on_response_prepare.append(cors_headers)
 
 

@@ -32,6 +32,7 @@ from agents.runs import AgentRun, RunOutcome, TurnRequest
 from agents.store import StoredResponse
 from gateway.appkeys import AGENT_ID, MODEL_USED, SESSION_KEY, STATE
 from gateway.config.model import Config
+from gateway.edge_http import add_route
 from gateway.http.common import (
     SESSION_HEADER,
     body_answer,
@@ -79,8 +80,8 @@ log = structlog.get_logger()
 
 
 def register(app: web.Application) -> None:
-    app.router.add_route("*", "/v1/responses", create_response)
-    app.router.add_route("*", "/v1/responses/{response_id}", stored_response)
+    add_route(app, "/v1/responses", create_response)
+    add_route(app, "/v1/responses/{response_id}", stored_response)
 
 
 def responses_enabled(config: Config) -> bool:

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from gateway.appkeys import STATE
 from gateway.auth import Authenticated, authenticate, bearer_secret, is_loopback
-from gateway.edge_http import client_of
+from gateway.edge_http import add_route, client_of
 from gateway.responses import json_response, method_not_allowed
 
 _NO_STORE = {"Cache-Control": "no-store"}
@@ -14,9 +14,9 @@ _NO_STORE = {"Cache-Control": "no-store"}
 
 def register(app: web.Application) -> None:
     for path in ("/health", "/healthz"):
-        app.router.add_route("*", path, live)
+        add_route(app, path, live)
     for path in ("/ready", "/readyz"):
-        app.router.add_route("*", path, ready)
+        add_route(app, path, ready)
 
 
 async def live(request: web.Request) -> web.StreamResponse:

@@ -12,6 +12,7 @@ from structlog.testing import capture_logs
 from gateway.app import create_app
 from gateway.appkeys import STATE
 from tests.support.configs import MakeConfig
+from tests.support.raw_http import raw_exchange, request_bytes
 
 Client = TestClient[web.Request, web.Application]
 AiohttpClient = Callable[[web.Application], Awaitable[Client]]
@@ -92,6 +93,45 @@ class TestUnknownPaths:
         assert await response.read() == (
             b'{"error":{"message":"Not Found","type":"not_found_error","param":null,"code":null}}'
         )
+
+
+class TestExpect:
+    """RFC 9110 §10.1.1: `100-continue` gets its 100 Continue; any other expectation is
+    ignored, as the RFC allows, whatever bytes it holds."""
+
+    HOOKS = '{hooks: {enabled: true, token: "hook-secret-1"}}'
+
+    async def test_100_continue_is_answered_before_the_answer(self, client: Client) -> None:
+        request = request_bytes("GET", "/healthz", {"Expect": "100-continue"})
+        status, _, rest = await raw_exchange(client.port, request)
+        assert status == 100
+        assert rest.startswith(b"HTTP/1.1 200 OK\r\n"), rest
+
+    @pytest.mark.parametrize(
+        ("path", "status"),
+        [
+            ("/healthz", 200),
+            ("/", 200),
+            ("/ui/app.js", 200),
+            ("/no/such/path", 404),
+            ("/metrics", 401),
+            ("/hooks/wake", 405),
+        ],
+    )
+    @pytest.mark.parametrize("value", [b"\xff\xfe", b"\xed\xa0\x80", b"x-other"])
+    async def test_another_expectation_is_ignored(
+        self,
+        aiohttp_client: AiohttpClient,
+        make_config: MakeConfig,
+        path: str,
+        status: int,
+        value: bytes,
+    ) -> None:
+        client = await aiohttp_client(create_app(make_config(self.HOOKS)))
+        got, _, body = await raw_exchange(
+            client.port, request_bytes("GET", path, {"Expect": value})
+        )
+        assert got == status, body
 
 
 class TestLifetime:
