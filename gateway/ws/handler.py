@@ -122,7 +122,13 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         compress=False,  # as OpenClaw's server: no permessage-deflate
     )
     ws.too_big_reason = protocol.REASON_PREAUTH_TOO_LARGE
-    if not ws.can_prepare(request).ok:
+    try:
+        upgradable = ws.can_prepare(request).ok
+    except ValueError:
+        # aiohttp refuses a handshake header that is not ASCII with an error of its own: a
+        # key it cannot decode, a refusal whose text (the value) it cannot encode.
+        upgradable = False
+    if not upgradable:
         return error_response(400, "Invalid WebSocket upgrade request.", "invalid_request_error")
     ws_state.preauth_enter(remote)
     try:

@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from gateway.state import AppOptions
+from tests.support.raw_http import exchange_upgrade
 from tests.support.ws_client import (
     CONFIG,
     TOKEN,
@@ -72,6 +73,39 @@ class TestChallenge:
         hello = await ws.connect()
         assert hello["ok"] is True
         await ws.ws.close()
+
+
+UPGRADE = {
+    b"Upgrade": b"websocket",
+    b"Connection": b"Upgrade",
+    b"Sec-WebSocket-Key": b"dGhlIHNhbXBsZSBub25jZQ==",
+    b"Sec-WebSocket-Version": b"13",
+}
+
+
+class TestUpgradeRequest:
+    @pytest.mark.parametrize(
+        ("name", "value"),
+        [
+            (b"Sec-WebSocket-Key", b"\xff"),
+            (b"Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==\u00e9".encode()),
+            (b"Sec-WebSocket-Version", b"\xff"),
+            (b"Upgrade", b"websocket, \xed\xa0\x80"),
+            (b"Connection", b"\xff"),
+        ],
+    )
+    async def test_a_handshake_header_that_is_not_text_is_a_400(
+        self, gateway: Gateway, name: bytes, value: bytes
+    ) -> None:
+        headers = {b"Host": b"127.0.0.1", **UPGRADE, name: value}
+        head = b"GET / HTTP/1.1\r\n" + b"".join(k + b": " + v + b"\r\n" for k, v in headers.items())
+        assert gateway.client.port is not None
+        response = await exchange_upgrade(gateway.client.port, head + b"\r\n")
+        assert (response.status, response.body) == (
+            400,
+            b'{"error":{"message":"Invalid WebSocket upgrade request.",'
+            b'"type":"invalid_request_error","param":null,"code":null}}',
+        )
 
 
 class TestFirstFrameFailures:
