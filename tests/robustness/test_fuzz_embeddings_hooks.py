@@ -17,20 +17,27 @@ import pytest_asyncio
 from hypothesis import event, given
 from hypothesis import strategies as st
 
+from gateway.http import embeddings_wire
 from tests.support.raw_http import RawResponse, exchange, request_bytes
 from tests.support.served import AUTH, Served, ServerLog, build_app, production_logging, served
 from tests.support.spec_checks import (
     JSON_TYPE,
     assert_documented_status,
     assert_error_body,
+    fields_read_by,
     normal_completion,
 )
 from tests.support.strategies import (
+    WRONG_TYPES,
     fuzz,
     huge_text,
+    json_keys,
+    json_paths,
     nonempty_text,
+    odd_steps,
     odd_text,
     often,
+    replaced,
     text,
     wire_bytes,
     wrong,
@@ -285,3 +292,79 @@ class TestHooks:
         request = request_bytes("POST", "/hooks/agent", HOOK_AUTH, body)
         response = await exchange(server.port, request)
         await check(server, log, response, ONLY_413)
+
+
+# -- every place of a complete body, with every wrong type and every odd value ---------------
+
+COMPLETE_EMBEDDINGS: dict[str, Any] = {
+    "model": "openclaw/beta",
+    "input": ["one", "two"],
+    "encoding_format": "float",
+    "dimensions": 8,
+    "user": "walker",
+}
+COMPLETE_AGENT_HOOK: dict[str, Any] = {
+    "message": "hi",
+    "name": "Walker",
+    "agentId": "beta",
+    "sessionKey": "hook:walk",
+    "waitForCompletion": True,
+    "timeoutSeconds": 5,
+    "wakeMode": "now",
+    "deliver": False,
+    "channel": "last",
+    "to": "me",
+    "model": None,
+    "thinking": None,
+    "idempotencyKey": "walk-1",
+}
+COMPLETE_WAKE_HOOK: dict[str, Any] = {"text": "hi", "mode": "now", "agentId": "beta"}
+# (path, headers, complete body, statuses)
+WALKS = [
+    (EMBEDDINGS, AUTH, COMPLETE_EMBEDDINGS, EMBEDDINGS_STATUSES),
+    ("/hooks/agent", HOOK_AUTH, COMPLETE_AGENT_HOOK, HOOK_STATUSES),
+    ("/hooks/wake", HOOK_AUTH, COMPLETE_WAKE_HOOK, HOOK_STATUSES),
+]
+
+
+class TestEveryPlaceOfTheBody:
+    async def test_the_complete_bodies_hold_every_field_the_wire_modules_read(self) -> None:
+        assert fields_read_by(embeddings_wire) - json_keys(COMPLETE_EMBEDDINGS) == set()
+        assert set(AGENT_FIELDS) == set(COMPLETE_AGENT_HOOK)
+        assert set(WAKE_FIELDS) - {"sessionKey"} == set(COMPLETE_WAKE_HOOK)  # refused there
+
+    @pytest.mark.parametrize("odd", [False, True], ids=["wrong types", "odd values"])
+    @pytest.mark.parametrize(
+        ("path", "headers", "body", "statuses"), WALKS, ids=["embeddings", "agent", "wake"]
+    )
+    async def test_any_value_anywhere_gets_a_documented_answer(
+        self,
+        gateway: tuple[Served, ServerLog],
+        path: str,
+        headers: dict[str, str],
+        body: dict[str, Any],
+        statuses: frozenset[int],
+        odd: bool,
+    ) -> None:
+        """Each place of the complete body with each JSON type, or with the values made to
+        slip past a check (over every limit, NUL, controls, lone surrogates): a documented
+        status and error shape, never a 5xx."""
+        server, log = gateway
+        steps = (
+            odd_steps(body)
+            if odd
+            else [(place, value) for place in json_paths(body) for value in WRONG_TYPES]
+        )
+        complete = await exchange(
+            server.port, request_bytes("POST", path, headers, wire_bytes(body))
+        )
+        assert complete.status in (200, 202), complete
+        for place, value in steps:
+            raw = wire_bytes(replaced(body, place, value))
+            response = await exchange(server.port, request_bytes("POST", path, headers, raw))
+            assert_documented_status(response.status)
+            assert response.status in statuses, (place, f"{value!r:.60}", response)
+            if response.status >= 400:
+                assert_error_body(response)
+        await normal_completion(server.port)
+        assert log.new_problems() == []

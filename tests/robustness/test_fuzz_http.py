@@ -1,4 +1,5 @@
-"""Property-based fuzzing of `POST /v1/chat/completions` (http-openai.md §2-§8).
+"""Property-based fuzzing of `POST /v1/chat/completions` (http-openai.md §2-§8), and of every
+HTTP endpoint's headers, paths and preflights.
 
 Whatever the body and the routing headers hold, the answer is a documented status (never a
 500, no 5xx at all over the echo agent), every error has the §8 shape, nothing is logged as
@@ -51,6 +52,7 @@ from tests.support.strategies import (
     json_paths,
     json_values,
     nonempty_text,
+    odd_steps,
     odd_text,
     often,
     replaced,
@@ -516,6 +518,7 @@ WALK_STEPS = [
     for wrong_value in WRONG_TYPES
     if path != ("model",) or wrong_value is not None  # stays valid: null is the default
 ]
+ODD_STEPS = odd_steps(COMPLETE_BODY)
 
 
 class TestEveryPlaceOfTheBody:
@@ -535,28 +538,42 @@ class TestEveryPlaceOfTheBody:
     ) -> None:
         """Each place of the complete body (the root, every container, every leaf) with each
         JSON type it does not take: a §8 400, or a 200 where the spec ignores the field;
-        never a 5xx. Over one keep-alive connection per worker, so the walk stays quick."""
-        server, log = gateway
-        failures: list[str] = []
-        steps = iter(WALK_STEPS)
+        never a 5xx."""
+        await walk(*gateway, WALK_STEPS)
 
-        async def worker(http: aiohttp.ClientSession) -> None:
-            for path, wrong_value in steps:
-                raw = wire_bytes(replaced(COMPLETE_BODY, path, wrong_value))
-                async with http.post(server.url + CHAT, data=raw, headers=AUTH) as got:
-                    response = RawResponse(
-                        got.status, {k.lower(): v for k, v in got.headers.items()}, await got.read()
-                    )
-                try:
-                    assert response.status in (200, 400), response
-                    (assert_completion if response.status == 200 else assert_error_body)(response)
-                except AssertionError as exc:
-                    failures.append(f"{path} = {wrong_value!r}: {exc}")
+    async def test_any_odd_or_oversize_value_anywhere_is_a_400_or_answered(
+        self, gateway: tuple[Served, ServerLog]
+    ) -> None:
+        """Each place with each of the values made to slip past a field's checks: strings,
+        lists and objects over every limit, NUL, controls, lone surrogates, bidi marks."""
+        await walk(*gateway, ODD_STEPS)
 
-        async with aiohttp.ClientSession() as http:
-            await asyncio.gather(*(worker(http) for _ in range(4)))
-        assert failures == []
-        assert log.new_problems() == []
+
+async def walk(
+    server: Served, log: ServerLog, walk_steps: list[tuple[tuple[str | int, ...], Any]]
+) -> None:
+    """The complete body with each step's value at its place, over one keep-alive connection
+    per worker, so the walk stays quick."""
+    failures: list[str] = []
+    steps = iter(walk_steps)
+
+    async def worker(http: aiohttp.ClientSession) -> None:
+        for path, wrong_value in steps:
+            raw = wire_bytes(replaced(COMPLETE_BODY, path, wrong_value))
+            async with http.post(server.url + CHAT, data=raw, headers=AUTH) as got:
+                response = RawResponse(
+                    got.status, {k.lower(): v for k, v in got.headers.items()}, await got.read()
+                )
+            try:
+                assert response.status in (200, 400), response
+                (assert_completion if response.status == 200 else assert_error_body)(response)
+            except AssertionError as exc:
+                failures.append(f"{path} = {wrong_value!r:.80}: {exc!s:.300}")
+
+    async with aiohttp.ClientSession() as http:
+        await asyncio.gather(*(worker(http) for _ in range(4)))
+    assert failures == []
+    assert log.new_problems() == []
 
 
 # -- Content-Encoding ---------------------------------------------------------------------
@@ -805,3 +822,226 @@ class TestRoutingHeaders:
         await check(server, log, response)
         request_id = response.headers.get("x-request-id", "")
         assert REQUEST_ID_RE.fullmatch(request_id), response.headers
+
+
+# -- every endpoint: the headers each reads, its paths, its preflight ----------------------
+
+HOOK_TOKEN = "robust-hook-token-51c0"
+HOOK_AUTH = {"Authorization": f"Bearer {HOOK_TOKEN}", "Content-Type": "application/json"}
+CORS_ORIGIN = "https://app.example"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def every_endpoint(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[tuple[Served, ServerLog]]:
+    """A gateway with every HTTP endpoint on, and CORS for any origin (so a hostile Origin is
+    echoed, the path most exposed to it)."""
+    overrides = {
+        "gateway": {
+            "controlUi": {"enabled": True},
+            "http": {
+                "endpoints": {"responses": {"enabled": True}},
+                "cors": {"allowedOrigins": ["*"]},
+            },
+        },
+        "agents": {
+            "defaults": {"embeddingModel": "echo/echo"},
+            "list": [{"id": "main", "default": True}, {"id": "beta"}],
+        },
+        "hooks": {"enabled": True, "token": HOOK_TOKEN, "allowRequestSessionKey": True},
+    }
+    with production_logging() as log:
+        app = build_app(tmp_path_factory.mktemp("fuzz-endpoints"), overrides)
+        async with served(app) as server:
+            yield server, log
+        assert log.new_problems() == []
+
+
+# (method, path, headers, body): one request each endpoint answers with a 2xx.
+ENDPOINTS: list[tuple[str, str, dict[str, str], Any]] = [
+    ("POST", CHAT, AUTH, {"model": "openclaw", "messages": [HELLO]}),
+    ("POST", CHAT, AUTH, {"model": "openclaw", "messages": [HELLO], "stream": True}),
+    ("POST", "/v1/responses", AUTH, {"model": "openclaw", "input": "hi"}),
+    ("POST", "/v1/responses", AUTH, {"model": "openclaw", "input": "hi", "stream": True}),
+    ("POST", "/v1/embeddings", AUTH, {"model": "openclaw", "input": "hi"}),
+    ("POST", "/hooks/agent", HOOK_AUTH, {"message": "hi", "waitForCompletion": True}),
+    ("POST", "/hooks/wake", HOOK_AUTH, {"text": "hi"}),
+    ("GET", "/v1/models", AUTH, None),
+    ("GET", "/v1/models/openclaw", AUTH, None),
+    ("GET", "/v1/responses/resp_nope", AUTH, None),
+    ("DELETE", "/v1/responses/resp_nope", AUTH, None),
+    ("GET", "/healthz", {}, None),
+    ("GET", "/readyz", AUTH, None),
+    ("GET", "/metrics", AUTH, None),
+    ("GET", "/", {}, None),
+    ("GET", "/ui/app.js", {}, None),
+]
+# Every request header the gateway reads (gateway/http/*.py, edge_http.py, app.py), the
+# routing headers of each endpoint on all of them. Host and X-Forwarded-For have tests of
+# their own above, and so has Content-Encoding on chat completions.
+READ_HEADERS = [
+    "Authorization",
+    "x-openclaw-token",
+    "x-openclaw-agent-id",
+    "x-openclaw-agent",
+    "x-openclaw-session-key",
+    "x-openclaw-model",
+    "x-openwebui-chat-id",
+    "x-chat-id",
+    "x-request-id",
+    "Idempotency-Key",
+    "x-openclaw-idempotency-key",
+    "Content-Type",
+    "Content-Encoding",
+    "Origin",
+    "If-None-Match",
+    "Expect",
+    "Upgrade",
+    "Accept",
+    "Accept-Encoding",
+]
+header_value = weighted(
+    (6, field_value),
+    (1, st.sampled_from([b"h" * 8000, b"main, agent:beta:x", b"*", b'W/"x", "y"', b"\t"])),
+).filter(lambda v: v.strip().lower() != b"100-continue")  # a first answer exchange() stops at
+# Any status an endpoint documents for a request it does not take, and what it answers.
+ENDPOINT_STATUSES = frozenset({200, 202, 304, 400, 401, 403, 404, 405, 413, 415, 421, 503})
+
+
+async def check_endpoint(server: Served, log: ServerLog, response: RawResponse) -> None:
+    assert_documented_status(response.status)
+    assert response.status in ENDPOINT_STATUSES, response
+    content_type = response.headers.get("content-type", "")
+    if response.status >= 400 and content_type.startswith("application/json"):
+        assert_error_body(response)
+    await normal_completion(server.port)
+    assert log.new_problems() == []
+
+
+class TestEveryEndpoint:
+    @fuzz(150)
+    @given(
+        endpoint=st.sampled_from(ENDPOINTS),
+        headers=st.dictionaries(
+            st.sampled_from(READ_HEADERS), header_value, min_size=1, max_size=3
+        ),
+    )
+    async def test_any_value_of_a_header_it_reads_gets_a_documented_answer(
+        self,
+        every_endpoint: tuple[Served, ServerLog],
+        endpoint: tuple[str, str, dict[str, str], Any],
+        headers: dict[str, bytes],
+    ) -> None:
+        server, log = every_endpoint
+        method, path, base, body = endpoint
+        raw = b"" if body is None else wire_bytes(body)
+        sent: dict[str, str | bytes] = {**base, **headers}
+        response = await exchange(server.port, request_bytes(method, path, sent, raw))
+        event(f"status {response.status}")
+        if any(CONTROL_RE.search(value) for value in headers.values()):
+            assert response.status == 400, response  # not HTTP: aiohttp's parser answers
+            return
+        if b"websocket" in headers.get("Upgrade", b"").lower():
+            # A WebSocket upgrade without its other headers: refused before any endpoint.
+            assert response.status in (400, 403), response
+        await check_endpoint(server, log, response)
+
+    @fuzz(150)
+    @given(
+        method=st.sampled_from(["GET", "POST", "DELETE", "PUT", "OPTIONS"]),
+        prefix=st.sampled_from(
+            [
+                "/v1/models/",
+                "/v1/responses/",
+                "/ui/",
+                "/hooks/",
+                "/v1/",
+                "/v1//",
+                "//v1/models/",
+                "/v1//responses/",
+                "//",
+                "/",
+                "/metrics/",
+                "/healthz/",
+            ]
+        ),
+        tail=st.one_of(
+            st.sampled_from(
+                [
+                    "",
+                    "openclaw",
+                    "openclaw%2Fbeta",
+                    "app.js",
+                    "agent",
+                    "a/b",
+                    "a//b",
+                    "%ff",
+                    "%00",
+                    "%2F",
+                    "%",
+                    "%zz",
+                    "%ED%A0%80",
+                    "%C0%AF",
+                    "..%2F..%2Fconfig",
+                    "x" * 4000,
+                    "?token=x",
+                    "?%ff=%ff&a=%",
+                    ";a=b",
+                ]
+            ),
+            bytes_of(list(range(0x21, 0x7F)), max_size=40).map(bytes.decode),
+        ),
+    )
+    async def test_any_path_gets_a_documented_answer(
+        self, every_endpoint: tuple[Served, ServerLog], method: str, prefix: str, tail: str
+    ) -> None:
+        server, log = every_endpoint
+        body = b"{}" if method in ("POST", "PUT") else b""
+        headers = {**AUTH, "Origin": CORS_ORIGIN, "Access-Control-Request-Method": "POST"}
+        path = (prefix + tail).replace("#", "%23")
+        response = await exchange(server.port, request_bytes(method, path, headers, body))
+        event(f"status {response.status}")
+        if response.status == 204:  # a preflight's answer
+            assert method == "OPTIONS", response
+            assert_documented_status(response.status)
+            return
+        await check_endpoint(server, log, response)
+
+    @fuzz(100)
+    @given(
+        endpoint=st.sampled_from(ENDPOINTS),
+        origin=weighted((2, st.just(CORS_ORIGIN.encode())), (3, header_value)),
+        request_method=weighted((2, st.just(b"POST")), (1, header_value)),
+        request_headers=weighted(
+            (1, st.just(b"authorization, content-type, x-openclaw-session-key")),
+            (1, st.just(b", ".join(name.encode() for name in READ_HEADERS) * 20)),
+            (2, header_value),
+        ),
+    )
+    async def test_any_preflight_gets_a_documented_answer(
+        self,
+        every_endpoint: tuple[Served, ServerLog],
+        endpoint: tuple[str, str, dict[str, str], Any],
+        origin: bytes,
+        request_method: bytes,
+        request_headers: bytes,
+    ) -> None:
+        server, log = every_endpoint
+        headers = {
+            "Origin": origin,
+            "Access-Control-Request-Method": request_method,
+            "Access-Control-Request-Headers": request_headers,
+        }
+        response = await exchange(server.port, request_bytes("OPTIONS", endpoint[1], headers))
+        event(f"status {response.status}")
+        if any(CONTROL_RE.search(value) or len(value) > 8190 for value in headers.values()):
+            assert response.status == 400, response  # not HTTP: aiohttp's parser answers
+            return
+        if response.status == 204:
+            # Echoed byte for byte (raw_http reads header values as Latin-1).
+            echoed = response.headers["access-control-allow-origin"]
+            assert echoed == origin.decode("latin-1").strip(" \t"), response
+            assert_documented_status(response.status)
+            return
+        await check_endpoint(server, log, response)

@@ -125,6 +125,7 @@ class TestFuzzMetrics:
                 "Content-Type",
                 "Upgrade",
                 "X-Request-Id",
+                "Expect",
             ]
         ),
         value=st.one_of(

@@ -33,6 +33,7 @@ from tests.support.strategies import (
     huge_text,
     json_keys,
     json_paths,
+    odd_steps,
     odd_text,
     often,
     replaced,
@@ -270,17 +271,28 @@ class TestEveryPlaceOfTheBody:
     async def test_a_wrong_value_anywhere_gets_a_documented_answer(
         self, gateway: tuple[Served, ServerLog]
     ) -> None:
-        server, log = gateway
-        for path, wrong_value in WALK_STEPS:
-            response = await post(server, replaced(COMPLETE_BODY, path, wrong_value))
-            assert_documented_status(response.status)
-            assert response.status in STATUSES, (path, wrong_value, response)
-            if response.status == 200:
-                assert_response(response)
-            else:
-                assert_error_body(response)
-        await normal_completion(server.port)
-        assert log.new_problems() == []
+        await walk(*gateway, WALK_STEPS)
+
+    async def test_an_odd_or_oversize_value_anywhere_gets_a_documented_answer(
+        self, gateway: tuple[Served, ServerLog]
+    ) -> None:
+        """Strings, lists and objects over every limit, NUL, controls, lone surrogates."""
+        await walk(*gateway, odd_steps(COMPLETE_BODY))
+
+
+async def walk(
+    server: Served, log: ServerLog, steps: list[tuple[tuple[str | int, ...], Any]]
+) -> None:
+    for path, wrong_value in steps:
+        response = await post(server, replaced(COMPLETE_BODY, path, wrong_value))
+        assert_documented_status(response.status)
+        assert response.status in STATUSES, (path, wrong_value, response)
+        if response.status == 200:
+            assert_response(response)
+        else:
+            assert_error_body(response)
+    await normal_completion(server.port)
+    assert log.new_problems() == []
 
 
 class TestStoredResponses:

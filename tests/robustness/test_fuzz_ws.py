@@ -11,11 +11,13 @@ run` serves it); examples are fixed in number and derandomized.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
 import os
 import re
+import struct
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any
@@ -42,6 +44,7 @@ from tests.support.strategies import (
     json_paths,
     json_values,
     nonempty_text,
+    odd_steps,
     odd_text,
     often,
     replaced,
@@ -397,6 +400,72 @@ class TestUpgradeHeaders:
             assert_error_body(response)
         await still_serves(gateway)
 
+    @fuzz(100)
+    @given(
+        headers=st.dictionaries(
+            st.sampled_from(
+                [
+                    b"Sec-WebSocket-Key",
+                    b"Sec-WebSocket-Version",
+                    b"Sec-WebSocket-Protocol",
+                    b"Sec-WebSocket-Extensions",
+                    b"Upgrade",
+                    b"Connection",
+                    b"Expect",
+                ]
+            ),
+            weighted(
+                (3, upgrade_value),
+                (
+                    2,
+                    st.sampled_from(
+                        [
+                            b"\xff",
+                            b"websocket, \xed\xa0\x80",
+                            b"upgrade, \xff",
+                            b"8",
+                            b"13, 8",
+                            b"99999999999999999999",
+                            b"dGhlIHNhbXBsZSBub25jZQ",
+                            b"openclaw, , x",
+                            b"permessage-deflate; client_max_window_bits=99",
+                        ]
+                    ),
+                ),
+            ).filter(lambda v: v.strip().lower() != b"100-continue"),
+            min_size=1,
+            max_size=3,
+        ),
+        path=st.sampled_from([b"/", b"/nope", b"/v1/models", b"/?x=%ff"]),
+    )
+    async def test_any_handshake_header_value_gets_a_documented_answer(
+        self, gateway: Gateway, headers: dict[bytes, bytes], path: bytes
+    ) -> None:
+        """The headers of the upgrade itself (RFC 6455 §4.2.1) replaced with hostile values:
+        a 101 for what still is a valid upgrade, else a JSON error."""
+        key = base64.b64encode(os.urandom(16))
+        sent = {
+            b"Host": b"127.0.0.1",
+            b"Upgrade": b"websocket",
+            b"Connection": b"Upgrade",
+            b"Sec-WebSocket-Key": key,
+            b"Sec-WebSocket-Version": b"13",
+            **headers,
+        }
+        head = b"GET " + path + b" HTTP/1.1\r\n"
+        head += b"".join(name + b": " + value + b"\r\n" for name, value in sent.items())
+        response = await exchange_upgrade(gateway.server.port, head + b"\r\n", within=WITHIN)
+        event(f"status {response.status}")
+        parser_refused = any(_CONTROL.search(v) or len(v) > 8190 for v in headers.values())
+        if parser_refused:
+            assert response.status == 400, response
+        elif response.status >= 400:
+            # A refused upgrade, or none after all (an Upgrade without `websocket`): then the
+            # path's own answer (the Control UI's page at `/`).
+            assert response.status < 500, response
+            assert_error_body(response)
+        await still_serves(gateway)
+
 
 class TestBeforeTheHandshake:
     @fuzz(200)
@@ -424,6 +493,51 @@ class TestBeforeTheHandshake:
                 if frame.size > PREAUTH_MAX:
                     assert ws.close_code == 1009, ws.close_code
         await still_serves(gateway)
+
+    async def test_any_wrong_or_odd_value_anywhere_in_connect_is_answered_as_the_spec_says(
+        self, gateway: Gateway
+    ) -> None:
+        """Each place of a complete connect with each wrong JSON type, or with a value made to
+        slip past a check (NUL, lone surrogates, strings, lists and objects over the limits):
+        hello-ok or one of §2.4's closes, never `internal error` (checked as read)."""
+        steps = [
+            (p, wrong_value) for p in json_paths(COMPLETE_CONNECT) for wrong_value in WRONG_TYPES
+        ]
+        # The pre-handshake frame limit is 64 KiB: the odd values that fit.
+        steps += [(p, v) for p, v in odd_steps(COMPLETE_CONNECT) if len(to_json(v)) < 40_000]
+        for path, value in steps:
+            frame = {"type": "req", "id": "c1", "method": "connect"}
+            frame["params"] = replaced(COMPLETE_CONNECT, path, value)
+            async with gateway.http.ws_connect(gateway.url) as ws:
+                challenge = await receive(ws)
+                assert challenge is not None and challenge["event"] == "connect.challenge"
+                await ws.send_str(to_json(frame))
+                while (got := await receive(ws)) is not None:
+                    if got["type"] == "res" and got["ok"]:
+                        break  # still a valid connect: hello-ok
+                else:
+                    assert ws.close_code in HANDSHAKE_CLOSES, (path, value, ws.close_code)
+        await still_serves(gateway)
+
+
+COMPLETE_CONNECT: dict[str, Any] = {
+    "minProtocol": 3,
+    "maxProtocol": 4,
+    "client": {
+        "id": "cli",
+        "version": "1",
+        "platform": "linux",
+        "mode": "cli",
+        "displayName": "d",
+        "deviceFamily": "f",
+        "modelIdentifier": "m",
+        "instanceId": "i",
+    },
+    "role": "operator",
+    "scopes": ["operator.admin"],
+    "auth": {"token": TOKEN, "password": "p", "deviceToken": "d", "bootstrapToken": "b"},
+    "device": {"id": "d", "publicKey": "k", "signature": "s", "signedAt": 1, "nonce": "n"},
+}
 
 
 # -- after the handshake: each method's params (§6, §8) ----------------------------------------
@@ -686,6 +800,127 @@ class TestAfterTheHandshake:
         await still_serves(gateway)
 
 
+# -- frames as RFC 6455 lays them out, broken in every way a reader must notice -------------
+
+
+def client_frame(
+    opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, masked: bool = True
+) -> bytes:
+    """One frame as a client writes it (RFC 6455 §5.2): masked unless told otherwise."""
+    head = bytes([(0x80 if fin else 0) | rsv << 4 | opcode])
+    mask_bit = 0x80 if masked else 0
+    if len(payload) < 126:
+        head += bytes([mask_bit | len(payload)])
+    elif len(payload) < 2**16:
+        head += bytes([mask_bit | 126]) + struct.pack("!H", len(payload))
+    else:
+        head += bytes([mask_bit | 127]) + struct.pack("!Q", len(payload))
+    if not masked:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+HEALTH = b'{"type":"req","id":"a","method":"health"}'
+CLOSE_1000 = struct.pack("!H", 1000)
+RAW_FRAMES: dict[str, list[bytes]] = {
+    "ping of 125 bytes": [client_frame(0x9, b"p" * 125)],
+    "ping of 126 bytes": [client_frame(0x9, b"p" * 126)],
+    "fragmented ping": [client_frame(0x9, b"p", fin=False)],
+    "unsolicited pong": [client_frame(0xA, b"\xff" * 10)],
+    "close 999": [client_frame(0x8, struct.pack("!H", 999))],
+    "close 1005": [client_frame(0x8, struct.pack("!H", 1005))],
+    "close 5000": [client_frame(0x8, struct.pack("!H", 5000))],
+    "close of one byte": [client_frame(0x8, b"\x03")],
+    "close reason not UTF-8": [client_frame(0x8, CLOSE_1000 + b"\xff\xfe")],
+    "close over 125 bytes": [client_frame(0x8, CLOSE_1000 + b"r" * 200)],
+    "continuation first": [client_frame(0x0, HEALTH)],
+    "reserved data opcode": [client_frame(0x3, HEALTH)],
+    "reserved control opcode": [client_frame(0xB, HEALTH)],
+    "RSV1 without an extension": [client_frame(0x1, HEALTH, rsv=4)],
+    "RSV3": [client_frame(0x1, HEALTH, rsv=1)],
+    "unmasked": [client_frame(0x1, HEALTH, masked=False)],
+    "fragmented": [client_frame(0x1, HEALTH[:14], fin=False), client_frame(0x0, HEALTH[14:])],
+    "UTF-8 split across fragments": [
+        client_frame(0x1, b'{"type":"req","id":"\xc3', fin=False),
+        client_frame(0x0, b'\xa9","method":"health"}'),
+    ],
+    "not UTF-8 across fragments": [
+        client_frame(0x1, b'{"type":"req","id":"\xc3', fin=False),
+        client_frame(0x0, b'\x28","method":"health"}'),
+    ],
+    "new message inside a fragmented one": [
+        client_frame(0x1, b"{", fin=False),
+        client_frame(0x1, HEALTH),
+    ],
+    "ping between fragments": [
+        client_frame(0x1, HEALTH[:14], fin=False),
+        client_frame(0x9, b"p"),
+        client_frame(0x0, HEALTH[14:]),
+    ],
+    "a thousand fragments": [
+        client_frame(0x1, b"", fin=False),
+        *[client_frame(0x0, b" ", fin=False)] * 1000,
+        client_frame(0x0, HEALTH),
+    ],
+    "empty text": [client_frame(0x1, b"")],
+    "binary": [client_frame(0x2, HEALTH)],
+    "length of 2**63 - 1": [bytes([0x81, 0xFF]) + struct.pack("!Q", 2**63 - 1) + b"mask"],
+}
+# The closes RFC 6455 §7.4.1 has for a frame a reader refuses, and 1000 for the client's own.
+FRAME_CLOSES = frozenset({1000, 1002, 1007, 1009})
+
+
+async def read_server_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One unmasked server frame: (opcode, payload)."""
+    first, second = await reader.readexactly(2)
+    length = second & 0x7F
+    if length == 126:
+        (length,) = struct.unpack("!H", await reader.readexactly(2))
+    elif length == 127:
+        (length,) = struct.unpack("!Q", await reader.readexactly(8))
+    return first & 0x0F, await reader.readexactly(length)
+
+
+class TestRawFrames:
+    @pytest.mark.parametrize("frames", RAW_FRAMES.values(), ids=RAW_FRAMES.keys())
+    async def test_any_frame_is_read_or_closed_with_a_documented_code(
+        self, gateway: Gateway, frames: list[bytes]
+    ) -> None:
+        """After hello-ok, a frame of any layout: the request behind it still gets its
+        response, or the socket is closed with one of RFC 6455's codes; never a traceback."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.server.port)
+        try:
+            key = base64.b64encode(os.urandom(16))
+            writer.write(
+                b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                b"Sec-WebSocket-Key: " + key + b"\r\n\r\n"
+            )
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(client_frame(0x1, connect_frame().encode()))
+            async with asyncio.timeout(WITHIN):
+                while b'"hello-ok"' not in (await read_server_frame(reader))[1]:
+                    pass
+                writer.writelines([*frames, client_frame(0x1, b'{"type":"req","id":"after",'
+                                   b'"method":"health"}')])  # fmt: skip
+                while True:
+                    opcode, payload = await read_server_frame(reader)
+                    if opcode == 0x8:
+                        (code,) = struct.unpack("!H", payload[:2])
+                        assert code in FRAME_CLOSES, payload
+                        break
+                    if opcode == 0x1:
+                        assert_frame(json.loads(payload))
+                        if b'"id":"after"' in payload:
+                            break
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        await still_serves(gateway)
+
+
 class TestEveryParamOfEveryMethod:
     async def test_the_table_has_every_registered_method(self) -> None:
         assert sorted(COMPLETE_PARAMS) == sorted(METHODS.names)
@@ -731,45 +966,80 @@ class TestEveryParamOfEveryMethod:
                         failures.append(f"{name} {path} = {wrong_value!r}: {exc!r}")
         assert failures == []
 
+    async def test_any_odd_or_oversize_value_anywhere_is_a_params_error_or_accepted(
+        self,
+    ) -> None:
+        """The same walk with the values made to slip past a check: over every length limit,
+        NUL, controls, lone surrogates, bidi marks."""
+        failures = []
+        for name, params in COMPLETE_PARAMS.items():
+            spec = METHODS.get(name)
+            assert spec is not None
+            for path, odd in odd_steps(params):
+                try:
+                    spec.params(ParamReader(replaced(params, path, odd)))
+                except ParamsError:
+                    pass
+                except WsError as exc:
+                    if exc.code != INVALID_REQUEST:
+                        failures.append(f"{name} {path} = {odd!r:.60}: {exc!r}")
+                except Exception as exc:
+                    failures.append(f"{name} {path} = {odd!r:.60}: {exc!r}")
+        assert failures == []
+
     async def test_any_wrong_type_anywhere_gets_a_documented_frame(self, gateway: Gateway) -> None:
         """The same walk over the wire, handlers included: every request is answered with a
         frame of the §1 shape (checked as it is read: never `internal error`), and the
-        connection goes on serving. Sent in batches, each read back before the next."""
-        frames = [
-            (f"walk-{number}", name, replaced(params, path, wrong_value))
-            for number, (name, params, path, wrong_value) in enumerate(
-                (name, params, path, wrong_value)
+        connection goes on serving."""
+        await walk_over_the_wire(
+            gateway,
+            [
+                (name, replaced(params, path, wrong_value))
                 for name, params in COMPLETE_PARAMS.items()
                 for path in json_paths(params)
                 for wrong_value in WRONG_TYPES
-            )
-        ]
-        # NaN and Infinity make a frame no JSON (§1): answered as `invalid`, one at a time, since
-        # responses are told apart by their ids.
-        texts = [
-            (
-                frame_id,
-                name,
-                json.dumps({"type": "req", "id": frame_id, "method": name, "params": p}),
-            )
-            for frame_id, name, p in frames
-        ]
-        requests = [t for t in texts if response_id(Frame("text", t[2])) == t[0]]
-        not_json = [t for t in texts if response_id(Frame("text", t[2])) == "invalid"]
-        assert len(requests) + len(not_json) == len(texts)
-        async with gateway.http.ws_connect(gateway.url) as ws:
-            await handshake(ws)
-            for start in range(0, len(requests), 16):
-                batch = requests[start : start + 16]
-                for _, _, text in batch:
-                    await ws.send_str(text)
-                for frame_id, name, _ in batch:
-                    if name not in SLOW:
-                        await response(ws, frame_id)
-            for _, _, text in not_json:
+            ],
+        )
+
+    async def test_any_odd_or_oversize_value_anywhere_gets_a_documented_frame(
+        self, gateway: Gateway
+    ) -> None:
+        await walk_over_the_wire(
+            gateway,
+            [
+                (name, replaced(params, path, odd))
+                for name, params in COMPLETE_PARAMS.items()
+                for path, odd in odd_steps(params)
+            ],
+        )
+
+
+async def walk_over_the_wire(gateway: Gateway, steps: list[tuple[str, Any]]) -> None:
+    """Each (method, params) as a request over one connection, sent in batches, each read
+    back before the next."""
+    frames = [(f"walk-{number}", name, params) for number, (name, params) in enumerate(steps)]
+    # NaN and Infinity make a frame no JSON (§1): answered as `invalid`, one at a time, since
+    # responses are told apart by their ids.
+    texts = [
+        (frame_id, name, json.dumps({"type": "req", "id": frame_id, "method": name, "params": p}))
+        for frame_id, name, p in frames
+    ]
+    requests = [t for t in texts if response_id(Frame("text", t[2])) == t[0]]
+    not_json = [t for t in texts if response_id(Frame("text", t[2])) == "invalid"]
+    assert len(requests) + len(not_json) == len(texts)
+    async with gateway.http.ws_connect(gateway.url) as ws:
+        await handshake(ws)
+        for start in range(0, len(requests), 16):
+            batch = requests[start : start + 16]
+            for _, _, text in batch:
                 await ws.send_str(text)
-                answer = await response(ws, "invalid")
-                assert answer["error"]["message"] == "invalid request frame: not JSON", answer
-            await ws.send_str('{"type":"req","id":"after","method":"health"}')
-            assert (await response(ws, "after"))["ok"] is True
-        await still_serves(gateway)
+            for frame_id, name, _ in batch:
+                if name not in SLOW:
+                    await response(ws, frame_id)
+        for _, _, text in not_json:
+            await ws.send_str(text)
+            answer = await response(ws, "invalid")
+            assert answer["error"]["message"] == "invalid request frame: not JSON", answer
+        await ws.send_str('{"type":"req","id":"after","method":"health"}')
+        assert (await response(ws, "after"))["ok"] is True
+    await still_serves(gateway)

@@ -178,6 +178,27 @@ WRONG_TYPES: tuple[Any, ...] = (
 )  # fmt: skip
 
 
+# Values of the right type or not, made to break what a field's checks let through: over every
+# length limit (strings, lists, objects), NUL and controls, lone and reversed surrogates (as
+# `\\udXXX` escapes on the wire), bidi marks and astral characters, a key where a name goes.
+ODD_VALUES: tuple[Any, ...] = (
+    "x" * 100_000, "😀" * 5_000, "\x00", "\x1b[31m\x7f\x08", "\ud800", "\udc80\ud800",
+    "\u202e\ufeff\u2028", " ", "agent:main:" + "k" * 2_000,
+    ["x"] * 3_000, [{}] * 300, {f"k{i}": i for i in range(300)}, {"k" * 1_000: "v"},
+)  # fmt: skip
+
+
+def odd_steps(value: Any) -> list[tuple[tuple[str | int, ...], Any]]:
+    """(place, odd value) pairs for a walk of `value`: every place with every other one of
+    ODD_VALUES, the places taking turns, so each value reaches half the places at half the
+    cost of all of them."""
+    return [
+        (path, ODD_VALUES[j])
+        for i, path in enumerate(json_paths(value))
+        for j in range(i % 2, len(ODD_VALUES), 2)
+    ]
+
+
 def json_paths(value: Any, path: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
     """Every place in `value`: the root, each container, each leaf, depth first."""
     paths = [path]
