@@ -52,7 +52,9 @@ __all__ = [
 class RunState(StrEnum):
     """`AgentRun.state`: queued → running → ended, or queued → ended when aborted there."""
 
-    QUEUED = "queued"  # waiting for its session lane or a global slot; abort ends it at once
+    # Waiting for its session lane, a global slot, or another process's turn of its session
+    # (a shared store's turn lock); abort ends it at once.
+    QUEUED = "queued"
     RUNNING = "running"  # got lane and slot; abort cancels the provider stream
     ENDED = "ended"  # outcome set, terminal event emitted
 

@@ -4,7 +4,9 @@
 them in order (agents-sessions.md §2.3). Before each run the worker takes a slot of the
 registry's global `RunSlots`, then the session's lane (a lock reset/delete also take, so they
 never interleave with a turn). A session's queued runs never hold a global slot: only the
-worker waits for one, and only when its session has nothing running.
+worker waits for one, and only when its session has nothing running. With a shared store the
+run then waits for another process's turn of its key (the store's turn lock), still queued:
+an abort ends it at once and cancels that wait.
 
 A session gets what it needs of its owner as one `SessionDeps` (the registry makes one for
 all its sessions): it never sees the registry, and a test can build one without it.
@@ -192,6 +194,8 @@ class AgentSession:
     _lane: asyncio.Lock = attrs.field(factory=asyncio.Lock)
     _worker: asyncio.Task[None] | None = None
     _holds: int = 0  # reset/delete/patch in progress
+    # An abort cancelled the worker's wait for another process's turn of the key.
+    _wait_aborted: bool = False
 
     # -- queue -------------------------------------------------------------------------
 
@@ -239,6 +243,11 @@ class AgentSession:
     def _remove(self, run: AgentRun) -> None:
         if run in self._pending:
             self._pending.remove(run)
+        elif run is self._running and self._worker is not None:
+            # Taken off the queue, it waits for another process's turn of the key (a shared
+            # store's turn lock): the run ends now, and the worker stops waiting for it.
+            self._wait_aborted = True
+            self._worker.cancel()
         if run.session_id is None and self.row is not None:
             run.session_id = self.row.session_id
 
@@ -272,7 +281,6 @@ class AgentSession:
                         if not self._pending:
                             break  # everything queued was aborted meanwhile
                         run = self._pending.popleft()
-                        run.start()
                         self._running = run
                         try:
                             await self._run_guarded(run)
@@ -292,12 +300,20 @@ class AgentSession:
             # this turn's request is known nowhere else yet: its turn takes no lock (two of a
             # stateless turn's three round trips to PostgreSQL).
             if self.new_key:
+                run.start()
                 await self._execute(run)
             else:
                 # Waiting for another process's turn, the run slot goes to other sessions,
-                # as a queued turn of a session busy here holds none.
+                # as a queued turn of a session busy here holds none; and the run is still
+                # queued: an abort ends it at once.
                 async with store.turn_lock(self.key, while_waiting=self._deps.slots.lent):
+                    run.start()
                     await self._execute(run)
+        except asyncio.CancelledError:
+            if self._wait_abort_taken_back():
+                return  # the run ended with its abort, while it waited for the turn lock
+            self._end_broken(run)  # cancelled by the shutdown fallback
+            raise
         except StoreError as exc:
             # Taking or giving back the lock failed (the database went away); the run's own
             # store failures are handled inside _execute.
@@ -312,8 +328,20 @@ class AgentSession:
             log.exception("run_crashed", session_key=self.key, run_id=run.id)
             self._end_broken(run)
         except BaseException:
-            self._end_broken(run)  # cancelled by the shutdown fallback
+            self._end_broken(run)
             raise
+        finally:
+            # The wait's cleanup failed in its own way instead of being cancelled.
+            self._wait_abort_taken_back()
+
+    def _wait_abort_taken_back(self) -> bool:
+        """Whether an abort cancelled the worker's wait for the turn lock, and nothing else
+        cancelled it: the worker then goes on with the next run."""
+        if not self._wait_aborted:
+            return False
+        self._wait_aborted = False
+        task = asyncio.current_task()
+        return task is not None and task.uncancel() == 0
 
     def _end_broken(self, run: AgentRun) -> None:
         if run.ended:

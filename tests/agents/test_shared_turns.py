@@ -1,0 +1,112 @@
+"""Turns of one session key on two processes sharing a PostgreSQL store: two registries,
+each on its own store and event bus, one database (README "Scaling out")."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator
+
+import attrs
+import pytest
+
+from agents.registry import SessionRegistry
+from agents.runs import AgentRun, TurnRequest
+from agents.store_postgres import PostgresSessionStore
+from gateway.stores import abort_here
+from tests.support.scripted import ScriptedPool, ScriptedProvider, make_config, until
+
+pytestmark = pytest.mark.postgres
+
+KEY = "agent:main:shared"
+
+
+@attrs.define
+class Process:
+    store: PostgresSessionStore
+    registry: SessionRegistry
+
+    def submit(self, run_id: str, text: str) -> AgentRun:
+        return self.registry.submit(TurnRequest("main", KEY, run_id, text))
+
+
+@attrs.define
+class TwoProcesses:
+    stall: ScriptedProvider  # every turn streams "part", then waits until aborted
+    a: Process
+    b: Process
+
+
+@pytest.fixture
+async def pair(pg_url: str) -> AsyncIterator[TwoProcesses]:
+    stall = ScriptedProvider("stall", deltas=("part",), block=True)
+    config = make_config(("stall/m",), apis=("stall",))
+    processes = []
+    for _ in range(2):
+        store = PostgresSessionStore(pg_url)
+        await store.open()
+        registry = SessionRegistry(config, store, ScriptedPool([stall]))
+        await store.bus.start(functools.partial(abort_here, registry))
+        processes.append(Process(store, registry))
+    yield TwoProcesses(stall, *processes)
+    for process in processes:
+        await process.registry.aclose()
+        await process.store.bus.aclose()
+        await process.store.aclose()
+
+
+async def waiting_elsewhere(pair: TwoProcesses) -> tuple[AgentRun, AgentRun]:
+    """A turn of the key running on `a`, and one on `b` waiting for it (it lent its slot)."""
+    running = pair.a.submit("run-a", "first")
+    await until(lambda: pair.stall.active == 1)
+    waiting = pair.b.submit("run-b", "second")
+    await until(lambda: pair.b.registry.slots.active == 0 and pair.b.store._lock_waiters == 1)
+    return running, waiting
+
+
+class TestWaitingForAnotherProcess:
+    async def test_an_abort_ends_the_wait_at_once_and_stores_nothing(
+        self, pair: TwoProcesses
+    ) -> None:
+        running, waiting = await waiting_elsewhere(pair)
+        events = waiting.subscribe()
+        assert waiting.abort() is True
+        outcome = await asyncio.wait_for(waiting.wait(), 2)
+        assert (outcome.status, outcome.started_at) == ("aborted", None)
+        assert [(e.stream, dict(e.data)["phase"], e.data["aborted"]) async for e in events] == [
+            ("lifecycle", "end", True)
+        ]
+        assert not running.ended  # the other process's turn goes on
+        assert pair.b.registry.active_runs(KEY) == []
+        running.abort()
+        await running.wait()
+        info = await pair.b.registry.history(KEY)
+        assert [m.text for m in info.messages] == ["first", "part"]
+
+    async def test_the_session_takes_its_next_turn_after_the_aborted_one(
+        self, pair: TwoProcesses
+    ) -> None:
+        running, waiting = await waiting_elsewhere(pair)
+        waiting.abort()
+        await asyncio.wait_for(waiting.wait(), 2)
+        after = pair.b.submit("run-c", "third")
+        running.abort()
+        await running.wait()
+        await until(lambda: after.state == "running" and pair.stall.active == 1)
+        after.abort()
+        assert (await after.wait()).status == "aborted"
+        info = await pair.b.registry.history(KEY)
+        assert [m.text for m in info.messages] == ["first", "part", "third", "part"]
+        assert pair.b.registry.slots.active == 0
+
+    async def test_a_reset_stops_the_turn_elsewhere_instead_of_waiting_for_it(
+        self, pair: TwoProcesses
+    ) -> None:
+        running, waiting = await waiting_elsewhere(pair)
+        old = running.session_id
+        info = await asyncio.wait_for(pair.b.registry.reset(KEY), 5)
+        assert info.session_id != old
+        assert (await waiting.wait()).status == "aborted"
+        assert (await running.wait()).status == "aborted"
+        kept = await pair.b.store.history(old or "", 10)
+        assert [m.text for m in kept.messages] == ["first", "part"]
