@@ -97,16 +97,20 @@ class RunSlots:
     async def lent(self) -> AsyncIterator[None]:
         """The caller's slot, given back while it waits for something else and taken again,
         in line, after. The caller holds its slot when this ends, cancelled or not, so that
-        its own release stays the one that balances its acquire."""
+        its own release stays the one that balances its acquire. A wait that ends in an
+        error or a cancel (an abort) takes it back at once, over the limit: the caller is
+        leaving, and must not wait behind other sessions' turns to give it back."""
         self.release()
         try:
             yield
-        finally:
-            try:
-                await self.acquire()
-            except asyncio.CancelledError:
-                self.active += 1  # held at once, over the limit, until the caller's release
-                raise
+        except BaseException:
+            self.active += 1  # held at once, over the limit, until the caller's release
+            raise
+        try:
+            await self.acquire()
+        except asyncio.CancelledError:
+            self.active += 1
+            raise
 
     def resize(self, limit: int) -> None:
         self.limit = limit

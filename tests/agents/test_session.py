@@ -335,3 +335,26 @@ class TestLentSlot:
         slots.release()  # the other holder's
         assert slots.active == 0
         await asyncio.wait_for(slots.acquire(), 1)  # nothing leaked either way
+
+    async def test_a_wait_cancelled_inside_gives_the_slot_back_at_once_over_the_limit(
+        self,
+    ) -> None:
+        slots = RunSlots(1)
+        await slots.acquire()
+        waiting = asyncio.Event()
+
+        async def lend() -> None:
+            async with slots.lent():
+                waiting.set()
+                await asyncio.Event().wait()  # another process's turn that does not end
+
+        task = asyncio.create_task(lend())
+        await waiting.wait()
+        await slots.acquire()  # another session's long turn takes the lent slot
+        task.cancel()  # an abort ends the wait: the lender leaves now, not after that turn
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 1)
+        assert slots.active == 2  # held at once, over the limit, until the lender's release
+        slots.release()
+        slots.release()
+        assert slots.active == 0

@@ -110,3 +110,18 @@ class TestWaitingForAnotherProcess:
         assert (await running.wait()).status == "aborted"
         kept = await pair.b.store.history(old or "", 10)
         assert [m.text for m in kept.messages] == ["first", "part"]
+
+    async def test_a_reset_does_not_wait_for_a_slot_another_session_holds(
+        self, pair: TwoProcesses
+    ) -> None:
+        running, waiting = await waiting_elsewhere(pair)
+        pair.b.registry.configure(make_config(("stall/m",), apis=("stall",), max_concurrent=1))
+        other = pair.b.registry.submit(TurnRequest("main", "agent:main:other", "run-o", "x"))
+        await until(lambda: pair.stall.active == 2)  # the slot `waiting` lent is taken
+        await asyncio.wait_for(pair.b.registry.reset(KEY), 5)
+        assert (await running.wait()).status == "aborted"
+        assert (await waiting.wait()).status == "aborted"
+        assert not other.ended
+        other.abort()
+        await other.wait()
+        await until(lambda: pair.b.registry.slots.active == 0)  # nothing leaked
