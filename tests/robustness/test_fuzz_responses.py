@@ -93,14 +93,19 @@ def assert_response(response: RawResponse) -> None:
 async def check(server: Served, log: ServerLog, response: RawResponse, fuzzed: bool = True) -> None:
     if fuzzed:  # hypothesis records events only inside a fuzzed example
         event(f"status {response.status}")
+    assert_answer(response)
+    await normal_completion(server.port)
+    assert log.new_problems() == []
+
+
+def assert_answer(response: RawResponse, *context: Any) -> None:
+    """A documented status with its body: a response object, or an error body."""
     assert_documented_status(response.status)
-    assert response.status in STATUSES, response
+    assert response.status in STATUSES, (*context, response)
     if response.status == 200:
         assert_response(response)
     else:
         assert_error_body(response)
-    await normal_completion(server.port)
-    assert log.new_problems() == []
 
 
 async def post(server: Served, body: Any, headers: dict[str, str | bytes] | None = None) -> Any:
@@ -285,12 +290,7 @@ async def walk(
 ) -> None:
     for path, wrong_value in steps:
         response = await post(server, replaced(COMPLETE_BODY, path, wrong_value))
-        assert_documented_status(response.status)
-        assert response.status in STATUSES, (path, wrong_value, response)
-        if response.status == 200:
-            assert_response(response)
-        else:
-            assert_error_body(response)
+        assert_answer(response, path, wrong_value)
     await normal_completion(server.port)
     assert log.new_problems() == []
 
