@@ -15,8 +15,11 @@ import structlog
 from aiohttp import web
 
 from gateway.appkeys import STATE
-from gateway.config.apply import ReloadResult, apply_config
+from gateway.auth import with_generated_token
+from gateway.config.apply import ReloadResult, apply_config, changes_nothing
 from gateway.config.errors import ConfigError
+from gateway.config.loader import ConfigLoader
+from gateway.config.model import Config
 from gateway.state import GatewayState
 
 log = structlog.get_logger()
@@ -33,17 +36,24 @@ async def reload_from_file(state: GatewayState) -> ReloadResult | None:
         return None
     async with state.config_lock:
         try:
-            new = await asyncio.to_thread(state.loader.load)
+            new = await asyncio.to_thread(_load, state.loader)
         except ConfigError as exc:
             state.reload_error = [issue.line() for issue in exc.issues]
             log.error("config_reload_failed", path=exc.location, issues=state.reload_error)
             for listener in list(state.reload_failure_listeners):
                 listener(state.reload_error)
             return None
-        if new.source.hash is not None and new.source.hash == state.config.source.hash:
+        # The same file is ignored, unless a secret read from elsewhere changed with it
+        # (--token-file, the state dir's gateway.token): a rotation is that file and SIGHUP.
+        same_file = new.source.hash is not None and new.source.hash == state.config.source.hash
+        if same_file and changes_nothing(state.config, new):
             state.reload_error = None
             return None
         return apply_config(state, new)
+
+
+def _load(loader: ConfigLoader) -> Config:
+    return with_generated_token(loader.load())
 
 
 def _signature(path: Path) -> tuple[int, int, int] | None:

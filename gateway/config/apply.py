@@ -51,21 +51,32 @@ def changed_paths(old: Any, new: Any, path: str = "") -> list[str]:
     return [] if old == new else [path]
 
 
+def in_force(running: Config, new: Config) -> Config:
+    """`new` as it would run: the paths that need a restart keep their running values."""
+    gateway = attrs.evolve(
+        new.gateway,
+        port=running.gateway.port,
+        bind=running.gateway.bind,
+        custom_bind_host=running.gateway.custom_bind_host,
+    )
+    logging_ = attrs.evolve(new.logging, format=running.logging.format)
+    # The store in use is the one opened at startup: its config stays until a restart.
+    return attrs.evolve(new, gateway=gateway, logging=logging_, store=running.store)
+
+
+def changes_nothing(running: Config, new: Config) -> bool:
+    """Whether applying `new` (its generated token resolved) would leave everything as it is."""
+    return not changed_paths(effective_dict(running), effective_dict(in_force(running, new)))
+
+
 def apply_config(state: GatewayState, new: Config) -> ReloadResult:
     """Swap in `new`, except for the paths that need a restart; returns what changed."""
     old = state.config
     new = with_generated_token(new)
     changed = tuple(changed_paths(effective_dict(old), effective_dict(new)))
     restart = tuple(p for p in changed if p.startswith(RESTART_PATHS))
-    gateway = attrs.evolve(
-        new.gateway,
-        port=old.gateway.port,
-        bind=old.gateway.bind,
-        custom_bind_host=old.gateway.custom_bind_host,
-    )
-    logging_ = attrs.evolve(new.logging, format=old.logging.format)
-    # The store in use is the one opened at startup: its config stays until a restart.
-    state.config = attrs.evolve(new, gateway=gateway, logging=logging_, store=old.store)
+    state.config = in_force(old, new)
+    gateway = state.config.gateway
     state.limiter.settings = gateway.auth.rate_limit
     if state.registry is not None:
         state.registry.configure(new.agents)

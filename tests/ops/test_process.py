@@ -224,6 +224,35 @@ class TestHotReload:
         async with http.get(f"{gateway.url}/v1/models", headers=auth("tok-hup-000000")) as r:
             assert r.status == 200
 
+    async def test_sighup_reads_a_rewritten_token_file_when_the_config_is_unchanged(
+        self,
+        tmp_path: Path,
+        config_file: Path,
+        gateways: list[GatewayProcess],
+        http: aiohttp.ClientSession,
+    ) -> None:
+        """`run` re-reads --token-file on every reload (README): rotating the secret is
+        rewriting that file and `systemctl reload`, with the config file as it was."""
+        config = json.loads(config_text())
+        del config["gateway"]["auth"]["token"]
+        config_file.write_text(json.dumps(config))
+        token_file = tmp_path / "gateway-token"
+        token_file.write_text(f"{TOKEN}\n")
+        args = ["--config", str(config_file), "--state-dir", str(tmp_path / "state")]
+        args += ["--token-file", str(token_file), "--port", "0"]
+        gateway = GatewayProcess(args, clean_env(tmp_path / "home"))
+        gateways.append(gateway)
+        gateway.wait_listening()
+        token_file.write_text("tok-file-rotated-5e4d\n")
+        gateway.signal(signal.SIGHUP)
+        reloaded = await asyncio.to_thread(gateway.wait_for_event, "config_reloaded", 5)
+        assert reloaded["changed"] == ["gateway.auth.token"]
+        models = f"{gateway.url}/v1/models"
+        async with http.get(models, headers=auth("tok-file-rotated-5e4d")) as response:
+            assert response.status == 200
+        async with http.get(models, headers=auth()) as response:
+            assert response.status == 401
+
     async def test_a_reload_of_a_large_file_holds_up_no_client(
         self, gateway: GatewayProcess, config_file: Path, http: aiohttp.ClientSession
     ) -> None:
