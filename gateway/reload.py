@@ -16,7 +16,7 @@ from aiohttp import web
 
 from gateway.appkeys import STATE
 from gateway.auth import with_generated_token
-from gateway.config.apply import ReloadResult, apply_config, changes_nothing
+from gateway.config.apply import ReloadResult, apply_config, changes_nothing, check_in_force
 from gateway.config.errors import ConfigError
 from gateway.config.loader import ConfigLoader
 from gateway.config.model import Config
@@ -37,6 +37,7 @@ async def reload_from_file(state: GatewayState) -> ReloadResult | None:
     async with state.config_lock:
         try:
             new = await asyncio.to_thread(_load, state.loader)
+            check_in_force(state.config, new)
         except ConfigError as exc:
             state.reload_error = [issue.line() for issue in exc.issues]
             log.error("config_reload_failed", path=exc.location, issues=state.reload_error)

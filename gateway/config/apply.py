@@ -15,7 +15,9 @@ import attrs
 import structlog
 
 from gateway.auth import with_generated_token
+from gateway.config.errors import ConfigError
 from gateway.config.model import Config
+from gateway.config.overrides import startup_guards
 from gateway.config.view import effective_dict
 from gateway.logs import set_level
 from gateway.state import GatewayState
@@ -62,6 +64,16 @@ def in_force(running: Config, new: Config) -> Config:
     logging_ = attrs.evolve(new.logging, format=running.logging.format)
     # The store in use is the one opened at startup: its config stays until a restart.
     return attrs.evolve(new, gateway=gateway, logging=logging_, store=running.store)
+
+
+def check_in_force(running: Config, new: Config) -> None:
+    """Raises ConfigError when `new`, as it would run, fails the startup guards (config.md
+    §6.1). The loader checked them against the file's bind, which a restart would bring; until
+    then the gateway listens where it does, and `auth.mode: "none"` beside a new `bind:
+    "loopback"` would leave it without auth on 0.0.0.0."""
+    issues = startup_guards(in_force(running, new).gateway)
+    if issues:
+        raise ConfigError(str(new.source.path), issues)
 
 
 def changes_nothing(running: Config, new: Config) -> bool:

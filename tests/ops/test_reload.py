@@ -157,6 +157,29 @@ class TestReloadFromFile:
             assert await reload_from_file(state) is None
         assert logs == []
 
+    async def test_auth_off_is_refused_while_the_gateway_still_listens_beyond_loopback(
+        self, aiohttp_client: AiohttpClient, loader: ConfigLoader, config_file: Path
+    ) -> None:
+        """The file's `bind: "loopback"` needs a restart; until then the gateway listens on
+        0.0.0.0, where the startup guard (config.md §6.1) refuses to run without auth."""
+        served = BASE.replace(
+            "reload:", "http: { endpoints: { chatCompletions: { enabled: true } } }, reload:"
+        )
+        config_file.write_text(served.replace("port: 18789", 'port: 18789, bind: "lan"'))
+        client = await aiohttp_client(create_app(loader.load(), loader=loader))
+        state = client.app[STATE]
+        write(config_file, served.replace('auth: { token: "old-token" }', 'auth: { mode: "none" }'))
+        with capture_logs() as logs:
+            assert await reload_from_file(state) is None
+        assert (state.config.gateway.host, state.config.gateway.auth.mode) == ("0.0.0.0", "token")
+        assert state.reload_error == [
+            "- gateway.bind: refusing to bind gateway to 0.0.0.0:18789 without auth (set"
+            " gateway.auth.token/password, or set OPENCLAW_GATEWAY_TOKEN/OPENCLAW_GATEWAY_PASSWORD)"
+        ]
+        assert [e["event"] for e in logs] == ["config_reload_failed"]
+        async with client.get("/v1/models") as response:
+            assert response.status == 401
+
 
 class TestWatcher:
     async def test_an_edited_file_is_applied_without_a_restart(
