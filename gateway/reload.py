@@ -15,8 +15,13 @@ import structlog
 from aiohttp import web
 
 from gateway.appkeys import STATE
-from gateway.auth import with_generated_token
-from gateway.config.apply import ReloadResult, apply_config, changes_nothing, check_in_force
+from gateway.config.apply import (
+    ReloadResult,
+    apply_config,
+    changes_nothing,
+    check_in_force,
+    with_token,
+)
 from gateway.config.errors import ConfigError
 from gateway.config.loader import ConfigLoader
 from gateway.config.model import Config
@@ -54,7 +59,7 @@ async def reload_from_file(state: GatewayState) -> ReloadResult | None:
 
 
 def _load(loader: ConfigLoader) -> Config:
-    return with_generated_token(loader.load())
+    return with_token(loader.load())
 
 
 def _signature(path: Path) -> tuple[int, int, int] | None:

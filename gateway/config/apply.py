@@ -15,12 +15,13 @@ import attrs
 import structlog
 
 from gateway.auth import with_generated_token
-from gateway.config.errors import ConfigError
+from gateway.config.errors import ConfigError, ConfigIssue
 from gateway.config.model import Config
 from gateway.config.overrides import startup_guards
 from gateway.config.view import effective_dict
 from gateway.logs import set_level
 from gateway.state import GatewayState
+from gateway.statedir import UnsafeStateError
 
 log = structlog.get_logger()
 
@@ -64,6 +65,16 @@ def in_force(running: Config, new: Config) -> Config:
     logging_ = attrs.evolve(new.logging, format=running.logging.format)
     # The store in use is the one opened at startup: its config stays until a restart.
     return attrs.evolve(new, gateway=gateway, logging=logging_, store=running.store)
+
+
+def with_token(config: Config) -> Config:
+    """`config` with the state dir's token when it runs with that one (with_generated_token);
+    a token file `run` would refuse is an issue, so the reload or patch fails as `run` would."""
+    try:
+        return with_generated_token(config)
+    except UnsafeStateError as exc:
+        issue = ConfigIssue("gateway.auth.token", str(exc))
+        raise ConfigError(str(config.source.path), [issue]) from None
 
 
 def check_in_force(running: Config, new: Config) -> None:

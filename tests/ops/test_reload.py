@@ -157,6 +157,24 @@ class TestReloadFromFile:
             assert await reload_from_file(state) is None
         assert logs == []
 
+    async def test_a_token_the_state_dir_cannot_give_fails_the_reload(
+        self, state: GatewayState, config_file: Path, tmp_path: Path
+    ) -> None:
+        """Without `token` the gateway runs with the state dir's `gateway.token`: one that
+        `run` refuses (empty) fails the reload the same way, and the running token stays."""
+        token_file = tmp_path / "state" / "gateway.token"
+        token_file.parent.mkdir(mode=0o700)
+        token_file.write_text("")
+        write(config_file, BASE.replace('auth: { token: "old-token" }', "auth: {}"))
+        with capture_logs() as logs:
+            assert await reload_from_file(state) is None
+        assert state.config.gateway.auth.token == "old-token"
+        assert state.reload_error is not None
+        assert state.reload_error[0].startswith(
+            f"- gateway.auth.token: the token file {token_file} is empty."
+        )
+        assert [e["event"] for e in logs] == ["config_reload_failed"]
+
     async def test_auth_off_is_refused_while_the_gateway_still_listens_beyond_loopback(
         self, aiohttp_client: AiohttpClient, loader: ConfigLoader, config_file: Path
     ) -> None:

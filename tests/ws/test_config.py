@@ -190,6 +190,34 @@ class TestConfigPatch:
         }
         assert gateway.config_path.read_bytes() == before
 
+    async def test_a_token_the_state_dir_cannot_give_leaves_the_file_alone(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        """Without `token` the gateway runs with the state dir's `gateway.token`; one that
+        `run` would refuse (empty) makes the patch invalid, rather than a file written that
+        the running gateway never applied."""
+        token_file = gateway.state_dir / "gateway.token"
+        token_file.write_text("")
+        before = gateway.config_path.read_bytes()
+        frame = await patch(ws, {"gateway": {"auth": {"token": None}}}, file_hash(gateway))
+        fix = (
+            f"remove it (`rm {token_file}`) and a new token is generated, or write the token in it."
+        )
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": "invalid config",
+            "details": {
+                "issues": [
+                    {
+                        "path": "gateway.auth.token",
+                        "message": f"the token file {token_file} is empty. Fix: {fix}",
+                    }
+                ]
+            },
+        }
+        assert gateway.config_path.read_bytes() == before
+        assert (await gateway.connected(auth={"token": "test-token"})).ws is not None
+
     @pytest.mark.parametrize("raw", ["[1, 2]", '"text"', "3"])
     async def test_raw_must_be_an_object(self, ws: GatewayWs, gateway: Gateway, raw: str) -> None:
         frame = await patch(ws, raw, file_hash(gateway))

@@ -17,7 +17,7 @@ import attrs
 import json5
 import structlog
 
-from gateway.config.apply import apply_config
+from gateway.config.apply import apply_config, with_token
 from gateway.config.errors import FILE_LEVEL, ConfigError, ConfigIssue
 from gateway.config.loader import ConfigLoader, embedded_default_text
 from gateway.config.model import AuthConfig, Config
@@ -135,6 +135,11 @@ def _file_view(path: Path, loader: ConfigLoader | None) -> FileView:
     return FileView(True, raw, shown, True, current.hash, [], None)
 
 
+def _load_text(loader: ConfigLoader, text: str) -> Config:
+    # The token it would run with is checked too: the file is written only if it applies.
+    return with_token(loader.load_text(text))
+
+
 def _parse_patch(raw: str) -> Any:
     try:
         return json5.loads(raw)
@@ -214,7 +219,7 @@ def register(methods: MethodRegistry) -> None:
                 )
             text = render(merged)
             try:
-                new = await asyncio.to_thread(loader.load_text, text)
+                new = await asyncio.to_thread(_load_text, loader, text)
             except ConfigError as exc:
                 raise WsError(
                     INVALID_REQUEST, "invalid config", details={"issues": _issues(exc.issues)}
