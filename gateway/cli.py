@@ -142,8 +142,7 @@ def _run(args: argparse.Namespace) -> int:
     config = load_or_report(loader)
     if config is None:
         return EX_CONFIG
-    level = "debug" if args.verbose else config.logging.level
-    configure_logging(level=level, fmt=config.logging.format)
+    configure_logging(level=config.logging.level, fmt=config.logging.format)
     for warning in config.warnings:
         log.warning(warning.event, path=warning.path, reason=warning.message)
     if not config.source.exists:

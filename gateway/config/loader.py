@@ -173,6 +173,8 @@ class ConfigLoader:
         check_hooks_token(ctx, normalized, self._generated_token(normalized))
         if ctx.issues:
             raise ConfigError(location, ctx.sorted_issues())
+        if self.overrides.verbose:
+            normalized["logging"]["level"] = "debug"
         gateway = _gateway_config(normalized["gateway"])
         if gateway.reload_mode == "restart":
             ctx.warn("gateway.reload.mode", 'clawgate never restarts itself; acts as "hybrid"')

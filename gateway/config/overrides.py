@@ -40,6 +40,7 @@ class Overrides:
     # the next reload. Each excludes its plain flag (the CLI's argparse says so).
     token_file: str | None = None
     password_file: str | None = None
+    verbose: bool = False  # --verbose: logging.level "debug", on every reload too
 
 
 NO_OVERRIDES = Overrides()
@@ -306,4 +307,5 @@ def overrides_from_args(args: argparse.Namespace, *, secrets: bool = True) -> Ov
         password=getattr(args, "password", None),
         token_file=getattr(args, "token_file", None),
         password_file=getattr(args, "password_file", None),
+        verbose=getattr(args, "verbose", False),
     )

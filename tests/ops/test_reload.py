@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,9 +16,10 @@ from structlog.testing import capture_logs
 from gateway.app import create_app
 from gateway.appkeys import STATE
 from gateway.auth import with_generated_token
+from gateway.cli import _parser
 from gateway.config.apply import ReloadResult, apply_config, changed_paths
 from gateway.config.loader import ConfigLoader
-from gateway.config.overrides import Overrides
+from gateway.config.overrides import Overrides, overrides_from_args
 from gateway.logs import _FILTER
 from gateway.reload import reload_from_file
 from gateway.state import AppOptions, GatewayState
@@ -156,6 +158,21 @@ class TestReloadFromFile:
         with capture_logs() as logs:
             assert await reload_from_file(state) is None
         assert logs == []
+
+    async def test_the_verbose_flag_outlives_a_reload(
+        self, tmp_path: Path, config_file: Path
+    ) -> None:
+        """`run --verbose` logs at debug level; a flag wins over the file on a reload too."""
+        args = ["run", "--config", str(config_file), "--state-dir", str(tmp_path / "state")]
+        loader = ConfigLoader(overrides_from_args(_parser().parse_args([*args, "--verbose"])))
+        state = GatewayState(with_generated_token(loader.load()), loader=loader)
+        write(config_file, BASE.replace("old-token", "new-token"))
+        _FILTER.level = logging.DEBUG  # as `run --verbose` started
+        try:
+            assert await reload_from_file(state) is not None
+            assert _FILTER.level == logging.DEBUG
+        finally:
+            _FILTER.level = logging.INFO
 
     async def test_a_token_the_state_dir_cannot_give_fails_the_reload(
         self, state: GatewayState, config_file: Path, tmp_path: Path
