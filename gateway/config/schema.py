@@ -330,7 +330,10 @@ class _Url(_Node):
         except ValueError:  # e.g. an unbalanced `[` in the host
             valid = False
         if not valid:
-            return ctx.issue(path, f"must be an http(s) URL (got {show(text)})")
+            # The issue lines are logged and shown by health and config.get: a URL that may
+            # carry a user and password (even a mistyped one: `https:/me:pw@host`) is not.
+            shown = "not shown: it may hold a password" if "@" in text else f"got {show(text)}"
+            return ctx.issue(path, f"must be an http(s) URL ({shown})")
         try:
             upstream_target(text)  # what the upstream client refuses to send to
         except ValueError as exc:

@@ -159,6 +159,25 @@ class TestReloadFromFile:
             assert await reload_from_file(state) is None
         assert logs == []
 
+    @pytest.mark.parametrize(
+        "url",
+        ["https:/me:hunter2@llm.example/v1", "me:hunter2@llm.example/v1", "ftp://me:hunter2@h"],
+    )
+    async def test_a_bad_url_with_a_password_is_not_shown_in_the_log_or_health(
+        self, state: GatewayState, config_file: Path, url: str
+    ) -> None:
+        """The issue lines go to the log and to `health.configReload.lastError`, which every
+        connected client reads: a URL's credentials stay out of them, as out of config.get."""
+        provider = f'models: {{ providers: {{ p: {{ baseUrl: "{url}" }} }} }}, agents:'
+        write(config_file, BASE.replace("agents:", provider))
+        with capture_logs() as logs:
+            assert await reload_from_file(state) is None
+        assert state.reload_error == [
+            "- models.providers.p.baseUrl: must be an http(s) URL"
+            " (not shown: it may hold a password)"
+        ]
+        assert "hunter2" not in repr(logs)
+
     async def test_the_verbose_flag_outlives_a_reload(
         self, tmp_path: Path, config_file: Path
     ) -> None:
