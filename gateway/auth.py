@@ -10,7 +10,6 @@ import collections
 import errno
 import hashlib
 import hmac
-import ipaddress
 import math
 import os
 import secrets
@@ -23,6 +22,7 @@ import attrs
 import structlog
 
 from gateway.config.model import AuthConfig, Config, RateLimitConfig
+from gateway.edge import client_key, parse_address, unmapped
 from gateway.statedir import UnsafeStateError, prepare_state_dir, read_state_file
 
 log = structlog.get_logger()
@@ -129,12 +129,8 @@ def _read_token(path: Path) -> str | None:
 
 
 def is_loopback(ip: str | None) -> bool:
-    if not ip:
-        return False
-    try:
-        return ipaddress.ip_address(ip.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False
+    address = parse_address(ip) if ip else None
+    return address is not None and unmapped(address).is_loopback
 
 
 @attrs.define
@@ -142,7 +138,8 @@ class AuthRateLimiter:
     """Failed-auth limiter keyed by client IP, shared by HTTP and WebSocket connects.
 
     A sliding window of failures per IP; `max_attempts` failures within `window_ms` lock the
-    IP out for `lockout_ms`. Settings can change on reload; the counters are kept.
+    IP out for `lockout_ms`. An IPv6 client is its /64 (`edge.client_key`). Settings can
+    change on reload; the counters are kept.
     """
 
     settings: RateLimitConfig
@@ -167,6 +164,7 @@ class AuthRateLimiter:
         """Seconds until the lockout of `ip` ends (rounded up), or None when not locked."""
         if ip is None or self.exempt(ip, browser=browser):
             return None
+        ip = client_key(ip)
         until = self._locked_until.get(ip)
         if until is None:
             return None
@@ -179,6 +177,7 @@ class AuthRateLimiter:
     def record_failure(self, ip: str | None, *, browser: bool = False) -> None:
         if ip is None or self.exempt(ip, browser=browser):
             return
+        ip = client_key(ip)
         now = self.clock()
         window = self.settings.window_ms / 1000
         failures = self._failures.get(ip)
@@ -195,7 +194,7 @@ class AuthRateLimiter:
 
     def record_success(self, ip: str | None) -> None:
         if ip is not None:
-            self._failures.pop(ip, None)
+            self._failures.pop(client_key(ip), None)
 
     def _forget_stale(self, now: float) -> None:
         window = self.settings.window_ms / 1000

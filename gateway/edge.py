@@ -34,6 +34,31 @@ def parse_address(text: str) -> Address | None:
         return None
 
 
+def unmapped(address: Address) -> Address:
+    """An IPv4 client written by a dual-stack socket or proxy as `::ffff:a.b.c.d` is that
+    IPv4 address."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+# A host on IPv6 is routed a /64 and picks any address in it at will (privacy addresses,
+# RFC 8981), so one client is one /64: counted per address, it could use a fresh one per try.
+CLIENT_PREFIX_V6 = 64
+
+
+def client_key(client: str) -> str:
+    """What the failed-auth limiter and the pre-auth caps count a client address under: an
+    IPv4 address (mapped or not) as itself, an IPv6 address as its /64."""
+    address = parse_address(client)
+    if address is None:
+        return client
+    address = unmapped(address)
+    if isinstance(address, ipaddress.IPv4Address):
+        return str(address)
+    return str(ipaddress.IPv6Network((address, CLIENT_PREFIX_V6), strict=False))
+
+
 def parse_network(text: str) -> Network | None:
     """An address or a CIDR (`10.0.0.0/8`, `::1`); None when it is neither."""
     try:

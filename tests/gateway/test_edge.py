@@ -12,7 +12,13 @@ from gateway.auth import (
     authenticate,
 )
 from gateway.config.model import AuthConfig, RateLimitConfig
-from gateway.edge import client_address, normalize_origin, origin_allowed, split_host
+from gateway.edge import (
+    client_address,
+    client_key,
+    normalize_origin,
+    origin_allowed,
+    split_host,
+)
 
 
 class TestClientAddress:
@@ -40,6 +46,26 @@ class TestClientAddress:
         self, peer: str, forwarded: list[str], trusted: tuple[str, ...], client: str
     ) -> None:
         assert client_address(peer, forwarded, trusted) == client
+
+
+class TestClientKey:
+    @pytest.mark.parametrize(
+        ("client", "key"),
+        [
+            ("203.0.113.7", "203.0.113.7"),
+            ("::ffff:203.0.113.7", "203.0.113.7"),
+            ("::ffff:127.0.0.1", "127.0.0.1"),
+            ("2001:db8:0:7::1", "2001:db8:0:7::/64"),
+            ("2001:db8:0:7:ffff:ffff:ffff:ffff", "2001:db8:0:7::/64"),
+            ("fe80::1%eth0", "fe80::/64"),
+            ("::1", "::/64"),
+            ("not an address", "not an address"),
+        ],
+    )
+    def test_an_ipv6_client_is_its_64_and_a_mapped_one_its_ipv4(
+        self, client: str, key: str
+    ) -> None:
+        assert client_key(client) == key
 
 
 class TestHost:
@@ -133,6 +159,14 @@ class TestAuthenticate:
             AuthFailureReason.LOCKED_OUT, 300
         )
         assert authenticate(TOKEN, lim, "t", "127.0.0.1", browser=False) == Authenticated("token")
+
+    def test_a_mapped_loopback_address_is_loopback(self) -> None:
+        lim = limiter(exempt_loopback=True)
+        for _ in range(3):
+            authenticate(TOKEN, lim, "x", "::ffff:127.0.0.1", browser=False)
+        assert authenticate(TOKEN, lim, "t", "::ffff:127.0.0.1", browser=False) == Authenticated(
+            "token"
+        )
 
     def test_mode_none(self) -> None:
         none = AuthConfig(mode="none")

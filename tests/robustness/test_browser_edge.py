@@ -391,6 +391,27 @@ class TestBehindAProxy:
             response = await failures_then(server, "203.0.113.7", then="203.0.113.7")
         assert response.status == 429
 
+    async def test_the_addresses_of_one_ipv6_64_prefix_are_one_client(self, tmp_path: Path) -> None:
+        # A host on IPv6 is given a /64 and picks any of its 2^64 addresses at will (privacy
+        # addresses): counted per address, each guess could come from a fresh one.
+        settings = {"gateway": {"auth": LIMIT, "trustedProxies": ["127.0.0.1"]}}
+        async with gateway(tmp_path, settings) as server:
+            for host in ("1", "2", "3"):
+                request = raw_request("GET", "/v1/models", forwarded(f"2001:db8:0:7::{host}"))
+                assert (await send(server.port, request)).status == 401
+            right = forwarded("2001:db8:0:7:ffff::4", auth=AUTH["Authorization"])
+            locked = await send(server.port, raw_request("GET", "/v1/models", right))
+            other = forwarded("2001:db8:0:8::1", auth=AUTH["Authorization"])
+            next_prefix = await send(server.port, raw_request("GET", "/v1/models", other))
+        assert (locked.status, next_prefix.status) == (429, 200)
+
+    async def test_an_ipv4_mapped_address_is_the_ipv4_client(self, tmp_path: Path) -> None:
+        # A dual-stack listener (or proxy) writes an IPv4 client as ::ffff:a.b.c.d.
+        settings = {"gateway": {"auth": LIMIT, "trustedProxies": ["127.0.0.1"]}}
+        async with gateway(tmp_path, settings) as server:
+            response = await failures_then(server, "::ffff:203.0.113.7", then="203.0.113.7")
+        assert response.status == 429
+
     async def test_the_request_log_names_the_forwarded_client(self, tmp_path: Path) -> None:
         settings = {"gateway": {"trustedProxies": ["127.0.0.1"]}}
         with production_logging() as log:
