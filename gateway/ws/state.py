@@ -13,6 +13,7 @@ import attrs
 
 from agents.runs import AgentRun
 from gateway.config.model import PreAuthConfig
+from gateway.edge import client_key
 from gateway.state import GatewayState
 from gateway.ws import protocol
 from gateway.ws.connection import Connection, now_ms
@@ -119,19 +120,21 @@ class WsState:
     def preauth_open(self) -> int:
         return self.preauth.total()
 
+    # Per client as the limiter counts them (edge.client_key): an IPv6 client is its /64.
     def preauth_admits(self, remote: str | None, limits: PreAuthConfig) -> bool:
         return (
             self.preauth_open < limits.max_connections
-            and self.preauth[remote] < limits.max_per_address
+            and self.preauth[_key(remote)] < limits.max_per_address
         )
 
     def preauth_enter(self, remote: str | None) -> None:
-        self.preauth[remote] += 1
+        self.preauth[_key(remote)] += 1
 
     def preauth_leave(self, remote: str | None) -> None:
-        self.preauth[remote] -= 1
-        if self.preauth[remote] <= 0:
-            del self.preauth[remote]
+        key = _key(remote)
+        self.preauth[key] -= 1
+        if self.preauth[key] <= 0:
+            del self.preauth[key]
 
     def watchers_changed(self) -> None:
         """A shared store's bus hears how many clients here may want the other processes'
@@ -172,3 +175,7 @@ class WsState:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
+
+
+def _key(remote: str | None) -> str | None:
+    return client_key(remote) if remote is not None else None

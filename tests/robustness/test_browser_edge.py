@@ -460,6 +460,27 @@ class TestPreAuthCaps:
             await asyncio.sleep(0.2)  # the server sees the closes
             assert (await upgrade(server.port, "127.0.0.1")).status == 101
 
+    async def test_the_addresses_of_one_ipv6_64_share_the_per_address_cap(
+        self, tmp_path: Path
+    ) -> None:
+        settings = {
+            "gateway": {"ws": {"preAuth": {"maxPerAddress": 2}}, "trustedProxies": ["127.0.0.1"]}
+        }
+        async with gateway(tmp_path, settings) as server, aiohttp.ClientSession() as session:
+            waiting = [
+                await session.ws_connect(
+                    server.url, headers={"X-Forwarded-For": f"2001:db8:0:7::{i}"}
+                )
+                for i in (1, 2)
+            ]
+            same = ("X-Forwarded-For", "2001:db8:0:7::3")
+            refused = await upgrade(server.port, "127.0.0.1", same)
+            other = await upgrade(server.port, "127.0.0.1", ("X-Forwarded-For", "2001:db8:0:8::1"))
+            for ws in waiting:
+                await ws.close()
+        assert (refused.status, other.status) == (503, 101)
+        assert refused.json() == PREAUTH_FULL
+
     async def test_over_the_overall_cap_an_upgrade_gets_503(self, tmp_path: Path) -> None:
         settings = {
             "gateway": {
