@@ -497,6 +497,38 @@ class TestConfigPatchCannotWeakenAuth:
         }
         assert gateway.config_path.read_bytes() == before
 
+    @pytest.mark.parametrize("proxies", [["0.0.0.0/0"], ["127.0.0.1"], ["::/0"]])
+    async def test_a_new_trusted_proxy_is_refused(
+        self, ws: GatewayWs, gateway: Gateway, proxies: list[str]
+    ) -> None:
+        # A trusted peer names the client the limiter counts (X-Forwarded-For): trusting
+        # everyone would give every guess a fresh address, the limiter off by another name.
+        before = gateway.config_path.read_bytes()
+        frame = await patch(ws, {"gateway": {"trustedProxies": proxies}}, file_hash(gateway))
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": "invalid config.patch params: at /raw: gateway.trustedProxies: a patch"
+            f" may not trust a new proxy ({proxies[0]}); only an edit of the file may do that",
+        }
+        assert gateway.config_path.read_bytes() == before
+
+    async def test_fewer_or_narrower_trusted_proxies_apply(self, make_gateway: MakeGateway) -> None:
+        gateway = await make_gateway(
+            CONFIG.replace(
+                'token: "test-token" },',
+                'token: "test-token" }, trustedProxies: ["10.0.0.0/8", "::1"],',
+            )
+        )
+        ws = await gateway.connected()
+        narrower = {"gateway": {"trustedProxies": ["10.1.0.0/16", "10.2.3.4"]}}
+        frame = await patch(ws, narrower, file_hash(gateway))
+        assert frame["ok"] is True, frame
+        assert frame["payload"]["config"]["gateway"]["trustedProxies"] == [
+            "10.1.0.0/16",
+            "10.2.3.4",
+        ]
+        await ws.ws.close()
+
     async def test_a_stricter_limiter_applies(self, ws: GatewayWs, gateway: Gateway) -> None:
         frame = await patch(
             ws, {"gateway": {"auth": {"rateLimit": {"maxAttempts": 3}}}}, file_hash(gateway)

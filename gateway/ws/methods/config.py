@@ -20,7 +20,7 @@ import structlog
 from gateway.config.apply import apply_config, with_token
 from gateway.config.errors import FILE_LEVEL, ConfigError, ConfigIssue
 from gateway.config.loader import ConfigLoader, embedded_default_text
-from gateway.config.model import AuthConfig, Config
+from gateway.config.model import Config, GatewayConfig
 from gateway.config.patch import (
     merge_patch,
     parse_object,
@@ -31,6 +31,7 @@ from gateway.config.patch import (
     writers_turn,
 )
 from gateway.config.view import redact_parsed, redact_raw, redacted
+from gateway.edge import parse_network
 from gateway.ws.dispatch import CallContext, MethodRegistry, RateLimit, no_params
 from gateway.ws.protocol import (
     ADMIN,
@@ -57,13 +58,19 @@ def _issues(issues: tuple[ConfigIssue, ...]) -> list[dict[str, str]]:
     return [{"path": issue.path, "message": issue.message} for issue in issues]
 
 
-def _weakened_auth(running: AuthConfig, new: AuthConfig) -> str | None:
+def _weakened_auth(running_gateway: GatewayConfig, new_gateway: GatewayConfig) -> str | None:
     """How `new` would weaken the auth in force, or None.
 
     An `operator.admin` token may be one an attacker holds for a while (a leaked CLI token, a
     compromised UI); turning auth or the failed-auth limiter off through config.patch would make
     that access permanent and open to everyone. The file, edited by the host's owner, still can.
+    A new trusted proxy is the limiter off by another name: a trusted peer says, in
+    X-Forwarded-For, which client the limiter counts, so it may name a fresh one per guess.
     """
+    untrusted = _newly_trusted(running_gateway.trusted_proxies, new_gateway.trusted_proxies)
+    if untrusted is not None:
+        return f"gateway.trustedProxies: a patch may not trust a new proxy ({untrusted})"
+    running, new = running_gateway.auth, new_gateway.auth
     if new.mode == "none" and running.mode != "none":
         return 'gateway.auth.mode: a patch may not turn auth off ("none")'
     old_limit, new_limit = running.rate_limit, new.rate_limit
@@ -83,6 +90,19 @@ def _weakened_auth(running: AuthConfig, new: AuthConfig) -> str | None:
     ]
     if looser:
         return f"gateway.auth.rateLimit.{looser[0]}: a patch may not loosen the failed-auth limiter"
+    return None
+
+
+def _newly_trusted(running: tuple[str, ...], new: tuple[str, ...]) -> str | None:
+    """The first entry of `new` that trusts an address `running` does not, or None."""
+    networks = [n for n in map(parse_network, running) if n is not None]
+    for entry in new:
+        network = parse_network(entry)
+        if network is None or not any(
+            network.version == old.version and network.subnet_of(old)  # type: ignore[arg-type]
+            for old in networks
+        ):
+            return entry
     return None
 
 
@@ -224,7 +244,7 @@ def register(methods: MethodRegistry) -> None:
                 raise WsError(
                     INVALID_REQUEST, "invalid config", details={"issues": _issues(exc.issues)}
                 ) from None
-            weakened = _weakened_auth(state.config.gateway.auth, new.gateway.auth)
+            weakened = _weakened_auth(state.config.gateway, new.gateway)
             if weakened is not None:
                 raise ParamsError(f"at /raw: {weakened}; only an edit of the file may do that")
             try:
