@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
@@ -133,9 +134,8 @@ class _StdlibBridge(logging.Handler):
         if isinstance(exc, HttpProcessingError) and record.name == "aiohttp.server":
             # A request aiohttp could not parse (it answers 400 itself): the client's
             # mistake, not a failure of ours, and any client can send one at will, so one
-            # info line without a traceback. Only the message's first line: the rest quotes
-            # the offending bytes, which may be a secret.
-            reason = (exc.message or type(exc).__name__).split("\n", 1)[0].rstrip(":")
+            # info line without a traceback, and only what was wrong (_bad_request_reason).
+            reason = _bad_request_reason(exc)
             remote = record.args[0] if isinstance(record.args, tuple) and record.args else None
             structlog.get_logger().info(
                 "http_bad_request", status=exc.code, reason=reason, remote=remote
@@ -148,6 +148,19 @@ class _StdlibBridge(logging.Handler):
         if record.exc_info:
             extra["exc_info"] = record.exc_info
         getattr(structlog.get_logger(), method)(record.getMessage(), **extra)
+
+
+# Where aiohttp's messages start quoting what the client sent: after a colon (`Got more than
+# 8190 bytes when reading: b'<a header's first 100 bytes>'`, `Invalid HTTP header: b'…'`, the
+# C parser's `desc:\n\n  b'…'`), or a repr in the pure-Python parser's `Bad status line
+# 'GET /?token=… HTTP/1.1'`. A header's value may be a bearer token or a browser's cookies (every
+# cookie of localhost, other local apps' sessions), and the log reaches `logs.tail`.
+_QUOTED_BYTES = re.compile(r":\s*(?:b?'|$).*|\s+b?'.*")
+
+
+def _bad_request_reason(exc: HttpProcessingError) -> str:
+    reason = _QUOTED_BYTES.sub("", exc.message.split("\n", 1)[0]).rstrip(". ")
+    return reason or type(exc).__name__
 
 
 def set_level(level: str) -> None:

@@ -156,6 +156,29 @@ class TestMalformedRequestsInTheLog:
         assert "secret" not in json.dumps(events)
         assert structlog.get_config()["processors"]  # the previous configuration is back
 
+    @pytest.mark.parametrize(
+        "header",
+        [
+            # Over the header limit (8190 bytes): aiohttp quotes the value's first 100 bytes.
+            b"Cookie: username-localhost-8888=2|1:0|10:1765000000|hidden-session; a=" + b"x" * 9000,
+            b"Authorization: Bearer hidden-secret-" + b"y" * 9000,
+        ],
+        ids=["cookie", "authorization"],
+    )
+    async def test_a_refused_header_s_value_is_not_logged(
+        self, tmp_path: Path, header: bytes
+    ) -> None:
+        # The log goes to journald and to `logs.tail`, which operator.read may call; a
+        # browser sends every cookie of localhost (other local apps' sessions) to the gateway.
+        request = b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n" + header + b"\r\n\r\n"
+        with production_logging() as log:
+            async with served(build_app(tmp_path)) as server:
+                response = await exchange(server.port, request)
+            events = [e for e in log.read() if e.get("event") == "http_bad_request"]
+        assert response.status == 400
+        assert len(events) == 1
+        assert "hidden" not in json.dumps(events)
+
 
 class TestNonStringResponseFormatType:
     @pytest.mark.parametrize("format_type", [{}, [], ["text"], 1, True, None])
