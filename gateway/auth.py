@@ -162,8 +162,8 @@ class AuthRateLimiter:
 
     def retry_after(self, ip: str | None, *, browser: bool = False) -> int | None:
         """Seconds until the lockout of `ip` ends (rounded up), or None when not locked."""
-        if ip is None or self.exempt(ip, browser=browser):
-            return None
+        if ip is None or not self._locked_until or self.exempt(ip, browser=browser):
+            return None  # no lockout at all: every authenticated request's case
         ip = client_key(ip)
         until = self._locked_until.get(ip)
         if until is None:
@@ -193,7 +193,7 @@ class AuthRateLimiter:
             failures.clear()
 
     def record_success(self, ip: str | None) -> None:
-        if ip is not None:
+        if ip is not None and self._failures:
             self._failures.pop(client_key(ip), None)
 
     def _forget_stale(self, now: float) -> None:
