@@ -846,6 +846,11 @@ class SessionStore:
                 raise UnusableStore(
                     f"{self.path} is not a SQLite database ({type(exc).__name__}: {exc})"
                 ) from exc
+            if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_CORRUPT:  # or an extended code
+                raise UnusableStore(
+                    f"{self.path} is damaged ({type(exc).__name__}: {exc}). Fix: restore a"
+                    f" backup, or rescue what it holds with `sqlite3 {self.path} .recover`."
+                ) from exc
             raise
         except BaseException:
             db.close()

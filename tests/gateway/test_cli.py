@@ -295,6 +295,30 @@ class TestRun:
             " (DatabaseError: file is not a database)"
         ) in result.stderr.splitlines()
 
+    def test_a_database_whose_schema_is_damaged_exits_78_saying_so(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        """A restart would meet the damage again: not a runtime failure worth one (exit 1)."""
+        state = tmp_path / "state"
+        state.mkdir(mode=0o700)
+        database = state / "sessions.sqlite3"
+        with contextlib.closing(sqlite3.connect(database)) as db:
+            db.execute("CREATE TABLE sessions (key TEXT PRIMARY KEY)")
+            db.commit()
+        with database.open("r+b") as file:
+            file.seek(100)  # the header of page 1's b-tree: the schema table
+            file.write(b"\xff" * 8)
+        database.chmod(0o600)
+        result = run_cli(["run", "--port", "0", "--token", "t0ken"], env)
+        assert result.returncode == 78
+        assert "gateway_listening" not in result.stderr
+        assert "Traceback" not in result.stderr
+        assert (
+            f"cannot open the session store: {database} is damaged"
+            " (DatabaseError: database disk image is malformed). Fix: restore a backup, or"
+            f" rescue what it holds with `sqlite3 {database} .recover`."
+        ) in result.stderr.splitlines()
+
     def test_a_database_of_a_newer_schema_exits_78_saying_so(
         self, tmp_path: Path, env: dict[str, str]
     ) -> None:
