@@ -1363,11 +1363,13 @@ class SessionStore:
 
         Candidates, in this order: rows not updated for `prune_after_ms`; stateless rows not
         updated for `stateless_ttl_ms`; the oldest beyond `max_entries`; then, when the store
-        holds more than `max_disk_bytes`, the oldest until their estimated size brings it down
-        to `high_water_bytes`. Main sessions and `protected_keys` (active runs) never. `warn`
-        only returns them; `enforce` also deletes them with all their transcripts, and
-        archived transcripts older than `prune_after_ms`. A full batch means more may remain:
-        the caller calls again, so no single job holds the store thread for long.
+        holds more than `max_disk_bytes`, archived transcripts (the longest archived first) and
+        then the oldest sessions until their estimated size brings it down to
+        `high_water_bytes`. Main sessions and `protected_keys` (active runs) never. `warn`
+        only returns the sessions; `enforce` also deletes them with all their transcripts,
+        those archived transcripts, and archived transcripts older than `prune_after_ms`.
+        A full batch means more may remain: the caller calls again, so no single job holds
+        the store thread for long.
         """
         return await self._call(
             self._prune, maintenance, now, frozenset(protected_keys), main_key, limit
@@ -1419,21 +1421,40 @@ class SessionStore:
 
         if excess > 0:
             choose("ORDER BY updated_at, key", (), beyond_max_entries)
+        archived: builtins.list[str] = []
         if maintenance.max_disk_bytes and self._used_bytes() > maintenance.max_disk_bytes:
             to_free = self._used_bytes() - maintenance.high_water_bytes
             to_free -= sum(self._estimated_bytes(db, key) for key in chosen)
+            # Archived transcripts go before any session, the longest archived first: they
+            # are no session's history any more, and a main session's (never pruned) held
+            # the store over its limit while every other session went. As many go as the
+            # bytes to free take.
+            cursor = db.execute(
+                "SELECT session_id, key FROM transcripts WHERE archived_at IS NOT NULL"
+                " ORDER BY archived_at"
+            )
+            try:
+                for sid, key in cursor:
+                    if to_free <= 0:
+                        break
+                    if key not in chosen:  # else counted with its session
+                        archived.append(sid)
+                        to_free -= self._transcript_bytes(db, sid)
+            finally:
+                cursor.close()
 
             def until_under_high_water(row: SessionRow) -> bool:
                 nonlocal to_free
                 if to_free <= 0:
                     return False
-                to_free -= self._estimated_bytes(db, row.key)
+                # Every archived transcript is counted above: only the session's own is left.
+                to_free -= self._transcript_bytes(db, row.session_id) + _SESSION_ROW_BYTES
                 return True
 
             choose("ORDER BY updated_at, key", (), until_under_high_water)
         candidates = list(chosen.values())
         if maintenance.mode == "enforce":
-            self._write(lambda db: self._enforce(db, candidates, cutoff))
+            self._write(lambda db: self._enforce(db, candidates, cutoff, archived))
         return candidates
 
     @staticmethod
@@ -1458,12 +1479,37 @@ class SessionStore:
         return int(found[0]) + int(responses[0]) + rows * _MESSAGE_ROW_BYTES + _SESSION_ROW_BYTES
 
     @staticmethod
+    def _transcript_bytes(db: sqlite3.Connection, session_id: str) -> int:
+        """What deleting one transcript frees, roughly, as `_estimated_bytes` counts it; its
+        own row about a message row's worth."""
+        found = db.execute(
+            "SELECT COALESCE(SUM(length(CAST(content AS BLOB))"
+            " + COALESCE(length(CAST(meta AS BLOB)), 0)), 0), COUNT(*)"
+            " FROM messages WHERE session_id = ?",
+            (session_id,),
+        ).fetchone()
+        responses = db.execute(
+            "SELECT COALESCE(SUM(length(CAST(body AS BLOB))), 0), COUNT(*)"
+            " FROM responses WHERE session_id = ?",
+            (session_id,),
+        ).fetchone()
+        rows = 1 + int(found[1]) + int(responses[1])
+        return int(found[0]) + int(responses[0]) + rows * _MESSAGE_ROW_BYTES
+
+    @staticmethod
     def _enforce(
-        db: sqlite3.Connection, candidates: builtins.list[SessionRow], cutoff: int
+        db: sqlite3.Connection,
+        candidates: builtins.list[SessionRow],
+        cutoff: int,
+        archived: builtins.list[str],
     ) -> None:
         for row in candidates:
             db.execute("DELETE FROM sessions WHERE key = ?", (row.key,))
             db.execute("DELETE FROM transcripts WHERE key = ?", (row.key,))
+        for sid in archived:
+            db.execute(
+                "DELETE FROM transcripts WHERE session_id = ? AND archived_at IS NOT NULL", (sid,)
+            )
         db.execute(
             "DELETE FROM transcripts WHERE archived_at IS NOT NULL AND archived_at < ?",
             (cutoff,),

@@ -986,6 +986,22 @@ class PostgresSessionStore:
         rows = int(found[1]) + int(responses[1])
         return int(found[0]) + int(responses[0]) + rows * _MESSAGE_ROW_BYTES + _SESSION_ROW_BYTES
 
+    @staticmethod
+    async def _transcript_bytes(conn: Connection, session_id: str) -> int:
+        """What deleting one transcript frees, as `_used_bytes` counts it."""
+        found = await conn.fetchrow(
+            "SELECT COALESCE(SUM(octet_length(content) + COALESCE(octet_length(meta), 0)), 0),"
+            " COUNT(*) FROM messages WHERE session_id = $1",
+            session_id,
+        )
+        responses = await conn.fetchrow(
+            "SELECT COALESCE(SUM(octet_length(body)), 0), COUNT(*) FROM responses"
+            " WHERE session_id = $1",
+            session_id,
+        )
+        rows = int(found[1]) + int(responses[1])
+        return int(found[0]) + int(responses[0]) + rows * _MESSAGE_ROW_BYTES
+
     async def prune(
         self, maintenance: MaintenanceConfig, now: int, protected_keys: Collection[str] = (),
         *, main_key: str = "main", limit: int = PRUNE_BATCH,
@@ -996,8 +1012,11 @@ class PostgresSessionStore:
         protected = frozenset(_storable(key) for key in protected_keys)
         cutoff = _sql_int(now - maintenance.prune_after_ms)
 
-        async def select(conn: Connection) -> builtins.list[SessionRow]:
+        async def select(
+            conn: Connection,
+        ) -> tuple[builtins.list[SessionRow], builtins.list[str]]:
             chosen: dict[str, SessionRow] = {}
+            archived: builtins.list[str] = []
             # The sessions whose turn runs in another process (which protects only its own):
             # their turn locks, by the key's hash as pg_locks shows it.
             busy = {
@@ -1053,19 +1072,34 @@ class PostgresSessionStore:
                     to_free = used - maintenance.high_water_bytes
                     for key in chosen:
                         to_free -= await self._estimated_bytes(conn, key)
+                    # Archived transcripts first, the longest archived first (as SQLite's).
+                    async for sid, key in conn.cursor(
+                        "SELECT session_id, key FROM transcripts WHERE archived_at IS NOT NULL"
+                        " ORDER BY archived_at",
+                        prefetch=200,
+                    ):
+                        if to_free <= 0:
+                            break
+                        if key not in chosen:  # else counted with its session
+                            archived.append(sid)
+                            to_free -= await self._transcript_bytes(conn, sid)
 
                     async def until_under_high_water(row: SessionRow) -> bool:
                         nonlocal to_free
                         if to_free <= 0:
                             return False
-                        to_free -= await self._estimated_bytes(conn, row.key)
+                        # Every archived transcript is counted above: the session's own is left.
+                        own = await self._transcript_bytes(conn, row.session_id)
+                        to_free -= own + _SESSION_ROW_BYTES
                         return True
 
                     await choose("ORDER BY updated_at, key", (), until_under_high_water)
-            return list(chosen.values())
+            return list(chosen.values()), archived
 
         # A cursor lives in a transaction; this one only reads.
-        candidates = await self._run(select, transaction=True, answer_within=MAINTENANCE_TIMEOUT_S)
+        candidates, archived = await self._run(
+            select, transaction=True, answer_within=MAINTENANCE_TIMEOUT_S
+        )
         if maintenance.mode == "enforce":
 
             async def enforce(conn: Connection) -> builtins.list[SessionRow]:
@@ -1086,9 +1120,10 @@ class PostgresSessionStore:
                     "DELETE FROM transcripts WHERE key = ANY($1::text[])", list(keys)
                 )
                 await conn.execute(
-                    "DELETE FROM transcripts WHERE archived_at IS NOT NULL AND archived_at < $1",
-                    cutoff,
-                )
+                    "DELETE FROM transcripts WHERE archived_at IS NOT NULL"
+                    " AND (archived_at < $1 OR session_id = ANY($2::text[]))",
+                    cutoff, archived,
+                )  # fmt: skip
                 return [row for row in candidates if row.key in keys]
 
             return await self._run(enforce, write=True, answer_within=MAINTENANCE_TIMEOUT_S)

@@ -911,6 +911,35 @@ class TestPruneLimits:
         assert await store.used_bytes() > 1_000_000
         await self.enforce_one_megabyte(store, keys)
 
+    async def test_archived_transcripts_go_before_any_session_oldest_first(
+        self, store: SessionStore
+    ) -> None:
+        """A reset keeps the old transcript, archived, until `pruneAfter`: the main session's
+        (never pruned) held the store over its limit while every other session was pruned
+        for it, pass after pass."""
+        keys = await self.fill(store, 20)
+        row, _ = await store.create("agent:main:main", "main", DAY)
+        archived = []
+        for i in range(20):
+            row = await store.append_turn(
+                turn(row, run_id=f"m{i}", user_text="x" * 50_000, assistant_text="x" * 50_000,
+                     user_timestamp=DAY + i, assistant_timestamp=DAY + i)
+            )  # fmt: skip
+            archived.append(row.session_id)
+            row = await store.reset(row.key, "main", DAY + i)
+        assert await store.used_bytes() > 2_000_000
+        maintenance = MaintenanceConfig(
+            mode="enforce", max_disk_bytes=1_000_000, high_water_bytes=800_000
+        )
+        assert await store.prune(maintenance, 2 * DAY) == []
+        assert sorted(r.key for r in (await store.list()).rows) == sorted(
+            [*keys, "agent:main:main"]
+        )
+        assert 800_000 - 200_000 < await store.used_bytes() <= 800_000
+        left = [(await store.history(sid, 10)).total for sid in archived]
+        gone = left.count(0)
+        assert left == [0] * gone + [2] * (20 - gone)
+
     async def test_under_the_byte_limit_nothing_goes(self, store: SessionStore) -> None:
         await self.fill(store, 20, "x" * 50_000)
         maintenance = MaintenanceConfig(mode="enforce", max_disk_bytes=10_000_000)
