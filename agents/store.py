@@ -60,6 +60,10 @@ GROUP_MAX_JOBS = 256
 # Sessions one maintenance job looks at and deletes: one transaction of some 500 row deletes
 # takes tens of milliseconds, so turns queued behind it on the store thread barely notice.
 PRUNE_BATCH = 500
+# The size the WAL file is cut back to once checkpointed. It grows to hold a transaction (a
+# group of 20 MB turns can take hundreds of MB) and would keep that size until the store
+# closes; in steady state it stays under SQLite's 1000-page checkpoint mark (4 MB).
+WAL_SIZE_LIMIT_BYTES = 16 * 1024 * 1024
 # Estimated bytes of a message row beyond its text (uuid id, session id, usage JSON, the
 # two index entries) and of a session with its transcript row and their index entries.
 _MESSAGE_ROW_BYTES = 256
@@ -836,6 +840,7 @@ class SessionStore:
             # length of one transaction; the store's queries sort little (their orders have
             # indexes), so temporary tables stay small too.
             db.execute("PRAGMA temp_store = MEMORY")
+            db.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
             # SQLite's lower() folds ASCII only: a label "Ärger" would match no search, not
             # even "Ärger" (the needle is lowered in Python).
             db.create_function("py_lower", 1, _py_lower, deterministic=True)
@@ -908,7 +913,7 @@ class SessionStore:
         return {
             name: db.execute(f"PRAGMA {name}").fetchone()[0]
             for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout",
-                         "temp_store", "user_version")
+                         "temp_store", "journal_size_limit", "user_version")
         }  # fmt: skip
 
     def _close(self) -> None:

@@ -104,8 +104,24 @@ class TestFile:
                 "foreign_keys": 1,
                 "busy_timeout": 5000,
                 "temp_store": 2,  # MEMORY: savepoint sub-journals without a file per commit
+                "journal_size_limit": store_module.WAL_SIZE_LIMIT_BYTES,
                 "user_version": SCHEMA_VERSION,
             }
+
+    async def test_the_wal_shrinks_back_after_a_large_transaction(self, tmp_path: Path) -> None:
+        """The WAL grows to hold a transaction (a group of large turns) and, without a size
+        limit, keeps that size until the store closes: bytes no maintenance can count."""
+        async with SessionStore(tmp_path) as store:
+            rows = [(await store.create(f"{KEY}-{i}", "main", 1))[0] for i in range(4)]
+            text = "x" * 5_000_000
+            await asyncio.gather(
+                *(store.append_turn(turn(row, user_text=text, assistant_text=text)) for row in rows)
+            )
+            wal = store.path.with_name(store.path.name + "-wal")
+            assert wal.stat().st_size > 40_000_000
+            for i in range(3):  # the WAL starts over once checkpointed, at the next write
+                await store.append_turn(turn(rows[0], run_id=f"small{i}"))
+            assert wal.stat().st_size <= store_module.WAL_SIZE_LIMIT_BYTES
 
     async def test_schema(self, store: SessionStore) -> None:
         with raw_db(store) as db:
