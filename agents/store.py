@@ -1376,9 +1376,20 @@ class SessionStore:
         A full batch means more may remain: the caller calls again, so no single job holds
         the store thread for long.
         """
-        return await self._call(
+        candidates, archived = await self._call(
             self._prune, maintenance, now, frozenset(protected_keys), main_key, limit
         )
+        # Archived transcripts past `pruneAfter` go `limit` at a time, each batch a job of
+        # its own: a backlog of them (`pruneAfter` lowered, a gateway that was down) deleted
+        # in one held the store thread, and every turn queued behind it, for seconds. After
+        # a step that pruned sessions the caller must hear of them at once (it drops what it
+        # keeps of them), so the backlog waits for a step that prunes none.
+        cutoff = _sql_int(now - maintenance.prune_after_ms)
+        while archived >= max(1, limit) and not candidates:
+            archived = await self._call(
+                self._write, lambda db: self._delete_archived(db, cutoff, max(1, limit))
+            )
+        return candidates
 
     def _prune(
         self,
@@ -1387,7 +1398,9 @@ class SessionStore:
         protected: frozenset[str],
         main_key: str,
         limit: int,
-    ) -> builtins.list[SessionRow]:
+    ) -> tuple[builtins.list[SessionRow], int]:
+        """The sessions `prune` returns, and how many transcripts archived before
+        `prune_after_ms` went (`limit` at most)."""
         db = self._conn()
         cutoff = _sql_int(now - maintenance.prune_after_ms)
         chosen: dict[str, SessionRow] = {}
@@ -1458,9 +1471,14 @@ class SessionStore:
 
             choose("ORDER BY updated_at, key", (), until_under_high_water)
         candidates = list(chosen.values())
-        if maintenance.mode == "enforce":
-            self._write(lambda db: self._enforce(db, candidates, cutoff, archived))
-        return candidates
+        if maintenance.mode != "enforce":
+            return candidates, 0
+
+        def enforce(db: sqlite3.Connection) -> int:
+            self._enforce(db, candidates, archived)
+            return self._delete_archived(db, cutoff, max(1, limit))
+
+        return candidates, self._write(enforce)
 
     @staticmethod
     def _estimated_bytes(db: sqlite3.Connection, key: str) -> int:
@@ -1503,10 +1521,7 @@ class SessionStore:
 
     @staticmethod
     def _enforce(
-        db: sqlite3.Connection,
-        candidates: builtins.list[SessionRow],
-        cutoff: int,
-        archived: builtins.list[str],
+        db: sqlite3.Connection, candidates: builtins.list[SessionRow], archived: builtins.list[str]
     ) -> None:
         for row in candidates:
             db.execute("DELETE FROM sessions WHERE key = ?", (row.key,))
@@ -1515,7 +1530,14 @@ class SessionStore:
             db.execute(
                 "DELETE FROM transcripts WHERE session_id = ? AND archived_at IS NOT NULL", (sid,)
             )
-        db.execute(
-            "DELETE FROM transcripts WHERE archived_at IS NOT NULL AND archived_at < ?",
-            (cutoff,),
-        )
+
+    @staticmethod
+    def _delete_archived(db: sqlite3.Connection, cutoff: int, limit: int) -> int:
+        """Delete up to `limit` transcripts archived before `cutoff`, the oldest first; how
+        many went."""
+        deleted: int = db.execute(
+            "DELETE FROM transcripts WHERE session_id IN (SELECT session_id FROM transcripts"
+            " WHERE archived_at IS NOT NULL AND archived_at < ? ORDER BY archived_at LIMIT ?)",
+            (cutoff, limit),
+        ).rowcount
+        return deleted

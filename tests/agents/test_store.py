@@ -821,6 +821,25 @@ class TestPrune:
             left = [r[0] for r in db.execute("SELECT session_id FROM transcripts")]
         assert len(left) == 2 and recent.session_id in left
 
+    async def test_a_backlog_of_archived_transcripts_goes_a_batch_a_transaction(
+        self, tmp_path: Path
+    ) -> None:
+        """SQLite's: one job holds the store thread, and the turns queued behind it wait.
+        A backlog past `pruneAfter` (it was lowered, or the gateway was down) in one
+        transaction took seconds; in batches of `limit` turns get in between."""
+        async with SessionStore(tmp_path) as store:
+            archived = []
+            for i in range(5):
+                row, _ = await store.create(f"{KEY}-{i}", "main", 0)
+                await store.append_turn(turn(row))
+                await store.delete(row.key, 2, delete_transcript=False)  # archived at 2
+                archived.append(row.session_id)
+            before = store.commits
+            enforce = MaintenanceConfig(mode="enforce")
+            assert await store.prune(enforce, 61 * DAY, limit=2) == []
+            assert store.commits - before == 3  # 2, 2, then 1: the last batch
+            assert [(await store.history(sid, 10)).total for sid in archived] == [0] * 5
+
 
 HOUR = 3600 * 1000
 STATELESS_KEY = "agent:main:openai:0f8e2c8e-6a5b-4c1e-9d3f-2b7a1c0e4d5f"
