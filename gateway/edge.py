@@ -87,12 +87,12 @@ def client_address(
     if not trusted or peer is None:
         return peer
     networks = _networks(trusted)
-    if not _in(parse_address(peer), networks):
+    if not _in(_hop_address(peer), networks):
         return peer
     hops = [hop.strip() for value in forwarded_for for hop in value.split(",")]
     client = peer
     for hop in reversed(hops):
-        address = parse_address(hop)
+        address = _hop_address(hop)
         if address is None:
             # Garbage in the chain: what is left of it cannot be trusted either.
             break
@@ -100,6 +100,25 @@ def client_address(
         if not _in(address, networks):
             break
     return client
+
+
+def _hop_address(text: str) -> Address | None:
+    """An address as a proxy writes it: bare, `[v6]`, or with a port (`a.b.c.d:port`,
+    `[v6]:port`: Azure's and some others' way); an IPv4 client that a dual-stack socket shows
+    as `::ffff:a.b.c.d` as its IPv4 address, so that IPv4 proxy entries match it. Unparsed,
+    a hop with a port made every client behind the proxy the proxy itself to the limiter."""
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not (rest[:1] == ":" and rest[1:].isdigit())):
+            return None
+        text = host
+    elif text.count(":") == 1:
+        text, _, port = text.partition(":")
+        if not port.isdigit():
+            return None
+    address = parse_address(text)
+    return unmapped(address) if address is not None else None
 
 
 def _in(address: Address | None, networks: Iterable[Network]) -> bool:
