@@ -20,7 +20,8 @@ from agents.errors import StoreError, UnsafeStoreFile, UnusableStore
 from gateway import __version__
 from gateway.auth import with_generated_token
 from gateway.client import add_commands as add_client_commands
-from gateway.config.loader import ConfigLoader, embedded_default_text, load_or_report
+from gateway.config.errors import ConfigError
+from gateway.config.loader import ConfigLoader, embedded_default_text, load_or_report, report
 from gateway.config.model import EX_CONFIG
 from gateway.config.overrides import (
     add_config_arguments,
@@ -31,7 +32,7 @@ from gateway.config.overrides import (
 from gateway.config.view import redacted
 from gateway.logs import configure_logging
 from gateway.statedir import UnsafeStateError, prepare_state_dir
-from gateway.supervisor import supervise, worker_count
+from gateway.supervisor import WORKER_ENV, supervise, worker_config, worker_count
 from gateway.systemd import SYSTEM_CONFIG, SYSTEM_STATE, default_executable, unit_text
 
 log = structlog.get_logger()
@@ -142,6 +143,12 @@ def _run(args: argparse.Namespace) -> int:
     config = load_or_report(loader)
     if config is None:
         return EX_CONFIG
+    if os.environ.get(WORKER_ENV) is not None:
+        try:
+            config = worker_config(loader, config)
+        except ConfigError as exc:
+            report(exc)
+            return EX_CONFIG
     configure_logging(level=config.logging.level, fmt=config.logging.format)
     for warning in config.warnings:
         log.warning(warning.event, path=warning.path, reason=warning.message)
@@ -166,7 +173,10 @@ def _run(args: argparse.Namespace) -> int:
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             if workers > 1:
                 gateway = config.gateway
-                return runner.run(supervise(args.run_args, workers, gateway.host, gateway.port))
+                supervisor = supervise(
+                    args.run_args, workers, gateway.host, gateway.port, config.source.raw
+                )
+                return runner.run(supervisor)
             return runner.run(serve(config, loader))
     except (UnsafeStateError, UnsafeStoreFile) as exc:
         return _refuse_state(exc)

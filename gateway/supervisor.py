@@ -10,7 +10,9 @@ sends systemd one READY=1 when all are ready. SIGTERM/SIGINT go to every worker 
 its turns) and the supervisor exits when they all have; SIGHUP goes to every worker (each
 reloads its config), also when a worker sends it after writing a `config.patch` to the file.
 A worker that dies is started again; one that dies before any worker was ever ready stops
-them all (a config or database problem that a restart would not fix).
+them all (a config or database problem that a restart would not fix). Every worker, the first
+ones and those started again, runs with the listener, log format and store of the config the
+supervisor started with (`worker_config`): a change to those waits for a restart of all.
 """
 
 from __future__ import annotations
@@ -30,12 +32,19 @@ from pathlib import Path
 import attrs
 import structlog
 
+from gateway.config.apply import in_force
+from gateway.config.errors import FILE_LEVEL, ConfigError, ConfigIssue
+from gateway.config.loader import ConfigLoader
+from gateway.config.model import Config
+from gateway.config.overrides import startup_guards
 from gateway.systemd import Notifier
 
 log = structlog.get_logger()
 
 # The environment that makes `clawgate run` a worker: it binds its port with SO_REUSEPORT.
 WORKER_ENV = "CLAWGATE_WORKER"
+# Where a worker reads the config text its supervisor started with (a file only the user reads).
+STARTUP_CONFIG_ENV = "CLAWGATE_WORKER_STARTUP_CONFIG"
 # A crashing worker is started again after this long, so a crash loop does not spin a core.
 RESTART_DELAY_S = 1.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -83,6 +92,27 @@ def reserve_port(host: str, port: int) -> socket.socket:
     return sock
 
 
+def worker_config(loader: ConfigLoader, config: Config) -> Config:
+    """`config` as a worker runs it: the paths that need a restart (listener, log format,
+    store) with their values in the config the supervisor started with. A worker started again
+    after a crash reads the file as it is now; a change there that needs a restart is pending
+    in its siblings, which keep their values, and one worker alone must not listen elsewhere or
+    use another store. Raises ConfigError as a load does."""
+    path = os.environ.get(STARTUP_CONFIG_ENV)
+    if os.environ.get(WORKER_ENV) is None or not path:
+        return config
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        issue = ConfigIssue(FILE_LEVEL, f"cannot read the supervisor's config: {exc.strerror}")
+        raise ConfigError(path, [issue]) from None
+    running = in_force(loader.load_text(text), config)
+    issues = startup_guards(running.gateway)  # as a reload checks them (check_in_force)
+    if issues:
+        raise ConfigError(str(config.source.path), issues)
+    return running
+
+
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
@@ -110,6 +140,7 @@ class Supervisor:
     argv: list[str]  # `run` arguments for the workers, the port made explicit
     count: int
     notify_dir: Path
+    startup_config: Path | None = None  # the config text the supervisor started with
     notifier: Notifier = attrs.Factory(Notifier)
     workers: list[Worker] = attrs.Factory(list)
     stopping: bool = False
@@ -178,6 +209,8 @@ class Supervisor:
     async def _start(self, worker: Worker) -> None:
         env = {k: v for k, v in os.environ.items() if k not in ("WATCHDOG_USEC", "WATCHDOG_PID")}
         env.update({"NOTIFY_SOCKET": str(worker.notify_path), WORKER_ENV: str(worker.index)})
+        if self.startup_config is not None:
+            env[STARTUP_CONFIG_ENV] = str(self.startup_config)
         worker.ready = False
         worker.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway", "run", *self.argv,
@@ -245,8 +278,11 @@ class Supervisor:
         return asyncio.get_running_loop().create_task(pet(), name="sd-watchdog")
 
 
-async def supervise(argv: Sequence[str], count: int, host: str, port: int) -> int:
-    """Run `count` workers of `clawgate run argv` on host:port until SIGTERM/SIGINT."""
+async def supervise(
+    argv: Sequence[str], count: int, host: str, port: int, config_text: str | None = None
+) -> int:
+    """Run `count` workers of `clawgate run argv` on host:port until SIGTERM/SIGINT;
+    `config_text` is the config file as the supervisor read it."""
     try:
         reserved = reserve_port(host, port)
     except OSError as exc:  # as one gateway says it (gateway/server.py)
@@ -255,9 +291,14 @@ async def supervise(argv: Sequence[str], count: int, host: str, port: int) -> in
         log.error("listen_failed", host=host, port=port, error=reason)
         return 1
     port = reserved.getsockname()[1]
-    notify_dir = Path(tempfile.mkdtemp(prefix="clawgate-workers-"))
+    notify_dir = Path(tempfile.mkdtemp(prefix="clawgate-workers-"))  # 0700
     try:
-        supervisor = Supervisor([*without_workers(argv), "--port", str(port)], count, notify_dir)
+        startup_config = None
+        if config_text is not None:
+            startup_config = notify_dir / "config.json5"
+            startup_config.write_text(config_text)
+        worker_argv = [*without_workers(argv), "--port", str(port)]
+        supervisor = Supervisor(worker_argv, count, notify_dir, startup_config)
         log.info("supervisor_starting", workers=count, host=host, port=port)
         return await supervisor.run(reserved)
     finally:

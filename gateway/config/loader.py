@@ -445,6 +445,10 @@ def load_or_report(loader: ConfigLoader) -> Config | None:
     try:
         return loader.load()
     except ConfigError as exc:
-        print(exc.render(), file=sys.stderr)
-        log.error("config_invalid", path=exc.location, issues=[i.line() for i in exc.issues])
+        report(exc)
         return None
+
+
+def report(exc: ConfigError) -> None:
+    print(exc.render(), file=sys.stderr)
+    log.error("config_invalid", path=exc.location, issues=[i.line() for i in exc.issues])

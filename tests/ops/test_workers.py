@@ -14,10 +14,15 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
+from gateway.config.errors import ConfigError
+from gateway.config.loader import ConfigLoader
+from gateway.config.overrides import Overrides
+from gateway.supervisor import STARTUP_CONFIG_ENV, WORKER_ENV, worker_config
 from tests.support.pgserver import PASSWORD
 from tests.support.process import GatewayProcess, clean_env
 from tests.support.process_client import auth, connect_ws, first_content
@@ -298,3 +303,74 @@ async def test_a_worker_killed_mid_turn_is_restarted_and_the_session_runs_its_ne
         await asyncio.sleep(0.05)
     body = await asyncio.wait_for(chat(http, supervisor.url, "k", "after"), 15)
     assert body["choices"][0]["message"]["content"].endswith(" after")
+
+
+def _events_named(process: GatewayProcess, name: str) -> list[dict[str, Any]]:
+    return [e for e in process.events() if e.get("event") == name]
+
+
+async def _wait_events(process: GatewayProcess, name: str, count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while len(_events_named(process, name)) < count:
+        assert time.monotonic() < deadline, f"no {count} {name!r}:\n" + "\n".join(process.lines)
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+class TestRestartedWorker:
+    async def test_a_restarted_worker_keeps_the_listener_and_log_format_its_siblings_run_with(
+        self, supervisor: GatewayProcess, tmp_path: Path, http: aiohttp.ClientSession
+    ) -> None:
+        """A change that needs a restart, pending in the file, is not half applied: the worker
+        started again listens where its siblings do and logs as they do."""
+        config = tmp_path / "c.json5"
+        settings = json.loads(config.read_text())
+        settings["gateway"].update(bind="custom", customBindHost="127.0.0.2")
+        settings["logging"] = {"format": "console"}
+        config.write_text(json.dumps(settings))
+        supervisor.signal(signal.SIGHUP)
+        await _wait_events(supervisor, "restart_required", 2, 10)
+        victim = min(ready_pids(supervisor))
+        os.kill(victim, signal.SIGKILL)
+        await _wait_events(supervisor, "worker_ready", 3, 15)
+        listening = _events_named(supervisor, "gateway_listening")
+        assert [e["url"] for e in listening] == [supervisor.url] * 3
+        restarted = _events_named(supervisor, "worker_ready")[-1]["pid"]
+        answered = set()
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as one:
+            deadline = time.monotonic() + 10
+            while restarted not in answered and time.monotonic() < deadline:
+                answered.add(await health_pid(one, supervisor.url))
+        assert restarted in answered
+
+
+class TestWorkerConfig:
+    def test_a_worker_refuses_auth_none_from_the_file_beside_the_lan_bind_it_keeps(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """As a reload refuses it (check_in_force): the file's loopback would make "none" safe,
+        but the worker listens where the supervisor's config said."""
+        started = tmp_path / "started.json5"
+        started.write_text('{ gateway: { bind: "lan", auth: { token: "t-1" } } }')
+        now = tmp_path / "c.json5"
+        now.write_text('{ gateway: { bind: "loopback", auth: { mode: "none" } } }')
+        monkeypatch.setenv(WORKER_ENV, "1")
+        monkeypatch.setenv(STARTUP_CONFIG_ENV, str(started))
+        loader = ConfigLoader(Overrides(config_path=str(now), state_dir=str(tmp_path / "s")))
+        with pytest.raises(ConfigError) as raised:
+            worker_config(loader, loader.load())
+        assert [i.path for i in raised.value.issues] == ["gateway.bind"]
+
+    def test_a_worker_takes_the_hot_paths_from_the_file_as_it_is_now(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        started = tmp_path / "started.json5"
+        started.write_text('{ gateway: { port: 1111, auth: { token: "t-old" } } }')
+        now = tmp_path / "c.json5"
+        now.write_text('{ gateway: { port: 2222, auth: { token: "t-new" } } }')
+        monkeypatch.setenv(WORKER_ENV, "1")
+        monkeypatch.setenv(STARTUP_CONFIG_ENV, str(started))
+        loader = ConfigLoader(Overrides(config_path=str(now), state_dir=str(tmp_path / "s")))
+        config = worker_config(loader, loader.load())
+        assert (config.gateway.port, config.gateway.auth.token) == (1111, "t-new")
