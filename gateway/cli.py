@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -137,6 +138,10 @@ def _loader(args: argparse.Namespace) -> ConfigLoader:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if os.environ.get(WORKER_ENV) is not None:
+        # A terminal's Ctrl-C reaches the workers with their supervisor, which passes it on as
+        # SIGTERM: that one is the worker's signal to stop (gateway/server.py).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     loader = _loader(args)
     configure_logging(level="debug" if args.verbose else "info")
     warn_secret_flags(args)

@@ -47,23 +47,28 @@ async def serve(
 ) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
     app = create_app(config, loader=loader, options=options)
+    # A worker of `--workers` stops on its supervisor's SIGTERM alone: a terminal's Ctrl-C
+    # reaches it and the supervisor at once, which then passes SIGTERM on, and two signals
+    # would end the worker without its drain. The CLI set SIGINT to be ignored.
+    worker = os.environ.get(WORKER_ENV) is not None
+    stop_signals = (signal.SIGTERM,) if worker else STOP_SIGNALS
     # Handlers before anything else: a signal that arrives while starting up must be ours.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in STOP_SIGNALS:
+    for sig in stop_signals:
         loop.add_signal_handler(sig, stop.set)
     reloads: set[asyncio.Task[None]] = set()
     loop.add_signal_handler(signal.SIGHUP, _reload, app[STATE], reloads)
-    if os.environ.get(WORKER_ENV) is not None:
+    if worker:
         # A config.patch writes the shared file in one worker: the supervisor passes a SIGHUP
         # to all, so the others apply it too (also with gateway.reload.mode "off").
         supervisor = os.getppid()
         app[STATE].config_written_listeners.append(functools.partial(_ask_reload, supervisor))
     notifier = Notifier()
     try:
-        return await _serve(app, stop, notifier)
+        return await _serve(app, stop, notifier, stop_signals)
     finally:
-        for sig in (*STOP_SIGNALS, signal.SIGHUP):
+        for sig in (*stop_signals, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         for task in reloads:
             task.cancel()
@@ -71,7 +76,12 @@ async def serve(
         notifier.close()
 
 
-async def _serve(app: web.Application, stop: asyncio.Event, notifier: Notifier) -> int:
+async def _serve(
+    app: web.Application,
+    stop: asyncio.Event,
+    notifier: Notifier,
+    stop_signals: tuple[signal.Signals, ...],
+) -> int:
     state = app[STATE]
     config = state.config
     host, port = config.gateway.host, config.gateway.port
@@ -104,7 +114,7 @@ async def _serve(app: web.Application, stop: asyncio.Event, notifier: Notifier) 
 
     await stop.wait()
     loop = asyncio.get_running_loop()
-    for sig in STOP_SIGNALS:
+    for sig in stop_signals:
         loop.add_signal_handler(sig, _exit_now)
     notifier.notify("STOPPING=1", "STATUS=draining")
     log.info("gateway_stopping", drain_seconds=state.config.gateway.drain_seconds)

@@ -26,7 +26,7 @@ from gateway.supervisor import STARTUP_CONFIG_ENV, WORKER_ENV, worker_config
 from tests.support.pgserver import PASSWORD
 from tests.support.process import GatewayProcess, clean_env
 from tests.support.process_client import auth, connect_ws, first_content
-from tests.support.shared_store import chat, frames_until, shared_config
+from tests.support.shared_store import chat, frames_until, shared_config, streaming
 
 
 def test_workers_above_one_with_sqlite_exit_78_naming_the_postgres_backend(
@@ -374,3 +374,39 @@ class TestWorkerConfig:
         loader = ConfigLoader(Overrides(config_path=str(now), state_dir=str(tmp_path / "s")))
         config = worker_config(loader, loader.load())
         assert (config.gateway.port, config.gateway.auth.token) == (1111, "t-new")
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+class TestStopSignals:
+    async def test_ctrl_c_drains_every_worker_and_exits_0(
+        self, tmp_path: Path, database: str, http: aiohttp.ClientSession
+    ) -> None:
+        """A terminal's Ctrl-C reaches the supervisor and its workers at once (one process
+        group); the SIGTERM the supervisor passes on must not be the second signal that ends a
+        worker without its drain. Here the workers see the SIGINT first, the order that lost
+        the drain."""
+        config = tmp_path / "c.json5"
+        config.write_text(shared_config(database, 100))
+        env = clean_env(tmp_path / "home", {"CLAWGATE_DB_PASSWORD": PASSWORD})
+        args = ["--config", str(config), "--state-dir", str(tmp_path / "state"), "--port", "0"]
+        process = GatewayProcess([*args, "--workers", "2"], env)
+        workers: set[int] = set()
+        try:
+            process.wait_listening(30)
+            workers = ready_pids(process)
+            responses = [await streaming(http, process.url, 20) for _ in range(2)]
+            for pid in workers:
+                os.kill(pid, signal.SIGINT)
+            await asyncio.sleep(0.5)
+            process.signal(signal.SIGINT)
+            for response in responses:
+                body = (await asyncio.wait_for(response.read(), 15)).decode()
+                assert "w19" in body and body.endswith("data: [DONE]\n\n"), body
+            assert await asyncio.to_thread(process.wait, 15) == 0
+            assert "gateway_killed" not in {e.get("event") for e in process.events()}
+        finally:
+            process.stop()
+            for pid in workers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
