@@ -87,6 +87,12 @@ class TestUnitFile:
         ):
             assert line in text.splitlines(), line
 
+    def test_systemd_signals_the_main_process_alone_on_stop(self) -> None:
+        """With `--workers`, systemd's default (SIGTERM to every process of the unit) and the
+        supervisor's SIGTERM passed on would be two signals to each worker: it would exit
+        without its drain. The final SIGKILL still reaches every process."""
+        assert "KillMode=mixed" in UNIT.read_text().splitlines()
+
     def test_systemd_analyze_verify_accepts_the_unit(self, tmp_path: Path) -> None:
         # verify checks that ExecStart exists: point it at this checkout's command.
         executable = shutil.which("clawgate") or str(ROOT / ".venv" / "bin" / "clawgate")
