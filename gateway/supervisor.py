@@ -45,8 +45,11 @@ log = structlog.get_logger()
 WORKER_ENV = "CLAWGATE_WORKER"
 # Where a worker reads the config text its supervisor started with (a file only the user reads).
 STARTUP_CONFIG_ENV = "CLAWGATE_WORKER_STARTUP_CONFIG"
-# A crashing worker is started again after this long, so a crash loop does not spin a core.
+# A worker that died is started again after this long, so a crash loop does not spin a core;
+# each time it dies again before it was ready, twice as long, up to RESTART_DELAY_MAX_S: one
+# that cannot start (a file made invalid, a database away) costs half a second of CPU a try.
 RESTART_DELAY_S = 1.0
+RESTART_DELAY_MAX_S = 30.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -133,6 +136,7 @@ class Worker:
     process: asyncio.subprocess.Process | None = None
     ready: bool = False
     notify: socket.socket | None = None
+    failed_starts: int = 0  # deaths since it was last ready
 
 
 @attrs.define(eq=False)
@@ -194,6 +198,7 @@ class Supervisor:
             return
         if "READY=1" in lines and not worker.ready:
             worker.ready = True
+            worker.failed_starts = 0
             log.info("worker_ready", worker=worker.index, pid=self._pid(worker))
             started = len(self.workers) == self.count
             if not self.ever_ready and started and all(w.ready for w in self.workers):
@@ -232,14 +237,23 @@ class Supervisor:
             log.info("worker_stopped", worker=worker.index, pid=process.pid, exit_code=code)
             self._check_all_exited()
             return
-        log.error("worker_exited", worker=worker.index, pid=process.pid, exit_code=code)
         if not self.ever_ready:
+            log.error("worker_exited", worker=worker.index, pid=process.pid, exit_code=code)
             # Before any worker was ready: the same cause would stop every restart.
             self.exit_code = code if code > 0 else 1
             self.stop()
             self._check_all_exited()
             return
-        await asyncio.sleep(RESTART_DELAY_S)
+        delay = min(RESTART_DELAY_S * 2**worker.failed_starts, RESTART_DELAY_MAX_S)
+        worker.failed_starts += 1
+        log.error(
+            "worker_exited",
+            worker=worker.index,
+            pid=process.pid,
+            exit_code=code,
+            restart_in_s=delay,
+        )
+        await asyncio.sleep(delay)
         if not self.stopping:
             await self._start(worker)
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -410,3 +412,20 @@ class TestStopSignals:
             for pid in workers:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+async def test_a_worker_that_keeps_failing_to_start_is_started_again_less_and_less_often(
+    supervisor: GatewayProcess, tmp_path: Path
+) -> None:
+    """Each start costs a process's start-up (half a second of CPU): one that cannot succeed
+    (here the file became invalid: the workers still running keep their config) is tried
+    after 1, 2, 4 s, not every second."""
+    (tmp_path / "c.json5").write_text("{ gateway: { port: 'x' } }")
+    os.kill(min(ready_pids(supervisor)), signal.SIGKILL)
+    await _wait_events(supervisor, "worker_exited", 4, 15)
+    exits = [datetime.fromisoformat(e["ts"]) for e in _events_named(supervisor, "worker_exited")]
+    gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(exits)]
+    assert all(gap >= delay for gap, delay in zip(gaps, [1, 2, 4], strict=True)), gaps
+    assert [e["exit_code"] for e in _events_named(supervisor, "worker_exited")] == [-9, 78, 78, 78]
