@@ -54,9 +54,9 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def worker_count(text: str) -> int:
-    """`--workers`: a count from 1, or `auto` for one per core."""
+    """`--workers`: a count from 1, or `auto` for one per core this process may run on."""
     if text == "auto":
-        return os.cpu_count() or 1
+        return _usable_cores()
     try:
         value = int(text)
     except ValueError:
@@ -64,6 +64,14 @@ def worker_count(text: str) -> int:
     if value < 1:
         raise ValueError(f"--workers must be at least 1 (got {value})")
     return value
+
+
+def _usable_cores() -> int:
+    # Not os.cpu_count(): the host's cores, also where taskset, a container's cpuset or
+    # systemd's CPUAffinity= hold the process to fewer (os.process_cpu_count() from 3.13).
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
 
 
 def without_workers(argv: Sequence[str]) -> list[str]:

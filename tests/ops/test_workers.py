@@ -429,3 +429,20 @@ async def test_a_worker_that_keeps_failing_to_start_is_started_again_less_and_le
     gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(exits)]
     assert all(gap >= delay for gap, delay in zip(gaps, [1, 2, 4], strict=True)), gaps
     assert [e["exit_code"] for e in _events_named(supervisor, "worker_exited")] == [-9, 78, 78, 78]
+
+
+def test_workers_auto_counts_the_cores_the_gateway_may_run_on(tmp_path: Path) -> None:
+    """A process held to one core (taskset, a container's cpuset, systemd's CPUAffinity=) runs
+    one gateway: no supervisor, and the sqlite store is fine for it."""
+    (tmp_path / "c.json5").write_text("{}")
+    process = GatewayProcess(
+        ["--config", str(tmp_path / "c.json5"), "--state-dir", str(tmp_path / "state"),
+         "--port", "0", "--workers", "auto"],
+        clean_env(tmp_path / "home"),
+        command=("taskset", "-c", "0", sys.executable, "-m", "gateway", "run"),
+    )  # fmt: skip
+    try:
+        process.wait_listening(30)
+        assert "supervisor_starting" not in {e.get("event") for e in process.events()}
+    finally:
+        process.stop()
