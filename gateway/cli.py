@@ -138,23 +138,24 @@ def _loader(args: argparse.Namespace) -> ConfigLoader:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if os.environ.get(WORKER_ENV) is not None:
+    worker = _worker_index()
+    if worker is not None:
         # A terminal's Ctrl-C reaches the workers with their supervisor, which passes it on as
         # SIGTERM: that one is the worker's signal to stop (gateway/server.py).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     loader = _loader(args)
-    configure_logging(level="debug" if args.verbose else "info")
+    configure_logging(level="debug" if args.verbose else "info", worker=worker)
     warn_secret_flags(args)
     config = load_or_report(loader)
     if config is None:
         return EX_CONFIG
-    if os.environ.get(WORKER_ENV) is not None:
+    if worker is not None:
         try:
             config = worker_config(loader, config)
         except ConfigError as exc:
             report(exc)
             return EX_CONFIG
-    configure_logging(level=config.logging.level, fmt=config.logging.format)
+    configure_logging(level=config.logging.level, fmt=config.logging.format, worker=worker)
     for warning in config.warnings:
         log.warning(warning.event, path=warning.path, reason=warning.message)
     if not config.source.exists:
@@ -197,6 +198,12 @@ def _run(args: argparse.Namespace) -> int:
         print(f"cannot open the session store: {reason}", file=sys.stderr)
         log.error("store_open_failed", backend=config.store.backend, error=reason)
         return 1
+
+
+def _worker_index() -> int | None:
+    """This process's index under `clawgate run --workers` (gateway/supervisor.py), or None."""
+    value = os.environ.get(WORKER_ENV)
+    return int(value) if value is not None and value.isdigit() else None
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

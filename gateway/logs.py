@@ -90,6 +90,15 @@ class _RingLogger:
     log = debug = info = warning = warn = error = critical = exception = fatal = msg
 
 
+@attrs.frozen
+class _WorkerIndex:
+    index: int
+
+    def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
+        event.setdefault("worker", self.index)
+        return event
+
+
 RING = LogRing()
 _FILTER = _LevelFilter()
 
@@ -98,8 +107,11 @@ def _compact(obj: Any, **kwargs: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
-    """Configure structlog and the stdlib root logger (aiohttp's own loggers) once."""
+def configure_logging(
+    level: str = "info", fmt: str = "auto", stream: TextIO | None = None, worker: int | None = None
+) -> None:
+    """Configure structlog and the stdlib root logger (aiohttp's own loggers) once; `worker`,
+    a worker's index under `--workers`, goes in every line (the workers share one stderr)."""
     stream = stream or sys.stderr
     use_json = fmt == "json" or (fmt == "auto" and not _isatty(stream))
     set_level(level)
@@ -113,6 +125,8 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
     ]
+    if worker is not None:
+        shared.insert(0, _WorkerIndex(worker))
     structlog.configure(
         processors=[_FILTER, *shared, structlog.processors.format_exc_info, renderer],
         logger_factory=lambda *args: _RingLogger(stream, RING),

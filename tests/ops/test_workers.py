@@ -446,3 +446,19 @@ def test_workers_auto_counts_the_cores_the_gateway_may_run_on(tmp_path: Path) ->
         assert "supervisor_starting" not in {e.get("event") for e in process.events()}
     finally:
         process.stop()
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+async def test_each_line_a_worker_logs_names_the_worker(
+    supervisor: GatewayProcess, http: aiohttp.ClientSession
+) -> None:
+    """The workers write to the supervisor's stderr (one journal stream): without its index a
+    line could be from any of them."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as one:
+        for _ in range(8):
+            await health_pid(one, supervisor.url)
+    listening = _events_named(supervisor, "gateway_listening")
+    assert sorted(e.get("worker") for e in listening) == [0, 1]
+    calls = _events_named(supervisor, "ws_call")
+    assert calls and all(e.get("worker") in (0, 1) for e in calls)
