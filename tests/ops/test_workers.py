@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
+from agents.store_postgres import SCHEMA_VERSION, PostgresSessionStore
 from gateway.config.errors import ConfigError
 from gateway.config.loader import ConfigLoader
 from gateway.config.overrides import Overrides
@@ -462,3 +464,26 @@ async def test_each_line_a_worker_logs_names_the_worker(
     assert sorted(e.get("worker") for e in listening) == [0, 1]
     calls = _events_named(supervisor, "ws_call")
     assert calls and all(e.get("worker") in (0, 1) for e in calls)
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+async def test_workers_on_a_database_of_a_newer_schema_exit_78(
+    tmp_path: Path, database: str, pg_url: str
+) -> None:
+    """Every worker refuses the store with 78 (a restart would meet it again); the supervisor
+    says 78 too, whichever worker's exit it hears first and however the others then end."""
+    async with PostgresSessionStore(pg_url):
+        pass
+    conn = await asyncpg.connect(pg_url)
+    await conn.execute("INSERT INTO clawgate_schema VALUES ($1)", SCHEMA_VERSION + 1)
+    await conn.close()
+    config = tmp_path / "c.json5"
+    config.write_text(shared_config(database, 5))
+    env = clean_env(tmp_path / "home", {"CLAWGATE_DB_PASSWORD": PASSWORD})
+    args = ["--config", str(config), "--state-dir", str(tmp_path / "state"), "--port", "0"]
+    process = GatewayProcess([*args, "--workers", "4"], env)
+    try:
+        assert await asyncio.to_thread(process.wait, 30) == 78, "\n".join(process.lines)
+    finally:
+        process.stop()
