@@ -145,6 +145,7 @@ class Worker:
     ready: bool = False
     notify: socket.socket | None = None
     failed_starts: int = 0  # deaths since it was last ready
+    reload_pending: bool = False  # a SIGHUP came while it was starting
 
 
 @attrs.define(eq=False)
@@ -207,6 +208,9 @@ class Supervisor:
         if "READY=1" in lines and not worker.ready:
             worker.ready = True
             worker.failed_starts = 0
+            if worker.reload_pending and worker.process is not None:
+                worker.reload_pending = False
+                worker.process.send_signal(signal.SIGHUP)
             log.info("worker_ready", worker=worker.index, pid=self._pid(worker))
             started = len(self.workers) == self.count
             if not self.ever_ready and started and all(w.ready for w in self.workers):
@@ -225,6 +229,7 @@ class Supervisor:
         if self.startup_config is not None:
             env[STARTUP_CONFIG_ENV] = str(self.startup_config)
         worker.ready = False
+        worker.reload_pending = False  # it reads the file as it is now
         worker.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway", "run", *self.argv,
             env=env, stdin=asyncio.subprocess.DEVNULL, preexec_fn=_stop_with_parent,
@@ -286,8 +291,14 @@ class Supervisor:
         log.info("supervisor_signal", signal=signal.Signals(sig).name)
         for worker in self.workers:
             process = worker.process
-            if process is not None and process.returncode is None:
-                process.send_signal(sig)
+            if process is None or process.returncode is not None:
+                continue
+            if sig == signal.SIGHUP and not worker.ready:
+                # Until its handler is in place, a SIGHUP would end it (the default action);
+                # it may have read the file before the change: it reloads once ready.
+                worker.reload_pending = True
+                continue
+            process.send_signal(sig)
 
     def _start_watchdog(self) -> asyncio.Task[None] | None:
         seconds = self.notifier.watchdog_seconds

@@ -487,3 +487,22 @@ async def test_workers_on_a_database_of_a_newer_schema_exit_78(
         assert await asyncio.to_thread(process.wait, 30) == 78, "\n".join(process.lines)
     finally:
         process.stop()
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+async def test_a_reload_while_a_worker_starts_again_reaches_it_once_it_is_ready(
+    supervisor: GatewayProcess,
+) -> None:
+    """A SIGHUP's default action ends a process: a worker still starting (no handler yet) must
+    not get one. It gets it once ready, so the reload is not lost (reload mode "off")."""
+    os.kill(min(ready_pids(supervisor)), signal.SIGKILL)
+    await _wait_events(supervisor, "worker_started", 3, 10)
+    supervisor.signal(signal.SIGHUP)
+    await _wait_events(supervisor, "worker_ready", 3, 15)
+    await _wait_events(supervisor, "config_reload_requested", 2, 10)
+    exits = [e["exit_code"] for e in _events_named(supervisor, "worker_exited")]
+    assert exits == [-9]
+    restarted = _events_named(supervisor, "worker_ready")[-1]["worker"]
+    reloads = _events_named(supervisor, "config_reload_requested")
+    assert sorted(e["worker"] for e in reloads) == [0, 1] and restarted in (0, 1)
