@@ -245,9 +245,10 @@ class Supervisor:
         code = await process.wait()
         worker.ready = False
         if self.stopping:
-            if code != 0 and self.exit_code == 0:
-                # Not over a code already set: a worker that failed to start (78: a restart
-                # would fail again) stops the others, which may die of that SIGTERM.
+            # Killed by the SIGTERM: one still starting, before its handler, with nothing to
+            # drain. Nor over a code already set: a worker that failed to start (78: a
+            # restart would fail again) stops the others.
+            if code not in (0, -signal.SIGTERM) and self.exit_code == 0:
                 self.exit_code = 1
             log.info("worker_stopped", worker=worker.index, pid=process.pid, exit_code=code)
             self._check_all_exited()

@@ -506,3 +506,16 @@ async def test_a_reload_while_a_worker_starts_again_reaches_it_once_it_is_ready(
     restarted = _events_named(supervisor, "worker_ready")[-1]["worker"]
     reloads = _events_named(supervisor, "config_reload_requested")
     assert sorted(e["worker"] for e in reloads) == [0, 1] and restarted in (0, 1)
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+async def test_sigterm_while_a_worker_starts_again_is_still_a_clean_stop(
+    supervisor: GatewayProcess,
+) -> None:
+    """The worker still starting has nothing to drain and dies of the SIGTERM itself: that is
+    no failure, and systemd must not see the stop it asked for as one."""
+    os.kill(min(ready_pids(supervisor)), signal.SIGKILL)
+    await _wait_events(supervisor, "worker_started", 3, 10)
+    supervisor.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(supervisor.wait, 15) == 0, "\n".join(supervisor.lines)
