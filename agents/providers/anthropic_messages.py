@@ -319,6 +319,12 @@ def _count(usage: Any, *names: str) -> int | None:
     return token_count(sum(n for name in names if (n := token_count(usage.get(name))) is not None))
 
 
+# The content blocks of a model's thinking. A reply's reasoning is kept as one text with one
+# signature, which the API takes back only from a reply that had one such block: the
+# signature of a reply with several (interleaved or redacted thinking) is not kept. A tuple,
+# not a set: a block's `type` may be any JSON value, a list too, which a set cannot look up.
+_THINKING_BLOCKS = ("thinking", "redacted_thinking")
+
 # Prompt caching bills the prompt in three parts; all of it was input to the model.
 _INPUT_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
@@ -337,12 +343,12 @@ def json_answer(answer: Any) -> list[ProviderEvent]:
         if block.get("type") == "text" and isinstance(block.get("text"), str)
     )
     events: list[ProviderEvent] = []
+    single = sum(block.get("type") in _THINKING_BLOCKS for block in blocks) == 1
     for block in blocks:
         if block.get("type") == "thinking" and isinstance(block.get("thinking"), str):
             signature = block.get("signature")
-            events.append(
-                ReasoningDelta(block["thinking"], signature if isinstance(signature, str) else None)
-            )
+            signed = single and isinstance(signature, str)
+            events.append(ReasoningDelta(block["thinking"], signature if signed else None))
     if text:
         events.append(TextDelta(text))
     uses = [block for block in blocks if block.get("type") == "tool_use"]
@@ -397,6 +403,10 @@ class MessageEventDecoder:
         self._output_tokens: int | None = None
         # Content block index → (our tool call index, arguments seen) for tool_use blocks.
         self._tools: dict[int, list[int]] = {}
+        # The thinking blocks so far, and the last one's signature: given with the reply's
+        # end, and only when there was one block (see _THINKING_BLOCKS).
+        self._thinking_blocks = 0
+        self._signature: str | None = None
 
     def feed(self, events: Sequence[SSEEvent]) -> Iterator[ProviderEvent]:
         loads = data_json
@@ -435,7 +445,7 @@ class MessageEventDecoder:
                     signature = delta["signature"]
                     if type(signature) is not str:
                         raise TypeError("signature_delta signature is not text")
-                    yield ReasoningDelta("", signature)
+                    self._signature = signature
             elif kind == "message_start":
                 self._input_tokens = _count(obj["message"].get("usage"), *_INPUT_FIELDS)
             elif kind == "message_delta":
@@ -466,8 +476,10 @@ class MessageEventDecoder:
                     index = len(self._tools)
                     self._tools[obj["index"]] = [index, 0]
                     yield ToolCallDelta(index, call_id, name, "")
-                elif block_type == "thinking" and block.get("thinking"):
-                    yield ReasoningDelta(str(block["thinking"]))
+                elif block_type in _THINKING_BLOCKS:
+                    self._thinking_blocks += 1
+                    if block_type == "thinking" and block.get("thinking"):
+                        yield ReasoningDelta(str(block["thinking"]))
             elif kind == "content_block_stop":
                 stopped = self._tools.get(obj.get("index"))
                 if stopped is not None and not stopped[1]:
@@ -485,6 +497,8 @@ class MessageEventDecoder:
             raise MalformedStream("upstream stream ended before message_stop")
         self.data = ""
         tail: list[ProviderEvent] = []
+        if self._signature and self._thinking_blocks == 1:
+            tail.append(ReasoningDelta("", self._signature))
         if self._input_tokens is not None and self._output_tokens is not None:
             tail.append(Usage(self._input_tokens, self._output_tokens))
         tail.append(Finish(STOP_REASONS.get(self._reason or "end_turn", StopReason.STOP)))

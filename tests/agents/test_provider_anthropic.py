@@ -914,15 +914,72 @@ class TestTools:
         anthropic_upstream.script(
             Stream(("Checking.",), reasoning=("hm",), signature="sig-1", tool_calls=(call,))
         )
+        # The signature comes with the reply's end, once it is known to be its only one.
         assert await collect(provider, anthropic_upstream) == [
             ReasoningDelta("hm"),
-            ReasoningDelta("", "sig-1"),
             TextDelta("Checking."),
             ToolCallDelta(0, "toolu_1", "get_weather", ""),
             ToolCallDelta(0, None, None, '{"ci'),
             ToolCallDelta(0, None, None, 'ty":"Paris"}'),
+            ReasoningDelta("", "sig-1"),
             Usage(3, 2),
             Finish("tool_calls"),
+        ]
+
+    async def test_several_thinking_blocks_give_no_signature(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        # Interleaved or redacted thinking: each block has its own signature, which the
+        # reply's one joined reasoning text could not carry back.
+        def thinking(
+            index: int, block: dict[str, Any], signature: str | None = None
+        ) -> list[tuple[str, dict[str, Any]]]:
+            out = [("content_block_start", {
+                "type": "content_block_start", "index": index, "content_block": block,
+            })]  # fmt: skip
+            if signature is not None:
+                delta = {"type": "signature_delta", "signature": signature}
+                out.append(("content_block_delta", {
+                    "type": "content_block_delta", "index": index, "delta": delta,
+                }))  # fmt: skip
+            out.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+            return out
+
+        body = events(
+            start(),
+            *thinking(0, {"type": "thinking", "thinking": "a"}, "sig-a"),
+            *thinking(1, {"type": "redacted_thinking", "data": "EmwK"}),
+            *thinking(2, {"type": "thinking", "thinking": "b"}, "sig-b"),
+            *stop("tool_use"),
+        )
+        anthropic_upstream.script(Raw((body,)))
+        assert await collect(provider, anthropic_upstream) == [
+            ReasoningDelta("a"),
+            ReasoningDelta("b"),
+            Usage(3, 2),
+            Finish("tool_calls"),
+        ]
+
+    async def test_a_json_answer_with_several_thinking_blocks_gives_no_signature(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        answer = {
+            "type": "message",
+            "content": [
+                {"type": "thinking", "thinking": "a", "signature": "sig-a"},
+                {"type": "thinking", "thinking": "b", "signature": "sig-b"},
+                {"type": "text", "text": "ok"},
+            ],
+            "stop_reason": "end_turn",
+        }
+        anthropic_upstream.script(
+            Raw((json.dumps(answer).encode(),), content_type="application/json")
+        )
+        assert await collect(provider, anthropic_upstream) == [
+            ReasoningDelta("a"),
+            ReasoningDelta("b"),
+            TextDelta("ok"),
+            Finish("stop"),
         ]
 
     async def test_a_call_without_arguments_gets_an_empty_object(

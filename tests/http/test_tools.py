@@ -26,7 +26,14 @@ from tests.support.http_client import (
     normalised,
     stored_messages,
 )
-from tests.support.upstreams import FakeAnthropic, FakeOpenAI, FakeToolCall, Status, Stream
+from tests.support.upstreams import (
+    FakeAnthropic,
+    FakeOpenAI,
+    FakeToolCall,
+    Raw,
+    Status,
+    Stream,
+)
 
 WEATHER: ChatCompletionToolParam = {
     "type": "function",
@@ -524,6 +531,119 @@ class TestReasoning:
         assert registry is not None
         history = await registry.history("agent:main:openai-user:carol")
         assert history.messages[1].reasoning == "secret"
+
+
+THINKING_ON = {"type": "enabled", "budget_tokens": 2048}
+
+
+def thinking_settings(upstream: FakeAnthropic) -> dict[str, Any]:
+    settings = anthropic_settings(upstream)
+    settings["agents"]["list"][0]["params"] = {"thinking": THINKING_ON}
+    return settings
+
+
+def anthropic_sse(*blocks: dict[str, Any]) -> bytes:
+    """A Messages API stream of these content blocks, each whole in its start event save
+    a thinking block's signature and a tool_use block's input (each in its own delta), as
+    Anthropic streams them; the reply ends in `tool_use`."""
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("message_start", {"type": "message_start", "message": {
+            "id": "msg_1", "type": "message", "role": "assistant", "content": [],
+            "usage": {"input_tokens": 3, "output_tokens": 1},
+        }}),
+    ]  # fmt: skip
+    for index, block in enumerate(blocks):
+        start, delta = block, None
+        if block.get("signature"):
+            start = {**block, "signature": ""}
+            delta = {"type": "signature_delta", "signature": block["signature"]}
+        elif block["type"] == "tool_use":
+            start = {**block, "input": {}}
+            delta = {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}
+        events.append(("content_block_start", {
+            "type": "content_block_start", "index": index, "content_block": start,
+        }))  # fmt: skip
+        if delta is not None:
+            events.append(("content_block_delta", {
+                "type": "content_block_delta", "index": index, "delta": delta,
+            }))  # fmt: skip
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+    events += [
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use"},
+                           "usage": {"output_tokens": 9}}),
+        ("message_stop", {"type": "message_stop"}),
+    ]  # fmt: skip
+    return "".join(f"event: {n}\ndata: {json.dumps(o)}\n\n" for n, o in events).encode()
+
+
+WEATHER_USE = {"type": "tool_use", "id": "toolu_1", "name": "get_weather",
+               "input": {"city": "Paris"}}  # fmt: skip
+
+
+class TestSignedThinking:
+    """Anthropic checks each thinking block it is sent back against its own signature: a
+    reply's blocks joined into one would be refused on every later turn of the session. A
+    reply with one thinking block is sent back as it came; one with several (interleaved
+    thinking, redacted thinking) is not, and its tool loop's next turn runs without
+    thinking, as for a call made without it."""
+
+    async def tool_loop_body(
+        self, gateway: MakeClient, upstream: FakeAnthropic, user: str, *blocks: dict[str, Any]
+    ) -> dict[str, Any]:
+        upstream.script(Raw((anthropic_sse(*blocks, WEATHER_USE),)), Stream(("Sunny.",)))
+        client = await gateway(thinking_settings(upstream))
+        first = await post(client, ask("Weather in Paris?", user=user, tools=[WEATHER]))
+        assert first.status == 200
+        result = {"role": "tool", "tool_call_id": "toolu_1", "content": "sunny"}
+        body = {"model": "openclaw", "user": user, "messages": [result], "tools": [WEATHER]}
+        second = await post(client, body)
+        assert second.status == 200
+        sent: dict[str, Any] = upstream.requests[1].body
+        return sent
+
+    async def test_one_block_goes_back_as_it_came(
+        self, gateway: MakeClient, anthropic_fake: FakeAnthropic
+    ) -> None:
+        thinking = {"type": "thinking", "thinking": "Look it up.", "signature": "sig-a"}
+        body = await self.tool_loop_body(gateway, anthropic_fake, "hal", thinking)
+        assert body["thinking"] == THINKING_ON
+        assert body["messages"][1:] == [
+            {"role": "assistant", "content": [thinking, WEATHER_USE]},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}],
+            },
+        ]
+
+    @pytest.mark.parametrize(
+        "blocks",
+        [
+            (
+                {"type": "thinking", "thinking": "First.", "signature": "sig-a"},
+                {"type": "thinking", "thinking": "Second.", "signature": "sig-b"},
+            ),
+            (
+                {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix"},
+                {"type": "thinking", "thinking": "Look it up.", "signature": "sig-a"},
+            ),
+        ],
+        ids=["two-thinking-blocks", "redacted-and-thinking"],
+    )
+    async def test_several_blocks_are_not_sent_back_joined(
+        self,
+        gateway: MakeClient,
+        anthropic_fake: FakeAnthropic,
+        blocks: tuple[dict[str, Any], ...],
+    ) -> None:
+        body = await self.tool_loop_body(gateway, anthropic_fake, "ivy", *blocks)
+        assert "thinking" not in body
+        assert body["messages"][1:] == [
+            {"role": "assistant", "content": [WEATHER_USE]},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}],
+            },
+        ]
 
 
 # -- Open WebUI's request pattern -------------------------------------------------------------
