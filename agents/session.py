@@ -152,6 +152,7 @@ class _CallSoFar:
     id: str
     name: str
     pieces: list[str] = attrs.Factory(list)
+    position: int = -1  # among the calls shown, once it has its name
 
     def tool_call(self) -> ToolCall:
         return ToolCall(self.id, self.name, "".join(self.pieces))
@@ -169,6 +170,10 @@ class _Attempts:
     reasoning: str = ""
     signature: str | None = None
     calls: dict[int, _CallSoFar] = attrs.field(factory=dict)  # by the provider's index
+    # The calls that got a name, in the order they started: what the clients see. One
+    # without (a reply broken off after the id) is no call a client could make, and OpenAI
+    # and Anthropic refuse it in a replayed context.
+    named: list[_CallSoFar] = attrs.field(factory=list)
 
     @property
     def produced(self) -> bool:
@@ -176,7 +181,7 @@ class _Attempts:
         return bool(self.text or self.reasoning or self.calls)
 
     def tool_calls(self) -> tuple[ToolCall, ...]:
-        return tuple(self.calls[index].tool_call() for index in sorted(self.calls))
+        return tuple(call.tool_call() for call in self.named)
 
 
 def _words(text: str) -> int:
@@ -692,7 +697,7 @@ class AgentSession:
                 state.finish = event.reason
 
         await provider.stream(request, deliver)
-        if state.calls and state.finish == StopReason.STOP:
+        if state.named and state.finish == StopReason.STOP:
             # Some servers (Ollama, llama.cpp) say "stop" after tool calls; clients look at
             # the finish reason to know a tool must run.
             state.finish = StopReason.TOOL_CALLS
@@ -700,18 +705,33 @@ class AgentSession:
 
 def _tool_fragment(run: AgentRun, state: _Attempts, event: ToolCallDelta) -> None:
     call = state.calls.get(event.index)
+    named = False
     if call is None:
         # Servers that omit the id get one: the client must be able to answer the call.
         call_id = event.id or f"call_{run.id[-12:]}_{event.index}"
         call = state.calls[event.index] = _CallSoFar(call_id, event.name or "")
-        run.emit(Stream.TOOL, {"phase": ToolPhase.START, "name": call.name, "toolCallId": call_id,
-                        "index": event.index})  # fmt: skip
+        named = bool(call.name)
     elif event.name and not call.name:
         call.name = event.name
+        named = True
     if event.arguments:
         call.pieces.append(event.arguments)
+    if named:
+        # A call starts once it has its name, which some servers send after the id (a
+        # stream's first fragment is all a client reads the name from), with the arguments
+        # that came before it; numbered among the calls shown, without gaps.
+        call.position = len(state.named)
+        state.named.append(call)
+        run.emit(Stream.TOOL, {"phase": ToolPhase.START, "name": call.name, "toolCallId": call.id,
+                        "index": call.position})  # fmt: skip
+        delta = "".join(call.pieces)
+    elif call.name:
+        delta = event.arguments
+    else:
+        return
+    if delta:
         run.emit(Stream.TOOL, {"phase": ToolPhase.UPDATE, "name": call.name, "toolCallId": call.id,
-                        "index": event.index, "delta": event.arguments})  # fmt: skip
+                        "index": call.position, "delta": delta})  # fmt: skip
 
 
 def _session_status(status: RunStatus) -> SessionStatus:

@@ -401,6 +401,81 @@ class TestUnansweredToolCalls:
         assert openai_fake.requests[1].body["messages"] == [{"role": "user", "content": "Hello!"}]
 
 
+def openai_chunks(*deltas: dict[str, Any], finish: str | None = "tool_calls") -> bytes:
+    """A chat-completions stream of these deltas; with a finish, its chunk and `[DONE]`."""
+    chunks = [{"choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
+    if finish is not None:
+        chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+    body = b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in chunks)
+    return body + (b"data: [DONE]\n\n" if finish is not None else b"")
+
+
+NAMELESS_HEAD = {"tool_calls": [{"index": 0, "id": "call_up_1", "type": "function",
+                                 "function": {"arguments": ""}}]}  # fmt: skip
+LATE_NAME = {"tool_calls": [{"index": 0, "function": {
+    "name": "get_weather", "arguments": '{"city":"Paris"}',
+}}]}  # fmt: skip
+
+
+class TestCallsWithoutAName:
+    """A server may name a call after its id, or never (a reply broken off after the id).
+    A call is shown once it has its name, and one that never got a name is no call: it is
+    neither answered nor stored, since OpenAI and Anthropic refuse it in a replayed context,
+    which would fail every later turn of the session."""
+
+    @pytest.mark.parametrize("stream", [False, True])
+    async def test_a_name_after_the_id_reaches_the_client(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI, stream: bool
+    ) -> None:
+        openai_fake.script(
+            Raw((openai_chunks(NAMELESS_HEAD, LATE_NAME),)), Stream(("It is sunny in Paris.",))
+        )
+        client = await gateway(fake_provider(openai_fake))
+        async with await sdk_for(client) as sdk:
+            called, final = await tool_loop(sdk, stream, user="jon")
+        assert [(c.id, c.function.name) for c in called.tool_calls] == [
+            ("call_up_1", "get_weather")
+        ]
+        assert final.content == "It is sunny in Paris."
+        assert openai_fake.requests[1].body["messages"] == OPENAI_SECOND_REQUEST
+
+    async def test_a_call_broken_off_before_its_name_is_not_replayed(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        openai_fake.script(Raw((openai_chunks(NAMELESS_HEAD, finish=None),)), Stream(("Hi.",)))
+        client = await gateway(fake_provider(openai_fake))
+        broken = await post(client, ask("Weather in Paris?", user="kim", tools=[WEATHER]))
+        assert broken.status == 502
+        later = await post(client, ask("Hello!", user="kim"))
+        assert later.status == 200
+        assert openai_fake.requests[1].body["messages"] == [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "user", "content": "Hello!"},
+        ]
+
+    @pytest.mark.parametrize("stream", [False, True])
+    async def test_no_answer_shows_a_call_that_never_got_a_name(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI, stream: bool
+    ) -> None:
+        named = {"tool_calls": [{"index": 1, "id": "call_up_2", "type": "function",
+                                 "function": {"name": "now", "arguments": "{}"}}]}  # fmt: skip
+        openai_fake.script(Raw((openai_chunks(NAMELESS_HEAD, named),)))
+        client = await gateway(fake_provider(openai_fake))
+        messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Now?"}]
+        async with await sdk_for(client) as sdk:
+            if stream:
+                async with sdk.chat.completions.stream(
+                    model="openclaw", messages=messages
+                ) as events:
+                    completion = await events.get_final_completion()
+            else:
+                completion = await sdk.chat.completions.create(model="openclaw", messages=messages)
+        calls = completion.choices[0].message.tool_calls or []
+        assert [(c.id, c.function.name, c.function.arguments) for c in calls] == [
+            ("call_up_2", "now", "{}")
+        ]
+
+
 class TestNumbersBeyondADouble:
     async def test_are_refused_not_sent_on_as_infinity(
         self, gateway: MakeClient, openai_fake: FakeOpenAI
