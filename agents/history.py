@@ -53,8 +53,15 @@ def window_start(messages: Sequence[StoredMessage], user_turns: int) -> int:
 def replayed(message: StoredMessage) -> ChatMessage | None:
     """The message as the provider is given it; None for an empty reply, which is left out."""
     chat = message.to_chat()
-    if chat.role == "assistant" and not chat.text and not chat.tool_calls:
-        return None
+    if chat.role == "assistant":
+        calls = chat.tool_calls
+        if calls and not all(call.name for call in calls):
+            # A call stored without its name (a reply broken off after the id, before such
+            # calls were dropped): the upstreams refuse it, and its result is then left out
+            # as one without its call (`transcript.paired`).
+            chat = attrs.evolve(chat, tool_calls=tuple(call for call in calls if call.name))
+        if not chat.text and not chat.tool_calls:
+            return None
     return chat
 
 

@@ -15,6 +15,8 @@ import pytest
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 
+from agents.providers.base import ChatMessage, ToolCall
+from agents.store import TurnRecord
 from gateway.appkeys import STATE
 from tests.support.http_client import (
     AUTH,
@@ -473,6 +475,38 @@ class TestCallsWithoutAName:
         calls = completion.choices[0].message.tool_calls or []
         assert [(c.id, c.function.name, c.function.arguments) for c in calls] == [
             ("call_up_2", "now", "{}")
+        ]
+
+    async def test_a_stored_call_without_a_name_is_left_out_with_its_result(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        # A session that holds one from before such calls were dropped: the upstream would
+        # refuse every turn that replays it.
+        openai_fake.script(Stream(("Hi.",)))
+        client = await gateway(fake_provider(openai_fake))
+        key = "agent:main:openai-user:lea"
+        registry = client.app[STATE].registry
+        assert registry is not None
+        store = registry.store
+        row, _ = await store.get_or_create(key, "main", 1)
+        turn = {"key": key, "agent_id": "main", "session_id": row.session_id,
+                "user_timestamp": 1, "assistant_timestamp": 2, "input_tokens": 1,
+                "output_tokens": 1, "status": "done"}  # fmt: skip
+        await store.append_turn(TurnRecord(
+            run_id="run-1", user_text="Weather in Paris?", assistant_text="",
+            stop_reason="tool_calls", tool_calls=(ToolCall("call_up_1", "", ""),), **turn,
+        ))  # fmt: skip
+        result = ChatMessage("tool", "sunny", tool_call_id="call_up_1")
+        await store.append_turn(TurnRecord(
+            run_id="run-2", user_text="", inputs=(result,), assistant_text="Sunny.",
+            stop_reason="stop", **turn,
+        ))  # fmt: skip
+        later = await post(client, ask("Hello!", user="lea"))
+        assert later.status == 200
+        assert openai_fake.last.body["messages"] == [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": "Sunny."},
+            {"role": "user", "content": "Hello!"},
         ]
 
 
