@@ -20,6 +20,7 @@ from gateway.ws.connection import Connection, now_ms
 from gateway.ws.events import EventFanout
 from gateway.ws.health import HealthCache
 from gateway.ws.presence import PresenceBook, PresenceFanout
+from gateway.ws.usage import UsageCache
 
 # agents-sessions.md §2.7: idempotency keys are remembered 5 minutes, at most 1000 of them.
 IDEMPOTENCY_TTL_SECONDS = 300.0
@@ -107,6 +108,7 @@ class WsState:
         )
     )
     health: HealthCache = attrs.field(factory=HealthCache)
+    usage: UsageCache = attrs.field(factory=UsageCache)
     idempotency: IdempotencyCache = attrs.field(factory=IdempotencyCache)
     fanout: EventFanout = attrs.field(
         default=attrs.Factory(lambda self: EventFanout(self.readers), takes_self=True)

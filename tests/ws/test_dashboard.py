@@ -14,7 +14,8 @@ from agents.store import DailyUsage, SessionStore, TurnRecord
 from gateway import __version__
 from gateway.ws.connection import now_ms
 from gateway.ws.handler import WS
-from gateway.ws.methods.dashboard import usage_since, usage_summary
+from gateway.ws.methods.dashboard import usage_summary
+from gateway.ws.usage import usage_since
 from tests.support.ws_client import CONFIG, Gateway, GatewayWs, MakeGateway
 
 TWO_AGENTS = CONFIG.replace(
@@ -220,6 +221,45 @@ class TestUsage:
     ) -> None:
         frame = await ws.call("usage", params)
         assert frame["error"]["message"] == f"invalid usage params: {detail}"
+
+
+class TestUsageScans:
+    """Any operator.read client may ask for `usage` as often as it likes, and each answer
+    sums every assistant message of its window: one scan of the store answers them all."""
+
+    async def test_concurrent_calls_for_any_window_and_agent_share_one_scan(
+        self, make_gateway: MakeGateway, tmp_path: Path
+    ) -> None:
+        now = now_ms()
+        for days_ago, agent, inp in ((0, "main", 1), (3, "ops", 20), (40, "main", 300),
+                                     (200, "ops", 4000), (400, "main", 50000)):  # fmt: skip
+            await seed(tmp_path / "state", f"agent:{agent}:{days_ago}", agent,
+                       now - days_ago * DAY_MS, inp, 1)  # fmt: skip
+        gateway = await make_gateway(KEEP_OLD)
+        sockets = [await gateway.connected() for _ in range(3)]
+        asked = [{}, {"days": 1}, {"days": 7, "agentId": "OPS"}, {"days": 60},
+                 {"days": 366, "agentId": "main"}, {"agentId": "nobody"}]  # fmt: skip
+        sent = [(ws, await ws.request("usage", params)) for ws in sockets for params in asked]
+        answers = [(await ws.response(frame_id))["payload"] for ws, frame_id in sent]
+        state = gateway.app[WS]
+        assert state.usage.scans == 1
+        store = state.gateway.store
+        assert store is not None
+        for answer, params in zip(answers, asked * len(sockets), strict=True):
+            days = params.get("days", 30)
+            agent = params.get("agentId")
+            rows = await store.usage_by_day(usage_since(days, answer["updatedAt"]), agent)
+            assert answer == usage_summary(rows, days, answer["updatedAt"])
+
+    async def test_a_later_call_is_answered_from_the_scan_while_it_is_fresh(
+        self, gateway: Gateway, ws: GatewayWs
+    ) -> None:
+        first = await ws.ok("usage", {})
+        await turn(ws, "after", "one two")
+        again = await ws.ok("usage", {"days": 7})
+        assert gateway.app[WS].usage.scans == 1
+        assert again["updatedAt"] == first["updatedAt"]
+        assert again["totals"] == first["totals"]
 
 
 class TestUsageWindow:

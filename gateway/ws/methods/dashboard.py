@@ -23,6 +23,7 @@ from gateway import __version__
 from gateway.ws.connection import now_ms
 from gateway.ws.dispatch import CallContext, MethodRegistry, no_params
 from gateway.ws.protocol import READ, ParamReader, ParamsError
+from gateway.ws.usage import USAGE_DAYS_MAX
 
 # OpenClaw takes the first 64 keys and drops the rest; we refuse more, so that a UI that
 # asks for 65 learns it instead of missing one.
@@ -30,7 +31,6 @@ PREVIEW_KEYS_MAX = 64
 PREVIEW_LIMIT_MAX = 100
 PREVIEW_CHARS_MIN = 20  # OpenClaw's floor
 PREVIEW_CHARS_MAX = 10_000
-USAGE_DAYS_MAX = 366
 
 
 @attrs.frozen
@@ -97,13 +97,6 @@ def usage_summary(rows: list[DailyUsage], days: int, now: int) -> dict[str, Any]
         ],
         "totals": _totals(rows),
     }
-
-
-def usage_since(days: int, now: int) -> int:
-    """Unix ms of the first UTC midnight of a `days`-day window that ends today."""
-    today = dt.datetime.fromtimestamp(now / 1000, dt.UTC).date()
-    start = dt.datetime.combine(today - dt.timedelta(days=days - 1), dt.time(), dt.UTC)
-    return int(start.timestamp() * 1000)
 
 
 def register(methods: MethodRegistry) -> None:
@@ -177,6 +170,7 @@ def register(methods: MethodRegistry) -> None:
 
     @methods.method("usage", params=UsageParams.parse, scope=READ)
     async def usage(ctx: CallContext, params: UsageParams) -> Any:
-        now = now_ms()
-        rows = await ctx.registry.store.usage_by_day(usage_since(params.days, now), params.agent_id)
+        rows, now = await ctx.ws.usage.rows(
+            ctx.registry.store, params.days, params.agent_id, ctx.ws.spawn
+        )
         return usage_summary(rows, params.days, now)
