@@ -1111,8 +1111,12 @@ class SessionStore:
             where.append("agent_id = ?")
             args.append(agent_id.lower())
         if search:
-            # instr() rather than LIKE: no wildcard escaping of client text.
-            where.append("(instr(key, ?) > 0 OR instr(py_lower(COALESCE(label, '')), ?) > 0)")
+            # instr() rather than LIKE: no wildcard escaping of client text. The key first and
+            # only labelled rows lowered: py_lower is a call into Python for each row it sees
+            # (100,000 unlabelled sessions: 220 → 55 ms for a count and a page).
+            where.append(
+                "(instr(key, ?) > 0 OR (label IS NOT NULL AND instr(py_lower(label), ?) > 0))"
+            )
             args += [search.lower(), search.lower()]
         if label is not None:
             where.append("label = ?")
