@@ -1,7 +1,10 @@
 """The session store: sessions and their transcripts in one SQLite file (agents-sessions.md §8).
 
-One dedicated thread owns the only connection; every call is a job on that thread, queued
-from the event loop, so the loop never blocks on SQLite and jobs run in submission order.
+One dedicated thread owns the connection that writes; every call is a job on that thread,
+queued from the event loop, so the loop never blocks on SQLite and jobs run in submission
+order. The reads that scan a table (`list`, `count`, `usage_by_day`: any operator.read client
+may ask for them at will) are jobs on a second thread with a read-only connection of its own,
+so a turn's commit never waits behind one; in WAL mode they read the last commit meanwhile.
 A turn is written as one unit (`append_turn`): both messages and the session row update are
 durable together or not at all.
 
@@ -685,6 +688,9 @@ class SessionStore:
         self.on_commit = on_commit
         self._jobs: queue.SimpleQueue[_Job | None] | None = None
         self._thread: threading.Thread | None = None
+        self._scans: queue.SimpleQueue[_Job | None] | None = None
+        self._scanner: threading.Thread | None = None
+        self._scan_db: sqlite3.Connection | None = None  # touched only on the scan thread
         # Touched only on the store thread:
         self._db: sqlite3.Connection | None = None
         self._group_open = False  # the group transaction has begun
@@ -713,21 +719,34 @@ class SessionStore:
         except BaseException:
             await self._stop()
             raise
+        self._scans = queue.SimpleQueue()
+        self._scanner = threading.Thread(
+            target=self._serve_scans, args=(self._scans,), name="session-store-scans",
+            daemon=True,
+        )  # fmt: skip
+        self._scanner.start()
+        try:
+            await self._scan(self._open_scans)
+        except BaseException:
+            await self.aclose()
+            raise
 
     async def aclose(self) -> None:
         if self._jobs is None:
             return
         try:
+            if self._scans is not None:
+                await self._scan(self._close_scans)
             await self._call(self._close)
         finally:
             await self._stop()
 
     async def _stop(self) -> None:
-        jobs, thread = self._jobs, self._thread
-        self._jobs = self._thread = None
-        if jobs is not None and thread is not None:
-            jobs.put(None)  # after every job queued so far
-            thread.join()  # at once: its last job (the close) has run
+        for jobs, thread in ((self._scans, self._scanner), (self._jobs, self._thread)):
+            if jobs is not None and thread is not None:
+                jobs.put(None)  # after every job queued so far
+                thread.join()  # at once: its last job (the close) has run
+        self._jobs = self._thread = self._scans = self._scanner = None
 
     async def __aenter__(self) -> SessionStore:
         await self.open()
@@ -737,11 +756,21 @@ class SessionStore:
         await self.aclose()
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._jobs is None:
+        return await self._submit(self._jobs, fn, args)
+
+    async def _scan(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn` on the scan thread."""
+        return await self._submit(self._scans, fn, args)
+
+    @staticmethod
+    async def _submit(
+        jobs: queue.SimpleQueue[_Job | None] | None, fn: Callable[..., T], args: tuple[Any, ...]
+    ) -> T:
+        if jobs is None:
             raise StoreError("session store is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put(_Job(fn, args, loop, future))
+        jobs.put(_Job(fn, args, loop, future))
         try:
             return await future
         except sqlite3.Error as exc:
@@ -798,6 +827,43 @@ class SessionStore:
             # A closed loop raises RuntimeError: nobody waits for these any more.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_resolve, results)
+
+    @staticmethod
+    def _serve_scans(jobs: queue.SimpleQueue[_Job | None]) -> None:
+        """Run scan jobs one at a time until the `None` that `_stop` queues."""
+        while (job := jobs.get()) is not None:
+            if job.future.cancelled():
+                continue
+            done: builtins.list[tuple[asyncio.Future[Any], Any, BaseException | None]]
+            try:
+                done = [(job.future, job.fn(*job.args), None)]
+            except BaseException as exc:  # handed to the caller, as an executor does
+                done = [(job.future, None, exc)]
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits
+                job.loop.call_soon_threadsafe(_resolve, done)
+
+    def _open_scans(self) -> None:
+        """The scan thread's connection, once `_open` has made the file and its schema."""
+        db = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            db.execute("PRAGMA query_only = ON")
+            db.execute("PRAGMA temp_store = MEMORY")  # the GROUP BY of usage_by_day
+            db.create_function("py_lower", 1, _py_lower, deterministic=True)
+        except BaseException:
+            db.close()
+            raise
+        self._scan_db = db
+
+    def _close_scans(self) -> None:
+        if self._scan_db is not None:
+            self._scan_db.close()
+            self._scan_db = None
+
+    def _scan_conn(self) -> sqlite3.Connection:
+        if self._scan_db is None:
+            raise StoreError("session store is not open")
+        return self._scan_db
 
     def _commit(self, *, report: bool) -> BaseException | None:
         """Commit the group transaction; the error that lost it, if it was lost. `report`:
@@ -1094,7 +1160,7 @@ class SessionStore:
     ) -> SessionPage:
         """Most recently updated first; `search` is a case-insensitive substring of key or
         label, `label` an exact label, `active_minutes` keeps rows updated since `now - m`."""
-        return await self._call(self._list, limit, agent_id, search, label, active_minutes, now)
+        return await self._scan(self._list, limit, agent_id, search, label, active_minutes, now)
 
     def _list(
         self,
@@ -1127,20 +1193,25 @@ class SessionStore:
             where.append("updated_at >= ?")
             args.append(active_since(now, active_minutes))
         clause = f" WHERE {' AND '.join(where)}" if where else ""
-        db = self._conn()
-        total = db.execute(f"SELECT COUNT(*) FROM sessions{clause}", args).fetchone()[0]
-        rows = db.execute(
-            f"SELECT {_SESSION_COLUMNS} FROM sessions{clause}"
-            " ORDER BY updated_at DESC, key LIMIT ?",
-            [*args, max(0, limit)],
-        ).fetchall()
+        db = self._scan_conn()
+        db.execute("BEGIN")  # the count and the page from one snapshot
+        try:
+            total = db.execute(f"SELECT COUNT(*) FROM sessions{clause}", args).fetchone()[0]
+            rows = db.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions{clause}"
+                " ORDER BY updated_at DESC, key LIMIT ?",
+                [*args, max(0, limit)],
+            ).fetchall()
+        finally:
+            if db.in_transaction:  # SQLite ends it itself on some errors
+                db.execute("ROLLBACK")  # a read: nothing to keep
         return SessionPage(tuple(_session_row(r) for r in rows), total)
 
     async def count(self) -> int:
-        return await self._call(self._count)
+        return await self._scan(self._count)
 
     def _count(self) -> int:
-        return int(self._conn().execute("SELECT COUNT(*) FROM sessions").fetchone()[0])
+        return int(self._scan_conn().execute("SELECT COUNT(*) FROM sessions").fetchone()[0])
 
     async def usage_by_day(
         self, since: int, agent_id: str | None = None
@@ -1148,7 +1219,7 @@ class SessionStore:
         """Token totals of the assistant messages stored since `since` (Unix ms), by agent and
         UTC day, oldest day first. Transcripts that were deleted no longer count; archived
         ones (a reset) still do."""
-        return await self._call(self._usage_by_day, since, agent_id)
+        return await self._scan(self._usage_by_day, since, agent_id)
 
     def _usage_by_day(self, since: int, agent_id: str | None) -> builtins.list[DailyUsage]:
         # A scan of the messages in the window: there is no index on timestamps, and a
@@ -1159,7 +1230,7 @@ class SessionStore:
             where += " AND t.agent_id = ?"
             args.append(agent_id.lower())
         rows = (
-            self._conn()
+            self._scan_conn()
             .execute(
                 "SELECT date(m.timestamp / 1000, 'unixepoch') AS day, t.agent_id,"
                 # TOTAL, not SUM: SUM raises on a sum beyond 64 bits, TOTAL is a float.

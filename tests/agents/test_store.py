@@ -575,6 +575,46 @@ class TestGroupCommit:
             await store.append_turn(turn(rows[0]))  # the lock is gone: writes work again
 
 
+class TestScansBesideTurns:
+    """The reads a client may ask for at will and that scan tables (`sessions.list`, `count`,
+    `usage`) run on a connection and thread of their own: a turn never waits behind one."""
+
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[SessionStore]:
+        """SQLite's, with 200,000 labelled sessions: a search lowers every label."""
+        state = tmp_path / "state"
+        async with SessionStore(state):
+            pass
+        db = sqlite3.connect(state / DB_FILENAME)
+        with db:
+            db.executemany(
+                "INSERT INTO sessions (key, agent_id, session_id, label, created_at, updated_at)"
+                " VALUES (?, 'main', ?, ?, ?, ?)",
+                ((f"agent:main:many-{i}", f"sid-{i}", f"Label {i}", i, i) for i in range(200_000)),
+            )
+        db.close()
+        async with SessionStore(state) as store:
+            yield store
+
+    async def test_a_turn_is_committed_before_a_search_queued_ahead_of_it_answers(
+        self, store: SessionStore
+    ) -> None:
+        row, _ = await store.create(KEY, "main", 100)
+        search = asyncio.create_task(store.list(search="no such session"))
+        await asyncio.sleep(0)  # the search is queued
+        await store.append_turn(turn(row))
+        assert not search.done()
+        assert (await search).total_count == 0
+
+    async def test_a_search_sees_the_turns_committed_before_it(self, store: SessionStore) -> None:
+        row, _ = await store.create(KEY, "main", 100)
+        await store.append_turn(turn(row))
+        page = await store.list(search="s1")
+        assert [r.key for r in page.rows] == [KEY]
+        assert page.rows[0].last_status == "done"
+        assert page.total_count == 1
+
+
 class TestToolMessages:
     """Schema 2: tool calls, results and reasoning as structured transcript messages."""
 
