@@ -74,6 +74,10 @@ LOCK_CLASS_TURN = LOCK_CLASS + 1
 # Query pool: a turn makes three or four short trips; ten connections keep a busy process's
 # turns from queueing on the pool while staying far below the server's max_connections.
 DEFAULT_POOL_SIZE = 10
+# Query pool connections the reads that scan a table (`list`, `count`, `usage_by_day`) hold
+# at most: any operator.read client may ask for them at will, and turns queued behind them on
+# the pool would wait. Two of the default ten; half of a smaller pool; one of a pool of one.
+SCAN_CONNECTIONS = 2
 # Connections that hold turn locks: one per running turn of this process (its
 # agents.defaults.maxConcurrent), and one per turn waiting for another process's turn of
 # its session (at most DEFAULT_LOCK_WAITERS do so without a run slot; see turn_lock).
@@ -388,6 +392,7 @@ class PostgresSessionStore:
         self.on_commit = on_commit
         self._password = password
         self._pool_size = pool_size
+        self._scans = asyncio.Semaphore(max(1, min(SCAN_CONNECTIONS, pool_size // 2)))
         self._lock_pool_size = lock_pool_size
         self._max_lock_waiters = max_lock_waiters
         self._lock_waiters = 0  # turns in `while_waiting` now
@@ -540,6 +545,11 @@ class PostgresSessionStore:
         if write and self.on_commit is not None:
             self.on_commit(time.perf_counter() - started)
         return result
+
+    async def _scan(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
+        """A read that scans a table, on one of the SCAN_CONNECTIONS."""
+        async with self._scans:
+            return await self._run(fn)
 
     def _unreachable(self, error: StoreError) -> None:
         if self._down_since is None:
@@ -776,10 +786,10 @@ class PostgresSessionStore:
             )
             return SessionPage(tuple(_session_row(tuple(r)) for r in rows), int(total))
 
-        return await self._run(page)
+        return await self._scan(page)
 
     async def count(self) -> int:
-        return int(await self._run(lambda c: c.fetchval("SELECT COUNT(*) FROM sessions")))
+        return int(await self._scan(lambda c: c.fetchval("SELECT COUNT(*) FROM sessions")))
 
     async def usage_by_day(
         self, since: int, agent_id: str | None = None
@@ -791,7 +801,7 @@ class PostgresSessionStore:
         if agent_id is not None:
             where += " AND t.agent_id = $2"
             args.append(_storable(agent_id.lower()))
-        rows = await self._run(
+        rows = await self._scan(
             lambda c: c.fetch(
                 "SELECT to_char(to_timestamp(m.timestamp / 1000) AT TIME ZONE 'UTC',"
                 " 'YYYY-MM-DD') AS day, t.agent_id,"

@@ -1,12 +1,12 @@
 """The store scan behind `usage`, shared by every caller.
 
 A `usage` answer sums the assistant messages of its window: a scan of the messages table
-(timestamps have no index) that holds the SQLite store's one thread, so every turn's commit
-queued behind it waits, and on PostgreSQL one of the query pool's connections. Any client with
-operator.read may ask, as often as it likes and on as many connections. So one scan answers
-them all: it reads the longest window for every agent, each answer takes its days and its agent
-from those rows, callers that come while it runs wait for it, and its rows answer later calls
-while they are fresh.
+(timestamps have no index) that holds the SQLite store's scan thread, which `sessions.list`
+and the health snapshot wait for too, or one of the PostgreSQL store's scan connections, and a
+core while it runs. Any client with operator.read may ask, as often as it likes and on as many
+connections. So one scan answers them all: it reads the longest window for every agent, each
+answer takes its days and its agent from those rows, callers that come while it runs wait for
+it, and its rows answer later calls while they are fresh.
 """
 
 from __future__ import annotations

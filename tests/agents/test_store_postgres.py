@@ -162,6 +162,29 @@ class TestTurns:
             assert sum(created for _, created in results) == 1
 
 
+class TestScansBesideTurns:
+    """The reads a client may ask for at will and that scan tables (`list`, `count`, `usage`)
+    hold only some of the query pool's connections: a turn never waits behind them."""
+
+    async def test_a_turn_is_not_queued_behind_searches_that_would_fill_the_pool(
+        self, pg_url: str
+    ) -> None:
+        async with PostgresSessionStore(pg_url, pool_size=4) as store:
+            conn = await asyncpg.connect(pg_url)
+            await conn.execute(
+                "INSERT INTO sessions (key, agent_id, session_id, label, created_at, updated_at)"
+                " SELECT 'agent:main:many-' || i, 'main', 'sid-' || i, 'Label ' || i, i, i"
+                " FROM generate_series(1, 200000) AS i"
+            )
+            await conn.close()
+            row, _ = await store.create(KEY, "main", 100)
+            searches = [asyncio.create_task(store.list(search="no such session")) for _ in range(8)]
+            await asyncio.sleep(0)  # the searches are queued
+            await store.append_turn(turn(row))
+            assert [search.done() for search in searches] == [False] * 8
+            assert [(await search).total_count for search in searches] == [0] * 8
+
+
 class TestAServerThatStopsAnswering:
     """A database host gone from the network keeps our connections open for many minutes:
     a statement left unanswered fails as unavailable after the statement timeout, and the
