@@ -48,6 +48,17 @@ def get(url: str, token: str | None = None) -> tuple[int, dict[str, str], bytes]
         return exc.code, dict(exc.headers), exc.read()
 
 
+def assert_store_refused(env: dict[str, str], database: Path, line: str) -> None:
+    """`run` on the state dir of `database` (made 0600 here) stops with 78 and `line`, before
+    it listens, without a traceback."""
+    database.chmod(0o600)
+    result = run_cli(["run", "--port", "0", "--token", "t0ken"], env)
+    assert result.returncode == 78
+    assert "gateway_listening" not in result.stderr
+    assert "Traceback" not in result.stderr
+    assert line in result.stderr.splitlines()
+
+
 class TestConfigCommands:
     def test_validate_accepts_a_good_file(self, tmp_path: Path, env: dict[str, str]) -> None:
         path = tmp_path / "good.json5"
@@ -285,15 +296,12 @@ class TestRun:
         state.mkdir(mode=0o700)
         database = state / "sessions.sqlite3"
         database.write_bytes(b"not a database, but a file that took its name " * 200)
-        database.chmod(0o600)
-        result = run_cli(["run", "--port", "0", "--token", "t0ken"], env)
-        assert result.returncode == 78
-        assert "gateway_listening" not in result.stderr
-        assert "Traceback" not in result.stderr
-        assert (
+        assert_store_refused(
+            env,
+            database,
             f"cannot open the session store: {database} is not a SQLite database"
-            " (DatabaseError: file is not a database)"
-        ) in result.stderr.splitlines()
+            " (DatabaseError: file is not a database)",
+        )
 
     def test_a_database_whose_schema_is_damaged_exits_78_saying_so(
         self, tmp_path: Path, env: dict[str, str]
@@ -308,16 +316,13 @@ class TestRun:
         with database.open("r+b") as file:
             file.seek(100)  # the header of page 1's b-tree: the schema table
             file.write(b"\xff" * 8)
-        database.chmod(0o600)
-        result = run_cli(["run", "--port", "0", "--token", "t0ken"], env)
-        assert result.returncode == 78
-        assert "gateway_listening" not in result.stderr
-        assert "Traceback" not in result.stderr
-        assert (
+        assert_store_refused(
+            env,
+            database,
             f"cannot open the session store: {database} is damaged"
             " (DatabaseError: database disk image is malformed). Fix: restore a backup, or"
-            f" rescue what it holds with `sqlite3 {database} .recover`."
-        ) in result.stderr.splitlines()
+            f" rescue what it holds with `sqlite3 {database} .recover`.",
+        )
 
     def test_a_database_of_a_newer_schema_exits_78_saying_so(
         self, tmp_path: Path, env: dict[str, str]
@@ -327,14 +332,12 @@ class TestRun:
         database = state / "sessions.sqlite3"
         with contextlib.closing(sqlite3.connect(database)) as db:
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-        database.chmod(0o600)
-        result = run_cli(["run", "--port", "0", "--token", "t0ken"], env)
-        assert result.returncode == 78
-        assert "gateway_listening" not in result.stderr
-        assert (
+        assert_store_refused(
+            env,
+            database,
             "cannot open the session store: sessions.sqlite3 has schema"
-            f" {SCHEMA_VERSION + 1}, newer than {SCHEMA_VERSION}"
-        ) in result.stderr.splitlines()
+            f" {SCHEMA_VERSION + 1}, newer than {SCHEMA_VERSION}",
+        )
 
     def test_bare_options_mean_run(self, env: dict[str, str]) -> None:
         # Only the `run` subcommand knows --port, so this error proves the routing.
