@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import AsyncIterator, Callable
 
@@ -32,6 +33,31 @@ def event(seq: int, text: str = "hi") -> RunEvent:
 
 def item(seq: int, text: str = "hi") -> dict[str, object]:
     return {"t": "run", "e": event(seq, text).to_dict()}
+
+
+async def watching(
+    listener: PostgresEventBus, sender: PostgresEventBus
+) -> list[RunEvent | SessionChange]:
+    """What `listener` hears from the other processes, once `sender` knows it watches."""
+    heard: list[RunEvent | SessionChange] = []
+    listener.add_remote_listener(heard.append)
+    listener.watchers_here(1)
+    await until(lambda: sender.watched_elsewhere)
+    return heard
+
+
+async def sent_until_heard(
+    sender: PostgresEventBus, heard: list[RunEvent | SessionChange], count: int
+) -> None:
+    """`sender` publishes an event every 0.1 s until `heard` holds `count` (one sent while
+    nobody listens is lost); at most 10 s."""
+    async with asyncio.timeout(10):
+        while len(heard) < count:
+            sender.publish(event(next(_SEQ)))
+            await asyncio.sleep(0.1)
+
+
+_SEQ = itertools.count(1)  # events of `sent_until_heard` numbered in order
 
 
 class TestWire:
@@ -267,35 +293,18 @@ class TestAConnectionThePartitionSwallowed:
         self, partitioned: tuple[PostgresEventBus, PostgresEventBus, Blackhole]
     ) -> None:
         far, near, hole = partitioned
-        heard: list[RunEvent | SessionChange] = []
-        far.add_remote_listener(heard.append)
-        far.watchers_here(1)
-        await until(lambda: near.watched_elsewhere)
+        heard = await watching(far, near)
         hole.swallow()
-        seq = 0
-        async with asyncio.timeout(10):
-            while not heard:
-                seq += 1
-                near.publish(event(seq))  # one sent while nobody listens is lost
-                await asyncio.sleep(0.1)
+        await sent_until_heard(near, heard, 1)
 
     async def test_events_leave_a_process_whose_sending_connection_was_swallowed(
         self, partitioned: tuple[PostgresEventBus, PostgresEventBus, Blackhole]
     ) -> None:
         far, near, hole = partitioned
-        heard: list[RunEvent | SessionChange] = []
-        near.add_remote_listener(heard.append)
-        near.watchers_here(1)
-        await until(lambda: far.watched_elsewhere)
-        far.publish(event(1))
-        await until(lambda: heard)
+        heard = await watching(near, far)
+        await sent_until_heard(far, heard, 1)
         hole.swallow()
-        seq = 1
-        async with asyncio.timeout(10):
-            while len(heard) < 2:
-                seq += 1
-                far.publish(event(seq))
-                await asyncio.sleep(0.1)
+        await sent_until_heard(far, heard, 2)
 
 
 @pytest.mark.postgres
@@ -334,35 +343,18 @@ class TestAConnectionTheServerEnded:
         self, ended: tuple[PostgresEventBus, PostgresEventBus, Callable[[], None]]
     ) -> None:
         far, near, end_far_connections = ended
-        heard: list[RunEvent | SessionChange] = []
-        near.add_remote_listener(heard.append)
-        near.watchers_here(1)
-        await until(lambda: far.watched_elsewhere)
-        far.publish(event(1))
-        await until(lambda: heard)
+        heard = await watching(near, far)
+        await sent_until_heard(far, heard, 1)
         end_far_connections()
-        seq = 1
-        async with asyncio.timeout(10):
-            while len(heard) < 2:
-                seq += 1
-                far.publish(event(seq))
-                await asyncio.sleep(0.1)
+        await sent_until_heard(far, heard, 2)
 
     async def test_events_reach_the_process_again(
         self, ended: tuple[PostgresEventBus, PostgresEventBus, Callable[[], None]]
     ) -> None:
         far, near, end_far_connections = ended
-        heard: list[RunEvent | SessionChange] = []
-        far.add_remote_listener(heard.append)
-        far.watchers_here(1)
-        await until(lambda: near.watched_elsewhere)
+        heard = await watching(far, near)
         end_far_connections()
-        seq = 0
-        async with asyncio.timeout(10):
-            while not heard:
-                seq += 1
-                near.publish(event(seq))  # one sent while nobody listens is lost
-                await asyncio.sleep(0.1)
+        await sent_until_heard(near, heard, 1)
 
 
 async def until(condition: Callable[[], object]) -> None:
