@@ -55,6 +55,7 @@ from agents.providers.base import (
     ToolCallDelta,
     Usage,
 )
+from agents.providers.images import image_refusal
 from agents.runs import AgentRun, RunOutcome, RunStatus, TurnRequest, terminal_data
 from agents.store import SessionRow, StoredMessage, TurnRecord
 from agents.store_protocol import Store
@@ -627,6 +628,10 @@ class AgentSession:
             run.emit(Stream.LIFECYCLE, model)
             try:
                 provider, request = self._provider_request(config, ref, system, messages, params)
+                refusal = image_refusal(request.provider, run.request.images)
+                if refusal is not None:
+                    # Its upstream would refuse the whole turn: the next model may take it.
+                    raise UpstreamError(refusal)
                 state.api = provider.api
                 await self._consume(run, provider, request, state)
                 return

@@ -40,6 +40,7 @@ from gateway.http.openai_wire import (
     RequestError,
     Route,
     build_conversation,
+    check_images_taken,
     completion_body,
     decode_model_id,
     error_event,
@@ -201,6 +202,9 @@ async def _accept(request: web.Request, state: GatewayState) -> _Turn:
     assert agent is not None  # resolve_session_key checked it
     override = select_model(headers.get(MODEL_HEADER), agent)
     conversation = await work_on_body(raw, build_conversation, messages, endpoint)
+    check_images_taken(
+        conversation.images, (override,) if override else agent.models, config.agents
+    )
     model = override or agent.primary
     return _Turn(fields, selection, route, conversation, model, override is not None)
 

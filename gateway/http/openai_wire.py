@@ -23,7 +23,7 @@ from urllib.parse import unquote_to_bytes
 
 import attrs
 
-from agents.config import AgentConfig, AgentsConfig, ModelRef
+from agents.config import ECHO_PROVIDER, AgentConfig, AgentsConfig, ModelRef
 from agents.errors import (
     InvalidSessionKey,
     StoreUnavailable,
@@ -44,6 +44,7 @@ from agents.keys import (
     normalize_session_key,
 )
 from agents.providers.base import IMAGE_ONLY_TEXT, ChatMessage, ImageInput, ToolCall, Usage
+from agents.providers.images import image_refusal
 from gateway.config.model import ChatCompletionsConfig
 from gateway.jsonwire import (
     MAX_SAFE_INTEGER,
@@ -792,6 +793,25 @@ def validate_images(
             raise _invalid_image(f"images total more than {limits.max_total_image_bytes} bytes")
         images.append(ImageInput(mime, payload, size))
     return tuple(images)
+
+
+def check_images_taken(
+    images: tuple[ImageInput, ...], chain: tuple[ModelRef, ...], agents: AgentsConfig
+) -> None:
+    """Images that no model the run may use can take (an upstream's own types and sizes:
+    agents/providers/images.py) are the client's error, refused before any upstream call
+    and before the turn is stored. A chain with one model that takes them goes ahead: the
+    session skips the models before it (agents/session.py)."""
+    if not images:
+        return
+    refusals: list[str] = []
+    for ref in chain:
+        provider = None if ref.provider == ECHO_PROVIDER else agents.providers.get(ref.provider)
+        refusal = image_refusal(provider, images)
+        if refusal is None:
+            return
+        refusals.append(refusal)
+    raise _invalid_image("; ".join(refusals))
 
 
 # -- responses ------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ from gateway.http.openai_wire import (
     RequestError,
     Route,
     bad_request,
+    check_images_taken,
     encode_json,
     error_reply,
     internal_error,
@@ -153,6 +154,9 @@ async def _accept(request: web.Request, state: GatewayState) -> _Turn:
     override = select_model(headers.get(MODEL_HEADER), agent)
     conversation = await work_on_body(
         raw, build_input, body.get("input"), fields.instructions, chat
+    )
+    check_images_taken(
+        conversation.images, (override,) if override else agent.models, config.agents
     )
     return _Turn(fields, selection, route, conversation, override or agent.primary, bool(override))
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -22,6 +24,7 @@ from tests.support.http_client import (
     Client,
     MakeClient,
     NoErrorLogs,
+    anthropic_agent,
     call_started,
     normalised,
     order_of_answers,
@@ -30,12 +33,19 @@ from tests.support.http_client import (
     sse_events,
 )
 from tests.support.raw_http import raw_exchange, read_response, request_head
+from tests.support.upstreams import FakeAnthropic
 
 COMMON = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Permissions-Policy": "camera=(), microphone=(self), geolocation=()",
 }
+
+
+@pytest.fixture
+async def anthropic_upstream() -> AsyncIterator[FakeAnthropic]:
+    async with FakeAnthropic() as fake:
+        yield fake
 
 
 def err(
@@ -266,6 +276,85 @@ class TestAgentRouting:
         part = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}}
         body = {"messages": [{"role": "user", "content": [part]}]}
         assert await reply_text(client, body) == "[turn 1] User sent image(s) with no text."
+
+
+def image_turn(mime: str, data: bytes) -> dict[str, Any]:
+    url = f"data:{mime};base64,{base64.b64encode(data).decode()}"
+    part = {"type": "image_url", "image_url": {"url": url}}
+    return {"messages": [{"role": "user", "content": [{"type": "text", "text": "what?"}, part]}]}
+
+
+async def post_large(
+    client: Client, body: Any, headers: dict[str, str] | None = None
+) -> tuple[int, str, Any]:
+    """`post` for a body of megabytes, which aiohttp's client wants as a file."""
+    all_headers = {"Content-Type": "application/json", **AUTH, **(headers or {})}
+    data = io.BytesIO(json.dumps(body).encode())
+    response = await client.post(CHAT, data=data, headers=all_headers)
+    return response.status, await response.text(), response.headers
+
+
+# Anthropic's limit is 5 MiB of base64 text: this many decoded bytes encode to exactly that.
+ANTHROPIC_MAX_DECODED = 5 * 1024 * 1024 * 3 // 4
+
+
+PHOTOS = {"x-openclaw-session-key": "photos"}
+
+
+class TestImagesTheUpstreamRefuses:
+    """HEIC and HEIF are in `images.allowedMimes`, and 10 MiB an image is allowed; Anthropic
+    takes neither. Such a turn is the client's 400, before any upstream call or store write."""
+
+    @pytest.mark.parametrize("stream", [False, True])
+    @pytest.mark.parametrize(
+        ("mime", "size"),
+        [("image/heic", 100), ("image/heif", 100), ("image/png", ANTHROPIC_MAX_DECODED + 1)],
+        ids=["heic", "heif", "png-over-5MiB-of-base64"],
+    )
+    async def test_is_refused_for_an_anthropic_agent(
+        self, gateway: MakeClient, anthropic_upstream: FakeAnthropic, mime: str, size: int,
+        stream: bool,
+    ) -> None:  # fmt: skip
+        client = await gateway(anthropic_agent(anthropic_upstream))
+        body = {**image_turn(mime, b"\0" * size), "stream": stream}
+        status, text, headers = await post_large(client, body, PHOTOS)
+        assert (status, text) == (
+            400,
+            err("Invalid image_url content in `messages`.", param="messages"),
+        )
+        assert headers["x-openclaw-session-key"] == "agent:main:photos"
+        assert anthropic_upstream.requests == []
+        store = client.app[STATE].store
+        assert store is not None
+        assert await store.get("agent:main:photos") is None
+
+    async def test_an_image_of_exactly_5_mib_of_base64_reaches_anthropic(
+        self, gateway: MakeClient, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        client = await gateway(anthropic_agent(anthropic_upstream))
+        body = image_turn("image/png", b"\0" * ANTHROPIC_MAX_DECODED)
+        assert (await post_large(client, body))[0] == 200
+        image = anthropic_upstream.last.body["messages"][0]["content"][0]
+        assert len(image["source"]["data"]) == 5 * 1024 * 1024
+
+    async def test_a_model_header_naming_anthropic_is_held_to_its_rules(
+        self, gateway: MakeClient, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        settings = anthropic_agent(anthropic_upstream)
+        settings["agents"]["list"][0]["model"] = "echo/echo"
+        settings["agents"]["list"][0]["models"] = ["claude/fake-model"]
+        client = await gateway(settings)
+        body = image_turn("image/heic", b"\0" * 100)
+        assert (await post(client, body))[0] == 200  # echo takes it
+        status, _, _ = await post(client, body, {"x-openclaw-model": "claude/fake-model"})
+        assert status == 400
+        assert anthropic_upstream.requests == []
+
+    async def test_a_chain_with_a_model_that_takes_it_goes_ahead(
+        self, gateway: MakeClient, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        client = await gateway(anthropic_agent(anthropic_upstream, "echo/echo"))
+        assert await reply_text(client, image_turn("image/heic", b"\0" * 100)) == "[turn 1] what?"
 
 
 class TestRequestErrors:

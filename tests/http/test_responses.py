@@ -19,12 +19,13 @@ from tests.support.http_client import (
     Client,
     MakeClient,
     NoErrorLogs,
+    anthropic_agent,
     call_started,
     fake_provider,
     order_of_answers,
     stored_messages,
 )
-from tests.support.upstreams import FakeOpenAI, Raw, Status, Stream
+from tests.support.upstreams import FakeAnthropic, FakeOpenAI, Raw, Status, Stream
 
 RESPONSES = "/v1/responses"
 RESPONSES_ON = {"gateway": {"http": {"endpoints": {"responses": {"enabled": True}}}}}
@@ -331,6 +332,23 @@ class TestCreateWire:
             {"role": "user", "content": [{"type": "text", "text": "What is it?"},
                                          {"type": "image_url", "image_url": {"url": png}}]}
         ]  # fmt: skip
+
+    async def test_an_input_image_anthropic_cannot_take_is_refused(
+        self, gateway: MakeClient
+    ) -> None:
+        async with FakeAnthropic() as anthropic:
+            client = await gateway(merged(RESPONSES_ON, anthropic_agent(anthropic)))
+            heic = "data:image/heic;base64,AAAA"
+            parts = [{"type": "input_text", "text": "What is it?"},
+                     {"type": "input_image", "image_url": heic}]  # fmt: skip
+            body = {"input": [{"type": "message", "role": "user", "content": parts}]}
+            response = await client.post(RESPONSES, json=body, headers=AUTH)
+            assert response.status == 400
+            assert await response.json() == {
+                "error": {"message": "Invalid image_url content in `messages`.",
+                          "type": "invalid_request_error", "param": "messages", "code": None}
+            }  # fmt: skip
+            assert anthropic.requests == []
 
 
 class TestGate:

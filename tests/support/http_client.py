@@ -19,7 +19,7 @@ from aiohttp.web_runner import BaseRunner
 from structlog.testing import capture_logs
 
 from gateway.appkeys import STATE
-from tests.support.upstreams import FakeOpenAI
+from tests.support.upstreams import FakeAnthropic, FakeOpenAI
 
 TOKEN = "test-token-5f2a9c"
 # Content-Type too: a chat completion without application/json is refused with 415.
@@ -54,6 +54,26 @@ def fake_provider(upstream: FakeOpenAI, **agent: Any) -> dict[str, Any]:
     return {
         "models": {"providers": {"fake": fake_provider_entry(upstream)}},
         "agents": {"list": [{"id": "main", "default": True, "model": "fake/fake-model", **agent}]},
+    }
+
+
+def anthropic_agent(upstream: FakeAnthropic, *fallbacks: str) -> dict[str, Any]:
+    """Agent `main` on a fake Anthropic upstream, then `fallbacks`."""
+    model: Any = "claude/fake-model"
+    if fallbacks:
+        model = {"primary": model, "fallbacks": list(fallbacks)}
+    return {
+        "models": {
+            "providers": {
+                "claude": {
+                    "api": "anthropic-messages",
+                    "baseUrl": upstream.base_url,
+                    "apiKey": "sk-ant-test",
+                    "models": [{"id": "fake-model"}],
+                }
+            }
+        },
+        "agents": {"list": [{"id": "main", "default": True, "model": model}]},
     }
 
 

@@ -209,7 +209,9 @@ class FakeUpstream:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        app = web.Application()
+        # Anthropic's documented request limit, 32 MB; aiohttp's default of 1 MiB would turn
+        # away a turn with one large image.
+        app = web.Application(client_max_size=32 * 1000 * 1000)
         app.router.add_post(self.path, self._handle)
         for path, handler in self.extra_routes():
             app.router.add_post(path, handler)
