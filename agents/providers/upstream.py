@@ -102,27 +102,39 @@ def transport_error(exc: BaseException) -> UpstreamError:
 
 
 def log_body(event: str, provider: ProviderConfig, body: bytes | str, **fields: Any) -> None:
-    """Debug-log an upstream body, truncated to 2 KiB, with our API key scrubbed (upstreams
-    echo a wrong key back in their 401 bodies)."""
+    """Debug-log an upstream body, truncated to 2 KiB, with our credentials scrubbed: the API
+    key and the provider's header values (upstreams echo a wrong one back in their 401
+    bodies)."""
     if isinstance(body, str):
         body = body.encode("utf-8", "replace")
     text = body[:LOG_BODY_BYTES].decode("utf-8", "replace")
-    key = provider.api_key
-    if key:
-        text = text.replace(key, "[redacted]")
-        if len(body) > LOG_BODY_BYTES:
-            # A key the cut went through: its first characters end the text.
-            for shown in range(min(len(key) - 1, len(text)), 0, -1):
-                if text.endswith(key[:shown]):
+    cut = len(body) > LOG_BODY_BYTES
+    for secret in _secrets(provider):
+        text = text.replace(secret, "[redacted]")
+        if cut:
+            # A secret the cut went through: its first characters end the text.
+            for shown in range(min(len(secret) - 1, len(text)), 0, -1):
+                if text.endswith(secret[:shown]):
                     text = text[:-shown] + "[redacted]"
                     break
-    log.debug(
-        event,
-        provider=provider.id,
-        body=text,
-        truncated=len(body) > LOG_BODY_BYTES,
-        **fields,
-    )
+    log.debug(event, provider=provider.id, body=text, truncated=cut, **fields)
+
+
+# A header value shorter than this (`true`, a version number) is no credential, and scrubbing
+# it would blank out every occurrence in the body.
+MIN_SCRUBBED_HEADER = 8
+
+
+def _secrets(provider: ProviderConfig) -> list[str]:
+    """What a logged body must not show, longest first (so a `Bearer <token>` header goes
+    whole before its token): the API key, each header value and the credential of a
+    `<scheme> <credential>` value, which an upstream may echo alone."""
+    found = {provider.api_key} if provider.api_key else set()
+    for value in provider.headers.values():
+        for candidate in (value.strip(), value.strip().rpartition(" ")[2]):
+            if len(candidate) >= MIN_SCRUBBED_HEADER:
+                found.add(candidate)
+    return sorted(found, key=len, reverse=True)
 
 
 async def open_stream(

@@ -544,6 +544,46 @@ class TestStatusFailures:
         assert entry["body"].startswith("x" * (2048 - shown))
         assert len(entry["body"].encode()) <= 2048 + len("[redacted]")
 
+    @pytest.mark.parametrize(
+        "echoed", ["gw-secret-header-value", "Bearer cf-gateway-token", "cf-gateway-token"]
+    )
+    async def test_the_providers_header_values_are_not_logged(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI, echoed: str
+    ) -> None:
+        # `headers` carry credentials too (Azure's `api-key`, an AI gateway's token); an
+        # upstream echoes them back as it does a wrong key.
+        headers = {
+            "X-Api-Key": "gw-secret-header-value",
+            "cf-aig-authorization": "Bearer cf-gateway-token",
+        }
+        config = openai_upstream.provider_config(headers=headers)
+        openai_upstream.script(Status(401, body=f"bad credential {echoed}!"))
+        with structlog.testing.capture_logs() as logs, pytest.raises(UpstreamAuthFailed):
+            await collect(provider, openai_upstream, config=config)
+        [entry] = [e for e in logs if e["event"] == "upstream_error_body"]
+        assert entry["body"] == "bad credential [redacted]!"
+
+    async def test_a_short_header_value_is_no_credential_and_stays(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        config = openai_upstream.provider_config(headers={"OpenAI-Beta": "v2"})
+        openai_upstream.script(Status(500, body="v2 refused"))
+        with structlog.testing.capture_logs() as logs, pytest.raises(UpstreamStatusError):
+            await collect(provider, openai_upstream, config=config)
+        [entry] = [e for e in logs if e["event"] == "upstream_error_body"]
+        assert entry["body"] == "v2 refused"
+
+    async def test_a_header_value_cut_by_the_truncation_is_not_logged_in_part(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        secret = "gw-secret-header-value"
+        config = openai_upstream.provider_config(headers={"X-Api-Key": secret})
+        openai_upstream.script(Status(500, body="x" * (2048 - 5) + secret))
+        with structlog.testing.capture_logs() as logs, pytest.raises(UpstreamStatusError):
+            await collect(provider, openai_upstream, config=config)
+        [entry] = [e for e in logs if e["event"] == "upstream_error_body"]
+        assert entry["body"] == "x" * (2048 - 5) + "[redacted]"
+
 
 class TestConnectionFailures:
     async def test_connection_refused_is_an_upstream_error(
