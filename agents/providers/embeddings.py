@@ -24,7 +24,7 @@ from typing import Any
 import attrs
 
 from agents.config import ECHO_PROVIDER, ModelRef, ProviderConfig
-from agents.errors import MalformedStream
+from agents.errors import MalformedStream, UpstreamStatusError
 from agents.providers.openai_completions import request_headers
 from agents.providers.timeouts import Timeouts
 from agents.providers.upstream import log_body, open_stream, transport_error
@@ -42,7 +42,8 @@ class EmbeddingRequest:
     ref: ModelRef
     inputs: tuple[str, ...]
     dimensions: int | None = None
-    encoding_format: str = "float"  # asked of the upstream; either form is read back
+    # Asked of the upstream (floats, once it refused base64); either form is read back.
+    encoding_format: str = "float"
     user: str | None = None
     provider: ProviderConfig | None = None  # None for echo
 
@@ -160,12 +161,20 @@ def parse_answer(answer: Any, count: int, dimensions: int | None = None) -> Embe
     return Embeddings(vectors, prompt, total if type(total) is int else prompt)
 
 
+# What a server that makes only floats answers a request for base64: a 400 (vLLM and others
+# with OpenAI's error body) or a 422 (a FastAPI server's validation of the field).
+REFUSED_ENCODING_STATUSES = (400, 422)
+
+
 class EmbeddingsClient:
     """Computes embeddings; owns an upstream client of its own, made on first use."""
 
     def __init__(self, timeouts: Timeouts) -> None:
         self._timeouts = timeouts
         self._client: UpstreamClient | None = None
+        # The upstreams (id, base URL) seen to refuse base64 and answer floats: asked for
+        # floats from then on. Bounded by the providers the config has named.
+        self._floats_only: set[tuple[str, str]] = set()
 
     async def embed(self, request: EmbeddingRequest) -> Embeddings:
         """Raises agents.errors.UpstreamError subclasses, as a chat provider does."""
@@ -176,14 +185,22 @@ class EmbeddingsClient:
         provider = request.provider
         if self._client is None:
             self._client = UpstreamClient()
-        resp = await open_stream(
-            self._client,
-            provider,
-            provider.base_url.rstrip("/") + "/embeddings",
-            request_headers(provider),
-            request_body(request),
-            self._timeouts,
-        )
+        upstream = (provider.id, provider.base_url)
+        asked = request_body(request)
+        if request.encoding_format == "base64" and upstream in self._floats_only:
+            asked["encoding_format"] = "float"
+        url = provider.base_url.rstrip("/") + "/embeddings"
+        headers = request_headers(provider)
+        try:
+            resp = await open_stream(self._client, provider, url, headers, asked, self._timeouts)
+        except UpstreamStatusError as exc:
+            # The answer is read in either form and the gateway writes base64 itself, so a
+            # server that makes only floats need not fail the `openai` SDK's default request.
+            if asked["encoding_format"] != "base64" or exc.status not in REFUSED_ENCODING_STATUSES:
+                raise
+            asked["encoding_format"] = "float"
+            resp = await open_stream(self._client, provider, url, headers, asked, self._timeouts)
+            self._floats_only.add(upstream)
         whole = False
         try:
             body = await resp.read(MAX_ANSWER_BYTES)

@@ -214,6 +214,37 @@ class TestUpstream:
         raw = base64.b64decode(body["data"][0]["embedding"])
         assert list(struct.unpack("<8f", raw)) == fake_embedding("a")
 
+    @pytest.mark.parametrize("status", [400, 422])
+    async def test_base64_refused_by_the_upstream_is_asked_as_floats(
+        self, gateway: MakeClient, upstream: FakeOpenAI, status: int
+    ) -> None:
+        client = await gateway(upstream_settings(upstream))
+        upstream.script(Status(status))
+        _, body, _ = await post(client, {"input": "a", "encoding_format": "base64"})
+        assert [r.body["encoding_format"] for r in upstream.requests] == ["base64", "float"]
+        raw = base64.b64decode(body["data"][0]["embedding"])
+        assert list(struct.unpack("<8f", raw)) == fake_embedding("a")
+
+    async def test_a_400_floats_do_not_cure_is_relayed_and_base64_asked_again(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        # A 400 for another cause (an input beyond the model's context) fails both ways.
+        client = await gateway(upstream_settings(upstream))
+        upstream.script(Status(400), Status(400))
+        base64_request = {"input": "a", "encoding_format": "base64"}
+        assert (await post(client, base64_request))[0] == 502
+        assert (await post(client, base64_request))[0] == 200
+        asked = [r.body["encoding_format"] for r in upstream.requests]
+        assert asked == ["base64", "float", "base64"]
+
+    async def test_a_float_request_is_not_asked_twice(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        client = await gateway(upstream_settings(upstream))
+        upstream.script(Status(400))
+        assert (await post(client, {"input": "a"}))[0] == 502
+        assert len(upstream.requests) == 1
+
     async def test_a_429_comes_back_with_its_retry_after(
         self, gateway: MakeClient, upstream: FakeOpenAI
     ) -> None:

@@ -38,6 +38,17 @@ class TestEmbeddingsCreate:
         assert upstream.last.body["encoding_format"] == "base64"
         assert result.data[0].embedding == fake_embedding("hello")
 
+    async def test_base64_from_an_upstream_that_makes_only_floats(
+        self, sdk: AsyncOpenAI, upstream: FakeOpenAI
+    ) -> None:
+        upstream.refuses_base64 = True
+        for text in ("hello", "world"):
+            result = await sdk.embeddings.create(model="openclaw", input=text)
+            assert result.data[0].embedding == fake_embedding(text)
+        # Asked once, then floats: the gateway writes the float32 base64 itself.
+        asked = [request.body["encoding_format"] for request in upstream.requests]
+        assert asked == ["base64", "float", "float"]
+
     async def test_a_list_of_inputs_in_order(self, sdk: AsyncOpenAI) -> None:
         texts = ["one", "two", "three"]
         result = await sdk.embeddings.create(model="openclaw", input=texts)

@@ -361,6 +361,8 @@ class FakeUpstream:
 class FakeOpenAI(FakeUpstream):
     path = "/v1/chat/completions"
     api = API_OPENAI_COMPLETIONS
+    # Embeddings asked as base64 get a 400, as from a server that makes only floats.
+    refuses_base64 = False
 
     @property
     def base_url(self) -> str:
@@ -465,6 +467,11 @@ class FakeOpenAI(FakeUpstream):
         inputs = [inputs] if isinstance(inputs, str) else inputs
         dimensions = received.body.get("dimensions") or FAKE_DIMENSIONS
         base64_wanted = received.body.get("encoding_format") == "base64"
+        if base64_wanted and self.refuses_base64:
+            received.completed = True
+            error = {"message": "base64 encoding is not supported", "type": "BadRequestError",
+                     "param": None, "code": 400}  # fmt: skip
+            return web.json_response({"object": "error", **error}, status=400)
         data = []
         for index, text in enumerate(inputs):
             vector = fake_embedding(text, dimensions)
