@@ -245,9 +245,12 @@ class _FalseOnly(_Node):
 @attrs.frozen
 class _Str(_Node):
     non_empty: bool = False
+    trimmed: bool = False  # surrounding whitespace dropped
 
     def check(self, value: Any, path: str, ctx: Checker) -> Any:
         text = ctx.string(value, path)
+        if self.trimmed and isinstance(text, str):
+            text = text.strip()
         if self.non_empty and text == "":
             return ctx.issue(path, "must not be empty")
         return text
@@ -689,7 +692,9 @@ class _HooksPath(_Node):
 _HOOKS = _Section(
     {
         "enabled": _Key(_Bool(), False),
-        "token": _Key(_Str()),  # required when enabled (check_hooks)
+        # Trimmed, as OpenClaw does and as a presented token is (a pasted token often ends in a
+        # newline, which would match nothing). Required when enabled (check_hooks).
+        "token": _Key(_Str(trimmed=True)),
         "path": _Key(_HooksPath(), "/hooks"),
         "maxBodyBytes": _Key(_Int(1), 256 * 1024),  # OpenClaw's default
         "waitTimeoutSeconds": _Key(_Int(1), 120),

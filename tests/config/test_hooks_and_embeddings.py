@@ -99,6 +99,14 @@ class TestHooks:
             "- hooks.token: is required when hooks.enabled is true"
         ]
 
+    def test_the_token_is_trimmed(self, files: ConfigFiles) -> None:
+        assert files.load('{hooks: {enabled: true, token: " t\\n"}}').hooks.token == "t"
+
+    def test_a_token_of_whitespace_is_none(self, files: ConfigFiles) -> None:
+        assert files.issues('{hooks: {enabled: true, token: " \\n"}}') == [
+            "- hooks.token: is required when hooks.enabled is true"
+        ]
+
     def test_the_token_may_come_from_the_environment(self, files: ConfigFiles) -> None:
         text = '{hooks: {enabled: true, token: "${HOOKS_TOKEN}"}}'
         assert files.load(text, environ={"HOOKS_TOKEN": "t"}).hooks.token == "t"
@@ -194,6 +202,12 @@ class TestHooksTokenRedaction:
 class TestHooksTokenIsItsOwnSecret:
     def test_the_gateway_token_may_not_be_the_hook_token(self, files: ConfigFiles) -> None:
         text = '{gateway: {auth: {token: "same"}}, hooks: {enabled: true, token: "same"}}'
+        assert files.issues(text) == [
+            "- hooks.token: must not match the gateway auth token; set a distinct hooks.token"
+        ]
+
+    def test_nor_with_whitespace_around_it(self, files: ConfigFiles) -> None:
+        text = '{gateway: {auth: {token: "same"}}, hooks: {enabled: true, token: "same\\n"}}'
         assert files.issues(text) == [
             "- hooks.token: must not match the gateway auth token; set a distinct hooks.token"
         ]

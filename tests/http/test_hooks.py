@@ -80,6 +80,14 @@ class TestHookToken:
         headers = {"x-openclaw-token": HOOK_TOKEN}
         assert (await hook(client, "/hooks/agent", {"message": "hi"}, headers))[0] == 202
 
+    async def test_the_configured_token_is_trimmed_as_presented_ones_are(
+        self, gateway: MakeClient
+    ) -> None:
+        # A presented token is trimmed, so one configured with a trailing newline (pasted from
+        # a file) would otherwise never match.
+        client = await gateway(with_hooks(token=f" {HOOK_TOKEN}\n"))
+        assert (await hook(client, "/hooks/agent", {"message": "hi"}))[0] == 202
+
     async def test_none_is_a_401(self, client: Client) -> None:
         assert await hook(client, "/hooks/agent", {"message": "hi"}, {}) == (
             401,
