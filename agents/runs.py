@@ -106,6 +106,9 @@ class TurnRequest:
     # and `images` then only describe its last user message.
     messages: tuple[ChatMessage, ...] = ()
     model: ModelRef | None = None  # instead of the agent's chain (x-openclaw-model)
+    # The caller was given the run id to name the run by later (hooks), with or without an
+    # idempotency key: the registry keeps the run once it ended, as it keeps keyed ones.
+    addressable: bool = False
 
     def released(self) -> TurnRequest:
         """This request without its prompt, images and params: what an ended run keeps (a
@@ -120,6 +123,7 @@ class TurnRequest:
             stateless=self.stateless,
             new_key=self.new_key,
             model=self.model,
+            addressable=self.addressable,
         )
 
 
@@ -349,10 +353,11 @@ class AgentRun:
     @property
     def addressable(self) -> bool:
         """A later call can name this run: WS runs, whose id is the client's idempotency key
-        (`agent.wait`, `chat.abort`, a repeated `chat.send`/`agent`), and hook runs given a
-        key (a retried call). An HTTP completion id is only ever named by the response that
-        carries it."""
-        return self.request.idempotency_key is not None
+        (`agent.wait`, `chat.abort`, a repeated `chat.send`/`agent`), and hook runs, whose id
+        the hook's answer gives (`agent.wait`, a retried call). An HTTP completion id is only
+        ever named by the response that carries it."""
+        request = self.request
+        return request.addressable or request.idempotency_key is not None
 
     def retained_bytes(self) -> int:
         """What keeping this ended run costs, roughly: its reply text and a fixed part for

@@ -160,8 +160,9 @@ async def _agent(
         run_id=run_id,
         text=parsed.message,
         timeout_seconds=parsed.timeout_seconds,
-        # With a key the registry keeps the ended run, which a retry answers with.
+        # The key is also stored with the turn; a retry answers with the run (_replay).
         idempotency_key=parsed.idempotency_key,
+        addressable=True,  # its id is in the answer: `agent.wait` may name it once it ended
     )
     run = _submit(request, state, turn, parsed.name)
     if scope is not None:
@@ -233,7 +234,9 @@ def _wake(
     agent_id = hook_agent(parsed.agent_id, hooks, agents)
     key = agents.main_session_key(agent_id)
     run_id = new_run_id()
-    turn = TurnRequest(agent_id=agent_id, session_key=key, run_id=run_id, text=parsed.text)
+    turn = TurnRequest(
+        agent_id=agent_id, session_key=key, run_id=run_id, text=parsed.text, addressable=True
+    )
     _submit(request, state, turn, "wake")
     return json_response(
         {"ok": True, "mode": "now", **accepted_body(run_id, key)}, headers=session_header(request)

@@ -14,9 +14,18 @@ from gateway.appkeys import STATE
 from gateway.config.apply import apply_config
 from gateway.http.hooks_wire import HookReplays
 from tests.support.configs import MakeConfig, merged
-from tests.support.http_client import AUTH, BASE_SETTINGS, HI, Client, MakeClient, fake_provider
+from tests.support.http_client import (
+    AUTH,
+    BASE_SETTINGS,
+    HI,
+    TOKEN,
+    Client,
+    MakeClient,
+    fake_provider,
+)
 from tests.support.raw_http import exchange, request_bytes
 from tests.support.upstreams import FakeOpenAI, Status
+from tests.support.ws_client import GatewayWs
 
 HOOK_TOKEN = "hook-token-93bd"
 HOOK_AUTH = {"Authorization": f"Bearer {HOOK_TOKEN}"}
@@ -530,6 +539,27 @@ class TestIdempotency:
         _, first = await hook(client, "/hooks/agent", {"message": "hi"})
         _, other = await hook(client, "/hooks/agent", {"message": "hi"})
         assert other["runId"] != first["runId"]
+
+
+class TestWaitingOverWebSocket:
+    """The run id a hook answers with names the run for `agent.wait`, also once it ended."""
+
+    async def ended_run_waited_for(self, client: Client, path: str, body: Any) -> Any:
+        _, accepted = await hook(client, path, body)
+        await finished(client, accepted["runId"])
+        ws = GatewayWs(await client.ws_connect("/"))
+        await ws.connect(auth={"token": TOKEN})
+        payload = await ws.ok("agent.wait", {"runId": accepted["runId"], "timeoutMs": 30})
+        await ws.ws.close()
+        return accepted["runId"], payload["status"]
+
+    async def test_an_agent_run_without_an_idempotency_key(self, client: Client) -> None:
+        run_id, status = await self.ended_run_waited_for(client, "/hooks/agent", {"message": "hi"})
+        assert status == "ok", run_id
+
+    async def test_a_wake_run(self, client: Client) -> None:
+        run_id, status = await self.ended_run_waited_for(client, "/hooks/wake", {"text": "ping"})
+        assert status == "ok", run_id
 
 
 class TestHookReplays:
