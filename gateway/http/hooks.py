@@ -47,6 +47,7 @@ from gateway.http.hooks_wire import (
     parse_agent_hook,
     parse_wake_hook,
     replay_scope,
+    result_forgotten,
     wait_timeout,
     with_header_key,
 )
@@ -182,15 +183,18 @@ async def _replay(
     run_id: str,
     key: str,
 ) -> web.StreamResponse:
-    """A retried call: the first call's run, waited for when this call waits."""
+    """A retried call: the first call's run, waited for when this call waits (a 410 when
+    its result is no longer kept)."""
     request[SESSION_KEY] = key
     log.info("hook_run_replayed", run_id=run_id, session_key=key)
-    assert state.registry is not None
-    run = state.registry.run(run_id)
-    if not wait or run is None:
+    if not wait:
         return json_response(
             accepted_body(run_id, key), status=202, headers=session_header(request)
         )
+    assert state.registry is not None
+    run = state.registry.run(run_id)
+    if run is None:
+        return error_answer(request, result_forgotten(run_id))
     return await _wait(request, run, key, hooks.wait_timeout_seconds)
 
 

@@ -295,6 +295,18 @@ def completion_body(run_id: str, session_key: str, outcome: RunOutcome) -> dict[
     }
 
 
+def result_forgotten(run_id: str) -> RequestError:
+    """A waiting retry whose run ended so long ago, or so many bytes of replies ago, that the
+    registry no longer holds its result. The run is not started again: a second run is what
+    the idempotency key is there to prevent. Gone for good, so not a status a client retries."""
+    return RequestError(
+        410,
+        f"Run {run_id} of this idempotency key has ended and its result is no longer kept;"
+        " its reply is in the history of its session.",
+        code="hook_result_unavailable",
+    )
+
+
 def wait_timeout(seconds: int, run_id: str) -> RequestError:
     return RequestError(
         504,

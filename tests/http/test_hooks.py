@@ -520,6 +520,33 @@ class TestIdempotency:
             "[turn 1] hi",
         )
 
+    async def test_a_waiting_retry_whose_run_was_forgotten_is_told_so_not_run_again(
+        self, client: Client
+    ) -> None:
+        # The key still names the first call's run, but the registry no longer holds its
+        # result: pushed out of the budget of ended runs (here a budget of nothing).
+        registry = client.app[STATE].registry
+        assert registry is not None
+        registry.finished_runs_max_bytes = 0
+        payload: dict[str, Any] = {"message": "hi", "idempotencyKey": "delivery-5"}
+        _, first = await hook(client, "/hooks/agent", payload)
+        await registry.wait_idle()
+        response = await client.post(
+            "/hooks/agent", json={**payload, "waitForCompletion": True}, headers=HOOK_AUTH
+        )
+        assert (response.status, await response.json()) == (
+            410,
+            error(
+                f"Run {first['runId']} of this idempotency key has ended and its result is no"
+                " longer kept; its reply is in the history of its session.",
+                code="hook_result_unavailable",
+            ),
+        )
+        assert response.headers["x-openclaw-session-key"] == first["sessionKey"]
+        assert len(await transcript(client, first["sessionKey"])) == 2  # one turn
+        _, again = await hook(client, "/hooks/agent", payload)  # not waiting: the 202
+        assert again == first
+
     async def test_a_header_key_that_is_not_utf_8_keeps_the_run_whole(self, client: Client) -> None:
         # Its bytes reach the handler as lone surrogates, which the store cannot write.
         headers = {**HOOK_AUTH, "Content-Type": "application/json", "Idempotency-Key": b"k\xff"}
