@@ -14,7 +14,8 @@ session as it is now, not a branch from that response.
 `store: false`: the response object is not kept (no GET, no `previous_response_id` to it);
 the turn still goes into its session as every HTTP turn does. A keyless request runs on a
 fresh stateless session, which maintenance prunes early (`statelessTtl`), its responses with
-it. Failed responses are not kept.
+it. Failed responses are not kept. A response is stored whenever its turn is, also when the
+client left before the answer was written (a stream's client saw the id in `response.created`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from aiohttp import web
 from agents.config import ModelRef
 from agents.errors import AgentError, StoreError
 from agents.events import RunEvent
-from agents.runs import AgentRun, RunOutcome, TurnRequest
+from agents.runs import AgentRun, RunOutcome, RunStatus, TurnRequest
 from agents.store import StoredResponse
 from gateway.appkeys import AGENT_ID, MODEL_USED, SESSION_KEY, STATE
 from gateway.config.model import Config
@@ -222,9 +223,12 @@ async def _run(request: web.Request, state: GatewayState, turn: _Turn) -> web.St
         request[MODEL_USED] = str(turn.model)
         events = _Events(ResponseEvents(head), state)
         keepalive_s = state.options.sse_keepalive_seconds
-        return await stream_run(
+        response = await stream_run(
             request, run, subscription, events, events.events.start(), keepalive_s
         )
+        if not events.closed:
+            await _keep_unsent(state, head, run)
+        return response
     return await _complete(request, state, run, head)
 
 
@@ -250,35 +254,58 @@ async def _keep(
         log.warning("response_store_failed", response_id=head.id, error=str(exc))
 
 
+async def _keep_unsent(state: GatewayState, head: ResponseHead, run: AgentRun) -> None:
+    """The client left before its answer was written: the response object is stored all
+    the same once the run ended (aborted, when the client left first), as its turn is. Built
+    from the outcome, as a non-streamed answer is: the relay renders nothing for a client
+    gone (no per-chunk work for nobody), so its items are not those the stream opened."""
+    if not head.fields.store:
+        return
+    outcome = await run.wait()  # soon: a run whose client left is aborted, or has ended
+    if outcome.status == RunStatus.FAILED or outcome.started_at is None:
+        return  # failed responses are not kept; a run that never started stored no turn
+    await _keep(state, head, run, _final_body(head, outcome))
+
+
+def _final_body(head: ResponseHead, outcome: RunOutcome) -> dict[str, object]:
+    status, details = outcome_status(False, outcome.stop_reason)
+    output = output_items(outcome.text, outcome.reasoning, outcome.tool_calls, status)
+    return response_body(head, status, output, outcome.usage, incomplete_details=details)
+
+
 async def _complete(
     request: web.Request, state: GatewayState, run: AgentRun, head: ResponseHead
 ) -> web.StreamResponse:
     outcome = await outcome_of(request, run)
     if isinstance(outcome, web.StreamResponse):
+        if outcome.status == CLIENT_CLOSED_REQUEST:  # the run has ended (aborted, mostly)
+            await _keep_unsent(state, head, run)
         return outcome
-    status, details = outcome_status(False, outcome.stop_reason)
-    output = output_items(outcome.text, outcome.reasoning, outcome.tool_calls, status)
-    body = response_body(head, status, output, outcome.usage, incomplete_details=details)
+    body = _final_body(head, outcome)
     await _keep(state, head, run, body)
     return body_answer(request, body)
 
 
 @attrs.define
 class _Events:
-    """A run as OpenResponses' semantic events; the final object is stored, then announced."""
+    """A run as OpenResponses' semantic events; the final object is stored, then announced.
+    `closed` once the last event is rendered: until then the object is not stored."""
 
     events: ResponseEvents
     state: GatewayState
+    closed: bool = False
 
     def event(self, event: RunEvent) -> bytes | None:
         return encode_delta(self.events, event)
 
     async def end(self, run: AgentRun, outcome: RunOutcome) -> bytes:
+        self.closed = True
         out, body = self.events.finish(outcome.stop_reason, outcome.usage)
         await _keep(self.state, self.events.head, run, body)
         return out
 
     def failure(self, error: RequestError) -> bytes:
+        self.closed = True
         return self.events.fail(error)
 
 

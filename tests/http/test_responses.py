@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from agents.store import TurnRecord
 from gateway.appkeys import STATE
-from gateway.http import openresponses
+from gateway.http import openresponses, runs
 from tests.support.configs import merged
 from tests.support.http_client import (
     AUTH,
@@ -558,6 +559,130 @@ class TestClientDisconnect:
         with pytest.raises(asyncio.CancelledError):
             await request
         await upstream.last.wait_gone(within=1.0)
+
+
+async def stored_response(client: Client, response_id: str, within: float = 2.0) -> Any:
+    """The stored response object, once there: a client that left has its response stored
+    after the run's end, with nobody answered to wait for."""
+    async with asyncio.timeout(within):
+        while True:
+            response = await client.get(f"{RESPONSES}/{response_id}", headers=AUTH)
+            if response.status != 404:
+                assert response.status == 200
+                return await response.json()
+            await asyncio.sleep(0.01)
+
+
+async def created_id(response: Any) -> str:
+    """The response id that a stream's `response.created` gave its client."""
+    event = json.loads((await response.content.readuntil(b"\n\n")).split(b"data: ", 1)[1])
+    assert event["type"] == "response.created"
+    return str(event["response"]["id"])
+
+
+class TestAClientThatLeftStillHasItsResponseStored:
+    """The response object is stored whenever its turn is, so the id a stream announced in
+    `response.created` is found later, also when the client left before the end."""
+
+    async def test_when_it_left_as_the_run_ended(
+        self, gateway: MakeClient, upstream: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # The turn's commit is held until the gateway noticed the client gone: the run then
+        # completes, and its terminal event reaches a relay whose client has left.
+        upstream.script(Stream(("Hel", "lo")))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        committing, release, noticed = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        store = client.app[STATE].store
+        append_turn = type(store).append_turn
+
+        async def held(self: Any, turn: TurnRecord) -> Any:
+            committing.set()
+            await release.wait()
+            return await append_turn(self, turn)
+
+        class NotedWatch(runs.ClientWatch):
+            def _check(self) -> None:
+                super()._check()
+                if self.gone:
+                    noticed.set()
+
+        monkeypatch.setattr(type(store), "append_turn", held)
+        monkeypatch.setattr(runs, "ClientWatch", NotedWatch)
+        headers = {**AUTH, "x-openclaw-session-key": "left"}
+        response = await client.post(
+            RESPONSES, json={"input": "hi", "stream": True}, headers=headers
+        )
+        response_id = await created_id(response)
+        await committing.wait()
+        response.close()
+        await noticed.wait()
+        release.set()
+        stored = await stored_response(client, response_id)
+        assert (stored["status"], stored["output"][0]["content"][0]["text"]) == (
+            "completed",
+            "Hello",
+        )
+
+    async def test_when_it_left_mid_run_what_was_produced_is_stored_incomplete(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        upstream.script(Stream(("Hel", "lo", " there"), delay=10.0))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        headers = {**AUTH, "x-openclaw-session-key": "cut"}
+        response = await client.post(
+            RESPONSES, json={"input": "hi", "stream": True}, headers=headers
+        )
+        response_id = await created_id(response)
+        while b"output_text.delta" not in await response.content.readuntil(b"\n\n"):
+            pass
+        response.close()
+        stored = await stored_response(client, response_id)
+        assert (stored["status"], stored["incomplete_details"]) == ("incomplete", None)
+        assert [(item["type"], item["status"], item["content"][0]["text"])
+                for item in stored["output"]] == [("message", "incomplete", "Hel")]  # fmt: skip
+
+    async def test_also_when_it_was_not_streamed(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        # It never saw the id, but its turn carries it (the run id in the session's history).
+        upstream.script(Stream(("Hel", "lo"), delay=10.0))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        headers = {**AUTH, "x-openclaw-session-key": "gone"}
+        request = asyncio.create_task(client.post(RESPONSES, json={"input": "hi"}, headers=headers))
+        await upstream.wait_for_requests(1)
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        await upstream.last.wait_gone(within=1.0)
+        registry = client.app[STATE].registry
+        assert registry is not None
+        await registry.wait_idle()
+        reply = (await stored_messages(client, "agent:main:gone"))[1]
+        assert reply.run_id is not None
+        stored = await stored_response(client, reply.run_id)
+        assert (stored["status"], stored["output"][0]["content"][0]["text"]) == (
+            "incomplete",
+            "Hel",
+        )
+
+    async def test_not_when_it_asked_not_to(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        upstream.script(Stream(("Hel", "lo", " there"), delay=10.0))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        headers = {**AUTH, "x-openclaw-session-key": "unkept"}
+        body = {"input": "hi", "stream": True, "store": False}
+        response = await client.post(RESPONSES, json=body, headers=headers)
+        response_id = await created_id(response)
+        while b"output_text.delta" not in await response.content.readuntil(b"\n\n"):
+            pass
+        response.close()
+        await upstream.last.wait_gone(within=1.0)
+        registry = client.app[STATE].registry
+        assert registry is not None
+        await registry.wait_idle()
+        with pytest.raises(TimeoutError):
+            await stored_response(client, response_id, within=0.2)
 
 
 # 500,000 input messages (18 MB): building the conversation from them takes seconds.
