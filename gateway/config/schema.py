@@ -848,7 +848,9 @@ _AUTH = _Section(
                 refused={"trusted-proxy": "not supported by clawgate"},
             )
         ),
-        "token": _Key(_Str()),
+        # Trimmed as the token file's and the environment's are: a presented token is
+        # trimmed, so surrounding whitespace (a pasted newline) would match nothing.
+        "token": _Key(_Str(trimmed=True)),
         "password": _Key(_Str()),
         "rateLimit": _Key(_FalseOr(_RATE_LIMIT)),
     },

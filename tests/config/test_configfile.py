@@ -522,6 +522,10 @@ class TestAuthMode:
         auth = files.load(text, environ={"OPENCLAW_GATEWAY_TOKEN": "t"}).gateway.auth
         assert (auth.mode, auth.secret, auth.source) == ("password", "p", "config")
 
+    def test_the_files_token_is_trimmed(self, files: ConfigFiles) -> None:
+        auth = files.load('{gateway: {auth: {token: " t\\n"}}}').gateway.auth
+        assert (auth.mode, auth.token) == ("token", "t")
+
     def test_a_token_file_is_read_on_every_load(self, files: ConfigFiles, tmp_path: Path) -> None:
         secret = tmp_path / "token"
         secret.write_text("first\n")

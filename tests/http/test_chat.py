@@ -596,6 +596,14 @@ class TestAuth:
         headers = {"Authorization": f"bearer   {TOKEN}  "}
         assert (await post(client, HI, headers, auth=False))[0] == 200
 
+    async def test_the_configured_token_is_trimmed_as_the_presented_one_is(
+        self, gateway: MakeClient
+    ) -> None:
+        # As the token file and the environment's: a token pasted with its newline would
+        # otherwise match no presented one.
+        client = await gateway({"gateway": {"auth": {"token": f" {TOKEN}\n"}}})
+        assert (await post(client, HI))[0] == 200
+
     async def test_a_locked_out_ip_gets_429_even_with_the_right_token(
         self, gateway: MakeClient
     ) -> None:
