@@ -21,6 +21,8 @@ from gateway.config.model import Config
 from gateway.edge import own_names
 from gateway.edge_http import add_route, client_of, edge_middleware, unrouted
 from gateway.http import controlui, embeddings, hooks, openai, openresponses, probes
+from gateway.http.common import error_answer
+from gateway.http.openai_wire import internal_error
 from gateway.http.runs import CLIENT_CLOSED_REQUEST
 from gateway.reload import watch_config
 from gateway.responses import method_not_allowed, not_found
@@ -41,6 +43,9 @@ COMMON_HEADERS = {
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# Set once an answer's head is prepared: from then on a failure can only cut the answer.
+_ANSWER_STARTED = web.RequestKey("answer_started", bool)
+
 
 def create_app(
     config: Config, *, loader: ConfigLoader | None = None, options: AppOptions | None = None
@@ -54,6 +59,7 @@ def create_app(
     )
     app[STATE] = GatewayState(config, options=options or AppOptions(), loader=loader)
     app.on_response_prepare.append(_common_headers)
+    app.on_response_prepare.append(_mark_started)
     app.cleanup_ctx.append(_sessions)
     app.cleanup_ctx.append(watch_config)
     setup_websocket(app)  # after _sessions: its fan-out listens to the registry
@@ -155,13 +161,31 @@ async def _request_log(request: web.Request, handler: Handler) -> web.StreamResp
 
 @web.middleware
 async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The router's own 404/405 answer in our JSON error shape (deviation 29)."""
+    """Our JSON error shape where aiohttp would answer in its own: the router's 404/405
+    (deviation 29), and a bug of ours (http-openai.md §8) before any answer was prepared,
+    logged once with its traceback. A started answer (an SSE stream, a WebSocket) is left to
+    aiohttp, which logs the failure and closes the connection: a second answer cannot follow.
+    """
     try:
         return await handler(request)
     except web.HTTPNotFound:
         return not_found()
     except web.HTTPMethodNotAllowed as exc:
         return method_not_allowed(", ".join(sorted(exc.allowed_methods)))
+    except web.HTTPException:
+        raise
+    except Exception:
+        if request.get(_ANSWER_STARTED):
+            raise
+        log.exception("http_handler_crashed", path=request.path)
+        response = error_answer(request, internal_error())
+        # What the handler left of the request body is unknown: no second request follows.
+        response.force_close()
+        return response
+
+
+async def _mark_started(request: web.Request, response: web.StreamResponse) -> None:
+    request[_ANSWER_STARTED] = True
 
 
 async def _common_headers(request: web.Request, response: web.StreamResponse) -> None:

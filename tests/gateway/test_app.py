@@ -1,7 +1,9 @@
-"""The app factory in process: probes, common headers, JSON errors for unknown routes."""
+"""The app factory in process: probes, common headers, JSON errors for unknown routes and
+unexpected failures."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -16,6 +18,7 @@ from tests.support.raw_http import raw_exchange, request_bytes
 
 Client = TestClient[web.Request, web.Application]
 AiohttpClient = Callable[[web.Application], Awaitable[Client]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 COMMON = {
     "X-Content-Type-Options": "nosniff",
@@ -158,3 +161,66 @@ class TestRequestLog:
         assert ws.closed or await ws.receive()
         lines = [entry for entry in logs if entry["event"] == "http_request"]
         assert [(line["path"], line["status"]) for line in lines] == [("/", 499)]
+
+
+class TestUnexpectedErrors:
+    """§8: a bug in the gateway is a 500 in the error shape, logged once with its traceback;
+    an answer already started is cut, never followed by a second one."""
+
+    INTERNAL = b'{"error":{"message":"internal error","type":"api_error","param":null,"code":null}}'
+
+    @staticmethod
+    async def crash(request: web.Request) -> web.StreamResponse:
+        raise RuntimeError("a bug")
+
+    @staticmethod
+    async def crash_mid_stream(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b'data: {"n":1}\n\n')
+        raise RuntimeError("a bug")
+
+    async def app_with(
+        self, aiohttp_client: AiohttpClient, make_config: MakeConfig, handler: Handler
+    ) -> Client:
+        app = create_app(make_config())
+        app.router.add_get("/test/crash", handler)
+        return await aiohttp_client(app)
+
+    async def test_a_crash_before_answering_is_a_json_500(
+        self,
+        aiohttp_client: AiohttpClient,
+        make_config: MakeConfig,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        client = await self.app_with(aiohttp_client, make_config, self.crash)
+        with capture_logs() as logs:
+            response = await client.get("/test/crash", headers={"x-request-id": "req-9"})
+            body = await response.read()
+        assert response.status == 500
+        assert response.headers["Content-Type"] == "application/json; charset=utf-8"
+        assert response.headers["x-request-id"] == "req-9"
+        for name, value in COMMON.items():
+            assert response.headers[name] == value
+        assert body == self.INTERNAL
+        crashes = [entry for entry in logs if entry.get("exc_info")]
+        assert [entry["event"] for entry in crashes] == ["http_handler_crashed"]
+        assert not [r for r in caplog.records if r.name.startswith("aiohttp")]
+        lines = [entry for entry in logs if entry["event"] == "http_request"]
+        assert [line["status"] for line in lines] == [500]
+
+    async def test_a_crash_after_the_first_bytes_cuts_the_answer(
+        self, aiohttp_client: AiohttpClient, make_config: MakeConfig
+    ) -> None:
+        client = await self.app_with(aiohttp_client, make_config, self.crash_mid_stream)
+        reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+        try:
+            writer.write(request_bytes("GET", "/test/crash", {}))
+            await writer.drain()
+            received = await asyncio.wait_for(reader.read(), 5)
+        finally:
+            writer.close()
+        assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b'data: {"n":1}' in received
+        assert b"internal error" not in received
+        assert b"HTTP/1.1 500" not in received
