@@ -291,14 +291,21 @@ def _merged_path(request: web.Request) -> str:
 
 async def cors_headers(request: web.Request, response: web.StreamResponse) -> None:
     """on_response_prepare: every answer to an allowed origin, streams included, carries
-    the CORS headers (WebSocket upgrades are the WebSocket layer's business)."""
-    origin = request.headers.get("Origin")
-    if origin is None or request.headers.get("Upgrade", "").lower() == "websocket":
+    the CORS headers (WebSocket upgrades are the WebSocket layer's business).
+
+    While CORS is on, every answer varies on Origin, refusals and answers to requests
+    without one included: a cache between browser and gateway must not give one origin's
+    answer to another."""
+    if request.headers.get("Upgrade", "").lower() == "websocket":
         return
-    if not _origin_allowed(origin, request.app[STATE].config):
+    config = request.app[STATE].config
+    if not config.gateway.http.cors_allowed_origins:
         return
     headers = response.headers
-    headers["Access-Control-Allow-Origin"] = origin
     vary = headers.get("Vary")
     headers["Vary"] = f"{vary}, Origin" if vary else "Origin"
+    origin = request.headers.get("Origin")
+    if origin is None or not _origin_allowed(origin, config):
+        return
+    headers["Access-Control-Allow-Origin"] = origin
     headers["Access-Control-Expose-Headers"] = CORS_EXPOSE_HEADERS

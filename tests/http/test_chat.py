@@ -897,6 +897,40 @@ class TestCors:
         _, _, headers = await post(client, HI, {"Origin": "https://any.example"})
         assert headers["Access-Control-Allow-Origin"] == "https://any.example"
 
+    @pytest.mark.parametrize(
+        ("method", "path", "headers"),
+        [
+            ("POST", CHAT, {}),
+            ("POST", CHAT, {"Origin": "https://evil.example"}),
+            ("POST", CHAT, {"Origin": ORIGIN}),
+            ("OPTIONS", CHAT, {"Origin": ORIGIN, "Access-Control-Request-Method": "POST"}),
+            (
+                "OPTIONS",
+                CHAT,
+                {"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+            ),
+            ("GET", "/v1/models", {"Origin": "https://evil.example"}),
+            ("GET", "/healthz", {}),
+        ],
+    )
+    async def test_every_answer_varies_on_origin_once_cors_is_on(
+        self, gateway: MakeClient, method: str, path: str, headers: dict[str, str]
+    ) -> None:
+        # A cache between browser and gateway must not give one origin's answer (with or
+        # without CORS headers) to another origin, nor to a request without one.
+        client = await gateway(CORS)
+        response = await client.request(
+            method,
+            path,
+            data=json.dumps(HI),
+            headers={**AUTH, "Content-Type": "application/json", **headers},
+        )
+        assert response.headers.getall("Vary") == ["Origin"]
+
+    async def test_no_vary_while_cors_is_off(self, client: Client) -> None:
+        _, _, headers = await post(client, HI, {"Origin": ORIGIN})
+        assert "Vary" not in headers
+
 
 class TestStreaming:
     async def test_keepalive_comments_while_the_agent_is_silent(self, gateway: MakeClient) -> None:
