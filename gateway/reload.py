@@ -50,7 +50,8 @@ async def reload_from_file(state: GatewayState) -> ReloadResult | None:
                 listener(state.reload_error)
             return None
         # The same file is ignored, unless a secret read from elsewhere changed with it
-        # (--token-file, the state dir's gateway.token): a rotation is that file and SIGHUP.
+        # (--token-file, the state dir's gateway.token, store.passwordFile): a rotation is
+        # that file and SIGHUP.
         same_file = new.source.hash is not None and new.source.hash == state.config.source.hash
         if same_file and changes_nothing(state.config, new):
             state.reload_error = None

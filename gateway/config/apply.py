@@ -88,8 +88,9 @@ def check_in_force(running: Config, new: Config) -> None:
 
 
 def changes_nothing(running: Config, new: Config) -> bool:
-    """Whether applying `new` (its generated token resolved) would leave everything as it is."""
-    return not changed_paths(effective_dict(running), effective_dict(in_force(running, new)))
+    """Whether applying `new` (its generated token resolved) would neither change anything
+    nor report a path as needing a restart (a rotated `store.passwordFile` is one)."""
+    return not changed_paths(effective_dict(running), effective_dict(new))
 
 
 def apply_config(state: GatewayState, new: Config) -> ReloadResult:

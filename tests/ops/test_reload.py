@@ -159,6 +159,29 @@ class TestReloadFromFile:
             assert await reload_from_file(state) is None
         assert logs == []
 
+    async def test_a_rotated_store_password_file_is_reported_as_needing_a_restart(
+        self, loader: ConfigLoader, config_file: Path, tmp_path: Path
+    ) -> None:
+        """`store.passwordFile` is read with the config: a rotation is that file and SIGHUP,
+        the config file unchanged. The pool keeps its connections until a restart, which the
+        log says, as for any other store setting."""
+        password_file = tmp_path / "pg-password"
+        password_file.write_text("first-secret\n")
+        store = (
+            f'store: {{ backend: "postgres", url: "postgresql://clawgate@db.example/clawgate",'
+            f' passwordFile: "{password_file}" }}, agents:'
+        )
+        write(config_file, BASE.replace("agents:", store))
+        state = GatewayState(with_generated_token(loader.load()), loader=loader)
+        password_file.write_text("second-secret\n")
+        with capture_logs() as logs:
+            result = await reload_from_file(state)
+        assert result is not None and result.restart_required == ("store.password",)
+        assert state.config.store.password == "first-secret"
+        assert {"event": "restart_required", "paths": ["store.password"],
+                "log_level": "warning"} in logs  # fmt: skip
+        assert "second-secret" not in repr(logs)
+
     @pytest.mark.parametrize(
         "url",
         ["https:/me:hunter2@llm.example/v1", "me:hunter2@llm.example/v1", "ftp://me:hunter2@h"],
