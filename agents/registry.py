@@ -40,6 +40,10 @@ MAINTENANCE_INTERVAL_S = 3600.0  # §5: at startup and hourly
 # A pass's share of the store thread: a backlog (a flood of stateless sessions, a lowered
 # limit) is worked off over the hourly passes instead of in one long stall at startup.
 MAINTENANCE_PASS_S = 30.0
+# A reload that changes `session.maintenance` brings the next pass forward to this long
+# after it: the reloads of a burst (an editor's saves) share the pass, and even a reload loop
+# leaves the store thread to turns at least half the time (a pass works up to 30 s).
+MAINTENANCE_AFTER_RELOAD_S = 60.0
 # `agent.wait` and `chat.abort` may name a run that just ended (ws-protocol.md §8).
 FINISHED_RUN_TTL_S = 600.0
 FINISHED_RUNS_MAX = 10_000  # bounds the bookkeeping of a burst of short runs
@@ -114,6 +118,9 @@ class SessionRegistry:
     finished_run_ttl_s: float = attrs.field(default=FINISHED_RUN_TTL_S, kw_only=True)
     finished_runs_max_bytes: int = attrs.field(default=FINISHED_RUNS_MAX_BYTES, kw_only=True)
     maintenance_batch: int = attrs.field(default=PRUNE_BATCH, kw_only=True)
+    maintenance_after_reload_s: float = attrs.field(
+        default=MAINTENANCE_AFTER_RELOAD_S, kw_only=True
+    )
     slots: RunSlots = attrs.field(init=False)
     _sink: EventSink = attrs.field(init=False, factory=EventSink)
     _deps: SessionDeps = attrs.field(init=False)  # what every session gets of the registry
@@ -132,6 +139,8 @@ class SessionRegistry:
     _sweeper: asyncio.Task[None] | None = attrs.field(init=False, default=None)
     _tasks: set[asyncio.Task[Any]] = attrs.field(init=False, factory=set)
     _maintenance: asyncio.Task[None] | None = attrs.field(init=False, default=None)
+    # Set by a reload that changed the maintenance settings; the hourly loop waits on it.
+    _maintenance_due: asyncio.Event = attrs.field(init=False, factory=asyncio.Event)
     _closing: bool = attrs.field(init=False, default=False)
     # Set while no run is queued or running (the gateway's drain waits on it).
     _idle: asyncio.Event = attrs.field(init=False, factory=asyncio.Event)
@@ -172,7 +181,10 @@ class SessionRegistry:
         self._sweeper = self.spawn(self._expire_finished_runs(), "finished-run-expiry")
 
     def configure(self, config: AgentsConfig) -> None:
-        """Hot reload: new runs use `config`; running runs finish with theirs."""
+        """Hot reload: new runs use `config`; running runs finish with theirs. Changed
+        maintenance settings bring the next pass forward (`MAINTENANCE_AFTER_RELOAD_S`)."""
+        if config.maintenance != self.config.maintenance:
+            self._maintenance_due.set()
         self.config = config
         self.slots.resize(config.max_concurrent)
 
@@ -541,7 +553,14 @@ class SessionRegistry:
 
     async def _maintain_hourly(self) -> None:
         while True:
-            await asyncio.sleep(MAINTENANCE_INTERVAL_S)
+            try:
+                async with asyncio.timeout(MAINTENANCE_INTERVAL_S):
+                    await self._maintenance_due.wait()
+            except TimeoutError:
+                pass
+            else:
+                await asyncio.sleep(self.maintenance_after_reload_s)
+            self._maintenance_due.clear()  # the pass reads the settings of the last reload
             try:
                 await self.maintain()
             except Exception:

@@ -457,6 +457,59 @@ class TestMaintenance:
         assert await reply(registry) == "[turn 2] hi"
 
 
+class TestMaintenanceAfterReload:
+    """A reload that changes `session.maintenance` brings the next pass forward (a stricter
+    limit need not wait up to an hour); reloads in a row share one pass, and a reload that
+    leaves the settings alone brings none."""
+
+    NOW = 1000 * DAY
+    SOON = 0.2
+
+    async def started(self, harness: Harness, maintenance: MaintenanceConfig) -> SessionRegistry:
+        await TestMaintenance().fill(harness.store, self.NOW)
+        registry = harness.registry(
+            make_config(maintenance=maintenance),
+            clock=lambda: self.NOW,
+            maintenance_after_reload_s=self.SOON,
+        )
+        await registry.start()
+        return registry
+
+    async def test_a_stricter_setting_is_applied_soon_after_the_reload(
+        self, harness: Harness
+    ) -> None:
+        registry = await self.started(harness, MaintenanceConfig(mode="warn"))
+        registry.configure(make_config(maintenance=MaintenanceConfig(mode="enforce")))
+        await asyncio.sleep(self.SOON / 4)
+        assert await harness.store.count() == 5  # not at once: a burst shares the pass
+        async with asyncio.timeout(5):
+            while await harness.store.count() != 2:
+                await asyncio.sleep(0.01)
+
+    async def test_reloads_in_a_row_share_one_pass_with_the_last_settings(
+        self, harness: Harness
+    ) -> None:
+        registry = await self.started(harness, MaintenanceConfig(mode="warn", max_entries=400))
+        with capture_logs() as logs:
+            registry.configure(make_config(maintenance=MaintenanceConfig(mode="enforce")))
+            registry.configure(make_config(maintenance=MaintenanceConfig(mode="warn")))
+            await until(lambda: any(e["event"] == "session_prune_candidates" for e in logs))
+            await asyncio.sleep(self.SOON * 2)
+        assert [e["event"] for e in logs] == ["session_prune_candidates"]
+        assert await harness.store.count() == 5
+
+    async def test_a_reload_that_leaves_the_settings_alone_brings_no_pass(
+        self, harness: Harness
+    ) -> None:
+        registry = await self.started(harness, MaintenanceConfig(mode="warn"))
+        with capture_logs() as logs:
+            registry.configure(
+                make_config(history_limit=10, maintenance=MaintenanceConfig(mode="warn"))
+            )
+            await asyncio.sleep(self.SOON * 3)
+        assert logs == []
+
+
 class TestStatelessMaintenance:
     NOW = 100 * DAY
 
