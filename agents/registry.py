@@ -23,6 +23,7 @@ from agents.events import (
     ChangeInterest,
     ChangeReason,
     EventSink,
+    LifecyclePhase,
     Listener,
     SessionChange,
     SessionInfo,
@@ -301,6 +302,13 @@ class SessionRegistry:
         self._active.pop(run, None)
         if not self._active:
             self._idle.set()
+        if run.started_at is None:
+            # Its session announces the end of a turn it ran; one that never started (aborted
+            # while queued, its agent gone) ends here. As on OpenClaw, every terminal event is
+            # followed by `sessions.changed` END, whose session no longer lists the run.
+            session = self._live.get(run.session_key)
+            if session is not None and session.row is not None:
+                session.publish_change(phase=LifecyclePhase.END, run_id=run.id)
         if self._by_id.get(run.id) is run:
             del self._by_id[run.id]
         if not run.addressable:

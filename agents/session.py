@@ -215,8 +215,10 @@ class AgentSession:
         return bool(self._pending) or self._worker is not None or self._holds > 0
 
     def active_runs(self) -> list[AgentRun]:
-        """Running then queued runs, in execution order."""
-        runs = [self._running] if self._running is not None else []
+        """Running then queued runs, in execution order (a run that ended before its worker
+        let go of it is neither)."""
+        running = self._running
+        runs = [running] if running is not None and not running.ended else []
         return runs + list(self._pending)
 
     def active_run_ids(self) -> tuple[str, ...]:

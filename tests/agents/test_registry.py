@@ -317,6 +317,28 @@ class TestRunsAndLiveSessions:
         assert registry.abort_session("agent:main:s2") == [first.id, second.id]
 
 
+class TestRunEndsAnnounced:
+    """Every run's terminal event is followed by `sessions.changed` END (as on OpenClaw),
+    also for a run that never started; its snapshot no longer lists the run."""
+
+    async def test_a_run_whose_agent_was_removed_while_it_waited(self, harness: Harness) -> None:
+        stall = ScriptedProvider("stall", deltas=("x",), block=True)
+        slow = AgentConfig("slow", (ModelRef("stall", "m"),))
+        registry = harness.registry(make_config(agents=[slow], apis=("stall",)), [stall])
+        first = registry.submit(TurnRequest("slow", "agent:slow:s1", "r1", "hi"))
+        waiting = registry.submit(TurnRequest("slow", "agent:slow:s1", "r2", "hi"))
+        await stall.first_delta.wait()
+        registry.configure(make_config(apis=("stall",)))  # `slow` is gone
+        got: list[object] = []
+        registry.add_listener(got.append)
+        first.abort()
+        assert (await waiting.wait()).status == "failed"
+        ends = [c for c in changes(got) if c.phase == "end"]
+        assert [(c.run_id, c.session and c.session.active_run_ids) for c in ends] == [
+            ("r1", ("r2",)), ("r2", ())
+        ]  # fmt: skip
+
+
 def ws_req(session: str, key: str, text: str = "hi") -> TurnRequest:
     """A WS `chat.send`/`agent` turn: its run id is the client's idempotency key."""
     return req(session, text, run_id=key, idempotency_key=key)

@@ -301,6 +301,25 @@ class TestAbort:
         }
         await ws.ws.close()
 
+    async def test_a_turn_aborted_while_queued_ends_with_sessions_changed(
+        self, slow: Gateway
+    ) -> None:
+        """Like a running one (and as OpenClaw, which follows every terminal lifecycle event
+        with one): the session's snapshot no longer lists the aborted run."""
+        ws = await slow.connected()
+        await ws.ok("chat.send", send("q", SLOW_TEXT, "q-1"))
+        await ws.event("sessions.changed", phase="start", runId="q-1")
+        await ws.ok("chat.send", send("q", "later", "q-2"))  # queued behind q-1
+        assert (await ws.ok("chat.abort", {"sessionKey": "q", "runId": "q-2"}))["runIds"] == ["q-2"]
+        await ws.event("chat", state="aborted", runId="q-2")
+        changed = await ws.event("sessions.changed", runId="q-2")
+        assert changed["payload"]["phase"] == "end"
+        assert changed["payload"]["session"]["activeRunIds"] == ["q-1"]
+        await ws.ok("chat.abort", {"sessionKey": "q"})
+        ended = await ws.event("sessions.changed", phase="end", runId="q-1")
+        assert ended["payload"]["session"]["activeRunIds"] == []
+        await ws.ws.close()
+
     async def test_closing_the_socket_does_not_abort_its_run(self, slow: Gateway) -> None:
         ws = await slow.connected()
         await ws.ok("chat.send", send("keep", "a b c d", "keep-1"))
