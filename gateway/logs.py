@@ -34,16 +34,20 @@ LEVELS = {
 }
 
 RING_LINES = 5000  # what `logs.tail` can return at most (ws-protocol.md §8)
+# 5,000 lines of a few hundred bytes are 1 to 2 MB. A line can carry what a client sent (a
+# WebSocket method name, as long as a 25 MB frame), so the bytes are bounded too: beyond
+# these the oldest lines go, and the newest line is kept whatever its size.
+RING_BYTES = 8 * 1024 * 1024
 
 
 @attrs.define
 class LogRing:
-    """The last RING_LINES rendered lines; `size` counts bytes ever logged (line + newline)."""
+    """The last RING_LINES rendered lines, at most RING_BYTES of them besides the newest;
+    `size` counts bytes ever logged (line + newline)."""
 
-    lines: collections.deque[tuple[int, str]] = attrs.field(
-        factory=lambda: collections.deque(maxlen=RING_LINES)
-    )
+    lines: collections.deque[tuple[int, str]] = attrs.field(factory=collections.deque)
     size: int = 0  # byte offset after the newest line, as OpenClaw's log cursor
+    start: int = 0  # byte offset where the oldest line kept begins
 
     def append(self, line: str) -> str:
         """Keep `line`; returns it as kept, with any lone surrogate escaped."""
@@ -56,7 +60,10 @@ class LogRing:
             data = wire(line)
             line = data.decode()
         self.size += len(data) + 1
-        self.lines.append((self.size, line))
+        lines = self.lines
+        lines.append((self.size, line))
+        while len(lines) > RING_LINES or (self.size - self.start > RING_BYTES and len(lines) > 1):
+            self.start = lines.popleft()[0]
         return line
 
 

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import WSMsgType
 
 from gateway.config.patch import merge_patch
-from gateway.logs import LogRing
+from gateway.logs import RING_BYTES, LogRing
 from gateway.ws import protocol
 from gateway.ws.connection import Connection
 from gateway.ws.methods.system import TailParams, tail
@@ -228,6 +228,18 @@ class TestLogTail:
     def test_a_cursor_from_elsewhere_resets(self) -> None:
         ring = self.ring("a")
         assert tail(ring, TailParams(50, 10, 1000))["reset"] is True
+
+    def test_the_ring_keeps_a_bounded_number_of_bytes_and_always_the_newest_line(self) -> None:
+        """A line can carry what a client sent, as long as a 25 MB frame: 5,000 of them are
+        not kept, only RING_BYTES besides the newest; a cursor from before them resets."""
+        huge = "x" * (1024 * 1024)
+        ring = self.ring(*(f"{huge}{i}" for i in range(RING_BYTES // len(huge) + 3)))
+        kept = sum(len(line) + 1 for _, line in ring.lines)
+        assert RING_BYTES - len(huge) < kept <= RING_BYTES
+        assert ring.lines[-1][1] == f"{huge}{RING_BYTES // len(huge) + 2}"
+        ring.append("y" * (RING_BYTES + 1))
+        assert [len(line) for _, line in ring.lines] == [RING_BYTES + 1]
+        assert tail(ring, TailParams(0, 10, 1000))["reset"] is True
 
     def test_a_cursor_of_another_process_within_this_ones_size_resets(self) -> None:
         """Every cursor we hand out ends a line. Another worker's (or a previous process's)
