@@ -38,6 +38,11 @@ RING_LINES = 5000  # what `logs.tail` can return at most (ws-protocol.md §8)
 # WebSocket method name, as long as a 25 MB frame), so the bytes are bounded too: beyond
 # these the oldest lines go, and the newest line is kept whatever its size.
 RING_BYTES = 8 * 1024 * 1024
+# A value longer than this is cut (with how much was cut): a path, a frame id, a method name or
+# a client's name is the client's, as long as a request line or a 25 MB frame allows, and a
+# line journald splits (past 48 KiB) is no longer one JSON object. What we log ourselves
+# (errors, routes, keys) is far shorter.
+FIELD_CHARS = 2048
 
 
 @attrs.define
@@ -106,6 +111,13 @@ class _WorkerIndex:
         return event
 
 
+def _clip_long_strings(logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
+    for key, value in event.items():
+        if type(value) is str and len(value) > FIELD_CHARS:
+            event[key] = f"{value[:FIELD_CHARS]}…(+{len(value) - FIELD_CHARS} chars)"
+    return event
+
+
 RING = LogRing()
 _FILTER = _LevelFilter()
 
@@ -135,7 +147,14 @@ def configure_logging(
     if worker is not None:
         shared.insert(0, _WorkerIndex(worker))
     structlog.configure(
-        processors=[_FILTER, *shared, structlog.processors.format_exc_info, renderer],
+        # Before the traceback is rendered: that one is ours and is kept whole.
+        processors=[
+            _FILTER,
+            *shared,
+            _clip_long_strings,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
         logger_factory=lambda *args: _RingLogger(stream, RING),
         # Not cached: the CLI configures again once the config (format, level) is known.
         cache_logger_on_first_use=False,

@@ -9,8 +9,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from gateway.appkeys import STATE
-from gateway.logs import RING
+from gateway.logs import FIELD_CHARS, RING
 from gateway.ws import protocol
+from tests.support.served import production_logging
 from tests.support.ws_client import Gateway, GatewayWs, normalized, wire
 
 READ_METHODS = [
@@ -411,6 +412,21 @@ class TestReadMethods:
         assert newer["reset"] is False
         beyond = await ws.ok("logs.tail", {"cursor": newer["size"] + 10})
         assert beyond["reset"] is True
+
+    async def test_a_call_s_log_line_cuts_what_the_client_chose_to_a_bounded_length(
+        self, ws: GatewayWs
+    ) -> None:
+        """The frame id and an unknown method name are the client's, up to 25 MB each: the
+        canonical line keeps their first FIELD_CHARS characters and says how many it cut, so
+        a reader cannot fill stderr (journald splits lines past 48 KiB) at a frame's size."""
+        huge = "m" * 100_000
+        with production_logging() as log:
+            frame_id = await ws.request(huge, id="i" * 100_000)
+            assert (await ws.response(frame_id))["ok"] is False
+        (line,) = (e for e in log.read() if e["event"] == "ws_call")
+        assert line["method"] == "m" * FIELD_CHARS + f"…(+{100_000 - FIELD_CHARS} chars)"
+        assert line["request_id"] == "i" * FIELD_CHARS + f"…(+{100_000 - FIELD_CHARS} chars)"
+        assert len(RING.lines[-1][1]) < 3 * FIELD_CHARS + 1000
 
     async def test_compat_methods_answer_their_empty_state(self, ws: GatewayWs) -> None:
         answers = {
