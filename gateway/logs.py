@@ -118,6 +118,31 @@ def _clip_long_strings(logger: Any, method: str, event: MutableMapping[str, Any]
     return event
 
 
+# C0 controls, DEL and C1 controls: a terminal acts on them (ESC and CSI start sequences that
+# move the cursor, retitle the window or, with OSC 52, write the clipboard).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_control(match: re.Match[str]) -> str:
+    char = match.group()
+    return _ESCAPES.get(char) or f"\\x{ord(char):02x}"
+
+
+def _escape_controls(logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
+    """For the console format, which a terminal shows as it is: a path or a name a client
+    chose must not act on that terminal. The traceback keeps its line breaks."""
+    for key, value in event.items():
+        if type(value) is str and _CONTROL.search(value):
+            if key == "exception":
+                event[key] = "\n".join(
+                    _CONTROL.sub(_escape_control, part) for part in value.split("\n")
+                )
+            else:
+                event[key] = _CONTROL.sub(_escape_control, value)
+    return event
+
+
 RING = LogRing()
 _FILTER = _LevelFilter()
 
@@ -134,10 +159,10 @@ def configure_logging(
     stream = stream or sys.stderr
     use_json = fmt == "json" or (fmt == "auto" and not _isatty(stream))
     set_level(level)
-    renderer: Any = (
-        structlog.processors.JSONRenderer(serializer=_compact)
+    renderers: list[Any] = (
+        [structlog.processors.JSONRenderer(serializer=_compact)]
         if use_json
-        else structlog.dev.ConsoleRenderer(colors=_isatty(stream))
+        else [_escape_controls, structlog.dev.ConsoleRenderer(colors=_isatty(stream))]
     )
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -153,7 +178,7 @@ def configure_logging(
             *shared,
             _clip_long_strings,
             structlog.processors.format_exc_info,
-            renderer,
+            *renderers,
         ],
         logger_factory=lambda *args: _RingLogger(stream, RING),
         # Not cached: the CLI configures again once the config (format, level) is known.

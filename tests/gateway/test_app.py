@@ -15,6 +15,7 @@ from gateway.app import create_app
 from gateway.appkeys import STATE
 from tests.support.configs import MakeConfig
 from tests.support.raw_http import raw_exchange, request_bytes
+from tests.support.served import production_logging
 
 Client = TestClient[web.Request, web.Application]
 AiohttpClient = Callable[[web.Application], Awaitable[Client]]
@@ -161,6 +162,19 @@ class TestRequestLog:
         assert ws.closed or await ws.receive()
         lines = [entry for entry in logs if entry["event"] == "http_request"]
         assert [(line["path"], line["status"]) for line in lines] == [("/", 499)]
+
+    async def test_a_path_s_control_characters_reach_the_console_log_escaped(
+        self, client: Client
+    ) -> None:
+        """The console format is read on a terminal: a path's ESC or BEL (`%1B`, `%07`) would
+        be a terminal control sequence there (OSC 52 writes the clipboard), as a C1 CSI
+        (`%C2%9B`); each is shown as an escape instead."""
+        with production_logging("console") as log:
+            response = await client.get("/%1B]52;c;ZWNobyBoaQ%07/ok%C2%9B")
+            assert response.status == 404
+        (line,) = (li for li in log.stream.getvalue().splitlines() if "http_request" in li)
+        assert "path=/\\x1b]52;c;ZWNobyBoaQ\\x07/ok\\x9b " in line
+        assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in line)
 
 
 class TestUnexpectedErrors:

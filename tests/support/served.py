@@ -78,16 +78,16 @@ class ServerLog:
 
 
 @contextlib.contextmanager
-def production_logging() -> Iterator[ServerLog]:
-    """structlog and the stdlib root logger configured as the CLI does (JSON lines), into
-    memory; the previous configuration is restored afterwards."""
+def production_logging(fmt: str = "json") -> Iterator[ServerLog]:
+    """structlog and the stdlib root logger configured as the CLI does (JSON lines, or the
+    console format), into memory; the previous configuration is restored afterwards."""
     saved = structlog.get_config()
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     access = logging.getLogger("aiohttp.access")
     access_disabled = access.disabled
     log = ServerLog()
-    configure_logging("info", "json", log.stream)
+    configure_logging("info", fmt, log.stream)
     try:
         yield log
     finally:
