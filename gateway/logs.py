@@ -147,8 +147,22 @@ RING = LogRing()
 _FILTER = _LevelFilter()
 
 
+# What JSON leaves raw that is not text: DEL and C1 (journald takes a line holding one for
+# binary, and `journalctl` shows `[blob data]` instead; a terminal acts on C1's CSI), and the
+# line and paragraph separators (Python's `splitlines()` ends a line there). JSON's escape
+# keeps the value as it was.
+_NOT_TEXT = re.compile("[\x7f-\x9f\u2028\u2029]")
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
 def _compact(obj: Any, **kwargs: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=str)
+    line = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=str)
+    if line.isascii() and "\x7f" not in line:  # most lines: a scan in C, no regex
+        return line
+    return _NOT_TEXT.sub(_json_escape, line)
 
 
 def configure_logging(

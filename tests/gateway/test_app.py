@@ -176,6 +176,23 @@ class TestRequestLog:
         assert "path=/\\x1b]52;c;ZWNobyBoaQ\\x07/ok\\x9b " in line
         assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in line)
 
+    async def test_a_json_line_escapes_del_c1_and_line_separators(self, client: Client) -> None:
+        """JSON escapes C0 controls, not DEL or C1 (`%7F`, `%C2%85`): raw, they make the line
+        binary to journald (`journalctl` shows `[blob data]`) and act on a terminal; nor
+        U+2028, where Python's `splitlines()` ends a line."""
+        with production_logging() as log:
+            for path in ("/a%7Fb", "/c%C2%85d%C2%9B%E2%80%A8"):
+                assert (await client.get(path)).status == 404
+        lines = [li for li in log.stream.getvalue().split("\n") if "http_request" in li]
+        assert [li[: li.index('","status"')] for li in lines] == [
+            '{"method":"GET","path":"/a\\u007fb',
+            '{"method":"GET","path":"/c\\u0085d\\u009b\\u2028',
+        ]
+        assert [e["path"] for e in log.read() if e["event"] == "http_request"] == [
+            "/a\x7fb",
+            "/c\x85d\x9b\u2028",
+        ]
+
 
 class TestUnexpectedErrors:
     """§8: a bug in the gateway is a 500 in the error shape, logged once with its traceback;

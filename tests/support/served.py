@@ -55,7 +55,7 @@ class ServerLog:
         """Every event logged so far."""
         text = self.stream.getvalue()
         end = text.rfind("\n") + 1
-        # Only "\n" ends a line: the JSON lines may hold U+2028 or U+0085 unescaped.
+        # Only "\n" ends a line, as for journald (not U+2028 or U+0085, as `splitlines()`).
         for line in text[self._offset : end - 1].split("\n") if end > self._offset else ():
             self.events.append(json.loads(line))
         self._offset = end
