@@ -40,6 +40,10 @@ P = TypeVar("P")
 ParamsParser = Callable[[ParamReader], P]
 Handler = Callable[["CallContext", P], Awaitable[Any]]
 
+# The log line's code for a call its connection's end cancelled (the client left, or the
+# server is stopping): no answer was sent, as HTTP's 499. Never on the wire.
+CALL_CANCELLED = "CANCELLED"
+
 
 @attrs.frozen
 class RateLimit:
@@ -130,6 +134,7 @@ async def dispatch(
     try:
         payload = await _call(methods, ctx, frame)
     except asyncio.CancelledError:
+        _log_call(ctx, started, CALL_CANCELLED)
         raise
     except Exception as exc:
         error = error_for(exc, frame.method, conn.conn_id)

@@ -44,6 +44,23 @@ class TestDispatcher:
             '"message":"unknown method: no.such.method"}}'
         )
 
+    async def test_a_call_cut_by_its_connection_closing_still_has_its_log_line(
+        self, gateway: Gateway
+    ) -> None:
+        """One `ws_call` line per call: one still waiting when its client leaves (an
+        `agent.wait`, an `agent` that started a run) is cancelled, and says so."""
+        ws = await gateway.connected()
+        with capture_logs() as logs:
+            await ws.request("agent.wait", {"runId": "never", "timeoutMs": 60_000}, id="left")
+            assert await ws.ok("health")  # read after `left`: that call is under way
+            await ws.ws.close()
+            for _ in range(100):
+                if any(e.get("request_id") == "left" for e in logs):
+                    break
+                await asyncio.sleep(0.01)
+        (line,) = (e for e in logs if e["event"] == "ws_call" and e["request_id"] == "left")
+        assert (line["method"], line["ok"], line["code"]) == ("agent.wait", False, "CANCELLED")
+
     async def test_not_json_after_the_handshake(self, ws: GatewayWs) -> None:
         await ws.send("{nope")
         frame = await ws.response("invalid")
