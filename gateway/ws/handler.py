@@ -413,6 +413,7 @@ async def _teardown(ws_state: WsState, conn: Connection) -> None:
     if conn in ws_state.authenticated:
         ws_state.authenticated.discard(conn)
         ws_state.readers.discard(conn)
+        ws_state.fanout.followers.discard(conn)
         ws_state.watchers_changed()
         ws_state.presence.disconnect(conn.conn_id, now_ms(), conn.last_activity_at)
         ws_state.presence_changed()
