@@ -135,6 +135,14 @@ class Connection:
     def closing(self) -> bool:
         return self.phase is Phase.CLOSING
 
+    @property
+    def peer_gone(self) -> bool:
+        """The TCP connection under the socket is closed or closing."""
+        if self.stream is None:
+            return self.ws.closed
+        transport = self.stream.transport
+        return transport is None or transport.is_closing()
+
     def opened(self, at: int) -> None:
         """The handshake ended with hello-ok at `at` (epoch ms)."""
         self.authenticated_at = at

@@ -59,6 +59,9 @@ METHODS = web.AppKey("ws_methods", MethodRegistry)  # the method table of every 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# How often a reader waiting for a free request slot looks whether its client is still there.
+SLOT_CHECK_SECONDS = 1.0
+
 SHUTDOWN_PAYLOAD = {"reason": "gateway stopping", "restartExpectedMs": None}
 
 
@@ -388,7 +391,8 @@ async def _read_loop(ws_state: WsState, methods: MethodRegistry, conn: Connectio
                 continue
             if inflight is None:
                 inflight = asyncio.Semaphore(ws_state.settings.max_inflight_requests)
-            await inflight.acquire()
+            if not await _free_slot(inflight, conn):
+                return  # the client left while every slot was taken
             task = conn.spawn(dispatch(methods, ws_state, conn, frame), f"ws-call {frame.method}")
             task.add_done_callback(functools.partial(_release, inflight))
         elif msg.type is WSMsgType.BINARY:
@@ -396,6 +400,25 @@ async def _read_loop(ws_state: WsState, methods: MethodRegistry, conn: Connectio
             _invalid_frame(conn, None, "binary frames are not supported")
         else:  # CLOSE, CLOSING, CLOSED, ERROR: the socket is done
             return
+
+
+async def _free_slot(inflight: asyncio.Semaphore, conn: Connection) -> bool:
+    """Take a request slot; False when the client went away while every slot was taken.
+
+    Meanwhile the reader reads nothing, the socket's end included, and a request may hold
+    its slot for as long as its client likes (`agent.wait`): the connection is looked at
+    every SLOT_CHECK_SECONDS instead, or it would stay open, in presence too, for good."""
+    if not inflight.locked():
+        await inflight.acquire()
+        return True
+    while True:
+        try:
+            async with asyncio.timeout(SLOT_CHECK_SECONDS):
+                await inflight.acquire()
+            return True
+        except TimeoutError:
+            if conn.peer_gone:
+                return False
 
 
 def _release(inflight: asyncio.Semaphore, task: asyncio.Task[Any]) -> None:

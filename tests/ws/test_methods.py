@@ -4,15 +4,21 @@ method's answer."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
+import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
 from gateway.appkeys import STATE
 from gateway.logs import FIELD_CHARS, RING
 from gateway.ws import protocol
-from tests.support.served import production_logging
-from tests.support.ws_client import Gateway, GatewayWs, normalized, wire
+from gateway.ws.connection import now_ms
+from gateway.ws.handler import WS
+from gateway.ws.state import WsSettings
+from tests.support.served import TOKEN as SERVED_TOKEN
+from tests.support.served import build_app, production_logging, served
+from tests.support.ws_client import Gateway, GatewayWs, MakeGateway, normalized, wire
 
 READ_METHODS = [
     "status",
@@ -608,3 +614,47 @@ class TestSessions:
             "code": "INVALID_REQUEST",
             "message": "Cannot delete the main session (agent:main:main).",
         }
+
+
+class TestRequestsInFlight:
+    async def test_a_request_beyond_the_slots_is_answered_once_one_frees(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        gateway = await make_gateway(settings=WsSettings(max_inflight_requests=2))
+        ws = await gateway.connected()
+        waits = [
+            await ws.request("agent.wait", {"runId": f"never-{i}", "timeoutMs": 1500})
+            for i in range(2)
+        ]  # longer than the reader's look at the connection: it waits on after one
+        health = await ws.request("health")
+        assert (await ws.response(health))["ok"] is True
+        for frame_id in waits:
+            assert (await ws.response(frame_id))["payload"]["status"] == "timeout"
+        await ws.ws.close()
+
+    async def test_a_client_that_leaves_while_its_requests_fill_every_slot_is_let_go(
+        self, tmp_path: Path
+    ) -> None:
+        # The reader waits for a free slot before it reads on, and reads nothing meanwhile,
+        # the socket's end included; an `agent.wait` holds its slot as long as its client
+        # likes. Served as in production: aiohttp does not cancel a handler whose client left.
+        app = build_app(tmp_path)
+        ws_state = app[WS]
+        ws_state.settings = WsSettings(max_inflight_requests=2)
+        async with served(app) as server, aiohttp.ClientSession() as http:
+            raw = await http.ws_connect(server.url, timeout=aiohttp.ClientWSTimeout(ws_close=0.2))
+            ws = GatewayWs(raw)
+            conn_id = (await ws.connect(auth={"token": SERVED_TOKEN}))["payload"]["server"][
+                "connId"
+            ]
+            for i in range(3):  # the third waits for a slot
+                await ws.request("agent.wait", {"runId": f"never-{i}", "timeoutMs": 600_000})
+            await asyncio.sleep(0.1)
+            await raw.close()  # the close goes unanswered: the client drops the connection
+            async with asyncio.timeout(5):
+                while ws_state.connections:
+                    await asyncio.sleep(0.05)
+            [entry] = [
+                e for e in ws_state.presence.snapshot(now_ms()) if e.get("instanceId") == conn_id
+            ]
+            assert entry["reason"] == "disconnect"
