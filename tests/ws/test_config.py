@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import fcntl
 import hashlib
 import json
 import os
 import stat
 import sys
+import threading
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from gateway.appkeys import STATE
+from gateway.ws.methods import config as config_methods
 from tests.support.openclaw_secrets import ENVIRON, OPENCLAW_SECRETS, SECRET_MARK, SECRET_NUMBERS
 from tests.support.process import GatewayProcess, clean_env
 from tests.support.process_client import TOKEN as PROCESS_TOKEN
@@ -337,6 +342,50 @@ class TestConfigPatch:
         assert error["message"].startswith("rate limit exceeded for config.patch; retry after ")
         assert error["details"] == {"method": "config.patch", "limit": "30 per 60s"}
         assert error["retryable"] is True and 0 < error["retryAfterMs"] <= 60_000
+
+    async def test_a_patch_whose_client_leaves_while_the_file_is_written_is_applied(
+        self, make_gateway: MakeGateway, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Closing the socket cancels its calls, but the file is written in a thread that goes
+        # on: unapplied, the gateway would run the old config, with reload "off" until a
+        # restart, while config.get shows the new file.
+        gateway = await make_gateway(
+            CONFIG.replace(
+                'auth: { mode: "token"', 'reload: { mode: "off" }, auth: { mode: "token"'
+            )
+        )
+        writing, written = threading.Event(), threading.Event()
+        write = config_methods.write_atomic
+
+        def held(path: Path, text: str) -> None:
+            writing.set()
+            written.wait(5)
+            write(path, text)
+
+        monkeypatch.setattr(config_methods, "write_atomic", held)
+        ws = await gateway.connected()
+        base_hash = file_hash(gateway)
+        await ws.request(
+            "config.patch",
+            {
+                "raw": json.dumps({"gateway": {"auth": {"token": "new-token"}}}),
+                "baseHash": base_hash,
+            },
+        )
+        assert await asyncio.to_thread(writing.wait, 5)
+        await ws.ws.close()
+        written.set()
+        state = gateway.app[STATE]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(3):
+                while state.config.gateway.auth.token != "new-token":
+                    await asyncio.sleep(0.01)
+        assert state.config.gateway.auth.token == "new-token"
+        assert (
+            json.loads(gateway.config_path.read_text())["gateway"]["auth"]["token"] == "new-token"
+        )
+        fresh = await gateway.connected(auth={"token": "new-token"})
+        await fresh.ws.close()
 
     async def test_without_a_loader(self, make_gateway) -> None:  # type: ignore[no-untyped-def]
         gateway = await make_gateway(with_loader=False)

@@ -17,7 +17,7 @@ import attrs
 import json5
 import structlog
 
-from gateway.config.apply import apply_config, with_token
+from gateway.config.apply import ReloadResult, apply_config, with_token
 from gateway.config.errors import FILE_LEVEL, ConfigError, ConfigIssue
 from gateway.config.loader import ConfigLoader, embedded_default_text
 from gateway.config.model import Config, GatewayConfig
@@ -32,6 +32,7 @@ from gateway.config.patch import (
 )
 from gateway.config.view import redact_parsed, redact_raw, redacted
 from gateway.edge import parse_network
+from gateway.state import GatewayState
 from gateway.ws.dispatch import CallContext, MethodRegistry, RateLimit, no_params
 from gateway.ws.protocol import (
     ADMIN,
@@ -169,6 +170,22 @@ def _parse_patch(raw: str) -> Any:
         raise ParamsError("at /raw: not valid JSON5 (nested too deeply)") from None
 
 
+async def _commit(
+    state: GatewayState, loader: ConfigLoader, new: Config, text: str
+) -> ReloadResult:
+    """Write the file, then apply what it holds."""
+    try:
+        await asyncio.to_thread(write_atomic, loader.config_path, text)
+    except OSError as exc:  # a read-only /etc (the systemd unit), a full disk
+        reason = exc.strerror or str(exc)
+        log.warning("config_patch_write_failed", path=str(loader.config_path), error=reason)
+        raise WsError(UNAVAILABLE, f"cannot write the config file: {reason}") from None
+    result = apply_config(state, new)
+    for listener in list(state.config_written_listeners):
+        listener()
+    return result
+
+
 def register(methods: MethodRegistry) -> None:
     @methods.method("config.get", params=no_params, scope=READ)
     async def config_get(ctx: CallContext, params: None) -> Any:
@@ -247,15 +264,17 @@ def register(methods: MethodRegistry) -> None:
             weakened = _weakened_auth(state.config.gateway, new.gateway)
             if weakened is not None:
                 raise ParamsError(f"at /raw: {weakened}; only an edit of the file may do that")
+            # Once the file is being written the patch is done whether or not its client
+            # stays: closing the socket cancels this call, but not the write's thread, and a
+            # file written and never applied would leave the gateway on the old config (with
+            # reload "off", until a restart) while config.get shows the new one. Under the
+            # lock to the end: no other patch reads the file meanwhile.
+            commit = asyncio.ensure_future(_commit(state, loader, new, text))
             try:
-                await asyncio.to_thread(write_atomic, loader.config_path, text)
-            except OSError as exc:  # a read-only /etc (the systemd unit), a full disk
-                reason = exc.strerror or str(exc)
-                log.warning("config_patch_write_failed", path=str(loader.config_path), error=reason)
-                raise WsError(UNAVAILABLE, f"cannot write the config file: {reason}") from None
-            result = apply_config(state, new)
-            for listener in list(state.config_written_listeners):
-                listener()
+                result = await asyncio.shield(commit)
+            except asyncio.CancelledError:
+                await asyncio.wait((commit,))
+                raise
         return {
             "ok": True,
             "path": str(loader.config_path),
