@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
 import attrs
@@ -37,6 +37,7 @@ from gateway.ws.state import WsState
 log = structlog.get_logger()
 
 P = TypeVar("P")
+T = TypeVar("T")
 ParamsParser = Callable[[ParamReader], P]
 Handler = Callable[["CallContext", P], Awaitable[Any]]
 
@@ -119,6 +120,13 @@ class CallContext:
     @property
     def registry(self) -> SessionRegistry:
         return registry_of(self.ws.gateway)
+
+    async def to_the_end(self, change: Coroutine[Any, Any, T]) -> T:
+        """`change` finished even if this call is cancelled (its socket closed): a change the
+        store committed while the session in memory never heard of it, as a reset cut off
+        after its write, is worse than one made for a client that left."""
+        task: asyncio.Task[T] = self.ws.spawn(change, f"ws-{self.method}")
+        return await asyncio.shield(task)
 
     def respond(self, payload: Any) -> None:
         """An extra `ok` response before the handler's own (`agent`'s acceptance, §8)."""

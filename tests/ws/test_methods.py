@@ -4,12 +4,15 @@ method's answer."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
+from agents.store import SessionStore
 from gateway.appkeys import STATE
 from gateway.logs import FIELD_CHARS, RING
 from gateway.ws import protocol
@@ -18,7 +21,7 @@ from gateway.ws.handler import WS
 from gateway.ws.state import WsSettings
 from tests.support.served import TOKEN as SERVED_TOKEN
 from tests.support.served import build_app, production_logging, served
-from tests.support.ws_client import Gateway, GatewayWs, MakeGateway, normalized, wire
+from tests.support.ws_client import Gateway, GatewayWs, MakeGateway, normalized, send, wire
 
 READ_METHODS = [
     "status",
@@ -614,6 +617,45 @@ class TestSessions:
             "code": "INVALID_REQUEST",
             "message": "Cannot delete the main session (agent:main:main).",
         }
+
+
+class TestSessionChangesOutliveTheirClient:
+    async def test_a_reset_whose_client_leaves_while_it_is_stored_still_takes_effect(
+        self, gateway: Gateway, ws: GatewayWs, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Closing a socket cancels its calls, but not the store's write that a reset started:
+        # committed, and cut off before the session in memory heard of it, the next turn went
+        # on in the old transcript.
+        await ws.ok("chat.send", send("left", "before", "left-1"))
+        await ws.event("chat", state="final", runId="left-1")
+        store = gateway.app[STATE].store
+        assert store is not None
+        before = await store.get("agent:main:left")
+        assert before is not None
+        storing, stored = threading.Event(), threading.Event()
+        reset = SessionStore._reset
+
+        def held(self: SessionStore, db: Any, key: str, agent_id: str, now: int) -> Any:
+            storing.set()
+            stored.wait(5)
+            return reset(db, key, agent_id, now)
+
+        monkeypatch.setattr(SessionStore, "_reset", held)
+        admin = await gateway.connected()
+        await admin.request("sessions.reset", {"key": "left"})
+        assert await asyncio.to_thread(storing.wait, 5)
+        await admin.ws.close()
+        stored.set()
+        async with asyncio.timeout(5):
+            while (
+                row := await store.get("agent:main:left")
+            ) and row.session_id == before.session_id:
+                await asyncio.sleep(0.01)
+        await ws.ok("chat.send", send("left", "after", "left-2"))
+        await ws.event("chat", state="final", runId="left-2")
+        history = await ws.ok("chat.history", {"sessionKey": "left"})
+        assert history["sessionId"] == row.session_id
+        assert [m["content"] for m in history["messages"] if m["role"] == "user"] == ["after"]
 
 
 class TestRequestsInFlight:

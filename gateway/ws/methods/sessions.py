@@ -153,17 +153,19 @@ def register(methods: MethodRegistry) -> None:
     @methods.method("sessions.patch", params=PatchParams.parse, scope=ADMIN)
     async def sessions_patch(ctx: CallContext, params: PatchParams) -> Any:
         key = resolve_key(ctx, params.key, "key")
-        info = await ctx.registry.patch_label(key, params.label)
+        info = await ctx.to_the_end(ctx.registry.patch_label(key, params.label))
         return {"ok": True, "key": key, "entry": info.to_dict()}
 
     @methods.method("sessions.reset", params=ResetParams.parse, scope=ADMIN)
     async def sessions_reset(ctx: CallContext, params: ResetParams) -> Any:
         key = resolve_key(ctx, params.key, "key")
-        info = await ctx.registry.reset(key)
+        info = await ctx.to_the_end(ctx.registry.reset(key))
         return {"ok": True, "key": key, "entry": info.to_dict()}
 
     @methods.method("sessions.delete", params=DeleteParams.parse, scope=ADMIN)
     async def sessions_delete(ctx: CallContext, params: DeleteParams) -> Any:
         key = resolve_key(ctx, params.key, "key")
-        deleted = await ctx.registry.delete(key, delete_transcript=params.delete_transcript)
+        deleted = await ctx.to_the_end(
+            ctx.registry.delete(key, delete_transcript=params.delete_transcript)
+        )
         return {"ok": True, "key": key, "deleted": deleted, "archived": []}
