@@ -11,6 +11,8 @@ let sessionKey = null; // canonical key on screen
 let followed = null; // key we are subscribed to
 const runs = new Map(); // runId -> {bubble, text}
 let visible = false;
+// chat.send's one command: it aborts the session's runs and starts none (ws-protocol.md §8).
+const STOP_COMMAND = "/stop";
 
 export function init(context) {
   ctx = context;
@@ -132,6 +134,16 @@ async function send() {
   const message = input.value;
   if (!message.trim() || !sessionKey) return;
   setAlert($("chat-error"), "");
+  if (message.trim() === STOP_COMMAND) {
+    // No turn answers it: no bubbles; the aborted run's own events end its bubble.
+    input.value = "";
+    try {
+      await ctx.gw.request("chat.send", { sessionKey, message, idempotencyKey: randomId() });
+    } catch (error) {
+      setAlert($("chat-error"), error.message);
+    }
+    return;
+  }
   const runId = randomId();
   const transcript = $("transcript");
   const empty = transcript.querySelector(".empty");

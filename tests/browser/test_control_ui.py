@@ -74,6 +74,25 @@ class TestChat:
         assert note.text == "aborted"
         assert not page.find("#chat-abort").is_enabled()
 
+    def test_stop_typed_as_a_message_aborts_the_turn_and_starts_none(self, page: Page) -> None:
+        # `/stop` is a command (ws-protocol.md §8, chat.send): it aborts, no turn answers it.
+        page.connected()
+        page.click("#chat-new")
+        page.type("#chat-input", " ".join(f"w{i}" for i in range(60)))  # about 3.6 s of words
+        page.click("#chat-send")
+        page.until(lambda: page.all(".bubble.assistant.streaming .text")[-1].text, "a first word")
+        page.type("#chat-input", "/stop")
+        page.click("#chat-send")
+        page.until(lambda: page.all(".bubble.assistant .note"), "the aborted note")
+        page.until(lambda: not page.all(".bubble.streaming"), "no answer still streaming")
+        assert [b.get_attribute("data-role") for b in page.all("#transcript .bubble")] == [
+            "user",
+            "assistant",
+        ]
+        assert page.text(".bubble.assistant .note") == "aborted"
+        assert not page.find("#chat-abort").is_enabled()
+        assert page.find("#chat-input").get_attribute("value") == ""
+
     def test_the_transcript_survives_a_page_reload(self, page: Page) -> None:
         page.connected()
         page.click("#chat-new")
