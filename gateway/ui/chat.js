@@ -148,7 +148,8 @@ async function send() {
   const transcript = $("transcript");
   const empty = transcript.querySelector(".empty");
   if (empty) empty.remove();
-  transcript.append(messageNode({ role: "user", content: message }));
+  const asked = messageNode({ role: "user", content: message });
+  transcript.append(asked);
   const bubble = pendingBubble();
   transcript.append(bubble);
   runs.set(runId, { bubble, text: "" });
@@ -158,8 +159,13 @@ async function send() {
   try {
     await ctx.gw.request("chat.send", { sessionKey, message, idempotencyKey: runId });
   } catch (error) {
+    // Refused or never sent: the gateway has no such turn (a connection lost meanwhile
+    // reloads the transcript, which tells). The message goes back to the input to send
+    // again, not into the transcript, where sending it again would show it twice.
     runs.delete(runId);
+    asked.remove();
     bubble.remove();
+    if (!input.value) input.value = message;
     setBusy(null);
     setAlert($("chat-error"), error.message);
   }

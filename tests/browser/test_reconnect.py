@@ -76,3 +76,24 @@ def test_a_lost_connection_is_shown_and_comes_back_by_itself(
     gateway.start()
     page.until(lambda: state.get_attribute("data-state") == "connected", "reconnected", 20)
     page.visible("#screen-chat")
+
+
+def test_a_message_sent_while_the_connection_is_lost_stays_in_the_input(
+    page: Page, gateway: Restartable
+) -> None:
+    page.connected()
+    page.click("#chat-new")
+    page.until(lambda: page.text("#transcript") == "No messages yet. Say something.", "the chat")
+    gateway.stop()
+    try:
+        state = page.find("#conn-state")
+        page.until(lambda: state.get_attribute("data-state") == "waiting", "the waiting state")
+        page.type("#chat-input", "not lost")
+        page.click("#chat-send")
+        assert page.visible("#chat-error").text == "Not connected to the gateway."
+        assert page.find("#chat-input").get_attribute("value") == "not lost"
+        assert page.all("#transcript .bubble") == []  # no turn that the gateway never had
+        assert not page.find("#chat-abort").is_enabled()
+    finally:
+        gateway.start()
+    page.until(lambda: state.get_attribute("data-state") == "connected", "reconnected", 20)
