@@ -9,6 +9,7 @@ let ctx;
 let agents = [];
 let sessionKey = null; // canonical key on screen
 let followed = null; // key we are subscribed to
+let following = Promise.resolve(); // the last change of subscription; each waits for the one before
 const runs = new Map(); // runId -> {bubble, text}
 let visible = false;
 // chat.send's one command: it aborts the session's runs and starts none (ws-protocol.md §8).
@@ -102,11 +103,15 @@ async function openSession(key) {
   history.replaceState(null, "", `#chat/${encodeURIComponent(key)}`);
   runs.clear();
   setBusy(null);
+  // Another session picked meanwhile (arrow keys on the list) is the one to show: answers of
+  // concurrent calls come in any order.
   await follow(key);
+  if (key !== sessionKey) return;
   const transcript = $("transcript");
   transcript.replaceChildren();
   try {
     const result = await ctx.gw.request("chat.history", { sessionKey: key, limit: 200 });
+    if (key !== sessionKey) return;
     transcript.replaceChildren(...result.messages.map(messageNode));
     if (!result.messages.length) transcript.append(el("p", { class: "muted empty", text: "No messages yet. Say something." }));
     const active = result.sessionInfo && result.sessionInfo.activeRunIds;
@@ -117,7 +122,14 @@ async function openSession(key) {
   scrollDown();
 }
 
-async function follow(key) {
+// One change at a time: two interleaved would each unsubscribe the session they saw
+// followed, and could leave the one on screen unsubscribed.
+function follow(key) {
+  following = following.then(() => refollow(key));
+  return following;
+}
+
+async function refollow(key) {
   if (followed === key) return;
   const gw = ctx.gw;
   try {

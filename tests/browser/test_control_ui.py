@@ -93,6 +93,40 @@ class TestChat:
         assert not page.find("#chat-abort").is_enabled()
         assert page.find("#chat-input").get_attribute("value") == ""
 
+    def test_the_last_session_picked_in_a_quick_succession_is_shown_and_followed(
+        self, page: Page
+    ) -> None:
+        page.connected()
+        page.click("#chat-new")
+        page.chat("first session")
+        first = page.session_key()
+        page.click("#chat-new")
+        page.chat("second session")
+        second = page.session_key()
+        # Away and back before any answer came, as arrow keys on the list do.
+        page.driver.execute_script(
+            """
+            const select = document.getElementById("chat-session");
+            for (const key of arguments) {
+              select.value = key;
+              select.dispatchEvent(new Event("change"));
+            }
+            """,
+            first,
+            second,
+        )
+
+        def texts() -> list[str]:
+            return [b.find_element(page.by.CSS_SELECTOR, ".text").text for b in page.all(".bubble")]
+
+        page.until(
+            lambda: texts() == ["second session", "[turn 1] second session"], "its transcript"
+        )
+        time.sleep(1)  # an answer for the other one would have come by now
+        assert texts() == ["second session", "[turn 1] second session"]
+        assert page.session_key() == second
+        assert page.chat("still followed") == "[turn 2] still followed"
+
     def test_the_transcript_survives_a_page_reload(self, page: Page) -> None:
         page.connected()
         page.click("#chat-new")
