@@ -44,7 +44,7 @@ export function forget() {
 
 export function showError(error) {
   setAlert($("connect-error"), error.explanation || error.message);
-  if (error.isAuth) forget();
+  if (error.refusesCredential) forget();
 }
 
 async function attempt(connection, { quiet = false } = {}) {

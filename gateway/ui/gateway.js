@@ -39,8 +39,10 @@ export class GatewayError extends Error {
     return this.message;
   }
 
-  get isAuth() {
-    return String(this.details.code || "").startsWith("AUTH_");
+  // The credential itself was refused (wrong or missing), not merely turned away for now: a
+  // lock-out is the address's, earned by others' failures too, and ends.
+  get refusesCredential() {
+    return /^AUTH_.*_(MISMATCH|MISSING)$/.test(String(this.details.code || ""));
   }
 }
 
