@@ -8,7 +8,7 @@ import { $, el, setAlert } from "./dom.js";
 const REDACTED = "__OPENCLAW_REDACTED__";
 let ctx;
 let loaded = null; // the config.get answer
-let fields = []; // {path, kind, original, input, error}
+let fields = []; // {path, keys, kind, original, input, error}
 
 export function init(context) {
   ctx = context;
@@ -43,21 +43,24 @@ async function load() {
   if (loaded.warnings.length) setAlert($("config-message"), `Warnings: ${loaded.warnings.join("; ")}`);
 }
 
-function section(value, path) {
+// `keys`: the names from the top down. The dotted `path` is how the server names a place in its
+// issues; a name may hold a dot itself (a header name), so the patch is built from `keys`.
+function section(value, path, keys = []) {
   const out = [];
   for (const [key, item] of Object.entries(value)) {
     const itemPath = path ? `${path}.${key}` : key;
+    const itemKeys = [...keys, key];
     if (item && typeof item === "object" && !Array.isArray(item)) {
-      const children = section(item, itemPath);
+      const children = section(item, itemPath, itemKeys);
       out.push(el("fieldset", { class: "group", dataset: { path: itemPath } }, el("legend", { text: key }), children.length ? children : el("p", { class: "muted small", text: "(nothing set)" })));
     } else {
-      out.push(field(key, itemPath, item));
+      out.push(field(key, itemPath, itemKeys, item));
     }
   }
   return out;
 }
 
-function field(key, path, value) {
+function field(key, path, keys, value) {
   const id = `cfg-${path.replace(/[^A-Za-z0-9_-]/g, "_")}`;
   const errorId = `${id}-error`;
   let input;
@@ -83,7 +86,7 @@ function field(key, path, value) {
   input.setAttribute("aria-describedby", errorId);
   input.dataset.path = path;
   const error = el("span", { class: "field-error", id: errorId, role: "alert", hidden: true });
-  fields.push({ path, kind, original: value, input, error });
+  fields.push({ path, keys, kind, original: value, input, error });
   return el(
     "div",
     { class: `field field-${kind}`, dataset: { path } },
@@ -94,7 +97,7 @@ function field(key, path, value) {
   );
 }
 
-// path -> new value (undefined: left alone); throws {field, message} on unparsable input.
+// field -> new value (undefined: left alone); throws {field, message} on unparsable input.
 function changes(strict = false) {
   const changed = new Map();
   for (const f of fields) {
@@ -105,7 +108,7 @@ function changes(strict = false) {
       // go out as null: the key deleted.
       if (f.input.validity.badInput) {
         if (strict) throw { field: f, message: "not a number" };
-        changed.set(f.path, undefined);
+        changed.set(f, undefined);
         continue;
       }
       value = f.input.value === "" ? null : Number(f.input.value);
@@ -117,21 +120,21 @@ function changes(strict = false) {
         value = JSON.parse(f.input.value || "null");
       } catch {
         if (strict) throw { field: f, message: "not valid JSON" };
-        changed.set(f.path, undefined);
+        changed.set(f, undefined);
         continue;
       }
     } else value = f.input.value;
-    if (JSON.stringify(value) !== JSON.stringify(f.original)) changed.set(f.path, value);
+    if (JSON.stringify(value) !== JSON.stringify(f.original)) changed.set(f, value);
   }
   return changed;
 }
 
+// Objects without a prototype: a key named `__proto__` is a name like any other.
 function patchOf(changed) {
-  const patch = {};
-  for (const [path, value] of changed) {
-    const keys = path.split(".");
+  const patch = Object.create(null);
+  for (const [{ keys }, value] of changed) {
     let node = patch;
-    for (const key of keys.slice(0, -1)) node = node[key] ??= {};
+    for (const key of keys.slice(0, -1)) node = node[key] ??= Object.create(null);
     node[keys[keys.length - 1]] = value;
   }
   return patch;

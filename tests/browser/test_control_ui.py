@@ -376,6 +376,32 @@ class TestConfig:
         saved = json.loads(page.gateway_config_path().read_text())
         assert saved["gateway"]["reload"] == {"debounceMs": 275}
 
+    def test_a_key_with_a_dot_is_saved_under_its_own_name(self, page: Page) -> None:
+        # Header names may hold a dot (RFC 9110 token): the key is one name, not a path.
+        page.connected()
+        patched = page.driver.execute_async_script(
+            """
+            const [token, done] = arguments;
+            const { Gateway } = await import("/ui/gateway.js");
+            const gw = new Gateway();
+            await gw.start(`ws://${location.host}`, { token });
+            const { hash } = await gw.request("config.get");
+            const provider = { baseUrl: "http://127.0.0.1:9/v1", headers: { "x-org.id": "a" } };
+            const raw = JSON.stringify({ models: { providers: { dotted: provider } } });
+            const result = await gw.request("config.patch", { raw, baseHash: hash });
+            gw.stop();
+            done(result.ok);
+            """,
+            TOKEN,
+        )
+        assert patched
+        page.go("config")
+        page.type('input[data-path="models.providers.dotted.headers.x-org.id"]', "b")
+        page.click("#config-save")
+        page.until(lambda: page.text("#config-message").startswith("Saved."), "saved")
+        saved = json.loads(page.gateway_config_path().read_text())
+        assert saved["models"]["providers"]["dotted"]["headers"] == {"x-org.id": "b"}
+
 
 class TestPhoneViewport:
     @pytest.mark.parametrize("screen", ["chat", "sessions", "status", "logs", "config"])
