@@ -23,7 +23,11 @@ export function init(context) {
   });
 }
 
+// Edits not saved yet are the operator's work: coming back to the screen, or reconnecting after
+// a restart, keeps them ("Discard and reload" drops them). Save still sends the hash they were
+// made on, so a file changed meanwhile is refused rather than overwritten.
 export async function show() {
+  if (loaded && changes().size) return;
   await load();
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,3 +98,20 @@ def test_a_message_sent_while_the_connection_is_lost_stays_in_the_input(
     finally:
         gateway.start()
     page.until(lambda: state.get_attribute("data-state") == "connected", "reconnected", 20)
+
+
+def test_config_edits_not_yet_saved_outlive_a_reconnect(page: Page, gateway: Restartable) -> None:
+    page.connected()
+    page.go("config")
+    page.type('input[data-path="gateway.reload.debounceMs"]', "444")
+    state = page.find("#conn-state")
+    gateway.stop()
+    try:
+        page.until(lambda: state.get_attribute("data-state") == "waiting", "the waiting state")
+    finally:
+        gateway.start()
+    page.until(lambda: state.get_attribute("data-state") == "connected", "reconnected", 20)
+    time.sleep(1)  # a reload of the form would have come by now
+    field = page.find('input[data-path="gateway.reload.debounceMs"]')
+    assert field.get_attribute("value") == "444"
+    assert page.find("#config-save").is_enabled()
