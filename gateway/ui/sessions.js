@@ -8,6 +8,7 @@ let selected = null;
 let visible = false;
 let refreshTimer = null;
 let searchTimer = null;
+let loads = 0; // the last load() started; only its answer is shown
 
 export function init(context) {
   ctx = context;
@@ -40,16 +41,20 @@ export function hide() {
   visible = false;
 }
 
+// Loads overlap (a search typed while a refresh is answered) and their answers come in any
+// order: an older one, shown last, would list another search's sessions.
 async function load() {
   const search = $("sessions-search").value.trim();
+  const mine = ++loads;
   let listed;
   try {
     listed = await ctx.gw.request("sessions.list", { limit: 200, search: search || undefined });
   } catch (error) {
-    $("sessions-count").textContent = error.message;
+    if (mine === loads) $("sessions-count").textContent = error.message;
     return;
   }
   const previews = await previewsOf(listed.sessions.map((s) => s.key));
+  if (mine !== loads) return;
   const rows = listed.sessions.map((s) => {
     const open = el("button", { type: "button", class: "link", text: s.label || s.key, onclick: () => select(s.key) });
     const preview = previews.get(s.key);

@@ -225,6 +225,45 @@ class TestSessions:
 
         page.until(lambda: listed() == [key], "only the matching row")
 
+    def test_the_list_is_that_of_the_last_search_whichever_answer_comes_last(
+        self, page: Page
+    ) -> None:
+        page.connected()
+        # 150 sessions: the unfiltered list takes three more preview calls than one match.
+        page.driver.execute_async_script(
+            """
+            const [token, done] = arguments;
+            const { Gateway } = await import("/ui/gateway.js");
+            const gw = new Gateway();
+            await gw.start(`ws://${location.host}`, { token });
+            const keys = [...Array(150).keys()].map((i) => `agent:ops:bulk-${i}`);
+            await Promise.all(keys.concat(["agent:ops:needle"]).map(
+              (key) => gw.request("sessions.patch", { key, label: key.slice(10) })));
+            gw.stop();
+            done();
+            """,
+            TOKEN,
+        )
+        page.go("sessions")
+        page.until(lambda: page.text("#sessions-count").endswith("sessions"), "the list")
+        page.driver.execute_script(
+            """
+            const search = document.getElementById("sessions-search");
+            for (const text of ["", "needle"]) {
+              search.value = text;
+              document.getElementById("sessions-refresh").click();
+            }
+            """
+        )
+
+        def listed() -> list[str]:
+            return [r.get_attribute("data-key") for r in page.all("#sessions-table tbody tr")]
+
+        page.until(lambda: listed() == ["agent:ops:needle"], "the match")
+        time.sleep(1.5)  # the unfiltered answer would have come by now
+        assert listed() == ["agent:ops:needle"]
+        assert page.text("#sessions-count") == "1 session"
+
     def test_delete_asks_first_then_removes_the_session(self, page: Page) -> None:
         page.connected()
         page.click("#chat-new")
