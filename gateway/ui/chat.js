@@ -283,7 +283,9 @@ function onChat(payload) {
   const option = $("chat-session").selectedOptions[0];
   if (option && option.value === sessionKey) option.textContent = sessionKey; // stored now
   if ($("chat-abort").dataset.runId === payload.runId) setBusy(null);
-  if (run.foreign) openSession(sessionKey); // fetch the user message we never saw
+  // Fetch the user message we never saw; off screen, coming back loads it (and the address
+  // is another screen's).
+  if (run.foreign && visible) openSession(sessionKey);
   scrollDown();
 }
 

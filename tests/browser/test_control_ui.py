@@ -127,6 +127,37 @@ class TestChat:
         assert page.session_key() == second
         assert page.chat("still followed") == "[turn 2] still followed"
 
+    def test_a_turn_from_elsewhere_leaves_the_address_of_another_screen_alone(
+        self, page: Page
+    ) -> None:
+        page.connected()
+        page.click("#chat-new")
+        page.chat("mine")
+        key = page.session_key()
+        page.go("status")
+        # Another client's turn on the session the chat screen follows, to its end.
+        page.driver.execute_async_script(
+            """
+            const [token, sessionKey, done] = arguments;
+            const { Gateway } = await import("/ui/gateway.js");
+            const gw = new Gateway();
+            await gw.start(`ws://${location.host}`, { token });
+            const idempotencyKey = "elsewhere-1";
+            await gw.request("chat.send", { sessionKey, message: "elsewhere", idempotencyKey });
+            while ((await gw.request("chat.history", { sessionKey })).messages.length < 4) {
+              await new Promise((resolve) => setTimeout(resolve, 50));
+            }
+            gw.stop();
+            done();
+            """,
+            TOKEN,
+            key,
+        )
+        time.sleep(0.5)  # the chat screen's handling of the turn's end
+        assert page.driver.current_url.endswith("#status")
+        page.driver.refresh()
+        page.visible("#screen-status")
+
     def test_the_transcript_survives_a_page_reload(self, page: Page) -> None:
         page.connected()
         page.click("#chat-new")
