@@ -19,6 +19,7 @@ export class GatewayError extends Error {
     this.code = error.code || "UNAVAILABLE";
     this.details = error.details || {};
     this.retryAfterMs = error.retryAfterMs;
+    this.retryable = error.retryable;
   }
 
   // What an operator should read: auth failures in words, others as the server said them.
@@ -37,6 +38,11 @@ export class GatewayError extends Error {
       return `This gateway needs a ${what}.`;
     }
     return this.message;
+  }
+
+  // Turned away for now (this address locked out, the gateway's store away): ask again later.
+  get isTemporary() {
+    return this.retryable === true || this.code === "UNAVAILABLE";
   }
 
   // The credential itself was refused (wrong or missing), not merely turned away for now: a
@@ -59,6 +65,7 @@ export class Gateway extends EventTarget {
     this.attempt = 0;
     this.timer = null;
     this.retryAt = 0;
+    this.retryAfterMs = 0; // the least wait before the next attempt, as the gateway asked
   }
 
   // Connect; resolves with hello-ok, rejects with the first failure (then stops).
@@ -148,10 +155,17 @@ export class Gateway extends EventTarget {
       this.setState("connected");
       this.dispatchEvent(new CustomEvent("hello", { detail: hello }));
       this.settle(null, hello);
-    } catch (error) {
+    } catch (thrown) {
       if (ws !== this.ws) return;
-      // A refused credential will be refused again: stop instead of retrying.
-      this.fail(error instanceof GatewayError ? error : new GatewayError({ message: String(error) }));
+      const error = thrown instanceof GatewayError ? thrown : new GatewayError({ message: String(thrown) });
+      // A gateway that took this credential before and turns it away for now is asked again
+      // (the close schedules it); a refused credential will be refused again: stop.
+      if (this.everConnected && error.isTemporary) {
+        this.retryAfterMs = error.retryAfterMs || 0;
+        ws.close();
+        return;
+      }
+      this.fail(error);
       ws.close();
     }
   }
@@ -166,7 +180,8 @@ export class Gateway extends EventTarget {
       this.fail(new GatewayError({ code: "UNREACHABLE", message: `Could not connect to ${this.target.url}${reason}.` }));
       return;
     }
-    const delay = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** this.attempt);
+    const delay = Math.max(this.retryAfterMs, Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** this.attempt));
+    this.retryAfterMs = 0;
     this.attempt += 1;
     this.retryAt = Date.now() + delay;
     this.setState("waiting", { delay, closeCode: event.code, reason: event.reason });
