@@ -7,6 +7,7 @@ the content of the configured secret leaks through timing (http-openai.md §3).
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
 import hashlib
 import hmac
@@ -53,36 +54,41 @@ def ensure_token(state_dir: Path) -> tuple[str, bool]:
     """Read `<stateDir>/gateway.token`, creating it (0600, atomically) on first use.
 
     Returns the token and whether it was generated now. A symlink or non-file at that path
-    raises UnsafeStateError: it is refused, never followed.
+    raises UnsafeStateError: it is refused, never followed; so does a file we cannot write.
     """
     path = state_dir / "gateway.token"
     existing = _read_token(path)
     if existing:
         return existing, False
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     token = secrets.token_hex(TOKEN_BYTES)
     tmp = path.with_name(f".gateway.token.{os.getpid()}")
-    # One left by a process of our pid that died writing it (a container's pid is the same on
-    # every start): no live process but us has this pid, so it is ours to replace.
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.write(fd, f"{token}\n".encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
+        # One left by a process of our pid that died writing it (a container's pid is the
+        # same on every start): no live process but us has this pid, so it is ours to replace.
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, f"{token}\n".encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         # link() fails if another process created the file meanwhile: then its token wins.
         os.link(tmp, path)
     except OSError as exc:
-        if exc.errno != errno.EEXIST:
-            raise
-        existing = _read_token(path)
-        if existing:
-            return existing, False
-        raise
+        if exc.errno == errno.EEXIST:
+            existing = _read_token(path)
+            if existing:
+                return existing, False
+        # A full or read-only file system, a state dir we may not write: not a traceback.
+        raise UnsafeStateError(
+            f"cannot write the token file {path}: {exc.strerror or exc}. Fix: make"
+            f" {state_dir} writable, with free space, or configure a token"
+            " ($OPENCLAW_GATEWAY_TOKEN or gateway.auth.token)."
+        ) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        # On a read-only file system even the unlink of a missing file fails (EROFS).
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     return token, True
 
 

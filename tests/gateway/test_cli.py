@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import signal
 import socket
 import sqlite3
@@ -209,6 +210,56 @@ class TestToken:
         )
         assert "Traceback" not in result.stderr
         assert token_file.read_bytes() == content
+
+    @pytest.mark.parametrize("command", [["token"], ["call", "health"], ["run", "--port", "0"]])
+    def test_a_token_that_cannot_be_written_stops_the_command_with_78_leaving_nothing(
+        self, tmp_path: Path, env: dict[str, str], command: list[str]
+    ) -> None:
+        """A full file system: here a file size limit of 0, which fails the write (EFBIG) as
+        a full disk fails it (ENOSPC); root is held to it too."""
+        state = tmp_path / "state"
+        state.mkdir(mode=0o700)
+
+        def full_file_system() -> None:  # in the child, before exec
+            resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway", *command], env=env, capture_output=True,
+            text=True, timeout=30, preexec_fn=full_file_system,
+        )  # fmt: skip
+        assert (result.returncode, result.stdout) == (78, "")
+        token_file = state / "gateway.token"
+        assert (
+            f"cannot write the token file {token_file}: File too large. Fix: make"
+            f" {state} writable, with free space, or configure a token"
+            " ($OPENCLAW_GATEWAY_TOKEN or gateway.auth.token)." in result.stderr.splitlines()
+        )
+        assert "Traceback" not in result.stderr
+        assert "gateway_listening" not in result.stderr
+        assert list(state.iterdir()) == []
+
+    @pytest.mark.parametrize("command", [["token"], ["run", "--port", "0"]])
+    def test_a_token_on_a_read_only_file_system_stops_the_command_with_78(
+        self, tmp_path: Path, env: dict[str, str], command: list[str]
+    ) -> None:
+        mount = tmp_path / "ro"
+        mount.mkdir()
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)])
+        if mounted.returncode != 0:
+            pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN)")
+        try:
+            state = mount / "state"
+            state.mkdir(mode=0o700)
+            subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+            result = run_cli(command, {**env, "CLAWGATE_STATE_DIR": str(state)})
+        finally:
+            subprocess.run(["umount", str(mount)], check=True)
+        assert (result.returncode, result.stdout) == (78, "")
+        assert (
+            f"cannot write the token file {state / 'gateway.token'}: Read-only file system."
+            in result.stderr
+        )
+        assert "Traceback" not in result.stderr
 
 
 class TestRun:
