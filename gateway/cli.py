@@ -34,7 +34,13 @@ from gateway.config.view import redacted
 from gateway.logs import configure_logging
 from gateway.statedir import UnsafeStateError, prepare_state_dir
 from gateway.supervisor import WORKER_ENV, supervise, worker_config, worker_count
-from gateway.systemd import SYSTEM_CONFIG, SYSTEM_STATE, default_executable, unit_text
+from gateway.systemd import (
+    SYSTEM_CONFIG,
+    SYSTEM_STATE,
+    default_executable,
+    state_directory,
+    unit_text,
+)
 
 log = structlog.get_logger()
 
@@ -265,6 +271,14 @@ def _service_install(args: argparse.Namespace) -> int:
     unit_dir = Path(args.unit_dir) if args.unit_dir else unit_dir
     config_path = Path(args.config).expanduser().absolute() if args.config else config_path
     state_dir = Path(args.state_dir).expanduser().absolute() if args.state_dir else state_dir
+    if not args.user and state_directory(state_dir) is None:
+        print(
+            f"cannot install the service: a system unit's state dir must be /var/lib/NAME,"
+            f" which systemd makes for its dynamic user (not {state_dir}). Fix: --state-dir"
+            " /var/lib/NAME (NAME of letters, digits, `.`, `_`, `-`), or a user unit (--user).",
+            file=sys.stderr,
+        )
+        return 2
     unit = unit_text(
         user=args.user, executable=default_executable(), config=config_path, state_dir=state_dir
     )

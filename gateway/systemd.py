@@ -7,6 +7,7 @@ would be one more dependency for them.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 from collections.abc import Mapping
@@ -54,12 +55,33 @@ SYSTEM_CONFIG = Path("/etc/clawgate/clawgate.json5")
 SYSTEM_STATE = Path("/var/lib/clawgate")
 
 
+# A StateDirectory= name written as it is: neither quoting nor specifiers to get right.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)*")
+
+
+def state_directory(state_dir: Path) -> str | None:
+    """The StateDirectory= of a system unit that runs on `state_dir`, or None when systemd
+    makes no such directory. Under ProtectSystem=strict and DynamicUser= that one is all the
+    gateway can write and own: /var/lib/NAME (a link to /var/lib/private/NAME)."""
+    try:
+        name = state_dir.relative_to(SYSTEM_STATE.parent)
+    except ValueError:
+        return None
+    plain = name.parts and _PLAIN_NAME.fullmatch(str(name)) and ".." not in name.parts
+    return str(name) if plain else None
+
+
 def unit_text(*, user: bool, executable: str, config: Path, state_dir: Path) -> str:
-    """conf/clawgate.service with the paths of this installation filled in."""
+    """conf/clawgate.service with the paths of this installation filled in. A system unit's
+    `state_dir` must have a state_directory()."""
     template = (resources.files("gateway") / "clawgate.service").read_text()
     text = template.replace("/opt/clawgate/.venv/bin/clawgate", exec_word(executable, command=True))
     text = text.replace(str(SYSTEM_CONFIG), exec_word(str(config)))
     text = text.replace(str(SYSTEM_STATE), exec_word(str(state_dir)))
+    if not user:
+        name = state_directory(state_dir)
+        assert name is not None, state_dir
+        text = text.replace("StateDirectory=clawgate\n", f"StateDirectory={name}\n")
     if user:
         # A user manager cannot switch users or drop capabilities, and most sandboxing needs
         # privileges it does not have; user units start from default.target.

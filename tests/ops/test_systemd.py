@@ -116,16 +116,18 @@ class TestServiceInstall:
     ) -> None:
         env = clean_env(tmp_path / "home")
         config = tmp_path / "etc" / "clawgate.json5"
+        # A system unit's state dir is one systemd makes for its dynamic user, in /var/lib.
+        state = tmp_path / "state" if user else Path("/var/lib/clawgate-b")
         args = ["service", "install", "--unit-dir", str(tmp_path / "units")]
-        args += ["--config", str(config), "--state-dir", str(tmp_path / "state")]
+        args += ["--config", str(config), "--state-dir", str(state)]
         result = run_cli([*args, "--user"] if user else args, env)
         assert result.returncode == 0, result.stderr
         unit = tmp_path / "units" / "clawgate.service"
         text = unit.read_text()
         exec_start = next(line for line in text.splitlines() if line.startswith("ExecStart="))
-        assert exec_start.endswith(
-            f"/clawgate run --config {config} --state-dir {tmp_path / 'state'}"
-        )
+        assert exec_start.endswith(f"/clawgate run --config {config} --state-dir {state}")
+        if not user:
+            assert "StateDirectory=clawgate-b" in text.splitlines()
         assert ("DynamicUser=yes" in text) is not user
         # A user unit keeps no sandboxing line, nor the comment that explained one.
         assert ("EPERM" in text) is not user
@@ -145,7 +147,7 @@ class TestServiceInstall:
         venv.symlink_to(Path(sys.executable).parent.parent)
         config = tmp_path / "my conf" / "gw%h$HOME.json5"
         state = tmp_path / "st ate"
-        args = ["service", "install", "--unit-dir", str(tmp_path / "units")]
+        args = ["service", "install", "--user", "--unit-dir", str(tmp_path / "units")]
         args += ["--config", str(config), "--state-dir", str(state)]
         result = subprocess.run(
             [str(venv / "bin" / "python"), "-m", "gateway", *args],
@@ -177,6 +179,25 @@ class TestServiceInstall:
             timeout=60,
         )
         assert exposure(result.stdout) <= 1.2, result.stdout
+
+    @pytest.mark.parametrize("state", ["/srv/clawgate", "/var/lib", "/var/lib/../srv/clawgate"])
+    def test_a_system_unit_refuses_a_state_dir_systemd_cannot_make_for_it(
+        self, tmp_path: Path, state: str
+    ) -> None:
+        """Under ProtectSystem=strict and DynamicUser= the gateway can write only the
+        StateDirectory= systemd makes for it: a directory under /var/lib."""
+        config = tmp_path / "etc" / "clawgate.json5"
+        args = ["service", "install", "--unit-dir", str(tmp_path / "units")]
+        args += ["--config", str(config), "--state-dir", state]
+        result = run_cli(args, clean_env(tmp_path / "home"))
+        assert (result.returncode, result.stdout) == (2, "")
+        assert result.stderr == (
+            f"cannot install the service: a system unit's state dir must be /var/lib/NAME,"
+            f" which systemd makes for its dynamic user (not {state}). Fix: --state-dir"
+            " /var/lib/NAME (NAME of letters, digits, `.`, `_`, `-`), or a user unit (--user).\n"
+        )
+        assert not (tmp_path / "units").exists()
+        assert not config.exists()
 
     def test_an_existing_config_is_left_alone(self, tmp_path: Path) -> None:
         config = tmp_path / "mine.json5"
