@@ -4,6 +4,7 @@ nothing is downloaded: an install that needs PyPI fails, which is what these tes
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -74,3 +75,28 @@ class TestServe:
             assert not any(e["event"] == "config_default_used" for e in gateway.events())
         finally:
             gateway.stop()
+
+    def test_the_token_command_it_prints_runs_as_printed_from_a_path_with_a_space(
+        self, project: Path, tmp_path: Path
+    ) -> None:
+        # A venv bootstrap.sh finds done: this one's python and clawgate, and its stamp.
+        venv = project / ".venv"
+        (venv / "bin").mkdir(parents=True)
+        for name in ("python", "clawgate"):
+            (venv / "bin" / name).symlink_to(Path(sys.executable).with_name(name))
+        hashed = b"".join((project / name).read_bytes() for name in ("setup.cfg", "pyproject.toml"))
+        (venv / ".clawgate-installed").write_text(hashlib.sha256(hashed).hexdigest()[:16] + "\n")
+        env = clean_env(tmp_path / "home", {"CLAWGATE_STATE_DIR": str(tmp_path / "state")})
+        serve = [str(project / "scripts" / "serve")]
+        gateway = GatewayProcess(["--port", "0"], env, command=serve, cwd=tmp_path)
+        try:
+            gateway.wait_listening()
+        finally:
+            gateway.stop()
+        hint = next(line for line in gateway.lines if line.startswith("clawgate:   "))
+        command = hint.removeprefix("clawgate:").split("   (")[0].strip()
+        printed = subprocess.run(
+            ["bash", "-c", command], env=env, capture_output=True, text=True, timeout=30
+        )
+        assert printed.returncode == 0, (command, printed.stderr)
+        assert printed.stdout == (tmp_path / "state" / "gateway.token").read_text()
