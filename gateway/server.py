@@ -33,6 +33,9 @@ log = structlog.get_logger()
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # After the drain, aborted streams only need to write their error and [DONE].
 HANDLER_GRACE_SECONDS = 5.0
+# What a stop takes after the drain: aborted turns commit (_drain), handlers end
+# (runner.cleanup), the store closes; up to HANDLER_GRACE_SECONDS each.
+AFTER_DRAIN_SECONDS = 3 * HANDLER_GRACE_SECONDS
 # The cyclic collector looks at its youngest generation after this many container objects
 # were made (net of those freed), where CPython's default is 700. Under load nearly all it
 # finds there is alive, the requests in flight, and each collection visits all of it: at 700
@@ -116,8 +119,11 @@ async def _serve(
     loop = asyncio.get_running_loop()
     for sig in stop_signals:
         loop.add_signal_handler(sig, _exit_now)
-    notifier.notify("STOPPING=1", "STATUS=draining")
-    log.info("gateway_stopping", drain_seconds=state.config.gateway.drain_seconds)
+    # systemd's stop timeout (the unit's TimeoutStopSec=30) must not SIGKILL a longer drain.
+    drain_seconds = state.config.gateway.drain_seconds
+    stop_usec = int((drain_seconds + AFTER_DRAIN_SECONDS) * 1_000_000)
+    notifier.notify("STOPPING=1", "STATUS=draining", f"EXTEND_TIMEOUT_USEC={stop_usec}")
+    log.info("gateway_stopping", drain_seconds=drain_seconds)
     state.draining = True
     await site.stop()  # no new connections; open ones are served to their end
     # on_shutdown (WebSocket clients: `shutdown`, then close 1012) runs now rather than after

@@ -205,6 +205,10 @@ class Supervisor:
             lines = worker.notify.recv(4096).decode(errors="replace").split("\n")
         except BlockingIOError:
             return
+        extend = [line for line in lines if line.startswith("EXTEND_TIMEOUT_USEC=")]
+        if extend and self.stopping:
+            # A draining worker's stop budget (gateway/server.py), for systemd's stop timeout.
+            self.notifier.notify(*extend)
         if "READY=1" in lines and not worker.ready:
             worker.ready = True
             worker.failed_starts = 0

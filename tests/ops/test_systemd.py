@@ -259,3 +259,28 @@ class TestGatewayNotifies:
             assert gateway.wait() == 0
         finally:
             gateway.stop()
+
+    def test_stopping_extends_systemds_stop_timeout_to_the_configured_drain(
+        self, tmp_path: Path, notify_socket: socket.socket
+    ) -> None:
+        """The unit's TimeoutStopSec=30 is 20 s of drain and 10 to finish: a longer
+        drainSeconds would be cut short by systemd's SIGKILL, losing the turns it waits for."""
+        config = tmp_path / "clawgate.json5"
+        config.write_text('{gateway: {auth: {token: "t0ken"}, shutdown: {drainSeconds: 120}}}')
+        env = clean_env(
+            tmp_path / "home",
+            {
+                "CLAWGATE_STATE_DIR": str(tmp_path / "state"),
+                "NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
+            },
+        )
+        gateway = GatewayProcess(["--config", str(config), "--port", "0"], env)
+        try:
+            receive_until(notify_socket, "READY=1")
+            gateway.signal(signal.SIGTERM)
+            lines = receive_until(notify_socket, "STOPPING=1")
+            # The drain, then 5 s each for aborted turns, the handlers and the store.
+            assert "EXTEND_TIMEOUT_USEC=135000000" in lines
+            assert gateway.wait() == 0
+        finally:
+            gateway.stop()

@@ -179,6 +179,14 @@ class TestWorkers:
         )
         assert "STOPPING=1\nSTATUS=draining" in notifications(notify)
 
+    async def test_sigterm_extends_systemds_stop_timeout_to_the_workers_drain(
+        self, supervisor: GatewayProcess, notify: socket.socket
+    ) -> None:
+        supervisor.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(supervisor.wait, 30) == 0
+        # drainSeconds 5, then 15 s to finish (gateway/server.py), as each worker asked.
+        assert "EXTEND_TIMEOUT_USEC=20000000" in notifications(notify)
+
     async def test_sighup_reloads_every_worker(self, supervisor: GatewayProcess) -> None:
         supervisor.signal(signal.SIGHUP)
         deadline = time.monotonic() + 10
