@@ -92,6 +92,13 @@ def reserve_port(host: str, port: int) -> socket.socket:
     """A socket bound to host:port with SO_REUSEPORT, never listening: it resolves port 0 to
     the one port every worker binds, and holds it until they all have."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if port:
+        # SO_REUSEPORT lets any process of this user bind beside a socket that has it too: a
+        # second `--workers` gateway would take a share of the connections of one running
+        # there. Without it, a bind fails (EADDRINUSE) while anything holds the port.
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)

@@ -68,6 +68,30 @@ def test_workers_on_a_busy_port_exit_1_with_a_clear_message(tmp_path: Path) -> N
     assert "Traceback" not in done.stderr
 
 
+def test_workers_on_a_port_another_workers_gateway_holds_exit_1_with_a_clear_message(
+    tmp_path: Path,
+) -> None:
+    """SO_REUSEPORT lets any process of the same user bind beside a socket that has it too:
+    unchecked, a second `--workers` gateway would take half the first one's connections."""
+    config = tmp_path / "c.json5"
+    config.write_text(
+        '{ store: { backend: "postgres", url: "postgresql://u@127.0.0.1:1/db", password: "x" } }'
+    )
+    with socket.socket() as other:  # as the other gateway's workers listen
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", "run", "--config", str(config),
+             "--state-dir", str(tmp_path / "state"), "--workers", "2", "--port", str(port)],
+            env=clean_env(tmp_path / "home"), capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}: address already in use" in done.stderr
+    assert "worker_started" not in done.stderr
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "many"])
 def test_a_bad_workers_value_is_a_usage_error(tmp_path: Path, value: str) -> None:
     done = subprocess.run(
