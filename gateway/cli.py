@@ -38,6 +38,7 @@ from gateway.systemd import (
     SYSTEM_CONFIG,
     SYSTEM_STATE,
     default_executable,
+    hidden_by_sandbox,
     state_directory,
     unit_text,
 )
@@ -279,9 +280,18 @@ def _service_install(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    unit = unit_text(
-        user=args.user, executable=default_executable(), config=config_path, state_dir=state_dir
-    )
+    executable = default_executable()
+    for path in () if args.user else (Path(executable), config_path):
+        hidden = hidden_by_sandbox(path)
+        if hidden is not None:
+            # Installed all the same: the operator may move the file there before starting.
+            print(
+                f"warning: the service will not find {path}: its sandbox hides {hidden}."
+                " Fix: a config in /etc/clawgate and clawgate in /opt/clawgate, or a user"
+                " unit (--user).",
+                file=sys.stderr,
+            )
+    unit = unit_text(user=args.user, executable=executable, config=config_path, state_dir=state_dir)
     try:
         unit_dir.mkdir(parents=True, exist_ok=True)
         (unit_dir / "clawgate.service").write_text(unit)

@@ -71,6 +71,27 @@ def state_directory(state_dir: Path) -> str | None:
     return str(name) if plain else None
 
 
+# Where the system unit's sandbox keeps the gateway from reading: ProtectHome=yes makes these
+# inaccessible, PrivateTmp=yes gives the service empty ones of its own.
+_HIDDEN = {
+    Path("/home"): "ProtectHome=yes",
+    Path("/root"): "ProtectHome=yes",
+    Path("/run/user"): "ProtectHome=yes",
+    Path("/tmp"): "PrivateTmp=yes",
+    Path("/var/tmp"): "PrivateTmp=yes",
+}
+
+
+def hidden_by_sandbox(path: Path) -> str | None:
+    """`/home (ProtectHome=yes)` when the system unit's sandbox hides `path` (or the file
+    it links to) from the gateway; None when the gateway can reach it."""
+    for candidate in (path, path.resolve()):
+        for top, setting in _HIDDEN.items():
+            if candidate.is_relative_to(top):
+                return f"{top} ({setting})"
+    return None
+
+
 def unit_text(*, user: bool, executable: str, config: Path, state_dir: Path) -> str:
     """conf/clawgate.service with the paths of this installation filled in. A system unit's
     `state_dir` must have a state_directory()."""

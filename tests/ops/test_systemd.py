@@ -199,6 +199,27 @@ class TestServiceInstall:
         assert not (tmp_path / "units").exists()
         assert not config.exists()
 
+    @pytest.mark.parametrize("user", [False, True])
+    def test_a_system_unit_warns_of_a_config_its_sandbox_hides(
+        self, tmp_path: Path, user: bool
+    ) -> None:
+        """PrivateTmp=yes gives the service a /tmp of its own, ProtectHome=yes hides /home,
+        /root and /run/user: a config there would be `not found` when the service starts."""
+        if not tmp_path.is_relative_to("/tmp"):
+            pytest.skip("the test's files are not under /tmp")
+        config = tmp_path / "clawgate.json5"
+        args = ["service", "install", "--unit-dir", str(tmp_path / "units")]
+        args += ["--config", str(config)]
+        result = run_cli([*args, "--user"] if user else args, clean_env(tmp_path / "home"))
+        assert result.returncode == 0, result.stderr
+        warning = (
+            f"warning: the service will not find {config}: its sandbox hides /tmp"
+            " (PrivateTmp=yes). Fix: a config in /etc/clawgate and clawgate in /opt/clawgate,"
+            " or a user unit (--user)."
+        )
+        assert (warning in result.stderr.splitlines()) is not user
+        assert (tmp_path / "units" / "clawgate.service").exists()
+
     def test_an_existing_config_is_left_alone(self, tmp_path: Path) -> None:
         config = tmp_path / "mine.json5"
         config.write_text("{gateway: {port: 9999}}")
