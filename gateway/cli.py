@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -309,6 +310,16 @@ def _service_install(args: argparse.Namespace) -> int:
     print(f"  {systemctl} daemon-reload")
     print(f"  {systemctl} enable --now clawgate")
     print(f"  journalctl {'--user ' if args.user else ''}-u clawgate -f")
+    if args.user:
+        command = [executable, "token", "--config", str(config_path), "--state-dir", str(state_dir)]
+        print(f"  {shlex.join(command)}   # the token clients send")
+    else:
+        # Not `clawgate token`: as root it refuses a state dir the service's dynamic user owns.
+        token_file = shlex.quote(str(state_dir / "gateway.token"))
+        print(
+            f"  cat {token_file}   # as root, once started: the token clients send"
+            " (none when one is configured)"
+        )
     return 0
 
 

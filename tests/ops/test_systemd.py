@@ -220,6 +220,33 @@ class TestServiceInstall:
         assert (warning in result.stderr.splitlines()) is not user
         assert (tmp_path / "units" / "clawgate.service").exists()
 
+    def test_a_system_install_says_where_the_service_keeps_its_token(self, tmp_path: Path) -> None:
+        """`clawgate token` as root refuses the state dir the service's dynamic user owns."""
+        args = ["service", "install", "--unit-dir", str(tmp_path / "units")]
+        args += ["--config", str(tmp_path / "c.json5"), "--state-dir", "/var/lib/clawgate-b"]
+        result = run_cli(args, clean_env(tmp_path / "home"))
+        assert result.returncode == 0, result.stderr
+        assert (
+            "  cat /var/lib/clawgate-b/gateway.token   # as root, once started: the token"
+            " clients send (none when one is configured)" in result.stdout.splitlines()
+        )
+
+    def test_a_user_install_prints_a_token_command_that_runs_as_printed(
+        self, tmp_path: Path
+    ) -> None:
+        config = tmp_path / "my conf" / "c.json5"
+        state = tmp_path / "st ate"
+        env = clean_env(tmp_path / "home")
+        args = ["service", "install", "--user", "--unit-dir", str(tmp_path / "units")]
+        result = run_cli([*args, "--config", str(config), "--state-dir", str(state)], env)
+        assert result.returncode == 0, result.stderr
+        command = next(line for line in result.stdout.splitlines() if " token " in line)
+        printed = subprocess.run(
+            ["bash", "-c", command], env=env, capture_output=True, text=True, timeout=30
+        )
+        assert printed.returncode == 0, (command, printed.stderr)
+        assert printed.stdout == (state / "gateway.token").read_text()
+
     def test_an_existing_config_is_left_alone(self, tmp_path: Path) -> None:
         config = tmp_path / "mine.json5"
         config.write_text("{gateway: {port: 9999}}")
