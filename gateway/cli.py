@@ -236,7 +236,10 @@ def _config_validate(args: argparse.Namespace) -> int:
         return EX_CONFIG
     for warning in config.warnings:
         print(f"warning: {warning.path}: {warning.message}", file=sys.stderr)
-    print(f"config OK: {config.source.path}")
+    if config.source.exists:
+        print(f"config OK: {config.source.path}")
+    else:
+        print(f"config OK: the embedded default (no file at {config.source.path})")
     return 0
 
 

@@ -68,6 +68,15 @@ class TestConfigCommands:
         assert result.returncode == 0, result.stderr
         assert result.stdout == f"config OK: {path}\n"
 
+    def test_validate_with_no_file_at_the_default_path_says_the_embedded_default_is_checked(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        """Not `config OK: <path>`, which reads as if a file there had been checked."""
+        result = run_cli(["config", "validate"], env)
+        assert result.returncode == 0, result.stderr
+        path = tmp_path / "state" / "clawgate.json5"
+        assert result.stdout == f"config OK: the embedded default (no file at {path})\n"
+
     def test_validate_rejects_a_bad_file_with_exit_78_and_key_paths(
         self, tmp_path: Path, env: dict[str, str]
     ) -> None:
