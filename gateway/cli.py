@@ -337,6 +337,8 @@ def _token(args: argparse.Namespace) -> int:
     try:
         token = with_generated_token(config).gateway.auth.token
     except UnsafeStateError as exc:
-        return _refuse_state(exc)
+        # A command's one line on stderr, as `call` says it; a log line would repeat it.
+        print(str(exc), file=sys.stderr)
+        return EX_CONFIG
     print(token)
     return 0

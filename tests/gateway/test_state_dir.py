@@ -69,7 +69,9 @@ class TestStateDirOwnershipAndMode:
         state.chmod(0o777)
         result = run_cli(["token"], env)
         assert (result.returncode, result.stdout) == (78, "")
-        assert f"Fix: `chmod 700 {state}`." in result.stderr
+        # One line, as `call` says it: not the same again as a JSON log line.
+        assert len(result.stderr.splitlines()) == 1, result.stderr
+        assert result.stderr.endswith(f"Fix: `chmod 700 {state}`.\n")
         assert not (state / "gateway.token").exists()
 
     def test_a_missing_state_dir_is_created_0700_and_accepted(
