@@ -12,6 +12,7 @@ The dir itself may be a symlink: systemd's StateDirectory= under DynamicUser= ma
 
 from __future__ import annotations
 
+import errno
 import os
 import pwd
 import stat
@@ -84,6 +85,24 @@ def read_state_file(path: Path) -> bytes:
     """The whole file, opened with open_in_state_dir(); FileNotFoundError when missing."""
     fd = open_in_state_dir(path, os.O_RDONLY)
     with os.fdopen(fd, "rb") as file:
+        return file.read()
+
+
+def read_config_file(path: Path, state_dir: Path) -> bytes:
+    """The config file's bytes; FileNotFoundError when missing, OSError when unreadable.
+
+    In the state dir a symlink is refused, as for the token and the database; a file the
+    administrator named elsewhere (/etc, often a link from config management) is followed.
+    Either way only a regular file is read: a FIFO would hold the read (and a reload's or a
+    config.patch's lock) until some writer came, a device such as /dev/zero never ends.
+    """
+    if path.parent == state_dir:
+        return read_state_file(path)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as file:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # a directory: its read says so
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
         return file.read()
 
 

@@ -74,7 +74,7 @@ from gateway.config.schema import (
     wrong_type,
 )
 from gateway.config.secret_keys import is_secret_path
-from gateway.statedir import UnsafeStateError, read_state_file
+from gateway.statedir import UnsafeStateError, read_config_file, read_state_file
 
 log = structlog.get_logger()
 
@@ -107,7 +107,7 @@ class ConfigLoader:
         """The config in force: the file, else (at the default path only) the embedded default."""
         location = str(self.config_path)
         try:
-            data = self._read_config()
+            data = read_config_file(self.config_path, self.state_dir)
         except UnsafeStateError as exc:
             raise ConfigError(location, [ConfigIssue(FILE_LEVEL, str(exc))]) from None
         except FileNotFoundError:
@@ -126,13 +126,6 @@ class ConfigLoader:
             raise ConfigError(location, [ConfigIssue(FILE_LEVEL, message)]) from None
         source = ConfigSource(self.config_path, exists=True, raw=text, hash=_sha256(data))
         return self._check(text, location, source)
-
-    def _read_config(self) -> bytes:
-        # In the state dir a symlink is refused, as for the token and the database; a file the
-        # administrator named elsewhere (/etc, often a link from config management) is followed.
-        if self.config_path.parent == self.state_dir:
-            return read_state_file(self.config_path)
-        return self.config_path.read_bytes()
 
     def load_text(self, text: str) -> Config:
         """The config `text` would give if it were the file (config.patch checks before writing)."""

@@ -30,6 +30,7 @@ from gateway.config.secret_keys import (
     is_secret_path,
     is_secret_value,
 )
+from gateway.statedir import UnsafeStateError, read_config_file
 
 NEW_FILE_MODE = 0o600  # the file holds secrets
 # How often a patch looks again whether another process's patch is done (a few ms each).
@@ -135,13 +136,16 @@ class FileState:
     problem: str | None = None  # why there is no text (the loader's words)
 
 
-def read_file(path: Path) -> FileState:
+def read_file(path: Path, state_dir: Path) -> FileState:
+    """The file as the loader reads it (read_config_file), with the loader's words for why not."""
     try:
-        data = path.read_bytes()
+        data = read_config_file(path, state_dir)
     except FileNotFoundError:
         return FileState(path, False)
     except OSError as exc:  # a directory now, or not readable: there, but no bytes (no hash)
         return FileState(path, True, problem=f"cannot read config file: {exc.strerror or exc}")
+    except UnsafeStateError as exc:  # a symlink in the state dir
+        return FileState(path, True, problem=str(exc))
     digest = hashlib.sha256(data).hexdigest()
     try:
         text = data.decode("utf-8-sig")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import threading
 from pathlib import Path
 
 import json5
@@ -229,11 +232,38 @@ class TestSource:
         assert issue.path == "<file>"
         assert issue.message.startswith("cannot read config file: ")
 
+    def test_a_fifo_is_a_file_level_issue_not_a_wait_for_a_writer(self, files: ConfigFiles) -> None:
+        """A FIFO (or a device: /dev/zero never ends) named as the config would hold `run`,
+        a reload or config.patch for ever; only a regular file is read."""
+        os.mkfifo(files.path)
+        caught: list[ConfigError] = []
+
+        def load() -> None:
+            try:
+                files.loader().load()
+            except ConfigError as exc:
+                caught.append(exc)
+
+        reader = threading.Thread(target=load)
+        reader.start()
+        reader.join(5)
+        release_fifo_reader(files.path)
+        reader.join()
+        assert caught[0].issues == (
+            ConfigIssue("<file>", "cannot read config file: not a regular file"),
+        )
+
     def test_invalid_utf8_is_a_file_level_issue(self, files: ConfigFiles) -> None:
         files.path.write_bytes(b'{gateway: {bind: "\xff"}}')
         with pytest.raises(ConfigError) as caught:
             files.loader().load()
         assert caught.value.issues == (ConfigIssue("<file>", "not valid UTF-8 (byte 18)"),)
+
+
+def release_fifo_reader(path: Path) -> None:
+    """End a read that waits on the FIFO at `path` (an open for writing, closed at once: EOF)."""
+    with contextlib.suppress(OSError):  # ENXIO: no reader waiting
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
 
 
 class TestLoadText:

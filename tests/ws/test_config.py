@@ -18,6 +18,7 @@ import pytest
 
 from gateway.appkeys import STATE
 from gateway.ws.methods import config as config_methods
+from tests.config.test_configfile import release_fifo_reader
 from tests.support.openclaw_secrets import ENVIRON, OPENCLAW_SECRETS, SECRET_MARK, SECRET_NUMBERS
 from tests.support.process import GatewayProcess, clean_env
 from tests.support.process_client import TOKEN as PROCESS_TOKEN
@@ -126,6 +127,32 @@ class TestConfigGet:
             "details": {"issues": payload["issues"]},
         }
         assert gateway.config_path.is_dir()
+
+    async def test_a_fifo_where_the_file_was_shows_its_issue_without_waiting(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        """A read of a FIFO waits for a writer for ever: config.get would never answer, and a
+        config.patch would hold the config lock (every later patch and reload) with it."""
+        gateway.config_path.unlink()
+        os.mkfifo(gateway.config_path)
+        try:
+            get = await ws.response(await ws.request("config.get"), wait=5)
+            patched = await ws.response(
+                await ws.request(
+                    "config.patch", {"raw": '{"logging": {"level": "debug"}}', "baseHash": "0"}
+                ),
+                wait=5,
+            )
+        finally:
+            release_fifo_reader(gateway.config_path)
+        issues = [{"path": "<file>", "message": "cannot read config file: not a regular file"}]
+        assert (get["payload"]["exists"], get["payload"]["raw"]) == (True, None)
+        assert (get["payload"]["valid"], get["payload"]["issues"]) == (False, issues)
+        assert patched["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": "invalid config",
+            "details": {"issues": issues},
+        }
 
 
 class TestConfigPatch:

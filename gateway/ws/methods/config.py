@@ -134,10 +134,10 @@ class FileView:
     warnings: list[str] | None
 
 
-def _file_view(path: Path, loader: ConfigLoader | None) -> FileView:
+def _file_view(path: Path, state_dir: Path, loader: ConfigLoader | None) -> FileView:
     """Read, parse and check the file: json5's parser reads some 100-300 KB a second, so a
     config with long system prompts takes it seconds, which the event loop must not wait for."""
-    current = read_file(path)
+    current = read_file(path, state_dir)
     if not current.exists:
         return FileView(False, None, None, True, None, [], None)
     if current.text is None:  # unreadable or not UTF-8: the loader refuses it the same way
@@ -193,7 +193,7 @@ def register(methods: MethodRegistry) -> None:
         running = state.config
         path = state.loader.config_path if state.loader is not None else running.source.path
         # In a thread: json5's parser reads some 100-300 KB a second (see _file_view).
-        view = await asyncio.to_thread(_file_view, path, state.loader)
+        view = await asyncio.to_thread(_file_view, path, running.state_dir, state.loader)
         answer: dict[str, Any] = {"path": str(path), "exists": view.exists}
         answer["raw"], answer["parsed"] = view.raw, view.parsed
         answer["config"] = redacted(running)
@@ -215,7 +215,7 @@ def register(methods: MethodRegistry) -> None:
             raise WsError(INVALID_REQUEST, "config.patch raw must be an object")
         # Hash check to apply: no reload or patch between, here or in another worker.
         async with state.config_lock, writers_turn(loader.state_dir):
-            current = await asyncio.to_thread(read_file, loader.config_path)
+            current = await asyncio.to_thread(read_file, loader.config_path, loader.state_dir)
             warnings: list[str] = []
             if current.exists:
                 if current.hash is None:  # unreadable: no hash to compare, nothing to merge into
