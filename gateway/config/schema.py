@@ -200,13 +200,21 @@ def _in_range(value: Any, low: float | None, high: float | None, path: str, ctx:
 
 @attrs.frozen
 class _Int(_Node):
+    """An integer; where no bound is named, within ±MAX_SAFE_INTEGER all the same: OpenClaw
+    (JavaScript) holds no larger integer exactly, and ms or seconds beyond a float (the
+    limiter's clock, asyncio's timers) would fail where they are used, on every request."""
+
     low: int | None = None
     high: int | None = None
 
     def check(self, value: Any, path: str, ctx: Checker) -> Any:
         if not _is_int(value):
             return ctx.wrong_type(path, "integer", value)
-        return _in_range(value, self.low, self.high, path, ctx)
+        low, high = self.low, self.high
+        if abs(value) > MAX_SAFE_INTEGER and (low is None or value >= low):
+            low = -MAX_SAFE_INTEGER if low is None else low
+            high = MAX_SAFE_INTEGER if high is None else high
+        return _in_range(value, low, high, path, ctx)
 
 
 @attrs.frozen

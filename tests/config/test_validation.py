@@ -217,6 +217,38 @@ class TestRanges:
     def test_out_of_range(self, files: ConfigFiles, text: str, line: str) -> None:
         assert files.issues(text) == [line]
 
+    @pytest.mark.parametrize(
+        ("text", "line"),
+        [
+            (
+                f"{{gateway: {{auth: {{rateLimit: {{windowMs: {2**53}}}}}}}}}",
+                "- gateway.auth.rateLimit.windowMs: must be between 1 and 9007199254740991"
+                f" (got {2**53})",
+            ),
+            (
+                f"{{gateway: {{reload: {{debounceMs: {10**400}}}}}}}",
+                "- gateway.reload.debounceMs: must be between 0 and 9007199254740991"
+                f" (got {10**400})",
+            ),
+            (
+                f'{{agents: {{list: [{{id: "a", params: {{seed: -{2**53}}}}}]}}}}',
+                "- agents.list[0].params.seed: must be between -9007199254740991 and"
+                f" 9007199254740991 (got -{2**53})",
+            ),
+        ],
+    )
+    def test_an_integer_beyond_a_javascript_safe_integer_is_out_of_range(
+        self, files: ConfigFiles, text: str, line: str
+    ) -> None:
+        """Where §4 names no upper bound: OpenClaw (JavaScript) holds no larger integer
+        exactly, and a count of ms or seconds this large is no float (the limiter's clock,
+        asyncio's timers), so it would fail where it is used, on every request."""
+        assert files.issues(text) == [line]
+
+    def test_the_largest_safe_integer_loads(self, files: ConfigFiles) -> None:
+        config = files.load(f"{{gateway: {{auth: {{rateLimit: {{lockoutMs: {2**53 - 1}}}}}}}}}")
+        assert config.gateway.auth.rate_limit.lockout_ms == 2**53 - 1
+
     @pytest.mark.parametrize("stop", ['""', '["a", ""]', '["a", "b", "c", "d", "e"]', "[1]"])
     def test_stop_sequences(self, files: ConfigFiles, stop: str) -> None:
         assert files.issues(f'{{agents: {{list: [{{id: "a", params: {{stop: {stop}}}}}]}}}}') == [

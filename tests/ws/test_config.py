@@ -605,6 +605,29 @@ class TestConfigPatchCannotWeakenAuth:
         ]
         await ws.ws.close()
 
+    async def test_a_limiter_window_too_large_to_count_is_refused_and_the_limiter_counts_on(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        """A longer window looks stricter, but one beyond a float made every failed auth a
+        500 that counted nothing: the limiter off, and unlimited guesses."""
+        before = gateway.config_path.read_bytes()
+        huge = {"gateway": {"auth": {"rateLimit": {"windowMs": 10**400}}}}
+        frame = await patch(ws, huge, file_hash(gateway))
+        assert frame["error"]["details"] == {
+            "issues": [
+                {
+                    "path": "gateway.auth.rateLimit.windowMs",
+                    "message": f"must be between 1 and 9007199254740991 (got {10**400})",
+                }
+            ]
+        }
+        assert gateway.config_path.read_bytes() == before
+        wrong = {"Authorization": "Bearer wrong"}
+        statuses = [
+            (await gateway.client.get("/v1/models", headers=wrong)).status for _ in range(11)
+        ]
+        assert statuses == [401] * 10 + [429]
+
     async def test_a_stricter_limiter_applies(self, ws: GatewayWs, gateway: Gateway) -> None:
         frame = await patch(
             ws, {"gateway": {"auth": {"rateLimit": {"maxAttempts": 3}}}}, file_hash(gateway)
