@@ -198,12 +198,13 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Temp file in the same directory, fsync, rename, fsync the directory; mode kept."""
+    """Temp file in the same directory, fsync, rename, fsync the directory; mode and owner kept."""
     target = path.resolve()  # a symlinked config keeps its link
     try:
-        mode = target.stat().st_mode & 0o7777
+        info = target.stat()
+        mode, owner = info.st_mode & 0o7777, (info.st_uid, info.st_gid)
     except FileNotFoundError:
-        mode = NEW_FILE_MODE
+        mode, owner = NEW_FILE_MODE, None
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
@@ -211,7 +212,11 @@ def write_atomic(path: Path, text: str) -> None:
             file.write(text)
             file.flush()
             os.fsync(file.fileno())
-        os.chmod(tmp, mode)
+            if owner is not None and owner != (os.geteuid(), os.getegid()):
+                # An administrator's file, the gateway running as root: theirs to edit still.
+                with contextlib.suppress(PermissionError):  # only root may give a file away
+                    os.fchown(file.fileno(), *owner)
+        os.chmod(tmp, mode)  # after the chown, which clears set-id bits
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -202,6 +202,20 @@ class TestConfigPatch:
         await ws.event("health")  # the reload announced itself
         await fresh.ws.close()
 
+    async def test_the_files_owner_and_group_are_kept(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        """The new file is the gateway's own until it takes the old one's owner: a config
+        owned by the administrator (the gateway running as root) would become root's, which
+        the administrator could no longer edit."""
+        if os.geteuid() != 0:
+            pytest.skip("a file owned by another user needs root to set up")
+        os.chown(gateway.config_path, 65534, 65534)
+        frame = await patch(ws, {"logging": {"level": "debug"}}, file_hash(gateway))
+        assert frame["ok"] is True, frame
+        written = gateway.config_path.stat()
+        assert (written.st_uid, written.st_gid) == (65534, 65534)
+
     async def test_an_invalid_result_leaves_the_file_alone(
         self, ws: GatewayWs, gateway: Gateway
     ) -> None:
