@@ -27,6 +27,7 @@ from gateway.config.secret_keys import (
     NAME_SEPARATORS,
     REDACTED,
     has_env_reference,
+    is_secret_file_path,
     is_secret_path,
     is_secret_value,
 )
@@ -69,8 +70,9 @@ def secrets_sent_elsewhere(
     to an address the patch changed.
 
     A patch may keep a secret without knowing it (the redaction marker, or leaving the key out)
-    and may name one it cannot read (`${OPENAI_API_KEY}`); either is fine while the secret goes
-    where it went. Changing where it goes (a provider's `baseUrl`, any address-like key beside
+    and may name one it cannot read (`${OPENAI_API_KEY}`, or a file such as `store.passwordFile`
+    whose first line is the secret); either is fine while the secret goes where it went.
+    Changing where it goes (a provider's `baseUrl`, any address-like key beside
     the secret or beside an object holding it, such as the provider of a `headers` value) would
     hand the secret to whoever the patch names, so the patch must then spell out the secret.
     """
@@ -96,8 +98,12 @@ def secrets_sent_elsewhere(
         if path[0] == "gateway":
             continue  # the gateway's own token and password: clients send them to us
         given = _lookup(patch, path)
-        if isinstance(value, str) and given == value and has_env_reference(value):
-            pass  # written by the patch, but it expands to a secret the patch never saw
+        if (
+            isinstance(value, str)
+            and given == value
+            and (has_env_reference(value) or is_secret_file_path(path))
+        ):
+            pass  # written by the patch, but it names a secret the patch never saw
         elif given is _MISSING or given == REDACTED:
             if _lookup(base, path) != value:
                 continue  # not the file's secret (the marker itself, inside a replaced array)
@@ -122,7 +128,9 @@ def _secret_leaves(
         return [leaf for k, v in value.items() for leaf in _secret_leaves(v, (*path, k))]
     if isinstance(value, list):
         return [leaf for i, v in enumerate(value) for leaf in _secret_leaves(v, (*path, i))]
-    return [(path, value)] if is_secret_path(path) and is_secret_value(value) else []
+    if is_secret_path(path) and is_secret_value(value):
+        return [(path, value)]
+    return [(path, value)] if is_secret_file_path(path) and isinstance(value, str) else []
 
 
 @attrs.frozen

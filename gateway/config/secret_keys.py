@@ -76,6 +76,16 @@ def is_secret_path(path: tuple[PathKey, ...]) -> bool:
     )
 
 
+def is_secret_file_path(path: tuple[PathKey, ...]) -> bool:
+    """Whether the value at `path` names the file a secret is read from (`store.passwordFile`):
+    the path itself is shown, but its secret must not follow a changed address (patch.py)."""
+    key = path[-1] if path else None
+    if not isinstance(key, str):
+        return False
+    name = key.lower().translate(NAME_SEPARATORS)
+    return name.endswith("file") and _is_secret_name(name.removesuffix("file"))
+
+
 def is_secret_value(value: Any) -> bool:
     # Any scalar: a number or boolean where a secret belongs is invalid, yet may be the secret.
     # null says nothing, and stays.

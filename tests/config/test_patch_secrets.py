@@ -16,6 +16,11 @@ BASE: dict[str, Any] = {
             "corp": {"baseUrl": "https://corp.example/v1", "headers": {"x-key": "corp-1"}},
         }
     },
+    "store": {
+        "backend": "postgres",
+        "url": "postgresql://db.internal/clawgate",
+        "passwordFile": "/run/secrets/pg",
+    },
     "channels": {
         "telegram": {"botToken": "bot-1", "webhookUrl": "https://hooks.example/tg"},
         "slack": {"accounts": [{"botToken": "slack-1", "apiBase": "https://slack.example"}]},
@@ -80,3 +85,16 @@ class TestSecretsSentElsewhere:
     def test_the_gateways_own_secrets_stay_with_a_new_listener(self) -> None:
         patch = {"gateway": {"bind": "custom", "customBindHost": "192.168.1.10"}}
         assert exposed(patch) == []
+
+    def test_a_kept_password_file_with_a_new_store_url(self) -> None:
+        # The file's first line is the password: it would go to the server the patch names.
+        patch = {"store": {"url": "postgresql://evil.example/x"}}
+        assert exposed(patch) == [("store.passwordFile", "store.url")]
+
+    def test_a_password_file_named_by_the_patch_is_not_written_out(self) -> None:
+        # Like a ${VAR}: the patch names a secret it has not seen (any file the gateway reads).
+        patch = {"store": {"url": "postgresql://evil.example/x", "passwordFile": "/etc/shadow"}}
+        assert exposed(patch) == [("store.passwordFile", "store.url")]
+
+    def test_a_new_password_file_for_the_same_server(self) -> None:
+        assert exposed({"store": {"passwordFile": "/run/secrets/pg2"}}) == []

@@ -475,7 +475,7 @@ PROVIDERS = """{
   agents: { list: [{ id: "main", default: true }] },
 }
 """
-NOT_SENT = "(a redacted, omitted or ${VAR} secret is not sent to a new address)"
+NOT_SENT = "(a redacted, omitted, ${VAR} or file-read secret is not sent to a new address)"
 
 
 class TestConfigPatchKeepsSecretsWhereTheyWent:

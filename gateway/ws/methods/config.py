@@ -252,7 +252,8 @@ def register(methods: MethodRegistry) -> None:
                 secret, address = exposed[0]
                 raise ParamsError(
                     f"at /raw: {secret} must be sent again when {address} changes"
-                    " (a redacted, omitted or ${VAR} secret is not sent to a new address)"
+                    " (a redacted, omitted, ${VAR} or file-read secret is not sent to a new"
+                    " address)"
                 )
             text = render(merged)
             try:
