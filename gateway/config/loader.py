@@ -71,6 +71,7 @@ from gateway.config.schema import (
     check_model_refs,
     check_store,
     dig,
+    non_json_number,
     wrong_type,
 )
 from gateway.config.secret_keys import is_secret_path
@@ -242,6 +243,9 @@ def _parse(text: str, location: str) -> dict[str, Any]:
         raise ConfigError(location, [ConfigIssue(FILE_LEVEL, message)])
     if not isinstance(value, dict):
         raise ConfigError(location, [ConfigIssue(FILE_LEVEL, wrong_type("object", value))])
+    issue = non_json_number(value)
+    if issue is not None:
+        raise ConfigError(location, [issue])
     return value
 
 

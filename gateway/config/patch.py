@@ -23,6 +23,7 @@ import attrs
 import json5
 
 from gateway.config.errors import PathKey, dotted_path
+from gateway.config.schema import non_json_number
 from gateway.config.secret_keys import (
     NAME_SEPARATORS,
     REDACTED,
@@ -182,11 +183,15 @@ async def writers_turn(state_dir: Path) -> AsyncIterator[None]:
 
 
 def parse_object(text: str) -> dict[str, Any] | None:
+    """The file's object, or None where the loader refuses the text before its schema (so that
+    config.get shows no value JSON cannot carry, and a patch merges into none)."""
     try:
         value = json5.loads(text)
     except (ValueError, RecursionError):  # not JSON5, or nested deeper than json5's parser goes
         return None
-    return value if isinstance(value, dict) else None
+    if not isinstance(value, dict) or non_json_number(value) is not None:
+        return None
+    return value
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

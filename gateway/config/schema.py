@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import json
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
@@ -81,6 +82,34 @@ def wrong_type(expected: str, value: Any) -> str:
 
 def show(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
+
+
+# A double's range; json5 reads `0x…` of any length, and Python will not even print an integer
+# of more than 4300 digits.
+_LARGEST_INTEGER_BITS = 1024
+
+
+def non_json_number(value: Any, path: str = "") -> ConfigIssue | None:
+    """The first number in `value` that JSON cannot carry, as an issue at its path, or None.
+
+    JSON5 has NaN and ±Infinity; config.get answers in JSON, config.patch writes the file as
+    JSON and params go upstream as JSON, none of which has them.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return ConfigIssue(path, f"must be a finite number (got {show(value)})")
+    if _is_int(value) and value.bit_length() > _LARGEST_INTEGER_BITS:
+        return ConfigIssue(path, "must be a finite number (got an integer of more than 308 digits)")
+    items: Any = ()
+    if isinstance(value, dict):
+        items = ((join_path(path, key), item) for key, item in value.items())
+    elif isinstance(value, list):
+        items = ((f"{path}[{i}]", item) for i, item in enumerate(value))
+    for item_path, item in items:
+        if isinstance(item, dict | list | float | int):
+            issue = non_json_number(item, item_path)
+            if issue is not None:
+                return issue
+    return None
 
 
 def _is_int(value: Any) -> bool:

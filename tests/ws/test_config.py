@@ -154,6 +154,21 @@ class TestConfigGet:
             "details": {"issues": issues},
         }
 
+    async def test_a_file_with_nan_shows_its_issue_in_json(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        """JSON5's NaN has no JSON spelling: shown in `parsed`, it made the answer no JSON."""
+        gateway.config_path.write_text(CONFIG.replace("agents:", "channels: { x: NaN }, agents:"))
+        frame_id = await ws.request("config.get")
+        text = await ws.ws.receive_str(timeout=5)
+        while f'"id":"{frame_id}"' not in text:
+            text = await ws.ws.receive_str(timeout=5)
+        payload = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in {text}"))
+        assert (payload["payload"]["raw"], payload["payload"]["parsed"]) == (None, None)
+        assert payload["payload"]["issues"] == [
+            {"path": "channels.x", "message": "must be a finite number (got NaN)"}
+        ]
+
 
 class TestConfigPatch:
     async def test_a_stale_or_missing_base_hash_is_refused(
@@ -299,6 +314,28 @@ class TestConfigPatch:
         assert '"name": "cut \\ud83d"' in gateway.config_path.read_text()
         agents = await ws.ok("agents.list")
         assert agents["agents"][0]["name"] == "cut \ud83d"
+
+    @pytest.mark.parametrize(
+        ("raw", "message"),
+        [
+            ('{"channels": {"x": NaN}}', "channels.x: must be a finite number (got NaN)"),
+            (
+                '{"agents": {"defaults": {"historyLimit": 0x' + "F" * 5000 + "}}}",
+                "agents.defaults.historyLimit: must be a finite number (got an integer of more"
+                " than 308 digits)",
+            ),
+        ],
+    )
+    async def test_a_number_json_cannot_carry_is_refused(
+        self, ws: GatewayWs, gateway: Gateway, raw: str, message: str
+    ) -> None:
+        before = gateway.config_path.read_bytes()
+        frame = await patch(ws, raw, file_hash(gateway))
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": f"invalid config.patch params: at /raw: {message}",
+        }
+        assert gateway.config_path.read_bytes() == before
 
     async def test_raw_must_be_json5(self, ws: GatewayWs, gateway: Gateway) -> None:
         frame = await patch(ws, "{nope", file_hash(gateway))
@@ -627,13 +664,10 @@ class TestConfigPatchCannotWeakenAuth:
         before = gateway.config_path.read_bytes()
         huge = {"gateway": {"auth": {"rateLimit": {"windowMs": 10**400}}}}
         frame = await patch(ws, huge, file_hash(gateway))
-        assert frame["error"]["details"] == {
-            "issues": [
-                {
-                    "path": "gateway.auth.rateLimit.windowMs",
-                    "message": f"must be between 1 and 9007199254740991 (got {10**400})",
-                }
-            ]
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": "invalid config.patch params: at /raw: gateway.auth.rateLimit.windowMs:"
+            " must be a finite number (got an integer of more than 308 digits)",
         }
         assert gateway.config_path.read_bytes() == before
         wrong = {"Authorization": "Bearer wrong"}

@@ -30,6 +30,7 @@ from gateway.config.patch import (
     write_atomic,
     writers_turn,
 )
+from gateway.config.schema import non_json_number
 from gateway.config.view import redact_parsed, redact_raw, redacted
 from gateway.edge import parse_network
 from gateway.state import GatewayState
@@ -163,11 +164,15 @@ def _load_text(loader: ConfigLoader, text: str) -> Config:
 
 def _parse_patch(raw: str) -> Any:
     try:
-        return json5.loads(raw)
+        patch = json5.loads(raw)
     except ValueError as exc:
         raise ParamsError(f"at /raw: not valid JSON5 ({exc})") from None
     except RecursionError:  # json5's parser recurses once per level of nesting
         raise ParamsError("at /raw: not valid JSON5 (nested too deeply)") from None
+    issue = non_json_number(patch) if isinstance(patch, dict) else None  # written as JSON
+    if issue is not None:
+        raise ParamsError(f"at /raw: {issue.path}: {issue.message}")
+    return patch
 
 
 async def _commit(
