@@ -623,6 +623,34 @@ class _HeaderName(_Node):
         return text.lower()
 
 
+def _header_name_problem(key: str) -> str | None:
+    return None if _HEADER_NAME_RE.fullmatch(key) else f'not a header name: "{key}"'
+
+
+@attrs.frozen
+class _HeaderValue(_Node):
+    """A string sent in an upstream request's head (a header value, an API key), which the
+    upstream client refuses with a line break or a NUL (a header of its own) and cannot
+    write beyond Latin-1. Checked here, not at each turn; the value, a secret, is not shown."""
+
+    def check(self, value: Any, path: str, ctx: Checker) -> Any:
+        text = ctx.string(value, path)
+        if isinstance(text, Invalid):
+            return text
+        try:
+            text.encode("latin-1")
+            sendable = not any(char in text for char in "\r\n\0")
+        except UnicodeEncodeError:
+            sendable = False
+        if not sendable:
+            return ctx.issue(
+                path,
+                "cannot be sent in an HTTP header (it has a line break, a NUL or a character"
+                " beyond Latin-1)",
+            )
+        return text
+
+
 @attrs.frozen
 class _Stop(_Node):
     """OpenAI's `stop`: a non-empty string or up to 4 of them."""
@@ -1068,8 +1096,8 @@ _PROVIDER = _Section(
     {
         "api": _Key(_Choice(IMPLEMENTED_APIS), API_OPENAI_COMPLETIONS),
         "baseUrl": _Key(_Url()),  # required or defaulted by api, in _Provider
-        "apiKey": _Key(_Str()),
-        "headers": _Key(_Map(_Str()), {}),
+        "apiKey": _Key(_HeaderValue()),
+        "headers": _Key(_Map(_HeaderValue(), _header_name_problem), {}),
         "models": _Key(_List(_MODEL_ENTRY), ()),
     },
     ignored=("auth", "authHeader", "injectNumCtxForOpenAICompat"),

@@ -63,8 +63,10 @@ class TestSubstitution:
 
     def test_keys_are_not_substituted(self, files: ConfigFiles) -> None:
         text = '{models: {providers: {p: {baseUrl: "http://h", headers: {"${H}": "${V}"}}}}}'
-        config = files.load(text, environ={"H": "x-h", "V": "v"})
-        assert config.agents.providers["p"].headers == {"${H}": "v"}
+        # Substituted, the name would be x-h, a valid one.
+        assert files.issues(text, environ={"H": "x-h", "V": "v"}) == [
+            '- models.providers.p.headers.${H}: not a header name: "${H}"'
+        ]
 
     def test_header_values_are_substituted(self, files: ConfigFiles) -> None:
         text = '{models: {providers: {p: {baseUrl: "http://h", headers: {"x-org": "${ORG}"}}}}}'

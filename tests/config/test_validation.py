@@ -511,6 +511,29 @@ class TestProviders:
             " (expected [a-z0-9][a-z0-9_-]{0,63})"
         ]
 
+    HEADER_ISSUE = (
+        "cannot be sent in an HTTP header (it has a line break, a NUL or a character beyond"
+        " Latin-1)"
+    )
+
+    @pytest.mark.parametrize(
+        ("provider", "environ", "line"),
+        [
+            ('headers: {"x-team": "a\\nInjected: 1"}', {}, f"headers.x-team: {HEADER_ISSUE}"),
+            ('headers: {"x-team": "caf\\u20ac"}', {}, f"headers.x-team: {HEADER_ISSUE}"),
+            # An EnvironmentFile saved with Windows line ends: every turn would fail.
+            ('apiKey: "${KEY}"', {"KEY": "sk-secret\r"}, f"apiKey: {HEADER_ISSUE}"),
+            ('headers: {"x team": "v"}', {}, 'headers.x team: not a header name: "x team"'),
+        ],
+    )
+    def test_a_key_or_header_the_upstream_client_cannot_send_is_an_issue(
+        self, files: ConfigFiles, provider: str, environ: dict[str, str], line: str
+    ) -> None:
+        """Not at the first turn, where every turn of the provider would fail; the value
+        (a secret) is not shown."""
+        text = f'{{models: {{providers: {{p: {{baseUrl: "http://h", {provider}}}}}}}}}'
+        assert files.issues(text, environ=environ) == [f"- models.providers.p.{line}"]
+
     def test_model_entry_defaults(self, files: ConfigFiles) -> None:
         config = files.load(
             '{models: {providers: {p: {baseUrl: "http://h", models: [{id: "m"}]}}}}'
