@@ -194,6 +194,29 @@ def parse_object(text: str) -> dict[str, Any] | None:
     return value
 
 
+def marker_in_array(
+    value: Any, path: tuple[PathKey, ...] = (), in_array: bool = False
+) -> str | None:
+    """The dotted path of the first REDACTED inside an array of `value` (a patch), or None.
+
+    merge_patch keeps the file's secret for the marker as an object's member only: an array
+    is replaced whole, so the marker there would be written as the secret itself (an agent
+    list sent back as config.get shows it).
+    """
+    if in_array and value == REDACTED:
+        return dotted_path(path)
+    items: Any = ()
+    if isinstance(value, Mapping):
+        items = value.items()
+    elif isinstance(value, list):
+        items, in_array = enumerate(value), True
+    for key, item in items:
+        found = marker_in_array(item, (*path, key), in_array)
+        if found is not None:
+            return found
+    return None
+
+
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7396, plus: a REDACTED value keeps what `target` has there (config.get's output
     can be sent back as a patch without wiping the secrets)."""

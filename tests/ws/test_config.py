@@ -360,6 +360,29 @@ class TestConfigPatch:
         agents = await ws.ok("agents.list")
         assert agents["mainKey"] == "home"
 
+    async def test_a_redacted_value_inside_an_array_is_refused_not_written(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        """Arrays are replaced whole, so the marker there keeps nothing: the agent list sent
+        back as config.get shows it would have replaced the secret by the marker itself."""
+        gateway = await make_gateway(
+            CONFIG.replace("default: true }", 'default: true, params: { api_key: "sk-agent" } }')
+        )
+        ws = await gateway.connected()
+        before = gateway.config_path.read_bytes()
+        shown = (await ws.ok("config.get"))["parsed"]["agents"]["list"]
+        assert shown == [{"id": "main", "default": True, "params": {"api_key": REDACTED}}]
+        shown[0]["name"] = "Main"
+        frame = await patch(ws, {"agents": {"list": shown}}, file_hash(gateway))
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": "invalid config.patch params: at /raw: agents.list[0].params.api_key:"
+            f" {REDACTED} keeps a secret only as an object's member (an array is replaced"
+            " whole); send the value itself",
+        }
+        assert gateway.config_path.read_bytes() == before
+        await ws.ws.close()
+
     async def test_listener_paths_need_a_restart(self, ws: GatewayWs, gateway: Gateway) -> None:
         frame = await patch(ws, {"gateway": {"port": 18800}}, file_hash(gateway))
         assert frame["payload"]["restart"] == {"required": True, "paths": ["gateway.port"]}

@@ -22,6 +22,7 @@ from gateway.config.errors import FILE_LEVEL, ConfigError, ConfigIssue
 from gateway.config.loader import ConfigLoader, embedded_default_text
 from gateway.config.model import Config, GatewayConfig
 from gateway.config.patch import (
+    marker_in_array,
     merge_patch,
     parse_object,
     read_file,
@@ -31,6 +32,7 @@ from gateway.config.patch import (
     writers_turn,
 )
 from gateway.config.schema import non_json_number
+from gateway.config.secret_keys import REDACTED
 from gateway.config.view import redact_parsed, redact_raw, redacted
 from gateway.edge import parse_network
 from gateway.state import GatewayState
@@ -169,9 +171,17 @@ def _parse_patch(raw: str) -> Any:
         raise ParamsError(f"at /raw: not valid JSON5 ({exc})") from None
     except RecursionError:  # json5's parser recurses once per level of nesting
         raise ParamsError("at /raw: not valid JSON5 (nested too deeply)") from None
-    issue = non_json_number(patch) if isinstance(patch, dict) else None  # written as JSON
+    if not isinstance(patch, dict):
+        return patch
+    issue = non_json_number(patch)  # the file is written as JSON
     if issue is not None:
         raise ParamsError(f"at /raw: {issue.path}: {issue.message}")
+    marker = marker_in_array(patch)
+    if marker is not None:
+        raise ParamsError(
+            f"at /raw: {marker}: {REDACTED} keeps a secret only as an object's member"
+            " (an array is replaced whole); send the value itself"
+        )
     return patch
 
 
