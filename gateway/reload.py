@@ -22,7 +22,7 @@ from gateway.config.apply import (
     check_in_force,
     with_token,
 )
-from gateway.config.errors import ConfigError
+from gateway.config.errors import FILE_LEVEL, ConfigError, ConfigIssue
 from gateway.config.loader import ConfigLoader
 from gateway.config.model import Config
 from gateway.state import GatewayState
@@ -41,7 +41,7 @@ async def reload_from_file(state: GatewayState) -> ReloadResult | None:
         return None
     async with state.config_lock:
         try:
-            new = await asyncio.to_thread(_load, state.loader)
+            new = await asyncio.to_thread(_load, state.loader, state.config)
             check_in_force(state.config, new)
         except ConfigError as exc:
             state.reload_error = [issue.line() for issue in exc.issues]
@@ -59,8 +59,18 @@ async def reload_from_file(state: GatewayState) -> ReloadResult | None:
         return apply_config(state, new)
 
 
-def _load(loader: ConfigLoader) -> Config:
-    return with_token(loader.load())
+def _load(loader: ConfigLoader, running: Config) -> Config:
+    new = loader.load()
+    if running.source.exists and not new.source.exists:
+        # Gone from the default path (deleted, moved aside for an edit): the embedded default
+        # (config.md §1) would replace the token every client holds, and the agents, at once.
+        path = new.source.path
+        message = (
+            f"config file not found: {path} (the running config stays; the embedded default"
+            " is used only at startup)"
+        )
+        raise ConfigError(str(path), [ConfigIssue(FILE_LEVEL, message)])
+    return with_token(new)
 
 
 def _signature(path: Path) -> tuple[int, int, int] | None:

@@ -154,6 +154,31 @@ class TestReloadFromFile:
         assert state.reload_error is None
         assert state.config.gateway.auth.token == "fixed"
 
+    async def test_a_file_gone_from_the_default_path_is_an_issue_not_the_embedded_default(
+        self, tmp_path: Path
+    ) -> None:
+        """Moved aside for an edit, or deleted: the embedded default would have taken over
+        at once, with another token (every client refused) and no agents but `main`."""
+        state_dir = tmp_path / "state"
+        state_dir.mkdir(mode=0o700)
+        path = state_dir / "clawgate.json5"
+        path.write_text(BASE)
+        loader = ConfigLoader(Overrides(state_dir=str(state_dir)), environ={})
+        state = GatewayState(with_generated_token(loader.load()), loader=loader)
+        before = state.config
+        path.unlink()
+        with capture_logs() as logs:
+            assert await reload_from_file(state) is None
+        assert state.config is before
+        assert state.reload_error == [
+            f"- <file>: config file not found: {path} (the running config stays; the"
+            " embedded default is used only at startup)"
+        ]
+        assert logs[0]["event"] == "config_reload_failed"
+        write(path, BASE.replace("old-token", "back"))
+        assert await reload_from_file(state) is not None
+        assert state.config.gateway.auth.token == "back"
+
     async def test_an_unchanged_file_is_ignored(self, state: GatewayState) -> None:
         with capture_logs() as logs:
             assert await reload_from_file(state) is None
