@@ -287,6 +287,21 @@ class TestConfigPatch:
             "message": "config.patch raw must be an object",
         }
 
+    async def test_a_file_gone_since_it_was_loaded_is_patched_as_it_runs(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        """Deleted or moved aside while running: the patch goes on the config in force, not
+        on the embedded default, whose generated token would have locked every client out."""
+        gateway.config_path.unlink()
+        frame = await patch(ws, {"logging": {"level": "debug"}}, None)
+        assert frame["ok"] is True, frame
+        written = json.loads(gateway.config_path.read_text())
+        assert written["gateway"]["auth"] == {"mode": "token", "token": "test-token"}
+        assert written["agents"] == {"list": [{"id": "main", "default": True}]}
+        assert written["logging"] == {"level": "debug"}
+        again = await gateway.connected()  # the token every client holds still works
+        await again.ws.close()
+
     async def test_a_file_that_is_not_utf8_is_left_alone(
         self, ws: GatewayWs, gateway: Gateway
     ) -> None:

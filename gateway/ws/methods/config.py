@@ -10,6 +10,7 @@ auth in force (_weakened_auth); both are params errors, and the file edited by h
 from __future__ import annotations
 
 import asyncio
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -258,6 +259,9 @@ def register(methods: MethodRegistry) -> None:
                     )
                 if current.text != render(base):
                     warnings.append(COMMENTS_LOST)
+            elif state.config.source.exists and state.config.source.parsed is not None:
+                # Gone since it was loaded (deleted, moved aside): patch what is in force.
+                base = copy.deepcopy(dict(state.config.source.parsed))
             else:
                 # No file yet: patch what is in force, the embedded default.
                 base = json5.loads(embedded_default_text())
