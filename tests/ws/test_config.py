@@ -448,6 +448,29 @@ class TestConfigPatch:
         )
         assert "other-token" in gateway.config_path.read_text()
 
+    async def test_a_hand_edit_saved_while_the_patch_is_checked_is_not_overwritten(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        """The base hash matched when the patch began; checking a large file takes seconds,
+        and an edit saved meanwhile would have been replaced without a word."""
+        prompt = "x" * SLOW_TO_PARSE  # a second or more for each parse of the file
+        gateway.config_path.write_text(
+            CONFIG.replace("default: true }", f'default: true, systemPrompt: "{prompt}" }}')
+        )
+        frame_id = await ws.request(
+            "config.patch",
+            {"raw": json.dumps({"logging": {"level": "debug"}}), "baseHash": file_hash(gateway)},
+        )
+        await asyncio.sleep(0.3)
+        edited = CONFIG.replace("test-token", "hand-token")
+        gateway.config_path.write_text(edited)
+        refused = await ws.response(frame_id, wait=60)
+        assert refused["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": "config changed since last load; re-run config.get and retry",
+        }
+        assert gateway.config_path.read_text() == edited
+
     async def test_patches_are_rate_limited_per_connection(
         self, ws: GatewayWs, gateway: Gateway
     ) -> None:

@@ -284,6 +284,13 @@ def register(methods: MethodRegistry) -> None:
             weakened = _weakened_auth(state.config.gateway, new.gateway)
             if weakened is not None:
                 raise ParamsError(f"at /raw: {weakened}; only an edit of the file may do that")
+            # Checking took a while (seconds for a large file): an edit saved meanwhile by
+            # hand, which no lock keeps out, must not be replaced without a word.
+            now = await asyncio.to_thread(read_file, loader.config_path, loader.state_dir)
+            if (now.exists, now.hash) != (current.exists, current.hash):
+                raise WsError(
+                    INVALID_REQUEST, "config changed since last load; re-run config.get and retry"
+                )
             # Once the file is being written the patch is done whether or not its client
             # stays: closing the socket cancels this call, but not the write's thread, and a
             # file written and never applied would leave the gateway on the old config (with
