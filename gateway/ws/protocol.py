@@ -23,6 +23,9 @@ PREAUTH_MAX_PAYLOAD: Final = 64 * 1024  # §2.3: before `connect` only a small f
 MAX_PAYLOAD: Final = 25 * 1024 * 1024  # §2.3, hello-ok policy.maxPayload
 MAX_BUFFERED_BYTES: Final = 50 * 1024 * 1024  # §9.3, hello-ok policy.maxBufferedBytes
 CLOSE_REASON_MAX: Final = 123  # RFC 6455 §5.5: a close frame's reason is at most 123 bytes
+# The `client` strings of `connect` are kept in the presence book and sent in every `presence`
+# event to every client (64 entries at a time): a name, a version or an id is far shorter.
+CLIENT_FIELD_MAX: Final = 256
 
 # --- Error codes (§6) ----------------------------------------------------------------------
 
@@ -409,15 +412,16 @@ class ConnectParams:
         assert c is not None
         # The fields that name a kind of client, not one client, are interned: a connection
         # keeps them as long as it is open, and most connections share them.
+        n = CLIENT_FIELD_MAX
         client = ClientInfo(
-            id=sys.intern(c.required_string("id")),
-            version=sys.intern(c.required_string("version")),
-            platform=sys.intern(c.required_string("platform")),
-            mode=sys.intern(c.required_string("mode")),
-            display_name=c.string("displayName"),
-            device_family=_interned(c.string("deviceFamily")),
-            model_identifier=_interned(c.string("modelIdentifier")),
-            instance_id=c.string("instanceId"),
+            id=sys.intern(c.required_string("id", max_len=n)),
+            version=sys.intern(c.required_string("version", max_len=n)),
+            platform=sys.intern(c.required_string("platform", max_len=n)),
+            mode=sys.intern(c.required_string("mode", max_len=n)),
+            display_name=c.string("displayName", max_len=n),
+            device_family=_interned(c.string("deviceFamily", max_len=n)),
+            model_identifier=_interned(c.string("modelIdentifier", max_len=n)),
+            instance_id=c.string("instanceId", max_len=n),
         )
         role = r.string("role")
         scopes = r.strings("scopes")

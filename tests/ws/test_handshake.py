@@ -204,6 +204,41 @@ class TestConnectFailures:
         )
         assert (code, reason) == (1008, message)
 
+    @pytest.mark.parametrize(
+        "field",
+        [
+            "id",
+            "version",
+            "platform",
+            "mode",
+            "displayName",
+            "deviceFamily",
+            "modelIdentifier",
+            "instanceId",
+        ],
+    )
+    async def test_a_client_field_longer_than_256_characters(
+        self, raw_ws: GatewayWs, field: str
+    ) -> None:
+        # Kept in the presence book and sent in every `presence` event to every client.
+        client = {"id": "test", "version": "1.0", "platform": "linux", "mode": "cli"}
+        body, code, reason = await rejected_connect(
+            raw_ws, connect_params(client={**client, field: "x" * 257})
+        )
+        message = f"invalid connect params: at /client/{field}: must have at most 256 characters"
+        assert body == (
+            '{"type":"res","id":"c-1","ok":false,"error":{"code":"INVALID_REQUEST",'
+            f'"message":"{message}"}}}}'
+        )
+        assert (code, reason) == (1008, message)
+
+    async def test_client_fields_of_256_characters_are_accepted(self, raw_ws: GatewayWs) -> None:
+        long = "x" * 256
+        client = {"id": long, "version": long, "platform": long, "mode": long}
+        client |= {"displayName": long, "deviceFamily": long, "modelIdentifier": long}
+        hello = await raw_ws.connect(client={**client, "instanceId": long})
+        assert hello["ok"] is True
+
     async def test_protocol_mismatch(self, raw_ws: GatewayWs) -> None:
         body, code, reason = await rejected_connect(
             raw_ws, connect_params(minProtocol=99, maxProtocol=99)
