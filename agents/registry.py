@@ -433,11 +433,13 @@ class SessionRegistry:
         row = await self.store.get(key)
         return self._info(row) if row is not None else None
 
-    async def history(self, key: str, limit: int = 200) -> Transcript:
+    async def history(self, key: str, limit: int = 200, *, max_chars: int = 0) -> Transcript:
+        """The session's last `limit` messages; with `max_chars`, the first page of them
+        (`Store.history`): the next ones come from the store, before the oldest seq."""
         info = await self.get_session(key)
         if info is None:
             return Transcript(None, (), 0)
-        found = await self.store.history(info.session_id, limit)
+        found = await self.store.history(info.session_id, limit, max_chars=max_chars)
         return Transcript(info, found.messages, found.total)
 
     async def patch_label(self, key: str, label: str | None) -> SessionInfo:

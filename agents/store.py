@@ -38,7 +38,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -619,6 +619,19 @@ def _message(row: tuple[Any, ...]) -> StoredMessage:
         is_error=bool(is_error),
         context_start=bool(context_start),
     )
+
+
+def history_span(sizes: Iterable[tuple[int, int]], max_chars: int) -> tuple[int, int] | None:
+    """The seqs (lowest, highest) of the newest messages whose contents hold `max_chars`
+    together, at least one, from `(seq, content length)` newest first; None: no message."""
+    span: tuple[int, int] | None = None
+    used = 0
+    for seq, size in sizes:
+        if span is not None and used + size > max_chars:
+            break
+        span = (seq, seq if span is None else span[1])
+        used += size
+    return span
 
 
 def _dumps(value: Any) -> str:
@@ -1314,21 +1327,50 @@ class SessionStore:
 
     # -- transcripts -------------------------------------------------------------------
 
-    async def history(self, session_id: str, limit: int) -> History:
-        """The last `limit` messages of a transcript, oldest first, and the total count."""
-        return await self._call(self._history, session_id, limit)
+    async def history(
+        self,
+        session_id: str,
+        limit: int,
+        *,
+        before_seq: int | None = None,
+        max_chars: int = 0,
+    ) -> History:
+        """The last `limit` messages of a transcript (those before `before_seq`), oldest
+        first, and the transcript's total count. With `max_chars`, only the newest of them
+        whose stored contents hold that many characters together, and at least one: a caller
+        that keeps a bounded part of each message reads a long transcript page by page."""
+        return await self._call(self._history, session_id, limit, before_seq, max_chars)
 
-    def _history(self, session_id: str, limit: int) -> History:
+    def _history(
+        self, session_id: str, limit: int, before_seq: int | None, max_chars: int
+    ) -> History:
         db = self._conn()
         total = db.execute(
             "SELECT COUNT(*) FROM messages WHERE session_id = ?", (session_id,)
         ).fetchone()[0]
+        before = "" if before_seq is None else " AND seq < ?"
+        args: tuple[Any, ...] = (session_id,) if before_seq is None else (session_id, before_seq)
+        if max_chars <= 0:
+            rows = db.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ?{before}"
+                " ORDER BY seq DESC LIMIT ?",
+                (*args, max(0, limit)),
+            ).fetchall()
+            return History(tuple(_message(r) for r in reversed(rows)), int(total))
+        sizes = db.execute(
+            f"SELECT seq, length(content) FROM messages WHERE session_id = ?{before}"
+            " ORDER BY seq DESC LIMIT ?",
+            (*args, max(0, limit)),
+        ).fetchall()
+        span = history_span(sizes, max_chars)
+        if span is None:
+            return History((), int(total))
         rows = db.execute(
             f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ?"
-            " ORDER BY seq DESC LIMIT ?",
-            (session_id, max(0, limit)),
+            " AND seq BETWEEN ? AND ? ORDER BY seq",
+            (session_id, *span),
         ).fetchall()
-        return History(tuple(_message(r) for r in reversed(rows)), int(total))
+        return History(tuple(_message(r) for r in rows), int(total))
 
     async def recent_turns(self, session_id: str, user_turns: int) -> tuple[StoredMessage, ...]:
         """The messages of the last `user_turns` user turns (a user message and the messages

@@ -59,6 +59,7 @@ from agents.store import (
     _session_row,
     _sql_int,
     active_since,
+    history_span,
     turn_messages,
 )
 
@@ -873,17 +874,41 @@ class PostgresSessionStore:
 
     # -- transcripts -------------------------------------------------------------------
 
-    async def history(self, session_id: str, limit: int) -> History:
+    async def history(
+        self,
+        session_id: str,
+        limit: int,
+        *,
+        before_seq: int | None = None,
+        max_chars: int = 0,
+    ) -> History:
         async def history(conn: Connection) -> History:
             total = await conn.fetchval(
                 "SELECT COUNT(*) FROM messages WHERE session_id = $1", session_id
             )
+            before = "" if before_seq is None else " AND seq < $3"
+            args: tuple[Any, ...] = () if before_seq is None else (before_seq,)
+            if max_chars <= 0:
+                rows = await conn.fetch(
+                    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1{before}"
+                    " ORDER BY seq DESC LIMIT $2",
+                    session_id, max(0, limit), *args,
+                )  # fmt: skip
+                return History(tuple(_message(tuple(r)) for r in reversed(rows)), int(total))
+            sizes = await conn.fetch(
+                f"SELECT seq, length(content) FROM messages WHERE session_id = $1{before}"
+                " ORDER BY seq DESC LIMIT $2",
+                session_id, max(0, limit), *args,
+            )  # fmt: skip
+            span = history_span((tuple(r) for r in sizes), max_chars)
+            if span is None:
+                return History((), int(total))
             rows = await conn.fetch(
                 f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1"
-                " ORDER BY seq DESC LIMIT $2",
-                session_id, max(0, limit),
+                " AND seq BETWEEN $2 AND $3 ORDER BY seq",
+                session_id, *span,
             )  # fmt: skip
-            return History(tuple(_message(tuple(r)) for r in reversed(rows)), int(total))
+            return History(tuple(_message(tuple(r)) for r in rows), int(total))
 
         return await self._run(history)
 

@@ -119,7 +119,14 @@ class Store(Protocol):
 
     async def delete(self, key: str, now: int, *, delete_transcript: bool = True) -> bool: ...
 
-    async def history(self, session_id: str, limit: int) -> History: ...
+    async def history(
+        self,
+        session_id: str,
+        limit: int,
+        *,
+        before_seq: int | None = None,
+        max_chars: int = 0,
+    ) -> History: ...
 
     async def recent_turns(self, session_id: str, user_turns: int) -> tuple[StoredMessage, ...]: ...
 

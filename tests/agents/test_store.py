@@ -411,6 +411,23 @@ class TestTurns:
         ]
         assert [m.seq for m in (await store.history(b.session_id, 100)).messages] == [1, 2]
 
+    async def test_history_pages_by_the_characters_of_stored_contents(
+        self, store: SessionStore
+    ) -> None:
+        row, _ = await store.create(KEY, "main", 100)
+        for run_id, size in (("r1", 10), ("r2", 1000), ("r3", 10)):
+            row = await store.append_turn(turn(row, run_id, user_text="u" * size))
+        # Stored contents: the user texts as JSON strings (size + 2), the replies 46 each.
+        page = await store.history(row.session_id, 100, max_chars=60)
+        assert ([m.seq for m in page.messages], page.total) == ([5, 6], 6)
+        page = await store.history(row.session_id, 100, before_seq=4, max_chars=60)
+        assert [m.seq for m in page.messages] == [3]  # one message, however long
+        page = await store.history(row.session_id, 100, before_seq=3, max_chars=2000)
+        assert [m.seq for m in page.messages] == [1, 2]
+        page = await store.history(row.session_id, 1, before_seq=3, max_chars=2000)
+        assert [m.seq for m in page.messages] == [2]
+        assert (await store.history(row.session_id, 100, before_seq=1, max_chars=60)).messages == ()
+
     async def test_a_turn_is_all_or_nothing(self, store: SessionStore) -> None:
         row, _ = await store.create(KEY, "main", 100)
         row = await store.append_turn(turn(row, "r1"))

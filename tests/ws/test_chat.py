@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -563,3 +564,39 @@ class TestHistoryBounds:
         assert 6 * 1024 * 1024 - one < size <= 6 * 1024 * 1024
         assert [m["__openclaw"]["seq"] for m in messages] == list(range(101 - len(messages), 101))
         assert (history["totalMessages"], history["hasMore"]) == (100, True)
+
+    async def test_long_messages_are_read_a_page_at_a_time(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        # 40 user messages of 1 MiB: read whole, the store's rows and their decoded contents
+        # alone were 80 MiB for an answer of half a megabyte.
+        await stored_turns(gateway, "agent:main:huge", *({"user_text": "u" * 2**20},) * 40)
+        tracemalloc.start()
+        try:
+            history = await ws.ok("chat.history", {"sessionKey": "huge", "limit": 1000})
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 32 * 2**20
+        messages = history["messages"]
+        assert [m["__openclaw"]["seq"] for m in messages] == list(range(1, 81))
+        assert messages[0]["content"] == "u" * 12_000 + "\n...(truncated)..."
+        assert messages[-1]["content"] == [{"type": "text", "text": "[turn 1] hello there"}]
+        assert (history["totalMessages"], history["hasMore"]) == (80, False)
+
+    async def test_paging_stops_at_6_mib_as_one_read_would(self, gateway: Gateway) -> None:
+        # 300,000 characters stored a message (a control character is six in JSON), 72 KB once
+        # cut: an 8 MiB page holds 27 of them, the answer about 87.
+        text = "\x01" * 50_000
+        await stored_turns(
+            gateway, "agent:main:pages", *({"user_text": text, "assistant_text": text},) * 60
+        )
+        ws = await gateway.raw(max_msg_size=MAX_PAYLOAD + 1)
+        await ws.connect()
+        history = await ws.ok("chat.history", {"sessionKey": "pages", "limit": 1000})
+        messages = history["messages"]
+        size = len(json.dumps(messages, separators=(",", ":")))
+        one = len(json.dumps(messages[-1], separators=(",", ":")))
+        assert 6 * 1024 * 1024 - one < size <= 6 * 1024 * 1024
+        assert [m["__openclaw"]["seq"] for m in messages] == list(range(121 - len(messages), 121))
+        assert (history["totalMessages"], history["hasMore"]) == (120, True)

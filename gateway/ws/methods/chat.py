@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -10,6 +10,7 @@ import attrs
 from agents.errors import StoreError
 from agents.keys import SESSION_KEY_MAX, parse_session_key
 from agents.runs import TurnRequest
+from agents.store import StoredMessage
 from gateway.jsonwire import dumps, wire
 from gateway.ws.dispatch import CallContext, MethodRegistry
 from gateway.ws.methods.sessions import empty_row, resolve_key
@@ -25,6 +26,10 @@ HISTORY_MAX = 1000
 HISTORY_TEXT_MAX_CHARS = 12_000
 HISTORY_MESSAGE_MAX_BYTES = 128 * 1024
 HISTORY_MAX_BYTES = 6 * 1024 * 1024
+# The store is read a page of the newest messages at a time, this many characters of stored
+# content a page (a longer message alone), and no further once the answer is full: whole
+# messages are only cut here, and 1000 of them could be gigabytes.
+HISTORY_PAGE_CHARS = 8 * 1024 * 1024
 TRUNCATED_MARK = "\n...(truncated)..."
 OVERSIZED_TEXT = "[chat.history omitted: message too large]"
 _CUT_FIELDS = ("text", "partialJson", "arguments", "thinking")  # OpenClaw's, in a block
@@ -144,7 +149,7 @@ def register(methods: MethodRegistry) -> None:
     async def chat_history(ctx: CallContext, params: HistoryParams) -> Any:
         config, registry = ctx.config, ctx.registry
         key = resolve_key(ctx, params.session_key, "sessionKey")
-        transcript = await registry.history(key, params.limit)
+        transcript = await registry.history(key, params.limit, max_chars=HISTORY_PAGE_CHARS)
         if transcript.session is None:
             return {
                 "sessionKey": params.session_key,
@@ -153,11 +158,24 @@ def register(methods: MethodRegistry) -> None:
                 "messages": [],
                 "sessionInfo": empty_row(config, registry, key),
             }
-        messages, left_out = bounded_history(m.to_transcript() for m in transcript.messages)
+        session_id = transcript.session.session_id
+        answer = BoundedHistory()
+        page = transcript.messages
+        wanted = min(params.limit, transcript.total)
+        while page and answer.add_older(page) and answer.count < wanted:
+            page = (
+                await registry.store.history(
+                    session_id,
+                    params.limit - answer.count,
+                    before_seq=page[0].seq,
+                    max_chars=HISTORY_PAGE_CHARS,
+                )
+            ).messages
+        messages = answer.messages()
         return {
             "sessionKey": params.session_key,  # echoed unchanged (observed on OpenClaw)
-            "sessionId": transcript.session.session_id,
-            "hasMore": transcript.has_more or left_out,
+            "sessionId": session_id,
+            "hasMore": transcript.total > len(messages),
             "totalMessages": transcript.total,
             "messages": messages,
             "sessionInfo": transcript.session.to_dict(),
@@ -226,23 +244,41 @@ async def abort_elsewhere(ctx: CallContext, key: str, run_id: str | None) -> lis
     return await store.bus.abort_elsewhere(key, run_id)
 
 
-def bounded_history(messages: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
-    """`messages` (oldest first) within OpenClaw's bounds (HISTORY_*); True when the oldest
-    were left out for the total."""
-    sized = []
-    for message in messages:
-        message = _texts_cut(message)
-        size = _json_bytes(message)
-        if size > HISTORY_MESSAGE_MAX_BYTES:
-            message = _oversized(message)
-            size = _json_bytes(message)
-        sized.append((message, size))
-    total = 2 + sum(size + 1 for _, size in sized) - (1 if sized else 0)  # [a,b,…]
-    first = 0
-    while total > HISTORY_MAX_BYTES and first < len(sized) - 1:  # the newest always stays
-        total -= sized[first][1] + 1
-        first += 1
-    return [message for message, _ in sized[first:]], first > 0
+@attrs.define
+class BoundedHistory:
+    """A `chat.history` answer within OpenClaw's bounds (HISTORY_*), built from the newest
+    message back: each message is cut as it comes, and the messages that would take the
+    answer over HISTORY_MAX_BYTES, with all older ones, are left out (the newest stays)."""
+
+    _kept: list[dict[str, Any]] = attrs.field(init=False, factory=list)  # newest first
+    _bytes: int = attrs.field(init=False, default=2)  # the JSON array `[a,b,…]` of them
+    full: bool = attrs.field(init=False, default=False)
+
+    @property
+    def count(self) -> int:
+        return len(self._kept)
+
+    def add_older(self, stored: Sequence[StoredMessage]) -> bool:
+        """Add `stored` (oldest first, older than those added so far); False when full."""
+        for message in reversed(stored):
+            if self.full:
+                break
+            bounded = _texts_cut(message.to_transcript())
+            size = _json_bytes(bounded)
+            if size > HISTORY_MESSAGE_MAX_BYTES:
+                bounded = _oversized(bounded)
+                size = _json_bytes(bounded)
+            grown = self._bytes + size + (1 if self._kept else 0)
+            if self._kept and grown > HISTORY_MAX_BYTES:
+                self.full = True
+                break
+            self._kept.append(bounded)
+            self._bytes = grown
+        return not self.full
+
+    def messages(self) -> list[dict[str, Any]]:
+        """Oldest first."""
+        return self._kept[::-1]
 
 
 def _cut(text: str) -> str:
