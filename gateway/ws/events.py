@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections import OrderedDict
 from collections.abc import Collection, Iterable
 from typing import Any
 
@@ -28,6 +29,14 @@ from gateway.ws.protocol import EventFrame, event_frame
 
 # §9.2: at most one chat delta per run per 150 ms; UIs re-render the whole text per delta.
 CHAT_DELTA_INTERVAL_SECONDS = 0.150
+# A run of another process (a shared store) whose events stop before its end: its process was
+# killed, it stopped sending when this one's last client left (the bus's watch), or the
+# database lost a notification. Its chat state (the text so far) is forgotten this long after
+# its last event; a run of this process always ends. Longer than any pause of a live run:
+# one that speaks again after it starts a new chat state from its cumulative text.
+REMOTE_RUN_IDLE_SECONDS = 600.0
+# ... and at most this many are kept, the longest silent forgotten first (the bus's bound).
+MAX_REMOTE_CHAT_RUNS = 10_000
 
 
 @attrs.define
@@ -96,6 +105,16 @@ class EventFanout:
     _chat: dict[str, _ChatRun] = attrs.field(factory=dict)
     _run_waiters: dict[str, list[asyncio.Future[None]]] = attrs.field(factory=dict)
     _end_waiters: dict[str, list[asyncio.Future[RunEvent]]] = attrs.field(factory=dict)
+    remote_idle_seconds: float = REMOTE_RUN_IDLE_SECONDS
+    # The other processes' runs with chat state here: run id → loop time of its last event,
+    # the longest silent first.
+    _remote: OrderedDict[str, float] = attrs.field(factory=OrderedDict)
+    _sweep: asyncio.TimerHandle | None = None
+
+    @property
+    def chat_runs(self) -> int:
+        """How many runs' chat state is kept."""
+        return len(self._chat)
 
     # -- the registry listener ------------------------------------------------------------
 
@@ -108,6 +127,41 @@ class EventFanout:
             self._run_event(event)
         elif self.readers:
             self.broadcast(event_frame("sessions.changed", event.to_dict()), self.readers)
+
+    def remote(self, event: RunEvent | SessionChange) -> None:
+        """The event bus's listener: another process's run events and session changes."""
+        self(event)
+        if not isinstance(event, RunEvent):
+            return
+        run_id = event.run_id
+        if run_id not in self._chat:
+            self._remote.pop(run_id, None)  # ended, or no chat state yet
+            return
+        loop = asyncio.get_running_loop()
+        self._remote[run_id] = loop.time()
+        self._remote.move_to_end(run_id)
+        if len(self._remote) > MAX_REMOTE_CHAT_RUNS:
+            self._forget_remote(next(iter(self._remote)))
+        if self._sweep is None:
+            self._sweep = loop.call_later(self.remote_idle_seconds, self._forget_silent)
+
+    def _forget_silent(self) -> None:
+        """Forget the remote runs silent for `remote_idle_seconds`; come back for the next."""
+        self._sweep = None
+        loop = asyncio.get_running_loop()
+        cutoff = loop.time() - self.remote_idle_seconds
+        while self._remote:
+            run_id, seen = next(iter(self._remote.items()))
+            if seen > cutoff:
+                self._sweep = loop.call_later(seen - cutoff, self._forget_silent)
+                return
+            self._forget_remote(run_id)
+
+    def _forget_remote(self, run_id: str) -> None:
+        del self._remote[run_id]
+        run = self._chat.pop(run_id, None)
+        if run is not None and run.timer is not None:
+            run.timer.cancel()
 
     def _run_event(self, event: RunEvent) -> None:
         waiters = self._run_waiters.pop(event.run_id, None)
@@ -259,6 +313,10 @@ class EventFanout:
         _unwatch(self._end_waiters, run_id, waiter)
 
     def close(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+        self._remote.clear()
         for run in self._chat.values():
             if run.timer is not None:
                 run.timer.cancel()

@@ -471,7 +471,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     # Runs of the other processes sharing the store, as if they were ours.
     bus = gateway.store.bus if gateway.store is not None else None
     if bus is not None:
-        bus.add_remote_listener(fanout)
+        bus.add_remote_listener(fanout.remote)
 
     def on_reload(result: Any) -> None:
         if not ws_state.closing:
@@ -488,7 +488,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         if registry is not None:
             registry.remove_listener(fanout)
         if bus is not None:
-            bus.remove_remote_listener(fanout)
+            bus.remove_remote_listener(fanout.remote)
         await ws_state.cancel_tasks()
         fanout.close()
         ws_state.presence_fanout.close()

@@ -5,13 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 
+import pytest
 from structlog.testing import capture_logs
 
+from agents.events import RunEvent
+from agents.events_postgres import PostgresEventBus
 from gateway.appkeys import STATE
+from gateway.ws.events import MAX_REMOTE_CHAT_RUNS, EventFanout
 from gateway.ws.handler import WS, shutdown_connections
 from gateway.ws.state import WsSettings
-from tests.support.ws_client import SLOW_CONFIG, TOKEN, Gateway, GatewayWs, MakeGateway, send, wire
+from tests.support.ws_client import (
+    CONFIG,
+    SLOW_CONFIG,
+    TOKEN,
+    Gateway,
+    GatewayWs,
+    MakeGateway,
+    send,
+    wire,
+)
 
 HTTP_HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -168,3 +182,55 @@ class TestShutdown:
         )
         assert response.status == 503
         assert (await response.json())["error"]["message"] == "gateway is shutting down"
+
+
+@pytest.mark.postgres
+class TestAnotherProcessesRun:
+    """Runs of the other processes sharing a PostgreSQL store reach this one's clients through
+    the event bus (agents/events_postgres.py)."""
+
+    @pytest.fixture
+    async def peer(self, pg_url: str) -> AsyncIterator[PostgresEventBus]:
+        """Another gateway process's end of the bus."""
+        bus = PostgresEventBus(pg_url)
+        await bus.start(lambda key, run_id: [])
+        yield bus
+        await bus.aclose()
+
+    async def test_one_whose_process_died_mid_turn_is_forgotten_after_a_silence(
+        self, make_gateway: MakeGateway, pg_url: str, peer: PostgresEventBus
+    ) -> None:
+        config = CONFIG.replace(
+            "agents:", f'store: {{ backend: "postgres", url: {json.dumps(pg_url)} }},\n  agents:'
+        )
+        gateway = await make_gateway(config)
+        fanout = gateway.app[WS].fanout
+        fanout.remote_idle_seconds = 0.5
+        ws = await gateway.connected()
+        async with asyncio.timeout(10):
+            while not peer.watched_elsewhere:
+                await asyncio.sleep(0.05)
+        data = {"text": "half a repl", "delta": "half a repl"}
+        peer.publish(RunEvent("peer-1", "agent:main:k", "sid", "main", "assistant", 1, 1, data))
+        delta = await ws.event("chat", runId="peer-1", state="delta")
+        assert delta["payload"]["message"]["content"] == [{"type": "text", "text": "half a repl"}]
+        assert fanout.chat_runs == 1
+        await peer.aclose()  # its process killed: the run's end never comes
+        async with asyncio.timeout(5):
+            while fanout.chat_runs:
+                await asyncio.sleep(0.05)
+        await ws.ws.close()
+
+
+class TestAnotherProcessesRunsKept:
+    async def test_at_most_10000_are_kept_the_longest_silent_forgotten_first(self) -> None:
+        fanout = EventFanout(set())
+        data = {"text": "t", "delta": "t"}
+        for n in range(MAX_REMOTE_CHAT_RUNS + 1):
+            fanout.remote(RunEvent(f"r{n}", "agent:main:k", None, "main", "assistant", 1, 1, data))
+        assert fanout.chat_runs == MAX_REMOTE_CHAT_RUNS
+        fanout.remote(
+            RunEvent("r1", "agent:main:k", None, "main", "lifecycle", 2, 2, {"phase": "end"})
+        )
+        assert fanout.chat_runs == MAX_REMOTE_CHAT_RUNS - 1
+        fanout.close()
