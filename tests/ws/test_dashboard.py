@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,12 @@ import pytest
 
 from agents.store import DailyUsage, SessionStore, TurnRecord
 from gateway import __version__
+from gateway.appkeys import STATE
 from gateway.ws.connection import now_ms
 from gateway.ws.handler import WS
 from gateway.ws.methods.dashboard import usage_summary
 from gateway.ws.usage import usage_since
+from tests.support.turns import turn as stored_turn
 from tests.support.ws_client import CONFIG, Gateway, GatewayWs, MakeGateway
 
 TWO_AGENTS = CONFIG.replace(
@@ -82,6 +85,33 @@ class TestSessionsPreview:
         assert payload["previews"][0]["items"] == [
             {"role": "assistant", "text": "[turn 1] xxxxxxxxxxx"}
         ]
+
+    async def test_long_messages_are_read_a_page_at_a_time(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        # 40 user messages of 1 MiB: read whole, the store's rows and their decoded contents
+        # alone were 80 MiB for previews of a few kilobytes.
+        store = gateway.app[STATE].store
+        assert store is not None
+        row, _ = await store.create("agent:main:huge", "main", 1000)
+        for n in range(40):
+            row = await store.append_turn(stored_turn(row, f"r{n}", user_text="u" * 2**20))
+        tracemalloc.start()
+        try:
+            payload = await ws.ok("sessions.preview", {"keys": ["huge"], "limit": 100})
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 32 * 2**20
+        items = payload["previews"][0]["items"]
+        assert (
+            items
+            == [
+                {"role": "user", "text": "u" * 240},
+                {"role": "assistant", "text": "[turn 1] hello there"},
+            ]
+            * 40
+        )
 
     async def test_no_keys_no_previews(self, ws: GatewayWs) -> None:
         assert (await ws.ok("sessions.preview", {"keys": []}))["previews"] == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -18,10 +19,11 @@ import attrs
 
 from agents.errors import InvalidSessionKey
 from agents.keys import SESSION_KEY_MAX, normalize_session_key
-from agents.store import DailyUsage
+from agents.store import DailyUsage, StoredMessage
 from gateway import __version__
 from gateway.ws.connection import now_ms
 from gateway.ws.dispatch import CallContext, MethodRegistry, no_params
+from gateway.ws.methods.chat import HISTORY_PAGE_CHARS
 from gateway.ws.protocol import READ, ParamReader, ParamsError
 from gateway.ws.usage import USAGE_DAYS_MAX
 
@@ -54,6 +56,10 @@ class PreviewParams:
         limit = r.integer("limit", minimum=1, maximum=PREVIEW_LIMIT_MAX)
         max_chars = r.integer("maxChars", minimum=PREVIEW_CHARS_MIN, maximum=PREVIEW_CHARS_MAX)
         return cls(keys, 12 if limit is None else limit, 240 if max_chars is None else max_chars)
+
+
+def _preview_items(messages: Sequence[StoredMessage], max_chars: int) -> list[dict[str, Any]]:
+    return [{"role": message.role, "text": message.text[:max_chars]} for message in messages]
 
 
 @attrs.frozen
@@ -110,15 +116,25 @@ def register(methods: MethodRegistry) -> None:
             except InvalidSessionKey:
                 previews.append({"key": raw, "status": "error", "items": []})
                 continue
-            transcript = await ctx.registry.history(key, params.limit)
+            # A page at a time, as `chat.history` reads: only `maxChars` of each is kept.
+            transcript = await ctx.registry.history(key, params.limit, max_chars=HISTORY_PAGE_CHARS)
             if transcript.session is None:
                 status = "missing"
             else:
                 status = "ok" if transcript.messages else "empty"
-            items = [
-                {"role": message.role, "text": message.text[: params.max_chars]}
-                for message in transcript.messages
-            ]
+            page = transcript.messages
+            items = _preview_items(page, params.max_chars)
+            wanted = min(params.limit, transcript.total)
+            while page and transcript.session is not None and len(items) < wanted:
+                page = (
+                    await ctx.registry.store.history(
+                        transcript.session.session_id,
+                        params.limit - len(items),
+                        before_seq=page[0].seq,
+                        max_chars=HISTORY_PAGE_CHARS,
+                    )
+                ).messages
+                items[:0] = _preview_items(page, params.max_chars)
             # The key as the client sent it, so that it can match answers to its rows.
             previews.append({"key": raw, "status": status, "items": items})
         return {"ts": now_ms(), "previews": previews}
