@@ -21,3 +21,5 @@ SESSION_KEY = web.RequestKey("session_key", str)
 CLIENT_ADDRESS = web.RequestKey("client_address", str)
 # `provider/model` of the answer, for the x-openclaw-model-used header.
 MODEL_USED = web.RequestKey("model_used", str)
+# The route that answered a path with `//` in it, once merged (the router matched a catch-all).
+MERGED_ROUTE = web.RequestKey("merged_route", web.AbstractRoute)

@@ -13,7 +13,7 @@ from aiohttp import web
 from prometheus_client import generate_latest
 
 from agents.runs import RunOutcome
-from gateway.appkeys import METRICS, STATE
+from gateway.appkeys import MERGED_ROUTE, METRICS, STATE
 from gateway.edge_http import add_route, unrouted
 from gateway.http.common import authenticate, error_answer
 from gateway.http.openai_wire import RequestError
@@ -84,7 +84,7 @@ def route_label(request: web.Request, status: int) -> str:
     hooks = request.app[STATE].config.hooks
     if hooks.enabled and (request.path == hooks.path or request.path.startswith(hooks.path + "/")):
         return HOOKS_ROUTE
-    route = request.match_info.route
+    route = request.get(MERGED_ROUTE) or request.match_info.route
     if route.resource is None or route.handler is unrouted:
         return UNMATCHED_ROUTE
     return route.resource.canonical

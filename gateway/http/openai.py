@@ -20,7 +20,7 @@ from agents.config import ModelRef
 from agents.errors import AgentError
 from agents.events import RunEvent
 from agents.runs import AgentRun, RunOutcome, TurnRequest
-from gateway.appkeys import AGENT_ID, MODEL_USED, SESSION_KEY, STATE
+from gateway.appkeys import AGENT_ID, MERGED_ROUTE, MODEL_USED, SESSION_KEY, STATE
 from gateway.edge_http import add_route
 from gateway.http.common import MODEL_USED_HEADER, SESSION_HEADER, body_answer, work_on_body
 from gateway.http.common import error_answer as _error
@@ -135,6 +135,7 @@ async def merged_slashes(request: web.Request) -> web.StreamResponse:
     """
     merged = URL.build(path=_merged_path(request), query_string=request.query_string, encoded=True)
     match = await request.app.router.resolve(request.clone(rel_url=merged))
+    request[MERGED_ROUTE] = match.route  # what the request's metrics are labelled by
     if match.handler is other_v1:
         # No route of its own: answered here, or other_v1 would see the `//` of the request's
         # path again and merge it again, without end.

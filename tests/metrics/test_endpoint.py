@@ -25,6 +25,7 @@ from tests.support.metrics import (
     parse,
     until,
 )
+from tests.support.raw_http import raw_exchange, request_head
 
 # A WebSocket upgrade request as a client sends it (RFC 6455 §4.1).
 UPGRADE = {
@@ -153,6 +154,20 @@ class TestLabels:
             ("/v1/models/{model_id}", "404"): 1,
             ("unmatched", "404"): 2,
             ("/v1/{tail}", "404"): 1,
+        }
+
+    async def test_a_path_with_a_double_slash_is_labelled_by_the_route_that_answered_it(
+        self, gateway: MetricsGateway
+    ) -> None:
+        # Open WebUI with a base URL ending in `/` sends every request so.
+        port = gateway.client.port
+        for path in ("//v1/models", "/v1//models", "//v1/models/openclaw", "//nothing"):
+            await raw_exchange(port, request_head("GET", path, AUTH))
+        samples = await gateway.scrape()
+        assert samples["clawgate_http_requests_total"] == {
+            ("/v1/models", "200"): 2,
+            ("/v1/models/{model_id}", "200"): 1,
+            ("unmatched", "404"): 1,
         }
 
     async def test_hook_paths_are_one_label(self, make_gateway: MakeGateway) -> None:
