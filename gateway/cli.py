@@ -56,6 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.insert(0, "run")
     parsed = _parser().parse_args(args)
     parsed.run_args = args[1:]  # `run`'s own arguments, for the workers of --workers
+    # To stderr (structlog's default is stdout, where a command's answer goes); `run`
+    # configures again once it knows the config's level and format.
+    configure_logging(level="warn")
     try:
         result: int = parsed.func(parsed)
         sys.stdout.flush()  # here, not at exit, so that a closed reader is caught below

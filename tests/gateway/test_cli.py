@@ -90,6 +90,17 @@ class TestConfigCommands:
             '- gateway.prot: unknown key (did you mean "port"?)\n'
         )
 
+    @pytest.mark.parametrize("command", ["validate", "show"])
+    def test_a_bad_file_writes_nothing_to_stdout(
+        self, tmp_path: Path, env: dict[str, str], command: str
+    ) -> None:
+        # stdout is the command's answer (`config show > effective.json`); its log goes to stderr.
+        path = tmp_path / "bad.json5"
+        path.write_text(BAD)
+        result = run_cli(["config", command, "--config", str(path)], env)
+        assert (result.returncode, result.stdout) == (78, "")
+        assert "config_invalid" in result.stderr
+
     def test_validate_of_a_file_nested_deeper_than_the_parser_goes_exits_78(
         self, tmp_path: Path, env: dict[str, str]
     ) -> None:
