@@ -49,6 +49,8 @@ _SECRET_SUFFIXES = (
 )
 _NOT_SECRET = frozenset(
     {"mainkey", "sessionkey", "idempotencykey", "dedupekey", "sortkey", "groupkey", "cachekey"}
+    # `hooks.defaultSessionKey`: the session webhooks run in, which `sessions.list` shows anyway.
+    | {"defaultsessionkey"}
     # `hooks.allowRequestSessionKey`: a switch, not a key.
     | {"allowrequestsessionkey"}
 )

@@ -163,6 +163,7 @@ class TestSecretsByName:
             "keyId",
             "mainKey",
             "sessionKey",
+            "defaultSessionKey",
             "passwordMinLength",
             "secretRef",
             "authHeader",
