@@ -109,6 +109,8 @@ def _call_command(args: argparse.Namespace) -> int:
     except SecretFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EX_CONFIG
+    if token is not None:
+        token = token.strip()  # as the gateway trims its own (gateway/config/overrides.py)
     if url is None or (token is None and password is None):
         config = load_or_report(ConfigLoader(overrides_from_args(args, secrets=False)))
         if config is None:

@@ -172,6 +172,16 @@ def _resolve_auth(
     auth: dict[str, Any], overrides: Overrides, environ: Mapping[str, str], ctx: Checker
 ) -> None:
     flag_token = _flag_secret(overrides.token, overrides.token_file, "--token-file", ctx)
+    if flag_token is not None:
+        # As the environment's, the file's and gateway.token are: a presented Bearer token is
+        # trimmed, so one kept with its spaces would match no HTTP client.
+        flag_token = flag_token.strip()
+        if not flag_token:
+            if overrides.token_file:
+                ctx.issue("--token-file", f"{overrides.token_file} is only whitespace")
+            else:
+                ctx.issue("--token", "is only whitespace")
+            flag_token = None
     flag_password = _flag_secret(
         overrides.password, overrides.password_file, "--password-file", ctx
     )

@@ -46,6 +46,20 @@ class TestRunSecretFiles:
         assert not any(e["event"] == "secret_on_command_line" for e in gateway.events())
         assert not (tmp_path / "state" / "gateway.token").exists()
 
+    def test_a_token_file_line_is_trimmed_as_every_other_token_source_is(
+        self, tmp_path: Path, env: dict[str, str], gateways: list[GatewayProcess]
+    ) -> None:
+        # A Bearer token is trimmed when presented: a token kept with its spaces matched no
+        # HTTP client at all.
+        path = secret_file(tmp_path, f"  {SECRET} \t\n")
+        gateway = GatewayProcess(["--port", "0", "--token-file", str(path)], env)
+        gateways.append(gateway)
+        url = gateway.wait_listening()
+        assert status_with(url, SECRET) == 200
+        ws = url.replace("http://", "ws://")
+        result = run_cli(["call", "health", "--url", ws, "--token-file", str(path)], env)
+        assert result.returncode == 0, result.stderr
+
     def test_password_file_sets_password_mode(
         self, tmp_path: Path, env: dict[str, str], gateways: list[GatewayProcess]
     ) -> None:
@@ -71,7 +85,11 @@ class TestRunSecretFiles:
 
     @pytest.mark.parametrize(
         ("content", "reason"),
-        [("", "is empty (the secret is its first line)"), ("\nsecond\n", "is empty")],
+        [
+            ("", "is empty (the secret is its first line)"),
+            ("\nsecond\n", "is empty"),
+            (" \t \n", "is only whitespace"),
+        ],
     )
     def test_an_empty_secret_file_is_refused(
         self, tmp_path: Path, env: dict[str, str], content: str, reason: str
