@@ -105,6 +105,9 @@ class TurnRequest:
     # or tool message). The session keeps what is new of it (agents/transcript.py); `text`
     # and `images` then only describe its last user message.
     messages: tuple[ChatMessage, ...] = ()
+    # HTTP: the client sends its whole conversation every time (a chat UI, its chat id the
+    # session's name), so `messages` without an assistant one start the conversation again.
+    whole_conversation: bool = False
     model: ModelRef | None = None  # instead of the agent's chain (x-openclaw-model)
     # The caller was given the run id to name the run by later (hooks), with or without an
     # idempotency key: the registry keeps the run once it ended, as it keeps keyed ones.

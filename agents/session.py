@@ -434,7 +434,8 @@ class AgentSession:
             return
         system = "\n\n".join(p for p in (agent.system_prompt, request.extra_system_prompt) if p)
         if sent:
-            inputs = new_inputs(last.to_chat() if last is not None else None, sent)
+            last_chat = last.to_chat() if last is not None else None
+            inputs = new_inputs(last_chat, sent, request.whole_conversation)
             history = () if inputs.replaces_history else replay
             new = with_tool_names((*history, *inputs.messages))[len(history) :]
             context_start = inputs.replaces_history

@@ -10,7 +10,10 @@ on every request, while a named session already holds what came before. The rule
 2. Found at position j: the messages after j are new. The model gets the stored history
    (`agents.defaults.historyLimit` turns) followed by them; they are stored.
 3. Not found and the client sent no assistant message at all: every message is new (a client
-   that sends only its new turn, the classic `user`-keyed session).
+   that sends only its new turn, the classic `user`-keyed session). Not so for a client that
+   always sends its whole conversation (a chat UI's chat id names the session): one without
+   an assistant message is its first turn again (the first answer regenerated, the first
+   question edited), which diverges from a session that holds a reply (rule 4).
 4. Not found although the client sent assistant messages: the histories diverged (an edited
    or regenerated turn, a session reset or pruned under a live chat). The client's history
    is the truth for this turn: the model gets it alone, and it is stored whole, marked as a
@@ -60,10 +63,15 @@ def _is_empty_reply(message: ChatMessage) -> bool:
     return message.role == "assistant" and not message.text.strip() and not message.tool_calls
 
 
-def new_inputs(last_assistant: ChatMessage | None, sent: tuple[ChatMessage, ...]) -> TurnInputs:
-    """The rule above; `sent` is the client's conversation, `last_assistant` the session's.
-    An empty reply in `sent` (what the client shows for one) is matched like any other, and
-    left out of the inputs: no model is given an empty assistant message."""
+def new_inputs(
+    last_assistant: ChatMessage | None,
+    sent: tuple[ChatMessage, ...],
+    whole_conversation: bool = False,
+) -> TurnInputs:
+    """The rule above; `sent` is the client's conversation, `last_assistant` the session's,
+    `whole_conversation` that the client always sends all of it. An empty reply in `sent`
+    (what the client shows for one) is matched like any other, and left out of the inputs:
+    no model is given an empty assistant message."""
     if last_assistant is not None:
         wanted = _normalised(last_assistant)
         for index in range(len(sent) - 1, -1, -1):
@@ -73,7 +81,7 @@ def new_inputs(last_assistant: ChatMessage | None, sent: tuple[ChatMessage, ...]
                 # Nothing after it: the client resent what we hold. Its history stands.
                 return _inputs(new, False) if new else _inputs(sent, True)
     if not any(message.role == "assistant" for message in sent):
-        return _inputs(sent, False)
+        return _inputs(sent, whole_conversation and last_assistant is not None)
     return _inputs(sent, True)
 
 

@@ -232,6 +232,7 @@ async def _run(request: web.Request, state: GatewayState, turn: _Turn) -> web.St
                 stateless=route.stateless,
                 new_key=route.new_key,
                 messages=conversation.messages,
+                whole_conversation=route.whole_conversation,
                 model=turn.model if turn.model_override else None,
             )
         )

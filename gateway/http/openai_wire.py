@@ -509,6 +509,8 @@ class Route:
     session_key: str
     stateless: bool = False  # no header, no `user`: a fresh key (maintenance prunes it early)
     new_key: bool = False  # minted by this request: no session can exist under it yet
+    # Named by a chat UI's chat id: the client sends the whole chat every time.
+    whole_conversation: bool = False
 
 
 def new_stateless_key(agent_id: str) -> str:
@@ -590,7 +592,7 @@ def resolve_session_key(
         key = f"agent:{agent_id}:openai-chat:{chat_id.lower()}"
         if len(key) > SESSION_KEY_MAX:
             raise bad_request(KEY_TOO_LONG_MESSAGE)
-        return Route(agent_id, key)
+        return Route(agent_id, key, whole_conversation=True)
     name = (user or "").strip()
     if _HEADER_UNSAFE_RE.search(name):
         # The resolved key goes back in the x-openclaw-session-key response header, and no

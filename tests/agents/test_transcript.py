@@ -52,6 +52,11 @@ class TestTheRule:
         assert new_inputs(assistant("a1"), sent) == TurnInputs(sent, False)
         assert new_inputs(None, sent) == TurnInputs(sent, False)
 
+    def test_a_whole_conversation_without_assistant_messages_starts_it_again(self) -> None:
+        sent = (user("u1 edited"),)
+        assert new_inputs(assistant("a1"), sent, True) == TurnInputs(sent, True)
+        assert new_inputs(None, sent, True) == TurnInputs(sent, False)
+
     def test_a_diverged_history_replaces_the_stored_one(self) -> None:
         sent = (user("u1"), assistant("edited"), user("u2"))
         assert new_inputs(assistant("a1"), sent) == TurnInputs(sent, True)

@@ -923,6 +923,36 @@ class TestOpenWebUI:
             {"role": "user", "content": "Q2"},
         ]
 
+    @pytest.mark.parametrize("edit", [False, True])
+    async def test_a_regenerated_first_answer_replaces_the_stored_one(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI, edit: bool
+    ) -> None:
+        """Regenerating the chat's first answer (or editing its first question) sends the
+        chat without an assistant message: its first turn again, not a second question."""
+        openai_fake.script(Stream(("A1",)), Stream(("A1 again",)), Stream(("A2",)))
+        client = await gateway(fake_provider(openai_fake))
+        question = "Q1 edited" if edit else "Q1"
+        async with await sdk_for(client) as sdk:
+            await webui_turns(sdk, "chat-A", ["Q1"])
+            await webui_turns(sdk, "chat-A", [question])
+            await sdk.chat.completions.create(
+                model="openclaw",
+                messages=[
+                    {"role": "system", "content": "You are helpful."},
+                    {"role": "user", "content": question},
+                    {"role": "assistant", "content": "A1 again"},
+                    {"role": "user", "content": "Q2"},
+                ],
+                extra_headers=webui_headers("chat-A"),
+            )
+        _, again, last = openai_fake.requests
+        assert again.body["messages"][1:] == [{"role": "user", "content": question}]
+        assert last.body["messages"][1:] == [
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": "A1 again"},
+            {"role": "user", "content": "Q2"},
+        ]
+
     async def test_title_and_tags_tasks_stay_out_of_the_chats_session(
         self, gateway: MakeClient, openai_fake: FakeOpenAI
     ) -> None:

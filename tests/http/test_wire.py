@@ -450,11 +450,12 @@ CHAT_ID = "x-openwebui-chat-id"
 class TestSessionKey:
     def test_a_conversation_header_names_the_session(self) -> None:
         route = resolve_session_key(None, "alice", DEFAULT, AGENTS, (CHAT_ID, " Chat-42 "))
-        assert route == Route("main", "agent:main:openai-chat:chat-42")
+        # A chat UI's chat: the client sends the whole chat every time.
+        assert route == Route("main", "agent:main:openai-chat:chat-42", whole_conversation=True)
 
     def test_the_session_key_header_wins_over_the_conversation_header(self) -> None:
         route = resolve_session_key("k1", None, DEFAULT, AGENTS, (CHAT_ID, "chat-42"))
-        assert route.session_key == "agent:main:k1"
+        assert route == Route("main", "agent:main:k1")
 
     def test_an_oversized_conversation_id_is_refused(self) -> None:
         with pytest.raises(RequestError) as exc:
