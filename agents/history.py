@@ -95,6 +95,14 @@ class SessionHistory:
         """The window's last assistant message (None: none in the window, not none at all)."""
         return next((m for m in reversed(self.stored) if m.role == "assistant"), None)
 
+    def before(self, message: StoredMessage) -> StoredMessage | None:
+        """The window's message before `message` (None: not in the window, or its first)."""
+        stored = self.stored
+        for index in range(len(stored) - 1, 0, -1):
+            if stored[index].seq == message.seq:
+                return stored[index - 1]
+        return None
+
     def extended(self, added: tuple[StoredMessage, ...]) -> SessionHistory:
         """With the messages written after `last_seq`, cut to the window again."""
         if not added:

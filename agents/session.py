@@ -419,7 +419,7 @@ class AgentSession:
         request = run.request
         sent = request.messages
         try:
-            replay, last = await self._history(
+            replay, last, before_last = await self._history(
                 row.session_id, config.history_limit, created=created, sent=bool(sent),
                 keep=not request.stateless,
             )  # fmt: skip
@@ -435,7 +435,11 @@ class AgentSession:
         system = "\n\n".join(p for p in (agent.system_prompt, request.extra_system_prompt) if p)
         if sent:
             last_chat = last.to_chat() if last is not None else None
-            inputs = new_inputs(last_chat, sent, request.whole_conversation)
+            before = None
+            if before_last is not None and before_last.images is None:
+                # (A question of images alone is stored with a text its resent copy lacks.)
+                before = before_last.to_chat()
+            inputs = new_inputs(last_chat, sent, request.whole_conversation, before)
             history = () if inputs.replaces_history else replay
             new = with_tool_names((*history, *inputs.messages))[len(history) :]
             context_start = inputs.replaces_history
@@ -562,9 +566,10 @@ class AgentSession:
 
     async def _history(
         self, session_id: str, user_turns: int, *, created: bool, sent: bool, keep: bool
-    ) -> tuple[tuple[ChatMessage, ...], StoredMessage | None]:
+    ) -> tuple[tuple[ChatMessage, ...], StoredMessage | None, StoredMessage | None]:
         """The transcript's replay window as the provider is given it, and (when the client
-        `sent` its history) the transcript's last assistant message.
+        `sent` its history) the transcript's last assistant message and the one before that
+        (None when the window does not hold it).
 
         A named session's window is kept between turns (`agents/history.py`), from its second
         turn on: the next turn reads only what was written since. A stateless session is never
@@ -572,7 +577,7 @@ class AgentSession:
         once a session has a history, not for its first turn."""
         store = self._deps.store
         if created:  # a transcript created for this turn has no history: no store trip
-            return (), None
+            return (), None, None
         if not keep or user_turns <= 0:
             history, last = await self._read_history(session_id, user_turns, sent)
         else:
@@ -594,7 +599,7 @@ class AgentSession:
                     _, last = await store.replay(session_id, 0)
         if keep and user_turns > 0:
             self._deps.histories.put(self.key, history)
-        return history.messages, last
+        return history.messages, last, history.before(last) if last is not None else None
 
     async def _read_history(
         self, session_id: str, user_turns: int, sent: bool

@@ -8,7 +8,10 @@ on every request, while a named session already holds what came before. The rule
    id, name and arguments (as parsed JSON when they parse, so re-serialised arguments still
    match). Reasoning is not compared: clients do not send it back.
 2. Found at position j: the messages after j are new. The model gets the stored history
-   (`agents.defaults.historyLimit` turns) followed by them; they are stored.
+   (`agents.defaults.historyLimit` turns) followed by them; they are stored. Unless the first
+   of them is the session's message before its last reply while the client's message before
+   j is not: the client's j is an earlier reply of the same text (`OK` twice, the last one
+   regenerated), and its history diverged (rule 4).
 3. Not found and the client sent no assistant message at all: every message is new (a client
    that sends only its new turn, the classic `user`-keyed session). Not so for a client that
    always sends its whole conversation (a chat UI's chat id names the session): one without
@@ -52,7 +55,7 @@ def _arguments(text: str) -> Any:
 
 def _normalised(message: ChatMessage) -> tuple[Any, ...]:
     calls = tuple((c.id, c.name, _arguments(c.arguments)) for c in message.tool_calls)
-    return (message.role, message.text.strip(), calls)
+    return (message.role, message.text.strip(), calls, message.tool_call_id)
 
 
 def same_message(a: ChatMessage, b: ChatMessage) -> bool:
@@ -67,8 +70,10 @@ def new_inputs(
     last_assistant: ChatMessage | None,
     sent: tuple[ChatMessage, ...],
     whole_conversation: bool = False,
+    before_last: ChatMessage | None = None,
 ) -> TurnInputs:
-    """The rule above; `sent` is the client's conversation, `last_assistant` the session's,
+    """The rule above; `sent` is the client's conversation, `last_assistant` the session's
+    and `before_last` the session's message before it (None when unknown),
     `whole_conversation` that the client always sends all of it. An empty reply in `sent`
     (what the client shows for one) is matched like any other, and left out of the inputs:
     no model is given an empty assistant message."""
@@ -78,6 +83,14 @@ def new_inputs(
             message = sent[index]
             if message.role == "assistant" and _normalised(message) == wanted:
                 new = sent[index + 1 :]
+                if (
+                    before_last is not None
+                    and new
+                    and index > 0
+                    and same_message(new[0], before_last)
+                    and not same_message(sent[index - 1], before_last)
+                ):
+                    break  # an earlier reply of the same text: rule 4
                 # Nothing after it: the client resent what we hold. Its history stands.
                 return _inputs(new, False) if new else _inputs(sent, True)
     if not any(message.role == "assistant" for message in sent):

@@ -47,6 +47,16 @@ class TestTheRule:
         sent = (user("hi"), assistant("same"), user("hi"), assistant("same"), user("u3"))
         assert new_inputs(assistant("same"), sent).messages == (user("u3"),)
 
+    def test_an_earlier_reply_of_the_same_text_is_not_the_sessions_last(self) -> None:
+        regenerated = (user("u1"), assistant("OK"), user("u2"))
+        assert new_inputs(assistant("OK"), regenerated, before_last=user("u2")) == TurnInputs(
+            regenerated, True
+        )
+        asked_again = (user("u1"), assistant("OK"), user("u2"), assistant("OK"), user("u2"))
+        assert new_inputs(assistant("OK"), asked_again, before_last=user("u2")) == TurnInputs(
+            (user("u2"),), False
+        )
+
     def test_without_assistant_messages_everything_is_new(self) -> None:
         sent = (user("u1"), user("u2"))
         assert new_inputs(assistant("a1"), sent) == TurnInputs(sent, False)

@@ -5,6 +5,7 @@ HTTP servers (tests/support/upstreams.py)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 from collections.abc import AsyncIterator
@@ -921,6 +922,59 @@ class TestOpenWebUI:
             {"role": "user", "content": "Q1"},
             {"role": "assistant", "content": "A1"},
             {"role": "user", "content": "Q2"},
+        ]
+
+    async def test_a_regenerated_answer_the_same_as_the_one_before_replaces_it(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        """The session's last reply `OK` is also the chat's first: the chat resent without
+        the last one still ends before it, and Q2 is not asked twice."""
+        openai_fake.script(Stream(("OK",)), Stream(("OK",)), Stream(("Done",)))
+        client = await gateway(fake_provider(openai_fake))
+        async with await sdk_for(client) as sdk:
+            await webui_turns(sdk, "chat-A", ["Q1", "Q2"])
+            await sdk.chat.completions.create(
+                model="openclaw",
+                messages=[
+                    {"role": "system", "content": "You are helpful."},
+                    {"role": "user", "content": "Q1"},
+                    {"role": "assistant", "content": "OK"},
+                    {"role": "user", "content": "Q2"},
+                ],
+                extra_headers=webui_headers("chat-A"),
+            )
+        assert openai_fake.last.body["messages"][1:] == [
+            {"role": "user", "content": "Q1"},
+            {"role": "assistant", "content": "OK"},
+            {"role": "user", "content": "Q2"},
+        ]
+
+    async def test_two_image_only_questions_in_a_row_continue_the_session(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        """An image-only question is stored as `User sent image(s) with no text.`; resent,
+        it has no text and is left out: the next image-only question is still new."""
+        openai_fake.script(Stream(("A1",)), Stream(("OK",)), Stream(("OK",)))
+        client = await gateway(fake_provider(openai_fake))
+        png = base64.b64encode(b"\x89PNG\r\n\x1a\n").decode()
+        image = [{"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}}]
+        messages: list[Any] = [{"role": "user", "content": "Q1"}]
+        async with await sdk_for(client) as sdk:
+            for _ in range(3):
+                reply = await sdk.chat.completions.create(
+                    model="openclaw", messages=messages, extra_headers=webui_headers("chat-A")
+                )
+                messages += [
+                    {"role": "assistant", "content": reply.choices[0].message.content},
+                    {"role": "user", "content": image},
+                ]
+        only_image = "User sent image(s) with no text."
+        assert [(m["role"], m["content"]) for m in openai_fake.last.body["messages"]] == [
+            ("user", "Q1"),
+            ("assistant", "A1"),
+            ("user", only_image),
+            ("assistant", "OK"),
+            ("user", [{"type": "text", "text": only_image}, image[0]]),
         ]
 
     @pytest.mark.parametrize("edit", [False, True])
