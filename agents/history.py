@@ -97,10 +97,20 @@ class SessionHistory:
 
     def before(self, message: StoredMessage) -> StoredMessage | None:
         """The window's message before `message` (None: not in the window, or its first)."""
+        index = self._index(message)
+        return self.stored[index - 1] if index else None
+
+    def replies_before(self, message: StoredMessage) -> tuple[ChatMessage, ...]:
+        """The window's assistant messages before `message` as replayed, empty replies left
+        out, oldest first (none when `message` is not in the window)."""
+        index = self._index(message) or 0
+        return tuple(c for c in self.chats[:index] if c is not None and c.role == "assistant")
+
+    def _index(self, message: StoredMessage) -> int | None:
         stored = self.stored
-        for index in range(len(stored) - 1, 0, -1):
+        for index in range(len(stored) - 1, -1, -1):  # the last message, as a rule
             if stored[index].seq == message.seq:
-                return stored[index - 1]
+                return index
         return None
 
     def extended(self, added: tuple[StoredMessage, ...]) -> SessionHistory:

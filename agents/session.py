@@ -419,7 +419,7 @@ class AgentSession:
         request = run.request
         sent = request.messages
         try:
-            replay, last, before_last = await self._history(
+            replay, last, window = await self._history(
                 row.session_id, config.history_limit, created=created, sent=bool(sent),
                 keep=not request.stateless,
             )  # fmt: skip
@@ -435,11 +435,15 @@ class AgentSession:
         system = "\n\n".join(p for p in (agent.system_prompt, request.extra_system_prompt) if p)
         if sent:
             last_chat = last.to_chat() if last is not None else None
-            before = None
-            if before_last is not None and before_last.images is None:
-                # (A question of images alone is stored with a text its resent copy lacks.)
-                before = before_last.to_chat()
-            inputs = new_inputs(last_chat, sent, request.whole_conversation, before)
+            before: ChatMessage | None = None
+            earlier: tuple[ChatMessage, ...] = ()
+            if last is not None and window is not None:
+                before_last = window.before(last)
+                if before_last is not None and before_last.images is None:
+                    # (A question of images alone is stored with a text its resent copy lacks.)
+                    before = before_last.to_chat()
+                earlier = window.replies_before(last)
+            inputs = new_inputs(last_chat, sent, request.whole_conversation, before, earlier)
             history = () if inputs.replaces_history else replay
             new = with_tool_names((*history, *inputs.messages))[len(history) :]
             context_start = inputs.replaces_history
@@ -566,10 +570,9 @@ class AgentSession:
 
     async def _history(
         self, session_id: str, user_turns: int, *, created: bool, sent: bool, keep: bool
-    ) -> tuple[tuple[ChatMessage, ...], StoredMessage | None, StoredMessage | None]:
-        """The transcript's replay window as the provider is given it, and (when the client
-        `sent` its history) the transcript's last assistant message and the one before that
-        (None when the window does not hold it).
+    ) -> tuple[tuple[ChatMessage, ...], StoredMessage | None, SessionHistory | None]:
+        """The transcript's replay window as the provider is given it, (when the client
+        `sent` its history) the transcript's last assistant message, and the window.
 
         A named session's window is kept between turns (`agents/history.py`), from its second
         turn on: the next turn reads only what was written since. A stateless session is never
@@ -599,7 +602,7 @@ class AgentSession:
                     _, last = await store.replay(session_id, 0)
         if keep and user_turns > 0:
             self._deps.histories.put(self.key, history)
-        return history.messages, last, history.before(last) if last is not None else None
+        return history.messages, last, history
 
     async def _read_history(
         self, session_id: str, user_turns: int, sent: bool

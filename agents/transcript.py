@@ -11,7 +11,12 @@ on every request, while a named session already holds what came before. The rule
    (`agents.defaults.historyLimit` turns) followed by them; they are stored. Unless the first
    of them is the session's message before its last reply while the client's message before
    j is not: the client's j is an earlier reply of the same text (`OK` twice, the last one
-   regenerated), and its history diverged (rule 4).
+   regenerated), and its history diverged (rule 4). So did it when its replies before j
+   are not the session's before its last one, as far back as both go (the stored ones in
+   the replayed window, empty replies left out): an earlier reply edited, or a message
+   deleted, which the model must not be given as it was. A client that sends fewer of them
+   (a window of its own) still continues the session. User messages are not compared:
+   chat UIs resend an earlier question without the documents they sent it with.
 3. Not found and the client sent no assistant message at all: every message is new (a client
    that sends only its new turn, the classic `user`-keyed session). Not so for a client that
    always sends its whole conversation (a chat UI's chat id names the session): one without
@@ -71,9 +76,11 @@ def new_inputs(
     sent: tuple[ChatMessage, ...],
     whole_conversation: bool = False,
     before_last: ChatMessage | None = None,
+    earlier: tuple[ChatMessage, ...] = (),
 ) -> TurnInputs:
-    """The rule above; `sent` is the client's conversation, `last_assistant` the session's
-    and `before_last` the session's message before it (None when unknown),
+    """The rule above; `sent` is the client's conversation, `last_assistant` the session's,
+    `before_last` the session's message before it (None when unknown) and `earlier` its
+    replies before it that the model is given, oldest first, without empty replies;
     `whole_conversation` that the client always sends all of it. An empty reply in `sent`
     (what the client shows for one) is matched like any other, and left out of the inputs:
     no model is given an empty assistant message."""
@@ -91,11 +98,28 @@ def new_inputs(
                     and not same_message(sent[index - 1], before_last)
                 ):
                     break  # an earlier reply of the same text: rule 4
+                if not _replies_agree(sent[:index], earlier):
+                    break  # an earlier reply edited or deleted: rule 4
                 # Nothing after it: the client resent what we hold. Its history stands.
                 return _inputs(new, False) if new else _inputs(sent, True)
     if not any(message.role == "assistant" for message in sent):
         return _inputs(sent, whole_conversation and last_assistant is not None)
     return _inputs(sent, True)
+
+
+def _replies_agree(sent: tuple[ChatMessage, ...], earlier: tuple[ChatMessage, ...]) -> bool:
+    """The client's replies are the session's `earlier` ones, as far back as both go. A
+    reply of whitespace alone has no text a client sends back: it is left out of both."""
+    earlier = tuple(m for m in earlier if not _is_empty_reply(m))
+    ours = len(earlier) - 1
+    for message in reversed(sent):
+        if ours < 0:
+            return True
+        if message.role == "assistant" and not _is_empty_reply(message):
+            if _normalised(message) != _normalised(earlier[ours]):
+                return False
+            ours -= 1
+    return True
 
 
 def _inputs(messages: tuple[ChatMessage, ...], replaces_history: bool) -> TurnInputs:

@@ -57,6 +57,25 @@ class TestTheRule:
             (user("u2"),), False
         )
 
+    def test_the_replies_before_the_sessions_last_must_be_its_own(self) -> None:
+        earlier = (assistant("a1"), assistant("a2"))
+        sent = (user("u1"), assistant("a1"), user("u2"), assistant("a2"), user("u3"))
+        edited = (user("u1"), assistant("a1!"), *sent[2:])
+        window = (user("u2"), assistant(""), assistant("a2"), user("u3"))  # its own window
+        continued = (*sent, assistant("a3"), user("u4"))
+        assert new_inputs(assistant("a3"), continued, earlier=earlier) == TurnInputs(
+            (user("u4"),), False
+        )
+        for diverged in (edited, (user("u1"), assistant("a1"), user("u3"))):
+            changed = (*diverged, assistant("a3"), user("u4"))
+            assert new_inputs(assistant("a3"), changed, earlier=earlier) == TurnInputs(
+                changed, True
+            )
+        inputs = new_inputs(
+            assistant("a3"), (*window, assistant("a3"), user("u4")), earlier=earlier
+        )
+        assert inputs == TurnInputs((user("u4"),), False)
+
     def test_without_assistant_messages_everything_is_new(self) -> None:
         sent = (user("u1"), user("u2"))
         assert new_inputs(assistant("a1"), sent) == TurnInputs(sent, False)

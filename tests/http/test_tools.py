@@ -1087,6 +1087,79 @@ class TestOpenWebUI:
         )
 
 
+class TestAnEarlierMessageChanged:
+    """The session's last reply is in the resent chat, but the chat before it is not what the
+    session holds: the client's chat is what the model is given."""
+
+    async def turns(
+        self, gateway: MakeClient, upstream: FakeOpenAI, last: list[Any]
+    ) -> tuple[dict[str, Any], list[Any]]:
+        upstream.script(Stream(("A1",)), Stream(("A2",)), Stream(("A3",)), Stream(("A4",)))
+        client = await gateway(fake_provider(upstream))
+        headers = {"x-openclaw-session-key": "chat"}
+        chat: list[Any] = []
+        async with await sdk_for(client) as sdk:
+            for question in ("Q1", "Q2", "Q3"):
+                chat.append({"role": "user", "content": question})
+                reply = await sdk.chat.completions.create(
+                    model="openclaw", messages=chat, extra_headers=headers
+                )
+                chat.append({"role": "assistant", "content": reply.choices[0].message.content})
+            await sdk.chat.completions.create(
+                model="openclaw", messages=last, extra_headers=headers
+            )
+        stored = await stored_messages(client, "agent:main:chat")
+        return upstream.last.body, [(m.role, m.text) for m in stored]
+
+    async def test_a_deleted_turn_is_not_given_to_the_model(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        chat = [
+            {"role": "user", "content": "Q1"},
+            {"role": "assistant", "content": "A1"},
+            {"role": "user", "content": "Q3"},
+            {"role": "assistant", "content": "A3"},
+            {"role": "user", "content": "Q4"},
+        ]
+        sent, _ = await self.turns(gateway, openai_fake, chat)
+        assert sent["messages"] == chat
+
+    async def test_an_edited_reply_is_given_to_the_model_as_edited(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        chat = [
+            {"role": "user", "content": "Q1"},
+            {"role": "assistant", "content": "A1, corrected"},
+            {"role": "user", "content": "Q2"},
+            {"role": "assistant", "content": "A2"},
+            {"role": "user", "content": "Q3"},
+            {"role": "assistant", "content": "A3"},
+            {"role": "user", "content": "Q4"},
+        ]
+        sent, stored = await self.turns(gateway, openai_fake, chat)
+        assert sent["messages"] == chat
+        # Stored whole, as a new start: the next turn continues from it.
+        assert stored[6:] == [(m["role"], m["content"]) for m in chat] + [("assistant", "A4")]
+
+    async def test_a_client_that_sends_its_last_turns_only_continues_the_session(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        chat = [
+            {"role": "assistant", "content": "A2"},
+            {"role": "user", "content": "Q3"},
+            {"role": "assistant", "content": "A3"},
+            {"role": "user", "content": "Q4"},
+        ]
+        sent, stored = await self.turns(gateway, openai_fake, chat)
+        assert [m["content"] for m in sent["messages"]] == [
+            "Q1", "A1", "Q2", "A2", "Q3", "A3", "Q4",
+        ]  # fmt: skip
+        assert stored == [
+            ("user", "Q1"), ("assistant", "A1"), ("user", "Q2"), ("assistant", "A2"),
+            ("user", "Q3"), ("assistant", "A3"), ("user", "Q4"), ("assistant", "A4"),
+        ]  # fmt: skip
+
+
 # -- the model header -------------------------------------------------------------------------
 
 
