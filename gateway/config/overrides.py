@@ -19,7 +19,7 @@ import structlog
 
 from gateway.config.errors import ConfigIssue
 from gateway.config.model import GatewayConfig
-from gateway.config.schema import Checker, Invalid, show
+from gateway.config.schema import Checker, Invalid, credential_problem, show
 
 log = structlog.get_logger()
 
@@ -185,15 +185,23 @@ def _resolve_auth(
     flag_password = _flag_secret(
         overrides.password, overrides.password_file, "--password-file", ctx
     )
+    env_token = env_setting(environ, "OPENCLAW_GATEWAY_TOKEN")
+    env_password = env_setting(environ, "OPENCLAW_GATEWAY_PASSWORD")
+    # The file's values are checked by the schema (_Credential).
+    for where, value in (
+        ("--token-file" if overrides.token_file else "--token", flag_token),
+        ("--password-file" if overrides.password_file else "--password", flag_password),
+        ("OPENCLAW_GATEWAY_TOKEN", env_token),
+        ("OPENCLAW_GATEWAY_PASSWORD", env_password),
+    ):
+        problem = None if value is None else credential_problem(value)
+        if problem is not None:
+            ctx.issue(where, problem)
     token, token_source = _first_secret(
-        ("flag", flag_token),
-        ("env", env_setting(environ, "OPENCLAW_GATEWAY_TOKEN")),
-        ("config", auth.get("token")),
+        ("flag", flag_token), ("env", env_token), ("config", auth.get("token"))
     )
     password, password_source = _first_secret(
-        ("flag", flag_password),
-        ("env", env_setting(environ, "OPENCLAW_GATEWAY_PASSWORD")),
-        ("config", auth.get("password")),
+        ("flag", flag_password), ("env", env_password), ("config", auth.get("password"))
     )
     mode: str | None = auth.get("mode")
     if mode is not None:

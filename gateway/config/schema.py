@@ -651,6 +651,37 @@ class _HeaderValue(_Node):
         return text
 
 
+# C0 controls and DEL: no header (`Authorization: Bearer …`, `x-openclaw-token`) carries
+# them. A tab is left: a header value may hold one (RFC 9110 §5.5).
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def credential_problem(secret: str) -> str | None:
+    """Why no client could ever present `secret` (a token or password it must send), or None.
+    A gateway started with one would refuse every client; the secret is not shown."""
+    if _CONTROL_RE.search(secret) is None:
+        return None
+    return (
+        "has a control character (such as a line break or a NUL), which no client can send in"
+        " a header; the value is not shown"
+    )
+
+
+@attrs.frozen
+class _Credential(_Node):
+    """A secret clients present to the gateway: `gateway.auth.token`/`password`, `hooks.token`."""
+
+    trimmed: bool = False
+
+    def check(self, value: Any, path: str, ctx: Checker) -> Any:
+        text = _Str(trimmed=self.trimmed).check(value, path, ctx)
+        if isinstance(text, str):
+            problem = credential_problem(text)
+            if problem is not None:
+                return ctx.issue(path, problem)
+        return text
+
+
 @attrs.frozen
 class _Stop(_Node):
     """OpenAI's `stop`: a non-empty string or up to 4 of them."""
@@ -759,7 +790,7 @@ _HOOKS = _Section(
         "enabled": _Key(_Bool(), False),
         # Trimmed, as OpenClaw does and as a presented token is (a pasted token often ends in a
         # newline, which would match nothing). Required when enabled (check_hooks).
-        "token": _Key(_Str(trimmed=True)),
+        "token": _Key(_Credential(trimmed=True)),
         "path": _Key(_HooksPath(), "/hooks"),
         "maxBodyBytes": _Key(_Int(1), 256 * 1024),  # OpenClaw's default
         "waitTimeoutSeconds": _Key(_Int(1), 120),
@@ -915,8 +946,8 @@ _AUTH = _Section(
         ),
         # Trimmed as the token file's and the environment's are: a presented token is
         # trimmed, so surrounding whitespace (a pasted newline) would match nothing.
-        "token": _Key(_Str(trimmed=True)),
-        "password": _Key(_Str()),
+        "token": _Key(_Credential(trimmed=True)),
+        "password": _Key(_Credential()),
         "rateLimit": _Key(_FalseOr(_RATE_LIMIT)),
     },
     ignored=("allowTailscale", "trustedProxy"),

@@ -936,3 +936,63 @@ class TestEdgeKeys:
                 "gateway.controlUi.basePath", "not implemented by clawgate", event=IGNORED
             ),
         )
+
+
+class TestCredentialsAClientCanPresent:
+    """A token or password with a control character (a line break, a NUL) cannot be sent in
+    an `Authorization` header: a gateway started with it would refuse every client. It is an
+    issue at the place it came from, the value not shown."""
+
+    CONTROL_ISSUE = (
+        "has a control character (such as a line break or a NUL), which no client can send in"
+        " a header; the value is not shown"
+    )
+
+    @pytest.mark.parametrize(
+        ("text", "environ", "path"),
+        [
+            ("{gateway: {auth: {token: 'tok\\u0000en'}}}", {}, "gateway.auth.token"),
+            (
+                "{gateway: {auth: {mode: 'password', password: 'pass\\nword'}}}",
+                {},
+                "gateway.auth.password",
+            ),
+            # An EnvironmentFile saved with Windows line ends.
+            (
+                "{gateway: {auth: {mode: 'password', password: '${PW}'}}}",
+                {"PW": "s3cret-pw\r"},
+                "gateway.auth.password",
+            ),
+            ("{hooks: {enabled: true, token: 'hook\\u0001token'}}", {}, "hooks.token"),
+            ("{}", {"OPENCLAW_GATEWAY_TOKEN": "s3cret\x1b[0m"}, "OPENCLAW_GATEWAY_TOKEN"),
+            ("{}", {"OPENCLAW_GATEWAY_PASSWORD": "s3cret\rpw"}, "OPENCLAW_GATEWAY_PASSWORD"),
+        ],
+    )
+    def test_from_the_file_or_the_environment_is_an_issue(
+        self, files: ConfigFiles, text: str, environ: dict[str, str], path: str
+    ) -> None:
+        error = files.error(text, environ=environ)
+        assert [i.line() for i in error.issues] == [f"- {path}: {self.CONTROL_ISSUE}"]
+        assert "s3cret" not in error.render()
+
+    @pytest.mark.parametrize(
+        ("overrides", "flag"),
+        [({"token": "s3cret\x7f"}, "--token"), ({"password": "s3cret\x00pw"}, "--password")],
+    )
+    def test_from_a_flag_is_an_issue(
+        self, files: ConfigFiles, overrides: dict[str, str], flag: str
+    ) -> None:
+        error = files.error("{}", **overrides)
+        assert [i.line() for i in error.issues] == [f"- {flag}: {self.CONTROL_ISSUE}"]
+
+    @pytest.mark.parametrize("flag", ["--token-file", "--password-file"])
+    def test_from_a_secret_file_is_an_issue(self, files: ConfigFiles, flag: str) -> None:
+        path = files.root / "secret"
+        path.write_bytes(b"s3cret\x00rest\r\n")
+        error = files.error("{}", **{flag[2:].replace("-", "_"): str(path)})
+        assert [i.line() for i in error.issues] == [f"- {flag}: {self.CONTROL_ISSUE}"]
+
+    def test_a_tab_inside_a_secret_loads(self, files: ConfigFiles) -> None:
+        """A header may carry a tab (RFC 9110's field-value), so a client can send it."""
+        auth = files.load("{gateway: {auth: {token: 'to\\tken'}}}").gateway.auth
+        assert auth.token == "to\tken"

@@ -251,6 +251,24 @@ class TestConfigPatch:
         }
         assert gateway.config_path.read_bytes() == before
 
+    async def test_a_token_no_client_can_send_is_refused_without_showing_it(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        before = gateway.config_path.read_bytes()
+        patched = {"gateway": {"auth": {"token": "new\r\ntoken-4f2"}}}
+        frame = await patch(ws, patched, file_hash(gateway))
+        message = (
+            "has a control character (such as a line break or a NUL), which no client can"
+            " send in a header; the value is not shown"
+        )
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": "invalid config",
+            "details": {"issues": [{"path": "gateway.auth.token", "message": message}]},
+        }
+        assert gateway.config_path.read_bytes() == before
+        assert (await gateway.connected(auth={"token": "test-token"})).ws is not None
+
     async def test_a_token_the_state_dir_cannot_give_leaves_the_file_alone(
         self, ws: GatewayWs, gateway: Gateway
     ) -> None:
