@@ -9,12 +9,10 @@ once with 1 (SQLite's WAL keeps the store consistent). SIGHUP reloads the config
 from __future__ import annotations
 
 import asyncio
-import errno
 import functools
 import gc
 import os
 import signal
-import sys
 
 import structlog
 from aiohttp import web
@@ -25,7 +23,7 @@ from gateway.config.loader import ConfigLoader
 from gateway.config.model import Config
 from gateway.reload import reload_from_file
 from gateway.state import AppOptions, GatewayState
-from gateway.supervisor import WORKER_ENV
+from gateway.supervisor import WORKER_ENV, listen_failed
 from gateway.systemd import Notifier
 
 log = structlog.get_logger()
@@ -96,12 +94,9 @@ async def _serve(
         site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port)
         await site.start()
     except OSError as exc:
-        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-        message = f"cannot listen on {host}:{port}: {reason}"
-        print(message, file=sys.stderr)
-        log.error("listen_failed", host=host, port=port, error=reason)
+        code = listen_failed(host, port, exc)
         await runner.cleanup()
-        return 1
+        return code
 
     url = f"http://{_url_host(host)}:{runner.addresses[0][1]}"
     log.info(

@@ -35,7 +35,7 @@ import structlog
 from gateway.config.apply import in_force
 from gateway.config.errors import FILE_LEVEL, ConfigError, ConfigIssue
 from gateway.config.loader import ConfigLoader
-from gateway.config.model import Config
+from gateway.config.model import EX_CONFIG, Config
 from gateway.config.overrides import startup_guards
 from gateway.systemd import Notifier
 
@@ -325,6 +325,26 @@ class Supervisor:
         return asyncio.get_running_loop().create_task(pet(), name="sd-watchdog")
 
 
+def listen_failed(host: str, port: int, exc: OSError) -> int:
+    """Says why host:port cannot be listened on (one gateway, or the supervisor of several);
+    the exit code. A port in use may come free, so 1 (systemd restarts the unit); a port this
+    user may not bind will not, so 78 (systemd does not restart it every RestartSec for ever)."""
+    code = 1
+    if exc.errno == errno.EACCES:
+        reason = (
+            "permission denied (a port below 1024 needs the CAP_NET_BIND_SERVICE capability;"
+            " or choose a port of 1024 or above)"
+        )
+        code = EX_CONFIG
+    elif exc.errno == errno.EADDRINUSE:
+        reason = "address already in use"
+    else:
+        reason = exc.strerror or str(exc)
+    print(f"cannot listen on {host}:{port}: {reason}", file=sys.stderr)
+    log.error("listen_failed", host=host, port=port, error=reason)
+    return code
+
+
 async def supervise(
     argv: Sequence[str], count: int, host: str, port: int, config_text: str | None = None
 ) -> int:
@@ -332,11 +352,8 @@ async def supervise(
     `config_text` is the config file as the supervisor read it."""
     try:
         reserved = reserve_port(host, port)
-    except OSError as exc:  # as one gateway says it (gateway/server.py)
-        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-        print(f"cannot listen on {host}:{port}: {reason}", file=sys.stderr)
-        log.error("listen_failed", host=host, port=port, error=reason)
-        return 1
+    except OSError as exc:
+        return listen_failed(host, port, exc)
     port = reserved.getsockname()[1]
     notify_dir = Path(tempfile.mkdtemp(prefix="clawgate-workers-"))  # 0700
     try:

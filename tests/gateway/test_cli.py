@@ -20,7 +20,7 @@ import pytest
 
 from agents.store import SCHEMA_VERSION
 from tests.support.openclaw_secrets import ENVIRON, OPENCLAW_SECRETS, SECRET_MARK, SECRET_NUMBERS
-from tests.support.process import GatewayProcess, run_cli
+from tests.support.process import GatewayProcess, privileged_port, run_cli
 
 GOOD = """{
   gateway: { port: 18789, auth: { mode: "token", token: "s3cret-token" } },
@@ -376,6 +376,17 @@ class TestRun:
             result = run_cli(["run", "--port", str(port)], env)
         assert result.returncode == 1
         assert f"cannot listen on 127.0.0.1:{port}: address already in use" in result.stderr
+
+    def test_a_privileged_port_exits_78_saying_what_it_needs(self, env: dict[str, str]) -> None:
+        """Not 1: a restart (systemd's Restart=on-failure) would meet the same refusal."""
+        port = privileged_port()
+        result = run_cli(["run", "--port", str(port)], env, unprivileged=True)
+        assert result.returncode == 78
+        assert (
+            f"cannot listen on 127.0.0.1:{port}: permission denied (a port below 1024 needs"
+            " the CAP_NET_BIND_SERVICE capability; or choose a port of 1024 or above)\n"
+        ) in result.stderr
+        assert "Traceback" not in result.stderr
 
     def test_a_database_file_that_is_no_database_exits_78_saying_so(
         self, tmp_path: Path, env: dict[str, str]

@@ -28,7 +28,7 @@ from gateway.config.loader import ConfigLoader
 from gateway.config.overrides import Overrides
 from gateway.supervisor import STARTUP_CONFIG_ENV, WORKER_ENV, worker_config
 from tests.support.pgserver import PASSWORD
-from tests.support.process import GatewayProcess, clean_env
+from tests.support.process import GatewayProcess, clean_env, privileged_port, run_cli
 from tests.support.process_client import auth, connect_ws, first_content
 from tests.support.shared_store import chat, frames_until, shared_config, streaming
 
@@ -65,6 +65,25 @@ def test_workers_on_a_busy_port_exit_1_with_a_clear_message(tmp_path: Path) -> N
         )  # fmt: skip
     assert done.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}: address already in use" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_workers_on_a_privileged_port_exit_78_saying_what_it_needs(tmp_path: Path) -> None:
+    config = tmp_path / "c.json5"
+    config.write_text(
+        '{ store: { backend: "postgres", url: "postgresql://u@127.0.0.1:1/db", password: "x" } }'
+    )
+    port = privileged_port()
+    done = run_cli(
+        ["run", "--config", str(config), "--state-dir", str(tmp_path / "state"),
+         "--workers", "2", "--port", str(port)],
+        clean_env(tmp_path / "home"), unprivileged=True,
+    )  # fmt: skip
+    assert done.returncode == 78
+    assert (
+        f"cannot listen on 127.0.0.1:{port}: permission denied (a port below 1024 needs"
+        " the CAP_NET_BIND_SERVICE capability; or choose a port of 1024 or above)\n"
+    ) in done.stderr
     assert "Traceback" not in done.stderr
 
 

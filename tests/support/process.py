@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import selectors
@@ -13,6 +14,8 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 
 def clean_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -29,15 +32,41 @@ def clean_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, s
 
 
 def run_cli(
-    args: Sequence[str], env: Mapping[str, str], timeout: float = 30
+    args: Sequence[str],
+    env: Mapping[str, str],
+    timeout: float = 30,
+    *,
+    unprivileged: bool = False,
 ) -> subprocess.CompletedProcess[str]:
+    """unprivileged: without the capability to bind a port below 1024 (tests run as root)."""
     return subprocess.run(
         [sys.executable, "-m", "gateway", *args],
         env=dict(env),
         capture_output=True,
         text=True,
         timeout=timeout,
+        preexec_fn=_drop_bind_capability if unprivileged else None,
     )
+
+
+PR_CAPBSET_DROP = 24  # <linux/prctl.h>
+CAP_NET_BIND_SERVICE = 10  # <linux/capability.h>
+
+
+def privileged_port() -> int:
+    """A port below net.ipv4.ip_unprivileged_port_start (1024 by default), or skips the test."""
+    start = int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text())
+    if start <= 80:
+        pytest.skip(f"every port from {start} is unprivileged on this host")
+    return 80
+
+
+def _drop_bind_capability() -> None:
+    # Out of the bounding set, root's exec'd program binds as another user does.
+    if os.geteuid() == 0:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_CAPBSET_DROP, CAP_NET_BIND_SERVICE, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
 class GatewayProcess:
