@@ -273,7 +273,7 @@ def _read_store_password(ctx: Checker, store: Any) -> None:
         return
     if isinstance(store.get("passwordFile"), str):
         try:
-            store["password"] = read_secret_file(store.pop("passwordFile"))
+            store["password"] = read_secret_file(store.pop("passwordFile"), regular_only=True)
         except SecretFileError as exc:
             ctx.issue("store.passwordFile", str(exc))
 

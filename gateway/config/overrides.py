@@ -9,8 +9,11 @@ guards (§6.1) check the result.
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
+import os
 import re
+import stat
 from collections.abc import Mapping
 from typing import Any
 
@@ -56,16 +59,21 @@ class SecretFileError(Exception):
 SECRET_FILE_MAX_BYTES = 64 * 1024
 
 
-def read_secret_file(path: str) -> str:
+def read_secret_file(path: str, *, regular_only: bool = False) -> str:
     """The first line of `path`, its line ending stripped; an empty one is an error, and so is
     one with no line end in the first SECRET_FILE_MAX_BYTES.
 
     The file's permissions are not checked: it is the operator's, and container secret mounts
     (Docker's /run/secrets, Kubernetes' volumes) are 0444 and often symlinks, in a mount
-    namespace of their own.
+    namespace of their own. `regular_only` refuses anything but a regular file (a link to one
+    is followed), as the config file is read: for a secret read with the config (at a reload,
+    by a config.patch holding the config's lock), where a FIFO would hold them all until some
+    writer came. --token-file takes a pipe too: `<(pass show clawgate)`.
     """
     try:
-        with open(path, "rb") as file:
+        with open(path, "rb", opener=_open_nonblocking if regular_only else None) as file:
+            if regular_only and not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file")
             first = file.readline(SECRET_FILE_MAX_BYTES)
     except OSError as exc:
         raise SecretFileError(f"cannot read {path}: {exc.strerror or exc}") from None
@@ -81,6 +89,11 @@ def read_secret_file(path: str) -> str:
     if not secret:
         raise SecretFileError(f"{path} is empty (the secret is its first line)")
     return secret
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    # A FIFO's open would wait for a writer; a regular file's reads are the same either way.
+    return os.open(path, flags | os.O_NONBLOCK)
 
 
 def env_setting(environ: Mapping[str, str], name: str) -> str | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 from pathlib import Path
 
 from gateway.config.model import StoreConfig, server_and_database
@@ -10,6 +12,7 @@ from gateway.config.patch import secrets_sent_elsewhere
 from gateway.config.schema import URL_ISSUE
 from gateway.config.secret_keys import REDACTED
 from gateway.config.view import effective_dict, redacted
+from tests.config.test_configfile import release_fifo_reader
 from tests.support.configs import ConfigFiles
 
 URL = "postgresql://clawgate@db.internal:5432/clawgate"
@@ -38,6 +41,24 @@ class TestStoreConfig:
         text = f'{{store: {{backend: "postgres", url: "{URL}", passwordFile: "{missing}"}}}}'
         [line] = files.issues(text)
         assert line.startswith(f"- store.passwordFile: cannot read {missing}")
+
+    def test_a_fifo_as_the_password_file_is_an_issue_not_a_wait_for_a_writer(
+        self, files: ConfigFiles, tmp_path: Path
+    ) -> None:
+        """Read with the config (at startup, at each reload, by a config.patch holding the
+        config's lock): a FIFO would hold all of them until some writer came."""
+        fifo = tmp_path / "pw"
+        os.mkfifo(fifo)
+        text = f'{{store: {{backend: "postgres", url: "{URL}", passwordFile: "{fifo}"}}}}'
+        lines: list[list[str]] = []
+        reader = threading.Thread(target=lambda: lines.append(files.issues(text)))
+        reader.start()
+        reader.join(5)
+        waited = reader.is_alive()
+        release_fifo_reader(fifo)
+        reader.join()
+        assert not waited
+        assert lines == [[f"- store.passwordFile: cannot read {fifo}: not a regular file"]]
 
     def test_password_and_password_file_together_are_an_issue(self, files: ConfigFiles) -> None:
         text = f'{{store: {{backend: "postgres", url: "{URL}", password: "a", passwordFile: "b"}}}}'
