@@ -106,7 +106,7 @@ export class Gateway extends EventTarget {
     try {
       ws = new WebSocket(url);
     } catch {
-      this.fail(new GatewayError({ code: "BAD_URL", message: `Not a WebSocket URL: ${url}` }));
+      this.fail(new GatewayError({ code: "BAD_URL", message: `Not a WebSocket URL: ${withoutCredentials(url)}` }));
       return;
     }
     this.ws = ws;
@@ -177,7 +177,8 @@ export class Gateway extends EventTarget {
     if (!this.target) return;
     if (!this.everConnected) {
       const reason = event.reason ? ` (${event.reason})` : "";
-      this.fail(new GatewayError({ code: "UNREACHABLE", message: `Could not connect to ${this.target.url}${reason}.` }));
+      const shown = withoutCredentials(this.target.url);
+      this.fail(new GatewayError({ code: "UNREACHABLE", message: `Could not connect to ${shown}${reason}.` }));
       return;
     }
     const delay = Math.max(this.retryAfterMs, Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** this.attempt));
@@ -227,6 +228,20 @@ export class Gateway extends EventTarget {
   setState(state, info = {}) {
     this.state = state;
     this.dispatchEvent(new CustomEvent("state", { detail: { state, ...info } }));
+  }
+}
+
+// A URL to show: `ws://user:password@host` puts a credential where anyone who sees the
+// screen reads it. One the browser cannot parse loses everything up to its last `@`.
+function withoutCredentials(url) {
+  try {
+    const parsed = new URL(url);
+    if (!parsed.username && !parsed.password) return url;
+    parsed.username = "";
+    parsed.password = "";
+    return parsed.href;
+  } catch {
+    return url.replace(/^([^:/?#]*:\/\/).*@/s, "$1");
   }
 }
 

@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import threading
 import time
 import urllib.request
@@ -28,6 +29,24 @@ class TestConnect:
         assert error.text == "Wrong token: the gateway refused it."
         assert page.find("#conn-state").get_attribute("data-state") == "failed"
         assert page.driver.execute_script("return sessionStorage.length") == 0
+
+    @pytest.mark.parametrize(
+        ("userinfo", "shown"),
+        [("user:s3cret-pw@", "ws://127.0.0.1:{port}/"), ("u:s3cret/pw@", "ws://127.0.0.1:{port}")],
+    )
+    def test_a_gateway_url_with_credentials_is_shown_without_them(
+        self, page: Page, userinfo: str, shown: str
+    ) -> None:
+        """Whatever the browser makes of the URL (the second is no URL: its host ends at the
+        `/`), the error says where it went without the user and password in it."""
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]  # nothing listens there once closed
+        page.type("#connect-url", f"ws://{userinfo}127.0.0.1:{port}")
+        page.connect()
+        error = page.until(lambda: page.find("#connect-error").text, "the error")
+        assert shown.format(port=port) in error
+        assert "s3cret" not in error
 
     def test_connecting_with_the_token_opens_the_chat_and_keeps_it_in_session_storage(
         self, page: Page
