@@ -183,3 +183,39 @@ class TestAuthenticate:
     def test_mode_none(self) -> None:
         none = AuthConfig(mode="none")
         assert authenticate(none, limiter(), None, None, browser=True) == Authenticated("none")
+
+
+class TestLimiterWindow:
+    """The failures that count are those within `windowMs`; the addresses tracked are bounded."""
+
+    def test_failures_older_than_the_window_do_not_count(self) -> None:
+        now = [0.0]
+        lim = AuthRateLimiter(RateLimitConfig(max_attempts=2, window_ms=1000), clock=lambda: now[0])
+        authenticate(TOKEN, lim, "x", "1.2.3.4", browser=False)
+        now[0] = 1.0  # the first failure is a whole window old
+        authenticate(TOKEN, lim, "x", "1.2.3.4", browser=False)
+        assert authenticate(TOKEN, lim, "t", "1.2.3.4", browser=False) == Authenticated("token")
+
+    def test_failures_within_the_window_lock_out(self) -> None:
+        now = [0.0]
+        lim = AuthRateLimiter(RateLimitConfig(max_attempts=2, window_ms=1000), clock=lambda: now[0])
+        authenticate(TOKEN, lim, "x", "1.2.3.4", browser=False)
+        now[0] = 0.999
+        authenticate(TOKEN, lim, "x", "1.2.3.4", browser=False)
+        assert authenticate(TOKEN, lim, "t", "1.2.3.4", browser=False) == AuthFailure(
+            AuthFailureReason.LOCKED_OUT, 300
+        )
+
+    def test_a_scan_of_many_addresses_forgets_the_oldest_first(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(AuthRateLimiter, "MAX_TRACKED", 3)
+        lim = limiter()
+        for ip in ("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"):
+            authenticate(TOKEN, lim, "x", ip, browser=False)
+        authenticate(TOKEN, lim, "x", "10.0.0.1", browser=False)  # its first one was dropped
+        assert authenticate(TOKEN, lim, "t", "10.0.0.1", browser=False) == Authenticated("token")
+        authenticate(TOKEN, lim, "x", "10.0.0.4", browser=False)  # the newest one was kept
+        assert authenticate(TOKEN, lim, "t", "10.0.0.4", browser=False) == AuthFailure(
+            AuthFailureReason.LOCKED_OUT, 300
+        )
