@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import io
 import json
 import socket
@@ -536,6 +537,7 @@ class TestBody:
         status, headers, body = await raw_exchange(client.port, head)
         assert (status, body.decode()) == (413, err("Payload too large"))
         assert headers["content-type"] == "application/json; charset=utf-8"
+        assert headers["connection"] == "close"  # the unread body cannot precede a request
 
     async def test_a_chunked_body_that_grows_past_the_limit(self, gateway: MakeClient) -> None:
         client = await gateway(
@@ -567,11 +569,49 @@ class TestBody:
         )
         assert (await post(client, data))[0] == 200
 
+    @pytest.mark.parametrize(("extra", "status"), [(0, 200), (1, 413)])
+    async def test_a_chunked_body_sent_with_its_head_is_held_to_the_exact_limit(
+        self, gateway: MakeClient, extra: int, status: int
+    ) -> None:
+        data = json.dumps(HI).encode()
+        client = await gateway(
+            {"gateway": {"http": {"endpoints": {"chatCompletions": {"maxBodyBytes": len(data)}}}}}
+        )
+        body = data + b" " * extra
+        head = request_head("POST", CHAT, {**AUTH, "Transfer-Encoding": "chunked"}, close=False)
+        chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        assert (await raw_exchange(client.port, head + chunked))[0] == status
+
+    @pytest.mark.parametrize(("extra", "status"), [(0, 200), (1, 413)])
+    async def test_a_body_arriving_in_pieces_is_held_to_the_exact_limit(
+        self, gateway: MakeClient, extra: int, status: int
+    ) -> None:
+        data = json.dumps(HI).encode()
+        client = await gateway(
+            {"gateway": {"http": {"endpoints": {"chatCompletions": {"maxBodyBytes": len(data)}}}}}
+        )
+
+        async def pieces() -> AsyncIterator[bytes]:
+            yield data[:5]
+            await asyncio.sleep(0.05)  # the handler is reading by now: the streamed path
+            yield data[5:] + b" " * extra
+
+        headers = {"Content-Type": "application/json", **AUTH}
+        response = await client.post(CHAT, data=pieces(), headers=headers)
+        assert response.status == status
+
     async def test_a_body_that_never_finishes(self, gateway: MakeClient) -> None:
         client = await gateway(options=AppOptions(body_timeout_seconds=0.2))
         head = request_head("POST", CHAT, {**AUTH, "Content-Length": "100"}, close=False)
-        status, _, body = await raw_exchange(client.port, head, then=b'{"model":')
+        status, headers, body = await raw_exchange(client.port, head, then=b'{"model":')
         assert (status, body.decode()) == (408, err("Request body timeout"))
+        assert headers["connection"] == "close"  # the rest of the body may still come
+
+    async def test_a_gzip_body_cut_before_its_trailer_is_a_400(self, client: Client) -> None:
+        """All the JSON decodes, but the stream never ends: a body cut short is refused."""
+        cut = gzip.compress(json.dumps(HI).encode())[:-8]
+        status, body, _ = await post(client, cut, {"Content-Encoding": "gzip"})
+        assert (status, body) == (400, err("Request body is not valid gzip data."))
 
 
 class TestAuth:
