@@ -4,6 +4,7 @@ patches, the log tail (no server)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -13,10 +14,12 @@ from gateway.config.patch import merge_patch
 from gateway.logs import RING_BYTES, LogRing
 from gateway.ws import protocol
 from gateway.ws.connection import Connection
+from gateway.ws.dispatch import RateLimit, _check_rate
 from gateway.ws.methods.system import TailParams, tail
 from gateway.ws.protocol import (
     InvalidFrame,
     NotJson,
+    WsError,
     event_frame,
     granted_scopes,
     negotiate,
@@ -89,6 +92,29 @@ class TestScopes:
     )
     def test_checks(self, granted: list[str], required: str, allowed: bool) -> None:
         assert scope_allows(granted, required) is allowed
+
+
+class TestCallRate:
+    """A method's per-connection limit (config.patch's 30 per 60 s) slides: a call counts for
+    `window_seconds`, and the refusal says when the oldest one stops counting."""
+
+    async def test_the_oldest_call_stops_counting_after_the_window(self) -> None:
+        conn = Connection(None, "c", None, 10_000, 1.0)  # type: ignore[arg-type]
+        limit = RateLimit(2, 1)
+        started = time.monotonic()
+        _check_rate(conn, "m", limit)
+        await asyncio.sleep(0.3)
+        _check_rate(conn, "m", limit)
+        with pytest.raises(WsError) as refused:
+            _check_rate(conn, "m", limit)
+        since_first_ms = (time.monotonic() - started) * 1000
+        assert refused.value.message == "rate limit exceeded for m; retry after 1s"
+        retry_ms = refused.value.retry_after_ms  # the first call's end, not the last one's
+        assert retry_ms is not None and 1000 - since_first_ms - 1 <= retry_ms <= 700
+        await asyncio.sleep(started + 1.05 - time.monotonic())
+        _check_rate(conn, "m", limit)  # the first one no longer counts; the second still does
+        with pytest.raises(WsError):
+            _check_rate(conn, "m", limit)
 
 
 class _Socket:
