@@ -115,6 +115,10 @@ class TestRedactRaw:
         parsed = {"gateway": {"auth": {"token": "tok-123"}}}
         assert redact_raw("garbage tok-123 garbage", parsed) == f"garbage {REDACTED} garbage"
 
+    def test_by_value_a_secret_inside_another_is_no_way_to_the_longer_one(self) -> None:
+        parsed = {"gateway": {"auth": {"token": "tok", "password": "tok-123"}}}
+        assert redact_raw("garbage tok-123 tok", parsed) == f"garbage {REDACTED} {REDACTED}"
+
 
 def leaks(text: str) -> list[str]:
     return [s for s in (SECRET_MARK, *SECRET_NUMBERS) if s in text]
@@ -143,6 +147,8 @@ class TestSecretsByName:
             "key",
             "privateKey",
             "credentials",
+            "serviceCredential",
+            "apiKeys",
             "passphrase",
             "authorization",
             "cookie",
@@ -164,6 +170,8 @@ class TestSecretsByName:
             "mainKey",
             "sessionKey",
             "defaultSessionKey",
+            "session-key",
+            "main.key",
             "passwordMinLength",
             "secretRef",
             "authHeader",
