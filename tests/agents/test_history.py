@@ -37,6 +37,11 @@ class TestWindowStart:
                     message(8, "assistant"))  # fmt: skip
         assert window_start(messages, 3) == 6
 
+    def test_a_context_start_just_after_the_nth_last_user_message_wins(self) -> None:
+        messages = (*conversation(1), message(3, "user"), message(4, "user", context_start=True),
+                    message(5, "assistant"))  # fmt: skip
+        assert window_start(messages, 2) == 3  # not at u3, the 2nd last user message
+
     def test_an_earlier_context_start_does_not(self) -> None:
         messages = (message(1, "user", context_start=True), *conversation(3)[1:])
         assert window_start(messages, 2) == 2
