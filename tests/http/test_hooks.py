@@ -12,6 +12,7 @@ import pytest
 from agents.runs import AgentRun
 from gateway.appkeys import STATE
 from gateway.config.apply import apply_config
+from gateway.http import hooks_wire
 from gateway.http.hooks_wire import HookReplays
 from tests.support.configs import MakeConfig, merged
 from tests.support.http_client import (
@@ -176,6 +177,12 @@ class TestRouting:
         client = await gateway(with_hooks(path="/in/"))
         assert (await hook(client, "/in/agent", {"message": "hi"}))[0] == 202
         assert (await hook(client, "/hooks/agent", {"message": "hi"}))[0] == 404
+
+    async def test_a_path_that_only_begins_like_the_hooks_path_is_not_a_hook(
+        self, client: Client
+    ) -> None:
+        response = await client.post("/hooksx/agent", json={"message": "hi"})  # no token
+        assert response.status == 404
 
     async def test_a_body_over_max_body_bytes_is_a_413(self, gateway: MakeClient) -> None:
         client = await gateway(with_hooks(maxBodyBytes=64))
@@ -562,6 +569,26 @@ class TestIdempotency:
         _, other = await hook(client, "/hooks/agent", {"message": "b", "idempotencyKey": "k"})
         assert other["runId"] != first["runId"]
 
+    @pytest.mark.parametrize("change", [{"name": "Other"}, {"timeoutSeconds": 7}])
+    async def test_another_name_or_timeout_under_the_same_key_is_another_run(
+        self, client: Client, change: dict[str, Any]
+    ) -> None:
+        payload = {"message": "a", "idempotencyKey": "k"}
+        _, first = await hook(client, "/hooks/agent", payload)
+        _, other = await hook(client, "/hooks/agent", {**payload, **change})
+        assert other["runId"] != first["runId"]
+
+    async def test_the_same_call_under_a_rotated_hook_token_is_another_run(
+        self, client: Client, make_config: MakeConfig
+    ) -> None:
+        payload = {"message": "a", "idempotencyKey": "k"}
+        _, first = await hook(client, "/hooks/agent", payload)
+        rotated = {"hooks": {**HOOKS["hooks"], "token": "hook-token-rotated"}}
+        apply_config(client.app[STATE], make_config(json.dumps(merged(BASE_SETTINGS, rotated))))
+        headers = {"Authorization": "Bearer hook-token-rotated"}
+        _, other = await hook(client, "/hooks/agent", payload, headers)
+        assert other["runId"] != first["runId"]
+
     async def test_without_a_key_every_call_is_a_run(self, client: Client) -> None:
         _, first = await hook(client, "/hooks/agent", {"message": "hi"})
         _, other = await hook(client, "/hooks/agent", {"message": "hi"})
@@ -598,3 +625,12 @@ class TestHookReplays:
         assert replays.get("scope") == ("run-1", "agent:main:hook:x")
         now[0] = 600.0
         assert replays.get("scope") is None
+
+    def test_past_its_bound_the_oldest_call_is_forgotten(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(hooks_wire, "REPLAYS_MAX", 2)
+        replays = HookReplays()
+        for scope in ("a", "b", "a", "c"):  # "a" put again is the newer one
+            replays.put(scope, f"run-{scope}", "agent:main:hook:x")
+        assert [replays.get(scope) is not None for scope in "abc"] == [True, False, True]
