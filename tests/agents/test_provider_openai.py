@@ -852,6 +852,8 @@ class TestRetryAfter:
             ({"retry-after-ms": "1000"}, 1),
             ({"retry-after-ms": "1", "Retry-After": "9"}, 1),
             ({"retry-after-ms": "junk", "Retry-After": "9"}, 9),
+            ({"retry-after-ms": "inf", "Retry-After": "9"}, 9),
+            ({"retry-after-ms": "nan", "Retry-After": "9"}, 9),
             ({"Retry-After": "soon"}, None),
             ({"Retry-After": "-3"}, None),
             ({}, None),
@@ -883,11 +885,21 @@ class TestRetryAfter:
             "Tuesday, 14-Nov-23 22:13:30 GMT",  # RFC 850
         ],
     )
-    def test_obsolete_http_date_forms_are_read_as_gmt(self, date: str) -> None:
+    def test_obsolete_http_date_forms_are_read_as_gmt(
+        self, date: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         # RFC 9110 §5.6.7: a recipient MUST accept all three forms. The asctime one, having no
         # zone, was dropped: the client's 429 lost its Retry-After.
         headers = CIMultiDict({"Retry-After": date})
-        assert parse_retry_after(headers, now=1_700_000_000.5) == 10
+        # A local time that is not GMT: on a UTC host, a date read as local time is GMT anyway.
+        monkeypatch.setenv("TZ", "EST+5")  # POSIX form: needs no zone database
+        time.tzset()
+        try:
+            seconds = parse_retry_after(headers, now=1_700_000_000.5)
+        finally:
+            monkeypatch.undo()
+            time.tzset()
+        assert seconds == 10
 
     def test_http_date_in_the_past_is_zero(self) -> None:
         headers = CIMultiDict({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
