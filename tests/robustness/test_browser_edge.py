@@ -24,6 +24,7 @@ import aiohttp
 import pytest
 
 from gateway.reload import reload_from_file
+from gateway.ws.handler import WS
 from tests.support.configs import merged
 from tests.support.raw_http import RawResponse, exchange_upgrade
 from tests.support.served import (
@@ -459,6 +460,20 @@ class TestPreAuthCaps:
                 await ws.close()
             await asyncio.sleep(0.2)  # the server sees the closes
             assert (await upgrade(server.port, "127.0.0.1")).status == 101
+
+    async def test_an_address_whose_sockets_all_closed_is_forgotten(self, tmp_path: Path) -> None:
+        # Kept at zero, every address that ever opened a socket would hold an entry for good.
+        settings = {"gateway": {"trustedProxies": ["127.0.0.1"]}}
+        async with gateway(tmp_path, settings) as server, aiohttp.ClientSession() as session:
+            counted = server.app[WS].preauth
+            for host in ("203.0.113.1", "203.0.113.2"):
+                ws = await session.ws_connect(server.url, headers={"X-Forwarded-For": host})
+                await ws.receive_json(timeout=5)  # the challenge
+                assert set(counted) == {host}
+                await ws.close()
+                async with asyncio.timeout(5):
+                    while counted:  # the server sees the close
+                        await asyncio.sleep(0.01)
 
     async def test_the_addresses_of_one_ipv6_64_share_the_per_address_cap(
         self, tmp_path: Path
