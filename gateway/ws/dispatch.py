@@ -149,8 +149,26 @@ async def dispatch(
         conn.send(protocol.error_response(frame.id, error))
         _log_call(ctx, started, error.code)
     else:
-        conn.send(protocol.response(frame.id, payload))
-        _log_call(ctx, started, None)
+        answer = protocol.response(frame.id, payload)
+        limit = ws.settings.max_payload
+        if len(answer) <= limit:
+            conn.send(answer)
+            _log_call(ctx, started, None)
+            return
+        # hello-ok told the client the largest frame it reads; OpenClaw's clients close on a
+        # larger one. An error it can show beats a socket it loses.
+        log.warning(
+            "ws_answer_too_large",
+            conn_id=conn.conn_id,
+            method=frame.method,
+            bytes=len(answer),
+            limit=limit,
+        )
+        error = WsError(
+            UNAVAILABLE, f"{frame.method} answer too large: over maxPayload ({limit} bytes)"
+        )
+        conn.send(protocol.error_response(frame.id, error))
+        _log_call(ctx, started, error.code)
 
 
 async def _call(methods: MethodRegistry, ctx: CallContext, frame: RequestFrame) -> Any:

@@ -21,6 +21,7 @@ from gateway.ws.handler import WS
 from gateway.ws.state import WsSettings
 from tests.support.served import TOKEN as SERVED_TOKEN
 from tests.support.served import build_app, production_logging, served
+from tests.support.turns import turn
 from tests.support.ws_client import Gateway, GatewayWs, MakeGateway, normalized, send, wire
 
 READ_METHODS = [
@@ -279,6 +280,33 @@ SLOW_FRAME = (
     + ",".join(["{}"] * 3_000_000)
     + '],"b":"\\ud800"}}'
 )
+
+
+class TestAnswersWithinMaxPayload:
+    """hello-ok's `policy.maxPayload` is the largest frame the client reads (OpenClaw's closes
+    on a larger one): an answer that would be larger is an error answer instead."""
+
+    async def test_an_answer_over_max_payload_is_an_error_and_the_socket_goes_on(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        gateway = await make_gateway(settings=WsSettings(max_payload=100_000))
+        store = gateway.app[STATE].store
+        assert store is not None
+        row, _ = await store.create("agent:main:big", "main", 1000)
+        for n in range(10):  # ten texts of 12,000 characters: chat.history keeps them whole
+            row = await store.append_turn(turn(row, f"r{n}", user_text="u" * 12_000))
+        ws = await gateway.raw(max_msg_size=100_001)  # reads up to maxPayload, as OpenClaw's
+        await ws.connect()
+        with capture_logs() as logs:
+            frame = await ws.call("chat.history", {"sessionKey": "big"})
+        assert frame["error"] == {
+            "code": "UNAVAILABLE",
+            "message": "chat.history answer too large: over maxPayload (100000 bytes)",
+        }
+        (line,) = (e for e in logs if e["event"] == "ws_answer_too_large")
+        assert (line["method"], line["limit"]) == ("chat.history", 100_000)
+        assert line["bytes"] > 100_000
+        assert (await ws.ok("chat.history", {"sessionKey": "big", "limit": 2}))["messages"]
 
 
 class TestLargeFramesParseOffTheLoop:
