@@ -17,9 +17,10 @@ from gateway.appkeys import STATE
 from gateway.ws.connection import now_ms
 from gateway.ws.handler import WS
 from gateway.ws.methods.dashboard import usage_summary
+from gateway.ws.protocol import MAX_PAYLOAD
 from gateway.ws.usage import usage_since
 from tests.support.turns import turn as stored_turn
-from tests.support.ws_client import CONFIG, Gateway, GatewayWs, MakeGateway
+from tests.support.ws_client import CONFIG, Gateway, GatewayWs, MakeGateway, wire
 
 TWO_AGENTS = CONFIG.replace(
     '[{ id: "main", default: true }]',
@@ -112,6 +113,37 @@ class TestSessionsPreview:
             ]
             * 40
         )
+
+    async def test_an_answer_is_at_most_6_mib_each_key_keeping_its_newest_items(
+        self, gateway: Gateway
+    ) -> None:
+        # 64 keys of 100 items of 10,000 characters: some 64 MB, a frame no client reads.
+        store = gateway.app[STATE].store
+        assert store is not None
+        row, _ = await store.create("agent:main:long", "main", 1000)
+        for n in range(50):
+            row = await store.append_turn(stored_turn(row, f"r{n}", user_text="u" * 10_000))
+        ws = await gateway.raw(max_msg_size=MAX_PAYLOAD + 1)  # reads up to maxPayload
+        await ws.connect()
+        params = {"keys": ["long"] * 64, "limit": 100, "maxChars": 10_000}
+        frame = await ws.call("sessions.preview", params)
+        assert frame["ok"] is True, frame.get("error")
+        assert len(wire(frame).encode()) <= 6 * 2**20 + 64 * 1024
+        # Each key's share is 6 MiB / 64: the newest 19 items fit in it.
+        user = {"role": "user", "text": "u" * 10_000}
+        reply = {"role": "assistant", "text": "[turn 1] hello there"}
+        for preview in frame["payload"]["previews"]:
+            assert preview == {"key": "long", "status": "ok", "items": [reply] + [user, reply] * 9}
+
+    async def test_a_single_key_has_the_whole_6_mib(self, ws: GatewayWs, gateway: Gateway) -> None:
+        store = gateway.app[STATE].store
+        assert store is not None
+        row, _ = await store.create("agent:main:long", "main", 1000)
+        for n in range(50):
+            row = await store.append_turn(stored_turn(row, f"r{n}", user_text="u" * 10_000))
+        params = {"keys": ["long"], "limit": 100, "maxChars": 10_000}
+        (preview,) = (await ws.ok("sessions.preview", params))["previews"]
+        assert len(preview["items"]) == 100
 
     async def test_no_keys_no_previews(self, ws: GatewayWs) -> None:
         assert (await ws.ok("sessions.preview", {"keys": []}))["previews"] == []

@@ -21,6 +21,7 @@ from agents.errors import InvalidSessionKey
 from agents.keys import SESSION_KEY_MAX, normalize_session_key
 from agents.store import DailyUsage, StoredMessage
 from gateway import __version__
+from gateway.jsonwire import dumps, wire
 from gateway.ws.connection import now_ms
 from gateway.ws.dispatch import CallContext, MethodRegistry, no_params
 from gateway.ws.methods.chat import HISTORY_PAGE_CHARS
@@ -33,6 +34,11 @@ PREVIEW_KEYS_MAX = 64
 PREVIEW_LIMIT_MAX = 100
 PREVIEW_CHARS_MIN = 20  # OpenClaw's floor
 PREVIEW_CHARS_MAX = 10_000
+# 64 keys (repeats allowed) of 100 items of 10,000 characters would be a frame of 64 MB and
+# more, over maxPayload: an answer's items are at most chat.history's 6 MiB of JSON, shared
+# evenly by its keys, each keeping its newest items. A share (96 KiB with 64 keys) always
+# holds the newest item: 10,000 characters are at most 60,000 bytes of JSON (`\u0001`).
+PREVIEW_MAX_BYTES = 6 * 1024 * 1024
 
 
 @attrs.frozen
@@ -58,8 +64,36 @@ class PreviewParams:
         return cls(keys, 12 if limit is None else limit, 240 if max_chars is None else max_chars)
 
 
-def _preview_items(messages: Sequence[StoredMessage], max_chars: int) -> list[dict[str, Any]]:
-    return [{"role": message.role, "text": message.text[:max_chars]} for message in messages]
+@attrs.define
+class PreviewItems:
+    """One key's preview items within its share of the answer (PREVIEW_MAX_BYTES), built from
+    the newest message back; the newest always stays."""
+
+    max_chars: int
+    budget: int  # bytes of JSON for the items
+    _kept: list[dict[str, Any]] = attrs.field(init=False, factory=list)  # newest first
+    _bytes: int = attrs.field(init=False, default=2)  # the JSON array `[a,b,…]` of them
+    full: bool = attrs.field(init=False, default=False)
+
+    @property
+    def count(self) -> int:
+        return len(self._kept)
+
+    def add_older(self, stored: Sequence[StoredMessage]) -> bool:
+        """Add `stored` (oldest first, older than those added so far); False when full."""
+        for message in reversed(stored):
+            item = {"role": message.role, "text": message.text[: self.max_chars]}
+            grown = self._bytes + len(wire(dumps(item))) + (1 if self._kept else 0)
+            if self._kept and grown > self.budget:
+                self.full = True
+                break
+            self._kept.append(item)
+            self._bytes = grown
+        return not self.full
+
+    def items(self) -> list[dict[str, Any]]:
+        """Oldest first."""
+        return self._kept[::-1]
 
 
 @attrs.frozen
@@ -110,6 +144,7 @@ def register(methods: MethodRegistry) -> None:
     async def sessions_preview(ctx: CallContext, params: PreviewParams) -> Any:
         agents = ctx.config.agents
         previews: list[dict[str, Any]] = []
+        share = PREVIEW_MAX_BYTES // max(1, len(params.keys))
         for raw in params.keys:
             try:
                 key = normalize_session_key(raw, agents.default_agent.id, agents.main_key)
@@ -123,20 +158,24 @@ def register(methods: MethodRegistry) -> None:
             else:
                 status = "ok" if transcript.messages else "empty"
             page = transcript.messages
-            items = _preview_items(page, params.max_chars)
+            items = PreviewItems(params.max_chars, share)
             wanted = min(params.limit, transcript.total)
-            while page and transcript.session is not None and len(items) < wanted:
+            while (
+                page
+                and items.add_older(page)
+                and transcript.session is not None
+                and items.count < wanted
+            ):
                 page = (
                     await ctx.registry.store.history(
                         transcript.session.session_id,
-                        params.limit - len(items),
+                        params.limit - items.count,
                         before_seq=page[0].seq,
                         max_chars=HISTORY_PAGE_CHARS,
                     )
                 ).messages
-                items[:0] = _preview_items(page, params.max_chars)
             # The key as the client sent it, so that it can match answers to its rows.
-            previews.append({"key": raw, "status": status, "items": items})
+            previews.append({"key": raw, "status": status, "items": items.items()})
         return {"ts": now_ms(), "previews": previews}
 
     @methods.method("system.info", params=no_params, scope=READ)
