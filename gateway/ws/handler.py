@@ -220,7 +220,12 @@ async def _handshake(
         )
     auth = gateway.config.gateway.auth  # read now: a reload may have rotated the secret
     kind = "password" if auth.mode == "password" else "token"
-    presented = params.auth.password if kind == "password" else params.auth.token
+    if kind == "password":
+        presented = params.auth.password  # as sent: a configured password is not trimmed
+    else:
+        # Trimmed, as the configured token and HTTP's bearer token are (a pasted token often
+        # ends in a newline); one of only whitespace is missing, as over HTTP.
+        presented = (params.auth.token or "").strip() or None
     outcome = authenticate(auth, gateway.limiter, presented, conn.remote, browser=conn.from_browser)
     match outcome:
         # The lockout is checked before the secret: a locked-out address learns nothing (§5.1).

@@ -318,6 +318,31 @@ class TestConnectFailures:
         assert hello["ok"] is True and hello["payload"]["auth"]["method"] == "password"
         await ws.ws.close()
 
+    async def test_a_token_is_trimmed_of_surrounding_whitespace_as_over_http(
+        self, gateway: Gateway
+    ) -> None:
+        # The configured token is trimmed, and so is HTTP's bearer token (a pasted token often
+        # ends in a newline): the same token opens both.
+        padded = f"  {TOKEN}  "
+        headers = {"Authorization": f"Bearer {padded}"}
+        assert (await gateway.client.get("/v1/models", headers=headers)).status == 200
+        ws = await gateway.raw()
+        hello = await ws.connect(auth={"token": padded})
+        assert hello["ok"] is True, hello
+        await ws.ws.close()
+
+    async def test_a_token_of_only_whitespace_is_missing(self, raw_ws: GatewayWs) -> None:
+        client = {"id": "openclaw-tui", "version": "2026.9.6", "platform": "linux", "mode": "ui"}
+        body, code, _ = await rejected_connect(
+            raw_ws, connect_params(client=client, auth={"token": " \t "})
+        )
+        message = "unauthorized: gateway token missing (provide gateway auth token)"
+        assert body == (
+            '{"type":"res","id":"c-1","ok":false,"error":{"code":"INVALID_REQUEST",'
+            f'"message":"{message}",{MISSING_DETAILS}}}}}'
+        )
+        assert code == 1008
+
     async def test_a_locked_out_address_is_refused_even_with_the_right_token(
         self, make_gateway: MakeGateway
     ) -> None:
