@@ -367,7 +367,9 @@ class AgentSession:
             self._deps.clock(),
             None, None, run.session_id,
         )  # fmt: skip
-        run.finish(outcome, terminal_data(outcome, run.started_at))
+        # As every turn that started ends: its `sessions.changed` END too, or the session
+        # stays `running` in the clients' lists (an unstarted run's is the registry's).
+        self._finish(run, outcome, run.started_at)
 
     # -- the turn ----------------------------------------------------------------------
 

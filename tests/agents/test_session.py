@@ -151,6 +151,65 @@ class TestTurns:
         assert info is not None and info.status == SessionStatus.DONE
 
 
+class BrokenStore(SessionStore):
+    """The SQLite store, with a failure that is not a StoreError (a bug of ours) on a
+    history read: the turn that reads it crashes after its start."""
+
+    async def recent_turns(self, session_id: str, user_turns: int) -> tuple[StoredMessage, ...]:
+        raise RuntimeError("a bug")
+
+
+class TestBrokenRuns:
+    """A run ended by the crash or shutdown fallback (`_end_broken`) is announced like any
+    other: `sessions.changed` END after its START, or a client's list shows it running."""
+
+    def run_changes(self, owner: Owner) -> list[tuple[str | None, str | None, tuple[str, ...]]]:
+        return [
+            (c.phase, c.run_id, c.session.active_run_ids if c.session else ())
+            for c in owner.seen
+            if isinstance(c, SessionChange) and c.phase is not None
+        ]
+
+    async def test_a_crashed_run_ends_its_session_change(self, tmp_path: Path) -> None:
+        store = BrokenStore(tmp_path / "state")
+        await store.open()
+        owner = Owner(store)
+        try:
+            lane = session(owner)
+            first, second = owner.run("one", 1), owner.run("two", 2)
+            lane.enqueue(first)
+            await first.wait()
+            lane.enqueue(second)  # reads the history: crashes
+            outcome = await second.wait()
+            assert outcome.status == RunStatus.FAILED
+            assert self.run_changes(owner)[2:] == [
+                ("start", "run-2", ("run-2",)),
+                ("end", "run-2", ()),
+            ]
+            info = lane.info()
+            assert info is not None and info.status != SessionStatus.RUNNING
+        finally:
+            await asyncio.wait(owner.tasks)
+            await store.aclose()
+
+    async def test_a_run_cancelled_by_the_shutdown_fallback_ends_its_session_change(
+        self, owner: Owner
+    ) -> None:
+        lane = session(owner)
+        run = owner.run("a slow one", 1, params=SLOW)
+        lane.enqueue(run)
+        await until(lambda: owner.started() == ["run-1"])
+        for task in owner.tasks:
+            if task.get_name().startswith("session-worker"):
+                task.cancel()  # as the registry's aclose() does after its grace time
+        await asyncio.wait(owner.tasks)
+        assert run.ended
+        assert self.run_changes(owner) == [
+            ("start", "run-1", ("run-1",)),
+            ("end", "run-1", ()),
+        ]
+
+
 class TestKeptHistory:
     """A named session's replay window is kept between its turns (agents/history.py)."""
 
