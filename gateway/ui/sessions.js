@@ -9,6 +9,7 @@ let visible = false;
 let refreshTimer = null;
 let searchTimer = null;
 let loads = 0; // the last load() started; only its answer is shown
+let picks = 0; // the last select() started; only its transcript is shown
 
 export function init(context) {
   ctx = context;
@@ -87,7 +88,10 @@ async function previewsOf(keys) {
   return found;
 }
 
+// Rows picked in quick succession (or one picked again after a reset): their transcripts come
+// in any order, and an earlier one, shown last, would sit under the last pick's key.
 async function select(key) {
+  const mine = ++picks;
   selected = key;
   history.replaceState(null, "", `#sessions/${encodeURIComponent(key)}`);
   for (const row of $("sessions-table").tBodies[0].rows) row.classList.toggle("selected", row.dataset.key === key);
@@ -96,12 +100,13 @@ async function select(key) {
   $("session-detail-key").textContent = key;
   try {
     const result = await ctx.gw.request("chat.history", { sessionKey: key, limit: 100 });
+    if (mine !== picks) return;
     const info = result.sessionInfo || {};
     $("session-detail-meta").textContent = `${result.totalMessages} messages · ${formatNumber(info.inputTokens)} in / ${formatNumber(info.outputTokens)} out · ${formatAge(info.updatedAt)}`;
     const messages = result.messages.map(messageNode);
     $("session-transcript").replaceChildren(...(messages.length ? messages : [el("p", { class: "muted", text: "Empty transcript." })]));
   } catch (error) {
-    $("session-detail-meta").textContent = error.message;
+    if (mine === picks) $("session-detail-meta").textContent = error.message;
   }
 }
 

@@ -19,6 +19,22 @@ from tests.support.browser import PHONE, TOKEN, Page, set_viewport
 
 pytestmark = pytest.mark.browser
 
+# The page's next request of this method naming this value (`arguments[0]`, `[1]`) is sent
+# 800 ms late, so its answer comes after those of requests made after it.
+HOLD_BACK = """
+const [method, value] = arguments;
+const send = WebSocket.prototype.send;
+WebSocket.prototype.send = function (data) {
+  const frame = JSON.parse(data);
+  if (frame.method === method && Object.values(frame.params || {}).includes(value)) {
+    WebSocket.prototype.send = send;
+    setTimeout(() => send.call(this, data), 800);
+  } else {
+    send.call(this, data);
+  }
+};
+"""
+
 
 class TestConnect:
     def test_a_wrong_token_shows_the_error(self, page: Page) -> None:
@@ -313,6 +329,27 @@ class TestSessions:
         time.sleep(1.5)  # the unfiltered answer would have come by now
         assert listed() == ["agent:ops:needle"]
         assert page.text("#sessions-count") == "1 session"
+
+    def test_the_detail_is_that_of_the_last_row_picked_whichever_answer_comes_last(
+        self, page: Page
+    ) -> None:
+        page.connected()
+        page.click("#chat-new")
+        page.chat("picked first")
+        first = page.session_key()
+        page.click("#chat-new")
+        page.chat("picked last")
+        last = page.session_key()
+        page.go("sessions")
+        page.visible(f'#sessions-table tr[data-key="{first}"] button')
+        page.driver.execute_script(HOLD_BACK, "chat.history", first)
+        for key in (first, last):
+            page.find(f'#sessions-table tr[data-key="{key}"] button').click()
+        page.until(lambda: "picked last" in page.text("#session-transcript"), "its transcript")
+        time.sleep(1.5)  # the held answer has come by now
+        assert page.text("#session-detail-key") == last
+        assert "picked first" not in page.text("#session-transcript")
+        assert "picked last" in page.text("#session-transcript")
 
     def test_delete_asks_first_then_removes_the_session(self, page: Page) -> None:
         page.connected()
