@@ -11,6 +11,7 @@ let sessionKey = null; // canonical key on screen
 let followed = null; // key we are subscribed to
 let following = Promise.resolve(); // the last change of subscription; each waits for the one before
 const runs = new Map(); // runId -> {bubble, text}
+let listings = 0; // the last loadSessions() started; only its answer is shown
 let visible = false;
 // chat.send's one command: it aborts the session's runs and starts none (ws-protocol.md §8).
 const STOP_COMMAND = "/stop";
@@ -73,8 +74,12 @@ async function pickAgent(agentId) {
   await loadSessions(agentId, null);
 }
 
+// Agents picked in quick succession: their lists come in any order, and an earlier one, shown
+// last, would open another agent's session under the last agent picked.
 async function loadSessions(agentId, wanted) {
+  const mine = ++listings;
   const listed = await ctx.gw.request("sessions.list", { agentId, limit: 100 });
+  if (mine !== listings) return;
   const keys = listed.sessions.map((s) => s.key);
   let key = wanted && agentOf(wanted) === agentId ? wanted : keys[0];
   if (!key) key = newKey(agentId);

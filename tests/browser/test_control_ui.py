@@ -162,6 +162,29 @@ class TestChat:
         assert page.session_key() == second
         assert page.chat("still followed") == "[turn 2] still followed"
 
+    def test_the_sessions_of_the_last_agent_picked_are_shown_whichever_answer_comes_last(
+        self, page: Page
+    ) -> None:
+        page.connected()
+        page.click("#chat-new")
+        page.chat("a main session")
+        page.driver.execute_script(HOLD_BACK, "sessions.list", "main")
+        page.driver.execute_script(
+            """
+            const select = document.getElementById("chat-agent");
+            for (const agent of ["main", "ops"]) {
+              select.value = agent;
+              select.dispatchEvent(new Event("change"));
+            }
+            """
+        )
+        page.until(lambda: page.session_key().startswith("agent:ops:"), "an ops session")
+        time.sleep(1.5)  # the held answer has come by now
+        options = [o.get_attribute("value") for o in page.all("#chat-session option")]
+        assert all(key.startswith("agent:ops:") for key in options), options
+        assert page.session_key().startswith("agent:ops:")
+        assert page.find("#chat-agent").get_attribute("value") == "ops"
+
     def test_a_turn_from_elsewhere_leaves_the_address_of_another_screen_alone(
         self, page: Page
     ) -> None:
