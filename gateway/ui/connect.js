@@ -12,7 +12,14 @@ export function init(context) {
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const data = new FormData(form);
-    attempt({ url: String(data.get("url")).trim(), mode: data.get("mode"), secret: String(data.get("secret")) });
+    const connection = { url: String(data.get("url")).trim(), mode: data.get("mode"), secret: String(data.get("secret")) };
+    // Left empty: the credential this tab holds (a failed resume or reconnect keeps it), but
+    // only for the URL it was given for.
+    const saved = load();
+    if (!connection.secret && saved && saved.url === connection.url && saved.mode === connection.mode) {
+      connection.secret = saved.secret;
+    }
+    attempt(connection);
   });
   for (const radio of form.querySelectorAll("input[name=mode]")) {
     radio.addEventListener("change", () => {
@@ -29,6 +36,7 @@ export function show() {
     const radio = $("connect-form").querySelector(`input[name=mode][value=${saved.mode}]`);
     if (radio) radio.checked = true;
   }
+  $("connect-secret").placeholder = saved ? "kept for this tab" : "";
   $("connect-secret").focus();
 }
 
@@ -40,6 +48,7 @@ export function resume() {
 
 export function forget() {
   sessionStorage.removeItem(STORAGE_KEY);
+  $("connect-secret").placeholder = "";
 }
 
 export function showError(error) {

@@ -53,3 +53,27 @@ def test_a_locked_out_tab_keeps_its_token_and_reconnects_after_the_lock(page: Pa
     page.driver.refresh()
     page.until(lambda: page.find("#conn-state").get_attribute("data-state") == "connected",
                "reconnecting with the kept token")  # fmt: skip
+
+
+def test_connect_once_the_lock_ends_uses_the_token_the_tab_holds(page: Page) -> None:
+    page.connected()
+    assert page.driver.execute_async_script(LOCK_OUT)
+    page.driver.refresh()
+    page.until(lambda: page.text("#connect-error") == LOCKED, "the lock-out message")
+    assert page.find("#connect-secret").get_attribute("value") == ""
+    time.sleep(LOCKOUT_MS / 1000)
+    page.click("#connect-submit")
+    page.until(lambda: page.find("#conn-state").get_attribute("data-state") == "connected",
+               "connected with the kept token")  # fmt: skip
+
+
+def test_the_token_the_tab_holds_is_sent_to_its_own_url_only(page: Page) -> None:
+    page.connected()
+    assert page.driver.execute_async_script(LOCK_OUT)
+    page.driver.refresh()
+    page.until(lambda: page.text("#connect-error") == LOCKED, "the lock-out message")
+    port = page.gateway.url.rsplit(":", 1)[1]
+    page.type("#connect-url", f"ws://localhost:{port}")
+    page.click("#connect-submit")
+    page.until(lambda: page.text("#connect-error") == "Enter the gateway token.", "the ask")
+    time.sleep(LOCKOUT_MS / 1000)  # the next test starts unlocked
