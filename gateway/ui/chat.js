@@ -12,6 +12,9 @@ let followed = null; // key we are subscribed to
 let following = Promise.resolve(); // the last change of subscription; each waits for the one before
 const runs = new Map(); // runId -> {bubble, text}
 let listings = 0; // the last loadSessions() started; only its answer is shown
+// A send whose answer never came, its message put back into the input: {sessionKey, runId,
+// message}. The gateway may have taken it before the connection was lost.
+let unanswered = null;
 let visible = false;
 // chat.send's one command: it aborts the session's runs and starts none (ws-protocol.md §8).
 const STOP_COMMAND = "/stop";
@@ -118,6 +121,7 @@ async function openSession(key) {
     const result = await ctx.gw.request("chat.history", { sessionKey: key, limit: 200 });
     if (key !== sessionKey) return;
     transcript.replaceChildren(...result.messages.map(messageNode));
+    forgetIfTaken(key, result.messages);
     if (!result.messages.length) transcript.append(el("p", { class: "muted empty", text: "No messages yet. Say something." }));
     const active = result.sessionInfo && result.sessionInfo.activeRunIds;
     if (active && active.length) setBusy(active[active.length - 1]);
@@ -125,6 +129,18 @@ async function openSession(key) {
     setAlert($("chat-error"), error.message);
   }
   scrollDown();
+}
+
+// The transcript holds the message put back into the input (the gateway stores it under the
+// run's idempotency key and `:user`): the gateway took it, and sending it again would run the
+// turn twice.
+function forgetIfTaken(key, messages) {
+  if (!unanswered || unanswered.sessionKey !== key) return;
+  const { runId, message } = unanswered;
+  if (!messages.some((m) => m.role === "user" && m.idempotencyKey === `${runId}:user`)) return;
+  unanswered = null;
+  const input = $("chat-input");
+  if (input.value === message) input.value = "";
 }
 
 // One change at a time: two interleaved would each unsubscribe the session they saw
@@ -161,6 +177,7 @@ async function send() {
     }
     return;
   }
+  const key = sessionKey;
   const runId = randomId();
   const transcript = $("transcript");
   const empty = transcript.querySelector(".empty");
@@ -174,7 +191,8 @@ async function send() {
   setBusy(runId);
   scrollDown();
   try {
-    await ctx.gw.request("chat.send", { sessionKey, message, idempotencyKey: runId });
+    await ctx.gw.request("chat.send", { sessionKey: key, message, idempotencyKey: runId });
+    unanswered = null;
   } catch (error) {
     // Refused or never sent: the gateway has no such turn (a connection lost meanwhile
     // reloads the transcript, which tells). The message goes back to the input to send
@@ -183,6 +201,9 @@ async function send() {
     asked.remove();
     bubble.remove();
     if (!input.value) input.value = message;
+    // Sent again while still offline: the first attempt is the one the gateway may have.
+    const again = unanswered && unanswered.sessionKey === key && unanswered.message === message;
+    if (!again) unanswered = { sessionKey: key, runId, message };
     setBusy(null);
     setAlert($("chat-error"), error.message);
   }

@@ -35,6 +35,30 @@ WebSocket.prototype.send = function (data) {
 };
 """
 
+# The page's socket is closed as the answer to its next `chat.send` comes, before the page
+# reads it: the gateway took the message, the page never heard so.
+LOSE_SEND_ANSWER = """
+const send = WebSocket.prototype.send;
+const listen = WebSocket.prototype.addEventListener;
+let held = null;
+WebSocket.prototype.send = function (data) {
+  const frame = JSON.parse(data);
+  if (frame.method === "chat.send" && held === null) held = frame.id;
+  send.call(this, data);
+};
+WebSocket.prototype.addEventListener = function (type, listener, ...rest) {
+  if (type !== "message") return listen.call(this, type, listener, ...rest);
+  return listen.call(this, type, (message) => {
+    if (held !== null && JSON.parse(message.data).id === held) {
+      held = "";  // once
+      this.close();
+      return;
+    }
+    listener(message);
+  }, ...rest);
+};
+"""
+
 
 class TestConnect:
     def test_a_wrong_token_shows_the_error(self, page: Page) -> None:
@@ -184,6 +208,22 @@ class TestChat:
         assert all(key.startswith("agent:ops:") for key in options), options
         assert page.session_key().startswith("agent:ops:")
         assert page.find("#chat-agent").get_attribute("value") == "ops"
+
+    def test_a_message_the_gateway_took_before_the_connection_was_lost_is_not_offered_again(
+        self, page: Page
+    ) -> None:
+        page.driver.execute_script(LOSE_SEND_ANSWER)
+        page.connected()
+        page.click("#chat-new")
+        page.until(lambda: page.text("#transcript") == "No messages yet. Say something.",
+                   "the chat")  # fmt: skip
+        page.type("#chat-input", "taken once")
+        page.click("#chat-send")
+        state = page.find("#conn-state")
+        page.until(lambda: state.get_attribute("data-state") == "waiting", "the lost connection")
+        page.until(lambda: state.get_attribute("data-state") == "connected", "reconnected")
+        page.until(lambda: "[turn 1] taken once" in page.text("#transcript"), "the turn")
+        assert page.find("#chat-input").get_attribute("value") == ""
 
     def test_a_turn_from_elsewhere_leaves_the_address_of_another_screen_alone(
         self, page: Page
