@@ -18,6 +18,12 @@ import pwd
 import stat
 from pathlib import Path
 
+# The largest config file read, and the largest config.patch `raw`: json5's parser reads some
+# 50-300 KB a second, so this bounds a parse to seconds (a config.patch's holds the config
+# lock), where 25 MiB (a WebSocket frame) or a stray 500 MB file would take minutes or hours.
+# A config of many agents with long system prompts is some tens of KB.
+MAX_CONFIG_BYTES = 1024 * 1024
+
 
 class UnsafeStateError(Exception):
     """The state dir, or a file in it, is not safe to use; the message says how to fix it."""

@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from gateway.appkeys import STATE
+from gateway.statedir import MAX_CONFIG_BYTES
 from gateway.ws.methods import config as config_methods
 from tests.config.test_configfile import release_fifo_reader
 from tests.support.openclaw_secrets import ENVIRON, OPENCLAW_SECRETS, SECRET_MARK, SECRET_NUMBERS
@@ -373,6 +374,28 @@ class TestConfigPatch:
     async def test_raw_must_be_json5(self, ws: GatewayWs, gateway: Gateway) -> None:
         frame = await patch(ws, "{nope", file_hash(gateway))
         assert frame["error"]["message"].startswith("invalid config.patch params: at /raw: ")
+
+    async def test_raw_larger_than_a_config_file_may_be_is_refused_unparsed(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        before = gateway.config_path.read_bytes()
+        frame = await patch(ws, "{" + " " * MAX_CONFIG_BYTES, file_hash(gateway))
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": (
+                f"invalid config.patch params: at /raw: must be at most {MAX_CONFIG_BYTES}"
+                " bytes (UTF-8), the most a config file may hold"
+            ),
+        }
+        assert gateway.config_path.read_bytes() == before
+
+    async def test_raw_of_the_largest_size_is_parsed(self, ws: GatewayWs, gateway: Gateway) -> None:
+        raw = "{" + " " * (MAX_CONFIG_BYTES - 4) + "é}"  # é: two bytes in UTF-8
+        assert len(raw.encode()) == MAX_CONFIG_BYTES
+        frame = await patch(ws, raw, file_hash(gateway))
+        assert frame["error"]["message"].startswith(
+            "invalid config.patch params: at /raw: not valid JSON5"
+        )
 
     async def test_merge_patch_semantics_and_redacted_values(
         self, ws: GatewayWs, gateway: Gateway

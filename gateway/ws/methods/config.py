@@ -37,6 +37,7 @@ from gateway.config.secret_keys import REDACTED
 from gateway.config.view import redact_parsed, redact_raw, redacted
 from gateway.edge import parse_network
 from gateway.state import GatewayState
+from gateway.statedir import MAX_CONFIG_BYTES
 from gateway.ws.dispatch import CallContext, MethodRegistry, RateLimit, no_params
 from gateway.ws.protocol import (
     ADMIN,
@@ -119,6 +120,13 @@ class PatchParams:
     @classmethod
     def parse(cls, r: ParamReader) -> PatchParams:
         raw = r.required_string("raw", non_empty=False)
+        # Before any parse: json5's of a frame's 25 MiB would hold the config lock for minutes.
+        if len(raw.encode("utf-8", "surrogatepass")) > MAX_CONFIG_BYTES:
+            raise r.fail(
+                "raw",
+                f"must be at most {MAX_CONFIG_BYTES} bytes (UTF-8), the most a config file"
+                " may hold",
+            )
         base_hash = r.string("baseHash")
         r.string("note")
         r.integer("restartDelayMs", minimum=0)
