@@ -128,11 +128,13 @@ class ConfigLoader:
         source = ConfigSource(self.config_path, exists=True, raw=text, hash=_sha256(data))
         return self._check(text, location, source)
 
-    def load_text(self, text: str) -> Config:
-        """The config `text` would give if it were the file (config.patch checks before writing)."""
+    def load_text(self, text: str, parsed: dict[str, Any] | None = None) -> Config:
+        """The config `text` would give if it were the file (config.patch checks before writing).
+
+        `parsed`: `parse_text(text)`, when the caller has it already (json5 takes seconds)."""
         data = text.encode("utf-8")
         source = ConfigSource(self.config_path, exists=True, raw=text, hash=_sha256(data))
-        return self._check(text, str(self.config_path), source)
+        return self._check(text, str(self.config_path), source, parsed)
 
     def _generated_token(self, normalized: dict[str, Any]) -> str | None:
         """The token in the state dir, which token mode without a token runs with
@@ -147,8 +149,11 @@ class ConfigLoader:
         except (OSError, UnicodeDecodeError, UnsafeStateError):
             return None  # refused, with its reason, where the token is read to be used
 
-    def _check(self, text: str, location: str, source: ConfigSource) -> Config:
-        parsed = _parse(text, location)
+    def _check(
+        self, text: str, location: str, source: ConfigSource, parsed: dict[str, Any] | None = None
+    ) -> Config:
+        if parsed is None:
+            parsed = parse_text(text, location)
         if source.exists:
             source = attrs.evolve(source, parsed=parsed)
         ctx = Checker(self.environ, _expandable_paths(parsed))
@@ -229,7 +234,8 @@ def _absolute(text: str, environ: Mapping[str, str]) -> Path:
     return Path(os.path.abspath(text))
 
 
-def _parse(text: str, location: str) -> dict[str, Any]:
+def parse_text(text: str, location: str) -> dict[str, Any]:
+    """The file's object, as the loader reads it before its schema; ConfigError if none."""
     try:
         value, error, pos = json5.parse(text)
     except ValueError:  # json5 refuses the empty string outright, without a position

@@ -16,6 +16,7 @@ from gateway.config.model import PreAuthConfig
 from gateway.edge import client_key
 from gateway.state import GatewayState
 from gateway.ws import protocol
+from gateway.ws.configfile import ConfigFileCache
 from gateway.ws.connection import Connection, now_ms
 from gateway.ws.events import EventFanout
 from gateway.ws.health import HealthCache
@@ -109,6 +110,7 @@ class WsState:
     )
     health: HealthCache = attrs.field(factory=HealthCache)
     usage: UsageCache = attrs.field(factory=UsageCache)
+    config_file: ConfigFileCache = attrs.field(factory=ConfigFileCache)
     idempotency: IdempotencyCache = attrs.field(factory=IdempotencyCache)
     fanout: EventFanout = attrs.field(
         default=attrs.Factory(lambda self: EventFanout(self.readers), takes_self=True)

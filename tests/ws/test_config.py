@@ -14,6 +14,8 @@ import threading
 from pathlib import Path
 
 import aiohttp
+import json5
+import json5.lib
 import pytest
 
 from gateway.appkeys import STATE
@@ -837,6 +839,79 @@ class TestConfigCallsParseOffTheLoop:
         assert first["id"] == quick, first
         answer = await ws.response(slow, wait=60)
         assert answer["ok"] is True and answer["payload"]["valid"] is True
+
+
+@pytest.fixture
+def parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The texts json5 parses from now on (json5.loads goes through json5.lib.parse)."""
+    texts: list[str] = []
+    parse = json5.lib.parse
+
+    def counted(s: str, **kwargs: object) -> object:
+        texts.append(s)
+        return parse(s, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(json5, "parse", counted)
+    monkeypatch.setattr(json5.lib, "parse", counted)
+    return texts
+
+
+class TestConfigGetParsesAFileOnce:
+    """Any operator.read client may ask, 64 calls at a time per connection: the file's parse
+    (seconds for a large one) is shared by every call while the file stays the same."""
+
+    async def test_concurrent_and_repeated_calls_share_one_parse(
+        self, make_gateway: MakeGateway, parses: list[str]
+    ) -> None:
+        text = CONFIG.replace(
+            '{ id: "main", default: true }',
+            f'{{ id: "main", default: true, systemPrompt: "{"x" * SLOW_TO_PARSE}" }}',
+        )
+        assert text != CONFIG
+        ws = await (await make_gateway(text)).connected()
+        parses.clear()  # the gateway's own load
+        calls = [await ws.request("config.get") for _ in range(8)]
+        answers = [await ws.response(call, wait=120) for call in calls]
+        answers.append(await ws.call("config.get"))
+        assert [a["payload"] for a in answers] == [answers[0]["payload"]] * 9
+        assert answers[0]["payload"]["valid"] is True
+        assert parses.count(text) == 1
+
+    async def test_a_changed_file_is_seen_at_once(
+        self, ws: GatewayWs, gateway: Gateway, parses: list[str]
+    ) -> None:
+        """Even one of the same size, inode and modification time (an edit within the
+        filesystem's clock tick)."""
+        before = await ws.ok("config.get")
+        info = gateway.config_path.stat()
+        text = gateway.config_path.read_text()
+        changed = text.replace('"test-token"', '"test-tokem"')
+        with gateway.config_path.open("r+") as file:
+            file.write(changed)
+        os.utime(gateway.config_path, ns=(info.st_atime_ns, info.st_mtime_ns))
+        after_info = gateway.config_path.stat()
+        assert (after_info.st_ino, after_info.st_size, after_info.st_mtime_ns) == (
+            info.st_ino,
+            info.st_size,
+            info.st_mtime_ns,
+        )
+        after = await ws.ok("config.get")
+        assert after["hash"] == file_hash(gateway) != before["hash"]
+        assert parses.count(changed) == 1
+
+    async def test_a_file_that_no_longer_parses_is_seen_at_once(
+        self, ws: GatewayWs, gateway: Gateway, parses: list[str]
+    ) -> None:
+        await ws.ok("config.get")
+        gateway.config_path.write_text("{ nope")
+        after = await ws.ok("config.get")
+        assert (after["raw"], after["parsed"], after["valid"]) == (None, None, False)
+        assert after["issues"] == [
+            {
+                "path": "<file>",
+                "message": "JSON5 syntax error: Unexpected end of input (line 1, column 7)",
+            }
+        ]
 
 
 # What a gateway under a file-size limit may write: its store's files at start stay under it.

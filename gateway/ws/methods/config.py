@@ -23,6 +23,7 @@ from gateway.config.errors import FILE_LEVEL, ConfigError, ConfigIssue
 from gateway.config.loader import ConfigLoader, embedded_default_text
 from gateway.config.model import Config, GatewayConfig
 from gateway.config.patch import (
+    FileState,
     marker_in_array,
     merge_patch,
     parse_object,
@@ -34,10 +35,11 @@ from gateway.config.patch import (
 )
 from gateway.config.schema import non_json_number
 from gateway.config.secret_keys import REDACTED
-from gateway.config.view import redact_parsed, redact_raw, redacted
+from gateway.config.view import redacted
 from gateway.edge import parse_network
 from gateway.state import GatewayState
 from gateway.statedir import MAX_CONFIG_BYTES
+from gateway.ws.configfile import ParsedFile
 from gateway.ws.dispatch import CallContext, MethodRegistry, RateLimit, no_params
 from gateway.ws.protocol import (
     ADMIN,
@@ -146,26 +148,36 @@ class FileView:
     warnings: list[str] | None
 
 
-def _file_view(path: Path, state_dir: Path, loader: ConfigLoader | None) -> FileView:
-    """Read, parse and check the file: json5's parser reads some 100-300 KB a second, so a
-    config with long system prompts takes it seconds, which the event loop must not wait for."""
-    current = read_file(path, state_dir)
+def _file_view(
+    current: FileState, parsed: ParsedFile | None, loader: ConfigLoader | None
+) -> FileView:
+    """The file's view from its parse (`parsed`, of `current.text`): the loader's checks after
+    the parse run on every call, as they read the token file, secret files, the environment."""
     if not current.exists:
         return FileView(False, None, None, True, None, [], None)
-    if current.text is None:  # unreadable or not UTF-8: the loader refuses it the same way
+    if current.text is None or parsed is None:  # unreadable or not UTF-8: as the loader says
         issue = ConfigIssue(FILE_LEVEL, current.problem or "not valid UTF-8")
         return FileView(True, None, None, False, current.hash, _issues((issue,)), [])
-    parsed = parse_object(current.text)
-    # Without a parse the scanner's fallback cannot find the secrets: show no text.
-    raw = redact_raw(current.text, parsed) if parsed is not None else None
-    shown = redact_parsed(parsed) if parsed is not None else None
+    raw, shown = parsed.raw, parsed.shown
     if loader is not None:
+        if parsed.parsed is None:
+            return FileView(True, raw, shown, False, current.hash, _issues(parsed.issues), [])
         try:
-            warnings = _warnings(loader.load_text(current.text))
+            config = loader.load_text(current.text, copy.deepcopy(parsed.parsed))
         except ConfigError as exc:
             return FileView(True, raw, shown, False, current.hash, _issues(exc.issues), [])
-        return FileView(True, raw, shown, True, current.hash, [], warnings)
+        return FileView(True, raw, shown, True, current.hash, [], _warnings(config))
     return FileView(True, raw, shown, True, current.hash, [], None)
+
+
+async def _read_view(ctx: CallContext, path: Path, state_dir: Path) -> FileView:
+    """The file's view. Its parse is shared by every call on the same text (ws/configfile.py);
+    the reading and the checks run in threads, as json5's parse does."""
+    current = await asyncio.to_thread(read_file, path, state_dir)
+    parsed = None
+    if current.text is not None and current.hash is not None:
+        parsed = await ctx.ws.config_file.parse(current.text, current.hash, ctx.ws.spawn)
+    return await asyncio.to_thread(_file_view, current, parsed, ctx.gateway.loader)
 
 
 def _load_text(loader: ConfigLoader, text: str) -> Config:
@@ -216,8 +228,7 @@ def register(methods: MethodRegistry) -> None:
         state = ctx.gateway
         running = state.config
         path = state.loader.config_path if state.loader is not None else running.source.path
-        # In a thread: json5's parser reads some 100-300 KB a second (see _file_view).
-        view = await asyncio.to_thread(_file_view, path, running.state_dir, state.loader)
+        view = await _read_view(ctx, path, running.state_dir)
         answer: dict[str, Any] = {"path": str(path), "exists": view.exists}
         answer["raw"], answer["parsed"] = view.raw, view.parsed
         answer["config"] = redacted(running)
@@ -233,7 +244,7 @@ def register(methods: MethodRegistry) -> None:
         loader = state.loader
         if loader is None:
             raise WsError(UNAVAILABLE, "config.patch is not available: no config file in use")
-        # The parsing and checking run in threads, as config.get's do (_file_view).
+        # The parsing and checking run in threads, as config.get's do (_read_view).
         patch = await asyncio.to_thread(_parse_patch, params.raw)
         if not isinstance(patch, dict):
             raise WsError(INVALID_REQUEST, "config.patch raw must be an object")
