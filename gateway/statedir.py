@@ -95,7 +95,8 @@ def read_state_file(path: Path) -> bytes:
 
 
 def read_config_file(path: Path, state_dir: Path) -> bytes:
-    """The config file's bytes; FileNotFoundError when missing, OSError when unreadable.
+    """The config file's bytes; FileNotFoundError when missing, OSError when unreadable or
+    larger than MAX_CONFIG_BYTES.
 
     In the state dir a symlink is refused, as for the token and the database; a file the
     administrator named elsewhere (/etc, often a link from config management) is followed.
@@ -103,13 +104,22 @@ def read_config_file(path: Path, state_dir: Path) -> bytes:
     config.patch's lock) until some writer came, a device such as /dev/zero never ends.
     """
     if path.parent == state_dir:
-        return read_state_file(path)
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = open_in_state_dir(path, os.O_RDONLY)
+    else:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as file:
-        mode = os.fstat(fd).st_mode
-        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # a directory: its read says so
+        info = os.fstat(fd)
+        # A directory: its read says so.
+        if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
             raise OSError(errno.EINVAL, "not a regular file", str(path))
-        return file.read()
+        data = file.read(MAX_CONFIG_BYTES + 1)  # a file still growing stops here too
+        if len(data) > MAX_CONFIG_BYTES:
+            size = max(info.st_size, len(data))
+            raise OSError(
+                errno.EFBIG,
+                f"it has {size} bytes, more than the {MAX_CONFIG_BYTES} a config file may hold",
+            )
+        return data
 
 
 def _symlink_message(path: Path) -> str:

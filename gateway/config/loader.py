@@ -75,7 +75,12 @@ from gateway.config.schema import (
     wrong_type,
 )
 from gateway.config.secret_keys import is_secret_path
-from gateway.statedir import UnsafeStateError, read_config_file, read_state_file
+from gateway.statedir import (
+    MAX_CONFIG_BYTES,
+    UnsafeStateError,
+    read_config_file,
+    read_state_file,
+)
 
 log = structlog.get_logger()
 
@@ -133,6 +138,11 @@ class ConfigLoader:
 
         `parsed`: `parse_text(text)`, when the caller has it already (json5 takes seconds)."""
         data = text.encode("utf-8")
+        if len(data) > MAX_CONFIG_BYTES:  # the next load would refuse the file
+            message = (
+                f"it has {len(data)} bytes, more than the {MAX_CONFIG_BYTES} a config file may hold"
+            )
+            raise ConfigError(str(self.config_path), [ConfigIssue(FILE_LEVEL, message)])
         source = ConfigSource(self.config_path, exists=True, raw=text, hash=_sha256(data))
         return self._check(text, str(self.config_path), source, parsed)
 

@@ -18,6 +18,7 @@ from gateway.config.loader import ConfigLoader
 from gateway.config.model import ConfigWarning
 from gateway.config.overrides import Overrides
 from gateway.config.view import effective_dict
+from gateway.statedir import MAX_CONFIG_BYTES
 from tests.support.configs import ConfigFiles
 
 REPO = Path(__file__).resolve().parents[2]
@@ -252,6 +253,46 @@ class TestSource:
         assert caught[0].issues == (
             ConfigIssue("<file>", "cannot read config file: not a regular file"),
         )
+
+    def test_a_file_larger_than_a_config_may_be_is_a_file_level_issue(
+        self, files: ConfigFiles
+    ) -> None:
+        """Unread and unparsed: json5 would take hours over a stray 500 MB file."""
+        files.write("{}" + " " * (MAX_CONFIG_BYTES - 1))
+        with pytest.raises(ConfigError) as caught:
+            files.loader().load()
+        message = (
+            f"cannot read config file: it has {MAX_CONFIG_BYTES + 1} bytes,"
+            f" more than the {MAX_CONFIG_BYTES} a config file may hold"
+        )
+        assert caught.value.issues == (ConfigIssue("<file>", message),)
+
+    def test_so_is_one_in_the_state_dir(self, files: ConfigFiles) -> None:
+        files.state_dir.mkdir(mode=0o700)
+        path = files.state_dir / "clawgate.json5"
+        path.write_text("{}" + " " * (MAX_CONFIG_BYTES - 1))
+        loader = ConfigLoader(Overrides(state_dir=str(files.state_dir)), environ={})
+        assert loader.config_path == path
+        with pytest.raises(ConfigError) as caught:
+            loader.load()
+        (issue,) = caught.value.issues
+        assert issue.message.endswith(f"more than the {MAX_CONFIG_BYTES} a config file may hold")
+
+    def test_a_file_of_the_largest_size_loads(self, files: ConfigFiles) -> None:
+        files.write("{}" + " " * (MAX_CONFIG_BYTES - 2))
+        assert files.loader().load().source.hash is not None
+
+    def test_a_candidate_text_larger_than_a_config_may_be_is_an_issue(
+        self, files: ConfigFiles
+    ) -> None:
+        """What config.patch would write: the next load would refuse the file."""
+        with pytest.raises(ConfigError) as caught:
+            files.loader().load_text("{}" + " " * (MAX_CONFIG_BYTES - 1))
+        message = (
+            f"it has {MAX_CONFIG_BYTES + 1} bytes, more than the {MAX_CONFIG_BYTES}"
+            " a config file may hold"
+        )
+        assert caught.value.issues == (ConfigIssue("<file>", message),)
 
     def test_invalid_utf8_is_a_file_level_issue(self, files: ConfigFiles) -> None:
         files.path.write_bytes(b'{gateway: {bind: "\xff"}}')

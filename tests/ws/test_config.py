@@ -157,6 +157,20 @@ class TestConfigGet:
             "details": {"issues": issues},
         }
 
+    async def test_a_file_larger_than_a_config_may_be_shows_its_issue(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        gateway.config_path.write_text("{}" + " " * MAX_CONFIG_BYTES)
+        payload = await ws.ok("config.get")
+        assert (payload["exists"], payload["raw"], payload["parsed"]) == (True, None, None)
+        assert payload["valid"] is False
+        message = (
+            f"cannot read config file: it has {MAX_CONFIG_BYTES + 2} bytes,"
+            f" more than the {MAX_CONFIG_BYTES} a config file may hold"
+        )
+        assert payload["issues"] == [{"path": "<file>", "message": message}]
+        assert payload["hash"] is None
+
     async def test_a_file_with_nan_shows_its_issue_in_json(
         self, ws: GatewayWs, gateway: Gateway
     ) -> None:
@@ -398,6 +412,23 @@ class TestConfigPatch:
         assert frame["error"]["message"].startswith(
             "invalid config.patch params: at /raw: not valid JSON5"
         )
+
+    async def test_a_result_larger_than_a_config_may_be_leaves_the_file_alone(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        """Written with indentation, a patch within the limit can give a file beyond it."""
+        before = gateway.config_path.read_bytes()
+        nested: object = []
+        for _ in range(20):
+            nested = [nested]
+        raw = json.dumps({"channels": {"x": [nested] * 1500}}, separators=(",", ":"))
+        assert len(raw) < MAX_CONFIG_BYTES // 10
+        frame = await patch(ws, raw, file_hash(gateway))
+        assert frame["error"]["message"] == "invalid config"
+        (issue,) = frame["error"]["details"]["issues"]
+        assert issue["path"] == "<file>"
+        assert issue["message"].endswith(f"more than the {MAX_CONFIG_BYTES} a config file may hold")
+        assert gateway.config_path.read_bytes() == before
 
     async def test_merge_patch_semantics_and_redacted_values(
         self, ws: GatewayWs, gateway: Gateway
