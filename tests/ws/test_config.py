@@ -21,6 +21,7 @@ import pytest
 from gateway.appkeys import STATE
 from gateway.statedir import MAX_CONFIG_BYTES
 from gateway.ws.methods import config as config_methods
+from gateway.ws.state import WsSettings
 from tests.config.test_configfile import release_fifo_reader
 from tests.support.openclaw_secrets import ENVIRON, OPENCLAW_SECRETS, SECRET_MARK, SECRET_NUMBERS
 from tests.support.process import GatewayProcess, clean_env
@@ -943,6 +944,48 @@ class TestConfigGetParsesAFileOnce:
                 "message": "JSON5 syntax error: Unexpected end of input (line 1, column 7)",
             }
         ]
+
+
+class TestConfigGetAnswerFitsMaxPayload:
+    async def test_an_answer_larger_than_max_payload_is_an_error_that_says_so(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        """Each agent's effective entry lists the default chain, so a small file can have
+        an effective config of agents x fallbacks (here 600 KB from 9 KB); a client reads no
+        frame over the maxPayload hello-ok announced, so it would lose the connection."""
+        chain = {"primary": "echo/echo", "fallbacks": ["echo/echo"] * 200}
+        agents = [{"id": f"a{i}"} for i in range(250)]
+        text = CONFIG.replace(
+            'agents: { list: [{ id: "main", default: true }] }',
+            f"agents: {json.dumps({'defaults': {'model': chain}, 'list': agents})}",
+        )
+        assert len(text) < 10_000
+        limit = 256 * 1024
+        gateway = await make_gateway(text, settings=WsSettings(max_payload=limit))
+        ws = await gateway.connected()
+        frame = await ws.call("config.get")
+        assert frame["error"]["code"] == "UNAVAILABLE"
+        size = int(frame["error"]["message"].split()[5])
+        assert size > limit
+        assert frame["error"]["message"] == (
+            f"the config.get answer would be {size} bytes, more than the {limit} of"
+            " maxPayload: the effective config is too large to send"
+        )
+        assert (await ws.call("health"))["ok"] is True  # the connection stays
+
+    async def test_an_answer_of_exactly_max_payload_is_sent(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        gateway = await make_gateway()
+        ws = await gateway.connected()
+        size = len(json.dumps(await ws.ok("config.get"), separators=(",", ":")).encode())
+        envelope = len('{"type":"res","id":"r-12345678","ok":true,"payload":}')
+        gateway = await make_gateway(settings=WsSettings(max_payload=size + envelope))
+        ws = await gateway.connected()
+        assert (await ws.call("config.get"))["ok"] is True
+        gateway = await make_gateway(settings=WsSettings(max_payload=size + envelope - 1))
+        ws = await gateway.connected()
+        assert (await ws.call("config.get"))["error"]["code"] == "UNAVAILABLE"
 
 
 # What a gateway under a file-size limit may write: its store's files at start stay under it.

@@ -49,6 +49,7 @@ from gateway.ws.protocol import (
     ParamReader,
     ParamsError,
     WsError,
+    response,
 )
 
 log = structlog.get_logger()
@@ -231,11 +232,23 @@ def register(methods: MethodRegistry) -> None:
         view = await _read_view(ctx, path, running.state_dir)
         answer: dict[str, Any] = {"path": str(path), "exists": view.exists}
         answer["raw"], answer["parsed"] = view.raw, view.parsed
-        answer["config"] = redacted(running)
+        # In a thread: each agent's entry repeats the default chain, so a file of some KB
+        # can give MBs.
+        answer["config"] = await asyncio.to_thread(redacted, running)
         answer["valid"] = view.valid
         answer["hash"] = view.hash
         answer["issues"] = view.issues
         answer["warnings"] = _warnings(running) if view.warnings is None else view.warnings
+        # A client reads no frame over the maxPayload hello-ok announced (OpenClaw's closes
+        # the socket): an answer over it is an error that says why. Measured as sent.
+        size = await asyncio.to_thread(lambda: len(response(ctx.request_id, answer)))
+        limit = ctx.ws.settings.max_payload
+        if size > limit:
+            raise WsError(
+                UNAVAILABLE,
+                f"the config.get answer would be {size} bytes, more than the {limit} of"
+                " maxPayload: the effective config is too large to send",
+            )
         return answer
 
     @methods.method("config.patch", params=PatchParams.parse, scope=ADMIN, rate_limit=PATCH_RATE)
