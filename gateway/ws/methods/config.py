@@ -49,7 +49,6 @@ from gateway.ws.protocol import (
     ParamReader,
     ParamsError,
     WsError,
-    response,
 )
 
 log = structlog.get_logger()
@@ -239,16 +238,8 @@ def register(methods: MethodRegistry) -> None:
         answer["hash"] = view.hash
         answer["issues"] = view.issues
         answer["warnings"] = _warnings(running) if view.warnings is None else view.warnings
-        # A client reads no frame over the maxPayload hello-ok announced (OpenClaw's closes
-        # the socket): an answer over it is an error that says why. Measured as sent.
-        size = await asyncio.to_thread(lambda: len(response(ctx.request_id, answer)))
-        limit = ctx.ws.settings.max_payload
-        if size > limit:
-            raise WsError(
-                UNAVAILABLE,
-                f"the config.get answer would be {size} bytes, more than the {limit} of"
-                " maxPayload: the effective config is too large to send",
-            )
+        # An answer over maxPayload (agents x fallbacks can reach it) is the dispatcher's
+        # UNAVAILABLE error, as for every method (gateway/ws/dispatch.py).
         return answer
 
     @methods.method("config.patch", params=PatchParams.parse, scope=ADMIN, rate_limit=PATCH_RATE)
