@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
 
 from agents.errors import StoreError
 from agents.keys import SESSION_KEY_MAX, parse_session_key
+from agents.registry import SessionRegistry, Transcript
 from agents.runs import TurnRequest
 from agents.store import StoredMessage
 from gateway.jsonwire import dumps, wire
@@ -158,23 +159,13 @@ def register(methods: MethodRegistry) -> None:
                 "messages": [],
                 "sessionInfo": empty_row(config, registry, key),
             }
-        session_id = transcript.session.session_id
-        answer = BoundedHistory()
-        page = transcript.messages
-        wanted = min(params.limit, transcript.total)
-        while page and answer.add_older(page) and answer.count < wanted:
-            page = (
-                await registry.store.history(
-                    session_id,
-                    params.limit - answer.count,
-                    before_seq=page[0].seq,
-                    max_chars=HISTORY_PAGE_CHARS,
-                )
-            ).messages
-        messages = answer.messages()
+        # The newest messages, each cut to OpenClaw's bounds, the oldest left out beyond
+        # HISTORY_MAX_BYTES (the newest stays).
+        answer = NewestItems(_history_item, HISTORY_MAX_BYTES)
+        messages = await read_newest(registry, transcript, params.limit, answer)
         return {
             "sessionKey": params.session_key,  # echoed unchanged (observed on OpenClaw)
-            "sessionId": session_id,
+            "sessionId": transcript.session.session_id,
             "hasMore": transcript.total > len(messages),
             "totalMessages": transcript.total,
             "messages": messages,
@@ -244,13 +235,18 @@ async def abort_elsewhere(ctx: CallContext, key: str, run_id: str | None) -> lis
     return await store.bus.abort_elsewhere(key, run_id)
 
 
-@attrs.define
-class BoundedHistory:
-    """A `chat.history` answer within OpenClaw's bounds (HISTORY_*), built from the newest
-    message back: each message is cut as it comes, and the messages that would take the
-    answer over HISTORY_MAX_BYTES, with all older ones, are left out (the newest stays)."""
+Item = dict[str, Any]
 
-    _kept: list[dict[str, Any]] = attrs.field(init=False, factory=list)  # newest first
+
+@attrs.define
+class NewestItems:
+    """Items made of a transcript's messages from the newest back, within `budget` bytes of
+    JSON (the array of them): the item that would take them over it is left out, with all
+    older ones, and the newest always stays. `make` gives a message's item and its size."""
+
+    make: Callable[[StoredMessage], tuple[Item, int]]
+    budget: int
+    _kept: list[Item] = attrs.field(init=False, factory=list)  # newest first
     _bytes: int = attrs.field(init=False, default=2)  # the JSON array `[a,b,…]` of them
     full: bool = attrs.field(init=False, default=False)
 
@@ -261,24 +257,48 @@ class BoundedHistory:
     def add_older(self, stored: Sequence[StoredMessage]) -> bool:
         """Add `stored` (oldest first, older than those added so far); False when full."""
         for message in reversed(stored):
-            if self.full:
-                break
-            bounded = _texts_cut(message.to_transcript())
-            size = _json_bytes(bounded)
-            if size > HISTORY_MESSAGE_MAX_BYTES:
-                bounded = _oversized(bounded)
-                size = _json_bytes(bounded)
+            item, size = self.make(message)
             grown = self._bytes + size + (1 if self._kept else 0)
-            if self._kept and grown > HISTORY_MAX_BYTES:
+            if self._kept and grown > self.budget:
                 self.full = True
                 break
-            self._kept.append(bounded)
+            self._kept.append(item)
             self._bytes = grown
         return not self.full
 
-    def messages(self) -> list[dict[str, Any]]:
+    def items(self) -> list[Item]:
         """Oldest first."""
         return self._kept[::-1]
+
+
+async def read_newest(
+    registry: SessionRegistry, transcript: Transcript, limit: int, items: NewestItems
+) -> list[Item]:
+    """`items` filled from `transcript` (the registry's first page of HISTORY_PAGE_CHARS)
+    and the pages before it, up to `limit` messages, the store read no further once `items`
+    is full; oldest first."""
+    session, page = transcript.session, transcript.messages
+    wanted = min(limit, transcript.total)
+    while page and items.add_older(page) and session is not None and items.count < wanted:
+        page = (
+            await registry.store.history(
+                session.session_id,
+                limit - items.count,
+                before_seq=page[0].seq,
+                max_chars=HISTORY_PAGE_CHARS,
+            )
+        ).messages
+    return items.items()
+
+
+def _history_item(message: StoredMessage) -> tuple[Item, int]:
+    """A message of a `chat.history` answer within OpenClaw's bounds (HISTORY_*)."""
+    bounded = _texts_cut(message.to_transcript())
+    size = _json_bytes(bounded)
+    if size > HISTORY_MESSAGE_MAX_BYTES:
+        bounded = _oversized(bounded)
+        size = _json_bytes(bounded)
+    return bounded, size
 
 
 def _cut(text: str) -> str:

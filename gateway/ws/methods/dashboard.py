@@ -9,9 +9,9 @@ that the Control UI's status screen is one call.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import platform
-from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -24,7 +24,7 @@ from gateway import __version__
 from gateway.jsonwire import dumps, wire
 from gateway.ws.connection import now_ms
 from gateway.ws.dispatch import CallContext, MethodRegistry, no_params
-from gateway.ws.methods.chat import HISTORY_PAGE_CHARS
+from gateway.ws.methods.chat import HISTORY_PAGE_CHARS, NewestItems, read_newest
 from gateway.ws.protocol import READ, ParamReader, ParamsError
 from gateway.ws.usage import USAGE_DAYS_MAX
 
@@ -64,36 +64,9 @@ class PreviewParams:
         return cls(keys, 12 if limit is None else limit, 240 if max_chars is None else max_chars)
 
 
-@attrs.define
-class PreviewItems:
-    """One key's preview items within its share of the answer (PREVIEW_MAX_BYTES), built from
-    the newest message back; the newest always stays."""
-
-    max_chars: int
-    budget: int  # bytes of JSON for the items
-    _kept: list[dict[str, Any]] = attrs.field(init=False, factory=list)  # newest first
-    _bytes: int = attrs.field(init=False, default=2)  # the JSON array `[a,b,…]` of them
-    full: bool = attrs.field(init=False, default=False)
-
-    @property
-    def count(self) -> int:
-        return len(self._kept)
-
-    def add_older(self, stored: Sequence[StoredMessage]) -> bool:
-        """Add `stored` (oldest first, older than those added so far); False when full."""
-        for message in reversed(stored):
-            item = {"role": message.role, "text": message.text[: self.max_chars]}
-            grown = self._bytes + len(wire(dumps(item))) + (1 if self._kept else 0)
-            if self._kept and grown > self.budget:
-                self.full = True
-                break
-            self._kept.append(item)
-            self._bytes = grown
-        return not self.full
-
-    def items(self) -> list[dict[str, Any]]:
-        """Oldest first."""
-        return self._kept[::-1]
+def _preview_item(max_chars: int, message: StoredMessage) -> tuple[dict[str, Any], int]:
+    item = {"role": message.role, "text": message.text[:max_chars]}
+    return item, len(wire(dumps(item)))
 
 
 @attrs.frozen
@@ -157,25 +130,13 @@ def register(methods: MethodRegistry) -> None:
                 status = "missing"
             else:
                 status = "ok" if transcript.messages else "empty"
-            page = transcript.messages
-            items = PreviewItems(params.max_chars, share)
-            wanted = min(params.limit, transcript.total)
-            while (
-                page
-                and items.add_older(page)
-                and transcript.session is not None
-                and items.count < wanted
-            ):
-                page = (
-                    await ctx.registry.store.history(
-                        transcript.session.session_id,
-                        params.limit - items.count,
-                        before_seq=page[0].seq,
-                        max_chars=HISTORY_PAGE_CHARS,
-                    )
-                ).messages
+            # The newest items within this key's share; the newest always stays.
+            make = functools.partial(_preview_item, params.max_chars)
+            items = await read_newest(
+                ctx.registry, transcript, params.limit, NewestItems(make, share)
+            )
             # The key as the client sent it, so that it can match answers to its rows.
-            previews.append({"key": raw, "status": status, "items": items.items()})
+            previews.append({"key": raw, "status": status, "items": items})
         return {"ts": now_ms(), "previews": previews}
 
     @methods.method("system.info", params=no_params, scope=READ)
