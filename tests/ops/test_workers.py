@@ -48,16 +48,24 @@ def test_workers_above_one_with_sqlite_exit_78_naming_the_postgres_backend(
     )
 
 
-def test_workers_on_a_busy_port_exit_1_with_a_clear_message(tmp_path: Path) -> None:
-    """As one process does: the supervisor's own hold on the port is what fails here."""
+@pytest.mark.parametrize("reuse_port", [False, True], ids=["busy", "another-workers-gateway"])
+def test_workers_on_a_port_in_use_exit_1_with_a_clear_message(
+    tmp_path: Path, reuse_port: bool
+) -> None:
+    """As one process does: the supervisor's own hold on the port is what fails. A port held
+    with SO_REUSEPORT (another `--workers` gateway's) too: that option lets any process of the
+    same user bind beside it, and a second gateway would take half the first one's
+    connections."""
     config = tmp_path / "c.json5"
     config.write_text(
         '{ store: { backend: "postgres", url: "postgresql://u@127.0.0.1:1/db", password: "x" } }'
     )
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
+    with socket.socket() as other:
+        if reuse_port:
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
         done = subprocess.run(
             [sys.executable, "-m", "gateway", "run", "--config", str(config),
              "--state-dir", str(tmp_path / "state"), "--workers", "2", "--port", str(port)],
@@ -66,6 +74,7 @@ def test_workers_on_a_busy_port_exit_1_with_a_clear_message(tmp_path: Path) -> N
     assert done.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}: address already in use" in done.stderr
     assert "Traceback" not in done.stderr
+    assert "worker_started" not in done.stderr
 
 
 def test_workers_on_a_privileged_port_exit_78_saying_what_it_needs(tmp_path: Path) -> None:
@@ -85,30 +94,6 @@ def test_workers_on_a_privileged_port_exit_78_saying_what_it_needs(tmp_path: Pat
         " the CAP_NET_BIND_SERVICE capability; or choose a port of 1024 or above)\n"
     ) in done.stderr
     assert "Traceback" not in done.stderr
-
-
-def test_workers_on_a_port_another_workers_gateway_holds_exit_1_with_a_clear_message(
-    tmp_path: Path,
-) -> None:
-    """SO_REUSEPORT lets any process of the same user bind beside a socket that has it too:
-    unchecked, a second `--workers` gateway would take half the first one's connections."""
-    config = tmp_path / "c.json5"
-    config.write_text(
-        '{ store: { backend: "postgres", url: "postgresql://u@127.0.0.1:1/db", password: "x" } }'
-    )
-    with socket.socket() as other:  # as the other gateway's workers listen
-        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        other.bind(("127.0.0.1", 0))
-        other.listen()
-        port = other.getsockname()[1]
-        done = subprocess.run(
-            [sys.executable, "-m", "gateway", "run", "--config", str(config),
-             "--state-dir", str(tmp_path / "state"), "--workers", "2", "--port", str(port)],
-            env=clean_env(tmp_path / "home"), capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
-    assert done.returncode == 1
-    assert f"cannot listen on 127.0.0.1:{port}: address already in use" in done.stderr
-    assert "worker_started" not in done.stderr
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "many"])
