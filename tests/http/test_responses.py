@@ -550,15 +550,22 @@ class TestClientDisconnect:
     async def test_a_waiting_client_that_leaves_aborts_the_run(
         self, gateway: MakeClient, upstream: FakeOpenAI
     ) -> None:
-        upstream.script(Stream(("Hel", "lo"), delay=10.0))
-        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
-        headers = {**AUTH, "x-openclaw-session-key": "gone"}
-        request = asyncio.create_task(client.post(RESPONSES, json={"input": "hi"}, headers=headers))
-        await upstream.wait_for_requests(1)
-        request.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await request
-        await upstream.last.wait_gone(within=1.0)
+        await left_while_waiting(gateway, upstream)  # its upstream request is cut, or it raises
+
+
+async def left_while_waiting(gateway: MakeClient, upstream: FakeOpenAI) -> Client:
+    """A gateway whose non-streamed request on session `gone` was left by its client while
+    the model answered. Raises unless the run's upstream request is cut within a second."""
+    upstream.script(Stream(("Hel", "lo"), delay=10.0))
+    client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+    headers = {**AUTH, "x-openclaw-session-key": "gone"}
+    request = asyncio.create_task(client.post(RESPONSES, json={"input": "hi"}, headers=headers))
+    await upstream.wait_for_requests(1)
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    await upstream.last.wait_gone(within=1.0)
+    return client
 
 
 async def stored_response(client: Client, response_id: str, within: float = 2.0) -> Any:
@@ -645,15 +652,7 @@ class TestAClientThatLeftStillHasItsResponseStored:
         self, gateway: MakeClient, upstream: FakeOpenAI
     ) -> None:
         # It never saw the id, but its turn carries it (the run id in the session's history).
-        upstream.script(Stream(("Hel", "lo"), delay=10.0))
-        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
-        headers = {**AUTH, "x-openclaw-session-key": "gone"}
-        request = asyncio.create_task(client.post(RESPONSES, json={"input": "hi"}, headers=headers))
-        await upstream.wait_for_requests(1)
-        request.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await request
-        await upstream.last.wait_gone(within=1.0)
+        client = await left_while_waiting(gateway, upstream)
         registry = client.app[STATE].registry
         assert registry is not None
         await registry.wait_idle()
