@@ -25,6 +25,7 @@ from tests.support.http_client import (
     TOKEN,
     Client,
     MakeClient,
+    anthropic_agent,
     fake_provider,
     normalised,
     stored_messages,
@@ -160,22 +161,6 @@ async def anthropic_fake() -> AsyncIterator[FakeAnthropic]:
         yield fake
 
 
-def anthropic_settings(upstream: FakeAnthropic) -> dict[str, Any]:
-    return {
-        "models": {
-            "providers": {
-                "claude": {
-                    "api": "anthropic-messages",
-                    "baseUrl": upstream.base_url,
-                    "apiKey": "sk-ant-test",
-                    "models": [{"id": "fake-model"}],
-                }
-            }
-        },
-        "agents": {"list": [{"id": "main", "default": True, "model": "claude/fake-model"}]},
-    }
-
-
 async def sdk_for(client: Client) -> AsyncOpenAI:
     return AsyncOpenAI(base_url=str(client.server.make_url("/v1")), api_key=TOKEN, max_retries=0)
 
@@ -276,7 +261,7 @@ class TestOpenAISDKToolLoop:
         anthropic_fake.script(
             Stream((), tool_calls=(UPSTREAM_CALL,)), Stream(("It is sunny in Paris.",))
         )
-        client = await gateway(anthropic_settings(anthropic_fake))
+        client = await gateway(anthropic_agent(anthropic_fake))
         async with await sdk_for(client) as sdk:
             called, final = await tool_loop(sdk, stream, user="bob")
         assert called.tool_calls[0].function.arguments == '{"city":"Paris"}'
@@ -356,7 +341,7 @@ class TestUnansweredToolCalls:
         self, gateway: MakeClient, anthropic_fake: FakeAnthropic
     ) -> None:
         anthropic_fake.script(Stream((), tool_calls=(UPSTREAM_CALL,)), Stream(("Hello.",)))
-        client = await gateway(anthropic_settings(anthropic_fake))
+        client = await gateway(anthropic_agent(anthropic_fake))
         first = await post(
             client, ask("What is the weather in Paris?", user="eve", tools=[WEATHER])
         )
@@ -614,7 +599,7 @@ class TestReasoning:
         self, gateway: MakeClient, anthropic_fake: FakeAnthropic
     ) -> None:
         anthropic_fake.script(Stream(("42",), reasoning=("Let me", " think."), signature="s"))
-        client = await gateway(anthropic_settings(anthropic_fake))
+        client = await gateway(anthropic_agent(anthropic_fake))
         async with await sdk_for(client) as sdk:
             stream = await sdk.chat.completions.create(
                 model="openclaw", messages=[{"role": "user", "content": "6*7?"}], stream=True
@@ -647,7 +632,7 @@ THINKING_ON = {"type": "enabled", "budget_tokens": 2048}
 
 
 def thinking_settings(upstream: FakeAnthropic) -> dict[str, Any]:
-    settings = anthropic_settings(upstream)
+    settings = anthropic_agent(upstream)
     settings["agents"]["list"][0]["params"] = {"thinking": THINKING_ON}
     return settings
 
