@@ -898,7 +898,8 @@ class SessionStore:
 
     def _open(self) -> None:
         if not self.state_dir.exists():
-            self.state_dir.mkdir(mode=0o700, parents=True)
+            # exist_ok: another process opening the store may make it at the same moment.
+            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(self.state_dir, 0o700)  # mkdir's mode is filtered by the umask
         created = not self.path.exists()
         # Create it ourselves so it is 0600 from the start; SQLite gives the -wal and -shm
@@ -909,7 +910,7 @@ class SessionStore:
         db = sqlite3.connect(self.path, isolation_level=None)
         try:
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            db.execute("PRAGMA journal_mode = WAL")
+            self._enter_wal(db)
             db.execute("PRAGMA synchronous = FULL")
             db.execute("PRAGMA foreign_keys = ON")
             # Each job of a group commit runs in a savepoint, and SQLite keeps the pages a
@@ -941,6 +942,23 @@ class SessionStore:
             raise
         self._db = db
 
+    @staticmethod
+    def _enter_wal(db: sqlite3.Connection) -> None:
+        """Switch a new file to WAL mode. Two processes opening a fresh file at once both
+        ask to; the switch needs the file to itself, and SQLite answers a clash at once with
+        "database is locked" (no busy timeout: waiting could deadlock), so it is tried again
+        within the busy timeout."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+                if not busy or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.01)  # on the store thread, before any job runs
+
     def _refuse_links(self) -> None:
         """Refuse a symlinked database, -wal or -shm file: whoever planted the link would choose
         the file SQLite writes the sessions to.
@@ -970,18 +988,25 @@ class SessionStore:
 
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> None:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise UnusableStore(f"{DB_FILENAME} has schema {version}, newer than {SCHEMA_VERSION}")
-        for target in range(version + 1, SCHEMA_VERSION + 1):
+        while (version := SessionStore._schema_version(db)) < SCHEMA_VERSION:
             db.execute("BEGIN IMMEDIATE")
             try:
-                MIGRATIONS[target - 1](db)
-                db.execute(f"PRAGMA user_version = {target}")
+                # Read again under the write lock: another process opening the same file
+                # may have migrated it since (a fresh file opened by two at once).
+                if SessionStore._schema_version(db) == version:
+                    MIGRATIONS[version](db)
+                    db.execute(f"PRAGMA user_version = {version + 1}")
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+
+    @staticmethod
+    def _schema_version(db: sqlite3.Connection) -> int:
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise UnusableStore(f"{DB_FILENAME} has schema {version}, newer than {SCHEMA_VERSION}")
+        return version
 
     async def pragmas(self) -> dict[str, Any]:
         """The connection's effective settings (connection-scoped, so only it can tell)."""

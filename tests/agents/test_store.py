@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import sqlite3
@@ -137,6 +138,26 @@ class TestFile:
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
         with pytest.raises(StoreError, match="newer"):
             await store.open()
+
+    async def test_two_stores_opening_one_fresh_file_at_once_both_open_it(
+        self, tmp_path: Path
+    ) -> None:
+        """Two connections, as two processes would have: the one that waits for the other's
+        migration finds the schema made, and neither fails with "table sessions already
+        exists" (each read the version before the other's migration committed)."""
+        for attempt in range(10):
+            state = tmp_path / f"state{attempt}"
+            first, second = SessionStore(state), SessionStore(state)
+            try:
+                await asyncio.gather(first.open(), second.open())
+                row, _ = await first.create(KEY, "main", 1)
+                assert await second.get(KEY) == row
+            finally:
+                await first.aclose()
+                await second.aclose()
+            with contextlib.closing(sqlite3.connect(first.path)) as db:
+                assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+                assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
     async def test_a_symlinked_database_is_refused_not_followed(self, tmp_path: Path) -> None:
         victim = tmp_path / "victim.sqlite3"
