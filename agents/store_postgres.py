@@ -775,17 +775,22 @@ class PostgresSessionStore:
                 raise ValueError("active_minutes needs now")
             where.append(f"updated_at >= {arg(active_since(now, active_minutes))}")
         clause = f" WHERE {' AND '.join(where)}" if where else ""
-        filters = list(args)
         limit_arg = arg(max(0, limit))
 
+        # The total and the page in one statement, so from one snapshot: counted and paged
+        # apart, sessions created or deleted in between made them disagree. The count is the
+        # left side: a page of no rows is still one row, with the total.
+        sql = (
+            f"SELECT c.total, p.* FROM (SELECT COUNT(*) AS total FROM sessions{clause}) AS c"
+            f" LEFT JOIN LATERAL (SELECT {_SESSION_COLUMNS} FROM sessions{clause}"
+            f" ORDER BY updated_at DESC, key LIMIT {limit_arg}) AS p ON TRUE"
+            " ORDER BY p.updated_at DESC, p.key"
+        )
+
         async def page(conn: Connection) -> SessionPage:
-            total = await conn.fetchval(f"SELECT COUNT(*) FROM sessions{clause}", *filters)
-            rows = await conn.fetch(
-                f"SELECT {_SESSION_COLUMNS} FROM sessions{clause}"
-                f" ORDER BY updated_at DESC, key LIMIT {limit_arg}",
-                *args,
-            )
-            return SessionPage(tuple(_session_row(tuple(r)) for r in rows), int(total))
+            found = await conn.fetch(sql, *args)
+            rows = tuple(_session_row(tuple(r)[1:]) for r in found if r["key"] is not None)
+            return SessionPage(rows, int(found[0]["total"]))
 
         return await self._scan(page)
 

@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 
 from agents.config import MaintenanceConfig
 from agents.errors import StoreError, StoreUnavailable
+from agents.store import SessionPage
 from agents.store_postgres import (
     LOCK_CLASS_TURN,
     MIGRATIONS,
@@ -183,6 +184,41 @@ class TestScansBesideTurns:
             await store.append_turn(turn(row))
             assert [search.done() for search in searches] == [False] * 8
             assert [(await search).total_count for search in searches] == [0] * 8
+
+
+class TestListing:
+    async def test_the_total_and_the_page_are_one_read_under_concurrent_writes(
+        self, store: PostgresSessionStore, pg_url: str
+    ) -> None:
+        """Counted and paged apart, a session created (or deleted) in between made the page
+        hold more (or fewer) rows than the total said there were."""
+        stop = asyncio.Event()
+
+        async def churn(writer: int) -> None:
+            async with PostgresSessionStore(pg_url) as other:
+                i = 0
+                while not stop.is_set():
+                    await other.create(f"agent:main:churn-{writer}-{i}", "main", i)
+                    if i % 3 == 0:
+                        await other.delete(f"agent:main:churn-{writer}-{i // 3}", i)
+                    i += 1
+
+        writers = [asyncio.create_task(churn(writer)) for writer in range(3)]
+        try:
+            pages = [await store.list(limit=100_000) for _ in range(300)]
+        finally:
+            stop.set()
+            await asyncio.gather(*writers)
+        torn = [(len(p.rows), p.total_count) for p in pages if len(p.rows) != p.total_count]
+        assert torn == []
+        assert pages[-1].total_count > 0
+
+    async def test_a_page_of_none_still_counts(self, store: PostgresSessionStore) -> None:
+        for i in range(3):
+            await store.create(f"agent:main:s{i}", "main", i)
+        assert await store.list(limit=0) == SessionPage((), 3)
+        assert (await store.list(limit=2)).total_count == 3
+        assert await store.list(search="nothing like it") == SessionPage((), 0)
 
 
 class TestAServerThatStopsAnswering:
