@@ -713,17 +713,23 @@ class PostgresSessionStore:
     @staticmethod
     async def _create(
         conn: Connection, key: str, agent_id: str, now: int, label: str | None,
-        stateless: bool = False,
+        stateless: bool = False, *, lock: bool = False,
     ) -> tuple[SessionRow, bool]:  # fmt: skip
-        # One statement: the row and its transcript, or nothing when another process created
-        # the key at the same moment (its row wins).
+        """The row of `key`, created if missing. `lock`: the row locked to the end of the
+        transaction, for the caller to change (taken before any transcript row, in the order
+        `delete` and `prune` take them: a reset racing them cannot deadlock)."""
         key = _storable(key)
-        row = await conn.fetchrow(SQL_CREATE, *_args((key, agent_id, uuid7(), label,
-                                                      now, stateless)))  # fmt: skip
-        if row is None:
-            existing = await conn.fetchrow(SQL_GET_SESSION, key)
-            return _session_row(tuple(existing)), False
-        return _session_row(tuple(row)), True
+        while True:
+            # One statement: the row and its transcript, or nothing when another process
+            # has the key (created at the same moment: its row wins).
+            row = await conn.fetchrow(SQL_CREATE, *_args((key, agent_id, uuid7(), label,
+                                                          now, stateless)))  # fmt: skip
+            if row is not None:
+                return _session_row(tuple(row)), True
+            existing = await conn.fetchrow(SQL_GET_SESSION + (" FOR UPDATE" if lock else ""), key)
+            if existing is not None:
+                return _session_row(tuple(existing)), False
+            # Deleted by another process since the insert found it: create it after all.
 
     @staticmethod
     def unsaved_row(key: str, agent_id: str, now: int) -> SessionRow:
@@ -824,7 +830,7 @@ class PostgresSessionStore:
 
     async def patch_label(self, key: str, agent_id: str, label: str | None, now: int) -> SessionRow:
         async def patch(conn: Connection) -> SessionRow:
-            row, created = await self._create(conn, key, agent_id, now, label)
+            row, created = await self._create(conn, key, agent_id, now, label, lock=True)
             if created:
                 return row
             updated = await conn.fetchrow(
@@ -840,7 +846,7 @@ class PostgresSessionStore:
         key = _storable(key)
 
         async def reset(conn: Connection) -> SessionRow:
-            row, created = await self._create(conn, key, agent_id, now, None)
+            row, created = await self._create(conn, key, agent_id, now, None, lock=True)
             if created:
                 return row
             await conn.execute(

@@ -163,6 +163,41 @@ class TestTurns:
             assert sum(created for _, created in results) == 1
 
 
+class TestSessionsRacingDeletes:
+    """A session deleted by another process while one creates or changes it: the insert
+    found the row there, and it was gone when read (a TypeError, a 500); a reset locked the
+    transcript before the session, a delete the other way round (a deadlock)."""
+
+    @pytest.mark.parametrize("how", ["create", "patch_label", "reset"])
+    async def test_creating_a_session_another_process_deletes_gives_a_row(
+        self, pg_url: str, how: str
+    ) -> None:
+        async with PostgresSessionStore(pg_url) as a, PostgresSessionStore(pg_url) as b:
+            stop = asyncio.Event()
+
+            async def delete() -> int:
+                deleted = 0
+                while not stop.is_set():
+                    await b.create(KEY, "main", 1)
+                    deleted += await b.delete(KEY, 2)
+                return deleted
+
+            deleter = asyncio.create_task(delete())
+            try:
+                for _ in range(400):
+                    match how:
+                        case "create":
+                            row, _ = await a.create(KEY, "main", 3)
+                        case "patch_label":
+                            row = await a.patch_label(KEY, "main", "mine", 3)
+                        case _:
+                            row = await a.reset(KEY, "main", 3)
+                    assert row.key == KEY
+            finally:
+                stop.set()
+                assert await deleter > 0
+
+
 class TestScansBesideTurns:
     """The reads a client may ask for at will and that scan tables (`list`, `count`, `usage`)
     hold only some of the query pool's connections: a turn never waits behind them."""
