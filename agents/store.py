@@ -11,6 +11,8 @@ durable together or not at all.
 Group commit: the thread takes every job queued when it wakes and runs them in one
 transaction, each write in a savepoint of its own (a failing job rolls back only itself),
 then commits once: one fsync for all the turns that ended meanwhile, instead of one each.
+A failure SQLite answers by rolling back the whole transaction (a full disk, an I/O error)
+is the failing job's error; the jobs before it run again, once, in a new transaction.
 No job's caller hears back before the commit that holds its writes (a turn is durable when
 `append_turn` returns), and the results of a batch go back to the loop in one wake-up.
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import collections
 import contextlib
 import json
 import os
@@ -667,6 +670,11 @@ class _Job:
     future: asyncio.Future[Any]
 
 
+def _reason(exc: BaseException | None) -> str:
+    """An error as the caller of a job is told it (`SessionStore._submit`)."""
+    return str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
+
+
 def _resolve(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
     """On the loop: hand a group's results to their callers (one wake-up for the group)."""
     for future, result, exc in results:
@@ -708,6 +716,7 @@ class SessionStore:
         self._db: sqlite3.Connection | None = None
         self._group_open = False  # the group transaction has begun
         self._job_wrote = False  # the running job wrote in it
+        self._group_lost = False  # the running job's failure rolled the transaction back
         # Why the group's transaction could not begin: another connection held the write
         # lock past busy_timeout. The group's later writes fail at once with it instead of
         # waiting again each, which made a queue of n writes wait n busy timeouts.
@@ -814,17 +823,42 @@ class SessionStore:
     def _run_group(self, group: builtins.list[_Job]) -> None:
         self._group_busy = None
         done: builtins.list[tuple[_Job, Any, BaseException | None]] = []
-        wrote: builtins.list[int] = []  # indexes in `done` of jobs that wrote
-        for job in group:
-            if job.future.cancelled():
+        wrote: builtins.list[int] = []  # indexes in `done` of jobs the open transaction holds
+        # The jobs to run, each with its index in `done` when it runs again.
+        todo: collections.deque[tuple[_Job, int | None]] = collections.deque(
+            (job, None) for job in group
+        )
+        rerun: set[int] = set()
+        while todo:
+            job, index = todo.popleft()
+            if index is None and job.future.cancelled():
                 continue  # as an executor skips a cancelled job that has not started
-            self._job_wrote = False
+            self._job_wrote = self._group_lost = False
             try:
-                done.append((job, job.fn(*job.args), None))
+                outcome: tuple[_Job, Any, BaseException | None] = (job, job.fn(*job.args), None)
             except BaseException as exc:  # handed to the caller, as an executor does
-                done.append((job, None, exc))
-            if self._job_wrote:
-                wrote.append(len(done) - 1)
+                outcome = (job, None, exc)
+            if index is None:
+                done.append(outcome)
+                index = len(done) - 1
+            else:
+                done[index] = outcome
+            if self._group_lost:
+                # This job's failure took the whole transaction with it (a full disk, an I/O
+                # error), and the writes of the jobs before it: they run again, first and
+                # once, in a new transaction. The job keeps its own error, the cause.
+                lost = [i for i in wrote if done[i][2] is None]
+                wrote = []
+                cause = StoreError(
+                    f"the store's transaction was rolled back ({_reason(outcome[2])})"
+                )
+                for i in lost:
+                    if i in rerun:
+                        done[i] = (done[i][0], None, cause)
+                todo.extendleft(reversed([(done[i][0], i) for i in lost if i not in rerun]))
+                rerun.update(lost)
+            elif self._job_wrote:
+                wrote.append(index)
         if self._group_open:
             self._group_open = False
             # A group whose every write failed (each rolled back to its savepoint) commits
@@ -832,7 +866,8 @@ class SessionStore:
             failure = self._commit(report=any(done[index][2] is None for index in wrote))
             if failure is not None:
                 for index in wrote:
-                    done[index] = (done[index][0], None, failure)
+                    if done[index][2] is None:  # a job that failed keeps its own error
+                        done[index] = (done[index][0], None, failure)
         by_loop: dict[asyncio.AbstractEventLoop, builtins.list[Any]] = {}
         for job, result, error in done:
             by_loop.setdefault(job.loop, []).append((job.future, result, error))
@@ -1058,6 +1093,10 @@ class SessionStore:
             if db.in_transaction:
                 db.execute("ROLLBACK TO job")
                 db.execute("RELEASE job")
+            else:
+                # SQLite rolled the whole transaction back, not only the savepoint.
+                self._group_open = False
+                self._group_lost = True
             raise
         db.execute("RELEASE job")
         return result

@@ -592,6 +592,33 @@ class TestGroupCommit:
             stored = db.execute("SELECT DISTINCT run_id FROM messages ORDER BY run_id").fetchall()
         assert stored == [("good1",), ("good2",)]
 
+    async def test_a_turn_that_fills_the_disk_is_told_so_and_the_rest_of_its_group_commits(
+        self, store: SessionStore
+    ) -> None:
+        """SQLite rolls the whole transaction back on a full disk, not only the failing
+        job's savepoint: every turn of the group failed with "the store's transaction was
+        rolled back", the one that filled it too, and none was told why."""
+        rows = [(await store.create(f"{KEY}-{i}", "main", 100))[0] for i in range(3)]
+
+        def room_for_a_few_pages() -> None:  # on the store's own connection: per connection
+            db = store._conn()
+            pages = db.execute("PRAGMA page_count").fetchone()[0]
+            db.execute(f"PRAGMA max_page_count = {pages + 4}").fetchone()
+
+        await store._call(room_for_a_few_pages)
+        results = await asyncio.gather(
+            store.append_turn(turn(rows[0], "good1")),
+            store.append_turn(turn(rows[1], "huge", user_text="x" * 200_000)),
+            store.append_turn(turn(rows[2], "good2")),
+            return_exceptions=True,
+        )
+        assert isinstance(results[1], StoreError)
+        assert str(results[1]) == "OperationalError: database or disk is full"
+        assert [type(r) for r in (results[0], results[2])] == [SessionRow, SessionRow]
+        with raw_db(store) as db:
+            stored = db.execute("SELECT DISTINCT run_id FROM messages ORDER BY run_id").fetchall()
+        assert stored == [("good1",), ("good2",)]
+
     async def test_a_write_lock_held_elsewhere_costs_a_group_one_busy_timeout_not_one_a_write(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
