@@ -597,26 +597,46 @@ def _session_row(row: tuple[Any, ...]) -> SessionRow:
     )  # fmt: skip
 
 
+def _damaged(mid: str, seq: int, fields: Mapping[str, str | None]) -> StoreError:
+    """We wrote these as JSON: text that is not was changed on disk (a damaged page where
+    SQLite checks nothing, a hand edit). The read fails as the store's failure, naming it."""
+    for name, text in fields.items():
+        try:
+            if text is not None:
+                json.loads(text)
+        except ValueError as exc:
+            return StoreError(
+                f"stored message {mid} (seq {seq}) is damaged: its {name} is not JSON ({exc})"
+            )
+    return StoreError(f"stored message {mid} (seq {seq}) is damaged")
+
+
 def _message(row: tuple[Any, ...]) -> StoredMessage:
     (mid, sid, seq, role, content, ts, run_id, idem, provider, model, api, usage, stop,
      aborted, error, meta, tool_call_id, tool_name, is_error, context_start) = row  # fmt: skip
+    try:
+        value = json.loads(content)
+        used = json.loads(usage) if usage is not None else None
+        extra = json.loads(meta) if meta is not None else None
+    except ValueError:
+        raise _damaged(mid, seq, {"content": content, "usage": usage, "meta": meta}) from None
     return StoredMessage(
         id=mid,
         session_id=sid,
         seq=seq,
         role=role,
-        content=json.loads(content),
+        content=value,
         timestamp=ts,
         run_id=run_id,
         idempotency_key=idem,
         provider=provider,
         model=model,
         api=api,
-        usage=json.loads(usage) if usage is not None else None,
+        usage=used,
         stop_reason=stop,
         aborted=bool(aborted),
         error_message=error,
-        images=json.loads(meta).get("images") if meta is not None else None,
+        images=extra.get("images") if isinstance(extra, dict) else None,
         tool_call_id=tool_call_id,
         tool_name=tool_name,
         is_error=bool(is_error),

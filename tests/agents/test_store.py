@@ -159,6 +159,40 @@ class TestFile:
                 assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
                 assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
+    async def test_a_message_damaged_on_disk_is_a_store_error_naming_it(
+        self, tmp_path: Path
+    ) -> None:
+        """Bytes of a data page changed where SQLite checks nothing (a row's text): the
+        history and replay reads failed with a JSONDecodeError, no StoreError, and the
+        gateway answered it as a bug of its own (a traceback in the log)."""
+        async with SessionStore(tmp_path) as store:
+            row, _ = await store.create(KEY, "main", 1)
+            row = await store.append_turn(turn(row, "r1", user_text="intact"))
+            row = await store.append_turn(turn(row, "r2", user_text="soon damaged"))
+        data = store.path.read_bytes()
+        at = data.index(b'"soon damaged"')
+        store.path.write_bytes(data[:at] + b"}" * 14 + data[at + 14 :])
+        with contextlib.closing(sqlite3.connect(store.path)) as db:
+            damaged = db.execute("SELECT id FROM messages WHERE seq = 3").fetchone()[0]
+        async with SessionStore(tmp_path) as store:
+            sid = row.session_id
+            for read in (
+                lambda: store.history(sid, 10),
+                lambda: store.recent_turns(sid, 2),
+                lambda: store.messages_after(sid, 0),
+                lambda: store.replay(sid, 2),
+            ):
+                with pytest.raises(StoreError) as caught:
+                    await read()
+                assert str(caught.value) == (
+                    f"stored message {damaged} (seq 3) is damaged: its content is not JSON"
+                    " (Expecting value: line 1 column 1 (char 0))"
+                )
+            # What is intact reads as before, and new turns are stored.
+            intact = await store.history(row.session_id, 10, before_seq=3)
+            assert intact.messages[0].content == "intact"
+            assert (await store.append_turn(turn(row, "r3"))).last_run_id == "r3"
+
     async def test_a_symlinked_database_is_refused_not_followed(self, tmp_path: Path) -> None:
         victim = tmp_path / "victim.sqlite3"
         with sqlite3.connect(victim) as db:

@@ -152,6 +152,20 @@ class TestTurns:
         assert history.messages[1].error_message == "e\ufffd"
         assert (await store.get(KEY)).label == "a\ufffdb\ufffd"  # type: ignore[union-attr]
 
+    async def test_a_message_changed_to_text_that_is_not_json_is_a_store_error(
+        self, store: PostgresSessionStore, pg_url: str
+    ) -> None:
+        row, _ = await store.create(KEY, "main", 100)
+        await store.append_turn(turn(row, "r1"))
+        conn = await asyncpg.connect(pg_url)
+        mid = await conn.fetchval("UPDATE messages SET usage = '{' WHERE seq = 2 RETURNING id")
+        await conn.close()
+        with pytest.raises(StoreError) as caught:
+            await store.history(row.session_id, 10)
+        assert str(caught.value).startswith(
+            f"stored message {mid} (seq 2) is damaged: its usage is not JSON ("
+        )
+
     async def test_a_session_created_by_two_processes_at_once_has_one_row(
         self, pg_url: str
     ) -> None:
