@@ -20,7 +20,8 @@ every WATCH_REFRESH_S while it has any, and `"on": false` when its last one leav
 that starts (or finds the database again) asks with `{"t": "hello"}` and the watching ones
 answer. A process killed while watching is forgotten after WATCH_TTL_S. Without the watch, an
 HTTP-only deployment paid a NOTIFY and its JSON for every event of every run, a quarter of a
-turn's CPU.
+turn's CPU. A run whose events went out sends its end whether watched or not: the others
+count it as running until they hear it (`RemoteRuns`).
 """
 
 from __future__ import annotations
@@ -212,6 +213,9 @@ class PostgresEventBus:
         self._reassembly = Reassembly()
         self.remote_runs = RemoteRuns()
         self._watched_here = False
+        # This process's runs whose events went out and whose end has not: their end goes
+        # out even when nobody watches any more.
+        self._announced: OrderedDict[str, bool] = OrderedDict()
         # The processes that want run events, and when their word expires (monotonic s).
         self._watched_elsewhere: dict[str, float] = {}
         self._message_ids = itertools.count()
@@ -293,12 +297,24 @@ class PostgresEventBus:
 
     def publish(self, event: RunEvent | SessionChange) -> None:
         """The registry listener: this process's run events and session changes go out
-        while another process watches (never blocks)."""
-        if not self._watched_elsewhere:
-            return
+        while another process watches, and the end of a run whose events went out (never
+        blocks)."""
         if isinstance(event, RunEvent):
+            if event.is_terminal:
+                # A run the others heard of hears its end too, watched or not: else it would
+                # stay running to them for good (`remote_runs`), and every abort, reset or
+                # delete of its session there would wait for an answer that never comes.
+                announced = self._announced.pop(event.run_id, False)
+                if not (self._watched_elsewhere or announced):
+                    return
+            elif not self._watched_elsewhere:
+                return
+            else:
+                self._announced[event.run_id] = True
+                while len(self._announced) > MAX_REMOTE_RUNS:
+                    self._announced.popitem(last=False)
             self._put({"t": "run", "e": event.to_dict()})
-        else:
+        elif self._watched_elsewhere:
             self._put({"t": "change", "c": event.to_dict()})
 
     @property

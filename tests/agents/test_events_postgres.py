@@ -31,6 +31,11 @@ def event(seq: int, text: str = "hi") -> RunEvent:
                     {"text": text, "delta": text})  # fmt: skip
 
 
+def ended(seq: int) -> RunEvent:
+    return RunEvent("r1", "agent:main:k", "sid", "main", "lifecycle", seq, 1000 + seq,
+                    {"phase": "end"})  # fmt: skip
+
+
 def item(seq: int, text: str = "hi") -> dict[str, object]:
     return {"t": "run", "e": event(seq, text).to_dict()}
 
@@ -249,6 +254,24 @@ class TestBus:
         await b.aclose()
         async with asyncio.timeout(5):
             await until(lambda: not a.watched_elsewhere)
+
+    async def test_a_run_that_ends_after_the_watch_stopped_is_known_to_have_ended(
+        self, buses: tuple[PostgresEventBus, PostgresEventBus]
+    ) -> None:
+        """Its end went unsent (nobody watched any more), and the run stayed "running" to the
+        other process for good: each chat.abort, reset or delete of the session there waited
+        ABORT_REPLY_TIMEOUT_S for an answer that never came."""
+        a, b = buses
+        b.watchers_here(1)
+        await until(lambda: a.watched_elsewhere)
+        a.publish(event(1))
+        await until(lambda: b.remote_runs.running("agent:main:k"))
+        b.watchers_here(0)
+        await until(lambda: not a.watched_elsewhere)
+        a.publish(event(2))  # a delta: nobody watches
+        a.publish(ended(3))
+        async with asyncio.timeout(5):
+            await until(lambda: not b.remote_runs.running("agent:main:k"))
 
     @pytest.fixture
     async def kinds(self, pg_url: str) -> AsyncIterator[list[str]]:
