@@ -278,6 +278,10 @@ class PostgresEventBus:
                     continue
                 log.warning("event_bus_unanswered", direction="listen")
             self.listening.clear()
+            # The ends of runs may come while nobody listens: what was heard of them is
+            # forgotten, not kept as running for good. A turn of theirs that still runs
+            # holds its turn lock, which `turn_running_elsewhere` finds as well.
+            self.remote_runs = RemoteRuns()
             try:
                 await self._listen()
                 log.info("event_bus_reconnected", direction="listen")

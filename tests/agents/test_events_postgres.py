@@ -31,7 +31,7 @@ def event(seq: int, text: str = "hi") -> RunEvent:
                     {"text": text, "delta": text})  # fmt: skip
 
 
-def ended(seq: int) -> RunEvent:
+def run_end(seq: int) -> RunEvent:
     return RunEvent("r1", "agent:main:k", "sid", "main", "lifecycle", seq, 1000 + seq,
                     {"phase": "end"})  # fmt: skip
 
@@ -269,7 +269,7 @@ class TestBus:
         b.watchers_here(0)
         await until(lambda: not a.watched_elsewhere)
         a.publish(event(2))  # a delta: nobody watches
-        a.publish(ended(3))
+        a.publish(run_end(3))
         async with asyncio.timeout(5):
             await until(lambda: not b.remote_runs.running("agent:main:k"))
 
@@ -378,6 +378,24 @@ class TestAConnectionTheServerEnded:
         heard = await watching(far, near)
         end_far_connections()
         await sent_until_heard(near, heard, 1)
+
+    async def test_runs_heard_of_before_the_connection_ended_are_forgotten(
+        self, ended: tuple[PostgresEventBus, PostgresEventBus, Callable[[], None]]
+    ) -> None:
+        """Their ends may have come while nobody listened: kept, a run that ended then stayed
+        running to this process for good (see the test above of a watch that stopped)."""
+        far, near, end_far_connections = ended
+        heard = await watching(far, near)
+        near.publish(event(1))
+        await until(lambda: far.remote_runs.running("agent:main:k"))
+        end_far_connections()
+        near.publish(run_end(2))  # lost: far's listening connection is gone
+        async with asyncio.timeout(10):  # far listens again: it hears another run
+            while not any(e.session_key == "agent:main:other" for e in heard):
+                near.publish(RunEvent("r2", "agent:main:other", "sid2", "main", "assistant",
+                                      1, 1, {"text": "x", "delta": "x"}))  # fmt: skip
+                await asyncio.sleep(0.1)
+        assert not far.remote_runs.running("agent:main:k")
 
 
 async def until(condition: Callable[[], object]) -> None:
