@@ -893,25 +893,33 @@ class PostgresSessionStore:
         before_seq: int | None = None,
         max_chars: int = 0,
     ) -> History:
-        async def history(conn: Connection) -> History:
-            total = await conn.fetchval(
-                "SELECT COUNT(*) FROM messages WHERE session_id = $1", session_id
+        def with_total(columns: str, before: str) -> str:
+            # The count and the newest rows in one statement, so from one snapshot (apart, a
+            # turn stored in between made them disagree); no rows is still one row, the count.
+            return (
+                "SELECT c.total, p.* FROM (SELECT COUNT(*) AS total FROM messages"
+                f" WHERE session_id = $1) AS c LEFT JOIN LATERAL (SELECT {columns} FROM messages"
+                f" WHERE session_id = $1{before} ORDER BY seq DESC LIMIT $2) AS p ON TRUE"
+                " ORDER BY p.seq DESC"
             )
+
+        async def history(conn: Connection) -> History:
             before = "" if before_seq is None else " AND seq < $3"
             args: tuple[Any, ...] = () if before_seq is None else (before_seq,)
             if max_chars <= 0:
-                rows = await conn.fetch(
-                    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1{before}"
-                    " ORDER BY seq DESC LIMIT $2",
-                    session_id, max(0, limit), *args,
-                )  # fmt: skip
-                return History(tuple(_message(tuple(r)) for r in reversed(rows)), int(total))
-            sizes = await conn.fetch(
-                f"SELECT seq, length(content) FROM messages WHERE session_id = $1{before}"
-                " ORDER BY seq DESC LIMIT $2",
+                found = await conn.fetch(
+                    with_total(_MESSAGE_COLUMNS, before), session_id, max(0, limit), *args
+                )
+                total = int(found[0]["total"])
+                rows = [tuple(r)[1:] for r in reversed(found) if r["seq"] is not None]
+                return History(tuple(_message(r) for r in rows), total)
+            found = await conn.fetch(
+                with_total("seq, length(content) AS size", before),
                 session_id, max(0, limit), *args,
             )  # fmt: skip
-            span = history_span((tuple(r) for r in sizes), max_chars)
+            total = int(found[0]["total"])
+            sizes = [(r["seq"], r["size"]) for r in found if r["seq"] is not None]
+            span = history_span(sizes, max_chars)
             if span is None:
                 return History((), int(total))
             rows = await conn.fetch(

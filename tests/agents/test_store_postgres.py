@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import uuid
 from collections.abc import AsyncIterator, Callable
 
@@ -261,6 +262,35 @@ class TestListing:
         torn = [(len(p.rows), p.total_count) for p in pages if len(p.rows) != p.total_count]
         assert torn == []
         assert pages[-1].total_count > 0
+
+    @pytest.mark.parametrize("max_chars", [0, 10_000_000])
+    async def test_a_transcripts_total_and_messages_are_one_read_under_concurrent_turns(
+        self, store: PostgresSessionStore, pg_url: str, max_chars: int
+    ) -> None:
+        """chat.history's totalMessages was counted apart from the messages: a turn stored
+        in between made it say 10 messages over 12."""
+        row, _ = await store.create(KEY, "main", 1)
+        stop = asyncio.Event()
+
+        async def talk() -> None:
+            async with PostgresSessionStore(pg_url) as other:
+                for i in itertools.count():
+                    if stop.is_set():
+                        return
+                    await other.append_turn(turn(row, f"r{i}"))
+
+        talker = asyncio.create_task(talk())
+        try:
+            read = [
+                await store.history(row.session_id, 100_000, max_chars=max_chars)
+                for _ in range(200)
+            ]
+        finally:
+            stop.set()
+            await talker
+        torn = [(len(h.messages), h.total) for h in read if len(h.messages) != h.total]
+        assert torn == []
+        assert read[-1].total > 0
 
     async def test_a_page_of_none_still_counts(self, store: PostgresSessionStore) -> None:
         for i in range(3):
