@@ -804,9 +804,11 @@ class SessionStore:
         """`fn` on the scan thread."""
         return await self._submit(self._scans, fn, args)
 
-    @staticmethod
     async def _submit(
-        jobs: queue.SimpleQueue[_Job | None] | None, fn: Callable[..., T], args: tuple[Any, ...]
+        self,
+        jobs: queue.SimpleQueue[_Job | None] | None,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
     ) -> T:
         if jobs is None:
             raise StoreError("session store is not open")
@@ -816,6 +818,9 @@ class SessionStore:
         try:
             return await future
         except sqlite3.Error as exc:
+            if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_CORRUPT:  # or an extended code
+                # Found while serving: opening reads the first page only.
+                raise StoreError(self._damaged(exc)) from exc
             raise StoreError(f"{type(exc).__name__}: {exc}") from exc
         except OSError as exc:
             raise StoreError(f"{type(exc).__name__}: {exc}") from exc
@@ -987,10 +992,7 @@ class SessionStore:
                     f"{self.path} is not a SQLite database ({type(exc).__name__}: {exc})"
                 ) from exc
             if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_CORRUPT:  # or an extended code
-                raise UnusableStore(
-                    f"{self.path} is damaged ({type(exc).__name__}: {exc}). Fix: restore a"
-                    f" backup, or rescue what it holds with `sqlite3 {self.path} .recover`."
-                ) from exc
+                raise UnusableStore(self._damaged(exc)) from exc
             raise
         except BaseException:
             db.close()
@@ -1013,6 +1015,12 @@ class SessionStore:
                 if not busy or time.monotonic() >= deadline:
                     raise
             time.sleep(0.01)  # on the store thread, before any job runs
+
+    def _damaged(self, exc: sqlite3.Error) -> str:
+        return (
+            f"{self.path} is damaged ({type(exc).__name__}: {exc}). Fix: restore a"
+            f" backup, or rescue what it holds with `sqlite3 {self.path} .recover`."
+        )
 
     def _refuse_links(self) -> None:
         """Refuse a symlinked database, -wal or -shm file: whoever planted the link would choose

@@ -193,6 +193,33 @@ class TestFile:
             assert intact.messages[0].content == "intact"
             assert (await store.append_turn(turn(row, "r3"))).last_run_id == "r3"
 
+    async def test_a_damaged_page_found_while_serving_says_how_to_rescue_the_file(
+        self, tmp_path: Path
+    ) -> None:
+        """The file opens (only its first page is read then): the damage shows on the first
+        read or write of its page, and said only "database disk image is malformed", with
+        neither the file nor what to do about it."""
+        async with SessionStore(tmp_path) as store:
+            row, _ = await store.create(KEY, "main", 1)
+            for i in range(20):
+                row = await store.append_turn(turn(row, f"r{i}", user_text="words " * 100))
+        with contextlib.closing(sqlite3.connect(store.path)) as db:
+            page = db.execute("PRAGMA page_size").fetchone()[0]
+            root = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'sessions'")
+            (sessions_page,) = root.fetchone()
+        with store.path.open("r+b") as file:
+            file.seek((sessions_page - 1) * page)  # the b-tree page header of `sessions`
+            file.write(b"\xff" * 16)
+        async with SessionStore(tmp_path) as store:
+            for call in (lambda: store.list(), lambda: store.get(KEY)):
+                with pytest.raises(StoreError) as caught:
+                    await call()
+                assert str(caught.value) == (
+                    f"{store.path} is damaged (DatabaseError: database disk image is"
+                    " malformed). Fix: restore a backup, or rescue what it holds with"
+                    f" `sqlite3 {store.path} .recover`."
+                )
+
     async def test_a_symlinked_database_is_refused_not_followed(self, tmp_path: Path) -> None:
         victim = tmp_path / "victim.sqlite3"
         with sqlite3.connect(victim) as db:
