@@ -194,6 +194,18 @@ class RemoteRuns:
     def running(self, session_key: str) -> bool:
         return session_key in self._count
 
+    def unanswered(self, session_key: str, run_id: str | None) -> None:
+        """Nobody answered an abort of the session's runs (or of the one run): forget them.
+        A process killed mid-run never sends their ends; a run that still goes on is
+        heard of again with its next event."""
+        if run_id is not None:
+            if self._keys.get(run_id) == session_key:
+                self._forget(run_id)
+            return
+        if session_key in self._count:
+            for run in [r for r, key in self._keys.items() if key == session_key]:
+                self._forget(run)
+
 
 class PostgresEventBus:
     """This process's end of the channel: `publish` is the registry listener for local runs,
@@ -453,6 +465,7 @@ class PostgresEventBus:
             self._put({"t": "abort", "q": request, "k": session_key, "r": run_id})
             return await asyncio.wait_for(waiter, ABORT_REPLY_TIMEOUT_S)
         except TimeoutError:
+            self.remote_runs.unanswered(session_key, run_id)
             return []
         finally:
             del self._replies[request]

@@ -273,6 +273,22 @@ class TestBus:
         async with asyncio.timeout(5):
             await until(lambda: not b.remote_runs.running("agent:main:k"))
 
+    @pytest.mark.parametrize("run_id", [None, "r1"])
+    async def test_runs_of_a_process_killed_mid_run_are_forgotten_once_unanswered(
+        self, buses: tuple[PostgresEventBus, PostgresEventBus], run_id: str | None
+    ) -> None:
+        """A killed process never sends the ends of its runs: they stayed running to the
+        others for good, and each abort, reset or delete of their sessions waited
+        ABORT_REPLY_TIMEOUT_S for an answer, not only the first."""
+        a, b = buses
+        b.watchers_here(1)
+        await until(lambda: a.watched_elsewhere)
+        a.publish(event(1))
+        await until(lambda: b.remote_runs.running("agent:main:k"))
+        await a.aclose()  # killed: no end, and nobody answers the abort
+        assert await b.abort_elsewhere("agent:main:k", run_id) == []
+        assert not b.remote_runs.running("agent:main:k")
+
     @pytest.fixture
     async def kinds(self, pg_url: str) -> AsyncIterator[list[str]]:
         """The kinds of the items on the channel, as a third listener hears them."""
