@@ -31,10 +31,14 @@ class SSEEvent(NamedTuple):
 class SSEParser:
     """Feed it the body chunk by chunk; each call returns the events completed so far."""
 
-    __slots__ = ("_data", "_event", "_pending", "_skip_lf", "_started", "_tail")
+    __slots__ = ("_data", "_event", "_pending", "_skip_lf", "_started", "_tail", "_tail_size")
 
     def __init__(self) -> None:
-        self._tail = b""  # the incomplete last line of the previous chunk
+        # The incomplete last line so far, in the pieces it came in: joined once its line
+        # ends. Joined at every piece, a line that a chunked body cuts into n pieces would be
+        # copied n times (an endless line of 1 KiB chunks: a minute of the event loop's CPU).
+        self._tail: list[bytes] = []
+        self._tail_size = 0
         self._data: list[bytes] = []  # the current event's data lines
         self._pending = 0  # at least the bytes held in _data, for the size limit
         self._event = ""
@@ -52,17 +56,32 @@ class SSEParser:
             self._skip_lf = False
             if chunk[:1] == b"\n":
                 chunk = chunk[1:]
-        buf = self._tail + chunk if self._tail else chunk
+            if not chunk:
+                return []
+        tail = self._tail
+        if b"\n" not in chunk and b"\r" not in chunk:
+            # No line ends here: the piece waits for the end of its line.
+            tail.append(chunk)
+            self._tail_size += len(chunk)
+            if self._tail_size > MAX_EVENT_BYTES:
+                raise SSEError("event-stream line too long")
+            return []
+        if tail:
+            tail.append(chunk)
+            buf = b"".join(tail)
+        else:
+            buf = chunk
         if b"\r" in buf:
             # A CR at the very end ends its line now (no waiting for the next chunk);
             # remember to drop the LF of a CRLF that the chunk boundary split.
             self._skip_lf = buf[-1:] == b"\r"
             buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         lines = buf.split(b"\n")
-        tail = lines.pop()
-        if len(tail) > MAX_EVENT_BYTES:
+        last = lines.pop()
+        if len(last) > MAX_EVENT_BYTES:
             raise SSEError("event-stream line too long")
-        self._tail = tail
+        self._tail = [last] if last else []
+        self._tail_size = len(last)
         events = self._lines(lines)
         if self._data:
             # An event spanning chunks: count this chunk against it (an upper bound, kept
@@ -76,8 +95,9 @@ class SSEParser:
         """End of body. The last line is taken even without its newline and a pending
         event is dispatched even without its blank line: servers that drop the final
         terminator exist, and the text they sent is real (openai-python does the same)."""
-        lines = [self._tail] if self._tail else []
-        self._tail = b""
+        lines = [b"".join(self._tail)] if self._tail else []
+        self._tail = []
+        self._tail_size = 0
         lines.append(b"")
         return self._lines(lines)
 

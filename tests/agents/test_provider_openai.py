@@ -717,6 +717,19 @@ class TestMalformedStream:
         with pytest.raises(MalformedStream):
             await collect(provider, openai_upstream)
 
+    async def test_an_endless_line_in_small_chunks_is_refused_soon(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        # 9 MiB of one line, in as many chunks of the chunked encoding as KiB: refused at
+        # 8 MiB, each chunk's bytes handled once (copied again for every chunk, the line took
+        # the event loop's CPU for a minute).
+        openai_upstream.script(Raw((b"data: ", *(b"x" * 1024 for _ in range(9 * 1024)))))
+        started = time.process_time()
+        with pytest.raises(MalformedStream) as caught:
+            await collect(provider, openai_upstream)
+        assert "line too long" in str(caught.value)
+        assert time.process_time() - started < 5.0
+
     async def test_eof_without_finish_or_done_is_malformed(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
     ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -113,6 +114,22 @@ class TestLimits:
         with pytest.raises(SSEError):
             for _ in range(MAX_EVENT_BYTES // (1024 * 1024) + 1):
                 parser.feed(line)
+
+    def test_endless_line_in_small_pieces_is_refused_in_time_linear_in_its_size(self) -> None:
+        # A chunked body delivers a line in as many pieces as the upstream made chunks: each
+        # piece must not copy (nor scan) the part of the line that came before it again.
+        parser = SSEParser()
+        piece = b"x" * 256
+        parser.feed(b"data: ")
+        started = time.process_time()
+        with pytest.raises(SSEError, match="line too long"):
+            for _ in range(MAX_EVENT_BYTES // len(piece) + 1):
+                parser.feed(piece)
+                assert time.process_time() - started < 2.0  # about 0.05 s; quadratic: minutes
+
+    def test_a_line_in_many_pieces_is_one_line(self) -> None:
+        pieces = [b"da", b"ta", b": ", *(b"x" for _ in range(1000)), b"\r", b"\n\r\n"]
+        assert parse(*pieces) == [SSEEvent("message", "x" * 1000)]
 
     def test_sse_error_is_a_value_error(self) -> None:
         # The providers map ValueError (bad JSON, bad stream) to MalformedStream in one place.
