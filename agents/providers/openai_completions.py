@@ -234,6 +234,10 @@ class ChunkDecoder:
             choices = obj.get("choices")
             if choices:
                 choice = choices[0]
+                if choice.get("index"):
+                    # Another choice than the first (an agent's `n` above 1): not the reply,
+                    # whose text would otherwise be interleaved with it.
+                    choice = next((c for c in choices if not c.get("index")), {})
                 delta = choice.get("delta")
                 if delta:
                     content = delta.get("content")

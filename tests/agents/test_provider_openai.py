@@ -286,6 +286,34 @@ class TestStreaming:
             Finish("stop"),
         ]
 
+    async def test_only_the_first_choice_is_the_reply(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        # An agent's `n: 2` goes to the upstream as it is: the second choice's chunks come
+        # between the first one's, each naming its choice by `index`.
+        def choice(index: int, delta: dict[str, Any], finish: str | None = None) -> Any:
+            return {"choices": [{"index": index, "delta": delta, "finish_reason": finish}]}
+
+        body = sse(
+            choice(0, {"reasoning_content": "r0"}),
+            choice(1, {"reasoning_content": "r1"}),
+            choice(0, {"content": "A"}),
+            choice(1, {"content": "B"}),
+            choice(1, {"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "f"}}]}),
+            choice(0, {"content": "C"}),
+            choice(0, {}, "stop"),
+            # Usage on the last choice's last chunk (llama.cpp, vLLM's continuous usage).
+            {**choice(1, {}, "tool_calls"), "usage": {"prompt_tokens": 4, "completion_tokens": 9}},
+        )
+        openai_upstream.script(Raw((body,)))
+        assert await collect(provider, openai_upstream) == [
+            ReasoningDelta("r0"),
+            TextDelta("A"),
+            TextDelta("C"),
+            Usage(4, 9),
+            Finish("stop"),
+        ]
+
     async def test_content_and_finish_in_one_chunk(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
     ) -> None:
