@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import struct
+from typing import Any
 
 import pytest
 
 from agents.config import API_ANTHROPIC_MESSAGES, API_OPENAI_COMPLETIONS, ProviderConfig
 from agents.providers.base import ImageInput
-from agents.providers.images import image_refusal
+from agents.providers.images import image_dimensions, image_refusal
 
 
 def image(mime: str, size: int = 3) -> ImageInput:
@@ -20,6 +22,83 @@ def provider(api: str, base_url: str = "https://example.test/v1") -> ProviderCon
 
 
 PNG, HEIC = image("image/png"), image("image/heic")
+
+
+def png(width: int, height: int) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + b"\0\0\0\0"
+
+
+def gif(width: int, height: int) -> bytes:
+    return b"GIF89a" + struct.pack("<HH", width, height) + b"\xf7\0\0"
+
+
+def jpeg(width: int, height: int, app_bytes: int = 16) -> bytes:
+    # SOI, an APP1 segment (EXIF data comes there, up to 64 KiB), a DQT, then the frame.
+    app1 = b"\xff\xe1" + struct.pack(">H", app_bytes + 2) + b"E" * app_bytes
+    dqt = b"\xff\xdb" + struct.pack(">H", 67) + b"\0" * 65
+    sof = b"\xff\xc2" + struct.pack(">HBHHB", 17, 8, height, width, 3) + b"\0" * 9
+    return b"\xff\xd8" + app1 + dqt + sof + b"\xff\xda\0\x08" + b"\0" * 6 + b"\xff\xd9"
+
+
+def webp_lossy(width: int, height: int) -> bytes:
+    frame = b"\x10\x02\x00\x9d\x01\x2a" + struct.pack("<HH", width, height)
+    return (
+        b"RIFF"
+        + struct.pack("<I", 4 + 8 + len(frame))
+        + b"WEBPVP8 "
+        + struct.pack("<I", len(frame))
+        + frame
+    )
+
+
+def webp_lossless(width: int, height: int) -> bytes:
+    bits = (width - 1) | (height - 1) << 14
+    data = b"\x2f" + struct.pack("<I", bits)
+    return (
+        b"RIFF"
+        + struct.pack("<I", 4 + 8 + len(data))
+        + b"WEBPVP8L"
+        + struct.pack("<I", len(data))
+        + data
+    )
+
+
+def webp_extended(width: int, height: int) -> bytes:
+    data = b"\x10\0\0\0" + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    return (
+        b"RIFF"
+        + struct.pack("<I", 4 + 8 + len(data))
+        + b"WEBPVP8X"
+        + struct.pack("<I", len(data))
+        + data
+    )
+
+
+def encoded(mime: str, data: bytes) -> ImageInput:
+    return ImageInput(mime, base64.b64encode(data).decode(), len(data))
+
+
+class TestDimensions:
+    """The width and height an image's header gives, read without decoding the image."""
+
+    @pytest.mark.parametrize("make", [png, gif, jpeg, webp_lossy, webp_lossless, webp_extended])
+    def test_read_from_the_header(self, make: Any) -> None:
+        assert image_dimensions(make(8001, 37)) == (8001, 37)
+        assert image_dimensions(make(37, 4000)) == (37, 4000)
+
+    def test_a_jpeg_frame_after_64_kib_of_exif_is_found(self) -> None:
+        assert image_dimensions(jpeg(9000, 10, app_bytes=65_000)) == (9000, 10)
+
+    @pytest.mark.parametrize(
+        "data",
+        [b"", b"\0" * 100, b"\x89PNG\r\n\x1a\n", b"GIF89a\x01", b"\xff\xd8\xff\xe1\xff\xff",
+         b"\xff\xd8\xff\xd9", b"RIFF\0\0\0\0WEBPVP8 ", b"\xff\xd8" + b"\xff" * 100],
+        ids=["empty", "zeros", "png-cut", "gif-cut", "jpeg-cut", "jpeg-no-frame", "webp-cut",
+             "jpeg-fill"],
+    )  # fmt: skip
+    def test_unknown_or_cut_headers_give_none(self, data: bytes) -> None:
+        assert image_dimensions(data) is None
 
 
 class TestAnthropic:
@@ -40,6 +119,25 @@ class TestAnthropic:
         assert image_refusal(self.ANTHROPIC, [image("image/png", most)]) is None
         assert image_refusal(self.ANTHROPIC, [image("image/png", most + 1)]) == (
             "image 0 is 5242884 base64 characters (provider 'p' takes 5242880)"
+        )
+
+    @pytest.mark.parametrize("make", [png, gif, jpeg, webp_lossy, webp_lossless, webp_extended])
+    def test_takes_8000_pixels_on_a_side_and_no_more(self, make: Any) -> None:
+        # Anthropic answers 400 to a larger one ("At least one of the image dimensions
+        # exceed max allowed size: 8000 pixels").
+        mime = {png: "image/png", gif: "image/gif", jpeg: "image/jpeg"}.get(make, "image/webp")
+        assert image_refusal(self.ANTHROPIC, [encoded(mime, make(8000, 8000))]) is None
+        assert image_refusal(self.ANTHROPIC, [PNG, encoded(mime, make(100, 8001))]) == (
+            "image 1 is 100x8001 pixels (provider 'p' takes at most 8000 on a side)"
+        )
+
+    def test_takes_2000_pixels_on_a_side_in_a_request_of_more_than_20_images(self) -> None:
+        images = [encoded("image/png", png(2000, 2000))] * 20
+        assert image_refusal(self.ANTHROPIC, images) is None
+        assert image_refusal(self.ANTHROPIC, [*images, PNG]) is None
+        assert image_refusal(self.ANTHROPIC, [*images, encoded("image/png", png(2001, 5))]) == (
+            "image 20 is 2001x5 pixels (provider 'p' takes at most 2000 on a side"
+            " in a request of more than 20 images)"
         )
 
 

@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 import socket
+import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -328,6 +329,21 @@ class TestImagesTheUpstreamRefuses:
         store = client.app[STATE].store
         assert store is not None
         assert await store.get("agent:main:photos") is None
+
+    @pytest.mark.parametrize(("width", "height", "status"), [(8000, 8000, 200), (9000, 10, 400)])
+    async def test_an_image_over_8000_pixels_on_a_side_is_refused_for_an_anthropic_agent(
+        self, gateway: MakeClient, anthropic_upstream: FakeAnthropic, width: int, height: int,
+        status: int,
+    ) -> None:  # fmt: skip
+        # Anthropic refuses it with a 400 of its own: the turn failed with a 502.
+        ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+        png = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR" + ihdr + b"\0" * 4
+        client = await gateway(anthropic_agent(anthropic_upstream))
+        got, text, _ = await post_large(client, image_turn("image/png", png), PHOTOS)
+        assert got == status
+        if status == 400:
+            assert text == err("Invalid image_url content in `messages`.", param="messages")
+            assert anthropic_upstream.requests == []
 
     async def test_an_image_of_exactly_5_mib_of_base64_reaches_anthropic(
         self, gateway: MakeClient, anthropic_upstream: FakeAnthropic
