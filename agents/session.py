@@ -49,8 +49,10 @@ from agents.providers.base import (
     ProviderEvent,
     ProviderRequest,
     ReasoningDelta,
+    SignedThinking,
     StopReason,
     TextDelta,
+    ThinkingBlock,
     ToolCall,
     ToolCallDelta,
     Usage,
@@ -169,7 +171,7 @@ class _Attempts:
     ref: ModelRef | None = None
     api: str | None = None
     reasoning: str = ""
-    signature: str | None = None
+    thinking: tuple[ThinkingBlock, ...] = ()  # signed (Anthropic's), given at the reply's end
     calls: dict[int, _CallSoFar] = attrs.field(factory=dict)  # by the provider's index
     # The calls that got a name, in the order they started: what the clients see. One
     # without (a reply broken off after the id) is no call a client could make, and OpenAI
@@ -545,7 +547,7 @@ class AgentSession:
             stateless=request.stateless,
             inputs=new if sent else (),
             reasoning=state.reasoning,
-            reasoning_signature=state.signature,
+            thinking=state.thinking,
             tool_calls=state.tool_calls(),
             context_start=context_start,
         )
@@ -702,8 +704,6 @@ class AgentSession:
                     state.text = text = state.text + delta
                     emit(assistant, {"text": text, "delta": delta})
             elif isinstance(event, ReasoningDelta):
-                if event.signature:
-                    state.signature = event.signature
                 if event.text:
                     state.reasoning += event.text
                     emit(Stream.THINKING, {"text": state.reasoning, "delta": event.text})
@@ -711,6 +711,8 @@ class AgentSession:
                 _tool_fragment(run, state, event)
             elif isinstance(event, Usage):
                 state.usage = event
+            elif isinstance(event, SignedThinking):
+                state.thinking = event.blocks
             elif isinstance(event, Finish):
                 state.finish = event.reason
 

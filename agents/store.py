@@ -52,7 +52,7 @@ from agents.config import MaintenanceConfig
 from agents.errors import StoreError, UnsafeStoreFile, UnusableStore
 from agents.ids import uuid7
 from agents.keys import is_main_key
-from agents.providers.base import ChatMessage, ToolCall
+from agents.providers.base import ChatMessage, ThinkingBlock, ToolCall
 from agents.surrogates import repair_surrogates
 
 T = TypeVar("T")
@@ -310,16 +310,17 @@ class StoredMessage:
     is_error: bool = False  # toolResult
     context_start: bool = False
 
-    def _parts(self) -> tuple[str, tuple[ToolCall, ...], str, str | None]:
-        """Text, tool calls, reasoning and the last thinking signature, in one pass over the
-        content blocks: a replayed history asks each message for all four."""
+    def _parts(self) -> tuple[str, tuple[ToolCall, ...], str, tuple[ThinkingBlock, ...]]:
+        """Text, tool calls, reasoning and the signed thinking blocks (none unless every
+        thinking block is signed), in one pass over the content blocks: a replayed history
+        asks each message for all four."""
         content = self.content
         if isinstance(content, str):
-            return content, (), "", None
+            return content, (), "", ()
         texts: list[str] = []
         calls: list[ToolCall] = []
         thinking: list[str] = []
-        signature: str | None = None
+        signed: list[ThinkingBlock] | None = []
         for block in content:
             if not isinstance(block, dict):
                 continue
@@ -327,15 +328,20 @@ class StoredMessage:
                 case "text":
                     texts.append(block.get("text", ""))
                 case "thinking":
-                    thinking.append(str(block.get("thinking", "")))
-                    if isinstance(block.get("thinkingSignature"), str):
-                        signature = block["thinkingSignature"]
+                    text = str(block.get("thinking", ""))
+                    if text:
+                        thinking.append(text)
+                    signature = block.get("thinkingSignature")
+                    if not (isinstance(signature, str) and signature):
+                        signed = None
+                    elif signed is not None:
+                        signed.append(ThinkingBlock(text, signature, block.get("redacted") is True))
                 case "toolCall":
                     calls.append(ToolCall(
                         str(block.get("id", "")), str(block.get("name", "")),
                         _arguments_text(block),
                     ))  # fmt: skip
-        return "".join(texts), tuple(calls), "".join(thinking), signature
+        return "".join(texts), tuple(calls), "\n\n".join(thinking), tuple(signed or ())
 
     @property
     def text(self) -> str:
@@ -350,19 +356,18 @@ class StoredMessage:
         return self._parts()[2]
 
     @property
-    def reasoning_signature(self) -> str | None:
+    def thinking(self) -> tuple[ThinkingBlock, ...]:
         return self._parts()[3]
 
     def to_chat(self) -> ChatMessage:
         """The message as a provider is given it."""
-        text, calls, reasoning, signature = self._parts()
+        text, calls, reasoning, thinking = self._parts()
         if self.role == "toolResult":
             return ChatMessage("tool", text, tool_call_id=self.tool_call_id,
                                tool_name=self.tool_name)  # fmt: skip
         if self.role == "assistant":
             return ChatMessage(
-                "assistant", text, tool_calls=calls, reasoning=reasoning,
-                reasoning_signature=signature,
+                "assistant", text, tool_calls=calls, reasoning=reasoning, thinking=thinking,
             )  # fmt: skip
         return ChatMessage(self.role, text)
 
@@ -448,7 +453,7 @@ class TurnRecord:
     # or a client's whole history); stored in order before the reply, `user_text` unused.
     inputs: tuple[ChatMessage, ...] = ()
     reasoning: str = ""
-    reasoning_signature: str | None = None
+    thinking: tuple[ThinkingBlock, ...] = ()  # signed: stored block by block
     tool_calls: tuple[ToolCall, ...] = ()
     # The inputs are the client's whole history, replacing the stored one for the model.
     context_start: bool = False
@@ -471,8 +476,7 @@ def turn_messages(turn: TurnRecord) -> list[tuple[Any, ...]]:
             content = _dumps([{"type": "text", "text": message.text}])
         elif role == "assistant":
             content = _dumps(assistant_content(
-                message.text, message.tool_calls, message.reasoning,
-                message.reasoning_signature,
+                message.text, message.tool_calls, message.reasoning, message.thinking,
             ))  # fmt: skip
         else:
             content = _dumps(message.text)
@@ -488,9 +492,7 @@ def turn_messages(turn: TurnRecord) -> list[tuple[Any, ...]]:
         "output": turn.output_tokens,
         "totalTokens": turn.input_tokens + turn.output_tokens,
     }
-    reply = assistant_content(
-        turn.assistant_text, turn.tool_calls, turn.reasoning, turn.reasoning_signature
-    )
+    reply = assistant_content(turn.assistant_text, turn.tool_calls, turn.reasoning, turn.thinking)
     rows.append((
         uuid7(), "assistant", _dumps(reply), turn.assistant_timestamp,
         turn.run_id, turn.idempotency_key, turn.provider, turn.model, turn.api,
@@ -504,15 +506,23 @@ def assistant_content(
     text: str,
     tool_calls: tuple[ToolCall, ...] = (),
     reasoning: str = "",
-    signature: str | None = None,
+    thinking: tuple[ThinkingBlock, ...] = (),
 ) -> list[dict[str, Any]]:
-    """pi-ai's assistant content blocks: thinking, text, then the tool calls."""
+    """pi-ai's assistant content blocks: thinking, text, then the tool calls. Signed
+    thinking is kept block by block (a redacted block: its data as the signature, no
+    text), as the API takes it back; `reasoning` is then their texts joined."""
     blocks: list[dict[str, Any]] = []
-    if reasoning or signature:
-        thinking: dict[str, Any] = {"type": "thinking", "thinking": reasoning}
-        if signature:
-            thinking["thinkingSignature"] = signature
-        blocks.append(thinking)
+    for signed in thinking:
+        block: dict[str, Any] = {
+            "type": "thinking",
+            "thinking": signed.text,
+            "thinkingSignature": signed.signature,
+        }
+        if signed.redacted:
+            block["redacted"] = True
+        blocks.append(block)
+    if reasoning and not thinking:
+        blocks.append({"type": "thinking", "thinking": reasoning})
     if text or not tool_calls:
         blocks.append({"type": "text", "text": text})
     blocks.extend(

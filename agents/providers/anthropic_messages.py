@@ -26,8 +26,10 @@ from agents.providers.base import (
     ProviderEvent,
     ProviderRequest,
     ReasoningDelta,
+    SignedThinking,
     StopReason,
     TextDelta,
+    ThinkingBlock,
     ToolCallDelta,
     Usage,
     token_count,
@@ -152,14 +154,8 @@ def anthropic_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
                 }
             )
             continue
-        if message.tool_calls and message.reasoning_signature:
-            turn.thinking.append(
-                {
-                    "type": "thinking",
-                    "thinking": message.reasoning,
-                    "signature": message.reasoning_signature,
-                }
-            )
+        if message.tool_calls:
+            turn.thinking.extend(_thinking_block(block) for block in message.thinking)
         if not blank:
             turn.texts.append(message.text)
         turn.images.extend(message.images)
@@ -173,6 +169,12 @@ def anthropic_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
             for c in message.tool_calls
         )
     return [{"role": turn.role, "content": turn.content()} for turn in turns]
+
+
+def _thinking_block(block: ThinkingBlock) -> dict[str, Any]:
+    if block.redacted:
+        return {"type": "redacted_thinking", "data": block.signature}
+    return {"type": "thinking", "thinking": block.text, "signature": block.signature}
 
 
 def tool_fields(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -225,7 +227,7 @@ def _unsigned_tool_loop(messages: list[dict[str, Any]]) -> bool:
     results, calls = messages[-1]["content"], messages[-2]["content"]
     if not (isinstance(results, list) and results and results[0]["type"] == "tool_result"):
         return False
-    return not (isinstance(calls, list) and calls and calls[0]["type"] == "thinking")
+    return not (isinstance(calls, list) and calls and calls[0]["type"] in _THINKING_BLOCKS)
 
 
 def request_body(request: ProviderRequest) -> dict[str, Any]:
@@ -319,11 +321,37 @@ def _count(usage: Any, *names: str) -> int | None:
     return token_count(sum(n for name in names if (n := token_count(usage.get(name))) is not None))
 
 
-# The content blocks of a model's thinking. A reply's reasoning is kept as one text with one
-# signature, which the API takes back only from a reply that had one such block: the
-# signature of a reply with several (interleaved or redacted thinking) is not kept. A tuple,
-# not a set: a block's `type` may be any JSON value, a list too, which a set cannot look up.
+# The content blocks of a model's thinking, each signed on its own: the API takes them back
+# only as they came, block by block. A tuple, not a set: a block's `type` may be any JSON
+# value, a list too, which a set cannot look up.
 _THINKING_BLOCKS = ("thinking", "redacted_thinking")
+# Between the texts of a reply's thinking blocks, in its one reasoning text.
+_BLOCK_SEPARATOR = "\n\n"
+
+
+@attrs.define
+class _ThinkingSoFar:
+    """One thinking block of a reply being read."""
+
+    pieces: list[str] = attrs.field(factory=list)
+    signature: str | None = None  # a redacted block's data
+    redacted: bool = False
+
+    def block(self) -> ThinkingBlock | None:
+        """The block as the API takes it back; None without its signature."""
+        if not self.signature:
+            return None
+        return ThinkingBlock("".join(self.pieces), self.signature, self.redacted)
+
+
+def _signed(blocks: Sequence[_ThinkingSoFar]) -> list[ProviderEvent]:
+    """SignedThinking when every block has its signature: the API refuses a reply's blocks
+    sent back with one left out."""
+    signed = [block.block() for block in blocks]
+    if not signed or None in signed:
+        return []
+    return [SignedThinking(tuple(b for b in signed if b is not None))]
+
 
 # Prompt caching bills the prompt in three parts; all of it was input to the model.
 _INPUT_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
@@ -343,12 +371,21 @@ def json_answer(answer: Any) -> list[ProviderEvent]:
         if block.get("type") == "text" and isinstance(block.get("text"), str)
     )
     events: list[ProviderEvent] = []
-    single = sum(block.get("type") in _THINKING_BLOCKS for block in blocks) == 1
+    thinking: list[_ThinkingSoFar] = []
     for block in blocks:
-        if block.get("type") == "thinking" and isinstance(block.get("thinking"), str):
-            signature = block.get("signature")
-            signed = single and isinstance(signature, str)
-            events.append(ReasoningDelta(block["thinking"], signature if signed else None))
+        block_type = block.get("type")
+        if block_type not in _THINKING_BLOCKS:
+            continue
+        redacted = block_type == "redacted_thinking"
+        signature = block.get("data" if redacted else "signature")
+        so_far = _ThinkingSoFar(signature=signature if isinstance(signature, str) else None,
+                                redacted=redacted)  # fmt: skip
+        thinking.append(so_far)
+        piece = block.get("thinking")
+        if not redacted and isinstance(piece, str) and piece:
+            reasoned = any(t.pieces for t in thinking)
+            so_far.pieces.append(piece)
+            events.append(ReasoningDelta(_BLOCK_SEPARATOR + piece if reasoned else piece))
     if text:
         events.append(TextDelta(text))
     uses = [block for block in blocks if block.get("type") == "tool_use"]
@@ -362,6 +399,7 @@ def json_answer(answer: Any) -> list[ProviderEvent]:
     output_tokens = _count(usage, "output_tokens")
     if input_tokens is not None and output_tokens is not None:
         events.append(Usage(input_tokens, output_tokens))
+    events.extend(_signed(thinking))
     reason = STOP_REASONS.get(answer.get("stop_reason") or "end_turn", StopReason.STOP)
     events.append(Finish(reason))
     return events
@@ -403,10 +441,10 @@ class MessageEventDecoder:
         self._output_tokens: int | None = None
         # Content block index → (our tool call index, arguments seen) for tool_use blocks.
         self._tools: dict[int, list[int]] = {}
-        # The thinking blocks so far, and the last one's signature: given with the reply's
-        # end, and only when there was one block (see _THINKING_BLOCKS).
-        self._thinking_blocks = 0
-        self._signature: str | None = None
+        # Content block index → the thinking blocks so far: given with the reply's end,
+        # signed (see _THINKING_BLOCKS); and whether any reasoning text was given.
+        self._thinking: dict[int, _ThinkingSoFar] = {}
+        self._reasoned = False
 
     def feed(self, events: Sequence[SSEEvent]) -> Iterator[ProviderEvent]:
         loads = data_json
@@ -440,12 +478,12 @@ class MessageEventDecoder:
                     if type(thinking) is not str:
                         raise TypeError("thinking_delta thinking is not text")
                     if thinking:
-                        yield ReasoningDelta(thinking)
+                        yield self._thought(self._block(obj["index"]), thinking)
                 elif kind == "signature_delta":
                     signature = delta["signature"]
                     if type(signature) is not str:
                         raise TypeError("signature_delta signature is not text")
-                    self._signature = signature
+                    self._block(obj["index"]).signature = signature
             elif kind == "message_start":
                 self._input_tokens = _count(obj["message"].get("usage"), *_INPUT_FIELDS)
             elif kind == "message_delta":
@@ -477,9 +515,14 @@ class MessageEventDecoder:
                     self._tools[obj["index"]] = [index, 0]
                     yield ToolCallDelta(index, call_id, name, "")
                 elif block_type in _THINKING_BLOCKS:
-                    self._thinking_blocks += 1
-                    if block_type == "thinking" and block.get("thinking"):
-                        yield ReasoningDelta(str(block["thinking"]))
+                    redacted = block_type == "redacted_thinking"
+                    signature = block.get("data" if redacted else "signature")
+                    so_far = self._thinking[obj["index"]] = _ThinkingSoFar(
+                        signature=signature if type(signature) is str else None,
+                        redacted=redacted,
+                    )
+                    if not redacted and block.get("thinking"):
+                        yield self._thought(so_far, str(block["thinking"]))
             elif kind == "content_block_stop":
                 stopped = self._tools.get(obj.get("index"))
                 if stopped is not None and not stopped[1]:
@@ -491,14 +534,30 @@ class MessageEventDecoder:
                 raise MalformedStream("in-stream error from upstream")
             # Event types added later carry no reply text.
 
+    def _block(self, index: int) -> _ThinkingSoFar:
+        """The thinking block at `index`; one never started is started here (unsigned
+        unless a signature_delta comes for it)."""
+        so_far = self._thinking.get(index)
+        if so_far is None:
+            so_far = self._thinking[index] = _ThinkingSoFar()
+        return so_far
+
+    def _thought(self, block: _ThinkingSoFar, text: str) -> ReasoningDelta:
+        """A piece of `block`'s text; the first of a block after others' text is set
+        apart from it."""
+        first = not block.pieces
+        block.pieces.append(text)
+        if first and self._reasoned:
+            return ReasoningDelta(_BLOCK_SEPARATOR + text)
+        self._reasoned = True
+        return ReasoningDelta(text)
+
     def finish(self) -> list[ProviderEvent]:
         # EOF without message_stop: complete only if the model said why it stopped.
         if not self.done and self._reason is None:
             raise MalformedStream("upstream stream ended before message_stop")
         self.data = ""
-        tail: list[ProviderEvent] = []
-        if self._signature and self._thinking_blocks == 1:
-            tail.append(ReasoningDelta("", self._signature))
+        tail = _signed(list(self._thinking.values()))
         if self._input_tokens is not None and self._output_tokens is not None:
             tail.append(Usage(self._input_tokens, self._output_tokens))
         tail.append(Finish(STOP_REASONS.get(self._reason or "end_turn", StopReason.STOP)))

@@ -37,6 +37,17 @@ class ToolCall:
 
 
 @attrs.frozen
+class ThinkingBlock:
+    """One block of a reply's signed thinking (Anthropic's), as the API takes it back in a
+    tool loop: its text and signature, or for a redacted block its opaque data (in
+    `signature`) and no text."""
+
+    text: str
+    signature: str
+    redacted: bool = False
+
+
+@attrs.frozen
 class ChatMessage:
     """One message of the context. Tool calls and results are structured, OpenAI-style:
     an assistant message carries `tool_calls`, and each result is a `tool` message naming
@@ -49,9 +60,9 @@ class ChatMessage:
     tool_call_id: str | None = None  # tool
     tool_name: str | None = None  # tool: the called function's name, when known
     # Assistant: the model's reasoning. Providers do not send it back, except Anthropic's
-    # signed thinking in a tool loop, which the API requires.
+    # signed thinking blocks in a tool loop, which the API requires.
     reasoning: str = ""
-    reasoning_signature: str | None = None
+    thinking: tuple[ThinkingBlock, ...] = ()
 
 
 @attrs.frozen
@@ -80,10 +91,17 @@ class TextDelta:
 @attrs.frozen
 class ReasoningDelta:
     """A piece of the model's reasoning (OpenAI-compatible `reasoning_content`/`reasoning`,
-    Anthropic `thinking`); `signature` is Anthropic's, which arrives on its own."""
+    Anthropic `thinking`)."""
 
     text: str
-    signature: str | None = None
+
+
+@attrs.frozen
+class SignedThinking:
+    """All of a reply's thinking blocks with their signatures (Anthropic's), given after
+    the reply's last delta; a reply with a block that has none gives no SignedThinking."""
+
+    blocks: tuple[ThinkingBlock, ...]
 
 
 @attrs.frozen
@@ -138,7 +156,7 @@ def token_count(value: object) -> int | None:
     return value
 
 
-ProviderEvent = TextDelta | ReasoningDelta | ToolCallDelta | Finish | Usage
+ProviderEvent = TextDelta | ReasoningDelta | SignedThinking | ToolCallDelta | Finish | Usage
 
 
 # Takes one event of a reply; called synchronously, in order, as the events are decoded.
@@ -149,13 +167,13 @@ class Provider(Protocol):
     """A backend that turns a ProviderRequest into events, handed to `deliver` one by one.
 
     `stream` delivers TextDelta, ReasoningDelta and ToolCallDelta items in order, then at
-    most one Usage and one Finish (in any order, both after the last delta), and returns
-    when the reply is complete. A network provider delivers from the event loop's call that
-    received the bytes (no task woken per read), so `deliver` must not block; what it raises
-    ends the stream and is raised by `stream` as it is. Upstream failures raise
-    agents.errors.UpstreamError subclasses. Cancelling the task awaiting `stream` stops the
-    upstream request at once and closes its connection; nothing is delivered after the
-    cancellation was requested.
+    most one SignedThinking, one Usage and one Finish (in any order, all after the last
+    delta), and returns when the reply is complete. A network provider delivers from the
+    event loop's call that received the bytes (no task woken per read), so `deliver` must
+    not block; what it raises ends the stream and is raised by `stream` as it is. Upstream
+    failures raise agents.errors.UpstreamError subclasses. Cancelling the task awaiting
+    `stream` stops the upstream request at once and closes its connection; nothing is
+    delivered after the cancellation was requested.
     """
 
     api: str

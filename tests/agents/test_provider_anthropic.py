@@ -27,7 +27,9 @@ from agents.providers.base import (
     ImageInput,
     ProviderEvent,
     ReasoningDelta,
+    SignedThinking,
     TextDelta,
+    ThinkingBlock,
     ToolCall,
     ToolCallDelta,
     Usage,
@@ -734,7 +736,7 @@ class TestTools:
                     "Let me look.",
                     tool_calls=(CALL,),
                     reasoning="need the tool",
-                    reasoning_signature="sig-1",
+                    thinking=(ThinkingBlock("need the tool", "sig-1"),),
                 ),
                 ChatMessage("tool", "sunny", tool_call_id="toolu_1"),
                 ChatMessage("user", "and tomorrow?"),
@@ -880,7 +882,11 @@ class TestTools:
     ) -> None:
         thinking = {"type": "enabled", "budget_tokens": 1024}
         call = ChatMessage(
-            "assistant", "", tool_calls=(CALL,), reasoning="r", reasoning_signature="sig"
+            "assistant",
+            "",
+            tool_calls=(CALL,),
+            reasoning="r",
+            thinking=(ThinkingBlock("r", "sig"),),
         )
         request = attrs.evolve(
             provider_request(anthropic_upstream.provider_config(), params={"thinking": thinking}),
@@ -914,23 +920,23 @@ class TestTools:
         anthropic_upstream.script(
             Stream(("Checking.",), reasoning=("hm",), signature="sig-1", tool_calls=(call,))
         )
-        # The signature comes with the reply's end, once it is known to be its only one.
+        # The signed blocks come with the reply's end, once it is known that each has one.
         assert await collect(provider, anthropic_upstream) == [
             ReasoningDelta("hm"),
             TextDelta("Checking."),
             ToolCallDelta(0, "toolu_1", "get_weather", ""),
             ToolCallDelta(0, None, None, '{"ci'),
             ToolCallDelta(0, None, None, 'ty":"Paris"}'),
-            ReasoningDelta("", "sig-1"),
+            SignedThinking((ThinkingBlock("hm", "sig-1"),)),
             Usage(3, 2),
             Finish("tool_calls"),
         ]
 
-    async def test_several_thinking_blocks_give_no_signature(
+    async def test_several_thinking_blocks_are_signed_block_by_block(
         self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
     ) -> None:
         # Interleaved or redacted thinking: each block has its own signature, which the
-        # reply's one joined reasoning text could not carry back.
+        # reply's one joined reasoning text could not carry back. Their texts are set apart.
         def thinking(
             index: int, block: dict[str, Any], signature: str | None = None
         ) -> list[tuple[str, dict[str, Any]]]:
@@ -955,12 +961,44 @@ class TestTools:
         anthropic_upstream.script(Raw((body,)))
         assert await collect(provider, anthropic_upstream) == [
             ReasoningDelta("a"),
-            ReasoningDelta("b"),
+            ReasoningDelta("\n\nb"),
+            SignedThinking(
+                (
+                    ThinkingBlock("a", "sig-a"),
+                    ThinkingBlock("", "EmwK", redacted=True),
+                    ThinkingBlock("b", "sig-b"),
+                )
+            ),
             Usage(3, 2),
             Finish("tool_calls"),
         ]
 
-    async def test_a_json_answer_with_several_thinking_blocks_gives_no_signature(
+    async def test_a_block_without_its_signature_leaves_the_reply_unsigned(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        # The API refuses a reply's blocks sent back with one left out.
+        def block(index: int, thinking: str, signature: str | None) -> list[Any]:
+            out: list[Any] = [("content_block_start", {
+                "type": "content_block_start", "index": index,
+                "content_block": {"type": "thinking", "thinking": thinking},
+            })]  # fmt: skip
+            if signature is not None:
+                delta = {"type": "signature_delta", "signature": signature}
+                out.append(("content_block_delta", {
+                    "type": "content_block_delta", "index": index, "delta": delta,
+                }))  # fmt: skip
+            return out
+
+        body = events(start(), *block(0, "a", "sig-a"), *block(1, "b", None), *stop("end_turn"))
+        anthropic_upstream.script(Raw((body,)))
+        assert await collect(provider, anthropic_upstream) == [
+            ReasoningDelta("a"),
+            ReasoningDelta("\n\nb"),
+            Usage(3, 2),
+            Finish("stop"),
+        ]
+
+    async def test_a_json_answer_with_several_thinking_blocks_is_signed_block_by_block(
         self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
     ) -> None:
         answer = {
@@ -977,8 +1015,9 @@ class TestTools:
         )
         assert await collect(provider, anthropic_upstream) == [
             ReasoningDelta("a"),
-            ReasoningDelta("b"),
+            ReasoningDelta("\n\nb"),
             TextDelta("ok"),
+            SignedThinking((ThinkingBlock("a", "sig-a"), ThinkingBlock("b", "sig-b"))),
             Finish("stop"),
         ]
 
@@ -1000,8 +1039,9 @@ class TestTools:
             JSONAnswer("", reasoning="r", signature="sig", tool_calls=(call,))
         )
         assert await collect(provider, anthropic_upstream) == [
-            ReasoningDelta("r", "sig"),
+            ReasoningDelta("r"),
             ToolCallDelta(0, "toolu_1", "get_weather", '{"city":"Paris"}'),
             Usage(3, 2),
+            SignedThinking((ThinkingBlock("r", "sig"),)),
             Finish("tool_calls"),
         ]

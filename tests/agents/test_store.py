@@ -21,7 +21,7 @@ from agents import store as store_module
 from agents.config import MaintenanceConfig
 from agents.errors import StoreError, UnsafeStoreFile
 from agents.history import SessionHistory
-from agents.providers.base import ChatMessage, ToolCall
+from agents.providers.base import ChatMessage, ThinkingBlock, ToolCall
 from agents.store import (
     DB_FILENAME,
     MIGRATIONS,
@@ -757,14 +757,29 @@ class TestToolMessages:
         ]
         message = StoredMessage("m", "s", 1, "assistant", content, 1000)
         calls = (ToolCall("c1", "f", '{"x":1}'), ToolCall("c2", "g", "{}"))
+        # The thinking blocks' texts are one reasoning text, set apart as they streamed.
         assert (message.text, message.tool_calls, message.reasoning) == (
-            "Let me look.", calls, "first then!",
+            "Let me look.", calls, "first\n\n then\n\n!",
         )  # fmt: skip
-        assert message.reasoning_signature == "s2"  # the last one that is a string
+        assert message.thinking == ()  # one block is not signed: none can go back
         assert message.to_chat() == ChatMessage(
-            "assistant", "Let me look.", tool_calls=calls, reasoning="first then!",
-            reasoning_signature="s2",
+            "assistant", "Let me look.", tool_calls=calls, reasoning="first\n\n then\n\n!",
         )  # fmt: skip
+
+    def test_signed_thinking_blocks_are_read_block_by_block(self) -> None:
+        content = [
+            {"type": "thinking", "thinking": "first", "thinkingSignature": "s1"},
+            {"type": "thinking", "thinking": "", "thinkingSignature": "EmwK", "redacted": True},
+            {"type": "thinking", "thinking": "then", "thinkingSignature": "s2"},
+            {"type": "toolCall", "id": "c1", "name": "f", "arguments": {}},
+        ]
+        message = StoredMessage("m", "s", 1, "assistant", content, 1000)
+        assert message.thinking == (
+            ThinkingBlock("first", "s1"),
+            ThinkingBlock("", "EmwK", redacted=True),
+            ThinkingBlock("then", "s2"),
+        )
+        assert message.reasoning == "first\n\nthen"
 
     async def test_a_v1_store_is_migrated_in_place(self, tmp_path: Path) -> None:
         path = tmp_path / DB_FILENAME
@@ -798,7 +813,8 @@ class TestToolMessages:
         row, _ = await store.create(KEY, "main", 100)
         await store.append_turn(
             turn(row, "r1", user_text="weather?", assistant_text="", tool_calls=(CALL,),
-                 reasoning="need it", reasoning_signature="sig", stop_reason="tool_calls")
+                 reasoning="need it", thinking=(ThinkingBlock("need it", "sig"),),
+                 stop_reason="tool_calls")
         )  # fmt: skip
         result = ChatMessage("tool", "sunny", tool_call_id="call_1", tool_name="get_weather")
         await store.append_turn(turn(row, "r2", inputs=(result,), assistant_text="Sunny."))
@@ -834,7 +850,7 @@ class TestToolMessages:
         row, _ = await store.create(KEY, "main", 100)
         await store.append_turn(
             turn(row, "r1", user_text="weather?", assistant_text="", tool_calls=(CALL,),
-                 reasoning="need it", reasoning_signature="sig")
+                 reasoning="need it", thinking=(ThinkingBlock("need it", "sig"),))
         )  # fmt: skip
         result = ChatMessage("tool", "sunny", tool_call_id="call_1", tool_name="get_weather")
         await store.append_turn(turn(row, "r2", inputs=(result,), assistant_text="Sunny."))
@@ -842,7 +858,7 @@ class TestToolMessages:
         assert [m.to_chat() for m in recent] == [
             ChatMessage("user", "weather?"),
             ChatMessage("assistant", "", tool_calls=(CALL,), reasoning="need it",
-                        reasoning_signature="sig"),
+                        thinking=(ThinkingBlock("need it", "sig"),)),
             result,
             ChatMessage("assistant", "Sunny."),
         ]  # fmt: skip

@@ -678,9 +678,8 @@ WEATHER_USE = {"type": "tool_use", "id": "toolu_1", "name": "get_weather",
 class TestSignedThinking:
     """Anthropic checks each thinking block it is sent back against its own signature: a
     reply's blocks joined into one would be refused on every later turn of the session. A
-    reply with one thinking block is sent back as it came; one with several (interleaved
-    thinking, redacted thinking) is not, and its tool loop's next turn runs without
-    thinking, as for a call made without it."""
+    reply's thinking blocks (one, or several: interleaved thinking, redacted thinking) are
+    sent back as they came, each with its own signature."""
 
     async def tool_loop_body(
         self, gateway: MakeClient, upstream: FakeAnthropic, user: str, *blocks: dict[str, Any]
@@ -724,16 +723,17 @@ class TestSignedThinking:
         ],
         ids=["two-thinking-blocks", "redacted-and-thinking"],
     )
-    async def test_several_blocks_are_not_sent_back_joined(
+    async def test_several_blocks_go_back_as_they_came(
         self,
         gateway: MakeClient,
         anthropic_fake: FakeAnthropic,
         blocks: tuple[dict[str, Any], ...],
     ) -> None:
+        # They were dropped, and the tool loop's next turn ran without thinking.
         body = await self.tool_loop_body(gateway, anthropic_fake, "ivy", *blocks)
-        assert "thinking" not in body
+        assert body["thinking"] == THINKING_ON
         assert body["messages"][1:] == [
-            {"role": "assistant", "content": [WEATHER_USE]},
+            {"role": "assistant", "content": [*blocks, WEATHER_USE]},
             {
                 "role": "user",
                 "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}],
