@@ -169,13 +169,14 @@ async def open_stream(
     raise error
 
 
-async def read_json(resp: UpstreamResponse, provider: ProviderConfig) -> Any:
-    """The whole body of a non-streamed answer, parsed; bad or oversized JSON is malformed."""
+async def read_json(resp: UpstreamResponse, provider: ProviderConfig) -> tuple[bytes, Any]:
+    """The whole body of a non-streamed answer, and its JSON; bad or oversized JSON is
+    malformed."""
     body = await resp.read(MAX_JSON_BODY)
     if len(body) > MAX_JSON_BODY:
         raise MalformedStream("upstream JSON answer too large")
     try:
-        return json.loads(body)
+        return body, json.loads(body)
     except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep to parse
         log_body("upstream_malformed_json", provider, body)
         raise MalformedStream("upstream answer is not valid JSON") from exc
@@ -236,10 +237,15 @@ async def relay(
     finished = False
     try:
         if resp.content_type == "application/json":
-            whole = await read_json(resp, provider)
+            raw, whole = await read_json(resp, provider)
             try:
                 answer = json_answer(whole)
-            except _DECODE_ERRORS as exc:  # a field of the wrong shape (a list for a reason)
+            except (MalformedStream, *_DECODE_ERRORS) as exc:
+                # An error object with a 200, or a field of the wrong shape (a list for a
+                # reason): the body says which.
+                log_body("upstream_malformed_answer", provider, raw)
+                if isinstance(exc, MalformedStream):
+                    raise
                 raise MalformedStream(f"malformed upstream answer ({type(exc).__name__})") from exc
             finished = True  # the body is read: the connection may be reused
             for event in answer:

@@ -459,6 +459,23 @@ class TestNonStreamingAnswer:
             await collect(provider, openai_upstream)
         assert SECRET_BODY_MARKER not in str(caught.value)
 
+    @pytest.mark.parametrize(
+        "answer",
+        [{"error": {"message": f"bad key {API_KEY}"}}, {"choices": [{"finish_reason": ["x"]}]}],
+        ids=["error", "wrong-shape"],
+    )
+    async def test_a_json_answer_that_is_no_completion_is_logged_at_debug(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI, answer: Any
+    ) -> None:
+        # Only the stream's error events were logged: an operator could not see why.
+        body = json.dumps(answer).encode()
+        openai_upstream.script(Raw((body,), content_type="application/json"))
+        with structlog.testing.capture_logs() as logs, pytest.raises(MalformedStream):
+            await collect(provider, openai_upstream)
+        [entry] = [e for e in logs if e["event"] == "upstream_malformed_answer"]
+        assert entry["log_level"] == "debug"
+        assert entry["body"] == body.decode().replace(API_KEY, "[redacted]")
+
     @pytest.mark.parametrize("reason", [["stop"], {"type": "stop"}])
     async def test_json_answer_with_a_finish_reason_of_the_wrong_shape_is_malformed(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI, reason: Any
