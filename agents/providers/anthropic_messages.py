@@ -35,6 +35,7 @@ from agents.providers.base import (
     token_count,
 )
 from agents.providers.echo import token_cap
+from agents.providers.images import image_type
 from agents.providers.sse import SSEEvent, data_json
 from agents.providers.timeouts import Timeouts
 from agents.providers.upstream import log_body, relay
@@ -92,7 +93,13 @@ class _Turn:
         blocks.extend(
             {
                 "type": "image",
-                "source": {"type": "base64", "media_type": i.mime_type, "data": i.data_b64},
+                # The type the bytes are, when known: the API refuses an image declared as
+                # another (a PNG sent as image/jpeg), which the client may not know it sent.
+                "source": {
+                    "type": "base64",
+                    "media_type": image_type(i.data_b64) or i.mime_type,
+                    "data": i.data_b64,
+                },
             }
             for i in self.images
         )

@@ -85,6 +85,26 @@ def _encoded_dimensions(data_b64: str) -> tuple[int, int] | None:
     return size
 
 
+def image_type(data_b64: str) -> str | None:
+    """The MIME type an image's first bytes say it is (PNG, JPEG, GIF or WebP), else None.
+    Clients label images by their file name or not at all: a PNG sent as image/jpeg is
+    common, and Anthropic refuses it ("The image was specified using the image/jpeg media
+    type, but the image appears to be a image/png image")."""
+    try:
+        head = base64.b64decode(data_b64[:16])  # 12 bytes: the longest signature (WebP)
+    except (binascii.Error, ValueError):
+        return None
+    if head[:8] == _PNG:
+        return "image/png"
+    if head[:3] == b"\xff\xd8\xff":
+        return "image/jpeg"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
 def image_dimensions(data: bytes) -> tuple[int, int] | None:
     """(width, height) from a PNG, GIF, JPEG or WebP image's header; None when `data` is
     none of those, or its header is cut short or broken. Header bytes only: nothing is

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import time
@@ -302,6 +303,33 @@ class TestRequest:
                 ],
             }
         ]
+
+    @pytest.mark.parametrize(
+        ("declared", "data", "sent"),
+        [
+            ("image/jpeg", PNG.data_b64, "image/png"),
+            ("image/png", JPEG.data_b64, "image/jpeg"),
+            ("image/png", base64.b64encode(b"GIF89a\x01\0\x01\0").decode(), "image/gif"),
+            ("image/png", base64.b64encode(b"RIFF\0\0\0\0WEBPVP8 ").decode(), "image/webp"),
+            ("image/webp", base64.b64encode(b"not a known format").decode(), "image/webp"),
+        ],
+        ids=["png-as-jpeg", "jpeg-as-png", "gif-as-png", "webp-as-png", "unknown"],
+    )
+    async def test_an_image_goes_with_the_type_its_bytes_are(
+        self,
+        provider: AnthropicMessagesProvider,
+        anthropic_upstream: FakeAnthropic,
+        declared: str,
+        data: str,
+        sent: str,
+    ) -> None:
+        # Anthropic refuses an image whose bytes are of another type than it is declared
+        # ("The image was specified using the image/jpeg media type, but the image appears
+        # to be a image/png image"): the turn failed with a 502.
+        image = ImageInput(declared, data, len(base64.b64decode(data)))
+        body = await sent_body(provider, anthropic_upstream, text="", images=(image,))
+        source = body["messages"][0]["content"][0]["source"]
+        assert (source["media_type"], source["data"]) == (sent, data)
 
     async def test_image_only_turn_has_no_empty_text_block(
         self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
