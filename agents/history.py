@@ -14,12 +14,13 @@ stale history is read from the store again, as before.
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from collections.abc import Sequence
 
 import attrs
 
-from agents.providers.base import ChatMessage
+from agents.providers.base import ChatMessage, StopReason, ToolCall
 from agents.store import StoredMessage
 
 # About what the replayed histories of a few hundred active conversations of ordinary
@@ -50,19 +51,37 @@ def window_start(messages: Sequence[StoredMessage], user_turns: int) -> int:
     return start
 
 
+# The replies that did not finish: one may hold a call cut off in its arguments.
+_UNFINISHED = frozenset({StopReason.ERROR, StopReason.ABORTED, StopReason.TIMEOUT})
+
+
 def replayed(message: StoredMessage) -> ChatMessage | None:
     """The message as the provider is given it; None for an empty reply, which is left out."""
     chat = message.to_chat()
     if chat.role == "assistant":
         calls = chat.tool_calls
-        if calls and not all(call.name for call in calls):
+        if calls:
             # A call stored without its name (a reply broken off after the id, before such
-            # calls were dropped): the upstreams refuse it, and its result is then left out
-            # as one without its call (`transcript.paired`).
-            chat = attrs.evolve(chat, tool_calls=tuple(call for call in calls if call.name))
+            # calls were dropped) the upstreams refuse; one cut off in its arguments (a
+            # reply that failed, timed out or was aborted while the call streamed) those
+            # that parse the arguments to render the prompt (vLLM, llama.cpp) do. Either
+            # is left out, and its result then as one without its call (`transcript.paired`);
+            # the transcript keeps it.
+            unfinished = message.stop_reason in _UNFINISHED
+            kept = tuple(c for c in calls if c.name and not (unfinished and _cut_off(c)))
+            if len(kept) != len(calls):
+                chat = attrs.evolve(chat, tool_calls=kept)
         if not chat.text and not chat.tool_calls:
             return None
     return chat
+
+
+def _cut_off(call: ToolCall) -> bool:
+    """The call's arguments are not a JSON object (as a whole call's always are)."""
+    try:
+        return not isinstance(json.loads(call.arguments), dict)
+    except (ValueError, RecursionError):
+        return True
 
 
 @attrs.frozen

@@ -441,6 +441,26 @@ class TestCallsWithoutAName:
             {"role": "user", "content": "Hello!"},
         ]
 
+    async def test_a_call_broken_off_in_its_arguments_is_not_replayed(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        # Stored as it streamed, its arguments were sent back cut short: servers that parse
+        # them to render the prompt (vLLM, llama.cpp) refused every later turn of the session.
+        function = {"name": "get_weather", "arguments": '{"city":'}
+        head = {"tool_calls": [{"index": 0, "id": "call_up_1", "function": function}]}
+        openai_fake.script(Raw((openai_chunks(head, finish=None),)), Stream(("Hi.",)))
+        client = await gateway(fake_provider(openai_fake))
+        broken = await post(client, ask("Weather in Paris?", user="kit", tools=[WEATHER]))
+        assert broken.status == 502
+        later = await post(client, ask("Hello!", user="kit"))
+        assert later.status == 200
+        assert openai_fake.requests[1].body["messages"] == [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "user", "content": "Hello!"},
+        ]
+        stored = await stored_messages(client, "agent:main:openai-user:kit")
+        assert stored[1].tool_calls == (ToolCall("call_up_1", "get_weather", '{"city":'),)
+
     @pytest.mark.parametrize("stream", [False, True])
     async def test_no_answer_shows_a_call_that_never_got_a_name(
         self, gateway: MakeClient, openai_fake: FakeOpenAI, stream: bool
