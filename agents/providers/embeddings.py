@@ -219,9 +219,14 @@ class EmbeddingsClient:
         except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep to parse
             log_body("upstream_malformed_json", provider, body)
             raise MalformedStream("upstream answer is not valid JSON") from exc
-        result = await asyncio.to_thread(
-            parse_answer, answer, len(request.inputs), request.dimensions
-        )
+        try:
+            result = await asyncio.to_thread(
+                parse_answer, answer, len(request.inputs), request.dimensions
+            )
+        except MalformedStream:
+            # An error object with a 200, or vectors of the wrong shape: the body says which.
+            log_body("upstream_malformed_answer", provider, body)
+            raise
         if result.prompt_tokens < 0:
             tokens = estimated_tokens(request.inputs)
             result = attrs.evolve(result, prompt_tokens=tokens, total_tokens=tokens)

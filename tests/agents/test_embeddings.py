@@ -4,11 +4,13 @@ against a fake OpenAI-compatible server."""
 from __future__ import annotations
 
 import base64
+import json
 import math
 import struct
 from typing import Any
 
 import pytest
+import structlog
 
 from agents.config import API_OPENAI_COMPLETIONS, ModelRef, ProviderConfig
 from agents.errors import MalformedStream, UpstreamAuthFailed, UpstreamError, UpstreamTimeout
@@ -20,7 +22,14 @@ from agents.providers.embeddings import (
     parse_answer,
 )
 from agents.providers.pool import Timeouts
-from tests.support.upstreams import FakeOpenAI, Stall, Status, closed_port, fake_embedding
+from tests.support.upstreams import (
+    API_KEY,
+    FakeOpenAI,
+    Stall,
+    Status,
+    closed_port,
+    fake_embedding,
+)
 
 
 class TestEchoVector:
@@ -138,6 +147,22 @@ class TestClient:
                 await client.embed(request_for(openai_upstream, "a"))
         finally:
             await client.aclose()
+
+    async def test_a_200_answer_that_is_no_embeddings_is_logged_at_debug(
+        self, openai_upstream: FakeOpenAI
+    ) -> None:
+        # An error object with a 200: the request failed without its cause in the log.
+        body = json.dumps({"error": {"message": f"bad key {API_KEY}"}})
+        openai_upstream.script(Status(200, body=body))
+        client = EmbeddingsClient(TIMEOUTS)
+        try:
+            with structlog.testing.capture_logs() as logs, pytest.raises(MalformedStream):
+                await client.embed(request_for(openai_upstream, "a"))
+        finally:
+            await client.aclose()
+        [entry] = [e for e in logs if e["event"] == "upstream_malformed_answer"]
+        assert entry["log_level"] == "debug"
+        assert entry["body"] == body.replace(API_KEY, "[redacted]")
 
     async def test_a_refused_connection_is_an_upstream_error(self) -> None:
         provider = ProviderConfig(
