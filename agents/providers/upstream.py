@@ -274,10 +274,15 @@ async def relay(
                 raise _malformed(decoder, provider, exc) from exc
 
         after: asyncio.Timeout | None = None
+        # The body's first bytes: logged when the stream ends with no event in them (an
+        # error page or object that is no event stream).
+        head = bytearray()
 
         def on_data(piece: bytes) -> None:
             if decoder.done:
                 return  # after the terminator: nothing more is read
+            if len(head) <= LOG_BODY_BYTES:  # a byte more: log_body knows it cut the body
+                head.extend(piece[: LOG_BODY_BYTES + 1 - len(head)])
             try:
                 events = parser.feed(piece)
             except SSEError as exc:
@@ -302,6 +307,10 @@ async def relay(
             decode(feed(events))
         try:
             tail = decoder.finish()
+        except MalformedStream:
+            if not decoder.data:  # no event was decoded
+                log_body("upstream_malformed_stream", provider, bytes(head))
+            raise
         except _DECODE_ERRORS as exc:
             raise _malformed(decoder, provider, exc) from exc
         # The stream is over: set before the last deliveries, so that a consumer failing on

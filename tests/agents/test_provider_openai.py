@@ -775,6 +775,19 @@ class TestMalformedStream:
         assert "line too long" in str(caught.value)
         assert time.process_time() - started < 5.0
 
+    async def test_a_body_with_no_event_in_it_is_logged_at_debug(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        # A proxy's error page, or an error object without `data:`, labelled an event
+        # stream: the turn failed as "ended before [DONE]" with nothing in the log to say why.
+        body = f'{{"error": "bad key {API_KEY}"}}\n'.encode()
+        openai_upstream.script(Raw((body,)))
+        with structlog.testing.capture_logs() as logs, pytest.raises(MalformedStream):
+            await collect(provider, openai_upstream)
+        [entry] = [e for e in logs if e["event"] == "upstream_malformed_stream"]
+        assert entry["log_level"] == "debug"
+        assert entry["body"] == body.decode().replace(API_KEY, "[redacted]")
+
     async def test_eof_without_finish_or_done_is_malformed(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
     ) -> None:
