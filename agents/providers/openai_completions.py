@@ -136,6 +136,30 @@ def usage_of(usage: Any) -> Usage | None:
     return Usage(prompt, completion)
 
 
+def content_parts(parts: list[Any]) -> Iterator[TextDelta | ReasoningDelta]:
+    """Content as a list of parts, as Mistral's magistral models give it: `text` parts, and
+    `thinking` parts whose `thinking` is a list of text parts (their reasoning). Other parts
+    (references, images) carry no reply text. TypeError or AttributeError for a part of
+    the wrong shape."""
+    for part in parts:
+        kind = part.get("type")
+        if kind == "text":
+            text = part["text"]
+            if type(text) is not str:
+                raise TypeError("content part text is not text")
+            if text:
+                yield TextDelta(text)
+        elif kind == "thinking":
+            thinking: Any = part["thinking"]
+            pieces: list[Any] = [{"text": thinking}] if type(thinking) is str else thinking
+            for piece in pieces:
+                text = piece.get("text") or ""
+                if type(text) is not str:
+                    raise TypeError("thinking part text is not text")
+                if text:
+                    yield ReasoningDelta(text)
+
+
 def json_answer(answer: Any) -> list[ProviderEvent]:
     """A whole chat.completion object (the server ignored `stream`): one delta, usage, finish."""
     if not isinstance(answer, dict) or answer.get("error"):
@@ -150,13 +174,15 @@ def json_answer(answer: Any) -> list[ProviderEvent]:
     content = message.get("content")
     if content is None:  # structured outputs' refusal: content null, the refusal its text
         content = message.get("refusal")
-    if content is not None and not isinstance(content, str):
+    if content is not None and not isinstance(content, str | list):
         raise MalformedStream("upstream JSON answer content is not text")
     events: list[ProviderEvent] = []
     reasoning = message.get("reasoning_content") or message.get("reasoning")
     if isinstance(reasoning, str) and reasoning:
         events.append(ReasoningDelta(reasoning))
-    if content:
+    if isinstance(content, list):
+        events.extend(content_parts(content))
+    elif content:
         events.append(TextDelta(content))
     calls = message.get("tool_calls")
     for index, call in enumerate(calls if isinstance(calls, list) else ()):
@@ -242,9 +268,12 @@ class ChunkDecoder:
                 if delta:
                     content = delta.get("content")
                     if content:
-                        if type(content) is not str:
+                        if type(content) is str:
+                            yield TextDelta(content)
+                        elif type(content) is list:
+                            yield from content_parts(content)
+                        else:
                             raise TypeError("delta content is not text")
-                        yield TextDelta(content)
                     if len(delta) > 1 or not content:
                         # Reasoning and tool calls: not looked for in a chunk of text alone.
                         yield from self._other(delta)

@@ -314,6 +314,29 @@ class TestStreaming:
             Finish("stop"),
         ]
 
+    async def test_content_as_a_list_of_parts_is_read(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        # Mistral's magistral models stream their thinking, and may stream their text, as
+        # content parts: the turn failed as a malformed stream.
+        def thinking(text: str) -> dict[str, Any]:
+            return {"type": "thinking", "thinking": [{"type": "text", "text": text}]}
+
+        body = sse(
+            chunk({"role": "assistant", "content": [thinking("Hm, "), thinking("a greeting.")]}),
+            chunk({"content": [{"type": "text", "text": "Hello"}]}),
+            chunk({"content": [{"type": "reference", "reference_ids": [1]}]}),
+            chunk({"content": " there."}, "stop"),
+        )
+        openai_upstream.script(Raw((body,)))
+        assert await collect(provider, openai_upstream) == [
+            ReasoningDelta("Hm, "),
+            ReasoningDelta("a greeting."),
+            TextDelta("Hello"),
+            TextDelta(" there."),
+            Finish("stop"),
+        ]
+
     async def test_content_and_finish_in_one_chunk(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
     ) -> None:
@@ -422,6 +445,23 @@ class TestNonStreamingAnswer:
         openai_upstream.script(JSONAnswer("cut", finish="length", usage=None))
         assert await collect(provider, openai_upstream) == [TextDelta("cut"), Finish("length")]
 
+    async def test_content_as_a_list_of_parts_is_read(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        content = [
+            {"type": "thinking", "thinking": [{"type": "text", "text": "Hm."}]},
+            {"type": "text", "text": "Hello"},
+            {"type": "text", "text": " there."},
+        ]
+        answer = {"choices": [{"message": {"content": content}, "finish_reason": "stop"}]}
+        openai_upstream.script(Raw((json.dumps(answer).encode(),), content_type="application/json"))
+        assert await collect(provider, openai_upstream) == [
+            ReasoningDelta("Hm."),
+            TextDelta("Hello"),
+            TextDelta(" there."),
+            Finish("stop"),
+        ]
+
     async def test_a_refusal_is_the_reply_text(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
     ) -> None:
@@ -434,7 +474,9 @@ class TestNonStreamingAnswer:
         openai_upstream.script(Raw((json.dumps(answer).encode(),), content_type="application/json"))
         assert await collect(provider, openai_upstream) == [TextDelta("I can't."), Finish("stop")]
 
-    @pytest.mark.parametrize("content", [0, False, [], {}])
+    @pytest.mark.parametrize(
+        "content", [0, False, {}, [1], [{"type": "text", "text": 5}], [{"type": "thinking"}]]
+    )
     async def test_json_answer_content_that_is_not_text_is_malformed(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI, content: Any
     ) -> None:
