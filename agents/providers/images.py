@@ -26,8 +26,9 @@ ANTHROPIC_MAX_BASE64_CHARS = 5 * 1024 * 1024
 ANTHROPIC_MAX_SIDE = 8000
 ANTHROPIC_MANY_IMAGES = 20
 ANTHROPIC_MANY_IMAGES_MAX_SIDE = 2000
-# OpenAI's documented types. Only api.openai.com is held to them: other OpenAI-compatible
-# servers (vLLM, Ollama, Gemini's endpoint) take other sets, which only they know.
+# OpenAI's documented types (the same four: `image_type` reads which one an image's bytes
+# are). Only api.openai.com is held to them: other OpenAI-compatible servers (vLLM, Ollama,
+# Gemini's endpoint) take other sets, which only they know.
 OPENAI_IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 OPENAI_HOST = "api.openai.com"
 
@@ -53,6 +54,13 @@ def image_refusal(provider: ProviderConfig | None, images: Sequence[ImageInput])
             return (
                 f"image {index} is {len(image.data_b64)} base64 characters"
                 f" (provider {provider.id!r} takes {max_chars})"
+            )
+        if image_type(image.data_b64) is None:
+            # The upstream cannot read it ("Could not process image"): a text file or a
+            # broken upload labelled an image.
+            return (
+                f"image {index} is no JPEG, PNG, GIF or WebP image,"
+                f" which provider {provider.id!r} refuses"
             )
         if max_side is not None:
             size = _encoded_dimensions(image.data_b64)

@@ -12,9 +12,20 @@ from agents.config import API_ANTHROPIC_MESSAGES, API_OPENAI_COMPLETIONS, Provid
 from agents.providers.base import ImageInput
 from agents.providers.images import image_dimensions, image_refusal
 
+# The first bytes of an image of each type (HEIC's too): what the upstreams look at.
+SIGNATURES = {
+    "image/png": b"\x89PNG\r\n\x1a\n",
+    "image/jpeg": b"\xff\xd8\xff\xe0",
+    "image/gif": b"GIF89a",
+    "image/webp": b"RIFF\0\0\0\0WEBPVP8 ",
+    "image/heic": b"\0\0\0\x18ftypheic",
+}
 
-def image(mime: str, size: int = 3) -> ImageInput:
-    return ImageInput(mime, base64.b64encode(b"\0" * size).decode(), size)
+
+def image(mime: str, size: int = 16) -> ImageInput:
+    head = SIGNATURES.get(mime, b"")
+    data = head + b"\0" * (size - len(head))
+    return ImageInput(mime, base64.b64encode(data).decode(), size)
 
 
 def provider(api: str, base_url: str = "https://example.test/v1") -> ProviderConfig:
@@ -114,6 +125,13 @@ class TestAnthropic:
             f"image 1 is {mime}, which provider 'p' refuses"
         )
 
+    @pytest.mark.parametrize("data", [b"\0" * 16, b"<html>not found</html>", b"GIF8"])
+    def test_refuses_bytes_that_are_no_image_of_those_types(self, data: bytes) -> None:
+        # Anthropic answers 400 ("Could not process image"): the turn failed with a 502.
+        assert image_refusal(self.ANTHROPIC, [PNG, encoded("image/png", data)]) == (
+            "image 1 is no JPEG, PNG, GIF or WebP image, which provider 'p' refuses"
+        )
+
     def test_takes_5_mib_of_base64_and_no_more(self) -> None:
         most = 5 * 1024 * 1024 * 3 // 4
         assert image_refusal(self.ANTHROPIC, [image("image/png", most)]) is None
@@ -149,6 +167,12 @@ class TestOpenAICompatible:
         openai = provider(API_OPENAI_COMPLETIONS, base_url)
         assert image_refusal(openai, [PNG, image("image/webp")]) is None
         assert image_refusal(openai, [HEIC]) == "image 0 is image/heic, which provider 'p' refuses"
+
+    def test_api_openai_com_refuses_bytes_that_are_no_image_of_those_types(self) -> None:
+        openai = provider(API_OPENAI_COMPLETIONS, "https://api.openai.com/v1")
+        assert image_refusal(openai, [encoded("image/png", b"\0" * 16)]) == (
+            "image 0 is no JPEG, PNG, GIF or WebP image, which provider 'p' refuses"
+        )
 
     def test_has_no_size_rule_of_ours(self) -> None:
         openai = provider(API_OPENAI_COMPLETIONS, "https://api.openai.com/v1")

@@ -349,10 +349,23 @@ class TestImagesTheUpstreamRefuses:
         self, gateway: MakeClient, anthropic_upstream: FakeAnthropic
     ) -> None:
         client = await gateway(anthropic_agent(anthropic_upstream))
-        body = image_turn("image/png", b"\0" * ANTHROPIC_MAX_DECODED)
+        png = b"\x89PNG\r\n\x1a\n"
+        body = image_turn("image/png", png + b"\0" * (ANTHROPIC_MAX_DECODED - len(png)))
         assert (await post_large(client, body))[0] == 200
         image = anthropic_upstream.last.body["messages"][0]["content"][0]
         assert len(image["source"]["data"]) == 5 * 1024 * 1024
+
+    async def test_bytes_that_are_no_image_are_refused_for_an_anthropic_agent(
+        self, gateway: MakeClient, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        # Anthropic refuses them ("Could not process image"): the turn failed with a 502.
+        client = await gateway(anthropic_agent(anthropic_upstream))
+        status, text, _ = await post_large(client, image_turn("image/png", b"<html>"), PHOTOS)
+        assert (status, text) == (
+            400,
+            err("Invalid image_url content in `messages`.", param="messages"),
+        )
+        assert anthropic_upstream.requests == []
 
     async def test_a_model_header_naming_anthropic_is_held_to_its_rules(
         self, gateway: MakeClient, anthropic_upstream: FakeAnthropic
