@@ -337,6 +337,10 @@ class Connection:
 
     # -- request tasks and teardown ------------------------------------------------------------
 
+    @property
+    def calls_in_flight(self) -> int:
+        return len(self._tasks) if self._tasks is not None else 0
+
     def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.create_task(coro, name=name)
         if self._tasks is None:

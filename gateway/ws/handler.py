@@ -15,7 +15,6 @@ socket. Runs it started go on (agents-sessions.md §2.4).
 from __future__ import annotations
 
 import asyncio
-import functools
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from enum import StrEnum
@@ -40,6 +39,7 @@ from gateway.ws.framelimit import GatewayWebSocket, raise_frame_limit
 from gateway.ws.methods import register_all
 from gateway.ws.protocol import (
     INVALID_REQUEST,
+    UNAVAILABLE,
     ConnectParams,
     InvalidFrame,
     NotJson,
@@ -58,9 +58,6 @@ WS = web.AppKey("ws", WsState)
 METHODS = web.AppKey("ws_methods", MethodRegistry)  # the method table of every connection
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-# How often a reader waiting for a free request slot looks whether its client is still there.
-SLOT_CHECK_SECONDS = 1.0
 
 SHUTDOWN_PAYLOAD = {"reason": "gateway stopping", "restartExpectedMs": None}
 
@@ -374,8 +371,6 @@ def _hello_ok(
 
 
 async def _read_loop(ws_state: WsState, methods: MethodRegistry, conn: Connection) -> None:
-    # Made with the first request: most connections send none after the handshake.
-    inflight: asyncio.Semaphore | None = None
     ws = conn.ws
     while True:
         msg = await ws.receive()
@@ -394,12 +389,15 @@ async def _read_loop(ws_state: WsState, methods: MethodRegistry, conn: Connectio
             except InvalidFrame as exc:
                 _invalid_frame(conn, exc.frame_id, exc.detail)
                 continue
-            if inflight is None:
-                inflight = asyncio.Semaphore(ws_state.settings.max_inflight_requests)
-            if not await _free_slot(inflight, conn):
-                return  # the client left while every slot was taken
-            task = conn.spawn(dispatch(methods, ws_state, conn, frame), f"ws-call {frame.method}")
-            task.add_done_callback(functools.partial(_release, inflight))
+            limit = ws_state.settings.max_inflight_requests
+            if conn.calls_in_flight >= limit:
+                # Refused, not waited for: a reader that waited for a free slot would read
+                # nothing meanwhile, pings included, and a client's keepalive would drop a
+                # healthy connection whose requests all wait (`agent.wait`), as HTTP/2
+                # refuses a stream beyond its peer's limit.
+                conn.send(protocol.error_response(frame.id, _too_many_in_flight(limit)))
+                continue
+            conn.spawn(dispatch(methods, ws_state, conn, frame), f"ws-call {frame.method}")
         elif msg.type is WSMsgType.BINARY:
             conn.last_activity_at = now_ms()
             _invalid_frame(conn, None, "binary frames are not supported")
@@ -407,27 +405,13 @@ async def _read_loop(ws_state: WsState, methods: MethodRegistry, conn: Connectio
             return
 
 
-async def _free_slot(inflight: asyncio.Semaphore, conn: Connection) -> bool:
-    """Take a request slot; False when the client went away while every slot was taken.
-
-    Meanwhile the reader reads nothing, the socket's end included, and a request may hold
-    its slot for as long as its client likes (`agent.wait`): the connection is looked at
-    every SLOT_CHECK_SECONDS instead, or it would stay open, in presence too, for good."""
-    if not inflight.locked():
-        await inflight.acquire()
-        return True
-    while True:
-        try:
-            async with asyncio.timeout(SLOT_CHECK_SECONDS):
-                await inflight.acquire()
-            return True
-        except TimeoutError:
-            if conn.peer_gone:
-                return False
-
-
-def _release(inflight: asyncio.Semaphore, task: asyncio.Task[Any]) -> None:
-    inflight.release()
+def _too_many_in_flight(limit: int) -> WsError:
+    return WsError(
+        UNAVAILABLE,
+        f"too many requests in flight: {limit} per connection; retry after one is answered",
+        details={"limit": limit},
+        retryable=True,
+    )
 
 
 def _invalid_frame(conn: Connection, frame_id: str | None, detail: str) -> None:

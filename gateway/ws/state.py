@@ -37,8 +37,8 @@ class WsSettings:
     max_buffered_bytes: int = protocol.MAX_BUFFERED_BYTES
     # A closing handshake waits this long for the client before cutting the TCP connection.
     close_timeout_seconds: float = 5.0
-    # Requests of one connection handled at once; beyond it the reader stops reading, so
-    # TCP pushes back on a client that pipelines without limit.
+    # Requests of one connection handled at once; one beyond it is answered at once with a
+    # retryable UNAVAILABLE (the reader never stops reading: pings are answered).
     max_inflight_requests: int = 64
     # Presence goes to every connection, so n connects each broadcast at once would cost n
     # frames per connection (n² frames); coalesced, a burst costs one frame per connection per

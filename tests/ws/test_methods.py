@@ -4,6 +4,7 @@ method's answer."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -687,27 +688,63 @@ class TestSessionChangesOutliveTheirClient:
 
 
 class TestRequestsInFlight:
-    async def test_a_request_beyond_the_slots_is_answered_once_one_frees(
+    async def test_a_request_beyond_the_slots_is_refused_and_one_after_a_slot_frees_is_answered(
         self, make_gateway: MakeGateway
     ) -> None:
         gateway = await make_gateway(settings=WsSettings(max_inflight_requests=2))
         ws = await gateway.connected()
         waits = [
-            await ws.request("agent.wait", {"runId": f"never-{i}", "timeoutMs": 1500})
+            await ws.request("agent.wait", {"runId": f"never-{i}", "timeoutMs": 500})
             for i in range(2)
-        ]  # longer than the reader's look at the connection: it waits on after one
-        health = await ws.request("health")
-        assert (await ws.response(health))["ok"] is True
+        ]
+        refused = await ws.call("health")
+        assert refused["error"]["code"] == "UNAVAILABLE"
+        assert refused["error"]["retryable"] is True
         for frame_id in waits:
             assert (await ws.response(frame_id))["payload"]["status"] == "timeout"
+        assert (await ws.call("health"))["ok"] is True
+        await ws.ws.close()
+
+    async def test_pings_are_answered_while_every_slot_is_taken(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        # A client's keepalive (python-websockets pings every 20 s and gives up after 20 more)
+        # must not drop a healthy connection whose requests all wait, as `agent.wait`s do.
+        gateway = await make_gateway(settings=WsSettings(max_inflight_requests=1))
+        ws = await gateway.raw(autoping=False)
+        await ws.connect()
+        await ws.request("agent.wait", {"runId": "never", "timeoutMs": 600_000})
+        health = await ws.request("health")
+        await ws.ws.ping(b"still there?")
+        read: list[dict[str, Any]] = []
+        async with asyncio.timeout(3):
+            while (msg := await ws.ws.receive()).type is not aiohttp.WSMsgType.PONG:
+                assert msg.type is aiohttp.WSMsgType.TEXT, msg
+                read.append(json.loads(msg.data))
+        assert msg.data == b"still there?"
+        answers = [f for f in read if f.get("id") == health] or [await ws.response(health)]
+        assert answers == [
+            {
+                "type": "res",
+                "id": health,
+                "ok": False,
+                "error": {
+                    "code": "UNAVAILABLE",
+                    "message": "too many requests in flight: 1 per connection; retry after one"
+                    " is answered",
+                    "details": {"limit": 1},
+                    "retryable": True,
+                },
+            }
+        ]
         await ws.ws.close()
 
     async def test_a_client_that_leaves_while_its_requests_fill_every_slot_is_let_go(
         self, tmp_path: Path
     ) -> None:
-        # The reader waits for a free slot before it reads on, and reads nothing meanwhile,
-        # the socket's end included; an `agent.wait` holds its slot as long as its client
-        # likes. Served as in production: aiohttp does not cancel a handler whose client left.
+        # An `agent.wait` holds its slot as long as its client likes; the request beyond the
+        # slots is refused and the socket's end still read. Served as in production: aiohttp
+        # does not cancel a handler whose client left.
         app = build_app(tmp_path)
         ws_state = app[WS]
         ws_state.settings = WsSettings(max_inflight_requests=2)
@@ -717,7 +754,7 @@ class TestRequestsInFlight:
             conn_id = (await ws.connect(auth={"token": SERVED_TOKEN}))["payload"]["server"][
                 "connId"
             ]
-            for i in range(3):  # the third waits for a slot
+            for i in range(3):  # the third is refused
                 await ws.request("agent.wait", {"runId": f"never-{i}", "timeoutMs": 600_000})
             await asyncio.sleep(0.1)
             await raw.close()  # the close goes unanswered: the client drops the connection
