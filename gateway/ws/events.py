@@ -8,6 +8,17 @@ the same bytes to every read-scoped connection, which only splices in its own `s
 `chat` events are derived per run (§9.2): a `delta` with the cumulative text at most every
 150 ms (the first one at once), a pending delta flushed before the terminal state, then
 `final`, `aborted` or `error`.
+
+No event frame is larger than hello-ok's `policy.maxPayload`: OpenClaw's clients close the
+socket (1009) on a larger one, and a run's text has no bound (a long reply, a hostile
+upstream). A `chat` event that would be larger carries the head of the text that fits, ending
+with OpenClaw's `\n...(truncated)...` mark (tool calls left out), and `deltaText` is the mark:
+a UI shows the reply cut, and its end, rather than losing the connection or waiting for a
+`final` that never comes. After a cut delta the run sends no more deltas (each would show the
+same head); its `final` or `aborted` is cut the same way. An `agent` event that would be
+larger (the cumulative text of an `assistant` or `thinking` event) is dropped for every
+reader, a `seq` gap as for a slow client. One warning line per run says so. Other events are
+small by construction (presence entries and session rows have bounded fields).
 """
 
 from __future__ import annotations
@@ -19,13 +30,16 @@ from collections.abc import Collection, Iterable
 from typing import Any
 
 import attrs
+import structlog
 
 from agents.events import RunEvent, SessionChange, Stream
 from agents.providers.base import ToolCall
 from agents.store import assistant_content
 from gateway.jsonwire import dumps
 from gateway.ws.connection import Connection
-from gateway.ws.protocol import EventFrame, event_frame
+from gateway.ws.protocol import MAX_PAYLOAD, TRUNCATED_MARK, EventFrame, event_frame
+
+log = structlog.get_logger()
 
 # §9.2: at most one chat delta per run per 150 ms; UIs re-render the whole text per delta.
 CHAT_DELTA_INTERVAL_SECONDS = 0.150
@@ -54,6 +68,8 @@ class _ChatRun:
     # Pieces, joined when a delta is sent: added to the text so far, each piece would copy
     # all of it (agents/session.py's _CallSoFar).
     calls: dict[str, tuple[str, list[str]]] = attrs.field(factory=dict)
+    cut: bool = False  # a delta was cut to fit maxPayload: no more deltas
+    too_large: bool = False  # an event of this run was over maxPayload (logged once)
 
     def tool_calls(self) -> tuple[ToolCall, ...]:
         return tuple(ToolCall(i, name, _joined(pieces)) for i, (name, pieces) in self.calls.items())
@@ -72,6 +88,18 @@ def _joined(pieces: list[str]) -> str:
     if len(pieces) > 1:
         pieces[:] = ["".join(pieces)]
     return pieces[0] if pieces else ""
+
+
+def _head(text: str, room: int) -> str:
+    """A head of `text` whose JSON string takes at most `room` bytes more than an empty one's:
+    the longest one, or a little shorter (escapes and UTF-8 make bytes and characters differ)."""
+    end = min(len(text), max(room, 0))
+    while end > 0:
+        size = len(dumps(text[:end]).encode()) - 2
+        if size <= room:
+            return text[:end]
+        end = min(end - 1, end * room // size)
+    return ""
 
 
 def _message(text: str, ts: int, calls: tuple[ToolCall, ...] = ()) -> dict[str, Any]:
@@ -99,6 +127,7 @@ def agent_payload(event: RunEvent) -> dict[str, Any]:
 class EventFanout:
     readers: set[Connection]  # the authenticated ones with operator.read
     delta_interval: float = CHAT_DELTA_INTERVAL_SECONDS
+    max_payload: int = MAX_PAYLOAD  # hello-ok's `policy.maxPayload`: no frame is larger
     # Readers that narrowed their `chat`/`agent` events to some sessions (`chat.subscribe`);
     # while it is empty, every event goes to every reader without a per-connection check.
     followers: set[Connection] = attrs.field(factory=set)
@@ -179,7 +208,10 @@ class EventFanout:
                 "agent", None, payload_json=dumps(agent_payload(event)),
                 droppable=event.stream == Stream.ASSISTANT,
             )  # fmt: skip
-            self.broadcast(frame, readers)
+            if frame.bound <= self.max_payload:
+                self.broadcast(frame, readers)
+            else:
+                self._too_large(self._chat_run(event), "agent", frame.bound, event.stream)
         if event.stream == Stream.ASSISTANT:
             self._assistant(event)
         elif event.stream == Stream.TOOL:
@@ -225,7 +257,7 @@ class EventFanout:
             self._send_delta(run, run.seq, run.ts)
 
     def _send_delta(self, run: _ChatRun, seq: int, ts: int) -> None:
-        if run.text == run.sent:
+        if run.text == run.sent or run.cut:
             return
         delta = run.text[len(run.sent) :]
         run.sent = run.text
@@ -243,7 +275,7 @@ class EventFanout:
                 if v4:  # §4: deltaText is a v4 field
                     payload["deltaText"] = delta
                 payload["message"] = _message(run.text, ts)
-                frame = frames[v4] = event_frame("chat", payload, droppable=True)
+                frame = frames[v4] = self._chat_frame(run, payload, run.text, droppable=True)
             conn.send_event(frame)
 
     def _terminal(self, event: RunEvent) -> None:
@@ -271,7 +303,40 @@ class EventFanout:
             payload["state"] = "final"
             payload["stopReason"] = data.get("stopReason")
             payload["message"] = _message(run.text, event.ts, run.tool_calls())
-        self.broadcast(event_frame("chat", payload), readers)
+        self.broadcast(self._chat_frame(run, payload, run.text), readers)
+
+    def _chat_frame(
+        self, run: _ChatRun, payload: dict[str, Any], text: str, *, droppable: bool = False
+    ) -> EventFrame:
+        """The `chat` event of `payload`; over maxPayload, its message's text is cut to fit
+        (module docstring)."""
+        frame = event_frame("chat", payload, droppable=droppable)
+        limit = self.max_payload
+        if frame.bound <= limit or "message" not in payload:
+            return frame
+        self._too_large(run, "chat", frame.bound)
+        message = payload["message"]
+        if droppable:  # a delta
+            run.cut = True
+            if "deltaText" in payload:
+                payload["deltaText"] = TRUNCATED_MARK
+        payload["message"] = _message(TRUNCATED_MARK, message["timestamp"])
+        room = limit - event_frame("chat", payload).bound
+        payload["message"] = _message(_head(text, room) + TRUNCATED_MARK, message["timestamp"])
+        return event_frame("chat", payload, droppable=droppable)
+
+    def _too_large(self, run: _ChatRun, name: str, size: int, stream: str | None = None) -> None:
+        if not run.too_large:
+            run.too_large = True
+            log.warning(
+                "ws_event_too_large",
+                run_id=run.run_id,
+                session_key=run.session_key,
+                event_name=name,
+                stream=stream,
+                bytes=size,
+                limit=self.max_payload,
+            )
 
     def readers_of(self, session_key: str) -> Collection[Connection]:
         """The readers that get a session's `chat` and `agent` events: those that follow it

@@ -22,6 +22,8 @@ PROTOCOL_MAX: Final = 4
 PREAUTH_MAX_PAYLOAD: Final = 64 * 1024  # §2.3: before `connect` only a small frame is legal
 MAX_PAYLOAD: Final = 25 * 1024 * 1024  # §2.3, hello-ok policy.maxPayload
 MAX_BUFFERED_BYTES: Final = 50 * 1024 * 1024  # §9.3, hello-ok policy.maxBufferedBytes
+# A connection's event `seq` would need 10**16 events to take a 17th digit.
+SEQ_DIGITS_MAX: Final = 16
 CLOSE_REASON_MAX: Final = 123  # RFC 6455 §5.5: a close frame's reason is at most 123 bytes
 # The `client` strings of `connect` are kept in the presence book and sent in every `presence`
 # event to every client (64 entries at a time): a name, a version or an id is far shorter.
@@ -57,6 +59,8 @@ MSG_CONNECT_AGAIN: Final = "connect is only valid as the first request"
 MSG_INVALID_ROLE: Final = "invalid role"
 MSG_INTERNAL: Final = "internal error"
 INVALID_FRAME_ID: Final = "invalid"  # the response id when a frame has none (§6)
+# OpenClaw's mark at the end of a text cut short (`chat.history`; a `chat` event over maxPayload).
+TRUNCATED_MARK: Final = "\n...(truncated)..."
 
 # --- Scopes (§5.2, §7) --------------------------------------------------------------------
 
@@ -211,6 +215,11 @@ class EventFrame:
     def size(self, seq: int) -> int:
         """`len(self.render(seq))`, without rendering."""
         return len(self.head) + len(str(seq)) + len(self.tail)
+
+    @property
+    def bound(self) -> int:
+        """The most bytes this frame renders to, whatever the connection's `seq`."""
+        return len(self.head) + SEQ_DIGITS_MAX + len(self.tail)
 
 
 def event_frame(

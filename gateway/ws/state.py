@@ -97,7 +97,10 @@ class IdempotencyCache:
 @attrs.define(eq=False)
 class WsState:
     gateway: GatewayState
-    settings: WsSettings = WsSettings()
+    # A new value reaches the fan-out too (tests lower the limits after the app is made).
+    settings: WsSettings = attrs.field(
+        default=WsSettings(), on_setattr=lambda self, _, new: self._settings_changed(new)
+    )
     connections: set[Connection] = attrs.field(factory=set)  # every open socket
     authenticated: set[Connection] = attrs.field(factory=set)
     readers: set[Connection] = attrs.field(factory=set)  # authenticated, operator.read
@@ -113,12 +116,19 @@ class WsState:
     config_file: ConfigFileCache = attrs.field(factory=ConfigFileCache)
     idempotency: IdempotencyCache = attrs.field(factory=IdempotencyCache)
     fanout: EventFanout = attrs.field(
-        default=attrs.Factory(lambda self: EventFanout(self.readers), takes_self=True)
+        default=attrs.Factory(
+            lambda self: EventFanout(self.readers, max_payload=self.settings.max_payload),
+            takes_self=True,
+        )
     )
     closing: bool = False  # shutdown_connections ran: no new connections
     # Sockets between upgrade and the end of the handshake, per client address.
     preauth: collections.Counter[str | None] = attrs.field(factory=collections.Counter)
     _tasks: set[asyncio.Task[Any]] = attrs.field(factory=set)
+
+    def _settings_changed(self, settings: WsSettings) -> WsSettings:
+        self.fanout.max_payload = settings.max_payload
+        return settings
 
     @property
     def preauth_open(self) -> int:

@@ -16,6 +16,9 @@ from gateway.appkeys import STATE
 from gateway.ws.events import MAX_REMOTE_CHAT_RUNS, EventFanout
 from gateway.ws.handler import WS, shutdown_connections
 from gateway.ws.state import WsSettings
+from tests.support.configs import merged
+from tests.support.http_client import fake_provider
+from tests.support.upstreams import FakeOpenAI, Stream
 from tests.support.ws_client import (
     CONFIG,
     SLOW_CONFIG,
@@ -73,6 +76,61 @@ class TestHttpRuns:
         # And the session is the same one for both surfaces.
         history = await ws.ok("chat.history", {"sessionKey": "shared"})
         assert history["messages"][-1]["content"][0]["text"] == text
+
+
+class TestEventsWithinMaxPayload:
+    """hello-ok's `policy.maxPayload` is the largest frame OpenClaw's clients read (they close
+    with 1009 on a larger one): a run whose reply grows past it keeps the socket."""
+
+    LIMIT = 100_000
+
+    async def test_a_reply_over_max_payload_is_cut_with_a_mark_and_the_socket_goes_on(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        async with FakeOpenAI() as upstream:
+            upstream.script(Stream(("x" * 30_000,) * 5, delay=0.01))  # 150,000 characters
+            config = merged(
+                {"gateway": {"auth": {"mode": "token", "token": TOKEN}}}, fake_provider(upstream)
+            )
+            gateway = await make_gateway(
+                json.dumps(config), settings=WsSettings(max_payload=self.LIMIT)
+            )
+            # Reads frames up to maxPayload, as OpenClaw's; a larger one fails the read.
+            ws = await gateway.raw(max_msg_size=self.LIMIT + 1)
+            await ws.connect()
+            with capture_logs() as logs:
+                await ws.ok("chat.send", send("big", "write a lot", "big-run"))
+                final = await ws.event("chat", state="final", runId="big-run")
+                end = await ws.wait_for(
+                    lambda f: (
+                        f.get("event") == "agent"
+                        and f["payload"]["stream"] == "lifecycle"
+                        and f["payload"]["data"].get("phase") == "end"
+                    )
+                )
+            assert len(wire(final).encode()) <= self.LIMIT
+            [content] = final["payload"]["message"]["content"]
+            text = content["text"]
+            assert text.endswith("\n...(truncated)...")
+            head = text.removesuffix("\n...(truncated)...")
+            assert set(head) == {"x"} and self.LIMIT - 1000 < len(head) < self.LIMIT
+            assert end["payload"]["runId"] == "big-run"
+            # No delta after the one that was cut: its text would be the same.
+            deltas = [
+                f["payload"]
+                for f in ws.frames
+                if f.get("event") == "chat" and f["payload"]["state"] == "delta"
+            ]
+            assert deltas[-1]["deltaText"] == "\n...(truncated)..."
+            assert all(not d["deltaText"].endswith(")...") for d in deltas[:-1])
+            [line] = [e for e in logs if e["event"] == "ws_event_too_large"]
+            assert (line["run_id"], line["limit"], line["log_level"]) == (
+                "big-run",
+                self.LIMIT,
+                "warning",
+            )
+            assert (await ws.ok("health"))["ok"] is True
+            await ws.ws.close()
 
 
 class TestSlowConsumer:

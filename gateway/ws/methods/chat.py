@@ -15,7 +15,14 @@ from agents.store import StoredMessage
 from gateway.jsonwire import dumps, wire
 from gateway.ws.dispatch import CallContext, MethodRegistry
 from gateway.ws.methods.sessions import empty_row, resolve_key
-from gateway.ws.protocol import INVALID_REQUEST, READ, WRITE, ParamReader, WsError
+from gateway.ws.protocol import (
+    INVALID_REQUEST,
+    READ,
+    TRUNCATED_MARK,
+    WRITE,
+    ParamReader,
+    WsError,
+)
 from gateway.ws.state import IdempotentCall
 
 HISTORY_MAX = 1000
@@ -31,7 +38,6 @@ HISTORY_MAX_BYTES = 6 * 1024 * 1024
 # content a page (a longer message alone), and no further once the answer is full: whole
 # messages are only cut here, and 1000 of them could be gigabytes.
 HISTORY_PAGE_CHARS = 8 * 1024 * 1024
-TRUNCATED_MARK = "\n...(truncated)..."
 OVERSIZED_TEXT = "[chat.history omitted: message too large]"
 _CUT_FIELDS = ("text", "partialJson", "arguments", "thinking")  # OpenClaw's, in a block
 # Sessions one connection may follow: a UI follows the one on screen and a few beside it;
