@@ -40,6 +40,11 @@ class WsSettings:
     # Requests of one connection handled at once; one beyond it is answered at once with a
     # retryable UNAVAILABLE (the reader never stops reading: pings are answered).
     max_inflight_requests: int = 64
+    # `chat.history` and `sessions.preview` calls of every connection built at once: each
+    # reads pages of up to 8 MiB of stored text and builds up to 6 MiB of answer (some
+    # 50 MiB of Python objects at worst), so 64 calls on each of many sockets would hold
+    # gigabytes. The others wait their turn (FIFO); two cores gain nothing from more.
+    max_transcript_reads: int = 4
     # Presence goes to every connection, so n connects each broadcast at once would cost n
     # frames per connection (n² frames); coalesced, a burst costs one frame per connection per
     # interval. A second is as often as a person watching a client list can follow.
@@ -121,6 +126,12 @@ class WsState:
             takes_self=True,
         )
     )
+    # `chat.history` and `sessions.preview` builds in progress (WsSettings.max_transcript_reads).
+    transcript_reads: asyncio.Semaphore = attrs.field(
+        default=attrs.Factory(
+            lambda self: asyncio.Semaphore(self.settings.max_transcript_reads), takes_self=True
+        )
+    )
     closing: bool = False  # shutdown_connections ran: no new connections
     # Sockets between upgrade and the end of the handshake, per client address.
     preauth: collections.Counter[str | None] = attrs.field(factory=collections.Counter)
@@ -128,6 +139,7 @@ class WsState:
 
     def _settings_changed(self, settings: WsSettings) -> WsSettings:
         self.fanout.max_payload = settings.max_payload
+        self.transcript_reads = asyncio.Semaphore(settings.max_transcript_reads)
         return settings
 
     @property

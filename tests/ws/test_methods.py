@@ -310,6 +310,43 @@ class TestAnswersWithinMaxPayload:
         assert (await ws.ok("chat.history", {"sessionKey": "big", "limit": 2}))["messages"]
 
 
+class TestTranscriptReadsShareABound:
+    """`chat.history` and `sessions.preview` each read pages of up to 8 MiB of stored text and
+    build up to 6 MiB of answer: however many clients ask at once, the process builds only
+    `max_transcript_reads` of them at a time, the others wait their turn."""
+
+    async def test_the_reads_of_every_connection_wait_their_turn(
+        self, make_gateway: MakeGateway, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        gateway = await make_gateway(settings=WsSettings(max_transcript_reads=2))
+        store = gateway.app[STATE].store
+        assert store is not None
+        row, _ = await store.create("agent:main:h", "main", 1000)
+        await store.append_turn(turn(row, "r0"))
+        reading, most = 0, 0
+        history = SessionStore.history
+
+        async def counted(self: SessionStore, *args: Any, **kwargs: Any) -> Any:
+            nonlocal reading, most
+            reading += 1
+            most = max(most, reading)
+            try:
+                await asyncio.sleep(0.05)  # a read of megabytes takes a while
+                return await history(self, *args, **kwargs)
+            finally:
+                reading -= 1
+
+        monkeypatch.setattr(SessionStore, "history", counted)
+        clients = [await gateway.connected() for _ in range(3)]
+        calls = [(ws, await ws.request("chat.history", {"sessionKey": "h"})) for ws in clients]
+        calls += [(ws, await ws.request("sessions.preview", {"keys": ["h"]})) for ws in clients]
+        for ws, frame_id in calls:
+            assert (await ws.response(frame_id))["ok"] is True
+        assert most == 2
+        for ws in clients:
+            await ws.ws.close()
+
+
 class TestLargeFramesParseOffTheLoop:
     """The calls' order in the log shows it: `health` on another connection, sent once the
     large frame's parse began, is answered first only if that parse let the loop run."""

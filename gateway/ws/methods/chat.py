@@ -156,19 +156,20 @@ def register(methods: MethodRegistry) -> None:
     async def chat_history(ctx: CallContext, params: HistoryParams) -> Any:
         config, registry = ctx.config, ctx.registry
         key = resolve_key(ctx, params.session_key, "sessionKey")
-        transcript = await registry.history(key, params.limit, max_chars=HISTORY_PAGE_CHARS)
-        if transcript.session is None:
-            return {
-                "sessionKey": params.session_key,
-                "hasMore": False,
-                "totalMessages": 0,
-                "messages": [],
-                "sessionInfo": empty_row(config, registry, key),
-            }
-        # The newest messages, each cut to OpenClaw's bounds, the oldest left out beyond
-        # HISTORY_MAX_BYTES (the newest stays).
-        answer = NewestItems(_history_item, HISTORY_MAX_BYTES)
-        messages = await read_newest(registry, transcript, params.limit, answer)
+        async with ctx.ws.transcript_reads:  # pages of megabytes: a few at a time (WsSettings)
+            transcript = await registry.history(key, params.limit, max_chars=HISTORY_PAGE_CHARS)
+            if transcript.session is None:
+                return {
+                    "sessionKey": params.session_key,
+                    "hasMore": False,
+                    "totalMessages": 0,
+                    "messages": [],
+                    "sessionInfo": empty_row(config, registry, key),
+                }
+            # The newest messages, each cut to OpenClaw's bounds, the oldest left out beyond
+            # HISTORY_MAX_BYTES (the newest stays).
+            answer = NewestItems(_history_item, HISTORY_MAX_BYTES)
+            messages = await read_newest(registry, transcript, params.limit, answer)
         return {
             "sessionKey": params.session_key,  # echoed unchanged (observed on OpenClaw)
             "sessionId": transcript.session.session_id,

@@ -118,25 +118,28 @@ def register(methods: MethodRegistry) -> None:
         agents = ctx.config.agents
         previews: list[dict[str, Any]] = []
         share = PREVIEW_MAX_BYTES // max(1, len(params.keys))
-        for raw in params.keys:
-            try:
-                key = normalize_session_key(raw, agents.default_agent.id, agents.main_key)
-            except InvalidSessionKey:
-                previews.append({"key": raw, "status": "error", "items": []})
-                continue
-            # A page at a time, as `chat.history` reads: only `maxChars` of each is kept.
-            transcript = await ctx.registry.history(key, params.limit, max_chars=HISTORY_PAGE_CHARS)
-            if transcript.session is None:
-                status = "missing"
-            else:
-                status = "ok" if transcript.messages else "empty"
-            # The newest items within this key's share; the newest always stays.
-            make = functools.partial(_preview_item, params.max_chars)
-            items = await read_newest(
-                ctx.registry, transcript, params.limit, NewestItems(make, share)
-            )
-            # The key as the client sent it, so that it can match answers to its rows.
-            previews.append({"key": raw, "status": status, "items": items})
+        async with ctx.ws.transcript_reads:  # as `chat.history`: a few at a time (WsSettings)
+            for raw in params.keys:
+                try:
+                    key = normalize_session_key(raw, agents.default_agent.id, agents.main_key)
+                except InvalidSessionKey:
+                    previews.append({"key": raw, "status": "error", "items": []})
+                    continue
+                # A page at a time, as `chat.history` reads: only `maxChars` of each is kept.
+                transcript = await ctx.registry.history(
+                    key, params.limit, max_chars=HISTORY_PAGE_CHARS
+                )
+                if transcript.session is None:
+                    status = "missing"
+                else:
+                    status = "ok" if transcript.messages else "empty"
+                # The newest items within this key's share; the newest always stays.
+                make = functools.partial(_preview_item, params.max_chars)
+                items = await read_newest(
+                    ctx.registry, transcript, params.limit, NewestItems(make, share)
+                )
+                # The key as the client sent it, so that it can match answers to its rows.
+                previews.append({"key": raw, "status": status, "items": items})
         return {"ts": now_ms(), "previews": previews}
 
     @methods.method("system.info", params=no_params, scope=READ)
