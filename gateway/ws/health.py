@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import socket
 import time
@@ -44,15 +45,23 @@ class HealthCache:
 
     version: int = 0
     _snapshot: dict[str, Any] | None = None
+    _started_at: float = -math.inf  # when the last snapshot's computation began
     _computed_at: float = 0.0
     _lock: asyncio.Lock = attrs.field(factory=asyncio.Lock)
 
     async def get(self, state: GatewayState, *, probe: bool = False) -> dict[str, Any]:
+        asked = time.monotonic()
         async with self._lock:  # concurrent callers share one computation
+            # A computation that began after this call was made is as new as a probe asks
+            # for: probes that wait for one another share it, so a burst of them (`health`
+            # needs no scope) costs two computations, not one each.
+            if self._snapshot is not None and self._started_at >= asked:
+                return self._snapshot
             fresh = time.monotonic() - self._computed_at <= MAX_AGE_SECONDS
             if self._snapshot is None or probe or not fresh:
+                started = time.monotonic()
                 self._snapshot = await compute_health(state)
-                self._computed_at = time.monotonic()
+                self._started_at, self._computed_at = started, time.monotonic()
                 self.version += 1
             return self._snapshot
 

@@ -392,6 +392,21 @@ class TestReadMethods:
         ]
         assert payload["sessions"]["path"] == str(gateway.state_dir / "sessions.sqlite3")
 
+    async def test_probes_asked_at_once_share_their_computations(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        # Each computation reads the store once per agent and once more; `health` needs no
+        # scope, and 64 probes in flight would otherwise be 64 computations one after another.
+        health = gateway.app[WS].health
+        before = health.version
+        calls = [await ws.request("health", {"probe": True}) for _ in range(20)]
+        for frame_id in calls:
+            assert (await ws.response(frame_id))["ok"] is True
+        assert 1 <= health.version - before <= 2
+        # A probe asked after that computation ended computes again.
+        await ws.ok("health", {"probe": True})
+        assert health.version - before >= 2
+
     async def test_status(self, ws: GatewayWs, gateway: Gateway) -> None:
         await ws.ok("chat.send", {"sessionKey": "s1", "message": "hi", "idempotencyKey": "st-1"})
         await ws.event("chat", state="final")
