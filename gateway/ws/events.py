@@ -37,7 +37,7 @@ from agents.providers.base import ToolCall
 from agents.store import assistant_content
 from gateway.jsonwire import dumps
 from gateway.ws.connection import Connection
-from gateway.ws.protocol import MAX_PAYLOAD, TRUNCATED_MARK, EventFrame, event_frame
+from gateway.ws.protocol import MAX_PAYLOAD, TRUNCATED_MARK, EventFrame, event_frame, text_head
 
 log = structlog.get_logger()
 
@@ -88,18 +88,6 @@ def _joined(pieces: list[str]) -> str:
     if len(pieces) > 1:
         pieces[:] = ["".join(pieces)]
     return pieces[0] if pieces else ""
-
-
-def _head(text: str, room: int) -> str:
-    """A head of `text` whose JSON string takes at most `room` bytes more than an empty one's:
-    the longest one, or a little shorter (escapes and UTF-8 make bytes and characters differ)."""
-    end = min(len(text), max(room, 0))
-    while end > 0:
-        size = len(dumps(text[:end]).encode()) - 2
-        if size <= room:
-            return text[:end]
-        end = min(end - 1, end * room // size)
-    return ""
 
 
 def _message(text: str, ts: int, calls: tuple[ToolCall, ...] = ()) -> dict[str, Any]:
@@ -322,7 +310,7 @@ class EventFanout:
                 payload["deltaText"] = TRUNCATED_MARK
         payload["message"] = _message(TRUNCATED_MARK, message["timestamp"])
         room = limit - event_frame("chat", payload).bound
-        payload["message"] = _message(_head(text, room) + TRUNCATED_MARK, message["timestamp"])
+        payload["message"] = _message(text_head(text, room) + TRUNCATED_MARK, message["timestamp"])
         return event_frame("chat", payload, droppable=droppable)
 
     def _too_large(self, run: _ChatRun, name: str, size: int, stream: str | None = None) -> None:

@@ -237,6 +237,18 @@ def event_frame(
     return EventFrame(head, tail, droppable, replaces)
 
 
+def text_head(text: str, room: int) -> str:
+    """A head of `text` whose JSON string takes at most `room` bytes more than an empty one's:
+    the longest one, or a little shorter (escapes and UTF-8 make bytes and characters differ)."""
+    end = min(len(text), max(room, 0))
+    while end > 0:
+        size = len(wire(dumps(text[:end]))) - 2
+        if size <= room:
+            return text[:end]
+        end = min(end - 1, end * room // size)
+    return ""
+
+
 def close_reason(message: str) -> str:
     """`message` cut to what fits a close frame, on a character boundary."""
     data = message.encode()

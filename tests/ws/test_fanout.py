@@ -83,21 +83,44 @@ class TestEventsWithinMaxPayload:
     with 1009 on a larger one): a run whose reply grows past it keeps the socket."""
 
     LIMIT = 100_000
+    MARK = "\n...(truncated)..."
+
+    async def connected(self, make_gateway: MakeGateway, upstream: FakeOpenAI) -> GatewayWs:
+        """A client of a gateway whose agent's model is `upstream`."""
+        upstream.script(Stream(("x" * 30_000,) * 5, delay=0.01))  # 150,000 characters
+        config = merged(
+            {"gateway": {"auth": {"mode": "token", "token": TOKEN}}}, fake_provider(upstream)
+        )
+        gateway = await make_gateway(
+            json.dumps(config), settings=WsSettings(max_payload=self.LIMIT)
+        )
+        # Reads frames up to maxPayload, as OpenClaw's; a larger one fails the read.
+        ws = await gateway.raw(max_msg_size=self.LIMIT + 1)
+        await ws.connect()
+        return ws
+
+    async def test_an_agent_answer_over_max_payload_is_cut_with_a_mark(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        async with FakeOpenAI() as upstream:
+            ws = await self.connected(make_gateway, upstream)
+            frame_id = await ws.request("agent", {"message": "write a lot", "idempotencyKey": "a"})
+            assert (await ws.response(frame_id))["payload"]["status"] == "accepted"
+            final = await ws.response(frame_id)
+            assert final["ok"] is True, final
+            assert len(wire(final).encode()) <= self.LIMIT
+            [reply] = final["payload"]["result"]["payloads"]
+            assert reply["text"].endswith(self.MARK)
+            head = reply["text"].removesuffix(self.MARK)
+            assert set(head) == {"x"} and self.LIMIT - 1000 < len(head) < self.LIMIT
+            assert final["payload"]["status"] == "ok"
+            await ws.ws.close()
 
     async def test_a_reply_over_max_payload_is_cut_with_a_mark_and_the_socket_goes_on(
         self, make_gateway: MakeGateway
     ) -> None:
         async with FakeOpenAI() as upstream:
-            upstream.script(Stream(("x" * 30_000,) * 5, delay=0.01))  # 150,000 characters
-            config = merged(
-                {"gateway": {"auth": {"mode": "token", "token": TOKEN}}}, fake_provider(upstream)
-            )
-            gateway = await make_gateway(
-                json.dumps(config), settings=WsSettings(max_payload=self.LIMIT)
-            )
-            # Reads frames up to maxPayload, as OpenClaw's; a larger one fails the read.
-            ws = await gateway.raw(max_msg_size=self.LIMIT + 1)
-            await ws.connect()
+            ws = await self.connected(make_gateway, upstream)
             with capture_logs() as logs:
                 await ws.ok("chat.send", send("big", "write a lot", "big-run"))
                 final = await ws.event("chat", state="final", runId="big-run")

@@ -6,23 +6,29 @@ import asyncio
 from typing import Any
 
 import attrs
+import structlog
 
 from agents.errors import InvalidSessionKey, UnknownAgent
 from agents.events import LifecyclePhase, RunEvent
 from agents.keys import SESSION_KEY_MAX, parse_session_key
 from agents.runs import AgentRun, RunOutcome, RunStatus, TurnRequest
+from gateway.ws import protocol
 from gateway.ws.dispatch import CallContext, MethodRegistry
 from gateway.ws.methods.chat import IDEMPOTENCY_KEY_MAX, MSG_EMPTY
 from gateway.ws.methods.sessions import resolve_key
 from gateway.ws.protocol import (
     INVALID_REQUEST,
+    TRUNCATED_MARK,
     UNAVAILABLE,
     WRITE,
     ParamReader,
     ParamsError,
     WsError,
+    text_head,
 )
 from gateway.ws.state import IdempotentCall
+
+log = structlog.get_logger()
 
 WAIT_DEFAULT_MS = 30_000  # agents-sessions.md §2.5
 UNSUPPORTED = ("provider", "model", "attachments")  # deviation 33: refused, not dropped
@@ -112,6 +118,26 @@ def final_answer(run: AgentRun, outcome: RunOutcome) -> dict[str, Any]:
     }
 
 
+def within_max_payload(ctx: CallContext, answer: dict[str, Any]) -> dict[str, Any]:
+    """The final answer, its reply cut to fit maxPayload with OpenClaw's mark, as a `chat`
+    event's is (gateway/ws/events.py): the run succeeded, and the dispatcher would turn an
+    answer over the limit into an error."""
+    [reply] = answer["result"]["payloads"]
+    text, limit = reply["text"], ctx.ws.settings.max_payload
+    if len(text) * 6 < limit // 2:  # 6: the most JSON bytes of a character; the rest is small
+        return answer
+    size = len(protocol.response(ctx.request_id, answer))
+    if size <= limit:
+        return answer
+    log.warning(
+        "ws_answer_cut", conn_id=ctx.conn.conn_id, method=ctx.method, bytes=size, limit=limit
+    )
+    reply["text"] = TRUNCATED_MARK
+    room = limit - len(protocol.response(ctx.request_id, answer))
+    reply["text"] = text_head(text, room) + TRUNCATED_MARK
+    return answer
+
+
 def ended_elsewhere(event: RunEvent) -> dict[str, Any]:
     """`agent.wait`'s answer for another process's run, from its terminal event."""
     data = event.data
@@ -145,7 +171,7 @@ def register(methods: MethodRegistry) -> None:
             run = previous.run
             if run is None:  # ended, and its reply evicted by the registry's byte budget
                 raise WsError(UNAVAILABLE, RESULT_FORGOTTEN)
-            return final_answer(run, await run.wait())
+            return within_max_payload(ctx, final_answer(run, await run.wait()))
         if not params.message.strip():
             raise WsError(INVALID_REQUEST, MSG_EMPTY)
         agents = config.agents
@@ -177,7 +203,7 @@ def register(methods: MethodRegistry) -> None:
         accepted = accepted_answer(run)
         ctx.ws.idempotency.put(run_id, IdempotentCall.of(run, accepted))
         ctx.respond(accepted)
-        return final_answer(run, await run.wait())
+        return within_max_payload(ctx, final_answer(run, await run.wait()))
 
     @methods.method("agent.wait", params=WaitParams.parse, scope=WRITE)
     async def agent_wait(ctx: CallContext, params: WaitParams) -> Any:
