@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 import weakref
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from typing import Any
 
 import attrs
@@ -43,7 +45,8 @@ class WsSettings:
     # `chat.history` and `sessions.preview` calls of every connection built at once: each
     # reads pages of up to 8 MiB of stored text and builds up to 6 MiB of answer (some
     # 50 MiB of Python objects at worst), so 64 calls on each of many sockets would hold
-    # gigabytes. The others wait their turn (FIFO); two cores gain nothing from more.
+    # gigabytes. The others wait their turn, one per connection (TranscriptReads); two cores
+    # gain nothing from more.
     max_transcript_reads: int = 4
     # Presence goes to every connection, so n connects each broadcast at once would cost n
     # frames per connection (n² frames); coalesced, a burst costs one frame per connection per
@@ -54,6 +57,35 @@ class WsSettings:
     # that O(n²) bytes per connect. 64 fill any operator UI's list (some 20 KiB of JSON);
     # `system-presence`, asked for explicitly, still lists every entry (a README deviation).
     presence_max_entries: int = 64
+
+
+@attrs.define
+class TranscriptReads:
+    """Turns for `chat.history` and `sessions.preview` builds (WsSettings.max_transcript_reads):
+    at most `limit` at once in the process, and one at a time per connection, so that a
+    connection's 64 calls wait behind one another, not in front of every other client's."""
+
+    limit: int
+    _slots: asyncio.Semaphore = attrs.field(init=False)
+    # Per connection id: its lock and how many of its calls hold or wait for it.
+    _connections: dict[str, tuple[asyncio.Lock, int]] = attrs.field(init=False, factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        self._slots = asyncio.Semaphore(self.limit)
+
+    @contextlib.asynccontextmanager
+    async def turn(self, conn_id: str) -> AsyncIterator[None]:
+        lock, calls = self._connections.get(conn_id) or (asyncio.Lock(), 0)
+        self._connections[conn_id] = (lock, calls + 1)
+        try:
+            async with lock, self._slots:
+                yield
+        finally:
+            lock, calls = self._connections[conn_id]
+            if calls == 1:
+                del self._connections[conn_id]
+            else:
+                self._connections[conn_id] = (lock, calls - 1)
 
 
 @attrs.define
@@ -126,10 +158,9 @@ class WsState:
             takes_self=True,
         )
     )
-    # `chat.history` and `sessions.preview` builds in progress (WsSettings.max_transcript_reads).
-    transcript_reads: asyncio.Semaphore = attrs.field(
+    transcript_reads: TranscriptReads = attrs.field(
         default=attrs.Factory(
-            lambda self: asyncio.Semaphore(self.settings.max_transcript_reads), takes_self=True
+            lambda self: TranscriptReads(self.settings.max_transcript_reads), takes_self=True
         )
     )
     closing: bool = False  # shutdown_connections ran: no new connections
@@ -139,7 +170,7 @@ class WsState:
 
     def _settings_changed(self, settings: WsSettings) -> WsSettings:
         self.fanout.max_payload = settings.max_payload
-        self.transcript_reads = asyncio.Semaphore(settings.max_transcript_reads)
+        self.transcript_reads = TranscriptReads(settings.max_transcript_reads)
         return settings
 
     @property

@@ -18,6 +18,7 @@ from gateway.ws.handler import WS, shutdown_connections
 from gateway.ws.state import WsSettings
 from tests.support.configs import merged
 from tests.support.http_client import fake_provider
+from tests.support.turns import turn
 from tests.support.upstreams import FakeOpenAI, Stream
 from tests.support.ws_client import (
     CONFIG,
@@ -161,19 +162,18 @@ class TestSlowConsumer:
         self, make_gateway: MakeGateway
     ) -> None:
         gateway = await make_gateway(SLOW_CONFIG, settings=WsSettings(max_buffered_bytes=64 * 1024))
-        # A session whose history is a large answer (made over HTTP, before any socket).
-        word = "x" * 300_000
-        created = await gateway.client.post(
-            "/v1/chat/completions",
-            json={"model": "openclaw", "messages": [{"role": "user", "content": word}]},
-            headers={**HTTP_HEADERS, "x-openclaw-session-key": "big"},
-        )
-        assert created.status == 200
+        # A session whose history is a large answer: 200 messages, 100 of 12,000 characters
+        # (chat.history keeps them whole), some 1.2 MB.
+        store = gateway.app[STATE].store
+        assert store is not None
+        row, _ = await store.create("agent:main:big", "main", 1000)
+        for n in range(100):
+            row = await store.append_turn(turn(row, f"r{n}", user_text="u" * 12_000))
         with capture_logs() as logs:
             fast = await gateway.connected()
             slow = await gateway.connected()
             await slow.ok("chat.send", send("s", "a b c d e f", "slow-run"))
-            # Ask for 24 MB of answers and read none of them.
+            # Ask for 48 MB of answers, more than the kernel's buffers hold, and read none.
             for _ in range(40):
                 await slow.request("chat.history", {"sessionKey": "big"})
             # The slow client's run and the other client carry on.

@@ -346,6 +346,36 @@ class TestTranscriptReadsShareABound:
         for ws in clients:
             await ws.ws.close()
 
+    async def test_a_client_asking_many_at_once_does_not_hold_up_another(
+        self, make_gateway: MakeGateway, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # A connection's reads take their turns one at a time: another client's read waits
+        # for at most one of them, not for all 20.
+        gateway = await make_gateway(settings=WsSettings(max_transcript_reads=1))
+        store = gateway.app[STATE].store
+        assert store is not None
+        row, _ = await store.create("agent:main:h", "main", 1000)
+        await store.append_turn(turn(row, "r0"))
+        history = SessionStore.history
+
+        async def slow(self: SessionStore, *args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(0.02)  # a read of megabytes takes a while
+            return await history(self, *args, **kwargs)
+
+        monkeypatch.setattr(SessionStore, "history", slow)
+        greedy, other = await gateway.connected(), await gateway.connected()
+        with capture_logs() as logs:
+            many = [await greedy.request("chat.history", {"sessionKey": "h"}) for _ in range(20)]
+            await asyncio.sleep(0.03)  # the first of them is being read
+            one = await other.request("chat.history", {"sessionKey": "h"}, id="other")
+            assert (await other.response(one))["ok"] is True
+            for frame_id in many:
+                assert (await greedy.response(frame_id))["ok"] is True
+        answered = [e["request_id"] for e in logs if e["event"] == "ws_call"]
+        assert answered.index("other") <= 2
+        await greedy.ws.close()
+        await other.ws.close()
+
 
 class TestLargeFramesParseOffTheLoop:
     """The calls' order in the log shows it: `health` on another connection, sent once the

@@ -156,7 +156,8 @@ def register(methods: MethodRegistry) -> None:
     async def chat_history(ctx: CallContext, params: HistoryParams) -> Any:
         config, registry = ctx.config, ctx.registry
         key = resolve_key(ctx, params.session_key, "sessionKey")
-        async with ctx.ws.transcript_reads:  # pages of megabytes: a few at a time (WsSettings)
+        # Pages of megabytes: a few at a time in the process, one per connection.
+        async with ctx.ws.transcript_reads.turn(ctx.conn.conn_id):
             transcript = await registry.history(key, params.limit, max_chars=HISTORY_PAGE_CHARS)
             if transcript.session is None:
                 return {

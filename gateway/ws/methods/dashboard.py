@@ -118,7 +118,8 @@ def register(methods: MethodRegistry) -> None:
         agents = ctx.config.agents
         previews: list[dict[str, Any]] = []
         share = PREVIEW_MAX_BYTES // max(1, len(params.keys))
-        async with ctx.ws.transcript_reads:  # as `chat.history`: a few at a time (WsSettings)
+        # As `chat.history`: a few at a time in the process, one per connection.
+        async with ctx.ws.transcript_reads.turn(ctx.conn.conn_id):
             for raw in params.keys:
                 try:
                     key = normalize_session_key(raw, agents.default_agent.id, agents.main_key)
