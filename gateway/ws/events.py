@@ -43,6 +43,11 @@ log = structlog.get_logger()
 
 # §9.2: at most one chat delta per run per 150 ms; UIs re-render the whole text per delta.
 CHAT_DELTA_INTERVAL_SECONDS = 0.150
+# The streams whose events carry the text so far (§9.3 names `assistant`; `thinking` is the
+# same kind): one dropped for a reader that falls behind loses nothing the next one does not
+# carry. A reasoning model's thinking that arrives in a burst would otherwise close every
+# reader as a slow consumer.
+_CUMULATIVE = frozenset({Stream.ASSISTANT, Stream.THINKING})
 # A run of another process (a shared store) whose events stop before its end: its process was
 # killed, it stopped sending when this one's last client left (the bus's watch), or the
 # database lost a notification. Its chat state (the text so far) is forgotten this long after
@@ -194,7 +199,7 @@ class EventFanout:
         if readers:
             frame = event_frame(
                 "agent", None, payload_json=dumps(agent_payload(event)),
-                droppable=event.stream == Stream.ASSISTANT,
+                droppable=event.stream in _CUMULATIVE,
             )  # fmt: skip
             if frame.bound <= self.max_payload:
                 self.broadcast(frame, readers)

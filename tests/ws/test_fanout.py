@@ -158,6 +158,31 @@ class TestEventsWithinMaxPayload:
 
 
 class TestSlowConsumer:
+    async def test_a_burst_of_reasoning_is_dropped_for_a_reader_that_cannot_keep_up(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        # Each `thinking` event carries the reasoning so far, as an `assistant` event carries
+        # the text: a model's reasoning that arrives in a burst (here 300 pieces at once, some
+        # 45 MB of events) fills a queue faster than any client reads it.
+        async with FakeOpenAI() as upstream:
+            upstream.script(Stream(("the answer",), reasoning=("r" * 1000,) * 300))
+            config = merged(
+                {"gateway": {"auth": {"mode": "token", "token": TOKEN}}}, fake_provider(upstream)
+            )
+            gateway = await make_gateway(
+                json.dumps(config), settings=WsSettings(max_buffered_bytes=1024 * 1024)
+            )
+            ws = await gateway.connected()
+            with capture_logs() as logs:
+                await ws.ok("chat.send", send("think", "think hard", "think-1"))
+                final = await ws.event("chat", state="final", runId="think-1")
+            assert final["payload"]["message"]["content"] == [
+                {"type": "text", "text": "the answer"}
+            ]
+            assert not [e for e in logs if e["event"] == "ws_slow_consumer"]
+            assert (await ws.ok("health"))["ok"] is True
+            await ws.ws.close()
+
     async def test_a_client_that_stops_reading_is_closed_and_the_rest_carry_on(
         self, make_gateway: MakeGateway
     ) -> None:
