@@ -49,9 +49,8 @@ export async function show(arg) {
   setAlert($("chat-error"), "");
   try {
     const listed = await ctx.gw.request("agents.list");
-    agents = listed.agents;
+    offerAgents(listed.agents);
     const select = $("chat-agent");
-    select.replaceChildren(...agents.map((a) => el("option", { value: a.id, text: a.name && a.name !== a.id ? `${a.name} (${a.id})` : a.id })));
     // A key from the address is the canonical one lowercased (agents-sessions.md §4): the
     // events of its runs name the canonical key, and are matched against it.
     const wanted = arg ? arg.trim().toLowerCase() : sessionKey;
@@ -73,14 +72,33 @@ function agentOf(key) {
   return match ? match[1] : null;
 }
 
+function offerAgents(list) {
+  agents = list;
+  $("chat-agent").replaceChildren(...agents.map((a) => el("option", { value: a.id, text: a.name && a.name !== a.id ? `${a.name} (${a.id})` : a.id })));
+}
+
+// The list on screen may be older than the gateway's config (a reload removes an agent): it
+// is asked again, and a switch that fails leaves the picker on the session shown.
 async function pickAgent(agentId) {
-  await loadSessions(agentId, null);
+  const mine = ++listings;
+  setAlert($("chat-error"), "");
+  try {
+    const listed = await ctx.gw.request("agents.list");
+    if (mine !== listings) return;
+    offerAgents(listed.agents);
+    if (!agents.some((a) => a.id === agentId)) throw new Error(`The gateway has no agent '${agentId}' any more.`);
+    $("chat-agent").value = agentId;
+    await loadSessions(agentId, null, mine);
+  } catch (error) {
+    if (mine !== listings) return;
+    $("chat-agent").value = agentOf(sessionKey) || "";
+    setAlert($("chat-error"), error.message);
+  }
 }
 
 // Agents picked in quick succession: their lists come in any order, and an earlier one, shown
 // last, would open another agent's session under the last agent picked.
-async function loadSessions(agentId, wanted) {
-  const mine = ++listings;
+async function loadSessions(agentId, wanted, mine = ++listings) {
   const listed = await ctx.gw.request("sessions.list", { agentId, limit: 100 });
   if (mine !== listings) return;
   const keys = listed.sessions.map((s) => s.key);
