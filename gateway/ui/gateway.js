@@ -29,6 +29,12 @@ export class GatewayError extends Error {
       const minutes = Math.max(1, Math.ceil((this.retryAfterMs || 60000) / 60000));
       return `Locked out after too many failed attempts. Try again in ${minutes} minute${minutes === 1 ? "" : "s"}.`;
     }
+    if (code === "PROTOCOL_MISMATCH") {
+      // A gateway upgraded under an open page: its own page speaks its protocol.
+      const theirs = this.details.expectedProtocol ? ` (the gateway's: ${this.details.expectedProtocol})` : "";
+      return `This page and the gateway speak different protocol versions${theirs}. Reload the page.`;
+    }
+    if (!this.refusesCredential) return this.message;
     if (code.endsWith("_MISMATCH")) {
       const what = code.includes("PASSWORD") ? "password" : "token";
       return `Wrong ${what}: the gateway refused it.`;

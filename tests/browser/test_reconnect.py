@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.browser import CONFIG, Page, drain
+from tests.support.browser import CONFIG, TOKEN, Page, drain
 from tests.support.process import GatewayProcess, clean_env
 
 pytestmark = pytest.mark.browser
@@ -115,3 +115,66 @@ def test_config_edits_not_yet_saved_outlive_a_reconnect(page: Page, gateway: Res
     field = page.find('input[data-path="gateway.reload.debounceMs"]')
     assert field.get_attribute("value") == "444"
     assert page.find("#config-save").is_enabled()
+
+
+# The page's connects after its first ask for protocol 99 only: as a page of an older
+# release meets a gateway upgraded meanwhile. `window.connects` counts the connects sent.
+NEWER_PROTOCOL_ON_RECONNECT = """
+const send = WebSocket.prototype.send;
+window.connects = 0;
+WebSocket.prototype.send = function (data) {
+  const frame = JSON.parse(data);
+  if (frame.method === "connect" && ++window.connects > 1) {
+    frame.params.minProtocol = 99;
+    frame.params.maxProtocol = 99;
+    data = JSON.stringify(frame);
+  }
+  send.call(this, data);
+};
+"""
+
+
+def test_a_reconnect_refused_for_good_gives_up_and_says_why(
+    page: Page, gateway: Restartable
+) -> None:
+    page.driver.execute_script(NEWER_PROTOCOL_ON_RECONNECT)
+    page.connected()
+    state = page.find("#conn-state")
+    gateway.stop()
+    try:
+        page.until(lambda: state.get_attribute("data-state") == "waiting", "the waiting state")
+    finally:
+        gateway.start()
+    page.until(lambda: state.get_attribute("data-state") == "failed", "giving up", 20)
+    page.visible("#screen-connect")
+    assert page.visible("#connect-error").text == (
+        "This page and the gateway speak different protocol versions (the gateway's: 4)."
+        " Reload the page."
+    )
+    assert not page.find("#nav").is_displayed()
+    assert page.driver.execute_script("return sessionStorage.length") == 1  # not refused
+    connects = page.driver.execute_script("return window.connects")
+    time.sleep(2)  # the first retries come within 1.5 s
+    assert page.driver.execute_script("return window.connects") == connects
+    assert state.get_attribute("data-state") == "failed"
+
+
+def test_a_reconnect_with_a_token_changed_meanwhile_gives_up_and_forgets_it(
+    page: Page, gateway: Restartable
+) -> None:
+    page.connected()
+    state = page.find("#conn-state")
+    config = gateway.root / "clawgate.json5"
+    gateway.stop()
+    try:
+        page.until(lambda: state.get_attribute("data-state") == "waiting", "the waiting state")
+        config.write_text(CONFIG.replace(TOKEN, "a-rotated-token"))
+        gateway.start()
+        page.until(lambda: state.get_attribute("data-state") == "failed", "giving up", 20)
+        page.visible("#screen-connect")
+        assert page.visible("#connect-error").text == "Wrong token: the gateway refused it."
+        assert page.driver.execute_script("return sessionStorage.length") == 0
+    finally:
+        gateway.stop()
+        config.write_text(CONFIG)
+        gateway.start()
