@@ -102,6 +102,11 @@ $("disconnect").addEventListener("click", () => {
   location.hash = "#connect";
 });
 window.addEventListener("hashchange", route);
+// The skip link's `#main` names no screen: followed, the router would open the chat instead.
+document.querySelector("a.skip").addEventListener("click", (event) => {
+  event.preventDefault();
+  $("main").focus();
+});
 
 for (const screen of Object.values(SCREENS)) screen.init(ctx);
 route();

@@ -621,6 +621,18 @@ class TestKeyboard:
             "the answer",
         )
 
+    def test_the_skip_link_moves_to_the_content_of_the_screen_shown(self, page: Page) -> None:
+        from selenium.webdriver.common.keys import Keys
+
+        page.connected()
+        page.go("sessions")
+        page.driver.execute_script("document.querySelector('.skip').focus()")  # Tab's first stop
+        page.driver.switch_to.active_element.send_keys(Keys.ENTER)
+        page.until(lambda: page.driver.switch_to.active_element.get_attribute("id") == "main",
+                   "the content focused")  # fmt: skip
+        assert page.find("#screen-sessions").is_displayed()
+        assert page.driver.current_url.endswith("#sessions")
+
 
 class TestColourScheme:
     def background(self, page: Page) -> str:
