@@ -12,6 +12,10 @@ export const CLIENT = {
 const SCOPES = ["operator.admin", "operator.read", "operator.write"];
 const RETRY_FIRST_MS = 500;
 const RETRY_MAX_MS = 15000; // a restarting gateway is back within seconds; don't hammer it
+// From opening the socket to hello-ok. A gateway answers in milliseconds, a slow link in a
+// few seconds; a port that takes the connection and never answers (a stalled process,
+// another service) would otherwise keep the page "Connecting…" for minutes.
+const HANDSHAKE_TIMEOUT_MS = 10000;
 
 export class GatewayError extends Error {
   constructor(error) {
@@ -70,6 +74,7 @@ export class Gateway extends EventTarget {
     this.everConnected = false;
     this.attempt = 0;
     this.timer = null;
+    this.handshakeTimer = null;
     this.retryAt = 0;
     this.retryAfterMs = 0; // the least wait before the next attempt, as the gateway asked
   }
@@ -89,6 +94,7 @@ export class Gateway extends EventTarget {
   stop() {
     this.target = null;
     clearTimeout(this.timer);
+    clearTimeout(this.handshakeTimer);
     const ws = this.ws;
     this.ws = null;
     this.rejectPending("disconnected");
@@ -118,6 +124,20 @@ export class Gateway extends EventTarget {
     this.ws = ws;
     ws.addEventListener("message", (message) => this.onMessage(ws, message));
     ws.addEventListener("close", (event) => this.onClose(ws, event));
+    clearTimeout(this.handshakeTimer);
+    this.handshakeTimer = setTimeout(() => this.handshakeTimedOut(ws), HANDSHAKE_TIMEOUT_MS);
+  }
+
+  // A first connect fails with the reason; a reconnect tries again later. Closed as lost
+  // at once: a silent peer never answers the closing handshake either.
+  handshakeTimedOut(ws) {
+    if (ws !== this.ws || this.state === "connected") return;
+    if (!this.everConnected) {
+      const shown = withoutCredentials(this.target.url);
+      this.fail(new GatewayError({ code: "UNREACHABLE", message: `No answer from ${shown} within ${HANDSHAKE_TIMEOUT_MS / 1000} s.` }));
+    }
+    ws.close();
+    this.onClose(ws, { code: 1006, reason: "" });
   }
 
   onMessage(ws, message) {
@@ -155,6 +175,7 @@ export class Gateway extends EventTarget {
         auth,
       });
       if (ws !== this.ws) return;
+      clearTimeout(this.handshakeTimer);
       this.hello = hello;
       this.everConnected = true;
       this.attempt = 0;
@@ -178,6 +199,7 @@ export class Gateway extends EventTarget {
 
   onClose(ws, event) {
     if (ws !== this.ws) return;
+    clearTimeout(this.handshakeTimer);
     this.ws = null;
     this.rejectPending("lost");
     if (!this.target) return;

@@ -88,6 +88,23 @@ class TestConnect:
         assert shown.format(port=port) in error
         assert "s3cret" not in error
 
+    def test_a_gateway_url_that_never_answers_fails_in_time_and_can_be_corrected(
+        self, page: Page
+    ) -> None:
+        # A port that takes the connection and says nothing (a stalled process, another
+        # service): the Connect button stayed disabled, the page "Connecting…" for minutes.
+        with socket.socket() as silent:
+            silent.bind(("127.0.0.1", 0))
+            silent.listen(8)
+            port = silent.getsockname()[1]
+            page.type("#connect-url", f"ws://127.0.0.1:{port}")
+            page.connect()
+            error = page.until(lambda: page.find("#connect-error").text, "the error", 15)
+        assert error == f"No answer from ws://127.0.0.1:{port} within 10 s."
+        assert page.find("#conn-state").get_attribute("data-state") == "failed"
+        page.type("#connect-url", page.gateway.url.replace("http", "ws", 1))
+        page.connected()
+
     def test_connecting_with_the_token_opens_the_chat_and_keeps_it_in_session_storage(
         self, page: Page
     ) -> None:

@@ -178,3 +178,21 @@ def test_a_reconnect_with_a_token_changed_meanwhile_gives_up_and_forgets_it(
         gateway.stop()
         config.write_text(CONFIG)
         gateway.start()
+
+
+def test_a_reconnect_that_meets_no_answer_tries_again(page: Page, gateway: Restartable) -> None:
+    """The port, free while the gateway is away, taken by something that never answers: the
+    page stayed "Connecting…" for as long as that lasted, and missed the gateway's return."""
+    page.connected()
+    state = page.find("#conn-state")
+    gateway.stop()
+    try:
+        with socket.socket() as silent:
+            silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            silent.bind(("127.0.0.1", gateway.port))
+            silent.listen(8)
+            page.until(lambda: state.get_attribute("data-state") == "connecting", "an attempt")
+            page.until(lambda: state.get_attribute("data-state") == "waiting", "given up", 15)
+    finally:
+        gateway.start()
+    page.until(lambda: state.get_attribute("data-state") == "connected", "reconnected", 20)
