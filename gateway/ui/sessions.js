@@ -15,9 +15,9 @@ export function init(context) {
   ctx = context;
   $("sessions-search").addEventListener("input", () => {
     clearTimeout(searchTimer);
-    searchTimer = setTimeout(load, 200);
+    searchTimer = setTimeout(asked, 200);
   });
-  $("sessions-refresh").addEventListener("click", load);
+  $("sessions-refresh").addEventListener("click", asked);
   $("session-open").addEventListener("click", () => ctx.go(`#chat/${encodeURIComponent(selected)}`));
   $("session-reset").addEventListener("click", reset);
   $("session-delete").addEventListener("click", remove);
@@ -33,6 +33,7 @@ export function init(context) {
 
 export async function show(arg) {
   visible = true;
+  setAlert($("sessions-error"), "");
   if (arg) selected = arg;
   await load();
   if (selected) await select(selected);
@@ -40,6 +41,13 @@ export async function show(arg) {
 
 export function hide() {
   visible = false;
+}
+
+// A load the operator asked for clears the last error; one after a change made elsewhere
+// leaves it shown.
+function asked() {
+  setAlert($("sessions-error"), "");
+  return load();
 }
 
 // Loads overlap (a search typed while a refresh is answered) and their answers come in any
@@ -51,7 +59,7 @@ async function load() {
   try {
     listed = await ctx.gw.request("sessions.list", { limit: 200, search: search || undefined });
   } catch (error) {
-    if (mine === loads) $("sessions-count").textContent = error.message;
+    if (mine === loads) setAlert($("sessions-error"), error.message);
     return;
   }
   const previews = await previewsOf(listed.sessions.map((s) => s.key));
@@ -93,6 +101,7 @@ async function previewsOf(keys) {
 async function select(key) {
   const mine = ++picks;
   selected = key;
+  setAlert($("sessions-error"), "");
   history.replaceState(null, "", `#sessions/${encodeURIComponent(key)}`);
   for (const row of $("sessions-table").tBodies[0].rows) row.classList.toggle("selected", row.dataset.key === key);
   const detail = $("session-detail");
@@ -106,7 +115,10 @@ async function select(key) {
     const messages = result.messages.map(messageNode);
     $("session-transcript").replaceChildren(...(messages.length ? messages : [el("p", { class: "muted", text: "Empty transcript." })]));
   } catch (error) {
-    if (mine === picks) $("session-detail-meta").textContent = error.message;
+    if (mine !== picks) return;
+    setAlert($("sessions-error"), error.message);
+    $("session-detail-meta").textContent = ""; // not another session's under this key
+    $("session-transcript").replaceChildren();
   }
 }
 
@@ -126,10 +138,11 @@ async function remove() {
 }
 
 async function act(method, params) {
+  setAlert($("sessions-error"), "");
   try {
     await ctx.gw.request(method, params);
   } catch (error) {
-    $("session-detail-meta").textContent = error.message;
+    setAlert($("sessions-error"), error.message);
     return false;
   }
   await load();

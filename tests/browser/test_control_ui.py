@@ -444,6 +444,22 @@ class TestSessions:
         page.click("#confirm-ok")
         page.until(lambda: not page.all(f'#sessions-table tr[data-key="{key}"]'), "the row gone")
 
+    def test_a_refused_delete_is_shown_as_an_alert(self, page: Page) -> None:
+        page.connected()
+        page.driver.execute_script("location.hash = '#chat/agent:main:main'")
+        page.until(lambda: page.session_key() == "agent:main:main", "the main session")
+        page.chat("the main one")
+        page.go("sessions")
+        page.visible('#sessions-table tr[data-key="agent:main:main"] button').click()
+        page.click("#session-delete")
+        page.click("#confirm-ok")
+        alert = page.visible("#sessions-error")
+        assert alert.get_attribute("role") == "alert"
+        assert alert.text == "Cannot delete the main session (agent:main:main)."
+        assert page.text("#session-detail-meta").startswith("2 messages")
+        page.visible('#sessions-table tr[data-key="agent:main:main"] button').click()
+        page.until(lambda: not page.find("#sessions-error").is_displayed(), "the alert gone")
+
     def test_reset_asks_first_then_starts_an_empty_transcript(self, page: Page) -> None:
         page.connected()
         page.click("#chat-new")
