@@ -16,6 +16,12 @@ const RETRY_MAX_MS = 15000; // a restarting gateway is back within seconds; don'
 // few seconds; a port that takes the connection and never answers (a stalled process,
 // another service) would otherwise keep the page "Connecting…" for minutes.
 const HANDSHAKE_TIMEOUT_MS = 10000;
+// The gateway sends a tick every `policy.tickIntervalMs` (30 s). Nothing at all for two of
+// them, and the connection is taken as lost: a stalled gateway, or a link dropped without a
+// word (a laptop asleep, another network), leaves the socket open for many minutes.
+const TICK_DEFAULT_MS = 30000;
+const TICK_MIN_MS = 1000; // a gateway asking for less would have us close a live connection
+const MISSED_TICKS = 2;
 
 export class GatewayError extends Error {
   constructor(error) {
@@ -75,6 +81,8 @@ export class Gateway extends EventTarget {
     this.attempt = 0;
     this.timer = null;
     this.handshakeTimer = null;
+    this.watchdog = null;
+    this.lastHeard = 0;
     this.retryAt = 0;
     this.retryAfterMs = 0; // the least wait before the next attempt, as the gateway asked
   }
@@ -95,6 +103,7 @@ export class Gateway extends EventTarget {
     this.target = null;
     clearTimeout(this.timer);
     clearTimeout(this.handshakeTimer);
+    clearInterval(this.watchdog);
     const ws = this.ws;
     this.ws = null;
     this.rejectPending("disconnected");
@@ -141,6 +150,7 @@ export class Gateway extends EventTarget {
   }
 
   onMessage(ws, message) {
+    if (ws === this.ws) this.lastHeard = Date.now();
     let frame;
     try {
       frame = JSON.parse(message.data);
@@ -176,6 +186,7 @@ export class Gateway extends EventTarget {
       });
       if (ws !== this.ws) return;
       clearTimeout(this.handshakeTimer);
+      this.watch(ws, hello);
       this.hello = hello;
       this.everConnected = true;
       this.attempt = 0;
@@ -200,6 +211,7 @@ export class Gateway extends EventTarget {
   onClose(ws, event) {
     if (ws !== this.ws) return;
     clearTimeout(this.handshakeTimer);
+    clearInterval(this.watchdog);
     this.ws = null;
     this.rejectPending("lost");
     if (!this.target) return;
@@ -217,6 +229,18 @@ export class Gateway extends EventTarget {
     this.timer = setTimeout(() => {
       if (this.target) this.open();
     }, delay);
+  }
+
+  watch(ws, hello) {
+    const asked = Number(hello && hello.policy && hello.policy.tickIntervalMs);
+    const silence = MISSED_TICKS * Math.max(TICK_MIN_MS, asked || TICK_DEFAULT_MS);
+    this.lastHeard = Date.now();
+    clearInterval(this.watchdog);
+    this.watchdog = setInterval(() => {
+      if (ws !== this.ws || Date.now() - this.lastHeard <= silence) return;
+      ws.close(4000, "tick timeout");
+      this.onClose(ws, { code: 4000, reason: "tick timeout" }); // a silent peer never closes
+    }, silence / 4);
   }
 
   fail(error) {

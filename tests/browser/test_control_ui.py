@@ -546,6 +546,43 @@ class TestLogs:
         assert [t for t, count in collections.Counter(stalled).items() if count > 1] == []
 
 
+# The hello-ok the page reads asks for a tick every second (the gateway's is 30 s): a gateway
+# that goes silent is then noticed in seconds, not minutes.
+TICK_EVERY_SECOND = """
+const listen = WebSocket.prototype.addEventListener;
+WebSocket.prototype.addEventListener = function (type, listener, ...rest) {
+  if (type !== "message") return listen.call(this, type, listener, ...rest);
+  return listen.call(this, type, (message) => {
+    const frame = JSON.parse(message.data);
+    if (frame.type === "res" && frame.payload && frame.payload.type === "hello-ok") {
+      frame.payload.policy.tickIntervalMs = 1000;
+      return listener({ data: JSON.stringify(frame) });
+    }
+    listener(message);
+  }, ...rest);
+};
+"""
+
+
+class TestSilentGateway:
+    def test_a_gateway_gone_silent_is_shown_as_lost_and_reconnected(self, page: Page) -> None:
+        # A stalled process, or a link dropped without a word (a laptop asleep, another
+        # network): the socket stays open, and the page said "Connected" for as long.
+        page.driver.execute_script(TICK_EVERY_SECOND)
+        page.connected()
+        page.go("logs")  # polls each second: answers keep the connection alive meanwhile
+        time.sleep(2.5)
+        state = page.find("#conn-state")
+        assert state.get_attribute("data-state") == "connected"
+        os.kill(page.gateway.proc.pid, signal.SIGSTOP)
+        try:
+            page.until(lambda: state.get_attribute("data-state") == "waiting", "the lost state")
+            assert state.text.startswith("Connection lost, reconnecting in ")
+        finally:
+            os.kill(page.gateway.proc.pid, signal.SIGCONT)
+        page.until(lambda: state.get_attribute("data-state") == "connected", "reconnected", 20)
+
+
 class TestConfig:
     def test_shows_the_config_with_secrets_redacted(self, page: Page) -> None:
         page.connected()
