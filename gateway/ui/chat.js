@@ -105,10 +105,15 @@ async function loadSessions(agentId, wanted, mine = ++listings) {
   let key = wanted && agentOf(wanted) === agentId ? wanted : keys[0];
   if (!key) key = newKey(agentId);
   const options = listed.sessions.map((s) => el("option", { value: s.key, text: s.label ? `${s.label} — ${s.key}` : s.key }));
-  if (!keys.includes(key)) options.unshift(el("option", { value: key, text: `${key} (new)` }));
+  if (!keys.includes(key)) options.unshift(freshOption(key));
   $("chat-session").replaceChildren(...options);
   $("chat-session").value = key;
   await openSession(key);
+}
+
+// A session not stored yet: its first turn stores it.
+function freshOption(key) {
+  return el("option", { value: key, text: `${key} (new)`, dataset: { fresh: "" } });
 }
 
 function newKey(agentId) {
@@ -118,7 +123,7 @@ function newKey(agentId) {
 async function newSession() {
   const agentId = $("chat-agent").value;
   const key = newKey(agentId);
-  $("chat-session").prepend(el("option", { value: key, text: `${key} (new)` }));
+  $("chat-session").prepend(freshOption(key));
   $("chat-session").value = key;
   await openSession(key);
   $("chat-input").focus();
@@ -325,7 +330,10 @@ function onChat(payload) {
   if (payload.state === "error") run.bubble.append(el("span", { class: "note error", text: payload.errorMessage || "failed" }));
   runs.delete(payload.runId);
   const option = $("chat-session").selectedOptions[0];
-  if (option && option.value === sessionKey) option.textContent = sessionKey; // stored now
+  if (option && option.value === sessionKey && option.dataset.fresh !== undefined) {
+    option.textContent = sessionKey; // stored now
+    delete option.dataset.fresh;
+  }
   if ($("chat-abort").dataset.runId === payload.runId) setBusy(null);
   // Fetch the user message we never saw; off screen, coming back loads it (and the address
   // is another screen's).

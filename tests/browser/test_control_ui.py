@@ -273,6 +273,28 @@ class TestChat:
         page.driver.refresh()
         page.visible("#screen-status")
 
+    def test_a_labelled_session_keeps_its_label_in_the_list_after_a_turn(self, page: Page) -> None:
+        page.connected()
+        page.driver.execute_async_script(
+            """
+            const [token, done] = arguments;
+            const { Gateway } = await import("/ui/gateway.js");
+            const gw = new Gateway();
+            await gw.start(`ws://${location.host}`, { token });
+            const label = "Release notes";
+            await gw.request("sessions.patch", { key: "agent:main:labelled", label });
+            gw.stop();
+            done();
+            """,
+            TOKEN,
+        )
+        page.driver.execute_script("location.hash = '#chat/agent:main:labelled'")
+        page.until(lambda: page.session_key() == "agent:main:labelled", "the session")
+        option = "#chat-session option:checked"
+        page.until(lambda: page.text(option) == "Release notes — agent:main:labelled", "listed")
+        page.chat("a turn")
+        assert page.text(option) == "Release notes — agent:main:labelled"
+
     def test_the_transcript_survives_a_page_reload(self, page: Page) -> None:
         page.connected()
         page.click("#chat-new")
