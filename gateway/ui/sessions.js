@@ -134,6 +134,7 @@ async function remove() {
     selected = null;
     $("session-detail").hidden = true;
     history.replaceState(null, "", "#sessions");
+    $("sessions-search").focus(); // the focused Delete button is hidden with the detail
   }
 }
 

@@ -713,6 +713,25 @@ class TestKeyboard:
             "the answer",
         )
 
+    def test_a_session_deleted_by_keyboard_leaves_the_focus_on_the_list(self, page: Page) -> None:
+        # The focused Delete button is hidden with the detail: the focus fell back to the
+        # page's start.
+        from selenium.webdriver.common.keys import Keys
+
+        page.connected()
+        page.click("#chat-new")
+        page.chat("deleted by keyboard")
+        key = page.session_key()
+        page.go("sessions")
+        page.visible(f'#sessions-table tr[data-key="{key}"] button').send_keys(Keys.ENTER)
+        page.visible("#session-delete").send_keys(Keys.ENTER)
+        page.visible("#confirm-ok").send_keys(Keys.ENTER)
+        page.until(lambda: not page.all(f'#sessions-table tr[data-key="{key}"]'), "the row gone")
+        page.until(
+            lambda: page.driver.switch_to.active_element.get_attribute("id") == "sessions-search",
+            "the focus on the list's search",
+        )
+
     def test_the_skip_link_moves_to_the_content_of_the_screen_shown(self, page: Page) -> None:
         from selenium.webdriver.common.keys import Keys
 
