@@ -33,6 +33,7 @@ export async function show() {
 
 async function load() {
   setAlert($("config-message"), "");
+  delete $("config-message").dataset.kind; // a save's "ok" is not this load's
   try {
     loaded = await ctx.gw.request("config.get");
   } catch (error) {

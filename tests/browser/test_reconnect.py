@@ -196,3 +196,24 @@ def test_a_reconnect_that_meets_no_answer_tries_again(page: Page, gateway: Resta
     finally:
         gateway.start()
     page.until(lambda: state.get_attribute("data-state") == "connected", "reconnected", 20)
+
+
+def test_a_config_error_after_a_save_is_not_shown_as_a_success(
+    page: Page, gateway: Restartable
+) -> None:
+    page.connected()
+    page.go("config")
+    page.type('input[data-path="gateway.reload.debounceMs"]', "321")
+    page.click("#config-save")
+    page.until(lambda: page.text("#config-message").startswith("Saved."), "saved")
+    state = page.find("#conn-state")
+    gateway.stop()
+    try:
+        page.until(lambda: state.get_attribute("data-state") == "waiting", "the waiting state")
+        page.click("#config-reload")
+        page.until(lambda: page.text("#config-message") == "Not connected to the gateway.",
+                   "the error")  # fmt: skip
+        assert page.find("#config-message").get_attribute("data-kind") != "ok"
+    finally:
+        gateway.start()
+    page.until(lambda: state.get_attribute("data-state") == "connected", "reconnected", 20)
