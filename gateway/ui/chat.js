@@ -354,7 +354,15 @@ function setBusy(runId) {
   else delete abortButton.dataset.runId;
 }
 
+// Once a frame: reading scrollHeight lays the transcript out, and a long answer streamed a
+// token an event laid out all its text again for every token.
+let scrolling = 0;
+
 function scrollDown() {
-  const transcript = $("transcript");
-  transcript.scrollTop = transcript.scrollHeight;
+  if (scrolling) return;
+  scrolling = requestAnimationFrame(() => {
+    scrolling = 0;
+    const transcript = $("transcript");
+    transcript.scrollTop = transcript.scrollHeight;
+  });
 }

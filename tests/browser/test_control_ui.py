@@ -59,6 +59,26 @@ WebSocket.prototype.addEventListener = function (type, listener, ...rest) {
 };
 """
 
+# Counts the `agent` events of assistant text the page receives, in `window.answerEvents`.
+COUNT_ANSWER_EVENTS = """
+const listen = WebSocket.prototype.addEventListener;
+window.answerEvents = 0;
+WebSocket.prototype.addEventListener = function (type, listener, ...rest) {
+  if (type === "message") {
+    listen.call(this, "message", (message) => {
+      const frame = JSON.parse(message.data);
+      if (frame.event === "agent" && frame.payload.stream === "assistant") window.answerEvents++;
+    });
+  }
+  return listen.call(this, type, listener, ...rest);
+};
+"""
+
+
+def layouts(page: Page) -> int:
+    metrics = page.driver.execute_cdp_cmd("Performance.getMetrics", {})["metrics"]
+    return int(next(m["value"] for m in metrics if m["name"] == "LayoutCount"))
+
 
 class TestConnect:
     def test_a_wrong_token_shows_the_error(self, page: Page) -> None:
@@ -294,6 +314,30 @@ class TestChat:
         page.until(lambda: page.text(option) == "Release notes — agent:main:labelled", "listed")
         page.chat("a turn")
         assert page.text(option) == "Release notes — agent:main:labelled"
+
+    def test_a_long_answer_is_laid_out_once_a_frame_not_once_a_token(self, page: Page) -> None:
+        # Each token scrolled the transcript down, and reading its height laid all the text
+        # out again: a long answer took the browser several times as long as the gateway.
+        page.driver.execute_script(COUNT_ANSWER_EVENTS)
+        page.connected()
+        page.driver.execute_script("location.hash = '#chat/agent:ops:long-answer'")  # no delay
+        page.until(lambda: page.text("#transcript") == "No messages yet. Say something.",
+                   "the chat")  # fmt: skip
+        message = " ".join(f"word{i}" for i in range(8000))
+        page.driver.execute_script("document.getElementById('chat-input').value = arguments[0]",
+                                   message)  # fmt: skip
+        page.driver.execute_cdp_cmd("Performance.enable", {})
+        try:
+            before = layouts(page)
+            page.click("#chat-send")
+            page.until(lambda: page.all(".bubble.assistant") and not page.all(".bubble.streaming"),
+                       "the whole answer", 60)  # fmt: skip
+            laid_out = layouts(page) - before
+        finally:
+            page.driver.execute_cdp_cmd("Performance.disable", {})
+        events = page.driver.execute_script("return window.answerEvents")
+        assert events > 100, events  # a token an event, or near enough
+        assert laid_out < events / 2, (laid_out, events)
 
     def test_the_transcript_survives_a_page_reload(self, page: Page) -> None:
         page.connected()
