@@ -66,7 +66,8 @@ function section(value, path, keys = []) {
 }
 
 function field(key, path, keys, value) {
-  const id = `cfg-${path.replace(/[^A-Za-z0-9_-]/g, "_")}`;
+  // By position: a name is anyone's text, and `x.id` and `x_id` would read alike as an id.
+  const id = `cfg-${fields.length}`;
   const errorId = `${id}-error`;
   let input;
   let kind;

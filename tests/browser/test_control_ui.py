@@ -727,6 +727,33 @@ class TestConfig:
         saved = json.loads(page.gateway_config_path().read_text())
         assert saved["models"]["providers"]["dotted"]["headers"] == {"x-org.id": "b"}
 
+    def test_fields_whose_names_differ_by_a_dot_are_labelled_each_its_own(self, page: Page) -> None:
+        # `x.id` and `x_id` made the same element id: both labels named the first field.
+        page.connected()
+        patched = page.driver.execute_async_script(
+            """
+            const [token, done] = arguments;
+            const { Gateway } = await import("/ui/gateway.js");
+            const gw = new Gateway();
+            await gw.start(`ws://${location.host}`, { token });
+            const { hash } = await gw.request("config.get");
+            const headers = { "x.id": "a", "x_id": "b" };
+            const provider = { baseUrl: "http://127.0.0.1:9/v1", headers };
+            const raw = JSON.stringify({ models: { providers: { twins: provider } } });
+            const result = await gw.request("config.patch", { raw, baseHash: hash });
+            gw.stop();
+            done(result.ok);
+            """,
+            TOKEN,
+        )
+        assert patched
+        page.go("config")
+        for name in ("x.id", "x_id"):
+            path = f"models.providers.twins.headers.{name}"
+            page.visible(f'[data-path="{path}"] label').click()
+            focused = page.driver.switch_to.active_element.get_attribute("data-path")
+            assert focused == path
+
 
 class TestPhoneViewport:
     @pytest.mark.parametrize("screen", ["chat", "sessions", "status", "logs", "config"])
