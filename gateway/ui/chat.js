@@ -56,6 +56,8 @@ export async function show(arg) {
     const wanted = arg ? arg.trim().toLowerCase() : sessionKey;
     const agentId = agentOf(wanted) || listed.defaultId;
     select.value = agentId;
+    // Its kept sessions can still be read; a message to one is refused.
+    if (!agents.some((a) => a.id === agentId)) setAlert($("chat-error"), `The gateway has no agent '${agentId}'.`);
     await loadSessions(agentId, wanted);
   } catch (error) {
     setAlert($("chat-error"), error.message);

@@ -101,3 +101,14 @@ def test_a_switch_while_the_gateway_is_gone_shows_the_error(
     page.until(lambda: state.get_attribute("data-state") == "connected", "reconnected", 20)
     time.sleep(0.2)
     assert page.find("#chat-error").get_attribute("hidden")  # a new connection clears it
+
+
+def test_a_link_to_a_session_of_an_agent_not_configured_says_so(
+    page: Page, gateway: Restartable
+) -> None:
+    # A bookmark kept after the agent was removed: the picker showed no agent, and nothing
+    # was said until a message was refused.
+    page.connected()
+    page.driver.execute_script("location.hash = '#chat/agent:gone:notes'")
+    page.until(lambda: page.session_key() == "agent:gone:notes", "the session")
+    assert page.visible("#chat-error").text == "The gateway has no agent 'gone'."
