@@ -140,7 +140,7 @@ export class Gateway extends EventTarget {
   // A first connect fails with the reason; a reconnect tries again later. Closed as lost
   // at once: a silent peer never answers the closing handshake either.
   handshakeTimedOut(ws) {
-    if (ws !== this.ws || this.state === "connected") return;
+    if (ws !== this.ws || !this.target || this.state === "connected") return;
     if (!this.everConnected) {
       const shown = withoutCredentials(this.target.url);
       this.fail(new GatewayError({ code: "UNREACHABLE", message: `No answer from ${shown} within ${HANDSHAKE_TIMEOUT_MS / 1000} s.` }));
@@ -244,6 +244,7 @@ export class Gateway extends EventTarget {
   }
 
   fail(error) {
+    clearTimeout(this.handshakeTimer); // the socket closes after this: no second failure
     this.target = null;
     this.lastError = error;
     this.setState("failed", { error });
