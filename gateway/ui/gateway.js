@@ -21,6 +21,7 @@ const HANDSHAKE_TIMEOUT_MS = 10000;
 // word (a laptop asleep, another network), leaves the socket open for many minutes.
 const TICK_DEFAULT_MS = 30000;
 const TICK_MIN_MS = 1000; // a gateway asking for less would have us close a live connection
+const TICK_MAX_MS = 600000; // past 2^31 ms a browser timer fires at once, and again, and again
 const MISSED_TICKS = 2;
 
 export class GatewayError extends Error {
@@ -233,7 +234,7 @@ export class Gateway extends EventTarget {
 
   watch(ws, hello) {
     const asked = Number(hello && hello.policy && hello.policy.tickIntervalMs);
-    const silence = MISSED_TICKS * Math.max(TICK_MIN_MS, asked || TICK_DEFAULT_MS);
+    const silence = MISSED_TICKS * Math.min(TICK_MAX_MS, Math.max(TICK_MIN_MS, asked || TICK_DEFAULT_MS));
     this.lastHeard = Date.now();
     clearInterval(this.watchdog);
     this.watchdog = setInterval(() => {
