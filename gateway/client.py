@@ -99,6 +99,15 @@ def _call_command(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"--params is not valid JSON: {exc}", file=sys.stderr)
             return 2
+    if args.url is not None:
+        problem = _url_problem(args.url)
+        if problem is not None:
+            print(
+                f"--url {_shown(args.url)} is not a gateway's WebSocket URL: {problem}. Give"
+                " ws://HOST:PORT (or wss:// behind TLS).",
+                file=sys.stderr,
+            )
+            return 2
     warn_secret_flags(args)
     url, token, password = args.url, args.token, args.password
     try:
@@ -168,6 +177,30 @@ _USERINFO = re.compile(r"(?<=://)[^/?#\s]*@")
 def _shown(text: str) -> str:
     """`text` (a URL, or a message that names one) with any user information as `***`."""
     return _USERINFO.sub("***@", text)
+
+
+# aiohttp's ws_connect takes http(s):// as well, the same endpoint.
+_WS_SCHEMES = ("ws", "wss", "http", "https")
+
+
+def _url_problem(url: str) -> str | None:
+    """Why `url` cannot name a gateway's WebSocket endpoint, or None. A typo found here is a
+    usage error (exit 2), not a gateway that did not answer (exit 1, worth a retry)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        return f"it is not a URL ({exc})"
+    if not parts.scheme:
+        return "it has no scheme"
+    if parts.scheme.lower() not in _WS_SCHEMES:
+        return f"its scheme is {_printable(parts.scheme)}"
+    if not parts.hostname:
+        return "it has no host"
+    try:
+        parts.port  # noqa: B018 (the property checks the port)
+    except ValueError:
+        return "its port is not a number from 0 to 65535"
+    return None
 
 
 def _on_this_host(url: str, gateway_host: str) -> bool:

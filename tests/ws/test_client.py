@@ -307,14 +307,13 @@ class TestCredentialsInTheUrl:
         assert result.stderr.startswith(f"cannot connect to ws://***@127.0.0.1:{port}/: ")
         assert "hunter2" not in result.stderr
 
-    def test_a_url_aiohttp_cannot_use_is_not_echoed_with_them(
+    def test_a_url_that_is_refused_is_not_echoed_with_them(
         self, env: dict[str, str], tmp_path: Path
     ) -> None:
         result = run_cli(call_args("ws://user:hunter2@127.0.0.1:99999/", tmp_path), env)
-        assert (result.returncode, result.stdout) == (1, "")
-        assert result.stderr == (
-            "cannot connect to ws://***@127.0.0.1:99999/: ws://***@127.0.0.1:99999/\n"
-        )
+        assert (result.returncode, result.stdout) == (2, "")
+        assert result.stderr.startswith("--url ws://***@127.0.0.1:99999/ is not a gateway's")
+        assert "hunter2" not in result.stderr
 
     async def test_a_timeout_shows_the_url_without_them(
         self, aiohttp_server: Any, env: dict[str, str], tmp_path: Path
@@ -378,3 +377,29 @@ class TestTimeoutArgument:
         result = run_cli(["call", "health", "--timeout", value], env)
         assert result.returncode == 2
         assert "--timeout: must be a positive number of seconds" in result.stderr
+
+
+class TestUrlArgument:
+    """A `--url` that names no WebSocket endpoint is a mistake on the command line (exit 2,
+    as for `--timeout`), not a gateway that cannot be reached (exit 1, worth a retry)."""
+
+    @pytest.mark.parametrize(
+        ("url", "reason"),
+        [
+            ("foo", "it has no scheme"),
+            ("ftp://127.0.0.1:9/", "its scheme is ftp"),
+            ("ws://", "it has no host"),
+            ("ws://127.0.0.1:99999/", "its port is not a number from 0 to 65535"),
+            ("ws://127.0.0.1:port/", "its port is not a number from 0 to 65535"),
+            ("ws://[::1/", "it is not a URL (Invalid IPv6 URL)"),
+        ],
+    )
+    def test_a_url_that_is_no_websocket_url_exits_2_saying_what_to_give(
+        self, env: dict[str, str], tmp_path: Path, url: str, reason: str
+    ) -> None:
+        result = run_cli(call_args(url, tmp_path), env)
+        assert (result.returncode, result.stdout) == (2, "")
+        assert result.stderr == (
+            f"--url {url} is not a gateway's WebSocket URL: {reason}. Give"
+            " ws://HOST:PORT (or wss:// behind TLS).\n"
+        )
