@@ -181,22 +181,38 @@ def _flag_secret(value: str | None, path: str | None, flag: str, ctx: Checker) -
         return None
 
 
+def _trimmed_flag_secret(
+    value: str | None, path: str | None, flag: str, ctx: Checker
+) -> str | None:
+    """A flag's (or its file's) secret trimmed, as the environment's, the file's and
+    gateway.token are: a presented Bearer secret is trimmed, so one kept with its spaces would
+    match no HTTP client. One of only whitespace is an issue."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        if path:
+            ctx.issue(f"{flag}-file", f"{path} is only whitespace")
+        else:
+            ctx.issue(flag, "is only whitespace")
+        return None
+    return value
+
+
 def _resolve_auth(
     auth: dict[str, Any], overrides: Overrides, environ: Mapping[str, str], ctx: Checker
 ) -> None:
-    flag_token = _flag_secret(overrides.token, overrides.token_file, "--token-file", ctx)
-    if flag_token is not None:
-        # As the environment's, the file's and gateway.token are: a presented Bearer token is
-        # trimmed, so one kept with its spaces would match no HTTP client.
-        flag_token = flag_token.strip()
-        if not flag_token:
-            if overrides.token_file:
-                ctx.issue("--token-file", f"{overrides.token_file} is only whitespace")
-            else:
-                ctx.issue("--token", "is only whitespace")
-            flag_token = None
-    flag_password = _flag_secret(
-        overrides.password, overrides.password_file, "--password-file", ctx
+    flag_token = _trimmed_flag_secret(
+        _flag_secret(overrides.token, overrides.token_file, "--token-file", ctx),
+        overrides.token_file,
+        "--token",
+        ctx,
+    )
+    flag_password = _trimmed_flag_secret(
+        _flag_secret(overrides.password, overrides.password_file, "--password-file", ctx),
+        overrides.password_file,
+        "--password",
+        ctx,
     )
     env_token = env_setting(environ, "OPENCLAW_GATEWAY_TOKEN")
     env_password = env_setting(environ, "OPENCLAW_GATEWAY_PASSWORD")

@@ -944,10 +944,10 @@ _AUTH = _Section(
                 refused={"trusted-proxy": "not supported by clawgate"},
             )
         ),
-        # Trimmed as the token file's and the environment's are: a presented token is
-        # trimmed, so surrounding whitespace (a pasted newline) would match nothing.
+        # Trimmed as the secret files' and the environment's are: a presented token or
+        # password is trimmed, so surrounding whitespace (a pasted newline) would match nothing.
         "token": _Key(_Credential(trimmed=True)),
-        "password": _Key(_Credential()),
+        "password": _Key(_Credential(trimmed=True)),
         "rateLimit": _Key(_FalseOr(_RATE_LIMIT)),
     },
     ignored=("allowTailscale", "trustedProxy"),

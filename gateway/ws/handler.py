@@ -217,12 +217,10 @@ async def _handshake(
         )
     auth = gateway.config.gateway.auth  # read now: a reload may have rotated the secret
     kind = "password" if auth.mode == "password" else "token"
-    if kind == "password":
-        presented = params.auth.password  # as sent: a configured password is not trimmed
-    else:
-        # Trimmed, as the configured token and HTTP's bearer token are (a pasted token often
-        # ends in a newline); one of only whitespace is missing, as over HTTP.
-        presented = (params.auth.token or "").strip() or None
+    # Trimmed, as the configured secret and HTTP's bearer secret are (a pasted one often ends
+    # in a newline); one of only whitespace is missing, as over HTTP.
+    sent = params.auth.password if kind == "password" else params.auth.token
+    presented = (sent or "").strip() or None
     outcome = authenticate(auth, gateway.limiter, presented, conn.remote, browser=conn.from_browser)
     match outcome:
         # The lockout is checked before the secret: a locked-out address learns nothing (§5.1).

@@ -30,9 +30,10 @@ class TestSubstitution:
         assert token_of(files, "${A}", {"A": "${B}", "B": "x"}) == "${B}"
 
     def test_value_is_used_as_it_is(self, files: ConfigFiles) -> None:
-        # In a field kept as written (a token is trimmed after substitution, as written).
-        text = "{gateway: {auth: {mode: 'password', password: '${A}'}}}"
-        assert files.load(text, environ={"A": " x "}).gateway.auth.password == " x "
+        # In a field kept as written (a token or password is trimmed after substitution, as
+        # written).
+        text = "{store: {backend: 'postgres', url: 'postgresql://db/clawgate', password: '${A}'}}"
+        assert files.load(text, environ={"A": " x "}).store.password == " x "
 
     def test_missing_variable_is_an_issue(self, files: ConfigFiles) -> None:
         text = '{models: {providers: {openai: {baseUrl: "http://h", apiKey: "${OPENAI_API_KEY}"}}}}'

@@ -957,10 +957,9 @@ class TestCredentialsAClientCanPresent:
                 {},
                 "gateway.auth.password",
             ),
-            # An EnvironmentFile saved with Windows line ends.
             (
                 "{gateway: {auth: {mode: 'password', password: '${PW}'}}}",
-                {"PW": "s3cret-pw\r"},
+                {"PW": "s3cret\r-pw"},
                 "gateway.auth.password",
             ),
             ("{hooks: {enabled: true, token: 'hook\\u0001token'}}", {}, "hooks.token"),
@@ -991,6 +990,15 @@ class TestCredentialsAClientCanPresent:
         path.write_bytes(b"s3cret\x00rest\r\n")
         error = files.error("{}", **{flag[2:].replace("-", "_"): str(path)})
         assert [i.line() for i in error.issues] == [f"- {flag}: {self.CONTROL_ISSUE}"]
+
+    def test_a_windows_line_end_of_a_substituted_secret_is_trimmed(
+        self, files: ConfigFiles
+    ) -> None:
+        """An EnvironmentFile saved with Windows line ends: its `\\r` is whitespace at the
+        end, trimmed as a presented secret is."""
+        text = "{gateway: {auth: {mode: 'password', password: '${PW}'}}}"
+        auth = files.load(text, environ={"PW": "s3cret-pw\r"}).gateway.auth
+        assert auth.password == "s3cret-pw"
 
     def test_a_tab_inside_a_secret_loads(self, files: ConfigFiles) -> None:
         """A header may carry a tab (RFC 9110's field-value), so a client can send it."""

@@ -354,11 +354,12 @@ class TestRun:
     def test_a_password_no_client_can_send_stops_run_with_78_without_showing_it(
         self, tmp_path: Path, env: dict[str, str]
     ) -> None:
-        """A `${VAR}` from an env file with Windows line ends: a gateway that started would
-        refuse every client, and systemd would not restart it out of that."""
+        """A `${VAR}` with a line break inside (an env file's value with a stray `\\r`): a
+        gateway that started would refuse every client, and systemd would not restart it out
+        of that."""
         path = tmp_path / "crlf.json5"
         path.write_text("{gateway: {auth: {mode: 'password', password: '${PW}'}}}")
-        result = run_cli(["run", "--config", str(path), "--port", "0"], {**env, "PW": "pw-8d1\r"})
+        result = run_cli(["run", "--config", str(path), "--port", "0"], {**env, "PW": "pw\r-8d1"})
         assert result.returncode == 78
         assert "gateway_listening" not in result.stderr
         assert (
@@ -366,7 +367,7 @@ class TestRun:
             " (such as a line break or a NUL), which no client can send in a header; the value"
             " is not shown\n"
         ) in result.stderr
-        assert "pw-8d1" not in result.stderr
+        assert "8d1" not in result.stderr
 
     def test_a_busy_port_exits_1_with_a_clear_message(self, env: dict[str, str]) -> None:
         with socket.socket() as busy:

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.support.process import GatewayProcess, clean_env, run_cli
@@ -115,6 +117,70 @@ class TestRunSecretFiles:
         result = run_cli(["run", "--token", "x", "--token-file", str(path)], env)
         assert result.returncode == 2
         assert "not allowed with argument" in result.stderr
+
+
+async def ws_connect_ok(url: str, password: str) -> bool:
+    """Whether a WebSocket `connect` with `auth.password` is accepted (ws-protocol.md §2)."""
+    async with aiohttp.ClientSession() as http, http.ws_connect(url.replace("http", "ws")) as ws:
+        await ws.receive_json(timeout=5)  # connect.challenge
+        client = {"id": "test", "version": "1", "platform": "linux", "mode": "cli"}
+        params = {"minProtocol": 4, "maxProtocol": 4, "client": client}
+        await ws.send_json(
+            {
+                "type": "req",
+                "id": "1",
+                "method": "connect",
+                "params": {**params, "auth": {"password": password}},
+            }
+        )
+        ok: bool = (await ws.receive_json(timeout=5))["ok"]
+        return ok
+
+
+class TestAPasswordWithSurroundingWhitespace:
+    """Trimmed wherever it comes from, as a token is: HTTP trims the presented bearer secret,
+    so a password kept with its spaces worked over the WebSocket only."""
+
+    PASSWORD = "pw-4e7a1c"
+    PADDED = f"  {PASSWORD} \t"
+
+    @pytest.mark.parametrize("source", ["file", "flag", "password-file"])
+    async def test_works_over_http_and_websocket_with_or_without_the_whitespace(
+        self, tmp_path: Path, env: dict[str, str], gateways: list[GatewayProcess], source: str
+    ) -> None:
+        args = ["--port", "0"]
+        if source == "file":
+            config = tmp_path / "clawgate.json5"
+            config.write_text(
+                json.dumps(
+                    {
+                        "gateway": {
+                            "auth": {"password": self.PADDED},
+                            "http": {"endpoints": {"chatCompletions": {"enabled": True}}},
+                        }
+                    }
+                )
+            )
+            args += ["--config", str(config)]
+        elif source == "flag":
+            args += ["--password", self.PADDED]
+        else:
+            args += ["--password-file", str(secret_file(tmp_path, f"{self.PADDED}\n"))]
+        gateway = GatewayProcess(args, env)
+        gateways.append(gateway)
+        url = gateway.wait_listening()
+        assert gateway.wait_for_event("gateway_listening")["auth"] == "password"
+        assert await asyncio.to_thread(status_with, url, self.PASSWORD) == 200
+        assert await ws_connect_ok(url, self.PASSWORD)
+        assert await ws_connect_ok(url, self.PADDED)
+        assert not await ws_connect_ok(url, f"{self.PASSWORD}x")
+
+    def test_one_of_only_whitespace_is_refused_with_78(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        result = run_cli(["run", "--port", "0", "--password", " \t "], env)
+        assert result.returncode == 78
+        assert "- --password: is only whitespace" in result.stderr
 
 
 class TestAFlagTheFileModeWouldIgnore:
