@@ -14,6 +14,7 @@ import hmac
 import math
 import os
 import secrets
+import tempfile
 import time
 from collections.abc import Callable
 from enum import StrEnum
@@ -29,6 +30,10 @@ from gateway.statedir import UnsafeStateError, prepare_state_dir, read_state_fil
 log = structlog.get_logger()
 
 TOKEN_BYTES = 24  # 48 hex characters (config.md §5)
+TOKEN_TEMP_PREFIX = ".gateway.token."  # the token is written there, then linked into place
+# A temp file this old has no live writer (a token is written in milliseconds; a minute leaves
+# room for a host that stalls on fsync): its writer died, and it is removed.
+TOKEN_TEMP_STALE_S = 60.0
 
 
 def secret_matches(given: str, expected: str) -> bool:
@@ -61,12 +66,12 @@ def ensure_token(state_dir: Path) -> tuple[str, bool]:
     if existing:
         return existing, False
     token = secrets.token_hex(TOKEN_BYTES)
-    tmp = path.with_name(f".gateway.token.{os.getpid()}")
+    tmp: Path | None = None
     try:
-        # One left by a process of our pid that died writing it (a container's pid is the
-        # same on every start): no live process but us has this pid, so it is ours to replace.
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # A name of its own (O_EXCL, 0600), not one made of the pid: gateways in containers
+        # that share the state dir are all pid 1, and one would remove the other's file.
+        fd, name = tempfile.mkstemp(prefix=TOKEN_TEMP_PREFIX, dir=state_dir)
+        tmp = Path(name)
         try:
             os.write(fd, f"{token}\n".encode())
             os.fsync(fd)
@@ -88,8 +93,21 @@ def ensure_token(state_dir: Path) -> tuple[str, bool]:
     finally:
         # On a read-only file system even the unlink of a missing file fails (EROFS).
         with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+    _remove_stale_temp_files(state_dir)
     return token, True
+
+
+def _remove_stale_temp_files(state_dir: Path) -> None:
+    """Remove the temp files of writers that died (killed while writing the token): one is
+    written in milliseconds, so a file older than TOKEN_TEMP_STALE_S has no live writer."""
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for temp in state_dir.glob(f"{TOKEN_TEMP_PREFIX}*"):
+            with contextlib.suppress(OSError):
+                if now - temp.lstat().st_mtime > TOKEN_TEMP_STALE_S:
+                    temp.unlink()
 
 
 def with_generated_token(config: Config) -> Config:

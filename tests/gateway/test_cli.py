@@ -181,26 +181,50 @@ class TestToken:
         assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
         assert run_cli(["token"], env).stdout.strip() == token
 
+    @staticmethod
+    def token_with_a_temp_file_of_this_pid(
+        state: Path, env: dict[str, str], age_s: float
+    ) -> subprocess.CompletedProcess[str]:
+        """`clawgate token` where `.gateway.token.<its pid>` was written `age_s` ago: what a
+        gateway killed while writing the token leaves, or one in another container sharing
+        the state dir (every container's first process is pid 1) is writing right now."""
+        state.mkdir(mode=0o700)
+
+        def temp_file_of_this_pid() -> None:  # in the child, before exec: same pid
+            temp = state / f".gateway.token.{os.getpid()}"
+            temp.write_text("half a tok")
+            os.utime(temp, (time.time() - age_s,) * 2)
+
+        return subprocess.run(
+            [sys.executable, "-m", "gateway", "token"], env=env, capture_output=True,
+            text=True, timeout=30, preexec_fn=temp_file_of_this_pid,
+        )  # fmt: skip
+
     def test_a_temporary_token_file_left_by_a_crash_does_not_stop_the_next_start(
         self, tmp_path: Path, env: dict[str, str]
     ) -> None:
-        """A gateway killed while writing the token leaves `.gateway.token.<pid>`; in a
-        container the next start has the same pid (1) and must write its token all the same."""
+        """In a container the next start has the same pid (1) and must write its token all
+        the same; the dead writer's file, minutes old, is removed."""
         state = tmp_path / "state"
-        state.mkdir(mode=0o700)
-
-        def crashed_earlier_with_this_pid() -> None:  # in the child, before exec: same pid
-            (state / f".gateway.token.{os.getpid()}").write_text("half a tok")
-
-        result = subprocess.run(
-            [sys.executable, "-m", "gateway", "token"], env=env, capture_output=True,
-            text=True, timeout=30, preexec_fn=crashed_earlier_with_this_pid,
-        )  # fmt: skip
+        result = self.token_with_a_temp_file_of_this_pid(state, env, age_s=600)
         assert result.returncode == 0, result.stderr
         token = result.stdout.strip()
         assert len(token) == 48
         assert (state / "gateway.token").read_text() == f"{token}\n"
         assert [p.name for p in state.iterdir()] == ["gateway.token"]
+
+    def test_the_temporary_token_file_of_another_container_with_this_pid_is_left_alone(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        """Two containers on one state dir are both pid 1: a temp name made of the pid let
+        one remove the file the other was about to link as the token (which then failed)."""
+        state = tmp_path / "state"
+        result = self.token_with_a_temp_file_of_this_pid(state, env, age_s=0)
+        assert result.returncode == 0, result.stderr
+        token = result.stdout.strip()
+        assert (state / "gateway.token").read_text() == f"{token}\n"
+        others = [p for p in state.iterdir() if p.name != "gateway.token"]
+        assert len(others) == 1 and others[0].read_text() == "half a tok"
 
     def test_a_configured_token_is_printed_and_nothing_is_generated(
         self, tmp_path: Path, env: dict[str, str]
