@@ -110,6 +110,25 @@ def reserve_port(host: str, port: int) -> socket.socket:
     return sock
 
 
+def claim_port(host: str, port: int) -> socket.socket | None:
+    """An abstract AF_UNIX socket named for host:port, held for the supervisor's life, so a
+    second supervisor for the same address is refused: reserve_port's probe alone lets it
+    through while the first one's reserved socket does not listen yet (until a worker does,
+    seconds), as SO_REUSEADDR binds beside a socket that does not listen. The kernel frees the
+    name when the process ends, however it ends: no lock file to go stale. Raises OSError
+    (EADDRINUSE) when another holds it; None for port 0 (each gets a port of its own) and
+    where there is no abstract namespace (not Linux), where the probe is all there is."""
+    if port == 0 or not sys.platform.startswith("linux"):
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.bind(f"\0clawgate-workers {host} {port}")
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def worker_config(loader: ConfigLoader, config: Config) -> Config:
     """`config` as a worker runs it: the paths that need a restart (listener, log format,
     store) with their values in the config the supervisor started with. A worker started again
@@ -351,8 +370,21 @@ async def supervise(
     """Run `count` workers of `clawgate run argv` on host:port until SIGTERM/SIGINT;
     `config_text` is the config file as the supervisor read it."""
     try:
+        claim = claim_port(host, port)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            return listen_failed(host, port, exc)
+        reason = (
+            "address already in use (another `clawgate run --workers` is starting or running on it)"
+        )
+        print(f"cannot listen on {host}:{port}: {reason}", file=sys.stderr)
+        log.error("listen_failed", host=host, port=port, error=reason)
+        return 1  # as for a port in use: it comes free when the other one stops
+    try:
         reserved = reserve_port(host, port)
     except OSError as exc:
+        if claim is not None:
+            claim.close()
         return listen_failed(host, port, exc)
     port = reserved.getsockname()[1]
     notify_dir = Path(tempfile.mkdtemp(prefix="clawgate-workers-"))  # 0700
@@ -367,3 +399,5 @@ async def supervise(
         return await supervisor.run(reserved)
     finally:
         shutil.rmtree(notify_dir, ignore_errors=True)
+        if claim is not None:
+            claim.close()

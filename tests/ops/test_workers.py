@@ -77,6 +77,44 @@ def test_workers_on_a_port_in_use_exit_1_with_a_clear_message(
     assert "worker_started" not in done.stderr
 
 
+def test_a_second_workers_gateway_on_the_port_of_one_still_starting_exits_1(
+    tmp_path: Path,
+) -> None:
+    """The first one holds the port without listening until a worker listens (here never:
+    its database does not answer), and the port-in-use check passed beside it: two gateways
+    would have shared the port, each taking a share of the other's connections."""
+    with socket.socket() as silent_db, socket.socket() as free:
+        silent_db.bind(("127.0.0.1", 0))
+        silent_db.listen()  # connections wait in the backlog: no answer, no refusal
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+        free.close()
+        config = tmp_path / "c.json5"
+        db_port = silent_db.getsockname()[1]
+        config.write_text(
+            f'{{ store: {{ backend: "postgres", url: "postgresql://u@127.0.0.1:{db_port}/db",'
+            ' password: "x" } }'
+        )
+        args = ["--config", str(config), "--state-dir", str(tmp_path / "state")]
+        args += ["--workers", "2", "--port", str(port)]
+        first = GatewayProcess(args, clean_env(tmp_path / "home"))
+        try:
+            first.wait_for_event("worker_started", 30)
+            second = run_cli(["run", *args], clean_env(tmp_path / "home"))
+        finally:
+            workers = [e["pid"] for e in first.events() if e.get("event") == "worker_started"]
+            first.stop()
+            for pid in workers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+    assert second.returncode == 1
+    assert (
+        f"cannot listen on 127.0.0.1:{port}: address already in use (another `clawgate run"
+        " --workers` is starting or running on it)\n"
+    ) in second.stderr
+    assert "worker_started" not in second.stderr
+
+
 def test_workers_on_a_privileged_port_exit_78_saying_what_it_needs(tmp_path: Path) -> None:
     config = tmp_path / "c.json5"
     config.write_text(
