@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from prometheus_client import generate_latest
 
 from agents.runs import RunOutcome
-from gateway.appkeys import MERGED_ROUTE, METRICS, STATE
+from gateway.appkeys import MERGED_ROUTE, METRICS, REQUEST_ID, STATE
 from gateway.edge_http import add_route, unrouted
 from gateway.http.common import authenticate, error_answer
 from gateway.http.openai_wire import RequestError
@@ -25,6 +26,7 @@ METRICS_PATH = "/metrics"
 WEBSOCKET_ROUTE = "websocket"  # any path upgraded or refused an upgrade (ws-protocol.md §1)
 HOOKS_ROUTE = "hooks"  # served by a middleware under the configured hooks.path
 UNMATCHED_ROUTE = "unmatched"  # no route: the label must not be the client's path
+MALFORMED_ROUTE = "malformed"  # a request aiohttp's parser refused (it answers 400 itself)
 
 
 def setup(app: web.Application) -> None:
@@ -88,6 +90,21 @@ def route_label(request: web.Request, status: int) -> str:
     if route.resource is None or route.handler is unrouted:
         return UNMATCHED_ROUTE
     return route.resource.canonical
+
+
+def unparsed_request_counter(metrics: GatewayMetrics) -> type[AbstractAccessLogger]:
+    """The runner's access logger (gateway/server.py), for the answers no middleware saw: a
+    request aiohttp's parser refused gets its 400 from aiohttp itself, before any route or
+    middleware; counted as route `malformed`, or a client (or a scanner) sending garbage
+    would not show on a dashboard at all. Every other request is counted by the request log
+    middleware (which gives each its REQUEST_ID first) and skipped here."""
+
+    class UnparsedRequests(AbstractAccessLogger):
+        def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+            if REQUEST_ID not in request:
+                metrics.request_done(MALFORMED_ROUTE, response.status)
+
+    return UnparsedRequests
 
 
 async def metrics_endpoint(request: web.Request) -> web.StreamResponse:

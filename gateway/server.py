@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import logging
 import os
 import signal
 
@@ -18,9 +19,10 @@ import structlog
 from aiohttp import web
 
 from gateway.app import create_app
-from gateway.appkeys import STATE
+from gateway.appkeys import METRICS, STATE
 from gateway.config.loader import ConfigLoader
 from gateway.config.model import Config
+from gateway.metrics_http import unparsed_request_counter
 from gateway.reload import reload_from_file
 from gateway.state import AppOptions, GatewayState
 from gateway.supervisor import WORKER_ENV, listen_failed
@@ -146,7 +148,10 @@ def make_runner(app: web.Application) -> web.AppRunner:
     return web.AppRunner(
         app,
         handle_signals=False,
-        access_log=None,  # app._request_log writes one line per request instead
+        # app._request_log writes one line per request and counts it; the access logger only
+        # counts what aiohttp answered itself (its logger is disabled: gateway/logs.py).
+        access_log=logging.getLogger("aiohttp.access"),
+        access_log_class=unparsed_request_counter(app[METRICS]),
         shutdown_timeout=HANDLER_GRACE_SECONDS,
         keepalive_timeout=app[STATE].options.header_timeout_seconds,
         # Request bodies are decoded by the chat endpoint (gateway.http.content_coding), bounded

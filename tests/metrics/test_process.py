@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,8 +10,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.support.metrics import CONTENT_TYPE, parse
+from tests.support.metrics import CONTENT_TYPE, Samples, parse
 from tests.support.process import GatewayProcess, clean_env
+from tests.support.raw_http import read_head
 
 TOKEN = "proc-metrics-token-81aa"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -60,3 +62,39 @@ async def test_a_running_gateway_counts_a_completion_and_reports_its_memory(
         ("main", "output"): usage["completion_tokens"],
     }
     assert samples["process_resident_memory_bytes"][()] > 10 * 1024 * 1024
+
+
+async def scrape(gateway: GatewayProcess) -> Samples:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{gateway.url}/metrics", headers=AUTH) as response,
+    ):
+        assert response.status == 200
+        return parse(await response.text())
+
+
+async def requests_until(
+    gateway: GatewayProcess, wanted: tuple[str, str], within: float = 5.0
+) -> dict[tuple[str, ...], float]:
+    """clawgate_http_requests_total, but the scrapes', once it has a `wanted` (route, status)
+    sample."""
+    async with asyncio.timeout(within):
+        while True:
+            requests = (await scrape(gateway)).get("clawgate_http_requests_total", {})
+            if wanted in requests:
+                return {labels: n for labels, n in requests.items() if labels[0] != "/metrics"}
+            await asyncio.sleep(0.05)
+
+
+async def test_a_request_the_http_parser_refuses_is_counted_as_malformed_400(
+    gateway: GatewayProcess,
+) -> None:
+    """aiohttp answers it itself, before any route or middleware: it must still show up, or
+    a client (or a scanner) sending garbage is invisible on the dashboard."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nno colon here\r\n\r\n")
+    status, _ = await read_head(reader)
+    writer.close()
+    assert status == 400
+    requests = await requests_until(gateway, ("malformed", "400"))
+    assert requests == {("malformed", "400"): 1}
