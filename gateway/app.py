@@ -15,7 +15,7 @@ from aiohttp import web
 from agents.providers.pool import ProviderPool
 from agents.registry import SessionRegistry
 from gateway import metrics_http
-from gateway.appkeys import AGENT_ID, METRICS, REQUEST_ID, SESSION_KEY, STATE
+from gateway.appkeys import AGENT_ID, CLIENT_LEFT, METRICS, REQUEST_ID, SESSION_KEY, STATE
 from gateway.config.loader import ConfigLoader
 from gateway.config.model import Config
 from gateway.edge import own_names
@@ -145,6 +145,8 @@ async def _request_log(request: web.Request, handler: Handler) -> web.StreamResp
         status = CLIENT_CLOSED_REQUEST
         raise
     finally:
+        if request.get(CLIENT_LEFT):
+            status = CLIENT_CLOSED_REQUEST  # an SSE stream's 200 went out, its answer did not
         request.app[METRICS].request_done(metrics_http.route_label(request, status), status)
         log.info(
             "http_request",

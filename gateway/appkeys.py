@@ -21,5 +21,8 @@ SESSION_KEY = web.RequestKey("session_key", str)
 CLIENT_ADDRESS = web.RequestKey("client_address", str)
 # `provider/model` of the answer, for the x-openclaw-model-used header.
 MODEL_USED = web.RequestKey("model_used", str)
+# The client left before the answer ended, though its status went out with the headers (an SSE
+# stream): the request log and metrics count it as 499, as one that never got its status.
+CLIENT_LEFT = web.RequestKey("client_left", bool)
 # The route that answered a path with `//` in it, once merged (the router matched a catch-all).
 MERGED_ROUTE = web.RequestKey("merged_route", web.AbstractRoute)

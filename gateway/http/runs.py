@@ -24,7 +24,7 @@ from aiohttp import web
 from agents.errors import AgentError
 from agents.events import RunEvent, Stream, ToolPhase
 from agents.runs import AgentRun, RunOutcome, RunStatus, RunSubscription
-from gateway.appkeys import MODEL_USED
+from gateway.appkeys import CLIENT_LEFT, MODEL_USED
 from gateway.http.common import error_answer, session_header
 from gateway.http.openai_wire import (
     KEEPALIVE,
@@ -127,6 +127,7 @@ async def stream_run(
         await _relay(stream, run, subscription, renderer, keepalive_s, watch)
     except ConnectionError:
         run.abort(CLIENT_GONE)  # a write failed: the client is gone, stop writing
+        request[CLIENT_LEFT] = True
     except Exception:
         log.exception("stream_crashed", path=request.path)
         if not stream.opened:
@@ -135,6 +136,8 @@ async def stream_run(
         with contextlib.suppress(ConnectionError):
             await stream.close(renderer.failure(internal_error()))
     finally:
+        if watch.gone:
+            request[CLIENT_LEFT] = True
         watch.close()
         subscription.close()
         if not run.ended:

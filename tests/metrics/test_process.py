@@ -12,6 +12,7 @@ import pytest
 
 from tests.support.metrics import CONTENT_TYPE, Samples, parse
 from tests.support.process import GatewayProcess, clean_env
+from tests.support.process_client import first_content
 from tests.support.raw_http import read_head
 
 TOKEN = "proc-metrics-token-81aa"
@@ -28,7 +29,8 @@ def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
                     "auth": {"mode": "token", "token": TOKEN},
                     "http": {"endpoints": {"chatCompletions": {"enabled": True}}},
                 },
-                "agents": {"list": [{"id": "main", "default": True}]},
+                # 20 ms a word: a stream of many words is still running when its client leaves.
+                "agents": {"list": [{"id": "main", "default": True, "params": {"delayMs": 20}}]},
             }
         )
     )
@@ -98,3 +100,19 @@ async def test_a_request_the_http_parser_refuses_is_counted_as_malformed_400(
     assert status == 400
     requests = await requests_until(gateway, ("malformed", "400"))
     assert requests == {("malformed", "400"): 1}
+
+
+async def test_a_stream_whose_client_leaves_after_the_headers_is_counted_as_499(
+    gateway: GatewayProcess,
+) -> None:
+    """Its 200 went out with the headers, but the answer did not: counted as nginx logs a
+    client that closed the request (499), not as a stream served whole."""
+    words = " ".join(f"w{i}" for i in range(100))  # 2 s at 20 ms a word
+    body = {"model": "openclaw", "stream": True, "messages": [{"role": "user", "content": words}]}
+    async with aiohttp.ClientSession() as http:
+        response = await http.post(f"{gateway.url}/v1/chat/completions", json=body, headers=AUTH)
+        assert response.status == 200
+        await first_content(response)
+        response.close()  # the connection with it
+    requests = await requests_until(gateway, ("/v1/chat/completions", "499"))
+    assert requests == {("/v1/chat/completions", "499"): 1}
