@@ -356,7 +356,16 @@ def listen_failed(host: str, port: int, exc: OSError) -> int:
         )
         code = EX_CONFIG
     elif exc.errno == errno.EADDRINUSE:
-        reason = "address already in use"
+        reason = (
+            "address already in use (another program listens there: stop it, or choose"
+            " another port with --port or gateway.port)"
+        )
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        # Not 78: at boot the address may come with the network, and a restart finds it.
+        reason = (
+            f"no network interface of this host has the address {host} (`ip address` lists"
+            " them; bind loopback or lan, or an address listed there)"
+        )
     else:
         reason = exc.strerror or str(exc)
     print(f"cannot listen on {host}:{port}: {reason}", file=sys.stderr)

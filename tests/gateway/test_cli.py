@@ -400,7 +400,24 @@ class TestRun:
             port = busy.getsockname()[1]
             result = run_cli(["run", "--port", str(port)], env)
         assert result.returncode == 1
-        assert f"cannot listen on 127.0.0.1:{port}: address already in use" in result.stderr
+        assert (
+            f"cannot listen on 127.0.0.1:{port}: address already in use (another program"
+            " listens there: stop it, or choose another port with --port or gateway.port)\n"
+        ) in result.stderr
+
+    def test_an_address_this_host_does_not_have_exits_1_saying_what_to_check(
+        self, env: dict[str, str]
+    ) -> None:
+        """1, not 78: at boot the address may come with the network (systemd restarts it)."""
+        # 192.0.2.0/24 is for documentation (RFC 5737): no host has it.
+        result = run_cli(["run", "--bind", "192.0.2.1", "--port", "0"], env)
+        assert result.returncode == 1
+        assert (
+            "cannot listen on 192.0.2.1:0: no network interface of this host has the address"
+            " 192.0.2.1 (`ip address` lists them; bind loopback or lan, or an address listed"
+            " there)\n"
+        ) in result.stderr
+        assert "Traceback" not in result.stderr
 
     def test_a_privileged_port_exits_78_saying_what_it_needs(self, env: dict[str, str]) -> None:
         """Not 1: a restart (systemd's Restart=on-failure) would meet the same refusal."""
