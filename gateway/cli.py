@@ -305,8 +305,7 @@ def _service_install(args: argparse.Namespace) -> int:
         print(f"wrote {unit_dir / 'clawgate.service'}")
         if not config_path.exists():
             # The unit names its config explicitly, so it must exist: start from the default.
-            config_path.parent.mkdir(parents=True, exist_ok=True)
-            config_path.write_text(embedded_default_text())
+            _write_new_config(config_path, user=args.user)
             print(f"wrote {config_path} (the embedded default: loopback, port 18789, echo agent)")
     except OSError as exc:
         print(f"cannot install the service: {exc}", file=sys.stderr)
@@ -327,6 +326,20 @@ def _service_install(args: argparse.Namespace) -> int:
             " (none when one is configured)"
         )
     return 0
+
+
+def _write_new_config(path: Path, *, user: bool) -> None:
+    """The embedded default at `path`, whatever the umask. A user unit's config is its user's
+    alone (0600, a new directory 0700): their token and API keys go there, and config.patch
+    keeps the mode it finds. A system unit's is readable by all (0644): its dynamic user owns
+    nothing in /etc, and its secrets go in /etc/clawgate/env, which systemd reads as root."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True)
+        os.chmod(path.parent, 0o700 if user else 0o755)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        os.fchmod(fd, 0o600 if user else 0o644)
+        file.write(embedded_default_text())
 
 
 def _token(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -246,6 +247,23 @@ class TestServiceInstall:
         )
         assert printed.returncode == 0, (command, printed.stderr)
         assert printed.stdout == (state / "gateway.token").read_text()
+
+    def test_a_user_install_writes_a_config_only_its_user_reads(self, tmp_path: Path) -> None:
+        """The user's token and API keys go there, and `config.patch` writes them there
+        (keeping the mode): under the usual umask 022 it was readable by every local user.
+        A system unit's config stays readable: its dynamic user is no owner, and its secrets
+        go in /etc/clawgate/env."""
+        config = tmp_path / "conf" / "clawgate.json5"
+        args = ["service", "install", "--user", "--unit-dir", str(tmp_path / "units")]
+        args += ["--config", str(config), "--state-dir", str(tmp_path / "state")]
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway", *args], env=clean_env(tmp_path / "home"),
+            capture_output=True, text=True, timeout=30, preexec_fn=lambda: os.umask(0o022),
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert stat.S_IMODE(config.stat().st_mode) == 0o600
+        assert stat.S_IMODE(config.parent.stat().st_mode) == 0o700
+        assert stat.S_IMODE((tmp_path / "units" / "clawgate.service").stat().st_mode) == 0o644
 
     def test_an_existing_config_is_left_alone(self, tmp_path: Path) -> None:
         config = tmp_path / "mine.json5"
