@@ -50,7 +50,7 @@ def check_state_dir(path: Path) -> None:
     except OSError as exc:
         raise UnsafeStateError(f"cannot use the state dir {path}: {exc.strerror or exc}") from None
     if not stat.S_ISDIR(info.st_mode):
-        raise UnsafeStateError(f"the state dir {path} is not a directory.")
+        raise UnsafeStateError(not_a_directory(path))
     uid = os.geteuid()
     if info.st_uid != uid:
         raise UnsafeStateError(
@@ -66,6 +66,13 @@ def check_state_dir(path: Path) -> None:
             f" (mode {mode:04o}), so another local user could replace the token or the session"
             f" database. Fix: `chmod 700 {path}`."
         )
+
+
+def not_a_directory(path: Path) -> str:
+    return (
+        f"the state dir {path} is not a directory. Fix: move that file away, or choose another"
+        " state dir with --state-dir."
+    )
 
 
 def open_in_state_dir(path: Path, flags: int, mode: int = 0o600) -> int:

@@ -78,6 +78,7 @@ from gateway.config.secret_keys import is_secret_path
 from gateway.statedir import (
     MAX_CONFIG_BYTES,
     UnsafeStateError,
+    not_a_directory,
     read_config_file,
     read_state_file,
 )
@@ -122,6 +123,12 @@ class ConfigLoader:
                 raise ConfigError(location, [ConfigIssue(FILE_LEVEL, message)]) from None
             source = ConfigSource(self.config_path, exists=False)
             return self._check(embedded_default_text(), EMBEDDED_DEFAULT, source)
+        except NotADirectoryError as exc:
+            # At the default path, the state dir it is looked for in is a file.
+            message = f"cannot read config file: {exc.strerror or exc}"
+            if self.config_path.parent == self.state_dir and self.state_dir.is_file():
+                message = not_a_directory(self.state_dir)
+            raise ConfigError(location, [ConfigIssue(FILE_LEVEL, message)]) from None
         except OSError as exc:
             message = f"cannot read config file: {exc.strerror or exc}"
             raise ConfigError(location, [ConfigIssue(FILE_LEVEL, message)]) from None

@@ -405,6 +405,25 @@ class TestRun:
             " listens there: stop it, or choose another port with --port or gateway.port)\n"
         ) in result.stderr
 
+    @pytest.mark.parametrize("with_config", [False, True])
+    def test_a_state_dir_that_is_a_file_exits_78_saying_so_and_what_to_do(
+        self, tmp_path: Path, env: dict[str, str], with_config: bool
+    ) -> None:
+        """Without --config the config file is looked for in it: the error said only
+        `cannot read config file: Not a directory`, of a file the operator never named."""
+        state = tmp_path / "not-a-dir"
+        state.write_text("")
+        args = ["run", "--port", "0", "--state-dir", str(state)]
+        if with_config:
+            (tmp_path / "c.json5").write_text("{}")
+            args += ["--config", str(tmp_path / "c.json5")]
+        result = run_cli(args, env)
+        assert result.returncode == 78
+        assert (
+            f"the state dir {state} is not a directory. Fix: move that file away, or choose"
+            " another state dir with --state-dir."
+        ) in result.stderr
+
     def test_an_address_this_host_does_not_have_exits_1_saying_what_to_check(
         self, env: dict[str, str]
     ) -> None:
