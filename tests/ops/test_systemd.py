@@ -88,6 +88,17 @@ class TestUnitFile:
         ):
             assert line in text.splitlines(), line
 
+    def test_a_command_line_run_refuses_is_not_restarted_in_a_loop(self, tmp_path: Path) -> None:
+        """A typo in ExecStart (or a drop-in's) exits 2 at every start: with RestartSec=5 the
+        restarts never reach systemd's start limit (5 in 10 s), so it looped for ever."""
+        result = run_cli(["run", "--no-such-flag"], clean_env(tmp_path / "home"))
+        prevented: set[str] = set()
+        for line in UNIT.read_text().splitlines():
+            if line.startswith("RestartPreventExitStatus="):
+                prevented.update(line.partition("=")[2].split())
+        assert str(result.returncode) in prevented
+        assert "78" in prevented
+
     def test_systemd_signals_the_main_process_alone_on_stop(self) -> None:
         """With `--workers`, systemd's default (SIGTERM to every process of the unit) and the
         supervisor's SIGTERM passed on would be two signals to each worker: it would exit
