@@ -290,8 +290,7 @@ class Supervisor:
             self.stop()
             self._check_all_exited()
             return
-        delay = min(RESTART_DELAY_S * 2**worker.failed_starts, RESTART_DELAY_MAX_S)
-        worker.failed_starts += 1
+        delay = self._next_delay(worker)
         log.error(
             "worker_exited",
             worker=worker.index,
@@ -299,11 +298,28 @@ class Supervisor:
             exit_code=code,
             restart_in_s=delay,
         )
-        await asyncio.sleep(delay)
-        if not self.stopping:
-            await self._start(worker)
-        else:
-            self._check_all_exited()
+        while True:
+            await asyncio.sleep(delay)
+            if self.stopping:
+                self._check_all_exited()
+                return
+            try:
+                await self._start(worker)
+                return
+            except OSError as exc:
+                # No process to watch (fork or exec failed: the unit's TasksMax reached,
+                # memory short, the installation being replaced): one more failed start.
+                delay = self._next_delay(worker)
+                log.error(
+                    "worker_start_failed", worker=worker.index, error=str(exc), restart_in_s=delay
+                )
+
+    @staticmethod
+    def _next_delay(worker: Worker) -> float:
+        """The wait before `worker`'s next start; twice the last one since it was ready."""
+        delay: float = min(RESTART_DELAY_S * 2**worker.failed_starts, RESTART_DELAY_MAX_S)
+        worker.failed_starts += 1
+        return delay
 
     def _check_all_exited(self) -> None:
         if all(w.process is None or w.process.returncode is not None for w in self.workers):

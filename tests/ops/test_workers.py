@@ -593,3 +593,38 @@ async def test_sigterm_while_a_worker_starts_again_is_still_a_clean_stop(
     await _wait_events(supervisor, "worker_started", 3, 10)
     supervisor.signal(signal.SIGTERM)
     assert await asyncio.to_thread(supervisor.wait, 15) == 0, "\n".join(supervisor.lines)
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+async def test_a_worker_that_cannot_be_spawned_again_is_tried_again_later(
+    tmp_path: Path, database: str
+) -> None:
+    """A restart whose fork or exec fails (the unit's TasksMax reached, memory short, the
+    installation being replaced) is one more failed start, tried again after the next delay:
+    it ended the restart task with an exception, and the worker stayed dead for good."""
+    venv = tmp_path / "venv"  # the supervisor's sys.executable goes through this link
+    venv.symlink_to(Path(sys.executable).parent.parent)
+    config = tmp_path / "c.json5"
+    config.write_text(shared_config(database, 5))
+    env = clean_env(tmp_path / "home", {"CLAWGATE_DB_PASSWORD": PASSWORD})
+    args = ["--config", str(config), "--state-dir", str(tmp_path / "state"), "--port", "0"]
+    command = [str(venv / "bin" / "python"), "-m", "gateway", "run"]
+    process = GatewayProcess([*args, "--workers", "2"], env, command=command)
+    try:
+        process.wait_for_event("supervisor_ready", 30)
+        venv.unlink()
+        victim = min(ready_pids(process))
+        os.kill(victim, signal.SIGKILL)
+        failed = process.wait_for_event("worker_start_failed", 15)
+        assert failed["level"] == "error" and failed["restart_in_s"] == 2.0
+        assert "No such file or directory" in failed["error"]
+        venv.symlink_to(Path(sys.executable).parent.parent)
+        await _wait_events(process, "worker_ready", 3, 15)
+        assert _events_named(process, "worker_ready")[-1]["pid"] != victim
+    finally:
+        workers = [e["pid"] for e in process.events() if e.get("event") == "worker_started"]
+        process.stop()
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
