@@ -24,6 +24,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -129,6 +130,19 @@ def claim_port(host: str, port: int) -> socket.socket | None:
     return sock
 
 
+def _ours_alone(directory: Path) -> bool:
+    """A directory (not a link) of this user that no one else may enter."""
+    try:
+        info = directory.lstat()
+    except OSError:
+        return False
+    return (
+        stat.S_ISDIR(info.st_mode)
+        and info.st_uid == os.geteuid()
+        and not info.st_mode & (stat.S_IRWXG | stat.S_IRWXO)
+    )
+
+
 def worker_config(loader: ConfigLoader, config: Config) -> Config:
     """`config` as a worker runs it: the paths that need a restart (listener, log format,
     store) with their values in the config the supervisor started with. A worker started again
@@ -166,7 +180,7 @@ def _stop_with_parent() -> None:
 @attrs.define(eq=False)
 class Worker:
     index: int
-    notify_path: Path
+    notify_path: Path | None = None  # where its `notify` socket is bound
     process: asyncio.subprocess.Process | None = None
     ready: bool = False
     notify: socket.socket | None = None
@@ -178,9 +192,12 @@ class Worker:
 class Supervisor:
     argv: list[str]  # `run` arguments for the workers, the port made explicit
     count: int
-    notify_dir: Path
-    startup_config: Path | None = None  # the config text the supervisor started with
+    startup_text: str | None = None  # the config file as the supervisor read it
     notifier: Notifier = attrs.Factory(Notifier)
+    # In the temp dir: the workers' notify sockets and the copy of startup_text they read.
+    notify_dir: Path | None = None
+    startup_config: Path | None = None
+    made_dirs: list[Path] = attrs.Factory(list)
     workers: list[Worker] = attrs.Factory(list)
     stopping: bool = False
     ever_ready: bool = False
@@ -198,8 +215,7 @@ class Supervisor:
             for index in range(self.count):
                 if self.stopping:  # a SIGTERM while starting them: no more
                     break
-                worker = Worker(index, self.notify_dir / f"worker-{index}.sock")
-                self._listen(worker)
+                worker = Worker(index)
                 self.workers.append(worker)
                 await self._start(worker)
             await self._all_exited.wait()
@@ -211,19 +227,45 @@ class Supervisor:
             for sig in (*STOP_SIGNALS, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             for worker in self.workers:
-                if worker.notify is not None:
-                    loop.remove_reader(worker.notify.fileno())
-                    worker.notify.close()
+                self._unlisten(worker)
             self.notifier.close()
+            for directory in self.made_dirs:
+                if _ours_alone(directory):  # not one made again by someone else meanwhile
+                    shutil.rmtree(directory, ignore_errors=True)
         log.info("supervisor_stopped", exit_code=self.exit_code)
         return self.exit_code
 
-    def _listen(self, worker: Worker) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(str(worker.notify_path))
-        sock.setblocking(False)
-        worker.notify = sock
-        asyncio.get_running_loop().add_reader(sock.fileno(), self._on_notify, worker)
+    def _prepare_files(self, worker: Worker) -> None:
+        """The notify dir, the config copy and `worker`'s notify socket, made again where
+        they went: systemd-tmpfiles removes what has aged in /tmp (10 days by default, a
+        unit's PrivateTmp= too), and a worker started again after that could not read its
+        config (exit 78 at every try) nor say it is ready. A dir that is not ours alone any
+        more (gone, then made again by someone else in /tmp) is replaced by a new one."""
+        directory = self.notify_dir
+        if directory is None or not _ours_alone(directory):
+            directory = self.notify_dir = Path(tempfile.mkdtemp(prefix="clawgate-workers-"))
+            self.made_dirs.append(directory)  # 0700
+        if self.startup_text is not None:
+            config = directory / "config.json5"
+            if not config.exists():
+                config.write_text(self.startup_text)
+            self.startup_config = config
+        path = directory / f"worker-{worker.index}.sock"
+        if worker.notify is None or worker.notify_path != path or not path.exists():
+            self._unlisten(worker)
+            path.unlink(missing_ok=True)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.bind(str(path))
+            sock.setblocking(False)
+            worker.notify, worker.notify_path = sock, path
+            asyncio.get_running_loop().add_reader(sock.fileno(), self._on_notify, worker)
+
+    @staticmethod
+    def _unlisten(worker: Worker) -> None:
+        if worker.notify is not None:
+            asyncio.get_running_loop().remove_reader(worker.notify.fileno())
+            worker.notify.close()
+            worker.notify = None
 
     def _on_notify(self, worker: Worker) -> None:
         assert worker.notify is not None
@@ -254,6 +296,7 @@ class Supervisor:
         return worker.process.pid if worker.process is not None else None
 
     async def _start(self, worker: Worker) -> None:
+        self._prepare_files(worker)
         env = {k: v for k, v in os.environ.items() if k not in ("WATCHDOG_USEC", "WATCHDOG_PID")}
         env.update({"NOTIFY_SOCKET": str(worker.notify_path), WORKER_ENV: str(worker.index)})
         if self.startup_config is not None:
@@ -412,17 +455,11 @@ async def supervise(
             claim.close()
         return listen_failed(host, port, exc)
     port = reserved.getsockname()[1]
-    notify_dir = Path(tempfile.mkdtemp(prefix="clawgate-workers-"))  # 0700
     try:
-        startup_config = None
-        if config_text is not None:
-            startup_config = notify_dir / "config.json5"
-            startup_config.write_text(config_text)
         worker_argv = [*without_workers(argv), "--port", str(port)]
-        supervisor = Supervisor(worker_argv, count, notify_dir, startup_config)
+        supervisor = Supervisor(worker_argv, count, config_text)
         log.info("supervisor_starting", workers=count, host=host, port=port)
         return await supervisor.run(reserved)
     finally:
-        shutil.rmtree(notify_dir, ignore_errors=True)
         if claim is not None:
             claim.close()

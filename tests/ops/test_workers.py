@@ -8,6 +8,7 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -628,3 +629,28 @@ async def test_a_worker_that_cannot_be_spawned_again_is_tried_again_later(
         for pid in workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+@pytest.mark.parametrize("cleaned", ["dir", "files"])
+async def test_a_worker_restarts_after_its_temp_files_were_cleaned_away(
+    supervisor: GatewayProcess, http: aiohttp.ClientSession, cleaned: str
+) -> None:
+    """systemd-tmpfiles ages /tmp, a unit's PrivateTmp= one too (10 days by default): the
+    notify sockets and the config copy the supervisor keeps there go, and a worker that died
+    afterwards could never start again (its config copy missing: exit 78, again and again)."""
+    victim = min(ready_pids(supervisor))
+    environ = Path(f"/proc/{victim}/environ").read_bytes().split(b"\0")
+    notify = next(v for v in environ if v.startswith(b"NOTIFY_SOCKET=")).partition(b"=")[2]
+    notify_dir = Path(os.fsdecode(notify)).parent
+    if cleaned == "dir":
+        shutil.rmtree(notify_dir)
+    else:
+        for path in notify_dir.iterdir():
+            path.unlink()
+    os.kill(victim, signal.SIGKILL)
+    await _wait_events(supervisor, "worker_ready", 3, 20)
+    assert not [e for e in _events_named(supervisor, "worker_exited") if e["exit_code"] == 78]
+    pids = {await health_pid(http, supervisor.url) for _ in range(24)}
+    assert victim not in pids and len(pids) == 2
