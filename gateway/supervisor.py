@@ -52,6 +52,8 @@ STARTUP_CONFIG_ENV = "CLAWGATE_WORKER_STARTUP_CONFIG"
 RESTART_DELAY_S = 1.0
 RESTART_DELAY_MAX_S = 30.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# sun_path of sockaddr_un (unix(7)) is 108 bytes with its NUL: longer, bind() fails.
+MAX_SOCKET_PATH = 107
 
 
 def worker_count(text: str) -> int:
@@ -217,7 +219,16 @@ class Supervisor:
                     break
                 worker = Worker(index)
                 self.workers.append(worker)
-                await self._start(worker)
+                try:
+                    await self._start(worker)
+                except OSError as exc:
+                    # Before any worker was ready, as a worker that exits then: stop them all.
+                    reason = exc.strerror or str(exc)
+                    print(f"cannot start worker {index}: {reason}", file=sys.stderr)
+                    log.error("worker_start_failed", worker=index, error=reason)
+                    self.exit_code = EX_CONFIG if exc.errno == errno.ENAMETOOLONG else 1
+                    self.stop()
+                    break
             await self._all_exited.wait()
         finally:
             if reserved is not None:
@@ -251,6 +262,12 @@ class Supervisor:
                 config.write_text(self.startup_text)
             self.startup_config = config
         path = directory / f"worker-{worker.index}.sock"
+        if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+            raise OSError(
+                errno.ENAMETOOLONG,
+                f"its sd_notify socket's path {path} is longer than the {MAX_SOCKET_PATH} bytes"
+                " a socket's path may hold. Fix: set TMPDIR to a shorter directory (such as /tmp).",
+            )
         if worker.notify is None or worker.notify_path != path or not path.exists():
             self._unlisten(worker)
             path.unlink(missing_ok=True)

@@ -116,6 +116,35 @@ def test_a_second_workers_gateway_on_the_port_of_one_still_starting_exits_1(
     assert "worker_started" not in second.stderr
 
 
+def test_a_temp_dir_too_deep_for_the_workers_sockets_exits_78_saying_so(tmp_path: Path) -> None:
+    """A socket's path holds at most 107 bytes: under a deep TMPDIR the supervisor could not
+    make the workers' sd_notify sockets, and ended with a traceback (exit 1, restarted in a
+    loop by systemd)."""
+    config = tmp_path / "c.json5"
+    config.write_text(
+        '{ store: { backend: "postgres", url: "postgresql://u@127.0.0.1:1/db", password: "x" } }'
+    )
+    deep = tmp_path / ("d" * 110)
+    deep.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "run", "--config", str(config),
+         "--state-dir", str(tmp_path / "state"), "--workers", "2", "--port", "0"],
+        env=clean_env(tmp_path / "home", {"TMPDIR": str(deep)}),
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 78
+    assert "Traceback" not in done.stderr
+    assert "worker_started" not in done.stderr
+    assert (
+        f"cannot start worker 0: its sd_notify socket's path {deep}/clawgate-workers-"
+    ) in done.stderr
+    assert (
+        "/worker-0.sock is longer than the 107 bytes a socket's path may hold. Fix: set TMPDIR"
+        " to a shorter directory (such as /tmp).\n"
+    ) in done.stderr
+    assert not list(deep.iterdir())  # its temp dir removed
+
+
 def test_workers_on_a_privileged_port_exit_78_saying_what_it_needs(tmp_path: Path) -> None:
     config = tmp_path / "c.json5"
     config.write_text(
