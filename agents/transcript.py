@@ -4,9 +4,11 @@ HTTP clients (the `openai` SDK in a loop, Open WebUI, LangChain) send the whole 
 on every request, while a named session already holds what came before. The rule, pure:
 
 1. The session's last assistant message is looked for among the client's assistant messages
-   (last occurrence first), compared after normalisation: role, text trimmed, tool calls by
-   id, name and arguments (as parsed JSON when they parse, so re-serialised arguments still
-   match). Reasoning is not compared: clients do not send it back.
+   (last occurrence first), compared after normalisation: role, text without its whitespace
+   (a client may send a reply back as a list of text parts, which are joined with `\n`
+   however the reply was split), tool calls by id, name and arguments (as parsed JSON when
+   they parse, so re-serialised arguments still match). Reasoning is not compared: clients
+   do not send it back.
 2. Found at position j: the messages after j are new. The model gets the stored history
    (`agents.defaults.historyLimit` turns) followed by them; they are stored. Unless the first
    of them is the session's message before its last reply while the client's message before
@@ -60,7 +62,7 @@ def _arguments(text: str) -> Any:
 
 def _normalised(message: ChatMessage) -> tuple[Any, ...]:
     calls = tuple((c.id, c.name, _arguments(c.arguments)) for c in message.tool_calls)
-    return (message.role, message.text.strip(), calls, message.tool_call_id)
+    return (message.role, "".join(message.text.split()), calls, message.tool_call_id)
 
 
 def same_message(a: ChatMessage, b: ChatMessage) -> bool:

@@ -1,0 +1,73 @@
+"""How a client's resent conversation is folded into a named session's history ("no double
+history", agents/transcript.py): the real `openai` SDK against a gateway whose model is a
+fake upstream that records what it was given."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from openai import AsyncOpenAI
+
+from tests.support.http_client import (
+    TOKEN,
+    Client,
+    MakeClient,
+    fake_provider,
+    stored_messages,
+)
+from tests.support.upstreams import FakeOpenAI, Stream
+
+WEBUI = {"X-OpenWebUI-Chat-Id": "chat-A"}
+WEBUI_KEY = "agent:main:openai-chat:chat-a"
+
+
+def sdk_for(client: Client) -> AsyncOpenAI:
+    return AsyncOpenAI(base_url=str(client.server.make_url("/v1")), api_key=TOKEN, max_retries=0)
+
+
+async def ask(sdk: AsyncOpenAI, messages: list[Any], headers: dict[str, str]) -> str:
+    reply = await sdk.chat.completions.create(
+        model="openclaw", messages=messages, extra_headers=headers
+    )
+    return reply.choices[0].message.content or ""
+
+
+def contents(upstream: FakeOpenAI) -> list[tuple[str, Any]]:
+    """What the model was given last, as (role, content)."""
+    return [(m["role"], m["content"]) for m in upstream.last.body["messages"]]
+
+
+class TestRepliesAsParts:
+    """A client may send an earlier reply back as a list of text parts: it is still the
+    session's reply, and the chat is not stored or given to the model a second time."""
+
+    async def test_a_reply_in_several_text_parts_continues_the_session(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        upstream.script(Stream(("Hello ", "there.\n\nHow can ", "I help?")), Stream(("A2",)))
+        client = await gateway(fake_provider(upstream))
+        async with sdk_for(client) as sdk:
+            answer = await ask(sdk, [{"role": "user", "content": "Q1"}], WEBUI)
+            assert answer == "Hello there.\n\nHow can I help?"
+            parts = [
+                {"type": "text", "text": "Hello there."},
+                {"type": "text", "text": "How can I help?"},
+            ]
+            chat = [
+                {"role": "user", "content": "Q1"},
+                {"role": "assistant", "content": parts},
+                {"role": "user", "content": "Q2"},
+            ]
+            await ask(sdk, chat, WEBUI)
+        assert contents(upstream) == [
+            ("user", "Q1"),
+            ("assistant", "Hello there.\n\nHow can I help?"),
+            ("user", "Q2"),
+        ]
+        stored = await stored_messages(client, WEBUI_KEY)
+        assert [(m.role, m.text) for m in stored] == [
+            ("user", "Q1"),
+            ("assistant", "Hello there.\n\nHow can I help?"),
+            ("user", "Q2"),
+            ("assistant", "A2"),
+        ]
