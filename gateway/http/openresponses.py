@@ -8,6 +8,8 @@ id; a client that leaves aborts it (gateway/http/runs.py's `ClientWatch`).
 `previous_response_id` continues the session the named response was answered in: the client
 sends only what is new (a user message, `function_call_output` items), and the session adds
 its history, as for any client that does not resend its conversation (agents/transcript.py).
+Without it, a session named by a conversation header holds a chat that the client sends
+whole every time, as on chat completions.
 clawgate's sessions are linear, so a response that is not the session's latest continues the
 session as it is now, not a branch from that response.
 
@@ -213,6 +215,7 @@ async def _run(request: web.Request, state: GatewayState, turn: _Turn) -> web.St
                 stateless=route.stateless,
                 new_key=route.new_key,
                 messages=conversation.messages,
+                whole_conversation=route.whole_conversation,
                 model=turn.model if turn.model_override else None,
             )
         )

@@ -8,6 +8,7 @@ from typing import Any
 
 from openai import AsyncOpenAI
 
+from tests.support.configs import merged
 from tests.support.http_client import (
     TOKEN,
     Client,
@@ -19,6 +20,7 @@ from tests.support.upstreams import FakeOpenAI, Stream
 
 WEBUI = {"X-OpenWebUI-Chat-Id": "chat-A"}
 WEBUI_KEY = "agent:main:openai-chat:chat-a"
+RESPONSES_ON = {"gateway": {"http": {"endpoints": {"responses": {"enabled": True}}}}}
 
 
 def sdk_for(client: Client) -> AsyncOpenAI:
@@ -71,3 +73,28 @@ class TestRepliesAsParts:
             ("user", "Q2"),
             ("assistant", "A2"),
         ]
+
+
+class TestResponsesNamedByAChatId:
+    """`/v1/responses` named by a conversation header folds the chat as chat completions do:
+    the chat is sent whole every time."""
+
+    async def test_a_regenerated_first_answer_replaces_the_stored_one(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        upstream.script(Stream(("A1",)), Stream(("A1 again",)), Stream(("A2",)))
+        client = await gateway(merged(fake_provider(upstream), RESPONSES_ON))
+        async with sdk_for(client) as sdk:
+            for _ in range(2):  # the first answer, then regenerated
+                await sdk.responses.create(model="openclaw", input="Q1", extra_headers=WEBUI)
+            assert contents(upstream) == [("user", "Q1")]
+            await sdk.responses.create(
+                model="openclaw",
+                input=[
+                    {"role": "user", "content": "Q1"},
+                    {"role": "assistant", "content": "A1 again"},
+                    {"role": "user", "content": "Q2"},
+                ],
+                extra_headers=WEBUI,
+            )
+        assert contents(upstream) == [("user", "Q1"), ("assistant", "A1 again"), ("user", "Q2")]
