@@ -61,7 +61,7 @@ from agents.providers.images import image_refusal
 from agents.runs import AgentRun, RunOutcome, RunStatus, TurnRequest, terminal_data
 from agents.store import SessionRow, StoredMessage, TurnRecord
 from agents.store_protocol import Store
-from agents.transcript import new_inputs, paired, with_tool_names
+from agents.transcript import new_inputs, paired, stored_part, with_tool_names
 
 log = structlog.get_logger(__name__)
 
@@ -451,10 +451,13 @@ class AgentSession:
             history = () if inputs.replaces_history else replay
             new = with_tool_names((*history, *inputs.messages))[len(history) :]
             context_start = inputs.replaces_history
+            # A history that replaces the session's: as much of it as later turns replay.
+            stored = stored_part(new, config.history_limit) if context_start else new
         else:
             history = replay
             new = (ChatMessage("user", request.text, request.images),)
             context_start = False
+            stored = ()
         for message in new:
             if message.role == "tool":
                 run.emit(Stream.TOOL, {
@@ -545,7 +548,7 @@ class AgentSession:
             idempotency_key=request.idempotency_key,
             images=_images_meta(request),
             stateless=request.stateless,
-            inputs=new if sent else (),
+            inputs=stored,
             reasoning=state.reasoning,
             thinking=state.thinking,
             tool_calls=state.tool_calls(),

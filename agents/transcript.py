@@ -26,8 +26,10 @@ on every request, while a named session already holds what came before. The rule
    question edited), which diverges from a session that holds a reply (rule 4).
 4. Not found although the client sent assistant messages: the histories diverged (an edited
    or regenerated turn, a session reset or pruned under a live chat). The client's history
-   is the truth for this turn: the model gets it alone, and it is stored whole, marked as a
-   context start, so later turns replay from there and never the diverged past.
+   is the truth for this turn: the model gets it alone, and it is stored, marked as a
+   context start, so later turns replay from there and never the diverged past. Only as
+   much of it is stored as a later turn replays (`stored_part`): a long chat edited again and
+   again would otherwise store itself whole each time.
 
 An empty reply is stored (it is the session's last assistant message) but never replayed;
 a client shows it as the gateway's placeholder, which the HTTP layer reads back as an empty
@@ -107,6 +109,20 @@ def new_inputs(
     if not any(message.role == "assistant" for message in sent):
         return _inputs(sent, whole_conversation and last_assistant is not None)
     return _inputs(sent, True)
+
+
+def stored_part(messages: tuple[ChatMessage, ...], user_turns: int) -> tuple[ChatMessage, ...]:
+    """What is stored of a client's history that replaces the session's (rule 4): its last
+    `user_turns` user turns (`historyLimit`, what the next turn replays of it), at least the
+    last one; all of it when it has fewer."""
+    wanted = max(user_turns, 1)
+    seen = 0
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index].role == "user":
+            seen += 1
+            if seen == wanted:
+                return messages[index:]
+    return messages
 
 
 def _replies_agree(sent: tuple[ChatMessage, ...], earlier: tuple[ChatMessage, ...]) -> bool:

@@ -98,3 +98,40 @@ class TestResponsesNamedByAChatId:
                 extra_headers=WEBUI,
             )
         assert contents(upstream) == [("user", "Q1"), ("assistant", "A1 again"), ("user", "Q2")]
+
+
+class TestADivergedChatIsStoredOnce:
+    """A chat that diverged from its session is stored as a new start, but only as much of
+    it as a later turn replays (`historyLimit` user turns): a long chat edited again and again
+    does not store itself again each time."""
+
+    async def test_only_the_replayed_turns_of_a_diverged_chat_are_stored(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        upstream.script(*(Stream((f"A{n}",)) for n in range(1, 7)))
+        settings = merged(fake_provider(upstream), {"agents": {"defaults": {"historyLimit": 2}}})
+        client = await gateway(settings)
+        headers = {"x-openclaw-session-key": "chat"}
+        chat: list[Any] = []
+        async with sdk_for(client) as sdk:
+            for question in ("Q1", "Q2", "Q3", "Q4"):
+                chat.append({"role": "user", "content": question})
+                chat.append({"role": "assistant", "content": await ask(sdk, chat, headers)})
+            chat[5] = {"role": "assistant", "content": "A3, corrected"}
+            chat.append({"role": "user", "content": "Q5"})
+            chat.append({"role": "assistant", "content": await ask(sdk, chat, headers)})
+            # The model got the client's chat, whole.
+            assert [c for _, c in contents(upstream)] == [m["content"] for m in chat[:-1]]
+            chat.append({"role": "user", "content": "Q6"})
+            await ask(sdk, chat, headers)
+        stored = await stored_messages(client, "agent:main:chat")
+        assert [m.text for m in stored][8:] == ["Q4", "A4", "Q5", "A5", "Q6", "A6"]
+        assert stored[8].context_start
+        # The turn after continued from the new start, with its last two turns.
+        assert contents(upstream) == [
+            ("user", "Q4"),
+            ("assistant", "A4"),
+            ("user", "Q5"),
+            ("assistant", "A5"),
+            ("user", "Q6"),
+        ]
