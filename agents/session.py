@@ -61,7 +61,13 @@ from agents.providers.images import image_refusal
 from agents.runs import AgentRun, RunOutcome, RunStatus, TurnRequest, terminal_data
 from agents.store import SessionRow, StoredMessage, TurnRecord
 from agents.store_protocol import Store
-from agents.transcript import new_inputs, paired, stored_part, with_tool_names
+from agents.transcript import (
+    new_inputs,
+    paired,
+    replay_before,
+    stored_part,
+    with_tool_names,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -423,7 +429,7 @@ class AgentSession:
         request = run.request
         sent = request.messages
         try:
-            replay, last, window = await self._history(
+            last, window = await self._history(
                 row.session_id, config.history_limit, created=created, sent=bool(sent),
                 keep=not request.stateless,
             )  # fmt: skip
@@ -448,14 +454,16 @@ class AgentSession:
                     before = before_last.to_chat()
                 earlier = window.replies_before(last)
             inputs = new_inputs(last_chat, sent, request.whole_conversation, before, earlier)
-            history = () if inputs.replaces_history else replay
+            history: tuple[ChatMessage, ...] = ()
+            if window is not None and not inputs.replaces_history:
+                history = replay_before(window.chats, inputs.messages)
             new = with_tool_names((*history, *inputs.messages))[len(history) :]
             context_start = inputs.replaces_history
             # A history that replaces the session's: as much of it as later turns replay.
             stored = stored_part(new, config.history_limit) if context_start else new
         else:
-            history = replay
             new = (ChatMessage("user", request.text, request.images),)
+            history = replay_before(window.chats, new) if window is not None else ()
             context_start = False
             stored = ()
         for message in new:
@@ -577,9 +585,9 @@ class AgentSession:
 
     async def _history(
         self, session_id: str, user_turns: int, *, created: bool, sent: bool, keep: bool
-    ) -> tuple[tuple[ChatMessage, ...], StoredMessage | None, SessionHistory | None]:
-        """The transcript's replay window as the provider is given it, (when the client
-        `sent` its history) the transcript's last assistant message, and the window.
+    ) -> tuple[StoredMessage | None, SessionHistory | None]:
+        """(When the client `sent` its history) the transcript's last assistant message, and
+        the transcript's replay window (None for a transcript created for this turn).
 
         A named session's window is kept between turns (`agents/history.py`), from its second
         turn on: the next turn reads only what was written since. A stateless session is never
@@ -587,7 +595,7 @@ class AgentSession:
         once a session has a history, not for its first turn."""
         store = self._deps.store
         if created:  # a transcript created for this turn has no history: no store trip
-            return (), None, None
+            return None, None
         if not keep or user_turns <= 0:
             history, last = await self._read_history(session_id, user_turns, sent)
         else:
@@ -609,7 +617,7 @@ class AgentSession:
                     _, last = await store.replay(session_id, 0)
         if keep and user_turns > 0:
             self._deps.histories.put(self.key, history)
-        return history.messages, last, history
+        return last, history
 
     async def _read_history(
         self, session_id: str, user_turns: int, sent: bool

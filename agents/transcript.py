@@ -34,11 +34,19 @@ on every request, while a named session already holds what came before. The rule
 An empty reply is stored (it is the session's last assistant message) but never replayed;
 a client shows it as the gateway's placeholder, which the HTTP layer reads back as an empty
 reply, so it is found like any other.
+
+A turn that got no reply (the upstream failed before any text, or it was aborted, or the
+model said nothing) and whose messages the next turn begins with was asked again: a client
+that sends only its new turn retries it as it was. Both are stored (the failed turn did
+happen), but the model is given its messages once (`retries_left_out`): a question twice
+confuses it, and a tool result twice for one call is refused by the upstreams. A failed turn
+with some text is context like any reply, and stays.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -142,6 +150,51 @@ def _replies_agree(sent: tuple[ChatMessage, ...], earlier: tuple[ChatMessage, ..
 
 def _inputs(messages: tuple[ChatMessage, ...], replaces_history: bool) -> TurnInputs:
     return TurnInputs(tuple(m for m in messages if not _is_empty_reply(m)), replaces_history)
+
+
+def retries_left_out(chats: Sequence[ChatMessage | None]) -> tuple[ChatMessage, ...]:
+    """`chats`, a replay with None for each empty reply, as the model is given it: without
+    the empty replies, and without the messages of a turn that got one when the turn after
+    it begins with the same messages (asked again, see above)."""
+    if None not in chats:
+        return tuple(c for c in chats if c is not None)
+    out: list[ChatMessage] = []
+    inputs: list[ChatMessage] = []  # the current turn's user and tool messages
+    held: list[ChatMessage] = []  # the turn before's, which got no reply
+    for chat in chats:
+        if chat is not None and chat.role != "assistant":
+            inputs.append(chat)
+            continue
+        if not _repeats(inputs, held):
+            out.extend(held)
+        if chat is None:
+            held = inputs
+        else:
+            held = []
+            out.extend(inputs)
+            out.append(chat)
+        inputs = []
+    if not _repeats(inputs, held):
+        out.extend(held)
+    out.extend(inputs)
+    return tuple(out)
+
+
+def replay_before(
+    chats: Sequence[ChatMessage | None], new: tuple[ChatMessage, ...]
+) -> tuple[ChatMessage, ...]:
+    """The replay of `chats` the model is given before a turn of `new` messages, which may
+    ask again what the last turn of `chats` asked and got no reply to."""
+    if not chats or chats[-1] is not None:
+        return retries_left_out(chats)
+    context = retries_left_out((*chats, *new))
+    return context[: len(context) - len(new)]
+
+
+def _repeats(inputs: list[ChatMessage], earlier: list[ChatMessage]) -> bool:
+    return len(inputs) >= len(earlier) and all(
+        same_message(a, b) for a, b in zip(inputs, earlier, strict=False)
+    )
 
 
 def with_tool_names(messages: tuple[ChatMessage, ...]) -> tuple[ChatMessage, ...]:

@@ -17,6 +17,8 @@ from agents.transcript import (
     TurnInputs,
     new_inputs,
     paired,
+    replay_before,
+    retries_left_out,
     same_message,
 )
 from tests.support.scripted import Harness, ScriptedProvider, make_config
@@ -147,6 +149,32 @@ class TestPaired:
     def test_the_turns_own_messages_are_given_as_the_client_sent_them(self) -> None:
         sent = (result(CALL.id, "sunny"),)
         assert paired((), sent) == sent
+
+
+class TestRetries:
+    """A turn that got no reply (None in a replay) asked again by the next one: given once."""
+
+    def test_a_question_asked_again_after_no_reply_is_given_once(self) -> None:
+        chats = (user("u1"), assistant("a1"), user("u2"), None, user("u2"), assistant("a2"))
+        assert retries_left_out(chats) == (user("u1"), assistant("a1"), user("u2"), assistant("a2"))
+
+    def test_every_failed_try_before_the_answered_one_is_left_out(self) -> None:
+        chats = (user("u2"), None, user(" u2 "), None, user("u2"), assistant("a2"))
+        assert retries_left_out(chats) == (user("u2"), assistant("a2"))
+
+    def test_another_question_after_no_reply_keeps_both(self) -> None:
+        chats = (user("u1"), None, user("u2"), assistant("a2"))
+        assert retries_left_out(chats) == (user("u1"), user("u2"), assistant("a2"))
+
+    def test_tool_results_sent_again_are_given_once(self) -> None:
+        chats = (user("u1"), assistant("", CALL), result(CALL.id, "sunny"), None)
+        again = (result(CALL.id, "sunny"),)
+        assert replay_before(chats, again) == (user("u1"), assistant("", CALL))
+        assert replay_before(chats, (user("u2"),)) == chats[:-1]
+
+    def test_a_reply_with_text_is_context_and_keeps_the_question(self) -> None:
+        chats = (user("u1"), assistant("half an ans"), user("u1"))
+        assert retries_left_out(chats) == chats
 
 
 def turn(sent: tuple[ChatMessage, ...], **fields: Any) -> TurnRequest:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import openai
+import pytest
 from openai import AsyncOpenAI
 
 from tests.support.configs import merged
@@ -16,7 +18,7 @@ from tests.support.http_client import (
     fake_provider,
     stored_messages,
 )
-from tests.support.upstreams import FakeOpenAI, Stream
+from tests.support.upstreams import FakeOpenAI, FakeToolCall, Status, Stream
 
 WEBUI = {"X-OpenWebUI-Chat-Id": "chat-A"}
 WEBUI_KEY = "agent:main:openai-chat:chat-a"
@@ -135,3 +137,68 @@ class TestADivergedChatIsStoredOnce:
             ("assistant", "A5"),
             ("user", "Q6"),
         ]
+
+
+class TestARetriedTurn:
+    """A client that sends only its new turn asks again after a turn that got no reply (the
+    upstream failed): the failed turn is stored, but the model is not given its question
+    twice, neither on the retry nor later."""
+
+    async def test_a_question_asked_again_after_a_failed_turn_is_given_once(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        upstream.script(Stream(("A1",)), Status(500), Stream(("A2",)), Stream(("A3",)))
+        client = await gateway(fake_provider(upstream))
+        async with sdk_for(client) as sdk:
+
+            async def turn(question: str) -> None:
+                await sdk.chat.completions.create(
+                    model="openclaw",
+                    messages=[{"role": "user", "content": question}],
+                    user="alice",
+                )
+
+            await turn("Q1")
+            with pytest.raises(openai.APIStatusError):
+                await turn("Q2")
+            await turn("Q2")
+            assert contents(upstream) == [("user", "Q1"), ("assistant", "A1"), ("user", "Q2")]
+            await turn("Q3")
+        assert contents(upstream) == [
+            ("user", "Q1"),
+            ("assistant", "A1"),
+            ("user", "Q2"),
+            ("assistant", "A2"),
+            ("user", "Q3"),
+        ]
+        stored = await stored_messages(client, "agent:main:openai-user:alice")
+        assert [(m.role, m.text, m.stop_reason) for m in stored][2:6] == [
+            ("user", "Q2", None),
+            ("assistant", "", "error"),
+            ("user", "Q2", None),
+            ("assistant", "A2", "stop"),
+        ]
+
+    async def test_a_tool_result_sent_again_after_a_failed_turn_is_given_once(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        """A Responses tool loop: the turn with the call's result failed (a failed response
+        is not kept), so the client sends the result again after the call's response."""
+        call = FakeToolCall("call_1", "get_weather", ('{"city":"Oslo"}',))
+        upstream.script(Stream((), tool_calls=(call,)), Status(500), Stream(("Cold.",)))
+        client = await gateway(merged(fake_provider(upstream), RESPONSES_ON))
+        weather: Any = {"type": "function", "name": "get_weather", "parameters": {}}
+        async with sdk_for(client) as sdk:
+            first = await sdk.responses.create(
+                model="openclaw", input="Weather in Oslo?", tools=[weather], user="alice"
+            )
+            result: Any = {"type": "function_call_output", "call_id": "call_1", "output": "-5C"}
+            with pytest.raises(openai.APIStatusError):
+                await sdk.responses.create(
+                    model="openclaw", previous_response_id=first.id, input=[result]
+                )
+            answer = await sdk.responses.create(
+                model="openclaw", previous_response_id=first.id, input=[result]
+            )
+        assert answer.output_text == "Cold."
+        assert [m["role"] for m in upstream.last.body["messages"]] == ["user", "assistant", "tool"]
