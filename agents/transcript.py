@@ -17,8 +17,10 @@ on every request, while a named session already holds what came before. The rule
    are not the session's before its last one, as far back as both go (the stored ones in
    the replayed window, empty replies left out): an earlier reply edited, or a message
    deleted, which the model must not be given as it was. A client that sends fewer of them
-   (a window of its own) still continues the session. User messages are not compared:
-   chat UIs resend an earlier question without the documents they sent it with.
+   (a window of its own) still continues the session; but a client that always sends its
+   whole conversation (see rule 3) and sends fewer has had its first turns deleted. User
+   messages are not compared: chat UIs resend an earlier question without the documents
+   they sent it with.
 3. Not found and the client sent no assistant message at all: every message is new (a client
    that sends only its new turn, the classic `user`-keyed session). Not so for a client that
    always sends its whole conversation (a chat UI's chat id names the session): one without
@@ -110,7 +112,7 @@ def new_inputs(
                     and not same_message(sent[index - 1], before_last)
                 ):
                     break  # an earlier reply of the same text: rule 4
-                if not _replies_agree(sent[:index], earlier):
+                if not _replies_agree(sent[:index], earlier, whole_conversation):
                     break  # an earlier reply edited or deleted: rule 4
                 # Nothing after it: the client resent what we hold. Its history stands.
                 return _inputs(new, False) if new else _inputs(sent, True)
@@ -133,9 +135,12 @@ def stored_part(messages: tuple[ChatMessage, ...], user_turns: int) -> tuple[Cha
     return messages
 
 
-def _replies_agree(sent: tuple[ChatMessage, ...], earlier: tuple[ChatMessage, ...]) -> bool:
-    """The client's replies are the session's `earlier` ones, as far back as both go. A
-    reply of whitespace alone has no text a client sends back: it is left out of both."""
+def _replies_agree(
+    sent: tuple[ChatMessage, ...], earlier: tuple[ChatMessage, ...], whole: bool
+) -> bool:
+    """The client's replies are the session's `earlier` ones, as far back as both go (all
+    of the session's, when the client sends its `whole` conversation). A reply of whitespace
+    alone has no text a client sends back: it is left out of both."""
     earlier = tuple(m for m in earlier if not _is_empty_reply(m))
     ours = len(earlier) - 1
     for message in reversed(sent):
@@ -145,7 +150,7 @@ def _replies_agree(sent: tuple[ChatMessage, ...], earlier: tuple[ChatMessage, ..
             if _normalised(message) != _normalised(earlier[ours]):
                 return False
             ours -= 1
-    return True
+    return ours < 0 or not whole
 
 
 def _inputs(messages: tuple[ChatMessage, ...], replaces_history: bool) -> TurnInputs:

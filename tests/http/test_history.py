@@ -202,3 +202,23 @@ class TestARetriedTurn:
             )
         assert answer.output_text == "Cold."
         assert [m["role"] for m in upstream.last.body["messages"]] == ["user", "assistant", "tool"]
+
+
+class TestAChatWithItsFirstTurnsDeleted:
+    """A chat named by a conversation header is sent whole every time: one that lacks the
+    session's first turns had them deleted (a client that keeps its own window names its
+    session otherwise), and the model is not given them."""
+
+    async def test_the_deleted_turns_are_not_given_to_the_model(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        upstream.script(*(Stream((f"A{n}",)) for n in range(1, 5)))
+        client = await gateway(fake_provider(upstream))
+        chat: list[Any] = []
+        async with sdk_for(client) as sdk:
+            for question in ("Q1", "Q2", "Q3"):
+                chat.append({"role": "user", "content": question})
+                chat.append({"role": "assistant", "content": await ask(sdk, chat, WEBUI)})
+            chat = [*chat[2:], {"role": "user", "content": "Q4"}]
+            await ask(sdk, chat, WEBUI)
+        assert [c for _, c in contents(upstream)] == ["Q2", "A2", "Q3", "A3", "Q4"]
