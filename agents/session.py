@@ -452,7 +452,7 @@ class AgentSession:
                 if before_last is not None and before_last.images is None:
                     # (A question of images alone is stored with a text its resent copy lacks.)
                     before = before_last.to_chat()
-                earlier = window.replies_before(last)
+                earlier = window.replayed_before(last)
             inputs = new_inputs(last_chat, sent, request.whole_conversation, before, earlier)
             history: tuple[ChatMessage, ...] = ()
             if window is not None and not inputs.replaces_history:

@@ -18,9 +18,12 @@ on every request, while a named session already holds what came before. The rule
    the replayed window, empty replies left out): an earlier reply edited, or a message
    deleted, which the model must not be given as it was. A client that sends fewer of them
    (a window of its own) still continues the session; but a client that always sends its
-   whole conversation (see rule 3) and sends fewer has had its first turns deleted. User
-   messages are not compared: chat UIs resend an earlier question without the documents
-   they sent it with.
+   whole conversation (see rule 3) and sends fewer has had its first turns deleted. The
+   questions between them are compared too, where both hold as many: each of the client's
+   must be found within the session's, as chat UIs resend an earlier question without the
+   documents they first sent around it (a RAG prompt), but not with other words (an earlier
+   question edited). Where they hold different numbers of them (an image-only question,
+   which the client resends without text; a failed turn asked again) they are not compared.
 3. Not found and the client sent no assistant message at all: every message is new (a client
    that sends only its new turn, the classic `user`-keyed session). Not so for a client that
    always sends its whole conversation (a chat UI's chat id names the session): one without
@@ -48,7 +51,7 @@ with some text is context like any reply, and stays.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -94,7 +97,7 @@ def new_inputs(
 ) -> TurnInputs:
     """The rule above; `sent` is the client's conversation, `last_assistant` the session's,
     `before_last` the session's message before it (None when unknown) and `earlier` its
-    replies before it that the model is given, oldest first, without empty replies;
+    messages before it that the model is given, oldest first, without empty replies;
     `whole_conversation` that the client always sends all of it. An empty reply in `sent`
     (what the client shows for one) is matched like any other, and left out of the inputs:
     no model is given an empty assistant message."""
@@ -112,8 +115,9 @@ def new_inputs(
                     and not same_message(sent[index - 1], before_last)
                 ):
                     break  # an earlier reply of the same text: rule 4
-                if not _replies_agree(sent[:index], earlier, whole_conversation):
-                    break  # an earlier reply edited or deleted: rule 4
+                ours = (*earlier, last_assistant)
+                if not _history_agrees(sent[: index + 1], ours, whole_conversation):
+                    break  # an earlier message edited or deleted: rule 4
                 # Nothing after it: the client resent what we hold. Its history stands.
                 return _inputs(new, False) if new else _inputs(sent, True)
     if not any(message.role == "assistant" for message in sent):
@@ -135,22 +139,50 @@ def stored_part(messages: tuple[ChatMessage, ...], user_turns: int) -> tuple[Cha
     return messages
 
 
-def _replies_agree(
-    sent: tuple[ChatMessage, ...], earlier: tuple[ChatMessage, ...], whole: bool
+def _history_agrees(
+    sent: tuple[ChatMessage, ...], ours: tuple[ChatMessage, ...], whole: bool
 ) -> bool:
-    """The client's replies are the session's `earlier` ones, as far back as both go (all
-    of the session's, when the client sends its `whole` conversation). A reply of whitespace
-    alone has no text a client sends back: it is left out of both."""
-    earlier = tuple(m for m in earlier if not _is_empty_reply(m))
-    ours = len(earlier) - 1
-    for message in reversed(sent):
-        if ours < 0:
-            return True
-        if message.role == "assistant" and not _is_empty_reply(message):
-            if _normalised(message) != _normalised(earlier[ours]):
-                return False
-            ours -= 1
-    return ours < 0 or not whole
+    """The client's history `sent` is the session's `ours` (rule 2), both ending with the
+    same reply: their replies agree as far back as both go (all of the session's, when the
+    client sends its `whole` conversation), and so do the questions before each reply where
+    both hold as many."""
+    theirs = _turns_back(sent)
+    for our_questions, our_reply in _turns_back(ours):
+        turn = next(theirs, None)
+        if turn is None:
+            return not whole
+        their_questions, their_reply = turn
+        if _normalised(their_reply) != _normalised(our_reply):
+            return False
+        if len(their_questions) == len(our_questions) and not all(
+            _within(a, b) for a, b in zip(their_questions, our_questions, strict=True)
+        ):
+            return False
+    return True
+
+
+def _turns_back(
+    messages: tuple[ChatMessage, ...],
+) -> Iterator[tuple[list[ChatMessage], ChatMessage]]:
+    """Each reply of `messages` (which end with one) with the user messages since the reply
+    before, last first. A reply of whitespace alone has no text a client sends back: it is
+    left out, on both sides."""
+    reply: ChatMessage | None = None
+    questions: list[ChatMessage] = []
+    for message in reversed(messages):
+        if message.role == "user":
+            questions.append(message)
+        elif message.role == "assistant" and not _is_empty_reply(message):
+            if reply is not None:
+                yield questions, reply
+            reply, questions = message, []
+    if reply is not None:
+        yield questions, reply
+
+
+def _within(theirs: ChatMessage, ours: ChatMessage) -> bool:
+    """The client's question is found within the session's, whitespace aside."""
+    return "".join(theirs.text.split()) in "".join(ours.text.split())
 
 
 def _inputs(messages: tuple[ChatMessage, ...], replaces_history: bool) -> TurnInputs:

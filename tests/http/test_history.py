@@ -222,3 +222,46 @@ class TestAChatWithItsFirstTurnsDeleted:
             chat = [*chat[2:], {"role": "user", "content": "Q4"}]
             await ask(sdk, chat, WEBUI)
         assert [c for _, c in contents(upstream)] == ["Q2", "A2", "Q3", "A3", "Q4"]
+
+
+class TestAnEarlierQuestionEdited:
+    """An earlier question edited in the chat (and saved, not sent again) is noticed: the
+    chat diverged. A question resent without what the chat UI first put around it (the
+    documents of its RAG prompt) is the same question."""
+
+    async def test_the_model_is_given_the_edited_question(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        upstream.script(*(Stream((f"A{n}",)) for n in range(1, 5)))
+        client = await gateway(fake_provider(upstream))
+        chat: list[Any] = []
+        async with sdk_for(client) as sdk:
+            for question in ("Q1", "Q2", "Q3"):
+                chat.append({"role": "user", "content": question})
+                chat.append({"role": "assistant", "content": await ask(sdk, chat, WEBUI)})
+            chat[2] = {"role": "user", "content": "Q2, edited"}
+            chat.append({"role": "user", "content": "Q4"})
+            await ask(sdk, chat, WEBUI)
+        assert [c for _, c in contents(upstream)] == [m["content"] for m in chat]
+
+    async def test_a_question_resent_without_its_documents_continues_the_session(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        upstream.script(Stream(("A1",)), Stream(("A2",)))
+        client = await gateway(fake_provider(upstream))
+        # Open WebUI's DEFAULT_RAG_TEMPLATE (backend/open_webui/config.py), abridged, before
+        # the question; later turns resend the question alone.
+        rag = (
+            "### Task:\nRespond to the user query using the provided context.\n"
+            '<context>\n<source id="1">notes</source>\n</context>\n\n'
+            "<user_query>\nWhat do my notes say?\n</user_query>\nWhat do my notes say?"
+        )
+        async with sdk_for(client) as sdk:
+            await ask(sdk, [{"role": "user", "content": rag}], WEBUI)
+            chat = [
+                {"role": "user", "content": "What do my notes say?"},
+                {"role": "assistant", "content": "A1"},
+                {"role": "user", "content": "Q2"},
+            ]
+            await ask(sdk, chat, WEBUI)
+        assert contents(upstream) == [("user", rag), ("assistant", "A1"), ("user", "Q2")]
