@@ -57,6 +57,7 @@ from gateway.http.openai_wire import (
     encode_json,
     error_reply,
     internal_error,
+    is_background_task,
     parse_body,
     resolve_session_key,
     select_agent,
@@ -67,6 +68,7 @@ from gateway.http.openresponses_wire import (
     ResponseFields,
     ResponseHead,
     build_input,
+    input_messages,
     is_response_id,
     new_response_id,
     outcome_status,
@@ -141,8 +143,16 @@ async def _accept(request: web.Request, state: GatewayState) -> _Turn:
     conversation_header = next(
         ((name, headers[name]) for name in chat.session_headers if headers.get(name)), None
     )
+    background_task = conversation_header is not None and await work_on_body(
+        raw, _is_background_task, body.get("input"), fields.instructions
+    )
     route = resolve_session_key(
-        headers.get(SESSION_HEADER), fields.user, selection, config.agents, conversation_header
+        headers.get(SESSION_HEADER),
+        fields.user,
+        selection,
+        config.agents,
+        conversation_header,
+        background_task=background_task,
     )
     if fields.previous_response_id is not None:
         names_session = bool((headers.get(SESSION_HEADER) or "").strip())
@@ -162,6 +172,15 @@ async def _accept(request: web.Request, state: GatewayState) -> _Turn:
         conversation.images, (override,) if override else agent.models, config.agents
     )
     return _Turn(fields, selection, route, conversation, override or agent.primary, bool(override))
+
+
+def _is_background_task(value: object, instructions: str | None) -> bool:
+    """Whether `input` is a chat UI's background task (`is_background_task`); an `input`
+    that is not well formed is not, and is refused later as it would be anyway."""
+    try:
+        return is_background_task(input_messages(value, instructions))
+    except RequestError:
+        return False
 
 
 async def _continued(

@@ -101,6 +101,36 @@ class TestResponsesNamedByAChatId:
             )
         assert contents(upstream) == [("user", "Q1"), ("assistant", "A1 again"), ("user", "Q2")]
 
+    async def test_a_background_task_stays_out_of_the_chats_session(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        """Open WebUI's title task (a lone `### Task:` prompt quoting `<chat_history>`) is
+        not a turn of the chat whose id it carries, on `/v1/responses` as on chat
+        completions."""
+        upstream.script(Stream(("A1",)), Stream(('{"title": "Hi"}',)), Stream(("A2",)))
+        client = await gateway(merged(fake_provider(upstream), RESPONSES_ON))
+        task = (
+            "### Task:\nGenerate a title.\n<chat_history>\nUSER: Q1\nASSISTANT: A1\n</chat_history>"
+        )
+        async with sdk_for(client) as sdk:
+            await sdk.responses.create(model="openclaw", input="Q1", extra_headers=WEBUI)
+            raw = await sdk.responses.with_raw_response.create(
+                model="openclaw", input=task, extra_headers=WEBUI
+            )
+            assert raw.headers["x-openclaw-session-key"] != WEBUI_KEY
+            await sdk.responses.create(
+                model="openclaw",
+                input=[
+                    {"role": "user", "content": "Q1"},
+                    {"role": "assistant", "content": "A1"},
+                    {"role": "user", "content": "Q2"},
+                ],
+                extra_headers=WEBUI,
+            )
+        assert contents(upstream) == [("user", "Q1"), ("assistant", "A1"), ("user", "Q2")]
+        stored = await stored_messages(client, WEBUI_KEY)
+        assert [m.text for m in stored] == ["Q1", "A1", "Q2", "A2"]
+
 
 class TestADivergedChatIsStoredOnce:
     """A chat that diverged from its session is stored as a new start, but only as much of
