@@ -119,11 +119,11 @@ class SessionHistory:
         index = self._index(message)
         return self.stored[index - 1] if index else None
 
-    def replayed_before(self, message: StoredMessage) -> tuple[ChatMessage, ...]:
-        """The window's messages before `message` as replayed, empty replies left out, oldest
-        first (none when `message` is not in the window)."""
+    def replayed_before(self, message: StoredMessage) -> tuple[ChatMessage | None, ...]:
+        """The window's messages before `message` as replayed (None for an empty reply),
+        oldest first (none when `message` is not in the window)."""
         index = self._index(message) or 0
-        return tuple(c for c in self.chats[:index] if c is not None)
+        return self.chats[:index]
 
     def _index(self, message: StoredMessage) -> int | None:
         stored = self.stored

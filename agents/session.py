@@ -446,7 +446,7 @@ class AgentSession:
         if sent:
             last_chat = last.to_chat() if last is not None else None
             before: ChatMessage | None = None
-            earlier: tuple[ChatMessage, ...] = ()
+            earlier: tuple[ChatMessage | None, ...] = ()
             if last is not None and window is not None:
                 before_last = window.before(last)
                 if before_last is not None and before_last.images is None:

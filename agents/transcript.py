@@ -42,10 +42,12 @@ reply, so it is found like any other.
 
 A turn that got no reply (the upstream failed before any text, or it was aborted, or the
 model said nothing) and whose messages the next turn begins with was asked again: a client
-that sends only its new turn retries it as it was. Both are stored (the failed turn did
-happen), but the model is given its messages once (`retries_left_out`): a question twice
-confuses it, and a tool result twice for one call is refused by the upstreams. A failed turn
-with some text is context like any reply, and stays.
+that sends only its new turn retries it as it was, and one that sends its whole history
+(which holds no reply for it) continues from the reply before (`_retried`), rather than
+diverge and store its history again. Both are stored (the failed turn did happen), but the
+model is given its messages once (`retries_left_out`): a question twice confuses it, and a
+tool result twice for one call is refused by the upstreams. A failed turn with some text is
+context like any reply, and stays.
 """
 
 from __future__ import annotations
@@ -93,36 +95,76 @@ def new_inputs(
     sent: tuple[ChatMessage, ...],
     whole_conversation: bool = False,
     before_last: ChatMessage | None = None,
-    earlier: tuple[ChatMessage, ...] = (),
+    earlier: tuple[ChatMessage | None, ...] = (),
 ) -> TurnInputs:
     """The rule above; `sent` is the client's conversation, `last_assistant` the session's,
     `before_last` the session's message before it (None when unknown) and `earlier` its
-    messages before it that the model is given, oldest first, without empty replies;
+    messages before it that the model is given, oldest first, None for an empty reply;
     `whole_conversation` that the client always sends all of it. An empty reply in `sent`
     (what the client shows for one) is matched like any other, and left out of the inputs:
     no model is given an empty assistant message."""
     if last_assistant is not None:
-        wanted = _normalised(last_assistant)
-        for index in range(len(sent) - 1, -1, -1):
-            message = sent[index]
-            if message.role == "assistant" and _normalised(message) == wanted:
-                new = sent[index + 1 :]
-                if (
-                    before_last is not None
-                    and new
-                    and index > 0
-                    and same_message(new[0], before_last)
-                    and not same_message(sent[index - 1], before_last)
-                ):
-                    break  # an earlier reply of the same text: rule 4
-                ours = (*earlier, last_assistant)
-                if not _history_agrees(sent[: index + 1], ours, whole_conversation):
-                    break  # an earlier message edited or deleted: rule 4
-                # Nothing after it: the client resent what we hold. Its history stands.
-                return _inputs(new, False) if new else _inputs(sent, True)
+        found = _after_reply(last_assistant, sent, whole_conversation, before_last, earlier)
+        if found is None and _is_empty_reply(last_assistant):
+            found = _retried(sent, whole_conversation, earlier)
+        if found is not None:
+            return found
     if not any(message.role == "assistant" for message in sent):
         return _inputs(sent, whole_conversation and last_assistant is not None)
     return _inputs(sent, True)
+
+
+def _after_reply(
+    reply: ChatMessage,
+    sent: tuple[ChatMessage, ...],
+    whole_conversation: bool,
+    before: ChatMessage | None,
+    earlier: tuple[ChatMessage | None, ...],
+) -> TurnInputs | None:
+    """Rule 2 for the session's `reply`, `before` and `earlier` the session's messages before
+    it; None when the client's history does not continue from it."""
+    wanted = _normalised(reply)
+    for index in range(len(sent) - 1, -1, -1):
+        message = sent[index]
+        if message.role == "assistant" and _normalised(message) == wanted:
+            new = sent[index + 1 :]
+            if (
+                before is not None
+                and new
+                and index > 0
+                and same_message(new[0], before)
+                and not same_message(sent[index - 1], before)
+            ):
+                return None  # an earlier reply of the same text: rule 4
+            if not _history_agrees(sent[: index + 1], (*earlier, reply), whole_conversation):
+                return None  # an earlier message edited or deleted: rule 4
+            # Nothing after it: the client resent what we hold. Its history stands.
+            return _inputs(new, False) if new else _inputs(sent, True)
+    return None
+
+
+def _retried(
+    sent: tuple[ChatMessage, ...],
+    whole_conversation: bool,
+    earlier: tuple[ChatMessage | None, ...],
+) -> TurnInputs | None:
+    """The session's last turn got no reply, which the client does not hold: a client that
+    sends its whole history and asks again what that turn asked continues from the reply
+    before (rule 2), and the model is given the question once (see below). None for any other
+    client history (an edited question has diverged)."""
+    for prior in range(len(earlier) - 1, -1, -1):
+        reply = earlier[prior]
+        if reply is not None and reply.role == "assistant":
+            break
+    else:
+        return None
+    found = _after_reply(reply, sent, whole_conversation, None, earlier[:prior])
+    if found is None or found.replaces_history:
+        return None
+    # Every turn since that reply got none, and is asked again (`retries_left_out`).
+    if replay_before((*earlier[prior + 1 :], None), found.messages):
+        return None
+    return found
 
 
 def stored_part(messages: tuple[ChatMessage, ...], user_turns: int) -> tuple[ChatMessage, ...]:
@@ -140,7 +182,7 @@ def stored_part(messages: tuple[ChatMessage, ...], user_turns: int) -> tuple[Cha
 
 
 def _history_agrees(
-    sent: tuple[ChatMessage, ...], ours: tuple[ChatMessage, ...], whole: bool
+    sent: tuple[ChatMessage, ...], ours: tuple[ChatMessage | None, ...], whole: bool
 ) -> bool:
     """The client's history `sent` is the session's `ours` (rule 2), both ending with the
     same reply: their replies agree as far back as both go (all of the session's, when the
@@ -162,14 +204,16 @@ def _history_agrees(
 
 
 def _turns_back(
-    messages: tuple[ChatMessage, ...],
+    messages: tuple[ChatMessage | None, ...],
 ) -> Iterator[tuple[list[ChatMessage], ChatMessage]]:
     """Each reply of `messages` (which end with one) with the user messages since the reply
-    before, last first. A reply of whitespace alone has no text a client sends back: it is
-    left out, on both sides."""
+    before, last first. An empty reply (None, or of whitespace alone) has no text a client
+    sends back: it is left out, on both sides."""
     reply: ChatMessage | None = None
     questions: list[ChatMessage] = []
     for message in reversed(messages):
+        if message is None:
+            continue
         if message.role == "user":
             questions.append(message)
         elif message.role == "assistant" and not _is_empty_reply(message):

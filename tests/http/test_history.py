@@ -295,3 +295,54 @@ class TestAnEarlierQuestionEdited:
             ]
             await ask(sdk, chat, WEBUI)
         assert contents(upstream) == [("user", rag), ("assistant", "A1"), ("user", "Q2")]
+
+
+class TestAFailedTurnRetriedWithTheWholeChat:
+    """The `openai` SDK in a loop (or a chat UI) sends its whole chat again after a turn
+    failed: it continues the session, which is not stored a second time, and the model is
+    given the failed turn's question once."""
+
+    async def turns(
+        self, gateway: MakeClient, upstream: FakeOpenAI, failures: int, then: list[str]
+    ) -> list[Any]:
+        """Q1 answered, Q2 failed `failures` times, then the chat with `then` after A1."""
+        replies = [Stream(("A1",)), *[Status(500)] * failures, Stream(("A2",)), Stream(("A3",))]
+        upstream.script(*replies)
+        client = await gateway(fake_provider(upstream))
+        headers = {"x-openclaw-session-key": "chat"}
+        chat: list[Any] = [{"role": "user", "content": "Q1"}]
+        async with sdk_for(client) as sdk:
+            chat.append({"role": "assistant", "content": await ask(sdk, chat, headers)})
+            for _ in range(failures):
+                with pytest.raises(openai.APIStatusError):
+                    await ask(sdk, [*chat, {"role": "user", "content": "Q2"}], headers)
+            chat += [{"role": "user", "content": question} for question in then]
+            assert await ask(sdk, chat, headers) == "A2"
+            assert [c for _, c in contents(upstream)] == ["Q1", "A1", *then]
+            chat += [{"role": "assistant", "content": "A2"}, {"role": "user", "content": "Q3"}]
+            await ask(sdk, chat, headers)
+        assert [c for _, c in contents(upstream)] == ["Q1", "A1", *then, "A2", "Q3"]
+        return await stored_messages(client, "agent:main:chat")
+
+    @pytest.mark.parametrize("failures", [1, 2])
+    async def test_the_retry_continues_the_session(
+        self, gateway: MakeClient, upstream: FakeOpenAI, failures: int
+    ) -> None:
+        stored = await self.turns(gateway, upstream, failures, ["Q2"])
+        assert not any(m.context_start for m in stored)
+        assert [m.text for m in stored] == [
+            "Q1", "A1", *["Q2", ""] * failures, "Q2", "A2", "Q3", "A3",
+        ]  # fmt: skip
+
+    async def test_the_failed_question_then_another_continues_the_session(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        """A chat UI keeps the failed question and the user asks the next one."""
+        stored = await self.turns(gateway, upstream, 1, ["Q2", "Q2b"])
+        assert not any(m.context_start for m in stored)
+
+    async def test_the_failed_question_edited_has_diverged(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        stored = await self.turns(gateway, upstream, 1, ["Q2, edited"])
+        assert [m.text for m in stored if m.context_start] == ["Q1"]
