@@ -77,13 +77,35 @@ def _arguments(text: str) -> Any:
         return text.strip()
 
 
-def _normalised(message: ChatMessage) -> tuple[Any, ...]:
-    calls = tuple((c.id, c.name, _arguments(c.arguments)) for c in message.tool_calls)
-    return (message.role, "".join(message.text.split()), calls, message.tool_call_id)
+def _calls(message: ChatMessage) -> tuple[Any, ...]:
+    return tuple((c.id, c.name, _arguments(c.arguments)) for c in message.tool_calls)
 
 
 def same_message(a: ChatMessage, b: ChatMessage) -> bool:
-    return _normalised(a) == _normalised(b)
+    return (
+        a.role == b.role
+        and a.tool_call_id == b.tool_call_id
+        and _same_text(a.text, b.text)
+        and (not (a.tool_calls or b.tool_calls) or _calls(a) == _calls(b))
+    )
+
+
+def _same_text(a: str, b: str) -> bool:
+    """Equal but for whitespace. Equal texts, the rule, and texts that begin or end with
+    another character are told apart without splitting either into words: a turn compares
+    every reply of the window, and a question can be a RAG prompt of many kilobytes."""
+    return a == b or (_edges(a) == _edges(b) and _squeezed(a) == _squeezed(b))
+
+
+def _edges(text: str) -> tuple[str, str]:
+    """The first and the last character that is not whitespace ("" when there is none)."""
+    first = next((c for c in text if not c.isspace()), "")
+    last = next((c for c in reversed(text) if not c.isspace()), "")
+    return first, last
+
+
+def _squeezed(text: str) -> str:
+    return "".join(text.split())
 
 
 def _is_empty_reply(message: ChatMessage) -> bool:
@@ -123,10 +145,9 @@ def _after_reply(
 ) -> TurnInputs | None:
     """Rule 2 for the session's `reply`, `before` and `earlier` the session's messages before
     it; None when the client's history does not continue from it."""
-    wanted = _normalised(reply)
     for index in range(len(sent) - 1, -1, -1):
         message = sent[index]
-        if message.role == "assistant" and _normalised(message) == wanted:
+        if message.role == "assistant" and same_message(message, reply):
             new = sent[index + 1 :]
             if (
                 before is not None
@@ -194,7 +215,7 @@ def _history_agrees(
         if turn is None:
             return not whole
         their_questions, their_reply = turn
-        if _normalised(their_reply) != _normalised(our_reply):
+        if not same_message(their_reply, our_reply):
             return False
         if len(their_questions) == len(our_questions) and not all(
             _within(a, b) for a, b in zip(their_questions, our_questions, strict=True)
@@ -225,8 +246,10 @@ def _turns_back(
 
 
 def _within(theirs: ChatMessage, ours: ChatMessage) -> bool:
-    """The client's question is found within the session's, whitespace aside."""
-    return "".join(theirs.text.split()) in "".join(ours.text.split())
+    """The client's question is found within the session's, whitespace aside. Looked for
+    as it is first, from the end: a session's question can be a RAG prompt of many kilobytes
+    with the question last."""
+    return ours.text.rfind(theirs.text) >= 0 or _squeezed(theirs.text) in _squeezed(ours.text)
 
 
 def _inputs(messages: tuple[ChatMessage, ...], replaces_history: bool) -> TurnInputs:
