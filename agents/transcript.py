@@ -99,9 +99,8 @@ def _same_text(a: str, b: str) -> bool:
 
 def _edges(text: str) -> tuple[str, str]:
     """The first and the last character that is not whitespace ("" when there is none)."""
-    first = next((c for c in text if not c.isspace()), "")
-    last = next((c for c in reversed(text) if not c.isspace()), "")
-    return first, last
+    text = text.strip()  # the text itself, not a copy, when it has no whitespace around it
+    return text[:1], text[-1:]
 
 
 def _squeezed(text: str) -> str:
