@@ -15,8 +15,11 @@ from gateway.appkeys import STATE
 from gateway.ws.handler import WS
 from gateway.ws.protocol import MAX_PAYLOAD
 from gateway.ws.state import IdempotencyCache
+from tests.support.http_client import fake_provider_entry
 from tests.support.turns import turn
+from tests.support.upstreams import FakeOpenAI, Status, Stream
 from tests.support.ws_client import (
+    CONFIG,
     SLOW_CONFIG,
     Gateway,
     GatewayWs,
@@ -600,3 +603,26 @@ class TestHistoryBounds:
         assert 6 * 1024 * 1024 - one < size <= 6 * 1024 * 1024
         assert [m["__openclaw"]["seq"] for m in messages] == list(range(121 - len(messages), 121))
         assert (history["totalMessages"], history["hasMore"]) == (120, True)
+
+
+class TestAQuestionAskedAgain:
+    async def test_after_a_failed_turn_the_model_is_given_it_once(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        """The Control UI sends the same text again after a turn that failed before any
+        text: both turns are stored, but the model is not given the question twice."""
+        async with FakeOpenAI() as upstream:
+            upstream.script(Status(500), Stream(("Answer",)))
+            provider = json.dumps(fake_provider_entry(upstream))
+            config = CONFIG.replace(
+                '{ id: "main", default: true }',
+                '{ id: "main", default: true, model: "fake/fake-model" }',
+            ).replace("  agents:", f"  models: {{ providers: {{ fake: {provider} }} }},\n  agents:")
+            ws = await (await make_gateway(config)).connected()
+            await ws.ok("chat.send", send("again", "Q1", "again-1"))
+            await ws.event("chat", state="error", runId="again-1")
+            await ws.ok("chat.send", send("again", "Q1", "again-2"))
+            await ws.event("chat", state="final", runId="again-2")
+            history = await ws.ok("chat.history", {"sessionKey": "again"})
+        assert [m["role"] for m in history["messages"]] == ["user", "assistant"] * 2
+        assert [m["role"] for m in upstream.last.body["messages"]] == ["user"]
