@@ -33,6 +33,17 @@ class InvalidSessionKey(AgentError):
         self.message = message
 
 
+class UnansweredResult(AgentError):
+    """A turn's tool message answers no call of the assistant message before it."""
+
+    def __init__(self, call_id: str) -> None:
+        super().__init__(f"tool result for unknown call {call_id!r}")
+        self.message = (
+            f"Invalid `messages`: the tool message for '{call_id}' answers no tool call of"
+            " an earlier assistant message."
+        )
+
+
 class StoreError(AgentError):
     """The session store failed; the run fails as `internal error`."""
 

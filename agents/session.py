@@ -30,7 +30,14 @@ import attrs
 import structlog
 
 from agents.config import API_ECHO, ECHO_PROVIDER, AgentConfig, AgentsConfig, ModelRef
-from agents.errors import AgentError, StoreError, UnknownAgent, UpstreamError, UpstreamTimeout
+from agents.errors import (
+    AgentError,
+    StoreError,
+    UnansweredResult,
+    UnknownAgent,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from agents.events import (
     ChangeReason,
     EventSink,
@@ -66,6 +73,7 @@ from agents.transcript import (
     paired,
     replay_before,
     stored_part,
+    unanswerable,
     with_tool_names,
 )
 
@@ -461,11 +469,31 @@ class AgentSession:
             context_start = inputs.replaces_history
             # A history that replaces the session's: as much of it as later turns replay.
             stored = stored_part(new, config.history_limit) if context_start else new
+            answered = history
+            if (
+                not inputs.replaces_history
+                and last_chat is not None
+                and any(m.role == "tool" for m in new)
+                and last_chat not in history
+            ):
+                # A replay window too short to hold the reply a result answers.
+                answered = (*history, last_chat)
         else:
             new = (ChatMessage("user", request.text, request.images),)
             history = replay_before(window.chats, new) if window is not None else ()
             context_start = False
             stored = ()
+            answered = history
+        orphan = unanswerable(answered, new)
+        if orphan is not None:
+            run.detach_stream()
+            outcome = RunOutcome(
+                RunStatus.FAILED, StopReason.ERROR, "", Usage(0, 0),
+                UnansweredResult(orphan.tool_call_id or ""), started_at, clock(),
+                None, None, row.session_id,
+            )  # fmt: skip
+            self._finish(run, outcome, started_at)
+            return
         for message in new:
             if message.role == "tool":
                 run.emit(Stream.TOOL, {

@@ -315,6 +315,26 @@ def with_tool_names(messages: tuple[ChatMessage, ...]) -> tuple[ChatMessage, ...
     return tuple(out)
 
 
+def unanswerable(
+    history: tuple[ChatMessage, ...], new: tuple[ChatMessage, ...]
+) -> ChatMessage | None:
+    """The first of the turn's `new` tool results that answers no call: none of the calls
+    of the assistant message before it that are not answered yet (an unknown id, a result
+    sent twice, one with no call before it). OpenAI and Anthropic refuse such a conversation,
+    so the turn is refused before anything of it is stored."""
+    if not any(m.role == "tool" for m in new):
+        return None
+    pending: set[str] = set()
+    for index, message in enumerate((*history, *new)):
+        if message.role != "tool":
+            pending = {c.id for c in message.tool_calls}
+        elif message.tool_call_id in pending:
+            pending.discard(message.tool_call_id)
+        elif index >= len(history):
+            return message
+    return None
+
+
 def paired(
     history: tuple[ChatMessage, ...], new: tuple[ChatMessage, ...]
 ) -> tuple[ChatMessage, ...]:

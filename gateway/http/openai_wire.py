@@ -27,6 +27,7 @@ from agents.config import ECHO_PROVIDER, AgentConfig, AgentsConfig, ModelRef
 from agents.errors import (
     InvalidSessionKey,
     StoreUnavailable,
+    UnansweredResult,
     UnknownAgent,
     UpstreamAuthFailed,
     UpstreamError,
@@ -164,6 +165,8 @@ def error_reply(exc: BaseException) -> RequestError:
     if isinstance(exc, UnknownAgent | InvalidSessionKey):
         # A run whose agent left the config while queued, or a key the registry refused.
         return bad_request(exc.message)
+    if isinstance(exc, UnansweredResult):
+        return bad_request(exc.message, "messages")
     if isinstance(exc, StoreUnavailable):
         # The shared database is away (restarting, failing over): nothing of the turn was
         # written (one transaction), so the client may send it again.

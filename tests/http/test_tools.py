@@ -28,6 +28,7 @@ from tests.support.http_client import (
     anthropic_agent,
     fake_provider,
     normalised,
+    sse_events,
     stored_messages,
 )
 from tests.support.upstreams import (
@@ -35,7 +36,6 @@ from tests.support.upstreams import (
     FakeOpenAI,
     FakeToolCall,
     Raw,
-    Status,
     Stream,
 )
 
@@ -376,17 +376,111 @@ class TestUnansweredToolCalls:
     async def test_a_stored_result_without_its_call_is_not_replayed(
         self, gateway: MakeClient, openai_fake: FakeOpenAI
     ) -> None:
-        # A client that sends only its new messages, here a result whose call the session
-        # does not hold (it was reset meanwhile): the upstream refuses that turn, and a
-        # replay of the result would have it refuse every later one too.
-        openai_fake.script(Status(400), Stream(("Hello.",)))
+        # A session that holds one from before such results were refused: the upstream
+        # would refuse every turn that replays it.
+        openai_fake.script(Stream(("Hello.",)))
         client = await gateway(fake_provider(openai_fake))
-        result = {"role": "tool", "tool_call_id": "call_up_1", "content": "sunny"}
-        orphan = await post(client, {"model": "openclaw", "user": "fay", "messages": [result]})
-        assert orphan.status == 502
+        key = "agent:main:openai-user:fay"
+        registry = client.app[STATE].registry
+        assert registry is not None
+        store = registry.store
+        row, _ = await store.get_or_create(key, "main", 1)
+        result = ChatMessage("tool", "sunny", tool_call_id="call_up_1")
+        await store.append_turn(TurnRecord(
+            run_id="run-1", user_text="", inputs=(result,), assistant_text="Sunny.",
+            stop_reason="stop", key=key, agent_id="main", session_id=row.session_id,
+            user_timestamp=1, assistant_timestamp=2, input_tokens=1, output_tokens=1,
+            status="done",
+        ))  # fmt: skip
         later = await post(client, ask("Hello!", user="fay"))
         assert later.status == 200
-        assert openai_fake.requests[1].body["messages"] == [{"role": "user", "content": "Hello!"}]
+        assert openai_fake.requests[0].body["messages"] == [
+            {"role": "assistant", "content": "Sunny."},
+            {"role": "user", "content": "Hello!"},
+        ]
+
+
+ORPHAN = {"role": "tool", "tool_call_id": "call_zzz", "content": "sunny"}
+ORPHAN_MESSAGE = (
+    "Invalid `messages`: the tool message for 'call_zzz' answers no tool call of an earlier"
+    " assistant message."
+)
+
+
+class TestResultsThatAnswerNoCall:
+    """A tool message must answer a call of an assistant message before it, once: OpenAI and
+    Anthropic refuse a conversation with one that does not. It is the client's mistake, so
+    it is a 400 naming the id, and nothing of the turn is stored."""
+
+    @pytest.mark.parametrize("stream", [False, True])
+    @pytest.mark.parametrize(
+        "messages",
+        [
+            [{"role": "user", "content": "Weather?"}, ORPHAN],
+            [ORPHAN],
+            [*OPENAI_SECOND_REQUEST, {**ORPHAN, "tool_call_id": "call_up_1"}],
+        ],
+        ids=["unknown-id", "alone", "answered-twice"],
+    )
+    async def test_a_stateless_request_is_refused(
+        self,
+        gateway: MakeClient,
+        openai_fake: FakeOpenAI,
+        stream: bool,
+        messages: list[dict[str, Any]],
+    ) -> None:
+        client = await gateway(fake_provider(openai_fake))
+        body = {"model": "openclaw", "messages": messages, "tools": [WEATHER], "stream": stream}
+        response = await post(client, body)
+        assert response.status == 400
+        error = (await response.json())["error"]
+        wanted = ORPHAN_MESSAGE.replace("call_zzz", messages[-1]["tool_call_id"])
+        assert (error["message"], error["param"]) == (wanted, "messages")
+        assert openai_fake.requests == []
+
+    async def test_a_named_session_stores_nothing_of_it(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        openai_fake.script(Stream((), tool_calls=(UPSTREAM_CALL,)), Stream(("Sunny.",)))
+        client = await gateway(fake_provider(openai_fake))
+        first = await post(
+            client, ask("What is the weather in Paris?", user="gus", tools=[WEATHER])
+        )
+        assert first.status == 200
+        orphan = await post(client, {"model": "openclaw", "user": "gus", "messages": [ORPHAN]})
+        assert orphan.status == 400
+        error = (await orphan.json())["error"]
+        assert (error["message"], error["param"]) == (ORPHAN_MESSAGE, "messages")
+        assert len(openai_fake.requests) == 1
+        key = "agent:main:openai-user:gus"
+        assert [m.role for m in await stored_messages(client, key)] == ["user", "assistant"]
+        # The call the session holds is still answerable, once.
+        answer = {**ORPHAN, "tool_call_id": "call_up_1"}
+        body = {"model": "openclaw", "user": "gus", "messages": [answer]}
+        assert (await post(client, body)).status == 200
+        assert openai_fake.requests[1].body["messages"] == OPENAI_SECOND_REQUEST
+        again = await post(client, body)
+        assert again.status == 400
+        assert (await again.json())["error"]["message"] == ORPHAN_MESSAGE.replace(
+            "call_zzz", "call_up_1"
+        )
+        assert len(openai_fake.requests) == 2
+        stored = await stored_messages(client, key)
+        assert [m.role for m in stored] == ["user", "assistant", "toolResult", "assistant"]
+
+    async def test_a_named_session_stream_ends_in_the_error(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        # Headers go out before the session's history is read: the error is in the stream.
+        client = await gateway(fake_provider(openai_fake))
+        body = {"model": "openclaw", "user": "hal", "messages": [ORPHAN], "stream": True}
+        response = await post(client, body)
+        events = sse_events(await response.text())
+        error = json.loads(events[-2])["error"]
+        assert (error["message"], error["param"]) == (ORPHAN_MESSAGE, "messages")
+        assert events[-1] == "[DONE]"
+        assert openai_fake.requests == []
+        assert await stored_messages(client, "agent:main:openai-user:hal") == []
 
 
 def openai_chunks(*deltas: dict[str, Any], finish: str | None = "tool_calls") -> bytes:
