@@ -436,9 +436,14 @@ class AgentSession:
 
         request = run.request
         sent = request.messages
+        user_turns = config.history_limit
+        if not user_turns and sent and sent[-1].role == "tool":
+            # No earlier user turn, but this one answers tool calls: it continues the user
+            # turn that made them, which the model must see before their results.
+            user_turns = 1
         try:
             last, window = await self._history(
-                row.session_id, config.history_limit, created=created, sent=bool(sent),
+                row.session_id, user_turns, created=created, sent=bool(sent),
                 keep=not request.stateless,
             )  # fmt: skip
         except StoreError as exc:
@@ -469,22 +474,12 @@ class AgentSession:
             context_start = inputs.replaces_history
             # A history that replaces the session's: as much of it as later turns replay.
             stored = stored_part(new, config.history_limit) if context_start else new
-            answered = history
-            if (
-                not inputs.replaces_history
-                and last_chat is not None
-                and any(m.role == "tool" for m in new)
-                and last_chat not in history
-            ):
-                # A replay window too short to hold the reply a result answers.
-                answered = (*history, last_chat)
         else:
             new = (ChatMessage("user", request.text, request.images),)
             history = replay_before(window.chats, new) if window is not None else ()
             context_start = False
             stored = ()
-            answered = history
-        orphan = unanswerable(answered, new)
+        orphan = unanswerable(history, new)
         if orphan is not None:
             run.detach_stream()
             outcome = RunOutcome(

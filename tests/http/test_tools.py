@@ -483,6 +483,35 @@ class TestResultsThatAnswerNoCall:
         assert await stored_messages(client, "agent:main:openai-user:hal") == []
 
 
+class TestWithoutHistory:
+    """`historyLimit: 0` replays no earlier user turn, but a turn that answers tool calls
+    continues the user turn that made them: the model must see the calls before their
+    results, or OpenAI and Anthropic refuse the turn."""
+
+    @pytest.mark.parametrize("resend", [True, False], ids=["whole-conversation", "new-only"])
+    async def test_the_calls_go_before_their_results(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI, resend: bool
+    ) -> None:
+        openai_fake.script(
+            Stream((), tool_calls=(UPSTREAM_CALL,)), Stream(("Sunny.",)), Stream(("Hi.",))
+        )
+        settings = fake_provider(openai_fake)
+        settings["agents"]["defaults"] = {"historyLimit": 0}
+        client = await gateway(settings)
+        first = await post(
+            client, ask("What is the weather in Paris?", user="ivy", tools=[WEATHER])
+        )
+        assert first.status == 200
+        messages = OPENAI_SECOND_REQUEST if resend else OPENAI_SECOND_REQUEST[-1:]
+        body = {"model": "openclaw", "user": "ivy", "messages": messages, "tools": [WEATHER]}
+        second = await post(client, body)
+        assert second.status == 200
+        assert openai_fake.requests[1].body["messages"] == OPENAI_SECOND_REQUEST
+        # A new question is a new user turn: no history again.
+        assert (await post(client, ask("Hello!", user="ivy"))).status == 200
+        assert openai_fake.requests[2].body["messages"] == [{"role": "user", "content": "Hello!"}]
+
+
 def openai_chunks(*deltas: dict[str, Any], finish: str | None = "tool_calls") -> bytes:
     """A chat-completions stream of these deltas; with a finish, its chunk and `[DONE]`."""
     chunks = [{"choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
