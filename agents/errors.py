@@ -39,8 +39,8 @@ class UnansweredResult(AgentError):
     def __init__(self, call_id: str) -> None:
         super().__init__(f"tool result for unknown call {call_id!r}")
         self.message = (
-            f"Invalid `messages`: the tool message for '{call_id}' answers no tool call of"
-            " an earlier assistant message."
+            f"Invalid tool result for '{call_id}': it answers no tool call before it (an"
+            " unknown id, or a call already answered)."
         )
 
 

@@ -17,10 +17,9 @@ from aiohttp import web
 from yarl import URL
 
 from agents.config import ModelRef
-from agents.errors import AgentError, UnansweredResult
+from agents.errors import AgentError
 from agents.events import RunEvent
 from agents.runs import AgentRun, RunOutcome, TurnRequest
-from agents.transcript import unanswerable
 from gateway.appkeys import AGENT_ID, MERGED_ROUTE, MODEL_USED, SESSION_KEY, STATE
 from gateway.edge_http import add_route
 from gateway.http.common import MODEL_USED_HEADER, SESSION_HEADER, body_answer, work_on_body
@@ -42,6 +41,7 @@ from gateway.http.openai_wire import (
     Route,
     build_conversation,
     check_images_taken,
+    check_tool_results,
     completion_body,
     decode_model_id,
     error_event,
@@ -204,12 +204,7 @@ async def _accept(request: web.Request, state: GatewayState) -> _Turn:
     assert agent is not None  # resolve_session_key checked it
     override = select_model(headers.get(MODEL_HEADER), agent)
     conversation = await work_on_body(raw, build_conversation, messages, endpoint)
-    if route.stateless:
-        # The whole conversation is here: refused before a stream opens. A session's turn
-        # is checked against its history by the run.
-        orphan = unanswerable((), conversation.messages)
-        if orphan is not None:
-            raise error_reply(UnansweredResult(orphan.tool_call_id or ""))
+    check_tool_results(conversation, route, "messages")
     check_images_taken(
         conversation.images, (override,) if override else agent.models, config.agents
     )

@@ -46,6 +46,7 @@ from agents.keys import (
 )
 from agents.providers.base import IMAGE_ONLY_TEXT, ChatMessage, ImageInput, ToolCall, Usage
 from agents.providers.images import image_refusal
+from agents.transcript import unanswerable
 from gateway.config.model import ChatCompletionsConfig
 from gateway.jsonwire import (
     MAX_SAFE_INTEGER,
@@ -166,7 +167,8 @@ def error_reply(exc: BaseException) -> RequestError:
         # A run whose agent left the config while queued, or a key the registry refused.
         return bad_request(exc.message)
     if isinstance(exc, UnansweredResult):
-        return bad_request(exc.message, "messages")
+        # Found against the session's history: `messages`, or a Responses `input`.
+        return bad_request(exc.message)
     if isinstance(exc, StoreUnavailable):
         # The shared database is away (restarting, failing over): nothing of the turn was
         # written (one transaction), so the client may send it again.
@@ -747,6 +749,16 @@ def build_conversation(messages: Any, limits: ChatCompletionsConfig) -> Conversa
     if not any(m.role != "assistant" for m in kept):
         raise _missing_user_message()
     return Conversation(tuple(kept), "\n\n".join(system), text, images)
+
+
+def check_tool_results(conversation: Conversation, route: Route, param: str) -> None:
+    """A session minted for this request has no history: a tool result that answers no call
+    of the request itself is refused here, before a stream opens. A session's turn is
+    checked against its history by the run."""
+    if route.new_key:
+        orphan = unanswerable((), conversation.messages)
+        if orphan is not None:
+            raise bad_request(UnansweredResult(orphan.tool_call_id or "").message, param)
 
 
 def _missing_user_message() -> RequestError:

@@ -54,6 +54,7 @@ from gateway.http.openai_wire import (
     Route,
     bad_request,
     check_images_taken,
+    check_tool_results,
     encode_json,
     error_reply,
     internal_error,
@@ -168,6 +169,7 @@ async def _accept(request: web.Request, state: GatewayState) -> _Turn:
     conversation = await work_on_body(
         raw, build_input, body.get("input"), fields.instructions, chat
     )
+    check_tool_results(conversation, route, "input")
     check_images_taken(
         conversation.images, (override,) if override else agent.models, config.agents
     )

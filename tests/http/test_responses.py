@@ -528,6 +528,43 @@ class TestPreviousResponse:
         }  # fmt: skip
 
 
+ORPHAN_OUTPUT = {"type": "function_call_output", "call_id": "call_zzz", "output": "sunny"}
+ORPHAN_MESSAGE = (
+    "Invalid tool result for 'call_zzz': it answers no tool call before it (an unknown id,"
+    " or a call already answered)."
+)
+WEATHER_TOOL = {"type": "function", "name": "get_weather"}
+
+
+class TestOutputsThatAnswerNoCall:
+    """A `function_call_output` must answer a `function_call` before it: the upstreams
+    refuse a conversation with one that does not."""
+
+    @pytest.mark.parametrize("stream", [False, True])
+    async def test_a_new_conversation_is_refused_before_a_stream_opens(
+        self, client: Client, stream: bool
+    ) -> None:
+        body = {
+            "input": [{"role": "user", "content": "Weather?"}, ORPHAN_OUTPUT],
+            "tools": [WEATHER_TOOL],
+            "stream": stream,
+        }
+        response = await client.post(RESPONSES, json=body, headers=AUTH)
+        assert response.status == 400
+        error = (await response.json())["error"]
+        assert (error["message"], error["param"]) == (ORPHAN_MESSAGE, "input")
+
+    async def test_a_continued_one_is_refused(self, client: Client) -> None:
+        first = await client.post(RESPONSES, json={"input": "a", "user": "finn"}, headers=AUTH)
+        key = first.headers["x-openclaw-session-key"]
+        body = {"input": [ORPHAN_OUTPUT], "previous_response_id": (await first.json())["id"]}
+        response = await client.post(RESPONSES, json=body, headers=AUTH)
+        assert response.status == 400
+        assert (await response.json())["error"]["message"] == ORPHAN_MESSAGE
+        stored = await stored_messages(client, key)
+        assert [m.role for m in stored] == ["user", "assistant"]
+
+
 class TestClientDisconnect:
     async def test_a_cut_stream_aborts_the_run(
         self, gateway: MakeClient, upstream: FakeOpenAI, caplog: pytest.LogCaptureFixture

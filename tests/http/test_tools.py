@@ -402,8 +402,8 @@ class TestUnansweredToolCalls:
 
 ORPHAN = {"role": "tool", "tool_call_id": "call_zzz", "content": "sunny"}
 ORPHAN_MESSAGE = (
-    "Invalid `messages`: the tool message for 'call_zzz' answers no tool call of an earlier"
-    " assistant message."
+    "Invalid tool result for 'call_zzz': it answers no tool call before it (an unknown id,"
+    " or a call already answered)."
 )
 
 
@@ -450,7 +450,8 @@ class TestResultsThatAnswerNoCall:
         orphan = await post(client, {"model": "openclaw", "user": "gus", "messages": [ORPHAN]})
         assert orphan.status == 400
         error = (await orphan.json())["error"]
-        assert (error["message"], error["param"]) == (ORPHAN_MESSAGE, "messages")
+        # Found against the session's history, not in the request alone: no one field.
+        assert (error["message"], error["param"]) == (ORPHAN_MESSAGE, None)
         assert len(openai_fake.requests) == 1
         key = "agent:main:openai-user:gus"
         assert [m.role for m in await stored_messages(client, key)] == ["user", "assistant"]
@@ -477,7 +478,7 @@ class TestResultsThatAnswerNoCall:
         response = await post(client, body)
         events = sse_events(await response.text())
         error = json.loads(events[-2])["error"]
-        assert (error["message"], error["param"]) == (ORPHAN_MESSAGE, "messages")
+        assert (error["message"], error["param"]) == (ORPHAN_MESSAGE, None)
         assert events[-1] == "[DONE]"
         assert openai_fake.requests == []
         assert await stored_messages(client, "agent:main:openai-user:hal") == []
