@@ -321,15 +321,16 @@ def unanswerable(
     """The first of the turn's `new` tool results that answers no call: none of the calls
     of the assistant message before it that are not answered yet (an unknown id, a result
     sent twice, one with no call before it). OpenAI and Anthropic refuse such a conversation,
-    so the turn is refused before anything of it is stored."""
+    so the turn is refused before anything of it is stored. Calls that share an id (some
+    servers give parallel calls one) are answered once each."""
     if not any(m.role == "tool" for m in new):
         return None
-    pending: set[str] = set()
+    pending: list[str] = []
     for index, message in enumerate((*history, *new)):
         if message.role != "tool":
-            pending = {c.id for c in message.tool_calls}
+            pending = [c.id for c in message.tool_calls]
         elif message.tool_call_id in pending:
-            pending.discard(message.tool_call_id)
+            pending.remove(message.tool_call_id)
         elif index >= len(history):
             return message
     return None
@@ -351,10 +352,12 @@ def paired(
     pending: list[ToolCall] = []  # the calls of the last assistant message not answered yet
     for index, message in enumerate(messages):
         if message.role == "tool":
-            answered = [c for c in pending if c.id != message.tool_call_id]
-            if len(answered) == len(pending) and index < len(history):
+            # One call answered; calls that share an id are answered once each.
+            match = next((i for i, c in enumerate(pending) if c.id == message.tool_call_id), None)
+            if match is None and index < len(history):
                 continue
-            pending = answered
+            if match is not None:
+                del pending[match]
         else:
             out.extend(
                 ChatMessage("tool", NO_RESULT, tool_call_id=c.id, tool_name=c.name) for c in pending

@@ -438,6 +438,32 @@ class TestResultsThatAnswerNoCall:
         assert (error["message"], error["param"]) == (wanted, "messages")
         assert openai_fake.requests == []
 
+    async def test_calls_that_share_an_id_are_answered_once_each(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        # Some servers give parallel calls one id; the client answers each of them.
+        call = OPENAI_SECOND_REQUEST[1]["tool_calls"][0]
+        messages = [
+            OPENAI_SECOND_REQUEST[0],
+            {"role": "assistant", "content": None, "tool_calls": [call, call]},
+            OPENAI_SECOND_REQUEST[2],
+            OPENAI_SECOND_REQUEST[2],
+        ]
+        openai_fake.script(Stream(("Sunny twice.",)), Stream(("Hi.",)))
+        client = await gateway(fake_provider(openai_fake))
+        body = {"model": "openclaw", "messages": messages, "tools": [WEATHER]}
+        refused = await post(client, {**body, "messages": [*messages, OPENAI_SECOND_REQUEST[2]]})
+        assert refused.status == 400
+        assert (await post(client, {**body, "user": "ned"})).status == 200
+        assert openai_fake.requests[0].body["messages"] == messages
+        # Replayed to the next turn with both results.
+        assert (await post(client, ask("Hello!", user="ned"))).status == 200
+        assert openai_fake.requests[1].body["messages"] == [
+            *messages,
+            {"role": "assistant", "content": "Sunny twice."},
+            {"role": "user", "content": "Hello!"},
+        ]
+
     async def test_a_named_session_stores_nothing_of_it(
         self, gateway: MakeClient, openai_fake: FakeOpenAI
     ) -> None:
