@@ -1,9 +1,9 @@
 """The built-in `echo` provider (agents-sessions.md §6.2): no network, observable sessions.
 
 Tool mode, so that client tools can be seen working offline: when the request offers tools
-(and `tool_choice` is not `"none"`) and the current user text is `call <name> <json-args>`
-naming one of them, echo calls that tool; when the context ends with tool results, it
-answers with them: `[turn N] <name>: <result>`, several joined with `; `.
+(and `tool_choice` is not `"none"`, nor names another) and the current user text is
+`call <name> <json-args>` naming one of them, echo calls that tool; when the context ends
+with tool results, it answers with them: `[turn N] <name>: <result>`, several joined with `; `.
 """
 
 from __future__ import annotations
@@ -67,17 +67,23 @@ def _call_names(messages: tuple[ChatMessage, ...]) -> dict[str, str]:
     return {call.id: call.name for m in messages for call in m.tool_calls}
 
 
+def _function_name(value: Any) -> str | None:
+    function = value.get("function") if isinstance(value, Mapping) else None
+    name = function.get("name") if isinstance(function, Mapping) else None
+    return name if isinstance(name, str) else None
+
+
 def offered_tools(params: Mapping[str, Any]) -> set[str]:
-    """The function names the request offers, unless `tool_choice` is `"none"`."""
+    """The function names the request offers, unless `tool_choice` is `"none"`; of them only
+    the one `tool_choice` names, when it names one (a model may call no other)."""
     tools = params.get("tools")
-    if params.get("tool_choice") == "none" or not isinstance(tools, list | tuple):
+    choice = params.get("tool_choice")
+    if choice == "none" or not isinstance(tools, list | tuple):
         return set()
-    names: set[str] = set()
-    for tool in tools:
-        function = tool.get("function") if isinstance(tool, Mapping) else None
-        name = function.get("name") if isinstance(function, Mapping) else None
-        if isinstance(name, str):
-            names.add(name)
+    names = {name for tool in tools if (name := _function_name(tool)) is not None}
+    if isinstance(choice, Mapping):
+        chosen = _function_name(choice)
+        return {chosen} & names if chosen is not None else set()
     return names
 
 

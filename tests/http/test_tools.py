@@ -132,6 +132,16 @@ class TestEchoWire:
         reply = await (await post(client, ask(CALL_PARIS))).json()
         assert reply["choices"][0]["message"]["content"] == f"[turn 1] {CALL_PARIS}"
 
+    async def test_a_named_tool_choice_is_the_only_tool_it_calls(self, client: Client) -> None:
+        now = {"type": "function", "function": {"name": "now"}}
+        only_now = now  # a named tool_choice has the tool's own shape
+        body = ask(CALL_PARIS, tools=[WEATHER, now], tool_choice=only_now)
+        reply = await (await post(client, body)).json()
+        assert reply["choices"][0]["message"]["content"] == f"[turn 1] {CALL_PARIS}"
+        body = ask("call now", tools=[WEATHER, now], tool_choice=only_now)
+        reply = await (await post(client, body)).json()
+        assert reply["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "now"
+
     async def test_a_call_nested_deeper_than_the_parser_goes_is_plain_text(
         self, client: Client
     ) -> None:
