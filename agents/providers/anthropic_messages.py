@@ -124,6 +124,17 @@ def _tool_id(call_id: str | None) -> str | None:
     return f"{_NOT_TOOL_ID_CHARS.sub('_', call_id)}_{digest}"
 
 
+def _unique_tool_id(call_id: str, sent_ids: dict[str, list[str]]) -> str:
+    """`_tool_id(call_id)`, or for a call whose id its turn already sent, `<that>_<n>`."""
+    taken = {sent for ids in sent_ids.values() for sent in ids} if sent_ids else set()
+    base = _tool_id(call_id) or call_id
+    sent, number = base, 2
+    while sent in taken:
+        sent, number = f"{base}_{number}", number + 1
+    sent_ids.setdefault(call_id, []).append(sent)
+    return sent
+
+
 def _tool_input(arguments: str) -> dict[str, Any]:
     try:
         value = json.loads(arguments) if arguments.strip() else {}
@@ -140,6 +151,10 @@ def anthropic_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
     blocks, tool results `tool_result` blocks of the next user turn; signed thinking goes
     back only with the tool calls it led to, as the API requires in a tool loop."""
     turns: list[_Turn] = []
+    # The last assistant turn's call ids, each with the ids its calls went under, in order:
+    # the API refuses a turn whose tool_use blocks share an id (some servers give parallel
+    # calls one), so a repeated one goes as `<id>_2`, and its result with it.
+    sent_ids: dict[str, list[str]] = {}
     for message in messages:
         blank = not message.text or message.text.isspace()
         if blank and message.role != "tool" and not (message.images or message.tool_calls):
@@ -151,12 +166,15 @@ def anthropic_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
             continue
         if not turns or turns[-1].role != role:
             turns.append(_Turn(role))
+            if role == "assistant":
+                sent_ids = {}
         turn = turns[-1]
         if message.role == "tool":
+            queue = sent_ids.get(message.tool_call_id or "")
             turn.tool_results.append(
                 {
                     "type": "tool_result",
-                    "tool_use_id": _tool_id(message.tool_call_id),
+                    "tool_use_id": queue.pop(0) if queue else _tool_id(message.tool_call_id),
                     "content": message.text,
                 }
             )
@@ -166,15 +184,15 @@ def anthropic_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
         if not blank:
             turn.texts.append(message.text)
         turn.images.extend(message.images)
-        turn.tool_uses.extend(
-            {
-                "type": "tool_use",
-                "id": _tool_id(c.id),
-                "name": c.name,
-                "input": _tool_input(c.arguments),
-            }
-            for c in message.tool_calls
-        )
+        for call in message.tool_calls:
+            turn.tool_uses.append(
+                {
+                    "type": "tool_use",
+                    "id": _unique_tool_id(call.id, sent_ids),
+                    "name": call.name,
+                    "input": _tool_input(call.arguments),
+                }
+            )
     return [{"role": turn.role, "content": turn.content()} for turn in turns]
 
 

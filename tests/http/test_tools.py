@@ -474,6 +474,44 @@ class TestResultsThatAnswerNoCall:
             {"role": "user", "content": "Hello!"},
         ]
 
+    async def test_anthropic_gets_calls_that_share_an_id_under_ids_of_their_own(
+        self, gateway: MakeClient, anthropic_fake: FakeAnthropic
+    ) -> None:
+        # The Messages API refuses a reply whose tool_use blocks share an id.
+        paris, rome = ('{"city":"Paris"}', '{"city":"Rome"}')
+        calls = [
+            {"id": "call_1", "type": "function",
+             "function": {"name": "get_weather", "arguments": args}}
+            for args in (paris, rome)
+        ]  # fmt: skip
+        messages = [
+            {"role": "user", "content": "Paris and Rome?"},
+            {"role": "assistant", "content": None, "tool_calls": calls},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+            {"role": "tool", "tool_call_id": "call_1", "content": "rainy"},
+        ]
+        client = await gateway(anthropic_agent(anthropic_fake))
+        body = {"model": "openclaw", "messages": messages, "tools": [WEATHER]}
+        assert (await post(client, body)).status == 200
+        assert anthropic_fake.requests[0].body["messages"][1:] == [
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "tool_use", "id": "call_1", "name": "get_weather",
+                     "input": {"city": "Paris"}},
+                    {"type": "tool_use", "id": "call_1_2", "name": "get_weather",
+                     "input": {"city": "Rome"}},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "call_1", "content": "sunny"},
+                    {"type": "tool_result", "tool_use_id": "call_1_2", "content": "rainy"},
+                ],
+            },
+        ]  # fmt: skip
+
     async def test_a_named_session_stores_nothing_of_it(
         self, gateway: MakeClient, openai_fake: FakeOpenAI
     ) -> None:
