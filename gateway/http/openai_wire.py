@@ -417,7 +417,20 @@ def _tool_name(tool: Any, path: str) -> str:
         value = function.get(field)
         if value is not None and not isinstance(value, expected):
             raise _type_error(f"{path}.function.{field}", kind, value, "tools")
+    check_parameters(function.get("parameters"), f"{path}.function.parameters")
     return name
+
+
+def check_parameters(schema: Any, path: str) -> None:
+    """A function's `parameters` (an object when given) describe its arguments, which are
+    an object: OpenAI and Anthropic refuse a schema of another type. A schema without a
+    type is taken (OpenAI takes it; Anthropic is given the type)."""
+    if isinstance(schema, dict) and schema.get("type", "object") != "object":
+        raise bad_request(
+            f'Invalid `{path}`: expected a JSON Schema of "type": "object"'
+            " (a function's arguments are an object).",
+            "tools",
+        )
 
 
 def _stop(stop: Any) -> str | list[str] | None:

@@ -33,6 +33,7 @@ from gateway.http.openai_wire import (
     RequestError,
     bad_request,
     build_conversation,
+    check_parameters,
     encode_json,
     json_type,
 )
@@ -290,6 +291,7 @@ def _tools(value: Any) -> tuple[tuple[Mapping[str, Any], ...], list[dict[str, An
             if not isinstance(item, expected):
                 raise _type_error(f"{path}.{field}", kind, item, "tools")
             function[field] = item
+        check_parameters(function.get("parameters"), f"{path}.parameters")
         chat.append({"type": "function", "function": function})
         names.append(name)
     if len(set(names)) != len(names):

@@ -104,6 +104,9 @@ class TestFields:
             ({"tools": [{"type": "web_search"}]},
              'Invalid `tools[0].type`: only "function" tools are supported.', "tools"),
             ({"tools": [TOOL, TOOL]}, "Duplicate function name 'lookup' in `tools`.", "tools"),
+            ({"tools": [{**TOOL, "parameters": {"type": "array"}}]},
+             'Invalid `tools[0].parameters`: expected a JSON Schema of "type": "object"'
+             " (a function's arguments are an object).", "tools"),
             ({"tool_choice": "required"}, '`tool_choice` "required" needs `tools`.',
              "tool_choice"),
         ],

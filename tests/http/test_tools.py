@@ -558,6 +558,28 @@ class TestResultsThatAnswerNoCall:
         assert await stored_messages(client, "agent:main:openai-user:hal") == []
 
 
+class TestParameters:
+    """A function's arguments are a JSON object: OpenAI and Anthropic refuse a schema of
+    another type (a 502 of the upstream's, before), and Anthropic one without a type."""
+
+    async def test_a_schema_of_another_type_is_refused_before_the_upstream(
+        self, gateway: MakeClient, anthropic_fake: FakeAnthropic
+    ) -> None:
+        client = await gateway(anthropic_agent(anthropic_fake))
+        city = {"name": "city", "parameters": {"type": "string"}}
+        response = await post(
+            client, ask("Weather?", tools=[{"type": "function", "function": city}])
+        )
+        assert response.status == 400
+        error = (await response.json())["error"]
+        assert error["message"] == (
+            'Invalid `tools[0].function.parameters`: expected a JSON Schema of "type": "object"'
+            " (a function's arguments are an object)."
+        )
+        assert error["param"] == "tools"
+        assert anthropic_fake.requests == []
+
+
 class TestWithoutHistory:
     """`historyLimit: 0` replays no earlier user turn, but a turn that answers tool calls
     continues the user turn that made them: the model must see the calls before their

@@ -157,6 +157,9 @@ FIELD_ERRORS = [
      "tools", None),
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": []}}]},
      "tools[0].function.parameters: Expected object, received array", "tools", None),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}]},
+     'Invalid `tools[0].function.parameters`: expected a JSON Schema of "type": "object"'
+     " (a function's arguments are an object).", "tools", None),
     ({"tools": [{"type": "function", "function": {"name": "f", "description": 1}}]},
      "tools[0].function.description: Expected string, received number", "tools", None),
     ({"tools": [TOOL_F, TOOL_F]}, "Duplicate function name 'f' in `tools`.", "tools", None),
