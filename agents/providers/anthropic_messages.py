@@ -202,6 +202,16 @@ def _thinking_block(block: ThinkingBlock) -> dict[str, Any]:
     return {"type": "thinking", "thinking": block.text, "signature": block.signature}
 
 
+def _input_schema(parameters: Any) -> Any:
+    """A function's `parameters` as the API takes them: it refuses a schema without its
+    type, which OpenAI takes as an object's."""
+    if not parameters:
+        return {"type": "object", "properties": {}}
+    if isinstance(parameters, Mapping) and "type" not in parameters:
+        return {"type": "object", **parameters}
+    return parameters
+
+
 def tool_fields(params: Mapping[str, Any]) -> dict[str, Any]:
     """OpenAI's `tools`, `tool_choice`, `parallel_tool_calls` as the Messages API's."""
     out: dict[str, Any] = {}
@@ -215,8 +225,7 @@ def tool_fields(params: Mapping[str, Any]) -> dict[str, Any]:
                     if tool["function"].get("description")
                     else {}
                 ),
-                "input_schema": tool["function"].get("parameters")
-                or {"type": "object", "properties": {}},
+                "input_schema": _input_schema(tool["function"].get("parameters")),
             }
             for tool in tools
         ]

@@ -579,6 +579,17 @@ class TestParameters:
         assert error["param"] == "tools"
         assert anthropic_fake.requests == []
 
+    async def test_anthropic_is_given_the_type_of_a_schema_without_one(
+        self, gateway: MakeClient, anthropic_fake: FakeAnthropic
+    ) -> None:
+        client = await gateway(anthropic_agent(anthropic_fake))
+        schema = {"properties": {"city": {"type": "string"}}}
+        tool = {"type": "function", "function": {"name": "get_weather", "parameters": schema}}
+        assert (await post(client, ask("Weather?", tools=[tool]))).status == 200
+        assert anthropic_fake.requests[0].body["tools"] == [
+            {"name": "get_weather", "input_schema": {"type": "object", **schema}}
+        ]
+
 
 class TestWithoutHistory:
     """`historyLimit: 0` replays no earlier user turn, but a turn that answers tool calls
