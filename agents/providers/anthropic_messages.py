@@ -475,6 +475,8 @@ class MessageEventDecoder:
         self._output_tokens: int | None = None
         # Content block index → (our tool call index, arguments seen) for tool_use blocks.
         self._tools: dict[int, list[int]] = {}
+        # Our tool call index → the input a tool_use block's start gave whole, as JSON.
+        self._given_inputs: dict[int, str] = {}
         # Content block index → the thinking blocks so far: given with the reply's end,
         # signed (see _THINKING_BLOCKS); and whether any reasoning text was given.
         self._thinking: dict[int, _ThinkingSoFar] = {}
@@ -547,6 +549,10 @@ class MessageEventDecoder:
                         raise TypeError("tool_use id or name is not text")
                     index = len(self._tools)
                     self._tools[obj["index"]] = [index, 0]
+                    given = block.get("input")
+                    if isinstance(given, dict) and given:
+                        # Some servers put the whole input here and stream no deltas of it.
+                        self._given_inputs[index] = json.dumps(given, separators=(",", ":"))
                     yield ToolCallDelta(index, call_id, name, "")
                 elif block_type in _THINKING_BLOCKS:
                     redacted = block_type == "redacted_thinking"
@@ -560,9 +566,11 @@ class MessageEventDecoder:
             elif kind == "content_block_stop":
                 stopped = self._tools.get(obj.get("index"))
                 if stopped is not None and not stopped[1]:
-                    # A call without arguments: `{}`, so that every client can parse it.
-                    stopped[1] = 2
-                    yield ToolCallDelta(stopped[0], None, None, "{}")
+                    # A call without argument deltas: the input its start gave, else `{}`,
+                    # so that every client can parse it.
+                    arguments = self._given_inputs.get(stopped[0], "{}")
+                    stopped[1] = len(arguments)
+                    yield ToolCallDelta(stopped[0], None, None, arguments)
             elif kind == "error":
                 log_body("upstream_stream_error", self._provider, data)
                 raise MalformedStream("in-stream error from upstream")

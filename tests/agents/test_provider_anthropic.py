@@ -1059,6 +1059,27 @@ class TestTools:
             ToolCallDelta(0, None, None, "{}"),
         ]
 
+    async def test_arguments_given_whole_in_the_blocks_start_are_kept(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        # Some servers of the Messages API put the whole input in content_block_start and
+        # send no input_json_delta; the call must not lose its arguments to `{}`.
+        block = {"type": "tool_use", "id": "toolu_1", "name": "get_weather",
+                 "input": {"city": "Paris"}}  # fmt: skip
+        body = events(
+            start(),
+            ("content_block_start", {"type": "content_block_start", "index": 0,
+                                     "content_block": block}),
+            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            *stop("tool_use"),
+        )  # fmt: skip
+        anthropic_upstream.script(Raw((body,)))
+        events_seen = await collect(provider, anthropic_upstream)
+        assert [e for e in events_seen if isinstance(e, ToolCallDelta)] == [
+            ToolCallDelta(0, "toolu_1", "get_weather", ""),
+            ToolCallDelta(0, None, None, '{"city":"Paris"}'),
+        ]
+
     async def test_a_json_answer_with_tool_use(
         self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
     ) -> None:
