@@ -195,7 +195,8 @@ def json_answer(answer: Any) -> list[ProviderEvent]:
                 index,
                 str(call.get("id") or f"call_{index}"),
                 function["name"],
-                arguments if isinstance(arguments, str) else "",
+                # None given (a function without parameters): `{}`, as OpenAI gives it.
+                arguments if isinstance(arguments, str) and arguments else "{}",
             )
         )
     usage = usage_of(answer.get("usage"))
@@ -243,6 +244,7 @@ class ChunkDecoder:
         # which of them the upstream's `index` last named.
         self._call_ids: list[str | None] = []
         self._by_index: dict[int, int] = {}
+        self._with_arguments: set[int] = set()  # the calls some fragment gave arguments
 
     def feed(self, events: Sequence[SSEEvent]) -> Iterator[ProviderEvent]:
         loads = data_json
@@ -310,6 +312,8 @@ class ChunkDecoder:
                 if not isinstance(call_id, str | None) or not isinstance(name, str | None):
                     raise TypeError("tool call id or name is not text")
                 number = self._call_number(index, call_id)
+                if arguments:
+                    self._with_arguments.add(number)
                 yield ToolCallDelta(number, call_id or None, name or None, arguments)
 
     def _call_number(self, index: int | None, call_id: str | None) -> int:
@@ -333,7 +337,17 @@ class ChunkDecoder:
         if not self.done and self._reason is None:
             raise MalformedStream("upstream stream ended before [DONE]")
         self.data = ""
+        tail: list[ProviderEvent] = []
+        if self._reason != "length":
+            # Calls given no arguments (a function without parameters, on some servers):
+            # `{}`, as OpenAI gives them, so that every client can parse them.
+            tail.extend(
+                ToolCallDelta(number, None, None, "{}")
+                for number in range(len(self._call_ids))
+                if number not in self._with_arguments
+            )
         reported = usage_of(self._usage)
-        tail: list[ProviderEvent] = [] if reported is None else [reported]
+        if reported is not None:
+            tail.append(reported)
         tail.append(Finish(FINISH_REASONS.get(self._reason or "stop", StopReason.STOP)))
         return tail

@@ -35,6 +35,7 @@ from tests.support.upstreams import (
     FakeAnthropic,
     FakeOpenAI,
     FakeToolCall,
+    JSONAnswer,
     Raw,
     Stream,
 )
@@ -589,6 +590,43 @@ class TestParameters:
         assert anthropic_fake.requests[0].body["tools"] == [
             {"name": "get_weather", "input_schema": {"type": "object", **schema}}
         ]
+
+
+NOW: ChatCompletionToolParam = {"type": "function", "function": {"name": "now"}}
+NOW_HEAD = {"tool_calls": [{"index": 0, "id": "call_now", "type": "function",
+                            "function": {"name": "now", "arguments": None}}]}  # fmt: skip
+
+
+class TestCallsWithoutArguments:
+    """A call of a function without parameters, from a server that sends no arguments for
+    it (none, `null` or ""), reaches the client with `{}`, as OpenAI and our Anthropic
+    provider give it: `""` is no JSON a client can parse."""
+
+    @pytest.mark.parametrize("stream", [False, True])
+    async def test_a_streamed_call(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI, stream: bool
+    ) -> None:
+        openai_fake.script(Raw((openai_chunks(NOW_HEAD),)))
+        client = await gateway(fake_provider(openai_fake))
+        async with await sdk_for(client) as sdk:
+            messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Now?"}]
+            if stream:
+                async with sdk.chat.completions.stream(
+                    model="openclaw", messages=messages, tools=[NOW]
+                ) as events:
+                    completion = await events.get_final_completion()
+            else:
+                completion = await sdk.chat.completions.create(
+                    model="openclaw", messages=messages, tools=[NOW]
+                )
+        (call,) = completion.choices[0].message.tool_calls or []
+        assert (call.id, call.function.name, call.function.arguments) == ("call_now", "now", "{}")
+
+    async def test_a_json_answer(self, gateway: MakeClient, openai_fake: FakeOpenAI) -> None:
+        openai_fake.script(JSONAnswer("", tool_calls=(FakeToolCall("call_now", "now", ("",)),)))
+        client = await gateway(fake_provider(openai_fake))
+        reply = await (await post(client, ask("Now?", tools=[NOW]))).json()
+        assert reply["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] == "{}"
 
 
 class TestWithoutHistory:
