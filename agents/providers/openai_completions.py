@@ -7,6 +7,7 @@ does the I/O and relays the SSE stream with as little work per chunk as possible
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -189,14 +190,14 @@ def json_answer(answer: Any) -> list[ProviderEvent]:
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             raise MalformedStream("upstream JSON answer has a malformed tool call")
-        arguments = function.get("arguments")
+        arguments = _arguments_text(function.get("arguments"))
         events.append(
             ToolCallDelta(
                 index,
                 str(call.get("id") or f"call_{index}"),
                 function["name"],
                 # None given (a function without parameters): `{}`, as OpenAI gives it.
-                arguments if isinstance(arguments, str) and arguments else "{}",
+                arguments or "{}",
             )
         )
     usage = usage_of(answer.get("usage"))
@@ -205,6 +206,16 @@ def json_answer(answer: Any) -> list[ProviderEvent]:
     reason = FINISH_REASONS.get(choice.get("finish_reason") or "stop", StopReason.STOP)
     events.append(Finish(reason))
     return events
+
+
+def _arguments_text(arguments: Any) -> str:
+    """A call's `arguments` as text. Some OpenAI-compatible servers give them
+    as an object, whole: its JSON; anything else that is not text is a malformed reply."""
+    if arguments is None or isinstance(arguments, str):
+        return arguments or ""
+    if isinstance(arguments, dict):
+        return json.dumps(arguments, separators=(",", ":"), ensure_ascii=False)
+    raise MalformedStream("upstream tool call arguments are neither text nor an object")
 
 
 class OpenAICompletionsProvider:
@@ -304,7 +315,7 @@ class ChunkDecoder:
                 function = call.get("function") or {}
                 arguments = function.get("arguments") or ""
                 if type(arguments) is not str:
-                    raise TypeError("tool call arguments are not text")
+                    arguments = _arguments_text(arguments)
                 index = call.get("index")
                 if type(index) is not int and index is not None:
                     raise TypeError("tool call index is not an integer")

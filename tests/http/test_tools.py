@@ -622,6 +622,26 @@ class TestCallsWithoutArguments:
         (call,) = completion.choices[0].message.tool_calls or []
         assert (call.id, call.function.name, call.function.arguments) == ("call_now", "now", "{}")
 
+    @pytest.mark.parametrize("stream", [False, True])
+    async def test_arguments_given_as_an_object_are_sent_as_its_json(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI, stream: bool
+    ) -> None:
+        # Some OpenAI-compatible servers give `arguments` as an object.
+        call = {"index": 0, "id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}  # fmt: skip
+        message = {"role": "assistant", "content": None, "tool_calls": [call]}
+        answer = {"choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}]}
+        if stream:
+            reply: Raw = Raw((openai_chunks({"tool_calls": [call]}),))
+        else:
+            reply = Raw((json.dumps(answer).encode(),), content_type="application/json")
+        openai_fake.script(reply)
+        client = await gateway(fake_provider(openai_fake))
+        response = await post(client, ask("Weather?", tools=[WEATHER]))
+        assert response.status == 200
+        (got,) = (await response.json())["choices"][0]["message"]["tool_calls"]
+        assert got["function"]["arguments"] == '{"city":"Paris"}'
+
     async def test_a_json_answer(self, gateway: MakeClient, openai_fake: FakeOpenAI) -> None:
         openai_fake.script(JSONAnswer("", tool_calls=(FakeToolCall("call_now", "now", ("",)),)))
         client = await gateway(fake_provider(openai_fake))
