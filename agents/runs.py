@@ -10,10 +10,14 @@ subscribers. A subscription made right after `submit()` returns, before any `awa
 every event from seq 1; one made after the run ended yields just the terminal event.
 
 Overflow policy. When a subscriber's queue is full (`maxsize` events):
-- an `assistant` (or `thinking`, or `tool` `update`) event whose predecessor in the queue is
-  of the same kind (the same tool call for `tool`) is merged into it: the deltas are
-  concatenated, the other fields become the newer event's, `seq`/`ts` the newer ones. The
-  reader sees a seq gap but never loses text, and the queue stops growing;
+- an `assistant` (or `thinking`, or `tool` `update`) event is merged into the newest queued
+  event of the same kind (the same tool call for `tool`), when only delta events of other
+  kinds (at most `MERGE_LOOKBACK` of them) follow that one: the deltas are concatenated, the
+  other fields become the newer event's, `seq`/`ts` the newer ones. The reader sees seq gaps,
+  and seqs out of order where two streams interleave (some servers send a chunk's reasoning
+  and text together), but each stream's text is exact and in order, and the queue stops
+  growing: every event held would otherwise hold its stream's cumulative text, quadratic
+  memory in the reply's length;
 - `lifecycle` and `usage` events and tool `start`/`result` are always enqueued (a run has
   only a handful), and so is a delta event that follows one of them; the queue may thus
   exceed `maxsize` by a few.
@@ -155,6 +159,17 @@ _TOOL = Stream.TOOL
 _UPDATE = ToolPhase.UPDATE
 
 
+# How far back a delta event looks for one of its kind to merge into, past deltas of other
+# kinds: text, reasoning and the tool calls a model streams side by side.
+MERGE_LOOKBACK = 16
+
+
+def _is_delta(event: RunEvent) -> bool:
+    """An event a later one of another kind may be merged past (never a start or an end)."""
+    stream = event.stream
+    return stream in _DELTA_STREAMS and (stream != _TOOL or event.data.get("phase") == _UPDATE)
+
+
 def _mergeable(event: RunEvent, last: RunEvent) -> bool:
     if event.stream != last.stream or event.stream not in _DELTA_STREAMS:
         return False
@@ -164,6 +179,20 @@ def _mergeable(event: RunEvent, last: RunEvent) -> bool:
     return data.get("phase") == before.get("phase") == _UPDATE and data.get(
         "toolCallId"
     ) == before.get("toolCallId")
+
+
+def _merge_target(queue: deque[RunEvent], event: RunEvent) -> int | None:
+    """The index of the queued event the delta `event` is merged into, if any."""
+    index = len(queue) - 1
+    stop = max(-1, index - MERGE_LOOKBACK)
+    while index > stop:
+        queued = queue[index]
+        if _mergeable(event, queued):
+            return index
+        if not _is_delta(queued):
+            return None
+        index -= 1
+    return None
 
 
 @attrs.define(eq=False)
@@ -176,8 +205,10 @@ class RunSubscription:
     _run: AgentRun | None
     _maxsize: int
     _queue: deque[RunEvent] = attrs.field(factory=deque)
-    # Deltas merged into the queue's last event, joined when that event is read.
-    _merged: list[str] | None = None
+    # Deltas merged into queued events, by the event's number (`_head` + its index), joined
+    # when that event is read.
+    _merged: dict[int, list[str]] = attrs.field(factory=dict)
+    _head: int = 0  # the number of the queue's first event: how many were read
     _waiter: asyncio.Future[None] | None = None
     _ended: bool = False  # the terminal event is queued, or the subscription was closed
     # Given to `wait()`: takes events at once while the reader waits with nothing queued.
@@ -188,14 +219,16 @@ class RunSubscription:
         queue = self._queue
         if not queue and self._direct is not None and self._direct(event):
             return
-        if len(queue) >= self._maxsize and queue and _mergeable(event, queue[-1]):
-            if self._merged is None:
-                self._merged = [queue[-1].data["delta"]]
-            self._merged.append(event.data["delta"])
-            queue[-1] = event
-            return
-        if self._merged is not None:
-            self._seal()
+        if len(queue) >= self._maxsize and event.stream in _DELTA_STREAMS:
+            index = _merge_target(queue, event)
+            if index is not None:
+                number = self._head + index
+                pieces = self._merged.get(number)
+                if pieces is None:
+                    pieces = self._merged[number] = [queue[index].data["delta"]]
+                pieces.append(event.data["delta"])
+                queue[index] = event
+                return
         queue.append(event)
         if event.is_terminal:
             self._ended = True
@@ -203,12 +236,14 @@ class RunSubscription:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _seal(self) -> None:
-        """Replace the queue's last event by the merge of the deltas collected for it."""
-        assert self._merged is not None
-        last = self._queue[-1]
-        self._queue[-1] = last._replace(data={**last.data, "delta": "".join(self._merged)})
-        self._merged = None
+    def _pop(self) -> RunEvent:
+        """The queue's first event, with the deltas merged into it joined."""
+        event = self._queue.popleft()
+        pieces = self._merged.pop(self._head, None) if self._merged else None
+        self._head += 1
+        if pieces is not None:
+            event = event._replace(data={**event.data, "delta": "".join(pieces)})
+        return event
 
     @property
     def pending(self) -> bool:
@@ -247,9 +282,7 @@ class RunSubscription:
         while True:
             queue = self._queue
             if queue:
-                if self._merged is not None and len(queue) == 1:
-                    self._seal()
-                return queue.popleft()
+                return self._pop()
             if self._ended:
                 raise StopAsyncIteration
             self._waiter = asyncio.get_running_loop().create_future()
@@ -264,7 +297,7 @@ class RunSubscription:
             self._run.unsubscribe(self)
             self._run = None
         self._queue.clear()
-        self._merged = None
+        self._merged.clear()
         self._ended = True
         self._direct = None
         if self._waiter is not None and not self._waiter.done():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from agents.providers.pool import ProviderPool, Timeouts
 from agents.registry import SessionRegistry
 from agents.runs import TurnRequest
 from agents.store import SessionStore
-from tests.support.upstreams import FakeAnthropic, FakeOpenAI, Status, Stream
+from tests.support.upstreams import FakeAnthropic, FakeOpenAI, Raw, Status, Stream
 
 
 @pytest.fixture
@@ -178,3 +179,41 @@ class TestAnthropicReplay:
         assert anthropic_upstream.requests[1].body["messages"] == [
             {"role": "user", "content": "first\n\nsecond"}
         ]
+
+
+class TestSlowSubscriber:
+    async def test_interleaved_reasoning_and_text_keep_a_stalled_queue_bounded(
+        self, store: SessionStore, openai_upstream: FakeOpenAI
+    ) -> None:
+        # Some servers send a chunk's reasoning and its text together: the run's events then
+        # alternate between the two streams. A reader that fell behind (an HTTP client reading
+        # slowly) held every one of them, each with its stream's cumulative text: quadratic
+        # memory in the reply's length.
+        def chunk(i: int) -> bytes:
+            delta = {"content": f" t{i}", "reasoning_content": f" r{i}"}
+            body = {"id": "c", "object": "chat.completion.chunk", "created": 0,
+                    "model": "fake-model", "choices": [{"index": 0, "delta": delta}]}  # fmt: skip
+            return f"data: {json.dumps(body)}\n\n".encode()
+
+        count = 3000
+        end = b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+        openai_upstream.script(Raw((*(chunk(i) for i in range(count)), end, b"data: [DONE]\n\n")))
+        registry = await make_registry(store, ("up1/fake-model",), openai_upstream)
+        try:
+            run = registry.submit(turn())
+            stalled = run.subscribe(maxsize=16)
+            outcome = await run.wait()
+        finally:
+            await registry.aclose()
+        assert outcome.text == "".join(f" t{i}" for i in range(count))
+        assert outcome.reasoning == "".join(f" r{i}" for i in range(count))
+        assert len(stalled._queue) <= 16 + 4
+        late = [e async for e in stalled]
+        texts = [e for e in late if e.stream == "assistant"]
+        thoughts = [e for e in late if e.stream == "thinking"]
+        assert "".join(e.data["delta"] for e in texts) == outcome.text
+        assert "".join(e.data["delta"] for e in thoughts) == outcome.reasoning
+        assert (texts[-1].data["text"], thoughts[-1].data["text"]) == (
+            outcome.text, outcome.reasoning
+        )  # fmt: skip
+        assert late[-1].is_terminal
