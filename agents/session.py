@@ -222,6 +222,11 @@ class AgentSession:
     _holds: int = 0  # reset/delete/patch in progress
     # An abort cancelled the worker's wait for another process's turn of the key.
     _wait_aborted: bool = False
+    # The worker waits for a global slot (`_slot_wait`), and an abort that emptied the queue
+    # cancelled that wait (`_slot_wait_aborted`): a session with nothing queued lets go at
+    # once, instead of holding its place in line (and its memory) until a slot frees.
+    _slot_wait: bool = False
+    _slot_wait_aborted: bool = False
 
     # -- queue -------------------------------------------------------------------------
 
@@ -271,6 +276,11 @@ class AgentSession:
     def _remove(self, run: AgentRun) -> None:
         if run in self._pending:
             self._pending.remove(run)
+            worker = self._worker
+            waiting = self._slot_wait and not self._slot_wait_aborted
+            if not self._pending and waiting and worker is not None:
+                self._slot_wait_aborted = True
+                worker.cancel()
         elif run is self._running and self._worker is not None:
             # Taken off the queue, it waits for another process's turn of the key (a shared
             # store's turn lock): the run ends now, and the worker stops waiting for it.
@@ -303,7 +313,8 @@ class AgentSession:
             while self._pending:
                 # The slot first, then the lane: a reset waiting for the lane then only
                 # waits for the (aborted) running turn, never for a global slot.
-                await slots.acquire()
+                if not await self._slot():
+                    continue  # the queue was emptied meanwhile
                 try:
                     async with self._lane:
                         if not self._pending:
@@ -319,6 +330,22 @@ class AgentSession:
         finally:
             self._worker = None
             self._deps.session_idle(self)
+
+    async def _slot(self) -> bool:
+        """Wait for a global slot; False, holding none, when an abort emptied the queue
+        meanwhile (a run queued after that abort is then still in it)."""
+        self._slot_wait = True
+        try:
+            await self._deps.slots.acquire()
+            return True
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._slot_wait_aborted and task is not None and task.uncancel() == 0:
+                return False
+            raise
+        finally:
+            self._slot_wait = False
+            self._slot_wait_aborted = False
 
     async def _run_guarded(self, run: AgentRun) -> None:
         store = self._deps.store

@@ -395,6 +395,47 @@ class TestEndedRuns:
             "agent:main:openai:one",
         ]
 
+    async def test_stateless_sessions_aborted_while_waiting_for_a_slot_leave_at_once(
+        self, harness: Harness
+    ) -> None:
+        # Every slot is taken by a long turn; requests that give up meanwhile (clients that
+        # time out and retry) must not each leave a session and its waiting worker behind
+        # until a slot frees, hours later.
+        registry, stall = stalling(harness, max_concurrent=1)
+        busy = registry.submit(req("busy"))
+        await until(lambda: stall.active == 1)
+        for i in range(50):
+            run = registry.submit(req(f"openai:{i}", stateless=True, new_key=True))
+            await asyncio.sleep(0)  # its worker now waits for the slot
+            assert run.abort() is True
+            assert (await run.wait()).status == "aborted"
+        await until(lambda: registry.stats().live_sessions == 1)
+        assert registry.slots.active == 1
+        # A turn that comes later still gets the slot when it frees, and runs.
+        later = registry.submit(req("openai:later", stateless=True, new_key=True))
+        busy.abort()
+        await busy.wait()
+        stall.block = False
+        assert (await later.wait()).status == "completed"
+        await until(lambda: registry.stats().live_sessions == 1 and registry.slots.active == 0)
+
+    async def test_a_turn_queued_right_after_the_last_queued_one_was_aborted_runs(
+        self, harness: Harness
+    ) -> None:
+        registry, stall = stalling(harness, max_concurrent=1)
+        busy = registry.submit(req("busy"))
+        await until(lambda: stall.active == 1)
+        first = registry.submit(req("s2"))
+        await asyncio.sleep(0)
+        first.abort()
+        second = registry.submit(req("s2"))  # before the worker saw its wait cancelled
+        busy.abort()
+        await busy.wait()
+        stall.block = False
+        async with asyncio.timeout(5):
+            assert (await second.wait()).status == "completed"
+        await until(lambda: registry.slots.active == 0)
+
     async def test_a_stateless_turn_creates_its_row_in_the_turns_commit(
         self, harness: Harness
     ) -> None:
