@@ -9,15 +9,16 @@ the run never awaits a subscriber, so a slow or stalled one cannot slow the run 
 subscribers. A subscription made right after `submit()` returns, before any `await`, sees
 every event from seq 1; one made after the run ended yields just the terminal event.
 
-Overflow policy. When a subscriber's queue is full (`maxsize` events):
-- an `assistant` (or `thinking`, or `tool` `update`) event is merged into the newest queued
-  event of the same kind (the same tool call for `tool`), when only delta events of other
-  kinds (at most `MERGE_LOOKBACK` of them) follow that one: the deltas are concatenated, the
-  other fields become the newer event's, `seq`/`ts` the newer ones. The reader sees seq gaps,
-  and seqs out of order where two streams interleave (some servers send a chunk's reasoning
-  and text together), but each stream's text is exact and in order, and the queue stops
-  growing: every event held would otherwise hold its stream's cumulative text, quadratic
-  memory in the reply's length;
+Overflow policy:
+- when the queue is full, or its events hold more than `SUBSCRIPTION_TEXT_BUDGET` characters
+  of text so far, an `assistant` (or `thinking`, or `tool` `update`) event is merged into the
+  newest queued event of the same kind (the same tool call for `tool`), when only delta
+  events of other kinds (at most `MERGE_LOOKBACK` of them) follow that one: the deltas are
+  concatenated, the other fields become the newer event's, `seq`/`ts` the newer ones. The
+  reader sees seq gaps, and seqs out of order where two streams interleave (some servers send
+  a chunk's reasoning and text together), but each stream's text is exact and in order, and
+  the queue stops growing: every event held would otherwise hold its stream's cumulative
+  text, quadratic memory in the reply's length;
 - `lifecycle` and `usage` events and tool `start`/`result` are always enqueued (a run has
   only a handful), and so is a delta event that follows one of them; the queue may thus
   exceed `maxsize` by a few.
@@ -74,6 +75,11 @@ class RunStatus(StrEnum):
 RUNNING = RunState.RUNNING  # the name tests compare `run.state` with
 
 DEFAULT_SUBSCRIPTION_SIZE = 1024  # events; merging keeps the text exact beyond it
+# Characters of text the queued `assistant`/`thinking` events of a subscriber may hold: each
+# carries its stream's text so far, so a reader that stopped reading late in a long reply
+# held `maxsize` copies of most of it (50 MB for a 300 KB reply). Past it, deltas merge as
+# past `maxsize`; a reader that keeps up never gets near it.
+SUBSCRIPTION_TEXT_BUDGET = 1024 * 1024
 # An ended run with an empty reply, measured with tracemalloc (run, released request,
 # outcome, terminal event and its data, the done event): about 2.3 KiB; rounded up, as ids
 # and error texts vary.
@@ -156,6 +162,9 @@ _new_event = tuple.__new__
 # fell behind merges every delta through here.
 _DELTA_STREAMS = frozenset({Stream.ASSISTANT, Stream.THINKING, Stream.TOOL})
 _TOOL = Stream.TOOL
+# Their events' data hold the text so far. A tuple, not a set: a StrEnum member hashes
+# through a Python call, and `push` runs once per token per subscriber.
+_TEXT_STREAMS = (Stream.ASSISTANT, Stream.THINKING)
 _UPDATE = ToolPhase.UPDATE
 
 
@@ -171,9 +180,11 @@ def _is_delta(event: RunEvent) -> bool:
 
 
 def _mergeable(event: RunEvent, last: RunEvent) -> bool:
-    if event.stream != last.stream or event.stream not in _DELTA_STREAMS:
+    """Whether the delta event `event` (`assistant`, `thinking`, `tool`) merges into `last`."""
+    stream = event.stream
+    if stream != last.stream:
         return False
-    if event.stream != _TOOL:
+    if stream != _TOOL:
         return True
     data, before = event.data, last.data
     return data.get("phase") == before.get("phase") == _UPDATE and data.get(
@@ -209,6 +220,7 @@ class RunSubscription:
     # when that event is read.
     _merged: dict[int, list[str]] = attrs.field(factory=dict)
     _head: int = 0  # the number of the queue's first event: how many were read
+    _held: int = 0  # characters of text so far in the queued events (the text budget)
     _waiter: asyncio.Future[None] | None = None
     _ended: bool = False  # the terminal event is queued, or the subscription was closed
     # Given to `wait()`: takes events at once while the reader waits with nothing queued.
@@ -219,16 +231,26 @@ class RunSubscription:
         queue = self._queue
         if not queue and self._direct is not None and self._direct(event):
             return
-        if len(queue) >= self._maxsize and event.stream in _DELTA_STREAMS:
-            index = _merge_target(queue, event)
+        stream = event.stream
+        texted = stream in _TEXT_STREAMS
+        size = len(event.data["text"]) if texted else 0
+        full = len(queue) >= self._maxsize or self._held > SUBSCRIPTION_TEXT_BUDGET
+        if full and (texted or stream == _TOOL):
+            index: int | None = len(queue) - 1
+            if not _mergeable(event, queue[-1]):  # most often the last one, else look back
+                index = _merge_target(queue, event)
             if index is not None:
                 number = self._head + index
+                merged = queue[index]
                 pieces = self._merged.get(number)
                 if pieces is None:
-                    pieces = self._merged[number] = [queue[index].data["delta"]]
+                    pieces = self._merged[number] = [merged.data["delta"]]
                 pieces.append(event.data["delta"])
+                if size:
+                    self._held += size - len(merged.data["text"])
                 queue[index] = event
                 return
+        self._held += size
         queue.append(event)
         if event.is_terminal:
             self._ended = True
@@ -239,6 +261,9 @@ class RunSubscription:
     def _pop(self) -> RunEvent:
         """The queue's first event, with the deltas merged into it joined."""
         event = self._queue.popleft()
+        stream = event.stream
+        if stream in _TEXT_STREAMS:
+            self._held -= len(event.data["text"])
         pieces = self._merged.pop(self._head, None) if self._merged else None
         self._head += 1
         if pieces is not None:
@@ -298,6 +323,7 @@ class RunSubscription:
             self._run = None
         self._queue.clear()
         self._merged.clear()
+        self._held = 0
         self._ended = True
         self._direct = None
         if self._waiter is not None and not self._waiter.done():

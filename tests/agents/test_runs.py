@@ -23,7 +23,7 @@ from agents.errors import (
 from agents.events import RunEvent, SessionChange
 from agents.providers.base import ImageInput, Usage
 from agents.registry import SessionRegistry
-from agents.runs import RunSubscription, TurnRequest
+from agents.runs import SUBSCRIPTION_TEXT_BUDGET, RunSubscription, TurnRequest
 from tests.support.scripted import (
     FIXED_NOW,
     Harness,
@@ -504,6 +504,26 @@ class TestSubscribers:
         assert [e.seq for e in seen] == list(range(1, 5005))
         # The stalled one holds a bounded queue whose deltas still add up to the text.
         assert len(stalled._queue) <= 8 + 3
+        late = [e async for e in stalled]
+        texts = [e for e in late if e.stream == "assistant"]
+        assert "".join(e.data["delta"] for e in texts) == outcome.text == "".join(deltas)
+        assert texts[-1].data["text"] == outcome.text
+        assert late[-1].is_terminal
+
+    async def test_a_stalled_subscriber_holds_a_bounded_share_of_a_long_reply(
+        self, harness: Harness
+    ) -> None:
+        # Each assistant event carries the reply so far: a reader that stops reading (an HTTP
+        # client that does not read its socket) held up to a queue's worth of them, some
+        # maxsize times the reply (50 MB for this 300 KB one).
+        deltas = tuple("x" * 99 + " " for _ in range(3000))
+        fire = ScriptedProvider("fire", deltas=deltas, cooperative=True)
+        registry = harness.registry(make_config(("fire/m",), apis=("fire",)), [fire])
+        run = registry.submit(req())
+        stalled = run.subscribe()
+        outcome = await run.wait()
+        held = sum(len(e.data.get("text", "")) for e in stalled._queue)
+        assert held <= SUBSCRIPTION_TEXT_BUDGET + len(outcome.text)
         late = [e async for e in stalled]
         texts = [e for e in late if e.stream == "assistant"]
         assert "".join(e.data["delta"] for e in texts) == outcome.text == "".join(deltas)
