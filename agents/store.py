@@ -229,6 +229,10 @@ VALUES (:key, :agent_id, :session_id, NULL, :created, :now, :input, :output, :in
         :provider, :model, :run_id, :status, :aborted, :stateless)
 ON CONFLICT (key) DO UPDATE SET
     stateless = stateless AND excluded.stateless,
+    -- A row created while the turn ran (a label given during a minted key's first turn,
+    -- whose row the turn writes): the session is the turn's, which holds its messages.
+    session_id = CASE WHEN created_at >= excluded.created_at THEN excluded.session_id
+                      ELSE session_id END,
     updated_at = excluded.updated_at,
     input_tokens = excluded.input_tokens,
     output_tokens = excluded.output_tokens,

@@ -227,6 +227,10 @@ INSERT INTO sessions AS s ({_SESSION_COLUMNS}, stateless)
 VALUES ($2, $3, $1, NULL, $4, $6, $7, $8, $7, $9, $10, $11, $12, $13, $14)
 ON CONFLICT (key) DO UPDATE SET
     stateless = s.stateless AND excluded.stateless,
+    -- A row created while the turn ran (a label given during a minted key's first turn,
+    -- whose row the turn writes): the session is the turn's, which holds its messages.
+    session_id = CASE WHEN s.created_at >= excluded.created_at THEN excluded.session_id
+                      ELSE s.session_id END,
     updated_at = excluded.updated_at,
     input_tokens = excluded.input_tokens,
     output_tokens = excluded.output_tokens,

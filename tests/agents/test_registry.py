@@ -176,6 +176,31 @@ class TestLabelsAndListing:
         assert cleared.label is None and cleared.session_id == info.session_id
         assert await reply(registry, "x") == "[turn 1] hi"
 
+    async def test_a_label_given_during_a_minted_keys_first_turn_keeps_that_turn(
+        self, harness: Harness
+    ) -> None:
+        # The key of a stateless request is in its response's headers (and in the
+        # sessions.changed that announced it) while its first turn runs, whose row is written
+        # only with the turn: a label given meanwhile created the row under another session
+        # id, and the turn was stored where the session never looked.
+        registry, stall = stalling(harness)
+        run = registry.submit(req("openai:minted", stateless=True, new_key=True))
+        await until(lambda: stall.active == 1)
+        labelled = await registry.patch_label("agent:main:openai:minted", "Named")
+        run.abort()
+        outcome = await run.wait()
+        info = await registry.get_session("agent:main:openai:minted")
+        assert info is not None
+        assert (info.label, info.session_id) == ("Named", outcome.session_id)
+        assert labelled.key == info.key
+        transcript = await registry.history("agent:main:openai:minted")
+        assert [m.role for m in transcript.messages] == ["user", "assistant"]
+        stall.block = False
+        second = await registry.submit(req("openai:minted", "again")).wait()
+        assert second.session_id == outcome.session_id
+        transcript = await registry.history("agent:main:openai:minted")
+        assert [m.role for m in transcript.messages] == ["user", "assistant"] * 2
+
     async def test_session_row_as_sessions_list_wants_it(self, harness: Harness) -> None:
         registry = harness.registry(clock=lambda: FIXED_NOW)
         await registry.submit(req("main", run_id="idem-2")).wait()

@@ -401,6 +401,22 @@ class TestTurns:
         assert await store.is_stateless(KEY) is True
         assert (await store.history(row.session_id, 10)).total == 2
 
+    async def test_a_turn_on_an_unsaved_row_takes_over_a_row_created_meanwhile(
+        self, store: SessionStore
+    ) -> None:
+        """A label given while a minted key's first turn runs creates the row first: the turn's
+        session (its messages) wins, the label stays. A row older than the turn keeps its own
+        session (another process reset it meanwhile)."""
+        row = store.unsaved_row(KEY, "main", 100)
+        labelled = await store.patch_label(KEY, "main", "Named", 1002)
+        assert labelled.session_id != row.session_id
+        saved = await store.append_turn(turn(row, stateless=True))
+        assert (saved.session_id, saved.label) == (row.session_id, "Named")
+        assert (await store.history(saved.session_id, 10)).total == 2
+        older = await store.reset(KEY, "main", 2000)
+        late = await store.append_turn(turn(saved, "r2", user_timestamp=1500))
+        assert late.session_id == older.session_id
+
     async def test_session_and_message_ids_are_time_ordered_uuids(
         self, store: SessionStore
     ) -> None:
