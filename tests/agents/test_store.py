@@ -417,6 +417,18 @@ class TestTurns:
         late = await store.append_turn(turn(saved, "r2", user_timestamp=1500))
         assert late.session_id == older.session_id
 
+    async def test_a_reset_during_a_sessions_first_turn_wins_over_the_turn(
+        self, store: SessionStore
+    ) -> None:
+        """A named key's row is made as its first turn starts, in the same millisecond as the
+        turn's user message (or after it): a reset while that turn runs still wins, and the
+        turn goes into the archived transcript, as any late turn of a reset session does."""
+        row, _ = await store.create(KEY, "main", 1000)
+        newer = await store.reset(KEY, "main", 1003)
+        late = await store.append_turn(turn(row, user_timestamp=1000))
+        assert late.session_id == newer.session_id
+        assert (await store.history(newer.session_id, 10)).total == 0
+
     async def test_session_and_message_ids_are_time_ordered_uuids(
         self, store: SessionStore
     ) -> None:
