@@ -15,6 +15,7 @@ socket. Runs it started go on (agents-sessions.md §2.4).
 from __future__ import annotations
 
 import asyncio
+import collections
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from enum import StrEnum
@@ -370,44 +371,85 @@ def _hello_ok(
 
 async def _read_loop(ws_state: WsState, methods: MethodRegistry, conn: Connection) -> None:
     ws = conn.ws
-    while True:
-        msg = await ws.receive()
-        if msg.type is WSMsgType.TEXT:
-            conn.last_activity_at = now_ms()
-            data = msg.data
-            try:
-                # Awaited here: the connection's requests are still dispatched in order.
-                if len(data) > PARSE_IN_THREAD_CHARS:
-                    frame = await asyncio.to_thread(protocol.parse_request, data)
-                else:
-                    frame = protocol.parse_request(data)
-            except NotJson:
-                _invalid_frame(conn, None, "not JSON")
-                continue
-            except InvalidFrame as exc:
-                _invalid_frame(conn, exc.frame_id, exc.detail)
-                continue
-            limit = ws_state.settings.max_inflight_requests
-            if conn.calls_in_flight >= limit:
-                # Refused, not waited for: a reader that waited for a free slot would read
-                # nothing meanwhile, pings included, and a client's keepalive would drop a
-                # healthy connection whose requests all wait (`agent.wait`), as HTTP/2
-                # refuses a stream beyond its peer's limit.
-                conn.send(protocol.error_response(frame.id, _too_many_in_flight(limit)))
-                continue
-            conn.spawn(dispatch(methods, ws_state, conn, frame), f"ws-call {frame.method}")
-        elif msg.type is WSMsgType.BINARY:
-            conn.last_activity_at = now_ms()
-            _invalid_frame(conn, None, "binary frames are not supported")
-        else:  # CLOSE, CLOSING, CLOSED, ERROR: the socket is done
-            return
+    waiting = _WaitingRequests(ws_state, methods, conn)
+    try:
+        while True:
+            msg = await ws.receive()
+            if msg.type is WSMsgType.TEXT:
+                conn.last_activity_at = now_ms()
+                data = msg.data
+                try:
+                    # Awaited here: the connection's requests are still dispatched in order.
+                    if len(data) > PARSE_IN_THREAD_CHARS:
+                        frame = await asyncio.to_thread(protocol.parse_request, data)
+                    else:
+                        frame = protocol.parse_request(data)
+                except NotJson:
+                    _invalid_frame(conn, None, "not JSON")
+                    continue
+                except InvalidFrame as exc:
+                    _invalid_frame(conn, exc.frame_id, exc.detail)
+                    continue
+                waiting.submit(frame, len(data))
+            elif msg.type is WSMsgType.BINARY:
+                conn.last_activity_at = now_ms()
+                _invalid_frame(conn, None, "binary frames are not supported")
+            else:  # CLOSE, CLOSING, CLOSED, ERROR: the socket is done
+                return
+    finally:
+        waiting.drop()
 
 
-def _too_many_in_flight(limit: int) -> WsError:
+class _WaitingRequests:
+    """A connection's requests beyond its slots (WsSettings.max_inflight_requests), in the
+    order they came: each starts when a call ends. The reader never waits for a slot."""
+
+    def __init__(self, ws_state: WsState, methods: MethodRegistry, conn: Connection) -> None:
+        self._ws_state = ws_state
+        self._methods = methods
+        self._conn = conn
+        self._frames: collections.deque[tuple[RequestFrame, int]] = collections.deque()
+        self._chars = 0
+        self._open = True
+
+    def submit(self, frame: RequestFrame, chars: int) -> None:
+        settings = self._ws_state.settings
+        if not self._frames and self._conn.calls_in_flight < settings.max_inflight_requests:
+            self._start(frame)
+        elif (
+            len(self._frames) < settings.max_waiting_requests
+            and self._chars + chars <= settings.max_waiting_chars
+        ):
+            self._frames.append((frame, chars))
+            self._chars += chars
+        else:
+            error = _too_many_in_flight(settings.max_inflight_requests, len(self._frames))
+            self._conn.send(protocol.error_response(frame.id, error))
+
+    def drop(self) -> None:
+        """The socket is done: what waits is not started."""
+        self._open = False
+        self._frames.clear()
+
+    def _start(self, frame: RequestFrame) -> None:
+        dispatching = dispatch(self._methods, self._ws_state, self._conn, frame)
+        task = self._conn.spawn(dispatching, f"ws-call {frame.method}")
+        task.add_done_callback(self._next)
+
+    def _next(self, _: asyncio.Task[Any]) -> None:
+        limit = self._ws_state.settings.max_inflight_requests
+        while self._open and self._frames and self._conn.calls_in_flight < limit:
+            frame, chars = self._frames.popleft()
+            self._chars -= chars
+            self._start(frame)
+
+
+def _too_many_in_flight(limit: int, waiting: int) -> WsError:
     return WsError(
         UNAVAILABLE,
-        f"too many requests in flight: {limit} per connection; retry after one is answered",
-        details={"limit": limit},
+        f"too many requests in flight: {limit} per connection and {waiting} waiting;"
+        " retry after one is answered",
+        details={"limit": limit, "waiting": waiting},
         retryable=True,
     )
 

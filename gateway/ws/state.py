@@ -39,9 +39,16 @@ class WsSettings:
     max_buffered_bytes: int = protocol.MAX_BUFFERED_BYTES
     # A closing handshake waits this long for the client before cutting the TCP connection.
     close_timeout_seconds: float = 5.0
-    # Requests of one connection handled at once; one beyond it is answered at once with a
-    # retryable UNAVAILABLE (the reader never stops reading: pings are answered).
+    # Requests of one connection handled at once. Those beyond it wait their turn, in order,
+    # while the reader goes on reading (pings are answered: a reader that stopped would let
+    # a client's keepalive drop a connection whose requests all wait, as `agent.wait`s do).
     max_inflight_requests: int = 64
+    # The waiting ones, by count and by their frames' characters (a frame may be up to
+    # maxPayload); one beyond either is answered at once with a retryable UNAVAILABLE. A
+    # client that pipelines a burst (a script's Promise.all) is served; one without limit
+    # is told to slow down.
+    max_waiting_requests: int = 1024
+    max_waiting_chars: int = 16 * 1024 * 1024
     # `chat.history` and `sessions.preview` calls of every connection built at once: each
     # reads pages of up to 8 MiB of stored text and builds up to 6 MiB of answer (some
     # 50 MiB of Python objects at worst), so 64 calls on each of many sockets would hold

@@ -770,7 +770,7 @@ class TestSessionChangesOutliveTheirClient:
 
 
 class TestRequestsInFlight:
-    async def test_a_request_beyond_the_slots_is_refused_and_one_after_a_slot_frees_is_answered(
+    async def test_a_request_beyond_the_slots_waits_for_one_and_is_answered(
         self, make_gateway: MakeGateway
     ) -> None:
         gateway = await make_gateway(settings=WsSettings(max_inflight_requests=2))
@@ -779,12 +779,57 @@ class TestRequestsInFlight:
             await ws.request("agent.wait", {"runId": f"never-{i}", "timeoutMs": 500})
             for i in range(2)
         ]
+        health = await ws.request("health")
+        answers = [await ws.response(frame_id) for frame_id in (*waits, health)]
+        assert [a["ok"] for a in answers] == [True, True, True]
+        assert [a["payload"]["status"] for a in answers[:2]] == ["timeout", "timeout"]
+        await ws.ws.close()
+
+    async def test_a_burst_of_requests_is_answered_in_full(self, make_gateway: MakeGateway) -> None:
+        # A script's Promise.all over 150 sessions.patch (the Control UI's tests do so).
+        gateway = await make_gateway(settings=WsSettings(max_inflight_requests=4))
+        ws = await gateway.connected()
+        sent = [
+            await ws.request("sessions.patch", {"key": f"bulk-{i}", "label": f"bulk {i}"})
+            for i in range(150)
+        ]
+        answers = [await ws.response(frame_id, wait=30) for frame_id in sent]
+        assert all(a["ok"] for a in answers), [a for a in answers if not a["ok"]][:1]
+        await ws.ws.close()
+
+    async def test_a_request_beyond_the_slots_and_the_waiting_ones_is_refused(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        gateway = await make_gateway(
+            settings=WsSettings(max_inflight_requests=1, max_waiting_requests=1)
+        )
+        ws = await gateway.connected()
+        wait = await ws.request("agent.wait", {"runId": "never", "timeoutMs": 500})
+        waiting = await ws.request("health")
         refused = await ws.call("health")
-        assert refused["error"]["code"] == "UNAVAILABLE"
-        assert refused["error"]["retryable"] is True
-        for frame_id in waits:
-            assert (await ws.response(frame_id))["payload"]["status"] == "timeout"
+        assert refused["error"] == {
+            "code": "UNAVAILABLE",
+            "message": "too many requests in flight: 1 per connection and 1 waiting; retry"
+            " after one is answered",
+            "details": {"limit": 1, "waiting": 1},
+            "retryable": True,
+        }
+        assert (await ws.response(wait))["payload"]["status"] == "timeout"
+        assert (await ws.response(waiting))["ok"] is True
         assert (await ws.call("health"))["ok"] is True
+        await ws.ws.close()
+
+    async def test_waiting_requests_are_bounded_by_their_size_too(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        gateway = await make_gateway(
+            settings=WsSettings(max_inflight_requests=1, max_waiting_chars=1000)
+        )
+        ws = await gateway.connected()
+        await ws.request("agent.wait", {"runId": "never", "timeoutMs": 500})
+        refused = await ws.call("health", {"padding": "x" * 2000})
+        assert refused["error"]["code"] == "UNAVAILABLE"
+        assert refused["error"]["details"] == {"limit": 1, "waiting": 0}
         await ws.ws.close()
 
     async def test_pings_are_answered_while_every_slot_is_taken(
@@ -804,28 +849,14 @@ class TestRequestsInFlight:
                 assert msg.type is aiohttp.WSMsgType.TEXT, msg
                 read.append(json.loads(msg.data))
         assert msg.data == b"still there?"
-        answers = [f for f in read if f.get("id") == health] or [await ws.response(health)]
-        assert answers == [
-            {
-                "type": "res",
-                "id": health,
-                "ok": False,
-                "error": {
-                    "code": "UNAVAILABLE",
-                    "message": "too many requests in flight: 1 per connection; retry after one"
-                    " is answered",
-                    "details": {"limit": 1},
-                    "retryable": True,
-                },
-            }
-        ]
+        assert [f for f in read if f.get("id") == health] == []  # it waits for the slot
         await ws.ws.close()
 
     async def test_a_client_that_leaves_while_its_requests_fill_every_slot_is_let_go(
         self, tmp_path: Path
     ) -> None:
         # An `agent.wait` holds its slot as long as its client likes; the request beyond the
-        # slots is refused and the socket's end still read. Served as in production: aiohttp
+        # slots waits, and the socket's end is still read. Served as in production: aiohttp
         # does not cancel a handler whose client left.
         app = build_app(tmp_path)
         ws_state = app[WS]
@@ -836,7 +867,7 @@ class TestRequestsInFlight:
             conn_id = (await ws.connect(auth={"token": SERVED_TOKEN}))["payload"]["server"][
                 "connId"
             ]
-            for i in range(3):  # the third is refused
+            for i in range(3):  # the third waits for a slot
                 await ws.request("agent.wait", {"runId": f"never-{i}", "timeoutMs": 600_000})
             await asyncio.sleep(0.1)
             await raw.close()  # the close goes unanswered: the client drops the connection
