@@ -72,6 +72,29 @@ class UpstreamStatusError(UpstreamError):
         super().__init__(detail or f"upstream answered HTTP {status}")
         self.status = status
 
+    @property
+    def refused(self) -> bool:
+        """The upstream refused the request itself as bad (its messages, its size): asked
+        again as it was, it is refused again (agents/history.py)."""
+        return self.status in REFUSED_STATUSES
+
+
+# The statuses of an upstream that refuses the request as bad: 400 (a message or an image it
+# cannot take), 413 (too large), 422 (a message it rejects, a context too long). Not 401,
+# 403, 429 or 5xx, which say nothing about the request's messages.
+REFUSED_STATUSES = frozenset({400, 413, 422})
+# How a turn the upstream refused as bad is stored: its reply's errorMessage begins with it
+# (the client was told `upstream provider error`, as for any upstream failure).
+REFUSED_ERROR = "upstream provider refused the request"
+
+
+def stored_error(error: AgentError) -> str:
+    """The errorMessage a failed turn's reply is stored with: the client's message, or for a
+    request the upstream refused as bad, `REFUSED_ERROR` and its status."""
+    if isinstance(error, UpstreamStatusError) and error.refused:
+        return f"{REFUSED_ERROR} (HTTP {error.status})"
+    return error.message
+
 
 class UpstreamRateLimited(UpstreamError):
     """HTTP 429. `retry_after` in seconds (rounded up), None when the upstream gave none."""

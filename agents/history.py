@@ -10,6 +10,19 @@ rule of the store's `SQL_RECENT_TURNS`, applied here in Python (`window_start`).
 
 Kept per session key within a byte budget, least recently used dropped first: a dropped or
 stale history is read from the store again, as before.
+
+A turn the upstream refused as a bad request (HTTP 400, 413 or 422: an image or a message it
+cannot take, a context too long) is stored, its reply marked so (`stopReason` `error`, an
+`errorMessage` that begins with `agents.errors.REFUSED_ERROR`), but none of its messages is
+replayed: given to the model again they would be refused again, and every later turn of the
+session with them. Nor is its reply the session's last one that a client resending its
+history continues from (agents/transcript.py): a client that drops or edits the refused
+question continues the session, and one that sends it again has it given to the model once.
+A refused turn still counts among the window's `historyLimit` user turns, as the store cuts
+the window. Other failures (401, 403, 429, 5xx, timeouts, a broken connection) say nothing
+about the messages: their turns are replayed as any (agents/transcript.py on retried turns).
+As a call cut off in its arguments (`replayed`), only the model's context: the transcript
+keeps it, and `chat.history` shows it.
 """
 
 from __future__ import annotations
@@ -84,6 +97,16 @@ def _cut_off(call: ToolCall) -> bool:
         return True
 
 
+def _unrefused(messages: tuple[StoredMessage, ...]) -> tuple[StoredMessage, ...]:
+    """`messages` without those of the turns the upstream refused (see above): every
+    message of the run whose reply is refused. A turn is written whole, in one transaction,
+    and its reply is its last message, so a window that holds any of it holds its reply."""
+    refused = {m.run_id for m in messages if m.refused}
+    if not refused:
+        return messages
+    return tuple(m for m in messages if m.run_id not in refused)
+
+
 @attrs.frozen
 class SessionHistory:
     """A transcript's replay window as the store would give it, and its messages replayed."""
@@ -91,15 +114,17 @@ class SessionHistory:
     session_id: str
     user_turns: int  # the `historyLimit` it was cut to
     stored: tuple[StoredMessage, ...]  # oldest first: `recent_turns(session_id, user_turns)`
-    chats: tuple[ChatMessage | None, ...]  # `replayed` of each of them
+    kept: tuple[StoredMessage, ...]  # `stored` without the refused turns: the replayed ones
+    chats: tuple[ChatMessage | None, ...]  # `replayed` of each of `kept`
     size: int  # roughly, in bytes: what the budget counts
 
     @classmethod
     def of(
         cls, session_id: str, user_turns: int, stored: tuple[StoredMessage, ...]
     ) -> SessionHistory:
-        chats = tuple(replayed(m) for m in stored)
-        return cls(session_id, user_turns, stored, chats, _size(chats))
+        kept = _unrefused(stored)
+        chats = tuple(replayed(m) for m in kept)
+        return cls(session_id, user_turns, stored, kept, chats, _size(chats))
 
     @property
     def last_seq(self) -> int:
@@ -111,13 +136,15 @@ class SessionHistory:
         return tuple(c for c in self.chats if c is not None)
 
     def last_assistant(self) -> StoredMessage | None:
-        """The window's last assistant message (None: none in the window, not none at all)."""
-        return next((m for m in reversed(self.stored) if m.role == "assistant"), None)
+        """The window's last replayed assistant message (None: none in the window, not none
+        at all)."""
+        return next((m for m in reversed(self.kept) if m.role == "assistant"), None)
 
     def before(self, message: StoredMessage) -> StoredMessage | None:
-        """The window's message before `message` (None: not in the window, or its first)."""
+        """The window's replayed message before `message` (None: not in the window, or its
+        first)."""
         index = self._index(message)
-        return self.stored[index - 1] if index else None
+        return self.kept[index - 1] if index else None
 
     def replayed_before(self, message: StoredMessage) -> tuple[ChatMessage | None, ...]:
         """The window's messages before `message` as replayed (None for an empty reply),
@@ -126,9 +153,9 @@ class SessionHistory:
         return self.chats[:index]
 
     def _index(self, message: StoredMessage) -> int | None:
-        stored = self.stored
-        for index in range(len(stored) - 1, -1, -1):  # the last message, as a rule
-            if stored[index].seq == message.seq:
+        kept = self.kept
+        for index in range(len(kept) - 1, -1, -1):  # the last message, as a rule
+            if kept[index].seq == message.seq:
                 return index
         return None
 
@@ -137,10 +164,15 @@ class SessionHistory:
         if not added:
             return self
         stored = self.stored + added
-        chats = self.chats + tuple(replayed(m) for m in added)
         start = window_start(stored, self.user_turns)
-        chats = chats[start:]
-        return SessionHistory(self.session_id, self.user_turns, stored[start:], chats, _size(chats))
+        stored = stored[start:]
+        new = _unrefused(added)
+        kept = self.kept + new
+        chats = self.chats + tuple(replayed(m) for m in new)
+        first = stored[0].seq if stored else 0
+        cut = next((i for i, m in enumerate(kept) if m.seq >= first), len(kept))
+        kept, chats = kept[cut:], chats[cut:]
+        return SessionHistory(self.session_id, self.user_turns, stored, kept, chats, _size(chats))
 
 
 def _size(chats: tuple[ChatMessage | None, ...]) -> int:

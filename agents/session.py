@@ -37,6 +37,7 @@ from agents.errors import (
     UnknownAgent,
     UpstreamError,
     UpstreamTimeout,
+    stored_error,
 )
 from agents.events import (
     ChangeReason,
@@ -602,7 +603,7 @@ class AgentSession:
             model=ref.model if ref else None,
             api=state.api,
             aborted=status == RunStatus.ABORTED,
-            error_message=error.message if error is not None else None,
+            error_message=stored_error(error) if error is not None else None,
             idempotency_key=request.idempotency_key,
             images=_images_meta(request),
             stateless=request.stateless,

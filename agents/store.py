@@ -49,7 +49,7 @@ import attrs
 
 from agents import compactjson
 from agents.config import MaintenanceConfig
-from agents.errors import StoreError, UnsafeStoreFile, UnusableStore
+from agents.errors import REFUSED_ERROR, StoreError, UnsafeStoreFile, UnusableStore
 from agents.ids import uuid7
 from agents.keys import is_main_key
 from agents.providers.base import ChatMessage, ThinkingBlock, ToolCall
@@ -249,6 +249,10 @@ ON CONFLICT (key) DO UPDATE SET
     aborted_last_run = excluded.aborted_last_run
 RETURNING {_SESSION_COLUMNS}
 """
+# A reply that is not a refused turn's (`StoredMessage.refused`), in both stores' SQL.
+SQL_NOT_REFUSED = (
+    f"NOT (stop_reason = 'error' AND COALESCE(error_message, '') LIKE '{REFUSED_ERROR}%')"
+)
 # The messages of the last N user turns: everything from the N-th last user message on,
 # but nothing before the last context start (a turn whose client history replaced ours).
 SQL_RECENT_TURNS = f"""
@@ -265,10 +269,11 @@ ORDER BY seq
 SQL_MESSAGES_AFTER = f"""
 SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND seq > ? ORDER BY seq
 """
-# The transcript's last assistant message: what a client resending its history must hold.
+# The transcript's last assistant message: what a client resending its history must hold;
+# not the reply of a turn the upstream refused, which is not replayed (agents/history.py).
 SQL_LAST_ASSISTANT = f"""
 SELECT {_MESSAGE_COLUMNS} FROM messages
-WHERE session_id = ? AND role = 'assistant' ORDER BY seq DESC LIMIT 1
+WHERE session_id = ? AND role = 'assistant' AND {SQL_NOT_REFUSED} ORDER BY seq DESC LIMIT 1
 """
 
 
@@ -318,6 +323,16 @@ class StoredMessage:
     tool_name: str | None = None  # toolResult
     is_error: bool = False  # toolResult
     context_start: bool = False
+
+    @property
+    def refused(self) -> bool:
+        """The reply of a turn the upstream refused as bad (`agents.errors.REFUSED_ERROR`):
+        the turn is stored, but not replayed (agents/history.py)."""
+        return (
+            self.stop_reason == "error"
+            and self.error_message is not None
+            and self.error_message.startswith(REFUSED_ERROR)
+        )
 
     def _parts(self) -> tuple[str, tuple[ToolCall, ...], str, tuple[ThinkingBlock, ...]]:
         """Text, tool calls, reasoning and the signed thinking blocks (none unless every
@@ -1500,7 +1515,7 @@ class SessionStore:
         self, session_id: str, user_turns: int
     ) -> tuple[tuple[StoredMessage, ...], StoredMessage | None]:
         recent = self._recent_turns(session_id, user_turns) if user_turns > 0 else ()
-        last = next((m for m in reversed(recent) if m.role == "assistant"), None)
+        last = next((m for m in reversed(recent) if m.role == "assistant" and not m.refused), None)
         if last is None:
             row = self._conn().execute(SQL_LAST_ASSISTANT, (session_id,)).fetchone()
             last = _message(row) if row is not None else None

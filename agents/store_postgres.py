@@ -48,6 +48,7 @@ from agents.store import (
     _MESSAGE_ROW_BYTES,
     _SESSION_ROW_BYTES,
     PRUNE_BATCH,
+    SQL_NOT_REFUSED,
     DailyUsage,
     History,
     SessionPage,
@@ -259,7 +260,7 @@ ORDER BY seq
 """
 SQL_LAST_ASSISTANT = f"""
 SELECT {_MESSAGE_COLUMNS} FROM messages
-WHERE session_id = $1 AND role = 'assistant' ORDER BY seq DESC LIMIT 1
+WHERE session_id = $1 AND role = 'assistant' AND {SQL_NOT_REFUSED} ORDER BY seq DESC LIMIT 1
 """
 SQL_MESSAGES_AFTER = f"""
 SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND seq > $2 ORDER BY seq
@@ -968,7 +969,9 @@ class PostgresSessionStore:
             recent = (
                 await self._recent_turns(conn, session_id, user_turns) if user_turns > 0 else ()
             )
-            last = next((m for m in reversed(recent) if m.role == "assistant"), None)
+            last = next(
+                (m for m in reversed(recent) if m.role == "assistant" and not m.refused), None
+            )
             if last is None:
                 row = await conn.fetchrow(SQL_LAST_ASSISTANT, session_id)
                 last = _message(tuple(row)) if row is not None else None

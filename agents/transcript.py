@@ -48,6 +48,11 @@ diverge and store its history again. Both are stored (the failed turn did happen
 model is given its messages once (`retries_left_out`): a question twice confuses it, and a
 tool result twice for one call is refused by the upstreams. A failed turn with some text is
 context like any reply, and stays.
+
+A turn the upstream refused as a bad request (400, 413, 422) takes no part in any of this:
+it is left out of the replay given here, its reply too (agents/history.py), so a client
+continues from the reply before it whether it drops the refused question, edits it, asks
+it again or asks something else.
 """
 
 from __future__ import annotations

@@ -4,14 +4,34 @@ against the store's own, on both backends."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
+from agents.errors import UpstreamStatusError, stored_error
 from agents.history import HistoryCache, SessionHistory, replayed, window_start
 from agents.providers.base import ChatMessage
 from agents.store import StoredMessage
 
 
-def message(seq: int, role: str, text: str = "t", *, context_start: bool = False) -> StoredMessage:
+def message(
+    seq: int, role: str, text: str = "t", *, context_start: bool = False, **fields: Any
+) -> StoredMessage:
     content = text if role == "user" else [{"type": "text", "text": text}]
-    return StoredMessage(f"m{seq}", "sid", seq, role, content, 0, context_start=context_start)
+    return StoredMessage(
+        f"m{seq}", "sid", seq, role, content, 0, context_start=context_start, **fields
+    )
+
+
+def refused_turn(seq: int, run_id: str, status: int = 400) -> tuple[StoredMessage, ...]:
+    """A turn (a tool result and a question) the upstream answered `status`, as stored."""
+    error = stored_error(UpstreamStatusError(status))
+    return (
+        message(seq, "toolResult", "r", run_id=run_id, tool_call_id="c1"),
+        message(seq + 1, "user", "bad", run_id=run_id),
+        message(seq + 2, "assistant", "", run_id=run_id, stop_reason="error",
+                error_message=error),
+    )  # fmt: skip
 
 
 def conversation(turns: int) -> tuple[StoredMessage, ...]:
@@ -74,6 +94,40 @@ class TestSessionHistory:
         for key in "abc":
             cache.put(key, empty)
         assert len(cache) == 2
+
+
+class TestARefusedTurn:
+    """A turn the upstream refused as a bad request is stored but not replayed."""
+
+    def test_its_messages_are_left_out_of_the_replay(self) -> None:
+        stored = (*conversation(1), *refused_turn(3, "r2"), message(6, "user", "next"))
+        kept = SessionHistory.of("sid", 5, stored)
+        assert [m.text for m in kept.messages] == ["x1", "x2", "next"]
+        assert kept.stored == stored and kept.last_seq == 6
+        assert kept.last_assistant() == stored[1]
+
+    def test_extended_by_one_leaves_it_out_and_cuts_the_window_as_the_store(self) -> None:
+        kept = SessionHistory.of("sid", 2, conversation(2))
+        grown = kept.extended(refused_turn(5, "r3")).extended(
+            (message(8, "user", "new"), message(9, "assistant", "reply"))
+        )
+        # The store's window: from the 2nd last user message, the refused one.
+        assert [m.seq for m in grown.stored] == [6, 7, 8, 9]
+        assert [m.text for m in grown.messages] == ["new", "reply"]
+        assert grown.kept == SessionHistory.of("sid", 2, grown.stored).kept
+        assert grown.before(grown.stored[-1]) == grown.stored[-2]
+
+    @pytest.mark.parametrize("status", [400, 413, 422])
+    def test_refused_as_a_bad_request(self, status: int) -> None:
+        assert refused_turn(1, "r1", status)[-1].refused
+
+    @pytest.mark.parametrize("status", [401, 403, 404, 429, 500, 502, 503])
+    def test_a_turn_that_failed_otherwise_is_replayed(self, status: int) -> None:
+        stored = (*conversation(1), *refused_turn(3, "r2", status))
+        assert not stored[-1].refused
+        assert [m.text for m in SessionHistory.of("sid", 5, stored).messages] == [
+            "x1", "x2", "r", "bad",
+        ]  # fmt: skip
 
 
 class TestHistoryCache:

@@ -19,7 +19,7 @@ import pytest
 
 from agents import store as store_module
 from agents.config import MaintenanceConfig
-from agents.errors import StoreError, UnsafeStoreFile
+from agents.errors import StoreError, UnsafeStoreFile, UpstreamStatusError, stored_error
 from agents.history import SessionHistory
 from agents.providers.base import ChatMessage, ThinkingBlock, ToolCall
 from agents.store import (
@@ -910,6 +910,28 @@ class TestToolMessages:
         _, last = await store.replay(row.session_id, 1)
         assert last is not None and last.text == "second"
 
+    async def test_a_refused_turns_reply_is_not_the_last_assistant_message(
+        self, store: SessionStore
+    ) -> None:
+        """A client resending its history continues from the reply before a turn the
+        upstream refused, which is not replayed (agents/history.py)."""
+        row, _ = await store.create(KEY, "main", 100)
+        await store.append_turn(turn(row, "r1", assistant_text="first"))
+        await store.append_turn(turn(row, "r2", **REFUSED))
+        await store.append_turn(turn(row, "r3", **FAILED))
+        await store.append_turn(turn(row, "r4", **REFUSED))
+        for user_turns in (0, 1, 2, 5):
+            _, last = await store.replay(row.session_id, user_turns)
+            assert last is not None and last.run_id == "r3", user_turns
+        await store.append_turn(turn(row, "r5", assistant_text="second"))
+        _, last = await store.replay(row.session_id, 0)
+        assert last is not None and last.text == "second"
+        stored = (await store.history(row.session_id, 20)).messages
+        assert [m.refused for m in stored if m.role == "assistant"] == [
+            False, True, False, True, False,
+        ]  # fmt: skip
+        assert stored[3].error_message == "upstream provider refused the request (HTTP 400)"
+
     async def test_an_empty_transcript_has_no_last_assistant(self, store: SessionStore) -> None:
         row, _ = await store.create(KEY, "main", 100)
         assert await store.replay(row.session_id, 5) == ((), None)
@@ -960,10 +982,9 @@ class TestMessagesAfter:
                 kept[limit] = kept[limit].extended(added)
                 replayed = await store.recent_turns(row.session_id, limit)
                 assert kept[limit].stored == replayed, (seed, n, limit)
-                assert (
-                    kept[limit].messages
-                    == SessionHistory.of(row.session_id, limit, replayed).messages
-                )
+                fresh = SessionHistory.of(row.session_id, limit, replayed)
+                assert kept[limit].messages == fresh.messages
+                assert kept[limit].kept == fresh.kept
 
 
 def _random_turn(rng: random.Random, row: SessionRow, n: int) -> TurnRecord:
@@ -971,7 +992,7 @@ def _random_turn(rng: random.Random, row: SessionRow, n: int) -> TurnRecord:
     (tool results, several user messages), a client's whole history (a context start), an
     empty reply or one with a tool call."""
     fields: dict[str, Any] = {"user_text": f"u{n}", "assistant_text": f"a{n}"}
-    match rng.randrange(5):
+    match rng.randrange(6):
         case 1:
             fields["inputs"] = (
                 ChatMessage("tool", f"result {n}", tool_call_id=f"c{n}", tool_name="get"),
@@ -986,7 +1007,25 @@ def _random_turn(rng: random.Random, row: SessionRow, n: int) -> TurnRecord:
             fields["assistant_text"] = ""
             if rng.random() < 0.5:
                 fields["tool_calls"] = (CALL,)
+        case 5:
+            fields.update(REFUSED)
+            if rng.random() < 0.5:
+                fields["inputs"] = (
+                    ChatMessage("tool", f"result {n}", tool_call_id=f"c{n}", tool_name="get"),
+                    ChatMessage("user", f"u{n}"),
+                )
     return turn(row, f"r{n}", **fields)
+
+
+# A turn the upstream refused as a bad request, and one that failed otherwise.
+REFUSED: dict[str, Any] = {
+    "assistant_text": "", "stop_reason": "error", "status": "error",
+    "error_message": stored_error(UpstreamStatusError(400)),
+}  # fmt: skip
+FAILED: dict[str, Any] = {
+    "assistant_text": "", "stop_reason": "error", "status": "error",
+    "error_message": stored_error(UpstreamStatusError(500)),
+}  # fmt: skip
 
 
 class TestPrune:

@@ -4,6 +4,7 @@ fake upstream that records what it was given."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import openai
@@ -346,3 +347,144 @@ class TestAFailedTurnRetriedWithTheWholeChat:
     ) -> None:
         stored = await self.turns(gateway, upstream, 1, ["Q2, edited"])
         assert [m.text for m in stored if m.context_start] == ["Q1"]
+
+
+MARKER = "<an image the upstream cannot take>"
+
+
+class RefusingUpstream(FakeOpenAI):
+    """Refuses a request whose messages hold MARKER (as an upstream refuses an image or a
+    message it cannot take) with `status`; answers every other one."""
+
+    status = 400
+
+    async def _receive(self, request: Any) -> Any:
+        body = await request.json()  # read once: aiohttp keeps the body for the next read
+        if any(MARKER in str(m.get("content")) for m in body["messages"]):
+            self.script(Status(self.status))
+            self._script.rotate(1)  # before the replies scripted for the next requests
+        return await super()._receive(request)
+
+
+@pytest.fixture
+async def refusing() -> Any:
+    async with RefusingUpstream() as fake:
+        yield fake
+
+
+class TestARefusedTurn:
+    """A turn the upstream refused as a bad request (400, 413, 422) is stored, but its
+    messages are not given to the model again: later turns of the session do not fail the
+    same way. Other failures (5xx, 429, 401) say nothing about the messages: kept."""
+
+    @pytest.mark.parametrize("status", [400, 413, 422])
+    async def test_later_turns_of_the_session_are_not_refused(
+        self, gateway: MakeClient, refusing: RefusingUpstream, status: int
+    ) -> None:
+        refusing.status = status
+        refusing.script(Stream(("A1",)))
+        client = await gateway(fake_provider(refusing))
+        async with sdk_for(client) as sdk:
+
+            async def turn(question: str) -> str:
+                reply = await sdk.chat.completions.create(
+                    model="openclaw",
+                    messages=[{"role": "user", "content": question}],
+                    user="alice",
+                )
+                return reply.choices[0].message.content or ""
+
+            assert await turn("Q1") == "A1"
+            with pytest.raises(openai.APIStatusError) as refused:
+                await turn(f"Q2 {MARKER}")
+            assert refused.value.status_code == 502
+            assert await turn("Q3") == "Hello world"
+            assert contents(refusing) == [("user", "Q1"), ("assistant", "A1"), ("user", "Q3")]
+            assert await turn("Q4") == "Hello world"
+        assert [c for _, c in contents(refusing)] == ["Q1", "A1", "Q3", "Hello world", "Q4"]
+        # The refused turn is stored, and marked so.
+        stored = await stored_messages(client, "agent:main:openai-user:alice")
+        assert [(m.role, m.text, m.stop_reason) for m in stored][2:4] == [
+            ("user", f"Q2 {MARKER}", None),
+            ("assistant", "", "error"),
+        ]
+        assert stored[3].error_message == (f"upstream provider refused the request (HTTP {status})")
+
+    async def test_a_question_asked_again_after_a_refusal_is_given_once(
+        self, gateway: MakeClient, refusing: RefusingUpstream
+    ) -> None:
+        """The refused turn asked again, now without what the upstream refused."""
+        refusing.script(Stream(("A1",)))
+        client = await gateway(fake_provider(refusing))
+        async with sdk_for(client) as sdk:
+            for question in ("Q1", f"Q2 {MARKER}", "Q2"):
+                with contextlib.suppress(openai.APIStatusError):
+                    await sdk.chat.completions.create(
+                        model="openclaw",
+                        messages=[{"role": "user", "content": question}],
+                        user="alice",
+                    )
+        assert [c for _, c in contents(refusing)] == ["Q1", "A1", "Q2"]
+
+    @pytest.mark.parametrize(
+        "then",
+        [["Q3"], ["Q2, without it"]],
+        ids=["another question", "the refused question edited"],
+    )
+    async def test_a_whole_chat_without_the_refused_question_continues_the_session(
+        self, gateway: MakeClient, refusing: RefusingUpstream, then: list[str]
+    ) -> None:
+        """A chat UI whose user asks something else, or edits the question the upstream
+        refused: the chat continues the session (nothing stored twice), and the model is
+        not given the refused question."""
+        refusing.script(Stream(("A1",)), Stream(("A2",)), Stream(("A3",)))
+        client = await gateway(fake_provider(refusing))
+        chat: list[Any] = [{"role": "user", "content": "Q1"}]
+        async with sdk_for(client) as sdk:
+            chat.append({"role": "assistant", "content": await ask(sdk, chat, WEBUI)})
+            with pytest.raises(openai.APIStatusError):
+                await ask(sdk, [*chat, {"role": "user", "content": f"Q2 {MARKER}"}], WEBUI)
+            chat += [{"role": "user", "content": question} for question in then]
+            assert await ask(sdk, chat, WEBUI) == "A2"
+            assert [c for _, c in contents(refusing)] == ["Q1", "A1", *then]
+            chat += [{"role": "assistant", "content": "A2"}, {"role": "user", "content": "Q4"}]
+            assert await ask(sdk, chat, WEBUI) == "A3"
+        assert [c for _, c in contents(refusing)] == ["Q1", "A1", *then, "A2", "Q4"]
+        stored = await stored_messages(client, WEBUI_KEY)
+        assert not any(m.context_start for m in stored)
+        assert [m.text for m in stored] == ["Q1", "A1", f"Q2 {MARKER}", "", *then, "A2", "Q4", "A3"]
+
+    async def test_a_whole_chat_that_keeps_the_refused_question_is_refused_again(
+        self, gateway: MakeClient, refusing: RefusingUpstream
+    ) -> None:
+        """What the client sends again is given to the model again: the gateway does not
+        drop a client's messages, and the session is not taken as diverged."""
+        refusing.script(Stream(("A1",)))
+        client = await gateway(fake_provider(refusing))
+        chat: list[Any] = [{"role": "user", "content": "Q1"}]
+        async with sdk_for(client) as sdk:
+            chat.append({"role": "assistant", "content": await ask(sdk, chat, WEBUI)})
+            chat.append({"role": "user", "content": f"Q2 {MARKER}"})
+            for _ in range(2):
+                with pytest.raises(openai.APIStatusError):
+                    await ask(sdk, chat, WEBUI)
+        assert [c for _, c in contents(refusing)] == ["Q1", "A1", f"Q2 {MARKER}"]
+        stored = await stored_messages(client, WEBUI_KEY)
+        assert not any(m.context_start for m in stored)
+        assert [m.text for m in stored] == ["Q1", "A1", *[f"Q2 {MARKER}", ""] * 2]
+
+    @pytest.mark.parametrize("status", [500, 429, 401])
+    async def test_a_turn_that_failed_otherwise_stays_in_the_context(
+        self, gateway: MakeClient, upstream: FakeOpenAI, status: int
+    ) -> None:
+        upstream.script(Stream(("A1",)), Status(status))
+        client = await gateway(fake_provider(upstream))
+        async with sdk_for(client) as sdk:
+            for question in ("Q1", "Q2", "Q3"):
+                with contextlib.suppress(openai.APIStatusError):
+                    await sdk.chat.completions.create(
+                        model="openclaw",
+                        messages=[{"role": "user", "content": question}],
+                        user="alice",
+                    )
+        assert [c for _, c in contents(upstream)] == ["Q1", "A1", "Q2", "Q3"]
