@@ -853,8 +853,10 @@ def new_completion_id() -> str:
 
 
 def finish_reason(stop_reason: str) -> str:
-    """A run's stop reason as OpenAI names it; aborted runs (never seen by a client that
-    left) and anything else read as a normal stop."""
+    """A run's stop reason as OpenAI names it; aborted runs and anything else read as a
+    normal stop. A client that left sees none; one whose run someone else aborted
+    (`chat.abort`, a reset) gets its text so far as stopped: OpenAI defines no reason for
+    it, and the abort was asked for (README, "Aborted by someone else")."""
     return stop_reason if stop_reason in FINISH_REASONS else "stop"
 
 

@@ -376,3 +376,24 @@ class TestShutdown:
         registry.abort_session("agent:main:s3", "aborted")  # e.g. a WS chat.abort
         rest = normalised((await response.read()).decode())
         assert rest == finish() + DONE
+
+    async def test_a_waiting_request_whose_session_is_reset_gets_the_text_so_far(
+        self, gateway: MakeClient
+    ) -> None:
+        """An abort someone asked for (a reset, `chat.abort`) ends the answer as a stop: 200,
+        the text so far, `finish_reason` "stop" (README, "Aborted by someone else")."""
+        client = await gateway(
+            {"agents": {"list": [{"id": "main", "default": True, "params": {"delayMs": 200}}]}}
+        )
+        request = asyncio.create_task(post(client, HI, {"x-openclaw-session-key": "s4"}))
+        await self._running(client, "agent:main:s4")
+        await asyncio.sleep(0.1)  # the first words out, not the last
+        registry = client.app[STATE].registry
+        assert registry is not None
+        await registry.reset("agent:main:s4")
+        status, text, _ = await request
+        choice = json.loads(text)["choices"][0]
+        assert status == 200 and choice["finish_reason"] == "stop"
+        content = choice["message"]["content"]
+        assert content and content != "[turn 1] hello there"
+        assert "[turn 1] hello there".startswith(content)
