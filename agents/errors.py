@@ -88,6 +88,11 @@ REFUSED_STATUSES = frozenset({400, 413, 422})
 REFUSED_ERROR = "upstream provider refused the request"
 
 
+def refused(error: AgentError | None) -> bool:
+    """The upstream refused the request as bad (`REFUSED_STATUSES`)."""
+    return isinstance(error, UpstreamStatusError) and error.refused
+
+
 def stored_error(error: AgentError) -> str:
     """The errorMessage a failed turn's reply is stored with: the client's message, or for a
     request the upstream refused as bad, `REFUSED_ERROR` and its status."""

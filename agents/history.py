@@ -18,6 +18,8 @@ replayed: given to the model again they would be refused again, and every later 
 session with them. Nor is its reply the session's last one that a client resending its
 history continues from (agents/transcript.py): a client that drops or edits the refused
 question continues the session, and one that sends it again has it given to the model once.
+A client history the upstream refused does not replace the session's (it is stored without
+the context start mark), nor is an assistant message of it the session's last reply.
 A refused turn still counts among the window's `historyLimit` user turns, as the store cuts
 the window. Other failures (401, 403, 429, 5xx, timeouts, a broken connection) say nothing
 about the messages: their turns are replayed as any (agents/transcript.py on retried turns).

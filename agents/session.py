@@ -37,6 +37,7 @@ from agents.errors import (
     UnknownAgent,
     UpstreamError,
     UpstreamTimeout,
+    refused,
     stored_error,
 )
 from agents.events import (
@@ -611,7 +612,9 @@ class AgentSession:
             reasoning=state.reasoning,
             thinking=state.thinking,
             tool_calls=state.tool_calls(),
-            context_start=context_start,
+            # A refused turn is not replayed (agents/history.py): a history it sent does not
+            # replace the session's either.
+            context_start=context_start and not refused(error),
         )
         try:
             self.row = await deps.store.append_turn(record)

@@ -249,9 +249,23 @@ ON CONFLICT (key) DO UPDATE SET
     aborted_last_run = excluded.aborted_last_run
 RETURNING {_SESSION_COLUMNS}
 """
-# A reply that is not a refused turn's (`StoredMessage.refused`), in both stores' SQL.
+
+
+def _refused_sql(table: str) -> str:
+    """`table`'s row is a refused turn's reply (`StoredMessage.refused`), in both stores."""
+    return (
+        f"{table}.stop_reason = 'error'"
+        f" AND COALESCE({table}.error_message, '') LIKE '{REFUSED_ERROR}%'"
+    )
+
+
+# A message `m` of no refused turn: not its reply, nor before the reply of its run (a turn's
+# messages are written together, its reply last), which the unique (session_id, seq) index
+# finds from `m` on.
 SQL_NOT_REFUSED = (
-    f"NOT (stop_reason = 'error' AND COALESCE(error_message, '') LIKE '{REFUSED_ERROR}%')"
+    f"NOT ({_refused_sql('m')}) AND NOT EXISTS (SELECT 1 FROM messages r"
+    " WHERE r.session_id = m.session_id AND r.seq > m.seq AND r.run_id = m.run_id"
+    f" AND r.role = 'assistant' AND {_refused_sql('r')})"
 )
 # The messages of the last N user turns: everything from the N-th last user message on,
 # but nothing before the last context start (a turn whose client history replaced ours).
@@ -272,7 +286,7 @@ SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND seq > ? ORDER B
 # The transcript's last assistant message: what a client resending its history must hold;
 # not the reply of a turn the upstream refused, which is not replayed (agents/history.py).
 SQL_LAST_ASSISTANT = f"""
-SELECT {_MESSAGE_COLUMNS} FROM messages
+SELECT {_MESSAGE_COLUMNS} FROM messages AS m
 WHERE session_id = ? AND role = 'assistant' AND {SQL_NOT_REFUSED} ORDER BY seq DESC LIMIT 1
 """
 
@@ -643,6 +657,16 @@ def _damaged(mid: str, seq: int, fields: Mapping[str, str | None]) -> StoreError
                 f"stored message {mid} (seq {seq}) is damaged: its {name} is not JSON ({exc})"
             )
     return StoreError(f"stored message {mid} (seq {seq}) is damaged")
+
+
+def last_replayed_assistant(messages: tuple[StoredMessage, ...]) -> StoredMessage | None:
+    """The last assistant message of `messages` (a transcript's last messages) that is not
+    of a turn the upstream refused (its reply, or an assistant message the client sent)."""
+    refused = {m.run_id for m in messages if m.refused}
+    return next(
+        (m for m in reversed(messages) if m.role == "assistant" and m.run_id not in refused),
+        None,
+    )
 
 
 def _message(row: tuple[Any, ...]) -> StoredMessage:
@@ -1515,7 +1539,7 @@ class SessionStore:
         self, session_id: str, user_turns: int
     ) -> tuple[tuple[StoredMessage, ...], StoredMessage | None]:
         recent = self._recent_turns(session_id, user_turns) if user_turns > 0 else ()
-        last = next((m for m in reversed(recent) if m.role == "assistant" and not m.refused), None)
+        last = last_replayed_assistant(recent)
         if last is None:
             row = self._conn().execute(SQL_LAST_ASSISTANT, (session_id,)).fetchone()
             last = _message(row) if row is not None else None

@@ -61,6 +61,7 @@ from agents.store import (
     _sql_int,
     active_since,
     history_span,
+    last_replayed_assistant,
     turn_messages,
 )
 
@@ -259,7 +260,7 @@ WHERE session_id = $1 AND seq >= GREATEST(
 ORDER BY seq
 """
 SQL_LAST_ASSISTANT = f"""
-SELECT {_MESSAGE_COLUMNS} FROM messages
+SELECT {_MESSAGE_COLUMNS} FROM messages AS m
 WHERE session_id = $1 AND role = 'assistant' AND {SQL_NOT_REFUSED} ORDER BY seq DESC LIMIT 1
 """
 SQL_MESSAGES_AFTER = f"""
@@ -969,9 +970,7 @@ class PostgresSessionStore:
             recent = (
                 await self._recent_turns(conn, session_id, user_turns) if user_turns > 0 else ()
             )
-            last = next(
-                (m for m in reversed(recent) if m.role == "assistant" and not m.refused), None
-            )
+            last = last_replayed_assistant(recent)
             if last is None:
                 row = await conn.fetchrow(SQL_LAST_ASSISTANT, session_id)
                 last = _message(tuple(row)) if row is not None else None

@@ -919,7 +919,13 @@ class TestToolMessages:
         await store.append_turn(turn(row, "r1", assistant_text="first"))
         await store.append_turn(turn(row, "r2", **REFUSED))
         await store.append_turn(turn(row, "r3", **FAILED))
-        await store.append_turn(turn(row, "r4", **REFUSED))
+        # A client's history the upstream refused, its own replies too.
+        history = (
+            ChatMessage("user", "h"),
+            ChatMessage("assistant", "x"),
+            ChatMessage("user", "u"),
+        )
+        await store.append_turn(turn(row, "r4", inputs=history, **REFUSED))
         for user_turns in (0, 1, 2, 5):
             _, last = await store.replay(row.session_id, user_turns)
             assert last is not None and last.run_id == "r3", user_turns
@@ -928,7 +934,7 @@ class TestToolMessages:
         assert last is not None and last.text == "second"
         stored = (await store.history(row.session_id, 20)).messages
         assert [m.refused for m in stored if m.role == "assistant"] == [
-            False, True, False, True, False,
+            False, True, False, False, True, False,
         ]  # fmt: skip
         assert stored[3].error_message == "upstream provider refused the request (HTTP 400)"
 

@@ -473,6 +473,29 @@ class TestARefusedTurn:
         assert not any(m.context_start for m in stored)
         assert [m.text for m in stored] == ["Q1", "A1", *[f"Q2 {MARKER}", ""] * 2]
 
+    async def test_a_refused_chat_that_had_diverged_is_taken_as_sent_when_fixed(
+        self, gateway: MakeClient, refusing: RefusingUpstream
+    ) -> None:
+        """A chat with an earlier question edited (diverged) and the upstream refused it;
+        sent again with the edit fixed, it has still diverged from what the model was last
+        given: the model gets the client's chat, nothing of the refused one."""
+        refusing.script(Stream(("A1",)), Stream(("A2",)), Stream(("A3",)))
+        client = await gateway(fake_provider(refusing))
+        chat: list[Any] = []
+        async with sdk_for(client) as sdk:
+            for question in ("Q1", "Q2"):
+                chat.append({"role": "user", "content": question})
+                chat.append({"role": "assistant", "content": await ask(sdk, chat, WEBUI)})
+            chat.append({"role": "user", "content": "Q3"})
+            edited = [{"role": "user", "content": f"Q1 {MARKER}"}, *chat[1:]]
+            with pytest.raises(openai.APIStatusError):
+                await ask(sdk, edited, WEBUI)
+            chat[0] = {"role": "user", "content": "Q1, edited"}
+            assert await ask(sdk, chat, WEBUI) == "A3"
+        assert [c for _, c in contents(refusing)] == [m["content"] for m in chat]
+        stored = await stored_messages(client, WEBUI_KEY)
+        assert [m.text for m in stored if m.context_start] == ["Q1, edited"]
+
     @pytest.mark.parametrize("status", [500, 429, 401])
     async def test_a_turn_that_failed_otherwise_stays_in_the_context(
         self, gateway: MakeClient, upstream: FakeOpenAI, status: int
