@@ -606,6 +606,33 @@ class TestHistoryBounds:
 
 
 class TestAQuestionAskedAgain:
+    async def test_a_turn_the_upstream_refused_is_not_given_to_the_model_again(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        """A turn the upstream refused as a bad request (an image or a message it cannot
+        take) is in `chat.history`, marked so, but later turns do not replay it, which would
+        have them refused too."""
+        async with FakeOpenAI() as upstream:
+            upstream.script(Stream(("A1",)), Status(400), Stream(("A3",)))
+            provider = json.dumps(fake_provider_entry(upstream))
+            config = CONFIG.replace(
+                '{ id: "main", default: true }',
+                '{ id: "main", default: true, model: "fake/fake-model" }',
+            ).replace("  agents:", f"  models: {{ providers: {{ fake: {provider} }} }},\n  agents:")
+            ws = await (await make_gateway(config)).connected()
+            for n, state in ((1, "final"), (2, "error"), (3, "final")):
+                await ws.ok("chat.send", send("refused", f"Q{n}", f"refused-{n}"))
+                await ws.event("chat", state=state, runId=f"refused-{n}")
+            history = await ws.ok("chat.history", {"sessionKey": "refused"})
+        assert [m["content"] for m in upstream.last.body["messages"]] == ["Q1", "A1", "Q3"]
+        messages = history["messages"]
+        assert [m["role"] for m in messages] == ["user", "assistant"] * 3
+        assert messages[2]["content"] == "Q2"
+        assert (messages[3]["stopReason"], messages[3]["errorMessage"]) == (
+            "error",
+            "upstream provider refused the request (HTTP 400)",
+        )
+
     async def test_after_a_failed_turn_the_model_is_given_it_once(
         self, make_gateway: MakeGateway
     ) -> None:
