@@ -354,16 +354,17 @@ MARKER = "<an image the upstream cannot take>"
 
 class RefusingUpstream(FakeOpenAI):
     """Refuses a request whose messages hold MARKER (as an upstream refuses an image or a
-    message it cannot take) with `status`; answers every other one."""
+    message it cannot take) with `status`; answers every other one as scripted."""
 
     status = 400
 
-    async def _receive(self, request: Any) -> Any:
-        body = await request.json()  # read once: aiohttp keeps the body for the next read
-        if any(MARKER in str(m.get("content")) for m in body["messages"]):
-            self.script(Status(self.status))
-            self._script.rotate(1)  # before the replies scripted for the next requests
-        return await super()._receive(request)
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = self._refusal
+
+    def _refusal(self, body: Any) -> Status | None:
+        refused = any(MARKER in str(m.get("content")) for m in body["messages"])
+        return Status(self.status) if refused else None
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ import json
 import socket
 import struct
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 import attrs
@@ -161,6 +161,9 @@ class FakeUpstream:
 
     def __init__(self, default: Reply = Stream()) -> None:
         self.default = default
+        # A reply chosen by the request's body before the script (None: the script's);
+        # a refused request takes no scripted reply.
+        self.answer: Callable[[Any], Reply | None] = lambda body: None
         self.requests: list[Received] = []
         self._script: deque[Reply] = deque()
         self._closing = asyncio.Event()
@@ -237,10 +240,14 @@ class FakeUpstream:
     # -- serving --------------------------------------------------------------------------
 
     async def _receive(self, request: web.Request) -> Received:
-        """The request recorded, with the reply scripted for it (else `default`)."""
-        reply = self._script.popleft() if self._script else self.default
+        """The request recorded, with the reply `answer` gives it, else the one scripted for
+        it, else `default`."""
+        body = await request.json()
+        reply = self.answer(body)
+        if reply is None:
+            reply = self._script.popleft() if self._script else self.default
         peer = request.transport.get_extra_info("peername") if request.transport else None
-        received = Received(request.path, request.headers, await request.json(), reply, peer)
+        received = Received(request.path, request.headers, body, reply, peer)
         self.requests.append(received)
         self._arrived.set()
         return received
