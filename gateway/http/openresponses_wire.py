@@ -589,22 +589,32 @@ class _OpenItem:
     pieces: list[str] = attrs.field(factory=list)
 
 
-class ResponseEvents:
-    """The events of one streamed response, as SSE bytes. An output item stays open while
-    deltas of its kind arrive and is closed (its `.done` events) when another item starts
-    or the run ends; `output` holds the closed items, in order, for the final object.
+def _output_index(item: _OpenItem) -> int:
+    return item.output_index
 
-    One exception: a call that has no arguments yet stays open when the next call starts,
-    because some servers name all their calls before sending any arguments; each fragment
-    then goes to its own call's item."""
+
+class ResponseEvents:
+    """The events of one streamed response, as SSE bytes; `output` holds the closed items, in
+    output order, for the final object.
+
+    A response has at most one reasoning item and one message item, as the object of a
+    non-streamed one has (`output_items`): each opens at its kind's first delta and stays
+    open until the run ends, so a server that alternates reasoning and text (or sends both in
+    one chunk) adds to the same two items rather than opening one at every switch. A call's
+    item closes when the next call or text starts, or the run ends. One exception: a call
+    that has no arguments yet stays open when the next call starts, because some servers
+    name all their calls before sending any arguments; each fragment then goes to its own
+    call's item."""
 
     def __init__(self, head: ResponseHead) -> None:
         self.head = head
         self.output: list[dict[str, Any]] = []
         self._seq = 0
         self._next_index = 0  # the output_index of the next item
-        self._open: _OpenItem | None = None  # the open message or reasoning item
+        self._reasoning: _OpenItem | None = None
+        self._message: _OpenItem | None = None
         self._calls: dict[int, _OpenItem] = {}  # tool call index -> its open item
+        self._closed: dict[int, dict[str, Any]] = {}  # output_index -> the closed item
         self._produced = False  # text or a tool call
 
     def _event(self, kind: str, **fields: Any) -> bytes:
@@ -619,50 +629,47 @@ class ResponseEvents:
         )
 
     def _add(self, kind: str, item: dict[str, Any]) -> tuple[bytes, _OpenItem]:
-        if kind == "function_call":
-            out = self._close() + self._close_calls(lambda call: bool(call.pieces))
-        else:
-            out = self._close_all()
+        out = self._close_calls(lambda call: bool(call.pieces)) if kind == "function_call" else b""
         opened = _OpenItem(self._next_index, item, kind)
         self._next_index += 1
         out += self._event("response.output_item.added", output_index=opened.output_index,
                            item=item)  # fmt: skip
-        if kind == "function_call":
-            return out, opened
-        self._open = opened
         if kind == "message":
-            out += self._part_event("response.content_part.added", output_text_part(""))
-        else:
+            out += self._part_event(opened, "response.content_part.added", output_text_part(""))
+        elif kind == "reasoning":
             part = {"type": "reasoning_text", "text": ""}
-            out += self._part_event("response.content_part.added", part)
+            out += self._part_event(opened, "response.content_part.added", part)
         return out, opened
 
-    def _part_event(self, kind: str, part: dict[str, Any]) -> bytes:
-        assert self._open is not None
+    def _part_event(self, item: _OpenItem, kind: str, part: dict[str, Any]) -> bytes:
         return self._event(
             kind,
-            item_id=self._open.item["id"],
-            output_index=self._open.output_index,
+            item_id=item.item["id"],
+            output_index=item.output_index,
             content_index=0,
             part=part,
         )
 
     def content(self, delta: str) -> bytes:
-        out = b""
-        if self._open is None or self._open.kind != "message":
-            out, _ = self._add("message", message_item(_item_id("msg"), "", IN_PROGRESS))
+        out = self._close_calls(lambda call: True)
+        if self._message is None:
+            added, self._message = self._add(
+                "message", message_item(_item_id("msg"), "", IN_PROGRESS)
+            )
+            out += added
         self._produced = True
-        return out + self._delta("response.output_text.delta", delta, logprobs=[])
+        return out + self._delta(self._message, "response.output_text.delta", delta, logprobs=[])
 
     def reasoning(self, delta: str) -> bytes:
-        out = b""
-        if self._open is None or self._open.kind != "reasoning":
-            out, _ = self._add("reasoning", reasoning_item(_item_id("rs"), "", IN_PROGRESS))
-        return out + self._delta("response.reasoning_text.delta", delta)
+        out = self._close_calls(lambda call: True)
+        if self._reasoning is None:
+            added, self._reasoning = self._add(
+                "reasoning", reasoning_item(_item_id("rs"), "", IN_PROGRESS)
+            )
+            out += added
+        return out + self._delta(self._reasoning, "response.reasoning_text.delta", delta)
 
-    def _delta(self, kind: str, delta: str, **extra: Any) -> bytes:
-        item = self._open
-        assert item is not None
+    def _delta(self, item: _OpenItem, kind: str, delta: str, **extra: Any) -> bytes:
         item.pieces.append(delta)
         return self._event(
             kind,
@@ -692,26 +699,24 @@ class ResponseEvents:
         )
 
     def _close_all(self, status: str = COMPLETED) -> bytes:
-        return self._close(status) + self._close_calls(lambda call: True, status)
+        """Every open item closed, in output order; `output` then holds them all."""
+        items = [item for item in (self._reasoning, self._message) if item is not None]
+        self._reasoning = self._message = None
+        items.extend(self._calls.values())
+        self._calls.clear()
+        out = b"".join(self._close_item(item, status) for item in sorted(items, key=_output_index))
+        self.output = [self._closed[index] for index in sorted(self._closed)]
+        return out
 
-    def _close_calls(self, which: Callable[[_OpenItem], bool], status: str = COMPLETED) -> bytes:
-        """The open calls `which` picks closed, in output order. Every earlier item is closed
-        before a later one, so `output`, appended as items close, stays in that order."""
+    def _close_calls(self, which: Callable[[_OpenItem], bool]) -> bytes:
+        """The open calls `which` picks closed, in output order, up to the first it keeps."""
         out = b""
         for index, call in sorted(self._calls.items(), key=lambda pair: pair[1].output_index):
             if not which(call):
                 break
             del self._calls[index]
-            out += self._close_item(call, status)
+            out += self._close_item(call, COMPLETED)
         return out
-
-    def _close(self, status: str = COMPLETED) -> bytes:
-        """The open message or reasoning item closed."""
-        item = self._open
-        if item is None:
-            return b""
-        self._open = None
-        return self._close_item(item, status)
 
     def _close_item(self, item: _OpenItem, status: str) -> bytes:
         whole = "".join(item.pieces)
@@ -733,13 +738,13 @@ class ResponseEvents:
             done = function_call_item(item.item["id"], call, status)
             out += self._event("response.function_call_arguments.done", **ids,
                                name=call.name, arguments=whole)  # fmt: skip
-        self.output.append(done)
+        self._closed[item.output_index] = done
         return out + self._event(
             "response.output_item.done", output_index=item.output_index, item=done
         )
 
     def finish(self, stop_reason: str, usage: Usage) -> tuple[bytes, dict[str, Any]]:
-        """The open item closed, then `response.completed` (or `.incomplete`); with the
+        """The open items closed, then `response.completed` (or `.incomplete`); with the
         final response object, which is also what is stored."""
         status, details = outcome_status(False, stop_reason)
         item_status = INCOMPLETE if status == INCOMPLETE else COMPLETED

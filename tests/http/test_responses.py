@@ -26,7 +26,7 @@ from tests.support.http_client import (
     order_of_answers,
     stored_messages,
 )
-from tests.support.upstreams import FakeAnthropic, FakeOpenAI, Raw, Status, Stream
+from tests.support.upstreams import FakeAnthropic, FakeOpenAI, Raw, Status, Stream, openai_sse
 
 RESPONSES = "/v1/responses"
 RESPONSES_ON = {"gateway": {"http": {"endpoints": {"responses": {"enabled": True}}}}}
@@ -129,13 +129,6 @@ async def stream_body(client: Client, body: dict[str, Any], **headers: str) -> s
     return await response.text()
 
 
-def openai_sse(*deltas: dict[str, Any]) -> bytes:
-    """A chat-completions stream of these deltas, a `tool_calls` finish and `[DONE]`."""
-    chunks = [*({"choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas),
-              {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}]  # fmt: skip
-    return b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in chunks) + b"data: [DONE]\n\n"
-
-
 def _call_head(index: int, call_id: str, name: str) -> dict[str, Any]:
     return {"index": index, "id": call_id, "type": "function",
             "function": {"name": name, "arguments": ""}}  # fmt: skip
@@ -218,17 +211,17 @@ class TestStreamWire:
              "delta": "Let me"},
             {"type": "response.reasoning_text.delta", "sequence_number": 5, **rs,
              "delta": " think."},
-            {"type": "response.reasoning_text.done", "sequence_number": 6, **rs,
-             "text": "Let me think."},
-            {"type": "response.content_part.done", "sequence_number": 7, **rs, "part": thought},
-            {"type": "response.output_item.done", "sequence_number": 8, "output_index": 0,
-             "item": reasoning},
-            {"type": "response.output_item.added", "sequence_number": 9, "output_index": 1,
+            {"type": "response.output_item.added", "sequence_number": 6, "output_index": 1,
              "item": message("msg_1", None, "in_progress")},
-            {"type": "response.content_part.added", "sequence_number": 10, **msg,
+            {"type": "response.content_part.added", "sequence_number": 7, **msg,
              "part": {"type": "output_text", "text": "", "annotations": []}},
-            {"type": "response.output_text.delta", "sequence_number": 11, **msg,
+            {"type": "response.output_text.delta", "sequence_number": 8, **msg,
              "delta": "42", "logprobs": []},
+            {"type": "response.reasoning_text.done", "sequence_number": 9, **rs,
+             "text": "Let me think."},
+            {"type": "response.content_part.done", "sequence_number": 10, **rs, "part": thought},
+            {"type": "response.output_item.done", "sequence_number": 11, "output_index": 0,
+             "item": reasoning},
             {"type": "response.output_text.done", "sequence_number": 12, **msg,
              "text": "42", "logprobs": []},
             {"type": "response.content_part.done", "sequence_number": 13, **msg,
@@ -237,6 +230,55 @@ class TestStreamWire:
              "item": answer},
             {"type": "response.completed", "sequence_number": 15,
              "response": response_object("completed", [reasoning, answer], (3, 2))},
+        ]  # fmt: skip
+
+    async def test_reasoning_and_text_alternating_stay_one_item_each(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        """Reasoning that resumes after the text began goes to the reasoning item, still
+        open: the stream's items are the response's one reasoning and one message item."""
+        upstream.script(Raw((openai_sse(
+            {"reasoning_content": "Hmm"}, {"content": "A"},
+            {"reasoning_content": ", more"}, {"content": "B"},
+        ),)))  # fmt: skip
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        events = response_events(await stream_body(client, {"input": "The answer?"}))
+        rs = {"item_id": "rs_1", "output_index": 0, "content_index": 0}
+        msg = {"item_id": "msg_1", "output_index": 1, "content_index": 0}
+        thought = {"type": "reasoning_text", "text": "Hmm, more"}
+        reasoning = {"id": "rs_1", "type": "reasoning", "summary": [], "content": [thought]}
+        answer = message("msg_1", "AB")
+        assert events == [
+            *opening(),
+            {"type": "response.output_item.added", "sequence_number": 2, "output_index": 0,
+             "item": {"id": "rs_1", "type": "reasoning", "summary": [], "content": []}},
+            {"type": "response.content_part.added", "sequence_number": 3, **rs,
+             "part": {"type": "reasoning_text", "text": ""}},
+            {"type": "response.reasoning_text.delta", "sequence_number": 4, **rs,
+             "delta": "Hmm"},
+            {"type": "response.output_item.added", "sequence_number": 5, "output_index": 1,
+             "item": message("msg_1", None, "in_progress")},
+            {"type": "response.content_part.added", "sequence_number": 6, **msg,
+             "part": {"type": "output_text", "text": "", "annotations": []}},
+            {"type": "response.output_text.delta", "sequence_number": 7, **msg,
+             "delta": "A", "logprobs": []},
+            {"type": "response.reasoning_text.delta", "sequence_number": 8, **rs,
+             "delta": ", more"},
+            {"type": "response.output_text.delta", "sequence_number": 9, **msg,
+             "delta": "B", "logprobs": []},
+            {"type": "response.reasoning_text.done", "sequence_number": 10, **rs,
+             "text": "Hmm, more"},
+            {"type": "response.content_part.done", "sequence_number": 11, **rs, "part": thought},
+            {"type": "response.output_item.done", "sequence_number": 12, "output_index": 0,
+             "item": reasoning},
+            {"type": "response.output_text.done", "sequence_number": 13, **msg,
+             "text": "AB", "logprobs": []},
+            {"type": "response.content_part.done", "sequence_number": 14, **msg,
+             "part": {"type": "output_text", "text": "AB", "annotations": []}},
+            {"type": "response.output_item.done", "sequence_number": 15, "output_index": 1,
+             "item": answer},
+            {"type": "response.completed", "sequence_number": 16,
+             "response": response_object("completed", [reasoning, answer], (2, 1))},
         ]  # fmt: skip
 
     async def test_interleaved_call_arguments_each_reach_their_call(

@@ -15,7 +15,7 @@ from openai.types.responses import FunctionToolParam
 
 from tests.support.configs import merged
 from tests.support.http_client import TOKEN, Client, MakeClient, fake_provider
-from tests.support.upstreams import FakeOpenAI, FakeToolCall, Stream
+from tests.support.upstreams import FakeOpenAI, FakeToolCall, Raw, Stream, openai_sse
 
 RESPONSES_ON = {"gateway": {"http": {"endpoints": {"responses": {"enabled": True}}}}}
 
@@ -113,6 +113,35 @@ class TestStreaming:
             "response.output_item.done",
             "response.completed",
         ]
+
+    async def test_interleaved_reasoning_and_text_stream_as_the_response_answers(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        """A server that alternates reasoning and text: the stream has one reasoning item and
+        one message item, as the final and the non-streamed response have."""
+        chunks = openai_sse(
+            {"reasoning_content": "Hmm"}, {"content": "A"},
+            {"reasoning_content": ", more"}, {"content": "B"},
+        )  # fmt: skip
+        upstream.script(Raw((chunks,)), Raw((chunks,)))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            async with sdk.responses.stream(model="openclaw", input="think") as s:
+                added = [e.item.type async for e in s if e.type == "response.output_item.added"]
+                streamed = await s.get_final_response()
+            created = await sdk.responses.create(model="openclaw", input="think")
+            stored = await sdk.responses.retrieve(streamed.id)
+
+        def shape(response: Any) -> list[tuple[str, str]]:
+            return [
+                (item.type, "".join(part.text for part in item.content or ()))
+                for item in response.output
+            ]
+
+        assert added == ["reasoning", "message"]
+        assert shape(streamed) == [("reasoning", "Hmm, more"), ("message", "AB")]
+        assert shape(created) == shape(streamed) == shape(stored)
+        assert streamed.output_text == "AB"
 
 
 class TestFunctionToolLoop:

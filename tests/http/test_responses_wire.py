@@ -207,3 +207,16 @@ class TestOutput:
             "output_item.added", "function_call_arguments.delta",
             "function_call_arguments.done", "output_item.done", "completed",
         ]  # fmt: skip
+
+    def test_text_resumed_after_a_call_goes_to_the_one_message(self) -> None:
+        """The final output is what a non-streamed answer has: one message, then the call."""
+        events = ResponseEvents(ResponseHead("resp_1", 0, "openclaw", ResponseFields()))
+        events.content("Let me look. ")
+        events.tool_call_start(0, "call_a", "f")
+        events.tool_call_arguments(0, "{}")
+        events.content("Done.")
+        _, body = events.finish("tool_calls", Usage(1, 1))
+        streamed = [(i["type"], i.get("content") or i.get("arguments")) for i in body["output"]]
+        call = ToolCall("call_a", "f", "{}")
+        final = output_items("Let me look. Done.", "", (call,), "completed")
+        assert streamed == [(i["type"], i.get("content") or i.get("arguments")) for i in final]

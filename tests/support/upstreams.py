@@ -122,6 +122,15 @@ class Raw:
 Reply = Stream | JSONAnswer | Status | Stall | Raw
 
 
+def openai_sse(*deltas: dict[str, Any]) -> bytes:
+    """A chat-completions stream of these deltas, a `tool_calls` finish and `[DONE]`: a
+    `Raw` body for what `Stream` does not send (text and reasoning alternating, calls
+    named before their arguments)."""
+    chunks = [*({"choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas),
+              {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}]  # fmt: skip
+    return b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in chunks) + b"data: [DONE]\n\n"
+
+
 @attrs.define
 class Received:
     """One request as the fake saw it."""
