@@ -280,6 +280,12 @@ class ChunkDecoder:
                 delta = choice.get("delta")
                 if delta:
                     content = delta.get("content")
+                    # Reasoning, refusals and tool calls: not looked for in a chunk of text
+                    # alone. A chunk's reasoning is the thought before its text (some
+                    # servers send both in one chunk); its calls come after the text.
+                    other = len(delta) > 1 or not content
+                    if other:
+                        yield from self._reasoning(delta)
                     if content:
                         if type(content) is str:
                             yield TextDelta(content)
@@ -287,23 +293,24 @@ class ChunkDecoder:
                             yield from content_parts(content)
                         else:
                             raise TypeError("delta content is not text")
-                    if len(delta) > 1 or not content:
-                        # Reasoning and tool calls: not looked for in a chunk of text alone.
+                    if other:
                         yield from self._other(delta)
                 if choice.get("finish_reason"):
                     self._reason = choice["finish_reason"]
             if obj.get("usage"):
                 self._usage = obj["usage"]
 
-    def _other(self, delta: Mapping[str, Any]) -> Iterator[ProviderEvent]:
-        """Reasoning (`reasoning_content`: DeepSeek, vLLM; `reasoning`: OpenRouter, Ollama),
-        a refusal (OpenAI's structured outputs: the reply, there being no other) and tool
-        call fragments."""
+    def _reasoning(self, delta: Mapping[str, Any]) -> Iterator[ProviderEvent]:
+        """Reasoning (`reasoning_content`: DeepSeek, vLLM; `reasoning`: OpenRouter, Ollama)."""
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if reasoning:
             if type(reasoning) is not str:
                 raise TypeError("delta reasoning is not text")
             yield ReasoningDelta(reasoning)
+
+    def _other(self, delta: Mapping[str, Any]) -> Iterator[ProviderEvent]:
+        """A refusal (OpenAI's structured outputs: the reply, there being no other) and tool
+        call fragments."""
         refusal = delta.get("refusal")
         if refusal:
             if type(refusal) is not str:

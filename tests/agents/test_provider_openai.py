@@ -286,6 +286,23 @@ class TestStreaming:
             Finish("stop"),
         ]
 
+    async def test_a_chunk_with_reasoning_and_text_gives_the_reasoning_first(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        call = {"index": 0, "id": "c1", "type": "function",
+                "function": {"name": "f", "arguments": "{}"}}  # fmt: skip
+        body = sse(
+            chunk({"content": "A", "reasoning_content": "r", "tool_calls": [call]}, "tool_calls",
+                  usage=None),
+        )  # fmt: skip
+        openai_upstream.script(Raw((body,)))
+        assert await collect(provider, openai_upstream) == [
+            ReasoningDelta("r"),
+            TextDelta("A"),
+            ToolCallDelta(0, "c1", "f", "{}"),
+            Finish("tool_calls"),
+        ]
+
     async def test_only_the_first_choice_is_the_reply(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
     ) -> None:

@@ -114,15 +114,28 @@ class TestStreaming:
             "response.completed",
         ]
 
+    @pytest.mark.parametrize(
+        "deltas",
+        [
+            pytest.param(
+                ({"reasoning_content": "Hmm"}, {"content": "A"},
+                 {"reasoning_content": ", more"}, {"content": "B"}),
+                id="alternating",
+            ),
+            pytest.param(
+                ({"reasoning_content": "Hmm", "content": "A"},
+                 {"reasoning_content": ", more", "content": "B"}),
+                id="both-in-one-chunk",
+            ),
+        ],
+    )  # fmt: skip
     async def test_interleaved_reasoning_and_text_stream_as_the_response_answers(
-        self, gateway: MakeClient, upstream: FakeOpenAI
+        self, gateway: MakeClient, upstream: FakeOpenAI, deltas: tuple[dict[str, str], ...]
     ) -> None:
-        """A server that alternates reasoning and text: the stream has one reasoning item and
-        one message item, as the final and the non-streamed response have."""
-        chunks = openai_sse(
-            {"reasoning_content": "Hmm"}, {"content": "A"},
-            {"reasoning_content": ", more"}, {"content": "B"},
-        )  # fmt: skip
+        """A server that alternates reasoning and text, or sends both in one chunk (the
+        reasoning comes first): the stream has one reasoning item and one message item, as
+        the final and the non-streamed response have."""
+        chunks = openai_sse(*deltas)
         upstream.script(Raw((chunks,)), Raw((chunks,)))
         client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
         async with await sdk_for(client) as sdk:
