@@ -210,10 +210,13 @@ async def _continued(
             f"Response '{response_id}' belongs to another session than the one requested.",
             "previous_response_id",
         )
+    # The conversation the response was answered in must still be its key's session: after
+    # a reset, or a delete that kept the transcript (and maybe a new session under the key
+    # since), there is nothing to continue, and the session now under the key would answer
+    # without that conversation.
+    row = await store.get(stored.key)
     stateless = await store.is_stateless(stored.key)
-    if stateless is None:
-        # The session was deleted and its transcript kept: there is nothing to continue,
-        # and a new session under its key would answer without the conversation.
+    if row is None or row.session_id != stored.session_id or stateless is None:
         raise previous_response_not_found(response_id)
     return Route(stored.agent_id, stored.key, stateless=stateless)
 

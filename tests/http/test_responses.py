@@ -569,6 +569,34 @@ class TestPreviousResponse:
                       "code": "previous_response_not_found"}
         }  # fmt: skip
 
+    async def test_a_response_from_before_a_reset_is_not_found(self, client: Client) -> None:
+        """The session's conversation that the response answered in is archived: the reset
+        session under the same key would answer without it."""
+        first = await client.post(RESPONSES, json={"input": "a", "user": "fay"}, headers=AUTH)
+        response_id = (await first.json())["id"]
+        registry = client.app[STATE].registry
+        assert registry is not None
+        await registry.reset(first.headers["x-openclaw-session-key"])
+        body = {"input": "b", "previous_response_id": response_id}
+        response = await client.post(RESPONSES, json=body, headers=AUTH)
+        assert response.status == 400
+        assert (await response.json())["error"]["code"] == "previous_response_not_found"
+
+    async def test_a_response_of_a_deleted_session_whose_key_was_used_again_is_not_found(
+        self, client: Client
+    ) -> None:
+        first = await client.post(RESPONSES, json={"input": "a", "user": "gus"}, headers=AUTH)
+        response_id = (await first.json())["id"]
+        registry = client.app[STATE].registry
+        assert registry is not None
+        assert await registry.delete(first.headers["x-openclaw-session-key"], False)
+        again = await client.post(RESPONSES, json={"input": "new", "user": "gus"}, headers=AUTH)
+        assert (await again.json())["output"][0]["content"][0]["text"] == "[turn 1] new"
+        body = {"input": "b", "previous_response_id": response_id}
+        response = await client.post(RESPONSES, json=body, headers=AUTH)
+        assert response.status == 400
+        assert (await response.json())["error"]["code"] == "previous_response_not_found"
+
 
 ORPHAN_OUTPUT = {"type": "function_call_output", "call_id": "call_zzz", "output": "sunny"}
 ORPHAN_MESSAGE = (
