@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, cast
 
 import attrs
@@ -601,10 +601,10 @@ class ResponseEvents:
     non-streamed one has (`output_items`): each opens at its kind's first delta and stays
     open until the run ends, so a server that alternates reasoning and text (or sends both in
     one chunk) adds to the same two items rather than opening one at every switch. A call's
-    item closes when the next call or text starts, or the run ends. One exception: a call
-    that has no arguments yet stays open when the next call starts, because some servers
-    name all their calls before sending any arguments; each fragment then goes to its own
-    call's item."""
+    item closes when the next call, text or reasoning starts, or the run ends. One exception:
+    a call that has no arguments yet stays open, because some servers name all their calls
+    before sending any arguments, and a call given none gets its `{}` when the run ends
+    (the provider's); each fragment then goes to its own call's item."""
 
     def __init__(self, head: ResponseHead) -> None:
         self.head = head
@@ -629,7 +629,7 @@ class ResponseEvents:
         )
 
     def _add(self, kind: str, item: dict[str, Any]) -> tuple[bytes, _OpenItem]:
-        out = self._close_calls(lambda call: bool(call.pieces)) if kind == "function_call" else b""
+        out = self._close_calls() if kind == "function_call" else b""
         opened = _OpenItem(self._next_index, item, kind)
         self._next_index += 1
         out += self._event("response.output_item.added", output_index=opened.output_index,
@@ -651,7 +651,7 @@ class ResponseEvents:
         )
 
     def content(self, delta: str) -> bytes:
-        out = self._close_calls(lambda call: True)
+        out = self._close_calls()
         if self._message is None:
             added, self._message = self._add(
                 "message", message_item(_item_id("msg"), "", IN_PROGRESS)
@@ -661,7 +661,7 @@ class ResponseEvents:
         return out + self._delta(self._message, "response.output_text.delta", delta, logprobs=[])
 
     def reasoning(self, delta: str) -> bytes:
-        out = self._close_calls(lambda call: True)
+        out = self._close_calls()
         if self._reasoning is None:
             added, self._reasoning = self._add(
                 "reasoning", reasoning_item(_item_id("rs"), "", IN_PROGRESS)
@@ -708,11 +708,12 @@ class ResponseEvents:
         self.output = [self._closed[index] for index in sorted(self._closed)]
         return out
 
-    def _close_calls(self, which: Callable[[_OpenItem], bool]) -> bytes:
-        """The open calls `which` picks closed, in output order, up to the first it keeps."""
+    def _close_calls(self) -> bytes:
+        """The open calls that have arguments closed, in output order, up to the first that
+        has none yet (it stays open, and the calls after it)."""
         out = b""
         for index, call in sorted(self._calls.items(), key=lambda pair: pair[1].output_index):
-            if not which(call):
+            if not call.pieces:
                 break
             del self._calls[index]
             out += self._close_item(call, COMPLETED)

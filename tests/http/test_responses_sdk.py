@@ -188,6 +188,26 @@ class TestFunctionToolLoop:
         assert call.type == "function_call"
         assert "".join(pieces) == call.arguments == '{"city":"Paris"}'
 
+    async def test_a_call_without_arguments_followed_by_text_streams_its_arguments(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        """A parameterless function named, then text: the call's arguments are `{}`, as the
+        non-streamed response has them, not empty."""
+        call = {"index": 0, "id": "call_t", "type": "function",
+                "function": {"name": "get_time", "arguments": ""}}  # fmt: skip
+        chunks = openai_sse({"tool_calls": [call]}, {"content": "Checking the clock."})
+        upstream.script(Raw((chunks,)), Raw((chunks,)))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        tool: FunctionToolParam = {"type": "function", "name": "get_time", "parameters": None,
+                                   "strict": False}  # fmt: skip
+        async with await sdk_for(client) as sdk:
+            async with sdk.responses.stream(model="openclaw", input="time?", tools=[tool]) as s:
+                streamed = await s.get_final_response()
+            created = await sdk.responses.create(model="openclaw", input="time?", tools=[tool])
+        for response in (streamed, created):
+            [fc] = [item for item in response.output if item.type == "function_call"]
+            assert (fc.call_id, fc.arguments) == ("call_t", "{}")
+
     async def test_the_whole_history_resent_without_previous_response_id(
         self, sdk: AsyncOpenAI
     ) -> None:

@@ -220,3 +220,14 @@ class TestOutput:
         call = ToolCall("call_a", "f", "{}")
         final = output_items("Let me look. Done.", "", (call,), "completed")
         assert streamed == [(i["type"], i.get("content") or i.get("arguments")) for i in final]
+
+    def test_a_call_without_arguments_yet_takes_them_after_text(self) -> None:
+        """A server that names a call, sends text, then the call's arguments (or, for a call
+        given none, the `{}` the provider completes it with at the end)."""
+        events = ResponseEvents(ResponseHead("resp_1", 0, "openclaw", ResponseFields()))
+        events.tool_call_start(0, "call_a", "f")
+        events.content("Looking.")
+        events.tool_call_arguments(0, "{}")
+        _, body = events.finish("tool_calls", Usage(1, 1))
+        [call] = [item for item in body["output"] if item["type"] == "function_call"]
+        assert call["arguments"] == "{}"
