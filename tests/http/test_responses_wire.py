@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agents.providers.base import ChatMessage, ToolCall, Usage
 from gateway.config.model import ChatCompletionsConfig
-from gateway.http.openai_wire import RequestError
+from gateway.http.openai_wire import RequestError, internal_error
 from gateway.http.openresponses_wire import (
     ResponseEvents,
     ResponseFields,
@@ -19,6 +22,7 @@ from gateway.http.openresponses_wire import (
     response_body,
     validate_request,
 )
+from tests.support.strategies import fuzz
 
 LIMITS = ChatCompletionsConfig()
 TOOL = {"type": "function", "name": "lookup", "parameters": {"type": "object"}}
@@ -231,3 +235,65 @@ class TestOutput:
         _, body = events.finish("tool_calls", Usage(1, 1))
         [call] = [item for item in body["output"] if item["type"] == "function_call"]
         assert call["arguments"] == "{}"
+
+
+# What a run hands the stream, in any order: text, reasoning, a call started, a call's
+# arguments (of a call already started: the run never sends others).
+_STREAM_STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("content"), st.sampled_from(["a", "b"])),
+        st.tuples(st.just("reasoning"), st.sampled_from(["r", "s"])),
+        st.tuples(st.just("call"), st.integers(0, 3)),
+        st.tuples(st.just("arguments"), st.integers(0, 3)),
+    ),
+    max_size=12,
+)
+
+
+class TestStreamInvariants:
+    @fuzz(500)
+    @given(_STREAM_STEPS, st.sampled_from(["stop", "length", "failed"]))
+    def test_every_event_names_an_open_item_and_the_end_holds_them_all(
+        self, steps: list[tuple[str, Any]], end: str
+    ) -> None:
+        """Sequence numbers count every event; items are added at the next output index,
+        each event names an item added and not done yet by both index and id; every item
+        is done by the end, whose output is the done items in output order: at most one
+        message and one reasoning item."""
+        events = ResponseEvents(ResponseHead("resp_1", 0, "openclaw", ResponseFields()))
+        wire, started = events.start(), set()
+        for kind, value in steps:
+            if kind == "content":
+                wire += events.content(value)
+            elif kind == "reasoning":
+                wire += events.reasoning(value)
+            elif kind == "call" and value not in started:
+                started.add(value)
+                wire += events.tool_call_start(value, f"call_{value}", "f")
+            elif kind == "arguments" and value in started:
+                wire += events.tool_call_arguments(value, "{}")
+        if end == "failed":
+            wire += events.fail(internal_error())
+        else:
+            wire += events.finish(end, Usage(1, 1))[0]
+        sent = [json.loads(line[6:]) for line in wire.split(b"\n") if line.startswith(b"data: ")]
+        assert [event["sequence_number"] for event in sent] == list(range(len(sent)))
+        added: dict[int, str] = {}
+        done: dict[int, dict[str, Any]] = {}
+        for event in sent:
+            index = event.get("output_index")
+            if event["type"] == "response.output_item.added":
+                assert index == len(added)
+                added[index] = event["item"]["id"]
+            elif index is not None:
+                assert index not in done
+                item_id = event["item"]["id"] if "item" in event else event["item_id"]
+                assert added[index] == item_id
+                if event["type"] == "response.output_item.done":
+                    done[index] = event["item"]
+        assert done.keys() == added.keys()
+        output = sent[-1]["response"]["output"]
+        assert output == [done[index] for index in sorted(done)]
+        kinds = [item["type"] for item in output]
+        assert kinds.count("message") <= 1
+        assert kinds.count("reasoning") <= 1
