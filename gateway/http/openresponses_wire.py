@@ -651,7 +651,7 @@ class ResponseEvents:
         )
 
     def content(self, delta: str) -> bytes:
-        out = self._close_calls()
+        out = self._close_calls() if self._calls else b""  # once per token: no sort
         if self._message is None:
             added, self._message = self._add(
                 "message", message_item(_item_id("msg"), "", IN_PROGRESS)
@@ -661,7 +661,7 @@ class ResponseEvents:
         return out + self._delta(self._message, "response.output_text.delta", delta, logprobs=[])
 
     def reasoning(self, delta: str) -> bytes:
-        out = self._close_calls()
+        out = self._close_calls() if self._calls else b""  # once per token: no sort
         if self._reasoning is None:
             added, self._reasoning = self._add(
                 "reasoning", reasoning_item(_item_id("rs"), "", IN_PROGRESS)
