@@ -229,14 +229,17 @@ INSERT INTO sessions AS s ({_SESSION_COLUMNS}, stateless)
 VALUES ($2, $3, $1, NULL, $4, $6, $7, $8, $7, $9, $10, $11, $12, $13, $14)
 ON CONFLICT (key) DO UPDATE SET
     stateless = s.stateless AND excluded.stateless,
-    -- A row created while the turn ran (a label given during a minted key's first turn,
-    -- whose row the turn writes): the session is the turn's, which holds its messages. Not
-    -- when the turn's transcript was archived meanwhile: a reset during a session's first
-    -- turn (its row made in the turn's millisecond) wins, as over any late turn.
-    session_id = CASE WHEN s.created_at >= excluded.created_at AND NOT EXISTS (
-                          SELECT 1 FROM transcripts AS t
-                          WHERE t.session_id = excluded.session_id
-                            AND t.archived_at IS NOT NULL)
+    -- A row created while the turn ran and holding no message yet (a label given during a
+    -- minted key's first turn, whose row the turn writes): the session is the turn's, which
+    -- holds its messages. Not when the turn's transcript was archived meanwhile (a reset
+    -- during a session's first turn wins, as over any late turn), nor over a turn another
+    -- process stored under the key meanwhile (its row stays the key's).
+    session_id = CASE WHEN s.created_at >= excluded.created_at
+                           AND NOT EXISTS (SELECT 1 FROM transcripts AS t
+                                           WHERE t.session_id = excluded.session_id
+                                             AND t.archived_at IS NOT NULL)
+                           AND NOT EXISTS (SELECT 1 FROM messages AS m
+                                           WHERE m.session_id = s.session_id)
                       THEN excluded.session_id ELSE s.session_id END,
     updated_at = excluded.updated_at,
     input_tokens = excluded.input_tokens,

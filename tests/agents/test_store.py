@@ -417,6 +417,20 @@ class TestTurns:
         late = await store.append_turn(turn(saved, "r2", user_timestamp=1500))
         assert late.session_id == older.session_id
 
+    async def test_a_turn_on_an_unsaved_row_leaves_a_turn_stored_meanwhile_the_keys(
+        self, store: SessionStore
+    ) -> None:
+        """Another process took the minted key from the response's headers and ran a turn on
+        it while the first turn ran (both run, lock-free): the key keeps the session holding
+        that turn, not an empty one for the first turn's."""
+        row = store.unsaved_row(KEY, "main", 100)
+        other, _ = await store.create(KEY, "main", 1002)
+        await store.append_turn(turn(other, "r-other", user_timestamp=1002))
+        saved = await store.append_turn(turn(row))
+        assert saved.session_id == other.session_id
+        assert (await store.history(other.session_id, 10)).total == 2
+        assert (await store.history(row.session_id, 10)).total == 2  # kept, not the key's
+
     async def test_a_reset_during_a_sessions_first_turn_wins_over_the_turn(
         self, store: SessionStore
     ) -> None:
