@@ -242,6 +242,20 @@ VALID: dict[str, st.SearchStrategy[Any]] = {
     "logit_bias": json_values,
     "metadata": json_values,
 }
+
+
+def tool_round(
+    calls: list[dict[str, Any]], results: list[tuple[Any, str | None]]
+) -> list[dict[str, Any]]:
+    """An assistant message's calls and the results that answer some of them, as a client
+    sends them (a result that answers no call is a 400, as OpenAI's)."""
+    messages: list[dict[str, Any]] = [{"role": "assistant", "content": None, "tool_calls": calls}]
+    for call, (content, name) in zip(calls, results, strict=False):
+        result = {"role": "tool", "content": content, "tool_call_id": call["id"]}
+        messages.append(result if name is None else {**result, "name": name})
+    return messages
+
+
 valid_body = st.fixed_dictionaries(
     {
         "model": st.sampled_from(MODELS),
@@ -253,18 +267,19 @@ valid_body = st.fixed_dictionaries(
                         "content": valid_content,
                     },
                     optional={"name": odd_text},
-                ),
+                ).map(lambda m: [m]),
                 st.fixed_dictionaries(
                     {"role": st.just("assistant"), "content": valid_content | st.none()},
                     optional={"tool_calls": st.lists(valid_call, max_size=3)},
-                ),
-                st.fixed_dictionaries(
-                    {"role": st.just("tool"), "content": valid_content, "tool_call_id": call_id},
-                    optional={"name": odd_text},
+                ).map(lambda m: [m]),
+                st.builds(
+                    tool_round,
+                    st.lists(valid_call, min_size=1, max_size=3),
+                    st.lists(st.tuples(valid_content, st.none() | odd_text), max_size=3),
                 ),
             ),
             max_size=4,
-        ).map(lambda m: [*m, HELLO]),
+        ).map(lambda rounds: [*(m for r in rounds for m in r), HELLO]),
     },
     optional=VALID,
 )
