@@ -18,6 +18,7 @@ __all__ = [
     "error_body",
     "has_surrogate",
     "scrub_surrogates",
+    "spells_surrogate",
     "strict_loads",
     "wire",
 ]
@@ -74,6 +75,11 @@ def wire(text: str) -> bytes:
 _SURROGATE_ESCAPE_RE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
+def spells_surrogate(text: str) -> bool:
+    """Whether the JSON `text` may hold a lone surrogate: only an escape can spell one."""
+    return _SURROGATE_ESCAPE_RE.search(text) is not None
+
+
 def scrub_surrogates(value: Any, text: str) -> Any:
     """`value`, just parsed from the JSON `text`, with each lone surrogate replaced by U+FFFD.
 
@@ -82,7 +88,7 @@ def scrub_surrogates(value: Any, text: str) -> Any:
     Only text with such an escape is walked, without recursion (nesting may be as deep as the
     parser allows), editing the freshly parsed containers in place.
     """
-    if _SURROGATE_ESCAPE_RE.search(text) is None:
+    if not spells_surrogate(text):
         return value
     if isinstance(value, str):
         return repair_surrogates(value)

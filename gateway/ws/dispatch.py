@@ -108,6 +108,7 @@ class CallContext:
     method: str
     # What the call resolved (`session_key`), for its log line.
     route: dict[str, str] = attrs.field(factory=dict)
+    unpaired: frozenset[str] = frozenset()  # `RequestFrame.unpaired`
 
     @property
     def gateway(self) -> GatewayState:
@@ -137,7 +138,7 @@ async def dispatch(
     methods: MethodRegistry, ws: WsState, conn: Connection, frame: RequestFrame
 ) -> None:
     """Answer one request frame (the shape is already checked)."""
-    ctx = CallContext(conn, ws, frame.id, frame.method)
+    ctx = CallContext(conn, ws, frame.id, frame.method, unpaired=frame.unpaired)
     started = time.monotonic()
     try:
         payload = await _call(methods, ctx, frame)

@@ -13,7 +13,14 @@ from typing import Any, Final
 
 import attrs
 
-from gateway.jsonwire import dumps, scrub_surrogates, strict_loads, wire
+from gateway.jsonwire import (
+    dumps,
+    has_surrogate,
+    scrub_surrogates,
+    spells_surrogate,
+    strict_loads,
+    wire,
+)
 
 # --- Limits and versions -----------------------------------------------------------------
 
@@ -139,6 +146,9 @@ class RequestFrame:
     id: str
     method: str
     params: Any = None  # as sent; `None` when omitted or null (both mean `{}`)
+    # The params (`name`, or `name/index` of a list's item) whose text held a lone surrogate
+    # before it was repaired: a session key among them is refused, not merged with another.
+    unpaired: frozenset[str] = frozenset()
 
 
 class NotJson(Exception):
@@ -164,7 +174,9 @@ def parse_request(text: str | bytes) -> RequestFrame:
     if not isinstance(value, dict):
         raise InvalidFrame("must be object", None)
     # A lone surrogate is replaced before any of the frame is used, echoed, logged or stored.
-    scrub_surrogates(value, text if isinstance(text, str) else text.decode(errors="replace"))
+    source = text if isinstance(text, str) else text.decode(errors="replace")
+    unpaired = _unpaired(value.get("params")) if spells_surrogate(source) else frozenset()
+    scrub_surrogates(value, source)
     raw_id = value.get("id")
     frame_id = raw_id if isinstance(raw_id, str) and raw_id else None
     if value.get("type") != "req":
@@ -174,7 +186,25 @@ def parse_request(text: str | bytes) -> RequestFrame:
     method = value.get("method")
     if not isinstance(method, str) or not method:
         raise InvalidFrame("at /method: must be a non-empty string", frame_id)
-    return RequestFrame(frame_id, method, value.get("params"))
+    return RequestFrame(frame_id, method, value.get("params"), unpaired)
+
+
+def _unpaired(params: Any) -> frozenset[str]:
+    """`RequestFrame.unpaired` of `params`, not yet repaired."""
+    if not isinstance(params, dict):
+        return frozenset()
+    found: set[str] = set()
+    for name, value in params.items():
+        if isinstance(value, str):
+            if has_surrogate(value):
+                found.add(name)
+        elif isinstance(value, list):
+            found.update(
+                f"{name}/{i}"
+                for i, item in enumerate(value)
+                if isinstance(item, str) and has_surrogate(item)
+            )
+    return frozenset(found)
 
 
 def response(frame_id: str, payload: Any) -> bytes:

@@ -599,6 +599,58 @@ class TestReadMethods:
         assert listed["sessions"] == [row]
 
 
+class TestSessionKeysThatAreNotText:
+    """A lone surrogate (JSON can spell one, UTF-8 cannot) is no session key: repaired to
+    U+FFFD, two different keys would share a session, as HTTP's header refuses."""
+
+    @pytest.mark.parametrize(
+        ("method", "field", "params"),
+        [
+            ("chat.send", "sessionKey", {"message": "hi", "idempotencyKey": "lone-1"}),
+            ("chat.history", "sessionKey", {}),
+            ("chat.abort", "sessionKey", {}),
+            ("chat.subscribe", "sessionKey", {}),
+            ("chat.unsubscribe", "sessionKey", {}),
+            ("agent", "sessionKey", {"message": "hi", "idempotencyKey": "lone-2"}),
+            ("sessions.patch", "key", {"label": "L"}),
+            ("sessions.reset", "key", {}),
+            ("sessions.delete", "key", {}),
+            ("sessions.describe", "key", {}),
+        ],
+    )
+    async def test_a_key_with_a_lone_surrogate_is_refused(
+        self, ws: GatewayWs, method: str, field: str, params: dict[str, Any]
+    ) -> None:
+        body = json.dumps(params)[1:-1]
+        body = f'"{field}":"a\\ud800b"' + (f",{body}" if body else "")
+        await ws.send(f'{{"type":"req","id":"lone","method":"{method}","params":{{{body}}}}}')
+        frame = await ws.response("lone")
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": f"invalid {method} params: at /{field}: invalid session key"
+            " (a lone UTF-16 surrogate is not text)",
+        }
+        listed = await ws.ok("sessions.list")
+        assert listed["sessions"] == []
+
+    async def test_a_key_that_spells_u_fffd_itself_is_a_key(self, ws: GatewayWs) -> None:
+        await ws.send(
+            '{"type":"req","id":"fffd","method":"sessions.patch",'
+            '"params":{"key":"a\\ufffdb","label":"L"}}'
+        )
+        frame = await ws.response("fffd")
+        assert frame["ok"] is True and frame["payload"]["key"] == "agent:main:a\ufffdb"
+
+    async def test_a_preview_row_of_such_a_key_is_an_error(self, ws: GatewayWs) -> None:
+        await ws.ok("sessions.patch", {"key": "a\ufffdb", "label": "L"})
+        await ws.send(
+            '{"type":"req","id":"pv","method":"sessions.preview",'
+            '"params":{"keys":["a\\ud800b","a\\ufffdb"]}}'
+        )
+        previews = (await ws.response("pv"))["payload"]["previews"]
+        assert [p["status"] for p in previews] == ["error", "empty"]
+
+
 class TestSessions:
     async def test_list_shape(self, ws: GatewayWs, gateway: Gateway) -> None:
         await ws.ok("chat.send", {"sessionKey": "ws-1", "message": "hi", "idempotencyKey": "l-1"})

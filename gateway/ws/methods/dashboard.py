@@ -25,6 +25,7 @@ from gateway.jsonwire import dumps, wire
 from gateway.ws.connection import now_ms
 from gateway.ws.dispatch import CallContext, MethodRegistry, no_params
 from gateway.ws.methods.chat import HISTORY_PAGE_CHARS, NewestItems, read_newest
+from gateway.ws.methods.sessions import NOT_TEXT
 from gateway.ws.protocol import READ, ParamReader, ParamsError
 from gateway.ws.usage import USAGE_DAYS_MAX
 
@@ -120,8 +121,10 @@ def register(methods: MethodRegistry) -> None:
         share = PREVIEW_MAX_BYTES // max(1, len(params.keys))
         # As `chat.history`: a few at a time in the process, one per connection.
         async with ctx.ws.transcript_reads.turn(ctx.conn.conn_id):
-            for raw in params.keys:
+            for i, raw in enumerate(params.keys):
                 try:
+                    if f"keys/{i}" in ctx.unpaired:  # as resolve_key refuses
+                        raise InvalidSessionKey(NOT_TEXT)
                     key = normalize_session_key(raw, agents.default_agent.id, agents.main_key)
                 except InvalidSessionKey:
                     previews.append({"key": raw, "status": "error", "items": []})

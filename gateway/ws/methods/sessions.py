@@ -18,12 +18,17 @@ from gateway.ws.protocol import ADMIN, READ, ParamReader, ParamsError
 
 LABEL_MAX = 64  # OpenClaw's label limit
 LIST_MAX = 1000
+# A key that held a lone surrogate (JSON can spell one): repaired to U+FFFD it would share a
+# session with every other key repaired so, and HTTP refuses such a key.
+NOT_TEXT = "invalid session key (a lone UTF-16 surrogate is not text)"
 
 
 def resolve_key(ctx: CallContext, raw: str, field: str, *, agent_id: str | None = None) -> str:
     """A client's session key → canonical (agents-sessions.md §4): relative to `agent_id`,
     by default the default agent; an `agent:` key names its own agent. Noted on `ctx` for
     the call's log line."""
+    if field in ctx.unpaired:
+        raise ParamsError(f"at /{field}: {NOT_TEXT}")
     agents = ctx.config.agents
     try:
         key = normalize_session_key(raw, agent_id or agents.default_agent.id, agents.main_key)
