@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import math
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Generic, TypeVar
 
 import attrs
 
@@ -24,6 +25,8 @@ from gateway.ws.events import EventFanout
 from gateway.ws.health import HealthCache
 from gateway.ws.presence import PresenceBook, PresenceFanout
 from gateway.ws.usage import UsageCache
+
+T = TypeVar("T")
 
 # agents-sessions.md §2.7: idempotency keys are remembered 5 minutes, at most 1000 of them.
 IDEMPOTENCY_TTL_SECONDS = 300.0
@@ -53,7 +56,8 @@ class WsSettings:
     # reads pages of up to 8 MiB of stored text and builds up to 6 MiB of answer (some
     # 50 MiB of Python objects at worst), so 64 calls on each of many sockets would hold
     # gigabytes. The others wait their turn, one per connection (TranscriptReads); two cores
-    # gain nothing from more.
+    # gain nothing from more. `sessions.list` takes the same turns: each is a job of the
+    # store's one scan thread, and 64 of one client would queue before everyone's.
     max_transcript_reads: int = 4
     # Presence goes to every connection, so n connects each broadcast at once would cost n
     # frames per connection (n² frames); coalesced, a burst costs one frame per connection per
@@ -68,9 +72,10 @@ class WsSettings:
 
 @attrs.define
 class TranscriptReads:
-    """Turns for `chat.history` and `sessions.preview` builds (WsSettings.max_transcript_reads):
-    at most `limit` at once in the process, and one at a time per connection, so that a
-    connection's 64 calls wait behind one another, not in front of every other client's."""
+    """Turns for `chat.history`, `sessions.preview` and `sessions.list`
+    (WsSettings.max_transcript_reads): at most `limit` at once in the process, and one at a
+    time per connection, so that a connection's 64 calls wait behind one another, not in
+    front of every other client's."""
 
     limit: int
     _slots: asyncio.Semaphore = attrs.field(init=False)
@@ -93,6 +98,27 @@ class TranscriptReads:
                 del self._connections[conn_id]
             else:
                 self._connections[conn_id] = (lock, calls - 1)
+
+
+@attrs.define
+class SharedRead(Generic[T]):
+    """An answer that depends on no caller (`status`), shared by the calls asked at once: a
+    computation that began after a call was made is as new as that call asks for, so a burst
+    of them costs two computations, not one each (as `HealthCache` for `health`)."""
+
+    _value: Any = None
+    _started_at: float = -math.inf  # when the computation of `_value` began
+    _lock: asyncio.Lock = attrs.field(factory=asyncio.Lock)
+
+    async def get(self, compute: Callable[[], Awaitable[T]]) -> T:
+        asked = time.monotonic()
+        async with self._lock:
+            if self._started_at < asked:
+                started = time.monotonic()
+                self._value = await compute()
+                self._started_at = started
+            value: T = self._value
+            return value
 
 
 @attrs.define
@@ -156,6 +182,7 @@ class WsState:
         )
     )
     health: HealthCache = attrs.field(factory=HealthCache)
+    status: SharedRead[dict[str, Any]] = attrs.field(factory=SharedRead)
     usage: UsageCache = attrs.field(factory=UsageCache)
     config_file: ConfigFileCache = attrs.field(factory=ConfigFileCache)
     idempotency: IdempotencyCache = attrs.field(factory=IdempotencyCache)

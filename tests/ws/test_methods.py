@@ -377,6 +377,57 @@ class TestTranscriptReadsShareABound:
         await other.ws.close()
 
 
+class TestSessionListsShareTheStore:
+    """`status` and `sessions.list` read the store's scan thread, one job after another: a
+    read-scoped client with 64 calls in flight must not queue 64 scans before every other
+    client's."""
+
+    async def test_status_calls_asked_at_once_share_their_computations(
+        self, gateway: Gateway, ws: GatewayWs, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        scans = 0
+        listing = SessionStore.list
+
+        async def counted(self: SessionStore, *args: Any, **kwargs: Any) -> Any:
+            nonlocal scans
+            scans += 1
+            return await listing(self, *args, **kwargs)
+
+        monkeypatch.setattr(SessionStore, "list", counted)
+        calls = [await ws.request("status") for _ in range(20)]
+        for frame_id in calls:
+            assert (await ws.response(frame_id))["ok"] is True
+        # Each computation scans once for every session and once per agent (one here).
+        assert 2 <= scans <= 4
+        # A call asked after that computation ended computes again.
+        await ws.ok("status")
+        assert scans >= 4
+
+    async def test_a_client_listing_many_at_once_does_not_hold_up_another(
+        self, make_gateway: MakeGateway, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        gateway = await make_gateway(settings=WsSettings(max_transcript_reads=1))
+        listing = SessionStore.list
+
+        async def slow(self: SessionStore, *args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(0.02)  # a scan of many sessions takes a while
+            return await listing(self, *args, **kwargs)
+
+        monkeypatch.setattr(SessionStore, "list", slow)
+        greedy, other = await gateway.connected(), await gateway.connected()
+        with capture_logs() as logs:
+            many = [await greedy.request("sessions.list", {"limit": 1 + i}) for i in range(20)]
+            await asyncio.sleep(0.03)  # the first of them is being read
+            one = await other.request("sessions.list", {}, id="other")
+            assert (await other.response(one))["ok"] is True
+            for frame_id in many:
+                assert (await greedy.response(frame_id))["ok"] is True
+        answered = [e["request_id"] for e in logs if e["event"] == "ws_call"]
+        assert answered.index("other") <= 2
+        await greedy.ws.close()
+        await other.ws.close()
+
+
 class TestLargeFramesParseOffTheLoop:
     """The calls' order in the log shows it: `health` on another connection, sent once the
     large frame's parse began, is answered first only if that parse let the loop run."""

@@ -10,8 +10,10 @@ import attrs
 from agents.events import SessionInfo
 from gateway import __version__
 from gateway.config.model import Config
+from gateway.state import GatewayState
 from gateway.ws.connection import now_ms
 from gateway.ws.dispatch import CallContext, MethodRegistry, no_params
+from gateway.ws.health import registry_of
 from gateway.ws.protocol import READ, ParamReader
 
 RECENT = 5
@@ -47,43 +49,48 @@ def register(methods: MethodRegistry) -> None:
 
     @methods.method("status", params=no_params, scope=READ)
     async def status(ctx: CallContext, params: None) -> Any:
-        config, registry = ctx.config, ctx.registry
-        path = config.sessions_location
-        now = now_ms()
-        everything = await registry.list_sessions(limit=RECENT)
-        by_agent = []
-        for agent in config.agents.agents:
-            listed = await registry.list_sessions(limit=RECENT, agent_id=agent.id)
-            by_agent.append(
-                {
-                    "agentId": agent.id,
-                    "path": path,
-                    "count": listed.total_count,
-                    "recent": [_recent(config, s, now) for s in listed.sessions],
-                }
-            )
-        _, model, context = default_model(config)
-        stats = registry.stats()
-        return {
-            "runtimeVersion": __version__,
-            "pid": os.getpid(),
-            "uptimeMs": ctx.gateway.uptime_ms,
-            "sessions": {
-                "paths": [path],
-                "count": everything.total_count,
-                "defaults": {"model": model, "contextTokens": context},
-                "recent": [_recent(config, s, now) for s in everything.sessions],
-                "byAgent": by_agent,
-            },
-            "heartbeat": {"defaultAgentId": config.agents.default_agent.id, "agents": []},
-            "channelSummary": [],
-            "queuedSystemEvents": [],
-            "runs": {
-                "active": stats.active,
-                "queued": stats.queued,
-                "maxConcurrent": stats.max_concurrent,
-            },
-        }
+        return await ctx.ws.status.get(lambda: _status(ctx.gateway))
+
+
+async def _status(gateway: GatewayState) -> dict[str, Any]:
+    """Of no caller in particular: the calls asked meanwhile share it (`SharedRead`)."""
+    config, registry = gateway.config, registry_of(gateway)
+    path = config.sessions_location
+    now = now_ms()
+    everything = await registry.list_sessions(limit=RECENT)
+    by_agent = []
+    for agent in config.agents.agents:
+        listed = await registry.list_sessions(limit=RECENT, agent_id=agent.id)
+        by_agent.append(
+            {
+                "agentId": agent.id,
+                "path": path,
+                "count": listed.total_count,
+                "recent": [_recent(config, s, now) for s in listed.sessions],
+            }
+        )
+    _, model, context = default_model(config)
+    stats = registry.stats()
+    return {
+        "runtimeVersion": __version__,
+        "pid": os.getpid(),
+        "uptimeMs": gateway.uptime_ms,
+        "sessions": {
+            "paths": [path],
+            "count": everything.total_count,
+            "defaults": {"model": model, "contextTokens": context},
+            "recent": [_recent(config, s, now) for s in everything.sessions],
+            "byAgent": by_agent,
+        },
+        "heartbeat": {"defaultAgentId": config.agents.default_agent.id, "agents": []},
+        "channelSummary": [],
+        "queuedSystemEvents": [],
+        "runs": {
+            "active": stats.active,
+            "queued": stats.queued,
+            "maxConcurrent": stats.max_concurrent,
+        },
+    }
 
 
 def _recent(config: Config, session: SessionInfo, now: int) -> dict[str, Any]:

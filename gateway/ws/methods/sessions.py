@@ -137,13 +137,15 @@ def register(methods: MethodRegistry) -> None:
     @methods.method("sessions.list", params=ListParams.parse, scope=READ)
     async def sessions_list(ctx: CallContext, params: ListParams) -> Any:
         config = ctx.config
-        listed = await ctx.registry.list_sessions(
-            limit=params.limit,
-            agent_id=params.agent_id,
-            search=params.search,
-            label=params.label,
-            active_minutes=params.active_minutes,
-        )
+        # A job of the store's one scan thread: a connection's calls take turns (state.py).
+        async with ctx.ws.transcript_reads.turn(ctx.conn.conn_id):
+            listed = await ctx.registry.list_sessions(
+                limit=params.limit,
+                agent_id=params.agent_id,
+                search=params.search,
+                label=params.label,
+                active_minutes=params.active_minutes,
+            )
         provider, model, context = default_model(config)
         return {
             "ts": now_ms(),
