@@ -226,17 +226,38 @@ def error_for(exc: Exception, method: str, conn_id: str | None = None) -> WsErro
     return WsError(UNAVAILABLE, protocol.MSG_INTERNAL)
 
 
+def refuse(conn: Connection, frame_id: str, method: str | None, error: WsError) -> None:
+    """An error answer to a frame the reader does not dispatch (one that is no request, one
+    beyond the connection's slots), with the `ws_call` line every answer has (README, Logs):
+    a client that floods them is seen as one that floods calls."""
+    conn.send(protocol.error_response(frame_id, error))
+    _log_line(conn.conn_id, frame_id, method, error.code, 0.0, None)
+
+
 def _log_call(ctx: CallContext, started: float, code: str | None) -> None:
+    duration = (time.monotonic() - started) * 1000
+    _log_line(
+        ctx.conn.conn_id, ctx.request_id, ctx.method, code, duration, ctx.route.get("session_key")
+    )
+
+
+def _log_line(
+    conn_id: str,
+    request_id: str,
+    method: str | None,
+    code: str | None,
+    duration_ms: float,
+    session_key: str | None,
+) -> None:
     """The call's one canonical line: never params, message text or credentials."""
-    session_key = ctx.route.get("session_key")
     log.info(
         "ws_call",
-        conn_id=ctx.conn.conn_id,
-        request_id=ctx.request_id,
-        method=ctx.method,
+        conn_id=conn_id,
+        request_id=request_id,
+        method=method,
         ok=code is None,
         code=code,
-        duration_ms=round((time.monotonic() - started) * 1000, 1),
+        duration_ms=round(duration_ms, 1),
         agent=session_key.split(":", 2)[1] if session_key else None,
         session_key=session_key,
     )

@@ -34,7 +34,7 @@ from gateway.jsonwire import PARSE_IN_THREAD_CHARS
 from gateway.responses import error_response
 from gateway.ws import protocol
 from gateway.ws.connection import Connection, now_ms
-from gateway.ws.dispatch import MethodRegistry, dispatch, error_for
+from gateway.ws.dispatch import MethodRegistry, dispatch, error_for, refuse
 from gateway.ws.events import EventFanout
 from gateway.ws.framelimit import GatewayWebSocket, raise_frame_limit
 from gateway.ws.methods import register_all
@@ -424,7 +424,7 @@ class _WaitingRequests:
             self._chars += chars
         else:
             error = _too_many_in_flight(settings.max_inflight_requests, len(self._frames))
-            self._conn.send(protocol.error_response(frame.id, error))
+            refuse(self._conn, frame.id, frame.method, error)
 
     def drop(self) -> None:
         """The socket is done: what waits is not started."""
@@ -456,7 +456,7 @@ def _too_many_in_flight(limit: int, waiting: int) -> WsError:
 
 def _invalid_frame(conn: Connection, frame_id: str | None, detail: str) -> None:
     error = WsError(INVALID_REQUEST, f"invalid request frame: {detail}")
-    conn.send(protocol.error_response(frame_id or protocol.INVALID_FRAME_ID, error))
+    refuse(conn, frame_id or protocol.INVALID_FRAME_ID, None, error)
 
 
 async def _teardown(ws_state: WsState, conn: Connection) -> None:

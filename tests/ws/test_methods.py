@@ -72,6 +72,38 @@ class TestDispatcher:
         (line,) = (e for e in logs if e["event"] == "ws_call" and e["request_id"] == "left")
         assert (line["method"], line["ok"], line["code"]) == ("agent.wait", False, "CANCELLED")
 
+    async def test_frames_answered_without_a_call_have_their_log_line(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        """One `ws_call` line per answer: a frame that is no request, and a request refused
+        because the connection's slots and waiting room are full, are answered errors too."""
+        gateway = await make_gateway(
+            settings=WsSettings(max_inflight_requests=1, max_waiting_requests=0)
+        )
+        ws = await gateway.connected()
+        with capture_logs() as logs:
+            await ws.request("agent.wait", {"runId": "never", "timeoutMs": 60_000}, id="held")
+            await ws.request("health", id="over")
+            assert (await ws.response("over"))["error"]["code"] == "UNAVAILABLE"
+            await ws.send("{nope")
+            await ws.response("invalid")
+            await ws.send({"type": "res", "id": "x-1", "method": "health"})
+            await ws.response("x-1")
+            await ws.ws.send_bytes(b"\x00")
+            await ws.response("invalid")
+        lines = [
+            (e["request_id"], e["method"], e["ok"], e["code"])
+            for e in logs
+            if e["event"] == "ws_call"
+        ]
+        assert lines == [
+            ("over", "health", False, "UNAVAILABLE"),
+            ("invalid", None, False, "INVALID_REQUEST"),
+            ("x-1", None, False, "INVALID_REQUEST"),
+            ("invalid", None, False, "INVALID_REQUEST"),
+        ]
+        await ws.ws.close()
+
     async def test_not_json_after_the_handshake(self, ws: GatewayWs) -> None:
         await ws.send("{nope")
         frame = await ws.response("invalid")
