@@ -5,7 +5,8 @@ frames go into a queue bounded in bytes (`policy.maxBufferedBytes`, ws-protocol.
 exactly one writer task empties onto the socket. When a frame does not fit, a droppable event
 is skipped (the client sees a `seq` gap) and anything else closes the connection with 1008
 `slow consumer`. A state snapshot (`presence`) that is still queued when a newer one comes is
-dropped the same way, so a client that reads slowly holds at most one of them. Closing is a
+dropped the same way, so a client that reads slowly holds at most one of them; a piece of a
+text sent in pieces (a tool call's arguments) joins its text's unsent piece. Closing is a
 request too: the writer sends what is queued, then the close frame, so a handshake error
 response arrives before its close.
 
@@ -72,10 +73,21 @@ class _Replaceable:
     size: int
 
 
+@attrs.define(eq=False)
+class _Merging:
+    """A queued piece of a text (`EventFrame.merges`) and the later pieces joined to it."""
+
+    frame: EventFrame | None  # None once taken by the writer
+    seq: int
+    size: int
+    pieces: list[bytes] = attrs.field(factory=list)
+    grown: int = 0  # bytes of `pieces`
+
+
 # What the queue holds: a frame that is all bytes, or an event and its seq, rendered by the
 # writer only when it sends it: a broadcast queued to n connections holds one copy of its
 # bytes, not n.
-_Queued = bytes | tuple[EventFrame, int] | _Replaceable
+_Queued = bytes | tuple[EventFrame, int] | _Replaceable | _Merging
 
 
 @attrs.define(eq=False)
@@ -106,6 +118,7 @@ class Connection:
     # while they hold something (None otherwise): idle sockets are counted in bytes.
     _queue: deque[_Queued] | None = None
     _replaceable: dict[str, _Replaceable] | None = None
+    _merging: dict[str, _Merging] | None = None  # the last piece queued per text
     _buffered: int = 0
     _seq: int = 0
     _writing: bool = False  # start() was called: queued frames are written
@@ -171,12 +184,25 @@ class Connection:
         self._enqueue(frame, len(frame), droppable=False)
 
     def send_event(self, frame: EventFrame) -> None:
-        """An event frame with this connection's next `seq` (§9.1); a dropped one leaves a gap."""
+        """An event frame with this connection's next `seq` (§9.1); a dropped one leaves a gap.
+        A piece of a text whose previous piece is still queued joins it (no `seq` of its own):
+        a burst of tiny pieces (a tool call's arguments) would otherwise queue some 300 bytes
+        of event for each byte of text, more than any client reads."""
+        merges = frame.merges
+        if merges is not None and self.phase is not Phase.CLOSING and self._merge(frame, merges):
+            return
         self._seq += 1
         if self.phase is Phase.CLOSING:
             return
         seq = self._seq
         size = frame.size(seq)
+        if frame.merges is not None:
+            merging = _Merging(frame, seq, size)
+            if self._enqueue(merging, size, frame.droppable):
+                if self._merging is None:
+                    self._merging = {}
+                self._merging[frame.merges] = merging
+            return
         name = frame.replaces
         if name is None:
             self._enqueue((frame, seq), size, frame.droppable)
@@ -193,6 +219,23 @@ class Connection:
             if self._replaceable is None:
                 self._replaceable = {}
             self._replaceable[name] = item
+
+    def _merge(self, frame: EventFrame, key: str) -> bool:
+        """Whether `frame` joined the unsent piece of its text (or was refused with it)."""
+        merging = self._merging.get(key) if self._merging is not None else None
+        if merging is None or merging.frame is None:
+            return False
+        piece = frame.piece_bytes()
+        if merging.grown + len(piece) > merging.frame.room:
+            return False  # as large as a frame may be: the piece starts the next one
+        if self._buffered + len(piece) > self.max_buffered_bytes:
+            self._slow_consumer()
+            return True
+        merging.pieces.append(piece)
+        merging.grown += len(piece)
+        merging.size += len(piece)
+        self._buffered += len(piece)
+        return True
 
     def _enqueue(self, item: _Queued, size: int, droppable: bool) -> bool:
         """Whether `item` (`size` bytes) was queued."""
@@ -240,7 +283,7 @@ class Connection:
     # -- the writer --------------------------------------------------------------------------
 
     def _drop_queue(self) -> None:
-        self._queue = self._replaceable = None
+        self._queue = self._replaceable = self._merging = None
         self._buffered = 0
 
     def _take(self, queue: deque[_Queued]) -> bytes | None:
@@ -252,6 +295,10 @@ class Connection:
             data = item[0].render(item[1])
         elif item.frame is None:
             return None
+        elif isinstance(item, _Merging):
+            frame, item.frame = item.frame, None
+            data = frame.merged(item.seq, item.pieces) if item.pieces else frame.render(item.seq)
+            item.pieces = []
         else:
             data = item.frame.render(item.seq)
             item.frame = None

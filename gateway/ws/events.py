@@ -17,8 +17,9 @@ a UI shows the reply cut, and its end, rather than losing the connection or wait
 `final` that never comes. After a cut delta the run sends no more deltas (each would show the
 same head); its `final` or `aborted` is cut the same way. An `agent` event that would be
 larger (the cumulative text of an `assistant` or `thinking` event) is dropped for every
-reader, a `seq` gap as for a slow client. One warning line per run says so. Other events are
-small by construction (presence entries and session rows have bounded fields).
+reader, a `seq` gap as for a slow client. One warning line per run says so. A `tool` piece of
+a call's arguments joins a piece of that call still queued for a reader (within maxPayload).
+Other events are small by construction (presence entries and session rows have bounded fields).
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ from typing import Any
 import attrs
 import structlog
 
-from agents.events import RunEvent, SessionChange, Stream
+from agents.events import RunEvent, SessionChange, Stream, ToolPhase
 from agents.providers.base import ToolCall
 from agents.store import assistant_content
-from gateway.jsonwire import dumps
+from gateway.jsonwire import dumps, wire
 from gateway.ws.connection import Connection
 from gateway.ws.protocol import MAX_PAYLOAD, TRUNCATED_MARK, EventFrame, event_frame, text_head
 
@@ -48,6 +49,8 @@ CHAT_DELTA_INTERVAL_SECONDS = 0.150
 # carry. A reasoning model's thinking that arrives in a burst would otherwise close every
 # reader as a slow consumer.
 _CUMULATIVE = frozenset({Stream.ASSISTANT, Stream.THINKING})
+# What follows a tool piece's `delta` string content in its `agent` payload (agent_payload).
+_AFTER_DELTA = '"},"isHeartbeat":false}'
 # A run of another process (a shared store) whose events stop before its end: its process was
 # killed, it stopped sending when this one's last client left (the bus's watch), or the
 # database lost a notification. Its chat state (the text so far) is forgotten this long after
@@ -197,10 +200,7 @@ class EventFanout:
                     end.set_result(event)
         readers = self.readers_of(event.session_key)
         if readers:
-            frame = event_frame(
-                "agent", None, payload_json=dumps(agent_payload(event)),
-                droppable=event.stream in _CUMULATIVE,
-            )  # fmt: skip
+            frame = self._agent_frame(event)
             if frame.bound <= self.max_payload:
                 self.broadcast(frame, readers)
             else:
@@ -211,6 +211,28 @@ class EventFanout:
             self._tool(event)
         elif event.is_terminal:
             self._terminal(event)
+
+    def _agent_frame(self, event: RunEvent) -> EventFrame:
+        data = event.data
+        if event.stream != Stream.TOOL or data.get("phase") != ToolPhase.UPDATE:
+            return event_frame(
+                "agent", None, payload_json=dumps(agent_payload(event)),
+                droppable=event.stream in _CUMULATIVE,
+            )  # fmt: skip
+        # A piece of a call's arguments: its `delta` last, so that the pieces a reader has
+        # queued join into one event (Connection.send_event).
+        delta = data["delta"]
+        fields = {k: v for k, v in data.items() if k != "delta"}
+        fields["delta"] = delta
+        payload = agent_payload(event)
+        payload["data"] = fields
+        body = dumps(payload)
+        frame = event_frame("agent", None, payload_json=body)
+        if not body.endswith(_AFTER_DELTA):
+            return frame
+        piece = len(wire(dumps(delta))) - 2
+        key = f"{event.run_id}\n{data['toolCallId']}"
+        return frame.merging(key, piece, len(_AFTER_DELTA), self.max_payload)
 
     def _chat_run(self, event: RunEvent) -> _ChatRun:
         run = self._chat.get(event.run_id)

@@ -224,6 +224,9 @@ def unsequenced_event(name: str, payload: Any) -> bytes:
     return wire(dumps({"type": "event", "event": name, "payload": payload}))
 
 
+_SEQ_KEY: Final = ',"seq":'  # ends an event frame's head
+
+
 @attrs.frozen
 class EventFrame:
     """An event serialised once, with a hole for the per-connection `seq` (§9.1).
@@ -238,9 +241,32 @@ class EventFrame:
     # A state snapshot (`presence`): a connection's queue holds at most one unsent frame of
     # this name, a newer one drops the older; only the newest state is worth sending.
     replaces: str | None = None
+    # A piece of a text sent in pieces (a tool call's arguments): the text's key, and where
+    # the piece's JSON string content lies in `head`. A later piece of the same text joins
+    # an unsent one in a connection's queue (`merged`), within `room` more bytes.
+    merges: str | None = None
+    piece: tuple[int, int] = (0, 0)
+    room: int = 0
 
     def render(self, seq: int) -> bytes:
         return b"".join((self.head, str(seq).encode(), self.tail))
+
+    def piece_bytes(self) -> bytes:
+        start, end = self.piece
+        return self.head[start:end]
+
+    def merged(self, seq: int, pieces: Sequence[bytes]) -> bytes:
+        """This frame with `pieces` (other frames' `piece_bytes`) after its own: two JSON
+        string contents joined are the content of the strings' concatenation."""
+        end = self.piece[1]
+        return b"".join((self.head[:end], *pieces, self.head[end:], str(seq).encode(), self.tail))
+
+    def merging(self, key: str, piece: int, after: int, max_payload: int) -> EventFrame:
+        """This frame as a piece of the text `key`: its payload's JSON ends with the piece's
+        string content (`piece` bytes), then `after` bytes (the string's closing quote on)."""
+        end = len(self.head) - len(_SEQ_KEY) - after
+        room = max(0, max_payload - self.bound)
+        return attrs.evolve(self, merges=key, piece=(end - piece, end), room=room)
 
     def size(self, seq: int) -> int:
         """`len(self.render(seq))`, without rendering."""
@@ -262,7 +288,7 @@ def event_frame(
     replaces: str | None = None,
 ) -> EventFrame:
     body = payload_json if payload_json is not None else dumps(payload)
-    head = wire(f'{{"type":"event","event":{dumps(name)},"payload":{body},"seq":')
+    head = wire(f'{{"type":"event","event":{dumps(name)},"payload":{body}{_SEQ_KEY}')
     tail = b"}" if state_version is None else f',"stateVersion":{dumps(state_version)}}}'.encode()
     return EventFrame(head, tail, droppable, replaces)
 

@@ -19,7 +19,7 @@ from gateway.ws.state import WsSettings
 from tests.support.configs import merged
 from tests.support.http_client import fake_provider
 from tests.support.turns import turn
-from tests.support.upstreams import FakeOpenAI, Stream
+from tests.support.upstreams import FakeOpenAI, FakeToolCall, Stream
 from tests.support.ws_client import (
     CONFIG,
     SLOW_CONFIG,
@@ -182,6 +182,96 @@ class TestSlowConsumer:
             assert not [e for e in logs if e["event"] == "ws_slow_consumer"]
             assert (await ws.ok("health"))["ok"] is True
             await ws.ws.close()
+
+    async def test_a_burst_of_tool_arguments_merges_for_a_reader_that_cannot_keep_up(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        # Each piece of a call's arguments is an `agent` event of its own, some 300 bytes for
+        # one character: an upstream that sends them in one burst (here 10,000) fills a queue
+        # with 3 MB of events faster than any client reads it. Pieces of one call queued
+        # together go out as one event, their deltas joined.
+        arguments = '{"text":"' + "a" * 9_990 + '"}'
+        async with FakeOpenAI() as upstream:
+            call = FakeToolCall("call_big", "write", tuple(arguments))
+            upstream.script(Stream(("",), tool_calls=(call,)))
+            config = merged(
+                {
+                    "gateway": {
+                        "auth": {"mode": "token", "token": TOKEN},
+                        "http": {"endpoints": {"chatCompletions": {"enabled": True}}},
+                    }
+                },
+                fake_provider(upstream),
+            )
+            gateway = await make_gateway(
+                json.dumps(config), settings=WsSettings(max_buffered_bytes=64 * 1024)
+            )
+            ws = await gateway.connected()
+            tool = {"type": "function", "function": {"name": "write"}}
+            with capture_logs() as logs:
+                answer = await gateway.client.post(
+                    "/v1/chat/completions",
+                    json={"model": "openclaw", "messages": [{"role": "user", "content": "go"}],
+                          "tools": [tool]},
+                    headers={**HTTP_HEADERS, "x-openclaw-session-key": "tools"},
+                )  # fmt: skip
+                assert answer.status == 200, await answer.text()
+                final = await ws.event("chat", state="final")
+            assert not [e for e in logs if e["event"] == "ws_slow_consumer"]
+            updates = [
+                f["payload"]["data"]
+                for f in ws.frames
+                if f.get("event") == "agent"
+                and f["payload"]["stream"] == "tool"
+                and f["payload"]["data"]["phase"] == "update"
+            ]
+            assert "".join(u["delta"] for u in updates) == arguments
+            assert len(updates) < len(arguments)
+            assert {(u["toolCallId"], u["name"], u["index"]) for u in updates} == {
+                ("call_big", "write", 0)
+            }
+            seqs = [f["seq"] for f in ws.frames if f.get("type") == "event" and "seq" in f]
+            assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # no gap: nothing dropped
+            (content,) = final["payload"]["message"]["content"][-1:]
+            assert content["arguments"] == json.loads(arguments)
+            assert (await ws.ok("health"))["ok"] is True
+            await ws.ws.close()
+
+    def test_tool_pieces_joined_are_the_event_of_their_joined_text(self) -> None:
+        fanout = EventFanout(set())
+        deltas = ['{"q": "a\\"b', "\n\u00e9\U0001f600", "\u2028</x>", '"}']
+        frames = [
+            fanout._agent_frame(
+                RunEvent(
+                    "r1",
+                    "agent:main:k",
+                    "sid",
+                    "main",
+                    "tool",
+                    n,
+                    100 + n,
+                    {
+                        "phase": "update",
+                        "name": "w",
+                        "toolCallId": "c1",
+                        "index": 0,
+                        "delta": delta,
+                    },
+                )
+            )
+            for n, delta in enumerate(deltas, 1)
+        ]
+        assert len({f.merges for f in frames}) == 1 and frames[0].merges is not None
+        joined = json.loads(frames[0].merged(7, [f.piece_bytes() for f in frames[1:]]))
+        assert joined["seq"] == 7
+        assert joined["payload"]["data"] == {
+            "phase": "update",
+            "name": "w",
+            "toolCallId": "c1",
+            "index": 0,
+            "delta": "".join(deltas),
+        }
+        assert json.loads(frames[1].render(3))["payload"]["data"]["delta"] == deltas[1]
 
     async def test_a_client_that_stops_reading_is_closed_and_the_rest_carry_on(
         self, make_gateway: MakeGateway
