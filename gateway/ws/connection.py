@@ -91,6 +91,32 @@ _Queued = bytes | tuple[EventFrame, int] | _Replaceable | _Merging
 
 
 @attrs.define(eq=False)
+class AnswerBudget:
+    """Bytes of answers queued for every connection together (`WsSettings`'s
+    `max_buffered_total_bytes`). Event frames are not counted: one broadcast is one copy of its
+    bytes however many connections queue it. Answers are each connection's own (a
+    `chat.history` answer is up to 6 MiB), and each connection may queue its
+    `maxBufferedBytes` of them; over the bound, the connection holding the most is closed as
+    a slow consumer."""
+
+    limit: int
+    held: int = 0
+    holders: set[Connection] = attrs.field(factory=set)  # those with answers queued
+
+    def add(self, conn: Connection, size: int) -> None:
+        self.held += size
+        self.holders.add(conn)
+        if self.held > self.limit:
+            largest = max(self.holders, key=lambda holder: holder.answer_bytes)
+            largest._slow_consumer(total=self)
+
+    def remove(self, conn: Connection, size: int, *, all_of_it: bool = False) -> None:
+        self.held -= size
+        if all_of_it:
+            self.holders.discard(conn)
+
+
+@attrs.define(eq=False)
 class Connection:
     ws: web.WebSocketResponse
     conn_id: str
@@ -101,6 +127,7 @@ class Connection:
     # are written in one go. None: each frame goes through `ws.send_frame`.
     stream: AbstractStreamWriter | None = None
     from_browser: bool = False  # the upgrade carried an Origin: never exempt from the limiter
+    answers: AnswerBudget | None = None  # the process's bound on queued answers
     connected_at: int = attrs.field(factory=now_ms)
     last_activity_at: int = attrs.field(factory=now_ms)
     phase: Phase = Phase.HANDSHAKE
@@ -120,6 +147,7 @@ class Connection:
     _replaceable: dict[str, _Replaceable] | None = None
     _merging: dict[str, _Merging] | None = None  # the last piece queued per text
     _buffered: int = 0
+    _answer_bytes: int = 0  # of `_buffered`: answers (`send`), counted in `answers` too
     _seq: int = 0
     _writing: bool = False  # start() was called: queued frames are written
     # The writer while frames are queued or a close is due; after the close, or a reset, the
@@ -164,6 +192,10 @@ class Connection:
     @property
     def buffered_bytes(self) -> int:
         return self._buffered
+
+    @property
+    def answer_bytes(self) -> int:
+        return self._answer_bytes
 
     # -- producers: never await ------------------------------------------------------------
 
@@ -255,6 +287,9 @@ class Connection:
         queue.append(item)
         self._buffered += size
         self._write_soon()
+        if isinstance(item, bytes) and self.answers is not None:
+            self._answer_bytes += size
+            self.answers.add(self, size)  # may close this connection, or another one
         return True
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
@@ -267,13 +302,25 @@ class Connection:
         self._close = (code, reason)
         self.phase = Phase.CLOSING
 
-    def _slow_consumer(self) -> None:
-        log.warning(
-            "ws_slow_consumer",
-            conn_id=self.conn_id,
-            buffered_bytes=self._buffered,
-            limit=self.max_buffered_bytes,
-        )
+    def _slow_consumer(self, total: AnswerBudget | None = None) -> None:
+        """Close now: over this connection's limit, or (`total`) the one holding the most
+        answers when all of them are over the process's."""
+        if total is None:
+            log.warning(
+                "ws_slow_consumer",
+                conn_id=self.conn_id,
+                buffered_bytes=self._buffered,
+                limit=self.max_buffered_bytes,
+            )
+        else:
+            log.warning(
+                "ws_slow_consumer",
+                conn_id=self.conn_id,
+                buffered_bytes=self._buffered,
+                limit=self.max_buffered_bytes,
+                total_buffered_bytes=total.held,
+                total_limit=total.limit,
+            )
         self._drop_queue()
         self._closing(CLOSE_POLICY_VIOLATION, REASON_SLOW_CONSUMER)
         # The writer is probably parked in a drain that never ends: stop it and close from
@@ -285,12 +332,18 @@ class Connection:
     def _drop_queue(self) -> None:
         self._queue = self._replaceable = self._merging = None
         self._buffered = 0
+        if self.answers is not None and self._answer_bytes:
+            self.answers.remove(self, self._answer_bytes, all_of_it=True)
+        self._answer_bytes = 0
 
     def _take(self, queue: deque[_Queued]) -> bytes | None:
         """The next frame, rendered; None for one that a newer one replaced."""
         item = queue.popleft()
         if isinstance(item, bytes):
             data = item
+            if self.answers is not None:
+                self._answer_bytes -= len(data)
+                self.answers.remove(self, len(data), all_of_it=not self._answer_bytes)
         elif isinstance(item, tuple):
             data = item[0].render(item[1])
         elif item.frame is None:
@@ -424,6 +477,8 @@ class Connection:
                 await asyncio.wait(late)
         _reap(self._writer)
         _reap(self._closer)
+        # What a writer cut off left queued is never sent; its answers leave the budget.
+        self._drop_queue()
         if not self.ws.closed:
             code, reason = self._close or (code, reason)
             await self._close_socket(code, reason)

@@ -145,6 +145,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             settings.close_timeout_seconds,
             stream,
             from_browser=origin is not None,
+            answers=ws_state.answers,
         )
     except BaseException:
         ws_state.preauth_leave(remote)

@@ -20,7 +20,7 @@ from gateway.edge import client_key
 from gateway.state import GatewayState
 from gateway.ws import protocol
 from gateway.ws.configfile import ConfigFileCache
-from gateway.ws.connection import Connection, now_ms
+from gateway.ws.connection import AnswerBudget, Connection, now_ms
 from gateway.ws.events import EventFanout
 from gateway.ws.health import HealthCache
 from gateway.ws.presence import PresenceBook, PresenceFanout
@@ -40,6 +40,11 @@ class WsSettings:
     max_payload: int = protocol.MAX_PAYLOAD
     preauth_max_payload: int = protocol.PREAUTH_MAX_PAYLOAD
     max_buffered_bytes: int = protocol.MAX_BUFFERED_BYTES
+    # Answers queued for every connection together (AnswerBudget): each may hold its
+    # `max_buffered_bytes` (50 MiB), and a few hundred clients that stop reading would hold
+    # gigabytes, more than the host the gateway runs on, which then kills it with every
+    # client. Ten clients' worth; over it the connection holding the most is closed.
+    max_buffered_total_bytes: int = 10 * protocol.MAX_BUFFERED_BYTES
     # A closing handshake waits this long for the client before cutting the TCP connection.
     close_timeout_seconds: float = 5.0
     # Requests of one connection handled at once. Those beyond it wait their turn, in order,
@@ -192,6 +197,11 @@ class WsState:
             takes_self=True,
         )
     )
+    answers: AnswerBudget = attrs.field(
+        default=attrs.Factory(
+            lambda self: AnswerBudget(self.settings.max_buffered_total_bytes), takes_self=True
+        )
+    )
     transcript_reads: TranscriptReads = attrs.field(
         default=attrs.Factory(
             lambda self: TranscriptReads(self.settings.max_transcript_reads), takes_self=True
@@ -205,6 +215,7 @@ class WsState:
     def _settings_changed(self, settings: WsSettings) -> WsSettings:
         self.fanout.max_payload = settings.max_payload
         self.transcript_reads = TranscriptReads(settings.max_transcript_reads)
+        self.answers.limit = settings.max_buffered_total_bytes
         return settings
 
     @property

@@ -314,6 +314,52 @@ class TestSlowConsumer:
         assert (await fast.ok("health"))["ok"] is True
         await fast.ws.close()
 
+    async def test_clients_that_stop_reading_share_a_bound_and_the_largest_is_closed(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        # Each may hold its own 64 MiB, but not all of them together: answers queued for
+        # every connection are bounded in the process, and over it the connection holding
+        # the most is closed as a slow consumer, the rest carry on.
+        total = 8 * 1024 * 1024
+        settings = WsSettings(max_buffered_bytes=64 * 1024 * 1024, max_buffered_total_bytes=total)
+        gateway = await make_gateway(settings=settings)
+        store = gateway.app[STATE].store
+        assert store is not None
+        row, _ = await store.create("agent:main:big", "main", 1000)
+        for n in range(100):  # chat.history answers of some 1.2 MB
+            row = await store.append_turn(turn(row, f"r{n}", user_text="u" * 12_000))
+        with capture_logs() as logs:
+            fast = await gateway.connected()
+            small, large = await gateway.connected(), await gateway.connected()
+            # 3.6 MB of answers, then 30 MB (more than the kernel's buffers hold), read by
+            # nobody for now.
+            asked = [await small.request("chat.history", {"sessionKey": "big"}) for _ in range(3)]
+            async with asyncio.timeout(10):
+                while sum(e["event"] == "ws_call" for e in logs) < len(asked):
+                    await asyncio.sleep(0.02)
+            for _ in range(25):
+                await large.request("chat.history", {"sessionKey": "big"})
+            async with asyncio.timeout(10):
+                while not any(e["event"] == "ws_slow_consumer" for e in logs):
+                    await asyncio.sleep(0.02)
+            await fast.ok("chat.send", send("f", "still here", "fast-run"))
+            await fast.event("chat", state="final", runId="fast-run")
+            assert await large.closed(wait=20) == (1008, "slow consumer")
+            for frame_id in asked:  # the other one finds its answers
+                assert (await small.response(frame_id, wait=10))["ok"] is True
+            assert (await small.ok("health"))["ok"] is True
+        (line,) = [e for e in logs if e["event"] == "ws_slow_consumer"]
+        assert line["conn_id"] == large.hello["payload"]["server"]["connId"]  # type: ignore[index]
+        assert (line["log_level"], line["total_limit"]) == ("warning", total)
+        assert line["total_buffered_bytes"] > total
+        await small.ws.close()
+        await fast.ws.close()
+        ws_state = gateway.app[WS]
+        async with asyncio.timeout(5):
+            while ws_state.connections:
+                await asyncio.sleep(0.02)
+        assert (ws_state.answers.held, ws_state.answers.holders) == (0, set())
+
     async def test_a_client_that_never_reads_again_is_cut_after_the_close_timeout(
         self, make_gateway: MakeGateway
     ) -> None:
