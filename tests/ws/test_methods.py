@@ -450,12 +450,13 @@ class TestSessionListsShareTheStore:
         with capture_logs() as logs:
             many = [await greedy.request("sessions.list", {"limit": 1 + i}) for i in range(20)]
             await asyncio.sleep(0.03)  # the first of them is being read
+            before = sum(e["event"] == "ws_call" for e in logs)  # answered before it was asked
             one = await other.request("sessions.list", {}, id="other")
             assert (await other.response(one))["ok"] is True
             for frame_id in many:
                 assert (await greedy.response(frame_id))["ok"] is True
         answered = [e["request_id"] for e in logs if e["event"] == "ws_call"]
-        assert answered.index("other") <= 2
+        assert answered.index("other") - before <= 2
         await greedy.ws.close()
         await other.ws.close()
 
