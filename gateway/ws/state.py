@@ -107,9 +107,9 @@ class TranscriptReads:
 
 @attrs.define
 class SharedRead(Generic[T]):
-    """An answer that depends on no caller (`status`), shared by the calls asked at once: a
-    computation that began after a call was made is as new as that call asks for, so a burst
-    of them costs two computations, not one each (as `HealthCache` for `health`)."""
+    """An answer that depends on no caller (`status`, the session count), shared by the calls
+    asked at once: a computation that began after a call was made is as new as that call asks
+    for, so a burst of them costs two computations, not one each (as `HealthCache` does)."""
 
     _value: Any = None
     _started_at: float = -math.inf  # when the computation of `_value` began
@@ -188,6 +188,7 @@ class WsState:
     )
     health: HealthCache = attrs.field(factory=HealthCache)
     status: SharedRead[dict[str, Any]] = attrs.field(factory=SharedRead)
+    stored_sessions: SharedRead[int] = attrs.field(factory=SharedRead)  # `system.info`'s
     usage: UsageCache = attrs.field(factory=UsageCache)
     config_file: ConfigFileCache = attrs.field(factory=ConfigFileCache)
     idempotency: IdempotencyCache = attrs.field(factory=IdempotencyCache)

@@ -435,6 +435,25 @@ class TestSessionListsShareTheStore:
         await ws.ok("status")
         assert scans >= 4
 
+    async def test_system_info_calls_asked_at_once_share_their_session_count(
+        self, gateway: Gateway, ws: GatewayWs, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        scans = 0
+        count = SessionStore.count
+
+        async def counted(self: SessionStore) -> int:
+            nonlocal scans
+            scans += 1
+            return await count(self)
+
+        monkeypatch.setattr(SessionStore, "count", counted)
+        calls = [await ws.request("system.info") for _ in range(20)]
+        for frame_id in calls:
+            assert (await ws.response(frame_id))["ok"] is True
+        assert 1 <= scans <= 2
+        await ws.ok("sessions.patch", {"key": "counted", "label": "L"})
+        assert (await ws.ok("system.info"))["sessions"]["stored"] == 1  # asked after: counts
+
     async def test_a_client_listing_many_at_once_does_not_hold_up_another(
         self, make_gateway: MakeGateway, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -150,7 +150,8 @@ def register(methods: MethodRegistry) -> None:
     async def system_info(ctx: CallContext, params: None) -> Any:
         config, gateway, ws = ctx.config, ctx.gateway, ctx.ws
         stats = ctx.registry.stats()
-        stored = await ctx.registry.store.count()
+        store = ctx.registry.store
+        stored = await ws.stored_sessions.get(store.count)  # a scan: calls at once share it
         return {
             "version": __version__,
             "runtime": {
