@@ -675,6 +675,11 @@ class _Credential(_Node):
 
     def check(self, value: Any, path: str, ctx: Checker) -> Any:
         text = _Str(trimmed=self.trimmed).check(value, path, ctx)
+        if text == "" and isinstance(value, str) and value:
+            # Written, so meant as a secret: taken as unset it started token mode with a
+            # generated token, whatever the operator meant. `""` stays unset, as an empty
+            # variable does; a flag of only whitespace is refused alike (overrides.py).
+            return ctx.issue(path, "is only whitespace")
         if isinstance(text, str):
             problem = credential_problem(text)
             if problem is not None:

@@ -102,9 +102,9 @@ class TestHooks:
     def test_the_token_is_trimmed(self, files: ConfigFiles) -> None:
         assert files.load('{hooks: {enabled: true, token: " t\\n"}}').hooks.token == "t"
 
-    def test_a_token_of_whitespace_is_none(self, files: ConfigFiles) -> None:
+    def test_a_token_of_only_whitespace_is_an_issue(self, files: ConfigFiles) -> None:
         assert files.issues('{hooks: {enabled: true, token: " \\n"}}') == [
-            "- hooks.token: is required when hooks.enabled is true"
+            "- hooks.token: is only whitespace"
         ]
 
     def test_the_token_may_come_from_the_environment(self, files: ConfigFiles) -> None:

@@ -182,6 +182,21 @@ class TestAPasswordWithSurroundingWhitespace:
         assert result.returncode == 78
         assert "- --password: is only whitespace" in result.stderr
 
+    @pytest.mark.parametrize("field", ["password", "token"])
+    @pytest.mark.parametrize("mode", ["", 'mode: "password", ', 'mode: "token", '])
+    def test_one_of_only_whitespace_in_the_file_is_refused_with_78_as_the_flag_is(
+        self, tmp_path: Path, env: dict[str, str], field: str, mode: str
+    ) -> None:
+        """Written, so meant to be a secret: not taken as unset (which started a token-mode
+        gateway with a generated token, whatever the operator wrote)."""
+        config = tmp_path / "gateway.json5"
+        config.write_text(f'{{gateway: {{auth: {{{mode}{field}: " \\t "}}}}}}')
+        for command in (["config", "validate"], ["token"], ["run", "--port", "0"]):
+            result = run_cli([*command, "--config", str(config)], env, timeout=10)
+            assert (result.returncode, result.stdout) == (78, ""), command
+            assert f"- gateway.auth.{field}: is only whitespace" in result.stderr
+        assert not (tmp_path / "state" / "gateway.token").exists()
+
 
 class TestAFlagTheFileModeWouldIgnore:
     @pytest.mark.parametrize(
