@@ -348,8 +348,9 @@ def _token(args: argparse.Namespace) -> int:
     if config is None:
         return EX_CONFIG
     if config.gateway.auth.mode != "token":
+        # The configuration's answer, not a failure: 78 as for every config refusal.
         print(f"auth mode is {config.gateway.auth.mode}: there is no token", file=sys.stderr)
-        return 1
+        return EX_CONFIG
     try:
         token = with_generated_token(config).gateway.auth.token
     except UnsafeStateError as exc:

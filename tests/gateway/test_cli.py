@@ -234,6 +234,22 @@ class TestToken:
         assert not (tmp_path / "state" / "gateway.token").exists()
 
     @pytest.mark.parametrize(
+        ("auth", "mode"),
+        [('{mode: "password", password: "p"}', "password"), ('{mode: "none"}', "none")],
+    )
+    def test_a_config_with_no_token_stops_the_command_with_78(
+        self, tmp_path: Path, env: dict[str, str], auth: str, mode: str
+    ) -> None:
+        """The configuration, not a failure at run time, is why there is nothing to print:
+        78, as for every config refusal, so a script tells it from a gateway problem."""
+        config = tmp_path / "gateway.json5"
+        config.write_text(f"{{gateway: {{auth: {auth}}}}}")
+        result = run_cli(["token", "--config", str(config)], env)
+        assert (result.returncode, result.stdout) == (78, "")
+        assert result.stderr == f"auth mode is {mode}: there is no token\n"
+        assert not (tmp_path / "state").exists()
+
+    @pytest.mark.parametrize(
         ("content", "defect"),
         [(b"", "is empty"), (b" \n", "is empty"), (b"\xff\xfe\n", "is not valid UTF-8")],
     )
