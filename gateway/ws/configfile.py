@@ -1,4 +1,5 @@
-"""The config file's parse behind `config.get`, shared by every caller.
+"""The config file's parse behind `config.get`, shared by every caller; and the running
+config's redacted effective form, built once per loaded config (RunningConfigView).
 
 json5's parser reads some 50-300 KB a second, so a config with long system prompts takes it
 seconds, in a thread of the default executor that other work waits for too. Any client with
@@ -23,7 +24,8 @@ import attrs
 
 from gateway.config.errors import ConfigError, ConfigIssue
 from gateway.config.loader import parse_text
-from gateway.config.view import redact_parsed, redact_raw
+from gateway.config.model import Config
+from gateway.config.view import redact_parsed, redact_raw, redacted
 
 Spawn = Callable[[Coroutine[Any, Any, Any], str], "asyncio.Task[Any]"]
 
@@ -77,3 +79,39 @@ class ConfigFileCache:
             return parsed
         finally:
             del self._running[text_hash]
+
+
+@attrs.define
+class RunningConfigView:
+    """`redacted(config)` of the config in force, for `config.get` and `config.patch`.
+
+    Each agent's effective entry repeats the default chain, so agents x fallbacks can make it
+    MBs, built in a thread for a second or more. A Config never changes once loaded, so one
+    build per Config (by identity: a reload or patch puts a new one in force) answers every
+    call, and callers that come while it runs wait for it. Shared by the answers: read it,
+    never change it."""
+
+    builds: int = 0  # builds run
+    _last: tuple[Config, dict[str, Any]] | None = None
+    _running: tuple[Config, asyncio.Task[dict[str, Any]]] | None = None
+
+    async def shown(self, config: Config, spawn: Spawn) -> dict[str, Any]:
+        if self._last is not None and self._last[0] is config:
+            return self._last[1]
+        if self._running is not None and self._running[0] is config:
+            task = self._running[1]
+        else:
+            task = spawn(self._build(config), "config-redact")
+            self._running = (config, task)
+        # Shielded: a caller that goes away leaves the build to the others.
+        return await asyncio.shield(task)
+
+    async def _build(self, config: Config) -> dict[str, Any]:
+        try:
+            shown = await asyncio.to_thread(redacted, config)
+            self.builds += 1
+            self._last = (config, shown)
+            return shown
+        finally:
+            if self._running is not None and self._running[0] is config:
+                self._running = None

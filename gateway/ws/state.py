@@ -19,7 +19,7 @@ from gateway.config.model import PreAuthConfig
 from gateway.edge import client_key
 from gateway.state import GatewayState
 from gateway.ws import protocol
-from gateway.ws.configfile import ConfigFileCache
+from gateway.ws.configfile import ConfigFileCache, RunningConfigView
 from gateway.ws.connection import AnswerBudget, Connection, now_ms
 from gateway.ws.events import EventFanout
 from gateway.ws.health import HealthCache
@@ -191,6 +191,7 @@ class WsState:
     stored_sessions: SharedRead[int] = attrs.field(factory=SharedRead)  # `system.info`'s
     usage: UsageCache = attrs.field(factory=UsageCache)
     config_file: ConfigFileCache = attrs.field(factory=ConfigFileCache)
+    running_config: RunningConfigView = attrs.field(factory=RunningConfigView)
     idempotency: IdempotencyCache = attrs.field(factory=IdempotencyCache)
     fanout: EventFanout = attrs.field(
         default=attrs.Factory(

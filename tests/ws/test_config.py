@@ -20,6 +20,7 @@ import pytest
 
 from gateway.appkeys import STATE
 from gateway.statedir import MAX_CONFIG_BYTES
+from gateway.ws.handler import WS
 from gateway.ws.methods import config as config_methods
 from gateway.ws.state import WsSettings
 from tests.config.test_configfile import release_fifo_reader
@@ -946,6 +947,41 @@ class TestConfigGetParsesAFileOnce:
                 "message": "JSON5 syntax error: Unexpected end of input (line 1, column 7)",
             }
         ]
+
+
+class TestConfigGetBuildsTheEffectiveConfigOnce:
+    """The running config cannot change, and its redacted effective form (agents x
+    fallbacks: MBs) was built again for every call: one build per loaded config now."""
+
+    async def test_concurrent_and_repeated_calls_share_one_build_until_a_new_config(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        chain = {"primary": "echo/echo", "fallbacks": ["echo/echo"] * 50}
+        agents = [{"id": f"a{i}"} for i in range(100)]
+        text = CONFIG.replace(
+            'agents: { list: [{ id: "main", default: true }] }',
+            f"agents: {json.dumps({'defaults': {'model': chain}, 'list': agents})}",
+        )
+        gateway = await make_gateway(text)
+        shown = gateway.app[WS].running_config
+        ws = await gateway.connected()
+        calls = [await ws.request("config.get") for _ in range(8)]
+        answers = [await ws.response(call, wait=60) for call in calls]
+        answers.append(await ws.call("config.get"))
+        configs = [a["payload"]["config"] for a in answers]
+        assert configs == [configs[0]] * 9
+        assert len(configs[0]["agents"]["list"]) == 100
+        assert shown.builds == 1
+        patch = {"agents": {"defaults": {"model": {"fallbacks": []}}}}
+        patched = await ws.ok(
+            "config.patch", {"raw": json.dumps(patch), "baseHash": file_hash(gateway)}
+        )
+        assert shown.builds == 2
+        after = await ws.ok("config.get")
+        assert after["config"] == patched["config"] != configs[0]
+        assert len(configs[0]["agents"]["list"][0]["model"]["fallbacks"]) == 50
+        assert after["config"]["agents"]["list"][0]["model"] == "echo/echo"
+        assert shown.builds == 2
 
 
 class TestConfigGetAnswerFitsMaxPayload:

@@ -35,7 +35,6 @@ from gateway.config.patch import (
 )
 from gateway.config.schema import non_json_number
 from gateway.config.secret_keys import REDACTED
-from gateway.config.view import redacted
 from gateway.edge import parse_network
 from gateway.state import GatewayState
 from gateway.statedir import MAX_CONFIG_BYTES
@@ -231,9 +230,9 @@ def register(methods: MethodRegistry) -> None:
         view = await _read_view(ctx, path, running.state_dir)
         answer: dict[str, Any] = {"path": str(path), "exists": view.exists}
         answer["raw"], answer["parsed"] = view.raw, view.parsed
-        # In a thread: each agent's entry repeats the default chain, so a file of some KB
-        # can give MBs.
-        answer["config"] = await asyncio.to_thread(redacted, running)
+        # Once per loaded config, in a thread: each agent's entry repeats the default chain,
+        # so a file of some KB can give MBs (ws/configfile.py).
+        answer["config"] = await ctx.ws.running_config.shown(running, ctx.ws.spawn)
         answer["valid"] = view.valid
         answer["hash"] = view.hash
         answer["issues"] = view.issues
@@ -325,11 +324,12 @@ def register(methods: MethodRegistry) -> None:
             except asyncio.CancelledError:
                 await asyncio.wait((commit,))
                 raise
+        shown = await ctx.ws.running_config.shown(state.config, ctx.ws.spawn)
         return {
             "ok": True,
             "path": str(loader.config_path),
             "hash": new.source.hash,
-            "config": redacted(state.config),
+            "config": shown,
             "restart": {
                 "required": bool(result.restart_required),
                 "paths": list(result.restart_required),
