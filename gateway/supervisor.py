@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import errno
+import fcntl
 import os
 import shutil
 import signal
@@ -132,6 +133,54 @@ def claim_port(host: str, port: int) -> socket.socket | None:
     return sock
 
 
+# In each supervisor's temp dir, locked (flock) for the supervisor's life: the kernel releases
+# the lock when the process ends, however it ends, so a dir whose lock can be taken is a dead
+# supervisor's (SIGKILLed: nothing removed it). Not a pid: by then it may be another process's,
+# and a supervisor in another pid namespace (a container sharing /tmp) has one we cannot see.
+TEMP_PREFIX = "clawgate-workers-"
+LOCK_NAME = "supervisor.lock"
+
+
+def _hold(directory: Path) -> int:
+    """Locks `directory` (just made, ours alone) as this supervisor's; the lock's fd. Locked
+    before it has its name, so no other supervisor finds it unlocked in between."""
+    new = directory / f".{LOCK_NAME}"
+    fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(new, directory / LOCK_NAME)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def remove_dead_supervisors_dirs(parent: Path) -> None:
+    """Removes the temp dirs in `parent` of this user's supervisors that are gone. One with
+    no lock is left alone: a supervisor may be making it now (or it is of a clawgate from
+    before the lock); systemd-tmpfiles ages it."""
+    for directory in parent.glob(f"{TEMP_PREFIX}*"):
+        if not _ours_alone(directory):
+            continue
+        try:
+            fd = os.open(directory / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # its supervisor runs
+        try:
+            shutil.rmtree(directory)
+            log.info("dead_supervisor_dir_removed", path=str(directory))
+        except OSError as exc:  # removed meanwhile by another starting supervisor, or tmpfiles
+            if exc.errno != errno.ENOENT:
+                log.warning("dead_supervisor_dir_kept", path=str(directory), error=str(exc))
+        finally:
+            os.close(fd)
+
+
 def _ours_alone(directory: Path) -> bool:
     """A directory (not a link) of this user that no one else may enter."""
     try:
@@ -200,6 +249,7 @@ class Supervisor:
     notify_dir: Path | None = None
     startup_config: Path | None = None
     made_dirs: list[Path] = attrs.Factory(list)
+    locks: list[int] = attrs.Factory(list)  # the fds of made_dirs' locks (_hold)
     workers: list[Worker] = attrs.Factory(list)
     stopping: bool = False
     ever_ready: bool = False
@@ -214,6 +264,7 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGHUP, self.forward, signal.SIGHUP)
         watchdog = self._start_watchdog()
         try:
+            remove_dead_supervisors_dirs(Path(tempfile.gettempdir()))
             for index in range(self.count):
                 if self.stopping:  # a SIGTERM while starting them: no more
                     break
@@ -243,6 +294,8 @@ class Supervisor:
             for directory in self.made_dirs:
                 if _ours_alone(directory):  # not one made again by someone else meanwhile
                     shutil.rmtree(directory, ignore_errors=True)
+            for fd in self.locks:
+                os.close(fd)
         log.info("supervisor_stopped", exit_code=self.exit_code)
         return self.exit_code
 
@@ -254,8 +307,9 @@ class Supervisor:
         more (gone, then made again by someone else in /tmp) is replaced by a new one."""
         directory = self.notify_dir
         if directory is None or not _ours_alone(directory):
-            directory = self.notify_dir = Path(tempfile.mkdtemp(prefix="clawgate-workers-"))
+            directory = self.notify_dir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
             self.made_dirs.append(directory)  # 0700
+            self.locks.append(_hold(directory))
         if self.startup_text is not None:
             config = directory / "config.json5"
             if not config.exists():

@@ -683,3 +683,57 @@ async def test_a_worker_restarts_after_its_temp_files_were_cleaned_away(
     assert not [e for e in _events_named(supervisor, "worker_exited") if e["exit_code"] == 78]
     pids = {await health_pid(http, supervisor.url) for _ in range(24)}
     assert victim not in pids and len(pids) == 2
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_a_killed_supervisors_temp_dir_is_removed_at_the_next_start_and_a_live_ones_is_not(
+    tmp_path: Path, database: str
+) -> None:
+    """A SIGKILLed supervisor (an OOM kill, `systemctl kill -s KILL`) removed nothing: its
+    dir with the config copy stayed in /tmp until systemd-tmpfiles aged it, one more at each
+    such death. The next supervisor removes those of dead supervisors, of this user alone."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    config = tmp_path / "c.json5"
+    config.write_text(shared_config(database, 5))
+    env = clean_env(tmp_path / "home", {"CLAWGATE_DB_PASSWORD": PASSWORD, "TMPDIR": str(temp)})
+    # Of another user, named as ours are: not ours to judge.
+    foreign = temp / "clawgate-workers-foreign"
+    foreign.mkdir(mode=0o700)
+    (foreign / "config.json5").write_text("{}")
+    os.chown(foreign, 65534, 65534)
+    started: list[GatewayProcess] = []
+
+    def supervisor(name: str) -> tuple[GatewayProcess, set[Path]]:
+        before = set(temp.iterdir())
+        args = ["--config", str(config), "--state-dir", str(tmp_path / name), "--port", "0"]
+        process = GatewayProcess([*args, "--workers", "2"], env)
+        started.append(process)
+        process.wait_for_event("supervisor_ready", 30)
+        return process, set(temp.iterdir()) - before
+
+    try:
+        killed, killed_dirs = supervisor("killed")
+        assert len(killed_dirs) == 1
+        workers = set(killed.wait_for_event("supervisor_ready")["pids"])
+        killed.proc.kill()
+        killed.proc.wait(5)
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() for pid in workers):  # stopped with it
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        (killed_dir,) = killed_dirs
+        assert (killed_dir / "config.json5").exists()  # what it left
+        live, live_dirs = supervisor("live")
+        assert not killed_dir.exists()
+        _next, next_dirs = supervisor("next")
+        assert len(next_dirs) == 1
+        assert set(temp.iterdir()) == {foreign, *live_dirs, *next_dirs}
+        (live_dir,) = live_dirs
+        assert (live_dir / "config.json5").read_text() == config.read_text()
+        assert (foreign / "config.json5").exists()
+        assert live.proc.poll() is None
+    finally:
+        for process in started:
+            process.stop()
