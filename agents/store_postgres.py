@@ -11,7 +11,8 @@ The same tables and the same contract as the SQLite store (agents/store.py); wha
 - `turn_lock` holds `pg_advisory_lock` on the session key for the length of a turn, on a
   connection of its own pool (a turn's own queries use the other pool, so turns waiting for
   locks can never starve the queries of the turns that hold them). The lock belongs to the
-  connection: a killed process's connection closes, and the lock with it;
+  connection: a killed process's connection closes, and the lock with it; the server finds
+  that of a process cut off by the network dead within about a minute (SERVER_KEEPALIVES);
 - `used_bytes` is the estimate of the live rows (text plus a fixed part per row), not the
   size of the files: PostgreSQL frees space only to its own reuse, as SQLite's free pages.
 """
@@ -34,7 +35,7 @@ from collections.abc import (
     Sequence,
 )
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import asyncpg
 import structlog
@@ -94,6 +95,22 @@ CONNECT_TIMEOUT_S = 5.0
 # stays open for many minutes). Our statements take milliseconds, a maintenance batch or a
 # usage scan of a large store seconds; one unanswered this long is a database that is away.
 STATEMENT_TIMEOUT_S = 30.0
+# A process cut off from the database (a partition, a host gone: no FIN, no RST) keeps its turn
+# locks on the server until the server finds the connection dead, and every other process's
+# turns of those sessions wait as long. Left to the OS that takes 2 h 11 min (Linux: 7200 s
+# idle, then 9 probes 75 s apart); asked of the server, it probes a connection idle 30 s (a
+# lock connection is idle while its turn waits for the model) every 10 s and gives up after
+# 3 unanswered: about a minute. Probes answer while the process lives, even stopped, so no
+# live process loses a lock to them. Over a unix socket the server ignores them.
+SERVER_KEEPALIVES = {
+    "tcp_keepalives_idle": "30",
+    "tcp_keepalives_interval": "10",
+    "tcp_keepalives_count": "3",
+}
+# PostgreSQL 14+: a statement that waits (a turn waiting for another's lock) checks this often
+# (ms) whether its client is still there, and ends when it is not; without it, the waiter of a
+# vanished process takes the lock in its turn and holds it until it fails to answer.
+SERVER_CHECK_CLIENT = {"client_connection_check_interval": "10000"}
 
 # What a label search folds with, beside the database's default (`_label_folding`): a C or
 # POSIX database's lower() folds ASCII letters only, and "Ärger" would never match "ärger".
@@ -286,6 +303,13 @@ def _args(args: Sequence[Any]) -> list[Any]:
     return [_storable(a) for a in args]
 
 
+def _unless_in_url(url: str, settings: dict[str, str]) -> dict[str, str]:
+    """`settings` but those the URL sets (`?tcp_keepalives_idle=120`): the operator's word
+    wins (asyncpg would let the explicit ones win)."""
+    given = {name for name, _ in parse_qsl(urlsplit(url).query)}
+    return {name: value for name, value in settings.items() if name not in given}
+
+
 def redacted_url(url: str) -> str:
     """`url` with its password, if any, replaced: what a log line may show."""
     try:
@@ -434,6 +458,7 @@ class PostgresSessionStore:
             pool = await asyncpg.create_pool(
                 self.url, password=self._password, min_size=1, max_size=self._pool_size,
                 timeout=CONNECT_TIMEOUT_S, reset=_as_it_is,
+                server_settings=_unless_in_url(self.url, SERVER_KEEPALIVES),
             )  # fmt: skip
         except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:
             raise _store_error(exc) from exc
@@ -441,9 +466,13 @@ class PostgresSessionStore:
             async with pool.acquire() as conn:
                 self.migrated = await self._migrate(conn)
                 self._label_collate = await self._label_folding(conn)
+                settings = dict(SERVER_KEEPALIVES)
+                if conn.get_server_version().major >= 14:  # an older server refuses the name
+                    settings.update(SERVER_CHECK_CLIENT)
             locks = await asyncpg.create_pool(
                 self.url, password=self._password, min_size=0, max_size=self._lock_pool_size,
                 timeout=CONNECT_TIMEOUT_S, reset=_as_it_is,
+                server_settings=_unless_in_url(self.url, settings),
             )  # fmt: skip
         except BaseException as exc:
             await pool.close()

@@ -453,6 +453,46 @@ class TestTurnLock:
         await asyncio.wait_for(waiter, 5)
         assert order == ["b"]
 
+    @staticmethod
+    async def settings(pool: asyncpg.Pool, names: tuple[str, ...]) -> dict[str, str]:
+        async with pool.acquire() as conn:
+            return {name: await conn.fetchval(f"SHOW {name}") for name in names}
+
+    KEEPALIVES = ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")
+
+    async def test_the_server_finds_a_holder_cut_off_by_the_network_within_a_minute(
+        self, store: PostgresSessionStore
+    ) -> None:
+        """A process cut off (a partition, a host gone) sends no FIN: its lock connection
+        stays open on the server, and the session's turns on every other process wait, for
+        as long as the OS's keepalive takes (2 h 11 min on Linux). Over TCP, SHOW reads the
+        server's socket itself."""
+        async with store.turn_lock(KEY):
+            pass
+        names = (*self.KEEPALIVES, "client_connection_check_interval")
+        assert store._locks is not None and store._pool is not None
+        assert await self.settings(store._locks, names) == {
+            "tcp_keepalives_idle": "30",
+            "tcp_keepalives_interval": "10",
+            "tcp_keepalives_count": "3",
+            "client_connection_check_interval": "10s",
+        }
+        assert await self.settings(store._pool, self.KEEPALIVES) == {
+            "tcp_keepalives_idle": "30",
+            "tcp_keepalives_interval": "10",
+            "tcp_keepalives_count": "3",
+        }
+
+    async def test_the_urls_own_keepalive_settings_win(self, pg_url: str) -> None:
+        url = f"{pg_url}?tcp_keepalives_idle=120&client_connection_check_interval=1000"
+        async with PostgresSessionStore(url) as store:
+            async with store.turn_lock(KEY):
+                pass
+            assert store._locks is not None
+            names = ("tcp_keepalives_idle", "client_connection_check_interval")
+            shown = await self.settings(store._locks, names)
+        assert shown == {"tcp_keepalives_idle": "120", "client_connection_check_interval": "1s"}
+
     async def test_a_lock_the_server_cut_mid_turn_ends_the_turn_without_an_error(
         self, store: PostgresSessionStore, pg_url: str
     ) -> None:
