@@ -107,10 +107,17 @@ SERVER_KEEPALIVES = {
     "tcp_keepalives_interval": "10",
     "tcp_keepalives_count": "3",
 }
-# PostgreSQL 14+: a statement that waits (a turn waiting for another's lock) checks this often
-# (ms) whether its client is still there, and ends when it is not; without it, the waiter of a
-# vanished process takes the lock in its turn and holds it until it fails to answer.
-SERVER_CHECK_CLIENT = {"client_connection_check_interval": "10000"}
+# On a lock connection, by server version (an older server refuses the names):
+# - 12+: the same minute when the server has sent something the client never acknowledged
+#   (the partition came as a reply went out); keepalives probe idle connections only, and TCP
+#   would retransmit for 15 min (Linux's tcp_retries2). In ms.
+# - 14+: a statement that waits (a turn waiting for another's lock) checks this often (ms)
+#   whether its client is still there, and ends when it is not; without it, the waiter of a
+#   vanished process takes the lock in its turn and holds it until it fails to answer.
+SERVER_LOCK_SETTINGS = (
+    (12, {"tcp_user_timeout": "60000"}),
+    (14, {"client_connection_check_interval": "10000"}),
+)
 
 # What a label search folds with, beside the database's default (`_label_folding`): a C or
 # POSIX database's lower() folds ASCII letters only, and "Ärger" would never match "ärger".
@@ -467,8 +474,9 @@ class PostgresSessionStore:
                 self.migrated = await self._migrate(conn)
                 self._label_collate = await self._label_folding(conn)
                 settings = dict(SERVER_KEEPALIVES)
-                if conn.get_server_version().major >= 14:  # an older server refuses the name
-                    settings.update(SERVER_CHECK_CLIENT)
+                for major, more in SERVER_LOCK_SETTINGS:
+                    if conn.get_server_version().major >= major:
+                        settings.update(more)
             locks = await asyncpg.create_pool(
                 self.url, password=self._password, min_size=0, max_size=self._lock_pool_size,
                 timeout=CONNECT_TIMEOUT_S, reset=_as_it_is,

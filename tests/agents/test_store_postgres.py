@@ -8,8 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -420,6 +424,38 @@ class TestPrune:
             assert (await a.history(row.session_id, 10)).total == 2
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+class TestAHolderCutOffByTheNetwork:
+    """A real partition, in network namespaces of their own (tests/agents/partition_child.py):
+    the holder's packets vanish, no FIN or RST reaches the server. Its lock stayed for the OS
+    keepalive's 2 h 11 min (or TCP's 15 min of retransmissions), the session's turns on every
+    other process waiting as long; the server now finds the holder gone in about a minute."""
+
+    def test_the_lock_is_free_for_the_next_process_within_about_a_minute(self) -> None:
+        if (
+            shutil.which("ip") is None
+            or subprocess.run(["unshare", "--net", "true"], capture_output=True).returncode
+        ):
+            pytest.skip("needs `ip` and network namespaces (root, or CAP_SYS_ADMIN)")
+        command = ["unshare", "--net", sys.executable, "-m", "tests.agents.partition_child"]
+        pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+        children = {
+            mode: subprocess.Popen([*command, "100", mode], cwd=ROOT, text=True, **pipes)
+            for mode in ("idle", "at-once")
+        }
+        waited = {}
+        for mode, child in children.items():
+            out, err = child.communicate(timeout=180)
+            assert child.returncode == 0, err
+            waited[mode] = out.splitlines()[-1].split()  # after the store's log lines
+        for mode, (word, *seconds) in waited.items():
+            assert word == "TAKEN", mode
+            assert 50 <= float(seconds[0]) <= 75, (mode, seconds)
+
+
 class TestTurnLock:
     async def test_a_second_process_waits_for_the_turn_lock(self, pg_url: str) -> None:
         async with PostgresSessionStore(pg_url) as a, PostgresSessionStore(pg_url) as b:
@@ -469,12 +505,13 @@ class TestTurnLock:
         server's socket itself."""
         async with store.turn_lock(KEY):
             pass
-        names = (*self.KEEPALIVES, "client_connection_check_interval")
+        names = (*self.KEEPALIVES, "tcp_user_timeout", "client_connection_check_interval")
         assert store._locks is not None and store._pool is not None
         assert await self.settings(store._locks, names) == {
             "tcp_keepalives_idle": "30",
             "tcp_keepalives_interval": "10",
             "tcp_keepalives_count": "3",
+            "tcp_user_timeout": "60000",
             "client_connection_check_interval": "10s",
         }
         assert await self.settings(store._pool, self.KEEPALIVES) == {
