@@ -2,6 +2,7 @@
 TestAHolderCutOffByTheNetwork.
 
 Usage: unshare --net python -m tests.agents.partition_child <seconds to wait> idle|at-once
+       [<server settings of the holder's connections, as a URL query>]
 
 In a network namespace of its own (its addresses, routes and PostgreSQL server go with it):
 the holder store reaches the server at an address of its own, HOLDER_ADDRESS, and takes a
@@ -52,8 +53,9 @@ def cut_off() -> None:
     run("ip", "route", "add", "blackhole", f"{HOLDER_ADDRESS}/32")
 
 
-async def main(wait_s: float, mode: str, url: str) -> None:
-    holder = PostgresSessionStore(url.replace("@127.0.0.1:", f"@{HOLDER_ADDRESS}:"))
+async def main(wait_s: float, mode: str, url: str, query: str) -> None:
+    holder_url = url.replace("@127.0.0.1:", f"@{HOLDER_ADDRESS}:")
+    holder = PostgresSessionStore(f"{holder_url}?{query}" if query else holder_url)
     waiter = PostgresSessionStore(url)
     await holder.open()
     await waiter.open()
@@ -97,6 +99,7 @@ if __name__ == "__main__":
             hba.write(f"host all all {HOLDER_ADDRESS}/32 scram-sha-256\n")
         server.admin("SELECT pg_reload_conf()")
         server.admin("CREATE DATABASE partition TEMPLATE template0")
-        asyncio.run(main(float(sys.argv[1]), sys.argv[2], server.url("partition")))
+        query = sys.argv[3] if len(sys.argv) > 3 else ""
+        asyncio.run(main(float(sys.argv[1]), sys.argv[2], server.url("partition"), query))
     finally:
         server.stop()
