@@ -27,7 +27,10 @@ export function show(node, visible) {
   node.hidden = !visible;
 }
 
+// The same message again (a screen refreshed on a timer, the error still there) leaves the
+// node alone: rewritten, an alert is read out again.
 export function setAlert(node, message) {
+  if (node.textContent === (message || "") && node.hidden === !message) return;
   node.textContent = message || "";
   node.hidden = !message;
 }

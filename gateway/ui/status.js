@@ -1,7 +1,7 @@
 // Status: health, uptime, version, agents and their models, open connections, runs in
 // flight, tokens per day. Refreshed every 5 s while on screen.
 
-import { $, el, formatDuration, formatNumber } from "./dom.js";
+import { $, el, formatDuration, formatNumber, setAlert } from "./dom.js";
 
 const REFRESH_MS = 5000;
 let ctx;
@@ -32,9 +32,12 @@ async function refresh() {
   try {
     [info, health, usage] = await Promise.all([gw.request("system.info"), gw.request("health"), gw.request("usage", { days: 14 })]);
   } catch (error) {
-    $("status-cards").replaceChildren(card("Error", error.message));
+    // No cards of a gateway that does not answer (a "Health OK" from before would mislead).
+    $("status-cards").replaceChildren();
+    setAlert($("status-error"), error.message);
     return;
   }
+  setAlert($("status-error"), "");
   const healthy = health.ok !== false && info.ready;
   $("status-cards").replaceChildren(
     card("Health", healthy ? "OK" : "Degraded", info.draining ? "draining" : info.ready ? "ready" : "not ready", healthy ? "ok" : "bad"),
