@@ -1,7 +1,7 @@
 // Logs: a live tail of the gateway's own log lines through logs.tail (polled with its
 // cursor once a second while on screen), filtered by level and text.
 
-import { $, el } from "./dom.js";
+import { $, el, setAlert } from "./dom.js";
 
 const POLL_MS = 1000;
 const KEEP = 2000; // lines kept in the page; older ones scroll away
@@ -47,11 +47,14 @@ async function poll() {
   let answer;
   try {
     answer = await ctx.gw.request("logs.tail", cursor === null ? { limit: 500 } : { cursor, limit: 500 });
-  } catch {
-    return; // the connection state is shown in the header
+  } catch (error) {
+    // Shown until a poll is answered again; the same error each second is not read out again.
+    setAlert($("logs-error"), error.message);
+    return;
   } finally {
     polling = false;
   }
+  setAlert($("logs-error"), "");
   if (answer.reset) lines.length = 0;
   cursor = answer.cursor;
   if (!answer.lines.length) return;

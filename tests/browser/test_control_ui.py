@@ -640,6 +640,19 @@ class TestLogs:
         page.find("#logs-level").send_keys("error")
         page.until(lambda: not page.all(".log-line.level-info"), "info lines hidden")
 
+    def test_a_refused_tail_is_shown_and_cleared_when_tailing_works_again(self, page: Page) -> None:
+        # Every logs.tail error was swallowed: the lines just stopped coming.
+        page.driver.execute_script(REFUSE)
+        page.connected()
+        page.go("logs")
+        page.until(lambda: page.all(".log-line"), "the first lines")
+        page.driver.execute_script("window.refuse['logs.tail'] = { limit: 'all' }")
+        alert = page.visible("#logs-error")
+        assert alert.get_attribute("role") == "alert"
+        assert "limit" in alert.text
+        page.driver.execute_script("window.refuse['logs.tail'] = null")
+        page.until(lambda: not alert.is_displayed(), "the error cleared")
+
     def test_a_stalled_gateway_does_not_duplicate_lines(self, page: Page) -> None:
         # Polls fired while one is unanswered carry the same cursor; all were answered, and
         # each appended the same lines.
