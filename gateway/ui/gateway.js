@@ -75,6 +75,7 @@ export class Gateway extends EventTarget {
     this.ws = null;
     this.target = null; // {url, auth} while we want to be connected
     this.pending = new Map();
+    this.challenged = new WeakSet(); // sockets that have sent their connect
     this.nextId = 1;
     this.state = "idle"; // idle | connecting | connected | waiting | failed
     this.hello = null;
@@ -168,6 +169,10 @@ export class Gateway extends EventTarget {
     }
     if (frame.type !== "event") return;
     if (frame.event === "connect.challenge") {
+      // One connect a socket: the gateway refuses a second, and the page would give up a
+      // working connection over a challenge sent again by a broken or hostile peer.
+      if (this.challenged.has(ws)) return;
+      this.challenged.add(ws);
       this.handshake(ws);
       return;
     }

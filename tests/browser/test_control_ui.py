@@ -706,6 +706,41 @@ WebSocket.prototype.addEventListener = function (type, listener, ...rest) {
 };
 """
 
+# `window.inject(frame)` hands a frame to the page as if its gateway had sent it on the
+# current socket; `window.connects` counts the connects the page sends.
+INJECT = """
+const listen = WebSocket.prototype.addEventListener;
+const send = WebSocket.prototype.send;
+window.connects = 0;
+WebSocket.prototype.send = function (data) {
+  if (JSON.parse(data).method === "connect") window.connects++;
+  send.call(this, data);
+};
+WebSocket.prototype.addEventListener = function (type, listener, ...rest) {
+  if (type === "message") {
+    window.inject = (frame) => listener({ data: JSON.stringify(frame) });
+  }
+  return listen.call(this, type, listener, ...rest);
+};
+"""
+
+
+class TestHandshake:
+    def test_a_challenge_after_the_handshake_is_ignored(self, page: Page) -> None:
+        # A second connect.challenge (a broken or hostile gateway) made the page send connect
+        # again; the gateway refused it, and the page gave up a working connection.
+        page.driver.execute_script(INJECT)
+        page.connected()
+        page.driver.execute_script(
+            "window.inject({ type: 'event', event: 'connect.challenge',"
+            " payload: { nonce: 'again', ts: Date.now() } })"
+        )
+        time.sleep(1)  # the refusal would have come by now
+        assert page.find("#conn-state").get_attribute("data-state") == "connected"
+        assert page.driver.execute_script("return window.connects") == 1
+        page.go("status")
+        page.until(lambda: page.all('.stat[data-stat="health"]'), "the status, answered")
+
 
 class TestSilentGateway:
     def test_a_gateway_gone_silent_is_shown_as_lost_and_reconnected(self, page: Page) -> None:
