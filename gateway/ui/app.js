@@ -1,5 +1,5 @@
 // The shell: one Gateway connection, the navigation, and which screen is on. Each screen
-// module exports `init(ctx)`, `show(arg)` and optionally `hide()`.
+// module exports `init(ctx)`, `show(arg, reconnected)` and optionally `hide()`.
 
 import { Gateway } from "./gateway.js";
 import { $, show } from "./dom.js";
@@ -91,7 +91,7 @@ gw.addEventListener("state", (event) => {
   renderState(event.detail);
   const screenIsLive = current && current !== "connect";
   if (event.detail.state === "connected" && !screenIsLive) route();
-  if (event.detail.state === "connected" && screenIsLive) SCREENS[current].show(parseHash().arg);
+  if (event.detail.state === "connected" && screenIsLive) SCREENS[current].show(parseHash().arg, true);
   if ((event.detail.state === "failed" || event.detail.state === "idle") && screenIsLive) route();
 });
 gw.addEventListener("failed", (event) => connect.showError(event.detail));

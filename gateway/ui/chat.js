@@ -44,8 +44,10 @@ export function init(context) {
   });
 }
 
-export async function show(arg) {
+// `reconnected`: shown again after a lost connection came back, not opened by the user.
+export async function show(arg, reconnected = false) {
   visible = true;
+  const focused = document.activeElement;
   setAlert($("chat-error"), "");
   try {
     const listed = await ctx.gw.request("agents.list");
@@ -62,7 +64,12 @@ export async function show(arg) {
   } catch (error) {
     setAlert($("chat-error"), error.message);
   }
-  $("chat-input").focus();
+  // The message box takes the focus when the screen is opened, unless the user has put it
+  // elsewhere while it loaded (a slow gateway) or left the screen; a reconnect leaves it be.
+  // A focused field hidden meanwhile (the connect screen's) gives the focus back to the body.
+  const now = document.activeElement;
+  const moved = now !== focused && now !== null && now !== document.body;
+  if (visible && !reconnected && !moved) $("chat-input").focus();
 }
 
 export function hide() {

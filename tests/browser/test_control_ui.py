@@ -113,6 +113,16 @@ new MutationObserver((records) => {
 """
 
 
+# `window.socket` is the page's socket, for a test to close: a connection lost.
+LOSE_SOCKET = """
+const send = WebSocket.prototype.send;
+WebSocket.prototype.send = function (data) {
+  window.socket = this;
+  send.call(this, data);
+};
+"""
+
+
 def layouts(page: Page) -> int:
     metrics = page.driver.execute_cdp_cmd("Performance.getMetrics", {})["metrics"]
     return int(next(m["value"] for m in metrics if m["name"] == "LayoutCount"))
@@ -895,6 +905,32 @@ class TestKeyboard:
             lambda: page.all(".bubble.assistant .text")[-1].text.endswith("] by keyboard"),
             "the answer",
         )
+
+    def test_a_reconnect_leaves_the_focus_where_the_user_had_it(self, page: Page) -> None:
+        # Every reconnect moved the focus to the message box: a keyboard user reading the
+        # transcript, or about to pick another agent, was thrown out of place.
+        page.driver.execute_script(LOSE_SOCKET)
+        page.connected()
+        page.until(lambda: page.driver.switch_to.active_element.get_attribute("id") == "chat-input",
+                   "the message box focused")  # fmt: skip
+        page.driver.execute_script("document.getElementById('transcript').focus()")
+        state = page.find("#conn-state")
+        page.driver.execute_script("window.socket.close()")
+        page.until(lambda: state.get_attribute("data-state") == "waiting", "the waiting state")
+        page.until(lambda: state.get_attribute("data-state") == "connected", "reconnected")
+        time.sleep(1)  # the screen has been refreshed by now
+        assert page.driver.switch_to.active_element.get_attribute("id") == "transcript"
+
+    def test_the_focus_moved_while_the_chat_loads_stays_there(self, page: Page) -> None:
+        # A slow gateway: the agent picker reached while the sessions are still being listed
+        # lost the focus to the message box once they came.
+        page.connected()
+        page.go("sessions")
+        page.driver.execute_script(HOLD_BACK, "sessions.list", "main")
+        page.go("chat")
+        page.driver.execute_script("document.getElementById('chat-agent').focus()")
+        time.sleep(1.5)  # the held answer has come by now
+        assert page.driver.switch_to.active_element.get_attribute("id") == "chat-agent"
 
     def test_a_session_deleted_by_keyboard_leaves_the_focus_on_the_list(self, page: Page) -> None:
         # The focused Delete button is hidden with the detail: the focus fell back to the
