@@ -70,7 +70,7 @@ async function load() {
     return el(
       "tr",
       { dataset: { key: s.key }, class: s.key === selected ? "selected" : "" },
-      el("td", {}, open, s.label ? el("div", { class: "muted small", text: s.key }) : null, preview ? el("div", { class: "preview", text: preview }) : null),
+      el("td", {}, open, s.label ? el("div", { class: "muted small session-key", text: s.key }) : null, preview ? el("div", { class: "preview", text: preview }) : null),
       el("td", { text: s.agentId }),
       el("td", { text: s.model ? `${s.modelProvider || ""}/${s.model}` : "–" }),
       el("td", { class: "num", text: `${formatNumber(s.inputTokens)} / ${formatNumber(s.outputTokens)}` }),

@@ -545,6 +545,43 @@ class TestSessions:
         assert "picked first" not in page.text("#session-transcript")
         assert "picked last" in page.text("#session-transcript")
 
+    def test_a_long_key_under_a_label_wraps_on_a_phone(self, page: Page) -> None:
+        # The key under a label did not wrap: the table scrolled sideways on a phone. With
+        # the last message's preview under it, as the list shows it.
+        page.connected()
+        key = "agent:ops:" + "long-session-key-" * 6
+        patched = page.driver.execute_async_script(
+            """
+            const [token, key, done] = arguments;
+            const { Gateway } = await import("/ui/gateway.js");
+            const gw = new Gateway();
+            await gw.start(`ws://${location.host}`, { token });
+            await gw.request("sessions.patch", { key, label: "labelled" });
+            await gw.request("chat.subscribe", { sessionKey: key });
+            const answered = new Promise((resolve) => gw.addEventListener("chat", (event) => {
+              if (event.detail.state === "final") resolve();
+            }));
+            const message = "a preview long enough to be cut short ".repeat(4);
+            await gw.request("chat.send", { sessionKey: key, message, idempotencyKey: key });
+            await answered;
+            gw.stop();
+            done(true);
+            """,
+            TOKEN,
+            key,
+        )
+        assert patched
+        set_viewport(page.driver, *PHONE)
+        page.go("sessions")
+        page.type("#sessions-search", "long-session-key")
+        page.visible(f'#sessions-table tr[data-key="{key}"]')
+        page.until(lambda: len(page.all("#sessions-table tbody tr")) == 1, "only the long one")
+        wrap = page.find("#screen-sessions .table-wrap")
+        widths = page.driver.execute_script(
+            "return [arguments[0].scrollWidth, arguments[0].clientWidth]", wrap
+        )
+        assert widths[0] <= widths[1]
+
     def test_delete_asks_first_then_removes_the_session(self, page: Page) -> None:
         page.connected()
         page.click("#chat-new")
