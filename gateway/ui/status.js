@@ -6,6 +6,7 @@ import { $, el, formatDuration, formatNumber, setAlert } from "./dom.js";
 const REFRESH_MS = 5000;
 let ctx;
 let timer = null;
+let refreshing = false;
 
 export function init(context) {
   ctx = context;
@@ -27,6 +28,10 @@ function card(label, value, note, state) {
 }
 
 async function refresh() {
+  // One at a time: on a slow gateway each 5 s would add three more requests in flight (a
+  // connection may have 64), and their answers could come in any order.
+  if (refreshing) return;
+  refreshing = true;
   const gw = ctx.gw;
   let info, health, usage;
   try {
@@ -36,6 +41,8 @@ async function refresh() {
     $("status-cards").replaceChildren();
     setAlert($("status-error"), error.message);
     return;
+  } finally {
+    refreshing = false;
   }
   setAlert($("status-error"), "");
   const healthy = health.ok !== false && info.ready;

@@ -670,6 +670,25 @@ class TestStatus:
         page.until(lambda: not alert.is_displayed(), "the error cleared", 8)
         assert page.all('.stat[data-stat="health"]')
 
+    def test_a_stalled_gateway_is_asked_once_not_every_5_s(self, page: Page) -> None:
+        # Each 5 s refresh sent its three requests while the last were unanswered: they piled
+        # up against the connection's limit of requests in flight, and answered out of order.
+        page.driver.execute_script(REFUSE)
+        page.connected()
+        page.go("status")
+        page.until(lambda: page.all(".stat"), "the status cards")
+        os.kill(page.gateway.proc.pid, signal.SIGSTOP)
+        try:
+            sent = page.driver.execute_script("return window.sent['system.info']")
+            time.sleep(11)  # two refreshes due meanwhile
+            stalled = page.driver.execute_script("return window.sent['system.info']")
+        finally:
+            os.kill(page.gateway.proc.pid, signal.SIGCONT)
+        assert stalled - sent <= 1
+        page.until(lambda: page.driver.execute_script("return window.sent['system.info']")
+                   > stalled, "refreshed again once answered")  # fmt: skip
+        assert not page.find("#status-error").is_displayed()
+
 
 class TestLogs:
     def test_tails_the_gateway_log_and_filters_by_level(self, page: Page) -> None:
