@@ -13,7 +13,7 @@ let fields = []; // {path, keys, kind, original, input, error}
 export function init(context) {
   ctx = context;
   $("config-save").addEventListener("click", save);
-  $("config-reload").addEventListener("click", load);
+  $("config-reload").addEventListener("click", () => load());
   $("config-form").addEventListener("input", () => {
     $("config-save").disabled = !changes().size;
   });
@@ -28,22 +28,31 @@ export function init(context) {
 // made on, so a file changed meanwhile is refused rather than overwritten.
 export async function show() {
   if (loaded && changes().size) return;
-  await load();
+  await load({ keepEdits: true });
 }
 
-async function load() {
+// `keepEdits`: edits typed into the form on screen while config.get was answered (a slow
+// gateway) are kept, as those made before are. A form built again keeps the focus on the
+// field that had it: a keyboard user is not sent back to the start of the page.
+async function load({ keepEdits = false } = {}) {
   setAlert($("config-message"), "");
   delete $("config-message").dataset.kind; // a save's "ok" is not this load's
+  let answer;
   try {
-    loaded = await ctx.gw.request("config.get");
+    answer = await ctx.gw.request("config.get");
   } catch (error) {
     setAlert($("config-message"), error.message);
     return;
   }
+  if (keepEdits && loaded && changes().size) return;
+  loaded = answer;
+  const focusedPath = $("config-form").contains(document.activeElement) ? document.activeElement.dataset.path : undefined;
   const hash = loaded.hash ? loaded.hash.slice(0, 12) : "none";
   $("config-meta").textContent = `${loaded.exists ? loaded.path : "embedded default (no file yet)"} · hash ${hash}${loaded.valid ? "" : " · the file on disk is invalid"}`;
   fields = [];
   $("config-form").replaceChildren(...section(loaded.config, ""));
+  const refocus = fields.find((f) => f.path === focusedPath);
+  if (refocus) refocus.input.focus();
   $("config-save").disabled = true;
   if (loaded.warnings.length) setAlert($("config-message"), `Warnings: ${loaded.warnings.join("; ")}`);
 }

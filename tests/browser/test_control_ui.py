@@ -123,6 +123,22 @@ WebSocket.prototype.send = function (data) {
 """
 
 
+# The page's next request of the method `arguments[0]` is sent `arguments[1]` ms late: a slow
+# gateway, or a slow link, for that one answer.
+HOLD_METHOD = """
+const [method, ms] = arguments;
+const send = WebSocket.prototype.send;
+WebSocket.prototype.send = function (data) {
+  if (JSON.parse(data).method === method) {
+    WebSocket.prototype.send = send;
+    setTimeout(() => send.call(this, data), ms);
+  } else {
+    send.call(this, data);
+  }
+};
+"""
+
+
 def layouts(page: Page) -> int:
     metrics = page.driver.execute_cdp_cmd("Performance.getMetrics", {})["metrics"]
     return int(next(m["value"] for m in metrics if m["name"] == "LayoutCount"))
@@ -878,6 +894,36 @@ class TestConfig:
         assert error.text == "not a number"
         saved = json.loads(page.gateway_config_path().read_text())
         assert saved["gateway"]["reload"] == {"debounceMs": 275}
+
+    def test_an_edit_typed_while_the_config_loads_is_kept(self, page: Page) -> None:
+        # A slow config.get: the form shown meanwhile took the edit, and the answer replaced
+        # the form under it.
+        page.connected()
+        page.go("config")
+        page.visible('input[data-path="gateway.reload.debounceMs"]')
+        page.go("status")
+        page.driver.execute_script(HOLD_METHOD, "config.get", 1500)
+        page.go("config")
+        page.type('input[data-path="gateway.reload.debounceMs"]', "777")
+        time.sleep(2.5)  # the held answer has come by now
+        field = page.find('input[data-path="gateway.reload.debounceMs"]')
+        assert field.get_attribute("value") == "777"
+        assert page.driver.switch_to.active_element == field
+        assert page.find("#config-save").is_enabled()
+
+    def test_a_reload_of_the_form_leaves_the_focus_on_its_field(self, page: Page) -> None:
+        # A keyboard user on a field with nothing changed yet: the form reloaded on coming
+        # back (or after a reconnect) and the focus fell to the start of the page.
+        page.connected()
+        page.go("config")
+        page.visible('input[data-path="gateway.reload.debounceMs"]')
+        page.go("status")
+        page.driver.execute_script(HOLD_METHOD, "config.get", 1000)
+        page.go("config")
+        page.find('input[data-path="gateway.reload.debounceMs"]').click()
+        time.sleep(2)  # the held answer has come by now
+        focused = page.driver.switch_to.active_element.get_attribute("data-path")
+        assert focused == "gateway.reload.debounceMs"
 
     def test_a_key_with_a_dot_is_saved_under_its_own_name(self, page: Page) -> None:
         # Header names may hold a dot (RFC 9110 token): the key is one name, not a path.
