@@ -78,7 +78,15 @@ async function load() {
     );
   });
   if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 5, class: "muted", text: search ? "No session matches." : "No sessions yet." })));
-  $("sessions-table").tBodies[0].replaceChildren(...rows);
+  // Rows are built anew: the one a keyboard user was on gets the focus back (a row gone,
+  // deleted elsewhere, hands it to the search field, as a delete here does).
+  const body = $("sessions-table").tBodies[0];
+  const focusedRow = body.contains(document.activeElement) ? document.activeElement.closest("tr") : null;
+  body.replaceChildren(...rows);
+  if (focusedRow) {
+    const again = rows.find((row) => row.dataset.key === focusedRow.dataset.key);
+    (again ? again.querySelector("button") : $("sessions-search")).focus();
+  }
   $("sessions-count").textContent = `${listed.totalCount} session${listed.totalCount === 1 ? "" : "s"}`;
 }
 

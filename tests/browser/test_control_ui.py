@@ -598,6 +598,36 @@ class TestSessions:
         )
         assert widths[0] <= widths[1]
 
+    def test_a_refresh_for_a_change_elsewhere_leaves_the_focus_on_its_row(self, page: Page) -> None:
+        # A turn from another client reloads the list: the row a keyboard user was on was
+        # built again, and the focus fell to the start of the page.
+        page.connected()
+        page.click("#chat-new")
+        page.chat("stay on me")
+        mine = page.session_key()
+        page.go("sessions")
+        button = page.visible(f'#sessions-table tr[data-key="{mine}"] button')
+        page.driver.execute_script("arguments[0].focus()", button)
+        page.driver.execute_async_script(
+            """
+            const [token, done] = arguments;
+            const { Gateway } = await import("/ui/gateway.js");
+            const gw = new Gateway();
+            await gw.start(`ws://${location.host}`, { token });
+            const sessionKey = "agent:ops:elsewhere";
+            const idempotencyKey = `${Date.now()}`;
+            const message = "from elsewhere";
+            await gw.request("chat.send", { sessionKey, message, idempotencyKey });
+            gw.stop();
+            done();
+            """,
+            TOKEN,
+        )
+        page.until(lambda: "from elsewhere" in page.text("#sessions-table"), "the list refreshed")
+        focused = page.driver.switch_to.active_element
+        assert focused.text == mine
+        assert focused.find_element(page.by.XPATH, "ancestor::tr").get_attribute("data-key") == mine
+
     def test_delete_asks_first_then_removes_the_session(self, page: Page) -> None:
         page.connected()
         page.click("#chat-new")
