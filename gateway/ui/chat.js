@@ -358,6 +358,9 @@ function payloadText(message) {
 
 function setBusy(runId) {
   const abortButton = $("chat-abort");
+  // Disabled with the focus on it, it drops the focus to the start of the page: the message
+  // box takes it, where the next message is typed.
+  if (!runId && document.activeElement === abortButton) $("chat-input").focus();
   abortButton.disabled = !runId;
   if (runId) abortButton.dataset.runId = runId;
   else delete abortButton.dataset.runId;

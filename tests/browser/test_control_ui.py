@@ -234,6 +234,26 @@ class TestChat:
         assert note.text == "aborted"
         assert not page.find("#chat-abort").is_enabled()
 
+    def test_a_turn_aborted_by_keyboard_leaves_the_focus_in_the_message_box(
+        self, page: Page
+    ) -> None:
+        # The focused Abort button is disabled as the turn ends: the focus fell to the start
+        # of the page, and the next message had to be reached by tabbing through it all.
+        from selenium.webdriver.common.keys import Keys
+
+        page.connected()
+        page.click("#chat-new")
+        page.type("#chat-input", " ".join(f"w{i}" for i in range(60)) + Keys.ENTER)
+        abort = page.find("#chat-abort")
+        page.until(abort.is_enabled, "the abort button")
+        page.until(lambda: page.all(".bubble.assistant.streaming .text")[-1].text, "a first word")
+        page.driver.execute_script("arguments[0].focus()", abort)
+        page.driver.switch_to.active_element.send_keys(Keys.ENTER)
+        page.visible(".bubble.assistant .note")
+        page.until(lambda: not abort.is_enabled(), "the abort button disabled")
+        time.sleep(0.2)
+        assert page.driver.switch_to.active_element.get_attribute("id") == "chat-input"
+
     def test_stop_typed_as_a_message_aborts_the_turn_and_starts_none(self, page: Page) -> None:
         # `/stop` is a command (ws-protocol.md §8, chat.send): it aborts, no turn answers it.
         page.connected()
