@@ -193,6 +193,9 @@ async function save() {
     return;
   }
   if (!changed.size) return;
+  // Disabled with the focus on it, Save drops the focus to the start of the page: it lands on
+  // the outcome, unless a field in error took it.
+  const fromSave = document.activeElement === $("config-save");
   $("config-save").disabled = true;
   try {
     const result = await ctx.gw.request("config.patch", { raw: JSON.stringify(patchOf(changed)), baseHash: loaded.hash || undefined });
@@ -202,6 +205,7 @@ async function save() {
     if (result.warnings.length) notes.push(...result.warnings);
     setAlert($("config-message"), `Saved.${notes.length ? ` ${notes.join("; ")}` : ""}`);
     $("config-message").dataset.kind = "ok";
+    if (fromSave) $("config-message").focus();
   } catch (error) {
     $("config-message").dataset.kind = "error";
     const issues = (error.details && error.details.issues) || [];
@@ -216,6 +220,7 @@ async function save() {
     }
     setAlert($("config-message"), [issues.length ? "The gateway refused the change." : error.message, ...unplaced].join(" "));
     if (first) first.input.focus();
+    else if (fromSave) $("config-message").focus();
     $("config-save").disabled = false;
   }
 }

@@ -929,6 +929,20 @@ class TestConfig:
         field = page.find('input[data-path="gateway.reload.debounceMs"]')
         assert field.get_attribute("value") == "350"  # reloaded from config.get
 
+    def test_a_save_by_keyboard_leaves_the_focus_on_its_outcome(self, page: Page) -> None:
+        # The focused Save button is disabled while saving (and after, with nothing left to
+        # save): the focus fell to the start of the page.
+        from selenium.webdriver.common.keys import Keys
+
+        page.connected()
+        page.go("config")
+        page.type('input[data-path="gateway.reload.debounceMs"]', "360")
+        page.driver.execute_script("document.getElementById('config-save').focus()")
+        page.driver.switch_to.active_element.send_keys(Keys.ENTER)
+        page.until(lambda: page.text("#config-message").startswith("Saved."), "saved")
+        time.sleep(0.2)
+        assert page.driver.switch_to.active_element.get_attribute("id") == "config-message"
+
     def test_a_number_the_browser_cannot_read_is_refused_not_saved_as_a_deletion(
         self, page: Page
     ) -> None:
