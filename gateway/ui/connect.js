@@ -67,6 +67,9 @@ async function attempt(connection, { quiet = false } = {}) {
     return;
   }
   const submit = $("connect-submit");
+  // Disabled with the focus on it, the button drops the focus to the start of the page: a
+  // failed attempt gives it back (a connected one opens the chat, which takes it).
+  const fromSubmit = document.activeElement === submit;
   submit.disabled = true;
   const auth = connection.mode === "password" ? { password: connection.secret } : { token: connection.secret };
   try {
@@ -75,6 +78,10 @@ async function attempt(connection, { quiet = false } = {}) {
     $("connect-secret").value = "";
   } catch (error) {
     showError(error);
+    submit.disabled = false;
+    // Unless the user has put it elsewhere meanwhile (a slow gateway: the URL corrected).
+    const lost = document.activeElement === null || document.activeElement === document.body;
+    if (fromSubmit && lost && !$("screen-connect").hidden) submit.focus();
   } finally {
     submit.disabled = false;
   }

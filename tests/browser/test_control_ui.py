@@ -154,6 +154,20 @@ class TestConnect:
         assert page.find("#conn-state").get_attribute("data-state") == "failed"
         assert page.driver.execute_script("return sessionStorage.length") == 0
 
+    def test_a_refused_connect_by_keyboard_gives_the_focus_back_to_connect(
+        self, page: Page
+    ) -> None:
+        # The focused Connect button is disabled while connecting: the focus fell to the
+        # start of the page, and stayed there when the error came.
+        from selenium.webdriver.common.keys import Keys
+
+        page.type("#connect-secret", "not-the-token")
+        page.driver.execute_script("document.getElementById('connect-submit').focus()")
+        page.driver.switch_to.active_element.send_keys(Keys.ENTER)
+        page.visible("#connect-error")
+        page.until(lambda: page.find("#connect-submit").is_enabled(), "Connect enabled again")
+        assert page.driver.switch_to.active_element.get_attribute("id") == "connect-submit"
+
     @pytest.mark.parametrize(
         ("userinfo", "shown"),
         [("user:s3cret-pw@", "ws://127.0.0.1:{port}/"), ("u:s3cret/pw@", "ws://127.0.0.1:{port}")],
