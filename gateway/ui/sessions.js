@@ -115,6 +115,9 @@ async function select(key) {
   const detail = $("session-detail");
   detail.hidden = false;
   $("session-detail-key").textContent = key;
+  // Under the list on a narrow screen: brought up, or the pick would seem to do nothing.
+  const box = detail.getBoundingClientRect();
+  if (box.top < 0 || box.top > window.innerHeight - 40) detail.scrollIntoView({ block: "start" });
   try {
     const result = await ctx.gw.request("chat.history", { sessionKey: key, limit: 100 });
     if (mine !== picks) return;

@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from tests.support.browser import PHONE, TOKEN, Page, set_viewport
+from tests.support.browser import DESKTOP, PHONE, TOKEN, Page, set_viewport
 
 pytestmark = pytest.mark.browser
 
@@ -661,6 +661,43 @@ class TestSessions:
         focused = page.driver.switch_to.active_element
         assert focused.text == mine
         assert focused.find_element(page.by.XPATH, "ancestor::tr").get_attribute("data-key") == mine
+
+    @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+    def test_the_detail_of_a_row_far_down_the_list_is_in_view(
+        self, page: Page, viewport: tuple[int, int]
+    ) -> None:
+        # The detail sat at the top of the list (beside it, or above it on a phone), out of
+        # sight of a row picked after scrolling down: nothing seemed to happen.
+        page.connected()
+        page.driver.execute_async_script(
+            """
+            const [token, done] = arguments;
+            const { Gateway } = await import("/ui/gateway.js");
+            const gw = new Gateway();
+            await gw.start(`ws://${location.host}`, { token });
+            const keys = [...Array(40).keys()].map((i) => `agent:ops:far-${i}`);
+            const patch = (key) => gw.request("sessions.patch", { key, label: key.slice(10) });
+            await Promise.all(keys.map(patch));
+            gw.stop();
+            done();
+            """,
+            TOKEN,
+        )
+        set_viewport(page.driver, *viewport)
+        page.go("sessions")
+        page.type("#sessions-search", "far-")
+        page.until(lambda: len(page.all("#sessions-table tbody tr")) == 40, "the 40 rows")
+        last = page.all("#sessions-table tbody tr button")[-1]
+        page.driver.execute_script("arguments[0].scrollIntoView()", last)
+        last.click()
+        page.visible("#session-detail")
+        time.sleep(0.5)  # a smooth scroll has ended
+        top, bottom = page.driver.execute_script(
+            "const r = document.getElementById('session-detail-key').getBoundingClientRect();"
+            " return [r.top, r.bottom]"
+        )
+        assert top >= 0
+        assert bottom <= viewport[1]
 
     def test_delete_asks_first_then_removes_the_session(self, page: Page) -> None:
         page.connected()
