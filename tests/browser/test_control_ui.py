@@ -699,6 +699,38 @@ class TestSessions:
         assert top >= 0
         assert bottom <= viewport[1]
 
+    def test_the_confirmation_of_a_long_key_fits_a_phone(self, page: Page) -> None:
+        # The dialog grew with the key, an unbroken word, past the phone's width: its end and
+        # the Reset button were off screen.
+        page.connected()
+        key = "agent:ops:" + "confirmthislongkey" * 6
+        page.driver.execute_async_script(
+            """
+            const [token, key, done] = arguments;
+            const { Gateway } = await import("/ui/gateway.js");
+            const gw = new Gateway();
+            await gw.start(`ws://${location.host}`, { token });
+            await gw.request("sessions.patch", { key, label: "confirmed" });
+            gw.stop();
+            done();
+            """,
+            TOKEN,
+            key,
+        )
+        set_viewport(page.driver, *PHONE)
+        page.go("sessions")
+        page.type("#sessions-search", "confirmthislongkey")
+        page.visible(f'#sessions-table tr[data-key="{key}"] button').click()
+        page.click("#session-reset")
+        page.visible("#confirm")
+        left, right = page.driver.execute_script(
+            "const r = document.getElementById('confirm').getBoundingClientRect();"
+            " return [r.left, r.right]"
+        )
+        assert left >= 0
+        assert right <= PHONE[0]
+        page.click("#confirm button[value=cancel]")
+
     def test_delete_asks_first_then_removes_the_session(self, page: Page) -> None:
         page.connected()
         page.click("#chat-new")
