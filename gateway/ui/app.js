@@ -49,9 +49,15 @@ function parseHash() {
   return { name: Object.hasOwn(SCREENS, name) ? name : "", arg };
 }
 
+// Connected, or getting a lost connection back: an attempt after the first (which may take
+// up to 10 s) keeps the screens, the navigation and Disconnect, so a user can give up.
+function live() {
+  return gw.state === "connected" || gw.state === "waiting" || (gw.state === "connecting" && gw.everConnected);
+}
+
 function route() {
   let { name, arg } = parseHash();
-  if (gw.state !== "connected" && gw.state !== "waiting") name = "connect";
+  if (!live()) name = "connect";
   else if (!name || name === "connect") name = "chat";
   if (current && current !== name && SCREENS[current].hide) SCREENS[current].hide();
   for (const key of Object.keys(SCREENS)) show($(`screen-${key}`), key === name);
@@ -81,10 +87,9 @@ function renderState(detail) {
     text = `Connected · clawgate ${gw.hello.server.version || ""}`.trim();
   }
   node.textContent = text;
-  const live = detail.state === "connected" || detail.state === "waiting";
-  show($("nav"), live);
-  show($("disconnect"), live);
-  document.body.classList.toggle("offline", detail.state === "waiting");
+  show($("nav"), live());
+  show($("disconnect"), live());
+  document.body.classList.toggle("offline", live() && detail.state !== "connected");
 }
 
 gw.addEventListener("state", (event) => {

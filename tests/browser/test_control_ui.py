@@ -139,6 +139,20 @@ WebSocket.prototype.send = function (data) {
 """
 
 
+# While `window.detour` holds a URL, the page's new sockets go there instead; `window.socket`
+# is its socket, for a test to close.
+DETOUR = """
+const Original = WebSocket;
+window.detour = null;
+window.WebSocket = class extends Original {
+  constructor(url, ...rest) {
+    super(window.detour || url, ...rest);
+    window.socket = this;
+  }
+};
+"""
+
+
 def layouts(page: Page) -> int:
     metrics = page.driver.execute_cdp_cmd("Performance.getMetrics", {})["metrics"]
     return int(next(m["value"] for m in metrics if m["name"] == "LayoutCount"))
@@ -958,6 +972,30 @@ class TestHandshake:
 
 
 class TestSilentGateway:
+    def test_a_slow_reconnect_keeps_the_navigation_and_disconnect(self, page: Page) -> None:
+        # Each reconnect attempt hid the navigation and Disconnect until it was answered (up
+        # to 10 s): the focus on them fell to the start of the page, and a user could not
+        # give up on a gateway that was not coming back.
+        from selenium.webdriver.common.keys import Keys
+
+        page.driver.execute_script(DETOUR)
+        page.connected()
+        with socket.socket() as silent:
+            silent.bind(("127.0.0.1", 0))
+            silent.listen(8)
+            port = silent.getsockname()[1]
+            page.driver.execute_script(f"window.detour = 'ws://127.0.0.1:{port}'")
+            page.driver.execute_script("document.getElementById('disconnect').focus()")
+            page.driver.execute_script("window.socket.close()")
+            state = page.find("#conn-state")
+            page.until(lambda: state.get_attribute("data-state") == "connecting", "an attempt")
+            assert page.find("#nav").is_displayed()
+            assert page.find("#screen-chat").is_displayed()
+            assert page.driver.switch_to.active_element.get_attribute("id") == "disconnect"
+            page.driver.switch_to.active_element.send_keys(Keys.ENTER)
+            page.until(lambda: state.get_attribute("data-state") == "idle", "disconnected")
+            page.visible("#screen-connect")
+
     def test_a_gateway_gone_silent_is_shown_as_lost_and_reconnected(self, page: Page) -> None:
         # A stalled process, or a link dropped without a word (a laptop asleep, another
         # network): the socket stays open, and the page said "Connected" for as long.
