@@ -21,6 +21,7 @@ export function init(context) {
   $("session-open").addEventListener("click", () => ctx.go(`#chat/${encodeURIComponent(selected)}`));
   $("session-reset").addEventListener("click", reset);
   $("session-delete").addEventListener("click", remove);
+  $("sessions-table").tBodies[0].addEventListener("keydown", walk);
   // Another client's turn or reset: refresh the list, at most once a second.
   ctx.gw.addEventListener("sessions.changed", () => {
     if (!visible || refreshTimer) return;
@@ -65,7 +66,7 @@ async function load() {
   const previews = await previewsOf(listed.sessions.map((s) => s.key));
   if (mine !== loads) return;
   const rows = listed.sessions.map((s) => {
-    const open = el("button", { type: "button", class: "link", text: s.label || s.key, onclick: () => select(s.key) });
+    const open = el("button", { type: "button", class: "link", text: s.label || s.key, tabindex: "-1", onclick: () => select(s.key) });
     const preview = previews.get(s.key);
     return el(
       "tr",
@@ -83,11 +84,37 @@ async function load() {
   const body = $("sessions-table").tBodies[0];
   const focusedRow = body.contains(document.activeElement) ? document.activeElement.closest("tr") : null;
   body.replaceChildren(...rows);
+  rove(focusedRow ? focusedRow.dataset.key : selected);
   if (focusedRow) {
     const again = rows.find((row) => row.dataset.key === focusedRow.dataset.key);
     (again ? again.querySelector("button") : $("sessions-search")).focus();
   }
   $("sessions-count").textContent = `${listed.totalCount} session${listed.totalCount === 1 ? "" : "s"}`;
+}
+
+// The list is one tab stop, the picked row's (else the first); the arrow keys, Home and End
+// walk its rows. As one stop per row, a keyboard user tabbed through up to 200 of them to
+// reach the picked session's actions.
+function rowButtons() {
+  return [...$("sessions-table").tBodies[0].querySelectorAll("tr[data-key] button")];
+}
+
+function rove(key) {
+  const buttons = rowButtons();
+  const stop = buttons.find((b) => b.closest("tr").dataset.key === key) || buttons[0];
+  for (const button of buttons) button.tabIndex = button === stop ? 0 : -1;
+}
+
+function walk(event) {
+  const buttons = rowButtons();
+  const at = buttons.indexOf(document.activeElement);
+  if (at < 0) return;
+  const to = { ArrowDown: at + 1, ArrowUp: at - 1, Home: 0, End: buttons.length - 1 }[event.key];
+  if (to === undefined || to < 0 || to >= buttons.length) return;
+  event.preventDefault(); // not the page's scroll
+  buttons[at].tabIndex = -1;
+  buttons[to].tabIndex = 0;
+  buttons[to].focus();
 }
 
 // The last message of each listed session, in one call.
@@ -112,6 +139,7 @@ async function select(key) {
   setAlert($("sessions-error"), "");
   history.replaceState(null, "", `#sessions/${encodeURIComponent(key)}`);
   for (const row of $("sessions-table").tBodies[0].rows) row.classList.toggle("selected", row.dataset.key === key);
+  rove(key);
   const detail = $("session-detail");
   detail.hidden = false;
   $("session-detail-key").textContent = key;

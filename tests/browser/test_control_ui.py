@@ -1219,6 +1219,47 @@ class TestKeyboard:
         time.sleep(1.5)  # the held answer has come by now
         assert page.driver.switch_to.active_element.get_attribute("id") == "chat-agent"
 
+    def test_the_list_is_one_tab_stop_walked_with_the_arrow_keys(self, page: Page) -> None:
+        # Each row was a tab stop: from a picked row to its Reset or Delete, a keyboard user
+        # tabbed through every row below it (up to 200).
+        from selenium.webdriver.common.keys import Keys
+
+        page.connected()
+        page.driver.execute_async_script(
+            """
+            const [token, done] = arguments;
+            const { Gateway } = await import("/ui/gateway.js");
+            const gw = new Gateway();
+            await gw.start(`ws://${location.host}`, { token });
+            for (const key of ["agent:ops:rove-a", "agent:ops:rove-b", "agent:ops:rove-c"]) {
+              await gw.request("sessions.patch", { key, label: key.slice(10) });
+            }
+            gw.stop();
+            done();
+            """,
+            TOKEN,
+        )
+        page.go("sessions")
+        page.type("#sessions-search", "rove-")
+        page.until(lambda: len(page.all("#sessions-table tbody tr")) == 3, "the three rows")
+        keys = [r.get_attribute("data-key") for r in page.all("#sessions-table tbody tr")]
+
+        def focused_row() -> str:
+            focused = page.driver.switch_to.active_element
+            return str(
+                focused.find_element(page.by.XPATH, "ancestor::tr").get_attribute("data-key")
+            )
+
+        page.find("#sessions-search").send_keys(Keys.TAB)  # Refresh
+        page.driver.switch_to.active_element.send_keys(Keys.TAB)  # the list
+        assert focused_row() == keys[0]
+        page.driver.switch_to.active_element.send_keys(Keys.ARROW_DOWN)
+        assert focused_row() == keys[1]
+        page.driver.switch_to.active_element.send_keys(Keys.ENTER)
+        page.until(lambda: page.text("#session-detail-key") == keys[1], "its detail")
+        page.driver.switch_to.active_element.send_keys(Keys.TAB)
+        assert page.driver.switch_to.active_element.get_attribute("id") == "session-open"
+
     def test_a_session_deleted_by_keyboard_leaves_the_focus_on_the_list(self, page: Page) -> None:
         # The focused Delete button is hidden with the detail: the focus fell back to the
         # page's start.
