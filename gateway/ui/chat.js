@@ -139,6 +139,10 @@ async function newSession() {
 }
 
 async function openSession(key) {
+  // The session on screen loaded again (a reconnect, a turn from elsewhere): a reader scrolled
+  // up keeps the place; one at the end stays at the end.
+  const shown = $("transcript");
+  const keep = key === sessionKey && shown.scrollTop + shown.clientHeight < shown.scrollHeight - 20 ? shown.scrollTop : null;
   sessionKey = key;
   history.replaceState(null, "", `#chat/${encodeURIComponent(key)}`);
   runs.clear();
@@ -160,7 +164,8 @@ async function openSession(key) {
   } catch (error) {
     setAlert($("chat-error"), error.message);
   }
-  scrollDown();
+  if (keep === null) scrollDown();
+  else transcript.scrollTop = keep;
 }
 
 // The transcript holds the message put back into the input (the gateway stores it under the

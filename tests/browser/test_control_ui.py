@@ -451,6 +451,45 @@ class TestChat:
         assert events > 100, events  # a token an event, or near enough
         assert laid_out < events / 2, (laid_out, events)
 
+    def test_a_reconnect_leaves_the_transcript_where_the_user_was_reading(self, page: Page) -> None:
+        # The transcript was loaded again and scrolled to its end on every reconnect: on a
+        # flaky link a user reading further up lost the place, again and again.
+        page.driver.execute_script(LOSE_SOCKET)
+        page.connected()
+        key = "agent:ops:scrolled-back"
+        page.driver.execute_async_script(
+            """
+            const [token, sessionKey, done] = arguments;
+            const { Gateway } = await import("/ui/gateway.js");
+            const gw = new Gateway();
+            await gw.start(`ws://${location.host}`, { token });
+            await gw.request("chat.subscribe", { sessionKey });
+            for (let turn = 0; turn < 12; turn++) {
+              const answered = new Promise((resolve) => gw.addEventListener("chat", (event) => {
+                if (event.detail.state === "final") resolve();
+              }));
+              const message = `turn ${turn} ` + "words to fill the transcript ".repeat(8);
+              await gw.request("chat.send", { sessionKey, message, idempotencyKey: `t${turn}` });
+              await answered;
+            }
+            gw.stop();
+            done();
+            """,
+            TOKEN,
+            key,
+        )
+        page.driver.execute_script(f"location.hash = '#chat/{key}'")
+        page.until(lambda: len(page.all("#transcript .bubble")) == 24, "the transcript")
+        time.sleep(0.3)  # scrolled to its end
+        page.driver.execute_script("document.getElementById('transcript').scrollTop = 100")
+        state = page.find("#conn-state")
+        page.driver.execute_script("window.socket.close()")
+        page.until(lambda: state.get_attribute("data-state") == "waiting", "the waiting state")
+        page.until(lambda: state.get_attribute("data-state") == "connected", "reconnected")
+        time.sleep(1)  # the transcript has been loaded again by now
+        top = page.driver.execute_script("return document.getElementById('transcript').scrollTop")
+        assert top == 100
+
     def test_the_transcript_survives_a_page_reload(self, page: Page) -> None:
         page.connected()
         page.click("#chat-new")
