@@ -31,7 +31,16 @@ class SSEEvent(NamedTuple):
 class SSEParser:
     """Feed it the body chunk by chunk; each call returns the events completed so far."""
 
-    __slots__ = ("_data", "_event", "_pending", "_skip_lf", "_started", "_tail", "_tail_size")
+    __slots__ = (
+        "_data",
+        "_event",
+        "_head",
+        "_pending",
+        "_skip_lf",
+        "_started",
+        "_tail",
+        "_tail_size",
+    )
 
     def __init__(self) -> None:
         # The incomplete last line so far, in the pieces it came in: joined once its line
@@ -44,14 +53,24 @@ class SSEParser:
         self._event = ""
         self._skip_lf = False  # the previous chunk ended in CR: a leading LF belongs to it
         self._started = False
+        self._head = b""  # the first bytes while they may be the start of a BOM
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         if not chunk:
             return []
         if not self._started:
+            # The body's first bytes may be a BOM cut by a chunk boundary: a piece that could
+            # still be one waits for the next.
+            chunk = self._head + chunk
+            if len(chunk) < len(_BOM) and _BOM.startswith(chunk):
+                self._head = chunk
+                return []
             self._started = True
+            self._head = b""
             if chunk.startswith(_BOM):
                 chunk = chunk[3:]
+                if not chunk:
+                    return []
         if self._skip_lf:
             self._skip_lf = False
             if chunk[:1] == b"\n":
@@ -95,6 +114,9 @@ class SSEParser:
         """End of body. The last line is taken even without its newline and a pending
         event is dispatched even without its blank line: servers that drop the final
         terminator exist, and the text they sent is real (openai-python does the same)."""
+        if self._head:  # a body of a BOM's first bytes and nothing else
+            self._tail.append(self._head)
+            self._head = b""
         lines = [b"".join(self._tail)] if self._tail else []
         self._tail = []
         self._tail_size = 0

@@ -383,6 +383,16 @@ class TestStreaming:
             Finish("stop"),
         ]
 
+    @pytest.mark.parametrize("cut", [1, 2])
+    async def test_a_bom_split_across_network_reads_is_dropped(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI, cut: int
+    ) -> None:
+        # The BOM's bytes in two reads: dropped as when it comes whole, not left in front of
+        # the first field name (which then named no field, and the first event was lost).
+        body = b"\xef\xbb\xbf" + sse(chunk({"content": "hi"}, "stop"))
+        openai_upstream.script(Raw((body[:cut], body[cut:]), delay=0.02))
+        assert await collect(provider, openai_upstream) == [TextDelta("hi"), Finish("stop")]
+
     async def test_idle_timeout_is_between_reads_not_total(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
     ) -> None:

@@ -61,6 +61,23 @@ class TestFields:
     def test_leading_bom_is_dropped(self) -> None:
         assert parse(b"\xef\xbb\xbfdata: x\n\n") == [SSEEvent("message", "x")]
 
+    @pytest.mark.parametrize("pieces", [(b"\xef", b"\xbb\xbfdata: x\n\n"),
+                                        (b"\xef\xbb", b"\xbfdata: x\n\n"),
+                                        (b"\xef", b"\xbb", b"\xbf", b"data: x\n\n")])  # fmt: skip
+    def test_a_bom_split_across_chunks_is_dropped(self, pieces: tuple[bytes, ...]) -> None:
+        parser = SSEParser()
+        events = [event for piece in pieces for event in parser.feed(piece)]
+        assert events == [SSEEvent("message", "x")]
+
+    def test_bytes_that_only_begin_like_a_bom_are_kept(self) -> None:
+        parser = SSEParser()
+        assert parser.feed(b"\xef") == []
+        assert parser.feed(b"\n\ndata: x\n\n") == [SSEEvent("message", "x")]
+        parser = SSEParser()
+        assert parser.feed(b"\xef\xbb") + parser.feed(b"x: y\ndata: \xef\n\n") == [
+            SSEEvent("message", "\ufffd")
+        ]
+
     def test_invalid_utf8_is_replaced_not_raised(self) -> None:
         assert parse(b"data: \xff\n\n") == [SSEEvent("message", "\ufffd")]
 
