@@ -44,13 +44,18 @@ AFTER_TERMINATOR_S = 1.0
 # A whole (non-streamed) JSON answer is one completion: far below this. The bound keeps a
 # misbehaving upstream from filling our memory.
 MAX_JSON_BODY = 16 * 1024 * 1024
+# An upstream's Retry-After is passed on to our client (http-openai.md §8), so it is bounded:
+# a day, longer than any provider's rate-limit window. A hint beyond it (`1e30`, a date in the
+# year 9999: a broken or hostile upstream) says "much later", and a day says that too.
+MAX_RETRY_AFTER_S = 24 * 3600
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> int | None:
     """Seconds to wait, rounded up; None when the upstream gave no usable hint.
 
     `retry-after-ms` (OpenAI, Azure) wins when present because it is the more precise of the
-    two; `Retry-After` is delta-seconds or an HTTP-date (RFC 9110 §10.2.3).
+    two; `Retry-After` is delta-seconds or an HTTP-date (RFC 9110 §10.2.3). At most
+    MAX_RETRY_AFTER_S.
     """
     millis = headers.get("retry-after-ms")  # `headers`: lower-case names
     if millis is not None:
@@ -59,7 +64,7 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> i
         except ValueError:
             value = math.nan
         if math.isfinite(value) and value >= 0:
-            return math.ceil(value / 1000)
+            return min(math.ceil(value / 1000), MAX_RETRY_AFTER_S)
     text = headers.get("retry-after")
     if text is None:
         return None
@@ -74,10 +79,10 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> i
         if when.tzinfo is None:  # asctime carries no zone: HTTP dates are GMT (RFC 9110 §5.6.7)
             when = when.replace(tzinfo=datetime.UTC)
         now = time.time() if now is None else now
-        return max(0, math.ceil(when.timestamp() - now))
+        return min(max(0, math.ceil(when.timestamp() - now)), MAX_RETRY_AFTER_S)
     if not math.isfinite(seconds) or seconds < 0:
         return None
-    return math.ceil(seconds)
+    return min(math.ceil(seconds), MAX_RETRY_AFTER_S)
 
 
 def status_error(status: int, headers: Mapping[str, str]) -> UpstreamError:

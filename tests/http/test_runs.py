@@ -85,6 +85,22 @@ class TestUpstreamFailures:
         assert headers["Retry-After"] == "7"
         assert headers["x-openclaw-session-key"].startswith("agent:main:openai:")
 
+    @pytest.mark.parametrize(
+        "hint",
+        [
+            {"Retry-After": "1e30"},
+            {"retry-after-ms": "1e40"},
+            {"Retry-After": "Fri, 31 Dec 9999 23:59:59 GMT"},
+        ],
+    )
+    async def test_an_absurd_retry_after_is_capped_at_a_day(
+        self, on_upstream: Client, upstream: FakeOpenAI, hint: dict[str, str]
+    ) -> None:
+        # Passed on as it was, `1e30` told our client to wait a 31-digit number of seconds.
+        upstream.script(Status(429, hint))
+        status, _, headers = await post(on_upstream)
+        assert (status, headers["Retry-After"]) == (429, "86400")
+
     async def test_401_is_a_502_upstream_auth_failure(
         self, on_upstream: Client, upstream: FakeOpenAI
     ) -> None:
