@@ -22,7 +22,8 @@ A client history the upstream refused does not replace the session's (it is stor
 the context start mark), nor is an assistant message of it the session's last reply.
 A refused turn still counts among the window's `historyLimit` user turns, as the store cuts
 the window. Other failures (401, 403, 429, 5xx, timeouts, a broken connection) say nothing
-about the messages: their turns are replayed as any (agents/transcript.py on retried turns).
+about the messages: their turns are replayed as any (agents/transcript.py on retried turns),
+unless an earlier model of the chain refused them (agents/session.py).
 As a call cut off in its arguments (`replayed`), only the model's context: the transcript
 keeps it, and `chat.history` shows it.
 """

@@ -193,6 +193,8 @@ class _Attempts:
     # without (a reply broken off after the id) is no call a client could make, and OpenAI
     # and Anthropic refuse it in a replayed context.
     named: list[_CallSoFar] = attrs.field(factory=list)
+    # A model of the chain refused the request as bad (`agents.errors.refused`).
+    refusal: AgentError | None = None
 
     @property
     def produced(self) -> bool:
@@ -576,6 +578,14 @@ class AgentSession:
         else:
             status, stop_reason = RunStatus.COMPLETED, state.finish
 
+        # The turn is stored as refused when a model of the chain read its messages and
+        # refused them, whatever failure a later model ended it with (a 5xx, a 429, a
+        # timeout says nothing of the messages): replayed, they would be refused again by
+        # that model, first in the chain, at every later turn (agents/history.py).
+        recorded = error
+        if error is not None and not refused(error) and not state.produced:
+            recorded = state.refusal or error
+
         usage = state.usage
         if usage is None:
             # Estimated only when the provider reported nothing: splitting the whole context
@@ -604,7 +614,7 @@ class AgentSession:
             model=ref.model if ref else None,
             api=state.api,
             aborted=status == RunStatus.ABORTED,
-            error_message=stored_error(error) if error is not None else None,
+            error_message=stored_error(recorded) if recorded is not None else None,
             idempotency_key=request.idempotency_key,
             images=_images_meta(request),
             stateless=request.stateless,
@@ -614,7 +624,7 @@ class AgentSession:
             tool_calls=state.tool_calls(),
             # A refused turn is not replayed (agents/history.py): a history it sent does not
             # replace the session's either.
-            context_start=context_start and not refused(error),
+            context_start=context_start and not refused(recorded),
         )
         try:
             self.row = await deps.store.append_turn(record)
@@ -719,6 +729,8 @@ class AgentSession:
                 if state.produced:
                     raise
                 failure = exc
+                if refused(exc) and state.refusal is None:
+                    state.refusal = exc
                 log.warning(
                     "provider_attempt_failed",
                     session_key=self.key,

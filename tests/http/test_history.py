@@ -411,6 +411,44 @@ class TestARefusedTurn:
         ]
         assert stored[3].error_message == (f"upstream provider refused the request (HTTP {status})")
 
+    @pytest.mark.parametrize("then", [503, 429])
+    async def test_refused_by_one_model_of_the_chain_then_another_failure_is_refused(
+        self, gateway: MakeClient, refusing: RefusingUpstream, then: int
+    ) -> None:
+        """The first model read the messages and refused them; the fallback then failed in a
+        way that says nothing of them (5xx, 429). The turn is refused all the same: replayed,
+        the first model of the chain would refuse every later turn (only the last failure
+        counted, and the turn was kept)."""
+        plain = refusing._refusal
+        refusing.answer = lambda body: (
+            Status(then) if body["model"] == "fallback" and plain(body) else plain(body)
+        )
+        refusing.script(Stream(("A1",)))
+        settings = fake_provider(
+            refusing, model={"primary": "fake/fake-model", "fallbacks": ["fake/fallback"]}
+        )
+        settings["models"]["providers"]["fake"]["models"].append({"id": "fallback"})
+        client = await gateway(settings)
+        async with sdk_for(client) as sdk:
+
+            async def turn(question: str) -> str:
+                reply = await sdk.chat.completions.create(
+                    model="openclaw",
+                    messages=[{"role": "user", "content": question}],
+                    user="alice",
+                )
+                return reply.choices[0].message.content or ""
+
+            assert await turn("Q1") == "A1"
+            with pytest.raises(openai.APIStatusError) as failed:
+                await turn(f"Q2 {MARKER}")
+            # The client is told of the last failure, as before.
+            assert failed.value.status_code == (429 if then == 429 else 502)
+            assert await turn("Q3") == "Hello world"
+        assert contents(refusing) == [("user", "Q1"), ("assistant", "A1"), ("user", "Q3")]
+        stored = await stored_messages(client, "agent:main:openai-user:alice")
+        assert stored[3].error_message == "upstream provider refused the request (HTTP 400)"
+
     async def test_a_question_asked_again_after_a_refusal_is_given_once(
         self, gateway: MakeClient, refusing: RefusingUpstream
     ) -> None:
