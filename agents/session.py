@@ -581,10 +581,15 @@ class AgentSession:
         # The turn is stored as refused when a model of the chain read its messages and
         # refused them, whatever failure a later model ended it with (a 5xx, a 429, a
         # timeout says nothing of the messages): replayed, they would be refused again by
-        # that model, first in the chain, at every later turn (agents/history.py).
+        # that model, first in the chain, at every later turn (agents/history.py). A model
+        # that began its reply took the messages: a 400 in its stream after that is no
+        # refusal of them.
         recorded = error
-        if error is not None and not refused(error) and not state.produced:
-            recorded = state.refusal or error
+        if error is not None and not state.produced:
+            if not refused(error):
+                recorded = state.refusal or error
+        elif error is not None and refused(error):
+            recorded = UpstreamError(error.detail)
 
         usage = state.usage
         if usage is None:

@@ -38,7 +38,7 @@ from agents.providers.echo import token_cap
 from agents.providers.images import image_type
 from agents.providers.sse import SSEEvent, data_json
 from agents.providers.timeouts import Timeouts
-from agents.providers.upstream import log_body, relay
+from agents.providers.upstream import log_body, relay, stream_error
 from agents.providers.upstream_client import UpstreamClient
 
 log = structlog.get_logger()
@@ -387,6 +387,22 @@ def _signed(blocks: Sequence[_ThinkingSoFar]) -> list[ProviderEvent]:
     return [SignedThinking(tuple(b for b in signed if b is not None))]
 
 
+# Anthropic's error types, as the HTTP statuses it answers them with before a stream
+# (docs.anthropic.com, "Errors"): an `error` event of the stream fails the turn as that status
+# would (529, overloaded, is a 5xx like any other: 502 to our client).
+ERROR_STATUSES = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "overloaded_error": 529,
+}
+
+
 # Prompt caching bills the prompt in three parts; all of it was input to the model.
 _INPUT_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
@@ -573,7 +589,9 @@ class MessageEventDecoder:
                     yield ToolCallDelta(stopped[0], None, None, arguments)
             elif kind == "error":
                 log_body("upstream_stream_error", self._provider, data)
-                raise MalformedStream("in-stream error from upstream")
+                error = obj.get("error")
+                named = error.get("type") if isinstance(error, dict) else None
+                raise stream_error(ERROR_STATUSES.get(named) if type(named) is str else None)
             # Event types added later carry no reply text.
 
     def _block(self, index: int) -> _ThinkingSoFar:

@@ -31,7 +31,7 @@ from agents.providers.base import (
 )
 from agents.providers.sse import SSEEvent, data_json
 from agents.providers.timeouts import Timeouts
-from agents.providers.upstream import log_body, relay
+from agents.providers.upstream import log_body, relay, stream_error
 from agents.providers.upstream_client import UpstreamClient
 
 log = structlog.get_logger()
@@ -267,9 +267,11 @@ class ChunkDecoder:
             obj = loads(data)
             # `{"error": {...}}` (OpenAI, OpenRouter, llama.cpp) or vLLM's
             # `{"object": "error", ...}`.
+            # Classified by the status its `code` names (OpenRouter: the upstream's status).
             if obj.get("error") or obj.get("object") == "error":
                 log_body("upstream_stream_error", self._provider, data)
-                raise MalformedStream("in-stream error from upstream")
+                error = obj.get("error")
+                raise stream_error((error if isinstance(error, dict) else obj).get("code"))
             choices = obj.get("choices")
             if choices:
                 choice = choices[0]

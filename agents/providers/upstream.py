@@ -85,14 +85,29 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> i
     return min(math.ceil(seconds), MAX_RETRY_AFTER_S)
 
 
-def status_error(status: int, headers: Mapping[str, str]) -> UpstreamError:
+def status_error(
+    status: int, headers: Mapping[str, str], detail: str | None = None
+) -> UpstreamError:
     """§6.5: 429 rate limited, 401/403 auth, any other status but 2xx a plain upstream error
     (a 3xx included: redirects are not followed, so an API key never goes where one points)."""
     if status == 429:
-        return UpstreamRateLimited(parse_retry_after(headers))
+        return UpstreamRateLimited(parse_retry_after(headers), detail)
     if status in (401, 403):
-        return UpstreamAuthFailed(status)
-    return UpstreamStatusError(status)
+        return UpstreamAuthFailed(status, detail)
+    return UpstreamStatusError(status, detail)
+
+
+def stream_error(status: object) -> UpstreamError:
+    """An error event inside a 200 stream (OpenRouter and proxies send the upstream's failure
+    so, Anthropic its `error` event), failing the turn as the HTTP status it names would
+    (`status_error`): a 400 refuses the request, a 429 is a rate limit. An event naming no
+    error status (none, a word, a 2xx) is a malformed stream. `status` is the event's field
+    as sent: an integer, or one in a string."""
+    if type(status) is str and status.isascii() and status.isdigit() and len(status) == 3:
+        status = int(status)
+    if type(status) is int and 400 <= status <= 599:
+        return status_error(status, {}, f"in-stream error from upstream (HTTP {status})")
+    return MalformedStream("in-stream error from upstream")
 
 
 def transport_error(exc: BaseException) -> UpstreamError:

@@ -39,6 +39,7 @@ from agents.providers.pool import Timeouts
 from agents.providers.upstream_client import UpstreamClient
 from tests.support.upstreams import (
     API_KEY,
+    SECRET_BODY_MARKER,
     FakeAnthropic,
     FakeToolCall,
     JSONAnswer,
@@ -580,14 +581,48 @@ class TestFailures:
     async def test_in_stream_error_event(
         self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
     ) -> None:
-        anthropic_upstream.script(Stream(("a", "b"), error_after=1))
+        anthropic_upstream.script(Stream(("a", "b"), error_after=1))  # overloaded_error
         got: list[ProviderEvent] = []
-        with pytest.raises(MalformedStream) as caught:
+        with pytest.raises(UpstreamStatusError) as caught:
             await provider.stream(
                 provider_request(anthropic_upstream.provider_config()), got.append
             )
         assert got == [TextDelta("a")]
+        assert caught.value.status == 529
         assert caught.value.message == "upstream provider error"
+        assert_no_leak(caught.value)
+
+    @pytest.mark.parametrize(
+        ("kind", "error", "status"),
+        [
+            ("invalid_request_error", UpstreamStatusError, 400),
+            ("request_too_large", UpstreamStatusError, 413),
+            ("not_found_error", UpstreamStatusError, 404),
+            ("rate_limit_error", UpstreamRateLimited, None),
+            ("authentication_error", UpstreamAuthFailed, 401),
+            ("permission_error", UpstreamAuthFailed, 403),
+            ("api_error", UpstreamStatusError, 500),
+            ("overloaded_error", UpstreamStatusError, 529),
+            ("some_later_error", MalformedStream, None),
+            (None, MalformedStream, None),
+        ],
+    )
+    async def test_an_error_event_is_classified_by_its_type(
+        self,
+        provider: AnthropicMessagesProvider,
+        anthropic_upstream: FakeAnthropic,
+        kind: str | None,
+        error: type[UpstreamError],
+        status: int | None,
+    ) -> None:
+        # The statuses Anthropic answers these types with before a stream.
+        body = {"type": kind, "message": SECRET_BODY_MARKER} if kind else SECRET_BODY_MARKER
+        raw = events(start(), ("error", {"type": "error", "error": body}))
+        anthropic_upstream.script(Raw((raw,)))
+        with pytest.raises(UpstreamError) as caught:
+            await collect(provider, anthropic_upstream)
+        assert type(caught.value) is error
+        assert getattr(caught.value, "status", None) == status
         assert_no_leak(caught.value)
 
     async def test_malformed_data_line(

@@ -816,8 +816,45 @@ class TestMalformedStream:
         # vLLM's shape for an error raised mid-generation.
         error = {"object": "error", "message": SECRET_BODY_MARKER, "code": 500}
         openai_upstream.script(Raw((sse(chunk({"content": "a"}), error),)))
-        with pytest.raises(MalformedStream) as caught:
+        with pytest.raises(UpstreamStatusError) as caught:
             await collect(provider, openai_upstream)
+        assert caught.value.status == 500
+        assert caught.value.message == "upstream provider error"
+        assert_no_leak(caught.value)
+
+    @pytest.mark.parametrize(
+        ("error", "kind", "status"),
+        [
+            ({"error": {"code": 400, "message": SECRET_BODY_MARKER}}, UpstreamStatusError, 400),
+            ({"error": {"code": "413", "message": SECRET_BODY_MARKER}}, UpstreamStatusError, 413),
+            ({"object": "error", "code": 422, "message": SECRET_BODY_MARKER}, UpstreamStatusError,
+             422),
+            ({"error": {"code": 502, "message": SECRET_BODY_MARKER}}, UpstreamStatusError, 502),
+            ({"error": {"code": 429, "message": SECRET_BODY_MARKER}}, UpstreamRateLimited, None),
+            ({"error": {"code": 401, "message": SECRET_BODY_MARKER}}, UpstreamAuthFailed, 401),
+            # No status named: nothing to tell of the failure.
+            ({"error": {"code": None, "message": SECRET_BODY_MARKER}}, MalformedStream, None),
+            ({"error": {"code": "context_length_exceeded"}}, MalformedStream, None),
+            ({"error": {"code": 200}}, MalformedStream, None),
+            ({"error": {"code": True}}, MalformedStream, None),
+            ({"error": {"code": "\u0664\u0660\u0660"}}, MalformedStream, None),  # Arabic "400"
+            ({"error": SECRET_BODY_MARKER}, MalformedStream, None),
+        ],
+    )  # fmt: skip
+    async def test_an_in_stream_error_is_classified_by_the_status_it_names(
+        self,
+        provider: OpenAICompletionsProvider,
+        openai_upstream: FakeOpenAI,
+        error: dict[str, Any],
+        kind: type[UpstreamError],
+        status: int | None,
+    ) -> None:
+        # OpenRouter and proxies answer 200 and put the upstream's status in the stream.
+        openai_upstream.script(Raw((sse(error, done=False),)))
+        with pytest.raises(UpstreamError) as caught:
+            await collect(provider, openai_upstream)
+        assert type(caught.value) is kind
+        assert getattr(caught.value, "status", None) == status
         assert_no_leak(caught.value)
 
     @pytest.mark.parametrize("content_type", ["text/event-stream", "application/json"])

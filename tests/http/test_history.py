@@ -19,7 +19,7 @@ from tests.support.http_client import (
     fake_provider,
     stored_messages,
 )
-from tests.support.upstreams import FakeOpenAI, FakeToolCall, Status, Stream
+from tests.support.upstreams import FakeOpenAI, FakeToolCall, Raw, Status, Stream
 
 WEBUI = {"X-OpenWebUI-Chat-Id": "chat-A"}
 WEBUI_KEY = "agent:main:openai-chat:chat-a"
@@ -448,6 +448,57 @@ class TestARefusedTurn:
         assert contents(refusing) == [("user", "Q1"), ("assistant", "A1"), ("user", "Q3")]
         stored = await stored_messages(client, "agent:main:openai-user:alice")
         assert stored[3].error_message == "upstream provider refused the request (HTTP 400)"
+
+    async def test_a_refusal_inside_a_200_stream_is_a_refusal(
+        self, gateway: MakeClient, refusing: RefusingUpstream
+    ) -> None:
+        """OpenRouter and proxies answer 200 and send the upstream's 400 as the stream's
+        first event: the turn is refused as when the 400 is the status (it was a malformed
+        stream, kept and replayed)."""
+        error = b'data: {"error": {"code": 400, "message": "image too large"}}\n\n'
+        plain = refusing._refusal
+        refusing.answer = lambda body: Raw((error,)) if plain(body) else None
+        refusing.script(Stream(("A1",)))
+        client = await gateway(fake_provider(refusing))
+        async with sdk_for(client) as sdk:
+
+            async def turn(question: str) -> str:
+                reply = await sdk.chat.completions.create(
+                    model="openclaw",
+                    messages=[{"role": "user", "content": question}],
+                    user="alice",
+                )
+                return reply.choices[0].message.content or ""
+
+            assert await turn("Q1") == "A1"
+            with pytest.raises(openai.APIStatusError) as failed:
+                await turn(f"Q2 {MARKER}")
+            assert failed.value.status_code == 502
+            assert await turn("Q3") == "Hello world"
+        assert contents(refusing) == [("user", "Q1"), ("assistant", "A1"), ("user", "Q3")]
+
+    async def test_a_400_in_a_stream_after_part_of_the_reply_is_no_refusal(
+        self, gateway: MakeClient, refusing: RefusingUpstream
+    ) -> None:
+        """The model took the messages and began its reply: an error after that says nothing
+        of them, and the turn is replayed as any failed one."""
+        part = b'data: {"choices": [{"index": 0, "delta": {"content": "Part"}}]}\n\n'
+        error = b'data: {"error": {"code": 400, "message": "bad"}}\n\n'
+        plain = refusing._refusal
+        refusing.answer = lambda body: Raw((part + error,)) if plain(body) else None
+        client = await gateway(fake_provider(refusing))
+        async with sdk_for(client) as sdk:
+            with pytest.raises(openai.APIStatusError):
+                await sdk.chat.completions.create(
+                    model="openclaw",
+                    messages=[{"role": "user", "content": f"Q1 {MARKER}"}],
+                    user="alice",
+                )
+        stored = await stored_messages(client, "agent:main:openai-user:alice")
+        assert [(m.role, m.text, m.error_message) for m in stored] == [
+            ("user", f"Q1 {MARKER}", None),
+            ("assistant", "Part", "upstream provider error"),
+        ]
 
     async def test_a_question_asked_again_after_a_refusal_is_given_once(
         self, gateway: MakeClient, refusing: RefusingUpstream

@@ -26,7 +26,7 @@ from tests.support.http_client import (
     session_runs,
     stored_messages,
 )
-from tests.support.upstreams import FakeOpenAI, Stall, Status, Stream, closed_port
+from tests.support.upstreams import FakeOpenAI, Raw, Stall, Status, Stream, closed_port
 
 ROLE = (
     'data: {"id":"chatcmpl-<32hex>","object":"chat.completion.chunk","created":<unix>,'
@@ -100,6 +100,20 @@ class TestUpstreamFailures:
         upstream.script(Status(429, hint))
         status, _, headers = await post(on_upstream)
         assert (status, headers["Retry-After"]) == (429, "86400")
+
+    async def test_a_rate_limit_inside_a_200_stream_is_a_429(
+        self, on_upstream: Client, upstream: FakeOpenAI
+    ) -> None:
+        # As OpenRouter sends it: the 200 went out, the upstream's 429 is the first event.
+        # The client's headers have not gone out yet: it gets the 429 a status would give
+        # (it got a 502, and no sign that asking later may work).
+        upstream.script(Raw((b'data: {"error": {"code": 429, "message": "slow down"}}\n\n',)))
+        status, text, headers = await post(on_upstream)
+        assert (status, text) == (
+            429,
+            error_body("upstream provider rate limited", "rate_limit_error"),
+        )
+        assert "Retry-After" not in headers
 
     async def test_401_is_a_502_upstream_auth_failure(
         self, on_upstream: Client, upstream: FakeOpenAI
