@@ -17,7 +17,7 @@ import structlog
 from multidict import CIMultiDict
 
 from agents.config import API_ANTHROPIC_MESSAGES, ProviderConfig
-from agents.errors import MalformedStream
+from agents.errors import MalformedStream, UpstreamError
 from agents.providers.base import (
     ChatMessage,
     Deliver,
@@ -403,14 +403,23 @@ ERROR_STATUSES = {
 }
 
 
+def _error_event(obj: dict[str, Any]) -> UpstreamError:
+    """An `error` event, or a 200 answer that is one: classified by its type."""
+    error = obj.get("error")
+    named = error.get("type") if isinstance(error, dict) else None
+    return stream_error(ERROR_STATUSES.get(named) if type(named) is str else None)
+
+
 # Prompt caching bills the prompt in three parts; all of it was input to the model.
 _INPUT_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 
 def json_answer(answer: Any) -> list[ProviderEvent]:
     """A whole Message object (a server that ignored `stream`): one delta, usage, finish."""
+    if isinstance(answer, dict) and answer.get("type") == "error":  # as in a stream (`feed`)
+        raise _error_event(answer)
     if not isinstance(answer, dict) or answer.get("type") != "message":
-        raise MalformedStream("upstream JSON answer is an error or not a message")
+        raise MalformedStream("upstream JSON answer is not a message")
     content = answer.get("content")
     if not isinstance(content, list):
         raise MalformedStream("upstream JSON answer has no content")
@@ -589,9 +598,7 @@ class MessageEventDecoder:
                     yield ToolCallDelta(stopped[0], None, None, arguments)
             elif kind == "error":
                 log_body("upstream_stream_error", self._provider, data)
-                error = obj.get("error")
-                named = error.get("type") if isinstance(error, dict) else None
-                raise stream_error(ERROR_STATUSES.get(named) if type(named) is str else None)
+                raise _error_event(obj)
             # Event types added later carry no reply text.
 
     def _block(self, index: int) -> _ThinkingSoFar:

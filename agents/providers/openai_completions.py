@@ -163,8 +163,11 @@ def content_parts(parts: list[Any]) -> Iterator[TextDelta | ReasoningDelta]:
 
 def json_answer(answer: Any) -> list[ProviderEvent]:
     """A whole chat.completion object (the server ignored `stream`): one delta, usage, finish."""
-    if not isinstance(answer, dict) or answer.get("error"):
-        raise MalformedStream("upstream JSON answer is an error or not an object")
+    if not isinstance(answer, dict):
+        raise MalformedStream("upstream JSON answer is not an object")
+    if answer.get("error") or answer.get("object") == "error":  # as in a stream (`feed`)
+        error = answer.get("error")
+        raise stream_error((error if isinstance(error, dict) else answer).get("code"))
     choices = answer.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise MalformedStream("upstream JSON answer has no choices")

@@ -260,11 +260,11 @@ async def relay(
             raw, whole = await read_json(resp, provider)
             try:
                 answer = json_answer(whole)
-            except (MalformedStream, *_DECODE_ERRORS) as exc:
-                # An error object with a 200, or a field of the wrong shape (a list for a
-                # reason): the body says which.
+            except (UpstreamError, *_DECODE_ERRORS) as exc:
+                # An error object with a 200 (classified as its status), or a field of the
+                # wrong shape (a list for a reason): the body says which.
                 log_body("upstream_malformed_answer", provider, raw)
-                if isinstance(exc, MalformedStream):
+                if isinstance(exc, UpstreamError):
                     raise
                 raise MalformedStream(f"malformed upstream answer ({type(exc).__name__})") from exc
             finished = True  # the body is read: the connection may be reused

@@ -641,6 +641,27 @@ class TestFailures:
         with pytest.raises(MalformedStream):
             await collect(provider, anthropic_upstream)
 
+    @pytest.mark.parametrize(
+        ("kind", "error"),
+        [("invalid_request_error", UpstreamStatusError), ("rate_limit_error", UpstreamRateLimited),
+         ("no_such_error", MalformedStream)],
+    )  # fmt: skip
+    async def test_a_json_error_with_200_counts_as_the_status_its_type_names(
+        self,
+        provider: AnthropicMessagesProvider,
+        anthropic_upstream: FakeAnthropic,
+        kind: str,
+        error: type[UpstreamError],
+    ) -> None:
+        answer = {"type": "error", "error": {"type": kind, "message": SECRET_BODY_MARKER}}
+        anthropic_upstream.script(
+            Raw((json.dumps(answer).encode(),), content_type="application/json")
+        )
+        with pytest.raises(UpstreamError) as caught:
+            await collect(provider, anthropic_upstream)
+        assert type(caught.value) is error
+        assert_no_leak(caught.value)
+
     @pytest.mark.parametrize("reason", [["end_turn"], {"type": "end_turn"}])
     async def test_json_answer_with_a_stop_reason_of_the_wrong_shape_is_malformed(
         self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic, reason: Any

@@ -529,6 +529,26 @@ class TestNonStreamingAnswer:
         assert SECRET_BODY_MARKER not in str(caught.value)
 
     @pytest.mark.parametrize(
+        ("code", "kind"),
+        [(400, UpstreamStatusError), ("429", UpstreamRateLimited), (None, MalformedStream)],
+    )
+    async def test_a_json_error_object_with_200_counts_as_the_status_it_names(
+        self,
+        provider: OpenAICompletionsProvider,
+        openai_upstream: FakeOpenAI,
+        code: Any,
+        kind: type[UpstreamError],
+    ) -> None:
+        # As an error event in a stream does: a proxy that ignored `stream` answers so.
+        body = json.dumps({"error": {"code": code, "message": SECRET_BODY_MARKER}}).encode()
+        openai_upstream.script(Raw((body,), content_type="application/json"))
+        with structlog.testing.capture_logs() as logs, pytest.raises(UpstreamError) as caught:
+            await collect(provider, openai_upstream)
+        assert type(caught.value) is kind
+        assert_no_leak(caught.value)
+        assert [e["event"] for e in logs] == ["upstream_malformed_answer"]
+
+    @pytest.mark.parametrize(
         "answer",
         [{"error": {"message": f"bad key {API_KEY}"}}, {"choices": [{"finish_reason": ["x"]}]}],
         ids=["error", "wrong-shape"],
