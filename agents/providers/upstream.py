@@ -99,14 +99,15 @@ def status_error(
 
 def stream_error(status: object) -> UpstreamError:
     """An error event inside a 200 stream (OpenRouter and proxies send the upstream's failure
-    so, Anthropic its `error` event), failing the turn as the HTTP status it names would
-    (`status_error`): a 400 refuses the request, a 429 is a rate limit. An event naming no
-    error status (none, a word, a 2xx) is a malformed stream. `status` is the event's field
-    as sent: an integer, or one in a string."""
+    so, Anthropic its `error` event), or a 200 answer that is an error object. §6.5: an
+    in-stream error is an upstream error (502), whatever it names; the status it names is
+    kept, so that a 400 marks the turn refused (`UpstreamStatusError.refused`). An event
+    naming no error status (none, a word, a 2xx) is a malformed stream. `status` is the
+    event's field as sent: an integer, or one in a string."""
     if type(status) is str and status.isascii() and status.isdigit() and len(status) == 3:
         status = int(status)
     if type(status) is int and 400 <= status <= 599:
-        return status_error(status, {}, f"in-stream error from upstream (HTTP {status})")
+        return UpstreamStatusError(status, f"in-stream error from upstream (HTTP {status})")
     return MalformedStream("in-stream error from upstream")
 
 

@@ -598,9 +598,9 @@ class TestFailures:
             ("invalid_request_error", UpstreamStatusError, 400),
             ("request_too_large", UpstreamStatusError, 413),
             ("not_found_error", UpstreamStatusError, 404),
-            ("rate_limit_error", UpstreamRateLimited, None),
-            ("authentication_error", UpstreamAuthFailed, 401),
-            ("permission_error", UpstreamAuthFailed, 403),
+            ("rate_limit_error", UpstreamStatusError, 429),
+            ("authentication_error", UpstreamStatusError, 401),
+            ("permission_error", UpstreamStatusError, 403),
             ("api_error", UpstreamStatusError, 500),
             ("overloaded_error", UpstreamStatusError, 529),
             ("some_later_error", MalformedStream, None),
@@ -615,7 +615,8 @@ class TestFailures:
         error: type[UpstreamError],
         status: int | None,
     ) -> None:
-        # The statuses Anthropic answers these types with before a stream.
+        # The statuses Anthropic answers these types with before a stream, kept (a 400 marks
+        # the turn refused); in a stream each is an upstream error (spec §6.5: 502).
         body = {"type": kind, "message": SECRET_BODY_MARKER} if kind else SECRET_BODY_MARKER
         raw = events(start(), ("error", {"type": "error", "error": body}))
         anthropic_upstream.script(Raw((raw,)))
@@ -643,7 +644,7 @@ class TestFailures:
 
     @pytest.mark.parametrize(
         ("kind", "error"),
-        [("invalid_request_error", UpstreamStatusError), ("rate_limit_error", UpstreamRateLimited),
+        [("invalid_request_error", UpstreamStatusError), ("rate_limit_error", UpstreamStatusError),
          ("no_such_error", MalformedStream)],
     )  # fmt: skip
     async def test_a_json_error_with_200_counts_as_the_status_its_type_names(

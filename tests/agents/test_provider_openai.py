@@ -530,7 +530,7 @@ class TestNonStreamingAnswer:
 
     @pytest.mark.parametrize(
         ("code", "kind"),
-        [(400, UpstreamStatusError), ("429", UpstreamRateLimited), (None, MalformedStream)],
+        [(400, UpstreamStatusError), ("429", UpstreamStatusError), (None, MalformedStream)],
     )
     async def test_a_json_error_object_with_200_counts_as_the_status_it_names(
         self,
@@ -850,8 +850,8 @@ class TestMalformedStream:
             ({"object": "error", "code": 422, "message": SECRET_BODY_MARKER}, UpstreamStatusError,
              422),
             ({"error": {"code": 502, "message": SECRET_BODY_MARKER}}, UpstreamStatusError, 502),
-            ({"error": {"code": 429, "message": SECRET_BODY_MARKER}}, UpstreamRateLimited, None),
-            ({"error": {"code": 401, "message": SECRET_BODY_MARKER}}, UpstreamAuthFailed, 401),
+            ({"error": {"code": 429, "message": SECRET_BODY_MARKER}}, UpstreamStatusError, 429),
+            ({"error": {"code": 401, "message": SECRET_BODY_MARKER}}, UpstreamStatusError, 401),
             # No status named: nothing to tell of the failure.
             ({"error": {"code": None, "message": SECRET_BODY_MARKER}}, MalformedStream, None),
             ({"error": {"code": "context_length_exceeded"}}, MalformedStream, None),

@@ -101,18 +101,14 @@ class TestUpstreamFailures:
         status, _, headers = await post(on_upstream)
         assert (status, headers["Retry-After"]) == (429, "86400")
 
-    async def test_a_rate_limit_inside_a_200_stream_is_a_429(
+    async def test_a_rate_limit_inside_a_200_stream_is_a_502(
         self, on_upstream: Client, upstream: FakeOpenAI
     ) -> None:
         # As OpenRouter sends it: the 200 went out, the upstream's 429 is the first event.
-        # The client's headers have not gone out yet: it gets the 429 a status would give
-        # (it got a 502, and no sign that asking later may work).
+        # Spec §6.5: an in-stream error is an upstream error, whatever status it names.
         upstream.script(Raw((b'data: {"error": {"code": 429, "message": "slow down"}}\n\n',)))
         status, text, headers = await post(on_upstream)
-        assert (status, text) == (
-            429,
-            error_body("upstream provider rate limited", "rate_limit_error"),
-        )
+        assert (status, text) == (502, error_body("upstream provider error"))
         assert "Retry-After" not in headers
 
     async def test_401_is_a_502_upstream_auth_failure(
