@@ -137,6 +137,9 @@ class Finish:
 class Usage:
     input: int
     output: int
+    # Of `output`, the tokens the model spent reasoning, when the provider says (OpenAI's
+    # `completion_tokens_details.reasoning_tokens`); 0 otherwise.
+    reasoning: int = 0
 
     @property
     def total(self) -> int:

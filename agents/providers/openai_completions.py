@@ -134,7 +134,11 @@ def usage_of(usage: Any) -> Usage | None:
     completion = token_count(usage.get("completion_tokens"))
     if prompt is None or completion is None:
         return None
-    return Usage(prompt, completion)
+    details = usage.get("completion_tokens_details")
+    reasoning = token_count(details.get("reasoning_tokens")) if isinstance(details, dict) else None
+    if reasoning is None or reasoning > completion:
+        reasoning = 0  # not reported, or not a part of the output it says it is part of
+    return Usage(prompt, completion, reasoning)
 
 
 def content_parts(parts: list[Any]) -> Iterator[TextDelta | ReasoningDelta]:

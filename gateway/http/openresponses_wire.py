@@ -456,7 +456,7 @@ def usage_body(usage: Usage) -> dict[str, Any]:
         "input_tokens": usage.input,
         "input_tokens_details": {"cached_tokens": 0},
         "output_tokens": usage.output,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": usage.reasoning},
         "total_tokens": usage.total,
     }
 

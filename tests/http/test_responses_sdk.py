@@ -77,6 +77,49 @@ class TestCreate:
         assert response.incomplete_details.reason == "max_output_tokens"
         assert response.output_text == "[turn 1] one"
 
+    @pytest.mark.parametrize("stream", [False, True])
+    async def test_reasoning_tokens_the_upstream_reports_are_in_usage(
+        self, gateway: MakeClient, upstream: FakeOpenAI, stream: bool
+    ) -> None:
+        """OpenAI's `completion_tokens_details.reasoning_tokens` is the response's
+        `output_tokens_details.reasoning_tokens`; a count larger than the output is not one."""
+        usage = {
+            "prompt_tokens": 5,
+            "completion_tokens": 40,
+            "total_tokens": 45,
+            "completion_tokens_details": {"reasoning_tokens": 32},
+        }
+        bogus = {**usage, "completion_tokens_details": {"reasoning_tokens": 41}}
+        chunks = [
+            {"choices": [{"index": 0, "delta": {"content": "Hi."}, "finish_reason": None}]},
+            {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        ]
+
+        def body(reported: dict[str, Any]) -> bytes:
+            frames = [*chunks, {"choices": [], "usage": reported}]
+            return b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in frames) + (
+                b"data: [DONE]\n\n"
+            )
+
+        upstream.script(Raw((body(usage),)), Raw((body(bogus),)))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            counts, ids = [], []
+            for _ in range(2):
+                if stream:
+                    async with sdk.responses.stream(model="openclaw", input="hi") as s:
+                        response = await s.get_final_response()
+                else:
+                    response = await sdk.responses.create(model="openclaw", input="hi")
+                assert response.usage is not None
+                assert response.usage.output_tokens == 40
+                counts.append(response.usage.output_tokens_details.reasoning_tokens)
+                ids.append(response.id)
+            fetched = await sdk.responses.retrieve(ids[0])
+        assert counts == [32, 0]
+        assert fetched.usage is not None
+        assert fetched.usage.output_tokens_details.reasoning_tokens == 32
+
     async def test_an_unknown_agent_raises_bad_request(self, sdk: AsyncOpenAI) -> None:
         with pytest.raises(openai.BadRequestError) as caught:
             await sdk.responses.create(model="openclaw/nobody", input="hi")
