@@ -126,13 +126,26 @@ class ResponseFields:
     top_p: float | None = None
     metadata: Mapping[str, str] = attrs.field(factory=dict)
     text_format: Mapping[str, Any] = TEXT_FORMAT
+    truncation: str = "disabled"
 
 
 def validate_request(body: Mapping[str, Any]) -> ResponseFields:
     """Every field this endpoint reads, in a fixed order; the first failure wins. `null` is
-    absent everywhere; fields it does not read (`reasoning`, `include`...) pass."""
+    absent everywhere; fields it does not read (`reasoning`, `include`...) pass.
+
+    Fields with no equivalent here: `conversation` is refused (its context would be lost
+    without a word; `previous_response_id` continues a session); `background` is answered
+    at once (a client polling the response finds it done, and the response says
+    `background: false`); `truncation` is echoed as asked (a session's context is its last
+    `historyLimit` turns either way, and one the model cannot take is the upstream's error).
+    """
     flags: dict[str, bool] = {}
-    for field, default in (("stream", False), ("store", True), ("parallel_tool_calls", True)):
+    for field, default in (
+        ("stream", False),
+        ("store", True),
+        ("parallel_tool_calls", True),
+        ("background", False),
+    ):
         value = body.get(field)
         if value is not None and not isinstance(value, bool):
             raise _type_error(field, "boolean", value)
@@ -147,6 +160,17 @@ def validate_request(body: Mapping[str, Any]) -> ResponseFields:
     previous = texts["previous_response_id"]
     if previous is not None and not is_response_id(previous):
         raise previous_response_not_found(previous)
+    if body.get("conversation") is not None:
+        raise bad_request(
+            "conversation is not supported: continue with previous_response_id.",
+            "conversation",
+            "unsupported_parameter",
+        )
+    truncation = body.get("truncation")
+    if truncation is None:
+        truncation = "disabled"
+    elif truncation not in ("auto", "disabled"):
+        raise bad_request("`truncation` must be auto or disabled.", "truncation")
 
     params: dict[str, Any] = {}
     numbers: dict[str, float | None] = {}
@@ -200,6 +224,7 @@ def validate_request(body: Mapping[str, Any]) -> ResponseFields:
         top_p=numbers["top_p"],
         metadata=metadata,
         text_format=text_format,
+        truncation=truncation,
     )
 
 
@@ -506,6 +531,7 @@ def response_body(
         "object": "response",
         "created_at": head.created_at,
         "status": status,
+        "background": False,
         "error": error,
         "incomplete_details": incomplete_details,
         "instructions": fields.instructions,
@@ -521,7 +547,7 @@ def response_body(
         "tool_choice": fields.tool_choice,
         "tools": list(fields.tools),
         "top_p": fields.top_p,
-        "truncation": "disabled",
+        "truncation": fields.truncation,
         "usage": usage_body(usage) if usage is not None else None,
         "user": fields.user,
         "metadata": dict(fields.metadata),

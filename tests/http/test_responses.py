@@ -75,6 +75,7 @@ def response_object(
         "id": "resp_1",
         "object": "response",
         "status": status,
+        "background": False,
         "error": None,
         "incomplete_details": None,
         "instructions": None,

@@ -358,3 +358,74 @@ class TestStoredResponses:
         created = await sdk.responses.create(model="openclaw", input="x", store=False)
         with pytest.raises(openai.NotFoundError):
             await sdk.responses.retrieve(created.id)
+
+
+class TestFieldsNotServed:
+    """Fields of the Responses API that the gateway has no equivalent of: those whose silent
+    neglect would mislead are refused, naming the field; the others are answered as asked."""
+
+    @pytest.mark.parametrize("conversation", ["conv_123", {"id": "conv_123"}])
+    async def test_a_conversation_is_refused_rather_than_its_context_lost(
+        self, gateway: MakeClient, upstream: FakeOpenAI, conversation: Any
+    ) -> None:
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            with pytest.raises(openai.BadRequestError) as caught:
+                await sdk.responses.create(
+                    model="openclaw", input="and then?", conversation=conversation
+                )
+        assert caught.value.body == {
+            "message": "conversation is not supported: continue with previous_response_id.",
+            "type": "invalid_request_error",
+            "param": "conversation",
+            "code": "unsupported_parameter",
+        }
+        assert upstream.requests == []
+
+    async def test_background_is_answered_at_once_and_says_so(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        """A client that polls a background response until it is done finds it done."""
+        upstream.script(Stream(("Done.",)))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            response = await sdk.responses.create(model="openclaw", input="hi", background=True)
+            fetched = await sdk.responses.retrieve(response.id)
+        assert (response.status, response.background) == ("completed", False)
+        assert response.output_text == "Done."
+        assert fetched.model_dump() == response.model_dump()
+
+    @pytest.mark.parametrize("truncation", ["auto", "disabled"])
+    async def test_truncation_is_echoed_as_asked(
+        self, gateway: MakeClient, upstream: FakeOpenAI, truncation: Any
+    ) -> None:
+        upstream.script(Stream(("Done.",)))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            response = await sdk.responses.create(
+                model="openclaw", input="hi", truncation=truncation
+            )
+        assert response.truncation == truncation
+
+    @pytest.mark.parametrize(
+        ("field", "value", "message"),
+        [
+            ("background", "yes", "background: Expected boolean, received string"),
+            ("truncation", "middle", "`truncation` must be auto or disabled."),
+            ("truncation", 1, "`truncation` must be auto or disabled."),
+        ],
+    )
+    async def test_bad_values_are_refused(
+        self, gateway: MakeClient, upstream: FakeOpenAI, field: str, value: Any, message: str
+    ) -> None:
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            with pytest.raises(openai.BadRequestError) as caught:
+                await sdk.responses.create(model="openclaw", input="hi", extra_body={field: value})
+        assert caught.value.body == {
+            "message": message,
+            "type": "invalid_request_error",
+            "param": field,
+            "code": None,
+        }
+        assert upstream.requests == []

@@ -252,6 +252,9 @@ COMPLETE_BODY: dict[str, Any] = {
     "stream": False,
     "user": "fuzz",
     "previous_response_id": None,
+    "conversation": None,
+    "background": False,
+    "truncation": "auto",
 }  # fmt: skip
 WALK_STEPS = [
     (path, wrong_value)
