@@ -18,6 +18,8 @@ the turn still goes into its session as every HTTP turn does. A keyless request 
 fresh stateless session, which maintenance prunes early (`statelessTtl`), its responses with
 it. Failed responses are not kept. A response is stored whenever its turn is, also when the
 client left before the answer was written (a stream's client saw the id in `response.created`).
+Until then, a response to be stored is known to this process as running: a GET answers it
+`in_progress`, and naming it in `previous_response_id` or a DELETE is a 409.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ from gateway.http.openai_wire import (
     select_model,
 )
 from gateway.http.openresponses_wire import (
+    IN_PROGRESS,
     ResponseEvents,
     ResponseFields,
     ResponseHead,
@@ -76,6 +79,7 @@ from gateway.http.openresponses_wire import (
     output_items,
     previous_response_not_found,
     response_body,
+    response_in_progress,
     response_not_found,
     validate_request,
 )
@@ -86,7 +90,18 @@ from gateway.state import GatewayState
 log = structlog.get_logger()
 
 
+@attrs.frozen
+class _Running:
+    head: ResponseHead
+    run: AgentRun
+
+
+# The responses to be stored whose run has not ended (or not been stored yet), by id.
+RUNNING = web.AppKey("responses_running", dict[str, _Running])
+
+
 def register(app: web.Application) -> None:
+    app[RUNNING] = {}
     add_route(app, "/v1/responses", create_response)
     add_route(app, "/v1/responses/{response_id}", stored_response)
 
@@ -156,6 +171,9 @@ async def _accept(request: web.Request, state: GatewayState) -> _Turn:
         background_task=background_task,
     )
     if fields.previous_response_id is not None:
+        if fields.previous_response_id in request.app[RUNNING]:
+            # Its turn is not in the session yet: there is nothing to continue from.
+            raise response_in_progress(fields.previous_response_id, "previous_response_id")
         names_session = bool((headers.get(SESSION_HEADER) or "").strip())
         route = await _continued(
             state, fields.previous_response_id, selection, route, names_session
@@ -245,6 +263,20 @@ async def _run(request: web.Request, state: GatewayState, turn: _Turn) -> web.St
         )
     except AgentError as exc:
         return error_answer(request, error_reply(exc))
+    if not turn.fields.store:
+        return await _answer(request, state, turn, head, run)
+    running = request.app[RUNNING]
+    running[head.id] = _Running(head, run)
+    try:
+        return await _answer(request, state, turn, head, run)
+    finally:
+        # Stored by now, or never will be (failed, or the store refused).
+        del running[head.id]
+
+
+async def _answer(
+    request: web.Request, state: GatewayState, turn: _Turn, head: ResponseHead, run: AgentRun
+) -> web.StreamResponse:
     if turn.fields.stream:
         subscription = run.subscribe()  # before any await: it sees every event
         request[MODEL_USED] = str(turn.model)
@@ -355,9 +387,12 @@ async def stored_response(request: web.Request) -> web.StreamResponse:
     assert store is not None  # open for as long as the app serves requests
     if not is_response_id(response_id):
         return error_answer(request, response_not_found(response_id))
+    running = request.app[RUNNING].get(response_id)
     try:
         if request.method == "DELETE":
             if not await store.delete_response(response_id):
+                if running is not None:  # it would be stored all the same once it ends
+                    return error_answer(request, response_in_progress(response_id))
                 return error_answer(request, response_not_found(response_id))
             return json_response({"id": response_id, "object": "response", "deleted": True})
         stored = await store.get_response(response_id)
@@ -365,7 +400,12 @@ async def stored_response(request: web.Request) -> web.StreamResponse:
         log.error("response_lookup_failed", error=str(exc))
         return error_answer(request, error_reply(exc))  # 503 while a shared store is away
     if stored is None:
-        return error_answer(request, response_not_found(response_id))
+        # Running when the lookup began (it is registered before anyone knows its id), and
+        # not stored yet: a response is stored before it stops being running.
+        if running is None:
+            return error_answer(request, response_not_found(response_id))
+        body = response_body(running.head, IN_PROGRESS, [], None)
+        return json_response(body, headers={SESSION_HEADER: running.run.session_key})
     return web.Response(
         body=stored.body.encode(),
         headers={"Content-Type": JSON_CONTENT_TYPE, SESSION_HEADER: stored.key},

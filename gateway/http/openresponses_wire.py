@@ -88,6 +88,16 @@ def response_not_found(response_id: str) -> RequestError:
     )
 
 
+def response_in_progress(response_id: str, param: str | None = None) -> RequestError:
+    """A response whose run has not ended, named where only an ended one will do."""
+    return RequestError(
+        409,
+        f"Response with id '{response_id[:MAX_RESPONSE_ID]}' is still in progress.",
+        param=param,
+        code="response_in_progress",
+    )
+
+
 def is_response_id(value: str) -> bool:
     """A string that can be looked up: bounded, and storable as UTF-8."""
     return 0 < len(value) <= MAX_RESPONSE_ID and not has_surrogate(value)

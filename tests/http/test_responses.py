@@ -678,13 +678,15 @@ async def left_while_waiting(gateway: MakeClient, upstream: FakeOpenAI) -> Clien
 
 async def stored_response(client: Client, response_id: str, within: float = 2.0) -> Any:
     """The stored response object, once there: a client that left has its response stored
-    after the run's end, with nobody answered to wait for."""
+    after the run's end, with nobody answered to wait for (until then it is `in_progress`)."""
     async with asyncio.timeout(within):
         while True:
             response = await client.get(f"{RESPONSES}/{response_id}", headers=AUTH)
             if response.status != 404:
                 assert response.status == 200
-                return await response.json()
+                body = await response.json()
+                if body["status"] != "in_progress":
+                    return body
             await asyncio.sleep(0.01)
 
 

@@ -429,3 +429,53 @@ class TestFieldsNotServed:
             "code": None,
         }
         assert upstream.requests == []
+
+
+class TestARunningResponse:
+    """A response whose run has not ended: the stream's client knows its id from
+    `response.created` on, and may look it up or name it meanwhile."""
+
+    async def test_get_says_in_progress_and_continuing_it_is_a_conflict(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        upstream.script(Stream(("One", " two", " three."), delay=0.4))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            stream = await sdk.responses.create(model="openclaw", input="count", stream=True)
+            created = await anext(aiter(stream))
+            assert created.type == "response.created"
+            response_id = created.response.id
+            running = await sdk.responses.retrieve(response_id)
+            assert (running.id, running.status, running.output) == (response_id, "in_progress", [])
+            with pytest.raises(openai.ConflictError) as caught:
+                await sdk.responses.create(
+                    model="openclaw", input="and?", previous_response_id=response_id
+                )
+            assert caught.value.body == {
+                "message": f"Response with id '{response_id}' is still in progress.",
+                "type": "invalid_request_error",
+                "param": "previous_response_id",
+                "code": "response_in_progress",
+            }
+            with pytest.raises(openai.ConflictError):
+                await sdk.responses.delete(response_id)
+            rest = [event.type async for event in stream]
+            assert rest[-1] == "response.completed"
+            done = await sdk.responses.retrieve(response_id)
+        assert (done.status, done.output_text) == ("completed", "One two three.")
+        assert len(upstream.requests) == 1
+
+    async def test_one_not_stored_stays_unknown(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        upstream.script(Stream(("One", " two."), delay=0.4))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            stream = await sdk.responses.create(
+                model="openclaw", input="count", stream=True, store=False
+            )
+            created = await anext(aiter(stream))
+            assert created.type == "response.created"
+            with pytest.raises(openai.NotFoundError):
+                await sdk.responses.retrieve(created.response.id)
+            [_ async for _ in stream]
