@@ -43,7 +43,7 @@ def image_refusal(provider: ProviderConfig | None, images: Sequence[ImageInput])
         types, max_chars = ANTHROPIC_IMAGE_TYPES, ANTHROPIC_MAX_BASE64_CHARS
         many = len(images) > ANTHROPIC_MANY_IMAGES
         max_side = ANTHROPIC_MANY_IMAGES_MAX_SIDE if many else ANTHROPIC_MAX_SIDE
-    elif provider.api == API_OPENAI_COMPLETIONS and _host(provider.base_url) == OPENAI_HOST:
+    elif is_openai(provider):
         types, max_chars = OPENAI_IMAGE_TYPES, None
     else:
         return None
@@ -168,6 +168,15 @@ def _webp_dimensions(data: bytes) -> tuple[int, int] | None:
     if chunk == b"VP8X" and len(data) >= 30:
         return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
     return None
+
+
+def is_openai(provider: ProviderConfig | None) -> bool:
+    """An OpenAI-compatible provider that is OpenAI's own API, whose rules are known."""
+    return (
+        provider is not None
+        and provider.api == API_OPENAI_COMPLETIONS
+        and _host(provider.base_url) == OPENAI_HOST
+    )
 
 
 def _host(url: str) -> str:

@@ -29,6 +29,7 @@ from agents.providers.base import (
     Usage,
     token_count,
 )
+from agents.providers.images import is_openai
 from agents.providers.sse import SSEEvent, data_json
 from agents.providers.timeouts import Timeouts
 from agents.providers.upstream import log_body, relay, stream_error
@@ -110,6 +111,11 @@ def request_body(request: ProviderRequest) -> dict[str, Any]:
         and request.model.max_tokens
     ):
         body["max_tokens"] = request.model.max_tokens
+    if "max_tokens" in body and is_openai(request.provider):
+        # OpenAI's own API takes the cap under its current name from every model, and its
+        # reasoning models refuse the old one. Other servers keep the name they were given:
+        # Ollama and LM Studio read `max_tokens` only.
+        body["max_completion_tokens"] = body.pop("max_tokens")
     if dropped:
         log.debug("provider_params_dropped", api=API_OPENAI_COMPLETIONS, keys=dropped)
     return body

@@ -13,7 +13,7 @@ import pytest
 import structlog
 from multidict import CIMultiDict
 
-from agents.config import API_OPENAI_COMPLETIONS, ModelEntry, ProviderConfig
+from agents.config import API_OPENAI_COMPLETIONS, ModelEntry, ModelRef, ProviderConfig
 from agents.errors import (
     MalformedStream,
     UpstreamAuthFailed,
@@ -27,13 +27,14 @@ from agents.providers.base import (
     Finish,
     ImageInput,
     ProviderEvent,
+    ProviderRequest,
     ReasoningDelta,
     TextDelta,
     ToolCall,
     ToolCallDelta,
     Usage,
 )
-from agents.providers.openai_completions import OpenAICompletionsProvider
+from agents.providers.openai_completions import OpenAICompletionsProvider, request_body
 from agents.providers.pool import ProviderPool, Timeouts
 from agents.providers.upstream import parse_retry_after, transport_error
 from agents.providers.upstream_client import UpstreamClient, UpstreamProtocolError
@@ -193,6 +194,30 @@ class TestRequest:
         body = await sent_body(provider, openai_upstream, config=config)
         assert body["max_tokens"] == 256
         assert "max_completion_tokens" not in body
+
+    @pytest.mark.parametrize(
+        ("base_url", "name"),
+        [("https://api.openai.com/v1", "max_completion_tokens"),
+         ("http://127.0.0.1:11434/v1", "max_tokens")],
+    )  # fmt: skip
+    @pytest.mark.parametrize("given", [{"max_tokens": 17}, {}])
+    def test_openais_own_api_gets_the_cap_as_max_completion_tokens(
+        self, base_url: str, name: str, given: dict[str, int]
+    ) -> None:
+        # Its reasoning models refuse `max_tokens`, which /v1/responses' `max_output_tokens`
+        # and the model's `maxTokens` are sent as; Ollama and LM Studio read only that name.
+        provider = ProviderConfig(
+            id="p", api=API_OPENAI_COMPLETIONS, base_url=base_url,
+            models=(ModelEntry("m", max_tokens=17),),
+        )  # fmt: skip
+        request = ProviderRequest(
+            ModelRef("p", "m"), "", (ChatMessage("user", "hi"),), given, provider,
+            provider.models[0],
+        )  # fmt: skip
+        body = request_body(request)
+        assert {k: body[k] for k in ("max_tokens", "max_completion_tokens") if k in body} == {
+            name: 17
+        }
 
     async def test_no_cap_at_all_sends_none(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
