@@ -17,9 +17,10 @@ export function init(context) {
   ctx = context;
   $("logs-level").addEventListener("change", render);
   $("logs-filter").addEventListener("input", render);
+  // The label says what a press does; no aria-pressed besides, or "Resume" is read out as
+  // "Resume, pressed".
   $("logs-pause").addEventListener("click", () => {
     paused = !paused;
-    $("logs-pause").setAttribute("aria-pressed", String(paused));
     $("logs-pause").textContent = paused ? "Resume" : "Pause";
   });
   $("logs-clear").addEventListener("click", () => {

@@ -921,6 +921,25 @@ class TestLogs:
         page.driver.execute_script("window.refuse['logs.tail'] = null")
         page.until(lambda: not alert.is_displayed(), "the error cleared")
 
+    def test_the_pause_button_says_what_it_does_and_is_not_also_pressed(self, page: Page) -> None:
+        # It read "Resume" and was aria-pressed: a screen reader said "Resume, pressed", which
+        # reads as "resuming". Its label says what a press does; a pressed state would say so twice.
+        page.connected()
+        page.go("logs")
+        page.until(lambda: page.all(".log-line"), "the first lines")
+        button = page.find("#logs-pause")
+        assert (button.text, button.get_attribute("aria-pressed")) == ("Pause", None)
+        button.click()
+        assert (button.text, button.get_attribute("aria-pressed")) == ("Resume", None)
+        count = len(page.all(".log-line"))
+        with contextlib.suppress(OSError):  # a 404, which the gateway logs
+            urllib.request.urlopen(f"{page.gateway.url}/while-paused", timeout=10)
+        time.sleep(1.5)  # a poll or more would have come meanwhile
+        assert len(page.all(".log-line")) == count
+        button.click()
+        assert (button.text, button.get_attribute("aria-pressed")) == ("Pause", None)
+        page.until(lambda: len(page.all(".log-line")) > count, "the tail going on")
+
     def test_a_stalled_gateway_does_not_duplicate_lines(self, page: Page) -> None:
         # Polls fired while one is unanswered carry the same cursor; all were answered, and
         # each appended the same lines.
