@@ -69,6 +69,11 @@ function route() {
   SCREENS[name].show(arg);
 }
 
+// The header's state is a live region: it changes, and is read out, when the state does,
+// not at each attempt of a reconnect. The countdown to the next attempt is beside it, out of
+// the live region (a number read out each second would drown everything else).
+let countdown = null;
+
 function renderState(detail) {
   const node = $("conn-state");
   node.dataset.state = detail.state;
@@ -79,17 +84,25 @@ function renderState(detail) {
     failed: "Not connected",
   };
   let text = texts[detail.state] || detail.state;
-  if (detail.state === "waiting") {
-    const seconds = Math.max(1, Math.round(detail.delay / 1000));
-    text = `Connection lost, reconnecting in ${seconds}s…`;
-  }
+  const reconnecting = live() && detail.state !== "connected";
+  if (reconnecting) text = "Connection lost, reconnecting…";
   if (detail.state === "connected" && gw.hello && gw.hello.server) {
     text = `Connected · clawgate ${gw.hello.server.version || ""}`.trim();
   }
-  node.textContent = text;
+  if (node.textContent !== text) node.textContent = text;
+  clearInterval(countdown);
+  countdown = detail.state === "waiting" ? setInterval(renderRetry, 200) : null;
+  renderRetry();
+  show($("conn-retry"), reconnecting);
   show($("nav"), live());
   show($("disconnect"), live());
-  document.body.classList.toggle("offline", live() && detail.state !== "connected");
+  document.body.classList.toggle("offline", reconnecting);
+}
+
+function renderRetry() {
+  const left = gw.state === "waiting" ? Math.ceil((gw.retryAt - Date.now()) / 1000) : 0;
+  const text = left > 90 ? `next try in ${Math.ceil(left / 60)} min` : left > 0 ? `next try in ${left} s` : "trying now";
+  if ($("conn-retry").textContent !== text) $("conn-retry").textContent = text;
 }
 
 gw.addEventListener("state", (event) => {

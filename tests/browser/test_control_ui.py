@@ -1066,7 +1066,7 @@ class TestSilentGateway:
         os.kill(page.gateway.proc.pid, signal.SIGSTOP)
         try:
             page.until(lambda: state.get_attribute("data-state") == "waiting", "the lost state")
-            assert state.text.startswith("Connection lost, reconnecting in ")
+            assert state.text == "Connection lost, reconnecting…"
         finally:
             os.kill(page.gateway.proc.pid, signal.SIGCONT)
         page.until(lambda: state.get_attribute("data-state") == "connected", "reconnected", 20)

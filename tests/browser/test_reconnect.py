@@ -73,10 +73,52 @@ def test_a_lost_connection_is_shown_and_comes_back_by_itself(
     gateway.stop()
     state = page.find("#conn-state")
     page.until(lambda: state.get_attribute("data-state") == "waiting", "the waiting state")
-    assert state.text.startswith("Connection lost, reconnecting in ")
+    assert state.text == "Connection lost, reconnecting…"
     gateway.start()
     page.until(lambda: state.get_attribute("data-state") == "connected", "reconnected", 20)
     page.visible("#screen-chat")
+
+
+# Records, in `window.said`, each text the header's live region takes, and in `window.shown`
+# each text of the countdown beside it.
+RECORD_STATE_TEXTS = """
+window.said = [];
+window.shown = [];
+const state = document.getElementById("conn-state");
+new MutationObserver(() => window.said.push(state.textContent))
+  .observe(state, { childList: true, characterData: true, subtree: true });
+const retry = document.getElementById("conn-retry");
+if (retry) {
+  new MutationObserver(() => window.shown.push(retry.textContent))
+    .observe(retry, { childList: true, characterData: true, subtree: true });
+}
+"""
+
+
+def test_a_reconnect_is_read_out_once_and_its_countdown_counts_down(
+    page: Page, gateway: Restartable
+) -> None:
+    # The live region said "Connection lost, reconnecting in 1s…" then "Connecting…" at each
+    # retry, and the number was the retry's whole wait, never counted down.
+    page.connected()
+    page.driver.execute_script(RECORD_STATE_TEXTS)
+    state = page.find("#conn-state")
+    gateway.stop()
+    try:
+        # Waits of 0.5, 1, 2 and 4 s: three retries, and a wait of 4 s under way.
+        time.sleep(5.5)
+        assert state.get_attribute("data-state") in ("waiting", "connecting")
+        said = page.driver.execute_script("return window.said")
+        assert said == ["Connection lost, reconnecting…"]
+        shown = page.driver.execute_script("return window.shown")
+        assert "next try in 4 s" in shown
+        assert shown[shown.index("next try in 4 s") :][:2] == ["next try in 4 s", "next try in 3 s"]
+        assert "trying now" in shown
+    finally:
+        gateway.start()
+    page.until(lambda: state.get_attribute("data-state") == "connected", "reconnected", 20)
+    assert page.driver.execute_script("return window.said")[1:] == [state.text]
+    assert not page.find("#conn-retry").is_displayed()
 
 
 def test_a_message_sent_while_the_connection_is_lost_stays_in_the_input(
