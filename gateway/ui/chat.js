@@ -130,12 +130,17 @@ function newKey(agentId) {
 }
 
 async function newSession() {
+  const focused = document.activeElement;
   const agentId = $("chat-agent").value;
   const key = newKey(agentId);
   $("chat-session").prepend(freshOption(key));
   $("chat-session").value = key;
   await openSession(key);
-  $("chat-input").focus();
+  // As when the screen is opened: the message box takes the focus unless the user has put it
+  // elsewhere while the session loaded, or left the screen.
+  const now = document.activeElement;
+  const moved = now !== focused && now !== null && now !== document.body;
+  if (visible && !moved) $("chat-input").focus();
 }
 
 async function openSession(key) {

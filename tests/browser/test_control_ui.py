@@ -1277,6 +1277,24 @@ class TestKeyboard:
         time.sleep(1.5)  # the held answer has come by now
         assert page.driver.switch_to.active_element.get_attribute("id") == "chat-agent"
 
+    def test_the_focus_moved_while_a_new_session_loads_stays_there(self, page: Page) -> None:
+        # "New" on a slow gateway: the agent picker reached while the new session loaded lost
+        # the focus to the message box once it came.
+        page.connected()
+        page.visible("#screen-chat")
+        page.until(lambda: page.find("#chat-session").get_attribute("value"), "a session")
+        page.driver.execute_script(HOLD_METHOD, "chat.history", 1000)
+        page.click("#chat-new")
+        page.driver.execute_script("document.getElementById('chat-agent').focus()")
+        time.sleep(1.5)  # the held answer has come by now
+        assert page.text("#transcript") == "No messages yet. Say something."
+        assert page.driver.switch_to.active_element.get_attribute("id") == "chat-agent"
+        page.click("#chat-new")  # left alone, the message box takes the focus
+        page.until(
+            lambda: page.driver.switch_to.active_element.get_attribute("id") == "chat-input",
+            "the message box focused",
+        )
+
     def test_the_list_is_one_tab_stop_walked_with_the_arrow_keys(self, page: Page) -> None:
         # Each row was a tab stop: from a picked row to its Reset or Delete, a keyboard user
         # tabbed through every row below it (up to 200).
