@@ -73,7 +73,7 @@ async function load() {
       { dataset: { key: s.key }, class: s.key === selected ? "selected" : "" },
       el("td", {}, open, s.label ? el("div", { class: "muted small session-key", text: s.key }) : null, preview ? el("div", { class: "preview", text: preview }) : null),
       el("td", { text: s.agentId }),
-      el("td", { text: s.model ? `${s.modelProvider || ""}/${s.model}` : "–" }),
+      el("td", { class: "model", text: s.model ? `${s.modelProvider || ""}/${s.model}` : "–" }),
       el("td", { class: "num", text: `${formatNumber(s.inputTokens)} / ${formatNumber(s.outputTokens)}` }),
       el("td", { text: formatAge(s.updatedAt), title: s.updatedAt ? new Date(s.updatedAt).toISOString() : "" }),
     );
