@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
+import structlog
 
 from agents import compactjson
 from agents.config import MaintenanceConfig
@@ -56,6 +57,8 @@ from agents.providers.base import ChatMessage, ThinkingBlock, ToolCall
 from agents.surrogates import repair_surrogates
 
 T = TypeVar("T")
+
+log = structlog.get_logger(__name__)
 
 DB_FILENAME = "sessions.sqlite3"
 # Another writer (a backup tool, the sqlite3 CLI) may hold the lock briefly.
@@ -802,6 +805,9 @@ class SessionStore:
         # lock past busy_timeout. The group's later writes fail at once with it instead of
         # waiting again each, which made a queue of n writes wait n busy timeouts.
         self._group_busy: str | None = None
+        # Why the store's connection was closed under it (`_recover`): every later call fails
+        # at once with it.
+        self._lost: str | None = None
         self.commits = 0  # group transactions committed: the fsyncs the writes cost
         self._group_started = 0.0  # perf_counter() at the group's BEGIN, for on_commit
 
@@ -904,7 +910,35 @@ class SessionStore:
                     jobs.put(None)  # stop after this group
                     break
                 group.append(job)
-            self._run_group(group)
+            try:
+                self._run_group(group)
+            except BaseException as exc:  # a bug, or a connection that fails even to roll back
+                self._recover(group, exc)
+
+    def _recover(self, group: builtins.list[_Job], exc: BaseException) -> None:
+        """After an error `_run_group` did not expect: its callers not yet answered are told,
+        and the thread goes on serving, so no call waits forever. The open transaction is
+        rolled back; a connection that cannot even do that is closed, and every later call
+        fails at once (the gateway must be restarted to open it again)."""
+        log.error("store_thread_error", backend="sqlite", error=_reason(exc), exc_info=exc)
+        self._group_open = False
+        db = self._db
+        if db is not None:
+            try:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+            except BaseException as lost:
+                self._db = None
+                self._lost = f"the session store's connection failed ({_reason(lost)})"
+                with contextlib.suppress(BaseException):
+                    db.close()
+        error = StoreError(f"the session store failed: {_reason(exc)}")
+        by_loop: dict[asyncio.AbstractEventLoop, builtins.list[Any]] = {}
+        for job in group:  # `_resolve` skips the futures the group answered already
+            by_loop.setdefault(job.loop, []).append((job.future, None, error))
+        for loop, results in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits
+                loop.call_soon_threadsafe(_resolve, results)
 
     def _run_group(self, group: builtins.list[_Job]) -> None:
         self._group_busy = None
@@ -1154,7 +1188,7 @@ class SessionStore:
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
-            raise StoreError("session store is not open")
+            raise StoreError(self._lost or "session store is not open")
         return self._db
 
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:

@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 import pytest
+import structlog
 
 from agents import store as store_module
 from agents.config import MaintenanceConfig
@@ -741,6 +742,30 @@ class TestGroupCommit:
             # first write may be a group of its own).
             assert waited < 2.0
             await store.append_turn(turn(rows[0]))  # the lock is gone: writes work again
+
+    async def test_a_connection_gone_bad_mid_group_fails_its_calls_and_later_ones_fast(
+        self, store: SessionStore
+    ) -> None:
+        """A group whose connection breaks before its COMMIT (the COMMIT and the ROLLBACK after
+        it both fail) ended the store thread: that call, every later one and the close waited
+        forever, a gateway stuck with no word in its log."""
+        row, _ = await store.create(KEY, "main", 100)
+
+        def write_then_lose_the_connection() -> None:
+            store._write(lambda db: db.execute("UPDATE sessions SET label = 'x'"))
+            store._conn().close()  # as a connection whose file went away would behave
+
+        with structlog.testing.capture_logs() as logs:
+            with pytest.raises(StoreError, match="Cannot operate on a closed database"):
+                await asyncio.wait_for(store._call(write_then_lose_the_connection), 5)
+            with pytest.raises(StoreError, match="connection failed"):
+                await asyncio.wait_for(store.append_turn(turn(row)), 5)
+            with pytest.raises(StoreError, match="connection failed"):
+                await asyncio.wait_for(store.get(KEY), 5)
+        errors = [entry for entry in logs if entry["log_level"] == "error"]
+        assert [entry["event"] for entry in errors] == ["store_thread_error"]
+        assert errors[0]["exc_info"]
+        await asyncio.wait_for(store.aclose(), 5)
 
 
 class TestScansBesideTurns:
