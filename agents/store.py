@@ -759,6 +759,21 @@ def _reason(exc: BaseException | None) -> str:
     return str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
 
 
+def tell_commit(
+    on_commit: Callable[[float], None], seconds: float, *, backend: str, logged: bool
+) -> bool:
+    """`on_commit(seconds)` after a COMMIT. The writes are in the database whatever it does,
+    so its error goes no further than the log: the first one only (`logged`: one before),
+    since a broken callback fails at every commit. Whether it has failed, now or before."""
+    try:
+        on_commit(seconds)
+    except Exception as exc:
+        if not logged:
+            log.error("on_commit_failed", backend=backend, error=_reason(exc), exc_info=exc)
+        return True
+    return logged
+
+
 def _resolve(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
     """On the loop: hand a group's results to their callers (one wake-up for the group)."""
     for future, result, exc in results:
@@ -791,6 +806,7 @@ class SessionStore:
         # (the gateway's metrics; it must be thread-safe and must not block). With group
         # commit one transaction holds every write queued meanwhile.
         self.on_commit = on_commit
+        self._on_commit_failed = False  # its first error was logged (`tell_commit`)
         self._jobs: queue.SimpleQueue[_Job | None] | None = None
         self._thread: threading.Thread | None = None
         self._scans: queue.SimpleQueue[_Job | None] | None = None
@@ -1048,7 +1064,12 @@ class SessionStore:
             return exc
         self.commits += 1
         if report and self.on_commit is not None:
-            self.on_commit(time.perf_counter() - self._group_started)
+            self._on_commit_failed = tell_commit(
+                self.on_commit,
+                time.perf_counter() - self._group_started,
+                backend="sqlite",
+                logged=self._on_commit_failed,
+            )
         return None
 
     def _open(self) -> None:

@@ -63,6 +63,7 @@ from agents.store import (
     active_since,
     history_span,
     last_replayed_assistant,
+    tell_commit,
     turn_messages,
 )
 
@@ -436,6 +437,7 @@ class PostgresSessionStore:
         # Told the seconds each write took, its first statement to its commit (the gateway's
         # metrics, as the SQLite store's); it must not block: it runs on the event loop.
         self.on_commit = on_commit
+        self._on_commit_failed = False  # its first error was logged (`tell_commit`)
         self._password = password
         self._pool_size = pool_size
         self._scans = asyncio.Semaphore(max(1, min(SCAN_CONNECTIONS, pool_size // 2)))
@@ -595,7 +597,12 @@ class PostgresSessionStore:
         if self._down_since is not None:
             self._reachable()
         if write and self.on_commit is not None:
-            self.on_commit(time.perf_counter() - started)
+            self._on_commit_failed = tell_commit(
+                self.on_commit,
+                time.perf_counter() - started,
+                backend="postgres",
+                logged=self._on_commit_failed,
+            )
         return result
 
     async def _scan(self, fn: Callable[[Connection], Awaitable[T]]) -> T:

@@ -1314,6 +1314,39 @@ class TestCommitTiming:
             await store.put_response(StoredResponse("resp_1", "nope", "k", "main", 5, "{}"))
         assert durations == []
 
+    @pytest.mark.parametrize("backend", BACKENDS)
+    async def test_a_failing_commit_callback_does_not_fail_the_committed_writes(
+        self, request: pytest.FixtureRequest, tmp_path: Path, backend: str
+    ) -> None:
+        """The callback (the gateway's metrics) runs after the COMMIT: its error reached the
+        writers (on SQLite it ended the store thread and every call waited forever), who
+        were told a write had failed that was in the database."""
+        calls: list[float] = []
+
+        def broken_metrics(seconds: float) -> None:
+            calls.append(seconds)
+            raise ZeroDivisionError("metrics")
+
+        store: Any = (
+            PostgresSessionStore(request.getfixturevalue("pg_url"), on_commit=broken_metrics)
+            if backend == "postgres"
+            else SessionStore(tmp_path / "state", on_commit=broken_metrics)
+        )
+        await store.open()
+        try:
+            with structlog.testing.capture_logs() as logs:
+                row, _ = await asyncio.wait_for(store.create(KEY, "main", 100), 5)
+                await asyncio.wait_for(store.append_turn(turn(row, "r1")), 5)
+            stored = await asyncio.wait_for(store.get(KEY), 5)
+            assert stored is not None
+            assert (await store.history(row.session_id, 10)).total == 2
+            assert len(calls) == 2
+            failures = [entry for entry in logs if entry["event"] == "on_commit_failed"]
+            assert len(failures) == 1  # once: not a line for every commit
+            assert failures[0]["exc_info"]
+        finally:
+            await asyncio.wait_for(store.aclose(), 5)
+
 
 class TestUsageByDay:
     """The WS `usage` method's totals: assistant messages by agent and UTC day."""
