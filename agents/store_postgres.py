@@ -108,7 +108,9 @@ SERVER_KEEPALIVES = {
     "tcp_keepalives_interval": "10",
     "tcp_keepalives_count": "3",
 }
-# On a lock connection, by server version (an older server refuses the names):
+# On every connection of the store, by server version (an older server refuses the names); a
+# query connection holds FOR UPDATE row locks in a write's transaction, a lock connection the
+# turn locks:
 # - 12+: the same minute when the server has sent something the client never acknowledged
 #   (the partition came as a reply went out); keepalives probe idle connections only, and TCP
 #   would retransmit for 15 min (Linux's tcp_retries2). In ms.
@@ -464,10 +466,10 @@ class PostgresSessionStore:
         if self._pool is not None:
             return
         try:
+            settings = _unless_in_url(self.url, await self._server_settings())
             pool = await asyncpg.create_pool(
                 self.url, password=self._password, min_size=1, max_size=self._pool_size,
-                timeout=CONNECT_TIMEOUT_S, reset=_as_it_is,
-                server_settings=_unless_in_url(self.url, SERVER_KEEPALIVES),
+                timeout=CONNECT_TIMEOUT_S, reset=_as_it_is, server_settings=settings,
             )  # fmt: skip
         except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:
             raise _store_error(exc) from exc
@@ -475,14 +477,10 @@ class PostgresSessionStore:
             async with pool.acquire() as conn:
                 self.migrated = await self._migrate(conn)
                 self._label_collate = await self._label_folding(conn)
-                settings = dict(SERVER_KEEPALIVES)
-                for major, more in SERVER_LOCK_SETTINGS:
-                    if conn.get_server_version().major >= major:
-                        settings.update(more)
             locks = await asyncpg.create_pool(
                 self.url, password=self._password, min_size=0, max_size=self._lock_pool_size,
                 timeout=CONNECT_TIMEOUT_S, reset=_as_it_is,
-                server_settings=_unless_in_url(self.url, settings),
+                server_settings=settings,
             )  # fmt: skip
         except BaseException as exc:
             await pool.close()
@@ -493,6 +491,22 @@ class PostgresSessionStore:
         _ASYNCPG_POOL_LOG.addFilter(self._pool_log)
         log.info("store_opened", backend="postgres", url=redacted_url(self.url),
                  schema=SCHEMA_VERSION, migrated=list(self.migrated))  # fmt: skip
+
+    async def _server_settings(self) -> dict[str, str]:
+        """SERVER_KEEPALIVES and the SERVER_LOCK_SETTINGS this server knows. Asked on a
+        connection of its own: a pool's connections are given their settings as they connect,
+        before the server's version is known."""
+        conn = await asyncpg.connect(self.url, password=self._password, timeout=CONNECT_TIMEOUT_S)
+        major = conn.get_server_version().major
+        try:
+            await conn.close(timeout=CLOSE_TIMEOUT_S)
+        except (asyncpg.PostgresError, *_UNAVAILABLE):
+            conn.terminate()
+        settings = dict(SERVER_KEEPALIVES)
+        for since, more in SERVER_LOCK_SETTINGS:
+            if major >= since:
+                settings.update(more)
+        return settings
 
     async def aclose(self) -> None:
         pool, locks = self._pool, self._locks

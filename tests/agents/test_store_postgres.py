@@ -522,10 +522,15 @@ class TestTurnLock:
             "tcp_user_timeout": "60000",
             "client_connection_check_interval": "10s",
         }
-        assert await self.settings(store._pool, self.KEEPALIVES) == {
+        # The query pool's too: a write holds FOR UPDATE row locks until its transaction
+        # ends, and one whose reply went unacknowledged (the partition came as it went out)
+        # held them for TCP's 15 minutes of retransmits, keepalives or not.
+        assert await self.settings(store._pool, names) == {
             "tcp_keepalives_idle": "30",
             "tcp_keepalives_interval": "10",
             "tcp_keepalives_count": "3",
+            "tcp_user_timeout": "60000",
+            "client_connection_check_interval": "10s",
         }
 
     async def test_the_urls_own_keepalive_settings_win(self, pg_url: str) -> None:
