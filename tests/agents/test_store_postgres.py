@@ -274,7 +274,7 @@ class TestListing:
         """chat.history's totalMessages was counted apart from the messages: a turn stored
         in between made it say 10 messages over 12."""
         row, _ = await store.create(KEY, "main", 1)
-        stop = asyncio.Event()
+        stop, talking = asyncio.Event(), asyncio.Event()
 
         async def talk() -> None:
             async with PostgresSessionStore(pg_url) as other:
@@ -282,9 +282,12 @@ class TestListing:
                     if stop.is_set():
                         return
                     await other.append_turn(turn(row, f"r{i}"))
+                    talking.set()
 
         talker = asyncio.create_task(talk())
         try:
+            # Once the other store is open and writing: its open alone may outlast the reads.
+            await asyncio.wait_for(talking.wait(), 10)
             read = [
                 await store.history(row.session_id, 100_000, max_chars=max_chars)
                 for _ in range(200)
