@@ -214,6 +214,11 @@ class PostgresEventBus:
     def __init__(self, url: str, *, password: str | None = None) -> None:
         self.url = url
         self._password = password
+        # The server's settings on its connections: the store's keepalives (set at its open).
+        # A LISTEN connection cut off by the network keeps its place in the server's
+        # notification queue until the server finds it dead, and the queue cannot be trimmed
+        # past the oldest place: once full (8 GB), every process's NOTIFY fails.
+        self.server_settings: dict[str, str] = {}
         self.origin = process_origin()
         self._remote: tuple[RemoteListener, ...] = ()
         self._local_abort: LocalAbort | None = None
@@ -258,7 +263,9 @@ class PostgresEventBus:
             self._listener = None
 
     async def _connect(self) -> Any:
-        return await asyncpg.connect(self.url, password=self._password, timeout=5)
+        return await asyncpg.connect(
+            self.url, password=self._password, timeout=5, server_settings=self.server_settings
+        )
 
     async def _listen(self) -> None:
         conn = await self._connect()

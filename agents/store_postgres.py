@@ -467,6 +467,7 @@ class PostgresSessionStore:
             return
         try:
             settings = _unless_in_url(self.url, await self._server_settings())
+            self.bus.server_settings = settings
             pool = await asyncpg.create_pool(
                 self.url, password=self._password, min_size=1, max_size=self._pool_size,
                 timeout=CONNECT_TIMEOUT_S, reset=_as_it_is, server_settings=settings,

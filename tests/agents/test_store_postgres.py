@@ -536,6 +536,25 @@ class TestTurnLock:
             "client_connection_check_interval": "10s",
         }
 
+    async def test_the_event_bus_listener_is_found_cut_off_as_soon(
+        self, store: PostgresSessionStore
+    ) -> None:
+        """The LISTEN connection of a process cut off kept its place in the server's
+        notification queue for the OS's 2 h 11 min: the queue (8 GB) cannot be trimmed past
+        the oldest listener's place, and every process's NOTIFY fails once it is full."""
+        await store.bus.start(lambda key, run_id: [])
+        try:
+            names = (*self.KEEPALIVES, "tcp_user_timeout")
+            conn = store.bus._listener
+            assert {name: await conn.fetchval(f"SHOW {name}") for name in names} == {
+                "tcp_keepalives_idle": "30",
+                "tcp_keepalives_interval": "10",
+                "tcp_keepalives_count": "3",
+                "tcp_user_timeout": "60000",
+            }
+        finally:
+            await store.bus.aclose()
+
     async def test_the_urls_own_keepalive_settings_win(self, pg_url: str) -> None:
         url = f"{pg_url}?tcp_keepalives_idle=120&client_connection_check_interval=1000"
         async with PostgresSessionStore(url) as store:
