@@ -37,6 +37,14 @@ async def ask(sdk: AsyncOpenAI, messages: list[Any], headers: dict[str, str]) ->
     return reply.choices[0].message.content or ""
 
 
+async def as_alice(sdk: AsyncOpenAI, question: str) -> str:
+    """A turn of the `user`-keyed session `alice`, from a client that sends only its new one."""
+    reply = await sdk.chat.completions.create(
+        model="openclaw", messages=[{"role": "user", "content": question}], user="alice"
+    )
+    return reply.choices[0].message.content or ""
+
+
 def contents(upstream: FakeOpenAI) -> list[tuple[str, Any]]:
     """What the model was given last, as (role, content)."""
     return [(m["role"], m["content"]) for m in upstream.last.body["messages"]]
@@ -189,12 +197,12 @@ class TestARetriedTurn:
                     user="alice",
                 )
 
-            await turn("Q1")
+            await as_alice(sdk, "Q1")
             with pytest.raises(openai.APIStatusError):
-                await turn("Q2")
-            await turn("Q2")
+                await as_alice(sdk, "Q2")
+            await as_alice(sdk, "Q2")
             assert contents(upstream) == [("user", "Q1"), ("assistant", "A1"), ("user", "Q2")]
-            await turn("Q3")
+            await as_alice(sdk, "Q3")
         assert contents(upstream) == [
             ("user", "Q1"),
             ("assistant", "A1"),
@@ -386,22 +394,13 @@ class TestARefusedTurn:
         refusing.script(Stream(("A1",)))
         client = await gateway(fake_provider(refusing))
         async with sdk_for(client) as sdk:
-
-            async def turn(question: str) -> str:
-                reply = await sdk.chat.completions.create(
-                    model="openclaw",
-                    messages=[{"role": "user", "content": question}],
-                    user="alice",
-                )
-                return reply.choices[0].message.content or ""
-
-            assert await turn("Q1") == "A1"
+            assert await as_alice(sdk, "Q1") == "A1"
             with pytest.raises(openai.APIStatusError) as refused:
-                await turn(f"Q2 {MARKER}")
+                await as_alice(sdk, f"Q2 {MARKER}")
             assert refused.value.status_code == 502
-            assert await turn("Q3") == "Hello world"
+            assert await as_alice(sdk, "Q3") == "Hello world"
             assert contents(refusing) == [("user", "Q1"), ("assistant", "A1"), ("user", "Q3")]
-            assert await turn("Q4") == "Hello world"
+            assert await as_alice(sdk, "Q4") == "Hello world"
         assert [c for _, c in contents(refusing)] == ["Q1", "A1", "Q3", "Hello world", "Q4"]
         # The refused turn is stored, and marked so.
         stored = await stored_messages(client, "agent:main:openai-user:alice")
@@ -430,21 +429,12 @@ class TestARefusedTurn:
         settings["models"]["providers"]["fake"]["models"].append({"id": "fallback"})
         client = await gateway(settings)
         async with sdk_for(client) as sdk:
-
-            async def turn(question: str) -> str:
-                reply = await sdk.chat.completions.create(
-                    model="openclaw",
-                    messages=[{"role": "user", "content": question}],
-                    user="alice",
-                )
-                return reply.choices[0].message.content or ""
-
-            assert await turn("Q1") == "A1"
+            assert await as_alice(sdk, "Q1") == "A1"
             with pytest.raises(openai.APIStatusError) as failed:
-                await turn(f"Q2 {MARKER}")
+                await as_alice(sdk, f"Q2 {MARKER}")
             # The client is told of the last failure, as before.
             assert failed.value.status_code == (429 if then == 429 else 502)
-            assert await turn("Q3") == "Hello world"
+            assert await as_alice(sdk, "Q3") == "Hello world"
         assert contents(refusing) == [("user", "Q1"), ("assistant", "A1"), ("user", "Q3")]
         stored = await stored_messages(client, "agent:main:openai-user:alice")
         assert stored[3].error_message == "upstream provider refused the request (HTTP 400)"
@@ -461,20 +451,11 @@ class TestARefusedTurn:
         refusing.script(Stream(("A1",)))
         client = await gateway(fake_provider(refusing))
         async with sdk_for(client) as sdk:
-
-            async def turn(question: str) -> str:
-                reply = await sdk.chat.completions.create(
-                    model="openclaw",
-                    messages=[{"role": "user", "content": question}],
-                    user="alice",
-                )
-                return reply.choices[0].message.content or ""
-
-            assert await turn("Q1") == "A1"
+            assert await as_alice(sdk, "Q1") == "A1"
             with pytest.raises(openai.APIStatusError) as failed:
-                await turn(f"Q2 {MARKER}")
+                await as_alice(sdk, f"Q2 {MARKER}")
             assert failed.value.status_code == 502
-            assert await turn("Q3") == "Hello world"
+            assert await as_alice(sdk, "Q3") == "Hello world"
         assert contents(refusing) == [("user", "Q1"), ("assistant", "A1"), ("user", "Q3")]
 
     async def test_a_400_in_a_stream_after_part_of_the_reply_is_no_refusal(
