@@ -860,12 +860,15 @@ def finish_reason(stop_reason: str) -> str:
     return stop_reason if stop_reason in FINISH_REASONS else "stop"
 
 
-def usage_body(usage: Usage) -> dict[str, int]:
-    return {
+def usage_body(usage: Usage) -> dict[str, Any]:
+    body: dict[str, Any] = {
         "prompt_tokens": usage.input,
         "completion_tokens": usage.output,
         "total_tokens": usage.input + usage.output,
     }
+    if usage.reasoning:  # as OpenAI gives it; left out when the provider said nothing
+        body["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning}
+    return body
 
 
 def tool_calls_body(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import openai
@@ -9,7 +10,8 @@ import pytest
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
-from tests.support.http_client import TOKEN, MakeClient
+from tests.support.http_client import TOKEN, MakeClient, fake_provider
+from tests.support.upstreams import FakeOpenAI, Raw, Stream
 
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
 
@@ -117,3 +119,43 @@ class TestModels:
         with pytest.raises(openai.NotFoundError) as exc:
             await sdk.models.retrieve("gpt-4o")
         assert exc.value.code == "model_not_found"
+
+
+class TestReasoningTokens:
+    @pytest.mark.parametrize("stream", [False, True])
+    async def test_the_reasoning_tokens_an_upstream_reports_are_in_usage(
+        self, gateway: MakeClient, upstream: FakeOpenAI, stream: bool
+    ) -> None:
+        """OpenAI's `completion_tokens_details.reasoning_tokens` goes on to the client, as
+        `/v1/responses` gives it; an answer without reasoning tokens has no details."""
+        usage = {
+            "prompt_tokens": 5,
+            "completion_tokens": 40,
+            "total_tokens": 45,
+            "completion_tokens_details": {"reasoning_tokens": 32},
+        }
+        chunks = [
+            {"choices": [{"index": 0, "delta": {"content": "Hi."}, "finish_reason": None}]},
+            {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+            {"choices": [], "usage": usage},
+        ]
+        body = b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in chunks)
+        upstream.script(Raw((body + b"data: [DONE]\n\n",)), Stream(("plain",)))
+        client = await gateway(fake_provider(upstream))
+        url = str(client.server.make_url("/v1"))
+        async with AsyncOpenAI(base_url=url, api_key=TOKEN, max_retries=0) as sdk:
+            found = []
+            for _ in range(2):
+                if stream:
+                    chunked = await sdk.chat.completions.create(
+                        model="openclaw", messages=HELLO, stream=True,
+                        stream_options={"include_usage": True},
+                    )  # fmt: skip
+                    used = [c.usage async for c in chunked if c.usage is not None][-1]
+                else:
+                    reply = await sdk.chat.completions.create(model="openclaw", messages=HELLO)
+                    assert reply.usage is not None
+                    used = reply.usage
+                details = used.completion_tokens_details
+                found.append(None if details is None else details.reasoning_tokens)
+        assert found == [32, None]
