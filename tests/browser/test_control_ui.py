@@ -153,6 +153,31 @@ window.WebSocket = class extends Original {
 """
 
 
+def label_sessions(page: Page, keys: list[str], *, at_once: bool = True) -> None:
+    """Sessions made by another client of the gateway (a second socket from the page), each
+    labelled with its key's part after `agent:ops:`; `at_once`: all requests in flight
+    together, else one after another."""
+    page.driver.execute_async_script(
+        """
+        const [token, keys, atOnce, done] = arguments;
+        const { Gateway } = await import("/ui/gateway.js");
+        const gw = new Gateway();
+        await gw.start(`ws://${location.host}`, { token });
+        const patch = (key) => gw.request("sessions.patch", { key, label: key.slice(10) });
+        if (atOnce) {
+          await Promise.all(keys.map(patch));
+        } else {
+          for (const key of keys) await patch(key);
+        }
+        gw.stop();
+        done();
+        """,
+        TOKEN,
+        keys,
+        at_once,
+    )
+
+
 def layouts(page: Page) -> int:
     metrics = page.driver.execute_cdp_cmd("Performance.getMetrics", {})["metrics"]
     return int(next(m["value"] for m in metrics if m["name"] == "LayoutCount"))
@@ -593,20 +618,7 @@ class TestSessions:
     ) -> None:
         page.connected()
         # 150 sessions: the unfiltered list takes three more preview calls than one match.
-        page.driver.execute_async_script(
-            """
-            const [token, done] = arguments;
-            const { Gateway } = await import("/ui/gateway.js");
-            const gw = new Gateway();
-            await gw.start(`ws://${location.host}`, { token });
-            const keys = [...Array(150).keys()].map((i) => `agent:ops:bulk-${i}`);
-            await Promise.all(keys.concat(["agent:ops:needle"]).map(
-              (key) => gw.request("sessions.patch", { key, label: key.slice(10) })));
-            gw.stop();
-            done();
-            """,
-            TOKEN,
-        )
+        label_sessions(page, [*(f"agent:ops:bulk-{i}" for i in range(150)), "agent:ops:needle"])
         page.go("sessions")
         page.until(lambda: page.text("#sessions-count").endswith("sessions"), "the list")
         page.driver.execute_script(
@@ -722,20 +734,7 @@ class TestSessions:
         # The detail sat at the top of the list (beside it, or above it on a phone), out of
         # sight of a row picked after scrolling down: nothing seemed to happen.
         page.connected()
-        page.driver.execute_async_script(
-            """
-            const [token, done] = arguments;
-            const { Gateway } = await import("/ui/gateway.js");
-            const gw = new Gateway();
-            await gw.start(`ws://${location.host}`, { token });
-            const keys = [...Array(40).keys()].map((i) => `agent:ops:far-${i}`);
-            const patch = (key) => gw.request("sessions.patch", { key, label: key.slice(10) });
-            await Promise.all(keys.map(patch));
-            gw.stop();
-            done();
-            """,
-            TOKEN,
-        )
+        label_sessions(page, [f"agent:ops:far-{i}" for i in range(40)])
         set_viewport(page.driver, *viewport)
         page.go("sessions")
         page.type("#sessions-search", "far-")
@@ -1301,20 +1300,8 @@ class TestKeyboard:
         from selenium.webdriver.common.keys import Keys
 
         page.connected()
-        page.driver.execute_async_script(
-            """
-            const [token, done] = arguments;
-            const { Gateway } = await import("/ui/gateway.js");
-            const gw = new Gateway();
-            await gw.start(`ws://${location.host}`, { token });
-            for (const key of ["agent:ops:rove-a", "agent:ops:rove-b", "agent:ops:rove-c"]) {
-              await gw.request("sessions.patch", { key, label: key.slice(10) });
-            }
-            gw.stop();
-            done();
-            """,
-            TOKEN,
-        )
+        keys = ["agent:ops:rove-a", "agent:ops:rove-b", "agent:ops:rove-c"]
+        label_sessions(page, keys, at_once=False)
         page.go("sessions")
         page.type("#sessions-search", "rove-")
         page.until(lambda: len(page.all("#sessions-table tbody tr")) == 3, "the three rows")
