@@ -84,10 +84,17 @@ class _Merging:
     grown: int = 0  # bytes of `pieces`
 
 
+@attrs.frozen
+class _Pause:
+    """The writer waits this long before the frames queued behind it (`Connection.pause`)."""
+
+    seconds: float
+
+
 # What the queue holds: a frame that is all bytes, or an event and its seq, rendered by the
 # writer only when it sends it: a broadcast queued to n connections holds one copy of its
 # bytes, not n.
-_Queued = bytes | tuple[EventFrame, int] | _Replaceable | _Merging
+_Queued = bytes | tuple[EventFrame, int] | _Replaceable | _Merging | _Pause
 
 
 @attrs.define(eq=False)
@@ -215,6 +222,17 @@ class Connection:
         """A response or another frame that must arrive (not droppable)."""
         self._enqueue(frame, len(frame), droppable=False)
 
+    def pause(self, seconds: float) -> None:
+        """Frames queued from now on go out `seconds` after those queued before: in a later
+        read of the client's, not in the same one."""
+        if self.phase is Phase.CLOSING:
+            return
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        queue.append(_Pause(seconds))
+        self._write_soon()
+
     def send_event(self, frame: EventFrame) -> None:
         """An event frame with this connection's next `seq` (§9.1); a dropped one leaves a gap.
         A piece of a text whose previous piece is still queued joins it (no `seq` of its own):
@@ -337,8 +355,11 @@ class Connection:
         self._answer_bytes = 0
 
     def _take(self, queue: deque[_Queued]) -> bytes | None:
-        """The next frame, rendered; None for one that a newer one replaced."""
+        """The next frame, rendered; None for one that a newer one replaced (or a pause, which
+        the writer takes itself before it gets here)."""
         item = queue.popleft()
+        if isinstance(item, _Pause):
+            return None
         if isinstance(item, bytes):
             data = item
             if self.answers is not None:
@@ -365,7 +386,7 @@ class Connection:
         does, wait while the client is slow to read."""
         parts = [text_frame_header(len(first)), first]
         size = len(first)
-        while queue and size < WRITE_BATCH_BYTES:
+        while queue and size < WRITE_BATCH_BYTES and not isinstance(queue[0], _Pause):
             data = self._take(queue)
             if data is not None:
                 parts += (text_frame_header(len(data)), data)
@@ -385,11 +406,16 @@ class Connection:
             # Read anew each time: frames queued while one is sent join this queue, and a slow
             # consumer's close drops it (and cancels this task).
             while queue := self._queue:
+                if isinstance(pause := queue[0], _Pause):
+                    queue.popleft()
+                    await asyncio.sleep(pause.seconds)
+                    continue
                 data = self._take(queue)
                 if data is None:
                     continue
                 if (
                     not queue
+                    or isinstance(queue[0], _Pause)
                     or self.stream is None
                     or ws.compress
                     or len(data) >= WRITE_BATCH_BYTES

@@ -47,6 +47,15 @@ CALL_CANCELLED = "CANCELLED"
 
 
 @attrs.frozen
+class AnswerThenPause:
+    """A handler's answer, after which its connection's writer waits `seconds` before the
+    frames queued behind it (`Connection.pause`)."""
+
+    payload: Any
+    seconds: float
+
+
+@attrs.frozen
 class RateLimit:
     calls: int
     window_seconds: int
@@ -150,10 +159,15 @@ async def dispatch(
         conn.send(protocol.error_response(frame.id, error))
         _log_call(ctx, started, error.code)
     else:
+        pause = 0.0
+        if isinstance(payload, AnswerThenPause):
+            payload, pause = payload.payload, payload.seconds
         answer = protocol.response(frame.id, payload)
         limit = ws.settings.max_payload
         if len(answer) <= limit:
             conn.send(answer)
+            if pause:
+                conn.pause(pause)
             _log_call(ctx, started, None)
             return
         # hello-ok told the client the largest frame it reads; OpenClaw's clients close on a

@@ -13,6 +13,7 @@ import pytest
 from agents.providers.base import ToolCall
 from gateway.appkeys import STATE
 from gateway.ws.handler import WS
+from gateway.ws.methods.chat import RUN_EVENTS_AFTER_ACK
 from gateway.ws.protocol import MAX_PAYLOAD
 from gateway.ws.state import IdempotencyCache
 from tests.support.http_client import fake_provider_entry
@@ -236,6 +237,21 @@ class TestChatSend:
         )
         assert payload == {"runId": "ig-1", "status": "started"}
         await ws.event("chat", state="final")
+
+    async def test_openclaws_tui_gets_the_runs_events_in_a_later_read_than_the_ack(
+        self, gateway: Gateway
+    ) -> None:
+        """Echo's run ends within a millisecond: in one read with the acknowledgement,
+        OpenClaw's TUI takes its end for a run still to come (RUN_EVENTS_AFTER_ACK)."""
+        client = {"id": "openclaw-tui", "version": "2026.9.6", "platform": "linux", "mode": "ui"}
+        ws = await gateway.connected(client=client)
+        loop = asyncio.get_running_loop()
+        await ws.response(await ws.request("chat.send", send("fast", "hi", "fast-1")))
+        acknowledged = loop.time()
+        first = await ws.wait_for(lambda f: (f.get("payload") or {}).get("runId") == "fast-1")
+        assert first["event"] == "agent"
+        # Read in this loop: the acknowledgement was read at once, the wait is the writer's.
+        assert loop.time() - acknowledged >= RUN_EVENTS_AFTER_ACK * 0.8
 
 
 class TestAbort:

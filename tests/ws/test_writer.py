@@ -152,6 +152,58 @@ class TestWriter:
         assert writers() == [] and conn.buffered_bytes == 0
 
 
+class _TimedSocket(_Socket):
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    async def send_frame(self, data: bytes, opcode: WSMsgType) -> None:
+        self.times.append(asyncio.get_running_loop().time())
+        await super().send_frame(data, opcode)
+
+
+class TestPause:
+    """`Connection.pause`: what is queued after it goes out that much later."""
+
+    async def test_frames_queued_after_a_pause_are_written_that_much_later(self) -> None:
+        sock = _TimedSocket()
+        conn = Connection(sock, "c", None, 10_000, 1.0)  # type: ignore[arg-type]
+        conn.start()
+        conn.send(b"ack")
+        conn.pause(0.05)
+        conn.send(b"event 1")
+        conn.send(b"event 2")
+        assert await no_writer_within(SETTLE_SECONDS)
+        assert sock.sent == [b"ack", b"event 1", b"event 2"]
+        assert sock.times[1] - sock.times[0] >= 0.05
+
+    async def test_a_close_during_a_pause_is_sent_after_the_frames_queued_before_it(
+        self,
+    ) -> None:
+        conn, sock = connection()
+        conn.send(b"ack")
+        conn.pause(0.05)
+        conn.send(b"event")
+        conn.close(4000, "bye")
+        conn.pause(0.05)  # a closing connection queues nothing more
+        await conn.wait_closed()
+        assert sock.sent == [b"ack", b"event"]
+        assert sock.close_args == (4000, b"bye")
+
+    async def test_a_slow_consumer_close_during_a_pause_leaves_no_writer(self) -> None:
+        sock = _Socket()
+        conn = Connection(sock, "c", None, 100, 1.0)  # type: ignore[arg-type]
+        conn.start()
+        conn.send(b"x" * 10)
+        conn.pause(30.0)
+        await asyncio.sleep(0.01)  # the writer sent the frame and waits out the pause
+        conn.send(b"y" * 60)
+        conn.send(b"z" * 60)  # does not fit: 1008 at once, not after the pause
+        await asyncio.wait_for(conn.wait_closed(), SETTLE_SECONDS)
+        assert sock.close_args == (1008, b"slow consumer")
+        assert await no_writer_within(SETTLE_SECONDS)
+
+
 class TestBatchedWrites:
     """Frames queued together go out in one write, through a real aiohttp server and client
     (the client's frame parser reads them back)."""

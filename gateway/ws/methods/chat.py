@@ -13,7 +13,7 @@ from agents.registry import SessionRegistry, Transcript
 from agents.runs import TurnRequest
 from agents.store import StoredMessage
 from gateway.jsonwire import dumps, wire
-from gateway.ws.dispatch import CallContext, MethodRegistry
+from gateway.ws.dispatch import AnswerThenPause, CallContext, MethodRegistry
 from gateway.ws.methods.sessions import empty_row, resolve_key
 from gateway.ws.protocol import (
     INVALID_REQUEST,
@@ -47,6 +47,15 @@ FOLLOW_MAX = 64
 # remembered: unbounded, keys of megabytes would pin gigabytes. OpenClaw's hooks' bound.
 IDEMPOTENCY_KEY_MAX = 256
 STOP_COMMAND = "/stop"
+# OpenClaw's TUI handles a `chat.send` acknowledgement only after every frame that came in the
+# same read; when a run's end came in that read too (echo ends within a millisecond, as can a
+# turn that fails at once), it takes the run for one still to come, shows "waiting" for ever
+# and refuses the next message. So its connection writes nothing for this long after the
+# acknowledgement: the TUI draws the sent message first (a few ms; 50 ms was too short on a
+# loaded host one time in seven, 250 ms never was), and a model's first token seldom comes
+# sooner anyway. Other clients are not held up.
+CLIENTS_READING_ACK_LATE = frozenset({"openclaw-tui"})
+RUN_EVENTS_AFTER_ACK = 0.25
 MSG_EMPTY = "message or attachment required"
 MSG_ATTACHMENTS = "attachments are not supported yet"
 
@@ -150,7 +159,11 @@ def register(methods: MethodRegistry) -> None:
             )
         )
         ctx.ws.idempotency.put(run_id, IdempotentCall.of(run))
-        return {"runId": run_id, "status": "started"}
+        answer = {"runId": run_id, "status": "started"}
+        client = ctx.conn.client
+        if client is not None and client.id in CLIENTS_READING_ACK_LATE:
+            return AnswerThenPause(answer, RUN_EVENTS_AFTER_ACK)
+        return answer
 
     @methods.method("chat.history", params=HistoryParams.parse, scope=READ)
     async def chat_history(ctx: CallContext, params: HistoryParams) -> Any:
