@@ -1,0 +1,85 @@
+"""OpenClaw's own clients against the gateway, unchanged (ws-protocol.md §12): its command
+line's `gateway call`, and its terminal UI on a pseudo-terminal."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.openclaw_clients import TOKEN, OpenClaw, Terminal
+from tests.support.process import GatewayProcess
+
+pytestmark = [pytest.mark.openclaw, pytest.mark.slow]
+
+
+def ws_url(gateway: GatewayProcess) -> str:
+    return gateway.url.replace("http://", "ws://", 1)
+
+
+class TestCommandLine:
+    def test_health(self, openclaw: OpenClaw, gateway: GatewayProcess) -> None:
+        health = openclaw.call(ws_url(gateway), "health")
+        assert health["ok"] is True
+        assert health["defaultAgentId"] == "main"
+
+    def test_an_agent_turn_then_its_history_and_its_session(
+        self, openclaw: OpenClaw, gateway: GatewayProcess
+    ) -> None:
+        url, key = ws_url(gateway), "agent:main:cli"
+        turn = {"message": "hi there", "sessionKey": key, "idempotencyKey": "cli-1"}
+        answer = openclaw.call(url, "agent", turn, final=True)
+        assert answer["runId"] == "cli-1"
+        assert answer["status"] == "ok"
+        assert answer["result"]["payloads"][0]["text"] == "[turn 1] hi there"
+        history = openclaw.call(url, "chat.history", {"sessionKey": key})
+        assert [(m["role"], m["content"]) for m in history["messages"]] == [
+            ("user", "hi there"),
+            ("assistant", [{"type": "text", "text": "[turn 1] hi there"}]),
+        ]
+        listed = openclaw.call(url, "sessions.list", {})
+        assert key in [row["key"] for row in listed["sessions"]]
+
+
+@pytest.fixture
+def tui(
+    openclaw: OpenClaw, gateway: GatewayProcess, request: pytest.FixtureRequest
+) -> Iterator[Terminal]:
+    """The TUI on a session of the test's own."""
+    session = request.node.name.removeprefix("test_")[:40]
+    terminal = Terminal(openclaw, "--url", ws_url(gateway), "--token", TOKEN, "--session", session)
+    try:
+        terminal.wait_for("gateway connected")
+        yield terminal
+    finally:
+        terminal.close()
+
+
+def assert_idle(tui: Terminal) -> None:
+    """The TUI shows no run going: busy, it redraws its status line every second
+    ("<phrase>… • 3s | connected"); idle, it draws nothing."""
+    tui.drawn_within(1.5)
+    assert "connected" not in tui.drawn_within(1.5), tui.text[-2000:]
+    assert "agent is busy" not in tui.text
+
+
+class TestTerminalUi:
+    def test_each_turn_ends_and_the_next_one_is_taken(self, tui: Terminal) -> None:
+        tui.type("hello")
+        seen = tui.wait_for("[turn 1] hello")
+        assert_idle(tui)
+        tui.type("again")
+        tui.wait_for("[turn 2] again", seen)
+        assert_idle(tui)
+
+    def test_reset_starts_the_session_again(self, tui: Terminal) -> None:
+        tui.type("before the reset")
+        seen = tui.wait_for("] before the reset")
+        assert_idle(tui)
+        tui.type("/reset")
+        # Until the reset is done the TUI refuses a message ("session change in progress");
+        # then it draws the whole screen again.
+        seen = tui.wait_for("openclaw tui - ws://", seen)
+        tui.type("after")
+        tui.wait_for("[turn 1] after", seen)  # turn 2 of the session before the reset
+        assert_idle(tui)
