@@ -45,6 +45,7 @@ from agents.providers.base import ChatMessage, ImageInput, StopReason, ToolCall,
 __all__ = [
     "RUNNING",
     "AgentRun",
+    "ReplyPart",
     "RunEvent",
     "RunOutcome",
     "RunState",
@@ -70,6 +71,15 @@ class RunStatus(StrEnum):
     COMPLETED = "completed"
     ABORTED = "aborted"
     FAILED = "failed"
+
+
+class ReplyPart(StrEnum):
+    """A part of the reply, in `RunOutcome.parts`: the order the parts began in is the order
+    the clients saw them stream in (OpenResponses' output items keep it)."""
+
+    REASONING = "reasoning"  # once, at its first piece
+    TEXT = "text"  # once, at its first piece
+    TOOL_CALL = "tool_call"  # one per call in `tool_calls`, when it got its name
 
 
 RUNNING = RunState.RUNNING  # the name tests compare `run.state` with
@@ -154,6 +164,7 @@ class RunOutcome:
     session_id: str | None
     reasoning: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
+    parts: tuple[ReplyPart, ...] = ()  # the order they began in
 
 
 # A NamedTuple's own __new__ costs half again as much; `emit` runs once per token.

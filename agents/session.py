@@ -67,7 +67,7 @@ from agents.providers.base import (
     Usage,
 )
 from agents.providers.images import image_refusal
-from agents.runs import AgentRun, RunOutcome, RunStatus, TurnRequest, terminal_data
+from agents.runs import AgentRun, ReplyPart, RunOutcome, RunStatus, TurnRequest, terminal_data
 from agents.store import SessionRow, StoredMessage, TurnRecord
 from agents.store_protocol import Store
 from agents.transcript import (
@@ -193,6 +193,7 @@ class _Attempts:
     # without (a reply broken off after the id) is no call a client could make, and OpenAI
     # and Anthropic refuse it in a replayed context.
     named: list[_CallSoFar] = attrs.field(factory=list)
+    parts: list[ReplyPart] = attrs.field(factory=list)  # the order they began in
     # A model of the chain refused the request as bad (`agents.errors.refused`).
     refusal: AgentError | None = None
 
@@ -649,6 +650,7 @@ class AgentSession:
             session_id=row.session_id,
             reasoning=state.reasoning,
             tool_calls=record.tool_calls,
+            parts=tuple(state.parts),
         )
         self._finish(run, outcome, started_at)
 
@@ -783,10 +785,14 @@ class AgentSession:
             if isinstance(event, TextDelta):
                 delta = event.text
                 if delta:
+                    if not state.text:
+                        state.parts.append(ReplyPart.TEXT)
                     state.text = text = state.text + delta
                     emit(assistant, {"text": text, "delta": delta})
             elif isinstance(event, ReasoningDelta):
                 if event.text:
+                    if not state.reasoning:
+                        state.parts.append(ReplyPart.REASONING)
                     state.reasoning += event.text
                     emit(Stream.THINKING, {"text": state.reasoning, "delta": event.text})
             elif isinstance(event, ToolCallDelta):
@@ -824,6 +830,7 @@ def _tool_fragment(run: AgentRun, state: _Attempts, event: ToolCallDelta) -> Non
         # that came before it; numbered among the calls shown, without gaps.
         call.position = len(state.named)
         state.named.append(call)
+        state.parts.append(ReplyPart.TOOL_CALL)
         run.emit(Stream.TOOL, {"phase": ToolPhase.START, "name": call.name, "toolCallId": call.id,
                         "index": call.position})  # fmt: skip
         delta = "".join(call.pieces)

@@ -22,6 +22,7 @@ import attrs
 
 from agents.ids import uuid7_hex
 from agents.providers.base import ToolCall, Usage
+from agents.runs import ReplyPart
 from gateway.config.model import ChatCompletionsConfig
 from gateway.http.openai_wire import (
     MAX_TOOL_CALL_ID,
@@ -596,17 +597,34 @@ def function_call_item(item_id: str, call: ToolCall, status: str) -> dict[str, A
 
 
 def output_items(
-    text: str, reasoning: str, tool_calls: tuple[ToolCall, ...], status: str
+    text: str,
+    reasoning: str,
+    tool_calls: tuple[ToolCall, ...],
+    status: str,
+    parts: tuple[ReplyPart, ...] = (),
 ) -> list[dict[str, Any]]:
-    """A finished run's output: its reasoning, its text, its tool calls. Without text or
-    tool calls the text is chat completions' placeholder, so a client always reads one."""
+    """A finished run's output: its reasoning, its text, its tool calls, in the order they
+    began (`parts`), as a stream of the run opened their items; without `parts` (the run
+    produced nothing), in that order. Without text or tool calls the text is chat
+    completions' placeholder, last, so a client always reads one."""
     item_status = INCOMPLETE if status == INCOMPLETE else COMPLETED
+    calls_in_order = (ReplyPart.TOOL_CALL,) * len(tool_calls)
+    order = parts or (ReplyPart.REASONING, ReplyPart.TEXT, *calls_in_order)
+    calls = iter(tool_calls)
     items: list[dict[str, Any]] = []
-    if reasoning:
-        items.append(reasoning_item(_item_id("rs"), reasoning, item_status))
-    if text or not tool_calls:
-        items.append(message_item(_item_id("msg"), text or NO_RESPONSE_TEXT, item_status))
-    items.extend(function_call_item(_item_id("fc"), call, item_status) for call in tool_calls)
+    for part in order:
+        match part:
+            case ReplyPart.REASONING if reasoning:
+                items.append(reasoning_item(_item_id("rs"), reasoning, item_status))
+            case ReplyPart.TEXT if text:
+                items.append(message_item(_item_id("msg"), text, item_status))
+            case ReplyPart.TOOL_CALL:
+                call = next(calls, None)
+                if call is not None:
+                    items.append(function_call_item(_item_id("fc"), call, item_status))
+    items.extend(function_call_item(_item_id("fc"), call, item_status) for call in calls)
+    if not text and not tool_calls:
+        items.append(message_item(_item_id("msg"), NO_RESPONSE_TEXT, item_status))
     return items
 
 

@@ -32,6 +32,12 @@ WEATHER: FunctionToolParam = {
 }
 
 
+CLOCK: FunctionToolParam = {"type": "function", "name": "get_time", "parameters": None,
+                             "strict": False}  # fmt: skip
+CLOCK_CALL = {"index": 0, "id": "call_t", "type": "function",
+              "function": {"name": "get_time", "arguments": "{}"}}  # fmt: skip
+
+
 async def sdk_for(client: Client) -> AsyncOpenAI:
     base_url = str(client.server.make_url("/v1"))
     return AsyncOpenAI(base_url=base_url, api_key=TOKEN, max_retries=0)
@@ -198,6 +204,49 @@ class TestStreaming:
         assert shape(streamed) == [("reasoning", "Hmm, more"), ("message", "AB")]
         assert shape(created) == shape(streamed) == shape(stored)
         assert streamed.output_text == "AB"
+
+    @pytest.mark.parametrize(
+        "deltas",
+        [
+            pytest.param(({"content": "A"}, {"reasoning_content": "Hmm"}), id="text-first"),
+            pytest.param(({"tool_calls": [CLOCK_CALL]}, {"content": "A"}), id="call-first"),
+            pytest.param(
+                ({"content": "A"}, {"tool_calls": [CLOCK_CALL]}, {"reasoning_content": "Hmm"}),
+                id="text-call-reasoning",
+            ),
+        ],
+    )
+    async def test_items_in_a_rarer_order_are_in_that_order_everywhere(
+        self, gateway: MakeClient, upstream: FakeOpenAI, deltas: tuple[dict[str, Any], ...]
+    ) -> None:
+        """Items are in the order they began, as OpenAI gives them: the stream's
+        `output_index`es are positions in the final object, the stored one and the
+        non-streamed one, whatever order the server sent text, reasoning and calls in."""
+        chunks = openai_sse(*deltas)
+        upstream.script(Raw((chunks,)), Raw((chunks,)))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            async with sdk.responses.stream(model="openclaw", input="x", tools=[CLOCK]) as s:
+                added = [
+                    (e.output_index, e.item.type)
+                    async for e in s
+                    if e.type == "response.output_item.added"
+                ]
+                streamed = await s.get_final_response()
+            created = await sdk.responses.create(model="openclaw", input="x", tools=[CLOCK])
+            stored = await sdk.responses.retrieve(streamed.id)
+
+        def kinds(response: Any) -> list[str]:
+            return [item.type for item in response.output]
+
+        assert added == list(enumerate(kinds(streamed)))
+        assert kinds(created) == kinds(stored) == kinds(streamed)
+        assert [added_type for _, added_type in added] == [
+            {"content": "message", "reasoning_content": "reasoning", "tool_calls": "function_call"}[
+                next(iter(delta))
+            ]
+            for delta in deltas
+        ]
 
 
 class TestFunctionToolLoop:

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agents.providers.base import ChatMessage, ToolCall, Usage
+from agents.runs import ReplyPart
 from gateway.config.model import ChatCompletionsConfig
 from gateway.http.openai_wire import RequestError, internal_error
 from gateway.http.openresponses_wire import (
@@ -183,6 +184,18 @@ class TestOutput:
     def test_reasoning_text_then_calls(self) -> None:
         items = output_items("t", "r", (ToolCall("c", "n", "{}"),), "completed")
         assert [i["type"] for i in items] == ["reasoning", "message", "function_call"]
+
+    def test_items_in_the_order_their_parts_began(self) -> None:
+        calls = (ToolCall("c1", "n", "{}"), ToolCall("c2", "n", "{}"))
+        parts = (ReplyPart.TOOL_CALL, ReplyPart.TEXT, ReplyPart.TOOL_CALL, ReplyPart.REASONING)
+        items = output_items("t", "r", calls, "completed", parts)
+        assert [(i["type"], i.get("call_id")) for i in items] == [
+            ("function_call", "c1"), ("message", None), ("function_call", "c2"), ("reasoning", None)
+        ]  # fmt: skip
+
+    def test_reasoning_alone_then_the_placeholder(self) -> None:
+        items = output_items("", "r", (), "completed", (ReplyPart.REASONING,))
+        assert [i["type"] for i in items] == ["reasoning", "message"]
 
     def test_sequence_numbers_count_every_event(self) -> None:
         events = ResponseEvents(ResponseHead("resp_1", 0, "openclaw", ResponseFields()))
