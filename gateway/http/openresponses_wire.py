@@ -651,14 +651,14 @@ class ResponseEvents:
     """The events of one streamed response, as SSE bytes; `output` holds the closed items, in
     output order, for the final object.
 
-    A response has at most one reasoning item and one message item, as the object of a
-    non-streamed one has (`output_items`): each opens at its kind's first delta and stays
-    open until the run ends, so a server that alternates reasoning and text (or sends both in
-    one chunk) adds to the same two items rather than opening one at every switch. A call's
-    item closes when the next call, text or reasoning starts, or the run ends. One exception:
-    a call that has no arguments yet stays open, because some servers name all their calls
-    before sending any arguments, and a call given none gets its `{}` when the run ends
-    (the provider's); each fragment then goes to its own call's item."""
+    Every item opens at its first delta, at the next output index, and stays open until the
+    run ends, when all close in output order: a response has at most one reasoning item and
+    one message item, as the object of a non-streamed one has (`output_items`), so a server
+    that alternates reasoning and text (or sends both in one chunk) adds to the same two
+    items rather than opening one at every switch; and a call's arguments may come after
+    the next call, text or reasoning began (servers that stream parallel calls side by side,
+    or name all their calls before any arguments), each fragment going to its own call's
+    item. A call given no arguments gets its `{}` when the run ends (the provider's)."""
 
     def __init__(self, head: ResponseHead) -> None:
         self.head = head
@@ -683,10 +683,9 @@ class ResponseEvents:
         )
 
     def _add(self, kind: str, item: dict[str, Any]) -> tuple[bytes, _OpenItem]:
-        out = self._close_calls() if kind == "function_call" else b""
         opened = _OpenItem(self._next_index, item, kind)
         self._next_index += 1
-        out += self._event("response.output_item.added", output_index=opened.output_index,
+        out = self._event("response.output_item.added", output_index=opened.output_index,
                            item=item)  # fmt: skip
         if kind == "message":
             out += self._part_event(opened, "response.content_part.added", output_text_part(""))
@@ -705,23 +704,22 @@ class ResponseEvents:
         )
 
     def content(self, delta: str) -> bytes:
-        out = self._close_calls() if self._calls else b""  # once per token: no sort
+        self._produced = True
         if self._message is None:
             added, self._message = self._add(
                 "message", message_item(_item_id("msg"), "", IN_PROGRESS)
             )
-            out += added
-        self._produced = True
-        return out + self._delta(self._message, "response.output_text.delta", delta, logprobs=[])
+            return added + self._delta(self._message, "response.output_text.delta", delta,
+                                       logprobs=[])  # fmt: skip
+        return self._delta(self._message, "response.output_text.delta", delta, logprobs=[])
 
     def reasoning(self, delta: str) -> bytes:
-        out = self._close_calls() if self._calls else b""  # once per token: no sort
         if self._reasoning is None:
             added, self._reasoning = self._add(
                 "reasoning", reasoning_item(_item_id("rs"), "", IN_PROGRESS)
             )
-            out += added
-        return out + self._delta(self._reasoning, "response.reasoning_text.delta", delta)
+            return added + self._delta(self._reasoning, "response.reasoning_text.delta", delta)
+        return self._delta(self._reasoning, "response.reasoning_text.delta", delta)
 
     def _delta(self, item: _OpenItem, kind: str, delta: str, **extra: Any) -> bytes:
         item.pieces.append(delta)
@@ -743,7 +741,7 @@ class ResponseEvents:
     def tool_call_arguments(self, index: int, delta: str) -> bytes:
         item = self._calls.get(index)
         if item is None:
-            return b""  # a call already closed: the server moved on to another item
+            return b""  # the run sends only those of a call started: not reached
         item.pieces.append(delta)
         return self._event(
             "response.function_call_arguments.delta",
@@ -760,17 +758,6 @@ class ResponseEvents:
         self._calls.clear()
         out = b"".join(self._close_item(item, status) for item in sorted(items, key=_output_index))
         self.output = [self._closed[index] for index in sorted(self._closed)]
-        return out
-
-    def _close_calls(self) -> bytes:
-        """The open calls that have arguments closed, in output order, up to the first that
-        has none yet (it stays open, and the calls after it)."""
-        out = b""
-        for index, call in sorted(self._calls.items(), key=lambda pair: pair[1].output_index):
-            if not call.pieces:
-                break
-            del self._calls[index]
-            out += self._close_item(call, COMPLETED)
         return out
 
     def _close_item(self, item: _OpenItem, status: str) -> bytes:

@@ -300,6 +300,43 @@ class TestFunctionToolLoop:
             [fc] = [item for item in response.output if item.type == "function_call"]
             assert (fc.call_id, fc.arguments) == ("call_t", "{}")
 
+    async def test_arguments_that_come_after_the_next_call_began_reach_their_call(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        """Servers that stream parallel calls side by side: a fragment of the first call
+        after the second began is in the stream, and in the streamed final object, as in
+        the non-streamed one."""
+
+        def call(index: int, arguments: str, name: str | None = None) -> dict[str, Any]:
+            fragment: dict[str, Any] = {"index": index, "function": {"arguments": arguments}}
+            if name is not None:
+                fragment.update(id=f"call_{index}", type="function")
+                fragment["function"]["name"] = name
+            return {"tool_calls": [fragment]}
+
+        chunks = openai_sse(
+            call(0, '{"city":', "get_weather"),
+            call(1, '{"city":"Rome"}', "get_weather"),
+            call(0, '"Oslo"}'),
+        )
+        upstream.script(Raw((chunks,)), Raw((chunks,)))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            async with sdk.responses.stream(model="openclaw", input="x", tools=[WEATHER]) as s:
+                pieces: dict[int, str] = {}
+                async for event in s:
+                    if event.type == "response.function_call_arguments.delta":
+                        pieces[event.output_index] = pieces.get(event.output_index, "") + (
+                            event.delta
+                        )
+                streamed = await s.get_final_response()
+            created = await sdk.responses.create(model="openclaw", input="x", tools=[WEATHER])
+        whole = [("call_0", '{"city":"Oslo"}'), ("call_1", '{"city":"Rome"}')]
+        for response in (streamed, created):
+            calls = [item for item in response.output if item.type == "function_call"]
+            assert [(c.call_id, c.arguments) for c in calls] == whole
+        assert pieces == {0: whole[0][1], 1: whole[1][1]}
+
     async def test_the_whole_history_resent_without_previous_response_id(
         self, sdk: AsyncOpenAI
     ) -> None:

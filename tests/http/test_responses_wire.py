@@ -207,23 +207,27 @@ class TestOutput:
         ]
         assert numbers == list(range(9))
 
-    def test_a_call_with_arguments_closes_when_the_next_call_starts(self) -> None:
-        """OpenAI's order: one call after the other, each closed before the next opens."""
+    def test_calls_close_in_output_order_when_the_run_ends(self) -> None:
+        """A call's arguments may still come after the next call began: every item stays
+        open until the run ends, then all close in output order."""
         events = ResponseEvents(ResponseHead("resp_1", 0, "openclaw", ResponseFields()))
         wire = (
             events.tool_call_start(0, "call_a", "f")
-            + events.tool_call_arguments(0, "{}")
+            + events.tool_call_arguments(0, "{")
             + events.tool_call_start(1, "call_b", "g")
             + events.tool_call_arguments(1, "{}")
+            + events.tool_call_arguments(0, "}")
             + events.finish("tool_calls", Usage(1, 1))[0]
         )
-        kinds = [line.removeprefix(b"event: response.") for line in wire.split(b"\n")]
-        assert [k.decode() for k in kinds if not k.startswith(b"data") and k] == [
-            "output_item.added", "function_call_arguments.delta",
-            "function_call_arguments.done", "output_item.done",
-            "output_item.added", "function_call_arguments.delta",
-            "function_call_arguments.done", "output_item.done", "completed",
+        sent = [json.loads(line[6:]) for line in wire.split(b"\n") if line.startswith(b"data: ")]
+        assert [(e["type"].removeprefix("response."), e.get("output_index")) for e in sent] == [
+            ("output_item.added", 0), ("function_call_arguments.delta", 0),
+            ("output_item.added", 1), ("function_call_arguments.delta", 1),
+            ("function_call_arguments.delta", 0),
+            ("function_call_arguments.done", 0), ("output_item.done", 0),
+            ("function_call_arguments.done", 1), ("output_item.done", 1), ("completed", None),
         ]  # fmt: skip
+        assert [item["arguments"] for item in sent[-1]["response"]["output"]] == ["{}", "{}"]
 
     def test_text_resumed_after_a_call_goes_to_the_one_message(self) -> None:
         """The final output is what a non-streamed answer has: one message, then the call."""
@@ -272,10 +276,11 @@ class TestStreamInvariants:
         """Sequence numbers count every event; items are added at the next output index,
         each event names an item added and not done yet by both index and id; every item
         is done by the end, whose output is the done items in output order: at most one
-        message and one reasoning item."""
+        message and one reasoning item, and each call with every fragment of its arguments."""
         events = ResponseEvents(ResponseHead("resp_1", 0, "openclaw", ResponseFields()))
         wire, started = events.start(), set()
-        for kind, value in steps:
+        arguments: dict[int, str] = {}  # each call's fragments, in order
+        for position, (kind, value) in enumerate(steps):
             if kind == "content":
                 wire += events.content(value)
             elif kind == "reasoning":
@@ -284,7 +289,9 @@ class TestStreamInvariants:
                 started.add(value)
                 wire += events.tool_call_start(value, f"call_{value}", "f")
             elif kind == "arguments" and value in started:
-                wire += events.tool_call_arguments(value, "{}")
+                fragment = f"[{position}]"
+                arguments[value] = arguments.get(value, "") + fragment
+                wire += events.tool_call_arguments(value, fragment)
         if end == "failed":
             wire += events.fail(internal_error())
         else:
@@ -307,6 +314,8 @@ class TestStreamInvariants:
         assert done.keys() == added.keys()
         output = sent[-1]["response"]["output"]
         assert output == [done[index] for index in sorted(done)]
+        calls = {item["call_id"]: item["arguments"] for item in output if "call_id" in item}
+        assert calls == {f"call_{n}": arguments.get(n, "") for n in started}
         kinds = [item["type"] for item in output]
         assert kinds.count("message") <= 1
         assert kinds.count("reasoning") <= 1
