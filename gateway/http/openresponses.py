@@ -1,4 +1,5 @@
-"""`/v1/responses` (OpenResponses): create a response, stream it, fetch or delete a stored one.
+"""`/v1/responses` (OpenResponses): create a response, stream it, fetch or delete a stored one
+(cancel is refused: none is a background response).
 
 Enabled by `gateway.http.endpoints.responses.enabled`, with chat completions' auth, agent
 selection, session headers, image limits, error shape and CORS (gateway/http/common.py), and its
@@ -80,6 +81,7 @@ from gateway.http.openresponses_wire import (
     previous_response_not_found,
     response_body,
     response_in_progress,
+    response_not_cancellable,
     response_not_found,
     validate_request,
 )
@@ -104,6 +106,7 @@ def register(app: web.Application) -> None:
     app[RUNNING] = {}
     add_route(app, "/v1/responses", create_response)
     add_route(app, "/v1/responses/{response_id}", stored_response)
+    add_route(app, "/v1/responses/{response_id}/cancel", cancel_response)
 
 
 def responses_enabled(config: Config) -> bool:
@@ -412,3 +415,32 @@ async def stored_response(request: web.Request) -> web.StreamResponse:
         body=stored.body.encode(),
         headers={"Content-Type": JSON_CONTENT_TYPE, SESSION_HEADER: stored.key},
     )
+
+
+# -- POST /v1/responses/{id}/cancel ----------------------------------------------------------
+
+
+async def cancel_response(request: web.Request) -> web.StreamResponse:
+    """OpenAI cancels a background response that is queued or running. None is here: a
+    `background` request is answered at once, its client holding the connection, and a
+    client stops a running response by leaving (the run is aborted). So a response known
+    here, running or stored, is a 400 that says why; another id is a 404, as for a GET.
+    Another client's cancel does not abort a response: OpenAI does not cancel foreground
+    responses either."""
+    refused = gate(request, ("POST",), responses_enabled)
+    if refused is not None:
+        return refused
+    response_id = request.match_info["response_id"]
+    if not is_response_id(response_id):
+        return error_answer(request, response_not_found(response_id))
+    if response_id not in request.app[RUNNING]:
+        store = request.app[STATE].store
+        assert store is not None  # open for as long as the app serves requests
+        try:
+            stored = await store.get_response(response_id)
+        except StoreError as exc:
+            log.error("response_lookup_failed", error=str(exc))
+            return error_answer(request, error_reply(exc))  # 503 while a shared store is away
+        if stored is None:
+            return error_answer(request, response_not_found(response_id))
+    return error_answer(request, response_not_cancellable(response_id))

@@ -99,6 +99,16 @@ def response_in_progress(response_id: str, param: str | None = None) -> RequestE
     )
 
 
+def response_not_cancellable(response_id: str) -> RequestError:
+    """OpenAI cancels only background responses; every response here is answered at once
+    (`background: false`), so there is none to cancel."""
+    return bad_request(
+        f"Response with id '{response_id[:MAX_RESPONSE_ID]}' cannot be cancelled: only"
+        " background responses can be, and this gateway answers every response at once"
+        " (background: false)."
+    )
+
+
 def is_response_id(value: str) -> bool:
     """A string that can be looked up: bounded, and storable as UTF-8."""
     return 0 < len(value) <= MAX_RESPONSE_ID and not has_surrogate(value)

@@ -441,6 +441,16 @@ class TestGate:
         assert response.status == 405
         assert response.headers["Allow"] == "POST"
 
+    async def test_get_of_cancel_is_405(self, client: Client) -> None:
+        response = await client.get(f"{RESPONSES}/resp_x/cancel", headers=AUTH)
+        assert response.status == 405
+        assert response.headers["Allow"] == "POST"
+
+    async def test_cancel_is_404_while_the_endpoint_is_off(self, gateway: MakeClient) -> None:
+        client = await gateway()
+        response = await client.post(f"{RESPONSES}/resp_x/cancel", headers=AUTH)
+        assert response.status == 404
+
     async def test_a_cors_preflight_allows_delete(self, gateway: MakeClient) -> None:
         cors = {"gateway": {"http": {"cors": {"allowedOrigins": ["https://app.example"]}}}}
         client = await gateway(merged(RESPONSES_ON, cors))

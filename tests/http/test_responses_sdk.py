@@ -565,3 +565,50 @@ class TestARunningResponse:
             with pytest.raises(openai.NotFoundError):
                 await sdk.responses.retrieve(created.response.id)
             [_ async for _ in stream]
+
+
+class TestCancel:
+    """`POST /v1/responses/{id}/cancel` cancels a background response at OpenAI; this
+    gateway answers every response at once (`background: false`), so none can be."""
+
+    async def test_cancelling_a_response_is_a_clear_refusal(self, sdk: AsyncOpenAI) -> None:
+        created = await sdk.responses.create(model="openclaw", input="hi", background=True)
+        with pytest.raises(openai.BadRequestError) as caught:
+            await sdk.responses.cancel(created.id)
+        assert caught.value.body == {
+            "message": f"Response with id '{created.id}' cannot be cancelled: only background"
+            " responses can be, and this gateway answers every response at once"
+            " (background: false).",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": None,
+        }
+        fetched = await sdk.responses.retrieve(created.id)
+        assert fetched.model_dump() == created.model_dump()
+
+    async def test_cancelling_an_unknown_response_is_response_not_found(
+        self, sdk: AsyncOpenAI
+    ) -> None:
+        with pytest.raises(openai.NotFoundError) as caught:
+            await sdk.responses.cancel("resp_nope")
+        assert caught.value.body == {
+            "message": "Response with id 'resp_nope' not found.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "response_not_found",
+        }
+
+    async def test_a_running_response_is_refused_and_runs_on(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        """Its own client stops it by leaving; another's cancel does not."""
+        upstream.script(Stream(("One", " two."), delay=0.3))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            stream = await sdk.responses.create(model="openclaw", input="count", stream=True)
+            created = await anext(aiter(stream))
+            assert created.type == "response.created"
+            with pytest.raises(openai.BadRequestError):
+                await sdk.responses.cancel(created.response.id)
+            rest = [event.type async for event in stream]
+        assert rest[-1] == "response.completed"
