@@ -40,6 +40,13 @@ NO_EMBEDDING_MODEL = (
     " or name one in the `x-openclaw-model` header."
 )
 INPUT_TYPE_MESSAGE = "`input` must be a string or an array of strings."
+# Token arrays are the tokens of one tokenizer (tiktoken's, from most clients), which the model
+# behind the gateway may not read: refused, as OpenClaw does, saying how to send text instead
+# to the client that sends them by default.
+TOKENS_MESSAGE = (
+    "`input` must be text: token arrays are not taken, as their tokens depend on the model"
+    " (LangChain's OpenAIEmbeddings sends text with check_embedding_ctx_length=False)."
+)
 
 
 @attrs.frozen
@@ -52,6 +59,15 @@ class EmbeddingsFields:
 
 def _input_error(message: str) -> RequestError:
     return bad_request(message, "input")
+
+
+def _is_token(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_tokens(item: Any) -> bool:
+    """An item of `input` that is a token or an array of tokens (the first ones tell)."""
+    return _is_token(item) or (isinstance(item, list) and bool(item) and _is_token(item[0]))
 
 
 def validate_embeddings(body: Mapping[str, Any]) -> EmbeddingsFields:
@@ -72,8 +88,7 @@ def validate_embeddings(body: Mapping[str, Any]) -> EmbeddingsFields:
     total = 0
     for index, text in enumerate(inputs):
         if not isinstance(text, str):
-            # Token arrays (lists of integers) are model-specific: refused, as OpenClaw does.
-            raise _input_error(INPUT_TYPE_MESSAGE)
+            raise _input_error(TOKENS_MESSAGE if _is_tokens(text) else INPUT_TYPE_MESSAGE)
         if not text:
             raise _input_error(f"`input[{index}]` is empty.")
         if len(text) > MAX_INPUT_CHARS:

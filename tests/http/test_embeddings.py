@@ -355,7 +355,7 @@ class TestUpstream:
 WRONG_FIELDS: list[tuple[dict[str, Any], dict[str, Any]]] = [
     ({}, error("Missing `input`.", "input")),
     ({"input": 3}, error("`input` must be a string or an array of strings.", "input")),
-    ({"input": [1, 2]}, error("`input` must be a string or an array of strings.", "input")),
+    ({"input": [{"a": 1}]}, error("`input` must be a string or an array of strings.", "input")),
     ({"input": []}, error("`input` must not be empty.", "input")),
     ({"input": ["a", ""]}, error("`input[1]` is empty.", "input")),
     (

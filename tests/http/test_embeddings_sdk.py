@@ -4,6 +4,7 @@ a fake OpenAI-compatible upstream (a real HTTP server) that computes determinist
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import openai
 import pytest
@@ -77,3 +78,21 @@ class TestEmbeddingsCreate:
             "param": "input",
             "code": None,
         }
+
+    @pytest.mark.parametrize("tokens", [[9906, 1917], [[9906, 1917], [15339]]])
+    async def test_token_arrays_are_refused_saying_how_to_send_text(
+        self, sdk: AsyncOpenAI, upstream: FakeOpenAI, tokens: Any
+    ) -> None:
+        """What LangChain's `OpenAIEmbeddings` sends by default (tiktoken's tokens): the
+        model behind the gateway may read other tokens, so text is asked for, by name."""
+        with pytest.raises(openai.BadRequestError) as caught:
+            await sdk.embeddings.create(model="openclaw", input=tokens)
+        assert caught.value.body == {
+            "message": "`input` must be text: token arrays are not taken, as their tokens"
+            " depend on the model (LangChain's OpenAIEmbeddings sends text with"
+            " check_embedding_ctx_length=False).",
+            "type": "invalid_request_error",
+            "param": "input",
+            "code": None,
+        }
+        assert upstream.requests == []
