@@ -422,9 +422,25 @@ def _call_id(item: Mapping[str, Any], path: str) -> str:
     return call_id
 
 
+def _joined(
+    first: str | list[dict[str, Any]], second: str | list[dict[str, Any]]
+) -> str | list[dict[str, Any]]:
+    """Two contents of one message, one after the other, as one."""
+    if isinstance(first, str) and isinstance(second, str):
+        return first + second
+
+    def parts(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if isinstance(content, list):
+            return content
+        return [{"type": "text", "text": content}] if content else []
+
+    return parts(first) + parts(second)
+
+
 def input_messages(value: Any, instructions: str | None) -> list[dict[str, Any]]:
     """`instructions` and the `input` items as chat-completions messages. Consecutive
-    `function_call` items become the `tool_calls` of one assistant message."""
+    `function_call` items become the `tool_calls` of one assistant message, with the
+    assistant `message` item that follows them, if any."""
     messages: list[dict[str, Any]] = []
     if instructions:
         messages.append({"role": "system", "content": instructions})
@@ -444,7 +460,15 @@ def input_messages(value: Any, instructions: str | None) -> list[dict[str, Any]]
             role = item.get("role")
             if not isinstance(role, str) or role not in _ROLES:
                 raise _invalid_item(f"{path}.role", '"user", "assistant", "system" or "developer"')
-            messages.append({"role": role, "content": _content_parts(item.get("content"), path)})
+            said = _content_parts(item.get("content"), path)
+            last = messages[-1] if messages else None
+            if role == "assistant" and last is not None and last.get("tool_calls"):
+                # The text of a turn whose calls came first (a response's items are in the
+                # order the model began them): one assistant message with its calls, so
+                # that their results follow them, as every upstream wants.
+                last["content"] = _joined(last["content"], said)
+                continue
+            messages.append({"role": role, "content": said})
         elif kind == "function_call":
             call_id = _call_id(item, path)
             name, arguments = item.get("name"), item.get("arguments")

@@ -352,6 +352,31 @@ class TestFunctionToolLoop:
         second = await sdk.responses.create(model="openclaw", input=history, tools=[WEATHER])
         assert second.output_text == "[turn 1] get_weather: rainy"
 
+    async def test_an_output_that_calls_before_its_text_can_be_sent_back_whole(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        """A server that calls first, then writes: the output's items are in that order,
+        and sent back as `input` they are one assistant message with its calls, followed
+        by the results, as every upstream wants them."""
+        chunks = openai_sse({"tool_calls": [CLOCK_CALL]}, {"content": "Checking."})
+        upstream.script(Raw((chunks,)), Stream(("Noon.",)))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            ask: list[Any] = [{"role": "user", "content": "time?"}]
+            first = await sdk.responses.create(model="openclaw", input=ask, tools=[CLOCK])
+            assert [item.type for item in first.output] == ["function_call", "message"]
+            history = [
+                *ask,
+                *(item.model_dump(exclude_none=True) for item in first.output),
+                {"type": "function_call_output", "call_id": "call_t", "output": "12:00"},
+            ]
+            second = await sdk.responses.create(model="openclaw", input=history, tools=[CLOCK])
+        assert second.output_text == "Noon."
+        sent = upstream.last.body["messages"]
+        assert [m["role"] for m in sent] == ["user", "assistant", "tool"]
+        assert sent[1]["content"] == "Checking."
+        assert [c["id"] for c in sent[1]["tool_calls"]] == ["call_t"]
+
     async def test_against_an_openai_compatible_upstream(
         self, gateway: MakeClient, upstream: FakeOpenAI
     ) -> None:

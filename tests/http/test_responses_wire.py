@@ -154,6 +154,22 @@ class TestInput:
             ChatMessage("tool", "A", tool_call_id="c1"),
         )  # fmt: skip
 
+    @pytest.mark.parametrize("content", ["calling", [{"type": "output_text", "text": "calling"}]])
+    def test_the_assistant_message_after_its_calls_joins_them(self, content: Any) -> None:
+        """The items of a response whose calls came before its text, sent back whole."""
+        items = [
+            {"role": "user", "content": "go"},
+            {"type": "function_call", "call_id": "c1", "name": "a", "arguments": "{}"},
+            {"type": "message", "role": "assistant", "content": content},
+            {"type": "function_call_output", "call_id": "c1", "output": "A"},
+        ]
+        conversation = build_input(items, None, LIMITS)
+        assert conversation.messages == (
+            ChatMessage("user", "go"),
+            ChatMessage("assistant", "calling", tool_calls=(ToolCall("c1", "a", "{}"),)),
+            ChatMessage("tool", "A", tool_call_id="c1"),
+        )
+
     @pytest.mark.parametrize(
         ("value", "message"),
         [
