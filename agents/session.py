@@ -506,6 +506,10 @@ class AgentSession:
             context_start = inputs.replaces_history
             # A history that replaces the session's: as much of it as later turns replay.
             stored = stored_part(new, config.history_limit) if context_start else new
+            if context_start and not request.stateless:
+                # The model is given it as any turn: the current one after `historyLimit`
+                # turns (a stateless request, never replayed, is given all it sent).
+                new = stored_part(new, config.history_limit + 1)
         else:
             new = (ChatMessage("user", request.text, request.images),)
             history = replay_before(window.chats, new) if window is not None else ()

@@ -31,10 +31,11 @@ on every request, while a named session already holds what came before. The rule
    question edited), which diverges from a session that holds a reply (rule 4).
 4. Not found although the client sent assistant messages: the histories diverged (an edited
    or regenerated turn, a session reset or pruned under a live chat). The client's history
-   is the truth for this turn: the model gets it alone, and it is stored, marked as a
-   context start, so later turns replay from there and never the diverged past. Only as
-   much of it is stored as a later turn replays (`stored_part`): a long chat edited again and
-   again would otherwise store itself whole each time.
+   is the truth for this turn: the model gets it alone, as far back as any turn's context
+   goes (session.py), and it is stored, marked as a context start, so later turns replay
+   from there and never the diverged past. Only as much of it is stored as a later turn
+   replays (`stored_part`): a long chat edited again and again would otherwise store itself
+   whole each time.
 
 An empty reply is stored (it is the session's last assistant message) but never replayed;
 a client shows it as the gateway's placeholder, which the HTTP layer reads back as an empty

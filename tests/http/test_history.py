@@ -161,8 +161,8 @@ class TestADivergedChatIsStoredOnce:
             chat[5] = {"role": "assistant", "content": "A3, corrected"}
             chat.append({"role": "user", "content": "Q5"})
             chat.append({"role": "assistant", "content": await ask(sdk, chat, headers)})
-            # The model got the client's chat, whole.
-            assert [c for _, c in contents(upstream)] == [m["content"] for m in chat[:-1]]
+            # The model got the client's chat, as far back as any turn goes.
+            assert [c for _, c in contents(upstream)] == [m["content"] for m in chat[4:-1]]
             chat.append({"role": "user", "content": "Q6"})
             await ask(sdk, chat, headers)
         stored = await stored_messages(client, "agent:main:chat")
@@ -582,3 +582,40 @@ class TestARefusedTurn:
                         user="alice",
                     )
         assert [c for _, c in contents(upstream)] == ["Q1", "A1", "Q2", "Q3"]
+
+
+class TestADivergedChatIsCutToTheLimit:
+    """A chat that diverged is given to the model as any turn of the session is: its current
+    turn after the `historyLimit` user turns before it (not the whole chat)."""
+
+    async def test_the_model_gets_the_last_turns_of_a_diverged_chat(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        upstream.script(*(Stream((f"A{n}",)) for n in range(1, 5)))
+        settings = merged(fake_provider(upstream), {"agents": {"defaults": {"historyLimit": 2}}})
+        client = await gateway(settings)
+        chat: list[Any] = []
+        async with sdk_for(client) as sdk:
+            for question in ("Q1", "Q2", "Q3"):
+                chat.append({"role": "user", "content": question})
+                chat.append({"role": "assistant", "content": await ask(sdk, chat, WEBUI)})
+            chat[3] = {"role": "assistant", "content": "A2, edited"}
+            chat.append({"role": "user", "content": "Q4"})
+            await ask(sdk, chat, WEBUI)
+        assert [c for _, c in contents(upstream)] == ["Q2", "A2, edited", "Q3", "A3", "Q4"]
+
+    async def test_a_stateless_request_is_given_whole(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        settings = merged(fake_provider(upstream), {"agents": {"defaults": {"historyLimit": 1}}})
+        client = await gateway(settings)
+        chat = [
+            {"role": "user", "content": "Q1"},
+            {"role": "assistant", "content": "A1"},
+            {"role": "user", "content": "Q2"},
+            {"role": "assistant", "content": "A2"},
+            {"role": "user", "content": "Q3"},
+        ]
+        async with sdk_for(client) as sdk:
+            await ask(sdk, chat, {})
+        assert [c for _, c in contents(upstream)] == ["Q1", "A1", "Q2", "A2", "Q3"]
