@@ -20,10 +20,12 @@ history continues from (agents/transcript.py): a client that drops or edits the 
 question continues the session, and one that sends it again has it given to the model once.
 A client history the upstream refused does not replace the session's (it is stored without
 the context start mark), nor is an assistant message of it the session's last reply.
-A refused turn still counts among the window's `historyLimit` user turns, as the store cuts
-the window. Other failures (401, 403, 429, 5xx, timeouts, a broken connection) say nothing
-about the messages: their turns are replayed as any (agents/transcript.py on retried turns),
-unless an earlier model of the chain refused them (agents/session.py).
+Nor is a refused turn one of the window's `historyLimit` user turns (`SQL_RECENT_TURNS`):
+the window reaches back past it, however many user messages it holds. Other failures (401,
+403, 429, 5xx, timeouts, a broken connection) say nothing about the messages: their turns
+are replayed as any (agents/transcript.py on retried turns), unless an earlier model of the
+chain refused them (agents/session.py). A refused turn stored before replies were marked so
+is replayed, and counts, as any failed one.
 As a call cut off in its arguments (`replayed`), only the model's context: the transcript
 keeps it, and `chat.history` shows it.
 """
@@ -51,12 +53,14 @@ _ENTRY_OVERHEAD_BYTES = 400
 
 def window_start(messages: Sequence[StoredMessage], user_turns: int) -> int:
     """Where `SQL_RECENT_TURNS` starts in `messages`, a transcript's messages from some point
-    on that hold its window: at the `user_turns`-th last user message (the first message when
-    there are fewer), or at the last context start when that comes later."""
+    on that hold its window: at the `user_turns`-th last user message of a turn not refused
+    (the first message when there are fewer), or at the last context start when that comes
+    later. (A turn is written whole: `messages` hold the reply of each user message's turn.)"""
+    refused = {m.run_id for m in messages if m.refused}
     start = 0
     seen = 0
     for index in range(len(messages) - 1, -1, -1):
-        if messages[index].role == "user":
+        if messages[index].role == "user" and messages[index].run_id not in refused:
             seen += 1
             if seen == user_turns:
                 start = index

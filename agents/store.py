@@ -273,13 +273,22 @@ SQL_NOT_REFUSED = (
     " WHERE r.session_id = m.session_id AND r.seq > m.seq AND r.run_id = m.run_id"
     f" AND r.role = 'assistant' AND {_refused_sql('r')})"
 )
-# The messages of the last N user turns: everything from the N-th last user message on,
-# but nothing before the last context start (a turn whose client history replaced ours).
+# A user message `m` of no refused turn. Its turn's reply is the first message after it with
+# a stop reason (a client's assistant messages stored with it have none): one index step
+# from `m`, where matching the run id alone would read every later message of the session.
+SQL_USER_NOT_REFUSED = (
+    f"(SELECT r.run_id = m.run_id AND {_refused_sql('r')} FROM messages r"
+    " WHERE r.session_id = m.session_id AND r.seq > m.seq AND r.stop_reason IS NOT NULL"
+    " ORDER BY r.seq LIMIT 1) IS NOT TRUE"
+)
+# The messages of the last N user turns: everything from the N-th last user message on
+# (a turn the upstream refused, which is not replayed, is none of them), but nothing before
+# the last context start (a turn whose client history replaced ours).
 SQL_RECENT_TURNS = f"""
 SELECT {_MESSAGE_COLUMNS} FROM messages
 WHERE session_id = :sid AND seq >= MAX(
-    COALESCE((SELECT seq FROM messages WHERE session_id = :sid AND role = 'user'
-              ORDER BY seq DESC LIMIT 1 OFFSET :skip), 0),
+    COALESCE((SELECT seq FROM messages AS m WHERE session_id = :sid AND role = 'user'
+              AND {SQL_USER_NOT_REFUSED} ORDER BY seq DESC LIMIT 1 OFFSET :skip), 0),
     COALESCE((SELECT seq FROM messages WHERE session_id = :sid AND context_start = 1
               ORDER BY seq DESC LIMIT 1), 0))
 ORDER BY seq

@@ -50,6 +50,7 @@ from agents.store import (
     _SESSION_ROW_BYTES,
     PRUNE_BATCH,
     SQL_NOT_REFUSED,
+    SQL_USER_NOT_REFUSED,
     DailyUsage,
     History,
     SessionPage,
@@ -283,8 +284,8 @@ RETURNING {_SESSION_COLUMNS}
 SQL_RECENT_TURNS = f"""
 SELECT {_MESSAGE_COLUMNS} FROM messages
 WHERE session_id = $1 AND seq >= GREATEST(
-    COALESCE((SELECT seq FROM messages WHERE session_id = $1 AND role = 'user'
-              ORDER BY seq DESC LIMIT 1 OFFSET $2), 0),
+    COALESCE((SELECT seq FROM messages AS m WHERE session_id = $1 AND role = 'user'
+              AND {SQL_USER_NOT_REFUSED} ORDER BY seq DESC LIMIT 1 OFFSET $2), 0),
     COALESCE((SELECT seq FROM messages WHERE session_id = $1 AND context_start
               ORDER BY seq DESC LIMIT 1), 0))
 ORDER BY seq

@@ -111,9 +111,9 @@ class TestARefusedTurn:
         grown = kept.extended(refused_turn(5, "r3")).extended(
             (message(8, "user", "new"), message(9, "assistant", "reply"))
         )
-        # The store's window: from the 2nd last user message, the refused one.
-        assert [m.seq for m in grown.stored] == [6, 7, 8, 9]
-        assert [m.text for m in grown.messages] == ["new", "reply"]
+        # The store's window: from the 2nd last user message of a turn not refused.
+        assert [m.seq for m in grown.stored] == [3, 4, 5, 6, 7, 8, 9]
+        assert [m.text for m in grown.messages] == ["x3", "x4", "new", "reply"]
         assert grown.kept == SessionHistory.of("sid", 2, grown.stored).kept
         assert grown.before(grown.stored[-1]) == grown.stored[-2]
 

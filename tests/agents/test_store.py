@@ -940,6 +940,21 @@ class TestToolMessages:
         assert [m.text for m in recent] == ["u1", "a1", "u2", "[turn 1] hello there"]
         assert recent[0].context_start and not any(m.context_start for m in recent[1:])
 
+    async def test_a_refused_turn_is_not_one_of_the_last_turns(self, store: SessionStore) -> None:
+        """A turn the upstream refused is not replayed (agents/history.py): it does not take
+        the place of one that is, however many user messages it holds."""
+        row, _ = await store.create(KEY, "main", 100)
+        await store.append_turn(turn(row, "r1", user_text="u1"))
+        await store.append_turn(turn(row, "r2", user_text="bad", **REFUSED))
+        history = tuple(ChatMessage("user", f"h{i}") for i in range(3))
+        await store.append_turn(turn(row, "r3", inputs=history, **REFUSED))
+        await store.append_turn(turn(row, "r4", user_text="u4", **FAILED))
+        recent = await store.recent_turns(row.session_id, 2)
+        assert [m.run_id for m in recent if m.role == "user"] == ["r1", "r2", *["r3"] * 3, "r4"]
+        recent, last = await store.replay(row.session_id, 1)
+        assert [m.run_id for m in recent if m.role == "user"] == ["r4"]
+        assert last is not None and last.run_id == "r4"
+
     async def test_replay_gives_the_last_assistant_message(self, store: SessionStore) -> None:
         row, _ = await store.create(KEY, "main", 100)
         await store.append_turn(turn(row, "r1", assistant_text="first"))

@@ -567,6 +567,44 @@ class TestARefusedTurn:
         stored = await stored_messages(client, WEBUI_KEY)
         assert [m.text for m in stored if m.context_start] == ["Q1, edited"]
 
+    async def test_a_refused_turn_is_not_one_of_the_history_limit_turns(
+        self, gateway: MakeClient, refusing: RefusingUpstream
+    ) -> None:
+        refusing.script(Stream(("A1",)), Stream(("A3",)), Stream(("A4",)))
+        settings = merged(fake_provider(refusing), {"agents": {"defaults": {"historyLimit": 1}}})
+        client = await gateway(settings)
+        async with sdk_for(client) as sdk:
+            assert await as_alice(sdk, "Q1") == "A1"
+            with pytest.raises(openai.APIStatusError):
+                await as_alice(sdk, f"Q2 {MARKER}")
+            assert await as_alice(sdk, "Q3") == "A3"
+            assert [c for _, c in contents(refusing)] == ["Q1", "A1", "Q3"]
+            await as_alice(sdk, "Q4")
+        assert [c for _, c in contents(refusing)] == ["Q3", "A3", "Q4"]
+
+    async def test_a_refused_chat_takes_no_turn_of_the_window_from_a_new_process(
+        self, gateway: MakeClient, refusing: RefusingUpstream
+    ) -> None:
+        """A diverged chat the upstream refused holds many user messages, all of one refused
+        turn; the window read from the store reaches back past them."""
+        refusing.script(Stream(("A1",)), Stream(("A2",)), Stream(("A3",)))
+        settings = merged(fake_provider(refusing), {"agents": {"defaults": {"historyLimit": 2}}})
+        client = await gateway(settings)
+        chat: list[Any] = []
+        async with sdk_for(client) as sdk:
+            for question in ("Q1", "Q2"):
+                chat.append({"role": "user", "content": question})
+                chat.append({"role": "assistant", "content": await ask(sdk, chat, WEBUI)})
+            edited = [{"role": "user", "content": f"Q1 {MARKER}"}, *chat[1:]]
+            edited.append({"role": "user", "content": "Q3"})
+            with pytest.raises(openai.APIStatusError):
+                await ask(sdk, edited, WEBUI)
+        await client.close()
+        client = await gateway(settings)  # the same state dir, nothing kept in memory
+        async with sdk_for(client) as sdk:
+            await ask(sdk, [*chat, {"role": "user", "content": "Q3"}], WEBUI)
+        assert [c for _, c in contents(refusing)] == ["Q1", "A1", "Q2", "A2", "Q3"]
+
     @pytest.mark.parametrize("status", [500, 429, 401])
     async def test_a_turn_that_failed_otherwise_stays_in_the_context(
         self, gateway: MakeClient, upstream: FakeOpenAI, status: int
