@@ -40,6 +40,7 @@ import attrs
 
 from agents.providers.base import ChatMessage, StopReason, ToolCall
 from agents.store import StoredMessage
+from agents.transcript import CutShort, Replayed
 
 # About what the replayed histories of a few hundred active conversations of ordinary
 # length hold; the live sessions themselves are bounded by count (up to 10,000 idle ones),
@@ -96,6 +97,20 @@ def replayed(message: StoredMessage) -> ChatMessage | None:
     return chat
 
 
+def replay_entry(message: StoredMessage) -> Replayed:
+    """`replayed`, a reply that did not finish marked so (agents/transcript.py: a turn asked
+    again replaces it)."""
+    chat = replayed(message)
+    if chat is not None and chat.role == "assistant" and cut_short(message):
+        return CutShort(chat)
+    return chat
+
+
+def cut_short(message: StoredMessage) -> bool:
+    """A reply that failed, timed out or was aborted (it may hold part of one)."""
+    return message.stop_reason in _UNFINISHED
+
+
 def _cut_off(call: ToolCall) -> bool:
     """The call's arguments are not a JSON object (as a whole call's always are)."""
     try:
@@ -122,7 +137,7 @@ class SessionHistory:
     user_turns: int  # the `historyLimit` it was cut to
     stored: tuple[StoredMessage, ...]  # oldest first: `recent_turns(session_id, user_turns)`
     kept: tuple[StoredMessage, ...]  # `stored` without the refused turns: the replayed ones
-    chats: tuple[ChatMessage | None, ...]  # `replayed` of each of `kept`
+    chats: tuple[Replayed, ...]  # `replay_entry` of each of `kept`
     size: int  # roughly, in bytes: what the budget counts
 
     @classmethod
@@ -130,7 +145,7 @@ class SessionHistory:
         cls, session_id: str, user_turns: int, stored: tuple[StoredMessage, ...]
     ) -> SessionHistory:
         kept = _unrefused(stored)
-        chats = tuple(replayed(m) for m in kept)
+        chats = tuple(replay_entry(m) for m in kept)
         return cls(session_id, user_turns, stored, kept, chats, _size(chats))
 
     @property
@@ -140,7 +155,9 @@ class SessionHistory:
 
     @property
     def messages(self) -> tuple[ChatMessage, ...]:
-        return tuple(c for c in self.chats if c is not None)
+        return tuple(
+            c.message if isinstance(c, CutShort) else c for c in self.chats if c is not None
+        )
 
     def last_assistant(self) -> StoredMessage | None:
         """The window's last replayed assistant message (None: none in the window, not none
@@ -153,9 +170,9 @@ class SessionHistory:
         index = self._index(message)
         return self.kept[index - 1] if index else None
 
-    def replayed_before(self, message: StoredMessage) -> tuple[ChatMessage | None, ...]:
-        """The window's messages before `message` as replayed (None for an empty reply),
-        oldest first (none when `message` is not in the window)."""
+    def replayed_before(self, message: StoredMessage) -> tuple[Replayed, ...]:
+        """The window's messages before `message` as replayed (`replay_entry`), oldest first
+        (none when `message` is not in the window)."""
         index = self._index(message) or 0
         return self.chats[:index]
 
@@ -175,16 +192,19 @@ class SessionHistory:
         stored = stored[start:]
         new = _unrefused(added)
         kept = self.kept + new
-        chats = self.chats + tuple(replayed(m) for m in new)
+        chats = self.chats + tuple(replay_entry(m) for m in new)
         first = stored[0].seq if stored else 0
         cut = next((i for i, m in enumerate(kept) if m.seq >= first), len(kept))
         kept, chats = kept[cut:], chats[cut:]
         return SessionHistory(self.session_id, self.user_turns, stored, kept, chats, _size(chats))
 
 
-def _size(chats: tuple[ChatMessage | None, ...]) -> int:
+def _size(chats: tuple[Replayed, ...]) -> int:
     return _ENTRY_OVERHEAD_BYTES + sum(
-        _MESSAGE_OVERHEAD_BYTES + (len(c.text) if c is not None else 0) for c in chats
+        _MESSAGE_OVERHEAD_BYTES
+        + (len(c.text) if isinstance(c, ChatMessage) else 0)
+        + (len(c.message.text) if isinstance(c, CutShort) else 0)
+        for c in chats
     )
 
 

@@ -50,7 +50,7 @@ from agents.events import (
     Stream,
     ToolPhase,
 )
-from agents.history import HistoryCache, SessionHistory
+from agents.history import HistoryCache, SessionHistory, cut_short
 from agents.providers.base import (
     ChatMessage,
     Finish,
@@ -71,6 +71,7 @@ from agents.runs import AgentRun, ReplyPart, RunOutcome, RunStatus, TurnRequest,
 from agents.store import SessionRow, StoredMessage, TurnRecord
 from agents.store_protocol import Store
 from agents.transcript import (
+    Replayed,
     new_inputs,
     paired,
     replay_before,
@@ -490,15 +491,18 @@ class AgentSession:
         system = "\n\n".join(p for p in (agent.system_prompt, request.extra_system_prompt) if p)
         if sent:
             last_chat = last.to_chat() if last is not None else None
+            last_cut_short = last is not None and cut_short(last)
             before: ChatMessage | None = None
-            earlier: tuple[ChatMessage | None, ...] = ()
+            earlier: tuple[Replayed, ...] = ()
             if last is not None and window is not None:
                 before_last = window.before(last)
                 if before_last is not None and before_last.images is None:
                     # (A question of images alone is stored with a text its resent copy lacks.)
                     before = before_last.to_chat()
                 earlier = window.replayed_before(last)
-            inputs = new_inputs(last_chat, sent, request.whole_conversation, before, earlier)
+            inputs = new_inputs(
+                last_chat, sent, request.whole_conversation, before, earlier, last_cut_short
+            )
             history: tuple[ChatMessage, ...] = ()
             if window is not None and not inputs.replaces_history:
                 history = replay_before(window.chats, inputs.messages)

@@ -42,13 +42,15 @@ a client shows it as the gateway's placeholder, which the HTTP layer reads back 
 reply, so it is found like any other.
 
 A turn that got no reply (the upstream failed before any text, or it was aborted, or the
-model said nothing) and whose messages the next turn begins with was asked again: a client
+model said nothing), or only part of one (`CutShort`: it failed, timed out or was aborted
+after some text), and whose messages the next turn begins with was asked again: a client
 that sends only its new turn retries it as it was, and one that sends its whole history
 (which holds no reply for it) continues from the reply before (`_retried`), rather than
 diverge and store its history again. Both are stored (the failed turn did happen), but the
-model is given its messages once (`retries_left_out`): a question twice confuses it, and a
-tool result twice for one call is refused by the upstreams. A failed turn with some text is
-context like any reply, and stays.
+model is given its messages once, and no part of a reply to them before the retry's
+(`retries_left_out`): a question twice confuses it, and a tool result twice for one call is
+refused by the upstreams. A part of a reply that the next turn does not ask again (the user
+read it and asked on, or the client sends it back) is context like any reply, and stays.
 
 A turn the upstream refused as a bad request (400, 413, 422) takes no part in any of this:
 it is left out of the replay given here, its reply too (agents/history.py), so a client
@@ -60,7 +62,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -68,6 +70,28 @@ from agents.providers.base import ChatMessage, ToolCall
 
 # pi-ai's text for a call its conversation never answered (OpenClaw gives the model the same).
 NO_RESULT = "No result provided"
+
+
+@attrs.frozen
+class CutShort:
+    """A replayed reply that did not finish, with some text (or calls): the upstream failed,
+    it timed out or was aborted. Given to the model as any reply, unless the turn after it
+    asks again what its turn asked."""
+
+    message: ChatMessage
+
+
+# A replay as the rule reads it: a message, a reply cut short, or None for an empty reply.
+Replayed = ChatMessage | CutShort | None
+
+
+def _unanswered(entry: Replayed) -> bool:
+    """A turn's reply that a retry of the turn replaces: an empty one, or one cut short."""
+    return entry is None or isinstance(entry, CutShort)
+
+
+def _message(entry: Replayed) -> ChatMessage | None:
+    return entry.message if isinstance(entry, CutShort) else entry
 
 
 @attrs.frozen
@@ -122,18 +146,21 @@ def new_inputs(
     sent: tuple[ChatMessage, ...],
     whole_conversation: bool = False,
     before_last: ChatMessage | None = None,
-    earlier: tuple[ChatMessage | None, ...] = (),
+    earlier: tuple[Replayed, ...] = (),
+    last_cut_short: bool = False,
 ) -> TurnInputs:
-    """The rule above; `sent` is the client's conversation, `last_assistant` the session's,
-    `before_last` the session's message before it (None when unknown) and `earlier` its
-    messages before it that the model is given, oldest first, None for an empty reply;
+    """The rule above; `sent` is the client's conversation, `last_assistant` the session's
+    (`last_cut_short`: it did not finish), `before_last` the session's message before it
+    (None when unknown) and `earlier` its replayed messages before it, oldest first;
     `whole_conversation` that the client always sends all of it. An empty reply in `sent`
     (what the client shows for one) is matched like any other, and left out of the inputs:
     no model is given an empty assistant message."""
     if last_assistant is not None:
         found = _after_reply(last_assistant, sent, whole_conversation, before_last, earlier)
         if found is None and _is_empty_reply(last_assistant):
-            found = _retried(sent, whole_conversation, earlier)
+            found = _retried(sent, whole_conversation, earlier, None)
+        elif found is None and last_cut_short:
+            found = _retried(sent, whole_conversation, earlier, CutShort(last_assistant))
         if found is not None:
             return found
     if not any(message.role == "assistant" for message in sent):
@@ -146,7 +173,7 @@ def _after_reply(
     sent: tuple[ChatMessage, ...],
     whole_conversation: bool,
     before: ChatMessage | None,
-    earlier: tuple[ChatMessage | None, ...],
+    earlier: tuple[Replayed, ...],
 ) -> TurnInputs | None:
     """Rule 2 for the session's `reply`, `before` and `earlier` the session's messages before
     it; None when the client's history does not continue from it."""
@@ -162,7 +189,8 @@ def _after_reply(
                 and not same_message(sent[index - 1], before)
             ):
                 return None  # an earlier reply of the same text: rule 4
-            if not _history_agrees(sent[: index + 1], (*earlier, reply), whole_conversation):
+            ours = retries_left_out((*earlier, reply))  # as the model was given them
+            if not _history_agrees(sent[: index + 1], ours, whole_conversation):
                 return None  # an earlier message edited or deleted: rule 4
             # Nothing after it: the client resent what we hold. Its history stands.
             return _inputs(new, False) if new else _inputs(sent, True)
@@ -172,23 +200,25 @@ def _after_reply(
 def _retried(
     sent: tuple[ChatMessage, ...],
     whole_conversation: bool,
-    earlier: tuple[ChatMessage | None, ...],
+    earlier: tuple[Replayed, ...],
+    last: Replayed,
 ) -> TurnInputs | None:
-    """The session's last turn got no reply, which the client does not hold: a client that
-    sends its whole history and asks again what that turn asked continues from the reply
-    before (rule 2), and the model is given the question once (see below). None for any other
-    client history (an edited question has diverged)."""
+    """The session's last turn got no reply or part of one (`last`), which the client does
+    not hold: a client that sends its whole history and asks again what that turn asked
+    continues from the reply before (rule 2), and the model is given the question once (see
+    below). None for any other client history (an edited question has diverged)."""
     for prior in range(len(earlier) - 1, -1, -1):
         reply = earlier[prior]
-        if reply is not None and reply.role == "assistant":
+        if isinstance(reply, ChatMessage) and reply.role == "assistant":
             break
     else:
         return None
     found = _after_reply(reply, sent, whole_conversation, None, earlier[:prior])
     if found is None or found.replaces_history:
         return None
-    # Every turn since that reply got none, and is asked again (`retries_left_out`).
-    if replay_before((*earlier[prior + 1 :], None), found.messages):
+    # Every turn since that reply got none, or part of one, and is asked again
+    # (`retries_left_out`).
+    if replay_before((*earlier[prior + 1 :], last), found.messages):
         return None
     return found
 
@@ -208,7 +238,7 @@ def stored_part(messages: tuple[ChatMessage, ...], user_turns: int) -> tuple[Cha
 
 
 def _history_agrees(
-    sent: tuple[ChatMessage, ...], ours: tuple[ChatMessage | None, ...], whole: bool
+    sent: tuple[ChatMessage, ...], ours: tuple[ChatMessage, ...], whole: bool
 ) -> bool:
     """The client's history `sent` is the session's `ours` (rule 2), both ending with the
     same reply: their replies agree as far back as both go (all of the session's, when the
@@ -261,40 +291,45 @@ def _inputs(messages: tuple[ChatMessage, ...], replaces_history: bool) -> TurnIn
     return TurnInputs(tuple(m for m in messages if not _is_empty_reply(m)), replaces_history)
 
 
-def retries_left_out(chats: Sequence[ChatMessage | None]) -> tuple[ChatMessage, ...]:
-    """`chats`, a replay with None for each empty reply, as the model is given it: without
-    the empty replies, and without the messages of a turn that got one when the turn after
-    it begins with the same messages (asked again, see above)."""
-    if None not in chats:
-        return tuple(c for c in chats if c is not None)
+def retries_left_out(chats: Sequence[Replayed]) -> tuple[ChatMessage, ...]:
+    """`chats`, a replay, as the model is given it: without the empty replies, and without
+    the messages of a turn that got none or one cut short, its part of a reply too, when the
+    turn after it begins with the same messages (asked again, see above)."""
+    if not any(_unanswered(c) for c in chats):
+        return cast(tuple[ChatMessage, ...], tuple(chats))
     out: list[ChatMessage] = []
     inputs: list[ChatMessage] = []  # the current turn's user and tool messages
-    held: list[ChatMessage] = []  # the turn before's, which got no reply
+    held: list[ChatMessage] = []  # the turn before's, which got no reply or part of one
+    part: ChatMessage | None = None  # that part
     for chat in chats:
-        if chat is not None and chat.role != "assistant":
+        if isinstance(chat, ChatMessage) and chat.role != "assistant":
             inputs.append(chat)
             continue
-        if not _repeats(inputs, held):
+        if not (held and _repeats(inputs, held)):
             out.extend(held)
-        if chat is None:
-            held = inputs
+            if part is not None:
+                out.append(part)
+        if _unanswered(chat):
+            held, part = inputs, _message(chat)
         else:
-            held = []
+            held, part = [], None
             out.extend(inputs)
-            out.append(chat)
+            out.append(cast(ChatMessage, chat))
         inputs = []
-    if not _repeats(inputs, held):
+    if not (held and _repeats(inputs, held)):
         out.extend(held)
+        if part is not None:
+            out.append(part)
     out.extend(inputs)
     return tuple(out)
 
 
 def replay_before(
-    chats: Sequence[ChatMessage | None], new: tuple[ChatMessage, ...]
+    chats: Sequence[Replayed], new: tuple[ChatMessage, ...]
 ) -> tuple[ChatMessage, ...]:
     """The replay of `chats` the model is given before a turn of `new` messages, which may
-    ask again what the last turn of `chats` asked and got no reply to."""
-    if not chats or chats[-1] is not None:
+    ask again what the last turn of `chats` asked and got no reply, or part of one, to."""
+    if not chats or not _unanswered(chats[-1]):
         return retries_left_out(chats)
     context = retries_left_out((*chats, *new))
     return context[: len(context) - len(new)]

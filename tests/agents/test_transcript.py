@@ -14,6 +14,7 @@ from agents.registry import SessionRegistry
 from agents.runs import RunOutcome, TurnRequest
 from agents.transcript import (
     NO_RESULT,
+    CutShort,
     TurnInputs,
     new_inputs,
     paired,
@@ -176,7 +177,8 @@ class TestCost:
 
 
 class TestRetries:
-    """A turn that got no reply (None in a replay) asked again by the next one: given once."""
+    """A turn that got no reply (None in a replay), or part of one, asked again by the next
+    one: given once."""
 
     def test_a_question_asked_again_after_no_reply_is_given_once(self) -> None:
         chats = (user("u1"), assistant("a1"), user("u2"), None, user("u2"), assistant("a2"))
@@ -199,6 +201,19 @@ class TestRetries:
     def test_a_reply_with_text_is_context_and_keeps_the_question(self) -> None:
         chats = (user("u1"), assistant("half an ans"), user("u1"))
         assert retries_left_out(chats) == chats
+
+    def test_a_reply_cut_short_and_its_question_asked_again_are_left_out(self) -> None:
+        part = CutShort(assistant("half an ans"))
+        chats = (user("u1"), assistant("a1"), user("u2"), part, user("u2"), assistant("a2"))
+        assert retries_left_out(chats) == (user("u1"), assistant("a1"), user("u2"), assistant("a2"))
+        assert replay_before(chats[:4], (user("u2"),)) == (user("u1"), assistant("a1"))
+
+    def test_a_reply_cut_short_then_another_question_is_context(self) -> None:
+        part = CutShort(assistant("half an ans"))
+        chats = (user("u1"), part, user("go on"), assistant("a2"))
+        expected = (user("u1"), assistant("half an ans"), user("go on"), assistant("a2"))
+        assert retries_left_out(chats) == expected
+        assert replay_before(chats[:2], (user("go on"),)) == expected[:2]
 
 
 def turn(sent: tuple[ChatMessage, ...], **fields: Any) -> TurnRequest:

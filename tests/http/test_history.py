@@ -218,6 +218,65 @@ class TestARetriedTurn:
             ("assistant", "A2", "stop"),
         ]
 
+    async def test_a_question_asked_again_after_a_partial_reply_is_given_once(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        """The upstream failed after part of the reply: the retry replaces the failed turn
+        in the model's context, its part of a reply too, then and later."""
+        partial = Stream(("Part", " of it"), error_after=1)
+        upstream.script(Stream(("A1",)), partial, Stream(("A2",)), Stream(("A3",)))
+        client = await gateway(fake_provider(upstream))
+        async with sdk_for(client) as sdk:
+            await as_alice(sdk, "Q1")
+            with pytest.raises(openai.APIStatusError):
+                await as_alice(sdk, "Q2")
+            await as_alice(sdk, " Q2 ")
+            assert [c for _, c in contents(upstream)] == ["Q1", "A1", "Q2"]
+            await as_alice(sdk, "Q3")
+        assert [c for _, c in contents(upstream)] == ["Q1", "A1", "Q2", "A2", "Q3"]
+        stored = await stored_messages(client, "agent:main:openai-user:alice")
+        assert [(m.role, m.text, m.stop_reason) for m in stored][2:6] == [
+            ("user", "Q2", None),
+            ("assistant", "Part", "error"),
+            ("user", "Q2", None),
+            ("assistant", "A2", "stop"),
+        ]
+
+    async def test_another_question_after_a_partial_reply_keeps_it(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        """The user read the part and asks on: it is context like any reply."""
+        upstream.script(Stream(("A1",)), Stream(("Part", " of it"), error_after=1))
+        client = await gateway(fake_provider(upstream))
+        async with sdk_for(client) as sdk:
+            for question in ("Q1", "Q2", "Go on"):
+                with contextlib.suppress(openai.APIStatusError):
+                    await as_alice(sdk, question)
+        assert [c for _, c in contents(upstream)] == ["Q1", "A1", "Q2", "Part", "Go on"]
+
+    async def test_a_whole_chat_asking_again_after_a_partial_reply_continues_the_session(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        """A chat UI shows the part with the error; its user regenerates the answer: the chat
+        as it was before the failed turn continues the session (it is not stored again)."""
+        partial = Stream(("Part", " of it"), error_after=1)
+        upstream.script(Stream(("A1",)), partial, Stream(("A2",)), Stream(("A3",)))
+        client = await gateway(fake_provider(upstream))
+        chat: list[Any] = [{"role": "user", "content": "Q1"}]
+        async with sdk_for(client) as sdk:
+            chat.append({"role": "assistant", "content": await ask(sdk, chat, WEBUI)})
+            chat.append({"role": "user", "content": "Q2"})
+            with pytest.raises(openai.APIStatusError):
+                await ask(sdk, chat, WEBUI)
+            chat.append({"role": "assistant", "content": await ask(sdk, chat, WEBUI)})
+            assert [c for _, c in contents(upstream)] == ["Q1", "A1", "Q2"]
+            chat.append({"role": "user", "content": "Q3"})
+            await ask(sdk, chat, WEBUI)
+        assert [c for _, c in contents(upstream)] == ["Q1", "A1", "Q2", "A2", "Q3"]
+        stored = await stored_messages(client, WEBUI_KEY)
+        assert not any(m.context_start for m in stored)
+        assert [m.text for m in stored] == ["Q1", "A1", "Q2", "Part", "Q2", "A2", "Q3", "A3"]
+
     async def test_a_tool_result_sent_again_after_a_failed_turn_is_given_once(
         self, gateway: MakeClient, upstream: FakeOpenAI
     ) -> None:

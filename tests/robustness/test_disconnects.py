@@ -234,15 +234,15 @@ class TestCutStreams:
 
             # Each session takes a new turn at once (no lane left locked), and its number
             # counts every stored turn: all started runs, the aborted ones included, but for
-            # those cut before any reply and asked again, word for word, by the next turn,
-            # which the model is given once (agents/transcript.py).
+            # those cut before their reply ended and asked again, word for word, by the next
+            # turn, which the model is given once (agents/transcript.py).
             history = await registry.history(key, 1000)
             roles = [m.role for m in history.messages]
             assert roles == ["user", "assistant"] * started, (key, roles)
             stored_aborted = sum(1 for m in history.messages if m.aborted)
             assert stored_aborted == runs.aborted[key], key
             replies = [m for m in history.messages if m.role == "assistant"]
-            retried = sum(1 for m in replies[:-1] if not m.text)
+            retried = sum(1 for m in replies[:-1] if not m.text or m.stop_reason != "stop")
             body = json.dumps({"messages": [{"role": "user", "content": "next"}]})
             headers = {**AUTH, "x-openclaw-session-key": session}
             response = await exchange(

@@ -287,6 +287,23 @@ class TestAbort:
         }
         await ws.ws.close()
 
+    async def test_the_same_message_sent_again_after_an_abort_is_given_once(
+        self, slow: Gateway
+    ) -> None:
+        """The Control UI's Abort, then Send again: the aborted turn and its part of a reply
+        are stored, but the model is given the message once (echo's turn number counts the
+        user messages it was given)."""
+        ws = await slow.connected()
+        await ws.ok("chat.send", send("slow", SLOW_TEXT, "ab-1"))
+        await ws.event("chat", state="delta")
+        await ws.ok("chat.abort", {"sessionKey": "slow"})
+        aborted = await ws.event("chat", state="aborted")
+        assert aborted["payload"]["message"]["content"][0]["text"]
+        await ws.ok("chat.send", send("slow", SLOW_TEXT, "ab-2"))
+        final = await ws.event("chat", state="final", runId="ab-2")
+        assert final["payload"]["message"]["content"][0]["text"] == f"[turn 1] {SLOW_TEXT}"
+        await ws.ws.close()
+
     async def test_abort_by_run_id_and_its_session(self, slow: Gateway) -> None:
         ws = await slow.connected()
         await ws.ok("chat.send", send("one", SLOW_TEXT, "rid-1"))
