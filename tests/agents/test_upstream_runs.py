@@ -146,7 +146,7 @@ class TestAbort:
         registry = await make_registry(store, ("up1/fake-model",), openai_upstream)
         try:
             first = registry.submit(turn(run_id="run-1"))
-            second = registry.submit(turn(run_id="run-2"))
+            second = registry.submit(turn("and then?", run_id="run-2"))
             async for event in first.subscribe():
                 if event.stream == "assistant":
                     break
@@ -156,7 +156,8 @@ class TestAbort:
         finally:
             await registry.aclose()
         assert (outcome.status, outcome.text) == ("completed", "next")
-        # The second turn's context holds the first (aborted) turn: user, partial assistant.
+        # The second turn's context holds the first (aborted) turn: user, partial assistant
+        # (it asks something else: the same again would replace the aborted turn).
         sent = openai_upstream.requests[1].body["messages"]
         assert [m["role"] for m in sent] == ["user", "assistant", "user"]
 
