@@ -23,6 +23,7 @@ import asyncio
 import base64
 import functools
 import re
+import select
 import socket
 import ssl
 from collections.abc import Callable, Mapping
@@ -180,7 +181,11 @@ class UpstreamClient:
         now = asyncio.get_running_loop().time()
         while idle:
             connection = idle.pop()
-            if not connection.closed and now - connection.parked_at < KEEPALIVE_SECONDS:
+            if (
+                not connection.closed
+                and now - connection.parked_at < KEEPALIVE_SECONDS
+                and not connection.readable()
+            ):
                 return connection
             connection.close()
         return None
@@ -277,6 +282,25 @@ class _Connection(asyncio.Protocol):
         self._bare_bytes = 0
         self.transport.writelines((head, body))  # one send, the body not copied onto the head
         return response
+
+    def readable(self) -> bool:
+        """Whether the socket has something to read, or has failed: on an idle connection,
+        the server's close (or bytes of no response) that the event loop has not handled yet.
+
+        A POST is not retried by this client: when a connection breaks with no response
+        byte, the request may still have reached the server, which may have acted on it (a
+        model billed for a turn), so the failure is the caller's. Only a close known before
+        the request is written is safe to avoid, and this looks for one as a pooled
+        connection is taken (as urllib3 does): the server's FIN or RST already in our
+        kernel. What is left is a close on its way while the request is too; the keep-alive
+        limit (KEEPALIVE_SECONDS) keeps that race away from the servers' idle timeouts."""
+        transport = self.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None:
+            return False
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))  # POLLHUP and POLLERR come whatever was asked
 
     def close(self) -> None:
         if not self.closed:

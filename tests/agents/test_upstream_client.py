@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import gc
+import os
 import shutil
 import socket
 import ssl
 import struct
 import subprocess
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Protocol
@@ -1015,6 +1017,32 @@ class TestKeepAlive:
         released.set()
         await eventually(lambda: client.idle_connections == 0)
         assert await fetch(client, server) == b"def"
+        assert client.connections_made == 2
+
+    async def test_connection_the_server_closed_just_before_reuse_is_not_used(
+        self, serve: Serve, client: UpstreamClient
+    ) -> None:
+        # The server's FIN is in our kernel, but the event loop has not run since (busy
+        # elsewhere): the pool has not heard of the close when the next request takes the
+        # connection.
+        server = await serve(every_request(ok(b"abc")))
+        assert await fetch(client, server) == b"abc"
+        server.peers[0].writer.get_extra_info("socket").shutdown(socket.SHUT_RDWR)
+        time.sleep(0.05)  # blocks the loop on purpose: the FIN arrives, unseen
+        assert await fetch(client, server) == b"abc"
+        assert client.connections_made == 2
+        assert [len(peer.requests) for peer in server.peers] == [1, 1]
+
+    async def test_connection_with_stray_bytes_waiting_is_not_reused(
+        self, serve: Serve, client: UpstreamClient
+    ) -> None:
+        # Bytes the server sent after its answer, not read yet: that connection cannot tell
+        # its next response from them.
+        server = await serve(every_request(ok(b"abc")))
+        assert await fetch(client, server) == b"abc"
+        os.write(server.peers[0].writer.get_extra_info("socket").fileno(), b"HTTP/1.1 200 OK\r\n")
+        time.sleep(0.05)
+        assert await fetch(client, server) == b"abc"
         assert client.connections_made == 2
 
     async def test_concurrent_posts_use_two_connections(
