@@ -497,6 +497,12 @@ class UpstreamResponse:
         self.reusable = False
         self._connection.release(self)
 
+    def abort(self, error: BaseException) -> None:
+        """Fail the response with `error` (raised to its reader) and close its connection:
+        the reader's own watchdog gave up on it."""
+        self.fail(error)
+        self._connection.close()
+
     def _done(self) -> None:
         self._stop_timer()
         # Nobody reads the error after this. Kept, once raised its traceback (whose frames

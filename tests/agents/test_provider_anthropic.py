@@ -566,6 +566,22 @@ class TestFailures:
             await collect(provider, anthropic_upstream)
         assert 0.25 < time.monotonic() - began < 1.0
 
+    async def test_ping_events_alone_time_out_with_no_reply_progress(
+        self, http: UpstreamClient, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        provider = AnthropicMessagesProvider(http, Timeouts(connect=1, idle=0.3, progress=0.5))
+        ping = events(("ping", {"type": "ping"}))
+        anthropic_upstream.script(Raw((events(start(), text("a")), *(ping,) * 60), delay=0.05))
+        got: list[ProviderEvent] = []
+        began = time.monotonic()
+        with pytest.raises(UpstreamTimeout):
+            await provider.stream(
+                provider_request(anthropic_upstream.provider_config()), got.append
+            )
+        assert 0.45 < time.monotonic() - began < 1.5
+        assert got == [TextDelta("a")]
+        await anthropic_upstream.last.wait_gone()
+
     async def test_stall_mid_stream_is_an_idle_timeout(
         self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
     ) -> None:

@@ -813,6 +813,36 @@ class TestConnectionFailures:
         assert 0.45 < time.monotonic() - start < 1.5
         assert caught.value.detail == "TimeoutError: no data from the upstream for 0.3 s"
 
+    async def test_keepalives_alone_time_out_with_no_reply_progress(
+        self, http: UpstreamClient, openai_upstream: FakeOpenAI
+    ) -> None:
+        # Bytes keep coming (so the idle limit never passes), but no reply: `: ping`
+        # comments after some text, until the upstream would end the run's own timeout.
+        provider = OpenAICompletionsProvider(http, Timeouts(connect=1, idle=0.3, progress=0.5))
+        pings = (b": ping\n\n",) * 60
+        openai_upstream.script(Raw((sse(chunk({"content": "a"}), done=False), *pings), delay=0.05))
+        got: list[ProviderEvent] = []
+        start = time.monotonic()
+        with pytest.raises(UpstreamTimeout) as caught:
+            await provider.stream(provider_request(openai_upstream.provider_config()), got.append)
+        assert 0.45 < time.monotonic() - start < 1.5
+        assert got == [TextDelta("a")]
+        assert caught.value.detail == (
+            "TimeoutError: nothing of the reply from the upstream for 0.5 s"
+        )
+        await openai_upstream.last.wait_gone()
+
+    async def test_keepalives_while_a_model_thinks_past_the_idle_limit_are_fine(
+        self, http: UpstreamClient, openai_upstream: FakeOpenAI
+    ) -> None:
+        # A slow reasoning model behind a proxy: keepalives for longer than `idle`, then the
+        # reply. Each keepalive is a byte: the idle limit (no byte at all) is not reached.
+        provider = OpenAICompletionsProvider(http, Timeouts(connect=1, idle=0.3, progress=2))
+        pings = (b": OPENROUTER PROCESSING\n\n",) * 12
+        reply = sse(chunk({"content": "ok"}, "stop"))
+        openai_upstream.script(Raw((*pings, reply), delay=0.05))
+        assert await collect(provider, openai_upstream) == [TextDelta("ok"), Finish("stop")]
+
     async def test_connection_cut_mid_body_is_an_upstream_error(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
     ) -> None:
