@@ -619,6 +619,10 @@ class MessageEventDecoder:
         self._reasoned = True
         return ReasoningDelta(text)
 
+    @property
+    def finished(self) -> bool:
+        return self._reason is not None
+
     def finish(self) -> list[ProviderEvent]:
         # EOF without message_stop: complete only if the model said why it stopped.
         if not self.done and self._reason is None:

@@ -365,6 +365,10 @@ class ChunkDecoder:
             ids[number] = call_id
         return number
 
+    @property
+    def finished(self) -> bool:
+        return self._reason is not None
+
     def finish(self) -> list[ProviderEvent]:
         # EOF without [DONE]: complete only if the model said it was finished.
         if not self.done and self._reason is None:

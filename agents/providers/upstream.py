@@ -213,6 +213,12 @@ class StreamDecoder(Protocol):
         """The reply text in `events`; stops reading them at the terminator."""
         ...
 
+    @property
+    def finished(self) -> bool:
+        """The reply said why it ended (a finish reason): whole, even if the terminator and
+        the body's end never come."""
+        ...
+
     def finish(self) -> list[ProviderEvent]:
         """After the terminator or EOF: usage and finish; MalformedStream when the stream
         stopped short of saying it was complete."""
@@ -334,18 +340,22 @@ async def relay(
             if decoder.done and after is not None:
                 after.reschedule(asyncio.get_running_loop().time() + AFTER_TERMINATOR_S)
 
+        broken = False
         try:
             async with asyncio.timeout(None) as after:
                 await resp.deliver(on_data)
         except (OSError, TimeoutError):
-            if not decoder.done:
+            if not (decoder.done or decoder.finished):
                 raise
-            # The reply is whole; the body did not end in time, or broke: the connection is
-            # closed (`resp` is not complete), the turn is not failed.
+            # The reply is whole (its terminator, or its finish reason: what may follow it, the
+            # usage, is not worth the turn); the body did not end in time, or broke: the
+            # connection is closed (`resp` is not complete), the turn is not failed. A line cut
+            # by the break is no event.
+            broken = True
         finally:
             if watchdog is not None:
                 watchdog.cancel()
-        if not decoder.done:
+        if not (decoder.done or broken):
             try:
                 events = parser.feed_eof()
             except SSEError as exc:

@@ -714,6 +714,23 @@ class TestFailures:
             assert got == [TextDelta("x"), Usage(3, 2), Finish("stop")]
             await asyncio.wait_for(upstream.gone.wait(), 1)  # closed, never pooled
 
+    async def test_chunked_body_cut_after_the_stop_reason_is_a_complete_reply(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        # message_delta with its stop reason came, then the connection broke before
+        # message_stop and the body's last chunk: the reply is whole.
+        body = events(start(), text("x"), stop()[0])
+        data = (
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + f"{len(body):x}\r\n".encode() + body + b"\r\n"
+        )
+        async with raw_answer(data, hang_up=True) as upstream:
+            config = attrs.evolve(
+                anthropic_upstream.provider_config(), base_url=f"http://127.0.0.1:{upstream.port}"
+            )
+            got = await collect(provider, anthropic_upstream, config=config)
+        assert got == [TextDelta("x"), Usage(3, 2), Finish("stop")]
+
     async def test_eof_before_stop_is_malformed(
         self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
     ) -> None:

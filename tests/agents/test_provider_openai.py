@@ -472,6 +472,48 @@ class TestStreaming:
                 await asyncio.wait_for(upstream.gone.wait(), 1)  # closed, never pooled
         assert http.idle_connections == 0
 
+    @pytest.mark.parametrize(
+        "usage", ["none", "whole", "cut"], ids=["finish_only", "with_usage", "usage_cut"]
+    )
+    async def test_chunked_body_cut_after_the_finish_chunk_is_a_complete_reply(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI, usage: str
+    ) -> None:
+        # The finish chunk (and the usage chunk, or a part of it) came, then the connection
+        # broke before `[DONE]` and the body's last chunk: the reply is whole; the turn
+        # failed with 502.
+        chunks = [chunk({"content": "x"}), chunk({}, "stop")]
+        if usage == "whole":
+            chunks.append({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1}})
+        body = sse(*chunks, done=False)
+        if usage == "cut":
+            body += b'data: {"choices": [], "usage": {"prompt_tok'
+        data = (
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + f"{len(body):x}\r\n".encode() + body + b"\r\n"
+        )
+        async with raw_answer(data, hang_up=True) as upstream:
+            config = _with_url(openai_upstream, f"http://127.0.0.1:{upstream.port}/v1")
+            events = await collect(provider, openai_upstream, config=config)
+        assert events == [
+            TextDelta("x"),
+            *([Usage(3, 1)] if usage == "whole" else []),
+            Finish("stop"),
+        ]
+
+    async def test_chunked_body_cut_before_the_finish_chunk_fails(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        body = sse(chunk({"content": "x"}), done=False)
+        data = (
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + f"{len(body):x}\r\n".encode() + body + b"\r\n"
+        )
+        async with raw_answer(data, hang_up=True) as upstream:
+            config = _with_url(openai_upstream, f"http://127.0.0.1:{upstream.port}/v1")
+            with pytest.raises(UpstreamError) as caught:
+                await collect(provider, openai_upstream, config=config)
+        assert type(caught.value) is UpstreamError
+
     async def test_session_is_reusable_after_a_stream(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
     ) -> None:
