@@ -32,7 +32,7 @@ from agents.providers.base import (
 from agents.providers.images import is_openai
 from agents.providers.sse import SSEEvent, data_json
 from agents.providers.timeouts import Timeouts
-from agents.providers.upstream import log_body, relay, stream_error
+from agents.providers.upstream import error_status, log_body, relay, stream_error
 from agents.providers.upstream_client import UpstreamClient
 
 log = structlog.get_logger()
@@ -43,6 +43,35 @@ FINISH_REASONS: Mapping[str, StopReason] = {
     "length": StopReason.LENGTH,
     "content_filter": StopReason.CONTENT_FILTER,
     "tool_calls": StopReason.TOOL_CALLS,
+}
+# OpenAI's error words, as the statuses its API answers them with (its "Error codes" guide):
+# a server or proxy that streams an OpenAI-shaped failure (LiteLLM, Azure, llama.cpp, Mistral)
+# often names it so, by its `code`, else its `type`, rather than by number.
+ERROR_WORDS: Mapping[str, int] = {
+    "invalid_request_error": 400,
+    "context_length_exceeded": 400,
+    "exceed_context_size_error": 400,  # llama.cpp server
+    "string_above_max_length": 400,
+    "invalid_value": 400,
+    "invalid_type": 400,
+    "unsupported_parameter": 400,
+    "unsupported_value": 400,
+    "content_filter": 400,  # Azure: the prompt was filtered
+    "content_policy_violation": 400,
+    "invalid_api_key": 401,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "model_not_found": 404,
+    "not_found_error": 404,
+    "rate_limit_exceeded": 429,
+    "rate_limit_error": 429,
+    "insufficient_quota": 429,
+    "tokens": 429,  # OpenAI's rate limit types
+    "requests": 429,
+    "server_error": 500,
+    "api_error": 500,
+    "service_unavailable": 503,
+    "overloaded_error": 529,
 }
 # The body owns these; a param of the same name would break streaming or the context.
 _RESERVED_KEYS = frozenset({"model", "messages", "stream", "stream_options"})
@@ -171,13 +200,27 @@ def content_parts(parts: list[Any]) -> Iterator[TextDelta | ReasoningDelta]:
                     yield ReasoningDelta(text)
 
 
+def error_object_status(obj: Mapping[str, Any]) -> int | None:
+    """The status an error chunk or answer names: `{"error": {...}}` (OpenAI, OpenRouter,
+    llama.cpp) or vLLM's `{"object": "error", ...}`. Its `code` as a number (OpenRouter: the
+    upstream's status), else its `code` or `type` as one of OpenAI's words."""
+    error = obj.get("error")
+    fields: Mapping[str, Any] = error if isinstance(error, dict) else obj
+    code = fields.get("code")
+    status = error_status(code)
+    if status is None:
+        for word in (code, fields.get("type")):
+            if type(word) is str and word in ERROR_WORDS:
+                return ERROR_WORDS[word]
+    return status
+
+
 def json_answer(answer: Any) -> list[ProviderEvent]:
     """A whole chat.completion object (the server ignored `stream`): one delta, usage, finish."""
     if not isinstance(answer, dict):
         raise MalformedStream("upstream JSON answer is not an object")
     if answer.get("error") or answer.get("object") == "error":  # as in a stream (`feed`)
-        error = answer.get("error")
-        raise stream_error((error if isinstance(error, dict) else answer).get("code"))
+        raise stream_error(error_object_status(answer))
     choices = answer.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise MalformedStream("upstream JSON answer has no choices")
@@ -278,13 +321,11 @@ class ChunkDecoder:
                 self.done = True
                 return
             obj = loads(data)
-            # `{"error": {...}}` (OpenAI, OpenRouter, llama.cpp) or vLLM's
-            # `{"object": "error", ...}`.
-            # Classified by the status its `code` names (OpenRouter: the upstream's status).
+            # `{"error": {...}}` or `{"object": "error", ...}`: classified by the status it
+            # names (`error_object_status`).
             if obj.get("error") or obj.get("object") == "error":
                 log_body("upstream_stream_error", self._provider, data)
-                error = obj.get("error")
-                raise stream_error((error if isinstance(error, dict) else obj).get("code"))
+                raise stream_error(error_object_status(obj))
             choices = obj.get("choices")
             if choices:
                 choice = choices[0]

@@ -102,13 +102,21 @@ def stream_error(status: object) -> UpstreamError:
     so, Anthropic its `error` event), or a 200 answer that is an error object. §6.5: an
     in-stream error is an upstream error (502), whatever it names; the status it names is
     kept, so that a 400 marks the turn refused (`UpstreamStatusError.refused`). An event
-    naming no error status (none, a word, a 2xx) is a malformed stream. `status` is the
-    event's field as sent: an integer, or one in a string."""
-    if type(status) is str and status.isascii() and status.isdigit() and len(status) == 3:
-        status = int(status)
-    if type(status) is int and 400 <= status <= 599:
-        return UpstreamStatusError(status, f"in-stream error from upstream (HTTP {status})")
+    naming no error status (none, an unknown word, a 2xx) is a malformed stream. `status` is
+    the status the event names, as sent: an integer, or one in a string."""
+    named = error_status(status)
+    if named is not None:
+        return UpstreamStatusError(named, f"in-stream error from upstream (HTTP {named})")
     return MalformedStream("in-stream error from upstream")
+
+
+def error_status(value: object) -> int | None:
+    """The error status (400 to 599) an error's field names, as an integer or in a string."""
+    if type(value) is str and value.isascii() and value.isdigit() and len(value) == 3:
+        value = int(value)
+    if type(value) is int and 400 <= value <= 599:
+        return value
+    return None
 
 
 def transport_error(exc: BaseException) -> UpstreamError:

@@ -597,7 +597,12 @@ class TestNonStreamingAnswer:
 
     @pytest.mark.parametrize(
         ("code", "kind"),
-        [(400, UpstreamStatusError), ("429", UpstreamStatusError), (None, MalformedStream)],
+        [
+            (400, UpstreamStatusError),
+            ("429", UpstreamStatusError),
+            ("context_length_exceeded", UpstreamStatusError),
+            (None, MalformedStream),
+        ],
     )
     async def test_a_json_error_object_with_200_counts_as_the_status_it_names(
         self,
@@ -920,11 +925,12 @@ class TestMalformedStream:
     async def test_in_stream_error_after_deltas(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
     ) -> None:
-        openai_upstream.script(Stream(("a", "b"), error_after=1))
+        openai_upstream.script(Stream(("a", "b"), error_after=1))  # type server_error
         got: list[ProviderEvent] = []
-        with pytest.raises(MalformedStream) as caught:
+        with pytest.raises(UpstreamStatusError) as caught:
             await provider.stream(provider_request(openai_upstream.provider_config()), got.append)
         assert got == [TextDelta("a")]
+        assert caught.value.status == 500
         assert_no_leak(caught.value)
 
     async def test_error_object_chunk_is_an_in_stream_error(
@@ -951,7 +957,23 @@ class TestMalformedStream:
             ({"error": {"code": 401, "message": SECRET_BODY_MARKER}}, UpstreamStatusError, 401),
             # No status named: nothing to tell of the failure.
             ({"error": {"code": None, "message": SECRET_BODY_MARKER}}, MalformedStream, None),
-            ({"error": {"code": "context_length_exceeded"}}, MalformedStream, None),
+            # OpenAI's words, its `code` before its `type`; a number first.
+            ({"error": {"message": SECRET_BODY_MARKER, "type": "invalid_request_error",
+                        "param": "messages", "code": "context_length_exceeded"}},
+             UpstreamStatusError, 400),
+            ({"error": {"type": "invalid_request_error", "code": None}}, UpstreamStatusError,
+             400),
+            ({"error": {"type": "invalid_request_error", "code": "invalid_api_key"}},
+             UpstreamStatusError, 401),
+            ({"error": {"type": "requests", "code": "rate_limit_exceeded"}},
+             UpstreamStatusError, 429),
+            ({"error": {"type": "server_error", "code": None}}, UpstreamStatusError, 500),
+            ({"error": {"type": "server_error", "code": 400}}, UpstreamStatusError, 400),
+            ({"object": "error", "type": "invalid_request_error", "code": "3051"},
+             UpstreamStatusError, 400),  # Mistral's numbered codes
+            ({"error": {"code": "some_new_word", "type": "some_new_type"}}, MalformedStream,
+             None),
+            ({"error": {"code": ["context_length_exceeded"]}}, MalformedStream, None),
             ({"error": {"code": 200}}, MalformedStream, None),
             ({"error": {"code": True}}, MalformedStream, None),
             ({"error": {"code": "\u0664\u0660\u0660"}}, MalformedStream, None),  # Arabic "400"
