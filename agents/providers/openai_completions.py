@@ -355,6 +355,11 @@ class ChunkDecoder:
                     self._reason = choice["finish_reason"]
             if obj.get("usage"):
                 self._usage = obj["usage"]
+            elif "x_groq" in obj and self._usage is None:
+                # Groq gives the usage inside `x_groq` of its last chunk.
+                groq = obj["x_groq"]
+                if isinstance(groq, dict) and groq.get("usage"):
+                    self._usage = groq["usage"]
 
     def _reasoning(self, delta: Mapping[str, Any]) -> Iterator[ProviderEvent]:
         """Reasoning (`reasoning_content`: DeepSeek, vLLM; `reasoning`: OpenRouter, Ollama)."""

@@ -280,6 +280,48 @@ class TestStreaming:
         openai_upstream.script(Stream(("x",), usage=None))
         assert await collect(provider, openai_upstream) == [TextDelta("x"), Finish("stop")]
 
+    async def test_groq_usage_in_the_last_chunks_x_groq_is_read(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        groq_usage = {
+            "queue_time": 0.01,
+            "prompt_tokens": 12,
+            "prompt_time": 0.002,
+            "completion_tokens": 3,
+            "completion_time": 0.004,
+            "total_tokens": 15,
+            "total_time": 0.006,
+        }
+        body = sse(
+            chunk({"role": "assistant", "content": ""}, x_groq={"id": "req_01"}),
+            chunk({"content": "hi"}),
+            chunk({}, "stop", x_groq={"id": "req_01", "usage": groq_usage}),
+        )
+        openai_upstream.script(Raw((body,)))
+        assert await collect(provider, openai_upstream) == [
+            TextDelta("hi"),
+            Usage(12, 3),
+            Finish("stop"),
+        ]
+
+    async def test_standard_usage_wins_over_x_groq(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        groq = {"usage": {"prompt_tokens": 99, "completion_tokens": 99}}
+        body = sse(
+            chunk({"content": "hi"}, "stop", x_groq=groq),
+            {"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 3}},
+        )
+        openai_upstream.script(Raw((body,)))
+        assert (await collect(provider, openai_upstream))[-2] == Usage(12, 3)
+
+    @pytest.mark.parametrize("x_groq", [None, [], "usage", {"usage": "none"}])
+    async def test_an_x_groq_of_another_shape_is_no_usage(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI, x_groq: Any
+    ) -> None:
+        openai_upstream.script(Raw((sse(chunk({"content": "hi"}, "stop", x_groq=x_groq)),)))
+        assert await collect(provider, openai_upstream) == [TextDelta("hi"), Finish("stop")]
+
     @pytest.mark.parametrize("usage", [(10**30, 2), (3, -1), (2**53, 0)])
     async def test_a_count_no_model_reports_is_not_reported(
         self,
