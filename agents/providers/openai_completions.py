@@ -79,9 +79,38 @@ _RESERVED_KEYS = frozenset({"model", "messages", "stream", "stream_options"})
 _DROPPED_KEYS = frozenset({"delayMs"})
 
 
-def chat_message(message: ChatMessage) -> dict[str, Any]:
-    if message.role == "tool":
-        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.text}
+def chat_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+    """The context as Chat Completions messages. Calls of one assistant message that share
+    an id (some servers give parallel calls one) go under ids of their own, `<id>_2` and so
+    on, each result with its call in order: OpenAI refuses a message whose calls share an
+    id, and a result could not say which one it answers. The transcript keeps the ids."""
+    out: list[dict[str, Any]] = []
+    # The last assistant message's call ids, each with the ids its calls went under, in order.
+    sent_ids: dict[str, list[str]] = {}
+    for message in messages:
+        if message.role == "tool":
+            queue = sent_ids.get(message.tool_call_id or "")
+            call_id = queue.pop(0) if queue else message.tool_call_id
+            out.append({"role": "tool", "tool_call_id": call_id, "content": message.text})
+            continue
+        if message.role == "assistant":
+            sent_ids = {}
+        out.append(chat_message(message, sent_ids))
+    return out
+
+
+def _unique_call_id(call_id: str, sent_ids: dict[str, list[str]]) -> str:
+    """`call_id`, or for a call whose id its message already sent, `<id>_<n>`."""
+    taken = {sent for ids in sent_ids.values() for sent in ids} if sent_ids else set()
+    sent, number = call_id, 2
+    while sent in taken:
+        sent, number = f"{call_id}_{number}", number + 1
+    sent_ids.setdefault(call_id, []).append(sent)
+    return sent
+
+
+def chat_message(message: ChatMessage, sent_ids: dict[str, list[str]]) -> dict[str, Any]:
+    """A user or assistant message; `sent_ids`: its calls' ids as sent (chat_messages)."""
     if message.tool_calls:
         # Reasoning is not sent back: OpenAI-compatible servers neither need nor want it.
         return {
@@ -89,7 +118,7 @@ def chat_message(message: ChatMessage) -> dict[str, Any]:
             "content": message.text or None,
             "tool_calls": [
                 {
-                    "id": call.id,
+                    "id": _unique_call_id(call.id, sent_ids),
                     "type": "function",
                     "function": {"name": call.name, "arguments": call.arguments},
                 }
@@ -109,7 +138,7 @@ def chat_message(message: ChatMessage) -> dict[str, Any]:
 
 def request_body(request: ProviderRequest) -> dict[str, Any]:
     """The JSON body of §6.3: context, streaming with usage, and the params."""
-    messages = [chat_message(m) for m in request.messages]
+    messages = chat_messages(request.messages)
     if request.system:
         messages.insert(0, {"role": "system", "content": request.system})
     body: dict[str, Any] = {

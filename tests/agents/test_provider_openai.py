@@ -1315,6 +1315,36 @@ class TestTools:
             {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
         ]
 
+    async def test_calls_that_share_an_id_go_under_ids_of_their_own_with_their_results(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        # Some servers give parallel calls one id; OpenAI refuses a context whose calls of one
+        # message share an id (and a result could not say which call it answers).
+        paris = ToolCall("call_1", "get_weather", '{"city":"Paris"}')
+        rome = ToolCall("call_1", "get_weather", '{"city":"Rome"}')
+        turn = ChatMessage("assistant", "", tool_calls=(paris, rome))
+        later = ChatMessage("assistant", "", tool_calls=(attrs.evolve(paris, id="call_1_2"),))
+        messages = (
+            ChatMessage("user", "Paris and Rome?"),
+            turn,
+            ChatMessage("tool", "sunny", tool_call_id="call_1"),
+            ChatMessage("tool", "rainy", tool_call_id="call_1"),
+            ChatMessage("user", "again"),
+            later,  # an id like a rewritten one, in a later turn: kept
+            ChatMessage("tool", "sunny", tool_call_id="call_1_2"),
+        )
+        config = openai_upstream.provider_config()
+        request = attrs.evolve(provider_request(config), messages=messages)
+        await events_of(provider, request)
+        sent = openai_upstream.last.body["messages"]
+        assert [c["id"] for c in sent[1]["tool_calls"]] == ["call_1", "call_1_2"]
+        assert [(m["tool_call_id"], m["content"]) for m in sent[2:4]] == [
+            ("call_1", "sunny"),
+            ("call_1_2", "rainy"),
+        ]
+        assert [c["id"] for c in sent[5]["tool_calls"]] == ["call_1_2"]
+        assert sent[6]["tool_call_id"] == "call_1_2"
+
     async def test_streamed_tool_call_fragments(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
     ) -> None:

@@ -452,7 +452,9 @@ class TestResultsThatAnswerNoCall:
     async def test_calls_that_share_an_id_are_answered_once_each(
         self, gateway: MakeClient, openai_fake: FakeOpenAI
     ) -> None:
-        # Some servers give parallel calls one id; the client answers each of them.
+        # Some servers give parallel calls one id; the client answers each of them. The
+        # upstream gets them under ids of their own (OpenAI refuses calls that share one),
+        # each result with its call.
         call = OPENAI_SECOND_REQUEST[1]["tool_calls"][0]
         messages = [
             OPENAI_SECOND_REQUEST[0],
@@ -460,17 +462,24 @@ class TestResultsThatAnswerNoCall:
             OPENAI_SECOND_REQUEST[2],
             OPENAI_SECOND_REQUEST[2],
         ]
+        second = {**call, "id": f"{call['id']}_2"}
+        sent = [
+            messages[0],
+            {"role": "assistant", "content": None, "tool_calls": [call, second]},
+            messages[2],
+            {**messages[3], "tool_call_id": second["id"]},
+        ]
         openai_fake.script(Stream(("Sunny twice.",)), Stream(("Hi.",)))
         client = await gateway(fake_provider(openai_fake))
         body = {"model": "openclaw", "messages": messages, "tools": [WEATHER]}
         refused = await post(client, {**body, "messages": [*messages, OPENAI_SECOND_REQUEST[2]]})
         assert refused.status == 400
         assert (await post(client, {**body, "user": "ned"})).status == 200
-        assert openai_fake.requests[0].body["messages"] == messages
+        assert openai_fake.requests[0].body["messages"] == sent
         # Replayed to the next turn with both results.
         assert (await post(client, ask("Hello!", user="ned"))).status == 200
         assert openai_fake.requests[1].body["messages"] == [
-            *messages,
+            *sent,
             {"role": "assistant", "content": "Sunny twice."},
             {"role": "user", "content": "Hello!"},
         ]
