@@ -682,14 +682,19 @@ def _tool_calls(message: Mapping[str, Any], index: int) -> tuple[ToolCall, ...]:
         if (
             call_id is None
             or not isinstance(name, str)
-            or not name
-            or len(name) > 64
             or not isinstance(arguments, str)
             or call.get("type", "function") != "function"
         ):
             raise bad_request(
                 f"Invalid `{path}[{number}]`: expected"
                 ' {"id", "type": "function", "function": {"name", "arguments"}}.',
+                "messages",
+            )
+        if _TOOL_NAME_RE.fullmatch(name) is None:
+            # As in `tools`: the upstream would refuse it, on this turn and every later one.
+            raise bad_request(
+                f"Invalid `{path}[{number}].function.name`: 1 to 64 letters, digits,"
+                " underscores or dashes.",
                 "messages",
             )
         out.append(ToolCall(call_id, name, arguments))

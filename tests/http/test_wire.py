@@ -671,10 +671,22 @@ class TestConversation:
             (assistant("a", tool_calls={}), "messages[1].tool_calls: Expected array"),
             (assistant("a", tool_calls=["x"]), "Invalid `messages[1].tool_calls[0]`"),
             (assistant("a", tool_calls=[{"id": "c"}]), "Invalid `messages[1].tool_calls[0]`"),
-            (assistant("a", tool_calls=[call("c", "")]), "Invalid `messages[1].tool_calls[0]`"),
+            (
+                assistant("a", tool_calls=[call("c", "")]),
+                "Invalid `messages[1].tool_calls[0].function.name`",
+            ),
             (
                 assistant("a", tool_calls=[{**call("c", "f"), "type": "x"}]),
                 "Invalid `messages[1].tool_calls[0]`",
+            ),
+            # The names `tools` may have: the upstream refuses a call of another name.
+            *(
+                (
+                    assistant("a", tool_calls=[call("c", "f"), call("d", name)]),
+                    "Invalid `messages[1].tool_calls[1].function.name`: 1 to 64 letters,"
+                    " digits, underscores or dashes.",
+                )
+                for name in ("get weather", "functions.get_weather", "x" * 65, "f\n", "é")
             ),
             (
                 assistant("a", tool_calls=[call("c", "f", {"a": 1})]),  # type: ignore[arg-type]
