@@ -1532,3 +1532,58 @@ class TestReadme:
         # The example uses the synchronous client: it runs in a thread, the gateway here.
         await asyncio.to_thread(exec, code, {"print": lambda *a: printed.append(a)})
         assert printed == [("[turn 1] get_weather: sunny in Paris",)]
+
+
+class TestResultsWithParts:
+    """A tool result's `content` as a list of parts gives its text as any message's does
+    (http-openai.md §4.3): its `text` parts, joined with a line break; other parts (an image)
+    contribute nothing, as images of any message but the last user one (§4.4)."""
+
+    PIXEL = "data:image/png;base64,iVBORw0KGgo="
+
+    @pytest.mark.parametrize(
+        ("content", "text"),
+        [
+            ([{"type": "text", "text": "Sunny,"},
+              {"type": "image_url", "image_url": {"url": PIXEL}},
+              {"type": "text", "text": "22 C"}], "Sunny,\n22 C"),
+            ([{"type": "input_text", "text": "Sunny"}], "Sunny"),
+            ([{"type": "image_url", "image_url": {"url": PIXEL}}], ""),
+        ],
+    )  # fmt: skip
+    async def test_the_text_parts_reach_the_model_and_its_next_turns(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI, content: Any, text: str
+    ) -> None:
+        openai_fake.script(
+            Stream((), tool_calls=(UPSTREAM_CALL,)), Stream(("Sunny.",)), Stream(("Hi.",))
+        )
+        client = await gateway(fake_provider(openai_fake))
+        asked = await post(
+            client, ask("What is the weather in Paris?", user="una", tools=[WEATHER])
+        )
+        assert asked.status == 200
+        result = {**OPENAI_SECOND_REQUEST[2], "content": content}
+        messages = [*OPENAI_SECOND_REQUEST[:2], result]
+        body = {"model": "openclaw", "user": "una", "messages": messages, "tools": [WEATHER]}
+        assert (await post(client, body)).status == 200
+        sent = {**OPENAI_SECOND_REQUEST[2], "content": text}
+        assert openai_fake.requests[1].body["messages"] == [*OPENAI_SECOND_REQUEST[:2], sent]
+        assert (await post(client, ask("Hello!", user="una"))).status == 200
+        assert openai_fake.requests[2].body["messages"][2] == sent
+
+    async def test_anthropic_gets_the_text_parts(
+        self, gateway: MakeClient, anthropic_fake: FakeAnthropic
+    ) -> None:
+        image = {"type": "image_url", "image_url": {"url": self.PIXEL}}
+        result = {**OPENAI_SECOND_REQUEST[2], "content": [{"type": "text", "text": "Sunny"}, image]}
+        client = await gateway(anthropic_agent(anthropic_fake))
+        body = {
+            "model": "openclaw",
+            "messages": [*OPENAI_SECOND_REQUEST[:2], result],
+            "tools": [WEATHER],
+        }
+        assert (await post(client, body)).status == 200
+        assert anthropic_fake.requests[0].body["messages"][2] == {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "call_up_1", "content": "Sunny"}],
+        }
