@@ -38,7 +38,7 @@ from agents.providers.echo import token_cap
 from agents.providers.images import image_type
 from agents.providers.sse import SSEEvent, data_json
 from agents.providers.timeouts import Timeouts
-from agents.providers.upstream import log_body, relay, stream_error
+from agents.providers.upstream import endpoint_url, log_body, relay, stream_error
 from agents.providers.upstream_client import UpstreamClient
 
 log = structlog.get_logger()
@@ -333,7 +333,7 @@ def request_body(request: ProviderRequest) -> dict[str, Any]:
 
 
 def messages_url(base_url: str) -> str:
-    return (base_url or DEFAULT_BASE_URL).rstrip("/") + "/v1/messages"
+    return endpoint_url(base_url or DEFAULT_BASE_URL, "/v1/messages")
 
 
 def request_headers(provider: ProviderConfig) -> CIMultiDict[str]:

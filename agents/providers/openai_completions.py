@@ -32,7 +32,13 @@ from agents.providers.base import (
 from agents.providers.images import is_openai
 from agents.providers.sse import SSEEvent, data_json
 from agents.providers.timeouts import Timeouts
-from agents.providers.upstream import error_status, log_body, relay, stream_error
+from agents.providers.upstream import (
+    endpoint_url,
+    error_status,
+    log_body,
+    relay,
+    stream_error,
+)
 from agents.providers.upstream_client import UpstreamClient
 
 log = structlog.get_logger()
@@ -317,7 +323,7 @@ class OpenAICompletionsProvider:
         await relay(
             self._client,
             provider,
-            provider.base_url.rstrip("/") + "/chat/completions",
+            endpoint_url(provider.base_url, "/chat/completions"),
             request_headers(provider),
             request_body(request),
             self._timeouts,

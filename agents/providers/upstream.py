@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import datetime
 import email.utils
+import functools
 import json
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 
@@ -48,6 +50,15 @@ MAX_JSON_BODY = 16 * 1024 * 1024
 # a day, longer than any provider's rate-limit window. A hint beyond it (`1e30`, a date in the
 # year 9999: a broken or hostile upstream) says "much later", and a day says that too.
 MAX_RETRY_AFTER_S = 24 * 3600
+
+
+@functools.lru_cache(maxsize=64)
+def endpoint_url(base_url: str, path: str) -> str:
+    """`path` (`/chat/completions`) under a provider's base URL: after the base URL's path and
+    before its query, which some upstreams need on every request (Azure OpenAI's
+    `?api-version=`). A fragment is not sent. (A handful per config: cached.)"""
+    parts = urlsplit(base_url)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + path, fragment=""))
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> int | None:

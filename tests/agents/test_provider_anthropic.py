@@ -117,6 +117,8 @@ class TestRequest:
         [
             ("", "https://api.anthropic.com/v1/messages"),
             ("https://proxy.test/", "https://proxy.test/v1/messages"),
+            ("https://proxy.test/a?key=1", "https://proxy.test/a/v1/messages?key=1"),
+            ("https://proxy.test/a/?key=1#x", "https://proxy.test/a/v1/messages?key=1"),
         ],
     )
     def test_messages_url(self, base_url: str, url: str) -> None:

@@ -85,6 +85,15 @@ class TestRequest:
         await collect(provider, openai_upstream)
         assert openai_upstream.last.path == "/v1/chat/completions"
 
+    async def test_a_query_in_the_base_url_stays_after_the_path(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        # Azure OpenAI's deployments take their API version so: `...?api-version=2024-10-21`.
+        config = _with_url(openai_upstream, f"{openai_upstream.base_url}/?api-version=2024-10-21")
+        assert (await collect(provider, openai_upstream, config=config))[-1] == Finish("stop")
+        assert openai_upstream.last.path == "/v1/chat/completions"
+        assert openai_upstream.last.query == "api-version=2024-10-21"
+
     async def test_minimal_body_is_exact(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
     ) -> None:

@@ -140,6 +140,7 @@ class Received:
     body: Any
     reply: Reply
     peer: Any = None  # the client's (host, port): which connection it came on
+    query: str = ""  # the request target's query string
     completed: bool = False  # the whole reply was written
     gone: asyncio.Event = attrs.field(factory=asyncio.Event)  # client left before completion
 
@@ -256,7 +257,9 @@ class FakeUpstream:
         if reply is None:
             reply = self._script.popleft() if self._script else self.default
         peer = request.transport.get_extra_info("peername") if request.transport else None
-        received = Received(request.path, request.headers, body, reply, peer)
+        received = Received(
+            request.path, request.headers, body, reply, peer, query=request.query_string
+        )
         self.requests.append(received)
         self._arrived.set()
         return received
