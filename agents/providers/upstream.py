@@ -46,6 +46,12 @@ AFTER_TERMINATOR_S = 1.0
 # A whole (non-streamed) JSON answer is one completion: far below this. The bound keeps a
 # misbehaving upstream from filling our memory.
 MAX_JSON_BODY = 16 * 1024 * 1024
+# A streamed reply's body: a model's longest (128k output tokens and as many of reasoning, a
+# token a chunk of some 250 bytes: OpenAI's chunks repeat id, model and timestamps) is under
+# 64 MiB. Past this an upstream is streaming without end (a local server looping with no
+# token limit, a hostile one): the turn fails rather than hold its run, and its text in
+# memory, until the run timeout.
+MAX_STREAM_BYTES = 256 * 1024 * 1024
 # An upstream's Retry-After is passed on to our client (http-openai.md §8), so it is bounded:
 # a day, longer than any provider's rate-limit window. A hint beyond it (`1e30`, a date in the
 # year 9999: a broken or hostile upstream) says "much later", and a day says that too.
@@ -346,9 +352,16 @@ async def relay(
         # error page or object that is no event stream).
         head = bytearray()
 
+        received = 0
+        limit = MAX_STREAM_BYTES
+
         def on_data(piece: bytes) -> None:
+            nonlocal received
             if decoder.done:
                 return  # after the terminator: nothing more is read
+            received += len(piece)
+            if received > limit:
+                raise MalformedStream(f"upstream stream over {limit} bytes")
             if len(head) <= LOG_BODY_BYTES:  # a byte more: log_body knows it cut the body
                 head.extend(piece[: LOG_BODY_BYTES + 1 - len(head)])
             try:

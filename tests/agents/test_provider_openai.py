@@ -22,6 +22,7 @@ from agents.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
+from agents.providers import upstream
 from agents.providers.base import (
     ChatMessage,
     Finish,
@@ -1070,6 +1071,25 @@ class TestMalformedStream:
             await collect(provider, openai_upstream)
         assert "line too long" in str(caught.value)
         assert time.process_time() - started < 5.0
+
+    async def test_a_stream_that_never_ends_is_cut_at_the_size_limit(
+        self,
+        provider: OpenAICompletionsProvider,
+        openai_upstream: FakeOpenAI,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        # An upstream that streams text without end (a local server looping with no token
+        # limit, a hostile one) held the run, its text growing in memory, until the run
+        # timeout. The limit is far above any model's reply; lowered here to 64 KiB.
+        monkeypatch.setattr(upstream, "MAX_STREAM_BYTES", 64 * 1024)
+        piece = sse(chunk({"content": "x" * 900}), done=False)
+        openai_upstream.script(Raw((piece,) * 200, delay=0.002))
+        got: list[ProviderEvent] = []
+        with pytest.raises(MalformedStream) as caught:
+            await provider.stream(provider_request(openai_upstream.provider_config()), got.append)
+        assert str(caught.value) == "upstream stream over 65536 bytes"
+        assert 60 <= len(got) <= 73
+        await openai_upstream.last.wait_gone()
 
     async def test_a_body_with_no_event_in_it_is_logged_at_debug(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
