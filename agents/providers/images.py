@@ -175,11 +175,12 @@ def is_openai(provider: ProviderConfig | None) -> bool:
     return (
         provider is not None
         and provider.api == API_OPENAI_COMPLETIONS
-        and _host(provider.base_url) == OPENAI_HOST
+        and host_of(provider.base_url) == OPENAI_HOST
     )
 
 
-def _host(url: str) -> str:
+def host_of(url: str) -> str:
+    """A URL's host name, lower case, without a trailing dot; "" for none."""
     try:
         return (urlsplit(url).hostname or "").rstrip(".")
     except ValueError:

@@ -7,7 +7,10 @@ does the I/O and relays the SSE stream with as little work per chunk as possible
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+import string
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -29,7 +32,7 @@ from agents.providers.base import (
     Usage,
     token_count,
 )
-from agents.providers.images import is_openai
+from agents.providers.images import host_of, is_openai
 from agents.providers.sse import SSEEvent, data_json
 from agents.providers.timeouts import Timeouts
 from agents.providers.upstream import (
@@ -85,11 +88,12 @@ _RESERVED_KEYS = frozenset({"model", "messages", "stream", "stream_options"})
 _DROPPED_KEYS = frozenset({"delayMs"})
 
 
-def chat_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+def chat_messages(messages: Sequence[ChatMessage], mistral: bool = False) -> list[dict[str, Any]]:
     """The context as Chat Completions messages. Calls of one assistant message that share
     an id (some servers give parallel calls one) go under ids of their own, `<id>_2` and so
     on, each result with its call in order: OpenAI refuses a message whose calls share an
-    id, and a result could not say which one it answers. The transcript keeps the ids."""
+    id, and a result could not say which one it answers. For a Mistral model (`mistral`),
+    every id goes as Mistral takes it (`mistral_call_id`). The transcript keeps the ids."""
     out: list[dict[str, Any]] = []
     # The last assistant message's call ids, each with the ids its calls went under, in order.
     sent_ids: dict[str, list[str]] = {}
@@ -97,11 +101,13 @@ def chat_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
         if message.role == "tool":
             queue = sent_ids.get(message.tool_call_id or "")
             call_id = queue.pop(0) if queue else message.tool_call_id
+            if mistral and call_id is not None:
+                call_id = mistral_call_id(call_id)
             out.append({"role": "tool", "tool_call_id": call_id, "content": message.text})
             continue
         if message.role == "assistant":
             sent_ids = {}
-        out.append(chat_message(message, sent_ids))
+        out.append(chat_message(message, sent_ids, mistral))
     return out
 
 
@@ -115,20 +121,57 @@ def _unique_call_id(call_id: str, sent_ids: dict[str, list[str]]) -> str:
     return sent
 
 
-def chat_message(message: ChatMessage, sent_ids: dict[str, list[str]]) -> dict[str, Any]:
+# Mistral's API, and its models' chat template wherever they are served (vLLM), refuse a call
+# id that is not nine letters and digits ("Tool call id was call_1 but must be a-z, A-Z,
+# 0-9, with a length of 9"): a call another model made, or one the gateway named.
+_MISTRAL_ID_RE = re.compile(r"[a-zA-Z0-9]{9}")
+_MISTRAL_HOST = "api.mistral.ai"
+# Mistral's model families, by the names they are served under (`mistral-large-latest`,
+# `devstral-small-2505`, `mistralai/Magistral-Small-2506`, ...). A model of another maker that
+# one of them names gets ids of nine letters and digits too, which every server takes.
+_MISTRAL_MODEL_RE = re.compile(
+    r"mistral|mixtral|devstral|magistral|ministral|codestral|pixtral|voxtral", re.IGNORECASE
+)
+_ALPHANUMERIC = string.ascii_letters + string.digits
+
+
+def is_mistral(provider: ProviderConfig | None, model: str) -> bool:
+    """Mistral's API, or a model of Mistral's served elsewhere."""
+    return host_of(provider.base_url if provider else "") == _MISTRAL_HOST or bool(
+        _MISTRAL_MODEL_RE.search(model)
+    )
+
+
+def mistral_call_id(call_id: str) -> str:
+    """A call id as Mistral takes it: one of nine letters and digits as it is, any other the
+    same nine for the same id (its digest), in the call and in its result."""
+    if _MISTRAL_ID_RE.fullmatch(call_id):
+        return call_id
+    number = int.from_bytes(hashlib.sha256(call_id.encode("utf-8", "surrogatepass")).digest())
+    letters = []
+    for _ in range(9):
+        number, digit = divmod(number, len(_ALPHANUMERIC))
+        letters.append(_ALPHANUMERIC[digit])
+    return "".join(letters)
+
+
+def chat_message(
+    message: ChatMessage, sent_ids: dict[str, list[str]], mistral: bool = False
+) -> dict[str, Any]:
     """A user or assistant message; `sent_ids`: its calls' ids as sent (chat_messages)."""
     if message.tool_calls:
         # Reasoning is not sent back: OpenAI-compatible servers neither need nor want it.
+        unique = (_unique_call_id(call.id, sent_ids) for call in message.tool_calls)
         return {
             "role": "assistant",
             "content": message.text or None,
             "tool_calls": [
                 {
-                    "id": _unique_call_id(call.id, sent_ids),
+                    "id": mistral_call_id(call_id) if mistral else call_id,
                     "type": "function",
                     "function": {"name": call.name, "arguments": call.arguments},
                 }
-                for call in message.tool_calls
+                for call, call_id in zip(message.tool_calls, unique, strict=True)
             ],
         }
     if not message.images:
@@ -144,7 +187,7 @@ def chat_message(message: ChatMessage, sent_ids: dict[str, list[str]]) -> dict[s
 
 def request_body(request: ProviderRequest) -> dict[str, Any]:
     """The JSON body of §6.3: context, streaming with usage, and the params."""
-    messages = chat_messages(request.messages)
+    messages = chat_messages(request.messages, is_mistral(request.provider, request.ref.model))
     if request.system:
         messages.insert(0, {"role": "system", "content": request.system})
     body: dict[str, Any] = {

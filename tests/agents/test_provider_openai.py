@@ -1293,6 +1293,11 @@ class TestRetryAfter:
         assert parse_retry_after(headers, now=1_700_000_000) == 0
 
 
+def chat_messages_for(request: ProviderRequest) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = request_body(request)["messages"]
+    return messages
+
+
 def _with_url(upstream: FakeOpenAI, url: str) -> ProviderConfig:
     return attrs.evolve(upstream.provider_config(), base_url=url)
 
@@ -1373,6 +1378,55 @@ class TestTools:
         ]
         assert [c["id"] for c in sent[5]["tool_calls"]] == ["call_1_2"]
         assert sent[6]["tool_call_id"] == "call_1_2"
+
+    @pytest.mark.parametrize(
+        ("base_url", "model"),
+        [(None, "mistral-large-latest"), (None, "Devstral-Small-2505"),
+         ("https://api.mistral.ai/v1", "fake-model")],
+    )  # fmt: skip
+    async def test_mistral_gets_call_ids_of_nine_letters_and_digits(
+        self,
+        provider: OpenAICompletionsProvider,
+        openai_upstream: FakeOpenAI,
+        base_url: str | None,
+        model: str,
+    ) -> None:
+        # Mistral's API (and its models' chat template, served by vLLM) refuses any other id:
+        # "Tool call id was call_1 but must be a-z, A-Z, 0-9, with a length of 9" (calls
+        # another model made, the gateway's own ids).
+        own = ToolCall("Ab3dE6gH9", "get_weather", "{}")
+        calls = (CALL, attrs.evolve(CALL, id="toolu_01A09q90qw90lq917835lq9"), own)
+        messages = (
+            ChatMessage("user", "weather?"),
+            ChatMessage("assistant", "", tool_calls=calls),
+            *(ChatMessage("tool", "sunny", tool_call_id=call.id) for call in calls),
+        )
+        config = openai_upstream.provider_config()
+        request = attrs.evolve(provider_request(config, model=model), messages=messages)
+        if base_url is not None:
+            # The fake stands in for api.mistral.ai: only the host is looked at.
+            request = attrs.evolve(request, provider=attrs.evolve(config, base_url=base_url))
+            sent = chat_messages_for(request)
+        else:
+            await events_of(provider, request)
+            sent = openai_upstream.last.body["messages"]
+        ids = [call["id"] for call in sent[1]["tool_calls"]]
+        assert all(len(i) == 9 and i.isascii() and i.isalnum() for i in ids)
+        assert ids[2] == "Ab3dE6gH9"  # already one: kept
+        assert len(set(ids)) == 3
+        assert [m["tool_call_id"] for m in sent[2:]] == ids
+
+    async def test_other_upstreams_get_call_ids_as_they_are(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        messages = (
+            ChatMessage("user", "weather?"),
+            ChatMessage("assistant", "", tool_calls=(CALL,)),
+            ChatMessage("tool", "sunny", tool_call_id=CALL.id),
+        )
+        config = openai_upstream.provider_config()
+        request = attrs.evolve(provider_request(config), messages=messages)
+        assert chat_messages_for(request)[1]["tool_calls"][0]["id"] == "call_1"
 
     async def test_streamed_tool_call_fragments(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
