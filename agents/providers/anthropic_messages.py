@@ -6,11 +6,13 @@ Speaks Anthropic's streamed Messages API. Request building is pure (`request_bod
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 import structlog
@@ -332,8 +334,16 @@ def request_body(request: ProviderRequest) -> dict[str, Any]:
     return body
 
 
+@functools.lru_cache(maxsize=64)
 def messages_url(base_url: str) -> str:
-    return endpoint_url(base_url or DEFAULT_BASE_URL, "/v1/messages")
+    """`<baseUrl>/v1/messages` (a handful per config: cached). A base URL that ends in the
+    API's version already (`https://api.anthropic.com/v1`, as OpenAI-compatible base URLs are
+    given) gets `/messages`: no server answers at `/v1/v1/messages`, and every turn would
+    fail with 404."""
+    base_url = base_url or DEFAULT_BASE_URL
+    path = urlsplit(base_url).path.rstrip("/")
+    versioned = path[-3:].lower() == "/v1"
+    return endpoint_url(base_url, "/messages" if versioned else "/v1/messages")
 
 
 def request_headers(provider: ProviderConfig) -> CIMultiDict[str]:

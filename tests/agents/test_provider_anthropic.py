@@ -119,6 +119,12 @@ class TestRequest:
             ("https://proxy.test/", "https://proxy.test/v1/messages"),
             ("https://proxy.test/a?key=1", "https://proxy.test/a/v1/messages?key=1"),
             ("https://proxy.test/a/?key=1#x", "https://proxy.test/a/v1/messages?key=1"),
+            # The API's root given with its version, as OpenAI-compatible base URLs are:
+            # not `/v1/v1/messages` (a 404 on every turn).
+            ("https://api.anthropic.com/v1", "https://api.anthropic.com/v1/messages"),
+            ("https://openrouter.ai/api/v1/", "https://openrouter.ai/api/v1/messages"),
+            ("https://proxy.test/V1?key=1", "https://proxy.test/V1/messages?key=1"),
+            ("https://proxy.test/xv1", "https://proxy.test/xv1/v1/messages"),
         ],
     )
     def test_messages_url(self, base_url: str, url: str) -> None:
