@@ -88,12 +88,15 @@ _RESERVED_KEYS = frozenset({"model", "messages", "stream", "stream_options"})
 _DROPPED_KEYS = frozenset({"delayMs"})
 
 
-def chat_messages(messages: Sequence[ChatMessage], mistral: bool = False) -> list[dict[str, Any]]:
+def chat_messages(
+    messages: Sequence[ChatMessage], *, mistral: bool = False, reasoning_back: bool = False
+) -> list[dict[str, Any]]:
     """The context as Chat Completions messages. Calls of one assistant message that share
     an id (some servers give parallel calls one) go under ids of their own, `<id>_2` and so
     on, each result with its call in order: OpenAI refuses a message whose calls share an
     id, and a result could not say which one it answers. For a Mistral model (`mistral`),
-    every id goes as Mistral takes it (`mistral_call_id`). The transcript keeps the ids."""
+    every id goes as Mistral takes it (`mistral_call_id`). The transcript keeps the ids.
+    `reasoning_back`: a message with calls carries its reasoning (`takes_reasoning_back`)."""
     out: list[dict[str, Any]] = []
     # The last assistant message's call ids, each with the ids its calls went under, in order.
     sent_ids: dict[str, list[str]] = {}
@@ -107,7 +110,10 @@ def chat_messages(messages: Sequence[ChatMessage], mistral: bool = False) -> lis
             continue
         if message.role == "assistant":
             sent_ids = {}
-        out.append(chat_message(message, sent_ids, mistral))
+        chat = chat_message(message, sent_ids, mistral)
+        if reasoning_back and message.tool_calls:
+            chat["reasoning_content"] = message.reasoning
+        out.append(chat)
     return out
 
 
@@ -135,6 +141,20 @@ _MISTRAL_MODEL_RE = re.compile(
 _ALPHANUMERIC = string.ascii_letters + string.digits
 
 
+# DeepSeek's and Kimi's thinking models take their reasoning back in a tool loop, in the
+# message with the calls it led to, and refuse one without it ("Missing `reasoning_content`
+# field in the assistant message"); the field must be there even when empty. Other servers
+# are not sent it (some refuse a field they do not know), nor these a reply's without calls.
+_REASONING_BACK_HOSTS = frozenset({"api.deepseek.com", "api.moonshot.ai", "api.moonshot.cn"})
+_REASONING_BACK_MODEL_RE = re.compile(r"deepseek|kimi", re.IGNORECASE)
+
+
+def takes_reasoning_back(provider: ProviderConfig | None, model: str) -> bool:
+    """DeepSeek's or Moonshot's API, or a DeepSeek or Kimi model served elsewhere."""
+    host = host_of(provider.base_url if provider else "")
+    return host in _REASONING_BACK_HOSTS or bool(_REASONING_BACK_MODEL_RE.search(model))
+
+
 def is_mistral(provider: ProviderConfig | None, model: str) -> bool:
     """Mistral's API, or a model of Mistral's served elsewhere."""
     return host_of(provider.base_url if provider else "") == _MISTRAL_HOST or bool(
@@ -160,7 +180,7 @@ def chat_message(
 ) -> dict[str, Any]:
     """A user or assistant message; `sent_ids`: its calls' ids as sent (chat_messages)."""
     if message.tool_calls:
-        # Reasoning is not sent back: OpenAI-compatible servers neither need nor want it.
+        # Reasoning is not sent back but to the servers that ask for it (chat_messages).
         unique = (_unique_call_id(call.id, sent_ids) for call in message.tool_calls)
         return {
             "role": "assistant",
@@ -187,7 +207,12 @@ def chat_message(
 
 def request_body(request: ProviderRequest) -> dict[str, Any]:
     """The JSON body of §6.3: context, streaming with usage, and the params."""
-    messages = chat_messages(request.messages, is_mistral(request.provider, request.ref.model))
+    provider, model = request.provider, request.ref.model
+    messages = chat_messages(
+        request.messages,
+        mistral=is_mistral(provider, model),
+        reasoning_back=takes_reasoning_back(provider, model),
+    )
     if request.system:
         messages.insert(0, {"role": "system", "content": request.system})
     body: dict[str, Any] = {

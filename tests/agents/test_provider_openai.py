@@ -1349,6 +1349,35 @@ class TestTools:
             {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
         ]
 
+    @pytest.mark.parametrize(
+        ("base_url", "model"),
+        [(None, "deepseek-v4-flash"), (None, "deepseek-ai/DeepSeek-V3.2"),
+         (None, "kimi-k2-thinking"), ("https://api.deepseek.com", "fake-model")],
+    )  # fmt: skip
+    def test_deepseek_and_kimi_get_a_calls_reasoning_back(
+        self, openai_upstream: FakeOpenAI, base_url: str | None, model: str
+    ) -> None:
+        # Their thinking models refuse a tool loop without it: "Missing `reasoning_content`
+        # field in the assistant message at message index 1".
+        history = (
+            ChatMessage("user", "weather?"),
+            ChatMessage("assistant", "Let me see.", reasoning="earlier turn"),
+            ChatMessage("user", "and now?"),
+            ChatMessage("assistant", "", tool_calls=(CALL,), reasoning="I should call it."),
+            ChatMessage("assistant", "", tool_calls=(attrs.evolve(CALL, id="call_2"),)),
+        )
+        config = openai_upstream.provider_config()
+        if base_url is not None:
+            config = attrs.evolve(config, base_url=base_url)
+        request = attrs.evolve(
+            provider_request(config, model=model),
+            messages=(*history, ChatMessage("tool", "sunny", tool_call_id="call_2")),
+        )
+        sent = chat_messages_for(request)
+        assert "reasoning_content" not in sent[1]  # a reply without calls: not needed
+        assert sent[3]["reasoning_content"] == "I should call it."
+        assert sent[4]["reasoning_content"] == ""  # the field is what they look for
+
     async def test_calls_that_share_an_id_go_under_ids_of_their_own_with_their_results(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
     ) -> None:
