@@ -742,10 +742,19 @@ def build_conversation(messages: Any, limits: ChatCompletionsConfig) -> Conversa
             if placeholder:
                 text = ""  # our placeholder for an empty reply, not the model's words
             calls = _tool_calls(message, index)
+            # The reasoning that led to calls, as this gateway answers it: the models that
+            # take it back in a tool loop (DeepSeek's, Kimi's) refuse the loop without it.
+            reasoning = message.get("reasoning_content") if calls else None
+            reasoning = reasoning if isinstance(reasoning, str) else ""
             # The placeholder stays, empty: it marks where the session's empty reply is
             # (agents/transcript.py); the model never gets an empty reply.
             if text or calls or placeholder:
-                entries.append((ChatMessage("assistant", text, tool_calls=calls), content))
+                entries.append(
+                    (
+                        ChatMessage("assistant", text, tool_calls=calls, reasoning=reasoning),
+                        content,
+                    )
+                )
         elif role in ("tool", "function"):
             entries.append((_tool_result(message, role, index), content))
     last = max((i for i, (m, _) in enumerate(entries) if m.role != "assistant"), default=-1)

@@ -1587,3 +1587,40 @@ class TestResultsWithParts:
             "role": "user",
             "content": [{"type": "tool_result", "tool_use_id": "call_up_1", "content": "Sunny"}],
         }
+
+
+class TestReasoningBack:
+    """DeepSeek's and Kimi's thinking models refuse a tool loop whose message with the calls
+    lacks their reasoning: they get it back, from the session or from the client."""
+
+    @staticmethod
+    def settings(upstream: FakeOpenAI) -> dict[str, Any]:
+        settings = fake_provider(upstream, model="fake/deepseek-v4-flash")
+        settings["models"]["providers"]["fake"]["models"].append({"id": "deepseek-v4-flash"})
+        return settings
+
+    async def test_a_named_session_gives_the_stored_reasoning_back(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        openai_fake.script(
+            Stream((), reasoning=("I should look.",), tool_calls=(UPSTREAM_CALL,)),
+            Stream(("Sunny.",)),
+        )
+        client = await gateway(self.settings(openai_fake))
+        first = ask("What is the weather in Paris?", user="una", tools=[WEATHER])
+        assert (await post(client, first)).status == 200
+        body = {"model": "openclaw", "user": "una", "messages": OPENAI_SECOND_REQUEST,
+                "tools": [WEATHER]}  # fmt: skip
+        assert (await post(client, body)).status == 200
+        sent = openai_fake.requests[1].body["messages"]
+        assert sent[1]["reasoning_content"] == "I should look."
+
+    async def test_a_stateless_request_gives_the_reasoning_the_client_sent_back(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        client = await gateway(self.settings(openai_fake))
+        assistant = {**OPENAI_SECOND_REQUEST[1], "reasoning_content": "I should look."}
+        messages = [OPENAI_SECOND_REQUEST[0], assistant, OPENAI_SECOND_REQUEST[2]]
+        body = {"model": "openclaw", "messages": messages, "tools": [WEATHER]}
+        assert (await post(client, body)).status == 200
+        assert openai_fake.requests[0].body["messages"][1] == assistant
