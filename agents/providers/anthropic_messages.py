@@ -540,7 +540,9 @@ class MessageEventDecoder:
                     piece = delta["partial_json"]
                     if type(piece) is not str:
                         raise TypeError("partial_json is not text")
-                    tool = self._tools[obj["index"]]
+                    tool = self._tools.get(obj["index"])
+                    if tool is None:
+                        continue  # a server tool's input (web search): no call of the client's
                     if piece:
                         tool[1] += len(piece)
                         yield ToolCallDelta(tool[0], None, None, piece)

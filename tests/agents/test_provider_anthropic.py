@@ -1058,6 +1058,39 @@ class TestTools:
             Finish("tool_calls"),
         ]
 
+    async def test_a_server_tools_blocks_are_no_call_of_the_clients(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        # A server tool (web search, run by the API or a proxy) streams its input as a
+        # client tool's is; its block is not one of ours: the stream failed as malformed.
+        search = {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search",
+                  "input": {}}  # fmt: skip
+        body = events(
+            start(),
+            ("content_block_start", {"type": "content_block_start", "index": 0,
+                                     "content_block": search}),
+            ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                     "delta": {"type": "input_json_delta",
+                                               "partial_json": '{"query": "x"}'}}),
+            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            ("content_block_start", {"type": "content_block_start", "index": 1,
+                                     "content_block": {"type": "web_search_tool_result",
+                                                       "tool_use_id": "srvtoolu_1",
+                                                       "content": []}}),
+            ("content_block_stop", {"type": "content_block_stop", "index": 1}),
+            ("content_block_start", {"type": "content_block_start", "index": 2,
+                                     "content_block": {"type": "text", "text": ""}}),
+            ("content_block_delta", {"type": "content_block_delta", "index": 2,
+                                     "delta": {"type": "text_delta", "text": "Found."}}),
+            *stop(),
+        )  # fmt: skip
+        anthropic_upstream.script(Raw((body,)))
+        assert await collect(provider, anthropic_upstream) == [
+            TextDelta("Found."),
+            Usage(3, 2),
+            Finish("stop"),
+        ]
+
     async def test_several_thinking_blocks_are_signed_block_by_block(
         self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
     ) -> None:
