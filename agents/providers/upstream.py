@@ -309,30 +309,10 @@ async def relay(
         assert task is not None
         cancelling = task.cancelling
 
-        loop = asyncio.get_running_loop()
-        # When a piece of the reply last came (the time of its read): keepalives alone are
-        # no progress (Timeouts.progress).
-        progressed = loop.time()
-        watchdog: asyncio.TimerHandle | None = None
-
-        def check_progress() -> None:
-            # One timer, re-armed when it fires early (as the client's idle timer).
-            nonlocal watchdog
-            deadline = progressed + timeouts.progress
-            if deadline > loop.time():
-                watchdog = loop.call_at(deadline, check_progress)
-                return
-            watchdog = None
-            seconds = f"{timeouts.progress:g}"
-            resp.abort(TimeoutError(f"nothing of the reply from the upstream for {seconds} s"))
-
-        if timeouts.progress:
-            watchdog = loop.call_at(progressed + timeouts.progress, check_progress)
-
         def decode(events: Iterator[ProviderEvent]) -> None:
             # Event by event, so that what came before a malformed event is delivered; none
             # once our task is being cancelled (the rest of a read that a delivery aborted).
-            nonlocal progressed
+            # Each piece of the reply is progress (Timeouts.progress): keepalives are not.
             delivering = False  # an error while set is deliver's own: raised as it is
             try:
                 for event in events:
@@ -341,7 +321,7 @@ async def relay(
                     delivering = True
                     deliver(event)
                     delivering = False
-                    progressed = resp.last_read
+                    resp.progressed = resp.last_read
             except _DECODE_ERRORS as exc:
                 if delivering:
                     raise
@@ -384,9 +364,6 @@ async def relay(
             # connection is closed (`resp` is not complete), the turn is not failed. A line cut
             # by the break is no event.
             broken = True
-        finally:
-            if watchdog is not None:
-                watchdog.cancel()
         if not (decoder.done or broken):
             try:
                 events = parser.feed_eof()

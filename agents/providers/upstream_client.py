@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import math
 import re
 import select
 import socket
@@ -166,7 +167,7 @@ class UpstreamClient:
         connection = self._checkout(target.origin)
         if connection is None:
             connection = await self._connect(target.origin, timeouts.connect)
-        response = connection.send(head, body, timeouts.idle)
+        response = connection.send(head, body, timeouts)
         try:
             await response.head_received()
         except BaseException:
@@ -276,9 +277,9 @@ class _Connection(asyncio.Protocol):
         self._bare_bytes = 0
         self._informational = False
 
-    def send(self, head: bytes, body: bytes, idle_seconds: float) -> UpstreamResponse:
+    def send(self, head: bytes, body: bytes, timeouts: Timeouts) -> UpstreamResponse:
         assert self.transport is not None and self.response is None
-        response = self.response = UpstreamResponse(self, idle_seconds)
+        response = self.response = UpstreamResponse(self, timeouts.idle, timeouts.progress)
         self._bare_bytes = 0
         self.transport.writelines((head, body))  # one send, the body not copied onto the head
         return response
@@ -418,18 +419,24 @@ class _Connection(asyncio.Protocol):
 class UpstreamResponse:
     """One response: its head, then its body read whole (`read`) or pushed (`deliver`).
 
-    An idle timer runs from the request's write to the body's end: `idle_seconds` without a
-    byte fail the response with TimeoutError (reads only note their time; the one timer,
-    when it fires early, re-arms for the real deadline).
+    A timer runs from the request's write to the body's end: `idle_seconds` without a byte,
+    or `progress_seconds` without progress, fail the response with TimeoutError (reads only
+    note their time; the one timer, when it fires early, re-arms for the real deadline).
+    Progress is what the reader says it is (`progressed`, the time of the read that brought
+    it: the relay sets it for each piece of a reply), or the body's end: so a head or a body
+    trickled a byte at a time, keepalives alone, fail too.
     """
 
-    def __init__(self, connection: _Connection, idle_seconds: float) -> None:
+    def __init__(
+        self, connection: _Connection, idle_seconds: float, progress_seconds: float = 0.0
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         self.status = 0
         self.headers: dict[str, str] = {}  # lower-case names; repeated ones joined by ", "
         self.reusable = False  # the response ended, and its connection may carry another
         self.complete = False
         self.last_read = self.loop.time()
+        self.progressed = self.last_read  # set by the reader: see the class's docstring
         self._connection = connection
         self._close_delimited = True  # no Content-Length, not chunked: EOF ends the body
         self._error: BaseException | None = None
@@ -441,10 +448,12 @@ class UpstreamResponse:
         self._sink: Callable[[bytes], None] | None = None
         self._reader: asyncio.Task[object] | None = None
         self._paused = False
-        self._idle = idle_seconds
+        self._idle = idle_seconds or math.inf  # 0: no limit
+        self._progress = progress_seconds or math.inf
         self._timer: asyncio.TimerHandle | None = None
-        if idle_seconds:
-            self._timer = self.loop.call_at(self.last_read + idle_seconds, self._check_idle)
+        first = self.last_read + min(self._idle, self._progress)
+        if first < math.inf:
+            self._timer = self.loop.call_at(first, self._check_idle)
 
     @property
     def content_type(self) -> str:
@@ -496,12 +505,6 @@ class UpstreamResponse:
         self._done()
         self.reusable = False
         self._connection.release(self)
-
-    def abort(self, error: BaseException) -> None:
-        """Fail the response with `error` (raised to its reader) and close its connection:
-        the reader's own watchdog gave up on it."""
-        self.fail(error)
-        self._connection.close()
 
     def _done(self) -> None:
         self._stop_timer()
@@ -606,14 +609,22 @@ class UpstreamResponse:
                 transport.resume_reading()
 
     def _check_idle(self) -> None:
-        deadline = self.last_read + self._idle
+        now = self.loop.time()
+        idle = self.last_read + self._idle
         if self._paused:  # we are the slow side: the upstream is not idle
-            deadline = self.loop.time() + self._idle
-        if deadline > self.loop.time():
+            idle = now + self._idle
+        progress = self.progressed + self._progress
+        deadline = min(idle, progress)
+        if deadline > now:
             self._timer = self.loop.call_at(deadline, self._check_idle)
             return
         self._timer = None
-        self.fail(TimeoutError(f"no data from the upstream for {self._idle:g} s"))
+        if idle <= now:
+            error = TimeoutError(f"no data from the upstream for {self._idle:g} s")
+        else:
+            seconds = f"{self._progress:g}"
+            error = TimeoutError(f"nothing of the reply from the upstream for {seconds} s")
+        self.fail(error)
         self._connection.close()
 
     def _stop_timer(self) -> None:

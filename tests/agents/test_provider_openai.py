@@ -931,6 +931,19 @@ class TestConnectionFailures:
         )
         await openai_upstream.last.wait_gone()
 
+    async def test_a_json_answer_trickled_a_byte_at_a_time_times_out(
+        self, http: UpstreamClient, openai_upstream: FakeOpenAI
+    ) -> None:
+        provider = OpenAICompletionsProvider(http, Timeouts(connect=1, idle=0.3, progress=0.5))
+        answer = json.dumps({"choices": [{"message": {"content": "x" * 100}}]}).encode()
+        pieces = tuple(answer[i : i + 1] for i in range(len(answer)))
+        openai_upstream.script(Raw(pieces, content_type="application/json", delay=0.05))
+        with pytest.raises(UpstreamTimeout) as caught:
+            await collect(provider, openai_upstream)
+        assert caught.value.detail == (
+            "TimeoutError: nothing of the reply from the upstream for 0.5 s"
+        )
+
     async def test_keepalives_while_a_model_thinks_past_the_idle_limit_are_fine(
         self, http: UpstreamClient, openai_upstream: FakeOpenAI
     ) -> None:

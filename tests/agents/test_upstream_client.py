@@ -890,6 +890,63 @@ class TestIdleTimeout:
         response = await post(client, server, timeouts=SHORT_IDLE)
         assert await response.read(1000) == b"abcdef"
 
+    async def test_a_head_trickled_byte_by_byte_times_out_with_no_progress(
+        self, serve: Serve, client: UpstreamClient
+    ) -> None:
+        # A byte within every idle period, so the idle limit never passes: a header line
+        # every 0.05 s, up to the head's size limit (at one a minute, 45 days).
+        timeouts = Timeouts(connect=1.0, idle=0.2, progress=0.5)
+
+        async def handler(peer: Peer) -> None:
+            await peer.request()
+            await peer.send(b"HTTP/1.1 200 OK\r\n", *(b"X-A: b\r\n",) * 60, delay=0.05)
+
+        server = await serve(handler)
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(TimeoutError, match=r"nothing of the reply from the upstream for 0\.5"):
+            await post(client, server, timeouts=timeouts)
+        assert 0.45 < asyncio.get_running_loop().time() - started < 1.5
+        await server.peers[0].wait_gone()
+
+    async def test_a_body_trickled_byte_by_byte_times_out_in_read(
+        self, serve: Serve, client: UpstreamClient
+    ) -> None:
+        timeouts = Timeouts(connect=1.0, idle=0.2, progress=0.5)
+
+        async def handler(peer: Peer) -> None:
+            await peer.request()
+            await peer.send(head("200 OK", "Content-Length: 100"), *(b"a",) * 60, delay=0.05)
+
+        server = await serve(handler)
+        response = await post(client, server, timeouts=timeouts)
+        with pytest.raises(TimeoutError, match="nothing of the reply"):
+            await response.read(1000)
+        response.close()
+        await server.peers[0].wait_gone()
+
+    async def test_progress_the_reader_marks_keeps_a_slow_body_going(
+        self, serve: Serve, client: UpstreamClient
+    ) -> None:
+        # The reader says which bytes were progress (the relay: a piece of the reply).
+        timeouts = Timeouts(connect=1.0, idle=0.2, progress=0.3)
+        pieces = [chunk(b"a") for _ in range(12)]
+
+        async def handler(peer: Peer) -> None:
+            await peer.request()
+            await peer.send(head("200 OK", CHUNKED), *pieces, LAST_CHUNK, delay=0.05)
+
+        server = await serve(handler)
+        response = await post(client, server, timeouts=timeouts)
+        got: list[bytes] = []
+
+        def sink(piece: bytes) -> None:
+            got.append(piece)
+            response.progressed = response.last_read
+
+        await response.deliver(sink)
+        assert b"".join(got) == b"a" * 12
+        response.release()
+
     async def test_the_idle_timer_stops_at_the_body_end(
         self, serve: Serve, client: UpstreamClient
     ) -> None:
