@@ -305,9 +305,15 @@ def request_body(request: ProviderRequest) -> dict[str, Any]:
         # OpenAI's range is 0..2, Anthropic's 0..1.
         body["temperature"] = min(max(temperature, 0), 1)
     top_p = params.get("top_p")
-    if top_p is not None and (
-        budget is None or (isinstance(top_p, int | float) and top_p >= _THINKING_MIN_TOP_P)
+    if (
+        top_p is not None
+        and "temperature" not in body
+        and (budget is None or (isinstance(top_p, int | float) and top_p >= _THINKING_MIN_TOP_P))
     ):
+        # Not with a temperature: Claude's models since Opus 4.1 refuse both ("`temperature`
+        # and `top_p` cannot both be specified for this model"), OpenAI clients often send
+        # both (a top_p of 1 as their default), and Anthropic's advice is to change only the
+        # temperature.
         body["top_p"] = top_p
     stop = params.get("stop")
     if stop is None:

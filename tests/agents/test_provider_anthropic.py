@@ -261,6 +261,28 @@ class TestRequest:
             "top_k": 5,
         }
 
+    @pytest.mark.parametrize(
+        ("params", "sent"),
+        [
+            ({"temperature": 0.5, "top_p": 0.9}, {"temperature": 0.5}),
+            ({"temperature": 0.5, "top_p": 1}, {"temperature": 0.5}),
+            ({"top_p": 0.9}, {"top_p": 0.9}),
+            ({"temperature": 0.5}, {"temperature": 0.5}),
+        ],
+    )
+    async def test_temperature_and_top_p_are_never_sent_together(
+        self,
+        provider: AnthropicMessagesProvider,
+        anthropic_upstream: FakeAnthropic,
+        params: dict[str, Any],
+        sent: dict[str, Any],
+    ) -> None:
+        # Claude's models since Opus 4.1 refuse both: "`temperature` and `top_p` cannot both
+        # be specified for this model. Please use only one." OpenAI clients often send both
+        # (top_p 1 as a default); temperature is the one Anthropic says to change.
+        body = await sent_body(provider, anthropic_upstream, params=params)
+        assert {k: body[k] for k in ("temperature", "top_p") if k in body} == sent
+
     async def test_consecutive_same_role_messages_are_joined(
         self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
     ) -> None:
