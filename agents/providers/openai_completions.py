@@ -248,6 +248,15 @@ def request_body(request: ProviderRequest) -> dict[str, Any]:
         # reasoning models refuse the old one. Other servers keep the name they were given:
         # Ollama and LM Studio read `max_tokens` only.
         body["max_completion_tokens"] = body.pop("max_tokens")
+    if host_of(provider.base_url if provider else "") == _MISTRAL_HOST:
+        # Mistral's API refuses a field it does not know (422 "extra_forbidden") on every
+        # turn: no `stream_options` (it reports the usage in its last chunk unasked), its
+        # own names for the cap and the seed.
+        del body["stream_options"]
+        if "max_completion_tokens" in body:
+            body["max_tokens"] = body.pop("max_completion_tokens")
+        if "seed" in body:
+            body["random_seed"] = body.pop("seed")
     if dropped:
         log.debug("provider_params_dropped", api=API_OPENAI_COMPLETIONS, keys=dropped)
     return body

@@ -229,6 +229,28 @@ class TestRequest:
             name: 17
         }
 
+    def test_mistrals_api_gets_only_the_fields_it_takes(self) -> None:
+        # It refuses any field it does not know with a 422 ("extra_forbidden"), on every turn:
+        # `stream_options` (it reports the usage unasked), `max_completion_tokens`, `seed`
+        # (its `random_seed`).
+        provider = ProviderConfig(
+            id="p", api=API_OPENAI_COMPLETIONS, base_url="https://api.mistral.ai/v1",
+            models=(ModelEntry("mistral-small-latest"),),
+        )  # fmt: skip
+        params = {"max_completion_tokens": 9, "seed": 4, "temperature": 0.2}
+        request = ProviderRequest(
+            ModelRef("p", "mistral-small-latest"), "", (ChatMessage("user", "hi"),), params,
+            provider, provider.models[0],
+        )  # fmt: skip
+        assert request_body(request) == {
+            "model": "mistral-small-latest",
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": True,
+            "max_tokens": 9,
+            "random_seed": 4,
+            "temperature": 0.2,
+        }
+
     async def test_no_cap_at_all_sends_none(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
     ) -> None:
