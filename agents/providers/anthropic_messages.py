@@ -40,7 +40,13 @@ from agents.providers.echo import token_cap
 from agents.providers.images import image_type
 from agents.providers.sse import SSEEvent, data_json
 from agents.providers.timeouts import Timeouts
-from agents.providers.upstream import endpoint_url, log_body, relay, stream_error
+from agents.providers.upstream import (
+    SentCallIds,
+    endpoint_url,
+    log_body,
+    relay,
+    stream_error,
+)
 from agents.providers.upstream_client import UpstreamClient
 
 log = structlog.get_logger()
@@ -126,17 +132,6 @@ def _tool_id(call_id: str | None) -> str | None:
     return f"{_NOT_TOOL_ID_CHARS.sub('_', call_id)}_{digest}"
 
 
-def _unique_tool_id(call_id: str, sent_ids: dict[str, list[str]]) -> str:
-    """`_tool_id(call_id)`, or for a call whose id its turn already sent, `<that>_<n>`."""
-    taken = {sent for ids in sent_ids.values() for sent in ids} if sent_ids else set()
-    base = _tool_id(call_id) or call_id
-    sent, number = base, 2
-    while sent in taken:
-        sent, number = f"{base}_{number}", number + 1
-    sent_ids.setdefault(call_id, []).append(sent)
-    return sent
-
-
 def _tool_input(arguments: str) -> dict[str, Any]:
     try:
         value = json.loads(arguments) if arguments.strip() else {}
@@ -156,7 +151,7 @@ def anthropic_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
     # The last assistant turn's call ids, each with the ids its calls went under, in order:
     # the API refuses a turn whose tool_use blocks share an id (some servers give parallel
     # calls one), so a repeated one goes as `<id>_2`, and its result with it.
-    sent_ids: dict[str, list[str]] = {}
+    sent_ids = SentCallIds()
     for message in messages:
         blank = not message.text or message.text.isspace()
         if blank and message.role != "tool" and not (message.images or message.tool_calls):
@@ -169,14 +164,14 @@ def anthropic_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
         if not turns or turns[-1].role != role:
             turns.append(_Turn(role))
             if role == "assistant":
-                sent_ids = {}
+                sent_ids = SentCallIds()
         turn = turns[-1]
         if message.role == "tool":
-            queue = sent_ids.get(message.tool_call_id or "")
+            sent = sent_ids.result(message.tool_call_id)
             turn.tool_results.append(
                 {
                     "type": "tool_result",
-                    "tool_use_id": queue.pop(0) if queue else _tool_id(message.tool_call_id),
+                    "tool_use_id": sent or _tool_id(message.tool_call_id),
                     "content": message.text,
                 }
             )
@@ -190,7 +185,7 @@ def anthropic_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
             turn.tool_uses.append(
                 {
                     "type": "tool_use",
-                    "id": _unique_tool_id(call.id, sent_ids),
+                    "id": sent_ids.add(call.id, _tool_id(call.id) or call.id),
                     "name": call.name,
                     "input": _tool_input(call.arguments),
                 }

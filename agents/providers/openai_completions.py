@@ -36,6 +36,7 @@ from agents.providers.images import host_of, is_openai
 from agents.providers.sse import SSEEvent, data_json
 from agents.providers.timeouts import Timeouts
 from agents.providers.upstream import (
+    SentCallIds,
     endpoint_url,
     error_status,
     log_body,
@@ -98,33 +99,21 @@ def chat_messages(
     every id goes as Mistral takes it (`mistral_call_id`). The transcript keeps the ids.
     `reasoning_back`: a message with calls carries its reasoning (`takes_reasoning_back`)."""
     out: list[dict[str, Any]] = []
-    # The last assistant message's call ids, each with the ids its calls went under, in order.
-    sent_ids: dict[str, list[str]] = {}
+    sent_ids = SentCallIds()  # the last assistant message's
     for message in messages:
         if message.role == "tool":
-            queue = sent_ids.get(message.tool_call_id or "")
-            call_id = queue.pop(0) if queue else message.tool_call_id
+            call_id = sent_ids.result(message.tool_call_id) or message.tool_call_id
             if mistral and call_id is not None:
                 call_id = mistral_call_id(call_id)
             out.append({"role": "tool", "tool_call_id": call_id, "content": message.text})
             continue
         if message.role == "assistant":
-            sent_ids = {}
+            sent_ids = SentCallIds()
         chat = chat_message(message, sent_ids, mistral)
         if reasoning_back and message.tool_calls:
             chat["reasoning_content"] = message.reasoning
         out.append(chat)
     return out
-
-
-def _unique_call_id(call_id: str, sent_ids: dict[str, list[str]]) -> str:
-    """`call_id`, or for a call whose id its message already sent, `<id>_<n>`."""
-    taken = {sent for ids in sent_ids.values() for sent in ids} if sent_ids else set()
-    sent, number = call_id, 2
-    while sent in taken:
-        sent, number = f"{call_id}_{number}", number + 1
-    sent_ids.setdefault(call_id, []).append(sent)
-    return sent
 
 
 # Mistral's API, and its models' chat template wherever they are served (vLLM), refuse a call
@@ -176,12 +165,12 @@ def mistral_call_id(call_id: str) -> str:
 
 
 def chat_message(
-    message: ChatMessage, sent_ids: dict[str, list[str]], mistral: bool = False
+    message: ChatMessage, sent_ids: SentCallIds, mistral: bool = False
 ) -> dict[str, Any]:
     """A user or assistant message; `sent_ids`: its calls' ids as sent (chat_messages)."""
     if message.tool_calls:
         # Reasoning is not sent back but to the servers that ask for it (chat_messages).
-        unique = (_unique_call_id(call.id, sent_ids) for call in message.tool_calls)
+        unique = (sent_ids.add(call.id, call.id) for call in message.tool_calls)
         return {
             "role": "assistant",
             "content": message.text or None,

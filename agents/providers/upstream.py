@@ -9,6 +9,7 @@ means, and how a non-streamed JSON answer reads.
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime
 import email.utils
 import functools
@@ -65,6 +66,39 @@ def endpoint_url(base_url: str, path: str) -> str:
     `?api-version=`). A fragment is not sent. (A handful per config: cached.)"""
     parts = urlsplit(base_url)
     return urlunsplit(parts._replace(path=parts.path.rstrip("/") + path, fragment=""))
+
+
+class SentCallIds:
+    """The ids one assistant message's calls went under, for their results. A call whose id
+    the message already sent goes as `<id>_2`, `<id>_3`, ...: the upstreams refuse a
+    message whose calls share an id (some servers give parallel calls one). Linear in the
+    calls: a client may send thousands in one message."""
+
+    def __init__(self) -> None:
+        self._queues: dict[str, collections.deque[str]] = {}
+        self._taken: set[str] = set()
+        self._next: dict[str, int] = {}  # per id as sent: the number its next repeat tries
+
+    def add(self, call_id: str, base: str) -> str:
+        """The id the call `call_id` goes under: `base` (its id as the upstream takes it), or
+        for one the message already sent, `<base>_<n>`."""
+        sent = base
+        if sent in self._taken:
+            number = self._next.get(base, 2)
+            sent = f"{base}_{number}"
+            while sent in self._taken:  # a call's own id was `<base>_<n>`
+                number += 1
+                sent = f"{base}_{number}"
+            self._next[base] = number + 1
+        self._taken.add(sent)
+        self._queues.setdefault(call_id, collections.deque()).append(sent)
+        return sent
+
+    def result(self, call_id: str | None) -> str | None:
+        """The id a result for `call_id` goes under: that of the first of its calls not
+        answered yet; None when there is none."""
+        queue = self._queues.get(call_id or "")
+        return queue.popleft() if queue else None
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> int | None:

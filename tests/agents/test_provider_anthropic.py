@@ -21,7 +21,11 @@ from agents.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from agents.providers.anthropic_messages import AnthropicMessagesProvider, messages_url
+from agents.providers.anthropic_messages import (
+    AnthropicMessagesProvider,
+    anthropic_messages,
+    messages_url,
+)
 from agents.providers.base import (
     ChatMessage,
     Finish,
@@ -1079,6 +1083,23 @@ class TestTools:
             Usage(3, 2),
             Finish("tool_calls"),
         ]
+
+    def test_thousands_of_calls_in_one_message_take_no_time(self) -> None:
+        # Their ids were checked against every id before them (10,000 took 10 s, quadratic).
+        same = tuple(ToolCall("c", "f", "{}") for _ in range(5000))
+        distinct = tuple(ToolCall(f"d{i}", "f", "{}") for i in range(5000))
+        calls = same + distinct
+        messages = (
+            ChatMessage("user", "q"),
+            ChatMessage("assistant", "", tool_calls=calls),
+            *(ChatMessage("tool", "r", tool_call_id=call.id) for call in calls),
+        )
+        started = time.process_time()
+        sent = anthropic_messages(messages)
+        assert time.process_time() - started < 1.5
+        ids = [block["id"] for block in sent[1]["content"]]
+        assert ids[:3] == ["c", "c_2", "c_3"] and ids[4999] == "c_5000" and ids[5000] == "d0"
+        assert [block["tool_use_id"] for block in sent[2]["content"]] == ids
 
     async def test_a_server_tools_blocks_are_no_call_of_the_clients(
         self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic

@@ -1492,6 +1492,26 @@ class TestTools:
         request = attrs.evolve(provider_request(config), messages=messages)
         assert chat_messages_for(request)[1]["tool_calls"][0]["id"] == "call_1"
 
+    def test_thousands_of_calls_in_one_message_take_no_time(self) -> None:
+        # A client may send an assistant message of thousands of calls (a 20 MiB body holds
+        # 200,000): their ids were checked against every id before them, on the event loop
+        # (10,000 took 10 s, quadratic).
+        same = tuple(ToolCall("c", "f", "{}") for _ in range(5000))
+        distinct = tuple(ToolCall(f"d{i}", "f", "{}") for i in range(5000))
+        calls = same + distinct
+        messages = (
+            ChatMessage("user", "q"),
+            ChatMessage("assistant", "", tool_calls=calls),
+            *(ChatMessage("tool", "r", tool_call_id=call.id) for call in calls),
+        )
+        request = ProviderRequest(ModelRef("p", "m"), "", messages)
+        started = time.process_time()
+        sent = request_body(request)["messages"]
+        assert time.process_time() - started < 1.5
+        ids = [call["id"] for call in sent[1]["tool_calls"]]
+        assert ids[:3] == ["c", "c_2", "c_3"] and ids[4999] == "c_5000" and ids[5000] == "d0"
+        assert [m["tool_call_id"] for m in sent[2:]] == ids
+
     async def test_streamed_tool_call_fragments(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
     ) -> None:
