@@ -978,6 +978,11 @@ class SessionStore:
             job, index = todo.popleft()
             if index is None and job.future.cancelled():
                 continue  # as an executor skips a cancelled job that has not started
+            if job.fn == self._close:
+                # The writes queued before the close are committed first, and their callers
+                # told if that commit failed: a turn must not hear it is stored when it is not.
+                self._end_group(done, wrote)
+                wrote = []
             self._job_wrote = self._group_lost = False
             try:
                 outcome: tuple[_Job, Any, BaseException | None] = (job, job.fn(*job.args), None)
@@ -1004,15 +1009,7 @@ class SessionStore:
                 rerun.update(lost)
             elif self._job_wrote:
                 wrote.append(index)
-        if self._group_open:
-            self._group_open = False
-            # A group whose every write failed (each rolled back to its savepoint) commits
-            # nothing: on_commit is not told of it.
-            failure = self._commit(report=any(done[index][2] is None for index in wrote))
-            if failure is not None:
-                for index in wrote:
-                    if done[index][2] is None:  # a job that failed keeps its own error
-                        done[index] = (done[index][0], None, failure)
+        self._end_group(done, wrote)
         by_loop: dict[asyncio.AbstractEventLoop, builtins.list[Any]] = {}
         for job, result, error in done:
             by_loop.setdefault(job.loop, []).append((job.future, result, error))
@@ -1020,6 +1017,22 @@ class SessionStore:
             # A closed loop raises RuntimeError: nobody waits for these any more.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_resolve, results)
+
+    def _end_group(
+        self, done: builtins.list[tuple[_Job, Any, BaseException | None]], wrote: builtins.list[int]
+    ) -> None:
+        """Commit the group transaction, if it began; the writes it held (`wrote`, indexes in
+        `done`) fail with the commit's error if that fails."""
+        if not self._group_open:
+            return
+        self._group_open = False
+        # A group whose every write failed (each rolled back to its savepoint) commits
+        # nothing: on_commit is not told of it.
+        failure = self._commit(report=any(done[index][2] is None for index in wrote))
+        if failure is not None:
+            for index in wrote:
+                if done[index][2] is None:  # a job that failed keeps its own error
+                    done[index] = (done[index][0], None, failure)
 
     @staticmethod
     def _serve_scans(jobs: queue.SimpleQueue[_Job | None]) -> None:
@@ -1209,9 +1222,7 @@ class SessionStore:
         }  # fmt: skip
 
     def _close(self) -> None:
-        if self._group_open:  # writes queued before the close are committed first
-            self._group_open = False
-            self._commit(report=True)
+        # The writes queued before the close were committed by `_run_group` before it ran.
         if self._db is not None:
             self._db.close()
             self._db = None

@@ -743,6 +743,38 @@ class TestGroupCommit:
             assert waited < 2.0
             await store.append_turn(turn(rows[0]))  # the lock is gone: writes work again
 
+    async def test_a_turn_whose_commit_fails_at_the_close_is_told_so(
+        self, store: SessionStore
+    ) -> None:
+        """The close commits the writes of its group before it closes the connection. That
+        commit's error was dropped: a turn ending as the gateway stopped was told it was
+        stored, and was not."""
+        row, _ = await store.create(KEY, "main", 100)
+
+        def orphan_message(db: sqlite3.Connection) -> None:
+            # Checked at COMMIT, not at the INSERT: a commit that fails, on a real file.
+            db.execute("PRAGMA defer_foreign_keys = ON")
+            db.execute(
+                "INSERT INTO messages (id, session_id, seq, role, content, timestamp)"
+                " VALUES ('orphan', 'no-such-transcript', 1, 'user', '[]', 1)"
+            )
+
+        # The store thread is busy while the write, the turn and the close queue up behind
+        # it: they run as one group, the close last.
+        busy = asyncio.ensure_future(store._call(time.sleep, 0.5))
+        await asyncio.sleep(0.1)
+        orphan = asyncio.ensure_future(store._call(store._write, orphan_message))
+        ending = asyncio.ensure_future(store.append_turn(turn(row)))
+        await asyncio.sleep(0)
+        await store.aclose()
+        await busy
+        results = await asyncio.gather(orphan, ending, return_exceptions=True)
+        assert [str(result) for result in results] == [
+            "IntegrityError: FOREIGN KEY constraint failed"
+        ] * 2
+        with sqlite3.connect(store.path) as db:
+            assert db.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 0
+
     async def test_a_connection_gone_bad_mid_group_fails_its_calls_and_later_ones_fast(
         self, store: SessionStore
     ) -> None:
