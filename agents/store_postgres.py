@@ -89,6 +89,14 @@ SCAN_CONNECTIONS = 2
 # its session (at most DEFAULT_LOCK_WAITERS do so without a run slot; see turn_lock).
 DEFAULT_LOCK_POOL_SIZE = 32
 DEFAULT_LOCK_WAITERS = 16
+# A turn's statement numbers its messages after the transcript's last seq, read in the same
+# statement; two turns of one session committing at once both read the same one, and the
+# second fails on the unique (session_id, seq). The turn lock keeps them apart, except when
+# it was lost (a restart cut its connection mid-turn) or never taken: the loser runs again
+# and reads the winner's seq. Each try lost is another turn of the session committed
+# meanwhile, so this bound is far beyond any number of turns of one session that can meet.
+APPEND_TURN_TRIES = 32
+SEQ_CONSTRAINT = "messages_session_id_seq_key"  # PostgreSQL's name for UNIQUE (session_id, seq)
 SQL_LOCK = "SELECT pg_advisory_lock($1, hashtext($2))"
 SQL_TRY_LOCK = "SELECT pg_try_advisory_lock($1, hashtext($2))"
 # A request must not hang on a database that is down: connecting gives up after this long.
@@ -817,16 +825,25 @@ class PostgresSessionStore:
     @staticmethod
     async def _append_turn(conn: Connection, turn: TurnRecord) -> SessionRow:
         rows = json.dumps([_args(row) for row in turn_messages(turn)], ensure_ascii=False)
-        row = await conn.fetchrow(
-            SQL_APPEND_TURN,
-            *_args((turn.session_id, turn.key, turn.agent_id, turn.user_timestamp)),
-            rows,
-            *_args((
-                turn.assistant_timestamp, turn.input_tokens, turn.output_tokens, turn.provider,
-                turn.model, turn.run_id, turn.status, turn.aborted, turn.stateless,
-            )),
-        )  # fmt: skip
-        return _session_row(tuple(row))
+        for attempt in range(1, APPEND_TURN_TRIES + 1):
+            try:
+                row = await conn.fetchrow(
+                    SQL_APPEND_TURN,
+                    *_args((turn.session_id, turn.key, turn.agent_id, turn.user_timestamp)),
+                    rows,
+                    *_args((
+                        turn.assistant_timestamp, turn.input_tokens, turn.output_tokens,
+                        turn.provider, turn.model, turn.run_id, turn.status, turn.aborted,
+                        turn.stateless,
+                    )),
+                )  # fmt: skip
+            except asyncpg.UniqueViolationError as exc:
+                # The statement is its own transaction: it left nothing, and runs again.
+                if exc.constraint_name != SEQ_CONSTRAINT or attempt == APPEND_TURN_TRIES:
+                    raise
+                continue
+            return _session_row(tuple(row))
+        raise AssertionError("unreachable")
 
     async def list(
         self, *, limit: int = 100, agent_id: str | None = None, search: str | None = None,

@@ -171,6 +171,25 @@ class TestTurns:
             f"stored message {mid} (seq 2) is damaged: its usage is not JSON ("
         )
 
+    async def test_turns_of_one_session_committed_by_two_processes_at_once_all_store(
+        self, pg_url: str
+    ) -> None:
+        """Two turns of one session commit together only when the turn lock did not keep
+        them apart (a lock whose connection a restart cut): both read the same last seq, and
+        the second failed on the unique (session_id, seq), an internal error for its client."""
+        async with PostgresSessionStore(pg_url) as a, PostgresSessionStore(pg_url) as b:
+            row, _ = await a.create(KEY, "main", 100)
+            results = await asyncio.gather(
+                *(s.append_turn(turn(row, f"r{i}")) for i, s in enumerate((a, b) * 8)),
+                return_exceptions=True,
+            )
+            assert [r for r in results if isinstance(r, BaseException)] == []
+            history = await a.history(row.session_id, 100)
+        assert [m.seq for m in history.messages] == list(range(1, 33))
+        # Each turn's two messages stay together.
+        runs = [m.run_id for m in history.messages]
+        assert runs[::2] == runs[1::2]
+
     async def test_a_session_created_by_two_processes_at_once_has_one_row(
         self, pg_url: str
     ) -> None:
