@@ -420,6 +420,27 @@ def _answered_within(conn: Connection, seconds: float) -> Iterator[None]:
         deadline.cancel()
 
 
+@contextlib.asynccontextmanager
+async def _transaction(conn: Connection) -> AsyncIterator[None]:
+    """What runs inside is one transaction: committed when it ends, rolled back when it
+    raises. Not asyncpg's `conn.transaction()` block: on a connection closed meanwhile (the
+    server cut it, `_answered_within` closed it) its rollback fails, and that error
+    (`InterfaceError: cannot call Transaction.__aexit__()`) replaced the cause."""
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        yield
+    except BaseException:
+        try:
+            await transaction.rollback()
+        except (asyncpg.PostgresError, *_UNAVAILABLE):
+            # The transaction went with its connection (or goes with it now): nothing is
+            # left of it, and the error that ended it is the one to tell.
+            _terminate(conn)
+        raise
+    await transaction.commit()
+
+
 def _terminate(conn: Connection) -> None:
     """Close a pooled connection now, whatever state it is in. One the server cut (a restart)
     is already closed, and asyncpg has taken it back into the pool: nothing is left to do."""
@@ -557,7 +578,7 @@ class PostgresSessionStore:
     @staticmethod
     async def _migrate(conn: Connection) -> tuple[int, ...]:
         applied: list[int] = []
-        async with conn.transaction():
+        async with _transaction(conn):
             # Held to the end of this transaction: a second process starting now waits here,
             # then finds the schema current.
             await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_CLASS, _MIGRATION_LOCK)
@@ -602,7 +623,7 @@ class PostgresSessionStore:
                 started = time.perf_counter()
                 with _answered_within(conn, answer_within or self._statement_timeout):
                     if in_transaction:
-                        async with conn.transaction():
+                        async with _transaction(conn):
                             result = await fn(conn)
                     else:
                         result = await fn(conn)

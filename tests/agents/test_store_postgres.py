@@ -390,6 +390,35 @@ class TestAServerThatStopsAnswering:
                 pass
 
 
+class TestAConnectionCutMidTransaction:
+    async def test_the_error_and_the_log_name_the_cut_not_the_rollback(
+        self, store: PostgresSessionStore, pg_url: str
+    ) -> None:
+        """A write of several statements whose connection the server closes (a restart, an
+        administrator) failed with asyncpg's refusal to roll back on a closed connection
+        (`InterfaceError: cannot call Transaction.__aexit__()`), which hid the cause."""
+        await store.create(KEY, "main", 100)
+        admin = await asyncpg.connect(pg_url)
+        try:
+            async with admin.transaction():
+                await admin.execute("SELECT 1 FROM sessions WHERE key = $1 FOR UPDATE", KEY)
+                reset = asyncio.create_task(store.reset(KEY, "main", 200))
+                async with asyncio.timeout(5):
+                    while not await admin.fetchval(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                        " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                    ):
+                        await asyncio.sleep(0.02)
+                with capture_logs() as logs, pytest.raises(StoreUnavailable) as caught:
+                    await asyncio.wait_for(reset, 5)
+        finally:
+            await admin.close()
+        assert "terminating connection due to administrator command" in str(caught.value)
+        [unavailable] = [entry for entry in logs if entry["event"] == "store_unavailable"]
+        assert unavailable["reason"] == str(caught.value)
+        assert (await store.reset(KEY, "main", 300)).updated_at == 300  # the store goes on
+
+
 @contextlib.asynccontextmanager
 async def _nothing() -> AsyncIterator[None]:
     yield
