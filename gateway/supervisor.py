@@ -9,10 +9,13 @@ The supervisor gives each worker a sd_notify socket of its own and counts their 
 sends systemd one READY=1 when all are ready. SIGTERM/SIGINT go to every worker (each drains
 its turns) and the supervisor exits when they all have; SIGHUP goes to every worker (each
 reloads its config), also when a worker sends it after writing a `config.patch` to the file.
-A worker that dies is started again; one that dies before any worker was ever ready stops
-them all (a config or database problem that a restart would not fix). Every worker, the first
-ones and those started again, runs with the listener, log format and store of the config the
-supervisor started with (`worker_config`): a change to those waits for a restart of all.
+A worker that dies is started again, and so is one whose event loop stopped (a bug that blocks
+it, a deadlock): each worker pets the supervisor as systemd's watchdog, and one silent for the
+watchdog's interval is killed (`_watch_workers`). One that dies before any worker was ever
+ready stops them all (a config or database problem that a restart would not fix). Every
+worker, the first ones and those started again, runs with the listener, log format and store
+of the config the supervisor started with (`worker_config`): a change to those waits for a
+restart of all.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import socket
 import stat
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,6 +57,12 @@ STARTUP_CONFIG_ENV = "CLAWGATE_WORKER_STARTUP_CONFIG"
 RESTART_DELAY_S = 1.0
 RESTART_DELAY_MAX_S = 30.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# A worker whose event loop stops serves nothing, and its share of the new connections hangs.
+# Each worker is given the supervisor's watchdog interval (systemd's WatchdogSec=, the unit's
+# 60 s), or this one when systemd watches nothing, and sends WATCHDOG=1 from its loop at half
+# of it; one silent for the whole interval is killed and started again. No event loop of ours
+# blocks for seconds, let alone a minute.
+WORKER_WATCHDOG_S = 60.0
 # sun_path of sockaddr_un (unix(7)) is 108 bytes with its NUL: longer, bind() fails.
 MAX_SOCKET_PATH = 107
 
@@ -236,6 +246,7 @@ class Worker:
     ready: bool = False
     notify: socket.socket | None = None
     failed_starts: int = 0  # deaths since it was last ready
+    last_ping: float = 0.0  # time.monotonic() of its last READY=1 or WATCHDOG=1
     reload_pending: bool = False  # a SIGHUP came while it was starting
 
 
@@ -263,6 +274,7 @@ class Supervisor:
             loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self.forward, signal.SIGHUP)
         watchdog = self._start_watchdog()
+        watch = loop.create_task(self._watch_workers(), name="worker-watchdog")
         try:
             remove_dead_supervisors_dirs(Path(tempfile.gettempdir()))
             for index in range(self.count):
@@ -286,6 +298,7 @@ class Supervisor:
                 reserved.close()
             if watchdog is not None:
                 watchdog.cancel()
+            watch.cancel()
             for sig in (*STOP_SIGNALS, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             for worker in self.workers:
@@ -344,12 +357,15 @@ class Supervisor:
             lines = worker.notify.recv(4096).decode(errors="replace").split("\n")
         except BlockingIOError:
             return
+        if "WATCHDOG=1" in lines:
+            worker.last_ping = time.monotonic()
         extend = [line for line in lines if line.startswith("EXTEND_TIMEOUT_USEC=")]
         if extend and self.stopping:
             # A draining worker's stop budget (gateway/server.py), for systemd's stop timeout.
             self.notifier.notify(*extend)
         if "READY=1" in lines and not worker.ready:
             worker.ready = True
+            worker.last_ping = time.monotonic()
             worker.failed_starts = 0
             if worker.reload_pending and worker.process is not None:
                 worker.reload_pending = False
@@ -362,14 +378,46 @@ class Supervisor:
                 log.info("supervisor_ready", workers=self.count, pids=pids)
                 self.notifier.notify("READY=1", f"STATUS={self.count} workers ready")
 
+    @property
+    def worker_watchdog_seconds(self) -> float:
+        return self.notifier.watchdog_seconds or WORKER_WATCHDOG_S
+
+    async def _watch_workers(self) -> None:
+        """Kill a ready worker silent for the watchdog's interval: `_watch` starts it again."""
+        seconds = self.worker_watchdog_seconds
+        while True:
+            await asyncio.sleep(seconds / 4)
+            if self.stopping:
+                return  # each worker drains; systemd's stop timeout bounds a hung one
+            for worker in self.workers:
+                process = worker.process
+                if not worker.ready or process is None or process.returncode is not None:
+                    continue
+                # What it sent while this loop was held up is still in its socket: read first.
+                while worker.notify is not None and _readable(worker.notify):
+                    self._on_notify(worker)
+                silent = time.monotonic() - worker.last_ping
+                if silent > seconds:
+                    log.error(
+                        "worker_hung", worker=worker.index, pid=process.pid,
+                        silent_s=round(silent, 1),
+                    )  # fmt: skip
+                    worker.ready = False
+                    process.kill()  # SIGKILL: a loop that does not run handles no SIGTERM
+
     @staticmethod
     def _pid(worker: Worker) -> int | None:
         return worker.process.pid if worker.process is not None else None
 
     async def _start(self, worker: Worker) -> None:
         self._prepare_files(worker)
-        env = {k: v for k, v in os.environ.items() if k not in ("WATCHDOG_USEC", "WATCHDOG_PID")}
-        env.update({"NOTIFY_SOCKET": str(worker.notify_path), WORKER_ENV: str(worker.index)})
+        env = {k: v for k, v in os.environ.items() if k != "WATCHDOG_PID"}
+        env.update({
+            "NOTIFY_SOCKET": str(worker.notify_path),
+            WORKER_ENV: str(worker.index),
+            # The supervisor's watchdog (`_watch_workers`), which the worker pets as systemd's.
+            "WATCHDOG_USEC": str(int(self.worker_watchdog_seconds * 1_000_000)),
+        })  # fmt: skip
         if self.startup_config is not None:
             env[STARTUP_CONFIG_ENV] = str(self.startup_config)
         worker.ready = False
@@ -472,6 +520,15 @@ class Supervisor:
                 await asyncio.sleep(seconds / 2)
 
         return asyncio.get_running_loop().create_task(pet(), name="sd-watchdog")
+
+
+def _readable(sock: socket.socket) -> bool:
+    """A datagram waits in `sock` (non-blocking)."""
+    try:
+        sock.recv(1, socket.MSG_PEEK)
+    except OSError:  # BlockingIOError: none
+        return False
+    return True
 
 
 def listen_failed(host: str, port: int, exc: OSError) -> int:

@@ -193,22 +193,28 @@ def reload_mode() -> str | None:
 
 
 @pytest.fixture
+def watchdog_usec() -> int | None:
+    return None  # systemd's WatchdogSec= unset
+
+
+@pytest.fixture
 def supervisor(
     tmp_path: Path,
     database: str,
     notify: socket.socket,
     delay_ms: int,
     reload_mode: str | None,
+    watchdog_usec: int | None,
 ) -> Iterator[GatewayProcess]:
     config = tmp_path / "c.json5"
     settings = json.loads(shared_config(database, delay_ms))
     if reload_mode is not None:
         settings["gateway"]["reload"] = {"mode": reload_mode}
     config.write_text(json.dumps(settings))
-    env = clean_env(
-        tmp_path / "home",
-        {"CLAWGATE_DB_PASSWORD": PASSWORD, "NOTIFY_SOCKET": str(tmp_path / "notify.sock")},
-    )
+    extra = {"CLAWGATE_DB_PASSWORD": PASSWORD, "NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
+    if watchdog_usec is not None:
+        extra["WATCHDOG_USEC"] = str(watchdog_usec)
+    env = clean_env(tmp_path / "home", extra)
     args = ["--config", str(config), "--state-dir", str(tmp_path / "state"), "--port", "0"]
     process = GatewayProcess([*args, "--workers", "2"], env)
     try:
@@ -338,6 +344,41 @@ class TestWorkers:
         assert victim not in pids and len(pids) == 2
         body = await chat(http, supervisor.url, "k", "still here")
         assert body["choices"][0]["message"]["content"] == "[turn 1] still here"
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+class TestHungWorker:
+    @pytest.mark.parametrize("watchdog_usec", [3_000_000])
+    async def test_a_worker_whose_loop_stops_is_killed_and_started_again(
+        self, supervisor: GatewayProcess, notify: socket.socket, http: aiohttp.ClientSession
+    ) -> None:
+        """A worker whose event loop no longer runs (stopped here; blocked, deadlocked) was
+        left serving nothing, its share of the connections hanging, while the supervisor went
+        on petting systemd's watchdog. Each worker now pets the supervisor's: one silent for
+        the watchdog's interval is killed, and started again as a worker that died."""
+        victim = min(ready_pids(supervisor))
+        os.kill(victim, signal.SIGSTOP)
+        try:
+            hung = await asyncio.to_thread(supervisor.wait_for_event, "worker_hung", 15)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(victim, signal.SIGCONT)
+        assert hung["pid"] == victim
+        assert hung["silent_s"] >= 3.0
+        deadline = time.monotonic() + 20
+        while len(_events_named(supervisor, "worker_ready")) < 3:
+            assert time.monotonic() < deadline, "\n".join(supervisor.lines)
+            await asyncio.sleep(0.05)
+        [exited] = _events_named(supervisor, "worker_exited")
+        assert (exited["pid"], exited["exit_code"]) == (victim, -signal.SIGKILL)
+        pids = {await health_pid(http, supervisor.url) for _ in range(24)}
+        assert victim not in pids and len(pids) == 2
+        # The healthy worker was left alone, and systemd's watchdog still hears the supervisor.
+        assert len(_events_named(supervisor, "worker_hung")) == 1
+        notifications(notify)
+        await asyncio.sleep(2)
+        assert "WATCHDOG=1" in notifications(notify)
 
 
 @pytest.mark.postgres
