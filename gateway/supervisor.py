@@ -124,23 +124,71 @@ def reserve_port(host: str, port: int) -> socket.socket:
     return sock
 
 
+CLAIM_PREFIX = "clawgate-workers "
+# The addresses that cover every other of their family: asyncio listens on IPv6 with
+# IPV6_V6ONLY, so `::` does not cover IPv4.
+_ANY_HOST = ("0.0.0.0", "::")
+
+
+class PortClaimed(OSError):
+    """Another supervisor claimed an address that overlaps ours; `holder` is its host:port."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
+        self.holder = holder
+
+
 def claim_port(host: str, port: int) -> socket.socket | None:
     """An abstract AF_UNIX socket named for host:port, held for the supervisor's life, so a
     second supervisor for the same address is refused: reserve_port's probe alone lets it
     through while the first one's reserved socket does not listen yet (until a worker does,
     seconds), as SO_REUSEADDR binds beside a socket that does not listen. The kernel frees the
     name when the process ends, however it ends: no lock file to go stale. Raises OSError
-    (EADDRINUSE) when another holds it; None for port 0 (each gets a port of its own) and
-    where there is no abstract namespace (not Linux), where the probe is all there is."""
+    (EADDRINUSE) when another holds it, PortClaimed when another holds an address that
+    overlaps (0.0.0.0:P covers 127.0.0.1:P, and the other way round); None for port 0 (each
+    gets a port of its own) and where there is no abstract namespace (not Linux), where the
+    probe is all there is.
+
+    Overlaps are looked for among the names bound in this network namespace (as ports are)
+    after ours is bound: of two supervisors claiming at once, the later one sees the first,
+    or both see each other and both exit; never neither."""
     if port == 0 or not sys.platform.startswith("linux"):
         return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
-        sock.bind(f"\0clawgate-workers {host} {port}")
+        sock.bind(f"\0{CLAIM_PREFIX}{host} {port}")
+        for other in _claims(port):
+            if other != host and _overlap(host, other):
+                raise PortClaimed(f"[{other}]:{port}" if ":" in other else f"{other}:{port}")
     except OSError:
         sock.close()
         raise
     return sock
+
+
+def _claims(port: int) -> list[str]:
+    """The hosts of the supervisors' claims on `port` in this network namespace. None found
+    where /proc cannot be read."""
+    try:
+        text = Path("/proc/self/net/unix").read_text(errors="replace")
+    except OSError:
+        return []
+    hosts = []
+    for line in text.splitlines()[1:]:
+        fields = line.split(maxsplit=7)
+        # The path of an abstract socket starts with "@" (its NUL).
+        if len(fields) == 8 and fields[7].startswith("@" + CLAIM_PREFIX):
+            name = fields[7].removeprefix("@" + CLAIM_PREFIX).split(" ")
+            if len(name) == 2 and name[1] == str(port):
+                hosts.append(name[0])
+    return hosts
+
+
+def _overlap(host: str, other: str) -> bool:
+    """Listening on both would take connections of one address (the family's any-address
+    covers every address of that family)."""
+    same_family = (":" in host) == (":" in other)
+    return host == other or (same_family and (host in _ANY_HOST or other in _ANY_HOST))
 
 
 # In each supervisor's temp dir, locked (flock) for the supervisor's life: the kernel releases
@@ -570,8 +618,10 @@ async def supervise(
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             return listen_failed(host, port, exc)
+        where = exc.holder if isinstance(exc, PortClaimed) else "it"
         reason = (
-            "address already in use (another `clawgate run --workers` is starting or running on it)"
+            "address already in use (another `clawgate run --workers` is starting or running"
+            f" on {where})"
         )
         print(f"cannot listen on {host}:{port}: {reason}", file=sys.stderr)
         log.error("listen_failed", host=host, port=port, error=reason)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import itertools
 import json
@@ -27,7 +28,13 @@ from agents.store_postgres import SCHEMA_VERSION, PostgresSessionStore
 from gateway.config.errors import ConfigError
 from gateway.config.loader import ConfigLoader
 from gateway.config.overrides import Overrides
-from gateway.supervisor import STARTUP_CONFIG_ENV, WORKER_ENV, worker_config
+from gateway.supervisor import (
+    STARTUP_CONFIG_ENV,
+    WORKER_ENV,
+    PortClaimed,
+    claim_port,
+    worker_config,
+)
 from tests.support.pgserver import PASSWORD
 from tests.support.process import GatewayProcess, clean_env, privileged_port, run_cli
 from tests.support.process_client import auth, connect_ws, first_content
@@ -78,12 +85,18 @@ def test_workers_on_a_port_in_use_exit_1_with_a_clear_message(
     assert "worker_started" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("first_bind", "second_bind"),
+    [("loopback", "loopback"), ("loopback", "lan"), ("lan", "loopback")],
+)
 def test_a_second_workers_gateway_on_the_port_of_one_still_starting_exits_1(
-    tmp_path: Path,
+    tmp_path: Path, first_bind: str, second_bind: str
 ) -> None:
     """The first one holds the port without listening until a worker listens (here never:
     its database does not answer), and the port-in-use check passed beside it: two gateways
-    would have shared the port, each taking a share of the other's connections."""
+    would have shared the port, each taking a share of the other's connections. So did one
+    on 0.0.0.0 and one on 127.0.0.1, which 0.0.0.0 covers."""
+    hosts = {"loopback": "127.0.0.1", "lan": "0.0.0.0"}
     with socket.socket() as silent_db, socket.socket() as free:
         silent_db.bind(("127.0.0.1", 0))
         silent_db.listen()  # connections wait in the backlog: no answer, no refusal
@@ -98,10 +111,10 @@ def test_a_second_workers_gateway_on_the_port_of_one_still_starting_exits_1(
         )
         args = ["--config", str(config), "--state-dir", str(tmp_path / "state")]
         args += ["--workers", "2", "--port", str(port)]
-        first = GatewayProcess(args, clean_env(tmp_path / "home"))
+        first = GatewayProcess([*args, "--bind", first_bind], clean_env(tmp_path / "home"))
         try:
             first.wait_for_event("worker_started", 30)
-            second = run_cli(["run", *args], clean_env(tmp_path / "home"))
+            second = run_cli(["run", *args, "--bind", second_bind], clean_env(tmp_path / "home"))
         finally:
             workers = [e["pid"] for e in first.events() if e.get("event") == "worker_started"]
             first.stop()
@@ -109,11 +122,37 @@ def test_a_second_workers_gateway_on_the_port_of_one_still_starting_exits_1(
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
     assert second.returncode == 1
+    where = "it" if first_bind == second_bind else f"{hosts[first_bind]}:{port}"
     assert (
-        f"cannot listen on 127.0.0.1:{port}: address already in use (another `clawgate run"
-        " --workers` is starting or running on it)\n"
+        f"cannot listen on {hosts[second_bind]}:{port}: address already in use (another"
+        f" `clawgate run --workers` is starting or running on {where})\n"
     ) in second.stderr
     assert "worker_started" not in second.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract sockets")
+def test_claims_on_one_port_overlap_only_where_the_addresses_do() -> None:
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    with contextlib.ExitStack() as held:
+        for host in ("127.0.0.1", "127.0.0.2", "::"):  # `::` listens on IPv6 alone
+            claim = claim_port(host, port)
+            assert claim is not None
+            held.enter_context(claim)
+        with pytest.raises(PortClaimed) as caught:
+            claim_port("0.0.0.0", port)
+        assert caught.value.holder in (f"127.0.0.1:{port}", f"127.0.0.2:{port}")
+        with pytest.raises(PortClaimed) as caught:
+            claim_port("::1", port)
+        assert caught.value.holder == f"[::]:{port}"
+        with pytest.raises(OSError) as same:
+            claim_port("127.0.0.1", port)
+        assert same.value.errno == errno.EADDRINUSE
+    # All of them let go: 0.0.0.0 claims it now.
+    claim = claim_port("0.0.0.0", port)
+    assert claim is not None
+    claim.close()
 
 
 def test_a_temp_dir_too_deep_for_the_workers_sockets_exits_78_saying_so(tmp_path: Path) -> None:
