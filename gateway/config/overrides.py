@@ -40,7 +40,9 @@ class Overrides:
     token: str | None = None
     password: str | None = None
     # --token-file/--password-file: read on every load, so a rewritten file takes effect on
-    # the next reload. Each excludes its plain flag (the CLI's argparse says so).
+    # the next reload. Each excludes its plain flag (the CLI's argparse says so), but for a
+    # pipe (`<(cmd)`, a FIFO), read once by `overrides_from_args`: its secret is then the flag's
+    # value, and the file only names where it came from.
     token_file: str | None = None
     password_file: str | None = None
     verbose: bool = False  # --verbose: logging.level "debug", on every reload too
@@ -172,7 +174,7 @@ def has_secret_flag(overrides: Overrides) -> bool:
 
 
 def _flag_secret(value: str | None, path: str | None, flag: str, ctx: Checker) -> str | None:
-    if path is None:
+    if path is None or value is not None:
         return value
     try:
         return read_secret_file(path)
@@ -345,14 +347,31 @@ def overrides_from_args(args: argparse.Namespace, *, secrets: bool = True) -> Ov
         args = argparse.Namespace(
             **{k: v for k, v in vars(args).items() if k not in _SECRET_ARGUMENTS}
         )
+    token_file = getattr(args, "token_file", None)
+    password_file = getattr(args, "password_file", None)
     return Overrides(
         config_path=args.config,
         state_dir=args.state_dir,
         port=getattr(args, "port", None),
         bind=getattr(args, "bind", None),
-        token=getattr(args, "token", None),
-        password=getattr(args, "password", None),
-        token_file=getattr(args, "token_file", None),
-        password_file=getattr(args, "password_file", None),
+        token=getattr(args, "token", None) or _read_once(token_file),
+        password=getattr(args, "password", None) or _read_once(password_file),
+        token_file=token_file,
+        password_file=password_file,
         verbose=getattr(args, "verbose", False),
     )
+
+
+def _read_once(path: str | None) -> str | None:
+    """The secret of a secret file that cannot be read again, a pipe (`<(pass show x)`, a FIFO):
+    a reload would find a pipe's end (every reload failing), or wait in a FIFO's open for a
+    writer that never comes, holding the config lock. None for a regular file, read on every
+    load, and for one that cannot give a secret: the load says why."""
+    if path is None:
+        return None
+    try:
+        if stat.S_ISREG(os.stat(path).st_mode):
+            return None
+        return read_secret_file(path)
+    except (OSError, SecretFileError):
+        return None

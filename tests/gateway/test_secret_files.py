@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -135,6 +138,38 @@ async def ws_connect_ok(url: str, password: str) -> bool:
         )
         ok: bool = (await ws.receive_json(timeout=5))["ok"]
         return ok
+
+
+class TestATokenFileThatIsAPipe:
+    """`--token-file <(pass show clawgate)` or a FIFO: what it gave at the start is all it
+    gives. Every reload read it again: a FIFO's open waited for a writer that never came,
+    holding the config lock, so no reload nor config.patch ever ended; a pipe read empty, so
+    every reload failed."""
+
+    def test_reloads_keep_the_token_it_gave_and_apply_the_file(
+        self, tmp_path: Path, env: dict[str, str], gateways: list[GatewayProcess]
+    ) -> None:
+        fifo = tmp_path / "token.fifo"
+        os.mkfifo(fifo)
+        writer = threading.Thread(target=fifo.write_text, args=(f"{SECRET}\n",), daemon=True)
+        writer.start()
+        config = tmp_path / "c.json5"
+        gateway_section = (
+            'gateway: { reload: { mode: "off" },'
+            " http: { endpoints: { chatCompletions: { enabled: true } } } }"
+        )
+        config.write_text(f"{{ {gateway_section} }}")
+        args = ["--config", str(config), "--port", "0", "--token-file", str(fifo)]
+        gateway = GatewayProcess(args, env)
+        gateways.append(gateway)
+        url = gateway.wait_listening()
+        writer.join(5)
+        config.write_text(f'{{ {gateway_section}, logging: {{ level: "debug" }} }}')
+        gateway.signal(signal.SIGHUP)
+        assert gateway.wait_for_event("config_reloaded", 10)["changed"] == ["logging.level"]
+        assert status_with(url, SECRET) == 200
+        assert status_with(url, "another") == 401
+        assert not [e for e in gateway.events() if e["event"] == "config_reload_failed"]
 
 
 class TestAPasswordWithSurroundingWhitespace:
