@@ -1123,6 +1123,7 @@ class SessionStore:
             # even "Ärger" (the needle is lowered in Python).
             db.create_function("py_lower", 1, _py_lower, deterministic=True)
             self._migrate(db)
+            self._check_writable(db)
         except sqlite3.DatabaseError as exc:
             db.close()
             if exc.sqlite_errorcode == sqlite3.SQLITE_NOTADB:
@@ -1136,6 +1137,27 @@ class SessionStore:
             db.close()
             raise
         self._db = db
+
+    def _check_writable(self, db: sqlite3.Connection) -> None:
+        """Refuse a connection SQLite opened read-only. It does so, saying nothing, when the
+        -wal and -shm files are not writable by this user (the database itself is opened for
+        writing first, `_refuse_links`): the gateway would serve, and fail every turn. A write
+        lock held elsewhere (a backup) is no answer either way: the turns wait for it."""
+        db.execute("PRAGMA busy_timeout = 0")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("ROLLBACK")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_READONLY:  # or an extended code
+                return
+            raise UnusableStore(
+                f"{self.path} cannot be written ({type(exc).__name__}: {exc}). Fix: give the"
+                " user running clawgate write access to it and to its -wal and -shm files"
+                f" (`ls -l {self.state_dir}`); a tool run as another user, such as the sqlite3"
+                " shell, may have left them."
+            ) from exc
+        finally:
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
     @staticmethod
     def _enter_wal(db: sqlite3.Connection) -> None:

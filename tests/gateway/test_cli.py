@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.store import SCHEMA_VERSION
+from agents.store import SCHEMA_VERSION, SessionStore
 from tests.support.openclaw_secrets import ENVIRON, OPENCLAW_SECRETS, SECRET_MARK, SECRET_NUMBERS
 from tests.support.process import GatewayProcess, privileged_port, run_cli
 
@@ -47,6 +48,11 @@ def get(url: str, token: str | None = None) -> tuple[int, dict[str, str], bytes]
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), exc.read()
+
+
+async def _made_store(state: Path) -> None:
+    async with SessionStore(state):
+        pass
 
 
 def assert_store_refused(env: dict[str, str], database: Path, line: str) -> None:
@@ -514,6 +520,31 @@ class TestRun:
             "cannot open the session store: sessions.sqlite3 has schema"
             f" {SCHEMA_VERSION + 1}, newer than {SCHEMA_VERSION}",
         )
+
+    def test_a_wal_file_it_cannot_write_exits_78_saying_so(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        """SQLite opens the database read-only when its -wal and -shm files are not writable
+        (left by a `sqlite3` shell of another user, say): the gateway said it was ready, then
+        failed every turn with "attempt to write a readonly database"."""
+        state = tmp_path / "state"
+        state.mkdir(mode=0o700)
+        database = state / "sessions.sqlite3"
+        asyncio.run(_made_store(state))
+        for name in ("sessions.sqlite3-wal", "sessions.sqlite3-shm"):
+            (state / name).touch(mode=0o400)
+        result = run_cli(
+            ["run", "--port", "0", "--token", "t0ken"], env, timeout=15, file_modes_bind=True
+        )
+        assert result.returncode == 78
+        assert "gateway_listening" not in result.stderr
+        assert "Traceback" not in result.stderr
+        assert (
+            f"cannot open the session store: {database} cannot be written (OperationalError:"
+            " attempt to write a readonly database). Fix: give the user running clawgate"
+            f" write access to it and to its -wal and -shm files (`ls -l {state}`); a tool run"
+            " as another user, such as the sqlite3 shell, may have left them."
+        ) in result.stderr.splitlines()
 
     def test_bare_options_mean_run(self, env: dict[str, str]) -> None:
         # Only the `run` subcommand knows --port, so this error proves the routing.

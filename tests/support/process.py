@@ -37,20 +37,37 @@ def run_cli(
     timeout: float = 30,
     *,
     unprivileged: bool = False,
+    file_modes_bind: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """unprivileged: without the capability to bind a port below 1024 (tests run as root)."""
+    """unprivileged: without the capability to bind a port below 1024 (tests run as root).
+    file_modes_bind: without the capabilities that let root read and write any file."""
+    preexec_fn = None
+    if unprivileged:
+        preexec_fn = _drop_bind_capability
+    elif file_modes_bind:
+        preexec_fn = _drop_file_capabilities
     return subprocess.run(
         [sys.executable, "-m", "gateway", *args],
         env=dict(env),
         capture_output=True,
         text=True,
         timeout=timeout,
-        preexec_fn=_drop_bind_capability if unprivileged else None,
+        preexec_fn=preexec_fn,
     )
 
 
 PR_CAPBSET_DROP = 24  # <linux/prctl.h>
 CAP_NET_BIND_SERVICE = 10  # <linux/capability.h>
+CAP_DAC_OVERRIDE = 1
+CAP_DAC_READ_SEARCH = 2
+
+
+def _drop_file_capabilities() -> None:
+    if os.geteuid() == 0:
+        libc = ctypes.CDLL(None, use_errno=True)
+        for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
+            if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+                raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
 def privileged_port() -> int:
