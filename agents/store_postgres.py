@@ -502,6 +502,9 @@ class PostgresSessionStore:
                 self.url, password=self._password, min_size=1, max_size=self._pool_size,
                 timeout=CONNECT_TIMEOUT_S, reset=_as_it_is, server_settings=settings,
             )  # fmt: skip
+        except asyncpg.ClientConfigurationError as exc:
+            # A setting of the URL the driver refuses (`?sslmode=bogus`): every start would.
+            raise UnusableStore(f"store.url: {type(exc).__name__}: {exc}") from exc
         except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:
             raise _store_error(exc) from exc
         try:

@@ -546,6 +546,24 @@ class TestRun:
             " as another user, such as the sqlite3 shell, may have left them."
         ) in result.stderr.splitlines()
 
+    def test_a_postgres_url_setting_the_driver_refuses_exits_78_saying_so(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        """A setting in `store.url` the driver refuses (`sslmode=bogus`) is the same at every
+        start: it exited 1, and systemd restarted it every 5 s for ever."""
+        config = tmp_path / "c.json5"
+        config.write_text(
+            '{ store: { backend: "postgres", password: "x",'
+            ' url: "postgresql://u@127.0.0.1:1/db?sslmode=bogus" } }'
+        )
+        result = run_cli(["run", "--config", str(config), "--port", "0"], env)
+        assert result.returncode == 78
+        assert "Traceback" not in result.stderr
+        assert (
+            "cannot open the session store: store.url: ClientConfigurationError: `sslmode`"
+            " parameter must be one of: disable, allow, prefer, require, verify-ca, verify-full"
+        ) in result.stderr.splitlines()
+
     def test_bare_options_mean_run(self, env: dict[str, str]) -> None:
         # Only the `run` subcommand knows --port, so this error proves the routing.
         result = run_cli(["--port", "70000"], env)
