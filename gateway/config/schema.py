@@ -852,8 +852,9 @@ def _is_postgres_url(url: str) -> bool:
         if parts.scheme not in ("postgresql", "postgres"):
             return False
         sockets = parse_qs(parts.query).get("host", [])
+        _ = parts.port  # raises ValueError for a port above 65535
         return bool(parts.hostname) or any(path.startswith("/") for path in sockets)
-    except ValueError:  # e.g. an unbalanced `[` in the host
+    except ValueError:  # e.g. an unbalanced `[` in the host, port 99999
         return False
 
 

@@ -77,6 +77,8 @@ class TestStoreConfig:
             "postgresql:///nohost",
             "postgresql://[::1/x",
             "postgresql:///db?host=relative/dir",
+            # No port is above 65535: it connected to another (a connection refused, exit 1).
+            "postgresql://u@127.0.0.1:99999/db",
         ):
             text = f'{{store: {{backend: "postgres", url: "{url}"}}}}'
             assert files.issues(text) == [f"- store.url: {URL_ISSUE}"], url
