@@ -183,6 +183,36 @@ class TestGracefulShutdown:
         response.close()
 
 
+class TestASignalWhileStarting:
+    @pytest.mark.parametrize("delay", [0.0, 0.15, 0.3, 0.6, 1.0])
+    def test_sigterm_at_any_moment_of_the_start_ends_it_at_once_and_cleanly(
+        self, tmp_path: Path, delay: float
+    ) -> None:
+        """Before its handlers are in place (while Python loads clawgate: a fraction of a
+        second, more on a loaded host), SIGTERM ends the process as its default action does,
+        which systemd counts as a clean stop; once they are, it stops as any stop does, 0.
+        Either way at once, with no traceback and nothing half-written in the state dir."""
+        state = tmp_path / "state"
+        gateway = GatewayProcess(
+            ["--port", "0", "--state-dir", str(state)], clean_env(tmp_path / "home")
+        )
+        try:
+            time.sleep(delay)
+            gateway.signal(signal.SIGTERM)
+            began = time.monotonic()
+            code = gateway.wait(5)
+        finally:
+            gateway.stop()
+        assert code in (0, -signal.SIGTERM)
+        assert time.monotonic() - began < 2
+        assert not [line for line in gateway.lines if "Traceback" in line]
+        names = {path.name for path in state.iterdir()} if state.exists() else set()
+        assert names <= {"gateway.token", "sessions.sqlite3", "sessions.sqlite3-wal",
+                         "sessions.sqlite3-shm"}  # fmt: skip
+        if "gateway.token" in names:
+            assert len((state / "gateway.token").read_text().strip()) >= 32
+
+
 class TestHotReload:
     async def test_a_rotated_token_works_within_2_seconds_and_the_old_one_gets_401(
         self, gateway: GatewayProcess, config_file: Path, http: aiohttp.ClientSession
