@@ -1102,7 +1102,10 @@ class SessionStore:
         created = not self.path.exists()
         # Create it ourselves so it is 0600 from the start; SQLite gives the -wal and -shm
         # files the same mode.
-        self._refuse_links()
+        try:
+            self._refuse_links()
+        except PermissionError as exc:  # a file of another user, or one made 0400
+            raise UnusableStore(self._read_only(exc)) from exc
         if created:
             os.chmod(self.path, 0o600)
         db = sqlite3.connect(self.path, isolation_level=None)
@@ -1132,6 +1135,8 @@ class SessionStore:
                 ) from exc
             if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_CORRUPT:  # or an extended code
                 raise UnusableStore(self._damaged(exc)) from exc
+            if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_READONLY:
+                raise UnusableStore(self._read_only(exc)) from exc  # a state dir not writable
             raise
         except BaseException:
             db.close()
@@ -1150,14 +1155,17 @@ class SessionStore:
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_READONLY:  # or an extended code
                 return
-            raise UnusableStore(
-                f"{self.path} cannot be written ({type(exc).__name__}: {exc}). Fix: give the"
-                " user running clawgate write access to it and to its -wal and -shm files"
-                f" (`ls -l {self.state_dir}`); a tool run as another user, such as the sqlite3"
-                " shell, may have left them."
-            ) from exc
+            raise UnusableStore(self._read_only(exc)) from exc
         finally:
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+
+    def _read_only(self, exc: BaseException) -> str:
+        return (
+            f"{self.path} cannot be written ({type(exc).__name__}: {exc}). Fix: give the user"
+            f" running clawgate write access to it, its -wal and -shm files and {self.state_dir}"
+            f" (`ls -la {self.state_dir}`); a tool run as another user, such as the sqlite3"
+            " shell, may have left them."
+        )
 
     @staticmethod
     def _enter_wal(db: sqlite3.Connection) -> None:

@@ -542,8 +542,55 @@ class TestRun:
         assert (
             f"cannot open the session store: {database} cannot be written (OperationalError:"
             " attempt to write a readonly database). Fix: give the user running clawgate"
-            f" write access to it and to its -wal and -shm files (`ls -l {state}`); a tool run"
-            " as another user, such as the sqlite3 shell, may have left them."
+            f" write access to it, its -wal and -shm files and {state} (`ls -la {state}`); a"
+            " tool run as another user, such as the sqlite3 shell, may have left them."
+        ) in result.stderr.splitlines()
+
+    def test_a_database_it_cannot_write_exits_78_saying_so(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        """One made 0400 (or another user's): it exited 1, restarted every 5 s for ever."""
+        state = tmp_path / "state"
+        state.mkdir(mode=0o700)
+        database = state / "sessions.sqlite3"
+        asyncio.run(_made_store(state))
+        database.chmod(0o400)
+        result = run_cli(
+            ["run", "--port", "0", "--token", "t0ken"], env, timeout=15, file_modes_bind=True
+        )
+        assert result.returncode == 78
+        assert "Traceback" not in result.stderr
+        assert (
+            f"cannot open the session store: {database} cannot be written (PermissionError:"
+            f" [Errno 13] Permission denied: '{database}'). Fix: give the user running clawgate"
+            f" write access to it, its -wal and -shm files and {state} (`ls -la {state}`); a"
+            " tool run as another user, such as the sqlite3 shell, may have left them."
+        ) in result.stderr.splitlines()
+
+    def test_a_state_dir_it_cannot_write_exits_78_saying_so(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        """Its own, but not writable (0500): SQLite cannot make the -wal file, which exited 1
+        with a bare "attempt to write a readonly database", restarted every 5 s for ever."""
+        state = tmp_path / "state"
+        state.mkdir(mode=0o700)
+        database = state / "sessions.sqlite3"
+        asyncio.run(_made_store(state))
+        state.chmod(0o500)
+        try:
+            result = run_cli(
+                ["run", "--port", "0", "--token", "t0ken"], env, timeout=15, file_modes_bind=True
+            )
+        finally:
+            state.chmod(0o700)
+        assert result.returncode == 78
+        assert "gateway_listening" not in result.stderr
+        assert "Traceback" not in result.stderr
+        assert (
+            f"cannot open the session store: {database} cannot be written (OperationalError:"
+            " attempt to write a readonly database). Fix: give the user running clawgate"
+            f" write access to it, its -wal and -shm files and {state} (`ls -la {state}`); a"
+            " tool run as another user, such as the sqlite3 shell, may have left them."
         ) in result.stderr.splitlines()
 
     def test_a_postgres_url_setting_the_driver_refuses_exits_78_saying_so(
