@@ -70,6 +70,7 @@ from gateway.config.schema import (
     check_hooks_token,
     check_model_refs,
     check_store,
+    default_session_key_issues,
     dig,
     non_json_number,
     wrong_type,
@@ -205,6 +206,7 @@ class ConfigLoader:
             store=_store_config(normalized["store"]),
         )
         guard_issues = startup_guards(config.gateway)
+        guard_issues += default_session_key_issues(config.hooks, config.agents)
         if guard_issues:
             raise ConfigError(location, guard_issues)
         return config

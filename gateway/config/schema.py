@@ -24,11 +24,26 @@ from agents.config import (
     API_OPENAI_COMPLETIONS,
     DEFAULT_MAX_DISK_BYTES,
     ECHO_PROVIDER,
+    AgentsConfig,
     ModelRef,
 )
+from agents.errors import InvalidSessionKey
+from agents.keys import (
+    KEY_TOO_LONG_MESSAGE,
+    RESERVED_KEY_MESSAGE,
+    RESERVED_PREFIXES,
+    SESSION_KEY_MAX,
+    normalize_session_key,
+)
 from agents.providers.upstream_client import upstream_target
+from agents.surrogates import has_surrogate
 from gateway.config.errors import ConfigIssue, join_path
-from gateway.config.model import DEFAULT_ALLOWED_MIMES, DEFAULT_SESSION_HEADERS, ConfigWarning
+from gateway.config.model import (
+    DEFAULT_ALLOWED_MIMES,
+    DEFAULT_SESSION_HEADERS,
+    ConfigWarning,
+    HooksConfig,
+)
 from gateway.config.secret_keys import ENV_REF_RE
 from gateway.edge import normalize_origin, parse_network, split_host
 
@@ -899,13 +914,46 @@ def check_hooks(ctx: Checker, hooks: Any) -> None:
     default_key = hooks.get("defaultSessionKey")
     if not isinstance(prefixes, list) or not all(isinstance(p, str) for p in prefixes):
         return
-    if isinstance(default_key, str):
-        if not _key_allowed(default_key, prefixes):
-            message = "must match hooks.allowedSessionKeyPrefixes"
-            ctx.issue("hooks.defaultSessionKey", message)
-    elif default_key is None and not _key_allowed("hook:example", prefixes):
+    # A default key is checked against the prefixes as a call's key is, once the agents are
+    # known (default_session_key_issues).
+    if default_key is None and not _key_allowed("hook:example", prefixes):
         message = "must include 'hook:' when hooks.defaultSessionKey is unset"
         ctx.issue("hooks.allowedSessionKeyPrefixes", message)
+
+
+def default_session_key_issues(hooks: HooksConfig, agents: AgentsConfig) -> list[ConfigIssue]:
+    """Why `hooks.defaultSessionKey` would fail every /hooks/agent call that names no session,
+    each a 400 that blames the caller's `sessionKey`; checked as a call's key is
+    (gateway.http.hooks_wire.hook_session_key)."""
+    raw = hooks.default_session_key
+    if raw is None:
+        return []
+    path = "hooks.defaultSessionKey"
+    if _CONTROL_RE.search(raw) or has_surrogate(raw):
+        return [ConfigIssue(path, f"is not a valid session key (got {show(raw)})")]
+    try:
+        key = normalize_session_key(
+            raw, agents.default_agent.id, agents.main_key, reject_reserved=True
+        )
+    except InvalidSessionKey as exc:
+        problem = {
+            RESERVED_KEY_MESSAGE: "uses a reserved internal session namespace"
+            f" ({', '.join(RESERVED_PREFIXES)})",
+            KEY_TOO_LONG_MESSAGE: "is longer than a session key may be"
+            f" ({SESSION_KEY_MAX} characters)",
+        }.get(exc.message, f"is not a valid session key (got {show(raw)})")
+        return [ConfigIssue(path, problem)]
+    _, agent_id, rest = key.split(":", 2)
+    if agents.agent(agent_id) is None:
+        return [ConfigIssue(path, f"names agent {show(agent_id)}, which is not in agents.list")]
+    allowed = hooks.allowed_agent_ids
+    if allowed is not None and "*" not in allowed and agent_id not in allowed:
+        message = f"names agent {show(agent_id)}, which hooks.allowedAgentIds does not allow"
+        return [ConfigIssue(path, message)]
+    prefixes = hooks.allowed_session_key_prefixes
+    if prefixes is not None and not (key.startswith(prefixes) or rest.startswith(prefixes)):
+        return [ConfigIssue(path, "must match hooks.allowedSessionKeyPrefixes")]
+    return []
 
 
 def check_hooks_token(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from agents.config import ModelRef
 from gateway.config.model import ConfigWarning, HooksConfig
 from gateway.config.secret_keys import REDACTED
@@ -158,6 +160,46 @@ class TestHooks:
             "- hooks.allowedSessionKeyPrefixes: must include 'hook:' when"
             " hooks.defaultSessionKey is unset"
         ]
+
+    @pytest.mark.parametrize(
+        ("key", "problem"),
+        [
+            ("cron:nightly", "uses a reserved internal session namespace (subagent:, cron:, acp:)"),
+            ("agent::inbox", 'is not a valid session key (got "agent::inbox")'),
+            ("agent:ghost:inbox", 'names agent "ghost", which is not in agents.list'),
+            ("hook:" + "x" * 600, "is longer than a session key may be (512 characters)"),
+        ],
+    )
+    def test_a_default_session_key_no_call_could_use_is_an_issue(
+        self, files: ConfigFiles, key: str, problem: str
+    ) -> None:
+        """Loaded, it made every call without a `sessionKey` a 400 that blamed the caller's
+        `sessionKey`; the operator's mistake is named where it is."""
+        text = json.dumps({"hooks": {"defaultSessionKey": key}})
+        assert files.issues(text) == [f"- hooks.defaultSessionKey: {problem}"]
+
+    def test_a_default_session_key_of_an_agent_hooks_may_not_use_is_an_issue(
+        self, files: ConfigFiles
+    ) -> None:
+        text = """{agents: {list: [{id: "main"}, {id: "ops"}]},
+        hooks: {defaultSessionKey: "agent:ops:inbox", allowedAgentIds: ["main"]}}"""
+        assert files.issues(text) == [
+            '- hooks.defaultSessionKey: names agent "ops", which hooks.allowedAgentIds does'
+            " not allow"
+        ]
+
+    def test_a_default_session_key_of_another_listed_agent_loads(self, files: ConfigFiles) -> None:
+        text = """{agents: {list: [{id: "main"}, {id: "ops"}]},
+        hooks: {defaultSessionKey: "agent:ops:inbox", allowedAgentIds: ["ops"]}}"""
+        assert files.load(text).hooks.default_session_key == "agent:ops:inbox"
+
+    def test_a_default_key_matches_a_prefix_without_its_agent_part(
+        self, files: ConfigFiles
+    ) -> None:
+        """As a call's key does: `hook:` allows `agent:main:hook:…`."""
+        text = """{hooks: {defaultSessionKey: "agent:main:hook:x",
+        allowedSessionKeyPrefixes: ["hook:"]}}"""
+        assert files.load(text).hooks.default_session_key == "agent:main:hook:x"
 
     def test_the_rest_of_openclaws_section_loads_with_a_warning(self, files: ConfigFiles) -> None:
         config = files.load('{hooks: {presets: ["gmail"], mappings: []}}')
