@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import errno
 import fcntl
 import hashlib
 import json
@@ -253,7 +254,17 @@ def write_atomic(path: Path, text: str) -> None:
                 with contextlib.suppress(PermissionError):  # only root may give a file away
                     os.fchown(file.fileno(), *owner)
         os.chmod(tmp, mode)  # after the chown, which clears set-id bits
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                raise
+            # The file is a mount point (a container's config bind-mounted from the host, a
+            # single-file volume), which no rename may replace: written in place instead. Not
+            # atomic, but the text is checked already, and a reader that catches it half
+            # written fails its reload and takes the whole file on the next one.
+            _write_in_place(target, text)
+            Path(tmp).unlink()
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -262,6 +273,14 @@ def write_atomic(path: Path, text: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _write_in_place(target: Path, text: str) -> None:
+    with open(target, "r+b") as file:
+        file.write(text.encode("utf-8"))
+        file.truncate()
+        file.flush()
+        os.fsync(file.fileno())
 
 
 def render(value: Mapping[str, Any]) -> str:

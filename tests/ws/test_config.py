@@ -8,7 +8,9 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import stat
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -1094,5 +1096,70 @@ class TestConfigPatchWhenTheFileCannotBeWritten:
                 ("warning", str(config), "File too large")
             ]
             assert not [e for e in events if e.get("event") == "ws_method_failed"]
+        finally:
+            process.stop()
+
+
+def bind_mounts() -> bool:
+    """Whether this host lets a test bind-mount a file in a mount namespace of its own."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "mount", "--bind", "/", "/mnt"],
+        capture_output=True,
+        check=False,
+    )
+    return probe.returncode == 0
+
+
+class TestConfigPatchOfABindMountedFile:
+    async def test_the_file_is_rewritten_in_place(self, tmp_path: Path) -> None:
+        """A container's config is often one file bind-mounted from the host (`docker run -v
+        ./clawgate.json5:/…/clawgate.json5`): a rename onto a mount point fails (EBUSY), and
+        every patch failed with `cannot write the config file: Device or resource busy`."""
+        if not bind_mounts():
+            pytest.skip("needs root and unshare to bind-mount a file")
+        host_file = tmp_path / "host.json5"
+        host_file.write_text(
+            json.dumps(
+                {
+                    "gateway": {"auth": {"mode": "token", "token": PROCESS_TOKEN}},
+                    "logging": {"level": "info"},
+                }
+            )
+        )
+        config = tmp_path / "clawgate.json5"  # what the gateway sees: the host's file
+        config.write_text("{}")
+        os.chmod(host_file, 0o640)
+        mounted = (
+            "unshare", "-m", "--propagation", "private", "sh", "-c",
+            'mount --bind "$1" "$2" && shift 2 && exec "$@"', "sh", str(host_file), str(config),
+            sys.executable, "-m", "gateway", "run",
+        )  # fmt: skip
+        args = ["--config", str(config), "--state-dir", str(tmp_path / "state"), "--port", "0"]
+        process = GatewayProcess(args, clean_env(tmp_path / "home"), command=mounted)
+        try:
+            url = process.wait_listening()
+            async with aiohttp.ClientSession() as http:
+                ws = await connect_ws(http, url)
+                await ws.send_json({"type": "req", "id": "get", "method": "config.get"})
+                base_hash = (await answer_to(ws, "get"))["payload"]["hash"]
+                params = {"raw": '{"logging": {"level": "debug"}}', "baseHash": base_hash}
+                await ws.send_json(
+                    {"type": "req", "id": "patch", "method": "config.patch", "params": params}
+                )
+                answer = await answer_to(ws, "patch")
+                assert answer["ok"] is True, answer
+                assert (
+                    answer["payload"]["hash"] == hashlib.sha256(host_file.read_bytes()).hexdigest()
+                )
+                await ws.send_json({"type": "req", "id": "again", "method": "config.get"})
+                after = (await answer_to(ws, "again"))["payload"]
+                assert after["config"]["logging"]["level"] == "debug"
+                await ws.close()
+            assert json.loads(host_file.read_text())["logging"] == {"level": "debug"}
+            assert stat.S_IMODE(host_file.stat().st_mode) == 0o640
+            assert config.read_text() == "{}"  # outside the gateway's namespace: not its file
+            assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []
         finally:
             process.stop()
