@@ -25,6 +25,7 @@ from gateway.config.apply import (
 from gateway.config.errors import FILE_LEVEL, ConfigError, ConfigIssue
 from gateway.config.loader import ConfigLoader
 from gateway.config.model import Config
+from gateway.config.patch import read_file
 from gateway.state import GatewayState
 
 log = structlog.get_logger()
@@ -73,6 +74,9 @@ def _load(loader: ConfigLoader, running: Config) -> Config:
     return with_token(new)
 
 
+_UNSEEN = (-1, -1, -1)  # a signature no file has
+
+
 def _signature(path: Path) -> tuple[int, int, int] | None:
     try:
         stat = path.stat()
@@ -105,10 +109,20 @@ def _watching(state: GatewayState) -> bool:
     return state.config.gateway.reload_mode != "off"
 
 
+def _changed_since_loaded(path: Path, running: Config) -> bool:
+    """Whether the file is no longer the one `running` was read from."""
+    current = read_file(path, running.state_dir)
+    return (current.exists, current.hash) != (running.source.exists, running.source.hash)
+
+
 async def _watch(state: GatewayState, path: Path) -> None:
     poll = state.options.config_poll_seconds
     last = _signature(path)
     was_watching = _watching(state)
+    # The file was read before the app started (the store opens first, a PostgreSQL migration
+    # may wait for its lock): an edit saved meanwhile is taken up by the first look.
+    if was_watching and await asyncio.to_thread(_changed_since_loaded, path, state.config):
+        last = _UNSEEN
     while True:
         await asyncio.sleep(poll)
         if not _watching(state):

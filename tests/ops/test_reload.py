@@ -299,6 +299,21 @@ class TestWatcher:
             await applied.wait()
         assert state.config.gateway.auth.token == "rotated"
 
+    async def test_an_edit_saved_while_the_gateway_starts_is_applied(
+        self, aiohttp_client: AiohttpClient, loader: ConfigLoader, config_file: Path
+    ) -> None:
+        """Saved after the config was read but before the watch began (the store opening, a
+        PostgreSQL migration waiting for its lock): the watch took it for the file in force,
+        and the gateway ran on the old config until the next edit."""
+        config = with_generated_token(loader.load())
+        write(config_file, BASE.replace("old-token", "rotated"))
+        options = AppOptions(config_poll_seconds=0.05)
+        client = await aiohttp_client(create_app(config, loader=loader, options=options))
+        state = client.app[STATE]
+        async with asyncio.timeout(3):
+            while state.config.gateway.auth.token != "rotated":
+                await asyncio.sleep(0.05)
+
     async def test_reload_mode_off_does_not_watch(
         self, aiohttp_client: AiohttpClient, loader: ConfigLoader, config_file: Path
     ) -> None:
