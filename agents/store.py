@@ -1308,6 +1308,15 @@ class SessionStore:
     async def turn_running_elsewhere(self, key: str) -> bool:
         return False
 
+    # One process: the webhooks keep their calls in memory (gateway/http/hooks_wire.py).
+    async def claim_hook_call(
+        self, scope: str, run_id: str, session_key: str, now: int, ttl_ms: int
+    ) -> tuple[str, str]:
+        return run_id, session_key
+
+    async def release_hook_call(self, scope: str, run_id: str) -> None:
+        return None
+
     # -- sessions ----------------------------------------------------------------------
 
     async def get(self, key: str) -> SessionRow | None:

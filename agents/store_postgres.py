@@ -213,9 +213,22 @@ CREATE TABLE responses (
 CREATE INDEX responses_by_session ON responses(session_id)
 """
 
+# The webhooks' idempotency keys, for every process: a retry that reaches another process gets
+# the run of the first call rather than a second run (gateway/http/hooks.py). A row is a call's
+# replay scope (a hash), kept until `expires_at` (ms since the epoch).
+_SCHEMA_V3_HOOK_CALLS = """
+CREATE TABLE hook_calls (
+    scope TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    session_key TEXT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX hook_calls_by_expiry ON hook_calls(expires_at)
+"""
+
 # MIGRATIONS[v] takes the schema from version v to v + 1. Version 1 is the SQLite store's
 # schema 3 at once: there was never an older PostgreSQL schema to migrate from.
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2_RESPONSES)
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2_RESPONSES, _SCHEMA_V3_HOOK_CALLS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _SESSION_COLUMNS = (
@@ -1117,6 +1130,39 @@ class PostgresSessionStore:
             write=True, transaction=False,
         )  # fmt: skip
         return bool(status != "DELETE 0")
+
+    # -- webhook calls -----------------------------------------------------------------
+
+    async def claim_hook_call(
+        self, scope: str, run_id: str, session_key: str, now: int, ttl_ms: int
+    ) -> tuple[str, str]:
+        """(run id, session key) of the call of `scope` that came first and is still kept:
+        this one's when it is the first (it is then kept for `ttl_ms`)."""
+
+        async def claim(conn: Connection) -> tuple[str, str]:
+            await conn.execute("DELETE FROM hook_calls WHERE expires_at <= $1", now)
+            row = await conn.fetchrow(
+                "INSERT INTO hook_calls (scope, run_id, session_key, expires_at)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT (scope) DO NOTHING"
+                " RETURNING run_id, session_key",
+                scope, run_id, _storable(session_key), now + ttl_ms,
+            )  # fmt: skip
+            if row is None:
+                row = await conn.fetchrow(
+                    "SELECT run_id, session_key FROM hook_calls WHERE scope = $1", scope
+                )
+            return (run_id, session_key) if row is None else (row[0], row[1])
+
+        return await self._run(claim, write=True)
+
+    async def release_hook_call(self, scope: str, run_id: str) -> None:
+        """Forget the claim of `scope` by `run_id` (its run could not start)."""
+        await self._run(
+            lambda c: c.execute(
+                "DELETE FROM hook_calls WHERE scope = $1 AND run_id = $2", scope, run_id
+            ),
+            write=True, transaction=False,
+        )  # fmt: skip
 
     # -- maintenance -------------------------------------------------------------------
 

@@ -69,6 +69,15 @@ class Store(Protocol):
 
     async def aclose(self) -> None: ...
 
+    async def claim_hook_call(
+        self, scope: str, run_id: str, session_key: str, now: int, ttl_ms: int
+    ) -> tuple[str, str]:
+        """(run id, session key) of the first webhook call of `scope` that other processes
+        sharing the store made and still keep; (run_id, session_key) when there is none."""
+        ...
+
+    async def release_hook_call(self, scope: str, run_id: str) -> None: ...
+
     def turn_lock(
         self,
         key: str,

@@ -21,6 +21,7 @@ import structlog
 from aiohttp import web
 
 from agents.errors import AgentError
+from agents.registry import wall_clock_ms
 from agents.runs import AgentRun, RunStatus, TurnRequest
 from gateway.appkeys import AGENT_ID, SESSION_KEY, STATE
 from gateway.auth import bearer_secret
@@ -37,6 +38,7 @@ from gateway.http.common import (
 )
 from gateway.http.hooks_wire import (
     QUERY_TOKEN_MESSAGE,
+    REPLAY_TTL_SECONDS,
     TOKEN_HEADER,
     HookReplays,
     accepted_body,
@@ -48,6 +50,7 @@ from gateway.http.hooks_wire import (
     parse_wake_hook,
     replay_scope,
     result_forgotten,
+    run_elsewhere,
     wait_timeout,
     with_header_key,
 )
@@ -67,12 +70,15 @@ from gateway.state import GatewayState
 log = structlog.get_logger()
 
 HOOK_REPLAYS = web.AppKey("hook_replays", HookReplays)  # idempotent /hooks/agent calls
+# Replay scopes whose call is claiming and starting its run now; done when it has.
+HOOK_STARTS = web.AppKey("hook_starts", dict[str, asyncio.Future[None]])
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def setup(app: web.Application) -> None:
     app[HOOK_REPLAYS] = HookReplays()
+    app[HOOK_STARTS] = {}
     app.middlewares.append(hooks_middleware)
 
 
@@ -148,11 +154,14 @@ async def _agent(
     agents = state.config.agents
     parsed = with_header_key(parse_agent_hook(body), request.headers)
     agent_id = hook_agent(parsed.agent_id, hooks, agents)
-    replays = request.app[HOOK_REPLAYS]
+    replays, starting = request.app[HOOK_REPLAYS], request.app[HOOK_STARTS]
     scope = replay_scope(parsed, agent_id, hooks)
-    replayed = replays.get(scope) if scope is not None else None
-    if replayed is not None:
-        return await _replay(request, state, hooks, parsed.wait, *replayed)
+    if scope is not None:
+        while (start := starting.get(scope)) is not None:
+            await asyncio.shield(start)  # the same call, here, is claiming and starting its run
+        replayed = replays.get(scope)
+        if replayed is not None:
+            return await _replay(request, state, hooks, parsed.wait, *replayed)
     agent_id, key = hook_session_key(parsed, agent_id, hooks, agents)
     run_id = new_run_id()
     turn = TurnRequest(
@@ -165,14 +174,53 @@ async def _agent(
         idempotency_key=parsed.idempotency_key,
         addressable=True,  # its id is in the answer: `agent.wait` may name it once it ended
     )
-    run = _submit(request, state, turn, parsed.name)
-    if scope is not None:
-        replays.put(scope, run_id, key)
+    if scope is None:
+        run = _submit(request, state, turn, parsed.name)
+    else:
+        done = asyncio.get_running_loop().create_future()
+        starting[scope] = done
+        try:
+            claimed = await _claim(state, scope, run_id, key)
+            if claimed != (run_id, key):  # another process made the call first
+                return await _replay(request, state, hooks, parsed.wait, *claimed, elsewhere=True)
+            try:
+                run = _submit(request, state, turn, parsed.name)
+            except RequestError:
+                await _release(state, scope, run_id)
+                raise
+            replays.put(scope, run_id, key)
+        finally:
+            del starting[scope]
+            done.set_result(None)
     if not parsed.wait:
         return json_response(
             accepted_body(run_id, key), status=202, headers=session_header(request)
         )
     return await _wait(request, run, key, hooks.wait_timeout_seconds)
+
+
+async def _claim(state: GatewayState, scope: str, run_id: str, key: str) -> tuple[str, str]:
+    """The run of the first call of `scope` among the processes that share the store (a retry
+    may reach any of them): this one's, unless another process made the call first."""
+    store = state.store
+    if store is None or not store.shared:
+        return run_id, key  # one process: its HookReplays know every call
+    try:
+        return await store.claim_hook_call(
+            scope, run_id, key, wall_clock_ms(), int(REPLAY_TTL_SECONDS * 1000)
+        )
+    except AgentError as exc:
+        raise error_reply(exc) from None
+
+
+async def _release(state: GatewayState, scope: str, run_id: str) -> None:
+    """The claimed call's run did not start: a retry may start it."""
+    store = state.store
+    if store is not None and store.shared:
+        try:
+            await store.release_hook_call(scope, run_id)
+        except AgentError:
+            log.warning("hook_call_release_failed", run_id=run_id)  # kept until it expires
 
 
 async def _replay(
@@ -182,9 +230,11 @@ async def _replay(
     wait: bool,
     run_id: str,
     key: str,
+    *,
+    elsewhere: bool = False,
 ) -> web.StreamResponse:
     """A retried call: the first call's run, waited for when this call waits (a 410 when
-    its result is no longer kept)."""
+    its result is no longer kept, a 409 when another process runs it)."""
     request[SESSION_KEY] = key
     log.info("hook_run_replayed", run_id=run_id, session_key=key)
     if not wait:
@@ -194,7 +244,8 @@ async def _replay(
     assert state.registry is not None
     run = state.registry.run(run_id)
     if run is None:
-        return error_answer(request, result_forgotten(run_id))
+        error = run_elsewhere(run_id, key) if elsewhere else result_forgotten(run_id)
+        return error_answer(request, error)
     return await _wait(request, run, key, hooks.wait_timeout_seconds)
 
 

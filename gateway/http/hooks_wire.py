@@ -9,7 +9,8 @@ main-session heartbeat (`wakeMode`) have no counterpart and are accepted without
 
 An idempotency key (the `Idempotency-Key` or `x-openclaw-idempotency-key` header, else
 `idempotencyKey`) makes a retried /agent call answer with the run of the first one, as
-OpenClaw's replay cache does, for as long as the registry remembers finished runs.
+OpenClaw's replay cache does, for as long as the registry remembers finished runs; the
+processes that share a PostgreSQL store claim each call there first (gateway/http/hooks.py).
 """
 
 from __future__ import annotations
@@ -304,6 +305,18 @@ def result_forgotten(run_id: str) -> RequestError:
         f"Run {run_id} of this idempotency key has ended and its result is no longer kept;"
         " its reply is in the history of its session.",
         code="hook_result_unavailable",
+    )
+
+
+def run_elsewhere(run_id: str, session_key: str) -> RequestError:
+    """A waiting retry that reached another process than the first call (several processes
+    share a PostgreSQL store): that process runs the run, and this one cannot wait for it.
+    The run is not started again."""
+    return RequestError(
+        409,
+        f"Run {run_id} of this idempotency key was started by another gateway process, which"
+        f" this one cannot wait on; its reply goes to the history of session {session_key}.",
+        code="hook_run_elsewhere",
     )
 
 

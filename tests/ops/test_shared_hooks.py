@@ -1,0 +1,128 @@
+"""Webhook idempotency keys across processes that share one PostgreSQL store: a retry that
+reaches another process than the first call gets the first call's run, not a second run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from agents.store_postgres import PostgresSessionStore
+from tests.support.pgserver import PASSWORD
+from tests.support.process import GatewayProcess, clean_env
+from tests.support.shared_store import shared_config
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+HOOK_TOKEN = "hook-token-5e1c"
+StartGateway = Callable[[str], GatewayProcess]
+
+
+@pytest.fixture
+def start_gateway(tmp_path: Path, database: str) -> Iterator[StartGateway]:
+    started: list[GatewayProcess] = []
+
+    def start(name: str) -> GatewayProcess:
+        config = json.loads(shared_config(database, delay_ms=100))
+        config["hooks"] = {"enabled": True, "token": HOOK_TOKEN}
+        path = tmp_path / f"{name}.json5"
+        path.write_text(json.dumps(config))
+        args = ["--config", str(path), "--state-dir", str(tmp_path / name), "--port", "0"]
+        env = clean_env(tmp_path / "home", {"CLAWGATE_DB_PASSWORD": PASSWORD})
+        process = GatewayProcess(args, env)
+        started.append(process)
+        process.wait_listening(30)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def hook(
+    http: aiohttp.ClientSession, url: str, body: dict[str, Any], key: str = "retry-1"
+) -> tuple[int, dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {HOOK_TOKEN}", "Idempotency-Key": key}
+    async with http.post(f"{url}/hooks/agent", json=body, headers=headers) as response:
+        return response.status, await response.json()
+
+
+async def user_messages(pg_url: str, key: str) -> list[str]:
+    """Of the session's turns, once its first is committed."""
+    async with PostgresSessionStore(pg_url) as store, asyncio.timeout(10):
+        while (row := await store.get(key)) is None or not row.last_status:
+            await asyncio.sleep(0.05)
+        history = await store.history(row.session_id, 100)
+        return [m.text for m in history.messages if m.role == "user"]
+
+
+class TestAHookRetryOnAnotherProcess:
+    async def test_gets_the_first_calls_run_and_no_second_run(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_url: str
+    ) -> None:
+        a, b = start_gateway("a"), start_gateway("b")
+        status, first = await hook(http, a.url, {"message": "invoice 42"})
+        assert status == 202, first
+        status, again = await hook(http, b.url, {"message": "invoice 42"})
+        assert (status, again) == (202, first)
+        # Waiting on the process that runs it gives its reply.
+        status, waited = await hook(
+            http, a.url, {"message": "invoice 42", "waitForCompletion": True}
+        )
+        assert status == 200 and waited["runId"] == first["runId"], waited
+        assert waited["completion"]["text"] == "[turn 1] invoice 42"
+        assert await user_messages(pg_url, first["sessionKey"]) == ["invoice 42"]
+
+    async def test_that_waits_is_told_that_another_process_runs_it(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession
+    ) -> None:
+        a, b = start_gateway("a"), start_gateway("b")
+        status, first = await hook(http, a.url, {"message": "invoice 43"})
+        assert status == 202, first
+        status, body = await hook(http, b.url, {"message": "invoice 43", "waitForCompletion": True})
+        assert status == 409
+        assert body == {
+            "error": {
+                "message": f"Run {first['runId']} of this idempotency key was started by another"
+                " gateway process, which this one cannot wait on; its reply goes to the history"
+                f" of session {first['sessionKey']}.",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "hook_run_elsewhere",
+            }
+        }
+
+    async def test_calls_at_once_on_both_processes_start_one_run(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_url: str
+    ) -> None:
+        a, b = start_gateway("a"), start_gateway("b")
+        answers = await asyncio.gather(
+            *(hook(http, (a.url, b.url)[i % 2], {"message": "burst"}, "k-9") for i in range(16))
+        )
+        assert {status for status, _ in answers} == {202}
+        assert len({body["runId"] for _, body in answers}) == 1
+        key = answers[0][1]["sessionKey"]
+        assert await user_messages(pg_url, key) == ["burst"]
+
+
+class TestHookCallClaims:
+    async def test_the_first_claim_wins_until_it_expires_or_is_released(self, pg_url: str) -> None:
+        async with PostgresSessionStore(pg_url) as one, PostgresSessionStore(pg_url) as two:
+            assert await one.claim_hook_call("s", "r1", "k1", 1_000, 600) == ("r1", "k1")
+            assert await two.claim_hook_call("s", "r2", "k2", 1_500, 600) == ("r1", "k1")
+            assert await two.claim_hook_call("s", "r3", "k3", 1_600, 600) == ("r3", "k3")
+            await two.release_hook_call("s", "r1")  # not its claim any more: kept
+            assert await one.claim_hook_call("s", "r4", "k4", 1_700, 600) == ("r3", "k3")
+            await two.release_hook_call("s", "r3")
+            assert await one.claim_hook_call("s", "r5", "k5", 1_800, 600) == ("r5", "k5")
