@@ -41,6 +41,7 @@ async def reload_from_file(state: GatewayState) -> ReloadResult | None:
     if state.loader is None:
         return None
     async with state.config_lock:
+        failing = state.reload_error is not None
         try:
             new = await asyncio.to_thread(_load, state.loader, state.config)
             check_in_force(state.config, new)
@@ -54,6 +55,10 @@ async def reload_from_file(state: GatewayState) -> ReloadResult | None:
         # (--token-file, the state dir's gateway.token, store.passwordFile): a rotation is
         # that file and SIGHUP.
         same_file = new.source.hash is not None and new.source.hash == state.config.source.hash
+        if failing:
+            # The error was the last word in the log; a fix that changes nothing in force (the
+            # edit undone) would leave it there.
+            log.info("config_reload_recovered", path=str(state.loader.config_path))
         if same_file and changes_nothing(state.config, new):
             state.reload_error = None
             return None

@@ -154,6 +154,32 @@ class TestReloadFromFile:
         assert state.reload_error is None
         assert state.config.gateway.auth.token == "fixed"
 
+    async def test_an_edit_undone_after_a_failed_reload_says_the_error_is_gone(
+        self, state: GatewayState, config_file: Path
+    ) -> None:
+        """The file back as it runs: nothing to apply, and before, nothing in the log after
+        `config_reload_failed`, which the operator read as a reload still failing."""
+        write(config_file, "{ nope: 1 }")
+        await reload_from_file(state)
+        write(config_file, BASE)
+        with capture_logs() as logs:
+            assert await reload_from_file(state) is None
+        assert state.reload_error is None
+        assert logs == [
+            {"event": "config_reload_recovered", "log_level": "info", "path": str(config_file)}
+        ]
+
+    async def test_a_fix_that_changes_nothing_in_force_says_the_error_is_gone(
+        self, state: GatewayState, config_file: Path
+    ) -> None:
+        write(config_file, "{ nope: 1 }")
+        await reload_from_file(state)
+        write(config_file, BASE + "// reviewed\n")
+        with capture_logs() as logs:
+            result = await reload_from_file(state)
+        assert result is not None and result.changed == ()
+        assert [entry["event"] for entry in logs] == ["config_reload_recovered"]
+
     async def test_a_file_gone_from_the_default_path_is_an_issue_not_the_embedded_default(
         self, tmp_path: Path
     ) -> None:
