@@ -59,7 +59,7 @@ _GATEWAY_AUTH_SETTINGS = frozenset({"mode", "rateLimit", "allowTailscale", "trus
 NAME_SEPARATORS = str.maketrans("", "", "_-.")
 
 
-def _is_secret_name(key: str) -> bool:
+def is_secret_name(key: str) -> bool:
     name = key.lower().translate(NAME_SEPARATORS)
     return name not in _NOT_SECRET and name.endswith(_SECRET_SUFFIXES)
 
@@ -73,7 +73,7 @@ def is_secret_path(path: tuple[PathKey, ...]) -> bool:
             return True
         path = path[3:]  # mode and the limiter's settings: only a secret-named key inside
     return any(
-        isinstance(key, str) and (key.lower() in _SECRET_SECTIONS or _is_secret_name(key))
+        isinstance(key, str) and (key.lower() in _SECRET_SECTIONS or is_secret_name(key))
         for key in path
     )
 
@@ -85,7 +85,7 @@ def is_secret_file_path(path: tuple[PathKey, ...]) -> bool:
     if not isinstance(key, str):
         return False
     name = key.lower().translate(NAME_SEPARATORS)
-    return name.endswith("file") and _is_secret_name(name.removesuffix("file"))
+    return name.endswith("file") and is_secret_name(name.removesuffix("file"))
 
 
 def is_secret_value(value: Any) -> bool:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,7 +16,13 @@ import json5
 from agents.config import ModelRef, ProviderConfig
 from gateway.config.errors import PathKey
 from gateway.config.model import Config, GatewayConfig, HooksConfig, StoreConfig
-from gateway.config.secret_keys import REDACTED, holds_password, is_secret_leaf, is_secret_path
+from gateway.config.secret_keys import (
+    REDACTED,
+    holds_password,
+    is_secret_leaf,
+    is_secret_name,
+    is_secret_path,
+)
 
 
 # --- Values -> the effective config, and redaction -------------------------------------------
@@ -216,20 +223,67 @@ def redact_raw(raw: str, parsed: Mapping[str, Any]) -> str:
     `parsed` is `raw` as parsed: should the text defeat our scanner, its secret values are
     replaced wherever they occur instead, so that a secret never leaks through `config.get`.
     """
+    scanner = _Json5Scanner(raw)
     try:
-        spans = _Json5Scanner(raw).secret_spans()
+        spans = scanner.secret_spans()
     except (ValueError, IndexError):
         return _redact_by_value(raw, parsed)
+    secrets = _secret_values(parsed)
     pieces, end = [], 0
-    for start, stop in spans:
-        quote = raw[start] if raw[start] in "\"'" else '"'
-        pieces += [raw[end:start], quote, REDACTED, quote]
+    for start, stop, is_comment in sorted(
+        [(a, b, False) for a, b in spans] + [(a, b, True) for a, b in scanner.comments]
+    ):
+        pieces.append(raw[end:start])
+        if is_comment:
+            pieces.append(_redact_comment(raw[start:stop], secrets))
+        else:
+            quote = raw[start] if raw[start] in "\"'" else '"'
+            pieces += [quote, REDACTED, quote]
         end = stop
     pieces.append(raw[end:])
     return "".join(pieces)
 
 
+# In a comment (a secret commented out when its successor came, often still valid): a value
+# after a secret's name and `:` or `=`, quoted or up to a space or a delimiter; and a URL
+# with credentials, up to a space or a quote. A name or a scheme is tried from the start of
+# its run of characters only: tried from each one, a run of 100,000 letters (a base64 blob
+# commented out) took a minute and a half.
+_COMMENT_PAIR = re.compile(
+    r"""(?P<key>"[^"\n]*"|'[^'\n]*'|(?<![\w$-])[A-Za-z_$][\w$-]*)\s*[:=]\s*"""
+    r"""(?=(?P<value>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|[^\s,;:{}\[\]()'"]+))"""
+)
+_URL_WITH_CREDENTIALS = re.compile(
+    r"(?<![A-Za-z0-9+.-])[0-9+.-]*[A-Za-z][A-Za-z0-9+.-]*://[^/?#@\s]+@[^\s'\"`]*"
+)
+
+
+def _redact_comment(text: str, secrets: list[str]) -> str:
+    text = _URL_WITH_CREDENTIALS.sub(REDACTED, text)
+    pieces, end = [], 0
+    for match in _COMMENT_PAIR.finditer(text):
+        start, stop = match.span("value")
+        if start < end or not is_secret_name(match["key"].strip("\"'")):
+            continue
+        value = match["value"]
+        quote = value[0] if value[0] in "\"'" else ""
+        pieces += [text[end:start], quote, REDACTED, quote]
+        end = stop
+    pieces.append(text[end:])
+    text = "".join(pieces)
+    for secret in secrets:  # a secret in force, repeated in a comment
+        text = text.replace(secret, REDACTED)
+    return text
+
+
 def _redact_by_value(raw: str, parsed: Mapping[str, Any]) -> str:
+    for secret in _secret_values(parsed):
+        raw = raw.replace(secret, REDACTED)
+    return raw
+
+
+def _secret_values(parsed: Mapping[str, Any]) -> list[str]:
+    """The secrets' values as text, longest first (one may contain another)."""
     secrets: list[str] = []
 
     def collect(value: Any, path: tuple[PathKey, ...]) -> None:
@@ -244,10 +298,7 @@ def _redact_by_value(raw: str, parsed: Mapping[str, Any]) -> str:
             secrets.append("" if isinstance(value, bool) else str(value))
 
     collect(parsed, ())
-    # Longest first: one may contain another.
-    for secret in sorted(filter(None, secrets), key=len, reverse=True):
-        raw = raw.replace(secret, REDACTED)
-    return raw
+    return sorted(filter(None, secrets), key=len, reverse=True)
 
 
 @attrs.define
@@ -261,6 +312,7 @@ class _Json5Scanner:
     text: str
     pos: int = 0
     spans: list[tuple[int, int]] = attrs.Factory(list)
+    comments: list[tuple[int, int]] = attrs.Factory(list)
 
     def secret_spans(self) -> list[tuple[int, int]]:
         self._value(())
@@ -278,11 +330,14 @@ class _Json5Scanner:
                 self.pos += 1
             elif text.startswith("//", self.pos):
                 ends = [text.find(c, self.pos) for c in "\n\r\u2028\u2029"]
-                self.pos = min((e for e in ends if e >= 0), default=len(text))
+                end = min((e for e in ends if e >= 0), default=len(text))
+                self.comments.append((self.pos, end))
+                self.pos = end
             elif text.startswith("/*", self.pos):
                 end = text.find("*/", self.pos + 2)
                 if end < 0:
                     raise ValueError("unterminated comment")
+                self.comments.append((self.pos, end + 2))
                 self.pos = end + 2
             else:
                 return

@@ -90,8 +90,38 @@ class TestRedactRaw:
         )
 
     def test_text_without_secrets_is_unchanged(self) -> None:
-        raw = "{gateway: {port: 1, auth: {mode: 'none'}}, // token: 'x'\n}\n"
+        raw = "{gateway: {port: 1, auth: {mode: 'none'}}, // maxTokens: 8, the mode: 'none'\n}\n"
         assert redact_raw(raw, json5.loads(raw)) == raw
+
+    def test_a_secret_commented_out_is_redacted(self) -> None:
+        """An old key kept in a comment beside its successor is often still valid."""
+        raw = """{models: {providers: {openai: {
+          apiKey: "${OPENAI_API_KEY}", // was apiKey: "sk-old-1", then 'api_key' = sk-old-2
+          /* headers: {"Authorization": 'Bearer old-3', token:old-4} */
+        }}}}"""
+        assert redact_raw(raw, json5.loads(raw)) == (
+            raw.replace('"${OPENAI_API_KEY}"', f'"{REDACTED}"')
+            .replace('"sk-old-1"', f'"{REDACTED}"')
+            .replace("sk-old-2", REDACTED)
+            .replace("'Bearer old-3'", f"'{REDACTED}'")
+            .replace("old-4", REDACTED)
+        )
+
+    def test_a_secret_in_force_is_redacted_where_a_comment_repeats_it(self) -> None:
+        raw = '{hooks: {token: "hook-77"}, // the hook token hook-77 is the n8n one\n}'
+        assert redact_raw(raw, json5.loads(raw)) == raw.replace("hook-77", REDACTED)
+
+    @pytest.mark.timeout(30)
+    @pytest.mark.parametrize("blob", ["QUJD" * 75_000, "ab-" * 100_000, "1.a" * 100_000])
+    def test_a_long_run_in_a_comment_is_read_in_one_pass(self, blob: str) -> None:
+        """A name or a scheme tried from each character of a run read the rest of the run
+        each time: minutes for these 300,000 characters, on the event loop of config.get."""
+        raw = f"{{ // {blob}\n/* {blob} */}}"
+        assert redact_raw(raw, json5.loads(raw)) == raw
+
+    def test_a_url_with_credentials_in_a_comment_is_redacted(self) -> None:
+        raw = "{ // old: https://me:pw-5@proxy.example/v1 (retired)\n}"
+        assert redact_raw(raw, json5.loads(raw)) == (f"{{ // old: {REDACTED} (retired)\n}}")
 
     def test_secret_names_are_secrets_anywhere(self) -> None:
         raw = '{channels: {tg: {token: "t"}}, agents: {list: [{id: "a", params: {apiKey: "k"}}]}}'

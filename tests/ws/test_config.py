@@ -638,6 +638,20 @@ class TestConfigGetHidesEverySecret:
         assert payload["valid"] is True
         await ws.ws.close()
 
+    async def test_nor_a_secret_commented_out(self, make_gateway: MakeGateway) -> None:
+        config = """{
+  gateway: { auth: { mode: "token", token: "test-token" } },
+  // before the rotation: token: "old-gateway-token"
+  agents: { list: [{ id: "main", default: true }] },
+}"""
+        gateway = await make_gateway(config)
+        ws = await gateway.connected(scopes=["operator.read"])
+        raw = (await ws.ok("config.get"))["raw"]
+        assert raw == config.replace('"test-token"', f'"{REDACTED}"').replace(
+            '"old-gateway-token"', f'"{REDACTED}"'
+        )
+        await ws.ws.close()
+
 
 PROVIDERS = """{
   gateway: { auth: { mode: "token", token: "test-token" } },
