@@ -181,17 +181,18 @@ async def _agent(
         starting[scope] = done
         try:
             claimed = await _claim(state, scope, run_id, key)
-            if claimed != (run_id, key):  # another process made the call first
-                return await _replay(request, state, hooks, parsed.wait, *claimed, elsewhere=True)
-            try:
-                run = _submit(request, state, turn, parsed.name)
-            except RequestError:
-                await _release(state, scope, run_id)
-                raise
-            replays.put(scope, run_id, key)
+            if claimed == (run_id, key):
+                try:
+                    run = _submit(request, state, turn, parsed.name)
+                except RequestError:
+                    await _release(state, scope, run_id)
+                    raise
+                replays.put(scope, run_id, key)
         finally:
             del starting[scope]
             done.set_result(None)
+        if claimed != (run_id, key):  # another process made the call first
+            return await _replay(request, state, hooks, parsed.wait, *claimed, elsewhere=True)
     if not parsed.wait:
         return json_response(
             accepted_body(run_id, key), status=202, headers=session_header(request)
