@@ -340,6 +340,36 @@ class TestWatcher:
             while state.config.gateway.auth.token != "rotated":
                 await asyncio.sleep(0.05)
 
+    async def test_a_kubernetes_configmap_update_is_applied(
+        self, aiohttp_client: AiohttpClient, tmp_path: Path
+    ) -> None:
+        """A ConfigMap volume: `clawgate.json5 -> ..data/clawgate.json5`, `..data -> ..<ts>`;
+        an update writes a new `..<ts>` dir and renames a new `..data` link over the old one.
+        The file's own mtime and inode never change: only following the links shows it."""
+        volume = tmp_path / "volume"
+        for version, token in (("..2026_01", "old-token"), ("..2026_02", "rotated")):
+            (volume / version).mkdir(parents=True)
+            (volume / version / "clawgate.json5").write_text(BASE.replace("old-token", token))
+        (volume / "..data").symlink_to("..2026_01")
+        (volume / "clawgate.json5").symlink_to("..data/clawgate.json5")
+        loader = ConfigLoader(
+            Overrides(
+                config_path=str(volume / "clawgate.json5"), state_dir=str(tmp_path / "state")
+            ),
+            environ={},
+        )
+        options = AppOptions(config_poll_seconds=0.05)
+        client = await aiohttp_client(
+            create_app(with_generated_token(loader.load()), loader=loader, options=options)
+        )
+        state = client.app[STATE]
+        assert state.config.gateway.auth.token == "old-token"
+        (volume / "..data_tmp").symlink_to("..2026_02")
+        os.replace(volume / "..data_tmp", volume / "..data")
+        async with asyncio.timeout(3):
+            while state.config.gateway.auth.token != "rotated":
+                await asyncio.sleep(0.05)
+
     async def test_reload_mode_off_does_not_watch(
         self, aiohttp_client: AiohttpClient, loader: ConfigLoader, config_file: Path
     ) -> None:
