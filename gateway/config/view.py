@@ -251,7 +251,7 @@ def redact_raw(raw: str, parsed: Mapping[str, Any]) -> str:
 # commented out) took a minute and a half.
 _COMMENT_PAIR = re.compile(
     r"""(?P<key>"[^"\n]*"|'[^'\n]*'|(?<![\w$-])[A-Za-z_$][\w$-]*)\s*[:=]\s*"""
-    r"""(?=(?P<value>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|[^\s,;:{}\[\]()'"]+))"""
+    r"""(?=(?P<value>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|[^\s,;{}\[\]()'"]+))"""
 )
 _URL_WITH_CREDENTIALS = re.compile(
     r"(?<![A-Za-z0-9+.-])[0-9+.-]*[A-Za-z][A-Za-z0-9+.-]*://[^/?#@\s]+@[^\s'\"`]*"

@@ -97,14 +97,14 @@ class TestRedactRaw:
         """An old key kept in a comment beside its successor is often still valid."""
         raw = """{models: {providers: {openai: {
           apiKey: "${OPENAI_API_KEY}", // was apiKey: "sk-old-1", then 'api_key' = sk-old-2
-          /* headers: {"Authorization": 'Bearer old-3', token:old-4} */
+          /* headers: {"Authorization": 'Bearer old-3', token:old-4:x} */
         }}}}"""
         assert redact_raw(raw, json5.loads(raw)) == (
             raw.replace('"${OPENAI_API_KEY}"', f'"{REDACTED}"')
             .replace('"sk-old-1"', f'"{REDACTED}"')
             .replace("sk-old-2", REDACTED)
             .replace("'Bearer old-3'", f"'{REDACTED}'")
-            .replace("old-4", REDACTED)
+            .replace("old-4:x", REDACTED)
         )
 
     def test_a_secret_in_force_is_redacted_where_a_comment_repeats_it(self) -> None:
