@@ -1314,6 +1314,9 @@ class SessionStore:
     ) -> tuple[str, str]:
         return run_id, session_key
 
+    async def extend_hook_call(self, scope: str, run_id: str, until: int) -> None:
+        return None
+
     async def release_hook_call(self, scope: str, run_id: str) -> None:
         return None
 

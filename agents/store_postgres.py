@@ -1155,6 +1155,16 @@ class PostgresSessionStore:
 
         return await self._run(claim, write=True)
 
+    async def extend_hook_call(self, scope: str, run_id: str, until: int) -> None:
+        """Keep the claim of `scope` by `run_id` until `until` (ms since the epoch)."""
+        await self._run(
+            lambda c: c.execute(
+                "UPDATE hook_calls SET expires_at = $3 WHERE scope = $1 AND run_id = $2",
+                scope, run_id, until,
+            ),
+            write=True, transaction=False,
+        )  # fmt: skip
+
     async def release_hook_call(self, scope: str, run_id: str) -> None:
         """Forget the claim of `scope` by `run_id` (its run could not start)."""
         await self._run(

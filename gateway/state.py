@@ -31,6 +31,9 @@ class AppOptions:
     tick_interval_seconds: float = 30.0  # ws-protocol.md §9.2
     health_interval_seconds: float = 60.0
     config_poll_seconds: float = 1.0  # config.md §7
+    # A webhook call claimed in a shared store is held this long at a time while its run goes
+    # on (renewed at a third of it): a retry runs the call of a process that died after this.
+    hook_claim_lease_seconds: float = 15.0
     # A connection must send a complete request head within this long of opening, or of its
     # previous response (aiohttp's keep-alive timer starts when the connection opens): the
     # bound on slowloris clients, and the idle keep-alive time.

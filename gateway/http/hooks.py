@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import web
@@ -67,11 +68,16 @@ from gateway.http.runs import ClientWatch
 from gateway.responses import json_response, method_not_allowed, not_found
 from gateway.state import GatewayState
 
+if TYPE_CHECKING:
+    from agents.store_protocol import Store
+
 log = structlog.get_logger()
 
 HOOK_REPLAYS = web.AppKey("hook_replays", HookReplays)  # idempotent /hooks/agent calls
 # Replay scopes whose call is claiming and starting its run now; done when it has.
 HOOK_STARTS = web.AppKey("hook_starts", dict[str, asyncio.Future[None]])
+# Runs of calls claimed in a shared store, whose claims these tasks keep (_held).
+HOOK_HOLDS = web.AppKey("hook_holds", set[asyncio.Task[None]])
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -79,7 +85,17 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def setup(app: web.Application) -> None:
     app[HOOK_REPLAYS] = HookReplays()
     app[HOOK_STARTS] = {}
+    app[HOOK_HOLDS] = set()
+    app.cleanup_ctx.append(_holds)
     app.middlewares.append(hooks_middleware)
+
+
+async def _holds(app: web.Application) -> AsyncIterator[None]:
+    yield
+    holds = app[HOOK_HOLDS]
+    for task in holds:
+        task.cancel()
+    await asyncio.gather(*holds, return_exceptions=True)
 
 
 @web.middleware
@@ -188,6 +204,7 @@ async def _agent(
                     await _release(state, scope, run_id)
                     raise
                 replays.put(scope, run_id, key)
+                _hold(request.app, state, scope, run)
         finally:
             del starting[scope]
             done.set_result(None)
@@ -206,12 +223,42 @@ async def _claim(state: GatewayState, scope: str, run_id: str, key: str) -> tupl
     store = state.store
     if store is None or not store.shared:
         return run_id, key  # one process: its HookReplays know every call
+    lease_ms = int(state.options.hook_claim_lease_seconds * 1000)
     try:
-        return await store.claim_hook_call(
-            scope, run_id, key, wall_clock_ms(), int(REPLAY_TTL_SECONDS * 1000)
-        )
+        return await store.claim_hook_call(scope, run_id, key, wall_clock_ms(), lease_ms)
     except AgentError as exc:
         raise error_reply(exc) from None
+
+
+def _hold(app: web.Application, state: GatewayState, scope: str, run: AgentRun) -> None:
+    store = state.store
+    if store is None or not store.shared:
+        return
+    lease = state.options.hook_claim_lease_seconds
+    task = asyncio.create_task(_held(store, scope, run, lease), name="hook-claim")
+    holds = app[HOOK_HOLDS]
+    holds.add(task)
+    task.add_done_callback(holds.discard)
+
+
+async def _held(store: Store, scope: str, run: AgentRun, lease: float) -> None:
+    """The claim is a lease while the run goes on, renewed here: a process that dies lets a
+    retry run the call once its lease is out, rather than answer with a run that never ends.
+    Once the run has ended, the claim is kept for the replay window."""
+    ended = asyncio.ensure_future(run.wait())
+    try:
+        while not (await asyncio.wait({ended}, timeout=lease / 3))[0]:
+            await _extend(store, scope, run.id, wall_clock_ms() + int(lease * 1000))
+        await _extend(store, scope, run.id, wall_clock_ms() + int(REPLAY_TTL_SECONDS * 1000))
+    finally:
+        ended.cancel()
+
+
+async def _extend(store: Store, scope: str, run_id: str, until: int) -> None:
+    try:
+        await store.extend_hook_call(scope, run_id, until)
+    except AgentError:
+        log.warning("hook_call_extend_failed", run_id=run_id)  # the next renewal may do it
 
 
 async def _release(state: GatewayState, scope: str, run_id: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,43 @@ class TestAHookRetryOnAnotherProcess:
         key = answers[0][1]["sessionKey"]
         assert await user_messages(pg_url, key) == ["burst"]
 
+    async def test_gets_a_run_longer_than_the_claims_lease_while_it_goes_on(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession
+    ) -> None:
+        a, b = start_gateway("a"), start_gateway("b")
+        long = " ".join(f"w{i}" for i in range(200))  # 20 s at 100 ms a word
+        status, first = await hook(http, a.url, {"message": long}, "long-1")
+        assert status == 202, first
+        await asyncio.sleep(17)  # past the first lease of 15 s: renewed meanwhile
+        status, again = await hook(http, b.url, {"message": long}, "long-1")
+        assert (status, again) == (202, first)
+
+
+class TestAHookRetryAfterItsProcessDied:
+    async def test_runs_the_call_once_the_claims_lease_is_out(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_url: str
+    ) -> None:
+        """The claim of a call whose process died with its run (OOM, SIGKILL) would have
+        answered every retry for 10 minutes with a run that never ends: lost."""
+        a, b = start_gateway("a"), start_gateway("b")
+        long = " ".join(f"w{i}" for i in range(200))  # 20 s at 100 ms a word
+        status, first = await hook(http, a.url, {"message": long}, "crash-1")
+        assert status == 202, first
+        await asyncio.sleep(0.5)
+        a.signal(signal.SIGKILL)
+        assert await asyncio.to_thread(a.wait, 10) == -signal.SIGKILL
+        status, again = await hook(http, b.url, {"message": long}, "crash-1")
+        assert (status, again["runId"]) == (202, first["runId"])  # maybe still running
+        async with asyncio.timeout(30):  # the lease, 15 s, runs out
+            while again["runId"] == first["runId"]:
+                await asyncio.sleep(1)
+                status, again = await hook(http, b.url, {"message": long}, "crash-1")
+                assert status == 202, again
+        assert again["sessionKey"] != first["sessionKey"]
+        # Once running there, the call is claimed again: a retry gets that run.
+        status, third = await hook(http, b.url, {"message": long}, "crash-1")
+        assert (status, third) == (202, again)
+
 
 class TestHookCallClaims:
     async def test_the_first_claim_wins_until_it_expires_or_is_released(self, pg_url: str) -> None:
@@ -126,3 +164,11 @@ class TestHookCallClaims:
             assert await one.claim_hook_call("s", "r4", "k4", 1_700, 600) == ("r3", "k3")
             await two.release_hook_call("s", "r3")
             assert await one.claim_hook_call("s", "r5", "k5", 1_800, 600) == ("r5", "k5")
+
+    async def test_a_claim_extended_is_kept_until_then(self, pg_url: str) -> None:
+        async with PostgresSessionStore(pg_url) as one, PostgresSessionStore(pg_url) as two:
+            assert await one.claim_hook_call("s", "r1", "k1", 1_000, 100) == ("r1", "k1")
+            await one.extend_hook_call("s", "r1", 5_000)
+            await one.extend_hook_call("s", "r-other", 1_000_000)  # not its claim: no change
+            assert await two.claim_hook_call("s", "r2", "k2", 4_999, 100) == ("r1", "k1")
+            assert await two.claim_hook_call("s", "r3", "k3", 5_000, 100) == ("r3", "k3")
