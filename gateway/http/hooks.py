@@ -78,6 +78,7 @@ HOOK_REPLAYS = web.AppKey("hook_replays", HookReplays)  # idempotent /hooks/agen
 HOOK_STARTS = web.AppKey("hook_starts", dict[str, asyncio.Future[None]])
 # Runs of calls claimed in a shared store, whose claims these tasks keep (_held).
 HOOK_HOLDS = web.AppKey("hook_holds", set[asyncio.Task[None]])
+HOLD_LAST_WORD_S = 2.0  # a statement's round trip, with room for a slow database
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -92,7 +93,11 @@ def setup(app: web.Application) -> None:
 
 async def _holds(app: web.Application) -> AsyncIterator[None]:
     yield
-    holds = app[HOOK_HOLDS]
+    holds = app[HOOK_HOLDS].copy()
+    if holds:
+        # After the drain their runs have ended: let them say so to the store (a release or
+        # the replay window) before it closes.
+        await asyncio.wait(holds, timeout=HOLD_LAST_WORD_S)
     for task in holds:
         task.cancel()
     await asyncio.gather(*holds, return_exceptions=True)
@@ -201,7 +206,8 @@ async def _agent(
                 try:
                     run = _submit(request, state, turn, parsed.name)
                 except RequestError:
-                    await _release(state, scope, run_id)
+                    if state.store is not None and state.store.shared:
+                        await _release(state.store, scope, run_id)
                     raise
                 replays.put(scope, run_id, key)
                 _hold(request.app, state, scope, run)
@@ -249,7 +255,11 @@ async def _held(store: Store, scope: str, run: AgentRun, lease: float) -> None:
     try:
         while not (await asyncio.wait({ended}, timeout=lease / 3))[0]:
             await _extend(store, scope, run.id, wall_clock_ms() + int(lease * 1000))
-        await _extend(store, scope, run.id, wall_clock_ms() + int(REPLAY_TTL_SECONDS * 1000))
+        if ended.result().status == RunStatus.ABORTED and run.abort_reason == SHUTDOWN_ABORT:
+            # The drain gave up on it (a deploy): a retry on another process runs the call.
+            await _release(store, scope, run.id)
+        else:
+            await _extend(store, scope, run.id, wall_clock_ms() + int(REPLAY_TTL_SECONDS * 1000))
     finally:
         ended.cancel()
 
@@ -261,14 +271,12 @@ async def _extend(store: Store, scope: str, run_id: str, until: int) -> None:
         log.warning("hook_call_extend_failed", run_id=run_id)  # the next renewal may do it
 
 
-async def _release(state: GatewayState, scope: str, run_id: str) -> None:
-    """The claimed call's run did not start: a retry may start it."""
-    store = state.store
-    if store is not None and store.shared:
-        try:
-            await store.release_hook_call(scope, run_id)
-        except AgentError:
-            log.warning("hook_call_release_failed", run_id=run_id)  # kept until it expires
+async def _release(store: Store, scope: str, run_id: str) -> None:
+    """The claimed call's run did not start, or was given up on: a retry may start it."""
+    try:
+        await store.release_hook_call(scope, run_id)
+    except AgentError:
+        log.warning("hook_call_release_failed", run_id=run_id)  # kept until its lease is out
 
 
 async def _replay(

@@ -153,6 +153,21 @@ class TestAHookRetryAfterItsProcessDied:
         status, third = await hook(http, b.url, {"message": long}, "crash-1")
         assert (status, third) == (202, again)
 
+    async def test_runs_a_call_whose_run_the_drain_aborted(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession
+    ) -> None:
+        """A deploy's SIGTERM: the drain (5 s here) gives up on the run; a retry on the next
+        process got that aborted run for 10 minutes, and the call was lost."""
+        a, b = start_gateway("a"), start_gateway("b")
+        long = " ".join(f"w{i}" for i in range(200))  # 20 s at 100 ms a word
+        status, first = await hook(http, a.url, {"message": long}, "deploy-1")
+        assert status == 202, first
+        await asyncio.sleep(0.5)
+        a.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(a.wait, 20) == 0
+        status, again = await hook(http, b.url, {"message": long}, "deploy-1")
+        assert status == 202 and again["runId"] != first["runId"], again
+
 
 class TestHookCallClaims:
     async def test_the_first_claim_wins_until_it_expires_or_is_released(self, pg_url: str) -> None:
