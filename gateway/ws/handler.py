@@ -49,7 +49,7 @@ from gateway.ws.protocol import (
     WsError,
     event_frame,
 )
-from gateway.ws.state import WsState
+from gateway.ws.state import WsSettings, WsState
 
 log = structlog.get_logger()
 
@@ -414,23 +414,29 @@ class _WaitingRequests:
         self._open = True
 
     def submit(self, frame: RequestFrame, chars: int) -> None:
-        settings = self._ws_state.settings
+        ws_state = self._ws_state
+        settings = ws_state.settings
         if not self._frames and self._conn.calls_in_flight < settings.max_inflight_requests:
             self._start(frame)
         elif (
-            len(self._frames) < settings.max_waiting_requests
-            and self._chars + chars <= settings.max_waiting_chars
+            len(self._frames) >= settings.max_waiting_requests
+            or self._chars + chars > settings.max_waiting_chars
         ):
-            self._frames.append((frame, chars))
-            self._chars += chars
-        else:
             error = _too_many_in_flight(settings.max_inflight_requests, len(self._frames))
             refuse(self._conn, frame.id, frame.method, error)
+        elif ws_state.waiting_chars + chars > settings.max_waiting_total_chars:
+            refuse(self._conn, frame.id, frame.method, _too_many_waiting(settings))
+        else:
+            self._frames.append((frame, chars))
+            self._chars += chars
+            ws_state.waiting_chars += chars
 
     def drop(self) -> None:
         """The socket is done: what waits is not started."""
         self._open = False
         self._frames.clear()
+        self._ws_state.waiting_chars -= self._chars
+        self._chars = 0
 
     def _start(self, frame: RequestFrame) -> None:
         dispatching = dispatch(self._methods, self._ws_state, self._conn, frame)
@@ -442,6 +448,7 @@ class _WaitingRequests:
         while self._open and self._frames and self._conn.calls_in_flight < limit:
             frame, chars = self._frames.popleft()
             self._chars -= chars
+            self._ws_state.waiting_chars -= chars
             self._start(frame)
 
 
@@ -451,6 +458,15 @@ def _too_many_in_flight(limit: int, waiting: int) -> WsError:
         f"too many requests in flight: {limit} per connection and {waiting} waiting;"
         " retry after one is answered",
         details={"limit": limit, "waiting": waiting},
+        retryable=True,
+    )
+
+
+def _too_many_waiting(settings: WsSettings) -> WsError:
+    return WsError(
+        UNAVAILABLE,
+        "too many requests waiting in the gateway; retry after one is answered",
+        details={"limit": settings.max_waiting_total_chars},
         retryable=True,
     )
 

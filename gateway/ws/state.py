@@ -57,6 +57,10 @@ class WsSettings:
     # is told to slow down.
     max_waiting_requests: int = 1024
     max_waiting_chars: int = 16 * 1024 * 1024
+    # ... and every connection's together: many connections could each hold their 16 MiB (a
+    # parsed frame takes several times its text), so beyond four connections' worth the next
+    # waiting request of any connection is refused the same way (retryable).
+    max_waiting_total_chars: int = 64 * 1024 * 1024
     # `chat.history` and `sessions.preview` calls of every connection built at once: each
     # reads pages of up to 8 MiB of stored text and builds up to 6 MiB of answer (some
     # 50 MiB of Python objects at worst), so 64 calls on each of many sockets would hold
@@ -210,6 +214,8 @@ class WsState:
         )
     )
     closing: bool = False  # shutdown_connections ran: no new connections
+    # Characters of the requests that wait for a slot, every connection's (handler.py).
+    waiting_chars: int = 0
     # Sockets between upgrade and the end of the handshake, per client address.
     preauth: collections.Counter[str | None] = attrs.field(factory=collections.Counter)
     _tasks: set[asyncio.Task[Any]] = attrs.field(factory=set)

@@ -987,6 +987,39 @@ class TestRequestsInFlight:
         assert refused["error"]["details"] == {"limit": 1, "waiting": 0}
         await ws.ws.close()
 
+    async def test_waiting_requests_of_every_connection_together_are_bounded(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        # Each connection may hold its 16 MiB of waiting frames; many connections would hold
+        # gigabytes. Beyond the process's bound the next one is refused, and the room a closed
+        # connection's waiting frames took is free again.
+        gateway = await make_gateway(
+            settings=WsSettings(max_inflight_requests=1, max_waiting_total_chars=3000)
+        )
+        first, second = await gateway.connected(), await gateway.connected()
+        for ws in (first, second):
+            await ws.request("agent.wait", {"runId": "never", "timeoutMs": 600_000})
+        waiting = await first.request("health", {"padding": "x" * 2000})
+        refused = await second.call("health", {"padding": "x" * 2000})
+        assert refused["error"] == {
+            "code": "UNAVAILABLE",
+            "message": "too many requests waiting in the gateway; retry after one is answered",
+            "details": {"limit": 3000},
+            "retryable": True,
+        }
+        await second.request("health", {"padding": "x" * 500})  # what is left still serves
+        await first.ws.close()
+        async with asyncio.timeout(5):
+            while gateway.app[WS].waiting_chars > 1000:
+                await asyncio.sleep(0.01)
+        assert waiting  # never answered: its connection closed first
+        later = await second.request("health", {"padding": "x" * 2000})
+        async with asyncio.timeout(5):
+            while gateway.app[WS].waiting_chars < 2500:  # it waits, and is not refused
+                await asyncio.sleep(0.01)
+        assert [f for f in second.frames if f.get("id") == later] == []
+        await second.ws.close()
+
     async def test_pings_are_answered_while_every_slot_is_taken(
         self, make_gateway: MakeGateway
     ) -> None:
