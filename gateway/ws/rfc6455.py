@@ -1,7 +1,13 @@
-"""The header of a text frame as a server sends it (RFC 6455 §5.2), Sans-I/O.
+"""Frame headers (RFC 6455 §5.2), Sans-I/O: the header of a text frame as a server sends it,
+and the mask check of the frames a client sends.
 
 aiohttp writes each frame with its own `transport.write`, a system call each; the connection's
 writer sends frames queued together in one write instead, with these headers in front of them.
+
+aiohttp's reader takes a client's frames whether they are masked or not; §5.1 says "the server
+MUST close the connection upon receiving a frame that is not masked" (close 1002). `MaskCheck`
+follows the client's byte stream from header to header (it reads no payload) and says where
+the first unmasked frame begins; framelimit.py puts it in front of aiohttp's reader.
 """
 
 from __future__ import annotations
@@ -26,3 +32,48 @@ def text_frame_header(length: int) -> bytes:
     if length < 0x10000:
         return _MEDIUM.pack(_FIN_TEXT, 126, length)
     return _LONG.pack(_FIN_TEXT, 127, length)
+
+
+class MaskCheck:
+    """The headers of a client's frames, followed across the chunks its bytes arrive in."""
+
+    __slots__ = ("_header", "_skip")
+
+    def __init__(self) -> None:
+        self._header = b""  # the start of a header cut by the end of the last chunk
+        self._skip = 0  # payload bytes of the current frame still to come
+
+    def feed(self, data: bytes) -> int | None:
+        """Where in `data` the first unmasked frame begins (0 when it began in an earlier
+        chunk); None while every frame so far is masked."""
+        pos, end = 0, len(data)
+        while True:
+            if self._skip:
+                step = min(self._skip, end - pos)
+                pos += step
+                self._skip -= step
+            if pos == end:
+                return None
+            kept = len(self._header)
+            head = self._header + data[pos : pos + 14]
+            if len(head) < 2:
+                self._header = head
+                return None
+            if not head[1] & 0x80:
+                return max(pos - kept, 0)
+            length = head[1] & 0x7F
+            size = 6 if length < 126 else 8 if length == 126 else 14  # with the mask key
+            if len(head) < size:
+                self._header = head  # all of the rest of `data`
+                return None
+            if length == 126:
+                (length,) = _LENGTH_16.unpack_from(head, 2)
+            elif length == 127:
+                (length,) = _LENGTH_64.unpack_from(head, 2)
+            pos += size - kept
+            self._header = b""
+            self._skip = length
+
+
+_LENGTH_16 = struct.Struct("!H")
+_LENGTH_64 = struct.Struct("!Q")

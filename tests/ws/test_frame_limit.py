@@ -6,8 +6,12 @@ hello-ok, by way of aiohttp internals: these tests fail when aiohttp changes the
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from gateway.ws.state import WsSettings
-from tests.support.ws_client import GatewayWs, MakeGateway, connect_params
+from tests.support.raw_http import read_head
+from tests.support.ws_client import Gateway, GatewayWs, MakeGateway, connect_params
 
 PREAUTH_MAX = 64 * 1024
 
@@ -69,3 +73,61 @@ async def test_frames_sent_right_behind_connect_are_answered(raw_ws: GatewayWs) 
     await raw_ws.send({"type": "req", "id": "h", "method": "health"})
     assert (await raw_ws.response("c"))["ok"] is True
     assert (await raw_ws.response("h"))["ok"] is True
+
+
+def unmasked(ws: GatewayWs) -> GatewayWs:
+    """From now on `ws` sends its frames unmasked, as no client may (RFC 6455 §5.1)."""
+    writer = ws.ws._writer  # aiohttp's client has no switch for it
+    writer.use_mask = False
+    return ws
+
+
+class TestUnmaskedFrames:
+    # RFC 6455 §5.1: "The server MUST close the connection upon receiving a frame that is not
+    # masked", with 1002 (§7.4.1). A proxy or a client that does not mask is broken, and the
+    # mask is what keeps a browser's frames from being read as another protocol by a cache.
+    async def test_an_unmasked_frame_after_hello_ok_closes_1002(self, ws: GatewayWs) -> None:
+        await unmasked(ws).send({"type": "req", "id": "h", "method": "health"})
+        code, _ = await ws.closed()
+        assert code == 1002
+        assert [f for f in ws.frames if f.get("id") == "h"] == []
+
+    async def test_an_unmasked_connect_closes_1002(self, raw_ws: GatewayWs) -> None:
+        await raw_ws.recv()  # the challenge
+        await unmasked(raw_ws).send(
+            {"type": "req", "id": "c", "method": "connect", "params": connect_params()}
+        )
+        code, _ = await raw_ws.closed()
+        assert code == 1002
+        assert [f for f in raw_ws.frames if f.get("id") == "c"] == []
+
+    async def test_an_unmasked_ping_closes_1002(self, ws: GatewayWs) -> None:
+        await unmasked(ws).ws.ping(b"hi")
+        assert (await ws.closed())[0] == 1002
+
+    async def test_an_unmasked_frame_sent_with_the_upgrade_request_closes_1002(
+        self, gateway: Gateway
+    ) -> None:
+        # Bytes read together with the upgrade request reach the reader before any other.
+        head = (
+            b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        frame = b'{"type":"req","id":"c","method":"connect","params":{}}'
+        assert gateway.client.port is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.client.port)
+        try:
+            writer.write(head + bytes((0x81, len(frame))) + frame)
+            async with asyncio.timeout(5):
+                status, _ = await read_head(reader)
+                assert status == 101
+                while True:
+                    first, second = await reader.readexactly(2)
+                    payload = await reader.readexactly(second & 0x7F)
+                    if first & 0x0F == 0x8:  # the close
+                        break
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        assert int.from_bytes(payload[:2], "big") == 1002

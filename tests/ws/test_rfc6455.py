@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from gateway.ws.rfc6455 import text_frame_header
+from gateway.ws.rfc6455 import MaskCheck, text_frame_header
 
 
 def read_header(data: bytes) -> tuple[bool, int, bool, int, int]:
@@ -35,3 +35,52 @@ class TestTextFrameHeader:
     def test_no_reserved_bits_are_set(self) -> None:
         for length in (0, 200, 70_000):
             assert text_frame_header(length)[0] & 0x70 == 0
+
+
+def client_frame(payload: bytes, *, masked: bool = True, opcode: int = 0x1) -> bytes:
+    """A frame as a client sends it: masked (with a fixed key) unless told otherwise."""
+    length = len(payload)
+    mask_bit = 0x80 if masked else 0
+    if length < 126:
+        header = struct.pack("!BB", 0x80 | opcode, mask_bit | length)
+    elif length < 0x10000:
+        header = struct.pack("!BBH", 0x80 | opcode, mask_bit | 126, length)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, mask_bit | 127, length)
+    if not masked:
+        return header + payload
+    key = b"\x01\x02\x03\x04"
+    return header + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+class TestMaskCheck:
+    FRAMES = (
+        client_frame(b"a" * 10),
+        client_frame(b"", opcode=0x9),  # a ping
+        client_frame(b"b" * 300),
+        client_frame(b"c" * 70_000),
+        client_frame(b"\x80" * 126),  # payload bytes that look like an unmasked header
+    )
+
+    @pytest.mark.parametrize("chunk", [1, 2, 3, 7, 13, 1000, 10**6])
+    def test_masked_frames_pass_in_chunks_of_any_size(self, chunk: int) -> None:
+        stream = b"".join(self.FRAMES)
+        check = MaskCheck()
+        for at in range(0, len(stream), chunk):
+            assert check.feed(stream[at : at + chunk]) is None
+
+    @pytest.mark.parametrize("chunk", [1, 2, 5, 1000, 10**6])
+    def test_an_unmasked_frame_is_found_where_it_begins(self, chunk: int) -> None:
+        before = b"".join(self.FRAMES)
+        stream = before + client_frame(b"{}", masked=False) + client_frame(b"x")
+        check = MaskCheck()
+        found = None
+        for at in range(0, len(stream), chunk):
+            found = check.feed(stream[at : at + chunk])
+            if found is not None:
+                assert at + found == len(before) or (found == 0 and at > len(before) - 2)
+                break
+        assert found is not None
+
+    def test_an_unmasked_first_frame(self) -> None:
+        assert MaskCheck().feed(client_frame(b"hi", masked=False)) == 0
