@@ -13,7 +13,7 @@ import pytest
 from agents.providers.base import ToolCall
 from gateway.appkeys import STATE
 from gateway.ws.handler import WS
-from gateway.ws.methods.chat import RUN_EVENTS_AFTER_ACK
+from gateway.ws.methods.chat import RUN_EVENTS_AFTER_ACK, SESSION_QUEUE_MAX
 from gateway.ws.protocol import MAX_PAYLOAD
 from gateway.ws.state import IdempotencyCache
 from tests.support.http_client import fake_provider_entry
@@ -366,6 +366,39 @@ class TestAbort:
         history = await watcher.ok("chat.history", {"sessionKey": "keep"})
         assert history["messages"][-1]["content"][0]["text"] == "[turn 1] a b c d"
         await watcher.ws.close()
+
+
+class TestQueuedTurns:
+    """A session runs one turn at a time; those sent meanwhile wait behind it, at most
+    SESSION_QUEUE_MAX of them (OpenClaw's default queue cap): each holds its message, and a
+    client could queue turns without end."""
+
+    async def test_a_turn_beyond_the_queue_of_its_session_is_refused(self, slow: Gateway) -> None:
+        ws = await slow.connected()
+        await ws.ok("chat.send", send("full", SLOW_TEXT, "full-0"))
+        for n in range(1, SESSION_QUEUE_MAX + 1):
+            await ws.ok("chat.send", send("full", f"turn {n}", f"full-{n}"))
+        refused = await ws.call("chat.send", send("full", "one more", "full-more"))
+        assert refused["error"] == {
+            "code": "UNAVAILABLE",
+            "message": f"too many turns queued for session agent:main:full ({SESSION_QUEUE_MAX});"
+            " retry after one has ended",
+            "details": {"sessionKey": "agent:main:full", "limit": SESSION_QUEUE_MAX},
+            "retryable": True,
+        }
+        refused = await ws.call("agent", {"message": "hi", "sessionKey": "full",
+                                          "idempotencyKey": "agent-more"})  # fmt: skip
+        assert refused["error"]["code"] == "UNAVAILABLE"
+        # A repeat of a queued turn is still answered, another session still takes turns,
+        # and /stop still stops them all.
+        assert (await ws.ok("chat.send", send("full", "turn 1", "full-1")))["status"] == "in_flight"
+        await ws.ok("chat.send", send("other", "hi", "other-1"))
+        await ws.event("chat", state="final", runId="other-1")
+        stopped = await ws.ok("chat.send", send("full", "/stop", "full-stop"))
+        assert len(stopped["runIds"]) == SESSION_QUEUE_MAX + 1
+        await ws.ok("chat.send", send("full", "after", "full-after"))
+        await ws.event("chat", state="final", runId="full-after")
+        await ws.ws.close()
 
 
 class TestIdempotency:

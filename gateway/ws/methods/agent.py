@@ -14,7 +14,7 @@ from agents.keys import SESSION_KEY_MAX, parse_session_key
 from agents.runs import AgentRun, RunOutcome, RunStatus, TurnRequest
 from gateway.ws import protocol
 from gateway.ws.dispatch import CallContext, MethodRegistry
-from gateway.ws.methods.chat import IDEMPOTENCY_KEY_MAX, MSG_EMPTY
+from gateway.ws.methods.chat import IDEMPOTENCY_KEY_MAX, MSG_EMPTY, check_queue
 from gateway.ws.methods.sessions import resolve_key
 from gateway.ws.protocol import (
     INVALID_REQUEST,
@@ -189,6 +189,7 @@ def register(methods: MethodRegistry) -> None:
             raise InvalidSessionKey(
                 f"Session key '{key}' belongs to agent '{key_agent}', not '{agent_id}'."
             )
+        check_queue(registry, key)
         run = registry.submit(
             TurnRequest(
                 key_agent,

@@ -19,6 +19,7 @@ from gateway.ws.protocol import (
     INVALID_REQUEST,
     READ,
     TRUNCATED_MARK,
+    UNAVAILABLE,
     WRITE,
     ParamReader,
     WsError,
@@ -46,6 +47,11 @@ FOLLOW_MAX = 64
 # A run keeps its idempotency key as its id for 10 minutes, and the last 1000 keys are
 # remembered: unbounded, keys of megabytes would pin gigabytes. OpenClaw's hooks' bound.
 IDEMPOTENCY_KEY_MAX = 256
+# Turns that may wait behind a session's running one (`chat.send`, `agent`; the spec sets no
+# bound): each holds its message (up to maxPayload) until it runs, and a client could queue
+# them without end. OpenClaw's default queue cap (`messages.queue.cap`); OpenClaw then drops
+# the oldest, clawgate refuses the newest, retryable, so no turn is lost without an answer.
+SESSION_QUEUE_MAX = 20
 STOP_COMMAND = "/stop"
 # OpenClaw's TUI handles a `chat.send` acknowledgement only after every frame that came in the
 # same read; when a run's end came in that read too (echo ends within a millisecond, as can a
@@ -58,6 +64,18 @@ CLIENTS_READING_ACK_LATE = frozenset({"openclaw-tui"})
 RUN_EVENTS_AFTER_ACK = 0.25
 MSG_EMPTY = "message or attachment required"
 MSG_ATTACHMENTS = "attachments are not supported yet"
+
+
+def check_queue(registry: SessionRegistry, key: str) -> None:
+    """Refuse a turn that would wait behind SESSION_QUEUE_MAX others of its session."""
+    if len(registry.active_runs(key)) > SESSION_QUEUE_MAX:
+        raise WsError(
+            UNAVAILABLE,
+            f"too many turns queued for session {key} ({SESSION_QUEUE_MAX});"
+            " retry after one has ended",
+            details={"sessionKey": key, "limit": SESSION_QUEUE_MAX},
+            retryable=True,
+        )
 
 
 def _session_required(method: str) -> WsError:
@@ -146,6 +164,7 @@ def register(methods: MethodRegistry) -> None:
         run = registry.run(run_id)
         if run is not None and not run.ended:
             return {"runId": run_id, "status": "in_flight"}
+        check_queue(registry, key)
         agent_id, _ = parse_session_key(key)
         timeout = params.timeout_ms / 1000 if params.timeout_ms is not None else None
         run = registry.submit(
