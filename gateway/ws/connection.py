@@ -99,28 +99,58 @@ _Queued = bytes | tuple[EventFrame, int] | _Replaceable | _Merging | _Pause
 
 @attrs.define(eq=False)
 class AnswerBudget:
-    """Bytes of answers queued for every connection together (`WsSettings`'s
-    `max_buffered_total_bytes`). Event frames are not counted: one broadcast is one copy of its
-    bytes however many connections queue it. Answers are each connection's own (a
-    `chat.history` answer is up to 6 MiB), and each connection may queue its
-    `maxBufferedBytes` of them; over the bound, the connection holding the most is closed as
-    a slow consumer."""
+    """Bytes queued for every connection together (`WsSettings`'s `max_buffered_total_bytes`).
+
+    Each connection may queue its `maxBufferedBytes`, and a few hundred clients that stop
+    reading would hold gigabytes. Counted: each connection's own bytes (its answers, a
+    `chat.history` answer is up to 6 MiB; the tool pieces joined to an event it has queued),
+    and the event frames queued, each once however many connections queue it (a broadcast is
+    one copy of its bytes; clients that stopped reading at different times hold different
+    ones). Over the bound, the connection holding the most is closed as a slow consumer; a
+    droppable event that would take it over is dropped instead, as for a full queue."""
 
     limit: int
     held: int = 0
-    holders: set[Connection] = attrs.field(factory=set)  # those with answers queued
+    holders: set[Connection] = attrs.field(factory=set)  # those with something queued
 
     def add(self, conn: Connection, size: int) -> None:
+        """`size` bytes of `conn`'s own."""
         self.held += size
         self.holders.add(conn)
         if self.held > self.limit:
-            largest = max(self.holders, key=lambda holder: holder.answer_bytes)
-            largest._slow_consumer(total=self)
+            self._over()
 
-    def remove(self, conn: Connection, size: int, *, all_of_it: bool = False) -> None:
+    def remove(self, size: int) -> None:
         self.held -= size
-        if all_of_it:
-            self.holders.discard(conn)
+
+    def admits(self, frame: EventFrame) -> bool:
+        """Whether `frame` can be queued without going over (one queued already costs
+        nothing more)."""
+        return frame.holders.count > 0 or self.held + frame.weight <= self.limit
+
+    def hold(self, conn: Connection, frame: EventFrame) -> None:
+        """`conn` has queued `frame`."""
+        self.holders.add(conn)
+        holders = frame.holders
+        holders.count += 1
+        if holders.count == 1:
+            self.held += frame.weight
+            if self.held > self.limit:
+                self._over()
+
+    def release(self, frame: EventFrame) -> None:
+        """A queue no longer holds `frame` (sent, replaced, or dropped)."""
+        holders = frame.holders
+        holders.count -= 1
+        if not holders.count:
+            self.held -= frame.weight
+
+    def leave(self, conn: Connection) -> None:
+        self.holders.discard(conn)
+
+    def _over(self) -> None:
+        largest = max(self.holders, key=lambda holder: holder.buffered_bytes)
+        largest._slow_consumer(total=self)
 
 
 @attrs.define(eq=False)
@@ -134,7 +164,7 @@ class Connection:
     # are written in one go. None: each frame goes through `ws.send_frame`.
     stream: AbstractStreamWriter | None = None
     from_browser: bool = False  # the upgrade carried an Origin: never exempt from the limiter
-    answers: AnswerBudget | None = None  # the process's bound on queued answers
+    answers: AnswerBudget | None = None  # the process's bound on queued bytes
     connected_at: int = attrs.field(factory=now_ms)
     last_activity_at: int = attrs.field(factory=now_ms)
     phase: Phase = Phase.HANDSHAKE
@@ -154,7 +184,9 @@ class Connection:
     _replaceable: dict[str, _Replaceable] | None = None
     _merging: dict[str, _Merging] | None = None  # the last piece queued per text
     _buffered: int = 0
-    _answer_bytes: int = 0  # of `_buffered`: answers (`send`), counted in `answers` too
+    # Of `_buffered`: this connection's own bytes (answers, tool pieces joined to a queued
+    # event), counted in `answers` too.
+    _own_bytes: int = 0
     _seq: int = 0
     _writing: bool = False  # start() was called: queued frames are written
     # The writer while frames are queued or a close is due; after the close, or a reset, the
@@ -201,8 +233,8 @@ class Connection:
         return self._buffered
 
     @property
-    def answer_bytes(self) -> int:
-        return self._answer_bytes
+    def own_bytes(self) -> int:
+        return self._own_bytes
 
     # -- producers: never await ------------------------------------------------------------
 
@@ -248,24 +280,26 @@ class Connection:
         size = frame.size(seq)
         if frame.merges is not None:
             merging = _Merging(frame, seq, size)
-            if self._enqueue(merging, size, frame.droppable):
+            if self._enqueue(merging, size, frame.droppable, frame):
                 if self._merging is None:
                     self._merging = {}
                 self._merging[frame.merges] = merging
             return
         name = frame.replaces
         if name is None:
-            self._enqueue((frame, seq), size, frame.droppable)
+            self._enqueue((frame, seq), size, frame.droppable, frame)
             return
         replaceable = self._replaceable
         older = replaceable.get(name) if replaceable is not None else None
         if older is not None and older.frame is not None:
             # Still unsent: the client wants the newer state, not both (its seq is a gap).
             self._buffered -= older.size
+            if self.answers is not None:
+                self.answers.release(older.frame)
             older.frame = None
             self.dropped += 1
         item = _Replaceable(frame, seq, size)
-        if self._enqueue(item, size, frame.droppable):
+        if self._enqueue(item, size, frame.droppable, frame):
             if self._replaceable is None:
                 self._replaceable = {}
             self._replaceable[name] = item
@@ -285,10 +319,15 @@ class Connection:
         merging.grown += len(piece)
         merging.size += len(piece)
         self._buffered += len(piece)
+        if self.answers is not None:
+            self._own_bytes += len(piece)
+            self.answers.add(self, len(piece))  # may close this connection, or another one
         return True
 
-    def _enqueue(self, item: _Queued, size: int, droppable: bool) -> bool:
-        """Whether `item` (`size` bytes) was queued."""
+    def _enqueue(
+        self, item: _Queued, size: int, droppable: bool, frame: EventFrame | None = None
+    ) -> bool:
+        """Whether `item` (`size` bytes; the event `frame`, or bytes of its own) was queued."""
         if self.phase is Phase.CLOSING:
             return False
         # An empty queue takes any frame: a single large answer (up to maxPayload) is not a
@@ -299,15 +338,22 @@ class Connection:
                 return False
             self._slow_consumer()
             return False
+        budget = self.answers
+        if droppable and budget is not None and frame is not None and not budget.admits(frame):
+            self.dropped += 1
+            return False
         queue = self._queue
         if queue is None:
             queue = self._queue = deque()
         queue.append(item)
         self._buffered += size
         self._write_soon()
-        if isinstance(item, bytes) and self.answers is not None:
-            self._answer_bytes += size
-            self.answers.add(self, size)  # may close this connection, or another one
+        if budget is not None:  # may close this connection, or another one
+            if frame is None:
+                self._own_bytes += size
+                budget.add(self, size)
+            else:
+                budget.hold(self, frame)
         return True
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
@@ -348,11 +394,19 @@ class Connection:
     # -- the writer --------------------------------------------------------------------------
 
     def _drop_queue(self) -> None:
+        queue, budget = self._queue, self.answers
         self._queue = self._replaceable = self._merging = None
         self._buffered = 0
-        if self.answers is not None and self._answer_bytes:
-            self.answers.remove(self, self._answer_bytes, all_of_it=True)
-        self._answer_bytes = 0
+        if budget is None:
+            return
+        for item in queue or ():
+            if isinstance(item, tuple):
+                budget.release(item[0])
+            elif isinstance(item, _Replaceable | _Merging) and item.frame is not None:
+                budget.release(item.frame)
+        budget.remove(self._own_bytes)
+        self._own_bytes = 0
+        budget.leave(self)
 
     def _take(self, queue: deque[_Queued]) -> bytes | None:
         """The next frame, rendered; None for one that a newer one replaced (or a pause, which
@@ -360,22 +414,33 @@ class Connection:
         item = queue.popleft()
         if isinstance(item, _Pause):
             return None
+        budget = self.answers
         if isinstance(item, bytes):
             data = item
-            if self.answers is not None:
-                self._answer_bytes -= len(data)
-                self.answers.remove(self, len(data), all_of_it=not self._answer_bytes)
+            if budget is not None:
+                self._own_bytes -= len(data)
+                budget.remove(len(data))
         elif isinstance(item, tuple):
-            data = item[0].render(item[1])
+            frame = item[0]
+            data = frame.render(item[1])
+            if budget is not None:
+                budget.release(frame)
         elif item.frame is None:
             return None
-        elif isinstance(item, _Merging):
-            frame, item.frame = item.frame, None
-            data = frame.merged(item.seq, item.pieces) if item.pieces else frame.render(item.seq)
-            item.pieces = []
         else:
-            data = item.frame.render(item.seq)
-            item.frame = None
+            frame, item.frame = item.frame, None
+            if isinstance(item, _Merging):
+                data = (
+                    frame.merged(item.seq, item.pieces) if item.pieces else frame.render(item.seq)
+                )
+                item.pieces = []
+                if budget is not None:
+                    self._own_bytes -= item.grown
+                    budget.remove(item.grown)
+            else:
+                data = frame.render(item.seq)
+            if budget is not None:
+                budget.release(frame)
         self._buffered -= len(data)
         return data
 
@@ -503,7 +568,7 @@ class Connection:
                 await asyncio.wait(late)
         _reap(self._writer)
         _reap(self._closer)
-        # What a writer cut off left queued is never sent; its answers leave the budget.
+        # What a writer cut off left queued is never sent; it leaves the budget.
         self._drop_queue()
         if not self.ws.closed:
             code, reason = self._close or (code, reason)

@@ -227,6 +227,14 @@ def unsequenced_event(name: str, payload: Any) -> bytes:
 _SEQ_KEY: Final = ',"seq":'  # ends an event frame's head
 
 
+@attrs.define(eq=False)
+class Holders:
+    """How many connections' queues hold an `EventFrame`: its bytes count once in the process's
+    bound on queued bytes (connection.AnswerBudget) while any does."""
+
+    count: int = 0
+
+
 @attrs.frozen
 class EventFrame:
     """An event serialised once, with a hole for the per-connection `seq` (§9.1).
@@ -247,6 +255,7 @@ class EventFrame:
     merges: str | None = None
     piece: tuple[int, int] = (0, 0)
     room: int = 0
+    holders: Holders = attrs.field(factory=Holders, eq=False, repr=False)
 
     def render(self, seq: int) -> bytes:
         return b"".join((self.head, str(seq).encode(), self.tail))
@@ -266,7 +275,14 @@ class EventFrame:
         string content (`piece` bytes), then `after` bytes (the string's closing quote on)."""
         end = len(self.head) - len(_SEQ_KEY) - after
         room = max(0, max_payload - self.bound)
-        return attrs.evolve(self, merges=key, piece=(end - piece, end), room=room)
+        return attrs.evolve(
+            self, merges=key, piece=(end - piece, end), room=room, holders=Holders()
+        )
+
+    @property
+    def weight(self) -> int:
+        """Its bytes as one queue holds them for every connection."""
+        return len(self.head) + len(self.tail)
 
     def size(self, seq: int) -> int:
         """`len(self.render(seq))`, without rendering."""

@@ -40,7 +40,8 @@ class WsSettings:
     max_payload: int = protocol.MAX_PAYLOAD
     preauth_max_payload: int = protocol.PREAUTH_MAX_PAYLOAD
     max_buffered_bytes: int = protocol.MAX_BUFFERED_BYTES
-    # Answers queued for every connection together (AnswerBudget): each may hold its
+    # Bytes queued for every connection together (AnswerBudget: answers, joined tool pieces,
+    # each event frame once): each may hold its
     # `max_buffered_bytes` (50 MiB), and a few hundred clients that stop reading would hold
     # gigabytes, more than the host the gateway runs on, which then kills it with every
     # client. Ten clients' worth; over it the connection holding the most is closed.

@@ -11,8 +11,11 @@ from aiohttp import WSMsgType, web
 from pytest_aiohttp import AiohttpClient
 from structlog.testing import capture_logs
 
-from gateway.ws.connection import WRITE_BATCH_BYTES, Connection
+from agents.events import RunEvent
+from gateway.ws.connection import WRITE_BATCH_BYTES, AnswerBudget, Connection
+from gateway.ws.events import EventFanout
 from gateway.ws.handler import WS
+from gateway.ws.protocol import EventFrame, event_frame
 from tests.support.ws_client import TOKEN, Gateway, GatewayWs
 
 SETTLE_SECONDS = 5.0
@@ -375,3 +378,86 @@ class _Stream:
 
     async def drain(self) -> None:
         await self.drained.wait()
+
+
+def tool_piece(n: int, delta: str) -> EventFrame:
+    """The `agent` event of the `n`th piece of one tool call's arguments, as the fan-out
+    builds it (pieces of one call queued together join into one event)."""
+    data = {"phase": "update", "name": "w", "toolCallId": "c1", "index": 0, "delta": delta}
+    event = RunEvent("r1", "agent:main:k", "sid", "main", "tool", n, n, data)
+    return EventFanout(set())._agent_frame(event)
+
+
+def blocked(budget: AnswerBudget, name: str) -> tuple[Connection, _Socket]:
+    """A connection under `budget` whose client reads nothing (its queue only grows)."""
+    sock = _Socket()
+    sock.block.clear()
+    conn = Connection(sock, name, None, 1_000_000, 1.0, answers=budget)  # type: ignore[arg-type]
+    conn.start()
+    return conn, sock
+
+
+class TestProcessBound:
+    # What every connection queues together is bounded (WsSettings.max_buffered_total_bytes):
+    # answers, the pieces joined to a queued tool event (each connection's own bytes), and
+    # event frames, each counted once however many connections queue it.
+
+    async def test_tool_pieces_joined_for_a_client_count_in_the_process_bound(self) -> None:
+        budget = AnswerBudget(20_000)
+        conn, _ = blocked(budget, "slow")
+        conn.send_event(tool_piece(1, "a"))
+        await asyncio.sleep(0)  # the writer took the first and waits for the client
+        for n in range(2, 400):
+            conn.send_event(tool_piece(n, "b" * 100))
+            if conn.closing:
+                break
+        assert conn.closing
+        await conn.aclose()
+        assert (budget.held, budget.holders) == (0, set())
+
+    async def test_an_event_queued_by_many_clients_counts_once(self) -> None:
+        budget = AnswerBudget(25_000)
+        conns = [blocked(budget, f"c{n}")[0] for n in range(10)]
+        frame = event_frame("chat", {"text": "x" * 10_000})
+        for conn in conns:
+            conn.send_event(frame)
+        assert 10_000 < budget.held < 11_000
+        assert not any(conn.closing for conn in conns)
+        other = event_frame("chat", {"text": "y" * 20_000})
+        for conn in conns[:3]:
+            conn.send_event(other)  # over the bound: the client holding the most goes
+        assert conns[0].closing
+        assert not any(conn.closing for conn in conns[3:])
+        for conn in conns:
+            await conn.aclose()
+        assert (budget.held, budget.holders) == (0, set())
+
+    async def test_a_droppable_event_over_the_bound_is_dropped_not_a_close(self) -> None:
+        budget = AnswerBudget(25_000)
+        conns = [blocked(budget, f"c{n}")[0] for n in range(3)]
+        state = event_frame("chat", {"text": "x" * 20_000})
+        for conn in conns:
+            conn.send_event(state)
+        delta = event_frame("chat", {"text": "y" * 10_000}, droppable=True)
+        for conn in conns:
+            conn.send_event(delta)
+        assert [conn.dropped for conn in conns] == [1, 1, 1]
+        assert not any(conn.closing for conn in conns)
+        for conn in conns:
+            await conn.aclose()
+        assert (budget.held, budget.holders) == (0, set())
+
+    async def test_events_sent_leave_the_bound(self) -> None:
+        budget = AnswerBudget(1_000_000)
+        conns = [Connection(_Socket(), f"c{n}", None, 1_000_000, 1.0, answers=budget)  # type: ignore[arg-type]
+                 for n in range(3)]  # fmt: skip
+        for conn in conns:
+            conn.start()
+        for n in range(5):
+            frame = event_frame("chat", {"n": n})
+            for conn in conns:
+                conn.send_event(frame)
+        for conn in conns:
+            conn.send(b"answer")
+        assert await no_writer_within(SETTLE_SECONDS)
+        assert (budget.held, budget.holders) == (0, set())
