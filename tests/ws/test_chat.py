@@ -456,6 +456,34 @@ class TestIdempotency:
         assert history["totalMessages"] == 0
         await ws.ws.close()
 
+    async def test_a_key_pushed_out_by_newer_ones_within_5_minutes_starts_no_second_run(
+        self, gateway: Gateway
+    ) -> None:
+        """1000 newer keys (any client's) push a key out of the cache before its 5 minutes:
+        a client's retry of a send whose answer it lost would run the turn again. The run
+        itself, remembered longer, still answers for its key within the 5 minutes."""
+        gateway.app[WS].idempotency = IdempotencyCache(max_keys=1)
+        ws = await gateway.connected()
+        await ws.ok("chat.send", send("once", "hi", "once-1"))
+        await ws.event("chat", state="final", runId="once-1")
+        agent_answer = await ws.ok(
+            "agent", {"message": "hi", "sessionKey": "twice", "idempotencyKey": "agent-1"}
+        )
+        await ws.ok("chat.send", send("other", "hi", "newer"))  # pushes both out
+        await ws.event("chat", state="final", runId="newer")
+        assert await ws.ok("chat.send", send("once", "hi", "once-1")) == {
+            "runId": "once-1",
+            "status": "ok",
+        }
+        again = await ws.ok(
+            "agent", {"message": "hi", "sessionKey": "twice", "idempotencyKey": "agent-1"}
+        )
+        assert again == agent_answer
+        for key in ("once", "twice"):
+            history = await ws.ok("chat.history", {"sessionKey": key})
+            assert history["totalMessages"] == 2
+        await ws.ws.close()
+
     async def test_a_key_of_256_characters_is_taken(self, ws: GatewayWs) -> None:
         """Longer ones are refused (test_methods.py): a run keeps its key, the run id, for
         10 minutes and the last 1000 keys are remembered, so a key of megabytes each would

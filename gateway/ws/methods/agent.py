@@ -14,7 +14,12 @@ from agents.keys import SESSION_KEY_MAX, parse_session_key
 from agents.runs import AgentRun, RunOutcome, RunStatus, TurnRequest
 from gateway.ws import protocol
 from gateway.ws.dispatch import CallContext, MethodRegistry
-from gateway.ws.methods.chat import IDEMPOTENCY_KEY_MAX, MSG_EMPTY, check_queue
+from gateway.ws.methods.chat import (
+    IDEMPOTENCY_KEY_MAX,
+    MSG_EMPTY,
+    answers_for_key,
+    check_queue,
+)
 from gateway.ws.methods.sessions import resolve_key
 from gateway.ws.protocol import (
     INVALID_REQUEST,
@@ -158,11 +163,11 @@ def register(methods: MethodRegistry) -> None:
         run_id = params.idempotency_key
         previous = ctx.ws.idempotency.get(run_id)
         if previous is None:
-            # The key was forgotten (5 minutes, 1000 newer keys) while its run goes on: still
-            # a repeat, as for `chat.send`; a second run under one id would leave the first
-            # one unaddressable.
+            # The key was forgotten (5 minutes, 1000 newer keys) while its run goes on, or
+            # pushed out within its 5 minutes: still a repeat, as for `chat.send`; a second
+            # run under one id would run the turn twice, or leave the first unaddressable.
             running = registry.run(run_id)
-            if running is not None and not running.ended:
+            if running is not None and answers_for_key(running):
                 previous = IdempotentCall.of(running, accepted_answer(running))
         if previous is not None:
             # A repeat: the first call's answers, and no new run.

@@ -10,9 +10,10 @@ import attrs
 from agents.errors import StoreError
 from agents.keys import SESSION_KEY_MAX, parse_session_key
 from agents.registry import SessionRegistry, Transcript
-from agents.runs import TurnRequest
+from agents.runs import AgentRun, TurnRequest
 from agents.store import StoredMessage
 from gateway.jsonwire import dumps, wire
+from gateway.ws.connection import now_ms
 from gateway.ws.dispatch import AnswerThenPause, CallContext, MethodRegistry
 from gateway.ws.methods.sessions import empty_row, resolve_key
 from gateway.ws.protocol import (
@@ -24,7 +25,7 @@ from gateway.ws.protocol import (
     ParamReader,
     WsError,
 )
-from gateway.ws.state import IdempotentCall
+from gateway.ws.state import IDEMPOTENCY_TTL_SECONDS, IdempotentCall
 
 HISTORY_MAX = 1000
 # OpenClaw's bounds on a `chat.history` answer (server-methods/chat.ts, server-constants.ts):
@@ -64,6 +65,14 @@ CLIENTS_READING_ACK_LATE = frozenset({"openclaw-tui"})
 RUN_EVENTS_AFTER_ACK = 0.25
 MSG_EMPTY = "message or attachment required"
 MSG_ATTACHMENTS = "attachments are not supported yet"
+
+
+def answers_for_key(run: AgentRun) -> bool:
+    """Whether the registry's `run` answers for its idempotency key (its id) when the cache
+    no longer has it: while it goes on, and once ended for the 5 minutes a key is remembered,
+    however many newer keys pushed it out of the cache (the registry keeps ended runs 10
+    minutes, within a byte budget)."""
+    return not run.ended or now_ms() - run.accepted_at < IDEMPOTENCY_TTL_SECONDS * 1000
 
 
 def check_queue(registry: SessionRegistry, key: str) -> None:
@@ -162,8 +171,8 @@ def register(methods: MethodRegistry) -> None:
             run = previous.run  # None: ended and forgotten
             return {"runId": run_id, "status": "ok" if run is None or run.ended else "in_flight"}
         run = registry.run(run_id)
-        if run is not None and not run.ended:
-            return {"runId": run_id, "status": "in_flight"}
+        if run is not None and answers_for_key(run):
+            return {"runId": run_id, "status": "ok" if run.ended else "in_flight"}
         check_queue(registry, key)
         agent_id, _ = parse_session_key(key)
         timeout = params.timeout_ms / 1000 if params.timeout_ms is not None else None
