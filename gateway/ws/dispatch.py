@@ -149,20 +149,24 @@ async def dispatch(
     """Answer one request frame (the shape is already checked)."""
     ctx = CallContext(conn, ws, frame.id, frame.method, unpaired=frame.unpaired)
     started = time.monotonic()
+    # A call may wait for minutes (`agent.wait`, `agent`): it keeps the params it takes, not
+    # the frame, whose params it ignores may be megabytes (up to maxPayload for each call).
+    call = _call(methods, ctx, frame.params)
+    del frame
     try:
-        payload = await _call(methods, ctx, frame)
+        payload = await call
     except asyncio.CancelledError:
         _log_call(ctx, started, CALL_CANCELLED)
         raise
     except Exception as exc:
-        error = error_for(exc, frame.method, conn.conn_id)
-        conn.send(protocol.error_response(frame.id, error))
+        error = error_for(exc, ctx.method, conn.conn_id)
+        conn.send(protocol.error_response(ctx.request_id, error))
         _log_call(ctx, started, error.code)
     else:
         pause = 0.0
         if isinstance(payload, AnswerThenPause):
             payload, pause = payload.payload, payload.seconds
-        answer = protocol.response(frame.id, payload)
+        answer = protocol.response(ctx.request_id, payload)
         limit = ws.settings.max_payload
         if len(answer) <= limit:
             conn.send(answer)
@@ -175,30 +179,33 @@ async def dispatch(
         log.warning(
             "ws_answer_too_large",
             conn_id=conn.conn_id,
-            method=frame.method,
+            method=ctx.method,
             bytes=len(answer),
             limit=limit,
         )
         error = WsError(
-            UNAVAILABLE, f"{frame.method} answer too large: over maxPayload ({limit} bytes)"
+            UNAVAILABLE, f"{ctx.method} answer too large: over maxPayload ({limit} bytes)"
         )
-        conn.send(protocol.error_response(frame.id, error))
+        conn.send(protocol.error_response(ctx.request_id, error))
         _log_call(ctx, started, error.code)
 
 
-async def _call(methods: MethodRegistry, ctx: CallContext, frame: RequestFrame) -> Any:
-    if frame.method == "connect":
+async def _call(methods: MethodRegistry, ctx: CallContext, raw: Any) -> Any:
+    """`raw`: the frame's params, as sent."""
+    method = ctx.method
+    if method == "connect":
         raise WsError(INVALID_REQUEST, protocol.MSG_CONNECT_AGAIN)
-    spec = methods.get(frame.method)
+    spec = methods.get(method)
     if spec is None:
-        raise WsError(INVALID_REQUEST, f"unknown method: {frame.method}")
+        raise WsError(INVALID_REQUEST, f"unknown method: {method}")
     conn = ctx.conn
     if spec.scope is not None and not protocol.scope_allows(conn.scopes, spec.scope):
         raise protocol.missing_scope(spec.scope, conn.protocol)
     try:
-        params = spec.params(ParamReader(frame.params))
+        params = spec.params(ParamReader(raw))
     except ParamsError as exc:
-        raise WsError(INVALID_REQUEST, f"invalid {frame.method} params: {exc.detail}") from None
+        raise WsError(INVALID_REQUEST, f"invalid {method} params: {exc.detail}") from None
+    del raw
     if spec.rate_limit is not None:
         _check_rate(conn, spec.name, spec.rate_limit)
     return await spec.handler(ctx, params)

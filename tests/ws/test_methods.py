@@ -4,8 +4,10 @@ method's answer."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import threading
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -1019,6 +1021,27 @@ class TestRequestsInFlight:
                 await asyncio.sleep(0.01)
         assert [f for f in second.frames if f.get("id") == later] == []
         await second.ws.close()
+
+    async def test_a_call_in_flight_does_not_hold_the_params_it_ignores(
+        self, gateway: Gateway
+    ) -> None:
+        # Unknown params are ignored (spec §6), but a call that waits (an `agent.wait` may,
+        # for minutes) held its whole frame: 64 calls of a connection, up to maxPayload each.
+        ws = await gateway.connected()
+        tracemalloc.start()
+        try:
+            before, _ = tracemalloc.get_traced_memory()
+            for n in range(8):
+                params = {"runId": f"never-{n}", "timeoutMs": 600_000, "pad": "x" * 2**22}
+                await ws.request("agent.wait", params)
+            assert (await ws.call("health"))["ok"] is True  # the waits are all in flight
+            del params
+            gc.collect()
+            held, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert held - before < 8 * 2**20  # not the 32 MiB of padding
+        await ws.ws.close()
 
     async def test_pings_are_answered_while_every_slot_is_taken(
         self, make_gateway: MakeGateway
