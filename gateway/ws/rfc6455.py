@@ -46,33 +46,33 @@ class MaskCheck:
     def feed(self, data: bytes) -> int | None:
         """Where in `data` the first unmasked frame begins (0 when it began in an earlier
         chunk); None while every frame so far is masked."""
-        pos, end = 0, len(data)
-        while True:
-            if self._skip:
-                step = min(self._skip, end - pos)
-                pos += step
-                self._skip -= step
-            if pos == end:
-                return None
-            kept = len(self._header)
-            head = self._header + data[pos : pos + 14]
-            if len(head) < 2:
-                self._header = head
-                return None
-            if not head[1] & 0x80:
-                return max(pos - kept, 0)
-            length = head[1] & 0x7F
-            size = 6 if length < 126 else 8 if length == 126 else 14  # with the mask key
-            if len(head) < size:
-                self._header = head  # all of the rest of `data`
-                return None
-            if length == 126:
-                (length,) = _LENGTH_16.unpack_from(head, 2)
-            elif length == 127:
-                (length,) = _LENGTH_64.unpack_from(head, 2)
-            pos += size - kept
+        kept = len(self._header)
+        if kept:  # rare: a header cut by the end of the last chunk
+            data = self._header + data
             self._header = b""
-            self._skip = length
+        pos, end, skip = 0, len(data), self._skip
+        while True:
+            pos += skip
+            if pos >= end:
+                self._skip = pos - end
+                return None
+            self._skip = 0
+            if end - pos < 2:
+                self._header = data[pos:]
+                return None
+            second = data[pos + 1]
+            if not second & 0x80:
+                return max(pos - kept, 0)
+            skip = second & 0x7F
+            size = 6 if skip < 126 else 8 if skip == 126 else 14  # with the mask key
+            if end - pos < size:
+                self._header = data[pos:]
+                return None
+            if skip == 126:
+                (skip,) = _LENGTH_16.unpack_from(data, pos + 2)
+            elif skip == 127:
+                (skip,) = _LENGTH_64.unpack_from(data, pos + 2)
+            pos += size
 
 
 _LENGTH_16 = struct.Struct("!H")
