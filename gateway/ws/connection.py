@@ -149,7 +149,7 @@ class AnswerBudget:
         self.holders.discard(conn)
 
     def _over(self) -> None:
-        largest = max(self.holders, key=lambda holder: holder.buffered_bytes)
+        largest = max(self.holders, key=lambda holder: holder.held_bytes)
         largest._slow_consumer(total=self)
 
 
@@ -184,9 +184,12 @@ class Connection:
     _replaceable: dict[str, _Replaceable] | None = None
     _merging: dict[str, _Merging] | None = None  # the last piece queued per text
     _buffered: int = 0
-    # Of `_buffered`: this connection's own bytes (answers, tool pieces joined to a queued
-    # event), counted in `answers` too.
+    # This connection's own bytes (answers and tool pieces joined to a queued event, of
+    # `_buffered`; and `_sending`), counted in `answers` too.
     _own_bytes: int = 0
+    # Bytes taken off the queue and written, until the socket's buffer has taken them in (a
+    # client that reads nothing leaves them there).
+    _sending: int = 0
     _seq: int = 0
     _writing: bool = False  # start() was called: queued frames are written
     # The writer while frames are queued or a close is due; after the close, or a reset, the
@@ -235,6 +238,11 @@ class Connection:
     @property
     def own_bytes(self) -> int:
         return self._own_bytes
+
+    @property
+    def held_bytes(self) -> int:
+        """Queued or being written: what this connection holds of the process's memory."""
+        return self._buffered + self._sending
 
     # -- producers: never await ------------------------------------------------------------
 
@@ -405,7 +413,7 @@ class Connection:
             elif isinstance(item, _Replaceable | _Merging) and item.frame is not None:
                 budget.release(item.frame)
         budget.remove(self._own_bytes)
-        self._own_bytes = 0
+        self._own_bytes = self._sending = 0
         budget.leave(self)
 
     def _take(self, queue: deque[_Queued]) -> bytes | None:
@@ -461,6 +469,7 @@ class Connection:
         # `send_frame` refuses to.
         if self.ws.closed or transport is None or transport.is_closing():
             raise ConnectionResetError("Cannot write to closing transport")
+        self._being_sent(size)
         # uvloop's writelines is one writev, no copy; asyncio's joins.
         transport.writelines(parts)
         await stream.drain()
@@ -485,9 +494,11 @@ class Connection:
                     or ws.compress
                     or len(data) >= WRITE_BATCH_BYTES
                 ):
+                    self._being_sent(len(data))
                     await ws.send_frame(data, WSMsgType.TEXT)
                 else:
                     await self._write_batch(self.stream, data, queue)
+                self._sent()
         except ConnectionError:
             # The peer is gone; nothing more can be written. (A drain that waited for it
             # fails with a plain ConnectionError when the connection was lost with an error.)
@@ -503,6 +514,20 @@ class Connection:
             return
         code, reason = self._close
         await self._close_socket(code, reason)
+
+    def _being_sent(self, size: int) -> None:
+        """`size` bytes go to the socket: they count until it has taken them in (`_sent`)."""
+        if self.answers is not None:
+            self._sending = size
+            self._own_bytes += size
+            self.answers.add(self, size)  # may close this connection, or another one
+
+    def _sent(self) -> None:
+        sending = self._sending
+        if sending and self.answers is not None:
+            self._sending = 0
+            self._own_bytes -= sending
+            self.answers.remove(sending)
 
     async def _close_slow(self) -> None:
         writer = self._writer

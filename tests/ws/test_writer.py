@@ -461,3 +461,18 @@ class TestProcessBound:
             conn.send(b"answer")
         assert await no_writer_within(SETTLE_SECONDS)
         assert (budget.held, budget.holders) == (0, set())
+
+    async def test_a_frame_the_client_does_not_read_counts_while_it_is_written(self) -> None:
+        # Taken off the queue, a frame is still held (by the socket's buffer) until the
+        # client reads it: a client that asks for a large answer and reads nothing keeps it.
+        budget = AnswerBudget(10_000)
+        stuck, _ = blocked(budget, "stuck")
+        stuck.send(b"x" * 9_000)
+        await asyncio.sleep(0)  # the writer took it; the client reads nothing
+        other, _ = blocked(budget, "other")
+        other.send(b"y" * 3_000)
+        assert stuck.closing
+        assert not other.closing
+        for conn in (stuck, other):
+            await conn.aclose()
+        assert (budget.held, budget.holders) == (0, set())
