@@ -11,6 +11,12 @@ aiohttp's reader does not look at the mask bit either. `MaskedFramesOnly` stands
 it from the socket's first byte (the upgrade request's own read may carry frames), follows the
 headers (rfc6455.MaskCheck), and at the first unmasked frame fails the reader as aiohttp does
 for a frame over the limit: `receive()` closes the socket with 1002.
+
+Following the headers, it also knows where the first message (`connect`) ends: what a client
+sends behind it without waiting for hello-ok waits, unread, until the reader with the full
+limit is in place (or the handshake failed), rather than meet the pre-auth limit or have its
+first bytes read by the old reader and the rest by the new one. At most about
+`HELD_MAX` bytes wait: beyond it the socket is not read until then.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ from aiohttp import WSCloseCode, web
 from aiohttp.http_websocket import WebSocketError
 
 from gateway.ws.rfc6455 import MaskCheck
+
+# Bytes behind `connect` kept while the handshake ends (beyond them the socket is not read).
+HELD_MAX = 64 * 1024
 
 
 class GatewayWebSocket(web.WebSocketResponse):
@@ -49,7 +58,8 @@ class GatewayWebSocket(web.WebSocketResponse):
         internals: Any = self
         if http._payload_parser is not internals._parser:
             raise RuntimeError("aiohttp's WebSocket reader is not where clawgate expects it")
-        check = http._payload_parser = MaskedFramesOnly(internals._parser, internals._reader)
+        check = MaskedFramesOnly(internals._parser, internals._reader, http)
+        http._payload_parser = check
         if tail:
             eof, _ = check.feed_data(tail)
             if eof:
@@ -57,20 +67,38 @@ class GatewayWebSocket(web.WebSocketResponse):
 
 
 class MaskedFramesOnly:
-    """In aiohttp's protocol, where its frame reader was: the reader, behind the mask check."""
+    """In aiohttp's protocol, where its frame reader was: the reader, behind the mask check;
+    and until `release`, the bytes behind the first message held back."""
 
-    __slots__ = ("_check", "_queue", "_refused", "reader")
+    __slots__ = ("_check", "_held", "_http", "_paused", "_queue", "_refused", "reader")
 
-    def __init__(self, reader: Any, queue: Any) -> None:
+    def __init__(self, reader: Any, queue: Any, http: Any) -> None:
         self.reader = reader
         self._queue = queue  # where the reader puts the messages (and its failure)
-        self._check = MaskCheck()
+        self._http = http  # aiohttp's protocol: reading paused and resumed, closed
+        self._check = MaskCheck(stop_after_message=True)
         self._refused = False
+        self._held: bytearray | None = None  # what came behind the first message
+        self._paused = False
 
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
         if self._refused:
             return True, b""
-        at = self._check.feed(bytes(data))
+        held = self._held
+        if held is not None:
+            held += data
+            if len(held) > HELD_MAX:
+                # Again each time: aiohttp's reader resumes reading when its own queue drains.
+                self._paused = True
+                self._http.pause_reading()
+            return False, b""
+        check = self._check
+        at = check.feed(bytes(data))
+        stop = check.stopped_at
+        if stop is not None:
+            check.stopped_at = None
+            self._held = bytearray(data[stop:])
+            data = data[:stop]
         if at is None:
             result: tuple[bool, bytes] = self.reader.feed_data(data)
             return result
@@ -87,15 +115,35 @@ class MaskedFramesOnly:
     def feed_eof(self) -> None:
         self.reader.feed_eof()
 
+    def release(self) -> None:
+        """The handshake is over: the bytes held go to the reader (the new one, after
+        hello-ok), and the socket is read again."""
+        held, self._held = self._held, None
+        self._check.stop_after_message = False
+        if held:
+            eof, _ = self.feed_data(bytes(held))
+            if eof:
+                self._http.close()
+        if self._paused:
+            self._paused = False
+            self._http.resume_reading()
+
+
+def release_frames(request: web.Request) -> None:
+    """The handshake failed: what the client sent behind its first frame is read after all
+    (its close frame among it, which the close waits for)."""
+    check: Any = request.protocol._payload_parser if request.protocol is not None else None
+    if isinstance(check, MaskedFramesOnly):
+        check.release()
+
 
 def raise_frame_limit(ws: web.WebSocketResponse, request: web.Request, limit: int) -> None:
     """Give `ws` (prepared) a frame reader with `limit` in place of its current one.
 
     Touches aiohttp's private `_parser`, `_reader` and the protocol's `_payload_parser`, here
     only; tests/ws/test_frame_limit.py fails when aiohttp changes them. Called right after the
-    `connect` frame was read: a client that sent more frames behind it without waiting for
-    hello-ok (no OpenClaw client does) may have had part of the next frame read by the old
-    reader; the new one then sees a broken frame and closes the socket (1002).
+    `connect` frame was read; what the client sent behind it, held back until now, then goes
+    to the new reader (`MaskedFramesOnly.release`).
     """
     internals: Any = ws
     protocol: Any = request.protocol
@@ -112,3 +160,4 @@ def raise_frame_limit(ws: web.WebSocketResponse, request: web.Request, limit: in
     check.reader = new
     internals._parser = new
     internals._max_msg_size = limit
+    check.release()

@@ -36,7 +36,7 @@ from gateway.ws import protocol
 from gateway.ws.connection import Connection, now_ms
 from gateway.ws.dispatch import MethodRegistry, dispatch, error_for, refuse
 from gateway.ws.events import EventFanout
-from gateway.ws.framelimit import GatewayWebSocket, raise_frame_limit
+from gateway.ws.framelimit import GatewayWebSocket, raise_frame_limit, release_frames
 from gateway.ws.methods import register_all
 from gateway.ws.protocol import (
     INVALID_REQUEST,
@@ -157,6 +157,8 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     authenticated = False
     try:
         authenticated = await _handshake(ws_state, methods, conn, request)
+        if not authenticated:
+            release_frames(request)
         if authenticated:
             ws_state.preauth_leave(remote)
             ws.too_big_reason = ""

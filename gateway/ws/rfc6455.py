@@ -35,13 +35,20 @@ def text_frame_header(length: int) -> bytes:
 
 
 class MaskCheck:
-    """The headers of a client's frames, followed across the chunks its bytes arrive in."""
+    """The headers of a client's frames, followed across the chunks its bytes arrive in.
 
-    __slots__ = ("_header", "_skip")
+    With `stop_after_message` it also stops at the end of the client's first data message
+    (its `connect`): `stopped_at` is then where that end is in the chunk fed, and the bytes
+    after it are fed again later."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_ending", "_header", "_skip", "stop_after_message", "stopped_at")
+
+    def __init__(self, *, stop_after_message: bool = False) -> None:
         self._header = b""  # the start of a header cut by the end of the last chunk
         self._skip = 0  # payload bytes of the current frame still to come
+        self._ending = False  # the current frame ends the first data message
+        self.stop_after_message = stop_after_message
+        self.stopped_at: int | None = None
 
     def feed(self, data: bytes) -> int | None:
         """Where in `data` the first unmasked frame begins (0 when it began in an earlier
@@ -53,10 +60,14 @@ class MaskCheck:
         pos, end, skip = 0, len(data), self._skip
         while True:
             pos += skip
-            if pos >= end:
+            if pos > end or (pos == end and not self._ending):
                 self._skip = pos - end
                 return None
             self._skip = 0
+            if self._ending:
+                self._ending = self.stop_after_message = False
+                self.stopped_at = pos - kept
+                return None
             if end - pos < 2:
                 self._header = data[pos:]
                 return None
@@ -72,6 +83,9 @@ class MaskCheck:
                 (skip,) = _LENGTH_16.unpack_from(data, pos + 2)
             elif skip == 127:
                 (skip,) = _LENGTH_64.unpack_from(data, pos + 2)
+            # FIN, and a data frame (opcode below 8): the end of a message.
+            if self.stop_after_message and data[pos] & 0x80 and data[pos] & 0x0F < 0x8:
+                self._ending = True
             pos += size
 
 

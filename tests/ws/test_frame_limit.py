@@ -64,6 +64,32 @@ class TestBeforeHelloOk:
         assert await raw_ws.closed() == (1009, "preauth payload too large")
 
 
+async def test_a_large_frame_sent_right_behind_connect_is_answered(raw_ws: GatewayWs) -> None:
+    # A client that does not wait for hello-ok: the frames behind `connect` wait for the
+    # full limit, not refused by the pre-auth one (1009) nor cut in two by the change (1002).
+    await raw_ws.recv()
+    connect = {"type": "req", "id": "c", "method": "connect", "params": connect_params()}
+    await raw_ws.send(connect)
+    await raw_ws.send(padded(200_000) | {"id": "big"})
+    await raw_ws.send({"type": "req", "id": "h", "method": "health"})
+    assert (await raw_ws.response("c"))["ok"] is True
+    assert (await raw_ws.response("big"))["ok"] is True
+    assert (await raw_ws.response("h"))["ok"] is True
+
+
+async def test_frames_behind_a_refused_connect_do_not_delay_its_close(
+    raw_ws: GatewayWs,
+) -> None:
+    await raw_ws.recv()
+    params = connect_params(auth={"token": "wrong"})
+    await raw_ws.send({"type": "req", "id": "c", "method": "connect", "params": params})
+    await raw_ws.send(padded(200_000) | {"id": "big"})
+    answer = await raw_ws.response("c")
+    assert answer["ok"] is False
+    code, _ = await raw_ws.closed(wait=2)  # not the 5 s a close waits for an answer
+    assert code == 1008
+
+
 async def test_frames_sent_right_behind_connect_are_answered(raw_ws: GatewayWs) -> None:
     # Both frames arrive together and are parsed by the pre-auth reader before the new one
     # takes over: neither is lost.

@@ -84,3 +84,22 @@ class TestMaskCheck:
 
     def test_an_unmasked_first_frame(self) -> None:
         assert MaskCheck().feed(client_frame(b"hi", masked=False)) == 0
+
+    @pytest.mark.parametrize("chunk", [1, 2, 3, 7, 1000, 10**6])
+    def test_it_stops_where_the_first_message_ends(self, chunk: int) -> None:
+        # A ping, then a text message in two fragments (FIN on the second), then more.
+        first = (
+            client_frame(b"", opcode=0x9)
+            + bytes((0x01,)) + client_frame(b"a" * 200)[1:]  # text, FIN clear
+            + client_frame(b"b" * 70_000, opcode=0x0)  # the continuation, FIN set
+        )  # fmt: skip
+        stream = first + client_frame(b"next") + client_frame(b"", masked=False)
+        check = MaskCheck(stop_after_message=True)
+        at = 0
+        while check.stopped_at is None:
+            assert check.feed(stream[at : at + chunk]) is None
+            if check.stopped_at is None:
+                at += chunk
+        assert at + check.stopped_at == len(first)
+        # The bytes after it, fed again, are checked as ever.
+        assert check.feed(stream[len(first) :]) == len(client_frame(b"next"))
