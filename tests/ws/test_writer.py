@@ -4,6 +4,7 @@ still one at a time, frames in the order they were queued, a close sent after th
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import struct
 
@@ -380,10 +381,10 @@ class _Stream:
         await self.drained.wait()
 
 
-def tool_piece(n: int, delta: str) -> EventFrame:
-    """The `agent` event of the `n`th piece of one tool call's arguments, as the fan-out
-    builds it (pieces of one call queued together join into one event)."""
-    data = {"phase": "update", "name": "w", "toolCallId": "c1", "index": 0, "delta": delta}
+def tool_piece(n: int, delta: str, call: str = "c1") -> EventFrame:
+    """The `agent` event of a run's `n`th event, a piece of the arguments of tool call
+    `call`, as the fan-out builds it (pieces of one call queued together join into one)."""
+    data = {"phase": "update", "name": "w", "toolCallId": call, "index": 0, "delta": delta}
     event = RunEvent("r1", "agent:main:k", "sid", "main", "tool", n, n, data)
     return EventFanout(set())._agent_frame(event)
 
@@ -476,3 +477,28 @@ class TestProcessBound:
         for conn in (stuck, other):
             await conn.aclose()
         assert (budget.held, budget.holders) == (0, set())
+
+
+class TestJoinedToolPieces:
+    async def test_a_joined_event_keeps_its_place_and_seq_stays_in_order(self) -> None:
+        # Pieces of two calls interleaved (a model calling tools in parallel). The joined
+        # event stands where its first piece was, so it carries that piece's run `seq` and
+        # `ts`: the last one's would put the run's seq out of order (5 before 4); the
+        # connection's `seq` counts events sent, with no gap for the pieces joined.
+        sock = _Socket()
+        sock.block.clear()
+        conn = Connection(sock, "c", None, 1_000_000, 1.0)  # type: ignore[arg-type]
+        conn.start()
+        conn.send_event(tool_piece(2, "x"))  # taken by the writer, which waits for the client
+        await asyncio.sleep(0)
+        for n, delta, call in ((3, "a1", "A"), (4, "b1", "B"), (5, "a2", "A"), (6, "b2", "B")):
+            conn.send_event(tool_piece(n, delta, call))
+        sock.block.set()
+        assert await no_writer_within(SETTLE_SECONDS)
+        frames = [json.loads(data) for data in sock.sent]
+        assert [f["seq"] for f in frames] == [1, 2, 3]
+        assert [(f["payload"]["seq"], f["payload"]["data"]["delta"]) for f in frames] == [
+            (2, "x"),
+            (3, "a1a2"),
+            (4, "b1b2"),
+        ]
