@@ -174,6 +174,8 @@ class Connection:
     role: str = ROLE_OPERATOR
     scopes: tuple[str, ...] = ()
     auth_method: str = ""
+    # The secret it was opened with (WsState.auth_stamp): one no longer in force closes it.
+    auth_stamp: tuple[str, bytes | None] | None = None
     authenticated_at: int | None = None
     dropped: int = 0  # droppable events skipped (queue full, or replaced by a newer one)
     # `stateVersion.presence` of the newest presence list sent (hello-ok or event).

@@ -9,6 +9,7 @@ and turns every exception into an error response in one place, `error_for`.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
@@ -44,6 +45,12 @@ Handler = Callable[["CallContext", P], Awaitable[Any]]
 # The log line's code for a call its connection's end cancelled (the client left, or the
 # server is stopping): no answer was sent, as HTTP's 499. Never on the wire.
 CALL_CANCELLED = "CANCELLED"
+
+# The connection whose call runs in this task (and the tasks it starts): a config change it
+# makes knows who made it (handler.py's reload listener).
+CALLER: contextvars.ContextVar[Connection | None] = contextvars.ContextVar(
+    "ws_caller", default=None
+)
 
 
 @attrs.frozen
@@ -149,6 +156,7 @@ async def dispatch(
     """Answer one request frame (the shape is already checked)."""
     ctx = CallContext(conn, ws, frame.id, frame.method, unpaired=frame.unpaired)
     started = time.monotonic()
+    CALLER.set(conn)  # this call's task's own context
     # A call may wait for minutes (`agent.wait`, `agent`): it keeps the params it takes, not
     # the frame, whose params it ignores may be megabytes (up to maxPayload for each call).
     call = _call(methods, ctx, frame.params)

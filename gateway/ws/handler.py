@@ -34,7 +34,7 @@ from gateway.jsonwire import PARSE_IN_THREAD_CHARS
 from gateway.responses import error_response
 from gateway.ws import protocol
 from gateway.ws.connection import Connection, now_ms
-from gateway.ws.dispatch import MethodRegistry, dispatch, error_for, refuse
+from gateway.ws.dispatch import CALLER, MethodRegistry, dispatch, error_for, refuse
 from gateway.ws.events import EventFanout
 from gateway.ws.framelimit import GatewayWebSocket, raise_frame_limit, release_frames
 from gateway.ws.methods import register_all
@@ -61,6 +61,7 @@ METHODS = web.AppKey("ws_methods", MethodRegistry)  # the method table of every 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 SHUTDOWN_PAYLOAD = {"reason": "gateway stopping", "restartExpectedMs": None}
+REASON_AUTH_CHANGED = "gateway auth changed"
 
 
 def setup(app: web.Application) -> None:
@@ -245,6 +246,7 @@ async def _handshake(
     conn.protocol = version
     conn.scopes = protocol.granted_scopes(params.scopes)
     conn.auth_method = auth.mode
+    conn.auth_stamp = ws_state.auth_stamp(auth)
     try:
         health = await ws_state.health.get(gateway)
     except Exception as exc:
@@ -523,6 +525,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
     def on_reload(result: Any) -> None:
         if not ws_state.closing:
+            _close_retired(ws_state)
             ws_state.spawn(_broadcast_health(ws_state), "ws-health-after-reload")
 
     gateway.config_listeners.append(on_reload)
@@ -540,6 +543,26 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await ws_state.cancel_tasks()
         fanout.close()
         ws_state.presence_fanout.close()
+
+
+def _close_retired(ws_state: WsState) -> None:
+    """Close the connections opened with a secret no longer in force (a rotated token, a
+    password set), as OpenClaw's restart on an auth change closes every one: a leaked token
+    that was rotated must not keep its sockets. Their clients connect again with the secret
+    they have now. The connection whose call made the change holds the new one: it stays."""
+    auth = ws_state.gateway.config.gateway.auth
+    if auth.mode == "none":
+        return  # any connect is accepted: no connection loses its right to be open
+    stamp = ws_state.auth_stamp(auth)
+    caller = CALLER.get()
+    for conn in ws_state.authenticated:
+        if conn.auth_stamp == stamp:
+            continue
+        if conn is caller:
+            conn.auth_stamp = stamp
+            continue
+        log.info("ws_auth_retired", conn_id=conn.conn_id, remote=conn.remote)
+        conn.close(protocol.CLOSE_SERVICE_RESTART, REASON_AUTH_CHANGED)
 
 
 async def _ticks(ws_state: WsState, interval: float) -> None:

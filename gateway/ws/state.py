@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hashlib
 import math
 import time
 import weakref
@@ -15,7 +16,7 @@ from typing import Any, Generic, TypeVar
 import attrs
 
 from agents.runs import AgentRun
-from gateway.config.model import PreAuthConfig
+from gateway.config.model import AuthConfig, PreAuthConfig
 from gateway.edge import client_key
 from gateway.state import GatewayState
 from gateway.ws import protocol
@@ -220,6 +221,17 @@ class WsState:
     # Sockets between upgrade and the end of the handshake, per client address.
     preauth: collections.Counter[str | None] = attrs.field(factory=collections.Counter)
     _tasks: set[asyncio.Task[Any]] = attrs.field(factory=set)
+    # The stamp of the auth config last asked about: connections share it.
+    _stamp: tuple[AuthConfig, tuple[str, bytes | None]] | None = None
+
+    def auth_stamp(self, auth: AuthConfig) -> tuple[str, bytes | None]:
+        """The mode and a digest of the secret clients must present: what a connection keeps
+        of the secret it was opened with (not the secret itself, which a rotation retires)."""
+        if self._stamp is None or self._stamp[0] is not auth:
+            secret = auth.secret
+            digest = hashlib.sha256(secret.encode()).digest() if secret is not None else None
+            self._stamp = (auth, (auth.mode, digest))
+        return self._stamp[1]
 
     def _settings_changed(self, settings: WsSettings) -> WsSettings:
         self.fanout.max_payload = settings.max_payload

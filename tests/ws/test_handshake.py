@@ -4,11 +4,14 @@ its response and close code, hello-ok, scopes, the first events."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import uuid
 
 import pytest
 
+from gateway.appkeys import STATE
+from gateway.reload import reload_from_file
 from gateway.state import AppOptions
 from tests.support.raw_http import exchange_upgrade
 from tests.support.ws_client import (
@@ -18,6 +21,7 @@ from tests.support.ws_client import (
     GatewayWs,
     MakeGateway,
     connect_params,
+    send,
     wire,
 )
 
@@ -593,3 +597,50 @@ class TestAfterHello:
             "message": "connect is only valid as the first request",
         }
         assert (await ws.ok("health"))["ok"] is True
+
+
+class TestARotatedSecret:
+    """A connection lives on the secret it was opened with: once that is no longer the one in
+    force (a leaked token rotated, a password set), it is closed as a gateway restart closes
+    it (OpenClaw restarts on an auth change), and its client connects again with the secret
+    it has now. The one whose `config.patch` made the change stays (it holds the new one)."""
+
+    async def test_a_token_changed_in_the_file_closes_the_connections_of_the_old_one(
+        self, gateway: Gateway
+    ) -> None:
+        old = await gateway.connected()
+        gateway.config_path.write_text(CONFIG.replace('token: "test-token"', 'token: "rotated"'))
+        await reload_from_file(gateway.app[STATE])
+        assert await old.closed() == (1012, "gateway auth changed")
+        fresh = await gateway.connected(auth={"token": "rotated"})
+        assert (await fresh.call("health"))["ok"] is True
+        await fresh.ws.close()
+
+    async def test_a_change_that_keeps_the_secret_closes_nothing(self, gateway: Gateway) -> None:
+        ws = await gateway.connected()
+        gateway.config_path.write_text(CONFIG.replace("gateway: {", 'gateway: { mode: "local",'))
+        await reload_from_file(gateway.app[STATE])
+        await ws.event("health")  # the reload announced itself
+        assert (await ws.call("health"))["ok"] is True
+        await ws.ws.close()
+
+    async def test_the_connection_that_patched_the_token_stays(self, gateway: Gateway) -> None:
+        admin, other = await gateway.connected(), await gateway.connected()
+        base = (await admin.ok("config.get"))["hash"]
+        raw = json.dumps({"gateway": {"auth": {"token": "patched"}}})
+        answer = await admin.call("config.patch", {"raw": raw, "baseHash": base})
+        assert answer["ok"] is True, answer
+        assert await other.closed() == (1012, "gateway auth changed")
+        assert (await admin.call("health"))["ok"] is True
+        await admin.ws.close()
+
+    async def test_a_closed_connection_starts_no_call_it_sends_before_reading_the_close(
+        self, gateway: Gateway
+    ) -> None:
+        old = await gateway.connected()
+        gateway.config_path.write_text(CONFIG.replace('token: "test-token"', 'token: "rotated"'))
+        await reload_from_file(gateway.app[STATE])
+        await old.request("chat.send", send("late", "hi", "late-1"))  # the close not read yet
+        assert (await old.closed())[0] == 1012
+        registry = gateway.app[STATE].registry
+        assert registry is not None and registry.run("late-1") is None
