@@ -107,7 +107,8 @@ class AnswerBudget:
     and the event frames queued, each once however many connections queue it (a broadcast is
     one copy of its bytes; clients that stopped reading at different times hold different
     ones). Over the bound, the connection holding the most is closed as a slow consumer; a
-    droppable event that would take it over is dropped instead, as for a full queue."""
+    droppable event that would take it over is dropped instead for a connection that is
+    behind (has frames queued), as for a full queue."""
 
     limit: int
     held: int = 0
@@ -349,7 +350,13 @@ class Connection:
             self._slow_consumer()
             return False
         budget = self.answers
-        if droppable and budget is not None and frame is not None and not budget.admits(frame):
+        if (
+            droppable
+            and self._buffered  # a client with nothing queued keeps up: it gets the event
+            and budget is not None
+            and frame is not None
+            and not budget.admits(frame)
+        ):
             self.dropped += 1
             return False
         queue = self._queue

@@ -448,6 +448,27 @@ class TestProcessBound:
             await conn.aclose()
         assert (budget.held, budget.holders) == (0, set())
 
+    async def test_a_client_that_keeps_up_still_gets_a_droppable_event_over_the_bound(
+        self,
+    ) -> None:
+        # Dropped for the client that is behind; one with nothing queued gets it, and the
+        # client holding the most is closed instead.
+        budget = AnswerBudget(25_000)
+        behind, _ = blocked(budget, "behind")
+        behind.send_event(event_frame("chat", {"text": "x" * 20_000}))
+        sock = _Socket()
+        keeping_up = Connection(sock, "up", None, 1_000_000, 1.0, answers=budget)  # type: ignore[arg-type]
+        keeping_up.start()
+        delta = event_frame("chat", {"text": "y" * 10_000}, droppable=True)
+        for conn in (behind, keeping_up):
+            conn.send_event(delta)
+        assert behind.dropped == 1 and behind.closing
+        assert keeping_up.dropped == 0 and not keeping_up.closing
+        assert await no_writer_within(SETTLE_SECONDS)
+        assert len(sock.sent) == 1
+        await behind.aclose()
+        assert (budget.held, budget.holders) == (0, set())
+
     async def test_events_sent_leave_the_bound(self) -> None:
         budget = AnswerBudget(1_000_000)
         conns = [Connection(_Socket(), f"c{n}", None, 1_000_000, 1.0, answers=budget)  # type: ignore[arg-type]
