@@ -255,6 +255,18 @@ async def _handshake(
         return _reject(conn, frame, error, protocol.CLOSE_INTERNAL_ERROR)
     if conn.closing:  # shut down while the snapshot was computed
         return False
+    in_force = gateway.config.gateway.auth
+    if in_force.mode != "none" and ws_state.auth_stamp(in_force) != conn.auth_stamp:
+        # The secret was rotated while the snapshot was computed (_close_retired).
+        log.info(
+            "ws_handshake_failed",
+            conn_id=conn.conn_id,
+            remote=conn.remote,
+            reason=REASON_AUTH_CHANGED,
+            close_code=protocol.CLOSE_SERVICE_RESTART,
+        )
+        conn.close(protocol.CLOSE_SERVICE_RESTART, REASON_AUTH_CHANGED)
+        return False
     # From here on no await: the connection joins the fan-out right after its hello-ok.
     now = now_ms()
     conn.opened(now)

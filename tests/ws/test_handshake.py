@@ -13,6 +13,7 @@ import pytest
 from gateway.appkeys import STATE
 from gateway.reload import reload_from_file
 from gateway.state import AppOptions
+from gateway.ws.handler import WS
 from tests.support.raw_http import exchange_upgrade
 from tests.support.ws_client import (
     CONFIG,
@@ -644,3 +645,24 @@ class TestARotatedSecret:
         assert (await old.closed())[0] == 1012
         registry = gateway.app[STATE].registry
         assert registry is not None and registry.run("late-1") is None
+
+    async def test_a_connect_that_ends_after_the_rotation_is_closed_too(
+        self, gateway: Gateway
+    ) -> None:
+        # Checked with the old token, then waiting for the health snapshot of hello-ok while
+        # the token is rotated: it was not among the open connections the rotation closed.
+        health = gateway.app[WS].health
+        raw = await gateway.raw()
+        await raw.recv()
+        async with health._lock:  # the snapshot waits
+            await raw.send(
+                {"type": "req", "id": "c", "method": "connect", "params": connect_params()}
+            )
+            await asyncio.sleep(0.1)  # checked, and waiting
+            gateway.config_path.write_text(
+                CONFIG.replace('token: "test-token"', 'token: "rotated"')
+            )
+            await reload_from_file(gateway.app[STATE])
+        code, reason = await raw.closed()
+        assert (code, reason) == (1012, "gateway auth changed")
+        assert [f for f in raw.frames if f.get("id") == "c" and f.get("ok")] == []
