@@ -554,6 +554,19 @@ class TestAgent:
 
 
 class TestAgentWait:
+    async def test_a_run_id_longer_than_any_run_has_is_refused(self, ws: GatewayWs) -> None:
+        # Run ids are idempotency keys (at most 256 characters) or ids of our own: a longer
+        # one names no run, and while `agent.wait` waits, it is held (64 calls a connection
+        # of up to maxPayload each).
+        for method in ("agent.wait", "chat.abort"):
+            refused = await ws.call(method, {"sessionKey": "k", "runId": "r" * 257})
+            assert refused["error"] == {
+                "code": "INVALID_REQUEST",
+                "message": f"invalid {method} params: at /runId: must have at most 256 characters",
+            }
+        answer = await ws.ok("agent.wait", {"runId": "r" * 256, "timeoutMs": 1})
+        assert answer["status"] == "timeout"
+
     async def test_ok_for_a_finished_run(self, ws: GatewayWs) -> None:
         await ws.ok("chat.send", send("w", "hi", "w-1"))
         payload = await ws.ok("agent.wait", {"runId": "w-1"})

@@ -74,7 +74,8 @@ class WaitParams:
 
     @classmethod
     def parse(cls, r: ParamReader) -> WaitParams:
-        run_id = r.required_string("runId")
+        # Run ids are idempotency keys or shorter ids of our own: a longer one names no run.
+        run_id = r.required_string("runId", max_len=IDEMPOTENCY_KEY_MAX)
         timeout_ms = r.integer("timeoutMs", minimum=0)
         return cls(run_id, WAIT_DEFAULT_MS if timeout_ms is None else timeout_ms)
 

@@ -138,7 +138,7 @@ class AbortParams:
     @classmethod
     def parse(cls, r: ParamReader) -> AbortParams:
         session_key = r.required_string("sessionKey", max_len=SESSION_KEY_MAX)
-        return cls(session_key, r.string("runId") or None)
+        return cls(session_key, r.string("runId", max_len=IDEMPOTENCY_KEY_MAX) or None)
 
 
 @attrs.frozen
