@@ -14,6 +14,7 @@ from gateway.appkeys import STATE
 from gateway.reload import reload_from_file
 from gateway.state import AppOptions
 from gateway.ws.handler import WS
+from gateway.ws.state import WsSettings
 from tests.support.raw_http import exchange_upgrade
 from tests.support.ws_client import (
     CONFIG,
@@ -666,3 +667,17 @@ class TestARotatedSecret:
         code, reason = await raw.closed()
         assert (code, reason) == (1012, "gateway auth changed")
         assert [f for f in raw.frames if f.get("id") == "c" and f.get("ok")] == []
+
+    async def test_a_request_waiting_for_a_slot_is_not_started_once_closed(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        gateway = await make_gateway(settings=WsSettings(max_inflight_requests=1))
+        old = await gateway.connected()
+        await old.request("agent.wait", {"runId": "never", "timeoutMs": 300})
+        await old.request("chat.send", send("late", "hi", "late-2"))  # waits for the slot
+        gateway.config_path.write_text(CONFIG.replace('token: "test-token"', 'token: "rotated"'))
+        await reload_from_file(gateway.app[STATE])
+        await asyncio.sleep(0.6)  # the slot is free; the close is not read yet
+        assert (await old.closed())[0] == 1012
+        registry = gateway.app[STATE].registry
+        assert registry is not None and registry.run("late-2") is None
