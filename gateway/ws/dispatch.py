@@ -46,11 +46,10 @@ Handler = Callable[["CallContext", P], Awaitable[Any]]
 # server is stopping): no answer was sent, as HTTP's 499. Never on the wire.
 CALL_CANCELLED = "CANCELLED"
 
-# The connection whose call runs in this task (and the tasks it starts): a config change it
-# makes knows who made it (handler.py's reload listener).
-CALLER: contextvars.ContextVar[Connection | None] = contextvars.ContextVar(
-    "ws_caller", default=None
-)
+# The id of the connection whose call runs in this task (and in the tasks it starts): a config
+# change it makes knows who made it (handler.py's reload listener). The id, not the
+# connection: a session's worker the call started outlives it, and would keep it alive.
+CALLER: contextvars.ContextVar[str | None] = contextvars.ContextVar("ws_caller", default=None)
 
 
 @attrs.frozen
@@ -156,7 +155,7 @@ async def dispatch(
     """Answer one request frame (the shape is already checked)."""
     ctx = CallContext(conn, ws, frame.id, frame.method, unpaired=frame.unpaired)
     started = time.monotonic()
-    CALLER.set(conn)  # this call's task's own context
+    CALLER.set(conn.conn_id)  # this call's task's own context
     # A call may wait for minutes (`agent.wait`, `agent`): it keeps the params it takes, not
     # the frame, whose params it ignores may be megabytes (up to maxPayload for each call).
     call = _call(methods, ctx, frame.params)

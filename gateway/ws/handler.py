@@ -570,7 +570,7 @@ def _close_retired(ws_state: WsState) -> None:
     for conn in ws_state.authenticated:
         if conn.auth_stamp == stamp:
             continue
-        if conn is caller:
+        if conn.conn_id == caller:
             conn.auth_stamp = stamp
             continue
         log.info("ws_auth_retired", conn_id=conn.conn_id, remote=conn.remote)

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import tracemalloc
+import weakref
 from typing import Any
 
 import pytest
@@ -356,6 +358,26 @@ class TestAbort:
         ended = await ws.event("sessions.changed", phase="end", runId="q-1")
         assert ended["payload"]["session"]["activeRunIds"] == []
         await ws.ws.close()
+
+    async def test_a_run_that_outlives_its_socket_does_not_keep_the_connection(
+        self, slow: Gateway
+    ) -> None:
+        # The session's worker, started by the call, goes on after the socket closed: what
+        # it carries of the call (its context) must not hold the closed connection.
+        ws_state = slow.app[WS]
+        ws = await slow.connected()
+        [conn] = ws_state.connections
+        gone = weakref.ref(conn)
+        del conn
+        await ws.ok("chat.send", send("outlive", SLOW_TEXT, "outlive-1"))
+        await ws.ws.close()
+        run = slow.app[STATE].registry.run("outlive-1")  # type: ignore[union-attr]
+        assert run is not None
+        async with asyncio.timeout(5):
+            while gone() is not None:  # the socket's teardown ends
+                await asyncio.sleep(0.02)
+                gc.collect()
+        assert not run.ended  # gone while the run goes on
 
     async def test_closing_the_socket_does_not_abort_its_run(self, slow: Gateway) -> None:
         ws = await slow.connected()
