@@ -452,6 +452,19 @@ class SessionRegistry:
         session.publish_change(ChangeReason.PATCH, row=row)
         return self._info(row)
 
+    async def create(self, key: str, label: str | None = None) -> tuple[SessionInfo, bool]:
+        """The session of `key`, created empty with `label` if the key has none; True when
+        created. An existing session is left as it is (its label too)."""
+        agent_id = await self._agent_of_kept_or_new(key)
+        session = self._session(key)
+        with session.hold():
+            row, created = await self.store.create(key, agent_id, self.clock(), label=label)
+            if created:  # an existing one's row in memory may be newer (a turn going on)
+                session.row = row
+        if created:
+            session.publish_change(ChangeReason.CREATE, row=row)
+        return self._info(row), created
+
     async def reset(self, key: str) -> SessionInfo:
         """Abort the session's runs, then a new session id with zeroed counters (§5)."""
         agent_id = await self._agent_of_kept_or_new(key)

@@ -440,6 +440,7 @@ class TestHelloOk:
                     "sessions.subscribe",
                     "sessions.unsubscribe",
                     "sessions.describe",
+                    "sessions.create",
                     "channels.status",
                     "cron.list",
                     "node.list",

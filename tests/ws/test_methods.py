@@ -887,6 +887,73 @@ class TestSessions:
         }
 
 
+class TestSessionsCreate:
+    """OpenClaw's TUI's `/new` (ws-protocol.md §12): an empty session on a key of its own."""
+
+    async def test_a_new_key_gets_an_empty_session_and_sessions_changed(
+        self, ws: GatewayWs
+    ) -> None:
+        params = {"key": "tui-1", "agentId": "main", "parentSessionKey": "agent:main:s"}
+        payload = await ws.ok("sessions.create", {**params, "emitCommandHooks": True})
+        assert list(payload) == ["ok", "key", "sessionId", "entry"]
+        assert (payload["ok"], payload["key"]) == (True, "agent:main:tui-1")
+        entry = payload["entry"]
+        assert entry["sessionId"] == payload["sessionId"] and isinstance(entry["updatedAt"], int)
+        assert (entry["status"], entry["inputTokens"], entry["label"]) == ("idle", 0, None)
+        changed = await ws.event("sessions.changed", reason="create")
+        assert changed["payload"]["sessionKey"] == "agent:main:tui-1"
+        assert (await ws.ok("sessions.list"))["sessions"] == [entry]
+
+    async def test_without_a_key_the_gateway_makes_one_and_a_label_is_kept(
+        self, ws: GatewayWs
+    ) -> None:
+        first = await ws.ok("sessions.create", {"label": " Mine "})
+        second = await ws.ok("sessions.create", {})
+        assert first["key"].startswith("agent:main:") and first["key"] != second["key"]
+        assert first["entry"]["label"] == "Mine"
+
+    async def test_an_existing_session_is_answered_unchanged(self, ws: GatewayWs) -> None:
+        await ws.ok("chat.send", {"sessionKey": "kept", "message": "hi", "idempotencyKey": "k-1"})
+        await ws.event("chat", state="final")
+        before = (await ws.ok("sessions.describe", {"key": "kept"}))["session"]
+        again = await ws.ok("sessions.create", {"key": "kept", "label": "other"})
+        assert again["entry"] == before and again["sessionId"] == before["sessionId"]
+
+    @pytest.mark.parametrize(
+        ("params", "detail"),
+        [
+            ({"key": "x", "message": "hi"}, "unsupported field 'message'"),
+            ({"key": "x", "model": "echo/echo"}, "unsupported field 'model'"),
+            ({"key": "x", "fork": True}, "unsupported field 'fork'"),
+            ({"key": ""}, "at /key: must not be empty"),
+            ({"key": "x", "agentId": ""}, "at /agentId: must not be empty"),
+            ({"key": "agent:main:x", "agentId": "ops"}, "at /agentId: is not the agent of"),
+            ({"key": "agent:Bad Id:x"}, "at /key: invalid session key"),
+            ({"key": "x", "label": ""}, "at /label: must have 1 to 64 characters, or be null"),
+        ],
+    )
+    async def test_bad_params_are_refused_and_nothing_is_created(
+        self, ws: GatewayWs, params: dict[str, Any], detail: str
+    ) -> None:
+        frame = await ws.call("sessions.create", params)
+        assert frame["error"]["code"] == "INVALID_REQUEST"
+        assert frame["error"]["message"].startswith(f"invalid sessions.create params: {detail}")
+        assert (await ws.ok("sessions.list"))["sessions"] == []
+
+    async def test_no_session_is_created_for_an_agent_that_is_not_configured(
+        self, ws: GatewayWs
+    ) -> None:
+        frame = await ws.call("sessions.create", {"key": "x", "agentId": "ghost"})
+        assert frame["error"] == {"code": "INVALID_REQUEST", "message": "Unknown agent 'ghost'."}
+        assert (await ws.ok("sessions.list"))["sessions"] == []
+
+    async def test_it_needs_the_write_scope(self, gateway: Gateway) -> None:
+        ws = await gateway.connected(scopes=["operator.read"])
+        frame = await ws.call("sessions.create", {"key": "x"})
+        assert frame["error"]["message"] == "missing scope: operator.write"
+        await ws.ws.close()
+
+
 class TestSessionChangesOutliveTheirClient:
     async def test_a_reset_whose_client_leaves_while_it_is_stored_still_takes_effect(
         self, gateway: Gateway, ws: GatewayWs, monkeypatch: pytest.MonkeyPatch

@@ -2,16 +2,21 @@
 
 Methods for OpenClaw features clawgate does not have answer with their honest empty state,
 so those clients keep working and tell the truth. `sessions.subscribe` is a no-op: events
-already reach every read-scoped connection (deviation 23).
+already reach every read-scoped connection (deviation 23). `sessions.create` is the TUI's
+`/new`: an empty session on a new key.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import attrs
+
+from agents.ids import uuid7
+from agents.keys import parse_session_key
 from gateway.ws.dispatch import CallContext, MethodRegistry, no_params
-from gateway.ws.methods.sessions import KeyParams, empty_row, resolve_key
-from gateway.ws.protocol import PAIRING, READ
+from gateway.ws.methods.sessions import KeyParams, empty_row, parse_label, resolve_key
+from gateway.ws.protocol import PAIRING, READ, WRITE, ParamReader, ParamsError
 
 EMPTY_STATES: tuple[tuple[str, str, Any], ...] = (
     ("channels.status", READ, {"channelOrder": [], "channels": {}}),
@@ -23,6 +28,40 @@ EMPTY_STATES: tuple[tuple[str, str, Any], ...] = (
     ("taskSuggestions.list", READ, {"suggestions": []}),
     ("commands.list", READ, {"commands": []}),
 )
+
+
+# OpenClaw's `sessions.create` fields that only say where the call comes from (its TUI's
+# `/new` sends the session it leaves; a retry, its key): nothing to keep. Any other field (a
+# model, a first message, a fork) is a feature clawgate does not have: refused, not dropped.
+CREATE_FIELDS = frozenset(
+    {
+        "key",
+        "agentId",
+        "label",
+        "idempotencyKey",
+        "parentSessionKey",
+        "succeedsParent",
+        "emitCommandHooks",
+    }
+)
+
+
+@attrs.frozen
+class CreateParams:
+    key: str | None  # None: a new key of the gateway's
+    agent_id: str | None
+    label: str | None
+
+    @classmethod
+    def parse(cls, r: ParamReader) -> CreateParams:
+        for name, value in r.data.items():
+            if name not in CREATE_FIELDS and value is not None:
+                raise ParamsError(f"unsupported field '{name}'")
+        return cls(
+            r.string("key", non_empty=True),
+            r.string("agentId", non_empty=True),
+            parse_label(r),
+        )
 
 
 def _empty_state(answer: Any) -> Any:
@@ -48,6 +87,19 @@ def register(methods: MethodRegistry) -> None:
         info = await registry.get_session(key)
         row = info.to_dict() if info is not None else empty_row(config, registry, key)
         return {"session": row}
+
+    @methods.method("sessions.create", params=CreateParams.parse, scope=WRITE)
+    async def sessions_create(ctx: CallContext, params: CreateParams) -> Any:
+        # A key that has a session already gets that session, unchanged: a retried call
+        # finds the session its first try made (OpenClaw would reset it in place).
+        raw = params.key if params.key is not None else str(uuid7())
+        key = resolve_key(ctx, raw, "key", agent_id=params.agent_id)
+        agent_id = params.agent_id
+        if agent_id is not None and parse_session_key(key)[0] != agent_id.strip().lower():
+            raise ParamsError("at /agentId: is not the agent of the session key")
+        info, _ = await ctx.to_the_end(ctx.registry.create(key, params.label))
+        entry = info.to_dict()
+        return {"ok": True, "key": key, "sessionId": entry["sessionId"], "entry": entry}
 
     for name, scope, answer in EMPTY_STATES:
         methods.method(name, params=no_params, scope=scope)(_empty_state(answer))

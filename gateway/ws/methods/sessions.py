@@ -100,12 +100,16 @@ class PatchParams:
                 raise ParamsError(f"unsupported field '{name}'")
         if "label" not in r.data:
             raise r.fail("label", "is required")
-        label = r.string("label")
-        if label is not None:
-            label = label.strip()
-            if not 1 <= len(label) <= LABEL_MAX:
-                raise r.fail("label", f"must have 1 to {LABEL_MAX} characters, or be null")
-        return cls(key, label)
+        return cls(key, parse_label(r))
+
+
+def parse_label(r: ParamReader) -> str | None:
+    label = r.string("label")
+    if label is not None:
+        label = label.strip()
+        if not 1 <= len(label) <= LABEL_MAX:
+            raise r.fail("label", f"must have 1 to {LABEL_MAX} characters, or be null")
+    return label
 
 
 @attrs.frozen
