@@ -87,3 +87,12 @@ class TestSessionCommands:
         rows = {row["key"]: row for row in listed["sessions"]}
         assert rows[key]["inputTokens"] > 0
         assert rows[f"agent:main:{'new_starts_a_session_of_its_own_that_is_listed'[:40]}"]
+
+
+class TestFooter:
+    def test_a_session_with_no_turn_yet_shows_its_agent_s_model(self, tui: Terminal) -> None:
+        # The footer: "agent main (main) | session <name> | <model> | deliver:off | tokens 0".
+        seen = tui.wait_for("| deliver:off")
+        tui.drawn_within(1.0)  # what the TUI asks after its history, drawn
+        footers = [line for line in tui.text[seen - 100 :].splitlines() if "deliver:off" in line]
+        assert "| echo | deliver:off" in footers[-1], footers

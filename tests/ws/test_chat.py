@@ -152,6 +152,7 @@ class TestChatSend:
                         },
                     },
                 ],
+                "defaults": {"modelProvider": "echo", "model": "echo", "contextTokens": None},
                 "sessionInfo": normalized(history["sessionInfo"]),
             }
         )
@@ -196,6 +197,7 @@ class TestChatSend:
             "hasMore",
             "totalMessages",
             "messages",
+            "defaults",
             "sessionInfo",
         ]
         assert (payload["sessionKey"], payload["totalMessages"], payload["messages"]) == (

@@ -604,6 +604,28 @@ class TestReadMethods:
         )
         await ws.ws.close()
 
+    async def test_defaults_are_the_model_of_the_session_s_agent(self, make_gateway) -> None:  # type: ignore[no-untyped-def]
+        """What a session with no turn yet runs on: OpenClaw's TUI shows it in its footer."""
+        gateway = await make_gateway(
+            """{
+              gateway: { auth: { token: "test-token" } },
+              models: { providers: { openai: { baseUrl: "http://127.0.0.1:9/v1",
+                models: [{ id: "gpt-4o-mini", contextWindow: 128000 }] } } },
+              agents: { list: [{ id: "main", default: true },
+                               { id: "ops", model: "openai/gpt-4o-mini" }] },
+            }"""
+        )
+        ws = await gateway.connected()
+        ops = {"modelProvider": "openai", "model": "gpt-4o-mini", "contextTokens": 128000}
+        main = {"modelProvider": "echo", "model": "echo", "contextTokens": None}
+        history = await ws.ok("chat.history", {"sessionKey": "agent:ops:new"})
+        assert history["defaults"] == ops
+        assert (await ws.ok("chat.history", {"sessionKey": "new"}))["defaults"] == main
+        assert (await ws.ok("sessions.list", {"agentId": "ops"}))["defaults"] == ops
+        assert (await ws.ok("sessions.list", {"agentId": "ghost"}))["defaults"] == main
+        assert (await ws.ok("sessions.list", {}))["defaults"] == main
+        await ws.ws.close()
+
     async def test_system_presence_is_an_array_self_first_then_newest(
         self, ws: GatewayWs, gateway: Gateway
     ) -> None:

@@ -15,6 +15,7 @@ from agents.store import StoredMessage
 from gateway.jsonwire import dumps, wire
 from gateway.ws.connection import now_ms
 from gateway.ws.dispatch import AnswerThenPause, CallContext, MethodRegistry
+from gateway.ws.methods.health import model_defaults
 from gateway.ws.methods.sessions import empty_row, resolve_key
 from gateway.ws.protocol import (
     INVALID_REQUEST,
@@ -206,6 +207,7 @@ def register(methods: MethodRegistry) -> None:
                     "hasMore": False,
                     "totalMessages": 0,
                     "messages": [],
+                    "defaults": model_defaults(config, parse_session_key(key)[0]),
                     "sessionInfo": empty_row(config, registry, key),
                 }
             # The newest messages, each cut to OpenClaw's bounds, the oldest left out beyond
@@ -218,6 +220,7 @@ def register(methods: MethodRegistry) -> None:
             "hasMore": transcript.total > len(messages),
             "totalMessages": transcript.total,
             "messages": messages,
+            "defaults": model_defaults(config, parse_session_key(key)[0]),
             "sessionInfo": transcript.session.to_dict(),
         }
 

@@ -28,10 +28,19 @@ class HealthParams:
         return cls(bool(r.boolean("probe")))
 
 
-def default_model(config: Config) -> tuple[str, str, int | None]:
-    """The default agent's primary model: provider, model id, context window."""
-    ref = config.agents.default_agent.primary
+def default_model(config: Config, agent_id: str | None = None) -> tuple[str, str, int | None]:
+    """The primary model of `agent_id` (the default agent when None or not configured):
+    provider, model id, context window."""
+    agent = config.agents.agent(agent_id) if agent_id is not None else None
+    ref = (agent or config.agents.default_agent).primary
     return ref.provider, ref.model, context_window(config, ref.provider, ref.model)
+
+
+def model_defaults(config: Config, agent_id: str | None = None) -> dict[str, Any]:
+    """`defaults` of `sessions.list` and `chat.history`: what a session of `agent_id` with no
+    turn yet runs on (OpenClaw's TUI shows it in its footer until the first reply)."""
+    provider, model, context = default_model(config, agent_id)
+    return {"modelProvider": provider, "model": model, "contextTokens": context}
 
 
 def context_window(config: Config, provider: str | None, model: str | None) -> int | None:

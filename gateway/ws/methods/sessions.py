@@ -13,7 +13,7 @@ from agents.registry import SessionRegistry
 from gateway.config.model import Config
 from gateway.ws.connection import now_ms
 from gateway.ws.dispatch import CallContext, MethodRegistry
-from gateway.ws.methods.health import default_model
+from gateway.ws.methods.health import model_defaults
 from gateway.ws.protocol import ADMIN, READ, ParamReader, ParamsError
 
 LABEL_MAX = 64  # OpenClaw's label limit
@@ -150,14 +150,13 @@ def register(methods: MethodRegistry) -> None:
                 label=params.label,
                 active_minutes=params.active_minutes,
             )
-        provider, model, context = default_model(config)
         return {
             "ts": now_ms(),
             "path": config.sessions_location,
             "count": len(listed.sessions),
             "totalCount": listed.total_count,
             "hasMore": listed.has_more,
-            "defaults": {"modelProvider": provider, "model": model, "contextTokens": context},
+            "defaults": model_defaults(config, params.agent_id),
             "sessions": [session.to_dict() for session in listed.sessions],
         }
 
