@@ -934,6 +934,19 @@ class TestSessionsCreate:
         assert first["key"].startswith("agent:main:") and first["key"] != second["key"]
         assert first["entry"]["label"] == "Mine"
 
+    async def test_a_key_is_relative_to_the_agent_id(self, make_gateway) -> None:  # type: ignore[no-untyped-def]
+        """The TUI's `/new` while it talks to another agent than the default one."""
+        gateway = await make_gateway(
+            """{
+              gateway: { auth: { token: "test-token" } },
+              agents: { list: [{ id: "main", default: true }, { id: "ops" }] },
+            }"""
+        )
+        ws = await gateway.connected()
+        payload = await ws.ok("sessions.create", {"key": "tui-2", "agentId": "Ops"})
+        assert (payload["key"], payload["entry"]["agentId"]) == ("agent:ops:tui-2", "ops")
+        await ws.ws.close()
+
     async def test_an_existing_session_is_answered_unchanged(self, ws: GatewayWs) -> None:
         await ws.ok("chat.send", {"sessionKey": "kept", "message": "hi", "idempotencyKey": "k-1"})
         await ws.event("chat", state="final")
