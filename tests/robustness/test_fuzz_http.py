@@ -300,6 +300,7 @@ COMPLETE_BODY: dict[str, Any] = {
         {
             "role": "assistant",
             "content": "calling",
+            "reasoning_content": "a lookup will tell",
             "tool_calls": [
                 {
                     "id": "call-1",
