@@ -61,6 +61,7 @@ it again or asks something else.
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
@@ -366,13 +367,11 @@ def unanswerable(
     servers give parallel calls one) are answered once each."""
     if not any(m.role == "tool" for m in new):
         return None
-    pending: list[str] = []
+    pending = _OpenCalls()
     for index, message in enumerate((*history, *new)):
         if message.role != "tool":
-            pending = [c.id for c in message.tool_calls]
-        elif message.tool_call_id in pending:
-            pending.remove(message.tool_call_id)
-        elif index >= len(history):
+            pending = _OpenCalls(message.tool_calls)
+        elif not pending.answer(message.tool_call_id) and index >= len(history):
             return message
     return None
 
@@ -390,19 +389,40 @@ def paired(
     if not any(m.tool_calls or m.role == "tool" for m in messages):
         return messages
     out: list[ChatMessage] = []
-    pending: list[ToolCall] = []  # the calls of the last assistant message not answered yet
+    pending = _OpenCalls()
     for index, message in enumerate(messages):
         if message.role == "tool":
-            # One call answered; calls that share an id are answered once each.
-            match = next((i for i, c in enumerate(pending) if c.id == message.tool_call_id), None)
-            if match is None and index < len(history):
+            if not pending.answer(message.tool_call_id) and index < len(history):
                 continue
-            if match is not None:
-                del pending[match]
         else:
             out.extend(
-                ChatMessage("tool", NO_RESULT, tool_call_id=c.id, tool_name=c.name) for c in pending
+                ChatMessage("tool", NO_RESULT, tool_call_id=c.id, tool_name=c.name)
+                for c in pending.left()
             )
-            pending = list(message.tool_calls)
+            pending = _OpenCalls(message.tool_calls)
         out.append(message)
     return tuple(out)
+
+
+class _OpenCalls:
+    """The calls of an assistant message not answered yet, in their order. A result answers
+    the first open call of its id (calls that share an id, as some servers give parallel
+    calls, are answered once each) found by the id, not by a look at every call: a request
+    may hold 100,000 calls and their results in any order."""
+
+    def __init__(self, calls: Sequence[ToolCall] = ()) -> None:
+        self._calls: list[ToolCall | None] = list(calls)
+        self._open: dict[str, deque[int]] = {}
+        for index, call in enumerate(calls):
+            self._open.setdefault(call.id, deque()).append(index)
+
+    def answer(self, call_id: str | None) -> bool:
+        """Whether an open call has the id `call_id`; the first such is then answered."""
+        indices = self._open.get(call_id) if call_id is not None else None
+        if not indices:
+            return False
+        self._calls[indices.popleft()] = None
+        return True
+
+    def left(self) -> Iterator[ToolCall]:
+        return (call for call in self._calls if call is not None)

@@ -21,6 +21,7 @@ from agents.transcript import (
     replay_before,
     retries_left_out,
     same_message,
+    unanswerable,
 )
 from tests.support.scripted import Harness, ScriptedProvider, make_config
 
@@ -174,6 +175,63 @@ class TestCost:
         inputs = new_inputs(ours[-1], (*sent, user("new")), True, ours[-2], tuple(ours[:-1]))
         assert inputs == TurnInputs((user("new"),), False)
         assert squeezed == []
+
+
+class CountedId(str):
+    """A call id that counts how often it is compared with another."""
+
+    comparisons = 0
+
+    def __eq__(self, other: object) -> bool:
+        CountedId.comparisons += 1
+        return str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
+
+def answered_in_reverse(calls: int) -> tuple[ChatMessage, ...]:
+    """One reply of `calls` calls, then their results last first, ids their own objects."""
+    call_ids = [CountedId(f"call_{n}") for n in range(calls)]
+    reply = assistant("", *(ToolCall(i, "get_weather", "{}") for i in call_ids))
+    results = (result(CountedId(str(i)), "sunny") for i in reversed(call_ids))
+    return (user("u1"), reply, *results)
+
+
+class TestToolResultCost:
+    """A request may carry one reply of as many calls as its body holds (100,000 in 20 MiB),
+    and their results in any order: each result finds its call without a look at the
+    others, or pairing them would hold the event loop for minutes."""
+
+    @pytest.mark.parametrize("check", [unanswerable, paired], ids=lambda f: f.__name__)
+    def test_each_result_finds_its_call_in_a_few_comparisons(self, check: Any) -> None:
+        counts = []
+        for calls in (1000, 2000):
+            sent = answered_in_reverse(calls)
+            CountedId.comparisons = 0
+            checked = check((), sent)
+            counts.append(CountedId.comparisons)
+            assert checked == (None if check is unanswerable else sent)
+        assert counts[1] <= 4 * calls and counts[1] <= 2 * counts[0] + 10, counts
+
+    def test_calls_that_share_an_id_are_answered_in_order_the_rest_after(self) -> None:
+        paris, rome, time = (
+            ToolCall("call_1", "get_weather", '{"city":"Paris"}'),
+            ToolCall("call_1", "get_forecast", '{"city":"Rome"}'),
+            ToolCall("call_2", "get_time", "{}"),
+        )
+        reply = assistant("", paris, rome, time)
+        sent = (user("u1"), reply, result("call_1", "sunny"), user("u2"))
+        assert paired((), sent) == (
+            user("u1"),
+            reply,
+            result("call_1", "sunny"),
+            ChatMessage("tool", NO_RESULT, tool_call_id="call_1", tool_name="get_forecast"),
+            ChatMessage("tool", NO_RESULT, tool_call_id="call_2", tool_name="get_time"),
+            user("u2"),
+        )
+        twice = (user("u1"), reply, *(result(i, "x") for i in ("call_2", "call_1", "call_1")))
+        assert unanswerable((), twice) is None
+        assert unanswerable((), (*twice, result("call_1", "x"))) == result("call_1", "x")
 
 
 class TestRetries:
