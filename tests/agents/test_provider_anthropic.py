@@ -41,6 +41,7 @@ from agents.providers.base import (
 )
 from agents.providers.pool import Timeouts
 from agents.providers.upstream_client import UpstreamClient
+from tests.support.counting import CountedId
 from tests.support.upstreams import (
     API_KEY,
     SECRET_BODY_MARKER,
@@ -938,6 +939,45 @@ class TestTools:
         assert uses[1:] == ["toolu_01A", "functions_get_weather_0"]  # valid ones stay
         assert re.fullmatch(r"[a-zA-Z0-9_-]+", uses[0])
         assert len(set(uses)) == 3
+
+    async def test_calls_that_share_an_id_go_under_the_next_free_one_their_results_too(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        # The API refuses a turn whose tool_use blocks share an id; `x_2` is a call's own.
+        ids = ("x", "x_2", "x", "x", "y", "x")
+        calls = tuple(attrs.evolve(CALL, id=call_id) for call_id in ids)
+        history = (
+            ChatMessage("user", "q"),
+            ChatMessage("assistant", "", tool_calls=calls),
+            *(ChatMessage("tool", "sunny", tool_call_id=i) for i in reversed(ids)),
+        )
+        body = await sent_body(provider, anthropic_upstream, text="q2", history=history)
+        uses = [block["id"] for block in body["messages"][1]["content"]]
+        results = [block["tool_use_id"] for block in body["messages"][2]["content"][:6]]
+        assert uses == ["x", "x_2", "x_3", "x_4", "y", "x_5"]
+        assert results == ["x", "y", "x_3", "x_4", "x_2", "x_5"]
+
+    @pytest.mark.parametrize("shared", [False, True], ids=["own-ids", "one-id"])
+    def test_each_call_id_is_used_a_few_times_however_many_calls_a_reply_has(
+        self, shared: bool
+    ) -> None:
+        """A request may carry one reply of as many calls as its body holds (100,000 in
+        20 MiB); an id looked for among all the turn's ids held the event loop for minutes."""
+        uses = []
+        for count in (1000, 2000):
+            ids = [CountedId("call" if shared else f"call_{n}") for n in range(count)]
+            messages = (
+                ChatMessage("user", "q"),
+                ChatMessage(
+                    "assistant", "", tool_calls=tuple(attrs.evolve(CALL, id=i) for i in ids)
+                ),
+                *(ChatMessage("tool", "x", tool_call_id=CountedId(str(i))) for i in reversed(ids)),
+            )
+            CountedId.reset()
+            sent = anthropic_messages(messages)
+            uses.append(CountedId.uses())
+            assert len({block["id"] for block in sent[1]["content"]}) == count
+        assert uses[1] <= 2 * uses[0] + 10, uses  # twice the calls, twice the work
 
     @pytest.mark.parametrize("arguments", ["{oops", "[" * 5000 + "]" * 5000])
     async def test_arguments_that_are_no_object_are_kept_as_their_text(
