@@ -160,8 +160,8 @@ class TestCost:
     ) -> None:
         """Each turn compares the window's replies and questions with the client's: equal
         texts are told apart without splitting them into words (a 50-turn chat of RAG
-        prompts took 20 ms of the event loop that way), and a RAG prompt is searched for the
-        question from its end."""
+        prompts took 20 ms of the event loop that way), and the question is found in a RAG
+        prompt as it is."""
         import agents.transcript
 
         squeezed: list[str] = []
@@ -176,6 +176,18 @@ class TestCost:
         inputs = new_inputs(ours[-1], (*sent, user("new")), True, ours[-2], tuple(ours[:-1]))
         assert inputs == TurnInputs((user("new"),), False)
         assert squeezed == []
+
+    def test_a_resent_question_is_found_within_the_sessions_in_one_pass(self) -> None:
+        """The client's question is looked for within the session's (a RAG prompt): by a
+        search linear in the texts. A search from the end goes back over every partial
+        match, which for texts of one letter repeated is the product of their lengths: two
+        of 400 KB held the event loop for 7 s, these two would for minutes (the test's
+        timeout)."""
+        question = "a" * 1_000_000 + "?" + "a" * 1_000_000
+        ours = (user(question + "a" * 2_000_000), assistant("r1"))
+        sent = (user(question), assistant("r1"), user("u2"))
+        inputs = new_inputs(ours[-1], sent, True, ours[0], ours[:1])
+        assert inputs == TurnInputs((user("u2"),), False)
 
 
 def answered_in_reverse(calls: int) -> tuple[ChatMessage, ...]:
