@@ -27,7 +27,7 @@ from agents.config import ECHO_PROVIDER, ModelRef, ProviderConfig
 from agents.errors import MalformedStream, UpstreamStatusError
 from agents.providers.openai_completions import request_headers
 from agents.providers.timeouts import Timeouts
-from agents.providers.upstream import log_body, open_stream, transport_error
+from agents.providers.upstream import endpoint_url, log_body, open_stream, transport_error
 from agents.providers.upstream_client import UpstreamClient
 
 ECHO_DIMENSIONS = 16  # echo's vector size when the request names none
@@ -189,7 +189,7 @@ class EmbeddingsClient:
         asked = request_body(request)
         if request.encoding_format == "base64" and upstream in self._floats_only:
             asked["encoding_format"] = "float"
-        url = provider.base_url.rstrip("/") + "/embeddings"
+        url = endpoint_url(provider.base_url, "/embeddings")
         headers = request_headers(provider)
         try:
             resp = await open_stream(self._client, provider, url, headers, asked, self._timeouts)

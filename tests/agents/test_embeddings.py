@@ -9,6 +9,7 @@ import math
 import struct
 from typing import Any
 
+import attrs
 import pytest
 import structlog
 
@@ -122,6 +123,22 @@ class TestClient:
         assert result == Embeddings(
             (tuple(fake_embedding("a")), tuple(fake_embedding("b c"))), 3, 3
         )
+
+    async def test_a_query_in_the_base_url_stays_after_the_path(
+        self, openai_upstream: FakeOpenAI
+    ) -> None:
+        # Azure OpenAI's deployments take their API version so: `...?api-version=2024-10-21`.
+        base_url = f"{openai_upstream.base_url}/?api-version=2024-10-21"
+        provider = attrs.evolve(openai_upstream.provider_config(), base_url=base_url)
+        client = EmbeddingsClient(TIMEOUTS)
+        try:
+            request = attrs.evolve(request_for(openai_upstream, "a"), provider=provider)
+            result = await client.embed(request)
+        finally:
+            await client.aclose()
+        assert result.vectors == (tuple(fake_embedding("a")),)
+        assert openai_upstream.last.path == "/v1/embeddings"
+        assert openai_upstream.last.query == "api-version=2024-10-21"
 
     async def test_echo_needs_no_upstream(self) -> None:
         client = EmbeddingsClient(TIMEOUTS)
