@@ -60,6 +60,7 @@ it again or asks something else.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -113,19 +114,44 @@ def _calls(message: ChatMessage) -> tuple[Any, ...]:
 
 
 def same_message(a: ChatMessage, b: ChatMessage) -> bool:
-    return (
-        a.role == b.role
-        and a.tool_call_id == b.tool_call_id
-        and _same_text(a.text, b.text)
-        and (not (a.tool_calls or b.tool_calls) or _calls(a) == _calls(b))
-    )
+    return _Compared(b).matches(a)
 
 
-def _same_text(a: str, b: str) -> bool:
-    """Equal but for whitespace. Equal texts, the rule, and texts that begin or end with
-    another character are told apart without splitting either into words: a turn compares
-    every reply of the window, and a question can be a RAG prompt of many kilobytes."""
-    return a == b or (_edges(a) == _edges(b) and _squeezed(a) == _squeezed(b))
+class _Compared:
+    """A message as it is compared with others: what the comparison makes of its text and
+    calls is made once, when first needed. The session's reply is compared with each of the
+    client's assistant messages, which may be 500,000 in one request."""
+
+    def __init__(self, message: ChatMessage) -> None:
+        self.message = message
+
+    @functools.cached_property
+    def edges(self) -> tuple[str, str]:
+        return _edges(self.message.text)
+
+    @functools.cached_property
+    def squeezed(self) -> str:
+        return _squeezed(self.message.text)
+
+    @functools.cached_property
+    def calls(self) -> tuple[Any, ...]:
+        return _calls(self.message)
+
+    def matches(self, other: ChatMessage) -> bool:
+        """`other` is this message, its text equal but for whitespace. Equal texts, the
+        rule, and texts that begin or end with another character are told apart without
+        splitting either into words: a turn compares every reply of the window, and a
+        question can be a RAG prompt of many kilobytes."""
+        ours = self.message
+        return (
+            other.role == ours.role
+            and other.tool_call_id == ours.tool_call_id
+            and (
+                other.text == ours.text
+                or (_edges(other.text) == self.edges and _squeezed(other.text) == self.squeezed)
+            )
+            and (not (other.tool_calls or ours.tool_calls) or _calls(other) == self.calls)
+        )
 
 
 def _edges(text: str) -> tuple[str, str]:
@@ -178,9 +204,10 @@ def _after_reply(
 ) -> TurnInputs | None:
     """Rule 2 for the session's `reply`, `before` and `earlier` the session's messages before
     it; None when the client's history does not continue from it."""
+    compared = _Compared(reply)
     for index in range(len(sent) - 1, -1, -1):
         message = sent[index]
-        if message.role == "assistant" and same_message(message, reply):
+        if message.role == "assistant" and compared.matches(message):
             new = sent[index + 1 :]
             if (
                 before is not None

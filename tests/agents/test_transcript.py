@@ -177,6 +177,22 @@ class TestCost:
         assert inputs == TurnInputs((user("new"),), False)
         assert squeezed == []
 
+    def test_the_sessions_reply_is_made_ready_for_comparing_once_however_many_are_sent(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The session's reply is looked for among every assistant message the client sends,
+        which may be 500,000 in one request; a long reply squeezed for each of them would
+        hold the event loop for minutes (0.1 ms each for one of 30 KB)."""
+        import agents.transcript
+
+        reply = assistant("w " * 15_000 + "w\n")
+        squeezed: list[str] = []
+        real = agents.transcript._squeezed
+        monkeypatch.setattr(agents.transcript, "_squeezed", lambda t: squeezed.append(t) or real(t))
+        sent = (user("q"), *(assistant("w x w") for _ in range(1000)), user("next"))
+        assert new_inputs(reply, sent) == TurnInputs(sent, True)
+        assert sum(text == reply.text for text in squeezed) <= 1
+
     def test_a_resent_question_is_found_within_the_sessions_in_one_pass(self) -> None:
         """The client's question is looked for within the session's (a RAG prompt): by a
         search linear in the texts. A search from the end goes back over every partial
