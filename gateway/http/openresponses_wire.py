@@ -422,19 +422,24 @@ def _call_id(item: Mapping[str, Any], path: str) -> str:
     return call_id
 
 
-def _joined(
-    first: str | list[dict[str, Any]], second: str | list[dict[str, Any]]
-) -> str | list[dict[str, Any]]:
-    """Two contents of one message, one after the other, as one."""
-    if isinstance(first, str) and isinstance(second, str):
-        return first + second
-
-    def parts(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _joined(contents: list[str | list[dict[str, Any]]]) -> str | list[dict[str, Any]]:
+    """The contents of one message, one after the other, as one: texts until the first list
+    of parts are one text; from there on each is a text part of its own. In one pass: a
+    message may be joined of as many items as a body holds."""
+    texts: list[str] = []
+    parts: list[dict[str, Any]] | None = None
+    for content in contents:
+        if parts is None:
+            if isinstance(content, str):
+                texts.append(content)
+                continue
+            text = "".join(texts)
+            parts = [{"type": "text", "text": text}] if text else []
         if isinstance(content, list):
-            return content
-        return [{"type": "text", "text": content}] if content else []
-
-    return parts(first) + parts(second)
+            parts.extend(content)
+        elif content:
+            parts.append({"type": "text", "text": content})
+    return "".join(texts) if parts is None else parts
 
 
 def input_messages(value: Any, instructions: str | None) -> list[dict[str, Any]]:
@@ -451,6 +456,7 @@ def input_messages(value: Any, instructions: str | None) -> list[dict[str, Any]]
         return messages
     if not isinstance(value, list):
         raise _type_error("input", "string or array", value)
+    joined: dict[int, list[str | list[dict[str, Any]]]] = {}  # by message: contents to join
     for index, item in enumerate(value):
         path = f"input[{index}]"
         if not isinstance(item, dict):
@@ -466,7 +472,7 @@ def input_messages(value: Any, instructions: str | None) -> list[dict[str, Any]]
                 # The text of a turn whose calls came first (a response's items are in the
                 # order the model began them): one assistant message with its calls, so
                 # that their results follow them, as every upstream wants.
-                last["content"] = _joined(last["content"], said)
+                joined.setdefault(len(messages) - 1, [last["content"]]).append(said)
                 continue
             messages.append({"role": role, "content": said})
         elif kind == "function_call":
@@ -495,6 +501,8 @@ def input_messages(value: Any, instructions: str | None) -> list[dict[str, Any]]
         else:
             shown = kind[:64] if isinstance(kind, str) else json_type(kind)
             raise bad_request(f"Unsupported input item type '{shown}' in `{path}`.", "input")
+    for at, contents in joined.items():
+        messages[at]["content"] = _joined(contents)
     return messages
 
 

@@ -30,3 +30,17 @@ class CountedId(str):
     @classmethod
     def uses(cls) -> int:
         return cls.comparisons + cls.hashes + cls.formats
+
+
+class CountedText(str):
+    """A text that counts the characters copied when it is joined to another with `+`."""
+
+    copied = 0
+
+    def __add__(self, other: str) -> str:
+        CountedText.copied += len(self) + len(other)
+        return str.__add__(self, other)
+
+    def __radd__(self, other: str) -> str:  # taken before str's own `+` for a plain text
+        CountedText.copied += len(other) + len(self)
+        return str.__add__(other, self)
