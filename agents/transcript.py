@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import functools
 import json
-from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
@@ -440,16 +439,16 @@ class _OpenCalls:
 
     def __init__(self, calls: Sequence[ToolCall] = ()) -> None:
         self._calls: list[ToolCall | None] = list(calls)
-        self._open: dict[str, deque[int]] = {}
-        for index, call in enumerate(calls):
-            self._open.setdefault(call.id, deque()).append(index)
+        self._open: dict[str, list[int]] = {}  # by id: the open calls' places, last first
+        for index in range(len(calls) - 1, -1, -1):
+            self._open.setdefault(calls[index].id, []).append(index)
 
     def answer(self, call_id: str | None) -> bool:
         """Whether an open call has the id `call_id`; the first such is then answered."""
         indices = self._open.get(call_id) if call_id is not None else None
         if not indices:
             return False
-        self._calls[indices.popleft()] = None
+        self._calls[indices.pop()] = None
         return True
 
     def left(self) -> Iterator[ToolCall]:
