@@ -468,7 +468,7 @@ def input_messages(value: Any, instructions: str | None) -> list[dict[str, Any]]
                 raise _invalid_item(f"{path}.role", '"user", "assistant", "system" or "developer"')
             said = _content_parts(item.get("content"), path)
             last = messages[-1] if messages else None
-            if role == "assistant" and last is not None and last.get("tool_calls"):
+            if role == "assistant" and last is not None and "tool_calls" in last:
                 # The text of a turn whose calls came first (a response's items are in the
                 # order the model began them): one assistant message with its calls, so
                 # that their results follow them, as every upstream wants.
