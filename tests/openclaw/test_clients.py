@@ -41,6 +41,32 @@ class TestCommandLine:
         assert key in [row["key"] for row in listed["sessions"]]
 
 
+class TestFeaturesClawgateDoesNotHave:
+    """Commands about OpenClaw features clawgate lacks print their empty state, not an error
+    (ws-protocol.md §12)."""
+
+    @pytest.mark.parametrize(
+        ("command", "printed"),
+        [
+            (("nodes", "list"), {"pending": [], "paired": []}),
+            (("cron", "status"), {"enabled": False, "jobs": 0, "nextWakeAtMs": None}),
+            (("system", "heartbeat", "last"), None),
+            (
+                ("gateway", "stability"),
+                {"capacity": 0, "count": 0, "dropped": 0, "events": [], "summary": {"byType": {}}},
+            ),
+        ],
+    )
+    def test_the_command_prints_the_empty_state(
+        self,
+        openclaw: OpenClaw,
+        gateway: GatewayProcess,
+        command: tuple[str, ...],
+        printed: object,
+    ) -> None:
+        assert openclaw.json(ws_url(gateway), *command) == printed
+
+
 @pytest.fixture
 def tui(
     openclaw: OpenClaw, gateway: GatewayProcess, request: pytest.FixtureRequest

@@ -61,13 +61,18 @@ class OpenClaw:
 
     def call(self, url: str, method: str, params: Any = None, *, final: bool = False) -> Any:
         """`openclaw gateway call <method> --json`: the answer's payload."""
-        args = [str(self.command), "gateway", "call", method, "--url", url, "--token", TOKEN]
-        args += ["--json", "--timeout", "20000"]
+        args = ["gateway", "call", method, "--timeout", "20000"]
         if params is not None:
             args += ["--params", json.dumps(params)]
         if final:
             args.append("--expect-final")
-        done = subprocess.run(args, env=self.env(), capture_output=True, text=True, timeout=60)
+        return self.json(url, *args)
+
+    def json(self, url: str, *args: str) -> Any:
+        """`openclaw <args> --url <url> --token <token> --json`, which must succeed: what it
+        printed, parsed."""
+        command = [str(self.command), *args, "--url", url, "--token", TOKEN, "--json"]
+        done = subprocess.run(command, env=self.env(), capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, (done.returncode, done.stdout, done.stderr)
         return json.loads(done.stdout)
 

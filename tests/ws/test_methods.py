@@ -678,17 +678,26 @@ class TestReadMethods:
             "plugin.approval.list": [],
             "taskSuggestions.list": {"suggestions": []},
             "commands.list": {"commands": []},
+            "cron.status": {"enabled": False, "jobs": 0, "nextWakeAtMs": None},
+            "node.pair.list": {"pending": [], "paired": []},
+            "last-heartbeat": None,
+            "diagnostics.stability": {
+                "capacity": 0,
+                "count": 0,
+                "dropped": 0,
+                "events": [],
+                "summary": {"byType": {}},
+            },
             "sessions.subscribe": {"subscribed": True},
             "sessions.unsubscribe": {"subscribed": False},
         }
         for method, answer in answers.items():
             assert await ws.ok(method, {"ignored": 1}) == answer, method
 
-    async def test_device_pair_list_needs_the_pairing_scope(self, gateway: Gateway) -> None:
+    @pytest.mark.parametrize("method", ["device.pair.list", "node.pair.list"])
+    async def test_pair_lists_need_the_pairing_scope(self, gateway: Gateway, method: str) -> None:
         ws = await gateway.connected(scopes=["operator.read"])
-        assert (await ws.call("device.pair.list"))["error"]["message"] == (
-            "missing scope: operator.pairing"
-        )
+        assert (await ws.call(method))["error"]["message"] == "missing scope: operator.pairing"
         await ws.ws.close()
 
     async def test_sessions_describe(self, ws: GatewayWs) -> None:

@@ -16,12 +16,23 @@ from gateway.ws.protocol import PAIRING, READ
 EMPTY_STATES: tuple[tuple[str, str, Any], ...] = (
     ("channels.status", READ, {"channelOrder": [], "channels": {}}),
     ("cron.list", READ, {"jobs": []}),
+    # No scheduler: `openclaw cron status` shows it off, with no jobs and no next wake.
+    ("cron.status", READ, {"enabled": False, "jobs": 0, "nextWakeAtMs": None}),
     ("node.list", READ, {"nodes": []}),
+    ("node.pair.list", PAIRING, {"pending": [], "paired": []}),
     ("device.pair.list", PAIRING, {"pending": [], "paired": []}),
     ("question.list", READ, {"questions": []}),
     ("plugin.approval.list", READ, []),
     ("taskSuggestions.list", READ, {"suggestions": []}),
     ("commands.list", READ, {"commands": []}),
+    # No heartbeat has run (OpenClaw answers null until its first).
+    ("last-heartbeat", READ, None),
+    # `openclaw gateway stability`: a recorder of diagnostic events that records none.
+    (
+        "diagnostics.stability",
+        READ,
+        {"capacity": 0, "count": 0, "dropped": 0, "events": [], "summary": {"byType": {}}},
+    ),
 )
 
 
