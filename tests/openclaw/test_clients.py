@@ -51,6 +51,7 @@ class TestFeaturesClawgateDoesNotHave:
             (("nodes", "list"), {"pending": [], "paired": []}),
             (("cron", "status"), {"enabled": False, "jobs": 0, "nextWakeAtMs": None}),
             (("system", "heartbeat", "last"), None),
+            (("approvals", "pending"), {"approvals": []}),
             (
                 ("gateway", "stability"),
                 {"capacity": 0, "count": 0, "dropped": 0, "events": [], "summary": {"byType": {}}},
@@ -65,6 +66,12 @@ class TestFeaturesClawgateDoesNotHave:
         printed: object,
     ) -> None:
         assert openclaw.json(ws_url(gateway), *command) == printed
+
+    def test_plugin_approvals_are_listed_with_the_approvals_scope(
+        self, openclaw: OpenClaw, gateway: GatewayProcess
+    ) -> None:
+        """The CLI asks for the scope OpenClaw's gateway checks, `operator.approvals` alone."""
+        assert openclaw.call(ws_url(gateway), "plugin.approval.list") == []
 
 
 @pytest.fixture

@@ -675,7 +675,9 @@ class TestReadMethods:
             "node.list": {"nodes": []},
             "device.pair.list": {"pending": [], "paired": []},
             "question.list": {"questions": []},
+            "exec.approval.list": [],
             "plugin.approval.list": [],
+            "openclaw.approval.list": [],
             "taskSuggestions.list": {"suggestions": []},
             "commands.list": {"commands": []},
             "cron.status": {"enabled": False, "jobs": 0, "nextWakeAtMs": None},
@@ -693,6 +695,19 @@ class TestReadMethods:
         }
         for method, answer in answers.items():
             assert await ws.ok(method, {"ignored": 1}) == answer, method
+
+    @pytest.mark.parametrize(
+        "method", ["exec.approval.list", "plugin.approval.list", "openclaw.approval.list"]
+    )
+    async def test_approval_lists_need_the_approvals_scope(
+        self, gateway: Gateway, method: str
+    ) -> None:
+        ws = await gateway.connected(scopes=["operator.read", "operator.write"])
+        assert (await ws.call(method))["error"]["message"] == "missing scope: operator.approvals"
+        await ws.ws.close()
+        approver = await gateway.connected(scopes=["operator.approvals"])
+        assert await approver.ok(method) == []
+        await approver.ws.close()
 
     @pytest.mark.parametrize("method", ["device.pair.list", "node.pair.list"])
     async def test_pair_lists_need_the_pairing_scope(self, gateway: Gateway, method: str) -> None:

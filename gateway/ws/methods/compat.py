@@ -11,7 +11,7 @@ from typing import Any
 
 from gateway.ws.dispatch import CallContext, MethodRegistry, no_params
 from gateway.ws.methods.sessions import KeyParams, empty_row, resolve_key
-from gateway.ws.protocol import PAIRING, READ
+from gateway.ws.protocol import APPROVALS, PAIRING, READ
 
 EMPTY_STATES: tuple[tuple[str, str, Any], ...] = (
     ("channels.status", READ, {"channelOrder": [], "channels": {}}),
@@ -22,7 +22,10 @@ EMPTY_STATES: tuple[tuple[str, str, Any], ...] = (
     ("node.pair.list", PAIRING, {"pending": [], "paired": []}),
     ("device.pair.list", PAIRING, {"pending": [], "paired": []}),
     ("question.list", READ, {"questions": []}),
-    ("plugin.approval.list", READ, []),
+    # `openclaw approvals pending` lists all three kinds, with the scope OpenClaw checks.
+    ("exec.approval.list", APPROVALS, []),
+    ("plugin.approval.list", APPROVALS, []),
+    ("openclaw.approval.list", APPROVALS, []),
     ("taskSuggestions.list", READ, {"suggestions": []}),
     ("commands.list", READ, {"commands": []}),
     # No heartbeat has run (OpenClaw answers null until its first).
