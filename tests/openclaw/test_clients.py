@@ -40,6 +40,14 @@ class TestCommandLine:
         listed = openclaw.call(url, "sessions.list", {})
         assert key in [row["key"] for row in listed["sessions"]]
 
+    def test_a_session_is_labelled_with_the_write_scope_the_cli_asks_for(
+        self, openclaw: OpenClaw, gateway: GatewayProcess
+    ) -> None:
+        """OpenClaw's gateway takes a label from `operator.write`; its CLI asks for no more."""
+        url, key = ws_url(gateway), "agent:main:labelled"
+        patched = openclaw.call(url, "sessions.patch", {"key": key, "label": "From the CLI"})
+        assert (patched["ok"], patched["entry"]["label"]) == (True, "From the CLI")
+
 
 class TestFeaturesClawgateDoesNotHave:
     """Commands about OpenClaw features clawgate lacks print their empty state, not an error

@@ -43,7 +43,7 @@ READ_METHODS = [
     "channels.status",
     "cron.list",
 ]
-ADMIN_METHODS = ["sessions.patch", "sessions.reset", "sessions.delete", "config.patch"]
+ADMIN_METHODS = ["sessions.reset", "sessions.delete", "config.patch"]
 LABEL = {"sessions.patch": {"label": "Boo"}, "sessions.reset": {}}  # what each needs besides key
 
 
@@ -176,6 +176,16 @@ class TestDispatcher:
         frame = await ws.call(method, {"key": "x"})
         assert frame["error"]["message"] == "missing scope: operator.admin"
         await ws.ws.close()
+
+    async def test_a_label_needs_write_as_on_openclaw(self, gateway: Gateway) -> None:
+        reader = await gateway.connected(scopes=["operator.read"])
+        frame = await reader.call("sessions.patch", {"key": "x", "label": "L"})
+        assert frame["error"]["message"] == "missing scope: operator.write"
+        await reader.ws.close()
+        writer = await gateway.connected(scopes=["operator.write"])
+        patched = await writer.ok("sessions.patch", {"key": "x", "label": "L"})
+        assert patched["entry"]["label"] == "L"
+        await writer.ws.close()
 
     async def test_write_satisfies_read_and_health_needs_nothing(self, gateway: Gateway) -> None:
         ws = await gateway.connected(scopes=["operator.write"])

@@ -1,4 +1,7 @@
-"""`sessions.list`, `sessions.patch`, `sessions.reset`, `sessions.delete` (ws-protocol.md §8)."""
+"""`sessions.list`, `sessions.patch`, `sessions.reset`, `sessions.delete` (ws-protocol.md §8).
+
+`sessions.patch` needs `operator.write`, not the spec §7 table's admin: deviation 16 says scope
+checks follow OpenClaw, whose gateway (and CLI) take a label patch with write."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from gateway.config.model import Config
 from gateway.ws.connection import now_ms
 from gateway.ws.dispatch import CallContext, MethodRegistry
 from gateway.ws.methods.health import default_model
-from gateway.ws.protocol import ADMIN, READ, ParamReader, ParamsError
+from gateway.ws.protocol import ADMIN, READ, WRITE, ParamReader, ParamsError
 
 LABEL_MAX = 64  # OpenClaw's label limit
 LIST_MAX = 1000
@@ -157,7 +160,9 @@ def register(methods: MethodRegistry) -> None:
             "sessions": [session.to_dict() for session in listed.sessions],
         }
 
-    @methods.method("sessions.patch", params=PatchParams.parse, scope=ADMIN)
+    # OpenClaw takes a label (and its other presentation fields) from `operator.write`, and
+    # its CLI asks for no more; the fields that need admin there are not supported here.
+    @methods.method("sessions.patch", params=PatchParams.parse, scope=WRITE)
     async def sessions_patch(ctx: CallContext, params: PatchParams) -> Any:
         key = resolve_key(ctx, params.key, "key")
         info = await ctx.to_the_end(ctx.registry.patch_label(key, params.label))
