@@ -49,6 +49,34 @@ class TestCommandLine:
         assert (patched["ok"], patched["entry"]["label"]) == (True, "From the CLI")
 
 
+class TestUsage:
+    def test_usage_cost_counts_the_tokens_and_says_their_cost_is_not_known(
+        self, openclaw: OpenClaw, gateway: GatewayProcess
+    ) -> None:
+        """`openclaw gateway usage-cost`: clawgate knows tokens, not prices; every turn is an
+        entry whose cost is missing, as OpenClaw reports a model without a price."""
+        url = ws_url(gateway)
+        turn = {"message": "what does it cost", "sessionKey": "cost", "idempotencyKey": "cost-1"}
+        openclaw.call(url, "agent", turn, final=True)
+        usage = openclaw.call(url, "usage", {"days": 1, "agentId": "main"})["totals"]
+        cost = openclaw.json(url, "gateway", "usage-cost", "--days", "1")
+        assert cost["days"] == 1
+        assert cost["totals"] == {
+            "input": usage["inputTokens"],
+            "output": usage["outputTokens"],
+            "cacheRead": 0,
+            "cacheWrite": 0,
+            "totalTokens": usage["totalTokens"],
+            "totalCost": 0,
+            "inputCost": 0,
+            "outputCost": 0,
+            "cacheReadCost": 0,
+            "cacheWriteCost": 0,
+            "missingCostEntries": usage["turns"],
+        }
+        assert [day["totalTokens"] for day in cost["daily"]] == [usage["totalTokens"]]
+
+
 class TestFeaturesClawgateDoesNotHave:
     """Commands about OpenClaw features clawgate lacks print their empty state, not an error
     (ws-protocol.md §12)."""

@@ -701,6 +701,7 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     "sessions.preview": {"keys": [KEY], "limit": 3, "maxChars": 100},
     "system.info": {},
     "usage": {"days": 7, "agentId": "main"},
+    "usage.cost": {"days": 7, "agentId": "", "agentScope": "all"},  # "" is no agent
     "chat.subscribe": {"sessionKey": KEY},
     "chat.unsubscribe": {"sessionKey": KEY},
 }

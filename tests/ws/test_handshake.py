@@ -431,6 +431,7 @@ class TestHelloOk:
                     "sessions.preview",
                     "system.info",
                     "usage",
+                    "usage.cost",
                     "sessions.subscribe",
                     "sessions.unsubscribe",
                     "sessions.describe",
