@@ -4,6 +4,7 @@ line's `gateway call`, and its terminal UI on a pseudo-terminal."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -39,6 +40,20 @@ class TestCommandLine:
         ]
         listed = openclaw.call(url, "sessions.list", {})
         assert key in [row["key"] for row in listed["sessions"]]
+
+    def test_agent_by_session_id_alone_is_refused_not_run_in_the_main_session(
+        self, openclaw: OpenClaw, gateway: GatewayProcess, tmp_path: Path
+    ) -> None:
+        """`openclaw agent --session-id` names a session by its id, which clawgate does not
+        look up: the turn is refused, where it went to the main session unasked."""
+        remote = openclaw.remote(tmp_path, ws_url(gateway))
+        done = remote.run("agent", "--message", "hi", "--session-id", "some-id")
+        assert done.returncode != 0
+        assert "sessionId is not supported" in done.stdout + done.stderr
+        history = openclaw.call(ws_url(gateway), "chat.history", {"sessionKey": "main"})
+        assert "hi" not in [m["content"] for m in history["messages"]]
+        reply = remote.run("agent", "--message", "hi", "--session-key", "agent:main:by-key")
+        assert (reply.returncode, reply.stdout.strip()) == (0, "[turn 1] hi")
 
     def test_a_session_is_labelled_with_the_write_scope_the_cli_asks_for(
         self, openclaw: OpenClaw, gateway: GatewayProcess

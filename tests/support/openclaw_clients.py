@@ -71,10 +71,22 @@ class OpenClaw:
     def json(self, url: str, *args: str) -> Any:
         """`openclaw <args> --url <url> --token <token> --json`, which must succeed: what it
         printed, parsed."""
-        command = [str(self.command), *args, "--url", url, "--token", TOKEN, "--json"]
-        done = subprocess.run(command, env=self.env(), capture_output=True, text=True, timeout=60)
+        done = self.run(*args, "--url", url, "--token", TOKEN, "--json")
         assert done.returncode == 0, (done.returncode, done.stdout, done.stderr)
         return json.loads(done.stdout)
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`openclaw <args>`, however it ends."""
+        command = [str(self.command), *args]
+        return subprocess.run(command, env=self.env(), capture_output=True, text=True, timeout=60)
+
+    def remote(self, home: Path, url: str) -> OpenClaw:
+        """These clients with `home` for HOME, whose config names the gateway at `url` as
+        its remote one (`openclaw agent` has no --url: it goes to the configured gateway)."""
+        (home / ".openclaw").mkdir(parents=True, exist_ok=True)
+        config = {"gateway": {"mode": "remote", "remote": {"url": url, "token": TOKEN}}}
+        (home / ".openclaw" / "openclaw.json").write_text(json.dumps(config))
+        return attrs.evolve(self, home=home)
 
 
 def find_openclaw(home: Path) -> OpenClaw | str:

@@ -477,6 +477,14 @@ class TestAgent:
         assert accepted["payload"]["sessionKey"] == "agent:main:main"
         await ws.response("a-m")
 
+    async def test_a_session_id_beside_a_session_key_is_left_to_the_key(
+        self, ws: GatewayWs
+    ) -> None:
+        params = {"message": "hi", "idempotencyKey": "ag-id", "sessionKey": "by-key"}
+        await ws.request("agent", {**params, "sessionId": "some-id"}, id="a-id")
+        assert (await ws.response("a-id"))["payload"]["sessionKey"] == "agent:main:by-key"
+        assert (await ws.response("a-id"))["payload"]["status"] == "ok"
+
     @pytest.mark.parametrize(
         ("params", "message"),
         [

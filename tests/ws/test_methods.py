@@ -224,6 +224,11 @@ class TestDispatcher:
                 "provider is not supported",
             ),
             (
+                "agent",
+                {"message": "m", "idempotencyKey": "k", "sessionId": "some-id"},
+                "sessionId is not supported; name the session with sessionKey",
+            ),
+            (
                 "chat.send",
                 {"sessionKey": "a", "message": "m", "idempotencyKey": "k" * 257},
                 "at /idempotencyKey: must have at most 256 characters",

@@ -52,11 +52,18 @@ class AgentParams:
             value = r.data.get(name)
             if value is not None and value != []:
                 raise ParamsError(f"{name} is not supported")
+        session_key = r.string("sessionKey", max_len=SESSION_KEY_MAX) or None
+        # OpenClaw finds the session a `sessionId` names (`openclaw agent --session-id`); we
+        # keep no index of ids, and running the turn in the main session instead would put it
+        # where the caller did not ask. With a sessionKey, the key names the session.
+        session_id = r.data.get("sessionId")
+        if session_key is None and isinstance(session_id, str) and session_id.strip():
+            raise ParamsError("sessionId is not supported; name the session with sessionKey")
         return cls(
             message=r.string("message") or "",
             idempotency_key=r.required_string("idempotencyKey", max_len=IDEMPOTENCY_KEY_MAX),
             agent_id=r.string("agentId", non_empty=True),
-            session_key=r.string("sessionKey", max_len=SESSION_KEY_MAX) or None,
+            session_key=session_key,
             extra_system_prompt=r.string("extraSystemPrompt") or "",
             timeout=r.number("timeout", minimum=0),
         )
