@@ -3,6 +3,7 @@ line's `gateway call`, and its terminal UI on a pseudo-terminal."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,6 +118,16 @@ class TestFeaturesClawgateDoesNotHave:
         printed: object,
     ) -> None:
         assert openclaw.json(ws_url(gateway), *command) == printed
+
+    def test_skills_and_hooks_list_none(
+        self, openclaw: OpenClaw, gateway: GatewayProcess, tmp_path: Path
+    ) -> None:
+        """clawgate's agents have no skills or hooks (they have no workspace of files)."""
+        remote = openclaw.remote(tmp_path, ws_url(gateway))
+        for command, listed in (("skills", "skills"), ("hooks", "hooks")):
+            done = remote.run(command, "list", "--json")
+            assert done.returncode == 0, (done.stdout, done.stderr)
+            assert json.loads(done.stdout)[listed] == []
 
     def test_plugin_approvals_are_listed_with_the_approvals_scope(
         self, openclaw: OpenClaw, gateway: GatewayProcess

@@ -698,6 +698,8 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     "openclaw.approval.list": {},
     "taskSuggestions.list": {},
     "commands.list": {},
+    "skills.status": {"agentId": "main"},
+    "hooks.status": {"agentId": "main"},
     "sessions.preview": {"keys": [KEY], "limit": 3, "maxChars": 100},
     "system.info": {},
     "usage": {"days": 7, "agentId": "main"},

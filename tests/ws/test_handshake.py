@@ -447,6 +447,8 @@ class TestHelloOk:
                     "openclaw.approval.list",
                     "taskSuggestions.list",
                     "commands.list",
+                    "skills.status",
+                    "hooks.status",
                     "last-heartbeat",
                     "diagnostics.stability",
                 ],

@@ -695,6 +695,8 @@ class TestReadMethods:
             "openclaw.approval.list": [],
             "taskSuggestions.list": {"suggestions": []},
             "commands.list": {"commands": []},
+            "skills.status": {"skills": []},
+            "hooks.status": {"hooks": []},
             "cron.status": {"enabled": False, "jobs": 0, "nextWakeAtMs": None},
             "node.pair.list": {"pending": [], "paired": []},
             "last-heartbeat": None,

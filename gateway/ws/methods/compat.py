@@ -28,6 +28,9 @@ EMPTY_STATES: tuple[tuple[str, str, Any], ...] = (
     ("openclaw.approval.list", APPROVALS, []),
     ("taskSuggestions.list", READ, {"suggestions": []}),
     ("commands.list", READ, {"commands": []}),
+    # Skills and hooks live in an OpenClaw agent's workspace; clawgate's agents have none.
+    ("skills.status", READ, {"skills": []}),
+    ("hooks.status", READ, {"hooks": []}),
     # No heartbeat has run (OpenClaw answers null until its first).
     ("last-heartbeat", READ, None),
     # `openclaw gateway stability`: a recorder of diagnostic events that records none.
