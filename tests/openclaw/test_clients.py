@@ -135,6 +135,12 @@ class TestFeaturesClawgateDoesNotHave:
         """The CLI asks for the scope OpenClaw's gateway checks, `operator.approvals` alone."""
         assert openclaw.call(ws_url(gateway), "plugin.approval.list") == []
 
+    def test_questions_are_listed_with_the_questions_scope(
+        self, openclaw: OpenClaw, gateway: GatewayProcess
+    ) -> None:
+        """The CLI asks for `operator.questions` alone, the scope OpenClaw checks."""
+        assert openclaw.call(ws_url(gateway), "question.list") == {"questions": []}
+
 
 @pytest.fixture
 def tui(

@@ -726,6 +726,15 @@ class TestReadMethods:
         assert await approver.ok(method) == []
         await approver.ws.close()
 
+    async def test_question_list_needs_the_questions_scope(self, gateway: Gateway) -> None:
+        reader = await gateway.connected(scopes=["operator.read", "operator.write"])
+        frame = await reader.call("question.list")
+        assert frame["error"]["message"] == "missing scope: operator.questions"
+        await reader.ws.close()
+        asker = await gateway.connected(scopes=["operator.questions"])
+        assert await asker.ok("question.list") == {"questions": []}
+        await asker.ws.close()
+
     @pytest.mark.parametrize("method", ["device.pair.list", "node.pair.list"])
     async def test_pair_lists_need_the_pairing_scope(self, gateway: Gateway, method: str) -> None:
         ws = await gateway.connected(scopes=["operator.read"])

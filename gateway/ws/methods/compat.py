@@ -11,7 +11,7 @@ from typing import Any
 
 from gateway.ws.dispatch import CallContext, MethodRegistry, no_params
 from gateway.ws.methods.sessions import KeyParams, empty_row, resolve_key
-from gateway.ws.protocol import APPROVALS, PAIRING, READ
+from gateway.ws.protocol import APPROVALS, PAIRING, QUESTIONS, READ
 
 EMPTY_STATES: tuple[tuple[str, str, Any], ...] = (
     ("channels.status", READ, {"channelOrder": [], "channels": {}}),
@@ -21,7 +21,7 @@ EMPTY_STATES: tuple[tuple[str, str, Any], ...] = (
     ("node.list", READ, {"nodes": []}),
     ("node.pair.list", PAIRING, {"pending": [], "paired": []}),
     ("device.pair.list", PAIRING, {"pending": [], "paired": []}),
-    ("question.list", READ, {"questions": []}),
+    ("question.list", QUESTIONS, {"questions": []}),
     # `openclaw approvals pending` lists all three kinds, with the scope OpenClaw checks.
     ("exec.approval.list", APPROVALS, []),
     ("plugin.approval.list", APPROVALS, []),
