@@ -101,6 +101,7 @@ class TestFeaturesClawgateDoesNotHave:
         ("command", "printed"),
         [
             (("nodes", "list"), {"pending": [], "paired": []}),
+            (("cron", "list"), {"jobs": []}),
             (("cron", "status"), {"enabled": False, "jobs": 0, "nextWakeAtMs": None}),
             (("system", "heartbeat", "last"), None),
             (("approvals", "pending"), {"approvals": []}),
@@ -118,6 +119,14 @@ class TestFeaturesClawgateDoesNotHave:
         printed: object,
     ) -> None:
         assert openclaw.json(ws_url(gateway), *command) == printed
+
+    def test_the_runs_of_an_automation_say_there_is_none_such(
+        self, openclaw: OpenClaw, gateway: GatewayProcess
+    ) -> None:
+        url = ws_url(gateway)
+        done = openclaw.run("cron", "runs", "nightly", "--url", url, "--token", TOKEN)
+        assert done.returncode != 0
+        assert "Automation not found: nightly" in done.stdout + done.stderr, done
 
     def test_skills_and_hooks_list_none(
         self, openclaw: OpenClaw, gateway: GatewayProcess, tmp_path: Path

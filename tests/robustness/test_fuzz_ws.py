@@ -687,6 +687,7 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     "channels.status": {},
     "cron.list": {},
     "cron.status": {},
+    "cron.runs": {"id": "", "jobId": "", "limit": 5},  # "" is no job: every job's runs
     "node.list": {},
     "node.pair.list": {},
     "last-heartbeat": {},

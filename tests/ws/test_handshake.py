@@ -451,6 +451,7 @@ class TestHelloOk:
                     "hooks.status",
                     "last-heartbeat",
                     "diagnostics.stability",
+                    "cron.runs",
                 ],
                 "events": [
                     "connect.challenge",

@@ -726,6 +726,26 @@ class TestReadMethods:
         assert await approver.ok(method) == []
         await approver.ws.close()
 
+    async def test_cron_runs_of_a_job_find_no_such_job_and_of_all_none(self, ws: GatewayWs) -> None:
+        frame = await ws.call("cron.runs", {"id": "nightly", "limit": 5})
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": "Automation not found: nightly. List automations and retry with a "
+            "current job id.",
+            "details": {"code": "CRON_JOB_NOT_FOUND", "jobId": "nightly"},
+        }
+        assert (await ws.call("cron.runs", {"jobId": "x"}))["error"]["details"]["jobId"] == "x"
+        assert await ws.ok("cron.runs", {"scope": "all", "limit": 5}) == {
+            "entries": [],
+            "total": 0,
+            "offset": 0,
+            "limit": 5,
+            "hasMore": False,
+            "nextOffset": None,
+        }
+        frame = await ws.call("cron.runs", {"id": "x", "limit": 0})
+        assert frame["error"]["message"] == "invalid cron.runs params: at /limit: must be >= 1"
+
     async def test_question_list_needs_the_questions_scope(self, gateway: Gateway) -> None:
         reader = await gateway.connected(scopes=["operator.read", "operator.write"])
         frame = await reader.call("question.list")

@@ -9,9 +9,22 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
+
 from gateway.ws.dispatch import CallContext, MethodRegistry, no_params
 from gateway.ws.methods.sessions import KeyParams, empty_row, resolve_key
-from gateway.ws.protocol import APPROVALS, PAIRING, QUESTIONS, READ
+from gateway.ws.protocol import (
+    APPROVALS,
+    INVALID_REQUEST,
+    PAIRING,
+    QUESTIONS,
+    READ,
+    ParamReader,
+    WsError,
+)
+
+CRON_RUNS_LIMIT_DEFAULT = 50  # OpenClaw's CLI default
+CRON_RUNS_LIMIT_MAX = 200  # OpenClaw's page bound
 
 EMPTY_STATES: tuple[tuple[str, str, Any], ...] = (
     ("channels.status", READ, {"channelOrder": [], "channels": {}}),
@@ -42,6 +55,32 @@ EMPTY_STATES: tuple[tuple[str, str, Any], ...] = (
 )
 
 
+@attrs.frozen
+class CronJobParams:
+    """`cron.runs`: a job by `id` (or `jobId`), as OpenClaw reads it.
+
+    No `cron.get`: OpenClaw's CLI takes a gateway that has it for one whose `cron.list` pages
+    carry a snapshot revision, and `openclaw cron list` would refuse our plain `{jobs: []}`."""
+
+    job_id: str | None
+    limit: int
+
+    @classmethod
+    def parse(cls, r: ParamReader) -> CronJobParams:
+        job_id = (r.string("id") or r.string("jobId") or "").strip() or None
+        limit = r.integer("limit", minimum=1, maximum=CRON_RUNS_LIMIT_MAX)
+        return cls(job_id, CRON_RUNS_LIMIT_DEFAULT if limit is None else limit)
+
+
+def cron_job_not_found(job_id: str) -> WsError:
+    """OpenClaw's answer for a job it does not have: without a scheduler, every job."""
+    return WsError(
+        INVALID_REQUEST,
+        f"Automation not found: {job_id}. List automations and retry with a current job id.",
+        details={"code": "CRON_JOB_NOT_FOUND", "jobId": job_id},
+    )
+
+
 def _empty_state(answer: Any) -> Any:
     async def handler(ctx: CallContext, params: None) -> Any:
         return answer
@@ -68,3 +107,17 @@ def register(methods: MethodRegistry) -> None:
 
     for name, scope, answer in EMPTY_STATES:
         methods.method(name, params=no_params, scope=scope)(_empty_state(answer))
+
+    @methods.method("cron.runs", params=CronJobParams.parse, scope=READ)
+    async def cron_runs(ctx: CallContext, params: CronJobParams) -> Any:
+        if params.job_id is not None:
+            raise cron_job_not_found(params.job_id)
+        # Every job's runs (OpenClaw's `scope: "all"`): none.
+        return {
+            "entries": [],
+            "total": 0,
+            "offset": 0,
+            "limit": params.limit,
+            "hasMore": False,
+            "nextOffset": None,
+        }
