@@ -56,6 +56,18 @@ class TestCommandLine:
         reply = remote.run("agent", "--message", "hi", "--session-key", "agent:main:by-key")
         assert (reply.returncode, reply.stdout.strip()) == (0, "[turn 1] hi")
 
+    def test_archiving_a_session_says_archiving_is_not_supported(
+        self, openclaw: OpenClaw, gateway: GatewayProcess
+    ) -> None:
+        """`openclaw sessions archive` patches `archived` with the session id it expects;
+        the refusal names what is missing, archiving, not the guard beside it."""
+        url, key = ws_url(gateway), "agent:main:to-archive"
+        turn = {"message": "hi", "sessionKey": key, "idempotencyKey": "ar"}
+        openclaw.call(url, "agent", turn, final=True)
+        done = openclaw.run("sessions", "archive", key, "--url", url, "--token", TOKEN)
+        assert done.returncode != 0
+        assert "unsupported field 'archived'" in done.stdout + done.stderr, done
+
     def test_a_session_is_labelled_with_the_write_scope_the_cli_asks_for(
         self, openclaw: OpenClaw, gateway: GatewayProcess
     ) -> None:

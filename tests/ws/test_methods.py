@@ -257,6 +257,16 @@ class TestDispatcher:
                 {"key": "x", "thinkingLevel": "high"},
                 "unsupported field 'thinkingLevel'",
             ),
+            (
+                "sessions.patch",
+                {"key": "x", "expectedSessionId": "s", "archived": True, "pinned": True},
+                "unsupported field 'archived'",
+            ),
+            (
+                "sessions.patch",
+                {"key": "x", "expectedSessionId": "s", "label": "L"},
+                "unsupported field 'expectedSessionId'",
+            ),
             ("sessions.patch", {"key": "x"}, "at /label: is required"),
             (
                 "sessions.patch",

@@ -20,6 +20,17 @@ from gateway.ws.methods.health import default_model
 from gateway.ws.protocol import ADMIN, READ, WRITE, ParamReader, ParamsError
 
 LABEL_MAX = 64  # OpenClaw's label limit
+# What OpenClaw's sessions.patch takes beside the change: where it applies, and what the
+# session must still be for it to apply.
+PATCH_GUARDS = frozenset(
+    {
+        "agentId",
+        "expectedSessionId",
+        "expectedLifecycleRevision",
+        "expectedPermissionMode",
+        "expectedMarkedUnreadAt",
+    }
+)
 LIST_MAX = 1000
 # A key that held a lone surrogate (JSON can spell one): repaired to U+FFFD it would share a
 # session with every other key repaired so, and HTTP refuses such a key.
@@ -96,11 +107,19 @@ class PatchParams:
     @classmethod
     def parse(cls, r: ParamReader) -> PatchParams:
         key = r.required_string("key")
-        for name, value in r.data.items():
-            # Only the label is supported; silently dropping a model or policy change would
-            # lose the caller's intent (ws-protocol.md §6).
-            if name not in ("key", "label") and value is not None:
-                raise ParamsError(f"unsupported field '{name}'")
+        # Only the label is supported; silently dropping a model or policy change would
+        # lose the caller's intent (ws-protocol.md §6). A change is named before a guard
+        # beside it (`openclaw sessions archive` sends `expectedSessionId` before `archived`).
+        unsupported = sorted(
+            (
+                name
+                for name, value in r.data.items()
+                if name not in ("key", "label") and value is not None
+            ),
+            key=lambda name: name in PATCH_GUARDS,  # stable: else in the caller's order
+        )
+        if unsupported:
+            raise ParamsError(f"unsupported field '{unsupported[0]}'")
         if "label" not in r.data:
             raise r.fail("label", "is required")
         label = r.string("label")
