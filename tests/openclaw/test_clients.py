@@ -56,6 +56,21 @@ class TestCommandLine:
         reply = remote.run("agent", "--message", "hi", "--session-key", "agent:main:by-key")
         assert (reply.returncode, reply.stdout.strip()) == (0, "[turn 1] hi")
 
+    def test_agent_new_and_reset_start_the_session_again(
+        self, openclaw: OpenClaw, gateway: GatewayProcess, tmp_path: Path
+    ) -> None:
+        """`openclaw agent --message /new` (or `/reset <text>`) resets the session, as on
+        OpenClaw, instead of sending the command to the model as a message."""
+        url, key = ws_url(gateway), "agent:main:renewed"
+        remote = openclaw.remote(tmp_path, url)
+        first = remote.run("agent", "--message", "before", "--session-key", key)
+        assert first.stdout.strip() == "[turn 1] before", first
+        new = remote.run("agent", "--message", "/new", "--session-key", key)
+        assert (new.returncode, new.stdout.strip()) == (0, "✅ New session started."), new
+        assert openclaw.call(url, "chat.history", {"sessionKey": key})["messages"] == []
+        again = remote.run("agent", "--message", "/reset after", "--session-key", key)
+        assert (again.returncode, again.stdout.strip()) == (0, "[turn 1] after"), again
+
     def test_archiving_a_session_says_archiving_is_not_supported(
         self, openclaw: OpenClaw, gateway: GatewayProcess
     ) -> None:
