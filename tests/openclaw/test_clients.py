@@ -71,6 +71,17 @@ class TestCommandLine:
         again = remote.run("agent", "--message", "/reset after", "--session-key", key)
         assert (again.returncode, again.stdout.strip()) == (0, "[turn 1] after"), again
 
+    def test_sessions_delete_deletes_the_session_it_listed(
+        self, openclaw: OpenClaw, gateway: GatewayProcess
+    ) -> None:
+        """`openclaw sessions delete` sends the id of the session it listed beside the key."""
+        url, key = ws_url(gateway), "agent:main:to-delete"
+        openclaw.call(url, "sessions.patch", {"key": key, "label": "doomed"})
+        done = openclaw.run("sessions", "delete", key, "--yes", "--url", url, "--token", TOKEN)
+        assert (done.returncode, done.stdout.strip()) == (0, f"Deleted session {key}."), done
+        listed = openclaw.call(url, "sessions.list", {})
+        assert key not in [row["key"] for row in listed["sessions"]]
+
     def test_archiving_a_session_says_archiving_is_not_supported(
         self, openclaw: OpenClaw, gateway: GatewayProcess
     ) -> None:

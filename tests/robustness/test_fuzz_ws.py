@@ -611,7 +611,8 @@ PARAMS: dict[str, st.SearchStrategy[Any]] = {
         {"key": often(session_key)}, optional={"reason": often(st.sampled_from(["new", "x"]))}
     ),
     "sessions.delete": st.fixed_dictionaries(
-        {"key": often(session_key)}, optional={"deleteTranscript": often(st.booleans())}
+        {"key": often(session_key)},
+        optional={"deleteTranscript": often(st.booleans()), "expectedSessionId": odd_text},
     ),
     "sessions.preview": st.fixed_dictionaries(
         {"keys": often(st.lists(session_key | json_values, max_size=70))},
@@ -656,7 +657,7 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     },
     "sessions.patch": {"key": KEY, "label": "walk"},
     "sessions.reset": {"key": KEY, "reason": "new"},
-    "sessions.delete": {"key": KEY, "deleteTranscript": False},
+    "sessions.delete": {"key": KEY, "deleteTranscript": False, "expectedSessionId": ""},
     "chat.send": {
         "sessionKey": KEY,
         "message": "hi",

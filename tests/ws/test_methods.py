@@ -957,6 +957,26 @@ class TestSessions:
         again = await ws.ok("sessions.delete", {"key": "d"})
         assert again["deleted"] is False
 
+    async def test_delete_of_a_session_that_changed_since_it_was_read_is_refused(
+        self, ws: GatewayWs
+    ) -> None:
+        """OpenClaw's guard (`openclaw sessions delete` sends the id it listed): a session
+        reset (or deleted and made again) since is not the one the caller chose."""
+        listed = await ws.ok("sessions.patch", {"key": "g", "label": "guarded"})
+        old_id = listed["entry"]["sessionId"]
+        await ws.ok("sessions.reset", {"key": "g"})
+        frame = await ws.call("sessions.delete", {"key": "g", "expectedSessionId": old_id})
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": "Session agent:main:g changed before deletion. Retry.",
+            "details": {"reason": "session-changed"},
+        }
+        current = (await ws.ok("sessions.describe", {"key": "g"}))["session"]["sessionId"]
+        deleted = await ws.ok("sessions.delete", {"key": "g", "expectedSessionId": current})
+        assert deleted["deleted"] is True
+        frame = await ws.call("sessions.delete", {"key": "g", "expectedSessionId": current})
+        assert frame["error"]["message"] == "Session agent:main:g changed before deletion. Retry."
+
     async def test_the_main_session_cannot_be_deleted(self, ws: GatewayWs) -> None:
         frame = await ws.call("sessions.delete", {"key": "main"})
         assert frame["error"] == {

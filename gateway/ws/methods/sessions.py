@@ -17,7 +17,15 @@ from gateway.config.model import Config
 from gateway.ws.connection import now_ms
 from gateway.ws.dispatch import CallContext, MethodRegistry
 from gateway.ws.methods.health import default_model
-from gateway.ws.protocol import ADMIN, READ, WRITE, ParamReader, ParamsError
+from gateway.ws.protocol import (
+    ADMIN,
+    INVALID_REQUEST,
+    READ,
+    WRITE,
+    ParamReader,
+    ParamsError,
+    WsError,
+)
 
 LABEL_MAX = 64  # OpenClaw's label limit
 # What OpenClaw's sessions.patch takes beside the change: where it applies, and what the
@@ -147,12 +155,14 @@ class ResetParams:
 class DeleteParams:
     key: str
     delete_transcript: bool
+    expected_session_id: str | None  # OpenClaw's guard: the session the caller read
 
     @classmethod
     def parse(cls, r: ParamReader) -> DeleteParams:
         key = r.required_string("key")
         delete_transcript = r.boolean("deleteTranscript")
-        return cls(key, True if delete_transcript is None else delete_transcript)
+        expected = (r.string("expectedSessionId") or "").strip() or None
+        return cls(key, True if delete_transcript is None else delete_transcript, expected)
 
 
 def register(methods: MethodRegistry) -> None:
@@ -196,6 +206,17 @@ def register(methods: MethodRegistry) -> None:
     @methods.method("sessions.delete", params=DeleteParams.parse, scope=ADMIN)
     async def sessions_delete(ctx: CallContext, params: DeleteParams) -> Any:
         key = resolve_key(ctx, params.key, "key")
+        if params.expected_session_id is not None:
+            # `openclaw sessions delete` names the session it listed: one reset (or deleted)
+            # since is another, and stays. Checked before the delete, not under its lock: a
+            # reset in the moment between still loses to the delete.
+            info = await ctx.registry.get_session(key)
+            if info is None or info.session_id != params.expected_session_id:
+                raise WsError(
+                    INVALID_REQUEST,
+                    f"Session {key} changed before deletion. Retry.",  # OpenClaw's
+                    details={"reason": "session-changed"},
+                )
         deleted = await ctx.to_the_end(
             ctx.registry.delete(key, delete_transcript=params.delete_transcript)
         )
