@@ -3,14 +3,17 @@ line's `gateway call`, and its terminal UI on a pseudo-terminal."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.support.openclaw_clients import TOKEN, OpenClaw, Terminal
 from tests.support.process import GatewayProcess
+from tests.support.process_client import connect_ws
 
 pytestmark = [pytest.mark.openclaw, pytest.mark.slow]
 
@@ -82,6 +85,16 @@ class TestCommandLine:
         listed = openclaw.call(url, "sessions.list", {})
         assert key not in [row["key"] for row in listed["sessions"]]
 
+    def test_sessions_delete_finds_a_session_beyond_the_cli_s_first_page(
+        self, openclaw: OpenClaw, gateway: GatewayProcess
+    ) -> None:
+        """The CLI looks for the keys 200 sessions at a time, paging on with `offset`."""
+        keys = [f"agent:main:page-{i:03}" for i in range(201)]  # page-000 the oldest
+        asyncio.run(label_sessions(gateway.url, keys))
+        url = ws_url(gateway)
+        done = openclaw.run("sessions", "delete", keys[0], "--yes", "--url", url, "--token", TOKEN)
+        assert (done.returncode, done.stdout.strip()) == (0, f"Deleted session {keys[0]}."), done
+
     def test_archiving_a_session_says_archiving_is_not_supported(
         self, openclaw: OpenClaw, gateway: GatewayProcess
     ) -> None:
@@ -101,6 +114,20 @@ class TestCommandLine:
         url, key = ws_url(gateway), "agent:main:labelled"
         patched = openclaw.call(url, "sessions.patch", {"key": key, "label": "From the CLI"})
         assert (patched["ok"], patched["entry"]["label"]) == (True, "From the CLI")
+
+
+async def label_sessions(url: str, keys: list[str]) -> None:
+    """A session for each key, in order, over one WebSocket."""
+    async with aiohttp.ClientSession() as http:
+        ws = await connect_ws(http, url, TOKEN)
+        for i, key in enumerate(keys):
+            patch = {"key": key, "label": f"page {i}"}
+            request = {"type": "req", "id": key, "method": "sessions.patch", "params": patch}
+            await ws.send_json(request)
+            while (frame := await ws.receive_json(timeout=10)).get("type") != "res":
+                pass
+            assert frame["ok"] is True, frame
+        await ws.close()
 
 
 class TestUsage:

@@ -555,6 +555,7 @@ PARAMS: dict[str, st.SearchStrategy[Any]] = {
         {},
         optional={
             "limit": often(small),
+            "offset": often(small),
             "agentId": often(st.just("main") | odd_text),
             "search": often(odd_text),
             "label": often(odd_text),
@@ -650,6 +651,7 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     "models.list": {},
     "sessions.list": {
         "limit": 5,
+        "offset": 1,
         "agentId": "main",
         "search": "w",
         "label": "l",

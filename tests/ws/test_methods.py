@@ -845,6 +845,7 @@ class TestSessions:
                 "path": str(gateway.state_dir / "sessions.sqlite3"),
                 "count": 1,
                 "totalCount": 1,
+                "nextOffset": None,
                 "hasMore": False,
                 "defaults": {"modelProvider": "echo", "model": "echo", "contextTokens": None},
                 "sessions": [
@@ -882,6 +883,25 @@ class TestSessions:
         limited = await ws.ok("sessions.list", {"limit": 2})
         assert (limited["count"], limited["totalCount"], limited["hasMore"]) == (2, 3, True)
         assert (await ws.ok("sessions.list", {"activeMinutes": 5}))["totalCount"] == 3
+
+    async def test_list_pages_on_with_offset(self, ws: GatewayWs) -> None:
+        """OpenClaw's paging, which `openclaw sessions delete` follows to an old key."""
+        for key in ("p1", "p2", "p3"):
+            await ws.ok("sessions.patch", {"key": key, "label": key})
+        whole = [row["key"] for row in (await ws.ok("sessions.list"))["sessions"]]
+        first = await ws.ok("sessions.list", {"limit": 2})
+        assert [row["key"] for row in first["sessions"]] == whole[:2]
+        assert (first["nextOffset"], first["hasMore"], "offset" in first) == (2, True, False)
+        last = await ws.ok("sessions.list", {"limit": 2, "offset": first["nextOffset"]})
+        assert [row["key"] for row in last["sessions"]] == whole[2:]
+        assert (last["count"], last["totalCount"], last["offset"]) == (1, 3, 2)
+        assert (last["nextOffset"], last["hasMore"]) == (None, False)
+        beyond = await ws.ok("sessions.list", {"offset": 5})
+        assert (beyond["sessions"], beyond["nextOffset"], beyond["hasMore"]) == ([], None, False)
+        frame = await ws.call("sessions.list", {"offset": 10_001})
+        assert frame["error"]["message"] == (
+            "invalid sessions.list params: at /offset: must be <= 10000"
+        )
 
     @pytest.mark.parametrize(
         "search", ["Ärger", "ärger", "ÄRGER", "über"], ids=["exact", "lower", "upper", "inner"]

@@ -40,6 +40,9 @@ PATCH_GUARDS = frozenset(
     }
 )
 LIST_MAX = 1000
+# A page after `offset` rows costs the store offset + limit rows (as on OpenClaw, which pages
+# the same way): bounded, so that no call makes it read every session of a large store.
+OFFSET_MAX = 10_000
 # A key that held a lone surrogate (JSON can spell one): repaired to U+FFFD it would share a
 # session with every other key repaired so, and HTTP refuses such a key.
 NOT_TEXT = "invalid session key (a lone UTF-16 surrogate is not text)"
@@ -81,6 +84,7 @@ def empty_row(config: Config, registry: SessionRegistry, key: str) -> dict[str, 
 @attrs.frozen
 class ListParams:
     limit: int
+    offset: int
     agent_id: str | None
     search: str | None
     label: str | None
@@ -89,8 +93,10 @@ class ListParams:
     @classmethod
     def parse(cls, r: ParamReader) -> ListParams:
         limit = r.integer("limit", minimum=1, maximum=LIST_MAX)
+        offset = r.integer("offset", minimum=0, maximum=OFFSET_MAX)
         return cls(
             100 if limit is None else limit,
+            offset or 0,
             r.string("agentId"),
             r.string("search"),
             r.string("label"),
@@ -172,22 +178,30 @@ def register(methods: MethodRegistry) -> None:
         # A job of the store's one scan thread: a connection's calls take turns (state.py).
         async with ctx.ws.transcript_reads.turn(ctx.conn.conn_id):
             listed = await ctx.registry.list_sessions(
-                limit=params.limit,
+                limit=params.offset + params.limit,
                 agent_id=params.agent_id,
                 search=params.search,
                 label=params.label,
                 active_minutes=params.active_minutes,
             )
         provider, model, context = default_model(config)
-        return {
+        page = listed.sessions[params.offset :]
+        next_offset = params.offset + len(page)
+        has_more = next_offset < listed.total_count
+        answer: dict[str, Any] = {
             "ts": now_ms(),
             "path": config.sessions_location,
-            "count": len(listed.sessions),
+            "count": len(page),
             "totalCount": listed.total_count,
-            "hasMore": listed.has_more,
-            "defaults": {"modelProvider": provider, "model": model, "contextTokens": context},
-            "sessions": [session.to_dict() for session in listed.sessions],
         }
+        if params.offset:
+            answer["offset"] = params.offset
+        # OpenClaw's paging, which its CLI follows (`openclaw sessions delete` of an old key).
+        answer["nextOffset"] = next_offset if has_more else None
+        answer["hasMore"] = has_more
+        answer["defaults"] = {"modelProvider": provider, "model": model, "contextTokens": context}
+        answer["sessions"] = [session.to_dict() for session in page]
+        return answer
 
     # OpenClaw takes a label (and its other presentation fields) from `operator.write`, and
     # its CLI asks for no more; the fields that need admin there are not supported here.
