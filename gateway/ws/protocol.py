@@ -77,6 +77,10 @@ WRITE: Final = "operator.write"
 APPROVALS: Final = "operator.approvals"
 PAIRING: Final = "operator.pairing"
 OPERATOR_SCOPES: Final = (ADMIN, READ, WRITE, APPROVALS, PAIRING)
+# OpenClaw's scope for its questions (`question.list`), which its CLI asks for alone: granted
+# when asked for, not among the five a connect that asks for none gets (admin covers it).
+QUESTIONS: Final = "operator.questions"
+GRANTABLE_SCOPES: Final = (*OPERATOR_SCOPES, QUESTIONS)
 ROLE_OPERATOR: Final = "operator"
 
 EVENTS: Final = (
@@ -558,9 +562,9 @@ def granted_scopes(requested: Sequence[str] | None) -> tuple[str, ...]:
         return OPERATOR_SCOPES
     granted: list[str] = []
     for scope in requested:
-        if scope in OPERATOR_SCOPES and scope not in granted:
+        if scope in GRANTABLE_SCOPES and scope not in granted:
             # Our constant, not the client's copy: the connection keeps it while open.
-            granted.append(OPERATOR_SCOPES[OPERATOR_SCOPES.index(scope)])
+            granted.append(GRANTABLE_SCOPES[GRANTABLE_SCOPES.index(scope)])
     return tuple(granted)
 
 

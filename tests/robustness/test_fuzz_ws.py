@@ -555,6 +555,7 @@ PARAMS: dict[str, st.SearchStrategy[Any]] = {
         {},
         optional={
             "limit": often(small),
+            "offset": often(small),
             "agentId": often(st.just("main") | odd_text),
             "search": often(odd_text),
             "label": often(odd_text),
@@ -611,7 +612,8 @@ PARAMS: dict[str, st.SearchStrategy[Any]] = {
         {"key": often(session_key)}, optional={"reason": often(st.sampled_from(["new", "x"]))}
     ),
     "sessions.delete": st.fixed_dictionaries(
-        {"key": often(session_key)}, optional={"deleteTranscript": often(st.booleans())}
+        {"key": often(session_key)},
+        optional={"deleteTranscript": often(st.booleans()), "expectedSessionId": odd_text},
     ),
     "sessions.preview": st.fixed_dictionaries(
         {"keys": often(st.lists(session_key | json_values, max_size=70))},
@@ -649,6 +651,7 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     "models.list": {},
     "sessions.list": {
         "limit": 5,
+        "offset": 1,
         "agentId": "main",
         "search": "w",
         "label": "l",
@@ -656,7 +659,7 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     },
     "sessions.patch": {"key": KEY, "label": "walk"},
     "sessions.reset": {"key": KEY, "reason": "new"},
-    "sessions.delete": {"key": KEY, "deleteTranscript": False},
+    "sessions.delete": {"key": KEY, "deleteTranscript": False, "expectedSessionId": ""},
     "chat.send": {
         "sessionKey": KEY,
         "message": "hi",
@@ -695,15 +698,25 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     },
     "channels.status": {},
     "cron.list": {},
+    "cron.status": {},
+    "cron.runs": {"id": "", "jobId": "", "limit": 5},  # "" is no job: every job's runs
     "node.list": {},
+    "node.pair.list": {},
+    "last-heartbeat": {},
+    "diagnostics.stability": {"limit": 10},
     "device.pair.list": {},
     "question.list": {},
+    "exec.approval.list": {},
     "plugin.approval.list": {},
+    "openclaw.approval.list": {},
     "taskSuggestions.list": {},
     "commands.list": {},
+    "skills.status": {"agentId": "main"},
+    "hooks.status": {"agentId": "main"},
     "sessions.preview": {"keys": [KEY], "limit": 3, "maxChars": 100},
     "system.info": {},
     "usage": {"days": 7, "agentId": "main"},
+    "usage.cost": {"days": 7, "agentId": "", "agentScope": "all"},  # "" is no agent
     "chat.subscribe": {"sessionKey": KEY},
     "chat.unsubscribe": {"sessionKey": KEY},
 }

@@ -61,15 +61,32 @@ class OpenClaw:
 
     def call(self, url: str, method: str, params: Any = None, *, final: bool = False) -> Any:
         """`openclaw gateway call <method> --json`: the answer's payload."""
-        args = [str(self.command), "gateway", "call", method, "--url", url, "--token", TOKEN]
-        args += ["--json", "--timeout", "20000"]
+        args = ["gateway", "call", method, "--timeout", "20000"]
         if params is not None:
             args += ["--params", json.dumps(params)]
         if final:
             args.append("--expect-final")
-        done = subprocess.run(args, env=self.env(), capture_output=True, text=True, timeout=60)
+        return self.json(url, *args)
+
+    def json(self, url: str, *args: str) -> Any:
+        """`openclaw <args> --url <url> --token <token> --json`, which must succeed: what it
+        printed, parsed."""
+        done = self.run(*args, "--url", url, "--token", TOKEN, "--json")
         assert done.returncode == 0, (done.returncode, done.stdout, done.stderr)
         return json.loads(done.stdout)
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`openclaw <args>`, however it ends."""
+        command = [str(self.command), *args]
+        return subprocess.run(command, env=self.env(), capture_output=True, text=True, timeout=60)
+
+    def remote(self, home: Path, url: str) -> OpenClaw:
+        """These clients with `home` for HOME, whose config names the gateway at `url` as
+        its remote one (`openclaw agent` has no --url: it goes to the configured gateway)."""
+        (home / ".openclaw").mkdir(parents=True, exist_ok=True)
+        config = {"gateway": {"mode": "remote", "remote": {"url": url, "token": TOKEN}}}
+        (home / ".openclaw" / "openclaw.json").write_text(json.dumps(config))
+        return attrs.evolve(self, home=home)
 
 
 def find_openclaw(home: Path) -> OpenClaw | str:

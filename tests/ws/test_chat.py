@@ -562,6 +562,60 @@ class TestAgent:
         assert accepted["payload"]["sessionKey"] == "agent:main:main"
         await ws.response("a-m")
 
+    async def test_new_resets_the_session_and_answers_once(self, ws: GatewayWs) -> None:
+        before = await ws.ok("sessions.patch", {"key": "cmd", "label": "L"})
+        await ws.request(
+            "agent", {"message": "/New", "idempotencyKey": "ag-new", "sessionKey": "cmd"}, id="n"
+        )
+        answer = (await ws.response("n"))["payload"]
+        session_id = answer["result"]["meta"]["agentMeta"]["sessionId"]
+        assert session_id != before["entry"]["sessionId"]
+        assert answer == {
+            "runId": "ag-new",
+            "status": "ok",
+            "summary": "completed",
+            "result": {
+                "payloads": [{"text": "✅ New session started.", "isStatusNotice": True}],
+                "meta": {"durationMs": 0, "agentMeta": {"sessionId": session_id}},
+            },
+        }
+        assert (await ws.ok("chat.history", {"sessionKey": "cmd"}))["sessionId"] == session_id
+
+    async def test_reset_with_text_runs_it_in_the_new_session(self, ws: GatewayWs) -> None:
+        turn = {"message": "one", "idempotencyKey": "ag-r1", "sessionKey": "cmd2"}
+        await ws.request("agent", turn, id="r1")
+        await ws.response("r1")
+        await ws.response("r1")
+        turn = {"message": "/reset  two\nthree", "idempotencyKey": "ag-r2", "sessionKey": "cmd2"}
+        await ws.request("agent", turn, id="r2")
+        assert (await ws.response("r2"))["payload"]["status"] == "accepted"
+        final = (await ws.response("r2"))["payload"]
+        assert final["result"]["payloads"][0]["text"] == "[turn 1] two\nthree"
+        history = await ws.ok("chat.history", {"sessionKey": "cmd2"})
+        assert [m["content"] for m in history["messages"] if m["role"] == "user"] == ["two\nthree"]
+
+    async def test_a_word_that_begins_like_a_command_is_a_message(self, ws: GatewayWs) -> None:
+        turn = {"message": "/newer", "idempotencyKey": "ag-nw", "sessionKey": "cmd3"}
+        await ws.request("agent", turn, id="nw")
+        await ws.response("nw")
+        final = (await ws.response("nw"))["payload"]
+        assert final["result"]["payloads"][0]["text"] == "[turn 1] /newer"
+
+    async def test_new_needs_admin(self, gateway: Gateway) -> None:
+        ws = await gateway.connected(scopes=["operator.write"])
+        frame = await ws.call("agent", {"message": "/new", "idempotencyKey": "ag-na"})
+        assert frame["error"]["message"] == "missing scope: operator.admin"
+        assert (await ws.ok("chat.history", {"sessionKey": "main"}))["messages"] == []
+        await ws.ws.close()
+
+    async def test_a_session_id_beside_a_session_key_is_left_to_the_key(
+        self, ws: GatewayWs
+    ) -> None:
+        params = {"message": "hi", "idempotencyKey": "ag-id", "sessionKey": "by-key"}
+        await ws.request("agent", {**params, "sessionId": "some-id"}, id="a-id")
+        assert (await ws.response("a-id"))["payload"]["sessionKey"] == "agent:main:by-key"
+        assert (await ws.response("a-id"))["payload"]["status"] == "ok"
+
     @pytest.mark.parametrize(
         ("params", "message"),
         [

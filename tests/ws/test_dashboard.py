@@ -285,6 +285,51 @@ class TestUsage:
         assert frame["error"]["message"] == f"invalid usage params: {detail}"
 
 
+def cost(inp: int, out: int, turns: int) -> dict[str, int]:
+    """OpenClaw's cost totals of `inp`/`out` tokens over `turns` turns of unknown price."""
+    return {
+        "input": inp, "output": out, "cacheRead": 0, "cacheWrite": 0,
+        "totalTokens": inp + out, "totalCost": 0, "inputCost": 0, "outputCost": 0,
+        "cacheReadCost": 0, "cacheWriteCost": 0, "missingCostEntries": turns,
+    }  # fmt: skip
+
+
+class TestUsageCost:
+    """OpenClaw's `usage.cost` (`openclaw gateway usage-cost`): tokens a day, the cost unknown."""
+
+    async def test_the_default_agent_one_agent_or_all(
+        self, make_gateway: MakeGateway, tmp_path: Path
+    ) -> None:
+        now = now_ms()
+        yesterday = dt.datetime.fromtimestamp((now - DAY_MS) / 1000, dt.UTC).date().isoformat()
+        await seed(tmp_path / "state", "agent:main:a", "main", now - DAY_MS, 10, 5)
+        await seed(tmp_path / "state", "agent:ops:b", "ops", now - DAY_MS, 7, 3)
+        await seed(tmp_path / "state", "agent:main:c", "main", now - 40 * DAY_MS, 100, 100)
+        ws = await (await make_gateway(KEEP_OLD)).connected()
+        default = await ws.ok("usage.cost", {"days": 30})
+        assert (default["days"], default["daily"]) == (30, [{"date": yesterday, **cost(10, 5, 1)}])
+        assert default["totals"] == cost(10, 5, 1)
+        assert (await ws.ok("usage.cost", {"days": 7, "agentId": "ops"}))["totals"] == cost(7, 3, 1)
+        every = await ws.ok("usage.cost", {"days": 60, "agentScope": "all"})
+        assert every["totals"] == cost(117, 108, 3)
+        assert [day["totalTokens"] for day in every["daily"]] == [200, 25]  # oldest first
+
+    @pytest.mark.parametrize(
+        ("params", "detail"),
+        [
+            ({"days": 0}, "at /days: must be >= 1"),
+            ({"agentScope": "mine"}, 'at /agentScope: must be "all"'),
+            ({"agentScope": "all", "agentId": "main"},
+             "agentScope=all cannot be combined with agentId"),
+        ],
+    )  # fmt: skip
+    async def test_refuses_bad_params(
+        self, ws: GatewayWs, params: dict[str, Any], detail: str
+    ) -> None:
+        frame = await ws.call("usage.cost", params)
+        assert frame["error"]["message"] == f"invalid usage.cost params: {detail}"
+
+
 class TestUsageScans:
     """Any operator.read client may ask for `usage` as often as it likes, and each answer
     sums every assistant message of its window: one scan of the store answers them all."""

@@ -45,7 +45,7 @@ READ_METHODS = [
     "channels.status",
     "cron.list",
 ]
-ADMIN_METHODS = ["sessions.patch", "sessions.reset", "sessions.delete", "config.patch"]
+ADMIN_METHODS = ["sessions.reset", "sessions.delete", "config.patch"]
 LABEL = {"sessions.patch": {"label": "Boo"}, "sessions.reset": {}}  # what each needs besides key
 
 
@@ -179,6 +179,16 @@ class TestDispatcher:
         assert frame["error"]["message"] == "missing scope: operator.admin"
         await ws.ws.close()
 
+    async def test_a_label_needs_write_as_on_openclaw(self, gateway: Gateway) -> None:
+        reader = await gateway.connected(scopes=["operator.read"])
+        frame = await reader.call("sessions.patch", {"key": "x", "label": "L"})
+        assert frame["error"]["message"] == "missing scope: operator.write"
+        await reader.ws.close()
+        writer = await gateway.connected(scopes=["operator.write"])
+        patched = await writer.ok("sessions.patch", {"key": "x", "label": "L"})
+        assert patched["entry"]["label"] == "L"
+        await writer.ws.close()
+
     async def test_write_satisfies_read_and_health_needs_nothing(self, gateway: Gateway) -> None:
         ws = await gateway.connected(scopes=["operator.write"])
         assert (await ws.call("status"))["ok"] is True
@@ -216,6 +226,11 @@ class TestDispatcher:
                 "provider is not supported",
             ),
             (
+                "agent",
+                {"message": "m", "idempotencyKey": "k", "sessionId": "some-id"},
+                "sessionId is not supported; name the session with sessionKey",
+            ),
+            (
                 "chat.send",
                 {"sessionKey": "a", "message": "m", "idempotencyKey": "k" * 257},
                 "at /idempotencyKey: must have at most 256 characters",
@@ -243,6 +258,16 @@ class TestDispatcher:
                 "sessions.patch",
                 {"key": "x", "thinkingLevel": "high"},
                 "unsupported field 'thinkingLevel'",
+            ),
+            (
+                "sessions.patch",
+                {"key": "x", "expectedSessionId": "s", "archived": True, "pinned": True},
+                "unsupported field 'archived'",
+            ),
+            (
+                "sessions.patch",
+                {"key": "x", "expectedSessionId": "s", "label": "L"},
+                "unsupported field 'expectedSessionId'",
             ),
             ("sessions.patch", {"key": "x"}, "at /label: is required"),
             (
@@ -699,20 +724,75 @@ class TestReadMethods:
             "node.list": {"nodes": []},
             "device.pair.list": {"pending": [], "paired": []},
             "question.list": {"questions": []},
+            "exec.approval.list": [],
             "plugin.approval.list": [],
+            "openclaw.approval.list": [],
             "taskSuggestions.list": {"suggestions": []},
             "commands.list": {"commands": []},
+            "skills.status": {"skills": []},
+            "hooks.status": {"hooks": []},
+            "cron.status": {"enabled": False, "jobs": 0, "nextWakeAtMs": None},
+            "node.pair.list": {"pending": [], "paired": []},
+            "last-heartbeat": None,
+            "diagnostics.stability": {
+                "capacity": 0,
+                "count": 0,
+                "dropped": 0,
+                "events": [],
+                "summary": {"byType": {}},
+            },
             "sessions.subscribe": {"subscribed": True},
             "sessions.unsubscribe": {"subscribed": False},
         }
         for method, answer in answers.items():
             assert await ws.ok(method, {"ignored": 1}) == answer, method
 
-    async def test_device_pair_list_needs_the_pairing_scope(self, gateway: Gateway) -> None:
+    @pytest.mark.parametrize(
+        "method", ["exec.approval.list", "plugin.approval.list", "openclaw.approval.list"]
+    )
+    async def test_approval_lists_need_the_approvals_scope(
+        self, gateway: Gateway, method: str
+    ) -> None:
+        ws = await gateway.connected(scopes=["operator.read", "operator.write"])
+        assert (await ws.call(method))["error"]["message"] == "missing scope: operator.approvals"
+        await ws.ws.close()
+        approver = await gateway.connected(scopes=["operator.approvals"])
+        assert await approver.ok(method) == []
+        await approver.ws.close()
+
+    async def test_cron_runs_of_a_job_find_no_such_job_and_of_all_none(self, ws: GatewayWs) -> None:
+        frame = await ws.call("cron.runs", {"id": "nightly", "limit": 5})
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": "Automation not found: nightly. List automations and retry with a "
+            "current job id.",
+            "details": {"code": "CRON_JOB_NOT_FOUND", "jobId": "nightly"},
+        }
+        assert (await ws.call("cron.runs", {"jobId": "x"}))["error"]["details"]["jobId"] == "x"
+        assert await ws.ok("cron.runs", {"scope": "all", "limit": 5}) == {
+            "entries": [],
+            "total": 0,
+            "offset": 0,
+            "limit": 5,
+            "hasMore": False,
+            "nextOffset": None,
+        }
+        frame = await ws.call("cron.runs", {"id": "x", "limit": 0})
+        assert frame["error"]["message"] == "invalid cron.runs params: at /limit: must be >= 1"
+
+    async def test_question_list_needs_the_questions_scope(self, gateway: Gateway) -> None:
+        reader = await gateway.connected(scopes=["operator.read", "operator.write"])
+        frame = await reader.call("question.list")
+        assert frame["error"]["message"] == "missing scope: operator.questions"
+        await reader.ws.close()
+        asker = await gateway.connected(scopes=["operator.questions"])
+        assert await asker.ok("question.list") == {"questions": []}
+        await asker.ws.close()
+
+    @pytest.mark.parametrize("method", ["device.pair.list", "node.pair.list"])
+    async def test_pair_lists_need_the_pairing_scope(self, gateway: Gateway, method: str) -> None:
         ws = await gateway.connected(scopes=["operator.read"])
-        assert (await ws.call("device.pair.list"))["error"]["message"] == (
-            "missing scope: operator.pairing"
-        )
+        assert (await ws.call(method))["error"]["message"] == "missing scope: operator.pairing"
         await ws.ws.close()
 
     async def test_sessions_describe(self, ws: GatewayWs) -> None:
@@ -789,6 +869,7 @@ class TestSessions:
                 "path": str(gateway.state_dir / "sessions.sqlite3"),
                 "count": 1,
                 "totalCount": 1,
+                "nextOffset": None,
                 "hasMore": False,
                 "defaults": {"modelProvider": "echo", "model": "echo", "contextTokens": None},
                 "sessions": [
@@ -826,6 +907,25 @@ class TestSessions:
         limited = await ws.ok("sessions.list", {"limit": 2})
         assert (limited["count"], limited["totalCount"], limited["hasMore"]) == (2, 3, True)
         assert (await ws.ok("sessions.list", {"activeMinutes": 5}))["totalCount"] == 3
+
+    async def test_list_pages_on_with_offset(self, ws: GatewayWs) -> None:
+        """OpenClaw's paging, which `openclaw sessions delete` follows to an old key."""
+        for key in ("p1", "p2", "p3"):
+            await ws.ok("sessions.patch", {"key": key, "label": key})
+        whole = [row["key"] for row in (await ws.ok("sessions.list"))["sessions"]]
+        first = await ws.ok("sessions.list", {"limit": 2})
+        assert [row["key"] for row in first["sessions"]] == whole[:2]
+        assert (first["nextOffset"], first["hasMore"], "offset" in first) == (2, True, False)
+        last = await ws.ok("sessions.list", {"limit": 2, "offset": first["nextOffset"]})
+        assert [row["key"] for row in last["sessions"]] == whole[2:]
+        assert (last["count"], last["totalCount"], last["offset"]) == (1, 3, 2)
+        assert (last["nextOffset"], last["hasMore"]) == (None, False)
+        beyond = await ws.ok("sessions.list", {"offset": 5})
+        assert (beyond["sessions"], beyond["nextOffset"], beyond["hasMore"]) == ([], None, False)
+        frame = await ws.call("sessions.list", {"offset": 10_001})
+        assert frame["error"]["message"] == (
+            "invalid sessions.list params: at /offset: must be <= 10000"
+        )
 
     @pytest.mark.parametrize(
         "search", ["Ärger", "ärger", "ÄRGER", "über"], ids=["exact", "lower", "upper", "inner"]
@@ -900,6 +1000,26 @@ class TestSessions:
         assert changed["payload"]["session"] is None
         again = await ws.ok("sessions.delete", {"key": "d"})
         assert again["deleted"] is False
+
+    async def test_delete_of_a_session_that_changed_since_it_was_read_is_refused(
+        self, ws: GatewayWs
+    ) -> None:
+        """OpenClaw's guard (`openclaw sessions delete` sends the id it listed): a session
+        reset (or deleted and made again) since is not the one the caller chose."""
+        listed = await ws.ok("sessions.patch", {"key": "g", "label": "guarded"})
+        old_id = listed["entry"]["sessionId"]
+        await ws.ok("sessions.reset", {"key": "g"})
+        frame = await ws.call("sessions.delete", {"key": "g", "expectedSessionId": old_id})
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": "Session agent:main:g changed before deletion. Retry.",
+            "details": {"reason": "session-changed"},
+        }
+        current = (await ws.ok("sessions.describe", {"key": "g"}))["session"]["sessionId"]
+        deleted = await ws.ok("sessions.delete", {"key": "g", "expectedSessionId": current})
+        assert deleted["deleted"] is True
+        frame = await ws.call("sessions.delete", {"key": "g", "expectedSessionId": current})
+        assert frame["error"]["message"] == "Session agent:main:g changed before deletion. Retry."
 
     async def test_the_main_session_cannot_be_deleted(self, ws: GatewayWs) -> None:
         frame = await ws.call("sessions.delete", {"key": "main"})

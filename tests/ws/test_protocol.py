@@ -80,6 +80,7 @@ class TestScopes:
     def test_grants(self) -> None:
         assert granted_scopes(None) == protocol.OPERATOR_SCOPES
         assert granted_scopes(["operator.read", "x"]) == ("operator.read",)
+        assert granted_scopes(["operator.questions"]) == ("operator.questions",)
 
     @pytest.mark.parametrize(
         ("granted", "required", "allowed"),
@@ -88,6 +89,8 @@ class TestScopes:
             (["operator.write"], "operator.read", True),
             (["operator.read"], "operator.write", False),
             (["operator.approvals"], "operator.read", False),
+            (["operator.admin"], "operator.questions", True),
+            (["operator.read"], "operator.questions", False),
         ],
     )
     def test_checks(self, granted: list[str], required: str, allowed: bool) -> None:

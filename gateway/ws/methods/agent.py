@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import attrs
@@ -22,6 +23,7 @@ from gateway.ws.methods.chat import (
 )
 from gateway.ws.methods.sessions import resolve_key
 from gateway.ws.protocol import (
+    ADMIN,
     INVALID_REQUEST,
     TRUNCATED_MARK,
     UNAVAILABLE,
@@ -40,6 +42,8 @@ UNSUPPORTED = ("provider", "model", "attachments")  # deviation 33: refused, not
 # A retried `agent` whose run ended so long ago (or so many bytes of replies ago) that the
 # registry no longer holds its reply.
 RESULT_FORGOTTEN = "run result no longer available"
+# OpenClaw's session commands of an `agent` message (`openclaw agent --message /new`).
+RESET_COMMAND = re.compile(r"^/(new|reset)(?:\s+([\s\S]*))?$", re.IGNORECASE)
 
 
 @attrs.frozen
@@ -57,11 +61,18 @@ class AgentParams:
             value = r.data.get(name)
             if value is not None and value != []:
                 raise ParamsError(f"{name} is not supported")
+        session_key = r.string("sessionKey", max_len=SESSION_KEY_MAX) or None
+        # OpenClaw finds the session a `sessionId` names (`openclaw agent --session-id`); we
+        # keep no index of ids, and running the turn in the main session instead would put it
+        # where the caller did not ask. With a sessionKey, the key names the session.
+        session_id = r.data.get("sessionId")
+        if session_key is None and isinstance(session_id, str) and session_id.strip():
+            raise ParamsError("sessionId is not supported; name the session with sessionKey")
         return cls(
             message=r.string("message") or "",
             idempotency_key=r.required_string("idempotencyKey", max_len=IDEMPOTENCY_KEY_MAX),
             agent_id=r.string("agentId", non_empty=True),
-            session_key=r.string("sessionKey", max_len=SESSION_KEY_MAX) or None,
+            session_key=session_key,
             extra_system_prompt=r.string("extraSystemPrompt") or "",
             timeout=r.number("timeout", minimum=0),
         )
@@ -78,6 +89,20 @@ class WaitParams:
         run_id = r.required_string("runId", max_len=IDEMPOTENCY_KEY_MAX)
         timeout_ms = r.integer("timeoutMs", minimum=0)
         return cls(run_id, WAIT_DEFAULT_MS if timeout_ms is None else timeout_ms)
+
+
+def reset_answer(run_id: str, command: str, session_id: str) -> dict[str, Any]:
+    """The one answer to a bare `/new` or `/reset`: OpenClaw's acknowledgement, no run."""
+    text = "✅ New session started." if command == "new" else "✅ Session reset."
+    return {
+        "runId": run_id,
+        "status": "ok",
+        "summary": "completed",
+        "result": {
+            "payloads": [{"text": text, "isStatusNotice": True}],
+            "meta": {"durationMs": 0, "agentMeta": {"sessionId": session_id}},
+        },
+    }
 
 
 def accepted_answer(run: AgentRun) -> dict[str, Any]:
@@ -195,13 +220,23 @@ def register(methods: MethodRegistry) -> None:
             raise InvalidSessionKey(
                 f"Session key '{key}' belongs to agent '{key_agent}', not '{agent_id}'."
             )
+        message = params.message
+        if (reset := RESET_COMMAND.match(message)) is not None:
+            # OpenClaw's `/new` and `/reset [text]`: the session starts again (admin, as
+            # `sessions.reset`), then the text, if any, is the new session's first turn.
+            if not protocol.scope_allows(ctx.conn.scopes, ADMIN):
+                raise protocol.missing_scope(ADMIN, ctx.conn.protocol)
+            info = await ctx.to_the_end(registry.reset(key))
+            message = (reset.group(2) or "").strip()
+            if not message:
+                return reset_answer(run_id, reset.group(1).lower(), info.session_id)
         check_queue(registry, key)
         run = registry.submit(
             TurnRequest(
                 key_agent,
                 key,
                 run_id,
-                params.message,
+                message,
                 extra_system_prompt=params.extra_system_prompt,
                 timeout_seconds=params.timeout,
                 idempotency_key=run_id,

@@ -16,17 +16,47 @@ from agents.ids import uuid7
 from agents.keys import parse_session_key
 from gateway.ws.dispatch import CallContext, MethodRegistry, no_params
 from gateway.ws.methods.sessions import KeyParams, empty_row, parse_label, resolve_key
-from gateway.ws.protocol import PAIRING, READ, WRITE, ParamReader, ParamsError
+from gateway.ws.protocol import (
+    APPROVALS,
+    INVALID_REQUEST,
+    PAIRING,
+    QUESTIONS,
+    READ,
+    WRITE,
+    ParamReader,
+    ParamsError,
+    WsError,
+)
+
+CRON_RUNS_LIMIT_DEFAULT = 50  # OpenClaw's CLI default
+CRON_RUNS_LIMIT_MAX = 200  # OpenClaw's page bound
 
 EMPTY_STATES: tuple[tuple[str, str, Any], ...] = (
     ("channels.status", READ, {"channelOrder": [], "channels": {}}),
     ("cron.list", READ, {"jobs": []}),
+    # No scheduler: `openclaw cron status` shows it off, with no jobs and no next wake.
+    ("cron.status", READ, {"enabled": False, "jobs": 0, "nextWakeAtMs": None}),
     ("node.list", READ, {"nodes": []}),
+    ("node.pair.list", PAIRING, {"pending": [], "paired": []}),
     ("device.pair.list", PAIRING, {"pending": [], "paired": []}),
-    ("question.list", READ, {"questions": []}),
-    ("plugin.approval.list", READ, []),
+    ("question.list", QUESTIONS, {"questions": []}),
+    # `openclaw approvals pending` lists all three kinds, with the scope OpenClaw checks.
+    ("exec.approval.list", APPROVALS, []),
+    ("plugin.approval.list", APPROVALS, []),
+    ("openclaw.approval.list", APPROVALS, []),
     ("taskSuggestions.list", READ, {"suggestions": []}),
     ("commands.list", READ, {"commands": []}),
+    # Skills and hooks live in an OpenClaw agent's workspace; clawgate's agents have none.
+    ("skills.status", READ, {"skills": []}),
+    ("hooks.status", READ, {"hooks": []}),
+    # No heartbeat has run (OpenClaw answers null until its first).
+    ("last-heartbeat", READ, None),
+    # `openclaw gateway stability`: a recorder of diagnostic events that records none.
+    (
+        "diagnostics.stability",
+        READ,
+        {"capacity": 0, "count": 0, "dropped": 0, "events": [], "summary": {"byType": {}}},
+    ),
 )
 
 
@@ -62,6 +92,32 @@ class CreateParams:
             r.string("agentId", non_empty=True),
             parse_label(r),
         )
+
+
+@attrs.frozen
+class CronJobParams:
+    """`cron.runs`: a job by `id` (or `jobId`), as OpenClaw reads it.
+
+    No `cron.get`: OpenClaw's CLI takes a gateway that has it for one whose `cron.list` pages
+    carry a snapshot revision, and `openclaw cron list` would refuse our plain `{jobs: []}`."""
+
+    job_id: str | None
+    limit: int
+
+    @classmethod
+    def parse(cls, r: ParamReader) -> CronJobParams:
+        job_id = (r.string("id") or r.string("jobId") or "").strip() or None
+        limit = r.integer("limit", minimum=1, maximum=CRON_RUNS_LIMIT_MAX)
+        return cls(job_id, CRON_RUNS_LIMIT_DEFAULT if limit is None else limit)
+
+
+def cron_job_not_found(job_id: str) -> WsError:
+    """OpenClaw's answer for a job it does not have: without a scheduler, every job."""
+    return WsError(
+        INVALID_REQUEST,
+        f"Automation not found: {job_id}. List automations and retry with a current job id.",
+        details={"code": "CRON_JOB_NOT_FOUND", "jobId": job_id},
+    )
 
 
 def _empty_state(answer: Any) -> Any:
@@ -103,3 +159,17 @@ def register(methods: MethodRegistry) -> None:
 
     for name, scope, answer in EMPTY_STATES:
         methods.method(name, params=no_params, scope=scope)(_empty_state(answer))
+
+    @methods.method("cron.runs", params=CronJobParams.parse, scope=READ)
+    async def cron_runs(ctx: CallContext, params: CronJobParams) -> Any:
+        if params.job_id is not None:
+            raise cron_job_not_found(params.job_id)
+        # Every job's runs (OpenClaw's `scope: "all"`): none.
+        return {
+            "entries": [],
+            "total": 0,
+            "offset": 0,
+            "limit": params.limit,
+            "hasMore": False,
+            "nextOffset": None,
+        }

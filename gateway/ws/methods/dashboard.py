@@ -1,9 +1,10 @@
-"""What a dashboard asks for: `sessions.preview`, `system.info`, `usage`.
+"""What a dashboard asks for: `sessions.preview`, `system.info`, `usage`, `usage.cost`.
 
 `sessions.preview` has OpenClaw's name and shape (`{keys, limit, maxChars}` →
 `{ts, previews: [{key, status, items: [{role, text}]}]}`); `system.info` and `usage` are
 clawgate's own (OpenClaw spreads the same facts over `status`, `health` and `usage.cost`), so
-that the Control UI's status screen is one call.
+that the Control UI's status screen is one call. `usage.cost` is OpenClaw's, for
+`openclaw gateway usage-cost`: the same rows in its shape.
 """
 
 from __future__ import annotations
@@ -79,6 +80,58 @@ class UsageParams:
     def parse(cls, r: ParamReader) -> UsageParams:
         days = r.integer("days", minimum=1, maximum=USAGE_DAYS_MAX)
         return cls(30 if days is None else days, r.string("agentId", max_len=64))
+
+
+@attrs.frozen
+class CostParams:
+    days: int
+    agent_id: str | None  # with all_agents False, None is the default agent (as OpenClaw)
+    all_agents: bool  # `agentScope: "all"`
+
+    @classmethod
+    def parse(cls, r: ParamReader) -> CostParams:
+        days = r.integer("days", minimum=1, maximum=USAGE_DAYS_MAX)
+        agent_id = r.string("agentId", max_len=64) or None
+        scope = r.string("agentScope")
+        if scope is not None and scope != "all":
+            raise r.fail("agentScope", 'must be "all"')
+        if scope == "all" and agent_id is not None:
+            raise ParamsError("agentScope=all cannot be combined with agentId")  # OpenClaw's
+        return cls(30 if days is None else days, agent_id, scope == "all")
+
+
+def _cost_totals(rows: list[DailyUsage]) -> dict[str, int]:
+    """OpenClaw's cost totals: the tokens, and a cost of 0 with every turn an entry whose cost
+    is missing (clawgate knows no prices), as OpenClaw counts a model it has no price for."""
+    inp = sum(row.input_tokens for row in rows)
+    out = sum(row.output_tokens for row in rows)
+    return {
+        "input": inp,
+        "output": out,
+        "cacheRead": 0,
+        "cacheWrite": 0,
+        "totalTokens": inp + out,
+        "totalCost": 0,
+        "inputCost": 0,
+        "outputCost": 0,
+        "cacheReadCost": 0,
+        "cacheWriteCost": 0,
+        "missingCostEntries": sum(row.turns for row in rows),
+    }
+
+
+def cost_summary(rows: list[DailyUsage], days: int, now: int) -> dict[str, Any]:
+    """The `usage.cost` payload (`openclaw gateway usage-cost`): one entry a day, oldest
+    first, the agents' rows summed."""
+    by_day: dict[str, list[DailyUsage]] = {}
+    for row in rows:
+        by_day.setdefault(row.date, []).append(row)
+    return {
+        "updatedAt": now,
+        "days": days,
+        "daily": [{"date": date, **_cost_totals(by_day[date])} for date in sorted(by_day)],
+        "totals": _cost_totals(rows),
+    }
 
 
 def _totals(rows: list[DailyUsage]) -> dict[str, int]:
@@ -198,3 +251,11 @@ def register(methods: MethodRegistry) -> None:
             ctx.registry.store, params.days, params.agent_id, ctx.ws.spawn
         )
         return usage_summary(rows, params.days, now)
+
+    @methods.method("usage.cost", params=CostParams.parse, scope=READ)
+    async def usage_cost(ctx: CallContext, params: CostParams) -> Any:
+        agent_id = None if params.all_agents else params.agent_id
+        if agent_id is None and not params.all_agents:
+            agent_id = ctx.config.agents.default_agent.id
+        rows, now = await ctx.ws.usage.rows(ctx.registry.store, params.days, agent_id, ctx.ws.spawn)
+        return cost_summary(rows, params.days, now)

@@ -1,4 +1,7 @@
-"""`sessions.list`, `sessions.patch`, `sessions.reset`, `sessions.delete` (ws-protocol.md §8)."""
+"""`sessions.list`, `sessions.patch`, `sessions.reset`, `sessions.delete` (ws-protocol.md §8).
+
+`sessions.patch` needs `operator.write`, not the spec §7 table's admin: deviation 16 says scope
+checks follow OpenClaw, whose gateway (and CLI) take a label patch with write."""
 
 from __future__ import annotations
 
@@ -14,10 +17,32 @@ from gateway.config.model import Config
 from gateway.ws.connection import now_ms
 from gateway.ws.dispatch import CallContext, MethodRegistry
 from gateway.ws.methods.health import model_defaults
-from gateway.ws.protocol import ADMIN, READ, ParamReader, ParamsError
+from gateway.ws.protocol import (
+    ADMIN,
+    INVALID_REQUEST,
+    READ,
+    WRITE,
+    ParamReader,
+    ParamsError,
+    WsError,
+)
 
 LABEL_MAX = 64  # OpenClaw's label limit
+# What OpenClaw's sessions.patch takes beside the change: where it applies, and what the
+# session must still be for it to apply.
+PATCH_GUARDS = frozenset(
+    {
+        "agentId",
+        "expectedSessionId",
+        "expectedLifecycleRevision",
+        "expectedPermissionMode",
+        "expectedMarkedUnreadAt",
+    }
+)
 LIST_MAX = 1000
+# A page after `offset` rows costs the store offset + limit rows (as on OpenClaw, which pages
+# the same way): bounded, so that no call makes it read every session of a large store.
+OFFSET_MAX = 10_000
 # A key that held a lone surrogate (JSON can spell one): repaired to U+FFFD it would share a
 # session with every other key repaired so, and HTTP refuses such a key.
 NOT_TEXT = "invalid session key (a lone UTF-16 surrogate is not text)"
@@ -59,6 +84,7 @@ def empty_row(config: Config, registry: SessionRegistry, key: str) -> dict[str, 
 @attrs.frozen
 class ListParams:
     limit: int
+    offset: int
     agent_id: str | None
     search: str | None
     label: str | None
@@ -67,8 +93,10 @@ class ListParams:
     @classmethod
     def parse(cls, r: ParamReader) -> ListParams:
         limit = r.integer("limit", minimum=1, maximum=LIST_MAX)
+        offset = r.integer("offset", minimum=0, maximum=OFFSET_MAX)
         return cls(
             100 if limit is None else limit,
+            offset or 0,
             r.string("agentId"),
             r.string("search"),
             r.string("label"),
@@ -93,11 +121,19 @@ class PatchParams:
     @classmethod
     def parse(cls, r: ParamReader) -> PatchParams:
         key = r.required_string("key")
-        for name, value in r.data.items():
-            # Only the label is supported; silently dropping a model or policy change would
-            # lose the caller's intent (ws-protocol.md §6).
-            if name not in ("key", "label") and value is not None:
-                raise ParamsError(f"unsupported field '{name}'")
+        # Only the label is supported; silently dropping a model or policy change would
+        # lose the caller's intent (ws-protocol.md §6). A change is named before a guard
+        # beside it (`openclaw sessions archive` sends `expectedSessionId` before `archived`).
+        unsupported = sorted(
+            (
+                name
+                for name, value in r.data.items()
+                if name not in ("key", "label") and value is not None
+            ),
+            key=lambda name: name in PATCH_GUARDS,  # stable: else in the caller's order
+        )
+        if unsupported:
+            raise ParamsError(f"unsupported field '{unsupported[0]}'")
         if "label" not in r.data:
             raise r.fail("label", "is required")
         return cls(key, parse_label(r))
@@ -129,12 +165,14 @@ class ResetParams:
 class DeleteParams:
     key: str
     delete_transcript: bool
+    expected_session_id: str | None  # OpenClaw's guard: the session the caller read
 
     @classmethod
     def parse(cls, r: ParamReader) -> DeleteParams:
         key = r.required_string("key")
         delete_transcript = r.boolean("deleteTranscript")
-        return cls(key, True if delete_transcript is None else delete_transcript)
+        expected = (r.string("expectedSessionId") or "").strip() or None
+        return cls(key, True if delete_transcript is None else delete_transcript, expected)
 
 
 def register(methods: MethodRegistry) -> None:
@@ -144,23 +182,33 @@ def register(methods: MethodRegistry) -> None:
         # A job of the store's one scan thread: a connection's calls take turns (state.py).
         async with ctx.ws.transcript_reads.turn(ctx.conn.conn_id):
             listed = await ctx.registry.list_sessions(
-                limit=params.limit,
+                limit=params.offset + params.limit,
                 agent_id=params.agent_id,
                 search=params.search,
                 label=params.label,
                 active_minutes=params.active_minutes,
             )
-        return {
+        page = listed.sessions[params.offset :]
+        next_offset = params.offset + len(page)
+        has_more = next_offset < listed.total_count
+        answer: dict[str, Any] = {
             "ts": now_ms(),
             "path": config.sessions_location,
-            "count": len(listed.sessions),
+            "count": len(page),
             "totalCount": listed.total_count,
-            "hasMore": listed.has_more,
-            "defaults": model_defaults(config, params.agent_id),
-            "sessions": [session.to_dict() for session in listed.sessions],
         }
+        if params.offset:
+            answer["offset"] = params.offset
+        # OpenClaw's paging, which its CLI follows (`openclaw sessions delete` of an old key).
+        answer["nextOffset"] = next_offset if has_more else None
+        answer["hasMore"] = has_more
+        answer["defaults"] = model_defaults(config, params.agent_id)
+        answer["sessions"] = [session.to_dict() for session in page]
+        return answer
 
-    @methods.method("sessions.patch", params=PatchParams.parse, scope=ADMIN)
+    # OpenClaw takes a label (and its other presentation fields) from `operator.write`, and
+    # its CLI asks for no more; the fields that need admin there are not supported here.
+    @methods.method("sessions.patch", params=PatchParams.parse, scope=WRITE)
     async def sessions_patch(ctx: CallContext, params: PatchParams) -> Any:
         key = resolve_key(ctx, params.key, "key")
         info = await ctx.to_the_end(ctx.registry.patch_label(key, params.label))
@@ -175,6 +223,17 @@ def register(methods: MethodRegistry) -> None:
     @methods.method("sessions.delete", params=DeleteParams.parse, scope=ADMIN)
     async def sessions_delete(ctx: CallContext, params: DeleteParams) -> Any:
         key = resolve_key(ctx, params.key, "key")
+        if params.expected_session_id is not None:
+            # `openclaw sessions delete` names the session it listed: one reset (or deleted)
+            # since is another, and stays. Checked before the delete, not under its lock: a
+            # reset in the moment between still loses to the delete.
+            info = await ctx.registry.get_session(key)
+            if info is None or info.session_id != params.expected_session_id:
+                raise WsError(
+                    INVALID_REQUEST,
+                    f"Session {key} changed before deletion. Retry.",  # OpenClaw's
+                    details={"reason": "session-changed"},
+                )
         deleted = await ctx.to_the_end(
             ctx.registry.delete(key, delete_transcript=params.delete_transcript)
         )
