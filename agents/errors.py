@@ -44,6 +44,18 @@ class UnansweredResult(AgentError):
         )
 
 
+class TurnsBacklogged(AgentError):
+    """The gateway holds as many turns waiting to run as it takes (`SessionRegistry`'s
+    `max_waiting_turns`, `max_waiting_chars`): worth a retry once one has started."""
+
+    message = "too many turns waiting to run in the gateway; retry after one has started"
+
+    def __init__(self, limit: int, limit_chars: int) -> None:
+        super().__init__(f"turns waiting: limit {limit} turns, {limit_chars} characters")
+        self.limit = limit
+        self.limit_chars = limit_chars
+
+
 class StoreError(AgentError):
     """The session store failed; the run fails as `internal error`."""
 

@@ -18,7 +18,13 @@ import attrs
 import structlog
 
 from agents.config import AgentsConfig
-from agents.errors import AgentError, InvalidSessionKey, StoreError, UnknownAgent
+from agents.errors import (
+    AgentError,
+    InvalidSessionKey,
+    StoreError,
+    TurnsBacklogged,
+    UnknownAgent,
+)
 from agents.events import (
     ChangeInterest,
     ChangeReason,
@@ -52,6 +58,15 @@ FINISHED_RUNS_MAX = 10_000  # bounds the bookkeeping of a burst of short runs
 # (their reply texts, mostly): a burst of big replies evicts the oldest instead of growing the
 # process. 64 MiB keeps every run of a busy operator's 10 minutes at ordinary reply sizes.
 FINISHED_RUNS_MAX_BYTES = 64 * 1024 * 1024
+# Turns accepted but not started (behind their session's running turn, or waiting for a run
+# slot), over all sessions and surfaces: each holds its input until it runs, and a client may
+# queue one on each of any number of session keys (a WS message may be 25 MiB, an HTTP body
+# 20 MiB). 1,000 turns is minutes of work for `maxConcurrent` 4 at ordinary turn lengths, so a
+# burst of hooks or chats fits; 256 Mi characters (about ten turns of the largest size, and a
+# few hundred MiB of memory at most) bounds what they hold. One turn is always taken when
+# none waits, however large: the limits of a single request are the transport's.
+MAX_WAITING_TURNS = 1_000
+MAX_WAITING_CHARS = 256 * 1024 * 1024
 # Runs that end this close together expire in one wake-up of the sweeper, not one each.
 _EXPIRY_COALESCE_S = 1.0
 # How long aclose() lets aborted runs commit before cancelling them outright.
@@ -119,6 +134,8 @@ class SessionRegistry:
     finished_run_ttl_s: float = attrs.field(default=FINISHED_RUN_TTL_S, kw_only=True)
     finished_runs_max_bytes: int = attrs.field(default=FINISHED_RUNS_MAX_BYTES, kw_only=True)
     maintenance_batch: int = attrs.field(default=PRUNE_BATCH, kw_only=True)
+    max_waiting_turns: int = attrs.field(default=MAX_WAITING_TURNS, kw_only=True)
+    max_waiting_chars: int = attrs.field(default=MAX_WAITING_CHARS, kw_only=True)
     maintenance_after_reload_s: float = attrs.field(
         default=MAINTENANCE_AFTER_RELOAD_S, kw_only=True
     )
@@ -130,6 +147,10 @@ class SessionRegistry:
     # Queued and running runs (an ordered set: run ids may repeat across time).
     _active: dict[AgentRun, None] = attrs.field(init=False, factory=dict)
     _by_id: dict[str, AgentRun] = attrs.field(init=False, factory=dict)
+    # Accepted runs that have not started, and the characters of their input
+    # (`MAX_WAITING_TURNS`, `MAX_WAITING_CHARS`).
+    _waiting: dict[AgentRun, int] = attrs.field(init=False, factory=dict)
+    _waiting_chars: int = attrs.field(init=False, default=0)
     # Ended addressable runs, oldest first (so also in expiry order): monotonic expiry, run,
     # and the bytes counted for it in `_finished_bytes`.
     _finished: OrderedDict[str, tuple[float, AgentRun, int]] = attrs.field(
@@ -250,10 +271,25 @@ class SessionRegistry:
             )
         if self.config.agent(request.agent_id) is None:
             raise UnknownAgent(request.agent_id)
+        chars = request.input_chars()
+        if self._waiting and (
+            len(self._waiting) >= self.max_waiting_turns
+            or self._waiting_chars + chars > self.max_waiting_chars
+        ):
+            raise TurnsBacklogged(self.max_waiting_turns, self.max_waiting_chars)
         session = self._session(request.session_key)
         session.stateless = request.stateless
         session.new_key = request.new_key
-        run = AgentRun(request, self.clock(), self.clock, self._sink, self._run_ended)
+        run = AgentRun(
+            request,
+            self.clock(),
+            self.clock,
+            self._sink,
+            self._run_ended,
+            on_start=self._run_started,
+        )
+        self._waiting[run] = chars
+        self._waiting_chars += chars
         self._active[run] = None
         self._idle.clear()
         self._by_id[run.id] = run
@@ -269,6 +305,11 @@ class SessionRegistry:
         self._expire_finished()
         entry = self._finished.get(run_id)
         return entry[1] if entry is not None else None
+
+    @property
+    def waiting(self) -> tuple[int, int]:
+        """Accepted runs that have not started: (count, characters of their input)."""
+        return len(self._waiting), self._waiting_chars
 
     @property
     def finished_runs(self) -> tuple[int, int]:
@@ -298,7 +339,11 @@ class SessionRegistry:
         queued = sum(1 for run in self._active if run.state == RunState.QUEUED)
         return RunStats(running, queued, self.slots.limit, len(self._live))
 
+    def _run_started(self, run: AgentRun) -> None:
+        self._waiting_chars -= self._waiting.pop(run, 0)
+
     def _run_ended(self, run: AgentRun) -> None:
+        self._run_started(run)  # one that never started no longer waits either
         self._active.pop(run, None)
         if not self._active:
             self._idle.set()

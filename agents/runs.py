@@ -133,6 +133,18 @@ class TurnRequest:
     # idempotency key: the registry keeps the run once it ended, as it keeps keyed ones.
     addressable: bool = False
 
+    def input_chars(self) -> int:
+        """The characters of this request's input (texts, base64 images, tool calls): what
+        it holds while it waits to run, within a few small strings per message."""
+        chars = len(self.text) + len(self.extra_system_prompt)
+        chars += sum(len(image.data_b64) for image in self.images)
+        for message in self.messages:
+            chars += len(message.text) + len(message.reasoning)
+            chars += sum(len(image.data_b64) for image in message.images)
+            chars += sum(len(call.arguments) for call in message.tool_calls)
+            chars += sum(len(block.text) + len(block.signature) for block in message.thinking)
+        return chars
+
     def released(self) -> TurnRequest:
         """This request without its prompt, images and params: what an ended run keeps (a
         lookup needs its ids and key, never its input, and the input may be megabytes)."""
@@ -373,6 +385,8 @@ class AgentRun:
     _finishing: bool = False  # provider done; the turn is being committed
     # Given by the session while the run waits in its queue: takes it out of that queue.
     _dequeue: Callable[[AgentRun], None] | None = None
+    # Called when the run leaves its queue to run (the registry's count of waiting turns).
+    _on_start: Callable[[AgentRun], None] | None = attrs.field(default=None, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
         self.id = self.request.run_id
@@ -449,6 +463,8 @@ class AgentRun:
         """Taken off its session's queue to run: an abort now cancels the provider stream."""
         self._dequeue = None
         self.state = RunState.RUNNING
+        if self._on_start is not None:
+            self._on_start(self)
 
     def emit(self, stream: Stream, data: Mapping[str, Any]) -> RunEvent:
         # Hot path (once per provider delta): no logging, no allocation beyond the event.

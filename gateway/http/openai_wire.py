@@ -27,6 +27,7 @@ from agents.config import ECHO_PROVIDER, AgentConfig, AgentsConfig, ModelRef
 from agents.errors import (
     InvalidSessionKey,
     StoreUnavailable,
+    TurnsBacklogged,
     UnansweredResult,
     UnknownAgent,
     UpstreamAuthFailed,
@@ -169,6 +170,10 @@ def error_reply(exc: BaseException) -> RequestError:
     if isinstance(exc, UnansweredResult):
         # Found against the session's history: `messages`, or a Responses `input`.
         return bad_request(exc.message)
+    if isinstance(exc, TurnsBacklogged):
+        # Overloaded, answered as the gateway's other overloads are (shutdown, the pre-auth
+        # cap): 503 with `Retry-After: 1`. Not 429: that is a limit on the client itself.
+        return RequestError(503, exc.message, API_ERROR, headers={"Retry-After": "1"})
     if isinstance(exc, StoreUnavailable):
         # The shared database is away (restarting, failing over): nothing of the turn was
         # written (one transaction), so the client may send it again.

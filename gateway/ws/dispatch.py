@@ -18,7 +18,13 @@ from typing import Any, Generic, TypeVar
 import attrs
 import structlog
 
-from agents.errors import AgentError, InvalidSessionKey, StoreError, UnknownAgent
+from agents.errors import (
+    AgentError,
+    InvalidSessionKey,
+    StoreError,
+    TurnsBacklogged,
+    UnknownAgent,
+)
 from agents.registry import SessionRegistry
 from gateway.config.model import Config
 from gateway.state import GatewayState
@@ -248,6 +254,9 @@ def error_for(exc: Exception, method: str, conn_id: str | None = None) -> WsErro
     if isinstance(exc, StoreError):
         log.error("ws_store_failed", conn_id=conn_id, method=method, error=str(exc))
         return WsError(UNAVAILABLE, protocol.MSG_INTERNAL)
+    if isinstance(exc, TurnsBacklogged):
+        details = {"limit": exc.limit, "limitChars": exc.limit_chars}
+        return WsError(UNAVAILABLE, exc.message, details=details, retryable=True)
     if isinstance(exc, AgentError):
         return WsError(UNAVAILABLE, exc.message)
     log.error("ws_method_failed", conn_id=conn_id, method=method, exc_info=exc)

@@ -1,0 +1,130 @@
+"""What all clients together can make the gateway hold in turns that wait to run: at most
+`MAX_WAITING_TURNS` turns and `MAX_WAITING_CHARS` characters of their input, over every
+session and every surface (README, "Turns waiting to run")."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from agents.registry import SessionRegistry
+from gateway.appkeys import STATE
+from tests.support.ws_client import SLOW_CONFIG, TOKEN, Gateway, GatewayWs, MakeGateway, send
+
+SLOW_TEXT = " ".join(f"w{i}" for i in range(30))  # 30 deltas at 40 ms: over a second
+# One run at a time: every turn after the first waits for the slot.
+ONE_SLOT = (
+    SLOW_CONFIG.replace("agents: {", "agents: { defaults: { maxConcurrent: 1 },")
+    .replace(
+        "chatCompletions: { enabled: true }",
+        "chatCompletions: { enabled: true }, responses: { enabled: true }",
+    )
+    .replace("agents: {", 'hooks: { enabled: true, token: "hook-token" }, agents: {', 1)
+)
+BUSY_WS = {
+    "code": "UNAVAILABLE",
+    "message": "too many turns waiting to run in the gateway; retry after one has started",
+    "details": {"limit": 2, "limitChars": 1_000_000},
+    "retryable": True,
+}
+BUSY_HTTP = {
+    "error": {
+        "message": "too many turns waiting to run in the gateway; retry after one has started",
+        "type": "api_error",
+        "param": None,
+        "code": None,
+    }
+}
+
+
+@pytest.fixture
+async def gateway(make_gateway: MakeGateway) -> Gateway:
+    gateway = await make_gateway(ONE_SLOT)
+    registry = registry_of(gateway)
+    registry.max_waiting_turns = 2
+    registry.max_waiting_chars = 1_000_000
+    return gateway
+
+
+def registry_of(gateway: Gateway) -> SessionRegistry:
+    registry = gateway.app[STATE].registry
+    assert registry is not None
+    return registry
+
+
+async def running_one(gateway: Gateway, ws: GatewayWs) -> None:
+    """A slow turn holds the one slot."""
+    await ws.ok("chat.send", send("busy", SLOW_TEXT, "busy-1"))
+    registry = registry_of(gateway)
+    while registry.stats().active < 1:
+        await asyncio.sleep(0.01)
+
+
+async def http_turn(gateway: Gateway, path: str, body: dict[str, Any], key: str) -> Any:
+    if path.startswith("/hooks/"):  # a hook's session is its own
+        headers = {"Authorization": "Bearer hook-token"}
+    else:
+        headers = {"Authorization": f"Bearer {TOKEN}", "x-openclaw-session-key": key}
+    return await gateway.client.post(path, json=body, headers=headers)
+
+
+class TestWaitingTurns:
+    async def test_a_turn_beyond_the_gateways_waiting_turns_is_refused_on_every_surface(
+        self, gateway: Gateway
+    ) -> None:
+        ws = await gateway.connected()
+        await running_one(gateway, ws)
+        # One turn on each of two other sessions: each waits for the slot.
+        await ws.ok("chat.send", send("a", "hi", "a-1"))
+        await ws.ok("chat.send", send("b", "hi", "b-1"))
+        assert registry_of(gateway).waiting == (2, 4)
+        refused = await ws.call("chat.send", send("c", "hi", "c-1"))
+        assert refused["error"] == BUSY_WS
+        refused = await ws.call("agent", {"message": "hi", "sessionKey": "c",
+                                          "idempotencyKey": "c-agent"})  # fmt: skip
+        assert refused["error"] == BUSY_WS
+        for path, body in (
+            ("/v1/chat/completions", {"model": "openclaw", "messages": [{"role": "user",
+                                                                         "content": "hi"}]}),
+            ("/v1/responses", {"model": "openclaw", "input": "hi"}),
+            ("/hooks/agent", {"message": "hi"}),
+        ):  # fmt: skip
+            resp = await http_turn(gateway, path, body, "c")
+            assert (resp.status, resp.headers.get("Retry-After")) == (503, "1"), path
+            assert await resp.json() == BUSY_HTTP
+        # An abort of a waiting turn, or the start of one, makes room again.
+        await ws.ok("chat.abort", {"sessionKey": "a", "runId": "a-1"})
+        assert registry_of(gateway).waiting == (1, 2)
+        await ws.ok("chat.send", send("c", "hi", "c-1"))
+        await ws.ok("chat.abort", {"sessionKey": "busy", "runId": "busy-1"})
+        await ws.event("chat", state="final", runId="c-1")
+        assert registry_of(gateway).waiting == (0, 0)
+        await ws.ws.close()
+
+    async def test_a_turn_beyond_the_characters_waiting_is_refused(self, gateway: Gateway) -> None:
+        registry_of(gateway).max_waiting_chars = 1_000
+        ws = await gateway.connected()
+        await running_one(gateway, ws)
+        await ws.ok("chat.send", send("a", "x" * 600, "a-1"))
+        refused = await ws.call("chat.send", send("b", "x" * 600, "b-1"))
+        assert refused["error"] == {**BUSY_WS, "details": {"limit": 2, "limitChars": 1_000}}
+        body = {"model": "openclaw", "messages": [{"role": "user", "content": "x" * 600}]}
+        resp = await http_turn(gateway, "/v1/chat/completions", body, "b")
+        assert resp.status == 503
+        # A smaller one still fits.
+        await ws.ok("chat.send", send("b", "x" * 300, "b-1"))
+        await ws.ok("chat.abort", {"sessionKey": "busy", "runId": "busy-1"})
+        await ws.ws.close()
+
+    async def test_one_turn_larger_than_the_budget_is_taken_when_none_waits(
+        self, gateway: Gateway
+    ) -> None:
+        registry_of(gateway).max_waiting_chars = 100
+        ws = await gateway.connected()
+        await running_one(gateway, ws)
+        await ws.ok("chat.send", send("a", "x" * 600, "a-1"))
+        await ws.ok("chat.abort", {"sessionKey": "busy", "runId": "busy-1"})
+        await ws.event("chat", state="final", runId="a-1")
+        await ws.ws.close()
