@@ -15,6 +15,7 @@ import pytest
 from agents.providers.base import ToolCall
 from gateway.appkeys import STATE
 from gateway.ws.handler import WS
+from gateway.ws.methods import agent as agent_methods
 from gateway.ws.methods.chat import RUN_EVENTS_AFTER_ACK, SESSION_QUEUE_MAX
 from gateway.ws.protocol import MAX_PAYLOAD
 from gateway.ws.state import IdempotencyCache
@@ -676,6 +677,16 @@ class TestAgentWait:
             "runId": "never",
             "status": "timeout",
         }
+
+    async def test_a_wait_longer_than_the_maximum_ends_at_the_maximum(
+        self, ws: GatewayWs, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # The maximum is a day (README); lowered here to be seen. Without it a wait for a
+        # run that never comes holds the call and its watchers for as long as it asks.
+        monkeypatch.setattr(agent_methods, "WAIT_MAX_MS", 50, raising=False)
+        for timeout_ms in (10**15, 1e300, 2**53 - 1):
+            answer = await ws.ok("agent.wait", {"runId": "never", "timeoutMs": timeout_ms})
+            assert answer == {"runId": "never", "status": "timeout"}
 
     async def test_a_run_that_starts_while_waiting(self, ws: GatewayWs, gateway: Gateway) -> None:
         frame_id = await ws.request("agent.wait", {"runId": "later-1", "timeoutMs": 5000})

@@ -38,6 +38,11 @@ from gateway.ws.state import IdempotentCall
 log = structlog.get_logger()
 
 WAIT_DEFAULT_MS = 30_000  # agents-sessions.md §2.5
+# A longer `timeoutMs` is clamped to a day (the spec and OpenClaw set no maximum; OpenClaw's
+# timer cannot wait past 24.8 days): a wait for a run id that never comes would otherwise
+# hold one of the connection's calls, and its watchers, for as long as it asks. A day is
+# longer than any turn a client waits on; the wait answers `timeout` and can be made again.
+WAIT_MAX_MS = 86_400_000
 UNSUPPORTED = ("provider", "model", "attachments")  # deviation 33: refused, not dropped
 # A retried `agent` whose run ended so long ago (or so many bytes of replies ago) that the
 # registry no longer holds its reply.
@@ -88,7 +93,7 @@ class WaitParams:
         # Run ids are idempotency keys or shorter ids of our own: a longer one names no run.
         run_id = r.required_string("runId", max_len=IDEMPOTENCY_KEY_MAX)
         timeout_ms = r.integer("timeoutMs", minimum=0)
-        return cls(run_id, WAIT_DEFAULT_MS if timeout_ms is None else timeout_ms)
+        return cls(run_id, WAIT_DEFAULT_MS if timeout_ms is None else min(timeout_ms, WAIT_MAX_MS))
 
 
 def reset_answer(run_id: str, command: str, session_id: str) -> dict[str, Any]:
