@@ -168,6 +168,12 @@ class InvalidFrame(Exception):
         self.frame_id = frame_id
 
 
+# A request's id is echoed in every answer to it (twice for `agent`) and kept while the call
+# goes on: without a bound, a frame of maxPayload could be mostly id. OpenClaw's clients send
+# UUIDs (36 characters); 256 is the bound of the other ids a client picks (`idempotencyKey`).
+REQUEST_ID_MAX = 256
+
+
 def parse_request(text: str | bytes) -> RequestFrame:
     try:
         value = strict_loads(text if isinstance(text, str) else text.decode())  # §1
@@ -182,10 +188,14 @@ def parse_request(text: str | bytes) -> RequestFrame:
     unpaired = _unpaired(value.get("params")) if spells_surrogate(source) else frozenset()
     scrub_surrogates(value, source)
     raw_id = value.get("id")
-    frame_id = raw_id if isinstance(raw_id, str) and raw_id else None
+    # An over-long id is never echoed: the error answers with the id `invalid`.
+    usable = isinstance(raw_id, str) and 0 < len(raw_id) <= REQUEST_ID_MAX
+    frame_id = raw_id if usable else None
     if value.get("type") != "req":
         raise InvalidFrame('at /type: must be "req"', frame_id)
     if frame_id is None:
+        if isinstance(raw_id, str) and raw_id:
+            raise InvalidFrame(f"at /id: must have at most {REQUEST_ID_MAX} characters", None)
         raise InvalidFrame("at /id: must be a non-empty string", None)
     method = value.get("method")
     if not isinstance(method, str) or not method:

@@ -32,7 +32,13 @@ from hypothesis import strategies as st
 
 from gateway.ws.dispatch import MethodRegistry
 from gateway.ws.methods import register_all
-from gateway.ws.protocol import INVALID_REQUEST, ParamReader, ParamsError, WsError
+from gateway.ws.protocol import (
+    INVALID_REQUEST,
+    REQUEST_ID_MAX,
+    ParamReader,
+    ParamsError,
+    WsError,
+)
 from tests.support.raw_http import RawResponse, exchange_upgrade
 from tests.support.served import TOKEN, Served, ServerLog, build_app, production_logging, served
 from tests.support.spec_checks import assert_error_body
@@ -215,8 +221,13 @@ def response_id(frame: Frame) -> str:
         value = strict_json(frame.data)
     except (ValueError, RecursionError):
         return "invalid"
-    usable = isinstance(value, dict) and isinstance(value.get("id"), str) and value["id"]
+    usable = isinstance(value, dict) and usable_id(value.get("id"))
     return value["id"] if usable else "invalid"
+
+
+def usable_id(value: Any) -> bool:
+    """§1: a request id is a non-empty string, of at most REQUEST_ID_MAX characters (README)."""
+    return isinstance(value, str) and 0 < len(value) <= REQUEST_ID_MAX
 
 
 def is_request(frame: Frame) -> bool:
@@ -230,8 +241,7 @@ def is_request(frame: Frame) -> bool:
     return (
         isinstance(value, dict)
         and value.get("type") == "req"
-        and isinstance(value.get("id"), str)
-        and value["id"] != ""
+        and usable_id(value.get("id"))
         and isinstance(value.get("method"), str)
         and value["method"] != ""
     )
@@ -239,6 +249,12 @@ def is_request(frame: Frame) -> bool:
 
 # -- frames that are not requests --------------------------------------------------------------
 
+# Ids longer than any a client uses: never echoed, the frame is no request (README).
+long_id = st.builds(
+    lambda unit, n: unit * (REQUEST_ID_MAX + n),
+    st.sampled_from(["i", "é", "😀", "\u202e", "\x00", "\\", '"', " "]),
+    st.sampled_from([1, 2, 1_000, 50_000]),
+)
 not_requests = st.one_of(
     wrong.map(text_frame),  # any JSON value, objects of the wrong shape included
     st.fixed_dictionaries(
@@ -249,6 +265,7 @@ not_requests = st.one_of(
     st.binary(min_size=1, max_size=50).map(lambda b: Frame("raw-text", b"\xff" + b)),
     st.just(Frame("raw-text", b'{"type":"req","id":"\xed\xa0\x80","method":"health"}')),
     st.sampled_from([1_000, 100_000]).map(lambda n: text_frame(Deep(n, "[", "]", 0))),
+    long_id.map(lambda fid: text_frame({"type": "req", "id": fid, "method": "health"})),
 )
 
 # -- connect (§3) -------------------------------------------------------------------------------
@@ -316,7 +333,7 @@ connect_params = weighted(
         ),
     ),
 )
-frame_id = weighted((4, st.just("c1")), (1, nonempty_text))
+frame_id = weighted((4, st.just("c1")), (1, nonempty_text), (1, long_id))
 connect_request = st.builds(
     lambda fid, method, params: text_frame(
         {"type": "req", "id": fid, "method": method, "params": params}
@@ -487,6 +504,7 @@ class TestBeforeTheHandshake:
             if responses and responses[0]["ok"]:
                 event("hello-ok")
                 assert responses[0]["payload"]["type"] == "hello-ok"
+                assert is_request(frame), frame.data[:300]  # an over-long id is refused
             else:
                 event(f"close {ws.close_code}")
                 assert ws.close_code in HANDSHAKE_CLOSES, (ws.close_code, frames)

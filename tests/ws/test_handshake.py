@@ -158,6 +158,7 @@ class TestFirstFrameFailures:
             [1, 2],
             {"type": "event", "id": "x", "method": "connect"},
             {"type": "req", "id": "", "method": "connect"},
+            {"type": "req", "id": "c" * 257, "method": "connect"},
             {"type": "req", "id": "x", "method": 5},
         ],
     )

@@ -133,6 +133,20 @@ class TestDispatcher:
         frame = await ws.response("x-1")
         assert frame["error"]["message"] == 'invalid request frame: at /type: must be "req"'
 
+    async def test_an_id_longer_than_any_client_uses_is_refused_unechoed(
+        self, ws: GatewayWs
+    ) -> None:
+        # The id is echoed in every answer (twice for `agent`) and kept while the call goes
+        # on: a frame of maxPayload could otherwise be mostly id.
+        await ws.send({"type": "req", "id": "i" * 257, "method": "health"})
+        frame = await ws.response("invalid")
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": "invalid request frame: at /id: must have at most 256 characters",
+        }
+        await ws.send({"type": "req", "id": "i" * 256, "method": "health"})
+        assert (await ws.response("i" * 256))["ok"] is True
+
     async def test_binary_after_the_handshake(self, ws: GatewayWs) -> None:
         await ws.ws.send_bytes(b"\x00")
         frame = await ws.response("invalid")
@@ -705,16 +719,17 @@ class TestReadMethods:
     async def test_a_call_s_log_line_cuts_what_the_client_chose_to_a_bounded_length(
         self, ws: GatewayWs
     ) -> None:
-        """The frame id and an unknown method name are the client's, up to 25 MB each: the
-        canonical line keeps their first FIELD_CHARS characters and says how many it cut, so
-        a reader cannot fill stderr (journald splits lines past 48 KiB) at a frame's size."""
+        """An unknown method name is the client's, up to 25 MB: the canonical line keeps its
+        first FIELD_CHARS characters and says how many it cut, so a reader cannot fill
+        stderr (journald splits lines past 48 KiB) at a frame's size. The frame id is at
+        most REQUEST_ID_MAX characters, so it is logged whole."""
         huge = "m" * 100_000
         with production_logging() as log:
-            frame_id = await ws.request(huge, id="i" * 100_000)
+            frame_id = await ws.request(huge, id="i" * protocol.REQUEST_ID_MAX)
             assert (await ws.response(frame_id))["ok"] is False
         (line,) = (e for e in log.read() if e["event"] == "ws_call")
         assert line["method"] == "m" * FIELD_CHARS + f"…(+{100_000 - FIELD_CHARS} chars)"
-        assert line["request_id"] == "i" * FIELD_CHARS + f"…(+{100_000 - FIELD_CHARS} chars)"
+        assert line["request_id"] == "i" * protocol.REQUEST_ID_MAX
         assert len(RING.lines[-1][1]) < 3 * FIELD_CHARS + 1000
 
     async def test_compat_methods_answer_their_empty_state(self, ws: GatewayWs) -> None:

@@ -39,6 +39,16 @@ class TestFrames:
             ("[]", "must be object", None),
             ('{"type":"res","id":"a","method":"m"}', 'at /type: must be "req"', "a"),
             ('{"type":"req","id":7,"method":"m"}', "at /id: must be a non-empty string", None),
+            (
+                '{"type":"req","id":"%s","method":"m"}' % ("i" * 257),
+                "at /id: must have at most 256 characters",
+                None,
+            ),
+            (
+                '{"type":"res","id":"%s","method":"m"}' % ("i" * 257),
+                'at /type: must be "req"',
+                None,
+            ),
             ('{"type":"req","id":"a","method":""}', "at /method: must be a non-empty string", "a"),
         ],
     )
