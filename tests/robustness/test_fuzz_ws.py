@@ -620,7 +620,13 @@ PARAMS: dict[str, st.SearchStrategy[Any]] = {
         },
     ),
     "agent.wait": st.fixed_dictionaries(
-        {"runId": often(idempotency)}, optional={"timeoutMs": often(st.integers(0, 200))}
+        {"runId": often(idempotency)},
+        # Past the one-day maximum too (clamped, README): its answer is not awaited here.
+        optional={
+            "timeoutMs": often(
+                weighted((4, st.integers(0, 200)), (1, st.sampled_from([2**53 - 1, 1e300])))
+            )
+        },
     ),
     "sessions.patch": st.fixed_dictionaries(
         {"key": often(session_key)},
