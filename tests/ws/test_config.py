@@ -851,6 +851,145 @@ class TestConfigPatchCannotWeakenAuth:
         await ws.ws.close()
 
 
+def refusal(message: str) -> dict:
+    return {
+        "code": "INVALID_REQUEST",
+        "message": f"invalid config.patch params: at /raw: {message};"
+        " only an edit of the file may do that",
+    }
+
+
+class TestConfigPatchCannotWidenExposure:
+    """What reaches the gateway (origins, hosts, the bind, an unauthenticated /metrics) is
+    widened only by an edit of the file: a patch that did it would open the gateway, with
+    auth `none` on loopback entirely, to every web page the user visits."""
+
+    @pytest.mark.parametrize(
+        ("gateway_patch", "message"),
+        [
+            (
+                {"http": {"cors": {"allowedOrigins": ["*"]}}},
+                "gateway.http.cors.allowedOrigins: a patch may not allow a new origin (*)",
+            ),
+            (
+                {"http": {"cors": {"allowedOrigins": ["https://evil.example"]}}},
+                "gateway.http.cors.allowedOrigins: a patch may not allow a new origin"
+                " (https://evil.example)",
+            ),
+            (
+                {"controlUi": {"allowedOrigins": ["HTTPS://Evil.example"]}},
+                "gateway.controlUi.allowedOrigins: a patch may not allow a new origin"
+                " (https://evil.example)",
+            ),
+            (
+                {"http": {"allowedHosts": ["evil.example"]}},
+                "gateway.http.allowedHosts: a patch may not allow a new host (evil.example)",
+            ),
+            (
+                {"metrics": {"public": True}},
+                "gateway.metrics.public: a patch may not serve the metrics without auth",
+            ),
+            (
+                {"bind": "lan"},
+                "gateway.bind: a patch may not bind the gateway beyond loopback (0.0.0.0)",
+            ),
+            (
+                {"bind": "custom", "customBindHost": "192.0.2.7"},
+                "gateway.bind: a patch may not bind the gateway beyond loopback (192.0.2.7)",
+            ),
+        ],
+    )
+    async def test_refused(
+        self, ws: GatewayWs, gateway: Gateway, gateway_patch: dict, message: str
+    ) -> None:
+        before = gateway.config_path.read_bytes()
+        frame = await patch(ws, {"gateway": gateway_patch}, file_hash(gateway))
+        assert frame["error"] == refusal(message)
+        assert gateway.config_path.read_bytes() == before
+
+    async def test_a_refused_origin_or_host_stays_shut_out(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        evil = "https://evil.example"
+        for gateway_patch in (
+            {"http": {"cors": {"allowedOrigins": [evil]}}},
+            {"controlUi": {"allowedOrigins": [evil]}},
+            {"http": {"allowedHosts": ["evil.example"]}},
+            {"metrics": {"public": True}},
+        ):
+            frame = await patch(ws, {"gateway": gateway_patch}, file_hash(gateway))
+            assert frame["ok"] is False, frame
+        preflight = await gateway.client.options(
+            "/v1/chat/completions",
+            headers={"Origin": evil, "Access-Control-Request-Method": "POST"},
+        )
+        assert preflight.status == 403
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await gateway.client.ws_connect("/", headers={"Origin": evil})
+        assert refused.value.status == 403
+        rebound = await gateway.client.get("/v1/models", headers={"Host": "evil.example"})
+        assert rebound.status == 421
+        assert (await gateway.client.get("/metrics")).status == 401
+
+    async def test_narrower_or_unchanged_exposure_applies(self, make_gateway: MakeGateway) -> None:
+        gateway = await make_gateway(
+            CONFIG.replace(
+                'token: "test-token" },',
+                'token: "test-token" }, controlUi: { allowedOrigins: ["https://a.example",'
+                ' "https://b.example"] }, metrics: { public: true },'
+                ' http: { cors: { allowedOrigins: ["*"] }, allowedHosts: ["gw.example"],'
+                " endpoints: { chatCompletions: { enabled: true } } },",
+            ).replace("    http: { endpoints: { chatCompletions: { enabled: true } } },\n", "")
+        )
+        ws = await gateway.connected()
+        narrower = {
+            "gateway": {
+                "controlUi": {"allowedOrigins": ["https://B.example"]},
+                "http": {"cors": {"allowedOrigins": ["https://c.example"]}, "allowedHosts": []},
+                "metrics": {"public": False},
+                "bind": "custom",
+                "customBindHost": "127.0.0.2",
+            }
+        }
+        frame = await patch(ws, narrower, file_hash(gateway))
+        assert frame["ok"] is True, frame
+        shown = frame["payload"]["config"]["gateway"]
+        assert shown["controlUi"]["allowedOrigins"] == ["https://b.example"]
+        assert shown["http"]["cors"]["allowedOrigins"] == ["https://c.example"]
+        assert frame["payload"]["restart"]["paths"] == ["gateway.bind", "gateway.customBindHost"]
+        await ws.ws.close()
+
+    async def test_a_bind_the_file_names_may_stay_in_later_patches(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        # Edited by hand to `lan`, which needs a restart: the running bind is still loopback,
+        # and a patch of something else writes the file's `lan` back unchanged.
+        text = gateway.config_path.read_text().replace("gateway: {", 'gateway: { bind: "lan",')
+        gateway.config_path.write_text(text)
+        frame = await patch(ws, {"logging": {"level": "debug"}}, file_hash(gateway))
+        assert frame["ok"] is True, frame
+        assert json.loads(gateway.config_path.read_text())["gateway"]["bind"] == "lan"
+
+    @pytest.mark.parametrize(
+        ("gateway_patch", "path"),
+        [
+            ({"http": {"cors": {"allowedOrigins": "*"}}}, "gateway.http.cors.allowedOrigins"),
+            ({"controlUi": {"allowedOrigins": ["null"]}}, "gateway.controlUi.allowedOrigins[0]"),
+            ({"http": {"allowedHosts": ["evil.example:80"]}}, "gateway.http.allowedHosts[0]"),
+            ({"metrics": {"public": "yes"}}, "gateway.metrics.public"),
+            ({"bind": "custom", "customBindHost": "::"}, "gateway.customBindHost"),
+        ],
+    )
+    async def test_malformed_values_are_invalid_config(
+        self, ws: GatewayWs, gateway: Gateway, gateway_patch: dict, path: str
+    ) -> None:
+        before = gateway.config_path.read_bytes()
+        frame = await patch(ws, {"gateway": gateway_patch}, file_hash(gateway))
+        assert frame["error"]["message"] == "invalid config", frame
+        assert [i["path"] for i in frame["error"]["details"]["issues"]] == [path]
+        assert gateway.config_path.read_bytes() == before
+
+
 # JSON5 text that takes json5's parser a second or more (it reads some 100-300 KB a second):
 # a call that parses it on the event loop holds up every other client meanwhile.
 SLOW_TO_PARSE = 50_000

@@ -3,14 +3,17 @@
 `config.patch` merges an RFC 7396 patch into the file as parsed (so `${VAR}` strings stay
 unexpanded), validates the result like a startup load, writes it atomically and applies it
 through the hot-reload path before answering. Beyond §8, a patch may not send a secret it did
-not write out to an address it changed (config/patch.py's secrets_sent_elsewhere), nor weaken the
-auth in force (_weakened_auth); both are params errors, and the file edited by hand still may.
+not write out to an address it changed (config/patch.py's secrets_sent_elsewhere), weaken the
+auth in force (_weakened_auth) nor let more clients reach the gateway (_widened_exposure); all are
+params errors, and the file edited by hand still may.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import ipaddress
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,7 @@ import structlog
 from gateway.config.apply import ReloadResult, apply_config, with_token
 from gateway.config.errors import FILE_LEVEL, ConfigError, ConfigIssue
 from gateway.config.loader import ConfigLoader, embedded_default_text
-from gateway.config.model import Config, GatewayConfig
+from gateway.config.model import BIND_HOSTS, Config, GatewayConfig
 from gateway.config.patch import (
     FileState,
     marker_in_array,
@@ -98,6 +101,63 @@ def _weakened_auth(running_gateway: GatewayConfig, new_gateway: GatewayConfig) -
     if looser:
         return f"gateway.auth.rateLimit.{looser[0]}: a patch may not loosen the failed-auth limiter"
     return None
+
+
+def _widened_exposure(
+    running: GatewayConfig, new: GatewayConfig, written_bind: str | None
+) -> str | None:
+    """How `new` would let more clients reach the gateway than `running` does, or None.
+
+    With auth `none` on loopback (or a password a page may guess at the limiter's pace), the
+    Host and Origin checks and the loopback bind are all that keep a web page the user visits
+    out; a patch that widened them would open the gateway for good, as turning auth off would
+    (_weakened_auth). Narrowing, and keeping what is in force, still apply. `written_bind` is
+    the address the file names now: a `bind` edited by hand waits for a restart, and a later
+    patch of something else writes it back unchanged.
+    """
+    http, old_http = new.http, running.http
+    origin = _first_new(http.cors_allowed_origins, old_http.cors_allowed_origins)
+    if origin is not None:
+        return f"gateway.http.cors.allowedOrigins: a patch may not allow a new origin ({origin})"
+    origin = _first_new(new.allowed_origins, running.allowed_origins)
+    if origin is not None:
+        return f"gateway.controlUi.allowedOrigins: a patch may not allow a new origin ({origin})"
+    host = _first_new(http.allowed_hosts, old_http.allowed_hosts)
+    if host is not None:
+        return f"gateway.http.allowedHosts: a patch may not allow a new host ({host})"
+    metrics, old_metrics = new.metrics, running.metrics
+    if metrics.enabled and metrics.public and not (old_metrics.enabled and old_metrics.public):
+        return "gateway.metrics.public: a patch may not serve the metrics without auth"
+    if not _is_loopback(new.host) and new.host not in (running.host, written_bind):
+        return f"gateway.bind: a patch may not bind the gateway beyond loopback ({new.host})"
+    return None
+
+
+def _first_new(new: tuple[str, ...], running: tuple[str, ...]) -> str | None:
+    """The first entry of `new` that `running` does not hold, or None (`*` in `running`
+    already allows any)."""
+    if "*" in running:
+        return None
+    return next((entry for entry in new if entry not in running), None)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _written_bind(file: Mapping[str, Any]) -> str | None:
+    """The address the file's `gateway.bind` names (checked when it was loaded), or None."""
+    gateway = file.get("gateway")
+    if not isinstance(gateway, Mapping):
+        return BIND_HOSTS["loopback"]
+    bind = gateway.get("bind", "loopback")
+    if bind == "custom":
+        host = gateway.get("customBindHost")
+        return host if isinstance(host, str) else None
+    return BIND_HOSTS.get(bind) if isinstance(bind, str) else None
 
 
 def _newly_trusted(running: tuple[str, ...], new: tuple[str, ...]) -> str | None:
@@ -303,7 +363,10 @@ def register(methods: MethodRegistry) -> None:
                 raise WsError(
                     INVALID_REQUEST, "invalid config", details={"issues": _issues(exc.issues)}
                 ) from None
-            weakened = _weakened_auth(state.config.gateway, new.gateway)
+            running = state.config.gateway
+            weakened = _weakened_auth(running, new.gateway) or _widened_exposure(
+                running, new.gateway, _written_bind(base)
+            )
             if weakened is not None:
                 raise ParamsError(f"at /raw: {weakened}; only an edit of the file may do that")
             # Checking took a while (seconds for a large file): an edit saved meanwhile by
