@@ -990,6 +990,93 @@ class TestConfigPatchCannotWidenExposure:
         assert gateway.config_path.read_bytes() == before
 
 
+HOOKED = CONFIG.replace(
+    "  agents:",
+    '  hooks: { enabled: true, token: "hook-secret-1", allowedAgentIds: ["main"],'
+    ' allowedSessionKeyPrefixes: ["hook:"] },\n  agents:',
+)
+
+
+class TestConfigPatchCannotWidenTheWebhooks:
+    """The hook token is a credential of its own: webhooks a patch turned on would outlive the
+    rotation of the gateway token that the patch came with, unnoticed by the owner."""
+
+    async def test_turning_them_on_is_refused(self, ws: GatewayWs, gateway: Gateway) -> None:
+        before = gateway.config_path.read_bytes()
+        hooks = {"hooks": {"enabled": True, "token": "attacker-chosen"}}
+        frame = await patch(ws, hooks, file_hash(gateway))
+        assert frame["error"] == refusal("hooks.enabled: a patch may not turn the webhooks on")
+        assert gateway.config_path.read_bytes() == before
+        answer = await gateway.client.post(
+            "/hooks/wake", json={"text": "x"}, headers={"Authorization": "Bearer attacker-chosen"}
+        )
+        assert answer.status == 404
+
+    @pytest.mark.parametrize(
+        ("hooks", "message"),
+        [
+            (
+                {"allowedAgentIds": ["*"]},
+                "hooks.allowedAgentIds: a patch may not let the webhooks run another agent (*)",
+            ),
+            (
+                {"allowedAgentIds": None},
+                "hooks.allowedAgentIds: a patch may not let the webhooks run another agent (any)",
+            ),
+            (
+                {"allowRequestSessionKey": True},
+                "hooks.allowRequestSessionKey: a patch may not let the webhooks choose their"
+                " session",
+            ),
+            (
+                {"allowedSessionKeyPrefixes": ["hook:", "agent:"]},
+                "hooks.allowedSessionKeyPrefixes: a patch may not allow a new session key prefix"
+                " (agent:)",
+            ),
+            (
+                {"allowedSessionKeyPrefixes": None, "defaultSessionKey": "hook:x"},
+                "hooks.allowedSessionKeyPrefixes: a patch may not allow a new session key prefix"
+                " (any)",
+            ),
+        ],
+    )
+    async def test_widening_what_they_may_do_is_refused(
+        self, make_gateway: MakeGateway, hooks: dict, message: str
+    ) -> None:
+        gateway = await make_gateway(HOOKED)
+        ws = await gateway.connected()
+        before = gateway.config_path.read_bytes()
+        frame = await patch(ws, {"hooks": hooks}, file_hash(gateway))
+        assert frame["error"] == refusal(message)
+        assert gateway.config_path.read_bytes() == before
+        await ws.ws.close()
+
+    async def test_a_new_token_narrower_rights_or_turning_them_off_apply(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        gateway = await make_gateway(HOOKED)
+        ws = await gateway.connected()
+        narrower = {
+            "hooks": {
+                "token": "hook-secret-2",
+                "allowedSessionKeyPrefixes": ["hook:ci:"],
+                "defaultSessionKey": "hook:ci:main",
+            }
+        }
+        frame = await patch(ws, narrower, file_hash(gateway))
+        assert frame["ok"] is True, frame
+        answer = await gateway.client.post(
+            "/hooks/wake", json={"text": "x"}, headers={"Authorization": "Bearer hook-secret-2"}
+        )
+        assert answer.status == 200, await answer.text()
+        frame = await patch(ws, {"hooks": {"enabled": False}}, file_hash(gateway))
+        assert frame["ok"] is True, frame
+        # Off, what they may do is moot: a patch of it is no widening.
+        frame = await patch(ws, {"hooks": {"allowedAgentIds": ["*"]}}, file_hash(gateway))
+        assert frame["ok"] is True, frame
+        await ws.ws.close()
+
+
 # JSON5 text that takes json5's parser a second or more (it reads some 100-300 KB a second):
 # a call that parses it on the event loop holds up every other client meanwhile.
 SLOW_TO_PARSE = 50_000

@@ -4,8 +4,8 @@
 unexpanded), validates the result like a startup load, writes it atomically and applies it
 through the hot-reload path before answering. Beyond §8, a patch may not send a secret it did
 not write out to an address it changed (config/patch.py's secrets_sent_elsewhere), weaken the
-auth in force (_weakened_auth) nor let more clients reach the gateway (_widened_exposure); all are
-params errors, and the file edited by hand still may.
+auth in force (_weakened_auth), let more clients reach the gateway (_widened_exposure) nor let
+the webhooks do more (_widened_hooks); all are params errors, and the file edited by hand still may.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import structlog
 from gateway.config.apply import ReloadResult, apply_config, with_token
 from gateway.config.errors import FILE_LEVEL, ConfigError, ConfigIssue
 from gateway.config.loader import ConfigLoader, embedded_default_text
-from gateway.config.model import BIND_HOSTS, Config, GatewayConfig
+from gateway.config.model import BIND_HOSTS, Config, GatewayConfig, HooksConfig
 from gateway.config.patch import (
     FileState,
     marker_in_array,
@@ -131,6 +131,44 @@ def _widened_exposure(
     if not _is_loopback(new.host) and new.host not in (running.host, written_bind):
         return f"gateway.bind: a patch may not bind the gateway beyond loopback ({new.host})"
     return None
+
+
+def _widened_hooks(running: HooksConfig, new: HooksConfig) -> str | None:
+    """How `new` would let the webhooks do more than `running` does, or None.
+
+    The hook token is a credential of its own: webhooks a patch turned on, or let run another
+    agent or write to any session (the main one included), would outlive the rotation of the
+    gateway token the patch came with. A new token, narrower rights, turning them off apply.
+    """
+    if not new.enabled:
+        return None
+    if not running.enabled:
+        return "hooks.enabled: a patch may not turn the webhooks on"
+    agent = _first_new_or_any(new.allowed_agent_ids, running.allowed_agent_ids)
+    if agent is not None:
+        return (
+            f"hooks.allowedAgentIds: a patch may not let the webhooks run another agent ({agent})"
+        )
+    if new.allow_request_session_key and not running.allow_request_session_key:
+        return "hooks.allowRequestSessionKey: a patch may not let the webhooks choose their session"
+    old_prefixes, prefixes = running.allowed_session_key_prefixes, new.allowed_session_key_prefixes
+    if old_prefixes is not None:
+        wider = "any" if prefixes is None else None
+        if prefixes is not None:
+            wider = next((p for p in prefixes if not p.startswith(old_prefixes)), None)
+        if wider is not None:
+            return (
+                "hooks.allowedSessionKeyPrefixes: a patch may not allow a new session key prefix"
+                f" ({wider})"
+            )
+    return None
+
+
+def _first_new_or_any(new: tuple[str, ...] | None, running: tuple[str, ...] | None) -> str | None:
+    """_first_new of two lists where None allows any: `any` when `new` alone is None."""
+    if running is None:
+        return None
+    return "any" if new is None else _first_new(new, running)
 
 
 def _first_new(new: tuple[str, ...], running: tuple[str, ...]) -> str | None:
@@ -364,8 +402,10 @@ def register(methods: MethodRegistry) -> None:
                     INVALID_REQUEST, "invalid config", details={"issues": _issues(exc.issues)}
                 ) from None
             running = state.config.gateway
-            weakened = _weakened_auth(running, new.gateway) or _widened_exposure(
-                running, new.gateway, _written_bind(base)
+            weakened = (
+                _weakened_auth(running, new.gateway)
+                or _widened_exposure(running, new.gateway, _written_bind(base))
+                or _widened_hooks(state.config.hooks, new.hooks)
             )
             if weakened is not None:
                 raise ParamsError(f"at /raw: {weakened}; only an edit of the file may do that")
