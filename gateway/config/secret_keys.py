@@ -103,8 +103,20 @@ _URL_WITH_PASSWORD = re.compile(
 )
 
 
+# So is a URL with a query parameter named like a secret (`?key=`, `?access_token=`, libpq's
+# `?password=`): the parameter names after the first `://`, each read once.
+_QUERY_PARAMETER = re.compile(r"[?&;]([A-Za-z0-9_.+-]+)=")
+
+
 def holds_password(value: Any) -> bool:
-    return isinstance(value, str) and _URL_WITH_PASSWORD.search(value) is not None
+    if not isinstance(value, str):
+        return False
+    if _URL_WITH_PASSWORD.search(value) is not None:
+        return True
+    start = value.find("://")
+    return start >= 0 and any(
+        is_secret_name(match[1]) for match in _QUERY_PARAMETER.finditer(value, start)
+    )
 
 
 def is_secret_leaf(path: tuple[PathKey, ...], value: Any) -> bool:

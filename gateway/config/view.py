@@ -363,10 +363,13 @@ class _Json5Scanner:
     def _is_secret_literal(path: tuple[PathKey, ...], literal: str) -> bool:
         if is_secret_path(path):
             return literal != "null"
-        # Decoding every string would be slow; a URL's credentials need an "@" (or an escape).
+        # Decoding every string would be slow; a URL's credentials need an "@", or an "=" in
+        # its query (or an escape).
         quoted = literal[0] in "\"'"
         return (
-            quoted and ("@" in literal or "\\" in literal) and holds_password(json5.loads(literal))
+            quoted
+            and ("@" in literal or "=" in literal or "\\" in literal)
+            and holds_password(json5.loads(literal))
         )
 
     def _object(self, path: tuple[PathKey, ...]) -> None:

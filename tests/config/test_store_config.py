@@ -7,11 +7,13 @@ import os
 import threading
 from pathlib import Path
 
+import json5
+
 from gateway.config.model import StoreConfig, server_and_database
 from gateway.config.patch import secrets_sent_elsewhere
 from gateway.config.schema import URL_ISSUE
 from gateway.config.secret_keys import REDACTED
-from gateway.config.view import effective_dict, redacted
+from gateway.config.view import effective_dict, redact_raw, redacted
 from tests.config.test_configfile import release_fifo_reader
 from tests.support.configs import ConfigFiles
 
@@ -117,6 +119,15 @@ class TestStoreConfig:
         }
         assert "s3cret" not in json.dumps(shown)
         assert "s3cret" not in repr(config.store)
+
+    def test_a_url_with_a_password_in_its_query_is_redacted_whole(self, files: ConfigFiles) -> None:
+        # libpq takes `password` (and `sslpassword`) as URI parameters too.
+        url = "postgresql://db.internal/x?sslmode=require&password=query-pw"
+        text = f'{{store: {{backend: "postgres", url: "{url}"}}}}'
+        config = files.load(text)
+        assert redacted(config)["store"]["url"] == REDACTED
+        assert "query-pw" not in redact_raw(text, json5.loads(text))
+        assert "query-pw" not in repr(config.store)
 
     def test_a_url_with_a_password_in_it_is_redacted_whole(self, files: ConfigFiles) -> None:
         url = "postgresql://u:inline-pw@db/x"

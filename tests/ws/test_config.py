@@ -638,6 +638,27 @@ class TestConfigGetHidesEverySecret:
         assert payload["valid"] is True
         await ws.ws.close()
 
+    async def test_nor_a_secret_in_a_urls_query(self, make_gateway: MakeGateway) -> None:
+        # Providers and webhooks take keys as query parameters too (`?key=`, `?token=`).
+        config = """{
+  gateway: { auth: { mode: "token", token: "test-token" } },
+  models: { providers: { gen: { api: "openai-completions",
+    baseUrl: "https://gen.example/v1?api-version=1&key=zq-query-key" } } },
+  channels: { hook: { url: 'https://hooks.example/x?a=1&access_token=zq-query-token' } },
+  agents: { list: [{ id: "main", default: true }] },
+}
+"""
+        gateway = await make_gateway(config)
+        ws = await gateway.connected(scopes=["operator.read"])
+        frame = await ws.call("config.get")
+        assert frame["ok"] is True, frame
+        assert "zq-query" not in json.dumps(frame)
+        payload = frame["payload"]
+        assert payload["parsed"]["models"]["providers"]["gen"]["baseUrl"] == REDACTED
+        assert payload["config"]["models"]["providers"]["gen"]["baseUrl"] == REDACTED
+        assert payload["parsed"]["channels"]["hook"]["url"] == REDACTED
+        await ws.ws.close()
+
     async def test_nor_a_secret_commented_out(self, make_gateway: MakeGateway) -> None:
         config = """{
   gateway: { auth: { mode: "token", token: "test-token" } },
