@@ -915,6 +915,16 @@ class TestConfigPatchCannotWidenExposure:
                 "gateway.bind: a patch may not bind the gateway beyond loopback (0.0.0.0)",
             ),
             (
+                {"ws": {"preAuth": {"maxConnections": 10**9}}},
+                "gateway.ws.preAuth.maxConnections: a patch may not raise the cap on"
+                " unauthenticated sockets",
+            ),
+            (
+                {"ws": {"preAuth": {"maxPerAddress": 33}}},
+                "gateway.ws.preAuth.maxPerAddress: a patch may not raise the cap on"
+                " unauthenticated sockets",
+            ),
+            (
                 {"bind": "custom", "customBindHost": "192.0.2.7"},
                 "gateway.bind: a patch may not bind the gateway beyond loopback (192.0.2.7)",
             ),
@@ -968,6 +978,7 @@ class TestConfigPatchCannotWidenExposure:
                 "controlUi": {"allowedOrigins": ["https://B.example"]},
                 "http": {"cors": {"allowedOrigins": ["https://c.example"]}, "allowedHosts": []},
                 "metrics": {"public": False},
+                "ws": {"preAuth": {"maxConnections": 64, "maxPerAddress": 8}},
                 "bind": "custom",
                 "customBindHost": "127.0.0.2",
             }

@@ -130,6 +130,17 @@ def _widened_exposure(
         return "gateway.metrics.public: a patch may not serve the metrics without auth"
     if not _is_loopback(new.host) and new.host not in (running.host, written_bind):
         return f"gateway.bind: a patch may not bind the gateway beyond loopback ({new.host})"
+    # What a client that has not authenticated may hold, loosened as the limiter may not be.
+    preauth, old_preauth = new.ws_preauth, running.ws_preauth
+    for name, is_higher in (
+        ("maxConnections", preauth.max_connections > old_preauth.max_connections),
+        ("maxPerAddress", preauth.max_per_address > old_preauth.max_per_address),
+    ):
+        if is_higher:
+            return (
+                f"gateway.ws.preAuth.{name}: a patch may not raise the cap on unauthenticated"
+                " sockets"
+            )
     return None
 
 
