@@ -960,13 +960,18 @@ def check_hooks_token(
     ctx: Checker, normalized: dict[str, Any], generated: str | None = None
 ) -> None:
     """As OpenClaw: the hook token is a second, distinct secret (after env and flags), also
-    from the token in the state dir (`generated`) that a config without one runs with."""
+    from the token in the state dir (`generated`) that a config without one runs with. Unlike
+    OpenClaw, not the gateway's password either: the hook token is handed to automation
+    services, and with it the gateway's own credential."""
     hooks_token = dig(normalized, "hooks", "token")
     auth = dig(normalized, "gateway", "auth")
     if not isinstance(hooks_token, str) or not hooks_token or not isinstance(auth, dict):
         return
     if auth.get("mode") == "token" and (auth.get("token") or generated) == hooks_token:
         message = "must not match the gateway auth token; set a distinct hooks.token"
+        ctx.issue("hooks.token", message)
+    if auth.get("mode") == "password" and auth.get("password") == hooks_token:
+        message = "must not match the gateway auth password; set a distinct hooks.token"
         ctx.issue("hooks.token", message)
 
 

@@ -270,6 +270,24 @@ class TestHooksTokenIsItsOwnSecret:
             "- hooks.token: must not match the gateway auth token; set a distinct hooks.token"
         ]
 
+    @pytest.mark.parametrize(
+        ("text", "environ"),
+        [
+            ('{gateway: {auth: {password: "same"}}, hooks: {enabled: true, token: "same"}}', {}),
+            (
+                '{gateway: {auth: {mode: "password"}}, hooks: {enabled: true, token: " same "}}',
+                {"OPENCLAW_GATEWAY_PASSWORD": "same"},
+            ),
+        ],
+    )
+    def test_nor_the_gateway_password(
+        self, files: ConfigFiles, text: str, environ: dict[str, str]
+    ) -> None:
+        # The hook token is handed to automation services; the gateway's password with it.
+        assert files.issues(text, environ=environ) == [
+            "- hooks.token: must not match the gateway auth password; set a distinct hooks.token"
+        ]
+
     def test_a_token_file_that_differs_is_no_issue(self, files: ConfigFiles) -> None:
         files.state_dir.mkdir(mode=0o700)
         (files.state_dir / "gateway.token").write_text("other\n")

@@ -1083,6 +1083,25 @@ class TestConfigPatchCannotWidenTheWebhooks:
         assert gateway.config_path.read_bytes() == before
         await ws.ws.close()
 
+    async def test_a_hook_token_that_is_the_gateway_password_is_invalid(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        gateway = await make_gateway(
+            HOOKED.replace('mode: "token", token: "test-token"', 'password: "gw-password-7"')
+        )
+        ws = await gateway.connected(auth={"password": "gw-password-7"})
+        before = gateway.config_path.read_bytes()
+        frame = await patch(ws, {"hooks": {"token": "gw-password-7"}}, file_hash(gateway))
+        assert frame["error"]["message"] == "invalid config", frame
+        assert frame["error"]["details"]["issues"] == [
+            {
+                "path": "hooks.token",
+                "message": "must not match the gateway auth password; set a distinct hooks.token",
+            }
+        ]
+        assert gateway.config_path.read_bytes() == before
+        await ws.ws.close()
+
     async def test_a_new_token_narrower_rights_or_turning_them_off_apply(
         self, make_gateway: MakeGateway
     ) -> None:
