@@ -99,6 +99,15 @@ def show(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def shown_url(text: str) -> str:
+    """A URL or origin as an issue line says it. The lines are logged and shown by health and
+    config.get: one that may carry a user and password (even a mistyped one: `https:/me:pw@host`)
+    or a key in its query (`?key=`, `?password=`) is not."""
+    if "@" in text or "=" in text:
+        return "not shown: it may hold a password"
+    return f"got {show(text)}"
+
+
 # A double's range; json5 reads `0x…` of any length, and Python will not even print an integer
 # of more than 4300 digits.
 _LARGEST_INTEGER_BITS = 1024
@@ -385,10 +394,7 @@ class _Url(_Node):
         except ValueError:  # e.g. an unbalanced `[` in the host
             valid = False
         if not valid:
-            # The issue lines are logged and shown by health and config.get: a URL that may
-            # carry a user and password (even a mistyped one: `https:/me:pw@host`) is not.
-            shown = "not shown: it may hold a password" if "@" in text else f"got {show(text)}"
-            return ctx.issue(path, f"must be an http(s) URL ({shown})")
+            return ctx.issue(path, f"must be an http(s) URL ({shown_url(text)})")
         try:
             upstream_target(text)  # what the upstream client refuses to send to
         except ValueError as exc:
@@ -444,7 +450,8 @@ class _Origin(_Node):
             return text
         origin = normalize_origin(text)
         if origin is None:
-            return ctx.issue(path, f"must be an origin like https://host[:port] (got {show(text)})")
+            shown = shown_url(text)
+            return ctx.issue(path, f"must be an origin like https://host[:port] ({shown})")
         return origin
 
 

@@ -659,6 +659,37 @@ class TestConfigGetHidesEverySecret:
         assert payload["parsed"]["channels"]["hook"]["url"] == REDACTED
         await ws.ws.close()
 
+    async def test_nor_a_secret_in_an_invalid_urls_issue(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        # The issue lines of an invalid file are shown to read-only clients (and logged).
+        gateway.config_path.write_text(
+            """{
+  gateway: { auth: { mode: "token", token: "test-token" },
+    controlUi: { allowedOrigins: ["https://ui:zq-origin-pw@ui.example/"] } },
+  models: { providers: { gen: { api: "openai-completions",
+    baseUrl: "ftp://gen.example/v1?key=zq-query-key" } } },
+}
+"""
+        )
+        reader = await gateway.connected(scopes=["operator.read"])
+        frame = await reader.call("config.get")
+        assert frame["ok"] is True, frame
+        assert frame["payload"]["valid"] is False
+        assert frame["payload"]["issues"] == [
+            {
+                "path": "gateway.controlUi.allowedOrigins[0]",
+                "message": "must be an origin like https://host[:port] (not shown: it may hold"
+                " a password)",
+            },
+            {
+                "path": "models.providers.gen.baseUrl",
+                "message": "must be an http(s) URL (not shown: it may hold a password)",
+            },
+        ]
+        assert "zq-" not in json.dumps(frame)
+        await reader.ws.close()
+
     async def test_nor_a_secret_commented_out(self, make_gateway: MakeGateway) -> None:
         config = """{
   gateway: { auth: { mode: "token", token: "test-token" } },
