@@ -1022,6 +1022,17 @@ class TestConfigPatchCannotWidenExposure:
         assert frame["payload"]["restart"]["paths"] == ["gateway.bind", "gateway.customBindHost"]
         await ws.ws.close()
 
+    async def test_an_address_within_the_running_lan_bind_applies(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        gateway = await make_gateway(CONFIG.replace("gateway: {", 'gateway: { bind: "lan",'))
+        ws = await gateway.connected()
+        one = {"gateway": {"bind": "custom", "customBindHost": "192.0.2.7"}}
+        frame = await patch(ws, one, file_hash(gateway))
+        assert frame["ok"] is True, frame
+        assert frame["payload"]["restart"]["paths"] == ["gateway.bind", "gateway.customBindHost"]
+        await ws.ws.close()
+
     async def test_a_bind_the_file_names_may_stay_in_later_patches(
         self, ws: GatewayWs, gateway: Gateway
     ) -> None:

@@ -128,7 +128,9 @@ def _widened_exposure(
     metrics, old_metrics = new.metrics, running.metrics
     if metrics.enabled and metrics.public and not (old_metrics.enabled and old_metrics.public):
         return "gateway.metrics.public: a patch may not serve the metrics without auth"
-    if not _is_loopback(new.host) and new.host not in (running.host, written_bind):
+    # `lan` (0.0.0.0) listens on every address: one of them is no wider.
+    within = (running.host, written_bind) if running.host != BIND_HOSTS["lan"] else (new.host,)
+    if not _is_loopback(new.host) and new.host not in within:
         return f"gateway.bind: a patch may not bind the gateway beyond loopback ({new.host})"
     # What a client that has not authenticated may hold, loosened as the limiter may not be.
     preauth, old_preauth = new.ws_preauth, running.ws_preauth
