@@ -1125,6 +1125,38 @@ class TestConfigPatchCannotWidenTheWebhooks:
         assert gateway.config_path.read_bytes() == before
         await ws.ws.close()
 
+    @pytest.mark.parametrize(
+        ("default_key", "refused"),
+        [
+            ("main", "agent:main:main"),
+            ("agent:main:ws-1", "agent:main:ws-1"),
+            ("hook:inbox", None),
+            ("agent:main:hook:inbox", None),
+        ],
+    )
+    async def test_pointing_them_at_a_session_beyond_their_own_is_refused(
+        self, make_gateway: MakeGateway, default_key: str, refused: str | None
+    ) -> None:
+        # Without prefixes or caller-chosen keys, every call has a fresh `hook:` session: a
+        # default key of the main session would feed the hook senders' text into it.
+        gateway = await make_gateway(
+            CONFIG.replace(
+                "  agents:", '  hooks: { enabled: true, token: "hook-secret-1" },\n  agents:'
+            )
+        )
+        ws = await gateway.connected()
+        before = gateway.config_path.read_bytes()
+        frame = await patch(ws, {"hooks": {"defaultSessionKey": default_key}}, file_hash(gateway))
+        if refused is None:
+            assert frame["ok"] is True, frame
+        else:
+            assert frame["error"] == refusal(
+                "hooks.defaultSessionKey: a patch may not point the webhooks at another"
+                f" session ({refused})"
+            )
+            assert gateway.config_path.read_bytes() == before
+        await ws.ws.close()
+
     async def test_a_hook_token_that_is_the_gateway_password_is_invalid(
         self, make_gateway: MakeGateway
     ) -> None:

@@ -21,6 +21,9 @@ import attrs
 import json5
 import structlog
 
+from agents.config import AgentsConfig
+from agents.errors import InvalidSessionKey
+from agents.keys import normalize_session_key
 from gateway.config.apply import ReloadResult, apply_config, with_token
 from gateway.config.errors import FILE_LEVEL, ConfigError, ConfigIssue
 from gateway.config.loader import ConfigLoader, embedded_default_text
@@ -146,11 +149,11 @@ def _widened_exposure(
     return None
 
 
-def _widened_hooks(running: HooksConfig, new: HooksConfig) -> str | None:
+def _widened_hooks(running: HooksConfig, new: HooksConfig, agents: AgentsConfig) -> str | None:
     """How `new` would let the webhooks do more than `running` does, or None.
 
     The hook token is a credential of its own: webhooks a patch turned on, or let run another
-    agent or write to any session (the main one included), would outlive the rotation of the
+    agent or write to another session (the main one included), would outlive the rotation of the
     gateway token the patch came with. A new token, narrower rights, turning them off apply.
     """
     if not new.enabled:
@@ -174,7 +177,32 @@ def _widened_hooks(running: HooksConfig, new: HooksConfig) -> str | None:
                 "hooks.allowedSessionKeyPrefixes: a patch may not allow a new session key prefix"
                 f" ({wider})"
             )
+    if running.allow_request_session_key and old_prefixes is None:
+        return None  # callers may name any session already
+    # Without prefixes, the hooks' own sessions are the `hook:` ones each call starts.
+    key = _hook_default_key(new.default_session_key, agents)
+    if key is None or key == _hook_default_key(running.default_session_key, agents):
+        return None
+    rest = key.split(":", 2)[-1]
+    own = old_prefixes if old_prefixes is not None else ("hook:",)
+    if not (key.startswith(own) or rest.startswith(own)):
+        return (
+            "hooks.defaultSessionKey: a patch may not point the webhooks at another session"
+            f" ({key})"
+        )
     return None
+
+
+def _hook_default_key(raw: str | None, agents: AgentsConfig) -> str | None:
+    """`hooks.defaultSessionKey` as the webhooks use it (hooks_wire.hook_session_key)."""
+    if raw is None:
+        return None
+    try:
+        return normalize_session_key(
+            raw, agents.default_agent.id, agents.main_key, reject_reserved=True
+        )
+    except InvalidSessionKey:  # the loader refuses one (default_session_key_issues)
+        return raw
 
 
 def _first_new_or_any(new: tuple[str, ...] | None, running: tuple[str, ...] | None) -> str | None:
@@ -418,7 +446,7 @@ def register(methods: MethodRegistry) -> None:
             weakened = (
                 _weakened_auth(running, new.gateway)
                 or _widened_exposure(running, new.gateway, _written_bind(base))
-                or _widened_hooks(state.config.hooks, new.hooks)
+                or _widened_hooks(state.config.hooks, new.hooks, new.agents)
             )
             if weakened is not None:
                 raise ParamsError(f"at /raw: {weakened}; only an edit of the file may do that")
