@@ -993,6 +993,26 @@ class TestConfigPatchCannotWidenExposure:
         assert rebound.status == 421
         assert (await gateway.client.get("/metrics")).status == 401
 
+    async def test_without_auth_on_loopback_a_page_stays_shut_out(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        # Any local process is admin here: CORS `*` would let every page the user opens
+        # run turns and read their answers.
+        gateway = await make_gateway(
+            CONFIG.replace('auth: { mode: "token", token: "test-token" }', 'auth: { mode: "none" }')
+        )
+        ws = await gateway.connected(auth=None)
+        cors = {"gateway": {"http": {"cors": {"allowedOrigins": ["*"]}}}}
+        frame = await patch(ws, cors, file_hash(gateway))
+        assert frame["error"] == refusal(
+            "gateway.http.cors.allowedOrigins: a patch may not allow a new origin (*)"
+        )
+        page = {"Origin": "https://evil.example"}
+        answer = await gateway.client.get("/v1/models", headers=page)
+        assert answer.status == 200
+        assert "Access-Control-Allow-Origin" not in answer.headers
+        await ws.ws.close()
+
     async def test_narrower_or_unchanged_exposure_applies(self, make_gateway: MakeGateway) -> None:
         gateway = await make_gateway(
             CONFIG.replace(
