@@ -1317,6 +1317,15 @@ class SessionStore:
     async def extend_hook_call(self, scope: str, run_id: str, until: int) -> None:
         return None
 
+    # ... and the WebSocket calls theirs (gateway/ws/state.py IdempotencyCache).
+    async def claim_call(
+        self, scope: str, token: str, session_key: str, now: int, ttl_ms: int
+    ) -> tuple[str, str, bool]:
+        return token, session_key, False
+
+    async def end_call(self, scope: str, token: str, until: int) -> None:
+        return None
+
     async def release_hook_call(self, scope: str, run_id: str) -> None:
         return None
 

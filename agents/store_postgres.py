@@ -226,9 +226,21 @@ CREATE TABLE hook_calls (
 CREATE INDEX hook_calls_by_expiry ON hook_calls(expires_at)
 """
 
+# The WebSocket `chat.send`/`agent` idempotency keys share the table (gateway/ws/claims.py),
+# under scopes of their own ("ws:" and a hash, where a webhook's is a bare hash), and say when
+# their run has ended: a retry on another process then answers `ok` rather than `in_flight`.
+_SCHEMA_V4_CALL_ENDS = """
+ALTER TABLE hook_calls ADD COLUMN ended BOOLEAN NOT NULL DEFAULT FALSE
+"""
+
 # MIGRATIONS[v] takes the schema from version v to v + 1. Version 1 is the SQLite store's
 # schema 3 at once: there was never an older PostgreSQL schema to migrate from.
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2_RESPONSES, _SCHEMA_V3_HOOK_CALLS)
+MIGRATIONS: tuple[str, ...] = (
+    _SCHEMA_V1,
+    _SCHEMA_V2_RESPONSES,
+    _SCHEMA_V3_HOOK_CALLS,
+    _SCHEMA_V4_CALL_ENDS,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _SESSION_COLUMNS = (
@@ -1154,6 +1166,39 @@ class PostgresSessionStore:
             return (run_id, session_key) if row is None else (row[0], row[1])
 
         return await self._run(claim, write=True)
+
+    async def claim_call(
+        self, scope: str, token: str, session_key: str, now: int, ttl_ms: int
+    ) -> tuple[str, str, bool]:
+        """(token, session key, ended) of the claim of `scope` that came first and is still
+        kept: this one's, not ended, when it is the first (then kept for `ttl_ms`)."""
+
+        async def claim(conn: Connection) -> tuple[str, str, bool]:
+            await conn.execute("DELETE FROM hook_calls WHERE expires_at <= $1", now)
+            row = await conn.fetchrow(
+                "INSERT INTO hook_calls (scope, run_id, session_key, expires_at)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT (scope) DO NOTHING"
+                " RETURNING run_id, session_key, ended",
+                scope, token, _storable(session_key), now + ttl_ms,
+            )  # fmt: skip
+            if row is None:
+                row = await conn.fetchrow(
+                    "SELECT run_id, session_key, ended FROM hook_calls WHERE scope = $1", scope
+                )
+            return (token, session_key, False) if row is None else (row[0], row[1], row[2])
+
+        return await self._run(claim, write=True)
+
+    async def end_call(self, scope: str, token: str, until: int) -> None:
+        """The run of the claim of `scope` by `token` has ended: kept, so, until `until`."""
+        await self._run(
+            lambda c: c.execute(
+                "UPDATE hook_calls SET ended = TRUE, expires_at = $3"
+                " WHERE scope = $1 AND run_id = $2",
+                scope, token, until,
+            ),
+            write=True, transaction=False,
+        )  # fmt: skip
 
     async def extend_hook_call(self, scope: str, run_id: str, until: int) -> None:
         """Keep the claim of `scope` by `run_id` until `until` (ms since the epoch)."""

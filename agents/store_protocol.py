@@ -78,6 +78,16 @@ class Store(Protocol):
 
     async def extend_hook_call(self, scope: str, run_id: str, until: int) -> None: ...
 
+    async def claim_call(
+        self, scope: str, token: str, session_key: str, now: int, ttl_ms: int
+    ) -> tuple[str, str, bool]:
+        """(token, session key, whether its run ended) of the first claim of `scope` that
+        other processes sharing the store made and still keep; this one's when there is none.
+        Renewed with `extend_hook_call`, given up with `release_hook_call`."""
+        ...
+
+    async def end_call(self, scope: str, token: str, until: int) -> None: ...
+
     async def release_hook_call(self, scope: str, run_id: str) -> None: ...
 
     def turn_lock(

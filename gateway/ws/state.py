@@ -32,6 +32,7 @@ T = TypeVar("T")
 # agents-sessions.md §2.7: idempotency keys are remembered 5 minutes, at most 1000 of them.
 IDEMPOTENCY_TTL_SECONDS = 300.0
 IDEMPOTENCY_MAX_KEYS = 1000
+CLAIMS_LAST_WORD_SECONDS = 2.0  # a statement's round trip, with room for a slow database
 
 
 @attrs.frozen
@@ -199,6 +200,10 @@ class WsState:
     config_file: ConfigFileCache = attrs.field(factory=ConfigFileCache)
     running_config: RunningConfigView = attrs.field(factory=RunningConfigView)
     idempotency: IdempotencyCache = attrs.field(factory=IdempotencyCache)
+    # A shared store (gateway/ws/claims.py): the keys whose call claims and starts its run
+    # now, done when it has; the tasks that keep the claims of this process's runs.
+    starting: dict[str, asyncio.Future[None]] = attrs.field(factory=dict)
+    claims: set[asyncio.Task[None]] = attrs.field(factory=set)
     fanout: EventFanout = attrs.field(
         default=attrs.Factory(
             lambda self: EventFanout(self.readers, max_payload=self.settings.max_payload),
@@ -293,7 +298,12 @@ class WsState:
         return task
 
     async def cancel_tasks(self) -> None:
-        tasks = list(self._tasks)
+        claims = list(self.claims)
+        if claims:
+            # After the drain their runs have ended: let them say so to the store (ended, or
+            # released) before it closes.
+            await asyncio.wait(claims, timeout=CLAIMS_LAST_WORD_SECONDS)
+        tasks = [*self._tasks, *claims]
         for task in tasks:
             task.cancel()
         if tasks:

@@ -68,7 +68,7 @@ class TestSchema:
             await conn.execute("INSERT INTO clawgate_schema VALUES (1)")
         await conn.close()
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (2, 3) == tuple(range(2, SCHEMA_VERSION + 1))
+            assert store.migrated == (2, 3, 4) == tuple(range(2, SCHEMA_VERSION + 1))
             assert await store.get_response("resp_x") is None
             assert await store.claim_hook_call("s", "r", "k", 0, 1) == ("r", "k")
 

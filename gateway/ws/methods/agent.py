@@ -14,6 +14,7 @@ from agents.events import LifecyclePhase, RunEvent
 from agents.keys import SESSION_KEY_MAX, parse_session_key
 from agents.runs import AgentRun, RunOutcome, RunStatus, TurnRequest
 from gateway.ws import protocol
+from gateway.ws.claims import ClaimedElsewhere, start_once, wait_for_start
 from gateway.ws.dispatch import CallContext, MethodRegistry
 from gateway.ws.methods.chat import (
     IDEMPOTENCY_KEY_MAX,
@@ -187,11 +188,35 @@ def ended_elsewhere(event: RunEvent) -> dict[str, Any]:
     return answer
 
 
+def run_elsewhere(run_id: str, claim: ClaimedElsewhere) -> WsError:
+    """A retried `agent` whose key another process sharing the store started: that process
+    runs the turn (or ran it), and this one cannot wait for it; no second run is started.
+    `agent.wait` names the run on any process while it goes on."""
+    if claim.ended:
+        message = (
+            f"run {run_id} of this idempotency key was run by another gateway process; its"
+            f" reply is in the history of session {claim.session_key}"
+        )
+    else:
+        message = (
+            f"run {run_id} of this idempotency key was started by another gateway process,"
+            f" which this one cannot wait on; agent.wait names it, and its reply goes to the"
+            f" history of session {claim.session_key}"
+        )
+    details = {
+        "runId": run_id,
+        "sessionKey": claim.session_key,
+        "status": "ok" if claim.ended else "in_flight",
+    }
+    return WsError(UNAVAILABLE, message, details=details)
+
+
 def register(methods: MethodRegistry) -> None:
     @methods.method("agent", params=AgentParams.parse, scope=WRITE)
     async def agent(ctx: CallContext, params: AgentParams) -> Any:
         config, registry = ctx.config, ctx.registry
         run_id = params.idempotency_key
+        await wait_for_start(ctx.ws, run_id)  # as chat.send
         previous = ctx.ws.idempotency.get(run_id)
         if previous is None:
             # The key was forgotten (5 minutes, 1000 newer keys) while its run goes on, or
@@ -236,17 +261,19 @@ def register(methods: MethodRegistry) -> None:
             if not message:
                 return reset_answer(run_id, reset.group(1).lower(), info.session_id)
         check_queue(registry, key)
-        run = registry.submit(
-            TurnRequest(
-                key_agent,
-                key,
-                run_id,
-                message,
-                extra_system_prompt=params.extra_system_prompt,
-                timeout_seconds=params.timeout,
-                idempotency_key=run_id,
-            )
+        turn = TurnRequest(
+            key_agent,
+            key,
+            run_id,
+            message,
+            extra_system_prompt=params.extra_system_prompt,
+            timeout_seconds=params.timeout,
+            idempotency_key=run_id,
         )
+        started = await start_once(ctx.ws, run_id, key, lambda: registry.submit(turn))
+        if isinstance(started, ClaimedElsewhere):
+            raise run_elsewhere(run_id, started)
+        run = started
         accepted = accepted_answer(run)
         ctx.ws.idempotency.put(run_id, IdempotentCall.of(run, accepted))
         ctx.respond(accepted)

@@ -13,6 +13,7 @@ from agents.registry import SessionRegistry, Transcript
 from agents.runs import AgentRun, TurnRequest
 from agents.store import StoredMessage
 from gateway.jsonwire import dumps, wire
+from gateway.ws.claims import ClaimedElsewhere, start_once, wait_for_start
 from gateway.ws.connection import now_ms
 from gateway.ws.dispatch import AnswerThenPause, CallContext, MethodRegistry
 from gateway.ws.methods.health import model_defaults
@@ -166,7 +167,10 @@ def register(methods: MethodRegistry) -> None:
                 aborted = await abort_elsewhere(ctx, key, None)
             return {"ok": True, "aborted": bool(aborted), "runIds": aborted}
         run_id = params.idempotency_key
-        # No await from here to put(): a concurrent duplicate sees this call's entry.
+        # A call of this key claiming it in a shared store now: its run is looked up after.
+        await wait_for_start(ctx.ws, run_id)
+        # No await from here to put() but the claim's, during which a concurrent duplicate
+        # waits above: it sees this call's entry.
         previous = ctx.ws.idempotency.get(run_id)
         if previous is not None:
             run = previous.run  # None: ended and forgotten
@@ -177,16 +181,13 @@ def register(methods: MethodRegistry) -> None:
         check_queue(registry, key)
         agent_id, _ = parse_session_key(key)
         timeout = params.timeout_ms / 1000 if params.timeout_ms is not None else None
-        run = registry.submit(
-            TurnRequest(
-                agent_id,
-                key,
-                run_id,
-                params.message,
-                timeout_seconds=timeout,
-                idempotency_key=run_id,
-            )
+        turn = TurnRequest(
+            agent_id, key, run_id, params.message, timeout_seconds=timeout, idempotency_key=run_id
         )
+        started = await start_once(ctx.ws, run_id, key, lambda: registry.submit(turn))
+        if isinstance(started, ClaimedElsewhere):  # another process sharing the store runs it
+            return {"runId": run_id, "status": "ok" if started.ended else "in_flight"}
+        run = started
         ctx.ws.idempotency.put(run_id, IdempotentCall.of(run))
         answer = {"runId": run_id, "status": "started"}
         client = ctx.conn.client

@@ -1,0 +1,125 @@
+"""`chat.send`/`agent` idempotency keys across the processes that share a PostgreSQL store.
+
+A process's IdempotencyCache (gateway/ws/state.py) knows the keys its own clients sent; a
+client that reconnects may send the same key to another process. Before a run of a key starts,
+the key is claimed in the store (the webhooks' claims, agents/store_postgres.py `hook_calls`,
+under a scope of its own): the process whose claim comes first runs it, and every other one
+answers with that run instead of a second run. The claim is a lease while the run goes on,
+renewed here, so that a process that dies with its run (SIGKILL, OOM) lets a retry run the
+turn once the lease is out; once the run has ended, it is kept, marked ended, for as long as
+a key is remembered. One process (SQLite) claims nothing: its cache knows every key."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import structlog
+
+from agents.errors import AgentError
+from agents.registry import wall_clock_ms
+from agents.runs import AgentRun, RunStatus
+from gateway.ws.state import IDEMPOTENCY_TTL_SECONDS, WsState
+
+if TYPE_CHECKING:
+    from agents.store_protocol import Store
+
+log = structlog.get_logger()
+
+SCOPE_PREFIX = "ws:"  # a webhook's scope is a bare hash: the two never meet
+SHUTDOWN_ABORT = "shutdown"  # AgentRun.abort_reason of the runs the drain gave up on
+
+
+@attrs.frozen
+class ClaimedElsewhere:
+    """The key's run was started by another process: its session, and whether it ended."""
+
+    session_key: str
+    ended: bool
+
+
+def scope(key: str) -> str:
+    # Hashed: a key may hold characters (NUL) a PostgreSQL text refuses, and up to 256 of them.
+    return SCOPE_PREFIX + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+async def start_once(
+    ws: WsState, run_id: str, session_key: str, submit: Callable[[], AgentRun]
+) -> AgentRun | ClaimedElsewhere:
+    """`submit()`'s run, unless another process sharing the store started the key first.
+    Callers look in the cache first, after `wait_for_start`: no other call of this process
+    starts the key meanwhile (a concurrent one waits in `wait_for_start`)."""
+    gateway = ws.gateway
+    store = gateway.store
+    if store is None or not store.shared:
+        return submit()
+    done = asyncio.get_running_loop().create_future()
+    ws.starting[run_id] = done
+    try:
+        token = uuid.uuid4().hex
+        lease = gateway.options.hook_claim_lease_seconds
+        try:  # a StoreError goes to the caller as any store's does (dispatch.error_for)
+            holder, key, ended = await store.claim_call(
+                scope(run_id), token, session_key, wall_clock_ms(), int(lease * 1000)
+            )
+        except asyncio.CancelledError:
+            # The call was given up (its connection closed) with the claim maybe made: a
+            # retry must not be told for the lease's 15 s that a run nobody started is in flight.
+            _keep(ws, _release(store, scope(run_id), token))
+            raise
+        if holder != token:
+            return ClaimedElsewhere(key, ended)
+        try:
+            run = submit()
+        except BaseException:
+            await _release(store, scope(run_id), token)
+            raise
+        _keep(ws, _held(store, scope(run_id), token, run, lease))
+        return run
+    finally:
+        del ws.starting[run_id]
+        done.set_result(None)
+
+
+def _keep(ws: WsState, work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.create_task(work, name="ws-claim")
+    ws.claims.add(task)
+    task.add_done_callback(ws.claims.discard)
+
+
+async def wait_for_start(ws: WsState, run_id: str) -> None:
+    """Until no call of this process is claiming and starting `run_id`."""
+    while (start := ws.starting.get(run_id)) is not None:
+        await asyncio.shield(start)
+
+
+async def _held(store: Store, key_scope: str, token: str, run: AgentRun, lease: float) -> None:
+    ended = asyncio.ensure_future(run.wait())
+    try:
+        while not (await asyncio.wait({ended}, timeout=lease / 3))[0]:
+            until = wall_clock_ms() + int(lease * 1000)
+            await _quietly(store.extend_hook_call(key_scope, token, until), "extend")
+        if ended.result().status == RunStatus.ABORTED and run.abort_reason == SHUTDOWN_ABORT:
+            # The drain gave up on it (a deploy): a retry on another process runs the turn.
+            await _release(store, key_scope, token)
+        else:
+            until = wall_clock_ms() + int(IDEMPOTENCY_TTL_SECONDS * 1000)
+            await _quietly(store.end_call(key_scope, token, until), "end")
+    finally:
+        ended.cancel()
+
+
+async def _release(store: Store, key_scope: str, token: str) -> None:
+    await _quietly(store.release_hook_call(key_scope, token), "release")
+
+
+async def _quietly(statement: Awaitable[None], what: str) -> None:
+    try:
+        await statement
+    except AgentError:
+        # Kept until its lease is out (extend: the next renewal may do it).
+        log.warning("ws_claim_failed", what=what)

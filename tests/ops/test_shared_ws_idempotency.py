@@ -1,0 +1,193 @@
+"""WebSocket `chat.send`/`agent` idempotency keys across processes that share one PostgreSQL
+store: a client that reconnects to another process and sends the same key again gets the
+first call's run, not a second run of its turn."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import signal
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from agents.store_postgres import PostgresSessionStore
+from tests.support.pgserver import PASSWORD
+from tests.support.process import GatewayProcess, clean_env
+from tests.support.process_client import connect_ws
+from tests.support.shared_store import frames_until, shared_config
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+StartGateway = Callable[[str], GatewayProcess]
+LONG = " ".join(f"w{i}" for i in range(30))  # 3 s at 100 ms a word
+_ids = itertools.count(1)
+
+
+@pytest.fixture
+def start_gateway(tmp_path: Path, database: str) -> Iterator[StartGateway]:
+    started: list[GatewayProcess] = []
+
+    def start(name: str) -> GatewayProcess:
+        path = tmp_path / f"{name}.json5"
+        path.write_text(shared_config(database, delay_ms=100))
+        args = ["--config", str(path), "--state-dir", str(tmp_path / name), "--port", "0"]
+        env = clean_env(tmp_path / "home", {"CLAWGATE_DB_PASSWORD": PASSWORD})
+        process = GatewayProcess(args, env)
+        started.append(process)
+        process.wait_listening(30)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        yield session
+
+
+async def call(
+    ws: aiohttp.ClientWebSocketResponse, method: str, params: dict[str, Any], answers: int = 1
+) -> list[dict[str, Any]]:
+    """The `answers` response frames of one request (events in between are passed over)."""
+    request_id = str(next(_ids))
+    await ws.send_json({"type": "req", "id": request_id, "method": method, "params": params})
+    got: list[dict[str, Any]] = []
+    while len(got) < answers:
+        got.append((await frames_until(ws, lambda f: f.get("id") == request_id))[-1])
+    return got
+
+
+def send(key: str, text: str = LONG) -> dict[str, Any]:
+    return {"sessionKey": "s1", "message": text, "idempotencyKey": key}
+
+
+async def user_messages(pg_url: str, key: str) -> list[str]:
+    """Of the session's turns, once its last one has ended."""
+    async with PostgresSessionStore(pg_url) as store, asyncio.timeout(20):
+        while (row := await store.get(key)) is None or row.last_status in (None, "running"):
+            await asyncio.sleep(0.05)
+        history = await store.history(row.session_id, 100)
+        return [m.text for m in history.messages if m.role == "user"]
+
+
+async def ended(ws: aiohttp.ClientWebSocketResponse, run_id: str) -> None:
+    [answer] = await call(ws, "agent.wait", {"runId": run_id, "timeoutMs": 20_000})
+    assert answer["payload"]["status"] == "ok", answer
+
+
+class TestAChatSendRetryOnAnotherProcess:
+    async def test_gets_the_first_run_in_flight_then_ok_and_no_second_run(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_url: str
+    ) -> None:
+        a, b = start_gateway("a"), start_gateway("b")
+        on_a, on_b = await connect_ws(http, a.url), await connect_ws(http, b.url)
+        [first] = await call(on_a, "chat.send", send("idem-1"))
+        assert first["payload"] == {"runId": "idem-1", "status": "started"}
+        [again] = await call(on_b, "chat.send", send("idem-1"))
+        assert again["ok"] is True
+        assert again["payload"] == {"runId": "idem-1", "status": "in_flight"}
+        await ended(on_a, "idem-1")
+        [late] = await call(on_b, "chat.send", send("idem-1"))
+        assert late["payload"] == {"runId": "idem-1", "status": "ok"}
+        assert await user_messages(pg_url, "agent:main:s1") == [LONG]
+
+    async def test_16_sends_at_once_on_both_processes_start_one_run(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_url: str
+    ) -> None:
+        a, b = start_gateway("a"), start_gateway("b")
+        sockets = [await connect_ws(http, (a.url, b.url)[i % 2]) for i in range(16)]
+        answers = await asyncio.gather(*(call(ws, "chat.send", send("burst-1")) for ws in sockets))
+        statuses = sorted(answer["payload"]["status"] for [answer] in answers)
+        assert statuses == ["in_flight"] * 15 + ["started"], answers
+        assert {answer["payload"]["runId"] for [answer] in answers} == {"burst-1"}
+        assert await user_messages(pg_url, "agent:main:s1") == [LONG]
+
+
+class TestAnAgentRetryOnAnotherProcess:
+    async def test_is_told_another_process_runs_it_and_no_second_run(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_url: str
+    ) -> None:
+        a, b = start_gateway("a"), start_gateway("b")
+        on_a, on_b = await connect_ws(http, a.url), await connect_ws(http, b.url)
+        params = {"message": LONG, "sessionKey": "s1", "idempotencyKey": "agent-1"}
+        await on_a.send_json({"type": "req", "id": "first", "method": "agent", "params": params})
+        await frames_until(on_a, lambda f: f.get("id") == "first")  # accepted
+        [again] = await call(on_b, "agent", params)
+        assert again["ok"] is False
+        assert again["error"]["code"] == "UNAVAILABLE"
+        assert again["error"]["message"] == (
+            "run agent-1 of this idempotency key was started by another gateway process, which"
+            " this one cannot wait on; agent.wait names it, and its reply goes to the history"
+            " of session agent:main:s1"
+        )
+        assert again["error"]["details"] == {
+            "runId": "agent-1",
+            "sessionKey": "agent:main:s1",
+            "status": "in_flight",
+        }
+        final = (await frames_until(on_a, lambda f: f.get("id") == "first"))[-1]
+        assert final["payload"]["status"] == "ok"
+        [late] = await call(on_b, "agent", params)
+        assert late["error"]["details"]["status"] == "ok"
+        assert late["error"]["message"].startswith("run agent-1 of this idempotency key was run")
+        assert await user_messages(pg_url, "agent:main:s1") == [LONG]
+
+
+class TestARetryAfterTheProcessDied:
+    async def test_runs_the_turn_once_the_claims_lease_is_out(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession
+    ) -> None:
+        """A process killed with its run (OOM, SIGKILL) never ends it: its claim must not
+        answer every retry with `in_flight` for as long as a key is remembered."""
+        a, b = start_gateway("a"), start_gateway("b")
+        on_a, on_b = await connect_ws(http, a.url), await connect_ws(http, b.url)
+        slow = " ".join(f"w{i}" for i in range(300))  # 30 s
+        [first] = await call(on_a, "chat.send", send("crash-1", slow))
+        assert first["payload"]["status"] == "started"
+        await asyncio.sleep(0.5)
+        a.signal(signal.SIGKILL)
+        assert await asyncio.to_thread(a.wait, 10) == -signal.SIGKILL
+        async with asyncio.timeout(30):  # the lease, 15 s, runs out
+            while True:
+                [again] = await call(on_b, "chat.send", send("crash-1", slow))
+                if again["payload"]["status"] != "in_flight":
+                    break
+                await asyncio.sleep(1)
+        assert again["payload"] == {"runId": "crash-1", "status": "started"}
+        [third] = await call(on_b, "chat.send", send("crash-1", slow))
+        assert third["payload"] == {"runId": "crash-1", "status": "in_flight"}
+
+    async def test_runs_a_turn_whose_run_the_drain_aborted(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession
+    ) -> None:
+        """A deploy's SIGTERM: the drain (5 s here) gives up on the run; a retry on the next
+        process must run the turn rather than be told it is in flight for 5 minutes."""
+        a, b = start_gateway("a"), start_gateway("b")
+        on_a, on_b = await connect_ws(http, a.url), await connect_ws(http, b.url)
+        slow = " ".join(f"w{i}" for i in range(200))  # 20 s
+        [first] = await call(on_a, "chat.send", send("deploy-1", slow))
+        assert first["payload"]["status"] == "started"
+        await asyncio.sleep(0.5)
+        a.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(a.wait, 20) == 0
+        [again] = await call(on_b, "chat.send", send("deploy-1", slow))
+        assert again["payload"] == {"runId": "deploy-1", "status": "started"}
+
+
+class TestCallClaims:
+    async def test_the_first_claim_wins_and_says_when_its_run_ended(self, pg_url: str) -> None:
+        async with PostgresSessionStore(pg_url) as one, PostgresSessionStore(pg_url) as two:
+            assert await one.claim_call("ws:x", "t1", "k1", 1_000, 600) == ("t1", "k1", False)
+            assert await two.claim_call("ws:x", "t2", "k2", 1_100, 600) == ("t1", "k1", False)
+            await two.end_call("ws:x", "t2", 9_000)  # not its claim: no change
+            assert await two.claim_call("ws:x", "t2", "k2", 1_200, 600) == ("t1", "k1", False)
+            await one.end_call("ws:x", "t1", 5_000)
+            assert await two.claim_call("ws:x", "t2", "k2", 4_999, 600) == ("t1", "k1", True)
+            assert await two.claim_call("ws:x", "t3", "k3", 5_000, 600) == ("t3", "k3", False)
