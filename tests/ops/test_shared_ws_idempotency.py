@@ -139,6 +139,35 @@ class TestAnAgentRetryOnAnotherProcess:
         assert late["error"]["message"].startswith("run agent-1 of this idempotency key was run")
         assert await user_messages(pg_url, "agent:main:s1") == [LONG]
 
+    async def test_a_retry_on_the_same_process_still_gets_both_answers(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession
+    ) -> None:
+        a, _ = start_gateway("a"), start_gateway("b")
+        one, two = await connect_ws(http, a.url), await connect_ws(http, a.url)
+        params = {"message": "short", "sessionKey": "s1", "idempotencyKey": "agent-2"}
+        first, again = await asyncio.gather(
+            call(one, "agent", params, answers=2), call(two, "agent", params, answers=2)
+        )
+        for answers in (first, again):
+            assert [f["payload"]["status"] for f in answers] == ["accepted", "ok"], answers
+        assert first[1]["payload"]["result"] == again[1]["payload"]["result"]
+
+
+class TestAKeyOfAnyCharacters:
+    async def test_is_claimed_across_processes_like_any_other(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_url: str
+    ) -> None:
+        """A NUL or a lone surrogate, which PostgreSQL's text refuses: the claim is a hash."""
+        a, b = start_gateway("a"), start_gateway("b")
+        on_a, on_b = await connect_ws(http, a.url), await connect_ws(http, b.url)
+        key = "k\u0000\ud800" + "x" * 240
+        [first] = await call(on_a, "chat.send", send(key))
+        assert first["payload"]["status"] == "started"
+        [again] = await call(on_b, "chat.send", send(key))
+        assert again["payload"] == {**first["payload"], "status": "in_flight"}
+        await ended(on_a, key)
+        assert await user_messages(pg_url, "agent:main:s1") == [LONG]
+
 
 class TestARetryAfterTheProcessDied:
     async def test_runs_the_turn_once_the_claims_lease_is_out(
