@@ -165,6 +165,42 @@ def _compact(obj: Any, **kwargs: Any) -> str:
     return _NOT_TEXT.sub(_json_escape, line)
 
 
+# What OpenClaw's CLI (`openclaw logs`) reads of a line: `time` and `message` (with `level`,
+# which ours has), else it shows the raw JSON. These two are added to the lines `logs.tail`
+# answers, not to stderr: journald and whatever parses it keep the lines as they are.
+# A value shown bare in the message, as logfmt does; any other is quoted as JSON.
+_BARE = re.compile(r'[^\s"=\\\x00-\x1f\x7f-\x9f\u2028\u2029]+')
+_NOT_IN_MESSAGE = frozenset({"event", "level", "ts", "exception"})
+
+
+def for_openclaw(line: str) -> str:
+    """`line` with `time` (its `ts`) and `message` (`event key=value …`, its traceback on
+    the lines after) added, when it is one of our JSON lines; any other line as it is."""
+    if not line.startswith("{"):
+        return line  # the console format (a terminal)
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return line
+    if not (isinstance(entry.get("ts"), str) and isinstance(entry.get("event"), str)):
+        return line
+    # The CLI prints the message as it is, to a terminal: no control character in it acts.
+    parts = [_CONTROL.sub(_escape_control, entry["event"])]
+    for key, value in entry.items():
+        if key in _NOT_IN_MESSAGE or value is None:
+            continue
+        if not (isinstance(value, str) and _BARE.fullmatch(value)):
+            value = _compact(value)
+        parts.append(f"{_CONTROL.sub(_escape_control, key)}={value}")
+    message = " ".join(parts)
+    if isinstance(entry.get("exception"), str):
+        traceback = entry["exception"].split("\n")
+        message += "".join("\n" + _CONTROL.sub(_escape_control, part) for part in traceback)
+    entry.setdefault("time", entry["ts"])
+    entry.setdefault("message", message)
+    return _compact(entry)
+
+
 def configure_logging(
     level: str = "info", fmt: str = "auto", stream: TextIO | None = None, worker: int | None = None
 ) -> None:

@@ -74,7 +74,8 @@ function parse(line) {
   try {
     const entry = JSON.parse(raw);
     if (entry && typeof entry === "object") {
-      const { event, level, ts, timestamp, ...rest } = entry;
+      // `time` and `message` repeat `ts` and the event with its fields, for OpenClaw's CLI.
+      const { event, level, ts, timestamp, time, message, ...rest } = entry;
       const fields = Object.entries(rest).filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`);
       return { raw, level: String(level || "info").toLowerCase(), time: ts || timestamp || "", event: event || "", rest: fields.join(" ") };
     }

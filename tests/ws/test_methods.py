@@ -17,10 +17,11 @@ from structlog.testing import capture_logs
 
 from agents.store import SessionStore
 from gateway.appkeys import STATE
-from gateway.logs import FIELD_CHARS, RING
+from gateway.logs import FIELD_CHARS, RING, LogRing
 from gateway.ws import protocol
 from gateway.ws.connection import now_ms
 from gateway.ws.handler import WS
+from gateway.ws.methods.system import TailParams, tail
 from gateway.ws.state import WsSettings
 from tests.support.served import TOKEN as SERVED_TOKEN
 from tests.support.served import build_app, production_logging, served
@@ -715,6 +716,59 @@ class TestReadMethods:
         assert newer["reset"] is False
         beyond = await ws.ok("logs.tail", {"cursor": newer["size"] + 10})
         assert beyond["reset"] is True
+
+    async def test_logs_tail_lines_carry_the_time_and_message_openclaw_s_cli_shows(
+        self, ws: GatewayWs
+    ) -> None:
+        """`openclaw logs` shows a line's `time`, `level` and `message`, else its raw JSON:
+        logs.tail adds the two to our JSON lines (stderr keeps them as they are). A value a
+        terminal would act on is quoted as JSON."""
+        kept = (
+            '{"path":"/a b","status":200,"agent":null,"name":"x\\u001b]0;t\\u0007","ok":true,'
+            '"scopes":["operator.read"],"event":"http_request","level":"info",'
+            '"ts":"2026-12-07T10:00:00.123456Z"}'
+        )
+        RING.append(kept)
+        (line,) = (await ws.ok("logs.tail", {"limit": 1}))["lines"]
+        assert line == kept[:-1] + (
+            ',"time":"2026-12-07T10:00:00.123456Z","message":"http_request path=\\"/a b\\"'
+            ' status=200 name=\\"x\\\\u001b]0;t\\\\u0007\\" ok=true scopes=[\\"operator.read\\"]"}'
+        )
+        assert json.loads(line)["message"] == (
+            'http_request path="/a b" status=200 name="x\\u001b]0;t\\u0007" ok=true'
+            ' scopes=["operator.read"]'
+        )
+
+    async def test_logs_tail_message_puts_a_traceback_on_the_lines_after(
+        self, ws: GatewayWs
+    ) -> None:
+        trace = 'Traceback (most recent call last):\n  File "x\u001b"\nValueError: bad'
+        RING.append(
+            json.dumps(
+                {
+                    "conn_id": "c1",
+                    "event": "ws_method_failed",
+                    "level": "error",
+                    "ts": "2026-12-07T10:00:00Z",
+                    "exception": trace,
+                }
+            )
+        )
+        (line,) = (await ws.ok("logs.tail", {"limit": 1}))["lines"]
+        assert json.loads(line)["message"] == (
+            "ws_method_failed conn_id=c1\nTraceback (most recent call last):\n"
+            '  File "x\\x1b"\nValueError: bad'
+        )
+
+    def test_logs_tail_max_bytes_counts_the_lines_as_answered(self) -> None:
+        ring = LogRing()
+        kept = ring.append('{"event":"ws_test_bytes","level":"info","ts":"2026-12-07T10:00:00Z"}')
+        answered = tail(ring, TailParams(None, 1, 10_000))["lines"][0]
+        assert len(answered) > len(kept)
+        cut = tail(ring, TailParams(None, 1, len(kept) + 1))
+        assert (cut["lines"], cut["truncated"]) == ([], True)
+        whole = tail(ring, TailParams(None, 1, len(answered) + 1))
+        assert (whole["lines"], whole["truncated"]) == ([answered], False)
 
     async def test_a_call_s_log_line_cuts_what_the_client_chose_to_a_bounded_length(
         self, ws: GatewayWs

@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from gateway.logs import RING, LogRing
+from gateway.logs import RING, LogRing, for_openclaw
 from gateway.ws.connection import now_ms
 from gateway.ws.dispatch import CallContext, MethodRegistry, no_params
 from gateway.ws.protocol import READ, ParamReader
@@ -35,7 +35,8 @@ class TailParams:
 
 
 def tail(ring: LogRing, params: TailParams) -> dict[str, Any]:
-    """Lines after `cursor` (or the newest), newest kept when `limit`/`maxBytes` cut."""
+    """Lines after `cursor` (or the newest), newest kept when `limit`/`maxBytes` cut; each
+    as OpenClaw's CLI reads it (`for_openclaw`), and `maxBytes` counts them so."""
     size = ring.size
     lines = list(ring.lines)  # (byte offset after the line, line)
     oldest_start = lines[0][0] - len(lines[0][1].encode()) - 1 if lines else size
@@ -54,9 +55,13 @@ def tail(ring: LogRing, params: TailParams) -> dict[str, Any]:
     picked: list[str] = []
     total = 0
     truncated = False
-    for _, line in reversed(candidates):
+    for _, kept in reversed(candidates):
+        if len(picked) >= params.limit:
+            truncated = True
+            break
+        line = for_openclaw(kept)
         n = len(line.encode()) + 1
-        if len(picked) >= params.limit or total + n > params.max_bytes:
+        if total + n > params.max_bytes:
             truncated = True
             break
         picked.append(line)
