@@ -15,7 +15,15 @@ from aiohttp import web
 from agents.providers.pool import ProviderPool
 from agents.registry import SessionRegistry
 from gateway import metrics_http
-from gateway.appkeys import AGENT_ID, CLIENT_LEFT, METRICS, REQUEST_ID, SESSION_KEY, STATE
+from gateway.appkeys import (
+    AGENT_ID,
+    CLIENT_LEFT,
+    LOG_READER,
+    METRICS,
+    REQUEST_ID,
+    SESSION_KEY,
+    STATE,
+)
 from gateway.config.loader import ConfigLoader
 from gateway.config.model import Config
 from gateway.edge import own_names
@@ -148,7 +156,8 @@ async def _request_log(request: web.Request, handler: Handler) -> web.StreamResp
         if request.get(CLIENT_LEFT):
             status = CLIENT_CLOSED_REQUEST  # an SSE stream's 200 went out, its answer did not
         request.app[METRICS].request_done(metrics_http.route_label(request, status), status)
-        log.info(
+        # A WebSocket that only read the log: at debug, as its other lines (Connection.log_reader).
+        (log.debug if request.get(LOG_READER) else log.info)(
             "http_request",
             method=request.method,
             path=request.path,

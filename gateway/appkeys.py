@@ -24,5 +24,7 @@ MODEL_USED = web.RequestKey("model_used", str)
 # The client left before the answer ended, though its status went out with the headers (an SSE
 # stream): the request log and metrics count it as 499, as one that never got its status.
 CLIENT_LEFT = web.RequestKey("client_left", bool)
+# A WebSocket whose every call read the log (Connection.log_reader): its line is at debug.
+LOG_READER = web.RequestKey("log_reader", bool)
 # The route that answered a path with `//` in it, once merged (the router matched a catch-all).
 MERGED_ROUTE = web.RequestKey("merged_route", web.AbstractRoute)

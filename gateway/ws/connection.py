@@ -208,6 +208,11 @@ class Connection:
     # None (no subscription) means every session's (deviation 23). None rather than an empty
     # set: most connections never subscribe, and idle sockets are counted in bytes.
     follows: set[str] | None = None
+    # None until its first call; then True while every call was a `quiet` method answered
+    # (`logs.tail`): its end is logged at debug (`ws_disconnected`, its `http_request`), so a
+    # client that polls the log with a connection per poll (`openclaw logs --follow`) does not
+    # fill the log it reads, nor journald.
+    log_reader: bool | None = None
 
     @property
     def authenticated(self) -> bool:

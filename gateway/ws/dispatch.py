@@ -83,6 +83,8 @@ class MethodSpec(Generic[P]):
     params: ParamsParser[P]
     scope: str | None  # None: any authenticated connection
     rate_limit: RateLimit | None = None
+    # Answered, its `ws_call` line is at debug: a read of the log, polled (Connection.log_reader).
+    quiet: bool = False
 
 
 def no_params(reader: ParamReader) -> None:
@@ -101,11 +103,12 @@ class MethodRegistry:
         params: ParamsParser[P],
         scope: str | None,
         rate_limit: RateLimit | None = None,
+        quiet: bool = False,
     ) -> Callable[[Handler[P]], Handler[P]]:
         def register(handler: Handler[P]) -> Handler[P]:
             if name in self._methods:
                 raise ValueError(f"method {name!r} registered twice")
-            self._methods[name] = MethodSpec(name, handler, params, scope, rate_limit)
+            self._methods[name] = MethodSpec(name, handler, params, scope, rate_limit, quiet)
             return handler
 
         return register
@@ -185,7 +188,8 @@ async def dispatch(
             conn.send(answer)
             if pause:
                 conn.pause(pause)
-            _log_call(ctx, started, None)
+            spec = methods.get(ctx.method)
+            _log_call(ctx, started, None, quiet=spec is not None and spec.quiet)
             return
         # hello-ok told the client the largest frame it reads; OpenClaw's clients close on a
         # larger one. An error it can show beats a socket it loses.
@@ -268,13 +272,22 @@ def refuse(conn: Connection, frame_id: str, method: str | None, error: WsError) 
     beyond the connection's slots), with the `ws_call` line every answer has (README, Logs):
     a client that floods them is seen as one that floods calls."""
     conn.send(protocol.error_response(frame_id, error))
+    conn.log_reader = False
     _log_line(conn.conn_id, frame_id, method, error.code, 0.0, None)
 
 
-def _log_call(ctx: CallContext, started: float, code: str | None) -> None:
+def _log_call(ctx: CallContext, started: float, code: str | None, *, quiet: bool = False) -> None:
+    conn = ctx.conn
+    conn.log_reader = quiet and conn.log_reader is not False
     duration = (time.monotonic() - started) * 1000
     _log_line(
-        ctx.conn.conn_id, ctx.request_id, ctx.method, code, duration, ctx.route.get("session_key")
+        conn.conn_id,
+        ctx.request_id,
+        ctx.method,
+        code,
+        duration,
+        ctx.route.get("session_key"),
+        quiet=quiet,
     )
 
 
@@ -285,9 +298,11 @@ def _log_line(
     code: str | None,
     duration_ms: float,
     session_key: str | None,
+    *,
+    quiet: bool = False,
 ) -> None:
     """The call's one canonical line: never params, message text or credentials."""
-    log.info(
+    (log.debug if quiet else log.info)(
         "ws_call",
         conn_id=conn_id,
         request_id=request_id,

@@ -26,7 +26,7 @@ from aiohttp import WSMsgType, web
 
 from agents.errors import StoreUnavailable
 from gateway import __version__
-from gateway.appkeys import STATE
+from gateway.appkeys import LOG_READER, STATE
 from gateway.auth import AuthFailure, AuthFailureReason, authenticate
 from gateway.edge import origin_allowed
 from gateway.edge_http import client_of, origin_refused
@@ -165,8 +165,11 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             ws.too_big_reason = ""
             await _read_loop(ws_state, methods, conn)
     finally:
+        # Before the teardown as well: aiohttp cancels this handler when the peer is gone.
+        request[LOG_READER] = bool(conn.log_reader)
         try:
             await _teardown(ws_state, conn)
+            request[LOG_READER] = bool(conn.log_reader)  # a call the teardown cut is not quiet
         finally:
             # A refused socket holds its place until it is closed: a client that does not
             # answer the close keeps it open for the close timeout.
@@ -512,7 +515,7 @@ async def _close(conn: Connection) -> None:
     await conn.wait_tasks()
     await conn.aclose()
     if conn.authenticated:
-        log.info(
+        (log.debug if conn.log_reader else log.info)(
             "ws_disconnected",
             conn_id=conn.conn_id,
             close_code=conn.ws.close_code,

@@ -4,6 +4,11 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -38,3 +43,33 @@ class TestLogs:
             listening,
         ), listening
         assert not [line for line in lines[1:] if "{" in line]  # no raw JSON line
+
+    def test_follow_shows_what_the_gateway_did_not_its_own_polls(
+        self, openclaw: OpenClaw, gateway: GatewayProcess
+    ) -> None:
+        """Each poll of `--follow` is a connection of its own (connect, logs.tail, close):
+        none of its lines comes back in the tail, where they were four lines a poll."""
+        command = [str(openclaw.command), "logs", "--url", ws_url(gateway), "--token", TOKEN]
+        printed: list[str] = []
+        with subprocess.Popen(
+            [*command, "--follow", "--plain", "--interval", "300"],
+            env=openclaw.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        ) as follow:
+            reader = threading.Thread(target=lambda: printed.extend(follow.stdout or ()))
+            reader.start()
+            try:
+                time.sleep(3)  # the first answer, then about eight polls
+                before = len(printed)
+                assert before > 1, printed
+                with pytest.raises(urllib.error.HTTPError) as refused:
+                    urllib.request.urlopen(f"{gateway.url}/logfmt-marker", timeout=10)
+                refused.value.close()
+                time.sleep(3)
+            finally:
+                follow.terminate()
+                reader.join(10)
+        (marker,) = printed[before:]
+        assert " info http_request method=GET path=/logfmt-marker status=404 " in marker

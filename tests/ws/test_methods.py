@@ -26,7 +26,15 @@ from gateway.ws.state import WsSettings
 from tests.support.served import TOKEN as SERVED_TOKEN
 from tests.support.served import build_app, production_logging, served
 from tests.support.turns import turn
-from tests.support.ws_client import Gateway, GatewayWs, MakeGateway, normalized, send, wire
+from tests.support.ws_client import (
+    Gateway,
+    GatewayWs,
+    MakeGateway,
+    connect_params,
+    normalized,
+    send,
+    wire,
+)
 
 READ_METHODS = [
     "status",
@@ -47,6 +55,7 @@ READ_METHODS = [
     "cron.list",
 ]
 ADMIN_METHODS = ["sessions.reset", "sessions.delete", "config.patch"]
+CLIENT = connect_params()["client"]
 LABEL = {"sessions.patch": {"label": "Boo"}, "sessions.reset": {}}  # what each needs besides key
 
 
@@ -873,6 +882,89 @@ class TestReadMethods:
         assert row["label"] == "Somebody" and isinstance(row["updatedAt"], int)
         listed = await ws.ok("sessions.list")
         assert listed["sessions"] == [row]
+
+
+class TestLogReaders:
+    """`openclaw logs --follow` polls with a connection per poll (connect, logs.tail, close):
+    a connection that only reads the log ends at debug, its calls too, and an answer leaves
+    out the caller's own `ws_connected` line, so that the tail shows what the gateway did, not
+    its readers, and journald does not get four lines a second per reader."""
+
+    LINES = ("ws_connected", "ws_call", "ws_disconnected", "http_request")
+
+    async def lines_of(self, gateway: Gateway, *calls: tuple[str, Any]) -> list[tuple[str, ...]]:
+        with capture_logs() as logs:
+            ws = await gateway.connected()
+            for method, params in calls:
+                await ws.call(method, params)
+            await ws.ws.close()
+            for _ in range(200):
+                if {"http_request", "ws_disconnected"} <= {e["event"] for e in logs}:
+                    break
+                await asyncio.sleep(0.01)
+        # In this order (the last two come in either: the handler ends as the socket closes).
+        lines = [e for e in logs if e["event"] in self.LINES]
+        lines.sort(key=lambda e: self.LINES.index(e["event"]))
+        return [(e["event"], e.get("method") or "", e["log_level"]) for e in lines]
+
+    async def test_a_connection_that_only_read_the_log_is_logged_at_debug_after_its_start(
+        self, gateway: Gateway
+    ) -> None:
+        tail = ("logs.tail", {"limit": 1})
+        assert await self.lines_of(gateway, tail, tail) == [
+            ("ws_connected", "", "info"),  # logged before its first call
+            ("ws_call", "logs.tail", "debug"),
+            ("ws_call", "logs.tail", "debug"),
+            ("ws_disconnected", "", "debug"),
+            ("http_request", "GET", "debug"),
+        ]
+
+    async def test_a_connection_that_did_anything_else_is_logged_at_info(
+        self, gateway: Gateway
+    ) -> None:
+        lines = await self.lines_of(gateway, ("logs.tail", {}), ("status", {}))
+        assert lines == [
+            ("ws_connected", "", "info"),
+            ("ws_call", "logs.tail", "debug"),
+            ("ws_call", "status", "info"),
+            ("ws_disconnected", "", "info"),
+            ("http_request", "GET", "info"),
+        ]
+
+    async def test_a_failed_read_of_the_log_is_logged_at_info(self, gateway: Gateway) -> None:
+        assert await self.lines_of(gateway, ("logs.tail", {"limit": 0})) == [
+            ("ws_connected", "", "info"),
+            ("ws_call", "logs.tail", "info"),
+            ("ws_disconnected", "", "info"),
+            ("http_request", "GET", "info"),
+        ]
+
+    async def test_a_connection_without_a_call_is_logged_at_info(self, gateway: Gateway) -> None:
+        assert [level for *_, level in await self.lines_of(gateway)] == ["info"] * 3
+
+    async def test_an_answer_leaves_out_its_caller_s_own_ws_connected_line(
+        self, gateway: Gateway
+    ) -> None:
+        with production_logging():
+            other = await gateway.connected(client={**CLIENT, "id": "other"})
+            reader = await gateway.connected()
+            lines = (await reader.ok("logs.tail", {"limit": 5000}))["lines"]
+            await other.ws.close()
+            await reader.ws.close()
+        clients = [json.loads(line)["client_id"] for line in lines if "ws_connected" in line]
+        assert clients[-1:] == ["other"]
+
+    async def test_a_caller_that_did_anything_else_gets_its_own_ws_connected_line(
+        self, gateway: Gateway
+    ) -> None:
+        """The Control UI's Logs screen shows its own arrival."""
+        with production_logging():
+            ws = await gateway.connected(client={**CLIENT, "id": "itself"})
+            await ws.ok("status")
+            lines = (await ws.ok("logs.tail", {"limit": 5000}))["lines"]
+            await ws.ws.close()
+        clients = [json.loads(line)["client_id"] for line in lines if "ws_connected" in line]
+        assert clients[-1:] == ["itself"]
 
 
 class TestSessionKeysThatAreNotText:

@@ -34,9 +34,14 @@ class TailParams:
         )
 
 
-def tail(ring: LogRing, params: TailParams) -> dict[str, Any]:
+def tail(ring: LogRing, params: TailParams, caller: str | None = None) -> dict[str, Any]:
     """Lines after `cursor` (or the newest), newest kept when `limit`/`maxBytes` cut; each
-    as OpenClaw's CLI reads it (`for_openclaw`), and `maxBytes` counts them so."""
+    as OpenClaw's CLI reads it (`for_openclaw`), and `maxBytes` counts them so.
+
+    Without the `ws_connected` line of the `caller` (its connection id), one that has only
+    read the log: that line is logged before anyone knows the connection will do nothing
+    else (Connection.log_reader), and `openclaw logs --follow` opens one per poll; its other
+    lines are at debug."""
     size = ring.size
     lines = list(ring.lines)  # (byte offset after the line, line)
     oldest_start = lines[0][0] - len(lines[0][1].encode()) - 1 if lines else size
@@ -59,6 +64,8 @@ def tail(ring: LogRing, params: TailParams) -> dict[str, Any]:
         if len(picked) >= params.limit:
             truncated = True
             break
+        if caller is not None and caller in kept and "ws_connected" in kept:
+            continue
         line = for_openclaw(kept)
         n = len(line.encode()) + 1
         if total + n > params.max_bytes:
@@ -83,6 +90,9 @@ def register(methods: MethodRegistry) -> None:
         # Every entry: asked for, unlike the bounded list that events push to everyone.
         return ctx.ws.presence.snapshot(now_ms())
 
-    @methods.method("logs.tail", params=TailParams.parse, scope=READ)
+    @methods.method("logs.tail", params=TailParams.parse, scope=READ, quiet=True)
     async def logs_tail(ctx: CallContext, params: TailParams) -> Any:
-        return tail(RING, params)
+        # Only a connection that has done nothing else (a poll of `openclaw logs --follow`):
+        # the Control UI, which has, shows its own arrival.
+        reader = ctx.conn.log_reader is not False
+        return tail(RING, params, ctx.conn.conn_id if reader else None)
