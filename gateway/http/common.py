@@ -222,6 +222,12 @@ def error_answer(request: web.Request, error: RequestError) -> web.Response:
 
 
 def origin_allowed(origin: str, config: Config) -> bool:
+    """An origin `gateway.http.cors.allowedOrigins` lists, or any under `*`. Only one in
+    ASCII is an origin (RFC 6454 serializes them so; no browser sends another): aiohttp reads
+    a header's other bytes as UTF-8, so an echo of such a value would allow another origin
+    than the one sent."""
+    if not origin.isascii():
+        return False
     allowed = config.gateway.http.cors_allowed_origins
     return "*" in allowed or origin in allowed
 

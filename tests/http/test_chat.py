@@ -34,7 +34,7 @@ from tests.support.http_client import (
     session_runs,
     sse_events,
 )
-from tests.support.raw_http import raw_exchange, read_response, request_head
+from tests.support.raw_http import raw_exchange, read_response, request_bytes, request_head
 from tests.support.upstreams import FakeAnthropic
 
 COMMON = {
@@ -960,6 +960,22 @@ class TestCors:
             CHAT, headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"}
         )
         assert response.status == 403
+
+    @pytest.mark.parametrize("origin", [b"\x87\x9fM\x88o", b"https://\xc3\xa9.example", b"\xf8"])
+    async def test_an_origin_that_is_not_ascii_is_no_origin_even_for_a_wildcard(
+        self, gateway: MakeClient, origin: bytes
+    ) -> None:
+        # No browser sends one (RFC 6454 serializes origins in ASCII), and aiohttp reads its
+        # bytes as UTF-8: echoed, the allowed origin named something else than was sent.
+        client = await gateway({"gateway": {"http": {"cors": {"allowedOrigins": ["*"]}}}})
+        headers = {"Origin": origin, "Access-Control-Request-Method": b"POST"}
+        preflight = await raw_exchange(client.port, request_bytes("OPTIONS", CHAT, headers))
+        assert preflight[0] == 403
+        assert "access-control-allow-origin" not in preflight[1]
+        asked = request_bytes("GET", "/v1/models", {**AUTH, "Origin": origin})
+        status, answered, _ = await raw_exchange(client.port, asked)
+        assert status == 200
+        assert "access-control-allow-origin" not in answered
 
     async def test_a_wildcard_allows_any_origin(self, gateway: MakeClient) -> None:
         client = await gateway({"gateway": {"http": {"cors": {"allowedOrigins": ["*"]}}}})

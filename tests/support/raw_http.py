@@ -29,7 +29,7 @@ async def read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
     headers = {}
     for line in header_lines:
         name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
+        headers[name.strip(" \t").lower()] = value.strip(" \t")  # HTTP's whitespace only
     return int(status_line.split()[1]), headers
 
 
