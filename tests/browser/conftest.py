@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,9 @@ from tests.support.browser import (
     INSTALL_HINT,
     Page,
     browser_missing,
-    drain,
     set_viewport,
 )
-from tests.support.process import GatewayProcess, run_on_config
+from tests.support.process import GatewayProcess, served
 
 pytestmark = pytest.mark.browser
 
@@ -45,22 +43,8 @@ def gateway(
     tmp_path_factory: pytest.TempPathFactory, gateway_config: str
 ) -> Iterator[GatewayProcess]:
     """The module's gateway, on `gateway_config`."""
-    root = tmp_path_factory.mktemp("browser-gateway")
-    config = root / "clawgate.json5"
-    config.write_text(gateway_config)
-    process = run_on_config(root, config)
-    stop = threading.Event()
-    # Its log goes to a pipe: read it all the time, or a full pipe blocks the gateway's loop.
-    reader = threading.Thread(target=drain, args=(process, stop), daemon=True)
-    try:
-        process.wait_listening()
-        reader.start()
+    with served(tmp_path_factory.mktemp("browser-gateway"), gateway_config) as process:
         yield process
-    finally:
-        stop.set()
-        if reader.is_alive():
-            reader.join(5)
-        process.stop()
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.browser import CONFIG, TOKEN, Page, drain
-from tests.support.process import GatewayProcess, clean_env
+from tests.support.browser import CONFIG, TOKEN, Page
+from tests.support.process import GatewayProcess, clean_env, drain
 
 pytestmark = pytest.mark.browser
 

@@ -3,15 +3,13 @@ commands that the gateway answers, on a pseudo-terminal (ws-protocol.md §12).""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import pytest
 
 from tests.openclaw.test_clients import assert_idle, ws_url
-from tests.support.browser import drain
 from tests.support.openclaw_clients import TOKEN, OpenClaw, Terminal
-from tests.support.process import GatewayProcess, run_on_config
+from tests.support.process import GatewayProcess, served
 
 pytestmark = [pytest.mark.openclaw, pytest.mark.slow]
 
@@ -31,21 +29,8 @@ CONFIG = f"""{{
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     """This module's own gateway: two agents, the default one slow."""
-    root = tmp_path_factory.mktemp("openclaw-tui-gateway")
-    config = root / "clawgate.json5"
-    config.write_text(CONFIG)
-    process = run_on_config(root, config)
-    stop = threading.Event()
-    reader = threading.Thread(target=drain, args=(process, stop), daemon=True)
-    try:
-        process.wait_listening()
-        reader.start()
+    with served(tmp_path_factory.mktemp("openclaw-tui-gateway"), CONFIG) as process:
         yield process
-    finally:
-        stop.set()
-        if reader.is_alive():
-            reader.join(5)
-        process.stop()
 
 
 def open_tui(openclaw: OpenClaw, gateway: GatewayProcess, session: str) -> Terminal:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,12 +47,6 @@ def browser_missing() -> str | None:
     if not os.access(CHROMEDRIVER, os.X_OK):
         return f"{CHROMEDRIVER} is missing"
     return None
-
-
-def drain(process: GatewayProcess, stop: threading.Event) -> None:
-    while not stop.is_set() and process.proc.poll() is None:
-        process.read_available(0.1)
-        del process.lines[:-1000]  # only the recent lines matter
 
 
 def set_viewport(driver: Any, width: int, height: int) -> None:

@@ -10,6 +10,7 @@ import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -200,3 +201,24 @@ def running(root: Path, config_text: str) -> Iterator[GatewayProcess]:
         yield process
     finally:
         process.stop()
+
+
+def drain(process: GatewayProcess, stop: threading.Event) -> None:
+    while not stop.is_set() and process.proc.poll() is None:
+        process.read_available(0.1)
+        del process.lines[:-1000]  # only the recent lines matter
+
+
+@contextlib.contextmanager
+def served(root: Path, config_text: str) -> Iterator[GatewayProcess]:
+    """A gateway that serves a whole module: `running`, its log read on a thread all the
+    while (a full pipe would block the gateway's loop; only the recent lines are kept)."""
+    with running(root, config_text) as process:
+        stop = threading.Event()
+        reader = threading.Thread(target=drain, args=(process, stop), daemon=True)
+        reader.start()
+        try:
+            yield process
+        finally:
+            stop.set()
+            reader.join(5)
