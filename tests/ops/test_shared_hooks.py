@@ -14,9 +14,8 @@ import aiohttp
 import pytest
 
 from agents.store_postgres import PostgresSessionStore
-from tests.support.pgserver import PASSWORD
-from tests.support.process import GatewayProcess, clean_env
-from tests.support.shared_store import shared_config
+from tests.support.process import GatewayProcess
+from tests.support.shared_store import shared_config, start_on_config
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -31,14 +30,7 @@ def start_gateway(tmp_path: Path, database: str) -> Iterator[StartGateway]:
     def start(name: str) -> GatewayProcess:
         config = json.loads(shared_config(database, delay_ms=100))
         config["hooks"] = {"enabled": True, "token": HOOK_TOKEN}
-        path = tmp_path / f"{name}.json5"
-        path.write_text(json.dumps(config))
-        args = ["--config", str(path), "--state-dir", str(tmp_path / name), "--port", "0"]
-        env = clean_env(tmp_path / "home", {"CLAWGATE_DB_PASSWORD": PASSWORD})
-        process = GatewayProcess(args, env)
-        started.append(process)
-        process.wait_listening(30)
-        return process
+        return start_on_config(started, tmp_path, name, json.dumps(config))
 
     yield start
     for process in started:

@@ -17,10 +17,10 @@ import asyncpg
 import pytest
 
 from agents.store_postgres import LOCK_CLASS_TURN, PostgresSessionStore
-from tests.support.pgserver import PASSWORD, PgServer
+from tests.support.pgserver import PgServer
 from tests.support.process import GatewayProcess, clean_env, run_cli
 from tests.support.process_client import TOKEN, auth, connect_ws
-from tests.support.shared_store import chat, frames_until, shared_config, streaming
+from tests.support.shared_store import chat, frames_until, shared_config, start_on_config, streaming
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -42,14 +42,8 @@ def start_gateway(tmp_path: Path, database: str) -> Iterator[StartGateway]:
     started: list[GatewayProcess] = []
 
     def start(name: str, delay_ms: int = 5, max_concurrent: int = 4) -> GatewayProcess:
-        config = tmp_path / f"{name}.json5"
-        config.write_text(shared_config(database, delay_ms, max_concurrent))
-        args = ["--config", str(config), "--state-dir", str(tmp_path / name), "--port", "0"]
-        env = clean_env(tmp_path / "home", {"CLAWGATE_DB_PASSWORD": PASSWORD})
-        process = GatewayProcess(args, env)
-        started.append(process)
-        process.wait_listening(30)
-        return process
+        config = shared_config(database, delay_ms, max_concurrent)
+        return start_on_config(started, tmp_path, name, config)
 
     yield start
     for process in started:

@@ -15,10 +15,9 @@ import aiohttp
 import pytest
 
 from agents.store_postgres import PostgresSessionStore
-from tests.support.pgserver import PASSWORD
-from tests.support.process import GatewayProcess, clean_env
+from tests.support.process import GatewayProcess
 from tests.support.process_client import connect_ws
-from tests.support.shared_store import frames_until, shared_config
+from tests.support.shared_store import frames_until, shared_config, start_on_config
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -32,14 +31,7 @@ def start_gateway(tmp_path: Path, database: str) -> Iterator[StartGateway]:
     started: list[GatewayProcess] = []
 
     def start(name: str) -> GatewayProcess:
-        path = tmp_path / f"{name}.json5"
-        path.write_text(shared_config(database, delay_ms=100))
-        args = ["--config", str(path), "--state-dir", str(tmp_path / name), "--port", "0"]
-        env = clean_env(tmp_path / "home", {"CLAWGATE_DB_PASSWORD": PASSWORD})
-        process = GatewayProcess(args, env)
-        started.append(process)
-        process.wait_listening(30)
-        return process
+        return start_on_config(started, tmp_path, name, shared_config(database, delay_ms=100))
 
     yield start
     for process in started:

@@ -6,11 +6,29 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from tests.support.pgserver import PASSWORD
+from tests.support.process import GatewayProcess, clean_env
 from tests.support.process_client import TOKEN, auth, first_content
+
+
+def start_on_config(
+    started: list[GatewayProcess], root: Path, name: str, config_text: str
+) -> GatewayProcess:
+    """`clawgate run` named `name` on `config_text` (the shared database's password in the
+    environment, as `shared_config` reads it), its state dir under `root`, listening; in
+    `started`, for the fixture to stop, as soon as it runs."""
+    path = root / f"{name}.json5"
+    path.write_text(config_text)
+    args = ["--config", str(path), "--state-dir", str(root / name), "--port", "0"]
+    process = GatewayProcess(args, clean_env(root / "home", {"CLAWGATE_DB_PASSWORD": PASSWORD}))
+    started.append(process)
+    process.wait_listening(30)
+    return process
 
 
 def shared_config(url: str, delay_ms: int, max_concurrent: int = 4) -> str:
