@@ -37,8 +37,9 @@ from agents.providers.base import (
 )
 from agents.providers.openai_completions import OpenAICompletionsProvider, request_body
 from agents.providers.pool import ProviderPool, Timeouts
-from agents.providers.upstream import SentCallIds, parse_retry_after, transport_error
+from agents.providers.upstream import parse_retry_after, transport_error
 from agents.providers.upstream_client import UpstreamClient, UpstreamProtocolError
+from tests.support.counting import CountedId
 from tests.support.upstreams import (
     API_KEY,
     SECRET_BODY_MARKER,
@@ -1492,21 +1493,26 @@ class TestTools:
         request = attrs.evolve(provider_request(config), messages=messages)
         assert chat_messages_for(request)[1]["tool_calls"][0]["id"] == "call_1"
 
-    def test_the_ids_of_calls_sharing_one_are_made_in_linear_time(self) -> None:
+    @pytest.mark.parametrize("shared", [False, True], ids=["own-ids", "one-id"])
+    def test_each_call_id_is_used_a_few_times_however_many_calls_a_reply_has(
+        self, shared: bool
+    ) -> None:
         # Each repeat tried `<id>_2`, `<id>_3`, ... from the start: quadratic, and a 20 MiB body
         # holds 200,000 calls (10,000 took 10 s of the event loop).
-        class CountingSet(set[str]):
-            lookups = 0
-
-            def __contains__(self, item: object) -> bool:
-                CountingSet.lookups += 1
-                return super().__contains__(item)
-
-        sent = SentCallIds()
-        sent._taken = CountingSet()
-        ids = [sent.add("c", "c") for _ in range(5000)]
-        assert ids[:3] == ["c", "c_2", "c_3"] and ids[-1] == "c_5000"
-        assert CountingSet.lookups <= 2 * 5000
+        uses = []
+        for count in (1000, 2000):
+            ids = [CountedId("call" if shared else f"call_{n}") for n in range(count)]
+            calls = tuple(ToolCall(i, "f", "{}") for i in ids)
+            messages = (
+                ChatMessage("user", "q"),
+                ChatMessage("assistant", "", tool_calls=calls),
+                *(ChatMessage("tool", "r", tool_call_id=CountedId(str(i))) for i in ids),
+            )
+            CountedId.reset()
+            sent = request_body(ProviderRequest(ModelRef("p", "m"), "", messages))["messages"]
+            uses.append(CountedId.uses())
+            assert len({call["id"] for call in sent[1]["tool_calls"]}) == count
+        assert uses[1] <= 2 * uses[0] + 10, uses  # twice the calls, twice the work
 
     def test_thousands_of_calls_that_share_ids_each_get_one_of_their_own(self) -> None:
         # A client may send an assistant message of thousands of calls (a 20 MiB body holds
