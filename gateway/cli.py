@@ -54,19 +54,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     # `clawgate --config X` (config.md §8's unit file) means `clawgate run --config X`.
     if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help", "--version")):
         args.insert(0, "run")
-    parsed = _parser().parse_args(args)
-    parsed.run_args = args[1:]  # `run`'s own arguments, for the workers of --workers
-    # To stderr (structlog's default is stdout, where a command's answer goes); `run`
-    # configures again once it knows the config's level and format.
-    configure_logging(level="warn")
+    command = args[0]
     try:
+        parsed = _parser().parse_args(args)
+        parsed.run_args = args[1:]  # `run`'s own arguments, for the workers of --workers
+        # To stderr (structlog's default is stdout, where a command's answer goes); `run`
+        # configures again once it knows the config's level and format.
+        configure_logging(level="warn")
         result: int = parsed.func(parsed)
         sys.stdout.flush()  # here, not at exit, so that a closed reader is caught below
     except KeyboardInterrupt:
-        # Ctrl-C while `call` waits (`run` handles SIGINT itself): the shell's code for it.
+        # Ctrl-C while `call` waits, or while `run` starts (once it serves, SIGINT is its
+        # signal to stop: gateway/server.py): the shell's code for it.
         return EX_INTERRUPTED
     except BrokenPipeError:
-        if parsed.command == "run":
+        if command == "run":
             raise  # the server writes to sockets and pipes, not to stdout: a real failure
         # `clawgate call status | head -c 1`: the reader left, as Unix tools do we leave
         # quietly. Python's signal docs ("Note on SIGPIPE") do it so: stdout to /dev/null

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -211,6 +212,25 @@ class TestASignalWhileStarting:
                          "sessions.sqlite3-shm"}  # fmt: skip
         if "gateway.token" in names:
             assert len((state / "gateway.token").read_text().strip()) >= 32
+
+    @pytest.mark.parametrize("command", [["run", "--port", "0"], ["config", "path"]])
+    def test_ctrl_c_while_python_loads_clawgate_exits_130_without_a_traceback(
+        self, tmp_path: Path, command: list[str]
+    ) -> None:
+        """The signal is sent once the process has loaded multidict's extension, which only
+        aiohttp's import (under gateway.cli's) loads: clawgate's modules are still loading."""
+        env = clean_env(tmp_path / "home", {"CLAWGATE_STATE_DIR": str(tmp_path / "state")})
+        gateway = GatewayProcess(command, env, command=(sys.executable, "-m", "gateway"))
+        try:
+            maps = Path(f"/proc/{gateway.proc.pid}/maps")
+            while "multidict/_multidict" not in maps.read_text():
+                assert gateway.proc.poll() is None, gateway.lines
+            gateway.signal(signal.SIGINT)
+            code = gateway.wait(10)
+        finally:
+            gateway.stop()
+        assert gateway.lines == [], gateway.lines
+        assert code == 130
 
 
 class TestHotReload:
