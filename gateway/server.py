@@ -90,6 +90,12 @@ async def _serve(
     host, port = config.gateway.host, config.gateway.port
     runner = make_runner(app)
     await runner.setup()  # opens the store: nothing listens before it is ready
+    if stop.is_set():
+        # Asked to stop while starting (systemd stops a unit that is still activating): no
+        # socket, no READY=1, nothing to drain.
+        await runner.cleanup()
+        log.info("gateway_stopped", listened=False)
+        return 0
     try:
         # A worker of `--workers`: its siblings listen on the same port (gateway/supervisor.py).
         reuse_port = True if os.environ.get(WORKER_ENV) is not None else None

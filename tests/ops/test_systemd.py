@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import shutil
@@ -17,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from gateway.systemd import Notifier
+from tests.support.held_relay import held_relay
+from tests.support.pgserver import PgServer
 from tests.support.process import GatewayProcess, clean_env, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -361,3 +365,40 @@ class TestGatewayNotifies:
             assert gateway.wait() == 0
         finally:
             gateway.stop()
+
+    @pytest.mark.postgres
+    def test_a_stop_requested_while_the_store_opens_stops_without_listening_or_ready(
+        self, tmp_path: Path, notify_socket: socket.socket, pg_server: PgServer, pg_url: str
+    ) -> None:
+        """The store is on a PostgreSQL reached through a relay that holds the connection:
+        SIGTERM arrives while the store opens; the relay lets it through afterwards."""
+        with held_relay("127.0.0.1", pg_server.port) as relay:
+            url = pg_url.replace(f":{pg_server.port}/", f":{relay.listen_port}/")
+            config = tmp_path / "clawgate.json5"
+            store = {"backend": "postgres", "url": url}
+            config.write_text(json.dumps({"gateway": {"auth": {"token": "t0ken"}}, "store": store}))
+            env = clean_env(
+                tmp_path / "home",
+                {
+                    "CLAWGATE_STATE_DIR": str(tmp_path / "state"),
+                    "NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
+                },
+            )
+            gateway = GatewayProcess(["--config", str(config), "--port", "0"], env)
+            try:
+                relay.wait_accepted()
+                gateway.signal(signal.SIGTERM)
+                relay.release()
+                code = gateway.wait(15)
+                events = [e["event"] for e in gateway.events()]
+            finally:
+                gateway.stop()
+        notify_socket.settimeout(0)
+        lines = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                lines.extend(notify_socket.recv(4096).decode().split("\n"))
+        assert code == 0, gateway.lines
+        assert "READY=1" not in lines
+        assert "gateway_listening" not in events
+        assert "gateway_stopped" in events
