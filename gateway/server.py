@@ -14,6 +14,8 @@ import gc
 import logging
 import os
 import signal
+from collections.abc import Coroutine
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -89,11 +91,11 @@ async def _serve(
     config = state.config
     host, port = config.gateway.host, config.gateway.port
     runner = make_runner(app)
-    await runner.setup()  # opens the store: nothing listens before it is ready
-    if stop.is_set():
-        # Asked to stop while starting (systemd stops a unit that is still activating): no
-        # socket, no READY=1, nothing to drain.
-        await runner.cleanup()
+    # Opens the store: nothing listens before it is ready. A stop asked for meanwhile (systemd
+    # stops a unit that is still activating) ends the start there, also one that waits for a
+    # database slow to answer: no socket, no READY=1, nothing to drain.
+    if not await _unless_stopped(runner.setup(), stop):
+        await runner.cleanup()  # what had started (aiohttp cleans up what entered)
         log.info("gateway_stopped", listened=False)
         return 0
     try:
@@ -138,6 +140,28 @@ async def _serve(
         watchdog.cancel()
     log.info("gateway_stopped")
     return 0
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Runs `work` to its end and returns True, unless `stop` is set first: then `work` is
+    cancelled (its own cleanup done) and the answer is False. An error of `work` that ended
+    on its own is raised."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((task, stopped), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        cancelled = not task.done()
+        if cancelled:
+            task.cancel()
+            # What it raises as it ends (a driver's error for the connection cut short) is
+            # of the cancellation, not a failure to report.
+            await asyncio.gather(task, return_exceptions=True)
+    if cancelled:
+        return False
+    task.result()
+    return not stop.is_set()
 
 
 def settle_collector() -> None:

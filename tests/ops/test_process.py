@@ -15,7 +15,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.support.held_relay import held_relay
 from tests.support.http_client import fake_provider
+from tests.support.pgserver import PgServer
 from tests.support.process import GatewayProcess, clean_env
 from tests.support.process_client import TOKEN, auth, connect_ws, first_content
 from tests.support.upstreams import FakeOpenAI, Stream
@@ -212,6 +214,32 @@ class TestASignalWhileStarting:
                          "sessions.sqlite3-shm"}  # fmt: skip
         if "gateway.token" in names:
             assert len((state / "gateway.token").read_text().strip()) >= 32
+
+    @pytest.mark.postgres
+    def test_sigterm_while_the_database_is_slow_to_answer_stops_at_once_with_0(
+        self, tmp_path: Path, pg_server: PgServer, pg_url: str
+    ) -> None:
+        """The store's PostgreSQL is reached through a relay that holds every connection and
+        never lets it through: the open would wait for its connect timeout, then fail (1). A
+        stop asked for meanwhile is a stop like any other, and nothing waits for the database."""
+        with held_relay("127.0.0.1", pg_server.port) as relay:
+            url = pg_url.replace(f":{pg_server.port}/", f":{relay.listen_port}/")
+            config = tmp_path / "clawgate.json5"
+            store = {"backend": "postgres", "url": url}
+            config.write_text(json.dumps({"gateway": {"auth": {"token": TOKEN}}, "store": store}))
+            env = clean_env(tmp_path / "home", {"CLAWGATE_STATE_DIR": str(tmp_path / "state")})
+            gateway = GatewayProcess(["--config", str(config), "--port", "0"], env)
+            try:
+                relay.wait_accepted()
+                gateway.signal(signal.SIGTERM)
+                code = gateway.wait(15)
+                events = [e["event"] for e in gateway.events()]
+            finally:
+                gateway.stop()
+        assert code == 0, gateway.lines
+        assert "store_open_failed" not in events
+        assert events[-1] == "gateway_stopped"
+        assert not [line for line in gateway.lines if "Traceback" in line or "never" in line]
 
     @pytest.mark.parametrize("command", [["run", "--port", "0"], ["config", "path"]])
     def test_ctrl_c_while_python_loads_clawgate_exits_130_without_a_traceback(
