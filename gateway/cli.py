@@ -187,7 +187,7 @@ def _run(args: argparse.Namespace) -> int:
         log.error("workers_need_postgres", workers=workers, backend=config.store.backend)
         return EX_CONFIG
     try:
-        prepare_state_dir(config.state_dir)
+        prepare_state_dir(config.state_dir, written=config.store.backend != "postgres")
         config = with_generated_token(config)
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             if workers > 1:

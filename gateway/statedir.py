@@ -29,19 +29,35 @@ class UnsafeStateError(Exception):
     """The state dir, or a file in it, is not safe to use; the message says how to fix it."""
 
 
-def prepare_state_dir(path: Path) -> None:
-    """Create the state dir (0700) when missing, then refuse it unless only we can write it."""
+def prepare_state_dir(path: Path, *, written: bool = False) -> None:
+    """Create the state dir (0700) when missing, then refuse it unless only we can write it;
+    `written` (the SQLite store lives there), also when it is on a read-only file system."""
     if not path.exists():
         try:
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
         except OSError as exc:  # not allowed there, a read-only mount, a file in the way
+            if exc.errno == errno.EROFS:
+                raise UnsafeStateError(read_only(path)) from None
             raise UnsafeStateError(
                 f"cannot create the state dir {path}: {exc.strerror or exc}. Fix: create it"
                 " (mode 700, owned by the user running clawgate), or choose another one with"
                 " --state-dir."
             ) from None
     check_state_dir(path)
+    # Found now rather than by the store's first write: the mode bits allow what the mount
+    # refuses, and SQLite's error (a bare EROFS) says nothing of what to change.
+    if written and os.statvfs(path).f_flag & os.ST_RDONLY:
+        raise UnsafeStateError(read_only(path))
+
+
+def read_only(path: Path) -> str:
+    return (
+        f"cannot use the state dir {path}: it is on a read-only file system (EROFS), and"
+        " clawgate keeps its session database there. Fix: mount it read-write (under"
+        " systemd's ProtectSystem=, list it in the unit's StateDirectory= or"
+        " ReadWritePaths=), or choose a writable state dir with --state-dir."
+    )
 
 
 def check_state_dir(path: Path) -> None:

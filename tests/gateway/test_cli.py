@@ -321,10 +321,13 @@ class TestToken:
         finally:
             subprocess.run(["umount", str(mount)], check=True)
         assert (result.returncode, result.stdout) == (78, "")
-        assert (
-            f"cannot write the token file {state / 'gateway.token'}: Read-only file system."
-            in result.stderr
+        # `run` finds the read-only state dir before the token: its store lives there too.
+        said = (
+            f"cannot use the state dir {state}: it is on a read-only file system (EROFS)"
+            if command[0] == "run"
+            else f"cannot write the token file {state / 'gateway.token'}: Read-only file system."
         )
+        assert said in result.stderr
         assert "Traceback" not in result.stderr
 
 
@@ -591,6 +594,32 @@ class TestRun:
             " attempt to write a readonly database). Fix: give the user running clawgate"
             f" write access to it, its -wal and -shm files and {state} (`ls -la {state}`); a"
             " tool run as another user, such as the sqlite3 shell, may have left them."
+        ) in result.stderr.splitlines()
+
+    @pytest.mark.parametrize("state_dir", ["empty", "used", "missing"])
+    def test_a_state_dir_on_a_read_only_file_system_exits_78_saying_so(
+        self, tmp_path: Path, env: dict[str, str], state_dir: str
+    ) -> None:
+        """A mount gone read-only (a disk error remounts it so), or a sandbox that makes the
+        file system read-only (systemd's ProtectSystem=strict) and forgot this dir: it exited
+        1 with a bare OSError, restarted every 5 s for ever."""
+        mount = tmp_path / "mount"
+        state = mount / "state"
+        state.mkdir(mode=0o700, parents=True)
+        if state_dir == "used":
+            asyncio.run(_made_store(state))
+        elif state_dir == "missing":
+            state.rmdir()
+        env = {**env, "CLAWGATE_STATE_DIR": str(state)}
+        result = run_cli(["run", "--port", "0", "--token", "t0ken"], env, read_only=mount)
+        assert result.returncode == 78, result.stderr
+        assert "gateway_listening" not in result.stderr
+        assert "Traceback" not in result.stderr
+        assert (
+            f"cannot use the state dir {state}: it is on a read-only file system (EROFS), and"
+            " clawgate keeps its session database there. Fix: mount it read-write (under"
+            " systemd's ProtectSystem=, list it in the unit's StateDirectory= or"
+            " ReadWritePaths=), or choose a writable state dir with --state-dir."
         ) in result.stderr.splitlines()
 
     def test_a_postgres_url_setting_the_driver_refuses_exits_78_saying_so(

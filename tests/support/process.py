@@ -39,22 +39,45 @@ def run_cli(
     *,
     unprivileged: bool = False,
     file_modes_bind: bool = False,
+    read_only: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """unprivileged: without the capability to bind a port below 1024 (tests run as root).
-    file_modes_bind: without the capabilities that let root read and write any file."""
+    file_modes_bind: without the capabilities that let root read and write any file.
+    read_only: a directory the command sees mounted read-only (EROFS), in a mount namespace
+    of its own (unshare(1)); skips the test where one cannot be made."""
     preexec_fn = None
     if unprivileged:
         preexec_fn = _drop_bind_capability
     elif file_modes_bind:
         preexec_fn = _drop_file_capabilities
+    command = [sys.executable, "-m", "gateway", *args]
+    if read_only is not None:
+        command = [*_read_only_mount(read_only), *command]
     return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
+        command,
         env=dict(env),
         capture_output=True,
         text=True,
         timeout=timeout,
         preexec_fn=preexec_fn,
     )
+
+
+_READ_ONLY_BIND = (
+    'mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" "$1" && shift && exec "$@"'
+)
+
+
+def _read_only_mount(path: Path) -> list[str]:
+    """A command prefix: what follows runs with `path` bind-mounted read-only on itself."""
+    probe = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", _READ_ONLY_BIND, "sh", str(path), "true"],
+        capture_output=True,
+        text=True,
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"no read-only bind mount here: {probe.stderr.strip()}")
+    return ["unshare", "--mount", "sh", "-c", _READ_ONLY_BIND, "sh", str(path)]
 
 
 PR_CAPBSET_DROP = 24  # <linux/prctl.h>
