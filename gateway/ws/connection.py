@@ -213,6 +213,7 @@ class Connection:
     # client that polls the log with a connection per poll (`openclaw logs --follow`) does not
     # fill the log it reads, nor journald.
     log_reader: bool | None = None
+    connect_logged: bool = False  # its `ws_connected` line (dispatch.log_connected)
 
     @property
     def authenticated(self) -> bool:

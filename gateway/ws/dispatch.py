@@ -164,6 +164,9 @@ async def dispatch(
     """Answer one request frame (the shape is already checked)."""
     ctx = CallContext(conn, ws, frame.id, frame.method, unpaired=frame.unpaired)
     started = time.monotonic()
+    spec = methods.get(frame.method)
+    if spec is None or not spec.quiet:
+        log_connected(conn)  # before the call's own lines
     CALLER.set(conn.conn_id)  # this call's task's own context
     # A call may wait for minutes (`agent.wait`, `agent`): it keeps the params it takes, not
     # the frame, whose params it ignores may be megabytes (up to maxPayload for each call).
@@ -188,7 +191,6 @@ async def dispatch(
             conn.send(answer)
             if pause:
                 conn.pause(pause)
-            spec = methods.get(ctx.method)
             _log_call(ctx, started, None, quiet=spec is not None and spec.quiet)
             return
         # hello-ok told the client the largest frame it reads; OpenClaw's clients close on a
@@ -273,12 +275,15 @@ def refuse(conn: Connection, frame_id: str, method: str | None, error: WsError) 
     a client that floods them is seen as one that floods calls."""
     conn.send(protocol.error_response(frame_id, error))
     conn.log_reader = False
+    log_connected(conn)
     _log_line(conn.conn_id, frame_id, method, error.code, 0.0, None)
 
 
 def _log_call(ctx: CallContext, started: float, code: str | None, *, quiet: bool = False) -> None:
     conn = ctx.conn
     conn.log_reader = quiet and conn.log_reader is not False
+    if not quiet:
+        log_connected(conn)
     duration = (time.monotonic() - started) * 1000
     _log_line(
         conn.conn_id,
@@ -288,6 +293,28 @@ def _log_call(ctx: CallContext, started: float, code: str | None, *, quiet: bool
         duration,
         ctx.route.get("session_key"),
         quiet=quiet,
+    )
+
+
+def log_connected(conn: Connection, *, reader: bool = False) -> None:
+    """The connection's `ws_connected` line, once. It waits until the connection shows what
+    it is: one that only reads the log (`openclaw logs --follow` opens one per poll: connect,
+    `logs.tail`, close) gets it at debug, at its end, with its other lines (journald would
+    get an info line a poll); any other at info, at its first call that is no read of the
+    log, at its end, or at the next tick (one that only listens to events)."""
+    client = conn.client
+    if conn.connect_logged or client is None or not conn.authenticated:
+        return
+    conn.connect_logged = True
+    (log.debug if reader else log.info)(
+        "ws_connected",
+        conn_id=conn.conn_id,
+        remote=conn.remote,
+        client_id=client.id,
+        client_mode=client.mode,
+        client_version=client.version,
+        protocol=conn.protocol,
+        scopes=list(conn.scopes),
     )
 
 

@@ -34,7 +34,14 @@ from gateway.jsonwire import PARSE_IN_THREAD_CHARS
 from gateway.responses import error_response
 from gateway.ws import protocol
 from gateway.ws.connection import Connection, now_ms
-from gateway.ws.dispatch import CALLER, MethodRegistry, dispatch, error_for, refuse
+from gateway.ws.dispatch import (
+    CALLER,
+    MethodRegistry,
+    dispatch,
+    error_for,
+    log_connected,
+    refuse,
+)
 from gateway.ws.events import EventFanout
 from gateway.ws.framelimit import GatewayWebSocket, raise_frame_limit, release_frames
 from gateway.ws.methods import register_all
@@ -286,16 +293,7 @@ async def _handshake(
         ws_state.readers.add(conn)
     ws_state.watchers_changed()
     ws_state.presence_changed()
-    log.info(
-        "ws_connected",
-        conn_id=conn.conn_id,
-        remote=conn.remote,
-        client_id=params.client.id,
-        client_mode=params.client.mode,
-        client_version=params.client.version,
-        protocol=version,
-        scopes=list(conn.scopes),
-    )
+    # Its `ws_connected` line waits until it shows what it is (dispatch.log_connected).
     return True
 
 
@@ -515,6 +513,7 @@ async def _close(conn: Connection) -> None:
     await conn.wait_tasks()
     await conn.aclose()
     if conn.authenticated:
+        log_connected(conn, reader=bool(conn.log_reader))
         (log.debug if conn.log_reader else log.info)(
             "ws_disconnected",
             conn_id=conn.conn_id,
@@ -585,6 +584,8 @@ async def _ticks(ws_state: WsState, interval: float) -> None:
         await asyncio.sleep(interval)
         frame = event_frame("tick", {"ts": now_ms()}, droppable=True)
         EventFanout.broadcast(frame, ws_state.authenticated)
+        for conn in ws_state.authenticated:
+            log_connected(conn)  # one that made no call yet: it listens
 
 
 async def _health_loop(ws_state: WsState, interval: float) -> None:

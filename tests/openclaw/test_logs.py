@@ -9,11 +9,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
-from tests.support.openclaw_clients import TOKEN, OpenClaw
-from tests.support.process import GatewayProcess
+from tests.support.openclaw_clients import CONFIG, TOKEN, OpenClaw
+from tests.support.process import GatewayProcess, running
 
 pytestmark = [pytest.mark.openclaw, pytest.mark.slow]
 
@@ -73,3 +74,36 @@ class TestLogs:
                 reader.join(10)
         (marker,) = printed[before:]
         assert " info http_request method=GET path=/logfmt-marker status=404 " in marker
+
+
+class TestFollowInTheJournal:
+    def test_follow_s_polls_write_no_info_line_to_the_journal(
+        self, openclaw: OpenClaw, tmp_path: Path
+    ) -> None:
+        """What `--follow` does to stderr (journald): each poll is a connection that only
+        reads the log. Its lines are at debug, its `ws_connected` line too, where that one
+        was an info line a poll. At debug level here, to see the polls happen."""
+        config = CONFIG.replace("gateway: {", 'logging: { level: "debug" },\n  gateway: {', 1)
+        assert config != CONFIG
+        with running(tmp_path, config) as gateway:
+            command = [str(openclaw.command), "logs", "--url", ws_url(gateway), "--token", TOKEN]
+            with subprocess.Popen(
+                [*command, "--follow", "--plain", "--interval", "200"],
+                env=openclaw.env(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ) as follow:
+                try:
+                    gateway.wait_for_event("ws_disconnected")
+                    while sum(e["event"] == "ws_disconnected" for e in gateway.events()) < 4:
+                        assert follow.poll() is None and gateway.proc.poll() is None
+                        gateway.read_available(0.05)
+                finally:
+                    follow.terminate()
+            events = gateway.events()
+        connected = [e for e in events if e["event"] == "ws_connected"]
+        assert len(connected) >= 4
+        assert {e["level"] for e in connected} == {"debug"}
+        assert [e for e in events if e["event"].startswith(("ws_", "http_"))] == [
+            e for e in events if e["event"].startswith(("ws_", "http_")) and e["level"] == "debug"
+        ]

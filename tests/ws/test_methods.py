@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 from agents.store import SessionStore
 from gateway.appkeys import STATE
 from gateway.logs import FIELD_CHARS, RING, LogRing
+from gateway.state import AppOptions
 from gateway.ws import protocol
 from gateway.ws.connection import now_ms
 from gateway.ws.handler import WS
@@ -886,9 +887,10 @@ class TestReadMethods:
 
 class TestLogReaders:
     """`openclaw logs --follow` polls with a connection per poll (connect, logs.tail, close):
-    a connection that only reads the log ends at debug, its calls too, and an answer leaves
-    out the caller's own `ws_connected` line, so that the tail shows what the gateway did, not
-    its readers, and journald does not get four lines a second per reader."""
+    a connection that only reads the log is logged at debug, its `ws_connected` line (logged
+    once it shows what it is) and its calls too, and an answer leaves out the caller's own
+    `ws_connected` line, so that the tail shows what the gateway did, not its readers, and
+    journald does not get four lines a second per reader."""
 
     LINES = ("ws_connected", "ws_call", "ws_disconnected", "http_request")
 
@@ -907,12 +909,12 @@ class TestLogReaders:
         lines.sort(key=lambda e: self.LINES.index(e["event"]))
         return [(e["event"], e.get("method") or "", e["log_level"]) for e in lines]
 
-    async def test_a_connection_that_only_read_the_log_is_logged_at_debug_after_its_start(
+    async def test_a_connection_that_only_read_the_log_is_logged_at_debug(
         self, gateway: Gateway
     ) -> None:
         tail = ("logs.tail", {"limit": 1})
         assert await self.lines_of(gateway, tail, tail) == [
-            ("ws_connected", "", "info"),  # logged before its first call
+            ("ws_connected", "", "debug"),  # logged at its end
             ("ws_call", "logs.tail", "debug"),
             ("ws_call", "logs.tail", "debug"),
             ("ws_disconnected", "", "debug"),
@@ -942,11 +944,24 @@ class TestLogReaders:
     async def test_a_connection_without_a_call_is_logged_at_info(self, gateway: Gateway) -> None:
         assert [level for *_, level in await self.lines_of(gateway)] == ["info"] * 3
 
+    async def test_one_that_only_listens_has_its_ws_connected_line_at_the_next_tick(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        gateway = await make_gateway(options=AppOptions(tick_interval_seconds=0.05))
+        with capture_logs() as logs:
+            ws = await gateway.connected()
+            while (await ws.recv())["event"] != "tick":
+                pass
+            connected = [e for e in logs if e["event"] == "ws_connected"]
+            assert [e["log_level"] for e in connected] == ["info"]
+            await ws.ws.close()
+
     async def test_an_answer_leaves_out_its_caller_s_own_ws_connected_line(
         self, gateway: Gateway
     ) -> None:
         with production_logging():
             other = await gateway.connected(client={**CLIENT, "id": "other"})
+            await other.ok("status")  # its arrival is logged with its first call
             reader = await gateway.connected()
             lines = (await reader.ok("logs.tail", {"limit": 5000}))["lines"]
             await other.ws.close()

@@ -39,9 +39,8 @@ def tail(ring: LogRing, params: TailParams, caller: str | None = None) -> dict[s
     as OpenClaw's CLI reads it (`for_openclaw`), and `maxBytes` counts them so.
 
     Without the `ws_connected` line of the `caller` (its connection id), one that has only
-    read the log: that line is logged before anyone knows the connection will do nothing
-    else (Connection.log_reader), and `openclaw logs --follow` opens one per poll; its other
-    lines are at debug."""
+    read the log (Connection.log_reader): a tick may have logged it (dispatch.log_connected),
+    and the reader asked for what the gateway did, not for its own arrival."""
     size = ring.size
     lines = list(ring.lines)  # (byte offset after the line, line)
     oldest_start = lines[0][0] - len(lines[0][1].encode()) - 1 if lines else size
