@@ -84,15 +84,26 @@ class _LevelFilter:
         return event
 
 
-class _RingLogger:
-    """Writes each rendered line to the stream and keeps it in the ring."""
+# The console renderer's colours (SGR sequences): the only escapes in its lines, since a value's
+# own control characters are shown escaped (_escape_controls).
+_COLOURS = re.compile(r"\x1b\[[0-9;]*m")
 
-    def __init__(self, stream: TextIO, ring: LogRing) -> None:
+
+class _RingLogger:
+    """Writes each rendered line to the stream and keeps it in the ring; with `colours`, the
+    stream's line is coloured and the ring's is not: `logs.tail` hands it to clients that print
+    it as it is (`openclaw logs`), to a file, a pipe, or a terminal of their own colours."""
+
+    def __init__(self, stream: TextIO, ring: LogRing, *, colours: bool = False) -> None:
         self._stream = stream
         self._ring = ring
+        self._colours = colours
 
     def msg(self, line: str) -> None:
-        line = self._ring.append(line)
+        if self._colours:
+            self._ring.append(_COLOURS.sub("", line))
+        else:
+            line = self._ring.append(line)
         try:
             self._stream.write(line + "\n")
             self._stream.flush()
@@ -208,11 +219,12 @@ def configure_logging(
     a worker's index under `--workers`, goes in every line (the workers share one stderr)."""
     stream = stream or sys.stderr
     use_json = fmt == "json" or (fmt == "auto" and not _isatty(stream))
+    colours = not use_json and _isatty(stream)
     set_level(level)
     renderers: list[Any] = (
         [structlog.processors.JSONRenderer(serializer=_compact)]
         if use_json
-        else [_escape_controls, structlog.dev.ConsoleRenderer(colors=_isatty(stream))]
+        else [_escape_controls, structlog.dev.ConsoleRenderer(colors=colours)]
     )
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -230,7 +242,7 @@ def configure_logging(
             structlog.processors.format_exc_info,
             *renderers,
         ],
-        logger_factory=lambda *args: _RingLogger(stream, RING),
+        logger_factory=lambda *args: _RingLogger(stream, RING, colours=colours),
         # Not cached: the CLI configures again once the config (format, level) is known.
         cache_logger_on_first_use=False,
     )

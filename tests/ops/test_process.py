@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -37,6 +38,19 @@ def config_text(token: str = TOKEN, drain: int = 10, delay_ms: int = 100) -> str
             "agents": {"list": [{"id": "main", "params": {"delayMs": delay_ms}}]},
         }
     )
+
+
+def read_until(fd: int, wanted: bytes) -> bytes:
+    """What a terminal showed until `wanted`; a gateway that exits first fails it."""
+    shown = b""
+    while wanted not in shown:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the gateway closed the terminal
+            chunk = b""
+        assert chunk, shown
+        shown += chunk
+    return shown
 
 
 def edit(path: Path, text: str) -> None:
@@ -355,6 +369,42 @@ class TestHotReload:
 
 
 class TestLogLines:
+    async def test_on_a_terminal_the_log_is_coloured_and_logs_tail_hands_out_plain_lines(
+        self, tmp_path: Path, config_file: Path, http: aiohttp.ClientSession
+    ) -> None:
+        """`openclaw logs` prints what `logs.tail` answers as it is: the console renderer's
+        colours, kept in the ring, came out as raw escape codes in a file or a pipe, and as
+        colours no one asked for mixed into its own on a terminal."""
+        terminal, stderr = os.openpty()
+        args = ["--config", str(config_file), "--state-dir", str(tmp_path / "state")]
+        gateway = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "gateway", "run", *args, "--port", "0"),
+            env=clean_env(tmp_path / "home"),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        os.close(stderr)
+        try:
+            shown = await asyncio.to_thread(read_until, terminal, b"gateway_listening")
+            plain = re.sub(r"\x1b\[[0-9;]*m", "", shown.decode())
+            url = re.search(r"url=(http://\S+)", plain)
+            assert url is not None, plain
+            ws = await connect_ws(http, url.group(1))
+            await ws.send_json({"type": "req", "id": "t", "method": "logs.tail"})
+            while (frame := await ws.receive_json(timeout=10))["type"] != "res":
+                pass
+            await ws.close()
+        finally:
+            if gateway.returncode is None:
+                gateway.terminate()
+            await gateway.wait()
+            os.close(terminal)
+        assert "\x1b[" in shown.decode()  # the terminal keeps its colours
+        lines = frame["payload"]["lines"]
+        assert [line for line in lines if "gateway_listening" in line]
+        assert not [line for line in lines if "\x1b" in line]
+
     async def test_one_json_line_per_request_with_no_secret_or_message_text(
         self, gateway: GatewayProcess, http: aiohttp.ClientSession
     ) -> None:
