@@ -1,5 +1,5 @@
 """`/v1/responses` (OpenResponses): create a response, stream it, fetch or delete a stored one
-(cancel is refused: none is a background response).
+(cancel, and a GET asking for a stream, are refused: none is a background response).
 
 Enabled by `gateway.http.endpoints.responses.enabled`, with chat completions' auth, agent
 selection, session headers, image limits, error shape and CORS (gateway/http/common.py), and its
@@ -83,6 +83,8 @@ from gateway.http.openresponses_wire import (
     response_in_progress,
     response_not_cancellable,
     response_not_found,
+    response_not_streamable,
+    retrieve_streamed,
     validate_request,
 )
 from gateway.http.runs import CLIENT_CLOSED_REQUEST, encode_delta, outcome_of, stream_run
@@ -392,6 +394,12 @@ async def stored_response(request: web.Request) -> web.StreamResponse:
     assert store is not None  # open for as long as the app serves requests
     if not is_response_id(response_id):
         return error_answer(request, response_not_found(response_id))
+    streamed = False
+    if request.method != "DELETE":
+        try:
+            streamed = retrieve_streamed(request.query)
+        except RequestError as exc:
+            return error_answer(request, exc)
     running = request.app[RUNNING].get(response_id)
     try:
         if request.method == "DELETE":
@@ -404,6 +412,8 @@ async def stored_response(request: web.Request) -> web.StreamResponse:
     except StoreError as exc:
         log.error("response_lookup_failed", error=str(exc))
         return error_answer(request, error_reply(exc))  # 503 while a shared store is away
+    if streamed and (stored is not None or running is not None):
+        return error_answer(request, response_not_streamable(response_id))
     if stored is None:
         # Running when the lookup began (it is registered before anyone knows its id), and
         # not stored yet: a response is stored before it stops being running.

@@ -109,6 +109,40 @@ def response_not_cancellable(response_id: str) -> RequestError:
     )
 
 
+def response_not_streamable(response_id: str) -> RequestError:
+    """OpenAI streams a `background` response again from `GET ...?stream=true`; none is
+    here (every response is answered at once), so there is no stream to replay."""
+    return bad_request(
+        f"Response with id '{response_id[:MAX_RESPONSE_ID]}' cannot be streamed: only"
+        " background responses can be, and this gateway answers every response at once"
+        " (background: false). Retrieve it without `stream`.",
+        "stream",
+    )
+
+
+def retrieve_streamed(query: Mapping[str, str]) -> bool:
+    """The query of `GET /v1/responses/{id}`: whether it asks for a stream. `starting_after`
+    (an event's sequence number) is checked, as OpenAI does; `include` and
+    `include_obfuscation` change nothing here (no logprobs, no obfuscation)."""
+    stream = query.get("stream")
+    if stream is not None and stream not in ("true", "false"):
+        raise bad_request("`stream` must be true or false.", "stream")
+    after = query.get("starting_after")
+    if after is not None and not _is_count(after):
+        raise bad_request("`starting_after` must be a non-negative integer.", "starting_after")
+    return stream == "true"
+
+
+def _is_count(value: str) -> bool:
+    """A non-negative safe integer in decimal ASCII digits."""
+    return (
+        0 < len(value) <= 16
+        and value.isascii()
+        and value.isdigit()
+        and (int(value) <= MAX_SAFE_INTEGER)
+    )
+
+
 def is_response_id(value: str) -> bool:
     """A string that can be looked up: bounded, and storable as UTF-8."""
     return 0 < len(value) <= MAX_RESPONSE_ID and not has_surrogate(value)

@@ -637,3 +637,57 @@ class TestCancel:
                 await sdk.responses.cancel(created.response.id)
             rest = [event.type async for event in stream]
         assert rest[-1] == "response.completed"
+
+
+class TestRetrieveAsAStream:
+    """OpenAI streams a `background` response from `GET ...?stream=true` (from the event
+    after `starting_after`); every response here is answered at once, so none is streamed
+    again: a clear 400 rather than a JSON body the SDK reads as a broken stream."""
+
+    async def test_a_stored_response_is_a_clear_refusal(self, sdk: AsyncOpenAI) -> None:
+        created = await sdk.responses.create(model="openclaw", input="hi")
+        with pytest.raises(openai.BadRequestError) as caught:
+            await sdk.responses.retrieve(created.id, stream=True, starting_after=2)
+        assert caught.value.body == {
+            "message": f"Response with id '{created.id}' cannot be streamed: only background"
+            " responses can be, and this gateway answers every response at once"
+            " (background: false). Retrieve it without `stream`.",
+            "type": "invalid_request_error",
+            "param": "stream",
+            "code": None,
+        }
+
+    async def test_an_unknown_response_is_response_not_found(self, sdk: AsyncOpenAI) -> None:
+        with pytest.raises(openai.NotFoundError):
+            await sdk.responses.retrieve("resp_nope", stream=True)
+
+    async def test_stream_false_and_the_other_parameters_retrieve_it(
+        self, sdk: AsyncOpenAI
+    ) -> None:
+        created = await sdk.responses.create(model="openclaw", input="hi")
+        fetched = await sdk.responses.retrieve(
+            created.id, stream=False, include=["message.output_text.logprobs"],
+            include_obfuscation=False,
+        )  # fmt: skip
+        assert fetched.model_dump() == created.model_dump()
+
+    @pytest.mark.parametrize(
+        ("query", "message"),
+        [
+            ("stream=yes", "`stream` must be true or false."),
+            ("stream=", "`stream` must be true or false."),
+            ("starting_after=-1", "`starting_after` must be a non-negative integer."),
+            ("starting_after=x", "`starting_after` must be a non-negative integer."),
+            ("starting_after=" + "9" * 40, "`starting_after` must be a non-negative integer."),
+        ],
+    )
+    async def test_wrong_query_values_are_refused(
+        self, sdk: AsyncOpenAI, query: str, message: str
+    ) -> None:
+        created = await sdk.responses.create(model="openclaw", input="hi")
+        param = query.partition("=")[0]
+        with pytest.raises(openai.BadRequestError) as caught:
+            await sdk.get(f"/responses/{created.id}?{query}", cast_to=object)
+        assert caught.value.body == {
+            "message": message, "type": "invalid_request_error", "param": param, "code": None,
+        }  # fmt: skip

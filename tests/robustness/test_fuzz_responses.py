@@ -319,3 +319,25 @@ class TestStoredResponses:
         if response.status != 200:
             assert_error_body(response)
         assert log.new_problems() == []
+
+    @fuzz(60)
+    @given(
+        name=st.sampled_from(["stream", "starting_after", "include", "include_obfuscation", "x"]),
+        value=st.one_of(
+            st.sampled_from(["true", "false", "0", "-1", "1.5", "9" * 300, "%ff", "%00", ""]),
+            odd_text.map(lambda s: s.encode("utf-8", "surrogatepass").hex()),
+        ),
+    )
+    async def test_any_query_of_a_get_gets_a_documented_answer(
+        self, gateway: tuple[Served, ServerLog], name: str, value: str
+    ) -> None:
+        server, log = gateway
+        created = (await post(server, {"input": "hi"})).json()
+        for response_id in (created["id"], "resp_nope"):
+            path = f"{RESPONSES}/{response_id}?{name}={value}"
+            response = await exchange(server.port, request_bytes("GET", path, AUTH))
+            event(f"status {response.status}")
+            assert response.status in {200, 400, 404}, response
+            if response.status != 200:
+                assert_error_body(response)
+        assert log.new_problems() == []
