@@ -128,6 +128,11 @@ class TurnRequest:
     # HTTP: the client sends its whole conversation every time (a chat UI, its chat id the
     # session's name), so `messages` without an assistant one start the conversation again.
     whole_conversation: bool = False
+    # HTTP (`previous_response_id`): the run id of the session's turn this one continues.
+    # When later turns followed it, the model is given the conversation up to that turn's
+    # reply, not theirs, and it is stored as a context start (as a client's history that
+    # replaces the session's), so the turns after this one continue this branch.
+    continues: str | None = None
     model: ModelRef | None = None  # instead of the agent's chain (x-openclaw-model)
     # The caller was given the run id to name the run by later (hooks), with or without an
     # idempotency key: the registry keeps the run once it ended, as it keeps keyed ones.

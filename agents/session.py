@@ -50,7 +50,7 @@ from agents.events import (
     Stream,
     ToolPhase,
 )
-from agents.history import HistoryCache, SessionHistory, cut_short
+from agents.history import HistoryCache, SessionHistory, cut_short, window_start
 from agents.providers.base import (
     ChatMessage,
     Finish,
@@ -474,11 +474,14 @@ class AgentSession:
             # No earlier user turn, but this one answers tool calls: it continues the user
             # turn that made them, which the model must see before their results.
             user_turns = 1
+        chain: tuple[Replayed, ...] | None = None
         try:
             last, window = await self._history(
                 row.session_id, user_turns, created=created, sent=bool(sent),
                 keep=not request.stateless,
             )  # fmt: skip
+            if request.continues is not None and sent and user_turns > 0 and not created:
+                chain = await self._chain(row.session_id, request.continues, user_turns)
         except StoreError as exc:
             log.error("history_load_failed", session_key=self.key, run_id=run.id, error=str(exc))
             run.detach_stream()
@@ -489,7 +492,15 @@ class AgentSession:
             self._finish(run, outcome, started_at)
             return
         system = "\n\n".join(p for p in (agent.system_prompt, request.extra_system_prompt) if p)
-        if sent:
+        history: tuple[ChatMessage, ...] = ()
+        if chain is not None:
+            # A turn continued from an earlier one that later turns followed: its
+            # conversation, not theirs, replaces the session's history from here on.
+            whole = with_tool_names((*replay_before(chain, sent), *sent))
+            context_start = True
+            stored = stored_part(whole, config.history_limit)
+            new = stored_part(whole, config.history_limit + 1)
+        elif sent:
             last_chat = last.to_chat() if last is not None else None
             last_cut_short = last is not None and cut_short(last)
             before: ChatMessage | None = None
@@ -503,7 +514,6 @@ class AgentSession:
             inputs = new_inputs(
                 last_chat, sent, request.whole_conversation, before, earlier, last_cut_short
             )
-            history: tuple[ChatMessage, ...] = ()
             if window is not None and not inputs.replaces_history:
                 history = replay_before(window.chats, inputs.messages)
             new = with_tool_names((*history, *inputs.messages))[len(history) :]
@@ -697,6 +707,19 @@ class AgentSession:
         if keep and user_turns > 0:
             self._deps.histories.put(self.key, history)
         return last, history
+
+    async def _chain(
+        self, session_id: str, run_id: str, user_turns: int
+    ) -> tuple[Replayed, ...] | None:
+        """The replay window of the conversation the turn of `run_id` answered, through its
+        reply, as the model would be given it; None when that turn is the transcript's last
+        (the session is continued as it is) or not in it."""
+        found = await self._deps.store.chain_to(session_id, run_id)
+        if found is None or not found.followed:
+            return None
+        messages = found.messages
+        window = messages[window_start(messages, user_turns) :]
+        return SessionHistory.of(session_id, user_turns, window).chats
 
     async def _read_history(
         self, session_id: str, user_turns: int, sent: bool

@@ -298,6 +298,20 @@ ORDER BY seq
 SQL_MESSAGES_AFTER = f"""
 SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND seq > ? ORDER BY seq
 """
+# A turn's place in its transcript: its last message (its reply, as a turn is written whole)
+# and the transcript's last; then the turn's conversation: from the last context start at or
+# before that turn through its reply (`chain_to`).
+SQL_TURN_END = """
+SELECT (SELECT MAX(seq) FROM messages WHERE session_id = ? AND run_id = ?),
+       (SELECT MAX(seq) FROM messages WHERE session_id = ?)
+"""
+SQL_CHAIN_TO = f"""
+SELECT {_MESSAGE_COLUMNS} FROM messages
+WHERE session_id = :sid AND seq <= :end AND seq >= COALESCE(
+    (SELECT seq FROM messages WHERE session_id = :sid AND context_start = 1 AND seq <= :end
+     ORDER BY seq DESC LIMIT 1), 0)
+ORDER BY seq
+"""
 # The transcript's last assistant message: what a client resending its history must hold;
 # not the reply of a turn the upstream refused, which is not replayed (agents/history.py).
 SQL_LAST_ASSISTANT = f"""
@@ -324,6 +338,16 @@ class SessionRow:
     last_run_id: str | None = None
     last_status: str | None = None  # "done", "aborted", "error"; None before the first run
     aborted_last_run: bool = False
+
+
+@attrs.frozen
+class TurnChain:
+    """The conversation one turn answered, as its transcript holds it: from the last context
+    start at or before the turn through the turn's reply, oldest first (not cut to the
+    history limit). `followed`: later turns came after it."""
+
+    messages: tuple[StoredMessage, ...]
+    followed: bool
 
 
 @attrs.frozen
@@ -1681,6 +1705,19 @@ class SessionStore:
     def _messages_after(self, session_id: str, seq: int) -> tuple[StoredMessage, ...]:
         rows = self._conn().execute(SQL_MESSAGES_AFTER, (session_id, seq)).fetchall()
         return tuple(_message(r) for r in rows)
+
+    async def chain_to(self, session_id: str, run_id: str) -> TurnChain | None:
+        """The conversation a turn answered, through its reply (None: no turn of the run in
+        the transcript)."""
+        return await self._call(self._chain_to, session_id, run_id)
+
+    def _chain_to(self, session_id: str, run_id: str) -> TurnChain | None:
+        db = self._conn()
+        end, last = db.execute(SQL_TURN_END, (session_id, run_id, session_id)).fetchone()
+        if end is None:
+            return None
+        rows = db.execute(SQL_CHAIN_TO, {"sid": session_id, "end": end}).fetchall()
+        return TurnChain(tuple(_message(r) for r in rows), followed=last != end)
 
     def _recent_turns(self, session_id: str, user_turns: int) -> tuple[StoredMessage, ...]:
         rows = (

@@ -57,6 +57,7 @@ from agents.store import (
     SessionRow,
     StoredMessage,
     StoredResponse,
+    TurnChain,
     TurnRecord,
     _message,
     _session_row,
@@ -329,6 +330,18 @@ WHERE session_id = $1 AND role = 'assistant' AND {SQL_NOT_REFUSED} ORDER BY seq 
 """
 SQL_MESSAGES_AFTER = f"""
 SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND seq > $2 ORDER BY seq
+"""
+# As the SQLite store's: a turn's last message and the transcript's; the turn's conversation.
+SQL_TURN_END = """
+SELECT (SELECT MAX(seq) FROM messages WHERE session_id = $1 AND run_id = $2),
+       (SELECT MAX(seq) FROM messages WHERE session_id = $1)
+"""
+SQL_CHAIN_TO = f"""
+SELECT {_MESSAGE_COLUMNS} FROM messages
+WHERE session_id = $1 AND seq <= $2 AND seq >= COALESCE(
+    (SELECT seq FROM messages WHERE session_id = $1 AND context_start AND seq <= $2
+     ORDER BY seq DESC LIMIT 1), 0)
+ORDER BY seq
 """
 
 # PostgreSQL's text holds neither NUL nor a lone surrogate (SQLite stores both): client
@@ -1089,6 +1102,16 @@ class PostgresSessionStore:
             return tuple(_message(tuple(r)) for r in rows)
 
         return await self._run(after)
+
+    async def chain_to(self, session_id: str, run_id: str) -> TurnChain | None:
+        async def chain(conn: Connection) -> TurnChain | None:
+            end, last = await conn.fetchrow(SQL_TURN_END, session_id, _storable(run_id))
+            if end is None:
+                return None
+            rows = await conn.fetch(SQL_CHAIN_TO, session_id, end)
+            return TurnChain(tuple(_message(tuple(r)) for r in rows), followed=last != end)
+
+        return await self._run(chain)
 
     async def replay(
         self, session_id: str, user_turns: int

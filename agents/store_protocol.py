@@ -21,6 +21,7 @@ from agents.store import (
     SessionRow,
     StoredMessage,
     StoredResponse,
+    TurnChain,
     TurnRecord,
 )
 
@@ -156,6 +157,8 @@ class Store(Protocol):
     ) -> tuple[tuple[StoredMessage, ...], StoredMessage | None]: ...
 
     async def messages_after(self, session_id: str, seq: int) -> tuple[StoredMessage, ...]: ...
+
+    async def chain_to(self, session_id: str, run_id: str) -> TurnChain | None: ...
 
     async def put_response(self, response: StoredResponse) -> None: ...
 

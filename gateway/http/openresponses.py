@@ -11,8 +11,10 @@ sends only what is new (a user message, `function_call_output` items), and the s
 its history, as for any client that does not resend its conversation (agents/transcript.py).
 Without it, a session named by a conversation header holds a chat that the client sends
 whole every time, as on chat completions.
-clawgate's sessions are linear, so a response that is not the session's latest continues the
-session as it is now, not a branch from that response.
+A response that later turns followed is continued from, as at OpenAI: the session gives
+the model the conversation up to that response and stores it with the new turn as a context
+start (`TurnRequest.continues`), so the session's transcript stays one, and its later turns
+continue the branch.
 
 `store: false`: the response object is not kept (no GET, no `previous_response_id` to it);
 the turn still goes into its session as every HTTP turn does. A keyless request runs on a
@@ -263,6 +265,7 @@ async def _run(request: web.Request, state: GatewayState, turn: _Turn) -> web.St
                 new_key=route.new_key,
                 messages=conversation.messages,
                 whole_conversation=route.whole_conversation,
+                continues=turn.fields.previous_response_id,
                 model=turn.model if turn.model_override else None,
             )
         )

@@ -27,11 +27,13 @@ from agents.store import (
     DB_FILENAME,
     MIGRATIONS,
     SCHEMA_VERSION,
+    SQL_CHAIN_TO,
     SQL_GET_SESSION,
     SQL_LAST_ASSISTANT,
     SQL_MESSAGES_AFTER,
     SQL_NEXT_SEQ,
     SQL_RECENT_TURNS,
+    SQL_TURN_END,
     SQL_UPSERT_TURN,
     DailyUsage,
     SessionRow,
@@ -1036,6 +1038,49 @@ class TestToolMessages:
         searches = [step for step in plan if "messages" in step]
         assert searches
         assert all(step.startswith("SEARCH") and " USING " in step for step in searches), plan
+
+
+class TestChainTo:
+    """`chain_to`: the conversation a turn answered, for `previous_response_id` naming a
+    turn that later ones followed (session.py), on both backends."""
+
+    async def test_it_runs_from_the_last_context_start_through_the_turns_reply(
+        self, store: SessionStore
+    ) -> None:
+        row, _ = await store.create(KEY, "main", 100)
+        row = await store.append_turn(turn(row, "r1", user_text="u1"))
+        history = (ChatMessage("user", "h1"), ChatMessage("assistant", "a1"),
+                   ChatMessage("user", "u2"))  # fmt: skip
+        row = await store.append_turn(turn(row, "r2", inputs=history, context_start=True))
+        row = await store.append_turn(turn(row, "r3", user_text="u3"))
+        row = await store.append_turn(turn(row, "r4", user_text="u4"))
+        sid = row.session_id
+        chain = await store.chain_to(sid, "r3")
+        assert chain is not None and chain.followed
+        assert [(m.role, m.text) for m in chain.messages] == [
+            ("user", "h1"), ("assistant", "a1"), ("user", "u2"),
+            ("assistant", "[turn 1] hello there"), ("user", "u3"),
+            ("assistant", "[turn 1] hello there"),
+        ]  # fmt: skip
+        first = await store.chain_to(sid, "r1")
+        assert first is not None and first.followed
+        assert [m.text for m in first.messages] == ["u1", "[turn 1] hello there"]
+        last = await store.chain_to(sid, "r4")
+        assert last is not None and not last.followed
+        assert last.messages[0].text == "h1" and last.messages[-2].text == "u4"
+        assert await store.chain_to(sid, "r9") is None
+        assert await store.chain_to("no-such-transcript", "r1") is None
+
+    async def test_its_statements_use_an_index(self, store: SessionStore) -> None:
+        with raw_db(store) as db:
+            for sql, params in (
+                (SQL_TURN_END, ("sid", "r1", "sid")),
+                (SQL_CHAIN_TO, {"sid": "sid", "end": 9}),
+            ):
+                plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+                searches = [step for step in plan if "messages" in step]
+                assert searches
+                assert all(s.startswith("SEARCH") and " USING " in s for s in searches), plan
 
 
 class TestMessagesAfter:

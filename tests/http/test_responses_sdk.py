@@ -691,3 +691,75 @@ class TestRetrieveAsAStream:
         assert caught.value.body == {
             "message": message, "type": "invalid_request_error", "param": param, "code": None,
         }  # fmt: skip
+
+
+class TestContinuingAnOlderResponse:
+    """`previous_response_id` naming a response that later turns followed: the context is
+    the chain up to that response, as at OpenAI, not the session as it is now."""
+
+    async def test_the_upstream_is_sent_exactly_the_chain(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        upstream.script(*(Stream((f"reply {n}",)) for n in range(1, 7)))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+
+        def sent() -> list[tuple[str, str]]:
+            return [(m["role"], m["content"]) for m in upstream.last.body["messages"]]
+
+        def chat(*texts: str) -> list[tuple[str, str]]:
+            return [("user" if n % 2 == 0 else "assistant", t) for n, t in enumerate(texts)]
+
+        async with await sdk_for(client) as sdk:
+            one = await sdk.responses.create(model="openclaw", input="one")
+            two = await sdk.responses.create(
+                model="openclaw", input="two", previous_response_id=one.id
+            )
+            three = await sdk.responses.create(
+                model="openclaw", input="three", previous_response_id=two.id
+            )
+            fork = await sdk.responses.create(
+                model="openclaw", input="fork", previous_response_id=one.id
+            )
+            assert fork.output_text == "reply 4"
+            assert sent() == chat("one", "reply 1", "fork")
+            await sdk.responses.create(
+                model="openclaw", input="on the fork", previous_response_id=fork.id
+            )
+            assert sent() == chat("one", "reply 1", "fork", "reply 4", "on the fork")
+            await sdk.responses.create(
+                model="openclaw", input="after three", previous_response_id=three.id
+            )
+            assert sent() == chat(
+                "one", "reply 1", "two", "reply 2", "three", "reply 3", "after three"
+            )
+            # Every response stays where it was answered, and can be fetched.
+            for response in (one, two, three, fork):
+                fetched = await sdk.responses.retrieve(response.id)
+                assert fetched.output_text == response.output_text
+
+    async def test_a_tool_loop_continued_from_before_it_is_not_given_it(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        call = FakeToolCall("call_w", "get_weather", ('{"city":"Oslo"}',))
+        upstream.script(Stream(("hi",)), Stream((), tool_calls=(call,)), Stream(("cold",)),
+                        Stream(("again",)))  # fmt: skip
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            first = await sdk.responses.create(model="openclaw", input="hello")
+            asked = await sdk.responses.create(
+                model="openclaw", input="weather?", tools=[WEATHER], previous_response_id=first.id
+            )
+            await sdk.responses.create(
+                model="openclaw",
+                input=[{"type": "function_call_output", "call_id": "call_w", "output": "-5C"}],
+                tools=[WEATHER],
+                previous_response_id=asked.id,
+            )
+            await sdk.responses.create(
+                model="openclaw", input="something else", previous_response_id=first.id
+            )
+        assert upstream.last.body["messages"] == [
+            {"role": "user", "content": "hello"},
+            {"role": "assistant", "content": "hi"},
+            {"role": "user", "content": "something else"},
+        ]
