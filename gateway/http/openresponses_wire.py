@@ -717,6 +717,8 @@ class _OpenItem:
     item: dict[str, Any]
     kind: str  # "message", "reasoning" or "function_call"
     pieces: list[str] = attrs.field(factory=list)
+    # An item held back: its events (type, fields) not sent yet; None once it is sent live.
+    held: list[tuple[str, dict[str, Any]]] | None = None
 
 
 def _output_index(item: _OpenItem) -> int:
@@ -734,7 +736,15 @@ class ResponseEvents:
     items rather than opening one at every switch; and a call's arguments may come after
     the next call, text or reasoning began (servers that stream parallel calls side by side,
     or name all their calls before any arguments), each fragment going to its own call's
-    item. A call given no arguments gets its `{}` when the run ends (the provider's)."""
+    item. A call given no arguments gets its `{}` when the run ends (the provider's).
+
+    An item's events are sent together, as OpenAI sends them: clients such as LangChain's
+    stream converter number an item's blocks by the order items' events arrive, so a
+    fragment of a call after the next item's events began would be an orphan to them. So
+    the first call streams live, and every item that begins after a call's item opened is
+    held back: its events are kept, in order, and sent when it closes at the end of the run
+    (in output order, after the live call's). Reasoning and text that begin before any call
+    stream live; a call-first answer's text then comes whole at the end."""
 
     def __init__(self, head: ResponseHead) -> None:
         self.head = head
@@ -746,6 +756,7 @@ class ResponseEvents:
         self._calls: dict[int, _OpenItem] = {}  # tool call index -> its open item
         self._closed: dict[int, dict[str, Any]] = {}  # output_index -> the closed item
         self._produced = False  # text or a tool call
+        self._holding = False  # a call's item opened: later items are held back
 
     def _event(self, kind: str, **fields: Any) -> bytes:
         event = {"type": kind, "sequence_number": self._seq, **fields}
@@ -758,11 +769,18 @@ class ResponseEvents:
             "response.in_progress", response=body
         )
 
+    def _item_event(self, of: _OpenItem, kind: str, /, **fields: Any) -> bytes:
+        """An event of the item `of`: sent now, or kept while the item is held back."""
+        if of.held is not None:
+            of.held.append((kind, fields))
+            return b""
+        return self._event(kind, **fields)
+
     def _add(self, kind: str, item: dict[str, Any]) -> tuple[bytes, _OpenItem]:
-        opened = _OpenItem(self._next_index, item, kind)
+        opened = _OpenItem(self._next_index, item, kind, held=[] if self._holding else None)
         self._next_index += 1
-        out = self._event("response.output_item.added", output_index=opened.output_index,
-                           item=item)  # fmt: skip
+        out = self._item_event(opened, "response.output_item.added",
+                               output_index=opened.output_index, item=item)  # fmt: skip
         if kind == "message":
             out += self._part_event(opened, "response.content_part.added", output_text_part(""))
         elif kind == "reasoning":
@@ -771,7 +789,8 @@ class ResponseEvents:
         return out, opened
 
     def _part_event(self, item: _OpenItem, kind: str, part: dict[str, Any]) -> bytes:
-        return self._event(
+        return self._item_event(
+            item,
             kind,
             item_id=item.item["id"],
             output_index=item.output_index,
@@ -799,7 +818,8 @@ class ResponseEvents:
 
     def _delta(self, item: _OpenItem, kind: str, delta: str, **extra: Any) -> bytes:
         item.pieces.append(delta)
-        return self._event(
+        return self._item_event(
+            item,
             kind,
             item_id=item.item["id"],
             output_index=item.output_index,
@@ -812,6 +832,7 @@ class ResponseEvents:
         self._produced = True
         item = function_call_item(_item_id("fc"), ToolCall(call_id, name, ""), IN_PROGRESS)
         out, self._calls[index] = self._add("function_call", item)
+        self._holding = True
         return out
 
     def tool_call_arguments(self, index: int, delta: str) -> bytes:
@@ -819,7 +840,8 @@ class ResponseEvents:
         if item is None:
             return b""  # the run sends only those of a call started: not reached
         item.pieces.append(delta)
-        return self._event(
+        return self._item_event(
+            item,
             "response.function_call_arguments.delta",
             item_id=item.item["id"],
             output_index=item.output_index,
@@ -839,7 +861,8 @@ class ResponseEvents:
     def _close_item(self, item: _OpenItem, status: str) -> bytes:
         whole = "".join(item.pieces)
         ids = {"item_id": item.item["id"], "output_index": item.output_index}
-        out = b""
+        held, item.held = item.held or [], None
+        out = b"".join(self._event(kind, **fields) for kind, fields in held)
         if item.kind == "message":
             done = message_item(item.item["id"], whole, status)
             out += self._event("response.output_text.done", **ids, content_index=0, text=whole,

@@ -13,7 +13,7 @@ from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
 
 from tests.support.http_client import TOKEN, Client, MakeClient, fake_provider
-from tests.support.upstreams import FakeOpenAI, FakeToolCall, Stream
+from tests.support.upstreams import FakeOpenAI, FakeToolCall, Raw, Stream, openai_sse
 
 
 @tool
@@ -127,3 +127,39 @@ class TestStructuredOutputOverResponses:
         assert sent["json_schema"]["name"] == "Weather"
         assert sent["json_schema"]["strict"] is True
         assert sent["json_schema"]["schema"]["required"] == ["city", "sunny"]
+
+
+class TestParallelCallsOverResponses:
+    """LangChain's stream converter numbers an item's blocks by the order items' events
+    come in: an item's events after another item's began would be an orphan fragment. Two
+    calls an upstream streams side by side reach it as two whole calls."""
+
+    async def test_interleaved_calls_are_assembled_whole(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        def head(index: int, call_id: str) -> dict[str, Any]:
+            return {"index": index, "id": call_id, "type": "function",
+                    "function": {"name": "get_weather", "arguments": ""}}  # fmt: skip
+
+        def args(index: int, piece: str) -> dict[str, Any]:
+            return {"index": index, "function": {"arguments": piece}}
+
+        openai_fake.script(Raw((openai_sse(
+            {"tool_calls": [head(0, "call_a")]},
+            {"tool_calls": [args(0, '{"city":')]},
+            {"tool_calls": [head(1, "call_b")]},
+            {"tool_calls": [args(1, '{"city":"Paris"}')]},
+            {"tool_calls": [args(0, '"Oslo"}')]},  # late: after the next call began
+        ),)))  # fmt: skip
+        client = await gateway({**fake_provider(openai_fake), **RESPONSES_ON})
+        llm = chat_model(client, use_responses_api=True).bind_tools([get_weather])
+        merged: AIMessageChunk | None = None
+        async for chunk in llm.astream("Weather in Oslo and Paris?"):
+            assert isinstance(chunk, AIMessageChunk)
+            merged = chunk if merged is None else merged + chunk
+        assert merged is not None
+        assert merged.invalid_tool_calls == []
+        assert [(c["id"], c["name"], c["args"]) for c in merged.tool_calls] == [
+            ("call_a", "get_weather", {"city": "Oslo"}),
+            ("call_b", "get_weather", {"city": "Paris"}),
+        ]

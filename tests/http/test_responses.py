@@ -286,7 +286,8 @@ class TestStreamWire:
         self, gateway: MakeClient, upstream: FakeOpenAI
     ) -> None:
         """A server that names both calls before sending either's arguments: each call's
-        item stays open until the run ends, so no fragment is lost."""
+        item stays open until the run ends, so no fragment is lost, and the second call is
+        held back until the first closed, so each item's events come together."""
         upstream.script(Raw((openai_sse(
             {"tool_calls": [_call_head(0, "call_a", "f"), _call_head(1, "call_b", "g")]},
             {"tool_calls": [{"index": 0, "function": {"arguments": '{"x":1}'}}]},
@@ -303,16 +304,16 @@ class TestStreamWire:
             *opening(tools=tools),
             {"type": "response.output_item.added", "sequence_number": 2, "output_index": 0,
              "item": {**a, "status": "in_progress", "arguments": ""}},
-            {"type": "response.output_item.added", "sequence_number": 3, "output_index": 1,
-             "item": {**b, "status": "in_progress", "arguments": ""}},
-            {"type": "response.function_call_arguments.delta", "sequence_number": 4,
+            {"type": "response.function_call_arguments.delta", "sequence_number": 3,
              "item_id": "fc_1", "output_index": 0, "delta": '{"x":1}'},
-            {"type": "response.function_call_arguments.delta", "sequence_number": 5,
-             "item_id": "fc_2", "output_index": 1, "delta": '{"y":2}'},
-            {"type": "response.function_call_arguments.done", "sequence_number": 6,
+            {"type": "response.function_call_arguments.done", "sequence_number": 4,
              "item_id": "fc_1", "output_index": 0, "name": "f", "arguments": '{"x":1}'},
-            {"type": "response.output_item.done", "sequence_number": 7, "output_index": 0,
+            {"type": "response.output_item.done", "sequence_number": 5, "output_index": 0,
              "item": a_done},
+            {"type": "response.output_item.added", "sequence_number": 6, "output_index": 1,
+             "item": {**b, "status": "in_progress", "arguments": ""}},
+            {"type": "response.function_call_arguments.delta", "sequence_number": 7,
+             "item_id": "fc_2", "output_index": 1, "delta": '{"y":2}'},
             {"type": "response.function_call_arguments.done", "sequence_number": 8,
              "item_id": "fc_2", "output_index": 1, "name": "g", "arguments": '{"y":2}'},
             {"type": "response.output_item.done", "sequence_number": 9, "output_index": 1,

@@ -247,7 +247,8 @@ class TestOutput:
 
     def test_calls_close_in_output_order_when_the_run_ends(self) -> None:
         """A call's arguments may still come after the next call began: every item stays
-        open until the run ends, then all close in output order."""
+        open until the run ends, then all close in output order; the call that began later
+        is held back, so each item's events come together (as OpenAI sends them)."""
         events = ResponseEvents(ResponseHead("resp_1", 0, "openclaw", ResponseFields()))
         wire = (
             events.tool_call_start(0, "call_a", "f")
@@ -260,12 +261,32 @@ class TestOutput:
         sent = [json.loads(line[6:]) for line in wire.split(b"\n") if line.startswith(b"data: ")]
         assert [(e["type"].removeprefix("response."), e.get("output_index")) for e in sent] == [
             ("output_item.added", 0), ("function_call_arguments.delta", 0),
-            ("output_item.added", 1), ("function_call_arguments.delta", 1),
             ("function_call_arguments.delta", 0),
             ("function_call_arguments.done", 0), ("output_item.done", 0),
+            ("output_item.added", 1), ("function_call_arguments.delta", 1),
             ("function_call_arguments.done", 1), ("output_item.done", 1), ("completed", None),
         ]  # fmt: skip
+        assert [e["sequence_number"] for e in sent] == list(range(len(sent)))
         assert [item["arguments"] for item in sent[-1]["response"]["output"]] == ["{}", "{}"]
+
+    def test_text_after_a_call_is_held_back_until_the_call_closed(self) -> None:
+        """A call-first answer: its text comes whole after the call's events."""
+        events = ResponseEvents(ResponseHead("resp_1", 0, "openclaw", ResponseFields()))
+        live = events.tool_call_start(0, "call_a", "f") + events.content("Looking.")
+        live += events.tool_call_arguments(0, "{}")
+        sent = [json.loads(line[6:]) for line in live.split(b"\n") if line.startswith(b"data: ")]
+        assert [(e["type"], e["output_index"]) for e in sent] == [
+            ("response.output_item.added", 0), ("response.function_call_arguments.delta", 0),
+        ]  # fmt: skip
+        wire = events.finish("tool_calls", Usage(1, 1))[0]
+        rest = [json.loads(line[6:]) for line in wire.split(b"\n") if line.startswith(b"data: ")]
+        assert [(e["type"].removeprefix("response."), e.get("output_index")) for e in rest] == [
+            ("function_call_arguments.done", 0), ("output_item.done", 0),
+            ("output_item.added", 1), ("content_part.added", 1), ("output_text.delta", 1),
+            ("output_text.done", 1), ("content_part.done", 1), ("output_item.done", 1),
+            ("completed", None),
+        ]  # fmt: skip
+        assert [e["sequence_number"] for e in sent + rest] == list(range(len(sent + rest)))
 
     def test_text_resumed_after_a_call_goes_to_the_one_message(self) -> None:
         """The final output is what a non-streamed answer has: one message, then the call."""
@@ -314,7 +335,8 @@ class TestStreamInvariants:
         """Sequence numbers count every event; items are added at the next output index,
         each event names an item added and not done yet by both index and id; every item
         is done by the end, whose output is the done items in output order: at most one
-        message and one reasoning item, and each call with every fragment of its arguments."""
+        message and one reasoning item, and each call with every fragment of its arguments;
+        from the first call on, each item's events come together."""
         events = ResponseEvents(ResponseHead("resp_1", 0, "openclaw", ResponseFields()))
         wire, started = events.start(), set()
         arguments: dict[int, str] = {}  # each call's fragments, in order
@@ -357,3 +379,9 @@ class TestStreamInvariants:
         kinds = [item["type"] for item in output]
         assert kinds.count("message") <= 1
         assert kinds.count("reasoning") <= 1
+        # From the first call on, an item's events come together: the indices of the items
+        # from there on never go back (earlier text or reasoning may resume between them).
+        first_call = next((i for i, item in enumerate(output) if "call_id" in item), None)
+        if first_call is not None:
+            later = [e["output_index"] for e in sent if e.get("output_index", -1) >= first_call]
+            assert later == sorted(later)
