@@ -1,5 +1,6 @@
-"""`/v1/responses` (OpenResponses): create a response, stream it, fetch or delete a stored one
-(cancel, and a GET asking for a stream, are refused: none is a background response).
+"""`/v1/responses` (OpenResponses): create a response, stream it, fetch or delete a stored one,
+list its input items (cancel, and a GET asking for a stream, are refused: none is a
+background response).
 
 Enabled by `gateway.http.endpoints.responses.enabled`, with chat completions' auth, agent
 selection, session headers, image limits, error shape and CORS (gateway/http/common.py), and its
@@ -36,8 +37,10 @@ from aiohttp import web
 from agents.config import ModelRef
 from agents.errors import AgentError, StoreError
 from agents.events import RunEvent
+from agents.history import SessionHistory
 from agents.runs import AgentRun, RunOutcome, RunStatus, TurnRequest
 from agents.store import StoredResponse
+from agents.transcript import CutShort
 from gateway.appkeys import AGENT_ID, MODEL_USED, SESSION_KEY, STATE
 from gateway.config.model import Config
 from gateway.edge_http import add_route
@@ -75,8 +78,11 @@ from gateway.http.openresponses_wire import (
     ResponseFields,
     ResponseHead,
     build_input,
+    input_items,
     input_messages,
     is_response_id,
+    items_page,
+    items_query,
     new_response_id,
     outcome_status,
     output_items,
@@ -111,6 +117,7 @@ def register(app: web.Application) -> None:
     add_route(app, "/v1/responses", create_response)
     add_route(app, "/v1/responses/{response_id}", stored_response)
     add_route(app, "/v1/responses/{response_id}/cancel", cancel_response)
+    add_route(app, "/v1/responses/{response_id}/input_items", list_input_items)
 
 
 def responses_enabled(config: Config) -> bool:
@@ -428,6 +435,56 @@ async def stored_response(request: web.Request) -> web.StreamResponse:
         body=stored.body.encode(),
         headers={"Content-Type": JSON_CONTENT_TYPE, SESSION_HEADER: stored.key},
     )
+
+
+# -- GET /v1/responses/{id}/input_items ------------------------------------------------------
+
+
+async def list_input_items(request: web.Request) -> web.StreamResponse:
+    """The items of the conversation a stored response answered, as OpenAI lists them: its
+    chain of earlier responses (their inputs and outputs) and its own input, read from its
+    session's transcript: from the context the turn began in (a client's history that
+    replaced the session's, or the branch a continued older response began) through the
+    turn's input, as the session holds them. Not there: what was never stored (images,
+    `instructions`, which join the system prompt), turns the upstream refused, and empty
+    replies. A running response is a 409, as for a DELETE: its turn is not stored yet."""
+    refused = gate(request, ("GET", "HEAD"), responses_enabled)
+    if refused is not None:
+        return refused
+    response_id = request.match_info["response_id"]
+    if not is_response_id(response_id):
+        return error_answer(request, response_not_found(response_id))
+    try:
+        query = items_query(request.query)
+    except RequestError as exc:
+        return error_answer(request, exc)
+    store = request.app[STATE].store
+    assert store is not None  # open for as long as the app serves requests
+    running = response_id in request.app[RUNNING]
+    try:
+        stored = await store.get_response(response_id)
+        chain = None
+        if stored is not None:
+            chain = await store.chain_to(stored.session_id, response_id)
+    except StoreError as exc:
+        log.error("response_lookup_failed", error=str(exc))
+        return error_answer(request, error_reply(exc))  # 503 while a shared store is away
+    if stored is None:
+        if running:
+            return error_answer(request, response_in_progress(response_id))
+        return error_answer(request, response_not_found(response_id))
+    # All but the turn's reply, its last message; as the model was given them.
+    history = SessionHistory.of(stored.session_id, 0, chain.messages[:-1] if chain else ())
+    messages = [
+        (message.id, chat.message if isinstance(chat, CutShort) else chat)
+        for message, chat in zip(history.kept, history.chats, strict=True)
+        if chat is not None
+    ]
+    try:
+        page = items_page(input_items(messages), query)
+    except RequestError as exc:
+        return error_answer(request, exc)
+    return json_response(page, headers={SESSION_HEADER: stored.key})
 
 
 # -- POST /v1/responses/{id}/cancel ----------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import Any, cast
 import attrs
 
 from agents.ids import uuid7_hex
-from agents.providers.base import ToolCall, Usage
+from agents.providers.base import ChatMessage, ToolCall, Usage
 from agents.runs import ReplyPart
 from gateway.config.model import ChatCompletionsConfig
 from gateway.http.openai_wire import (
@@ -146,6 +146,80 @@ def _is_count(value: str) -> bool:
 def is_response_id(value: str) -> bool:
     """A string that can be looked up: bounded, and storable as UTF-8."""
     return 0 < len(value) <= MAX_RESPONSE_ID and not has_surrogate(value)
+
+
+# -- GET /v1/responses/{id}/input_items ------------------------------------------------------
+
+# OpenAI's page sizes: 1 to 100 items, 20 unless asked.
+MAX_ITEMS_LIMIT = 100
+DEFAULT_ITEMS_LIMIT = 20
+
+
+@attrs.frozen
+class ItemsQuery:
+    after: str | None = None  # the id of the item the page begins after
+    limit: int = DEFAULT_ITEMS_LIMIT
+    ascending: bool = False  # OpenAI's default order is `desc`: the newest item first
+
+
+def items_query(query: Mapping[str, str]) -> ItemsQuery:
+    """The query of an input item list; `include` changes nothing here."""
+    limit = query.get("limit")
+    count = DEFAULT_ITEMS_LIMIT
+    if limit is not None:
+        if not _is_count(limit) or not 1 <= int(limit) <= MAX_ITEMS_LIMIT:
+            raise bad_request(f"`limit` must be an integer from 1 to {MAX_ITEMS_LIMIT}.", "limit")
+        count = int(limit)
+    order = query.get("order")
+    if order is not None and order not in ("asc", "desc"):
+        raise bad_request("`order` must be asc or desc.", "order")
+    return ItemsQuery(query.get("after"), count, order == "asc")
+
+
+def input_items(messages: list[tuple[str, ChatMessage]]) -> list[dict[str, Any]]:
+    """The conversation a response answered as Responses items, oldest first: each message
+    (with its stored id) a `message` item, an assistant's calls `function_call` items after
+    it, a tool result a `function_call_output` item. Ids are made of the stored message's,
+    so they stay the same from one page to the next."""
+    items: list[dict[str, Any]] = []
+    for message_id, message in messages:
+        hexed = message_id.replace("-", "")
+        if message.role == "tool":
+            items.append({"id": f"fco_{hexed}", "type": "function_call_output",
+                          "call_id": message.tool_call_id or "", "output": message.text,
+                          "status": COMPLETED})  # fmt: skip
+            continue
+        if message.text:
+            kind = "output_text" if message.role == "assistant" else "input_text"
+            part: dict[str, Any] = {"type": kind, "text": message.text}
+            if message.role == "assistant":
+                part["annotations"] = []
+            items.append({"id": f"msg_{hexed}", "type": "message", "role": message.role,
+                          "status": COMPLETED, "content": [part]})  # fmt: skip
+        for number, call in enumerate(message.tool_calls):
+            items.append(function_call_item(f"fc_{hexed}_{number}", call, COMPLETED))
+    return items
+
+
+def items_page(items: list[dict[str, Any]], query: ItemsQuery) -> dict[str, Any]:
+    """One page of a list of items, as OpenAI's list objects are."""
+    ordered = items if query.ascending else items[::-1]
+    start = 0
+    if query.after is not None:
+        start = next((n + 1 for n, item in enumerate(ordered) if item["id"] == query.after), -1)
+        if start < 0:
+            raise bad_request(
+                f"No input item with id '{query.after[:MAX_RESPONSE_ID]}' in this response.",
+                "after",
+            )
+    page = ordered[start : start + query.limit]
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+        "has_more": start + query.limit < len(ordered),
+    }
 
 
 # -- request fields -------------------------------------------------------------------------

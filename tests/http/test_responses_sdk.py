@@ -570,6 +570,8 @@ class TestARunningResponse:
             }
             with pytest.raises(openai.ConflictError):
                 await sdk.responses.delete(response_id)
+            with pytest.raises(openai.ConflictError):  # its turn is not stored yet
+                await sdk.responses.input_items.list(response_id)
             rest = [event.type async for event in stream]
             assert rest[-1] == "response.completed"
             done = await sdk.responses.retrieve(response_id)
@@ -763,3 +765,104 @@ class TestContinuingAnOlderResponse:
             {"role": "assistant", "content": "hi"},
             {"role": "user", "content": "something else"},
         ]
+
+
+class TestInputItems:
+    """`GET /v1/responses/{id}/input_items`: the conversation a response answered, as
+    OpenAI lists it (its chain of earlier responses included), newest first by default."""
+
+    async def test_the_chain_is_listed_in_either_order(self, sdk: AsyncOpenAI) -> None:
+        one = await sdk.responses.create(model="openclaw", input="one")
+        two = await sdk.responses.create(model="openclaw", input="two", previous_response_id=one.id)
+        page = await sdk.responses.input_items.list(two.id, order="asc")
+        assert page.model_dump()["object"] == "list"
+        assert [(i.type, i.role, i.content[0].text) for i in page.data] == [  # type: ignore[union-attr]
+            ("message", "user", "one"),
+            ("message", "assistant", "[turn 1] one"),
+            ("message", "user", "two"),
+        ]
+        assert [i.content[0].type for i in page.data] == [  # type: ignore[union-attr]
+            "input_text", "output_text", "input_text"
+        ]  # fmt: skip
+        assert page.has_more is False
+        newest_first = await sdk.responses.input_items.list(two.id)
+        assert [i.id for i in newest_first.data] == [i.id for i in reversed(page.data)]
+        body = newest_first.model_dump()
+        assert (body["first_id"], body["last_id"]) == (page.data[-1].id, page.data[0].id)
+        first = await sdk.responses.input_items.list(one.id)
+        assert [i.id for i in first.data] == [page.data[0].id]
+
+    async def test_pages_follow_after_and_limit(self, sdk: AsyncOpenAI) -> None:
+        one = await sdk.responses.create(model="openclaw", input="one")
+        two = await sdk.responses.create(model="openclaw", input="two", previous_response_id=one.id)
+        whole = await sdk.responses.input_items.list(two.id)
+        page = await sdk.responses.input_items.list(two.id, limit=2)
+        assert [i.id for i in page.data] == [i.id for i in whole.data[:2]]
+        assert page.has_more is True
+        rest = await sdk.responses.input_items.list(two.id, limit=2, after=page.data[-1].id)
+        assert [i.id for i in rest.data] == [whole.data[2].id]
+        assert rest.has_more is False
+        paged = [i.id async for i in sdk.responses.input_items.list(two.id, limit=1)]
+        assert paged == [i.id for i in whole.data]
+
+    async def test_calls_and_their_results_are_items(self, sdk: AsyncOpenAI) -> None:
+        asked = await sdk.responses.create(
+            model="openclaw", input="call get_weather {}", tools=[WEATHER]
+        )
+        [call] = [item for item in asked.output if item.type == "function_call"]
+        answered = await sdk.responses.create(
+            model="openclaw",
+            input=[{"type": "function_call_output", "call_id": call.call_id, "output": "-5C"}],
+            tools=[WEATHER],
+            previous_response_id=asked.id,
+        )
+        page = await sdk.responses.input_items.list(answered.id, order="asc")
+        kinds = [item.type for item in page.data]
+        assert kinds == ["message", "function_call", "function_call_output"]
+        _, made, result = page.data
+        assert (made.call_id, made.name, made.arguments) == (  # type: ignore[union-attr]
+            call.call_id, call.name, call.arguments
+        )  # fmt: skip
+        assert (result.call_id, result.output) == (call.call_id, "-5C")  # type: ignore[union-attr]
+
+    async def test_a_continued_older_response_lists_its_own_chain(self, sdk: AsyncOpenAI) -> None:
+        one = await sdk.responses.create(model="openclaw", input="one")
+        await sdk.responses.create(model="openclaw", input="two", previous_response_id=one.id)
+        fork = await sdk.responses.create(
+            model="openclaw", input="fork", previous_response_id=one.id
+        )
+        page = await sdk.responses.input_items.list(fork.id, order="asc")
+        texts = [i.content[0].text for i in page.data]  # type: ignore[union-attr]
+        assert texts == ["one", "[turn 1] one", "fork"]
+
+    async def test_an_unknown_response_is_response_not_found(self, sdk: AsyncOpenAI) -> None:
+        with pytest.raises(openai.NotFoundError) as caught:
+            await sdk.responses.input_items.list("resp_nope")
+        assert caught.value.body == {
+            "message": "Response with id 'resp_nope' not found.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "response_not_found",
+        }
+
+    @pytest.mark.parametrize(
+        ("query", "message"),
+        [
+            ("limit=0", "`limit` must be an integer from 1 to 100."),
+            ("limit=101", "`limit` must be an integer from 1 to 100."),
+            ("limit=x", "`limit` must be an integer from 1 to 100."),
+            ("order=up", "`order` must be asc or desc."),
+            ("after=msg_nope", "No input item with id 'msg_nope' in this response."),
+            ("after=" + "x" * 300, "No input item with id '" + "x" * 256 + "' in this response."),
+        ],
+    )
+    async def test_wrong_query_values_are_refused(
+        self, sdk: AsyncOpenAI, query: str, message: str
+    ) -> None:
+        created = await sdk.responses.create(model="openclaw", input="hi")
+        param = query.partition("=")[0]
+        with pytest.raises(openai.BadRequestError) as caught:
+            await sdk.get(f"/responses/{created.id}/input_items?{query}", cast_to=object)
+        assert caught.value.body == {
+            "message": message, "type": "invalid_request_error", "param": param, "code": None,
+        }  # fmt: skip

@@ -267,8 +267,10 @@ WALK_STEPS = [
 class TestEveryPlaceOfTheBody:
     async def test_the_complete_body_holds_every_field_the_wire_module_reads(self) -> None:
         # `status`/`summary` belong to items we answer with, not to what we read;
-        # `starting_after` is of a GET's query (TestStoredResponses fuzzes it).
-        read = fields_read_by(openresponses_wire) - {"status", "summary", "starting_after"}
+        # `starting_after`, `after`, `limit` and `order` are of a GET's query
+        # (TestStoredResponses fuzzes them).
+        query = {"starting_after", "after", "limit", "order"}
+        read = fields_read_by(openresponses_wire) - {"status", "summary"} - query
         assert read - json_keys(COMPLETE_BODY) == set()
 
     async def test_the_complete_body_is_answered(self, gateway: tuple[Served, ServerLog]) -> None:
@@ -319,6 +321,59 @@ class TestStoredResponses:
         assert response.status in {200, 400, 404, 405}, response
         if response.status != 200:
             assert_error_body(response)
+        assert log.new_problems() == []
+
+    @fuzz(60)
+    @given(
+        query=st.lists(
+            st.tuples(
+                st.sampled_from(["after", "limit", "order", "include", "include[]", "x"]),
+                st.one_of(
+                    st.sampled_from(["asc", "desc", "0", "1", "100", "101", "-1", "1.5",
+                                     "9" * 300, "msg_x", "x" * 300, "%ff", "%00", ""]),
+                    odd_text.map(lambda s: s.encode("utf-8", "surrogatepass").hex()),
+                ),
+            ),
+            max_size=4,
+        ),
+        known=st.booleans(),
+    )  # fmt: skip
+    async def test_any_input_items_query_gets_a_documented_answer(
+        self,
+        gateway: tuple[Served, ServerLog],
+        query: list[tuple[str, str]],
+        known: bool,
+    ) -> None:
+        server, log = gateway
+        response_id = (await post(server, {"input": "hi"})).json()["id"] if known else "resp_x"
+        path = f"{RESPONSES}/{response_id}/input_items?" + "&".join(f"{k}={v}" for k, v in query)
+        response = await exchange(server.port, request_bytes("GET", path, AUTH))
+        event(f"status {response.status}")
+        assert response.status in {200, 400, 404}, response
+        if response.status == 200:
+            body = response.json()
+            assert body["object"] == "list" and isinstance(body["data"], list), body
+        else:
+            assert_error_body(response)
+        assert log.new_problems() == []
+
+    @fuzz(40)
+    @given(
+        method=st.sampled_from(["GET", "DELETE", "POST", "PUT"]),
+        response_id=st.one_of(
+            st.sampled_from(["resp_x", "x" * 300, "%ff", "%00", "%2F", "%ud800", "a%20b"]),
+            odd_text.map(lambda s: s.encode("utf-8", "surrogatepass").hex()),
+        ),
+    )
+    async def test_any_input_items_id_gets_a_documented_answer(
+        self, gateway: tuple[Served, ServerLog], method: str, response_id: str
+    ) -> None:
+        server, log = gateway
+        path = f"{RESPONSES}/{response_id}/input_items"
+        response = await exchange(server.port, request_bytes(method, path, AUTH))
+        event(f"status {response.status}")
+        assert response.status in {400, 404, 405}, response
+        assert_error_body(response)
         assert log.new_problems() == []
 
     @fuzz(60)
