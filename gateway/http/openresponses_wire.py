@@ -553,7 +553,9 @@ def _joined(contents: list[str | list[dict[str, Any]]]) -> str | list[dict[str, 
 def input_messages(value: Any, instructions: str | None) -> list[dict[str, Any]]:
     """`instructions` and the `input` items as chat-completions messages. Consecutive
     `function_call` items become the `tool_calls` of one assistant message, with the
-    assistant `message` item that follows them, if any."""
+    assistant `message` item that follows them, if any. Trailing assistant items stay here;
+    `build_conversation` drops them as it drops a trailing assistant message (http-openai.md
+    §4.3 step 3): the model answers anew rather than continue a reply the client began."""
     messages: list[dict[str, Any]] = []
     if instructions:
         messages.append({"role": "system", "content": instructions})

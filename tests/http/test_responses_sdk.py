@@ -866,3 +866,34 @@ class TestInputItems:
         assert caught.value.body == {
             "message": message, "type": "invalid_request_error", "param": param, "code": None,
         }  # fmt: skip
+
+
+class TestATrailingAssistantItem:
+    """As on chat completions (a trailing assistant message answers nothing, and is
+    dropped), assistant items after the last user message or call output are not given to
+    the model, not stored, not listed: no reply is continued from a client's words."""
+
+    async def test_it_is_dropped_as_on_chat_completions(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        upstream.script(Stream(("answer",)), Stream(("again",)))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            response = await sdk.responses.create(
+                model="openclaw",
+                input=[
+                    {"role": "user", "content": "one"},
+                    {"role": "assistant", "content": "The answer begins"},
+                    {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+                ],
+            )
+            assert upstream.last.body["messages"] == [{"role": "user", "content": "one"}]
+            items = await sdk.responses.input_items.list(response.id)
+            assert [i.type for i in items.data] == ["message"]
+            with pytest.raises(openai.BadRequestError) as caught:
+                await sdk.responses.create(
+                    model="openclaw",
+                    input=[{"role": "assistant", "content": "only mine"}],
+                    previous_response_id=response.id,
+                )
+        assert caught.value.body["message"] == "Missing user message in `input`."
