@@ -4,6 +4,7 @@ HTTP server), `previous_response_id`, and GET/DELETE of stored responses."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -738,6 +739,29 @@ class TestContinuingAnOlderResponse:
             for response in (one, two, three, fork):
                 fetched = await sdk.responses.retrieve(response.id)
                 assert fetched.output_text == response.output_text
+
+    async def test_two_continuations_of_one_response_at_once_each_get_its_chain(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        """The session runs them one after the other; the second is not given the first."""
+        upstream.script(Stream(("hi",)), Stream(("A",), delay=0.2), Stream(("B",)))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            first = await sdk.responses.create(model="openclaw", input="hello")
+            await asyncio.gather(
+                *(
+                    sdk.responses.create(
+                        model="openclaw", input=question, previous_response_id=first.id
+                    )
+                    for question in ("left", "right")
+                )
+            )
+        sent = sorted(
+            [(m["role"], m["content"]) for m in request.body["messages"]]
+            for request in upstream.requests[1:]
+        )
+        chain = [("user", "hello"), ("assistant", "hi")]
+        assert sent == [[*chain, ("user", "left")], [*chain, ("user", "right")]]
 
     async def test_a_tool_loop_continued_from_before_it_is_not_given_it(
         self, gateway: MakeClient, upstream: FakeOpenAI
