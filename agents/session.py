@@ -714,7 +714,7 @@ class AgentSession:
         """The replay window of the conversation the turn of `run_id` answered, through its
         reply, as the model would be given it; None when that turn is the transcript's last
         (the session is continued as it is) or not in it."""
-        found = await self._deps.store.chain_to(session_id, run_id)
+        found = await self._deps.store.chain_to(session_id, run_id, user_turns)
         if found is None or not found.followed:
             return None
         messages = found.messages

@@ -299,19 +299,25 @@ SQL_MESSAGES_AFTER = f"""
 SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND seq > ? ORDER BY seq
 """
 # A turn's place in its transcript: its last message (its reply, as a turn is written whole)
-# and the transcript's last; then the turn's conversation: from the last context start at or
-# before that turn through its reply (`chain_to`).
+# and the transcript's last; then the turn's conversation through its reply (`chain_to`): as
+# `SQL_RECENT_TURNS`, its last N user turns not refused but nothing before the last context
+# start, all as of that reply.
 SQL_TURN_END = """
 SELECT (SELECT MAX(seq) FROM messages WHERE session_id = ? AND run_id = ?),
        (SELECT MAX(seq) FROM messages WHERE session_id = ?)
 """
 SQL_CHAIN_TO = f"""
 SELECT {_MESSAGE_COLUMNS} FROM messages
-WHERE session_id = :sid AND seq <= :end AND seq >= COALESCE(
-    (SELECT seq FROM messages WHERE session_id = :sid AND context_start = 1 AND seq <= :end
-     ORDER BY seq DESC LIMIT 1), 0)
+WHERE session_id = :sid AND seq <= :end AND seq >= MAX(
+    COALESCE((SELECT seq FROM messages AS m WHERE session_id = :sid AND role = 'user'
+              AND seq <= :end AND {SQL_USER_NOT_REFUSED} ORDER BY seq DESC LIMIT 1 OFFSET :skip),
+             0),
+    COALESCE((SELECT seq FROM messages WHERE session_id = :sid AND context_start = 1
+              AND seq <= :end ORDER BY seq DESC LIMIT 1), 0))
 ORDER BY seq
 """
+# `chain_to` with no limit of turns: an offset no transcript reaches.
+_ALL_TURNS = 2**62
 # The transcript's last assistant message: what a client resending its history must hold;
 # not the reply of a turn the upstream refused, which is not replayed (agents/history.py).
 SQL_LAST_ASSISTANT = f"""
@@ -343,8 +349,8 @@ class SessionRow:
 @attrs.frozen
 class TurnChain:
     """The conversation one turn answered, as its transcript holds it: from the last context
-    start at or before the turn through the turn's reply, oldest first (not cut to the
-    history limit). `followed`: later turns came after it."""
+    start at or before the turn (or fewer turns, when asked) through the turn's reply, oldest
+    first. `followed`: later turns came after it."""
 
     messages: tuple[StoredMessage, ...]
     followed: bool
@@ -1706,17 +1712,19 @@ class SessionStore:
         rows = self._conn().execute(SQL_MESSAGES_AFTER, (session_id, seq)).fetchall()
         return tuple(_message(r) for r in rows)
 
-    async def chain_to(self, session_id: str, run_id: str) -> TurnChain | None:
-        """The conversation a turn answered, through its reply (None: no turn of the run in
-        the transcript)."""
-        return await self._call(self._chain_to, session_id, run_id)
+    async def chain_to(self, session_id: str, run_id: str, user_turns: int = 0) -> TurnChain | None:
+        """The conversation a turn answered, through its reply: its last `user_turns` user
+        turns (0: all) from the last context start on, as `recent_turns` would have given
+        it right after that turn. None: no turn of the run in the transcript."""
+        return await self._call(self._chain_to, session_id, run_id, user_turns)
 
-    def _chain_to(self, session_id: str, run_id: str) -> TurnChain | None:
+    def _chain_to(self, session_id: str, run_id: str, user_turns: int) -> TurnChain | None:
         db = self._conn()
         end, last = db.execute(SQL_TURN_END, (session_id, run_id, session_id)).fetchone()
         if end is None:
             return None
-        rows = db.execute(SQL_CHAIN_TO, {"sid": session_id, "end": end}).fetchall()
+        skip = user_turns - 1 if user_turns > 0 else _ALL_TURNS
+        rows = db.execute(SQL_CHAIN_TO, {"sid": session_id, "end": end, "skip": skip}).fetchall()
         return TurnChain(tuple(_message(r) for r in rows), followed=last != end)
 
     def _recent_turns(self, session_id: str, user_turns: int) -> tuple[StoredMessage, ...]:

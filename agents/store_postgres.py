@@ -46,6 +46,7 @@ from agents.events_postgres import PostgresEventBus
 from agents.ids import uuid7
 from agents.keys import is_main_key
 from agents.store import (
+    _ALL_TURNS,
     _MESSAGE_ROW_BYTES,
     _SESSION_ROW_BYTES,
     PRUNE_BATCH,
@@ -338,9 +339,12 @@ SELECT (SELECT MAX(seq) FROM messages WHERE session_id = $1 AND run_id = $2),
 """
 SQL_CHAIN_TO = f"""
 SELECT {_MESSAGE_COLUMNS} FROM messages
-WHERE session_id = $1 AND seq <= $2 AND seq >= COALESCE(
-    (SELECT seq FROM messages WHERE session_id = $1 AND context_start AND seq <= $2
-     ORDER BY seq DESC LIMIT 1), 0)
+WHERE session_id = $1 AND seq <= $2 AND seq >= GREATEST(
+    COALESCE((SELECT seq FROM messages AS m WHERE session_id = $1 AND role = 'user'
+              AND seq <= $2 AND {SQL_USER_NOT_REFUSED} ORDER BY seq DESC LIMIT 1 OFFSET $3),
+             0),
+    COALESCE((SELECT seq FROM messages WHERE session_id = $1 AND context_start
+              AND seq <= $2 ORDER BY seq DESC LIMIT 1), 0))
 ORDER BY seq
 """
 
@@ -1103,12 +1107,13 @@ class PostgresSessionStore:
 
         return await self._run(after)
 
-    async def chain_to(self, session_id: str, run_id: str) -> TurnChain | None:
+    async def chain_to(self, session_id: str, run_id: str, user_turns: int = 0) -> TurnChain | None:
         async def chain(conn: Connection) -> TurnChain | None:
             end, last = await conn.fetchrow(SQL_TURN_END, session_id, _storable(run_id))
             if end is None:
                 return None
-            rows = await conn.fetch(SQL_CHAIN_TO, session_id, end)
+            skip = user_turns - 1 if user_turns > 0 else _ALL_TURNS
+            rows = await conn.fetch(SQL_CHAIN_TO, session_id, end, skip)
             return TurnChain(tuple(_message(tuple(r)) for r in rows), followed=last != end)
 
         return await self._run(chain)

@@ -1065,6 +1065,10 @@ class TestChainTo:
         first = await store.chain_to(sid, "r1")
         assert first is not None and first.followed
         assert [m.text for m in first.messages] == ["u1", "[turn 1] hello there"]
+        window = await store.chain_to(sid, "r3", 2)
+        assert window is not None and window.followed
+        assert [m.text for m in window.messages] == [m.text for m in chain.messages[2:]]
+        assert await store.chain_to(sid, "r3", 9) == chain  # not before the context start
         last = await store.chain_to(sid, "r4")
         assert last is not None and not last.followed
         assert last.messages[0].text == "h1" and last.messages[-2].text == "u4"
@@ -1075,7 +1079,7 @@ class TestChainTo:
         with raw_db(store) as db:
             for sql, params in (
                 (SQL_TURN_END, ("sid", "r1", "sid")),
-                (SQL_CHAIN_TO, {"sid": "sid", "end": 9}),
+                (SQL_CHAIN_TO, {"sid": "sid", "end": 9, "skip": 1}),
             ):
                 plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
                 searches = [step for step in plan if "messages" in step]
