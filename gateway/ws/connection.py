@@ -8,7 +8,8 @@ is skipped (the client sees a `seq` gap) and anything else closes the connection
 dropped the same way, so a client that reads slowly holds at most one of them; a piece of a
 text sent in pieces (a tool call's arguments) joins its text's unsent piece. Closing is a
 request too: the writer sends what is queued, then the close frame, so a handshake error
-response arrives before its close.
+response arrives before its close. A client that takes in no byte of what waits for it for
+`send_deadline` seconds is closed as a slow consumer too, however little waits (`_watch`).
 
 The writer exists only while there is something to send: the first frame queued (or a close)
 starts it, and it ends once the queue is empty, dropping the queue with it. An idle connection,
@@ -166,6 +167,9 @@ class Connection:
     stream: AbstractStreamWriter | None = None
     from_browser: bool = False  # the upgrade carried an Origin: never exempt from the limiter
     answers: AnswerBudget | None = None  # the process's bound on queued bytes
+    # A writer that waits this long on a client that takes in no byte closes the connection
+    # (WsSettings.send_deadline_seconds); None: no deadline.
+    send_deadline: float | None = None
     connected_at: int = attrs.field(factory=now_ms)
     last_activity_at: int = attrs.field(factory=now_ms)
     phase: Phase = Phase.HANDSHAKE
@@ -199,6 +203,9 @@ class Connection:
     # finished task stays here so that no other one starts.
     _writer: asyncio.Task[None] | None = None
     _closer: asyncio.Task[None] | None = None
+    # The writer's watchdog (`_watch`) while a writer runs, and the writes it has finished.
+    _watchdog: asyncio.TimerHandle | None = None
+    _writes: int = 0
     _close: tuple[int, str] | None = None  # requested close code and reason
     _tasks: set[asyncio.Task[Any]] | None = None
     # config.patch's control-plane limit: call times per method (monotonic seconds); None
@@ -266,6 +273,39 @@ class Connection:
         frames go out in the order they were queued."""
         if self._writer is None and self._writing:
             self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer {self.conn_id}")
+            deadline = self.send_deadline
+            if self._watchdog is None and deadline is not None and self.stream is not None:
+                loop = asyncio.get_running_loop()
+                self._watchdog = loop.call_later(
+                    deadline / 4, self._watch, self._writes, -1, loop.time()
+                )
+
+    def _watch(self, writes: int, pending: int, since: float) -> None:
+        """Every quarter of the send deadline while bytes wait for the client (queued, or in
+        the socket's buffer): a connection that has finished no write since `since`, on a
+        socket whose buffer (`pending` bytes then) has not shrunk, waits on a client that
+        takes in nothing. Within the bytes it may queue such a client would keep its socket,
+        and what waits for it, for ever; past the deadline it is closed as a slow consumer.
+        Counting writes costs the writer nothing per frame; the check runs once per quarter
+        deadline per connection that has bytes waiting."""
+        self._watchdog = None
+        stream, deadline = self.stream, self.send_deadline
+        transport = stream.transport if stream is not None else None
+        if transport is None or deadline is None or transport.is_closing():
+            return
+        if self.phase is Phase.CLOSING and self._queue is None:
+            return  # closing the socket, which has a timeout of its own
+        buffered = transport.get_write_buffer_size()
+        if not buffered and (self._writer is None or self._writer.done()):
+            return  # nothing waits for the client: the next writer starts a new watch
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if writes != self._writes or buffered < pending or not buffered:
+            since = now
+        elif now - since >= deadline:
+            self._slow_consumer(stalled=now - since)
+            return
+        self._watchdog = loop.call_later(deadline / 4, self._watch, self._writes, buffered, since)
 
     def send(self, frame: bytes) -> None:
         """A response or another frame that must arrive (not droppable)."""
@@ -389,10 +429,20 @@ class Connection:
         self._close = (code, reason)
         self.phase = Phase.CLOSING
 
-    def _slow_consumer(self, total: AnswerBudget | None = None) -> None:
+    def _slow_consumer(
+        self, total: AnswerBudget | None = None, stalled: float | None = None
+    ) -> None:
         """Close now: over this connection's limit, or (`total`) the one holding the most
-        answers when all of them are over the process's."""
-        if total is None:
+        answers when all of them are over the process's, or (`stalled`) a client that has
+        taken in nothing for that many seconds."""
+        if stalled is not None:
+            log.warning(
+                "ws_send_stalled",
+                conn_id=self.conn_id,
+                stalled_seconds=round(stalled, 1),
+                buffered_bytes=self.held_bytes,
+            )
+        elif total is None:
             log.warning(
                 "ws_slow_consumer",
                 conn_id=self.conn_id,
@@ -538,6 +588,7 @@ class Connection:
             self.answers.add(self, size)  # may close this connection, or another one
 
     def _sent(self) -> None:
+        self._writes += 1
         sending = self._sending
         if sending and self.answers is not None:
             self._sending = 0
@@ -608,6 +659,9 @@ class Connection:
                 await asyncio.wait(late)
         _reap(self._writer)
         _reap(self._closer)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         # What a writer cut off left queued is never sent; it leaves the budget.
         self._drop_queue()
         if not self.ws.closed:

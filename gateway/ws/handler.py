@@ -154,6 +154,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             stream,
             from_browser=origin is not None,
             answers=ws_state.answers,
+            send_deadline=settings.send_deadline_seconds,
         )
     except BaseException:
         ws_state.preauth_leave(remote)

@@ -50,6 +50,15 @@ class WsSettings:
     max_buffered_total_bytes: int = 10 * protocol.MAX_BUFFERED_BYTES
     # A closing handshake waits this long for the client before cutting the TCP connection.
     close_timeout_seconds: float = 5.0
+    # A connection whose writer waits on a client that takes in no byte for this long is
+    # closed as a slow consumer (Connection's watchdog): within the bytes it may queue, a
+    # client that stopped reading would otherwise keep its socket and queue for ever. A
+    # minute: OpenClaw's clients give a gateway up after two missed ticks (60 s) themselves,
+    # and a flaky mobile link's TCP retransmissions back off for tens of seconds without the
+    # client being gone. (OpenClaw's own gateway has only the byte bound; Home Assistant
+    # closes a client that keeps 1,024 messages pending for 5 s, a bound on a backlog rather
+    # than on progress, which a large answer on a slow link could trip.)
+    send_deadline_seconds: float = 60.0
     # Requests of one connection handled at once. Those beyond it wait their turn, in order,
     # while the reader goes on reading (pings are answered: a reader that stopped would let
     # a client's keepalive drop a connection whose requests all wait, as `agent.wait`s do).

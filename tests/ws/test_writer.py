@@ -17,7 +17,8 @@ from gateway.ws.connection import WRITE_BATCH_BYTES, AnswerBudget, Connection
 from gateway.ws.events import EventFanout
 from gateway.ws.handler import WS
 from gateway.ws.protocol import EventFrame, event_frame
-from tests.support.ws_client import TOKEN, Gateway, GatewayWs
+from gateway.ws.state import WsSettings
+from tests.support.ws_client import TOKEN, Gateway, GatewayWs, MakeGateway
 
 SETTLE_SECONDS = 5.0
 
@@ -324,27 +325,72 @@ class TestBatchedWrites:
         assert stream.transport.written[1] == [b"\x81\x01", b"c", b"\x81\x01", b"d"]
 
 
+async def stop_reading(gateway: Gateway) -> GatewayWs:
+    """A connected client that reads nothing more once the server's writer waits for it:
+    large answers it does not read (well within the bytes a connection may queue) fill the
+    socket's buffers (aiohttp's client stops taking bytes in while its frames are unread)."""
+    created = await gateway.client.post(
+        "/v1/chat/completions",
+        json={"model": "openclaw", "messages": [{"role": "user", "content": "x" * 300_000}]},
+        headers={"Authorization": f"Bearer {TOKEN}", "x-openclaw-session-key": "big"},
+    )
+    assert created.status == 200
+    client = await gateway.connected()
+    (conn,) = gateway.app[WS].connections
+    assert conn.stream is not None and conn.stream.transport is not None
+    server = conn.stream.transport
+    async with asyncio.timeout(20):
+        while server.get_write_buffer_size() <= server.get_write_buffer_limits()[1]:
+            await client.request("chat.history", {"sessionKey": "big"})
+            await asyncio.sleep(0.01)
+    return client
+
+
+class TestStalledClient:
+    async def test_a_client_that_stops_reading_is_closed_after_the_send_deadline(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        gateway = await make_gateway(settings=WsSettings(send_deadline_seconds=1.0))
+        ws_state = gateway.app[WS]
+        with capture_logs() as logs:
+            await stop_reading(gateway)
+            (conn,) = ws_state.connections
+            assert conn.held_bytes < ws_state.settings.max_buffered_bytes
+            async with asyncio.timeout(30):
+                while ws_state.connections:
+                    await asyncio.sleep(0.05)
+        stalled = [e for e in logs if e["event"] == "ws_send_stalled"]
+        assert len(stalled) == 1
+        assert stalled[0]["log_level"] == "warning"
+        assert stalled[0]["conn_id"] == conn.conn_id
+        assert not [e for e in logs if e["event"] == "ws_slow_consumer"]
+        assert not [e for e in logs if e["log_level"] == "error"]
+        assert ws_state.answers.held == 0
+
+    async def test_a_client_that_reads_slowly_but_steadily_keeps_its_connection(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        gateway = await make_gateway(settings=WsSettings(send_deadline_seconds=1.0))
+        ws_state = gateway.app[WS]
+        client = await stop_reading(gateway)
+        (conn,) = ws_state.connections
+        # It takes in what it asked for after all: the writer makes progress again.
+        answers = 0
+        async with asyncio.timeout(60):
+            while conn.held_bytes or answers < 3:
+                frame = await client.recv()
+                answers += frame.get("type") == "res"
+        assert ws_state.connections == {conn}
+        assert await client.ok("health") is not None
+
+
 class TestPeerGone:
     async def test_a_client_reset_while_the_writer_waits_for_it_is_no_error(
         self, gateway: Gateway
     ) -> None:
-        created = await gateway.client.post(
-            "/v1/chat/completions",
-            json={"model": "openclaw", "messages": [{"role": "user", "content": "x" * 300_000}]},
-            headers={"Authorization": f"Bearer {TOKEN}", "x-openclaw-session-key": "big"},
-        )
-        assert created.status == 200
         ws_state = gateway.app[WS]
         with capture_logs() as logs:
-            client = await gateway.connected()
-            (conn,) = ws_state.connections
-            assert conn.stream is not None and conn.stream.transport is not None
-            server = conn.stream.transport
-            # Large answers the client does not read, until the server's writer waits for it.
-            async with asyncio.timeout(20):
-                while server.get_write_buffer_size() <= server.get_write_buffer_limits()[1]:
-                    await client.request("chat.history", {"sessionKey": "big"})
-                    await asyncio.sleep(0.01)
+            client = await stop_reading(gateway)
             connection = client.ws._response.connection
             assert connection is not None and connection.transport is not None
             transport = connection.transport
