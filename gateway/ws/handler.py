@@ -597,7 +597,7 @@ async def _health_loop(ws_state: WsState, interval: float) -> None:
 
 async def _broadcast_health(ws_state: WsState) -> None:
     try:
-        health = await ws_state.health.get(ws_state.gateway, probe=True)
+        health = await ws_state.health.get(ws_state.gateway, refresh=True)
     except StoreUnavailable:
         return  # the next interval tries again; the store logs when an outage starts and ends
     except Exception:

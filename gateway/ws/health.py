@@ -18,6 +18,11 @@ from gateway.ws.protocol import UNAVAILABLE, WsError
 
 # A `health` answer may be this old; clients poll it, and each computation reads the store.
 MAX_AGE_SECONDS = 1.0
+# A probe asks for the state now, not the snapshot kept for a second; one whose computation
+# began this recently is that to any reader (its `ts` says when), and a client that loops
+# probes (`health` needs no scope) then costs at most two computations a second, not one per
+# call, each a read of the store per agent and one more.
+PROBE_REUSE_SECONDS = 0.5
 RECENT = 5  # sessions listed under `recent`
 
 
@@ -48,8 +53,13 @@ class HealthCache:
     _started_at: float = -math.inf  # when the last snapshot's computation began
     _computed_at: float = 0.0
     _lock: asyncio.Lock = attrs.field(factory=asyncio.Lock)
+    probe_reuse_seconds: float = PROBE_REUSE_SECONDS
 
-    async def get(self, state: GatewayState, *, probe: bool = False) -> dict[str, Any]:
+    async def get(
+        self, state: GatewayState, *, probe: bool = False, refresh: bool = False
+    ) -> dict[str, Any]:
+        """The snapshot; `probe`: a client's, computed unless one is recent; `refresh`: the
+        periodic `health` event's, computed anew (unless one began meanwhile)."""
         asked = time.monotonic()
         async with self._lock:  # concurrent callers share one computation
             # A computation that began after this call was made is as new as a probe asks
@@ -57,8 +67,10 @@ class HealthCache:
             # needs no scope) costs two computations, not one each.
             if self._snapshot is not None and self._started_at >= asked:
                 return self._snapshot
-            fresh = time.monotonic() - self._computed_at <= MAX_AGE_SECONDS
-            if self._snapshot is None or probe or not fresh:
+            now = time.monotonic()
+            fresh = now - self._computed_at <= MAX_AGE_SECONDS
+            recent = now - self._started_at < self.probe_reuse_seconds
+            if self._snapshot is None or refresh or (probe and not recent) or not fresh:
                 started = time.monotonic()
                 self._snapshot = await compute_health(state)
                 self._started_at, self._computed_at = started, time.monotonic()
