@@ -598,7 +598,10 @@ PARAMS: dict[str, st.SearchStrategy[Any]] = {
             "idempotencyKey": often(idempotency),
         },
         optional={
-            "timeoutMs": often(st.integers(0, 60_000)),
+            # Past the configured run timeout too (clamped to it, README).
+            "timeoutMs": often(
+                weighted((4, st.integers(0, 60_000)), (1, st.sampled_from([2**53 - 1, 10**300])))
+            ),
             "thinking": often(odd_text),
             "deliver": often(st.booleans()),
             "attachments": often(st.sampled_from([[], [{"type": "image"}]])),

@@ -849,3 +849,46 @@ class TestAQuestionAskedAgain:
             history = await ws.ok("chat.history", {"sessionKey": "again"})
         assert [m["role"] for m in history["messages"]] == ["user", "assistant"] * 2
         assert [m["role"] for m in upstream.last.body["messages"]] == ["user"]
+
+
+# The operator's run timeout is a second; the echo agent takes three per word.
+LIMITED_CONFIG = CONFIG.replace(
+    'agents: { list: [{ id: "main", default: true }] }',
+    "agents: { defaults: { timeoutSeconds: 1 },"
+    ' list: [{ id: "main", default: true, params: { delayMs: 3000 } }] }',
+)
+
+
+class TestARunTimeoutAskedFor:
+    @pytest.mark.parametrize("timeout_ms", [0, 10**12, 10**300])
+    async def test_chat_send_cannot_outlast_the_configured_run_timeout(
+        self, make_gateway: MakeGateway, timeout_ms: int
+    ) -> None:
+        ws = await (await make_gateway(LIMITED_CONFIG)).connected()
+        await ws.ok("chat.send", send("long", "one two", "long-1", timeoutMs=timeout_ms))
+        ended = await ws.wait_for(
+            lambda f: f.get("event") == "chat" and f["payload"]["state"] != "delta", wait=30
+        )
+        assert ended["payload"]["state"] == "error"
+        assert ended["payload"]["errorMessage"] == "upstream provider timeout"
+
+    @pytest.mark.parametrize("timeout", [0, 10**9, 1e300])
+    async def test_agent_cannot_outlast_the_configured_run_timeout(
+        self, make_gateway: MakeGateway, timeout: float
+    ) -> None:
+        ws = await (await make_gateway(LIMITED_CONFIG)).connected()
+        params = {"message": "one two", "idempotencyKey": "long-2", "timeout": timeout}
+        frame_id = await ws.request("agent", params)
+        assert (await ws.response(frame_id))["payload"]["status"] == "accepted"
+        final = await ws.response(frame_id, wait=30)
+        assert final["payload"]["status"] == "error"
+        assert final["payload"]["summary"] == "upstream provider timeout"
+
+    async def test_a_shorter_timeout_is_kept(self, make_gateway: MakeGateway) -> None:
+        config = LIMITED_CONFIG.replace("timeoutSeconds: 1", "timeoutSeconds: 600")
+        ws = await (await make_gateway(config)).connected()
+        await ws.ok("chat.send", send("short", "one two", "short-1", timeoutMs=500))
+        ended = await ws.wait_for(
+            lambda f: f.get("event") == "chat" and f["payload"]["state"] != "delta", wait=30
+        )
+        assert ended["payload"]["errorMessage"] == "upstream provider timeout"

@@ -21,6 +21,7 @@ from gateway.ws.methods.chat import (
     MSG_EMPTY,
     answers_for_key,
     check_queue,
+    run_timeout,
 )
 from gateway.ws.methods.sessions import resolve_key
 from gateway.ws.protocol import (
@@ -267,7 +268,7 @@ def register(methods: MethodRegistry) -> None:
             run_id,
             message,
             extra_system_prompt=params.extra_system_prompt,
-            timeout_seconds=params.timeout,
+            timeout_seconds=run_timeout(ctx, params.timeout),
             idempotency_key=run_id,
         )
         started = await start_once(ctx.ws, run_id, key, lambda: registry.submit(turn))

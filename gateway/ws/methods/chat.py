@@ -77,6 +77,20 @@ def answers_for_key(run: AgentRun) -> bool:
     return not run.ended or now_ms() - run.accepted_at < IDEMPOTENCY_TTL_SECONDS * 1000
 
 
+def run_timeout(ctx: CallContext, asked: float | None) -> float | None:
+    """The timeout of a run whose client asked for `asked` seconds (`chat.send`'s
+    `timeoutMs`, `agent`'s `timeout`; 0: none): the spec lets it override the run timeout and
+    OpenClaw takes any value up to its timers' 24.8 days (0 among them). The operator's
+    `agents.defaults.timeoutSeconds` is the longest a run may go here: a client may ask for
+    less (OpenClaw's CLI sends 600 s), not for more nor for none, which are clamped to it, as
+    any write-scoped client could otherwise hold a run, its session and a run slot for weeks.
+    With no configured timeout (0) the client's value is taken as asked."""
+    ceiling = ctx.gateway.config.agents.timeout_seconds
+    if asked is None or not ceiling:
+        return asked
+    return ceiling if not asked else min(asked, ceiling)
+
+
 def check_queue(registry: SessionRegistry, key: str) -> None:
     """Refuse a turn that would wait behind SESSION_QUEUE_MAX others of its session."""
     if len(registry.active_runs(key)) > SESSION_QUEUE_MAX:
@@ -180,7 +194,8 @@ def register(methods: MethodRegistry) -> None:
             return {"runId": run_id, "status": "ok" if run.ended else "in_flight"}
         check_queue(registry, key)
         agent_id, _ = parse_session_key(key)
-        timeout = params.timeout_ms / 1000 if params.timeout_ms is not None else None
+        asked = params.timeout_ms / 1000 if params.timeout_ms is not None else None
+        timeout = run_timeout(ctx, asked)
         turn = TurnRequest(
             agent_id, key, run_id, params.message, timeout_seconds=timeout, idempotency_key=run_id
         )
