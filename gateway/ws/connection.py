@@ -221,6 +221,9 @@ class Connection:
     # fill the log it reads, nor journald.
     log_reader: bool | None = None
     connect_logged: bool = False  # its `ws_connected` line (dispatch.log_connected)
+    # The `chat.send`/`agent` turns it submitted that may still wait to run: (run id,
+    # characters of its input); None while it has none (`submit_turn`).
+    turns: list[tuple[str, int]] | None = None
 
     @property
     def authenticated(self) -> bool:

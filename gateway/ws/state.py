@@ -80,6 +80,13 @@ class WsSettings:
     # gain nothing from more. `sessions.list` takes the same turns: each is a job of the
     # store's one scan thread, and 64 of one client would queue before everyone's.
     max_transcript_reads: int = 4
+    # Turns that wait to run (the registry's `max_waiting_turns` and `max_waiting_chars`, for
+    # every client and surface together): one connection may hold this fraction of them
+    # (1/n), so that a client that queues turns on session after session fills its share, not
+    # the gateway's, and the others still get theirs through. A quarter: 250 turns and 64 Mi
+    # characters, more than any client that waits for its answers queues; a burst beyond it is
+    # answered with the retryable refusal the gateway's bound gives.
+    waiting_turns_share: int = 4
     # Presence goes to every connection, so n connects each broadcast at once would cost n
     # frames per connection (n² frames); coalesced, a burst costs one frame per connection per
     # interval. A second is as often as a person watching a client list can follow.

@@ -11,6 +11,7 @@ import pytest
 
 from agents.registry import SessionRegistry
 from gateway.appkeys import STATE
+from gateway.ws.state import WsSettings
 from tests.support.ws_client import SLOW_CONFIG, TOKEN, Gateway, GatewayWs, MakeGateway, send
 
 SLOW_TEXT = " ".join(f"w{i}" for i in range(30))  # 30 deltas at 40 ms: over a second
@@ -41,7 +42,8 @@ BUSY_HTTP = {
 
 @pytest.fixture
 async def gateway(make_gateway: MakeGateway) -> Gateway:
-    gateway = await make_gateway(ONE_SLOT)
+    # One connection may take all of the gateway's turns here: these tests are of that bound.
+    gateway = await make_gateway(ONE_SLOT, settings=WsSettings(waiting_turns_share=1))
     registry = registry_of(gateway)
     registry.max_waiting_turns = 2
     registry.max_waiting_chars = 1_000_000
@@ -128,3 +130,51 @@ class TestWaitingTurns:
         await ws.ok("chat.abort", {"sessionKey": "busy", "runId": "busy-1"})
         await ws.event("chat", state="final", runId="a-1")
         await ws.ws.close()
+
+
+class TestAConnectionsShare:
+    async def test_one_connection_cannot_take_every_waiting_turn(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        gateway = await make_gateway(ONE_SLOT)  # a quarter of the turns each, by default
+        registry = registry_of(gateway)
+        registry.max_waiting_turns = 8
+        greedy, other = await gateway.connected(), await gateway.connected()
+        await running_one(gateway, greedy)
+        answers = [await greedy.call("chat.send", send(f"g{n}", "hi", f"g-{n}")) for n in range(8)]
+        assert [a["ok"] for a in answers] == [True, True] + [False] * 6
+        assert answers[2]["error"] == {
+            "code": "UNAVAILABLE",
+            "message": "too many turns of this connection waiting to run;"
+            " retry after one has started",
+            "details": {"limit": 2, "limitChars": 64 * 1024 * 1024},
+            "retryable": True,
+        }
+        refused = await greedy.call("agent", {"message": "hi", "sessionKey": "g9",
+                                              "idempotencyKey": "g-agent"})  # fmt: skip
+        assert refused["error"]["message"] == answers[2]["error"]["message"]
+        assert registry.waiting == (2, 4)
+        # Another client still gets through, and up to its own share.
+        await other.ok("chat.send", send("o1", "hi", "o-1"))
+        await other.ok("agent", {"message": "hi", "sessionKey": "o2", "idempotencyKey": "o-2"})
+        assert registry.waiting == (4, 8)
+        # A turn of the greedy one that ended (or started) makes room in its share again.
+        await greedy.ok("chat.abort", {"sessionKey": "g0", "runId": "g-0"})
+        await greedy.ok("chat.send", send("g8", "hi", "g-8"))
+        for ws in (greedy, other):
+            await ws.ws.close()
+
+    async def test_a_connections_share_of_characters_is_bounded_too(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        gateway = await make_gateway(ONE_SLOT)
+        registry = registry_of(gateway)
+        registry.max_waiting_chars = 4_000
+        greedy, other = await gateway.connected(), await gateway.connected()
+        await running_one(gateway, greedy)
+        await greedy.ok("chat.send", send("a", "x" * 600, "a-1"))
+        refused = await greedy.call("chat.send", send("b", "x" * 600, "b-1"))
+        assert refused["error"]["details"] == {"limit": 250, "limitChars": 1_000}
+        await other.ok("chat.send", send("b", "x" * 600, "b-1"))
+        for ws in (greedy, other):
+            await ws.ws.close()

@@ -22,6 +22,7 @@ from gateway.ws.methods.chat import (
     answers_for_key,
     check_queue,
     run_timeout,
+    submit_turn,
 )
 from gateway.ws.methods.sessions import resolve_key
 from gateway.ws.protocol import (
@@ -271,7 +272,7 @@ def register(methods: MethodRegistry) -> None:
             timeout_seconds=run_timeout(ctx, params.timeout),
             idempotency_key=run_id,
         )
-        started = await start_once(ctx.ws, run_id, key, lambda: registry.submit(turn))
+        started = await start_once(ctx.ws, run_id, key, lambda: submit_turn(ctx, turn))
         if isinstance(started, ClaimedElsewhere):
             raise run_elsewhere(run_id, started)
         run = started

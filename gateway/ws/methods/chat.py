@@ -10,7 +10,7 @@ import attrs
 from agents.errors import StoreError
 from agents.keys import SESSION_KEY_MAX, parse_session_key
 from agents.registry import SessionRegistry, Transcript
-from agents.runs import AgentRun, TurnRequest
+from agents.runs import AgentRun, RunState, TurnRequest
 from agents.store import StoredMessage
 from gateway.jsonwire import dumps, wire
 from gateway.ws.claims import ClaimedElsewhere, start_once, wait_for_start
@@ -89,6 +89,37 @@ def run_timeout(ctx: CallContext, asked: float | None) -> float | None:
     if asked is None or not ceiling:
         return asked
     return ceiling if not asked else min(asked, ceiling)
+
+
+MSG_SHARE_FULL = "too many turns of this connection waiting to run; retry after one has started"
+
+
+def submit_turn(ctx: CallContext, turn: TurnRequest) -> AgentRun:
+    """Queue `turn` as one of this connection's (`WsSettings.waiting_turns_share`): beyond
+    its share of the turns that may wait to run, refused (retryable) as the gateway's bound
+    is. One turn is taken when none of its waits, however large (as the registry does)."""
+    registry, conn = ctx.registry, ctx.conn
+    share = ctx.ws.settings.waiting_turns_share
+    limit = max(1, registry.max_waiting_turns // share)
+    limit_chars = registry.max_waiting_chars // share
+    waiting = [
+        (run_id, chars)
+        for run_id, chars in conn.turns or ()
+        if (run := registry.run(run_id)) is not None and run.state is RunState.QUEUED
+    ]
+    chars = turn.input_chars()
+    if (
+        share > 1
+        and waiting
+        and (len(waiting) >= limit or sum(c for _, c in waiting) + chars > limit_chars)
+    ):
+        conn.turns = waiting
+        details = {"limit": limit, "limitChars": limit_chars}
+        raise WsError(UNAVAILABLE, MSG_SHARE_FULL, details=details, retryable=True)
+    run = registry.submit(turn)
+    waiting.append((run.id, chars))
+    conn.turns = waiting
+    return run
 
 
 def check_queue(registry: SessionRegistry, key: str) -> None:
@@ -199,7 +230,7 @@ def register(methods: MethodRegistry) -> None:
         turn = TurnRequest(
             agent_id, key, run_id, params.message, timeout_seconds=timeout, idempotency_key=run_id
         )
-        started = await start_once(ctx.ws, run_id, key, lambda: registry.submit(turn))
+        started = await start_once(ctx.ws, run_id, key, lambda: submit_turn(ctx, turn))
         if isinstance(started, ClaimedElsewhere):  # another process sharing the store runs it
             return {"runId": run_id, "status": "ok" if started.ended else "in_flight"}
         run = started
