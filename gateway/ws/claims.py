@@ -12,9 +12,10 @@ a key is remembered. One process (SQLite) claims nothing: its cache knows every 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -89,6 +90,20 @@ def _keep(ws: WsState, work: Coroutine[Any, Any, None]) -> None:
     task = asyncio.create_task(work, name="ws-claim")
     ws.claims.add(task)
     task.add_done_callback(ws.claims.discard)
+
+
+@contextlib.contextmanager
+def starting(ws: WsState, run_id: str) -> Iterator[None]:
+    """This call does what `run_id` asks for before its run (`agent`'s `/new`, `/reset`):
+    a concurrent call of the key waits in `wait_for_start` meanwhile, then finds what this
+    one remembered, rather than doing it again."""
+    done = asyncio.get_running_loop().create_future()
+    ws.starting[run_id] = done
+    try:
+        yield
+    finally:
+        del ws.starting[run_id]
+        done.set_result(None)
 
 
 async def wait_for_start(ws: WsState, run_id: str) -> None:

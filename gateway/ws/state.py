@@ -157,16 +157,22 @@ class IdempotentCall:
     (agents/registry.py), and a strong reference here would pin the replies of the last 1,000
     keys beyond that budget. A run the registry forgot is an ended one."""
 
-    run_ref: weakref.ref[AgentRun]
+    run_ref: weakref.ref[AgentRun] | None
     accepted: dict[str, Any] | None = None  # `agent`'s first response payload
+    # The whole answer of a call that started no run (`agent`'s bare `/new`, `/reset`).
+    answer: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, run: AgentRun, accepted: dict[str, Any] | None = None) -> IdempotentCall:
         return cls(weakref.ref(run), accepted)
 
+    @classmethod
+    def answered(cls, answer: dict[str, Any]) -> IdempotentCall:
+        return cls(None, answer=answer)
+
     @property
     def run(self) -> AgentRun | None:
-        return self.run_ref()
+        return self.run_ref() if self.run_ref is not None else None
 
 
 @attrs.define

@@ -582,6 +582,32 @@ class TestAgent:
         }
         assert (await ws.ok("chat.history", {"sessionKey": "cmd"}))["sessionId"] == session_id
 
+    async def test_new_retried_with_its_key_answers_again_without_a_second_reset(
+        self, ws: GatewayWs
+    ) -> None:
+        params = {"message": "/new", "idempotencyKey": "ag-new2", "sessionKey": "cmd4"}
+        # Two sent at once (a client that retries before the first answer), then one more.
+        first, second = await ws.request("agent", params), await ws.request("agent", params)
+        answers = [(await ws.response(first))["payload"], (await ws.response(second))["payload"]]
+        answers.append(await ws.ok("agent", params))
+        session_id = answers[0]["result"]["meta"]["agentMeta"]["sessionId"]
+        assert answers[1] == answers[2] == answers[0]
+        assert (await ws.ok("chat.history", {"sessionKey": "cmd4"}))["sessionId"] == session_id
+        # The key names that reset for chat.send too: no turn is run under it.
+        again = await ws.ok("chat.send", send("cmd4", "hi", "ag-new2"))
+        assert again == {"runId": "ag-new2", "status": "ok"}
+
+    async def test_a_reset_with_text_retried_with_its_key_resets_once(self, ws: GatewayWs) -> None:
+        params = {"message": "/reset hello", "idempotencyKey": "ag-r3", "sessionKey": "cmd5"}
+        first, second = await ws.request("agent", params), await ws.request("agent", params)
+        for frame_id in (first, second):
+            assert (await ws.response(frame_id))["payload"]["status"] == "accepted"
+        finals = [(await ws.response(first))["payload"], (await ws.response(second))["payload"]]
+        assert finals[0] == finals[1]
+        history = await ws.ok("chat.history", {"sessionKey": "cmd5"})
+        assert history["sessionId"] == finals[0]["result"]["meta"]["agentMeta"]["sessionId"]
+        assert [m["content"] for m in history["messages"] if m["role"] == "user"] == ["hello"]
+
     async def test_reset_with_text_runs_it_in_the_new_session(self, ws: GatewayWs) -> None:
         turn = {"message": "one", "idempotencyKey": "ag-r1", "sessionKey": "cmd2"}
         await ws.request("agent", turn, id="r1")

@@ -14,7 +14,7 @@ from agents.events import LifecyclePhase, RunEvent
 from agents.keys import SESSION_KEY_MAX, parse_session_key
 from agents.runs import AgentRun, RunOutcome, RunStatus, TurnRequest
 from gateway.ws import protocol
-from gateway.ws.claims import ClaimedElsewhere, start_once, wait_for_start
+from gateway.ws.claims import ClaimedElsewhere, start_once, starting, wait_for_start
 from gateway.ws.dispatch import CallContext, MethodRegistry
 from gateway.ws.methods.chat import (
     IDEMPOTENCY_KEY_MAX,
@@ -229,6 +229,8 @@ def register(methods: MethodRegistry) -> None:
                 previous = IdempotentCall.of(running, accepted_answer(running))
         if previous is not None:
             # A repeat: the first call's answers, and no new run.
+            if previous.answer is not None:  # a bare `/new`: no second reset either
+                return previous.answer
             if previous.accepted is not None:
                 ctx.respond(previous.accepted)
             run = previous.run
@@ -258,10 +260,16 @@ def register(methods: MethodRegistry) -> None:
             # `sessions.reset`), then the text, if any, is the new session's first turn.
             if not protocol.scope_allows(ctx.conn.scopes, ADMIN):
                 raise protocol.missing_scope(ADMIN, ctx.conn.protocol)
-            info = await ctx.to_the_end(registry.reset(key))
-            message = (reset.group(2) or "").strip()
-            if not message:
-                return reset_answer(run_id, reset.group(1).lower(), info.session_id)
+            # A duplicate sent meanwhile waits (wait_for_start above), then finds this call's
+            # answer or run under the key: the session is reset once. With a text, the mark
+            # goes with no await before start_once's, or the run's entry, takes over.
+            with starting(ctx.ws, run_id):
+                info = await ctx.to_the_end(registry.reset(key))
+                message = (reset.group(2) or "").strip()
+                if not message:
+                    answer = reset_answer(run_id, reset.group(1).lower(), info.session_id)
+                    ctx.ws.idempotency.put(run_id, IdempotentCall.answered(answer))
+                    return answer
         check_queue(registry, key)
         turn = TurnRequest(
             key_agent,
