@@ -33,6 +33,15 @@ class InvalidSessionKey(AgentError):
         self.message = message
 
 
+class SessionChanged(AgentError):
+    """A delete named the session it meant (`expected_session_id`), and the key holds
+    another one now (reset, or deleted and made again): nothing is deleted."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"session {key} changed")
+        self.message = f"Session {key} changed before deletion. Retry."  # OpenClaw's
+
+
 class UnansweredResult(AgentError):
     """A turn's tool message answers no call of the assistant message before it."""
 

@@ -21,6 +21,7 @@ from agents.config import AgentsConfig
 from agents.errors import (
     AgentError,
     InvalidSessionKey,
+    SessionChanged,
     StoreError,
     TurnsBacklogged,
     UnknownAgent,
@@ -532,24 +533,40 @@ class SessionRegistry:
             raise UnknownAgent(agent_id)
         return agent_id
 
-    async def delete(self, key: str, delete_transcript: bool = True) -> bool:
+    async def delete(
+        self, key: str, delete_transcript: bool = True, expected_session_id: str | None = None
+    ) -> bool:
         """Abort the session's runs and delete it; False when it did not exist.
 
-        Main sessions are refused. A later turn on the key starts a fresh session.
+        Main sessions are refused. A later turn on the key starts a fresh session. With
+        `expected_session_id`, a key that holds no session of that id (any more) raises
+        SessionChanged, checked under the session's lock: no reset (or delete and new turn)
+        can come between the check and the delete.
         """
         if is_main_key(key, self.config.main_key):
             raise InvalidSessionKey(f"Cannot delete the main session ({key}).")
         parse_session_key(key)
+        if expected_session_id is not None:
+            # Before the runs are aborted too: a session that changed keeps its turns.
+            await self._still(key, expected_session_id)
         session = self._session(key)
         with session.hold():
             session.abort_all("delete")
             async with session.lane, self._stopped_elsewhere(key):
+                if expected_session_id is not None:
+                    await self._still(key, expected_session_id)
                 deleted = await self.store.delete(
                     key, self.clock(), delete_transcript=delete_transcript
                 )
                 session.row = None
         self._publish_deleted(key, session.agent_id)
         return deleted
+
+    async def _still(self, key: str, session_id: str) -> None:
+        """Raise SessionChanged unless the store holds session `session_id` under `key`."""
+        row = await self.store.get(key)
+        if row is None or row.session_id != session_id:
+            raise SessionChanged(key)
 
     @asynccontextmanager
     async def _stopped_elsewhere(self, key: str) -> AsyncIterator[None]:

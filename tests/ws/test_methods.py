@@ -1211,6 +1211,23 @@ class TestSessions:
         frame = await ws.call("sessions.delete", {"key": "g", "expectedSessionId": current})
         assert frame["error"]["message"] == "Session agent:main:g changed before deletion. Retry."
 
+    async def test_a_reset_that_gets_in_before_a_guarded_delete_keeps_the_new_session(
+        self, ws: GatewayWs
+    ) -> None:
+        """The guard holds under the session's lock: a reset asked just before the delete
+        (its answer not yet in) makes a session the caller did not choose, which stays."""
+        listed = await ws.ok("sessions.patch", {"key": "race", "label": "guarded"})
+        old_id = listed["entry"]["sessionId"]
+        reset = await ws.request("sessions.reset", {"key": "race"})
+        guarded = {"key": "race", "expectedSessionId": old_id}
+        delete = await ws.request("sessions.delete", guarded)
+        new_id = (await ws.response(reset))["payload"]["entry"]["sessionId"]
+        frame = await ws.response(delete)
+        assert frame["ok"] is False, frame
+        assert frame["error"]["details"] == {"reason": "session-changed"}
+        described = await ws.ok("sessions.describe", {"key": "race"})
+        assert described["session"]["sessionId"] == new_id
+
     async def test_the_main_session_cannot_be_deleted(self, ws: GatewayWs) -> None:
         frame = await ws.call("sessions.delete", {"key": "main"})
         assert frame["error"] == {

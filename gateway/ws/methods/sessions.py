@@ -9,7 +9,7 @@ from typing import Any
 
 import attrs
 
-from agents.errors import InvalidSessionKey
+from agents.errors import InvalidSessionKey, SessionChanged
 from agents.events import session_entry
 from agents.keys import KEY_TOO_LONG_MESSAGE, is_main_key, normalize_session_key, parse_session_key
 from agents.registry import SessionRegistry
@@ -223,18 +223,18 @@ def register(methods: MethodRegistry) -> None:
     @methods.method("sessions.delete", params=DeleteParams.parse, scope=ADMIN)
     async def sessions_delete(ctx: CallContext, params: DeleteParams) -> Any:
         key = resolve_key(ctx, params.key, "key")
-        if params.expected_session_id is not None:
-            # `openclaw sessions delete` names the session it listed: one reset (or deleted)
-            # since is another, and stays. Checked before the delete, not under its lock: a
-            # reset in the moment between still loses to the delete.
-            info = await ctx.registry.get_session(key)
-            if info is None or info.session_id != params.expected_session_id:
-                raise WsError(
-                    INVALID_REQUEST,
-                    f"Session {key} changed before deletion. Retry.",  # OpenClaw's
-                    details={"reason": "session-changed"},
+        # `openclaw sessions delete` names the session it listed: one reset (or deleted and
+        # made again) since is another, and stays; checked under the session's lock.
+        try:
+            deleted = await ctx.to_the_end(
+                ctx.registry.delete(
+                    key,
+                    delete_transcript=params.delete_transcript,
+                    expected_session_id=params.expected_session_id,
                 )
-        deleted = await ctx.to_the_end(
-            ctx.registry.delete(key, delete_transcript=params.delete_transcript)
-        )
+            )
+        except SessionChanged as exc:
+            raise WsError(
+                INVALID_REQUEST, exc.message, details={"reason": "session-changed"}
+            ) from None
         return {"ok": True, "key": key, "deleted": deleted, "archived": []}
