@@ -44,7 +44,7 @@ from gateway.config.model import (
     ConfigWarning,
     HooksConfig,
 )
-from gateway.config.secret_keys import ENV_REF_RE
+from gateway.config.secret_keys import ENV_REF_RE, SECRET_IN_PATH
 from gateway.edge import normalize_origin, parse_network, split_host
 
 DEFAULT_PORT = 18789
@@ -102,8 +102,9 @@ def show(value: Any) -> str:
 def shown_url(text: str) -> str:
     """A URL or origin as an issue line says it. The lines are logged and shown by health and
     config.get: one that may carry a user and password (even a mistyped one: `https:/me:pw@host`)
-    or a key in its query (`?key=`, `?password=`) is not."""
-    if "@" in text or "=" in text:
+    or a key in its query (`?key=`, `?password=`) or in its path (a Slack, Discord or Telegram
+    webhook) is not."""
+    if "@" in text or "=" in text or SECRET_IN_PATH.search(text) is not None:
         return "not shown: it may hold a password"
     return f"got {show(text)}"
 

@@ -104,18 +104,36 @@ _URL_WITH_PASSWORD = re.compile(
 
 
 # So is a URL with a query parameter named like a secret (`?key=`, `?access_token=`, libpq's
-# `?password=`): the parameter names after the first `://`, each read once.
+# `?password=`) or a signature (Azure's SAS `sig`, S3's and GCS's presigned URLs, an Azure
+# Function's `code`): the parameter names after the first `://`, each read once.
 _QUERY_PARAMETER = re.compile(r"[?&;]([A-Za-z0-9_.+-]+)=")
+_SIGNATURE_PARAMETERS = frozenset({"sig", "signature", "xamzsignature", "xgoogsignature", "code"})
+
+# And a URL whose path is the credential, with or without its scheme: a Slack incoming
+# webhook (`hooks.slack.com/services/T…/B…/<secret>`, workflows and triggers alike), a
+# Discord webhook (`…/api/webhooks/<id>/<token>`, any version and host: discordapp.com,
+# ptb., canary.) and a Telegram bot's API root (`…/bot<id>:<token>/`, on a local Bot API
+# server too). Each starts with a literal, so a search is one pass.
+SECRET_IN_PATH = re.compile(
+    r"hooks\.slack\.com/(?:services|workflows|triggers)/[^\s]"
+    r"|/api/(?:v\d+/)?webhooks/\d+/[^\s/?#]"
+    r"|/bot\d+:[A-Za-z0-9_-]",
+    re.IGNORECASE,
+)
+
+
+def _secret_query_parameter(name: str) -> bool:
+    return is_secret_name(name) or name.lower().translate(NAME_SEPARATORS) in _SIGNATURE_PARAMETERS
 
 
 def holds_password(value: Any) -> bool:
     if not isinstance(value, str):
         return False
-    if _URL_WITH_PASSWORD.search(value) is not None:
+    if _URL_WITH_PASSWORD.search(value) is not None or SECRET_IN_PATH.search(value) is not None:
         return True
     start = value.find("://")
     return start >= 0 and any(
-        is_secret_name(match[1]) for match in _QUERY_PARAMETER.finditer(value, start)
+        _secret_query_parameter(match[1]) for match in _QUERY_PARAMETER.finditer(value, start)
     )
 
 

@@ -18,6 +18,7 @@ from gateway.config.errors import PathKey
 from gateway.config.model import Config, GatewayConfig, HooksConfig, StoreConfig
 from gateway.config.secret_keys import (
     REDACTED,
+    SECRET_IN_PATH,
     holds_password,
     is_secret_leaf,
     is_secret_name,
@@ -258,8 +259,29 @@ _URL_WITH_CREDENTIALS = re.compile(
 )
 
 
+_URL_END = re.compile(r"[\s'\"`]")
+
+
+def _redact_webhook_urls(text: str) -> str:
+    """Each word (up to a space or a quote) holding a webhook's secret path (SECRET_IN_PATH)
+    replaced whole. Found from the path, then widened: a pattern starting with the word's
+    characters would read a long word again from each of its characters."""
+    pieces, end = [], 0
+    for match in SECRET_IN_PATH.finditer(text):
+        if match.start() < end:
+            continue
+        start = match.start()
+        while start > end and _URL_END.match(text, start - 1) is None:
+            start -= 1
+        stop = _URL_END.search(text, match.end())
+        pieces += [text[end:start], REDACTED]
+        end = len(text) if stop is None else stop.start()
+    pieces.append(text[end:])
+    return "".join(pieces)
+
+
 def _redact_comment(text: str, secrets: list[str]) -> str:
-    text = _URL_WITH_CREDENTIALS.sub(REDACTED, text)
+    text = _redact_webhook_urls(_URL_WITH_CREDENTIALS.sub(REDACTED, text))
     pieces, end = [], 0
     for match in _COMMENT_PAIR.finditer(text):
         start, stop = match.span("value")
@@ -364,11 +386,16 @@ class _Json5Scanner:
         if is_secret_path(path):
             return literal != "null"
         # Decoding every string would be slow; a URL's credentials need an "@", or an "=" in
-        # its query (or an escape).
+        # its query, or a webhook's path (or an escape).
         quoted = literal[0] in "\"'"
         return (
             quoted
-            and ("@" in literal or "=" in literal or "\\" in literal)
+            and (
+                "@" in literal
+                or "=" in literal
+                or "\\" in literal
+                or SECRET_IN_PATH.search(literal) is not None
+            )
             and holds_password(json5.loads(literal))
         )
 

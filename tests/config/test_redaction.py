@@ -322,3 +322,61 @@ class TestUrlsWithCredentials:
     )
     def test_a_url_at_the_end_of_a_long_run_is_still_found(self, value: str) -> None:
         assert holds_password(value)
+
+
+class TestUrlsWithASecretPath:
+    """Slack, Discord and Telegram webhooks carry their secret in the path, Azure's SAS and
+    presigned URLs in a signature parameter: redacted whole, whatever their key."""
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            "https://hooks.slack.com/services/T0001/B0002/zqSlackSecret",
+            "hooks.slack.com/workflows/T1/A2/3/zq",
+            "https://HOOKS.SLACK.COM/triggers/T1/2/zq",
+            "https://discord.com/api/webhooks/123456/zq-token",
+            "https://canary.discordapp.com/api/v10/webhooks/1/zq",
+            "https://api.telegram.org/bot123456:zq-bot-token/sendMessage",
+            "http://127.0.0.1:8081/bot42:zq/",
+            "https://acct.blob.core.windows.net/c/b?sv=2024-01-01&sp=r&sig=zq%2B",
+            "https://bucket.s3.amazonaws.com/k?X-Amz-Credential=a&X-Amz-Signature=zq",
+            "https://fn.azurewebsites.net/api/f?code=zq",
+        ],
+    )
+    def test_hold_a_password(self, value: str) -> None:
+        assert holds_password(value)
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            "https://hooks.example/services/T1/B2/x",
+            "https://slack.com/api/chat.postMessage",
+            "https://discord.com/api/webhooks/",
+            "https://example.com/robots/bot/",
+            "https://api.telegram.org/botfather",
+            "https://acct.blob.core.windows.net/c/b?sv=2024-01-01&sp=r",
+            "see hooks.slack.com/services for how",
+        ],
+    )
+    def test_other_urls_do_not(self, value: str) -> None:
+        assert not holds_password(value)
+
+    def test_raw_in_values_and_comments(self) -> None:
+        text = """{
+  // was: "https://discord.com/api/webhooks/9/zq-old", see https://x.example/a
+  a: { url: 'https://hooks.slack.com/services/T1/B2/zq-a' },
+  b: "see https://x.example/b", /* url=https://api.telegram.org/bot1:zq-c/ ok */
+}"""
+        raw = redact_raw(text, json5.loads(text))
+        assert raw == (
+            text.replace('https://discord.com/api/webhooks/9/zq-old"', REDACTED + '"')
+            .replace("'https://hooks.slack.com/services/T1/B2/zq-a'", f"'{REDACTED}'")
+            .replace("url=https://api.telegram.org/bot1:zq-c/", REDACTED)  # the whole word
+        )
+        assert "zq" not in raw
+
+    @pytest.mark.timeout(30)
+    def test_a_long_comment_is_read_in_one_pass(self) -> None:
+        word = "/bot1:x" + "a" * 200_000 + " " + "/bot" * 100_000
+        text = f"// {word}\n{{}}"
+        assert redact_raw(text, {}) == f"// {REDACTED} {'/bot' * 100_000}\n{{}}"

@@ -704,6 +704,74 @@ class TestConfigGetHidesEverySecret:
         )
         await ws.ws.close()
 
+    async def test_nor_a_secret_in_a_webhook_urls_path(self, make_gateway: MakeGateway) -> None:
+        # Slack, Discord and Telegram put the credential in the URL's path, Azure's SAS in a
+        # `sig` parameter: the whole URL is a secret, whatever the key holding it is called.
+        config = """{
+  gateway: { auth: { mode: "token", token: "test-token" } },
+  channels: {
+    slack: { url: "https://hooks.slack.com/services/T0001/B0002/zqSlackWebhookPath" },
+    discord: { url: 'https://discord.com/api/webhooks/123456789/zq-discord-webhook-path' },
+    telegram: { apiRoot: "https://api.telegram.org/bot123456:zq-telegram-bot-path/" },
+    azure: { blob: "https://acct.blob.core.windows.net/c?sv=2024-01-01&sp=r&sig=zq%2Bsas" },
+    // old: https://discordapp.com/api/v10/webhooks/987654/zq-discord-comment
+    plain: { url: "https://hooks.example/services/shown-path" },
+  },
+  agents: { list: [{ id: "main", default: true }] },
+}
+"""
+        gateway = await make_gateway(config)
+        ws = await gateway.connected()
+        payload = await ws.ok("config.get")
+        assert "zq" not in json.dumps(payload)
+        channels = payload["parsed"]["channels"]
+        assert channels == {
+            "slack": {"url": REDACTED},
+            "discord": {"url": REDACTED},
+            "telegram": {"apiRoot": REDACTED},
+            "azure": {"blob": REDACTED},
+            "plain": {"url": "https://hooks.example/services/shown-path"},
+        }
+        assert f'slack: {{ url: "{REDACTED}" }}' in payload["raw"]
+        # Sent back as config.get shows them, the redacted URLs keep what the file has.
+        shown = {
+            **payload["parsed"],
+            "channels": {**channels, "plain": {"url": "https://n.example"}},
+        }
+        frame = await patch(ws, shown, file_hash(gateway))
+        assert frame["ok"] is True, frame
+        written = json5.loads(gateway.config_path.read_text())["channels"]
+        assert written["slack"]["url"].endswith("/zqSlackWebhookPath")
+        assert written["discord"]["url"].endswith("/zq-discord-webhook-path")
+        assert (
+            written["telegram"]["apiRoot"]
+            == "https://api.telegram.org/bot123456:zq-telegram-bot-path/"
+        )
+        assert written["azure"]["blob"].endswith("&sig=zq%2Bsas")
+        assert written["plain"]["url"] == "https://n.example"
+        await ws.ws.close()
+
+    async def test_nor_a_webhook_url_in_an_issue(self, ws: GatewayWs, gateway: Gateway) -> None:
+        gateway.config_path.write_text(
+            """{
+  gateway: { auth: { mode: "token", token: "test-token" } },
+  models: { providers: {
+    a: { api: "openai-completions", baseUrl: "hooks.slack.com/services/T1/B2/zq-slack" },
+    b: { api: "openai-completions", baseUrl: "ftp://x.example/api/webhooks/1/zq-discord" },
+    c: { api: "openai-completions", baseUrl: "ftp://x.example/bot1:zq-telegram/" },
+  } },
+}
+"""
+        )
+        reader = await gateway.connected(scopes=["operator.read"])
+        frame = await reader.call("config.get")
+        assert frame["ok"] is True, frame
+        assert [issue["message"] for issue in frame["payload"]["issues"]] == [
+            "must be an http(s) URL (not shown: it may hold a password)"
+        ] * 3
+        assert "zq-" not in json.dumps(frame)
+        await reader.ws.close()
+
 
 PROVIDERS = """{
   gateway: { auth: { mode: "token", token: "test-token" } },
