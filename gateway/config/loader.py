@@ -58,6 +58,7 @@ from gateway.config.overrides import (
     env_setting,
     has_secret_flag,
     read_secret_file,
+    short_secret_warnings,
     startup_guards,
 )
 from gateway.config.schema import (
@@ -193,8 +194,11 @@ class ConfigLoader:
         if self.overrides.verbose:
             normalized["logging"]["level"] = "debug"
         gateway = _gateway_config(normalized["gateway"])
+        hooks = _hooks_config(normalized["hooks"])
         if gateway.reload_mode == "restart":
             ctx.warn("gateway.reload.mode", 'clawgate never restarts itself; acts as "hybrid"')
+        for path, message in short_secret_warnings(gateway, hooks.enabled, hooks.token):
+            ctx.warn(path, message)
         config = Config(
             gateway=gateway,
             agents=_agents_config(normalized),
@@ -202,7 +206,7 @@ class ConfigLoader:
             source=source,
             state_dir=self.state_dir,
             warnings=ctx.sorted_warnings(),
-            hooks=_hooks_config(normalized["hooks"]),
+            hooks=hooks,
             store=_store_config(normalized["store"]),
         )
         guard_issues = startup_guards(config.gateway)

@@ -304,6 +304,60 @@ def startup_guards(gateway: GatewayConfig) -> list[ConfigIssue]:
     return []
 
 
+# A shared secret shorter than this, on a gateway others can reach, is a warning (not an issue:
+# config.md names no length and OpenClaw checks none, so a refusal would stop configs that
+# start there). The limiter slows one address; a secret guessed from many addresses, or
+# behind a proxy that names a client per request, needs length. A generated token has 48.
+MIN_SECRET_CHARS = 16
+_SECRET_PATHS = {
+    "flag": {"token": "--token", "password": "--password"},
+    "env": {"token": "OPENCLAW_GATEWAY_TOKEN", "password": "OPENCLAW_GATEWAY_PASSWORD"},
+}
+
+
+def exposure(gateway: GatewayConfig) -> str | None:
+    """Why clients from other hosts reach the gateway, or None when only this host does."""
+    if gateway.bind == "lan":
+        return "bind lan"
+    if gateway.bind == "custom":
+        try:
+            loopback = ipaddress.ip_address(gateway.host).is_loopback
+        except ValueError:
+            return None  # refused by startup_guards
+        if not loopback:
+            return f"bind custom {gateway.host}"
+    if gateway.trusted_proxies:
+        return "behind a trusted proxy"
+    return None
+
+
+def short_secret_warnings(
+    gateway: GatewayConfig, hooks_enabled: bool, hook_token: str | None
+) -> list[tuple[str, str]]:
+    """(path, message) for each secret clients present that is short on an exposed gateway:
+    the one the auth mode uses, named where it came from, and the hooks' token."""
+    reached = exposure(gateway)
+    if reached is None:
+        return []
+    auth = gateway.auth
+    found = []
+    if auth.mode in ("token", "password") and auth.secret is not None:
+        where = _SECRET_PATHS.get(auth.source or "", {}).get(auth.mode)
+        found.append((where or f"gateway.auth.{auth.mode}", auth.secret))
+    if hooks_enabled and hook_token is not None:
+        found.append(("hooks.token", hook_token))
+    return [
+        (
+            path,
+            f"is {len(secret)} characters long, on a gateway others can reach ({reached}):"
+            f" a secret of fewer than {MIN_SECRET_CHARS} characters can be guessed; use a long"
+            " random one (`clawgate token` prints one)",
+        )
+        for path, secret in found
+        if len(secret) < MIN_SECRET_CHARS
+    ]
+
+
 # --- The command line's config and secret flags ----------------------------------------------
 
 _SECRET_ARGUMENTS = ("token", "password", "token_file", "password_file")

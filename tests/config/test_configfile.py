@@ -15,7 +15,7 @@ import pytest
 from agents.config import ModelRef
 from gateway.config.errors import EMBEDDED_DEFAULT, ConfigError, ConfigIssue
 from gateway.config.loader import ConfigLoader
-from gateway.config.model import ConfigWarning
+from gateway.config.model import Config, ConfigWarning
 from gateway.config.overrides import Overrides
 from gateway.config.view import effective_dict
 from gateway.statedir import MAX_CONFIG_BYTES
@@ -31,7 +31,7 @@ FULL = """
     bind: "lan",
     auth: {
       mode: "token",
-      token: "file-token",
+      token: "file-token-long-enough",
       rateLimit: { maxAttempts: 5, windowMs: 1000, lockoutMs: 2000, exemptLoopback: false },
     },
     http: {
@@ -342,7 +342,7 @@ class TestValidFile:
         auth = files.load(FULL).gateway.auth
         assert (auth.mode, auth.token, auth.password, auth.source) == (
             "token",
-            "file-token",
+            "file-token-long-enough",
             None,
             "config",
         )
@@ -716,6 +716,66 @@ class TestReloadModeRestart:
                 "gateway.reload.mode", 'clawgate never restarts itself; acts as "hybrid"'
             ),
         )
+
+
+class TestShortSecretsBeyondLoopback:
+    """Any length is accepted (config.md names none, OpenClaw checks none), but a short secret
+    on a port others can reach is a warning: the limiter slows one address, not many."""
+
+    def warned(self, config: Config) -> list[tuple[str, str]]:
+        return [(w.path, w.message) for w in config.warnings]
+
+    def test_a_short_token_on_a_lan_bind_is_a_warning(self, files: ConfigFiles) -> None:
+        config = files.load('{gateway: {bind: "lan", auth: {token: "tok-12345"}}}')
+        assert self.warned(config) == [
+            (
+                "gateway.auth.token",
+                "is 9 characters long, on a gateway others can reach (bind lan): a secret of"
+                " fewer than 16 characters can be guessed; use a long random one (`clawgate"
+                " token` prints one)",
+            )
+        ]
+
+    def test_from_the_environment_or_a_flag_it_names_them(self, files: ConfigFiles) -> None:
+        env = files.load(
+            '{gateway: {bind: "lan"}}', environ={"OPENCLAW_GATEWAY_PASSWORD": "hunter2"}
+        )
+        assert [path for path, _ in self.warned(env)] == ["OPENCLAW_GATEWAY_PASSWORD"]
+        assert "is 7 characters long" in self.warned(env)[0][1]
+        flag = files.load("{}", bind="lan", token="short")
+        assert [path for path, _ in self.warned(flag)] == ["--token"]
+
+    def test_a_custom_bind_beyond_loopback_and_a_trusted_proxy_count(
+        self, files: ConfigFiles
+    ) -> None:
+        custom = files.load(
+            '{gateway: {bind: "custom", customBindHost: "192.168.1.5", auth: {token: "abc"}}}'
+        )
+        assert "(bind custom 192.168.1.5)" in self.warned(custom)[0][1]
+        proxied = files.load('{gateway: {trustedProxies: ["10.0.0.1"], auth: {token: "abc"}}}')
+        assert "(behind a trusted proxy)" in self.warned(proxied)[0][1]
+
+    def test_a_short_hook_token_beyond_loopback_is_one_too(self, files: ConfigFiles) -> None:
+        config = files.load(
+            '{gateway: {bind: "lan", auth: {token: "a-long-enough-gateway-token"}},'
+            ' hooks: {enabled: true, token: "hook-1"}}'
+        )
+        assert [path for path, _ in self.warned(config)] == ["hooks.token"]
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            '{gateway: {auth: {token: "abc"}}}',  # loopback: only this host
+            '{gateway: {bind: "custom", customBindHost: "127.0.0.2", auth: {token: "abc"}}}',
+            '{gateway: {bind: "lan", auth: {token: "0123456789abcdef"}}}',  # 16: enough
+            '{gateway: {bind: "lan", auth: {mode: "password", password: "sixteen-chars-pw",'
+            ' token: "abc"}}}',  # the token is not used in password mode
+            '{gateway: {bind: "lan", auth: {token: "0123456789abcdef"}},'
+            ' hooks: {enabled: false, token: "hook-1"}}',  # hooks off: their token is unused
+        ],
+    )
+    def test_no_warning_otherwise(self, files: ConfigFiles, text: str) -> None:
+        assert self.warned(files.load(text)) == []
 
 
 class TestExampleFile:
