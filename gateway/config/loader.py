@@ -57,6 +57,7 @@ from gateway.config.overrides import (
     apply_overrides,
     env_setting,
     has_secret_flag,
+    public_metrics_warning,
     read_secret_file,
     short_secret_warnings,
     startup_guards,
@@ -199,6 +200,8 @@ class ConfigLoader:
             ctx.warn("gateway.reload.mode", 'clawgate never restarts itself; acts as "hybrid"')
         for path, message in short_secret_warnings(gateway, hooks.enabled, hooks.token):
             ctx.warn(path, message)
+        if (public := public_metrics_warning(gateway)) is not None:
+            ctx.warn("gateway.metrics.public", public)
         config = Config(
             gateway=gateway,
             agents=_agents_config(normalized),

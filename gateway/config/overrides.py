@@ -358,6 +358,19 @@ def short_secret_warnings(
     ]
 
 
+def public_metrics_warning(gateway: GatewayConfig) -> str | None:
+    """`gateway.metrics.public` on a gateway others can reach: allowed (a scraper that cannot
+    send a header), but what it shows goes to anyone there, so it is said."""
+    reached = exposure(gateway)
+    metrics = gateway.metrics
+    if reached is None or not (metrics.enabled and metrics.public):
+        return None
+    return (
+        f"anyone who can reach the gateway ({reached}) reads /metrics without a token: its"
+        " agent and provider ids, request and run counts, memory and CPU"
+    )
+
+
 # --- The command line's config and secret flags ----------------------------------------------
 
 _SECRET_ARGUMENTS = ("token", "password", "token_file", "password_file")

@@ -778,6 +778,31 @@ class TestShortSecretsBeyondLoopback:
         assert self.warned(files.load(text)) == []
 
 
+class TestPublicMetricsBeyondLoopback:
+    def test_are_a_warning_on_a_gateway_others_can_reach(self, files: ConfigFiles) -> None:
+        config = files.load(
+            '{gateway: {bind: "lan", auth: {token: "0123456789abcdef"}, metrics: {public: true}}}'
+        )
+        assert [(w.path, w.message) for w in config.warnings] == [
+            (
+                "gateway.metrics.public",
+                "anyone who can reach the gateway (bind lan) reads /metrics without a token:"
+                " its agent and provider ids, request and run counts, memory and CPU",
+            )
+        ]
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "{gateway: {metrics: {public: true}}}",  # loopback: this host's scraper
+            '{gateway: {bind: "lan", auth: {token: "0123456789abcdef"},'
+            " metrics: {public: true, enabled: false}}}",
+        ],
+    )
+    def test_are_not_otherwise(self, files: ConfigFiles, text: str) -> None:
+        assert files.load(text).warnings == ()
+
+
 class TestExampleFile:
     EXAMPLE = REPO / "conf" / "example.json5"
 
