@@ -44,7 +44,7 @@ from gateway.config.model import (
     ConfigWarning,
     HooksConfig,
 )
-from gateway.config.secret_keys import ENV_REF_RE, SECRET_IN_PATH
+from gateway.config.secret_keys import ENV_REF_RE, SECRET_IN_PATH, holds_password
 from gateway.edge import normalize_origin, parse_network, split_host
 
 DEFAULT_PORT = 18789
@@ -96,6 +96,11 @@ def wrong_type(expected: str, value: Any) -> str:
 
 
 def show(value: Any) -> str:
+    """A value as an issue line quotes it. The lines are logged and shown by health and
+    config.get: a URL that holds a secret (secret_keys.holds_password), pasted where some
+    other value belongs, is not quoted."""
+    if holds_password(value):
+        return "a value not shown: it may hold a password"
     return json.dumps(value, ensure_ascii=False)
 
 

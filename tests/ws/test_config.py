@@ -751,6 +751,34 @@ class TestConfigGetHidesEverySecret:
         assert written["plain"]["url"] == "https://n.example"
         await ws.ws.close()
 
+    async def test_nor_a_url_with_a_secret_in_another_fields_issue(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        # A proxy's URL pasted where a host, a network or a mode belongs.
+        gateway.config_path.write_text(
+            """{
+  gateway: { auth: { mode: "token", token: "test-token" },
+    http: { allowedHosts: ["https://user:zq-host-pw@proxy.example"] },
+    trustedProxies: ["http://proxy.example/?token=zq-proxy-token"],
+    reload: { mode: "https://hooks.slack.com/services/T1/B2/zq-slack" } },
+}
+"""
+        )
+        reader = await gateway.connected(scopes=["operator.read"])
+        frame = await reader.call("config.get")
+        assert frame["ok"] is True, frame
+        issues = {issue["path"]: issue["message"] for issue in frame["payload"]["issues"]}
+        assert issues == {
+            "gateway.http.allowedHosts[0]": "must be a host name or address without port"
+            " (got a value not shown: it may hold a password)",
+            "gateway.trustedProxies[0]": "must be an IP address or CIDR"
+            " (got a value not shown: it may hold a password)",
+            "gateway.reload.mode": 'must be one of "off", "hot", "hybrid", "restart"'
+            " (got a value not shown: it may hold a password)",
+        }
+        assert "zq-" not in json.dumps(frame)
+        await reader.ws.close()
+
     async def test_nor_a_webhook_url_in_an_issue(self, ws: GatewayWs, gateway: Gateway) -> None:
         gateway.config_path.write_text(
             """{
