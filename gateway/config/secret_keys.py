@@ -122,7 +122,7 @@ SECRET_IN_PATH = re.compile(
 )
 
 
-def _secret_query_parameter(name: str) -> bool:
+def is_secret_query_parameter(name: str) -> bool:
     return is_secret_name(name) or name.lower().translate(NAME_SEPARATORS) in _SIGNATURE_PARAMETERS
 
 
@@ -133,7 +133,7 @@ def holds_password(value: Any) -> bool:
         return True
     start = value.find("://")
     return start >= 0 and any(
-        _secret_query_parameter(match[1]) for match in _QUERY_PARAMETER.finditer(value, start)
+        is_secret_query_parameter(match[1]) for match in _QUERY_PARAMETER.finditer(value, start)
     )
 
 

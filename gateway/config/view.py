@@ -23,6 +23,7 @@ from gateway.config.secret_keys import (
     is_secret_leaf,
     is_secret_name,
     is_secret_path,
+    is_secret_query_parameter,
 )
 
 
@@ -285,7 +286,10 @@ def _redact_comment(text: str, secrets: list[str]) -> str:
     pieces, end = [], 0
     for match in _COMMENT_PAIR.finditer(text):
         start, stop = match.span("value")
-        if start < end or not is_secret_name(match["key"].strip("\"'")):
+        key = match["key"].strip("\"'")
+        # A URL's query parameter (`?sig=`, `&code=`) by the names a query's secrets have.
+        in_query = match.start() > 0 and text[match.start() - 1] in "?&;"
+        if start < end or not (is_secret_query_parameter(key) if in_query else is_secret_name(key)):
             continue
         value = match["value"]
         quote = value[0] if value[0] in "\"'" else ""

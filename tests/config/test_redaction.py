@@ -380,3 +380,16 @@ class TestUrlsWithASecretPath:
         word = "/bot1:x" + "a" * 200_000 + " " + "/bot" * 100_000
         text = f"// {word}\n{{}}"
         assert redact_raw(text, {}) == f"// {REDACTED} {'/bot' * 100_000}\n{{}}"
+
+    def test_a_signature_in_a_commented_out_urls_query(self) -> None:
+        text = """{
+  // old: https://acct.blob.core.windows.net/c?sv=1&sig=zq-sig&se=2
+  // code: 'shown', https://fn.example/api/f?code=zq-code;x=1 (?X-Amz-Signature=zq-amz)
+  a: 1,
+}"""
+        raw = redact_raw(text, json5.loads(text))
+        assert raw == (
+            text.replace("sig=zq-sig&se=2", f"sig={REDACTED}")  # to the next delimiter
+            .replace("code=zq-code", f"code={REDACTED}")
+            .replace("Signature=zq-amz)", f"Signature={REDACTED})")
+        )
