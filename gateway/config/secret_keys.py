@@ -126,10 +126,26 @@ def is_secret_query_parameter(name: str) -> bool:
     return is_secret_name(name) or name.lower().translate(NAME_SEPARATORS) in _SIGNATURE_PARAMETERS
 
 
+# And a connection string of keyword=value pairs (libpq's `host=db password=…`, ADO.NET's and
+# ODBC's `Server=…;Pwd=…`, Azure Storage's `…;AccountKey=…`) with a pair named like a secret.
+# Only a string that starts with a pair is one: a system prompt that mentions `key=value` is not.
+_CONNECTION_STRING_START = re.compile(r"\s*[A-Za-z][\w.-]*\s*=")
+_CONNECTION_PAIR = re.compile(r"(?<![^\s;])([A-Za-z][\w.-]*)\s*=")
+
+
+def _connection_string_secret(value: str) -> bool:
+    return _CONNECTION_STRING_START.match(value) is not None and any(
+        name.lower() == "pwd" or is_secret_query_parameter(name)
+        for name in _CONNECTION_PAIR.findall(value)
+    )
+
+
 def holds_password(value: Any) -> bool:
     if not isinstance(value, str):
         return False
     if _URL_WITH_PASSWORD.search(value) is not None or SECRET_IN_PATH.search(value) is not None:
+        return True
+    if "=" in value and _connection_string_secret(value):
         return True
     start = value.find("://")
     return start >= 0 and any(

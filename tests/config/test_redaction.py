@@ -393,3 +393,18 @@ class TestUrlsWithASecretPath:
             .replace("code=zq-code", f"code={REDACTED}")
             .replace("Signature=zq-amz)", f"Signature={REDACTED})")
         )
+
+    @pytest.mark.parametrize(
+        ("value", "secret"),
+        [
+            ("host=db dbname=app user=app password=zq", True),
+            ("Server=db;Database=app;User Id=app;Pwd=zq;", True),
+            ("DefaultEndpointsProtocol=https;AccountName=a;AccountKey=zq;", True),
+            ("Endpoint=sb://ns.example/;SharedAccessKeyName=r;SharedAccessKey=zq", True),
+            ("host=db dbname=app", False),
+            ("Answer in key=value pairs, as in password=hunter2.", False),  # not one
+            ("mode=fast", False),
+        ],
+    )
+    def test_a_connection_string_with_a_password(self, value: str, secret: bool) -> None:
+        assert holds_password(value) is secret

@@ -3,9 +3,9 @@
 Hypothesis writes OpenClaw-shaped configs with secrets at random places (named like secrets,
 below `auth`, `headers` or `env`; strings and numbers; inside arrays and objects), in random
 JSON5 spellings (quotes, unquoted keys, hex numbers, comments, trailing commas), and URLs
-with credentials, a signature or a webhook's secret path under any key. No secret may appear
-in `config.get`'s `raw`, `parsed` or `config`, neither from the functions nor over a real
-WebSocket with only `operator.read`.
+with credentials, a signature or a webhook's secret path, and connection strings with a
+password, under any key. No secret may appear in `config.get`'s `raw`, `parsed` or `config`,
+neither from the functions nor over a real WebSocket with only `operator.read`.
 And no `config.patch` may send a secret it did not write out to an address it changed.
 """
 
@@ -73,14 +73,15 @@ PLAIN_KEYS = (
     "accounts",
     "nested",
 )
-# URLs that are secrets whatever their key: credentials, a signature in the query, a webhook
-# whose path is its secret.
-SECRET_URLS = (
+# Strings that are secrets whatever their key: URLs with credentials, a signature in the
+# query, a webhook whose path is its secret; a connection string with a password.
+SECRET_STRINGS = (
     "https://user:{}@proxy.example/v1",
     "https://acct.blob.core.windows.net/c?sv=2024-01-01&sig={}",
     "https://hooks.slack.com/services/T01/B02/{}",
     "https://discord.com/api/webhooks/1234/{}",
     "https://api.telegram.org/bot99:{}/",
+    "host=db.example dbname=app password={}",
 )
 # OpenClaw's sections clawgate loads with a warning, and the free-form agent params.
 PLACES = ("channels", "tools", "plugins", "skills", "talk", "messages", "secrets")
@@ -137,7 +138,7 @@ def plain_tree(draw: st.DrawFn, secrets: Secrets, depth: int = 0) -> dict[str, A
         elif draw(st.integers(0, 5)) == 0:  # credentials in a URL, under any name
             mark = f"zq-secret-{len(secrets.found)}-"
             secrets.found.append(mark)
-            tree[key] = draw(st.sampled_from(SECRET_URLS)).format(mark)
+            tree[key] = draw(st.sampled_from(SECRET_STRINGS)).format(mark)
         else:
             tree[key] = draw(
                 st.one_of(

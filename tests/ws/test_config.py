@@ -779,6 +779,27 @@ class TestConfigGetHidesEverySecret:
         assert "zq-" not in json.dumps(frame)
         await reader.ws.close()
 
+    async def test_nor_a_password_in_a_libpq_connection_string(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        # libpq's keyword/value form, in an OpenClaw section clawgate carries.
+        config = """{
+  gateway: { auth: { mode: "token", token: "test-token" } },
+  plugins: { db: { dsn: "host=db.example dbname=app user=app password=zq-libpq-pw" },
+    other: { dsn: "host=db.example dbname=app" } },
+  agents: { list: [{ id: "main", default: true }] },
+}
+"""
+        gateway = await make_gateway(config)
+        ws = await gateway.connected(scopes=["operator.read"])
+        payload = await ws.ok("config.get")
+        assert "zq-" not in json.dumps(payload)
+        assert payload["parsed"]["plugins"] == {
+            "db": {"dsn": REDACTED},
+            "other": {"dsn": "host=db.example dbname=app"},
+        }
+        await ws.ws.close()
+
     async def test_nor_a_webhook_url_in_an_issue(self, ws: GatewayWs, gateway: Gateway) -> None:
         gateway.config_path.write_text(
             """{
