@@ -341,6 +341,10 @@ class TestUrlsWithASecretPath:
             "https://acct.blob.core.windows.net/c/b?sv=2024-01-01&sp=r&sig=zq%2B",
             "https://bucket.s3.amazonaws.com/k?X-Amz-Credential=a&X-Amz-Signature=zq",
             "https://fn.azurewebsites.net/api/f?code=zq",
+            "https://acme.webhook.office.com/webhookb2/1-2@3-4/IncomingWebhook/zq/5-6",
+            "https://hooks.zapier.com/hooks/catch/123/zq/",
+            "https://maker.ifttt.com/trigger/ev/with/key/zq",
+            "https://chat.example/hooks/abcdefghijklmnopqrstuvwxyz",  # Mattermost's 26
         ],
     )
     def test_hold_a_password(self, value: str) -> None:
@@ -356,6 +360,8 @@ class TestUrlsWithASecretPath:
             "https://api.telegram.org/botfather",
             "https://acct.blob.core.windows.net/c/b?sv=2024-01-01&sp=r",
             "see hooks.slack.com/services for how",
+            "https://gw.example/hooks/agent",
+            "https://chat.example/hooks/abcdefghijklmnopqrstuvwxyz0",  # 27: not an id
         ],
     )
     def test_other_urls_do_not(self, value: str) -> None:
