@@ -148,5 +148,10 @@ class UpstreamTimeout(UpstreamError):
     message = "upstream provider timeout"
 
 
+class RunTimedOut(UpstreamTimeout):
+    """The run's own deadline passed (the agent's `timeoutSeconds`, or the one its caller
+    chose): answered as any timeout, but no failure of the provider (gateway/metrics.py)."""
+
+
 class MalformedStream(UpstreamError):
     """The upstream's stream could not be parsed, or carried an in-stream error."""

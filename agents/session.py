@@ -32,6 +32,7 @@ import structlog
 from agents.config import API_ECHO, ECHO_PROVIDER, AgentConfig, AgentsConfig, ModelRef
 from agents.errors import (
     AgentError,
+    RunTimedOut,
     StoreError,
     UnansweredResult,
     UnknownAgent,
@@ -580,7 +581,7 @@ class AgentSession:
         status: RunStatus
         if timed_out:
             status, stop_reason = RunStatus.FAILED, StopReason.TIMEOUT
-            error = UpstreamTimeout(f"run timed out after {timeout} s")
+            error = RunTimedOut(f"run timed out after {timeout} s")
         elif run.abort_reason is not None or task.cancelled():
             status, stop_reason = RunStatus.ABORTED, StopReason.ABORTED
         elif (failure := task.exception()) is not None:

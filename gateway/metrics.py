@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 from agents.errors import (
     AgentError,
     MalformedStream,
+    RunTimedOut,
     UpstreamAuthFailed,
     UpstreamError,
     UpstreamRateLimited,
@@ -278,5 +279,11 @@ class GatewayMetrics:
         if found is None:
             return
         error: AgentError | None = found.error
-        if isinstance(error, UpstreamError) and found.provider is not None:
+        # A run past its own deadline failed, but not by its provider: the deadline may be
+        # one a client chose (chat.send's timeoutMs), which would make any provider look bad.
+        if (
+            isinstance(error, UpstreamError)
+            and not isinstance(error, RunTimedOut)
+            and found.provider is not None
+        ):
             self.upstream_errors.labels(found.provider, upstream_kind(error)).inc()
