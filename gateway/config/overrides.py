@@ -23,6 +23,7 @@ import structlog
 from gateway.config.errors import ConfigIssue
 from gateway.config.model import GatewayConfig
 from gateway.config.schema import Checker, Invalid, credential_problem, show
+from gateway.config.secret_keys import holds_password
 
 log = structlog.get_logger()
 
@@ -292,7 +293,8 @@ def startup_guards(gateway: GatewayConfig) -> list[ConfigIssue]:
             message = "gateway.bind=custom requires gateway.customBindHost"
             return [ConfigIssue("gateway.customBindHost", message)]
         if not _is_ipv4(host):
-            message = f"gateway.bind=custom requires a valid IPv4 customBindHost (got {host})"
+            got = show(host) if holds_password(host) else host  # show() does not quote it
+            message = f"gateway.bind=custom requires a valid IPv4 customBindHost (got {got})"
             return [ConfigIssue("gateway.customBindHost", message)]
     if gateway.bind != "loopback" and gateway.auth.mode == "none":
         message = (

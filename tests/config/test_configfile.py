@@ -694,6 +694,18 @@ class TestStartupGuards:
             " (got example.com)"
         ]
 
+    @pytest.mark.parametrize(
+        "host", ["https://user:zq-pw@proxy.example", "hooks.slack.com/services/T1/B2/zq"]
+    )
+    def test_a_custom_host_holding_a_secret_is_not_quoted(
+        self, files: ConfigFiles, host: str
+    ) -> None:
+        text = f'{{gateway: {{bind: "custom", customBindHost: "{host}"}}}}'
+        assert files.issues(text) == [
+            "- gateway.customBindHost: gateway.bind=custom requires a valid IPv4 customBindHost"
+            " (got a value not shown: it may hold a password)"
+        ]
+
     def test_custom_with_an_ipv4_host_starts(self, files: ConfigFiles) -> None:
         gateway = files.load('{gateway: {bind: "custom", customBindHost: "192.168.1.5"}}').gateway
         assert gateway.host == "192.168.1.5"
