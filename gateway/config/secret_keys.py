@@ -113,15 +113,15 @@ _SIGNATURE_PARAMETERS = frozenset({"sig", "signature", "xamzsignature", "xgoogsi
 # webhook (`hooks.slack.com/services/T…/B…/<secret>`, workflows and triggers alike), a
 # Discord webhook (`…/api/webhooks/<id>/<token>`, any version and host: discordapp.com,
 # ptb., canary.), a Telegram bot's API root (`…/bot<id>:<token>/`, on a local Bot API
-# server too), a Microsoft Teams, Zapier or IFTTT webhook, and a Mattermost one
-# (`/hooks/<26-character id>`). Each starts with a literal, so a search is one pass.
+# server too), a Microsoft Teams, Zapier or IFTTT (`…/with/key/<key>`) webhook, and a
+# Mattermost one (`/hooks/<26-character id>`). Each starts with a literal, so a search is one pass.
 SECRET_IN_PATH = re.compile(
     r"hooks\.slack\.com/(?:services|workflows|triggers)/[^\s]"
     r"|/api/(?:v\d+/)?webhooks/\d+/[^\s/?#]"
     r"|/bot\d+:[A-Za-z0-9_-]"
     r"|\.webhook\.office\.com/webhookb2/[^\s]"
     r"|hooks\.zapier\.com/hooks/catch/[^\s]"
-    r"|maker\.ifttt\.com/(?:\S*/)?key/[^\s/?#]"
+    r"|/with/key/[^\s/?#]"
     r"|/hooks/[a-z0-9]{26}(?![A-Za-z0-9])",
     re.IGNORECASE,
 )

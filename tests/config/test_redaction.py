@@ -382,6 +382,11 @@ class TestUrlsWithASecretPath:
         assert "zq" not in raw
 
     @pytest.mark.timeout(30)
+    def test_a_word_repeating_a_webhooks_host_is_read_in_one_pass(self) -> None:
+        value = "https://maker.ifttt.com/" * 40_000 + "trigger"
+        assert not holds_password(value)
+
+    @pytest.mark.timeout(30)
     def test_a_long_comment_is_read_in_one_pass(self) -> None:
         word = "/bot1:x" + "a" * 200_000 + " " + "/bot" * 100_000
         text = f"// {word}\n{{}}"
