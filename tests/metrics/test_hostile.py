@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import re
 
-from tests.support.metrics import AUTH, JSON_AUTH, TOKEN, MakeGateway, MetricsGateway, parse
+from gateway.appkeys import METRICS
+from tests.support.metrics import AUTH, JSON_AUTH, TOKEN, MakeGateway, MetricsGateway, parse, until
 from tests.support.ws_client import GatewayWs
 
 CHAT = "/v1/chat/completions"
@@ -62,6 +63,10 @@ async def hostile_round(gateway: MetricsGateway, n: int) -> None:
     await ws.event("chat", state="final", runId=f"k-{n}")
     await ws.call("agent", {"agentId": f"a{n}", "message": "hi", "idempotencyKey": f"j-{n}"})
     await ws.ws.close()
+    # The WebSocket's request is counted when its handler returns, after the close.
+    counted = gateway.app[METRICS].registry.get_sample_value
+    upgraded = {"route": "websocket", "status": "101"}
+    await until(lambda: counted("clawgate_http_requests_total", upgraded) == n + 1)
 
 
 async def test_hostile_requests_add_no_series(make_gateway: MakeGateway) -> None:

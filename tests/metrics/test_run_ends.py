@@ -8,7 +8,7 @@ import contextlib
 
 import aiohttp
 
-from gateway.appkeys import STATE
+from gateway.appkeys import METRICS, STATE
 from tests.support.metrics import JSON_AUTH, TOKEN, MakeGateway, until
 from tests.support.ws_client import GatewayWs
 
@@ -55,6 +55,10 @@ async def test_runs_ended_every_way_leave_nothing_in_flight(make_gateway: MakeGa
         with contextlib.suppress(asyncio.CancelledError):
             await left
     await until(lambda: registry.stats().active + registry.stats().queued == 0, 15)
+    # A request is counted once its handler returned, after its run ended.
+    counted = gateway.app[METRICS].registry.get_sample_value
+    left_early = {"route": CHAT, "status": "499"}
+    await until(lambda: counted("clawgate_http_requests_total", left_early) == 2)
 
     samples = await gateway.scrape()
     assert samples["clawgate_runs_in_flight"] == {("running",): 0, ("queued",): 0}
