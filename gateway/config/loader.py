@@ -198,7 +198,9 @@ class ConfigLoader:
         hooks = _hooks_config(normalized["hooks"])
         if gateway.reload_mode == "restart":
             ctx.warn("gateway.reload.mode", 'clawgate never restarts itself; acts as "hybrid"')
-        for path, message in short_secret_warnings(gateway, hooks.enabled, hooks.token):
+        for path, message in short_secret_warnings(
+            gateway, self.overrides, hooks.enabled, hooks.token
+        ):
             ctx.warn(path, message)
         if (public := public_metrics_warning(gateway)) is not None:
             ctx.warn("gateway.metrics.public", public)

@@ -334,7 +334,7 @@ def exposure(gateway: GatewayConfig) -> str | None:
 
 
 def short_secret_warnings(
-    gateway: GatewayConfig, hooks_enabled: bool, hook_token: str | None
+    gateway: GatewayConfig, overrides: Overrides, hooks_enabled: bool, hook_token: str | None
 ) -> list[tuple[str, str]]:
     """(path, message) for each secret clients present that is short on an exposed gateway:
     the one the auth mode uses, named where it came from, and the hooks' token."""
@@ -345,6 +345,9 @@ def short_secret_warnings(
     found = []
     if auth.mode in ("token", "password") and auth.secret is not None:
         where = _SECRET_PATHS.get(auth.source or "", {}).get(auth.mode)
+        read = overrides.token_file if auth.mode == "token" else overrides.password_file
+        if auth.source == "flag" and read:
+            where = f"--{auth.mode}-file"
         found.append((where or f"gateway.auth.{auth.mode}", auth.secret))
     if hooks_enabled and hook_token is not None:
         found.append(("hooks.token", hook_token))

@@ -756,6 +756,10 @@ class TestShortSecretsBeyondLoopback:
         assert "is 7 characters long" in self.warned(env)[0][1]
         flag = files.load("{}", bind="lan", token="short")
         assert [path for path, _ in self.warned(flag)] == ["--token"]
+        secret_file = files.root / "token.txt"
+        secret_file.write_text("short\n")
+        read = files.load("{}", bind="lan", token_file=str(secret_file))
+        assert [path for path, _ in self.warned(read)] == ["--token-file"]
 
     def test_a_custom_bind_beyond_loopback_and_a_trusted_proxy_count(
         self, files: ConfigFiles
