@@ -42,6 +42,7 @@ from agents.providers.sse import SSEEvent, data_json
 from agents.providers.timeouts import Timeouts
 from agents.providers.upstream import (
     SentCallIds,
+    check_call,
     endpoint_url,
     log_body,
     relay,
@@ -462,6 +463,7 @@ def json_answer(answer: Any) -> list[ProviderEvent]:
     for index, block in enumerate(uses):
         if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
             raise MalformedStream("upstream JSON answer has a malformed tool_use block")
+        check_call(block["id"], block["name"])
         arguments = json.dumps(block.get("input") or {}, separators=(",", ":"))
         events.append(ToolCallDelta(index, block["id"], block["name"], arguments))
     usage = answer.get("usage")
@@ -585,6 +587,7 @@ class MessageEventDecoder:
                     call_id, name = block["id"], block["name"]
                     if type(call_id) is not str or type(name) is not str:
                         raise TypeError("tool_use id or name is not text")
+                    check_call(call_id, name)
                     index = len(self._tools)
                     self._tools[obj["index"]] = [index, 0]
                     given = block.get("input")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any, Protocol
@@ -25,6 +26,15 @@ class ImageInput:
     @property
     def data_uri(self) -> str:
         return f"data:{self.mime_type};base64,{self.data_b64}"
+
+
+# The tool names a client may give (its `tools`, the calls it sends back: the HTTP wire checks
+# them so) and OpenAI's and Anthropic's APIs take; a call an upstream names otherwise is not
+# relayed (agents.providers.upstream.check_call): the client could not send it back, and the
+# session would replay it to an upstream that refuses it on every later turn.
+TOOL_NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+# The longest call id a client may send back (OpenAI's are 40 characters).
+MAX_TOOL_CALL_ID = 256
 
 
 @attrs.frozen

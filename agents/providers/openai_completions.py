@@ -37,6 +37,7 @@ from agents.providers.sse import SSEEvent, data_json
 from agents.providers.timeouts import Timeouts
 from agents.providers.upstream import (
     SentCallIds,
+    check_call,
     endpoint_url,
     error_status,
     log_body,
@@ -348,10 +349,12 @@ def json_answer(answer: Any) -> list[ProviderEvent]:
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             raise MalformedStream("upstream JSON answer has a malformed tool call")
         arguments = _arguments_text(function.get("arguments"))
+        call_id = str(call.get("id") or f"call_{index}")
+        check_call(call_id, function["name"])
         events.append(
             ToolCallDelta(
                 index,
-                str(call.get("id") or f"call_{index}"),
+                call_id,
                 function["name"],
                 # None given (a function without parameters): `{}`, as OpenAI gives it.
                 arguments or "{}",
@@ -491,6 +494,7 @@ class ChunkDecoder:
                 call_id, name = call.get("id"), function.get("name")
                 if not isinstance(call_id, str | None) or not isinstance(name, str | None):
                     raise TypeError("tool call id or name is not text")
+                check_call(call_id, name or None)
                 number = self._call_number(index, call_id)
                 if arguments:
                     self._with_arguments.add(number)

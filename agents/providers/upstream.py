@@ -31,7 +31,7 @@ from agents.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from agents.providers.base import Deliver, ProviderEvent
+from agents.providers.base import MAX_TOOL_CALL_ID, TOOL_NAME_RE, Deliver, ProviderEvent
 from agents.providers.sse import SSEError, SSEEvent, SSEParser
 from agents.providers.timeouts import Timeouts
 from agents.providers.upstream_client import UpstreamClient, UpstreamResponse
@@ -99,6 +99,21 @@ class SentCallIds:
         answered yet; None when there is none."""
         queue = self._queues.get(call_id or "")
         return queue.popleft() if queue else None
+
+
+class BadToolCall(ValueError):
+    """A call's name or id that a client could not send back (`check_call`)."""
+
+
+def check_call(call_id: str | None, name: str | None) -> None:
+    """BadToolCall for a call name (when given) or id from the upstream that a client may
+    not send back (`TOOL_NAME_RE`, `MAX_TOOL_CALL_ID`): a broken or hostile upstream's name
+    of megabytes, or of characters a client chokes on, fails the turn as a malformed reply
+    rather than reach the client and the session."""
+    if name is not None and (len(name) > 64 or TOOL_NAME_RE.fullmatch(name) is None):
+        raise BadToolCall("tool call name is not 1 to 64 letters, digits, '_' or '-'")
+    if call_id is not None and len(call_id) > MAX_TOOL_CALL_ID:
+        raise BadToolCall(f"tool call id is over {MAX_TOOL_CALL_ID} characters")
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> int | None:
@@ -293,7 +308,7 @@ _DECODE_ERRORS = (ValueError, TypeError, AttributeError, LookupError, RecursionE
 def _malformed(decoder: StreamDecoder, provider: ProviderConfig, exc: Exception) -> MalformedStream:
     if decoder.data:
         log_body("upstream_malformed_stream", provider, decoder.data)
-    detail = str(exc) if isinstance(exc, SSEError) else type(exc).__name__
+    detail = str(exc) if isinstance(exc, SSEError | BadToolCall) else type(exc).__name__
     return MalformedStream(f"malformed upstream stream ({detail})")
 
 

@@ -1306,3 +1306,50 @@ class TestTools:
             SignedThinking((ThinkingBlock("r", "sig"),)),
             Finish("tool_calls"),
         ]
+
+
+class TestUpstreamCallNames:
+    """As for an OpenAI-compatible upstream: a tool_use block's name and id are what a
+    client may send back, or the turn fails."""
+
+    BAD = (
+        pytest.param(("toolu_1", "n" * 65), id="name-too-long"),
+        pytest.param(("toolu_1", "n" * 1_000_000), id="name-of-a-megabyte"),
+        pytest.param(("toolu_1", "get weather"), id="name-with-a-space"),
+        pytest.param(("toolu_1", "get\u2028weather"), id="name-with-a-line-separator"),
+        pytest.param(("toolu_1", ""), id="empty-name"),
+        pytest.param(("t" * 257, "f"), id="id-too-long"),
+    )
+
+    @pytest.mark.parametrize("call", BAD)
+    async def test_a_streamed_tool_use_of_a_bad_name_or_id_is_a_malformed_stream(
+        self,
+        provider: AnthropicMessagesProvider,
+        anthropic_upstream: FakeAnthropic,
+        call: tuple[str, str],
+    ) -> None:
+        call_id, name = call
+        block = {"type": "tool_use", "id": call_id, "name": name, "input": {}}
+        body = events(
+            start(),
+            ("content_block_start", {"type": "content_block_start", "index": 0,
+                                     "content_block": block}),
+            *stop("tool_use"),
+        )  # fmt: skip
+        anthropic_upstream.script(Raw((body,)))
+        delivered: list[ProviderEvent] = []
+        with pytest.raises(MalformedStream):
+            await provider.stream(provider_request(anthropic_upstream.provider_config()),
+                                  delivered.append)  # fmt: skip
+        assert not any(isinstance(event, ToolCallDelta) for event in delivered)
+
+    @pytest.mark.parametrize("call", BAD)
+    async def test_a_json_answer_tool_use_of_a_bad_name_or_id_is_malformed(
+        self,
+        provider: AnthropicMessagesProvider,
+        anthropic_upstream: FakeAnthropic,
+        call: tuple[str, str],
+    ) -> None:
+        anthropic_upstream.script(JSONAnswer("", tool_calls=(FakeToolCall(*call),)))
+        with pytest.raises(MalformedStream):
+            await collect(provider, anthropic_upstream)

@@ -1680,3 +1680,47 @@ class TestSharedClient:
             await pool.aclose()
         assert len(openai_upstream.requests) == 2
         assert "Cookie" not in openai_upstream.last.headers
+
+
+class TestUpstreamCallNames:
+    """A call's name and id from the upstream are what a client may send back (`tools`,
+    an assistant message's `tool_calls`): any other fails the turn rather than reach a
+    client that chokes on it, or a session whose every later turn it would break."""
+
+    BAD = (
+        pytest.param({"id": "c1", "name": "n" * 65}, id="name-too-long"),
+        pytest.param({"id": "c1", "name": "n" * 1_000_000}, id="name-of-a-megabyte"),
+        pytest.param({"id": "c1", "name": "get weather"}, id="name-with-a-space"),
+        pytest.param({"id": "c1", "name": "get\nweather"}, id="name-with-a-newline"),
+        pytest.param({"id": "c1", "name": "get_wéather"}, id="name-not-ascii"),
+        pytest.param({"id": "c" * 257, "name": "f"}, id="id-too-long"),
+    )
+
+    @pytest.mark.parametrize("call", BAD)
+    async def test_a_streamed_call_of_a_bad_name_or_id_is_a_malformed_stream(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI, call: Any
+    ) -> None:
+        fragment = {"index": 0, "id": call["id"], "function": {"name": call["name"]}}
+        openai_upstream.script(Raw((sse(chunk({"tool_calls": [fragment]}), chunk({}, "stop")),)))
+        delivered: list[ProviderEvent] = []
+        with pytest.raises(MalformedStream):
+            await provider.stream(provider_request(openai_upstream.provider_config()),
+                                  delivered.append)  # fmt: skip
+        assert not any(isinstance(event, ToolCallDelta) for event in delivered)
+
+    @pytest.mark.parametrize("call", BAD)
+    async def test_a_json_answer_call_of_a_bad_name_or_id_is_malformed(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI, call: Any
+    ) -> None:
+        openai_upstream.script(JSONAnswer("", tool_calls=(FakeToolCall(call["id"], call["name"]),)))
+        with pytest.raises(MalformedStream):
+            await collect(provider, openai_upstream)
+
+    async def test_the_longest_name_and_id_a_client_may_send_are_relayed(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        call = FakeToolCall("c" * 256, "A-z_0" + "n" * 59)
+        openai_upstream.script(Stream((), tool_calls=(call,)))
+        assert (await collect(provider, openai_upstream))[0] == ToolCallDelta(
+            0, call.id, call.name, ""
+        )

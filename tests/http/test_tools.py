@@ -1624,3 +1624,34 @@ class TestReasoningBack:
         body = {"model": "openclaw", "messages": messages, "tools": [WEATHER]}
         assert (await post(client, body)).status == 200
         assert openai_fake.requests[0].body["messages"][1] == assistant
+
+
+class TestUpstreamCallNames:
+    """A call the upstream names as no client may (agents.providers.base.TOOL_NAME_RE) fails
+    the turn as any malformed reply does: 502 in the error shape, the name relayed nowhere."""
+
+    BAD_NAME = "get weather\n" + "x" * 100_000
+
+    async def test_json_gets_502(self, gateway: MakeClient, openai_fake: FakeOpenAI) -> None:
+        openai_fake.script(Stream((), tool_calls=(FakeToolCall("call_1", self.BAD_NAME),)))
+        client = await gateway(fake_provider(openai_fake))
+        response = await post(client, ask("Weather?", tools=[WEATHER]))
+        assert response.status == 502
+        assert await response.json() == {
+            "error": {
+                "message": "upstream provider error",
+                "type": "api_error",
+                "param": None,
+                "code": None,
+            }
+        }
+
+    async def test_a_stream_ends_in_an_error_event_without_the_name(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        openai_fake.script(Stream((), tool_calls=(FakeToolCall("call_1", self.BAD_NAME),)))
+        client = await gateway(fake_provider(openai_fake))
+        response = await post(client, ask("Weather?", tools=[WEATHER], stream=True))
+        text = await response.text()
+        assert "get weather" not in text and "tool_calls" not in text
+        assert '"message":"upstream provider error"' in text
