@@ -76,9 +76,17 @@ _THINKING_MIN_TOP_P = 0.95
 _MAPPED_KEYS = frozenset(
     {
         "temperature", "top_p", "stop", "stop_sequences", "max_tokens", "max_completion_tokens",
-        "tools", "tool_choice", "parallel_tool_calls",
+        "tools", "tool_choice", "parallel_tool_calls", "reasoning_effort",
     }
 )  # fmt: skip
+# OpenAI's `reasoning_effort` as extended thinking: the budgets OpenClaw gives its thinking
+# levels (pi-ai's defaults), xhigh as high as OpenClaw does for a budget. `none` is thinking
+# off, an agent's own `thinking` too: the client's field wins for the turn, as its others do.
+EFFORT_BUDGETS: Mapping[str, int] = {
+    "minimal": 1024, "low": 2048, "medium": 8192, "high": 16384, "xhigh": 16384,
+}  # fmt: skip
+# The smallest budget the API takes.
+MIN_THINKING_BUDGET = 1024
 
 
 @attrs.define
@@ -252,6 +260,20 @@ def _thinking_budget(thinking: Any) -> int | None:
     return budget if type(budget) is int and budget > 0 else 0
 
 
+def _effort_thinking(effort: str, cap: int | None) -> dict[str, Any] | None:
+    """Extended thinking for a `reasoning_effort`; None for `none`, or when the cap leaves
+    no room for the smallest budget. As OpenAI's, a cap counts the reasoning: the budget is
+    at most what it leaves for one token of the answer."""
+    budget = EFFORT_BUDGETS.get(effort)
+    if budget is None:
+        return None
+    if cap is not None:
+        budget = min(budget, cap - 1)
+    if budget < MIN_THINKING_BUDGET:
+        return None
+    return {"type": "enabled", "budget_tokens": budget}
+
+
 def _unsigned_tool_loop(messages: list[dict[str, Any]]) -> bool:
     """The context ends in tool results whose calls' turn does not start with thinking."""
     if len(messages) < 2:
@@ -275,7 +297,12 @@ def request_body(request: ProviderRequest) -> dict[str, Any]:
     # thinking (a stateless client's resent call, another model's): those turn it off for the
     # turn. A changed temperature or top_k, and a top_p below 0.95, it refuses too: those
     # are dropped while it is on.
-    budget = _thinking_budget(params.get("thinking"))
+    thinking = params.get("thinking")
+    effort = params.get("reasoning_effort")
+    mapped_effort = isinstance(effort, str) and (effort in EFFORT_BUDGETS or effort == "none")
+    if isinstance(effort, str) and mapped_effort:
+        thinking = _effort_thinking(effort, cap)
+    budget = _thinking_budget(thinking)
     thinking_off = budget is not None and (
         tools.get("tool_choice", {}).get("type") in ("any", "tool")
         or (cap is not None and cap <= budget)
@@ -324,13 +351,21 @@ def request_body(request: ProviderRequest) -> dict[str, Any]:
             body["stop_sequences"] = sequences
     dropped: list[str] = []
     for key, value in params.items():
+        if key == "thinking":
+            continue  # `thinking` below: the agent's, or the effort's
         if key in _PASSTHROUGH_KEYS:
-            if (key == "thinking" and thinking_off) or (key == "top_k" and budget is not None):
+            if key == "top_k" and budget is not None:
                 dropped.append(key)
             elif value is not None:
                 body[key] = value
-        elif key not in _MAPPED_KEYS and value is not None:
+        elif value is not None and (
+            key not in _MAPPED_KEYS or (key == "reasoning_effort" and not mapped_effort)
+        ):
             dropped.append(key)
+    if thinking_off or (thinking is None and params.get("thinking") is not None):
+        dropped.append("thinking")
+    elif thinking is not None:
+        body["thinking"] = thinking
     if dropped:
         log.debug("provider_params_dropped", api=API_ANTHROPIC_MESSAGES, keys=dropped)
     return body

@@ -37,6 +37,12 @@ TOOL_NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 MAX_TOOL_CALL_ID = 256
 
 
+# OpenAI's `reasoning_effort` levels (`none` for its models that can skip reasoning, `xhigh`
+# for its newest): forwarded to an OpenAI-compatible upstream, Anthropic's thinking budgets
+# for the others (agents.providers.anthropic_messages.EFFORT_BUDGETS).
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
+
+
 @attrs.frozen
 class ToolCall:
     """A call of a client tool, as OpenAI's `tool_calls[]` carries it."""

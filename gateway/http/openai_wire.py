@@ -45,7 +45,14 @@ from agents.keys import (
     is_reserved,
     normalize_session_key,
 )
-from agents.providers.base import IMAGE_ONLY_TEXT, ChatMessage, ImageInput, ToolCall, Usage
+from agents.providers.base import (
+    IMAGE_ONLY_TEXT,
+    REASONING_EFFORTS,
+    ChatMessage,
+    ImageInput,
+    ToolCall,
+    Usage,
+)
 from agents.providers.images import image_refusal
 from agents.transcript import unanswerable
 from gateway.config.model import ChatCompletionsConfig
@@ -338,6 +345,18 @@ def validate_fields(body: Mapping[str, Any]) -> ChatFields:
                 "response_format",
             )
         params["response_format"] = response_format
+
+    effort = body.get("reasoning_effort")
+    if effort is not None:
+        if not isinstance(effort, str):
+            raise _type_error("reasoning_effort", "string", effort)
+        if effort not in REASONING_EFFORTS:
+            raise bad_request(
+                "Invalid reasoning_effort: reasoning_effort must be none, minimal, low, medium,"
+                " high, or xhigh",
+                "reasoning_effort",
+            )
+        params["reasoning_effort"] = effort
 
     params.update(tool_params)
     user = body.get("user")

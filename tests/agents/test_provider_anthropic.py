@@ -1353,3 +1353,68 @@ class TestUpstreamCallNames:
         anthropic_upstream.script(JSONAnswer("", tool_calls=(FakeToolCall(*call),)))
         with pytest.raises(MalformedStream):
             await collect(provider, anthropic_upstream)
+
+
+class TestReasoningEffort:
+    """OpenAI's `reasoning_effort` is extended thinking with the budget OpenClaw gives each
+    thinking level (minimal 1024, low 2048, medium 8192, high and xhigh 16384 tokens); `none`
+    turns thinking off for the turn, an agent's own `thinking` too."""
+
+    @pytest.mark.parametrize(
+        ("effort", "budget"),
+        [("minimal", 1024), ("low", 2048), ("medium", 8192), ("high", 16384), ("xhigh", 16384)],
+    )
+    async def test_each_effort_is_a_thinking_budget_on_top_of_the_default_cap(
+        self,
+        provider: AnthropicMessagesProvider,
+        anthropic_upstream: FakeAnthropic,
+        effort: str,
+        budget: int,
+    ) -> None:
+        body = await sent_body(
+            provider, anthropic_upstream, params={"reasoning_effort": effort, "temperature": 0.2}
+        )
+        assert body["thinking"] == {"type": "enabled", "budget_tokens": budget}
+        assert body["max_tokens"] == 4096 + budget
+        assert "reasoning_effort" not in body and "temperature" not in body
+
+    async def test_a_cap_bounds_the_budget(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        # As OpenAI's cap, the client's counts the reasoning: the budget is what it leaves.
+        params = {"reasoning_effort": "high", "max_completion_tokens": 4000}
+        body = await sent_body(provider, anthropic_upstream, params=params)
+        assert (body["thinking"], body["max_tokens"]) == (
+            {"type": "enabled", "budget_tokens": 3999},
+            4000,
+        )
+
+    async def test_a_cap_below_the_smallest_budget_leaves_thinking_off(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        # The API's smallest budget is 1024 tokens, and max_tokens must be above it.
+        params = {"reasoning_effort": "low", "max_tokens": 1024}
+        body = await sent_body(provider, anthropic_upstream, params=params)
+        assert "thinking" not in body and body["max_tokens"] == 1024
+
+    async def test_none_turns_the_agents_thinking_off(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        thinking = {"type": "enabled", "budget_tokens": 1024}
+        params = {"reasoning_effort": "none", "thinking": thinking, "temperature": 0.2}
+        body = await sent_body(provider, anthropic_upstream, params=params)
+        assert "thinking" not in body and body["temperature"] == 0.2
+
+    async def test_the_clients_effort_wins_over_the_agents_thinking(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        params = {"reasoning_effort": "low", "thinking": {"type": "enabled", "budget_tokens": 9000}}
+        body = await sent_body(provider, anthropic_upstream, params=params)
+        assert body["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+
+    @pytest.mark.parametrize("effort", ["extreme", 3, None])
+    async def test_an_unknown_effort_in_an_agents_params_is_dropped(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic, effort: Any
+    ) -> None:
+        body = await sent_body(provider, anthropic_upstream, params={"reasoning_effort": effort})
+        assert "thinking" not in body and "reasoning_effort" not in body

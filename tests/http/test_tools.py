@@ -1655,3 +1655,50 @@ class TestUpstreamCallNames:
         text = await response.text()
         assert "get weather" not in text and "tool_calls" not in text
         assert '"message":"upstream provider error"' in text
+
+
+class TestReasoningEffort:
+    """`reasoning_effort` reaches an OpenAI-compatible upstream as it is, and Anthropic as
+    extended thinking with OpenClaw's budget for that level; a wrong one is a 400."""
+
+    async def test_an_openai_compatible_upstream_gets_it(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        client = await gateway(fake_provider(openai_fake))
+        assert (await post(client, ask("Think.", reasoning_effort="high"))).status == 200
+        assert openai_fake.last.body["reasoning_effort"] == "high"
+
+    async def test_anthropic_gets_extended_thinking(
+        self, gateway: MakeClient, anthropic_fake: FakeAnthropic
+    ) -> None:
+        client = await gateway(anthropic_agent(anthropic_fake))
+        response = await post(client, ask("Think.", reasoning_effort="medium", stream=True))
+        assert response.status == 200
+        await response.read()
+        body = anthropic_fake.last.body
+        assert body["thinking"] == {"type": "enabled", "budget_tokens": 8192}
+        assert "reasoning_effort" not in body
+
+    @pytest.mark.parametrize(
+        ("effort", "message"),
+        [
+            ("maximum", "Invalid reasoning_effort: reasoning_effort must be none, minimal, low,"
+                        " medium, high, or xhigh"),
+            (1, "reasoning_effort: Expected string, received number"),
+        ],
+    )  # fmt: skip
+    async def test_a_wrong_one_is_refused_before_the_upstream(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI, effort: Any, message: str
+    ) -> None:
+        client = await gateway(fake_provider(openai_fake))
+        response = await post(client, ask("Think.", reasoning_effort=effort))
+        assert response.status == 400
+        assert await response.json() == {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": "reasoning_effort",
+                "code": None,
+            }
+        }
+        assert openai_fake.requests == []

@@ -205,6 +205,16 @@ FIELD_ERRORS = [
     ({"response_format": "json"},
      "Invalid response_format: response_format.type must be text, json_object, or json_schema",
      "response_format", None),
+    ({"reasoning_effort": 2}, "reasoning_effort: Expected string, received number",
+     "reasoning_effort", None),
+    ({"reasoning_effort": ["low"]}, "reasoning_effort: Expected string, received array",
+     "reasoning_effort", None),
+    ({"reasoning_effort": "HIGH"},
+     "Invalid reasoning_effort: reasoning_effort must be none, minimal, low, medium, high,"
+     " or xhigh", "reasoning_effort", None),
+    ({"reasoning_effort": ""},
+     "Invalid reasoning_effort: reasoning_effort must be none, minimal, low, medium, high,"
+     " or xhigh", "reasoning_effort", None),
 ]  # fmt: skip
 
 
@@ -241,6 +251,7 @@ class TestFields:
             "max_completion_tokens",
             "stop",
             "response_format",
+            "reasoning_effort",
             "user",
         ]
         assert validate_fields(dict.fromkeys(fields)) == validate_fields({})
@@ -283,6 +294,7 @@ class TestFields:
             "max_completion_tokens": 20,
             "stop": ["x"],
             "response_format": {"type": "json_object"},
+            "reasoning_effort": "minimal",
         }
         assert validate_fields(body).params == body
 

@@ -236,6 +236,7 @@ VALID: dict[str, st.SearchStrategy[Any]] = {
         {"type": st.sampled_from(["text", "json_object", "json_schema"])},
         optional={"json_schema": json_values},
     ),
+    "reasoning_effort": st.sampled_from(["none", "minimal", "low", "medium", "high", "xhigh"]),
     # Control characters cannot go back in the x-openclaw-session-key header: 400.
     "user": odd_text.map(lambda s: re.sub(r"[\x00-\x08\x0a-\x1f\x7f]", "", s)),
     "logprobs": json_values,
@@ -345,6 +346,7 @@ COMPLETE_BODY: dict[str, Any] = {
     "max_completion_tokens": 64,
     "stop": ["\n\n"],
     "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}},
+    "reasoning_effort": "high",
     "user": "walker",
     "logprobs": False,
     "logit_bias": {"50256": -100},
