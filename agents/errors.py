@@ -92,6 +92,10 @@ class UpstreamStatusError(UpstreamError):
     def __init__(self, status: int, detail: str | None = None) -> None:
         super().__init__(detail or f"upstream answered HTTP {status}")
         self.status = status
+        # Why the upstream refused the request (`refused`), from its error body: scrubbed of
+        # the provider's credentials and bounded (agents.providers.upstream.refusal_reason),
+        # so a client may be shown it; None when it gave none, or did not refuse.
+        self.reason: str | None = None
 
     @property
     def refused(self) -> bool:

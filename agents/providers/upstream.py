@@ -15,6 +15,7 @@ import email.utils
 import functools
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
@@ -196,6 +197,43 @@ def transport_error(exc: BaseException) -> UpstreamError:
     return UpstreamError(detail)
 
 
+# An upstream's reason for refusing a request, as a client may be shown it: its error body is
+# read up to REASON_BODY_BYTES (OpenAI's, vLLM's, Ollama's are a few hundred bytes), and its
+# message cut at MAX_REASON_CHARS (a sentence or two: one that echoes the input whole is cut).
+REASON_BODY_BYTES = 16 * 1024
+MAX_REASON_CHARS = 300
+_WHITESPACE_RUN = re.compile(r"[\s\x00-\x1f\x7f-\x9f]+")
+
+
+def refusal_reason(provider: ProviderConfig, body: bytes) -> str | None:
+    """The message of an upstream's error body: OpenAI's `{"error": {"message"}}`, Ollama's
+    `{"error": "..."}`, vLLM's `{"message"}`, FastAPI's `{"detail": "..."}`. Its control
+    characters and line breaks are spaces; the API key and the provider's header values
+    (what `log_body` scrubs) are `[redacted]`, found in the decoded text, whatever escapes
+    the JSON wrote them with; at most MAX_REASON_CHARS. None without one."""
+    try:
+        answer = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(answer, dict):
+        return None
+    error = answer.get("error")
+    found: Any = error.get("message") if isinstance(error, dict) else error
+    for key in ("message", "detail"):
+        if not isinstance(found, str):
+            found = answer.get(key)
+    if not isinstance(found, str):
+        return None
+    # Lone surrogates (a `\ud800` escape) cannot go out as UTF-8.
+    text = found.encode("utf-8", "replace").decode("utf-8")
+    for secret in _secrets(provider):
+        text = text.replace(secret, "[redacted]")
+    text = _WHITESPACE_RUN.sub(" ", text).strip()
+    if len(text) > MAX_REASON_CHARS:
+        text = text[:MAX_REASON_CHARS] + "…"
+    return text or None
+
+
 def log_body(event: str, provider: ProviderConfig, body: bytes | str, **fields: Any) -> None:
     """Debug-log an upstream body, truncated to 2 KiB, with our credentials scrubbed: the API
     key and the provider's header values (upstreams echo a wrong one back in their 401
@@ -254,9 +292,12 @@ async def open_stream(
     if 200 <= resp.status < 300:
         return resp
     error = status_error(resp.status, resp.headers)
+    refused = isinstance(error, UpstreamStatusError) and error.refused
     try:
-        text = await resp.read(LOG_BODY_BYTES)
+        text = await resp.read(REASON_BODY_BYTES if refused else LOG_BODY_BYTES)
         log_body("upstream_error_body", provider, text, status=resp.status)
+        if isinstance(error, UpstreamStatusError) and refused:
+            error.reason = refusal_reason(provider, text)
     except (OSError, TimeoutError):
         pass  # the status alone classifies the failure; the body was only for the log
     finally:

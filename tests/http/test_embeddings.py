@@ -397,6 +397,87 @@ WRONG_FIELDS: list[tuple[dict[str, Any], dict[str, Any]]] = [
 ]
 
 
+class TestRefusedByTheUpstream:
+    """An upstream that refuses the request as bad (400, 413, 422: an input too long for its
+    model, `dimensions` it does not make) gives its reason to the client, whose request it
+    is: still the spec's 502, its message saying why, the provider's credentials scrubbed."""
+
+    @staticmethod
+    def refusal(status: int, reason: str) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": f"upstream provider refused the request (HTTP {status}): {reason}",
+                "type": "api_error",
+                "param": None,
+                "code": None,
+            }
+        }
+
+    @pytest.mark.parametrize(
+        ("status", "body", "reason"),
+        [
+            # OpenAI's shape.
+            (400, {"error": {"message": "This model's maximum context length is 8192 tokens.",
+                             "type": "invalid_request_error", "param": None, "code": None}},
+             "This model's maximum context length is 8192 tokens."),
+            # Ollama's.
+            (400, {"error": "input length exceeds the context length"},
+             "input length exceeds the context length"),
+            # vLLM's.
+            (400, {"object": "error", "message": "dimensions is not supported",
+                   "type": "BadRequestError", "code": 400},
+             "dimensions is not supported"),
+            # A FastAPI server's.
+            (422, {"detail": "input: too many items"}, "input: too many items"),
+            (413, {"error": {"message": "Request\ntoo\tlarge"}}, "Request too large"),
+        ],
+    )  # fmt: skip
+    async def test_the_reason_reaches_the_client(
+        self, gateway: MakeClient, upstream: FakeOpenAI, status: int, body: Any, reason: str
+    ) -> None:
+        client = await gateway(upstream_settings(upstream))
+        upstream.script(Status(status, body=json.dumps(body)))
+        answer = await post(client, {"input": "a", "encoding_format": "float"})
+        assert answer[:2] == (502, self.refusal(status, reason))
+
+    async def test_the_providers_key_is_scrubbed_from_it(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        client = await gateway(upstream_settings(upstream))
+        # Escaped in the JSON, the key is the key once parsed.
+        echoed = "Bad input for key sk-test-\\u006bey (Bearer sk-test-key)"
+        upstream.script(Status(400, body=f'{{"error": {{"message": "{echoed}"}}}}'))
+        answer = await post(client, {"input": "a", "encoding_format": "float"})
+        assert answer[:2] == (
+            502,
+            self.refusal(400, "Bad input for key [redacted] (Bearer [redacted])"),
+        )
+
+    async def test_a_long_reason_is_cut(self, gateway: MakeClient, upstream: FakeOpenAI) -> None:
+        client = await gateway(upstream_settings(upstream))
+        upstream.script(Status(400, body=json.dumps({"error": {"message": "x" * 100_000}})))
+        _, body, _ = await post(client, {"input": "a", "encoding_format": "float"})
+        assert body == self.refusal(400, "x" * 300 + "…")
+
+    @pytest.mark.parametrize("body", ["<html>Bad Request</html>", '{"error": {"code": 1}}', ""])
+    async def test_without_a_reason_it_says_the_status(
+        self, gateway: MakeClient, upstream: FakeOpenAI, body: str
+    ) -> None:
+        client = await gateway(upstream_settings(upstream))
+        upstream.script(Status(400, body=body))
+        _, answer, _ = await post(client, {"input": "a", "encoding_format": "float"})
+        assert answer["error"]["message"] == "upstream provider refused the request (HTTP 400)"
+
+    @pytest.mark.parametrize("status", [404, 500, 503])
+    async def test_other_failures_keep_their_reason_to_the_log(
+        self, gateway: MakeClient, upstream: FakeOpenAI, status: int
+    ) -> None:
+        client = await gateway(upstream_settings(upstream))
+        upstream.script(Status(status, body=json.dumps({"error": {"message": "db at 10.0.0.5"}})))
+        _, answer, _ = await post(client, {"input": "a", "encoding_format": "float"})
+        assert answer["error"]["message"] == "upstream provider error"
+
+
 class TestLargeAnswersHoldUpNoOtherClient:
     """`GET /healthz`, sent once the gateway began decoding a large upstream answer, is
     answered first only if decoding it and writing the client's answer let the event loop
