@@ -757,7 +757,8 @@ class AgentSession:
             run.emit(Stream.LIFECYCLE, model)
             try:
                 provider, request = self._provider_request(config, ref, system, messages, params)
-                refusal = image_refusal(request.provider, run.request.images)
+                results = (i for m in messages if m.role == "tool" for i in m.images)
+                refusal = image_refusal(request.provider, (*run.request.images, *results))
                 if refusal is not None:
                     # Its upstream would refuse the whole turn: the next model may take it.
                     raise UpstreamError(refusal)

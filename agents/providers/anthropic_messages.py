@@ -107,23 +107,37 @@ class _Turn:
         # Tool results first (the API requires them at the start of the user turn), then
         # images before the text: Anthropic documents that Claude does best in that order.
         blocks: list[dict[str, Any]] = [*self.tool_results, *self.thinking]
-        blocks.extend(
-            {
-                "type": "image",
-                # The type the bytes are, when known: the API refuses an image declared as
-                # another (a PNG sent as image/jpeg), which the client may not know it sent.
-                "source": {
-                    "type": "base64",
-                    "media_type": image_type(i.data_b64) or i.mime_type,
-                    "data": i.data_b64,
-                },
-            }
-            for i in self.images
-        )
+        blocks.extend(_image_block(image) for image in self.images)
         if text:  # Anthropic rejects empty text blocks; an image-only turn has none
             blocks.append({"type": "text", "text": text})
         blocks.extend(self.tool_uses)
         return blocks
+
+
+def _image_block(image: ImageInput) -> dict[str, Any]:
+    return {
+        "type": "image",
+        # The type the bytes are, when known: the API refuses an image declared as another
+        # (a PNG sent as image/jpeg), which the client may not know it sent.
+        "source": {
+            "type": "base64",
+            "media_type": image_type(image.data_b64) or image.mime_type,
+            "data": image.data_b64,
+        },
+    }
+
+
+def _tool_result_content(message: ChatMessage) -> str | list[dict[str, Any]]:
+    """A tool result's text, or with images, its text and image blocks (the API takes
+    both in a `tool_result`; it refuses an empty text block, which an image-only result
+    would have)."""
+    if not message.images:
+        return message.text
+    text = [] if not message.text or message.text.isspace() else [message.text]
+    return [
+        *({"type": "text", "text": t} for t in text),
+        *(_image_block(image) for image in message.images),
+    ]
 
 
 # The ids the Messages API takes for `tool_use` blocks (and their `tool_result`s).
@@ -181,7 +195,7 @@ def anthropic_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
                 {
                     "type": "tool_result",
                     "tool_use_id": sent or _tool_id(message.tool_call_id),
-                    "content": message.text,
+                    "content": _tool_result_content(message),
                 }
             )
             continue

@@ -206,7 +206,7 @@ async def _accept(request: web.Request, state: GatewayState) -> _Turn:
     conversation = await work_on_body(raw, build_conversation, messages, endpoint)
     check_tool_results(conversation, route, "messages")
     check_images_taken(
-        conversation.images, (override,) if override else agent.models, config.agents
+        conversation.given_images, (override,) if override else agent.models, config.agents
     )
     model = override or agent.primary
     return _Turn(fields, selection, route, conversation, model, override is not None)

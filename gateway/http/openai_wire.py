@@ -658,6 +658,13 @@ class Conversation:
     text: str  # the last user message's text ("" if none)
     images: tuple[ImageInput, ...] = ()  # the last user message's images
 
+    @property
+    def given_images(self) -> tuple[ImageInput, ...]:
+        """Every image the model is given: the last user message's, then those of the tool
+        results the conversation ends with (build_conversation)."""
+        results = (image for m in self.messages if m.role == "tool" for image in m.images)
+        return (*self.images, *results)
+
 
 def content_text(content: Any) -> str:
     """The text of a message's `content`, trimmed (§4.3)."""
@@ -784,16 +791,30 @@ def build_conversation(messages: Any, limits: ChatCompletionsConfig) -> Conversa
     last = max((i for i, (m, _) in enumerate(entries) if m.role != "assistant"), default=-1)
     entries = entries[: last + 1]  # a trailing assistant message answers nothing
     last_user = max((i for i, (m, _) in enumerate(entries) if m.role == "user"), default=-1)
+    # The images given to the model: the last user message's, and those of the tool results
+    # the conversation ends with (the calls being answered: a screenshot, a chart). Validated
+    # together, so the limits hold for the turn; earlier ones are never replayed (§4.4).
+    first_result = len(entries)
+    while first_result and entries[first_result - 1][0].role == "tool":
+        first_result -= 1
+    holders = [i for i in (last_user, *range(first_result, len(entries))) if i >= 0]
+    parts_of = {i: _image_parts(entries[i][1]) for i in holders}
+    every_part = [part for i in holders for part in parts_of[i]]
+    validated = validate_images(every_part, limits) if every_part else ()
+    images_of: dict[int, tuple[ImageInput, ...]] = {}
+    for i in holders:
+        images_of[i], validated = validated[: len(parts_of[i])], validated[len(parts_of[i]) :]
     kept: list[ChatMessage] = []
     text, images = "", cast(tuple[ImageInput, ...], ())
-    for index, (message, content) in enumerate(entries):
+    for index, (message, _) in enumerate(entries):
         if index == last_user:
-            parts = _image_parts(content)
             text = message.text
-            if parts:
-                images = validate_images(parts, limits)
+            if parts_of[index]:
+                images = images_of[index]
                 text = text or IMAGE_ONLY_TEXT
                 message = attrs.evolve(message, text=text, images=images)
+        elif images_of.get(index):
+            message = attrs.evolve(message, images=images_of[index])
         if message.role == "user" and not message.text:
             continue
         kept.append(message)

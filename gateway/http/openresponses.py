@@ -203,7 +203,7 @@ async def _accept(request: web.Request, state: GatewayState) -> _Turn:
     )
     check_tool_results(conversation, route, "input")
     check_images_taken(
-        conversation.images, (override,) if override else agent.models, config.agents
+        conversation.given_images, (override,) if override else agent.models, config.agents
     )
     return _Turn(fields, selection, route, conversation, override or agent.primary, bool(override))
 

@@ -920,6 +920,41 @@ class TestTools:
             },
         ]
 
+    @pytest.mark.parametrize(
+        ("text", "texts"),
+        [("a chart", [{"type": "text", "text": "a chart"}]), ("", []), (" \n", [])],
+    )
+    async def test_a_results_images_are_image_blocks_in_its_tool_result(
+        self,
+        provider: AnthropicMessagesProvider,
+        anthropic_upstream: FakeAnthropic,
+        text: str,
+        texts: list[dict[str, Any]],
+    ) -> None:
+        # The API refuses an empty text block: an image-only result has none.
+        request = attrs.evolve(
+            provider_request(anthropic_upstream.provider_config()),
+            messages=(
+                ChatMessage("user", "chart?"),
+                ChatMessage("assistant", "", tool_calls=(CALL,)),
+                ChatMessage("tool", text, images=(PNG, JPEG), tool_call_id="toolu_1"),
+            ),
+        )
+        await events_of(provider, request)
+        png = {"type": "base64", "media_type": "image/png", "data": PNG.data_b64}
+        jpeg = {"type": "base64", "media_type": "image/jpeg", "data": JPEG.data_b64}
+        assert anthropic_upstream.last.body["messages"][2] == {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_1",
+                    "content": [*texts, {"type": "image", "source": png},
+                                {"type": "image", "source": jpeg}],
+                },
+            ],
+        }  # fmt: skip
+
     async def test_call_ids_anthropic_refuses_are_rewritten_the_same_in_use_and_result(
         self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
     ) -> None:

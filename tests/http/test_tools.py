@@ -27,6 +27,7 @@ from tests.support.http_client import (
     MakeClient,
     anthropic_agent,
     fake_provider,
+    fake_provider_entry,
     normalised,
     sse_events,
     stored_messages,
@@ -1536,8 +1537,8 @@ class TestReadme:
 
 class TestResultsWithParts:
     """A tool result's `content` as a list of parts gives its text as any message's does
-    (http-openai.md §4.3): its `text` parts, joined with a line break; other parts (an image)
-    contribute nothing, as images of any message but the last user one (§4.4)."""
+    (http-openai.md §4.3): its `text` parts, joined with a line break. An OpenAI-compatible
+    upstream gets that text alone (OpenAI's tool messages carry no images)."""
 
     PIXEL = "data:image/png;base64,iVBORw0KGgo="
 
@@ -1571,22 +1572,139 @@ class TestResultsWithParts:
         assert (await post(client, ask("Hello!", user="una"))).status == 200
         assert openai_fake.requests[2].body["messages"][2] == sent
 
-    async def test_anthropic_gets_the_text_parts(
-        self, gateway: MakeClient, anthropic_fake: FakeAnthropic
+
+# A 1x1 PNG, as a tool result's image_url part and as Anthropic's image block of it.
+RESULT_PNG = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAAC0lEQVR4nGNgAAIAAAUAAXpeqz8AAAAASUVORK5CYII="
+)
+RESULT_PART = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{RESULT_PNG}"}}
+RESULT_BLOCK = {
+    "type": "image",
+    "source": {"type": "base64", "media_type": "image/png", "data": RESULT_PNG},
+}
+
+
+class TestResultsWithImages:
+    """The images of the tool results being answered (a screenshot, a chart) reach Anthropic
+    in its `tool_result` blocks, as base64 image blocks; they are held to the rules and
+    limits of a user message's images (http-openai.md §4.4: base64 data URIs, `maxImageParts`
+    and the byte limits counted with the last user message's), and, as those, not stored
+    nor replayed on later turns."""
+
+    PART = RESULT_PART
+    BLOCK = RESULT_BLOCK
+
+    @staticmethod
+    def body(content: Any, user: str | None = None) -> dict[str, Any]:
+        result = {**OPENAI_SECOND_REQUEST[2], "content": content}
+        body = {"model": "openclaw", "messages": [*OPENAI_SECOND_REQUEST[:2], result],
+                "tools": [WEATHER]}  # fmt: skip
+        return body if user is None else {**body, "user": user}
+
+    @pytest.mark.parametrize(
+        ("content", "blocks"),
+        [
+            ([{"type": "text", "text": "Sunny"}, PART], [{"type": "text", "text": "Sunny"}, BLOCK]),
+            ([PART], [BLOCK]),
+            ([PART, {"type": "text", "text": "Two"}, PART],
+             [{"type": "text", "text": "Two"}, BLOCK, BLOCK]),
+        ],
+    )  # fmt: skip
+    async def test_anthropic_gets_them_in_the_tool_result(
+        self, gateway: MakeClient, anthropic_fake: FakeAnthropic, content: Any, blocks: Any
     ) -> None:
-        image = {"type": "image_url", "image_url": {"url": self.PIXEL}}
-        result = {**OPENAI_SECOND_REQUEST[2], "content": [{"type": "text", "text": "Sunny"}, image]}
         client = await gateway(anthropic_agent(anthropic_fake))
-        body = {
-            "model": "openclaw",
-            "messages": [*OPENAI_SECOND_REQUEST[:2], result],
-            "tools": [WEATHER],
-        }
-        assert (await post(client, body)).status == 200
+        assert (await post(client, self.body(content))).status == 200
         assert anthropic_fake.requests[0].body["messages"][2] == {
             "role": "user",
-            "content": [{"type": "tool_result", "tool_use_id": "call_up_1", "content": "Sunny"}],
+            "content": [{"type": "tool_result", "tool_use_id": "call_up_1", "content": blocks}],
         }
+
+    async def test_later_turns_get_the_result_without_them(
+        self, gateway: MakeClient, anthropic_fake: FakeAnthropic
+    ) -> None:
+        client = await gateway(anthropic_agent(anthropic_fake))
+        content = [{"type": "text", "text": "Sunny"}, self.PART]
+        assert (await post(client, self.body(content, user="ida"))).status == 200
+        assert (await post(client, ask("Thanks!", user="ida"))).status == 200
+        assert anthropic_fake.requests[1].body["messages"][2:] == [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "call_up_1", "content": "Sunny"}
+                ],
+            },
+            {"role": "assistant", "content": "Hello world"},
+            {"role": "user", "content": "Thanks!"},
+        ]
+
+    async def test_a_model_that_cannot_take_them_is_skipped_for_the_next(
+        self, gateway: MakeClient, anthropic_fake: FakeAnthropic, openai_fake: FakeOpenAI
+    ) -> None:
+        # Anthropic takes no HEIC; the OpenAI-compatible fallback (its rules unknown) may.
+        settings = anthropic_agent(anthropic_fake, "fake/fake-model")
+        settings["models"]["providers"]["fake"] = fake_provider_entry(openai_fake)
+        heic = {"type": "image_url", "image_url": {"url": "data:image/heic;base64,AAAA"}}
+        client = await gateway(settings)
+        assert (await post(client, self.body([heic]))).status == 200
+        assert anthropic_fake.requests == [] and len(openai_fake.requests) == 1
+
+    async def test_an_earlier_results_images_are_not_given(
+        self, gateway: MakeClient, anthropic_fake: FakeAnthropic
+    ) -> None:
+        client = await gateway(anthropic_agent(anthropic_fake))
+        remote = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+        body = self.body([{"type": "text", "text": "Sunny"}, self.PART, remote])
+        body["messages"] += [{"role": "assistant", "content": "Sunny."},
+                             {"role": "user", "content": "Thanks!"}]  # fmt: skip
+        assert (await post(client, body)).status == 200
+        assert anthropic_fake.requests[0].body["messages"][2]["content"][0]["content"] == "Sunny"
+
+    @pytest.mark.parametrize(
+        "parts",
+        [
+            [{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}],
+            [{"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}],
+            [{"type": "image_url", "image_url": {"url": "data:text/plain;base64,aGk="}}],
+        ],
+    )
+    async def test_one_a_user_message_could_not_carry_is_a_400(
+        self, gateway: MakeClient, anthropic_fake: FakeAnthropic, parts: Any
+    ) -> None:
+        client = await gateway(anthropic_agent(anthropic_fake))
+        response = await post(client, self.body([{"type": "text", "text": "Sunny"}, *parts]))
+        assert response.status == 400
+        assert (await response.json())["error"] == {
+            "message": "Invalid image_url content in `messages`.",
+            "type": "invalid_request_error",
+            "param": "messages",
+            "code": None,
+        }
+        assert anthropic_fake.requests == []
+
+    async def test_they_count_with_the_users_images(
+        self, gateway: MakeClient, anthropic_fake: FakeAnthropic
+    ) -> None:
+        client = await gateway(anthropic_agent(anthropic_fake))
+        body = self.body([self.PART] * 4)
+        body["messages"][0] = {"role": "user", "content": [{"type": "text", "text": "Paris?"},
+                                                           *[self.PART] * 5]}  # fmt: skip
+        response = await post(client, body)
+        assert response.status == 400
+        assert anthropic_fake.requests == []
+
+    async def test_one_anthropic_cannot_read_is_a_400_before_the_call(
+        self, gateway: MakeClient, anthropic_fake: FakeAnthropic
+    ) -> None:
+        # As a user message's: a type Anthropic refuses is found before the upstream is asked.
+        heic = {"type": "image_url", "image_url": {"url": "data:image/heic;base64,AAAA"}}
+        client = await gateway(anthropic_agent(anthropic_fake))
+        response = await post(client, self.body([heic]))
+        assert response.status == 400
+        assert (await response.json())["error"]["message"] == (
+            "Invalid image_url content in `messages`."
+        )
+        assert anthropic_fake.requests == []
 
 
 class TestReasoningBack:
