@@ -21,6 +21,8 @@ from multidict import CIMultiDict
 from agents.config import API_ANTHROPIC_MESSAGES, ProviderConfig
 from agents.errors import MalformedStream, UpstreamError
 from agents.providers.base import (
+    MAX_THINKING_BLOCKS,
+    MAX_TOOL_CALLS,
     ChatMessage,
     Deliver,
     Finish,
@@ -42,6 +44,7 @@ from agents.providers.sse import SSEEvent, data_json
 from agents.providers.timeouts import Timeouts
 from agents.providers.upstream import (
     SentCallIds,
+    UnrelayedReply,
     check_call,
     endpoint_url,
     log_body,
@@ -509,6 +512,8 @@ def json_answer(answer: Any) -> list[ProviderEvent]:
     if text:
         events.append(TextDelta(text))
     uses = [block for block in blocks if block.get("type") == "tool_use"]
+    if len(uses) > MAX_TOOL_CALLS or len(thinking) > MAX_THINKING_BLOCKS:
+        raise MalformedStream("upstream JSON answer has too many tool_use or thinking blocks")
     for index, block in enumerate(uses):
         if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
             raise MalformedStream("upstream JSON answer has a malformed tool_use block")
@@ -638,6 +643,8 @@ class MessageEventDecoder:
                         raise TypeError("tool_use id or name is not text")
                     check_call(call_id, name)
                     index = len(self._tools)
+                    if index >= MAX_TOOL_CALLS:
+                        raise UnrelayedReply(f"more than {MAX_TOOL_CALLS} tool calls in one reply")
                     self._tools[obj["index"]] = [index, 0]
                     given = block.get("input")
                     if isinstance(given, dict) and given:
@@ -647,10 +654,9 @@ class MessageEventDecoder:
                 elif block_type in _THINKING_BLOCKS:
                     redacted = block_type == "redacted_thinking"
                     signature = block.get("data" if redacted else "signature")
-                    so_far = self._thinking[obj["index"]] = _ThinkingSoFar(
-                        signature=signature if type(signature) is str else None,
-                        redacted=redacted,
-                    )
+                    so_far = self._new_block(obj["index"])
+                    so_far.signature = signature if type(signature) is str else None
+                    so_far.redacted = redacted
                     if not redacted and block.get("thinking"):
                         yield self._thought(so_far, str(block["thinking"]))
             elif kind == "content_block_stop":
@@ -671,7 +677,14 @@ class MessageEventDecoder:
         unless a signature_delta comes for it)."""
         so_far = self._thinking.get(index)
         if so_far is None:
-            so_far = self._thinking[index] = _ThinkingSoFar()
+            so_far = self._new_block(index)
+        return so_far
+
+    def _new_block(self, index: int) -> _ThinkingSoFar:
+        """A thinking block started at `index` (one started there before is replaced)."""
+        if index not in self._thinking and len(self._thinking) >= MAX_THINKING_BLOCKS:
+            raise UnrelayedReply(f"more than {MAX_THINKING_BLOCKS} thinking blocks in one reply")
+        so_far = self._thinking[index] = _ThinkingSoFar()
         return so_far
 
     def _thought(self, block: _ThinkingSoFar, text: str) -> ReasoningDelta:

@@ -35,6 +35,12 @@ class ImageInput:
 TOOL_NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 # The longest call id a client may send back (OpenAI's are 40 characters).
 MAX_TOOL_CALL_ID = 256
+# The most tool calls, and Anthropic thinking blocks, one reply may have: far above any
+# model's parallel calls (a few dozen), a bound on an upstream that numbers a new one in every
+# chunk, each of which the run would hold, and stream to every client, until the stream's own
+# bound (upstream.MAX_STREAM_BYTES: millions of them).
+MAX_TOOL_CALLS = 1024
+MAX_THINKING_BLOCKS = 1024
 
 
 # OpenAI's `reasoning_effort` levels (`none` for its models that can skip reasoning, `xhigh`

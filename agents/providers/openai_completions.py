@@ -20,6 +20,7 @@ from multidict import CIMultiDict
 from agents.config import API_OPENAI_COMPLETIONS, ProviderConfig
 from agents.errors import MalformedStream
 from agents.providers.base import (
+    MAX_TOOL_CALLS,
     ChatMessage,
     Deliver,
     Finish,
@@ -37,6 +38,7 @@ from agents.providers.sse import SSEEvent, data_json
 from agents.providers.timeouts import Timeouts
 from agents.providers.upstream import (
     SentCallIds,
+    UnrelayedReply,
     check_call,
     endpoint_url,
     error_status,
@@ -344,6 +346,8 @@ def json_answer(answer: Any) -> list[ProviderEvent]:
     elif content:
         events.append(TextDelta(content))
     calls = message.get("tool_calls")
+    if isinstance(calls, list) and len(calls) > MAX_TOOL_CALLS:
+        raise MalformedStream(f"upstream JSON answer has more than {MAX_TOOL_CALLS} tool calls")
     for index, call in enumerate(calls if isinstance(calls, list) else ()):
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
@@ -509,6 +513,8 @@ class ChunkDecoder:
         number = self._by_index.get(index) if index is not None else len(ids) - 1
         if number is None or number < 0 or (call_id and ids[number] not in (None, call_id)):
             number = len(ids)
+            if number >= MAX_TOOL_CALLS:
+                raise UnrelayedReply(f"more than {MAX_TOOL_CALLS} tool calls in one reply")
             ids.append(call_id or None)
             if index is not None:
                 self._by_index[index] = number

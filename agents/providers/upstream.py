@@ -102,19 +102,21 @@ class SentCallIds:
         return queue.popleft() if queue else None
 
 
-class BadToolCall(ValueError):
-    """A call's name or id that a client could not send back (`check_call`)."""
+class UnrelayedReply(ValueError):
+    """A reply the gateway does not relay, as malformed: a call's name or id that a client
+    could not send back (`check_call`), more calls or thinking blocks than one reply may have
+    (base.MAX_TOOL_CALLS, base.MAX_THINKING_BLOCKS)."""
 
 
 def check_call(call_id: str | None, name: str | None) -> None:
-    """BadToolCall for a call name (when given) or id from the upstream that a client may
+    """UnrelayedReply for a call name (when given) or id from the upstream that a client may
     not send back (`TOOL_NAME_RE`, `MAX_TOOL_CALL_ID`): a broken or hostile upstream's name
     of megabytes, or of characters a client chokes on, fails the turn as a malformed reply
     rather than reach the client and the session."""
     if name is not None and (len(name) > 64 or TOOL_NAME_RE.fullmatch(name) is None):
-        raise BadToolCall("tool call name is not 1 to 64 letters, digits, '_' or '-'")
+        raise UnrelayedReply("tool call name is not 1 to 64 letters, digits, '_' or '-'")
     if call_id is not None and len(call_id) > MAX_TOOL_CALL_ID:
-        raise BadToolCall(f"tool call id is over {MAX_TOOL_CALL_ID} characters")
+        raise UnrelayedReply(f"tool call id is over {MAX_TOOL_CALL_ID} characters")
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> int | None:
@@ -349,7 +351,7 @@ _DECODE_ERRORS = (ValueError, TypeError, AttributeError, LookupError, RecursionE
 def _malformed(decoder: StreamDecoder, provider: ProviderConfig, exc: Exception) -> MalformedStream:
     if decoder.data:
         log_body("upstream_malformed_stream", provider, decoder.data)
-    detail = str(exc) if isinstance(exc, SSEError | BadToolCall) else type(exc).__name__
+    detail = str(exc) if isinstance(exc, SSEError | UnrelayedReply) else type(exc).__name__
     return MalformedStream(f"malformed upstream stream ({detail})")
 
 

@@ -27,6 +27,8 @@ from agents.providers.anthropic_messages import (
     messages_url,
 )
 from agents.providers.base import (
+    MAX_THINKING_BLOCKS,
+    MAX_TOOL_CALLS,
     ChatMessage,
     Finish,
     ImageInput,
@@ -1453,3 +1455,64 @@ class TestReasoningEffort:
     ) -> None:
         body = await sent_body(provider, anthropic_upstream, params={"reasoning_effort": effort})
         assert "thinking" not in body and "reasoning_effort" not in body
+
+
+class TestBlocksPerReply:
+    """As for an OpenAI-compatible upstream: more tool_use blocks than MAX_TOOL_CALLS, or
+    thinking blocks than MAX_THINKING_BLOCKS, in one reply fail it as malformed."""
+
+    @staticmethod
+    def blocks(count: int, block: dict[str, Any]) -> bytes:
+        starts = (
+            ("content_block_start", {"type": "content_block_start", "index": i,
+                                     "content_block": {**block, "id": f"toolu_{i}"}})
+            for i in range(count)
+        )  # fmt: skip
+        return events(start(), *starts, *stop("tool_use"))
+
+    async def test_the_limit_of_calls_is_relayed(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        block = {"type": "tool_use", "name": "f", "input": {}}
+        anthropic_upstream.script(Raw((self.blocks(MAX_TOOL_CALLS, block),)))
+        delivered = await collect(provider, anthropic_upstream)
+        calls = {e.index for e in delivered if isinstance(e, ToolCallDelta)}
+        assert len(calls) == MAX_TOOL_CALLS
+
+    @pytest.mark.parametrize(
+        "block",
+        [
+            {"type": "tool_use", "name": "f", "input": {}},
+            {"type": "thinking", "thinking": "", "signature": "s"},
+            {"type": "redacted_thinking", "data": "d"},
+        ],
+    )
+    async def test_one_more_is_a_malformed_stream(
+        self,
+        provider: AnthropicMessagesProvider,
+        anthropic_upstream: FakeAnthropic,
+        block: dict[str, Any],
+    ) -> None:
+        anthropic_upstream.script(Raw((self.blocks(MAX_TOOL_CALLS + 1, block),)))
+        with pytest.raises(MalformedStream):
+            await collect(provider, anthropic_upstream)
+
+    async def test_signatures_of_blocks_never_started_count_too(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        deltas = (
+            ("content_block_delta", {"type": "content_block_delta", "index": i,
+                                     "delta": {"type": "signature_delta", "signature": "s"}})
+            for i in range(MAX_THINKING_BLOCKS + 1)
+        )  # fmt: skip
+        anthropic_upstream.script(Raw((events(start(), *deltas, *stop()),)))
+        with pytest.raises(MalformedStream):
+            await collect(provider, anthropic_upstream)
+
+    async def test_in_a_json_answer(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        calls = tuple(FakeToolCall(f"toolu_{i}", "f") for i in range(MAX_TOOL_CALLS + 1))
+        anthropic_upstream.script(JSONAnswer("", tool_calls=calls))
+        with pytest.raises(MalformedStream):
+            await collect(provider, anthropic_upstream)

@@ -24,6 +24,7 @@ from agents.errors import (
 )
 from agents.providers import upstream
 from agents.providers.base import (
+    MAX_TOOL_CALLS,
     ChatMessage,
     Finish,
     ImageInput,
@@ -1724,3 +1725,53 @@ class TestUpstreamCallNames:
         assert (await collect(provider, openai_upstream))[0] == ToolCallDelta(
             0, call.id, call.name, ""
         )
+
+
+class TestCallsPerReply:
+    """A reply of more calls than any model makes at once (a broken or hostile upstream
+    numbering a new call in every chunk) fails as malformed once past MAX_TOOL_CALLS,
+    rather than hold an object per call, in the run and in every stream, until the stream's
+    256 MiB."""
+
+    @staticmethod
+    def calls(count: int) -> bytes:
+        fragments = (
+            chunk({"tool_calls": [{"index": i, "id": f"c{i}", "function": {"name": "f"}}]})
+            for i in range(count)
+        )
+        return sse(*fragments, chunk({}, "tool_calls"))
+
+    async def test_the_limit_is_relayed(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        openai_upstream.script(Raw((self.calls(MAX_TOOL_CALLS),)))
+        events = await collect(provider, openai_upstream)
+        assert events[MAX_TOOL_CALLS - 1] == ToolCallDelta(
+            MAX_TOOL_CALLS - 1, f"c{MAX_TOOL_CALLS - 1}", "f", ""
+        )
+
+    async def test_one_more_is_a_malformed_stream(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        openai_upstream.script(Raw((self.calls(MAX_TOOL_CALLS + 1),)))
+        delivered: list[ProviderEvent] = []
+        with pytest.raises(MalformedStream):
+            await provider.stream(provider_request(openai_upstream.provider_config()),
+                                  delivered.append)  # fmt: skip
+        assert len(delivered) == MAX_TOOL_CALLS
+
+    async def test_unnamed_calls_count_too(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        fragments = [chunk({"tool_calls": [{"index": i}]}) for i in range(MAX_TOOL_CALLS + 1)]
+        openai_upstream.script(Raw((sse(*fragments, chunk({}, "stop")),)))
+        with pytest.raises(MalformedStream):
+            await collect(provider, openai_upstream)
+
+    async def test_in_a_json_answer(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        calls = tuple(FakeToolCall(f"c{i}", "f") for i in range(MAX_TOOL_CALLS + 1))
+        openai_upstream.script(JSONAnswer("", tool_calls=calls))
+        with pytest.raises(MalformedStream):
+            await collect(provider, openai_upstream)
