@@ -48,6 +48,10 @@ AFTER_TERMINATOR_S = 1.0
 # A whole (non-streamed) JSON answer is one completion: far below this. The bound keeps a
 # misbehaving upstream from filling our memory.
 MAX_JSON_BODY = 16 * 1024 * 1024
+# A whole answer longer than this is parsed, and read as a reply, in a thread: json.loads of
+# the MAX_JSON_BODY it may be takes a good part of a second (many small objects: more), which
+# the event loop, serving every other client meanwhile, must not wait for.
+PARSE_IN_THREAD_BYTES = 64 * 1024
 # A streamed reply's body: a model's longest (128k output tokens and as many of reasoning, a
 # token a chunk of some 250 bytes: OpenAI's chunks repeat id, model and timestamps) is under
 # 64 MiB. Past this an upstream is streaming without end (a local server looping with no
@@ -307,17 +311,34 @@ async def open_stream(
     raise error
 
 
-async def read_json(resp: UpstreamResponse, provider: ProviderConfig) -> tuple[bytes, Any]:
-    """The whole body of a non-streamed answer, and its JSON; bad or oversized JSON is
-    malformed."""
+async def read_json(resp: UpstreamResponse) -> bytes:
+    """The whole body of a non-streamed answer; an oversized one is malformed."""
     body = await resp.read(MAX_JSON_BODY)
     if len(body) > MAX_JSON_BODY:
         raise MalformedStream("upstream JSON answer too large")
+    return body
+
+
+def answer_events(
+    raw: bytes, provider: ProviderConfig, json_answer: Callable[[Any], list[ProviderEvent]]
+) -> list[ProviderEvent]:
+    """A non-streamed answer's events (`json_answer` of its JSON). Bad JSON, or an answer of
+    the wrong shape, is malformed; an error object with a 200 is classified by its status
+    (`json_answer`). Either way the body is logged: it says which."""
     try:
-        return body, json.loads(body)
+        whole = json.loads(raw)
     except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep to parse
-        log_body("upstream_malformed_json", provider, body)
+        log_body("upstream_malformed_json", provider, raw)
         raise MalformedStream("upstream answer is not valid JSON") from exc
+    try:
+        return json_answer(whole)
+    except (UpstreamError, *_DECODE_ERRORS) as exc:
+        # An error object with a 200 (classified as its status), or a field of the wrong
+        # shape (a list for a reason).
+        log_body("upstream_malformed_answer", provider, raw)
+        if isinstance(exc, UpstreamError):
+            raise
+        raise MalformedStream(f"malformed upstream answer ({type(exc).__name__})") from exc
 
 
 class StreamDecoder(Protocol):
@@ -381,16 +402,11 @@ async def relay(
     finished = False
     try:
         if resp.content_type == "application/json":
-            raw, whole = await read_json(resp, provider)
-            try:
-                answer = json_answer(whole)
-            except (UpstreamError, *_DECODE_ERRORS) as exc:
-                # An error object with a 200 (classified as its status), or a field of the
-                # wrong shape (a list for a reason): the body says which.
-                log_body("upstream_malformed_answer", provider, raw)
-                if isinstance(exc, UpstreamError):
-                    raise
-                raise MalformedStream(f"malformed upstream answer ({type(exc).__name__})") from exc
+            raw = await read_json(resp)
+            if len(raw) > PARSE_IN_THREAD_BYTES:
+                answer = await asyncio.to_thread(answer_events, raw, provider, json_answer)
+            else:
+                answer = answer_events(raw, provider, json_answer)
             finished = True  # the body is read: the connection may be reused
             for event in answer:
                 deliver(event)

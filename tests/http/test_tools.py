@@ -8,6 +8,7 @@ import asyncio
 import base64
 import io
 import json
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,9 @@ from typing import Any
 import pytest
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
+from structlog.testing import capture_logs
 
+from agents.providers import openai_completions
 from agents.providers.base import ChatMessage, ToolCall
 from agents.store import TurnRecord
 from gateway.appkeys import STATE
@@ -1820,3 +1823,35 @@ class TestReasoningEffort:
             }
         }
         assert openai_fake.requests == []
+
+
+class TestLargeJSONAnswersHoldUpNoOtherClient:
+    """An upstream that answers a turn with one JSON document (it ignored `stream`) of
+    megabytes: `GET /healthz`, sent once the gateway began reading it as a reply, is
+    answered before the turn, as the event loop is not held while the answer is parsed."""
+
+    async def test_a_json_answer_of_4_mib(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        client = await gateway(fake_provider(openai_fake))
+        openai_fake.script(JSONAnswer("x" * (4 * 1024 * 1024)))
+        loop = asyncio.get_running_loop()
+        reading, answered = asyncio.Event(), threading.Event()
+        read_as_a_reply = openai_completions.json_answer
+        held: list[bool] = []
+
+        def held_until_answered(answer: Any) -> Any:
+            loop.call_soon_threadsafe(reading.set)
+            # The bound is a guard only: on the event loop's thread, nothing would set it.
+            held.append(answered.wait(10))
+            return read_as_a_reply(answer)
+
+        monkeypatch.setattr(openai_completions, "json_answer", held_until_answered)
+        with capture_logs() as logs:
+            turn = asyncio.create_task(post(client, ask("Hello")))
+            await reading.wait()
+            assert (await client.get("/healthz")).status == 200
+            answered.set()
+            assert (await turn).status == 200
+        assert held == [True]
+        assert [e["path"] for e in logs if e["event"] == "http_request"] == ["/healthz", CHAT]
