@@ -34,6 +34,17 @@ ECHO_DIMENSIONS = 16  # echo's vector size when the request names none
 # An answer of 2048 inputs of 3072 floats is about 140 MB as JSON text: bounded, but far
 # above a chat answer's limit (upstream.MAX_JSON_BODY).
 MAX_ANSWER_BYTES = 256 * 1024 * 1024
+# Below that, an answer is read up to what the request's vectors can take (`answer_limit`),
+# since its parsed numbers take several times its text: a broken or hostile upstream must
+# not make one input's request hold gigabytes. The most values a vector has (an LLM's hidden
+# size served as embeddings: Command R+'s 12,288), and the most JSON text one takes: a
+# float's repr is at most 24 characters; with its comma, its line break and the 32 spaces of
+# an answer indented 8 a level (a vector's values are 4 levels deep), 58.
+MAX_VECTOR_VALUES = 16384
+VALUE_JSON_BYTES = 64
+# The rest of an answer: each item's other fields, and the object's (model, usage).
+ITEM_JSON_BYTES = 1024
+ANSWER_JSON_BYTES = 64 * 1024
 FLOAT32_MAX = 3.4028234663852886e38
 
 
@@ -90,6 +101,12 @@ def request_body(request: EmbeddingRequest) -> dict[str, Any]:
     if request.user is not None:
         body["user"] = request.user
     return body
+
+
+def answer_limit(inputs: int) -> int:
+    """The most bytes an answer for `inputs` texts may have."""
+    per_input = MAX_VECTOR_VALUES * VALUE_JSON_BYTES + ITEM_JSON_BYTES
+    return min(MAX_ANSWER_BYTES, ANSWER_JSON_BYTES + inputs * per_input)
 
 
 def _vector(value: Any) -> tuple[float, ...]:
@@ -202,9 +219,10 @@ class EmbeddingsClient:
             resp = await open_stream(self._client, provider, url, headers, asked, self._timeouts)
             self._floats_only.add(upstream)
         whole = False
+        limit = answer_limit(len(request.inputs))
         try:
-            body = await resp.read(MAX_ANSWER_BYTES)
-            whole = len(body) <= MAX_ANSWER_BYTES  # read to the end: the connection may be reused
+            body = await resp.read(limit)
+            whole = len(body) <= limit  # read to the end: the connection may be reused
         except (OSError, TimeoutError) as exc:
             raise transport_error(exc) from exc
         finally:
@@ -212,8 +230,8 @@ class EmbeddingsClient:
                 resp.release()
             else:
                 resp.close()
-        if len(body) > MAX_ANSWER_BYTES:
-            raise MalformedStream("upstream embeddings answer too large")
+        if len(body) > limit:
+            raise MalformedStream(f"upstream embeddings answer over {limit} bytes")
         try:
             answer = await asyncio.to_thread(json.loads, body, parse_float=_float)
         except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep to parse

@@ -14,7 +14,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from agents.providers import embeddings as embeddings_module
-from agents.providers.embeddings import Embeddings, echo_vector
+from agents.providers.embeddings import MAX_VECTOR_VALUES, Embeddings, echo_vector
 from agents.providers.pool import Timeouts
 from gateway.http.embeddings_wire import embeddings_body, embeddings_json
 from gateway.http.openai_wire import encode_json
@@ -572,3 +572,31 @@ class TestGate:
         )
         assert response.status == 204
         assert response.headers["Access-Control-Allow-Origin"] == "https://ui.example"
+
+
+class TestAnswerSizeBound:
+    """An answer is read up to what the request's vectors can take as JSON (16,384 values
+    each, written as long and as indented as any server writes them), not up to the 256 MiB
+    bound of OpenAI's largest request: a broken or hostile upstream answering one input with
+    hundreds of megabytes is a 502, not gigabytes of parsed numbers."""
+
+    async def test_the_largest_vector_written_at_its_longest_is_taken(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        vector = [-1.2345678901234567e-05] * MAX_VECTOR_VALUES
+        answer = {"object": "list", "data": [{"object": "embedding", "index": 0,
+                  "embedding": vector}], "model": "m", "usage": {"prompt_tokens": 1,
+                  "total_tokens": 1}}  # fmt: skip
+        upstream.script(Status(200, body=json.dumps(answer, indent=8)))
+        client = await gateway(upstream_settings(upstream))
+        status, body, _ = await post(client, {"input": "a", "encoding_format": "float"})
+        assert status == 200 and len(body["data"][0]["embedding"]) == MAX_VECTOR_VALUES
+
+    async def test_more_for_one_input_is_a_502(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        vector = "[" + ",".join(["0.5"] * 1_000_000) + "]"
+        upstream.script(Status(200, body=f'{{"data": [{{"index": 0, "embedding": {vector}}}]}}'))
+        client = await gateway(upstream_settings(upstream))
+        status, body, _ = await post(client, {"input": "a", "encoding_format": "float"})
+        assert (status, body["error"]["message"]) == (502, "upstream provider error")
