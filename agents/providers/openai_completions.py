@@ -24,6 +24,7 @@ from agents.providers.base import (
     ChatMessage,
     Deliver,
     Finish,
+    ImageInput,
     ProviderEvent,
     ProviderRequest,
     ReasoningDelta,
@@ -103,20 +104,43 @@ def chat_messages(
     `reasoning_back`: a message with calls carries its reasoning (`takes_reasoning_back`)."""
     out: list[dict[str, Any]] = []
     sent_ids = SentCallIds()  # the last assistant message's
+    attached: list[ImageInput] = []  # the images of the results just sent
     for message in messages:
         if message.role == "tool":
             call_id = sent_ids.result(message.tool_call_id) or message.tool_call_id
             if mistral and call_id is not None:
                 call_id = mistral_call_id(call_id)
-            out.append({"role": "tool", "tool_call_id": call_id, "content": message.text})
+            text = message.text
+            if message.images:
+                attached.extend(message.images)
+                text = text or TOOL_IMAGE_TEXT
+            out.append({"role": "tool", "tool_call_id": call_id, "content": text})
             continue
+        _attach(out, attached)
         if message.role == "assistant":
             sent_ids = SentCallIds()
         chat = chat_message(message, sent_ids, mistral)
         if reasoning_back and message.tool_calls:
             chat["reasoning_content"] = message.reasoning
         out.append(chat)
+    _attach(out, attached)
     return out
+
+
+# A tool result's images as OpenClaw sends them to a Chat Completions API, whose tool messages
+# carry text alone: a result of images only says where they are, and they follow the results
+# of the calls (all of which must come right after the calls) in a user message.
+TOOL_IMAGE_TEXT = "(see attached image)"
+TOOL_IMAGES_TEXT = "Attached image(s) from tool result:"
+
+
+def _attach(out: list[dict[str, Any]], images: list[ImageInput]) -> None:
+    """The user message of the `images` of the results just sent, if any (then cleared)."""
+    if images:
+        parts = [{"type": "image_url", "image_url": {"url": image.data_uri}} for image in images]
+        out.append({"role": "user", "content": [{"type": "text", "text": TOOL_IMAGES_TEXT},
+                                                *parts]})  # fmt: skip
+        images.clear()
 
 
 # Mistral's API, and its models' chat template wherever they are served (vLLM), refuse a call

@@ -1775,3 +1775,27 @@ class TestCallsPerReply:
         openai_upstream.script(JSONAnswer("", tool_calls=calls))
         with pytest.raises(MalformedStream):
             await collect(provider, openai_upstream)
+
+
+class TestResultImages:
+    def test_they_follow_the_results_of_the_calls_in_a_user_message(self) -> None:
+        calls = (ToolCall("c1", "f", "{}"), ToolCall("c2", "g", "{}"))
+        config = ProviderConfig("p", API_OPENAI_COMPLETIONS, "http://127.0.0.1:9/v1")
+        request = attrs.evolve(
+            provider_request(config),
+            messages=(
+                ChatMessage("user", "q"),
+                ChatMessage("assistant", "", tool_calls=calls),
+                ChatMessage("tool", "", images=(PNG,), tool_call_id="c1"),
+                ChatMessage("tool", "text", images=(PNG, PNG), tool_call_id="c2"),
+                ChatMessage("user", "next"),
+            ),
+        )
+        png = {"type": "image_url", "image_url": {"url": PNG.data_uri}}
+        assert request_body(request)["messages"][2:] == [
+            {"role": "tool", "tool_call_id": "c1", "content": "(see attached image)"},
+            {"role": "tool", "tool_call_id": "c2", "content": "text"},
+            {"role": "user", "content": [
+                {"type": "text", "text": "Attached image(s) from tool result:"}, png, png, png]},
+            {"role": "user", "content": "next"},
+        ]  # fmt: skip

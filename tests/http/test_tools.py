@@ -1538,21 +1538,21 @@ class TestReadme:
         assert printed == [("[turn 1] get_weather: sunny in Paris",)]
 
 
+FILE_PART = {"type": "file", "file": {"file_id": "file-1"}}
+
+
 class TestResultsWithParts:
     """A tool result's `content` as a list of parts gives its text as any message's does
-    (http-openai.md §4.3): its `text` parts, joined with a line break. An OpenAI-compatible
-    upstream gets that text alone (OpenAI's tool messages carry no images)."""
-
-    PIXEL = "data:image/png;base64,iVBORw0KGgo="
+    (http-openai.md §4.3): its `text` parts, joined with a line break; parts of other types
+    contribute nothing (images: TestResultsWithImages)."""
 
     @pytest.mark.parametrize(
         ("content", "text"),
         [
-            ([{"type": "text", "text": "Sunny,"},
-              {"type": "image_url", "image_url": {"url": PIXEL}},
-              {"type": "text", "text": "22 C"}], "Sunny,\n22 C"),
+            ([{"type": "text", "text": "Sunny,"}, FILE_PART, {"type": "text", "text": "22 C"}],
+             "Sunny,\n22 C"),
             ([{"type": "input_text", "text": "Sunny"}], "Sunny"),
-            ([{"type": "image_url", "image_url": {"url": PIXEL}}], ""),
+            ([FILE_PART], ""),
         ],
     )  # fmt: skip
     async def test_the_text_parts_reach_the_model_and_its_next_turns(
@@ -1622,6 +1622,26 @@ class TestResultsWithImages:
             "role": "user",
             "content": [{"type": "tool_result", "tool_use_id": "call_up_1", "content": blocks}],
         }
+
+    @pytest.mark.parametrize(
+        ("content", "text"),
+        [([{"type": "text", "text": "Sunny"}, PART, PART], "Sunny"),
+         ([PART], "(see attached image)")],
+    )  # fmt: skip
+    async def test_an_openai_compatible_upstream_gets_them_in_a_user_message_after(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI, content: Any, text: str
+    ) -> None:
+        # OpenAI's tool messages carry text alone: the images follow the results, in a user
+        # message, as OpenClaw sends them; an image-only result says where its image is.
+        client = await gateway(fake_provider(openai_fake))
+        assert (await post(client, self.body(content))).status == 200
+        images = [part for part in content if part["type"] == "image_url"]
+        assert openai_fake.requests[0].body["messages"] == [
+            *OPENAI_SECOND_REQUEST[:2],
+            {**OPENAI_SECOND_REQUEST[2], "content": text},
+            {"role": "user", "content": [
+                {"type": "text", "text": "Attached image(s) from tool result:"}, *images]},
+        ]  # fmt: skip
 
     async def test_later_turns_get_the_result_without_them(
         self, gateway: MakeClient, anthropic_fake: FakeAnthropic
