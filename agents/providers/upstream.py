@@ -273,6 +273,11 @@ def _secrets(provider: ProviderConfig) -> list[str]:
         for candidate in (value.strip(), value.strip().rpartition(" ")[2]):
             if len(candidate) >= MIN_SCRUBBED_HEADER:
                 found.add(candidate)
+    # As a JSON body echoes them: `"` and `\` escaped, every character beyond ASCII as
+    # `\uXXXX` (Python's json), and `/` as `\/` too (PHP's json_encode).
+    for secret in list(found):
+        escaped = json.dumps(secret)[1:-1]
+        found.update((escaped, escaped.replace("/", "\\/")))
     return sorted(found, key=len, reverse=True)
 
 

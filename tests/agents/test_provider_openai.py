@@ -845,6 +845,20 @@ class TestStatusFailures:
         [entry] = [e for e in logs if e["event"] == "upstream_error_body"]
         assert entry["body"] == "bad credential [redacted]!"
 
+    @pytest.mark.parametrize("key", ["sk-a/b+c/d==", 'sk-"quoted"\\key', "sk-clé-secrète"])
+    async def test_a_key_the_body_echoes_json_escaped_is_not_logged(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI, key: str
+    ) -> None:
+        # JSON bodies escape `"` and `\`, some servers `/` (PHP's json_encode) and every
+        # character beyond ASCII (Python's json.dumps).
+        escaped = json.dumps(key)[1:-1].replace("/", "\\/")
+        config = openai_upstream.provider_config(api_key=key)
+        openai_upstream.script(Status(401, body=f'{{"error": "bad key {escaped}"}}'))
+        with structlog.testing.capture_logs() as logs, pytest.raises(UpstreamAuthFailed):
+            await collect(provider, openai_upstream, config=config)
+        [entry] = [e for e in logs if e["event"] == "upstream_error_body"]
+        assert entry["body"] == '{"error": "bad key [redacted]"}'
+
     async def test_a_short_header_value_is_no_credential_and_stays(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
     ) -> None:
