@@ -526,7 +526,10 @@ class ChunkDecoder:
                 number = self._call_number(index, call_id)
                 if arguments:
                     self._with_arguments.add(number)
-                yield ToolCallDelta(number, call_id or None, name or None, arguments)
+                if call_id or name or arguments:
+                    # One of none is no piece of the reply (nor progress: Timeouts.progress);
+                    # its call, if new, is numbered all the same.
+                    yield ToolCallDelta(number, call_id or None, name or None, arguments)
 
     def _call_number(self, index: int | None, call_id: str | None) -> int:
         """Our number of the call a fragment belongs to. OpenAI numbers calls by `index`, but

@@ -969,6 +969,22 @@ class TestConnectionFailures:
         )
         await openai_upstream.last.wait_gone()
 
+    async def test_empty_call_fragments_alone_time_out_with_no_reply_progress(
+        self, http: UpstreamClient, openai_upstream: FakeOpenAI
+    ) -> None:
+        # A fragment of no id, name or arguments is no piece of the reply: a keepalive.
+        provider = OpenAICompletionsProvider(http, Timeouts(connect=1, idle=0.3, progress=0.5))
+        empty = sse(chunk({"tool_calls": [{"index": 0, "function": {}}]}), done=False)
+        openai_upstream.script(Raw((sse(chunk({"content": "a"}), done=False), *(empty,) * 60),
+                                   delay=0.05))  # fmt: skip
+        got: list[ProviderEvent] = []
+        with pytest.raises(UpstreamTimeout) as caught:
+            await provider.stream(provider_request(openai_upstream.provider_config()), got.append)
+        assert got == [TextDelta("a")]
+        assert caught.value.detail == (
+            "TimeoutError: nothing of the reply from the upstream for 0.5 s"
+        )
+
     async def test_a_json_answer_trickled_a_byte_at_a_time_times_out(
         self, http: UpstreamClient, openai_upstream: FakeOpenAI
     ) -> None:
