@@ -474,6 +474,13 @@ def _error_event(obj: dict[str, Any]) -> UpstreamError:
     return stream_error(ERROR_STATUSES.get(named) if type(named) is str else None)
 
 
+def _input_json(given: Any) -> str:
+    """A tool_use block's input given whole, as arguments. ValueError (malformed) for a number
+    JSON cannot write back (1e400, NaN): as `Infinity` it would reach clients whose parsers
+    refuse it, and go back to the API, which refuses it too, with every later turn."""
+    return json.dumps(given, separators=(",", ":"), allow_nan=False)
+
+
 # Prompt caching bills the prompt in three parts; all of it was input to the model.
 _INPUT_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
@@ -518,7 +525,7 @@ def json_answer(answer: Any) -> list[ProviderEvent]:
         if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
             raise MalformedStream("upstream JSON answer has a malformed tool_use block")
         check_call(block["id"], block["name"])
-        arguments = json.dumps(block.get("input") or {}, separators=(",", ":"))
+        arguments = _input_json(block.get("input") or {})
         events.append(ToolCallDelta(index, block["id"], block["name"], arguments))
     usage = answer.get("usage")
     input_tokens = _count(usage, *_INPUT_FIELDS)
@@ -649,7 +656,7 @@ class MessageEventDecoder:
                     given = block.get("input")
                     if isinstance(given, dict) and given:
                         # Some servers put the whole input here and stream no deltas of it.
-                        self._given_inputs[index] = json.dumps(given, separators=(",", ":"))
+                        self._given_inputs[index] = _input_json(given)
                     yield ToolCallDelta(index, call_id, name, "")
                 elif block_type in _THINKING_BLOCKS:
                     redacted = block_type == "redacted_thinking"

@@ -402,7 +402,8 @@ def _arguments_text(arguments: Any) -> str:
     if arguments is None or isinstance(arguments, str):
         return arguments or ""
     if isinstance(arguments, dict):
-        return json.dumps(arguments, separators=(",", ":"), ensure_ascii=False)
+        # allow_nan=False: a number JSON cannot hold (1e400, NaN) is a ValueError, malformed.
+        return json.dumps(arguments, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     raise MalformedStream("upstream tool call arguments are neither text nor an object")
 
 

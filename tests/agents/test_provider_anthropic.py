@@ -1516,3 +1516,33 @@ class TestBlocksPerReply:
         anthropic_upstream.script(JSONAnswer("", tool_calls=calls))
         with pytest.raises(MalformedStream):
             await collect(provider, anthropic_upstream)
+
+
+class TestInputGivenWhole:
+    """A tool_use block's input given whole is sent on as its JSON: a number JSON cannot
+    write back (1e400, NaN) fails the reply as malformed."""
+
+    @pytest.mark.parametrize("number", ["1e400", "NaN"])
+    async def test_in_a_stream(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic, number: str
+    ) -> None:
+        block = (
+            '{"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use",'
+            ' "id": "toolu_1", "name": "f", "input": {"x": ' + number + "}}}"
+        )
+        body = (events(start()) + f"event: content_block_start\ndata: {block}\n\n".encode()
+                + events(("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                         *stop("tool_use")))  # fmt: skip
+        anthropic_upstream.script(Raw((body,)))
+        with pytest.raises(MalformedStream):
+            await collect(provider, anthropic_upstream)
+
+    async def test_in_a_json_answer(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        answer = ('{"type": "message", "role": "assistant", "content": [{"type": "tool_use",'
+                  ' "id": "toolu_1", "name": "f", "input": {"x": 1e400}}],'
+                  ' "stop_reason": "tool_use"}')  # fmt: skip
+        anthropic_upstream.script(Raw((answer.encode(),), content_type="application/json"))
+        with pytest.raises(MalformedStream):
+            await collect(provider, anthropic_upstream)

@@ -1829,3 +1829,32 @@ class TestResultImages:
                 {"type": "text", "text": "Attached image(s) from tool result:"}, png, png, png]},
             {"role": "user", "content": "next"},
         ]  # fmt: skip
+
+
+class TestArgumentsGivenAsAnObject:
+    """Arguments given as an object are sent on as its JSON: a number JSON cannot write back
+    (1e400, beyond a double; NaN, which is no JSON) fails the reply as malformed, rather
+    than reach clients as `Infinity` their parsers refuse, and go back to the upstream with
+    every later turn of the session."""
+
+    @pytest.mark.parametrize("number", ["1e400", "-1e400", "NaN"])
+    async def test_in_a_stream(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI, number: str
+    ) -> None:
+        call = ('{"index": 0, "id": "c1", "function": {"name": "f", "arguments": {"x": '
+                + number + "}}}")  # fmt: skip
+        body = f'data: {{"choices": [{{"index": 0, "delta": {{"tool_calls": [{call}]}}}}]}}\n\n'
+        openai_upstream.script(Raw((body.encode() + sse(chunk({}, "tool_calls")),)))
+        with pytest.raises(MalformedStream):
+            await collect(provider, openai_upstream)
+
+    async def test_in_a_json_answer(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        answer = (
+            '{"choices": [{"message": {"tool_calls": [{"id": "c1", "function": {"name": "f",'
+            ' "arguments": {"x": 1e400}}}]}, "finish_reason": "tool_calls"}]}'
+        )
+        openai_upstream.script(Raw((answer.encode(),), content_type="application/json"))
+        with pytest.raises(MalformedStream):
+            await collect(provider, openai_upstream)
