@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -158,9 +159,24 @@ def _tool_id(call_id: str | None) -> str | None:
     return f"{_NOT_TOOL_ID_CHARS.sub('_', call_id)}_{digest}"
 
 
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is no JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: JSON, but no double, and sent on as `Infinity`
+        raise ValueError(f"{text} is beyond a double")
+    return value
+
+
 def _tool_input(arguments: str) -> dict[str, Any]:
     try:
-        value = json.loads(arguments) if arguments.strip() else {}
+        value = (
+            json.loads(arguments, parse_constant=_not_json, parse_float=_finite)
+            if arguments.strip()
+            else {}
+        )
     except (ValueError, RecursionError):  # no JSON, or nested deeper than the parser goes
         value = None
     # The API takes an object only; a model's broken JSON is kept where it can be read.

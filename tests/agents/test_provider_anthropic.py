@@ -1016,11 +1016,16 @@ class TestTools:
             assert len({block["id"] for block in sent[1]["content"]}) == count
         assert uses[1] <= 2 * uses[0] + 10, uses  # twice the calls, twice the work
 
-    @pytest.mark.parametrize("arguments", ["{oops", "[" * 5000 + "]" * 5000])
+    @pytest.mark.parametrize(
+        "arguments",
+        ["{oops", "[" * 5000 + "]" * 5000, '{"x": NaN}', '{"x": 1e400}', '{"x": -Infinity}'],
+    )
     async def test_arguments_that_are_no_object_are_kept_as_their_text(
         self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic, arguments: str
     ) -> None:
-        # The API takes an object; the last one nests deeper than the JSON parser goes.
+        # The API takes an object; the second nests deeper than the JSON parser goes; the
+        # others hold numbers no JSON can send (they went as NaN or Infinity, which the API
+        # refuses, on every turn of the session).
         call = attrs.evolve(CALL, arguments=arguments)
         history = (ChatMessage("user", "q"), ChatMessage("assistant", "", tool_calls=(call,)))
         body = await sent_body(provider, anthropic_upstream, text="q2", history=history)
