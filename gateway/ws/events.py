@@ -128,8 +128,10 @@ class EventFanout:
     # while it is empty, every event goes to every reader without a per-connection check.
     followers: set[Connection] = attrs.field(factory=set)
     _chat: dict[str, _ChatRun] = attrs.field(factory=dict)
-    _run_waiters: dict[str, list[asyncio.Future[None]]] = attrs.field(factory=dict)
-    _end_waiters: dict[str, list[asyncio.Future[RunEvent]]] = attrs.field(factory=dict)
+    # `agent.wait`s on run ids not known here, by run id: sets, as a client may hold many
+    # waits on one id, and each that ends leaves its set in one step.
+    _run_waiters: dict[str, set[asyncio.Future[None]]] = attrs.field(factory=dict)
+    _end_waiters: dict[str, set[asyncio.Future[RunEvent]]] = attrs.field(factory=dict)
     remote_idle_seconds: float = REMOTE_RUN_IDLE_SECONDS
     # The other processes' runs with chat state here: run id → loop time of its last event,
     # the longest silent first.
@@ -376,7 +378,7 @@ class EventFanout:
     def watch_run(self, run_id: str) -> asyncio.Future[None]:
         """Resolved by the first event of a run with this id."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._run_waiters.setdefault(run_id, []).append(waiter)
+        self._run_waiters.setdefault(run_id, set()).add(waiter)
         return waiter
 
     def unwatch_run(self, run_id: str, waiter: asyncio.Future[None]) -> None:
@@ -386,7 +388,7 @@ class EventFanout:
         """Resolved with the terminal event of a run with this id: the one thing this process
         learns of another process's run (a shared store) is its events."""
         waiter: asyncio.Future[RunEvent] = asyncio.get_running_loop().create_future()
-        self._end_waiters.setdefault(run_id, []).append(waiter)
+        self._end_waiters.setdefault(run_id, set()).add(waiter)
         return waiter
 
     def unwatch_run_end(self, run_id: str, waiter: asyncio.Future[RunEvent]) -> None:
@@ -412,10 +414,10 @@ class EventFanout:
 
 
 def _unwatch(
-    watched: dict[str, list[asyncio.Future[Any]]], run_id: str, waiter: asyncio.Future[Any]
+    watched: dict[str, set[asyncio.Future[Any]]], run_id: str, waiter: asyncio.Future[Any]
 ) -> None:
     waiters = watched.get(run_id)
-    if waiters and waiter in waiters:
-        waiters.remove(waiter)
+    if waiters is not None:
+        waiters.discard(waiter)
         if not waiters:
             del watched[run_id]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -476,3 +477,45 @@ class TestAnotherProcessesRunsKept:
         )
         assert fanout.chat_runs == MAX_REMOTE_CHAT_RUNS - 1
         fanout.close()
+
+
+class _CountedFuture(asyncio.Future[Any]):
+    """A future that counts how often it is compared with another or hashed."""
+
+    uses = 0
+
+    def __eq__(self, other: object) -> bool:
+        _CountedFuture.uses += 1
+        return self is other
+
+    def __hash__(self) -> int:
+        _CountedFuture.uses += 1
+        return id(self)
+
+
+class _CountingLoop(asyncio.SelectorEventLoop):
+    def create_future(self) -> asyncio.Future[Any]:
+        return _CountedFuture(loop=self)
+
+
+class TestWaitsOnOneRunId:
+    """A client may hold many `agent.wait`s on one run id that is not known (64 calls on each
+    of its connections): each one that ends stops watching in a few steps, not in a look
+    through all the others', which would make n waits cost n² steps."""
+
+    @staticmethod
+    async def watched_and_unwatched(waits: int) -> int:
+        fanout = EventFanout(set())
+        watched = [(fanout.watch_run("never"), fanout.watch_run_end("never")) for _ in range(waits)]
+        _CountedFuture.uses = 0
+        for first, end in reversed(watched):  # the last one asked ends first
+            fanout.unwatch_run("never", first)
+            fanout.unwatch_run_end("never", end)
+        uses = _CountedFuture.uses
+        fanout.close()
+        return uses
+
+    def test_n_waits_end_in_linear_steps(self) -> None:
+        with asyncio.Runner(loop_factory=_CountingLoop) as runner:
+            counts = [runner.run(self.watched_and_unwatched(n)) for n in (500, 1000)]
+        assert counts[1] <= 2 * counts[0] + 10, counts  # twice the waits, twice the work
