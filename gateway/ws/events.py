@@ -384,6 +384,13 @@ class EventFanout:
     def unwatch_run(self, run_id: str, waiter: asyncio.Future[None]) -> None:
         _unwatch(self._run_waiters, run_id, waiter)
 
+    def answered_without_run(self, run_id: str) -> None:
+        """A call of this id was answered without a run (`agent`'s bare `/new`): the waits
+        for its first event look again, and find that answer."""
+        for waiter in self._run_waiters.pop(run_id, ()):
+            if not waiter.done():
+                waiter.set_result(None)
+
     def watch_run_end(self, run_id: str) -> asyncio.Future[RunEvent]:
         """Resolved with the terminal event of a run with this id: the one thing this process
         learns of another process's run (a shared store) is its events."""

@@ -159,16 +159,18 @@ class IdempotentCall:
 
     run_ref: weakref.ref[AgentRun] | None
     accepted: dict[str, Any] | None = None  # `agent`'s first response payload
-    # The whole answer of a call that started no run (`agent`'s bare `/new`, `/reset`).
+    # The whole answer of a call that started no run (`agent`'s bare `/new`, `/reset`), and
+    # when it was given (Unix ms): `agent.wait` on its key reads it as a run that ended then.
     answer: dict[str, Any] | None = None
+    answered_at: int | None = None
 
     @classmethod
     def of(cls, run: AgentRun, accepted: dict[str, Any] | None = None) -> IdempotentCall:
         return cls(weakref.ref(run), accepted)
 
     @classmethod
-    def answered(cls, answer: dict[str, Any]) -> IdempotentCall:
-        return cls(None, answer=answer)
+    def answered(cls, answer: dict[str, Any], at: int) -> IdempotentCall:
+        return cls(None, answer=answer, answered_at=at)
 
     @property
     def run(self) -> AgentRun | None:

@@ -14,6 +14,7 @@ import pytest
 
 from agents.providers.base import ToolCall
 from gateway.appkeys import STATE
+from gateway.ws.connection import now_ms
 from gateway.ws.handler import WS
 from gateway.ws.methods import agent as agent_methods
 from gateway.ws.methods.chat import RUN_EVENTS_AFTER_ACK, SESSION_QUEUE_MAX
@@ -720,6 +721,33 @@ class TestAgentWait:
         other = await gateway.connected()
         await other.ok("chat.send", send("later", "hi", "later-1"))
         assert (await ws.response(frame_id))["payload"]["status"] == "ok"
+        await other.ws.close()
+
+    async def test_a_bare_new_answers_ok_at_once_as_a_run_that_ended(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        # OpenClaw keeps the reset's answer under its run id, and agent.wait reads it: `ok`,
+        # ended when the reset answered, never started.
+        params = {"message": "/new", "idempotencyKey": "w-new", "sessionKey": "w-new"}
+        before = now_ms()
+        await ws.ok("agent", params)
+        other = await gateway.connected()
+        answer = await other.ok("agent.wait", {"runId": "w-new", "timeoutMs": 2000})
+        assert list(answer) == ["runId", "status", "endedAt"]
+        assert (answer["runId"], answer["status"]) == ("w-new", "ok")
+        assert before <= answer["endedAt"] <= now_ms()
+        await other.ws.close()
+
+    async def test_a_wait_made_before_a_bare_reset_answers_when_it_does(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        other = await gateway.connected()
+        frame_id = await other.request("agent.wait", {"runId": "w-reset", "timeoutMs": 5000})
+        await other.ok("health")  # the wait is under way
+        params = {"message": "/reset", "idempotencyKey": "w-reset", "sessionKey": "w-reset"}
+        await ws.ok("agent", params)
+        answer = (await other.response(frame_id))["payload"]
+        assert (answer["runId"], answer["status"]) == ("w-reset", "ok")
         await other.ws.close()
 
     async def test_an_aborted_run_reads_as_timeout(self, slow: Gateway) -> None:

@@ -15,6 +15,7 @@ from agents.keys import SESSION_KEY_MAX, parse_session_key
 from agents.runs import AgentRun, RunOutcome, RunStatus, TurnRequest
 from gateway.ws import protocol
 from gateway.ws.claims import ClaimedElsewhere, start_once, starting, wait_for_start
+from gateway.ws.connection import now_ms
 from gateway.ws.dispatch import CallContext, MethodRegistry
 from gateway.ws.methods.chat import (
     IDEMPOTENCY_KEY_MAX,
@@ -177,6 +178,16 @@ def within_max_payload(ctx: CallContext, answer: dict[str, Any]) -> dict[str, An
     return answer
 
 
+def answered_without_run(ctx: CallContext, run_id: str) -> dict[str, Any] | None:
+    """`agent.wait`'s answer for the id of a bare `/new` or `/reset`: OpenClaw remembers that
+    call's answer under its run id and reads it as a run that ended `ok` when it answered,
+    never started (no `startedAt`)."""
+    previous = ctx.ws.idempotency.get(run_id)
+    if previous is None or previous.answered_at is None:
+        return None
+    return {"runId": run_id, "status": "ok", "endedAt": previous.answered_at}
+
+
 def ended_elsewhere(event: RunEvent) -> dict[str, Any]:
     """`agent.wait`'s answer for another process's run, from its terminal event."""
     data = event.data
@@ -268,7 +279,8 @@ def register(methods: MethodRegistry) -> None:
                 message = (reset.group(2) or "").strip()
                 if not message:
                     answer = reset_answer(run_id, reset.group(1).lower(), info.session_id)
-                    ctx.ws.idempotency.put(run_id, IdempotentCall.answered(answer))
+                    ctx.ws.idempotency.put(run_id, IdempotentCall.answered(answer, now_ms()))
+                    ctx.ws.fanout.answered_without_run(run_id)
                     return answer
         check_queue(registry, key)
         turn = TurnRequest(
@@ -295,15 +307,19 @@ def register(methods: MethodRegistry) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + params.timeout_ms / 1000
         run = registry.run(params.run_id)
+        if run is None and (answered := answered_without_run(ctx, params.run_id)) is not None:
+            return answered
         if run is None:
-            # Not submitted yet: its first event announces it. Or it runs on another process
-            # (a shared store): its events, the only thing of it that reaches us, say when
-            # it ends.
+            # Not submitted yet: its first event announces it (or a bare `/new` answers under
+            # its id). Or it runs on another process (a shared store): its events, the only
+            # thing of it that reaches us, say when it ends.
             first = fanout.watch_run(params.run_id)
             end = fanout.watch_run_end(params.run_id)
             try:
                 await asyncio.wait((first,), timeout=params.timeout_ms / 1000)
                 run = registry.run(params.run_id)
+                if run is None and (answered := answered_without_run(ctx, params.run_id)):
+                    return answered
                 if run is None and first.done() and not first.cancelled():
                     await asyncio.wait((end,), timeout=max(0.0, deadline - loop.time()))
                     if end.done() and not end.cancelled():  # cancelled: shutting down
