@@ -163,6 +163,9 @@ class IdempotentCall:
     # when it was given (Unix ms): `agent.wait` on its key reads it as a run that ended then.
     answer: dict[str, Any] | None = None
     answered_at: int | None = None
+    # `agent`'s `/reset <text>` reset its session, and its turn has not started (refused, the
+    # queue being full): a retry starts the turn in that session without a second reset.
+    reset_done: bool = False
 
     @classmethod
     def of(cls, run: AgentRun, accepted: dict[str, Any] | None = None) -> IdempotentCall:
@@ -171,6 +174,10 @@ class IdempotentCall:
     @classmethod
     def answered(cls, answer: dict[str, Any], at: int) -> IdempotentCall:
         return cls(None, answer=answer, answered_at=at)
+
+    @classmethod
+    def after_reset(cls) -> IdempotentCall:
+        return cls(None, reset_done=True)
 
     @property
     def run(self) -> AgentRun | None:

@@ -105,6 +105,34 @@ class TestWaitingTurns:
         assert registry_of(gateway).waiting == (0, 0)
         await ws.ws.close()
 
+    async def test_an_agent_reset_with_text_refused_after_its_reset_is_not_reset_again(
+        self, gateway: Gateway
+    ) -> None:
+        ws = await gateway.connected()
+        first_id = (await ws.ok("sessions.patch", {"key": "r", "label": "L"}))["entry"]["sessionId"]
+        await running_one(gateway, ws)
+        await ws.ok("chat.send", send("a", "hi", "a-1"))
+        await ws.ok("chat.send", send("b", "hi", "b-1"))
+        params = {"message": "/reset hello", "sessionKey": "r", "idempotencyKey": "r-1"}
+        assert (await ws.call("agent", params))["error"] == BUSY_WS  # after the reset
+        reset_id = (await ws.ok("chat.history", {"sessionKey": "r"}))["sessionId"]
+        assert reset_id != first_id
+        # Retried while the gateway is still full: refused again, and no second reset.
+        assert (await ws.call("agent", params))["error"] == BUSY_WS
+        history = await ws.ok("chat.history", {"sessionKey": "r"})
+        assert history["sessionId"] == reset_id
+        # With room again, the retry runs the text in the session the first call reset.
+        await ws.ok("chat.abort", {"sessionKey": "a", "runId": "a-1"})
+        frame_id = await ws.request("agent", params)
+        assert (await ws.response(frame_id))["payload"]["status"] == "accepted"
+        await ws.ok("chat.abort", {"sessionKey": "busy", "runId": "busy-1"})
+        assert (await ws.response(frame_id))["payload"]["status"] == "ok"
+        history = await ws.ok("chat.history", {"sessionKey": "r"})
+        assert history["sessionId"] == reset_id
+        users = [m["content"] for m in history["messages"] if m["role"] == "user"]
+        assert users == ["hello"]
+        await ws.ws.close()
+
     async def test_a_turn_beyond_the_characters_waiting_is_refused(self, gateway: Gateway) -> None:
         registry_of(gateway).max_waiting_chars = 1_000
         ws = await gateway.connected()

@@ -231,6 +231,9 @@ def register(methods: MethodRegistry) -> None:
         run_id = params.idempotency_key
         await wait_for_start(ctx.ws, run_id)  # as chat.send
         previous = ctx.ws.idempotency.get(run_id)
+        reset_done = previous is not None and previous.reset_done
+        if reset_done:
+            previous = None  # a retry of a `/reset <text>` refused after its reset
         if previous is None:
             # The key was forgotten (5 minutes, 1000 newer keys) while its run goes on, or
             # pushed out within its 5 minutes: still a repeat, as for `chat.send`; a second
@@ -271,17 +274,22 @@ def register(methods: MethodRegistry) -> None:
             # `sessions.reset`), then the text, if any, is the new session's first turn.
             if not protocol.scope_allows(ctx.conn.scopes, ADMIN):
                 raise protocol.missing_scope(ADMIN, ctx.conn.protocol)
-            # A duplicate sent meanwhile waits (wait_for_start above), then finds this call's
-            # answer or run under the key: the session is reset once. With a text, the mark
-            # goes with no await before start_once's, or the run's entry, takes over.
-            with starting(ctx.ws, run_id):
-                info = await ctx.to_the_end(registry.reset(key))
-                message = (reset.group(2) or "").strip()
-                if not message:
-                    answer = reset_answer(run_id, reset.group(1).lower(), info.session_id)
-                    ctx.ws.idempotency.put(run_id, IdempotentCall.answered(answer, now_ms()))
-                    ctx.ws.fanout.answered_without_run(run_id)
-                    return answer
+            message = (reset.group(2) or "").strip()
+            if not (reset_done and message):
+                # A duplicate sent meanwhile waits (wait_for_start above), then finds this
+                # call's answer, mark or run under the key: the session is reset once. With a
+                # text, no await comes between the mark and start_once's, or the run's entry.
+                with starting(ctx.ws, run_id):
+                    info = await ctx.to_the_end(registry.reset(key))
+                    if not message:
+                        answer = reset_answer(run_id, reset.group(1).lower(), info.session_id)
+                        at = now_ms()
+                        ctx.ws.idempotency.put(run_id, IdempotentCall.answered(answer, at))
+                        ctx.ws.fanout.answered_without_run(run_id)
+                        return answer
+                    # Until the run's entry takes over: a retry of a turn refused below (a
+                    # full queue, retryable) runs it without resetting the session again.
+                    ctx.ws.idempotency.put(run_id, IdempotentCall.after_reset())
         check_queue(registry, key)
         turn = TurnRequest(
             key_agent,

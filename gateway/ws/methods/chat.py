@@ -217,7 +217,7 @@ def register(methods: MethodRegistry) -> None:
         # No await from here to put() but the claim's, during which a concurrent duplicate
         # waits above: it sees this call's entry.
         previous = ctx.ws.idempotency.get(run_id)
-        if previous is not None:
+        if previous is not None and not previous.reset_done:  # reset_done: no run started
             run = previous.run  # None: ended and forgotten
             return {"runId": run_id, "status": "ok" if run is None or run.ended else "in_flight"}
         run = registry.run(run_id)
