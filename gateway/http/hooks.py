@@ -23,7 +23,7 @@ from aiohttp import web
 
 from agents.errors import AgentError
 from agents.registry import wall_clock_ms
-from agents.runs import AgentRun, RunStatus, TurnRequest
+from agents.runs import AgentRun, RunState, RunStatus, TurnRequest
 from gateway.appkeys import AGENT_ID, SESSION_KEY, STATE
 from gateway.auth import bearer_secret
 from gateway.config.model import AuthConfig, HooksConfig
@@ -46,6 +46,7 @@ from gateway.http.hooks_wire import (
     completion_body,
     hook_agent,
     hook_session_key,
+    hooks_backlogged,
     new_run_id,
     parse_agent_hook,
     parse_wake_hook,
@@ -79,6 +80,14 @@ HOOK_STARTS = web.AppKey("hook_starts", dict[str, asyncio.Future[None]])
 # Runs of calls claimed in a shared store, whose claims these tasks keep (_held).
 HOOK_HOLDS = web.AppKey("hook_holds", set[asyncio.Task[None]])
 HOLD_LAST_WORD_S = 2.0  # a statement's round trip, with room for a slow database
+# The webhooks' turns that wait to run (README, "Turns waiting to run") may together hold
+# this fraction (1/n) of the gateway's (the registry's `max_waiting_turns`,
+# `max_waiting_chars`), as one WebSocket connection may (WsSettings.waiting_turns_share):
+# every hook sender presents the one hook token, and a burst of calls that do not wait for
+# their run would otherwise fill the gateway's bound and refuse every chat client's turns.
+HOOK_TURNS_SHARE = 4
+# Their run ids and input characters, those still waiting among them (_submit).
+HOOK_TURNS = web.AppKey("hook_turns", list[tuple[str, int]])
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -87,6 +96,7 @@ def setup(app: web.Application) -> None:
     app[HOOK_REPLAYS] = HookReplays()
     app[HOOK_STARTS] = {}
     app[HOOK_HOLDS] = set()
+    app[HOOK_TURNS] = []
     app.cleanup_ctx.append(_holds)
     app.middlewares.append(hooks_middleware)
 
@@ -161,10 +171,23 @@ def _submit(
     assert registry is not None  # open for as long as the app serves requests
     request[AGENT_ID] = turn.agent_id
     request[SESSION_KEY] = turn.session_key
+    turns = request.app[HOOK_TURNS]
+    turns[:] = [
+        (run_id, chars)
+        for run_id, chars in turns
+        if (run := registry.run(run_id)) is not None and run.state is RunState.QUEUED
+    ]
+    # One turn is taken when none of the webhooks' waits, however large (as the registry does).
+    limit = max(1, registry.max_waiting_turns // HOOK_TURNS_SHARE)
+    limit_chars = registry.max_waiting_chars // HOOK_TURNS_SHARE
+    chars = turn.input_chars()
+    if turns and (len(turns) >= limit or sum(c for _, c in turns) + chars > limit_chars):
+        raise hooks_backlogged()
     try:
         run = registry.submit(turn)
     except AgentError as exc:
         raise error_reply(exc) from None
+    turns.append((run.id, chars))
     log.info("hook_run_accepted", hook=hook_name[:64], run_id=run.id, session_key=turn.session_key)
     return run
 

@@ -320,6 +320,17 @@ def run_elsewhere(run_id: str, session_key: str) -> RequestError:
     )
 
 
+def hooks_backlogged() -> RequestError:
+    """The webhooks' share of the turns that wait to run is full: answered as the gateway's
+    own bound is (a retryable 503), the gateway being overloaded for the webhooks."""
+    return RequestError(
+        503,
+        "too many webhook turns waiting to run; retry after one has started",
+        API_ERROR,
+        headers={"Retry-After": "1"},
+    )
+
+
 def wait_timeout(seconds: int, run_id: str) -> RequestError:
     return RequestError(
         504,

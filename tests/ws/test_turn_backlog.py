@@ -206,3 +206,56 @@ class TestAConnectionsShare:
         await other.ok("chat.send", send("b", "x" * 600, "b-1"))
         for ws in (greedy, other):
             await ws.ws.close()
+
+
+HOOKS_BUSY = {
+    "error": {
+        "message": "too many webhook turns waiting to run; retry after one has started",
+        "type": "api_error",
+        "param": None,
+        "code": None,
+    }
+}
+
+
+class TestTheWebhooksShare:
+    """Every hook sender presents the one hook token, and a call that does not wait for its
+    run costs it nothing to repeat: the webhooks together hold a connection's share."""
+
+    async def test_webhooks_cannot_take_every_waiting_turn(self, make_gateway: MakeGateway) -> None:
+        gateway = await make_gateway(ONE_SLOT)  # a quarter of the turns, as a connection
+        registry = registry_of(gateway)
+        registry.max_waiting_turns = 8
+        ws = await gateway.connected()
+        await running_one(gateway, ws)
+        answers = [await http_turn(gateway, "/hooks/agent", {"message": "hi"}, "") for _ in "1234"]
+        assert [a.status for a in answers] == [202, 202, 503, 503]
+        assert answers[2].headers.get("Retry-After") == "1"
+        assert await answers[2].json() == HOOKS_BUSY
+        resp = await http_turn(gateway, "/hooks/wake", {"text": "mail"}, "")
+        assert (resp.status, await resp.json()) == (503, HOOKS_BUSY)
+        assert registry.waiting == (2, 4)
+        # Chat clients still get through, each up to its own share.
+        await ws.ok("chat.send", send("c1", "hi", "c-1"))
+        await ws.ok("chat.send", send("c2", "hi", "c-2"))
+        # A hook turn that ended (or started) makes room in the webhooks' share again.
+        first = await answers[0].json()
+        await ws.ok("chat.abort", {"sessionKey": first["sessionKey"], "runId": first["runId"]})
+        resp = await http_turn(gateway, "/hooks/agent", {"message": "hi"}, "")
+        assert resp.status == 202
+        await ws.ws.close()
+
+    async def test_the_webhooks_share_of_characters_is_bounded_too(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        gateway = await make_gateway(ONE_SLOT)
+        registry_of(gateway).max_waiting_chars = 4_000
+        ws = await gateway.connected()
+        await running_one(gateway, ws)
+        statuses = [
+            (await http_turn(gateway, "/hooks/agent", {"message": "x" * 600}, "")).status
+            for _ in "12"
+        ]
+        assert statuses == [202, 503]
+        await ws.ok("chat.send", send("b", "x" * 600, "b-1"))
+        await ws.ws.close()
