@@ -4,12 +4,15 @@ store in tmp_path and the echo provider, no registry."""
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
 from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agents.config import API_ECHO, AgentConfig, AgentsConfig, ModelRef
 from agents.errors import UnknownAgent
@@ -18,9 +21,10 @@ from agents.history import HistoryCache
 from agents.providers.base import ChatMessage
 from agents.providers.echo import EchoProvider
 from agents.runs import AgentRun, RunState, RunStatus, TurnRequest
-from agents.session import AgentSession, RunSlots, SessionDeps
+from agents.session import WORD_COUNT_SLICE, AgentSession, RunSlots, SessionDeps, word_count
 from agents.store import SessionStore, StoredMessage
 from tests.support.scripted import FIXED_NOW, until
+from tests.support.strategies import fuzz
 from tests.support.turns import turn
 
 KEY = "agent:main:s1"
@@ -417,3 +421,39 @@ class TestLentSlot:
         slots.release()
         slots.release()
         assert slots.active == 0
+
+
+# What `str.split()` splits at, besides the ASCII space: every kind of Unicode whitespace.
+_SPACES = " \t\n\x1c\x85\xa0\u2028\u3000"
+
+
+class TestWordCount:
+    """The usage estimate of a turn whose provider reported none (§7)."""
+
+    def test_a_large_context_is_counted_in_bounded_memory(self) -> None:
+        words = 10 * 1024 * 1024
+        text = "a " * words  # 20 MiB of one-letter words
+        tracemalloc.start()
+        try:
+            count = word_count(text)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert count == words
+        # One list of all the words held 80 MB of pointers for this text (420 MB for words
+        # of a few letters); a slice's list holds 64 KiB worth.
+        assert peak < 4 * 1024 * 1024
+
+    @fuzz(300)
+    @given(
+        head=st.integers(0, 2 * WORD_COUNT_SLICE),
+        filler=st.sampled_from(["x", " ", "x ", " x", "\u3000x"]),
+        tail=st.text(st.sampled_from(["a", "b", *_SPACES]), max_size=3 * WORD_COUNT_SLICE // 1000),
+        repeat=st.integers(1, 1200),
+    )
+    def test_words_across_the_slices_are_counted_once(
+        self, head: int, filler: str, tail: str, repeat: int
+    ) -> None:
+        # Words and spaces of every kind at and around the cuts between slices.
+        text = (filler * head)[:head] + tail * repeat
+        assert word_count(text) == len(text.split())
