@@ -6,7 +6,7 @@ The gateway turns these into SSE chunks and WS `agent`/`chat`/`sessions.changed`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from enum import StrEnum
 from typing import Any, NamedTuple
 
@@ -77,9 +77,82 @@ class SessionStatus(StrEnum):
     ERROR = "error"
 
 
+class StreamedText:
+    """The text of an `assistant` or `thinking` stream as it grows, in the pieces it came in.
+
+    Each event of the stream carries the text so far (§2.2), which most consumers never read:
+    the HTTP relay writes the deltas, the WS fan-out reads the text at most once per chat
+    delta while nobody reads `agent` events. Built by adding each piece to the text so far,
+    it copied all of it per piece, whoever read it: a reply of n characters in small pieces
+    copied O(n²) (a 1 MB reply in 4-character pieces, 125 GB). So the text is joined when
+    somebody reads it, and each event knows only its length (`DeltaData`)."""
+
+    __slots__ = ("_pieces", "length")
+
+    def __init__(self) -> None:
+        self._pieces: list[str] = []
+        self.length = 0
+
+    def add(self, piece: str) -> DeltaData:
+        """Add a piece: the data of its event."""
+        self._pieces.append(piece)
+        self.length += len(piece)
+        return DeltaData(self, self.length, piece)
+
+    def upto(self, length: int) -> str:
+        """The first `length` characters: the text as an event of `length` carried it."""
+        pieces = self._pieces
+        if len(pieces) > 1:
+            pieces[:] = ["".join(pieces)]  # kept joined: the next read starts from it
+        text = pieces[0] if pieces else ""
+        return text if length == len(text) else text[:length]
+
+    def __str__(self) -> str:
+        return self.upto(self.length)
+
+
+class DeltaData(Mapping[str, Any]):
+    """An `assistant` or `thinking` event's data, `{"text": <text so far>, "delta": <piece>}`,
+    whose text is joined only when read (`StreamedText`); `length` is its length, for free.
+    It is the event's data for everyone, read-only, equal to the same dict."""
+
+    __slots__ = ("_text", "delta", "length")
+
+    def __init__(self, text: StreamedText, length: int, delta: str) -> None:
+        self._text = text
+        self.length = length
+        self.delta = delta
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "delta":
+            return self.delta
+        if key == "text":
+            return self._text.upto(self.length)
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(("text", "delta"))
+
+    def __len__(self) -> int:
+        return 2
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+    def with_delta(self, delta: str) -> DeltaData:
+        """This event's data with another delta (the deltas merged into it, runs.py)."""
+        return type(self)(self._text, self.length, delta)
+
+
+def text_length(data: Mapping[str, Any]) -> int:
+    """The length of an `assistant` or `thinking` event's text, without joining it."""
+    return data.length if isinstance(data, DeltaData) else len(data["text"])
+
+
 class RunEvent(NamedTuple):
     """One event of a run. `seq` is per run, from 1, without gaps at the source; `data` is
-    exactly the §2.2 table's object and is shared by every consumer: never mutate it.
+    exactly the §2.2 table's object and is shared by every consumer: never mutate it. An
+    `assistant` or `thinking` event's is a `DeltaData`: read its text only when you need it.
 
     A NamedTuple, not an attrs frozen class: a run builds one per token, and a frozen class
     sets each of its eight fields through `object.__setattr__` (0.95 µs an event, against
@@ -108,7 +181,8 @@ class RunEvent(NamedTuple):
             "stream": self.stream,
             "seq": self.seq,
             "ts": self.ts,
-            "data": self.data,
+            # A dict, as JSON takes it: a `DeltaData`'s text is joined here.
+            "data": self.data if type(self.data) is dict else dict(self.data),
         }
 
 

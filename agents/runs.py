@@ -39,7 +39,15 @@ import attrs
 
 from agents.config import ModelRef
 from agents.errors import AgentError
-from agents.events import EventSink, LifecyclePhase, RunEvent, Stream, ToolPhase
+from agents.events import (
+    DeltaData,
+    EventSink,
+    LifecyclePhase,
+    RunEvent,
+    Stream,
+    ToolPhase,
+    text_length,
+)
 from agents.providers.base import ChatMessage, ImageInput, StopReason, ToolCall, Usage
 
 __all__ = [
@@ -261,7 +269,7 @@ class RunSubscription:
             return
         stream = event.stream
         texted = stream in _TEXT_STREAMS
-        size = len(event.data["text"]) if texted else 0
+        size = text_length(event.data) if texted else 0
         full = len(queue) >= self._maxsize or self._held > SUBSCRIPTION_TEXT_BUDGET
         if full and (texted or stream == _TOOL):
             index: int | None = len(queue) - 1
@@ -275,7 +283,7 @@ class RunSubscription:
                     pieces = self._merged[number] = [merged.data["delta"]]
                 pieces.append(event.data["delta"])
                 if size:
-                    self._held += size - len(merged.data["text"])
+                    self._held += size - text_length(merged.data)
                 queue[index] = event
                 return
         self._held += size
@@ -291,11 +299,15 @@ class RunSubscription:
         event = self._queue.popleft()
         stream = event.stream
         if stream in _TEXT_STREAMS:
-            self._held -= len(event.data["text"])
+            self._held -= text_length(event.data)
         pieces = self._merged.pop(self._head, None) if self._merged else None
         self._head += 1
         if pieces is not None:
-            event = event._replace(data={**event.data, "delta": "".join(pieces)})
+            data, delta = event.data, "".join(pieces)
+            merged = (
+                data.with_delta(delta) if isinstance(data, DeltaData) else {**data, "delta": delta}
+            )
+            event = event._replace(data=merged)
         return event
 
     @property

@@ -49,6 +49,7 @@ from agents.events import (
     SessionInfo,
     SessionStatus,
     Stream,
+    StreamedText,
     ToolPhase,
 )
 from agents.history import HistoryCache, SessionHistory, cut_short, window_start
@@ -183,12 +184,12 @@ class _CallSoFar:
 class _Attempts:
     """What the provider task shares with the run's driver, which reads it after a cancel."""
 
-    text: str = ""
+    reply: StreamedText = attrs.Factory(StreamedText)  # the assistant text
     usage: Usage | None = None
     finish: StopReason = StopReason.STOP
     ref: ModelRef | None = None
     api: str | None = None
-    reasoning: str = ""
+    thought: StreamedText = attrs.Factory(StreamedText)  # the reasoning text
     thinking: tuple[ThinkingBlock, ...] = ()  # signed (Anthropic's), given at the reply's end
     calls: dict[int, _CallSoFar] = attrs.field(factory=dict)  # by the provider's index
     # The calls that got a name, in the order they started: what the clients see. One
@@ -202,7 +203,15 @@ class _Attempts:
     @property
     def produced(self) -> bool:
         """Something reached the run's consumers: no other model may take over."""
-        return bool(self.text or self.reasoning or self.calls)
+        return bool(self.reply.length or self.thought.length or self.calls)
+
+    @property
+    def text(self) -> str:
+        return str(self.reply)
+
+    @property
+    def reasoning(self) -> str:
+        return str(self.thought)
 
     def tool_calls(self) -> tuple[ToolCall, ...]:
         return tuple(call.tool_call() for call in self.named)
@@ -829,6 +838,7 @@ class AgentSession:
     ) -> None:
         emit = run.emit
         assistant = Stream.ASSISTANT  # once per delta: a local, not an enum class lookup
+        reply, thought = state.reply, state.thought
 
         def deliver(event: ProviderEvent) -> None:
             # Called by the provider as each event is decoded: in the event loop's call that
@@ -836,16 +846,14 @@ class AgentSession:
             if isinstance(event, TextDelta):
                 delta = event.text
                 if delta:
-                    if not state.text:
+                    if not reply.length:
                         state.parts.append(ReplyPart.TEXT)
-                    state.text = text = state.text + delta
-                    emit(assistant, {"text": text, "delta": delta})
+                    emit(assistant, reply.add(delta))
             elif isinstance(event, ReasoningDelta):
                 if event.text:
-                    if not state.reasoning:
+                    if not thought.length:
                         state.parts.append(ReplyPart.REASONING)
-                    state.reasoning += event.text
-                    emit(Stream.THINKING, {"text": state.reasoning, "delta": event.text})
+                    emit(Stream.THINKING, thought.add(event.text))
             elif isinstance(event, ToolCallDelta):
                 _tool_fragment(run, state, event)
             elif isinstance(event, Usage):

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import OrderedDict
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -66,7 +66,10 @@ class _ChatRun:
     run_id: str
     session_key: str
     agent_id: str
-    text: str = ""  # cumulative text of the latest assistant event
+    text: str = ""  # cumulative text of the latest assistant event read (`current`)
+    # The data of a later assistant event, its text not read yet: only a delta sent reads it
+    # (agents.events.StreamedText), not every event of a run nobody here watches.
+    latest: Mapping[str, Any] | None = None
     sent: str = ""  # cumulative text of the last delta sent
     seq: int = 0  # run seq of the latest assistant event
     ts: int = 0
@@ -78,6 +81,12 @@ class _ChatRun:
     calls: dict[str, tuple[str, list[str]]] = attrs.field(factory=dict)
     cut: bool = False  # a delta was cut to fit maxPayload: no more deltas
     too_large: bool = False  # an event of this run was over maxPayload (logged once)
+
+    def current(self) -> str:
+        """The cumulative text of the latest assistant event."""
+        if self.latest is not None:
+            self.text, self.latest = self.latest["text"], None
+        return self.text
 
     def tool_calls(self) -> tuple[ToolCall, ...]:
         return tuple(ToolCall(i, name, _joined(pieces)) for i, (name, pieces) in self.calls.items())
@@ -246,7 +255,7 @@ class EventFanout:
 
     def _assistant(self, event: RunEvent) -> None:
         run = self._chat_run(event)
-        run.text, run.seq, run.ts = event.data["text"], event.seq, event.ts
+        run.latest, run.seq, run.ts = event.data, event.seq, event.ts
         if run.timer is not None:
             return  # a flush is already scheduled; it will carry this text
         if not self.readers:
@@ -274,10 +283,13 @@ class EventFanout:
             self._send_delta(run, run.seq, run.ts)
 
     def _send_delta(self, run: _ChatRun, seq: int, ts: int) -> None:
-        if run.text == run.sent or run.cut:
+        if run.cut:
             return
-        delta = run.text[len(run.sent) :]
-        run.sent = run.text
+        text = run.current()
+        if text == run.sent:
+            return
+        delta = text[len(run.sent) :]
+        run.sent = text
         run.sent_at = asyncio.get_running_loop().time()
         readers = self.readers_of(run.session_key)
         if not readers:
@@ -291,8 +303,8 @@ class EventFanout:
                 payload["state"] = "delta"
                 if v4:  # §4: deltaText is a v4 field
                     payload["deltaText"] = delta
-                payload["message"] = _message(run.text, ts)
-                frame = frames[v4] = self._chat_frame(run, payload, run.text, droppable=True)
+                payload["message"] = _message(text, ts)
+                frame = frames[v4] = self._chat_frame(run, payload, text, droppable=True)
             conn.send_event(frame)
 
     def _terminal(self, event: RunEvent) -> None:
@@ -307,20 +319,20 @@ class EventFanout:
         readers = self.readers_of(event.session_key)
         if not readers:
             return
-        data = event.data
+        data, text = event.data, run.current()
         payload = run.head(event.seq)
         if data.get("phase") == "error":
             payload["state"] = "error"
             payload["errorMessage"] = data.get("error")
         elif data.get("aborted"):
             payload["state"] = "aborted"
-            if run.text:
-                payload["message"] = _message(run.text, event.ts)
+            if text:
+                payload["message"] = _message(text, event.ts)
         else:
             payload["state"] = "final"
             payload["stopReason"] = data.get("stopReason")
-            payload["message"] = _message(run.text, event.ts, run.tool_calls())
-        self.broadcast(self._chat_frame(run, payload, run.text), readers)
+            payload["message"] = _message(text, event.ts, run.tool_calls())
+        self.broadcast(self._chat_frame(run, payload, text), readers)
 
     def _chat_frame(
         self, run: _ChatRun, payload: dict[str, Any], text: str, *, droppable: bool = False

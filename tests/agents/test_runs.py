@@ -24,6 +24,7 @@ from agents.events import RunEvent, SessionChange
 from agents.providers.base import ImageInput, Usage
 from agents.registry import SessionRegistry
 from agents.runs import SUBSCRIPTION_TEXT_BUDGET, RunSubscription, TurnRequest
+from tests.support.counting import CountedData, CountedText
 from tests.support.scripted import (
     FIXED_NOW,
     Harness,
@@ -689,6 +690,58 @@ class TestWaitAndWake:
         assert not reading.done()
         sub.push(event("lifecycle", 1, phase="start"))
         assert (await asyncio.wait_for(reading, 1)).seq == 1
+
+
+class TestLongReplies:
+    async def test_each_piece_costs_its_own_length_not_the_text_so_far(
+        self, harness: Harness
+    ) -> None:
+        # Each event carries its stream's text so far (§2.2); built by adding every piece to
+        # it, a reply of n characters in small pieces copied O(n²) characters, read or not.
+        pieces = tuple(CountedText(f"{n:05d} ") for n in range(4000))
+        provider = ScriptedProvider("long", deltas=pieces, reasoning=pieces)
+        registry = harness.registry(make_config(("long/m",), apis=("long",)), [provider])
+        got: list[RunEvent | SessionChange] = []
+        registry.add_listener(got.append)  # a consumer of every event, as the WS fan-out is
+        CountedText.copied = 0
+        run = registry.submit(req())
+        with run.subscribe() as sub:  # and one that writes the deltas, as the HTTP relay does
+            deltas: dict[str, list[str]] = {"assistant": [], "thinking": []}
+            async for e in sub:
+                if e.stream in deltas:
+                    deltas[e.stream].append(e.data["delta"])
+        outcome = await run.wait()
+        whole = "".join(pieces)
+        # Some joins of the text at the end, not 4,000 of it: 2 * 48 million characters.
+        assert CountedText.copied <= 2 * 2 * len(whole)
+        assert outcome.text == outcome.reasoning == whole
+        assert {k: "".join(v) for k, v in deltas.items()} == {"assistant": whole, "thinking": whole}
+        # The text so far is still each event's, when read.
+        texts = [e for e in got if isinstance(e, RunEvent) and e.stream == "assistant"]
+        assert [dict(texts[n].data) for n in (0, 2, -1)] == [
+            {"text": "".join(pieces[:1]), "delta": pieces[0]},
+            {"text": "".join(pieces[:3]), "delta": pieces[2]},
+            {"text": whole, "delta": pieces[-1]},
+        ]
+        assert (await stored(registry))[-1]["content"] == [
+            {"type": "thinking", "thinking": whole},
+            {"type": "text", "text": whole},
+        ]
+
+    async def test_a_subscriber_that_falls_behind_reads_no_text_so_far(self) -> None:
+        # Past its bound (or its text budget) a subscription merges deltas (the overflow
+        # policy), which measured each event's text so far: it reads only lengths.
+        sub = RunSubscription(None, 8)
+        pieces = [f"{n:05d} " for n in range(4000)]
+        CountedData.read = 0
+        for seq, data in enumerate(CountedData.stream(pieces), start=1):
+            sub.push(RunEvent("r", "agent:main:s", "sid", "main", "assistant", seq, seq, data))
+            if seq % 1000 == 0:
+                sub.push(event("lifecycle", seq, phase="model"))  # an event that is kept
+        sub.push(event("lifecycle", 5000, phase="end"))
+        deltas = [e.data["delta"] async for e in sub if e.stream == "assistant"]
+        assert "".join(deltas) == "".join(pieces)
+        assert CountedData.read == 0
 
 
 class TestListeners:

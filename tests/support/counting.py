@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from agents.events import DeltaData, StreamedText
+
 
 class CountedId(str):
     """A call id that counts how often it is compared with another, hashed, and formatted
@@ -44,3 +48,22 @@ class CountedText(str):
     def __radd__(self, other: str) -> str:  # taken before str's own `+` for a plain text
         CountedText.copied += len(other) + len(self)
         return str.__add__(other, self)
+
+
+class CountedData(DeltaData):
+    """An `assistant` event's data that counts the characters of its text read: a consumer
+    that reads the text so far at every event reads O(n²) of a reply of n characters."""
+
+    read = 0
+
+    def __getitem__(self, key: str) -> Any:
+        value = super().__getitem__(key)
+        if key == "text":
+            CountedData.read += len(value)
+        return value
+
+    @classmethod
+    def stream(cls, pieces: list[str]) -> list[CountedData]:
+        """The data of the events of a stream of `pieces`."""
+        text = StreamedText()
+        return [cls(text, text.add(piece).length, piece) for piece in pieces]

@@ -21,6 +21,7 @@ from agents.providers.base import (
     Finish,
     Provider,
     ProviderRequest,
+    ReasoningDelta,
     TextDelta,
     Usage,
 )
@@ -38,6 +39,7 @@ class ScriptedProvider:
 
     api: str
     deltas: tuple[str, ...] = ()
+    reasoning: tuple[str, ...] = ()  # streamed before the deltas
     fail: Exception | None = None
     fail_first: Exception | None = None
     block: bool = False
@@ -59,6 +61,8 @@ class ScriptedProvider:
         try:
             if self.fail_first is not None:
                 raise self.fail_first
+            for piece in self.reasoning:
+                deliver(ReasoningDelta(piece))
             for delta in self.deltas:
                 if self.delay or self.cooperative:
                     await asyncio.sleep(self.delay)

@@ -18,6 +18,7 @@ from gateway.ws.events import MAX_REMOTE_CHAT_RUNS, EventFanout
 from gateway.ws.handler import WS, shutdown_connections
 from gateway.ws.state import WsSettings
 from tests.support.configs import merged
+from tests.support.counting import CountedData
 from tests.support.http_client import fake_provider
 from tests.support.turns import turn
 from tests.support.upstreams import FakeOpenAI, FakeToolCall, Stream
@@ -463,6 +464,22 @@ class TestAnotherProcessesRun:
             while fanout.chat_runs:
                 await asyncio.sleep(0.05)
         await ws.ws.close()
+
+
+class TestLongReplies:
+    async def test_a_run_nobody_here_reads_costs_no_read_of_its_text_per_piece(self) -> None:
+        # An HTTP-only gateway: every run event passes the fan-out, which reads the text so
+        # far only for a chat delta it sends, and at the end.
+        fanout = EventFanout(set())
+        pieces = [f"{n:05d} " for n in range(4000)]
+        CountedData.read = 0
+        for seq, data in enumerate(CountedData.stream(pieces), start=1):
+            fanout(RunEvent("r1", "agent:main:k", "sid", "main", "assistant", seq, 1, data))
+        end = {"phase": "end", "stopReason": "stop", "aborted": False}
+        fanout(RunEvent("r1", "agent:main:k", "sid", "main", "lifecycle", 4001, 2, end))
+        assert CountedData.read <= len("".join(pieces))  # was 48 million characters
+        assert fanout.chat_runs == 0
+        fanout.close()
 
 
 class TestAnotherProcessesRunsKept:
