@@ -6,7 +6,9 @@ reaches a run on A.
 
 Wire: one notification is `<origin> <message id> <index> <count>\\n<body>`. The body of a
 whole message is a JSON array (ASCII only, so characters are bytes) of items:
-`{"t": "run", "e": <RunEvent.to_dict()>}`, `{"t": "change", "c": <SessionChange.to_dict()>}`
+`{"t": "run", "e": <RunEvent.to_dict()>}`, `{"t": "piece", "e": <RunEvent.to_dict() without
+`data.text`>, "at": <its length before the delta>}` (below), `{"t": "change", "c":
+<SessionChange.to_dict()>}`
 (`sessions.changed`), `{"t": "abort", "q": <request id>, "k": <key>,
 "r": <run id or null>}` and `{"t": "aborted", "q": <request id>, "to": <origin>, "ids": [...]}`.
 Items queued together go in one notification while they fit; a body over the limit is cut into
@@ -22,6 +24,17 @@ answer. A process killed while watching is forgotten after WATCH_TTL_S. Without 
 HTTP-only deployment paid a NOTIFY and its JSON for every event of every run, a quarter of a
 turn's CPU. A run whose events went out sends its end whether watched or not: the others
 count it as running until they hear it (`RemoteRuns`).
+
+An `assistant` or `thinking` event carries its stream's text so far (agents/events.py): sent as
+it is, a reply of n characters in small pieces made O(n²) bytes of notifications (48 MB for
+24 KB in 6-character pieces). So it goes whole (`run`) as the stream's first sent, and again
+each time the text has doubled since, and else as a `piece`: its delta, which the receivers
+add to the text they have. The whole texts sent add up to twice the text at most. A receiver
+whose text is not the piece's `at` characters long (it missed one) drops the pieces until the
+next whole one, a `seq` gap as for a slow client; the sender sends the next event whole
+after anything that could make one miss it: a stream's event it did not send (nobody
+watched), a process that begins to watch, items lost. A process of an earlier version
+ignores `piece` items: its clients see the whole events only.
 """
 
 from __future__ import annotations
@@ -41,7 +54,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from agents.events import RunEvent, SessionChange
+from agents.events import DeltaData, RunEvent, SessionChange, Stream, StreamedText
 
 log = structlog.get_logger(__name__)
 
@@ -71,6 +84,11 @@ WATCH_TTL_S = 35.0
 # Runs of other processes remembered as in flight: a process killed mid-run never ends its
 # runs, so the oldest are forgotten past this many.
 MAX_REMOTE_RUNS = 10_000
+# The streams of remote runs whose text so far is kept to add pieces to (module docstring):
+# two a run, the longest silent forgotten first, as the runs themselves.
+MAX_REMOTE_TEXTS = 2 * MAX_REMOTE_RUNS
+# The text streams an event of which may go as a `piece`.
+_TEXT_STREAMS = (Stream.ASSISTANT, Stream.THINKING)
 
 RemoteListener = Callable[[RunEvent | SessionChange], None]
 # Aborts the session's runs here (or the one run): the ids it aborted.
@@ -236,6 +254,11 @@ class PostgresEventBus:
         # The processes that want run events, and when their word expires (monotonic s).
         self._watched_elsewhere: dict[str, float] = {}
         self._message_ids = itertools.count()
+        # This process's text streams sent whole, by (run id, stream): the length sent whole
+        # last (module docstring).
+        self._sent_whole: dict[tuple[str, str], int] = {}
+        # Other processes' text streams: their text so far, to add their pieces to.
+        self._texts: OrderedDict[tuple[str, str], StreamedText] = OrderedDict()
         self._replies: dict[str, asyncio.Future[list[str]]] = {}
         self._closing = False
         self.listening = asyncio.Event()
@@ -323,7 +346,11 @@ class PostgresEventBus:
         while another process watches, and the end of a run whose events went out (never
         blocks)."""
         if isinstance(event, RunEvent):
+            data = event.data
             if event.is_terminal:
+                if self._sent_whole:
+                    for stream in _TEXT_STREAMS:
+                        self._sent_whole.pop((event.run_id, stream), None)
                 # A run the others heard of hears its end too, watched or not: else it would
                 # stay running to them for good (`remote_runs`), and every abort, reset or
                 # delete of its session there would wait for an answer that never comes.
@@ -331,14 +358,30 @@ class PostgresEventBus:
                 if not (self._watched_elsewhere or announced):
                     return
             elif not self._watched_elsewhere:
+                if self._sent_whole and isinstance(data, DeltaData):
+                    # Unsent: a process that watches later has not got the text so far.
+                    self._sent_whole.pop((event.run_id, event.stream), None)
                 return
             else:
                 self._announced[event.run_id] = True
                 while len(self._announced) > MAX_REMOTE_RUNS:
                     self._announced.popitem(last=False)
+                if isinstance(data, DeltaData):
+                    self._put(self._text_item(event, data))
+                    return
             self._put({"t": "run", "e": event.to_dict()})
         elif self._watched_elsewhere:
             self._put({"t": "change", "c": event.to_dict()})
+
+    def _text_item(self, event: RunEvent, data: DeltaData) -> dict[str, Any]:
+        """An `assistant` or `thinking` event's item: whole, or its piece (module docstring)."""
+        key = (event.run_id, event.stream)
+        whole = self._sent_whole.get(key)
+        if whole is None or data.length > 2 * whole:
+            self._sent_whole[key] = data.length
+            return {"t": "run", "e": event.to_dict()}
+        piece = event._replace(data={"delta": data.delta}).to_dict()
+        return {"t": "piece", "e": piece, "at": data.length - len(data.delta)}
 
     @property
     def watched_elsewhere(self) -> bool:
@@ -358,6 +401,7 @@ class PostgresEventBus:
             return
         if len(self._queue) >= MAX_QUEUED_ITEMS:
             self._queue.popleft()
+            self._sent_whole.clear()  # a piece may be lost: each stream's next goes whole
         self._queue.append(encode_item(item))
         self._wake.set()
 
@@ -389,6 +433,7 @@ class PostgresEventBus:
                     # a second for as long as the database is away.
                     if not lost:
                         log.warning("event_bus_send_failed", items=len(batch))
+                    self._sent_whole.clear()  # each stream's next event goes whole
                     lost += len(batch)
                     if conn is not None:
                         conn.terminate()
@@ -435,16 +480,24 @@ class PostgresEventBus:
     def _dispatch(self, origin: str, item: dict[str, Any]) -> None:
         kind = item.get("t")
         if kind == "run":
-            event = run_event(item["e"])
+            event = self._remote_text(run_event(item["e"]))
             self.remote_runs.saw(event)
             for listener in self._remote:
                 listener(event)
+        elif kind == "piece":
+            piece = self._remote_piece(run_event(item["e"]), item.get("at"))
+            if piece is not None:
+                self.remote_runs.saw(piece)
+                for listener in self._remote:
+                    listener(piece)
         elif kind == "change":
             change = session_change(item["c"])
             for listener in self._remote:
                 listener(change)
         elif kind == "watch":
             if item.get("on") is True:
+                if origin not in self._watched_elsewhere:
+                    self._sent_whole.clear()  # it has no text so far: each next goes whole
                 self._watched_elsewhere[origin] = time.monotonic() + WATCH_TTL_S
             else:
                 self._watched_elsewhere.pop(origin, None)
@@ -459,6 +512,37 @@ class PostgresEventBus:
             waiter = self._replies.get(str(item["q"]))
             if waiter is not None and not waiter.done():
                 waiter.set_result([str(i) for i in item["ids"]])
+
+    def _remote_text(self, event: RunEvent) -> RunEvent:
+        """A remote run's event as it came, its text so far kept when it has one."""
+        data = event.data
+        if event.is_terminal:
+            for stream in _TEXT_STREAMS:
+                self._texts.pop((event.run_id, stream), None)
+        elif event.stream in _TEXT_STREAMS and type(data.get("text")) is str:
+            delta = data.get("delta")
+            if type(delta) is str:
+                text = StreamedText()
+                text.add(data["text"])
+                key = (event.run_id, event.stream)
+                self._texts[key] = text
+                self._texts.move_to_end(key)
+                while len(self._texts) > MAX_REMOTE_TEXTS:
+                    self._texts.popitem(last=False)
+                return event._replace(data=DeltaData(text, text.length, delta))
+        return event
+
+    def _remote_piece(self, event: RunEvent, at: object) -> RunEvent | None:
+        """A remote run's event sent as a piece, with its text so far; None when the text it
+        adds to is not here (a piece missed)."""
+        key = (event.run_id, event.stream)
+        text = self._texts.get(key)
+        delta = event.data.get("delta")
+        if text is None or type(delta) is not str or at != text.length:
+            self._texts.pop(key, None)  # none until the next whole one
+            return None
+        self._texts.move_to_end(key)
+        return event._replace(data=text.add(delta))
 
     # -- aborts ----------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from agents import events_postgres
-from agents.events import ChangeReason, RunEvent, SessionChange
+from agents.events import ChangeReason, RunEvent, SessionChange, StreamedText
 from agents.events_postgres import (
     CHANNEL,
     MAX_BODY_BYTES,
@@ -34,6 +34,15 @@ def event(seq: int, text: str = "hi") -> RunEvent:
 def run_end(seq: int) -> RunEvent:
     return RunEvent("r1", "agent:main:k", "sid", "main", "lifecycle", seq, 1000 + seq,
                     {"phase": "end"})  # fmt: skip
+
+
+def reply_events(run_id: str, pieces: list[str], stream: str) -> list[RunEvent]:
+    """A run's events of one stream of `pieces`, as a session emits them."""
+    text = StreamedText()
+    return [
+        RunEvent(run_id, "agent:main:k", "sid", "main", stream, seq, 1000 + seq, text.add(piece))
+        for seq, piece in enumerate(pieces, start=1)
+    ]
 
 
 def item(seq: int, text: str = "hi") -> dict[str, object]:
@@ -288,6 +297,80 @@ class TestBus:
         await a.aclose()  # killed: no end, and nobody answers the abort
         assert await b.abort_elsewhere("agent:main:k", run_id) == []
         assert not b.remote_runs.running("agent:main:k")
+
+    async def test_a_long_reply_costs_the_channel_its_length_not_its_square(
+        self, buses: tuple[PostgresEventBus, PostgresEventBus], sizes: list[int]
+    ) -> None:
+        # Each event carries the text so far (§2.2): sent as it is, 4,000 pieces of 6
+        # characters were 48 MB of notifications for a reply of 24 KB.
+        a, b = buses
+        heard = await watching(b, a)
+        sent = reply_events("r1", [f"{n:05d} " for n in range(4000)], "assistant")
+        for each in [*sent, run_end(len(sent) + 1)]:
+            a.publish(each)
+        async with asyncio.timeout(10):
+            await until(lambda: len(heard) == len(sent) + 1)
+        assert heard[:-1] == sent  # the same events, their text so far included
+        assert len(set(sizes)) > 1  # the sizes of what passed, a third listener heard it
+        text = sent[-1].data["text"]
+        assert sum(sizes) <= 4 * len(text) + 400 * len(sent)  # was 50 MB; now some 600 KB
+
+    async def test_a_process_that_watches_again_mid_reply_gets_each_text_so_far(
+        self, buses: tuple[PostgresEventBus, PostgresEventBus]
+    ) -> None:
+        a, b = buses
+        heard = await watching(b, a)
+        # Its first piece long: the later ones all go as pieces (the text never doubles).
+        sent = reply_events("r1", ["x" * 100] + [f"{n} " for n in range(29)], "thinking")
+        for each in sent[:10]:
+            a.publish(each)
+        await until(lambda: len(heard) == 10)
+        b.watchers_here(0)
+        await until(lambda: not a.watched_elsewhere)
+        for each in sent[10:20]:
+            a.publish(each)  # unheard
+        b.watchers_here(1)
+        await until(lambda: a.watched_elsewhere)
+        for each in sent[20:]:
+            a.publish(each)
+        await until(lambda: len(heard) == 20)
+        assert heard == sent[:10] + sent[20:]
+
+    async def test_a_process_that_begins_to_watch_mid_reply_gets_each_text_so_far(
+        self, buses: tuple[PostgresEventBus, PostgresEventBus], pg_url: str
+    ) -> None:
+        a, b = buses
+        heard = await watching(b, a)
+        sent = reply_events("r1", ["x" * 100] + [f"{n} " for n in range(29)], "assistant")
+        for each in sent[:10]:
+            a.publish(each)
+        await until(lambda: len(heard) == 10)
+        c = PostgresEventBus(pg_url)
+        await c.start(lambda key, run_id: [])
+        try:
+            late: list[RunEvent | SessionChange] = []
+            c.add_remote_listener(late.append)
+            c.watchers_here(1)
+            await until(lambda: len(a._watched_elsewhere) == 2)
+            for each in sent[10:]:
+                a.publish(each)
+            await until(lambda: len(heard) == 30 and len(late) == 20)
+            assert (heard, late) == (sent, sent[10:])
+        finally:
+            await c.aclose()
+
+    @pytest.fixture
+    async def sizes(self, pg_url: str) -> AsyncIterator[list[int]]:
+        """The sizes of the notifications on the channel, as a third listener hears them."""
+        sizes: list[int] = []
+        conn = await asyncpg.connect(pg_url)
+
+        def heard(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+            sizes.append(len(payload))
+
+        await conn.add_listener(CHANNEL, heard)
+        yield sizes
+        await conn.close()
 
     @pytest.fixture
     async def kinds(self, pg_url: str) -> AsyncIterator[list[str]]:
