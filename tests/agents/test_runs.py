@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import tracemalloc
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,7 +21,7 @@ from agents.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from agents.events import RunEvent, SessionChange
+from agents.events import RunEvent, SessionChange, StreamedText
 from agents.providers.base import ImageInput, Usage
 from agents.registry import SessionRegistry
 from agents.runs import SUBSCRIPTION_TEXT_BUDGET, RunSubscription, TurnRequest
@@ -727,6 +728,21 @@ class TestLongReplies:
             {"type": "thinking", "thinking": whole},
             {"type": "text", "text": whole},
         ]
+
+    def test_a_reply_in_tiny_pieces_is_held_in_about_its_own_size(self) -> None:
+        # A piece is a string object of its own (some 50 bytes beside its characters): kept
+        # one by one until read, a 1 MB reply in 2-character pieces took 30 MB.
+        tracemalloc.start()
+        try:
+            text = StreamedText()
+            for n in range(500_000):
+                text.add(f"{n % 100:02d}")
+            held, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert held < 2 * text.length
+        assert str(text) == "".join(f"{n % 100:02d}" for n in range(500_000))
+        assert text.add("x")["text"] == str(text) and str(text).endswith("99x")
 
     async def test_a_subscriber_that_falls_behind_reads_no_text_so_far(self) -> None:
         # Past its bound (or its text budget) a subscription merges deltas (the overflow
