@@ -168,6 +168,27 @@ class Usage:
         return self.input + self.output
 
 
+# Characters split at a time by `word_count`: the list of one slice's words, not of the whole
+# text's (some 20 bytes a character for one-letter words: 420 MB for a 20 MiB context).
+WORD_COUNT_SLICE = 64 * 1024
+
+
+def word_count(text: str) -> int:
+    """`len(text.split())`, in memory bounded by `WORD_COUNT_SLICE`: the usage estimate of
+    a turn whose provider reported none (and the echo provider's), over its whole context."""
+    if len(text) <= WORD_COUNT_SLICE:
+        return len(text.split())
+    count = 0
+    inside = False  # the slice before ended inside a word
+    for start in range(0, len(text), WORD_COUNT_SLICE):
+        piece = text[start : start + WORD_COUNT_SLICE]
+        count += len(piece.split())
+        if inside and not piece[0].isspace():
+            count -= 1  # a word across the cut, counted in both slices
+        inside = not piece[-1].isspace()
+    return count
+
+
 # The largest token count an upstream may report: JavaScript's Number.MAX_SAFE_INTEGER, so that
 # a browser reads the stored counts exactly, and SQLite's 64-bit integers hold their sums. A
 # count beyond it (JSON allows any integer) is no model's, and is taken as not reported.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+import tracemalloc
 from collections.abc import Mapping
 from typing import Any
 
@@ -186,6 +187,40 @@ class TestUsage:
         events = await run(request("three", history=history, system="be brief please"))
         # system 3 + history 2 + 4 + current 1 words; output "[turn 2] three" is 3 words.
         assert Usage(10, 3) in events
+
+
+class TestLargeRequests:
+    async def test_a_large_request_is_echoed_in_memory_about_its_size(self) -> None:
+        # Its words were listed at once, as deltas and to count them (input and output):
+        # some 60 bytes a word beside its text, 21 MB for this 512 KiB one.
+        text = "ab " * (512 * 1024 // 3)
+        req = request(text)
+        words = len(text.split())
+        count = [0, 0]
+
+        def deliver(event: ProviderEvent) -> None:
+            if isinstance(event, TextDelta):
+                count[0] += 1
+                count[1] += len(event.text)
+            elif isinstance(event, Usage):
+                assert event == Usage(words, words + 2)
+
+        tracemalloc.start()
+        try:
+            await EchoProvider().stream(req, deliver)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert count == [words + 3, len(f"[turn 1] {text}")]  # and the trailing space
+        # The reply (a copy of the text) and a few MB whatever its size (`word_count`).
+        assert peak < len(text) + 4 * 1024 * 1024
+
+    @pytest.mark.parametrize("cap", [-3, -1, 0])
+    async def test_a_cap_below_one_from_an_agents_params_cuts_as_before(self, cap: int) -> None:
+        # The HTTP request's cap is at least 1; an agent's configured params are not checked.
+        events = await run(request("hello there", params={"max_tokens": cap}))
+        assert deltas(events) == ["[turn", " 1]", " hello", " there"][:cap]
+        assert events[-1] == Finish("length")
 
 
 class TestSessions:

@@ -18,10 +18,10 @@ from agents.config import API_ECHO, AgentConfig, AgentsConfig, ModelRef
 from agents.errors import UnknownAgent
 from agents.events import EventSink, RunEvent, SessionChange, SessionStatus, Stream
 from agents.history import HistoryCache
-from agents.providers.base import ChatMessage
+from agents.providers.base import WORD_COUNT_SLICE, ChatMessage, word_count
 from agents.providers.echo import EchoProvider
 from agents.runs import AgentRun, RunState, RunStatus, TurnRequest
-from agents.session import WORD_COUNT_SLICE, AgentSession, RunSlots, SessionDeps, word_count
+from agents.session import AgentSession, RunSlots, SessionDeps
 from agents.store import SessionStore, StoredMessage
 from tests.support.scripted import FIXED_NOW, until
 from tests.support.strategies import fuzz
