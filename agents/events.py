@@ -77,55 +77,75 @@ class SessionStatus(StrEnum):
     ERROR = "error"
 
 
-# Pieces of a `StreamedText` joined at a time: their objects' overhead, 50 bytes a piece,
+# Pieces of a `TextPieces` joined at a time: their objects' overhead, 50 bytes a piece,
 # becomes under a byte a character for pieces of a character or two.
 TAIL_PIECES = 64
 
 
-class StreamedText:
-    """The text of an `assistant` or `thinking` stream as it grows, in the pieces it came in.
+class TextPieces:
+    """A text that comes in pieces, to be read whole later: a reply, a tool call's arguments,
+    the deltas merged for a reader that fell behind. Added each to the text so far, a piece
+    copied all of it (O(n²) for n pieces); kept one by one, each is a string object of its own,
+    some 50 bytes beside its characters (30 times the text for 2-character pieces). So the
+    pieces are joined by `TAIL_PIECES` as they come, and all of them when read: each
+    character is copied once more, not once per piece."""
+
+    __slots__ = ("_chunks", "_tail")
+
+    def __init__(self) -> None:
+        self._chunks: list[str] = []  # the text so far, but for the tail, in order
+        self._tail: list[str] = []  # the latest pieces, fewer than TAIL_PIECES
+
+    def append(self, piece: str) -> None:
+        tail = self._tail
+        tail.append(piece)
+        if len(tail) >= TAIL_PIECES:
+            self._chunks.append("".join(tail))
+            tail.clear()
+
+    def __bool__(self) -> bool:
+        return bool(self._chunks or self._tail)
+
+    def joined(self) -> str:
+        """The text so far (kept joined: the next read starts from it)."""
+        chunks, tail = self._chunks, self._tail
+        if tail:
+            chunks.extend(tail)
+            tail.clear()
+        if len(chunks) > 1:
+            chunks[:] = ["".join(chunks)]
+        return chunks[0] if chunks else ""
+
+
+class StreamedText(TextPieces):
+    """The text of an `assistant` or `thinking` stream as it grows (`TextPieces`).
 
     Each event of the stream carries the text so far (§2.2), which most consumers never read:
     the HTTP relay writes the deltas, the WS fan-out reads the text at most once per chat
     delta while nobody reads `agent` events. Built by adding each piece to the text so far,
     it copied all of it per piece, whoever read it: a reply of n characters in small pieces
     copied O(n²) (a 1 MB reply in 4-character pieces, 125 GB). So the text is joined when
-    somebody reads it, and each event knows only its length (`DeltaData`).
+    somebody reads it, and each event knows only its length (`DeltaData`)."""
 
-    The pieces are joined by `TAIL_PIECES` as they come: each is a string object of its own,
-    some 50 bytes beside its characters, and a reply in 2-character pieces kept one by one
-    took 30 times its size. Each character is thus copied once more, not once per piece."""
-
-    __slots__ = ("_chunks", "_tail", "length")
+    __slots__ = ("length",)
 
     def __init__(self) -> None:
-        self._chunks: list[str] = []  # the text so far, but for the tail, in order
-        self._tail: list[str] = []  # the latest pieces, fewer than TAIL_PIECES
+        super().__init__()
         self.length = 0
 
     def add(self, piece: str) -> DeltaData:
         """Add a piece: the data of its event."""
-        tail = self._tail
-        tail.append(piece)
-        if len(tail) >= TAIL_PIECES:
-            self._chunks.append("".join(tail))
-            tail.clear()
+        self.append(piece)
         self.length += len(piece)
         return DeltaData(self, self.length, piece)
 
     def upto(self, length: int) -> str:
         """The first `length` characters: the text as an event of `length` carried it."""
-        chunks, tail = self._chunks, self._tail
-        if tail:
-            chunks.extend(tail)
-            tail.clear()
-        if len(chunks) > 1:
-            chunks[:] = ["".join(chunks)]  # kept joined: the next read starts from it
-        text = chunks[0] if chunks else ""
+        text = self.joined()
         return text if length == len(text) else text[:length]
 
     def __str__(self) -> str:
-        return self.upto(self.length)
+        return self.joined()
 
 
 class DeltaData(Mapping[str, Any]):

@@ -45,6 +45,7 @@ from agents.events import (
     LifecyclePhase,
     RunEvent,
     Stream,
+    TextPieces,
     ToolPhase,
     text_length,
 )
@@ -254,7 +255,7 @@ class RunSubscription:
     _queue: deque[RunEvent] = attrs.field(factory=deque)
     # Deltas merged into queued events, by the event's number (`_head` + its index), joined
     # when that event is read.
-    _merged: dict[int, list[str]] = attrs.field(factory=dict)
+    _merged: dict[int, TextPieces] = attrs.field(factory=dict)
     _head: int = 0  # the number of the queue's first event: how many were read
     _held: int = 0  # characters of text so far in the queued events (the text budget)
     _waiter: asyncio.Future[None] | None = None
@@ -280,7 +281,8 @@ class RunSubscription:
                 merged = queue[index]
                 pieces = self._merged.get(number)
                 if pieces is None:
-                    pieces = self._merged[number] = [merged.data["delta"]]
+                    pieces = self._merged[number] = TextPieces()
+                    pieces.append(merged.data["delta"])
                 pieces.append(event.data["delta"])
                 if size:
                     self._held += size - text_length(merged.data)
@@ -303,7 +305,7 @@ class RunSubscription:
         pieces = self._merged.pop(self._head, None) if self._merged else None
         self._head += 1
         if pieces is not None:
-            data, delta = event.data, "".join(pieces)
+            data, delta = event.data, pieces.joined()
             merged = (
                 data.with_delta(delta) if isinstance(data, DeltaData) else {**data, "delta": delta}
             )

@@ -50,6 +50,7 @@ from agents.events import (
     SessionStatus,
     Stream,
     StreamedText,
+    TextPieces,
     ToolPhase,
 )
 from agents.history import HistoryCache, SessionHistory, cut_short, window_start
@@ -168,17 +169,17 @@ class SessionDeps:
 
 @attrs.define
 class _CallSoFar:
-    """A tool call as its fragments arrive. The arguments are kept in pieces and joined once:
-    added to the text so far, each piece would copy all of it, and a megabyte of arguments
-    in 8-character pieces (a model streams them a token at a time) some 60 GB."""
+    """A tool call as its fragments arrive. The arguments are kept in pieces and joined once
+    (`TextPieces`): added to the text so far, each piece would copy all of it, and a megabyte
+    of arguments in 8-character pieces (a model streams them a token at a time) some 60 GB."""
 
     id: str
     name: str
-    pieces: list[str] = attrs.Factory(list)
+    pieces: TextPieces = attrs.Factory(TextPieces)
     position: int = -1  # among the calls shown, once it has its name
 
     def tool_call(self) -> ToolCall:
-        return ToolCall(self.id, self.name, "".join(self.pieces))
+        return ToolCall(self.id, self.name, self.pieces.joined())
 
 
 @attrs.define
@@ -872,7 +873,7 @@ def _tool_fragment(run: AgentRun, state: _Attempts, event: ToolCallDelta) -> Non
         state.parts.append(ReplyPart.TOOL_CALL)
         run.emit(Stream.TOOL, {"phase": ToolPhase.START, "name": call.name, "toolCallId": call.id,
                         "index": call.position})  # fmt: skip
-        delta = "".join(call.pieces)
+        delta = call.pieces.joined()
     elif call.name:
         delta = event.arguments
     else:

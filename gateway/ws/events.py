@@ -33,7 +33,7 @@ from typing import Any
 import attrs
 import structlog
 
-from agents.events import RunEvent, SessionChange, Stream, ToolPhase
+from agents.events import RunEvent, SessionChange, Stream, TextPieces, ToolPhase
 from agents.providers.base import ToolCall
 from agents.store import assistant_content
 from gateway.jsonwire import dumps, wire
@@ -76,9 +76,9 @@ class _ChatRun:
     sent_at: float = -math.inf  # loop time of the last delta
     timer: asyncio.TimerHandle | None = None
     # The run's client tool calls so far: toolCallId → (name, pieces of the arguments).
-    # Pieces, joined when a delta is sent: added to the text so far, each piece would copy
-    # all of it (agents/session.py's _CallSoFar).
-    calls: dict[str, tuple[str, list[str]]] = attrs.field(factory=dict)
+    # Pieces, joined when read (agents.events.TextPieces): added to the text so far, each
+    # piece would copy all of it (agents/session.py's _CallSoFar).
+    calls: dict[str, tuple[str, TextPieces]] = attrs.field(factory=dict)
     cut: bool = False  # a delta was cut to fit maxPayload: no more deltas
     too_large: bool = False  # an event of this run was over maxPayload (logged once)
 
@@ -89,7 +89,7 @@ class _ChatRun:
         return self.text
 
     def tool_calls(self) -> tuple[ToolCall, ...]:
-        return tuple(ToolCall(i, name, _joined(pieces)) for i, (name, pieces) in self.calls.items())
+        return tuple(ToolCall(i, name, pieces.joined()) for i, (name, pieces) in self.calls.items())
 
     def head(self, seq: int) -> dict[str, Any]:
         return {
@@ -98,13 +98,6 @@ class _ChatRun:
             "agentId": self.agent_id,
             "seq": seq,
         }
-
-
-def _joined(pieces: list[str]) -> str:
-    """The pieces as one text, kept as the only piece: the next join starts from it."""
-    if len(pieces) > 1:
-        pieces[:] = ["".join(pieces)]
-    return pieces[0] if pieces else ""
 
 
 def _message(text: str, ts: int, calls: tuple[ToolCall, ...] = ()) -> dict[str, Any]:
@@ -271,7 +264,7 @@ class EventFanout:
         data = event.data
         phase = data.get("phase")
         if phase == "start":
-            self._chat_run(event).calls[data["toolCallId"]] = (data["name"], [])
+            self._chat_run(event).calls[data["toolCallId"]] = (data["name"], TextPieces())
         elif phase == "update":
             call = self._chat_run(event).calls.get(data["toolCallId"])
             if call is not None:

@@ -7,7 +7,7 @@ import asyncio
 import time
 import tracemalloc
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -22,7 +22,7 @@ from agents.errors import (
     UpstreamTimeout,
 )
 from agents.events import RunEvent, SessionChange, StreamedText
-from agents.providers.base import ImageInput, Usage
+from agents.providers.base import ImageInput, ToolCallDelta, Usage
 from agents.registry import SessionRegistry
 from agents.runs import SUBSCRIPTION_TEXT_BUDGET, RunSubscription, TurnRequest
 from tests.support.counting import CountedData, CountedText
@@ -743,6 +743,47 @@ class TestLongReplies:
         assert held < 2 * text.length
         assert str(text) == "".join(f"{n % 100:02d}" for n in range(500_000))
         assert text.add("x")["text"] == str(text) and str(text).endswith("99x")
+
+    def test_a_reader_that_stopped_holds_the_deltas_merged_in_about_their_size(self) -> None:
+        # Past its bound, a subscription merges the deltas (the overflow policy), kept until
+        # read: one by one, some 50 bytes a piece beside its text.
+        sub = RunSubscription(None, 4)
+        text = StreamedText()
+        tracemalloc.start()
+        try:
+            for seq in range(1, 500_001):
+                data = text.add(f"{seq % 100:02d}")
+                sub.push(RunEvent("r", "agent:main:s", "sid", "main", "assistant", seq, seq, data))
+            held, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert held < 3 * text.length  # the text and the deltas merged; was 30 times it
+        deltas = []
+        while sub.pending:
+            deltas.append(sub._pop().data["delta"])
+        assert "".join(deltas) == str(text)
+
+    async def test_a_tool_calls_arguments_in_tiny_pieces_are_held_in_about_their_size(
+        self, harness: Harness
+    ) -> None:
+        def pieces() -> Iterator[ToolCallDelta]:
+            yield ToolCallDelta(0, "call_1", "f", "")
+            for n in range(500_000):
+                yield ToolCallDelta(0, None, None, f"{n % 100:02d}")
+
+        provider = ScriptedProvider("long", calls=pieces(), block=True)
+        registry = harness.registry(make_config(("long/m",), apis=("long",)), [provider])
+        tracemalloc.start()
+        try:
+            run = registry.submit(req())
+            await provider.first_delta.wait()  # all its pieces came; it waits for more
+            held, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        run.abort()
+        outcome = await run.wait()
+        assert outcome.tool_calls[0].arguments == "".join(f"{n % 100:02d}" for n in range(500_000))
+        assert held < 3 * 1_000_000  # the arguments so far; were 30 MB in their pieces
 
     async def test_a_subscriber_that_falls_behind_reads_no_text_so_far(self) -> None:
         # Past its bound (or its text budget) a subscription merges deltas (the overflow

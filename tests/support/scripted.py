@@ -23,6 +23,7 @@ from agents.providers.base import (
     ProviderRequest,
     ReasoningDelta,
     TextDelta,
+    ToolCallDelta,
     Usage,
 )
 from agents.providers.pool import ProviderPool
@@ -40,6 +41,8 @@ class ScriptedProvider:
     api: str
     deltas: tuple[str, ...] = ()
     reasoning: tuple[str, ...] = ()  # streamed before the deltas
+    # Streamed after the deltas; an iterator makes each as it goes, as an upstream does.
+    calls: Iterable[ToolCallDelta] = ()
     fail: Exception | None = None
     fail_first: Exception | None = None
     block: bool = False
@@ -67,6 +70,12 @@ class ScriptedProvider:
                 if self.delay or self.cooperative:
                     await asyncio.sleep(self.delay)
                 deliver(TextDelta(delta))
+                self.first_delta.set()
+            streamed = False
+            for fragment in self.calls:
+                deliver(fragment)
+                streamed = True
+            if streamed:
                 self.first_delta.set()
             if self.fail is not None:
                 raise self.fail

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tracemalloc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -479,6 +480,27 @@ class TestLongReplies:
         fanout(RunEvent("r1", "agent:main:k", "sid", "main", "lifecycle", 4001, 2, end))
         assert CountedData.read <= len("".join(pieces))  # was 48 million characters
         assert fanout.chat_runs == 0
+        fanout.close()
+
+    async def test_a_tool_calls_arguments_in_tiny_pieces_are_held_in_about_their_size(
+        self,
+    ) -> None:
+        # The chat state keeps a run's calls for its `final`; one by one, its pieces took
+        # some 50 bytes each beside their text.
+        fanout = EventFanout(set())
+        call = {"name": "f", "toolCallId": "c1", "index": 0}
+        fanout(
+            RunEvent("r1", "agent:main:k", "sid", "main", "tool", 1, 1, {"phase": "start", **call})
+        )
+        tracemalloc.start()
+        try:
+            for n in range(500_000):
+                data = {"phase": "update", **call, "delta": f"{n % 100:02d}"}
+                fanout(RunEvent("r1", "agent:main:k", "sid", "main", "tool", n + 2, 1, data))
+            held, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert held < 3 * 1_000_000  # was 30 MB for these 1 MB of arguments
         fanout.close()
 
 
