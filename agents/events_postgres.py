@@ -519,7 +519,11 @@ class PostgresEventBus:
         if event.is_terminal:
             for stream in _TEXT_STREAMS:
                 self._texts.pop((event.run_id, stream), None)
-        elif event.stream in _TEXT_STREAMS and type(data.get("text")) is str:
+        elif (
+            event.stream in _TEXT_STREAMS
+            and isinstance(data, dict)
+            and type(data.get("text")) is str
+        ):
             delta = data.get("delta")
             if type(delta) is str:
                 text = StreamedText()
@@ -537,8 +541,9 @@ class PostgresEventBus:
         adds to is not here (a piece missed)."""
         key = (event.run_id, event.stream)
         text = self._texts.get(key)
-        delta = event.data.get("delta")
-        if text is None or type(delta) is not str or at != text.length:
+        data = event.data
+        delta = data.get("delta") if isinstance(data, dict) else None
+        if text is None or type(delta) is not str or type(at) is not int or at != text.length:
             self._texts.pop(key, None)  # none until the next whole one
             return None
         self._texts.move_to_end(key)

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import pytest
+from structlog.testing import capture_logs
 
 from agents import events_postgres
 from agents.events import ChangeReason, RunEvent, SessionChange, StreamedText
@@ -358,6 +359,38 @@ class TestBus:
             assert (heard, late) == (sent, sent[10:])
         finally:
             await c.aclose()
+
+    async def test_a_piece_that_adds_to_no_text_here_is_dropped(
+        self, buses: tuple[PostgresEventBus, PostgresEventBus], pg_url: str
+    ) -> None:
+        _, b = buses
+        heard: list[RunEvent | SessionChange] = []
+        b.add_remote_listener(heard.append)
+        whole = reply_events("r1", ["ab", "cd"], "assistant")
+        piece = {**whole[1].to_dict(), "data": {"delta": "cd"}}
+        items: list[dict[str, object]] = [
+            {"t": "piece", "e": piece, "at": 2},  # its run's text never came
+            {"t": "run", "e": whole[0].to_dict()},
+            {"t": "piece", "e": piece, "at": "2"},
+            {"t": "piece", "e": piece, "at": True},
+            {"t": "piece", "e": {**piece, "data": ["cd"]}, "at": 2},
+            {"t": "piece", "e": {**piece, "data": {"delta": 7}}, "at": 2},
+            {"t": "piece", "e": piece, "at": 2},  # the text was forgotten at the first wrong one
+            {"t": "run", "e": whole[1].to_dict()},
+            {"t": "piece", "e": {**piece, "seq": 3, "ts": 1003, "data": {"delta": "e"}}, "at": 4},
+        ]
+        conn = await asyncpg.connect(pg_url)
+        try:
+            with capture_logs() as logs:
+                for payload in encode("peer/1/x", 1, [encode_item(i) for i in items]):
+                    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+                await until(lambda: len(heard) == 3)
+                await asyncio.sleep(0.1)
+        finally:
+            await conn.close()
+        expected = [*whole, reply_events("r1", ["ab", "cd", "e"], "assistant")[2]]
+        assert heard == expected
+        assert logs == []
 
     @pytest.fixture
     async def sizes(self, pg_url: str) -> AsyncIterator[list[int]]:
