@@ -17,7 +17,8 @@ a UI shows the reply cut, and its end, rather than losing the connection or wait
 `final` that never comes. After a cut delta the run sends no more deltas (each would show the
 same head); its `final` or `aborted` is cut the same way. An `agent` event that would be
 larger (the cumulative text of an `assistant` or `thinking` event) is dropped for every
-reader, a `seq` gap as for a slow client. One warning line per run says so. A `tool` piece of
+reader, a `seq` gap as for a slow client; once one was, a later one whose text alone is over
+the limit is dropped without being encoded. One warning line per run says so. A `tool` piece of
 a call's arguments joins a piece of that call still queued for a reader (within maxPayload).
 Other events are small by construction (presence entries and session rows have bounded fields).
 """
@@ -33,7 +34,7 @@ from typing import Any
 import attrs
 import structlog
 
-from agents.events import RunEvent, SessionChange, Stream, TextPieces, ToolPhase
+from agents.events import RunEvent, SessionChange, Stream, TextPieces, ToolPhase, text_length
 from agents.providers.base import ToolCall
 from agents.store import assistant_content
 from gateway.jsonwire import dumps, wire
@@ -203,7 +204,7 @@ class EventFanout:
                 if not end.done():
                     end.set_result(event)
         readers = self.readers_of(event.session_key)
-        if readers:
+        if readers and not self._still_too_large(event):
             frame = self._agent_frame(event)
             if frame.bound <= self.max_payload:
                 self.broadcast(frame, readers)
@@ -215,6 +216,15 @@ class EventFanout:
             self._tool(event)
         elif event.is_terminal:
             self._terminal(event)
+
+    def _still_too_large(self, event: RunEvent) -> bool:
+        """An `assistant` or `thinking` event whose text alone is over maxPayload, of a run
+        that had one over it (logged): dropped without encoding its text, as each later one
+        of its stream (the text only grows), and not O(n) each, O(n²) for the reply."""
+        if event.stream not in _CUMULATIVE or text_length(event.data) <= self.max_payload:
+            return False
+        run = self._chat.get(event.run_id)
+        return run is not None and run.too_large
 
     def _agent_frame(self, event: RunEvent) -> EventFrame:
         data = event.data

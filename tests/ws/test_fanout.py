@@ -482,6 +482,29 @@ class TestLongReplies:
         assert fanout.chat_runs == 0
         fanout.close()
 
+    async def test_a_reply_past_max_payload_is_not_encoded_again_for_each_piece(
+        self, gateway: Gateway, ws: GatewayWs
+    ) -> None:
+        # Every `agent` event of a reply past maxPayload is dropped; each was encoded first,
+        # its whole text so far, to find that out.
+        fanout = gateway.app[WS].fanout
+        fanout.max_payload = limit = 10_000
+        pieces = [f"{n:05d} " for n in range(4000)]
+        stream = CountedData.stream(pieces)
+        CountedData.read = 0
+        with capture_logs() as logs:
+            for seq, data in enumerate(stream, start=1):
+                fanout(RunEvent("big", "agent:main:k", "sid", "main", "assistant", seq, 1, data))
+            end = {"phase": "end", "stopReason": "stop", "aborted": False}
+            fanout(RunEvent("big", "agent:main:k", "sid", "main", "lifecycle", 4001, 2, end))
+        final = await ws.event("chat", state="final", runId="big")
+        assert final["payload"]["message"]["content"][0]["text"].endswith("(truncated)...")
+        within = sum(data.length for data in stream if data.length <= limit)
+        total = stream[-1].length
+        # Those within it, the first past it, and a few chat events' (all of 48 MB before).
+        assert CountedData.read <= within + limit + 4 * total
+        assert [e["event"] for e in logs] == ["ws_event_too_large"]
+
     async def test_a_tool_calls_arguments_in_tiny_pieces_are_held_in_about_their_size(
         self,
     ) -> None:
