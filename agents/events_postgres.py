@@ -33,7 +33,8 @@ add to the text they have. The whole texts sent add up to twice the text at most
 whose text is not the piece's `at` characters long (it missed one) drops the pieces until the
 next whole one, a `seq` gap as for a slow client; the sender sends the next event whole
 after anything that could make one miss it: a stream's event it did not send (nobody
-watched), a process that begins to watch, items lost. A process of an earlier version
+watched), a process that begins to watch or says hello (it found the database again), items
+lost. A process of an earlier version
 ignores `piece` items: its clients see the whole events only.
 """
 
@@ -502,6 +503,8 @@ class PostgresEventBus:
             else:
                 self._watched_elsewhere.pop(origin, None)
         elif kind == "hello":
+            # A process that found the database again lost what was said meanwhile.
+            self._sent_whole.clear()
             if self._watched_here:
                 self._put({"t": "watch", "on": True})
         elif kind == "abort" and self._local_abort is not None:

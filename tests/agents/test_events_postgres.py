@@ -392,6 +392,43 @@ class TestBus:
         assert heard == expected
         assert logs == []
 
+    async def test_a_process_that_finds_the_database_again_gets_each_text_so_far(
+        self, buses: tuple[PostgresEventBus, PostgresEventBus], pg_url: str
+    ) -> None:
+        # What was sent while its listening connection was away is lost to it: it says hello
+        # again, and each stream's next event goes whole.
+        a, b = buses
+        await watching(b, a)
+        said: list[tuple[str, str]] = []
+        conn = await asyncpg.connect(pg_url)
+
+        def heard(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+            done = Reassembly().add(payload)
+            if done is not None:
+                said.extend((done[0], item["t"]) for item in done[1])
+
+        await conn.add_listener(CHANNEL, heard)
+        try:
+            a.watchers_here(1)  # so that it answers a hello: then it has read it
+            sent = reply_events("r1", ["x" * 100] + [f"{n} " for n in range(9)], "assistant")
+            for each in sent[:5]:
+                a.publish(each)
+            await until(lambda: said.count((a.origin, "piece")) == 4)
+            for payload in encode("peer/1/x", 1, [encode_item({"t": "hello"})]):
+                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+            hello = ("peer/1/x", "hello")
+            await until(lambda: hello in said and (a.origin, "watch") in said[said.index(hello) :])
+            for each in sent[5:]:
+                a.publish(each)
+            kinds: list[str] = []
+            async with asyncio.timeout(5):
+                while len(kinds) < len(sent):
+                    await asyncio.sleep(0.02)
+                    kinds = [k for origin, k in said if origin == a.origin and k != "watch"]
+        finally:
+            await conn.close()
+        assert kinds == ["run", *["piece"] * 4, "run", *["piece"] * 4]
+
     @pytest.fixture
     async def sizes(self, pg_url: str) -> AsyncIterator[list[int]]:
         """The sizes of the notifications on the channel, as a third listener hears them."""
