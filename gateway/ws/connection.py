@@ -325,6 +325,20 @@ class Connection:
         queue.append(_Pause(seconds))
         self._write_soon()
 
+    def drops(self, size: int) -> bool:
+        """Whether a droppable event frame of at least `size` bytes would be dropped now (or
+        not sent: the connection is closing), so that it need not be built for it."""
+        if self.phase is Phase.CLOSING:
+            return True
+        buffered = self._buffered
+        return bool(buffered) and buffered + size > self.max_buffered_bytes
+
+    def skip_event(self) -> None:
+        """A droppable event frame not built for this connection (`drops`): dropped, a gap."""
+        self._seq += 1
+        if self.phase is not Phase.CLOSING:
+            self.dropped += 1
+
     def send_event(self, frame: EventFrame) -> None:
         """An event frame with this connection's next `seq` (§9.1); a dropped one leaves a gap.
         A piece of a text whose previous piece is still queued joins it (no `seq` of its own):

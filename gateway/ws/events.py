@@ -204,7 +204,7 @@ class EventFanout:
                 if not end.done():
                     end.set_result(event)
         readers = self.readers_of(event.session_key)
-        if readers and not self._still_too_large(event):
+        if readers and not self._still_too_large(event, readers):
             frame = self._agent_frame(event)
             if frame.bound <= self.max_payload:
                 self.broadcast(frame, readers)
@@ -217,14 +217,23 @@ class EventFanout:
         elif event.is_terminal:
             self._terminal(event)
 
-    def _still_too_large(self, event: RunEvent) -> bool:
-        """An `assistant` or `thinking` event whose text alone is over maxPayload, of a run
-        that had one over it (logged): dropped without encoding its text, as each later one
-        of its stream (the text only grows), and not O(n) each, O(n²) for the reply."""
-        if event.stream not in _CUMULATIVE or text_length(event.data) <= self.max_payload:
+    def _still_too_large(self, event: RunEvent, readers: Collection[Connection]) -> bool:
+        """An `assistant` or `thinking` event dropped without encoding its text, each being
+        O(n), O(n²) for the reply: one whose text alone is over maxPayload, of a run that had
+        one over it (logged), as each later one of its stream (the text only grows); or one
+        every reader would drop, its queue full (a burst of them, delivered in one go, fills
+        it before its writer runs)."""
+        if event.stream not in _CUMULATIVE:
             return False
-        run = self._chat.get(event.run_id)
-        return run is not None and run.too_large
+        length = text_length(event.data)
+        if length > self.max_payload:
+            run = self._chat.get(event.run_id)
+            return run is not None and run.too_large
+        if not all(conn.drops(length) for conn in readers):
+            return False
+        for conn in readers:
+            conn.skip_event()
+        return True
 
     def _agent_frame(self, event: RunEvent) -> EventFrame:
         data = event.data

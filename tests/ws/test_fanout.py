@@ -505,6 +505,28 @@ class TestLongReplies:
         assert CountedData.read <= within + limit + 4 * total
         assert [e["event"] for e in logs] == ["ws_event_too_large"]
 
+    async def test_a_burst_past_a_readers_bound_is_not_encoded_again_for_each_piece(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        # A reply delivered in one go (the echo provider's, an upstream chunk of many pieces)
+        # fills a reader's queue before its writer runs; every later `agent` event is
+        # dropped for it, and each was encoded first, its whole text so far.
+        bound = 1_000_000
+        gateway = await make_gateway(settings=WsSettings(max_buffered_bytes=bound))
+        ws = await gateway.connected()
+        fanout = gateway.app[WS].fanout
+        pieces = [f"{n:05d} " for n in range(4000)]
+        stream = CountedData.stream(pieces)
+        CountedData.read = 0
+        for seq, data in enumerate(stream, start=1):
+            fanout(RunEvent("burst", "agent:main:k", "sid", "main", "assistant", seq, 1, data))
+        # Those it queued (a bound's worth) and the first chat delta's; all of 48 MB before.
+        assert CountedData.read <= 2 * bound
+        first = await ws.event("agent", runId="burst")
+        assert first["payload"]["data"] == dict(stream[0])
+        assert (await ws.ok("health"))["ok"] is True
+        await ws.ws.close()
+
     async def test_a_tool_calls_arguments_in_tiny_pieces_are_held_in_about_their_size(
         self,
     ) -> None:
