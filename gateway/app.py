@@ -27,7 +27,7 @@ from gateway.appkeys import (
 from gateway.config.loader import ConfigLoader
 from gateway.config.model import Config
 from gateway.edge import own_names
-from gateway.edge_http import add_route, client_of, edge_middleware, unrouted
+from gateway.edge_http import add_route, client_of, edge_middleware
 from gateway.http import controlui, embeddings, hooks, openai, openresponses, probes
 from gateway.http.common import error_answer
 from gateway.http.openai_wire import internal_error
@@ -80,7 +80,8 @@ def create_app(
     openai.register(app)
     embeddings.register(app)
     openresponses.register(app)
-    add_route(app, "/{unrouted:.*}", unrouted)  # last: any path no route above takes
+    # Last: any path no route above takes (a configured Control UI build's files, else 404).
+    add_route(app, "/{unrouted:.*}", controlui.unrouted)
     return app
 
 

@@ -10,7 +10,7 @@ from aiohttp import HttpVersion11, hdrs, web
 from gateway.appkeys import CLIENT_ADDRESS, STATE
 from gateway.config.model import GatewayConfig
 from gateway.edge import client_address, host_allowed, own_names, parse_address, split_host
-from gateway.responses import error_response, not_found
+from gateway.responses import error_response
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -38,12 +38,6 @@ async def continue_if_expected(request: web.Request) -> None:
     if request.version >= HttpVersion11 and expect.lower() == "100-continue":
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         request.writer.output_size = 0  # what the answer writes is counted from here
-
-
-async def unrouted(request: web.Request) -> web.StreamResponse:
-    """The last route, taking any path no other takes: a JSON 404 like the router's own,
-    but with our Expect handling (the router's has aiohttp's)."""
-    return not_found()
 
 
 def client_of(request: web.Request) -> str | None:

@@ -15,8 +15,9 @@ from prometheus_client import generate_latest
 
 from agents.runs import RunOutcome
 from gateway.appkeys import MERGED_ROUTE, METRICS, REQUEST_ID, STATE
-from gateway.edge_http import add_route, unrouted
+from gateway.edge_http import add_route
 from gateway.http.common import authenticate, error_answer
+from gateway.http.controlui import unrouted
 from gateway.http.openai_wire import RequestError
 from gateway.metrics import CONTENT_TYPE, GatewayMetrics, LiveCounts
 from gateway.responses import method_not_allowed, not_found

@@ -188,6 +188,7 @@ class ConfigLoader:
         check_hooks(ctx, normalized.get("hooks"))
         check_store(ctx, normalized.get("store"))
         _read_store_password(ctx, normalized.get("store"))
+        _resolve_control_ui_root(ctx, dig(normalized, "gateway", "controlUi"), self.environ)
         apply_overrides(normalized["gateway"], self.overrides, self.environ, ctx)
         check_hooks_token(ctx, normalized, self._generated_token(normalized))
         if ctx.issues:
@@ -312,6 +313,22 @@ def _read_store_password(ctx: Checker, store: Any) -> None:
             ctx.issue("store.passwordFile", str(exc))
 
 
+def _resolve_control_ui_root(ctx: Checker, control_ui: Any, environ: Mapping[str, str]) -> None:
+    """`gateway.controlUi.root` made absolute (`~` expanded, relative to the working directory,
+    links resolved): a directory holding `index.html`, or an issue that says what is wrong."""
+    root = control_ui.get("root") if isinstance(control_ui, dict) else None
+    if not isinstance(root, str):
+        return
+    path = os.path.realpath(_absolute(root, environ))
+    if not os.path.isdir(path):
+        reason = "does not exist" if not os.path.exists(path) else "is not a directory"
+        ctx.issue("gateway.controlUi.root", f"{path} {reason} (give a Control UI build)")
+    elif not os.path.isfile(os.path.join(path, "index.html")):
+        ctx.issue("gateway.controlUi.root", f"{path} has no index.html (not a Control UI build)")
+    else:
+        control_ui["root"] = path
+
+
 def _store_config(store: dict[str, Any]) -> StoreConfig:
     return StoreConfig(
         backend=store["backend"],
@@ -400,7 +417,9 @@ def _gateway_config(gateway: dict[str, Any]) -> GatewayConfig:
         drain_seconds=gateway["shutdown"]["drainSeconds"],
         reload_mode=gateway["reload"]["mode"],
         reload_debounce_ms=gateway["reload"]["debounceMs"],
-        control_ui=ControlUiConfig(enabled=gateway["controlUi"].get("enabled")),
+        control_ui=ControlUiConfig(
+            enabled=gateway["controlUi"].get("enabled"), root=gateway["controlUi"].get("root")
+        ),
         metrics=MetricsConfig(
             enabled=gateway["metrics"]["enabled"], public=gateway["metrics"]["public"]
         ),

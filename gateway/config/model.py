@@ -126,6 +126,9 @@ class ControlUiConfig:
     """`gateway.controlUi`: the browser UI at `/`."""
 
     enabled: bool | None = None  # None: on for a loopback bind, off otherwise
+    # `root`: the directory (absolute, links resolved) of a Control UI build served at `/`
+    # instead of the built-in UI; None serves the built-in one.
+    root: str | None = None
 
 
 @attrs.frozen

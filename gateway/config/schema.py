@@ -1092,9 +1092,12 @@ _GATEWAY = _Section(
                     # (GatewayConfig.control_ui_enabled).
                     "enabled": _Key(_Bool()),
                     "allowedOrigins": _Key(_List(_Origin()), ()),
+                    # A directory of a Control UI build served at `/` instead of ours; the
+                    # loader checks it and makes it absolute (gateway/http/controlui_root.py).
+                    "root": _Key(_Str(non_empty=True)),
                 },
                 ignored=_words(
-                    "basePath root allowInsecureAuth dangerouslyDisableDeviceAuth"
+                    "basePath allowInsecureAuth dangerouslyDisableDeviceAuth"
                     " dangerouslyAllowHostHeaderOriginFallback"
                 ),
             )

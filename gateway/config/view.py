@@ -141,6 +141,8 @@ def _effective_gateway(gateway: GatewayConfig) -> dict[str, Any]:
     control_ui = gateway.control_ui
     effective["controlUi"] = {} if control_ui.enabled is None else {"enabled": control_ui.enabled}
     effective["controlUi"]["allowedOrigins"] = list(gateway.allowed_origins)
+    if control_ui.root is not None:
+        effective["controlUi"]["root"] = control_ui.root
     effective["trustedProxies"] = list(gateway.trusted_proxies)
     preauth = gateway.ws_preauth
     effective["ws"] = {

@@ -6,6 +6,8 @@ these routes serve files and nothing else, and need no auth: the files hold no s
 every call the page makes is authenticated on the WebSocket.
 
 `gateway.controlUi.enabled` is read per request, so a reload turns the page on or off.
+With `gateway.controlUi.root` set, `/` and every path no other route takes serve that directory's
+build instead (gateway/http/controlui_root.py), and these files are not served.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from aiohttp import web
 
 from gateway.appkeys import STATE
 from gateway.edge_http import add_route
+from gateway.http import controlui_root
 from gateway.responses import method_not_allowed, not_found
 
 CONTENT_TYPES: Final = {
@@ -73,19 +76,31 @@ def register(app: web.Application) -> None:
 
 
 async def index(request: web.Request) -> web.StreamResponse:
-    return _serve(request, INDEX)
+    return await _serve(request, INDEX)
 
 
 async def asset(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
-    if name == INDEX:
+    if name == INDEX and request.app[STATE].config.gateway.control_ui.root is None:
         return not_found()  # one URL for the page
-    return _serve(request, name)
+    return await _serve(request, name)
 
 
-def _serve(request: web.Request, name: str) -> web.StreamResponse:
-    if not request.app[STATE].config.gateway.control_ui_enabled:
+async def unrouted(request: web.Request) -> web.StreamResponse:
+    """The last route, taking any path no other takes: the configured build's file or page
+    route, else a JSON 404 like the router's own (but with our Expect handling)."""
+    gateway = request.app[STATE].config.gateway
+    if gateway.control_ui.root is None or not gateway.control_ui_enabled:
         return not_found()
+    return await controlui_root.serve(request, gateway.control_ui.root)
+
+
+async def _serve(request: web.Request, name: str) -> web.StreamResponse:
+    gateway = request.app[STATE].config.gateway
+    if not gateway.control_ui_enabled:
+        return not_found()
+    if gateway.control_ui.root is not None:
+        return await controlui_root.serve(request, gateway.control_ui.root)
     file = FILES.get(name)
     if file is None:
         return not_found()

@@ -763,6 +763,51 @@ class TestControlUi:
             ),
         )
 
+    def test_root_is_a_build_directory_made_absolute(self, files: ConfigFiles) -> None:
+        build = files.root / "ui"
+        build.mkdir()
+        (build / "index.html").write_text("<!doctype html>")
+        (files.root / "link").symlink_to(build)
+        config = files.load(
+            '{gateway: {controlUi: {root: "~/link"}}}', environ={"HOME": str(files.root)}
+        )
+        assert config.gateway.control_ui.root == str(build.resolve())
+        assert config.warnings == ()
+
+    def test_root_unset_serves_the_built_in_ui(self, files: ConfigFiles) -> None:
+        assert files.load("{}").gateway.control_ui.root is None
+
+    def test_a_root_that_is_no_build_is_an_issue(self, files: ConfigFiles) -> None:
+        (files.root / "empty").mkdir()
+        (files.root / "file").write_text("x")
+        text = json.dumps({"gateway": {"controlUi": {"root": str(files.root / "missing")}}})
+        assert files.issues(text) == [
+            f"- gateway.controlUi.root: {files.root / 'missing'} does not exist"
+            " (give a Control UI build)"
+        ]
+        text = json.dumps({"gateway": {"controlUi": {"root": str(files.root / "file")}}})
+        assert files.issues(text) == [
+            f"- gateway.controlUi.root: {files.root / 'file'} is not a directory"
+            " (give a Control UI build)"
+        ]
+        text = json.dumps({"gateway": {"controlUi": {"root": str(files.root / "empty")}}})
+        assert files.issues(text) == [
+            f"- gateway.controlUi.root: {files.root / 'empty'} has no index.html"
+            " (not a Control UI build)"
+        ]
+
+    @pytest.mark.parametrize(
+        ("value", "line"),
+        [
+            ("1", "- gateway.controlUi.root: expected string, got integer"),
+            ('""', "- gateway.controlUi.root: must not be empty"),
+        ],
+    )
+    def test_root_must_be_a_non_empty_string(
+        self, files: ConfigFiles, value: str, line: str
+    ) -> None:
+        assert files.issues(f"{{gateway: {{controlUi: {{root: {value}}}}}}}") == [line]
+
 
 class TestAllIssuesTogether:
     def test_rendered_in_document_order(self, files: ConfigFiles) -> None:

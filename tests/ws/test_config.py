@@ -1086,6 +1086,19 @@ class TestConfigPatchCannotWidenExposure:
         assert frame["error"] == refusal(message)
         assert gateway.config_path.read_bytes() == before
 
+    async def test_the_served_directory_is_not_patched(
+        self, ws: GatewayWs, gateway: Gateway, tmp_path: Path
+    ) -> None:
+        (tmp_path / "index.html").write_text("<!doctype html>")
+        before = gateway.config_path.read_bytes()
+        frame = await patch(
+            ws, {"gateway": {"controlUi": {"root": str(tmp_path)}}}, file_hash(gateway)
+        )
+        assert frame["error"] == refusal(
+            "gateway.controlUi.root: a patch may not change the directory served at /"
+        )
+        assert gateway.config_path.read_bytes() == before
+
     async def test_a_refused_origin_or_host_stays_shut_out(
         self, ws: GatewayWs, gateway: Gateway
     ) -> None:

@@ -128,6 +128,10 @@ def _widened_exposure(
     host = _first_new(http.allowed_hosts, old_http.allowed_hosts)
     if host is not None:
         return f"gateway.http.allowedHosts: a patch may not allow a new host ({host})"
+    # The files served at `/` need no auth: a patch that pointed them at another directory
+    # (one with an index.html: a home directory, a web root) would publish what it holds.
+    if new.control_ui.root != running.control_ui.root:
+        return "gateway.controlUi.root: a patch may not change the directory served at /"
     metrics, old_metrics = new.metrics, running.metrics
     if metrics.enabled and metrics.public and not (old_metrics.enabled and old_metrics.public):
         return "gateway.metrics.public: a patch may not serve the metrics without auth"

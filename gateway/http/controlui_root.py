@@ -1,0 +1,204 @@
+"""An operator's Control UI build served at `/` instead of the built-in UI
+(`gateway.controlUi.root`): OpenClaw's own Control UI (`dist/control-ui` in the `openclaw` npm
+package) or any other single-page app that talks the WebSocket protocol.
+
+Served as OpenClaw serves it (its src/gateway/control-ui.ts): the files of the directory by
+their path; for a page route of the app (a path that is no file, asked for by a browser that
+accepts HTML) the app's `index.html`, which then routes on the client. `index.html` gets the
+attributes OpenClaw's gateway stamps on its `<html>` (base path "", terminal off, no build id,
+as OpenClaw does for a configured root) and its `./assets/` and root icon links made absolute,
+so that a deep route loads the same files. Its inline scripts are allowed by their hashes in a
+Content-Security-Policy that is OpenClaw's for this page (it needs inline styles, which the
+built-in UI's policy forbids).
+
+Nothing outside the directory is served: no `..` or dot-file segment, and the path with its
+links resolved must stay inside the directory (a link inside it that points out is a 404). No
+directory is listed. Like the built-in UI's files these need no auth: a build holds no secret,
+and everything the app does goes through the authenticated WebSocket. The directory is read per
+request, so a new build (or a reload that changes `root`) applies to the next request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import re
+from typing import Final
+
+from aiohttp import web
+
+from gateway.responses import error_response, method_not_allowed, not_found
+
+INDEX: Final = "index.html"
+
+CONTENT_TYPES: Final = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json; charset=utf-8",
+    ".map": "application/json; charset=utf-8",
+    ".webmanifest": "application/manifest+json; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+    ".ico": "image/x-icon",
+    ".woff2": "font/woff2",
+    ".wasm": "application/wasm",
+    ".txt": "text/plain; charset=utf-8",
+}
+FALLBACK_CONTENT_TYPE: Final = "application/octet-stream"
+
+# OpenClaw's policy for its Control UI (buildControlUiCspHeader), the inline script hashes
+# added per page. It allows inline styles, Google's fonts and images from anywhere: that UI
+# needs them, and it is the policy OpenClaw's own gateway serves the same files with.
+_CSP_REST: Final = (
+    "style-src 'self' 'unsafe-inline' https://fonts.googleapis.com",
+    "img-src 'self' data: blob: https:",
+    "media-src 'self' data: blob:",
+    "font-src 'self' https://fonts.gstatic.com",
+    "worker-src 'self'",
+    "connect-src 'self' ws: wss: data: https://api.openai.com https://tweakcn.com",
+)
+_CSP_HEAD: Final = (
+    "default-src 'self'",
+    "base-uri 'none'",
+    "object-src 'none'",
+    "frame-ancestors 'none'",
+    "frame-src 'self' http: https:",
+)
+
+# The files a build has at its top, linked from index.html as `./name` (OpenClaw's
+# CONTROL_UI_ROOT_PUBLIC_ASSETS).
+_ROOT_ASSETS: Final = (
+    "apple-touch-icon.png",
+    "favicon-32.png",
+    "favicon.ico",
+    "favicon.svg",
+    "manifest.webmanifest",
+    "sw.js",
+)
+_ASSETS_DIR: Final = "/assets/"
+_INLINE_SCRIPT = re.compile(r"<script(?:\s[^>]*)?>(.*?)</script>", re.IGNORECASE | re.DOTALL)
+_SRC_ATTRIBUTE = re.compile(r"\ssrc\s*=", re.IGNORECASE)
+_HTML_TAG = re.compile(r"<html\b[^>]*>", re.IGNORECASE)
+_BUILD_ID = re.compile(r'\sdata-openclaw-control-ui-build-id="[^"]*"')
+_STAMP = ' data-openclaw-control-ui-base-path="" data-openclaw-terminal-enabled="false"'
+
+
+def content_security_policy(inline_script_hashes: list[str]) -> str:
+    script = " ".join(["'self'", *(f"'{h}'" for h in inline_script_hashes)])
+    return "; ".join((*_CSP_HEAD, f"script-src {script}", *_CSP_REST))
+
+
+def security_headers(csp: str) -> dict[str, str]:
+    return {
+        "Content-Security-Policy": csp,
+        "X-Frame-Options": "DENY",
+        "Cross-Origin-Opener-Policy": "same-origin",
+        "Cache-Control": "no-cache",
+    }
+
+
+async def serve(request: web.Request, root: str) -> web.StreamResponse:
+    if request.method not in ("GET", "HEAD"):
+        return method_not_allowed("GET, HEAD")
+    path = request.path
+    # A build's chunks link `./assets/…` relative to the page: under a deep route such as
+    # `/chat/main/x` that is `/chat/main/assets/…`, which is the build's `assets/` (as OpenClaw).
+    at = path.find(_ASSETS_DIR)
+    rel = path[at + 1 :] if at >= 0 else path[1:]
+    if rel == "" or rel.endswith("/"):
+        rel += INDEX
+    extension = os.path.splitext(rel)[1].lower()
+    file = resolve(root, rel)
+    if file is not None and os.path.basename(file) != INDEX:
+        headers = security_headers(content_security_policy([]))
+        headers["Content-Type"] = CONTENT_TYPES.get(extension, FALLBACK_CONTENT_TYPE)
+        return web.FileResponse(file, headers=headers)
+    if file is None and (
+        (extension in CONTENT_TYPES and extension != ".html") or not _wants_html(request)
+    ):
+        return not_found()  # a missing file, or a route asked for by something not a browser
+    return await _index(request, root)
+
+
+def resolve(root: str, rel: str) -> str | None:
+    """The regular file `rel` (a `/`-separated path) names inside `root`, links resolved, or
+    None when there is none there (or the path would leave `root`)."""
+    parts = rel.split("/")
+    if any(part == "" or part.startswith(".") or "\0" in part for part in parts):
+        return None
+    real = os.path.realpath(os.path.join(root, *parts))
+    if os.path.commonpath((root, real)) != root or not os.path.isfile(real):
+        return None
+    return real
+
+
+def _wants_html(request: web.Request) -> bool:
+    """A browser's navigation (its Accept names HTML): the app's page routes get index.html.
+    Anything else (curl's `*/*`, an API client) gets the 404 a missing path gets elsewhere."""
+    accept = request.headers.get("Accept", "").lower()
+    return "text/html" in accept or "application/xhtml+xml" in accept
+
+
+async def _index(request: web.Request, root: str) -> web.StreamResponse:
+    index = resolve(root, INDEX)
+    if index is None:
+        # The directory was checked when the config was loaded; it has changed since.
+        return error_response(
+            503, "The Control UI build in gateway.controlUi.root has no index.html.", "api_error"
+        )
+    try:
+        text = await asyncio.to_thread(_read_text, index)
+    except (OSError, UnicodeDecodeError):
+        return error_response(
+            503, "The index.html in gateway.controlUi.root cannot be read.", "api_error"
+        )
+    page = prepare_index(text)
+    body = page.encode()
+    headers = security_headers(content_security_policy(inline_script_hashes(page)))
+    headers["Content-Type"] = CONTENT_TYPES[".html"]
+    headers["ETag"] = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    if headers["ETag"] in _etags(request.headers.get("If-None-Match", "")):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=body, headers=headers)
+
+
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8") as file:
+        return file.read()
+
+
+def prepare_index(html: str) -> str:
+    """index.html as OpenClaw's gateway serves it from a configured root."""
+    for quote_attr in ('src="./assets/', 'href="./assets/'):
+        html = html.replace(quote_attr, quote_attr.replace("./", "/"))
+    for asset in _ROOT_ASSETS:
+        html = html.replace(f'href="./{asset}"', f'href="/{asset}"')
+    return _HTML_TAG.sub(
+        lambda m: "<html" + _STAMP + _BUILD_ID.sub("", m.group(0))[len("<html") :],
+        html,
+        count=1,
+    )
+
+
+def inline_script_hashes(html: str) -> list[str]:
+    """CSP `sha256-…` sources of the page's inline scripts (those without `src`)."""
+    hashes = []
+    for match in _INLINE_SCRIPT.finditer(html):
+        open_tag = match.group(0)[: match.group(0).index(">") + 1]
+        if _SRC_ATTRIBUTE.search(open_tag) or not match.group(1):
+            continue
+        digest = hashlib.sha256(match.group(1).encode()).digest()
+        hashes.append("sha256-" + base64.b64encode(digest).decode())
+    return hashes
+
+
+def _etags(header: str) -> set[str]:
+    return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}

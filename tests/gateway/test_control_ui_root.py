@@ -1,0 +1,213 @@
+"""A Control UI build of the operator's served at `/` (`gateway.controlUi.root`,
+gateway/http/controlui_root.py): its files, its page routes, and nothing outside it."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.app import create_app
+from gateway.http.controlui_root import resolve
+from tests.support.configs import MakeConfig
+from tests.support.strategies import fuzz
+
+Client = TestClient[web.Request, web.Application]
+AiohttpClient = Callable[[web.Application], Awaitable[Client]]
+NOT_FOUND = b'{"error":{"message":"Not Found","type":"not_found_error","param":null,"code":null}}'
+HTML = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"  # a navigation's
+INLINE = "globalThis.booted = true;"
+INDEX = f"""<!doctype html>
+<html data-openclaw-control-ui-build-id="b1" lang="en">
+  <head>
+    <link rel="icon" href="./favicon.svg" />
+    <script>{INLINE}</script>
+    <script type="module" crossorigin src="./assets/index-1.js"></script>
+    <link rel="stylesheet" href="./assets/app.css">
+  </head>
+  <body><openclaw-app></openclaw-app></body>
+</html>
+"""
+
+
+def make_build(tmp_path: Path) -> Path:
+    """A build's shape: index.html, assets, a dot file, a link out and a link within."""
+    root = tmp_path / "control-ui"
+    (root / "assets").mkdir(parents=True)
+    (root / "index.html").write_text(INDEX)
+    (root / "favicon.svg").write_text("<svg/>")
+    (root / "assets" / "index-1.js").write_text("export {};")
+    (root / "assets" / "app.css").write_text("body{}")
+    (root / "manifest.webmanifest").write_text("{}")
+    (root / ".env").write_text("SECRET=1")
+    (tmp_path / "outside.txt").write_text("outside")
+    (root / "assets" / "escape.js").symlink_to(tmp_path / "outside.txt")
+    (root / "assets" / "inside.js").symlink_to(root / "assets" / "index-1.js")
+    return root
+
+
+@pytest.fixture
+def build(tmp_path: Path) -> Path:
+    return make_build(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def module_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One build for all of a fuzz test's examples."""
+    return make_build(tmp_path_factory.mktemp("fuzz")).resolve()
+
+
+@pytest.fixture
+async def client(aiohttp_client: AiohttpClient, make_config: MakeConfig, build: Path) -> Client:
+    config = make_config(json.dumps({"gateway": {"controlUi": {"root": str(build)}}}))
+    return await aiohttp_client(create_app(config))
+
+
+class TestPage:
+    async def test_the_builds_page_is_at_the_root_stamped_as_openclaw_stamps_it(
+        self, client: Client
+    ) -> None:
+        response = await client.get("/")
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+        assert response.headers["Cache-Control"] == "no-cache"
+        assert response.headers["X-Frame-Options"] == "DENY"
+        page = await response.text()
+        stamp = 'data-openclaw-control-ui-base-path="" data-openclaw-terminal-enabled="false"'
+        assert f'<html {stamp} lang="en">' in page
+        assert "build-id" not in page
+        assert 'src="/assets/index-1.js"' in page
+        assert 'href="/assets/app.css"' in page
+        assert 'href="/favicon.svg"' in page
+
+    async def test_its_inline_scripts_are_allowed_by_hash_and_inline_styles_at_all(
+        self, client: Client
+    ) -> None:
+        policy = (await client.get("/")).headers["Content-Security-Policy"]
+        digest = base64.b64encode(hashlib.sha256(INLINE.encode()).digest()).decode()
+        directives = dict(d.split(" ", 1) for d in policy.split("; "))
+        assert directives["script-src"] == f"'self' 'sha256-{digest}'"
+        assert directives["style-src"].startswith("'self' 'unsafe-inline'")
+        assert directives["frame-ancestors"] == "'none'"
+        assert directives["object-src"] == "'none'"
+
+    @pytest.mark.parametrize("path", ["/chat", "/sessions/agent:main:main", "/a/b/c/"])
+    async def test_a_browsers_page_route_gets_the_page(self, client: Client, path: str) -> None:
+        response = await client.get(path, headers={"Accept": HTML})
+        assert response.status == 200
+        assert 'src="/assets/index-1.js"' in await response.text()
+
+    async def test_an_unchanged_page_is_a_304(self, client: Client) -> None:
+        etag = (await client.get("/")).headers["ETag"]
+        again = await client.get("/", headers={"If-None-Match": etag})
+        assert again.status == 304
+
+
+class TestFiles:
+    @pytest.mark.parametrize(
+        ("path", "content_type", "body"),
+        [
+            ("/assets/index-1.js", "text/javascript; charset=utf-8", b"export {};"),
+            ("/assets/app.css", "text/css; charset=utf-8", b"body{}"),
+            ("/favicon.svg", "image/svg+xml", b"<svg/>"),
+            ("/manifest.webmanifest", "application/manifest+json; charset=utf-8", b"{}"),
+            # a chunk linked relative to a deep route's URL is the build's own
+            ("/chat/main/assets/index-1.js", "text/javascript; charset=utf-8", b"export {};"),
+            # a link that stays inside the build
+            ("/assets/inside.js", "text/javascript; charset=utf-8", b"export {};"),
+        ],
+    )
+    async def test_files_are_served_with_their_type(
+        self, client: Client, path: str, content_type: str, body: bytes
+    ) -> None:
+        response = await client.get(path)
+        assert response.status == 200
+        assert response.headers["Content-Type"] == content_type
+        assert await response.read() == body
+
+    @pytest.mark.parametrize(
+        "path",
+        [
+            "/assets/missing.js",  # a missing file is a 404 even for a browser
+            "/assets/escape.js",  # a link out of the build
+            "/.env",  # dot files
+            "/assets/..%2F..%2Foutside.txt",
+            "/%2e%2e/outside.txt",
+            "/assets/%00.js",
+            "/assets",  # a directory: never listed
+        ],
+    )
+    async def test_nothing_outside_the_build_and_no_listing(
+        self, client: Client, path: str
+    ) -> None:
+        response = await client.get(path, headers={"Accept": "*/*"})
+        assert response.status == 404
+        assert await response.read() == NOT_FOUND
+
+    async def test_a_route_asked_for_by_a_non_browser_is_a_json_404(self, client: Client) -> None:
+        response = await client.get("/v2/nope", headers={"Accept": "application/json"})
+        assert response.status == 404
+        assert await response.read() == NOT_FOUND
+
+    async def test_other_routes_still_answer(self, client: Client) -> None:
+        assert (await client.get("/healthz")).status == 200
+        assert (await client.get("/metrics")).status == 401
+
+    async def test_other_methods_are_refused(self, client: Client) -> None:
+        response = await client.post("/assets/index-1.js", data=b"x")
+        assert response.status == 405
+        assert response.headers["Allow"] == "GET, HEAD"
+
+    async def test_the_built_in_ui_is_not_served(self, client: Client) -> None:
+        response = await client.get("/ui/app.js", headers={"Accept": "*/*"})
+        assert response.status == 404
+
+
+class TestChanges:
+    async def test_a_build_that_lost_its_page_is_a_503(self, client: Client, build: Path) -> None:
+        os.remove(build / "index.html")
+        response = await client.get("/", headers={"Accept": HTML})
+        assert response.status == 503
+        body = await response.json()
+        assert body["error"]["message"] == (
+            "The Control UI build in gateway.controlUi.root has no index.html."
+        )
+
+    async def test_disabled_serves_nothing(
+        self, aiohttp_client: AiohttpClient, make_config: MakeConfig, build: Path
+    ) -> None:
+        text = json.dumps({"gateway": {"controlUi": {"root": str(build), "enabled": False}}})
+        client = await aiohttp_client(create_app(make_config(text)))
+        for path in ("/", "/assets/index-1.js", "/chat"):
+            assert (await client.get(path, headers={"Accept": HTML})).status == 404
+
+
+class TestResolveFuzz:
+    @fuzz(300)
+    @given(
+        rel=st.lists(
+            st.one_of(
+                st.sampled_from(["..", ".", "", "assets", "escape.js", "index-1.js", ".env"]),
+                st.text(max_size=12),
+            ),
+            max_size=6,
+        ).map("/".join)
+    )
+    def test_any_path_names_a_file_inside_the_build_or_none(
+        self, module_build: Path, rel: str
+    ) -> None:
+        root = str(module_build)
+        found = resolve(root, rel)
+        if found is not None:
+            assert os.path.commonpath((root, found)) == root
+            assert os.path.isfile(found)
+            assert not os.path.basename(found).startswith(".")
