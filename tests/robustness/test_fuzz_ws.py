@@ -656,6 +656,30 @@ PARAMS: dict[str, st.SearchStrategy[Any]] = {
     ),
     "chat.subscribe": st.fixed_dictionaries({"sessionKey": often(session_key)}),
     "chat.unsubscribe": st.fixed_dictionaries({"sessionKey": often(session_key)}),
+    "chat.startup": st.one_of(
+        st.fixed_dictionaries(
+            {"sessionKey": often(session_key)},
+            optional={
+                "limit": often(small),
+                "maxBytes": often(st.integers(-1, 10**9)),
+                "agentId": often(st.just("main") | odd_text),
+            },
+        ),
+        st.fixed_dictionaries(
+            {"shortId": often(odd_text), "agentId": often(st.just("main") | odd_text)},
+            optional={"slugHint": often(odd_text), "limit": often(small)},
+        ),
+    ),
+    "sessions.messages.subscribe": st.fixed_dictionaries(
+        {"key": often(session_key)},
+        optional={
+            "agentId": often(st.just("main") | odd_text),
+            "includeApprovals": often(st.booleans()),
+        },
+    ),
+    "sessions.messages.unsubscribe": st.fixed_dictionaries(
+        {"key": often(session_key)}, optional={"agentId": often(st.just("main") | odd_text)}
+    ),
     "config.patch": st.fixed_dictionaries(
         # The file exists, so a patch needs its sha256 as baseHash: none of these can apply.
         {"raw": often(st.one_of(odd_text, json_values.map(to_json), specials.map(to_json)))},
@@ -746,6 +770,9 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     "usage.cost": {"days": 7, "agentId": "", "agentScope": "all"},  # "" is no agent
     "chat.subscribe": {"sessionKey": KEY},
     "chat.unsubscribe": {"sessionKey": KEY},
+    "chat.startup": {"sessionKey": KEY, "limit": 10, "maxBytes": 2048, "agentId": "main"},
+    "sessions.messages.subscribe": {"key": KEY, "agentId": "main", "includeApprovals": True},
+    "sessions.messages.unsubscribe": {"key": KEY, "agentId": "main"},
 }
 METHODS = register_all(MethodRegistry())
 

@@ -460,6 +460,9 @@ class TestHelloOk:
                     "last-heartbeat",
                     "diagnostics.stability",
                     "cron.runs",
+                    "sessions.messages.subscribe",
+                    "sessions.messages.unsubscribe",
+                    "chat.startup",
                 ],
                 "events": [
                     "connect.challenge",

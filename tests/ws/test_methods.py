@@ -1518,3 +1518,102 @@ class TestRequestsInFlight:
                 e for e in ws_state.presence.snapshot(now_ms()) if e.get("instanceId") == conn_id
             ]
             assert entry["reason"] == "disconnect"
+
+
+class TestOpenClawControlUiStartup:
+    """What OpenClaw's browser Control UI calls to open a chat (`chat.startup`) and to follow
+    it (`sessions.messages.subscribe`): without them its chat pane shows the error and no
+    transcript, and cannot send."""
+
+    async def test_chat_startup_of_a_session_is_its_history(self, ws: GatewayWs) -> None:
+        sent = await ws.ok(
+            "chat.send", {"sessionKey": "startup", "message": "hi", "idempotencyKey": "st-1"}
+        )
+        await ws.ok("agent.wait", {"runId": sent["runId"], "timeoutMs": 10_000})
+        params = {"sessionKey": "startup", "limit": 80, "maxBytes": 262_144, "agentId": "main"}
+        startup = await ws.ok("chat.startup", params)
+        history = await ws.ok("chat.history", {"sessionKey": "startup", "limit": 80})
+        assert startup == history
+        assert [m["role"] for m in startup["messages"]] == ["user", "assistant"]
+
+    async def test_chat_startup_of_a_new_session_is_empty(self, ws: GatewayWs) -> None:
+        startup = await ws.ok("chat.startup", {"sessionKey": "agent:main:main"})
+        assert (startup["messages"], startup["hasMore"]) == ([], False)
+
+    async def test_chat_startup_by_a_short_link_finds_no_session(self, ws: GatewayWs) -> None:
+        # Short chat links are OpenClaw's; clawgate has none to resolve.
+        answer = await ws.ok("chat.startup", {"shortId": "abc123", "agentId": "main"})
+        assert answer == {"resolution": {"ok": False}}
+
+    @pytest.mark.parametrize(
+        ("params", "message"),
+        [
+            ({}, "invalid chat.startup params: at /sessionKey: is required"),
+            ({"sessionKey": 7}, "invalid chat.startup params: at /sessionKey: must be string"),
+            (
+                {"sessionKey": "x", "limit": 0},
+                "invalid chat.startup params: at /limit: must be >= 1",
+            ),
+            (
+                {"shortId": "a", "agentId": 1},
+                "invalid chat.startup params: at /agentId: must be string",
+            ),
+        ],
+    )
+    async def test_chat_startup_refuses_bad_params(
+        self, ws: GatewayWs, params: dict[str, Any], message: str
+    ) -> None:
+        frame = await ws.call("chat.startup", params)
+        assert frame["error"]["message"] == message
+
+    async def test_sessions_messages_subscribe_answers_the_canonical_key(
+        self, ws: GatewayWs
+    ) -> None:
+        answer = await ws.ok("sessions.messages.subscribe", {"key": "Main"})
+        assert answer == {"subscribed": True, "key": "agent:main:main"}
+        answer = await ws.ok("sessions.messages.unsubscribe", {"key": "main"})
+        assert answer == {"subscribed": False, "key": "agent:main:main"}
+
+    async def test_with_approvals_it_replays_none(self, ws: GatewayWs) -> None:
+        answer = await ws.ok(
+            "sessions.messages.subscribe", {"key": "agent:main:main", "includeApprovals": True}
+        )
+        replay = answer.pop("approvalReplay")
+        assert answer == {"subscribed": True, "key": "agent:main:main"}
+        assert isinstance(replay.pop("updatedAtMs"), int)
+        assert replay == {"sessionKey": "agent:main:main", "approvals": [], "truncated": False}
+
+    async def test_approvals_need_the_approvals_scope(self, gateway: Gateway) -> None:
+        reader = await gateway.connected(scopes=["operator.read"])
+        frame = await reader.call(
+            "sessions.messages.subscribe", {"key": "main", "includeApprovals": True}
+        )
+        assert frame["error"]["message"] == (
+            "sessions.messages.subscribe includeApprovals requires gateway scope:"
+            " operator.approvals"
+        )
+        assert await reader.ok("sessions.messages.subscribe", {"key": "main"}) == {
+            "subscribed": True,
+            "key": "agent:main:main",
+        }
+        await reader.ws.close()
+
+    @pytest.mark.parametrize(
+        ("params", "message"),
+        [
+            ({}, "at /key: is required"),
+            ({"key": ""}, "at /key: must not be empty"),
+            ({"key": "main", "includeApprovals": "yes"}, "at /includeApprovals: must be boolean"),
+            ({"key": "agent:"}, "at /key: invalid session key"),
+        ],
+    )
+    @pytest.mark.parametrize(
+        "method", ["sessions.messages.subscribe", "sessions.messages.unsubscribe"]
+    )
+    async def test_sessions_messages_refuse_bad_params(
+        self, ws: GatewayWs, method: str, params: dict[str, Any], message: str
+    ) -> None:
+        if "includeApprovals" in params and method.endswith("unsubscribe"):
+            return  # not read there
+        frame = await ws.call(method, params)
+        assert frame["error"]["message"] == f"invalid {method} params: {message}"

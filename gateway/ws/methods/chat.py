@@ -38,6 +38,7 @@ HISTORY_MAX = 1000
 HISTORY_TEXT_MAX_CHARS = 12_000
 HISTORY_MESSAGE_MAX_BYTES = 128 * 1024
 HISTORY_MAX_BYTES = 6 * 1024 * 1024
+STARTUP_MIN_BYTES = 1024  # OpenClaw's least `maxBytes` for `chat.startup`
 # The store is read a page of the newest messages at a time, this many characters of stored
 # content a page (a longer message alone), and no further once the answer is full: whole
 # messages are only cut here, and 1000 of them could be gigabytes.
@@ -178,6 +179,27 @@ class HistoryParams:
 
 
 @attrs.frozen
+class StartupParams:
+    """`chat.startup`, OpenClaw's Control UI opening a chat: `chat.history`'s params (and a
+    `maxBytes` bound on the answer's messages), or a short chat link (`shortId`, `agentId`)."""
+
+    history: HistoryParams | None  # None: a short link
+    max_bytes: int
+
+    @classmethod
+    def parse(cls, r: ParamReader) -> StartupParams:
+        r.string("agentId", non_empty=True, max_len=SESSION_KEY_MAX)
+        max_bytes = r.integer("maxBytes", minimum=STARTUP_MIN_BYTES) or HISTORY_MAX_BYTES
+        if r.data.get("sessionKey") is None and r.data.get("shortId") is not None:
+            r.required_string("shortId")
+            r.required_string("agentId")
+            r.string("slugHint")
+            r.integer("limit", minimum=1, maximum=HISTORY_MAX)
+            return cls(None, max_bytes)
+        return cls(HistoryParams.parse(r), min(max_bytes, HISTORY_MAX_BYTES))
+
+
+@attrs.frozen
 class AbortParams:
     session_key: str
     run_id: str | None
@@ -243,33 +265,7 @@ def register(methods: MethodRegistry) -> None:
 
     @methods.method("chat.history", params=HistoryParams.parse, scope=READ)
     async def chat_history(ctx: CallContext, params: HistoryParams) -> Any:
-        config, registry = ctx.config, ctx.registry
-        key = resolve_key(ctx, params.session_key, "sessionKey")
-        # Pages of megabytes: a few at a time in the process, one per connection.
-        async with ctx.ws.transcript_reads.turn(ctx.conn.conn_id):
-            transcript = await registry.history(key, params.limit, max_chars=HISTORY_PAGE_CHARS)
-            if transcript.session is None:
-                return {
-                    "sessionKey": params.session_key,
-                    "hasMore": False,
-                    "totalMessages": 0,
-                    "messages": [],
-                    "defaults": model_defaults(config, parse_session_key(key)[0]),
-                    "sessionInfo": empty_row(config, registry, key),
-                }
-            # The newest messages, each cut to OpenClaw's bounds, the oldest left out beyond
-            # HISTORY_MAX_BYTES (the newest stays).
-            answer = NewestItems(_history_item, HISTORY_MAX_BYTES)
-            messages = await read_newest(registry, transcript, params.limit, answer)
-        return {
-            "sessionKey": params.session_key,  # echoed unchanged (observed on OpenClaw)
-            "sessionId": transcript.session.session_id,
-            "hasMore": transcript.total > len(messages),
-            "totalMessages": transcript.total,
-            "messages": messages,
-            "defaults": model_defaults(config, parse_session_key(key)[0]),
-            "sessionInfo": transcript.session.to_dict(),
-        }
+        return await history(ctx, params, HISTORY_MAX_BYTES)
 
     @methods.method("chat.abort", params=AbortParams.parse, scope=WRITE)
     async def chat_abort(ctx: CallContext, params: AbortParams) -> Any:
@@ -317,6 +313,37 @@ def register(methods: MethodRegistry) -> None:
                 conn.follows = None
                 ctx.ws.fanout.followers.discard(conn)
         return {"subscribed": False, "sessionKey": key}
+
+
+async def history(ctx: CallContext, params: HistoryParams, max_bytes: int) -> Any:
+    """`chat.history`'s answer, its messages within `max_bytes` of JSON."""
+    config, registry = ctx.config, ctx.registry
+    key = resolve_key(ctx, params.session_key, "sessionKey")
+    # Pages of megabytes: a few at a time in the process, one per connection.
+    async with ctx.ws.transcript_reads.turn(ctx.conn.conn_id):
+        transcript = await registry.history(key, params.limit, max_chars=HISTORY_PAGE_CHARS)
+        if transcript.session is None:
+            return {
+                "sessionKey": params.session_key,
+                "hasMore": False,
+                "totalMessages": 0,
+                "messages": [],
+                "defaults": model_defaults(config, parse_session_key(key)[0]),
+                "sessionInfo": empty_row(config, registry, key),
+            }
+        # The newest messages, each cut to OpenClaw's bounds, the oldest left out beyond
+        # `max_bytes` (the newest stays).
+        answer = NewestItems(_history_item, max_bytes)
+        messages = await read_newest(registry, transcript, params.limit, answer)
+    return {
+        "sessionKey": params.session_key,  # echoed unchanged (observed on OpenClaw)
+        "sessionId": transcript.session.session_id,
+        "hasMore": transcript.total > len(messages),
+        "totalMessages": transcript.total,
+        "messages": messages,
+        "defaults": model_defaults(config, parse_session_key(key)[0]),
+        "sessionInfo": transcript.session.to_dict(),
+    }
 
 
 async def abort_elsewhere(ctx: CallContext, key: str, run_id: str | None) -> list[str]:

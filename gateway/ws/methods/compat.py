@@ -1,9 +1,10 @@
-"""What OpenClaw's CLI and TUI call beyond §8 (ws-protocol.md §12).
+"""What OpenClaw's CLI, TUI and Control UI call beyond §8 (ws-protocol.md §12).
 
 Methods for OpenClaw features clawgate does not have answer with their honest empty state,
 so those clients keep working and tell the truth. `sessions.subscribe` is a no-op: events
 already reach every read-scoped connection (deviation 23). `sessions.create` is the TUI's
-`/new`: an empty session on a new key.
+`/new`: an empty session on a new key. OpenClaw's browser Control UI opens a chat with
+`chat.startup` (the history) and follows it with `sessions.messages.subscribe`.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ from typing import Any
 
 import attrs
 
+from agents.errors import UnknownAgent
 from agents.ids import uuid7
-from agents.keys import parse_session_key
+from agents.keys import SESSION_KEY_MAX, parse_session_key
+from gateway.ws.connection import now_ms
 from gateway.ws.dispatch import CallContext, MethodRegistry, no_params
+from gateway.ws.methods.chat import StartupParams, history
 from gateway.ws.methods.sessions import KeyParams, empty_row, parse_label, resolve_key
 from gateway.ws.protocol import (
     APPROVALS,
@@ -26,6 +30,7 @@ from gateway.ws.protocol import (
     ParamReader,
     ParamsError,
     WsError,
+    scope_allows,
 )
 
 CRON_RUNS_LIMIT_DEFAULT = 50  # OpenClaw's CLI default
@@ -120,6 +125,28 @@ def cron_job_not_found(job_id: str) -> WsError:
     )
 
 
+@attrs.frozen
+class MessagesParams:
+    """`sessions.messages.subscribe`/`unsubscribe`: a session (`key`, relative to `agentId`)."""
+
+    key: str
+    agent_id: str | None
+    include_approvals: bool
+
+    @classmethod
+    def parse(cls, r: ParamReader) -> MessagesParams:
+        unsubscribe = cls.parse_unsubscribe(r)
+        return attrs.evolve(unsubscribe, include_approvals=r.boolean("includeApprovals") is True)
+
+    @classmethod
+    def parse_unsubscribe(cls, r: ParamReader) -> MessagesParams:
+        return cls(
+            r.required_string("key", max_len=SESSION_KEY_MAX),
+            r.string("agentId", non_empty=True, max_len=SESSION_KEY_MAX),
+            include_approvals=False,
+        )
+
+
 def _empty_state(answer: Any) -> Any:
     async def handler(ctx: CallContext, params: None) -> Any:
         return answer
@@ -173,3 +200,42 @@ def register(methods: MethodRegistry) -> None:
             "hasMore": False,
             "nextOffset": None,
         }
+
+    # OpenClaw's Control UI follows the session on screen with these. Its `chat`, `agent` and
+    # `sessions.changed` events already reach every reader here (deviation 23), so nothing
+    # is narrowed; with `includeApprovals` the replay of the session's pending approvals is
+    # empty, as clawgate has no approvals.
+    @methods.method("sessions.messages.subscribe", params=MessagesParams.parse, scope=READ)
+    async def sessions_messages_subscribe(ctx: CallContext, params: MessagesParams) -> Any:
+        key = _messages_key(ctx, params)
+        if not params.include_approvals:
+            return {"subscribed": True, "key": key}
+        if not scope_allows(ctx.conn.scopes, APPROVALS):
+            raise WsError(
+                INVALID_REQUEST,
+                f"sessions.messages.subscribe includeApprovals requires gateway scope: {APPROVALS}",
+            )
+        replay = {"sessionKey": key, "updatedAtMs": now_ms(), "approvals": [], "truncated": False}
+        return {"subscribed": True, "key": key, "approvalReplay": replay}
+
+    @methods.method(
+        "sessions.messages.unsubscribe", params=MessagesParams.parse_unsubscribe, scope=READ
+    )
+    async def sessions_messages_unsubscribe(ctx: CallContext, params: MessagesParams) -> Any:
+        return {"subscribed": False, "key": _messages_key(ctx, params)}
+
+    # OpenClaw's Control UI opens a chat with this: the history, with OpenClaw's optional
+    # `metadata` (its workspace and model projections) left out. Short chat links are
+    # OpenClaw's own; none resolves here, answered as OpenClaw answers a missing one.
+    @methods.method("chat.startup", params=StartupParams.parse, scope=READ)
+    async def chat_startup(ctx: CallContext, params: StartupParams) -> Any:
+        if params.history is None:
+            return {"resolution": {"ok": False}}
+        return await history(ctx, params.history, params.max_bytes)
+
+
+def _messages_key(ctx: CallContext, params: MessagesParams) -> str:
+    agent_id = params.agent_id.lower() if params.agent_id else None
+    if agent_id is not None and ctx.config.agents.agent(agent_id) is None:
+        raise UnknownAgent(agent_id)
+    return resolve_key(ctx, params.key, "key", agent_id=agent_id)
