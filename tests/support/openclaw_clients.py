@@ -102,6 +102,15 @@ def find_openclaw(home: Path) -> OpenClaw | str:
     return OpenClaw(command, node_bin, home)
 
 
+def find_control_ui() -> Path | str:
+    """The built Control UI in the installed `openclaw` package, or why it is not there."""
+    root = Path(os.environ.get("CLAWGATE_OPENCLAW_DIR") or REPO / ".openclaw-clients")
+    build = root / "node_modules" / "openclaw" / "dist" / "control-ui"
+    if not (build / "index.html").is_file():
+        return f"OpenClaw's Control UI is not installed in {root}"
+    return build
+
+
 class Terminal:
     """`openclaw tui` on a pseudo-terminal of 120 × 40: what it has drawn, as text."""
 

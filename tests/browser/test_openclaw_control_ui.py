@@ -1,0 +1,115 @@
+"""OpenClaw's own browser Control UI (the `openclaw` npm package's `dist/control-ui`), served
+by clawgate through `gateway.controlUi.root`, in Chromium: it connects with the token from
+the URL, chats with the echo agent and lists the session.
+
+Skips without the browser (tests/browser/conftest.py) or without OpenClaw's clients
+(`scripts/install-openclaw-clients`), unless CLAWGATE_REQUIRE_BROWSER=1 or
+CLAWGATE_REQUIRE_OPENCLAW=1 make that a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.support.browser import Page
+from tests.support.openclaw_clients import INSTALL_HINT, find_control_ui
+from tests.support.process import GatewayProcess
+
+pytestmark = [pytest.mark.browser, pytest.mark.openclaw]
+
+TOKEN = "openclaw-ui-token"
+# What OpenClaw's UI of this version asks for that clawgate does not serve, and that does not
+# stop chat or the sessions view: its bootstrap config (it then uses its defaults).
+EXPECTED_CONSOLE_ERRORS = ("/control-ui-config.json - Failed to load resource",)
+# The methods the flows below need; the others it calls at start-up (OpenClaw features
+# clawgate does not have) may be refused. Not `sessions.list`: its lists work, but its
+# look-up of a session's sub-agents (`spawnedBy`, `limit: 10000`) is refused.
+NEEDED = {
+    "chat.startup",
+    "chat.send",
+    "chat.history",
+    "sessions.messages.subscribe",
+    "agents.list",
+    "models.list",
+}
+
+
+@pytest.fixture(scope="module")
+def gateway_config() -> str:
+    build = find_control_ui()
+    if isinstance(build, str):
+        if os.environ.get("CLAWGATE_REQUIRE_OPENCLAW"):
+            pytest.fail(f"OpenClaw's Control UI required, but {build}")
+        pytest.skip(f"{build}; to run these tests: {INSTALL_HINT}")
+    config = {
+        "gateway": {"auth": {"mode": "token", "token": TOKEN}, "controlUi": {"root": str(build)}},
+        "agents": {"list": [{"id": "main", "default": True}]},
+    }
+    return json.dumps(config)
+
+
+@pytest.fixture
+def ui(driver: Any, gateway: GatewayProcess) -> Iterator[Page]:
+    """A tab with no stored state, the gateway's log read from here on."""
+    driver.get(gateway.url + "/healthz")
+    driver.execute_script("localStorage.clear(); sessionStorage.clear()")
+    driver.get_log("browser")  # what earlier tests left
+    del gateway.lines[:]
+    yield Page(driver, gateway)
+
+
+def body_text(ui: Page) -> str:
+    return str(ui.driver.execute_script("return document.body.innerText"))
+
+
+def console_errors(ui: Page) -> list[str]:
+    return [
+        str(entry["message"])
+        for entry in ui.driver.get_log("browser")
+        if entry["level"] == "SEVERE"
+        and not any(expected in entry["message"] for expected in EXPECTED_CONSOLE_ERRORS)
+    ]
+
+
+def refused_calls(gateway: GatewayProcess) -> dict[str, str]:
+    """The WebSocket calls the gateway refused, by method, with their error code."""
+    refused = {}
+    for line in list(gateway.lines):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("event") == "ws_call" and record.get("ok") is False:
+            refused[record["method"]] = record.get("code")
+    return refused
+
+
+def test_connects_with_the_token_chats_and_lists_the_session(
+    ui: Page, gateway: GatewayProcess
+) -> None:
+    ui.driver.get(f"{gateway.url}/#token={TOKEN}")
+    composer = ui.visible("textarea")
+    ui.until(lambda: "Connected" in body_text(ui), "the connected state")
+    composer.send_keys("hello from OpenClaw's UI\n")
+    ui.until(lambda: "[turn 1] hello from OpenClaw's UI" in body_text(ui), "the echo's answer")
+
+    # A route of the app, loaded as a page: the gateway answers it with the app.
+    ui.driver.get(f"{gateway.url}/sessions")
+    ui.until(lambda: ui.driver.title.startswith("Sessions"), "the sessions view")
+    ui.until(lambda: "agent:main:main" in body_text(ui), "the session in the list")
+
+    assert console_errors(ui) == []
+    refused = refused_calls(gateway)
+    print(f"calls refused: {refused}")  # OpenClaw features clawgate does not have
+    assert NEEDED.isdisjoint(refused), refused
+
+
+def test_without_a_token_it_asks_for_one(ui: Page, gateway: GatewayProcess) -> None:
+    ui.driver.get(f"{gateway.url}/chat")
+    ui.until(lambda: "This Gateway expects its token" in body_text(ui), "the token prompt")
+    assert console_errors(ui) == []
