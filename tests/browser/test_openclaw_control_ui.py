@@ -27,13 +27,13 @@ TOKEN = "openclaw-ui-token"
 # stop chat or the sessions view: its bootstrap config (it then uses its defaults).
 EXPECTED_CONSOLE_ERRORS = ("/control-ui-config.json - Failed to load resource",)
 # The methods the flows below need; the others it calls at start-up (OpenClaw features
-# clawgate does not have) may be refused. Not `sessions.list`: its lists work, but its
-# look-up of a session's sub-agents (`spawnedBy`, `limit: 10000`) is refused.
+# clawgate does not have) may be refused.
 NEEDED = {
     "chat.startup",
     "chat.send",
     "chat.history",
     "sessions.messages.subscribe",
+    "sessions.list",
     "agents.list",
     "models.list",
 }

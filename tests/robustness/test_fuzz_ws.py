@@ -578,6 +578,7 @@ PARAMS: dict[str, st.SearchStrategy[Any]] = {
             "search": often(odd_text),
             "label": often(odd_text),
             "activeMinutes": often(small),
+            "spawnedBy": often(session_key),
         },
     ),
     "chat.history": st.fixed_dictionaries(
@@ -707,6 +708,7 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
         "search": "w",
         "label": "l",
         "activeMinutes": 60,
+        "spawnedBy": KEY,
     },
     "sessions.patch": {"key": KEY, "label": "walk"},
     "sessions.reset": {"key": KEY, "reason": "new"},

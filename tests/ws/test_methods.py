@@ -1617,3 +1617,37 @@ class TestOpenClawControlUiStartup:
             return  # not read there
         frame = await ws.call(method, params)
         assert frame["error"]["message"] == f"invalid {method} params: {message}"
+
+
+class TestSessionsSpawnedBy:
+    """OpenClaw's Control UI asks for the sessions a session spawned (its sub-agents) with
+    `sessions.list {spawnedBy, limit: 10000}`. No session spawns another here: the answer is
+    none, whatever the limit, and never the whole list as it was with the key ignored."""
+
+    async def test_no_session_was_spawned_by_another(self, ws: GatewayWs) -> None:
+        await ws.ok("sessions.patch", {"key": "other", "label": "Other"})
+        params = {
+            "spawnedBy": "agent:main:main",
+            "limit": 10_000,
+            "includeGlobal": False,
+            "includeUnknown": False,
+            "configuredAgentsOnly": True,
+        }
+        answer = await ws.ok("sessions.list", params)
+        assert (answer["sessions"], answer["count"], answer["totalCount"]) == ([], 0, 0)
+        assert (answer["hasMore"], answer["nextOffset"]) == (False, None)
+        assert len((await ws.ok("sessions.list", {"limit": 10}))["sessions"]) == 1
+
+    @pytest.mark.parametrize(
+        ("params", "message"),
+        [
+            ({"spawnedBy": 5}, "at /spawnedBy: must be string"),
+            ({"spawnedBy": "main", "limit": 0}, "at /limit: must be >= 1"),
+            ({"limit": 10_000}, "at /limit: must be <= 1000"),
+        ],
+    )
+    async def test_bad_params_are_refused(
+        self, ws: GatewayWs, params: dict[str, Any], message: str
+    ) -> None:
+        frame = await ws.call("sessions.list", params)
+        assert frame["error"]["message"] == f"invalid sessions.list params: {message}"

@@ -11,8 +11,14 @@ import attrs
 
 from agents.errors import InvalidSessionKey, SessionChanged
 from agents.events import session_entry
-from agents.keys import KEY_TOO_LONG_MESSAGE, is_main_key, normalize_session_key, parse_session_key
-from agents.registry import SessionRegistry
+from agents.keys import (
+    KEY_TOO_LONG_MESSAGE,
+    SESSION_KEY_MAX,
+    is_main_key,
+    normalize_session_key,
+    parse_session_key,
+)
+from agents.registry import SessionList, SessionRegistry
 from gateway.config.model import Config
 from gateway.ws.connection import now_ms
 from gateway.ws.dispatch import CallContext, MethodRegistry
@@ -89,10 +95,15 @@ class ListParams:
     search: str | None
     label: str | None
     active_minutes: float | None
+    # OpenClaw's `spawnedBy`: the sessions a session spawned (its sub-agents), which OpenClaw's
+    # Control UI asks for with `limit: 10000`. No session spawns another here, so the answer
+    # is none and the limit has nothing to bound.
+    spawned_by: str | None = None
 
     @classmethod
     def parse(cls, r: ParamReader) -> ListParams:
-        limit = r.integer("limit", minimum=1, maximum=LIST_MAX)
+        spawned_by = r.string("spawnedBy", max_len=SESSION_KEY_MAX)
+        limit = r.integer("limit", minimum=1, maximum=None if spawned_by else LIST_MAX)
         offset = r.integer("offset", minimum=0, maximum=OFFSET_MAX)
         return cls(
             100 if limit is None else limit,
@@ -101,6 +112,7 @@ class ListParams:
             r.string("search"),
             r.string("label"),
             r.number("activeMinutes", minimum=0),
+            spawned_by,
         )
 
 
@@ -179,15 +191,18 @@ def register(methods: MethodRegistry) -> None:
     @methods.method("sessions.list", params=ListParams.parse, scope=READ)
     async def sessions_list(ctx: CallContext, params: ListParams) -> Any:
         config = ctx.config
-        # A job of the store's one scan thread: a connection's calls take turns (state.py).
-        async with ctx.ws.transcript_reads.turn(ctx.conn.conn_id):
-            listed = await ctx.registry.list_sessions(
-                limit=params.offset + params.limit,
-                agent_id=params.agent_id,
-                search=params.search,
-                label=params.label,
-                active_minutes=params.active_minutes,
-            )
+        if params.spawned_by is not None:
+            listed = SessionList((), 0)
+        else:
+            # A job of the store's one scan thread: a connection's calls take turns (state.py).
+            async with ctx.ws.transcript_reads.turn(ctx.conn.conn_id):
+                listed = await ctx.registry.list_sessions(
+                    limit=params.offset + params.limit,
+                    agent_id=params.agent_id,
+                    search=params.search,
+                    label=params.label,
+                    active_minutes=params.active_minutes,
+                )
         page = listed.sessions[params.offset :]
         next_offset = params.offset + len(page)
         has_more = next_offset < listed.total_count
