@@ -29,9 +29,21 @@ from typing import Final
 
 from aiohttp import web
 
-from gateway.responses import error_response, method_not_allowed, not_found
+from gateway.appkeys import STATE
+from gateway.http.common import authenticate, error_answer
+from gateway.http.openai_wire import RequestError
+from gateway.responses import error_response, json_response, method_not_allowed, not_found
 
 INDEX: Final = "index.html"
+# Where OpenClaw's UI looks for its settings: the path, OpenClaw's older one, and the one its
+# `/__openclaw__/` entry asks for.
+BOOTSTRAP_PATHS: Final = frozenset(
+    {
+        "/control-ui-config.json",
+        "/__openclaw/control-ui-config.json",
+        "/__openclaw__/control-ui-config.json",
+    }
+)
 
 CONTENT_TYPES: Final = {
     ".html": "text/html; charset=utf-8",
@@ -109,6 +121,8 @@ async def serve(request: web.Request, root: str) -> web.StreamResponse:
     if request.method not in ("GET", "HEAD"):
         return method_not_allowed("GET, HEAD")
     path = request.path
+    if path in BOOTSTRAP_PATHS:
+        return bootstrap_config(request)
     # A build's chunks link `./assets/…` relative to the page: under a deep route such as
     # `/chat/main/x` that is `/chat/main/assets/…`, which is the build's `assets/` (as OpenClaw).
     at = path.find(_ASSETS_DIR)
@@ -126,6 +140,39 @@ async def serve(request: web.Request, root: str) -> web.StreamResponse:
     ):
         return not_found()  # a missing file, or a route asked for by something not a browser
     return await _index(request, root)
+
+
+def bootstrap_config(request: web.Request) -> web.StreamResponse:
+    """OpenClaw's `/control-ui-config.json` (its control-ui.ts), behind the gateway's auth as
+    there: the UI fetches it with the token it connects with, and runs on its defaults
+    without it. The assistant is the default agent; OpenClaw's features clawgate does not
+    have are off (`terminalEnabled` must match index.html's stamp, or the UI reloads), and so
+    are the ones that would make the browser reach third parties unasked (site favicons,
+    OpenClaw's community invitation). No `serverVersion`: hello-ok has the gateway's."""
+    state = request.app[STATE]
+    try:
+        authenticate(request, state)
+    except RequestError as exc:
+        return error_answer(request, exc)
+    agent = state.config.agents.default_agent
+    settings: dict[str, object] = {
+        "basePath": "",
+        "assistantName": agent.name,
+        "assistantAvatar": None,
+        "assistantAvatarSource": None,
+        "assistantAvatarStatus": None,
+        "assistantAvatarReason": None,
+        "assistantAgentId": agent.id,
+        "embedSandbox": "scripts",
+        "allowExternalEmbedUrls": False,
+        "automaticallyFetchFavicons": False,
+        "communityInvite": False,
+        "terminalEnabled": False,
+        "cliAgentsEnabled": False,
+        "pluginAssetsRequireAuth": True,
+        "pluginFrameGrants": [],
+    }
+    return json_response(settings, headers={"Cache-Control": "no-cache"})
 
 
 def resolve(root: str, rel: str) -> str | None:

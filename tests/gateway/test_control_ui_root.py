@@ -172,6 +172,81 @@ class TestFiles:
         assert response.status == 404
 
 
+class TestBootstrapConfig:
+    """OpenClaw's UI fetches `/control-ui-config.json` with the gateway token (else its
+    console shows the 404 and it runs on its defaults)."""
+
+    @pytest.fixture
+    async def authed(
+        self, aiohttp_client: AiohttpClient, make_config: MakeConfig, build: Path
+    ) -> Client:
+        config = make_config(
+            json.dumps(
+                {
+                    "gateway": {
+                        "auth": {"mode": "token", "token": "ui-token"},
+                        "controlUi": {"root": str(build)},
+                    },
+                    "agents": {"list": [{"id": "ops", "name": "Operations", "default": True}]},
+                }
+            )
+        )
+        return await aiohttp_client(create_app(config))
+
+    @pytest.mark.parametrize(
+        "path",
+        [
+            "/control-ui-config.json",
+            "/__openclaw__/control-ui-config.json",
+            "/__openclaw/control-ui-config.json",
+        ],
+    )
+    async def test_with_the_token_it_is_the_uis_settings(self, authed: Client, path: str) -> None:
+        response = await authed.get(path, headers={"Authorization": "Bearer ui-token"})
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "application/json; charset=utf-8"
+        assert response.headers["Cache-Control"] == "no-cache"
+        assert await response.json() == {
+            "basePath": "",
+            "assistantName": "Operations",
+            "assistantAvatar": None,
+            "assistantAvatarSource": None,
+            "assistantAvatarStatus": None,
+            "assistantAvatarReason": None,
+            "assistantAgentId": "ops",
+            "embedSandbox": "scripts",
+            "allowExternalEmbedUrls": False,
+            "automaticallyFetchFavicons": False,
+            "communityInvite": False,
+            "terminalEnabled": False,
+            "cliAgentsEnabled": False,
+            "pluginAssetsRequireAuth": True,
+            "pluginFrameGrants": [],
+        }
+
+    @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}])
+    async def test_without_the_token_it_is_a_401(
+        self, authed: Client, headers: dict[str, str]
+    ) -> None:
+        response = await authed.get("/control-ui-config.json", headers=headers)
+        assert response.status == 401
+        assert (await response.json())["error"]["type"] == "unauthorized"
+
+    async def test_only_get_and_head(self, authed: Client) -> None:
+        auth = {"Authorization": "Bearer ui-token"}
+        head = await authed.head("/control-ui-config.json", headers=auth)
+        assert (head.status, await head.read()) == (200, b"")
+        response = await authed.post("/control-ui-config.json", headers=auth, data=b"{}")
+        assert response.status == 405
+
+    async def test_not_served_with_the_built_in_ui(
+        self, aiohttp_client: AiohttpClient, make_config: MakeConfig
+    ) -> None:
+        client = await aiohttp_client(create_app(make_config()))
+        response = await client.get("/control-ui-config.json")
+        assert (response.status, await response.read()) == (404, NOT_FOUND)
+
+
 class TestChanges:
     async def test_a_build_that_lost_its_page_is_a_503(self, client: Client, build: Path) -> None:
         os.remove(build / "index.html")
