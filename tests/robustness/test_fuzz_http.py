@@ -1063,3 +1063,98 @@ class TestEveryEndpoint:
             assert_documented_status(response.status)
             return
         await check_endpoint(server, log, response)
+
+
+# -- a Control UI build served from gateway.controlUi.root ----------------------------------
+
+OUTSIDE_SECRET = b"outside-the-build-0c1f"
+# Values that take the other branches: a browser's navigation, the token, a compressed
+# sibling, ranges in and out of a file, a validator.
+UI_HEADER_VALUES = [
+    b"text/html,*/*",
+    f"Bearer {TOKEN}".encode(),
+    b"gzip, br",
+    b"bytes=0-3",
+    b"bytes=99-",
+    b"*",
+    b"Wed, 21 Oct 2037 07:28:00 GMT",
+]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def control_ui_build(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[tuple[Served, ServerLog]]:
+    """A gateway serving a small build at `/`, with a secret beside it and links out."""
+    directory = tmp_path_factory.mktemp("fuzz-control-ui")
+    build = directory / "build"
+    (build / "assets").mkdir(parents=True)
+    (build / "index.html").write_text("<!doctype html><html><script>x=1</script></html>")
+    (build / "assets" / "app.js").write_text("export {};")
+    (build / "assets" / "app.js.gz").write_bytes(gzip.compress(b"export {};"))
+    (directory / "secret.txt").write_bytes(OUTSIDE_SECRET)
+    (build / "assets" / "out.js").symlink_to(directory / "secret.txt")
+    (build / "out").symlink_to(directory)
+    overrides = {"gateway": {"controlUi": {"root": str(build)}}}
+    with production_logging() as log:
+        app = build_app(directory / "gateway", overrides)
+        async with served(app) as server:
+            yield server, log
+        assert log.new_problems() == []
+
+
+class TestControlUiBuild:
+    @fuzz(200)
+    @given(
+        method=st.sampled_from(["GET"] * 4 + ["POST", "OPTIONS"]),  # raw_http reads no HEAD
+        prefix=st.sampled_from(
+            [
+                "/",
+                "/assets/",
+                "/chat/x/assets/",
+                "/out/",
+                "/control-ui-config.json",
+                "/__openclaw__/",
+                "/ui/",
+                "//",
+            ]
+        ),
+        tail=st.one_of(
+            st.sampled_from(
+                ["", "app.js", "app.js", "out.js", "secret.txt", "..%2Fsecret.txt", "%2e%2e/",
+                 "%00", ".", "..", "index.html", "x/", "%ff", "control-ui-config.json"]
+            ),
+            bytes_of(list(range(0x21, 0x7F)), max_size=30).map(bytes.decode),
+        ),
+        headers=st.dictionaries(
+            st.sampled_from(
+                ["Authorization", "Accept", "Accept-Encoding", "If-None-Match",
+                 "If-Modified-Since", "Range"]
+            ),
+            weighted((3, header_value), (2, st.sampled_from(UI_HEADER_VALUES))),
+            max_size=3,
+        ),
+    )  # fmt: skip
+    async def test_any_request_gets_a_documented_answer_and_nothing_outside(
+        self,
+        control_ui_build: tuple[Served, ServerLog],
+        method: str,
+        prefix: str,
+        tail: str,
+        headers: dict[str, bytes],
+    ) -> None:
+        server, log = control_ui_build
+        path = (prefix + tail).replace("#", "%23")
+        response = await exchange(server.port, request_bytes(method, path, headers))
+        event(f"status {response.status}")
+        if any(CONTROL_RE.search(value) for value in headers.values()):
+            assert response.status == 400, response  # not HTTP: aiohttp's parser answers
+            return
+        assert OUTSIDE_SECRET not in response.body, response
+        assert_documented_status(response.status)
+        if response.status >= 400 and response.headers.get("content-type", "").startswith(
+            "application/json"
+        ):
+            assert_error_body(response)
+        await normal_completion(server.port)
+        assert log.new_problems() == []
