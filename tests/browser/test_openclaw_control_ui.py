@@ -60,6 +60,14 @@ def ui(driver: Any, gateway: GatewayProcess) -> Iterator[Page]:
     yield Page(driver, gateway)
 
 
+def composer(ui: Page) -> Any:
+    """The chat's message field, once shown."""
+    shown = ui.until(
+        lambda: [field for field in ui.all("textarea") if field.is_displayed()], "the composer"
+    )
+    return shown[0]
+
+
 def body_text(ui: Page) -> str:
     return str(ui.driver.execute_script("return document.body.innerText"))
 
@@ -86,9 +94,9 @@ def test_connects_with_the_token_chats_and_lists_the_session(
     ui: Page, gateway: GatewayProcess
 ) -> None:
     ui.driver.get(f"{gateway.url}/#token={TOKEN}")
-    composer = ui.visible("textarea")
+    field = composer(ui)
     ui.until(lambda: "Connected" in body_text(ui), "the connected state")
-    composer.send_keys("hello from OpenClaw's UI\n")
+    field.send_keys("hello from OpenClaw's UI\n")
     ui.until(lambda: "[turn 1] hello from OpenClaw's UI" in body_text(ui), "the echo's answer")
 
     # A route of the app, loaded as a page: the gateway answers it with the app.
@@ -102,7 +110,17 @@ def test_connects_with_the_token_chats_and_lists_the_session(
     assert NEEDED.isdisjoint(refused), refused
 
 
-def test_without_a_token_it_asks_for_one(ui: Page, gateway: GatewayProcess) -> None:
+def test_without_a_token_it_asks_for_one_and_connects_with_it(
+    ui: Page, gateway: GatewayProcess
+) -> None:
     ui.driver.get(f"{gateway.url}/chat")
     ui.until(lambda: "This Gateway expects its token" in body_text(ui), "the token prompt")
+    ui.type('input[type="password"]', TOKEN)
+    connect = ui.until(
+        lambda: [b for b in ui.all("button") if b.text.strip() == "Connect" and b.is_displayed()],
+        "the Connect button",
+    )
+    connect[0].click()
+    composer(ui)
+    ui.until(lambda: "Connected" in body_text(ui), "the connected state")
     assert console_errors(ui) == []
