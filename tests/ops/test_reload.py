@@ -154,6 +154,25 @@ class TestReloadFromFile:
         assert state.reload_error is None
         assert state.config.gateway.auth.token == "fixed"
 
+    async def test_a_control_ui_build_applies_at_once_and_a_missing_one_is_refused(
+        self, state: GatewayState, config_file: Path, tmp_path: Path
+    ) -> None:
+        build = tmp_path / "build"
+        build.mkdir()
+        (build / "index.html").write_text("<!doctype html>")
+        with_root = BASE.replace("reload:", f"controlUi: {{ root: {str(build)!r} }}, reload:")
+        write(config_file, with_root)
+        result = await reload_from_file(state)
+        assert result is not None and "gateway.controlUi.root" in result.applied
+        assert state.config.gateway.control_ui.root == str(build)
+        write(config_file, with_root.replace(str(build), str(tmp_path / "gone")))
+        assert await reload_from_file(state) is None
+        assert state.config.gateway.control_ui.root == str(build)
+        assert state.reload_error == [
+            f"- gateway.controlUi.root: {tmp_path / 'gone'} does not exist"
+            " (give a Control UI build)"
+        ]
+
     async def test_an_edit_undone_after_a_failed_reload_says_the_error_is_gone(
         self, state: GatewayState, config_file: Path
     ) -> None:
