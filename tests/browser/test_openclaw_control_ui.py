@@ -104,6 +104,11 @@ def test_connects_with_the_token_chats_and_lists_the_session(
     ui.until(lambda: ui.driver.title.startswith("Sessions"), "the sessions view")
     ui.until(lambda: "agent:main:main" in body_text(ui), "the session in the list")
 
+    # A page of an OpenClaw feature clawgate does not have shows its empty state.
+    ui.driver.get(f"{gateway.url}/automations")
+    ui.until(lambda: "No automations yet" in body_text(ui), "no automations")
+    assert "invalid inventory page" not in body_text(ui)
+
     assert console_errors(ui) == []
     refused = refused_calls(gateway)
     print(f"calls refused: {refused}")  # OpenClaw features clawgate does not have

@@ -166,7 +166,18 @@ class TestFeaturesClawgateDoesNotHave:
         ("command", "printed"),
         [
             (("nodes", "list"), {"pending": [], "paired": []}),
-            (("cron", "list"), {"jobs": []}),
+            (
+                ("cron", "list"),
+                {
+                    "jobs": [],
+                    "snapshotRevision": "sha256:T1PNoYwrqgwDVLtfmj7L5e0Sq02OEbqHPC8RFhICuUU",
+                    "total": 0,
+                    "offset": 0,
+                    "limit": 200,
+                    "hasMore": False,
+                    "nextOffset": None,
+                },
+            ),
             (("cron", "status"), {"enabled": False, "jobs": 0, "nextWakeAtMs": None}),
             (("system", "heartbeat", "last"), None),
             (("approvals", "pending"), {"approvals": []}),

@@ -750,7 +750,7 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
         "emitCommandHooks": False,
     },
     "channels.status": {},
-    "cron.list": {},
+    "cron.list": {"limit": 50, "offset": 0},
     "cron.status": {},
     "cron.runs": {"id": "", "jobId": "", "limit": 5},  # "" is no job: every job's runs
     "node.list": {},

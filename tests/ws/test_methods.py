@@ -813,7 +813,7 @@ class TestReadMethods:
     async def test_compat_methods_answer_their_empty_state(self, ws: GatewayWs) -> None:
         answers = {
             "channels.status": {"channelOrder": [], "channels": {}},
-            "cron.list": {"jobs": []},
+            "cron.list": EMPTY_CRON_PAGE,
             "node.list": {"nodes": []},
             "device.pair.list": {"pending": [], "paired": []},
             "question.list": {"questions": []},
@@ -1617,6 +1617,55 @@ class TestOpenClawControlUiStartup:
             return  # not read there
         frame = await ws.call(method, params)
         assert frame["error"]["message"] == f"invalid {method} params: {message}"
+
+
+# OpenClaw's page of no automations: its snapshot revision is the sha256 of `[]`.
+EMPTY_CRON_PAGE = {
+    "jobs": [],
+    "snapshotRevision": "sha256:T1PNoYwrqgwDVLtfmj7L5e0Sq02OEbqHPC8RFhICuUU",
+    "total": 0,
+    "offset": 0,
+    "limit": 50,
+    "hasMore": False,
+    "nextOffset": None,
+}
+
+
+class TestCronList:
+    """`cron.list` is a page of OpenClaw's automation inventory, as its Control UI checks it
+    (its Automations page said `cron.list returned an invalid inventory page`) and as its CLI
+    reads it without probing for `cron.get`."""
+
+    async def test_an_empty_page_of_the_size_asked_for(self, ws: GatewayWs) -> None:
+        params = {
+            "agentId": "main",
+            "includeDisabled": True,
+            "compact": True,
+            "limit": 50,
+            "offset": 0,
+            "enabled": "all",
+            "sortBy": "nextRunAtMs",
+            "sortDir": "asc",
+        }
+        assert await ws.ok("cron.list", params) == EMPTY_CRON_PAGE
+        assert await ws.ok("cron.list") == EMPTY_CRON_PAGE
+        page = await ws.ok("cron.list", {"limit": 200, "offset": 400})
+        assert (page["limit"], page["offset"], page["total"]) == (200, 0, 0)
+
+    @pytest.mark.parametrize(
+        ("params", "message"),
+        [
+            ({"limit": 0}, "at /limit: must be >= 1"),
+            ({"limit": 201}, "at /limit: must be <= 200"),
+            ({"offset": -1}, "at /offset: must be >= 0"),
+            ({"limit": "5"}, "at /limit: must be integer"),
+        ],
+    )
+    async def test_bad_params_are_refused(
+        self, ws: GatewayWs, params: dict[str, Any], message: str
+    ) -> None:
+        frame = await ws.call("cron.list", params)
+        assert frame["error"]["message"] == f"invalid cron.list params: {message}"
 
 
 class TestSessionsSpawnedBy:

@@ -33,12 +33,15 @@ from gateway.ws.protocol import (
     scope_allows,
 )
 
+CRON_LIST_LIMIT_DEFAULT = 50  # OpenClaw's page size for an empty inventory
+CRON_LIST_LIMIT_MAX = 200  # OpenClaw's bound on a `cron.list` page
+# OpenClaw's revision of an inventory is the sha256 of its jobs' JSON: here always `[]`.
+EMPTY_CRON_REVISION = "sha256:T1PNoYwrqgwDVLtfmj7L5e0Sq02OEbqHPC8RFhICuUU"
 CRON_RUNS_LIMIT_DEFAULT = 50  # OpenClaw's CLI default
 CRON_RUNS_LIMIT_MAX = 200  # OpenClaw's page bound
 
 EMPTY_STATES: tuple[tuple[str, str, Any], ...] = (
     ("channels.status", READ, {"channelOrder": [], "channels": {}}),
-    ("cron.list", READ, {"jobs": []}),
     # No scheduler: `openclaw cron status` shows it off, with no jobs and no next wake.
     ("cron.status", READ, {"enabled": False, "jobs": 0, "nextWakeAtMs": None}),
     ("node.list", READ, {"nodes": []}),
@@ -100,11 +103,24 @@ class CreateParams:
 
 
 @attrs.frozen
+class CronListParams:
+    """`cron.list`'s page: OpenClaw's filters and sort are read by none here (no jobs)."""
+
+    limit: int
+
+    @classmethod
+    def parse(cls, r: ParamReader) -> CronListParams:
+        limit = r.integer("limit", minimum=1, maximum=CRON_LIST_LIMIT_MAX)
+        r.integer("offset", minimum=0)
+        return cls(CRON_LIST_LIMIT_DEFAULT if limit is None else limit)
+
+
+@attrs.frozen
 class CronJobParams:
     """`cron.runs`: a job by `id` (or `jobId`), as OpenClaw reads it.
 
-    No `cron.get`: OpenClaw's CLI takes a gateway that has it for one whose `cron.list` pages
-    carry a snapshot revision, and `openclaw cron list` would refuse our plain `{jobs: []}`."""
+    No `cron.get`: there is no job to get (OpenClaw's CLI probes for it only to tell an older
+    gateway's `cron.list` pages, without a revision, from current ones)."""
 
     job_id: str | None
     limit: int
@@ -186,6 +202,21 @@ def register(methods: MethodRegistry) -> None:
 
     for name, scope, answer in EMPTY_STATES:
         methods.method(name, params=no_params, scope=scope)(_empty_state(answer))
+
+    # A page of OpenClaw's automation inventory, as its Control UI checks it and its CLI
+    # reads it (with the revision it needs no `cron.get`): no jobs, so the offset is 0 as
+    # OpenClaw clamps it.
+    @methods.method("cron.list", params=CronListParams.parse, scope=READ)
+    async def cron_list(ctx: CallContext, params: CronListParams) -> Any:
+        return {
+            "jobs": [],
+            "snapshotRevision": EMPTY_CRON_REVISION,
+            "total": 0,
+            "offset": 0,
+            "limit": params.limit,
+            "hasMore": False,
+            "nextOffset": None,
+        }
 
     @methods.method("cron.runs", params=CronJobParams.parse, scope=READ)
     async def cron_runs(ctx: CallContext, params: CronJobParams) -> Any:
