@@ -763,6 +763,7 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     "plugin.approval.list": {},
     "openclaw.approval.list": {},
     "taskSuggestions.list": {},
+    "environments.list": {},
     "commands.list": {},
     "skills.status": {"agentId": "main"},
     "hooks.status": {"agentId": "main"},

@@ -453,6 +453,7 @@ class TestHelloOk:
                     "plugin.approval.list",
                     "openclaw.approval.list",
                     "taskSuggestions.list",
+                    "environments.list",
                     "commands.list",
                     "skills.status",
                     "hooks.status",

@@ -821,6 +821,7 @@ class TestReadMethods:
             "plugin.approval.list": [],
             "openclaw.approval.list": [],
             "taskSuggestions.list": {"suggestions": []},
+            "environments.list": {"environments": []},
             "commands.list": {"commands": []},
             "skills.status": {"skills": []},
             "hooks.status": {"hooks": []},

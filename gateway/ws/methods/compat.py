@@ -53,6 +53,8 @@ EMPTY_STATES: tuple[tuple[str, str, Any], ...] = (
     ("plugin.approval.list", APPROVALS, []),
     ("openclaw.approval.list", APPROVALS, []),
     ("taskSuggestions.list", READ, {"suggestions": []}),
+    # OpenClaw's Control UI's Systems page: no machines, workers or desktops to show.
+    ("environments.list", READ, {"environments": []}),
     ("commands.list", READ, {"commands": []}),
     # Skills and hooks live in an OpenClaw agent's workspace; clawgate's agents have none.
     ("skills.status", READ, {"skills": []}),
