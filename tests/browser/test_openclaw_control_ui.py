@@ -60,12 +60,14 @@ def ui(driver: Any, gateway: GatewayProcess) -> Iterator[Page]:
     yield Page(driver, gateway)
 
 
+def shown(ui: Page, css: str) -> Any:
+    """The first element matching `css` that is shown (the UI keeps hidden copies)."""
+    return ui.until(lambda: [e for e in ui.all(css) if e.is_displayed()], css)[0]
+
+
 def composer(ui: Page) -> Any:
     """The chat's message field, once shown."""
-    shown = ui.until(
-        lambda: [field for field in ui.all("textarea") if field.is_displayed()], "the composer"
-    )
-    return shown[0]
+    return shown(ui, "textarea")
 
 
 def body_text(ui: Page) -> str:
@@ -115,7 +117,7 @@ def test_connects_with_the_token_chats_and_lists_the_session(
     assert NEEDED.isdisjoint(refused), refused
 
 
-def test_without_a_token_it_asks_for_one_and_connects_with_it(
+def test_without_a_token_it_asks_for_one_then_starts_a_new_conversation(
     ui: Page, gateway: GatewayProcess
 ) -> None:
     ui.driver.get(f"{gateway.url}/chat")
@@ -128,4 +130,10 @@ def test_without_a_token_it_asks_for_one_and_connects_with_it(
     connect[0].click()
     composer(ui)
     ui.until(lambda: "Connected" in body_text(ui), "the connected state")
+
+    # New conversation: `sessions.create` with the first message.
+    shown(ui, '[aria-label="New conversation"]').click()
+    ui.until(lambda: "Pick where this session works" in body_text(ui), "the new session page")
+    composer(ui).send_keys("a fresh start\n")
+    ui.until(lambda: "[turn 1] a fresh start" in body_text(ui), "the new session's answer")
     assert console_errors(ui) == []

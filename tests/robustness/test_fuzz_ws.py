@@ -748,6 +748,8 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
         "parentSessionKey": KEY,
         "succeedsParent": True,
         "emitCommandHooks": False,
+        "message": "hi",
+        "timeoutMs": 1000,
     },
     "channels.status": {},
     "cron.list": {"limit": 50, "offset": 0},

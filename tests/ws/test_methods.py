@@ -1275,6 +1275,39 @@ class TestSessionsCreate:
         assert (payload["key"], payload["entry"]["agentId"]) == ("agent:ops:tui-2", "ops")
         await ws.ws.close()
 
+    async def test_a_first_message_starts_the_sessions_first_turn(self, ws: GatewayWs) -> None:
+        """OpenClaw's Control UI's New conversation: `{agentId, message}`."""
+        payload = await ws.ok("sessions.create", {"agentId": "main", "message": "first words"})
+        run_id = payload["runId"]
+        assert (payload["runStarted"], payload["status"]) == (True, "started")
+        assert list(payload) == [
+            "ok", "key", "sessionId", "entry", "runStarted", "runId", "status"
+        ]  # fmt: skip
+        final = await ws.event("chat", state="final")
+        assert (final["payload"]["runId"], final["payload"]["sessionKey"]) == (
+            run_id,
+            payload["key"],
+        )
+        history = await ws.ok("chat.history", {"sessionKey": payload["key"]})
+        assert [m["role"] for m in history["messages"]] == ["user", "assistant"]
+        assert history["sessionId"] == payload["sessionId"]
+
+    async def test_a_blank_first_message_starts_no_turn(self, ws: GatewayWs) -> None:
+        payload = await ws.ok("sessions.create", {"key": "blank", "message": "  "})
+        assert list(payload) == ["ok", "key", "sessionId", "entry"]
+
+    async def test_a_first_message_to_an_existing_session_is_not_sent_again(
+        self, ws: GatewayWs
+    ) -> None:
+        """A retried create finds the session its first try made; its message ran then."""
+        first = await ws.ok("sessions.create", {"key": "retried", "message": "once"})
+        await ws.event("chat", state="final")
+        again = await ws.ok("sessions.create", {"key": "retried", "message": "once"})
+        assert list(again) == ["ok", "key", "sessionId", "entry"]
+        assert again["sessionId"] == first["sessionId"]
+        history = await ws.ok("chat.history", {"sessionKey": "retried"})
+        assert len(history["messages"]) == 2
+
     async def test_an_existing_session_is_answered_unchanged(self, ws: GatewayWs) -> None:
         await ws.ok("chat.send", {"sessionKey": "kept", "message": "hi", "idempotencyKey": "k-1"})
         await ws.event("chat", state="final")
@@ -1285,7 +1318,8 @@ class TestSessionsCreate:
     @pytest.mark.parametrize(
         ("params", "detail"),
         [
-            ({"key": "x", "message": "hi"}, "unsupported field 'message'"),
+            ({"key": "x", "message": 5}, "at /message: must be string"),
+            ({"key": "x", "message": "hi", "timeoutMs": -1}, "at /timeoutMs: must be >= 0"),
             ({"key": "x", "model": "echo/echo"}, "unsupported field 'model'"),
             ({"key": "x", "fork": True}, "unsupported field 'fork'"),
             ({"key": ""}, "at /key: must not be empty"),

@@ -225,41 +225,9 @@ def register(methods: MethodRegistry) -> None:
         key = resolve_key(ctx, params.session_key, "sessionKey")
         if params.attachments:
             raise WsError(INVALID_REQUEST, MSG_ATTACHMENTS)
-        if not params.message.strip():
-            raise WsError(INVALID_REQUEST, MSG_EMPTY)
-        registry = ctx.registry
-        if params.message.strip() == STOP_COMMAND:
-            aborted = registry.abort_session(key, "stop")
-            if not aborted:
-                aborted = await abort_elsewhere(ctx, key, None)
-            return {"ok": True, "aborted": bool(aborted), "runIds": aborted}
-        run_id = params.idempotency_key
-        # A call of this key claiming it in a shared store now: its run is looked up after.
-        await wait_for_start(ctx.ws, run_id)
-        # No await from here to put() but the claim's, during which a concurrent duplicate
-        # waits above: it sees this call's entry.
-        previous = ctx.ws.idempotency.get(run_id)
-        if previous is not None and not previous.reset_done:  # reset_done: no run started
-            run = previous.run  # None: ended and forgotten
-            return {"runId": run_id, "status": "ok" if run is None or run.ended else "in_flight"}
-        run = registry.run(run_id)
-        if run is not None and answers_for_key(run):
-            return {"runId": run_id, "status": "ok" if run.ended else "in_flight"}
-        check_queue(registry, key)
-        agent_id, _ = parse_session_key(key)
-        asked = params.timeout_ms / 1000 if params.timeout_ms is not None else None
-        timeout = run_timeout(ctx, asked)
-        turn = TurnRequest(
-            agent_id, key, run_id, params.message, timeout_seconds=timeout, idempotency_key=run_id
-        )
-        started = await start_once(ctx.ws, run_id, key, lambda: submit_turn(ctx, turn))
-        if isinstance(started, ClaimedElsewhere):  # another process sharing the store runs it
-            return {"runId": run_id, "status": "ok" if started.ended else "in_flight"}
-        run = started
-        ctx.ws.idempotency.put(run_id, IdempotentCall.of(run))
-        answer = {"runId": run_id, "status": "started"}
+        answer = await send(ctx, key, params.message, params.idempotency_key, params.timeout_ms)
         client = ctx.conn.client
-        if client is not None and client.id in CLIENTS_READING_ACK_LATE:
+        if answer.get("status") == "started" and client and client.id in CLIENTS_READING_ACK_LATE:
             return AnswerThenPause(answer, RUN_EVENTS_AFTER_ACK)
         return answer
 
@@ -344,6 +312,44 @@ async def history(ctx: CallContext, params: HistoryParams, max_bytes: int) -> An
         "defaults": model_defaults(config, parse_session_key(key)[0]),
         "sessionInfo": transcript.session.to_dict(),
     }
+
+
+async def send(
+    ctx: CallContext, key: str, message: str, run_id: str, timeout_ms: int | None
+) -> dict[str, Any]:
+    """`chat.send`'s answer for `message` to the session `key` (canonical): its turn started,
+    or the run its idempotency key `run_id` already names, or `/stop`'s aborts."""
+    if not message.strip():
+        raise WsError(INVALID_REQUEST, MSG_EMPTY)
+    registry = ctx.registry
+    if message.strip() == STOP_COMMAND:
+        aborted = registry.abort_session(key, "stop")
+        if not aborted:
+            aborted = await abort_elsewhere(ctx, key, None)
+        return {"ok": True, "aborted": bool(aborted), "runIds": aborted}
+    # A call of this key claiming it in a shared store now: its run is looked up after.
+    await wait_for_start(ctx.ws, run_id)
+    # No await from here to put() but the claim's, during which a concurrent duplicate
+    # waits above: it sees this call's entry.
+    previous = ctx.ws.idempotency.get(run_id)
+    if previous is not None and not previous.reset_done:  # reset_done: no run started
+        run = previous.run  # None: ended and forgotten
+        return {"runId": run_id, "status": "ok" if run is None or run.ended else "in_flight"}
+    run = registry.run(run_id)
+    if run is not None and answers_for_key(run):
+        return {"runId": run_id, "status": "ok" if run.ended else "in_flight"}
+    check_queue(registry, key)
+    agent_id, _ = parse_session_key(key)
+    asked = timeout_ms / 1000 if timeout_ms is not None else None
+    timeout = run_timeout(ctx, asked)
+    turn = TurnRequest(
+        agent_id, key, run_id, message, timeout_seconds=timeout, idempotency_key=run_id
+    )
+    started = await start_once(ctx.ws, run_id, key, lambda: submit_turn(ctx, turn))
+    if isinstance(started, ClaimedElsewhere):  # another process sharing the store runs it
+        return {"runId": run_id, "status": "ok" if started.ended else "in_flight"}
+    ctx.ws.idempotency.put(run_id, IdempotentCall.of(started))
+    return {"runId": run_id, "status": "started"}
 
 
 async def abort_elsewhere(ctx: CallContext, key: str, run_id: str | None) -> list[str]:

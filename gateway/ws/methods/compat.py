@@ -10,6 +10,7 @@ already reach every read-scoped connection (deviation 23). `sessions.create` is 
 from __future__ import annotations
 
 from typing import Any
+from uuid import uuid4
 
 import attrs
 
@@ -18,7 +19,7 @@ from agents.ids import uuid7
 from agents.keys import SESSION_KEY_MAX, parse_session_key
 from gateway.ws.connection import now_ms
 from gateway.ws.dispatch import CallContext, MethodRegistry, no_params
-from gateway.ws.methods.chat import StartupParams, history
+from gateway.ws.methods.chat import StartupParams, history, send
 from gateway.ws.methods.sessions import KeyParams, empty_row, parse_label, resolve_key
 from gateway.ws.protocol import (
     APPROVALS,
@@ -71,8 +72,8 @@ EMPTY_STATES: tuple[tuple[str, str, Any], ...] = (
 
 
 # OpenClaw's `sessions.create` fields that only say where the call comes from (its TUI's
-# `/new` sends the session it leaves; a retry, its key): nothing to keep. Any other field (a
-# model, a first message, a fork) is a feature clawgate does not have: refused, not dropped.
+# `/new` sends the session it leaves; a retry, its key): nothing to keep; and a first message.
+# Any other field (a model, a fork) is a feature clawgate does not have: refused, not dropped.
 CREATE_FIELDS = frozenset(
     {
         "key",
@@ -82,6 +83,9 @@ CREATE_FIELDS = frozenset(
         "parentSessionKey",
         "succeedsParent",
         "emitCommandHooks",
+        # OpenClaw's Control UI's New conversation: the session's first turn.
+        "message",
+        "timeoutMs",
     }
 )
 
@@ -91,6 +95,8 @@ class CreateParams:
     key: str | None  # None: a new key of the gateway's
     agent_id: str | None
     label: str | None
+    message: str  # blank: no first turn
+    timeout_ms: int | None
 
     @classmethod
     def parse(cls, r: ParamReader) -> CreateParams:
@@ -101,6 +107,8 @@ class CreateParams:
             r.string("key", non_empty=True),
             r.string("agentId", non_empty=True),
             parse_label(r),
+            r.string("message") or "",
+            r.integer("timeoutMs", minimum=0),
         )
 
 
@@ -198,9 +206,19 @@ def register(methods: MethodRegistry) -> None:
         agent_id = params.agent_id
         if agent_id is not None and parse_session_key(key)[0] != agent_id.strip().lower():
             raise ParamsError("at /agentId: is not the agent of the session key")
-        info, _ = await ctx.to_the_end(ctx.registry.create(key, params.label))
+        info, created = await ctx.to_the_end(ctx.registry.create(key, params.label))
         entry = info.to_dict()
-        return {"ok": True, "key": key, "sessionId": entry["sessionId"], "entry": entry}
+        answer = {"ok": True, "key": key, "sessionId": entry["sessionId"], "entry": entry}
+        # A first message starts the new session's first turn, as chat.send would (OpenClaw
+        # answers its outcome beside the session, `runError` when it could not start). Not
+        # for a session that was there: a retried create ran its message the first time.
+        if not created or not params.message.strip():
+            return answer
+        try:
+            run = await send(ctx, key, params.message, str(uuid4()), params.timeout_ms)
+        except WsError as exc:
+            return {**answer, "runStarted": False, "runError": exc.to_dict()}
+        return {**answer, "runStarted": run.get("status") == "started", **run}
 
     for name, scope, answer in EMPTY_STATES:
         methods.method(name, params=no_params, scope=scope)(_empty_state(answer))
