@@ -710,7 +710,7 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
         "activeMinutes": 60,
         "spawnedBy": KEY,
     },
-    "sessions.patch": {"key": KEY, "label": "walk"},
+    "sessions.patch": {"key": KEY, "label": "walk", "agentId": "main", "expectedSessionId": "s"},
     "sessions.reset": {"key": KEY, "reason": "new"},
     "sessions.delete": {"key": KEY, "deleteTranscript": False, "expectedSessionId": ""},
     "chat.send": {

@@ -291,8 +291,18 @@ class TestDispatcher:
             ),
             (
                 "sessions.patch",
-                {"key": "x", "expectedSessionId": "s", "label": "L"},
-                "unsupported field 'expectedSessionId'",
+                {"key": "x", "expectedLifecycleRevision": 3, "label": "L"},
+                "unsupported field 'expectedLifecycleRevision'",
+            ),
+            (
+                "sessions.patch",
+                {"key": "x", "label": "L", "agentId": ""},
+                "at /agentId: must not be empty",
+            ),
+            (
+                "sessions.patch",
+                {"key": "x", "label": "L", "expectedSessionId": 5},
+                "at /expectedSessionId: must be string",
             ),
             ("sessions.patch", {"key": "x"}, "at /label: is required"),
             (
@@ -1235,6 +1245,53 @@ class TestSessions:
             "code": "INVALID_REQUEST",
             "message": "Cannot delete the main session (agent:main:main).",
         }
+
+
+class TestSessionsPatchGuards:
+    """OpenClaw's Control UI renames a session with `{key, agentId, expectedSessionId,
+    label}`: the agent the key is relative to, and the session it read."""
+
+    async def test_a_rename_of_the_session_read_applies(self, ws: GatewayWs) -> None:
+        created = await ws.ok("sessions.create", {"key": "named"})
+        params = {
+            "key": "agent:main:named",
+            "agentId": "main",
+            "expectedSessionId": created["sessionId"],
+            "label": "Renamed chat",
+        }
+        patched = await ws.ok("sessions.patch", params)
+        assert (patched["key"], patched["entry"]["label"]) == ("agent:main:named", "Renamed chat")
+
+    async def test_a_session_reset_since_is_not_renamed(self, ws: GatewayWs) -> None:
+        created = await ws.ok("sessions.create", {"key": "moved"})
+        await ws.ok("sessions.reset", {"key": "moved"})
+        params = {"key": "moved", "expectedSessionId": created["sessionId"], "label": "Late"}
+        frame = await ws.call("sessions.patch", params)
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": "Session agent:main:moved changed before patch. Retry.",
+            "details": {"reason": "session-changed"},
+        }
+        row = (await ws.ok("sessions.describe", {"key": "moved"}))["session"]
+        assert row["label"] is None
+
+    async def test_a_key_is_relative_to_the_agent_id(self, make_gateway) -> None:  # type: ignore[no-untyped-def]
+        gateway = await make_gateway(
+            """{
+              gateway: { auth: { token: "test-token" } },
+              agents: { list: [{ id: "main", default: true }, { id: "ops" }] },
+            }"""
+        )
+        ws = await gateway.connected()
+        patched = await ws.ok("sessions.patch", {"key": "k", "agentId": "ops", "label": "L"})
+        assert patched["key"] == "agent:ops:k"
+        frame = await ws.call(
+            "sessions.patch", {"key": "agent:main:k", "agentId": "ops", "label": "L"}
+        )
+        assert frame["error"]["message"] == (
+            "invalid sessions.patch params: at /agentId: is not the agent of the session key"
+        )
+        await ws.ws.close()
 
 
 class TestSessionsCreate:

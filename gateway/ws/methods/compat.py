@@ -16,11 +16,17 @@ import attrs
 
 from agents.errors import UnknownAgent
 from agents.ids import uuid7
-from agents.keys import SESSION_KEY_MAX, parse_session_key
+from agents.keys import SESSION_KEY_MAX
 from gateway.ws.connection import now_ms
 from gateway.ws.dispatch import CallContext, MethodRegistry, no_params
 from gateway.ws.methods.chat import StartupParams, history, send
-from gateway.ws.methods.sessions import KeyParams, empty_row, parse_label, resolve_key
+from gateway.ws.methods.sessions import (
+    KeyParams,
+    empty_row,
+    parse_label,
+    resolve_key,
+    resolve_key_of_agent,
+)
 from gateway.ws.protocol import (
     APPROVALS,
     INVALID_REQUEST,
@@ -202,10 +208,7 @@ def register(methods: MethodRegistry) -> None:
         # A key that has a session already gets that session, unchanged: a retried call
         # finds the session its first try made (OpenClaw would reset it in place).
         raw = params.key if params.key is not None else str(uuid7())
-        key = resolve_key(ctx, raw, "key", agent_id=params.agent_id)
-        agent_id = params.agent_id
-        if agent_id is not None and parse_session_key(key)[0] != agent_id.strip().lower():
-            raise ParamsError("at /agentId: is not the agent of the session key")
+        key = resolve_key_of_agent(ctx, raw, params.agent_id)
         info, created = await ctx.to_the_end(ctx.registry.create(key, params.label))
         entry = info.to_dict()
         answer = {"ok": True, "key": key, "sessionId": entry["sessionId"], "entry": entry}

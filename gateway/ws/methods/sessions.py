@@ -45,6 +45,7 @@ PATCH_GUARDS = frozenset(
         "expectedMarkedUnreadAt",
     }
 )
+PATCH_FIELDS = frozenset({"key", "label", "agentId", "expectedSessionId"})
 LIST_MAX = 1000
 # A page after `offset` rows costs the store offset + limit rows (as on OpenClaw, which pages
 # the same way): bounded, so that no call makes it read every session of a large store.
@@ -72,6 +73,15 @@ def resolve_key(ctx: CallContext, raw: str, field: str, *, agent_id: str | None 
             else "invalid session key"
         )
         raise ParamsError(f"at /{field}: {problem}") from None
+
+
+def resolve_key_of_agent(ctx: CallContext, raw: str, agent_id: str | None) -> str:
+    """`resolve_key` relative to `agent_id` (`key`'s field, OpenClaw's `agentId` beside it);
+    an `agent:` key must then name that agent."""
+    key = resolve_key(ctx, raw, "key", agent_id=agent_id)
+    if agent_id is not None and parse_session_key(key)[0] != agent_id.strip().lower():
+        raise ParamsError("at /agentId: is not the agent of the session key")
+    return key
 
 
 def empty_row(config: Config, registry: SessionRegistry, key: str) -> dict[str, Any]:
@@ -129,6 +139,10 @@ class KeyParams:
 class PatchParams:
     key: str
     label: str | None  # None clears
+    # The guards of OpenClaw's that are kept (its Control UI renames with both): the agent
+    # the key is relative to, and the session the caller read (one reset since is another).
+    agent_id: str | None = None
+    expected_session_id: str | None = None
 
     @classmethod
     def parse(cls, r: ParamReader) -> PatchParams:
@@ -140,7 +154,7 @@ class PatchParams:
             (
                 name
                 for name, value in r.data.items()
-                if name not in ("key", "label") and value is not None
+                if name not in PATCH_FIELDS and value is not None
             ),
             key=lambda name: name in PATCH_GUARDS,  # stable: else in the caller's order
         )
@@ -148,7 +162,12 @@ class PatchParams:
             raise ParamsError(f"unsupported field '{unsupported[0]}'")
         if "label" not in r.data:
             raise r.fail("label", "is required")
-        return cls(key, parse_label(r))
+        return cls(
+            key,
+            parse_label(r),
+            r.string("agentId", non_empty=True),
+            r.string("expectedSessionId", non_empty=True),
+        )
 
 
 def parse_label(r: ParamReader) -> str | None:
@@ -225,7 +244,16 @@ def register(methods: MethodRegistry) -> None:
     # its CLI asks for no more; the fields that need admin there are not supported here.
     @methods.method("sessions.patch", params=PatchParams.parse, scope=WRITE)
     async def sessions_patch(ctx: CallContext, params: PatchParams) -> Any:
-        key = resolve_key(ctx, params.key, "key")
+        key = resolve_key_of_agent(ctx, params.key, params.agent_id)
+        if params.expected_session_id is not None:
+            # Checked before the patch, not under its lock, as sessions.delete's.
+            info = await ctx.registry.get_session(key)
+            if info is None or info.session_id != params.expected_session_id:
+                raise WsError(
+                    INVALID_REQUEST,
+                    f"Session {key} changed before patch. Retry.",  # OpenClaw's
+                    details={"reason": "session-changed"},
+                )
         info = await ctx.to_the_end(ctx.registry.patch_label(key, params.label))
         return {"ok": True, "key": key, "entry": info.to_dict()}
 
