@@ -21,7 +21,7 @@ from typing import Any, cast
 import attrs
 
 from agents.ids import uuid7_hex
-from agents.providers.base import ChatMessage, ToolCall, Usage
+from agents.providers.base import REASONING_EFFORTS, ChatMessage, ToolCall, Usage
 from agents.runs import ReplyPart
 from gateway.config.model import ChatCompletionsConfig
 from gateway.http.openai_wire import (
@@ -53,6 +53,8 @@ _TEXT_PARTS = frozenset({"input_text", "output_text", "text"})
 _SKIPPED_ITEMS = frozenset({"reasoning", "item_reference"})
 _ROLES = frozenset({"user", "assistant", "system", "developer"})
 TEXT_FORMAT = {"type": "text"}
+# `reasoning.summary` values: read and echoed; the reply's reasoning is the model's own text.
+REASONING_SUMMARIES = ("auto", "concise", "detailed")
 # What of a `json_schema` text format becomes chat completions' `response_format.json_schema`.
 _JSON_SCHEMA_KEYS = ("name", "description", "schema", "strict")
 
@@ -256,11 +258,13 @@ class ResponseFields:
     metadata: Mapping[str, str] = attrs.field(factory=dict)
     text_format: Mapping[str, Any] = TEXT_FORMAT
     truncation: str = "disabled"
+    reasoning_effort: str | None = None
+    reasoning_summary: str | None = None
 
 
 def validate_request(body: Mapping[str, Any]) -> ResponseFields:
     """Every field this endpoint reads, in a fixed order; the first failure wins. `null` is
-    absent everywhere; fields it does not read (`reasoning`, `include`...) pass.
+    absent everywhere; fields it does not read (`include`...) pass.
 
     Fields with no equivalent here: `conversation` is refused (its context would be lost
     without a word; `previous_response_id` continues a session); `background` is answered
@@ -328,6 +332,9 @@ def validate_request(body: Mapping[str, Any]) -> ResponseFields:
     text_format = _text_format(body.get("text"))
     if text_format["type"] != "text":
         params["response_format"] = _response_format(text_format)
+    effort, summary = _reasoning(body.get("reasoning"))
+    if effort is not None:
+        params["reasoning_effort"] = effort
     metadata = _metadata(body.get("metadata"))
     tools, chat_tools, names = _tools(body.get("tools"))
     choice = body.get("tool_choice")
@@ -354,7 +361,32 @@ def validate_request(body: Mapping[str, Any]) -> ResponseFields:
         metadata=metadata,
         text_format=text_format,
         truncation=truncation,
+        reasoning_effort=effort,
+        reasoning_summary=summary,
     )
+
+
+def _reasoning(value: Any) -> tuple[str | None, str | None]:
+    """`reasoning`: its `effort` goes to the provider as chat completions' `reasoning_effort`
+    (an OpenAI-compatible upstream's field, Anthropic's thinking budget); its `summary` is
+    checked and echoed only (the reply's reasoning item holds the model's own text)."""
+    if value is None:
+        return None, None
+    if not isinstance(value, dict):
+        raise _type_error("reasoning", "object", value)
+    found: list[str | None] = []
+    for key, allowed in (("effort", REASONING_EFFORTS), ("summary", REASONING_SUMMARIES)):
+        item = value.get(key)
+        if item is not None and not isinstance(item, str):
+            raise _type_error(f"reasoning.{key}", "string", item, "reasoning")
+        if item is not None and item not in allowed:
+            raise bad_request(
+                f"Invalid reasoning.{key}: reasoning.{key} must be {', '.join(allowed[:-1])},"
+                f" or {allowed[-1]}",
+                "reasoning",
+            )
+        found.append(item)
+    return found[0], found[1]
 
 
 def _text_format(value: Any) -> Mapping[str, Any]:
@@ -703,7 +735,7 @@ def response_body(
         "output": output,
         "parallel_tool_calls": fields.parallel_tool_calls,
         "previous_response_id": fields.previous_response_id,
-        "reasoning": {"effort": None, "summary": None},
+        "reasoning": {"effort": fields.reasoning_effort, "summary": fields.reasoning_summary},
         "store": fields.store,
         "temperature": fields.temperature,
         "text": {"format": dict(fields.text_format)},

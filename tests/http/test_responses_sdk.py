@@ -15,8 +15,8 @@ from openai import AsyncOpenAI
 from openai.types.responses import FunctionToolParam
 
 from tests.support.configs import merged
-from tests.support.http_client import TOKEN, Client, MakeClient, fake_provider
-from tests.support.upstreams import FakeOpenAI, FakeToolCall, Raw, Stream, openai_sse
+from tests.support.http_client import TOKEN, Client, MakeClient, anthropic_agent, fake_provider
+from tests.support.upstreams import FakeAnthropic, FakeOpenAI, FakeToolCall, Raw, Stream, openai_sse
 
 RESPONSES_ON = {"gateway": {"http": {"endpoints": {"responses": {"enabled": True}}}}}
 
@@ -921,3 +921,74 @@ class TestATrailingAssistantItem:
                     previous_response_id=response.id,
                 )
         assert caught.value.body["message"] == "Missing user message in `input`."
+
+
+class TestReasoning:
+    """`reasoning.effort` goes on as chat completions' `reasoning_effort` does: as it is to an
+    OpenAI-compatible upstream, as extended thinking to Anthropic; the response echoes it."""
+
+    async def test_an_openai_compatible_upstream_gets_the_effort(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        upstream.script(Stream(("Done.",)))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            response = await sdk.responses.create(
+                model="openclaw", input="Think.", reasoning={"effort": "high", "summary": "auto"}
+            )
+        assert upstream.last.body["reasoning_effort"] == "high"
+        assert response.reasoning is not None
+        assert (response.reasoning.effort, response.reasoning.summary) == ("high", "auto")
+
+    async def test_anthropic_gets_extended_thinking(self, gateway: MakeClient) -> None:
+        async with FakeAnthropic() as fake:
+            client = await gateway(merged(RESPONSES_ON, anthropic_agent(fake)))
+            async with await sdk_for(client) as sdk:
+                await sdk.responses.create(
+                    model="openclaw", input="Think.", reasoning={"effort": "medium"}
+                )
+            body = fake.last.body
+        assert body["thinking"] == {"type": "enabled", "budget_tokens": 8192}
+        assert "reasoning_effort" not in body
+
+    async def test_without_an_effort_nothing_is_asked(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        upstream.script(Stream(("Done.",)))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            response = await sdk.responses.create(
+                model="openclaw", input="hi", reasoning={"summary": "concise"}
+            )
+        assert "reasoning_effort" not in upstream.last.body
+        assert response.reasoning is not None
+        assert (response.reasoning.effort, response.reasoning.summary) == (None, "concise")
+
+    @pytest.mark.parametrize(
+        ("reasoning", "message"),
+        [
+            ("high", "reasoning: Expected object, received string"),
+            ({"effort": 1}, "reasoning.effort: Expected string, received number"),
+            ({"effort": "maximum"}, "Invalid reasoning.effort: reasoning.effort must be none,"
+                                    " minimal, low, medium, high, or xhigh"),
+            ({"summary": True}, "reasoning.summary: Expected string, received boolean"),
+            ({"summary": "long"}, "Invalid reasoning.summary: reasoning.summary must be auto,"
+                                  " concise, or detailed"),
+        ],
+    )  # fmt: skip
+    async def test_a_wrong_one_is_refused_before_the_upstream(
+        self, gateway: MakeClient, upstream: FakeOpenAI, reasoning: Any, message: str
+    ) -> None:
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            with pytest.raises(openai.BadRequestError) as caught:
+                await sdk.responses.create(
+                    model="openclaw", input="hi", extra_body={"reasoning": reasoning}
+                )
+        assert caught.value.body == {
+            "message": message,
+            "type": "invalid_request_error",
+            "param": "reasoning",
+            "code": None,
+        }
+        assert upstream.requests == []

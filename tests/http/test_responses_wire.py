@@ -70,6 +70,14 @@ class TestFields:
         }  # fmt: skip
         assert fields.text_format == text_format
 
+    def test_the_reasoning_effort_becomes_the_chat_reasoning_effort(self) -> None:
+        fields = validate_request({"reasoning": {"effort": "minimal", "summary": "detailed"}})
+        assert dict(fields.params) == {"reasoning_effort": "minimal"}
+        body = response_body(ResponseHead("resp_1", 0, "openclaw", fields), "completed", [], None)
+        assert body["reasoning"] == {"effort": "minimal", "summary": "detailed"}
+        assert validate_request({"reasoning": {}}) == ResponseFields()
+        assert validate_request({"reasoning": {"effort": None}}) == ResponseFields()
+
     def test_a_json_object_text_format(self) -> None:
         fields = validate_request({"text": {"format": {"type": "json_object"}}})
         assert dict(fields.params) == {"response_format": {"type": "json_object"}}
@@ -93,6 +101,14 @@ class TestFields:
             ({"text": {"format": []}},
              "Invalid text.format: text.format.type must be text, json_object, or json_schema",
              "text"),
+            ({"reasoning": []}, "reasoning: Expected object, received array", "reasoning"),
+            ({"reasoning": {"effort": "HIGH"}},
+             "Invalid reasoning.effort: reasoning.effort must be none, minimal, low, medium,"
+             " high, or xhigh", "reasoning"),
+            ({"reasoning": {"effort": {}}},
+             "reasoning.effort: Expected string, received object", "reasoning"),
+            ({"reasoning": {"summary": 1}},
+             "reasoning.summary: Expected string, received number", "reasoning"),
             ({"stream": "yes"}, "stream: Expected boolean, received string", "stream"),
             ({"store": 1}, "store: Expected boolean, received number", "store"),
             ({"instructions": []}, "instructions: Expected string, received array", "instructions"),

@@ -197,6 +197,18 @@ FIELDS: dict[str, st.SearchStrategy[Any]] = {
             },
         )
     ),
+    "reasoning": often(
+        st.one_of(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "effort": often(st.sampled_from(["none", "low", "xhigh", "max", "", 1])),
+                    "summary": often(st.sampled_from(["auto", "detailed", "long", False])),
+                },
+            ),
+            wrong,
+        )
+    ),
     "store": often(st.booleans()),
     "stream": often(st.booleans()),
     "user": often(text),
@@ -248,6 +260,7 @@ COMPLETE_BODY: dict[str, Any] = {
     "top_p": 1,
     "metadata": {"k": "v"},
     "text": {"format": {"type": "json_schema", "name": "w", "schema": {"type": "object"}}},
+    "reasoning": {"effort": "low", "summary": "auto"},
     "store": True,
     "stream": False,
     "user": "fuzz",
