@@ -48,6 +48,7 @@ from agents.keys import (
 from agents.providers.base import (
     IMAGE_ONLY_TEXT,
     REASONING_EFFORTS,
+    TOOL_NAME_RE,
     ChatMessage,
     ImageInput,
     ToolCall,
@@ -344,6 +345,16 @@ def validate_fields(body: Mapping[str, Any]) -> ChatFields:
                 " or json_schema",
                 "response_format",
             )
+        if format_type == "json_schema":
+            spec = response_format.get("json_schema")
+            if spec is None:
+                raise bad_request(
+                    "Invalid response_format: type json_schema needs response_format.json_schema",
+                    "response_format",
+                )
+            if not isinstance(spec, dict):
+                raise _type_error("response_format.json_schema", "object", spec, "response_format")
+            check_json_schema(spec, "response_format.json_schema", "response_format")
         params["response_format"] = response_format
 
     effort = body.get("reasoning_effort")
@@ -455,6 +466,24 @@ def check_parameters(schema: Any, path: str) -> None:
             " (a function's arguments are an object).",
             "tools",
         )
+
+
+def check_json_schema(spec: Mapping[str, Any], path: str, param: str) -> None:
+    """A `json_schema` output format's fields, as OpenAI checks them: one it refuses would
+    otherwise reach the client as the upstream's failure (a 502), not as its own mistake."""
+    name = spec.get("name")
+    if not isinstance(name, str):
+        raise _type_error(f"{path}.name", "string", name, param)
+    if not TOOL_NAME_RE.fullmatch(name):
+        raise bad_request(f"Invalid {path}.name: 1 to 64 letters, digits, _ or -", param)
+    for key, kind, cls in (
+        ("description", "string", str),
+        ("schema", "object", dict),
+        ("strict", "boolean", bool),
+    ):
+        value = spec.get(key)
+        if value is not None and not isinstance(value, cls):
+            raise _type_error(f"{path}.{key}", kind, value, param)
 
 
 def _stop(stop: Any) -> str | list[str] | None:

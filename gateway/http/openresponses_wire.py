@@ -34,6 +34,7 @@ from gateway.http.openai_wire import (
     RequestError,
     bad_request,
     build_conversation,
+    check_json_schema,
     check_parameters,
     encode_json,
     json_type,
@@ -407,6 +408,8 @@ def _text_format(value: Any) -> Mapping[str, Any]:
             "Invalid text.format: text.format.type must be text, json_object, or json_schema",
             "text",
         )
+    if kind == "json_schema":
+        check_json_schema(text_format, "text.format", "text")
     return cast(Mapping[str, Any], text_format)
 
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import openai
 import pytest
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
+from pydantic import BaseModel
 
 from tests.support.http_client import TOKEN, MakeClient, fake_provider
-from tests.support.upstreams import FakeOpenAI, Raw, Stream
+from tests.support.upstreams import FakeOpenAI, Raw, Status, Stream
 
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
 
@@ -159,3 +161,69 @@ class TestReasoningTokens:
                 details = used.completion_tokens_details
                 found.append(None if details is None else details.reasoning_tokens)
         assert found == [32, None]
+
+
+class Weather(BaseModel):
+    city: str
+    sunny: bool
+
+
+class TestStructuredOutputs:
+    """`response_format` reaches an OpenAI-compatible upstream as the SDK sent it, so the
+    SDK's `.parse()` works end to end; a `json_schema` format the upstream would refuse is
+    the client's 400, not an upstream error (502)."""
+
+    async def test_parse_round_trip(self, gateway: MakeClient, upstream: FakeOpenAI) -> None:
+        upstream.script(Stream(('{"city": "Oslo",', ' "sunny": false}')))
+        client = await gateway(fake_provider(upstream))
+        url = str(client.server.make_url("/v1"))
+        async with AsyncOpenAI(base_url=url, api_key=TOKEN, max_retries=0) as sdk:
+            completion = await sdk.chat.completions.parse(
+                model="openclaw", messages=HELLO, response_format=Weather
+            )
+        assert completion.choices[0].message.parsed == Weather(city="Oslo", sunny=False)
+        sent = upstream.last.body["response_format"]
+        assert sent["type"] == "json_schema"
+        assert (sent["json_schema"]["name"], sent["json_schema"]["strict"]) == ("Weather", True)
+        assert sent["json_schema"]["schema"]["required"] == ["city", "sunny"]
+
+    @pytest.mark.parametrize(
+        ("response_format", "message"),
+        [
+            ({"type": "json_schema"},
+             "Invalid response_format: type json_schema needs response_format.json_schema"),
+            ({"type": "json_schema", "json_schema": "Weather"},
+             "response_format.json_schema: Expected object, received string"),
+            ({"type": "json_schema", "json_schema": {"schema": {"type": "object"}}},
+             "response_format.json_schema.name: Expected string, received null"),
+            ({"type": "json_schema", "json_schema": {"name": "the weather"}},
+             "Invalid response_format.json_schema.name: 1 to 64 letters, digits, _ or -"),
+            ({"type": "json_schema", "json_schema": {"name": "w" * 65}},
+             "Invalid response_format.json_schema.name: 1 to 64 letters, digits, _ or -"),
+            ({"type": "json_schema", "json_schema": {"name": "w", "schema": "object"}},
+             "response_format.json_schema.schema: Expected object, received string"),
+            ({"type": "json_schema", "json_schema": {"name": "w", "strict": "yes"}},
+             "response_format.json_schema.strict: Expected boolean, received string"),
+            ({"type": "json_schema", "json_schema": {"name": "w", "description": 1}},
+             "response_format.json_schema.description: Expected string, received number"),
+        ],
+    )  # fmt: skip
+    async def test_a_malformed_json_schema_is_refused_before_the_upstream(
+        self, gateway: MakeClient, upstream: FakeOpenAI, response_format: Any, message: str
+    ) -> None:
+        # As OpenAI answers such a format: before the fix, the client got a 502.
+        upstream.script(Status(400))
+        client = await gateway(fake_provider(upstream))
+        url = str(client.server.make_url("/v1"))
+        async with AsyncOpenAI(base_url=url, api_key=TOKEN, max_retries=0) as sdk:
+            with pytest.raises(openai.BadRequestError) as caught:
+                await sdk.chat.completions.create(
+                    model="openclaw", messages=HELLO, response_format=response_format
+                )
+        assert caught.value.body == {
+            "message": message,
+            "type": "invalid_request_error",
+            "param": "response_format",
+            "code": None,
+        }
+        assert upstream.requests == []

@@ -13,10 +13,19 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 from openai.types.responses import FunctionToolParam
+from pydantic import BaseModel
 
 from tests.support.configs import merged
 from tests.support.http_client import TOKEN, Client, MakeClient, anthropic_agent, fake_provider
-from tests.support.upstreams import FakeAnthropic, FakeOpenAI, FakeToolCall, Raw, Stream, openai_sse
+from tests.support.upstreams import (
+    FakeAnthropic,
+    FakeOpenAI,
+    FakeToolCall,
+    Raw,
+    Status,
+    Stream,
+    openai_sse,
+)
 
 RESPONSES_ON = {"gateway": {"http": {"endpoints": {"responses": {"enabled": True}}}}}
 
@@ -989,6 +998,45 @@ class TestReasoning:
             "message": message,
             "type": "invalid_request_error",
             "param": "reasoning",
+            "code": None,
+        }
+        assert upstream.requests == []
+
+
+class TestStructuredOutputs:
+    async def test_parse_round_trip(self, gateway: MakeClient, upstream: FakeOpenAI) -> None:
+        """The SDK's `responses.parse` with a pydantic model: its schema reaches the upstream
+        as chat completions' `response_format`, and the answer parses."""
+
+        class Weather(BaseModel):
+            city: str
+            sunny: bool
+
+        upstream.script(Stream(('{"city": "Oslo",', ' "sunny": false}')))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            response = await sdk.responses.parse(model="openclaw", input="hi", text_format=Weather)
+        assert response.output_parsed == Weather(city="Oslo", sunny=False)
+        sent = upstream.last.body["response_format"]
+        assert (sent["type"], sent["json_schema"]["name"]) == ("json_schema", "Weather")
+        assert sent["json_schema"]["schema"]["required"] == ["city", "sunny"]
+
+    async def test_a_malformed_json_schema_is_refused_before_the_upstream(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        upstream.script(Status(400))  # as OpenAI answers it: before, the client got a 502
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            with pytest.raises(openai.BadRequestError) as caught:
+                await sdk.responses.create(
+                    model="openclaw",
+                    input="hi",
+                    text={"format": {"type": "json_schema", "name": "the weather", "schema": {}}},
+                )
+        assert caught.value.body == {
+            "message": "Invalid text.format.name: 1 to 64 letters, digits, _ or -",
+            "type": "invalid_request_error",
+            "param": "text",
             "code": None,
         }
         assert upstream.requests == []

@@ -232,9 +232,24 @@ VALID: dict[str, st.SearchStrategy[Any]] = {
     "max_tokens": st.sampled_from([1, 2, 3, 2**53 - 1]),
     "max_completion_tokens": st.sampled_from([1, 2, 3, 2**53 - 1]),
     "stop": st.one_of(nonempty_text, st.lists(nonempty_text, max_size=4)),
-    "response_format": st.fixed_dictionaries(
-        {"type": st.sampled_from(["text", "json_object", "json_schema"])},
-        optional={"json_schema": json_values},
+    "response_format": st.one_of(
+        st.fixed_dictionaries(
+            {"type": st.sampled_from(["text", "json_object"])},
+            optional={"json_schema": json_values},
+        ),
+        st.fixed_dictionaries(
+            {
+                "type": st.just("json_schema"),
+                "json_schema": st.fixed_dictionaries(
+                    {"name": st.sampled_from(["w", "Weather_1-a", "x" * 64])},
+                    optional={
+                        "schema": st.dictionaries(nonempty_text, json_values, max_size=3),
+                        "strict": st.booleans(),
+                        "description": nonempty_text,
+                    },
+                ),
+            }
+        ),
     ),
     "reasoning_effort": st.sampled_from(["none", "minimal", "low", "medium", "high", "xhigh"]),
     # Control characters cannot go back in the x-openclaw-session-key header: 400.
@@ -345,7 +360,10 @@ COMPLETE_BODY: dict[str, Any] = {
     "max_tokens": 64,
     "max_completion_tokens": 64,
     "stop": ["\n\n"],
-    "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}},
+    "response_format": {
+        "type": "json_schema",
+        "json_schema": {"name": "x", "description": "d", "schema": {}, "strict": False},
+    },
     "reasoning_effort": "high",
     "user": "walker",
     "logprobs": False,
@@ -403,6 +421,9 @@ NEAR_MISSES = st.sampled_from(
         "",
         "true",
         {"type": "xml"},
+        {"type": "json_schema"},
+        {"type": "json_schema", "json_schema": {"name": "a b", "schema": {}}},
+        {"type": "json_schema", "json_schema": {"name": "x" * 65}},
         [HELLO],
         {"role": "user"},
         {"role": "user", "content": [{"type": "image_url", "image_url": DATA_URIS[3]}]},

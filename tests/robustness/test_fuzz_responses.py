@@ -192,6 +192,9 @@ FIELDS: dict[str, st.SearchStrategy[Any]] = {
                         {"type": "json_schema", "name": "w", "schema": {"type": "object"}},
                         {"type": "xml"},
                         {"type": []},
+                        {"type": "json_schema"},
+                        {"type": "json_schema", "name": "a b", "schema": {}},
+                        {"type": "json_schema", "name": "w", "schema": [], "strict": "yes"},
                     ]
                 )
             },
