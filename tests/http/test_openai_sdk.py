@@ -227,3 +227,38 @@ class TestStructuredOutputs:
             "code": None,
         }
         assert upstream.requests == []
+
+
+class TestFieldsReadAndIgnored:
+    async def test_they_are_answered_and_not_sent_on(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        """Every field of the SDK's `create` that the gateway has no use for is accepted as
+        the README lists it, and none reaches the upstream: an SDK's `extra_body` keys
+        neither (a provider's own sampling keys are the agent's `params`)."""
+        client = await gateway(fake_provider(upstream))
+        url = str(client.server.make_url("/v1"))
+        async with AsyncOpenAI(base_url=url, api_key=TOKEN, max_retries=0) as sdk:
+            completion = await sdk.chat.completions.create(
+                model="openclaw",
+                messages=HELLO,
+                logprobs=True,
+                top_logprobs=2,
+                logit_bias={"50256": -100},
+                metadata={"k": "v"},
+                store=True,
+                service_tier="flex",
+                prompt_cache_key="cache",
+                safety_identifier="someone",
+                prediction={"type": "content", "content": "Hello"},
+                verbosity="low",
+                web_search_options={"search_context_size": "low"},
+                modalities=["text", "audio"],
+                audio={"voice": "alloy", "format": "wav"},
+                user="alice",
+                extra_body={"top_k": 5, "chat_template_kwargs": {"enable_thinking": False}},
+            )
+        assert completion.choices[0].logprobs is None
+        assert completion.choices[0].message.audio is None
+        sent = upstream.last.body
+        assert set(sent) == {"model", "messages", "stream", "stream_options"}

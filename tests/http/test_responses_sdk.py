@@ -516,6 +516,26 @@ class TestFieldsNotServed:
         assert response.output_text == "Done."
         assert fetched.model_dump() == response.model_dump()
 
+    async def test_fields_of_no_use_here_are_answered_and_not_sent_on(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        upstream.script(Stream(("Done.",)))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            response = await sdk.responses.create(
+                model="openclaw",
+                input="hi",
+                include=["reasoning.encrypted_content"],
+                service_tier="flex",
+                prompt_cache_key="cache",
+                safety_identifier="someone",
+                top_logprobs=2,
+                text={"verbosity": "low"},
+                max_tool_calls=3,
+            )
+        assert response.output_text == "Done."
+        assert set(upstream.last.body) == {"model", "messages", "stream", "stream_options"}
+
     @pytest.mark.parametrize("truncation", ["auto", "disabled"])
     async def test_truncation_is_echoed_as_asked(
         self, gateway: MakeClient, upstream: FakeOpenAI, truncation: Any
