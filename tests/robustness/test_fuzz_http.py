@@ -254,10 +254,14 @@ VALID: dict[str, st.SearchStrategy[Any]] = {
     "reasoning_effort": st.sampled_from(["none", "minimal", "low", "medium", "high", "xhigh"]),
     # Control characters cannot go back in the x-openclaw-session-key header: 400.
     "user": odd_text.map(lambda s: re.sub(r"[\x00-\x08\x0a-\x1f\x7f]", "", s)),
-    "logprobs": json_values,
-    "logit_bias": json_values,
-    "metadata": json_values,
-}
+    # Read and ignored, whatever their value (README): the SDK's other fields.
+    **dict.fromkeys(
+        ("logprobs", "top_logprobs", "logit_bias", "metadata", "store", "service_tier",
+         "prompt_cache_key", "safety_identifier", "prediction", "verbosity",
+         "web_search_options", "modalities", "audio"),
+        json_values,
+    ),
+}  # fmt: skip
 
 
 def tool_round(

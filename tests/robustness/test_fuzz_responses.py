@@ -216,7 +216,13 @@ FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "stream": often(st.booleans()),
     "user": often(text),
     "previous_response_id": often(st.sampled_from(["resp_nope", "", "x" * 300, "\ud800"])),
-}
+    # Read and ignored, whatever their value (README).
+    **{
+        name: wrong
+        for name in ("include", "service_tier", "prompt_cache_key", "safety_identifier",
+                     "top_logprobs", "max_tool_calls")
+    },
+}  # fmt: skip
 bodies = st.builds(
     lambda known, unknown: {**unknown, **known},
     st.fixed_dictionaries({}, optional=FIELDS),
