@@ -318,6 +318,9 @@ def validate_fields(body: Mapping[str, Any]) -> ChatFields:
         as_int = _as_integer(seed)
         if as_int is None:
             raise bad_request("`seed` must be an integer.", "seed")
+        if not -(2**63) <= as_int < 2**63:
+            # OpenAI and vLLM refuse any other: the client's mistake, not an upstream error.
+            raise bad_request("`seed` must be a signed 64-bit integer.", "seed")
         params["seed"] = as_int
 
     for field in ("max_tokens", "max_completion_tokens"):

@@ -262,3 +262,35 @@ class TestFieldsReadAndIgnored:
         assert completion.choices[0].message.audio is None
         sent = upstream.last.body
         assert set(sent) == {"model", "messages", "stream", "stream_options"}
+
+
+class TestSeed:
+    @pytest.mark.parametrize("seed", [-(2**63), 2**63 - 1])
+    async def test_a_64_bit_seed_goes_on(
+        self, gateway: MakeClient, upstream: FakeOpenAI, seed: int
+    ) -> None:
+        client = await gateway(fake_provider(upstream))
+        url = str(client.server.make_url("/v1"))
+        async with AsyncOpenAI(base_url=url, api_key=TOKEN, max_retries=0) as sdk:
+            await sdk.chat.completions.create(model="openclaw", messages=HELLO, seed=seed)
+        assert upstream.last.body["seed"] == seed
+
+    @pytest.mark.parametrize("seed", [2**63, -(2**63) - 1, 10**30])
+    async def test_one_beyond_64_bits_is_refused_before_the_upstream(
+        self, gateway: MakeClient, upstream: FakeOpenAI, seed: int
+    ) -> None:
+        """OpenAI and vLLM take a signed 64-bit seed and refuse any other, which reached the
+        client as an upstream error (502)."""
+        upstream.script(Status(400))
+        client = await gateway(fake_provider(upstream))
+        url = str(client.server.make_url("/v1"))
+        async with AsyncOpenAI(base_url=url, api_key=TOKEN, max_retries=0) as sdk:
+            with pytest.raises(openai.BadRequestError) as caught:
+                await sdk.chat.completions.create(model="openclaw", messages=HELLO, seed=seed)
+        assert caught.value.body == {
+            "message": "`seed` must be a signed 64-bit integer.",
+            "type": "invalid_request_error",
+            "param": "seed",
+            "code": None,
+        }
+        assert upstream.requests == []

@@ -188,6 +188,8 @@ FIELD_ERRORS = [
     ({"seed": 1.5}, "`seed` must be an integer.", "seed", None),
     ({"seed": "7"}, "`seed` must be an integer.", "seed", None),
     ({"seed": False}, "`seed` must be an integer.", "seed", None),
+    ({"seed": 2**63}, "`seed` must be a signed 64-bit integer.", "seed", None),
+    ({"seed": -1e19}, "`seed` must be a signed 64-bit integer.", "seed", None),
     ({"max_tokens": 0}, "max_tokens must be a positive safe integer", "max_tokens", None),
     ({"max_tokens": 2**53}, "max_tokens must be a positive safe integer", "max_tokens", None),
     ({"max_tokens": True}, "max_tokens must be a positive safe integer", "max_tokens", None),
