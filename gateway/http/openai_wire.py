@@ -398,7 +398,13 @@ def _tool_params(body: Mapping[str, Any]) -> dict[str, Any]:
             duplicate = next(n for n in names if names.count(n) > 1)
             raise bad_request(f"Duplicate function name '{duplicate}' in `tools`.", "tools")
     choice = body.get("tool_choice")
-    if choice is not None:
+    allowed: frozenset[str] | None = None
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        spec = choice.get("allowed_tools")
+        if not isinstance(spec, dict):
+            raise _type_error("tool_choice.allowed_tools", "object", spec, "tool_choice")
+        choice, allowed = allowed_tools(spec.get("mode"), spec.get("tools"), names, nested=True)
+    elif choice is not None:
         if isinstance(choice, dict):
             function = choice.get("function")
             name = function.get("name") if isinstance(function, dict) else None
@@ -425,12 +431,45 @@ def _tool_params(body: Mapping[str, Any]) -> dict[str, Any]:
         raise _type_error("parallel_tool_calls", "boolean", parallel)
     if not names:
         return {}
+    if allowed is not None:
+        tools = [tool for tool, name in zip(body["tools"], names, strict=True) if name in allowed]
     out: dict[str, Any] = {"tools": tools}
     if choice is not None:
         out["tool_choice"] = choice
     if parallel is not None:
         out["parallel_tool_calls"] = parallel
     return out
+
+
+def allowed_tools(
+    mode: Any, listed: Any, names: list[str], nested: bool
+) -> tuple[str, frozenset[str]]:
+    """`tool_choice` `allowed_tools` (`nested`: chat completions' entries, the name under
+    `function`; else the Responses API's flat ones): its mode, as the plain `tool_choice` every
+    provider takes, and the functions of `tools` the model may call. Each provider is given
+    only those tools: what the choice asks for, in a form every server knows (OpenAI keeps
+    the others in the prompt only to cache it)."""
+    if mode not in ("auto", "required"):  # compared, not hashed: `mode` may be any JSON
+        raise bad_request(
+            'Invalid `tool_choice`: allowed_tools.mode must be "auto" or "required".',
+            "tool_choice",
+        )
+    found: set[str] = set()
+    for entry in listed if isinstance(listed, list) and listed else [None]:
+        spec = entry.get("function") if nested and isinstance(entry, dict) else entry
+        name = spec.get("name") if isinstance(spec, dict) else None
+        if not isinstance(entry, dict) or entry.get("type") != "function" or type(name) is not str:
+            raise bad_request(
+                "Invalid `tool_choice`: allowed_tools.tools must list the functions by name.",
+                "tool_choice",
+            )
+        if name not in names:
+            raise bad_request(
+                f"Invalid `tool_choice`: no function named '{name[:64]}' in `tools`.",
+                "tool_choice",
+            )
+        found.add(name)
+    return mode, frozenset(found)
 
 
 def _tool_name(tool: Any, path: str) -> str:

@@ -32,6 +32,7 @@ from gateway.http.openai_wire import (
     TOOL_CHOICES,
     Conversation,
     RequestError,
+    allowed_tools,
     bad_request,
     build_conversation,
     check_json_schema,
@@ -339,7 +340,13 @@ def validate_request(body: Mapping[str, Any]) -> ResponseFields:
     metadata = _metadata(body.get("metadata"))
     tools, chat_tools, names = _tools(body.get("tools"))
     choice = body.get("tool_choice")
-    chat_choice = _tool_choice(choice, names)
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        chat_choice, allowed = allowed_tools(
+            choice.get("mode"), choice.get("tools"), names, nested=False
+        )
+        chat_tools = [tool for tool in chat_tools if tool["function"]["name"] in allowed]
+    else:
+        chat_choice = _tool_choice(choice, names)
     if chat_tools:
         params["tools"] = chat_tools
         if chat_choice is not None:

@@ -9,7 +9,7 @@ from typing import Any
 import openai
 import pytest
 from openai import AsyncOpenAI
-from openai.types.chat import ChatCompletionMessageParam
+from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 from pydantic import BaseModel
 
 from tests.support.http_client import TOKEN, MakeClient, fake_provider
@@ -291,6 +291,76 @@ class TestSeed:
             "message": "`seed` must be a signed 64-bit integer.",
             "type": "invalid_request_error",
             "param": "seed",
+            "code": None,
+        }
+        assert upstream.requests == []
+
+
+def function_tool(name: str) -> ChatCompletionToolParam:
+    return {"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
+
+
+class TestAllowedTools:
+    """`tool_choice` `allowed_tools` narrows the tools the model may call this turn: every
+    provider is given only those (OpenAI's own models keep the rest to cache the prompt; no
+    other server knows the form), under the choice's mode."""
+
+    async def test_the_upstream_gets_only_the_allowed_tools(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        client = await gateway(fake_provider(upstream))
+        url = str(client.server.make_url("/v1"))
+        async with AsyncOpenAI(base_url=url, api_key=TOKEN, max_retries=0) as sdk:
+            await sdk.chat.completions.create(
+                model="openclaw",
+                messages=HELLO,
+                tools=[function_tool("a"), function_tool("b"), function_tool("c")],
+                tool_choice={
+                    "type": "allowed_tools",
+                    "allowed_tools": {
+                        "mode": "required",
+                        "tools": [
+                            {"type": "function", "function": {"name": "c"}},
+                            {"type": "function", "function": {"name": "a"}},
+                        ],
+                    },
+                },
+            )
+        sent = upstream.last.body
+        assert sent["tools"] == [function_tool("a"), function_tool("c")]
+        assert sent["tool_choice"] == "required"
+
+    @pytest.mark.parametrize(
+        ("allowed", "message"),
+        [
+            ("a", "tool_choice.allowed_tools: Expected object, received string"),
+            ({"mode": "none", "tools": [{"type": "function", "function": {"name": "a"}}]},
+             'Invalid `tool_choice`: allowed_tools.mode must be "auto" or "required".'),
+            ({"mode": "auto", "tools": []},
+             "Invalid `tool_choice`: allowed_tools.tools must list the functions by name."),
+            ({"mode": "auto", "tools": [{"type": "function", "name": "a"}]},
+             "Invalid `tool_choice`: allowed_tools.tools must list the functions by name."),
+            ({"mode": "auto", "tools": [{"type": "function", "function": {"name": "z"}}]},
+             "Invalid `tool_choice`: no function named 'z' in `tools`."),
+        ],
+    )  # fmt: skip
+    async def test_a_wrong_one_is_refused(
+        self, gateway: MakeClient, upstream: FakeOpenAI, allowed: Any, message: str
+    ) -> None:
+        client = await gateway(fake_provider(upstream))
+        url = str(client.server.make_url("/v1"))
+        async with AsyncOpenAI(base_url=url, api_key=TOKEN, max_retries=0) as sdk:
+            with pytest.raises(openai.BadRequestError) as caught:
+                await sdk.chat.completions.create(
+                    model="openclaw",
+                    messages=HELLO,
+                    tools=[function_tool("a")],
+                    tool_choice={"type": "allowed_tools", "allowed_tools": allowed},
+                )
+        assert caught.value.body == {
+            "message": message,
+            "type": "invalid_request_error",
+            "param": "tool_choice",
             "code": None,
         }
         assert upstream.requests == []

@@ -1060,3 +1060,42 @@ class TestStructuredOutputs:
             "code": None,
         }
         assert upstream.requests == []
+
+
+class TestAllowedTools:
+    async def test_the_upstream_gets_only_the_allowed_tools(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        upstream.script(Stream(("Done.",)))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        choice = {"type": "allowed_tools", "mode": "auto",
+                  "tools": [{"type": "function", "name": "get_time"}]}  # fmt: skip
+        async with await sdk_for(client) as sdk:
+            response = await sdk.responses.create(
+                model="openclaw", input="hi", tools=[WEATHER, CLOCK], tool_choice=choice
+            )
+        sent = upstream.last.body
+        assert [tool["function"]["name"] for tool in sent["tools"]] == ["get_time"]
+        assert sent["tool_choice"] == "auto"
+        assert response.tool_choice.model_dump() == choice
+
+    async def test_a_function_not_in_tools_is_refused(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            with pytest.raises(openai.BadRequestError) as caught:
+                await sdk.responses.create(
+                    model="openclaw",
+                    input="hi",
+                    tools=[WEATHER],
+                    tool_choice={"type": "allowed_tools", "mode": "auto",
+                                 "tools": [{"type": "function", "name": "nope"}]},
+                )  # fmt: skip
+        assert caught.value.body == {
+            "message": "Invalid `tool_choice`: no function named 'nope' in `tools`.",
+            "type": "invalid_request_error",
+            "param": "tool_choice",
+            "code": None,
+        }
+        assert upstream.requests == []

@@ -353,7 +353,13 @@ COMPLETE_BODY: dict[str, Any] = {
         }
     ],
     "functions": [],
-    "tool_choice": "auto",
+    "tool_choice": {
+        "type": "allowed_tools",
+        "allowed_tools": {
+            "mode": "auto",
+            "tools": [{"type": "function", "function": {"name": "lookup"}}],
+        },
+    },
     "parallel_tool_calls": True,
     "function_call": "none",
     "temperature": 1,
@@ -395,6 +401,8 @@ PATHS: list[tuple[str | int, ...]] = [
     ("tools", 0, "function", "name"),
     ("tools", 0, "function", "parameters"),
     ("tool_choice", "function", "name"),
+    ("tool_choice", "allowed_tools", "mode"),
+    ("tool_choice", "allowed_tools", "tools", 0, "function", "name"),
     ("stream_options", "include_usage"),
     ("response_format", "type"),
     *((name,) for name in VALID),
@@ -440,6 +448,11 @@ NEAR_MISSES = st.sampled_from(
         "x" * 65,
         "a b",
         {"type": "function", "function": {"name": "nope"}},
+        {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": []}},
+        {
+            "type": "allowed_tools",
+            "allowed_tools": {"mode": "required", "tools": [{"type": "function", "function": {}}]},
+        },
         {"role": "tool", "content": "r"},
         {"role": "tool", "tool_call_id": "c" * 257, "content": "r"},
         {"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f"}}]},

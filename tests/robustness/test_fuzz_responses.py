@@ -172,6 +172,9 @@ FIELDS: dict[str, st.SearchStrategy[Any]] = {
                 "required",
                 {"type": "function", "name": "lookup"},
                 {"type": "function", "name": "nope"},
+                {"type": "allowed_tools", "mode": "auto",
+                 "tools": [{"type": "function", "name": "lookup"}]},
+                {"type": "allowed_tools", "mode": "none", "tools": []},
                 {"type": {}},
             ]
         )
@@ -262,7 +265,8 @@ COMPLETE_BODY: dict[str, Any] = {
         {"role": "user", "content": "thanks"},
     ],
     "tools": [TOOL],
-    "tool_choice": {"type": "function", "name": "lookup"},
+    "tool_choice": {"type": "allowed_tools", "mode": "auto",
+                    "tools": [{"type": "function", "name": "lookup"}]},
     "parallel_tool_calls": True,
     "max_output_tokens": 100,
     "temperature": 1,
