@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
+import functools
 import hashlib
 import hmac
 import math
@@ -157,6 +158,10 @@ def is_loopback(ip: str | None) -> bool:
     return address is not None and unmapped(address).is_loopback
 
 
+# The client key of an address, cached: every authenticated request records its success.
+_key = functools.lru_cache(maxsize=4096)(client_key)
+
+
 @attrs.define
 class AuthRateLimiter:
     """Failed-auth limiter keyed by client IP, shared by HTTP and WebSocket connects.
@@ -164,6 +169,14 @@ class AuthRateLimiter:
     A sliding window of failures per IP; `max_attempts` failures within `window_ms` lock the
     IP out for `lockout_ms`. An IPv6 client is its /64 (`edge.client_key`). Settings can
     change on reload; the counters are kept.
+
+    At most MAX_TRACKED clients have counts of their own. A count is never dropped while it
+    matters (failures within the window, a lockout in force): forgetting one would hand an
+    attacker with many addresses a fresh budget, and guessing without end. While the table is
+    full, the failures of every other client count together, as one client's (`_overflow`),
+    and when that client is locked out, so are all of them, whatever they present; the clients
+    that presented the gateway's secret before (the last MAX_TRACKED) keep counts of their
+    own and get in meanwhile (README "Security").
     """
 
     settings: RateLimitConfig
@@ -171,10 +184,19 @@ class AuthRateLimiter:
     # Told the reason of every failed authentication, exempt clients' included (the
     # gateway's metrics); must not block.
     on_failure: Callable[[str], None] | None = None
+    # Failures within the window, the least recently failing client first; a client that is
+    # locked out moves to _locked_until, in the order its lockout ends (with one lockoutMs).
     _failures: dict[str, collections.deque[float]] = attrs.field(factory=dict)
     _locked_until: dict[str, float] = attrs.field(factory=dict)
+    # Clients that presented the gateway's secret, the least recent first. Kept when the
+    # secret is rotated: they are only spared the shared count, their own still binds them.
+    _known: dict[str, None] = attrs.field(factory=dict)
+    # The failures of the clients that found the table full, and their common lockout.
+    _overflow: collections.deque[float] = attrs.field(factory=collections.deque)
+    _overflow_locked_until: float = 0.0
 
-    # Bound the memory a scan of many source addresses can take.
+    # Bound the memory a scan of many source addresses can take (known clients may add as
+    # many again: their number is bounded too).
     MAX_TRACKED = 10_000
 
     def exempt(self, ip: str | None, *, browser: bool = False) -> bool:
@@ -186,48 +208,91 @@ class AuthRateLimiter:
 
     def retry_after(self, ip: str | None, *, browser: bool = False) -> int | None:
         """Seconds until the lockout of `ip` ends (rounded up), or None when not locked."""
-        if ip is None or not self._locked_until or self.exempt(ip, browser=browser):
+        if ip is None or not (self._locked_until or self._overflow_locked_until):
             return None  # no lockout at all: every authenticated request's case
-        ip = client_key(ip)
+        if self.exempt(ip, browser=browser):
+            return None
+        ip = _key(ip)
+        now = self.clock()
         until = self._locked_until.get(ip)
-        if until is None:
-            return None
-        remaining = until - self.clock()
-        if remaining <= 0:
+        if until is not None:
+            if until > now:
+                return max(1, math.ceil(until - now))
             del self._locked_until[ip]
-            return None
-        return max(1, math.ceil(remaining))
+        if self._overflow_locked_until > now:
+            if self._in_overflow(ip, now):
+                return max(1, math.ceil(self._overflow_locked_until - now))
+        else:
+            self._overflow_locked_until = 0.0  # ended: back to the quick way out above
+        return None
 
     def record_failure(self, ip: str | None, *, browser: bool = False) -> None:
         if ip is None or self.exempt(ip, browser=browser):
             return
-        ip = client_key(ip)
+        ip = _key(ip)
         now = self.clock()
-        window = self.settings.window_ms / 1000
-        failures = self._failures.get(ip)
+        # Taken out and put back at the end: the dict stays least recently failing first.
+        failures = self._failures.pop(ip, None)
         if failures is None:
-            if len(self._failures) >= self.MAX_TRACKED:
-                self._forget_stale(now)
-            failures = self._failures[ip] = collections.deque()
-        failures.append(now)
-        while failures and failures[0] <= now - window:
-            failures.popleft()
-        if len(failures) >= self.settings.max_attempts:
+            if self._in_overflow(ip, now):
+                if self._count(self._overflow, now):
+                    self._overflow_locked_until = now + self.settings.lockout_ms / 1000
+                return
+            failures = collections.deque()
+        if self._count(failures, now):
+            self._locked_until.pop(ip, None)
             self._locked_until[ip] = now + self.settings.lockout_ms / 1000
-            failures.clear()
+        else:
+            self._failures[ip] = failures
 
     def record_success(self, ip: str | None) -> None:
-        if ip is not None and self._failures:
-            self._failures.pop(client_key(ip), None)
+        if ip is None:
+            return
+        ip = _key(ip)
+        if self._failures:
+            self._failures.pop(ip, None)
+        known = self._known
+        if ip in known:
+            del known[ip]
+        elif len(known) >= self.MAX_TRACKED:
+            del known[next(iter(known))]
+        known[ip] = None  # the most recent last
+
+    def _count(self, failures: collections.deque[float], now: float) -> bool:
+        """Count a failure at `now`; True when it locks out (the failures are then cleared)."""
+        failures.append(now)
+        while failures and failures[0] <= now - self.settings.window_ms / 1000:
+            failures.popleft()
+        if len(failures) < self.settings.max_attempts:
+            return False
+        failures.clear()
+        return True
+
+    def _in_overflow(self, ip: str, now: float) -> bool:
+        """Whether `ip`, which has no count of its own, counts in the overflow: the table is
+        full of counts that matter, and it is no known client."""
+        if ip in self._failures or ip in self._known:
+            return False
+        self._forget_stale(now)
+        return len(self._failures) + len(self._locked_until) >= self.MAX_TRACKED
 
     def _forget_stale(self, now: float) -> None:
+        # From the front of each dict, so each entry is looked at once. After a reload that
+        # shortened windowMs or lockoutMs the order may be off: some stale entries then wait
+        # for those before them, which only delays their place in the table.
         window = self.settings.window_ms / 1000
-        for ip in [ip for ip, f in self._failures.items() if not f or f[-1] <= now - window]:
-            del self._failures[ip]
-        for ip in [ip for ip, until in self._locked_until.items() if until <= now]:
-            del self._locked_until[ip]
-        while len(self._failures) >= self.MAX_TRACKED:
-            self._failures.pop(next(iter(self._failures)))
+        failures = self._failures
+        while failures:
+            ip, times = next(iter(failures.items()))
+            if times and times[-1] > now - window:
+                break
+            del failures[ip]
+        locked = self._locked_until
+        while locked:
+            ip, until = next(iter(locked.items()))
+            if until > now:
+                break
+            del locked[ip]
 
 
 # --- The one credential check of HTTP, WebSocket and probes (http-openai.md §3, ws §5.1) ---

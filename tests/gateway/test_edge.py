@@ -206,16 +206,53 @@ class TestLimiterWindow:
             AuthFailureReason.LOCKED_OUT, 300
         )
 
-    def test_a_scan_of_many_addresses_forgets_the_oldest_first(
+    def test_a_full_table_counts_the_other_addresses_as_one_client(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         monkeypatch.setattr(AuthRateLimiter, "MAX_TRACKED", 3)
-        lim = limiter()
-        for ip in ("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"):
+        now = [0.0]
+        lim = AuthRateLimiter(RateLimitConfig(max_attempts=2, window_ms=1000), clock=lambda: now[0])
+        assert authenticate(TOKEN, lim, "t", "10.0.0.9", browser=False) == Authenticated("token")
+        for ip in ("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "2001:db8::1"):
             authenticate(TOKEN, lim, "x", ip, browser=False)
-        authenticate(TOKEN, lim, "x", "10.0.0.1", browser=False)  # its first one was dropped
-        assert authenticate(TOKEN, lim, "t", "10.0.0.1", browser=False) == Authenticated("token")
-        authenticate(TOKEN, lim, "x", "10.0.0.4", browser=False)  # the newest one was kept
-        assert authenticate(TOKEN, lim, "t", "10.0.0.4", browser=False) == AuthFailure(
+        # The first three keep their counts; the next two shared one, and it locked out
+        # every address the table has no room for.
+        for ip in ("10.0.0.4", "2001:db8:0:1::1", "10.0.0.5"):
+            assert authenticate(TOKEN, lim, "t", ip, browser=False) == AuthFailure(
+                AuthFailureReason.LOCKED_OUT, 300
+            )
+        assert authenticate(TOKEN, lim, "t", "10.0.0.9", browser=False) == Authenticated("token")
+        authenticate(TOKEN, lim, "x", "10.0.0.1", browser=False)  # its own second failure
+        assert authenticate(TOKEN, lim, "t", "10.0.0.1", browser=False) == AuthFailure(
             AuthFailureReason.LOCKED_OUT, 300
         )
+        assert authenticate(TOKEN, lim, "t", "10.0.0.2", browser=False) == Authenticated("token")
+        # Once the counts are a window old the table has room: an address counts on its own.
+        now[0] = 1.0
+        assert authenticate(TOKEN, lim, "t", "10.0.0.5", browser=False) == Authenticated("token")
+
+    def test_a_known_client_keeps_a_count_of_its_own_while_the_table_is_full(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(AuthRateLimiter, "MAX_TRACKED", 2)
+        lim = limiter()
+        authenticate(TOKEN, lim, "t", "10.0.0.9", browser=False)
+        for ip in ("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"):
+            authenticate(TOKEN, lim, "x", ip, browser=False)
+        authenticate(TOKEN, lim, "x", "10.0.0.9", browser=False)
+        assert authenticate(TOKEN, lim, "t", "10.0.0.9", browser=False) == Authenticated("token")
+        for _ in range(2):
+            authenticate(TOKEN, lim, "x", "10.0.0.9", browser=False)
+        assert authenticate(TOKEN, lim, "t", "10.0.0.9", browser=False) == AuthFailure(
+            AuthFailureReason.LOCKED_OUT, 300
+        )
+
+    def test_the_tables_stay_bounded(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(AuthRateLimiter, "MAX_TRACKED", 5)
+        lim = limiter()
+        for n in range(200):
+            authenticate(TOKEN, lim, "t", f"10.1.{n // 256}.{n % 256}", browser=False)
+            for _ in range(3):
+                authenticate(TOKEN, lim, "x", f"2001:db8:{n:x}::1", browser=False)
+        assert len(lim._failures) + len(lim._locked_until) <= 5
+        assert len(lim._known) == 5

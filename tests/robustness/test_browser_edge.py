@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gateway.auth import AuthRateLimiter
 from gateway.reload import reload_from_file
 from gateway.ws.handler import WS
 from tests.support.configs import merged
@@ -421,6 +422,56 @@ class TestBehindAProxy:
                 await send(server.port, raw_request("GET", "/v1/models", headers))
         lines = [e for e in log.read() if e.get("event") == "http_request"]
         assert [e["remote"] for e in lines] == ["203.0.113.7"]
+
+
+class TestGuessingFromManyAddresses:
+    """An attacker with many addresses (a botnet, or the 2^16 /64s of one IPv6 /48) used to
+    spread their guesses so thin that none locked out: past the tracked addresses' bound the
+    oldest counts were forgotten, and the guessing never ended."""
+
+    async def test_the_guesses_of_many_addresses_are_bounded_and_known_clients_get_in(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        tracked, attempts = 4, 3
+        monkeypatch.setattr(AuthRateLimiter, "MAX_TRACKED", tracked)
+        settings = {
+            "gateway": {
+                "auth": {"rateLimit": {"maxAttempts": attempts}},
+                "trustedProxies": ["127.0.0.1"],
+            }
+        }
+        right = AUTH["Authorization"]
+        addresses = [f"203.0.113.{n}" for n in range(10, 16)]
+        addresses += [f"2001:db8:0:{n:x}::1" for n in range(6)]  # one /64 each
+        statuses: list[int] = []
+        async with gateway(tmp_path, settings) as server:
+
+            async def get(client: str, auth: str = "Bearer wrong") -> int:
+                request = raw_request("GET", "/v1/models", forwarded(client, auth=auth))
+                return (await send(server.port, request)).status
+
+            assert await get("198.51.100.1", right) == 200  # a client known before the attack
+            for _ in range(2):
+                for address in addresses:
+                    for _ in range(attempts - 1):  # one short of a lockout each time
+                        statuses.append(await get(address))
+            known, stranger = await get("198.51.100.1", right), await get("198.51.100.2", right)
+            # The WebSocket handshake counts in the same limiter.
+            async with aiohttp.ClientSession() as session:
+                answers = []
+                for client in ("198.51.100.1", "2001:db8:1:2::3"):
+                    answer, ws = await ws_connect(
+                        session, server.url, connect_frame(), **{"X-Forwarded-For": client}
+                    )
+                    answers.append(answer["ok"] or answer["error"]["details"]["code"])
+                    await ws.close()
+        guessed = statuses.count(401)
+        # Each tracked address guesses until its own lockout; the rest share one budget.
+        assert guessed <= tracked * attempts + attempts, statuses
+        assert statuses.count(429) == len(statuses) - guessed
+        # The client that authenticated before keeps getting in; a new one waits (README).
+        assert (known, stranger) == (200, 429)
+        assert answers == [True, "AUTH_RATE_LIMITED"]
 
 
 class TestPreAuthCaps:

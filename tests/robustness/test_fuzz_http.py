@@ -24,6 +24,8 @@ import pytest_asyncio
 from hypothesis import event, given
 from hypothesis import strategies as st
 
+from gateway.auth import AuthRateLimiter
+from gateway.config.model import RateLimitConfig
 from gateway.http import openai_wire
 from tests.support.raw_http import RawResponse, exchange, request_bytes
 from tests.support.served import (
@@ -833,6 +835,90 @@ class TestEdgeHeaders:
         elif response.status != 200:
             assert_error_body(response)
         await normal_completion(server.port)
+        assert log.new_problems() == []
+
+
+# Forwarded client addresses in the forms a proxy writes them, each with the client the
+# limiter counts it as (an IPv4 address; an IPv6 /64, with or without brackets and port).
+FORWARDED_CLIENTS = [(f"203.0.113.{n}", f"v4-{n}") for n in range(1, 6)] + [
+    ("::ffff:203.0.113.1", "v4-1"),
+    ("203.0.113.2:51234", "v4-2"),
+    *((f"2001:db8:0:{n:x}::1", f"v6-{n}") for n in range(4)),
+    ("2001:db8:0:1:ffff:1:2:3", "v6-1"),
+    ("[2001:db8:0:2::9]:443", "v6-2"),
+]
+TRACKED, ATTEMPTS = 2, 2
+
+
+class SmallLimiter(AuthRateLimiter):
+    MAX_TRACKED = TRACKED
+
+
+class TestLimiterFromManyAddresses:
+    @fuzz(40)
+    @given(
+        steps=st.lists(
+            st.tuples(
+                st.sampled_from(FORWARDED_CLIENTS),
+                weighted(
+                    (2, st.just(RIGHT)),
+                    (5, field_value.map(lambda v: b"Bearer x" + CONTROL_RE.sub(b"", v))),
+                    (1, st.just(b"")),
+                ),
+            ),
+            min_size=10,
+            max_size=50,
+        )
+    )
+    async def test_guesses_stay_bounded_and_known_clients_get_in(
+        self,
+        proxied_gateway: tuple[Served, ServerLog],
+        steps: list[tuple[tuple[str, str], bytes]],
+    ) -> None:
+        """Interleaved right, wrong and missing tokens from many forwarded addresses, with
+        room for only a few clients: each answer is documented, the wrong tokens that were
+        compared stay within the bound (README "Security"), and a client among the last to
+        authenticate, with no wrong token since, is always let in."""
+        server, log = proxied_gateway
+        state = server.state
+        old = state.limiter
+        state.limiter = SmallLimiter(RateLimitConfig(max_attempts=ATTEMPTS), old.clock)
+        known: dict[str, None] = {}  # the last TRACKED clients that got in, the newest last
+        clean: set[str] = set()  # clients with no wrong token since they got in
+        ever_known: set[str] = set()
+        compared_wrong: list[str] = []  # the clients whose wrong token was compared
+        try:
+            for (address, client), authorization in steps:
+                headers: dict[str, str | bytes] = {"X-Forwarded-For": address}
+                if authorization:
+                    headers["Authorization"] = authorization
+                request = request_bytes("GET", "/v1/models", headers)
+                response = await exchange(server.port, request)
+                event(f"status {response.status}")
+                if authorization == RIGHT and client in known and client in clean:
+                    assert response.status == 200, (address, response)
+                assert response.status in (200, 401, 429), response
+                if response.status == 200:
+                    assert authorization == RIGHT
+                    ever_known.add(client)
+                    known.pop(client, None)
+                    known[client] = None
+                    if len(known) > TRACKED:
+                        del known[next(iter(known))]
+                    clean.add(client)
+                    continue
+                assert_error_body(response)
+                if authorization and authorization != RIGHT:
+                    clean.discard(client)
+                    if response.status == 401:
+                        compared_wrong.append(client)
+            # Of the clients that never got in, at most TRACKED have counts of their own,
+            # and all the others share one; each is locked out at ATTEMPTS wrong tokens (no
+            # window passes here). One that got in knew the token: its guesses are no attack.
+            guesses = [client for client in compared_wrong if client not in ever_known]
+            assert len(guesses) <= (TRACKED + 1) * ATTEMPTS, guesses
+        finally:
+            state.limiter = old
         assert log.new_problems() == []
 
 
