@@ -37,13 +37,15 @@ TOKEN_TEMP_PREFIX = ".gateway.token."  # the token is written there, then linked
 TOKEN_TEMP_STALE_S = 60.0
 
 
+def secret_digest(secret: str) -> bytes:
+    # surrogatepass: bytes that are not UTF-8 arrive as lone surrogates, in a header (aiohttp
+    # decodes with surrogateescape) as in a configured secret (the environment, `\udce4` in
+    # the file); they are part of the secret, not an encoding error.
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
+
+
 def secret_matches(given: str, expected: str) -> bool:
-    # surrogatepass: a header's bytes that are not UTF-8 arrive as lone surrogates (aiohttp
-    # decodes with surrogateescape); they make a wrong secret, not an encoding error.
-    return hmac.compare_digest(
-        hashlib.sha256(given.encode("utf-8", "surrogatepass")).digest(),
-        hashlib.sha256(expected.encode("utf-8", "surrogatepass")).digest(),
-    )
+    return hmac.compare_digest(secret_digest(given), secret_digest(expected))
 
 
 def bearer_secret(header: str | None) -> str | None:

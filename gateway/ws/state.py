@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import hashlib
 import math
 import time
 import weakref
@@ -16,6 +15,7 @@ from typing import Any, Generic, TypeVar
 import attrs
 
 from agents.runs import AgentRun
+from gateway.auth import secret_digest
 from gateway.config.model import AuthConfig, PreAuthConfig
 from gateway.edge import client_key
 from gateway.state import GatewayState
@@ -265,7 +265,7 @@ class WsState:
         of the secret it was opened with (not the secret itself, which a rotation retires)."""
         if self._stamp is None or self._stamp[0] is not auth:
             secret = auth.secret
-            digest = hashlib.sha256(secret.encode()).digest() if secret is not None else None
+            digest = secret_digest(secret) if secret is not None else None
             self._stamp = (auth, (auth.mode, digest))
         return self._stamp[1]
 

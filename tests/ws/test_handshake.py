@@ -15,7 +15,7 @@ from gateway.reload import reload_from_file
 from gateway.state import AppOptions
 from gateway.ws.handler import WS
 from gateway.ws.state import WsSettings
-from tests.support.raw_http import exchange_upgrade
+from tests.support.raw_http import exchange, exchange_upgrade, request_bytes
 from tests.support.ws_client import (
     CONFIG,
     TOKEN,
@@ -633,6 +633,24 @@ class TestARotatedSecret:
         fresh = await gateway.connected(auth={"token": "rotated"})
         assert (await fresh.call("health"))["ok"] is True
         await fresh.ws.close()
+
+    async def test_a_token_that_is_no_utf_8_retires_the_old_connections_too(
+        self, gateway: Gateway
+    ) -> None:
+        # A byte of another encoding (a Latin-1 `ä` in an environment file) reaches Python as
+        # a lone surrogate, as `\udce4` in the file does; an HTTP client sending that byte
+        # matches it. Digesting it for the connections' stamps raised: the reload failed
+        # half-way and the old token's connections stayed open.
+        old = await gateway.connected()
+        rotated = 'token: "rotated-\\udce4"'
+        gateway.config_path.write_text(CONFIG.replace('token: "test-token"', rotated))
+        result = await reload_from_file(gateway.app[STATE])
+        assert result is not None and "gateway.auth.token" in result.changed
+        assert await old.closed() == (1012, "gateway auth changed")
+        port = gateway.client.port
+        assert port is not None
+        latin1 = request_bytes("GET", "/v1/models", {"Authorization": b"Bearer rotated-\xe4"})
+        assert (await exchange(port, latin1)).status == 200
 
     async def test_a_change_that_keeps_the_secret_closes_nothing(self, gateway: Gateway) -> None:
         ws = await gateway.connected()
