@@ -34,6 +34,20 @@ NEEDED = {
     "agents.list",
     "models.list",
 }
+# OpenClaw features clawgate does not have, answered with their empty state (not refused).
+EMPTY = {
+    "update.status",
+    "sessions.observer.visibility",
+    "agent.identity.get",
+    "models.authStatus",
+    "talk.catalog",
+    "chat.metadata",
+    "progressCard.get",
+    "sessions.branches.list",
+    "sessions.companion.state",
+    "tasks.list",
+    "plugins.list",
+}
 
 
 @pytest.fixture(scope="module")
@@ -79,17 +93,22 @@ def console_errors(ui: Page) -> list[str]:
     return [str(e["message"]) for e in ui.driver.get_log("browser") if e["level"] == "SEVERE"]
 
 
-def refused_calls(gateway: GatewayProcess) -> dict[str, str]:
-    """The WebSocket calls the gateway refused, by method, with their error code."""
-    refused = {}
+def calls(gateway: GatewayProcess, *, ok: bool) -> dict[str, str | None]:
+    """The WebSocket calls the gateway answered (`ok`) or refused, by method, with their
+    error code."""
+    answered = {}
     for line in list(gateway.lines):
         try:
             record = json.loads(line)
         except ValueError:
             continue
-        if record.get("event") == "ws_call" and record.get("ok") is False:
-            refused[record["method"]] = record.get("code")
-    return refused
+        if record.get("event") == "ws_call" and record.get("ok") is ok:
+            answered[record["method"]] = record.get("code")
+    return answered
+
+
+def refused_calls(gateway: GatewayProcess) -> dict[str, str | None]:
+    return calls(gateway, ok=False)
 
 
 def test_connects_with_the_token_chats_and_lists_the_session(
@@ -110,11 +129,17 @@ def test_connects_with_the_token_chats_and_lists_the_session(
     ui.driver.get(f"{gateway.url}/automations")
     ui.until(lambda: "No automations yet" in body_text(ui), "no automations")
     assert "invalid inventory page" not in body_text(ui)
+    # The Plugins page lists none (it said `unknown method: plugins.list`).
+    ui.driver.get(f"{gateway.url}/plugins")
+    ui.until(lambda: ui.driver.title.startswith("Plugins"), "the plugins view")
+    ui.until(lambda: "plugins.list" in calls(gateway, ok=True), "the plugins listed")
+    assert "unknown method: plugins.list" not in body_text(ui)
 
     assert console_errors(ui) == []
     refused = refused_calls(gateway)
     print(f"calls refused: {refused}")  # OpenClaw features clawgate does not have
     assert NEEDED.isdisjoint(refused), refused
+    assert EMPTY.isdisjoint(refused), refused
 
 
 def test_without_a_token_it_asks_for_one_then_starts_a_new_conversation(

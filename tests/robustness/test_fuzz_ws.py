@@ -778,6 +778,25 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     "chat.startup": {"sessionKey": KEY, "limit": 10, "maxBytes": 2048, "agentId": "main"},
     "sessions.messages.subscribe": {"key": KEY, "agentId": "main", "includeApprovals": True},
     "sessions.messages.unsubscribe": {"key": KEY, "agentId": "main"},
+    "plugins.list": {},
+    "progressCard.get": {"sessionKey": KEY, "agentId": "main"},
+    "sessions.branches.list": {"sessionKey": KEY, "agentId": "main"},
+    "sessions.companion.state": {"sessionKey": KEY, "agentId": "main"},
+    "update.status": {"refreshCheckout": False},
+    "sessions.observer.visibility": {"visible": True},
+    "agent.identity.get": {"agentId": "main", "sessionKey": KEY},
+    "models.authStatus": {"refresh": True, "agentId": "main"},
+    "talk.catalog": {"provider": "p", "model": "m"},
+    # `authProfileId` (a model account to preview) goes without `sessionKey`; clawgate has none.
+    "chat.metadata": {"agentId": "main", "sessionKey": KEY, "authProfileId": None},
+    "tasks.list": {
+        "status": ["running"],
+        "agentId": "main",
+        "sessionKey": KEY,
+        "limit": 10,
+        "cursor": "c",
+        "sortBy": "updatedAt",
+    },
 }
 METHODS = register_all(MethodRegistry())
 

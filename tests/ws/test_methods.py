@@ -1711,6 +1711,129 @@ class TestOpenClawControlUiStartup:
         assert frame["error"]["message"] == f"invalid {method} params: {message}"
 
 
+class TestOpenClawControlUiFeatureReads:
+    """What OpenClaw's Control UI asks at start-up and on its pages about features clawgate
+    does not have: each answered in OpenClaw's empty shape, not `unknown method` (its Plugins
+    page showed the error)."""
+
+    async def test_each_answers_its_empty_state(self, ws: GatewayWs) -> None:
+        key = {"sessionKey": "agent:main:main"}
+        talk_group = {"ready": False, "providers": []}
+        answers: list[tuple[str, dict[str, Any], Any]] = [
+            ("update.status", {}, {"sentinel": None, "updateAvailable": None}),
+            ("sessions.observer.visibility", {"visible": True}, {"ok": True}),
+            (
+                "talk.catalog",
+                {},
+                {
+                    "modes": [],
+                    "transports": [],
+                    "brains": [],
+                    "speech": {"providers": []},
+                    "transcription": talk_group,
+                    "realtime": talk_group,
+                },
+            ),
+            ("progressCard.get", key, {"card": None}),
+            ("sessions.branches.list", key, {"branches": []}),
+            ("sessions.companion.state", key, {"exchanges": []}),
+            ("tasks.list", {"status": ["running", "queued"], "limit": 50}, {"tasks": []}),
+            (
+                "plugins.list",
+                {},
+                {"generation": 0, "plugins": [], "diagnostics": [], "mutationAllowed": False},
+            ),
+        ]
+        for method, params, answer in answers:
+            assert await ws.ok(method, params) == answer, method
+
+    async def test_agent_identity_is_the_agent_s_name(self, ws: GatewayWs) -> None:
+        main = {"agentId": "main", "name": "main", "nameSource": "agent", "avatarStatus": "none"}
+        assert await ws.ok("agent.identity.get", {}) == main
+        assert await ws.ok("agent.identity.get", {"sessionKey": "agent:main:x"}) == main
+        assert await ws.ok("agent.identity.get", {"agentId": "Main", "sessionKey": ""}) == main
+        frame = await ws.call("agent.identity.get", {"agentId": "ghost"})
+        assert frame["error"]["message"] == "Unknown agent 'ghost'."
+
+    async def test_models_auth_status_has_no_providers(self, ws: GatewayWs) -> None:
+        before = now_ms()
+        answer = await ws.ok("models.authStatus", {"refresh": False, "agentId": ""})
+        assert answer["providers"] == [] and answer["ts"] >= before
+        assert set(answer) == {"ts", "providers"}
+
+    async def test_chat_metadata_is_the_model_list_chosen_automatically(
+        self, ws: GatewayWs
+    ) -> None:
+        models = (await ws.ok("models.list"))["models"]
+        automatic = {"kind": "automatic", "label": "Automatic account selection"}
+        draft = await ws.ok("chat.metadata", {"agentId": "main"})
+        assert draft == {"models": models, "swarmEnabled": False, "accountSelection": automatic}
+        session = await ws.ok("chat.metadata", {"sessionKey": "agent:main:main"})
+        assert session == {**draft, "runtimeSelectionLocked": False}
+
+    @pytest.mark.parametrize(
+        ("method", "params", "message"),
+        [
+            ("update.status", {"refreshCheckout": "yes"}, "at /refreshCheckout: must be boolean"),
+            ("sessions.observer.visibility", {}, "at /visible: is required"),
+            ("sessions.observer.visibility", {"visible": 1}, "at /visible: must be boolean"),
+            ("agent.identity.get", {"agentId": ""}, "at /agentId: must not be empty"),
+            ("agent.identity.get", {"sessionKey": 3}, "at /sessionKey: must be string"),
+            (
+                "agent.identity.get",
+                {"agentId": "main", "sessionKey": "agent:ops:x"},
+                "at /agentId: is not the agent of the session key",
+            ),
+            ("models.authStatus", {"refresh": "no"}, "at /refresh: must be boolean"),
+            ("talk.catalog", {"provider": ""}, "at /provider: must not be empty"),
+            ("chat.metadata", {"sessionKey": ""}, "at /sessionKey: must not be empty"),
+            ("chat.metadata", {"authProfileId": "me"}, "at /authProfileId: unknown model account"),
+            (
+                "chat.metadata",
+                {"sessionKey": "main", "authProfileId": "me"},
+                "sessionKey and authProfileId are mutually exclusive",
+            ),
+            ("progressCard.get", {}, "at /sessionKey: is required"),
+            (
+                "sessions.branches.list",
+                {"sessionKey": "agent:"},
+                "at /sessionKey: invalid session key",
+            ),
+            ("sessions.companion.state", {"sessionKey": []}, "at /sessionKey: must be string"),
+            ("tasks.list", {"limit": 501}, "at /limit: must be <= 500"),
+            (
+                "tasks.list",
+                {"status": ["running", "lost"]},
+                "at /status: must be one of cancelled, completed, failed, queued, running, "
+                "timed_out",
+            ),
+            ("tasks.list", {"sortBy": "name"}, "at /sortBy: must be one of endedAt, updatedAt"),
+            ("tasks.list", {"cursor": "c" * 513}, "at /cursor: must have at most 512 characters"),
+        ],
+    )
+    async def test_bad_params_are_refused(
+        self, ws: GatewayWs, method: str, params: dict[str, Any], message: str
+    ) -> None:
+        frame = await ws.call(method, params)
+        assert frame["error"]["code"] == "INVALID_REQUEST"
+        assert frame["error"]["message"] == f"invalid {method} params: {message}"
+
+    async def test_a_session_of_an_unknown_agent_is_refused(self, ws: GatewayWs) -> None:
+        for method in ("progressCard.get", "sessions.branches.list", "sessions.companion.state"):
+            frame = await ws.call(method, {"sessionKey": "main", "agentId": "ghost"})
+            assert frame["error"]["message"] == "Unknown agent 'ghost'.", method
+            frame = await ws.call(method, {"sessionKey": "agent:ghost:main"})
+            assert frame["error"]["message"] == "Unknown agent 'ghost'.", method
+
+    async def test_scopes_are_openclaw_s(self, gateway: Gateway) -> None:
+        reader = await gateway.connected(scopes=["operator.read"])
+        assert (await reader.ok("agent.identity.get"))["agentId"] == "main"
+        assert await reader.ok("tasks.list") == {"tasks": []}
+        frame = await reader.call("update.status")
+        assert frame["error"]["message"] == "missing scope: operator.admin"
+        await reader.ws.close()
+
+
 # OpenClaw's page of no automations: its snapshot revision is the sha256 of `[]`.
 EMPTY_CRON_PAGE = {
     "jobs": [],

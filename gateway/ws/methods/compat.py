@@ -16,9 +16,10 @@ import attrs
 
 from agents.errors import UnknownAgent
 from agents.ids import uuid7
-from agents.keys import SESSION_KEY_MAX
+from agents.keys import SESSION_KEY_MAX, parse_session_key
 from gateway.ws.connection import now_ms
 from gateway.ws.dispatch import CallContext, MethodRegistry, no_params
+from gateway.ws.methods.catalog import model_rows
 from gateway.ws.methods.chat import StartupParams, history, send
 from gateway.ws.methods.sessions import (
     KeyParams,
@@ -28,6 +29,7 @@ from gateway.ws.methods.sessions import (
     resolve_key_of_agent,
 )
 from gateway.ws.protocol import (
+    ADMIN,
     APPROVALS,
     INVALID_REQUEST,
     PAIRING,
@@ -74,7 +76,36 @@ EMPTY_STATES: tuple[tuple[str, str, Any], ...] = (
         READ,
         {"capacity": 0, "count": 0, "dropped": 0, "events": [], "summary": {"byType": {}}},
     ),
+    # The Plugins page: none installed, and none to install from here.
+    (
+        "plugins.list",
+        READ,
+        {"generation": 0, "plugins": [], "diagnostics": [], "mutationAllowed": False},
+    ),
 )
+
+# What OpenClaw's Control UI asks of a session's features clawgate does not have, with the
+# empty answer: no progress card, no branches (no rewind or fork), no side-chat exchanges.
+SESSION_FEATURES: tuple[tuple[str, Any], ...] = (
+    ("progressCard.get", {"card": None}),
+    ("sessions.branches.list", {"branches": []}),
+    ("sessions.companion.state", {"exchanges": []}),
+)
+
+TASKS_LIST_LIMIT_MAX = 500  # OpenClaw's bound on a `tasks.list` page
+TASKS_CURSOR_MAX = 512
+TASK_STATUSES = frozenset({"queued", "running", "completed", "failed", "cancelled", "timed_out"})
+TASK_SORTS = frozenset({"updatedAt", "endedAt"})
+AUTH_PROFILE_ID_MAX = 256
+# No voice: OpenClaw's talk catalog with no mode, transport or provider.
+EMPTY_TALK_CATALOG: dict[str, Any] = {
+    "modes": [],
+    "transports": [],
+    "brains": [],
+    "speech": {"providers": []},
+    "transcription": {"ready": False, "providers": []},
+    "realtime": {"ready": False, "providers": []},
+}
 
 
 # OpenClaw's `sessions.create` fields that only say where the call comes from (its TUI's
@@ -179,6 +210,108 @@ class MessagesParams:
         )
 
 
+def update_status_params(r: ParamReader) -> None:
+    """`update.status`: `refreshCheckout` asks to look at the install again; nothing to look at."""
+    r.boolean("refreshCheckout")
+
+
+def observer_visibility_params(r: ParamReader) -> None:
+    """`sessions.observer.visibility {visible}`: the tab says whether it is shown. Events reach
+    every reader anyway (deviation 23), so it is acknowledged and changes nothing."""
+    if r.data.get("visible") is None:
+        raise r.fail("visible", "is required")
+    r.boolean("visible")
+
+
+@attrs.frozen
+class AgentTarget:
+    """An agent named by `agentId`, by a session key's agent, or the default one."""
+
+    session_key: str | None
+    agent_id: str | None
+
+    @classmethod
+    def parse_identity(cls, r: ParamReader) -> AgentTarget:
+        """`agent.identity.get {agentId?, sessionKey?}` (an empty `sessionKey` is none)."""
+        return cls(
+            r.string("sessionKey", max_len=SESSION_KEY_MAX) or None,
+            r.string("agentId", non_empty=True, max_len=SESSION_KEY_MAX),
+        )
+
+    @classmethod
+    def parse_session(cls, r: ParamReader) -> AgentTarget:
+        """`{sessionKey, agentId?}` of the session-feature reads."""
+        return cls(
+            r.required_string("sessionKey", max_len=SESSION_KEY_MAX),
+            r.string("agentId", non_empty=True, max_len=SESSION_KEY_MAX),
+        )
+
+    @classmethod
+    def parse_auth_status(cls, r: ParamReader) -> AgentTarget:
+        """`models.authStatus {refresh?, agentId?}` (an empty `agentId` is the default)."""
+        r.boolean("refresh")
+        return cls(None, r.string("agentId", max_len=SESSION_KEY_MAX) or None)
+
+    def resolve(self, ctx: CallContext) -> str:
+        """The agent's id; an unknown agent, or a key of another agent than `agentId`, is
+        refused as OpenClaw refuses it."""
+        agents = ctx.config.agents
+        agent_id = self.agent_id.strip().lower() if self.agent_id else None
+        if agent_id is not None and agents.agent(agent_id) is None:
+            raise UnknownAgent(agent_id)
+        if self.session_key is None:
+            return agent_id or agents.default_agent.id
+        key = resolve_key(ctx, self.session_key, "sessionKey", agent_id=agent_id)
+        key_agent = parse_session_key(key)[0]
+        if agent_id is not None and key_agent != agent_id:
+            raise ParamsError("at /agentId: is not the agent of the session key")
+        if agents.agent(key_agent) is None:
+            raise UnknownAgent(key_agent)
+        return key_agent
+
+
+@attrs.frozen
+class ChatMetadataParams:
+    """`chat.metadata {agentId?, sessionKey?, authProfileId?}`: the model picker of a chat."""
+
+    target: AgentTarget
+
+    @classmethod
+    def parse(cls, r: ParamReader) -> ChatMetadataParams:
+        session_key = r.string("sessionKey", non_empty=True, max_len=SESSION_KEY_MAX)
+        profile = r.string("authProfileId", non_empty=True, max_len=AUTH_PROFILE_ID_MAX)
+        if profile is not None:
+            # A personal model account of OpenClaw's users; clawgate has none to preview.
+            if session_key is not None:
+                raise ParamsError("sessionKey and authProfileId are mutually exclusive")
+            raise ParamsError("at /authProfileId: unknown model account")
+        return cls(
+            AgentTarget(session_key, r.string("agentId", non_empty=True, max_len=SESSION_KEY_MAX))
+        )
+
+
+def tasks_list_params(r: ParamReader) -> None:
+    """`tasks.list`'s filters and page, checked as OpenClaw checks them (there are no tasks)."""
+    status = r.data.get("status")
+    if status is not None:
+        values = status if isinstance(status, list) else [status]
+        for value in values:
+            if not isinstance(value, str) or value not in TASK_STATUSES:
+                raise r.fail("status", f"must be one of {', '.join(sorted(TASK_STATUSES))}")
+    r.string("agentId", non_empty=True, max_len=SESSION_KEY_MAX)
+    r.string("sessionKey", non_empty=True, max_len=SESSION_KEY_MAX)
+    r.integer("limit", minimum=1, maximum=TASKS_LIST_LIMIT_MAX)
+    r.string("cursor", max_len=TASKS_CURSOR_MAX)
+    sort = r.string("sortBy")
+    if sort is not None and sort not in TASK_SORTS:
+        raise r.fail("sortBy", f"must be one of {', '.join(sorted(TASK_SORTS))}")
+
+
+def talk_catalog_params(r: ParamReader) -> None:
+    r.string("provider", non_empty=True)
+    r.string("model", non_empty=True)
+
+
 def _empty_state(answer: Any) -> Any:
     async def handler(ctx: CallContext, params: None) -> Any:
         return answer
@@ -229,6 +362,58 @@ def register(methods: MethodRegistry) -> None:
     # A page of OpenClaw's automation inventory, as its Control UI checks it and its CLI
     # reads it (with the revision it needs no `cron.get`): no jobs, so the offset is 0 as
     # OpenClaw clamps it.
+    for name, answer in SESSION_FEATURES:
+        methods.method(name, params=AgentTarget.parse_session, scope=READ)(_session_feature(answer))
+
+    # No installer: no update known, none running, no restart record (OpenClaw's `sentinel`).
+    @methods.method("update.status", params=update_status_params, scope=ADMIN)
+    async def update_status(ctx: CallContext, params: None) -> Any:
+        return {"sentinel": None, "updateAvailable": None}
+
+    @methods.method("sessions.observer.visibility", params=observer_visibility_params, scope=READ)
+    async def observer_visibility(ctx: CallContext, params: None) -> Any:
+        return {"ok": True}
+
+    # An agent's name is its configured `name` (its id unless set); no avatar.
+    @methods.method("agent.identity.get", params=AgentTarget.parse_identity, scope=READ)
+    async def agent_identity_get(ctx: CallContext, params: AgentTarget) -> Any:
+        agent = ctx.config.agents.agent(params.resolve(ctx))
+        assert agent is not None  # resolve() refuses an unknown one
+        return {
+            "agentId": agent.id,
+            "name": agent.name,
+            "nameSource": "agent",
+            "avatarStatus": "none",
+        }
+
+    # Upstream keys are the config's: no OAuth or account profiles whose status to show.
+    @methods.method("models.authStatus", params=AgentTarget.parse_auth_status, scope=READ)
+    async def models_auth_status(ctx: CallContext, params: AgentTarget) -> Any:
+        params.resolve(ctx)
+        return {"ts": now_ms(), "providers": []}
+
+    @methods.method("talk.catalog", params=talk_catalog_params, scope=READ)
+    async def talk_catalog(ctx: CallContext, params: None) -> Any:
+        return EMPTY_TALK_CATALOG
+
+    # `models.list`'s models, chosen automatically (no accounts); no swarm. A session's
+    # runtime is never locked (no per-session model).
+    @methods.method("chat.metadata", params=ChatMetadataParams.parse, scope=READ)
+    async def chat_metadata(ctx: CallContext, params: ChatMetadataParams) -> Any:
+        params.target.resolve(ctx)
+        answer: dict[str, Any] = {
+            "models": model_rows(ctx.config.agents),
+            "swarmEnabled": False,
+            "accountSelection": {"kind": "automatic", "label": "Automatic account selection"},
+        }
+        if params.target.session_key is not None:
+            answer["runtimeSelectionLocked"] = False
+        return answer
+
+    @methods.method("tasks.list", params=tasks_list_params, scope=READ)
+    async def tasks_list(ctx: CallContext, params: None) -> Any:
+        return {"tasks": []}
+
     @methods.method("cron.list", params=CronListParams.parse, scope=READ)
     async def cron_list(ctx: CallContext, params: CronListParams) -> Any:
         return {
@@ -286,6 +471,14 @@ def register(methods: MethodRegistry) -> None:
         if params.history is None:
             return {"resolution": {"ok": False}}
         return await history(ctx, params.history, params.max_bytes)
+
+
+def _session_feature(answer: Any) -> Any:
+    async def handler(ctx: CallContext, params: AgentTarget) -> Any:
+        params.resolve(ctx)
+        return answer
+
+    return handler
 
 
 def _messages_key(ctx: CallContext, params: MessagesParams) -> str:
