@@ -789,6 +789,15 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     "talk.catalog": {"provider": "p", "model": "m"},
     # `authProfileId` (a model account to preview) goes without `sessionKey`; clawgate has none.
     "chat.metadata": {"agentId": "main", "sessionKey": KEY, "authProfileId": None},
+    # A search (`query`) takes no `cursor`: a browse's page here.
+    "plugins.catalog.browse": {
+        "query": None,
+        "searchSource": "openclaw-control-ui",
+        "intent": "trending",
+        "category": "dev-tools",
+        "cursor": "c",
+        "pageSize": 20,
+    },
     "tasks.list": {
         "status": ["running"],
         "agentId": "main",

@@ -469,6 +469,7 @@ class TestHelloOk:
                     "models.authStatus",
                     "talk.catalog",
                     "chat.metadata",
+                    "plugins.catalog.browse",
                     "tasks.list",
                     "cron.list",
                     "cron.runs",

@@ -1738,6 +1738,7 @@ class TestOpenClawControlUiFeatureReads:
             ("sessions.branches.list", key, {"branches": []}),
             ("sessions.companion.state", key, {"exchanges": []}),
             ("tasks.list", {"status": ["running", "queued"], "limit": 50}, {"tasks": []}),
+            ("plugins.catalog.browse", {"intent": "featured", "pageSize": 20}, {"items": []}),
             (
                 "plugins.list",
                 {},
@@ -1807,6 +1808,13 @@ class TestOpenClawControlUiFeatureReads:
                 "at /status: must be one of cancelled, completed, failed, queued, running, "
                 "timed_out",
             ),
+            (
+                "plugins.catalog.browse",
+                {"category": "Tools"},
+                "at /category: must match ^[a-z][a-z0-9-]*$ (at most 64 characters)",
+            ),
+            ("plugins.catalog.browse", {"pageSize": 101}, "at /pageSize: must be <= 100"),
+            ("plugins.catalog.browse", {"cursor": ""}, "at /cursor: must not be empty"),
             ("tasks.list", {"sortBy": "name"}, "at /sortBy: must be one of endedAt, updatedAt"),
             ("tasks.list", {"cursor": "c" * 513}, "at /cursor: must have at most 512 characters"),
         ],
@@ -1817,6 +1825,13 @@ class TestOpenClawControlUiFeatureReads:
         frame = await ws.call(method, params)
         assert frame["error"]["code"] == "INVALID_REQUEST"
         assert frame["error"]["message"] == f"invalid {method} params: {message}"
+
+    async def test_a_plugin_search_takes_no_cursor(self, ws: GatewayWs) -> None:
+        frame = await ws.call("plugins.catalog.browse", {"query": "git", "cursor": "c"})
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": "Plugin search does not accept a browse cursor.",
+        }
 
     async def test_a_session_of_an_unknown_agent_is_refused(self, ws: GatewayWs) -> None:
         for method in ("progressCard.get", "sessions.branches.list", "sessions.companion.state"):

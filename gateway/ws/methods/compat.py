@@ -9,6 +9,7 @@ already reach every read-scoped connection (deviation 23). `sessions.create` is 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from uuid import uuid4
 
@@ -307,6 +308,31 @@ def tasks_list_params(r: ParamReader) -> None:
         raise r.fail("sortBy", f"must be one of {', '.join(sorted(TASK_SORTS))}")
 
 
+PLUGIN_INTENTS = frozenset({"all", "bundled", "trending", "official", "featured"})
+PLUGIN_CATEGORY = re.compile(r"[a-z][a-z0-9-]{0,63}")
+PLUGIN_QUERY_MAX = 200
+PLUGIN_CURSOR_MAX = 4096
+PLUGIN_PAGE_MAX = 100
+
+
+def plugin_catalog_params(r: ParamReader) -> None:
+    """`plugins.catalog.browse`: a page of ClawHub's plugins, checked as OpenClaw checks it."""
+    query = r.string("query", max_len=PLUGIN_QUERY_MAX)
+    source = r.string("searchSource")
+    if source is not None and source != "openclaw-control-ui":
+        raise r.fail("searchSource", "must be openclaw-control-ui")
+    intent = r.string("intent")
+    if intent is not None and intent not in PLUGIN_INTENTS:
+        raise r.fail("intent", f"must be one of {', '.join(sorted(PLUGIN_INTENTS))}")
+    category = r.string("category")
+    if category is not None and not PLUGIN_CATEGORY.fullmatch(category):
+        raise r.fail("category", "must match ^[a-z][a-z0-9-]*$ (at most 64 characters)")
+    cursor = r.string("cursor", non_empty=True, max_len=PLUGIN_CURSOR_MAX)
+    r.integer("pageSize", minimum=1, maximum=PLUGIN_PAGE_MAX)
+    if query and query.strip() and cursor:
+        raise WsError(INVALID_REQUEST, "Plugin search does not accept a browse cursor.")
+
+
 def talk_catalog_params(r: ParamReader) -> None:
     r.string("provider", non_empty=True)
     r.string("model", non_empty=True)
@@ -409,6 +435,11 @@ def register(methods: MethodRegistry) -> None:
         if params.target.session_key is not None:
             answer["runtimeSelectionLocked"] = False
         return answer
+
+    # ClawHub's catalog is a third party's: not asked from here, so nothing to install.
+    @methods.method("plugins.catalog.browse", params=plugin_catalog_params, scope=READ)
+    async def plugins_catalog_browse(ctx: CallContext, params: None) -> Any:
+        return {"items": []}
 
     @methods.method("tasks.list", params=tasks_list_params, scope=READ)
     async def tasks_list(ctx: CallContext, params: None) -> Any:
