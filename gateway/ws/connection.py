@@ -3,8 +3,9 @@
 Producers (the dispatcher, the fan-out, ticks) call `send`/`send_event`, which never await:
 frames go into a queue bounded in bytes (`policy.maxBufferedBytes`, ws-protocol.md §9.3) that
 exactly one writer task empties onto the socket. When a frame does not fit, a droppable event
-is skipped (the client sees a `seq` gap) and anything else closes the connection with 1008
-`slow consumer`. A state snapshot (`presence`) that is still queued when a newer one comes is
+is skipped (the client sees a `seq` gap); anything else first drops queued droppable events
+(`_make_room`), and closes the connection with 1008 `slow consumer` only if it still does not
+fit. A state snapshot (`presence`) that is still queued when a newer one comes is
 dropped the same way, so a client that reads slowly holds at most one of them; a piece of a
 text sent in pieces (a tool call's arguments) joins its text's unsent piece. Closing is a
 request too: the writer sends what is queued, then the close frame, so a handshake error
@@ -386,7 +387,9 @@ class Connection:
         piece = frame.piece_bytes()
         if merging.grown + len(piece) > merging.frame.room:
             return False  # as large as a frame may be: the piece starts the next one
-        if self._buffered + len(piece) > self.max_buffered_bytes:
+        if self._buffered + len(piece) > self.max_buffered_bytes and not self._make_room(
+            len(piece)
+        ):
             self._slow_consumer()
             return True
         merging.pieces.append(piece)
@@ -410,8 +413,9 @@ class Connection:
             if droppable:
                 self.dropped += 1
                 return False
-            self._slow_consumer()
-            return False
+            if not self._make_room(size):
+                self._slow_consumer()
+                return False
         budget = self.answers
         if (
             droppable
@@ -435,6 +439,48 @@ class Connection:
             else:
                 budget.hold(self, frame)
         return True
+
+    def _make_room(self, size: int) -> bool:
+        """Whether dropping queued droppable events, the oldest first, leaves room for a frame
+        of `size` bytes that must arrive (a run's end, its `chat` final, an answer). A burst
+        of deltas (each the text so far) fills a queue before its writer runs; a client behind
+        on them loses deltas (a `seq` gap, as for one dropped when queued), not its connection.
+        Each frame dropped is gone for good: at most one pass over the queue per frame it
+        drops, and none once the queue holds no droppable event."""
+        queue = self._queue
+        if queue is None:
+            return False
+        budget = self.answers
+        kept: list[_Queued] = []
+        freed = 0
+        excess = self._buffered + size - self.max_buffered_bytes
+        for item in queue:
+            if freed < excess:
+                if isinstance(item, tuple) and item[0].droppable:
+                    frame = item[0]
+                    freed += frame.size(item[1])
+                elif (
+                    isinstance(item, _Replaceable)
+                    and item.frame is not None
+                    and item.frame.droppable
+                ):
+                    frame, item.frame = item.frame, None
+                    freed += item.size
+                else:
+                    kept.append(item)
+                    continue
+                self.dropped += 1
+                if budget is not None:
+                    budget.release(frame)
+                continue
+            kept.append(item)
+        if not freed:
+            return False
+        queue.clear()
+        queue.extend(kept)
+        self._buffered -= freed
+        # An empty queue takes any frame, as in `_enqueue`.
+        return not self._buffered or self._buffered + size <= self.max_buffered_bytes
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Close after the frames already queued; later frames are discarded."""

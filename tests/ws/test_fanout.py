@@ -527,6 +527,35 @@ class TestLongReplies:
         assert (await ws.ok("health"))["ok"] is True
         await ws.ws.close()
 
+    async def test_a_reader_behind_on_a_burst_loses_deltas_not_its_connection(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        # A reply delivered in one go fills a reader's queue with `agent` deltas (each the
+        # text so far) before its writer runs; the run's end and its `chat` final then did
+        # not fit, and the reader was closed with 1008 `slow consumer`. Queued deltas give
+        # way to them: the reader sees a `seq` gap, then the end and the whole final text.
+        bound = 64 * 1024
+        gateway = await make_gateway(settings=WsSettings(max_buffered_bytes=bound))
+        ws = await gateway.connected()
+        fanout = gateway.app[WS].fanout
+        text = ""
+        with capture_logs() as logs:
+            for seq in range(1, 2001):
+                piece = f"{seq:05d} "
+                text += piece
+                data = {"text": text, "delta": piece}
+                fanout(RunEvent("burst", "agent:main:k", "sid", "main", "assistant", seq, 1, data))
+            end = {"phase": "end", "stopReason": "stop"}
+            fanout(RunEvent("burst", "agent:main:k", "sid", "main", "lifecycle", 2001, 2, end))
+            final = await ws.event("chat", state="final", runId="burst")
+        assert final["payload"]["message"]["content"] == [{"type": "text", "text": text}]
+        assert await ws.event("agent", runId="burst", stream="lifecycle")
+        assert not [e for e in logs if e["event"] == "ws_slow_consumer"]
+        seqs = [f["seq"] for f in ws.frames if f.get("type") == "event" and "seq" in f]
+        assert seqs == sorted(seqs) and len(seqs) < seqs[-1] - seqs[0] + 1  # a gap
+        assert (await ws.ok("health"))["ok"] is True
+        await ws.ws.close()
+
     async def test_a_tool_calls_arguments_in_tiny_pieces_are_held_in_about_their_size(
         self,
     ) -> None:
