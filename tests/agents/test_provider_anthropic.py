@@ -7,6 +7,7 @@ import base64
 import json
 import re
 import time
+import tracemalloc
 from typing import Any
 
 import attrs
@@ -23,6 +24,7 @@ from agents.errors import (
 )
 from agents.providers.anthropic_messages import (
     AnthropicMessagesProvider,
+    MessageEventDecoder,
     anthropic_messages,
     messages_url,
 )
@@ -42,6 +44,7 @@ from agents.providers.base import (
     Usage,
 )
 from agents.providers.pool import Timeouts
+from agents.providers.sse import SSEEvent
 from agents.providers.upstream_client import UpstreamClient
 from tests.support.counting import CountedId
 from tests.support.upstreams import (
@@ -1551,3 +1554,29 @@ class TestInputGivenWhole:
         anthropic_upstream.script(Raw((answer.encode(),), content_type="application/json"))
         with pytest.raises(MalformedStream):
             await collect(provider, anthropic_upstream)
+
+
+class TestThinkingKept:
+    def test_a_thinking_text_in_tiny_pieces_is_held_in_about_its_size(self) -> None:
+        # A thinking block's text is kept for the reply's end (sent back signed); one by one,
+        # its pieces took some 50 bytes each beside their text.
+        decoder = MessageEventDecoder(ProviderConfig("a", "anthropic-messages", "http://a.invalid"))
+        list(decoder.feed([SSEEvent("message_start", json.dumps(start()[1]))]))
+        tracemalloc.start()
+        try:
+            for n in range(500_000):
+                delta = {"type": "thinking_delta", "thinking": f"{n % 100:02d}"}
+                data = {"type": "content_block_delta", "index": 0, "delta": delta}
+                for _ in decoder.feed([SSEEvent("content_block_delta", json.dumps(data))]):
+                    pass
+            held, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert held < 3 * 1_000_000  # was 30 MB for these 1 MB of thinking
+        signature = {"type": "signature_delta", "signature": "sig"}
+        data = {"type": "content_block_delta", "index": 0, "delta": signature}
+        list(decoder.feed([SSEEvent("content_block_delta", json.dumps(data))]))
+        list(decoder.feed([SSEEvent(kind, json.dumps(obj)) for kind, obj in stop()]))
+        signed = [e for e in decoder.finish() if isinstance(e, SignedThinking)]
+        text = "".join(f"{n % 100:02d}" for n in range(500_000))
+        assert signed == [SignedThinking((ThinkingBlock(text, "sig"),))]
