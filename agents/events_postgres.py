@@ -34,8 +34,13 @@ whose text is not the piece's `at` characters long (it missed one) drops the pie
 next whole one, a `seq` gap as for a slow client; the sender sends the next event whole
 after anything that could make one miss it: a stream's event it did not send (nobody
 watched), a process that begins to watch or says hello (it found the database again), items
-lost. A process of an earlier version
-ignores `piece` items: its clients see the whole events only.
+lost. A run's end (`run`) carries its last `assistant` event sent, whole (`"last"`): a receiver
+that missed a piece, or the whole one, with nothing of the stream after it (items lost while it
+stayed connected: the sender's connection swallowed mid-batch) passes that event on before the
+end, so its `chat` final shows the whole text rather than an older one; one whose text is that
+long already passes on the end alone. That costs a reply's text once more: three times it at
+most. A process of an earlier version ignores `piece` items and `last`: its clients see the
+whole events only.
 """
 
 from __future__ import annotations
@@ -258,6 +263,8 @@ class PostgresEventBus:
         # This process's text streams sent whole, by (run id, stream): the length sent whole
         # last (module docstring).
         self._sent_whole: dict[tuple[str, str], int] = {}
+        # This process's runs' last `assistant` event sent, for their end (module docstring).
+        self._last_sent: dict[str, RunEvent] = {}
         # Other processes' text streams: their text so far, to add their pieces to.
         self._texts: OrderedDict[tuple[str, str], StreamedText] = OrderedDict()
         self._replies: dict[str, asyncio.Future[list[str]]] = {}
@@ -356,18 +363,26 @@ class PostgresEventBus:
                 # stay running to them for good (`remote_runs`), and every abort, reset or
                 # delete of its session there would wait for an answer that never comes.
                 announced = self._announced.pop(event.run_id, False)
+                last = self._last_sent.pop(event.run_id, None) if self._last_sent else None
                 if not (self._watched_elsewhere or announced):
+                    return
+                if last is not None:
+                    self._put({"t": "run", "e": event.to_dict(), "last": last.to_dict()})
                     return
             elif not self._watched_elsewhere:
                 if self._sent_whole and isinstance(data, DeltaData):
                     # Unsent: a process that watches later has not got the text so far.
                     self._sent_whole.pop((event.run_id, event.stream), None)
+                    if event.stream == Stream.ASSISTANT:
+                        self._last_sent.pop(event.run_id, None)  # not the last any more
                 return
             else:
                 self._announced[event.run_id] = True
                 while len(self._announced) > MAX_REMOTE_RUNS:
                     self._announced.popitem(last=False)
                 if isinstance(data, DeltaData):
+                    if event.stream == Stream.ASSISTANT:
+                        self._last_sent[event.run_id] = event
                     self._put(self._text_item(event, data))
                     return
             self._put({"t": "run", "e": event.to_dict()})
@@ -481,6 +496,12 @@ class PostgresEventBus:
     def _dispatch(self, origin: str, item: dict[str, Any]) -> None:
         kind = item.get("t")
         if kind == "run":
+            last = item.get("last")
+            if isinstance(last, dict) and self._missed(last):
+                try:
+                    self._dispatch(origin, {"t": "run", "e": last})
+                except Exception:  # a malformed one: the end still goes on
+                    log.exception("event_bus_item_failed", kind="last")
             event = self._remote_text(run_event(item["e"]))
             self.remote_runs.saw(event)
             for listener in self._remote:
@@ -538,6 +559,16 @@ class PostgresEventBus:
                     self._texts.popitem(last=False)
                 return event._replace(data=DeltaData(text, text.length, delta))
         return event
+
+    def _missed(self, last: dict[str, Any]) -> bool:
+        """Whether the last text event of a run that ends (`"last"` of its end) was missed
+        here: the text of its stream here is not as long as its text (none: missed too)."""
+        data = last.get("data")
+        text = data.get("text") if isinstance(data, dict) else None
+        if type(text) is not str:
+            return False
+        kept = self._texts.get((str(last.get("runId")), str(last.get("stream"))))
+        return kept is None or kept.length != len(text)
 
     def _remote_piece(self, event: RunEvent, at: object) -> RunEvent | None:
         """A remote run's event sent as a piece, with its text so far; None when the text it

@@ -392,6 +392,35 @@ class TestBus:
         assert heard == expected
         assert logs == []
 
+    async def test_a_runs_end_with_a_malformed_last_event_still_ends_it(
+        self, buses: tuple[PostgresEventBus, PostgresEventBus], pg_url: str
+    ) -> None:
+        _, b = buses
+        heard: list[RunEvent | SessionChange] = []
+        b.add_remote_listener(heard.append)
+        end = run_end(2).to_dict()
+        lasts: list[object] = [
+            "x",
+            None,
+            {"data": ["a"]},
+            {"data": {"text": 7}},
+            {"runId": "r1", "stream": "assistant", "data": {"text": "a", "delta": "a"}},
+        ]
+        items = [{"t": "run", "e": end, "last": last} for last in lasts]
+        conn = await asyncpg.connect(pg_url)
+        try:
+            with capture_logs() as logs:
+                for payload in encode("peer/1/x", 1, [encode_item(i) for i in items]):
+                    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+                await until(lambda: len(heard) == len(lasts))
+        finally:
+            await conn.close()
+        assert heard == [run_end(2)] * len(lasts)
+        # The one without a session key, once for each bus.
+        assert [(e["event"], e.get("kind")) for e in logs] == [
+            ("event_bus_item_failed", "last")
+        ] * 2
+
     async def test_a_process_that_finds_the_database_again_gets_each_text_so_far(
         self, buses: tuple[PostgresEventBus, PostgresEventBus], pg_url: str
     ) -> None:
@@ -497,6 +526,31 @@ class TestAConnectionThePartitionSwallowed:
         await sent_until_heard(far, heard, 1)
         hole.swallow()
         await sent_until_heard(far, heard, 2)
+
+    async def test_a_reply_whose_last_pieces_were_lost_ends_with_its_whole_text(
+        self, partitioned: tuple[PostgresEventBus, PostgresEventBus, Blackhole]
+    ) -> None:
+        # The sender's connection is swallowed while it sends the reply's last pieces: they
+        # are lost while the receiver stays connected, and the next item is the run's end.
+        # The receiver then ended the run on the text it had (its `chat` final an older
+        # text); the end now brings the last text event, passed on before it when missed.
+        far, near, hole = partitioned
+        heard = await watching(near, far)
+        sent = reply_events("r1", ["x" * 100] + [f"{n} " for n in range(19)], "assistant")
+        for each in sent[:10]:
+            far.publish(each)
+        await until(lambda: len(heard) == 10)
+        with capture_logs() as logs:
+            hole.swallow()
+            for each in sent[10:]:
+                far.publish(each)
+            await until(lambda: any(e["event"] == "event_bus_send_failed" for e in logs))
+        end = RunEvent("r1", "agent:main:k", "sid", "main", "lifecycle", 21, 1021,
+                       {"phase": "end"})  # fmt: skip
+        far.publish(end)
+        await until(lambda: heard and heard[-1] == end)
+        assert heard == [*sent[:10], sent[-1], end]
+        assert heard[-2].data["text"] == "x" * 100 + "".join(f"{n} " for n in range(19))
 
 
 @pytest.mark.postgres
