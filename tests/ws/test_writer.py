@@ -569,3 +569,35 @@ class TestJoinedToolPieces:
             (3, "a1a2"),
             (4, "b1b2"),
         ]
+
+
+class TestDeltasGiveWay:
+    async def test_queued_deltas_make_room_for_what_must_arrive(self) -> None:
+        # A client behind on droppable events (deltas, a presence snapshot) that fill its
+        # queue: a piece of a call's arguments, then an answer, that did not fit closed it
+        # as a slow consumer. The oldest droppable events are dropped for them instead.
+        budget = AnswerBudget(1_000_000)
+        sock = _Socket()
+        sock.block.clear()
+        conn = Connection(sock, "c", None, 10_000, 1.0, answers=budget)  # type: ignore[arg-type]
+        conn.start()
+        conn.send_event(tool_piece(1, "x"))  # taken by the writer, which waits for the client
+        await asyncio.sleep(0)
+        conn.send_event(tool_piece(2, "a"))
+        conn.send_event(event_frame("presence", {"p": "x" * 2_000}, droppable=True,
+                                    replaces="presence"))  # fmt: skip
+        for n in range(3):
+            conn.send_event(event_frame("chat", {"text": f"{n}" * 2_000}, droppable=True))
+        assert conn.dropped == 0 and conn.buffered_bytes > 8_000
+        conn.send_event(tool_piece(3, "b" * 3_000))  # joins piece 2
+        conn.send(b'{"answer":"' + b"y" * 3_000 + b'"}')
+        assert not conn.closing
+        assert conn.dropped == 3  # the presence and two deltas, the oldest
+        sock.block.set()
+        assert await no_writer_within(SETTLE_SECONDS)
+        frames = [json.loads(data) for data in sock.sent]
+        assert [f.get("seq") for f in frames] == [1, 2, 6, None]  # a gap
+        assert frames[1]["payload"]["data"]["delta"] == "a" + "b" * 3_000
+        assert frames[2]["payload"] == {"text": "2" * 2_000}
+        assert frames[3]["answer"] == "y" * 3_000
+        assert (budget.held, budget.holders) == (0, set())
