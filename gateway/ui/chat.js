@@ -2,7 +2,7 @@
 // abort. The screen follows its session with chat.subscribe, so this connection gets that
 // session's run events only (and still every sessions.changed).
 
-import { $, el, folded, messageNode, setAlert } from "./dom.js";
+import { $, el, folded, isolated, messageNode, setAlert, shownName } from "./dom.js";
 import { randomId } from "./gateway.js";
 
 let ctx;
@@ -83,7 +83,7 @@ function agentOf(key) {
 
 function offerAgents(list) {
   agents = list;
-  $("chat-agent").replaceChildren(...agents.map((a) => el("option", { value: a.id, text: a.name && a.name !== a.id ? `${a.name} (${a.id})` : a.id })));
+  $("chat-agent").replaceChildren(...agents.map((a) => el("option", { value: a.id, text: a.name && a.name !== a.id ? `${isolated(a.name)} (${a.id})` : a.id })));
 }
 
 // The list on screen may be older than the gateway's config (a reload removes an agent): it
@@ -113,7 +113,7 @@ async function loadSessions(agentId, wanted, mine = ++listings) {
   const keys = listed.sessions.map((s) => s.key);
   let key = wanted && agentOf(wanted) === agentId ? wanted : keys[0];
   if (!key) key = newKey(agentId);
-  const options = listed.sessions.map((s) => el("option", { value: s.key, text: s.label ? `${s.label} — ${s.key}` : s.key }));
+  const options = listed.sessions.map((s) => el("option", { value: s.key, text: s.label ? `${isolated(s.label)} — ${shownName(s.key)}` : shownName(s.key) }));
   if (!keys.includes(key)) options.unshift(freshOption(key));
   $("chat-session").replaceChildren(...options);
   $("chat-session").value = key;
@@ -122,7 +122,7 @@ async function loadSessions(agentId, wanted, mine = ++listings) {
 
 // A session not stored yet: its first turn stores it.
 function freshOption(key) {
-  return el("option", { value: key, text: `${key} (new)`, dataset: { fresh: "" } });
+  return el("option", { value: key, text: `${isolated(key)} (new)`, dataset: { fresh: "" } });
 }
 
 function newKey(agentId) {
@@ -350,7 +350,7 @@ function onChat(payload) {
   runs.delete(payload.runId);
   const option = $("chat-session").selectedOptions[0];
   if (option && option.value === sessionKey && option.dataset.fresh !== undefined) {
-    option.textContent = sessionKey; // stored now
+    option.textContent = shownName(sessionKey); // stored now
     delete option.dataset.fresh;
   }
   if ($("chat-abort").dataset.runId === payload.runId) setBusy(null);

@@ -19,6 +19,21 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// A name someone else chose (a session's key or label, an agent's, a tool's) may hold bidi
+// controls: obeyed, an override (U+202E) draws what follows it backwards, so a key shows as
+// another, or the UI's own words after it ("Reset <key>? Its transcript is…") read reversed.
+// They are shown as their code points instead; `isolated` also keeps the name's own
+// right-to-left letters from moving the text around it (FSI … PDI).
+const BIDI_CONTROLS = /[\u202a-\u202e\u2066-\u2069]/g;
+
+export function shownName(name) {
+  return String(name).replace(BIDI_CONTROLS, (c) => `⟨U+${c.codePointAt(0).toString(16).toUpperCase()}⟩`);
+}
+
+export function isolated(name) {
+  return `\u2068${shownName(name)}\u2069`;
+}
+
 export function $(id) {
   return document.getElementById(id);
 }
@@ -87,7 +102,7 @@ export function messageNode(message) {
 export function folded(part) {
   const kind = part.type || "part";
   const reasoning = kind === "thinking" || kind === "reasoning";
-  const title = reasoning ? "Reasoning" : kind.toLowerCase().includes("tool") ? `Tool: ${part.name || part.toolName || kind}` : kind;
+  const title = reasoning ? "Reasoning" : kind.toLowerCase().includes("tool") ? `Tool: ${shownName(part.name || part.toolName || kind)}` : shownName(kind);
   const detail = reasoning ? part.thinking || part.text || "" : JSON.stringify(part.arguments || part.input || part, null, 2);
   return el("details", { class: reasoning ? "reasoning" : "tool" }, el("summary", { text: title }), el("pre", { text: detail }));
 }

@@ -1,7 +1,7 @@
 // Sessions: the list with search, last activity, model and token counts; one session's
 // transcript beside it, with reset and delete (each confirmed first).
 
-import { $, el, formatAge, formatNumber, messageNode, setAlert } from "./dom.js";
+import { $, el, formatAge, formatNumber, isolated, messageNode, setAlert, shownName } from "./dom.js";
 
 let ctx;
 let selected = null;
@@ -66,12 +66,12 @@ async function load() {
   const previews = await previewsOf(listed.sessions.map((s) => s.key));
   if (mine !== loads) return;
   const rows = listed.sessions.map((s) => {
-    const open = el("button", { type: "button", class: "link", text: s.label || s.key, tabindex: "-1", onclick: () => select(s.key) });
+    const open = el("button", { type: "button", class: "link", text: shownName(s.label || s.key), tabindex: "-1", onclick: () => select(s.key) });
     const preview = previews.get(s.key);
     return el(
       "tr",
       { dataset: { key: s.key }, class: s.key === selected ? "selected" : "" },
-      el("td", {}, open, s.label ? el("div", { class: "muted small session-key", text: s.key }) : null, preview ? el("div", { class: "preview", text: preview }) : null),
+      el("td", {}, open, s.label ? el("div", { class: "muted small session-key", text: shownName(s.key) }) : null, preview ? el("div", { class: "preview", text: preview }) : null),
       el("td", { text: s.agentId }),
       el("td", { class: "model", text: s.model ? `${s.modelProvider || ""}/${s.model}` : "–" }),
       el("td", { class: "num", text: `${formatNumber(s.inputTokens)} / ${formatNumber(s.outputTokens)}` }),
@@ -142,7 +142,7 @@ async function select(key) {
   rove(key);
   const detail = $("session-detail");
   detail.hidden = false;
-  $("session-detail-key").textContent = key;
+  $("session-detail-key").textContent = shownName(key);
   // Under the list on a narrow screen: brought up, or the pick would seem to do nothing.
   const box = detail.getBoundingClientRect();
   if (box.top < 0 || box.top > window.innerHeight - 40) detail.scrollIntoView({ block: "start" });
@@ -162,12 +162,12 @@ async function select(key) {
 }
 
 async function reset() {
-  if (!selected || !(await ctx.confirm(`Reset ${selected}? Its transcript is archived and a new one starts.`, "Reset"))) return;
+  if (!selected || !(await ctx.confirm(`Reset ${isolated(selected)}? Its transcript is archived and a new one starts.`, "Reset"))) return;
   await act("sessions.reset", { key: selected });
 }
 
 async function remove() {
-  if (!selected || !(await ctx.confirm(`Delete ${selected} and its transcripts? This cannot be undone.`, "Delete"))) return;
+  if (!selected || !(await ctx.confirm(`Delete ${isolated(selected)} and its transcripts? This cannot be undone.`, "Delete"))) return;
   const key = selected;
   if (await act("sessions.delete", { key })) {
     selected = null;

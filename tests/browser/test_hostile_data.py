@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.browser import CONFIG, Page
+from tests.support.browser import CONFIG, TOKEN, Page
 from tests.support.http_client import fake_provider_entry
 from tests.support.upstreams import FakeOpenAI, FakeToolCall, Stream
 
@@ -72,3 +72,76 @@ class TestLongText:
         for summary in page.all("details.tool summary"):
             summary.click()
         assert overflow(page, "#transcript") == 0
+
+
+RLO = "\u202e"  # RIGHT-TO-LEFT OVERRIDE: what follows it is shown reversed
+
+
+def patch_label(page: Page, key: str, label: str) -> None:
+    """A session stored with this label by another client of the gateway."""
+    page.driver.execute_async_script(
+        """
+        const [token, key, label, done] = arguments;
+        const { Gateway } = await import("/ui/gateway.js");
+        const gw = new Gateway();
+        await gw.start(`ws://${location.host}`, { token });
+        await gw.request("sessions.patch", { key, label });
+        gw.stop();
+        done();
+        """,
+        TOKEN,
+        key,
+        label,
+    )
+
+
+def lefts(page: Page, css: str, word: str) -> list[float]:
+    """Where each letter of `word`, in the element's text, is drawn (its left edge)."""
+    return list(page.driver.execute_script(
+        """
+        const [css, word] = arguments;
+        const node = document.querySelector(css).firstChild;
+        const at = node.textContent.indexOf(word);
+        return [...word].map((_, i) => {
+          const range = document.createRange();
+          range.setStart(node, at + i);
+          range.setEnd(node, at + i + 1);
+          return range.getBoundingClientRect().left;
+        });
+        """,
+        css, word))  # fmt: skip
+
+
+class TestBidi:
+    def test_an_override_in_a_key_does_not_reverse_the_confirm_question(self, page: Page) -> None:
+        # "Reset agent:main:‮x? Its transcript is archived…": all after the key was drawn
+        # right to left, the question read backwards.
+        page.connected()
+        key = f"agent:main:{RLO}reversed"
+        patch_label(page, key, "reversed")
+        page.go("sessions")
+        page.type("#sessions-search", "reversed")
+        page.visible(f'#sessions-table tr[data-key="{key}"] button').click()
+        page.click("#session-reset")
+        page.visible("#confirm")
+        drawn = lefts(page, "#confirm-text", "archived")
+        page.click("#confirm button[value=cancel]")
+        assert drawn == sorted(drawn)
+
+    def test_an_override_in_a_name_is_shown_not_obeyed(self, page: Page) -> None:
+        # A key drawn as "agent:main:exe.txt" that is "agent:main:‮txt.exe"; a label that
+        # reversed the key after it in the chat's list of sessions.
+        page.connected()
+        key = f"agent:main:{RLO}txt.exe"
+        patch_label(page, key, f"{RLO}label")
+        page.go("sessions")
+        page.type("#sessions-search", "txt.exe")
+        row = page.visible(f'#sessions-table tr[data-key="{key}"]')
+        assert RLO not in row.text
+        assert "U+202E" in row.text
+        page.driver.execute_script("location.hash = arguments[0]", f"#chat/{key}")
+        checked = "#chat-session option:checked"
+        page.until(lambda: page.find(checked).get_attribute("value") == key, "the session")
+        text = page.find(checked).get_attribute("textContent")
+        assert RLO not in text
+        assert text.count("U+202E") == 2
