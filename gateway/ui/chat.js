@@ -311,22 +311,35 @@ function appendPart(run, part) {
 }
 
 // A tool call: one folded block per call (`start`), its arguments as `update` pieces add
-// them, and a `result` adds the result.
+// them, and a `result` adds the result. The pieces are shown as they come and indented once
+// whole (the run's end, or the result): parsing all of them again at each piece made a call
+// whose arguments came in n pieces cost O(n²), gigabytes for a megabyte in small pieces.
 function toolPart(run, data) {
   run.tools ??= new Map();
   const id = data.toolCallId ?? data.index;
   let tool = run.tools.get(id);
   if (!tool) {
     tool = { node: appendPart(run, { type: "toolCall", name: data.name || "tool" }), args: "", result: "" };
+    tool.node.querySelector("pre").textContent = "";
     run.tools.set(id, tool);
   }
-  if (data.phase === "update" && typeof data.delta === "string") tool.args += data.delta;
-  if (data.phase === "result") tool.result = typeof data.result === "string" ? data.result : JSON.stringify(data.result);
+  if (data.phase === "update" && typeof data.delta === "string") {
+    tool.args += data.delta;
+    if (tool.result) showTool(tool);
+    else tool.node.querySelector("pre").append(data.delta);
+  }
+  if (data.phase === "result") {
+    tool.result = typeof data.result === "string" ? data.result : JSON.stringify(data.result);
+    showTool(tool);
+  }
+}
+
+function showTool(tool) {
   let text = tool.args;
   try {
     text = JSON.stringify(JSON.parse(tool.args), null, 2); // as the stored transcript shows it
   } catch {
-    // not whole yet
+    // not JSON (a call cut short): as it came
   }
   tool.node.querySelector("pre").textContent = tool.result ? `${text}\n→ ${tool.result}` : text;
 }
@@ -344,6 +357,7 @@ function onChat(payload) {
   }
   run.bubble.classList.remove("streaming");
   run.bubble.removeAttribute("aria-busy");
+  for (const tool of run.tools ? run.tools.values() : []) showTool(tool);
   run.bubble.querySelector(".text").textContent = text;
   if (payload.state === "aborted") run.bubble.append(el("span", { class: "note", text: "aborted" }));
   if (payload.state === "error") run.bubble.append(el("span", { class: "note error", text: payload.errorMessage || "failed" }));

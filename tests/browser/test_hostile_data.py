@@ -13,7 +13,7 @@ import pytest
 
 from tests.support.browser import CONFIG, TOKEN, Page
 from tests.support.http_client import fake_provider_entry
-from tests.support.upstreams import FakeOpenAI, FakeToolCall, Stream
+from tests.support.upstreams import FakeOpenAI, FakeToolCall, Raw, Stream, openai_sse
 
 pytestmark = pytest.mark.browser
 
@@ -145,3 +145,49 @@ class TestBidi:
         text = page.find(checked).get_attribute("textContent")
         assert RLO not in text
         assert text.count("U+202E") == 2
+
+
+# Counts, in `window.parsed`, the characters the page hands JSON.parse, and in
+# `window.received` those of the frames it receives: the page's own parsing beside the
+# frames' is its work per byte that arrives.
+COUNT_PARSING = """
+const parse = JSON.parse;
+window.parsed = 0;
+window.received = 0;
+JSON.parse = function (text, ...rest) {
+  window.parsed += String(text).length;
+  return parse.call(this, text, ...rest);
+};
+const listen = WebSocket.prototype.addEventListener;
+WebSocket.prototype.addEventListener = function (type, listener, ...rest) {
+  if (type === "message") {
+    listen.call(this, "message", (message) => { window.received += message.data.length; });
+  }
+  return listen.call(this, type, listener, ...rest);
+};
+"""
+
+
+class TestLargeToolCall:
+    def test_arguments_streamed_in_many_pieces_are_parsed_once_not_once_a_piece(
+        self, page: Page, upstream: FakeOpenAI
+    ) -> None:
+        # Each piece of a call's arguments had all of them so far parsed again (to show them
+        # indented once whole): a megabyte in thousands of pieces was gigabytes of parsing.
+        arguments = json.dumps({"a": "y" * 200_000})
+        named = {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                 "function": {"name": "big", "arguments": ""}}]}  # fmt: skip
+        pieces = [{"tool_calls": [{"index": 0, "function": {"arguments": arguments[i : i + 200]}}]}
+                  for i in range(0, len(arguments), 200)]  # fmt: skip
+        body = openai_sse(named, *pieces)
+        # A piece a write, a little apart: the gateway sends each as its own event.
+        upstream.script(Raw(tuple(part + b"\n\n" for part in body.split(b"\n\n") if part),
+                            delay=0.002))  # fmt: skip
+        page.driver.execute_script(COUNT_PARSING)
+        page.connected()
+        page.click("#chat-new")
+        page.type("#chat-input", "go")
+        page.click("#chat-send")
+        page.until(lambda: page.find(".bubble.assistant:not(.streaming) details.tool"), "the call")
+        parsed, received = page.driver.execute_script("return [window.parsed, window.received]")
+        assert parsed < 3 * received
