@@ -113,11 +113,15 @@ async function loadSessions(agentId, wanted, mine = ++listings) {
   const keys = listed.sessions.map((s) => s.key);
   let key = wanted && agentOf(wanted) === agentId ? wanted : keys[0];
   if (!key) key = newKey(agentId);
-  const options = listed.sessions.map((s) => el("option", { value: s.key, text: s.label ? `${isolated(s.label)} — ${shownName(s.key)}` : shownName(s.key) }));
+  const options = listed.sessions.map((s) => el("option", { value: s.key, text: optionText(s) }));
   if (!keys.includes(key)) options.unshift(freshOption(key));
   $("chat-session").replaceChildren(...options);
   $("chat-session").value = key;
   await openSession(key);
+}
+
+function optionText(session) {
+  return session.label ? `${isolated(session.label)} — ${shownName(session.key)}` : shownName(session.key);
 }
 
 // A session not stored yet: its first turn stores it.
@@ -162,6 +166,8 @@ async function openSession(key) {
     const result = await ctx.gw.request("chat.history", { sessionKey: key, limit: 200 });
     if (key !== sessionKey) return;
     transcript.replaceChildren(...result.messages.map(messageNode));
+    // Not among the agent's newest sessions listed, but stored (`sessionId`): not new.
+    if (result.sessionId) stored(key, result.sessionInfo);
     forgetIfTaken(key, result.messages);
     if (!result.messages.length) transcript.append(el("p", { class: "muted empty", text: "No messages yet. Say something." }));
     const active = result.sessionInfo && result.sessionInfo.activeRunIds;
@@ -362,16 +368,20 @@ function onChat(payload) {
   if (payload.state === "aborted") run.bubble.append(el("span", { class: "note", text: "aborted" }));
   if (payload.state === "error") run.bubble.append(el("span", { class: "note error", text: payload.errorMessage || "failed" }));
   runs.delete(payload.runId);
-  const option = $("chat-session").selectedOptions[0];
-  if (option && option.value === sessionKey && option.dataset.fresh !== undefined) {
-    option.textContent = shownName(sessionKey); // stored now
-    delete option.dataset.fresh;
-  }
+  stored(sessionKey, null);
   if ($("chat-abort").dataset.runId === payload.runId) setBusy(null);
   // Fetch the user message we never saw; off screen, coming back loads it (and the address
   // is another screen's).
   if (run.foreign && visible) openSession(sessionKey);
   scrollDown();
+}
+
+// The picked session offered as new is stored (a turn stored it, or it is older than the list).
+function stored(key, info) {
+  const option = $("chat-session").selectedOptions[0];
+  if (!option || option.value !== key || option.dataset.fresh === undefined) return;
+  option.textContent = optionText({ key, label: info && info.label });
+  delete option.dataset.fresh;
 }
 
 function payloadText(message) {

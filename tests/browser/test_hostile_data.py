@@ -191,3 +191,35 @@ class TestLargeToolCall:
         page.until(lambda: page.find(".bubble.assistant:not(.streaming) details.tool"), "the call")
         parsed, received = page.driver.execute_script("return [window.parsed, window.received]")
         assert parsed < 3 * received
+
+
+def patch_labels(page: Page, labels: dict[str, str]) -> None:
+    """Sessions stored with these labels, all at once, by another client of the gateway."""
+    page.driver.execute_async_script(
+        """
+        const [token, labels, done] = arguments;
+        const { Gateway } = await import("/ui/gateway.js");
+        const gw = new Gateway();
+        await gw.start(`ws://${location.host}`, { token });
+        await Promise.all(Object.entries(labels).map(([key, label]) =>
+          gw.request("sessions.patch", { key, label })));
+        gw.stop();
+        done();
+        """,
+        TOKEN,
+        labels,
+    )
+
+
+class TestManySessions:
+    def test_a_stored_session_past_the_chat_list_is_not_marked_new(self, page: Page) -> None:
+        # The chat's list holds an agent's 100 newest sessions; an older one, opened from the
+        # sessions screen or a link, was offered as "(new)", as a key not stored yet is.
+        page.connected()
+        patch_label(page, "agent:ops:older", "Older")
+        patch_labels(page, {f"agent:ops:newer-{i}": f"Newer {i}" for i in range(100)})
+        page.driver.execute_script("location.hash = '#chat/agent:ops:older'")
+        checked = "#chat-session option:checked"
+        page.until(lambda: page.find(checked).get_attribute("value") == "agent:ops:older", "it")
+        page.until(lambda: "Older" in page.text(checked), "its label")
+        assert page.text(checked) == "\u2068Older\u2069 — agent:ops:older"
