@@ -3,7 +3,12 @@
 
 import { $, el, formatAge, formatNumber, isolated, messageNode, setAlert, shownName } from "./dom.js";
 
+// A page of the list: 10,000 sessions as rows would be 10,000 previews asked for and a page
+// that takes seconds to lay out. The gateway takes offsets up to 10,000.
+const PAGE = 200;
+const OFFSET_MAX = 10000;
 let ctx;
+let offset = 0; // of the page shown, in the list of the search typed
 let selected = null;
 let visible = false;
 let refreshTimer = null;
@@ -15,8 +20,13 @@ export function init(context) {
   ctx = context;
   $("sessions-search").addEventListener("input", () => {
     clearTimeout(searchTimer);
-    searchTimer = setTimeout(asked, 200);
+    searchTimer = setTimeout(() => {
+      offset = 0; // another search: its first page
+      asked();
+    }, 200);
   });
+  $("sessions-prev").addEventListener("click", () => turn(-PAGE));
+  $("sessions-next").addEventListener("click", () => turn(PAGE));
   $("sessions-refresh").addEventListener("click", asked);
   $("session-open").addEventListener("click", () => ctx.go(`#chat/${encodeURIComponent(selected)}`));
   $("session-reset").addEventListener("click", reset);
@@ -58,10 +68,17 @@ async function load() {
   const mine = ++loads;
   let listed;
   try {
-    listed = await ctx.gw.request("sessions.list", { limit: 200, search: search || undefined });
+    listed = await ctx.gw.request("sessions.list", { limit: PAGE, offset: offset || undefined, search: search || undefined });
   } catch (error) {
     if (mine === loads) setAlert($("sessions-error"), error.message);
     return;
+  }
+  if (mine !== loads) return;
+  // Past the end (sessions deleted meanwhile): the last page there is.
+  const last = Math.min(OFFSET_MAX, Math.floor(Math.max(0, listed.totalCount - 1) / PAGE) * PAGE);
+  if (!listed.sessions.length && offset > last) {
+    offset = last;
+    return load();
   }
   const previews = await previewsOf(listed.sessions.map((s) => s.key));
   if (mine !== loads) return;
@@ -89,7 +106,24 @@ async function load() {
     const again = rows.find((row) => row.dataset.key === focusedRow.dataset.key);
     (again ? again.querySelector("button") : $("sessions-search")).focus();
   }
-  $("sessions-count").textContent = `${listed.totalCount} session${listed.totalCount === 1 ? "" : "s"}`;
+  const total = `${listed.totalCount} session${listed.totalCount === 1 ? "" : "s"}`;
+  const paged = offset > 0 || listed.totalCount > listed.sessions.length;
+  $("sessions-count").textContent = paged && listed.sessions.length ? `${offset + 1}–${offset + listed.sessions.length} of ${total}` : total;
+  $("sessions-pager").hidden = !paged;
+  setDisabled($("sessions-prev"), offset === 0, $("sessions-next"));
+  setDisabled($("sessions-next"), offset + listed.sessions.length >= listed.totalCount || offset + PAGE > OFFSET_MAX, $("sessions-prev"));
+}
+
+function turn(by) {
+  offset = Math.max(0, offset + by);
+  return asked();
+}
+
+// Disabled with the focus on it, a button drops the focus to the start of the page: the
+// other one takes it.
+function setDisabled(button, disabled, other) {
+  if (disabled && document.activeElement === button) other.focus();
+  button.disabled = disabled;
 }
 
 // The list is one tab stop, the picked row's (else the first); the arrow keys, Home and End

@@ -223,3 +223,28 @@ class TestManySessions:
         page.until(lambda: page.find(checked).get_attribute("value") == "agent:ops:older", "it")
         page.until(lambda: "Older" in page.text(checked), "its label")
         assert page.text(checked) == "\u2068Older\u2069 — agent:ops:older"
+
+    def test_the_sessions_list_pages_past_its_first_200(self, page: Page) -> None:
+        # The list showed the 200 newest and said "210 sessions": the 10 others could not be
+        # reached but by a search that matched them alone.
+        page.connected()
+        patch_labels(page, {f"agent:ops:paged-{i}": f"Paged {i}" for i in range(210)})
+        page.go("sessions")
+        page.type("#sessions-search", "paged-")
+
+        def rows() -> int:
+            return len(page.all("#sessions-table tbody tr[data-key]"))
+
+        page.until(lambda: rows() == 200 and "210" in page.text("#sessions-count"), "page 1")
+        assert page.text("#sessions-count") == "1–200 of 210 sessions"
+        page.click("#sessions-next")
+        page.until(lambda: rows() == 10, "page 2")
+        assert page.text("#sessions-count") == "201–210 of 210 sessions"
+        assert page.find("#sessions-next").get_attribute("disabled") is not None
+        page.click("#sessions-prev")
+        page.until(lambda: rows() == 200, "page 1 again")
+        # A new search starts at its first page.
+        page.click("#sessions-next")
+        page.until(lambda: rows() == 10, "page 2 again")
+        page.type("#sessions-search", "paged-20")  # 20, 200 to 209
+        page.until(lambda: page.text("#sessions-count") == "11 sessions", "the search's page 1")
