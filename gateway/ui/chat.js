@@ -2,7 +2,7 @@
 // abort. The screen follows its session with chat.subscribe, so this connection gets that
 // session's run events only (and still every sessions.changed).
 
-import { $, el, folded, isolated, messageNode, setAlert, shownName } from "./dom.js";
+import { $, el, folded, isolated, messageNode, setAlert, shownName, transcriptNodes } from "./dom.js";
 import { randomId } from "./gateway.js";
 
 let ctx;
@@ -165,7 +165,7 @@ async function openSession(key) {
   try {
     const result = await ctx.gw.request("chat.history", { sessionKey: key, limit: 200 });
     if (key !== sessionKey) return;
-    transcript.replaceChildren(...result.messages.map(messageNode));
+    transcript.replaceChildren(...transcriptNodes(result));
     // Not among the agent's newest sessions listed, but stored (`sessionId`): not new.
     if (result.sessionId) stored(key, result.sessionInfo);
     forgetIfTaken(key, result.messages);

@@ -83,6 +83,17 @@ export function textOf(content) {
   return content.filter((part) => part && part.type === "text").map((part) => part.text || "").join("");
 }
 
+// A `chat.history` answer holds the newest messages (a limit, and the gateway's 6 MiB): the
+// older ones are said to be there, or the transcript would seem to start in its middle.
+export function transcriptNodes(result) {
+  const nodes = result.messages.map(messageNode);
+  if (result.hasMore) {
+    const text = `The newest ${formatNumber(nodes.length)} of ${formatNumber(result.totalMessages)} messages are shown.`;
+    nodes.unshift(el("p", { class: "muted small older", text }));
+  }
+  return nodes;
+}
+
 // A transcript message as a bubble; parts that are not text (tool calls, reasoning) folded.
 export function messageNode(message) {
   const role = message.role || "assistant";

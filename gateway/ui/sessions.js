@@ -1,7 +1,7 @@
 // Sessions: the list with search, last activity, model and token counts; one session's
 // transcript beside it, with reset and delete (each confirmed first).
 
-import { $, el, formatAge, formatNumber, isolated, messageNode, setAlert, shownName } from "./dom.js";
+import { $, el, formatAge, formatNumber, isolated, setAlert, shownName, transcriptNodes } from "./dom.js";
 
 // A page of the list: 10,000 sessions as rows would be 10,000 previews asked for and a page
 // that takes seconds to lay out. The gateway takes offsets up to 10,000.
@@ -185,7 +185,7 @@ async function select(key) {
     if (mine !== picks) return;
     const info = result.sessionInfo || {};
     $("session-detail-meta").textContent = `${result.totalMessages} messages · ${formatNumber(info.inputTokens)} in / ${formatNumber(info.outputTokens)} out · ${formatAge(info.updatedAt)}`;
-    const messages = result.messages.map(messageNode);
+    const messages = transcriptNodes(result);
     $("session-transcript").replaceChildren(...(messages.length ? messages : [el("p", { class: "muted", text: "Empty transcript." })]));
   } catch (error) {
     if (mine !== picks) return;

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -248,3 +249,40 @@ class TestManySessions:
         page.until(lambda: rows() == 10, "page 2 again")
         page.type("#sessions-search", "paged-20")  # 20, 200 to 209
         page.until(lambda: page.text("#sessions-count") == "11 sessions", "the search's page 1")
+
+
+def turns(page: Page, key: str, count: int) -> None:
+    """`count` turns on the session `key` through the HTTP API: two messages each."""
+    for n in range(count):
+        request = urllib.request.Request(
+            f"{page.gateway.url}/v1/chat/completions",
+            data=json.dumps(
+                {"model": "openclaw", "messages": [{"role": "user", "content": f"turn {n}"}]}
+            ).encode(),
+            headers={
+                "Authorization": f"Bearer {TOKEN}",
+                "Content-Type": "application/json",
+                "x-openclaw-session-key": key,
+            },
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 200
+
+
+class TestLongTranscript:
+    def test_a_transcript_longer_than_shown_says_so(self, page: Page) -> None:
+        # The chat showed the newest 200 messages of 210 as if they were all: the
+        # conversation seemed to start in its middle.
+        page.connected()
+        key = "agent:main:long-transcript"
+        turns(page, key, 105)
+        page.driver.execute_script("location.hash = arguments[0]", f"#chat/{key}")
+        page.until(lambda: len(page.all("#transcript .bubble")) == 200, "the transcript")
+        assert page.text("#transcript > .older") == "The newest 200 of 210 messages are shown."
+        page.go("sessions")
+        page.type("#sessions-search", "long-transcript")
+        page.visible(f'#sessions-table tr[data-key="{key}"] button').click()
+        page.until(lambda: len(page.all("#session-transcript .bubble")) == 100, "its transcript")
+        assert page.text("#session-transcript > .older") == (
+            "The newest 100 of 210 messages are shown."
+        )
