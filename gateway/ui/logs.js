@@ -1,7 +1,7 @@
 // Logs: a live tail of the gateway's own log lines through logs.tail (polled with its
 // cursor once a second while on screen), filtered by level and text.
 
-import { $, el, setAlert } from "./dom.js";
+import { $, el, setAlert, shownName } from "./dom.js";
 
 const POLL_MS = 1000;
 const KEEP = 2000; // lines kept in the page; older ones scroll away
@@ -69,6 +69,8 @@ async function poll() {
 // `[0m]` read as the level.
 const ESCAPES = /\x1b\[[0-9;]*[A-Za-z]/g;
 
+// A line names what clients chose (a path, a client's name): a bidi override in it would draw
+// the rest of the line backwards, so such controls are shown as their code points.
 function parse(line) {
   const raw = line.replace(ESCAPES, "");
   try {
@@ -77,13 +79,13 @@ function parse(line) {
       // `time` and `message` repeat `ts` and the event with its fields, for OpenClaw's CLI.
       const { event, level, ts, timestamp, time, message, ...rest } = entry;
       const fields = Object.entries(rest).filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`);
-      return { raw, level: String(level || "info").toLowerCase(), time: ts || timestamp || "", event: event || "", rest: fields.join(" ") };
+      return { raw, level: String(level || "info").toLowerCase(), time: shownName(ts || timestamp || ""), event: shownName(event || ""), rest: shownName(fields.join(" ")) };
     }
   } catch {
     // not JSON
   }
   const match = /\[\s*(\w+)\s*\]/.exec(raw);
-  return { raw, level: match ? match[1].toLowerCase() : "info", time: "", event: "", rest: raw };
+  return { raw, level: match ? match[1].toLowerCase() : "info", time: "", event: "", rest: shownName(raw) };
 }
 
 function render() {

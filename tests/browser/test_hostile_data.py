@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -96,12 +98,13 @@ def patch_label(page: Page, key: str, label: str) -> None:
     )
 
 
-def lefts(page: Page, css: str, word: str) -> list[float]:
-    """Where each letter of `word`, in the element's text, is drawn (its left edge)."""
+def lefts(page: Page, where: Any, word: str) -> list[float]:
+    """Where each letter of `word`, in the text of the element (or the first one `where`
+    selects), is drawn (its left edge)."""
     return list(page.driver.execute_script(
         """
-        const [css, word] = arguments;
-        const node = document.querySelector(css).firstChild;
+        const [where, word] = arguments;
+        const node = (typeof where === "string" ? document.querySelector(where) : where).firstChild;
         const at = node.textContent.indexOf(word);
         return [...word].map((_, i) => {
           const range = document.createRange();
@@ -110,7 +113,7 @@ def lefts(page: Page, css: str, word: str) -> list[float]:
           return range.getBoundingClientRect().left;
         });
         """,
-        css, word))  # fmt: skip
+        where, word))  # fmt: skip
 
 
 class TestBidi:
@@ -286,3 +289,21 @@ class TestLongTranscript:
         assert page.text("#session-transcript > .older") == (
             "The newest 100 of 210 messages are shown."
         )
+
+
+class TestLogBidi:
+    def test_an_override_in_a_logged_path_does_not_reverse_the_rest_of_the_line(
+        self, page: Page
+    ) -> None:
+        # Anyone who can reach the port chooses a path, which the log names: an override in
+        # it drew the rest of the line ("status=404 …") backwards.
+        page.connected()
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(f"{page.gateway.url}/bidi-probe%E2%80%AE-x", timeout=10)
+        page.go("logs")
+        line = page.until(
+            lambda: [n for n in page.all(".log-line") if "bidi-probe" in n.text], "the line"
+        )[-1]
+        drawn = lefts(page, line.find_element(page.by.CSS_SELECTOR, ".log-rest"), "status")
+        assert drawn == sorted(drawn)
+        assert "U+202E" in line.text
