@@ -372,8 +372,30 @@ function onChat(payload) {
   if ($("chat-abort").dataset.runId === payload.runId) setBusy(null);
   // Fetch the user message we never saw; off screen, coming back loads it (and the address
   // is another screen's).
-  if (run.foreign && visible) openSession(sessionKey);
+  if (run.foreign && visible) reload();
   scrollDown();
+}
+
+// The session on screen loaded again after a turn from elsewhere, one load at a time: a client
+// running turns back to back had as many loads of up to 200 messages in flight as turns ended,
+// each emptying the transcript. Turns that end during a load get one more, after it.
+let reloading = false;
+let reloadAgain = false;
+
+async function reload() {
+  if (reloading) {
+    reloadAgain = true;
+    return;
+  }
+  reloading = true;
+  try {
+    do {
+      reloadAgain = false;
+      await openSession(sessionKey);
+    } while (reloadAgain && visible);
+  } finally {
+    reloading = false;
+  }
 }
 
 // The picked session offered as new is stored (a turn stored it, or it is older than the list).

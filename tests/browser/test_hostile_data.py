@@ -307,3 +307,37 @@ class TestLogBidi:
         drawn = lefts(page, line.find_element(page.by.CSS_SELECTOR, ".log-rest"), "status")
         assert drawn == sorted(drawn)
         assert "U+202E" in line.text
+
+
+# Every `chat.history` the page sends goes out 2 s late; `window.histories` counts them.
+SLOW_HISTORY = """
+const send = WebSocket.prototype.send;
+window.histories = 0;
+WebSocket.prototype.send = function (data) {
+  if (JSON.parse(data).method === "chat.history") {
+    window.histories++;
+    setTimeout(() => send.call(this, data), 2000);
+  } else {
+    send.call(this, data);
+  }
+};
+"""
+
+
+class TestTurnsFromElsewhere:
+    def test_a_burst_of_turns_from_elsewhere_reloads_the_transcript_once_at_a_time(
+        self, page: Page
+    ) -> None:
+        # Each turn another client ended on the session shown reloaded its transcript, all
+        # at once: 200 messages each, as many loads in flight as turns, and the transcript
+        # emptied by each.
+        page.connected()
+        key = "agent:main:elsewhere"
+        page.driver.execute_script("location.hash = arguments[0]", f"#chat/{key}")
+        page.until(lambda: page.find("#transcript .empty"), "the empty transcript")
+        page.driver.execute_script(SLOW_HISTORY)
+        turns(page, key, 6)
+        # Loaded after the last turn: the user's messages come with the transcript only.
+        page.until(lambda: "turn 5" in page.text("#transcript"), "the last turn", timeout=20)
+        # The first load, and one more for all the turns that ended while it was under way.
+        assert page.driver.execute_script("return window.histories") <= 2
