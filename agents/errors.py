@@ -108,14 +108,26 @@ class UpstreamStatusError(UpstreamError):
 # cannot take), 413 (too large), 422 (a message it rejects, a context too long). Not 401,
 # 403, 429 or 5xx, which say nothing about the request's messages.
 REFUSED_STATUSES = frozenset({400, 413, 422})
-# How a turn the upstream refused as bad is stored: its reply's errorMessage begins with it
-# (the client was told `upstream provider error`, as for any upstream failure).
+# How a turn the upstream refused as bad is stored: its reply's errorMessage begins with it;
+# the client is told it too, with the upstream's reason (`client_message`).
 REFUSED_ERROR = "upstream provider refused the request"
 
 
 def refused(error: AgentError | None) -> bool:
     """The upstream refused the request as bad (`REFUSED_STATUSES`)."""
     return isinstance(error, UpstreamStatusError) and error.refused
+
+
+def client_message(error: AgentError) -> str:
+    """The message a client is shown for `error`: its class's, but for a request the upstream
+    refused as bad (a `max_tokens` above the model's limit, a schema it does not take),
+    `REFUSED_ERROR`, the status and the upstream's reason when it gave one (scrubbed of the
+    provider's credentials and bounded: `UpstreamStatusError.reason`). The client can only
+    fix what it is told; the status it gets stays the spec's (502)."""
+    if isinstance(error, UpstreamStatusError) and error.refused:
+        told = f"{REFUSED_ERROR} (HTTP {error.status})"
+        return f"{told}: {error.reason}" if error.reason else told
+    return error.message
 
 
 def stored_error(error: AgentError) -> str:

@@ -38,7 +38,7 @@ from typing import Any
 import attrs
 
 from agents.config import ModelRef
-from agents.errors import AgentError
+from agents.errors import AgentError, client_message
 from agents.events import (
     DeltaData,
     EventSink,
@@ -554,7 +554,9 @@ def terminal_data(outcome: RunOutcome, started_at: int) -> dict[str, Any]:
     """The terminal lifecycle event's data (§2.2): `end` unless the run failed."""
     match outcome.status:
         case RunStatus.FAILED:
-            error = outcome.error.message if outcome.error is not None else AgentError.message
+            error = (
+                client_message(outcome.error) if outcome.error is not None else AgentError.message
+            )
             return {
                 "phase": LifecyclePhase.ERROR,
                 "startedAt": started_at,

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from agents.errors import REFUSED_ERROR, AgentError, UpstreamStatusError
+from agents.errors import AgentError
 from agents.providers.embeddings import ECHO_DIMENSIONS, EmbeddingRequest, EmbeddingsClient
 from gateway.appkeys import AGENT_ID, STATE
 from gateway.config.model import Config
@@ -33,7 +33,6 @@ from gateway.http.embeddings_wire import (
     validate_embeddings,
 )
 from gateway.http.openai_wire import (
-    API_ERROR,
     MODEL_HEADER,
     RequestError,
     error_reply,
@@ -91,7 +90,7 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     failure = task.exception()
     if isinstance(failure, AgentError):
         log.info("embeddings_failed", error=type(failure).__name__, detail=failure.detail)
-        return error_answer(request, _failure_reply(failure))
+        return error_answer(request, error_reply(failure))
     if failure is not None:
         log.error("embeddings_crashed", exc_info=failure)
         return error_answer(request, internal_error())
@@ -100,19 +99,6 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
         embeddings_json, model, task.result(), embedding_request.encoding_format
     )
     return web.Response(body=body, headers={"Content-Type": JSON_CONTENT_TYPE})
-
-
-def _failure_reply(failure: AgentError) -> RequestError:
-    """§8's row for the failure; for a request the upstream refused as bad (an input too
-    long for its model, `dimensions` it does not make), still a 502, but one that says so,
-    with the upstream's reason when it gave one (scrubbed of the provider's credentials:
-    agents.providers.upstream.refusal_reason): the client can only fix what it is told."""
-    if isinstance(failure, UpstreamStatusError) and failure.refused:
-        message = f"{REFUSED_ERROR} (HTTP {failure.status})"
-        if failure.reason:
-            message = f"{message}: {failure.reason}"
-        return RequestError(502, message, API_ERROR)
-    return error_reply(failure)
 
 
 async def _accept(request: web.Request) -> tuple[EmbeddingRequest, str]:

@@ -33,7 +33,9 @@ from agents.errors import (
     UpstreamAuthFailed,
     UpstreamError,
     UpstreamRateLimited,
+    UpstreamStatusError,
     UpstreamTimeout,
+    client_message,
 )
 from agents.ids import uuid7
 from agents.keys import (
@@ -170,6 +172,11 @@ def error_reply(exc: BaseException) -> RequestError:
         return RequestError(502, exc.message, API_ERROR, code="upstream_auth_failed")
     if isinstance(exc, UpstreamTimeout):
         return RequestError(504, exc.message, API_ERROR)
+    if isinstance(exc, UpstreamStatusError) and exc.refused:
+        # Still §8's 502, but saying why the upstream refused the request (a deliberate
+        # difference: the spec returns no upstream detail, and the client can only fix what
+        # it is told): `agents.errors.client_message`.
+        return RequestError(502, client_message(exc), API_ERROR)
     if isinstance(exc, UpstreamError):
         return RequestError(502, UpstreamError.message, API_ERROR)
     if isinstance(exc, UnknownAgent | InvalidSessionKey):

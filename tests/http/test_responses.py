@@ -335,6 +335,22 @@ class TestStreamWire:
              "response": response_object("failed", [], None, error=error)},
         ]  # fmt: skip
 
+    async def test_a_refused_request_says_why_in_response_failed(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        """The upstream's reason for refusing the request as bad reaches the client."""
+        body = json.dumps({"error": {"message": "max_output_tokens is too large"}})
+        upstream.script(Status(400, body=body))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        events = response_events(await stream_body(client, {"input": "hi"}))
+        message = "upstream provider refused the request (HTTP 400): max_output_tokens is too large"
+        error = {"code": "server_error", "message": message}
+        assert events == [
+            *opening(),
+            {"type": "response.failed", "sequence_number": 2,
+             "response": response_object("failed", [], None, error=error)},
+        ]  # fmt: skip
+
 
 class TestCreateWire:
     async def test_the_whole_response_object(self, client: Client) -> None:
@@ -362,6 +378,18 @@ class TestCreateWire:
             "error": {"message": "upstream provider error", "type": "api_error", "param": None,
                       "code": None}
         }  # fmt: skip
+
+    async def test_a_refused_request_is_a_502_that_says_why(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        upstream.script(Status(422, body=json.dumps({"detail": "text.format: unsupported"})))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        response = await client.post(RESPONSES, json={"input": "hi"}, headers=AUTH)
+        assert response.status == 502
+        message = "upstream provider refused the request (HTTP 422): text.format: unsupported"
+        assert await response.json() == {
+            "error": {"message": message, "type": "api_error", "param": None, "code": None}
+        }
 
     async def test_an_input_image_reaches_the_provider(
         self, gateway: MakeClient, upstream: FakeOpenAI

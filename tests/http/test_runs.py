@@ -142,12 +142,13 @@ class TestUpstreamFailures:
         upstream.script(Stall())
         assert (await post(client))[:2] == (504, error_body("upstream provider timeout"))
 
+    @pytest.mark.parametrize("status", [404, 500, 503])
     async def test_details_never_reach_the_client(
-        self, on_upstream: Client, upstream: FakeOpenAI
+        self, on_upstream: Client, upstream: FakeOpenAI, status: int
     ) -> None:
-        upstream.script(Status(400))
-        status, text, _ = await post(on_upstream)
-        assert status == 502 and "upstream-body-must-not-leak" not in text
+        upstream.script(Status(status))
+        answer = await post(on_upstream)
+        assert answer[:2] == (502, error_body("upstream provider error"))
 
     async def test_an_error_inside_a_stream_after_the_first_delta_13_4(
         self, on_upstream: Client, upstream: FakeOpenAI
@@ -169,6 +170,68 @@ class TestUpstreamFailures:
             + f"data: {error_body('upstream provider rate limited', 'rate_limit_error')}\n\n"
             + DONE
         )
+
+
+REFUSAL = "upstream provider refused the request (HTTP 400): max_tokens is too large: 99999."
+
+
+class TestRefusedByTheUpstream:
+    """An upstream that refuses the request as bad (400, 413, 422: a `max_tokens` above the
+    model's limit, a schema it does not take) gives its reason to the client, whose request
+    it is: still §8's 502, its message saying why, the provider's credentials scrubbed
+    (the reason is read as for embeddings: agents.providers.upstream.refusal_reason)."""
+
+    BODY = json.dumps({"error": {"message": "max_tokens is too large:\n99999.", "code": None}})
+
+    async def test_the_reason_is_in_the_json_error(
+        self, on_upstream: Client, upstream: FakeOpenAI
+    ) -> None:
+        upstream.script(Status(400, body=self.BODY))
+        assert (await post(on_upstream))[:2] == (502, error_body(REFUSAL))
+
+    @pytest.mark.parametrize(
+        ("status", "body", "reason"),
+        [
+            (422, {"detail": "response_format: unsupported"}, "response_format: unsupported"),
+            (413, {"error": "prompt too long"}, "prompt too long"),
+            (400, {"object": "error", "message": "bad schema", "code": 400}, "bad schema"),
+        ],
+    )
+    async def test_each_shape_and_status(
+        self, on_upstream: Client, upstream: FakeOpenAI, status: int, body: Any, reason: str
+    ) -> None:
+        upstream.script(Status(status, body=json.dumps(body)))
+        message = f"upstream provider refused the request (HTTP {status}): {reason}"
+        assert (await post(on_upstream))[:2] == (502, error_body(message))
+
+    async def test_the_key_is_scrubbed_and_the_reason_bounded(
+        self, on_upstream: Client, upstream: FakeOpenAI
+    ) -> None:
+        echoed = "key sk-test-\\u006bey " + "x" * 1000
+        upstream.script(Status(400, body=f'{{"error": {{"message": "{echoed}"}}}}'))
+        _, text, _ = await post(on_upstream)
+        message = json.loads(text)["error"]["message"]
+        assert "sk-test-key" not in message
+        assert message == (
+            "upstream provider refused the request (HTTP 400): "
+            + ("key [redacted] " + "x" * 1000)[:300]
+            + "…"
+        )
+
+    async def test_without_a_reason_it_says_the_status(
+        self, on_upstream: Client, upstream: FakeOpenAI
+    ) -> None:
+        upstream.script(Status(400, body="<html>Bad Request</html>"))
+        message = "upstream provider refused the request (HTTP 400)"
+        assert (await post(on_upstream))[:2] == (502, error_body(message))
+
+    async def test_a_stream_has_it_in_its_error_event(
+        self, on_upstream: Client, upstream: FakeOpenAI
+    ) -> None:
+        upstream.script(Status(400, body=self.BODY))
+        status, text, _ = await post(on_upstream, {**HI, "stream": True})
+        assert status == 200
+        assert normalised(text) == ROLE + f"data: {error_body(REFUSAL)}\n\n" + DONE
 
 
 class TestUpstreamReplies:

@@ -883,6 +883,25 @@ class TestAQuestionAskedAgain:
             "upstream provider refused the request (HTTP 400)",
         )
 
+    async def test_the_error_event_says_why_the_upstream_refused_it(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        """A run the upstream refused as bad ends with its reason in `errorMessage`."""
+        async with FakeOpenAI() as upstream:
+            body = json.dumps({"error": {"message": "max_tokens is too large"}})
+            upstream.script(Status(400, body=body))
+            provider = json.dumps(fake_provider_entry(upstream))
+            config = CONFIG.replace(
+                '{ id: "main", default: true }',
+                '{ id: "main", default: true, model: "fake/fake-model" }',
+            ).replace("  agents:", f"  models: {{ providers: {{ fake: {provider} }} }},\n  agents:")
+            ws = await (await make_gateway(config)).connected()
+            await ws.ok("chat.send", send("refused", "Q1", "refused-1"))
+            event = await ws.event("chat", state="error", runId="refused-1")
+        assert event["payload"]["errorMessage"] == (
+            "upstream provider refused the request (HTTP 400): max_tokens is too large"
+        )
+
     async def test_after_a_failed_turn_the_model_is_given_it_once(
         self, make_gateway: MakeGateway
     ) -> None:
