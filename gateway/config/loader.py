@@ -281,6 +281,30 @@ def parse_text(text: str, location: str) -> dict[str, Any]:
     issue = non_json_number(value)
     if issue is not None:
         raise ConfigError(location, [issue])
+    if _PAIR_ESCAPE_RE.search(text) is not None:
+        value = _joined_pairs(value)
+    return value
+
+
+# A high surrogate's escape (`\ud83d`): json5 keeps an escaped pair (`\ud83d\ude00`) as two
+# lone surrogates, where JSON5 (JavaScript's strings) reads one character (😀).
+_PAIR_ESCAPE_RE = re.compile(r"\\u[dD][89abAB]")
+_SURROGATE_PAIR_RE = re.compile("[\ud800-\udbff][\udc00-\udfff]")
+
+
+def _joined_pair(match: re.Match[str]) -> str:
+    return match[0].encode("utf-16-le", "surrogatepass").decode("utf-16-le")
+
+
+def _joined_pairs(value: Any) -> Any:
+    """`value` with each surrogate pair in its strings (keys too) one character; a lone
+    surrogate is left, for the schema to refuse where it matters (a client's secret)."""
+    if isinstance(value, str):
+        return _SURROGATE_PAIR_RE.sub(_joined_pair, value)
+    if isinstance(value, dict):
+        return {_joined_pairs(k): _joined_pairs(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_joined_pairs(item) for item in value]
     return value
 
 

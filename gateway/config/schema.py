@@ -684,15 +684,29 @@ class _HeaderValue(_Node):
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
+# A lone surrogate: a byte that is no UTF-8 in the environment or a flag (Python decodes
+# them with surrogateescape), or a `\udcXX` escape in the file.
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
 def credential_problem(secret: str) -> str | None:
     """Why no client could ever present `secret` (a token or password it must send), or None.
     A gateway started with one would refuse every client; the secret is not shown."""
-    if _CONTROL_RE.search(secret) is None:
-        return None
-    return (
-        "has a control character (such as a line break or a NUL), which no client can send in"
-        " a header; the value is not shown"
-    )
+    if _CONTROL_RE.search(secret) is not None:
+        return (
+            "has a control character (such as a line break or a NUL), which no client can send"
+            " in a header; the value is not shown"
+        )
+    if _SURROGATE_RE.search(secret) is not None:
+        # No WebSocket frame carries one (a text frame is UTF-8; a sender replaces it), and a
+        # client typing the character sends its UTF-8, which never matches: mostly it is an
+        # environment file saved in another encoding (Latin-1's `ä`).
+        return (
+            "is not valid UTF-8 (a byte of another encoding, such as an environment file saved"
+            " as Latin-1, or a lone surrogate escape such as \\udce4), which no WebSocket"
+            " client can send; the value is not shown"
+        )
+    return None
 
 
 @attrs.frozen

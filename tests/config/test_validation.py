@@ -1039,6 +1039,46 @@ class TestCredentialsAClientCanPresent:
         error = files.error("{}", **{flag[2:].replace("-", "_"): str(path)})
         assert [i.line() for i in error.issues] == [f"- {flag}: {self.CONTROL_ISSUE}"]
 
+    NOT_UTF_8_ISSUE = (
+        "is not valid UTF-8 (a byte of another encoding, such as an environment file saved as"
+        " Latin-1, or a lone surrogate escape such as \\udce4), which no WebSocket client can"
+        " send; the value is not shown"
+    )
+
+    @pytest.mark.parametrize(
+        ("text", "environ", "overrides", "path"),
+        [
+            ("{gateway: {auth: {token: 's3cret-\\udce4'}}}", {}, {}, "gateway.auth.token"),
+            (
+                "{gateway: {auth: {mode: 'password', password: '${PW}'}}}",
+                {"PW": "s3cret-\udce4"},
+                {},
+                "gateway.auth.password",
+            ),
+            ("{hooks: {enabled: true, token: 's3cret\\ud800'}}", {}, {}, "hooks.token"),
+            ("{}", {"OPENCLAW_GATEWAY_TOKEN": "s3cret\udce4"}, {}, "OPENCLAW_GATEWAY_TOKEN"),
+            ("{}", {}, {"password": "s3cret\udcff"}, "--password"),
+        ],
+    )
+    def test_one_that_is_not_utf_8_is_an_issue(
+        self,
+        files: ConfigFiles,
+        text: str,
+        environ: dict[str, str],
+        overrides: dict[str, str],
+        path: str,
+    ) -> None:
+        """A lone surrogate (a Latin-1 byte of an environment file, `\\udce4` in the file)
+        is no character a WebSocket frame carries: every WS client would be refused."""
+        error = files.error(text, environ=environ, **overrides)
+        assert [i.line() for i in error.issues] == [f"- {path}: {self.NOT_UTF_8_ISSUE}"]
+        assert "s3cret" not in error.render()
+
+    def test_a_character_beyond_the_bmp_loads(self, files: ConfigFiles) -> None:
+        """A surrogate pair in the file is one character, which a client can send."""
+        auth = files.load("{gateway: {auth: {token: 'tok-\\ud83d\\ude00'}}}").gateway.auth
+        assert auth.token == "tok-\U0001f600"
+
     def test_a_windows_line_end_of_a_substituted_secret_is_trimmed(
         self, files: ConfigFiles
     ) -> None:

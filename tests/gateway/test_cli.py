@@ -418,6 +418,26 @@ class TestRun:
         ) in result.stderr
         assert "8d1" not in result.stderr
 
+    def test_a_token_that_is_not_utf_8_stops_run_with_78_without_showing_it(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        """An environment file saved as Latin-1: its `ä` reaches the gateway as a byte that
+        is no UTF-8, which no WebSocket client can send (nor does one typing `ä` send it)."""
+        path = tmp_path / "latin1.json5"
+        path.write_text("{}")
+        # The byte 0xe4 in the child's environment (os.fsencode of the lone surrogate).
+        token_env = {**env, "OPENCLAW_GATEWAY_TOKEN": "tok-8d1-\udce4"}
+        result = run_cli(["run", "--config", str(path), "--port", "0"], token_env)
+        assert result.returncode == 78
+        assert "gateway_listening" not in result.stderr
+        assert (
+            f"Invalid config at {path}:\n- OPENCLAW_GATEWAY_TOKEN: is not valid UTF-8 (a byte"
+            " of another encoding, such as an environment file saved as Latin-1, or a lone"
+            " surrogate escape such as \\udce4), which no WebSocket client can send; the value"
+            " is not shown\n"
+        ) in result.stderr
+        assert "8d1" not in result.stderr
+
     def test_a_busy_port_exits_1_with_a_clear_message(self, env: dict[str, str]) -> None:
         with socket.socket() as busy:
             busy.bind(("127.0.0.1", 0))

@@ -646,23 +646,24 @@ class TestARotatedSecret:
         assert (await fresh.call("health"))["ok"] is True
         await fresh.ws.close()
 
-    async def test_a_token_that_is_no_utf_8_retires_the_old_connections_too(
+    async def test_a_token_that_is_no_utf_8_is_refused_and_the_old_one_stays(
         self, gateway: Gateway
     ) -> None:
         # A byte of another encoding (a Latin-1 `ä` in an environment file) reaches Python as
-        # a lone surrogate, as `\udce4` in the file does; an HTTP client sending that byte
-        # matches it. Digesting it for the connections' stamps raised: the reload failed
-        # half-way and the old token's connections stayed open.
+        # a lone surrogate, as `\udce4` in the file does. No WebSocket client can send it
+        # (nor does one typing `ä`, which sends its UTF-8): a config issue, the running
+        # token kept, its connections open.
         old = await gateway.connected()
         rotated = 'token: "rotated-\\udce4"'
         gateway.config_path.write_text(CONFIG.replace('token: "test-token"', rotated))
-        result = await reload_from_file(gateway.app[STATE])
-        assert result is not None and "gateway.auth.token" in result.changed
-        assert await old.closed() == (1012, "gateway auth changed")
+        assert await reload_from_file(gateway.app[STATE]) is None
+        error = gateway.app[STATE].reload_error
+        assert error is not None and error[0].startswith("- gateway.auth.token: is not valid UTF-8")
+        assert (await old.call("health"))["ok"] is True
         port = gateway.client.port
         assert port is not None
         latin1 = request_bytes("GET", "/v1/models", {"Authorization": b"Bearer rotated-\xe4"})
-        assert (await exchange(port, latin1)).status == 200
+        assert (await exchange(port, latin1)).status == 401
 
     async def test_a_change_that_keeps_the_secret_closes_nothing(self, gateway: Gateway) -> None:
         ws = await gateway.connected()
