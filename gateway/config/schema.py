@@ -44,7 +44,7 @@ from gateway.config.model import (
     ConfigWarning,
     HooksConfig,
 )
-from gateway.config.secret_keys import ENV_REF_RE, SECRET_IN_PATH, holds_password
+from gateway.config.secret_keys import ENV_REF_RE, HEADER_NAME_RE, SECRET_IN_PATH, holds_password
 from gateway.edge import normalize_origin, parse_network, split_host
 
 DEFAULT_PORT = 18789
@@ -430,15 +430,21 @@ class _Map(_Node):
     value: _Node
     # The problem with a key, or None; a key with a problem is left out.
     key_problem: Callable[[str], str | None] | None = None
+    # A key with a problem may be a secret (a header's name: secret_keys.hidden_key): its
+    # issue is the map's, naming the entry by its number, not by the key.
+    hide_bad_keys: bool = False
 
     def check(self, value: Any, path: str, ctx: Checker) -> Any:
         if not isinstance(value, dict):
             return ctx.wrong_type(path, "object", value)
         entries = {}
-        for key, item in value.items():
+        for number, (key, item) in enumerate(value.items(), 1):
             item_path = join_path(path, key)
-            ctx.visit(item_path)
             problem = self.key_problem(key) if self.key_problem else None
+            if problem is not None and self.hide_bad_keys:
+                ctx.issue(path, f"entry {number}: {problem}")
+                continue
+            ctx.visit(item_path)
             if problem is not None:
                 ctx.issue(item_path, problem)
                 continue
@@ -635,7 +641,7 @@ class _ModelSpec(_Node):
         return ctx.wrong_type(path, "string or object", value)
 
 
-_HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
+_HEADER_NAME_RE = HEADER_NAME_RE
 
 
 @attrs.frozen
@@ -652,7 +658,14 @@ class _HeaderName(_Node):
 
 
 def _header_name_problem(key: str) -> str | None:
-    return None if _HEADER_NAME_RE.fullmatch(key) else f'not a header name: "{key}"'
+    if _HEADER_NAME_RE.fullmatch(key):
+        return None
+    # Not quoted: a whole header written as the name (`"Authorization: Bearer sk-…": "x"`)
+    # holds the secret.
+    return (
+        "its name is not a header name, and is not shown as it may hold a secret (a header"
+        ' is written {"Authorization": "Bearer …"}, not as one string)'
+    )
 
 
 @attrs.frozen
@@ -1217,7 +1230,7 @@ _PROVIDER = _Section(
         "api": _Key(_Choice(IMPLEMENTED_APIS), API_OPENAI_COMPLETIONS),
         "baseUrl": _Key(_Url()),  # required or defaulted by api, in _Provider
         "apiKey": _Key(_HeaderValue()),
-        "headers": _Key(_Map(_HeaderValue(), _header_name_problem), {}),
+        "headers": _Key(_Map(_HeaderValue(), _header_name_problem, hide_bad_keys=True), {}),
         "models": _Key(_List(_MODEL_ENTRY), ()),
     },
     ignored=("auth", "authHeader", "injectNumCtxForOpenAICompat"),

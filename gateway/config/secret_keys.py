@@ -78,6 +78,23 @@ def is_secret_path(path: tuple[PathKey, ...]) -> bool:
     )
 
 
+# An HTTP header's name: RFC 9110's token.
+HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def hidden_key(path: tuple[PathKey, ...], key: PathKey) -> bool:
+    """Whether `key`, of the object at `path`, is itself a secret: a name under `headers`
+    that is no header name, such as a whole `Authorization: Bearer sk-…` written as the name
+    (an issue, but `config.get` shows the file as it is)."""
+    return (
+        bool(path)
+        and isinstance(path[-1], str)
+        and path[-1].lower() == "headers"
+        and isinstance(key, str)
+        and HEADER_NAME_RE.fullmatch(key) is None
+    )
+
+
 def is_secret_file_path(path: tuple[PathKey, ...]) -> bool:
     """Whether the value at `path` names the file a secret is read from (`store.passwordFile`):
     the path itself is shown, but its secret must not follow a changed address (patch.py)."""

@@ -19,6 +19,7 @@ from gateway.config.model import Config, GatewayConfig, HooksConfig, StoreConfig
 from gateway.config.secret_keys import (
     REDACTED,
     SECRET_IN_PATH,
+    hidden_key,
     holds_password,
     is_secret_leaf,
     is_secret_name,
@@ -201,7 +202,18 @@ def _effective_hooks(hooks: HooksConfig) -> dict[str, Any]:
 
 def _redact_tree(value: Any, path: tuple[PathKey, ...] = ()) -> Any:
     if isinstance(value, Mapping):
-        return {key: _redact_tree(item, (*path, key)) for key, item in value.items()}
+        shown: dict[Any, Any] = {}
+        for key, item in value.items():
+            redacted_item = _redact_tree(item, (*path, key))
+            if hidden_key(path, key):
+                # Numbered from the second, a key being unique.
+                key = next(
+                    name
+                    for n in range(1, len(value) + 2)
+                    if (name := REDACTED if n == 1 else f"{REDACTED}{n}") not in shown
+                )
+            shown[key] = redacted_item
+        return shown
     if isinstance(value, list):
         return [_redact_tree(item, (*path, i)) for i, item in enumerate(value)]
     if is_secret_leaf(path, value):
@@ -317,6 +329,8 @@ def _secret_values(parsed: Mapping[str, Any]) -> list[str]:
     def collect(value: Any, path: tuple[PathKey, ...]) -> None:
         if isinstance(value, Mapping):
             for key, item in value.items():
+                if hidden_key(path, key):
+                    secrets.append(key)
                 collect(item, (*path, key))
         elif isinstance(value, list):
             for i, item in enumerate(value):
@@ -412,7 +426,10 @@ class _Json5Scanner:
             if self.text[self.pos] == "}":
                 self.pos += 1
                 return
+            start = self.pos
             key = self._key()
+            if hidden_key(path, key):
+                self.spans.append((start, self.pos))
             self._skip()
             self._expect(":")
             self._value((*path, key))

@@ -66,7 +66,9 @@ class TestSubstitution:
         text = '{models: {providers: {p: {baseUrl: "http://h", headers: {"${H}": "${V}"}}}}}'
         # Substituted, the name would be x-h, a valid one.
         assert files.issues(text, environ={"H": "x-h", "V": "v"}) == [
-            '- models.providers.p.headers.${H}: not a header name: "${H}"'
+            "- models.providers.p.headers: entry 1: its name is not a header name, and is not"
+            ' shown as it may hold a secret (a header is written {"Authorization": "Bearer …"},'
+            " not as one string)"
         ]
 
     def test_header_values_are_substituted(self, files: ConfigFiles) -> None:

@@ -92,6 +92,38 @@ class TestConfigGet:
             }
         ]
 
+    async def test_a_header_written_as_its_name_is_not_shown(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        """A provider header written whole as the name (`"Authorization: Bearer sk-…": "x"`)
+        holds the key in the name: neither `raw`, `parsed` nor the issue shows it."""
+        text = (
+            '{ models: { providers: { p: { baseUrl: "http://h", headers: {'
+            ' "Authorization: Bearer sk-f00d": "x", \'x-a sk-beef\': "y", "x-org": "o" } } } } }'
+        )
+        gateway.config_path.write_text(text)
+        payload = await ws.ok("config.get")
+        assert "f00d" not in json.dumps(payload) and "beef" not in json.dumps(payload)
+        shown = text
+        for secret in ("Authorization: Bearer sk-f00d", "x", "x-a sk-beef", "y", "o"):
+            shown = shown.replace(f'{secret}"', f'{REDACTED}"').replace(
+                f"{secret}'", f"{REDACTED}'"
+            )
+        assert payload["raw"] == shown
+        assert payload["parsed"]["models"]["providers"]["p"]["headers"] == {
+            REDACTED: REDACTED,
+            f"{REDACTED}2": REDACTED,
+            "x-org": REDACTED,
+        }
+        problem = (
+            "its name is not a header name, and is not shown as it may hold a secret (a header"
+            ' is written {"Authorization": "Bearer …"}, not as one string)'
+        )
+        assert payload["issues"] == [
+            {"path": "models.providers.p.headers", "message": f"entry {n}: {problem}"}
+            for n in (1, 2)
+        ]
+
     async def test_a_file_that_is_not_utf8_shows_its_issue(
         self, ws: GatewayWs, gateway: Gateway
     ) -> None:
