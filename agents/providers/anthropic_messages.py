@@ -49,6 +49,7 @@ from agents.providers.upstream import (
     UnrelayedReply,
     check_call,
     endpoint_url,
+    explained,
     log_body,
     relay,
     stream_error,
@@ -694,7 +695,7 @@ class MessageEventDecoder:
                     yield ToolCallDelta(stopped[0], None, None, arguments)
             elif kind == "error":
                 log_body("upstream_stream_error", self._provider, data)
-                raise _error_event(obj)
+                raise explained(_error_event(obj), self._provider, data)
             # Event types added later carry no reply text.
 
     def _block(self, index: int) -> _ThinkingSoFar:

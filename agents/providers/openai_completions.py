@@ -43,6 +43,7 @@ from agents.providers.upstream import (
     check_call,
     endpoint_url,
     error_status,
+    explained,
     log_body,
     relay,
     stream_error,
@@ -458,7 +459,7 @@ class ChunkDecoder:
             # names (`error_object_status`).
             if obj.get("error") or obj.get("object") == "error":
                 log_body("upstream_stream_error", self._provider, data)
-                raise stream_error(error_object_status(obj))
+                raise explained(stream_error(error_object_status(obj)), self._provider, data)
             choices = obj.get("choices")
             if choices:
                 choice = choices[0]

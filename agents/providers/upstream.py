@@ -211,7 +211,7 @@ MAX_REASON_CHARS = 300
 _WHITESPACE_RUN = re.compile(r"[\s\x00-\x1f\x7f-\x9f]+")
 
 
-def refusal_reason(provider: ProviderConfig, body: bytes) -> str | None:
+def refusal_reason(provider: ProviderConfig, body: bytes | str) -> str | None:
     """The message of an upstream's error body: OpenAI's `{"error": {"message"}}`, Ollama's
     `{"error": "..."}`, vLLM's `{"message"}`, FastAPI's `{"detail": "..."}`. Its control
     characters and line breaks are spaces; the API key and the provider's header values
@@ -238,6 +238,15 @@ def refusal_reason(provider: ProviderConfig, body: bytes) -> str | None:
     if len(text) > MAX_REASON_CHARS:
         text = text[:MAX_REASON_CHARS] + "…"
     return text or None
+
+
+def explained(error: UpstreamError, provider: ProviderConfig, body: bytes | str) -> UpstreamError:
+    """`error`, with the upstream's reason (`refusal_reason` of its error `body`) when it
+    refused the request as bad: an error status, an error event in a 200 stream (OpenRouter
+    sends the upstream's refusal so) or a 200 answer that is an error object."""
+    if isinstance(error, UpstreamStatusError) and error.refused:
+        error.reason = refusal_reason(provider, body)
+    return error
 
 
 def log_body(event: str, provider: ProviderConfig, body: bytes | str, **fields: Any) -> None:
@@ -307,8 +316,7 @@ async def open_stream(
     try:
         text = await resp.read(REASON_BODY_BYTES if refused else LOG_BODY_BYTES)
         log_body("upstream_error_body", provider, text, status=resp.status)
-        if isinstance(error, UpstreamStatusError) and refused:
-            error.reason = refusal_reason(provider, text)
+        explained(error, provider, text)
     except (OSError, TimeoutError):
         pass  # the status alone classifies the failure; the body was only for the log
     finally:
@@ -342,6 +350,7 @@ def answer_events(
         # shape (a list for a reason).
         log_body("upstream_malformed_answer", provider, raw)
         if isinstance(exc, UpstreamError):
+            explained(exc, provider, raw)
             raise
         raise MalformedStream(f"malformed upstream answer ({type(exc).__name__})") from exc
 

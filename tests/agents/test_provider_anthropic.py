@@ -719,6 +719,27 @@ class TestFailures:
         assert type(caught.value) is error
         assert_no_leak(caught.value)
 
+    @pytest.mark.parametrize("content_type", ["application/json", "text/event-stream"])
+    async def test_a_refusal_in_a_200_keeps_its_reason_for_the_client(
+        self,
+        provider: AnthropicMessagesProvider,
+        anthropic_upstream: FakeAnthropic,
+        content_type: str,
+    ) -> None:
+        """An error answer or event naming a refusal (`invalid_request_error`, 400) says why,
+        as a refusing status does (`UpstreamStatusError.reason`), the key scrubbed."""
+        answer = {
+            "type": "error",
+            "error": {"type": "invalid_request_error", "message": "max_tokens: sk-test-key"},
+        }
+        piece = json.dumps(answer).encode()
+        if content_type == "text/event-stream":
+            piece = b"event: error\ndata: " + piece + b"\n\n"
+        anthropic_upstream.script(Raw((piece,), content_type=content_type))
+        with pytest.raises(UpstreamStatusError) as caught:
+            await collect(provider, anthropic_upstream)
+        assert (caught.value.status, caught.value.reason) == (400, "max_tokens: [redacted]")
+
     @pytest.mark.parametrize("reason", [["end_turn"], {"type": "end_turn"}])
     async def test_json_answer_with_a_stop_reason_of_the_wrong_shape_is_malformed(
         self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic, reason: Any

@@ -225,6 +225,17 @@ class TestRefusedByTheUpstream:
         message = "upstream provider refused the request (HTTP 400)"
         assert (await post(on_upstream))[:2] == (502, error_body(message))
 
+    async def test_a_refusal_the_upstream_streamed_with_a_200_says_why_too(
+        self, on_upstream: Client, upstream: FakeOpenAI
+    ) -> None:
+        """OpenRouter sends an upstream's refusal as an error event in a 200 stream."""
+        error = {"error": {"message": "max_tokens is too large:\n99999.", "code": 400}}
+        upstream.script(Raw((f"data: {json.dumps(error)}\n\n".encode(),)))
+        _, text, _ = await post(on_upstream, {**HI, "stream": True})
+        assert normalised(text) == ROLE + f"data: {error_body(REFUSAL)}\n\n" + DONE
+        upstream.script(Raw((json.dumps(error).encode(),), content_type="application/json"))
+        assert (await post(on_upstream))[:2] == (502, error_body(REFUSAL))
+
     async def test_a_stream_has_it_in_its_error_event(
         self, on_upstream: Client, upstream: FakeOpenAI
     ) -> None:
