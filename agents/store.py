@@ -195,18 +195,35 @@ def _migrate_to_4_responses(db: sqlite3.Connection) -> None:
             db.execute(statement)
 
 
+_SCHEMA_V5_ARCHIVED = """
+ALTER TABLE sessions ADD COLUMN archived_at INTEGER;
+ALTER TABLE sessions ADD COLUMN archive_reason TEXT
+"""
+
+
+def _migrate_to_5_archived(db: sqlite3.Connection) -> None:
+    """Schema 5: archived sessions (OpenClaw's `sessions.patch {archived}`). `archived_at`
+    is set while the session is archived, with the reason (`"manual"`); no existing session
+    is archived."""
+    for statement in _SCHEMA_V5_ARCHIVED.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
 # MIGRATIONS[v] takes a database at user_version v to v + 1, inside a transaction.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _migrate_to_1,
     _migrate_to_2,
     _migrate_to_3_tool_messages,
     _migrate_to_4_responses,
+    _migrate_to_5_archived,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _SESSION_COLUMNS = (
     "key, agent_id, session_id, label, created_at, updated_at, input_tokens, output_tokens,"
-    " total_tokens, model_provider, model, last_run_id, last_status, aborted_last_run"
+    " total_tokens, model_provider, model, last_run_id, last_status, aborted_last_run,"
+    " archived_at, archive_reason"
 )
 _MESSAGE_COLUMNS = (
     "id, session_id, seq, role, content, timestamp, run_id, idempotency_key, provider, model,"
@@ -229,7 +246,7 @@ SQL_INSERT_MESSAGE = (
 SQL_UPSERT_TURN = f"""
 INSERT INTO sessions ({_SESSION_COLUMNS}, stateless)
 VALUES (:key, :agent_id, :session_id, NULL, :created, :now, :input, :output, :input,
-        :provider, :model, :run_id, :status, :aborted, :stateless)
+        :provider, :model, :run_id, :status, :aborted, NULL, NULL, :stateless)
 ON CONFLICT (key) DO UPDATE SET
     stateless = stateless AND excluded.stateless,
     -- A row created while the turn ran and holding no message yet (a label given during a
@@ -344,6 +361,9 @@ class SessionRow:
     last_run_id: str | None = None
     last_status: str | None = None  # "done", "aborted", "error"; None before the first run
     aborted_last_run: bool = False
+    # Set while the session is archived (OpenClaw's archiving): no new work starts on it.
+    archived_at: int | None = None
+    archive_reason: str | None = None
 
 
 @attrs.frozen
@@ -683,10 +703,10 @@ class DailyUsage:
 
 def _session_row(row: tuple[Any, ...]) -> SessionRow:
     (key, agent_id, sid, label, created, updated, inp, out, total, provider, model, run_id,
-     status, aborted) = row  # fmt: skip
+     status, aborted, archived_at, archive_reason) = row  # fmt: skip
     return SessionRow(
         key, agent_id, sid, label, created, updated, inp, out, total, provider, model, run_id,
-        status, bool(aborted),
+        status, bool(aborted), archived_at, archive_reason,
     )  # fmt: skip
 
 
@@ -1479,10 +1499,14 @@ class SessionStore:
         label: str | None = None,
         active_minutes: float | None = None,
         now: int | None = None,
+        archived: bool | None = None,
     ) -> SessionPage:
         """Most recently updated first; `search` is a case-insensitive substring of key or
-        label, `label` an exact label, `active_minutes` keeps rows updated since `now - m`."""
-        return await self._scan(self._list, limit, agent_id, search, label, active_minutes, now)
+        label, `label` an exact label, `active_minutes` keeps rows updated since `now - m`,
+        `archived` only the archived sessions (True), the others (False), or both (None)."""
+        return await self._scan(
+            self._list, limit, agent_id, search, label, active_minutes, now, archived
+        )
 
     def _list(
         self,
@@ -1492,6 +1516,7 @@ class SessionStore:
         label: str | None,
         active_minutes: float | None,
         now: int | None,
+        archived: bool | None = None,
     ) -> SessionPage:
         where: list[str] = []
         args: list[Any] = []
@@ -1514,6 +1539,8 @@ class SessionStore:
                 raise ValueError("active_minutes needs now")
             where.append("updated_at >= ?")
             args.append(active_since(now, active_minutes))
+        if archived is not None:
+            where.append(f"archived_at IS {'NOT ' if archived else ''}NULL")
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         db = self._scan_conn()
         db.execute("BEGIN")  # the count and the page from one snapshot
@@ -1588,6 +1615,31 @@ class SessionStore:
             (label, now, key),
         ).fetchone()
         return _session_row(updated)
+
+    async def set_archived(self, key: str, archived: bool, now: int) -> SessionRow | None:
+        """Archive the session (`archived_at` kept when it already is, reason "manual") or
+        restore it; None when the key holds no session."""
+        return await self._call(self._write, lambda db: self._set_archived(db, key, archived, now))
+
+    @staticmethod
+    def _set_archived(
+        db: sqlite3.Connection, key: str, archived: bool, now: int
+    ) -> SessionRow | None:
+        if archived:
+            sql = (
+                "UPDATE sessions SET archived_at = COALESCE(archived_at, ?),"
+                " archive_reason = COALESCE(archive_reason, 'manual'), updated_at = ?"
+                f" WHERE key = ? RETURNING {_SESSION_COLUMNS}"
+            )
+            args: tuple[Any, ...] = (now, now, key)
+        else:
+            sql = (
+                "UPDATE sessions SET archived_at = NULL, archive_reason = NULL, updated_at = ?"
+                f" WHERE key = ? RETURNING {_SESSION_COLUMNS}"
+            )
+            args = (now, key)
+        row = db.execute(sql, args).fetchone()
+        return _session_row(row) if row is not None else None
 
     async def reset(self, key: str, agent_id: str, now: int) -> SessionRow:
         """New session id, counters zeroed, label kept; the old transcript stays, archived.

@@ -235,6 +235,11 @@ _SCHEMA_V4_CALL_ENDS = """
 ALTER TABLE hook_calls ADD COLUMN ended BOOLEAN NOT NULL DEFAULT FALSE
 """
 
+# As the SQLite store's schema 5: archived sessions (set while archived, with the reason).
+_SCHEMA_V5_ARCHIVED = """
+ALTER TABLE sessions ADD COLUMN archived_at BIGINT, ADD COLUMN archive_reason TEXT
+"""
+
 # MIGRATIONS[v] takes the schema from version v to v + 1. Version 1 is the SQLite store's
 # schema 3 at once: there was never an older PostgreSQL schema to migrate from.
 MIGRATIONS: tuple[str, ...] = (
@@ -242,12 +247,14 @@ MIGRATIONS: tuple[str, ...] = (
     _SCHEMA_V2_RESPONSES,
     _SCHEMA_V3_HOOK_CALLS,
     _SCHEMA_V4_CALL_ENDS,
+    _SCHEMA_V5_ARCHIVED,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _SESSION_COLUMNS = (
     "key, agent_id, session_id, label, created_at, updated_at, input_tokens, output_tokens,"
-    " total_tokens, model_provider, model, last_run_id, last_status, aborted_last_run"
+    " total_tokens, model_provider, model, last_run_id, last_status, aborted_last_run,"
+    " archived_at, archive_reason"
 )
 _MESSAGE_COLUMNS = (
     "id, session_id, seq, role, content, timestamp, run_id, idempotency_key, provider, model,"
@@ -289,7 +296,7 @@ WITH t AS (
     FROM base, json_array_elements($5::json) WITH ORDINALITY AS x(x, n)
 )
 INSERT INTO sessions AS s ({_SESSION_COLUMNS}, stateless)
-VALUES ($2, $3, $1, NULL, $4, $6, $7, $8, $7, $9, $10, $11, $12, $13, $14)
+VALUES ($2, $3, $1, NULL, $4, $6, $7, $8, $7, $9, $10, $11, $12, $13, NULL, NULL, $14)
 ON CONFLICT (key) DO UPDATE SET
     stateless = s.stateless AND excluded.stateless,
     -- A row created while the turn ran and holding no message yet (a label given during a
@@ -914,6 +921,7 @@ class PostgresSessionStore:
     async def list(
         self, *, limit: int = 100, agent_id: str | None = None, search: str | None = None,
         label: str | None = None, active_minutes: float | None = None, now: int | None = None,
+        archived: bool | None = None,
     ) -> SessionPage:  # fmt: skip
         where: builtins.list[str] = []
         args: builtins.list[Any] = []
@@ -937,6 +945,8 @@ class PostgresSessionStore:
             if now is None:
                 raise ValueError("active_minutes needs now")
             where.append(f"updated_at >= {arg(active_since(now, active_minutes))}")
+        if archived is not None:
+            where.append(f"archived_at IS {'NOT ' if archived else ''}NULL")
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         limit_arg = arg(max(0, limit))
 
@@ -998,6 +1008,26 @@ class PostgresSessionStore:
             return _session_row(tuple(updated))
 
         return await self._run(patch, write=True)
+
+    async def set_archived(self, key: str, archived: bool, now: int) -> SessionRow | None:
+        """As the SQLite store's: archive (the first `archived_at` kept) or restore."""
+        if archived:
+            sql = (
+                "UPDATE sessions SET archived_at = COALESCE(archived_at, $1),"
+                " archive_reason = COALESCE(archive_reason, 'manual'), updated_at = $1"
+                f" WHERE key = $2 RETURNING {_SESSION_COLUMNS}"
+            )
+        else:
+            sql = (
+                "UPDATE sessions SET archived_at = NULL, archive_reason = NULL, updated_at = $1"
+                f" WHERE key = $2 RETURNING {_SESSION_COLUMNS}"
+            )
+
+        async def update(conn: Connection) -> SessionRow | None:
+            row = await conn.fetchrow(sql, *_args((now, key)))
+            return _session_row(tuple(row)) if row is not None else None
+
+        return await self._run(update, write=True, transaction=False)
 
     async def reset(self, key: str, agent_id: str, now: int) -> SessionRow:
         key = _storable(key)

@@ -125,6 +125,7 @@ class Store(Protocol):
     async def list(
         self, *, limit: int = 100, agent_id: str | None = None, search: str | None = None,
         label: str | None = None, active_minutes: float | None = None, now: int | None = None,
+        archived: bool | None = None,
     ) -> SessionPage: ...  # fmt: skip
 
     async def count(self) -> int: ...
@@ -136,6 +137,8 @@ class Store(Protocol):
     async def patch_label(
         self, key: str, agent_id: str, label: str | None, now: int
     ) -> SessionRow: ...
+
+    async def set_archived(self, key: str, archived: bool, now: int) -> SessionRow | None: ...
 
     async def reset(self, key: str, agent_id: str, now: int) -> SessionRow: ...
 

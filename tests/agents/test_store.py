@@ -1502,7 +1502,7 @@ class TestResponses:
             db.execute("PRAGMA user_version = 3")
             db.execute("COMMIT")
         async with SessionStore(tmp_path) as store:
-            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 4
+            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION
             assert await store.get_response("resp_x") is None
 
     async def test_put_get_delete(self, store: SessionStore) -> None:
@@ -1525,3 +1525,63 @@ class TestResponses:
     ) -> None:
         with pytest.raises(StoreError):
             await store.put_response(StoredResponse("resp_1", "nope", "k", "main", 5, "{}"))
+
+
+class TestArchived:
+    """Schema 5: archived sessions (OpenClaw's `sessions.patch {archived}`)."""
+
+    async def test_archive_keeps_the_first_time_and_restore_clears(
+        self, store: SessionStore
+    ) -> None:
+        row, _ = await store.create(KEY, "main", 100)
+        archived = await store.set_archived(KEY, True, 200)
+        assert archived == attrs.evolve(row, updated_at=200, archived_at=200,
+                                        archive_reason="manual")  # fmt: skip
+        again = await store.set_archived(KEY, True, 300)
+        assert again is not None and (again.archived_at, again.archive_reason) == (200, "manual")
+        assert await store.get(KEY) == again
+        restored = await store.set_archived(KEY, False, 400)
+        assert restored == attrs.evolve(row, updated_at=400)
+        assert await store.set_archived("agent:main:nope", True, 500) is None
+        assert await store.get("agent:main:nope") is None
+
+    async def test_a_turn_keeps_the_archive(self, store: SessionStore) -> None:
+        row, _ = await store.create(KEY, "main", 100)
+        await store.set_archived(KEY, True, 200)
+        after = await store.append_turn(turn(row))
+        assert (after.archived_at, after.archive_reason) == (200, "manual")
+
+    async def test_list_hides_shows_or_mixes_the_archived(self, store: SessionStore) -> None:
+        for i in range(3):
+            await store.create(f"agent:main:s{i}", "main", 100 + i)
+        await store.set_archived("agent:main:s1", True, 50)  # older than the others now
+
+        async def keys(**filters: Any) -> list[str]:
+            page = await store.list(**filters)
+            assert page.total_count == len(page.rows)
+            return [r.key for r in page.rows]
+
+        assert await keys(archived=False) == ["agent:main:s2", "agent:main:s0"]
+        assert await keys(archived=True) == ["agent:main:s1"]
+        assert await keys() == ["agent:main:s2", "agent:main:s0", "agent:main:s1"]
+        assert await keys(archived=True, search="s0") == []
+
+    async def test_a_v4_store_gains_the_columns_in_place(self, tmp_path: Path) -> None:
+        path = tmp_path / DB_FILENAME
+        with sqlite3.connect(path, isolation_level=None) as db:
+            db.execute("BEGIN")
+            for migrate in MIGRATIONS[:4]:
+                migrate(db)
+            db.execute("PRAGMA user_version = 4")
+            db.execute("COMMIT")
+            db.execute(
+                "INSERT INTO sessions (key, agent_id, session_id, label, created_at, updated_at)"
+                " VALUES (?, 'main', 'sid', 'old', 1, 2)",
+                (KEY,),
+            )
+        async with SessionStore(tmp_path) as store:
+            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 5
+            assert await store.get(KEY) == SessionRow(KEY, "main", "sid", "old", 1, 2)
+            assert [r.key for r in (await store.list(archived=False)).rows] == [KEY]
+            archived = await store.set_archived(KEY, True, 3)
+            assert archived is not None and archived.archived_at == 3

@@ -21,7 +21,7 @@ from structlog.testing import capture_logs
 
 from agents.config import MaintenanceConfig
 from agents.errors import StoreError, StoreUnavailable
-from agents.store import SessionPage
+from agents.store import SessionPage, SessionRow
 from agents.store_postgres import (
     LOCK_CLASS_TURN,
     MIGRATIONS,
@@ -68,9 +68,31 @@ class TestSchema:
             await conn.execute("INSERT INTO clawgate_schema VALUES (1)")
         await conn.close()
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (2, 3, 4) == tuple(range(2, SCHEMA_VERSION + 1))
+            assert store.migrated == (2, 3, 4, 5) == tuple(range(2, SCHEMA_VERSION + 1))
             assert await store.get_response("resp_x") is None
             assert await store.claim_hook_call("s", "r", "k", 0, 1) == ("r", "k")
+
+    async def test_a_version_4_database_gains_the_archive_columns_in_place(
+        self, pg_url: str
+    ) -> None:
+        conn = await asyncpg.connect(pg_url)
+        async with conn.transaction():
+            for migration in MIGRATIONS[:4]:
+                await conn.execute(migration)
+            await conn.execute("CREATE TABLE clawgate_schema (version INTEGER NOT NULL)")
+            await conn.execute("INSERT INTO clawgate_schema VALUES (1), (2), (3), (4)")
+            await conn.execute(
+                "INSERT INTO sessions (key, agent_id, session_id, label, created_at, updated_at)"
+                " VALUES ($1, 'main', 'sid', 'old', 1, 2)",
+                KEY,
+            )
+        await conn.close()
+        async with PostgresSessionStore(pg_url) as store:
+            assert store.migrated == (5,) and SCHEMA_VERSION == 5
+            assert await store.get(KEY) == SessionRow(KEY, "main", "sid", "old", 1, 2)
+            assert [r.key for r in (await store.list(archived=False)).rows] == [KEY]
+            archived = await store.set_archived(KEY, True, 3)
+            assert archived is not None and archived.archived_at == 3
 
     async def test_a_newer_schema_is_refused(self, pg_url: str) -> None:
         async with PostgresSessionStore(pg_url):
