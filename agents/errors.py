@@ -42,6 +42,22 @@ class SessionChanged(AgentError):
         self.message = f"Session {key} changed before deletion. Retry."  # OpenClaw's
 
 
+class SessionNotArchived(AgentError):
+    """A delete of archived sessions only (`archivedOnly`) named one that is not archived."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.message = f"Session {key} is not archived. Archive it first, then delete it."
+
+
+class SessionArchived(AgentError):
+    """New work (a turn, a session created with a message) named an archived session."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.message = f'Session "{key}" is archived. Restore it before starting new work.'
+
+
 class UnansweredResult(AgentError):
     """A turn's tool message answers no call of the assistant message before it."""
 

@@ -206,6 +206,8 @@ class SessionInfo:
     last_run_id: str | None
     active_run_ids: tuple[str, ...] = ()  # queued and running runs, oldest first
     kind: str = "direct"
+    archived_at: int | None = None  # set while archived, with the reason ("manual")
+    archive_reason: str | None = None
 
     @classmethod
     def from_row(
@@ -230,6 +232,8 @@ class SessionInfo:
             ),
             last_run_id=row.last_run_id,
             active_run_ids=active_run_ids,
+            archived_at=row.archived_at,
+            archive_reason=row.archive_reason,
         )
 
     @property
@@ -255,6 +259,8 @@ class SessionInfo:
             status=self.status,
             last_run_id=self.last_run_id,
             active_run_ids=self.active_run_ids,
+            archived_at=self.archived_at,
+            archive_reason=self.archive_reason,
         )
 
 
@@ -277,10 +283,14 @@ def session_entry(
     status: str = "idle",
     last_run_id: str | None = None,
     active_run_ids: tuple[str, ...] = (),
+    archived_at: int | None = None,
+    archive_reason: str | None = None,
 ) -> dict[str, Any]:
     """A `sessions.list` entry, keys in the spec's order. The defaults are the entry of a key
-    that has no session yet (`updatedAt: null`)."""
-    return {
+    that has no session yet (`updatedAt: null`). An archived session's carries OpenClaw's
+    `archived`, `archivedAt` and `archiveReason`; another's none of them, as OpenClaw's
+    leaves out the unset two."""
+    entry = {
         "key": key,
         "kind": kind,
         "agentId": agent_id,
@@ -300,6 +310,11 @@ def session_entry(
         "hasActiveRun": bool(active_run_ids),
         "activeRunIds": list(active_run_ids),
     }
+    if archived_at is not None:
+        entry["archived"] = True
+        entry["archivedAt"] = archived_at
+        entry["archiveReason"] = archive_reason
+    return entry
 
 
 @attrs.frozen

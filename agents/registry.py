@@ -21,7 +21,9 @@ from agents.config import AgentsConfig
 from agents.errors import (
     AgentError,
     InvalidSessionKey,
+    SessionArchived,
     SessionChanged,
+    SessionNotArchived,
     StoreError,
     TurnsBacklogged,
     UnknownAgent,
@@ -461,7 +463,9 @@ class SessionRegistry:
         search: str | None = None,
         label: str | None = None,
         active_minutes: float | None = None,
+        archived: bool | None = None,
     ) -> SessionList:
+        """`archived`: only the archived sessions (True), the others (False), or all."""
         page = await self.store.list(
             limit=limit,
             agent_id=agent_id,
@@ -469,6 +473,7 @@ class SessionRegistry:
             label=label,
             active_minutes=active_minutes,
             now=self.clock(),
+            archived=archived,
         )
         return SessionList(tuple(self._info(row) for row in page.rows), page.total_count)
 
@@ -495,6 +500,25 @@ class SessionRegistry:
         with session.hold():
             row = await self.store.patch_label(key, agent_id, label, self.clock())
             session.row = row
+        session.publish_change(ChangeReason.PATCH, row=row)
+        return self._info(row)
+
+    async def set_archived(self, key: str, archived: bool) -> SessionInfo | None:
+        """Archive the session of `key` (its runs aborted, and no new work starts on it) or
+        restore it; None when the key holds no session."""
+        session = self._session(key)
+        with session.hold():
+            if archived:
+                # As OpenClaw drains it: the session's runs stop, and none commits after.
+                session.abort_all("archive")
+                async with session.lane, self._stopped_elsewhere(key):
+                    row = await self.store.set_archived(key, archived, self.clock())
+            else:  # an archived session runs nothing: a restore waits for no turn
+                row = await self.store.set_archived(key, archived, self.clock())
+            if row is not None:
+                session.row = row
+        if row is None:
+            return None
         session.publish_change(ChangeReason.PATCH, row=row)
         return self._info(row)
 
@@ -534,27 +558,33 @@ class SessionRegistry:
         return agent_id
 
     async def delete(
-        self, key: str, delete_transcript: bool = True, expected_session_id: str | None = None
+        self,
+        key: str,
+        delete_transcript: bool = True,
+        expected_session_id: str | None = None,
+        *,
+        archived_only: bool = False,
     ) -> bool:
         """Abort the session's runs and delete it; False when it did not exist.
 
         Main sessions are refused. A later turn on the key starts a fresh session. With
         `expected_session_id`, a key that holds no session of that id (any more) raises
         SessionChanged, checked under the session's lock: no reset (or delete and new turn)
-        can come between the check and the delete.
+        can come between the check and the delete. With `archived_only`, a key that holds no
+        archived session raises SessionNotArchived, checked as that.
         """
         if is_main_key(key, self.config.main_key):
             raise InvalidSessionKey(f"Cannot delete the main session ({key}).")
         parse_session_key(key)
-        if expected_session_id is not None:
+        if expected_session_id is not None or archived_only:
             # Before the runs are aborted too: a session that changed keeps its turns.
-            await self._still(key, expected_session_id)
+            await self._still(key, expected_session_id, archived_only)
         session = self._session(key)
         with session.hold():
             session.abort_all("delete")
             async with session.lane, self._stopped_elsewhere(key):
-                if expected_session_id is not None:
-                    await self._still(key, expected_session_id)
+                if expected_session_id is not None or archived_only:
+                    await self._still(key, expected_session_id, archived_only)
                 deleted = await self.store.delete(
                     key, self.clock(), delete_transcript=delete_transcript
                 )
@@ -562,11 +592,23 @@ class SessionRegistry:
         self._publish_deleted(key, session.agent_id)
         return deleted
 
-    async def _still(self, key: str, session_id: str) -> None:
-        """Raise SessionChanged unless the store holds session `session_id` under `key`."""
+    async def _still(self, key: str, session_id: str | None, archived: bool = False) -> None:
+        """Raise SessionChanged unless the store holds session `session_id` under `key`, and
+        with `archived` SessionNotArchived unless that session is archived (OpenClaw's order:
+        the archive first)."""
         row = await self.store.get(key)
-        if row is None or row.session_id != session_id:
+        if archived and (row is None or row.archived_at is None):
+            raise SessionNotArchived(key)
+        if session_id is not None and (row is None or row.session_id != session_id):
             raise SessionChanged(key)
+
+    async def refuse_archived(self, key: str) -> None:
+        """Raise SessionArchived when `key`'s session is archived: no new work starts on it.
+        The live session's row when there is one (archiving here updates it), else the
+        store's, without a lookup of the store on every turn of a live session."""
+        info = await self.get_session(key)
+        if info is not None and info.archived_at is not None:
+            raise SessionArchived(key)
 
     @asynccontextmanager
     async def _stopped_elsewhere(self, key: str) -> AsyncIterator[None]:

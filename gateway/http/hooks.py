@@ -164,6 +164,16 @@ def _authenticate(request: web.Request, state: GatewayState, hooks: HooksConfig)
     authenticate(request, state, presented or "", AuthConfig(mode="token", token=hooks.token))
 
 
+async def _refuse_archived(state: GatewayState, key: str) -> None:
+    """OpenClaw's: an archived session takes no new work (400, as the WebSocket refuses it)."""
+    registry = state.registry
+    assert registry is not None  # open for as long as the app serves requests
+    try:
+        await registry.refuse_archived(key)
+    except AgentError as exc:
+        raise error_reply(exc) from None
+
+
 def _submit(
     request: web.Request, state: GatewayState, turn: TurnRequest, hook_name: str
 ) -> AgentRun:
@@ -219,11 +229,13 @@ async def _agent(
         addressable=True,  # its id is in the answer: `agent.wait` may name it once it ended
     )
     if scope is None:
+        await _refuse_archived(state, key)
         run = _submit(request, state, turn, parsed.name)
     else:
         done = asyncio.get_running_loop().create_future()
         starting[scope] = done
         try:
+            await _refuse_archived(state, key)
             claimed = await _claim(state, scope, run_id, key)
             if claimed == (run_id, key):
                 try:

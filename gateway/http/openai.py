@@ -222,6 +222,8 @@ async def _run(request: web.Request, state: GatewayState, turn: _Turn) -> web.St
     created = int(time.time())
     route, conversation = turn.route, turn.conversation
     try:
+        if not route.new_key:  # OpenClaw's: an archived session takes no new work
+            await registry.refuse_archived(route.session_key)
         run = registry.submit(
             TurnRequest(
                 agent_id=route.agent_id,

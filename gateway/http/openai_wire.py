@@ -26,6 +26,7 @@ import attrs
 from agents.config import ECHO_PROVIDER, AgentConfig, AgentsConfig, ModelRef
 from agents.errors import (
     InvalidSessionKey,
+    SessionArchived,
     StoreUnavailable,
     TurnsBacklogged,
     UnansweredResult,
@@ -182,6 +183,10 @@ def error_reply(exc: BaseException) -> RequestError:
     if isinstance(exc, UnknownAgent | InvalidSessionKey):
         # A run whose agent left the config while queued, or a key the registry refused.
         return bad_request(exc.message)
+    if isinstance(exc, SessionArchived):
+        # The key names an archived session: the request is refused as it is, not retried
+        # (a client restores the session first: `sessions.patch {archived: false}`).
+        return bad_request(exc.message, code="session_archived")
     if isinstance(exc, UnansweredResult):
         # Found against the session's history: `messages`, or a Responses `input`.
         return bad_request(exc.message)

@@ -259,6 +259,8 @@ async def _run(request: web.Request, state: GatewayState, turn: _Turn) -> web.St
     head = ResponseHead(new_response_id(), int(time.time()), turn.selection.model, turn.fields)
     route, conversation = turn.route, turn.conversation
     try:
+        if not route.new_key:  # OpenClaw's: an archived session takes no new work
+            await registry.refuse_archived(route.session_key)
         run = registry.submit(
             TurnRequest(
                 agent_id=route.agent_id,

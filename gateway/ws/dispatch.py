@@ -21,6 +21,7 @@ import structlog
 from agents.errors import (
     AgentError,
     InvalidSessionKey,
+    SessionArchived,
     StoreError,
     TurnsBacklogged,
     UnknownAgent,
@@ -85,6 +86,9 @@ class MethodSpec(Generic[P]):
     rate_limit: RateLimit | None = None
     # Answered, its `ws_call` line is at debug: a read of the log, polled (Connection.log_reader).
     quiet: bool = False
+    # The scope some params need instead of `scope` (OpenClaw's per-call scopes), from the
+    # params as sent, before they are parsed: None keeps `scope`.
+    scope_of: Callable[[Any], str | None] | None = None
 
 
 def no_params(reader: ParamReader) -> None:
@@ -104,11 +108,14 @@ class MethodRegistry:
         scope: str | None,
         rate_limit: RateLimit | None = None,
         quiet: bool = False,
+        scope_of: Callable[[Any], str | None] | None = None,
     ) -> Callable[[Handler[P]], Handler[P]]:
         def register(handler: Handler[P]) -> Handler[P]:
             if name in self._methods:
                 raise ValueError(f"method {name!r} registered twice")
-            self._methods[name] = MethodSpec(name, handler, params, scope, rate_limit, quiet)
+            self._methods[name] = MethodSpec(
+                name, handler, params, scope, rate_limit, quiet, scope_of
+            )
             return handler
 
         return register
@@ -218,8 +225,11 @@ async def _call(methods: MethodRegistry, ctx: CallContext, raw: Any) -> Any:
     if spec is None:
         raise WsError(INVALID_REQUEST, f"unknown method: {method}")
     conn = ctx.conn
-    if spec.scope is not None and not protocol.scope_allows(conn.scopes, spec.scope):
-        raise protocol.missing_scope(spec.scope, conn.protocol)
+    scope = spec.scope
+    if spec.scope_of is not None:
+        scope = spec.scope_of(raw) or scope
+    if scope is not None and not protocol.scope_allows(conn.scopes, scope):
+        raise protocol.missing_scope(scope, conn.protocol)
     try:
         params = spec.params(ParamReader(raw))
     except ParamsError as exc:
@@ -255,7 +265,7 @@ def error_for(exc: Exception, method: str, conn_id: str | None = None) -> WsErro
         return exc
     if isinstance(exc, ParamsError):
         return WsError(INVALID_REQUEST, f"invalid {method} params: {exc.detail}")
-    if isinstance(exc, UnknownAgent | InvalidSessionKey):
+    if isinstance(exc, UnknownAgent | InvalidSessionKey | SessionArchived):
         return WsError(INVALID_REQUEST, exc.message)
     if isinstance(exc, StoreError):
         log.error("ws_store_failed", conn_id=conn_id, method=method, error=str(exc))

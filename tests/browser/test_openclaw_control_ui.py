@@ -9,16 +9,19 @@ CLAWGATE_REQUIRE_OPENCLAW=1 make that a failure.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Iterator
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.support.browser import Page
 from tests.support.openclaw_clients import INSTALL_HINT, find_control_ui
 from tests.support.process import GatewayProcess
+from tests.support.process_client import connect_ws
 
 pytestmark = [pytest.mark.browser, pytest.mark.openclaw]
 
@@ -165,4 +168,60 @@ def test_without_a_token_it_asks_for_one_then_starts_a_new_conversation(
     ui.until(lambda: "Pick where this session works" in body_text(ui), "the new session page")
     composer(ui).send_keys("a fresh start\n")
     ui.until(lambda: "[turn 1] a fresh start" in body_text(ui), "the new session's answer")
+    assert console_errors(ui) == []
+
+
+def call(gateway: GatewayProcess, method: str, params: dict[str, Any]) -> Any:
+    """One WebSocket call's answer, beside the page (as another client of the gateway)."""
+
+    async def calling() -> Any:
+        async with aiohttp.ClientSession() as http:
+            ws = await connect_ws(http, gateway.url, TOKEN)
+            request = {"type": "req", "id": "c", "method": method, "params": params}
+            await ws.send_json(request)
+            while (frame := await ws.receive_json(timeout=10)).get("type") != "res":
+                pass
+            await ws.close()
+            assert frame["ok"] is True, frame
+            return frame["payload"]
+
+    return asyncio.run(calling())
+
+
+def session_row(ui: Page, key: str) -> Any:
+    rows = lambda: [r for r in ui.all("tr.session-data-row") if key in r.text]  # noqa: E731
+    return ui.until(rows, f"the row of {key}")[0]
+
+
+def menu_item(ui: Page, row: Any, value: str) -> Any:
+    """The item `value` of the row's session menu, opened."""
+    row.find_element("css selector", 'button[aria-label="Open session menu"]').click()
+    return shown(ui, f'wa-dropdown-item[value="{value}"]')
+
+
+def test_a_session_is_archived_then_deleted_from_the_sessions_view(
+    ui: Page, gateway: GatewayProcess
+) -> None:
+    """The session menu's "Archive session" (`sessions.patch {archived: true}`), then in the
+    Archived sessions its "Delete…" (`sessions.delete {archivedOnly: true}`)."""
+    key = "agent:main:doomed"
+    call(gateway, "sessions.patch", {"key": key, "label": "Doomed chat"})
+    ui.driver.get(f"{gateway.url}/#token={TOKEN}")
+    composer(ui)
+    ui.until(lambda: "Connected" in body_text(ui), "the connected state")
+    ui.driver.get(f"{gateway.url}/sessions")
+    menu_item(ui, session_row(ui, key), "toggle-archived").click()
+    ui.until(lambda: key not in ui.find("table").text, "the archived session leaving the list")
+    archived = call(gateway, "sessions.list", {"archived": True})["sessions"]
+    assert [(row["key"], row["archiveReason"]) for row in archived] == [(key, "manual")]
+
+    ui.find('wa-radio[value="archived"]').click()
+    menu_item(ui, session_row(ui, key), "delete").click()
+    ui.until(lambda: 'Delete "Doomed chat" and its transcript?' in body_text(ui), "the question")
+    shown(ui, "openclaw-modal-dialog button.danger").click()
+    ui.until(lambda: "sessions.delete" in calls(gateway, ok=True), "the delete")
+    ui.until(lambda: key not in ui.find("table").text, "the deleted session leaving the list")
+    everything = call(gateway, "sessions.list", {"archived": "all"})["sessions"]
+    assert key not in [row["key"] for row in everything]
+    assert {"sessions.patch", "sessions.delete"}.isdisjoint(refused_calls(gateway))
     assert console_errors(ui) == []

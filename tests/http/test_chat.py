@@ -203,6 +203,24 @@ class TestSessions:
         assert json.loads(text)["choices"][0]["message"]["content"] == "[turn 2] hello there"
         assert response_headers["x-openclaw-session-key"] == "agent:main:my-thread"
 
+    async def test_an_archived_session_takes_no_new_turn(self, client: Client) -> None:
+        """OpenClaw's archiving (`sessions.patch {archived: true}`): a 400 until restored."""
+        headers = {"x-openclaw-session-key": "Shelved"}
+        assert await reply_text(client, HI, headers) == "[turn 1] hello there"
+        registry = client.app[STATE].registry
+        assert registry is not None
+        await registry.set_archived("agent:main:shelved", True)
+        status, text, _ = await post(client, HI, headers)
+        assert (status, text) == (
+            400,
+            err(
+                'Session "agent:main:shelved" is archived. Restore it before starting new work.',
+                code="session_archived",
+            ),
+        )
+        await registry.set_archived("agent:main:shelved", False)
+        assert await reply_text(client, HI, headers) == "[turn 2] hello there"
+
     async def test_without_either_every_request_is_turn_1(self, client: Client) -> None:
         assert await reply_text(client, HI) == "[turn 1] hello there"
         assert await reply_text(client, HI) == "[turn 1] hello there"

@@ -337,6 +337,26 @@ class TestAgentHook:
         assert (status, body["sessionKey"]) == (200, "agent:main:hook:mail")
         assert body["completion"]["text"] == "[turn 2] hi"
 
+    async def test_an_archived_session_takes_no_new_turn(self, gateway: MakeClient) -> None:
+        client = await gateway(with_hooks(allowRequestSessionKey=True))
+        payload = {"message": "hi", "sessionKey": "hook:shelved", "waitForCompletion": True}
+        await hook(client, "/hooks/agent", payload)
+        registry = client.app[STATE].registry
+        assert registry is not None
+        await registry.set_archived("agent:main:hook:shelved", True)
+        refused = (
+            'Session "agent:main:hook:shelved" is archived. Restore it before starting new work.'
+        )
+        for call in (payload, {**payload, "idempotencyKey": "once"}):
+            assert await hook(client, "/hooks/agent", call) == (
+                400,
+                error(refused, code="session_archived"),
+            )
+        assert await transcript(client, "agent:main:hook:shelved") == [
+            ("user", "hi"),
+            ("assistant", "[turn 1] hi"),
+        ]
+
     async def test_the_default_session_key(self, gateway: MakeClient) -> None:
         client = await gateway(with_hooks(defaultSessionKey="hook:inbox"))
         _, body = await hook(client, "/hooks/agent", {"message": "hi"})

@@ -567,6 +567,26 @@ class TestSessions:
         assert second.headers["x-openclaw-session-key"] == "agent:main:mine"
         assert (await second.json())["output"][0]["content"][0]["text"] == "[turn 2] two"
 
+    async def test_an_archived_session_takes_no_new_turn(self, client: Client) -> None:
+        headers = {**AUTH, "x-openclaw-session-key": "shelved"}
+        await client.post(RESPONSES, json={"input": "one"}, headers=headers)
+        registry = client.app[STATE].registry
+        assert registry is not None
+        await registry.set_archived("agent:main:shelved", True)
+        refused = await client.post(RESPONSES, json={"input": "two"}, headers=headers)
+        assert refused.status == 400
+        assert (await refused.json())["error"] == {
+            "message": 'Session "agent:main:shelved" is archived. Restore it before starting'
+            " new work.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "session_archived",
+        }
+        stored = await client.app[STATE].store.history(
+            (await registry.get_session("agent:main:shelved")).session_id, 10
+        )
+        assert stored.total == 2  # the first turn's two messages, nothing of the second
+
 
 class TestPreviousResponse:
     async def test_another_agent_is_refused(self, gateway: MakeClient) -> None:

@@ -95,17 +95,33 @@ class TestCommandLine:
         done = openclaw.run("sessions", "delete", keys[0], "--yes", "--url", url, "--token", TOKEN)
         assert (done.returncode, done.stdout.strip()) == (0, f"Deleted session {keys[0]}."), done
 
-    def test_archiving_a_session_says_archiving_is_not_supported(
-        self, openclaw: OpenClaw, gateway: GatewayProcess
+    def test_sessions_archive_archives_then_delete_deletes_the_archived_session(
+        self, openclaw: OpenClaw, gateway: GatewayProcess, tmp_path: Path
     ) -> None:
-        """`openclaw sessions archive` patches `archived` with the session id it expects;
-        the refusal names what is missing, archiving, not the guard beside it."""
+        """`openclaw sessions archive` lists the sessions with `archived: "all"` and patches
+        `archived` with the session id it listed; a second archive finds it archived, and
+        `openclaw sessions delete` of an archived session sends `archivedOnly`."""
         url, key = ws_url(gateway), "agent:main:to-archive"
         turn = {"message": "hi", "sessionKey": key, "idempotencyKey": "ar"}
         openclaw.call(url, "agent", turn, final=True)
         done = openclaw.run("sessions", "archive", key, "--url", url, "--token", TOKEN)
-        assert done.returncode != 0
-        assert "unsupported field 'archived'" in done.stdout + done.stderr, done
+        assert (done.returncode, done.stdout.strip()) == (0, f"Archived session {key}."), done
+        listed = openclaw.call(url, "sessions.list", {})
+        assert key not in [row["key"] for row in listed["sessions"]]
+        archived = openclaw.call(url, "sessions.list", {"archived": True})["sessions"]
+        assert [(row["key"], row["archiveReason"]) for row in archived] == [(key, "manual")]
+        again = openclaw.run("sessions", "archive", key, "--url", url, "--token", TOKEN)
+        assert again.stdout.strip() == f"Session {key} is already archived.", again
+        remote = openclaw.remote(tmp_path, url)
+        refused = remote.run("agent", "--message", "more", "--session-key", key)
+        assert refused.returncode != 0
+        assert "is archived. Restore it before starting new work." in (
+            refused.stdout + refused.stderr
+        ), refused
+        deleted = openclaw.run("sessions", "delete", key, "--yes", "--url", url, "--token", TOKEN)
+        assert (deleted.returncode, deleted.stdout.strip()) == (0, f"Deleted session {key}.")
+        everything = openclaw.call(url, "sessions.list", {"archived": "all"})["sessions"]
+        assert key not in [row["key"] for row in everything]
 
     def test_a_session_is_labelled_with_the_write_scope_the_cli_asks_for(
         self, openclaw: OpenClaw, gateway: GatewayProcess

@@ -579,6 +579,7 @@ PARAMS: dict[str, st.SearchStrategy[Any]] = {
             "label": often(odd_text),
             "activeMinutes": often(small),
             "spawnedBy": often(session_key),
+            "archived": often(st.sampled_from([True, False, "all", "none"]) | json_values),
         },
     ),
     "chat.history": st.fixed_dictionaries(
@@ -634,14 +635,24 @@ PARAMS: dict[str, st.SearchStrategy[Any]] = {
     ),
     "sessions.patch": st.fixed_dictionaries(
         {"key": often(session_key)},
-        optional={"label": often(st.none() | odd_text), "thinkingLevel": json_values},
+        optional={
+            "label": often(st.none() | odd_text),
+            "thinkingLevel": json_values,
+            "archived": often(st.booleans() | json_values),
+            "expectedSessionId": often(odd_text),
+        },
     ),
     "sessions.reset": st.fixed_dictionaries(
         {"key": often(session_key)}, optional={"reason": often(st.sampled_from(["new", "x"]))}
     ),
     "sessions.delete": st.fixed_dictionaries(
         {"key": often(session_key)},
-        optional={"deleteTranscript": often(st.booleans()), "expectedSessionId": odd_text},
+        optional={
+            "deleteTranscript": often(st.booleans()),
+            "expectedSessionId": odd_text,
+            "archivedOnly": often(st.booleans() | json_values),
+            "agentId": often(st.just("main") | odd_text),
+        },
     ),
     "sessions.preview": st.fixed_dictionaries(
         {"keys": often(st.lists(session_key | json_values, max_size=70))},
@@ -709,10 +720,23 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
         "label": "l",
         "activeMinutes": 60,
         "spawnedBy": KEY,
+        "archived": "all",
     },
-    "sessions.patch": {"key": KEY, "label": "walk", "agentId": "main", "expectedSessionId": "s"},
+    "sessions.patch": {
+        "key": KEY,
+        "label": "walk",
+        "archived": False,
+        "agentId": "main",
+        "expectedSessionId": "s",
+    },
     "sessions.reset": {"key": KEY, "reason": "new"},
-    "sessions.delete": {"key": KEY, "deleteTranscript": False, "expectedSessionId": ""},
+    "sessions.delete": {
+        "key": KEY,
+        "deleteTranscript": False,
+        "expectedSessionId": "",
+        "archivedOnly": True,
+        "agentId": "main",
+    },
     "chat.send": {
         "sessionKey": KEY,
         "message": "hi",

@@ -344,6 +344,29 @@ class TestAbort:
         }
         await ws.ws.close()
 
+    async def test_archiving_aborts_the_session_s_turns_and_stays_archived(
+        self, slow: Gateway
+    ) -> None:
+        """As OpenClaw drains an archived session: its turn stops, and its commit (the
+        aborted reply) leaves the session archived."""
+        ws = await slow.connected()
+        await ws.ok("chat.send", send("ar", SLOW_TEXT, "ar-1"))
+        await ws.ok("chat.send", send("ar", "queued", "ar-2"))
+        await ws.event("chat", state="delta", runId="ar-1")
+        sid = (await ws.ok("sessions.describe", {"key": "ar"}))["session"]["sessionId"]
+        patched = await ws.ok(
+            "sessions.patch", {"key": "ar", "archived": True, "expectedSessionId": sid}
+        )
+        assert patched["entry"]["archived"] is True
+        await ws.event("chat", state="aborted", runId="ar-1")
+        await ws.event("chat", state="aborted", runId="ar-2")
+        row = (await ws.ok("sessions.describe", {"key": "ar"}))["session"]
+        assert (row["archivedAt"], row["hasActiveRun"]) == (patched["entry"]["archivedAt"], False)
+        history = await ws.ok("chat.history", {"sessionKey": "ar"})
+        users = [m["content"] for m in history["messages"] if m["role"] == "user"]
+        assert users == [SLOW_TEXT]  # the queued turn never ran
+        await ws.ws.close()
+
     async def test_a_turn_aborted_while_queued_ends_with_sessions_changed(
         self, slow: Gateway
     ) -> None:

@@ -287,7 +287,16 @@ class TestDispatcher:
             (
                 "sessions.patch",
                 {"key": "x", "expectedSessionId": "s", "archived": True, "pinned": True},
-                "unsupported field 'archived'",
+                "unsupported field 'pinned'",
+            ),
+            ("sessions.patch", {"key": "x", "archived": "yes"}, "at /archived: must be boolean"),
+            ("sessions.patch", {"key": "x", "archived": 1}, "at /archived: must be boolean"),
+            ("sessions.list", {"archived": "some"}, 'at /archived: must be boolean or "all"'),
+            ("sessions.list", {"archived": 0}, 'at /archived: must be boolean or "all"'),
+            (
+                "sessions.delete",
+                {"key": "x", "archivedOnly": "true"},
+                "at /archivedOnly: must be boolean",
             ),
             (
                 "sessions.patch",
@@ -1245,6 +1254,149 @@ class TestSessions:
             "code": "INVALID_REQUEST",
             "message": "Cannot delete the main session (agent:main:main).",
         }
+
+
+class TestArchivedSessions:
+    """OpenClaw's archiving: `sessions.patch {archived}`, the lists that hide or show the
+    archived sessions, the work refused on them, and the delete of archived ones only."""
+
+    @staticmethod
+    async def archived(ws: GatewayWs, key: str) -> dict[str, Any]:
+        created = await ws.ok("sessions.create", {"key": key})
+        params = {"key": key, "archived": True, "expectedSessionId": created["sessionId"]}
+        return dict(await ws.ok("sessions.patch", params))
+
+    async def test_archive_then_restore(self, ws: GatewayWs) -> None:
+        patched = await self.archived(ws, "old")
+        entry = patched["entry"]
+        assert (entry["archived"], entry["archiveReason"]) == (True, "manual")
+        assert isinstance(entry["archivedAt"], int)
+        changed = await ws.event("sessions.changed", reason="patch")
+        assert changed["payload"]["session"]["archivedAt"] == entry["archivedAt"]
+        sid = entry["sessionId"]
+        again = await ws.ok(
+            "sessions.patch", {"key": "old", "archived": True, "expectedSessionId": sid}
+        )
+        assert again["entry"]["archivedAt"] == entry["archivedAt"]  # the first archive's
+        restored = await ws.ok(
+            "sessions.patch", {"key": "old", "archived": False, "expectedSessionId": sid}
+        )
+        assert not {"archived", "archivedAt", "archiveReason"} & set(restored["entry"])
+        described = await ws.ok("sessions.describe", {"key": "old"})
+        assert "archivedAt" not in described["session"]
+
+    async def test_the_list_hides_the_archived_unless_asked(self, ws: GatewayWs) -> None:
+        await ws.ok("sessions.create", {"key": "live"})
+        await self.archived(ws, "gone")
+
+        async def keys(**params: Any) -> list[str]:
+            listed = await ws.ok("sessions.list", params)
+            assert listed["totalCount"] == listed["count"]
+            return sorted(row["key"] for row in listed["sessions"])
+
+        assert await keys() == ["agent:main:live"]
+        assert await keys(archived=False) == ["agent:main:live"]
+        assert await keys(archived=True) == ["agent:main:gone"]
+        assert await keys(archived="all") == ["agent:main:gone", "agent:main:live"]
+        row = (await ws.ok("sessions.list", {"archived": True}))["sessions"][0]
+        assert (row["archived"], row["archiveReason"]) == (True, "manual")
+
+    async def test_only_an_existing_session_named_by_its_id_is_archived(
+        self, ws: GatewayWs
+    ) -> None:
+        frame = await ws.call(
+            "sessions.patch", {"key": "ghost", "archived": True, "expectedSessionId": "s"}
+        )
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": "session not found: agent:main:ghost",
+        }
+        created = await ws.ok("sessions.create", {"key": "bare"})
+        frame = await ws.call("sessions.patch", {"key": "bare", "archived": True})
+        assert frame["error"]["message"] == (
+            "expectedSessionId required for session lifecycle patch: agent:main:bare"
+        )
+        await ws.ok("sessions.reset", {"key": "bare"})
+        stale = {"key": "bare", "archived": True, "expectedSessionId": created["sessionId"]}
+        frame = await ws.call("sessions.patch", stale)
+        assert frame["error"]["details"] == {"reason": "session-changed"}
+        row = (await ws.ok("sessions.describe", {"key": "bare"}))["session"]
+        assert "archived" not in row
+
+    async def test_the_main_session_is_not_archived(self, ws: GatewayWs) -> None:
+        await ws.ok("chat.send", {"sessionKey": "main", "message": "hi", "idempotencyKey": "m"})
+        await ws.event("chat", state="final", runId="m")
+        sid = (await ws.ok("sessions.describe", {"key": "main"}))["session"]["sessionId"]
+        frame = await ws.call(
+            "sessions.patch", {"key": "main", "archived": True, "expectedSessionId": sid}
+        )
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": "Cannot archive an agent's main session.",
+        }
+
+    async def test_no_new_work_starts_on_an_archived_session(self, ws: GatewayWs) -> None:
+        await self.archived(ws, "shut")
+        refused = 'Session "agent:main:shut" is archived. Restore it before starting new work.'
+        for method, params in [
+            ("chat.send", {"sessionKey": "shut", "message": "hi", "idempotencyKey": "c1"}),
+            ("agent", {"sessionKey": "shut", "message": "hi", "idempotencyKey": "a1"}),
+            ("agent", {"sessionKey": "shut", "message": "/reset hi", "idempotencyKey": "a2"}),
+        ]:
+            frame = await ws.call(method, params)
+            assert frame["error"] == {"code": "INVALID_REQUEST", "message": refused}, method
+        history = await ws.ok("chat.history", {"sessionKey": "shut"})
+        assert history["messages"] == []
+        sid = (await ws.ok("sessions.list", {"archived": True}))["sessions"][0]["sessionId"]
+        await ws.ok("sessions.patch", {"key": "shut", "archived": False, "expectedSessionId": sid})
+        await ws.ok("chat.send", {"sessionKey": "shut", "message": "hi", "idempotencyKey": "c2"})
+        final = await ws.event("chat", state="final", runId="c2")
+        assert final["payload"]["message"]["content"][0]["text"] == "[turn 1] hi"
+
+    async def test_archived_only_deletes_only_an_archived_session(self, ws: GatewayWs) -> None:
+        created = await ws.ok("sessions.create", {"key": "kept"})
+        params = {
+            "key": "kept",
+            "deleteTranscript": True,
+            "expectedSessionId": created["sessionId"],
+            "archivedOnly": True,
+        }
+        frame = await ws.call("sessions.delete", params)
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": "Session agent:main:kept is not archived. Archive it first, then delete it.",
+        }
+        assert (await ws.ok("sessions.describe", {"key": "kept"}))["session"]["updatedAt"]
+        await ws.ok(
+            "sessions.patch",
+            {"key": "kept", "archived": True, "expectedSessionId": created["sessionId"]},
+        )
+        deleted = await ws.ok("sessions.delete", params)
+        assert (deleted["key"], deleted["deleted"]) == ("agent:main:kept", True)
+        assert (await ws.ok("sessions.describe", {"key": "kept"}))["session"]["updatedAt"] is None
+
+    async def test_archived_only_needs_write_and_anything_more_admin(
+        self, gateway: Gateway
+    ) -> None:
+        admin = await gateway.connected()
+        created = await self.archived(admin, "w")
+        writer = await gateway.connected(scopes=["operator.read", "operator.write"])
+        params = {"key": "w", "agentId": "main", "archivedOnly": True}
+        frame = await writer.call("sessions.delete", {**params, "extra": 1})
+        assert frame["error"]["message"] == "missing scope: operator.admin"
+        frame = await writer.call("sessions.delete", {**params, "archivedOnly": False})
+        assert frame["error"]["message"] == "missing scope: operator.admin"
+        deleted = await writer.ok(
+            "sessions.delete",
+            {
+                **params,
+                "deleteTranscript": True,
+                "expectedSessionId": created["entry"]["sessionId"],
+            },
+        )
+        assert deleted["deleted"] is True
+        await writer.ws.close()
+        await admin.ws.close()
 
 
 class TestSessionsPatchGuards:

@@ -268,6 +268,10 @@ def register(methods: MethodRegistry) -> None:
             raise InvalidSessionKey(
                 f"Session key '{key}' belongs to agent '{key_agent}', not '{agent_id}'."
             )
+        # OpenClaw's: an archived session takes no new work (nor a reset) until restored. A
+        # duplicate sent meanwhile waits, as for a reset below.
+        with starting(ctx.ws, run_id):
+            await registry.refuse_archived(key)
         message = params.message
         if (reset := RESET_COMMAND.match(message)) is not None:
             # OpenClaw's `/new` and `/reset [text]`: the session starts again (admin, as

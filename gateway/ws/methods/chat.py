@@ -327,6 +327,8 @@ async def send(
         if not aborted:
             aborted = await abort_elsewhere(ctx, key, None)
         return {"ok": True, "aborted": bool(aborted), "runIds": aborted}
+    # OpenClaw's: an archived session takes no new work until restored.
+    await registry.refuse_archived(key)
     # A call of this key claiming it in a shared store now: its run is looked up after.
     await wait_for_start(ctx.ws, run_id)
     # No await from here to put() but the claim's, during which a concurrent duplicate

@@ -9,7 +9,7 @@ from typing import Any
 
 import attrs
 
-from agents.errors import InvalidSessionKey, SessionChanged
+from agents.errors import InvalidSessionKey, SessionChanged, SessionNotArchived
 from agents.events import session_entry
 from agents.keys import (
     KEY_TOO_LONG_MESSAGE,
@@ -45,7 +45,12 @@ PATCH_GUARDS = frozenset(
         "expectedMarkedUnreadAt",
     }
 )
-PATCH_FIELDS = frozenset({"key", "label", "agentId", "expectedSessionId"})
+PATCH_FIELDS = frozenset({"key", "label", "archived", "agentId", "expectedSessionId"})
+# OpenClaw's sessions.delete asks for operator.write, not admin, when it may only delete an
+# archived session (`archivedOnly: true`) and names nothing else (its method-scopes).
+DELETE_ARCHIVED_FIELDS = frozenset(
+    {"key", "agentId", "deleteTranscript", "expectedSessionId", "archivedOnly"}
+)
 LIST_MAX = 1000
 # A page after `offset` rows costs the store offset + limit rows (as on OpenClaw, which pages
 # the same way): bounded, so that no call makes it read every session of a large store.
@@ -109,10 +114,16 @@ class ListParams:
     # Control UI asks for with `limit: 10000`. No session spawns another here, so the answer
     # is none and the limit has nothing to bound.
     spawned_by: str | None = None
+    # OpenClaw's `archived`: the sessions not archived (False, the default), only the
+    # archived ones (True), or both (None, sent as "all").
+    archived: bool | None = False
 
     @classmethod
     def parse(cls, r: ParamReader) -> ListParams:
         spawned_by = r.string("spawnedBy", max_len=SESSION_KEY_MAX)
+        archived = r.data.get("archived")
+        if archived is not None and archived != "all" and not isinstance(archived, bool):
+            raise r.fail("archived", 'must be boolean or "all"')
         limit = r.integer("limit", minimum=1, maximum=None if spawned_by else LIST_MAX)
         offset = r.integer("offset", minimum=0, maximum=OFFSET_MAX)
         return cls(
@@ -123,6 +134,7 @@ class ListParams:
             r.string("label"),
             r.number("activeMinutes", minimum=0),
             spawned_by,
+            False if archived is None else None if archived == "all" else bool(archived),
         )
 
 
@@ -143,6 +155,9 @@ class PatchParams:
     # the key is relative to, and the session the caller read (one reset since is another).
     agent_id: str | None = None
     expected_session_id: str | None = None
+    # OpenClaw's archiving: True archives, False restores, None leaves it.
+    archived: bool | None = None
+    label_given: bool = True
 
     @classmethod
     def parse(cls, r: ParamReader) -> PatchParams:
@@ -160,13 +175,16 @@ class PatchParams:
         )
         if unsupported:
             raise ParamsError(f"unsupported field '{unsupported[0]}'")
-        if "label" not in r.data:
+        archived = r.boolean("archived")
+        if "label" not in r.data and archived is None:
             raise r.fail("label", "is required")
         return cls(
             key,
             parse_label(r),
             r.string("agentId", non_empty=True),
             r.string("expectedSessionId", non_empty=True),
+            archived,
+            "label" in r.data,
         )
 
 
@@ -197,13 +215,33 @@ class DeleteParams:
     key: str
     delete_transcript: bool
     expected_session_id: str | None  # OpenClaw's guard: the session the caller read
+    # OpenClaw's Control UI deletes only what it archived first: a session not archived stays.
+    archived_only: bool = False
+    agent_id: str | None = None
 
     @classmethod
     def parse(cls, r: ParamReader) -> DeleteParams:
         key = r.required_string("key")
         delete_transcript = r.boolean("deleteTranscript")
         expected = (r.string("expectedSessionId") or "").strip() or None
-        return cls(key, True if delete_transcript is None else delete_transcript, expected)
+        return cls(
+            key,
+            True if delete_transcript is None else delete_transcript,
+            expected,
+            bool(r.boolean("archivedOnly")),
+            r.string("agentId", non_empty=True),
+        )
+
+    @staticmethod
+    def scope_of(raw: Any) -> str | None:
+        """operator.write for a delete of an archived session only (OpenClaw's scopes)."""
+        if (
+            isinstance(raw, dict)
+            and raw.get("archivedOnly") is True
+            and all(name in DELETE_ARCHIVED_FIELDS for name in raw)
+        ):
+            return WRITE
+        return None
 
 
 def register(methods: MethodRegistry) -> None:
@@ -221,6 +259,7 @@ def register(methods: MethodRegistry) -> None:
                     search=params.search,
                     label=params.label,
                     active_minutes=params.active_minutes,
+                    archived=params.archived,
                 )
         page = listed.sessions[params.offset :]
         next_offset = params.offset + len(page)
@@ -245,6 +284,16 @@ def register(methods: MethodRegistry) -> None:
     @methods.method("sessions.patch", params=PatchParams.parse, scope=WRITE)
     async def sessions_patch(ctx: CallContext, params: PatchParams) -> Any:
         key = resolve_key_of_agent(ctx, params.key, params.agent_id)
+        if params.archived is not None:
+            # OpenClaw's order: the main session stays, then only a session that exists, and
+            # named with the id the caller read (the guard below).
+            if params.archived and is_main_key(key, ctx.config.agents.main_key):
+                raise WsError(INVALID_REQUEST, "Cannot archive an agent's main session.")
+            if await ctx.registry.get_session(key) is None:
+                raise WsError(INVALID_REQUEST, f"session not found: {key}")
+            if params.expected_session_id is None:
+                missing = f"expectedSessionId required for session lifecycle patch: {key}"
+                raise WsError(INVALID_REQUEST, missing)
         if params.expected_session_id is not None:
             # Checked before the patch, not under its lock, as sessions.delete's.
             info = await ctx.registry.get_session(key)
@@ -254,7 +303,14 @@ def register(methods: MethodRegistry) -> None:
                     f"Session {key} changed before patch. Retry.",  # OpenClaw's
                     details={"reason": "session-changed"},
                 )
-        info = await ctx.to_the_end(ctx.registry.patch_label(key, params.label))
+        if params.label_given:
+            info = await ctx.to_the_end(ctx.registry.patch_label(key, params.label))
+        if params.archived is not None:
+            archived = await ctx.to_the_end(ctx.registry.set_archived(key, params.archived))
+            if archived is None:  # deleted since
+                raise WsError(INVALID_REQUEST, f"session not found: {key}")
+            info = archived
+        assert info is not None
         return {"ok": True, "key": key, "entry": info.to_dict()}
 
     @methods.method("sessions.reset", params=ResetParams.parse, scope=ADMIN)
@@ -263,9 +319,11 @@ def register(methods: MethodRegistry) -> None:
         info = await ctx.to_the_end(ctx.registry.reset(key))
         return {"ok": True, "key": key, "entry": info.to_dict()}
 
-    @methods.method("sessions.delete", params=DeleteParams.parse, scope=ADMIN)
+    @methods.method(
+        "sessions.delete", params=DeleteParams.parse, scope=ADMIN, scope_of=DeleteParams.scope_of
+    )
     async def sessions_delete(ctx: CallContext, params: DeleteParams) -> Any:
-        key = resolve_key(ctx, params.key, "key")
+        key = resolve_key_of_agent(ctx, params.key, params.agent_id)
         # `openclaw sessions delete` names the session it listed: one reset (or deleted and
         # made again) since is another, and stays; checked under the session's lock.
         try:
@@ -274,8 +332,11 @@ def register(methods: MethodRegistry) -> None:
                     key,
                     delete_transcript=params.delete_transcript,
                     expected_session_id=params.expected_session_id,
+                    archived_only=params.archived_only,
                 )
             )
+        except SessionNotArchived as exc:
+            raise WsError(INVALID_REQUEST, exc.message) from None
         except SessionChanged as exc:
             raise WsError(
                 INVALID_REQUEST, exc.message, details={"reason": "session-changed"}
