@@ -604,10 +604,16 @@ class SessionRegistry:
 
     async def refuse_archived(self, key: str) -> None:
         """Raise SessionArchived when `key`'s session is archived: no new work starts on it.
-        The live session's row when there is one (archiving here updates it), else the
-        store's, without a lookup of the store on every turn of a live session."""
-        info = await self.get_session(key)
-        if info is not None and info.archived_at is not None:
+        The live session's row when there is one (archiving here updates it), without a
+        lookup on every turn of a live session; a shared store's row, which another process
+        may have archived. A turn checks again under the turn lock (AgentSession)."""
+        if self.store.shared:
+            row = await self.store.get(key)
+            archived = row is not None and row.archived_at is not None
+        else:
+            info = await self.get_session(key)
+            archived = info is not None and info.archived_at is not None
+        if archived:
             raise SessionArchived(key)
 
     @asynccontextmanager

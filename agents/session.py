@@ -33,6 +33,7 @@ from agents.config import API_ECHO, ECHO_PROVIDER, AgentConfig, AgentsConfig, Mo
 from agents.errors import (
     AgentError,
     RunTimedOut,
+    SessionArchived,
     StoreError,
     UnansweredResult,
     UnknownAgent,
@@ -467,6 +468,11 @@ class AgentSession:
         run.session_id = row.session_id
         if run.abort_reason is not None:
             run.end_unstarted(RunStatus.ABORTED)
+            return
+        if row.archived_at is not None:
+            # Archived after the caller's check (by another process of a shared store, which
+            # this row was read again from): nothing runs, as the check would have refused.
+            run.end_unstarted(RunStatus.FAILED, SessionArchived(self.key))
             return
 
         loop = asyncio.get_running_loop()

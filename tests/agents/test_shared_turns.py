@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import attrs
 import pytest
 
+from agents.errors import SessionArchived
 from agents.registry import SessionRegistry
 from agents.runs import AgentRun, TurnRequest
 from agents.store_postgres import PostgresSessionStore
@@ -127,3 +128,24 @@ class TestWaitingForAnotherProcess:
         other.abort()
         await other.wait()
         await until(lambda: pair.b.registry.slots.active == 0)  # nothing leaked
+
+
+class TestArchivedElsewhere:
+    async def test_archiving_on_one_process_stops_the_turn_and_the_next_on_the_other(
+        self, pair: TwoProcesses
+    ) -> None:
+        running = pair.a.submit("run-a", "first")
+        await until(lambda: pair.stall.active == 1)
+        archived = await asyncio.wait_for(pair.b.registry.set_archived(KEY, True), 5)
+        assert archived is not None and archived.archived_at is not None
+        assert (await asyncio.wait_for(running.wait(), 5)).status == "aborted"
+        # `a` keeps the session live, its row from before the archive: the check reads the
+        # shared row, and so does the turn, accepted past it.
+        with pytest.raises(SessionArchived):
+            await pair.a.registry.refuse_archived(KEY)
+        late = pair.a.submit("run-late", "second")
+        outcome = await asyncio.wait_for(late.wait(), 5)
+        assert (outcome.status, outcome.started_at) == ("failed", None)
+        assert isinstance(outcome.error, SessionArchived)
+        info = await pair.a.registry.history(KEY)
+        assert [m.text for m in info.messages] == ["first", "part"]
