@@ -4,9 +4,7 @@ its place: it does not widen the page, reorder the UI's own words or stall the p
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -14,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.browser import CONFIG, TOKEN, Page
-from tests.support.http_client import fake_provider_entry
+from tests.support.browser import TOKEN, Page, config_with_upstream, upstream_on_a_thread
 from tests.support.upstreams import FakeOpenAI, FakeToolCall, Raw, Stream, openai_sse
 
 pytestmark = pytest.mark.browser
@@ -25,33 +22,13 @@ UNBROKEN = "x" * 100_000
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[FakeOpenAI]:
-    """The fake upstream on a loop of its own: the gateway is another process."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
-    async def started() -> FakeOpenAI:
-        fake = FakeOpenAI(Stream(("ok",)))
-        await fake.start()
-        return fake
-
-    fake = asyncio.run_coroutine_threadsafe(started(), loop).result(10)
-    try:
+    with upstream_on_a_thread(Stream(("ok",))) as fake:
         yield fake
-    finally:
-        asyncio.run_coroutine_threadsafe(fake.aclose(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
 
 
 @pytest.fixture(scope="module")
 def gateway_config(upstream: FakeOpenAI) -> str:
-    provider = json.dumps({"fake": fake_provider_entry(upstream)})
-    return CONFIG.replace(
-        '{ id: "main", default: true, params: { delayMs: 60 } }',
-        '{ id: "main", default: true, model: "fake/fake-model" }',
-    ).replace("  agents: {", f"  models: {{ providers: {provider} }},\n  agents: {{", 1)
+    return config_with_upstream(upstream)
 
 
 def overflow(page: Page, css: str) -> int:

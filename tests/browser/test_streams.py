@@ -3,15 +3,11 @@ streams of a turn look like on the page, from a real upstream (the fake OpenAI s
 
 from __future__ import annotations
 
-import asyncio
-import json
-import threading
 from collections.abc import Iterator
 
 import pytest
 
-from tests.support.browser import CONFIG, Page
-from tests.support.http_client import fake_provider_entry
+from tests.support.browser import Page, config_with_upstream, upstream_on_a_thread
 from tests.support.upstreams import FakeOpenAI, FakeToolCall, Stream
 
 pytestmark = pytest.mark.browser
@@ -22,34 +18,15 @@ TOOL_CALL = FakeToolCall("call_1", "weather", ('{"city"', ': "Os', 'lo"}'))
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[FakeOpenAI]:
-    """The fake upstream on a loop of its own: the gateway is another process."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
-    async def started() -> FakeOpenAI:
-        fake = FakeOpenAI(Stream(("It is", " sunny."), reasoning=REASONING, delay=0.01,
-                                 tool_calls=(TOOL_CALL,)))  # fmt: skip
-        await fake.start()
-        return fake
-
-    fake = asyncio.run_coroutine_threadsafe(started(), loop).result(10)
-    try:
+    with upstream_on_a_thread(
+        Stream(("It is", " sunny."), reasoning=REASONING, delay=0.01, tool_calls=(TOOL_CALL,))
+    ) as fake:
         yield fake
-    finally:
-        asyncio.run_coroutine_threadsafe(fake.aclose(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
 
 
 @pytest.fixture(scope="module")
 def gateway_config(upstream: FakeOpenAI) -> str:
-    provider = json.dumps({"fake": fake_provider_entry(upstream)})
-    return CONFIG.replace(
-        '{ id: "main", default: true, params: { delayMs: 60 } }',
-        '{ id: "main", default: true, model: "fake/fake-model" }',
-    ).replace("  agents: {", f"  models: {{ providers: {provider} }},\n  agents: {{", 1)
+    return config_with_upstream(upstream)
 
 
 class TestFoldedStreams:

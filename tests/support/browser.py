@@ -3,14 +3,20 @@ config, and what tells whether a browser is there to drive."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import os
 import shutil
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from tests.support.http_client import fake_provider_entry
 from tests.support.process import GatewayProcess
+from tests.support.upstreams import FakeOpenAI, Stream
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "docs" / "screenshots"
@@ -56,6 +62,38 @@ def set_viewport(driver: Any, width: int, height: int) -> None:
         "Emulation.setDeviceMetricsOverride",
         {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 500},
     )
+
+
+@contextlib.contextmanager
+def upstream_on_a_thread(stream: Stream) -> Iterator[FakeOpenAI]:
+    """The fake upstream answering `stream`, on a loop of its own: the gateway is another
+    process, and the browser tests are not coroutines."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def started() -> FakeOpenAI:
+        fake = FakeOpenAI(stream)
+        await fake.start()
+        return fake
+
+    fake = asyncio.run_coroutine_threadsafe(started(), loop).result(10)
+    try:
+        yield fake
+    finally:
+        asyncio.run_coroutine_threadsafe(fake.aclose(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+def config_with_upstream(upstream: FakeOpenAI) -> str:
+    """CONFIG with the main agent answered by `upstream`."""
+    provider = json.dumps({"fake": fake_provider_entry(upstream)})
+    return CONFIG.replace(
+        '{ id: "main", default: true, params: { delayMs: 60 } }',
+        '{ id: "main", default: true, model: "fake/fake-model" }',
+    ).replace("  agents: {", f"  models: {{ providers: {provider} }},\n  agents: {{", 1)
 
 
 class Page:
