@@ -14,18 +14,21 @@ import gc
 import logging
 import os
 import signal
+import uuid
 from collections.abc import Coroutine
+from http import HTTPStatus
 from typing import Any
 
 import structlog
 from aiohttp import web
 
-from gateway.app import create_app
+from gateway.app import COMMON_HEADERS, create_app
 from gateway.appkeys import METRICS, STATE
 from gateway.config.loader import ConfigLoader
 from gateway.config.model import Config
 from gateway.metrics_http import unparsed_request_counter
 from gateway.reload import reload_from_file
+from gateway.responses import error_response
 from gateway.state import AppOptions, GatewayState
 from gateway.supervisor import WORKER_ENV, listen_failed
 from gateway.systemd import Notifier
@@ -174,8 +177,55 @@ def settle_collector() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
+class _GatewayRequestHandler(web.RequestHandler):
+    """aiohttp's protocol, but for the answer to what never reaches the app: a request its
+    parser refused, or a failure outside every middleware. aiohttp answers those in plain
+    text with the parser's message, which quotes the refused bytes (the first 100 of a header
+    line over the limit: a token, a cookie); this answer is fixed, in the one error shape."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        # aiohttp's own: the log line (gateway.logs drops the quoted bytes), the refusal of a
+        # second answer after the first one started, the closed connection.
+        super().handle_error(request, status, exc, message)
+        if status == HTTPStatus.INTERNAL_SERVER_ERROR:
+            response = error_response(status, "internal error", "api_error")
+        else:
+            kind = "invalid_request_error" if status < 500 else "api_error"
+            response = error_response(status, HTTPStatus(status).phrase, kind)
+        response.headers.update(COMMON_HEADERS)
+        # A new one: the request's own may be among what the parser refused.
+        response.headers["x-request-id"] = uuid.uuid4().hex
+        response.force_close()
+        return response
+
+
+class _GatewayServer(web.Server):
+    def __call__(self) -> web.RequestHandler:
+        return _GatewayRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class _GatewayRunner(web.AppRunner):
+    """aiohttp has no hook for the answers of its protocol (aio-libs/aiohttp#3287): the
+    app's server, built as AppRunner builds it, with our protocol in place of aiohttp's."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        return _GatewayServer(
+            server.request_handler,
+            request_factory=server.request_factory,
+            handler_cancellation=server.handler_cancellation,
+            **server._kwargs,
+        )
+
+
 def make_runner(app: web.Application) -> web.AppRunner:
-    return web.AppRunner(
+    return _GatewayRunner(
         app,
         handle_signals=False,
         # app._request_log writes one line per request and counts it; the access logger only

@@ -283,3 +283,42 @@ class TestUnhashableValues:
         with pytest.raises(RequestError) as exc:
             validate_fields({"response_format": {"type": ["text"]}})
         assert (exc.value.status, exc.value.param) == (400, "response_format")
+
+
+class TestMalformedRequestsAnswer:
+    """aiohttp answered a request its parser refused in plain text quoting what it refused (a
+    header line over the limit: its first 100 bytes): a token, a cookie, sent back."""
+
+    @pytest.mark.parametrize(
+        "request_",
+        [
+            b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer hidden-"
+            + b"y" * 9000
+            + b"\r\n\r\n",
+            b"GET /hidden-" + b"p" * 9000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+            b"GET /hidden HTTP/9.9 junk\r\nHost: 127.0.0.1\r\n\r\n",
+            b"G@T /hidden HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A\x01b: hidden\r\n\r\n",
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Authorization: Bearer robust-token-7c1e\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\nhidden\r\n{}\r\n0\r\n\r\n",
+        ],
+        ids=["header-line", "request-target", "version", "method", "header-name", "chunk-size"],
+    )
+    async def test_a_refused_request_gets_a_fixed_json_400_that_quotes_none_of_it(
+        self, tmp_path: Path, request_: bytes
+    ) -> None:
+        async with served(build_app(tmp_path)) as server:
+            response = await exchange(server.port, request_)
+        assert response.status == 400
+        assert response.headers["content-type"] == "application/json; charset=utf-8"
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert len(response.headers["x-request-id"]) == 32
+        assert response.json() == {
+            "error": {
+                "message": "Bad Request",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": None,
+            }
+        }
