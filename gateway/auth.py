@@ -177,8 +177,8 @@ class AuthRateLimiter:
     attacker with many addresses a fresh budget, and guessing without end. While the table is
     full, the failures of every other client count together, as one client's (`_overflow`),
     and when that client is locked out, so are all of them, whatever they present; the clients
-    that presented the gateway's secret before (the last MAX_TRACKED) keep counts of their
-    own and get in meanwhile (README "Security").
+    that presented the gateway's secret or the hook token before (the last MAX_TRACKED) keep
+    counts of their own and get in meanwhile (README "Security").
     """
 
     settings: RateLimitConfig
@@ -190,8 +190,9 @@ class AuthRateLimiter:
     # locked out moves to _locked_until, in the order its lockout ends (with one lockoutMs).
     _failures: dict[str, collections.deque[float]] = attrs.field(factory=dict)
     _locked_until: dict[str, float] = attrs.field(factory=dict)
-    # Clients that presented the gateway's secret, the least recent first. Kept when the
-    # secret is rotated: they are only spared the shared count, their own still binds them.
+    # Clients that presented the gateway's secret or the hook token, the least recent first.
+    # Kept when the secret is rotated: they are only spared the shared count, their own still
+    # binds them.
     _known: dict[str, None] = attrs.field(factory=dict)
     # The failures of the clients that found the table full, and their common lockout.
     _overflow: collections.deque[float] = attrs.field(factory=collections.deque)
@@ -247,11 +248,13 @@ class AuthRateLimiter:
         else:
             self._failures[ip] = failures
 
-    def record_success(self, ip: str | None) -> None:
+    def record_success(self, ip: str | None, *, forgive: bool = True) -> None:
+        """`ip` presented a secret: it becomes a known client, and when `forgive`, its
+        failures are cleared."""
         if ip is None:
             return
         ip = _key(ip)
-        if self._failures:
+        if forgive and self._failures:
             self._failures.pop(ip, None)
         known = self._known
         if ip in known:
@@ -327,9 +330,10 @@ def authenticate(
     forgives: bool = True,
 ) -> Authenticated | AuthFailure:
     """The one credential check (`_check_secret` says how); each failure is also told to
-    `limiter.on_failure`, so failed attempts are counted in one place. A success clears the
-    address's failures only when `forgives`: the hook token, a second secret that counts in
-    the same limiter, must not buy its holder unlimited guesses at the gateway's."""
+    `limiter.on_failure`, so failed attempts are counted in one place. A success makes the
+    address a known client; it clears the address's failures only when `forgives`: the hook
+    token, a second secret that counts in the same limiter, must not buy its holder unlimited
+    guesses at the gateway's."""
     outcome = _check_secret(auth, limiter, presented, client, browser=browser, forgives=forgives)
     if isinstance(outcome, AuthFailure) and limiter.on_failure is not None:
         limiter.on_failure(outcome.reason)
@@ -360,6 +364,5 @@ def _check_secret(
     if expected is None or not secret_matches(presented, expected):
         limiter.record_failure(client, browser=browser)
         return AuthFailure(AuthFailureReason.MISMATCH)
-    if forgives:
-        limiter.record_success(client)
+    limiter.record_success(client, forgive=forgives)
     return Authenticated(auth.mode)

@@ -474,6 +474,68 @@ class TestGuessingFromManyAddresses:
         assert answers == [True, "AUTH_RATE_LIMITED"]
 
 
+HOOK_TOKEN = "hook-token-5d2a"
+
+
+@contextlib.asynccontextmanager
+async def under_attack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: Mapping[str, Any]
+) -> AsyncIterator[tuple[Served, Any]]:
+    """A gateway behind a trusted proxy whose limiter has room for 2 clients and locks out at
+    2 failures; yields it and `attack()`, which fills the table with wrong tokens from 6
+    addresses and locks out the clients it has no room for."""
+    monkeypatch.setattr(AuthRateLimiter, "MAX_TRACKED", 2)
+    base = {"gateway": {"auth": {"rateLimit": {"maxAttempts": 2}}, "trustedProxies": ["127.0.0.1"]}}
+    async with gateway(tmp_path, merged(base, settings)) as server:
+
+        async def attack() -> None:
+            for n in range(6):
+                request = raw_request("GET", "/v1/models", forwarded(f"203.0.113.{n}"))
+                await send(server.port, request)
+
+        yield server, attack
+
+
+async def hook_call(server: Served, client: str, token: str) -> int:
+    """A wake hook with `token` from `client`: 400 (its body, `{}`, has no text) once the token
+    was accepted, 401 or 429 when not."""
+    headers = [*forwarded(client, auth=f"Bearer {token}"), ("Content-Type", "application/json")]
+    return (await send(server.port, raw_request("POST", "/hooks/wake", headers, b"{}"))).status
+
+
+async def gateway_call(server: Served, client: str, token: str) -> int:
+    request = raw_request("GET", "/v1/models", forwarded(client, auth=f"Bearer {token}"))
+    return (await send(server.port, request)).status
+
+
+HOOKS = {"hooks": {"enabled": True, "token": HOOK_TOKEN}}
+
+
+class TestKnownClientsDuringAnAttack:
+    """While the limiter's table is full, the clients that proved a secret before keep counts
+    of their own (the others share one, locked out): the hook token's callers too, and only
+    while the secret they proved is still the one in force."""
+
+    async def test_a_hook_caller_known_before_the_attack_gets_in(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        async with under_attack(tmp_path, monkeypatch, HOOKS) as (server, attack):
+            assert await hook_call(server, "198.51.100.1", HOOK_TOKEN) == 400
+            await attack()
+            known = await hook_call(server, "198.51.100.1", HOOK_TOKEN)
+            stranger = await hook_call(server, "198.51.100.2", HOOK_TOKEN)
+        assert (known, stranger) == (400, 429)
+
+    async def test_a_hook_caller_s_success_does_not_forgive_its_gateway_token_failures(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        async with under_attack(tmp_path, monkeypatch, HOOKS) as (server, _):
+            assert await gateway_call(server, "198.51.100.1", "wrong") == 401
+            assert await hook_call(server, "198.51.100.1", HOOK_TOKEN) == 400
+            assert await gateway_call(server, "198.51.100.1", "wrong") == 401
+            assert await gateway_call(server, "198.51.100.1", TOKEN) == 429
+
+
 class TestPreAuthCaps:
     async def test_over_the_per_address_cap_an_upgrade_gets_503(self, tmp_path: Path) -> None:
         settings = {"gateway": {"ws": {"preAuth": {"maxPerAddress": 2}}}}
