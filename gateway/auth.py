@@ -17,7 +17,7 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from enum import StrEnum
 from pathlib import Path
 
@@ -46,6 +46,12 @@ def secret_digest(secret: str) -> bytes:
 
 def secret_matches(given: str, expected: str) -> bool:
     return hmac.compare_digest(secret_digest(given), secret_digest(expected))
+
+
+# The digests of the configured secrets (the gateway's, the hook token; a rotated one for a
+# while): one object per secret, which every known client that proved it refers to. Never
+# for a presented secret, which is any string a client chooses.
+_configured_digest = functools.lru_cache(maxsize=8)(secret_digest)
 
 
 def bearer_secret(header: str | None) -> str | None:
@@ -190,10 +196,10 @@ class AuthRateLimiter:
     # locked out moves to _locked_until, in the order its lockout ends (with one lockoutMs).
     _failures: dict[str, collections.deque[float]] = attrs.field(factory=dict)
     _locked_until: dict[str, float] = attrs.field(factory=dict)
-    # Clients that presented the gateway's secret or the hook token, the least recent first.
-    # Kept when the secret is rotated: they are only spared the shared count, their own still
-    # binds them.
-    _known: dict[str, None] = attrs.field(factory=dict)
+    # Clients that presented the gateway's secret or the hook token, the least recent first,
+    # with the digest of the secret they presented last; forgotten when that secret is
+    # rotated (keep_known): the old secret proves nothing any more.
+    _known: dict[str, bytes] = attrs.field(factory=dict)
     # The failures of the clients that found the table full, and their common lockout.
     _overflow: collections.deque[float] = attrs.field(factory=collections.deque)
     _overflow_locked_until: float = 0.0
@@ -248,9 +254,9 @@ class AuthRateLimiter:
         else:
             self._failures[ip] = failures
 
-    def record_success(self, ip: str | None, *, forgive: bool = True) -> None:
-        """`ip` presented a secret: it becomes a known client, and when `forgive`, its
-        failures are cleared."""
+    def record_success(self, ip: str | None, proved: bytes, *, forgive: bool = True) -> None:
+        """`ip` presented the secret of digest `proved`: it becomes a known client, and when
+        `forgive`, its failures are cleared."""
         if ip is None:
             return
         ip = _key(ip)
@@ -261,7 +267,14 @@ class AuthRateLimiter:
             del known[ip]
         elif len(known) >= self.MAX_TRACKED:
             del known[next(iter(known))]
-        known[ip] = None  # the most recent last
+        known[ip] = proved  # the most recent last
+
+    def keep_known(self, secrets: Iterable[str | None]) -> None:
+        """Forget the known clients that proved a secret other than `secrets` (those in force
+        after a reload): someone who knew only a rotated secret is no longer known."""
+        current = {_configured_digest(secret) for secret in secrets if secret}
+        if not current.issuperset(self._known.values()):
+            self._known = {ip: proved for ip, proved in self._known.items() if proved in current}
 
     def _count(self, failures: collections.deque[float], now: float) -> bool:
         """Count a failure at `now`; True when it locks out (the failures are then cleared)."""
@@ -361,8 +374,9 @@ def _check_secret(
     if not presented:
         return AuthFailure(AuthFailureReason.MISSING)
     expected = auth.secret
-    if expected is None or not secret_matches(presented, expected):
+    proved = None if expected is None else _configured_digest(expected)
+    if proved is None or not hmac.compare_digest(secret_digest(presented), proved):
         limiter.record_failure(client, browser=browser)
         return AuthFailure(AuthFailureReason.MISMATCH)
-    limiter.record_success(client, forgive=forgives)
+    limiter.record_success(client, proved, forgive=forgives)
     return Authenticated(auth.mode)

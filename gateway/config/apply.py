@@ -102,6 +102,8 @@ def apply_config(state: GatewayState, new: Config) -> ReloadResult:
     state.config = in_force(old, new)
     gateway = state.config.gateway
     state.limiter.settings = gateway.auth.rate_limit
+    hooks = state.config.hooks
+    state.limiter.keep_known((gateway.auth.secret, hooks.token if hooks.enabled else None))
     if state.registry is not None:
         state.registry.configure(new.agents)
     set_level(new.logging.level)

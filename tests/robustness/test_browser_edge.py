@@ -535,6 +535,37 @@ class TestKnownClientsDuringAnAttack:
             assert await gateway_call(server, "198.51.100.1", "wrong") == 401
             assert await gateway_call(server, "198.51.100.1", TOKEN) == 429
 
+    @pytest.mark.parametrize("secret", ["gateway", "hooks"])
+    async def test_a_client_known_by_a_rotated_secret_is_known_no_longer(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, secret: str
+    ) -> None:
+        async with under_attack(tmp_path, monkeypatch, HOOKS) as (server, attack):
+            if secret == "gateway":
+                assert await gateway_call(server, "198.51.100.1", TOKEN) == 200
+                rotated = {"gateway": {"auth": {"token": "rotated-token-91b0"}}}
+            else:
+                assert await hook_call(server, "198.51.100.1", HOOK_TOKEN) == 400
+                rotated = {"hooks": {"token": "rotated-hook-token-3e"}}
+            # The other secret's known client stays known.
+            other = "198.51.100.9"
+            if secret == "gateway":
+                assert await hook_call(server, other, HOOK_TOKEN) == 400
+            else:
+                assert await gateway_call(server, other, TOKEN) == 200
+            path = tmp_path / "clawgate.json5"
+            path.write_text(json.dumps(merged(json.loads(path.read_text()), rotated)))
+            assert await reload_from_file(server.state) is not None
+            await attack()
+            # Knowing only the old secret, it guesses with the others' locked-out budget.
+            if secret == "gateway":
+                old_secret_holder = await gateway_call(server, "198.51.100.1", TOKEN)
+                still_known = await hook_call(server, other, HOOK_TOKEN)
+            else:
+                old_secret_holder = await hook_call(server, "198.51.100.1", HOOK_TOKEN)
+                still_known = await gateway_call(server, other, TOKEN)
+        assert old_secret_holder == 429
+        assert still_known == (400 if secret == "gateway" else 200)
+
 
 class TestPreAuthCaps:
     async def test_over_the_per_address_cap_an_upgrade_gets_503(self, tmp_path: Path) -> None:
