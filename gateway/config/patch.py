@@ -108,7 +108,7 @@ def secrets_sent_elsewhere(
             pass  # written by the patch, but it names a secret the patch never saw
         elif given is _MISSING or given == REDACTED:
             if _lookup(base, path) != value:
-                continue  # not the file's secret (the marker itself, inside a replaced array)
+                continue  # not the file's secret
         else:
             continue
         for depth in range(len(path)):
@@ -195,34 +195,27 @@ def parse_object(text: str) -> dict[str, Any] | None:
     return value
 
 
-def marker_in_array(
-    value: Any, path: tuple[PathKey, ...] = (), in_array: bool = False
-) -> str | None:
-    """The dotted path of the first REDACTED inside an array of `value` (a patch), or None.
+class MarkerWithoutValue(ValueError):
+    """A REDACTED array member where the file has no value to keep (merge_patch)."""
 
-    merge_patch keeps the file's secret for the marker as an object's member only: an array
-    is replaced whole, so the marker there would be written as the secret itself (an agent
-    list sent back as config.get shows it).
-    """
-    if in_array and value == REDACTED:
-        return dotted_path(path)
-    items: Any = ()
-    if isinstance(value, Mapping):
-        items = value.items()
-    elif isinstance(value, list):
-        items, in_array = enumerate(value), True
-    for key, item in items:
-        found = marker_in_array(item, (*path, key), in_array)
-        if found is not None:
-            return found
-    return None
+    def __init__(self, path: tuple[PathKey, ...]) -> None:
+        super().__init__(dotted_path(path))
+        self.path = dotted_path(path)
 
 
-def merge_patch(target: Any, patch: Any) -> Any:
+def merge_patch(target: Any, patch: Any, path: tuple[PathKey, ...] = ()) -> Any:
     """RFC 7396, plus: a REDACTED value keeps what `target` has there (config.get's output
-    can be sent back as a patch without wiping the secrets)."""
+    can be sent back as a patch without wiping the secrets).
+
+    An array replaces the file's whole, as RFC 7396 has it; a REDACTED inside it keeps what
+    the file has at the same place (index and keys), so that a list config.get shows (agents
+    with params, URLs with passwords) can be sent back too. As an object's member with
+    nothing there it is left out; as an array's member with nothing there (a longer list)
+    it raises MarkerWithoutValue: the marker would be written as the secret. Whether the
+    kept secret still goes where it went is secrets_sent_elsewhere's check, as for objects.
+    """
     if not isinstance(patch, Mapping):
-        return copy.deepcopy(patch)
+        return _markers_kept(target, patch, path)
     result = dict(target) if isinstance(target, Mapping) else {}
     for key, value in patch.items():
         if value is None:
@@ -230,8 +223,35 @@ def merge_patch(target: Any, patch: Any) -> Any:
         elif value == REDACTED:
             continue
         else:
-            result[key] = merge_patch(result.get(key), value)
+            result[key] = merge_patch(result.get(key), value, (*path, key))
     return result
+
+
+def _markers_kept(current: Any, value: Any, path: tuple[PathKey, ...]) -> Any:
+    """`value`, which replaces `current` whole, with each REDACTED inside an array replaced by
+    what `current` has at the same place."""
+    if isinstance(value, list):
+        kept = []
+        for index, item in enumerate(value):
+            there = _lookup(current, (index,))
+            if item == REDACTED:
+                if there is _MISSING:
+                    raise MarkerWithoutValue((*path, index))
+                kept.append(copy.deepcopy(there))
+            else:
+                kept.append(_markers_kept(there, item, (*path, index)))
+        return kept
+    if isinstance(value, Mapping):
+        shown: dict[str, Any] = {}
+        for key, item in value.items():
+            there = _lookup(current, (key,))
+            if item == REDACTED:
+                if there is not _MISSING:
+                    shown[key] = copy.deepcopy(there)
+            else:
+                shown[key] = _markers_kept(there, item, (*path, key))
+        return shown
+    return value
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -79,7 +79,13 @@ class TestSecretsSentElsewhere:
 
     def test_secrets_in_an_array_replaced_by_the_patch(self) -> None:
         accounts = [{"botToken": REDACTED, "apiBase": "https://evil.example"}]
-        # Arrays are replaced whole: the marker is written as it is, no secret is kept.
+        # The marker keeps the file's secret at the same index, which may not follow a change.
+        assert exposed({"channels": {"slack": {"accounts": accounts}}}) == [
+            ("channels.slack.accounts[0].botToken", "channels.slack.accounts[0].apiBase")
+        ]
+
+    def test_secrets_in_an_array_kept_where_they_went(self) -> None:
+        accounts = [{"botToken": REDACTED, "apiBase": "https://slack.example"}]
         assert exposed({"channels": {"slack": {"accounts": accounts}}}) == []
 
     def test_the_gateways_own_secrets_stay_with_a_new_listener(self) -> None:

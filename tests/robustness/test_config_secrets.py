@@ -338,3 +338,68 @@ class TestConfigPatchDoesNotExfiltrate:
             return
         for _secret, url in sent_where(written):
             assert url == PROVIDER["baseUrl"], (patch, written)
+
+
+# Accounts in an array, each secret beside its address: a marker inside the array keeps the
+# secret at the same index, which may go only where it went.
+OLD_ACCOUNTS = [
+    {"botToken": "old-bot-token-1", "apiBase": "https://one.example"},
+    {"botToken": "old-bot-token-2", "apiBase": "https://two.example"},
+]
+ORIGINAL_BASE = {account["botToken"]: account["apiBase"] for account in OLD_ACCOUNTS}
+
+
+@st.composite
+def account_patches(draw: st.DrawFn) -> list[Any]:
+    accounts: list[Any] = []
+    for _ in range(draw(st.integers(0, 3))):
+        if draw(st.booleans()):
+            accounts.append(draw(st.sampled_from([REDACTED, "plain", None])))
+            continue
+        account: dict[str, Any] = {}
+        token = draw(st.sampled_from([REDACTED, "new-bot-token", None, "absent"]))
+        base = draw(
+            st.sampled_from(
+                ["https://one.example", "https://two.example", "https://evil.example", "absent"]
+            )
+        )
+        if token != "absent":
+            account["botToken"] = token
+        if base != "absent":
+            account["apiBase"] = base
+        accounts.append(account)
+    return accounts
+
+
+@on_the_module_loop
+class TestConfigPatchOfArraysDoesNotExfiltrate:
+    @fuzz(60)
+    @given(accounts=account_patches())
+    async def test_old_secrets_in_an_array_only_go_where_they_went(
+        self, gateway: Gateway, accounts: list[Any]
+    ) -> None:
+        settings = {
+            "gateway": {"auth": {"mode": "token", "token": TOKEN}, "reload": {"mode": "off"}},
+            "channels": {"slack": {"accounts": OLD_ACCOUNTS}},
+        }
+        gateway.config_path.write_text(json.dumps(settings))
+        ws = await connected(gateway, ["operator.admin"])
+        try:
+            patch = {"channels": {"slack": {"accounts": accounts}}}
+            params = {"raw": json.dumps(patch), "baseHash": gateway.file_hash()}
+            _, frame = await call(ws, "config.patch", params)
+        finally:
+            await ws.close()
+        text = gateway.config_path.read_text()
+        written = json.loads(text)
+        if frame["ok"] is not True:
+            assert frame["error"]["code"] == "INVALID_REQUEST", frame
+            assert written == settings
+            return
+        assert REDACTED not in text
+        for account in written["channels"]["slack"]["accounts"]:
+            if isinstance(account, dict) and account.get("botToken") in ORIGINAL_BASE:
+                assert account.get("apiBase") == ORIGINAL_BASE[account["botToken"]], (
+                    accounts,
+                    written,
+                )

@@ -487,25 +487,85 @@ class TestConfigPatch:
         agents = await ws.ok("agents.list")
         assert agents["mainKey"] == "home"
 
-    async def test_a_redacted_value_inside_an_array_is_refused_not_written(
+    async def test_a_redacted_value_inside_an_array_keeps_the_file_s_value(
         self, make_gateway: MakeGateway
     ) -> None:
-        """Arrays are replaced whole, so the marker there keeps nothing: the agent list sent
-        back as config.get shows it would have replaced the secret by the marker itself."""
+        """The agent list sent back as config.get shows it: the marker inside it keeps what
+        the file has at that place, as an object's member does."""
         gateway = await make_gateway(
             CONFIG.replace("default: true }", 'default: true, params: { api_key: "sk-agent" } }')
         )
         ws = await gateway.connected()
-        before = gateway.config_path.read_bytes()
         shown = (await ws.ok("config.get"))["parsed"]["agents"]["list"]
         assert shown == [{"id": "main", "default": True, "params": {"api_key": REDACTED}}]
         shown[0]["name"] = "Main"
         frame = await patch(ws, {"agents": {"list": shown}}, file_hash(gateway))
+        assert frame["ok"] is True, frame
+        written = json.loads(gateway.config_path.read_text())["agents"]["list"]
+        assert written == [
+            {"id": "main", "default": True, "params": {"api_key": "sk-agent"}, "name": "Main"}
+        ]
+        await ws.ws.close()
+
+    async def test_a_list_of_urls_with_passwords_round_trips(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        urls = '["https://bot:pw-1@relay.example/a", "https://relay.example/b"]'
+        gateway = await make_gateway(
+            CONFIG.replace("\n}", f"\n  channels: {{ relay: {{ urls: {urls} }} }},\n}}")
+        )
+        ws = await gateway.connected()
+        shown = (await ws.ok("config.get"))["parsed"]["channels"]
+        assert shown == {"relay": {"urls": [REDACTED, "https://relay.example/b"]}}
+        shown["relay"]["urls"].append("https://relay.example/c")
+        frame = await patch(ws, {"channels": shown}, file_hash(gateway))
+        assert frame["ok"] is True, frame
+        written = json.loads(gateway.config_path.read_text())["channels"]
+        assert written == {
+            "relay": {
+                "urls": [
+                    "https://bot:pw-1@relay.example/a",
+                    "https://relay.example/b",
+                    "https://relay.example/c",
+                ]
+            }
+        }
+        await ws.ws.close()
+
+    async def test_a_redacted_array_member_the_file_has_no_value_for_is_refused(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        urls = '["https://bot:pw-1@relay.example/a"]'
+        gateway = await make_gateway(
+            CONFIG.replace("\n}", f"\n  channels: {{ relay: {{ urls: {urls} }} }},\n}}")
+        )
+        ws = await gateway.connected()
+        before = gateway.config_path.read_bytes()
+        raw = {"channels": {"relay": {"urls": [REDACTED, REDACTED]}}}
+        frame = await patch(ws, raw, file_hash(gateway))
         assert frame["error"] == {
             "code": "INVALID_REQUEST",
-            "message": "invalid config.patch params: at /raw: agents.list[0].params.api_key:"
-            f" {REDACTED} keeps a secret only as an object's member (an array is replaced"
-            " whole); send the value itself",
+            "message": "invalid config.patch params: at /raw: channels.relay.urls[1]:"
+            f" {REDACTED} keeps a secret only where the file has one; send the value itself",
+        }
+        assert gateway.config_path.read_bytes() == before
+        await ws.ws.close()
+
+    async def test_a_redacted_secret_in_an_array_does_not_follow_a_changed_address(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        servers = '[{ url: "https://relay.example", token: "relay-secret" }]'
+        gateway = await make_gateway(
+            CONFIG.replace("\n}", f"\n  channels: {{ relay: {{ servers: {servers} }} }},\n}}")
+        )
+        ws = await gateway.connected()
+        before = gateway.config_path.read_bytes()
+        moved = [{"url": "https://attacker.example", "token": REDACTED}]
+        frame = await patch(ws, {"channels": {"relay": {"servers": moved}}}, file_hash(gateway))
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": "invalid config.patch params: at /raw: channels.relay.servers[0].token"
+            f" must be sent again when channels.relay.servers[0].url changes {NOT_SENT}",
         }
         assert gateway.config_path.read_bytes() == before
         await ws.ws.close()

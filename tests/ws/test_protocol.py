@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import WSMsgType
 
-from gateway.config.patch import merge_patch
+from gateway.config.patch import MarkerWithoutValue, merge_patch
 from gateway.logs import RING_BYTES, LogRing
 from gateway.ws import protocol
 from gateway.ws.connection import Connection
@@ -232,10 +232,24 @@ class TestMergePatch:
             ({"a": "x"}, {"a": {"b": 1}}, {"a": {"b": 1}}),
             ({"t": "secret"}, {"t": "__OPENCLAW_REDACTED__"}, {"t": "secret"}),
             ({}, {"t": "__OPENCLAW_REDACTED__"}, {}),
+            # Inside an array: what the file has at the same index and keys.
+            ({"a": ["s", "t"]}, {"a": ["__OPENCLAW_REDACTED__", "u"]}, {"a": ["s", "u"]}),
+            (
+                {"a": [{"k": "s", "n": 1}]},
+                {"a": [{"k": "__OPENCLAW_REDACTED__", "m": "__OPENCLAW_REDACTED__"}, {}]},
+                {"a": [{"k": "s"}, {}]},
+            ),
+            ({"a": [["s"]]}, {"a": [["__OPENCLAW_REDACTED__"]]}, {"a": [["s"]]}),
         ],
     )
     def test_rfc_7396(self, target: Any, patch: Any, result: Any) -> None:
         assert merge_patch(target, patch) == result
+
+    @pytest.mark.parametrize("target", [{}, {"a": "s"}, {"a": ["s"]}, {"a": {"0": "s"}}])
+    def test_an_array_member_marker_with_nothing_to_keep_raises(self, target: Any) -> None:
+        with pytest.raises(MarkerWithoutValue) as caught:
+            merge_patch(target, {"a": ["s", "__OPENCLAW_REDACTED__"]})
+        assert caught.value.path == "a[1]"
 
 
 class TestLogTail:

@@ -30,7 +30,7 @@ from gateway.config.loader import ConfigLoader, embedded_default_text
 from gateway.config.model import BIND_HOSTS, Config, GatewayConfig, HooksConfig
 from gateway.config.patch import (
     FileState,
-    marker_in_array,
+    MarkerWithoutValue,
     merge_patch,
     parse_object,
     read_file,
@@ -339,12 +339,6 @@ def _parse_patch(raw: str) -> Any:
     issue = non_json_number(patch)  # the file is written as JSON
     if issue is not None:
         raise ParamsError(f"at /raw: {issue.path}: {issue.message}")
-    marker = marker_in_array(patch)
-    if marker is not None:
-        raise ParamsError(
-            f"at /raw: {marker}: {REDACTED} keeps a secret only as an object's member"
-            " (an array is replaced whole); send the value itself"
-        )
     return patch
 
 
@@ -430,7 +424,13 @@ def register(methods: MethodRegistry) -> None:
             else:
                 # No file yet: patch what is in force, the embedded default.
                 base = json5.loads(embedded_default_text())
-            merged = merge_patch(base, patch)
+            try:
+                merged = merge_patch(base, patch)
+            except MarkerWithoutValue as exc:
+                raise ParamsError(
+                    f"at /raw: {exc.path}: {REDACTED} keeps a secret only where the file has"
+                    " one; send the value itself"
+                ) from None
             exposed = secrets_sent_elsewhere(base, patch, merged)
             if exposed:
                 secret, address = exposed[0]
