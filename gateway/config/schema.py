@@ -15,7 +15,7 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -44,7 +44,13 @@ from gateway.config.model import (
     ConfigWarning,
     HooksConfig,
 )
-from gateway.config.secret_keys import ENV_REF_RE, HEADER_NAME_RE, SECRET_IN_PATH, holds_password
+from gateway.config.secret_keys import (
+    ENV_REF_RE,
+    HEADER_NAME_RE,
+    SECRET_IN_PATH,
+    holds_password,
+    is_postgres_url,
+)
 from gateway.edge import normalize_origin, parse_network, split_host
 
 DEFAULT_PORT = 18789
@@ -889,28 +895,13 @@ def check_store(ctx: Checker, store: Any) -> None:
         return
     if url is None:
         ctx.issue("store.url", 'is required with the "postgres" backend')
-    elif isinstance(url, str) and not _is_postgres_url(url):
+    elif isinstance(url, str) and not is_postgres_url(url):
         ctx.issue("store.url", URL_ISSUE)
     if "password" in store and "passwordFile" in store:
         ctx.issue("store.passwordFile", "give password or passwordFile, not both")
 
 
 URL_ISSUE = "must be a postgresql:// URL with a host, or a socket directory in ?host=/…"
-
-
-def _is_postgres_url(url: str) -> bool:
-    """A server by its address (`postgresql://db.internal:5432/clawgate`), or one on this
-    host by its Unix socket's directory, as libpq writes it
-    (`postgresql:///clawgate?host=/run/postgresql`): no TCP, no network exposure."""
-    try:
-        parts = urlsplit(url)
-        if parts.scheme not in ("postgresql", "postgres"):
-            return False
-        sockets = parse_qs(parts.query).get("host", [])
-        _ = parts.port  # raises ValueError for a port above 65535
-        return bool(parts.hostname) or any(path.startswith("/") for path in sockets)
-    except ValueError:  # e.g. an unbalanced `[` in the host, port 99999
-        return False
 
 
 def check_embedding_model(ctx: Checker, normalized: dict[str, Any]) -> None:

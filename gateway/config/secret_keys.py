@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from gateway.config.errors import PathKey
 
@@ -175,8 +176,47 @@ def holds_password(value: Any) -> bool:
     )
 
 
+def is_postgres_url(url: str) -> bool:
+    """A server by its address (`postgresql://db.internal:5432/clawgate`), or one on this
+    host by its Unix socket's directory, as libpq writes it
+    (`postgresql:///clawgate?host=/run/postgresql`): no TCP, no network exposure."""
+    try:
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgresql", "postgres"):
+            return False
+        sockets = parse_qs(parts.query).get("host", [])
+        _ = parts.port  # raises ValueError for a port above 65535
+        return bool(parts.hostname) or any(path.startswith("/") for path in sockets)
+    except ValueError:  # e.g. an unbalanced `[` in the host, port 99999
+        return False
+
+
+STORE_URL = ("store", "url")
+
+
+def _unparsed_store_url(path: tuple[PathKey, ...], value: Any) -> bool:
+    """`store.url` as the file has it, when it is no URL the loader takes (the file is then
+    invalid): a database's address is where its password is written most often, and in a
+    mistyped URL (`postgresql//user:pw@db`, no scheme at all) holds_password cannot find it.
+    A `${VAR}` alone names the URL, and is shown."""
+    return (
+        path == STORE_URL
+        and is_secret_value(value)
+        and not (isinstance(value, str) and (is_postgres_url(value) or _only_env_ref(value)))
+    )
+
+
+def _only_env_ref(text: str) -> bool:
+    match = ENV_REF_RE.fullmatch(text)
+    return match is not None and not text.startswith("$$")
+
+
 def is_secret_leaf(path: tuple[PathKey, ...], value: Any) -> bool:
-    return (is_secret_path(path) and is_secret_value(value)) or holds_password(value)
+    return (
+        (is_secret_path(path) and is_secret_value(value))
+        or holds_password(value)
+        or _unparsed_store_url(path, value)
+    )
 
 
 def has_env_reference(text: str) -> bool:

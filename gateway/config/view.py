@@ -19,6 +19,7 @@ from gateway.config.model import Config, GatewayConfig, HooksConfig, StoreConfig
 from gateway.config.secret_keys import (
     REDACTED,
     SECRET_IN_PATH,
+    STORE_URL,
     hidden_key,
     holds_password,
     is_secret_leaf,
@@ -405,6 +406,8 @@ class _Json5Scanner:
     def _is_secret_literal(path: tuple[PathKey, ...], literal: str) -> bool:
         if is_secret_path(path):
             return literal != "null"
+        if path == STORE_URL:
+            return is_secret_leaf(path, json5.loads(literal))
         # Decoding every string would be slow; a URL's credentials need an "@", or an "=" in
         # its query, or a webhook's path (or an escape).
         quoted = literal[0] in "\"'"

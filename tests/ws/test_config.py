@@ -782,6 +782,35 @@ class TestConfigGetHidesEverySecret:
         assert "zq-" not in json.dumps(frame)
         await reader.ws.close()
 
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "clawgate:zq-store-pw@db.internal:5432/clawgate",  # no scheme
+            "postgresql//clawgate:zq-store-pw@db.internal/clawgate",  # no colon
+            "postgres:/clawgate:zq-store-pw@db.internal",  # one slash
+            "host=db.internal user=clawgate pw:zq-store-pw",  # no URL at all
+        ],
+    )
+    async def test_nor_a_store_url_that_is_no_url(
+        self, ws: GatewayWs, gateway: Gateway, url: str
+    ) -> None:
+        # The file is invalid until it is fixed; meanwhile config.get shows it.
+        gateway.config_path.write_text(
+            CONFIG.replace(
+                "\n}", f"\n  store: {{ backend: 'postgres', url: {json.dumps(url)} }},\n}}"
+            )
+        )
+        reader = await gateway.connected(scopes=["operator.read"])
+        frame = await reader.call("config.get")
+        assert frame["ok"] is True, frame
+        payload = frame["payload"]
+        assert payload["valid"] is False
+        assert [issue["path"] for issue in payload["issues"]] == ["store.url"]
+        assert payload["parsed"]["store"] == {"backend": "postgres", "url": REDACTED}
+        assert f'url: "{REDACTED}"' in payload["raw"]
+        assert "zq-" not in json.dumps(frame)
+        await reader.ws.close()
+
     async def test_nor_a_secret_commented_out(self, make_gateway: MakeGateway) -> None:
         config = """{
   gateway: { auth: { mode: "token", token: "test-token" } },
