@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -29,9 +29,12 @@ from gateway.config.secret_keys import (
     NAME_SEPARATORS,
     REDACTED,
     has_env_reference,
+    hidden_key,
+    is_marker_name,
     is_secret_file_path,
     is_secret_path,
     is_secret_value,
+    shown_names,
 )
 from gateway.statedir import UnsafeStateError, read_config_file
 
@@ -96,6 +99,24 @@ def secrets_sent_elsewhere(
             ]
         return changed[prefix]
 
+    for path in _kept_secrets(base, patch, merged):
+        for depth in range(len(path)):
+            prefix = path[:depth]
+            found += [
+                (_shown_path(merged, path), _shown_path(merged, (*prefix, key)))
+                for key in changed_addresses(prefix)
+                if key != path[depth]
+            ]
+            if found:
+                return found  # the first is the one reported
+    return found
+
+
+def _kept_secrets(
+    base: Mapping[str, Any], patch: Mapping[str, Any], merged: Mapping[str, Any]
+) -> Iterator[tuple[PathKey, ...]]:
+    """The paths of the secrets in `merged` that the patch kept without writing them out: a
+    secret's value, and a key that holds a secret (secret_keys.hidden_key)."""
     for path, value in _secret_leaves(merged):
         if path[0] == "gateway":
             continue  # the gateway's own token and password: clients send them to us
@@ -105,22 +126,36 @@ def secrets_sent_elsewhere(
             and given == value
             and (has_env_reference(value) or is_secret_file_path(path))
         ):
-            pass  # written by the patch, but it names a secret the patch never saw
-        elif given is _MISSING or given == REDACTED:
-            if _lookup(base, path) != value:
-                continue  # not the file's secret
+            yield path  # written by the patch, but it names a secret the patch never saw
+        elif (given is _MISSING or given == REDACTED) and _lookup(base, path) == value:
+            yield path  # the file's secret
+    for path in _hidden_keys(merged):
+        # Sent back as the name config.get shows it by, or left out: the file's.
+        if _lookup(patch, path) is _MISSING and _lookup(base, path) is not _MISSING:
+            yield path
+
+
+def _hidden_keys(value: Any, path: tuple[PathKey, ...] = ()) -> Iterator[tuple[PathKey, ...]]:
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if hidden_key(path, key):
+                yield (*path, key)
+            yield from _hidden_keys(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _hidden_keys(item, (*path, index))
+
+
+def _shown_path(tree: Any, path: tuple[PathKey, ...]) -> str:
+    """`path` in `tree` as config.get names it: a key holding a secret by its shown name."""
+    shown: list[PathKey] = []
+    for key in path:
+        if isinstance(tree, Mapping) and isinstance(key, str) and hidden_key(tuple(shown), key):
+            shown.append(shown_names(tuple(shown), tree).get(key, REDACTED))
         else:
-            continue
-        for depth in range(len(path)):
-            prefix = path[:depth]
-            found += [
-                (dotted_path(path), dotted_path((*prefix, key)))
-                for key in changed_addresses(prefix)
-                if key != path[depth]
-            ]
-            if found:
-                return found  # the first is the one reported
-    return found
+            shown.append(key)
+        tree = _lookup(tree, (key,))
+    return dotted_path(tuple(shown))
 
 
 def _secret_leaves(
@@ -213,18 +248,32 @@ def merge_patch(target: Any, patch: Any, path: tuple[PathKey, ...] = ()) -> Any:
     nothing there it is left out; as an array's member with nothing there (a longer list)
     it raises MarkerWithoutValue: the marker would be written as the secret. Whether the
     kept secret still goes where it went is secrets_sent_elsewhere's check, as for objects.
+    A key config.get shows as REDACTED (numbered from the second: it holds a secret) is the
+    file's key of that name in the same object; one the file has not is left out.
     """
     if not isinstance(patch, Mapping):
         return _markers_kept(target, patch, path)
     result = dict(target) if isinstance(target, Mapping) else {}
-    for key, value in patch.items():
+    keys = _file_keys(path, target)
+    for shown, value in patch.items():
+        key = keys.get(shown) or shown
+        if is_marker_name(key):
+            continue  # a hidden key the file does not have: never written as a key
         if value is None:
             result.pop(key, None)
         elif value == REDACTED:
             continue
         else:
-            result[key] = merge_patch(result.get(key), value, (*path, key))
+            result[key] = merge_patch(result.get(key), value, (*path, shown))
     return result
+
+
+def _file_keys(path: tuple[PathKey, ...], target: Any) -> dict[str, str]:
+    """The file's key for each name config.get shows a hidden key of `target` by (a key that
+    holds a secret, shown as REDACTED, numbered from the second)."""
+    if not isinstance(target, Mapping):
+        return {}
+    return {name: key for key, name in shown_names(path, target).items() if name != key}
 
 
 def _markers_kept(current: Any, value: Any, path: tuple[PathKey, ...]) -> Any:
@@ -243,13 +292,17 @@ def _markers_kept(current: Any, value: Any, path: tuple[PathKey, ...]) -> Any:
         return kept
     if isinstance(value, Mapping):
         shown: dict[str, Any] = {}
-        for key, item in value.items():
+        keys = _file_keys(path, current)
+        for name, item in value.items():
+            key = keys.get(name) or name
+            if is_marker_name(key):
+                continue
             there = _lookup(current, (key,))
             if item == REDACTED:
                 if there is not _MISSING:
                     shown[key] = copy.deepcopy(there)
             else:
-                shown[key] = _markers_kept(there, item, (*path, key))
+                shown[key] = _markers_kept(there, item, (*path, name))
         return shown
     return value
 

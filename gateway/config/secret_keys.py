@@ -7,6 +7,7 @@ config.patch (which secrets may not follow a changed address).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -86,14 +87,50 @@ HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 def hidden_key(path: tuple[PathKey, ...], key: PathKey) -> bool:
     """Whether `key`, of the object at `path`, is itself a secret: a name under `headers`
     that is no header name, such as a whole `Authorization: Bearer sk-…` written as the name
-    (an issue, but `config.get` shows the file as it is)."""
-    return (
-        bool(path)
-        and isinstance(path[-1], str)
-        and path[-1].lower() == "headers"
-        and isinstance(key, str)
-        and HEADER_NAME_RE.fullmatch(key) is None
-    )
+    (an issue, but `config.get` shows the file as it is); and anywhere, a name that holds a
+    secret as a value would (a URL with credentials, `api_key=sk-…`) or a secret's name with
+    its value (`token: …`, `Bearer …`), which a provider's or an agent's free-form params may
+    have as keys."""
+    if not isinstance(key, str):
+        return False
+    if path and isinstance(path[-1], str) and path[-1].lower() == "headers":
+        return HEADER_NAME_RE.fullmatch(key) is None
+    return holds_password(key) or _secret_with_its_value(key)
+
+
+# A name, then `:`, `=` or a space, then a value: `token: abc`, `Bearer sk-…`.
+_NAME_AND_VALUE = re.compile(r"\s*([^\s:=]+)\s*[:=\s]\s*\S")
+_AUTH_SCHEMES = frozenset({"bearer", "basic"})
+
+
+def _secret_with_its_value(key: str) -> bool:
+    match = _NAME_AND_VALUE.match(key)
+    return match is not None and (is_secret_name(match[1]) or match[1].lower() in _AUTH_SCHEMES)
+
+
+_MARKER_NAME = re.compile(re.escape(REDACTED) + r"(?:[2-9]|[1-9][0-9]+)?")
+
+
+def is_marker_name(key: PathKey) -> bool:
+    """REDACTED, or a hidden key's numbered one (`__OPENCLAW_REDACTED__2`): never a real key."""
+    return isinstance(key, str) and _MARKER_NAME.fullmatch(key) is not None
+
+
+def shown_names(path: tuple[PathKey, ...], value: Mapping[Any, Any]) -> dict[Any, Any]:
+    """The name each key of the object `value` at `path` is shown by: itself, or for a hidden
+    key REDACTED, numbered from the second (`__OPENCLAW_REDACTED__2`), a key being unique.
+    config.patch maps them back to the file's keys with the same numbering."""
+    names: dict[Any, Any] = {}
+    taken: set[Any] = set()
+    for key in value:
+        name = key
+        if hidden_key(path, key):
+            n = 1
+            while (name := REDACTED if n == 1 else f"{REDACTED}{n}") in taken:
+                n += 1
+        names[key] = name
+        taken.add(name)
+    return names
 
 
 def is_secret_file_path(path: tuple[PathKey, ...]) -> bool:

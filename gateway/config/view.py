@@ -26,6 +26,7 @@ from gateway.config.secret_keys import (
     is_secret_name,
     is_secret_path,
     is_secret_query_parameter,
+    shown_names,
 )
 
 
@@ -203,18 +204,8 @@ def _effective_hooks(hooks: HooksConfig) -> dict[str, Any]:
 
 def _redact_tree(value: Any, path: tuple[PathKey, ...] = ()) -> Any:
     if isinstance(value, Mapping):
-        shown: dict[Any, Any] = {}
-        for key, item in value.items():
-            redacted_item = _redact_tree(item, (*path, key))
-            if hidden_key(path, key):
-                # Numbered from the second, a key being unique.
-                key = next(
-                    name
-                    for n in range(1, len(value) + 2)
-                    if (name := REDACTED if n == 1 else f"{REDACTED}{n}") not in shown
-                )
-            shown[key] = redacted_item
-        return shown
+        names = shown_names(path, value)
+        return {names[key]: _redact_tree(item, (*path, key)) for key, item in value.items()}
     if isinstance(value, list):
         return [_redact_tree(item, (*path, i)) for i, item in enumerate(value)]
     if is_secret_leaf(path, value):

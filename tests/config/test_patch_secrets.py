@@ -104,3 +104,35 @@ class TestSecretsSentElsewhere:
 
     def test_a_new_password_file_for_the_same_server(self) -> None:
         assert exposed({"store": {"passwordFile": "/run/secrets/pg2"}}) == []
+
+
+class TestKeysHoldingSecrets:
+    """A key that holds a secret (config.get shows it as REDACTED) is kept by a patch that
+    sends that name back: it may not follow a changed address either, and no answer names it."""
+
+    @staticmethod
+    def exposed(relay: dict[str, Any], patch: dict[str, Any]) -> list[tuple[str, str]]:
+        base = {"channels": {"relay": relay}}
+        return secrets_sent_elsewhere(base, patch, merge_patch(base, patch))
+
+    def test_a_kept_key_holding_a_secret_does_not_follow_a_new_address(self) -> None:
+        relay = {"url": "https://relay.example", "Bearer zq-abc": True}
+        patch = {"channels": {"relay": {"url": "https://evil.example"}}}
+        assert self.exposed(relay, patch) == [(f"channels.relay.{REDACTED}", "channels.relay.url")]
+
+    def test_it_may_when_the_patch_writes_it_out(self) -> None:
+        relay = {"url": "https://relay.example", "Bearer zq-abc": True}
+        patch = {"channels": {"relay": {"url": "https://evil.example", "Bearer zq-abc": True}}}
+        assert self.exposed(relay, patch) == []
+
+    def test_a_secret_under_such_a_key_is_named_by_the_key_shown(self) -> None:
+        relay = {"url": "https://relay.example", "token: zq-abc": {"secret": "s"}}
+        patch = {"channels": {"relay": {"url": "https://evil.example"}}}
+        found = self.exposed(relay, patch)
+        assert found[0] == (f"channels.relay.{REDACTED}.secret", "channels.relay.url")
+        assert "zq" not in repr(found)
+
+    def test_the_shown_names_map_back_to_the_file_s_keys(self) -> None:
+        base = {"p": {"api_key=zq-1": 1, "a": 2, "https://u:zq-2@h.example": 3}}
+        patch = {"p": {REDACTED: 4, f"{REDACTED}2": REDACTED, f"{REDACTED}3": 5, "a": None}}
+        assert merge_patch(base, patch) == {"p": {"api_key=zq-1": 4, "https://u:zq-2@h.example": 3}}

@@ -811,6 +811,55 @@ class TestConfigGetHidesEverySecret:
         assert "zq-" not in json.dumps(frame)
         await reader.ws.close()
 
+    async def test_nor_a_secret_written_as_a_key(self, make_gateway: MakeGateway) -> None:
+        """A key holding a secret (a pair written whole as the name, a URL with credentials),
+        anywhere in the tree: as a header's name is, the key is redacted."""
+        params = (
+            '{ temperature: 0.5, extra_body: { "api_key=zq-param-key": true,'
+            ' "token: zq-param-token": 1, "https://u:zq-pw@proxy.example": { on: true } } }'
+        )
+        gateway = await make_gateway(
+            CONFIG.replace("default: true }", f"default: true, params: {params} }}")
+        )
+        ws = await gateway.connected(scopes=["operator.read"])
+        frame = await ws.call("config.get")
+        assert frame["ok"] is True, frame
+        payload = frame["payload"]
+        assert payload["valid"] is True, payload["issues"]
+        assert "zq-" not in json.dumps(frame)
+        shown = {
+            "temperature": 0.5,
+            # Named like secrets, their values are redacted too.
+            "extra_body": {
+                REDACTED: REDACTED,
+                f"{REDACTED}2": REDACTED,
+                f"{REDACTED}3": {"on": True},
+            },
+        }
+        assert payload["parsed"]["agents"]["list"][0]["params"] == shown
+        assert payload["config"]["agents"]["list"][0]["params"] == shown
+        await ws.ws.close()
+
+    async def test_a_secret_written_as_a_key_survives_the_round_trip(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        params = '{ extra_body: { "api_key=zq-param-key": true, "https://u:zq-pw@p.example": 1 } }'
+        config = CONFIG.replace("default: true }", f"default: true, params: {params} }}")
+        gateway = await make_gateway(config)
+        ws = await gateway.connected()
+        got = await ws.ok("config.get")
+        shown = got["parsed"]
+        shown["agents"]["list"][0]["name"] = "Main"
+        shown["agents"]["list"][0]["params"]["extra_body"][f"{REDACTED}2"] = 2
+        frame = await patch(ws, {"agents": shown["agents"]}, file_hash(gateway))
+        assert frame["ok"] is True, frame
+        written = json.loads(gateway.config_path.read_text())["agents"]["list"][0]
+        assert written["name"] == "Main"
+        assert written["params"] == {
+            "extra_body": {"api_key=zq-param-key": True, "https://u:zq-pw@p.example": 2}
+        }
+        await ws.ws.close()
+
     async def test_nor_a_secret_commented_out(self, make_gateway: MakeGateway) -> None:
         config = """{
   gateway: { auth: { mode: "token", token: "test-token" } },
