@@ -22,7 +22,8 @@ ENV_REF_RE = re.compile(r"\$?\$\{([A-Z_][A-Z0-9_]*)\}")
 # `config.get` would otherwise hand to any `operator.read` client. The rule, on the key's name
 # lowercased with `_`, `-` and `.` removed:
 # - it ends in one of _SECRET_SUFFIXES: `token`, `botToken`, `accessToken`, `apiKey`, `api_key`,
-#   `clientSecret`, `webhookSecret`, `password`, `privateKey`, `credentials`;
+#   `clientSecret`, `webhookSecret`, `password`, `privateKey`, `credentials`, `bearer`, `pwd`,
+#   `passcode`, `jwt`;
 #   but `maxTokens`, `contextTokens` (counts: "tokens" is not a suffix), `tokenizer`,
 #   `keyPrefix`, `keyId`, `tokenFile` (the word is not at the end) are settings, shown;
 # - and it is not one of _NOT_SECRET, names that end in "key" but name a lookup key
@@ -48,6 +49,11 @@ _SECRET_SUFFIXES = (
     "credentials",
     "authorization",
     "cookie",
+    # Names a secret also goes by: a bare bearer token, a short password, a PIN-like code.
+    "bearer",
+    "pwd",
+    "passcode",
+    "jwt",
 )
 _NOT_SECRET = frozenset(
     {"mainkey", "sessionkey", "idempotencykey", "dedupekey", "sortkey", "groupkey", "cachekey"}

@@ -860,6 +860,22 @@ class TestConfigGetHidesEverySecret:
         }
         await ws.ws.close()
 
+    async def test_nor_a_secret_under_another_name_it_goes_by(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        params = '{ bearer: "zq-1", db_pwd: "zq-2", passcode: "zq-3", authJwt: "zq-4", top_p: 1 }'
+        gateway = await make_gateway(
+            CONFIG.replace("default: true }", f"default: true, params: {params} }}")
+        )
+        ws = await gateway.connected(scopes=["operator.read"])
+        frame = await ws.call("config.get")
+        assert frame["ok"] is True, frame
+        assert "zq-" not in json.dumps(frame)
+        shown = {"bearer": REDACTED, "db_pwd": REDACTED, "passcode": REDACTED}
+        shown |= {"authJwt": REDACTED, "top_p": 1}
+        assert frame["payload"]["parsed"]["agents"]["list"][0]["params"] == shown
+        await ws.ws.close()
+
     async def test_nor_a_secret_commented_out(self, make_gateway: MakeGateway) -> None:
         config = """{
   gateway: { auth: { mode: "token", token: "test-token" } },
