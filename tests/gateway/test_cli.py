@@ -13,6 +13,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -658,6 +659,44 @@ class TestRun:
         assert (
             "cannot open the session store: store.url: ClientConfigurationError: `sslmode`"
             " parameter must be one of: disable, allow, prefer, require, verify-ca, verify-full"
+        ) in result.stderr.splitlines()
+
+    def test_a_postgres_server_that_never_answers_exits_1_saying_where_and_how_long(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        """A database host that takes the connection and never answers (a hung server, a
+        firewall's tarpit): it said `TimeoutError: ` and nothing after it."""
+        listener = socket.create_server(("127.0.0.1", 0))
+        held: list[socket.socket] = []
+
+        def hold() -> None:
+            with contextlib.suppress(OSError):  # the listener closed at the end
+                while True:
+                    held.append(listener.accept()[0])
+
+        holder = threading.Thread(target=hold, daemon=True)
+        holder.start()
+        port = listener.getsockname()[1]
+        config = tmp_path / "c.json5"
+        config.write_text(
+            '{ store: { backend: "postgres",'
+            f' url: "postgresql://u:s3cret-pw@127.0.0.1:{port}/db" }} }}'
+        )
+        try:
+            result = run_cli(["run", "--config", str(config), "--port", "0"], env)
+        finally:
+            listener.shutdown(socket.SHUT_RDWR)  # wakes the accept()
+            listener.close()
+            holder.join()
+            for each in held:
+                each.close()
+        assert result.returncode == 1
+        assert held  # it did connect: the server took the connection and said nothing
+        assert "Traceback" not in result.stderr
+        assert "s3cret-pw" not in result.stderr
+        assert (
+            f"cannot open the session store: TimeoutError: the database at 127.0.0.1:{port}"
+            " did not answer within 5 s"
         ) in result.stderr.splitlines()
 
     def test_bare_options_mean_run(self, env: dict[str, str]) -> None:
