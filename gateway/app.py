@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import re
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -118,7 +120,36 @@ async def _look_up_own_names(app: web.Application) -> None:
     # A lan bind's names come from the resolver, which may block: once, off the loop, before
     # the first request needs them (edge.own_names caches them).
     gateway = app[STATE].config.gateway
-    await asyncio.to_thread(own_names, gateway.bind, gateway.custom_bind_host)
+    await _in_daemon_thread(functools.partial(own_names, gateway.bind, gateway.custom_bind_host))
+
+
+async def _in_daemon_thread(work: Callable[[], object]) -> None:
+    """`work` in a thread of its own that the exit does not wait for. Not asyncio.to_thread:
+    a resolver that gets no answer takes minutes (30 s a try, several tries and names), and
+    a stop meanwhile (systemd stops a unit still starting) would wait for the executor's
+    thread, at the loop's close and again at the interpreter's exit."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def finish(error: BaseException | None) -> None:
+        if done.done():  # cancelled: the start was stopped
+            return
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+    def run() -> None:
+        error: BaseException | None = None
+        try:
+            work()
+        except BaseException as exc:  # raised in the awaiting task, as to_thread does
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: no one waits
+            loop.call_soon_threadsafe(finish, error)
+
+    threading.Thread(target=run, name="own-names", daemon=True).start()
+    await done
 
 
 async def _mark_ready(app: web.Application) -> None:

@@ -21,6 +21,7 @@ from tests.support.http_client import fake_provider
 from tests.support.pgserver import PgServer
 from tests.support.process import GatewayProcess, clean_env
 from tests.support.process_client import TOKEN, auth, connect_ws, first_content
+from tests.support.slow_dns import SLOW_RES_OPTIONS, silent_dns
 from tests.support.upstreams import FakeOpenAI, Stream
 
 
@@ -492,3 +493,24 @@ class TestUpstreamProvider:
             assert len({received.peer for received in upstream.requests}) == 1
         finally:
             await upstream.aclose()
+
+
+def test_a_stop_during_the_lookup_of_a_lan_binds_names_stops_at_once(tmp_path: Path) -> None:
+    """The resolver of a `lan` bind's host name can take minutes (a DNS server that does not
+    answer: 30 s a try). A SIGTERM then waited for the lookup's thread before the exit."""
+    env = clean_env(
+        tmp_path / "home", {"CLAWGATE_STATE_DIR": str(tmp_path / "state"), **SLOW_RES_OPTIONS}
+    )
+    args = ["--port", "0", "--bind", "lan", "--token", TOKEN]
+    with silent_dns(tmp_path) as dns:
+        command = [*dns.prefix, sys.executable, "-m", "gateway", "run"]
+        gateway = GatewayProcess(args, env, command=command)
+        try:
+            dns.wait_query()  # the lookup has begun
+            gateway.signal(signal.SIGTERM)
+            assert gateway.wait(15) == 0
+            events = [e["event"] for e in gateway.events()]
+            assert "gateway_listening" not in events
+            assert "gateway_stopped" in events
+        finally:
+            gateway.stop()

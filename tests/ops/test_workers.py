@@ -675,6 +675,33 @@ async def test_workers_on_a_database_of_a_newer_schema_exit_78(
 
 @pytest.mark.postgres
 @pytest.mark.slow
+async def test_workers_that_stop_while_they_start_tell_systemd_stopping_and_never_ready(
+    tmp_path: Path, database: str, pg_url: str, notify: socket.socket
+) -> None:
+    """A worker that exits before any was ready stops them all: systemd hears STOPPING=1 as
+    at any stop, not READY=1, not nothing."""
+    async with PostgresSessionStore(pg_url):
+        pass
+    conn = await asyncpg.connect(pg_url)
+    await conn.execute("INSERT INTO clawgate_schema VALUES ($1)", SCHEMA_VERSION + 1)
+    await conn.close()
+    config = tmp_path / "c.json5"
+    config.write_text(shared_config(database, 5))
+    extra = {"CLAWGATE_DB_PASSWORD": PASSWORD, "NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
+    env = clean_env(tmp_path / "home", extra)
+    args = ["--config", str(config), "--state-dir", str(tmp_path / "state"), "--port", "0"]
+    process = GatewayProcess([*args, "--workers", "2"], env)
+    try:
+        assert await asyncio.to_thread(process.wait, 30) == 78, "\n".join(process.lines)
+    finally:
+        process.stop()
+    sent = notifications(notify)
+    assert not [m for m in sent if "READY=1" in m.split("\n")]
+    assert [m for m in sent if "STOPPING=1" in m.split("\n")], sent
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
 async def test_a_reload_while_a_worker_starts_again_reaches_it_once_it_is_ready(
     supervisor: GatewayProcess,
 ) -> None:
