@@ -98,6 +98,9 @@ async def _serve(
     # stops a unit that is still activating) ends the start there, also one that waits for a
     # database slow to answer: no socket, no READY=1, nothing to drain.
     if not await _unless_stopped(runner.setup(), stop):
+        # Told as at any stop (the `--workers` supervisor tells it for its workers): the stop
+        # may come from elsewhere than systemd, which then knows why the start ends.
+        notifier.notify("STOPPING=1", "STATUS=stopped while starting")
         await runner.cleanup()  # what had started (aiohttp cleans up what entered)
         log.info("gateway_stopped", listened=False)
         return 0

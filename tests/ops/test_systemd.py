@@ -400,5 +400,6 @@ class TestGatewayNotifies:
                 lines.extend(notify_socket.recv(4096).decode().split("\n"))
         assert code == 0, gateway.lines
         assert "READY=1" not in lines
+        assert "STOPPING=1" in lines  # as at any stop
         assert "gateway_listening" not in events
         assert "gateway_stopped" in events
