@@ -311,7 +311,8 @@ def log_connected(conn: Connection, *, reader: bool = False) -> None:
     it is: one that only reads the log (`openclaw logs --follow` opens one per poll: connect,
     `logs.tail`, close) gets it at debug, at its end, with its other lines (journald would
     get an info line a poll); any other at info, at its first call that is no read of the
-    log, at its end, or at the next tick (one that only listens to events)."""
+    log, at its end, or a second after its hello-ok when it made no call (one that only
+    listens to events: handler.LISTENER_LOGGED_AFTER_S)."""
     client = conn.client
     if conn.connect_logged or client is None or not conn.authenticated:
         return

@@ -69,6 +69,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 SHUTDOWN_PAYLOAD = {"reason": "gateway stopping", "restartExpectedMs": None}
 REASON_AUTH_CHANGED = "gateway auth changed"
+# A connection that made no call this long after its hello-ok listens to events: its
+# `ws_connected` line then. A poll of the log (`openclaw logs --follow`: connect, `logs.tail`,
+# close) has asked by then, and is logged at debug at its end (dispatch.log_connected).
+LISTENER_LOGGED_AFTER_S = 1.0
 
 
 def setup(app: web.Application) -> None:
@@ -295,7 +299,15 @@ async def _handshake(
     ws_state.watchers_changed()
     ws_state.presence_changed()
     # Its `ws_connected` line waits until it shows what it is (dispatch.log_connected).
+    asyncio.get_running_loop().call_later(LISTENER_LOGGED_AFTER_S, _log_listener, conn)
     return True
+
+
+def _log_listener(conn: Connection) -> None:
+    """The `ws_connected` line of one that made no call since its hello-ok: it listens to
+    events. One that read the log (or reads it now) is left to its end or its next call."""
+    if conn.log_reader is None and not conn.calls_in_flight and not conn.closing:
+        log_connected(conn)
 
 
 class Refusal(StrEnum):
@@ -585,8 +597,6 @@ async def _ticks(ws_state: WsState, interval: float) -> None:
         await asyncio.sleep(interval)
         frame = event_frame("tick", {"ts": now_ms()}, droppable=True)
         EventFanout.broadcast(frame, ws_state.authenticated)
-        for conn in ws_state.authenticated:
-            log_connected(conn)  # one that made no call yet: it listens
 
 
 async def _health_loop(ws_state: WsState, interval: float) -> None:

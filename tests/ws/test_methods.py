@@ -18,7 +18,6 @@ from structlog.testing import capture_logs
 from agents.store import SessionStore
 from gateway.appkeys import STATE
 from gateway.logs import FIELD_CHARS, RING, LogRing
-from gateway.state import AppOptions
 from gateway.ws import protocol
 from gateway.ws.connection import now_ms
 from gateway.ws.handler import WS
@@ -978,17 +977,37 @@ class TestLogReaders:
     async def test_a_connection_without_a_call_is_logged_at_info(self, gateway: Gateway) -> None:
         assert [level for *_, level in await self.lines_of(gateway)] == ["info"] * 3
 
-    async def test_one_that_only_listens_has_its_ws_connected_line_at_the_next_tick(
-        self, make_gateway: MakeGateway
+    async def test_one_that_only_listens_has_its_ws_connected_line_soon_not_at_a_tick(
+        self, gateway: Gateway
     ) -> None:
-        gateway = await make_gateway(options=AppOptions(tick_interval_seconds=0.05))
+        """A client that makes no call (it listens to events) was logged at the next tick,
+        up to 30 s after it came: its line now comes a second after its hello-ok."""
         with capture_logs() as logs:
             ws = await gateway.connected()
-            while (await ws.recv())["event"] != "tick":
-                pass
+            for _ in range(200):  # 10 s: a third of the tick interval
+                if any(e["event"] == "ws_connected" for e in logs):
+                    break
+                await asyncio.sleep(0.05)
             connected = [e for e in logs if e["event"] == "ws_connected"]
             assert [e["log_level"] for e in connected] == ["info"]
             await ws.ws.close()
+
+    async def test_a_log_reader_still_open_a_second_in_is_not_taken_for_a_listener(
+        self, gateway: Gateway
+    ) -> None:
+        """A poll of the log that stays open past the listener's second (a loaded host) keeps
+        its line at debug: it showed what it is by asking."""
+        with capture_logs() as logs:
+            ws = await gateway.connected()
+            await ws.call("logs.tail", {"limit": 1})
+            await asyncio.sleep(1.5)  # past the listener's second
+            await ws.ws.close()
+            for _ in range(200):
+                if "ws_disconnected" in {e["event"] for e in logs}:
+                    break
+                await asyncio.sleep(0.01)
+        connected = [e for e in logs if e["event"] == "ws_connected"]
+        assert [e["log_level"] for e in connected] == ["debug"]
 
     async def test_an_answer_leaves_out_its_caller_s_own_ws_connected_line(
         self, gateway: Gateway

@@ -39,7 +39,8 @@ def tail(ring: LogRing, params: TailParams, caller: str | None = None) -> dict[s
     as OpenClaw's CLI reads it (`for_openclaw`), and `maxBytes` counts them so.
 
     Without the `ws_connected` line of the `caller` (its connection id), one that has only
-    read the log (Connection.log_reader): a tick may have logged it (dispatch.log_connected),
+    read the log (Connection.log_reader): it may be logged (one that asked only a second after
+    its hello-ok was taken for a listener: handler.LISTENER_LOGGED_AFTER_S),
     and the reader asked for what the gateway did, not for its own arrival."""
     size = ring.size
     lines = list(ring.lines)  # (byte offset after the line, line)
