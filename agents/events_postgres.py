@@ -56,10 +56,12 @@ import uuid
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import asyncpg
 import structlog
 
+from agents.errors import StoreUnavailable
 from agents.events import DeltaData, RunEvent, SessionChange, Stream, StreamedText
 
 log = structlog.get_logger(__name__)
@@ -100,6 +102,32 @@ RemoteListener = Callable[[RunEvent | SessionChange], None]
 # Aborts the session's runs here (or the one run): the ids it aborted.
 LocalAbort = Callable[[str, str | None], list[str]]
 
+
+def server_address(url: str) -> str:
+    """The host(s) and port(s) `url` names, never its user or password: `h:5432`,
+    `h1:5432,h2:5433`, a `?host=` (a unix socket's directory), else libpq's default."""
+    try:
+        parts = urlsplit(url)
+        hosts = parts.netloc.rpartition("@")[2]
+        if not hosts:
+            query = dict(parse_qsl(parts.query))
+            hosts = query.get("host", "")
+            if hosts and "port" in query:
+                hosts += f":{query['port']}"
+    except ValueError:
+        return "<unparseable url>"
+    return hosts or "the default host (PGHOST, else localhost:5432)"
+
+
+def unanswered(url: str, seconds: float) -> StoreUnavailable:
+    """A connect to `url` that timed out after `seconds`; TimeoutError's own text is empty:
+    this one says which server, and how long it was given."""
+    return StoreUnavailable(
+        f"TimeoutError: the database at {server_address(url)} did not answer within {seconds:g} s"
+    )
+
+
+CONNECT_TIMEOUT_S = 5.0  # as the store's connections (store_postgres.CONNECT_TIMEOUT_S)
 
 # What a connection the database went away from (or never reached) raises. InternalClientError
 # too: a connection whose server said its last words (a FATAL error, on a restart) before the
@@ -275,7 +303,13 @@ class PostgresEventBus:
 
     async def start(self, local_abort: LocalAbort) -> None:
         self._local_abort = local_abort
-        await self._listen()  # the first connection's failure is the caller's
+        # The first connection's failure is the caller's, as the store's open says it.
+        try:
+            await self._listen()
+        except TimeoutError as exc:
+            raise unanswered(self.url, CONNECT_TIMEOUT_S) from exc
+        except _LOST as exc:
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
         self._tasks = [
             asyncio.create_task(self._send_loop(), name="event-bus-sender"),
             asyncio.create_task(self._keep_listening(), name="event-bus-listener"),
@@ -295,7 +329,10 @@ class PostgresEventBus:
 
     async def _connect(self) -> Any:
         return await asyncpg.connect(
-            self.url, password=self._password, timeout=5, server_settings=self.server_settings
+            self.url,
+            password=self._password,
+            timeout=CONNECT_TIMEOUT_S,
+            server_settings=self.server_settings,
         )
 
     async def _listen(self) -> None:

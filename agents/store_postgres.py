@@ -42,7 +42,7 @@ import structlog
 
 from agents.config import MaintenanceConfig
 from agents.errors import StoreError, StoreUnavailable, UnusableStore
-from agents.events_postgres import PostgresEventBus
+from agents.events_postgres import PostgresEventBus, unanswered
 from agents.ids import uuid7
 from agents.keys import is_main_key
 from agents.store import (
@@ -395,22 +395,6 @@ def redacted_url(url: str) -> str:
         return "<unparseable url>"
 
 
-def server_address(url: str) -> str:
-    """The host(s) and port(s) `url` names, never its user or password: `h:5432`,
-    `h1:5432,h2:5433`, a `?host=` (a unix socket's directory), else libpq's default."""
-    try:
-        parts = urlsplit(url)
-        hosts = parts.netloc.rpartition("@")[2]
-        if not hosts:
-            query = dict(parse_qsl(parts.query))
-            hosts = query.get("host", "")
-            if hosts and "port" in query:
-                hosts += f":{query['port']}"
-    except ValueError:
-        return "<unparseable url>"
-    return hosts or "the default host (PGHOST, else localhost:5432)"
-
-
 # Errors that mean the database cannot be reached now (down, restarting, the connection cut):
 # a client may retry later. Anything else is a failed statement.
 _UNAVAILABLE = (
@@ -571,11 +555,7 @@ class PostgresSessionStore:
             # A setting of the URL the driver refuses (`?sslmode=bogus`): every start would.
             raise UnusableStore(f"store.url: {type(exc).__name__}: {exc}") from exc
         except TimeoutError as exc:
-            # Its own text is empty: say which server, and how long it was given.
-            raise StoreUnavailable(
-                f"TimeoutError: the database at {server_address(self.url)} did not answer"
-                f" within {CONNECT_TIMEOUT_S:g} s"
-            ) from exc
+            raise unanswered(self.url, CONNECT_TIMEOUT_S) from exc
         except (asyncpg.PostgresError, *_UNAVAILABLE) as exc:
             raise _store_error(exc) from exc
         try:

@@ -101,7 +101,12 @@ async def _sessions(app: web.Application) -> AsyncIterator[None]:
     await registry.start()
     bus = store.bus
     if bus is not None:  # a shared store: run events and aborts cross processes
-        await bus.start(functools.partial(abort_here, registry))
+        try:
+            await bus.start(functools.partial(abort_here, registry))
+        except BaseException:  # its listener could not connect: what opened is closed
+            await registry.aclose()
+            await store.aclose()
+            raise
         registry.add_listener(bus.publish, changes=lambda: bus.watched_elsewhere)
     state.store, state.registry = store, registry
     try:

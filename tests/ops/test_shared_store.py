@@ -7,6 +7,7 @@ order, and a process killed mid-turn loses no committed turn and leaves no sessi
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -17,7 +18,8 @@ import asyncpg
 import pytest
 
 from agents.store_postgres import LOCK_CLASS_TURN, PostgresSessionStore
-from tests.support.pgserver import PgServer
+from tests.support.held_relay import held_relay
+from tests.support.pgserver import PASSWORD, PgServer
 from tests.support.process import GatewayProcess, clean_env, run_cli
 from tests.support.process_client import TOKEN, auth, connect_ws
 from tests.support.shared_store import chat, frames_until, shared_config, start_on_config, streaming
@@ -452,6 +454,27 @@ class TestFaults:
             # registry's grace (10 s), then the cancelled turn and the pools' goodbyes (10 s).
             assert await asyncio.to_thread(a.wait, 45) == 0
         response.close()
+
+    @pytest.mark.parametrize("answered", [1, 2])
+    def test_a_database_that_stops_answering_while_run_opens_stops_it_with_1_saying_so(
+        self, tmp_path: Path, pg_server: PgServer, pg_url: str, answered: int
+    ) -> None:
+        """The first connections are answered, a later one not (the server hung meanwhile):
+        the store's pool (after the version probe), or the event bus's listener (after the
+        pool's). The bus's said a traceback and nothing of where."""
+        with held_relay("127.0.0.1", pg_server.port, pass_first=answered) as relay:
+            url = pg_url.replace(f":{pg_server.port}/", f":{relay.listen_port}/")
+            config = tmp_path / "clawgate.json5"
+            config.write_text(json.dumps({"store": {"backend": "postgres", "url": url}}))
+            args = ["run", "--config", str(config), "--state-dir", str(tmp_path / "s")]
+            result = run_cli([*args, "--port", "0"], clean_env(tmp_path / "home"))
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr
+        assert PASSWORD not in result.stderr
+        assert (
+            "cannot open the session store: TimeoutError: the database at"
+            f" 127.0.0.1:{relay.listen_port} did not answer within 5 s"
+        ) in result.stderr.splitlines()
 
     def test_a_password_the_server_refuses_stops_run_with_1_saying_so_without_it(
         self, tmp_path: Path, database: str

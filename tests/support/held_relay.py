@@ -14,8 +14,11 @@ _CHUNK = 65536
 
 
 class HeldRelay:
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, pass_first: int = 0) -> None:
+        """pass_first: so many connections go on to the server at once; the later ones are
+        held (a database that stops answering new connections after the first ones)."""
         self.host, self.port = host, port
+        self._pass_first = pass_first
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.listen_port: int = self._listener.getsockname()[1]
         self._lock = threading.Lock()
@@ -55,7 +58,8 @@ class HeldRelay:
                 return
             with self._lock:
                 self._open.append(client)
-                released = self._released
+                released = self._released or self._pass_first > 0
+                self._pass_first -= 1
                 if not released:
                     self._held.append(client)
             self.accepted.release()
@@ -84,8 +88,8 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
 
 
 @contextlib.contextmanager
-def held_relay(host: str, port: int) -> Iterator[HeldRelay]:
-    relay = HeldRelay(host, port)
+def held_relay(host: str, port: int, *, pass_first: int = 0) -> Iterator[HeldRelay]:
+    relay = HeldRelay(host, port, pass_first=pass_first)
     try:
         yield relay
     finally:
