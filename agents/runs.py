@@ -84,10 +84,12 @@ class RunStatus(StrEnum):
 
 class ReplyPart(StrEnum):
     """A part of the reply, in `RunOutcome.parts`: the order the parts began in is the order
-    the clients saw them stream in (OpenResponses' output items keep it)."""
+    the clients saw them stream in (OpenResponses' output items keep it). Text and reasoning
+    are parts of one stretch each: a part begins again at the first piece after another
+    part (a server that alternates them, or resumes either after a call)."""
 
-    REASONING = "reasoning"  # once, at its first piece
-    TEXT = "text"  # once, at its first piece
+    REASONING = "reasoning"  # at the first piece of each stretch
+    TEXT = "text"  # at the first piece of each stretch
     TOOL_CALL = "tool_call"  # one per call in `tool_calls`, when it got its name
 
 
@@ -191,6 +193,8 @@ class RunOutcome:
     reasoning: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
     parts: tuple[ReplyPart, ...] = ()  # the order they began in
+    # Where each of `parts` begins in `text` (or `reasoning`); 0 for a call.
+    part_starts: tuple[int, ...] = ()
 
 
 # A NamedTuple's own __new__ costs half again as much; `emit` runs once per token.

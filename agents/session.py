@@ -200,6 +200,7 @@ class _Attempts:
     # and Anthropic refuse it in a replayed context.
     named: list[_CallSoFar] = attrs.field(factory=list)
     parts: list[ReplyPart] = attrs.field(factory=list)  # the order they began in
+    part_starts: list[int] = attrs.field(factory=list)  # `RunOutcome.part_starts`
     # A model of the chain refused the request as bad (`agents.errors.refused`).
     refusal: AgentError | None = None
 
@@ -684,6 +685,7 @@ class AgentSession:
             reasoning=state.reasoning,
             tool_calls=record.tool_calls,
             parts=tuple(state.parts),
+            part_starts=tuple(state.part_starts),
         )
         self._finish(run, outcome, started_at)
 
@@ -826,6 +828,7 @@ class AgentSession:
         emit = run.emit
         assistant = Stream.ASSISTANT  # once per delta: a local, not an enum class lookup
         reply, thought = state.reply, state.thought
+        parts, starts = state.parts, state.part_starts
 
         def deliver(event: ProviderEvent) -> None:
             # Called by the provider as each event is decoded: in the event loop's call that
@@ -833,13 +836,15 @@ class AgentSession:
             if isinstance(event, TextDelta):
                 delta = event.text
                 if delta:
-                    if not reply.length:
-                        state.parts.append(ReplyPart.TEXT)
+                    if not parts or parts[-1] is not ReplyPart.TEXT:
+                        parts.append(ReplyPart.TEXT)
+                        starts.append(reply.length)
                     emit(assistant, reply.add(delta))
             elif isinstance(event, ReasoningDelta):
                 if event.text:
-                    if not thought.length:
-                        state.parts.append(ReplyPart.REASONING)
+                    if not parts or parts[-1] is not ReplyPart.REASONING:
+                        parts.append(ReplyPart.REASONING)
+                        starts.append(thought.length)
                     emit(Stream.THINKING, thought.add(event.text))
             elif isinstance(event, ToolCallDelta):
                 _tool_fragment(run, state, event)
@@ -877,6 +882,7 @@ def _tool_fragment(run: AgentRun, state: _Attempts, event: ToolCallDelta) -> Non
         call.position = len(state.named)
         state.named.append(call)
         state.parts.append(ReplyPart.TOOL_CALL)
+        state.part_starts.append(0)
         run.emit(Stream.TOOL, {"phase": ToolPhase.START, "name": call.name, "toolCallId": call.id,
                         "index": call.position})  # fmt: skip
         delta = call.pieces.joined()

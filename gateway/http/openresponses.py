@@ -346,7 +346,12 @@ async def _keep_unsent(state: GatewayState, head: ResponseHead, run: AgentRun) -
 def _final_body(head: ResponseHead, outcome: RunOutcome) -> dict[str, object]:
     status, details = outcome_status(False, outcome.stop_reason)
     output = output_items(
-        outcome.text, outcome.reasoning, outcome.tool_calls, status, outcome.parts
+        outcome.text,
+        outcome.reasoning,
+        outcome.tool_calls,
+        status,
+        outcome.parts,
+        outcome.part_starts,
     )
     return response_body(head, status, output, outcome.usage, incomplete_details=details)
 

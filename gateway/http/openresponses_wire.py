@@ -796,22 +796,40 @@ def output_items(
     tool_calls: tuple[ToolCall, ...],
     status: str,
     parts: tuple[ReplyPart, ...] = (),
+    starts: tuple[int, ...] = (),
 ) -> list[dict[str, Any]]:
     """A finished run's output: its reasoning, its text, its tool calls, in the order they
-    began (`parts`), as a stream of the run opened their items; without `parts` (the run
-    produced nothing), in that order. Without text or tool calls the text is chat
-    completions' placeholder, last, so a client always reads one."""
+    began (`parts`, each stretch of text or reasoning from its place in `starts`), as a
+    stream of the run opened their items; without `parts` (the run produced nothing), in
+    that order. Without text or tool calls the text is chat completions' placeholder,
+    last, so a client always reads one."""
     item_status = INCOMPLETE if status == INCOMPLETE else COMPLETED
+    if len(starts) != len(parts):  # parts of a run that gave no places: one stretch each
+        starts = (0,) * len(parts)
     calls_in_order = (ReplyPart.TOOL_CALL,) * len(tool_calls)
     order = parts or (ReplyPart.REASONING, ReplyPart.TEXT, *calls_in_order)
+    # Each stretch of text or reasoning runs from its start to the next one's.
+    marks = {
+        kind: [at for part, at in zip(parts, starts, strict=True) if part is kind]
+        for kind in (ReplyPart.REASONING, ReplyPart.TEXT)
+    }
+    taken = dict.fromkeys(marks, 0)
     calls = iter(tool_calls)
     items: list[dict[str, Any]] = []
     for part in order:
         match part:
-            case ReplyPart.REASONING if reasoning:
-                items.append(reasoning_item(_item_id("rs"), reasoning, item_status))
-            case ReplyPart.TEXT if text:
-                items.append(message_item(_item_id("msg"), text, item_status))
+            case ReplyPart.REASONING | ReplyPart.TEXT:
+                whole, at = (reasoning if part is ReplyPart.REASONING else text), marks[part]
+                number = taken[part]
+                taken[part] += 1
+                begin = at[number] if number < len(at) else 0
+                piece = whole[begin : at[number + 1] if number + 1 < len(at) else len(whole)]
+                if not piece:
+                    continue
+                if part is ReplyPart.REASONING:
+                    items.append(reasoning_item(_item_id("rs"), piece, item_status))
+                else:
+                    items.append(message_item(_item_id("msg"), piece, item_status))
             case ReplyPart.TOOL_CALL:
                 call = next(calls, None)
                 if call is not None:
@@ -837,44 +855,42 @@ class _OpenItem:
     pieces: list[str] = attrs.field(factory=list)
     # An item held back: its events (type, fields) not sent yet; None once it is sent live.
     held: list[tuple[str, dict[str, Any]]] | None = None
-
-
-def _output_index(item: _OpenItem) -> int:
-    return item.output_index
+    closed: bool = False
+    filled: bool = False  # a call closed without arguments, given `{}`
 
 
 class ResponseEvents:
     """The events of one streamed response, as SSE bytes; `output` holds the closed items, in
     output order, for the final object.
 
-    Every item opens at its first delta, at the next output index, and stays open until the
-    run ends, when all close in output order: a response has at most one reasoning item and
-    one message item, as the object of a non-streamed one has (`output_items`), so a server
-    that alternates reasoning and text (or sends both in one chunk) adds to the same two
-    items rather than opening one at every switch; and a call's arguments may come after
-    the next call, text or reasoning began (servers that stream parallel calls side by side,
-    or name all their calls before any arguments), each fragment going to its own call's
-    item. A call given no arguments gets its `{}` when the run ends (the provider's).
+    As OpenAI streams them, items come one after another: an item is added at the next
+    output index, gets its deltas and is done before the next item's events, so clients
+    that number an item's blocks by the order items' events arrive (LangChain's stream
+    converter) see each once. So text or reasoning that follows another item opens a new
+    item, as at OpenAI, where a response may hold several reasoning and message items: a
+    server that alternates reasoning and text, or resumes either after a call, gives one
+    item per stretch, each streamed live (a call-first answer's text included).
 
-    An item's events are sent together, as OpenAI sends them: clients such as LangChain's
-    stream converter number an item's blocks by the order items' events arrive, so a
-    fragment of a call after the next item's events began would be an orphan to them. So
-    the first call streams live, and every item that begins after a call's item opened is
-    held back: its events are kept, in order, and sent when it closes at the end of the run
-    (in output order, after the live call's). Reasoning and text that begin before any call
-    stream live; a call-first answer's text then comes whole at the end."""
+    Calls next to each other form a group that closes together, when something else
+    begins or the run ends: a call's arguments may come after the next call began
+    (servers that stream parallel calls side by side, or name all their calls before any
+    arguments), each fragment going to its own call's item. The group's first call streams
+    live; the others are held back (their events kept, in order) and sent when the group
+    closes, in output order, so each item's events still come together. A call closed
+    without arguments gets `{}`, as the provider completes it at the end of the stream; a
+    fragment that comes after its call closed (no server known sends text before the
+    arguments of a call it already named) goes into the final object's call only."""
 
     def __init__(self, head: ResponseHead) -> None:
         self.head = head
         self.output: list[dict[str, Any]] = []
         self._seq = 0
         self._next_index = 0  # the output_index of the next item
-        self._reasoning: _OpenItem | None = None
-        self._message: _OpenItem | None = None
-        self._calls: dict[int, _OpenItem] = {}  # tool call index -> its open item
+        # The open items, in output order: one text or reasoning item, or a group of calls.
+        self._open: list[_OpenItem] = []
+        self._calls: dict[int, _OpenItem] = {}  # tool call index -> its item, open or closed
         self._closed: dict[int, dict[str, Any]] = {}  # output_index -> the closed item
         self._produced = False  # text or a tool call
-        self._holding = False  # a call's item opened: later items are held back
 
     def _event(self, kind: str, **fields: Any) -> bytes:
         event = {"type": kind, "sequence_number": self._seq, **fields}
@@ -895,10 +911,16 @@ class ResponseEvents:
         return self._event(kind, **fields)
 
     def _add(self, kind: str, item: dict[str, Any]) -> tuple[bytes, _OpenItem]:
-        opened = _OpenItem(self._next_index, item, kind, held=[] if self._holding else None)
+        """A new item; the open items of another kind (or any but calls) are closed first."""
+        out = b""
+        if self._open and not (kind == "function_call" == self._open[-1].kind):
+            out = self._close_open(fill=True)
+        # Only a call can be added while others are open: the group's first one is live.
+        opened = _OpenItem(self._next_index, item, kind, held=[] if self._open else None)
         self._next_index += 1
-        out = self._item_event(opened, "response.output_item.added",
-                               output_index=opened.output_index, item=item)  # fmt: skip
+        self._open.append(opened)
+        out += self._item_event(opened, "response.output_item.added",
+                                output_index=opened.output_index, item=item)  # fmt: skip
         if kind == "message":
             out += self._part_event(opened, "response.content_part.added", output_text_part(""))
         elif kind == "reasoning":
@@ -916,23 +938,23 @@ class ResponseEvents:
             part=part,
         )
 
+    def _current(self, kind: str) -> _OpenItem | None:
+        """The open item of `kind` that a fragment of it continues: the last one added."""
+        last = self._open[-1] if self._open else None
+        return last if last is not None and last.kind == kind else None
+
     def content(self, delta: str) -> bytes:
         self._produced = True
-        if self._message is None:
-            added, self._message = self._add(
-                "message", message_item(_item_id("msg"), "", IN_PROGRESS)
-            )
-            return added + self._delta(self._message, "response.output_text.delta", delta,
-                                       logprobs=[])  # fmt: skip
-        return self._delta(self._message, "response.output_text.delta", delta, logprobs=[])
+        out, item = b"", self._current("message")
+        if item is None:
+            out, item = self._add("message", message_item(_item_id("msg"), "", IN_PROGRESS))
+        return out + self._delta(item, "response.output_text.delta", delta, logprobs=[])
 
     def reasoning(self, delta: str) -> bytes:
-        if self._reasoning is None:
-            added, self._reasoning = self._add(
-                "reasoning", reasoning_item(_item_id("rs"), "", IN_PROGRESS)
-            )
-            return added + self._delta(self._reasoning, "response.reasoning_text.delta", delta)
-        return self._delta(self._reasoning, "response.reasoning_text.delta", delta)
+        out, item = b"", self._current("reasoning")
+        if item is None:
+            out, item = self._add("reasoning", reasoning_item(_item_id("rs"), "", IN_PROGRESS))
+        return out + self._delta(item, "response.reasoning_text.delta", delta)
 
     def _delta(self, item: _OpenItem, kind: str, delta: str, **extra: Any) -> bytes:
         item.pieces.append(delta)
@@ -950,13 +972,19 @@ class ResponseEvents:
         self._produced = True
         item = function_call_item(_item_id("fc"), ToolCall(call_id, name, ""), IN_PROGRESS)
         out, self._calls[index] = self._add("function_call", item)
-        self._holding = True
         return out
 
     def tool_call_arguments(self, index: int, delta: str) -> bytes:
         item = self._calls.get(index)
         if item is None:
             return b""  # the run sends only those of a call started: not reached
+        if item.closed:
+            if item.filled:  # the provider's own `{}`, or the arguments instead of it
+                item.pieces.clear()
+                item.filled = False
+            item.pieces.append(delta)
+            self._closed[item.output_index]["arguments"] = "".join(item.pieces)
+            return b""
         item.pieces.append(delta)
         return self._item_event(
             item,
@@ -966,17 +994,23 @@ class ResponseEvents:
             delta=delta,
         )
 
+    def _close_open(self, status: str = COMPLETED, fill: bool = False) -> bytes:
+        """The open items closed, in output order (`fill`: a call without arguments gets
+        `{}`, when something else begins)."""
+        items, self._open = self._open, []
+        return b"".join(self._close_item(item, status, fill) for item in items)
+
     def _close_all(self, status: str = COMPLETED) -> bytes:
         """Every open item closed, in output order; `output` then holds them all."""
-        items = [item for item in (self._reasoning, self._message) if item is not None]
-        self._reasoning = self._message = None
-        items.extend(self._calls.values())
-        self._calls.clear()
-        out = b"".join(self._close_item(item, status) for item in sorted(items, key=_output_index))
+        out = self._close_open(status)
         self.output = [self._closed[index] for index in sorted(self._closed)]
         return out
 
-    def _close_item(self, item: _OpenItem, status: str) -> bytes:
+    def _close_item(self, item: _OpenItem, status: str, fill: bool = False) -> bytes:
+        if fill and item.kind == "function_call" and not item.pieces:
+            item.pieces.append("{}")
+            item.filled = True
+        item.closed = True
         whole = "".join(item.pieces)
         ids = {"item_id": item.item["id"], "output_index": item.output_index}
         held, item.held = item.held or [], None

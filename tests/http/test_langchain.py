@@ -163,3 +163,32 @@ class TestParallelCallsOverResponses:
             ("call_a", "get_weather", {"city": "Oslo"}),
             ("call_b", "get_weather", {"city": "Paris"}),
         ]
+
+
+class TestStreamOrderOverResponses:
+    """Items stream one after another, as OpenAI's do: reasoning that resumes after a call
+    is an item of its own after the call, not a fragment of the first reasoning item
+    (which LangChain would read as a block of no item)."""
+
+    async def test_reasoning_resumed_after_a_call_is_a_block_after_it(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        call = {"index": 0, "id": "call_a", "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}}  # fmt: skip
+        openai_fake.script(Raw((openai_sse(
+            {"reasoning_content": "Oslo first."},
+            {"tool_calls": [call]},
+            {"reasoning_content": " Then done."},
+        ),)))  # fmt: skip
+        client = await gateway({**fake_provider(openai_fake), **RESPONSES_ON})
+        llm = chat_model(client, use_responses_api=True).bind_tools([get_weather])
+        merged: AIMessageChunk | None = None
+        async for chunk in llm.astream("Weather in Oslo?"):
+            assert isinstance(chunk, AIMessageChunk)
+            merged = chunk if merged is None else merged + chunk
+        assert merged is not None
+        assert [(c["id"], c["args"]) for c in merged.tool_calls] == [("call_a", {"city": "Oslo"})]
+        blocks = [block for block in merged.content if isinstance(block, dict)]
+        assert [(b["type"], b.get("id", "")[:3]) for b in blocks] == [
+            ("reasoning", "rs_"), ("function_call", "fc_"), ("reasoning", "rs_"),
+        ]  # fmt: skip

@@ -212,17 +212,17 @@ class TestStreamWire:
              "delta": "Let me"},
             {"type": "response.reasoning_text.delta", "sequence_number": 5, **rs,
              "delta": " think."},
-            {"type": "response.output_item.added", "sequence_number": 6, "output_index": 1,
-             "item": message("msg_1", None, "in_progress")},
-            {"type": "response.content_part.added", "sequence_number": 7, **msg,
-             "part": {"type": "output_text", "text": "", "annotations": []}},
-            {"type": "response.output_text.delta", "sequence_number": 8, **msg,
-             "delta": "42", "logprobs": []},
-            {"type": "response.reasoning_text.done", "sequence_number": 9, **rs,
+            {"type": "response.reasoning_text.done", "sequence_number": 6, **rs,
              "text": "Let me think."},
-            {"type": "response.content_part.done", "sequence_number": 10, **rs, "part": thought},
-            {"type": "response.output_item.done", "sequence_number": 11, "output_index": 0,
+            {"type": "response.content_part.done", "sequence_number": 7, **rs, "part": thought},
+            {"type": "response.output_item.done", "sequence_number": 8, "output_index": 0,
              "item": reasoning},
+            {"type": "response.output_item.added", "sequence_number": 9, "output_index": 1,
+             "item": message("msg_1", None, "in_progress")},
+            {"type": "response.content_part.added", "sequence_number": 10, **msg,
+             "part": {"type": "output_text", "text": "", "annotations": []}},
+            {"type": "response.output_text.delta", "sequence_number": 11, **msg,
+             "delta": "42", "logprobs": []},
             {"type": "response.output_text.done", "sequence_number": 12, **msg,
              "text": "42", "logprobs": []},
             {"type": "response.content_part.done", "sequence_number": 13, **msg,
@@ -233,53 +233,29 @@ class TestStreamWire:
              "response": response_object("completed", [reasoning, answer], (3, 2))},
         ]  # fmt: skip
 
-    async def test_reasoning_and_text_alternating_stay_one_item_each(
+    async def test_reasoning_and_text_alternating_are_an_item_each_stretch(
         self, gateway: MakeClient, upstream: FakeOpenAI
     ) -> None:
-        """Reasoning that resumes after the text began goes to the reasoning item, still
-        open: the stream's items are the response's one reasoning and one message item."""
+        """Reasoning that resumes after the text began is a new item, as at OpenAI: each
+        item is done before the next is added, so the output indices never go back."""
         upstream.script(Raw((openai_sse(
             {"reasoning_content": "Hmm"}, {"content": "A"},
             {"reasoning_content": ", more"}, {"content": "B"},
         ),)))  # fmt: skip
         client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
         events = response_events(await stream_body(client, {"input": "The answer?"}))
-        rs = {"item_id": "rs_1", "output_index": 0, "content_index": 0}
-        msg = {"item_id": "msg_1", "output_index": 1, "content_index": 0}
-        thought = {"type": "reasoning_text", "text": "Hmm, more"}
-        reasoning = {"id": "rs_1", "type": "reasoning", "summary": [], "content": [thought]}
-        answer = message("msg_1", "AB")
-        assert events == [
-            *opening(),
-            {"type": "response.output_item.added", "sequence_number": 2, "output_index": 0,
-             "item": {"id": "rs_1", "type": "reasoning", "summary": [], "content": []}},
-            {"type": "response.content_part.added", "sequence_number": 3, **rs,
-             "part": {"type": "reasoning_text", "text": ""}},
-            {"type": "response.reasoning_text.delta", "sequence_number": 4, **rs,
-             "delta": "Hmm"},
-            {"type": "response.output_item.added", "sequence_number": 5, "output_index": 1,
-             "item": message("msg_1", None, "in_progress")},
-            {"type": "response.content_part.added", "sequence_number": 6, **msg,
-             "part": {"type": "output_text", "text": "", "annotations": []}},
-            {"type": "response.output_text.delta", "sequence_number": 7, **msg,
-             "delta": "A", "logprobs": []},
-            {"type": "response.reasoning_text.delta", "sequence_number": 8, **rs,
-             "delta": ", more"},
-            {"type": "response.output_text.delta", "sequence_number": 9, **msg,
-             "delta": "B", "logprobs": []},
-            {"type": "response.reasoning_text.done", "sequence_number": 10, **rs,
-             "text": "Hmm, more"},
-            {"type": "response.content_part.done", "sequence_number": 11, **rs, "part": thought},
-            {"type": "response.output_item.done", "sequence_number": 12, "output_index": 0,
-             "item": reasoning},
-            {"type": "response.output_text.done", "sequence_number": 13, **msg,
-             "text": "AB", "logprobs": []},
-            {"type": "response.content_part.done", "sequence_number": 14, **msg,
-             "part": {"type": "output_text", "text": "AB", "annotations": []}},
-            {"type": "response.output_item.done", "sequence_number": 15, "output_index": 1,
-             "item": answer},
-            {"type": "response.completed", "sequence_number": 16,
-             "response": response_object("completed", [reasoning, answer], (2, 1))},
+        # An item's text events named alike, whether reasoning's or the message's.
+        sent = [
+            (e["type"].removeprefix("response.").split("_text.")[-1], e.get("output_index"))
+            for e in events
+        ]
+        kinds = ("output_item.added", "content_part.added", "delta", "done",
+                 "content_part.done", "output_item.done")  # fmt: skip
+        items = [(kind, index) for index in range(4) for kind in kinds]
+        assert sent == [("created", None), ("in_progress", None), *items, ("completed", None)]
+        output = events[-1]["response"]["output"]
+        assert [(item["id"], item["content"][0]["text"]) for item in output] == [
+            ("rs_1", "Hmm"), ("msg_1", "A"), ("rs_2", ", more"), ("msg_2", "B")
         ]  # fmt: skip
 
     async def test_interleaved_call_arguments_each_reach_their_call(

@@ -192,8 +192,9 @@ class TestStreaming:
         self, gateway: MakeClient, upstream: FakeOpenAI, deltas: tuple[dict[str, str], ...]
     ) -> None:
         """A server that alternates reasoning and text, or sends both in one chunk (the
-        reasoning comes first): the stream has one reasoning item and one message item, as
-        the final and the non-streamed response have."""
+        reasoning comes first): as at OpenAI, each stretch is an item, streamed after the
+        one before is done, and the final, stored and non-streamed responses have the same
+        items."""
         chunks = openai_sse(*deltas)
         upstream.script(Raw((chunks,)), Raw((chunks,)))
         client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
@@ -210,8 +211,10 @@ class TestStreaming:
                 for item in response.output
             ]
 
-        assert added == ["reasoning", "message"]
-        assert shape(streamed) == [("reasoning", "Hmm, more"), ("message", "AB")]
+        assert added == ["reasoning", "message", "reasoning", "message"]
+        assert shape(streamed) == [
+            ("reasoning", "Hmm"), ("message", "A"), ("reasoning", ", more"), ("message", "B")
+        ]  # fmt: skip
         assert shape(created) == shape(streamed) == shape(stored)
         assert streamed.output_text == "AB"
 
@@ -257,6 +260,39 @@ class TestStreaming:
             ]
             for delta in deltas
         ]
+
+    async def test_the_text_of_a_call_first_answer_streams_while_it_is_written(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        """The call is done when the text begins (as OpenAI's items come one after
+        another): the text's deltas reach the client while the upstream is still writing
+        the answer, not whole at its end."""
+        call = {"index": 0, "id": "call_t", "type": "function",
+                "function": {"name": "get_time", "arguments": "{}"}}  # fmt: skip
+        begun = openai_sse({"tool_calls": [call]}, {"content": "Checking"})
+        begun = begun[: begun.index(b'data: {"choices": [{"index": 0, "delta": {}')]
+        rest = openai_sse({"content": " the clock."})
+        # The rest only when the client has gone (the test never waits that long).
+        upstream.script(Raw((begun, rest), delay=60))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            stream = await sdk.responses.create(
+                model="openclaw", input="time?", tools=[CLOCK], stream=True
+            )
+            seen: list[tuple[str, int | None]] = []
+            async for event in stream:
+                seen.append((event.type, getattr(event, "output_index", None)))
+                if event.type == "response.output_text.delta":
+                    assert event.delta == "Checking"
+                    break
+            assert not upstream.last.completed
+            await stream.close()
+        assert [(kind.removeprefix("response."), index) for kind, index in seen] == [
+            ("created", None), ("in_progress", None),
+            ("output_item.added", 0), ("function_call_arguments.delta", 0),
+            ("function_call_arguments.done", 0), ("output_item.done", 0),
+            ("output_item.added", 1), ("content_part.added", 1), ("output_text.delta", 1),
+        ]  # fmt: skip
 
 
 class TestFunctionToolLoop:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -293,27 +294,28 @@ class TestOutput:
         assert [e["sequence_number"] for e in sent] == list(range(len(sent)))
         assert [item["arguments"] for item in sent[-1]["response"]["output"]] == ["{}", "{}"]
 
-    def test_text_after_a_call_is_held_back_until_the_call_closed(self) -> None:
-        """A call-first answer: its text comes whole after the call's events."""
+    def test_text_after_a_call_streams_once_the_call_is_done(self) -> None:
+        """A call-first answer: the call is done when the text begins (items come one after
+        another, as OpenAI sends them), and the text streams live."""
         events = ResponseEvents(ResponseHead("resp_1", 0, "openclaw", ResponseFields()))
-        live = events.tool_call_start(0, "call_a", "f") + events.content("Looking.")
-        live += events.tool_call_arguments(0, "{}")
+        live = events.tool_call_start(0, "call_a", "f") + events.tool_call_arguments(0, "{}")
+        live += events.content("Looking.")
         sent = [json.loads(line[6:]) for line in live.split(b"\n") if line.startswith(b"data: ")]
-        assert [(e["type"], e["output_index"]) for e in sent] == [
-            ("response.output_item.added", 0), ("response.function_call_arguments.delta", 0),
+        assert [(e["type"].removeprefix("response."), e["output_index"]) for e in sent] == [
+            ("output_item.added", 0), ("function_call_arguments.delta", 0),
+            ("function_call_arguments.done", 0), ("output_item.done", 0),
+            ("output_item.added", 1), ("content_part.added", 1), ("output_text.delta", 1),
         ]  # fmt: skip
         wire = events.finish("tool_calls", Usage(1, 1))[0]
         rest = [json.loads(line[6:]) for line in wire.split(b"\n") if line.startswith(b"data: ")]
         assert [(e["type"].removeprefix("response."), e.get("output_index")) for e in rest] == [
-            ("function_call_arguments.done", 0), ("output_item.done", 0),
-            ("output_item.added", 1), ("content_part.added", 1), ("output_text.delta", 1),
             ("output_text.done", 1), ("content_part.done", 1), ("output_item.done", 1),
             ("completed", None),
         ]  # fmt: skip
         assert [e["sequence_number"] for e in sent + rest] == list(range(len(sent + rest)))
 
-    def test_text_resumed_after_a_call_goes_to_the_one_message(self) -> None:
-        """The final output is what a non-streamed answer has: one message, then the call."""
+    def test_text_resumed_after_a_call_is_a_message_of_its_own(self) -> None:
+        """As the non-streamed answer has it: a message, the call, another message."""
         events = ResponseEvents(ResponseHead("resp_1", 0, "openclaw", ResponseFields()))
         events.content("Let me look. ")
         events.tool_call_start(0, "call_a", "f")
@@ -322,8 +324,10 @@ class TestOutput:
         _, body = events.finish("tool_calls", Usage(1, 1))
         streamed = [(i["type"], i.get("content") or i.get("arguments")) for i in body["output"]]
         call = ToolCall("call_a", "f", "{}")
-        final = output_items("Let me look. Done.", "", (call,), "completed")
+        parts = (ReplyPart.TEXT, ReplyPart.TOOL_CALL, ReplyPart.TEXT)
+        final = output_items("Let me look. Done.", "", (call,), "completed", parts, (0, 0, 13))
         assert streamed == [(i["type"], i.get("content") or i.get("arguments")) for i in final]
+        assert [i["type"] for i in final] == ["message", "function_call", "message"]
 
     def test_a_call_without_arguments_yet_takes_them_after_text(self) -> None:
         """A server that names a call, sends text, then the call's arguments (or, for a call
@@ -357,20 +361,37 @@ class TestStreamInvariants:
         self, steps: list[tuple[str, Any]], end: str
     ) -> None:
         """Sequence numbers count every event; items are added at the next output index,
-        each event names an item added and not done yet by both index and id; every item
-        is done by the end, whose output is the done items in output order: at most one
-        message and one reasoning item, and each call with every fragment of its arguments;
-        from the first call on, each item's events come together."""
+        each event names an item added and not done yet by both index and id, and the
+        output indices never go back (each item's events come together, as OpenAI sends
+        them); every item is done by the end, whose output is the done items in output
+        order, each call with every fragment of its arguments (`{}` for one that had none
+        when text or reasoning began), the same items as the non-streamed answer's."""
         events = ResponseEvents(ResponseHead("resp_1", 0, "openclaw", ResponseFields()))
         wire, started = events.start(), set()
         arguments: dict[int, str] = {}  # each call's fragments, in order
+        passed: set[int] = set()  # the calls that text or reasoning came after
+        # What the run records (agents/session.py): the parts, where each begins.
+        parts: list[ReplyPart] = []
+        starts: list[int] = []
+        texts = {ReplyPart.TEXT: "", ReplyPart.REASONING: ""}
+        calls: list[ToolCall] = []
         for position, (kind, value) in enumerate(steps):
-            if kind == "content":
-                wire += events.content(value)
-            elif kind == "reasoning":
-                wire += events.reasoning(value)
+            if kind in ("content", "reasoning"):
+                part = ReplyPart.TEXT if kind == "content" else ReplyPart.REASONING
+                if not parts or parts[-1] is not part:
+                    parts.append(part)
+                    starts.append(len(texts[part]))
+                texts[part] += value
+                passed |= started
+                if kind == "content":
+                    wire += events.content(value)
+                else:
+                    wire += events.reasoning(value)
             elif kind == "call" and value not in started:
                 started.add(value)
+                parts.append(ReplyPart.TOOL_CALL)
+                starts.append(0)
+                calls.append(ToolCall(f"call_{value}", "f", ""))
                 wire += events.tool_call_start(value, f"call_{value}", "f")
             elif kind == "arguments" and value in started:
                 fragment = f"[{position}]"
@@ -397,15 +418,25 @@ class TestStreamInvariants:
                     done[index] = event["item"]
         assert done.keys() == added.keys()
         output = sent[-1]["response"]["output"]
-        assert output == [done[index] for index in sorted(done)]
-        calls = {item["call_id"]: item["arguments"] for item in output if "call_id" in item}
-        assert calls == {f"call_{n}": arguments.get(n, "") for n in started}
-        kinds = [item["type"] for item in output]
-        assert kinds.count("message") <= 1
-        assert kinds.count("reasoning") <= 1
-        # From the first call on, an item's events come together: the indices of the items
-        # from there on never go back (earlier text or reasoning may resume between them).
-        first_call = next((i for i, item in enumerate(output) if "call_id" in item), None)
-        if first_call is not None:
-            later = [e["output_index"] for e in sent if e.get("output_index", -1) >= first_call]
-            assert later == sorted(later)
+
+        def but_arguments(item: dict[str, Any]) -> dict[str, Any]:
+            # A fragment after its call was done joins the final object's call only.
+            return {key: value for key, value in item.items() if key != "arguments"}
+
+        assert [but_arguments(i) for i in output] == [but_arguments(done[i]) for i in sorted(done)]
+        made = {item["call_id"]: item["arguments"] for item in output if "call_id" in item}
+        whole = {n: arguments.get(n) or ("{}" if n in passed else "") for n in started}
+        assert made == {f"call_{n}": args for n, args in whole.items()}
+        indices = [e["output_index"] for e in sent if "output_index" in e]
+        assert indices == sorted(indices)
+        if end == "stop":
+            calls = [attrs.evolve(c, arguments=whole[int(c.id[5:])]) for c in calls]
+            final = output_items(
+                texts[ReplyPart.TEXT], texts[ReplyPart.REASONING], tuple(calls), "completed",
+                tuple(parts), tuple(starts),
+            )  # fmt: skip
+
+            def shape(items: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+                return [(i["type"], i.get("content") or i.get("arguments")) for i in items]
+
+            assert shape(output) == shape(final)
