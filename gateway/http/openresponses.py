@@ -29,6 +29,8 @@ Until then, a response to be stored is known to this process as running: a GET a
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 import structlog
@@ -74,6 +76,7 @@ from gateway.http.openai_wire import (
 )
 from gateway.http.openresponses_wire import (
     IN_PROGRESS,
+    InputMessage,
     ResponseEvents,
     ResponseFields,
     ResponseHead,
@@ -452,9 +455,11 @@ async def list_input_items(request: web.Request) -> web.StreamResponse:
     chain of earlier responses (their inputs and outputs) and its own input, read from its
     session's transcript: from the context the turn began in (a client's history that
     replaced the session's, or the branch a continued older response began) through the
-    turn's input, as the session holds them. Not there: what was never stored (images,
-    `instructions`, which join the system prompt), turns the upstream refused, and empty
-    replies. A running response is a 409, as for a DELETE: its turn is not stored yet."""
+    turn's input, as the session holds them, and as the model was given them: not the
+    turns the upstream refused (as at OpenAI, where a refused request joins no chain), no
+    empty replies, and no `instructions` (they join the system
+    prompt). An image is an `input_image` part without its data, which is not stored. A
+    running response is a 409, as for a DELETE: its turn is not stored yet."""
     refused = gate(request, ("GET", "HEAD"), responses_enabled)
     if refused is not None:
         return refused
@@ -483,7 +488,11 @@ async def list_input_items(request: web.Request) -> web.StreamResponse:
     # All but the turn's reply, its last message; as the model was given them.
     history = SessionHistory.of(stored.session_id, 0, chain.messages[:-1] if chain else ())
     messages = [
-        (message.id, chat.message if isinstance(chat, CutShort) else chat)
+        InputMessage(
+            message.id,
+            chat.message if isinstance(chat, CutShort) else chat,
+            _image_count(message.images),
+        )
         for message, chat in zip(history.kept, history.chats, strict=True)
         if chat is not None
     ]
@@ -492,6 +501,12 @@ async def list_input_items(request: web.Request) -> web.StreamResponse:
     except RequestError as exc:
         return error_answer(request, exc)
     return json_response(page, headers={SESSION_HEADER: stored.key})
+
+
+def _image_count(images: Mapping[str, Any] | None) -> int:
+    """How many images a stored message had (`{"count", "mimeTypes"}`, data not kept)."""
+    count = images.get("count") if images is not None else None
+    return count if type(count) is int and count > 0 else 0
 
 
 # -- POST /v1/responses/{id}/cancel ----------------------------------------------------------

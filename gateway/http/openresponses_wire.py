@@ -21,7 +21,13 @@ from typing import Any, cast
 import attrs
 
 from agents.ids import uuid7_hex
-from agents.providers.base import REASONING_EFFORTS, ChatMessage, ToolCall, Usage
+from agents.providers.base import (
+    IMAGE_ONLY_TEXT,
+    REASONING_EFFORTS,
+    ChatMessage,
+    ToolCall,
+    Usage,
+)
 from agents.runs import ReplyPart
 from gateway.config.model import ChatCompletionsConfig
 from gateway.http.openai_wire import (
@@ -180,26 +186,48 @@ def items_query(query: Mapping[str, str]) -> ItemsQuery:
     return ItemsQuery(query.get("after"), count, order == "asc")
 
 
-def input_items(messages: list[tuple[str, ChatMessage]]) -> list[dict[str, Any]]:
+@attrs.frozen
+class InputMessage:
+    """A stored message as an input item list reads it."""
+
+    id: str
+    message: ChatMessage
+    images: int = 0  # how many images it had (their data is not stored)
+
+
+# An image whose data is not stored: it was there, nothing more is known (OpenAI's default
+# detail).
+_IMAGE_PART = {"type": "input_image", "detail": "auto", "file_id": None, "image_url": None}
+
+
+def input_items(messages: list[InputMessage]) -> list[dict[str, Any]]:
     """The conversation a response answered as Responses items, oldest first: each message
     (with its stored id) a `message` item, an assistant's calls `function_call` items after
-    it, a tool result a `function_call_output` item. Ids are made of the stored message's,
-    so they stay the same from one page to the next."""
+    it, a tool result a `function_call_output` item. A message's images are `input_image`
+    parts after its text (an image-only message's is the model's placeholder, not listed).
+    Ids are made of the stored message's, so they stay the same from one page to the
+    next."""
     items: list[dict[str, Any]] = []
-    for message_id, message in messages:
-        hexed = message_id.replace("-", "")
+    for stored in messages:
+        message = stored.message
+        hexed = stored.id.replace("-", "")
         if message.role == "tool":
             items.append({"id": f"fco_{hexed}", "type": "function_call_output",
                           "call_id": message.tool_call_id or "", "output": message.text,
                           "status": COMPLETED})  # fmt: skip
             continue
-        if message.text:
+        content: list[dict[str, Any]] = []
+        if message.text and not (stored.images and message.text == IMAGE_ONLY_TEXT):
             kind = "output_text" if message.role == "assistant" else "input_text"
             part: dict[str, Any] = {"type": kind, "text": message.text}
             if message.role == "assistant":
                 part["annotations"] = []
+            content.append(part)
+        if message.role != "assistant":
+            content.extend(dict(_IMAGE_PART) for _ in range(stored.images))
+        if content:
             items.append({"id": f"msg_{hexed}", "type": "message", "role": message.role,
-                          "status": COMPLETED, "content": [part]})  # fmt: skip
+                          "status": COMPLETED, "content": content})  # fmt: skip
         for number, call in enumerate(message.tool_calls):
             items.append(function_call_item(f"fc_{hexed}_{number}", call, COMPLETED))
     return items

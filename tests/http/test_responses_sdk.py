@@ -924,6 +924,35 @@ class TestInputItems:
         texts = [i.content[0].text for i in page.data]  # type: ignore[union-attr]
         assert texts == ["one", "[turn 1] one", "fork"]
 
+    async def test_an_image_is_an_input_image_part(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        """As OpenAI lists it, an `input_image` part where the message had it (after its
+        text: where among the parts is not kept); its data is not stored, so it is listed
+        without an `image_url`, and `auto` detail."""
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        png = "data:image/png;base64,iVBORw0KGgo="
+        async with await sdk_for(client) as sdk:
+            image_part: Any = {"type": "input_image", "image_url": png, "detail": "auto"}
+            text_part: Any = {"type": "input_text", "text": "What is it?"}
+            one = await sdk.responses.create(
+                model="openclaw", input=[{"role": "user", "content": [text_part, image_part]}]
+            )
+            bare = await sdk.responses.create(
+                model="openclaw",
+                input=[{"role": "user", "content": [image_part]}],
+                previous_response_id=one.id,
+            )
+            page = await sdk.responses.input_items.list(bare.id, order="asc")
+        image = {"type": "input_image", "detail": "auto"}
+        assert [item.model_dump(exclude={"id"}, exclude_none=True) for item in page.data] == [
+            {"type": "message", "role": "user", "status": "completed",
+             "content": [{"type": "input_text", "text": "What is it?"}, image]},
+            {"type": "message", "role": "assistant", "status": "completed",
+             "content": [{"type": "output_text", "text": "Hello world", "annotations": []}]},
+            {"type": "message", "role": "user", "status": "completed", "content": [image]},
+        ]  # fmt: skip
+
     async def test_an_unknown_response_is_response_not_found(self, sdk: AsyncOpenAI) -> None:
         with pytest.raises(openai.NotFoundError) as caught:
             await sdk.responses.input_items.list("resp_nope")
