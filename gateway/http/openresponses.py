@@ -42,7 +42,7 @@ from agents.events import RunEvent
 from agents.history import SessionHistory
 from agents.runs import AgentRun, RunOutcome, RunStatus, TurnRequest
 from agents.store import StoredResponse
-from agents.transcript import CutShort
+from agents.transcript import CutShort, retries_left_out
 from gateway.appkeys import AGENT_ID, MODEL_USED, SESSION_KEY, STATE
 from gateway.config.model import Config
 from gateway.edge_http import add_route
@@ -456,8 +456,8 @@ async def list_input_items(request: web.Request) -> web.StreamResponse:
     session's transcript: from the context the turn began in (a client's history that
     replaced the session's, or the branch a continued older response began) through the
     turn's input, as the session holds them, and as the model was given them: not the
-    turns the upstream refused (as at OpenAI, where a refused request joins no chain), no
-    empty replies, and no `instructions` (they join the system
+    turns the upstream refused (as at OpenAI, where a refused request joins no chain), a
+    turn asked again once, no empty replies, and no `instructions` (they join the system
     prompt). An image is an `input_image` part without its data, which is not stored. A
     running response is a 409, as for a DELETE: its turn is not stored yet."""
     refused = gate(request, ("GET", "HEAD"), responses_enabled)
@@ -485,16 +485,16 @@ async def list_input_items(request: web.Request) -> web.StreamResponse:
         if running:
             return error_answer(request, response_in_progress(response_id))
         return error_answer(request, response_not_found(response_id))
-    # All but the turn's reply, its last message; as the model was given them.
+    # All but the turn's reply, its last message; as the model was given them: a turn
+    # asked again once, as `retries_left_out` gives the model its messages.
     history = SessionHistory.of(stored.session_id, 0, chain.messages[:-1] if chain else ())
+    given = {id(chat) for chat in retries_left_out(history.chats)}
     messages = [
-        InputMessage(
-            message.id,
-            chat.message if isinstance(chat, CutShort) else chat,
-            _image_count(message.images),
-        )
-        for message, chat in zip(history.kept, history.chats, strict=True)
-        if chat is not None
+        InputMessage(message.id, chat, _image_count(message.images))
+        for message, entry in zip(history.kept, history.chats, strict=True)
+        if entry is not None
+        for chat in (entry.message if isinstance(entry, CutShort) else entry,)
+        if id(chat) in given
     ]
     try:
         page = items_page(input_items(messages), query)

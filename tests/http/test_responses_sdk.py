@@ -953,6 +953,26 @@ class TestInputItems:
             {"type": "message", "role": "user", "status": "completed", "content": [image]},
         ]  # fmt: skip
 
+    async def test_a_failed_turn_asked_again_is_listed_once(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        """As the model was given it: a turn that got no reply and was asked again is its
+        question once (the session keeps both tries)."""
+        upstream.script(Stream(("first",)), Status(500), Stream(("second",)))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        headers = {"x-openclaw-session-key": "agent:main:retried"}
+        async with await sdk_for(client) as sdk:
+            await sdk.responses.create(model="openclaw", input="one", extra_headers=headers)
+            with pytest.raises(openai.InternalServerError):
+                await sdk.responses.create(model="openclaw", input="two", extra_headers=headers)
+            again = await sdk.responses.create(model="openclaw", input="two", extra_headers=headers)
+            assert upstream.last.body["messages"][1:] == [
+                {"role": "assistant", "content": "first"}, {"role": "user", "content": "two"}
+            ]  # fmt: skip
+            page = await sdk.responses.input_items.list(again.id, order="asc")
+        texts = [(i.role, i.content[0].text) for i in page.data]  # type: ignore[union-attr]
+        assert texts == [("user", "one"), ("assistant", "first"), ("user", "two")]
+
     async def test_an_unknown_response_is_response_not_found(self, sdk: AsyncOpenAI) -> None:
         with pytest.raises(openai.NotFoundError) as caught:
             await sdk.responses.input_items.list("resp_nope")
