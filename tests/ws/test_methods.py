@@ -1372,6 +1372,19 @@ class TestArchivedSessions:
         final = await ws.event("chat", state="final", runId="c2")
         assert final["payload"]["message"]["content"][0]["text"] == "[turn 1] hi"
 
+    async def test_a_retried_send_answers_its_run_after_the_archive(self, ws: GatewayWs) -> None:
+        """A chat.send retried with its idempotencyKey after its session was archived
+        answers its run's status, as any retry does: it starts no new work."""
+        send = {"sessionKey": "retry", "message": "hi", "idempotencyKey": "r1"}
+        assert (await ws.ok("chat.send", send))["status"] == "started"
+        await ws.event("chat", state="final", runId="r1")
+        sid = (await ws.ok("sessions.describe", {"key": "retry"}))["session"]["sessionId"]
+        await ws.ok("sessions.patch", {"key": "retry", "archived": True, "expectedSessionId": sid})
+        assert await ws.ok("chat.send", send) == {"runId": "r1", "status": "ok"}
+        refused = 'Session "agent:main:retry" is archived. Restore it before starting new work.'
+        frame = await ws.call("chat.send", {**send, "idempotencyKey": "r2"})
+        assert frame["error"] == {"code": "INVALID_REQUEST", "message": refused}
+
     async def test_archived_only_deletes_only_an_archived_session(self, ws: GatewayWs) -> None:
         created = await ws.ok("sessions.create", {"key": "kept"})
         params = {

@@ -13,7 +13,7 @@ from agents.registry import SessionRegistry, Transcript
 from agents.runs import AgentRun, RunState, TurnRequest
 from agents.store import StoredMessage
 from gateway.jsonwire import dumps, wire
-from gateway.ws.claims import ClaimedElsewhere, start_once, wait_for_start
+from gateway.ws.claims import ClaimedElsewhere, start_once, starting, wait_for_start
 from gateway.ws.connection import now_ms
 from gateway.ws.dispatch import AnswerThenPause, CallContext, MethodRegistry
 from gateway.ws.methods.health import model_defaults
@@ -327,12 +327,10 @@ async def send(
         if not aborted:
             aborted = await abort_elsewhere(ctx, key, None)
         return {"ok": True, "aborted": bool(aborted), "runIds": aborted}
-    # OpenClaw's: an archived session takes no new work until restored.
-    await registry.refuse_archived(key)
     # A call of this key claiming it in a shared store now: its run is looked up after.
     await wait_for_start(ctx.ws, run_id)
-    # No await from here to put() but the claim's, during which a concurrent duplicate
-    # waits above: it sees this call's entry.
+    # No await from here to put() but the archive check's and the claim's, during which a
+    # concurrent duplicate waits above: it sees this call's entry.
     previous = ctx.ws.idempotency.get(run_id)
     if previous is not None and not previous.reset_done:  # reset_done: no run started
         run = previous.run  # None: ended and forgotten
@@ -340,6 +338,10 @@ async def send(
     run = registry.run(run_id)
     if run is not None and answers_for_key(run):
         return {"runId": run_id, "status": "ok" if run.ended else "in_flight"}
+    # OpenClaw's: an archived session takes no new work until restored. After the retry's
+    # lookups: a retry of a run started before the archive answers that run's status.
+    with starting(ctx.ws, run_id):
+        await registry.refuse_archived(key)
     check_queue(registry, key)
     agent_id, _ = parse_session_key(key)
     asked = timeout_ms / 1000 if timeout_ms is not None else None
