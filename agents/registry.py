@@ -536,13 +536,21 @@ class SessionRegistry:
         return self._info(row), created
 
     async def reset(self, key: str) -> SessionInfo:
-        """Abort the session's runs, then a new session id with zeroed counters (§5)."""
+        """Abort the session's runs, then a new session id with zeroed counters (§5).
+
+        An archived session raises SessionArchived (OpenClaw's: a reset is new work, refused
+        until the session is restored), checked again under the lane: an archive that came
+        first leaves the session as it was, its id and its archive mark."""
         agent_id = await self._agent_of_kept_or_new(key)
+        await self.refuse_archived(key)  # before the runs are aborted too
         session = self._session(key)
         with session.hold():
             session.abort_all("reset")
             # The lane: the aborted turn commits to the old transcript before the reset.
             async with session.lane, self._stopped_elsewhere(key):
+                kept = await self.store.get(key)
+                if kept is not None and kept.archived_at is not None:
+                    raise SessionArchived(key)
                 row = await self.store.reset(key, agent_id, self.clock())
                 session.row = row
         session.publish_change(ChangeReason.RESET, row=row)

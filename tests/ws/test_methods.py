@@ -1385,6 +1385,27 @@ class TestArchivedSessions:
         frame = await ws.call("chat.send", {**send, "idempotencyKey": "r2"})
         assert frame["error"] == {"code": "INVALID_REQUEST", "message": refused}
 
+    async def test_create_and_reset_of_an_archived_session_are_refused(self, ws: GatewayWs) -> None:
+        """OpenClaw's: a reset (sessions.reset, or sessions.create naming the session,
+        which resets it there) is new work, refused until the session is restored; the
+        first message of such a create is not dropped in silence."""
+        sid = (await self.archived(ws, "shelf"))["entry"]["sessionId"]
+        message = 'Session "agent:main:shelf" is archived. Restore it before starting new work.'
+        refused = {"code": "INVALID_REQUEST", "message": message}
+        for method, params in [
+            ("sessions.reset", {"key": "shelf"}),
+            ("sessions.create", {"key": "shelf", "message": "hi"}),
+            ("sessions.create", {"key": "shelf"}),
+        ]:
+            frame = await ws.call(method, params)
+            assert frame["error"] == refused, (method, params)
+        row = (await ws.ok("sessions.describe", {"key": "shelf"}))["session"]
+        assert (row["sessionId"], row["archived"]) == (sid, True)
+        assert (await ws.ok("chat.history", {"sessionKey": "shelf"}))["messages"] == []
+        await ws.ok("sessions.patch", {"key": "shelf", "archived": False, "expectedSessionId": sid})
+        reset = await ws.ok("sessions.reset", {"key": "shelf"})
+        assert reset["entry"]["sessionId"] != sid
+
     async def test_archived_only_deletes_only_an_archived_session(self, ws: GatewayWs) -> None:
         created = await ws.ok("sessions.create", {"key": "kept"})
         params = {

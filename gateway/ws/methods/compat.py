@@ -15,7 +15,7 @@ from uuid import uuid4
 
 import attrs
 
-from agents.errors import UnknownAgent
+from agents.errors import SessionArchived, UnknownAgent
 from agents.ids import uuid7
 from agents.keys import SESSION_KEY_MAX, parse_session_key
 from gateway.ws.connection import now_ms
@@ -369,6 +369,10 @@ def register(methods: MethodRegistry) -> None:
         raw = params.key if params.key is not None else str(uuid7())
         key = resolve_key_of_agent(ctx, raw, params.agent_id)
         info, created = await ctx.to_the_end(ctx.registry.create(key, params.label))
+        if not created and info.archived_at is not None:
+            # OpenClaw resets the session a create names, which an archived one refuses;
+            # here it would answer it unchanged and drop the first message in silence.
+            raise SessionArchived(key)
         entry = info.to_dict()
         answer = {"ok": True, "key": key, "sessionId": entry["sessionId"], "entry": entry}
         # A first message starts the new session's first turn, as chat.send would (OpenClaw
