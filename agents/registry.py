@@ -493,28 +493,43 @@ class SessionRegistry:
         found = await self.store.history(info.session_id, limit, max_chars=max_chars)
         return Transcript(info, found.messages, found.total)
 
-    async def patch_label(self, key: str, label: str | None) -> SessionInfo:
-        """Set or clear the label; an unknown key gets an empty session (upsert)."""
+    async def patch_label(
+        self, key: str, label: str | None, expected_session_id: str | None = None
+    ) -> SessionInfo:
+        """Set or clear the label; an unknown key gets an empty session (upsert). With
+        `expected_session_id`, SessionChanged unless the key holds that session, checked in
+        the store's write (a reset since, here or on another process, is seen)."""
         agent_id = await self._agent_of_kept_or_new(key)
         session = self._session(key)
         with session.hold():
-            row = await self.store.patch_label(key, agent_id, label, self.clock())
+            row = await self.store.patch_label(
+                key, agent_id, label, self.clock(), session_id=expected_session_id
+            )
             session.row = row
         session.publish_change(ChangeReason.PATCH, row=row)
         return self._info(row)
 
-    async def set_archived(self, key: str, archived: bool) -> SessionInfo | None:
+    async def set_archived(
+        self, key: str, archived: bool, expected_session_id: str | None = None
+    ) -> SessionInfo | None:
         """Archive the session of `key` (its runs aborted, and no new work starts on it) or
-        restore it; None when the key holds no session."""
+        restore it; None when the key holds no session. With `expected_session_id`,
+        SessionChanged unless the key holds that session: checked before the runs are
+        aborted (a session that changed keeps its turns) and again in the store's write."""
+        if expected_session_id is not None:
+            row = await self.store.get(key)
+            if row is not None and row.session_id != expected_session_id:
+                raise SessionChanged(key)
+        now, sid = self.clock, expected_session_id
         session = self._session(key)
         with session.hold():
             if archived:
                 # As OpenClaw drains it: the session's runs stop, and none commits after.
                 session.abort_all("archive")
                 async with session.lane, self._stopped_elsewhere(key):
-                    row = await self.store.set_archived(key, archived, self.clock())
+                    row = await self.store.set_archived(key, archived, now(), session_id=sid)
             else:  # an archived session runs nothing: a restore waits for no turn
-                row = await self.store.set_archived(key, archived, self.clock())
+                row = await self.store.set_archived(key, archived, now(), session_id=sid)
             if row is not None:
                 session.row = row
         if row is None:

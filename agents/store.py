@@ -50,7 +50,13 @@ import structlog
 
 from agents import compactjson
 from agents.config import MaintenanceConfig
-from agents.errors import REFUSED_ERROR, StoreError, UnsafeStoreFile, UnusableStore
+from agents.errors import (
+    REFUSED_ERROR,
+    SessionChanged,
+    StoreError,
+    UnsafeStoreFile,
+    UnusableStore,
+)
 from agents.ids import uuid7
 from agents.keys import is_main_key
 from agents.providers.base import ChatMessage, ThinkingBlock, ToolCall
@@ -699,6 +705,14 @@ class DailyUsage:
     input_tokens: int
     output_tokens: int
     turns: int  # assistant messages (aborted and failed turns included)
+
+
+def _still_session(db: sqlite3.Connection, key: str, session_id: str) -> None:
+    """SessionChanged unless `key` holds the session `session_id` (in the write's job: no
+    reset or delete comes between this and the write)."""
+    found = db.execute("SELECT session_id FROM sessions WHERE key = ?", (key,)).fetchone()
+    if found is None or found[0] != session_id:
+        raise SessionChanged(key)
 
 
 def _session_row(row: tuple[Any, ...]) -> SessionRow:
@@ -1595,16 +1609,28 @@ class SessionStore:
             DailyUsage(day, agent, int(inp), int(out), int(n)) for day, agent, inp, out, n in rows
         ]
 
-    async def patch_label(self, key: str, agent_id: str, label: str | None, now: int) -> SessionRow:
-        """Set or clear the label; an unknown key gets a new empty session (upsert)."""
+    async def patch_label(
+        self, key: str, agent_id: str, label: str | None, now: int, *, session_id: str | None = None
+    ) -> SessionRow:
+        """Set or clear the label; an unknown key gets a new empty session (upsert). With
+        `session_id`, only on that session: SessionChanged when the key holds none (a reset
+        or a delete came between the caller's read and this write)."""
         return await self._call(
-            self._write, lambda db: self._patch_label(db, key, agent_id, label, now)
+            self._write, lambda db: self._patch_label(db, key, agent_id, label, now, session_id)
         )
 
     @classmethod
     def _patch_label(
-        cls, db: sqlite3.Connection, key: str, agent_id: str, label: str | None, now: int
+        cls,
+        db: sqlite3.Connection,
+        key: str,
+        agent_id: str,
+        label: str | None,
+        now: int,
+        session_id: str | None,
     ) -> SessionRow:
+        if session_id is not None:
+            _still_session(db, key, session_id)
         row, created = cls._create(db, key, agent_id, now, label)
         if created:
             return row
@@ -1616,15 +1642,25 @@ class SessionStore:
         ).fetchone()
         return _session_row(updated)
 
-    async def set_archived(self, key: str, archived: bool, now: int) -> SessionRow | None:
+    async def set_archived(
+        self, key: str, archived: bool, now: int, *, session_id: str | None = None
+    ) -> SessionRow | None:
         """Archive the session (`archived_at` kept when it already is, reason "manual") or
-        restore it; None when the key holds no session."""
-        return await self._call(self._write, lambda db: self._set_archived(db, key, archived, now))
+        restore it; None when the key holds no session. With `session_id`, only that
+        session: SessionChanged when the key holds another."""
+        return await self._call(
+            self._write, lambda db: self._set_archived(db, key, archived, now, session_id)
+        )
 
     @staticmethod
     def _set_archived(
-        db: sqlite3.Connection, key: str, archived: bool, now: int
+        db: sqlite3.Connection, key: str, archived: bool, now: int, session_id: str | None
     ) -> SessionRow | None:
+        if (
+            session_id is not None
+            and db.execute("SELECT 1 FROM sessions WHERE key = ?", (key,)).fetchone()
+        ):
+            _still_session(db, key, session_id)
         if archived:
             sql = (
                 "UPDATE sessions SET archived_at = COALESCE(archived_at, ?),"

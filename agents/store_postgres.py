@@ -41,7 +41,7 @@ import asyncpg
 import structlog
 
 from agents.config import MaintenanceConfig
-from agents.errors import StoreError, StoreUnavailable, UnusableStore
+from agents.errors import SessionChanged, StoreError, StoreUnavailable, UnusableStore
 from agents.events_postgres import PostgresEventBus, unanswered
 from agents.ids import uuid7
 from agents.keys import is_main_key
@@ -495,6 +495,16 @@ def _terminate(conn: Connection) -> None:
     is already closed, and asyncpg has taken it back into the pool: nothing is left to do."""
     with contextlib.suppress(asyncpg.InterfaceError):
         conn.terminate()
+
+
+async def _still_session(conn: Connection, key: str, session_id: str) -> None:
+    """SessionChanged unless `key` holds the session `session_id`; its row stays locked to
+    the end of the transaction, so no reset or delete comes between this and the write."""
+    found = await conn.fetchval(
+        "SELECT session_id FROM sessions WHERE key = $1 FOR UPDATE", _storable(key)
+    )
+    if found != session_id:
+        raise SessionChanged(key)
 
 
 class PostgresSessionStore:
@@ -997,8 +1007,14 @@ class PostgresSessionStore:
             DailyUsage(day, agent, int(inp), int(out), int(n)) for day, agent, inp, out, n in rows
         ]
 
-    async def patch_label(self, key: str, agent_id: str, label: str | None, now: int) -> SessionRow:
+    async def patch_label(
+        self, key: str, agent_id: str, label: str | None, now: int, *, session_id: str | None = None
+    ) -> SessionRow:
+        """As the SQLite store's: `session_id` checked on the row locked for the update."""
+
         async def patch(conn: Connection) -> SessionRow:
+            if session_id is not None:
+                await _still_session(conn, key, session_id)
             row, created = await self._create(conn, key, agent_id, now, label, lock=True)
             if created:
                 return row
@@ -1011,8 +1027,11 @@ class PostgresSessionStore:
 
         return await self._run(patch, write=True)
 
-    async def set_archived(self, key: str, archived: bool, now: int) -> SessionRow | None:
-        """As the SQLite store's: archive (the first `archived_at` kept) or restore."""
+    async def set_archived(
+        self, key: str, archived: bool, now: int, *, session_id: str | None = None
+    ) -> SessionRow | None:
+        """As the SQLite store's: archive (the first `archived_at` kept) or restore; with
+        `session_id`, only that session (checked on the row locked for the update)."""
         if archived:
             sql = (
                 "UPDATE sessions SET archived_at = COALESCE(archived_at, $1),"
@@ -1026,10 +1045,14 @@ class PostgresSessionStore:
             )
 
         async def update(conn: Connection) -> SessionRow | None:
+            if session_id is not None and await conn.fetchval(
+                "SELECT 1 FROM sessions WHERE key = $1", _storable(key)
+            ):
+                await _still_session(conn, key, session_id)
             row = await conn.fetchrow(sql, *_args((now, key)))
             return _session_row(tuple(row)) if row is not None else None
 
-        return await self._run(update, write=True, transaction=False)
+        return await self._run(update, write=True, transaction=session_id is not None)
 
     async def reset(self, key: str, agent_id: str, now: int) -> SessionRow:
         key = _storable(key)

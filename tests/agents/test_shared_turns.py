@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import attrs
 import pytest
 
-from agents.errors import SessionArchived
+from agents.errors import SessionArchived, SessionChanged
 from agents.registry import SessionRegistry
 from agents.runs import AgentRun, TurnRequest
 from agents.store_postgres import PostgresSessionStore
@@ -149,3 +149,24 @@ class TestArchivedElsewhere:
         assert isinstance(outcome.error, SessionArchived)
         info = await pair.a.registry.history(KEY)
         assert [m.text for m in info.messages] == ["first", "part"]
+
+    async def test_a_patch_guarded_by_the_id_it_read_misses_a_reset_made_elsewhere(
+        self, pair: TwoProcesses
+    ) -> None:
+        """`sessions.patch {expectedSessionId}`: the id is checked in the write, on the
+        shared row, not on the row `a` read (kept live, from before `b`'s reset)."""
+        pair.stall.block = False
+        done = await asyncio.wait_for(pair.a.submit("run-a", "first").wait(), 5)
+        assert done.status == "completed"
+        read = await pair.a.registry.get_session(KEY)
+        assert read is not None
+        reset = await pair.b.registry.reset(KEY)
+        for patch in (
+            pair.a.registry.patch_label(KEY, "renamed", read.session_id),
+            pair.a.registry.set_archived(KEY, True, read.session_id),
+        ):
+            with pytest.raises(SessionChanged):
+                await asyncio.wait_for(patch, 5)
+        row = await pair.b.store.get(KEY)
+        assert row is not None
+        assert (row.session_id, row.label, row.archived_at) == (reset.session_id, None, None)

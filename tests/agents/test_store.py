@@ -20,7 +20,13 @@ import structlog
 
 from agents import store as store_module
 from agents.config import MaintenanceConfig
-from agents.errors import StoreError, UnsafeStoreFile, UpstreamStatusError, stored_error
+from agents.errors import (
+    SessionChanged,
+    StoreError,
+    UnsafeStoreFile,
+    UpstreamStatusError,
+    stored_error,
+)
 from agents.history import SessionHistory
 from agents.providers.base import ChatMessage, ThinkingBlock, ToolCall
 from agents.store import (
@@ -1565,6 +1571,28 @@ class TestArchived:
         assert await keys(archived=True) == ["agent:main:s1"]
         assert await keys() == ["agent:main:s2", "agent:main:s0", "agent:main:s1"]
         assert await keys(archived=True, search="s0") == []
+
+    async def test_a_guarded_patch_changes_only_the_session_it_names(
+        self, store: SessionStore
+    ) -> None:
+        """`session_id`: checked in the write itself, so a reset (or a delete) that came
+        after the caller read the session is seen, whatever process made it."""
+        read, _ = await store.create(KEY, "main", 100, label="before")
+        reset = await store.reset(KEY, "main", 200)
+        with pytest.raises(SessionChanged):
+            await store.patch_label(KEY, "main", "after", 300, session_id=read.session_id)
+        with pytest.raises(SessionChanged):
+            await store.set_archived(KEY, True, 300, session_id=read.session_id)
+        assert await store.get(KEY) == reset  # untouched
+        labelled = await store.patch_label(KEY, "main", "after", 400, session_id=reset.session_id)
+        assert labelled.label == "after"
+        archived = await store.set_archived(KEY, True, 500, session_id=reset.session_id)
+        assert archived is not None and archived.archived_at == 500
+        ghost = "agent:main:ghost"
+        with pytest.raises(SessionChanged):  # not made by a guarded label either
+            await store.patch_label(ghost, "main", "x", 600, session_id="s")
+        assert await store.set_archived(ghost, True, 600, session_id="s") is None
+        assert await store.get(ghost) is None
 
     async def test_a_v4_store_gains_the_columns_in_place(self, tmp_path: Path) -> None:
         path = tmp_path / DB_FILENAME

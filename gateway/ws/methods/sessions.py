@@ -294,22 +294,30 @@ def register(methods: MethodRegistry) -> None:
             if params.expected_session_id is None:
                 missing = f"expectedSessionId required for session lifecycle patch: {key}"
                 raise WsError(INVALID_REQUEST, missing)
-        if params.expected_session_id is not None:
-            # Checked before the patch, not under its lock, as sessions.delete's.
+        changed = WsError(
+            INVALID_REQUEST,
+            f"Session {key} changed before patch. Retry.",  # OpenClaw's
+            details={"reason": "session-changed"},
+        )
+        expected = params.expected_session_id
+        if expected is not None:
+            # Checked here for a clear answer, and again in each write below, as
+            # sessions.delete's under its lock: a reset between this and the write is seen.
             info = await ctx.registry.get_session(key)
-            if info is None or info.session_id != params.expected_session_id:
-                raise WsError(
-                    INVALID_REQUEST,
-                    f"Session {key} changed before patch. Retry.",  # OpenClaw's
-                    details={"reason": "session-changed"},
+            if info is None or info.session_id != expected:
+                raise changed
+        try:
+            if params.label_given:
+                info = await ctx.to_the_end(ctx.registry.patch_label(key, params.label, expected))
+            if params.archived is not None:
+                archived = await ctx.to_the_end(
+                    ctx.registry.set_archived(key, params.archived, expected)
                 )
-        if params.label_given:
-            info = await ctx.to_the_end(ctx.registry.patch_label(key, params.label))
-        if params.archived is not None:
-            archived = await ctx.to_the_end(ctx.registry.set_archived(key, params.archived))
-            if archived is None:  # deleted since
-                raise WsError(INVALID_REQUEST, f"session not found: {key}")
-            info = archived
+                if archived is None:  # deleted since
+                    raise WsError(INVALID_REQUEST, f"session not found: {key}")
+                info = archived
+        except SessionChanged:
+            raise changed from None
         assert info is not None
         return {"ok": True, "key": key, "entry": info.to_dict()}
 
