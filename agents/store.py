@@ -1952,13 +1952,19 @@ class SessionStore:
         def always(_: SessionRow) -> bool:
             return True
 
-        choose("WHERE updated_at < ? ORDER BY updated_at", (cutoff,), always)
+        # An archived session is put away, not stale (OpenClaw's maintenance keeps it): no
+        # age or count prunes it, nor does it count toward `max_entries`; the byte limit does.
         choose(
-            "WHERE stateless = 1 AND updated_at < ? ORDER BY updated_at",
+            "WHERE updated_at < ? AND archived_at IS NULL ORDER BY updated_at", (cutoff,), always
+        )
+        choose(
+            "WHERE stateless = 1 AND updated_at < ? AND archived_at IS NULL ORDER BY updated_at",
             (_sql_int(now - maintenance.stateless_ttl_ms),),
             always,
         )
-        total = int(db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0])
+        total = int(
+            db.execute("SELECT COUNT(*) FROM sessions WHERE archived_at IS NULL").fetchone()[0]
+        )
         excess = total - len(chosen) - maintenance.max_entries
 
         def beyond_max_entries(_: SessionRow) -> bool:
@@ -1967,7 +1973,7 @@ class SessionStore:
             return excess >= 0
 
         if excess > 0:
-            choose("ORDER BY updated_at, key", (), beyond_max_entries)
+            choose("WHERE archived_at IS NULL ORDER BY updated_at, key", (), beyond_max_entries)
         archived: builtins.list[str] = []
         if maintenance.max_disk_bytes and self._used_bytes() > maintenance.max_disk_bytes:
             to_free = self._used_bytes() - maintenance.high_water_bytes

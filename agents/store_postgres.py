@@ -1403,13 +1403,20 @@ class PostgresSessionStore:
             async def always(_: SessionRow) -> bool:
                 return True
 
-            await choose("WHERE updated_at < $1 ORDER BY updated_at", (cutoff,), always)
+            # As SQLite's: archived sessions only under the byte limit, and not counted.
             await choose(
-                "WHERE stateless AND updated_at < $1 ORDER BY updated_at",
+                "WHERE updated_at < $1 AND archived_at IS NULL ORDER BY updated_at",
+                (cutoff,),
+                always,
+            )
+            await choose(
+                "WHERE stateless AND updated_at < $1 AND archived_at IS NULL ORDER BY updated_at",
                 (_sql_int(now - maintenance.stateless_ttl_ms),),
                 always,
             )
-            total = int(await conn.fetchval("SELECT COUNT(*) FROM sessions"))
+            total = int(
+                await conn.fetchval("SELECT COUNT(*) FROM sessions WHERE archived_at IS NULL")
+            )
             excess = total - len(chosen) - maintenance.max_entries
 
             async def beyond_max_entries(_: SessionRow) -> bool:
@@ -1418,7 +1425,9 @@ class PostgresSessionStore:
                 return excess >= 0
 
             if excess > 0:
-                await choose("ORDER BY updated_at, key", (), beyond_max_entries)
+                await choose(
+                    "WHERE archived_at IS NULL ORDER BY updated_at, key", (), beyond_max_entries
+                )
             if maintenance.max_disk_bytes:
                 used = await self._used_bytes(conn)
                 if used > maintenance.max_disk_bytes:

@@ -1205,6 +1205,29 @@ class TestPrune:
         ]  # fmt: skip
         assert (await store.history(stale.session_id, 10)).total == 0
 
+    async def test_archived_sessions_are_kept_and_not_counted(self, store: SessionStore) -> None:
+        """As OpenClaw's maintenance: a session someone archived is put away, not stale, so
+        neither `pruneAfter`, the stateless TTL nor `maxEntries` prunes it, and it does not
+        count toward `maxEntries` (the byte limit still does: see TestPruneLimits)."""
+        await self.fill(store)
+        now = 100 * DAY
+        for key, at, stateless in [
+            ("agent:main:put-away", now - 40 * DAY, False),
+            ("agent:main:openai:1e2d3c4b-0000-4000-8000-00000000000a", now - 2 * DAY, True),
+            ("agent:main:shelf", now - 20 * DAY, False),
+        ]:
+            await store.create(key, "main", at - 1, stateless=stateless)
+            assert await store.set_archived(key, True, at) is not None
+        maintenance = MaintenanceConfig(mode="enforce", max_entries=4)
+        found = await store.prune(maintenance, now, {"agent:main:busy"})
+        # As without them (test_warn_only_reports): stale by age, then the oldest beyond 4.
+        assert [r.key for r in found] == ["agent:main:stale", "agent:main:r0", "agent:main:r1"]
+        assert [r.key for r in (await store.list(archived=True)).rows] == [
+            "agent:main:openai:1e2d3c4b-0000-4000-8000-00000000000a",
+            "agent:main:shelf",
+            "agent:main:put-away",
+        ]
+
     async def test_enforce_deletes_old_archived_transcripts(self, store: SessionStore) -> None:
         row, _ = await store.create(KEY, "main", 0)
         await store.append_turn(turn(row, assistant_timestamp=1))
@@ -1324,6 +1347,16 @@ class TestPruneLimits:
         assert await store.used_bytes() > 2_000_000
         await self.enforce_one_megabyte(store, keys)
         assert await store.get("agent:main:main") is not None
+
+    async def test_archived_sessions_go_under_the_byte_limit_too(
+        self, store: SessionStore
+    ) -> None:
+        """Kept from `pruneAfter` and `maxEntries`, not from the operator's byte limit: else
+        they would hold the store over it while every other session went."""
+        keys = await self.fill(store, 20, "x" * 50_000)
+        for i, key in enumerate(keys):
+            assert await store.set_archived(key, True, DAY + i) is not None
+        await self.enforce_one_megabyte(store, keys)
 
     async def test_stored_responses_count_toward_what_pruning_frees(
         self, store: SessionStore
