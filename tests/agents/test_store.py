@@ -1348,9 +1348,7 @@ class TestPruneLimits:
         await self.enforce_one_megabyte(store, keys)
         assert await store.get("agent:main:main") is not None
 
-    async def test_archived_sessions_go_under_the_byte_limit_too(
-        self, store: SessionStore
-    ) -> None:
+    async def test_archived_sessions_go_under_the_byte_limit_too(self, store: SessionStore) -> None:
         """Kept from `pruneAfter` and `maxEntries`, not from the operator's byte limit: else
         they would hold the store over it while every other session went."""
         keys = await self.fill(store, 20, "x" * 50_000)

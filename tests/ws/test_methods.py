@@ -1372,6 +1372,15 @@ class TestArchivedSessions:
         final = await ws.event("chat", state="final", runId="c2")
         assert final["payload"]["message"]["content"][0]["text"] == "[turn 1] hi"
 
+    async def test_status_counts_the_archived_as_openclaw_s(self, ws: GatewayWs) -> None:
+        """OpenClaw's health and status summaries read every session of the store, archived
+        ones too (only its session lists leave them out): so do clawgate's."""
+        await self.archived(ws, "gone")
+        # The health snapshot reads the same lists as status (gateway/ws/health.py).
+        status = await ws.ok("status")
+        assert status["sessions"]["count"] == 1
+        assert [r["key"] for r in status["sessions"]["recent"]] == ["agent:main:gone"]
+
     async def test_a_retried_send_answers_its_run_after_the_archive(self, ws: GatewayWs) -> None:
         """A chat.send retried with its idempotencyKey after its session was archived
         answers its run's status, as any retry does: it starts no new work."""
