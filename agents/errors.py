@@ -50,6 +50,14 @@ class SessionNotArchived(AgentError):
         self.message = f"Session {key} is not archived. Archive it first, then delete it."
 
 
+class SessionArchivedPin(AgentError):
+    """A pin named an archived session (OpenClaw's: restore it first)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"session {key} is archived")
+        self.message = "cannot pin an archived session; restore it first"  # OpenClaw's
+
+
 class SessionArchived(AgentError):
     """New work (a turn, a session created with a message) named an archived session."""
 

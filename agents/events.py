@@ -208,6 +208,7 @@ class SessionInfo:
     kind: str = "direct"
     archived_at: int | None = None  # set while archived, with the reason ("manual")
     archive_reason: str | None = None
+    pinned_at: int | None = None  # set while pinned
 
     @classmethod
     def from_row(
@@ -234,6 +235,7 @@ class SessionInfo:
             active_run_ids=active_run_ids,
             archived_at=row.archived_at,
             archive_reason=row.archive_reason,
+            pinned_at=row.pinned_at,
         )
 
     @property
@@ -261,6 +263,7 @@ class SessionInfo:
             active_run_ids=self.active_run_ids,
             archived_at=self.archived_at,
             archive_reason=self.archive_reason,
+            pinned_at=self.pinned_at,
         )
 
 
@@ -285,11 +288,13 @@ def session_entry(
     active_run_ids: tuple[str, ...] = (),
     archived_at: int | None = None,
     archive_reason: str | None = None,
+    pinned_at: int | None = None,
 ) -> dict[str, Any]:
     """A `sessions.list` entry, keys in the spec's order. The defaults are the entry of a key
     that has no session yet (`updatedAt: null`). An archived session's carries OpenClaw's
     `archived`, `archivedAt` and `archiveReason`; another's none of them, as OpenClaw's
-    leaves out the unset two."""
+    leaves out the unset two. A pinned one's carries `pinned` and `pinnedAt`, as OpenClaw's
+    (its Control UI lists the pinned first and offers to unpin them)."""
     entry = {
         "key": key,
         "kind": kind,
@@ -314,6 +319,9 @@ def session_entry(
         entry["archived"] = True
         entry["archivedAt"] = archived_at
         entry["archiveReason"] = archive_reason
+    if pinned_at is not None:
+        entry["pinned"] = True
+        entry["pinnedAt"] = pinned_at
     return entry
 
 

@@ -537,6 +537,17 @@ class SessionRegistry:
         session.publish_change(ChangeReason.PATCH, row=row)
         return self._info(row)
 
+    async def set_pinned(self, key: str, pinned: bool) -> SessionInfo:
+        """Pin the session of `key` or unpin it; an unknown key gets an empty session, as a
+        label does. An archived session is not pinned (SessionArchivedPin)."""
+        agent_id = await self._agent_of_kept_or_new(key)
+        session = self._session(key)
+        with session.hold():
+            row = await self.store.set_pinned(key, agent_id, pinned, self.clock())
+            session.row = row
+        session.publish_change(ChangeReason.PATCH, row=row)
+        return self._info(row)
+
     async def create(self, key: str, label: str | None = None) -> tuple[SessionInfo, bool]:
         """The session of `key`, created empty with `label` if the key has none; True when
         created. An existing session is left as it is (its label too)."""

@@ -52,6 +52,7 @@ from agents import compactjson
 from agents.config import MaintenanceConfig
 from agents.errors import (
     REFUSED_ERROR,
+    SessionArchivedPin,
     SessionChanged,
     StoreError,
     UnsafeStoreFile,
@@ -216,6 +217,12 @@ def _migrate_to_5_archived(db: sqlite3.Connection) -> None:
             db.execute(statement)
 
 
+def _migrate_to_6_pinned(db: sqlite3.Connection) -> None:
+    """Schema 6: pinned sessions (OpenClaw's `sessions.patch {pinned}`): `pinned_at` is set
+    while the session is pinned; no existing session is."""
+    db.execute("ALTER TABLE sessions ADD COLUMN pinned_at INTEGER")
+
+
 # MIGRATIONS[v] takes a database at user_version v to v + 1, inside a transaction.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _migrate_to_1,
@@ -223,13 +230,14 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _migrate_to_3_tool_messages,
     _migrate_to_4_responses,
     _migrate_to_5_archived,
+    _migrate_to_6_pinned,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _SESSION_COLUMNS = (
     "key, agent_id, session_id, label, created_at, updated_at, input_tokens, output_tokens,"
     " total_tokens, model_provider, model, last_run_id, last_status, aborted_last_run,"
-    " archived_at, archive_reason"
+    " archived_at, archive_reason, pinned_at"
 )
 _MESSAGE_COLUMNS = (
     "id, session_id, seq, role, content, timestamp, run_id, idempotency_key, provider, model,"
@@ -252,7 +260,7 @@ SQL_INSERT_MESSAGE = (
 SQL_UPSERT_TURN = f"""
 INSERT INTO sessions ({_SESSION_COLUMNS}, stateless)
 VALUES (:key, :agent_id, :session_id, NULL, :created, :now, :input, :output, :input,
-        :provider, :model, :run_id, :status, :aborted, NULL, NULL, :stateless)
+        :provider, :model, :run_id, :status, :aborted, NULL, NULL, NULL, :stateless)
 ON CONFLICT (key) DO UPDATE SET
     stateless = stateless AND excluded.stateless,
     -- A row created while the turn ran and holding no message yet (a label given during a
@@ -370,6 +378,8 @@ class SessionRow:
     # Set while the session is archived (OpenClaw's archiving): no new work starts on it.
     archived_at: int | None = None
     archive_reason: str | None = None
+    # Set while the session is pinned (OpenClaw's pins): listed first, kept by maintenance.
+    pinned_at: int | None = None
 
 
 @attrs.frozen
@@ -717,10 +727,10 @@ def _still_session(db: sqlite3.Connection, key: str, session_id: str) -> None:
 
 def _session_row(row: tuple[Any, ...]) -> SessionRow:
     (key, agent_id, sid, label, created, updated, inp, out, total, provider, model, run_id,
-     status, aborted, archived_at, archive_reason) = row  # fmt: skip
+     status, aborted, archived_at, archive_reason, pinned_at) = row  # fmt: skip
     return SessionRow(
         key, agent_id, sid, label, created, updated, inp, out, total, provider, model, run_id,
-        status, bool(aborted), archived_at, archive_reason,
+        status, bool(aborted), archived_at, archive_reason, pinned_at,
     )  # fmt: skip
 
 
@@ -1560,10 +1570,20 @@ class SessionStore:
         db.execute("BEGIN")  # the count and the page from one snapshot
         try:
             total = db.execute(f"SELECT COUNT(*) FROM sessions{clause}", args).fetchone()[0]
+            # OpenClaw's order: the pinned first (the last pinned first), then the others by
+            # their last update. Two pages, each in its index's order: the few pinned ones,
+            # and the others without a sort of the whole table.
+            pinned = " AND ".join([*where, "pinned_at IS NOT NULL"])
             rows = db.execute(
-                f"SELECT {_SESSION_COLUMNS} FROM sessions{clause}"
-                " ORDER BY updated_at DESC, key LIMIT ?",
+                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE {pinned}"
+                " ORDER BY pinned_at DESC, key LIMIT ?",
                 [*args, max(0, limit)],
+            ).fetchall()
+            others = " AND ".join([*where, "pinned_at IS NULL"])
+            rows += db.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE {others}"
+                " ORDER BY updated_at DESC, key LIMIT ?",
+                [*args, max(0, limit - len(rows))],
             ).fetchall()
         finally:
             if db.in_transaction:  # SQLite ends it itself on some errors
@@ -1664,8 +1684,8 @@ class SessionStore:
         if archived:
             sql = (
                 "UPDATE sessions SET archived_at = COALESCE(archived_at, ?),"
-                " archive_reason = COALESCE(archive_reason, 'manual'), updated_at = ?"
-                f" WHERE key = ? RETURNING {_SESSION_COLUMNS}"
+                " archive_reason = COALESCE(archive_reason, 'manual'), updated_at = ?,"
+                f" pinned_at = NULL WHERE key = ? RETURNING {_SESSION_COLUMNS}"
             )
             args: tuple[Any, ...] = (now, now, key)
         else:
@@ -1676,6 +1696,28 @@ class SessionStore:
             args = (now, key)
         row = db.execute(sql, args).fetchone()
         return _session_row(row) if row is not None else None
+
+    async def set_pinned(self, key: str, agent_id: str, pinned: bool, now: int) -> SessionRow:
+        """Pin the session (`pinned_at` kept when it already is) or unpin it; an unknown key
+        gets a new empty session, as a label does. An archived one is not pinned
+        (SessionArchivedPin), checked in the write."""
+        return await self._call(
+            self._write, lambda db: self._set_pinned(db, key, agent_id, pinned, now)
+        )
+
+    @classmethod
+    def _set_pinned(
+        cls, db: sqlite3.Connection, key: str, agent_id: str, pinned: bool, now: int
+    ) -> SessionRow:
+        row, _ = cls._create(db, key, agent_id, now, None)
+        if pinned and row.archived_at is not None:
+            raise SessionArchivedPin(key)
+        updated = db.execute(
+            "UPDATE sessions SET pinned_at = CASE WHEN ? THEN COALESCE(pinned_at, ?) END"
+            f" WHERE key = ? RETURNING {_SESSION_COLUMNS}",
+            (pinned, now, key),
+        ).fetchone()
+        return _session_row(updated)
 
     async def reset(self, key: str, agent_id: str, now: int) -> SessionRow:
         """New session id, counters zeroed, label kept; the old transcript stays, archived.
@@ -1954,11 +1996,11 @@ class SessionStore:
 
         # An archived session is put away, not stale (OpenClaw's maintenance keeps it): no
         # age or count prunes it, nor does it count toward `max_entries`; the byte limit does.
+        # A pinned one is kept too, but counts toward `max_entries` (OpenClaw's).
+        kept = "archived_at IS NULL AND pinned_at IS NULL"
+        choose(f"WHERE updated_at < ? AND {kept} ORDER BY updated_at", (cutoff,), always)
         choose(
-            "WHERE updated_at < ? AND archived_at IS NULL ORDER BY updated_at", (cutoff,), always
-        )
-        choose(
-            "WHERE stateless = 1 AND updated_at < ? AND archived_at IS NULL ORDER BY updated_at",
+            f"WHERE stateless = 1 AND updated_at < ? AND {kept} ORDER BY updated_at",
             (_sql_int(now - maintenance.stateless_ttl_ms),),
             always,
         )
@@ -1973,7 +2015,7 @@ class SessionStore:
             return excess >= 0
 
         if excess > 0:
-            choose("WHERE archived_at IS NULL ORDER BY updated_at, key", (), beyond_max_entries)
+            choose(f"WHERE {kept} ORDER BY updated_at, key", (), beyond_max_entries)
         archived: builtins.list[str] = []
         if maintenance.max_disk_bytes and self._used_bytes() > maintenance.max_disk_bytes:
             to_free = self._used_bytes() - maintenance.high_water_bytes

@@ -41,7 +41,13 @@ import asyncpg
 import structlog
 
 from agents.config import MaintenanceConfig
-from agents.errors import SessionChanged, StoreError, StoreUnavailable, UnusableStore
+from agents.errors import (
+    SessionArchivedPin,
+    SessionChanged,
+    StoreError,
+    StoreUnavailable,
+    UnusableStore,
+)
 from agents.events_postgres import PostgresEventBus, unanswered
 from agents.ids import uuid7
 from agents.keys import is_main_key
@@ -240,6 +246,11 @@ _SCHEMA_V5_ARCHIVED = """
 ALTER TABLE sessions ADD COLUMN archived_at BIGINT, ADD COLUMN archive_reason TEXT
 """
 
+# As the SQLite store's schema 6: pinned sessions (set while pinned).
+_SCHEMA_V6_PINNED = """
+ALTER TABLE sessions ADD COLUMN pinned_at BIGINT
+"""
+
 # MIGRATIONS[v] takes the schema from version v to v + 1. Version 1 is the SQLite store's
 # schema 3 at once: there was never an older PostgreSQL schema to migrate from.
 MIGRATIONS: tuple[str, ...] = (
@@ -248,13 +259,14 @@ MIGRATIONS: tuple[str, ...] = (
     _SCHEMA_V3_HOOK_CALLS,
     _SCHEMA_V4_CALL_ENDS,
     _SCHEMA_V5_ARCHIVED,
+    _SCHEMA_V6_PINNED,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _SESSION_COLUMNS = (
     "key, agent_id, session_id, label, created_at, updated_at, input_tokens, output_tokens,"
     " total_tokens, model_provider, model, last_run_id, last_status, aborted_last_run,"
-    " archived_at, archive_reason"
+    " archived_at, archive_reason, pinned_at"
 )
 _MESSAGE_COLUMNS = (
     "id, session_id, seq, role, content, timestamp, run_id, idempotency_key, provider, model,"
@@ -296,7 +308,7 @@ WITH t AS (
     FROM base, json_array_elements($5::json) WITH ORDINALITY AS x(x, n)
 )
 INSERT INTO sessions AS s ({_SESSION_COLUMNS}, stateless)
-VALUES ($2, $3, $1, NULL, $4, $6, $7, $8, $7, $9, $10, $11, $12, $13, NULL, NULL, $14)
+VALUES ($2, $3, $1, NULL, $4, $6, $7, $8, $7, $9, $10, $11, $12, $13, NULL, NULL, NULL, $14)
 ON CONFLICT (key) DO UPDATE SET
     stateless = s.stateless AND excluded.stateless,
     -- A row created while the turn ran and holding no message yet (a label given during a
@@ -965,11 +977,20 @@ class PostgresSessionStore:
         # The total and the page in one statement, so from one snapshot: counted and paged
         # apart, sessions created or deleted in between made them disagree. The count is the
         # left side: a page of no rows is still one row, with the total.
+        # OpenClaw's order: the pinned first (the last pinned first), then the others by
+        # their last update; each part limited in its own order (as SQLite's).
+        pinned = " AND ".join([*where, "pinned_at IS NOT NULL"])
+        others = " AND ".join([*where, "pinned_at IS NULL"])
         sql = (
             f"SELECT c.total, p.* FROM (SELECT COUNT(*) AS total FROM sessions{clause}) AS c"
-            f" LEFT JOIN LATERAL (SELECT {_SESSION_COLUMNS} FROM sessions{clause}"
-            f" ORDER BY updated_at DESC, key LIMIT {limit_arg}) AS p ON TRUE"
-            " ORDER BY p.updated_at DESC, p.key"
+            f" LEFT JOIN LATERAL (SELECT * FROM ("
+            f"(SELECT {_SESSION_COLUMNS} FROM sessions WHERE {pinned}"
+            f" ORDER BY pinned_at DESC, key LIMIT {limit_arg})"
+            f" UNION ALL (SELECT {_SESSION_COLUMNS} FROM sessions WHERE {others}"
+            f" ORDER BY updated_at DESC, key LIMIT {limit_arg})) AS u"
+            f" ORDER BY pinned_at DESC NULLS LAST, updated_at DESC, key LIMIT {limit_arg}"
+            ") AS p ON TRUE"
+            " ORDER BY p.pinned_at DESC NULLS LAST, p.updated_at DESC, p.key"
         )
 
         async def page(conn: Connection) -> SessionPage:
@@ -1035,8 +1056,8 @@ class PostgresSessionStore:
         if archived:
             sql = (
                 "UPDATE sessions SET archived_at = COALESCE(archived_at, $1),"
-                " archive_reason = COALESCE(archive_reason, 'manual'), updated_at = $1"
-                f" WHERE key = $2 RETURNING {_SESSION_COLUMNS}"
+                " archive_reason = COALESCE(archive_reason, 'manual'), updated_at = $1,"
+                f" pinned_at = NULL WHERE key = $2 RETURNING {_SESSION_COLUMNS}"
             )
         else:
             sql = (
@@ -1053,6 +1074,22 @@ class PostgresSessionStore:
             return _session_row(tuple(row)) if row is not None else None
 
         return await self._run(update, write=True, transaction=session_id is not None)
+
+    async def set_pinned(self, key: str, agent_id: str, pinned: bool, now: int) -> SessionRow:
+        """As the SQLite store's: the archive checked on the row locked for the update."""
+
+        async def pin(conn: Connection) -> SessionRow:
+            row, _ = await self._create(conn, key, agent_id, now, None, lock=True)
+            if pinned and row.archived_at is not None:
+                raise SessionArchivedPin(key)
+            updated = await conn.fetchrow(
+                "UPDATE sessions SET pinned_at = CASE WHEN $1 THEN COALESCE(pinned_at, $2) END"
+                f" WHERE key = $3 RETURNING {_SESSION_COLUMNS}",
+                *_args((pinned, now, key)),
+            )
+            return _session_row(tuple(updated))
+
+        return await self._run(pin, write=True)
 
     async def reset(self, key: str, agent_id: str, now: int) -> SessionRow:
         key = _storable(key)
@@ -1403,14 +1440,12 @@ class PostgresSessionStore:
             async def always(_: SessionRow) -> bool:
                 return True
 
-            # As SQLite's: archived sessions only under the byte limit, and not counted.
+            # As SQLite's: archived sessions only under the byte limit, and not counted;
+            # pinned ones only under it too, but counted.
+            kept = "archived_at IS NULL AND pinned_at IS NULL"
+            await choose(f"WHERE updated_at < $1 AND {kept} ORDER BY updated_at", (cutoff,), always)
             await choose(
-                "WHERE updated_at < $1 AND archived_at IS NULL ORDER BY updated_at",
-                (cutoff,),
-                always,
-            )
-            await choose(
-                "WHERE stateless AND updated_at < $1 AND archived_at IS NULL ORDER BY updated_at",
+                f"WHERE stateless AND updated_at < $1 AND {kept} ORDER BY updated_at",
                 (_sql_int(now - maintenance.stateless_ttl_ms),),
                 always,
             )
@@ -1425,9 +1460,7 @@ class PostgresSessionStore:
                 return excess >= 0
 
             if excess > 0:
-                await choose(
-                    "WHERE archived_at IS NULL ORDER BY updated_at, key", (), beyond_max_entries
-                )
+                await choose(f"WHERE {kept} ORDER BY updated_at, key", (), beyond_max_entries)
             if maintenance.max_disk_bytes:
                 used = await self._used_bytes(conn)
                 if used > maintenance.max_disk_bytes:

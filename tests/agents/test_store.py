@@ -21,6 +21,7 @@ import structlog
 from agents import store as store_module
 from agents.config import MaintenanceConfig
 from agents.errors import (
+    SessionArchivedPin,
     SessionChanged,
     StoreError,
     UnsafeStoreFile,
@@ -1564,6 +1565,83 @@ class TestResponses:
             await store.put_response(StoredResponse("resp_1", "nope", "k", "main", 5, "{}"))
 
 
+class TestPinned:
+    """Schema 6: pinned sessions (OpenClaw's `sessions.patch {pinned}`)."""
+
+    async def test_pin_keeps_the_first_time_unpin_clears_archive_unpins(
+        self, store: SessionStore
+    ) -> None:
+        row, _ = await store.create(KEY, "main", 100)
+        pinned = await store.set_pinned(KEY, "main", True, 200)
+        assert pinned == attrs.evolve(row, pinned_at=200)  # not an update of the session
+        assert (await store.set_pinned(KEY, "main", True, 300)).pinned_at == 200
+        assert (await store.set_pinned(KEY, "main", False, 400)).pinned_at is None
+        await store.set_pinned(KEY, "main", True, 500)
+        archived = await store.set_archived(KEY, True, 600)
+        assert archived is not None and archived.pinned_at is None
+        with pytest.raises(SessionArchivedPin):
+            await store.set_pinned(KEY, "main", True, 700)
+        assert await store.get(KEY) == archived
+        assert (await store.set_pinned(KEY, "main", False, 700)).pinned_at is None  # unpin: ok
+        made = await store.set_pinned("agent:main:new", "main", True, 800)  # as a label: made
+        assert (made.created_at, made.pinned_at) == (800, 800)
+
+    async def test_the_list_shows_the_pinned_first_the_last_pinned_first(
+        self, store: SessionStore
+    ) -> None:
+        for i in range(5):
+            await store.create(f"agent:main:s{i}", "main", 100 + i)
+        await store.set_pinned("agent:main:s1", "main", True, 200)
+        await store.set_pinned("agent:main:s3", "main", True, 300)
+
+        async def keys(**filters: Any) -> list[str]:
+            return [r.key[len("agent:main:") :] for r in (await store.list(**filters)).rows]
+
+        assert await keys() == ["s3", "s1", "s4", "s2", "s0"]
+        assert await keys(limit=3) == ["s3", "s1", "s4"]
+        assert await keys(limit=1) == ["s3"]
+        assert await keys(search="s1") == ["s1"]
+        assert (await store.list(limit=2)).total_count == 5
+
+    async def test_maintenance_keeps_the_pinned_but_counts_them(self, store: SessionStore) -> None:
+        """As OpenClaw's: a pinned session is neither stale nor beyond `maxEntries`, but it
+        counts toward them."""
+        now = 100 * DAY
+        await store.create("agent:main:old", "main", now - 40 * DAY)
+        await store.set_pinned("agent:main:old", "main", True, now - 40 * DAY)
+        for i in range(3):
+            await store.create(f"agent:main:r{i}", "main", now - 10 * DAY + i)
+        maintenance = MaintenanceConfig(mode="enforce", max_entries=2)
+        found = await store.prune(maintenance, now)
+        assert [r.key for r in found] == ["agent:main:r0", "agent:main:r1"]
+        assert sorted(r.key for r in (await store.list()).rows) == [
+            "agent:main:old", "agent:main:r2"
+        ]  # fmt: skip
+
+    async def test_a_v5_store_gains_the_column_in_place(self, tmp_path: Path) -> None:
+        path = tmp_path / DB_FILENAME
+        with sqlite3.connect(path, isolation_level=None) as db:
+            db.execute("BEGIN")
+            for migrate in MIGRATIONS[:5]:
+                migrate(db)
+            db.execute("PRAGMA user_version = 5")
+            db.execute("COMMIT")
+            db.execute(
+                "INSERT INTO sessions (key, agent_id, session_id, label, created_at, updated_at,"
+                " archived_at, archive_reason) VALUES (?, 'main', 'sid', 'old', 1, 2, 2, 'manual')",
+                (KEY,),
+            )
+        async with SessionStore(tmp_path) as store:
+            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 6
+            kept = SessionRow(
+                KEY, "main", "sid", "old", 1, 2, archived_at=2, archive_reason="manual"
+            )
+            assert await store.get(KEY) == kept
+            restored = await store.set_archived(KEY, False, 3)
+            assert restored is not None
+            assert (await store.set_pinned(KEY, "main", True, 4)).pinned_at == 4
+
+
 class TestArchived:
     """Schema 5: archived sessions (OpenClaw's `sessions.patch {archived}`)."""
 
@@ -1639,7 +1717,7 @@ class TestArchived:
                 (KEY,),
             )
         async with SessionStore(tmp_path) as store:
-            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 5
+            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 6
             assert await store.get(KEY) == SessionRow(KEY, "main", "sid", "old", 1, 2)
             assert [r.key for r in (await store.list(archived=False)).rows] == [KEY]
             archived = await store.set_archived(KEY, True, 3)

@@ -68,7 +68,7 @@ class TestSchema:
             await conn.execute("INSERT INTO clawgate_schema VALUES (1)")
         await conn.close()
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (2, 3, 4, 5) == tuple(range(2, SCHEMA_VERSION + 1))
+            assert store.migrated == (2, 3, 4, 5, 6) == tuple(range(2, SCHEMA_VERSION + 1))
             assert await store.get_response("resp_x") is None
             assert await store.claim_hook_call("s", "r", "k", 0, 1) == ("r", "k")
 
@@ -88,11 +88,38 @@ class TestSchema:
             )
         await conn.close()
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (5,) and SCHEMA_VERSION == 5
+            assert store.migrated == (5, 6) and SCHEMA_VERSION == 6
             assert await store.get(KEY) == SessionRow(KEY, "main", "sid", "old", 1, 2)
             assert [r.key for r in (await store.list(archived=False)).rows] == [KEY]
             archived = await store.set_archived(KEY, True, 3)
             assert archived is not None and archived.archived_at == 3
+
+    async def test_a_version_5_database_gains_the_pin_column_in_place(self, pg_url: str) -> None:
+        conn = await asyncpg.connect(pg_url)
+        async with conn.transaction():
+            for migration in MIGRATIONS[:5]:
+                await conn.execute(migration)
+            await conn.execute("CREATE TABLE clawgate_schema (version INTEGER NOT NULL)")
+            await conn.execute("INSERT INTO clawgate_schema VALUES (1), (2), (3), (4), (5)")
+            await conn.execute(
+                "INSERT INTO sessions (key, agent_id, session_id, label, created_at, updated_at,"
+                " archived_at, archive_reason)"
+                " VALUES ($1, 'main', 'sid', 'old', 1, 2, 2, 'manual')",
+                KEY,
+            )
+            await conn.execute(
+                "INSERT INTO sessions (key, agent_id, session_id, label, created_at, updated_at)"
+                " VALUES ('agent:main:other', 'main', 'sid2', NULL, 1, 3)"
+            )
+        await conn.close()
+        async with PostgresSessionStore(pg_url) as store:
+            assert store.migrated == (6,) and SCHEMA_VERSION == 6
+            kept = SessionRow(
+                KEY, "main", "sid", "old", 1, 2, archived_at=2, archive_reason="manual"
+            )
+            assert await store.get(KEY) == kept
+            pinned = await store.set_pinned("agent:main:other", "main", True, 4)
+            assert pinned.pinned_at == 4
 
     async def test_a_newer_schema_is_refused(self, pg_url: str) -> None:
         async with PostgresSessionStore(pg_url):

@@ -199,6 +199,31 @@ def menu_item(ui: Page, row: Any, value: str) -> Any:
     return shown(ui, f'wa-dropdown-item[value="{value}"]')
 
 
+def test_a_session_is_pinned_then_unpinned_from_the_sessions_view(
+    ui: Page, gateway: GatewayProcess
+) -> None:
+    """The session menu's Pin (`sessions.patch {pinned: true}`), then its Unpin: refused with
+    "unsupported field 'pinned'" before schema 6."""
+    key = "agent:main:favourite"
+    call(gateway, "sessions.patch", {"key": key, "label": "Favourite chat"})
+    call(gateway, "sessions.patch", {"key": "agent:main:newer", "label": "Newer chat"})
+    ui.driver.get(f"{gateway.url}/#token={TOKEN}")
+    composer(ui)
+    ui.until(lambda: "Connected" in body_text(ui), "the connected state")
+    ui.driver.get(f"{gateway.url}/sessions")
+
+    def pinned() -> list[str]:
+        listed = call(gateway, "sessions.list", {})["sessions"]
+        return [row["key"] for row in listed if row.get("pinned")]
+
+    menu_item(ui, session_row(ui, key), "toggle-pin").click()
+    ui.until(lambda: pinned() == [key], "the pin")
+    menu_item(ui, session_row(ui, key), "toggle-pin").click()
+    ui.until(lambda: pinned() == [], "the unpin")
+    assert "sessions.patch" not in refused_calls(gateway)
+    assert console_errors(ui) == []
+
+
 def test_a_session_is_archived_then_deleted_from_the_sessions_view(
     ui: Page, gateway: GatewayProcess
 ) -> None:

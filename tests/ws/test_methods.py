@@ -285,9 +285,11 @@ class TestDispatcher:
             ),
             (
                 "sessions.patch",
-                {"key": "x", "expectedSessionId": "s", "archived": True, "pinned": True},
-                "unsupported field 'pinned'",
+                {"key": "x", "expectedSessionId": "s", "archived": True, "unread": True},
+                "unsupported field 'unread'",
             ),
+            ("sessions.patch", {"key": "x", "pinned": "yes"}, "at /pinned: must be boolean"),
+            ("sessions.patch", {"key": "x", "pinned": 0}, "at /pinned: must be boolean"),
             ("sessions.patch", {"key": "x", "archived": "yes"}, "at /archived: must be boolean"),
             ("sessions.patch", {"key": "x", "archived": 1}, "at /archived: must be boolean"),
             ("sessions.list", {"archived": "some"}, 'at /archived: must be boolean or "all"'),
@@ -1273,6 +1275,60 @@ class TestSessions:
             "code": "INVALID_REQUEST",
             "message": "Cannot delete the main session (agent:main:main).",
         }
+
+
+class TestPinnedSessions:
+    """OpenClaw's pins (its Control UI's Pin and Unpin): `sessions.patch {pinned}`, the rows
+    that say so, the pinned listed first, and an archive that unpins."""
+
+    async def test_pin_lists_first_and_unpin(self, ws: GatewayWs) -> None:
+        for key in ("a", "b", "c"):
+            await ws.ok("sessions.create", {"key": key})
+        patched = await ws.ok("sessions.patch", {"key": "a", "pinned": True})
+        entry = patched["entry"]
+        assert (entry["pinned"], entry["label"]) == (True, None)
+        assert isinstance(entry["pinnedAt"], int)
+        changed = await ws.event("sessions.changed", reason="patch")
+        assert changed["payload"]["session"]["pinnedAt"] == entry["pinnedAt"]
+        listed = await ws.ok("sessions.list", {})
+        assert [r["key"] for r in listed["sessions"]] == [
+            "agent:main:a", "agent:main:c", "agent:main:b"
+        ]  # fmt: skip
+        assert listed["sessions"][0]["pinned"] is True
+        assert "pinned" not in listed["sessions"][1]
+        unpinned = await ws.ok("sessions.patch", {"key": "a", "pinned": False})
+        assert not {"pinned", "pinnedAt"} & set(unpinned["entry"])
+
+    async def test_an_archived_session_is_unpinned_and_not_pinned(self, ws: GatewayWs) -> None:
+        created = await ws.ok("sessions.create", {"key": "p", "label": "before"})
+        sid = created["sessionId"]
+        await ws.ok("sessions.patch", {"key": "p", "pinned": True})
+        archived = await ws.ok(
+            "sessions.patch", {"key": "p", "archived": True, "expectedSessionId": sid}
+        )
+        assert "pinned" not in archived["entry"]
+        refused = {
+            "code": "INVALID_REQUEST",
+            "message": "cannot pin an archived session; restore it first",
+        }
+        for params in (
+            {"key": "p", "pinned": True, "label": "after"},  # the label is not written either
+            {"key": "p", "pinned": True, "archived": True, "expectedSessionId": sid},
+        ):
+            frame = await ws.call("sessions.patch", params)
+            assert frame["error"] == refused
+        row = (await ws.ok("sessions.describe", {"key": "p"}))["session"]
+        assert (row["label"], row["archived"], "pinned" in row) == ("before", True, False)
+        frame = await ws.call(
+            "sessions.patch",
+            {"key": "x", "archived": True, "pinned": True, "expectedSessionId": "s"},
+        )
+        assert frame["error"]["message"] == "session not found: agent:main:x"
+        restored = await ws.ok(
+            "sessions.patch",
+            {"key": "p", "archived": False, "pinned": True, "expectedSessionId": sid},
+        )
+        assert (restored["entry"]["pinned"], "archived" in restored["entry"]) == (True, False)
 
 
 class TestArchivedSessions:

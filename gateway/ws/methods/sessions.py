@@ -9,7 +9,12 @@ from typing import Any
 
 import attrs
 
-from agents.errors import InvalidSessionKey, SessionChanged, SessionNotArchived
+from agents.errors import (
+    InvalidSessionKey,
+    SessionArchivedPin,
+    SessionChanged,
+    SessionNotArchived,
+)
 from agents.events import session_entry
 from agents.keys import (
     KEY_TOO_LONG_MESSAGE,
@@ -45,7 +50,7 @@ PATCH_GUARDS = frozenset(
         "expectedMarkedUnreadAt",
     }
 )
-PATCH_FIELDS = frozenset({"key", "label", "archived", "agentId", "expectedSessionId"})
+PATCH_FIELDS = frozenset({"key", "label", "archived", "pinned", "agentId", "expectedSessionId"})
 # OpenClaw's sessions.delete asks for operator.write, not admin, when it may only delete an
 # archived session (`archivedOnly: true`) and names nothing else (its method-scopes).
 DELETE_ARCHIVED_FIELDS = frozenset(
@@ -158,6 +163,8 @@ class PatchParams:
     # OpenClaw's archiving: True archives, False restores, None leaves it.
     archived: bool | None = None
     label_given: bool = True
+    # OpenClaw's pins: True pins (listed first, kept by maintenance), False unpins.
+    pinned: bool | None = None
 
     @classmethod
     def parse(cls, r: ParamReader) -> PatchParams:
@@ -176,7 +183,8 @@ class PatchParams:
         if unsupported:
             raise ParamsError(f"unsupported field '{unsupported[0]}'")
         archived = r.boolean("archived")
-        if "label" not in r.data and archived is None:
+        pinned = r.boolean("pinned")
+        if "label" not in r.data and archived is None and pinned is None:
             raise r.fail("label", "is required")
         return cls(
             key,
@@ -185,6 +193,7 @@ class PatchParams:
             r.string("expectedSessionId", non_empty=True),
             archived,
             "label" in r.data,
+            pinned,
         )
 
 
@@ -306,6 +315,12 @@ def register(methods: MethodRegistry) -> None:
             info = await ctx.registry.get_session(key)
             if info is None or info.session_id != expected:
                 raise changed
+        if params.pinned and params.archived is not False:
+            # Refused before any write (the store checks again in its own): a label beside
+            # it is not changed by a patch that fails.
+            kept = await ctx.registry.get_session(key)
+            if params.archived or (kept is not None and kept.archived_at is not None):
+                raise WsError(INVALID_REQUEST, SessionArchivedPin(key).message)
         try:
             if params.label_given:
                 info = await ctx.to_the_end(ctx.registry.patch_label(key, params.label, expected))
@@ -316,8 +331,12 @@ def register(methods: MethodRegistry) -> None:
                 if archived is None:  # deleted since
                     raise WsError(INVALID_REQUEST, f"session not found: {key}")
                 info = archived
+            if params.pinned is not None:  # after the archive, as OpenClaw's (which unpins)
+                info = await ctx.to_the_end(ctx.registry.set_pinned(key, params.pinned))
         except SessionChanged:
             raise changed from None
+        except SessionArchivedPin as exc:
+            raise WsError(INVALID_REQUEST, exc.message) from None
         assert info is not None
         return {"ok": True, "key": key, "entry": info.to_dict()}
 
