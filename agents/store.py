@@ -219,8 +219,10 @@ def _migrate_to_5_archived(db: sqlite3.Connection) -> None:
 
 def _migrate_to_6_pinned(db: sqlite3.Connection) -> None:
     """Schema 6: pinned sessions (OpenClaw's `sessions.patch {pinned}`): `pinned_at` is set
-    while the session is pinned; no existing session is."""
+    while the session is pinned; no existing session is. The index holds the pinned ones
+    only: a list finds its first page of them without a scan of every session."""
     db.execute("ALTER TABLE sessions ADD COLUMN pinned_at INTEGER")
+    db.execute("CREATE INDEX sessions_pinned ON sessions(pinned_at) WHERE pinned_at IS NOT NULL")
 
 
 # MIGRATIONS[v] takes a database at user_version v to v + 1, inside a transaction.
@@ -1575,8 +1577,9 @@ class SessionStore:
             # and the others without a sort of the whole table.
             pinned = " AND ".join([*where, "pinned_at IS NOT NULL"])
             rows = db.execute(
-                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE {pinned}"
-                " ORDER BY pinned_at DESC, key LIMIT ?",
+                # The pinned ones' index, not the agent's: that would read all its sessions.
+                f"SELECT {_SESSION_COLUMNS} FROM sessions INDEXED BY sessions_pinned"
+                f" WHERE {pinned} ORDER BY pinned_at DESC, key LIMIT ?",
                 [*args, max(0, limit)],
             ).fetchall()
             others = " AND ".join([*where, "pinned_at IS NULL"])

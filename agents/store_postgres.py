@@ -248,7 +248,8 @@ ALTER TABLE sessions ADD COLUMN archived_at BIGINT, ADD COLUMN archive_reason TE
 
 # As the SQLite store's schema 6: pinned sessions (set while pinned).
 _SCHEMA_V6_PINNED = """
-ALTER TABLE sessions ADD COLUMN pinned_at BIGINT
+ALTER TABLE sessions ADD COLUMN pinned_at BIGINT;
+CREATE INDEX sessions_pinned ON sessions(pinned_at) WHERE pinned_at IS NOT NULL
 """
 
 # MIGRATIONS[v] takes the schema from version v to v + 1. Version 1 is the SQLite store's

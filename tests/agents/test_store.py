@@ -1640,6 +1640,11 @@ class TestPinned:
             restored = await store.set_archived(KEY, False, 3)
             assert restored is not None
             assert (await store.set_pinned(KEY, "main", True, 4)).pinned_at == 4
+        with sqlite3.connect(path) as db:
+            plan = db.execute(
+                "EXPLAIN QUERY PLAN SELECT key FROM sessions WHERE pinned_at IS NOT NULL"
+            ).fetchall()
+        assert "sessions_pinned" in str(plan)  # the pinned ones found without a scan
 
 
 class TestArchived:

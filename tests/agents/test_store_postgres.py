@@ -120,6 +120,14 @@ class TestSchema:
             assert await store.get(KEY) == kept
             pinned = await store.set_pinned("agent:main:other", "main", True, 4)
             assert pinned.pinned_at == 4
+        conn = await asyncpg.connect(pg_url)
+        try:
+            assert await conn.fetchval(
+                "SELECT indexdef FROM pg_indexes WHERE indexname = 'sessions_pinned'"
+            ) == ("CREATE INDEX sessions_pinned ON public.sessions USING btree (pinned_at)"
+                  " WHERE (pinned_at IS NOT NULL)")  # fmt: skip
+        finally:
+            await conn.close()
 
     async def test_a_newer_schema_is_refused(self, pg_url: str) -> None:
         async with PostgresSessionStore(pg_url):
