@@ -537,13 +537,18 @@ class SessionRegistry:
         session.publish_change(ChangeReason.PATCH, row=row)
         return self._info(row)
 
-    async def set_pinned(self, key: str, pinned: bool) -> SessionInfo:
+    async def set_pinned(
+        self, key: str, pinned: bool, expected_session_id: str | None = None
+    ) -> SessionInfo:
         """Pin the session of `key` or unpin it; an unknown key gets an empty session, as a
-        label does. An archived session is not pinned (SessionArchivedPin)."""
+        label does. An archived session is not pinned (SessionArchivedPin).
+        `expected_session_id` as `patch_label`'s."""
         agent_id = await self._agent_of_kept_or_new(key)
         session = self._session(key)
         with session.hold():
-            row = await self.store.set_pinned(key, agent_id, pinned, self.clock())
+            row = await self.store.set_pinned(
+                key, agent_id, pinned, self.clock(), session_id=expected_session_id
+            )
             session.row = row
         session.publish_change(ChangeReason.PATCH, row=row)
         return self._info(row)

@@ -1700,18 +1700,28 @@ class SessionStore:
         row = db.execute(sql, args).fetchone()
         return _session_row(row) if row is not None else None
 
-    async def set_pinned(self, key: str, agent_id: str, pinned: bool, now: int) -> SessionRow:
+    async def set_pinned(
+        self, key: str, agent_id: str, pinned: bool, now: int, *, session_id: str | None = None
+    ) -> SessionRow:
         """Pin the session (`pinned_at` kept when it already is) or unpin it; an unknown key
         gets a new empty session, as a label does. An archived one is not pinned
-        (SessionArchivedPin), checked in the write."""
+        (SessionArchivedPin), checked in the write; `session_id` as `patch_label`'s."""
         return await self._call(
-            self._write, lambda db: self._set_pinned(db, key, agent_id, pinned, now)
+            self._write, lambda db: self._set_pinned(db, key, agent_id, pinned, now, session_id)
         )
 
     @classmethod
     def _set_pinned(
-        cls, db: sqlite3.Connection, key: str, agent_id: str, pinned: bool, now: int
+        cls,
+        db: sqlite3.Connection,
+        key: str,
+        agent_id: str,
+        pinned: bool,
+        now: int,
+        session_id: str | None,
     ) -> SessionRow:
+        if session_id is not None:
+            _still_session(db, key, session_id)
         row, _ = cls._create(db, key, agent_id, now, None)
         if pinned and row.archived_at is not None:
             raise SessionArchivedPin(key)

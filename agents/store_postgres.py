@@ -1076,10 +1076,15 @@ class PostgresSessionStore:
 
         return await self._run(update, write=True, transaction=session_id is not None)
 
-    async def set_pinned(self, key: str, agent_id: str, pinned: bool, now: int) -> SessionRow:
-        """As the SQLite store's: the archive checked on the row locked for the update."""
+    async def set_pinned(
+        self, key: str, agent_id: str, pinned: bool, now: int, *, session_id: str | None = None
+    ) -> SessionRow:
+        """As the SQLite store's: the archive and `session_id` checked on the row locked for
+        the update."""
 
         async def pin(conn: Connection) -> SessionRow:
+            if session_id is not None:
+                await _still_session(conn, key, session_id)
             row, _ = await self._create(conn, key, agent_id, now, None, lock=True)
             if pinned and row.archived_at is not None:
                 raise SessionArchivedPin(key)

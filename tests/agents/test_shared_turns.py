@@ -164,9 +164,12 @@ class TestArchivedElsewhere:
         for patch in (
             pair.a.registry.patch_label(KEY, "renamed", read.session_id),
             pair.a.registry.set_archived(KEY, True, read.session_id),
+            pair.a.registry.set_pinned(KEY, True, read.session_id),
         ):
             with pytest.raises(SessionChanged):
                 await asyncio.wait_for(patch, 5)
         row = await pair.b.store.get(KEY)
         assert row is not None
-        assert (row.session_id, row.label, row.archived_at) == (reset.session_id, None, None)
+        assert (row.session_id, row.label, row.archived_at, row.pinned_at) == (
+            reset.session_id, None, None, None
+        )  # fmt: skip

@@ -1697,6 +1697,8 @@ class TestArchived:
             await store.patch_label(KEY, "main", "after", 300, session_id=read.session_id)
         with pytest.raises(SessionChanged):
             await store.set_archived(KEY, True, 300, session_id=read.session_id)
+        with pytest.raises(SessionChanged):
+            await store.set_pinned(KEY, "main", True, 300, session_id=read.session_id)
         assert await store.get(KEY) == reset  # untouched
         labelled = await store.patch_label(KEY, "main", "after", 400, session_id=reset.session_id)
         assert labelled.label == "after"

@@ -332,7 +332,8 @@ def register(methods: MethodRegistry) -> None:
                     raise WsError(INVALID_REQUEST, f"session not found: {key}")
                 info = archived
             if params.pinned is not None:  # after the archive, as OpenClaw's (which unpins)
-                info = await ctx.to_the_end(ctx.registry.set_pinned(key, params.pinned))
+                pin = ctx.registry.set_pinned(key, params.pinned, expected)
+                info = await ctx.to_the_end(pin)
         except SessionChanged:
             raise changed from None
         except SessionArchivedPin as exc:
