@@ -23,11 +23,13 @@ export function el(tag, attrs = {}, ...children) {
 // controls: obeyed, an override (U+202E) draws what follows it backwards, so a key shows as
 // another, or the UI's own words after it ("Reset <key>? Its transcript is…") read reversed.
 // They are shown as their code points instead; `isolated` also keeps the name's own
-// right-to-left letters from moving the text around it (FSI … PDI).
-const BIDI_CONTROLS = /[\u202a-\u202e\u2066-\u2069]/g;
+// right-to-left letters from moving the text around it (FSI … PDI). So are the characters
+// drawn as nothing (zero-width space, joiners, word joiner, BOM): "ad\u200bmin" looked like
+// "admin", two keys alike.
+const SHOWN_AS_CODE = /[\u202a-\u202e\u2066-\u2069\u200b-\u200d\u2060\ufeff]/g;
 
 export function shownName(name) {
-  return String(name).replace(BIDI_CONTROLS, (c) => `⟨U+${c.codePointAt(0).toString(16).toUpperCase()}⟩`);
+  return String(name).replace(SHOWN_AS_CODE, (c) => `⟨U+${c.codePointAt(0).toString(16).toUpperCase()}⟩`);
 }
 
 export function isolated(name) {

@@ -127,6 +127,20 @@ class TestBidi:
         assert RLO not in text
         assert text.count("U+202E") == 2
 
+    @pytest.mark.parametrize("invisible", ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff"])
+    def test_an_invisible_character_in_a_name_is_shown(self, page: Page, invisible: str) -> None:
+        # "agent:main:admin" and "agent:main:ad<U+200B>min" were drawn alike: two sessions,
+        # one shown as the other.
+        page.connected()
+        key = f"agent:main:ad{invisible}min-{ord(invisible):x}"
+        patch_label(page, key, f"lab{invisible}el")
+        page.go("sessions")
+        page.type("#sessions-search", f"min-{ord(invisible):x}")
+        row = page.visible(f'#sessions-table tr[data-key="{key}"]')
+        code = f"U+{ord(invisible):04X}"
+        assert invisible not in row.get_attribute("textContent")
+        assert row.get_attribute("textContent").count(code) == 2
+
 
 # Counts, in `window.parsed`, the characters the page hands JSON.parse, and in
 # `window.received` those of the frames it receives: the page's own parsing beside the
