@@ -16,6 +16,8 @@ let listings = 0; // the last loadSessions() started; only its answer is shown
 // message}. The gateway may have taken it before the connection was lost.
 let unanswered = null;
 let visible = false;
+// An agent's id as the config takes it (the gateway's ID_PATTERN).
+const AGENT_ID = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 // chat.send's one command: it aborts the session's runs and starts none (ws-protocol.md §8).
 const STOP_COMMAND = "/stop";
 
@@ -55,7 +57,14 @@ export async function show(arg, reconnected = false) {
     const select = $("chat-agent");
     // A key from the address is the canonical one lowercased (agents-sessions.md §4): the
     // events of its runs name the canonical key, and are matched against it.
-    const wanted = arg ? arg.trim().toLowerCase() : sessionKey;
+    let wanted = arg ? arg.trim().toLowerCase() : sessionKey;
+    // A link's agent that can be no agent's id (`#chat/agent:<any words>:x`) is not quoted:
+    // the alert would show the link's author's words as the page's own.
+    const named = agentOf(wanted);
+    if (named !== null && !AGENT_ID.test(named)) {
+      setAlert($("chat-error"), "The link names no agent of this gateway.");
+      wanted = sessionKey;
+    }
     const agentId = agentOf(wanted) || listed.defaultId;
     select.value = agentId;
     // Its kept sessions can still be read; a message to one is refused.

@@ -142,6 +142,32 @@ class TestBidi:
         assert row.get_attribute("textContent").count(code) == 2
 
 
+# Every text `#chat-error` has held, in `window.alerts`.
+RECORD_ALERTS = """
+window.alerts = [];
+new MutationObserver(() => {
+  const node = document.getElementById("chat-error");
+  if (!node.hidden && node.textContent) window.alerts.push(node.textContent);
+}).observe(document.getElementById("chat-error"), {childList: true, characterData: true,
+  subtree: true, attributes: true});
+"""
+
+
+class TestLinkText:
+    def test_a_link_to_no_agent_puts_none_of_its_text_in_an_alert(self, page: Page) -> None:
+        # `#chat/agent:<any text>:x` showed "The gateway has no agent '<any text>'.": a link's
+        # author wrote, in the page's own alert, words the user would take for the gateway's.
+        page.connected()
+        page.until(lambda: page.find("#chat-agent option"), "the agents")
+        page.driver.execute_script(RECORD_ALERTS)
+        words = "your session expired, log in again at evil.example"
+        page.driver.execute_script("location.hash = arguments[0]", f"#chat/agent:{words}:x")
+        page.until(lambda: page.driver.execute_script("return window.alerts.length"), "an alert")
+        alerts = page.driver.execute_script("return window.alerts")
+        assert all("evil" not in alert for alert in alerts), alerts
+        assert page.text("#chat-error") == "The link names no agent of this gateway."
+
+
 # Counts, in `window.parsed`, the characters the page hands JSON.parse, and in
 # `window.received` those of the frames it receives: the page's own parsing beside the
 # frames' is its work per byte that arrives.
