@@ -1,5 +1,7 @@
 // Sessions: the list with search, last activity, model and token counts; one session's
-// transcript beside it, with reset and delete (each confirmed first).
+// transcript beside it, with reset and delete (each confirmed first), archive and restore.
+// "Archived" lists the archived sessions instead (`sessions.list {archived: true}`), which
+// the list leaves out otherwise.
 
 import { $, el, formatAge, formatNumber, isolated, setAlert, shownName, transcriptNodes } from "./dom.js";
 
@@ -10,6 +12,7 @@ const OFFSET_MAX = 10000;
 let ctx;
 let offset = 0; // of the page shown, in the list of the search typed
 let selected = null;
+let selectedInfo = null; // the picked session's row as chat.history answered it
 let visible = false;
 let refreshTimer = null;
 let searchTimer = null;
@@ -27,10 +30,15 @@ export function init(context) {
   });
   $("sessions-prev").addEventListener("click", () => turn(-PAGE));
   $("sessions-next").addEventListener("click", () => turn(PAGE));
+  $("sessions-archived").addEventListener("change", () => {
+    offset = 0; // the other list: its first page
+    asked();
+  });
   $("sessions-refresh").addEventListener("click", asked);
   $("session-open").addEventListener("click", () => ctx.go(`#chat/${encodeURIComponent(selected)}`));
   $("session-reset").addEventListener("click", reset);
   $("session-delete").addEventListener("click", remove);
+  $("session-archive").addEventListener("click", archive);
   $("sessions-table").tBodies[0].addEventListener("keydown", walk);
   // Another client's turn or reset: refresh the list, at most once a second.
   ctx.gw.addEventListener("sessions.changed", () => {
@@ -65,10 +73,11 @@ function asked() {
 // order: an older one, shown last, would list another search's sessions.
 async function load() {
   const search = $("sessions-search").value.trim();
+  const archived = $("sessions-archived").checked;
   const mine = ++loads;
   let listed;
   try {
-    listed = await ctx.gw.request("sessions.list", { limit: PAGE, offset: offset || undefined, search: search || undefined });
+    listed = await ctx.gw.request("sessions.list", { limit: PAGE, offset: offset || undefined, search: search || undefined, archived: archived || undefined });
   } catch (error) {
     if (mine === loads) setAlert($("sessions-error"), error.message);
     return;
@@ -95,7 +104,7 @@ async function load() {
       el("td", { text: formatAge(s.updatedAt), title: s.updatedAt ? new Date(s.updatedAt).toISOString() : "" }),
     );
   });
-  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 5, class: "muted", text: search ? "No session matches." : "No sessions yet." })));
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 5, class: "muted", text: search ? "No session matches." : archived ? "No archived sessions." : "No sessions yet." })));
   // Rows are built anew: the one a keyboard user was on gets the focus back (a row gone,
   // deleted elsewhere, hands it to the search field, as a delete here does).
   const body = $("sessions-table").tBodies[0];
@@ -106,7 +115,7 @@ async function load() {
     const again = rows.find((row) => row.dataset.key === focusedRow.dataset.key);
     (again ? again.querySelector("button") : $("sessions-search")).focus();
   }
-  const total = `${listed.totalCount} session${listed.totalCount === 1 ? "" : "s"}`;
+  const total = `${listed.totalCount}${archived ? " archived" : ""} session${listed.totalCount === 1 ? "" : "s"}`;
   const paged = offset > 0 || listed.totalCount > listed.sessions.length;
   $("sessions-count").textContent = paged && listed.sessions.length ? `${offset + 1}–${offset + listed.sessions.length} of ${total}` : total;
   $("sessions-pager").hidden = !paged;
@@ -184,13 +193,21 @@ async function select(key) {
     const result = await ctx.gw.request("chat.history", { sessionKey: key, limit: 100 });
     if (mine !== picks) return;
     const info = result.sessionInfo || {};
-    $("session-detail-meta").textContent = `${result.totalMessages} messages · ${formatNumber(info.inputTokens)} in / ${formatNumber(info.outputTokens)} out · ${formatAge(info.updatedAt)}`;
+    selectedInfo = info;
+    const archivedAt = info.archived ? ` · archived ${formatAge(info.archivedAt)}` : "";
+    $("session-detail-meta").textContent = `${result.totalMessages} messages · ${formatNumber(info.inputTokens)} in / ${formatNumber(info.outputTokens)} out · ${formatAge(info.updatedAt)}${archivedAt}`;
+    // An archived session takes no reset (the gateway refuses it) until restored.
+    $("session-reset").hidden = Boolean(info.archived);
+    $("session-archive").textContent = info.archived ? "Restore" : "Archive";
     const messages = transcriptNodes(result);
     $("session-transcript").replaceChildren(...(messages.length ? messages : [el("p", { class: "muted", text: "Empty transcript." })]));
   } catch (error) {
     if (mine !== picks) return;
     setAlert($("sessions-error"), error.message);
     $("session-detail-meta").textContent = ""; // not another session's under this key
+    selectedInfo = null;
+    $("session-reset").hidden = false;
+    $("session-archive").textContent = "Archive";
     $("session-transcript").replaceChildren();
   }
 }
@@ -200,10 +217,20 @@ async function reset() {
   await act("sessions.reset", { key: selected });
 }
 
+// Archived or restored as OpenClaw's CLI does, naming the session read: one reset or made
+// again since is another, and the gateway refuses the change.
+async function archive() {
+  if (!selected) return;
+  const info = selectedInfo || {};
+  await act("sessions.patch", { key: selected, archived: !info.archived, expectedSessionId: info.sessionId || undefined });
+}
+
 async function remove() {
   if (!selected || !(await ctx.confirm(`Delete ${isolated(selected)} and its transcripts? This cannot be undone.`, "Delete"))) return;
   const key = selected;
-  if (await act("sessions.delete", { key })) {
+  // The archived session shown, not one restored elsewhere meanwhile.
+  const archivedOnly = selectedInfo && selectedInfo.archived ? true : undefined;
+  if (await act("sessions.delete", { key, archivedOnly })) {
     selected = null;
     $("session-detail").hidden = true;
     history.replaceState(null, "", "#sessions");

@@ -828,6 +828,83 @@ class TestSessions:
         assert page.all(f'#sessions-table tr[data-key="{key}"]')  # the session stays
 
 
+# Another client of the gateway archives the session `arguments[1]`, as `openclaw sessions
+# archive` does: with the session id it read.
+ARCHIVE_ELSEWHERE = """
+const [token, key, done] = arguments;
+const { Gateway } = await import("/ui/gateway.js");
+const gw = new Gateway();
+await gw.start(`ws://${location.host}`, { token });
+const read = await gw.request("chat.history", { sessionKey: key, limit: 1 });
+await gw.request("sessions.patch", { key, archived: true, expectedSessionId: read.sessionId });
+gw.stop();
+done();
+"""
+
+
+class TestArchived:
+    def row(self, page: Page, key: str) -> str:
+        return f'#sessions-table tr[data-key="{key}"]'
+
+    def test_a_session_archived_elsewhere_is_found_under_archived_and_restored(
+        self, page: Page
+    ) -> None:
+        # Archived by another client, a session left the list and could be found nowhere in
+        # the page: neither restored nor deleted.
+        page.connected()
+        page.click("#chat-new")
+        page.chat("archived elsewhere")
+        key = page.session_key()
+        page.driver.execute_async_script(ARCHIVE_ELSEWHERE, TOKEN, key)
+        page.go("sessions")
+        page.until(lambda: page.all("#sessions-table tbody tr"), "the list")
+        assert not page.all(self.row(page, key))
+        page.click("#sessions-archived")
+        page.visible(self.row(page, key) + " button").click()
+        page.until(lambda: "archived" in page.text("#session-detail-meta"), "its state")
+        assert "archived elsewhere" in page.text("#session-transcript")
+        assert not page.find("#session-reset").is_displayed()  # refused while archived
+        assert page.text("#session-archive") == "Restore"
+        page.click("#session-archive")
+        page.until(lambda: not page.all(self.row(page, key)), "the row gone from the archived")
+        assert page.text("#session-archive") == "Archive"
+        page.click("#sessions-archived")
+        page.visible(self.row(page, key))
+
+    def test_a_session_archived_here_is_deleted_from_the_archived(self, page: Page) -> None:
+        page.connected()
+        page.click("#chat-new")
+        page.chat("archive then delete")
+        key = page.session_key()
+        page.go("sessions")
+        page.visible(self.row(page, key) + " button").click()
+        page.until(lambda: page.text("#session-archive") == "Archive", "the detail")
+        page.click("#session-archive")
+        page.until(lambda: not page.all(self.row(page, key)), "the row gone from the list")
+        page.click("#sessions-archived")
+        page.visible(self.row(page, key) + " button").click()
+        page.until(lambda: page.text("#session-archive") == "Restore", "the archived detail")
+        page.click("#session-delete")
+        page.click("#confirm-ok")
+        page.until(lambda: not page.all(self.row(page, key)), "the row gone from the archived")
+        assert not page.find("#session-detail").is_displayed()
+        page.click("#sessions-archived")
+        page.until(lambda: page.all("#sessions-table tbody tr[data-key]"), "the list")
+        assert not page.all(self.row(page, key))
+
+    def test_a_refused_archive_is_shown_as_an_alert(self, page: Page) -> None:
+        page.connected()
+        page.driver.execute_script("location.hash = '#chat/agent:main:main'")
+        page.until(lambda: page.session_key() == "agent:main:main", "the main session")
+        page.chat("the main one stays")
+        page.go("sessions")
+        page.visible(self.row(page, "agent:main:main") + " button").click()
+        page.until(lambda: page.text("#session-archive") == "Archive", "the detail")
+        page.click("#session-archive")
+        assert page.visible("#sessions-error").text == "Cannot archive an agent's main session."
+        assert page.all(self.row(page, "agent:main:main"))
+
+
 class TestStatus:
     def test_shows_health_version_agents_and_connections(self, page: Page) -> None:
         page.connected()
