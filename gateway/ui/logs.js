@@ -12,6 +12,7 @@ let timer = null;
 let paused = false;
 let polling = false;
 const lines = [];
+let drawn = null; // the filter the lines on the page were drawn with
 
 export function init(context) {
   ctx = context;
@@ -56,12 +57,16 @@ async function poll() {
     polling = false;
   }
   setAlert($("logs-error"), "");
-  if (answer.reset) lines.length = 0;
   cursor = answer.cursor;
-  if (!answer.lines.length) return;
-  lines.push(...answer.lines.map(parse));
-  if (lines.length > KEEP) lines.splice(0, lines.length - KEEP);
-  render();
+  if (answer.reset) {
+    lines.length = 0;
+    drawn = null;
+  }
+  if (!answer.lines.length && drawn) return;
+  const added = answer.lines.map(parse);
+  lines.push(...added);
+  const dropped = lines.length > KEEP ? lines.splice(0, lines.length - KEEP) : [];
+  update(added, dropped);
 }
 
 // JSON lines (not a terminal) or the console renderer's `[level ]` form, which on a terminal
@@ -79,26 +84,65 @@ function parse(line) {
       // `time` and `message` repeat `ts` and the event with its fields, for OpenClaw's CLI.
       const { event, level, ts, timestamp, time, message, ...rest } = entry;
       const fields = Object.entries(rest).filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`);
-      return { raw, level: String(level || "info").toLowerCase(), time: shownName(ts || timestamp || ""), event: shownName(event || ""), rest: shownName(fields.join(" ")) };
+      return shown(String(level || "info").toLowerCase(), shownName(ts || timestamp || ""), shownName(event || ""), shownName(fields.join(" ")));
     }
   } catch {
     // not JSON
   }
   const match = /\[\s*(\w+)\s*\]/.exec(raw);
-  return { raw, level: match ? match[1].toLowerCase() : "info", time: "", event: "", rest: shownName(raw) };
+  return shown(match ? match[1].toLowerCase() : "info", "", "", shownName(raw));
 }
 
+// A line as the page shows it; the filter matches this text (`text`), the one the user reads,
+// not the raw line (a JSON object, a bidi control where "⟨U+202E⟩" is shown). Its node is
+// made when first shown and kept with it.
+function shown(level, ts, event, rest) {
+  const time = ts.replace("T", " ").replace(/\.\d+Z?$/, "");
+  return { level, time, event, rest, text: [time, level, event, rest].join(" ").toLowerCase(), node: null };
+}
+
+function filter() {
+  return { min: RANK[$("logs-level").value] || 0, needle: $("logs-filter").value.trim().toLowerCase() };
+}
+
+function matches(line, { min, needle }) {
+  return (RANK[line.level] || 20) >= min && (!needle || line.text.includes(needle));
+}
+
+function nodeOf(l) {
+  l.node ??= el("div", { class: `log-line level-${l.level}` }, el("span", { class: "log-time", text: l.time }), el("span", { class: "log-level", text: l.level }), el("span", { class: "log-event", text: l.event }), el("span", { class: "log-rest", text: l.rest }));
+  return l.node;
+}
+
+// All the lines kept, drawn again: the filter changed, or the lines were cleared.
 function render() {
-  const min = RANK[$("logs-level").value] || 0;
-  const needle = $("logs-filter").value.trim().toLowerCase();
+  drawn = filter();
   const box = $("logs-lines");
   const atBottom = box.scrollTop + box.clientHeight >= box.scrollHeight - 20;
-  const shown = lines.filter((l) => (RANK[l.level] || 20) >= min && (!needle || l.raw.toLowerCase().includes(needle)));
-  box.replaceChildren(
-    ...shown.map((l) =>
-      el("div", { class: `log-line level-${l.level}` }, el("span", { class: "log-time", text: l.time.replace("T", " ").replace(/\.\d+Z?$/, "") }), el("span", { class: "log-level", text: l.level }), el("span", { class: "log-event", text: l.event }), el("span", { class: "log-rest", text: l.rest })),
-    ),
-  );
-  if (!shown.length) box.append(el("p", { class: "muted", text: lines.length ? "No line matches the filter." : "Waiting for log lines…" }));
+  box.replaceChildren(...lines.filter((l) => matches(l, drawn)).map(nodeOf));
+  note(box);
   if (atBottom) box.scrollTop = box.scrollHeight;
+}
+
+// A poll's lines added at the end and those it pushed out of the kept ones removed, the others
+// left as they are: drawing all 2,000 again at every poll was most of the page's work.
+function update(added, dropped) {
+  const now = filter();
+  if (!drawn || drawn.min !== now.min || drawn.needle !== now.needle) return render();
+  const box = $("logs-lines");
+  const atBottom = box.scrollTop + box.clientHeight >= box.scrollHeight - 20;
+  for (const l of dropped) if (l.node) l.node.remove();
+  box.append(...added.filter((l) => matches(l, drawn)).map(nodeOf));
+  note(box);
+  if (atBottom) box.scrollTop = box.scrollHeight;
+}
+
+// What an empty box says, changed only when it says something else (the box is a live log).
+function note(box) {
+  const old = box.querySelector(":scope > p.muted");
+  const empty = !box.querySelector(":scope > .log-line");
+  const text = !empty ? null : lines.length ? "No line matches the filter." : "Waiting for log lines…";
+  if (old && old.textContent === text) return;
+  if (old) old.remove();
+  if (text) box.append(el("p", { class: "muted", text }));
 }

@@ -1018,6 +1018,44 @@ class TestLogs:
         assert (button.text, button.get_attribute("aria-pressed")) == ("Pause", None)
         page.until(lambda: len(page.all(".log-line")) > count, "the tail going on")
 
+    def test_the_filter_matches_the_line_as_shown(self, page: Page) -> None:
+        # The filter was matched against the raw line: its bidi control shown as "⟨U+202E⟩"
+        # and its fields as "name=value", the text the user read was matched by nothing.
+        with contextlib.suppress(OSError):  # a 404, which the gateway logs
+            urllib.request.urlopen(f"{page.gateway.url}/filter-probe%E2%80%AE-x", timeout=10)
+        page.connected()
+        page.go("logs")
+        line = page.until(
+            lambda: [n for n in page.all(".log-line") if "filter-probe" in n.text], "the line"
+        )[-1]
+        assert "filter-probe⟨U+202E⟩-x" in line.text
+        page.type("#logs-filter", "filter-probe⟨u+202e⟩-x")
+        page.until(lambda: len(page.all(".log-line")) == 1, "the line alone")
+        assert "filter-probe" in page.text(".log-line")
+
+    def test_a_poll_adds_its_lines_and_leaves_those_shown_alone(self, page: Page) -> None:
+        # Each poll that brought a line drew all the lines kept (up to 2,000) again.
+        page.connected()
+        page.go("logs")
+        page.until(lambda: page.all(".log-line"), "the first lines")
+        page.driver.execute_script("window.first = document.querySelector('.log-line')")
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(f"{page.gateway.url}/append-probe", timeout=10)
+        page.until(lambda: [n for n in page.all(".log-line") if "append-probe" in n.text],
+                   "the new line")  # fmt: skip
+        assert page.driver.execute_script("return window.first.isConnected")
+        # A filter typed draws the lines again, those it matches; then a poll adds to them.
+        page.type("#logs-filter", "append-probe")
+        page.until(lambda: "append-probe" in page.text(".log-line"), "the filtered lines")
+        page.driver.execute_script("window.first = document.querySelector('.log-line')")
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(f"{page.gateway.url}/append-probe-2", timeout=10)
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(f"{page.gateway.url}/not-matched", timeout=10)
+        page.until(lambda: len(page.all(".log-line")) == 2, "the new matching line")
+        assert page.driver.execute_script("return window.first.isConnected")
+        assert "append-probe-2" in page.all(".log-line")[1].text
+
     def test_a_stalled_gateway_does_not_duplicate_lines(self, page: Page) -> None:
         # Polls fired while one is unanswered carry the same cursor; all were answered, and
         # each appended the same lines.
