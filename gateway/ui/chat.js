@@ -160,7 +160,8 @@ async function openSession(key) {
   // The session on screen loaded again (a reconnect, a turn from elsewhere): a reader scrolled
   // up keeps the place; one at the end stays at the end.
   const shown = $("transcript");
-  const keep = key === sessionKey && shown.scrollTop + shown.clientHeight < shown.scrollHeight - 20 ? shown.scrollTop : null;
+  const again = key === sessionKey;
+  const keep = again && shown.scrollTop + shown.clientHeight < shown.scrollHeight - 20 ? shown.scrollTop : null;
   sessionKey = key;
   history.replaceState(null, "", `#chat/${encodeURIComponent(key)}`);
   runs.clear();
@@ -170,15 +171,18 @@ async function openSession(key) {
   await follow(key);
   if (key !== sessionKey) return;
   const transcript = $("transcript");
-  transcript.replaceChildren();
+  // Another session's messages go at once; the same session's stay until its history replaces
+  // them in one step (emptied first, the transcript blinked out at every reload).
+  if (!again) transcript.replaceChildren();
   try {
     const result = await ctx.gw.request("chat.history", { sessionKey: key, limit: 200 });
     if (key !== sessionKey) return;
-    transcript.replaceChildren(...transcriptNodes(result));
+    const nodes = transcriptNodes(result);
+    if (!result.messages.length) nodes.push(el("p", { class: "muted empty", text: "No messages yet. Say something." }));
+    transcript.replaceChildren(...nodes);
     // Not among the agent's newest sessions listed, but stored (`sessionId`): not new.
     if (result.sessionId) stored(key, result.sessionInfo);
     forgetIfTaken(key, result.messages);
-    if (!result.messages.length) transcript.append(el("p", { class: "muted empty", text: "No messages yet. Say something." }));
     const active = result.sessionInfo && result.sessionInfo.activeRunIds;
     if (active && active.length) setBusy(active[active.length - 1]);
   } catch (error) {

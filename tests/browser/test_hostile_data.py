@@ -371,3 +371,25 @@ class TestTurnsFromElsewhere:
         page.driver.execute_script("window.release()")
         # Loaded after the last turn: the user's messages come with the transcript only.
         page.until(lambda: "turn 5" in page.text("#transcript"), "the last turn", timeout=20)
+
+    def test_a_reload_replaces_the_transcript_without_emptying_it_first(self, page: Page) -> None:
+        # Each load after a turn from elsewhere emptied the transcript, then filled it when
+        # the history came: the conversation blinked out at every turn.
+        page.connected()
+        key = "agent:main:no-blink"
+        turns(page, key, 1)
+        page.driver.execute_script("location.hash = arguments[0]", f"#chat/{key}")
+        # Its two messages (other sessions of the module's have a "turn 0" too).
+        page.until(lambda: page.session_key() == key and len(page.all("#transcript .bubble")) == 2,
+                   "the transcript")  # fmt: skip
+        page.driver.execute_script(
+            """
+            window.emptied = 0;
+            const box = document.getElementById("transcript");
+            new MutationObserver(() => { if (!box.children.length) window.emptied++; })
+              .observe(box, { childList: true });
+            """
+        )
+        turns(page, key, 2)
+        page.until(lambda: "turn 1" in page.text("#transcript"), "the new turn", timeout=20)
+        assert page.driver.execute_script("return window.emptied") == 0
