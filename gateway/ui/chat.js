@@ -16,6 +16,8 @@ let listings = 0; // the last loadSessions() started; only its answer is shown
 // message}. The gateway may have taken it before the connection was lost.
 let unanswered = null;
 let visible = false;
+// The messages of a session the transcript shows, its newest.
+const SHOWN = 200;
 // An agent's id as the config takes it (the gateway's ID_PATTERN).
 const AGENT_ID = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 // chat.send's one command: it aborts the session's runs and starts none (ws-protocol.md §8).
@@ -175,7 +177,7 @@ async function openSession(key) {
   // them in one step (emptied first, the transcript blinked out at every reload).
   if (!again) transcript.replaceChildren();
   try {
-    const result = await ctx.gw.request("chat.history", { sessionKey: key, limit: 200 });
+    const result = await ctx.gw.request("chat.history", { sessionKey: key, limit: SHOWN });
     if (key !== sessionKey) return;
     const nodes = transcriptNodes(result);
     if (!result.messages.length) nodes.push(el("p", { class: "muted empty", text: "No messages yet. Say something." }));
@@ -384,8 +386,11 @@ function onChat(payload) {
   stored(sessionKey, null);
   if ($("chat-abort").dataset.runId === payload.runId) setBusy(null);
   // Fetch the user message we never saw; off screen, coming back loads it (and the address
-  // is another screen's).
-  if (run.foreign && visible) reload();
+  // is another screen's). A turn of this page's own that takes the transcript past what a
+  // load shows loads it too: the newest SHOWN messages and the line saying so, as opening the
+  // session does, not a transcript that grows by two messages a turn in a tab left open.
+  const bound = $("transcript").querySelectorAll(".bubble").length > SHOWN;
+  if ((run.foreign || bound) && visible) reload();
   scrollDown();
 }
 

@@ -307,6 +307,25 @@ class TestLongTranscript:
             "The newest 100 of 210 messages are shown."
         )
 
+    def test_own_turns_in_a_tab_left_open_keep_the_transcript_bounded(self, page: Page) -> None:
+        # The page's own turns were added to the transcript and nothing was ever taken off:
+        # a tab left open grew by two messages a turn, without end.
+        page.connected()
+        key = "agent:main:own-turns"
+        turns(page, key, 100)
+        page.driver.execute_script("location.hash = arguments[0]", f"#chat/{key}")
+        page.until(lambda: len(page.all("#transcript .bubble")) == 200, "the transcript")
+        assert not page.all("#transcript > .older")
+        for message in ("own turn 0", "own turn 1"):
+            page.type("#chat-input", message)
+            page.click("#chat-send")
+            page.until(lambda m=message: m in page.text("#transcript")
+                       and not page.all("#transcript .streaming"), "the answer")  # fmt: skip
+        page.until(lambda: page.text("#transcript > .older")
+                   == "The newest 200 of 204 messages are shown.", "the bound")  # fmt: skip
+        assert len(page.all("#transcript .bubble")) == 200
+        assert "own turn 1" in page.all("#transcript .bubble")[-2].text
+
 
 class TestLogBidi:
     def test_an_override_in_a_logged_path_does_not_reverse_the_rest_of_the_line(
