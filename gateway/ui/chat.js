@@ -158,7 +158,18 @@ async function newSession() {
   if (visible && !moved) $("chat-input").focus();
 }
 
-async function openSession(key) {
+// A message sent while its session loads waits for the load: the history replaces the
+// transcript, and took away with it the bubbles put there meanwhile, the answer streamed into
+// one no longer on the page.
+let loaded = Promise.resolve();
+
+function openSession(key) {
+  const load = loadSession(key);
+  loaded = load.catch(() => {});
+  return load;
+}
+
+async function loadSession(key) {
   // The session on screen loaded again (a reconnect, a turn from elsewhere): a reader scrolled
   // up keeps the place; one at the end stays at the end.
   const shown = $("transcript");
@@ -226,6 +237,7 @@ async function refollow(key) {
 }
 
 async function send() {
+  await loaded;
   const input = $("chat-input");
   const message = input.value;
   if (!message.trim() || !sessionKey) return;

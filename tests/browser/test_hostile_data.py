@@ -369,6 +369,40 @@ WebSocket.prototype.send = function (data) {
 """
 
 
+# The answers to the page's `chat.history` requests are held until `window.release()`;
+# `window.histories` counts the requests. Installed before the page's socket is opened.
+HELD_HISTORY_ANSWERS = """
+const send = WebSocket.prototype.send;
+const listen = WebSocket.prototype.addEventListener;
+const asked = new Set();
+window.histories = 0;
+window.held = [];
+window.release = () => {
+  const held = window.held;
+  window.held = null;
+  held.forEach((go) => go());
+};
+WebSocket.prototype.send = function (data) {
+  const frame = JSON.parse(data);
+  if (frame.method === "chat.history") {
+    window.histories++;
+    asked.add(frame.id);
+  }
+  send.call(this, data);
+};
+WebSocket.prototype.addEventListener = function (type, listener, ...rest) {
+  if (type !== "message") return listen.call(this, type, listener, ...rest);
+  return listen.call(this, type, (message) => {
+    if (window.held && asked.has(JSON.parse(message.data).id)) {
+      window.held.push(() => listener(message));
+      return;
+    }
+    listener(message);
+  }, ...rest);
+};
+"""
+
+
 class TestTurnsFromElsewhere:
     def test_a_burst_of_turns_from_elsewhere_reloads_the_transcript_once_at_a_time(
         self, page: Page
@@ -390,6 +424,26 @@ class TestTurnsFromElsewhere:
         page.driver.execute_script("window.release()")
         # Loaded after the last turn: the user's messages come with the transcript only.
         page.until(lambda: "turn 5" in page.text("#transcript"), "the last turn", timeout=20)
+
+    def test_a_message_sent_while_the_session_loads_is_shown_with_its_answer(
+        self, page: Page
+    ) -> None:
+        # Sent before the session's history came, the message and its answer's bubble were
+        # put in the transcript, then replaced with the rest by the history: the answer was
+        # streamed into a bubble no longer on the page.
+        key = "agent:main:sent-while-loading"
+        turns(page, key, 1)
+        page.driver.execute_script(HELD_HISTORY_ANSWERS)
+        page.driver.execute_script("location.hash = arguments[0]", f"#chat/{key}")
+        page.connected()
+        page.until(lambda: page.driver.execute_script("return window.histories"), "the load")
+        page.type("#chat-input", "sent while loading")
+        page.click("#chat-send")
+        page.driver.execute_script("window.release()")
+        page.until(lambda: len(page.all("#transcript .bubble.assistant:not(.streaming)")) == 2,
+                   "the answer")  # fmt: skip
+        assert page.text("#transcript").count("sent while loading") == 1
+        assert page.all("#transcript .bubble")[-1].text.endswith("ok")
 
     def test_a_reload_replaces_the_transcript_without_emptying_it_first(self, page: Page) -> None:
         # Each load after a turn from elsewhere emptied the transcript, then filled it when
