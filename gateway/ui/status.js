@@ -1,7 +1,7 @@
 // Status: health, uptime, version, agents and their models, open connections, runs in
 // flight, tokens per day. Refreshed every 5 s while on screen.
 
-import { $, el, formatDuration, formatNumber, setAlert } from "./dom.js";
+import { $, el, formatDuration, formatNumber, setAlert, shownName } from "./dom.js";
 
 const REFRESH_MS = 5000;
 let ctx;
@@ -56,7 +56,7 @@ async function refresh() {
     card("Tokens, 14 days", formatNumber(usage.totals.totalTokens), `${formatNumber(usage.totals.turns)} turns`),
   );
   $("status-agents").tBodies[0].replaceChildren(
-    ...info.agents.map((a) => el("tr", {}, el("td", {}, a.id, a.default ? el("span", { class: "badge", text: "default" }) : null), el("td", { text: a.name }), el("td", { text: a.model }), el("td", { text: a.fallbacks.join(", ") || "–" }))),
+    ...info.agents.map((a) => el("tr", {}, el("td", {}, a.id, a.default ? el("span", { class: "badge", text: "default" }) : null), el("td", { text: shownName(a.name || "") }), el("td", { text: shownName(a.model || "") }), el("td", { text: shownName(a.fallbacks.join(", ")) || "–" }))),
   );
   const days = usage.daily.slice().reverse();
   $("status-usage").tBodies[0].replaceChildren(

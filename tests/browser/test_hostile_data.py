@@ -28,7 +28,12 @@ def upstream() -> Iterator[FakeOpenAI]:
 
 @pytest.fixture(scope="module")
 def gateway_config(upstream: FakeOpenAI) -> str:
-    return config_with_upstream(upstream)
+    # An agent whose name holds an override and a zero-width space (JSON5 escapes).
+    named = '{ id: "named", name: "team\\u200b\\u202eevil" }'
+    config = config_with_upstream(upstream)
+    return config.replace(
+        '{ id: "ops", name: "Operations" },', f'{{ id: "ops", name: "Operations" }}, {named},'
+    )
 
 
 def overflow(page: Page, css: str) -> int:
@@ -325,6 +330,22 @@ class TestLongTranscript:
                    == "The newest 200 of 204 messages are shown.", "the bound")  # fmt: skip
         assert len(page.all("#transcript .bubble")) == 200
         assert "own turn 1" in page.all("#transcript .bubble")[-2].text
+
+
+class TestStatusNames:
+    def test_an_agents_name_on_the_status_screen_is_shown_not_obeyed(self, page: Page) -> None:
+        # The chat's agent list showed a name's controls as code points, the status screen's
+        # table drew them: "team\u200b\u202eevil" read as "teamlive".
+        page.connected()
+        page.go("status")
+        # The rows' text, read at once: the table is drawn again every 5 s.
+        rows = "return [...document.querySelectorAll('#status-agents tr')].map(r => r.textContent)"
+        text = page.until(
+            lambda: [t for t in page.driver.execute_script(rows) if t.startswith("named")],
+            "the agent's row",
+        )[0]
+        assert RLO not in text and "\u200b" not in text
+        assert "team⟨U+200B⟩⟨U+202E⟩evil" in text
 
 
 class TestLogBidi:
