@@ -2019,12 +2019,27 @@ class TestOpenClawControlUiFeatureReads:
             assert await ws.ok(method, params) == answer, method
 
     async def test_agent_identity_is_the_agent_s_name(self, ws: GatewayWs) -> None:
-        main = {"agentId": "main", "name": "main", "nameSource": "agent", "avatarStatus": "none"}
+        # No `name` configured: the id, said to be the fallback (OpenClaw's "default").
+        main = {"agentId": "main", "name": "main", "nameSource": "default", "avatarStatus": "none"}
         assert await ws.ok("agent.identity.get", {}) == main
         assert await ws.ok("agent.identity.get", {"sessionKey": "agent:main:x"}) == main
         assert await ws.ok("agent.identity.get", {"agentId": "Main", "sessionKey": ""}) == main
         frame = await ws.call("agent.identity.get", {"agentId": "ghost"})
         assert frame["error"]["message"] == "Unknown agent 'ghost'."
+
+    async def test_a_configured_name_is_the_agent_s_own(self, make_gateway: MakeGateway) -> None:
+        gateway = await make_gateway(
+            """{
+              gateway: { auth: { token: "test-token" } },
+              agents: { list: [{ id: "main", default: true }, { id: "ops", name: "Ops desk" }] },
+            }"""
+        )
+        ws = await gateway.connected()
+        ops = {"agentId": "ops", "name": "Ops desk", "nameSource": "agent", "avatarStatus": "none"}
+        assert await ws.ok("agent.identity.get", {"agentId": "ops"}) == ops
+        assert await ws.ok("agent.identity.get", {"sessionKey": "agent:ops:x"}) == ops
+        main = await ws.ok("agent.identity.get", {"sessionKey": "agent:main:x"})
+        assert (main["name"], main["nameSource"]) == ("main", "default")
 
     async def test_models_auth_status_has_no_providers(self, ws: GatewayWs) -> None:
         before = now_ms()

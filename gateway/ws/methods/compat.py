@@ -404,15 +404,18 @@ def register(methods: MethodRegistry) -> None:
     async def observer_visibility(ctx: CallContext, params: None) -> Any:
         return {"ok": True}
 
-    # An agent's name is its configured `name` (its id unless set); no avatar.
+    # An agent's name is its configured `name` (OpenClaw's `nameSource: "agent"`); unset, it is
+    # the id, OpenClaw's "default" (whose UI then names the agent from agents.list, the same
+    # id). A `name` equal to the id reads as unset: it shows the same. No avatar.
     @methods.method("agent.identity.get", params=AgentTarget.parse_identity, scope=READ)
     async def agent_identity_get(ctx: CallContext, params: AgentTarget) -> Any:
         agent = ctx.config.agents.agent(params.resolve(ctx))
         assert agent is not None  # resolve() refuses an unknown one
+        named = agent.name.strip() not in ("", agent.id)
         return {
             "agentId": agent.id,
-            "name": agent.name,
-            "nameSource": "agent",
+            "name": agent.name if named else agent.id,
+            "nameSource": "agent" if named else "default",
             "avatarStatus": "none",
         }
 
