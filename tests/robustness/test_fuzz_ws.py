@@ -808,6 +808,8 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     "progressCard.get": {"sessionKey": KEY, "agentId": "main"},
     "sessions.branches.list": {"sessionKey": KEY, "agentId": "main"},
     "sessions.companion.state": {"sessionKey": KEY, "agentId": "main"},
+    "sessions.companion.ask": {"sessionKey": KEY, "agentId": "main", "question": "why?"},
+    "sessions.companion.reset": {"sessionKey": KEY, "agentId": "main"},
     "update.status": {"refreshCheckout": False},
     "sessions.observer.visibility": {"visible": True},
     "agent.identity.get": {"agentId": "main", "sessionKey": KEY},

@@ -2086,6 +2086,19 @@ class TestOpenClawControlUiFeatureReads:
                 "at /sessionKey: invalid session key",
             ),
             ("sessions.companion.state", {"sessionKey": []}, "at /sessionKey: must be string"),
+            ("sessions.companion.ask", {"question": "why?"}, "at /sessionKey: is required"),
+            ("sessions.companion.ask", {"sessionKey": "main"}, "at /question: is required"),
+            (
+                "sessions.companion.ask",
+                {"sessionKey": "main", "question": ""},
+                "at /question: must not be empty",
+            ),
+            (
+                "sessions.companion.ask",
+                {"sessionKey": "main", "question": "q" * 401},
+                "at /question: must have at most 400 characters",
+            ),
+            ("sessions.companion.reset", {"sessionKey": ""}, "at /sessionKey: must not be empty"),
             ("tasks.list", {"limit": 501}, "at /limit: must be <= 500"),
             (
                 "tasks.list",
@@ -2125,12 +2138,34 @@ class TestOpenClawControlUiFeatureReads:
             frame = await ws.call(method, {"sessionKey": "agent:ghost:main"})
             assert frame["error"]["message"] == "Unknown agent 'ghost'.", method
 
+    async def test_side_chat_is_unavailable_as_on_openclaw_without_it(self, ws: GatewayWs) -> None:
+        """The chat's side-chat rail asks `sessions.companion.ask`: clawgate has no side chat,
+        so it is refused as OpenClaw refuses it when the feature is off; a blank question is
+        refused first, as there. A reset clears the (always empty) thread."""
+        target = {"sessionKey": "agent:main:main", "agentId": "main"}
+        frame = await ws.call("sessions.companion.ask", {**target, "question": "what now?"})
+        assert frame["error"] == {"code": "UNAVAILABLE", "message": "Side chat is unavailable."}
+        frame = await ws.call("sessions.companion.ask", {**target, "question": " \n"})
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": "question must contain non-whitespace text",
+        }
+        assert await ws.ok("sessions.companion.reset", target) == {"ok": True}
+        assert await ws.ok("sessions.companion.state", target) == {"exchanges": []}
+        frame = await ws.call("sessions.companion.reset", {"sessionKey": "agent:ghost:main"})
+        assert frame["error"]["message"] == "Unknown agent 'ghost'."
+
     async def test_scopes_are_openclaw_s(self, gateway: Gateway) -> None:
         reader = await gateway.connected(scopes=["operator.read"])
         assert (await reader.ok("agent.identity.get"))["agentId"] == "main"
         assert await reader.ok("tasks.list") == {"tasks": []}
         frame = await reader.call("update.status")
         assert frame["error"]["message"] == "missing scope: operator.admin"
+        # Asking the side chat reads; resetting its thread writes.
+        frame = await reader.call("sessions.companion.ask", {"sessionKey": "main", "question": "q"})
+        assert frame["error"]["code"] == "UNAVAILABLE"
+        frame = await reader.call("sessions.companion.reset", {"sessionKey": "main"})
+        assert frame["error"]["message"] == "missing scope: operator.write"
         await reader.ws.close()
 
 

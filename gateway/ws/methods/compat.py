@@ -36,6 +36,7 @@ from gateway.ws.protocol import (
     PAIRING,
     QUESTIONS,
     READ,
+    UNAVAILABLE,
     WRITE,
     ParamReader,
     ParamsError,
@@ -93,6 +94,8 @@ SESSION_FEATURES: tuple[tuple[str, Any], ...] = (
     ("sessions.companion.state", {"exchanges": []}),
 )
 
+COMPANION_QUESTION_MAX = 400  # OpenClaw's bound on a side-chat question
+SIDE_CHAT_UNAVAILABLE = "Side chat is unavailable."
 TASKS_LIST_LIMIT_MAX = 500  # OpenClaw's bound on a `tasks.list` page
 TASKS_CURSOR_MAX = 512
 TASK_STATUSES = frozenset({"queued", "running", "completed", "failed", "cancelled", "timed_out"})
@@ -209,6 +212,15 @@ class MessagesParams:
             r.string("agentId", non_empty=True, max_len=SESSION_KEY_MAX),
             include_approvals=False,
         )
+
+
+def companion_ask_params(r: ParamReader) -> None:
+    """`sessions.companion.ask {sessionKey, agentId?, question}`, checked as OpenClaw checks it
+    before it finds its side chat off."""
+    AgentTarget.parse_session(r)
+    question = r.required_string("question", max_len=COMPANION_QUESTION_MAX)
+    if not question.strip():
+        raise WsError(INVALID_REQUEST, "question must contain non-whitespace text")
 
 
 def update_status_params(r: ParamReader) -> None:
@@ -394,6 +406,19 @@ def register(methods: MethodRegistry) -> None:
     # OpenClaw clamps it.
     for name, answer in SESSION_FEATURES:
         methods.method(name, params=AgentTarget.parse_session, scope=READ)(_session_feature(answer))
+
+    # OpenClaw's side chat (a question about a session, answered beside it by a utility model)
+    # is a feature clawgate does not have: asked, it is refused as OpenClaw refuses it when
+    # off; its thread is always empty (`sessions.companion.state`), so a reset has nothing
+    # to clear.
+    @methods.method("sessions.companion.ask", params=companion_ask_params, scope=READ)
+    async def companion_ask(ctx: CallContext, params: None) -> Any:
+        raise WsError(UNAVAILABLE, SIDE_CHAT_UNAVAILABLE)
+
+    @methods.method("sessions.companion.reset", params=AgentTarget.parse_session, scope=WRITE)
+    async def companion_reset(ctx: CallContext, params: AgentTarget) -> Any:
+        params.resolve(ctx)
+        return {"ok": True}
 
     # No installer: no update known, none running, no restart record (OpenClaw's `sentinel`).
     @methods.method("update.status", params=update_status_params, scope=ADMIN)
