@@ -67,6 +67,7 @@ from gateway.config.schema import (
     Checker,
     IgnoredProvider,
     check_agent_list,
+    check_control_ui_base_path,
     check_embedding_model,
     check_hooks,
     check_hooks_token,
@@ -186,6 +187,7 @@ class ConfigLoader:
             normalized["gateway"]["auth"].pop("mode", None)
         check_embedding_model(ctx, normalized)
         check_hooks(ctx, normalized.get("hooks"))
+        check_control_ui_base_path(ctx, normalized)
         check_store(ctx, normalized.get("store"))
         _read_store_password(ctx, normalized.get("store"))
         _resolve_control_ui_root(ctx, dig(normalized, "gateway", "controlUi"), self.environ)
@@ -442,7 +444,9 @@ def _gateway_config(gateway: dict[str, Any]) -> GatewayConfig:
         reload_mode=gateway["reload"]["mode"],
         reload_debounce_ms=gateway["reload"]["debounceMs"],
         control_ui=ControlUiConfig(
-            enabled=gateway["controlUi"].get("enabled"), root=gateway["controlUi"].get("root")
+            enabled=gateway["controlUi"].get("enabled"),
+            root=gateway["controlUi"].get("root"),
+            base_path=gateway["controlUi"]["basePath"],
         ),
         metrics=MetricsConfig(
             enabled=gateway["metrics"]["enabled"], public=gateway["metrics"]["public"]

@@ -129,6 +129,8 @@ class ControlUiConfig:
     # `root`: the directory (absolute, links resolved) of a Control UI build served at `/`
     # instead of the built-in UI; None serves the built-in one.
     root: str | None = None
+    # `basePath`: the path the UI is served under, "" for `/` (else `/a/b`, no trailing slash).
+    base_path: str = ""
 
 
 @attrs.frozen

@@ -851,6 +851,52 @@ class _HooksPath(_Node):
         return text
 
 
+# `gateway.controlUi.basePath`: letters, digits and `-._~` per segment. It is written into
+# the page's HTML (links, an attribute) and compared with request paths as they are decoded,
+# so nothing that HTML or percent-decoding would read another way.
+_BASE_PATH_RE = re.compile(r"(?:/[A-Za-z0-9._~-]+)+")
+BASE_PATH_MAX = 200  # far beyond any mount point; bounds what each page and request repeats
+
+
+@attrs.frozen
+class _ControlUiBasePath(_Node):
+    """OpenClaw's normalization (`normalizeControlUiBasePath`): trimmed, one leading slash, no
+    trailing one, `/` alone the root (""). No `.` or `..` segment, no query, no fragment."""
+
+    def check(self, value: Any, path: str, ctx: Checker) -> Any:
+        text = ctx.string(value, path)
+        if isinstance(text, Invalid):
+            return text
+        text = text.strip()
+        if text in ("", "/"):
+            return ""
+        text = ("" if text.startswith("/") else "/") + text.removesuffix("/")
+        if len(text) > BASE_PATH_MAX:
+            return ctx.issue(path, f"must have at most {BASE_PATH_MAX} characters")
+        segments = text.split("/")[1:]
+        if _BASE_PATH_RE.fullmatch(text) is None or any(set(s) == {"."} for s in segments):
+            return ctx.issue(path, f"must be a URL path like /openclaw (got {show(text)})")
+        if any(text == own or text.startswith(own + "/") for own in _OWN_PATHS):
+            return ctx.issue(
+                path, f"must not be one of clawgate's own paths or under one (got {text})"
+            )
+        return text
+
+
+def check_control_ui_base_path(ctx: Checker, normalized: Any) -> None:
+    """The hooks are answered before any route: a base path over or under their path would
+    lose those pages to them."""
+    base = dig(normalized, "gateway", "controlUi", "basePath")
+    hooks = dig(normalized, "hooks", "path")
+    if not isinstance(base, str) or not base or not isinstance(hooks, str):
+        return
+    if base == hooks or base.startswith(hooks + "/") or hooks.startswith(base + "/"):
+        ctx.issue(
+            "gateway.controlUi.basePath",
+            f"must not overlap hooks.path ({hooks}): the hooks would shadow the Control UI's pages",
+        )
+
+
 _HOOKS = _Section(
     {
         "enabled": _Key(_Bool(), False),
@@ -1113,9 +1159,11 @@ _GATEWAY = _Section(
                     # A directory of a Control UI build served at `/` instead of ours; the
                     # loader checks it and makes it absolute (gateway/http/controlui_root.py).
                     "root": _Key(_Str(non_empty=True)),
+                    # The path the UI is served under ("" for `/`): gateway/http/controlui.py.
+                    "basePath": _Key(_ControlUiBasePath(), ""),
                 },
                 ignored=_words(
-                    "basePath allowInsecureAuth dangerouslyDisableDeviceAuth"
+                    "allowInsecureAuth dangerouslyDisableDeviceAuth"
                     " dangerouslyAllowHostHeaderOriginFallback"
                 ),
             )

@@ -146,6 +146,8 @@ def _effective_gateway(gateway: GatewayConfig) -> dict[str, Any]:
     effective["controlUi"]["allowedOrigins"] = list(gateway.allowed_origins)
     if control_ui.root is not None:
         effective["controlUi"]["root"] = control_ui.root
+    if control_ui.base_path:
+        effective["controlUi"]["basePath"] = control_ui.base_path
     effective["trustedProxies"] = list(gateway.trusted_proxies)
     preauth = gateway.ws_preauth
     effective["ws"] = {

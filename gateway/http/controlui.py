@@ -8,6 +8,15 @@ every call the page makes is authenticated on the WebSocket.
 `gateway.controlUi.enabled` is read per request, so a reload turns the page on or off.
 With `gateway.controlUi.root` set, `/` and every path no other route takes serve that directory's
 build instead (gateway/http/controlui_root.py), and these files are not served.
+
+With `gateway.controlUi.basePath` (OpenClaw's, e.g. `/openclaw`) either UI is served under that
+path instead, as OpenClaw serves its own (for a proxy that forwards one path to the gateway, or
+to leave `/` to something else): the page at `/openclaw/`, the built-in UI's files at
+`/openclaw/ui/<name>` (its page links them relative to itself), `/openclaw` a redirect to
+`/openclaw/`, and nothing of the UI at `/`. The gateway's own routes (`/v1/*`, the hooks, the
+probes, `/metrics`) come first, and the config refuses a base path over or under them; the
+WebSocket is answered on any path, so a page under the base path connects to
+`ws://host/openclaw` as it is. Read per request too: a reload moves the UI.
 """
 
 from __future__ import annotations
@@ -76,31 +85,54 @@ def register(app: web.Application) -> None:
 
 
 async def index(request: web.Request) -> web.StreamResponse:
-    return await _serve(request, INDEX)
+    return await _at(request, "/")
 
 
 async def asset(request: web.Request) -> web.StreamResponse:
-    name = request.match_info["name"]
-    if name == INDEX and request.app[STATE].config.gateway.control_ui.root is None:
-        return not_found()  # one URL for the page
-    return await _serve(request, name)
+    return await _at(request, "/ui/" + request.match_info["name"])
 
 
 async def unrouted(request: web.Request) -> web.StreamResponse:
-    """The last route, taking any path no other takes: the configured build's file or page
-    route, else a JSON 404 like the router's own (but with our Expect handling)."""
+    """The last route, taking any path no other takes: under the base path the UI's (the
+    configured build's file or page route), else a JSON 404 like the router's own (but with our
+    Expect handling)."""
     gateway = request.app[STATE].config.gateway
-    if gateway.control_ui.root is None or not gateway.control_ui_enabled:
+    base, path = gateway.control_ui.base_path, request.path
+    if not gateway.control_ui_enabled or not base:
+        return await _at(request, path)
+    if path == base and request.method in ("GET", "HEAD"):
+        # The page's links and routes are under `base/` (as OpenClaw, the query kept).
+        query = f"?{request.query_string}" if request.query_string else ""
+        return web.Response(status=302, headers={"Location": f"{base}/{query}"})
+    if not path.startswith(base + "/"):
         return not_found()
-    return await controlui_root.serve(request, gateway.control_ui.root)
+    return await _ui(request, path[len(base) :])
 
 
-async def _serve(request: web.Request, name: str) -> web.StreamResponse:
+async def _at(request: web.Request, path: str) -> web.StreamResponse:
+    """`path` of the UI when it is served at `/`; under a base path nothing is at `/`."""
+    if request.app[STATE].config.gateway.control_ui.base_path:
+        return not_found()
+    return await _ui(request, path)
+
+
+async def _ui(request: web.Request, path: str) -> web.StreamResponse:
+    """`path` inside the UI (`/`, `/ui/app.js`, a build's `/chat`), whatever its base path."""
     gateway = request.app[STATE].config.gateway
     if not gateway.control_ui_enabled:
         return not_found()
-    if gateway.control_ui.root is not None:
-        return await controlui_root.serve(request, gateway.control_ui.root)
+    control_ui = gateway.control_ui
+    if control_ui.root is not None:
+        return await controlui_root.serve(request, control_ui.root, path, control_ui.base_path)
+    if path == "/":
+        return await _serve(request, INDEX)
+    name = path.removeprefix("/ui/")
+    if name in (path, INDEX) or "/" in name:  # not under /ui/, or the page (one URL for it)
+        return not_found()
+    return await _serve(request, name)
+
+
+async def _serve(request: web.Request, name: str) -> web.StreamResponse:
     file = FILES.get(name)
     if file is None:
         return not_found()

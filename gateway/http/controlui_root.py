@@ -1,15 +1,15 @@
-"""An operator's Control UI build served at `/` instead of the built-in UI
+"""An operator's Control UI build served at `/` (or its base path) instead of the built-in UI
 (`gateway.controlUi.root`): OpenClaw's own Control UI (`dist/control-ui` in the `openclaw` npm
 package) or any other single-page app that talks the WebSocket protocol.
 
 Served as OpenClaw serves it (its src/gateway/control-ui.ts): the files of the directory by
 their path; for a page route of the app (a path that is no file, asked for by a browser that
 accepts HTML) the app's `index.html`, which then routes on the client. `index.html` gets the
-attributes OpenClaw's gateway stamps on its `<html>` (base path "", terminal off, no build id,
-as OpenClaw does for a configured root) and its `./assets/` and root icon links made absolute,
-so that a deep route loads the same files. Its inline scripts are allowed by their hashes in a
-Content-Security-Policy that is OpenClaw's for this page (it needs inline styles, which the
-built-in UI's policy forbids).
+attributes OpenClaw's gateway stamps on its `<html>` (the base path, terminal off, no build
+id, as OpenClaw does for a configured root) and its `./assets/` and root icon links made
+absolute (under the base path), so that a deep route loads the same files. Its inline
+scripts are allowed by their hashes in a Content-Security-Policy that is OpenClaw's for this
+page (it needs inline styles, which the built-in UI's policy forbids).
 
 Nothing outside the directory is served: no `..` or dot-file segment, and the path with its
 links resolved must stay inside the directory (a link inside it that points out is a 404). No
@@ -35,15 +35,12 @@ from gateway.http.openai_wire import RequestError
 from gateway.responses import error_response, json_response, method_not_allowed, not_found
 
 INDEX: Final = "index.html"
-# Where OpenClaw's UI looks for its settings: the path, OpenClaw's older one, and the one its
-# `/__openclaw__/` entry asks for.
+# Where OpenClaw's UI looks for its settings under its base path: the path and OpenClaw's
+# older one; at `/` also the one its `/__openclaw__/` entry asks for.
 BOOTSTRAP_PATHS: Final = frozenset(
-    {
-        "/control-ui-config.json",
-        "/__openclaw/control-ui-config.json",
-        "/__openclaw__/control-ui-config.json",
-    }
+    {"/control-ui-config.json", "/__openclaw/control-ui-config.json"}
 )
+ROOT_BOOTSTRAP_PATH: Final = "/__openclaw__/control-ui-config.json"
 
 CONTENT_TYPES: Final = {
     ".html": "text/html; charset=utf-8",
@@ -100,7 +97,7 @@ _INLINE_SCRIPT = re.compile(r"<script(?:\s[^>]*)?>(.*?)</script>", re.IGNORECASE
 _SRC_ATTRIBUTE = re.compile(r"\ssrc\s*=", re.IGNORECASE)
 _HTML_TAG = re.compile(r"<html\b[^>]*>", re.IGNORECASE)
 _BUILD_ID = re.compile(r'\sdata-openclaw-control-ui-build-id="[^"]*"')
-_STAMP = ' data-openclaw-control-ui-base-path="" data-openclaw-terminal-enabled="false"'
+_STAMP = ' data-openclaw-control-ui-base-path="{base_path}" data-openclaw-terminal-enabled="false"'
 
 
 def content_security_policy(inline_script_hashes: list[str]) -> str:
@@ -117,12 +114,12 @@ def security_headers(csp: str) -> dict[str, str]:
     }
 
 
-async def serve(request: web.Request, root: str) -> web.StreamResponse:
+async def serve(request: web.Request, root: str, path: str, base_path: str) -> web.StreamResponse:
+    """`path` of the build (the request's path less the base path, "" for `/`)."""
     if request.method not in ("GET", "HEAD"):
         return method_not_allowed("GET, HEAD")
-    path = request.path
-    if path in BOOTSTRAP_PATHS:
-        return bootstrap_config(request)
+    if path in BOOTSTRAP_PATHS or (path == ROOT_BOOTSTRAP_PATH and not base_path):
+        return bootstrap_config(request, base_path)
     # A build's chunks link `./assets/…` relative to the page: under a deep route such as
     # `/chat/main/x` that is `/chat/main/assets/…`, which is the build's `assets/` (as OpenClaw).
     at = path.find(_ASSETS_DIR)
@@ -139,10 +136,10 @@ async def serve(request: web.Request, root: str) -> web.StreamResponse:
         (extension in CONTENT_TYPES and extension != ".html") or not _wants_html(request)
     ):
         return not_found()  # a missing file, or a route asked for by something not a browser
-    return await _index(request, root)
+    return await _index(request, root, base_path)
 
 
-def bootstrap_config(request: web.Request) -> web.StreamResponse:
+def bootstrap_config(request: web.Request, base_path: str) -> web.StreamResponse:
     """OpenClaw's `/control-ui-config.json` (its control-ui.ts), behind the gateway's auth as
     there: the UI fetches it with the token it connects with, and runs on its defaults
     without it. The assistant is the default agent; OpenClaw's features clawgate does not
@@ -156,7 +153,7 @@ def bootstrap_config(request: web.Request) -> web.StreamResponse:
         return error_answer(request, exc)
     agent = state.config.agents.default_agent
     settings: dict[str, object] = {
-        "basePath": "",
+        "basePath": base_path,
         "assistantName": agent.name,
         "assistantAvatar": None,
         "assistantAvatarSource": None,
@@ -194,7 +191,7 @@ def _wants_html(request: web.Request) -> bool:
     return "text/html" in accept or "application/xhtml+xml" in accept
 
 
-async def _index(request: web.Request, root: str) -> web.StreamResponse:
+async def _index(request: web.Request, root: str, base_path: str) -> web.StreamResponse:
     index = resolve(root, INDEX)
     if index is None:
         # The directory was checked when the config was loaded; it has changed since.
@@ -207,7 +204,7 @@ async def _index(request: web.Request, root: str) -> web.StreamResponse:
         return error_response(
             503, "The index.html in gateway.controlUi.root cannot be read.", "api_error"
         )
-    page = prepare_index(text)
+    page = prepare_index(text, base_path)
     body = page.encode()
     headers = security_headers(content_security_policy(inline_script_hashes(page)))
     headers["Content-Type"] = CONTENT_TYPES[".html"]
@@ -222,14 +219,18 @@ def _read_text(path: str) -> str:
         return file.read()
 
 
-def prepare_index(html: str) -> str:
-    """index.html as OpenClaw's gateway serves it from a configured root."""
+def prepare_index(html: str, base_path: str = "") -> str:
+    """index.html as OpenClaw's gateway serves it from a configured root: its links under the
+    base path, which is stamped on `<html>` (the config allows no character HTML would read
+    another way in it)."""
     for quote_attr in ('src="./assets/', 'href="./assets/'):
-        html = html.replace(quote_attr, quote_attr.replace("./", "/"))
+        html = html.replace(quote_attr, quote_attr.replace("./", base_path + "/"))
     for asset in _ROOT_ASSETS:
-        html = html.replace(f'href="./{asset}"', f'href="/{asset}"')
+        for link in (f'href="./{asset}"', f'href="/{asset}"'):
+            html = html.replace(link, f'href="{base_path}/{asset}"')
+    stamp = _STAMP.format(base_path=base_path)
     return _HTML_TAG.sub(
-        lambda m: "<html" + _STAMP + _BUILD_ID.sub("", m.group(0))[len("<html") :],
+        lambda m: "<html" + stamp + _BUILD_ID.sub("", m.group(0))[len("<html") :],
         html,
         count=1,
     )

@@ -96,7 +96,9 @@ function load() {
   }
 }
 
+// The gateway that served the page, at the page's path: under a base path (`/ops/`) that is
+// `ws://host/ops`, the path a proxy that forwards only it sends on to the gateway.
 function defaultUrl() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  return `${scheme}//${location.host}`;
+  return `${scheme}//${location.host}${location.pathname.replace(/\/+$/, "")}`;
 }

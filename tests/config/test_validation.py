@@ -761,12 +761,74 @@ class TestControlUi:
         ]
 
     def test_openclaw_control_ui_keys_load_with_a_warning(self, files: ConfigFiles) -> None:
-        config = files.load('{gateway: {controlUi: {enabled: true, basePath: "/ui"}}}')
+        config = files.load("{gateway: {controlUi: {enabled: true, allowInsecureAuth: true}}}")
         assert config.warnings == (
             ConfigWarning(
-                "gateway.controlUi.basePath", "not implemented by clawgate", event=IGNORED
+                "gateway.controlUi.allowInsecureAuth", "not implemented by clawgate", event=IGNORED
             ),
         )
+
+    @pytest.mark.parametrize(
+        ("value", "stored"),
+        [
+            ("/openclaw", "/openclaw"),
+            # OpenClaw's normalization: trimmed, one leading slash, no trailing one.
+            (" /openclaw/ ", "/openclaw"),
+            ("openclaw", "/openclaw"),
+            ("/ops/control-ui_2.x~", "/ops/control-ui_2.x~"),
+            ("/", ""),
+            ("", ""),
+        ],
+    )
+    def test_base_path_is_stored_normalized(
+        self, files: ConfigFiles, value: str, stored: str
+    ) -> None:
+        text = json.dumps({"gateway": {"controlUi": {"basePath": value}}})
+        config = files.load(text)
+        assert config.gateway.control_ui.base_path == stored
+        assert config.warnings == ()
+
+    @pytest.mark.parametrize(
+        ("value", "issue"),
+        [
+            ("/a/../b", 'must be a URL path like /openclaw (got "/a/../b")'),
+            ("/a/./b", 'must be a URL path like /openclaw (got "/a/./b")'),
+            ("/..", 'must be a URL path like /openclaw (got "/..")'),
+            ("/a//b", 'must be a URL path like /openclaw (got "/a//b")'),
+            ("/ui?x=1", 'must be a URL path like /openclaw (got "/ui?x=1")'),
+            ("/ui#top", 'must be a URL path like /openclaw (got "/ui#top")'),
+            ("/a b", 'must be a URL path like /openclaw (got "/a b")'),
+            ("/%2e%2e", 'must be a URL path like /openclaw (got "/%2e%2e")'),
+            ('/a"b', 'must be a URL path like /openclaw (got "/a\\"b")'),
+            ("/" + "a" * 200, "must have at most 200 characters"),
+            ("/v1", "must not be one of clawgate's own paths or under one (got /v1)"),
+            ("/v1/ui", "must not be one of clawgate's own paths or under one (got /v1/ui)"),
+            ("/metrics", "must not be one of clawgate's own paths or under one (got /metrics)"),
+            ("/healthz", "must not be one of clawgate's own paths or under one (got /healthz)"),
+            ("/ready", "must not be one of clawgate's own paths or under one (got /ready)"),
+            ("/ui", "must not be one of clawgate's own paths or under one (got /ui)"),
+        ],
+    )
+    def test_a_bad_base_path_is_an_issue(self, files: ConfigFiles, value: str, issue: str) -> None:
+        text = json.dumps({"gateway": {"controlUi": {"basePath": value}}})
+        assert files.issues(text) == [f"- gateway.controlUi.basePath: {issue}"]
+
+    def test_a_base_path_must_be_a_string(self, files: ConfigFiles) -> None:
+        assert files.issues("{gateway: {controlUi: {basePath: 3}}}") == [
+            "- gateway.controlUi.basePath: expected string, got integer"
+        ]
+
+    @pytest.mark.parametrize(
+        ("base", "hooks"), [("/hooks", "/hooks"), ("/in", "/in/hooks"), ("/hooks/ui", "/hooks")]
+    )
+    def test_a_base_path_and_the_hooks_path_may_not_overlap(
+        self, files: ConfigFiles, base: str, hooks: str
+    ) -> None:
+        text = json.dumps({"gateway": {"controlUi": {"basePath": base}}, "hooks": {"path": hooks}})
+        assert files.issues(text) == [
+            f"- gateway.controlUi.basePath: must not overlap hooks.path ({hooks}): the hooks"
+            " would shadow the Control UI's pages"
+        ]
 
     def test_root_is_a_build_directory_made_absolute(self, files: ConfigFiles) -> None:
         build = files.root / "ui"
@@ -983,10 +1045,12 @@ class TestEdgeKeys:
         assert gateway.auth.rate_limit.exempt_loopback is False
 
     def test_other_openclaw_control_ui_keys_load_with_a_warning(self, files: ConfigFiles) -> None:
-        text = '{gateway: {controlUi: {enabled: true, basePath: "/ui", allowedOrigins: []}}}'
+        text = "{gateway: {controlUi: {enabled: true, dangerouslyDisableDeviceAuth: true}}}"
         assert files.load(text).warnings == (
             ConfigWarning(
-                "gateway.controlUi.basePath", "not implemented by clawgate", event=IGNORED
+                "gateway.controlUi.dangerouslyDisableDeviceAuth",
+                "not implemented by clawgate",
+                event=IGNORED,
             ),
         )
 

@@ -43,7 +43,8 @@ class TestServing:
         assert response.headers["X-Frame-Options"] == "DENY"
         assert response.headers["Cache-Control"] == "no-cache"
         assert response.headers["X-Content-Type-Options"] == "nosniff"
-        assert b'<script type="module" src="/ui/app.js"></script>' in await response.read()
+        # Linked relative to the page, so that it also works under a base path.
+        assert b'<script type="module" src="ui/app.js"></script>' in await response.read()
 
     @pytest.mark.parametrize(
         ("name", "content_type"),
@@ -113,6 +114,39 @@ class TestEnabled:
             assert (await client.get(path)).status == (200 if served else 404)
 
 
+class TestBasePath:
+    """`gateway.controlUi.basePath`: the page at `/ops/`, its files at `/ops/ui/<name>`."""
+
+    @pytest.fixture
+    async def based(self, aiohttp_client: AiohttpClient, make_config: MakeConfig) -> Client:
+        config = make_config('{gateway: {controlUi: {basePath: "/ops"}}}')
+        return await aiohttp_client(create_app(config))
+
+    async def test_the_page_and_its_files_are_under_it(self, based: Client) -> None:
+        page = await based.get("/ops/")
+        assert page.status == 200
+        assert page.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+        assert await page.read() == (UI / "index.html").read_bytes()
+        for name in ("app.js", "app.css"):
+            response = await based.get(f"/ops/ui/{name}")
+            assert (response.status, await response.read()) == (200, (UI / name).read_bytes())
+
+    async def test_the_base_path_itself_redirects_to_the_page(self, based: Client) -> None:
+        response = await based.get("/ops", allow_redirects=False)
+        assert (response.status, response.headers["Location"]) == (302, "/ops/")
+
+    @pytest.mark.parametrize(
+        "path", ["/", "/ui/app.js", "/ops/ui/index.html", "/ops/ui/x/app.js", "/ops/chat"]
+    )
+    async def test_nothing_else_is_served(self, based: Client, path: str) -> None:
+        response = await based.get(path)
+        assert (response.status, await response.read()) == (404, NOT_FOUND)
+
+    async def test_other_methods_are_refused(self, based: Client) -> None:
+        response = await based.post("/ops/", data=b"x")
+        assert (response.status, response.headers["Allow"]) == (405, "GET, HEAD")
+
+
 class TestFiles:
     """The files obey the policy they are served with."""
 
@@ -128,7 +162,7 @@ class TestFiles:
 
     def test_no_inline_script_style_or_handlers_in_the_page(self) -> None:
         html = (UI / "index.html").read_text()
-        assert re.findall(r"<script\b[^>]*>", html) == ['<script type="module" src="/ui/app.js">']
+        assert re.findall(r"<script\b[^>]*>", html) == ['<script type="module" src="ui/app.js">']
         assert "<style" not in html
         assert re.search(r"\sstyle=", html) is None
         assert re.search(r"\son[a-z]+=", html) is None

@@ -10,6 +10,7 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import attrs
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -17,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.app import create_app
+from gateway.appkeys import STATE
 from gateway.http.controlui_root import resolve
 from tests.support.configs import MakeConfig
 from tests.support.strategies import fuzz
@@ -264,6 +266,111 @@ class TestChanges:
         client = await aiohttp_client(create_app(make_config(text)))
         for path in ("/", "/assets/index-1.js", "/chat"):
             assert (await client.get(path, headers={"Accept": HTML})).status == 404
+
+
+class TestBasePath:
+    """`gateway.controlUi.basePath` (OpenClaw's): the build under `/openclaw/`, its page stamped
+    with that path and its links under it; nothing of it at `/`, and the gateway's own paths
+    and the WebSocket where they were."""
+
+    @pytest.fixture
+    async def based(
+        self, aiohttp_client: AiohttpClient, make_config: MakeConfig, build: Path
+    ) -> Client:
+        config = make_config(
+            json.dumps(
+                {
+                    "gateway": {
+                        "auth": {"mode": "token", "token": "ui-token"},
+                        "controlUi": {"root": str(build), "basePath": "/openclaw/"},
+                        "http": {"endpoints": {"chatCompletions": {"enabled": True}}},
+                    }
+                }
+            )
+        )
+        return await aiohttp_client(create_app(config))
+
+    @pytest.mark.parametrize("path", ["/openclaw/", "/openclaw/chat", "/openclaw/a/b/"])
+    async def test_the_page_is_under_the_base_path_stamped_with_it(
+        self, based: Client, path: str
+    ) -> None:
+        response = await based.get(path, headers={"Accept": HTML})
+        assert response.status == 200
+        page = await response.text()
+        stamp = 'data-openclaw-control-ui-base-path="/openclaw"'
+        assert f'<html {stamp} data-openclaw-terminal-enabled="false" lang="en">' in page
+        assert 'src="/openclaw/assets/index-1.js"' in page
+        assert 'href="/openclaw/assets/app.css"' in page
+        assert 'href="/openclaw/favicon.svg"' in page
+
+    @pytest.mark.parametrize(
+        ("path", "body"),
+        [
+            ("/openclaw/assets/index-1.js", b"export {};"),
+            ("/openclaw/chat/main/assets/index-1.js", b"export {};"),
+            ("/openclaw/favicon.svg", b"<svg/>"),
+        ],
+    )
+    async def test_files_are_under_the_base_path(
+        self, based: Client, path: str, body: bytes
+    ) -> None:
+        response = await based.get(path)
+        assert (response.status, await response.read()) == (200, body)
+
+    async def test_the_base_path_itself_redirects_to_its_page_keeping_the_query(
+        self, based: Client
+    ) -> None:
+        response = await based.get("/openclaw?session=x", allow_redirects=False)
+        assert response.status == 302
+        assert response.headers["Location"] == "/openclaw/?session=x"
+
+    @pytest.mark.parametrize(
+        "path", ["/", "/chat", "/assets/index-1.js", "/favicon.svg", "/ui/app.js", "/openclawx"]
+    )
+    async def test_nothing_of_it_outside_the_base_path(self, based: Client, path: str) -> None:
+        response = await based.get(path, headers={"Accept": HTML})
+        assert (response.status, await response.read()) == (404, NOT_FOUND)
+
+    async def test_its_settings_are_under_the_base_path(self, based: Client) -> None:
+        auth = {"Authorization": "Bearer ui-token"}
+        for path in (
+            "/openclaw/control-ui-config.json",
+            "/openclaw/__openclaw/control-ui-config.json",
+        ):
+            response = await based.get(path, headers=auth)
+            assert response.status == 200, path
+            assert (await response.json())["basePath"] == "/openclaw"
+        # OpenClaw's default-namespace alias is for a UI at `/` only.
+        for path in ("/control-ui-config.json", "/__openclaw__/control-ui-config.json"):
+            response = await based.get(path, headers=auth)
+            assert response.status == 404, path
+
+    async def test_the_gateway_s_own_paths_and_the_websocket_stay_where_they_are(
+        self, based: Client
+    ) -> None:
+        assert (await based.get("/healthz")).status == 200
+        assert (await based.get("/readyz")).status == 200
+        assert (await based.get("/metrics")).status == 401
+        assert (await based.get("/v1/models")).status == 401
+        async with based.ws_connect("/openclaw") as ws:  # where OpenClaw's UI connects
+            challenge = await ws.receive_json(timeout=5)
+            assert challenge["event"] == "connect.challenge"
+
+    async def test_a_reload_moves_it(
+        self, aiohttp_client: AiohttpClient, make_config: MakeConfig, build: Path
+    ) -> None:
+        config = make_config(json.dumps({"gateway": {"controlUi": {"root": str(build)}}}))
+        app = create_app(config)
+        client = await aiohttp_client(app)
+        assert (await client.get("/", headers={"Accept": HTML})).status == 200
+        state = app[STATE]
+        control_ui = attrs.evolve(state.config.gateway.control_ui, base_path="/ops")
+        state.config = attrs.evolve(
+            state.config, gateway=attrs.evolve(state.config.gateway, control_ui=control_ui)
+        )
+        assert (await client.get("/", headers={"Accept": HTML})).status == 404
+        page = await (await client.get("/ops/", headers={"Accept": HTML})).text()
+        assert 'data-openclaw-control-ui-base-path="/ops"' in page
 
 
 class TestResolveFuzz:

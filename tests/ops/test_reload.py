@@ -173,6 +173,22 @@ class TestReloadFromFile:
             " (give a Control UI build)"
         ]
 
+    async def test_a_control_ui_base_path_applies_at_once_and_a_bad_one_is_refused(
+        self, state: GatewayState, config_file: Path
+    ) -> None:
+        based = BASE.replace("reload:", 'controlUi: { basePath: "/ops/" }, reload:')
+        write(config_file, based)
+        result = await reload_from_file(state)
+        assert result is not None and result.applied == ("gateway.controlUi.basePath",)
+        assert state.config.gateway.control_ui.base_path == "/ops"
+        write(config_file, based.replace("/ops/", "/v1"))
+        assert await reload_from_file(state) is None
+        assert state.config.gateway.control_ui.base_path == "/ops"
+        assert state.reload_error == [
+            "- gateway.controlUi.basePath: must not be one of clawgate's own paths or under one"
+            " (got /v1)"
+        ]
+
     async def test_an_edit_undone_after_a_failed_reload_says_the_error_is_gone(
         self, state: GatewayState, config_file: Path
     ) -> None:

@@ -1203,11 +1203,12 @@ UI_HEADER_VALUES = [
 ]
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=["", "/openclaw"])
 async def control_ui_build(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> AsyncIterator[tuple[Served, ServerLog]]:
-    """A gateway serving a small build at `/`, with a secret beside it and links out."""
+    """A gateway serving a small build at `/` (or under a base path), with a secret beside it
+    and links out."""
     directory = tmp_path_factory.mktemp("fuzz-control-ui")
     build = directory / "build"
     (build / "assets").mkdir(parents=True)
@@ -1217,7 +1218,7 @@ async def control_ui_build(
     (directory / "secret.txt").write_bytes(OUTSIDE_SECRET)
     (build / "assets" / "out.js").symlink_to(directory / "secret.txt")
     (build / "out").symlink_to(directory)
-    overrides = {"gateway": {"controlUi": {"root": str(build)}}}
+    overrides = {"gateway": {"controlUi": {"root": str(build), "basePath": request.param}}}
     with production_logging() as log:
         app = build_app(directory / "gateway", overrides)
         async with served(app) as server:
@@ -1239,6 +1240,11 @@ class TestControlUiBuild:
                 "/__openclaw__/",
                 "/ui/",
                 "//",
+                "/openclaw",
+                "/openclaw/",
+                "/openclaw/assets/",
+                "/openclaw/out/",
+                "/openclaw/__openclaw/",
             ]
         ),
         tail=st.one_of(
