@@ -799,6 +799,7 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     "system.info": {},
     "usage": {"days": 7, "agentId": "main"},
     "usage.cost": {"days": 7, "agentId": "", "agentScope": "all"},  # "" is no agent
+    "usage.status": {},
     "chat.subscribe": {"sessionKey": KEY},
     "chat.unsubscribe": {"sessionKey": KEY},
     "chat.startup": {"sessionKey": KEY, "limit": 10, "maxBytes": 2048, "agentId": "main"},

@@ -2041,6 +2041,14 @@ class TestOpenClawControlUiFeatureReads:
         main = await ws.ok("agent.identity.get", {"sessionKey": "agent:main:x"})
         assert (main["name"], main["nameSource"]) == ("main", "default")
 
+    async def test_usage_status_has_no_provider_quotas(self, ws: GatewayWs) -> None:
+        """The Usage page's provider quota windows: upstream keys are the config's, with no
+        account whose quota to read (OpenClaw's answer with no such provider)."""
+        before = now_ms()
+        answer = await ws.ok("usage.status", {})
+        assert answer["providers"] == [] and answer["updatedAt"] >= before
+        assert set(answer) == {"updatedAt", "providers"}
+
     async def test_models_auth_status_has_no_providers(self, ws: GatewayWs) -> None:
         before = now_ms()
         answer = await ws.ok("models.authStatus", {"refresh": False, "agentId": ""})

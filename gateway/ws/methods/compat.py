@@ -444,6 +444,12 @@ def register(methods: MethodRegistry) -> None:
             "avatarStatus": "none",
         }
 
+    # The Usage page's provider quota windows (OpenClaw reads them from its providers'
+    # accounts): upstream keys are the config's, no account whose quota to read.
+    @methods.method("usage.status", params=no_params, scope=READ)
+    async def usage_status(ctx: CallContext, params: None) -> Any:
+        return {"updatedAt": now_ms(), "providers": []}
+
     # Upstream keys are the config's: no OAuth or account profiles whose status to show.
     @methods.method("models.authStatus", params=AgentTarget.parse_auth_status, scope=READ)
     async def models_auth_status(ctx: CallContext, params: AgentTarget) -> Any:
