@@ -52,6 +52,7 @@ EMPTY = {
     "plugins.list",
     "plugins.catalog.browse",
     "usage.status",
+    "themes.list",
 }
 # OpenClaw features its pages ask for that clawgate does not answer yet (README: OpenClaw's
 # Control UI): the page says so where the feature's numbers would be.
@@ -179,7 +180,7 @@ def answered(gateway: GatewayProcess, method: str) -> bool:
     return method in calls(gateway, ok=True) or method in refused_calls(gateway)
 
 
-def test_the_settings_logs_agents_usage_and_models_pages_open(
+def test_the_settings_logs_agents_usage_models_and_appearance_pages_open(
     ui: Page, gateway: GatewayProcess
 ) -> None:
     """Pages the flows above do not visit: what they ask for is answered (or is one of
@@ -206,6 +207,13 @@ def test_the_settings_logs_agents_usage_and_models_pages_open(
     ui.driver.get(f"{gateway.url}/model-providers")
     ui.until(lambda: ui.driver.title.startswith("Models"), "the models view")
     ui.until(lambda: "Credentials for main" in body_text(ui), "the provider access")
+
+    # The Config page is the Appearance settings (it said `unknown method: themes.list`).
+    ui.driver.get(f"{gateway.url}/config")
+    ui.until(lambda: ui.driver.title.startswith("Appearance"), "the appearance settings")
+    ui.until(lambda: answered(gateway, "themes.list"), "the themes listed")
+    ui.until(lambda: "Manuscript" in body_text(ui), "the themes shown")
+    assert "unknown method" not in body_text(ui)
 
     assert console_errors(ui) == []
     refused = refused_calls(gateway)

@@ -800,6 +800,7 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     "usage": {"days": 7, "agentId": "main"},
     "usage.cost": {"days": 7, "agentId": "", "agentScope": "all"},  # "" is no agent
     "usage.status": {},
+    "themes.list": {},
     "chat.subscribe": {"sessionKey": KEY},
     "chat.unsubscribe": {"sessionKey": KEY},
     "chat.startup": {"sessionKey": KEY, "limit": 10, "maxBytes": 2048, "agentId": "main"},

@@ -479,6 +479,7 @@ class TestHelloOk:
                     "sessions.messages.subscribe",
                     "sessions.messages.unsubscribe",
                     "chat.startup",
+                    "themes.list",
                 ],
                 "events": [
                     "connect.challenge",

@@ -2041,6 +2041,31 @@ class TestOpenClawControlUiFeatureReads:
         main = await ws.ok("agent.identity.get", {"sessionKey": "agent:main:x"})
         assert (main["name"], main["nameSource"]) == ("main", "default")
 
+    async def test_themes_are_openclaw_s_built_in_ones_claw_chosen(self, ws: GatewayWs) -> None:
+        """The Appearance page's catalog: OpenClaw's built-in themes (its UI ships them), none
+        imported (that takes an OpenClaw user profile); the gateway's choice is Claw, system
+        mode, as OpenClaw's without a `ui` section."""
+        answer = await ws.ok("themes.list", {})
+        ids = [theme["id"] for theme in answer["themes"]]
+        assert ids == [
+            "claw", "knot", "dash", "absolutely", "tide", "beacon", "phosphor", "crt",
+            "manuscript", "rose", "miami",
+        ]  # fmt: skip
+        assert answer["current"] == {
+            "id": "claw",
+            "mode": "system",
+            "scope": "gateway",
+            "overrides": {},
+        }
+        claw = answer["themes"][0]
+        assert answer["theme"] == claw
+        assert set(claw) == {"id", "name", "description", "source", "modes"}
+        assert (claw["name"], claw["source"], claw["modes"]) == (
+            "Claw",
+            "builtin",
+            ["light", "dark"],
+        )
+
     async def test_usage_status_has_no_provider_quotas(self, ws: GatewayWs) -> None:
         """The Usage page's provider quota windows: upstream keys are the config's, with no
         account whose quota to read (OpenClaw's answer with no such provider)."""

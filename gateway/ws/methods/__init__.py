@@ -14,10 +14,22 @@ from gateway.ws.methods import (
     health,
     sessions,
     system,
+    themes,
 )
 
 
 def register_all(methods: MethodRegistry) -> MethodRegistry:
-    for module in (health, catalog, sessions, chat, agent, config, system, dashboard, compat):
+    for module in (
+        health,
+        catalog,
+        sessions,
+        chat,
+        agent,
+        config,
+        system,
+        dashboard,
+        compat,
+        themes,
+    ):
         module.register(methods)
     return methods
