@@ -53,6 +53,8 @@ EMPTY = {
     "plugins.catalog.browse",
     "usage.status",
     "themes.list",
+    "channels.pairing.list",
+    "worktrees.list",
 }
 # OpenClaw features its pages ask for that clawgate does not answer yet (README: OpenClaw's
 # Control UI): the page says so where the feature's numbers would be.
@@ -180,9 +182,7 @@ def answered(gateway: GatewayProcess, method: str) -> bool:
     return method in calls(gateway, ok=True) or method in refused_calls(gateway)
 
 
-def test_the_settings_logs_agents_usage_models_and_appearance_pages_open(
-    ui: Page, gateway: GatewayProcess
-) -> None:
+def test_the_other_pages_open(ui: Page, gateway: GatewayProcess) -> None:
     """Pages the flows above do not visit: what they ask for is answered (or is one of
     NOT_YET), and nothing goes to the console."""
     ui.driver.get(f"{gateway.url}/#token={TOKEN}")
@@ -207,6 +207,15 @@ def test_the_settings_logs_agents_usage_models_and_appearance_pages_open(
     ui.driver.get(f"{gateway.url}/model-providers")
     ui.until(lambda: ui.driver.title.startswith("Models"), "the models view")
     ui.until(lambda: "Credentials for main" in body_text(ui), "the provider access")
+
+    # The Channels and Worktrees pages show none (they said `unknown method`).
+    ui.driver.get(f"{gateway.url}/channels")
+    ui.until(lambda: ui.driver.title.startswith("Channels"), "the channels view")
+    ui.until(lambda: answered(gateway, "channels.pairing.list"), "the pairing requests")
+    ui.driver.get(f"{gateway.url}/worktrees")
+    ui.until(lambda: ui.driver.title.startswith("Worktrees"), "the worktrees view")
+    ui.until(lambda: answered(gateway, "worktrees.list"), "the worktrees listed")
+    assert "unknown method" not in body_text(ui)
 
     # The Config page is the Appearance settings (it said `unknown method: themes.list`).
     ui.driver.get(f"{gateway.url}/config")

@@ -801,6 +801,8 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     "usage.cost": {"days": 7, "agentId": "", "agentScope": "all"},  # "" is no agent
     "usage.status": {},
     "themes.list": {},
+    "worktrees.list": {},
+    "channels.pairing.list": {"channel": "telegram", "accountId": "default"},
     "chat.subscribe": {"sessionKey": KEY},
     "chat.unsubscribe": {"sessionKey": KEY},
     "chat.startup": {"sessionKey": KEY, "limit": 10, "maxBytes": 2048, "agentId": "main"},

@@ -2066,6 +2066,32 @@ class TestOpenClawControlUiFeatureReads:
             ["light", "dark"],
         )
 
+    async def test_channel_pairing_and_worktrees_are_empty(self, gateway: Gateway) -> None:
+        """The Channels page's pairing requests (no channels: no accounts to pair with, and a
+        channel named is unknown, as OpenClaw says of one without pairing) and the Worktrees
+        page (no agent workspaces)."""
+        ws = await gateway.connected()
+        assert await ws.ok("channels.pairing.list", {}) == {
+            "accounts": [],
+            "requests": [],
+            "commandOwnerConfigured": False,
+            "limits": {"pendingPerAccount": 3, "ttlMs": 3_600_000},
+        }
+        frame = await ws.call("channels.pairing.list", {"channel": "Telegram"})
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": "unknown pairing channel: Telegram",
+        }
+        frame = await ws.call("channels.pairing.list", {"accountId": ""})
+        assert frame["error"]["message"] == (
+            "invalid channels.pairing.list params: at /accountId: must not be empty"
+        )
+        assert await ws.ok("worktrees.list", {}) == {"worktrees": []}
+        reader = await gateway.connected(scopes=["operator.read"])
+        frame = await reader.call("channels.pairing.list", {})
+        assert frame["error"]["message"] == "missing scope: operator.pairing"
+        assert await reader.ok("worktrees.list", {}) == {"worktrees": []}
+
     async def test_usage_status_has_no_provider_quotas(self, ws: GatewayWs) -> None:
         """The Usage page's provider quota windows: upstream keys are the config's, with no
         account whose quota to read (OpenClaw's answer with no such provider)."""

@@ -78,6 +78,8 @@ EMPTY_STATES: tuple[tuple[str, str, Any], ...] = (
         READ,
         {"capacity": 0, "count": 0, "dropped": 0, "events": [], "summary": {"byType": {}}},
     ),
+    # The Worktrees page: no agent workspaces, so no git worktrees of theirs.
+    ("worktrees.list", READ, {"worktrees": []}),
     # The Plugins page: none installed, and none to install from here.
     (
         "plugins.list",
@@ -221,6 +223,18 @@ def companion_ask_params(r: ParamReader) -> None:
     question = r.required_string("question", max_len=COMPANION_QUESTION_MAX)
     if not question.strip():
         raise WsError(INVALID_REQUEST, "question must contain non-whitespace text")
+
+
+# OpenClaw's bounds on a channel's pending pairing requests (its CHANNEL_PAIRING_PENDING_TTL_MS),
+# shown by the Channels page beside the none there are.
+CHANNEL_PAIRING_LIMITS: dict[str, Any] = {"pendingPerAccount": 3, "ttlMs": 3_600_000}
+
+
+def channel_pairing_params(r: ParamReader) -> str | None:
+    """`channels.pairing.list {channel?, accountId?}`: the channel named, if any."""
+    channel = r.string("channel", non_empty=True, max_len=SESSION_KEY_MAX)
+    r.string("accountId", non_empty=True, max_len=SESSION_KEY_MAX)
+    return channel if channel is not None and channel.strip() else None
 
 
 def update_status_params(r: ParamReader) -> None:
@@ -442,6 +456,19 @@ def register(methods: MethodRegistry) -> None:
             "name": agent.name if named else agent.id,
             "nameSource": "agent" if named else "default",
             "avatarStatus": "none",
+        }
+
+    # The Channels page's pairing requests: no channels, so no accounts and no requests, and a
+    # channel named is unknown, as OpenClaw says of one without pairing.
+    @methods.method("channels.pairing.list", params=channel_pairing_params, scope=PAIRING)
+    async def channels_pairing_list(ctx: CallContext, channel: str | None) -> Any:
+        if channel is not None:
+            raise WsError(INVALID_REQUEST, f"unknown pairing channel: {channel}")
+        return {
+            "accounts": [],
+            "requests": [],
+            "commandOwnerConfigured": False,
+            "limits": CHANNEL_PAIRING_LIMITS,
         }
 
     # The Usage page's provider quota windows (OpenClaw reads them from its providers'
