@@ -1285,6 +1285,22 @@ class TestConfigPatchCannotWidenExposure:
         )
         assert gateway.config_path.read_bytes() == before
 
+    async def test_a_base_path_moves_the_ui_and_a_bad_one_is_refused(
+        self, ws: GatewayWs, gateway: Gateway
+    ) -> None:
+        frame = await patch(
+            ws, {"gateway": {"controlUi": {"basePath": "/ops/"}}}, file_hash(gateway)
+        )
+        assert frame["ok"] is True, frame
+        assert (await gateway.client.get("/")).status == 404
+        assert (await gateway.client.get("/ops/")).status == 200
+        before = gateway.config_path.read_bytes()
+        frame = await patch(
+            ws, {"gateway": {"controlUi": {"basePath": "/a/../v1"}}}, file_hash(gateway)
+        )
+        assert frame["ok"] is False, frame
+        assert gateway.config_path.read_bytes() == before
+
     async def test_a_refused_origin_or_host_stays_shut_out(
         self, ws: GatewayWs, gateway: Gateway
     ) -> None:
