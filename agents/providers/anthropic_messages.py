@@ -48,6 +48,7 @@ from agents.providers.upstream import (
     SentCallIds,
     UnrelayedReply,
     check_call,
+    declared_tools,
     endpoint_url,
     explained,
     log_body,
@@ -504,8 +505,9 @@ def _input_json(given: Any) -> str:
 _INPUT_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 
-def json_answer(answer: Any) -> list[ProviderEvent]:
-    """A whole Message object (a server that ignored `stream`): one delta, usage, finish."""
+def json_answer(answer: Any, tools: frozenset[str] = frozenset()) -> list[ProviderEvent]:
+    """A whole Message object (a server that ignored `stream`): one delta, usage, finish.
+    `tools`: the request's tool names (`check_call`)."""
     if isinstance(answer, dict) and answer.get("type") == "error":  # as in a stream (`feed`)
         raise _error_event(answer)
     if not isinstance(answer, dict) or answer.get("type") != "message":
@@ -543,9 +545,9 @@ def json_answer(answer: Any) -> list[ProviderEvent]:
     for index, block in enumerate(uses):
         if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
             raise MalformedStream("upstream JSON answer has a malformed tool_use block")
-        check_call(block["id"], block["name"])
+        name = check_call(block["id"], block["name"], tools)
         arguments = _input_json(block.get("input") or {})
-        events.append(ToolCallDelta(index, block["id"], block["name"], arguments))
+        events.append(ToolCallDelta(index, block["id"], name, arguments))
     usage = answer.get("usage")
     input_tokens = _count(usage, *_INPUT_FIELDS)
     output_tokens = _count(usage, "output_tokens")
@@ -568,6 +570,7 @@ class AnthropicMessagesProvider:
         provider = request.provider
         if provider is None:
             raise ValueError("anthropic-messages needs the provider's config")
+        tools = declared_tools(request.params)
         await relay(
             self._client,
             provider,
@@ -575,8 +578,8 @@ class AnthropicMessagesProvider:
             request_headers(provider),
             request_body(request),
             self._timeouts,
-            MessageEventDecoder(provider),
-            json_answer,
+            MessageEventDecoder(provider, tools),
+            functools.partial(json_answer, tools=tools),
             deliver,
         )
 
@@ -584,8 +587,9 @@ class AnthropicMessagesProvider:
 class MessageEventDecoder:
     """Messages API stream events, up to `message_stop`."""
 
-    def __init__(self, provider: ProviderConfig) -> None:
+    def __init__(self, provider: ProviderConfig, tools: frozenset[str] = frozenset()) -> None:
         self._provider = provider
+        self._tool_names = tools  # the request's tool names (`check_call`)
         self.done = False
         self.data = ""
         self._reason: str | None = None
@@ -667,7 +671,7 @@ class MessageEventDecoder:
                     call_id, name = block["id"], block["name"]
                     if type(call_id) is not str or type(name) is not str:
                         raise TypeError("tool_use id or name is not text")
-                    check_call(call_id, name)
+                    name = check_call(call_id, name, self._tool_names)
                     index = len(self._tools)
                     if index >= MAX_TOOL_CALLS:
                         raise UnrelayedReply(f"more than {MAX_TOOL_CALLS} tool calls in one reply")

@@ -7,6 +7,7 @@ does the I/O and relays the SSE stream with as little work per chunk as possible
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -41,6 +42,7 @@ from agents.providers.upstream import (
     SentCallIds,
     UnrelayedReply,
     check_call,
+    declared_tools,
     endpoint_url,
     error_status,
     explained,
@@ -344,8 +346,9 @@ def error_object_status(obj: Mapping[str, Any]) -> int | None:
     return status
 
 
-def json_answer(answer: Any) -> list[ProviderEvent]:
-    """A whole chat.completion object (the server ignored `stream`): one delta, usage, finish."""
+def json_answer(answer: Any, tools: frozenset[str] = frozenset()) -> list[ProviderEvent]:
+    """A whole chat.completion object (the server ignored `stream`): one delta, usage, finish.
+    `tools`: the request's tool names (`check_call`)."""
     if not isinstance(answer, dict):
         raise MalformedStream("upstream JSON answer is not an object")
     if answer.get("error") or answer.get("object") == "error":  # as in a stream (`feed`)
@@ -379,12 +382,12 @@ def json_answer(answer: Any) -> list[ProviderEvent]:
             raise MalformedStream("upstream JSON answer has a malformed tool call")
         arguments = _arguments_text(function.get("arguments"))
         call_id = str(call.get("id") or f"call_{index}")
-        check_call(call_id, function["name"])
+        name = check_call(call_id, function["name"], tools)
         events.append(
             ToolCallDelta(
                 index,
                 call_id,
-                function["name"],
+                name,
                 # None given (a function without parameters): `{}`, as OpenAI gives it.
                 arguments or "{}",
             )
@@ -419,6 +422,7 @@ class OpenAICompletionsProvider:
         provider = request.provider
         if provider is None:
             raise ValueError("openai-completions needs the provider's config")
+        tools = declared_tools(request.params)
         await relay(
             self._client,
             provider,
@@ -426,8 +430,8 @@ class OpenAICompletionsProvider:
             request_headers(provider),
             request_body(request),
             self._timeouts,
-            ChunkDecoder(provider),
-            json_answer,
+            ChunkDecoder(provider, tools),
+            functools.partial(json_answer, tools=tools),
             deliver,
         )
 
@@ -435,8 +439,9 @@ class OpenAICompletionsProvider:
 class ChunkDecoder:
     """`data:` lines of `chat.completion.chunk` objects, up to `data: [DONE]`."""
 
-    def __init__(self, provider: ProviderConfig) -> None:
+    def __init__(self, provider: ProviderConfig, tools: frozenset[str] = frozenset()) -> None:
         self._provider = provider
+        self._tool_names = tools  # the request's tool names (`check_call`)
         self.done = False
         self.data = ""
         self._reason: str | None = None
@@ -524,7 +529,7 @@ class ChunkDecoder:
                 call_id, name = call.get("id"), function.get("name")
                 if not isinstance(call_id, str | None) or not isinstance(name, str | None):
                     raise TypeError("tool call id or name is not text")
-                check_call(call_id, name or None)
+                name = check_call(call_id, name or None, self._tool_names)
                 number = self._call_number(index, call_id)
                 if arguments:
                     self._with_arguments.add(number)

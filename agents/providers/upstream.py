@@ -112,15 +112,42 @@ class UnrelayedReply(ValueError):
     (base.MAX_TOOL_CALLS, base.MAX_THINKING_BLOCKS)."""
 
 
-def check_call(call_id: str | None, name: str | None) -> None:
-    """UnrelayedReply for a call name (when given) or id from the upstream that a client may
-    not send back (`TOOL_NAME_RE`, `MAX_TOOL_CALL_ID`): a broken or hostile upstream's name
-    of megabytes, or of characters a client chokes on, fails the turn as a malformed reply
-    rather than reach the client and the session."""
+# gpt-oss's chat format puts the tools in a `functions` namespace, and the model names its
+# calls so (`functions.get_weather` for a tool declared as `get_weather`) when a server does
+# not strip it, as vLLM and others do. A name that is one of the request's tools once that is
+# stripped is that tool's; any other name with a dot stays refused.
+TOOL_NAMESPACE = "functions."
+
+
+def declared_tools(params: Mapping[str, Any]) -> frozenset[str]:
+    """The function names of a request's `tools` (OpenAI's shape), ill-shaped entries left out."""
+    tools = params.get("tools")
+    names: set[str] = set()
+    for tool in tools if isinstance(tools, list | tuple) else ():
+        function = tool.get("function") if isinstance(tool, Mapping) else None
+        name = function.get("name") if isinstance(function, Mapping) else None
+        if isinstance(name, str):
+            names.add(name)
+    return frozenset(names)
+
+
+def check_call(
+    call_id: str | None, name: str | None, tools: frozenset[str] = frozenset()
+) -> str | None:
+    """The call's name as relayed (`name`, or the tool of `tools` that it names in gpt-oss's
+    namespace: TOOL_NAMESPACE). UnrelayedReply for a call name (when given) or id from the
+    upstream that a client may not send back (`TOOL_NAME_RE`, `MAX_TOOL_CALL_ID`): a broken
+    or hostile upstream's name of megabytes, or of characters a client chokes on, fails the
+    turn as a malformed reply rather than reach the client and the session."""
+    if name is not None and name.startswith(TOOL_NAMESPACE):
+        bare = name[len(TOOL_NAMESPACE) :]
+        if bare in tools:
+            name = bare
     if name is not None and (len(name) > 64 or TOOL_NAME_RE.fullmatch(name) is None):
         raise UnrelayedReply("tool call name is not 1 to 64 letters, digits, '_' or '-'")
     if call_id is not None and len(call_id) > MAX_TOOL_CALL_ID:
         raise UnrelayedReply(f"tool call id is over {MAX_TOOL_CALL_ID} characters")
+    return name
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> int | None:

@@ -8,7 +8,7 @@ import json
 import re
 import time
 import tracemalloc
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import pytest
@@ -1419,6 +1419,29 @@ class TestUpstreamCallNames:
         anthropic_upstream.script(JSONAnswer("", tool_calls=(FakeToolCall(*call),)))
         with pytest.raises(MalformedStream):
             await collect(provider, anthropic_upstream)
+
+    TOOLS: ClassVar = {"tools": [{"type": "function", "function": {"name": "get_weather"}}]}
+
+    @pytest.mark.parametrize("reply", [Stream, JSONAnswer], ids=["stream", "json"])
+    async def test_a_call_in_gpt_oss_namespace_of_a_tool_of_the_request_is_that_tools(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic, reply: Any
+    ) -> None:
+        # gpt-oss served without its namespace stripped: `functions.get_weather`.
+        anthropic_upstream.script(
+            reply("", tool_calls=(FakeToolCall("toolu_1", "functions.get_weather"),))
+        )
+        events = await collect(provider, anthropic_upstream, params=self.TOOLS)
+        assert [e.name for e in events if isinstance(e, ToolCallDelta) and e.name] == [
+            "get_weather"
+        ]
+
+    async def test_one_of_no_tool_of_the_request_stays_malformed(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        call = FakeToolCall("toolu_1", "functions.get_time")
+        anthropic_upstream.script(Stream((), tool_calls=(call,)))
+        with pytest.raises(MalformedStream):
+            await collect(provider, anthropic_upstream, params=self.TOOLS)
 
 
 class TestReasoningEffort:

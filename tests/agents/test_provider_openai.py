@@ -6,7 +6,7 @@ import asyncio
 import json
 import ssl
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import pytest
@@ -1755,6 +1755,52 @@ class TestUpstreamCallNames:
         assert (await collect(provider, openai_upstream))[0] == ToolCallDelta(
             0, call.id, call.name, ""
         )
+
+
+class TestNamespacedCallNames:
+    """gpt-oss names its calls in its `functions` namespace (`functions.get_weather`) on a
+    server that does not strip it: a call of one of the request's tools is relayed under the
+    tool's name, as vLLM does; a dotted name of no tool of the request stays refused."""
+
+    TOOLS: ClassVar = {"tools": [{"type": "function", "function": {"name": "get_weather"}}]}
+
+    async def test_a_streamed_call_is_relayed_under_the_tools_name(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        call = FakeToolCall("c1", "functions.get_weather", ('{"city": "Oslo"}',))
+        openai_upstream.script(Stream((), tool_calls=(call,)))
+        events = await collect(provider, openai_upstream, params=self.TOOLS)
+        assert events[:2] == [
+            ToolCallDelta(0, "c1", "get_weather", ""),
+            ToolCallDelta(0, None, None, '{"city": "Oslo"}'),
+        ]
+
+    async def test_a_json_answer_call_is_relayed_under_the_tools_name(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        call = FakeToolCall("c1", "functions.get_weather", ('{"city": "Oslo"}',))
+        openai_upstream.script(JSONAnswer("", tool_calls=(call,)))
+        events = await collect(provider, openai_upstream, params=self.TOOLS)
+        assert events[0] == ToolCallDelta(0, "c1", "get_weather", '{"city": "Oslo"}')
+
+    @pytest.mark.parametrize(
+        "name",
+        ["functions.get_time", "functions.", "tools.get_weather", "functions.functions.get_x"],
+    )
+    async def test_a_dotted_name_of_no_tool_of_the_request_is_malformed(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI, name: str
+    ) -> None:
+        openai_upstream.script(Stream((), tool_calls=(FakeToolCall("c1", name),)))
+        with pytest.raises(MalformedStream):
+            await collect(provider, openai_upstream, params=self.TOOLS)
+
+    async def test_without_tools_in_the_request_it_is_malformed(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        call = FakeToolCall("c1", "functions.get_weather")
+        openai_upstream.script(JSONAnswer("", tool_calls=(call,)))
+        with pytest.raises(MalformedStream):
+            await collect(provider, openai_upstream)
 
 
 class TestCallsPerReply:
