@@ -119,10 +119,19 @@ def chat_messages(
                 text = text or TOOL_IMAGE_TEXT
             out.append({"role": "tool", "tool_call_id": call_id, "content": text})
             continue
+        merged = bool(attached) and message.role == "user"
         _attach(out, attached)
         if message.role == "assistant":
             sent_ids = SentCallIds()
         chat = chat_message(message, sent_ids, mistral)
+        if merged:
+            # A user message right after the results' images is one with theirs: strict chat
+            # templates (Mistral's, Gemma's) refuse two user messages in a row.
+            content = chat["content"]
+            if isinstance(content, str):
+                content = [{"type": "text", "text": content}] if content else []
+            out[-1]["content"].extend(content)
+            continue
         if reasoning_back and message.tool_calls:
             chat["reasoning_content"] = message.reasoning
         out.append(chat)

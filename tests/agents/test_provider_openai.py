@@ -1854,27 +1854,49 @@ class TestCallsPerReply:
 
 
 class TestResultImages:
-    def test_they_follow_the_results_of_the_calls_in_a_user_message(self) -> None:
-        calls = (ToolCall("c1", "f", "{}"), ToolCall("c2", "g", "{}"))
+    CALLS = (ToolCall("c1", "f", "{}"), ToolCall("c2", "g", "{}"))
+    PNG_PART: ClassVar = {"type": "image_url", "image_url": {"url": PNG.data_uri}}
+    HEADING: ClassVar = {"type": "text", "text": "Attached image(s) from tool result:"}
+
+    @staticmethod
+    def sent(*after: ChatMessage) -> list[dict[str, Any]]:
+        """The messages sent after the question and the calls, for results then `after`."""
         config = ProviderConfig("p", API_OPENAI_COMPLETIONS, "http://127.0.0.1:9/v1")
         request = attrs.evolve(
             provider_request(config),
             messages=(
                 ChatMessage("user", "q"),
-                ChatMessage("assistant", "", tool_calls=calls),
+                ChatMessage("assistant", "", tool_calls=TestResultImages.CALLS),
                 ChatMessage("tool", "", images=(PNG,), tool_call_id="c1"),
                 ChatMessage("tool", "text", images=(PNG, PNG), tool_call_id="c2"),
-                ChatMessage("user", "next"),
+                *after,
             ),
         )
-        png = {"type": "image_url", "image_url": {"url": PNG.data_uri}}
-        assert request_body(request)["messages"][2:] == [
+        messages: list[dict[str, Any]] = request_body(request)["messages"][2:]
+        return messages
+
+    def test_they_follow_the_results_of_the_calls_in_a_user_message(self) -> None:
+        png = self.PNG_PART
+        assert self.sent(ChatMessage("assistant", "seen")) == [
             {"role": "tool", "tool_call_id": "c1", "content": "(see attached image)"},
             {"role": "tool", "tool_call_id": "c2", "content": "text"},
-            {"role": "user", "content": [
-                {"type": "text", "text": "Attached image(s) from tool result:"}, png, png, png]},
-            {"role": "user", "content": "next"},
+            {"role": "user", "content": [self.HEADING, png, png, png]},
+            {"role": "assistant", "content": "seen"},
+        ]
+
+    def test_a_user_message_after_them_is_one_message_with_them(self) -> None:
+        # Strict chat templates (Mistral's, Gemma's) refuse two user messages in a row.
+        png = self.PNG_PART
+        assert self.sent(ChatMessage("user", "next"))[2:] == [
+            {"role": "user", "content": [self.HEADING, png, png, png,
+                                         {"type": "text", "text": "next"}]},
         ]  # fmt: skip
+
+    def test_a_user_message_with_images_after_them_keeps_its_own_after_them(self) -> None:
+        png = self.PNG_PART
+        assert self.sent(ChatMessage("user", "", images=(PNG,)))[2:] == [
+            {"role": "user", "content": [self.HEADING, png, png, png, png]},
+        ]
 
 
 class TestArgumentsGivenAsAnObject:
