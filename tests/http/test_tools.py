@@ -1860,11 +1860,11 @@ class TestLargeJSONAnswersHoldUpNoOtherClient:
         read_as_a_reply = openai_completions.json_answer
         held: list[bool] = []
 
-        def held_until_answered(answer: Any) -> Any:
+        def held_until_answered(answer: Any, **kw: Any) -> Any:
             loop.call_soon_threadsafe(reading.set)
             # The bound is a guard only: on the event loop's thread, nothing would set it.
             held.append(answered.wait(10))
-            return read_as_a_reply(answer)
+            return read_as_a_reply(answer, **kw)
 
         monkeypatch.setattr(openai_completions, "json_answer", held_until_answered)
         with capture_logs() as logs:
