@@ -76,6 +76,8 @@ NO_RESPONSE_TEXT = "No response from OpenClaw."
 INVALID_REQUEST = "invalid_request_error"
 API_ERROR = "api_error"
 UNSUPPORTED = "unsupported_parameter"
+# OpenAI's `verbosity` levels (GPT-5): forwarded to an OpenAI-compatible upstream.
+VERBOSITIES = frozenset({"low", "medium", "high"})
 
 FINISH_REASONS = frozenset({"stop", "length", "content_filter", "tool_calls"})
 MAX_STOP_SEQUENCES = 4  # OpenAI's own limit
@@ -383,6 +385,33 @@ def validate_fields(body: Mapping[str, Any]) -> ChatFields:
                 "reasoning_effort",
             )
         params["reasoning_effort"] = effort
+
+    verbosity = body.get("verbosity")
+    if verbosity is not None:
+        if not isinstance(verbosity, str):
+            raise _type_error("verbosity", "string", verbosity)
+        if verbosity not in VERBOSITIES:
+            raise bad_request(
+                "Invalid verbosity: verbosity must be low, medium, or high", "verbosity"
+            )
+        params["verbosity"] = verbosity
+
+    modalities = body.get("modalities")
+    if modalities is not None:
+        # Text is all a reply can be: asking for it changes nothing, asking for audio is
+        # refused rather than answered without it.
+        if not isinstance(modalities, list):
+            raise _type_error("modalities", "array", modalities)
+        if not all(isinstance(m, str) and m in ("text", "audio") for m in modalities):
+            raise bad_request(
+                "Invalid modalities: modalities entries must be text or audio", "modalities"
+            )
+        if "audio" in modalities:
+            raise bad_request(
+                "Audio output is not supported: `modalities` may only ask for text.",
+                "modalities",
+                UNSUPPORTED,
+            )
 
     params.update(tool_params)
     user = body.get("user")

@@ -1845,6 +1845,44 @@ class TestReasoningEffort:
         assert openai_fake.requests == []
 
 
+class TestVerbosity:
+    """`verbosity` reaches an OpenAI-compatible upstream as it is (GPT-5 takes it there);
+    Anthropic, which has no such field and refuses unknown ones, is not sent it."""
+
+    @pytest.mark.parametrize("verbosity", ["low", "medium", "high"])
+    async def test_an_openai_compatible_upstream_gets_it(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI, verbosity: str
+    ) -> None:
+        client = await gateway(fake_provider(openai_fake))
+        assert (await post(client, ask("Say.", verbosity=verbosity))).status == 200
+        assert openai_fake.last.body["verbosity"] == verbosity
+
+    async def test_anthropic_is_not_sent_it(
+        self, gateway: MakeClient, anthropic_fake: FakeAnthropic
+    ) -> None:
+        client = await gateway(anthropic_agent(anthropic_fake))
+        assert (await post(client, ask("Say.", verbosity="low"))).status == 200
+        assert "verbosity" not in anthropic_fake.last.body
+
+
+class TestAudioOutput:
+    async def test_modalities_asking_for_audio_is_refused_before_the_upstream(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        client = await gateway(fake_provider(openai_fake))
+        response = await post(client, ask("Sing.", modalities=["text", "audio"]))
+        assert response.status == 400
+        assert await response.json() == {
+            "error": {
+                "message": "Audio output is not supported: `modalities` may only ask for text.",
+                "type": "invalid_request_error",
+                "param": "modalities",
+                "code": "unsupported_parameter",
+            }
+        }
+        assert openai_fake.requests == []
+
+
 class TestLargeJSONAnswersHoldUpNoOtherClient:
     """An upstream that answers a turn with one JSON document (it ignored `stream`) of
     megabytes: `GET /healthz`, sent once the gateway began reading it as a reply, is

@@ -228,6 +228,22 @@ FIELD_ERRORS = [
     ({"reasoning_effort": ""},
      "Invalid reasoning_effort: reasoning_effort must be none, minimal, low, medium, high,"
      " or xhigh", "reasoning_effort", None),
+    ({"verbosity": 1}, "verbosity: Expected string, received number", "verbosity", None),
+    ({"verbosity": "LOW"}, "Invalid verbosity: verbosity must be low, medium, or high",
+     "verbosity", None),
+    ({"verbosity": "x" * 100_000}, "Invalid verbosity: verbosity must be low, medium, or high",
+     "verbosity", None),
+    ({"modalities": "text"}, "modalities: Expected array, received string", "modalities", None),
+    ({"modalities": ["text", 1]}, "Invalid modalities: modalities entries must be text or audio",
+     "modalities", None),
+    ({"modalities": ["video"]}, "Invalid modalities: modalities entries must be text or audio",
+     "modalities", None),
+    ({"modalities": ["text", "audio"]},
+     "Audio output is not supported: `modalities` may only ask for text.", "modalities",
+     "unsupported_parameter"),
+    ({"modalities": ["audio"]},
+     "Audio output is not supported: `modalities` may only ask for text.", "modalities",
+     "unsupported_parameter"),
 ]  # fmt: skip
 
 
@@ -265,6 +281,8 @@ class TestFields:
             "stop",
             "response_format",
             "reasoning_effort",
+            "verbosity",
+            "modalities",
             "user",
         ]
         assert validate_fields(dict.fromkeys(fields)) == validate_fields({})
@@ -282,6 +300,9 @@ class TestFields:
             {"logprobs": True},
             {"logit_bias": {"1": 2}},
             {"metadata": {"a": "b"}},
+            {"modalities": ["text"]},
+            {"modalities": []},
+            {"audio": {"voice": "alloy"}},
             {"unknown_field": 1},
         ],
     )
@@ -308,6 +329,7 @@ class TestFields:
             "stop": ["x"],
             "response_format": {"type": "json_object"},
             "reasoning_effort": "minimal",
+            "verbosity": "low",
         }
         assert validate_fields(body).params == body
 

@@ -254,13 +254,15 @@ VALID: dict[str, st.SearchStrategy[Any]] = {
         ),
     ),
     "reasoning_effort": st.sampled_from(["none", "minimal", "low", "medium", "high", "xhigh"]),
+    "verbosity": st.sampled_from(["low", "medium", "high"]),
+    "modalities": st.sampled_from([[], ["text"], ["text", "text"]]),
     # Control characters cannot go back in the x-openclaw-session-key header: 400.
     "user": odd_text.map(lambda s: re.sub(r"[\x00-\x08\x0a-\x1f\x7f]", "", s)),
     # Read and ignored, whatever their value (README): the SDK's other fields.
     **dict.fromkeys(
         ("logprobs", "top_logprobs", "logit_bias", "metadata", "store", "service_tier",
-         "prompt_cache_key", "safety_identifier", "prediction", "verbosity",
-         "web_search_options", "modalities", "audio"),
+         "prompt_cache_key", "safety_identifier", "prediction", "web_search_options",
+         "audio"),
         json_values,
     ),
 }  # fmt: skip
@@ -377,6 +379,8 @@ COMPLETE_BODY: dict[str, Any] = {
         "json_schema": {"name": "x", "description": "d", "schema": {}, "strict": False},
     },
     "reasoning_effort": "high",
+    "verbosity": "low",
+    "modalities": ["text"],
     "user": "walker",
     "logprobs": False,
     "logit_bias": {"50256": -100},
