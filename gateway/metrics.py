@@ -158,8 +158,8 @@ class GatewayMetrics:
         )
         self.tokens = Counter(
             "clawgate_tokens",
-            "Tokens of ended runs (as the provider reported them, else estimated), by agent"
-            " and direction (input, output).",
+            "Tokens of runs that ended without failing (as the provider reported them, else"
+            " estimated), by agent and direction (input, output).",
             ["agent", "direction"],
             registry=registry,
         )
@@ -200,6 +200,10 @@ class GatewayMetrics:
         # end, and of those whose first assistant text is still to come.
         self._started: dict[tuple[str, str], float] = {}
         self._awaiting_text: dict[tuple[str, str], float] = {}
+        # A run's tokens (its usage event), counted when it ends without failing: a failed
+        # run's are an estimate of a context no model may have read (an upstream that
+        # refused it, a connection that never opened), whose count would only mislead.
+        self._usage: dict[tuple[str, str], tuple[int, int]] = {}
 
     def watch_live(self, read: Callable[[], LiveCounts | None]) -> None:
         self.registry.register(LiveCollector(read))
@@ -247,9 +251,8 @@ class GatewayMetrics:
                         )
             case Stream.USAGE:
                 data = event.data
-                agent = event.agent_id
-                self._child(self.tokens, agent, "input").inc(data["inputTokens"])
-                self._child(self.tokens, agent, "output").inc(data["outputTokens"])
+                run = (event.run_id, event.session_key)
+                self._usage[run] = (data["inputTokens"], data["outputTokens"])
             case Stream.LIFECYCLE:
                 self._lifecycle(event)
 
@@ -269,6 +272,10 @@ class GatewayMetrics:
                 return
         agent = event.agent_id
         self._awaiting_text.pop(run, None)
+        usage = self._usage.pop(run, None)
+        if usage is not None and outcome != "failed":
+            self._child(self.tokens, agent, "input").inc(usage[0])
+            self._child(self.tokens, agent, "output").inc(usage[1])
         started = self._started.pop(run, None)
         if started is not None:
             self._child(self.run_duration, agent).observe(time.perf_counter() - started)
