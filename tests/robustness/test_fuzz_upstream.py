@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from agents.config import ModelEntry, ProviderConfig
 from agents.errors import UpstreamError
 from agents.providers.anthropic_messages import AnthropicMessagesProvider
-from agents.providers.base import Finish, Provider, ProviderEvent
+from agents.providers.base import TOOL_NAME_RE, Finish, Provider, ProviderEvent, ToolCallDelta
 from agents.providers.openai_completions import OpenAICompletionsProvider
 from agents.providers.timeouts import Timeouts
 from agents.providers.upstream_client import UpstreamClient
@@ -68,8 +68,28 @@ def sse_event(value: Any, name: str | None = None) -> bytes:
     return head + b"data: " + json.dumps(value).encode() + b"\n\n"
 
 
+# Call names: the request's tool (TOOLS), in gpt-oss's namespace or not, near misses, odd.
+call_names = st.one_of(
+    st.sampled_from(["get_weather", "functions.get_weather", "functions.", "functions.get_time",
+                     "functions.functions.get_weather", "functions.get_weather ",
+                     "Functions.get_weather", "functions." + "n" * 70]),
+    st.text(max_size=12).map(lambda text: "functions." + text),
+)  # fmt: skip
+TOOLS = {"tools": [{"type": "function", "function": {"name": "get_weather"}}]}
 # Events of each wire format: mostly well formed, some of the wrong shape.
 openai_events = st.one_of(
+    st.builds(
+        lambda name: sse_event(
+            chunk(
+                {
+                    "tool_calls": [
+                        {"index": 0, "id": "c1", "function": {"name": name, "arguments": "{}"}}
+                    ]
+                }
+            )
+        ),
+        call_names,
+    ),
     st.builds(lambda text: sse_event(chunk({"content": text})), st.text(max_size=12)),
     st.builds(lambda text: sse_event(chunk({"content": text})), st.text(max_size=12)),
     st.builds(lambda reason: sse_event(chunk(finish=reason)), st.sampled_from(["stop", "length"])),
@@ -81,6 +101,12 @@ openai_events = st.one_of(
     st.just(b"data: [DONE]\n\n"),
 )
 anthropic_events = st.one_of(
+    st.builds(
+        lambda name: sse_event({"type": "content_block_start", "index": 1, "content_block": {
+            "type": "tool_use", "id": "toolu_1", "name": name, "input": {}}},
+            "content_block_start"),
+        call_names,
+    ),
     st.just(sse_event({"type": "message_start", "message": {"usage": {"input_tokens": 1}}},
                       "message_start")),
     st.builds(
@@ -276,7 +302,10 @@ def config(upstream: Upstream, api: str) -> ProviderConfig:
 async def one_turn(provider: Provider, upstream: Upstream, api: str) -> list[ProviderEvent]:
     events: list[ProviderEvent] = []
     async with asyncio.timeout(BOUND_S):
-        await provider.stream(provider_request(config(upstream, api)), events.append)
+        await provider.stream(provider_request(config(upstream, api), params=TOOLS), events.append)
+    # A call goes under a name a client may send back, whatever the upstream named it.
+    names = [e.name for e in events if isinstance(e, ToolCallDelta) and e.name is not None]
+    assert all(TOOL_NAME_RE.fullmatch(name) for name in names), names
     return events
 
 
