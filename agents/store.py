@@ -349,6 +349,23 @@ WHERE session_id = :sid AND seq <= :end AND seq >= MAX(
               AND seq <= :end ORDER BY seq DESC LIMIT 1), 0))
 ORDER BY seq
 """
+# The same conversation read a stretch at a time (an input item list's pages): its bounds,
+# the last context start at or before the turn's reply (0: none) and the reply's seq; a
+# stretch of it, either way; a message's seq by its id.
+SQL_CHAIN_BOUNDS = """
+SELECT COALESCE((SELECT seq FROM messages WHERE session_id = :sid AND context_start = 1
+                 AND seq <= turn.reply ORDER BY seq DESC LIMIT 1), 0), turn.reply
+FROM (SELECT MAX(seq) AS reply FROM messages WHERE session_id = :sid AND run_id = :run) AS turn
+"""
+SQL_MESSAGES_IN = f"""
+SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND seq BETWEEN ? AND ?
+ORDER BY seq LIMIT ?
+"""
+SQL_MESSAGES_IN_DESC = f"""
+SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND seq BETWEEN ? AND ?
+ORDER BY seq DESC LIMIT ?
+"""
+SQL_MESSAGE_SEQ = "SELECT seq FROM messages WHERE id = ? AND session_id = ?"
 # `chain_to` with no limit of turns: an offset no transcript reaches.
 _ALL_TURNS = 2**62
 # The transcript's last assistant message: what a client resending its history must hold;
@@ -1869,6 +1886,37 @@ class SessionStore:
         skip = user_turns - 1 if user_turns > 0 else _ALL_TURNS
         rows = db.execute(SQL_CHAIN_TO, {"sid": session_id, "end": end, "skip": skip}).fetchall()
         return TurnChain(tuple(_message(r) for r in rows), followed=last != end)
+
+    async def chain_bounds(self, session_id: str, run_id: str) -> tuple[int, int] | None:
+        """The seqs `chain_to` reads (all turns) from and to: the last context start at or
+        before the turn's reply (0: none), and the reply. None: no turn of the run."""
+        return await self._call(self._chain_bounds, session_id, run_id)
+
+    def _chain_bounds(self, session_id: str, run_id: str) -> tuple[int, int] | None:
+        row = self._conn().execute(SQL_CHAIN_BOUNDS, {"sid": session_id, "run": run_id}).fetchone()
+        return None if row[1] is None else (row[0], row[1])
+
+    async def messages_in(
+        self, session_id: str, low: int, high: int, descending: bool, limit: int
+    ) -> tuple[StoredMessage, ...]:
+        """Up to `limit` of the transcript's messages from seq `low` to `high`, oldest first
+        (newest first when `descending`)."""
+        return await self._call(self._messages_in, session_id, low, high, descending, limit)
+
+    def _messages_in(
+        self, session_id: str, low: int, high: int, descending: bool, limit: int
+    ) -> tuple[StoredMessage, ...]:
+        sql = SQL_MESSAGES_IN_DESC if descending else SQL_MESSAGES_IN
+        rows = self._conn().execute(sql, (session_id, low, high, limit)).fetchall()
+        return tuple(_message(r) for r in rows)
+
+    async def message_seq(self, session_id: str, message_id: str) -> int | None:
+        """The seq of the transcript's message of this id (None: not one of its)."""
+        return await self._call(self._message_seq, session_id, message_id)
+
+    def _message_seq(self, session_id: str, message_id: str) -> int | None:
+        row = self._conn().execute(SQL_MESSAGE_SEQ, (message_id, session_id)).fetchone()
+        return int(row[0]) if row is not None else None
 
     def _recent_turns(self, session_id: str, user_turns: int) -> tuple[StoredMessage, ...]:
         rows = (

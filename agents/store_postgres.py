@@ -367,6 +367,21 @@ WHERE session_id = $1 AND seq <= $2 AND seq >= GREATEST(
               AND seq <= $2 ORDER BY seq DESC LIMIT 1), 0))
 ORDER BY seq
 """
+# As the SQLite store's: a turn's conversation read a stretch at a time.
+SQL_CHAIN_BOUNDS = """
+SELECT COALESCE((SELECT seq FROM messages WHERE session_id = $1 AND context_start
+                 AND seq <= turn.reply ORDER BY seq DESC LIMIT 1), 0), turn.reply
+FROM (SELECT MAX(seq) AS reply FROM messages WHERE session_id = $1 AND run_id = $2) AS turn
+"""
+SQL_MESSAGES_IN = f"""
+SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND seq BETWEEN $2 AND $3
+ORDER BY seq LIMIT $4
+"""
+SQL_MESSAGES_IN_DESC = f"""
+SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND seq BETWEEN $2 AND $3
+ORDER BY seq DESC LIMIT $4
+"""
+SQL_MESSAGE_SEQ = "SELECT seq FROM messages WHERE id = $1 AND session_id = $2"
 
 # PostgreSQL's text holds neither NUL nor a lone surrogate (SQLite stores both): client
 # text with either is stored with U+FFFD in its place rather than failing the turn. Keys
@@ -1215,6 +1230,26 @@ class PostgresSessionStore:
             return TurnChain(tuple(_message(tuple(r)) for r in rows), followed=last != end)
 
         return await self._run(chain)
+
+    async def chain_bounds(self, session_id: str, run_id: str) -> tuple[int, int] | None:
+        """As the SQLite store's."""
+        row = await self._run(lambda c: c.fetchrow(SQL_CHAIN_BOUNDS, session_id, _storable(run_id)))
+        return None if row is None or row[1] is None else (int(row[0]), int(row[1]))
+
+    async def messages_in(
+        self, session_id: str, low: int, high: int, descending: bool, limit: int
+    ) -> tuple[StoredMessage, ...]:
+        """As the SQLite store's."""
+        sql = SQL_MESSAGES_IN_DESC if descending else SQL_MESSAGES_IN
+        rows = await self._run(lambda c: c.fetch(sql, session_id, low, high, limit))
+        return tuple(_message(tuple(r)) for r in rows)
+
+    async def message_seq(self, session_id: str, message_id: str) -> int | None:
+        """As the SQLite store's."""
+        seq = await self._run(
+            lambda c: c.fetchval(SQL_MESSAGE_SEQ, _storable(message_id), session_id)
+        )
+        return int(seq) if seq is not None else None
 
     async def replay(
         self, session_id: str, user_turns: int

@@ -29,8 +29,6 @@ Until then, a response to be stored is known to this process as running: a GET a
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from typing import Any
 
 import attrs
 import structlog
@@ -39,10 +37,8 @@ from aiohttp import web
 from agents.config import ModelRef
 from agents.errors import AgentError, StoreError
 from agents.events import RunEvent
-from agents.history import SessionHistory
 from agents.runs import AgentRun, RunOutcome, RunStatus, TurnRequest
 from agents.store import StoredResponse
-from agents.transcript import CutShort, retries_left_out
 from gateway.appkeys import AGENT_ID, MODEL_USED, SESSION_KEY, STATE
 from gateway.config.model import Config
 from gateway.edge_http import add_route
@@ -74,17 +70,15 @@ from gateway.http.openai_wire import (
     select_agent,
     select_model,
 )
+from gateway.http.openresponses_items import input_items_page
 from gateway.http.openresponses_wire import (
     IN_PROGRESS,
-    InputMessage,
     ResponseEvents,
     ResponseFields,
     ResponseHead,
     build_input,
-    input_items,
     input_messages,
     is_response_id,
-    items_page,
     items_query,
     new_response_id,
     outcome_status,
@@ -475,38 +469,17 @@ async def list_input_items(request: web.Request) -> web.StreamResponse:
     running = response_id in request.app[RUNNING]
     try:
         stored = await store.get_response(response_id)
-        chain = None
-        if stored is not None:
-            chain = await store.chain_to(stored.session_id, response_id)
+        if stored is None:
+            if running:
+                return error_answer(request, response_in_progress(response_id))
+            return error_answer(request, response_not_found(response_id))
+        page = await input_items_page(store, stored.session_id, response_id, query)
+    except RequestError as exc:
+        return error_answer(request, exc)
     except StoreError as exc:
         log.error("response_lookup_failed", error=str(exc))
         return error_answer(request, error_reply(exc))  # 503 while a shared store is away
-    if stored is None:
-        if running:
-            return error_answer(request, response_in_progress(response_id))
-        return error_answer(request, response_not_found(response_id))
-    # All but the turn's reply, its last message; as the model was given them: a turn
-    # asked again once, as `retries_left_out` gives the model its messages.
-    history = SessionHistory.of(stored.session_id, 0, chain.messages[:-1] if chain else ())
-    given = {id(chat) for chat in retries_left_out(history.chats)}
-    messages = [
-        InputMessage(message.id, chat, _image_count(message.images))
-        for message, entry in zip(history.kept, history.chats, strict=True)
-        if entry is not None
-        for chat in (entry.message if isinstance(entry, CutShort) else entry,)
-        if id(chat) in given
-    ]
-    try:
-        page = items_page(input_items(messages), query)
-    except RequestError as exc:
-        return error_answer(request, exc)
     return json_response(page, headers={SESSION_HEADER: stored.key})
-
-
-def _image_count(images: Mapping[str, Any] | None) -> int:
-    """How many images a stored message had (`{"count", "mimeTypes"}`, data not kept)."""
-    count = images.get("count") if images is not None else None
-    return count if type(count) is int and count > 0 else 0
 
 
 # -- POST /v1/responses/{id}/cancel ----------------------------------------------------------

@@ -358,6 +358,15 @@ class TestStoredResponses:
                     st.sampled_from(["asc", "desc", "0", "1", "100", "101", "-1", "1.5",
                                      "9" * 300, "msg_x", "x" * 300, "%ff", "%00", ""]),
                     odd_text.map(lambda s: s.encode("utf-8", "surrogatepass").hex()),
+                    # Shaped as item ids (a stored message's id in hex: a cursor is looked up).
+                    st.tuples(
+                        st.sampled_from(["msg_", "fco_", "fc_", "fc_x"]),
+                        st.one_of(
+                            st.text("0123456789abcdef", min_size=32, max_size=32),
+                            st.text("0123456789abcdefABCDEF-_", max_size=40),
+                        ),
+                        st.sampled_from(["", "_0", "_1_2", "_-1", "_" + "9" * 30]),
+                    ).map("".join),
                 ),
             ),
             max_size=4,

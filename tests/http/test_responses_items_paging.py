@@ -1,0 +1,323 @@
+"""`GET /v1/responses/{id}/input_items` pages through a long chain: a page reads what it
+lists (and a turn or so around it), not the whole chain, on both stores; and the pages are
+the same as the chain's items listed at once, whatever the chain holds (refused turns, a
+failed turn asked again, empty replies, calls and their results, images, a client's history
+that replaced the session's)."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from openai import AsyncOpenAI
+
+import agents.store
+import agents.store_postgres
+from agents.errors import REFUSED_ERROR
+from agents.ids import uuid7
+from agents.providers.base import IMAGE_ONLY_TEXT, ChatMessage, ToolCall
+from agents.store import StoredMessage, StoredResponse, TurnRecord
+from agents.store_protocol import Store
+from gateway.appkeys import STATE
+from gateway.http.openresponses_items import chain_items
+from tests.support.configs import merged
+from tests.support.http_client import TOKEN, Client, MakeClient
+
+RESPONSES_ON = {"gateway": {"http": {"endpoints": {"responses": {"enabled": True}}}}}
+KEY = "agent:main:long"
+LONG_CHAIN = 2_000  # turns
+
+
+class RowsBuilt:
+    """Counts the stored messages the stores build from rows (both stores' `_message`)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        built = agents.store._message
+
+        def counted(row: Any) -> StoredMessage:
+            self.count += 1
+            return built(row)
+
+        monkeypatch.setattr(agents.store, "_message", counted)
+        monkeypatch.setattr(agents.store_postgres, "_message", counted)
+
+
+def store_of(client: Client) -> Store:
+    store = client.server.app[STATE].store
+    assert store is not None
+    return store
+
+
+def turn(session_id: str, number: int, **fields: Any) -> TurnRecord:
+    now = int(time.time() * 1000)
+    values: dict[str, Any] = {
+        "key": KEY, "agent_id": "main", "session_id": session_id, "run_id": f"resp_{uuid7()}",
+        "user_text": f"question {number}", "user_timestamp": now,
+        "assistant_text": f"answer {number}", "assistant_timestamp": now, "input_tokens": 1,
+        "output_tokens": 1, "stop_reason": "stop", "status": "done",
+    }  # fmt: skip
+    values.update(fields)
+    return TurnRecord(**values)
+
+
+async def answered(store: Store, record: TurnRecord) -> str:
+    """The turn stored, as a stored response: its id."""
+    await store.append_turn(record)
+    await store.put_response(
+        StoredResponse(record.run_id, record.session_id, KEY, "main", 0, json.dumps({}))
+    )
+    return record.run_id
+
+
+async def get(client: Client, path: str) -> dict[str, Any]:
+    answer = await client.get(path, headers={"Authorization": f"Bearer {TOKEN}"})
+    body: dict[str, Any] = await answer.json()
+    assert answer.status == 200, body
+    return body
+
+
+async def whole(store: Store, session_id: str, run_id: str) -> list[dict[str, Any]]:
+    """The chain's items made at once from its whole chain, oldest first."""
+    chain = await store.chain_to(session_id, run_id)
+    assert chain is not None
+    return chain_items(session_id, chain.messages[:-1])
+
+
+async def every_page(client: Client, run_id: str, order: str, limit: int) -> list[str]:
+    ids: list[str] = []
+    after = ""
+    while True:
+        page = await get(
+            client, f"/v1/responses/{run_id}/input_items?order={order}&limit={limit}{after}"
+        )
+        ids += [item["id"] for item in page["data"]]
+        assert page["last_id"] == (page["data"][-1]["id"] if page["data"] else None)
+        if not page["has_more"]:
+            return ids
+        assert len(page["data"]) == limit
+        after = f"&after={page['last_id']}"
+
+
+# -- a page's cost ------------------------------------------------------------------------
+
+
+async def long_chain(client: Client) -> tuple[str, list[str]]:
+    store = store_of(client)
+    session_id = uuid7()
+    last = ""
+    for number in range(LONG_CHAIN):
+        last = await answered(store, turn(session_id, number))
+    items = await whole(store, session_id, last)
+    assert len(items) == 2 * LONG_CHAIN - 1
+    return last, [item["id"] for item in items]
+
+
+async def rows_per_page(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_id, ids = await long_chain(client)
+    rows = RowsBuilt(monkeypatch)
+    limit = 20
+    middle = ids[LONG_CHAIN]
+    cases = [
+        ("asc", "", ids[:limit]),
+        ("desc", "", ids[::-1][:limit]),
+        ("asc", middle, ids[LONG_CHAIN + 1 : LONG_CHAIN + 1 + limit]),
+        ("desc", middle, ids[LONG_CHAIN - limit : LONG_CHAIN][::-1]),
+        ("asc", ids[-3], ids[-2:]),
+        ("desc", ids[2], ids[:2][::-1]),
+    ]
+    for order, after, expected in cases:
+        rows.count = 0
+        query = f"order={order}&limit={limit}" + (f"&after={after}" if after else "")
+        page = await get(client, f"/v1/responses/{run_id}/input_items?{query}")
+        assert [item["id"] for item in page["data"]] == expected
+        assert page["has_more"] is (len(expected) == limit)
+        # The page's messages and a few more, not the chain's 4,000.
+        assert rows.count <= 2 * limit + 16, (order, after, rows.count)
+
+
+async def test_a_page_of_a_long_chain_reads_about_the_page(
+    gateway: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await rows_per_page(await gateway(RESPONSES_ON), monkeypatch)
+
+
+@pytest.mark.postgres
+async def test_a_page_of_a_long_chain_reads_about_the_page_on_postgres(
+    gateway: MakeClient, monkeypatch: pytest.MonkeyPatch, pg_url: str
+) -> None:
+    settings = merged(RESPONSES_ON, {"store": {"backend": "postgres", "url": pg_url}})
+    await rows_per_page(await gateway(settings), monkeypatch)
+
+
+# -- the same items as the chain's whole list ---------------------------------------------
+
+Shape = Callable[[str, int, random.Random, list[TurnRecord]], TurnRecord]
+
+
+def _normal(session_id: str, n: int, rng: random.Random, done: list[TurnRecord]) -> TurnRecord:
+    return turn(session_id, n)
+
+
+def _refused(session_id: str, n: int, rng: random.Random, done: list[TurnRecord]) -> TurnRecord:
+    return turn(session_id, n, assistant_text="", stop_reason="error", status="error",
+                error_message=f"{REFUSED_ERROR} (HTTP 400): no")  # fmt: skip
+
+
+def _failed(session_id: str, n: int, rng: random.Random, done: list[TurnRecord]) -> TurnRecord:
+    text = rng.choice(["", "part of it"])
+    return turn(session_id, n, assistant_text=text, stop_reason="error", status="error",
+                error_message="upstream provider error (HTTP 500)")  # fmt: skip
+
+
+def _again(session_id: str, n: int, rng: random.Random, done: list[TurnRecord]) -> TurnRecord:
+    """The last turn's question asked again."""
+    asked = done[-1].user_text if done else "first"
+    return turn(session_id, n, user_text=asked)
+
+
+def _empty(session_id: str, n: int, rng: random.Random, done: list[TurnRecord]) -> TurnRecord:
+    return turn(session_id, n, assistant_text="")
+
+
+def _calls(session_id: str, n: int, rng: random.Random, done: list[TurnRecord]) -> TurnRecord:
+    calls = tuple(
+        ToolCall(f"call_{n}_{i}", "get_weather", json.dumps({"city": f"c{i}"}))
+        for i in range(rng.randint(1, 2))
+    )
+    return turn(session_id, n, assistant_text=rng.choice(["", "let me see"]), tool_calls=calls,
+                stop_reason="toolUse")  # fmt: skip
+
+
+def _results(session_id: str, n: int, rng: random.Random, done: list[TurnRecord]) -> TurnRecord:
+    calls = done[-1].tool_calls if done else ()
+    results = tuple(
+        ChatMessage("tool", f"{n}C", tool_call_id=c.id, tool_name=c.name) for c in calls
+    ) or (ChatMessage("user", f"question {n}"),)
+    return turn(session_id, n, inputs=results)
+
+
+def _image(session_id: str, n: int, rng: random.Random, done: list[TurnRecord]) -> TurnRecord:
+    text = rng.choice([IMAGE_ONLY_TEXT, "what is it?"])
+    images = {"count": rng.randint(1, 2), "mimeTypes": ["image/png"]}
+    return turn(session_id, n, user_text=text, images=images)
+
+
+def _history(session_id: str, n: int, rng: random.Random, done: list[TurnRecord]) -> TurnRecord:
+    """A client's history that replaced the session's."""
+    inputs = (
+        ChatMessage("user", f"theirs {n}"),
+        ChatMessage("assistant", f"their answer {n}"),
+        ChatMessage("user", f"question {n}"),
+    )
+    return turn(session_id, n, inputs=inputs, context_start=rng.random() < 0.5)
+
+
+SHAPES: list[Shape] = [
+    _normal, _normal, _refused, _failed, _failed, _again, _again, _empty, _calls, _results,
+    _image, _history,
+]  # fmt: skip
+
+
+async def same_as_listed_at_once(client: Client) -> None:
+    store = store_of(client)
+    for seed in range(12):
+        rng = random.Random(seed)
+        session_id = uuid7()
+        done: list[TurnRecord] = []
+        runs: list[str] = []
+        for number in range(rng.randint(1, 40)):
+            shape = _results if done and done[-1].tool_calls else rng.choice(SHAPES)
+            record = shape(session_id, number, rng, done)
+            runs.append(await answered(store, record))
+            done.append(record)
+        for run_id in {runs[-1], rng.choice(runs)}:
+            items = await whole(store, session_id, run_id)
+            ids = [item["id"] for item in items]
+            for limit in sorted({1, rng.randint(2, 7), 100}):
+                assert await every_page(client, run_id, "asc", limit) == ids, (seed, limit)
+                assert await every_page(client, run_id, "desc", limit) == ids[::-1], (seed, limit)
+            for after in ids:
+                page = await get(client, f"/v1/responses/{run_id}/input_items?after={after}")
+                assert page["data"] == items[: ids.index(after)][::-1][:20]
+
+
+async def test_pages_hold_the_items_of_the_chain_listed_at_once(gateway: MakeClient) -> None:
+    await same_as_listed_at_once(await gateway(RESPONSES_ON))
+
+
+@pytest.mark.postgres
+async def test_pages_hold_the_items_of_the_chain_listed_at_once_on_postgres(
+    gateway: MakeClient, pg_url: str
+) -> None:
+    settings = merged(RESPONSES_ON, {"store": {"backend": "postgres", "url": pg_url}})
+    await same_as_listed_at_once(await gateway(settings))
+
+
+async def test_a_cursor_of_another_chain_or_no_item_is_refused(gateway: MakeClient) -> None:
+    """An item of the session outside the chain (a later turn's), an item id made of a real
+    message but not listed (a refused turn's question, a call's result named as a message),
+    and ids of no message are a 400, as ids not in the list always were."""
+    client = await gateway(RESPONSES_ON)
+    store = store_of(client)
+    session_id = uuid7()
+    first = await answered(store, turn(session_id, 0))
+    await answered(store, _refused(session_id, 1, random.Random(0), []))
+    target = await answered(store, turn(session_id, 2))
+    later = await answered(store, turn(session_id, 3))
+    listed = await whole(store, session_id, later)
+    assert first  # its question is listed in both chains
+    hexed = [item["id"].partition("_")[2] for item in listed]
+    stored = await store.chain_to(session_id, later)
+    assert stored is not None
+    refused_question = next(m for m in stored.messages if m.seq == 3)  # turn 1's
+    cursors = [
+        listed[-1]["id"],  # the later turn's question
+        f"msg_{refused_question.id.replace('-', '')}",
+        f"fco_{hexed[0]}",
+        f"fc_{hexed[0]}_0",
+        f"fc_{hexed[0]}_x",
+        f"msg_{hexed[0].upper()}",
+        "msg_" + "0" * 32,
+        "msg_",
+        "fc__0",
+        "x" * 300,
+    ]
+    for cursor in cursors:
+        answer = await client.get(
+            f"/v1/responses/{target}/input_items?after={cursor}",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        assert answer.status == 400, cursor
+        assert (await answer.json())["error"]["param"] == "after"
+
+
+# -- through the OpenAI SDK's own paging --------------------------------------------------
+
+
+@pytest.fixture
+async def sdk(gateway: MakeClient) -> AsyncIterator[AsyncOpenAI]:
+    client = await gateway(RESPONSES_ON)
+    base_url = str(client.server.make_url("/v1"))
+    async with AsyncOpenAI(base_url=base_url, api_key=TOKEN, max_retries=0) as sdk:
+        yield sdk
+
+
+async def test_the_sdks_auto_paging_lists_the_chain_in_either_order(sdk: AsyncOpenAI) -> None:
+    response = await sdk.responses.create(model="openclaw", input="turn 0")
+    for number in range(1, 30):
+        response = await sdk.responses.create(
+            model="openclaw", input=f"turn {number}", previous_response_id=response.id
+        )
+    for order in ("asc", "desc"):
+        at_once = await sdk.responses.input_items.list(response.id, order=order, limit=100)
+        assert len(at_once.data) == 59 and at_once.has_more is False
+        paged = [
+            item.model_dump()
+            async for item in sdk.responses.input_items.list(response.id, order=order, limit=7)
+        ]
+        assert paged == [item.model_dump() for item in at_once.data]
