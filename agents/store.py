@@ -225,6 +225,14 @@ def _migrate_to_6_pinned(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX sessions_pinned ON sessions(pinned_at) WHERE pinned_at IS NOT NULL")
 
 
+def _migrate_to_7_runs(db: sqlite3.Connection) -> None:
+    """Schema 7: a turn's messages found by its run (the response id of a `/v1/responses`
+    turn). Its reply, the run's last message, was found by a walk back from the session's
+    last message, over the messages of every later turn: continuing an old response of a
+    long session, or paging its input items, cost that session's length each time."""
+    db.execute("CREATE INDEX messages_by_run ON messages(session_id, run_id, seq)")
+
+
 # MIGRATIONS[v] takes a database at user_version v to v + 1, inside a transaction.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _migrate_to_1,
@@ -233,6 +241,7 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _migrate_to_4_responses,
     _migrate_to_5_archived,
     _migrate_to_6_pinned,
+    _migrate_to_7_runs,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

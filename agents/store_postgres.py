@@ -252,6 +252,11 @@ ALTER TABLE sessions ADD COLUMN pinned_at BIGINT;
 CREATE INDEX sessions_pinned ON sessions(pinned_at) WHERE pinned_at IS NOT NULL
 """
 
+# As the SQLite store's schema 7: a turn's messages found by its run.
+_SCHEMA_V7_RUNS = """
+CREATE INDEX messages_by_run ON messages(session_id, run_id, seq)
+"""
+
 # MIGRATIONS[v] takes the schema from version v to v + 1. Version 1 is the SQLite store's
 # schema 3 at once: there was never an older PostgreSQL schema to migrate from.
 MIGRATIONS: tuple[str, ...] = (
@@ -261,6 +266,7 @@ MIGRATIONS: tuple[str, ...] = (
     _SCHEMA_V4_CALL_ENDS,
     _SCHEMA_V5_ARCHIVED,
     _SCHEMA_V6_PINNED,
+    _SCHEMA_V7_RUNS,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

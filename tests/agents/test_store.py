@@ -34,10 +34,14 @@ from agents.store import (
     DB_FILENAME,
     MIGRATIONS,
     SCHEMA_VERSION,
+    SQL_CHAIN_BOUNDS,
     SQL_CHAIN_TO,
     SQL_GET_SESSION,
     SQL_LAST_ASSISTANT,
+    SQL_MESSAGE_SEQ,
     SQL_MESSAGES_AFTER,
+    SQL_MESSAGES_IN,
+    SQL_MESSAGES_IN_DESC,
     SQL_NEXT_SEQ,
     SQL_RECENT_TURNS,
     SQL_TURN_END,
@@ -1087,11 +1091,50 @@ class TestChainTo:
             for sql, params in (
                 (SQL_TURN_END, ("sid", "r1", "sid")),
                 (SQL_CHAIN_TO, {"sid": "sid", "end": 9, "skip": 1}),
+                (SQL_CHAIN_BOUNDS, {"sid": "sid", "run": "r1"}),
+                (SQL_MESSAGES_IN, ("sid", 1, 9, 5)),
+                (SQL_MESSAGES_IN_DESC, ("sid", 1, 9, 5)),
+                (SQL_MESSAGE_SEQ, ("id", "sid")),
             ):
                 plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
                 searches = [step for step in plan if "messages" in step]
                 assert searches
                 assert all(s.startswith("SEARCH") and " USING " in s for s in searches), plan
+
+    async def test_a_turns_reply_is_found_by_its_run(self, store: SessionStore) -> None:
+        """Not by a walk back over the messages of every later turn: an old response of
+        a long session is continued, or its input items paged, at the cost of a new one."""
+        with raw_db(store) as db:
+            for sql, params in (
+                (SQL_TURN_END, ("sid", "r1", "sid")),
+                (SQL_CHAIN_BOUNDS, {"sid": "sid", "run": "r1"}),
+            ):
+                plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+                assert any("session_id=? AND run_id=?" in step for step in plan), plan
+
+    async def test_it_is_read_a_stretch_at_a_time(self, store: SessionStore) -> None:
+        """`chain_bounds`, `messages_in` and `message_seq`: the same conversation as
+        `chain_to`, for a list of its items read page by page."""
+        row, _ = await store.create(KEY, "main", 100)
+        row = await store.append_turn(turn(row, "r1", user_text="u1"))
+        history = (ChatMessage("user", "h1"), ChatMessage("assistant", "a1"),
+                   ChatMessage("user", "u2"))  # fmt: skip
+        row = await store.append_turn(turn(row, "r2", inputs=history, context_start=True))
+        row = await store.append_turn(turn(row, "r3", user_text="u3"))
+        sid = row.session_id
+        assert await store.chain_bounds(sid, "r1") == (0, 2)
+        assert await store.chain_bounds(sid, "r3") == (3, 8)
+        assert await store.chain_bounds(sid, "r9") is None
+        assert await store.chain_bounds("no-such-transcript", "r1") is None
+        chain = await store.chain_to(sid, "r3")
+        assert chain is not None
+        assert await store.messages_in(sid, 3, 8, False, 10) == chain.messages
+        assert await store.messages_in(sid, 3, 8, True, 2) == chain.messages[::-1][:2]
+        assert await store.messages_in(sid, 4, 6, False, 2) == chain.messages[1:3]
+        assert await store.messages_in(sid, 9, 20, False, 2) == ()
+        assert [await store.message_seq(sid, m.id) for m in chain.messages] == [3, 4, 5, 6, 7, 8]
+        assert await store.message_seq(sid, "no-such-message") is None
+        assert await store.message_seq("no-such-transcript", chain.messages[0].id) is None
 
 
 class TestMessagesAfter:
@@ -1632,7 +1675,7 @@ class TestPinned:
                 (KEY,),
             )
         async with SessionStore(tmp_path) as store:
-            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 6
+            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 7
             kept = SessionRow(
                 KEY, "main", "sid", "old", 1, 2, archived_at=2, archive_reason="manual"
             )
@@ -1645,6 +1688,21 @@ class TestPinned:
                 "EXPLAIN QUERY PLAN SELECT key FROM sessions WHERE pinned_at IS NOT NULL"
             ).fetchall()
         assert "sessions_pinned" in str(plan)  # the pinned ones found without a scan
+
+    async def test_a_v6_store_gains_the_index_of_runs_in_place(self, tmp_path: Path) -> None:
+        path = tmp_path / DB_FILENAME
+        with sqlite3.connect(path, isolation_level=None) as db:
+            db.execute("BEGIN")
+            for migrate in MIGRATIONS[:6]:
+                migrate(db)
+            db.execute("PRAGMA user_version = 6")
+            db.execute("COMMIT")
+        async with SessionStore(tmp_path) as store:
+            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 7
+        with sqlite3.connect(path) as db:
+            sql = f"EXPLAIN QUERY PLAN {SQL_CHAIN_BOUNDS}"
+            plan = db.execute(sql, {"sid": "sid", "run": "r1"}).fetchall()
+        assert "messages_by_run" in str(plan)
 
 
 class TestArchived:
@@ -1724,7 +1782,7 @@ class TestArchived:
                 (KEY,),
             )
         async with SessionStore(tmp_path) as store:
-            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 6
+            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 7
             assert await store.get(KEY) == SessionRow(KEY, "main", "sid", "old", 1, 2)
             assert [r.key for r in (await store.list(archived=False)).rows] == [KEY]
             archived = await store.set_archived(KEY, True, 3)

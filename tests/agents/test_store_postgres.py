@@ -26,6 +26,8 @@ from agents.store_postgres import (
     LOCK_CLASS_TURN,
     MIGRATIONS,
     SCHEMA_VERSION,
+    SQL_CHAIN_BOUNDS,
+    SQL_TURN_END,
     PostgresSessionStore,
 )
 from tests.support.pgserver import PASSWORD, PgServer, free_port
@@ -68,7 +70,7 @@ class TestSchema:
             await conn.execute("INSERT INTO clawgate_schema VALUES (1)")
         await conn.close()
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (2, 3, 4, 5, 6) == tuple(range(2, SCHEMA_VERSION + 1))
+            assert store.migrated == (2, 3, 4, 5, 6, 7) == tuple(range(2, SCHEMA_VERSION + 1))
             assert await store.get_response("resp_x") is None
             assert await store.claim_hook_call("s", "r", "k", 0, 1) == ("r", "k")
 
@@ -88,7 +90,7 @@ class TestSchema:
             )
         await conn.close()
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (5, 6) and SCHEMA_VERSION == 6
+            assert store.migrated == (5, 6, 7) and SCHEMA_VERSION == 7
             assert await store.get(KEY) == SessionRow(KEY, "main", "sid", "old", 1, 2)
             assert [r.key for r in (await store.list(archived=False)).rows] == [KEY]
             archived = await store.set_archived(KEY, True, 3)
@@ -113,7 +115,7 @@ class TestSchema:
             )
         await conn.close()
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (6,) and SCHEMA_VERSION == 6
+            assert store.migrated == (6, 7) and SCHEMA_VERSION == 7
             kept = SessionRow(
                 KEY, "main", "sid", "old", 1, 2, archived_at=2, archive_reason="manual"
             )
@@ -126,6 +128,27 @@ class TestSchema:
                 "SELECT indexdef FROM pg_indexes WHERE indexname = 'sessions_pinned'"
             ) == ("CREATE INDEX sessions_pinned ON public.sessions USING btree (pinned_at)"
                   " WHERE (pinned_at IS NOT NULL)")  # fmt: skip
+        finally:
+            await conn.close()
+
+    async def test_a_version_6_database_finds_a_turns_reply_by_its_run(self, pg_url: str) -> None:
+        """Not by a walk back over the messages of every later turn: an old response of
+        a long session is continued, or its input items paged, at the cost of a new one."""
+        conn = await asyncpg.connect(pg_url)
+        async with conn.transaction():
+            for migration in MIGRATIONS[:6]:
+                await conn.execute(migration)
+            await conn.execute("CREATE TABLE clawgate_schema (version INTEGER NOT NULL)")
+            await conn.execute("INSERT INTO clawgate_schema SELECT generate_series(1, 6)")
+        await conn.close()
+        async with PostgresSessionStore(pg_url) as store:
+            assert store.migrated == (7,) and SCHEMA_VERSION == 7
+        conn = await asyncpg.connect(pg_url)
+        try:
+            await conn.execute("SET enable_seqscan = off")  # as on a table of many sessions
+            for sql in (SQL_TURN_END, SQL_CHAIN_BOUNDS):
+                plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {sql}", "sid", "r1"))
+                assert "messages_by_run" in plan, plan
         finally:
             await conn.close()
 
