@@ -149,7 +149,8 @@ async def input_items_page(
         up = _Reader(store, session_id, (seq, top), False, (_FIRST_READ, most))
         down = _Reader(store, session_id, (low, seq - 1), True, (_FIRST_READ, most))
         first = await up.pop()
-        assert first is not None  # its seq was just found
+        if first is None:  # the transcript was deleted since
+            raise _no_such_item(cursor)
         window = [first]
         while (m := await down.peek()) is not None and not _ends_run(m, window[-1]):
             window.append(m)

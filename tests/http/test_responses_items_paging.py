@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -321,3 +322,32 @@ async def test_the_sdks_auto_paging_lists_the_chain_in_either_order(sdk: AsyncOp
             async for item in sdk.responses.input_items.list(response.id, order=order, limit=7)
         ]
         assert paged == [item.model_dump() for item in at_once.data]
+
+
+async def test_a_transcript_deleted_while_a_page_is_read_is_no_5xx(
+    gateway: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cursor's message found, then its transcript deleted (a session reset or pruned
+    meanwhile) before the page is read: the cursor names no item any more, a 400."""
+    client = await gateway(RESPONSES_ON)
+    store = store_of(client)
+    assert isinstance(store, agents.store.SessionStore)
+    session_id = uuid7()
+    await answered(store, turn(session_id, 0))
+    run_id = await answered(store, turn(session_id, 1))
+    cursor = (await whole(store, session_id, run_id))[0]["id"]
+    found = store.message_seq
+
+    async def then_deleted(session: str, message_id: str) -> int | None:
+        seq = await found(session, message_id)
+        with sqlite3.connect(store.path) as db:
+            db.execute("DELETE FROM messages WHERE session_id = ?", (session,))
+        return seq
+
+    monkeypatch.setattr(store, "message_seq", then_deleted)
+    answer = await client.get(
+        f"/v1/responses/{run_id}/input_items?after={cursor}",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert answer.status == 400
+    assert (await answer.json())["error"]["param"] == "after"
