@@ -260,20 +260,47 @@ class TestASignalWhileStarting:
     def test_ctrl_c_while_python_loads_clawgate_exits_130_without_a_traceback(
         self, tmp_path: Path, command: list[str]
     ) -> None:
-        """The signal is sent once the process has loaded multidict's extension, which only
-        aiohttp's import (under gateway.cli's) loads: clawgate's modules are still loading."""
-        env = clean_env(tmp_path / "home", {"CLAWGATE_STATE_DIR": str(tmp_path / "state")})
+        """The Ctrl-C comes as aiohttp's import begins (under gateway.cli's): clawgate's modules
+        are still loading. The process sends it to itself from an import hook, so it comes at
+        that point however loaded the host is (watching /proc from here came too late there)."""
+        hook = tmp_path / "hook"
+        hook.mkdir()
+        (hook / "sitecustomize.py").write_text(INTERRUPT_ON_AIOHTTP_IMPORT)
+        env = clean_env(
+            tmp_path / "home",
+            {
+                "CLAWGATE_STATE_DIR": str(tmp_path / "state"),
+                "PYTHONPATH": os.pathsep.join(
+                    filter(None, [str(hook), os.environ.get("PYTHONPATH")])
+                ),
+            },
+        )
         gateway = GatewayProcess(command, env, command=(sys.executable, "-m", "gateway"))
         try:
-            maps = Path(f"/proc/{gateway.proc.pid}/maps")
-            while "multidict/_multidict" not in maps.read_text():
-                assert gateway.proc.poll() is None, gateway.lines
-            gateway.signal(signal.SIGINT)
-            code = gateway.wait(10)
+            code = gateway.wait(60)
         finally:
             gateway.stop()
         assert gateway.lines == [], gateway.lines
         assert code == 130
+
+
+# A Ctrl-C at a known point of clawgate's start: as Python begins to import aiohttp.
+INTERRUPT_ON_AIOHTTP_IMPORT = """
+import os
+import signal
+import sys
+
+
+class InterruptOnImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == "aiohttp":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+
+sys.meta_path.insert(0, InterruptOnImport())
+"""
 
 
 class TestHotReload:
