@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
@@ -108,9 +109,10 @@ class AnswerBudget:
     `chat.history` answer is up to 6 MiB; the tool pieces joined to an event it has queued),
     and the event frames queued, each once however many connections queue it (a broadcast is
     one copy of its bytes; clients that stopped reading at different times hold different
-    ones). Over the bound, the connection holding the most is closed as a slow consumer; a
-    droppable event that would take it over is dropped instead for a connection that is
-    behind (has frames queued), as for a full queue."""
+    ones). Over the bound, the droppable events queued by the connections holding the most
+    are dropped (`_over`), and only if that is not enough is the one holding the most closed
+    as a slow consumer; a droppable event that would take it over is dropped instead for a
+    connection that is behind (has frames queued), as for a full queue."""
 
     limit: int
     held: int = 0
@@ -139,7 +141,7 @@ class AnswerBudget:
         if holders.count == 1:
             self.held += frame.weight
             if self.held > self.limit:
-                self._over()
+                self._over(keep=frame)
 
     def release(self, frame: EventFrame) -> None:
         """A queue no longer holds `frame` (sent, replaced, or dropped)."""
@@ -151,7 +153,16 @@ class AnswerBudget:
     def leave(self, conn: Connection) -> None:
         self.holders.discard(conn)
 
-    def _over(self) -> None:
+    def _over(self, keep: EventFrame | None = None) -> None:
+        """Queued deltas give way first, as for a full queue: those of the connections holding
+        the most, until within the bound (an event queued by several connections frees its
+        bytes only once none holds it). Only if that is not enough is the connection holding
+        the most closed. `keep`, a droppable event just queued for a client that keeps up
+        (`hold`), is not dropped for the others' sake."""
+        for holder in sorted(self.holders, key=lambda holder: holder.held_bytes, reverse=True):
+            holder.give_way(self, keep)
+            if self.held <= self.limit:
+                return
         largest = max(self.holders, key=lambda holder: holder.held_bytes)
         largest._slow_consumer(total=self)
 
@@ -447,22 +458,36 @@ class Connection:
         on them loses deltas (a `seq` gap, as for one dropped when queued), not its connection.
         Each frame dropped is gone for good: at most one pass over the queue per frame it
         drops, and none once the queue holds no droppable event."""
+        excess = self._buffered + size - self.max_buffered_bytes
+        if not self._drop_droppable(lambda freed: freed >= excess):
+            return False
+        # An empty queue takes any frame, as in `_enqueue`.
+        return not self._buffered or self._buffered + size <= self.max_buffered_bytes
+
+    def give_way(self, budget: AnswerBudget, keep: EventFrame | None) -> None:
+        """Drop queued droppable events, the oldest first, until every connection's queued
+        bytes are within `budget` again (`AnswerBudget._over`); `keep` is not dropped."""
+        self._drop_droppable(lambda _: budget.held <= budget.limit, keep)
+
+    def _drop_droppable(self, enough: Callable[[int], bool], keep: EventFrame | None = None) -> int:
+        """The bytes of this queue freed by dropping droppable events, the oldest first, until
+        `enough(freed)`."""
         queue = self._queue
         if queue is None:
-            return False
+            return 0
         budget = self.answers
         kept: list[_Queued] = []
         freed = 0
-        excess = self._buffered + size - self.max_buffered_bytes
         for item in queue:
-            if freed < excess:
-                if isinstance(item, tuple) and item[0].droppable:
+            if not enough(freed):
+                if isinstance(item, tuple) and item[0].droppable and item[0] is not keep:
                     frame = item[0]
                     freed += frame.size(item[1])
                 elif (
                     isinstance(item, _Replaceable)
                     and item.frame is not None
                     and item.frame.droppable
+                    and item.frame is not keep
                 ):
                     frame, item.frame = item.frame, None
                     freed += item.size
@@ -474,13 +499,11 @@ class Connection:
                     budget.release(frame)
                 continue
             kept.append(item)
-        if not freed:
-            return False
-        queue.clear()
-        queue.extend(kept)
-        self._buffered -= freed
-        # An empty queue takes any frame, as in `_enqueue`.
-        return not self._buffered or self._buffered + size <= self.max_buffered_bytes
+        if freed:
+            queue.clear()
+            queue.extend(kept)
+            self._buffered -= freed
+        return freed
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Close after the frames already queued; later frames are discarded."""

@@ -46,7 +46,8 @@ class WsSettings:
     # each event frame once): each may hold its
     # `max_buffered_bytes` (50 MiB), and a few hundred clients that stop reading would hold
     # gigabytes, more than the host the gateway runs on, which then kills it with every
-    # client. Ten clients' worth; over it the connection holding the most is closed.
+    # client. Ten clients' worth; over it the largest holders' queued deltas are dropped,
+    # then, if that is not enough, the connection holding the most is closed.
     max_buffered_total_bytes: int = 10 * protocol.MAX_BUFFERED_BYTES
     # A closing handshake waits this long for the client before cutting the TCP connection.
     close_timeout_seconds: float = 5.0

@@ -556,6 +556,47 @@ class TestLongReplies:
         assert (await ws.ok("health"))["ok"] is True
         await ws.ws.close()
 
+    async def test_readers_behind_on_a_burst_past_the_process_bound_lose_deltas_not_a_socket(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        # The same burst, queued for two readers that read nothing until it is over, past
+        # the bound on what all clients queue together (each is well within its own): the
+        # run's end and its `chat` final went over it, and the reader holding the most was
+        # closed with 1008 `slow consumer`, its queue all deltas. Queued deltas of the
+        # largest holders give way first: each reader sees a `seq` gap, then the final.
+        total = 256 * 1024
+        settings = WsSettings(max_buffered_bytes=64 * 1024 * 1024, max_buffered_total_bytes=total)
+        gateway = await make_gateway(settings=settings)
+        readers = [await gateway.connected(), await gateway.connected()]
+        ws_state = gateway.app[WS]
+        fanout = ws_state.fanout
+        text = ""
+        with capture_logs() as logs:
+            for seq in range(1, 2001):
+                piece = f"{seq:05d} "
+                text += piece
+                data = {"text": text, "delta": piece}
+                fanout(RunEvent("burst", "agent:main:k", "sid", "main", "assistant", seq, 1, data))
+            queued = [conn.buffered_bytes for conn in ws_state.connections]
+            end = {"phase": "end", "stopReason": "stop"}
+            fanout(RunEvent("burst", "agent:main:k", "sid", "main", "lifecycle", 2001, 2, end))
+            assert ws_state.answers.held <= total
+            for ws in readers:
+                final = await ws.event("chat", state="final", runId="burst")
+                assert final["payload"]["message"]["content"] == [{"type": "text", "text": text}]
+                assert await ws.event("agent", runId="burst", stream="lifecycle")
+                seqs = [f["seq"] for f in ws.frames if f.get("type") == "event" and "seq" in f]
+                assert seqs == sorted(seqs) and len(seqs) < seqs[-1] - seqs[0] + 1  # a gap
+                assert (await ws.ok("health"))["ok"] is True
+        assert min(queued) > total // 2  # each held deltas, shared: together near the bound
+        assert not [e for e in logs if e["event"] == "ws_slow_consumer"]
+        for ws in readers:
+            await ws.ws.close()
+        async with asyncio.timeout(5):
+            while ws_state.connections:
+                await asyncio.sleep(0.02)
+        assert (ws_state.answers.held, ws_state.answers.holders) == (0, set())
+
     async def test_a_tool_calls_arguments_in_tiny_pieces_are_held_in_about_their_size(
         self,
     ) -> None:
