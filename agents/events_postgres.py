@@ -34,13 +34,15 @@ whose text is not the piece's `at` characters long (it missed one) drops the pie
 next whole one, a `seq` gap as for a slow client; the sender sends the next event whole
 after anything that could make one miss it: a stream's event it did not send (nobody
 watched), a process that begins to watch or says hello (it found the database again), items
-lost. A run's end (`run`) carries its last `assistant` event sent, whole (`"last"`): a receiver
-that missed a piece, or the whole one, with nothing of the stream after it (items lost while it
-stayed connected: the sender's connection swallowed mid-batch) passes that event on before the
-end, so its `chat` final shows the whole text rather than an older one; one whose text is that
-long already passes on the end alone. That costs a reply's text once more: three times it at
-most. A process of an earlier version ignores `piece` items and `last`: its clients see the
-whole events only.
+lost. A run's end (`run`) carries its last `assistant` event sent, whole (`"last"`), and its
+last `thinking` event sent (`"lastThinking"`): a receiver that missed a piece, or the whole one,
+with nothing of the stream after it (items lost while it stayed connected: the sender's
+connection swallowed mid-batch) passes that event on before the end (the reasoning first, as a
+run emits it), so its `chat` final shows the whole text rather than an older one, and its
+clients' last `thinking` event the whole reasoning; one whose text is that long already passes
+on the end alone. That costs each text once more: three times it at most. A process of an
+earlier version ignores `piece` items, `last` and `lastThinking`: its clients see the whole
+events only (one of the version before `lastThinking`, the reasoning as it had it).
 """
 
 from __future__ import annotations
@@ -97,6 +99,9 @@ MAX_REMOTE_RUNS = 10_000
 MAX_REMOTE_TEXTS = 2 * MAX_REMOTE_RUNS
 # The text streams an event of which may go as a `piece`.
 _TEXT_STREAMS = (Stream.ASSISTANT, Stream.THINKING)
+# A run's end carries each text stream's last event sent under these keys (module docstring),
+# passed on in this order when missed: the reasoning before the reply, as a run emits them.
+_LAST_KEYS = ((Stream.THINKING, "lastThinking"), (Stream.ASSISTANT, "last"))
 
 RemoteListener = Callable[[RunEvent | SessionChange], None]
 # Aborts the session's runs here (or the one run): the ids it aborted.
@@ -291,8 +296,9 @@ class PostgresEventBus:
         # This process's text streams sent whole, by (run id, stream): the length sent whole
         # last (module docstring).
         self._sent_whole: dict[tuple[str, str], int] = {}
-        # This process's runs' last `assistant` event sent, for their end (module docstring).
-        self._last_sent: dict[str, RunEvent] = {}
+        # This process's runs' last `assistant` and `thinking` event sent, by (run id,
+        # stream), for their end (module docstring).
+        self._last_sent: dict[tuple[str, str], RunEvent] = {}
         # Other processes' text streams: their text so far, to add their pieces to.
         self._texts: OrderedDict[tuple[str, str], StreamedText] = OrderedDict()
         self._replies: dict[str, asyncio.Future[list[str]]] = {}
@@ -400,31 +406,39 @@ class PostgresEventBus:
                 # stay running to them for good (`remote_runs`), and every abort, reset or
                 # delete of its session there would wait for an answer that never comes.
                 announced = self._announced.pop(event.run_id, False)
-                last = self._last_sent.pop(event.run_id, None) if self._last_sent else None
+                lasts = self._lasts(event.run_id) if self._last_sent else {}
                 if not (self._watched_elsewhere or announced):
                     return
-                if last is not None:
-                    self._put({"t": "run", "e": event.to_dict(), "last": last.to_dict()})
+                if lasts:
+                    self._put({"t": "run", "e": event.to_dict(), **lasts})
                     return
             elif not self._watched_elsewhere:
                 if self._sent_whole and isinstance(data, DeltaData):
                     # Unsent: a process that watches later has not got the text so far.
                     self._sent_whole.pop((event.run_id, event.stream), None)
-                    if event.stream == Stream.ASSISTANT:
-                        self._last_sent.pop(event.run_id, None)  # not the last any more
+                    # Not the last any more.
+                    self._last_sent.pop((event.run_id, event.stream), None)
                 return
             else:
                 self._announced[event.run_id] = True
                 while len(self._announced) > MAX_REMOTE_RUNS:
                     self._announced.popitem(last=False)
                 if isinstance(data, DeltaData):
-                    if event.stream == Stream.ASSISTANT:
-                        self._last_sent[event.run_id] = event
+                    self._last_sent[(event.run_id, event.stream)] = event
                     self._put(self._text_item(event, data))
                     return
             self._put({"t": "run", "e": event.to_dict()})
         elif self._watched_elsewhere:
             self._put({"t": "change", "c": event.to_dict()})
+
+    def _lasts(self, run_id: str) -> dict[str, Any]:
+        """The end's `last` and `lastThinking` of a run that ends (module docstring)."""
+        lasts: dict[str, Any] = {}
+        for stream, name in _LAST_KEYS:
+            last = self._last_sent.pop((run_id, stream), None)
+            if last is not None:
+                lasts[name] = last.to_dict()
+        return lasts
 
     def _text_item(self, event: RunEvent, data: DeltaData) -> dict[str, Any]:
         """An `assistant` or `thinking` event's item: whole, or its piece (module docstring)."""
@@ -533,12 +547,13 @@ class PostgresEventBus:
     def _dispatch(self, origin: str, item: dict[str, Any]) -> None:
         kind = item.get("t")
         if kind == "run":
-            last = item.get("last")
-            if isinstance(last, dict) and self._missed(last):
-                try:
-                    self._dispatch(origin, {"t": "run", "e": last})
-                except Exception:  # a malformed one: the end still goes on
-                    log.exception("event_bus_item_failed", kind="last")
+            for _, name in _LAST_KEYS:
+                last = item.get(name)
+                if isinstance(last, dict) and self._missed(last):
+                    try:
+                        self._dispatch(origin, {"t": "run", "e": last})
+                    except Exception:  # a malformed one: the end still goes on
+                        log.exception("event_bus_item_failed", kind=name)
             event = self._remote_text(run_event(item["e"]))
             self.remote_runs.saw(event)
             for listener in self._remote:
@@ -598,7 +613,7 @@ class PostgresEventBus:
         return event
 
     def _missed(self, last: dict[str, Any]) -> bool:
-        """Whether the last text event of a run that ends (`"last"` of its end) was missed
+        """Whether a last text event of a run that ends (`last`, `lastThinking`) was missed
         here: the text of its stream here is not as long as its text (none: missed too)."""
         data = last.get("data")
         text = data.get("text") if isinstance(data, dict) else None

@@ -406,20 +406,23 @@ class TestBus:
             {"data": {"text": 7}},
             {"runId": "r1", "stream": "assistant", "data": {"text": "a", "delta": "a"}},
         ]
-        items = [{"t": "run", "e": end, "last": last} for last in lasts]
+        items = [{"t": "run", "e": end, key: last} for key in ("last", "lastThinking")
+                 for last in lasts]  # fmt: skip
         conn = await asyncpg.connect(pg_url)
         try:
             with capture_logs() as logs:
                 for payload in encode("peer/1/x", 1, [encode_item(i) for i in items]):
                     await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
-                await until(lambda: len(heard) == len(lasts))
+                await until(lambda: len(heard) == len(items))
         finally:
             await conn.close()
-        assert heard == [run_end(2)] * len(lasts)
+        assert heard == [run_end(2)] * len(items)
         # The one without a session key, once for each bus.
-        assert [(e["event"], e.get("kind")) for e in logs] == [
-            ("event_bus_item_failed", "last")
-        ] * 2
+        assert (
+            sorted((e["event"], e.get("kind")) for e in logs)
+            == [("event_bus_item_failed", "last")] * 2
+            + [("event_bus_item_failed", "lastThinking")] * 2
+        )
 
     async def test_a_process_that_finds_the_database_again_gets_each_text_so_far(
         self, buses: tuple[PostgresEventBus, PostgresEventBus], pg_url: str
@@ -551,6 +554,34 @@ class TestAConnectionThePartitionSwallowed:
         await until(lambda: heard and heard[-1] == end)
         assert heard == [*sent[:10], sent[-1], end]
         assert heard[-2].data["text"] == "x" * 100 + "".join(f"{n} " for n in range(19))
+
+    async def test_reasoning_whose_last_pieces_were_lost_ends_with_its_whole_text(
+        self, partitioned: tuple[PostgresEventBus, PostgresEventBus, Blackhole]
+    ) -> None:
+        # The same for the `thinking` stream, lost with the reply that followed it: the
+        # receiver kept an older reasoning text (its clients' last `thinking` event) for good,
+        # as the end brought the last `assistant` event only. It brings the last of each.
+        far, near, hole = partitioned
+        heard = await watching(near, far)
+        thinking = reply_events("r1", ["t" * 100] + [f"{n} " for n in range(19)], "thinking")
+        reply = [
+            event._replace(seq=event.seq + 20, ts=event.ts + 20)
+            for event in reply_events("r1", ["x" * 100, "y", "z"], "assistant")
+        ]
+        for each in thinking[:10]:
+            far.publish(each)
+        await until(lambda: len(heard) == 10)
+        with capture_logs() as logs:
+            hole.swallow()
+            for each in [*thinking[10:], *reply]:
+                far.publish(each)
+            await until(lambda: any(e["event"] == "event_bus_send_failed" for e in logs))
+        end = RunEvent("r1", "agent:main:k", "sid", "main", "lifecycle", 24, 1024,
+                       {"phase": "end"})  # fmt: skip
+        far.publish(end)
+        await until(lambda: heard and heard[-1] == end)
+        assert heard == [*thinking[:10], thinking[-1], reply[-1], end]
+        assert heard[-3].data["text"] == "t" * 100 + "".join(f"{n} " for n in range(19))
 
 
 @pytest.mark.postgres
