@@ -24,6 +24,7 @@ from gateway.http.openai_wire import (
     RequestError,
     auth_locked_out,
     body_timeout,
+    broken_body,
     encode_json,
     payload_too_large,
     shutting_down,
@@ -160,6 +161,13 @@ async def read_body(request: web.Request, limit: int, within: float) -> bytes:
                     chunks.extend(inflater.feed(chunk))
     except TimeoutError:
         raise body_timeout() from None
+    except web.RequestPayloadError:
+        # The body's framing broke (a chunk size that is no number): the parser can read no
+        # more of it, nor of the connection. As for a request the parser refuses with its
+        # head (server.py), a fixed 400 that quotes none of it; the body ends here, so that
+        # aiohttp does not go on reading it after the answer, to fail again.
+        request.content.feed_eof()
+        raise broken_body() from None
     if inflater is not None:
         inflater.finish()
     return b"".join(chunks)
@@ -210,10 +218,11 @@ def error_answer(request: web.Request, error: RequestError) -> web.Response:
         code=error.code,
         headers={**error.headers, **session_header(request)},
     )
-    if error.status in (408, 413):
-        # The rest of the body may still be on the wire, so the connection cannot carry
-        # another request. (aiohttp still reads and drops what comes for up to 10 s before
-        # closing, so a client busy sending reads this answer rather than a reset.)
+    if error.status in (408, 413) or error.closes:
+        # The rest of the body may still be on the wire (or cannot be parsed), so the
+        # connection cannot carry another request. (aiohttp still reads and drops what
+        # comes for up to 10 s before closing, so a client busy sending reads this answer
+        # rather than a reset.)
         response.force_close()
     return response
 

@@ -116,6 +116,7 @@ class RequestError(Exception):
         code: str | None = None,
         headers: Mapping[str, str] | None = None,
         detail: str | None = None,
+        closes: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -125,6 +126,7 @@ class RequestError(Exception):
         self.code = code
         self.headers = dict(headers or {})
         self.detail = detail
+        self.closes = closes  # the connection cannot carry another request (as 408, 413)
 
     def body(self) -> dict[str, Any]:
         return error_body(self.message, self.type, param=self.param, code=self.code)
@@ -153,6 +155,12 @@ def payload_too_large() -> RequestError:
 
 def body_timeout() -> RequestError:
     return RequestError(408, "Request body timeout")
+
+
+def broken_body() -> RequestError:
+    """A body whose transfer framing broke while it was read: the words of the 400 for a
+    request the HTTP parser refuses with its head (gateway/server.py)."""
+    return RequestError(400, "Bad Request", closes=True, detail="broken request body framing")
 
 
 def shutting_down() -> RequestError:

@@ -6,6 +6,8 @@ header, nesting deeper than a parser recurses, aiohttp's own 400s, bodies under 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gzip
 import io
 import json
@@ -33,8 +35,23 @@ from gateway.http.openai_wire import (
 from gateway.jsonwire import dumps, scrub_surrogates, wire
 from gateway.logs import LogRing, _RingLogger
 from gateway.ws.protocol import NotJson, parse_request
-from tests.support.raw_http import exchange, request_bytes
-from tests.support.served import AUTH, CHAT, Served, build_app, production_logging, served
+from tests.support.process import GatewayProcess, clean_env
+from tests.support.raw_http import (
+    RawResponse,
+    exchange,
+    read_response,
+    request_bytes,
+    request_head,
+)
+from tests.support.served import (
+    AUTH,
+    CHAT,
+    SETTINGS,
+    Served,
+    build_app,
+    production_logging,
+    served,
+)
 
 AGENTS = AgentsConfig()
 MAIN = AgentSelection("main", "openclaw", explicit=False)
@@ -285,6 +302,40 @@ class TestUnhashableValues:
         assert (exc.value.status, exc.value.param) == (400, "response_format")
 
 
+# A chunked body whose framing breaks after its first chunk: a chunk size that is no number,
+# a chunk's data not followed by CRLF, a line feed in a chunk extension.
+BROKEN_CHUNKS = [b"5\r\nhello\r\nzz\r\n", b"5\r\nhelloXY\r\n", b"5\r\nhello\r\n1;a\nb\r\n"]
+BROKEN_CHUNK_IDS = ["chunk-size", "chunk-end", "chunk-extension"]
+
+
+async def broken_chunks_after_the_head(port: int, chunks: bytes) -> tuple[RawResponse, bytes]:
+    """A chat request whose body is `chunks`, sent once the handler waits for its body (its
+    `100 Continue` came); the answer, and what came after it until the server closed."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        headers = {**AUTH, "Transfer-Encoding": "chunked", "Expect": "100-continue"}
+        writer.write(request_head("POST", CHAT, headers, close=False))
+        assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(chunks)
+        # Well within the body timeout (30 s), which it waited for before.
+        async with asyncio.timeout(10):
+            return await read_response(reader), await reader.read()
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+BAD_REQUEST = {
+    "error": {
+        "message": "Bad Request",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
+}
+
+
 class TestMalformedRequestsAnswer:
     """aiohttp answered a request its parser refused in plain text quoting what it refused (a
     header line over the limit: its first 100 bytes): a token, a cookie, sent back."""
@@ -322,3 +373,29 @@ class TestMalformedRequestsAnswer:
                 "code": None,
             }
         }
+
+    @pytest.mark.parametrize("chunks", BROKEN_CHUNKS, ids=BROKEN_CHUNK_IDS)
+    def test_a_chunked_body_that_breaks_while_it_is_read_gets_the_400_too(
+        self, tmp_path: Path, chunks: bytes
+    ) -> None:
+        # aiohttp's pure-Python parser (AIOHTTP_NO_EXTENSIONS, or no C extension built for
+        # the platform) fails the body with RequestPayloadError, which the gateway answered
+        # 500 `internal error`.
+        config = tmp_path / "clawgate.json5"
+        config.write_text(json.dumps(SETTINGS))
+        args = ["--config", str(config), "--state-dir", str(tmp_path / "state"), "--port", "0"]
+        env = clean_env(tmp_path / "home", {"AIOHTTP_NO_EXTENSIONS": "1"})
+        process = GatewayProcess(args, env)
+        try:
+            process.wait_listening()
+            response, after = asyncio.run(broken_chunks_after_the_head(process.port, chunks))
+            answered = process.wait_for_event("http_request")
+            logged = process.events()
+        finally:
+            process.stop()
+        assert (response.status, response.json()) == (400, BAD_REQUEST)
+        assert response.headers["connection"] == "close"
+        assert after == b""
+        assert answered["status"] == 400
+        # Nothing more: aiohttp did not read on after the answer, to fail again.
+        assert not [e for e in logged if e.get("level") in ("warning", "error", "critical")]
