@@ -21,6 +21,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import _ErrInfo
 
 from gateway.app import COMMON_HEADERS, create_app
 from gateway.appkeys import METRICS, STATE
@@ -206,6 +207,25 @@ class _GatewayRequestHandler(web.RequestHandler):
         response.headers["x-request-id"] = uuid.uuid4().hex
         response.force_close()
         return response
+
+    def data_received(self, data: bytes) -> None:
+        """aiohttp's, but a body whose framing breaks while its handler reads it (a chunk size
+        that is no number) fails as the pure-Python parser fails it. aiohttp's C parser drops
+        the body without failing it and queues the refusal as the next request's: the handler
+        waited for the body timeout (408), and the connection then closed with the refusal
+        unanswered. The body's reader now raises the parser's error: the handler answers the
+        fixed 400 and closes the connection (http.common.read_body), so the refusal queued
+        behind it never gets a second answer. Private state of aiohttp's protocol (3.14):
+        the request being handled, and the messages parsed but not yet handled."""
+        request, queued = self._current_request, len(self._messages)
+        super().data_received(data)
+        if request is None or len(self._messages) == queued:
+            return
+        refused = self._messages[-1][0]
+        body = request.content
+        # A body the parser finished is not the one it refused: that is a later request's.
+        if isinstance(refused, _ErrInfo) and not body.is_eof() and body.exception() is None:
+            body.set_exception(refused.exc)
 
 
 class _GatewayServer(web.Server):

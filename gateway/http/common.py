@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.appkeys import MODEL_USED, SESSION_KEY, STATE
 from gateway.auth import AuthFailure, AuthFailureReason, bearer_secret
@@ -161,9 +162,10 @@ async def read_body(request: web.Request, limit: int, within: float) -> bytes:
                     chunks.extend(inflater.feed(chunk))
     except TimeoutError:
         raise body_timeout() from None
-    except web.RequestPayloadError:
-        # The body's framing broke (a chunk size that is no number): the parser can read no
-        # more of it, nor of the connection. As for a request the parser refuses with its
+    except (web.RequestPayloadError, HttpProcessingError):
+        # The body's framing broke (a chunk size that is no number; HttpProcessingError:
+        # the C parser's, server.py): the parser can read no more of it, nor of the
+        # connection. As for a request the parser refuses with its
         # head (server.py), a fixed 400 that quotes none of it; the body ends here, so that
         # aiohttp does not go on reading it after the answer, to fail again.
         request.content.feed_eof()
