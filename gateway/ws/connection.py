@@ -209,6 +209,10 @@ class Connection:
     # Bytes taken off the queue and written, until the socket's buffer has taken them in (a
     # client that reads nothing leaves them there).
     _sending: int = 0
+    # A droppable event may be queued (set when one is; cleared by a pass over the queue
+    # that leaves none): a queue without one is not gone through at each over the process's
+    # bound (`give_way`).
+    _may_give_way: bool = False
     _seq: int = 0
     _writing: bool = False  # start() was called: queued frames are written
     # The writer while frames are queued or a close is due; after the close, or a reset, the
@@ -442,6 +446,8 @@ class Connection:
             queue = self._queue = deque()
         queue.append(item)
         self._buffered += size
+        if droppable and not isinstance(item, _Merging):
+            self._may_give_way = True
         self._write_soon()
         if budget is not None:  # may close this connection, or another one
             if frame is None:
@@ -473,32 +479,33 @@ class Connection:
         """The bytes of this queue freed by dropping droppable events, the oldest first, until
         `enough(freed)`."""
         queue = self._queue
-        if queue is None:
+        if queue is None or not self._may_give_way:
             return 0
         budget = self.answers
         kept: list[_Queued] = []
         freed = 0
+        left = False  # a droppable event kept
         for item in queue:
-            if not enough(freed):
-                if isinstance(item, tuple) and item[0].droppable and item[0] is not keep:
-                    frame = item[0]
-                    freed += frame.size(item[1])
-                elif (
-                    isinstance(item, _Replaceable)
-                    and item.frame is not None
-                    and item.frame.droppable
-                    and item.frame is not keep
-                ):
-                    frame, item.frame = item.frame, None
-                    freed += item.size
-                else:
-                    kept.append(item)
-                    continue
-                self.dropped += 1
-                if budget is not None:
-                    budget.release(frame)
+            if isinstance(item, tuple):
+                frame = item[0]
+                size = frame.size(item[1]) if frame.droppable else 0
+            elif isinstance(item, _Replaceable) and item.frame is not None:
+                frame = item.frame
+                size = item.size if frame.droppable else 0
+            else:
+                kept.append(item)
                 continue
-            kept.append(item)
+            if not size or frame is keep or enough(freed):
+                kept.append(item)
+                left = left or bool(size)
+                continue
+            if isinstance(item, _Replaceable):
+                item.frame = None
+            freed += size
+            self.dropped += 1
+            if budget is not None:
+                budget.release(frame)
+        self._may_give_way = left
         if freed:
             queue.clear()
             queue.extend(kept)

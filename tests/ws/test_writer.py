@@ -545,6 +545,61 @@ class TestProcessBound:
             await conn.aclose()
         assert (budget.held, budget.holders) == (0, set())
 
+    async def test_queued_deltas_give_way_before_the_client_holding_the_most_is_closed(
+        self,
+    ) -> None:
+        budget = AnswerBudget(25_000)
+        behind, _ = blocked(budget, "behind")
+        behind.send(b"x" * 12_000)
+        await asyncio.sleep(0)  # the writer took it; the client reads nothing
+        for n in range(4):
+            behind.send_event(event_frame("chat", {"text": f"{n}" * 2_000}, droppable=True))
+        other, _ = blocked(budget, "other")
+        other.send(b"y" * 7_000)  # over the bound: deltas of `behind` give way
+        assert not behind.closing and not other.closing
+        assert behind.dropped == 2 and budget.held <= budget.limit  # the oldest two
+        other.send(b"z" * 9_000)  # over again, and the deltas left are not enough
+        assert behind.dropped == 4
+        assert other.closing and not behind.closing  # the one holding the most
+        for conn in (behind, other):
+            await conn.aclose()
+        assert (budget.held, budget.holders) == (0, set())
+
+    async def test_a_queue_without_deltas_is_not_gone_through_at_each_over(self) -> None:
+        # Over the bound, queues give way their droppable events; one found to hold none is
+        # not gone through again until one is queued, however many times the bound is over.
+        budget = AnswerBudget(100_000)
+        many, _ = blocked(budget, "many")
+        many.send(b"first")
+        await asyncio.sleep(0)  # the writer took it; the client reads nothing
+        for n in range(1_000):
+            many.send_event(CountedFrame.of("chat", {"n": n}))
+        CountedFrame.looked = 0
+        for n in range(10):
+            large, _ = blocked(budget, f"large{n}")
+            large.send(b"x" * 100_000)  # over the bound each time: the largest is closed
+            assert large.closing and not many.closing
+            await large.aclose()
+        assert CountedFrame.looked <= 1_000  # was 10,000: once per queued event per over
+        await many.aclose()
+        assert (budget.held, budget.holders) == (0, set())
+
+
+class CountedFrame(EventFrame):
+    """An event frame that counts how often whether it is droppable is looked up."""
+
+    looked = 0
+
+    @classmethod
+    def of(cls, name: str, payload: object) -> CountedFrame:
+        frame = event_frame(name, payload)
+        return cls(frame.head, frame.tail, frame.droppable)
+
+    def __getattribute__(self, name: str) -> object:
+        if name == "droppable":
+            CountedFrame.looked += 1
+        return super().__getattribute__(name)
+
 
 class TestJoinedToolPieces:
     async def test_a_joined_event_keeps_its_place_and_seq_stays_in_order(self) -> None:
