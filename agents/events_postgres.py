@@ -40,9 +40,13 @@ with nothing of the stream after it (items lost while it stayed connected: the s
 connection swallowed mid-batch) passes that event on before the end (the reasoning first, as a
 run emits it), so its `chat` final shows the whole text rather than an older one, and its
 clients' last `thinking` event the whole reasoning; one whose text is that long already passes
-on the end alone. That costs each text once more: three times it at most. A process of an
-earlier version ignores `piece` items, `last` and `lastThinking`: its clients see the whole
-events only (one of the version before `lastThinking`, the reasoning as it had it).
+on the end alone. That costs each text once more: three times it at most. And a stream with no
+event after the lost ones (the reasoning, once the reply has begun) need not wait for the end:
+once sending works again, a `last` item (`{"t": "last", "e": <RunEvent.to_dict()>}`) follows
+what waits to go for the last event sent of each text stream of the runs in flight, passed on
+by a receiver that missed it as the end's are (each text once more per outage). A process of an
+earlier version ignores `piece` and `last` items, `last` and `lastThinking`: its clients see the
+whole events only (one of the version before `lastThinking`, the reasoning as it had it).
 """
 
 from __future__ import annotations
@@ -510,6 +514,14 @@ class PostgresEventBus:
                     if lost:
                         log.info("event_bus_send_recovered", lost=lost)
                         lost = 0
+                        self._recheck()
+
+    def _recheck(self) -> None:
+        """Sending works again after items were lost: the last event of each text stream of
+        the runs in flight (`last`), after what waits to go, for the receivers that missed it
+        (module docstring)."""
+        for event in self._last_sent.values():
+            self._put({"t": "last", "e": event.to_dict()})
 
     def _take_batch(self) -> list[str]:
         """Queued items for one notification while they fit; at least one item."""
@@ -558,6 +570,10 @@ class PostgresEventBus:
             self.remote_runs.saw(event)
             for listener in self._remote:
                 listener(event)
+        elif kind == "last":
+            last = item.get("e")
+            if isinstance(last, dict) and self._missed(last):
+                self._dispatch(origin, {"t": "run", "e": last})
         elif kind == "piece":
             piece = self._remote_piece(run_event(item["e"]), item.get("at"))
             if piece is not None:
