@@ -20,8 +20,7 @@ from http import HTTPStatus
 from typing import Any
 
 import structlog
-from aiohttp import web
-from aiohttp.web_protocol import _ErrInfo
+from aiohttp import web, web_protocol
 
 from gateway.app import COMMON_HEADERS, create_app
 from gateway.appkeys import METRICS, STATE
@@ -181,6 +180,12 @@ def settle_collector() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
+# aiohttp's private record of a request its parser refused (3.14). Looked up, not imported: an
+# aiohttp without it (or without the protocol's state data_received reads) starts as before,
+# its broken bodies then ending in the 408 of the body timeout.
+_PARSER_REFUSAL: type[Any] = getattr(web_protocol, "_ErrInfo", type(None))
+
+
 class _GatewayRequestHandler(web.RequestHandler):
     """aiohttp's protocol, but for the answer to what never reaches the app: a request its
     parser refused, or a failure outside every middleware. aiohttp answers those in plain
@@ -217,14 +222,16 @@ class _GatewayRequestHandler(web.RequestHandler):
         fixed 400 and closes the connection (http.common.read_body), so the refusal queued
         behind it never gets a second answer. Private state of aiohttp's protocol (3.14):
         the request being handled, and the messages parsed but not yet handled."""
-        request, queued = self._current_request, len(self._messages)
+        request = getattr(self, "_current_request", None)
+        messages = getattr(self, "_messages", None)
+        queued = len(messages) if messages is not None else 0
         super().data_received(data)
-        if request is None or len(self._messages) == queued:
+        if request is None or messages is None or len(messages) == queued:
             return
-        refused = self._messages[-1][0]
+        refused = messages[-1][0]
         body = request.content
         # A body the parser finished is not the one it refused: that is a later request's.
-        if isinstance(refused, _ErrInfo) and not body.is_eof() and body.exception() is None:
+        if isinstance(refused, _PARSER_REFUSAL) and not body.is_eof() and body.exception() is None:
             body.set_exception(refused.exc)
 
 
