@@ -478,10 +478,21 @@ class SessionRegistry:
         return SessionList(tuple(self._info(row) for row in page.rows), page.total_count)
 
     async def get_session(self, key: str) -> SessionInfo | None:
+        """The session of `key` as the store has it, with this process's runs of it.
+
+        A live session's cached row answers on a store of its own. A shared store's row is
+        read every time: another process may have reset, deleted, patched it or run a turn
+        since, and the event bus, which tells of these, loses what is said while a process
+        is away from the database (and says nothing unless a process has WebSocket clients).
+        So a change committed on one process shows on every other at once, in the next read.
+        The live row still answers when the store has none and a turn of the key runs here:
+        a minted key's row is written with its first turn."""
         session = self._live.get(key)
-        if session is not None and session.row is not None:
+        if session is not None and session.row is not None and not self.store.shared:
             return session.info()
         row = await self.store.get(key)
+        if row is None and session is not None and session.row is not None and session.busy:
+            return session.info()
         return self._info(row) if row is not None else None
 
     async def history(self, key: str, limit: int = 200, *, max_chars: int = 0) -> Transcript:

@@ -1,0 +1,92 @@
+"""A session changed on one gateway process (reset, delete, patch) as the others see it, when
+they share one PostgreSQL store and hold the session live."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.support.process import GatewayProcess
+from tests.support.process_client import connect_ws
+from tests.support.shared_store import chat, frames_until, shared_config, start_on_config
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+StartGateway = Callable[[str], GatewayProcess]
+KEY = "agent:main:s1"
+_ids = itertools.count(1)
+
+
+@pytest.fixture
+def start_gateway(tmp_path: Path, database: str) -> Iterator[StartGateway]:
+    started: list[GatewayProcess] = []
+
+    def start(name: str) -> GatewayProcess:
+        return start_on_config(started, tmp_path, name, shared_config(database, delay_ms=5))
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def call(
+    ws: aiohttp.ClientWebSocketResponse, method: str, params: dict[str, Any]
+) -> dict[str, Any]:
+    """The response frame of one request (events in between are passed over)."""
+    request_id = str(next(_ids))
+    await ws.send_json({"type": "req", "id": request_id, "method": method, "params": params})
+    return (await frames_until(ws, lambda f: f.get("id") == request_id))[-1]
+
+
+async def ok(ws: aiohttp.ClientWebSocketResponse, method: str, params: dict[str, Any]) -> Any:
+    answer = await call(ws, method, params)
+    assert answer["ok"] is True, answer
+    return answer["payload"]
+
+
+async def described(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
+    return (await ok(ws, "sessions.describe", {"key": KEY}))["session"]  # type: ignore[no-any-return]
+
+
+class TestASessionChangedOnAnotherProcess:
+    async def test_a_reset_there_shows_here_at_once_with_its_new_transcript(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession
+    ) -> None:
+        a, b = start_gateway("a"), start_gateway("b")
+        on_a, on_b = await connect_ws(http, a.url), await connect_ws(http, b.url)
+        await chat(http, b.url, KEY, "hello")  # b holds the session live
+        before = await described(on_b)
+        reset = await ok(on_a, "sessions.reset", {"key": KEY})
+        new_id = reset["entry"]["sessionId"]
+        assert new_id != before["sessionId"]
+        assert (await described(on_b))["sessionId"] == new_id
+        history = await ok(on_b, "chat.history", {"sessionKey": KEY})
+        assert history["sessionId"] == new_id
+        assert history["messages"] == []
+        # A patch naming the new id is taken there, not refused as naming a changed session.
+        patch = {"key": KEY, "label": "after", "expectedSessionId": new_id}
+        assert (await ok(on_b, "sessions.patch", patch))["entry"]["label"] == "after"
+
+    async def test_a_delete_or_patch_there_shows_here_at_once(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession
+    ) -> None:
+        a, b = start_gateway("a"), start_gateway("b")
+        on_a, on_b = await connect_ws(http, a.url), await connect_ws(http, b.url)
+        await chat(http, b.url, KEY, "hello")
+        await ok(on_a, "sessions.patch", {"key": KEY, "label": "named"})
+        assert (await described(on_b))["label"] == "named"
+        await ok(on_a, "sessions.delete", {"key": KEY})
+        history = await ok(on_b, "chat.history", {"sessionKey": KEY})
+        assert history["messages"] == []
+        assert (await described(on_b)).get("label") is None
