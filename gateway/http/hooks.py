@@ -235,12 +235,14 @@ async def _agent(
         done = asyncio.get_running_loop().create_future()
         starting[scope] = done
         try:
-            await _refuse_archived(state, key)
             claimed = await _claim(state, scope, run_id, key)
             if claimed == (run_id, key):
                 try:
+                    # After the claim: a retry of a call another process ran before the
+                    # session was archived gets that run, as a retry here does (HookReplays).
+                    await _refuse_archived(state, key)
                     run = _submit(request, state, turn, parsed.name)
-                except RequestError:
+                except BaseException:
                     if state.store is not None and state.store.shared:
                         await _release(state.store, scope, run_id)
                     raise

@@ -49,14 +49,24 @@ def scope(key: str) -> str:
 
 
 async def start_once(
-    ws: WsState, run_id: str, session_key: str, submit: Callable[[], AgentRun]
+    ws: WsState,
+    run_id: str,
+    session_key: str,
+    submit: Callable[[], AgentRun],
+    check: Callable[[], Awaitable[None]] | None = None,
 ) -> AgentRun | ClaimedElsewhere:
     """`submit()`'s run, unless another process sharing the store started the key first.
     Callers look in the cache first, after `wait_for_start`: no other call of this process
-    starts the key meanwhile (a concurrent one waits in `wait_for_start`)."""
+    starts the key meanwhile (a concurrent one waits in `wait_for_start`). `check` (the
+    archive's refusal) runs right before `submit`, after the claim is won: a retry of a run
+    that another process started before the session was archived gets that run, as a retry
+    of this process's own run does (found in its cache)."""
     gateway = ws.gateway
     store = gateway.store
     if store is None or not store.shared:
+        if check is not None:
+            with starting(ws, run_id):
+                await check()
         return submit()
     done = asyncio.get_running_loop().create_future()
     ws.starting[run_id] = done
@@ -75,6 +85,8 @@ async def start_once(
         if holder != token:
             return ClaimedElsewhere(key, ended)
         try:
+            if check is not None:
+                await check()
             run = submit()
         except BaseException:
             await _release(store, scope(run_id), token)

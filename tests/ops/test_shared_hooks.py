@@ -20,16 +20,16 @@ from tests.support.shared_store import shared_config, start_on_config
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 HOOK_TOKEN = "hook-token-5e1c"
-StartGateway = Callable[[str], GatewayProcess]
+StartGateway = Callable[..., GatewayProcess]
 
 
 @pytest.fixture
 def start_gateway(tmp_path: Path, database: str) -> Iterator[StartGateway]:
     started: list[GatewayProcess] = []
 
-    def start(name: str) -> GatewayProcess:
+    def start(name: str, **hooks: Any) -> GatewayProcess:
         config = json.loads(shared_config(database, delay_ms=100))
-        config["hooks"] = {"enabled": True, "token": HOOK_TOKEN}
+        config["hooks"] = {"enabled": True, "token": HOOK_TOKEN, **hooks}
         return start_on_config(started, tmp_path, name, json.dumps(config))
 
     yield start
@@ -76,6 +76,25 @@ class TestAHookRetryOnAnotherProcess:
         assert status == 200 and waited["runId"] == first["runId"], waited
         assert waited["completion"]["text"] == "[turn 1] invoice 42"
         assert await user_messages(pg_url, first["sessionKey"]) == ["invoice 42"]
+
+    async def test_gets_the_first_calls_run_after_its_session_was_archived(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_url: str
+    ) -> None:
+        """As on one process: the archive refuses new work, not the answer to a retry."""
+        a = start_gateway("a", defaultSessionKey="hook:ingest")
+        b = start_gateway("b", defaultSessionKey="hook:ingest")
+        status, first = await hook(http, a.url, {"message": "invoice 44"}, "archived-1")
+        assert status == 202, first
+        key = first["sessionKey"]
+        assert key == "agent:main:hook:ingest"
+        assert await user_messages(pg_url, key) == ["invoice 44"]
+        async with PostgresSessionStore(pg_url) as store:
+            assert await store.set_archived(key, True, 1) is not None
+        status, again = await hook(http, b.url, {"message": "invoice 44"}, "archived-1")
+        assert (status, again) == (202, first)
+        status, refused = await hook(http, b.url, {"message": "invoice 45"}, "archived-2")
+        assert status == 400, refused
+        assert "archived" in refused["error"]["message"], refused
 
     async def test_that_waits_is_told_that_another_process_runs_it(
         self, start_gateway: StartGateway, http: aiohttp.ClientSession

@@ -90,6 +90,22 @@ class TestAChatSendRetryOnAnotherProcess:
         assert late["payload"] == {"runId": "idem-1", "status": "ok"}
         assert await user_messages(pg_url, "agent:main:s1") == [LONG]
 
+    async def test_gets_the_first_run_after_its_session_was_archived(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_url: str
+    ) -> None:
+        """As on one process: the archive refuses new work, not the answer to a retry."""
+        a, b = start_gateway("a"), start_gateway("b")
+        on_a, on_b = await connect_ws(http, a.url), await connect_ws(http, b.url)
+        [first] = await call(on_a, "chat.send", send("arch-1", "short"))
+        assert first["payload"]["status"] == "started"
+        await ended(on_a, "arch-1")
+        async with PostgresSessionStore(pg_url) as store:
+            assert await store.set_archived("agent:main:s1", True, 1) is not None
+        [again] = await call(on_b, "chat.send", send("arch-1", "short"))
+        assert again["payload"] == {"runId": "arch-1", "status": "ok"}, again
+        [refused] = await call(on_b, "chat.send", send("arch-2", "short"))
+        assert refused["ok"] is False, refused
+
     async def test_16_sends_at_once_on_both_processes_start_one_run(
         self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_url: str
     ) -> None:
@@ -130,6 +146,21 @@ class TestAnAgentRetryOnAnotherProcess:
         assert late["error"]["details"]["status"] == "ok"
         assert late["error"]["message"].startswith("run agent-1 of this idempotency key was run")
         assert await user_messages(pg_url, "agent:main:s1") == [LONG]
+
+    async def test_is_told_of_the_first_run_after_its_session_was_archived(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_url: str
+    ) -> None:
+        a, b = start_gateway("a"), start_gateway("b")
+        on_a, on_b = await connect_ws(http, a.url), await connect_ws(http, b.url)
+        params = {"message": "short", "sessionKey": "s1", "idempotencyKey": "agent-arch"}
+        [_, final] = await call(on_a, "agent", params, answers=2)
+        assert final["payload"]["status"] == "ok", final
+        async with PostgresSessionStore(pg_url) as store:
+            assert await store.set_archived("agent:main:s1", True, 1) is not None
+        [again] = await call(on_b, "agent", params)
+        assert again["error"]["details"]["status"] == "ok", again
+        [refused] = await call(on_b, "agent", {**params, "idempotencyKey": "agent-arch-2"})
+        assert "archived" in refused["error"]["message"], refused
 
     async def test_a_retry_on_the_same_process_still_gets_both_answers(
         self, start_gateway: StartGateway, http: aiohttp.ClientSession

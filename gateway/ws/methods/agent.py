@@ -268,10 +268,10 @@ def register(methods: MethodRegistry) -> None:
             raise InvalidSessionKey(
                 f"Session key '{key}' belongs to agent '{key_agent}', not '{agent_id}'."
             )
-        # OpenClaw's: an archived session takes no new work (nor a reset) until restored. A
-        # duplicate sent meanwhile waits, as for a reset below.
-        with starting(ctx.ws, run_id):
-            await registry.refuse_archived(key)
+        # OpenClaw's: an archived session takes no new work (nor a reset) until restored:
+        # refused by the reset below, and by the check right before the run is submitted,
+        # after a shared store's claim (a retry of a run another process started before the
+        # archive is answered with that run).
         message = params.message
         if (reset := RESET_COMMAND.match(message)) is not None:
             # OpenClaw's `/new` and `/reset [text]`: the session starts again (admin, as
@@ -294,7 +294,6 @@ def register(methods: MethodRegistry) -> None:
                     # Until the run's entry takes over: a retry of a turn refused below (a
                     # full queue, retryable) runs it without resetting the session again.
                     ctx.ws.idempotency.put(run_id, IdempotentCall.after_reset())
-        check_queue(registry, key)
         turn = TurnRequest(
             key_agent,
             key,
@@ -304,7 +303,12 @@ def register(methods: MethodRegistry) -> None:
             timeout_seconds=run_timeout(ctx, params.timeout),
             idempotency_key=run_id,
         )
-        started = await start_once(ctx.ws, run_id, key, lambda: submit_turn(ctx, turn))
+
+        async def check() -> None:
+            await registry.refuse_archived(key)
+            check_queue(registry, key)
+
+        started = await start_once(ctx.ws, run_id, key, lambda: submit_turn(ctx, turn), check)
         if isinstance(started, ClaimedElsewhere):
             raise run_elsewhere(run_id, started)
         run = started

@@ -13,7 +13,7 @@ from agents.registry import SessionRegistry, Transcript
 from agents.runs import AgentRun, RunState, TurnRequest
 from agents.store import StoredMessage
 from gateway.jsonwire import dumps, wire
-from gateway.ws.claims import ClaimedElsewhere, start_once, starting, wait_for_start
+from gateway.ws.claims import ClaimedElsewhere, start_once, wait_for_start
 from gateway.ws.connection import now_ms
 from gateway.ws.dispatch import AnswerThenPause, CallContext, MethodRegistry
 from gateway.ws.methods.health import model_defaults
@@ -338,18 +338,21 @@ async def send(
     run = registry.run(run_id)
     if run is not None and answers_for_key(run):
         return {"runId": run_id, "status": "ok" if run.ended else "in_flight"}
-    # OpenClaw's: an archived session takes no new work until restored. After the retry's
-    # lookups: a retry of a run started before the archive answers that run's status.
-    with starting(ctx.ws, run_id):
-        await registry.refuse_archived(key)
-    check_queue(registry, key)
     agent_id, _ = parse_session_key(key)
     asked = timeout_ms / 1000 if timeout_ms is not None else None
     timeout = run_timeout(ctx, asked)
     turn = TurnRequest(
         agent_id, key, run_id, message, timeout_seconds=timeout, idempotency_key=run_id
     )
-    started = await start_once(ctx.ws, run_id, key, lambda: submit_turn(ctx, turn))
+
+    async def check() -> None:
+        # OpenClaw's: an archived session takes no new work until restored. After the
+        # retry's lookups (and a shared store's claim): a retry of a run started before the
+        # archive answers that run's status.
+        await registry.refuse_archived(key)
+        check_queue(registry, key)
+
+    started = await start_once(ctx.ws, run_id, key, lambda: submit_turn(ctx, turn), check)
     if isinstance(started, ClaimedElsewhere):  # another process sharing the store runs it
         return {"runId": run_id, "status": "ok" if started.ended else "in_flight"}
     ctx.ws.idempotency.put(run_id, IdempotentCall.of(started))
