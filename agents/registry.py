@@ -564,6 +564,49 @@ class SessionRegistry:
         session.publish_change(ChangeReason.PATCH, row=row)
         return self._info(row)
 
+    async def patch(
+        self,
+        key: str,
+        *,
+        label: tuple[str | None] | None = None,
+        archived: bool | None = None,
+        pinned: bool | None = None,
+        expected_session_id: str | None = None,
+    ) -> SessionInfo | None:
+        """`patch_label`, `set_archived` and `set_pinned` (those given: `label` is the label
+        in a 1-tuple) as one store write, so a refusal of one (a reset or delete since, an
+        archived session pinned) leaves none written; None when the archive found no
+        session. An archive aborts the session's runs and waits for them first, as
+        `set_archived`'s, and then the label too is written once they have committed."""
+        makes = label is not None or pinned is not None  # an unknown key gets a session
+        agent_id = await self._agent_of_kept_or_new(key) if makes else parse_session_key(key)[0]
+        sid = expected_session_id
+        if archived and sid is not None:  # before the runs are aborted, as set_archived's
+            kept = await self.store.get(key)
+            if kept is not None and kept.session_id != sid:
+                raise SessionChanged(key)
+        session = self._session(key)
+
+        async def write() -> SessionRow | None:
+            return await self.store.patch(
+                key, agent_id, self.clock(), label=label, archived=archived, pinned=pinned,
+                session_id=sid,
+            )  # fmt: skip
+
+        with session.hold():
+            if archived:
+                session.abort_all("archive")
+                async with session.lane, self._stopped_elsewhere(key):
+                    row = await write()
+            else:
+                row = await write()
+            if row is not None:
+                session.row = row
+        if row is None:
+            return None
+        session.publish_change(ChangeReason.PATCH, row=row)
+        return self._info(row)
+
     async def create(self, key: str, label: str | None = None) -> tuple[SessionInfo, bool]:
         """The session of `key`, created empty with `label` if the key has none; True when
         created. An existing session is left as it is (its label too)."""

@@ -1758,6 +1758,35 @@ class SessionStore:
         ).fetchone()
         return _session_row(updated)
 
+    async def patch(
+        self,
+        key: str,
+        agent_id: str,
+        now: int,
+        *,
+        label: tuple[str | None] | None = None,
+        archived: bool | None = None,
+        pinned: bool | None = None,
+        session_id: str | None = None,
+    ) -> SessionRow | None:
+        """`patch_label`, `set_archived`, `set_pinned` (those given, in that order) in one
+        transaction: a refusal of one (SessionChanged, SessionArchivedPin) leaves nothing of
+        the others written. None when the archive found no session."""
+
+        def patch(db: sqlite3.Connection) -> SessionRow | None:
+            row = None
+            if label is not None:
+                row = self._patch_label(db, key, agent_id, label[0], now, session_id)
+            if archived is not None:
+                row = self._set_archived(db, key, archived, now, session_id)
+                if row is None:
+                    return None
+            if pinned is not None:
+                row = self._set_pinned(db, key, agent_id, pinned, now, session_id)
+            return row
+
+        return await self._call(self._write, patch)
+
     async def reset(self, key: str, agent_id: str, now: int) -> SessionRow:
         """New session id, counters zeroed, label kept; the old transcript stays, archived.
 

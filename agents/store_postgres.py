@@ -531,6 +531,29 @@ def _terminate(conn: Connection) -> None:
         conn.terminate()
 
 
+async def _set_archived(
+    conn: Connection, key: str, archived: bool, now: int, session_id: str | None
+) -> SessionRow | None:
+    """`PostgresSessionStore.set_archived` on `conn`."""
+    if archived:
+        sql = (
+            "UPDATE sessions SET archived_at = COALESCE(archived_at, $1),"
+            " archive_reason = COALESCE(archive_reason, 'manual'), updated_at = $1,"
+            f" pinned_at = NULL WHERE key = $2 RETURNING {_SESSION_COLUMNS}"
+        )
+    else:
+        sql = (
+            "UPDATE sessions SET archived_at = NULL, archive_reason = NULL, updated_at = $1"
+            f" WHERE key = $2 RETURNING {_SESSION_COLUMNS}"
+        )
+    if session_id is not None and await conn.fetchval(
+        "SELECT 1 FROM sessions WHERE key = $1", _storable(key)
+    ):
+        await _still_session(conn, key, session_id)
+    row = await conn.fetchrow(sql, *_args((now, key)))
+    return _session_row(tuple(row)) if row is not None else None
+
+
 async def _still_session(conn: Connection, key: str, session_id: str) -> None:
     """SessionChanged unless `key` holds the session `session_id`; its row stays locked to
     the end of the transaction, so no reset or delete comes between this and the write."""
@@ -1054,69 +1077,98 @@ class PostgresSessionStore:
         self, key: str, agent_id: str, label: str | None, now: int, *, session_id: str | None = None
     ) -> SessionRow:
         """As the SQLite store's: `session_id` checked on the row locked for the update."""
+        return await self._run(
+            lambda c: self._patch_label(c, key, agent_id, label, now, session_id), write=True
+        )
 
-        async def patch(conn: Connection) -> SessionRow:
-            if session_id is not None:
-                await _still_session(conn, key, session_id)
-            row, created = await self._create(conn, key, agent_id, now, label, lock=True)
-            if created:
-                return row
-            updated = await conn.fetchrow(
-                "UPDATE sessions SET label = $1, updated_at = $2, stateless = FALSE"
-                f" WHERE key = $3 RETURNING {_SESSION_COLUMNS}",
-                *_args((label, now, key)),
-            )
-            return _session_row(tuple(updated))
-
-        return await self._run(patch, write=True)
+    async def _patch_label(
+        self,
+        conn: Connection,
+        key: str,
+        agent_id: str,
+        label: str | None,
+        now: int,
+        session_id: str | None,
+    ) -> SessionRow:
+        if session_id is not None:
+            await _still_session(conn, key, session_id)
+        row, created = await self._create(conn, key, agent_id, now, label, lock=True)
+        if created:
+            return row
+        updated = await conn.fetchrow(
+            "UPDATE sessions SET label = $1, updated_at = $2, stateless = FALSE"
+            f" WHERE key = $3 RETURNING {_SESSION_COLUMNS}",
+            *_args((label, now, key)),
+        )
+        return _session_row(tuple(updated))
 
     async def set_archived(
         self, key: str, archived: bool, now: int, *, session_id: str | None = None
     ) -> SessionRow | None:
         """As the SQLite store's: archive (the first `archived_at` kept) or restore; with
         `session_id`, only that session (checked on the row locked for the update)."""
-        if archived:
-            sql = (
-                "UPDATE sessions SET archived_at = COALESCE(archived_at, $1),"
-                " archive_reason = COALESCE(archive_reason, 'manual'), updated_at = $1,"
-                f" pinned_at = NULL WHERE key = $2 RETURNING {_SESSION_COLUMNS}"
-            )
-        else:
-            sql = (
-                "UPDATE sessions SET archived_at = NULL, archive_reason = NULL, updated_at = $1"
-                f" WHERE key = $2 RETURNING {_SESSION_COLUMNS}"
-            )
-
-        async def update(conn: Connection) -> SessionRow | None:
-            if session_id is not None and await conn.fetchval(
-                "SELECT 1 FROM sessions WHERE key = $1", _storable(key)
-            ):
-                await _still_session(conn, key, session_id)
-            row = await conn.fetchrow(sql, *_args((now, key)))
-            return _session_row(tuple(row)) if row is not None else None
-
-        return await self._run(update, write=True, transaction=session_id is not None)
+        return await self._run(
+            lambda c: _set_archived(c, key, archived, now, session_id),
+            write=True,
+            transaction=session_id is not None,
+        )
 
     async def set_pinned(
         self, key: str, agent_id: str, pinned: bool, now: int, *, session_id: str | None = None
     ) -> SessionRow:
         """As the SQLite store's: the archive and `session_id` checked on the row locked for
         the update."""
+        return await self._run(
+            lambda c: self._set_pinned(c, key, agent_id, pinned, now, session_id), write=True
+        )
 
-        async def pin(conn: Connection) -> SessionRow:
-            if session_id is not None:
-                await _still_session(conn, key, session_id)
-            row, _ = await self._create(conn, key, agent_id, now, None, lock=True)
-            if pinned and row.archived_at is not None:
-                raise SessionArchivedPin(key)
-            updated = await conn.fetchrow(
-                "UPDATE sessions SET pinned_at = CASE WHEN $1 THEN COALESCE(pinned_at, $2) END"
-                f" WHERE key = $3 RETURNING {_SESSION_COLUMNS}",
-                *_args((pinned, now, key)),
-            )
-            return _session_row(tuple(updated))
+    async def _set_pinned(
+        self,
+        conn: Connection,
+        key: str,
+        agent_id: str,
+        pinned: bool,
+        now: int,
+        session_id: str | None,
+    ) -> SessionRow:
+        if session_id is not None:
+            await _still_session(conn, key, session_id)
+        row, _ = await self._create(conn, key, agent_id, now, None, lock=True)
+        if pinned and row.archived_at is not None:
+            raise SessionArchivedPin(key)
+        updated = await conn.fetchrow(
+            "UPDATE sessions SET pinned_at = CASE WHEN $1 THEN COALESCE(pinned_at, $2) END"
+            f" WHERE key = $3 RETURNING {_SESSION_COLUMNS}",
+            *_args((pinned, now, key)),
+        )
+        return _session_row(tuple(updated))
 
-        return await self._run(pin, write=True)
+    async def patch(
+        self,
+        key: str,
+        agent_id: str,
+        now: int,
+        *,
+        label: tuple[str | None] | None = None,
+        archived: bool | None = None,
+        pinned: bool | None = None,
+        session_id: str | None = None,
+    ) -> SessionRow | None:
+        """As the SQLite store's: the changes given in one transaction, all or nothing."""
+
+        async def patch(conn: Connection) -> SessionRow | None:
+            row = None
+            if label is not None:
+                row = await self._patch_label(conn, key, agent_id, label[0], now, session_id)
+            if archived is not None:
+                row = await _set_archived(conn, key, archived, now, session_id)
+                if row is None:
+                    return None
+            if pinned is not None:
+                row = await self._set_pinned(conn, key, agent_id, pinned, now, session_id)
+            return row
+
+        return await self._run(patch, write=True)
 
     async def reset(self, key: str, agent_id: str, now: int) -> SessionRow:
         key = _storable(key)

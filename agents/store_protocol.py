@@ -146,6 +146,22 @@ class Store(Protocol):
         self, key: str, agent_id: str, pinned: bool, now: int, *, session_id: str | None = None
     ) -> SessionRow: ...
 
+    async def patch(
+        self,
+        key: str,
+        agent_id: str,
+        now: int,
+        *,
+        label: tuple[str | None] | None = None,
+        archived: bool | None = None,
+        pinned: bool | None = None,
+        session_id: str | None = None,
+    ) -> SessionRow | None:
+        """`patch_label` (`label`: the label in a 1-tuple, None: not changed), then
+        `set_archived`, then `set_pinned`, those given, in one write: all or nothing. None
+        when the archive found no session (and nothing else was asked to make one)."""
+        ...
+
     async def reset(self, key: str, agent_id: str, now: int) -> SessionRow: ...
 
     async def delete(self, key: str, now: int, *, delete_transcript: bool = True) -> bool: ...

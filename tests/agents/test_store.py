@@ -1629,6 +1629,26 @@ class TestPinned:
         made = await store.set_pinned("agent:main:new", "main", True, 800)  # as a label: made
         assert (made.created_at, made.pinned_at) == (800, 800)
 
+    async def test_a_patch_is_one_write_a_refused_part_leaves_nothing_written(
+        self, store: SessionStore
+    ) -> None:
+        row, _ = await store.create(KEY, "main", 100)
+        archived = await store.set_archived(KEY, True, 200)
+        with pytest.raises(SessionArchivedPin):
+            await store.patch(KEY, "main", 300, label=("renamed",), pinned=True)
+        assert await store.get(KEY) == archived
+        with pytest.raises(SessionChanged):
+            await store.patch(KEY, "main", 300, label=("renamed",), session_id="other")
+        assert await store.get(KEY) == archived
+        both = await store.patch(
+            KEY, "main", 400, label=("renamed",), archived=False, pinned=True,
+            session_id=row.session_id,
+        )  # fmt: skip
+        assert both is not None
+        assert (both.label, both.archived_at, both.pinned_at) == ("renamed", None, 400)
+        assert await store.patch("agent:main:none", "main", 500, archived=True) is None
+        assert await store.get("agent:main:none") is None
+
     async def test_the_list_shows_the_pinned_first_the_last_pinned_first(
         self, store: SessionStore
     ) -> None:

@@ -3,14 +3,17 @@ they share one PostgreSQL store and hold the session live."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
+from agents.store_postgres import LOCK_CLASS_TURN, PostgresSessionStore
 from tests.support.process import GatewayProcess
 from tests.support.process_client import connect_ws
 from tests.support.shared_store import chat, frames_until, shared_config, start_on_config
@@ -90,3 +93,44 @@ class TestASessionChangedOnAnotherProcess:
         history = await ok(on_b, "chat.history", {"sessionKey": KEY})
         assert history["messages"] == []
         assert (await described(on_b)).get("label") is None
+
+
+async def waiting_for_turn_lock(conn: asyncpg.Connection) -> None:
+    """Until some connection waits for a turn lock (held by the test)."""
+    async with asyncio.timeout(15):
+        while not await conn.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = $1"
+            " AND NOT granted",
+            LOCK_CLASS_TURN,
+        ):
+            await asyncio.sleep(0.05)
+
+
+class TestAPatchOfALabelAndAnArchive:
+    async def test_a_reset_while_it_waits_leaves_nothing_of_it_written(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_url: str
+    ) -> None:
+        """The label was written first, then the archive refused as naming a changed
+        session: the patch failed with half of it done."""
+        a = start_gateway("a")
+        on_a = await connect_ws(http, a.url)
+        await chat(http, a.url, KEY, "hello")
+        session_id = (await described(on_a))["sessionId"]
+        holder = await asyncpg.connect(pg_url)
+        try:
+            # A turn of another process holds the session: the archive waits for it.
+            await holder.execute("SELECT pg_advisory_lock($1, hashtext($2))", LOCK_CLASS_TURN, KEY)
+            patch = {"key": KEY, "label": "half", "archived": True, "expectedSessionId": session_id}
+            answer = asyncio.ensure_future(call(on_a, "sessions.patch", patch))
+            await waiting_for_turn_lock(holder)
+            async with PostgresSessionStore(pg_url) as store:
+                await store.reset(KEY, "main", 1)  # that turn's process resets the session
+            await holder.execute("SELECT pg_advisory_unlock_all()")
+            refused = await answer
+        finally:
+            await holder.close()
+        assert refused["ok"] is False, refused
+        assert refused["error"]["details"] == {"reason": "session-changed"}
+        after = await described(on_a)
+        assert after.get("label") is None, after
+        assert after.get("archivedAt") is None, after

@@ -321,25 +321,25 @@ def register(methods: MethodRegistry) -> None:
             kept = await ctx.registry.get_session(key)
             if params.archived or (kept is not None and kept.archived_at is not None):
                 raise WsError(INVALID_REQUEST, SessionArchivedPin(key).message)
+        # One store write: a refusal of one part (a reset since, a pin of an archived session)
+        # leaves the others unwritten. The pin goes after the archive, as OpenClaw's (which
+        # unpins).
+        patch = ctx.registry.patch(
+            key,
+            label=(params.label,) if params.label_given else None,
+            archived=params.archived,
+            pinned=params.pinned,
+            expected_session_id=expected,
+        )
         try:
-            if params.label_given:
-                info = await ctx.to_the_end(ctx.registry.patch_label(key, params.label, expected))
-            if params.archived is not None:
-                archived = await ctx.to_the_end(
-                    ctx.registry.set_archived(key, params.archived, expected)
-                )
-                if archived is None:  # deleted since
-                    raise WsError(INVALID_REQUEST, f"session not found: {key}")
-                info = archived
-            if params.pinned is not None:  # after the archive, as OpenClaw's (which unpins)
-                pin = ctx.registry.set_pinned(key, params.pinned, expected)
-                info = await ctx.to_the_end(pin)
+            patched = await ctx.to_the_end(patch)
         except SessionChanged:
             raise changed from None
         except SessionArchivedPin as exc:
             raise WsError(INVALID_REQUEST, exc.message) from None
-        assert info is not None
-        return {"ok": True, "key": key, "entry": info.to_dict()}
+        if patched is None:  # deleted since
+            raise WsError(INVALID_REQUEST, f"session not found: {key}")
+        return {"ok": True, "key": key, "entry": patched.to_dict()}
 
     @methods.method("sessions.reset", params=ResetParams.parse, scope=ADMIN)
     async def sessions_reset(ctx: CallContext, params: ResetParams) -> Any:
