@@ -1425,7 +1425,10 @@ class SessionStore:
     ) -> tuple[str, str, bool]:
         return token, session_key, False
 
-    async def end_call(self, scope: str, token: str, until: int) -> None:
+    async def end_call(self, scope: str, token: str, until: int, answer: str | None = None) -> None:
+        return None
+
+    async def call_answer(self, scope: str) -> str | None:
         return None
 
     async def release_hook_call(self, scope: str, run_id: str) -> None:

@@ -257,6 +257,13 @@ _SCHEMA_V7_RUNS = """
 CREATE INDEX messages_by_run ON messages(session_id, run_id, seq)
 """
 
+# A claim's answer, kept with it once ended (JSON, NULL: none): the facts of an `agent` bare
+# `/new`'s answer, so a retry on another process answers it again rather than resetting again
+# (gateway/ws/claims.py `claim_reset`).
+_SCHEMA_V8_CALL_ANSWERS = """
+ALTER TABLE hook_calls ADD COLUMN answer TEXT
+"""
+
 # MIGRATIONS[v] takes the schema from version v to v + 1. Version 1 is the SQLite store's
 # schema 3 at once: there was never an older PostgreSQL schema to migrate from.
 MIGRATIONS: tuple[str, ...] = (
@@ -267,6 +274,7 @@ MIGRATIONS: tuple[str, ...] = (
     _SCHEMA_V5_ARCHIVED,
     _SCHEMA_V6_PINNED,
     _SCHEMA_V7_RUNS,
+    _SCHEMA_V8_CALL_ANSWERS,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -1408,16 +1416,24 @@ class PostgresSessionStore:
 
         return await self._run(claim, write=True)
 
-    async def end_call(self, scope: str, token: str, until: int) -> None:
-        """The run of the claim of `scope` by `token` has ended: kept, so, until `until`."""
+    async def end_call(self, scope: str, token: str, until: int, answer: str | None = None) -> None:
+        """The run of the claim of `scope` by `token` has ended: kept, so, until `until`,
+        with `answer` (`call_answer`)."""
         await self._run(
             lambda c: c.execute(
-                "UPDATE hook_calls SET ended = TRUE, expires_at = $3"
+                "UPDATE hook_calls SET ended = TRUE, expires_at = $3, answer = $4"
                 " WHERE scope = $1 AND run_id = $2",
-                scope, token, until,
+                scope, token, until, answer,
             ),
             write=True, transaction=False,
         )  # fmt: skip
+
+    async def call_answer(self, scope: str) -> str | None:
+        """The answer the claim of `scope` was ended with; None: none, or no claim."""
+        found = await self._run(
+            lambda c: c.fetchval("SELECT answer FROM hook_calls WHERE scope = $1", scope)
+        )
+        return str(found) if found is not None else None
 
     async def extend_hook_call(self, scope: str, run_id: str, until: int) -> None:
         """Keep the claim of `scope` by `run_id` until `until` (ms since the epoch)."""

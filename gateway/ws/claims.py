@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 
 SCOPE_PREFIX = "ws:"  # a webhook's scope is a bare hash: the two never meet
+# An `agent` `/new` or `/reset`'s reset, claimed apart from its run (`claim_reset`).
+RESET_SCOPE_PREFIX = "ws-reset:"
 SHUTDOWN_ABORT = "shutdown"  # AgentRun.abort_reason of the runs the drain gave up on
 
 
@@ -43,9 +46,70 @@ class ClaimedElsewhere:
     ended: bool
 
 
-def scope(key: str) -> str:
+@attrs.frozen
+class ResetElsewhere:
+    """The key's reset was claimed by another process: whether it is done, and a bare
+    `/new`'s answer facts (`claim_reset`)."""
+
+    done: bool
+    answer: dict[str, Any] | None
+
+
+def scope(key: str, prefix: str = SCOPE_PREFIX) -> str:
     # Hashed: a key may hold characters (NUL) a PostgreSQL text refuses, and up to 256 of them.
-    return SCOPE_PREFIX + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    return prefix + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+async def claim_reset(ws: WsState, run_id: str, session_key: str) -> str | ResetElsewhere | None:
+    """The reset of an `agent` `/new` or `/reset [text]` of key `run_id`, claimed among the
+    processes sharing the store before it is done, so that the session is reset once for the
+    key wherever its retries go, and two processes racing reset it once. The claim's token
+    when this call is to reset (ended with `end_reset`, or given up with `release_reset`);
+    None with one process (its cache knows every key); else what another process did: the
+    reset done, with a bare `/new`'s answer facts (`end_reset`), or not yet (its lease runs)."""
+    store = ws.gateway.store
+    if store is None or not store.shared:
+        return None
+    token = uuid.uuid4().hex
+    key_scope = scope(run_id, RESET_SCOPE_PREFIX)
+    lease_ms = int(ws.gateway.options.hook_claim_lease_seconds * 1000)
+    try:
+        holder, _, ended = await store.claim_call(
+            key_scope, token, session_key, wall_clock_ms(), lease_ms
+        )
+    except asyncio.CancelledError:
+        _keep(ws, _release(store, key_scope, token))
+        raise
+    if holder == token:
+        return token
+    if not ended:
+        return ResetElsewhere(done=False, answer=None)
+    facts = await store.call_answer(key_scope)
+    try:
+        answer = json.loads(facts) if facts is not None else None
+    except ValueError:
+        answer = None  # not ours: the reset is done, nothing to answer with
+    return ResetElsewhere(done=True, answer=answer if isinstance(answer, dict) else None)
+
+
+async def end_reset(
+    ws: WsState, run_id: str, token: str | None, answer: dict[str, Any] | None
+) -> None:
+    """The claimed reset is done: kept for as long as a key is remembered, with a bare
+    `/new`'s answer facts (None: a `/reset <text>`, whose turn runs under its own claim)."""
+    store = ws.gateway.store
+    if token is None or store is None:
+        return
+    until = wall_clock_ms() + int(IDEMPOTENCY_TTL_SECONDS * 1000)
+    facts = json.dumps(answer) if answer is not None else None
+    await _quietly(store.end_call(scope(run_id, RESET_SCOPE_PREFIX), token, until, facts), "end")
+
+
+async def release_reset(ws: WsState, run_id: str, token: str | None) -> None:
+    """The claimed reset was not done (refused, failed): a retry may do it."""
+    store = ws.gateway.store
+    if token is not None and store is not None:
+        await _release(store, scope(run_id, RESET_SCOPE_PREFIX), token)
 
 
 async def start_once(

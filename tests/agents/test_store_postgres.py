@@ -70,7 +70,7 @@ class TestSchema:
             await conn.execute("INSERT INTO clawgate_schema VALUES (1)")
         await conn.close()
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (2, 3, 4, 5, 6, 7) == tuple(range(2, SCHEMA_VERSION + 1))
+            assert store.migrated == (2, 3, 4, 5, 6, 7, 8) == tuple(range(2, SCHEMA_VERSION + 1))
             assert await store.get_response("resp_x") is None
             assert await store.claim_hook_call("s", "r", "k", 0, 1) == ("r", "k")
 
@@ -90,7 +90,7 @@ class TestSchema:
             )
         await conn.close()
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (5, 6, 7) and SCHEMA_VERSION == 7
+            assert store.migrated == (5, 6, 7, 8) and SCHEMA_VERSION == 8
             assert await store.get(KEY) == SessionRow(KEY, "main", "sid", "old", 1, 2)
             assert [r.key for r in (await store.list(archived=False)).rows] == [KEY]
             archived = await store.set_archived(KEY, True, 3)
@@ -115,7 +115,7 @@ class TestSchema:
             )
         await conn.close()
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (6, 7) and SCHEMA_VERSION == 7
+            assert store.migrated == (6, 7, 8) and SCHEMA_VERSION == 8
             kept = SessionRow(
                 KEY, "main", "sid", "old", 1, 2, archived_at=2, archive_reason="manual"
             )
@@ -142,7 +142,7 @@ class TestSchema:
             await conn.execute("INSERT INTO clawgate_schema SELECT generate_series(1, 6)")
         await conn.close()
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (7,) and SCHEMA_VERSION == 7
+            assert store.migrated == (7, 8) and SCHEMA_VERSION == 8
         conn = await asyncpg.connect(pg_url)
         try:
             await conn.execute("SET enable_seqscan = off")  # as on a table of many sessions
@@ -151,6 +151,31 @@ class TestSchema:
                 assert "messages_by_run" in plan, plan
         finally:
             await conn.close()
+
+    async def test_a_version_7_database_gains_the_call_answer_column_in_place(
+        self, pg_url: str
+    ) -> None:
+        conn = await asyncpg.connect(pg_url)
+        async with conn.transaction():
+            for migration in MIGRATIONS[:7]:
+                await conn.execute(migration)
+            await conn.execute("CREATE TABLE clawgate_schema (version INTEGER NOT NULL)")
+            await conn.execute("INSERT INTO clawgate_schema SELECT generate_series(1, 7)")
+            await conn.execute(
+                "INSERT INTO hook_calls (scope, run_id, session_key, expires_at, ended)"
+                " VALUES ('ws:old', 't0', $1, 9000000000000, TRUE)",
+                KEY,
+            )
+        await conn.close()
+        async with PostgresSessionStore(pg_url) as store:
+            assert store.migrated == (8,) and SCHEMA_VERSION == 8
+            assert await store.claim_call("ws:old", "t1", KEY, 1_000, 600) == ("t0", KEY, True)
+            assert await store.call_answer("ws:old") is None
+            assert await store.claim_call("ws:new", "t2", KEY, 1_000, 600) == ("t2", KEY, False)
+            assert await store.call_answer("ws:new") is None  # not ended: none yet
+            await store.end_call("ws:new", "t2", 9_000_000_000_000, '{"a": 1}')
+            assert await store.claim_call("ws:new", "t3", KEY, 2_000, 600) == ("t2", KEY, True)
+            assert await store.call_answer("ws:new") == '{"a": 1}'
 
     async def test_a_newer_schema_is_refused(self, pg_url: str) -> None:
         async with PostgresSessionStore(pg_url):

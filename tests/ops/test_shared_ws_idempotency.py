@@ -176,6 +176,44 @@ class TestAnAgentRetryOnAnotherProcess:
         assert first[1]["payload"]["result"] == again[1]["payload"]["result"]
 
 
+async def session_id(ws: aiohttp.ClientWebSocketResponse) -> str:
+    [answer] = await call(ws, "sessions.describe", {"key": "agent:main:s1"})
+    return str(answer["payload"]["session"]["sessionId"])
+
+
+class TestAResetRetryOnAnotherProcess:
+    async def test_a_bare_new_is_answered_again_without_a_second_reset(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession
+    ) -> None:
+        a, b = start_gateway("a"), start_gateway("b")
+        on_a, on_b = await connect_ws(http, a.url), await connect_ws(http, b.url)
+        params = {"message": "/new", "sessionKey": "s1", "idempotencyKey": "new-1"}
+        [first] = await call(on_a, "agent", params)
+        assert first["payload"]["status"] == "ok", first
+        reset_to = first["payload"]["result"]["meta"]["agentMeta"]["sessionId"]
+        [again] = await call(on_b, "agent", params)
+        assert again["payload"] == first["payload"]
+        assert await session_id(on_b) == reset_to
+        [waited] = await call(on_b, "agent.wait", {"runId": "new-1", "timeoutMs": 20_000})
+        assert waited["payload"]["status"] == "ok", waited
+
+    async def test_a_reset_with_text_resets_once_and_runs_its_turn_once(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_url: str
+    ) -> None:
+        a, b = start_gateway("a"), start_gateway("b")
+        on_a, on_b = await connect_ws(http, a.url), await connect_ws(http, b.url)
+        params = {"message": f"/reset {LONG}", "sessionKey": "s1", "idempotencyKey": "reset-1"}
+        await on_a.send_json({"type": "req", "id": "first", "method": "agent", "params": params})
+        await frames_until(on_a, lambda f: f.get("id") == "first")  # accepted
+        reset_to = await session_id(on_a)
+        [again] = await call(on_b, "agent", params)
+        assert again["error"]["details"]["status"] == "in_flight", again
+        assert await session_id(on_b) == reset_to
+        final = (await frames_until(on_a, lambda f: f.get("id") == "first"))[-1]
+        assert final["payload"]["status"] == "ok", final
+        assert await user_messages(pg_url, "agent:main:s1") == [LONG]
+
+
 class TestAKeyOfAnyCharacters:
     async def test_is_claimed_across_processes_like_any_other(
         self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_url: str

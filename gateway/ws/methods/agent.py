@@ -14,7 +14,16 @@ from agents.events import LifecyclePhase, RunEvent
 from agents.keys import SESSION_KEY_MAX, parse_session_key
 from agents.runs import AgentRun, RunOutcome, RunStatus, TurnRequest
 from gateway.ws import protocol
-from gateway.ws.claims import ClaimedElsewhere, start_once, starting, wait_for_start
+from gateway.ws.claims import (
+    ClaimedElsewhere,
+    ResetElsewhere,
+    claim_reset,
+    end_reset,
+    release_reset,
+    start_once,
+    starting,
+    wait_for_start,
+)
 from gateway.ws.connection import now_ms
 from gateway.ws.dispatch import CallContext, MethodRegistry
 from gateway.ws.methods.chat import (
@@ -224,6 +233,54 @@ def run_elsewhere(run_id: str, claim: ClaimedElsewhere) -> WsError:
     return WsError(UNAVAILABLE, message, details=details)
 
 
+MSG_RESET_ELSEWHERE = (
+    "the reset of this idempotency key is being done by another gateway process; retry"
+)
+
+
+async def reset_claimed(
+    ctx: CallContext, run_id: str, key: str, claim: str | None, command: str, text: str
+) -> dict[str, Any] | None:
+    """The session of `key` reset, and the reset's claim (`claim_reset`) ended or given up
+    with it: one task, finished even if the call is cancelled, so the claim never says
+    "not done" of a reset that was. A bare `/new`'s answer facts (None with a `text`)."""
+    try:
+        info = await ctx.registry.reset(key)
+    except Exception:
+        await release_reset(ctx.ws, run_id, claim)
+        raise
+    facts = None if text else {"sessionId": info.session_id, "command": command, "at": now_ms()}
+    await end_reset(ctx.ws, run_id, claim, facts)
+    return facts
+
+
+async def reset_done_elsewhere(
+    ctx: CallContext, run_id: str, key: str, claim: ResetElsewhere, command: str, bare: bool
+) -> dict[str, Any] | None:
+    """A retried `/new` or `/reset [text]` whose reset another process claimed: a bare one's
+    answer rebuilt from the facts that process kept (no second reset); None when the reset
+    is done and the turn's text is to run here, without resetting; UNAVAILABLE (retryable)
+    while that process has not done it (its claim's lease runs out if it died)."""
+    if not claim.done:
+        details = {"runId": run_id, "sessionKey": key, "status": "in_flight"}
+        raise WsError(UNAVAILABLE, MSG_RESET_ELSEWHERE, details=details, retryable=True)
+    if not bare:
+        return None
+    facts = claim.answer or {}
+    session_id, at = facts.get("sessionId"), facts.get("at")
+    if isinstance(stored := facts.get("command"), str) and stored in ("new", "reset"):
+        command = stored  # the first call's
+    if not (isinstance(session_id, str) and type(at) is int):
+        # No facts of the first call's (it ended its claim without, as a `/reset <text>`
+        # does): its reset is done all the same; the session's id now, answered now.
+        info = await ctx.registry.get_session(key)
+        session_id, at = info.session_id if info is not None else "", now_ms()
+    answer = reset_answer(run_id, command, session_id)
+    ctx.ws.idempotency.put(run_id, IdempotentCall.answered(answer, at))
+    ctx.ws.fanout.answered_without_run(run_id)
+    return answer
+
+
 def register(methods: MethodRegistry) -> None:
     @methods.method("agent", params=AgentParams.parse, scope=WRITE)
     async def agent(ctx: CallContext, params: AgentParams) -> Any:
@@ -283,14 +340,25 @@ def register(methods: MethodRegistry) -> None:
                 # A duplicate sent meanwhile waits (wait_for_start above), then finds this
                 # call's answer, mark or run under the key: the session is reset once. With a
                 # text, no await comes between the mark and start_once's, or the run's entry.
+                # A shared store: the reset is claimed first (claims.claim_reset), so a retry
+                # on another process does not reset again either.
                 with starting(ctx.ws, run_id):
-                    info = await ctx.to_the_end(registry.reset(key))
-                    if not message:
-                        answer = reset_answer(run_id, reset.group(1).lower(), info.session_id)
-                        at = now_ms()
-                        ctx.ws.idempotency.put(run_id, IdempotentCall.answered(answer, at))
-                        ctx.ws.fanout.answered_without_run(run_id)
-                        return answer
+                    claim = await claim_reset(ctx.ws, run_id, key)
+                    command = reset.group(1).lower()
+                    if isinstance(claim, ResetElsewhere):
+                        bare = not message
+                        elsewhere = reset_done_elsewhere(ctx, run_id, key, claim, command, bare)
+                        if (answer := await elsewhere) is not None:
+                            return answer
+                    else:
+                        reset_done_here = reset_claimed(ctx, run_id, key, claim, command, message)
+                        facts = await ctx.to_the_end(reset_done_here)
+                        if facts is not None:
+                            answer = reset_answer(run_id, command, facts["sessionId"])
+                            answered = IdempotentCall.answered(answer, facts["at"])
+                            ctx.ws.idempotency.put(run_id, answered)
+                            ctx.ws.fanout.answered_without_run(run_id)
+                            return answer
                     # Until the run's entry takes over: a retry of a turn refused below (a
                     # full queue, retryable) runs it without resetting the session again.
                     ctx.ws.idempotency.put(run_id, IdempotentCall.after_reset())
