@@ -92,6 +92,21 @@ async def claim_reset(ws: WsState, run_id: str, session_key: str) -> str | Reset
     return ResetElsewhere(done=True, answer=answer if isinstance(answer, dict) else None)
 
 
+async def reset_answered_at(ws: WsState, run_id: str) -> int | None:
+    """When another process sharing the store answered a bare `/new` or `/reset` of key
+    `run_id` (`end_reset`'s facts), for `agent.wait`; None: none did (or one process)."""
+    store = ws.gateway.store
+    if store is None or not store.shared:
+        return None
+    facts = await store.call_answer(scope(run_id, RESET_SCOPE_PREFIX))
+    try:
+        answer = json.loads(facts) if facts is not None else None
+    except ValueError:
+        return None
+    at = answer.get("at") if isinstance(answer, dict) else None
+    return at if type(at) is int else None
+
+
 async def end_reset(
     ws: WsState, run_id: str, token: str | None, answer: dict[str, Any] | None
 ) -> None:

@@ -197,6 +197,19 @@ class TestAResetRetryOnAnotherProcess:
         [waited] = await call(on_b, "agent.wait", {"runId": "new-1", "timeoutMs": 20_000})
         assert waited["payload"]["status"] == "ok", waited
 
+    async def test_agent_wait_for_a_bare_new_answers_ok_without_a_retry_there(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession
+    ) -> None:
+        a, b = start_gateway("a"), start_gateway("b")
+        on_a, on_b = await connect_ws(http, a.url), await connect_ws(http, b.url)
+        params = {"message": "/new", "sessionKey": "s1", "idempotencyKey": "new-2"}
+        [first] = await call(on_a, "agent", params)
+        assert first["payload"]["status"] == "ok", first
+        [here] = await call(on_a, "agent.wait", {"runId": "new-2", "timeoutMs": 20_000})
+        [there] = await call(on_b, "agent.wait", {"runId": "new-2", "timeoutMs": 5_000})
+        assert there["payload"] == here["payload"]
+        assert there["payload"]["status"] == "ok", there
+
     async def test_a_reset_with_text_resets_once_and_runs_its_turn_once(
         self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_url: str
     ) -> None:

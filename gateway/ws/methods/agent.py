@@ -20,6 +20,7 @@ from gateway.ws.claims import (
     claim_reset,
     end_reset,
     release_reset,
+    reset_answered_at,
     start_once,
     starting,
     wait_for_start,
@@ -393,6 +394,9 @@ def register(methods: MethodRegistry) -> None:
         run = registry.run(params.run_id)
         if run is None and (answered := answered_without_run(ctx, params.run_id)) is not None:
             return answered
+        if run is None and (at := await reset_answered_at(ctx.ws, params.run_id)) is not None:
+            # A bare `/new` answered by another process sharing the store: as one of ours.
+            return {"runId": params.run_id, "status": "ok", "endedAt": at}
         if run is None:
             # Not submitted yet: its first event announces it (or a bare `/new` answers under
             # its id). Or it runs on another process (a shared store): its events, the only
