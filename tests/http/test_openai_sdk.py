@@ -251,9 +251,8 @@ class TestFieldsReadAndIgnored:
                 prompt_cache_key="cache",
                 safety_identifier="someone",
                 prediction={"type": "content", "content": "Hello"},
-                verbosity="low",
                 web_search_options={"search_context_size": "low"},
-                modalities=["text", "audio"],
+                modalities=["text"],
                 audio={"voice": "alloy", "format": "wav"},
                 user="alice",
                 extra_body={"top_k": 5, "chat_template_kwargs": {"enable_thinking": False}},
@@ -262,6 +261,29 @@ class TestFieldsReadAndIgnored:
         assert completion.choices[0].message.audio is None
         sent = upstream.last.body
         assert set(sent) == {"model", "messages", "stream", "stream_options"}
+
+    async def test_verbosity_goes_on_and_audio_output_is_refused(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        client = await gateway(fake_provider(upstream))
+        url = str(client.server.make_url("/v1"))
+        async with AsyncOpenAI(base_url=url, api_key=TOKEN, max_retries=0) as sdk:
+            await sdk.chat.completions.create(model="openclaw", messages=HELLO, verbosity="low")
+            assert upstream.last.body["verbosity"] == "low"
+            with pytest.raises(openai.BadRequestError) as caught:
+                await sdk.chat.completions.create(
+                    model="openclaw",
+                    messages=HELLO,
+                    modalities=["text", "audio"],
+                    audio={"voice": "alloy", "format": "wav"},
+                )
+        assert caught.value.body == {
+            "message": "Audio output is not supported: `modalities` may only ask for text.",
+            "type": "invalid_request_error",
+            "param": "modalities",
+            "code": "unsupported_parameter",
+        }
+        assert len(upstream.requests) == 1
 
 
 class TestSeed:
