@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
@@ -810,8 +811,9 @@ def test_a_killed_supervisors_temp_dir_is_removed_at_the_next_start_and_a_live_o
     """A SIGKILLed supervisor (an OOM kill, `systemctl kill -s KILL`) removed nothing: its
     dir with the config copy stayed in /tmp until systemd-tmpfiles aged it, one more at each
     such death. The next supervisor removes those of dead supervisors, of this user alone."""
-    temp = tmp_path / "tmp"
-    temp.mkdir()
+    # Short, as a real TMPDIR is: a worker's notify socket is made in it, and a socket's path
+    # holds 107 bytes, which tmp_path's can use up (a parallel run's is longer).
+    temp = Path(tempfile.mkdtemp(prefix="cgw-"))
     config = tmp_path / "c.json5"
     config.write_text(shared_config(database, 5))
     env = clean_env(tmp_path / "home", {"CLAWGATE_DB_PASSWORD": PASSWORD, "TMPDIR": str(temp)})
@@ -854,3 +856,4 @@ def test_a_killed_supervisors_temp_dir_is_removed_at_the_next_start_and_a_live_o
     finally:
         for process in started:
             process.stop()
+        shutil.rmtree(temp, ignore_errors=True)
