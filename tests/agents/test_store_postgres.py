@@ -506,17 +506,19 @@ class TestAConnectionCutMidTransaction:
         await store.create(KEY, "main", 100)
         admin = await asyncpg.connect(pg_url)
         try:
-            async with admin.transaction():
-                await admin.execute("SELECT 1 FROM sessions WHERE key = $1 FOR UPDATE", KEY)
-                reset = asyncio.create_task(store.reset(KEY, "main", 200))
-                async with asyncio.timeout(5):
-                    while not await admin.fetchval(
-                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                        " WHERE wait_event_type = 'Lock' AND datname = current_database()"
-                    ):
-                        await asyncio.sleep(0.02)
-                with capture_logs() as logs, pytest.raises(StoreUnavailable) as caught:
-                    await asyncio.wait_for(reset, 5)
+            with capture_logs() as logs:
+                async with admin.transaction():
+                    await admin.execute("SELECT 1 FROM sessions WHERE key = $1 FOR UPDATE", KEY)
+                    reset = asyncio.create_task(store.reset(KEY, "main", 200))
+                    async with asyncio.timeout(5):
+                        while not await admin.fetchval(
+                            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                        ):
+                            await asyncio.sleep(0.02)
+                    # The write may fail, and log it, before the loop above is back.
+                    with pytest.raises(StoreUnavailable) as caught:
+                        await asyncio.wait_for(reset, 5)
         finally:
             await admin.close()
         assert "terminating connection due to administrator command" in str(caught.value)
