@@ -526,9 +526,12 @@ class TestStreaming:
         ] == [TextDelta("héllo")]
 
     async def test_idle_timeout_is_between_reads_not_total(
-        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+        self, http: UpstreamClient, anthropic_upstream: FakeAnthropic
     ) -> None:
-        anthropic_upstream.script(Stream(tuple("abcdef"), delay=0.15))
+        # 5 gaps of 0.25 s: 1.25 s in total, longer than the 1 s idle timeout (each gap a
+        # quarter of it: a loaded host may stretch a gap, not four times).
+        provider = AnthropicMessagesProvider(http, Timeouts(connect=1, idle=1))
+        anthropic_upstream.script(Stream(tuple("abcdef"), delay=0.25))
         got = await collect(provider, anthropic_upstream)
         assert "".join(e.text for e in got if isinstance(e, TextDelta)) == "abcdef"
 

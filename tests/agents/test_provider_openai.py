@@ -495,10 +495,12 @@ class TestStreaming:
         assert await collect(provider, openai_upstream) == [TextDelta("hi"), Finish("stop")]
 
     async def test_idle_timeout_is_between_reads_not_total(
-        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+        self, http: UpstreamClient, openai_upstream: FakeOpenAI
     ) -> None:
-        # 5 gaps of 0.15 s: 0.75 s in total, longer than the 0.3 s idle timeout.
-        openai_upstream.script(Stream(tuple("abcdef"), delay=0.15))
+        # 5 gaps of 0.25 s: 1.25 s in total, longer than the 1 s idle timeout (each gap a
+        # quarter of it: a loaded host may stretch a gap, not four times).
+        provider = OpenAICompletionsProvider(http, Timeouts(connect=1, idle=1))
+        openai_upstream.script(Stream(tuple("abcdef"), delay=0.25))
         events = await collect(provider, openai_upstream)
         assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "abcdef"
 
