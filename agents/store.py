@@ -2,9 +2,10 @@
 
 One dedicated thread owns the connection that writes; every call is a job on that thread,
 queued from the event loop, so the loop never blocks on SQLite and jobs run in submission
-order. The reads that scan a table (`list`, `count`, `usage_by_day`: any operator.read client
-may ask for them at will) are jobs on a second thread with a read-only connection of its own,
-so a turn's commit never waits behind one; in WAL mode they read the last commit meanwhile.
+order. The reads that scan a table (`list`, `count`, `usage_by_day`, `usage_by_session`: any
+operator.read client may ask for them at will) are jobs on a second thread with a read-only
+connection of its own, so a turn's commit never waits behind one; in WAL mode they read the
+last commit meanwhile.
 A turn is written as one unit (`append_turn`): both messages and the session row update are
 durable together or not at all.
 
@@ -41,7 +42,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -743,6 +744,51 @@ class DailyUsage:
     input_tokens: int
     output_tokens: int
     turns: int  # assistant messages (aborted and failed turns included)
+
+
+@attrs.frozen
+class SessionUsage:
+    """One transcript's messages on one day with one model (`sessions.usage`): the day is a
+    number of days since 1970-01-01 in the caller's UTC offset. User and tool-result messages
+    have no model."""
+
+    key: str
+    agent_id: str
+    session_id: str
+    day: int
+    provider: str | None
+    model: str | None
+    input_tokens: int
+    output_tokens: int
+    user: int  # user messages
+    assistant: int  # assistant messages
+    tool_results: int
+    errors: int  # failed tool results and assistant messages that ended in an error or abort
+    first: int  # Unix ms of the first and last of these messages
+    last: int
+
+
+# `sessions.usage`'s day of a message: whole days of its timestamp plus the caller's UTC
+# offset, counted from one day earlier so that the dividend is never negative (SQLite and
+# PostgreSQL both round an integer division towards zero), and the day taken back.
+SESSION_USAGE_COLUMNS = (
+    "t.key, t.agent_id, t.session_id, (m.timestamp + {offset} + 86400000) / 86400000 - 1 AS day,"
+    " m.provider, m.model, {inp}, {out}, SUM((m.role = 'user'){int}),"
+    " SUM((m.role = 'assistant'){int}), SUM((m.role = 'toolResult'){int}),"
+    " SUM(((m.role = 'toolResult' AND m.is_error {true}) OR (m.role = 'assistant' AND"
+    " (m.aborted {true} OR m.stop_reason IN ('error', 'aborted', 'timeout')))){int}),"
+    " MIN(m.timestamp), MAX(m.timestamp)"
+)
+SESSION_USAGE_GROUP = " GROUP BY t.session_id, t.key, t.agent_id, day, m.provider, m.model"
+
+
+def _session_usage(row: Sequence[Any]) -> SessionUsage:
+    key, agent, sid, day, provider, model, inp, out, *counts, first, last = row
+    user, assistant, tools, errors = (int(n or 0) for n in counts)
+    return SessionUsage(
+        key, agent, sid, int(day), provider, model, int(inp or 0), int(out or 0),
+        user, assistant, tools, errors, int(first), int(last),
+    )  # fmt: skip
 
 
 def _still_session(db: sqlite3.Connection, key: str, session_id: str) -> None:
@@ -1660,6 +1706,51 @@ class SessionStore:
         return [
             DailyUsage(day, agent, int(inp), int(out), int(n)) for day, agent, inp, out, n in rows
         ]
+
+    async def usage_by_session(
+        self,
+        start: int,
+        end: int,
+        offset_ms: int,
+        *,
+        agent_id: str | None = None,
+        key: str | None = None,
+    ) -> builtins.list[SessionUsage]:
+        """The messages stored from `start` through `end` (Unix ms), by transcript, day (in
+        the UTC offset `offset_ms`) and model (`sessions.usage`). Transcripts that were
+        deleted no longer count; archived ones (a reset) still do."""
+        return await self._scan(self._usage_by_session, start, end, offset_ms, agent_id, key)
+
+    def _usage_by_session(
+        self, start: int, end: int, offset_ms: int, agent_id: str | None, key: str | None
+    ) -> builtins.list[SessionUsage]:
+        # A scan of the window's messages, as `usage_by_day`'s.
+        where = "m.timestamp >= ? AND m.timestamp <= ?"
+        args: builtins.list[Any] = [int(offset_ms), start, end]
+        if agent_id is not None:
+            where += " AND t.agent_id = ?"
+            args.append(agent_id.lower())
+        if key is not None:
+            where += " AND t.key = ?"
+            args.append(key)
+        columns = SESSION_USAGE_COLUMNS.format(
+            offset="?",
+            # TOTAL, not SUM: SUM raises on a sum beyond 64 bits, TOTAL is a float.
+            inp="TOTAL(json_extract(m.usage, '$.input'))",
+            out="TOTAL(json_extract(m.usage, '$.output'))",
+            int="",
+            true="= 1",
+        )
+        rows = (
+            self._scan_conn()
+            .execute(
+                f"SELECT {columns} FROM messages m JOIN transcripts t"
+                f" ON t.session_id = m.session_id WHERE {where}{SESSION_USAGE_GROUP}",
+                args,
+            )
+            .fetchall()
+        )
+        return [_session_usage(row) for row in rows]
 
     async def patch_label(
         self, key: str, agent_id: str, label: str | None, now: int, *, session_id: str | None = None

@@ -56,18 +56,22 @@ from agents.store import (
     _MESSAGE_ROW_BYTES,
     _SESSION_ROW_BYTES,
     PRUNE_BATCH,
+    SESSION_USAGE_COLUMNS,
+    SESSION_USAGE_GROUP,
     SQL_NOT_REFUSED,
     SQL_USER_NOT_REFUSED,
     DailyUsage,
     History,
     SessionPage,
     SessionRow,
+    SessionUsage,
     StoredMessage,
     StoredResponse,
     TurnChain,
     TurnRecord,
     _message,
     _session_row,
+    _session_usage,
     _sql_int,
     active_since,
     history_span,
@@ -1080,6 +1084,41 @@ class PostgresSessionStore:
         return [
             DailyUsage(day, agent, int(inp), int(out), int(n)) for day, agent, inp, out, n in rows
         ]
+
+    async def usage_by_session(
+        self,
+        start: int,
+        end: int,
+        offset_ms: int,
+        *,
+        agent_id: str | None = None,
+        key: str | None = None,
+    ) -> builtins.list[SessionUsage]:
+        """As the SQLite store's: the window's messages by transcript, day and model."""
+        where = "m.timestamp >= $2 AND m.timestamp <= $3"
+        args: builtins.list[Any] = [int(offset_ms), start, end]
+        if agent_id is not None:
+            args.append(_storable(agent_id.lower()))
+            where += f" AND t.agent_id = ${len(args)}"
+        if key is not None:
+            args.append(_storable(key))
+            where += f" AND t.key = ${len(args)}"
+        columns = SESSION_USAGE_COLUMNS.format(
+            offset="$1::bigint",
+            # numeric sums: a sum beyond 64 bits is a number, not an error.
+            inp="SUM((m.usage::jsonb ->> 'input')::numeric)",
+            out="SUM((m.usage::jsonb ->> 'output')::numeric)",
+            int="::int",
+            true="",
+        )
+        rows = await self._scan(
+            lambda c: c.fetch(
+                f"SELECT {columns} FROM messages m JOIN transcripts t"
+                f" ON t.session_id = m.session_id WHERE {where}{SESSION_USAGE_GROUP}",
+                *args,
+            )
+        )
+        return [_session_usage(tuple(row)) for row in rows]
 
     async def patch_label(
         self, key: str, agent_id: str, label: str | None, now: int, *, session_id: str | None = None

@@ -19,6 +19,7 @@ from agents.store import (
     History,
     SessionPage,
     SessionRow,
+    SessionUsage,
     StoredMessage,
     StoredResponse,
     TurnChain,
@@ -139,6 +140,16 @@ class Store(Protocol):
     async def usage_by_day(
         self, since: int, agent_id: str | None = None
     ) -> builtins.list[DailyUsage]: ...
+
+    async def usage_by_session(
+        self,
+        start: int,
+        end: int,
+        offset_ms: int,
+        *,
+        agent_id: str | None = None,
+        key: str | None = None,
+    ) -> builtins.list[SessionUsage]: ...
 
     async def patch_label(
         self, key: str, agent_id: str, label: str | None, now: int, *, session_id: str | None = None

@@ -25,7 +25,7 @@ from gateway.ws.connection import AnswerBudget, Connection, now_ms
 from gateway.ws.events import EventFanout
 from gateway.ws.health import HealthCache
 from gateway.ws.presence import PresenceBook, PresenceFanout
-from gateway.ws.usage import UsageCache
+from gateway.ws.usage import SessionUsageScans, UsageCache
 
 T = TypeVar("T")
 
@@ -229,6 +229,7 @@ class WsState:
     status: SharedRead[dict[str, Any]] = attrs.field(factory=SharedRead)
     stored_sessions: SharedRead[int] = attrs.field(factory=SharedRead)  # `system.info`'s
     usage: UsageCache = attrs.field(factory=UsageCache)
+    session_usage: SessionUsageScans = attrs.field(factory=SessionUsageScans)
     config_file: ConfigFileCache = attrs.field(factory=ConfigFileCache)
     running_config: RunningConfigView = attrs.field(factory=RunningConfigView)
     idempotency: IdempotencyCache = attrs.field(factory=IdempotencyCache)

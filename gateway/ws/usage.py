@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from agents.store import DailyUsage
+from agents.store import DailyUsage, SessionUsage
 from agents.store_protocol import Store
 from gateway.ws.connection import now_ms
 
@@ -96,3 +96,41 @@ class UsageCache:
             return rows, scanned_at
         finally:
             self._scan = None
+
+
+@attrs.define
+class SessionUsageScans:
+    """`sessions.usage`'s store scans (`usage_by_session`): one at a time in the process, so
+    that they wait here for each other, not in the store's scan thread or connections, where
+    `sessions.list` and the health snapshot would wait behind them. The calls for one window
+    asked at once share a scan: one that began after a call was made answers it (as
+    `SharedRead`). Only the last scan's rows are kept."""
+
+    scans: int = 0  # scans run
+    _lock: asyncio.Lock = attrs.field(factory=asyncio.Lock)
+    _window: tuple[Any, ...] | None = None
+    _started_at: float = -math.inf  # time.monotonic() when the last scan began
+    _rows: list[SessionUsage] = attrs.field(factory=list)
+
+    async def rows(
+        self,
+        store: Store,
+        start: int,
+        end: int,
+        offset_ms: int,
+        *,
+        agent_id: str | None,
+        key: str | None,
+    ) -> list[SessionUsage]:
+        asked = time.monotonic()
+        window = (start, end, offset_ms, agent_id, key)
+        async with self._lock:
+            if self._window != window or self._started_at < asked:
+                started = time.monotonic()
+                self._window = None  # a failed scan answers nobody
+                self._rows = await store.usage_by_session(
+                    start, end, offset_ms, agent_id=agent_id, key=key
+                )
+                self.scans += 1
+                self._window, self._started_at = window, started
+            return self._rows

@@ -49,6 +49,7 @@ from agents.store import (
     DailyUsage,
     SessionRow,
     SessionStore,
+    SessionUsage,
     StoredMessage,
     StoredResponse,
     TurnRecord,
@@ -1523,6 +1524,72 @@ class TestCommitTiming:
             assert failures[0]["exc_info"]
         finally:
             await asyncio.wait_for(store.aclose(), 5)
+
+
+class TestUsageBySession:
+    """`sessions.usage`'s rows: a window's messages by transcript, day (in an offset) and
+    model."""
+
+    async def test_rows_by_transcript_day_and_model_in_the_callers_offset(
+        self, store: SessionStore
+    ) -> None:
+        main, _ = await store.create(KEY, "main", 1)
+        ops, _ = await store.create("agent:ops:s1", "ops", 1)
+        # A turn at 23:00 UTC on 1970-01-01 is on 1970-01-02 at UTC+2.
+        late = DAY - 3600_000
+        await store.append_turn(turn(main, "r1", user_timestamp=late, assistant_timestamp=late + 9))
+        await store.append_turn(
+            turn(ops, "r2", user_timestamp=5, assistant_timestamp=7, stop_reason="error")
+        )
+        rows = await store.usage_by_session(0, 2 * DAY, 2 * 3600_000)
+        assert sorted(rows, key=lambda r: (r.key, r.provider or "")) == [
+            SessionUsage(KEY, "main", main.session_id, 1, None, None, 0, 0, 1, 0, 0, 0, late, late),
+            SessionUsage(
+                KEY, "main", main.session_id, 1, "echo", "echo", 2, 4, 0, 1, 0, 0, late + 9,
+                late + 9,
+            ),
+            SessionUsage(
+                "agent:ops:s1", "ops", ops.session_id, 0, None, None, 0, 0, 1, 0, 0, 0, 5, 5
+            ),
+            SessionUsage(
+                "agent:ops:s1", "ops", ops.session_id, 0, "echo", "echo", 2, 4, 0, 1, 0, 1, 7, 7
+            ),
+        ]  # fmt: skip
+        # At UTC-12 the early turn is on the day before the epoch's.
+        west = await store.usage_by_session(0, 2 * DAY, -12 * 3600_000, key="agent:ops:s1")
+        assert {r.day for r in west} == {-1}
+
+    async def test_one_agent_or_key_within_the_window(self, store: SessionStore) -> None:
+        main, _ = await store.create(KEY, "main", 1)
+        other, _ = await store.create("agent:main:s2", "main", 1)
+        ops, _ = await store.create("agent:ops:s1", "ops", 1)
+        await store.append_turn(turn(main, "r1", user_timestamp=DAY, assistant_timestamp=DAY))
+        await store.append_turn(turn(other, "r2"))
+        await store.append_turn(turn(ops, "r3", user_timestamp=DAY, assistant_timestamp=DAY))
+        rows = await store.usage_by_session(DAY, 2 * DAY, 0, agent_id="MAIN")
+        assert {(r.key, r.day) for r in rows} == {(KEY, 1)}
+        rows = await store.usage_by_session(0, 2 * DAY, 0, key="agent:main:s2")
+        assert {r.key for r in rows} == {"agent:main:s2"}
+        assert await store.usage_by_session(0, DAY - 1, 0, agent_id="ops") == []
+
+    async def test_a_deleted_session_no_longer_counts_and_a_reset_one_does(
+        self, store: SessionStore
+    ) -> None:
+        kept, _ = await store.create(KEY, "main", 1)
+        gone, _ = await store.create("agent:main:s2", "main", 1)
+        await store.append_turn(turn(kept))
+        await store.append_turn(turn(gone))
+        await store.reset(kept.key, "main", 2000)
+        await store.delete(gone.key, 2000)
+        rows = await store.usage_by_session(0, DAY, 0)
+        assert {(r.key, r.session_id) for r in rows} == {(KEY, kept.session_id)}
+
+    async def test_a_sum_beyond_64_bits_is_a_number_not_an_error(self, store: SessionStore) -> None:
+        row, _ = await store.create(KEY, "main", 1)
+        await store.append_turn(turn(row, "r1", input_tokens=2**62))
+        await store.append_turn(turn(row, "r2", input_tokens=2**62))
+        rows = await store.usage_by_session(0, DAY, 0)
+        assert [r.input_tokens for r in rows if r.model] == [2**63]
 
 
 class TestUsageByDay:

@@ -57,8 +57,8 @@ EMPTY = {
     "worktrees.list",
 }
 # OpenClaw features its pages ask for that clawgate does not answer yet (README: OpenClaw's
-# Control UI): the page says so where the feature's numbers would be.
-NOT_YET = {"sessions.usage"}
+# Control UI): the page would say so where the feature's numbers would be.
+NOT_YET: set[str] = set()
 
 
 @pytest.fixture(scope="module")
@@ -186,8 +186,10 @@ def test_the_other_pages_open(ui: Page, gateway: GatewayProcess) -> None:
     """Pages the flows above do not visit: what they ask for is answered (or is one of
     NOT_YET), and nothing goes to the console."""
     ui.driver.get(f"{gateway.url}/#token={TOKEN}")
-    composer(ui)
+    field = composer(ui)
     ui.until(lambda: "Connected" in body_text(ui), "the connected state")
+    field.send_keys("usage of one turn\n")
+    ui.until(lambda: "] usage of one turn" in body_text(ui), "the echo's answer")
 
     ui.driver.get(f"{gateway.url}/logs")
     ui.until(lambda: ui.driver.title.startswith("Logs"), "the logs view")
@@ -203,10 +205,23 @@ def test_the_other_pages_open(ui: Page, gateway: GatewayProcess) -> None:
         lambda: answered(gateway, "usage.status") and answered(gateway, "sessions.usage"),
         "the usage asked for",
     )
+    # The turns' usage (it said `unknown method: sessions.usage`), this one's among them: the
+    # echo agent counts a word a token, 6 out ("[turn N] usage of one turn").
+    usage = call(gateway, "sessions.usage", {"agentScope": "all", "groupBy": "family"})
+    totals, messages = usage["totals"], usage["aggregates"]["messages"]
+    assert totals["output"] >= 6 and messages["assistant"] >= 1, usage
+    counts = f"{messages['user']} user · {messages['assistant']} assistant"
+    ui.until(lambda: counts in body_text(ui), "the turns' messages")
+    text = body_text(ui)
+    assert f"Input {totals['input']}" in text and f"Output {totals['output']}" in text, text
+    assert f"{len(usage['sessions'])} sessions in range" in text
 
     ui.driver.get(f"{gateway.url}/model-providers")
     ui.until(lambda: ui.driver.title.startswith("Models"), "the models view")
     ui.until(lambda: "Credentials for main" in body_text(ui), "the provider access")
+    # Its usage and cost by provider: the turns' tokens, at no known price.
+    spend = f"{totals['totalTokens']} tokens · {messages['assistant']} messages"
+    ui.until(lambda: spend in body_text(ui), "the session spend")
 
     # The Channels and Worktrees pages show none (they said `unknown method`).
     ui.driver.get(f"{gateway.url}/channels")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime as dt
 import json
 import os
 import re
@@ -566,6 +567,12 @@ session_key = weighted(
     (2, odd_text),
 )
 small = st.integers(-1, 1200) | st.floats(-1, 1200)
+# `sessions.usage`'s dates: any day from year 1 to 9999, impossible ones, text that is none.
+usage_dates = weighted(
+    (3, st.dates().map(dt.date.isoformat)),
+    (1, st.sampled_from(["2026-02-30", "0000-01-01", "2026-1-1", " 2026-01-01 "])),
+    (1, odd_text),
+)
 idempotency = weighted((2, st.uuids().map(str)), (1, nonempty_text))
 PARAMS: dict[str, st.SearchStrategy[Any]] = {
     "health": st.fixed_dictionaries({}, optional={"probe": often(st.booleans())}),
@@ -665,6 +672,27 @@ PARAMS: dict[str, st.SearchStrategy[Any]] = {
         optional={
             "days": often(st.integers(-1, 400) | st.floats(-1, 400)),
             "agentId": often(st.just("main") | odd_text),
+        },
+    ),
+    "sessions.usage": st.fixed_dictionaries(
+        {},
+        optional={
+            "key": often(session_key),
+            "agentId": often(st.just("main") | odd_text),
+            "agentScope": often(st.just("all") | odd_text),
+            "creatorKey": often(st.just('["unknown"]') | odd_text),
+            # Real dates and impossible ones, years apart, and text that is no date.
+            "startDate": often(usage_dates),
+            "endDate": often(usage_dates),
+            "mode": often(st.sampled_from(["utc", "gateway", "specific"]) | odd_text),
+            "timeZone": often(st.sampled_from(["Asia/Tokyo", "UTC", "../etc", ""]) | odd_text),
+            "utcOffset": often(st.sampled_from(["UTC+5:30", "UTC-12", "UTC+99"]) | odd_text),
+            "range": often(st.sampled_from(["7d", "1y", "all"]) | odd_text),
+            "days": often(st.integers(-1, 400) | st.floats(-1, 1e9)),
+            "groupBy": often(st.sampled_from(["instance", "family"]) | odd_text),
+            "limit": often(st.integers(-1, 2000)),
+            "includeHistorical": often(st.booleans()),
+            "includeContextWeight": often(st.booleans()),
         },
     ),
     "chat.subscribe": st.fixed_dictionaries({"sessionKey": often(session_key)}),
@@ -800,6 +828,24 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     "usage": {"days": 7, "agentId": "main"},
     "usage.cost": {"days": 7, "agentId": "", "agentScope": "all"},  # "" is no agent
     "usage.status": {},
+    # `agentScope: "all"` goes without `key` and `agentId`: a walk's value here.
+    "sessions.usage": {
+        "key": KEY,
+        "agentId": "main",
+        "agentScope": None,
+        "creatorKey": '["unknown"]',
+        "startDate": "2026-01-01",
+        "endDate": "2026-01-31",
+        "mode": "specific",
+        "timeZone": "Europe/Berlin",
+        "utcOffset": "UTC+1",
+        "range": "30d",
+        "days": 30,
+        "groupBy": "family",
+        "includeHistorical": False,
+        "limit": 10,
+        "includeContextWeight": True,
+    },
     "themes.list": {},
     "worktrees.list": {},
     "channels.pairing.list": {"channel": "telegram", "accountId": "default"},

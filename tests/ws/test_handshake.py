@@ -482,6 +482,7 @@ class TestHelloOk:
                     "sessions.messages.unsubscribe",
                     "chat.startup",
                     "themes.list",
+                    "sessions.usage",
                 ],
                 "events": [
                     "connect.challenge",

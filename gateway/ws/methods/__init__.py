@@ -12,6 +12,7 @@ from gateway.ws.methods import (
     config,
     dashboard,
     health,
+    session_usage,
     sessions,
     system,
     themes,
@@ -30,6 +31,7 @@ def register_all(methods: MethodRegistry) -> MethodRegistry:
         dashboard,
         compat,
         themes,
+        session_usage,
     ):
         module.register(methods)
     return methods

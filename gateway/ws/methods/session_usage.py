@@ -1,0 +1,465 @@
+"""`sessions.usage`: OpenClaw's Usage page (and the Models page's usage by provider).
+
+OpenClaw's shape, from what the store keeps of each message (its role, time, model, tokens,
+stop reason): the sessions of the window, newest activity first, each with its usage, and the
+window's totals and aggregates over all of them. clawgate knows no prices: every cost is 0 and
+each assistant message is a `missingCostEntries`, as OpenClaw counts a model it has no price
+for. It keeps no creator, channel, latency, cache tokens or tool names: every session is the
+unknown creator's, and those lists are empty. A tool result stands for the call it answers.
+
+The answer is bounded by what the store holds, not by the window: a window of years (the Usage
+page's "All" asks from 1970-01-01) costs a scan of the messages in it, as `usage` does, and one
+such scan runs at a time (gateway/ws/usage.py). Its lists have an entry per day with messages,
+not per calendar day. Deliberate differences, to bound the answer (OpenClaw reads every
+session file of the window and lists up to `limit` of them, unbounded):
+- `limit` is at most SESSIONS_MAX (what the Usage page asks for), and the sessions listed share
+  a budget of rows (a session's day with one model is a row): past it, fewer sessions are
+  listed (the first always is), while the totals and aggregates still count every session.
+- A day is cut at one UTC offset: the time zone's offset now (OpenClaw follows its daylight
+  saving changes through the window).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import zoneinfo
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+
+from agents.errors import UnknownAgent
+from agents.keys import SESSION_KEY_MAX, parse_session_key
+from agents.store import SessionUsage
+from gateway.ws.connection import now_ms
+from gateway.ws.dispatch import CallContext, MethodRegistry
+from gateway.ws.methods.sessions import resolve_key_of_agent
+from gateway.ws.protocol import READ, ParamReader, ParamsError
+
+DAY_MS = 86_400_000
+SESSIONS_MAX = 1000
+SESSIONS_DEFAULT = 50  # OpenClaw's
+# Rows (a session's day with one model) of the sessions listed: each is a few hundred bytes
+# of JSON in the session's daily lists, so the answer stays within a few MiB.
+LISTED_ROWS_MAX = 10_000
+UNKNOWN_CREATOR = '["unknown"]'  # OpenClaw's UNKNOWN_USAGE_CREATOR_KEY
+TIME_ZONE_MAX = 100
+CREATOR_KEY_MAX = 1000
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_UTC_OFFSET = re.compile(r"UTC([+-])(\d{1,2})(?::([0-5]\d))?")
+_RANGES = {"7d": 7, "30d": 30, "90d": 90, "1y": 365}
+DAYS_MAX = 36_600  # OpenClaw's MAX_USAGE_DAYS
+_EPOCH = dt.date(1970, 1, 1).toordinal()
+
+
+def _choice(r: ParamReader, key: str, choices: Iterable[str]) -> str | None:
+    value = r.string(key)
+    if value is not None and value not in choices:
+        raise r.fail(key, "must be one of " + ", ".join(f'"{c}"' for c in choices))
+    return value
+
+
+def _day(r: ParamReader, key: str) -> int | None:
+    """A `YYYY-MM-DD` calendar date, as days since 1970-01-01."""
+    raw = r.string(key)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        if not _DATE.fullmatch(raw.strip()):
+            raise ValueError(raw)
+        return dt.date.fromisoformat(raw.strip()).toordinal() - _EPOCH
+    except ValueError:
+        raise ParamsError(f"invalid {key}: expected a valid YYYY-MM-DD calendar date") from None
+
+
+def _utc_offset_minutes(raw: str | None) -> int | None:
+    match = _UTC_OFFSET.fullmatch(raw.strip()) if raw is not None else None
+    if match is None:
+        return None
+    minutes = (1 if match[1] == "+" else -1) * (int(match[2]) * 60 + int(match[3] or 0))
+    return minutes if -720 <= minutes <= 840 else None
+
+
+def _zone_offset_minutes(name: str) -> int | None:
+    try:
+        zone = zoneinfo.ZoneInfo(name.strip())
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        return None
+    offset = dt.datetime.now(zone).utcoffset()
+    return None if offset is None else int(offset.total_seconds() // 60)
+
+
+def _offset_minutes(r: ParamReader) -> int:
+    """The UTC offset the window's days are cut at (OpenClaw's date interpretation)."""
+    mode = _choice(r, "mode", ("utc", "gateway", "specific"))
+    utc_offset = r.string("utcOffset", max_len=16)
+    time_zone = r.string("timeZone", max_len=TIME_ZONE_MAX)
+    if mode == "gateway":
+        offset = dt.datetime.now().astimezone().utcoffset()
+        return 0 if offset is None else int(offset.total_seconds() // 60)
+    if mode != "specific":
+        return 0
+    from_offset = _utc_offset_minutes(utc_offset)
+    if time_zone is not None:
+        zone = _zone_offset_minutes(time_zone) if time_zone.strip() else None
+        if zone is not None:
+            return zone
+        if from_offset is not None:
+            return from_offset
+        raise ParamsError("invalid timeZone: expected a valid IANA time zone")
+    if from_offset is not None:
+        return from_offset
+    if utc_offset is not None and utc_offset.strip():
+        raise ParamsError("invalid utcOffset: expected UTC-12:00 through UTC+14:00")
+    return 0
+
+
+@attrs.frozen
+class SessionsUsageParams:
+    first_day: int  # days since 1970-01-01 in the offset
+    last_day: int
+    offset_minutes: int
+    key: str | None
+    agent_id: str | None
+    all_agents: bool
+    creator_key: str | None
+    family: bool
+    limit: int
+    context_weight: bool
+
+    @classmethod
+    def parse(cls, r: ParamReader) -> SessionsUsageParams:
+        key = r.string("key", non_empty=True, max_len=SESSION_KEY_MAX)
+        agent_id = r.string("agentId", non_empty=True, max_len=64)
+        all_agents = _choice(r, "agentScope", ("all",)) == "all"
+        creator_key = r.string("creatorKey", non_empty=True, max_len=CREATOR_KEY_MAX)
+        group_by = _choice(r, "groupBy", ("instance", "family"))
+        historical = r.boolean("includeHistorical")
+        limit = r.integer("limit", minimum=1, maximum=SESSIONS_MAX)
+        context_weight = r.boolean("includeContextWeight") or False
+        preset = _choice(r, "range", (*_RANGES, "all"))
+        days = r.integer("days", minimum=1, maximum=DAYS_MAX)
+        offset = _offset_minutes(r)
+        first, last = _day(r, "startDate"), _day(r, "endDate")
+        if all_agents and (key is not None or agent_id is not None):
+            raise ParamsError("agentScope=all cannot be combined with key or agentId")  # OpenClaw's
+        if (first is None) != (last is None):
+            raise ParamsError("startDate and endDate must be provided together")
+        if first is None or last is None:
+            last = (now_ms() + offset * 60_000) // DAY_MS
+            if preset == "all":
+                first = 0  # OpenClaw's: from 1970
+            else:
+                first = last - (_RANGES[preset] if preset is not None else days or 30) + 1
+        elif first > last:
+            raise ParamsError("startDate must not be after endDate")
+        return cls(
+            first, last, offset, key, agent_id, all_agents, creator_key,
+            group_by == "family" or historical is True,
+            SESSIONS_DEFAULT if limit is None else limit, context_weight,
+        )  # fmt: skip
+
+
+def _date(day: int) -> str:
+    return dt.date.fromordinal(day + _EPOCH).isoformat()
+
+
+def _totals(rows: Iterable[SessionUsage]) -> dict[str, int]:
+    """OpenClaw's cost totals (CostUsageTotals) of `rows`."""
+    inp = out = missing = 0
+    for row in rows:
+        inp += row.input_tokens
+        out += row.output_tokens
+        missing += row.assistant
+    return {
+        "input": inp,
+        "output": out,
+        "cacheRead": 0,
+        "cacheWrite": 0,
+        "totalTokens": inp + out,
+        "totalCost": 0,
+        "inputCost": 0,
+        "outputCost": 0,
+        "cacheReadCost": 0,
+        "cacheWriteCost": 0,
+        "missingCostEntries": missing,
+    }
+
+
+def _counts(rows: Iterable[SessionUsage]) -> dict[str, int]:
+    """OpenClaw's message counts of `rows`."""
+    user = assistant = tools = errors = 0
+    for row in rows:
+        user += row.user
+        assistant += row.assistant
+        tools += row.tool_results
+        errors += row.errors
+    return {
+        "total": user + assistant,
+        "user": user,
+        "assistant": assistant,
+        "toolCalls": tools,
+        "toolResults": tools,
+        "errors": errors,
+    }
+
+
+def _by(rows: Iterable[SessionUsage], key: Any) -> dict[Any, list[SessionUsage]]:
+    out: dict[Any, list[SessionUsage]] = {}
+    for row in rows:
+        out.setdefault(key(row), []).append(row)
+    return out
+
+
+def _model_key(row: SessionUsage) -> tuple[str | None, str | None]:
+    return row.provider, row.model
+
+
+def _model_usage(rows: list[SessionUsage]) -> list[dict[str, Any]]:
+    """Model by model, most tokens first (user and tool-result messages have no model)."""
+    models = _by((row for row in rows if row.model is not None), _model_key)
+    out = [
+        {
+            "provider": provider,
+            "model": model,
+            "count": sum(row.assistant for row in of_model),
+            "totals": _totals(of_model),
+        }
+        for (provider, model), of_model in models.items()
+    ]
+    return sorted(out, key=lambda entry: -entry["totals"]["totalTokens"])
+
+
+@attrs.define
+class _Unit:
+    """One row of the answer: a transcript (`instance`) or a key's transcripts (`family`)."""
+
+    key: str
+    agent_id: str
+    rows: list[SessionUsage] = attrs.field(factory=list)
+
+    @property
+    def last(self) -> int:
+        return max(row.last for row in self.rows)
+
+    @property
+    def current(self) -> SessionUsage:
+        return max(self.rows, key=lambda row: row.last)
+
+    def usage(self) -> dict[str, Any]:
+        rows = self.rows
+        first, last = min(row.first for row in rows), self.last
+        days = _by(rows, lambda row: row.day)
+        daily_models = _by(
+            (row for row in rows if row.model is not None), lambda r: (r.day, *_model_key(r))
+        )
+        session_ids = sorted({row.session_id for row in rows})
+        return {
+            "sessionId": self.current.session_id,
+            **_totals(rows),
+            "firstActivity": first,
+            "lastActivity": last,
+            "durationMs": max(0, last - first),
+            "activityDates": [_date(day) for day in sorted(days)],
+            "dailyBreakdown": [
+                {
+                    "date": _date(day),
+                    "tokens": (t := _totals(of_day))["totalTokens"],
+                    "cost": 0,
+                    **t,
+                }
+                for day, of_day in sorted(days.items())
+            ],
+            "dailyMessageCounts": [
+                {"date": _date(day), **_counts(of_day)} for day, of_day in sorted(days.items())
+            ],
+            "dailyModelUsage": [
+                {
+                    "date": _date(day),
+                    "provider": provider,
+                    "model": model,
+                    "tokens": _totals(of_model)["totalTokens"],
+                    "cost": 0,
+                    "count": sum(row.assistant for row in of_model),
+                }
+                for (day, provider, model), of_model in sorted(
+                    daily_models.items(), key=lambda item: (item[0][0], str(item[0][1:]))
+                )
+            ],
+            "messageCounts": _counts(rows),
+            "modelUsage": _model_usage(rows),
+            **({"includedSessionIds": session_ids} if len(session_ids) > 1 else {}),
+        }
+
+
+def _units(rows: list[SessionUsage], family: bool) -> list[_Unit]:
+    """The answer's rows, newest activity first."""
+    units: dict[str, _Unit] = {}
+    for row in rows:
+        unit_id = row.key if family else row.session_id
+        unit = units.get(unit_id)
+        if unit is None:
+            unit = units[unit_id] = _Unit(row.key, row.agent_id)
+        unit.rows.append(row)
+    return sorted(units.values(), key=lambda unit: (-unit.last, unit.key))
+
+
+def _listed(units: list[_Unit], limit: int) -> list[_Unit]:
+    """The first `limit` units within the rows' budget; the first always."""
+    listed: list[_Unit] = []
+    budget = LISTED_ROWS_MAX
+    for unit in units[:limit]:
+        budget -= len(unit.rows)
+        if listed and budget < 0:
+            break
+        listed.append(unit)
+    return listed
+
+
+def _session(unit: _Unit, family: bool, context_weight: bool) -> dict[str, Any]:
+    usage = unit.usage()
+    models = [row for row in unit.rows if row.model is not None]
+    newest = max(models, key=lambda row: row.last) if models else None
+    entry: dict[str, Any] = {
+        "key": unit.key,
+        "sessionId": usage["sessionId"],
+        "scope": "family" if family else "instance",
+        "updatedAt": unit.last,
+        "agentId": unit.agent_id,
+        "creatorKey": UNKNOWN_CREATOR,
+        "usage": usage,
+        "hasContextWeight": False,
+    }
+    if family:
+        entry["sessionFamilyKey"] = unit.key
+        entry["currentSessionId"] = usage["sessionId"]
+        ids = usage.get("includedSessionIds", [usage["sessionId"]])
+        entry["includedSessionIds"] = ids
+        entry["historicalInstanceCount"] = len(ids)
+    if newest is not None:
+        entry["modelProvider"] = newest.provider
+        entry["model"] = newest.model
+    if context_weight:
+        entry["contextWeight"] = None
+    return entry
+
+
+def _aggregates(units: list[_Unit]) -> dict[str, Any]:
+    """OpenClaw's aggregates over every session of the window."""
+    rows = [row for unit in units for row in unit.rows]
+    days = _by(rows, lambda row: row.day)
+    models = _model_usage(rows)
+    providers = _by((row for row in rows if row.model is not None), lambda row: row.provider)
+    agents = _by(rows, lambda row: row.agent_id)
+    longest = max((unit.last - min(row.first for row in unit.rows) for unit in units), default=0)
+    daily_models = _by(
+        (row for row in rows if row.model is not None), lambda r: (r.day, *_model_key(r))
+    )
+    return {
+        "sessionCount": len(units),
+        **({"longestSessionDurationMs": longest} if longest > 0 else {}),
+        "messages": _counts(rows),
+        "tools": {"totalCalls": 0, "uniqueTools": 0, "tools": []},
+        "byModel": models,
+        "byProvider": sorted(
+            (
+                {
+                    "provider": provider,
+                    "count": sum(row.assistant for row in of_provider),
+                    "totals": _totals(of_provider),
+                }
+                for provider, of_provider in providers.items()
+            ),
+            key=lambda entry: -entry["totals"]["totalTokens"],
+        ),
+        "byAgent": [
+            {"agentId": agent, "totals": _totals(of_agent)}
+            for agent, of_agent in sorted(agents.items())
+        ],
+        "byChannel": [],
+        "byCreator": [
+            {
+                "key": UNKNOWN_CREATOR,
+                "totals": _totals(rows),
+                "sessionCount": len(units),
+                "daily": [
+                    {"date": _date(d), **_totals(of_day)} for d, of_day in sorted(days.items())
+                ],
+                "sessionActivity": [],
+            }
+        ]
+        if units
+        else [],
+        "costDaily": [{"date": _date(d), **_totals(of_day)} for d, of_day in sorted(days.items())],
+        "dailyLatency": [],
+        "modelDaily": [
+            {
+                "date": _date(day),
+                "provider": provider,
+                "model": model,
+                "tokens": _totals(of_model)["totalTokens"],
+                "cost": 0,
+                "count": sum(row.assistant for row in of_model),
+            }
+            for (day, provider, model), of_model in sorted(
+                daily_models.items(), key=lambda item: (item[0][0], str(item[0][1:]))
+            )
+        ],
+        "daily": [
+            {
+                "date": _date(day),
+                "tokens": _totals(of_day)["totalTokens"],
+                "cost": 0,
+                "messages": (counts := _counts(of_day))["total"],
+                "toolCalls": counts["toolCalls"],
+                "errors": counts["errors"],
+            }
+            for day, of_day in sorted(days.items())
+        ],
+    }
+
+
+def sessions_usage_answer(
+    rows: list[SessionUsage], params: SessionsUsageParams, now: int
+) -> dict[str, Any]:
+    """The `sessions.usage` payload from the store's rows (pure: tested without a gateway)."""
+    units = _units(rows, params.family)
+    if params.creator_key is not None and params.creator_key != UNKNOWN_CREATOR:
+        matched: list[_Unit] = []  # no session has a known creator
+    else:
+        matched = units
+    listed = _listed(matched, params.limit)
+    return {
+        "updatedAt": now,
+        "startDate": _date(params.first_day),
+        "endDate": _date(params.last_day),
+        "sessions": [_session(unit, params.family, params.context_weight) for unit in listed],
+        "totals": _totals(row for unit in matched for row in unit.rows),
+        "aggregates": _aggregates(matched),
+        "creatorOptions": [{"key": UNKNOWN_CREATOR}] if units else [],
+    }
+
+
+def register(methods: MethodRegistry) -> None:
+    @methods.method("sessions.usage", params=SessionsUsageParams.parse, scope=READ)
+    async def sessions_usage(ctx: CallContext, params: SessionsUsageParams) -> Any:
+        agents = ctx.config.agents
+        agent_id = params.agent_id.strip().lower() if params.agent_id else None
+        if agent_id is not None and agents.agent(agent_id) is None:
+            raise UnknownAgent(agent_id)
+        key = None
+        if params.key is not None:
+            key = resolve_key_of_agent(ctx, params.key, agent_id)
+            agent_id = parse_session_key(key)[0]
+            if agents.agent(agent_id) is None:
+                raise UnknownAgent(agent_id)
+        elif agent_id is None and not params.all_agents:
+            agent_id = agents.default_agent.id
+        offset_ms = params.offset_minutes * 60_000
+        start = params.first_day * DAY_MS - offset_ms
+        end = (params.last_day + 1) * DAY_MS - offset_ms - 1
+        rows = await ctx.ws.session_usage.rows(
+            ctx.registry.store, start, end, offset_ms, agent_id=agent_id, key=key
+        )
+        return sessions_usage_answer(rows, params, now_ms())

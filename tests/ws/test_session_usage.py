@@ -1,0 +1,279 @@
+"""`sessions.usage`: OpenClaw's Usage page (and the Models page's usage by provider), from the
+messages the store keeps."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents.store import SessionStore, SessionUsage, TurnRecord
+from gateway.ws.connection import now_ms
+from gateway.ws.handler import WS
+from gateway.ws.methods.session_usage import (
+    LISTED_ROWS_MAX,
+    UNKNOWN_CREATOR,
+    SessionsUsageParams,
+    sessions_usage_answer,
+)
+from gateway.ws.protocol import ParamReader
+from tests.support.ws_client import CONFIG, Gateway, GatewayWs, MakeGateway
+
+TWO_AGENTS = CONFIG.replace(
+    '[{ id: "main", default: true }]',
+    '[{ id: "main", default: true }, { id: "ops", name: "Operations" }]',
+)
+DAY_MS = 86_400_000
+
+
+def today() -> dt.date:
+    return dt.datetime.fromtimestamp(now_ms() / 1000, dt.UTC).date()
+
+
+def ui_params(**overrides: Any) -> dict[str, Any]:
+    """What OpenClaw's Usage page asks (its last 30 days, in UTC, every agent)."""
+    end = today()
+    params = {
+        "startDate": (end - dt.timedelta(days=29)).isoformat(),
+        "endDate": end.isoformat(),
+        "agentScope": "all",
+        "mode": "utc",
+        "groupBy": "family",
+        "limit": 1000,
+        "includeContextWeight": False,
+    }
+    params.update(overrides)
+    return {k: v for k, v in params.items() if v is not None}
+
+
+async def chat(ws: GatewayWs, key: str, message: str) -> None:
+    idem = f"idem-{key}-{message}"
+    await ws.ok("chat.send", {"sessionKey": key, "message": message, "idempotencyKey": idem})
+    await ws.event("chat", state="final", runId=idem)
+
+
+def totals(inp: int, out: int, entries: int) -> dict[str, int]:
+    return {
+        "input": inp, "output": out, "cacheRead": 0, "cacheWrite": 0,
+        "totalTokens": inp + out, "totalCost": 0, "inputCost": 0, "outputCost": 0,
+        "cacheReadCost": 0, "cacheWriteCost": 0, "missingCostEntries": entries,
+    }  # fmt: skip
+
+
+class TestSessionsUsage:
+    async def test_a_turn_s_usage_in_its_session_and_the_totals(self, ws: GatewayWs) -> None:
+        await chat(ws, "main", "one two three")  # echo: 3 words in, 5 out ("[turn 1] …")
+        answer = await ws.ok("sessions.usage", ui_params())
+        date = today().isoformat()
+        assert (answer["startDate"], answer["endDate"]) == (
+            (today() - dt.timedelta(days=29)).isoformat(),
+            date,
+        )
+        [session] = answer["sessions"]
+        assert session["key"] == "agent:main:main"
+        assert (session["agentId"], session["scope"], session["creatorKey"]) == (
+            "main", "family", UNKNOWN_CREATOR,
+        )  # fmt: skip
+        assert (session["modelProvider"], session["model"]) == ("echo", "echo")
+        usage = session["usage"]
+        assert {k: usage[k] for k in totals(0, 0, 0)} == totals(3, 5, 1)
+        assert usage["messageCounts"] == {
+            "total": 2, "user": 1, "assistant": 1, "toolCalls": 0, "toolResults": 0, "errors": 0,
+        }  # fmt: skip
+        assert usage["activityDates"] == [date]
+        assert usage["dailyBreakdown"] == [
+            {"date": date, "tokens": 8, "cost": 0, **totals(3, 5, 1)}
+        ]
+        assert usage["modelUsage"] == [
+            {"provider": "echo", "model": "echo", "count": 1, "totals": totals(3, 5, 1)}
+        ]
+        assert usage["firstActivity"] <= usage["lastActivity"] == session["updatedAt"]
+        assert answer["totals"] == totals(3, 5, 1)
+        aggregates = answer["aggregates"]
+        assert aggregates["sessionCount"] == 1
+        assert aggregates["byProvider"] == [
+            {"provider": "echo", "count": 1, "totals": totals(3, 5, 1)}
+        ]
+        assert aggregates["byAgent"] == [{"agentId": "main", "totals": totals(3, 5, 1)}]
+        assert aggregates["daily"] == [
+            {"date": date, "tokens": 8, "cost": 0, "messages": 2, "toolCalls": 0, "errors": 0}
+        ]
+        assert answer["creatorOptions"] == [{"key": UNKNOWN_CREATOR}]
+        # A creator clawgate does not know has no sessions.
+        other = await ws.ok("sessions.usage", ui_params(creatorKey='["profile","p1"]'))
+        assert other["sessions"] == [] and other["totals"] == totals(0, 0, 0)
+
+    async def test_one_session_an_agent_and_a_reset_session_s_family(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        ws = await (await make_gateway(TWO_AGENTS)).connected()
+        await chat(ws, "a", "one")
+        await ws.ok("sessions.reset", {"key": "a"})
+        await chat(ws, "a", "two words")
+        await chat(ws, "agent:ops:b", "x y z")
+        family = await ws.ok("sessions.usage", ui_params())
+        assert [s["key"] for s in family["sessions"]] == ["agent:ops:b", "agent:main:a"]
+        a = family["sessions"][1]
+        assert a["historicalInstanceCount"] == 2 and len(a["includedSessionIds"]) == 2
+        assert a["usage"]["messageCounts"]["assistant"] == 2
+        instances = await ws.ok("sessions.usage", ui_params(groupBy="instance"))
+        assert [s["key"] for s in instances["sessions"]] == [
+            "agent:ops:b", "agent:main:a", "agent:main:a",
+        ]  # fmt: skip
+        assert instances["totals"] == family["totals"]
+        # The default agent's only, without agentScope; a key's own.
+        default = await ws.ok("sessions.usage", ui_params(agentScope=None))
+        assert {s["agentId"] for s in default["sessions"]} == {"main"}
+        one = await ws.ok("sessions.usage", ui_params(agentScope=None, key="agent:ops:b", limit=1))
+        assert [s["key"] for s in one["sessions"]] == ["agent:ops:b"]
+        assert one["totals"]["input"] == 3
+        # `limit` lists fewer sessions; the totals count them all.
+        first = await ws.ok("sessions.usage", ui_params(limit=1))
+        assert len(first["sessions"]) == 1 and first["totals"] == family["totals"]
+
+    async def test_days_in_the_caller_s_time_zone(
+        self, make_gateway: MakeGateway, tmp_path: Path
+    ) -> None:
+        """A turn at 23:30 UTC yesterday is at 8:30 today in Tokyo (UTC+9)."""
+        midnight = dt.datetime.combine(today(), dt.time(), dt.UTC).timestamp() * 1000
+        when = int(midnight) - 30 * 60_000
+        async with SessionStore(tmp_path / "state") as store:
+            row, _ = await store.get_or_create("agent:main:late", "main", when)
+            await store.append_turn(
+                TurnRecord(
+                    row.key, "main", row.session_id, "r1", "hi", when, "hello", when, 4, 2,
+                    "stop", "done",
+                )
+            )  # fmt: skip
+        ws = await (await make_gateway(CONFIG)).connected()
+        yesterday = (today() - dt.timedelta(days=1)).isoformat()
+        utc = await ws.ok("sessions.usage", ui_params(startDate=yesterday, endDate=yesterday))
+        assert utc["sessions"][0]["usage"]["activityDates"] == [yesterday]
+        tokyo_today = today().isoformat()
+        for zone in (
+            {"timeZone": "Asia/Tokyo"},
+            {"timeZone": "Nowhere/Else", "utcOffset": "UTC+9"},
+        ):
+            params = ui_params(mode="specific", startDate=tokyo_today, endDate=tokyo_today, **zone)
+            answer = await ws.ok("sessions.usage", params)
+            assert answer["sessions"][0]["usage"]["activityDates"] == [tokyo_today], zone
+        # Yesterday in Tokyo ended at 15:00 UTC, before the turn.
+        tokyo_yesterday = yesterday
+        params = ui_params(
+            mode="specific", timeZone="Asia/Tokyo", startDate=tokyo_yesterday,
+            endDate=tokyo_yesterday,
+        )  # fmt: skip
+        assert (await ws.ok("sessions.usage", params))["sessions"] == []
+
+    @pytest.mark.parametrize(
+        ("params", "detail"),
+        [
+            ({"startDate": "2026-01-01"}, "startDate and endDate must be provided together"),
+            (
+                {"startDate": "2026-02-30", "endDate": "2026-03-01"},
+                "invalid startDate: expected a valid YYYY-MM-DD calendar date",
+            ),
+            (
+                {"startDate": "0000-01-01", "endDate": "0000-01-01"},
+                "invalid startDate: expected a valid YYYY-MM-DD calendar date",
+            ),
+            (
+                {"startDate": "2026-03-02", "endDate": "2026-03-01"},
+                "startDate must not be after endDate",
+            ),
+            (
+                {"mode": "specific", "timeZone": "../../etc/passwd"},
+                "invalid timeZone: expected a valid IANA time zone",
+            ),
+            (
+                {"mode": "specific", "utcOffset": "UTC+15"},
+                "invalid utcOffset: expected UTC-12:00 through UTC+14:00",
+            ),
+            (
+                {"agentScope": "all", "key": "main"},
+                "agentScope=all cannot be combined with key or agentId",
+            ),
+            ({"limit": 1001}, "at /limit: must be <= 1000"),
+            ({"limit": 0}, "at /limit: must be >= 1"),
+            ({"groupBy": "all"}, 'at /groupBy: must be one of "instance", "family"'),
+            ({"range": "10y"}, 'at /range: must be one of "7d", "30d", "90d", "1y", "all"'),
+            ({"key": ""}, "at /key: must not be empty"),
+            ({"days": 36_601}, "at /days: must be <= 36600"),
+        ],
+    )
+    async def test_refuses_bad_params(
+        self, ws: GatewayWs, params: dict[str, Any], detail: str
+    ) -> None:
+        frame = await ws.call("sessions.usage", params)
+        assert frame["error"]["message"] == f"invalid sessions.usage params: {detail}"
+
+    async def test_an_unknown_agent_and_the_read_scope(self, make_gateway: MakeGateway) -> None:
+        gateway = await make_gateway(CONFIG)
+        ws = await gateway.connected()
+        frame = await ws.call("sessions.usage", {"agentId": "nobody"})
+        assert frame["error"]["code"] == "INVALID_REQUEST"
+        frame = await ws.call("sessions.usage", {"key": "agent:nobody:x"})
+        assert frame["error"]["code"] == "INVALID_REQUEST"
+        reader = await gateway.connected(scopes=["operator.read"])
+        assert (await reader.ok("sessions.usage", {}))["sessions"] == []
+        # `range: "all"` is from 1970, as OpenClaw's.
+        answer = await reader.ok("sessions.usage", {"range": "all"})
+        assert answer["startDate"] == "1970-01-01"
+
+    async def test_a_window_of_years_costs_a_scan_of_what_is_stored(self, gateway: Gateway) -> None:
+        """The Usage page's "All" asks from 1970-01-01; the widest window is from year 1 to
+        9999. Each is one scan of the messages stored in it, and its lists have an entry per
+        day with messages."""
+        ws = await gateway.connected()
+        await chat(ws, "main", "one two three")
+        scans = gateway.app[WS].session_usage
+        for start, end in (("1970-01-01", today().isoformat()), ("0001-01-01", "9999-12-31")):
+            before = scans.scans
+            answer = await ws.ok("sessions.usage", ui_params(startDate=start, endDate=end))
+            assert scans.scans == before + 1
+            assert (answer["startDate"], answer["endDate"]) == (start, end)
+            assert answer["totals"] == totals(3, 5, 1)
+            assert answer["aggregates"]["daily"] == [
+                {"date": today().isoformat(), "tokens": 8, "cost": 0, "messages": 2,
+                 "toolCalls": 0, "errors": 0}
+            ]  # fmt: skip
+            assert len(answer["sessions"][0]["usage"]["dailyBreakdown"]) == 1
+
+    async def test_calls_asked_at_once_for_one_window_share_a_scan(self, gateway: Gateway) -> None:
+        """Scans run one at a time; the calls for one window that wait for a scan that began
+        after them share the next one (two scans for a burst, not one each)."""
+        sockets = [await gateway.connected() for _ in range(4)]
+        await chat(sockets[0], "main", "one two three")
+        scans = gateway.app[WS].session_usage
+        before = scans.scans
+        sent = [
+            (ws, await ws.request("sessions.usage", ui_params()))
+            for ws in sockets
+            for _ in range(5)
+        ]
+        answers = [(await ws.response(frame_id))["payload"] for ws, frame_id in sent]
+        assert all(answer["totals"] == totals(3, 5, 1) for answer in answers)
+        assert scans.scans - before <= 2
+
+
+def usage_row(key: str, day: int, when: int) -> SessionUsage:
+    """An assistant message of 1 + 1 tokens, on `day` with a model of its own."""
+    return SessionUsage(key, "main", key, day, "echo", f"m{day}", 1, 1, 0, 1, 0, 0, when, when)
+
+
+def test_the_sessions_listed_share_a_budget_of_rows_and_the_totals_count_all() -> None:
+    """Sessions with a row for each day and model: past LISTED_ROWS_MAX rows, fewer are
+    listed (the first always is), while the totals count every session."""
+    params = SessionsUsageParams.parse(ParamReader({"limit": 1000}))
+    per_session = LISTED_ROWS_MAX // 2 + 1
+    rows = [
+        usage_row(f"agent:main:s{s}", day, s * 1000 + day)
+        for s in range(3)
+        for day in range(per_session)
+    ]
+    answer = sessions_usage_answer(rows, params, now_ms())
+    assert [s["key"] for s in answer["sessions"]] == ["agent:main:s2"]
+    assert answer["totals"]["input"] == 3 * per_session
+    assert answer["aggregates"]["sessionCount"] == 3
