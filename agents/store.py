@@ -791,6 +791,32 @@ def _session_usage(row: Sequence[Any]) -> SessionUsage:
     )  # fmt: skip
 
 
+@attrs.frozen
+class UsagePoint:
+    """One assistant message's tokens (`sessions.usage.timeseries`)."""
+
+    timestamp: int
+    input_tokens: int
+    output_tokens: int
+
+
+# The newest first: by the (session_id, seq) index, stopping at the limit.
+SQL_USAGE_POINTS = (
+    "SELECT timestamp, usage FROM messages WHERE session_id = $1 AND role = 'assistant'"
+    " AND usage IS NOT NULL ORDER BY seq DESC LIMIT $2"
+)
+
+
+def _usage_point(row: Sequence[Any]) -> UsagePoint:
+    timestamp, usage = row
+    try:
+        used = json.loads(usage)
+        inp, out = int(used.get("input") or 0), int(used.get("output") or 0)
+    except (ValueError, TypeError, AttributeError):
+        inp = out = 0  # a damaged row counts no tokens rather than fail the chart
+    return UsagePoint(int(timestamp), inp, out)
+
+
 def _still_session(db: sqlite3.Connection, key: str, session_id: str) -> None:
     """SessionChanged unless `key` holds the session `session_id` (in the write's job: no
     reset or delete comes between this and the write)."""
@@ -1751,6 +1777,19 @@ class SessionStore:
             .fetchall()
         )
         return [_session_usage(row) for row in rows]
+
+    async def usage_points(self, session_id: str, limit: int) -> builtins.list[UsagePoint]:
+        """The tokens of a transcript's newest `limit` assistant messages that have usage,
+        oldest first (`sessions.usage.timeseries`)."""
+        return await self._scan(self._usage_points, session_id, limit)
+
+    def _usage_points(self, session_id: str, limit: int) -> builtins.list[UsagePoint]:
+        rows = (
+            self._scan_conn()
+            .execute(SQL_USAGE_POINTS.replace("$1", "?").replace("$2", "?"), (session_id, limit))
+            .fetchall()
+        )
+        return [_usage_point(row) for row in reversed(rows)]
 
     async def patch_label(
         self, key: str, agent_id: str, label: str | None, now: int, *, session_id: str | None = None

@@ -59,6 +59,7 @@ from agents.store import (
     SESSION_USAGE_COLUMNS,
     SESSION_USAGE_GROUP,
     SQL_NOT_REFUSED,
+    SQL_USAGE_POINTS,
     SQL_USER_NOT_REFUSED,
     DailyUsage,
     History,
@@ -69,10 +70,12 @@ from agents.store import (
     StoredResponse,
     TurnChain,
     TurnRecord,
+    UsagePoint,
     _message,
     _session_row,
     _session_usage,
     _sql_int,
+    _usage_point,
     active_since,
     history_span,
     last_replayed_assistant,
@@ -1119,6 +1122,11 @@ class PostgresSessionStore:
             )
         )
         return [_session_usage(tuple(row)) for row in rows]
+
+    async def usage_points(self, session_id: str, limit: int) -> builtins.list[UsagePoint]:
+        """As the SQLite store's: a transcript's newest assistant messages' tokens."""
+        rows = await self._scan(lambda c: c.fetch(SQL_USAGE_POINTS, session_id, limit))
+        return [_usage_point(tuple(row)) for row in reversed(rows)]
 
     async def patch_label(
         self, key: str, agent_id: str, label: str | None, now: int, *, session_id: str | None = None

@@ -24,6 +24,7 @@ from agents.store import (
     StoredResponse,
     TurnChain,
     TurnRecord,
+    UsagePoint,
 )
 
 
@@ -150,6 +151,8 @@ class Store(Protocol):
         agent_id: str | None = None,
         key: str | None = None,
     ) -> builtins.list[SessionUsage]: ...
+
+    async def usage_points(self, session_id: str, limit: int) -> builtins.list[UsagePoint]: ...
 
     async def patch_label(
         self, key: str, agent_id: str, label: str | None, now: int, *, session_id: str | None = None

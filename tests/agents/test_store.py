@@ -53,6 +53,7 @@ from agents.store import (
     StoredMessage,
     StoredResponse,
     TurnRecord,
+    UsagePoint,
 )
 from agents.store_postgres import PostgresSessionStore
 from tests.support.turns import KEY, turn
@@ -1590,6 +1591,23 @@ class TestUsageBySession:
         await store.append_turn(turn(row, "r2", input_tokens=2**62))
         rows = await store.usage_by_session(0, DAY, 0)
         assert [r.input_tokens for r in rows if r.model] == [2**63]
+
+
+class TestUsagePoints:
+    async def test_the_newest_assistant_messages_tokens_oldest_first(
+        self, store: SessionStore
+    ) -> None:
+        row, _ = await store.create(KEY, "main", 1)
+        for n in range(1, 4):
+            await store.append_turn(
+                turn(row, f"r{n}", assistant_timestamp=n * 100, input_tokens=n, output_tokens=9)
+            )
+        assert await store.usage_points(row.session_id, 2) == [
+            UsagePoint(200, 2, 9),
+            UsagePoint(300, 3, 9),
+        ]
+        assert len(await store.usage_points(row.session_id, 10)) == 3
+        assert await store.usage_points("no-such-session", 10) == []
 
 
 class TestUsageByDay:

@@ -186,10 +186,20 @@ def test_the_other_pages_open(ui: Page, gateway: GatewayProcess) -> None:
     """Pages the flows above do not visit: what they ask for is answered (or is one of
     NOT_YET), and nothing goes to the console."""
     ui.driver.get(f"{gateway.url}/#token={TOKEN}")
-    field = composer(ui)
+    composer(ui)
     ui.until(lambda: "Connected" in body_text(ui), "the connected state")
+    # The session holds the turns of the tests before, and the chat may give back a draft of
+    # theirs once its state is read: the message is typed into an empty field.
+    from selenium.webdriver.common.keys import Keys
+
+    ui.until(lambda: answered(gateway, "chat.startup"), "the chat's state")
+    field = composer(ui)
+    field.send_keys(Keys.CONTROL, "a")
+    field.send_keys(Keys.DELETE)
     field.send_keys("usage of one turn\n")
     ui.until(lambda: "] usage of one turn" in body_text(ui), "the echo's answer")
+    composer(ui).send_keys("and of another\n")
+    ui.until(lambda: "] and of another" in body_text(ui), "the echo's second answer")
 
     ui.driver.get(f"{gateway.url}/logs")
     ui.until(lambda: ui.driver.title.startswith("Logs"), "the logs view")
@@ -215,6 +225,16 @@ def test_the_other_pages_open(ui: Page, gateway: GatewayProcess) -> None:
     text = body_text(ui)
     assert f"Input {totals['input']}" in text and f"Output {totals['output']}" in text, text
     assert f"{len(usage['sessions'])} sessions in range" in text
+    # A session opened: its turns over time and its messages.
+    logs = call(gateway, "sessions.usage.logs", {"key": "agent:main:main"})["logs"]
+    main = ui.until(
+        lambda: [b for b in ui.all("button.session-bar-selection") if "agent:main:main" in b.text],
+        "the main session's row",
+    )
+    main[0].click()
+    ui.until(lambda: f"Conversation ({len(logs)} messages)" in body_text(ui), "the messages")
+    ui.until(lambda: "Usage Over Time" in body_text(ui), "the turns over time")
+    assert "] and of another" in body_text(ui)
 
     ui.driver.get(f"{gateway.url}/model-providers")
     ui.until(lambda: ui.driver.title.startswith("Models"), "the models view")

@@ -695,6 +695,18 @@ PARAMS: dict[str, st.SearchStrategy[Any]] = {
             "includeContextWeight": often(st.booleans()),
         },
     ),
+    "sessions.usage.timeseries": st.fixed_dictionaries(
+        {"key": often(session_key)},
+        optional={"agentId": often(st.just("main") | odd_text), "sessionId": often(odd_text)},
+    ),
+    "sessions.usage.logs": st.fixed_dictionaries(
+        {"key": often(session_key)},
+        optional={
+            "agentId": often(st.just("main") | odd_text),
+            "sessionId": often(odd_text),
+            "limit": often(st.integers(-(2**70), 2**70) | st.floats(-1, 1e300)),
+        },
+    ),
     "chat.subscribe": st.fixed_dictionaries({"sessionKey": often(session_key)}),
     "chat.unsubscribe": st.fixed_dictionaries({"sessionKey": often(session_key)}),
     "chat.startup": st.one_of(
@@ -846,6 +858,8 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
         "limit": 10,
         "includeContextWeight": True,
     },
+    "sessions.usage.timeseries": {"key": KEY, "agentId": "main", "sessionId": "s"},
+    "sessions.usage.logs": {"key": KEY, "agentId": "main", "sessionId": "s", "limit": 10},
     "themes.list": {},
     "worktrees.list": {},
     "channels.pairing.list": {"channel": "telegram", "accountId": "default"},

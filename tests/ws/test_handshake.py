@@ -483,6 +483,8 @@ class TestHelloOk:
                     "chat.startup",
                     "themes.list",
                     "sessions.usage",
+                    "sessions.usage.timeseries",
+                    "sessions.usage.logs",
                 ],
                 "events": [
                     "connect.challenge",

@@ -9,14 +9,16 @@ from typing import Any
 
 import pytest
 
-from agents.store import SessionStore, SessionUsage, TurnRecord
+from agents.store import SessionStore, SessionUsage, TurnRecord, UsagePoint
 from gateway.ws.connection import now_ms
 from gateway.ws.handler import WS
 from gateway.ws.methods.session_usage import (
     LISTED_ROWS_MAX,
+    POINTS_MAX,
     UNKNOWN_CREATOR,
     SessionsUsageParams,
     sessions_usage_answer,
+    timeseries_points,
 )
 from gateway.ws.protocol import ParamReader
 from tests.support.ws_client import CONFIG, Gateway, GatewayWs, MakeGateway
@@ -49,7 +51,7 @@ def ui_params(**overrides: Any) -> dict[str, Any]:
 
 
 async def chat(ws: GatewayWs, key: str, message: str) -> None:
-    idem = f"idem-{key}-{message}"
+    idem = f"idem-{key}-{message[:100]}"
     await ws.ok("chat.send", {"sessionKey": key, "message": message, "idempotencyKey": idem})
     await ws.event("chat", state="final", runId=idem)
 
@@ -277,3 +279,76 @@ def test_the_sessions_listed_share_a_budget_of_rows_and_the_totals_count_all() -
     assert [s["key"] for s in answer["sessions"]] == ["agent:main:s2"]
     assert answer["totals"]["input"] == 3 * per_session
     assert answer["aggregates"]["sessionCount"] == 3
+
+
+class TestSessionDetails:
+    """A session the Usage page opens: its turns' tokens over time and its messages."""
+
+    async def test_a_session_s_turns_over_time_and_its_messages(self, ws: GatewayWs) -> None:
+        await chat(ws, "main", "one two three")  # 3 in, 5 out
+        await chat(ws, "main", "four")  # the history and "four" in, 3 out
+        series = await ws.ok("sessions.usage.timeseries", {"key": "main", "sessionId": "x"})
+        listed = await ws.ok("sessions.list", {})
+        assert series["sessionId"] == listed["sessions"][0]["sessionId"]
+        first, second = series["points"]
+        assert (first["input"], first["output"], first["cumulativeTokens"]) == (3, 5, 8)
+        assert second["output"] == 3
+        assert second["cumulativeTokens"] == 8 + second["totalTokens"]
+        assert first["timestamp"] <= second["timestamp"]
+        assert (first["cost"], first["cumulativeCost"], first["cacheRead"]) == (0, 0, 0)
+
+        logs = (await ws.ok("sessions.usage.logs", {"key": "agent:main:main", "limit": 1000}))[
+            "logs"
+        ]
+        assert [(log["role"], log["content"]) for log in logs] == [
+            ("user", "one two three"),
+            ("assistant", "[turn 1] one two three"),
+            ("user", "four"),
+            ("assistant", "[turn 2] four"),
+        ]
+        assert (logs[1]["tokens"], logs[1]["cost"]) == (8, 0)
+        assert "tokens" not in logs[0]
+        newest = await ws.ok("sessions.usage.logs", {"key": "main", "limit": 1})
+        assert [log["content"] for log in newest["logs"]] == ["[turn 2] four"]
+        # OpenClaw's bounds: at most 1,000, and none at or below 0; 200 by default.
+        assert (
+            len((await ws.ok("sessions.usage.logs", {"key": "main", "limit": 10**9}))["logs"]) == 4
+        )
+        assert (await ws.ok("sessions.usage.logs", {"key": "main", "limit": 0}))["logs"] == []
+        assert len((await ws.ok("sessions.usage.logs", {"key": "main"}))["logs"]) == 4
+
+    async def test_a_long_message_is_cut_and_a_session_without_turns_is_none(
+        self, ws: GatewayWs
+    ) -> None:
+        await chat(ws, "long", "w" * 2500)
+        logs = (await ws.ok("sessions.usage.logs", {"key": "long"}))["logs"]
+        assert logs[0]["content"] == "w" * 2000 + "\u2026"
+        frame = await ws.call("sessions.usage.timeseries", {"key": "nobody"})
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": "No transcript found for session: nobody",
+        }
+        assert await ws.ok("sessions.usage.logs", {"key": "nobody"}) == {"logs": []}
+
+    @pytest.mark.parametrize("method", ["sessions.usage.timeseries", "sessions.usage.logs"])
+    async def test_refuses_bad_params(self, ws: GatewayWs, method: str) -> None:
+        detail = method.rsplit(".", 1)[1]
+        frame = await ws.call(method, {"key": " "})
+        assert frame["error"]["message"] == (
+            f"invalid {method} params: key is required for {detail}"
+        )
+        frame = await ws.call(method, {"key": "main", "agentId": "ops"})
+        assert frame["error"]["code"] == "INVALID_REQUEST"  # no such agent
+        frame = await ws.call(method, {"key": "x" * 600})
+        assert frame["error"]["message"] == (
+            f"invalid {method} params: at /key: must have at most 512 characters"
+        )
+
+
+def test_a_long_session_s_points_are_sums_of_turns_in_a_row() -> None:
+    points = [UsagePoint(n, 1, 2) for n in range(450)]
+    out = timeseries_points(points)
+    assert len(out) == 150 <= POINTS_MAX  # 3 turns a point
+    assert (out[0]["timestamp"], out[0]["input"], out[0]["output"]) == (2, 3, 6)
+    assert out[-1]["cumulativeTokens"] == 450 * 3
+    assert timeseries_points([]) == []

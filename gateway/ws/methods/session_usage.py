@@ -1,4 +1,6 @@
-"""`sessions.usage`: OpenClaw's Usage page (and the Models page's usage by provider).
+"""`sessions.usage`: OpenClaw's Usage page (and the Models page's usage by provider), and the
+details of a session it opens: `sessions.usage.timeseries` (its turns' tokens over time) and
+`sessions.usage.logs` (its messages).
 
 OpenClaw's shape, from what the store keeps of each message (its role, time, model, tokens,
 stop reason): the sessions of the window, newest activity first, each with its usage, and the
@@ -31,11 +33,13 @@ import attrs
 
 from agents.errors import UnknownAgent
 from agents.keys import SESSION_KEY_MAX, parse_session_key
-from agents.store import SessionUsage
+from agents.store import SessionUsage, StoredMessage, UsagePoint
+from gateway.jsonwire import dumps, wire
 from gateway.ws.connection import now_ms
 from gateway.ws.dispatch import CallContext, MethodRegistry
+from gateway.ws.methods.chat import HISTORY_PAGE_CHARS, NewestItems, read_newest
 from gateway.ws.methods.sessions import resolve_key_of_agent
-from gateway.ws.protocol import READ, ParamReader, ParamsError
+from gateway.ws.protocol import INVALID_REQUEST, READ, ParamReader, ParamsError, WsError
 
 DAY_MS = 86_400_000
 SESSIONS_MAX = 1000
@@ -51,6 +55,18 @@ _UTC_OFFSET = re.compile(r"UTC([+-])(\d{1,2})(?::([0-5]\d))?")
 _RANGES = {"7d": 7, "30d": 30, "90d": 90, "1y": 365}
 DAYS_MAX = 36_600  # OpenClaw's MAX_USAGE_DAYS
 _EPOCH = dt.date(1970, 1, 1).toordinal()
+# A session's details (OpenClaw's bounds): at most 200 points, each the sum of as many turns
+# in a row as it takes; at most 1,000 messages (200 by default), each cut at 2,000 characters.
+POINTS_MAX = 200
+# Unlike OpenClaw (every turn of the transcript), the newest turns this many: a chart of 200
+# points, each 100 turns.
+POINTS_READ_MAX = 20_000
+LOGS_MAX = 1000
+LOGS_DEFAULT = 200
+LOG_CHARS_MAX = 2000
+# The logs' JSON at most (1,000 messages of 2,000 characters may take 12 MB): past it the
+# older ones are left out, the newest always kept.
+LOGS_MAX_BYTES = 6 * 1024 * 1024
 
 
 def _choice(r: ParamReader, key: str, choices: Iterable[str]) -> str | None:
@@ -441,6 +457,94 @@ def sessions_usage_answer(
     }
 
 
+@attrs.frozen
+class SessionTarget:
+    """`sessions.usage.timeseries {key, agentId?}` and `sessions.usage.logs {…, limit?}`: the
+    session of `key` (its current transcript, as OpenClaw's). The Usage page also sends the
+    `sessionId` it listed, which OpenClaw does not read either."""
+
+    key: str
+    agent_id: str | None
+    limit: int
+
+    @classmethod
+    def parse_timeseries(cls, r: ParamReader) -> SessionTarget:
+        return cls._parse(r, "timeseries", 0)
+
+    @classmethod
+    def parse_logs(cls, r: ParamReader) -> SessionTarget:
+        limit = r.integer("limit")  # OpenClaw's: at most 1,000, none at or below 0
+        return cls._parse(r, "logs", LOGS_DEFAULT if limit is None else min(limit, LOGS_MAX))
+
+    @classmethod
+    def _parse(cls, r: ParamReader, detail: str, limit: int) -> SessionTarget:
+        key = r.string("key", max_len=SESSION_KEY_MAX)
+        r.string("sessionId", max_len=SESSION_KEY_MAX)
+        agent_id = r.string("agentId", non_empty=True, max_len=64)
+        if key is None or not key.strip():
+            raise ParamsError(f"key is required for {detail}")  # OpenClaw's
+        return cls(key.strip(), agent_id, limit)
+
+    def resolve(self, ctx: CallContext) -> str:
+        agent_id = self.agent_id.strip().lower() if self.agent_id else None
+        if agent_id is not None and ctx.config.agents.agent(agent_id) is None:
+            raise UnknownAgent(agent_id)
+        key = resolve_key_of_agent(ctx, self.key, agent_id)
+        if ctx.config.agents.agent(parse_session_key(key)[0]) is None:
+            raise UnknownAgent(parse_session_key(key)[0])
+        return key
+
+
+def timeseries_points(points: list[UsagePoint]) -> list[dict[str, Any]]:
+    """OpenClaw's points: at most POINTS_MAX, a point the sum of `step` turns in a row at the
+    last one's time, with the running total."""
+    step = max(1, -(-len(points) // POINTS_MAX))
+    out: list[dict[str, Any]] = []
+    cumulative = 0
+    for i in range(0, len(points), step):
+        bucket = points[i : i + step]
+        inp = sum(p.input_tokens for p in bucket)
+        out_tokens = sum(p.output_tokens for p in bucket)
+        cumulative += inp + out_tokens
+        out.append(
+            {
+                "timestamp": bucket[-1].timestamp,
+                "input": inp,
+                "output": out_tokens,
+                "cacheRead": 0,
+                "cacheWrite": 0,
+                "totalTokens": inp + out_tokens,
+                "cost": 0,
+                "cumulativeTokens": cumulative,
+                "cumulativeCost": 0,
+            }
+        )
+    return out
+
+
+def _log_entry(message: StoredMessage) -> tuple[dict[str, Any], int]:
+    """A message as OpenClaw's session logs show it (empty: nothing to show)."""
+    parts = []
+    if message.role == "toolResult":
+        parts += [f"[Tool: {message.tool_name or 'tool'}]", "[Tool Result]"]
+    parts.append(message.text)
+    parts += [f"[Tool: {call.name or 'unknown'}]" for call in message.tool_calls]
+    content = "\n".join(part for part in parts if part).strip()
+    if not content:
+        return {}, 0
+    if len(content) > LOG_CHARS_MAX:
+        content = content[:LOG_CHARS_MAX] + "\u2026"
+    entry: dict[str, Any] = {
+        "timestamp": message.timestamp,
+        "role": message.role,
+        "content": content,
+    }
+    if message.role == "assistant" and message.usage is not None:
+        entry["tokens"] = int(message.usage.get("input", 0)) + int(message.usage.get("output", 0))
+        entry["cost"] = 0
+    return entry, len(wire(dumps(entry)))
+
+
 def register(methods: MethodRegistry) -> None:
     @methods.method("sessions.usage", params=SessionsUsageParams.parse, scope=READ)
     async def sessions_usage(ctx: CallContext, params: SessionsUsageParams) -> Any:
@@ -463,3 +567,25 @@ def register(methods: MethodRegistry) -> None:
             ctx.registry.store, start, end, offset_ms, agent_id=agent_id, key=key
         )
         return sessions_usage_answer(rows, params, now_ms())
+
+    @methods.method("sessions.usage.timeseries", params=SessionTarget.parse_timeseries, scope=READ)
+    async def sessions_usage_timeseries(ctx: CallContext, params: SessionTarget) -> Any:
+        key = params.resolve(ctx)
+        session = await ctx.registry.get_session(key)
+        if session is None:
+            raise WsError(INVALID_REQUEST, f"No transcript found for session: {params.key}")
+        points = await ctx.registry.store.usage_points(session.session_id, POINTS_READ_MAX)
+        return {"sessionId": session.session_id, "points": timeseries_points(points)}
+
+    @methods.method("sessions.usage.logs", params=SessionTarget.parse_logs, scope=READ)
+    async def sessions_usage_logs(ctx: CallContext, params: SessionTarget) -> Any:
+        key = params.resolve(ctx)
+        if params.limit <= 0:
+            return {"logs": []}
+        # As `chat.history` reads: a page at a time, a few at a time in the process.
+        async with ctx.ws.transcript_reads.turn(ctx.conn.conn_id):
+            transcript = await ctx.registry.history(key, params.limit, max_chars=HISTORY_PAGE_CHARS)
+            items = await read_newest(
+                ctx.registry, transcript, params.limit, NewestItems(_log_entry, LOGS_MAX_BYTES)
+            )
+        return {"logs": [item for item in items if item]}
