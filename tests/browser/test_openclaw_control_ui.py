@@ -55,6 +55,7 @@ EMPTY = {
     "themes.list",
     "channels.pairing.list",
     "worktrees.list",
+    "transcripts.list",
 }
 # OpenClaw features its pages ask for that clawgate does not answer yet (README: OpenClaw's
 # Control UI): the page would say so where the feature's numbers would be.
@@ -257,6 +258,22 @@ def test_the_other_pages_open(ui: Page, gateway: GatewayProcess) -> None:
     ui.until(lambda: ui.driver.title.startswith("Appearance"), "the appearance settings")
     ui.until(lambda: answered(gateway, "themes.list"), "the themes listed")
     ui.until(lambda: "Manuscript" in body_text(ui), "the themes shown")
+    assert "unknown method" not in body_text(ui)
+
+    # The Debug page's snapshots and its lane table (it said `unknown method:
+    # diagnostics.lanes` and showed no status or health), and the Meetings page's empty
+    # archive (it said `unknown method: transcripts.list`).
+    ui.driver.get(f"{gateway.url}/debug")
+    ui.until(lambda: ui.driver.title.startswith("Debug"), "the debug view")
+    ui.until(lambda: '"defaultAgentId": "main"' in body_text(ui), "the health snapshot")
+    ui.until(
+        lambda: [e for e in ui.all("td.command-lane-row__name") if e.text.strip() == "main"],
+        "the main lane",
+    )
+    assert "unknown method" not in body_text(ui)
+    ui.driver.get(f"{gateway.url}/meetings")
+    ui.until(lambda: ui.driver.title.startswith("Meetings"), "the meetings view")
+    ui.until(lambda: "Your meeting notes, together" in body_text(ui), "no meetings")
     assert "unknown method" not in body_text(ui)
 
     assert console_errors(ui) == []

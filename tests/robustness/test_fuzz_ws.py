@@ -707,6 +707,19 @@ PARAMS: dict[str, st.SearchStrategy[Any]] = {
             "limit": often(st.integers(-(2**70), 2**70) | st.floats(-1, 1e300)),
         },
     ),
+    "transcripts.list": st.fixed_dictionaries(
+        {},
+        optional={
+            "limit": often(small),
+            "cursor": often(odd_text),
+            "query": often(odd_text),
+            "agentId": often(odd_text),
+            "startedAfter": often(st.datetimes().map(dt.datetime.isoformat) | odd_text),
+            "startedBefore": often(
+                st.datetimes(timezones=st.timezones()).map(dt.datetime.isoformat) | odd_text
+            ),
+        },
+    ),
     "chat.subscribe": st.fixed_dictionaries({"sessionKey": often(session_key)}),
     "chat.unsubscribe": st.fixed_dictionaries({"sessionKey": often(session_key)}),
     "chat.startup": st.one_of(
@@ -860,6 +873,18 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     },
     "sessions.usage.timeseries": {"key": KEY, "agentId": "main", "sessionId": "s"},
     "sessions.usage.logs": {"key": KEY, "agentId": "main", "sessionId": "s", "limit": 10},
+    "diagnostics.lanes": {},
+    # `cursor` goes without transcripts (none was given out): a walk's value here.
+    "transcripts.list": {
+        "limit": 50,
+        "cursor": None,
+        "query": "q",
+        "providerId": "zoom",
+        "accountId": "a",
+        "agentId": "main",
+        "startedAfter": "2026-01-01T00:00:00Z",
+        "startedBefore": "2026-02-01T00:00:00Z",
+    },
     "themes.list": {},
     "worktrees.list": {},
     "channels.pairing.list": {"channel": "telegram", "accountId": "default"},

@@ -485,6 +485,8 @@ class TestHelloOk:
                     "sessions.usage",
                     "sessions.usage.timeseries",
                     "sessions.usage.logs",
+                    "diagnostics.lanes",
+                    "transcripts.list",
                 ],
                 "events": [
                     "connect.challenge",

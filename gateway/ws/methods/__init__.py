@@ -11,6 +11,7 @@ from gateway.ws.methods import (
     compat,
     config,
     dashboard,
+    debug_pages,
     health,
     session_usage,
     sessions,
@@ -32,6 +33,7 @@ def register_all(methods: MethodRegistry) -> MethodRegistry:
         compat,
         themes,
         session_usage,
+        debug_pages,
     ):
         module.register(methods)
     return methods
