@@ -12,6 +12,7 @@ import pytest
 from agents.store import SessionStore, SessionUsage, TurnRecord, UsagePoint
 from gateway.ws.connection import now_ms
 from gateway.ws.handler import WS
+from gateway.ws.methods import session_usage
 from gateway.ws.methods.session_usage import (
     LISTED_ROWS_MAX,
     POINTS_MAX,
@@ -242,6 +243,20 @@ class TestSessionsUsage:
                  "toolCalls": 0, "errors": 0}
             ]  # fmt: skip
             assert len(answer["sessions"][0]["usage"]["dailyBreakdown"]) == 1
+
+    async def test_a_large_answer_is_built_in_a_thread_and_is_the_same(
+        self, make_gateway: MakeGateway, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Past ANSWER_IN_THREAD_ROWS rows the answer is built off the event loop (here every
+        answer, the limit lowered): it is the one built on the loop."""
+        ws = await (await make_gateway(TWO_AGENTS)).connected()
+        await chat(ws, "a", "one")
+        await chat(ws, "agent:ops:b", "x y z")
+        on_loop = await ws.ok("sessions.usage", ui_params())
+        monkeypatch.setattr(session_usage, "ANSWER_IN_THREAD_ROWS", 0)
+        in_thread = await ws.ok("sessions.usage", ui_params())
+        assert {**in_thread, "updatedAt": 0} == {**on_loop, "updatedAt": 0}
+        assert len(in_thread["sessions"]) == 2
 
     async def test_calls_asked_at_once_for_one_window_share_a_scan(self, gateway: Gateway) -> None:
         """Scans run one at a time; the calls for one window that wait for a scan that began
