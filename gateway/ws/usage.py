@@ -104,13 +104,20 @@ class SessionUsageScans:
     that they wait here for each other, not in the store's scan thread or connections, where
     `sessions.list` and the health snapshot would wait behind them. The calls for one window
     asked at once share a scan: one that began after a call was made answers it (as
-    `SharedRead`). Only the last scan's rows are kept."""
+    `SharedRead`). The rows are kept only while calls wait: a later call scans anew anyway,
+    and a scan of a large store holds hundreds of thousands of them."""
 
     scans: int = 0  # scans run
     _lock: asyncio.Lock = attrs.field(factory=asyncio.Lock)
+    _waiting: int = 0  # calls in `rows`
     _window: tuple[Any, ...] | None = None
     _started_at: float = -math.inf  # time.monotonic() when the last scan began
     _rows: list[SessionUsage] = attrs.field(factory=list)
+
+    @property
+    def kept(self) -> int:
+        """Rows kept for calls that wait."""
+        return len(self._rows)
 
     async def rows(
         self,
@@ -124,13 +131,19 @@ class SessionUsageScans:
     ) -> list[SessionUsage]:
         asked = time.monotonic()
         window = (start, end, offset_ms, agent_id, key)
-        async with self._lock:
-            if self._window != window or self._started_at < asked:
-                started = time.monotonic()
-                self._window = None  # a failed scan answers nobody
-                self._rows = await store.usage_by_session(
-                    start, end, offset_ms, agent_id=agent_id, key=key
-                )
-                self.scans += 1
-                self._window, self._started_at = window, started
-            return self._rows
+        self._waiting += 1
+        try:
+            async with self._lock:
+                if self._window != window or self._started_at < asked:
+                    started = time.monotonic()
+                    self._window, self._rows = None, []  # a failed scan answers nobody
+                    self._rows = await store.usage_by_session(
+                        start, end, offset_ms, agent_id=agent_id, key=key
+                    )
+                    self.scans += 1
+                    self._window, self._started_at = window, started
+                return self._rows
+        finally:
+            self._waiting -= 1
+            if not self._waiting:
+                self._window, self._rows = None, []

@@ -273,6 +273,7 @@ class TestSessionsUsage:
         answers = [(await ws.response(frame_id))["payload"] for ws, frame_id in sent]
         assert all(answer["totals"] == totals(3, 5, 1) for answer in answers)
         assert scans.scans - before <= 2
+        assert scans.kept == 0  # no call waits: the rows are let go
 
 
 def usage_row(key: str, day: int, when: int) -> SessionUsage:
