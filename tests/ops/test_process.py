@@ -284,11 +284,15 @@ class TestASignalWhileStarting:
         assert code == 130
 
 
-# A Ctrl-C at a known point of clawgate's start: as Python begins to import aiohttp.
+# A Ctrl-C at a known point of clawgate's start: as Python begins to import aiohttp. Python's
+# own handler first, as a terminal's Ctrl-C finds it: a runner started in the background (a
+# shell's `&`) ignores SIGINT, and so would this process, its child.
 INTERRUPT_ON_AIOHTTP_IMPORT = """
 import os
 import signal
 import sys
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class InterruptOnImport:
