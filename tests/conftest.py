@@ -61,8 +61,9 @@ def gateways() -> Iterator[list[GatewayProcess]]:
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
-    """One real PostgreSQL server for the whole run (tests/support/pgserver.py); skipped, or failed
-    under CLAWGATE_REQUIRE_POSTGRES=1, when its binaries are not installed."""
+    """One real PostgreSQL server for the whole run of this process, each worker of a parallel
+    run its own (tests/support/pgserver.py); skipped, or failed under
+    CLAWGATE_REQUIRE_POSTGRES=1, when its binaries are not installed."""
     server = start_or_skip()
     try:
         yield server
