@@ -372,18 +372,22 @@ class TestListing:
         """Counted and paged apart, a session created (or deleted) in between made the page
         hold more (or fewer) rows than the total said there were."""
         stop = asyncio.Event()
+        writing = [asyncio.Event() for _ in range(3)]
 
         async def churn(writer: int) -> None:
             async with PostgresSessionStore(pg_url) as other:
                 i = 0
                 while not stop.is_set():
                     await other.create(f"agent:main:churn-{writer}-{i}", "main", i)
+                    writing[writer].set()
                     if i % 3 == 0:
                         await other.delete(f"agent:main:churn-{writer}-{i // 3}", i)
                     i += 1
 
         writers = [asyncio.create_task(churn(writer)) for writer in range(3)]
         try:
+            # The reads begin once every writer writes (opening a store takes a while).
+            await asyncio.wait_for(asyncio.gather(*(event.wait() for event in writing)), 30)
             pages = [await store.list(limit=100_000) for _ in range(300)]
         finally:
             stop.set()
