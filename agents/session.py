@@ -73,7 +73,7 @@ from agents.providers.base import (
 )
 from agents.providers.images import image_refusal
 from agents.runs import AgentRun, ReplyPart, RunOutcome, RunStatus, TurnRequest, terminal_data
-from agents.store import SessionRow, StoredMessage, TurnRecord
+from agents.store import SessionRow, StoredMessage, TurnRecord, images_meta
 from agents.store_protocol import Store
 from agents.transcript import (
     Replayed,
@@ -909,4 +909,4 @@ def _session_status(status: RunStatus) -> SessionStatus:
 def _images_meta(request: TurnRequest) -> dict[str, Any] | None:
     if not request.images:
         return None
-    return {"count": len(request.images), "mimeTypes": [i.mime_type for i in request.images]}
+    return images_meta(request.images)

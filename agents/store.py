@@ -61,7 +61,13 @@ from agents.errors import (
 )
 from agents.ids import uuid7
 from agents.keys import is_main_key
-from agents.providers.base import ChatMessage, ThinkingBlock, ToolCall
+from agents.providers.base import (
+    TOOL_IMAGE_ONLY_TEXT,
+    ChatMessage,
+    ImageInput,
+    ThinkingBlock,
+    ToolCall,
+)
 from agents.surrogates import repair_surrogates
 
 T = TypeVar("T")
@@ -442,7 +448,8 @@ class StoredMessage:
     stop_reason: str | None = None
     aborted: bool = False
     error_message: str | None = None
-    images: Mapping[str, Any] | None = None  # {"count", "mimeTypes"}; data is not stored
+    # user, toolResult: {"count", "mimeTypes"}; data is not stored
+    images: Mapping[str, Any] | None = None
     tool_call_id: str | None = None  # toolResult
     tool_name: str | None = None  # toolResult
     is_error: bool = False  # toolResult
@@ -511,6 +518,8 @@ class StoredMessage:
         """The message as a provider is given it."""
         text, calls, reasoning, thinking = self._parts()
         if self.role == "toolResult":
+            if self.images is not None and not text.strip():
+                text = TOOL_IMAGE_ONLY_TEXT  # its images are not stored
             return ChatMessage("tool", text, tool_call_id=self.tool_call_id,
                                tool_name=self.tool_name)  # fmt: skip
         if self.role == "assistant":
@@ -607,6 +616,11 @@ class TurnRecord:
     context_start: bool = False
 
 
+def images_meta(images: Sequence[ImageInput]) -> dict[str, Any]:
+    """What is stored of a message's images: how many, and their types; not their data."""
+    return {"count": len(images), "mimeTypes": [image.mime_type for image in images]}
+
+
 def turn_messages(turn: TurnRecord) -> list[tuple[Any, ...]]:
     """A turn's messages as both stores write them, in order: its inputs, then the reply.
     Each row: id, role, content (JSON), timestamp, run id, idempotency key, provider, model,
@@ -622,6 +636,8 @@ def turn_messages(turn: TurnRecord) -> list[tuple[Any, ...]]:
         if role == "tool":
             role, call_id, name = "toolResult", message.tool_call_id, message.tool_name
             content = _dumps([{"type": "text", "text": message.text}])
+            if message.images:
+                meta = _dumps({"images": images_meta(message.images)})
         elif role == "assistant":
             content = _dumps(assistant_content(
                 message.text, message.tool_calls, message.reasoning, message.thinking,

@@ -67,7 +67,7 @@ from typing import Any, cast
 
 import attrs
 
-from agents.providers.base import ChatMessage, ToolCall
+from agents.providers.base import TOOL_IMAGE_ONLY_TEXT, ChatMessage, ToolCall
 
 # pi-ai's text for a call its conversation never answered (OpenClaw gives the model the same).
 NO_RESULT = "No result provided"
@@ -148,9 +148,16 @@ class _Compared:
             and (
                 other.text == ours.text
                 or (_edges(other.text) == self.edges and _squeezed(other.text) == self.squeezed)
+                or (ours.role == "tool" and _images_alone(other) and _images_alone(ours))
             )
             and (not (other.tool_calls or ours.tool_calls) or _calls(other) == self.calls)
         )
+
+
+def _images_alone(result: ChatMessage) -> bool:
+    """A result of images alone, as a client sends it (no text) or as it is replayed (its
+    images not stored, `TOOL_IMAGE_ONLY_TEXT`)."""
+    return result.text == TOOL_IMAGE_ONLY_TEXT or not result.text.strip()
 
 
 def _edges(text: str) -> tuple[str, str]:

@@ -13,6 +13,9 @@ from agents.config import ModelEntry, ModelRef, ProviderConfig
 
 # OpenClaw's words for a user turn that has images and no text.
 IMAGE_ONLY_TEXT = "User sent image(s) with no text."
+# A replayed tool result that had images and no text: its images are not stored, and an
+# empty result would tell the model the tool returned nothing.
+TOOL_IMAGE_ONLY_TEXT = "Tool returned image(s) with no text."
 
 
 @attrs.frozen

@@ -24,6 +24,7 @@ from agents.ids import uuid7_hex
 from agents.providers.base import (
     IMAGE_ONLY_TEXT,
     REASONING_EFFORTS,
+    TOOL_IMAGE_ONLY_TEXT,
     ChatMessage,
     ToolCall,
     Usage,
@@ -212,8 +213,11 @@ def input_items(messages: list[InputMessage]) -> list[dict[str, Any]]:
         message = stored.message
         hexed = stored.id.replace("-", "")
         if message.role == "tool":
+            output = message.text
+            if stored.images and output == TOOL_IMAGE_ONLY_TEXT:
+                output = ""  # the model's placeholder for a result of images alone
             items.append({"id": f"fco_{hexed}", "type": "function_call_output",
-                          "call_id": message.tool_call_id or "", "output": message.text,
+                          "call_id": message.tool_call_id or "", "output": output,
                           "status": COMPLETED})  # fmt: skip
             continue
         content: list[dict[str, Any]] = []

@@ -914,6 +914,28 @@ class TestInputItems:
         )  # fmt: skip
         assert (result.call_id, result.output) == (call.call_id, "-5C")  # type: ignore[union-attr]
 
+    async def test_a_result_of_images_alone_is_listed_without_text(self, sdk: AsyncOpenAI) -> None:
+        # Its images are not stored; the placeholder a later turn gives the model is not
+        # what the client sent.
+        asked = await sdk.responses.create(
+            model="openclaw", input="call get_weather {}", tools=[WEATHER]
+        )
+        [call] = [item for item in asked.output if item.type == "function_call"]
+        png = "data:image/png;base64,iVBORw0KGgo="
+        output: Any = [{"type": "input_image", "image_url": png, "detail": "auto"}]
+        answered = await sdk.responses.create(
+            model="openclaw",
+            input=[{"type": "function_call_output", "call_id": call.call_id, "output": output}],
+            tools=[WEATHER],
+            previous_response_id=asked.id,
+        )
+        later = await sdk.responses.create(
+            model="openclaw", input="thanks", previous_response_id=answered.id
+        )
+        page = await sdk.responses.input_items.list(later.id, order="asc")
+        [result] = [item for item in page.data if item.type == "function_call_output"]
+        assert result.output == ""  # type: ignore[union-attr]
+
     async def test_a_continued_older_response_lists_its_own_chain(self, sdk: AsyncOpenAI) -> None:
         one = await sdk.responses.create(model="openclaw", input="one")
         await sdk.responses.create(model="openclaw", input="two", previous_response_id=one.id)

@@ -19,9 +19,10 @@ from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolPara
 from structlog.testing import capture_logs
 
 from agents.providers import openai_completions
-from agents.providers.base import ChatMessage, ToolCall
+from agents.providers.base import TOOL_IMAGE_ONLY_TEXT, ChatMessage, ToolCall
 from agents.store import TurnRecord
 from gateway.appkeys import STATE
+from tests.support.configs import merged
 from tests.support.http_client import (
     AUTH,
     CHAT,
@@ -41,6 +42,7 @@ from tests.support.upstreams import (
     FakeToolCall,
     JSONAnswer,
     Raw,
+    Status,
     Stream,
 )
 
@@ -1660,6 +1662,64 @@ class TestResultsWithImages:
             {"role": "assistant", "content": "Hello world"},
             {"role": "user", "content": "Thanks!"},
         ]
+
+    @pytest.mark.parametrize(
+        "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+    )
+    async def test_later_turns_get_a_result_of_images_alone_as_a_placeholder(
+        self,
+        gateway: MakeClient,
+        anthropic_fake: FakeAnthropic,
+        request: pytest.FixtureRequest,
+        backend: str,
+    ) -> None:
+        # Its images are not stored: the result is not replayed empty, it says it had them.
+        settings = anthropic_agent(anthropic_fake)
+        if backend == "postgres":
+            store = {"backend": "postgres", "url": request.getfixturevalue("pg_url")}
+            settings = merged(settings, {"store": store})
+        client = await gateway(settings)
+        assert (await post(client, self.body([self.PART, self.PART], user="ida"))).status == 200
+        assert (await post(client, ask("Thanks!", user="ida"))).status == 200
+        assert anthropic_fake.requests[1].body["messages"][2] == {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "call_up_1",
+                         "content": TOOL_IMAGE_ONLY_TEXT}],
+        }  # fmt: skip
+        stored = await stored_messages(client, "agent:main:openai-user:ida")
+        assert stored[2].role == "toolResult"
+        assert stored[2].images == {"count": 2, "mimeTypes": ["image/png", "image/png"]}
+        assert stored[2].content == [{"type": "text", "text": ""}]
+
+    async def test_a_result_of_images_alone_asked_again_after_a_failure_is_given_once(
+        self, gateway: MakeClient, anthropic_fake: FakeAnthropic
+    ) -> None:
+        anthropic_fake.script(Status(500), Stream(("Sunny.",)))
+        client = await gateway(anthropic_agent(anthropic_fake))
+        assert (await post(client, self.body([self.PART], user="ida"))).status == 502
+        assert (await post(client, self.body([self.PART], user="ida"))).status == 200
+        assert anthropic_fake.requests[-1].body["messages"][2:] == [{
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "call_up_1",
+                         "content": [self.BLOCK]}],
+        }]  # fmt: skip
+        stored = await stored_messages(client, "agent:main:openai-user:ida")
+        # The session continues: the turn asked again adds its result and the reply.
+        assert [(m.role, m.context_start) for m in stored[4:]] == [
+            ("toolResult", False),
+            ("assistant", False),
+        ]
+
+    async def test_an_openai_compatible_upstream_gets_the_placeholder_on_later_turns(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        client = await gateway(fake_provider(openai_fake))
+        assert (await post(client, self.body([self.PART], user="ida"))).status == 200
+        assert (await post(client, ask("Thanks!", user="ida"))).status == 200
+        assert openai_fake.requests[1].body["messages"][2] == {
+            **OPENAI_SECOND_REQUEST[2],
+            "content": TOOL_IMAGE_ONLY_TEXT,
+        }
 
     async def test_a_model_that_cannot_take_them_is_skipped_for_the_next(
         self, gateway: MakeClient, anthropic_fake: FakeAnthropic, openai_fake: FakeOpenAI
