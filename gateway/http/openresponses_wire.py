@@ -37,6 +37,7 @@ from gateway.http.openai_wire import (
     NO_RESPONSE_TEXT,
     RESPONSE_FORMATS,
     TOOL_CHOICES,
+    VERBOSITIES,
     Conversation,
     RequestError,
     allowed_tools,
@@ -291,6 +292,7 @@ class ResponseFields:
     top_p: float | None = None
     metadata: Mapping[str, str] = attrs.field(factory=dict)
     text_format: Mapping[str, Any] = TEXT_FORMAT
+    text_verbosity: str | None = None
     truncation: str = "disabled"
     reasoning_effort: str | None = None
     reasoning_summary: str | None = None
@@ -366,6 +368,9 @@ def validate_request(body: Mapping[str, Any]) -> ResponseFields:
     text_format = _text_format(body.get("text"))
     if text_format["type"] != "text":
         params["response_format"] = _response_format(text_format)
+    verbosity = _text_verbosity(body.get("text"))
+    if verbosity is not None:
+        params["verbosity"] = verbosity
     effort, summary = _reasoning(body.get("reasoning"))
     if effort is not None:
         params["reasoning_effort"] = effort
@@ -400,6 +405,7 @@ def validate_request(body: Mapping[str, Any]) -> ResponseFields:
         top_p=numbers["top_p"],
         metadata=metadata,
         text_format=text_format,
+        text_verbosity=verbosity,
         truncation=truncation,
         reasoning_effort=effort,
         reasoning_summary=summary,
@@ -450,6 +456,22 @@ def _text_format(value: Any) -> Mapping[str, Any]:
     if kind == "json_schema":
         check_json_schema(text_format, "text.format", "text")
     return cast(Mapping[str, Any], text_format)
+
+
+def _text_verbosity(value: Any) -> str | None:
+    """`text.verbosity` (`text` already checked to be an object or null): chat completions'
+    `verbosity`, which an OpenAI-compatible upstream is sent (GPT-5 reads it) and Anthropic,
+    which has no such field, is not; echoed in the response as asked."""
+    verbosity = value.get("verbosity") if isinstance(value, dict) else None
+    if verbosity is None:
+        return None
+    if not isinstance(verbosity, str):
+        raise _type_error("text.verbosity", "string", verbosity, "text")
+    if verbosity not in VERBOSITIES:
+        raise bad_request(
+            "Invalid text.verbosity: text.verbosity must be low, medium, or high", "text"
+        )
+    return verbosity
 
 
 def _response_format(text_format: Mapping[str, Any]) -> dict[str, Any]:
@@ -780,7 +802,7 @@ def response_body(
         "reasoning": {"effort": fields.reasoning_effort, "summary": fields.reasoning_summary},
         "store": fields.store,
         "temperature": fields.temperature,
-        "text": {"format": dict(fields.text_format)},
+        "text": _text_body(fields),
         "tool_choice": fields.tool_choice,
         "tools": list(fields.tools),
         "top_p": fields.top_p,
@@ -789,6 +811,13 @@ def response_body(
         "user": fields.user,
         "metadata": dict(fields.metadata),
     }
+
+
+def _text_body(fields: ResponseFields) -> dict[str, Any]:
+    text: dict[str, Any] = {"format": dict(fields.text_format)}
+    if fields.text_verbosity is not None:
+        text["verbosity"] = fields.text_verbosity
+    return text
 
 
 def output_text_part(text: str) -> dict[str, Any]:

@@ -566,11 +566,44 @@ class TestFieldsNotServed:
                 prompt_cache_key="cache",
                 safety_identifier="someone",
                 top_logprobs=2,
-                text={"verbosity": "low"},
                 max_tool_calls=3,
             )
         assert response.output_text == "Done."
         assert set(upstream.last.body) == {"model", "messages", "stream", "stream_options"}
+
+    async def test_the_text_verbosity_goes_on_and_is_echoed(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        # Chat completions' `verbosity` (GPT-5), as OpenAI's Responses API takes it.
+        upstream.script(Stream(("Done.",)))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            response = await sdk.responses.create(
+                model="openclaw", input="hi", text={"verbosity": "high"}
+            )
+            fetched = await sdk.responses.retrieve(response.id)
+        assert upstream.last.body["verbosity"] == "high"
+        assert response.text is not None and response.text.verbosity == "high"
+        assert fetched.model_dump() == response.model_dump()
+
+    async def test_a_wrong_text_verbosity_is_refused_before_the_upstream(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            with pytest.raises(openai.BadRequestError) as raised:
+                await sdk.responses.create(
+                    model="openclaw",
+                    input="hi",
+                    text={"verbosity": "loud"},  # type: ignore[typeddict-item]
+                )
+        assert raised.value.body == {
+            "message": "Invalid text.verbosity: text.verbosity must be low, medium, or high",
+            "type": "invalid_request_error",
+            "param": "text",
+            "code": None,
+        }
+        assert upstream.requests == []
 
     @pytest.mark.parametrize("truncation", ["auto", "disabled"])
     async def test_truncation_is_echoed_as_asked(

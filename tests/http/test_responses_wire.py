@@ -68,6 +68,7 @@ class TestFields:
             "response_format": {"type": "json_schema", "json_schema": {
                 "name": "Weather", "description": "d", "schema": {"type": "object"},
                 "strict": True}},
+            "verbosity": "low",
         }  # fmt: skip
         assert fields.text_format == text_format
 
@@ -87,6 +88,16 @@ class TestFields:
         assert validate_request({"text": {"format": {"type": "text"}}}) == ResponseFields()
         assert validate_request({"text": {}}) == ResponseFields()
 
+    @pytest.mark.parametrize("verbosity", ["low", "medium", "high"])
+    def test_the_text_verbosity_is_chat_completions_verbosity_and_echoed(
+        self, verbosity: str
+    ) -> None:
+        fields = validate_request({"text": {"verbosity": verbosity}})
+        assert dict(fields.params) == {"verbosity": verbosity}
+        body = response_body(ResponseHead("resp_1", 0, "openclaw", fields), "completed", [], None)
+        assert body["text"] == {"format": {"type": "text"}, "verbosity": verbosity}
+        assert validate_request({"text": {"verbosity": None}}) == ResponseFields()
+
     def test_the_response_echoes_the_text_format(self) -> None:
         fields = validate_request({"text": {"format": {"type": "json_object"}}})
         body = response_body(ResponseHead("resp_1", 0, "openclaw", fields), "completed", [], None)
@@ -102,6 +113,14 @@ class TestFields:
             ({"text": {"format": []}},
              "Invalid text.format: text.format.type must be text, json_object, or json_schema",
              "text"),
+            ({"text": {"verbosity": "max"}},
+             "Invalid text.verbosity: text.verbosity must be low, medium, or high", "text"),
+            ({"text": {"verbosity": ""}},
+             "Invalid text.verbosity: text.verbosity must be low, medium, or high", "text"),
+            ({"text": {"verbosity": 1}},
+             "text.verbosity: Expected string, received number", "text"),
+            ({"text": {"verbosity": ["low"]}},
+             "text.verbosity: Expected string, received array", "text"),
             ({"reasoning": []}, "reasoning: Expected object, received array", "reasoning"),
             ({"reasoning": {"effort": "HIGH"}},
              "Invalid reasoning.effort: reasoning.effort must be none, minimal, low, medium,"

@@ -199,7 +199,8 @@ FIELDS: dict[str, st.SearchStrategy[Any]] = {
                         {"type": "json_schema", "name": "a b", "schema": {}},
                         {"type": "json_schema", "name": "w", "schema": [], "strict": "yes"},
                     ]
-                )
+                ),
+                "verbosity": often(st.sampled_from(["low", "medium", "high", "max", "", 1])),
             },
         )
     ),
@@ -272,7 +273,8 @@ COMPLETE_BODY: dict[str, Any] = {
     "temperature": 1,
     "top_p": 1,
     "metadata": {"k": "v"},
-    "text": {"format": {"type": "json_schema", "name": "w", "schema": {"type": "object"}}},
+    "text": {"format": {"type": "json_schema", "name": "w", "schema": {"type": "object"}},
+             "verbosity": "low"},
     "reasoning": {"effort": "low", "summary": "auto"},
     "store": True,
     "stream": False,
