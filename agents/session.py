@@ -69,6 +69,7 @@ from agents.providers.base import (
     ToolCall,
     ToolCallDelta,
     Usage,
+    format_refusal,
     word_count,
 )
 from agents.providers.images import image_refusal
@@ -774,7 +775,9 @@ class AgentSession:
             try:
                 provider, request = self._provider_request(config, ref, system, messages, params)
                 results = (i for m in messages if m.role == "tool" for i in m.images)
-                refusal = image_refusal(request.provider, (*run.request.images, *results))
+                refusal = image_refusal(
+                    request.provider, (*run.request.images, *results)
+                ) or format_refusal(request.provider, run.request.params.get("response_format"))
                 if refusal is not None:
                     # Its upstream would refuse the whole turn: the next model may take it.
                     raise UpstreamError(refusal)

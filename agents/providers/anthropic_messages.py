@@ -76,7 +76,8 @@ STOP_REASONS: Mapping[str, StopReason] = {
 # Messages API params with no OpenAI counterpart that an agent may set (`thinking` turns on
 # extended thinking, streamed back as reasoning); anything else not
 # mapped explicitly (seed, penalties, response_format, delayMs, unknown keys) is dropped,
-# because Anthropic answers 400 to unknown fields.
+# because Anthropic answers 400 to unknown fields (a request's json_schema response_format
+# never gets here: `base.format_refusal`).
 _PASSTHROUGH_KEYS = frozenset({"top_k", "metadata", "service_tier", "thinking"})
 # The lowest top_p the API takes with extended thinking on.
 _THINKING_MIN_TOP_P = 0.95

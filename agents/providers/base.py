@@ -9,13 +9,26 @@ from typing import Any, Protocol
 
 import attrs
 
-from agents.config import ModelEntry, ModelRef, ProviderConfig
+from agents.config import API_ANTHROPIC_MESSAGES, ModelEntry, ModelRef, ProviderConfig
 
 # OpenClaw's words for a user turn that has images and no text.
 IMAGE_ONLY_TEXT = "User sent image(s) with no text."
 # A replayed tool result that had images and no text: its images are not stored, and an
 # empty result would tell the model the tool returned nothing.
 TOOL_IMAGE_ONLY_TEXT = "Tool returned image(s) with no text."
+
+
+def format_refusal(provider: ProviderConfig | None, response_format: Any) -> str | None:
+    """Why `provider`'s models cannot be given a request's `response_format`, else None.
+    The Messages API has no such field, and its structured outputs (`output_config`) only
+    some models take: a json_schema format is refused rather than answered without its
+    schema (OpenClaw drops it). A json_object format goes ahead, as on OpenClaw: the
+    prompt asks for JSON (OpenAI requires it to), the model is not held to it."""
+    if provider is None or provider.api != API_ANTHROPIC_MESSAGES:
+        return None
+    if not isinstance(response_format, Mapping) or response_format.get("type") != "json_schema":
+        return None
+    return "Anthropic models take no json_schema response_format"
 
 
 @attrs.frozen

@@ -40,6 +40,7 @@ from gateway.http.openai_wire import (
     RequestError,
     Route,
     build_conversation,
+    check_format_taken,
     check_images_taken,
     check_tool_results,
     completion_body,
@@ -205,9 +206,9 @@ async def _accept(request: web.Request, state: GatewayState) -> _Turn:
     override = select_model(headers.get(MODEL_HEADER), agent)
     conversation = await work_on_body(raw, build_conversation, messages, endpoint)
     check_tool_results(conversation, route, "messages")
-    check_images_taken(
-        conversation.given_images, (override,) if override else agent.models, config.agents
-    )
+    chain = (override,) if override else agent.models
+    check_images_taken(conversation.given_images, chain, config.agents)
+    check_format_taken(fields.params.get("response_format"), chain, config.agents)
     model = override or agent.primary
     return _Turn(fields, selection, route, conversation, model, override is not None)
 

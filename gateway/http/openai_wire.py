@@ -56,6 +56,7 @@ from agents.providers.base import (
     ImageInput,
     ToolCall,
     Usage,
+    format_refusal,
 )
 from agents.providers.images import image_refusal
 from agents.transcript import unanswerable
@@ -1021,6 +1022,29 @@ def check_images_taken(
             return
         refusals.append(refusal)
     raise _invalid_image("; ".join(refusals))
+
+
+def check_format_taken(
+    response_format: Any,
+    chain: tuple[ModelRef, ...],
+    agents: AgentsConfig,
+    param: str = "response_format",
+) -> None:
+    """A json_schema format no model the run may use can be given (`format_refusal`:
+    Anthropic's) is refused before any upstream call, as an unsupported parameter; a chain
+    with one that can goes ahead, the session skipping the models before it."""
+    refused: list[str] = []
+    for ref in chain:
+        provider = None if ref.provider == ECHO_PROVIDER else agents.providers.get(ref.provider)
+        if format_refusal(provider, response_format) is None:
+            return
+        refused.append(f"{ref.provider}/{ref.model}")
+    name = "text.format" if param == "text" else param
+    raise bad_request(
+        f"A json_schema `{name}` is not supported by Anthropic models ({', '.join(refused)}).",
+        param,
+        UNSUPPORTED,
+    )
 
 
 # -- responses ------------------------------------------------------------------------------

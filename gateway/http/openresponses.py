@@ -59,6 +59,7 @@ from gateway.http.openai_wire import (
     RequestError,
     Route,
     bad_request,
+    check_format_taken,
     check_images_taken,
     check_tool_results,
     encode_json,
@@ -199,9 +200,9 @@ async def _accept(request: web.Request, state: GatewayState) -> _Turn:
         raw, build_input, body.get("input"), fields.instructions, chat
     )
     check_tool_results(conversation, route, "input")
-    check_images_taken(
-        conversation.given_images, (override,) if override else agent.models, config.agents
-    )
+    chain = (override,) if override else agent.models
+    check_images_taken(conversation.given_images, chain, config.agents)
+    check_format_taken(fields.params.get("response_format"), chain, config.agents, "text")
     return _Turn(fields, selection, route, conversation, override or agent.primary, bool(override))
 
 

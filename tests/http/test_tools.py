@@ -1925,6 +1925,71 @@ class TestVerbosity:
         assert "verbosity" not in anthropic_fake.last.body
 
 
+WEATHER_FORMAT = {
+    "type": "json_schema",
+    "json_schema": {"name": "weather", "schema": {"type": "object"}, "strict": True},
+}
+RESPONSES_ON = {"gateway": {"http": {"endpoints": {"responses": {"enabled": True}}}}}
+FORMAT_REFUSAL = {
+    "message": "A json_schema `response_format` is not supported by Anthropic models"
+    " (claude/fake-model).",
+    "type": "invalid_request_error",
+    "param": "response_format",
+    "code": "unsupported_parameter",
+}
+
+
+class TestStructuredOutputOnAnthropic:
+    """The Messages API takes no `response_format`, and its structured outputs are for some
+    models only: a `json_schema` format no model of the chain can be given is a 400 rather
+    than an answer that ignores the schema; a chain with a model that can skips to it."""
+
+    async def test_a_json_schema_is_refused_before_the_upstream(
+        self, gateway: MakeClient, anthropic_fake: FakeAnthropic
+    ) -> None:
+        client = await gateway(anthropic_agent(anthropic_fake))
+        response = await post(client, ask("Weather?", response_format=WEATHER_FORMAT))
+        assert response.status == 400
+        assert await response.json() == {"error": FORMAT_REFUSAL}
+        assert anthropic_fake.requests == []
+
+    async def test_a_responses_json_schema_text_format_is_refused(
+        self, gateway: MakeClient, anthropic_fake: FakeAnthropic
+    ) -> None:
+        client = await gateway(merged(anthropic_agent(anthropic_fake), RESPONSES_ON))
+        text_format = {"type": "json_schema", "name": "weather", "schema": {"type": "object"}}
+        body = {"model": "openclaw", "input": "Weather?", "text": {"format": text_format}}
+        response = await client.post("/v1/responses", json=body, headers=AUTH)
+        assert response.status == 400
+        assert await response.json() == {"error": {
+            **FORMAT_REFUSAL,
+            "message": "A json_schema `text.format` is not supported by Anthropic models"
+            " (claude/fake-model).",
+            "param": "text",
+        }}  # fmt: skip
+        assert anthropic_fake.requests == []
+
+    @pytest.mark.parametrize("kind", ["text", "json_object"])
+    async def test_other_formats_go_ahead(
+        self, gateway: MakeClient, anthropic_fake: FakeAnthropic, kind: str
+    ) -> None:
+        client = await gateway(anthropic_agent(anthropic_fake))
+        response = await post(client, ask("Weather?", response_format={"type": kind}))
+        assert response.status == 200
+        assert "response_format" not in anthropic_fake.last.body
+
+    async def test_a_chain_with_a_model_that_takes_it_skips_to_that_model(
+        self, gateway: MakeClient, anthropic_fake: FakeAnthropic, openai_fake: FakeOpenAI
+    ) -> None:
+        settings = anthropic_agent(anthropic_fake, "fake/fake-model")
+        settings["models"]["providers"]["fake"] = fake_provider_entry(openai_fake)
+        client = await gateway(settings)
+        response = await post(client, ask("Weather?", response_format=WEATHER_FORMAT))
+        assert response.status == 200
+        assert anthropic_fake.requests == []
+        assert openai_fake.last.body["response_format"] == WEATHER_FORMAT
+
+
 class TestAudioOutput:
     async def test_modalities_asking_for_audio_is_refused_before_the_upstream(
         self, gateway: MakeClient, openai_fake: FakeOpenAI
