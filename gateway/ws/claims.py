@@ -162,7 +162,7 @@ async def start_once(
             _keep(ws, _release(store, scope(run_id), token))
             raise
         if holder != token:
-            return ClaimedElsewhere(key, ended)
+            return ClaimedElsewhere(key, ended or await _turn_stored(store, key, run_id))
         try:
             if check is not None:
                 await check()
@@ -175,6 +175,16 @@ async def start_once(
     finally:
         del ws.starting[run_id]
         done.set_result(None)
+
+
+async def _turn_stored(store: Store, session_key: str, run_id: str) -> bool:
+    """The run's turn is the session's last one stored: it has ended, though the process
+    that ran it may not have marked its claim ended yet. That process marks it after the run's
+    end is reported (`_held`, after `run.wait()`), and a retry here right after `agent.wait`
+    there said ended must not be told `in_flight`. A turn stored nothing for (aborted while
+    queued, its commit failed) is `in_flight` until the claim's end is written."""
+    row = await store.get(session_key)
+    return row is not None and row.last_run_id == run_id
 
 
 def _keep(ws: WsState, work: Coroutine[Any, Any, None]) -> None:

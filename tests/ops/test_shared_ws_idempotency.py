@@ -6,18 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
+from aiohttp import web
 
 from agents.store_postgres import PostgresSessionStore
+from gateway.ws.claims import scope
+from tests.support.http_client import fake_provider
 from tests.support.process import GatewayProcess
 from tests.support.process_client import connect_ws
 from tests.support.shared_store import frames_until, shared_config, start_on_config
+from tests.support.upstreams import FakeOpenAI, Stream
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -74,21 +80,68 @@ async def ended(ws: aiohttp.ClientWebSocketResponse, run_id: str) -> None:
     assert answer["payload"]["status"] == "ok", answer
 
 
+class HeldOpenAI(FakeOpenAI):
+    """Its reply's first word, then nothing until the test lets the rest go (`go`)."""
+
+    def __init__(self) -> None:
+        super().__init__(Stream(("held", " reply"), stall_after=1))
+        self.go = asyncio.Event()
+
+    async def _pause(self, request: web.Request, seconds: float | None) -> None:
+        if seconds is None:
+            await self.go.wait()
+        else:
+            await super()._pause(request, seconds)
+
+
+@pytest.fixture
+async def held() -> AsyncIterator[HeldOpenAI]:
+    upstream = HeldOpenAI()
+    await upstream.start()
+    yield upstream
+    upstream.go.set()
+    await upstream.aclose()
+
+
 class TestAChatSendRetryOnAnotherProcess:
     async def test_gets_the_first_run_in_flight_then_ok_and_no_second_run(
-        self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_url: str
+        self,
+        tmp_path: Path,
+        database: str,
+        http: aiohttp.ClientSession,
+        pg_url: str,
+        held: HeldOpenAI,
     ) -> None:
-        a, b = start_gateway("a"), start_gateway("b")
-        on_a, on_b = await connect_ws(http, a.url), await connect_ws(http, b.url)
-        [first] = await call(on_a, "chat.send", send("idem-1"))
-        assert first["payload"] == {"runId": "idem-1", "status": "started"}
-        [again] = await call(on_b, "chat.send", send("idem-1"))
-        assert again["ok"] is True
-        assert again["payload"] == {"runId": "idem-1", "status": "in_flight"}
-        await ended(on_a, "idem-1")
-        [late] = await call(on_b, "chat.send", send("idem-1"))
-        assert late["payload"] == {"runId": "idem-1", "status": "ok"}
-        assert await user_messages(pg_url, "agent:main:s1") == [LONG]
+        """`ok` as soon as the run's end is reported, however late the process that ran it
+        marks its claim ended: here that mark waits on a lock this test holds on the claim."""
+        settings = json.loads(shared_config(database, delay_ms=0))
+        settings.update(fake_provider(held))
+        started: list[GatewayProcess] = []
+        try:
+            a, b = (start_on_config(started, tmp_path, n, json.dumps(settings)) for n in "ab")
+            on_a, on_b = await connect_ws(http, a.url), await connect_ws(http, b.url)
+            [first] = await call(on_a, "chat.send", send("idem-1", "hi"))
+            assert first["payload"] == {"runId": "idem-1", "status": "started"}
+            await held.wait_for_requests(1, within=15)
+            [again] = await call(on_b, "chat.send", send("idem-1", "hi"))
+            assert again["ok"] is True
+            assert again["payload"] == {"runId": "idem-1", "status": "in_flight"}
+            lock = await asyncpg.connect(pg_url)
+            try:
+                async with lock.transaction():
+                    claim = "SELECT 1 FROM hook_calls WHERE scope = $1 FOR UPDATE"
+                    assert await lock.fetchval(claim, scope("idem-1")) == 1
+                    held.go.set()
+                    await ended(on_a, "idem-1")
+                    [late] = await call(on_b, "chat.send", send("idem-1", "hi"))
+                    assert late["payload"] == {"runId": "idem-1", "status": "ok"}
+            finally:
+                await lock.close()
+            assert await user_messages(pg_url, "agent:main:s1") == ["hi"]
+            assert len(held.requests) == 1
+        finally:
+            for process in started:
+                process.stop()
 
     async def test_gets_the_first_run_after_its_session_was_archived(
         self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_url: str
