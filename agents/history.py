@@ -39,7 +39,7 @@ from collections.abc import Sequence
 import attrs
 
 from agents.providers.base import ChatMessage, StopReason, ToolCall
-from agents.store import StoredMessage
+from agents.store import StoredMessage, refused_turns
 from agents.transcript import CutShort, Replayed
 
 # About what the replayed histories of a few hundred active conversations of ordinary
@@ -57,11 +57,11 @@ def window_start(messages: Sequence[StoredMessage], user_turns: int) -> int:
     on that hold its window: at the `user_turns`-th last user message of a turn not refused
     (the first message when there are fewer), or at the last context start when that comes
     later. (A turn is written whole: `messages` hold the reply of each user message's turn.)"""
-    refused = {m.run_id for m in messages if m.refused}
+    refused = refused_turns(messages)
     start = 0
     seen = 0
     for index in range(len(messages) - 1, -1, -1):
-        if messages[index].role == "user" and messages[index].run_id not in refused:
+        if messages[index].role == "user" and messages[index].seq not in refused:
             seen += 1
             if seen == user_turns:
                 start = index
@@ -123,10 +123,10 @@ def _unrefused(messages: tuple[StoredMessage, ...]) -> tuple[StoredMessage, ...]
     """`messages` without those of the turns the upstream refused (see above): every
     message of the run whose reply is refused. A turn is written whole, in one transaction,
     and its reply is its last message, so a window that holds any of it holds its reply."""
-    refused = {m.run_id for m in messages if m.refused}
+    refused = refused_turns(messages)
     if not refused:
         return messages
-    return tuple(m for m in messages if m.run_id not in refused)
+    return tuple(m for m in messages if m.seq not in refused)
 
 
 @attrs.frozen

@@ -314,21 +314,19 @@ def _refused_sql(table: str) -> str:
     )
 
 
-# A message `m` of no refused turn: not its reply, nor before the reply of its run (a turn's
-# messages are written together, its reply last), which the unique (session_id, seq) index
-# finds from `m` on.
-SQL_NOT_REFUSED = (
-    f"NOT ({_refused_sql('m')}) AND NOT EXISTS (SELECT 1 FROM messages r"
-    " WHERE r.session_id = m.session_id AND r.seq > m.seq AND r.run_id = m.run_id"
-    f" AND r.role = 'assistant' AND {_refused_sql('r')})"
-)
 # A user message `m` of no refused turn. Its turn's reply is the first message after it with
 # a stop reason (a client's assistant messages stored with it have none): one index step
-# from `m`, where matching the run id alone would read every later message of the session.
+# from `m`, where matching the run id alone would read every later message of the session,
+# and would take a later turn of the same run id (`refused_turns`) for its own.
 SQL_USER_NOT_REFUSED = (
     f"(SELECT r.run_id = m.run_id AND {_refused_sql('r')} FROM messages r"
     " WHERE r.session_id = m.session_id AND r.seq > m.seq AND r.stop_reason IS NOT NULL"
     " ORDER BY r.seq LIMIT 1) IS NOT TRUE"
+)
+# Any message `m` of no refused turn: not a refused reply, nor (one without a stop reason)
+# before its turn's reply that is.
+SQL_NOT_REFUSED = (
+    f"NOT ({_refused_sql('m')}) AND (m.stop_reason IS NOT NULL OR {SQL_USER_NOT_REFUSED})"
 )
 # The messages of the last N user turns: everything from the N-th last user message on
 # (a turn the upstream refused, which is not replayed, is none of them), but nothing before
@@ -864,12 +862,31 @@ def _damaged(mid: str, seq: int, fields: Mapping[str, str | None]) -> StoreError
     return StoreError(f"stored message {mid} (seq {seq}) is damaged")
 
 
+def refused_turns(messages: Sequence[StoredMessage]) -> set[int]:
+    """The seqs of `messages` (a stretch of a transcript, oldest first) that are of a turn the
+    upstream refused: its reply, and the messages of its run since the reply before it. A turn
+    is written whole, its reply (the one message of it with a stop reason) last; its run id
+    alone does not tell it, as a WebSocket client's idempotency key, its run id, may be sent
+    again once it is forgotten, for a turn of its own in the same session."""
+    refused: set[int] = set()
+    since: list[StoredMessage] = []  # since the last reply
+    for message in messages:
+        if message.stop_reason is None:
+            since.append(message)
+            continue
+        if message.refused:
+            refused.add(message.seq)
+            refused.update(m.seq for m in since if m.run_id == message.run_id)
+        since = []
+    return refused
+
+
 def last_replayed_assistant(messages: tuple[StoredMessage, ...]) -> StoredMessage | None:
     """The last assistant message of `messages` (a transcript's last messages) that is not
     of a turn the upstream refused (its reply, or an assistant message the client sent)."""
-    refused = {m.run_id for m in messages if m.refused}
+    refused = refused_turns(messages)
     return next(
-        (m for m in reversed(messages) if m.role == "assistant" and m.run_id not in refused),
+        (m for m in reversed(messages) if m.role == "assistant" and m.seq not in refused),
         None,
     )
 

@@ -1039,6 +1039,19 @@ class TestToolMessages:
         ]  # fmt: skip
         assert stored[3].error_message == "upstream provider refused the request (HTTP 400)"
 
+    async def test_a_run_id_used_again_is_a_turn_of_its_own(self, store: SessionStore) -> None:
+        """A WebSocket idempotency key (the run id) sent again once forgotten: its refused
+        turn hides neither the earlier turn of that run id nor the later one."""
+        row, _ = await store.create(KEY, "main", 100)
+        await store.append_turn(turn(row, "k", assistant_text="first"))
+        await store.append_turn(turn(row, "k", **REFUSED))
+        _, last = await store.replay(row.session_id, 0)
+        assert last is not None and last.text == "first"
+        await store.append_turn(turn(row, "k", assistant_text="again"))
+        recent, last = await store.replay(row.session_id, 5)
+        assert last is not None and last.text == "again"
+        assert [m.text for m in recent if m.role == "assistant"] == ["first", "", "again"]
+
     async def test_an_empty_transcript_has_no_last_assistant(self, store: SessionStore) -> None:
         row, _ = await store.create(KEY, "main", 100)
         assert await store.replay(row.session_id, 5) == ((), None)
