@@ -178,13 +178,20 @@ async def start_once(
 
 
 async def _turn_stored(store: Store, session_key: str, run_id: str) -> bool:
-    """The run's turn is the session's last one stored: it has ended, though the process
-    that ran it may not have marked its claim ended yet. That process marks it after the run's
-    end is reported (`_held`, after `run.wait()`), and a retry here right after `agent.wait`
-    there said ended must not be told `in_flight`. A turn stored nothing for (aborted while
-    queued, its commit failed) is `in_flight` until the claim's end is written."""
+    """The run's turn is stored in its session: it has ended, though the process that ran it
+    may not have marked its claim ended yet. That process marks it after the run's end is
+    reported (`_held`, after `run.wait()`), and a retry here right after `agent.wait` there
+    said ended must not be told `in_flight`. A turn of the key's from before its 5 minutes
+    (a key sent again once forgotten, under the same run id) is not this run's: the claim
+    of that one was kept 5 minutes after it ended. A run stored nothing for (aborted while
+    queued, its commit failed) is `in_flight` until its claim's end is written."""
     row = await store.get(session_key)
-    return row is not None and row.last_run_id == run_id
+    bounds = await store.chain_bounds(row.session_id, run_id) if row is not None else None
+    if row is None or bounds is None:
+        return False
+    reply = await store.messages_in(row.session_id, bounds[1], bounds[1], False, 1)
+    since = wall_clock_ms() - int(IDEMPOTENCY_TTL_SECONDS * 1000)
+    return bool(reply) and reply[0].timestamp > since
 
 
 def _keep(ws: WsState, work: Coroutine[Any, Any, None]) -> None:

@@ -17,12 +17,14 @@ import asyncpg
 import pytest
 from aiohttp import web
 
+from agents.registry import wall_clock_ms
 from agents.store_postgres import PostgresSessionStore
 from gateway.ws.claims import scope
 from tests.support.http_client import fake_provider
 from tests.support.process import GatewayProcess
 from tests.support.process_client import connect_ws
 from tests.support.shared_store import frames_until, shared_config, start_on_config
+from tests.support.turns import turn
 from tests.support.upstreams import FakeOpenAI, Stream
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -139,6 +141,40 @@ class TestAChatSendRetryOnAnotherProcess:
                 await lock.close()
             assert await user_messages(pg_url, "agent:main:s1") == ["hi"]
             assert len(held.requests) == 1
+        finally:
+            for process in started:
+                process.stop()
+
+    async def test_of_a_key_sent_again_once_forgotten_is_told_its_new_run_is_in_flight(
+        self,
+        tmp_path: Path,
+        database: str,
+        http: aiohttp.ClientSession,
+        pg_url: str,
+        held: HeldOpenAI,
+    ) -> None:
+        """The session's last turn is of the same key, long ended (its claim gone): the run
+        the key now names, held by the upstream, is still going."""
+        ago = wall_clock_ms() - 6 * 60_000  # the 5 minutes a key is remembered, and more
+        async with PostgresSessionStore(pg_url) as store:
+            row, _ = await store.create("agent:main:s1", "main", ago - 10)
+            old = turn(row, "idem-2", user_timestamp=ago - 5, assistant_timestamp=ago)
+            await store.append_turn(old)
+            last = await store.get("agent:main:s1")
+            assert last is not None and last.last_run_id == "idem-2"
+        settings = json.loads(shared_config(database, delay_ms=0))
+        settings.update(fake_provider(held))
+        started: list[GatewayProcess] = []
+        try:
+            a, b = (start_on_config(started, tmp_path, n, json.dumps(settings)) for n in "ab")
+            on_a, on_b = await connect_ws(http, a.url), await connect_ws(http, b.url)
+            [first] = await call(on_a, "chat.send", send("idem-2", "hi"))
+            assert first["payload"] == {"runId": "idem-2", "status": "started"}
+            await held.wait_for_requests(1, within=15)
+            [again] = await call(on_b, "chat.send", send("idem-2", "hi"))
+            assert again["payload"] == {"runId": "idem-2", "status": "in_flight"}
+            held.go.set()
+            await ended(on_a, "idem-2")
         finally:
             for process in started:
                 process.stop()
