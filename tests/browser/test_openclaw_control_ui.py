@@ -361,3 +361,21 @@ def test_a_session_is_archived_then_deleted_from_the_sessions_view(
     assert key not in [row["key"] for row in everything]
     assert {"sessions.patch", "sessions.delete"}.isdisjoint(refused_calls(gateway))
     assert console_errors(ui) == []
+
+
+def test_the_profile_settings_say_github_is_not_connected(
+    ui: Page, gateway: GatewayProcess
+) -> None:
+    """The Profile settings' GitHub identity (`tools.github.status`, which said `unknown
+    method`): none configured or detected, and nothing goes to the console."""
+    ui.driver.get(f"{gateway.url}/#token={TOKEN}")
+    composer(ui)
+    ui.until(lambda: "Connected" in body_text(ui), "the connected state")
+    ui.driver.get(f"{gateway.url}/settings/profile")
+    ui.until(lambda: ui.driver.title.startswith("Profile"), "the profile settings")
+    ui.until(lambda: answered(gateway, "tools.github.status"), "the GitHub identity")
+    ui.until(lambda: "GitHub for main" in body_text(ui), "the main agent's GitHub")
+    ui.until(lambda: "No credentials" in body_text(ui), "no GitHub credentials")
+    assert "unknown method" not in body_text(ui)
+    assert console_errors(ui) == []
+    assert "tools.github.status" not in refused_calls(gateway), refused_calls(gateway)

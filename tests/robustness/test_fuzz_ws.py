@@ -746,6 +746,12 @@ PARAMS: dict[str, st.SearchStrategy[Any]] = {
     "sessions.messages.unsubscribe": st.fixed_dictionaries(
         {"key": often(session_key)}, optional={"agentId": often(st.just("main") | odd_text)}
     ),
+    "tools.github.status": st.fixed_dictionaries(
+        {
+            "agentId": often(st.just("main") | odd_text),
+            "selectedScope": often(st.sampled_from(["system", "agent"]) | odd_text),
+        }
+    ),
     "config.patch": st.fixed_dictionaries(
         # The file exists, so a patch needs its sha256 as baseHash: none of these can apply.
         {"raw": often(st.one_of(odd_text, json_values.map(to_json), specials.map(to_json)))},
@@ -904,6 +910,7 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     "agent.identity.get": {"agentId": "main", "sessionKey": KEY},
     "models.authStatus": {"refresh": True, "agentId": "main"},
     "talk.catalog": {"provider": "p", "model": "m"},
+    "tools.github.status": {"agentId": "main", "selectedScope": "agent"},
     # `authProfileId` (a model account to preview) goes without `sessionKey`; clawgate has none.
     "chat.metadata": {"agentId": "main", "sessionKey": KEY, "authProfileId": None},
     # A search (`query`) takes no `cursor`: a browse's page here.

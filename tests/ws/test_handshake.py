@@ -474,6 +474,7 @@ class TestHelloOk:
                     "models.authStatus",
                     "talk.catalog",
                     "chat.metadata",
+                    "tools.github.status",
                     "plugins.catalog.browse",
                     "tasks.list",
                     "cron.list",

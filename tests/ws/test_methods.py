@@ -2092,6 +2092,46 @@ class TestOpenClawControlUiFeatureReads:
         assert frame["error"]["message"] == "missing scope: operator.pairing"
         assert await reader.ok("worktrees.list", {}) == {"worktrees": []}
 
+    async def test_tools_github_status_has_no_identity(self, gateway: Gateway) -> None:
+        """The Profile settings' GitHub identity of an agent: none configured at either scope
+        and none detected, in OpenClaw's shape; its params checked as OpenClaw checks them."""
+        ws = await gateway.connected(scopes=["operator.read"])
+        none = {
+            "source": "system-detected",
+            "credentialKind": "native",
+            "credentialState": "unavailable",
+            "account": None,
+            "gitAuthor": {"name": None, "email": None},
+            "evidence": "none",
+            "accessExpiresAtMs": None,
+            "refreshState": "not_applicable",
+            "oauthScopes": [],
+            "repositoryGrants": "unknown",
+        }
+        for scope, selected in (("system", none), ("agent", None)):
+            answer = await ws.ok("tools.github.status", {"agentId": "Main", "selectedScope": scope})
+            assert answer == {
+                "agentId": "main",
+                "selectedScope": scope,
+                "selected": {"scope": scope, "configured": False, "identity": selected},
+                "effective": none,
+            }
+        bad = [
+            ({"selectedScope": "system"}, "at /agentId: is required"),
+            ({"agentId": "", "selectedScope": "agent"}, "at /agentId: must not be empty"),
+            (
+                {"agentId": "main", "selectedScope": "org"},
+                "at /selectedScope: must be one of system, agent",
+            ),
+            ({"agentId": "main", "selectedScope": 1}, "at /selectedScope: must be string"),
+            ({"agentId": "main"}, "at /selectedScope: is required"),
+        ]
+        for params, message in bad:
+            frame = await ws.call("tools.github.status", params)
+            assert frame["error"]["message"] == f"invalid tools.github.status params: {message}"
+        frame = await ws.call("tools.github.status", {"agentId": "ghost", "selectedScope": "agent"})
+        assert frame["error"]["message"] == "Unknown agent 'ghost'."
+
     async def test_usage_status_has_no_provider_quotas(self, ws: GatewayWs) -> None:
         """The Usage page's provider quota windows: upstream keys are the config's, with no
         account whose quota to read (OpenClaw's answer with no such provider)."""

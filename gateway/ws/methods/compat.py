@@ -364,6 +364,39 @@ def talk_catalog_params(r: ParamReader) -> None:
     r.string("model", non_empty=True)
 
 
+GITHUB_SCOPES = ("system", "agent")
+# OpenClaw's facts of a GitHub identity with no credential found: clawgate keeps no GitHub
+# token and reads none from its host (no `gh`, no git author looked up).
+NO_GITHUB_IDENTITY: dict[str, Any] = {
+    "source": "system-detected",
+    "credentialKind": "native",
+    "credentialState": "unavailable",
+    "account": None,
+    "gitAuthor": {"name": None, "email": None},
+    "evidence": "none",
+    "accessExpiresAtMs": None,
+    "refreshState": "not_applicable",
+    "oauthScopes": [],
+    "repositoryGrants": "unknown",
+}
+
+
+@attrs.frozen
+class GitHubStatusParams:
+    """`tools.github.status {agentId, selectedScope: "system" | "agent"}`."""
+
+    target: AgentTarget
+    scope: str
+
+    @classmethod
+    def parse(cls, r: ParamReader) -> GitHubStatusParams:
+        agent_id = r.required_string("agentId", max_len=SESSION_KEY_MAX)
+        scope = r.required_string("selectedScope")
+        if scope not in GITHUB_SCOPES:
+            raise r.fail("selectedScope", f"must be one of {', '.join(GITHUB_SCOPES)}")
+        return cls(AgentTarget(None, agent_id), scope)
+
+
 def _empty_state(answer: Any) -> Any:
     async def handler(ctx: CallContext, params: None) -> Any:
         return answer
@@ -500,6 +533,20 @@ def register(methods: MethodRegistry) -> None:
         if params.target.session_key is not None:
             answer["runtimeSelectionLocked"] = False
         return answer
+
+    # The Profile settings' GitHub identity of an agent's tools: none configured at either
+    # scope, and none detected (OpenClaw's system scope is what `gh` finds on its host), so
+    # the selected scope's identity is the effective one for "system" and none for "agent".
+    @methods.method("tools.github.status", params=GitHubStatusParams.parse, scope=READ)
+    async def tools_github_status(ctx: CallContext, params: GitHubStatusParams) -> Any:
+        agent_id = params.target.resolve(ctx)
+        selected = NO_GITHUB_IDENTITY if params.scope == "system" else None
+        return {
+            "agentId": agent_id,
+            "selectedScope": params.scope,
+            "selected": {"scope": params.scope, "configured": False, "identity": selected},
+            "effective": NO_GITHUB_IDENTITY,
+        }
 
     # ClawHub's catalog is a third party's: not asked from here, so nothing to install.
     @methods.method("plugins.catalog.browse", params=plugin_catalog_params, scope=READ)
