@@ -1338,6 +1338,24 @@ ROOT = _Section(
 )
 
 
+def holds_path(path: str) -> bool:
+    """Whether a dotted config path (`gateway.auth.mode`, `agents.list[].id`) is one of
+    clawgate's keys: False once it leaves them (an OpenClaw section ignored here, or none).
+    Inside a list or a map of chosen names every deeper path counts as held."""
+    node: _Node = ROOT
+    for segment in path.split("."):
+        name = segment.removesuffix("[]")
+        if isinstance(node, _FalseOr):
+            node = node.section
+        if not isinstance(node, _Section):
+            return True
+        key = node.keys.get(name)
+        if key is None:
+            return False
+        node = key.node
+    return True
+
+
 # --- Checks across sections ------------------------------------------------------------------
 
 

@@ -379,3 +379,24 @@ def test_the_profile_settings_say_github_is_not_connected(
     assert "unknown method" not in body_text(ui)
     assert console_errors(ui) == []
     assert "tools.github.status" not in refused_calls(gateway), refused_calls(gateway)
+
+
+def test_the_memory_settings_say_there_is_no_memory_plugin(
+    ui: Page, gateway: GatewayProcess
+) -> None:
+    """The Memory settings' overview (`doctor.memory.status`, which said `unknown method`):
+    OpenClaw's own "needs attention" for no memory plugin. Its probe of the memory plugin's
+    config (`config.schema.lookup`) is not found, as on OpenClaw for a path outside the
+    config's schema, which the page reads as support unknown."""
+    ui.driver.get(f"{gateway.url}/#token={TOKEN}")
+    composer(ui)
+    ui.until(lambda: "Connected" in body_text(ui), "the connected state")
+    ui.driver.get(f"{gateway.url}/settings/memory")
+    ui.until(lambda: ui.driver.title.startswith("Memory"), "the memory settings")
+    ui.until(lambda: "Memory needs attention" in body_text(ui), "the memory overview")
+    ui.until(lambda: answered(gateway, "config.schema.lookup"), "the memory plugin's probe")
+    text = body_text(ui)
+    assert "memory plugin unavailable" in text and "ENGINE HEALTH" in text, text
+    assert "unknown method" not in text
+    assert console_errors(ui) == []
+    assert refused_calls(gateway) == {"config.schema.lookup": "INVALID_REQUEST"}

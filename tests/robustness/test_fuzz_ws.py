@@ -752,6 +752,9 @@ PARAMS: dict[str, st.SearchStrategy[Any]] = {
             "selectedScope": often(st.sampled_from(["system", "agent"]) | odd_text),
         }
     ),
+    "config.schema.lookup": st.fixed_dictionaries(
+        {"path": often(st.sampled_from(["gateway.port", "plugins", "agents.list[].id"]) | odd_text)}
+    ),
     "config.patch": st.fixed_dictionaries(
         # The file exists, so a patch needs its sha256 as baseHash: none of these can apply.
         {"raw": often(st.one_of(odd_text, json_values.map(to_json), specials.map(to_json)))},
@@ -911,6 +914,8 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     "models.authStatus": {"refresh": True, "agentId": "main"},
     "talk.catalog": {"provider": "p", "model": "m"},
     "tools.github.status": {"agentId": "main", "selectedScope": "agent"},
+    "doctor.memory.status": {"agentId": "main", "probe": True, "deep": False},
+    "config.schema.lookup": {"path": "plugins.entries.memory-core.config"},
     # `authProfileId` (a model account to preview) goes without `sessionKey`; clawgate has none.
     "chat.metadata": {"agentId": "main", "sessionKey": KEY, "authProfileId": None},
     # A search (`query`) takes no `cursor`: a browse's page here.

@@ -475,6 +475,8 @@ class TestHelloOk:
                     "talk.catalog",
                     "chat.metadata",
                     "tools.github.status",
+                    "doctor.memory.status",
+                    "config.schema.lookup",
                     "plugins.catalog.browse",
                     "tasks.list",
                     "cron.list",

@@ -2132,6 +2132,56 @@ class TestOpenClawControlUiFeatureReads:
         frame = await ws.call("tools.github.status", {"agentId": "ghost", "selectedScope": "agent"})
         assert frame["error"]["message"] == "Unknown agent 'ghost'."
 
+    async def test_doctor_memory_status_has_no_memory_plugin(self, gateway: Gateway) -> None:
+        """The Memory settings' overview: OpenClaw's answer with no memory plugin."""
+        ws = await gateway.connected(scopes=["operator.read"])
+        none = {"agentId": "main", "embedding": {"ok": False, "error": "memory plugin unavailable"}}
+        assert await ws.ok("doctor.memory.status", {}) == none
+        assert await ws.ok("doctor.memory.status", {"agentId": "Main", "probe": True}) == none
+        assert await ws.ok("doctor.memory.status", {"agentId": "", "deep": False}) == none
+        bad = [
+            ({"agentId": 3}, "invalid doctor.memory.status params: at /agentId: must be string"),
+            ({"probe": "yes"}, "invalid doctor.memory.status params: at /probe: must be boolean"),
+            ({"agentId": "ghost"}, "Unknown agent 'ghost'."),
+        ]
+        for params, message in bad:
+            frame = await ws.call("doctor.memory.status", params)
+            assert frame["error"]["message"] == message, params
+
+    async def test_config_schema_lookup_finds_no_openclaw_path(self, gateway: Gateway) -> None:
+        """A path outside clawgate's config (the Memory settings ask for a memory plugin's) is
+        not found, as OpenClaw answers; one of clawgate's own has no JSON Schema to send."""
+        ws = await gateway.connected(scopes=["operator.read"])
+        outside = [
+            "plugins.entries.memory-core.config",
+            "memory",
+            "gateway.nope",
+            "gateway.auth.rateLimit.nope",
+            "agents.defaults.nope",
+        ]
+        for path in outside:
+            frame = await ws.call("config.schema.lookup", {"path": path})
+            assert frame["error"] == {
+                "code": "INVALID_REQUEST",
+                "message": "config schema path not found",
+            }, path
+        for path in ("gateway", "gateway.auth.rateLimit.maxAttempts", "agents.list[].id"):
+            frame = await ws.call("config.schema.lookup", {"path": path})
+            assert frame["error"] == {
+                "code": "UNAVAILABLE",
+                "message": "config schema lookup is not available on clawgate",
+            }, path
+        bad = [
+            ({}, "at /path: is required"),
+            ({"path": ""}, "at /path: must not be empty"),
+            ({"path": "a b"}, "at /path: must match ^[A-Za-z0-9_./\\[\\]\\-*]+$"),
+            ({"path": "a" * 1025}, "at /path: must have at most 1024 characters"),
+            ({"path": 1}, "at /path: must be string"),
+        ]
+        for params, message in bad:
+            frame = await ws.call("config.schema.lookup", params)
+            assert frame["error"]["message"] == f"invalid config.schema.lookup params: {message}"
+
     async def test_usage_status_has_no_provider_quotas(self, ws: GatewayWs) -> None:
         """The Usage page's provider quota windows: upstream keys are the config's, with no
         account whose quota to read (OpenClaw's answer with no such provider)."""

@@ -18,6 +18,7 @@ import attrs
 from agents.errors import SessionArchived, UnknownAgent
 from agents.ids import uuid7
 from agents.keys import SESSION_KEY_MAX, parse_session_key
+from gateway.config.schema import holds_path
 from gateway.ws.connection import now_ms
 from gateway.ws.dispatch import CallContext, MethodRegistry, no_params
 from gateway.ws.methods.catalog import model_rows
@@ -397,6 +398,30 @@ class GitHubStatusParams:
         return cls(AgentTarget(None, agent_id), scope)
 
 
+# OpenClaw's memory search is a plugin's; clawgate has none: its answer when no memory plugin
+# is selected.
+NO_MEMORY_PLUGIN = "memory plugin unavailable"
+
+
+def memory_status_params(r: ParamReader) -> AgentTarget:
+    """`doctor.memory.status {agentId?, probe?, deep?}`: an empty `agentId` is the default."""
+    r.boolean("probe")
+    r.boolean("deep")
+    return AgentTarget(None, r.string("agentId", max_len=SESSION_KEY_MAX) or None)
+
+
+CONFIG_PATH_MAX = 1024  # OpenClaw's bound on a `config.schema.lookup` path
+CONFIG_PATH = re.compile(r"[A-Za-z0-9_./\[\]\-*]+")
+
+
+def schema_path_params(r: ParamReader) -> str:
+    """`config.schema.lookup {path}`, checked as OpenClaw checks it."""
+    path = r.required_string("path", max_len=CONFIG_PATH_MAX)
+    if not CONFIG_PATH.fullmatch(path):
+        raise r.fail("path", "must match ^[A-Za-z0-9_./\\[\\]\\-*]+$")
+    return path
+
+
 def _empty_state(answer: Any) -> Any:
     async def handler(ctx: CallContext, params: None) -> Any:
         return answer
@@ -547,6 +572,24 @@ def register(methods: MethodRegistry) -> None:
             "selected": {"scope": params.scope, "configured": False, "identity": selected},
             "effective": NO_GITHUB_IDENTITY,
         }
+
+    # The Memory settings' overview: no memory plugin, so no search and no embeddings.
+    @methods.method("doctor.memory.status", params=memory_status_params, scope=READ)
+    async def doctor_memory_status(ctx: CallContext, params: AgentTarget) -> Any:
+        return {
+            "agentId": params.resolve(ctx),
+            "embedding": {"ok": False, "error": NO_MEMORY_PLUGIN},
+        }
+
+    # A config path's JSON Schema. A path outside clawgate's config (OpenClaw's `plugins`,
+    # which its Memory settings ask about) is not found, as OpenClaw answers one; clawgate's
+    # schema is a walk (gateway/config/schema.py), not JSON Schema, so for one of its own
+    # paths there is nothing to send: refused as unavailable rather than answered wrongly.
+    @methods.method("config.schema.lookup", params=schema_path_params, scope=READ)
+    async def config_schema_lookup(ctx: CallContext, path: str) -> Any:
+        if not holds_path(path):
+            raise WsError(INVALID_REQUEST, "config schema path not found")
+        raise WsError(UNAVAILABLE, "config schema lookup is not available on clawgate")
 
     # ClawHub's catalog is a third party's: not asked from here, so nothing to install.
     @methods.method("plugins.catalog.browse", params=plugin_catalog_params, scope=READ)
