@@ -400,3 +400,25 @@ def test_the_memory_settings_say_there_is_no_memory_plugin(
     assert "unknown method" not in text
     assert console_errors(ui) == []
     assert refused_calls(gateway) == {"config.schema.lookup": "INVALID_REQUEST"}
+
+
+# Settings pages of OpenClaw features clawgate does not have, each with the call it made that
+# said `unknown method`, and what the page shows instead.
+FEATURE_PAGES = [
+    ("settings/approvals", "Approvals", ("approval.history", "exec.approval.grants.list")),
+]
+
+
+@pytest.mark.parametrize(("path", "title", "methods"), FEATURE_PAGES)
+def test_a_page_of_a_feature_clawgate_lacks_shows_none(
+    ui: Page, gateway: GatewayProcess, path: str, title: str, methods: tuple[str, ...]
+) -> None:
+    ui.driver.get(f"{gateway.url}/#token={TOKEN}")
+    composer(ui)
+    ui.until(lambda: "Connected" in body_text(ui), "the connected state")
+    ui.driver.get(f"{gateway.url}/{path}")
+    ui.until(lambda: ui.driver.title.startswith(title), f"the {title} page")
+    ui.until(lambda: set(methods) <= set(calls(gateway, ok=True)), f"{methods} answered")
+    assert "unknown method" not in body_text(ui)
+    assert console_errors(ui) == []
+    assert refused_calls(gateway) == {}, refused_calls(gateway)

@@ -916,6 +916,9 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     "tools.github.status": {"agentId": "main", "selectedScope": "agent"},
     "doctor.memory.status": {"agentId": "main", "probe": True, "deep": False},
     "config.schema.lookup": {"path": "plugins.entries.memory-core.config"},
+    # `cursor` goes without a history (none was given out): a walk's value here.
+    "approval.history": {"cursor": None, "limit": 50, "kind": "plugin"},
+    "exec.approval.grants.list": {"limit": 500},
     # `authProfileId` (a model account to preview) goes without `sessionKey`; clawgate has none.
     "chat.metadata": {"agentId": "main", "sessionKey": KEY, "authProfileId": None},
     # A search (`query`) takes no `cursor`: a browse's page here.

@@ -477,6 +477,8 @@ class TestHelloOk:
                     "tools.github.status",
                     "doctor.memory.status",
                     "config.schema.lookup",
+                    "approval.history",
+                    "exec.approval.grants.list",
                     "plugins.catalog.browse",
                     "tasks.list",
                     "cron.list",

@@ -2182,6 +2182,32 @@ class TestOpenClawControlUiFeatureReads:
             frame = await ws.call("config.schema.lookup", params)
             assert frame["error"]["message"] == f"invalid config.schema.lookup params: {message}"
 
+    async def test_the_approvals_history_and_grants_are_empty(self, gateway: Gateway) -> None:
+        """The Approvals settings: no approval decided, no standing grant; a cursor is one
+        never given out, refused as OpenClaw refuses a stale one."""
+        ws = await gateway.connected(scopes=["operator.approvals"])
+        params = {"limit": 50, "kind": "exec"}
+        assert await ws.ok("approval.history", params) == {"items": []}
+        assert await ws.ok("exec.approval.grants.list", {"limit": 500}) == {"grants": []}
+        bad = [
+            ("approval.history", {"cursor": "c"}, "invalid approval.history cursor"),
+            ("approval.history", {"cursor": ""}, "at /cursor: must not be empty"),
+            ("approval.history", {"limit": 101}, "at /limit: must be <= 100"),
+            (
+                "approval.history",
+                {"kind": "x"},
+                "at /kind: must be one of exec, plugin, system-agent",
+            ),
+            ("exec.approval.grants.list", {"limit": 0}, "at /limit: must be >= 1"),
+        ]
+        for method, params, message in bad:
+            frame = await ws.call(method, params)
+            assert frame["error"]["message"].endswith(message), (method, params)
+        reader = await gateway.connected(scopes=["operator.read"])
+        for method in ("approval.history", "exec.approval.grants.list"):
+            frame = await reader.call(method, {})
+            assert frame["error"]["message"] == "missing scope: operator.approvals"
+
     async def test_usage_status_has_no_provider_quotas(self, ws: GatewayWs) -> None:
         """The Usage page's provider quota windows: upstream keys are the config's, with no
         account whose quota to read (OpenClaw's answer with no such provider)."""

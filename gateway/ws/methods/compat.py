@@ -422,6 +422,28 @@ def schema_path_params(r: ParamReader) -> str:
     return path
 
 
+APPROVAL_KINDS = ("exec", "plugin", "system-agent")
+APPROVAL_CURSOR_MAX = 512
+APPROVAL_HISTORY_LIMIT_MAX = 100
+GRANTS_LIST_LIMIT_MAX = 500  # OpenClaw's bound on an `exec.approval.grants.list` page
+
+
+def approval_history_params(r: ParamReader) -> None:
+    """`approval.history {cursor?, limit?, kind?}`, checked as OpenClaw checks it. No cursor
+    was given out (there is no history), so any is refused as OpenClaw refuses a stale one."""
+    cursor = r.string("cursor", non_empty=True, max_len=APPROVAL_CURSOR_MAX)
+    r.integer("limit", minimum=1, maximum=APPROVAL_HISTORY_LIMIT_MAX)
+    kind = r.string("kind")
+    if kind is not None and kind not in APPROVAL_KINDS:
+        raise r.fail("kind", f"must be one of {', '.join(APPROVAL_KINDS)}")
+    if cursor is not None:
+        raise WsError(INVALID_REQUEST, "invalid approval.history cursor")
+
+
+def grants_list_params(r: ParamReader) -> None:
+    r.integer("limit", minimum=1, maximum=GRANTS_LIST_LIMIT_MAX)
+
+
 def _empty_state(answer: Any) -> Any:
     async def handler(ctx: CallContext, params: None) -> Any:
         return answer
@@ -590,6 +612,16 @@ def register(methods: MethodRegistry) -> None:
         if not holds_path(path):
             raise WsError(INVALID_REQUEST, "config schema path not found")
         raise WsError(UNAVAILABLE, "config schema lookup is not available on clawgate")
+
+    # The Approvals settings' history: clawgate asks for no approvals, so none was decided.
+    @methods.method("approval.history", params=approval_history_params, scope=APPROVALS)
+    async def approval_history(ctx: CallContext, params: None) -> Any:
+        return {"items": []}
+
+    # Standing grants are minted by approved scheduled commands: no scheduler, none.
+    @methods.method("exec.approval.grants.list", params=grants_list_params, scope=APPROVALS)
+    async def exec_approval_grants_list(ctx: CallContext, params: None) -> Any:
+        return {"grants": []}
 
     # ClawHub's catalog is a third party's: not asked from here, so nothing to install.
     @methods.method("plugins.catalog.browse", params=plugin_catalog_params, scope=READ)
