@@ -406,6 +406,8 @@ def test_the_memory_settings_say_there_is_no_memory_plugin(
 # said `unknown method`, and what the page shows instead.
 FEATURE_PAGES = [
     ("settings/approvals", "Approvals", ("approval.history", "exec.approval.grants.list")),
+    ("skills", "Skills", ("skills.library.list", "skills.search")),
+    ("settings/skills", "Skills", ("skills.library.list",)),
 ]
 
 

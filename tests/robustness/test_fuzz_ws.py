@@ -919,6 +919,8 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     # `cursor` goes without a history (none was given out): a walk's value here.
     "approval.history": {"cursor": None, "limit": 50, "kind": "plugin"},
     "exec.approval.grants.list": {"limit": 500},
+    "skills.library.list": {"sessionKey": KEY, "scope": "team"},
+    "skills.search": {"query": "git", "limit": 20},
     # `authProfileId` (a model account to preview) goes without `sessionKey`; clawgate has none.
     "chat.metadata": {"agentId": "main", "sessionKey": KEY, "authProfileId": None},
     # A search (`query`) takes no `cursor`: a browse's page here.

@@ -479,6 +479,8 @@ class TestHelloOk:
                     "config.schema.lookup",
                     "approval.history",
                     "exec.approval.grants.list",
+                    "skills.library.list",
+                    "skills.search",
                     "plugins.catalog.browse",
                     "tasks.list",
                     "cron.list",

@@ -2208,6 +2208,34 @@ class TestOpenClawControlUiFeatureReads:
             frame = await reader.call(method, {})
             assert frame["error"]["message"] == "missing scope: operator.approvals"
 
+    async def test_the_skill_library_and_clawhub_search_are_empty(self, gateway: Gateway) -> None:
+        """The Skills page: no skill in the library, nowhere to save one; a session named has
+        none selected; ClawHub (a third party) is not asked."""
+        ws = await gateway.connected(scopes=["operator.read"])
+        empty = {
+            "entries": [],
+            "profileId": None,
+            "multipleProfiles": False,
+            "defaultTarget": "unavailable",
+            "canManageWorkspace": False,
+            "defaultSelectionLimit": 64,
+        }
+        assert await ws.ok("skills.library.list", {"scope": "all"}) == empty
+        session = {"sessionKey": "agent:main:main", "selections": [], "attachable": []}
+        answer = await ws.ok("skills.library.list", {"sessionKey": "main"})
+        assert answer == {**empty, "session": session}
+        assert await ws.ok("skills.search", {"query": "git", "limit": 100}) == {"results": []}
+        bad = [
+            ("skills.library.list", {"scope": "x"}, "at /scope: must be one of mine, team, all"),
+            ("skills.library.list", {"sessionKey": ""}, "at /sessionKey: must not be empty"),
+            ("skills.library.list", {"sessionKey": "agent:"}, "at /sessionKey: invalid session key"),  # noqa: E501
+            ("skills.search", {"query": ""}, "at /query: must not be empty"),
+            ("skills.search", {"limit": 101}, "at /limit: must be <= 100"),
+        ]  # fmt: skip
+        for method, params, message in bad:
+            frame = await ws.call(method, params)
+            assert frame["error"]["message"] == f"invalid {method} params: {message}", params
+
     async def test_usage_status_has_no_provider_quotas(self, ws: GatewayWs) -> None:
         """The Usage page's provider quota windows: upstream keys are the config's, with no
         account whose quota to read (OpenClaw's answer with no such provider)."""

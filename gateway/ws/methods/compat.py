@@ -440,6 +440,35 @@ def approval_history_params(r: ParamReader) -> None:
         raise WsError(INVALID_REQUEST, "invalid approval.history cursor")
 
 
+SKILL_LIBRARY_SCOPES = ("mine", "team", "all")
+SKILL_SEARCH_LIMIT_MAX = 100  # OpenClaw's bound on a `skills.search` page
+# OpenClaw's skill library with no skill in it, as a connection without a personal profile sees
+# it: nowhere to save one (clawgate has no library to manage).
+EMPTY_SKILL_LIBRARY: dict[str, Any] = {
+    "entries": [],
+    "profileId": None,
+    "multipleProfiles": False,
+    "defaultTarget": "unavailable",
+    "canManageWorkspace": False,
+    "defaultSelectionLimit": 64,
+}
+
+
+def skill_library_params(r: ParamReader) -> str | None:
+    """`skills.library.list {sessionKey?, scope?}`: the session named, if any."""
+    key = r.string("sessionKey", non_empty=True, max_len=SESSION_KEY_MAX)
+    scope = r.string("scope")
+    if scope is not None and scope not in SKILL_LIBRARY_SCOPES:
+        raise r.fail("scope", f"must be one of {', '.join(SKILL_LIBRARY_SCOPES)}")
+    return key
+
+
+def skills_search_params(r: ParamReader) -> None:
+    """`skills.search {query?, limit?}`: ClawHub's skills, checked as OpenClaw checks it."""
+    r.string("query", non_empty=True, max_len=PLUGIN_QUERY_MAX)
+    r.integer("limit", minimum=1, maximum=SKILL_SEARCH_LIMIT_MAX)
+
+
 def grants_list_params(r: ParamReader) -> None:
     r.integer("limit", minimum=1, maximum=GRANTS_LIST_LIMIT_MAX)
 
@@ -622,6 +651,20 @@ def register(methods: MethodRegistry) -> None:
     @methods.method("exec.approval.grants.list", params=grants_list_params, scope=APPROVALS)
     async def exec_approval_grants_list(ctx: CallContext, params: None) -> Any:
         return {"grants": []}
+
+    # The Skills page: clawgate's agents have no skills, so the library is empty (a session
+    # named has none selected and none to attach), and ClawHub, a third party, is not asked.
+    @methods.method("skills.library.list", params=skill_library_params, scope=READ)
+    async def skills_library_list(ctx: CallContext, session_key: str | None) -> Any:
+        if session_key is None:
+            return EMPTY_SKILL_LIBRARY
+        key = resolve_key(ctx, session_key, "sessionKey")
+        session = {"sessionKey": key, "selections": [], "attachable": []}
+        return {**EMPTY_SKILL_LIBRARY, "session": session}
+
+    @methods.method("skills.search", params=skills_search_params, scope=READ)
+    async def skills_search(ctx: CallContext, params: None) -> Any:
+        return {"results": []}
 
     # ClawHub's catalog is a third party's: not asked from here, so nothing to install.
     @methods.method("plugins.catalog.browse", params=plugin_catalog_params, scope=READ)
