@@ -408,6 +408,7 @@ FEATURE_PAGES = [
     ("settings/approvals", "Approvals", ("approval.history", "exec.approval.grants.list")),
     ("skills", "Skills", ("skills.library.list", "skills.search")),
     ("settings/skills", "Skills", ("skills.library.list",)),
+    ("skills/workshop", "Skill workshop", ("skills.proposals.list",)),
 ]
 
 

@@ -921,6 +921,7 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     "exec.approval.grants.list": {"limit": 500},
     "skills.library.list": {"sessionKey": KEY, "scope": "team"},
     "skills.search": {"query": "git", "limit": 20},
+    "skills.proposals.list": {"agentId": "main"},
     # `authProfileId` (a model account to preview) goes without `sessionKey`; clawgate has none.
     "chat.metadata": {"agentId": "main", "sessionKey": KEY, "authProfileId": None},
     # A search (`query`) takes no `cursor`: a browse's page here.

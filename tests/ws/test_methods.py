@@ -2236,6 +2236,21 @@ class TestOpenClawControlUiFeatureReads:
             frame = await ws.call(method, params)
             assert frame["error"]["message"] == f"invalid {method} params: {message}", params
 
+    async def test_the_skill_workshop_has_no_proposals(self, ws: GatewayWs) -> None:
+        empty = {
+            "schema": "openclaw.skill-workshop.proposals-manifest.v1",
+            "updatedAt": "1970-01-01T00:00:00.000Z",
+            "proposals": [],
+            "installedSkills": [],
+        }
+        assert await ws.ok("skills.proposals.list", {}) == empty
+        assert await ws.ok("skills.proposals.list", {"agentId": "main"}) == empty
+        frame = await ws.call("skills.proposals.list", {"agentId": ""})
+        message = "invalid skills.proposals.list params: at /agentId: must not be empty"
+        assert frame["error"]["message"] == message
+        frame = await ws.call("skills.proposals.list", {"agentId": "ghost"})
+        assert frame["error"]["message"] == "Unknown agent 'ghost'."
+
     async def test_usage_status_has_no_provider_quotas(self, ws: GatewayWs) -> None:
         """The Usage page's provider quota windows: upstream keys are the config's, with no
         account whose quota to read (OpenClaw's answer with no such provider)."""

@@ -469,6 +469,20 @@ def skills_search_params(r: ParamReader) -> None:
     r.integer("limit", minimum=1, maximum=SKILL_SEARCH_LIMIT_MAX)
 
 
+# OpenClaw's Skill Workshop manifest with no proposal (its `updatedAt` then the epoch).
+EMPTY_SKILL_PROPOSALS: dict[str, Any] = {
+    "schema": "openclaw.skill-workshop.proposals-manifest.v1",
+    "updatedAt": "1970-01-01T00:00:00.000Z",
+    "proposals": [],
+    "installedSkills": [],
+}
+
+
+def agent_id_params(r: ParamReader) -> AgentTarget:
+    """`{agentId?}`: the agent named, else the default one."""
+    return AgentTarget(None, r.string("agentId", non_empty=True, max_len=SESSION_KEY_MAX))
+
+
 def grants_list_params(r: ParamReader) -> None:
     r.integer("limit", minimum=1, maximum=GRANTS_LIST_LIMIT_MAX)
 
@@ -665,6 +679,12 @@ def register(methods: MethodRegistry) -> None:
     @methods.method("skills.search", params=skills_search_params, scope=READ)
     async def skills_search(ctx: CallContext, params: None) -> Any:
         return {"results": []}
+
+    # The Skill workshop: no agent proposes skills here, and none has any to update.
+    @methods.method("skills.proposals.list", params=agent_id_params, scope=READ)
+    async def skills_proposals_list(ctx: CallContext, params: AgentTarget) -> Any:
+        params.resolve(ctx)
+        return EMPTY_SKILL_PROPOSALS
 
     # ClawHub's catalog is a third party's: not asked from here, so nothing to install.
     @methods.method("plugins.catalog.browse", params=plugin_catalog_params, scope=READ)
