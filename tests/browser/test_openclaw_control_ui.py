@@ -409,6 +409,7 @@ FEATURE_PAGES = [
     ("skills", "Skills", ("skills.library.list", "skills.search")),
     ("settings/skills", "Skills", ("skills.library.list",)),
     ("skills/workshop", "Skill workshop", ("skills.proposals.list",)),
+    ("memory-import", "Import Memory", ("migrations.memory.plan",)),
 ]
 
 

@@ -922,6 +922,7 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     "skills.library.list": {"sessionKey": KEY, "scope": "team"},
     "skills.search": {"query": "git", "limit": 20},
     "skills.proposals.list": {"agentId": "main"},
+    "migrations.memory.plan": {"agentId": "main", "overwrite": False},
     # `authProfileId` (a model account to preview) goes without `sessionKey`; clawgate has none.
     "chat.metadata": {"agentId": "main", "sessionKey": KEY, "authProfileId": None},
     # A search (`query`) takes no `cursor`: a browse's page here.

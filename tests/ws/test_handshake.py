@@ -481,6 +481,7 @@ class TestHelloOk:
                     "exec.approval.grants.list",
                     "skills.library.list",
                     "skills.search",
+                    "migrations.memory.plan",
                     "skills.proposals.list",
                     "plugins.catalog.browse",
                     "tasks.list",

@@ -2251,6 +2251,25 @@ class TestOpenClawControlUiFeatureReads:
         frame = await ws.call("skills.proposals.list", {"agentId": "ghost"})
         assert frame["error"]["message"] == "Unknown agent 'ghost'."
 
+    async def test_a_memory_import_has_no_provider(self, gateway: Gateway) -> None:
+        """Import Memory: no memory plugin, no provider to import from (admin, as on OpenClaw)."""
+        ws = await gateway.connected()
+        plan = await ws.ok("migrations.memory.plan", {"agentId": "Main", "overwrite": True})
+        assert plan == {"agentId": "main", "providers": []}
+        bad = [
+            ({}, "at /agentId: is required"),
+            ({"agentId": ""}, "at /agentId: must not be empty"),
+            ({"agentId": "main", "overwrite": 1}, "at /overwrite: must be boolean"),
+        ]
+        for params, message in bad:
+            frame = await ws.call("migrations.memory.plan", params)
+            assert frame["error"]["message"] == f"invalid migrations.memory.plan params: {message}"
+        frame = await ws.call("migrations.memory.plan", {"agentId": "ghost"})
+        assert frame["error"]["message"] == "Unknown agent 'ghost'."
+        reader = await gateway.connected(scopes=["operator.read", "operator.write"])
+        frame = await reader.call("migrations.memory.plan", {"agentId": "main"})
+        assert frame["error"]["message"] == "missing scope: operator.admin"
+
     async def test_usage_status_has_no_provider_quotas(self, ws: GatewayWs) -> None:
         """The Usage page's provider quota windows: upstream keys are the config's, with no
         account whose quota to read (OpenClaw's answer with no such provider)."""

@@ -483,6 +483,12 @@ def agent_id_params(r: ParamReader) -> AgentTarget:
     return AgentTarget(None, r.string("agentId", non_empty=True, max_len=SESSION_KEY_MAX))
 
 
+def memory_plan_params(r: ParamReader) -> AgentTarget:
+    """`migrations.memory.plan {agentId, overwrite?}`."""
+    r.boolean("overwrite")
+    return AgentTarget(None, r.required_string("agentId", max_len=SESSION_KEY_MAX))
+
+
 def grants_list_params(r: ParamReader) -> None:
     r.integer("limit", minimum=1, maximum=GRANTS_LIST_LIMIT_MAX)
 
@@ -679,6 +685,13 @@ def register(methods: MethodRegistry) -> None:
     @methods.method("skills.search", params=skills_search_params, scope=READ)
     async def skills_search(ctx: CallContext, params: None) -> Any:
         return {"results": []}
+
+    # Import Memory: no memory plugin, so no provider to import from (OpenClaw's onboarding
+    # then closes its import step). OpenClaw adds the agent's `workspace`, where the memory
+    # would go; clawgate's agents have none, so it is left out rather than made up.
+    @methods.method("migrations.memory.plan", params=memory_plan_params, scope=ADMIN)
+    async def migrations_memory_plan(ctx: CallContext, params: AgentTarget) -> Any:
+        return {"agentId": params.resolve(ctx), "providers": []}
 
     # The Skill workshop: no agent proposes skills here, and none has any to update.
     @methods.method("skills.proposals.list", params=agent_id_params, scope=READ)
