@@ -410,6 +410,7 @@ FEATURE_PAGES = [
     ("settings/skills", "Skills", ("skills.library.list",)),
     ("skills/workshop", "Skill workshop", ("skills.proposals.list",)),
     ("memory-import", "Import Memory", ("migrations.memory.plan",)),
+    ("settings/search", "Search", ("webSearch.status",)),
 ]
 
 

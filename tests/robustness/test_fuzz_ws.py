@@ -923,6 +923,7 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     "skills.search": {"query": "git", "limit": 20},
     "skills.proposals.list": {"agentId": "main"},
     "migrations.memory.plan": {"agentId": "main", "overwrite": False},
+    "webSearch.status": {"agentId": "main", "modelProvider": "echo", "modelId": "echo"},
     # `authProfileId` (a model account to preview) goes without `sessionKey`; clawgate has none.
     "chat.metadata": {"agentId": "main", "sessionKey": KEY, "authProfileId": None},
     # A search (`query`) takes no `cursor`: a browse's page here.

@@ -482,6 +482,7 @@ class TestHelloOk:
                     "skills.library.list",
                     "skills.search",
                     "migrations.memory.plan",
+                    "webSearch.status",
                     "skills.proposals.list",
                     "plugins.catalog.browse",
                     "tasks.list",

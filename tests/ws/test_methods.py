@@ -2270,6 +2270,42 @@ class TestOpenClawControlUiFeatureReads:
         frame = await reader.call("migrations.memory.plan", {"agentId": "main"})
         assert frame["error"]["message"] == "missing scope: operator.admin"
 
+    async def test_web_search_has_no_route(self, ws: GatewayWs) -> None:
+        """The Search settings: no web search tool, so no provider and no route; the model is
+        the agent's primary one (echo/echo here) or the one asked about."""
+        answer = await ws.ok("webSearch.status", {})
+        assert answer == {
+            "enabled": False,
+            "provider": None,
+            "agentId": "main",
+            "model": {
+                "provider": "echo",
+                "id": "echo",
+                "runtime": "unknown",
+                "runtimeLabel": "Not resolved",
+            },
+            "providers": [],
+            "route": {
+                "kind": "unavailable",
+                "label": "Search unavailable",
+                "testable": False,
+                "reason": "clawgate's agents have no web search tool.",
+            },
+        }
+        asked = {"agentId": "main", "modelProvider": " p ", "modelId": "m"}
+        model = (await ws.ok("webSearch.status", asked))["model"]
+        assert (model["provider"], model["id"]) == ("p", "m")
+        bad = [
+            ({"modelProvider": "p"}, "modelProvider and modelId must be supplied together."),
+            ({"agentId": "ghost"}, "Unknown agent 'ghost'."),
+            ({"modelId": " "}, "invalid webSearch.status params: at /modelId: must not be blank"),
+            ({"agentId": ""}, "invalid webSearch.status params: at /agentId: must not be empty"),
+            ({"agentId": "a" * 513}, "invalid webSearch.status params: at /agentId: must have at most 512 characters"),  # noqa: E501
+        ]  # fmt: skip
+        for params, message in bad:
+            frame = await ws.call("webSearch.status", params)
+            assert frame["error"]["message"] == message, params
+
     async def test_usage_status_has_no_provider_quotas(self, ws: GatewayWs) -> None:
         """The Usage page's provider quota windows: upstream keys are the config's, with no
         account whose quota to read (OpenClaw's answer with no such provider)."""

@@ -23,6 +23,7 @@ from gateway.ws.connection import now_ms
 from gateway.ws.dispatch import CallContext, MethodRegistry, no_params
 from gateway.ws.methods.catalog import model_rows
 from gateway.ws.methods.chat import StartupParams, history, send
+from gateway.ws.methods.health import default_model
 from gateway.ws.methods.sessions import (
     KeyParams,
     empty_row,
@@ -489,6 +490,32 @@ def memory_plan_params(r: ParamReader) -> AgentTarget:
     return AgentTarget(None, r.required_string("agentId", max_len=SESSION_KEY_MAX))
 
 
+NO_WEB_SEARCH = "clawgate's agents have no web search tool."
+WEB_SEARCH_TEXT_MAX = 512  # OpenClaw's bound on a `webSearch.status` selection
+
+
+@attrs.frozen
+class WebSearchParams:
+    """`webSearch.status {agentId?, modelProvider?, modelId?}` (the model: both or neither)."""
+
+    target: AgentTarget
+    model: tuple[str, str] | None
+
+    @classmethod
+    def parse(cls, r: ParamReader) -> WebSearchParams:
+        agent_id, provider, model = (
+            r.string(name, non_empty=True, max_len=WEB_SEARCH_TEXT_MAX)
+            for name in ("agentId", "modelProvider", "modelId")
+        )
+        for name, value in (("agentId", agent_id), ("modelProvider", provider), ("modelId", model)):
+            if value is not None and not value.strip():
+                raise r.fail(name, "must not be blank")
+        if (provider is None) != (model is None):
+            raise WsError(INVALID_REQUEST, "modelProvider and modelId must be supplied together.")
+        chosen = (provider.strip(), model.strip()) if provider and model else None
+        return cls(AgentTarget(None, agent_id), chosen)
+
+
 def grants_list_params(r: ParamReader) -> None:
     r.integer("limit", minimum=1, maximum=GRANTS_LIST_LIMIT_MAX)
 
@@ -692,6 +719,32 @@ def register(methods: MethodRegistry) -> None:
     @methods.method("migrations.memory.plan", params=memory_plan_params, scope=ADMIN)
     async def migrations_memory_plan(ctx: CallContext, params: AgentTarget) -> Any:
         return {"agentId": params.resolve(ctx), "providers": []}
+
+    # The Search settings: clawgate's agents have no web search tool, so no provider and no
+    # route to search by (OpenClaw's "unavailable" route, saying why); the model is the
+    # agent's primary one, or the one asked about, its runtime not resolved as on OpenClaw.
+    @methods.method("webSearch.status", params=WebSearchParams.parse, scope=READ)
+    async def web_search_status(ctx: CallContext, params: WebSearchParams) -> Any:
+        agent_id = params.target.resolve(ctx)
+        provider, model = params.model or default_model(ctx.config, agent_id)[:2]
+        return {
+            "enabled": False,
+            "provider": None,
+            "agentId": agent_id,
+            "model": {
+                "provider": provider,
+                "id": model,
+                "runtime": "unknown",
+                "runtimeLabel": "Not resolved",
+            },
+            "providers": [],
+            "route": {
+                "kind": "unavailable",
+                "label": "Search unavailable",
+                "testable": False,
+                "reason": NO_WEB_SEARCH,
+            },
+        }
 
     # The Skill workshop: no agent proposes skills here, and none has any to update.
     @methods.method("skills.proposals.list", params=agent_id_params, scope=READ)
