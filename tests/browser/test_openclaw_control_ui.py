@@ -63,9 +63,6 @@ NOT_YET = {
     # The Devices settings' exec approval policy, OpenClaw's approvals file (its path, hash
     # and rules): clawgate has no exec tool and no such file to show.
     "exec.approvals.get",
-    # A session's artifacts (its images), asked once sessions with turns are listed:
-    # OpenClaw's artifact queries (by session, run or task) are not built yet.
-    "artifacts.list",
 }
 
 

@@ -924,6 +924,16 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     "skills.proposals.list": {"agentId": "main"},
     "migrations.memory.plan": {"agentId": "main", "overwrite": False},
     "webSearch.status": {"agentId": "main", "modelProvider": "echo", "modelId": "echo"},
+    "artifacts.list": {
+        "sessionKey": KEY,
+        "runId": "r",
+        "taskId": "t",
+        "agentId": "main",
+        "messageRole": "assistant",
+        "type": "image",
+        "limit": 4,
+        "cursor": "c",
+    },
     # `authProfileId` (a model account to preview) goes without `sessionKey`; clawgate has none.
     "chat.metadata": {"agentId": "main", "sessionKey": KEY, "authProfileId": None},
     # A search (`query`) takes no `cursor`: a browse's page here.

@@ -483,6 +483,7 @@ class TestHelloOk:
                     "skills.search",
                     "migrations.memory.plan",
                     "webSearch.status",
+                    "artifacts.list",
                     "skills.proposals.list",
                     "plugins.catalog.browse",
                     "tasks.list",

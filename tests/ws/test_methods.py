@@ -2306,6 +2306,39 @@ class TestOpenClawControlUiFeatureReads:
             frame = await ws.call("webSearch.status", params)
             assert frame["error"]["message"] == message, params
 
+    async def test_no_session_has_artifacts(self, ws: GatewayWs) -> None:
+        """A session's artifacts: clawgate takes no attachments and its tools make no files."""
+        for params in (
+            {"sessionKey": "main", "agentId": "Main", "messageRole": "assistant"},
+            {"sessionKey": "agent:main:x", "type": "image", "limit": 4, "cursor": "c"},
+            {"runId": "r"},
+            {"taskId": "t"},
+        ):
+            assert await ws.ok("artifacts.list", params) == {"artifacts": []}, params
+        unsupported = [
+            ({}, "artifacts require one of sessionKey, runId, or taskId"),
+            ({"runId": "r", "limit": 2}, "limit and cursor require type image"),
+        ]
+        for params, message in unsupported:
+            frame = await ws.call("artifacts.list", params)
+            assert frame["error"] == {
+                "code": "INVALID_REQUEST",
+                "message": message,
+                "details": {"type": "artifact_query_unsupported"},
+            }, params
+        bad = [
+            ({"sessionKey": ""}, "at /sessionKey: must not be empty"),
+            ({"runId": "r", "type": "file"}, "at /type: must be image"),
+            ({"runId": "r", "messageRole": "user"}, "at /messageRole: must be assistant"),
+            ({"runId": "r", "type": "image", "limit": 5}, "at /limit: must be <= 4"),
+            ({"sessionKey": "agent:"}, "at /sessionKey: invalid session key"),
+        ]
+        for params, message in bad:
+            frame = await ws.call("artifacts.list", params)
+            assert frame["error"]["message"] == f"invalid artifacts.list params: {message}", params
+        frame = await ws.call("artifacts.list", {"sessionKey": "x", "agentId": "ghost"})
+        assert frame["error"]["message"] == "Unknown agent 'ghost'."
+
     async def test_usage_status_has_no_provider_quotas(self, ws: GatewayWs) -> None:
         """The Usage page's provider quota windows: upstream keys are the config's, with no
         account whose quota to read (OpenClaw's answer with no such provider)."""

@@ -516,6 +516,36 @@ class WebSearchParams:
         return cls(AgentTarget(None, agent_id), chosen)
 
 
+ARTIFACT_PAGE_MAX = 4  # OpenClaw's bound on an image page of `artifacts.list`
+ARTIFACT_CURSOR_MAX = 256
+
+
+def artifact_query_unsupported(message: str) -> WsError:
+    return WsError(INVALID_REQUEST, message, details={"type": "artifact_query_unsupported"})
+
+
+def artifacts_list_params(r: ParamReader) -> tuple[str | None, str | None]:
+    """`artifacts.list {sessionKey? | runId? | taskId?, agentId?, messageRole?, type?, limit?,
+    cursor?}`, checked as OpenClaw checks it: the session named (relative to `agentId`)."""
+    key, run_id, task_id, agent_id = (
+        r.string(name, non_empty=True, max_len=SESSION_KEY_MAX)
+        for name in ("sessionKey", "runId", "taskId", "agentId")
+    )
+    role = r.string("messageRole")
+    if role is not None and role != "assistant":
+        raise r.fail("messageRole", "must be assistant")
+    kind = r.string("type")
+    if kind is not None and kind != "image":
+        raise r.fail("type", "must be image")
+    limit = r.integer("limit", minimum=1, maximum=ARTIFACT_PAGE_MAX)
+    cursor = r.string("cursor", non_empty=True, max_len=ARTIFACT_CURSOR_MAX)
+    if not (key or run_id or task_id):
+        raise artifact_query_unsupported("artifacts require one of sessionKey, runId, or taskId")
+    if kind is None and (limit is not None or cursor is not None):
+        raise artifact_query_unsupported("limit and cursor require type image")
+    return key, agent_id
+
+
 def grants_list_params(r: ParamReader) -> None:
     r.integer("limit", minimum=1, maximum=GRANTS_LIST_LIMIT_MAX)
 
@@ -745,6 +775,17 @@ def register(methods: MethodRegistry) -> None:
                 "reason": NO_WEB_SEARCH,
             },
         }
+
+    # A session's artifacts (OpenClaw's images and files of its turns): clawgate takes no
+    # attachments and its tools make no files, so every session, run or task has none.
+    @methods.method("artifacts.list", params=artifacts_list_params, scope=READ)
+    async def artifacts_list(ctx: CallContext, params: tuple[str | None, str | None]) -> Any:
+        key, agent_id = params
+        if agent_id is not None and ctx.config.agents.agent(agent_id.lower()) is None:
+            raise UnknownAgent(agent_id.lower())
+        if key is not None:
+            resolve_key(ctx, key, "sessionKey", agent_id=agent_id.lower() if agent_id else None)
+        return {"artifacts": []}
 
     # The Skill workshop: no agent proposes skills here, and none has any to update.
     @methods.method("skills.proposals.list", params=agent_id_params, scope=READ)
