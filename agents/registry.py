@@ -504,66 +504,6 @@ class SessionRegistry:
         found = await self.store.history(info.session_id, limit, max_chars=max_chars)
         return Transcript(info, found.messages, found.total)
 
-    async def patch_label(
-        self, key: str, label: str | None, expected_session_id: str | None = None
-    ) -> SessionInfo:
-        """Set or clear the label; an unknown key gets an empty session (upsert). With
-        `expected_session_id`, SessionChanged unless the key holds that session, checked in
-        the store's write (a reset since, here or on another process, is seen)."""
-        agent_id = await self._agent_of_kept_or_new(key)
-        session = self._session(key)
-        with session.hold():
-            row = await self.store.patch_label(
-                key, agent_id, label, self.clock(), session_id=expected_session_id
-            )
-            session.row = row
-        session.publish_change(ChangeReason.PATCH, row=row)
-        return self._info(row)
-
-    async def set_archived(
-        self, key: str, archived: bool, expected_session_id: str | None = None
-    ) -> SessionInfo | None:
-        """Archive the session of `key` (its runs aborted, and no new work starts on it) or
-        restore it; None when the key holds no session. With `expected_session_id`,
-        SessionChanged unless the key holds that session: checked before the runs are
-        aborted (a session that changed keeps its turns) and again in the store's write."""
-        if expected_session_id is not None:
-            row = await self.store.get(key)
-            if row is not None and row.session_id != expected_session_id:
-                raise SessionChanged(key)
-        now, sid = self.clock, expected_session_id
-        session = self._session(key)
-        with session.hold():
-            if archived:
-                # As OpenClaw drains it: the session's runs stop, and none commits after.
-                session.abort_all("archive")
-                async with session.lane, self._stopped_elsewhere(key):
-                    row = await self.store.set_archived(key, archived, now(), session_id=sid)
-            else:  # an archived session runs nothing: a restore waits for no turn
-                row = await self.store.set_archived(key, archived, now(), session_id=sid)
-            if row is not None:
-                session.row = row
-        if row is None:
-            return None
-        session.publish_change(ChangeReason.PATCH, row=row)
-        return self._info(row)
-
-    async def set_pinned(
-        self, key: str, pinned: bool, expected_session_id: str | None = None
-    ) -> SessionInfo:
-        """Pin the session of `key` or unpin it; an unknown key gets an empty session, as a
-        label does. An archived session is not pinned (SessionArchivedPin).
-        `expected_session_id` as `patch_label`'s."""
-        agent_id = await self._agent_of_kept_or_new(key)
-        session = self._session(key)
-        with session.hold():
-            row = await self.store.set_pinned(
-                key, agent_id, pinned, self.clock(), session_id=expected_session_id
-            )
-            session.row = row
-        session.publish_change(ChangeReason.PATCH, row=row)
-        return self._info(row)
-
     async def patch(
         self,
         key: str,
@@ -573,15 +513,19 @@ class SessionRegistry:
         pinned: bool | None = None,
         expected_session_id: str | None = None,
     ) -> SessionInfo | None:
-        """`patch_label`, `set_archived` and `set_pinned` (those given: `label` is the label
-        in a 1-tuple) as one store write, so a refusal of one (a reset or delete since, an
-        archived session pinned) leaves none written; None when the archive found no
-        session. An archive aborts the session's runs and waits for them first, as
-        `set_archived`'s, and then the label too is written once they have committed."""
+        """Set or clear the label (`label`, in a 1-tuple), archive the session (its runs
+        aborted, no new work starts on it) or restore it, pin or unpin it: those given, in one
+        store write, so a refusal of one (a reset or delete since, an archived session pinned)
+        leaves none written. An unknown key gets an empty session for a label or a pin; None
+        when an archive or restore found no session. With `expected_session_id`,
+        SessionChanged unless the key holds that session: checked in the store's write (a
+        reset since, here or on another process, is seen), and for an archive also before
+        the runs are aborted (a session that changed keeps its turns). An archive waits for
+        the aborted runs to commit (as OpenClaw drains them) before it writes."""
         makes = label is not None or pinned is not None  # an unknown key gets a session
         agent_id = await self._agent_of_kept_or_new(key) if makes else parse_session_key(key)[0]
         sid = expected_session_id
-        if archived and sid is not None:  # before the runs are aborted, as set_archived's
+        if archived and sid is not None:  # before the runs are aborted
             kept = await self.store.get(key)
             if kept is not None and kept.session_id != sid:
                 raise SessionChanged(key)

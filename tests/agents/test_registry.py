@@ -52,7 +52,7 @@ def changes(got: list[object]) -> list[SessionChange]:
 class TestReset:
     async def test_reset_starts_a_new_transcript(self, harness: Harness) -> None:
         registry = harness.registry()
-        await registry.patch_label("agent:main:s1", "mine")
+        await registry.patch("agent:main:s1", label=("mine",))
         await reply(registry)
         await reply(registry)
         old = await registry.get_session("agent:main:s1")
@@ -165,14 +165,14 @@ class TestChangeInterest:
 
 
 class TestLabelsAndListing:
-    async def test_patch_label_upserts(self, harness: Harness) -> None:
+    async def test_a_label_upserts(self, harness: Harness) -> None:
         registry = harness.registry(clock=lambda: FIXED_NOW)
         got: list[object] = []
         registry.add_listener(got.append)
-        info = await registry.patch_label("agent:main:x", "Project")
+        info = await registry.patch("agent:main:x", label=("Project",))
         assert (info.label, info.status, info.created_at) == ("Project", "idle", FIXED_NOW)
         assert [(c.reason, c.session) for c in changes(got)] == [("patch", info)]
-        cleared = await registry.patch_label("agent:main:x", None)
+        cleared = await registry.patch("agent:main:x", label=(None,))
         assert cleared.label is None and cleared.session_id == info.session_id
         assert await reply(registry, "x") == "[turn 1] hi"
 
@@ -186,7 +186,7 @@ class TestLabelsAndListing:
         registry, stall = stalling(harness)
         run = registry.submit(req("openai:minted", stateless=True, new_key=True))
         await until(lambda: stall.active == 1)
-        labelled = await registry.patch_label("agent:main:openai:minted", "Named")
+        labelled = await registry.patch("agent:main:openai:minted", label=("Named",))
         run.abort()
         outcome = await run.wait()
         info = await registry.get_session("agent:main:openai:minted")
@@ -249,7 +249,7 @@ class TestLabelsAndListing:
         registry = harness.registry()
         for name in ("a", "b", "c"):
             await reply(registry, name)
-        await registry.patch_label("agent:main:b", "Bee")
+        await registry.patch("agent:main:b", label=("Bee",))
         page = await registry.list_sessions(limit=2)
         assert [s.key for s in page.sessions] == ["agent:main:b", "agent:main:c"]
         assert (page.total_count, page.has_more) == (3, True)

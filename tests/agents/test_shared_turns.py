@@ -136,7 +136,7 @@ class TestArchivedElsewhere:
     ) -> None:
         running = pair.a.submit("run-a", "first")
         await until(lambda: pair.stall.active == 1)
-        archived = await asyncio.wait_for(pair.b.registry.set_archived(KEY, True), 5)
+        archived = await asyncio.wait_for(pair.b.registry.patch(KEY, archived=True), 5)
         assert archived is not None and archived.archived_at is not None
         assert (await asyncio.wait_for(running.wait(), 5)).status == "aborted"
         # `a` keeps the session live, its row from before the archive: the check reads the
@@ -162,9 +162,9 @@ class TestArchivedElsewhere:
         assert read is not None
         reset = await pair.b.registry.reset(KEY)
         for patch in (
-            pair.a.registry.patch_label(KEY, "renamed", read.session_id),
-            pair.a.registry.set_archived(KEY, True, read.session_id),
-            pair.a.registry.set_pinned(KEY, True, read.session_id),
+            pair.a.registry.patch(KEY, label=("renamed",), expected_session_id=read.session_id),
+            pair.a.registry.patch(KEY, archived=True, expected_session_id=read.session_id),
+            pair.a.registry.patch(KEY, pinned=True, expected_session_id=read.session_id),
         ):
             with pytest.raises(SessionChanged):
                 await asyncio.wait_for(patch, 5)
