@@ -103,8 +103,16 @@ class CostParams:
 def _cost_totals(rows: list[DailyUsage]) -> dict[str, int]:
     """OpenClaw's cost totals: the tokens, and a cost of 0 with every turn an entry whose cost
     is missing (clawgate knows no prices), as OpenClaw counts a model it has no price for."""
-    inp = sum(row.input_tokens for row in rows)
-    out = sum(row.output_tokens for row in rows)
+    return cost_totals(
+        sum(row.input_tokens for row in rows),
+        sum(row.output_tokens for row in rows),
+        sum(row.turns for row in rows),
+    )
+
+
+def cost_totals(inp: int, out: int, missing: int) -> dict[str, int]:
+    """OpenClaw's CostUsageTotals of `inp` and `out` tokens: every cost 0, and `missing`
+    entries whose cost is not known (clawgate knows no prices)."""
     return {
         "input": inp,
         "output": out,
@@ -116,7 +124,7 @@ def _cost_totals(rows: list[DailyUsage]) -> dict[str, int]:
         "outputCost": 0,
         "cacheReadCost": 0,
         "cacheWriteCost": 0,
-        "missingCostEntries": sum(row.turns for row in rows),
+        "missingCostEntries": missing,
     }
 
 

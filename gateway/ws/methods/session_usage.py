@@ -39,6 +39,7 @@ from gateway.jsonwire import dumps, wire
 from gateway.ws.connection import now_ms
 from gateway.ws.dispatch import CallContext, MethodRegistry
 from gateway.ws.methods.chat import HISTORY_PAGE_CHARS, NewestItems, read_newest
+from gateway.ws.methods.dashboard import cost_totals
 from gateway.ws.methods.sessions import resolve_key_of_agent
 from gateway.ws.protocol import INVALID_REQUEST, READ, ParamReader, ParamsError, WsError
 
@@ -192,19 +193,7 @@ def _totals(rows: Iterable[SessionUsage]) -> dict[str, int]:
         inp += row.input_tokens
         out += row.output_tokens
         missing += row.assistant
-    return {
-        "input": inp,
-        "output": out,
-        "cacheRead": 0,
-        "cacheWrite": 0,
-        "totalTokens": inp + out,
-        "totalCost": 0,
-        "inputCost": 0,
-        "outputCost": 0,
-        "cacheReadCost": 0,
-        "cacheWriteCost": 0,
-        "missingCostEntries": missing,
-    }
+    return cost_totals(inp, out, missing)
 
 
 def _counts(rows: Iterable[SessionUsage]) -> dict[str, int]:
