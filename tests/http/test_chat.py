@@ -209,7 +209,7 @@ class TestSessions:
         assert await reply_text(client, HI, headers) == "[turn 1] hello there"
         registry = client.app[STATE].registry
         assert registry is not None
-        await registry.set_archived("agent:main:shelved", True)
+        await registry.patch("agent:main:shelved", archived=True)
         status, text, _ = await post(client, HI, headers)
         assert (status, text) == (
             400,
@@ -218,7 +218,7 @@ class TestSessions:
                 code="session_archived",
             ),
         )
-        await registry.set_archived("agent:main:shelved", False)
+        await registry.patch("agent:main:shelved", archived=False)
         assert await reply_text(client, HI, headers) == "[turn 2] hello there"
 
     async def test_without_either_every_request_is_turn_1(self, client: Client) -> None:

@@ -343,7 +343,7 @@ class TestAgentHook:
         await hook(client, "/hooks/agent", payload)
         registry = client.app[STATE].registry
         assert registry is not None
-        await registry.set_archived("agent:main:hook:shelved", True)
+        await registry.patch("agent:main:hook:shelved", archived=True)
         refused = (
             'Session "agent:main:hook:shelved" is archived. Restore it before starting new work.'
         )

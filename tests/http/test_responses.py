@@ -548,7 +548,7 @@ class TestSessions:
         await client.post(RESPONSES, json={"input": "one"}, headers=headers)
         registry = client.app[STATE].registry
         assert registry is not None
-        await registry.set_archived("agent:main:shelved", True)
+        await registry.patch("agent:main:shelved", archived=True)
         refused = await client.post(RESPONSES, json={"input": "two"}, headers=headers)
         assert refused.status == 400
         assert (await refused.json())["error"] == {
