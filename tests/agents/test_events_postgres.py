@@ -415,6 +415,8 @@ class TestBus:
                 for payload in encode("peer/1/x", 1, [encode_item(i) for i in [*checks, *items]]):
                     await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
                 await until(lambda: len(heard) == len(items))
+                # The other bus reads the same items, on its own time.
+                await until(lambda: sum(e["event"] == "event_bus_item_failed" for e in logs) >= 6)
         finally:
             await conn.close()
         assert heard == [run_end(2)] * len(items)
