@@ -77,6 +77,7 @@ def _load() -> dict[str, UiFile]:
 # Read once: a handful of small files, and a fixed set, so no request can name another path.
 FILES: Final = _load()
 INDEX: Final = "index.html"
+_BROWSER_ICON: Final = "/favicon.ico"
 
 
 def register(app: web.Application) -> None:
@@ -104,6 +105,10 @@ async def unrouted(request: web.Request) -> web.StreamResponse:
         # The page's links and routes are under `base/` (as OpenClaw, the query kept).
         query = f"?{request.query_string}" if request.query_string else ""
         return web.Response(status=302, headers={"Location": f"{base}/{query}"})
+    if path == _BROWSER_ICON:
+        # A browser asks the origin's root for its icon whatever the page links (a tab being
+        # restored, a page whose head it has not read): the UI's own, not a 404 in its console.
+        return await _ui(request, path)
     if not path.startswith(base + "/"):
         return not_found()
     return await _ui(request, path[len(base) :])

@@ -270,8 +270,8 @@ class TestChanges:
 
 class TestBasePath:
     """`gateway.controlUi.basePath` (OpenClaw's): the build under `/openclaw/`, its page stamped
-    with that path and its links under it; nothing of it at `/`, and the gateway's own paths
-    and the WebSocket where they were."""
+    with that path and its links under it; nothing of it at `/` but the browser's icon, and the
+    gateway's own paths and the WebSocket where they were."""
 
     @pytest.fixture
     async def based(
@@ -330,6 +330,17 @@ class TestBasePath:
     async def test_nothing_of_it_outside_the_base_path(self, based: Client, path: str) -> None:
         response = await based.get(path, headers={"Accept": HTML})
         assert (response.status, await response.read()) == (404, NOT_FOUND)
+
+    async def test_the_browsers_icon_at_the_root_is_the_builds(
+        self, based: Client, build: Path
+    ) -> None:
+        # A browser asks `/favicon.ico` whatever the page links; a build without one: a 404.
+        response = await based.get("/favicon.ico")
+        assert (response.status, await response.read()) == (404, NOT_FOUND)
+        (build / "favicon.ico").write_bytes(b"\x00\x00\x01\x00")
+        response = await based.get("/favicon.ico")
+        assert (response.status, await response.read()) == (200, b"\x00\x00\x01\x00")
+        assert response.headers["Content-Type"] == "image/x-icon"
 
     async def test_its_settings_are_under_the_base_path(self, based: Client) -> None:
         auth = {"Authorization": "Bearer ui-token"}
