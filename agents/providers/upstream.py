@@ -120,7 +120,10 @@ TOOL_NAMESPACE = "functions."
 
 
 def declared_tools(params: Mapping[str, Any]) -> frozenset[str]:
-    """The function names of a request's `tools` (OpenAI's shape), ill-shaped entries left out."""
+    """The function names of a request's `tools` (OpenAI's shape) that its `tool_choice`
+    lets the model call, ill-shaped entries left out: none for "none", the named one for a
+    named function (`allowed_tools` was already applied to `tools`). A namespaced call of
+    another is not read as one of a tool the client forbade (`check_call`)."""
     tools = params.get("tools")
     names: set[str] = set()
     for tool in tools if isinstance(tools, list | tuple) else ():
@@ -128,6 +131,13 @@ def declared_tools(params: Mapping[str, Any]) -> frozenset[str]:
         name = function.get("name") if isinstance(function, Mapping) else None
         if isinstance(name, str):
             names.add(name)
+    choice = params.get("tool_choice")
+    if choice == "none":
+        return frozenset()
+    if isinstance(choice, Mapping):
+        function = choice.get("function")
+        chosen = function.get("name") if isinstance(function, Mapping) else None
+        return frozenset(names & {chosen}) if isinstance(chosen, str) else frozenset()
     return frozenset(names)
 
 

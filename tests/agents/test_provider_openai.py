@@ -1804,6 +1804,31 @@ class TestNamespacedCallNames:
         with pytest.raises(MalformedStream):
             await collect(provider, openai_upstream)
 
+    @pytest.mark.parametrize(
+        "choice", ["none", {"type": "function", "function": {"name": "get_time"}}]
+    )
+    async def test_a_tool_the_tool_choice_forbids_is_not_named_so(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI, choice: Any
+    ) -> None:
+        # The client forbade calls of get_weather: the dotted name is not read as one.
+        tools = [{"type": "function", "function": {"name": n}} for n in ("get_weather", "get_time")]
+        call = FakeToolCall("c1", "functions.get_weather")
+        openai_upstream.script(JSONAnswer("", tool_calls=(call,)))
+        with pytest.raises(MalformedStream):
+            await collect(provider, openai_upstream, params={"tools": tools, "tool_choice": choice})
+
+    async def test_the_tool_the_tool_choice_names_is_named_so(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        tools = [{"type": "function", "function": {"name": n}} for n in ("get_weather", "get_time")]
+        choice = {"type": "function", "function": {"name": "get_time"}}
+        call = FakeToolCall("c1", "functions.get_time")
+        openai_upstream.script(Stream((), tool_calls=(call,)))
+        events = await collect(
+            provider, openai_upstream, params={"tools": tools, "tool_choice": choice}
+        )
+        assert events[0] == ToolCallDelta(0, "c1", "get_time", "")
+
 
 class TestCallsPerReply:
     """A reply of more calls than any model makes at once (a broken or hostile upstream
