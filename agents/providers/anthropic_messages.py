@@ -667,7 +667,9 @@ class MessageEventDecoder:
                 block = obj["content_block"]
                 block_type = block.get("type")
                 if block_type == "text" and block.get("text"):
-                    yield TextDelta(str(block["text"]))
+                    if type(block["text"]) is not str:
+                        raise TypeError("text block text is not text")
+                    yield TextDelta(block["text"])
                 elif block_type == "tool_use":
                     call_id, name = block["id"], block["name"]
                     if type(call_id) is not str or type(name) is not str:
@@ -689,7 +691,9 @@ class MessageEventDecoder:
                     so_far.signature = signature if type(signature) is str else None
                     so_far.redacted = redacted
                     if not redacted and block.get("thinking"):
-                        yield self._thought(so_far, str(block["thinking"]))
+                        if type(block["thinking"]) is not str:
+                            raise TypeError("thinking block thinking is not text")
+                        yield self._thought(so_far, block["thinking"])
             elif kind == "content_block_stop":
                 stopped = self._tools.get(obj.get("index"))
                 if stopped is not None and not stopped[1]:

@@ -702,6 +702,21 @@ class TestFailures:
             await collect(provider, anthropic_upstream)
 
     @pytest.mark.parametrize(
+        "block",
+        [{"type": "text", "text": 5}, {"type": "text", "text": {"a": 1}},
+         {"type": "thinking", "thinking": ["x"]}, {"type": "thinking", "thinking": 7}],
+    )  # fmt: skip
+    async def test_a_block_start_whose_text_is_not_text_is_malformed(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic, block: Any
+    ) -> None:
+        # It was relayed as Python's repr of it: `{'a': 1}` as the reply's text.
+        started = {"type": "content_block_start", "index": 0, "content_block": block}
+        body = events(start(), ("content_block_start", started), *stop(), ("message_stop", {}))
+        anthropic_upstream.script(Raw((body,)))
+        with pytest.raises(MalformedStream):
+            await collect(provider, anthropic_upstream)
+
+    @pytest.mark.parametrize(
         ("kind", "error"),
         [("invalid_request_error", UpstreamStatusError), ("rate_limit_error", UpstreamStatusError),
          ("no_such_error", MalformedStream)],
