@@ -390,7 +390,10 @@ def json_answer(answer: Any, tools: frozenset[str] = frozenset()) -> list[Provid
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             raise MalformedStream("upstream JSON answer has a malformed tool call")
         arguments = _arguments_text(function.get("arguments"))
-        call_id = str(call.get("id") or f"call_{index}")
+        given_id = call.get("id")
+        if not isinstance(given_id, str | None):
+            raise MalformedStream("upstream JSON answer has a tool call id that is not text")
+        call_id = given_id or f"call_{index}"
         name = check_call(call_id, function["name"], tools)
         events.append(
             ToolCallDelta(

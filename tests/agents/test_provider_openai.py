@@ -646,6 +646,17 @@ class TestNonStreamingAnswer:
         openai_upstream.script(Raw((json.dumps(answer).encode(),), content_type="application/json"))
         assert await collect(provider, openai_upstream) == [TextDelta("I can't."), Finish("stop")]
 
+    @pytest.mark.parametrize("call_id", [7, True, {"a": 1}, ["c1"]])
+    async def test_json_answer_call_id_that_is_not_text_is_malformed(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI, call_id: Any
+    ) -> None:
+        # It was relayed as Python's repr of it (`{'a': 1}`), as a streamed one is not.
+        call = {"id": call_id, "type": "function", "function": {"name": "f", "arguments": "{}"}}
+        answer = {"choices": [{"message": {"content": None, "tool_calls": [call]}}]}
+        openai_upstream.script(Raw((json.dumps(answer).encode(),), content_type="application/json"))
+        with pytest.raises(MalformedStream):
+            await collect(provider, openai_upstream)
+
     @pytest.mark.parametrize(
         "content", [0, False, {}, [1], [{"type": "text", "text": 5}], [{"type": "thinking"}]]
     )
