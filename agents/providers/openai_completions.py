@@ -54,6 +54,9 @@ from agents.providers.upstream_client import UpstreamClient
 
 log = structlog.get_logger()
 
+# OpenRouter's finish reason for a generation that failed midway (its error object, when it
+# sends one, fails the reply first): a reply cut short, not a complete one.
+ERROR_FINISH = "error"
 # `function_call` and unknown reasons become "stop" (§6.3).
 FINISH_REASONS: Mapping[str, StopReason] = {
     "stop": StopReason.STOP,
@@ -366,6 +369,8 @@ def json_answer(answer: Any, tools: frozenset[str] = frozenset()) -> list[Provid
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise MalformedStream("upstream JSON answer has no choices")
     choice = choices[0]
+    if choice.get("finish_reason") == ERROR_FINISH:
+        raise MalformedStream("upstream JSON answer ended with finish_reason error")
     message = choice.get("message")
     if not isinstance(message, dict):
         message = {}
@@ -504,6 +509,9 @@ class ChunkDecoder:
                         yield from self._other(delta)
                 if choice.get("finish_reason"):
                     self._reason = choice["finish_reason"]
+                    if self._reason == ERROR_FINISH:
+                        log_body("upstream_stream_error", self._provider, data)
+                        raise MalformedStream("upstream reply ended with finish_reason error")
             if obj.get("usage"):
                 self._usage = obj["usage"]
             elif "x_groq" in obj and self._usage is None:

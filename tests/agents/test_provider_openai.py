@@ -634,6 +634,21 @@ class TestNonStreamingAnswer:
             Finish("stop"),
         ]
 
+    @pytest.mark.parametrize("json_answer", [False, True])
+    async def test_a_finish_reason_of_error_fails_the_reply(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI, json_answer: bool
+    ) -> None:
+        # OpenRouter's reason for a generation that failed midway: the reply is cut short,
+        # and was given as complete ("stop").
+        if json_answer:
+            answer = {"choices": [{"message": {"content": "Hel"}, "finish_reason": "error"}]}
+            reply = Raw((json.dumps(answer).encode(),), content_type="application/json")
+        else:
+            reply = Raw((sse(chunk({"content": "Hel"}), chunk({}, "error")),))
+        openai_upstream.script(reply)
+        with pytest.raises(MalformedStream):
+            await collect(provider, openai_upstream)
+
     async def test_a_refusal_is_the_reply_text(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
     ) -> None:
