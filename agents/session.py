@@ -58,6 +58,7 @@ from agents.history import HistoryCache, SessionHistory, cut_short, window_start
 from agents.providers.base import (
     ChatMessage,
     Finish,
+    PartialUsage,
     Provider,
     ProviderEvent,
     ProviderRequest,
@@ -190,6 +191,7 @@ class _Attempts:
 
     reply: StreamedText = attrs.Factory(StreamedText)  # the assistant text
     usage: Usage | None = None
+    partial_usage: PartialUsage | None = None  # the one count reported, without `usage`
     finish: StopReason = StopReason.STOP
     ref: ModelRef | None = None
     api: str | None = None
@@ -630,10 +632,13 @@ class AgentSession:
         if usage is None:
             # Estimated only when the provider reported nothing: splitting the whole context
             # costs about 0.75 ms a turn for 100 KB of it, for a number a model that reports
-            # usage makes useless.
+            # usage makes useless. A count it did report is kept.
+            partial = state.partial_usage or PartialUsage(None, None)
             usage = Usage(
-                word_count(system) + sum(word_count(m.text) for m in messages),
-                word_count(state.text),
+                word_count(system) + sum(word_count(m.text) for m in messages)
+                if partial.input is None
+                else partial.input,
+                word_count(state.text) if partial.output is None else partial.output,
             )
         run.emit(Stream.USAGE, {"inputTokens": usage.input, "outputTokens": usage.output})
         ended_at = clock()
@@ -770,6 +775,7 @@ class AgentSession:
         chain = (run.request.model,) if run.request.model is not None else agent.models
         for ref in chain:
             state.ref, state.usage, state.finish, state.api = ref, None, StopReason.STOP, None
+            state.partial_usage = None
             model = {"phase": LifecyclePhase.MODEL, "provider": ref.provider, "model": ref.model}
             run.emit(Stream.LIFECYCLE, model)
             try:
@@ -853,6 +859,8 @@ class AgentSession:
                 _tool_fragment(run, state, event)
             elif isinstance(event, Usage):
                 state.usage = event
+            elif isinstance(event, PartialUsage):
+                state.partial_usage = event
             elif isinstance(event, SignedThinking):
                 state.thinking = event.blocks
             elif isinstance(event, Finish):

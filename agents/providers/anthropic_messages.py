@@ -29,6 +29,7 @@ from agents.providers.base import (
     Deliver,
     Finish,
     ImageInput,
+    PartialUsage,
     ProviderEvent,
     ProviderRequest,
     ReasoningDelta,
@@ -432,6 +433,15 @@ def request_headers(provider: ProviderConfig) -> CIMultiDict[str]:
     return headers
 
 
+def _usage(input_tokens: int | None, output_tokens: int | None) -> list[ProviderEvent]:
+    """The reply's usage; the one count of the two that was given; none."""
+    if input_tokens is not None and output_tokens is not None:
+        return [Usage(input_tokens, output_tokens)]
+    if input_tokens is not None or output_tokens is not None:
+        return [PartialUsage(input_tokens, output_tokens)]
+    return []
+
+
 def _count(usage: Any, *names: str) -> int | None:
     """Sum of the named token counts; None unless the first one is a count (and the sum too)."""
     if not isinstance(usage, dict) or token_count(usage.get(names[0])) is None:
@@ -552,8 +562,7 @@ def json_answer(answer: Any, tools: frozenset[str] = frozenset()) -> list[Provid
     usage = answer.get("usage")
     input_tokens = _count(usage, *_INPUT_FIELDS)
     output_tokens = _count(usage, "output_tokens")
-    if input_tokens is not None and output_tokens is not None:
-        events.append(Usage(input_tokens, output_tokens))
+    events.extend(_usage(input_tokens, output_tokens))
     events.extend(_signed(thinking))
     reason = STOP_REASONS.get(answer.get("stop_reason") or "end_turn", StopReason.STOP)
     events.append(Finish(reason))
@@ -742,7 +751,6 @@ class MessageEventDecoder:
             raise MalformedStream("upstream stream ended before message_stop")
         self.data = ""
         tail = _signed(list(self._thinking.values()))
-        if self._input_tokens is not None and self._output_tokens is not None:
-            tail.append(Usage(self._input_tokens, self._output_tokens))
+        tail.extend(_usage(self._input_tokens, self._output_tokens))
         tail.append(Finish(STOP_REASONS.get(self._reason or "end_turn", StopReason.STOP)))
         return tail

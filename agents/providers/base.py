@@ -184,6 +184,15 @@ class Usage:
         return self.input + self.output
 
 
+@attrs.frozen
+class PartialUsage:
+    """The one count an upstream reported of the two (a server that counts the output in
+    no event, or the prompt nowhere): the turn's, the other being estimated (§7)."""
+
+    input: int | None
+    output: int | None
+
+
 # Characters split at a time by `word_count`: the list of one slice's words, not of the whole
 # text's (some 20 bytes a character for one-letter words: 420 MB for a 20 MiB context).
 WORD_COUNT_SLICE = 64 * 1024
@@ -218,7 +227,9 @@ def token_count(value: object) -> int | None:
     return value
 
 
-ProviderEvent = TextDelta | ReasoningDelta | SignedThinking | ToolCallDelta | Finish | Usage
+ProviderEvent = (
+    TextDelta | ReasoningDelta | SignedThinking | ToolCallDelta | Finish | Usage | PartialUsage
+)
 
 
 # Takes one event of a reply; called synchronously, in order, as the events are decoded.
@@ -229,13 +240,13 @@ class Provider(Protocol):
     """A backend that turns a ProviderRequest into events, handed to `deliver` one by one.
 
     `stream` delivers TextDelta, ReasoningDelta and ToolCallDelta items in order, then at
-    most one SignedThinking, one Usage and one Finish (in any order, all after the last
-    delta), and returns when the reply is complete. A network provider delivers from the
-    event loop's call that received the bytes (no task woken per read), so `deliver` must
-    not block; what it raises ends the stream and is raised by `stream` as it is. Upstream
-    failures raise agents.errors.UpstreamError subclasses. Cancelling the task awaiting
-    `stream` stops the upstream request at once and closes its connection; nothing is
-    delivered after the cancellation was requested.
+    most one SignedThinking, one Usage (or PartialUsage) and one Finish (in any order, all
+    after the last delta), and returns when the reply is complete. A network provider
+    delivers from the event loop's call that received the bytes (no task woken per read), so
+    `deliver` must not block; what it raises ends the stream and is raised by `stream` as it
+    is. Upstream failures raise agents.errors.UpstreamError subclasses. Cancelling the task
+    awaiting `stream` stops the upstream request at once and closes its connection; nothing
+    is delivered after the cancellation was requested.
     """
 
     api: str

@@ -26,6 +26,7 @@ from agents.providers.base import (
     Deliver,
     Finish,
     ImageInput,
+    PartialUsage,
     ProviderEvent,
     ProviderRequest,
     ReasoningDelta,
@@ -304,14 +305,15 @@ def request_headers(provider: ProviderConfig) -> CIMultiDict[str]:
     return headers
 
 
-def usage_of(usage: Any) -> Usage | None:
-    """Reported usage, or None when the upstream's numbers are not usable (then §7 estimates)."""
+def usage_of(usage: Any) -> Usage | PartialUsage | None:
+    """Reported usage; the one usable count of the two; None when neither is (then §7
+    estimates what is missing)."""
     if not isinstance(usage, dict):
         return None
     prompt = token_count(usage.get("prompt_tokens"))
     completion = token_count(usage.get("completion_tokens"))
     if prompt is None or completion is None:
-        return None
+        return None if prompt is None and completion is None else PartialUsage(prompt, completion)
     details = usage.get("completion_tokens_details")
     reasoning = token_count(details.get("reasoning_tokens")) if isinstance(details, dict) else None
     if reasoning is None or reasoning > completion:

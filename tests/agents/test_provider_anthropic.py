@@ -34,6 +34,7 @@ from agents.providers.base import (
     ChatMessage,
     Finish,
     ImageInput,
+    PartialUsage,
     ProviderEvent,
     ReasoningDelta,
     SignedThinking,
@@ -511,9 +512,14 @@ class TestStreaming:
         anthropic_upstream: FakeAnthropic,
         first: tuple[str, dict[str, Any]],
     ) -> None:
-        # JSON allows any integer; beyond 64 bits it would fail the session's write.
+        # JSON allows any integer; beyond 64 bits it would fail the session's write. The
+        # output's count is the turn's (the session estimates the prompt's).
         anthropic_upstream.script(Raw((events(first, text("x"), *stop(output=7)),)))
-        assert await collect(provider, anthropic_upstream) == [TextDelta("x"), Finish("stop")]
+        assert await collect(provider, anthropic_upstream) == [
+            TextDelta("x"),
+            PartialUsage(None, 7),
+            Finish("stop"),
+        ]
 
     async def test_events_split_across_network_reads(
         self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic

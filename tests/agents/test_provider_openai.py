@@ -28,6 +28,7 @@ from agents.providers.base import (
     ChatMessage,
     Finish,
     ImageInput,
+    PartialUsage,
     ProviderEvent,
     ProviderRequest,
     ReasoningDelta,
@@ -356,16 +357,22 @@ class TestStreaming:
         openai_upstream.script(Raw((sse(chunk({"content": "hi"}, "stop", x_groq=x_groq)),)))
         assert await collect(provider, openai_upstream) == [TextDelta("hi"), Finish("stop")]
 
-    @pytest.mark.parametrize("usage", [(10**30, 2), (3, -1), (2**53, 0)])
+    @pytest.mark.parametrize(
+        ("usage", "kept"),
+        [((10**30, 2), PartialUsage(None, 2)), ((3, -1), PartialUsage(3, None)),
+         ((2**53, 0), PartialUsage(None, 0))],
+    )  # fmt: skip
     async def test_a_count_no_model_reports_is_not_reported(
         self,
         provider: OpenAICompletionsProvider,
         openai_upstream: FakeOpenAI,
         usage: tuple[int, int],
+        kept: PartialUsage,
     ) -> None:
-        # JSON allows any integer; beyond 64 bits it would fail the session's write.
+        # JSON allows any integer; beyond 64 bits it would fail the session's write. The
+        # other count is the turn's (the session estimates the one not reported).
         openai_upstream.script(Stream(("x",), usage=usage))
-        assert await collect(provider, openai_upstream) == [TextDelta("x"), Finish("stop")]
+        assert await collect(provider, openai_upstream) == [TextDelta("x"), kept, Finish("stop")]
 
     async def test_empty_and_null_contents_are_skipped_and_reasoning_is_read(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
