@@ -33,6 +33,7 @@ from gateway.http.openai_wire import (
     DONE,
     MODEL_HEADER,
     NO_RESPONSE_TEXT,
+    TASK_HEADER,
     AgentSelection,
     ChatFields,
     ChunkEncoder,
@@ -44,6 +45,7 @@ from gateway.http.openai_wire import (
     check_images_taken,
     check_tool_results,
     completion_body,
+    declared_task,
     decode_model_id,
     error_event,
     error_reply,
@@ -191,13 +193,17 @@ async def _accept(request: web.Request, state: GatewayState) -> _Turn:
         ((name, headers[name]) for name in endpoint.session_headers if headers.get(name)), None
     )
     messages = body.get("messages")
+    declared = declared_task(headers.get(TASK_HEADER))
     route = resolve_session_key(
         headers.get(SESSION_HEADER),
         fields.user,
         selection,
         config.agents,
         conversation_header,
-        background_task=conversation_header is not None and is_background_task(messages),
+        background_task=declared is None
+        and conversation_header is not None
+        and is_background_task(messages),
+        declared_task=declared is True,
     )
     request[AGENT_ID] = route.agent_id
     request[SESSION_KEY] = route.session_key

@@ -689,6 +689,22 @@ _TASK_PROMPT_START = "### Task:"
 _TASK_PROMPT_HISTORY = "<chat_history>"
 
 
+# Open WebUI names the background task in a header when its connection is set to send one
+# (Connections → the connection → Headers: {"X-OpenWebUI-Task": "{{TASK}}"}): the task's name
+# (`title_generation`, `query_generation`, …), or nothing for a turn of the chat. It then tells
+# a task whatever its prompt, an operator's own included, and whatever names its session (the
+# same templates can put the chat id in x-openclaw-session-key). A value still holding `{{` is
+# a placeholder the Open WebUI in front did not fill in: as if the header were not sent.
+TASK_HEADER = "x-openwebui-task"
+
+
+def declared_task(task_header: str | None) -> bool | None:
+    """What the task header says: a background task, a turn, or nothing (None)."""
+    if task_header is None or "{{" in task_header:
+        return None
+    return bool(task_header.strip())
+
+
 def is_background_task(messages: Any) -> bool:
     """Whether `messages` is one of Open WebUI's background tasks: a lone user message
     (beside any system prompt) holding its task prompt."""
@@ -713,11 +729,28 @@ def resolve_session_key(
     conversation: tuple[str, str] | None = None,
     *,
     background_task: bool = False,
+    declared_task: bool = False,
 ) -> Route:
     """§4.2: the header key, else the conversation header (`(name, value)`, e.g. Open WebUI's
     chat id), else the `user` string, else a fresh key (stateless). A background task
     (`is_background_task`) named only by the conversation header runs stateless: the
-    chat's session must not hold it."""
+    chat's session must not hold it; one the task header declares (`declared_task`) runs
+    stateless whatever names a session, once the name is found valid."""
+    route = _named_route(header_key, user, selection, agents, conversation, background_task)
+    if declared_task and not route.stateless:
+        agent_id = route.agent_id
+        return Route(agent_id, new_stateless_key(agent_id), stateless=True, new_key=True)
+    return route
+
+
+def _named_route(
+    header_key: str | None,
+    user: str | None,
+    selection: AgentSelection,
+    agents: AgentsConfig,
+    conversation: tuple[str, str] | None,
+    background_task: bool,
+) -> Route:
     agent_id = selection.agent_id
     raw = (header_key or "").strip()
     if raw:

@@ -54,6 +54,7 @@ from gateway.http.common import (
 )
 from gateway.http.openai_wire import (
     MODEL_HEADER,
+    TASK_HEADER,
     AgentSelection,
     Conversation,
     RequestError,
@@ -62,6 +63,7 @@ from gateway.http.openai_wire import (
     check_format_taken,
     check_images_taken,
     check_tool_results,
+    declared_task,
     encode_json,
     error_reply,
     internal_error,
@@ -171,8 +173,11 @@ async def _accept(request: web.Request, state: GatewayState) -> _Turn:
     conversation_header = next(
         ((name, headers[name]) for name in chat.session_headers if headers.get(name)), None
     )
-    background_task = conversation_header is not None and await work_on_body(
-        raw, _is_background_task, body.get("input"), fields.instructions
+    declared = declared_task(headers.get(TASK_HEADER))
+    background_task = (
+        declared is None
+        and conversation_header is not None
+        and await work_on_body(raw, _is_background_task, body.get("input"), fields.instructions)
     )
     route = resolve_session_key(
         headers.get(SESSION_HEADER),
@@ -181,6 +186,7 @@ async def _accept(request: web.Request, state: GatewayState) -> _Turn:
         config.agents,
         conversation_header,
         background_task=background_task,
+        declared_task=declared is True,
     )
     if fields.previous_response_id is not None:
         if fields.previous_response_id in request.app[RUNNING]:

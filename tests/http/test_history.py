@@ -140,6 +140,34 @@ class TestResponsesNamedByAChatId:
         stored = await stored_messages(client, WEBUI_KEY)
         assert [m.text for m in stored] == ["Q1", "A1", "Q2", "A2"]
 
+    async def test_a_task_named_by_its_header_stays_out_of_the_chats_session(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        """`X-OpenWebUI-Task` names a background task whatever its prompt (an operator's
+        own), on `/v1/responses` as on chat completions."""
+        upstream.script(Stream(("A1",)), Stream(("Hi",)), Stream(("A2",)))
+        client = await gateway(merged(fake_provider(upstream), RESPONSES_ON))
+        task = {**WEBUI, "X-OpenWebUI-Task": "title_generation"}
+        turn = {**WEBUI, "X-OpenWebUI-Task": ""}
+        async with sdk_for(client) as sdk:
+            await sdk.responses.create(model="openclaw", input="Q1", extra_headers=turn)
+            raw = await sdk.responses.with_raw_response.create(
+                model="openclaw", input="Title this: USER: Q1 ASSISTANT: A1", extra_headers=task
+            )
+            assert raw.headers["x-openclaw-session-key"] != WEBUI_KEY
+            await sdk.responses.create(
+                model="openclaw",
+                input=[
+                    {"role": "user", "content": "Q1"},
+                    {"role": "assistant", "content": "A1"},
+                    {"role": "user", "content": "Q2"},
+                ],
+                extra_headers=turn,
+            )
+        assert contents(upstream) == [("user", "Q1"), ("assistant", "A1"), ("user", "Q2")]
+        stored = await stored_messages(client, WEBUI_KEY)
+        assert [m.text for m in stored] == ["Q1", "A1", "Q2", "A2"]
+
 
 class TestADivergedChatIsStoredOnce:
     """A chat that diverged from its session is stored as a new start, but only as much of

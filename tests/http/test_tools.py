@@ -1145,6 +1145,15 @@ JSON format: { "tags": ["tag1", "tag2", "tag3"] }
 </chat_history>"""  # noqa: E501 (Open WebUI's text as it is)
 
 
+async def webui_stream(sdk: AsyncOpenAI, chat_id: str, messages: Any, **extra: Any) -> str:
+    """One of Open WebUI's streamed requests; the text it appends to the chat."""
+    stream = await sdk.chat.completions.create(
+        model="openclaw", messages=messages, stream=True,
+        extra_headers=webui_headers(chat_id), **extra,
+    )  # fmt: skip
+    return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+
+
 def webui_task(template: str, question: str, answer: str, **extra: Any) -> dict[str, Any]:
     """A task's body as backend/open_webui/routers/tasks.py builds it (its `metadata`, with
     the chat's id, is popped by routers/openai.py and sent as X-OpenWebUI-Chat-Id)."""
@@ -1368,6 +1377,83 @@ class TestOpenWebUI:
         headers = {**webui_headers("chat-A"), "x-openclaw-session-key": "mine"}
         response = await post(client, webui_title_task("Q1", "A1"), headers)
         assert response.headers["x-openclaw-session-key"] == "agent:main:mine"
+
+    # An operator's own title prompt (Settings → Interface → Title Generation Prompt), the
+    # chat rendered by Open WebUI's {{MESSAGES:END:2}}: neither `### Task:` nor <chat_history>.
+    CUSTOM_TITLE = "Give this conversation a short title:\nUSER: Q1\nASSISTANT: A1"
+
+    async def test_a_task_named_by_its_header_stays_out_of_the_chats_session(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        """With `X-OpenWebUI-Task: {{TASK}}` among the connection's headers, Open WebUI
+        names each background task (`title_generation`, …) and sends it empty for the
+        chat's turns: a task is no turn of the chat, whatever its prompt."""
+        openai_fake.script(Stream(("A1",)), Stream(("Greeting",)), Stream(("A2",)))
+        client = await gateway(fake_provider(openai_fake))
+        turn = {**webui_headers("chat-A"), "X-OpenWebUI-Task": ""}
+        task = {**webui_headers("chat-A"), "X-OpenWebUI-Task": "title_generation"}
+        async with await sdk_for(client) as sdk:
+            await webui_stream(sdk, "chat-A", [{"role": "user", "content": "Q1"}])
+            response = await post(client, ask(self.CUSTOM_TITLE), task)
+            assert response.status == 200
+            assert normalised(response.headers["x-openclaw-session-key"]) == (
+                "agent:main:openai:<uuid>"
+            )
+            stream = await sdk.chat.completions.create(
+                model="openclaw", stream=True, extra_headers=turn, messages=[
+                    {"role": "user", "content": "Q1"},
+                    {"role": "assistant", "content": "A1"},
+                    {"role": "user", "content": "Q2"},
+                ],
+            )  # fmt: skip
+            assert [c async for c in stream]
+        stored = await stored_messages(client, "agent:main:openai-chat:chat-a")
+        assert [(m.role, m.text, m.context_start) for m in stored] == [
+            ("user", "Q1", False),
+            ("assistant", "A1", False),
+            ("user", "Q2", False),
+            ("assistant", "A2", False),
+        ]
+
+    @pytest.mark.parametrize("value", ["", "  ", "{{TASK}}"])
+    async def test_a_blank_or_unfilled_task_header_says_nothing_of_a_task(
+        self, client: Client, value: str
+    ) -> None:
+        """Blank: a turn of the chat, even if its prompt looks like a task's. Still the
+        placeholder (an Open WebUI that does not fill it in): as if not sent."""
+        headers = {**webui_headers("chat-A"), "X-OpenWebUI-Task": value}
+        response = await post(client, ask(self.CUSTOM_TITLE), headers)
+        assert response.headers["x-openclaw-session-key"] == "agent:main:openai-chat:chat-a"
+        response = await post(client, webui_title_task("Q1", "A1"), headers)
+        key = normalised(response.headers["x-openclaw-session-key"])
+        if value == "{{TASK}}":
+            assert key == "agent:main:openai:<uuid>"  # told by its prompt, as without it
+        else:
+            assert key == "agent:main:openai-chat:chat-a"
+
+    @pytest.mark.parametrize(
+        ("named_by", "extra"),
+        [({"x-openclaw-session-key": "chat-A"}, {}), ({}, {"user": "ada"})],
+        ids=["session-key-header", "user"],
+    )
+    async def test_a_task_its_header_declares_stays_out_of_any_named_session(
+        self, client: Client, named_by: dict[str, str], extra: dict[str, Any]
+    ) -> None:
+        """The connection's header templates can name the session by the chat id in
+        x-openclaw-session-key too, tasks included: a declared task is no turn of it."""
+        headers = {"X-OpenWebUI-Task": "title_generation", **named_by}
+        response = await post(client, ask(self.CUSTOM_TITLE, **extra), headers)
+        assert response.status == 200
+        assert normalised(response.headers["x-openclaw-session-key"]) == (
+            "agent:main:openai:<uuid>"
+        )
+
+    async def test_a_task_with_an_invalid_session_key_is_still_refused(
+        self, client: Client
+    ) -> None:
+        headers = {"X-OpenWebUI-Task": "title_generation", "x-openclaw-session-key": "agent:"}
+        response = await post(client, ask(self.CUSTOM_TITLE), headers)
+        assert response.status == 400
 
     async def test_a_question_wrapped_in_the_rag_prompt_starts_the_chat(
         self, client: Client

@@ -32,6 +32,7 @@ from gateway.http.openai_wire import (
     Route,
     build_conversation,
     completion_body,
+    declared_task,
     decode_model_id,
     error_reply,
     is_background_task,
@@ -488,6 +489,22 @@ class TestBackgroundTask:
     )
     def test_anything_else_is_not(self, messages: Any) -> None:
         assert not is_background_task(messages)
+
+    @pytest.mark.parametrize(
+        ("value", "said"),
+        [
+            ("title_generation", True),
+            (" query_generation ", True),
+            ("", False),
+            ("  ", False),
+            ("{{TASK}}", None),  # not filled in: nothing said
+            (None, None),
+        ],
+    )
+    def test_the_task_header_says_a_task_a_turn_or_nothing(
+        self, value: str | None, said: bool | None
+    ) -> None:
+        assert declared_task(value) is said
 
 
 DEFAULT = AgentSelection("main", "openclaw", explicit=False)
