@@ -685,8 +685,15 @@ def new_stateless_key(agent_id: str) -> str:
 # the chat. Each is one user message, and each default prompt (open-webui
 # backend/open_webui/config.py) begins `### Task:` and quotes the chat in `<chat_history>`;
 # its RAG prompt, which wraps a real turn's question, begins so too but quotes no history.
+# Two others quote none, and are known by their first sentence: the emoji of a voice call's
+# replies (DEFAULT_EMOJI_GENERATION_PROMPT_TEMPLATE) and the merge of several models' answers
+# (DEFAULT_MOA_GENERATION_PROMPT_TEMPLATE).
 _TASK_PROMPT_START = "### Task:"
 _TASK_PROMPT_HISTORY = "<chat_history>"
+_TASK_PROMPT_OPENINGS = (
+    "Your task is to reflect the speaker's likely facial expression through a fitting emoji.",
+    "You have been provided with a set of responses from various models to the latest user query:",
+)
 
 
 # Open WebUI names the background task in a header when its connection is set to send one
@@ -718,6 +725,8 @@ def is_background_task(messages: Any) -> bool:
     if len(turns) != 1 or not isinstance(turns[0], dict) or turns[0].get("role") != "user":
         return False
     text = content_text(turns[0].get("content"))
+    if text.startswith(_TASK_PROMPT_OPENINGS):
+        return True
     return text.startswith(_TASK_PROMPT_START) and _TASK_PROMPT_HISTORY in text
 
 

@@ -1378,6 +1378,22 @@ class TestOpenWebUI:
         response = await post(client, webui_title_task("Q1", "A1"), headers)
         assert response.headers["x-openclaw-session-key"] == "agent:main:mine"
 
+    async def test_the_emoji_task_of_a_voice_call_stays_out_of_the_chats_session(
+        self, client: Client
+    ) -> None:
+        """Open WebUI's default emoji prompt (tasks.py `generate_emoji`, after each reply of
+        a voice call, with the chat's id) quotes no <chat_history> and has no `### Task:`."""
+        emoji = (
+            "Your task is to reflect the speaker's likely facial expression through a fitting"
+            " emoji. Interpret emotions from the message and reflect their facial expression"
+            " using fitting, diverse emojis (e.g., 😊, 😢, 😡, 😱).\n\nMessage: ```Hello!```"
+        )
+        response = await post(client, ask(emoji, max_completion_tokens=4), webui_headers("chat-A"))
+        assert response.status == 200
+        assert normalised(response.headers["x-openclaw-session-key"]) == (
+            "agent:main:openai:<uuid>"
+        )
+
     # An operator's own title prompt (Settings → Interface → Title Generation Prompt), the
     # chat rendered by Open WebUI's {{MESSAGES:END:2}}: neither `### Task:` nor <chat_history>.
     CUSTOM_TITLE = "Give this conversation a short title:\nUSER: Q1\nASSISTANT: A1"

@@ -467,6 +467,24 @@ class TestBackgroundTask:
             [{"role": "system", "content": "Be brief."}, {"role": "user", "content": TASK}]
         )
 
+    @pytest.mark.parametrize(
+        "prompt",
+        [
+            # DEFAULT_EMOJI_GENERATION_PROMPT_TEMPLATE (voice calls, each reply) and
+            # DEFAULT_MOA_GENERATION_PROMPT_TEMPLATE (merging several models' answers):
+            # Open WebUI's default prompts that quote no <chat_history>.
+            "Your task is to reflect the speaker's likely facial expression through a fitting"
+            " emoji. Interpret emotions from the message and reflect their facial expression"
+            " using fitting, diverse emojis (e.g., 😊, 😢, 😡, 😱).\n\nMessage: ```Hello!```",
+            "You have been provided with a set of responses from various models to the latest"
+            ' user query: "hi"\n\nYour task is to synthesize these responses into a single,'
+            " high-quality response.",
+        ],
+        ids=["emoji", "moa"],
+    )
+    def test_open_webuis_other_default_task_prompts_are_tasks(self, prompt: str) -> None:
+        assert is_background_task([{"role": "user", "content": prompt}])
+
     def test_text_parts_are_read(self) -> None:
         assert is_background_task([{"role": "user", "content": [{"type": "text", "text": TASK}]}])
 
