@@ -752,6 +752,18 @@ def resolve_session_key(
     return route
 
 
+# A client's header template left as it is (`{{CHAT_ID}}`: an Open WebUI older than the
+# placeholders its connection's headers were given) names the same session for every chat of
+# every user: refused, so that the misconfiguration shows at once instead of mixing chats.
+_PLACEHOLDER_RE = re.compile(r"\{\{[^{}]*\}\}")
+_SESSION_KEY_HEADER = "x-openclaw-session-key"
+
+
+def _refuse_placeholder(header: str, value: str) -> None:
+    if _PLACEHOLDER_RE.search(value):
+        raise bad_request(f"Invalid `{header}`: a template placeholder left unfilled.")
+
+
 def _named_route(
     header_key: str | None,
     user: str | None,
@@ -763,6 +775,7 @@ def _named_route(
     agent_id = selection.agent_id
     raw = (header_key or "").strip()
     if raw:
+        _refuse_placeholder(_SESSION_KEY_HEADER, raw)
         if has_surrogate(raw):
             # Bytes that are not UTF-8 (aiohttp keeps them as surrogate escapes): no key
             # can be stored or echoed from them, and merging them into U+FFFD would let
@@ -790,6 +803,7 @@ def _named_route(
     header_name, chat_id = conversation or ("", "")
     chat_id = chat_id.strip()
     if chat_id:
+        _refuse_placeholder(header_name, chat_id)
         if has_surrogate(chat_id) or _HEADER_UNSAFE_RE.search(chat_id):
             raise bad_request(f"Invalid `{header_name}`.")
         if background_task:

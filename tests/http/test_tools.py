@@ -1484,6 +1484,18 @@ class TestOpenWebUI:
         response = await post(client, ask(rag), webui_headers("chat-A"))
         assert response.headers["x-openclaw-session-key"] == "agent:main:openai-chat:chat-a"
 
+    @pytest.mark.parametrize("header", ["X-OpenWebUI-Chat-Id", "x-openclaw-session-key"])
+    async def test_a_chat_id_placeholder_left_unfilled_is_refused(
+        self, client: Client, header: str
+    ) -> None:
+        """An Open WebUI older than `{{CHAT_ID}}` sends its connection's header template as
+        it is: every chat of every user would be one session."""
+        response = await post(client, ask("hi"), {header: "{{CHAT_ID}}"})
+        assert response.status == 400
+        assert (await response.json())["error"]["message"] == (
+            f"Invalid `{header.lower()}`: a template placeholder left unfilled."
+        )
+
     async def test_the_session_key_header_wins(self, client: Client) -> None:
         headers = {**webui_headers("chat-A"), "x-openclaw-session-key": "mine"}
         response = await post(client, ask("hi"), headers)

@@ -552,6 +552,26 @@ class TestSessionKey:
             resolve_session_key(None, None, DEFAULT, AGENTS, (CHAT_ID, "a\udcff"))
         assert refusal(exc) == (400, error("Invalid `x-openwebui-chat-id`."))
 
+    @pytest.mark.parametrize(
+        ("header_key", "conversation", "named"),
+        [
+            ("{{CHAT_ID}}", None, "x-openclaw-session-key"),
+            ("agent:main:{{CHAT_ID}}", None, "x-openclaw-session-key"),
+            (None, (CHAT_ID, "{{CHAT_ID}}"), CHAT_ID),
+        ],
+    )
+    def test_a_template_placeholder_left_unfilled_is_refused(
+        self, header_key: str | None, conversation: tuple[str, str] | None, named: str
+    ) -> None:
+        """A client whose header templates are not filled in (an Open WebUI older than its
+        `{{CHAT_ID}}`) would put every chat of every user in one session."""
+        with pytest.raises(RequestError) as exc:
+            resolve_session_key(header_key, None, DEFAULT, AGENTS, conversation)
+        assert refusal(exc) == (
+            400,
+            error(f"Invalid `{named}`: a template placeholder left unfilled."),
+        )
+
     def test_a_background_task_in_a_conversation_runs_stateless(self) -> None:
         route = resolve_session_key(
             None, "alice", DEFAULT, AGENTS, (CHAT_ID, "chat-42"), background_task=True
