@@ -1471,6 +1471,49 @@ class TestOpenWebUI:
         response = await post(client, ask(self.CUSTOM_TITLE), headers)
         assert response.status == 400
 
+    async def test_its_native_tool_loop_and_the_next_turn_reach_the_model_once(
+        self, gateway: MakeClient, openai_fake: FakeOpenAI
+    ) -> None:
+        """Native function calling: Open WebUI runs the tool and asks again with the call and
+        its result (utils/misc.py `convert_output_to_messages`), then resends the turn so
+        in the history of the next one."""
+        openai_fake.script(
+            Stream(("Let me look.",), tool_calls=(UPSTREAM_CALL,)),
+            Stream(("Sunny.",)),
+            Stream(("Cold.",)),
+        )
+        client = await gateway(fake_provider(openai_fake))
+        call = {
+            "id": "call_up_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+        }  # fmt: skip
+        system: ChatCompletionMessageParam = {"role": "system", "content": "You are helpful."}
+        loop: list[Any] = [
+            system,
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": "Let me look.", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_up_1", "content": '{"sky": "sunny"}'},
+        ]
+        async with await sdk_for(client) as sdk:
+            await webui_stream(sdk, "chat-A", loop[:2], tools=[WEATHER])
+            assert await webui_stream(sdk, "chat-A", loop, tools=[WEATHER]) == "Sunny."
+            next_turn = [
+                *loop,
+                {"role": "assistant", "content": "Sunny."},
+                {"role": "user", "content": "And in Oslo?"},
+            ]
+            await webui_stream(sdk, "chat-A", next_turn, tools=[WEATHER])
+        assert openai_fake.last.body["messages"] == next_turn
+        stored = await stored_messages(client, "agent:main:openai-chat:chat-a")
+        assert [(m.role, m.context_start) for m in stored] == [
+            ("user", False),
+            ("assistant", False),
+            ("toolResult", False),
+            ("assistant", False),
+            ("user", False),
+            ("assistant", False),
+        ]
+
     async def test_a_question_wrapped_in_the_rag_prompt_starts_the_chat(
         self, client: Client
     ) -> None:
