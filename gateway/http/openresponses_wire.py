@@ -206,7 +206,9 @@ def input_items(messages: list[InputMessage]) -> list[dict[str, Any]]:
     """The conversation a response answered as Responses items, oldest first: each message
     (with its stored id) a `message` item, an assistant's calls `function_call` items after
     it, a tool result a `function_call_output` item. A message's images are `input_image`
-    parts after its text (an image-only message's is the model's placeholder, not listed).
+    parts after its text (an image-only message's is the model's placeholder, not listed);
+    a tool result's make its output the list of them, after an `input_text` part of its
+    text if it had one.
     Ids are made of the stored message's, so they stay the same from one page to the
     next."""
     items: list[dict[str, Any]] = []
@@ -214,9 +216,14 @@ def input_items(messages: list[InputMessage]) -> list[dict[str, Any]]:
         message = stored.message
         hexed = stored.id.replace("-", "")
         if message.role == "tool":
-            output = message.text
-            if stored.images and output == TOOL_IMAGE_ONLY_TEXT:
-                output = ""  # the model's placeholder for a result of images alone
+            output: str | list[dict[str, Any]] = message.text
+            if stored.images:
+                # OpenAI's content list form of an output sent as parts: its text (not the
+                # model's placeholder for a result of images alone), then the images.
+                output = [{"type": "input_text", "text": message.text}]
+                if message.text == TOOL_IMAGE_ONLY_TEXT:
+                    output = []
+                output.extend(dict(_IMAGE_PART) for _ in range(stored.images))
             items.append({"id": f"fco_{hexed}", "type": "function_call_output",
                           "call_id": message.tool_call_id or "", "output": output,
                           "status": COMPLETED})  # fmt: skip

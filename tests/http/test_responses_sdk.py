@@ -42,6 +42,9 @@ WEATHER: FunctionToolParam = {
 }
 
 
+# An image as an input item list shows it (its data is not stored), without the null fields.
+IMAGE_PART = {"type": "input_image", "detail": "auto"}
+
 CLOCK: FunctionToolParam = {"type": "function", "name": "get_time", "parameters": None,
                              "strict": False}  # fmt: skip
 CLOCK_CALL = {"index": 0, "id": "call_t", "type": "function",
@@ -947,15 +950,29 @@ class TestInputItems:
         )  # fmt: skip
         assert (result.call_id, result.output) == (call.call_id, "-5C")  # type: ignore[union-attr]
 
-    async def test_a_result_of_images_alone_is_listed_without_text(self, sdk: AsyncOpenAI) -> None:
-        # Its images are not stored; the placeholder a later turn gives the model is not
-        # what the client sent.
+    @pytest.mark.parametrize(
+        ("text", "images", "listed"),
+        [
+            ([], 1, [IMAGE_PART]),
+            ([{"type": "input_text", "text": "-5C"}], 2,
+             [{"type": "input_text", "text": "-5C"}, IMAGE_PART, IMAGE_PART]),
+        ],
+    )  # fmt: skip
+    async def test_a_result_with_images_is_listed_in_the_content_list_form(
+        self, sdk: AsyncOpenAI, text: list[Any], images: int, listed: list[Any]
+    ) -> None:
+        """As OpenAI lists an output sent as parts: `input_text` and `input_image` parts,
+        the images without their data, which is not stored (not the placeholder a later
+        turn gives the model, nor nothing at all)."""
         asked = await sdk.responses.create(
             model="openclaw", input="call get_weather {}", tools=[WEATHER]
         )
         [call] = [item for item in asked.output if item.type == "function_call"]
         png = "data:image/png;base64,iVBORw0KGgo="
-        output: Any = [{"type": "input_image", "image_url": png, "detail": "auto"}]
+        output: Any = [
+            *text,
+            *[{"type": "input_image", "image_url": png, "detail": "auto"}] * images,
+        ]
         answered = await sdk.responses.create(
             model="openclaw",
             input=[{"type": "function_call_output", "call_id": call.call_id, "output": output}],
@@ -967,7 +984,7 @@ class TestInputItems:
         )
         page = await sdk.responses.input_items.list(later.id, order="asc")
         [result] = [item for item in page.data if item.type == "function_call_output"]
-        assert result.output == ""  # type: ignore[union-attr]
+        assert result.model_dump(exclude_none=True)["output"] == listed
 
     async def test_a_continued_older_response_lists_its_own_chain(self, sdk: AsyncOpenAI) -> None:
         one = await sdk.responses.create(model="openclaw", input="one")
