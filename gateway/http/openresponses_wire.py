@@ -842,6 +842,20 @@ def message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
     }
 
 
+# How a provider sets the blocks of a reply's thinking apart in its one reasoning text
+# (Anthropic's blank line): a reasoning item that resumes after another item begins with its
+# own text, not with the separator.
+_REASONING_SEPARATOR = "\n\n"
+
+
+def _separator_length(text: str, separator: str = _REASONING_SEPARATOR) -> int:
+    """How much of `text`'s beginning is of `separator` (its beginning)."""
+    length = 0
+    while length < min(len(text), len(separator)) and text[length] == separator[length]:
+        length += 1
+    return length
+
+
 def reasoning_item(item_id: str, text: str, status: str) -> dict[str, Any]:
     content = [{"type": "reasoning_text", "text": text}] if status != IN_PROGRESS else []
     return {"id": item_id, "type": "reasoning", "summary": [], "content": content}
@@ -892,6 +906,8 @@ def output_items(
                 taken[part] += 1
                 begin = at[number] if number < len(at) else 0
                 piece = whole[begin : at[number + 1] if number + 1 < len(at) else len(whole)]
+                if part is ReplyPart.REASONING and begin > 0:  # resumes: see ResponseEvents
+                    piece = piece[_separator_length(piece) :]
                 if not piece:
                     continue
                 if part is ReplyPart.REASONING:
@@ -959,6 +975,10 @@ class ResponseEvents:
         self._calls: dict[int, _OpenItem] = {}  # tool call index -> its item, open or closed
         self._closed: dict[int, dict[str, Any]] = {}  # output_index -> the closed item
         self._produced = False  # text or a tool call
+        self._reasoned = False  # reasoning came before
+        # The part of the separator the next reasoning item still drops from its beginning
+        # (the whole of it once another item was added: `_REASONING_SEPARATOR`).
+        self._separator = _REASONING_SEPARATOR
 
     def _event(self, kind: str, **fields: Any) -> bytes:
         event = {"type": kind, "sequence_number": self._seq, **fields}
@@ -985,6 +1005,7 @@ class ResponseEvents:
             out = self._close_open(fill=True)
         # Only a call can be added while others are open: the group's first one is live.
         opened = _OpenItem(self._next_index, item, kind, held=[] if self._open else None)
+        self._separator = _REASONING_SEPARATOR
         self._next_index += 1
         self._open.append(opened)
         out += self._item_event(opened, "response.output_item.added",
@@ -1020,6 +1041,15 @@ class ResponseEvents:
 
     def reasoning(self, delta: str) -> bytes:
         out, item = b"", self._current("reasoning")
+        if item is None and self._reasoned:
+            # Reasoning that resumes after another item: without the separator, which
+            # may come in pieces; nothing is opened for a piece of it alone.
+            dropped = _separator_length(delta, self._separator)
+            self._separator = self._separator[dropped:] if dropped == len(delta) else ""
+            delta = delta[dropped:]
+            if not delta:
+                return b""
+        self._reasoned = self._reasoned or bool(delta)
         if item is None:
             out, item = self._add("reasoning", reasoning_item(_item_id("rs"), "", IN_PROGRESS))
         return out + self._delta(item, "response.reasoning_text.delta", delta)

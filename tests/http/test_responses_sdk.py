@@ -1137,6 +1137,73 @@ class TestReasoning:
         assert body["thinking"] == {"type": "enabled", "budget_tokens": 8192}
         assert "reasoning_effort" not in body
 
+    async def test_thinking_that_resumes_after_a_call_is_an_item_without_the_blank_line(
+        self, gateway: MakeClient
+    ) -> None:
+        """Anthropic's thinking blocks are one reasoning text, set apart by a blank line;
+        a block after a call is a reasoning item of its own, which begins with its text,
+        streamed or not, and stored."""
+
+        def event(name: str, **fields: Any) -> bytes:
+            return f"event: {name}\ndata: {json.dumps({'type': name, **fields})}\n\n".encode()
+
+        def thinking(index: int, *pieces: str) -> bytes:
+            block = {"type": "thinking", "thinking": "", "signature": ""}
+            out = event("content_block_start", index=index, content_block=block)
+            for piece in pieces:
+                delta = {"type": "thinking_delta", "thinking": piece}
+                out += event("content_block_delta", index=index, delta=delta)
+            signed = {"type": "signature_delta", "signature": f"sig{index}"}
+            return (
+                out
+                + event("content_block_delta", index=index, delta=signed)
+                + event("content_block_stop", index=index)
+            )
+
+        use = {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}
+        arguments = {"type": "input_json_delta", "partial_json": '{"city": "Paris"}'}
+        message = {"id": "msg_1", "type": "message", "role": "assistant", "content": [],
+                   "usage": {"input_tokens": 3, "output_tokens": 1}}  # fmt: skip
+        answer = (
+            event("message_start", message=message)
+            + thinking(0, "Let me ", "look.")
+            + event("content_block_start", index=1, content_block=use)
+            + event("content_block_delta", index=1, delta=arguments)
+            + event("content_block_stop", index=1)
+            + thinking(2, "Now ", "I know.")
+            + event("message_delta", delta={"stop_reason": "tool_use"},
+                    usage={"output_tokens": 9})
+            + event("message_stop")
+        )  # fmt: skip
+        async with FakeAnthropic() as fake:
+            fake.script(Raw((answer,)), Raw((answer,)))
+            client = await gateway(merged(RESPONSES_ON, anthropic_agent(fake)))
+            async with await sdk_for(client) as sdk:
+                async with sdk.responses.stream(
+                    model="openclaw", input="Weather?", tools=[WEATHER]
+                ) as s:
+                    deltas: dict[int, str] = {}
+                    async for e in s:
+                        if e.type == "response.reasoning_text.delta":
+                            deltas[e.output_index] = deltas.get(e.output_index, "") + e.delta
+                    streamed = await s.get_final_response()
+                created = await sdk.responses.create(
+                    model="openclaw", input="Weather?", tools=[WEATHER]
+                )
+                stored = await sdk.responses.retrieve(streamed.id)
+
+        def shape(response: Any) -> list[tuple[str, str]]:
+            return [
+                (item.type, "".join(part.text for part in getattr(item, "content", None) or ()))
+                for item in response.output
+            ]
+
+        assert shape(streamed) == [
+            ("reasoning", "Let me look."), ("function_call", ""), ("reasoning", "Now I know.")
+        ]  # fmt: skip
+        assert deltas == {0: "Let me look.", 2: "Now I know."}
+        assert shape(created) == shape(stored) == shape(streamed)
+
     async def test_without_an_effort_nothing_is_asked(
         self, gateway: MakeClient, upstream: FakeOpenAI
     ) -> None:

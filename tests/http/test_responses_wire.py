@@ -279,6 +279,37 @@ class TestOutput:
         items = output_items("", "r", (), "completed", (ReplyPart.REASONING,))
         assert [i["type"] for i in items] == ["reasoning", "message"]
 
+    @pytest.mark.parametrize(
+        "pieces",
+        [("\n\nNow",), ("\n", "\nNow"), ("\n", "\n", "Now"), ("\n\n", "", "Now"), ("\nNow",)],
+    )
+    def test_reasoning_resumed_after_a_call_begins_with_its_text(
+        self, pieces: tuple[str, ...]
+    ) -> None:
+        """The blank line a provider set a later thinking block apart with (in pieces or
+        not) is not the text of the reasoning item that resumes after a call, streamed or
+        not; the first item keeps its text as it came."""
+        events = ResponseEvents(ResponseHead("resp_1", 0, "openclaw", ResponseFields()))
+        events.reasoning("\nHmm")
+        events.tool_call_start(0, "call_a", "f")
+        events.tool_call_arguments(0, "{}")
+        for piece in pieces:
+            events.reasoning(piece)
+        _, body = events.finish("toolUse", Usage(1, 1))
+        streamed = [(i["type"], i.get("content")) for i in body["output"]]
+        whole = "\nHmm" + "".join(pieces)
+        parts = (ReplyPart.REASONING, ReplyPart.TOOL_CALL, ReplyPart.REASONING)
+        items = output_items("", whole, (ToolCall("call_a", "f", "{}"),), "completed", parts,
+                             (0, 0, len("\nHmm")))  # fmt: skip
+        listed = [(i["type"], i.get("content")) for i in items]
+        text = [{"type": "reasoning_text", "text": "Now"}]
+        assert streamed == [
+            ("reasoning", [{"type": "reasoning_text", "text": "\nHmm"}]),
+            ("function_call", None),
+            ("reasoning", text),
+        ]
+        assert listed == streamed
+
     def test_sequence_numbers_count_every_event(self) -> None:
         events = ResponseEvents(ResponseHead("resp_1", 0, "openclaw", ResponseFields()))
         wire = events.start() + events.content("a") + events.finish("stop", Usage(1, 1))[0]
