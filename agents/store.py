@@ -380,6 +380,7 @@ SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND seq BETWEEN ? A
 ORDER BY seq DESC LIMIT ?
 """
 SQL_MESSAGE_SEQ = "SELECT seq FROM messages WHERE id = ? AND session_id = ?"
+SQL_RESPONSE_PLACE = "SELECT session_id, key, agent_id FROM responses WHERE id = ?"
 # `chain_to` with no limit of turns: an offset no transcript reaches.
 _ALL_TURNS = 2**62
 # The transcript's last assistant message: what a client resending its history must hold;
@@ -578,6 +579,16 @@ class StoredResponse:
     agent_id: str
     created_at: int  # ms
     body: str
+
+
+@attrs.frozen
+class ResponsePlace:
+    """Where a stored response's turn lives, read without its body (which holds the whole
+    output): what paging its input items and continuing it need."""
+
+    session_id: str
+    key: str
+    agent_id: str
 
 
 @attrs.frozen
@@ -2166,6 +2177,15 @@ class SessionStore:
             .fetchone()
         )
         return StoredResponse(*row) if row is not None else None
+
+    async def response_place(self, response_id: str) -> ResponsePlace | None:
+        """Where a stored response's turn lives, without reading its body; None if
+        unknown."""
+        return await self._call(self._response_place, response_id)
+
+    def _response_place(self, response_id: str) -> ResponsePlace | None:
+        row = self._conn().execute(SQL_RESPONSE_PLACE, (response_id,)).fetchone()
+        return ResponsePlace(*row) if row is not None else None
 
     async def delete_response(self, response_id: str) -> bool:
         """Forget a response object (its turn stays in the transcript); False if unknown."""

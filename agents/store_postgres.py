@@ -63,6 +63,7 @@ from agents.store import (
     SQL_USER_NOT_REFUSED,
     DailyUsage,
     History,
+    ResponsePlace,
     SessionPage,
     SessionRow,
     SessionUsage,
@@ -1408,6 +1409,16 @@ class PostgresSessionStore:
             )
         )
         return StoredResponse(*row) if row is not None else None
+
+    async def response_place(self, response_id: str) -> ResponsePlace | None:
+        """As the SQLite store's."""
+        row = await self._run(
+            lambda c: c.fetchrow(
+                "SELECT session_id, key, agent_id FROM responses WHERE id = $1",
+                _storable(response_id),
+            )
+        )
+        return ResponsePlace(*row) if row is not None else None
 
     async def delete_response(self, response_id: str) -> bool:
         """Forget a response object (its turn stays in the transcript); False if unknown."""

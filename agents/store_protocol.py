@@ -17,6 +17,7 @@ from agents.events import RunEvent, SessionChange
 from agents.store import (
     DailyUsage,
     History,
+    ResponsePlace,
     SessionPage,
     SessionRow,
     SessionUsage,
@@ -218,6 +219,8 @@ class Store(Protocol):
     async def put_response(self, response: StoredResponse) -> None: ...
 
     async def get_response(self, response_id: str) -> StoredResponse | None: ...
+
+    async def response_place(self, response_id: str) -> ResponsePlace | None: ...
 
     async def delete_response(self, response_id: str) -> bool: ...
 

@@ -475,18 +475,18 @@ async def list_input_items(request: web.Request) -> web.StreamResponse:
     assert store is not None  # open for as long as the app serves requests
     running = response_id in request.app[RUNNING]
     try:
-        stored = await store.get_response(response_id)
-        if stored is None:
+        place = await store.response_place(response_id)  # not its body: the output
+        if place is None:
             if running:
                 return error_answer(request, response_in_progress(response_id))
             return error_answer(request, response_not_found(response_id))
-        page = await input_items_page(store, stored.session_id, response_id, query)
+        page = await input_items_page(store, place.session_id, response_id, query)
     except RequestError as exc:
         return error_answer(request, exc)
     except StoreError as exc:
         log.error("response_lookup_failed", error=str(exc))
         return error_answer(request, error_reply(exc))  # 503 while a shared store is away
-    return json_response(page, headers={SESSION_HEADER: stored.key})
+    return json_response(page, headers={SESSION_HEADER: place.key})
 
 
 # -- POST /v1/responses/{id}/cancel ----------------------------------------------------------

@@ -155,6 +155,56 @@ async def test_a_page_of_a_long_chain_reads_about_the_page_on_postgres(
     await rows_per_page(await gateway(settings), monkeypatch)
 
 
+class BodiesRead:
+    """Counts the characters of the stored response bodies the stores read."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.chars = 0
+        built = agents.store.StoredResponse
+
+        def counted(*fields: Any) -> StoredResponse:
+            response = built(*fields)
+            self.chars += len(response.body)
+            return response
+
+        monkeypatch.setattr(agents.store, "StoredResponse", counted)
+        monkeypatch.setattr(agents.store_postgres, "StoredResponse", counted)
+
+
+async def no_body_read(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = store_of(client)
+    session_id = uuid7()
+    record = turn(session_id, 0)
+    await store.append_turn(record)
+    body = json.dumps({"output": [{"type": "message", "text": "x" * 1_000_000}]})
+    await store.put_response(StoredResponse(record.run_id, session_id, KEY, "main", 0, body))
+    bodies = BodiesRead(monkeypatch)
+    for query in ("", "?order=asc&limit=1"):
+        answer = await client.get(
+            f"/v1/responses/{record.run_id}/input_items{query}",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        assert answer.status == 200
+        assert answer.headers["x-openclaw-session-key"] == KEY
+        assert [item["role"] for item in (await answer.json())["data"]] == ["user"]
+    # Which session, and its key: not the megabyte of output the response answered.
+    assert bodies.chars == 0
+
+
+async def test_a_page_does_not_read_the_responses_body(
+    gateway: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await no_body_read(await gateway(RESPONSES_ON), monkeypatch)
+
+
+@pytest.mark.postgres
+async def test_a_page_does_not_read_the_responses_body_on_postgres(
+    gateway: MakeClient, monkeypatch: pytest.MonkeyPatch, pg_url: str
+) -> None:
+    settings = merged(RESPONSES_ON, {"store": {"backend": "postgres", "url": pg_url}})
+    await no_body_read(await gateway(settings), monkeypatch)
+
+
 # -- the same items as the chain's whole list ---------------------------------------------
 
 Shape = Callable[[str, int, random.Random, list[TurnRecord]], TurnRecord]
