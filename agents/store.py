@@ -380,6 +380,12 @@ SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND seq BETWEEN ? A
 ORDER BY seq DESC LIMIT ?
 """
 SQL_MESSAGE_SEQ = "SELECT seq FROM messages WHERE id = ? AND session_id = ?"
+# The first reply (a message with a stop reason) from seq `low` to `high`: one step along the
+# session's seqs from `low` per message of its turn, none of them built.
+SQL_TURN_REPLY = f"""
+SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND seq BETWEEN ? AND ?
+AND stop_reason IS NOT NULL ORDER BY seq LIMIT 1
+"""
 SQL_RESPONSE_PLACE = "SELECT session_id, key, agent_id FROM responses WHERE id = ?"
 # `chain_to` with no limit of turns: an offset no transcript reaches.
 _ALL_TURNS = 2**62
@@ -2124,6 +2130,15 @@ class SessionStore:
         sql = SQL_MESSAGES_IN_DESC if descending else SQL_MESSAGES_IN
         rows = self._conn().execute(sql, (session_id, low, high, limit)).fetchall()
         return tuple(_message(r) for r in rows)
+
+    async def turn_reply(self, session_id: str, low: int, high: int) -> StoredMessage | None:
+        """The reply of the turn the message at seq `low` is of (`refused_turns`): the
+        first message from `low` to `high` with a stop reason; None: none there."""
+        return await self._call(self._turn_reply, session_id, low, high)
+
+    def _turn_reply(self, session_id: str, low: int, high: int) -> StoredMessage | None:
+        row = self._conn().execute(SQL_TURN_REPLY, (session_id, low, high)).fetchone()
+        return _message(row) if row is not None else None
 
     async def message_seq(self, session_id: str, message_id: str) -> int | None:
         """The seq of the transcript's message of this id (None: not one of its)."""

@@ -404,6 +404,10 @@ SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND seq BETWEEN $2
 ORDER BY seq DESC LIMIT $4
 """
 SQL_MESSAGE_SEQ = "SELECT seq FROM messages WHERE id = $1 AND session_id = $2"
+SQL_TURN_REPLY = f"""
+SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND seq BETWEEN $2 AND $3
+AND stop_reason IS NOT NULL ORDER BY seq LIMIT 1
+"""
 
 # PostgreSQL's text holds neither NUL nor a lone surrogate (SQLite stores both): client
 # text with either is stored with U+FFFD in its place rather than failing the turn. Keys
@@ -1357,6 +1361,11 @@ class PostgresSessionStore:
         sql = SQL_MESSAGES_IN_DESC if descending else SQL_MESSAGES_IN
         rows = await self._run(lambda c: c.fetch(sql, session_id, low, high, limit))
         return tuple(_message(tuple(r)) for r in rows)
+
+    async def turn_reply(self, session_id: str, low: int, high: int) -> StoredMessage | None:
+        """As the SQLite store's."""
+        row = await self._run(lambda c: c.fetchrow(SQL_TURN_REPLY, session_id, low, high))
+        return _message(tuple(row)) if row is not None else None
 
     async def message_seq(self, session_id: str, message_id: str) -> int | None:
         """As the SQLite store's."""

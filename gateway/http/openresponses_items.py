@@ -1,28 +1,33 @@
-"""The pages of `GET /v1/responses/{id}/input_items`, read a stretch of the transcript at a
-time: a page costs what it lists (and a turn or so around it), not the whole chain, which a
+"""The pages of `GET /v1/responses/{id}/input_items`, read a few messages at a time: a
+page costs what it lists (and a segment or two around it), not the whole chain, which a
 client paging through a long conversation would otherwise read once per page.
 
 The items of a chain are made of its messages as the model was given them
-(`chain_items`): without the turns the upstream refused (each known by its reply, its
-run's last message), and a turn that got no reply, or part of one, once when the turn
-after it asked again (`retries_left_out`, which looks as far as the next turn's inputs).
-Both rules start afresh after an answered reply that ends its run (`_ends_run`): the runs
-before it are whole (a turn is written whole, its reply last), and the retry rule keeps
-nothing across an answered reply. So the chain is cut there into stretches whose items are
-made apart, the same as made with the whole chain; a page reads the stretches it lists
-from, the one its cursor is in first."""
+(`chain_items`): without the turns the upstream refused (a message is of a refused turn
+when the turn's reply, the first message at or after it with a stop reason, is refused:
+`refused_turns`), and a try that got no reply, or part of one, once when the next one asked
+again (`retries_left_out`, which compares the try's messages with the first of the next
+one's). So the chain is read as segments: the messages up to and with an assistant message
+(a reply, or one of a client's history). Whether a segment's messages are listed depends on
+itself, its turn's reply, and, when it ends in an empty reply or one cut short, on the next
+segment's first messages; never on a segment before it. A page reads the segments it lists
+from (the one its cursor is in first), a segment after them, and the reply of a turn it
+begins inside of: a long stretch of failed turns, or a client's long history in one turn,
+is read a segment at a time."""
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import attrs
 
 from agents.history import SessionHistory, replay_entry
 from agents.providers.base import ChatMessage
 from agents.store import StoredMessage
 from agents.store_protocol import Store
-from agents.transcript import CutShort, retries_left_out
+from agents.transcript import CutShort, Replayed, retries_left_out
 from gateway.http.openai_wire import bad_request
 from gateway.http.openresponses_wire import (
     MAX_RESPONSE_ID,
@@ -33,37 +38,38 @@ from gateway.http.openresponses_wire import (
 )
 
 # Messages read at once beyond a page's size (some make no item: an empty reply, a refused
-# turn), and the first read of the stretch around a cursor (a turn or two, as a rule).
+# turn), and the first read of the segment around a cursor, or of one to look ahead at.
 _READ_MORE = 8
 _FIRST_READ = 4
 
 
 def chain_items(session_id: str, messages: tuple[StoredMessage, ...]) -> list[dict[str, Any]]:
-    """The input items of `messages`, a chain's messages before its reply (or a stretch of
-    them between two cuts, see above), oldest first."""
+    """The input items of `messages`, a chain's messages before its reply, oldest first:
+    what the pages list, a segment at a time (`segment_items`)."""
     history = SessionHistory.of(session_id, 0, messages)
-    given = {id(chat) for chat in retries_left_out(history.chats)}
-    kept = [
+    return _listed(history.kept, history.chats)
+
+
+def _listed(
+    kept: Sequence[StoredMessage], chats: tuple[Replayed, ...], asked: tuple[Replayed, ...] = ()
+) -> list[dict[str, Any]]:
+    """The items of the `kept` messages (`chats` as replayed) the model was given, `asked`
+    the replayed messages after them that `retries_left_out` compares them with."""
+    given = {id(chat) for chat in retries_left_out((*chats, *asked))}
+    listed = [
         InputMessage(message.id, chat, _image_count(message.images))
-        for message, entry in zip(history.kept, history.chats, strict=True)
+        for message, entry in zip(kept, chats, strict=True)
         if entry is not None
         for chat in (entry.message if isinstance(entry, CutShort) else entry,)
         if id(chat) in given
     ]
-    return input_items(kept)
+    return input_items(listed)
 
 
 def _image_count(images: Mapping[str, Any] | None) -> int:
     """How many images a stored message had (`{"count", "mimeTypes"}`, data not kept)."""
     count = images.get("count") if images is not None else None
     return count if type(count) is int and count > 0 else 0
-
-
-def _ends_run(message: StoredMessage, after: StoredMessage) -> bool:
-    """`message`, followed by `after`, is an answered reply that ends its run: a cut."""
-    if message.role != "assistant" or after.run_id == message.run_id:
-        return False
-    return isinstance(replay_entry(message), ChatMessage)
 
 
 def message_id_of(item_id: str) -> str | None:
@@ -123,83 +129,218 @@ class _Reader:
         return message
 
 
+# A segment's messages, oldest first, and those of no refused turn among them.
+_Segment = tuple[list[StoredMessage], list[StoredMessage]]
+
+
+def _kept(segment: list[StoredMessage], reply: StoredMessage | None) -> list[StoredMessage]:
+    """`segment` without the messages of a refused turn, `reply` its turn's reply (None: the
+    chain's own input, whose reply is the response)."""
+    if reply is None or not reply.refused:
+        return segment
+    return [m for m in segment if m.run_id != reply.run_id]
+
+
+def _unanswered(kept: list[StoredMessage]) -> bool:
+    """The segment ends with an empty reply or one cut short: whether its messages are
+    listed depends on the next segment (`retries_left_out`)."""
+    last = kept[-1]
+    return last.role == "assistant" and not isinstance(replay_entry(last), ChatMessage)
+
+
+def segment_items(
+    session_id: str, kept: list[StoredMessage], after: list[StoredMessage]
+) -> list[dict[str, Any]]:
+    """The items of a segment's `kept` messages, `after` the kept messages of the segment
+    after it (empty: none): the same as `chain_items` makes of them in the whole chain."""
+    asked: list[Replayed] = []  # the next try's first messages, all that is compared
+    for message in after[: len(kept)]:
+        if message.role == "assistant":
+            break
+        asked.append(replay_entry(message))
+    return _listed(kept, tuple(replay_entry(m) for m in kept), tuple(asked))
+
+
+@attrs.define
+class _Chain:
+    """Where a chain's messages are: `low` to `top` (its reply's seq not included)."""
+
+    store: Store
+    session_id: str
+    low: int
+    top: int
+    batch: int  # messages read at once
+
+    async def reply(self, last: StoredMessage) -> StoredMessage | None:
+        """The reply of the turn of a segment that ends with `last`."""
+        if last.stop_reason is not None:
+            return last
+        return await self.store.turn_reply(self.session_id, last.seq, self.top)
+
+    async def around(self, seq: int) -> tuple[_Segment, StoredMessage | None] | None:
+        """The segment the message at `seq` is in, and its turn's reply; None when it is
+        gone (deleted since)."""
+        back = _Reader(
+            self.store, self.session_id, (self.low, seq - 1), True, (_FIRST_READ, self.batch)
+        )
+        segment: list[StoredMessage] = []
+        while (m := await back.peek()) is not None and m.role != "assistant":
+            segment.append(m)
+            await back.pop()
+        segment.reverse()
+        up = _Reader(self.store, self.session_id, (seq, self.top), False, (_FIRST_READ, self.batch))
+        found = False
+        while (m := await up.pop()) is not None:
+            found = found or m.seq == seq
+            segment.append(m)
+            if m.role == "assistant":
+                break
+        if not found:
+            return None
+        reply = await self.reply(segment[-1])
+        return (segment, _kept(segment, reply)), reply
+
+
+class _Forward:
+    """A chain's segments from one seq on, oldest first, read `first` messages at first
+    (a segment to look ahead at, as a rule), then more."""
+
+    def __init__(self, chain: _Chain, start: int, first: int) -> None:
+        self._chain = chain
+        span = (start, chain.top)
+        self._reader = _Reader(chain.store, chain.session_id, span, False, (first, chain.batch))
+        # The reply of the turn, first at or after seq `_from` (None: none up to `top`).
+        self._reply: StoredMessage | None = None
+        self._from: int | None = None
+        self._ahead: deque[_Segment] = deque()
+
+    async def _read(self) -> _Segment | None:
+        segment: list[StoredMessage] = []
+        while (m := await self._reader.pop()) is not None:
+            segment.append(m)
+            if m.role == "assistant":
+                break
+        if not segment:
+            return None
+        last = segment[-1]
+        reply, since = self._reply, self._from
+        if since is None or last.seq < since or (reply is not None and last.seq > reply.seq):
+            # Each turn's reply looked up once: a client's long history in one turn is many
+            # segments of one turn.
+            self._reply, self._from = await self._chain.reply(last), last.seq
+        return segment, _kept(segment, self._reply)
+
+    async def peek(self, index: int = 0) -> _Segment | None:
+        while len(self._ahead) <= index:
+            segment = await self._read()
+            if segment is None:
+                return None
+            self._ahead.append(segment)
+        return self._ahead[index]
+
+    async def pop(self) -> _Segment | None:
+        segment = await self.peek()
+        if segment is not None:
+            self._ahead.popleft()
+        return segment
+
+    async def next_kept(self) -> list[StoredMessage]:
+        """The kept messages of the next segment that has any (not consumed); none: []."""
+        index = 0
+        while (segment := await self.peek(index)) is not None:
+            if segment[1]:
+                return segment[1]
+            index += 1
+        return []
+
+
+class _Backward:
+    """A chain's segments from one seq back, newest first. `reply`: the reply of the turn
+    of the messages just before the first seq, when it is known (a later segment's)."""
+
+    def __init__(
+        self, chain: _Chain, end: int, reply: tuple[StoredMessage | None] | None = None
+    ) -> None:
+        self._chain = chain
+        span = (chain.low, end)
+        self._reader = _Reader(chain.store, chain.session_id, span, True, (chain.batch,) * 2)
+        self._reply = reply
+
+    async def pop(self) -> _Segment | None:
+        segment: list[StoredMessage] = []  # newest first
+        while (m := await self._reader.peek()) is not None and not (
+            segment and m.role == "assistant"
+        ):
+            segment.append(m)
+            await self._reader.pop()
+        if not segment:
+            return None
+        segment.reverse()
+        last = segment[-1]
+        if last.stop_reason is not None or self._reply is None:
+            self._reply = (await self._chain.reply(last),)
+        return segment, _kept(segment, self._reply[0])
+
+
 async def input_items_page(
     store: Store, session_id: str, run_id: str, query: ItemsQuery
 ) -> dict[str, Any]:
     """One page of the input items of the turn `run_id` answered: `items_page` of
-    `chain_items` of its whole chain, read a stretch at a time. A cursor that names no item
-    of the chain is a RequestError."""
+    `chain_items` of its whole chain, read a segment at a time. A cursor that names no
+    item of the chain is a RequestError."""
     bounds = await store.chain_bounds(session_id, run_id)
     if bounds is None:
         return items_page([], query)
-    low, top = bounds[0], bounds[1] - 1  # the reply is not an input
-    most = query.limit + _READ_MORE
-    descending = not query.ascending
-    window: list[StoredMessage] = []  # a stretch, oldest first
-    cursor = query.after
-    if cursor is None:
-        main = _Reader(store, session_id, (low, top), descending, (most, most))
-    else:
-        # The stretch the cursor's message is in: back to the cut before it, and on to the
-        # one after it (read on with the page when ascending).
-        message_id = message_id_of(cursor)
-        seq = await store.message_seq(session_id, message_id) if message_id else None
-        if seq is None or not low <= seq <= top:
-            raise _no_such_item(cursor)
-        up = _Reader(store, session_id, (seq, top), False, (_FIRST_READ, most))
-        down = _Reader(store, session_id, (low, seq - 1), True, (_FIRST_READ, most))
-        first = await up.pop()
-        if first is None:  # the transcript was deleted since
-            raise _no_such_item(cursor)
-        window = [first]
-        while (m := await down.peek()) is not None and not _ends_run(m, window[-1]):
-            window.append(m)
-            await down.pop()
-        window.reverse()
-        if descending:
-            while (m := await up.peek()) is not None and not _ends_run(window[-1], m):
-                window.append(m)
-                await up.pop()
-        main = down if descending else up
+    chain = _Chain(store, session_id, bounds[0], bounds[1] - 1, query.limit + _READ_MORE)
     found: list[dict[str, Any]] = []  # the page's items, and one more when there are more
     wanted = query.limit + 1
-
-    def add(stretch: list[StoredMessage]) -> None:
-        nonlocal cursor
-        items = chain_items(session_id, tuple(stretch))
-        for item in reversed(items) if descending else items:
-            if cursor is None:
-                found.append(item)
-            elif item["id"] == cursor:
-                cursor = None
-
-    if descending:
-        while window or len(found) < wanted:
-            if not window:
-                while (m := await main.peek()) is not None and not (
-                    window and _ends_run(m, window[-1])
-                ):
-                    window.append(m)
-                    await main.pop()
-                if not window:
-                    break
-                window.reverse()
-            add(window)
-            if cursor is not None:
-                raise _no_such_item(cursor)
-            window = []
+    cursor = query.after
+    forward: _Forward | None = None
+    backward: _Backward | None = None
+    later: list[StoredMessage] = []  # the kept messages of the segment after, going back
+    if cursor is None:
+        if query.ascending:
+            forward = _Forward(chain, chain.low, chain.batch)
+        else:
+            backward = _Backward(chain, chain.top)
     else:
-        while True:
-            m = await main.peek()
-            if m is None or (window and _ends_run(window[-1], m)):
-                add(window)
-                if cursor is not None:
-                    raise _no_such_item(cursor)
-                window = []
-                if m is None or len(found) >= wanted:
-                    break
-            window.append(m)
-            await main.pop()
+        message_id = message_id_of(cursor)
+        seq = await store.message_seq(session_id, message_id) if message_id else None
+        if seq is None or not chain.low <= seq <= chain.top:
+            raise _no_such_item(cursor)
+        around = await chain.around(seq)
+        if around is None or not around[0][1]:  # deleted since, or of a refused turn
+            raise _no_such_item(cursor)
+        (segment, kept), reply = around
+        forward = _Forward(chain, segment[-1].seq + 1, _FIRST_READ)
+        after = await forward.next_kept() if _unanswered(kept) else []
+        items = segment_items(session_id, kept, after)
+        if not query.ascending:
+            items.reverse()
+            forward = None
+            backward, later = _Backward(chain, segment[0].seq - 1, (reply,)), kept
+        ids = [item["id"] for item in items]
+        if cursor not in ids:
+            raise _no_such_item(cursor)
+        found = items[ids.index(cursor) + 1 :]
+    while len(found) < wanted:
+        if forward is not None:
+            got = await forward.pop()
+            if got is None:
+                break
+            kept = got[1]
+            if kept:
+                after = await forward.next_kept() if _unanswered(kept) else []
+                found += segment_items(session_id, kept, after)
+        else:
+            assert backward is not None
+            got = await backward.pop()
+            if got is None:
+                break
+            kept = got[1]
+            if kept:
+                found += reversed(segment_items(session_id, kept, later))
+                later = kept
     page = found[: query.limit]
     return {
         "object": "list",

@@ -45,6 +45,7 @@ from agents.store import (
     SQL_NEXT_SEQ,
     SQL_RECENT_TURNS,
     SQL_TURN_END,
+    SQL_TURN_REPLY,
     SQL_UPSERT_TURN,
     DailyUsage,
     SessionRow,
@@ -1110,6 +1111,7 @@ class TestChainTo:
                 (SQL_MESSAGES_IN, ("sid", 1, 9, 5)),
                 (SQL_MESSAGES_IN_DESC, ("sid", 1, 9, 5)),
                 (SQL_MESSAGE_SEQ, ("id", "sid")),
+                (SQL_TURN_REPLY, ("sid", 1, 9)),
             ):
                 plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
                 searches = [step for step in plan if "messages" in step]
@@ -1150,6 +1152,12 @@ class TestChainTo:
         assert [await store.message_seq(sid, m.id) for m in chain.messages] == [3, 4, 5, 6, 7, 8]
         assert await store.message_seq(sid, "no-such-message") is None
         assert await store.message_seq("no-such-transcript", chain.messages[0].id) is None
+        # A message's turn's reply: the first message with a stop reason from it on (the
+        # client's assistant message in the history has none).
+        replies = [await store.turn_reply(sid, seq, 8) for seq in range(3, 9)]
+        assert [r.seq if r is not None else None for r in replies] == [6, 6, 6, 6, 8, 8]
+        assert await store.turn_reply(sid, 7, 7) is None
+        assert await store.turn_reply("no-such-transcript", 1, 8) is None
 
 
 class TestMessagesAfter:

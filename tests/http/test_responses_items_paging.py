@@ -10,9 +10,10 @@ import json
 import random
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import attrs
 import pytest
 from openai import AsyncOpenAI
 
@@ -155,6 +156,88 @@ async def test_a_page_of_a_long_chain_reads_about_the_page_on_postgres(
     await rows_per_page(await gateway(settings), monkeypatch)
 
 
+async def failed_stretch(client: Client) -> tuple[str, list[str], int]:
+    """An answered turn, then a long run of turns that got no answer (each question asked
+    twice, both tries failing: four messages, one item), then an answered one: no turn ends
+    with an answer between."""
+    store = store_of(client)
+    session_id = uuid7()
+    await answered(store, turn(session_id, 0))
+    for number in range(LONG_CHAIN):
+        record = turn(session_id, number, user_text=f"question {number // 2}",
+                      assistant_text="", stop_reason="error", status="error",
+                      error_message="upstream provider error (HTTP 500)")  # fmt: skip
+        await answered(store, record)
+    last = await answered(store, turn(session_id, LONG_CHAIN))
+    items = await whole(store, session_id, last)
+    assert len(items) == 2 + LONG_CHAIN // 2 + 1
+    return last, [item["id"] for item in items], 4
+
+
+async def client_history(client: Client) -> tuple[str, list[str], int]:
+    """One turn whose client sent a long history of its own, which replaced the session's:
+    one run of thousands of messages."""
+    store = store_of(client)
+    session_id = uuid7()
+    await answered(store, turn(session_id, 0))
+    history = tuple(
+        ChatMessage(role, f"{role} {number}")
+        for number in range(LONG_CHAIN)
+        for role in ("user", "assistant")
+    )
+    record = turn(session_id, 1, inputs=(*history, ChatMessage("user", "now")),
+                  context_start=True)  # fmt: skip
+    last = await answered(store, record)
+    items = await whole(store, session_id, last)
+    assert len(items) == 2 * LONG_CHAIN + 1
+    return last, [item["id"] for item in items], 1
+
+
+@pytest.mark.parametrize("stretch", [failed_stretch, client_history])
+async def test_a_page_of_a_long_stretch_without_a_cut_reads_about_the_page(
+    gateway: MakeClient,
+    monkeypatch: pytest.MonkeyPatch,
+    stretch: Callable[[Client], Awaitable[tuple[str, list[str], int]]],
+) -> None:
+    await pages_read_about_themselves(await gateway(RESPONSES_ON), monkeypatch, stretch)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("stretch", [failed_stretch, client_history])
+async def test_a_page_of_a_long_stretch_without_a_cut_reads_about_the_page_on_postgres(
+    gateway: MakeClient,
+    monkeypatch: pytest.MonkeyPatch,
+    pg_url: str,
+    stretch: Callable[[Client], Awaitable[tuple[str, list[str], int]]],
+) -> None:
+    settings = merged(RESPONSES_ON, {"store": {"backend": "postgres", "url": pg_url}})
+    await pages_read_about_themselves(await gateway(settings), monkeypatch, stretch)
+
+
+async def pages_read_about_themselves(
+    client: Client,
+    monkeypatch: pytest.MonkeyPatch,
+    stretch: Callable[[Client], Awaitable[tuple[str, list[str], int]]],
+) -> None:
+    run_id, ids, per_item = await stretch(client)
+    rows = RowsBuilt(monkeypatch)
+    limit = 20
+    middle = len(ids) // 2
+    cases = [
+        ("asc", "", ids[:limit]),
+        ("desc", "", ids[::-1][:limit]),
+        ("asc", ids[middle], ids[middle + 1 : middle + 1 + limit]),
+        ("desc", ids[middle], ids[middle - limit : middle][::-1]),
+    ]
+    for order, after, expected in cases:
+        rows.count = 0
+        query = f"order={order}&limit={limit}" + (f"&after={after}" if after else "")
+        page = await get(client, f"/v1/responses/{run_id}/input_items?{query}")
+        assert [item["id"] for item in page["data"]] == expected
+        # The page's messages, a read ahead and a few more, not thousands.
+        assert rows.count <= per_item * limit + 2 * limit + 16, (order, after, rows.count)
+
+
 class BodiesRead:
     """Counts the characters of the stored response bodies the stores read."""
 
@@ -268,9 +351,24 @@ def _history(session_id: str, n: int, rng: random.Random, done: list[TurnRecord]
     return turn(session_id, n, inputs=inputs, context_start=rng.random() < 0.5)
 
 
+def _history_ends(
+    session_id: str, n: int, rng: random.Random, done: list[TurnRecord]
+) -> TurnRecord:
+    """A client's history (an empty reply of its own in it, at times) that the upstream
+    refused, failed or answered: one turn of many segments."""
+    inputs = tuple(
+        ChatMessage(role, "" if role == "assistant" and rng.random() < 0.2 else f"{role} {n}.{i}")
+        for i in range(rng.randint(1, 3))
+        for role in ("user", "assistant")
+    )
+    asked = rng.choice([(), (ChatMessage("user", f"question {n}"),)])
+    ending = rng.choice([_refused, _failed, _normal])(session_id, n, rng, done)
+    return attrs.evolve(ending, inputs=(*inputs, *asked), context_start=rng.random() < 0.3)
+
+
 SHAPES: list[Shape] = [
     _normal, _normal, _refused, _failed, _failed, _again, _again, _empty, _calls, _results,
-    _image, _history,
+    _image, _history, _history_ends, _history_ends,
 ]  # fmt: skip
 
 
