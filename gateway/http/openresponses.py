@@ -232,7 +232,7 @@ async def _continued(
     the request names besides must be that session's."""
     store = state.store
     assert store is not None  # open for as long as the app serves requests
-    stored = await store.get_response(response_id)
+    stored = await store.response_place(response_id)  # not its body: the output
     if stored is None:
         raise previous_response_not_found(response_id)
     if selection.explicit and selection.agent_id != stored.agent_id:
@@ -509,7 +509,7 @@ async def cancel_response(request: web.Request) -> web.StreamResponse:
         store = request.app[STATE].store
         assert store is not None  # open for as long as the app serves requests
         try:
-            stored = await store.get_response(response_id)
+            stored = await store.response_place(response_id)
         except StoreError as exc:
             log.error("response_lookup_failed", error=str(exc))
             return error_answer(request, error_reply(exc))  # 503 while a shared store is away

@@ -14,6 +14,7 @@ from agents.store import TurnRecord
 from gateway.appkeys import STATE
 from gateway.http import openresponses, runs
 from tests.support.configs import merged
+from tests.support.counting import BodiesRead
 from tests.support.http_client import (
     AUTH,
     TOKEN,
@@ -580,6 +581,18 @@ class TestPreviousResponse:
         headers = {**AUTH, "x-openclaw-session-key": "elsewhere"}
         response = await client.post(RESPONSES, json=body, headers=headers)
         assert response.status == 400
+
+    async def test_continuing_or_cancelling_one_does_not_read_its_body(
+        self, client: Client, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Where it lives is all they need, not the output the response holds."""
+        first = await (await client.post(RESPONSES, json={"input": "a"}, headers=AUTH)).json()
+        bodies = BodiesRead(monkeypatch)
+        body = {"input": "b", "previous_response_id": first["id"]}
+        assert (await client.post(RESPONSES, json=body, headers=AUTH)).status == 200
+        cancel = await client.post(f"{RESPONSES}/{first['id']}/cancel", headers=AUTH)
+        assert cancel.status == 400
+        assert bodies.chars == 0
 
     async def test_the_continued_session_is_echoed(self, client: Client) -> None:
         first = await client.post(RESPONSES, json={"input": "a"}, headers=AUTH)

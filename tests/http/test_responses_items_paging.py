@@ -27,6 +27,7 @@ from agents.store_protocol import Store
 from gateway.appkeys import STATE
 from gateway.http.openresponses_items import chain_items
 from tests.support.configs import merged
+from tests.support.counting import BodiesRead
 from tests.support.http_client import TOKEN, Client, MakeClient
 
 RESPONSES_ON = {"gateway": {"http": {"endpoints": {"responses": {"enabled": True}}}}}
@@ -236,22 +237,6 @@ async def pages_read_about_themselves(
         assert [item["id"] for item in page["data"]] == expected
         # The page's messages, a read ahead and a few more, not thousands.
         assert rows.count <= per_item * limit + 2 * limit + 16, (order, after, rows.count)
-
-
-class BodiesRead:
-    """Counts the characters of the stored response bodies the stores read."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.chars = 0
-        built = agents.store.StoredResponse
-
-        def counted(*fields: Any) -> StoredResponse:
-            response = built(*fields)
-            self.chars += len(response.body)
-            return response
-
-        monkeypatch.setattr(agents.store, "StoredResponse", counted)
-        monkeypatch.setattr(agents.store_postgres, "StoredResponse", counted)
 
 
 async def no_body_read(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:

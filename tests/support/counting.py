@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+import agents.store
+import agents.store_postgres
 from agents.events import DeltaData, StreamedText
+from agents.store import StoredResponse
 
 
 class CountedId(str):
@@ -67,3 +72,19 @@ class CountedData(DeltaData):
         """The data of the events of a stream of `pieces`."""
         text = StreamedText()
         return [cls(text, text.add(piece).length, piece) for piece in pieces]
+
+
+class BodiesRead:
+    """Counts the characters of the stored response bodies the stores read."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.chars = 0
+        built = agents.store.StoredResponse
+
+        def counted(*fields: Any) -> StoredResponse:
+            response = built(*fields)
+            self.chars += len(response.body)
+            return response
+
+        monkeypatch.setattr(agents.store, "StoredResponse", counted)
+        monkeypatch.setattr(agents.store_postgres, "StoredResponse", counted)
