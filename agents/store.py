@@ -386,6 +386,11 @@ SQL_TURN_REPLY = f"""
 SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND seq BETWEEN ? AND ?
 AND stop_reason IS NOT NULL ORDER BY seq LIMIT 1
 """
+# The first assistant message from seq `low` to `high`, the same way.
+SQL_NEXT_ASSISTANT = f"""
+SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND seq BETWEEN ? AND ?
+AND role = 'assistant' ORDER BY seq LIMIT 1
+"""
 SQL_RESPONSE_PLACE = "SELECT session_id, key, agent_id FROM responses WHERE id = ?"
 # `chain_to` with no limit of turns: an offset no transcript reaches.
 _ALL_TURNS = 2**62
@@ -2138,6 +2143,14 @@ class SessionStore:
 
     def _turn_reply(self, session_id: str, low: int, high: int) -> StoredMessage | None:
         row = self._conn().execute(SQL_TURN_REPLY, (session_id, low, high)).fetchone()
+        return _message(row) if row is not None else None
+
+    async def next_assistant(self, session_id: str, low: int, high: int) -> StoredMessage | None:
+        """The first assistant message from seq `low` to `high` (None: none there)."""
+        return await self._call(self._next_assistant, session_id, low, high)
+
+    def _next_assistant(self, session_id: str, low: int, high: int) -> StoredMessage | None:
+        row = self._conn().execute(SQL_NEXT_ASSISTANT, (session_id, low, high)).fetchone()
         return _message(row) if row is not None else None
 
     async def message_seq(self, session_id: str, message_id: str) -> int | None:

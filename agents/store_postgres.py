@@ -408,6 +408,10 @@ SQL_TURN_REPLY = f"""
 SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND seq BETWEEN $2 AND $3
 AND stop_reason IS NOT NULL ORDER BY seq LIMIT 1
 """
+SQL_NEXT_ASSISTANT = f"""
+SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND seq BETWEEN $2 AND $3
+AND role = 'assistant' ORDER BY seq LIMIT 1
+"""
 
 # PostgreSQL's text holds neither NUL nor a lone surrogate (SQLite stores both): client
 # text with either is stored with U+FFFD in its place rather than failing the turn. Keys
@@ -1365,6 +1369,11 @@ class PostgresSessionStore:
     async def turn_reply(self, session_id: str, low: int, high: int) -> StoredMessage | None:
         """As the SQLite store's."""
         row = await self._run(lambda c: c.fetchrow(SQL_TURN_REPLY, session_id, low, high))
+        return _message(tuple(row)) if row is not None else None
+
+    async def next_assistant(self, session_id: str, low: int, high: int) -> StoredMessage | None:
+        """As the SQLite store's."""
+        row = await self._run(lambda c: c.fetchrow(SQL_NEXT_ASSISTANT, session_id, low, high))
         return _message(tuple(row)) if row is not None else None
 
     async def message_seq(self, session_id: str, message_id: str) -> int | None:

@@ -13,7 +13,9 @@ itself, its turn's reply, and, when it ends in an empty reply or one cut short, 
 segment's first messages; never on a segment before it. A page reads the segments it lists
 from (the one its cursor is in first), a segment after them, and the reply of a turn it
 begins inside of: a long stretch of failed turns, or a client's long history in one turn,
-is read a segment at a time."""
+is read a segment at a time. A long segment whose messages are each listed whatever comes
+next (it ends with an answered reply, or is the chain's own input) is read a piece at a
+time: a client's history of many messages without a reply between."""
 
 from __future__ import annotations
 
@@ -129,30 +131,51 @@ class _Reader:
         return message
 
 
-# A segment's messages, oldest first, and those of no refused turn among them.
-_Segment = tuple[list[StoredMessage], list[StoredMessage]]
+# A piece of a chain, oldest first, and those of its messages of no refused turn: a
+# segment, or a run of messages of one whose items depend on no other segment's (`_loose`).
+_Piece = tuple[list[StoredMessage], list[StoredMessage]]
+
+# Messages of a segment read before asking how it ends: a segment longer than this (a
+# client's history of many messages without a reply between) is read a piece at a time
+# when its items do not depend on the next one's.
+_LOOSE_AFTER = 16
 
 
-def _kept(segment: list[StoredMessage], reply: StoredMessage | None) -> list[StoredMessage]:
-    """`segment` without the messages of a refused turn, `reply` its turn's reply (None: the
+def _kept(piece: list[StoredMessage], reply: StoredMessage | None) -> list[StoredMessage]:
+    """`piece` without the messages of a refused turn, `reply` its turn's reply (None: the
     chain's own input, whose reply is the response)."""
     if reply is None or not reply.refused:
-        return segment
-    return [m for m in segment if m.run_id != reply.run_id]
+        return piece
+    return [m for m in piece if m.run_id != reply.run_id]
+
+
+def _answered(message: StoredMessage) -> bool:
+    return isinstance(replay_entry(message), ChatMessage)
+
+
+def _loose(end: StoredMessage | None) -> bool:
+    """The messages of a segment ending with `end` (None: the chain's own input, which
+    ends it) are listed each on its own: an answered reply keeps every one of them."""
+    return end is None or _answered(end)
 
 
 def _unanswered(kept: list[StoredMessage]) -> bool:
-    """The segment ends with an empty reply or one cut short: whether its messages are
+    """The piece ends with an empty reply or one cut short: whether its messages are
     listed depends on the next segment (`retries_left_out`)."""
     last = kept[-1]
-    return last.role == "assistant" and not isinstance(replay_entry(last), ChatMessage)
+    return last.role == "assistant" and not _answered(last)
+
+
+def _has_reply(kept: list[StoredMessage]) -> bool:
+    return any(m.role == "assistant" for m in kept)
 
 
 def segment_items(
     session_id: str, kept: list[StoredMessage], after: list[StoredMessage]
 ) -> list[dict[str, Any]]:
-    """The items of a segment's `kept` messages, `after` the kept messages of the segment
-    after it (empty: none): the same as `chain_items` makes of them in the whole chain."""
+    """The items of a piece's `kept` messages, `after` the kept messages after it (at
+    least the next segment's first as many as the piece has, when it has fewer: all of
+    them; empty: none): the same as `chain_items` makes of them in the whole chain."""
     asked: list[Replayed] = []  # the next try's first messages, all that is compared
     for message in after[: len(kept)]:
         if message.role == "assistant":
@@ -171,123 +194,179 @@ class _Chain:
     top: int
     batch: int  # messages read at once
 
+    def reader(self, span: tuple[int, int], descending: bool, first: int) -> _Reader:
+        return _Reader(self.store, self.session_id, span, descending, (first, self.batch))
+
     async def reply(self, last: StoredMessage) -> StoredMessage | None:
-        """The reply of the turn of a segment that ends with `last`."""
+        """The reply of the turn of a piece that ends with `last`."""
         if last.stop_reason is not None:
             return last
         return await self.store.turn_reply(self.session_id, last.seq, self.top)
 
-    async def around(self, seq: int) -> tuple[_Segment, StoredMessage | None] | None:
-        """The segment the message at `seq` is in, and its turn's reply; None when it is
-        gone (deleted since)."""
-        back = _Reader(
-            self.store, self.session_id, (self.low, seq - 1), True, (_FIRST_READ, self.batch)
-        )
-        segment: list[StoredMessage] = []
-        while (m := await back.peek()) is not None and m.role != "assistant":
-            segment.append(m)
-            await back.pop()
-        segment.reverse()
-        up = _Reader(self.store, self.session_id, (seq, self.top), False, (_FIRST_READ, self.batch))
-        found = False
-        while (m := await up.pop()) is not None:
-            found = found or m.seq == seq
-            segment.append(m)
-            if m.role == "assistant":
-                break
-        if not found:
+    async def end(self, seq: int) -> StoredMessage | None:
+        """The last message of the segment the message at `seq` is in (None: the chain's
+        own input, which has none)."""
+        return await self.store.next_assistant(self.session_id, seq, self.top)
+
+    async def around(self, seq: int) -> tuple[_Piece, StoredMessage | None, bool] | None:
+        """The piece the message at `seq` is in, its turn's reply, and whether its segment
+        is loose (its messages pieces of their own); None when it is gone (deleted
+        since)."""
+        end = await self.end(seq)
+        if _loose(end):
+            piece = list(await self.store.messages_in(self.session_id, seq, seq, False, 1))
+            loose = True
+        else:
+            back = self.reader((self.low, seq - 1), True, _FIRST_READ)
+            piece = []
+            while (m := await back.peek()) is not None and m.role != "assistant":
+                piece.append(m)
+                await back.pop()
+            piece.reverse()
+            up = self.reader((seq, self.top), False, _FIRST_READ)
+            while (m := await up.pop()) is not None:
+                piece.append(m)
+                if m.role == "assistant":
+                    break
+            loose = False
+        if not any(m.seq == seq for m in piece):
             return None
-        reply = await self.reply(segment[-1])
-        return (segment, _kept(segment, reply)), reply
+        reply = await self.reply(piece[-1])
+        return (piece, _kept(piece, reply)), reply, loose
 
 
 class _Forward:
-    """A chain's segments from one seq on, oldest first, read `first` messages at first
-    (a segment to look ahead at, as a rule), then more."""
+    """A chain's pieces from one seq on, oldest first, read `first` messages at first (a
+    segment to look ahead at, as a rule), then more. `loose`: the first seq is inside a
+    loose segment."""
 
-    def __init__(self, chain: _Chain, start: int, first: int) -> None:
+    def __init__(self, chain: _Chain, start: int, first: int, loose: bool = False) -> None:
         self._chain = chain
-        span = (start, chain.top)
-        self._reader = _Reader(chain.store, chain.session_id, span, False, (first, chain.batch))
+        self._reader = chain.reader((start, chain.top), False, first)
+        self._loose = loose
+        self._asked = loose  # how the segment being read ends is known
         # The reply of the turn, first at or after seq `_from` (None: none up to `top`).
         self._reply: StoredMessage | None = None
         self._from: int | None = None
-        self._ahead: deque[_Segment] = deque()
+        self._ahead: deque[_Piece] = deque()
 
-    async def _read(self) -> _Segment | None:
-        segment: list[StoredMessage] = []
+    async def _read(self) -> _Piece | None:
+        piece: list[StoredMessage] = []
         while (m := await self._reader.pop()) is not None:
-            segment.append(m)
+            piece.append(m)
             if m.role == "assistant":
+                self._loose = self._asked = False  # a new segment begins after it
                 break
-        if not segment:
+            if len(piece) < _LOOSE_AFTER:
+                continue
+            if not self._asked:
+                self._asked = True
+                self._loose = _loose(await self._chain.end(m.seq + 1))
+            if self._loose:
+                break
+        if not piece:
             return None
-        last = segment[-1]
+        last = piece[-1]
         reply, since = self._reply, self._from
         if since is None or last.seq < since or (reply is not None and last.seq > reply.seq):
             # Each turn's reply looked up once: a client's long history in one turn is many
             # segments of one turn.
             self._reply, self._from = await self._chain.reply(last), last.seq
-        return segment, _kept(segment, self._reply)
+        return piece, _kept(piece, self._reply)
 
-    async def peek(self, index: int = 0) -> _Segment | None:
+    async def peek(self, index: int = 0) -> _Piece | None:
         while len(self._ahead) <= index:
-            segment = await self._read()
-            if segment is None:
+            piece = await self._read()
+            if piece is None:
                 return None
-            self._ahead.append(segment)
+            self._ahead.append(piece)
         return self._ahead[index]
 
-    async def pop(self) -> _Segment | None:
-        segment = await self.peek()
-        if segment is not None:
+    async def pop(self) -> _Piece | None:
+        piece = await self.peek()
+        if piece is not None:
             self._ahead.popleft()
-        return segment
+        return piece
 
-    async def next_kept(self) -> list[StoredMessage]:
-        """The kept messages of the next segment that has any (not consumed); none: []."""
+    async def following(self, count: int) -> list[StoredMessage]:
+        """The kept messages ahead (not consumed), up to the first reply or `count` of
+        them: what `segment_items` compares a piece's with."""
+        kept: list[StoredMessage] = []
         index = 0
-        while (segment := await self.peek(index)) is not None:
-            if segment[1]:
-                return segment[1]
+        while len(kept) < count and not _has_reply(kept):
+            piece = await self.peek(index)
+            if piece is None:
+                break
+            kept += piece[1]
             index += 1
-        return []
+        return kept
 
 
 class _Backward:
-    """A chain's segments from one seq back, newest first. `reply`: the reply of the turn
-    of the messages just before the first seq, when it is known (a later segment's)."""
+    """A chain's pieces from one seq back, newest first. `reply`: the reply of the turn of
+    the messages just before the first seq, when it is known (a later piece's); `loose`:
+    they are of a loose segment."""
 
     def __init__(
-        self, chain: _Chain, end: int, reply: tuple[StoredMessage | None] | None = None
+        self,
+        chain: _Chain,
+        end: int,
+        reply: tuple[StoredMessage | None] | None = None,
+        loose: bool = False,
     ) -> None:
         self._chain = chain
-        span = (chain.low, end)
-        self._reader = _Reader(chain.store, chain.session_id, span, True, (chain.batch,) * 2)
+        self._reader = chain.reader((chain.low, end), True, chain.batch)
         self._reply = reply
+        self._loose = loose
 
-    async def pop(self) -> _Segment | None:
-        segment: list[StoredMessage] = []  # newest first
-        while (m := await self._reader.peek()) is not None and not (
-            segment and m.role == "assistant"
-        ):
-            segment.append(m)
+    async def pop(self) -> _Piece | None:
+        piece: list[StoredMessage] = []  # newest first
+        while (m := await self._reader.peek()) is not None:
+            if m.role == "assistant":
+                if piece:
+                    break
+                self._loose = _answered(m)
+            elif not piece and self._reply is None:
+                self._loose = True  # the chain's own input, read from its end
+            piece.append(m)
             await self._reader.pop()
-        if not segment:
+            if self._loose and len(piece) >= _LOOSE_AFTER:
+                break
+        if not piece:
             return None
-        segment.reverse()
-        last = segment[-1]
+        piece.reverse()
+        last = piece[-1]
         if last.stop_reason is not None or self._reply is None:
             self._reply = (await self._chain.reply(last),)
-        return segment, _kept(segment, self._reply[0])
+        return piece, _kept(piece, self._reply[0])
+
+
+@attrs.define
+class _Following:
+    """Going back: the kept messages after the pieces read so far, oldest first, up to the
+    first reply; more of them from `ahead` (the messages after a cursor) when needed."""
+
+    kept: list[StoredMessage]
+    ahead: _Forward | None = None
+
+    def before(self, kept: list[StoredMessage]) -> _Following:
+        if _has_reply(kept):
+            return _Following(kept)
+        return _Following(kept + self.kept, self.ahead)
+
+    async def first(self, count: int) -> list[StoredMessage]:
+        if self.ahead is not None and len(self.kept) < count and not _has_reply(self.kept):
+            self.kept += await self.ahead.following(count - len(self.kept))
+            self.ahead = None
+        return self.kept
 
 
 async def input_items_page(
     store: Store, session_id: str, run_id: str, query: ItemsQuery
 ) -> dict[str, Any]:
     """One page of the input items of the turn `run_id` answered: `items_page` of
-    `chain_items` of its whole chain, read a segment at a time. A cursor that names no
-    item of the chain is a RequestError."""
+    `chain_items` of its whole chain, read a piece at a time. A cursor that names no item
+    of the chain is a RequestError."""
     bounds = await store.chain_bounds(session_id, run_id)
     if bounds is None:
         return items_page([], query)
@@ -297,7 +376,7 @@ async def input_items_page(
     cursor = query.after
     forward: _Forward | None = None
     backward: _Backward | None = None
-    later: list[StoredMessage] = []  # the kept messages of the segment after, going back
+    later = _Following([])  # going back: what follows
     if cursor is None:
         if query.ascending:
             forward = _Forward(chain, chain.low, chain.batch)
@@ -311,14 +390,16 @@ async def input_items_page(
         around = await chain.around(seq)
         if around is None or not around[0][1]:  # deleted since, or of a refused turn
             raise _no_such_item(cursor)
-        (segment, kept), reply = around
-        forward = _Forward(chain, segment[-1].seq + 1, _FIRST_READ)
-        after = await forward.next_kept() if _unanswered(kept) else []
+        (piece, kept), reply, loose = around
+        inside = loose and piece[-1].role != "assistant"  # the segment goes on after it
+        forward = _Forward(chain, piece[-1].seq + 1, _FIRST_READ, inside)
+        after = await forward.following(len(kept)) if _unanswered(kept) else []
         items = segment_items(session_id, kept, after)
         if not query.ascending:
             items.reverse()
+            backward = _Backward(chain, piece[0].seq - 1, (reply,), loose)
+            later = _Following(kept) if _has_reply(kept) else _Following(kept, forward)
             forward = None
-            backward, later = _Backward(chain, segment[0].seq - 1, (reply,)), kept
         ids = [item["id"] for item in items]
         if cursor not in ids:
             raise _no_such_item(cursor)
@@ -330,7 +411,7 @@ async def input_items_page(
                 break
             kept = got[1]
             if kept:
-                after = await forward.next_kept() if _unanswered(kept) else []
+                after = await forward.following(len(kept)) if _unanswered(kept) else []
                 found += segment_items(session_id, kept, after)
         else:
             assert backward is not None
@@ -339,8 +420,9 @@ async def input_items_page(
                 break
             kept = got[1]
             if kept:
-                found += reversed(segment_items(session_id, kept, later))
-                later = kept
+                after = await later.first(len(kept)) if _unanswered(kept) else []
+                found += reversed(segment_items(session_id, kept, after))
+                later = later.before(kept)
     page = found[: query.limit]
     return {
         "object": "list",

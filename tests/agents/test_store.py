@@ -42,6 +42,7 @@ from agents.store import (
     SQL_MESSAGES_AFTER,
     SQL_MESSAGES_IN,
     SQL_MESSAGES_IN_DESC,
+    SQL_NEXT_ASSISTANT,
     SQL_NEXT_SEQ,
     SQL_RECENT_TURNS,
     SQL_TURN_END,
@@ -1112,6 +1113,7 @@ class TestChainTo:
                 (SQL_MESSAGES_IN_DESC, ("sid", 1, 9, 5)),
                 (SQL_MESSAGE_SEQ, ("id", "sid")),
                 (SQL_TURN_REPLY, ("sid", 1, 9)),
+                (SQL_NEXT_ASSISTANT, ("sid", 1, 9)),
             ):
                 plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
                 searches = [step for step in plan if "messages" in step]
@@ -1158,6 +1160,9 @@ class TestChainTo:
         assert [r.seq if r is not None else None for r in replies] == [6, 6, 6, 6, 8, 8]
         assert await store.turn_reply(sid, 7, 7) is None
         assert await store.turn_reply("no-such-transcript", 1, 8) is None
+        found = [await store.next_assistant(sid, seq, 8) for seq in range(3, 9)]
+        assert [m.seq if m is not None else None for m in found] == [4, 4, 6, 6, 8, 8]
+        assert await store.next_assistant(sid, 7, 7) is None
 
 
 class TestMessagesAfter:

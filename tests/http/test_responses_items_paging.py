@@ -25,6 +25,7 @@ from agents.providers.base import IMAGE_ONLY_TEXT, ChatMessage, ToolCall
 from agents.store import StoredMessage, StoredResponse, TurnRecord
 from agents.store_protocol import Store
 from gateway.appkeys import STATE
+from gateway.http import openresponses_items
 from gateway.http.openresponses_items import chain_items
 from tests.support.configs import merged
 from tests.support.counting import BodiesRead
@@ -194,7 +195,35 @@ async def client_history(client: Client) -> tuple[str, list[str], int]:
     return last, [item["id"] for item in items], 1
 
 
-@pytest.mark.parametrize("stretch", [failed_stretch, client_history])
+async def many_questions(client: Client) -> tuple[str, list[str], int]:
+    """A client's history of thousands of user messages without a reply between, answered;
+    listed in the chain of a later response."""
+    store = store_of(client)
+    session_id = uuid7()
+    asked = tuple(ChatMessage("user", f"question {n}") for n in range(2 * LONG_CHAIN))
+    await answered(store, turn(session_id, 0, inputs=asked, context_start=True))
+    last = await answered(store, turn(session_id, 1))
+    items = await whole(store, session_id, last)
+    assert len(items) == 2 * LONG_CHAIN + 2
+    return last, [item["id"] for item in items], 1
+
+
+async def many_questions_asked(client: Client) -> tuple[str, list[str], int]:
+    """The same history as the input of the response listed."""
+    store = store_of(client)
+    session_id = uuid7()
+    await answered(store, turn(session_id, 0))
+    asked = tuple(ChatMessage("user", f"question {n}") for n in range(2 * LONG_CHAIN))
+    last = await answered(store, turn(session_id, 1, inputs=asked))
+    items = await whole(store, session_id, last)
+    assert len(items) == 2 * LONG_CHAIN + 2
+    return last, [item["id"] for item in items], 1
+
+
+STRETCHES = [failed_stretch, client_history, many_questions, many_questions_asked]
+
+
+@pytest.mark.parametrize("stretch", STRETCHES)
 async def test_a_page_of_a_long_stretch_without_a_cut_reads_about_the_page(
     gateway: MakeClient,
     monkeypatch: pytest.MonkeyPatch,
@@ -204,7 +233,7 @@ async def test_a_page_of_a_long_stretch_without_a_cut_reads_about_the_page(
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("stretch", [failed_stretch, client_history])
+@pytest.mark.parametrize("stretch", STRETCHES)
 async def test_a_page_of_a_long_stretch_without_a_cut_reads_about_the_page_on_postgres(
     gateway: MakeClient,
     monkeypatch: pytest.MonkeyPatch,
@@ -351,9 +380,19 @@ def _history_ends(
     return attrs.evolve(ending, inputs=(*inputs, *asked), context_start=rng.random() < 0.3)
 
 
+def _questions(session_id: str, n: int, rng: random.Random, done: list[TurnRecord]) -> TurnRecord:
+    """Many questions in one turn, no reply between (sent again at times), which the upstream
+    refused, failed or answered."""
+    asked = tuple(ChatMessage("user", f"q{n}.{i}") for i in range(rng.randint(2, 6)))
+    if done and done[-1].inputs and rng.random() < 0.5:
+        asked = done[-1].inputs  # the last turn's, asked again
+    ending = rng.choice([_refused, _failed, _normal])(session_id, n, rng, done)
+    return attrs.evolve(ending, inputs=asked)
+
+
 SHAPES: list[Shape] = [
     _normal, _normal, _refused, _failed, _failed, _again, _again, _empty, _calls, _results,
-    _image, _history, _history_ends, _history_ends,
+    _image, _history, _history_ends, _history_ends, _questions, _questions,
 ]  # fmt: skip
 
 
@@ -381,6 +420,16 @@ async def same_as_listed_at_once(client: Client) -> None:
 
 
 async def test_pages_hold_the_items_of_the_chain_listed_at_once(gateway: MakeClient) -> None:
+    await same_as_listed_at_once(await gateway(RESPONSES_ON))
+
+
+@pytest.mark.parametrize("loose_after", [1, 2, 3])
+async def test_so_do_they_when_long_segments_are_read_in_pieces(
+    gateway: MakeClient, monkeypatch: pytest.MonkeyPatch, loose_after: int
+) -> None:
+    """A segment longer than `_LOOSE_AFTER` messages is read a piece at a time when its
+    items do not depend on the next one's: with a short one, most segments are."""
+    monkeypatch.setattr(openresponses_items, "_LOOSE_AFTER", loose_after)
     await same_as_listed_at_once(await gateway(RESPONSES_ON))
 
 
