@@ -104,14 +104,18 @@ def hidden_key(path: tuple[PathKey, ...], key: PathKey) -> bool:
     return holds_password(key) or _secret_with_its_value(key)
 
 
-# A name, then `:`, `=` or a space, then a value: `token: abc`, `Bearer sk-…`.
-_NAME_AND_VALUE = re.compile(r"\s*([^\s:=]+)\s*[:=\s]\s*\S")
-_AUTH_SCHEMES = frozenset({"bearer", "basic"})
+# A secret's name, then `:` or `=`, then a value (`token: abc`, `api_key=sk-…`), or an auth
+# scheme, then a space and its credentials (`Bearer sk-…`). Words after a secret's name with
+# only a space between (`token budget`, `secret sauce`) are a name, shown.
+_NAME_AND_VALUE = re.compile(r"\s*([^\s:=]+)\s*[:=]\s*\S")
+_SCHEME_AND_VALUE = re.compile(r"\s*(?:bearer|basic)\s+\S", re.IGNORECASE)
 
 
 def _secret_with_its_value(key: str) -> bool:
     match = _NAME_AND_VALUE.match(key)
-    return match is not None and (is_secret_name(match[1]) or match[1].lower() in _AUTH_SCHEMES)
+    return (match is not None and is_secret_name(match[1])) or (
+        _SCHEME_AND_VALUE.match(key) is not None
+    )
 
 
 _MARKER_NAME = re.compile(re.escape(REDACTED) + r"(?:[2-9]|[1-9][0-9]+)?")

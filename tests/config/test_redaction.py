@@ -246,6 +246,39 @@ class TestSecretsByName:
         assert redact_parsed(json5.loads(raw)) == json5.loads(raw)
 
 
+class TestKeysHoldingSecrets:
+    """A key is hidden when it holds a secret as a value would, not when its words merely
+    begin with a secret's name."""
+
+    @pytest.mark.parametrize(
+        "key",
+        [
+            "token: zq-1",
+            "api_key=zq-2",
+            " password = zq-3",
+            "Bearer zq-4",
+            "basic dXNlcjp6cQ==",
+            "https://u:zq-5@proxy.example",
+        ],
+    )
+    def test_a_key_holding_a_secret_is_hidden(self, key: str) -> None:
+        parsed = {"agents": {"list": [{"params": {key: 1, "other": 2}}]}}
+        shown = {"agents": {"list": [{"params": {REDACTED: 1, "other": 2}}]}}
+        assert redact_parsed(parsed) == shown
+        raw = json.dumps(parsed)
+        assert redact_raw(raw, parsed) == json.dumps(shown)
+
+    @pytest.mark.parametrize(
+        "key",
+        ["token budget", "Token limit per turn", "secret sauce", "key points", "password hint"],
+    )
+    def test_words_after_a_secret_s_name_are_shown(self, key: str) -> None:
+        parsed = {"agents": {"list": [{"params": {key: 1}}]}}
+        assert redact_parsed(parsed) == parsed
+        raw = json.dumps(parsed)
+        assert redact_raw(raw, parsed) == raw
+
+
 class TestAnOpenClawConfigFullOfSecrets:
     def test_raw_keeps_the_text_and_loses_every_secret(self) -> None:
         parsed = json5.loads(OPENCLAW_SECRETS)
