@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import pytest_asyncio
@@ -329,6 +330,11 @@ async def walk(
     assert log.new_problems() == []
 
 
+def percent_encoded(text: str) -> str:
+    """`text` as a query value: every byte of its UTF-8 (lone surrogates too) percent-encoded."""
+    return quote(text.encode("utf-8", "surrogatepass"), safe="")
+
+
 class TestStoredResponses:
     @fuzz(80)
     @given(
@@ -359,7 +365,12 @@ class TestStoredResponses:
                 st.one_of(
                     st.sampled_from(["asc", "desc", "0", "1", "100", "101", "-1", "1.5",
                                      "9" * 300, "msg_x", "x" * 300, "%ff", "%00", ""]),
+                    # Numbers int() would read (`+1`, ` 1`, `1_0`, Arabic-Indic and fullwidth
+                    # digits), overlong and surrogate UTF-8, a limit past any integer.
+                    st.sampled_from(["%2B1", "%201", "1_0", "%D9%A1", "%EF%BC%91", "1e2", "0x10",
+                                     "%C0%80", "%ED%A0%80", "1%00", "9" * 5_000, "ASC", "+"]),
                     odd_text.map(lambda s: s.encode("utf-8", "surrogatepass").hex()),
+                    odd_text.map(percent_encoded),
                     # Shaped as item ids (a stored message's id in hex: a cursor is looked up).
                     st.tuples(
                         st.sampled_from(["msg_", "fco_", "fc_", "fc_x"]),
