@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 from typing import Final
+from urllib.parse import quote
 
 import attrs
 from aiohttp import web
@@ -102,8 +103,10 @@ async def unrouted(request: web.Request) -> web.StreamResponse:
     if not gateway.control_ui_enabled or not base:
         return await _at(request, path)
     if path == base and request.method in ("GET", "HEAD"):
-        # The page's links and routes are under `base/` (as OpenClaw, the query kept).
-        query = f"?{request.query_string}" if request.query_string else ""
+        # The page's links and routes are under `base/` (as OpenClaw, the query kept). As
+        # sent: decoded, `%0a` or `%00` made the header unsendable and `%23` a fragment.
+        query = request.rel_url.raw_query_string
+        query = f"?{_as_url_text(query)}" if query else ""
         return web.Response(status=302, headers={"Location": f"{base}/{query}"})
     if path == _BROWSER_ICON:
         # A browser asks the origin's root for its icon whatever the page links (a tab being
@@ -112,6 +115,15 @@ async def unrouted(request: web.Request) -> web.StreamResponse:
     if not path.startswith(base + "/"):
         return not_found()
     return await _ui(request, path[len(base) :])
+
+
+# A query's characters that stand in a URL as they are (RFC 3986's `query`, `%` of the escapes
+# already there); any other the parser let through (`"`, `<`, `{`) is percent-encoded.
+_QUERY_SAFE = "!$&'()*+,;=:@/?%-._~"
+
+
+def _as_url_text(query: str) -> str:
+    return quote(query.encode("utf-8", "surrogateescape"), safe=_QUERY_SAFE)
 
 
 async def _at(request: web.Request, path: str) -> web.StreamResponse:

@@ -136,6 +136,30 @@ class TestBasePath:
         assert (response.status, response.headers["Location"]) == (302, "/ops/")
 
     @pytest.mark.parametrize(
+        ("query", "kept"),
+        [
+            (b"a=1&b=%2F", "a=1&b=%2F"),
+            # Escapes stay escapes: decoded, a newline or NUL made the answer fail (no answer
+            # at all), `%23` cut the query at a fragment, `%20` lost its space.
+            (b"x=%0d%0aSet-Cookie:%20a=b", "x=%0d%0aSet-Cookie:%20a=b"),
+            (b"x=%00", "x=%00"),
+            (b"x=%23y", "x=%23y"),
+            (b"x=%E2%80%A8&y=%20", "x=%E2%80%A8&y=%20"),
+            (b"x=%ED%A0%80", "x=%ED%A0%80"),
+            # What may not stand in a URL as sent is escaped.
+            (b'q="<>{|}^`', "q=%22%3C%3E%7B%7C%7D%5E%60"),
+        ],
+    )
+    async def test_the_redirect_keeps_the_query_as_sent(
+        self, based: Client, query: bytes, kept: str
+    ) -> None:
+        request = (
+            b"GET /ops?" + query + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        status, headers, _ = await raw_exchange(based.port, request)
+        assert (status, headers["location"]) == (302, f"/ops/?{kept}")
+
+    @pytest.mark.parametrize(
         "path", ["/", "/ui/app.js", "/ops/ui/index.html", "/ops/ui/x/app.js", "/ops/chat"]
     )
     async def test_nothing_else_is_served(self, based: Client, path: str) -> None:
