@@ -119,6 +119,26 @@ class TestRedactRaw:
         raw = f"{{ // {blob}\n/* {blob} */}}"
         assert redact_raw(raw, json5.loads(raw)) == raw
 
+    def test_a_quoted_key_is_read_without_the_json5_parser(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A file config.patch wrote quotes every key: each one decoded by json5's parser took
+        some milliseconds, seconds for a file of a few thousand keys, on every config.get of
+        a new file. Only a key with an escape needs decoding."""
+        params = {f"p{i}": i for i in range(200)} | {"a\tb": 1}
+        parsed = {"agents": {"list": [{"id": "main", "params": params}]}}
+        raw = json.dumps(parsed, indent=2)
+        decoded: list[str] = []
+        loads = json5.loads
+
+        def counting(text: str) -> object:
+            decoded.append(text)
+            return loads(text)
+
+        monkeypatch.setattr(json5, "loads", counting)
+        assert redact_raw(raw, parsed) == raw
+        assert decoded == [json.dumps("a\tb")]
+
     def test_a_url_with_credentials_in_a_comment_is_redacted(self) -> None:
         raw = "{ // old: https://me:pw-5@proxy.example/v1 (retired)\n}"
         assert redact_raw(raw, json5.loads(raw)) == (f"{{ // old: {REDACTED} (retired)\n}}")
