@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
-from hypothesis import event, given
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from gateway.auth import AuthRateLimiter
@@ -1256,7 +1256,8 @@ class TestControlUiBuild:
         tail=st.one_of(
             st.sampled_from(
                 ["", "app.js", "app.js", "out.js", "secret.txt", "..%2Fsecret.txt", "%2e%2e/",
-                 "%00", ".", "..", "index.html", "x/", "%ff", "control-ui-config.json"]
+                 "%00", ".", "..", "index.html", "x/", "%ff", "control-ui-config.json",
+                 "?%00", "?a=%23&b=%25", '?"<>{}']
             ),
             bytes_of(list(range(0x21, 0x7F)), max_size=30).map(bytes.decode),
         ),
@@ -1269,6 +1270,10 @@ class TestControlUiBuild:
             max_size=3,
         ),
     )  # fmt: skip
+    # The base path itself redirects with the query: an escaped newline in it once had the
+    # request fail without an answer.
+    @example(method="GET", prefix="/openclaw", tail="?x=%0d%0aSet-Cookie:%20a", headers={})
+    @example(method="GET", prefix="/openclaw", tail="?%00", headers={})
     async def test_any_request_gets_a_documented_answer_and_nothing_outside(
         self,
         control_ui_build: tuple[Served, ServerLog],
