@@ -129,18 +129,19 @@ def is_marker_name(key: PathKey) -> bool:
 def shown_names(path: tuple[PathKey, ...], value: Mapping[Any, Any]) -> dict[Any, Any]:
     """The name each key of the object `value` at `path` is shown by: itself, or for a hidden
     key REDACTED, numbered from the second (`__OPENCLAW_REDACTED__2`), a key being unique.
-    config.patch maps them back to the file's keys with the same numbering."""
-    names: dict[Any, Any] = {}
-    taken: set[Any] = set()
+    config.patch maps them back to the file's keys with the same numbering. A number is
+    skipped where a key the file shows (a hand-written `__OPENCLAW_REDACTED__2`) has that name."""
+    hidden = {key for key in value if hidden_key(path, key)}
+    names: dict[Any, Any] = {key: key for key in value if key not in hidden}
+    taken: set[Any] = set(names)
+    n = 1
     for key in value:
-        name = key
-        if hidden_key(path, key):
-            n = 1
+        if key in hidden:
             while (name := REDACTED if n == 1 else f"{REDACTED}{n}") in taken:
                 n += 1
-        names[key] = name
-        taken.add(name)
-    return names
+            names[key] = name
+            taken.add(name)
+    return {key: names[key] for key in value}
 
 
 def is_secret_file_path(path: tuple[PathKey, ...]) -> bool:

@@ -7,6 +7,7 @@ from typing import Any
 
 from gateway.config.patch import merge_patch, secrets_sent_elsewhere
 from gateway.config.secret_keys import REDACTED
+from gateway.config.view import redact_parsed
 
 BASE: dict[str, Any] = {
     "gateway": {"port": 18789, "auth": {"token": "gateway-token"}},
@@ -136,3 +137,15 @@ class TestKeysHoldingSecrets:
         base = {"p": {"api_key=zq-1": 1, "a": 2, "https://u:zq-2@h.example": 3}}
         patch = {"p": {REDACTED: 4, f"{REDACTED}2": REDACTED, f"{REDACTED}3": 5, "a": None}}
         assert merge_patch(base, patch) == {"p": {"api_key=zq-1": 4, "https://u:zq-2@h.example": 3}}
+
+    def test_a_key_of_the_file_named_like_a_shown_name_keeps_its_own(self) -> None:
+        """A hand-written key spelled as a numbered marker is not a hidden key's name too:
+        shown under one name, one of the two values was lost from config.get's view, and a
+        patch of that name changed (or removed) the hidden key instead."""
+        base = {"p": {"Bearer zq-1": 1, "Bearer zq-2": 2, f"{REDACTED}2": 3}}
+        shown = {"p": {REDACTED: 1, f"{REDACTED}3": 2, f"{REDACTED}2": 3}}
+        assert redact_parsed(base) == shown
+        patch = {"p": {f"{REDACTED}3": 4}}
+        assert merge_patch(base, patch) == {
+            "p": {"Bearer zq-1": 1, "Bearer zq-2": 4, f"{REDACTED}2": 3}
+        }
