@@ -3,7 +3,7 @@
 // made meanwhile by someone else is refused, not overwritten). The server's validation
 // issues are shown at their fields.
 
-import { $, el, setAlert } from "./dom.js";
+import { $, el, setAlert, shownName } from "./dom.js";
 
 const REDACTED = "__OPENCLAW_REDACTED__";
 let ctx;
@@ -59,6 +59,8 @@ async function load({ keepEdits = false } = {}) {
 
 // `keys`: the names from the top down. The dotted `path` is how the server names a place in its
 // issues; a name may hold a dot itself (a header name), so the patch is built from `keys`.
+// A key is shown as names are (shownName: its bidi controls and invisible characters as code
+// points), and sent as it is.
 function section(value, path, keys = []) {
   const out = [];
   for (const [key, item] of Object.entries(value)) {
@@ -66,7 +68,7 @@ function section(value, path, keys = []) {
     const itemKeys = [...keys, key];
     if (item && typeof item === "object" && !Array.isArray(item)) {
       const children = section(item, itemPath, itemKeys);
-      out.push(el("fieldset", { class: "group", dataset: { path: itemPath } }, el("legend", { text: key }), children.length ? children : el("p", { class: "muted small", text: "(nothing set)" })));
+      out.push(el("fieldset", { class: "group", dataset: { path: itemPath } }, el("legend", { text: shownName(key) }), children.length ? children : el("p", { class: "muted small", text: "(nothing set)" })));
     } else {
       out.push(field(key, itemPath, itemKeys, item));
     }
@@ -105,7 +107,7 @@ function field(key, path, keys, value) {
   return el(
     "div",
     { class: `field field-${kind}`, dataset: { path } },
-    el("label", { for: id, text: key }),
+    el("label", { for: id, text: shownName(key) }),
     input,
     secret ? el("span", { class: "badge", text: "redacted" }) : null,
     error,
