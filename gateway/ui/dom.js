@@ -26,10 +26,26 @@ export function el(tag, attrs = {}, ...children) {
 // right-to-left letters from moving the text around it (FSI … PDI). So are the characters
 // drawn as nothing (zero-width space, joiners, word joiner, BOM): "ad\u200bmin" looked like
 // "admin", two keys alike.
-const SHOWN_AS_CODE = /[\u202a-\u202e\u2066-\u2069\u200b-\u200d\u2060\ufeff]/g;
+const BIDI = "\\u202a-\\u202e\\u2066-\\u2069";
+const BIDI_CONTROLS = new RegExp(`[${BIDI}]`, "g");
+const SHOWN_AS_CODE = new RegExp(`[${BIDI}\\u200b-\\u200d\\u2060\\ufeff]`, "g");
+
+function codePoint(c) {
+  return `⟨U+${c.codePointAt(0).toString(16).toUpperCase()}⟩`;
+}
 
 export function shownName(name) {
-  return String(name).replace(SHOWN_AS_CODE, (c) => `⟨U+${c.codePointAt(0).toString(16).toUpperCase()}⟩`);
+  return String(name).replace(SHOWN_AS_CODE, codePoint);
+}
+
+// A line of someone's text that tells a row from the others (a transcript's preview): its
+// bidi controls are shown as code points as a name's are, or "\u202etxt.exe" reads "exe.txt"
+// (and a preview cut at its length may have lost the control that closed the override). The
+// characters drawn as nothing stay: in text they are letters' business (a joiner in an emoji
+// or a Persian word). A message's own body is shown as written: its bubble is a block of its
+// own, where an override ends.
+export function shownText(text) {
+  return String(text).replace(BIDI_CONTROLS, codePoint);
 }
 
 export function isolated(name) {

@@ -3,7 +3,7 @@
 // "Archived" lists the archived sessions instead (`sessions.list {archived: true}`), which
 // the list leaves out otherwise.
 
-import { $, el, formatAge, formatNumber, isolated, setAlert, shownName, transcriptNodes } from "./dom.js";
+import { $, el, formatAge, formatNumber, isolated, setAlert, shownName, shownText, transcriptNodes } from "./dom.js";
 
 // A page of the list: 10,000 sessions as rows would be 10,000 previews asked for and a page
 // that takes seconds to lay out. The gateway takes offsets up to 10,000.
@@ -97,7 +97,7 @@ async function load() {
     return el(
       "tr",
       { dataset: { key: s.key }, class: s.key === selected ? "selected" : "" },
-      el("td", {}, open, s.label ? el("div", { class: "muted small session-key", text: shownName(s.key) }) : null, preview ? el("div", { class: "preview", text: preview }) : null),
+      el("td", {}, open, s.label ? el("div", { class: "muted small session-key", text: shownName(s.key) }) : null, preview ? el("div", { class: "preview", text: shownText(preview) }) : null),
       el("td", { text: s.agentId }),
       el("td", { class: "model", text: s.model ? `${s.modelProvider || ""}/${s.model}` : "–" }),
       el("td", { class: "num", text: `${formatNumber(s.inputTokens)} / ${formatNumber(s.outputTokens)}` }),

@@ -276,14 +276,14 @@ class TestManySessions:
         page.until(lambda: page.text("#sessions-count") == "11 sessions", "the search's page 1")
 
 
-def turns(page: Page, key: str, count: int) -> None:
-    """`count` turns on the session `key` through the HTTP API: two messages each."""
+def turns(page: Page, key: str, count: int, say: str = "turn {n}") -> None:
+    """`count` turns on the session `key` through the HTTP API: two messages each, the
+    user's `say` with its `{n}` the turn's number."""
     for n in range(count):
+        message = {"role": "user", "content": say.format(n=n)}
         request = urllib.request.Request(
             f"{page.gateway.url}/v1/chat/completions",
-            data=json.dumps(
-                {"model": "openclaw", "messages": [{"role": "user", "content": f"turn {n}"}]}
-            ).encode(),
+            data=json.dumps({"model": "openclaw", "messages": [message]}).encode(),
             headers={
                 "Authorization": f"Bearer {TOKEN}",
                 "Content-Type": "application/json",
@@ -529,3 +529,45 @@ class TestConfigKeys:
         assert "ad⟨U+200B⟩min" in labels
         assert all(RLO not in text for text in legend + labels)
         assert all("\u200b" not in text for text in legend + labels)
+
+
+class TestTranscriptBidi:
+    def test_an_override_in_a_preview_is_shown_not_obeyed(
+        self, page: Page, upstream: FakeOpenAI
+    ) -> None:
+        # A reply "\u202etxt.exe …" was previewed in the session list as "… exe.txt": the
+        # preview is how a row is told from the others, and one cut at its length may have
+        # lost the control that closed the override.
+        page.connected()
+        key = "agent:main:preview-bidi"
+        upstream.script(Stream((f"{RLO}txt.exe reply",)))
+        turns(page, key, 1)
+        page.go("sessions")
+        page.type("#sessions-search", "preview-bidi")
+        preview = page.visible(f'#sessions-table tr[data-key="{key}"] .preview')
+        text = preview.get_attribute("textContent")
+        assert RLO not in text
+        assert text == "⟨U+202E⟩txt.exe reply"
+        drawn = lefts(page, preview, "txt.exe")
+        assert drawn == sorted(drawn)
+
+    def test_an_override_in_a_message_stays_inside_its_bubble(
+        self, page: Page, upstream: FakeOpenAI
+    ) -> None:
+        # A message body is shown as written, its override obeyed; what follows it (the next
+        # message, the reply's note) is drawn left to right.
+        page.connected()
+        key = "agent:main:body-bidi"
+        upstream.script(Stream(("plain reply",)))
+        turns(page, key, 1, say=f"{RLO}reversed body")
+        page.driver.execute_script("location.hash = arguments[0]", f"#chat/{key}")
+        page.until(lambda: "plain reply" in page.text("#transcript")
+                   and len(page.all("#transcript .bubble")) == 2, "the transcript")  # fmt: skip
+        user, reply = page.all("#transcript .bubble")
+        body = user.find_element(page.by.CSS_SELECTOR, ".text")
+        assert body.get_attribute("textContent") == f"{RLO}reversed body"
+        drawn = lefts(page, body, "reversed")
+        assert drawn == sorted(drawn, reverse=True)
+        for word, where in (("Assistant", ".who"), ("plain", ".text")):
+            drawn = lefts(page, reply.find_element(page.by.CSS_SELECTOR, where), word)
+            assert drawn == sorted(drawn)
