@@ -126,15 +126,31 @@ function render() {
 
 // A poll's lines added at the end and those it pushed out of the kept ones removed, the others
 // left as they are: drawing all 2,000 again at every poll was most of the page's work.
+// Scrolled up, the reader keeps their place: the lines taken off the top would move what they
+// read up by as much. The first line kept is where it was, whether the browser anchors the
+// scroll position itself (Chromium's CSS scroll anchoring) or not: the scroll position is set,
+// not moved by.
 function update(added, dropped) {
   const now = filter();
   if (!drawn || drawn.min !== now.min || drawn.needle !== now.needle) return render();
   const box = $("logs-lines");
   const atBottom = box.scrollTop + box.clientHeight >= box.scrollHeight - 20;
+  const scrolled = box.scrollTop;
+  const kept = !atBottom && dropped.some((l) => l.node) ? firstKept(box, dropped) : null;
+  const keptAt = kept ? kept.offsetTop : 0;
   for (const l of dropped) if (l.node) l.node.remove();
   box.append(...added.filter((l) => matches(l, drawn)).map(nodeOf));
   note(box);
   if (atBottom) box.scrollTop = box.scrollHeight;
+  else if (kept) box.scrollTop = scrolled - (keptAt - kept.offsetTop);
+}
+
+// The first line drawn that stays: the dropped ones are the oldest, at the top.
+function firstKept(box, dropped) {
+  const gone = new Set(dropped.map((l) => l.node));
+  let node = box.firstElementChild;
+  while (node && (gone.has(node) || !node.classList.contains("log-line"))) node = node.nextElementSibling;
+  return node;
 }
 
 // What an empty box says, changed only when it says something else (the box is a live log).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import http.client
 import itertools
 import json
 import os
@@ -970,7 +971,80 @@ class TestStatus:
         assert not page.find("#status-error").is_displayed()
 
 
+def log_lines(page: Page, name: str, count: int) -> None:
+    """`count` requests of `/{name}-{n}`, each a 404 the gateway logs, on one connection; in
+    runs of 400 each shown in the Logs screen before the next (a poll takes the newest 500)."""
+    host, port = page.gateway.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    texts = "return [...document.querySelectorAll('.log-line')].map(e => e.textContent)"
+    try:
+        for n in range(count):
+            connection.request("GET", f"/{name}-{n}")
+            connection.getresponse().read()
+            if n % 400 == 399 or n == count - 1:
+                last = f"path=/{name}-{n} "
+
+                def shown(last: str = last) -> bool:
+                    return any(last in t for t in page.driver.execute_script(texts))
+
+                page.until(shown, f"the line of /{name}-{n}", timeout=30)
+    finally:
+        connection.close()
+
+
+# The log box's line at its top edge, kept in `window.reading`: its text, and how far below
+# the box's top it is drawn.
+READING = """
+const box = document.getElementById("logs-lines");
+const top = box.getBoundingClientRect().top;
+const node = document.elementFromPoint(box.getBoundingClientRect().left + 30, top + 8)
+  .closest(".log-line");
+window.reading = node;
+return [node.textContent, node.getBoundingClientRect().top - top];
+"""
+
+# Where `window.reading` is now: still on the page, how far below the box's top, and whether
+# the box is scrolled to its end.
+READ_AGAIN = """
+const box = document.getElementById("logs-lines");
+const top = box.getBoundingClientRect().top;
+return [window.reading.isConnected, window.reading.getBoundingClientRect().top - top,
+        box.scrollTop + box.clientHeight >= box.scrollHeight - 2];
+"""
+
+
 class TestLogs:
+    def test_lines_dropped_above_leave_the_reader_where_they_were(self, page: Page) -> None:
+        # The page keeps 2,000 lines: those a poll pushed out were taken off the top, and the
+        # lines a user scrolled up to read moved up under them, by as much as was removed.
+        # Chromium anchors the scroll position itself (CSS scroll anchoring); not every browser
+        # does, so this one is told not to, as they behave.
+        page.connected()
+        page.go("logs")
+        page.driver.execute_script(
+            "document.getElementById('logs-lines').style.overflowAnchor = 'none'"
+        )
+        page.until(lambda: page.all(".log-line"), "the first lines")
+        log_lines(page, "kept", 1500)
+        page.driver.execute_script(
+            "const box = document.getElementById('logs-lines');"
+            "box.scrollTop = box.scrollHeight / 2;"
+            "window.first = document.querySelector('.log-line');"
+        )
+        text, offset = page.driver.execute_script(READING)
+        log_lines(page, "pushed", 800)
+        assert not page.driver.execute_script("return window.first.isConnected")
+        connected, now, at_end = page.driver.execute_script(READ_AGAIN)
+        assert connected, text
+        assert abs(now - offset) < 1, (text, offset, now)
+        assert not at_end
+        # At the end, the box follows the tail as lines are dropped and added.
+        page.driver.execute_script(
+            "const box = document.getElementById('logs-lines'); box.scrollTop = box.scrollHeight;"
+        )
+        log_lines(page, "followed", 600)
+        page.until(lambda: page.driver.execute_script(READ_AGAIN)[2], "the end in view")
+
     def test_tails_the_gateway_log_and_filters_by_level(self, page: Page) -> None:
         page.connected()
         page.go("logs")
