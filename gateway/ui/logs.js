@@ -57,13 +57,15 @@ async function poll() {
     polling = false;
   }
   setAlert($("logs-error"), "");
+  const asked = cursor;
   cursor = answer.cursor;
-  if (answer.reset) {
-    lines.length = 0;
-    drawn = null;
-  }
-  if (!answer.lines.length && drawn) return;
+  if (!answer.lines.length && !answer.reset && drawn) return;
   const added = answer.lines.map(parse);
+  // `reset`: the cursor is not this log's (the gateway restarted, and its log starts again)
+  // or the lines after it are gone (the view was away longer than the gateway keeps them).
+  // The lines shown stay, those before a restart say why it went away; where lines may be
+  // missing is marked.
+  if (answer.reset && asked !== null) added.unshift(gap("Lines may be missing here: the gateway restarted, or logged more than it keeps since the last read."));
   lines.push(...added);
   const dropped = lines.length > KEEP ? lines.splice(0, lines.length - KEEP) : [];
   update(added, dropped);
@@ -101,11 +103,18 @@ function shown(level, ts, event, rest) {
   return { level, time, event, rest, text: [time, level, event, rest].join(" ").toLowerCase(), node: null };
 }
 
+// A line of the page's own between two of the log's: where some may be missing. Shown
+// whatever the filter.
+function gap(text) {
+  return { gap: true, level: "", text: "", node: el("div", { class: "log-gap", text }) };
+}
+
 function filter() {
   return { min: RANK[$("logs-level").value] || 0, needle: $("logs-filter").value.trim().toLowerCase() };
 }
 
 function matches(line, { min, needle }) {
+  if (line.gap) return true;
   return (RANK[line.level] || 20) >= min && (!needle || line.text.includes(needle));
 }
 

@@ -3,9 +3,12 @@ itself once the gateway is back."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -266,3 +269,40 @@ def test_a_config_error_after_a_save_is_not_shown_as_a_success(
     finally:
         gateway.start()
     page.until(lambda: state.get_attribute("data-state") == "connected", "reconnected", 20)
+
+
+def logged(page: Page, gateway: Restartable, path: str) -> None:
+    """A 404 of `path`, which the gateway logs, shown on the Logs screen."""
+    with contextlib.suppress(urllib.error.HTTPError):
+        urllib.request.urlopen(f"{gateway.url}{path}", timeout=10)
+    texts = "return [...document.querySelectorAll('.log-line')].map(e => e.textContent)"
+    page.until(lambda: any(f"path={path} " in t for t in page.driver.execute_script(texts)),
+               f"the line of {path}", 20)  # fmt: skip
+
+
+def test_a_restart_keeps_the_lines_logged_before_it_and_marks_the_gap(
+    page: Page, gateway: Restartable
+) -> None:
+    # The new process's log starts again at 0: the page's cursor, past its end, was answered
+    # `reset` and the page emptied the view, taking away the lines that say why the gateway
+    # went away.
+    page.connected()
+    page.go("logs")
+    logged(page, gateway, "/before-restart")
+    state = page.find("#conn-state")
+    gateway.stop()
+    try:
+        page.until(lambda: state.get_attribute("data-state") == "waiting", "the waiting state")
+    finally:
+        gateway.start()
+    page.until(lambda: state.get_attribute("data-state") == "connected", "reconnected", 20)
+    logged(page, gateway, "/after-restart")
+    shown = page.driver.execute_script(
+        "return [...document.querySelectorAll('#logs-lines > *')].map(e => e.textContent)"
+    )
+    before = [i for i, t in enumerate(shown) if "path=/before-restart " in t]
+    after = [i for i, t in enumerate(shown) if "path=/after-restart " in t]
+    gaps = [i for i, t in enumerate(shown) if t.startswith("Lines may be missing here")]
+    assert before and after
+    assert len(gaps) == 1 and before[0] < gaps[0] < after[0], shown
+    assert page.find("#logs-lines .log-gap").get_attribute("class") == "log-gap"
