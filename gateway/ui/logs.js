@@ -66,6 +66,9 @@ async function poll() {
   // The lines shown stay, those before a restart say why it went away; where lines may be
   // missing is marked.
   if (answer.reset && asked !== null) added.unshift(gap("Lines may be missing here: the gateway restarted, or logged more than it keeps since the last read."));
+  // `truncated`: more was logged since the last read than one read takes (a pause, a burst);
+  // the newest came, the others are left out. Not on the first read, which asks for the newest.
+  else if (answer.truncated && asked !== null) added.unshift(gap("Lines are missing here: the gateway logged more since the last read than one read takes."));
   lines.push(...added);
   const dropped = lines.length > KEEP ? lines.splice(0, lines.length - KEEP) : [];
   update(added, dropped);

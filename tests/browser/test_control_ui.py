@@ -1045,6 +1045,35 @@ class TestLogs:
         log_lines(page, "followed", 600)
         page.until(lambda: page.driver.execute_script(READ_AGAIN)[2], "the end in view")
 
+    def test_lines_a_read_leaves_out_are_marked_as_missing(self, page: Page) -> None:
+        # A read takes the newest 500 lines: more logged between two (a pause, a burst) were
+        # left out, and the lines on either side of the hole read as one after the other.
+        page.connected()
+        page.go("logs")
+        page.until(lambda: page.all(".log-line"), "the first lines")
+        page.click("#logs-pause")
+        host, port = page.gateway.url.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        try:
+            for n in range(600):
+                connection.request("GET", f"/burst-{n}")
+                connection.getresponse().read()
+        finally:
+            connection.close()
+        page.click("#logs-pause")
+        texts = "return [...document.querySelectorAll('#logs-lines > *')].map(e => e.textContent)"
+        shown = page.until(
+            lambda: (
+                [t for t in page.driver.execute_script(texts) if "path=/burst-599 " in t]
+                and page.driver.execute_script(texts)
+            ),
+            "the burst's last line",
+        )
+        burst = [i for i, t in enumerate(shown) if "path=/burst-" in t]
+        gaps = [i for i, t in enumerate(shown) if t.startswith("Lines are missing here")]
+        assert len(gaps) == 1 and gaps[0] < burst[0], shown[-510:-495]
+        assert "path=/burst-0 " not in "".join(shown)
+
     def test_tails_the_gateway_log_and_filters_by_level(self, page: Page) -> None:
         page.connected()
         page.go("logs")
