@@ -176,7 +176,9 @@ async function loadSession(key) {
   const again = key === sessionKey;
   const keep = again && shown.scrollTop + shown.clientHeight < shown.scrollHeight - 20 ? shown.scrollTop : null;
   sessionKey = key;
-  history.replaceState(null, "", `#chat/${encodeURIComponent(key)}`);
+  // Off screen (the user went on while a slow gateway answered), the address is another
+  // screen's: rewritten, a reload would open the chat.
+  if (visible) history.replaceState(null, "", `#chat/${encodeURIComponent(key)}`);
   runs.clear();
   setBusy(null);
   // Another session picked meanwhile (arrow keys on the list) is the one to show: answers of

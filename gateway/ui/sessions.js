@@ -180,7 +180,8 @@ async function select(key) {
   const mine = ++picks;
   selected = key;
   setAlert($("sessions-error"), "");
-  history.replaceState(null, "", `#sessions/${encodeURIComponent(key)}`);
+  // Off screen (a slow list answered after the user went on), the address is another's.
+  if (visible) history.replaceState(null, "", `#sessions/${encodeURIComponent(key)}`);
   for (const row of $("sessions-table").tBodies[0].rows) row.classList.toggle("selected", row.dataset.key === key);
   rove(key);
   const detail = $("session-detail");
@@ -233,7 +234,7 @@ async function remove() {
   if (await act("sessions.delete", { key, archivedOnly })) {
     selected = null;
     $("session-detail").hidden = true;
-    history.replaceState(null, "", "#sessions");
+    if (visible) history.replaceState(null, "", "#sessions");
     $("sessions-search").focus(); // the focused Delete button is hidden with the detail
   }
 }

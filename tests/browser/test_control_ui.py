@@ -431,6 +431,41 @@ class TestChat:
         page.driver.refresh()
         page.visible("#screen-status")
 
+    def test_a_slow_chat_left_for_another_screen_leaves_its_address_alone(self, page: Page) -> None:
+        # The chat's agents came after the user had gone on to Status: the session they opened
+        # wrote `#chat/…` into the address of the Status screen, and a reload opened the chat.
+        page.connected()
+        page.visible("#chat-agent option")
+        page.go("status")
+        counted = "return document.querySelectorAll('#status-cards .card').length"
+        page.driver.execute_script(HOLD_METHOD, "agents.list", 1000)
+        page.go("chat")
+        page.go("status")
+        page.until(lambda: page.driver.execute_script(counted), "the status")
+        time.sleep(1.5)  # the held answer has come by now
+        assert page.driver.current_url.endswith("#status")
+        page.driver.refresh()
+        page.visible("#screen-status")
+
+    def test_a_slow_session_left_for_another_screen_leaves_its_address_alone(
+        self, page: Page
+    ) -> None:
+        # Opened from a link, the session list came after the user had gone on to Status: the
+        # session picked wrote `#sessions/…` into the address of the Status screen.
+        page.connected()
+        page.click("#chat-new")
+        page.chat("slow list")
+        key = page.session_key()
+        page.go("status")
+        counted = "return document.querySelectorAll('#status-cards .card').length"
+        page.until(lambda: page.driver.execute_script(counted), "the status")
+        page.driver.execute_script(HOLD_METHOD, "sessions.list", 1000)
+        page.driver.execute_script("location.hash = arguments[0]", f"#sessions/{key}")
+        page.visible("#screen-sessions")
+        page.go("status")
+        time.sleep(1.5)  # the held answer has come by now
+        assert page.driver.current_url.endswith("#status")
+
     def test_a_labelled_session_keeps_its_label_in_the_list_after_a_turn(self, page: Page) -> None:
         page.connected()
         page.driver.execute_async_script(
