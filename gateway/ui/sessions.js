@@ -18,6 +18,9 @@ let refreshTimer = null;
 let searchTimer = null;
 let loads = 0; // the last load() started; only its answer is shown
 let picks = 0; // the last select() started; only its transcript is shown
+// The last select(), done when its detail is shown: an action pressed meanwhile waits for it,
+// or it would act on the session shown before (its archived state, its session id).
+let picked = Promise.resolve();
 
 export function init(context) {
   ctx = context;
@@ -176,7 +179,12 @@ async function previewsOf(keys) {
 
 // Rows picked in quick succession (or one picked again after a reset): their transcripts come
 // in any order, and an earlier one, shown last, would sit under the last pick's key.
-async function select(key) {
+function select(key) {
+  picked = pick(key);
+  return picked;
+}
+
+async function pick(key) {
   const mine = ++picks;
   selected = key;
   setAlert($("sessions-error"), "");
@@ -214,6 +222,7 @@ async function select(key) {
 }
 
 async function reset() {
+  await picked;
   if (!selected || !(await ctx.confirm(`Reset ${isolated(selected)}? Its transcript is archived and a new one starts.`, "Reset"))) return;
   await act("sessions.reset", { key: selected });
 }
@@ -221,12 +230,14 @@ async function reset() {
 // Archived or restored as OpenClaw's CLI does, naming the session read: one reset or made
 // again since is another, and the gateway refuses the change.
 async function archive() {
+  await picked;
   if (!selected) return;
   const info = selectedInfo || {};
   await act("sessions.patch", { key: selected, archived: !info.archived, expectedSessionId: info.sessionId || undefined });
 }
 
 async function remove() {
+  await picked;
   if (!selected || !(await ctx.confirm(`Delete ${isolated(selected)} and its transcripts? This cannot be undone.`, "Delete"))) return;
   const key = selected;
   // The archived session shown, not one restored elsewhere meanwhile.

@@ -928,6 +928,25 @@ class TestArchived:
         page.until(lambda: page.all("#sessions-table tbody tr[data-key]"), "the list")
         assert not page.all(self.row(page, key))
 
+    def test_an_archive_pressed_while_the_row_picked_loads_archives_that_row(
+        self, page: Page
+    ) -> None:
+        # Pressed before the picked session's detail came (a slow gateway), Archive named the
+        # session shown before it (its session id): the gateway refused the change.
+        page.connected()
+        keys = ["agent:ops:stale-a", "agent:ops:stale-b"]
+        label_sessions(page, keys)
+        page.go("sessions")
+        page.type("#sessions-search", "stale-")
+        page.visible(self.row(page, keys[0]) + " button").click()
+        page.until(lambda: "messages" in page.text("#session-detail-meta"), "the first detail")
+        page.driver.execute_script(HOLD_METHOD, "chat.history", 800)
+        page.find(self.row(page, keys[1]) + " button").click()
+        page.find("#session-archive").click()
+        page.until(lambda: not page.all(self.row(page, keys[1])), "the row gone from the list")
+        assert not page.find("#sessions-error").is_displayed()
+        assert page.all(self.row(page, keys[0]))
+
     def test_a_refused_archive_is_shown_as_an_alert(self, page: Page) -> None:
         page.connected()
         page.driver.execute_script("location.hash = '#chat/agent:main:main'")
