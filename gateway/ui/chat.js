@@ -40,6 +40,10 @@ export function init(context) {
     }
   });
   $("chat-abort").addEventListener("click", abort);
+  $("transcript").addEventListener("scroll", () => {
+    const transcript = $("transcript");
+    atEnd = transcript.scrollTop + transcript.clientHeight >= transcript.scrollHeight - 20;
+  });
   gw.addEventListener("agent", (event) => onAgent(event.detail));
   gw.addEventListener("chat", (event) => onChat(event.detail));
   gw.addEventListener("hello", () => {
@@ -203,7 +207,7 @@ async function loadSession(key) {
   } catch (error) {
     setAlert($("chat-error"), error.message);
   }
-  if (keep === null) scrollDown();
+  if (keep === null) scrollDown(!again);
   else transcript.scrollTop = keep;
 }
 
@@ -266,7 +270,7 @@ async function send() {
   runs.set(runId, { bubble, text: "" });
   input.value = "";
   setBusy(runId);
-  scrollDown();
+  scrollDown(true);
   try {
     await ctx.gw.request("chat.send", { sessionKey: key, message, idempotencyKey: runId });
     unanswered = null;
@@ -456,12 +460,21 @@ function setBusy(runId) {
 
 // Once a frame: reading scrollHeight lays the transcript out, and a long answer streamed a
 // token an event laid out all its text again for every token.
+// A reader scrolled up stays where they are: what streams in (a turn from elsewhere, or their
+// own as they read back) follows the end only while the transcript is at its end. `force`:
+// the user's own message sent, another session opened.
 let scrolling = 0;
+let forced = false;
+let atEnd = true; // the transcript, when last scrolled
 
-function scrollDown() {
+function scrollDown(force = false) {
+  forced ||= force;
   if (scrolling) return;
   scrolling = requestAnimationFrame(() => {
     scrolling = 0;
+    const go = forced || atEnd;
+    forced = false;
+    if (!go) return;
     const transcript = $("transcript");
     transcript.scrollTop = transcript.scrollHeight;
   });

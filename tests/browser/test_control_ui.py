@@ -553,6 +553,46 @@ class TestChat:
         top = page.driver.execute_script("return document.getElementById('transcript').scrollTop")
         assert top == 100
 
+    def test_a_turn_from_elsewhere_leaves_a_reader_scrolled_up_where_they_were(
+        self, page: Page
+    ) -> None:
+        # Each token of a turn streamed in from elsewhere scrolled the transcript to its end:
+        # a user reading further up was taken away from it, and again at the turn's reload.
+        page.connected()
+        key = "agent:ops:reading-up"
+        send_turns = """
+            const [token, sessionKey, first, count, done] = arguments;
+            const { Gateway } = await import("/ui/gateway.js");
+            const gw = new Gateway();
+            await gw.start(`ws://${location.host}`, { token });
+            await gw.request("chat.subscribe", { sessionKey });
+            for (let turn = first; turn < first + count; turn++) {
+              const answered = new Promise((resolve) => gw.addEventListener("chat", (event) => {
+                if (event.detail.state === "final") resolve();
+              }));
+              const message = `turn ${turn} ` + "words to fill the transcript ".repeat(8);
+              await gw.request("chat.send", { sessionKey, message, idempotencyKey: `r${turn}` });
+              await answered;
+            }
+            gw.stop();
+            done();
+            """
+        page.driver.execute_async_script(send_turns, TOKEN, key, 0, 12)
+        page.driver.execute_script(f"location.hash = '#chat/{key}'")
+        page.until(lambda: len(page.all("#transcript .bubble")) == 24, "the transcript")
+        page.driver.execute_script("document.getElementById('transcript').scrollTop = 100")
+        page.driver.execute_async_script(send_turns, TOKEN, key, 12, 1)
+        # Its message, which its events do not carry, comes with the transcript's reload.
+        users = "return [...document.querySelectorAll('#transcript .user')].at(-1).textContent"
+        page.until(lambda: "turn 12 words" in page.driver.execute_script(users), "the reload")
+        # Two frames: a scroll asked for is done by then.
+        page.driver.execute_async_script(
+            "const done = arguments[0];"
+            "requestAnimationFrame(() => requestAnimationFrame(() => done()))"
+        )
+        top = page.driver.execute_script("return document.getElementById('transcript').scrollTop")
+        assert top == 100
+
     def test_the_transcript_survives_a_page_reload(self, page: Page) -> None:
         page.connected()
         page.click("#chat-new")
