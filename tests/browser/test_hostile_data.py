@@ -563,11 +563,10 @@ class TestTranscriptBidi:
         page.driver.execute_script("location.hash = arguments[0]", f"#chat/{key}")
         page.until(lambda: "plain reply" in page.text("#transcript")
                    and len(page.all("#transcript .bubble")) == 2, "the transcript")  # fmt: skip
-        user, reply = page.all("#transcript .bubble")
-        body = user.find_element(page.by.CSS_SELECTOR, ".text")
-        assert body.get_attribute("textContent") == f"{RLO}reversed body"
+        body = "#transcript .bubble.user .text"
+        assert page.find(body).get_attribute("textContent") == f"{RLO}reversed body"
         drawn = lefts(page, body, "reversed")
         assert drawn == sorted(drawn, reverse=True)
         for word, where in (("Assistant", ".who"), ("plain", ".text")):
-            drawn = lefts(page, reply.find_element(page.by.CSS_SELECTOR, where), word)
+            drawn = lefts(page, f"#transcript .bubble.assistant {where}", word)
             assert drawn == sorted(drawn)
