@@ -54,7 +54,15 @@ async function load({ keepEdits = false } = {}) {
   const refocus = fields.find((f) => f.path === focusedPath);
   if (refocus) refocus.input.focus();
   $("config-save").disabled = true;
-  if (loaded.warnings.length) setAlert($("config-message"), `Warnings: ${loaded.warnings.join("; ")}`);
+  // A file edited by hand into one the gateway refuses (it runs on the last good one): what is
+  // wrong with it, where an operator looks to fix it.
+  const notes = [];
+  if (!loaded.valid && loaded.issues && loaded.issues.length) {
+    const issues = loaded.issues.map((issue) => (issue.path ? `${shownName(issue.path)}: ${issue.message}` : issue.message));
+    notes.push(`The file on disk is invalid: ${issues.join("; ")}.`);
+  }
+  if (loaded.warnings.length) notes.push(`Warnings: ${loaded.warnings.join("; ")}`);
+  if (notes.length) setAlert($("config-message"), notes.join(" "));
 }
 
 // `keys`: the names from the top down. The dotted `path` is how the server names a place in its

@@ -8,6 +8,7 @@ import http.client
 import itertools
 import json
 import os
+import re
 import signal
 import socket
 import threading
@@ -1480,6 +1481,26 @@ class TestConfig:
         time.sleep(2)  # the held answer has come by now
         focused = page.driver.switch_to.active_element.get_attribute("data-path")
         assert focused == "gateway.reload.debounceMs"
+
+    def test_why_the_file_on_disk_is_invalid_is_shown(self, page: Page) -> None:
+        # A file edited by hand into one the gateway refuses: the screen said "the file on
+        # disk is invalid" and nothing of what config.get said was wrong with it.
+        page.connected()
+        page.go("config")
+        page.visible('input[data-path="gateway.bind"]')
+        path = page.gateway_config_path()
+        original = path.read_text()
+        broken = re.sub(r'("?gateway"?\s*:\s*\{)', r'\1 port: "nope",', original, count=1)
+        assert broken != original
+        try:
+            path.write_text(broken)
+            page.click("#config-reload")
+            page.until(lambda: "invalid" in page.text("#config-meta"), "the file's state")
+            message = page.visible("#config-message").text
+        finally:
+            path.write_text(original)
+        assert "gateway.port" in message, message
+        assert message.startswith("The file on disk is invalid"), message
 
     def test_a_key_with_a_dot_is_saved_under_its_own_name(self, page: Page) -> None:
         # Header names may hold a dot (RFC 9110 token): the key is one name, not a path.
