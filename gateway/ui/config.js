@@ -154,6 +154,11 @@ function changes(strict = false) {
   return changed;
 }
 
+// What the field holds as typed.
+function typed(f) {
+  return f.kind === "boolean" ? f.input.checked : f.input.value;
+}
+
 // Objects without a prototype: a key named `__proto__` is a name like any other.
 function patchOf(changed) {
   const patch = Object.create(null);
@@ -207,9 +212,20 @@ async function save() {
   // the outcome, unless a field in error took it.
   const fromSave = document.activeElement === $("config-save");
   $("config-save").disabled = true;
+  const sent = new Map(fields.map((f) => [f, typed(f)]));
   try {
     const result = await ctx.gw.request("config.patch", { raw: JSON.stringify(patchOf(changed)), baseHash: loaded.hash || undefined });
+    // Typed while the gateway answered (a slow one): not in the patch, and kept in the form
+    // built again from the saved config, as edits typed while it loads are.
+    const meanwhile = fields.filter((f) => typed(f) !== sent.get(f)).map((f) => [f.path, typed(f)]);
     await load();
+    for (const [path, value] of meanwhile) {
+      const f = fields.find((g) => g.path === path);
+      if (!f) continue;
+      if (f.kind === "boolean") f.input.checked = value;
+      else f.input.value = value;
+    }
+    $("config-save").disabled = !changes().size;
     const notes = [];
     if (result.restart.required) notes.push(`restart required for ${result.restart.paths.join(", ")}`);
     if (result.warnings.length) notes.push(...result.warnings);

@@ -1482,6 +1482,25 @@ class TestConfig:
         focused = page.driver.switch_to.active_element.get_attribute("data-path")
         assert focused == "gateway.reload.debounceMs"
 
+    def test_an_edit_typed_while_a_save_is_answered_is_kept(self, page: Page) -> None:
+        # A slow config.patch: the form was built again from the saved config once it was
+        # answered, and took away what had been typed into another field meanwhile.
+        page.connected()
+        page.go("config")
+        page.type('input[data-path="gateway.reload.debounceMs"]', "401")
+        page.driver.execute_script(HOLD_METHOD, "config.patch", 1000)
+        page.click("#config-save")
+        page.type('input[data-path="gateway.bind"]', "lan")
+        page.until(lambda: page.text("#config-message").startswith("Saved."), "saved")
+        saved = json.loads(page.gateway_config_path().read_text())
+        assert saved["gateway"]["reload"] == {"debounceMs": 401}
+        assert "bind" not in saved["gateway"]
+        assert page.find('input[data-path="gateway.bind"]').get_attribute("value") == "lan"
+        assert page.find('input[data-path="gateway.reload.debounceMs"]').get_attribute("value") == (
+            "401"
+        )
+        assert page.find("#config-save").is_enabled()
+
     def test_why_the_file_on_disk_is_invalid_is_shown(self, page: Page) -> None:
         # A file edited by hand into one the gateway refuses: the screen said "the file on
         # disk is invalid" and nothing of what config.get said was wrong with it.
