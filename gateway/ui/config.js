@@ -9,13 +9,16 @@ const REDACTED = "__OPENCLAW_REDACTED__";
 let ctx;
 let loaded = null; // the config.get answer
 let fields = []; // {path, keys, kind, original, input, error}
+// A save in flight: one at a time (a second, with the same hash, was refused as a change made
+// meanwhile, or overtook the first). Enter in a field submits the form, Save disabled or not.
+let saving = false;
 
 export function init(context) {
   ctx = context;
   $("config-save").addEventListener("click", save);
   $("config-reload").addEventListener("click", () => load());
   $("config-form").addEventListener("input", () => {
-    $("config-save").disabled = !changes().size;
+    $("config-save").disabled = saving || !changes().size;
   });
   $("config-form").addEventListener("submit", (event) => {
     event.preventDefault();
@@ -197,6 +200,7 @@ function fieldFor(path) {
 }
 
 async function save() {
+  if (saving) return;
   clearErrors();
   setAlert($("config-message"), "");
   let changed;
@@ -213,6 +217,7 @@ async function save() {
   const fromSave = document.activeElement === $("config-save");
   $("config-save").disabled = true;
   const sent = new Map(fields.map((f) => [f, typed(f)]));
+  saving = true;
   try {
     const result = await ctx.gw.request("config.patch", { raw: JSON.stringify(patchOf(changed)), baseHash: loaded.hash || undefined });
     // Typed while the gateway answered (a slow one): not in the patch, and kept in the form
@@ -248,5 +253,7 @@ async function save() {
     if (first) first.input.focus();
     else if (fromSave) $("config-message").focus();
     $("config-save").disabled = false;
+  } finally {
+    saving = false;
   }
 }
