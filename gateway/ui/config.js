@@ -157,6 +157,13 @@ function changes(strict = false) {
   return changed;
 }
 
+// The focus where Save's disabling dropped it (or still on Save), not put in a field since by
+// a user typing on while a slow gateway answered.
+function focusLost() {
+  const now = document.activeElement;
+  return now === null || now === document.body || now === $("config-save");
+}
+
 // What the field holds as typed.
 function typed(f) {
   return f.kind === "boolean" ? f.input.checked : f.input.value;
@@ -236,7 +243,7 @@ async function save() {
     if (result.warnings.length) notes.push(...result.warnings);
     setAlert($("config-message"), `Saved.${notes.length ? ` ${notes.join("; ")}` : ""}`);
     $("config-message").dataset.kind = "ok";
-    if (fromSave) $("config-message").focus();
+    if (fromSave && focusLost()) $("config-message").focus();
   } catch (error) {
     $("config-message").dataset.kind = "error";
     const issues = (error.details && error.details.issues) || [];
@@ -251,7 +258,7 @@ async function save() {
     }
     setAlert($("config-message"), [issues.length ? "The gateway refused the change." : error.message, ...unplaced].join(" "));
     if (first) first.input.focus();
-    else if (fromSave) $("config-message").focus();
+    else if (fromSave && focusLost()) $("config-message").focus();
     $("config-save").disabled = false;
   } finally {
     saving = false;

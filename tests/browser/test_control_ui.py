@@ -1507,6 +1507,24 @@ class TestConfig:
         )
         assert page.find("#config-save").is_enabled()
 
+    def test_a_field_typed_into_while_a_keyboard_save_is_answered_keeps_the_focus(
+        self, page: Page
+    ) -> None:
+        # Saved with Enter on Save, then on to another field while a slow gateway answered:
+        # the outcome took the focus from the field being typed into.
+        from selenium.webdriver.common.keys import Keys
+
+        page.connected()
+        page.go("config")
+        page.type('input[data-path="gateway.reload.debounceMs"]', "402")
+        page.driver.execute_script(HOLD_METHOD, "config.patch", 1000)
+        page.driver.execute_script("document.getElementById('config-save').focus()")
+        page.driver.switch_to.active_element.send_keys(Keys.ENTER)
+        page.type('input[data-path="gateway.bind"]', "lan")
+        page.until(lambda: page.text("#config-message").startswith("Saved."), "saved")
+        focused = page.driver.switch_to.active_element.get_attribute("data-path")
+        assert focused == "gateway.bind"
+
     def test_why_the_file_on_disk_is_invalid_is_shown(self, page: Page) -> None:
         # A file edited by hand into one the gateway refuses: the screen said "the file on
         # disk is invalid" and nothing of what config.get said was wrong with it.
