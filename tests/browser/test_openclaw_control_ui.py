@@ -57,13 +57,6 @@ EMPTY = {
     "worktrees.list",
     "transcripts.list",
 }
-# OpenClaw features its pages ask for that clawgate does not answer yet (README: OpenClaw's
-# Control UI): the page would say so where the feature's numbers would be.
-NOT_YET = {
-    # The Devices settings' exec approval policy, OpenClaw's approvals file (its path, hash
-    # and rules): clawgate has no exec tool and no such file to show.
-    "exec.approvals.get",
-}
 
 
 @pytest.fixture(scope="module")
@@ -188,8 +181,8 @@ def answered(gateway: GatewayProcess, method: str) -> bool:
 
 
 def test_the_other_pages_open(ui: Page, gateway: GatewayProcess) -> None:
-    """Pages the flows above do not visit: what they ask for is answered (or is one of
-    NOT_YET), and nothing goes to the console."""
+    """Pages the flows above do not visit: what they ask for is answered, and nothing goes
+    to the console."""
     ui.driver.get(f"{gateway.url}/#token={TOKEN}")
     composer(ui)
     ui.until(lambda: "Connected" in body_text(ui), "the connected state")
@@ -282,8 +275,7 @@ def test_the_other_pages_open(ui: Page, gateway: GatewayProcess) -> None:
 
     assert console_errors(ui) == []
     refused = refused_calls(gateway)
-    assert set(refused) <= NOT_YET, refused
-    assert EMPTY.isdisjoint(refused), refused
+    assert refused == {}, refused
 
 
 def call(gateway: GatewayProcess, method: str, params: dict[str, Any]) -> Any:
@@ -434,7 +426,7 @@ def test_a_page_of_a_feature_clawgate_lacks_shows_none(
 
 
 # The other pages of the app (its router's), by path and title: each opens with nothing refused
-# but NOT_YET and nothing on the console.
+# and nothing on the console.
 PAGES = [
     ("activity", "Activity"),
     ("apps", "Apps"),
@@ -477,13 +469,40 @@ def test_every_other_page_opens(ui: Page, gateway: GatewayProcess) -> None:
     for path, title in PAGES:
         ui.driver.get(f"{gateway.url}/{path}")
         ui.until(lambda t=title: ui.driver.title.startswith(t), f"the {title} page at /{path}")
-        if path != "settings/devices":  # NOT_YET
-            assert "unknown method" not in body_text(ui), path
+        assert "unknown method" not in body_text(ui), path
         # The Activity page shows each session's agent with its avatar, `/avatar/<agentId>`,
         # asked whether the agent has one or not: OpenClaw answers 404 for one without, as
         # clawgate does for every agent (they have none), and the browser logs it.
         no_avatar = f"{gateway.url}/avatar/main - Failed to load resource: the server responded"
         errors = [e for e in console_errors(ui) if not e.startswith(no_avatar)]
         assert errors == [], path
-    refused = refused_calls(gateway)
-    assert set(refused) <= NOT_YET, refused
+    assert refused_calls(gateway) == {}, refused_calls(gateway)
+
+
+def test_the_devices_settings_show_the_exec_policy_as_deny(
+    ui: Page, gateway: GatewayProcess
+) -> None:
+    """Settings → Devices' exec approval policy (`exec.approvals.get`, which said `unknown
+    method`): clawgate's agents run no host command, so the gateway's policy is deny, never
+    ask; a policy changed and saved (`exec.approvals.set`) is refused, the page says why."""
+    from selenium.webdriver.support.ui import Select
+
+    ui.driver.get(f"{gateway.url}/#token={TOKEN}")
+    composer(ui)
+    ui.until(lambda: "Connected" in body_text(ui), "the connected state")
+    ui.driver.get(f"{gateway.url}/settings/devices")
+    ui.until(lambda: ui.driver.title.startswith("Devices"), "the devices settings")
+
+    def policy() -> list[str]:
+        found = ui.all('select[aria-label="Mode"], select[aria-label="Fallback"]')
+        return [str(e.get_attribute("value")) for e in found]
+
+    # Security, Ask and Ask fallback.
+    ui.until(lambda: policy() == ["deny", "off", "deny"], "the deny policy")
+    Select(ui.find('select[aria-label="Mode"]')).select_by_value("full")
+    save = next(b for b in ui.all("button") if b.text.strip() == "Save" and b.is_displayed())
+    save.click()
+    ui.until(lambda: "clawgate has no exec tool" in body_text(ui), "the refusal shown")
+    assert "unknown method" not in body_text(ui)
+    assert console_errors(ui) == []
+    assert refused_calls(gateway) == {"exec.approvals.set": "INVALID_REQUEST"}

@@ -919,6 +919,11 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     # `cursor` goes without a history (none was given out): a walk's value here.
     "approval.history": {"cursor": None, "limit": 50, "kind": "plugin"},
     "exec.approval.grants.list": {"limit": 500},
+    "exec.approvals.get": {},
+    "exec.approvals.set": {
+        "file": {"version": 1, "defaults": {"security": "full"}, "agents": {}},
+        "baseHash": "h",
+    },
     "skills.library.list": {"sessionKey": KEY, "scope": "team"},
     "skills.search": {"query": "git", "limit": 20},
     "skills.proposals.list": {"agentId": "main"},

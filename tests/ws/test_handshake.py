@@ -477,6 +477,8 @@ class TestHelloOk:
                     "tools.github.status",
                     "doctor.memory.status",
                     "config.schema.lookup",
+                    "exec.approvals.get",
+                    "exec.approvals.set",
                     "approval.history",
                     "exec.approval.grants.list",
                     "skills.library.list",

@@ -2208,6 +2208,47 @@ class TestOpenClawControlUiFeatureReads:
             frame = await reader.call(method, {})
             assert frame["error"]["message"] == "missing scope: operator.approvals"
 
+    async def test_the_exec_approval_policy_denies_every_host_command(
+        self, gateway: Gateway
+    ) -> None:
+        """The Devices settings' exec approval policy: OpenClaw's snapshot of no stored file,
+        with the policy clawgate holds to (no exec tool, so no host command runs: deny, never
+        ask); setting one is refused, its params checked as OpenClaw checks them first."""
+        ws = await gateway.connected(scopes=["operator.admin"])
+        deny = {"security": "deny", "ask": "off", "askFallback": "deny", "autoAllowSkills": False}
+        snapshot = await ws.ok("exec.approvals.get", {})
+        assert snapshot == {
+            "path": "none: clawgate has no exec tool",
+            "exists": False,
+            # OpenClaw's hash of a file that is not there: `missing:` and the sha256 of "".
+            "hash": "missing:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            "file": {"version": 1, "defaults": deny, "agents": {}},
+            "resolvedDefaults": deny,
+        }
+        file = {"version": 1, "defaults": {"security": "full"}, "agents": {}}
+        frame = await ws.call("exec.approvals.set", {"file": file, "baseHash": snapshot["hash"]})
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": "clawgate has no exec tool: no host command runs, so the policy is deny",
+        }
+        bad = [
+            ("exec.approvals.set", {}, "at /file: is required"),
+            ("exec.approvals.set", {"file": []}, "at /file: must be object"),
+            (
+                "exec.approvals.set",
+                {"file": file, "baseHash": ""},
+                "at /baseHash: must not be empty",
+            ),
+            ("exec.approvals.set", {"file": file, "baseHash": 1}, "at /baseHash: must be string"),
+        ]
+        for method, params, message in bad:
+            frame = await ws.call(method, params)
+            assert frame["error"]["message"] == f"invalid {method} params: {message}", params
+        reader = await gateway.connected(scopes=["operator.read", "operator.approvals"])
+        for method, params in (("exec.approvals.get", {}), ("exec.approvals.set", {"file": {}})):
+            frame = await reader.call(method, params)
+            assert frame["error"]["message"] == "missing scope: operator.admin"
+
     async def test_the_skill_library_and_clawhub_search_are_empty(self, gateway: Gateway) -> None:
         """The Skills page: no skill in the library, nowhere to save one; a session named has
         none selected; ClawHub (a third party) is not asked."""

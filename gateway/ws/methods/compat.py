@@ -366,6 +366,34 @@ def talk_catalog_params(r: ParamReader) -> None:
     r.string("model", non_empty=True)
 
 
+# The Devices settings' exec approval policy. OpenClaw keeps it in a file it creates on the first
+# read, with a socket its exec tool asks through; clawgate has no exec tool and keeps no such
+# file. What it answers is OpenClaw's snapshot of a file not there (`exists` false, OpenClaw's
+# hash of none), with the policy clawgate holds to: OpenClaw's fail-closed one (deny, never
+# ask), not OpenClaw's defaults for a missing file (`full`), which would say host commands run.
+EXEC_APPROVALS_DENY: dict[str, Any] = {
+    "security": "deny",
+    "ask": "off",
+    "askFallback": "deny",
+    "autoAllowSkills": False,
+}
+EXEC_APPROVALS_SNAPSHOT: dict[str, Any] = {
+    "path": "none: clawgate has no exec tool",
+    "exists": False,
+    "hash": "missing:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    "file": {"version": 1, "defaults": EXEC_APPROVALS_DENY, "agents": {}},
+    "resolvedDefaults": EXEC_APPROVALS_DENY,
+}
+NO_EXEC_TOOL = "clawgate has no exec tool: no host command runs, so the policy is deny"
+
+
+def exec_approvals_set_params(r: ParamReader) -> None:
+    """`exec.approvals.set {file, baseHash?}`: the file an object (its rules are not read, as
+    none is kept), the hash a non-empty string."""
+    r.object("file", required=True)
+    r.string("baseHash", non_empty=True)
+
+
 GITHUB_SCOPES = ("system", "agent")
 # OpenClaw's facts of a GitHub identity with no credential found: clawgate keeps no GitHub
 # token and reads none from its host (no `gh`, no git author looked up).
@@ -718,6 +746,14 @@ def register(methods: MethodRegistry) -> None:
         if not holds_path(path):
             raise WsError(INVALID_REQUEST, "config schema path not found")
         raise WsError(UNAVAILABLE, "config schema lookup is not available on clawgate")
+
+    @methods.method("exec.approvals.get", params=no_params, scope=ADMIN)
+    async def exec_approvals_get(ctx: CallContext, params: None) -> Any:
+        return EXEC_APPROVALS_SNAPSHOT
+
+    @methods.method("exec.approvals.set", params=exec_approvals_set_params, scope=ADMIN)
+    async def exec_approvals_set(ctx: CallContext, params: None) -> Any:
+        raise WsError(INVALID_REQUEST, NO_EXEC_TOOL)
 
     # The Approvals settings' history: clawgate asks for no approvals, so none was decided.
     @methods.method("approval.history", params=approval_history_params, scope=APPROVALS)
