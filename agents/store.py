@@ -818,6 +818,18 @@ SESSION_USAGE_COLUMNS = (
 SESSION_USAGE_GROUP = " GROUP BY t.session_id, t.key, t.agent_id, day, m.provider, m.model"
 
 
+def usage_offset(offset: str, shifts: Sequence[tuple[int, int]]) -> str:
+    """The caller's UTC offset of a message: `offset` (an SQL parameter), or from each of
+    `shifts` (Unix ms at which a time zone's offset changes, the offset from then on, in
+    order) its own. The shifts are the caller's integers, written into the SQL as such."""
+    if not shifts:
+        return offset
+    whens = " ".join(
+        f"WHEN m.timestamp >= {int(at)} THEN {int(shift)}" for at, shift in reversed(shifts)
+    )
+    return f"(CASE {whens} ELSE {offset} END)"
+
+
 def _session_usage(row: Sequence[Any]) -> SessionUsage:
     key, agent, sid, day, provider, model, inp, out, *counts, first, last = row
     user, assistant, tools, errors = (int(n or 0) for n in counts)
@@ -1794,16 +1806,26 @@ class SessionStore:
         end: int,
         offset_ms: int,
         *,
+        shifts: Sequence[tuple[int, int]] = (),
         agent_id: str | None = None,
         key: str | None = None,
     ) -> builtins.list[SessionUsage]:
         """The messages stored from `start` through `end` (Unix ms), by transcript, day (in
-        the UTC offset `offset_ms`) and model (`sessions.usage`). Transcripts that were
+        the UTC offset `offset_ms`, or from each of `shifts`, `(at, offset)`, its own: a time
+        zone's daylight saving changes) and model (`sessions.usage`). Transcripts that were
         deleted no longer count; archived ones (a reset) still do."""
-        return await self._scan(self._usage_by_session, start, end, offset_ms, agent_id, key)
+        return await self._scan(
+            self._usage_by_session, start, end, offset_ms, tuple(shifts), agent_id, key
+        )
 
     def _usage_by_session(
-        self, start: int, end: int, offset_ms: int, agent_id: str | None, key: str | None
+        self,
+        start: int,
+        end: int,
+        offset_ms: int,
+        shifts: Sequence[tuple[int, int]],
+        agent_id: str | None,
+        key: str | None,
     ) -> builtins.list[SessionUsage]:
         # A scan of the window's messages, as `usage_by_day`'s.
         where = "m.timestamp >= ? AND m.timestamp <= ?"
@@ -1815,7 +1837,7 @@ class SessionStore:
             where += " AND t.key = ?"
             args.append(key)
         columns = SESSION_USAGE_COLUMNS.format(
-            offset="?",
+            offset=usage_offset("?", shifts),
             # TOTAL, not SUM: SUM raises on a sum beyond 64 bits, TOTAL is a float.
             inp="TOTAL(json_extract(m.usage, '$.input'))",
             out="TOTAL(json_extract(m.usage, '$.output'))",

@@ -82,6 +82,7 @@ from agents.store import (
     last_replayed_assistant,
     tell_commit,
     turn_messages,
+    usage_offset,
 )
 
 log = structlog.get_logger(__name__)
@@ -1103,6 +1104,7 @@ class PostgresSessionStore:
         end: int,
         offset_ms: int,
         *,
+        shifts: Sequence[tuple[int, int]] = (),
         agent_id: str | None = None,
         key: str | None = None,
     ) -> builtins.list[SessionUsage]:
@@ -1116,7 +1118,7 @@ class PostgresSessionStore:
             args.append(_storable(key))
             where += f" AND t.key = ${len(args)}"
         columns = SESSION_USAGE_COLUMNS.format(
-            offset="$1::bigint",
+            offset=usage_offset("$1::bigint", shifts),
             # numeric sums: a sum beyond 64 bits is a number, not an error.
             inp="SUM((m.usage::jsonb ->> 'input')::numeric)",
             out="SUM((m.usage::jsonb ->> 'output')::numeric)",

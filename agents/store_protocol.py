@@ -8,7 +8,7 @@ The contract tests (tests/agents/test_store.py) run against both.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
@@ -149,6 +149,7 @@ class Store(Protocol):
         end: int,
         offset_ms: int,
         *,
+        shifts: Sequence[tuple[int, int]] = (),
         agent_id: str | None = None,
         key: str | None = None,
     ) -> builtins.list[SessionUsage]: ...

@@ -126,11 +126,12 @@ class SessionUsageScans:
         end: int,
         offset_ms: int,
         *,
+        shifts: tuple[tuple[int, int], ...] = (),
         agent_id: str | None,
         key: str | None,
     ) -> list[SessionUsage]:
         asked = time.monotonic()
-        window = (start, end, offset_ms, agent_id, key)
+        window = (start, end, offset_ms, shifts, agent_id, key)
         self._waiting += 1
         try:
             async with self._lock:
@@ -138,7 +139,7 @@ class SessionUsageScans:
                     started = time.monotonic()
                     self._window, self._rows = None, []  # a failed scan answers nobody
                     self._rows = await store.usage_by_session(
-                        start, end, offset_ms, agent_id=agent_id, key=key
+                        start, end, offset_ms, shifts=shifts, agent_id=agent_id, key=key
                     )
                     self.scans += 1
                     self._window, self._started_at = window, started

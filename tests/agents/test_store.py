@@ -1586,6 +1586,19 @@ class TestUsageBySession:
         west = await store.usage_by_session(0, 2 * DAY, -12 * 3600_000, key="agent:ops:s1")
         assert {r.day for r in west} == {-1}
 
+    async def test_each_message_s_day_at_the_offset_from_its_shift(
+        self, store: SessionStore
+    ) -> None:
+        """A time zone's changes of offset (`shifts`): turns at 23:00 UTC on the epoch's first
+        two days, UTC+0 until midday on the second, UTC+2 from then on."""
+        main, _ = await store.create(KEY, "main", 1)
+        for n, at in enumerate((DAY - 3600_000, 2 * DAY - 3600_000)):
+            await store.append_turn(turn(main, f"r{n}", user_timestamp=at, assistant_timestamp=at))
+        shifts = ((DAY + DAY // 2, 2 * 3600_000),)
+        rows = await store.usage_by_session(0, 3 * DAY, 0, shifts=shifts)
+        assert sorted({r.day for r in rows}) == [0, 2]
+        assert sorted({r.day for r in await store.usage_by_session(0, 3 * DAY, 0)}) == [0, 1]
+
     async def test_one_agent_or_key_within_the_window(self, store: SessionStore) -> None:
         main, _ = await store.create(KEY, "main", 1)
         other, _ = await store.create("agent:main:s2", "main", 1)

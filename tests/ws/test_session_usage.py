@@ -170,6 +170,67 @@ class TestSessionsUsage:
         )  # fmt: skip
         assert (await ws.ok("sessions.usage", params))["sessions"] == []
 
+    async def test_days_follow_the_time_zone_s_daylight_saving_changes(
+        self, make_gateway: MakeGateway, tmp_path: Path
+    ) -> None:
+        """Berlin went from UTC+1 to UTC+2 at 01:00 UTC on 2026-03-29 and back at 01:00 UTC on
+        2026-10-25: a day of the window is cut at the offset of its own time, not at today's.
+        Turns at 22:30 UTC are on their UTC day in winter and on the next in summer."""
+
+        def at(when: str) -> int:
+            return int(dt.datetime.fromisoformat(when + "+00:00").timestamp() * 1000)
+
+        turns = [
+            "2026-03-28T22:30",  # 23:30 CET: 28 March
+            "2026-03-29T00:30",  # 01:30 CET: 29 March, before the change
+            "2026-03-29T01:30",  # 03:30 CEST: 29 March, after it
+            "2026-03-29T22:30",  # 00:30 CEST: 30 March
+            "2026-10-24T22:30",  # 00:30 CEST: 25 October
+            "2026-10-25T22:30",  # 23:30 CET: 25 October
+        ]
+        async with SessionStore(tmp_path / "state") as store:
+            row, _ = await store.get_or_create("agent:main:dst", "main", at(turns[0]))
+            for n, when in enumerate(turns):
+                ms = at(when)
+                await store.append_turn(
+                    TurnRecord(
+                        row.key, "main", row.session_id, f"r{n}", "hi", ms, "hello", ms, 1, 1,
+                        "stop", "done",
+                    )
+                )  # fmt: skip
+        # Months old: kept from maintenance's pruning.
+        kept = CONFIG.replace("agents:", 'session: { maintenance: { mode: "warn" } }, agents:')
+        ws = await (await make_gateway(kept)).connected()
+        spring = await ws.ok(
+            "sessions.usage",
+            ui_params(
+                mode="specific", timeZone="Europe/Berlin", startDate="2026-03-28",
+                endDate="2026-03-30",
+            ),
+        )  # fmt: skip
+        [session] = spring["sessions"]
+        assert [(d["date"], d["assistant"]) for d in session["usage"]["dailyMessageCounts"]] == [
+            ("2026-03-28", 1),
+            ("2026-03-29", 2),
+            ("2026-03-30", 1),
+        ]
+        for day, assistant in (("2026-03-29", 2), ("2026-03-30", 1), ("2026-10-25", 2)):
+            params = ui_params(
+                mode="specific", timeZone="Europe/Berlin", startDate=day, endDate=day
+            )
+            answer = await ws.ok("sessions.usage", params)
+            assert answer["aggregates"]["messages"]["assistant"] == assistant, day
+            assert answer["sessions"][0]["usage"]["activityDates"] == [day], day
+        # The whole of 2026 in Berlin: each turn on its own local day.
+        params = ui_params(
+            mode="specific", timeZone="Europe/Berlin", startDate="2026-01-01",
+            endDate="2026-12-31",
+        )  # fmt: skip
+        answer = await ws.ok("sessions.usage", params)
+        assert [(d["date"], d["messages"]) for d in answer["aggregates"]["daily"]] == [
+            ("2026-03-28", 2), ("2026-03-29", 4), ("2026-03-30", 2), ("2026-10-25", 4),
+        ]  # fmt: skip
+
     @pytest.mark.parametrize(
         ("params", "detail"),
         [

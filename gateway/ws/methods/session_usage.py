@@ -17,8 +17,9 @@ session file of the window and lists up to `limit` of them, unbounded):
 - `limit` is at most SESSIONS_MAX (what the Usage page asks for), and the sessions listed share
   a budget of rows (a session's day with one model is a row): past it, fewer sessions are
   listed (the first always is), while the totals and aggregates still count every session.
-- A day is cut at one UTC offset: the time zone's offset now (OpenClaw follows its daylight
-  saving changes through the window).
+
+A time zone's days (`mode: "gateway"`, the gateway's own, or a `timeZone`) are cut as OpenClaw
+cuts them, at the offset of each instant, through its daylight saving changes (DayCut).
 """
 
 from __future__ import annotations
@@ -102,45 +103,108 @@ def _utc_offset_minutes(raw: str | None) -> int | None:
     return minutes if -720 <= minutes <= 840 else None
 
 
-def _zone_offset_minutes(name: str) -> int | None:
+def _zone(name: str) -> zoneinfo.ZoneInfo | None:
     try:
-        zone = zoneinfo.ZoneInfo(name.strip())
+        return zoneinfo.ZoneInfo(name.strip())
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
         return None
-    offset = dt.datetime.now(zone).utcoffset()
-    return None if offset is None else int(offset.total_seconds() // 60)
 
 
-def _offset_minutes(r: ParamReader) -> int:
-    """The UTC offset the window's days are cut at (OpenClaw's date interpretation)."""
+# A time zone's changes of offset are followed from 1970 to a little past now: messages are
+# stored when they are written, so none lies outside but by a clock set wrong, and one that
+# does is cut at the offset of that edge. Within, the offset is probed a week apart (no zone
+# changes twice in a week) and a change found to the millisecond.
+CUT_FROM_MS = 0
+CUT_AHEAD_MS = 2 * DAY_MS
+CUT_STEP_MS = 7 * DAY_MS
+
+
+@attrs.frozen
+class DayCut:
+    """Where the days of the window begin: at a fixed UTC offset (`fixed_ms`), or in a time
+    zone (`zone`; None: the gateway's own) at the offset of each instant."""
+
+    fixed_ms: int | None
+    zone: dt.tzinfo | None = None
+    horizon_ms: int = 0  # the last instant whose offset is looked up
+
+    @classmethod
+    def in_zone(cls, zone: dt.tzinfo | None) -> DayCut:
+        return cls(None, zone, now_ms() + CUT_AHEAD_MS)
+
+    def offset_at(self, ms: int) -> int:
+        if self.fixed_ms is not None:
+            return self.fixed_ms
+        seconds = min(max(ms, CUT_FROM_MS), self.horizon_ms) / 1000
+        if self.zone is None:
+            when = dt.datetime.fromtimestamp(seconds).astimezone()
+        else:
+            when = dt.datetime.fromtimestamp(seconds, self.zone)
+        offset = when.utcoffset()
+        return 0 if offset is None else int(offset.total_seconds() * 1000)
+
+    def day_of(self, ms: int) -> int:
+        return (ms + self.offset_at(ms)) // DAY_MS
+
+    def day_start(self, day: int) -> int:
+        """The first instant of `day` (days since 1970-01-01 in the zone)."""
+        midnight = day * DAY_MS
+        return midnight - self.offset_at(midnight - self.offset_at(midnight))
+
+    def shifts(self, start: int, end: int) -> tuple[int, tuple[tuple[int, int], ...]]:
+        """The offset at `start`, and each change of it through `end`: `(at, offset)`."""
+        current = first = self.offset_at(start)
+        if self.fixed_ms is not None:
+            return first, ()
+        found: list[tuple[int, int]] = []
+        at, last = max(start, CUT_FROM_MS), min(end, self.horizon_ms)
+        while at < last:
+            probe = min(at + CUT_STEP_MS, last)
+            if self.offset_at(probe) == current:
+                at = probe
+                continue
+            before, after = at, probe  # the change is in (before, after]
+            while after - before > 1:
+                middle = (before + after) // 2
+                if self.offset_at(middle) == current:
+                    before = middle
+                else:
+                    after = middle
+            current = self.offset_at(after)
+            found.append((after, current))
+            at = after
+        return first, tuple(found)
+
+
+def _day_cut(r: ParamReader) -> DayCut:
+    """Where the window's days begin (OpenClaw's date interpretation)."""
     mode = _choice(r, "mode", ("utc", "gateway", "specific"))
     utc_offset = r.string("utcOffset", max_len=16)
     time_zone = r.string("timeZone", max_len=TIME_ZONE_MAX)
     if mode == "gateway":
-        offset = dt.datetime.now().astimezone().utcoffset()
-        return 0 if offset is None else int(offset.total_seconds() // 60)
+        return DayCut.in_zone(None)
     if mode != "specific":
-        return 0
+        return DayCut(0)
     from_offset = _utc_offset_minutes(utc_offset)
     if time_zone is not None:
-        zone = _zone_offset_minutes(time_zone) if time_zone.strip() else None
+        zone = _zone(time_zone) if time_zone.strip() else None
         if zone is not None:
-            return zone
+            return DayCut.in_zone(zone)
         if from_offset is not None:
-            return from_offset
+            return DayCut(from_offset * 60_000)
         raise ParamsError("invalid timeZone: expected a valid IANA time zone")
     if from_offset is not None:
-        return from_offset
+        return DayCut(from_offset * 60_000)
     if utc_offset is not None and utc_offset.strip():
         raise ParamsError("invalid utcOffset: expected UTC-12:00 through UTC+14:00")
-    return 0
+    return DayCut(0)
 
 
 @attrs.frozen
 class SessionsUsageParams:
-    first_day: int  # days since 1970-01-01 in the offset
+    first_day: int  # days since 1970-01-01 where the window's days are cut
     last_day: int
-    offset_minutes: int
+    cut: DayCut
     key: str | None
     agent_id: str | None
     all_agents: bool
@@ -161,14 +225,14 @@ class SessionsUsageParams:
         context_weight = r.boolean("includeContextWeight") or False
         preset = _choice(r, "range", (*_RANGES, "all"))
         days = r.integer("days", minimum=1, maximum=DAYS_MAX)
-        offset = _offset_minutes(r)
+        cut = _day_cut(r)
         first, last = _day(r, "startDate"), _day(r, "endDate")
         if all_agents and (key is not None or agent_id is not None):
             raise ParamsError("agentScope=all cannot be combined with key or agentId")  # OpenClaw's
         if (first is None) != (last is None):
             raise ParamsError("startDate and endDate must be provided together")
         if first is None or last is None:
-            last = (now_ms() + offset * 60_000) // DAY_MS
+            last = cut.day_of(now_ms())
             if preset == "all":
                 first = 0  # OpenClaw's: from 1970
             else:
@@ -176,7 +240,7 @@ class SessionsUsageParams:
         elif first > last:
             raise ParamsError("startDate must not be after endDate")
         return cls(
-            first, last, offset, key, agent_id, all_agents, creator_key,
+            first, last, cut, key, agent_id, all_agents, creator_key,
             group_by == "family" or historical is True,
             SESSIONS_DEFAULT if limit is None else limit, context_weight,
         )  # fmt: skip
@@ -553,11 +617,16 @@ def register(methods: MethodRegistry) -> None:
                 raise UnknownAgent(agent_id)
         elif agent_id is None and not params.all_agents:
             agent_id = agents.default_agent.id
-        offset_ms = params.offset_minutes * 60_000
-        start = params.first_day * DAY_MS - offset_ms
-        end = (params.last_day + 1) * DAY_MS - offset_ms - 1
+        cut = params.cut
+        start, end = cut.day_start(params.first_day), cut.day_start(params.last_day + 1) - 1
+        # Decades of a zone's changes are a few thousand lookups of its offset (the gateway's
+        # own zone's, through the C library, tens of milliseconds): not on the event loop.
+        if cut.fixed_ms is None:
+            offset_ms, shifts = await asyncio.to_thread(cut.shifts, start, end)
+        else:
+            offset_ms, shifts = cut.shifts(start, end)
         rows = await ctx.ws.session_usage.rows(
-            ctx.registry.store, start, end, offset_ms, agent_id=agent_id, key=key
+            ctx.registry.store, start, end, offset_ms, shifts=shifts, agent_id=agent_id, key=key
         )
         if len(rows) > ANSWER_IN_THREAD_ROWS:
             return await asyncio.to_thread(sessions_usage_answer, rows, params, now_ms())
