@@ -802,6 +802,7 @@ class SessionUsage:
     errors: int  # failed tool results and assistant messages that ended in an error or abort
     first: int  # Unix ms of the first and last of these messages
     last: int
+    label: str | None = None  # the key's session's, when it has one
 
 
 # `sessions.usage`'s day of a message: whole days of its timestamp plus the caller's UTC
@@ -816,6 +817,9 @@ SESSION_USAGE_COLUMNS = (
     " MIN(m.timestamp), MAX(m.timestamp)"
 )
 SESSION_USAGE_GROUP = " GROUP BY t.session_id, t.key, t.agent_id, day, m.provider, m.model"
+# The grouped rows (`{rows}`), each with its key's session's label: looked up once a row, not
+# once a message.
+SESSION_USAGE_LABELLED = "SELECT g.*, s.label FROM ({rows}) g LEFT JOIN sessions s ON s.key = g.key"
 
 
 def usage_offset(offset: str, shifts: Sequence[tuple[int, int]]) -> str:
@@ -831,11 +835,11 @@ def usage_offset(offset: str, shifts: Sequence[tuple[int, int]]) -> str:
 
 
 def _session_usage(row: Sequence[Any]) -> SessionUsage:
-    key, agent, sid, day, provider, model, inp, out, *counts, first, last = row
+    key, agent, sid, day, provider, model, inp, out, *counts, first, last, label = row
     user, assistant, tools, errors = (int(n or 0) for n in counts)
     return SessionUsage(
         key, agent, sid, int(day), provider, model, int(inp or 0), int(out or 0),
-        user, assistant, tools, errors, int(first), int(last),
+        user, assistant, tools, errors, int(first), int(last), label,
     )  # fmt: skip
 
 
@@ -1847,8 +1851,10 @@ class SessionStore:
         rows = (
             self._scan_conn()
             .execute(
-                f"SELECT {columns} FROM messages m JOIN transcripts t"
-                f" ON t.session_id = m.session_id WHERE {where}{SESSION_USAGE_GROUP}",
+                SESSION_USAGE_LABELLED.format(
+                    rows=f"SELECT {columns} FROM messages m JOIN transcripts t"
+                    f" ON t.session_id = m.session_id WHERE {where}{SESSION_USAGE_GROUP}"
+                ),
                 args,
             )
             .fetchall()

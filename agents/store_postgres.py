@@ -58,6 +58,7 @@ from agents.store import (
     PRUNE_BATCH,
     SESSION_USAGE_COLUMNS,
     SESSION_USAGE_GROUP,
+    SESSION_USAGE_LABELLED,
     SQL_NOT_REFUSED,
     SQL_USAGE_POINTS,
     SQL_USER_NOT_REFUSED,
@@ -1127,8 +1128,10 @@ class PostgresSessionStore:
         )
         rows = await self._scan(
             lambda c: c.fetch(
-                f"SELECT {columns} FROM messages m JOIN transcripts t"
-                f" ON t.session_id = m.session_id WHERE {where}{SESSION_USAGE_GROUP}",
+                SESSION_USAGE_LABELLED.format(
+                    rows=f"SELECT {columns} FROM messages m JOIN transcripts t"
+                    f" ON t.session_id = m.session_id WHERE {where}{SESSION_USAGE_GROUP}"
+                ),
                 *args,
             )
         )

@@ -136,6 +136,18 @@ class TestSessionsUsage:
         first = await ws.ok("sessions.usage", ui_params(limit=1))
         assert len(first["sessions"]) == 1 and first["totals"] == family["totals"]
 
+    async def test_a_session_s_label_is_its_name_in_the_list(self, ws: GatewayWs) -> None:
+        """As OpenClaw's Usage page names a session: its label; one without has none."""
+        await chat(ws, "named", "one")
+        await chat(ws, "plain", "two")
+        await ws.ok("sessions.patch", {"key": "named", "label": "Release notes"})
+        for group_by in ("family", "instance"):
+            answer = await ws.ok("sessions.usage", ui_params(groupBy=group_by))
+            labels = {s["key"]: s.get("label") for s in answer["sessions"]}
+            assert labels == {"agent:main:named": "Release notes", "agent:main:plain": None}
+            plain = next(s for s in answer["sessions"] if s["key"] == "agent:main:plain")
+            assert "label" not in plain  # as OpenClaw leaves it out
+
     async def test_days_in_the_caller_s_time_zone(
         self, make_gateway: MakeGateway, tmp_path: Path
     ) -> None:

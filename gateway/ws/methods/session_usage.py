@@ -396,6 +396,7 @@ def _session(unit: _Unit, family: bool, context_weight: bool) -> dict[str, Any]:
     newest = max(models, key=lambda row: row.last) if models else None
     entry: dict[str, Any] = {
         "key": unit.key,
+        **({"label": unit.current.label} if unit.current.label is not None else {}),
         "sessionId": usage["sessionId"],
         "scope": "family" if family else "instance",
         "updatedAt": unit.last,
