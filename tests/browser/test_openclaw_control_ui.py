@@ -381,9 +381,9 @@ def test_the_memory_settings_say_there_is_no_memory_plugin(
     ui: Page, gateway: GatewayProcess
 ) -> None:
     """The Memory settings' overview (`doctor.memory.status`, which said `unknown method`):
-    OpenClaw's own "needs attention" for no memory plugin. Its probe of the memory plugin's
-    config (`config.schema.lookup`) is not found, as on OpenClaw for a path outside the
-    config's schema, which the page reads as support unknown."""
+    OpenClaw's own "needs attention" for no memory plugin, and its dream diary, none. Its
+    probe of the memory plugin's config (`config.schema.lookup`) is not found, as on OpenClaw
+    for a path outside the config's schema, which the page reads as support unknown."""
     ui.driver.get(f"{gateway.url}/#token={TOKEN}")
     composer(ui)
     ui.until(lambda: "Connected" in body_text(ui), "the connected state")
@@ -393,7 +393,10 @@ def test_the_memory_settings_say_there_is_no_memory_plugin(
     ui.until(lambda: answered(gateway, "config.schema.lookup"), "the memory plugin's probe")
     text = body_text(ui)
     assert "memory plugin unavailable" in text and "ENGINE HEALTH" in text, text
-    assert "unknown method" not in text
+    # Its dream diary (`doctor.memory.dreamDiary`, which said `unknown method`): none.
+    next(b for b in ui.all("button") if b.text.strip() == "Read the dream diary").click()
+    ui.until(lambda: "doctor.memory.dreamDiary" in calls(gateway, ok=True), "the dream diary")
+    assert "unknown method" not in body_text(ui)
     assert console_errors(ui) == []
     assert refused_calls(gateway) == {"config.schema.lookup": "INVALID_REQUEST"}
 

@@ -476,6 +476,7 @@ class TestHelloOk:
                     "chat.metadata",
                     "tools.github.status",
                     "doctor.memory.status",
+                    "doctor.memory.dreamDiary",
                     "config.schema.lookup",
                     "exec.approvals.get",
                     "exec.approvals.set",

@@ -2148,6 +2148,24 @@ class TestOpenClawControlUiFeatureReads:
             frame = await ws.call("doctor.memory.status", params)
             assert frame["error"]["message"] == message, params
 
+    async def test_no_agent_has_a_dream_diary(self, gateway: Gateway) -> None:
+        """The Memory settings' dream diary: OpenClaw's answer for a workspace without one
+        (clawgate's agents have no workspace, so no diary)."""
+        ws = await gateway.connected(scopes=["operator.read"])
+        none = {"agentId": "main", "found": False, "path": "DREAMS.md"}
+        assert await ws.ok("doctor.memory.dreamDiary", {}) == none
+        assert await ws.ok("doctor.memory.dreamDiary", {"agentId": "Main"}) == none
+        bad = [
+            (
+                {"agentId": 3},
+                "invalid doctor.memory.dreamDiary params: at /agentId: must be string",
+            ),
+            ({"agentId": "ghost"}, "Unknown agent 'ghost'."),
+        ]
+        for params, message in bad:
+            frame = await ws.call("doctor.memory.dreamDiary", params)
+            assert frame["error"]["message"] == message, params
+
     async def test_config_schema_lookup_finds_no_openclaw_path(self, gateway: Gateway) -> None:
         """A path outside clawgate's config (the Memory settings ask for a memory plugin's) is
         not found, as OpenClaw answers; one of clawgate's own has no JSON Schema to send."""

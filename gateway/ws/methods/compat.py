@@ -439,6 +439,14 @@ def memory_status_params(r: ParamReader) -> AgentTarget:
     return AgentTarget(None, r.string("agentId", max_len=SESSION_KEY_MAX) or None)
 
 
+DREAM_DIARY = "DREAMS.md"  # OpenClaw's name of a diary it did not find
+
+
+def agent_id_or_default_params(r: ParamReader) -> AgentTarget:
+    """`{agentId?}`: an empty `agentId` is the default agent."""
+    return AgentTarget(None, r.string("agentId", max_len=SESSION_KEY_MAX) or None)
+
+
 CONFIG_PATH_MAX = 1024  # OpenClaw's bound on a `config.schema.lookup` path
 CONFIG_PATH = re.compile(r"[A-Za-z0-9_./\[\]\-*]+")
 
@@ -736,6 +744,12 @@ def register(methods: MethodRegistry) -> None:
             "agentId": params.resolve(ctx),
             "embedding": {"ok": False, "error": NO_MEMORY_PLUGIN},
         }
+
+    # The Memory settings' dream diary (OpenClaw's DREAMS.md in the agent's workspace): the
+    # agents have no workspace, so none is found, as OpenClaw answers for one without it.
+    @methods.method("doctor.memory.dreamDiary", params=agent_id_or_default_params, scope=READ)
+    async def doctor_memory_dream_diary(ctx: CallContext, params: AgentTarget) -> Any:
+        return {"agentId": params.resolve(ctx), "found": False, "path": DREAM_DIARY}
 
     # A config path's JSON Schema. A path outside clawgate's config (OpenClaw's `plugins`,
     # which its Memory settings ask about) is not found, as OpenClaw answers one; clawgate's
