@@ -363,7 +363,8 @@ def test_the_profile_settings_say_github_is_not_connected(
     ui: Page, gateway: GatewayProcess
 ) -> None:
     """The Profile settings' GitHub identity (`tools.github.status`, which said `unknown
-    method`): none configured or detected, and nothing goes to the console."""
+    method`): none configured or detected, and nothing goes to the console; the agent's
+    account it opens lists no tools of the gateway's and says why."""
     ui.driver.get(f"{gateway.url}/#token={TOKEN}")
     composer(ui)
     ui.until(lambda: "Connected" in body_text(ui), "the connected state")
@@ -372,9 +373,18 @@ def test_the_profile_settings_say_github_is_not_connected(
     ui.until(lambda: answered(gateway, "tools.github.status"), "the GitHub identity")
     ui.until(lambda: "GitHub for main" in body_text(ui), "the main agent's GitHub")
     ui.until(lambda: "No credentials" in body_text(ui), "no GitHub credentials")
+    # The agent's account: its tools (`tools.catalog`, `tools.effective`, which said `unknown
+    # method`), none of the gateway's.
+    next(b for b in ui.all("button") if b.text.strip() == "View agent account").click()
+    ui.until(
+        lambda: {"tools.catalog", "tools.effective"} <= set(calls(gateway, ok=True)),
+        "the agent's tools",
+    )
+    ui.until(lambda: "no tools of the gateway's" in body_text(ui), "the notice")
+    assert "No tools are available for this session right now." in body_text(ui)
     assert "unknown method" not in body_text(ui)
     assert console_errors(ui) == []
-    assert "tools.github.status" not in refused_calls(gateway), refused_calls(gateway)
+    assert refused_calls(gateway) == {}, refused_calls(gateway)
 
 
 def test_the_memory_settings_say_there_is_no_memory_plugin(

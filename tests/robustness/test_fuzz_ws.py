@@ -916,6 +916,8 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     "tools.github.status": {"agentId": "main", "selectedScope": "agent"},
     "doctor.memory.status": {"agentId": "main", "probe": True, "deep": False},
     "doctor.memory.dreamDiary": {"agentId": "main"},
+    "tools.catalog": {"agentId": "main", "includePlugins": True},
+    "tools.effective": {"sessionKey": KEY, "agentId": "main"},
     "config.schema.lookup": {"path": "plugins.entries.memory-core.config"},
     # `cursor` goes without a history (none was given out): a walk's value here.
     "approval.history": {"cursor": None, "limit": 50, "kind": "plugin"},

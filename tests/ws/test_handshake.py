@@ -476,6 +476,8 @@ class TestHelloOk:
                     "chat.metadata",
                     "tools.github.status",
                     "doctor.memory.status",
+                    "tools.catalog",
+                    "tools.effective",
                     "doctor.memory.dreamDiary",
                     "config.schema.lookup",
                     "exec.approvals.get",

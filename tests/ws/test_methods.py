@@ -2148,6 +2148,45 @@ class TestOpenClawControlUiFeatureReads:
             frame = await ws.call("doctor.memory.status", params)
             assert frame["error"]["message"] == message, params
 
+    async def test_the_agents_have_no_gateway_tools(self, gateway: Gateway) -> None:
+        """The Profile settings' "View agent account": the tool catalog and a session's
+        effective tools. clawgate's agents have no tools of the gateway's (a client's tools
+        come with its request): none, no tool profile, and a notice that says so."""
+        ws = await gateway.connected(scopes=["operator.read"])
+        catalog = {"agentId": "main", "profiles": [], "groups": []}
+        assert await ws.ok("tools.catalog", {}) == catalog
+        assert await ws.ok("tools.catalog", {"agentId": "main", "includePlugins": True}) == catalog
+        effective = await ws.ok("tools.effective", {"sessionKey": "main"})
+        assert effective == {
+            "agentId": "main",
+            "profile": "none",
+            "groups": [],
+            "notices": [
+                {
+                    "id": "no-gateway-tools",
+                    "severity": "info",
+                    "message": "clawgate's agents have no tools of the gateway's: a client's"
+                    " tools come with its request.",
+                }
+            ],
+        }
+        key = {"sessionKey": "agent:main:other", "agentId": "main"}
+        assert (await ws.ok("tools.effective", key))["agentId"] == "main"
+        bad = [
+            ("tools.catalog", {"agentId": "ghost"}, "Unknown agent 'ghost'."),
+            ("tools.catalog", {"includePlugins": 1}, "at /includePlugins: must be boolean"),
+            ("tools.effective", {}, "at /sessionKey: is required"),
+            (
+                "tools.effective",
+                {"sessionKey": "main", "agentId": 1},
+                "at /agentId: must be string",
+            ),
+            ("tools.effective", {"sessionKey": "agent:ghost:x"}, "Unknown agent 'ghost'."),
+        ]
+        for method, params, message in bad:
+            frame = await ws.call(method, params)
+            assert frame["error"]["message"].endswith(message), (method, params)
+
     async def test_no_agent_has_a_dream_diary(self, gateway: Gateway) -> None:
         """The Memory settings' dream diary: OpenClaw's answer for a workspace without one
         (clawgate's agents have no workspace, so no diary)."""

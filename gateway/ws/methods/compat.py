@@ -440,6 +440,22 @@ def memory_status_params(r: ParamReader) -> AgentTarget:
 
 
 DREAM_DIARY = "DREAMS.md"  # OpenClaw's name of a diary it did not find
+# The Profile settings' "View agent account": OpenClaw's tool catalog and a session's effective
+# tools. clawgate's agents have no tools of the gateway's (no OpenClaw core or plugin tools,
+# no tool profiles); an HTTP client's tools come with its request. So none, the profile
+# "none", and a notice saying why.
+NO_GATEWAY_TOOLS_NOTICE: dict[str, Any] = {
+    "id": "no-gateway-tools",
+    "severity": "info",
+    "message": "clawgate's agents have no tools of the gateway's: a client's tools come with"
+    " its request.",
+}
+
+
+def tools_catalog_params(r: ParamReader) -> AgentTarget:
+    """`tools.catalog {agentId?, includePlugins?}`."""
+    r.boolean("includePlugins")
+    return agent_id_params(r)
 
 
 def agent_id_or_default_params(r: ParamReader) -> AgentTarget:
@@ -743,6 +759,19 @@ def register(methods: MethodRegistry) -> None:
         return {
             "agentId": params.resolve(ctx),
             "embedding": {"ok": False, "error": NO_MEMORY_PLUGIN},
+        }
+
+    @methods.method("tools.catalog", params=tools_catalog_params, scope=READ)
+    async def tools_catalog(ctx: CallContext, params: AgentTarget) -> Any:
+        return {"agentId": params.resolve(ctx), "profiles": [], "groups": []}
+
+    @methods.method("tools.effective", params=AgentTarget.parse_session, scope=READ)
+    async def tools_effective(ctx: CallContext, params: AgentTarget) -> Any:
+        return {
+            "agentId": params.resolve(ctx),
+            "profile": "none",
+            "groups": [],
+            "notices": [NO_GATEWAY_TOOLS_NOTICE],
         }
 
     # The Memory settings' dream diary (OpenClaw's DREAMS.md in the agent's workspace): the
