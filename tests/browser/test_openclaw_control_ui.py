@@ -519,3 +519,24 @@ def test_the_devices_settings_show_the_exec_policy_as_deny(
     assert "unknown method" not in body_text(ui)
     assert console_errors(ui) == []
     assert refused_calls(gateway) == {"exec.approvals.set": "INVALID_REQUEST"}
+
+
+def test_a_channel_s_set_up_says_clawgate_has_no_channels(
+    ui: Page, gateway: GatewayProcess
+) -> None:
+    """The Channels page's "Set up" of a channel (`wizard.start`, which said `unknown
+    method`): refused, and the page says why."""
+    ui.driver.get(f"{gateway.url}/#token={TOKEN}")
+    composer(ui)
+    ui.until(lambda: "Connected" in body_text(ui), "the connected state")
+    ui.driver.get(f"{gateway.url}/channels")
+    ui.until(lambda: ui.driver.title.startswith("Channels"), "the channels view")
+    set_up = ui.until(
+        lambda: [b for b in ui.all("button") if b.text.strip() == "Set up" and b.is_displayed()],
+        "a channel's Set up",
+    )
+    set_up[0].click()
+    ui.until(lambda: "clawgate has no channels" in body_text(ui), "the reason shown")
+    assert "unknown method" not in body_text(ui)
+    assert console_errors(ui) == []
+    assert refused_calls(gateway) == {"wizard.start": "UNAVAILABLE"}, refused_calls(gateway)

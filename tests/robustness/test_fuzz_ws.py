@@ -917,6 +917,13 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     "doctor.memory.status": {"agentId": "main", "probe": True, "deep": False},
     "doctor.memory.dreamDiary": {"agentId": "main"},
     "tools.catalog": {"agentId": "main", "includePlugins": True},
+    "wizard.start": {
+        "mode": "local",
+        "workspace": "w",
+        "installDaemon": False,
+        "flow": "channels",
+        "channel": "telegram",
+    },
     "tools.effective": {"sessionKey": KEY, "agentId": "main"},
     "config.schema.lookup": {"path": "plugins.entries.memory-core.config"},
     # `cursor` goes without a history (none was given out): a walk's value here.

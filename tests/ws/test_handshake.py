@@ -476,6 +476,7 @@ class TestHelloOk:
                     "chat.metadata",
                     "tools.github.status",
                     "doctor.memory.status",
+                    "wizard.start",
                     "tools.catalog",
                     "tools.effective",
                     "doctor.memory.dreamDiary",

@@ -2187,6 +2187,36 @@ class TestOpenClawControlUiFeatureReads:
             frame = await ws.call(method, params)
             assert frame["error"]["message"].endswith(message), (method, params)
 
+    async def test_no_setup_wizard_runs(self, gateway: Gateway) -> None:
+        """The Channels page's "Set up" (`wizard.start {flow: "channels", channel}`) and
+        OpenClaw's setup wizard: clawgate has no channels and is set up in its config file, so
+        neither starts; the page shows why."""
+        ws = await gateway.connected(scopes=["operator.admin"])
+        frame = await ws.call("wizard.start", {"flow": "channels", "channel": "telegram"})
+        assert frame["error"] == {
+            "code": "UNAVAILABLE",
+            "message": "clawgate has no channels: it answers its HTTP and WebSocket clients only",
+        }
+        for params in ({}, {"flow": "setup", "mode": "local", "installDaemon": False}):
+            frame = await ws.call("wizard.start", params)
+            assert frame["error"] == {
+                "code": "UNAVAILABLE",
+                "message": "clawgate has no setup wizard: it is set up in its config file",
+            }, params
+        bad = [
+            ({"flow": "all"}, 'at /flow: must be one of "setup", "channels"'),
+            ({"mode": "cloud"}, 'at /mode: must be one of "local", "remote"'),
+            ({"channel": ""}, "at /channel: must not be empty"),
+            ({"installDaemon": "yes"}, "at /installDaemon: must be boolean"),
+            ({"workspace": 1}, "at /workspace: must be string"),
+        ]
+        for params, message in bad:
+            frame = await ws.call("wizard.start", params)
+            assert frame["error"]["message"] == f"invalid wizard.start params: {message}", params
+        reader = await gateway.connected(scopes=["operator.read", "operator.write"])
+        frame = await reader.call("wizard.start", {"flow": "channels"})
+        assert frame["error"]["message"] == "missing scope: operator.admin"
+
     async def test_no_agent_has_a_dream_diary(self, gateway: Gateway) -> None:
         """The Memory settings' dream diary: OpenClaw's answer for a workspace without one
         (clawgate's agents have no workspace, so no diary)."""

@@ -452,6 +452,27 @@ NO_GATEWAY_TOOLS_NOTICE: dict[str, Any] = {
 }
 
 
+# OpenClaw's setup wizards: the Channels page's "Set up" (`flow: "channels"`) and the gateway's
+# own setup. clawgate has no channels and is set up in its config file: neither starts, and
+# the page shows why.
+NO_CHANNELS = "clawgate has no channels: it answers its HTTP and WebSocket clients only"
+NO_SETUP_WIZARD = "clawgate has no setup wizard: it is set up in its config file"
+WIZARD_FLOWS = ("setup", "channels")
+WIZARD_MODES = ("local", "remote")
+
+
+def wizard_start_params(r: ParamReader) -> str:
+    """`wizard.start {mode?, workspace?, installDaemon?, flow?, channel?}`: the flow."""
+    for key, choices in (("mode", WIZARD_MODES), ("flow", WIZARD_FLOWS)):
+        value = r.string(key)
+        if value is not None and value not in choices:
+            raise r.fail(key, "must be one of " + ", ".join(f'"{c}"' for c in choices))
+    r.string("workspace")
+    r.boolean("installDaemon")
+    r.string("channel", non_empty=True, max_len=SESSION_KEY_MAX)
+    return r.string("flow") or "setup"
+
+
 def tools_catalog_params(r: ParamReader) -> AgentTarget:
     """`tools.catalog {agentId?, includePlugins?}`."""
     r.boolean("includePlugins")
@@ -760,6 +781,10 @@ def register(methods: MethodRegistry) -> None:
             "agentId": params.resolve(ctx),
             "embedding": {"ok": False, "error": NO_MEMORY_PLUGIN},
         }
+
+    @methods.method("wizard.start", params=wizard_start_params, scope=ADMIN)
+    async def wizard_start(ctx: CallContext, flow: str) -> Any:
+        raise WsError(UNAVAILABLE, NO_CHANNELS if flow == "channels" else NO_SETUP_WIZARD)
 
     @methods.method("tools.catalog", params=tools_catalog_params, scope=READ)
     async def tools_catalog(ctx: CallContext, params: AgentTarget) -> Any:
