@@ -540,3 +540,22 @@ def test_a_channel_s_set_up_says_clawgate_has_no_channels(
     assert "unknown method" not in body_text(ui)
     assert console_errors(ui) == []
     assert refused_calls(gateway) == {"wizard.start": "UNAVAILABLE"}, refused_calls(gateway)
+
+
+def test_a_worktree_clean_up_finds_nothing_to_clean(ui: Page, gateway: GatewayProcess) -> None:
+    """The Worktrees page's "Clean up now" (`worktrees.gc`, which said `unknown method`)."""
+    ui.driver.get(f"{gateway.url}/#token={TOKEN}")
+    composer(ui)
+    ui.until(lambda: "Connected" in body_text(ui), "the connected state")
+    ui.driver.get(f"{gateway.url}/worktrees")
+    ui.until(lambda: answered(gateway, "worktrees.list"), "the worktrees listed")
+    clean = ui.until(
+        lambda: [b for b in ui.all("button") if b.text.strip() == "Clean up now"],
+        "the Clean up now button",
+    )
+    clean[0].click()
+    ui.until(lambda: "worktrees.gc" in calls(gateway, ok=True), "the clean-up")
+    ui.until(lambda: "No managed worktrees." in body_text(ui), "still none")
+    assert "unknown method" not in body_text(ui)
+    assert console_errors(ui) == []
+    assert refused_calls(gateway) == {}, refused_calls(gateway)

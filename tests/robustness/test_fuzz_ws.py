@@ -896,6 +896,7 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     },
     "themes.list": {},
     "worktrees.list": {},
+    "worktrees.gc": {},
     "channels.pairing.list": {"channel": "telegram", "accountId": "default"},
     "chat.subscribe": {"sessionKey": KEY},
     "chat.unsubscribe": {"sessionKey": KEY},

@@ -460,6 +460,7 @@ class TestHelloOk:
                     "last-heartbeat",
                     "diagnostics.stability",
                     "worktrees.list",
+                    "worktrees.gc",
                     "plugins.list",
                     "progressCard.get",
                     "sessions.branches.list",

@@ -2092,6 +2092,16 @@ class TestOpenClawControlUiFeatureReads:
         assert frame["error"]["message"] == "missing scope: operator.pairing"
         assert await reader.ok("worktrees.list", {}) == {"worktrees": []}
 
+    async def test_a_worktree_clean_up_has_nothing_to_clean(self, gateway: Gateway) -> None:
+        """The Worktrees page's "Clean up now" (`worktrees.gc`, admin): no worktrees, so none
+        removed, no orphans deleted, no snapshots pruned."""
+        ws = await gateway.connected(scopes=["operator.admin"])
+        cleaned = {"removed": [], "orphansDeleted": 0, "snapshotsPruned": 0}
+        assert await ws.ok("worktrees.gc", {}) == cleaned
+        reader = await gateway.connected(scopes=["operator.read", "operator.write"])
+        frame = await reader.call("worktrees.gc", {})
+        assert frame["error"]["message"] == "missing scope: operator.admin"
+
     async def test_tools_github_status_has_no_identity(self, gateway: Gateway) -> None:
         """The Profile settings' GitHub identity of an agent: none configured at either scope
         and none detected, in OpenClaw's shape; its params checked as OpenClaw checks them."""

@@ -82,6 +82,8 @@ EMPTY_STATES: tuple[tuple[str, str, Any], ...] = (
     ),
     # The Worktrees page: no agent workspaces, so no git worktrees of theirs.
     ("worktrees.list", READ, {"worktrees": []}),
+    # Its "Clean up now": none to remove, no orphans, no snapshots.
+    ("worktrees.gc", ADMIN, {"removed": [], "orphansDeleted": 0, "snapshotsPruned": 0}),
     # The Plugins page: none installed, and none to install from here.
     (
         "plugins.list",
