@@ -559,3 +559,30 @@ def test_a_worktree_clean_up_finds_nothing_to_clean(ui: Page, gateway: GatewayPr
     assert "unknown method" not in body_text(ui)
     assert console_errors(ui) == []
     assert refused_calls(gateway) == {}, refused_calls(gateway)
+
+
+def test_continue_with_github_says_authorization_could_not_start(
+    ui: Page, gateway: GatewayProcess
+) -> None:
+    """The Profile settings' "Change System GitHub", then "Continue with GitHub"
+    (`tools.github.authorize.start`, which said `unknown method`): OpenClaw's failure without
+    its GitHub device login."""
+    ui.driver.get(f"{gateway.url}/#token={TOKEN}")
+    composer(ui)
+    ui.until(lambda: "Connected" in body_text(ui), "the connected state")
+    ui.driver.get(f"{gateway.url}/settings/profile")
+    ui.until(lambda: answered(gateway, "tools.github.status"), "the GitHub identity")
+
+    def button(text: str) -> Any:
+        shown = lambda: [  # noqa: E731
+            b for b in ui.all("button") if b.text.strip() == text and b.is_displayed()
+        ]
+        return ui.until(shown, text)[0]
+
+    button("Change System GitHub").click()
+    button("Continue with GitHub").click()
+    ui.until(lambda: "GitHub authorization could not start" in body_text(ui), "the failure")
+    assert "unknown method" not in body_text(ui)
+    assert console_errors(ui) == []
+    refused = refused_calls(gateway)
+    assert refused == {"tools.github.authorize.start": "UNAVAILABLE"}, refused

@@ -2142,6 +2142,64 @@ class TestOpenClawControlUiFeatureReads:
         frame = await ws.call("tools.github.status", {"agentId": "ghost", "selectedScope": "agent"})
         assert frame["error"]["message"] == "Unknown agent 'ghost'."
 
+    async def test_github_setup_fails_as_on_openclaw_without_its_services(
+        self, gateway: Gateway
+    ) -> None:
+        """The Profile settings' "Continue with GitHub" (`tools.github.authorize.*`) and a
+        token set up (`tools.github.configure`): clawgate runs no GitHub device login and
+        keeps no GitHub token, so they fail as OpenClaw's do without its authorization
+        service or the temporary credential; going back to inherit changes nothing."""
+        ws = await gateway.connected(scopes=["operator.admin"])
+        target = {"scope": "system", "agentId": "main"}
+        request = {"requestId": "github-device-" + "a" * 32}
+        refused = [
+            ("tools.github.authorize.start", target, "GitHub authorization could not start"),
+            ("tools.github.authorize.poll", request, "GitHub authorization polling failed"),
+            (
+                "tools.github.authorize.cancel",
+                request,
+                "GitHub authorization lifecycle is unavailable",
+            ),
+            (
+                "tools.github.configure",
+                {**target, "mode": "managed", "secretName": "github-setup-" + "b" * 32},
+                "GitHub identity setup failed",
+            ),
+        ]
+        for method, params, message in refused:
+            frame = await ws.call(method, params)
+            assert frame["error"] == {"code": "UNAVAILABLE", "message": message}, method
+        inherit = await ws.ok(
+            "tools.github.configure", {"scope": "agent", "agentId": "main", "mode": "inherit"}
+        )
+        status = await ws.ok("tools.github.status", {"agentId": "main", "selectedScope": "agent"})
+        assert inherit == status
+        bad = [
+            ("tools.github.authorize.start", {"scope": "x", "agentId": "main"}, "at /scope"),
+            ("tools.github.authorize.start", {"scope": "system"}, "at /agentId: is required"),
+            ("tools.github.authorize.poll", {"requestId": "x"}, "at /requestId"),
+            ("tools.github.authorize.cancel", {}, "at /requestId: is required"),
+            ("tools.github.configure", {**target, "mode": "other"}, "at /mode"),
+            (
+                "tools.github.configure",
+                {**target, "mode": "managed", "secretName": "x"},
+                "at /secretName",
+            ),
+            (
+                "tools.github.configure",
+                {**target, "mode": "managed", "secretName": "github-setup-" + "b" * 32,
+                 "gitAuthor": {"name": 1}},
+                "at /gitAuthor/name: must be string",
+            ),
+            ("tools.github.authorize.start", {**target, "agentId": "ghost"}, "Unknown agent"),
+        ]  # fmt: skip
+        for method, params, message in bad:
+            frame = await ws.call(method, params)
+            assert message in frame["error"]["message"], (method, params, frame)
+        reader = await gateway.connected(scopes=["operator.read", "operator.write"])
+        frame = await reader.call("tools.github.authorize.start", target)
+        assert frame["error"]["message"] == "missing scope: operator.admin"
+
     async def test_doctor_memory_status_has_no_memory_plugin(self, gateway: Gateway) -> None:
         """The Memory settings' overview: OpenClaw's answer with no memory plugin."""
         ws = await gateway.connected(scopes=["operator.read"])

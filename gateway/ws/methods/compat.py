@@ -429,6 +429,56 @@ class GitHubStatusParams:
         return cls(AgentTarget(None, agent_id), scope)
 
 
+# GitHub set-up as OpenClaw answers it without its device-login service (`authorize.*`) or
+# without the temporary credential a token's set-up hands over (`configure`, managed): clawgate
+# has neither, and keeps no GitHub token.
+GITHUB_AUTHORIZE_START_FAILED = "GitHub authorization could not start"
+GITHUB_AUTHORIZE_POLL_FAILED = "GitHub authorization polling failed"
+GITHUB_AUTHORIZE_UNAVAILABLE = "GitHub authorization lifecycle is unavailable"
+GITHUB_SETUP_FAILED = "GitHub identity setup failed"
+GITHUB_DEVICE_REQUEST = re.compile(r"github-device-[a-f0-9]{32}")
+GITHUB_SETUP_HANDLE = re.compile(r"github-setup-[a-f0-9]{32}")
+GITHUB_AUTHOR_MAX = 256
+
+
+def _github_scope(r: ParamReader, key: str) -> str:
+    scope = r.required_string(key)
+    if scope not in GITHUB_SCOPES:
+        raise r.fail(key, f"must be one of {', '.join(GITHUB_SCOPES)}")
+    return scope
+
+
+def github_target_params(r: ParamReader) -> GitHubStatusParams:
+    """`tools.github.authorize.start {scope, agentId}`."""
+    scope = _github_scope(r, "scope")
+    return GitHubStatusParams(
+        AgentTarget(None, r.required_string("agentId", max_len=SESSION_KEY_MAX)), scope
+    )
+
+
+def github_request_params(r: ParamReader) -> None:
+    """`tools.github.authorize.poll`/`cancel {requestId}`: a device request's id."""
+    if not GITHUB_DEVICE_REQUEST.fullmatch(r.required_string("requestId")):
+        raise r.fail("requestId", f"must match ^{GITHUB_DEVICE_REQUEST.pattern}$")
+
+
+def github_configure_params(r: ParamReader) -> tuple[GitHubStatusParams, bool]:
+    """`tools.github.configure {scope, agentId, mode: "managed" | "inherit", …}`: the target,
+    and whether it sets up a token (`managed`: `secretName`, `gitAuthor?`)."""
+    target = github_target_params(r)
+    mode = r.required_string("mode")
+    if mode not in ("managed", "inherit"):
+        raise r.fail("mode", "must be one of managed, inherit")
+    if mode == "managed":
+        if not GITHUB_SETUP_HANDLE.fullmatch(r.required_string("secretName")):
+            raise r.fail("secretName", f"must match ^{GITHUB_SETUP_HANDLE.pattern}$")
+        author = r.object("gitAuthor")
+        if author is not None:
+            author.string("name", max_len=GITHUB_AUTHOR_MAX)
+            author.string("email", max_len=GITHUB_AUTHOR_MAX)
+    return target, mode == "managed"
+
+
 # OpenClaw's memory search is a plugin's; clawgate has none: its answer when no memory plugin
 # is selected.
 NO_MEMORY_PLUGIN = "memory plugin unavailable"
@@ -762,19 +812,35 @@ def register(methods: MethodRegistry) -> None:
             answer["runtimeSelectionLocked"] = False
         return answer
 
-    # The Profile settings' GitHub identity of an agent's tools: none configured at either
-    # scope, and none detected (OpenClaw's system scope is what `gh` finds on its host), so
-    # the selected scope's identity is the effective one for "system" and none for "agent".
+    # The Profile settings' GitHub identity of an agent's tools (_github_status).
     @methods.method("tools.github.status", params=GitHubStatusParams.parse, scope=READ)
     async def tools_github_status(ctx: CallContext, params: GitHubStatusParams) -> Any:
-        agent_id = params.target.resolve(ctx)
-        selected = NO_GITHUB_IDENTITY if params.scope == "system" else None
-        return {
-            "agentId": agent_id,
-            "selectedScope": params.scope,
-            "selected": {"scope": params.scope, "configured": False, "identity": selected},
-            "effective": NO_GITHUB_IDENTITY,
-        }
+        return _github_status(ctx, params)
+
+    # Setting GitHub up: see GITHUB_SETUP_FAILED. Going back to inherit (no identity of the
+    # scope's own) changes nothing, as none is configured: the scope's status.
+    @methods.method("tools.github.configure", params=github_configure_params, scope=ADMIN)
+    async def tools_github_configure(
+        ctx: CallContext, params: tuple[GitHubStatusParams, bool]
+    ) -> Any:
+        target, managed = params
+        status = _github_status(ctx, target)
+        if managed:
+            raise WsError(UNAVAILABLE, GITHUB_SETUP_FAILED)
+        return status
+
+    @methods.method("tools.github.authorize.start", params=github_target_params, scope=ADMIN)
+    async def tools_github_authorize_start(ctx: CallContext, params: GitHubStatusParams) -> Any:
+        params.target.resolve(ctx)
+        raise WsError(UNAVAILABLE, GITHUB_AUTHORIZE_START_FAILED)
+
+    @methods.method("tools.github.authorize.poll", params=github_request_params, scope=ADMIN)
+    async def tools_github_authorize_poll(ctx: CallContext, params: None) -> Any:
+        raise WsError(UNAVAILABLE, GITHUB_AUTHORIZE_POLL_FAILED)
+
+    @methods.method("tools.github.authorize.cancel", params=github_request_params, scope=ADMIN)
+    async def tools_github_authorize_cancel(ctx: CallContext, params: None) -> Any:
+        raise WsError(UNAVAILABLE, GITHUB_AUTHORIZE_UNAVAILABLE)
 
     # The Memory settings' overview: no memory plugin, so no search and no embeddings.
     @methods.method("doctor.memory.status", params=memory_status_params, scope=READ)
@@ -965,6 +1031,20 @@ def register(methods: MethodRegistry) -> None:
         if params.history is None:
             return {"resolution": {"ok": False}}
         return await history(ctx, params.history, params.max_bytes)
+
+
+def _github_status(ctx: CallContext, params: GitHubStatusParams) -> dict[str, Any]:
+    """No GitHub identity configured at either scope, and none detected (OpenClaw's system
+    scope is what `gh` finds on its host): the selected scope's identity is the effective one
+    for "system" and none for "agent"."""
+    agent_id = params.target.resolve(ctx)
+    selected = NO_GITHUB_IDENTITY if params.scope == "system" else None
+    return {
+        "agentId": agent_id,
+        "selectedScope": params.scope,
+        "selected": {"scope": params.scope, "configured": False, "identity": selected},
+        "effective": NO_GITHUB_IDENTITY,
+    }
 
 
 def _session_feature(answer: Any) -> Any:
