@@ -586,3 +586,30 @@ def test_continue_with_github_says_authorization_could_not_start(
     assert console_errors(ui) == []
     refused = refused_calls(gateway)
     assert refused == {"tools.github.authorize.start": "UNAVAILABLE"}, refused
+
+
+def test_a_github_token_set_up_says_there_is_no_secret_store(
+    ui: Page, gateway: GatewayProcess
+) -> None:
+    """The Profile settings' "Change System GitHub", "Use a PAT instead", a token saved
+    (`secrets.store.set`, which said `unknown method`): refused, and the page says why."""
+    ui.driver.get(f"{gateway.url}/#token={TOKEN}")
+    composer(ui)
+    ui.until(lambda: "Connected" in body_text(ui), "the connected state")
+    ui.driver.get(f"{gateway.url}/settings/profile")
+    ui.until(lambda: answered(gateway, "tools.github.status"), "the GitHub identity")
+
+    def button(text: str) -> Any:
+        shown = lambda: [  # noqa: E731
+            b for b in ui.all("button") if b.text.strip() == text and b.is_displayed()
+        ]
+        return ui.until(shown, text)[0]
+
+    button("Change System GitHub").click()
+    button("Use a PAT instead").click()
+    shown(ui, 'input[type="password"]').send_keys("ghp_" + "a" * 36)
+    button("Save Identity").click()
+    ui.until(lambda: "clawgate has no secret store" in body_text(ui), "the reason shown")
+    assert "unknown method" not in body_text(ui)
+    assert console_errors(ui) == []
+    assert refused_calls(gateway) == {"secrets.store.set": "UNAVAILABLE"}, refused_calls(gateway)

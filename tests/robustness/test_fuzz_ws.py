@@ -923,6 +923,12 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
         "gitAuthor": {"name": "n", "email": "e"},
     },
     "tools.github.authorize.start": {"scope": "agent", "agentId": "main"},
+    "secrets.store.set": {
+        "name": "API_KEY",
+        "value": "v",
+        "kind": "secret",
+        "allowedHosts": ["example.com"],
+    },
     "tools.github.authorize.poll": {"requestId": "github-device-" + "0" * 32},
     "tools.github.authorize.cancel": {"requestId": "github-device-" + "0" * 32},
     "doctor.memory.status": {"agentId": "main", "probe": True, "deep": False},

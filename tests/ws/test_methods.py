@@ -2200,6 +2200,33 @@ class TestOpenClawControlUiFeatureReads:
         frame = await reader.call("tools.github.authorize.start", target)
         assert frame["error"]["message"] == "missing scope: operator.admin"
 
+    async def test_a_secret_is_not_stored(self, gateway: Gateway) -> None:
+        """A secret saved (`secrets.store.set`, the Profile settings' GitHub token set up with
+        "Use a PAT instead"): clawgate has no secret store, its credentials are its config's;
+        refused, the value not kept, its params checked as OpenClaw checks them first."""
+        ws = await gateway.connected(scopes=["operator.admin"])
+        token = {"name": "github-setup-" + "c" * 32, "value": "ghp_x", "kind": "secret"}
+        for params in (token, {"name": "API_KEY", "value": "v", "kind": "env"}):
+            frame = await ws.call("secrets.store.set", params)
+            assert frame["error"] == {
+                "code": "UNAVAILABLE",
+                "message": "clawgate has no secret store: its credentials are set in its config"
+                " file",
+            }, params
+        bad = [
+            ({**token, "name": "lower"}, "at /name: must match"),
+            ({**token, "kind": "file"}, "at /kind: must be one of secret, env"),
+            ({**token, "value": "v" * 65_537}, "at /value: must have at most 65536 characters"),
+            ({"name": "API_KEY", "kind": "env"}, "at /value: is required"),
+            ({**token, "allowedHosts": ["a", 1]}, "at /allowedHosts/1: must be string"),
+        ]
+        for params, message in bad:
+            frame = await ws.call("secrets.store.set", params)
+            assert message in frame["error"]["message"], (params, frame)
+        reader = await gateway.connected(scopes=["operator.read", "operator.write"])
+        frame = await reader.call("secrets.store.set", token)
+        assert frame["error"]["message"] == "missing scope: operator.admin"
+
     async def test_doctor_memory_status_has_no_memory_plugin(self, gateway: Gateway) -> None:
         """The Memory settings' overview: OpenClaw's answer with no memory plugin."""
         ws = await gateway.connected(scopes=["operator.read"])

@@ -479,6 +479,30 @@ def github_configure_params(r: ParamReader) -> tuple[GitHubStatusParams, bool]:
     return target, mode == "managed"
 
 
+# OpenClaw's team secret store (the Secrets settings, a GitHub token's set-up): clawgate keeps
+# none, its credentials are its config's. A secret saved is refused and its value not kept.
+NO_SECRET_STORE = "clawgate has no secret store: its credentials are set in its config file"
+SECRET_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,127}|github-setup-[a-f0-9]{32}")
+SECRET_VALUE_MAX = 65_536
+SECRET_HOSTS_MAX = 128
+SECRET_HOST_MAX = 253
+
+
+def secrets_store_set_params(r: ParamReader) -> None:
+    """`secrets.store.set {name, value, kind, allowedHosts?}`, checked as OpenClaw checks it."""
+    if not SECRET_NAME.fullmatch(r.required_string("name")):
+        raise r.fail("name", f"must match ^(?:{SECRET_NAME.pattern})$")
+    r.required_string("value", non_empty=False, max_len=SECRET_VALUE_MAX)
+    if r.required_string("kind") not in ("secret", "env"):
+        raise r.fail("kind", "must be one of secret, env")
+    hosts = r.strings("allowedHosts")
+    if hosts is not None:
+        if len(hosts) > SECRET_HOSTS_MAX:
+            raise r.fail("allowedHosts", f"must have at most {SECRET_HOSTS_MAX} items")
+        if any(not host or len(host) > SECRET_HOST_MAX for host in hosts):
+            raise r.fail("allowedHosts", f"must hold names of 1 to {SECRET_HOST_MAX} characters")
+
+
 # OpenClaw's memory search is a plugin's; clawgate has none: its answer when no memory plugin
 # is selected.
 NO_MEMORY_PLUGIN = "memory plugin unavailable"
@@ -828,6 +852,10 @@ def register(methods: MethodRegistry) -> None:
         if managed:
             raise WsError(UNAVAILABLE, GITHUB_SETUP_FAILED)
         return status
+
+    @methods.method("secrets.store.set", params=secrets_store_set_params, scope=ADMIN)
+    async def secrets_store_set(ctx: CallContext, params: None) -> Any:
+        raise WsError(UNAVAILABLE, NO_SECRET_STORE)
 
     @methods.method("tools.github.authorize.start", params=github_target_params, scope=ADMIN)
     async def tools_github_authorize_start(ctx: CallContext, params: GitHubStatusParams) -> Any:
