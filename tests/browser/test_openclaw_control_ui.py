@@ -613,3 +613,31 @@ def test_a_github_token_set_up_says_there_is_no_secret_store(
     assert "unknown method" not in body_text(ui)
     assert console_errors(ui) == []
     assert refused_calls(gateway) == {"secrets.store.set": "UNAVAILABLE"}, refused_calls(gateway)
+
+
+def test_an_agent_s_files_say_it_has_no_workspace(ui: Page, gateway: GatewayProcess) -> None:
+    """The Agents settings' Files tab (`agents.files.list`, which said `unknown method`):
+    refused, and the tab says why."""
+    ui.driver.get(f"{gateway.url}/#token={TOKEN}")
+    composer(ui)
+    ui.until(lambda: "Connected" in body_text(ui), "the connected state")
+    ui.driver.get(f"{gateway.url}/settings/agents")
+    # The tab is inside the page's shadow DOM: found there.
+    files_tab = """
+        const walk = (root) => {
+          for (const el of root.querySelectorAll('button, [role=tab], wa-tab')) {
+            if (el.innerText.trim() === 'Files' && el.getClientRects().length) return el;
+          }
+          for (const el of root.querySelectorAll('*')) {
+            const found = el.shadowRoot && walk(el.shadowRoot);
+            if (found) return found;
+          }
+          return null;
+        };
+        return walk(document);
+    """
+    ui.until(lambda: ui.driver.execute_script(files_tab), "the Files tab").click()
+    ui.until(lambda: "clawgate's agents have no workspace" in body_text(ui), "the reason shown")
+    assert "unknown method" not in body_text(ui)
+    assert console_errors(ui) == []
+    assert refused_calls(gateway) == {"agents.files.list": "UNAVAILABLE"}, refused_calls(gateway)

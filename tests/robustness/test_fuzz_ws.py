@@ -934,6 +934,7 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     "doctor.memory.status": {"agentId": "main", "probe": True, "deep": False},
     "doctor.memory.dreamDiary": {"agentId": "main"},
     "tools.catalog": {"agentId": "main", "includePlugins": True},
+    "agents.files.list": {"agentId": "main"},
     "wizard.start": {
         "mode": "local",
         "workspace": "w",

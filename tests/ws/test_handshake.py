@@ -483,6 +483,7 @@ class TestHelloOk:
                     "tools.github.authorize.cancel",
                     "doctor.memory.status",
                     "wizard.start",
+                    "agents.files.list",
                     "tools.catalog",
                     "tools.effective",
                     "doctor.memory.dreamDiary",

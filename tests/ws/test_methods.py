@@ -2227,6 +2227,25 @@ class TestOpenClawControlUiFeatureReads:
         frame = await reader.call("secrets.store.set", token)
         assert frame["error"]["message"] == "missing scope: operator.admin"
 
+    async def test_an_agent_has_no_workspace_files(self, gateway: Gateway) -> None:
+        """The Agents settings' Files (`agents.files.list {agentId}`): OpenClaw's core files
+        of an agent's workspace; clawgate's agents have no workspace, so refused, saying so
+        (OpenClaw's answer needs the workspace's path)."""
+        ws = await gateway.connected(scopes=["operator.read"])
+        frame = await ws.call("agents.files.list", {"agentId": "main"})
+        assert frame["error"] == {
+            "code": "UNAVAILABLE",
+            "message": "clawgate's agents have no workspace: no files to list",
+        }
+        bad = [
+            ({}, "invalid agents.files.list params: at /agentId: is required"),
+            ({"agentId": ""}, "invalid agents.files.list params: at /agentId: must not be empty"),
+            ({"agentId": "ghost"}, "Unknown agent 'ghost'."),
+        ]
+        for params, message in bad:
+            frame = await ws.call("agents.files.list", params)
+            assert frame["error"]["message"] == message, params
+
     async def test_doctor_memory_status_has_no_memory_plugin(self, gateway: Gateway) -> None:
         """The Memory settings' overview: OpenClaw's answer with no memory plugin."""
         ws = await gateway.connected(scopes=["operator.read"])

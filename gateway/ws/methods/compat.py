@@ -628,6 +628,16 @@ EMPTY_SKILL_PROPOSALS: dict[str, Any] = {
 }
 
 
+# The Agents settings' Files: OpenClaw lists the core files of an agent's workspace (its
+# answer needs the workspace's path); clawgate's agents have none, so it is refused, saying so.
+NO_WORKSPACE_FILES = "clawgate's agents have no workspace: no files to list"
+
+
+def agent_files_params(r: ParamReader) -> AgentTarget:
+    """`agents.files.list {agentId}`."""
+    return AgentTarget(None, r.required_string("agentId", max_len=SESSION_KEY_MAX))
+
+
 def agent_id_params(r: ParamReader) -> AgentTarget:
     """`{agentId?}`: the agent named, else the default one."""
     return AgentTarget(None, r.string("agentId", non_empty=True, max_len=SESSION_KEY_MAX))
@@ -881,6 +891,11 @@ def register(methods: MethodRegistry) -> None:
     @methods.method("wizard.start", params=wizard_start_params, scope=ADMIN)
     async def wizard_start(ctx: CallContext, flow: str) -> Any:
         raise WsError(UNAVAILABLE, NO_CHANNELS if flow == "channels" else NO_SETUP_WIZARD)
+
+    @methods.method("agents.files.list", params=agent_files_params, scope=READ)
+    async def agents_files_list(ctx: CallContext, params: AgentTarget) -> Any:
+        params.resolve(ctx)
+        raise WsError(UNAVAILABLE, NO_WORKSPACE_FILES)
 
     @methods.method("tools.catalog", params=tools_catalog_params, scope=READ)
     async def tools_catalog(ctx: CallContext, params: AgentTarget) -> Any:
