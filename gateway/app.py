@@ -98,15 +98,19 @@ async def _sessions(app: web.Application) -> AsyncIterator[None]:
         ProviderPool(state.options.provider_timeouts),
         max_live_sessions=state.options.max_live_sessions,
     )
-    await registry.start()
     bus = store.bus
-    if bus is not None:  # a shared store: run events and aborts cross processes
-        try:
+    try:
+        await registry.start()
+        if bus is not None:  # a shared store: run events and aborts cross processes
             await bus.start(functools.partial(abort_here, registry))
-        except BaseException:  # its listener could not connect: what opened is closed
-            await registry.aclose()
-            await store.aclose()
-            raise
+    except BaseException:
+        # The registry's first maintenance pass failed or was cancelled (a stop while the
+        # gateway starts), or the bus's listener could not connect: what opened is closed, in
+        # the order of a stop (the registry's runs before the store they commit to).
+        await registry.aclose()
+        await store.aclose()
+        raise
+    if bus is not None:
         registry.add_listener(bus.publish, changes=lambda: bus.watched_elsewhere)
     state.store, state.registry = store, registry
     try:
