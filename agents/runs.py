@@ -28,6 +28,7 @@ Merging is O(1) per event: deltas are collected and joined once, when the merged
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -410,6 +411,9 @@ class AgentRun:
     _dequeue: Callable[[AgentRun], None] | None = None
     # Called when the run leaves its queue to run (the registry's count of waiting turns).
     _on_start: Callable[[AgentRun], None] | None = attrs.field(default=None, kw_only=True)
+    # `hold_end`'s: told of the run's end before anyone else; set while the end is held.
+    _end_hold: Callable[[RunOutcome, Callable[[], None]], None] | None = None
+    _end_held: bool = False
 
     def __attrs_post_init__(self) -> None:
         self.id = self.request.run_id
@@ -437,7 +441,12 @@ class AgentRun:
         """Abort while queued (ends at once, nothing stored) or while streaming (the provider
         is cancelled, the partial text stored). True when this call aborted the run; a
         finished, finishing or already aborted run is left alone."""
-        if self.state == RunState.ENDED or self._finishing or self.abort_reason is not None:
+        if (
+            self.state == RunState.ENDED
+            or self._finishing
+            or self._end_held
+            or self.abort_reason is not None
+        ):
             return False
         self.abort_reason = reason
         match self.state:
@@ -522,10 +531,30 @@ class AgentRun:
         self._stream_task = None
         self._finishing = True
 
+    def hold_end(self, hold: Callable[[RunOutcome, Callable[[], None]], None]) -> None:
+        """When the run ends, `hold(outcome, announce)` is called before the end is told to
+        anyone (the terminal event, `wait()`, the registry), and the end is told when
+        `announce()` is called: what the caller must record first (a shared store's
+        idempotency claim, marked ended) is recorded before any client can learn of the end,
+        and a client that then asks another process gets an answer that agrees. Until then
+        the run is neither ended nor abortable."""
+        self._end_hold = hold
+
     def finish(self, outcome: RunOutcome, data: Mapping[str, Any]) -> None:
         """Set the outcome, then emit the terminal event `data` (the turn is committed)."""
+        if self.state == RunState.ENDED or self._end_held:
+            return
+        if self._end_hold is not None:
+            hold, self._end_hold = self._end_hold, None
+            self._end_held = True
+            hold(outcome, functools.partial(self._announce_end, outcome, data))
+            return
+        self._announce_end(outcome, data)
+
+    def _announce_end(self, outcome: RunOutcome, data: Mapping[str, Any]) -> None:
         if self.state == RunState.ENDED:
             return
+        self._end_held = False
         self.outcome = outcome
         self.state = RunState.ENDED
         self._dequeue = None

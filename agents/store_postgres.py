@@ -1517,10 +1517,12 @@ class PostgresSessionStore:
         return str(found) if found is not None else None
 
     async def extend_hook_call(self, scope: str, run_id: str, until: int) -> None:
-        """Keep the claim of `scope` by `run_id` until `until` (ms since the epoch)."""
+        """Keep the claim of `scope` by `run_id` until `until` (ms since the epoch). An ended
+        claim (`end_call`) keeps its own time: a renewal sent as the run ended is late."""
         await self._run(
             lambda c: c.execute(
-                "UPDATE hook_calls SET expires_at = $3 WHERE scope = $1 AND run_id = $2",
+                "UPDATE hook_calls SET expires_at = $3"
+                " WHERE scope = $1 AND run_id = $2 AND NOT ended",
                 scope, run_id, until,
             ),
             write=True, transaction=False,

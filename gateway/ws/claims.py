@@ -24,7 +24,7 @@ import structlog
 
 from agents.errors import AgentError
 from agents.registry import wall_clock_ms
-from agents.runs import AgentRun, RunStatus
+from agents.runs import AgentRun, RunOutcome, RunStatus
 from gateway.ws.state import IDEMPOTENCY_TTL_SECONDS, WsState
 
 if TYPE_CHECKING:
@@ -170,7 +170,13 @@ async def start_once(
         except BaseException:
             await _release(store, scope(run_id), token)
             raise
-        _keep(ws, _held(store, scope(run_id), token, run, lease))
+        key_scope = scope(run_id)
+        run.hold_end(
+            lambda outcome, announce: _keep(
+                ws, _end_claim(store, key_scope, token, run, outcome, announce)
+            )
+        )
+        _keep(ws, _held(store, key_scope, token, run, lease))
         return run
     finally:
         del ws.starting[run_id]
@@ -221,19 +227,38 @@ async def wait_for_start(ws: WsState, run_id: str) -> None:
 
 
 async def _held(store: Store, key_scope: str, token: str, run: AgentRun, lease: float) -> None:
+    """The claim's lease, renewed until the run's end is told (`_end_claim` ends the claim)."""
     ended = asyncio.ensure_future(run.wait())
     try:
         while not (await asyncio.wait({ended}, timeout=lease / 3))[0]:
             until = wall_clock_ms() + int(lease * 1000)
             await _quietly(store.extend_hook_call(key_scope, token, until), "extend")
-        if ended.result().status == RunStatus.ABORTED and run.abort_reason == SHUTDOWN_ABORT:
+    finally:
+        ended.cancel()
+
+
+async def _end_claim(
+    store: Store,
+    key_scope: str,
+    token: str,
+    run: AgentRun,
+    outcome: RunOutcome,
+    announce: Callable[[], None],
+) -> None:
+    """The run has ended: its claim says so before its end is told (`AgentRun.hold_end`), so
+    a client told of the end (here, or by another process hearing the run's events) that
+    retries on another process is answered `ok` there, never `in_flight`; and a run the
+    drain gave up on is released before, so that the retry runs it. A store that fails
+    to write it only delays the end by its timeout: the end is told however the write went."""
+    try:
+        if outcome.status == RunStatus.ABORTED and run.abort_reason == SHUTDOWN_ABORT:
             # The drain gave up on it (a deploy): a retry on another process runs the turn.
             await _release(store, key_scope, token)
         else:
             until = wall_clock_ms() + int(IDEMPOTENCY_TTL_SECONDS * 1000)
             await _quietly(store.end_call(key_scope, token, until), "end")
     finally:
-        ended.cancel()
+        announce()
 
 
 async def _release(store: Store, key_scope: str, token: str) -> None:

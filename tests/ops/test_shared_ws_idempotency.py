@@ -30,6 +30,11 @@ from tests.support.upstreams import FakeOpenAI, Stream
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 StartGateway = Callable[[str], GatewayProcess]
+# A process's statement that marks a claim ended, waiting on a row lock.
+SQL_CLAIM_END_WAITS = (
+    "SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = current_database()"
+    " AND wait_event_type = 'Lock' AND query LIKE 'UPDATE hook_calls SET ended%'"
+)
 LONG = " ".join(f"w{i}" for i in range(30))  # 3 s at 100 ms a word
 _ids = itertools.count(1)
 
@@ -114,8 +119,9 @@ class TestAChatSendRetryOnAnotherProcess:
         pg_url: str,
         held: HeldOpenAI,
     ) -> None:
-        """`ok` as soon as the run's end is reported, however late the process that ran it
-        marks its claim ended: here that mark waits on a lock this test holds on the claim."""
+        """`ok` once the run's end is reported: the process that ran it reports the end once
+        its claim says so, however late that mark is (here it waits on a lock this test holds
+        on the claim, and `agent.wait` there waits with it)."""
         settings = json.loads(shared_config(database, delay_ms=0))
         settings.update(fake_provider(held))
         started: list[GatewayProcess] = []
@@ -128,20 +134,78 @@ class TestAChatSendRetryOnAnotherProcess:
             [again] = await call(on_b, "chat.send", send("idem-1", "hi"))
             assert again["ok"] is True
             assert again["payload"] == {"runId": "idem-1", "status": "in_flight"}
-            lock = await asyncpg.connect(pg_url)
+            lock, watch = await asyncpg.connect(pg_url), await asyncpg.connect(pg_url)
             try:
                 async with lock.transaction():
                     claim = "SELECT 1 FROM hook_calls WHERE scope = $1 FOR UPDATE"
                     assert await lock.fetchval(claim, scope("idem-1")) == 1
                     held.go.set()
-                    await ended(on_a, "idem-1")
-                    [late] = await call(on_b, "chat.send", send("idem-1", "hi"))
-                    assert late["payload"] == {"runId": "idem-1", "status": "ok"}
+                    waited = asyncio.ensure_future(ended(on_a, "idem-1"))
+                    async with asyncio.timeout(20):
+                        while not await watch.fetchval(SQL_CLAIM_END_WAITS):
+                            await asyncio.sleep(0.05)
+                    assert not waited.done()
+                await waited
+                [late] = await call(on_b, "chat.send", send("idem-1", "hi"))
+                assert late["payload"] == {"runId": "idem-1", "status": "ok"}
             finally:
                 await lock.close()
+                await watch.close()
             assert await user_messages(pg_url, "agent:main:s1") == ["hi"]
             assert len(held.requests) == 1
         finally:
+            for process in started:
+                process.stop()
+
+    async def test_of_a_run_that_stored_nothing_agrees_with_its_end_told_elsewhere(
+        self,
+        tmp_path: Path,
+        database: str,
+        http: aiohttp.ClientSession,
+        pg_url: str,
+        held: HeldOpenAI,
+    ) -> None:
+        """A run aborted while queued stores no turn: only its claim, marked ended, tells
+        another process that it ended. While that mark waits (on a lock this test holds on
+        the claim), `agent.wait` on the process that ran it does not answer either; once it
+        has answered, a retry on the other process is told `ok`, never `in_flight`."""
+        settings = json.loads(shared_config(database, delay_ms=0))
+        settings.update(fake_provider(held))
+        started: list[GatewayProcess] = []
+        watch = await asyncpg.connect(pg_url)
+        lock = await asyncpg.connect(pg_url)
+        try:
+            a, b = (start_on_config(started, tmp_path, n, json.dumps(settings)) for n in "ab")
+            on_a, on_b = await connect_ws(http, a.url), await connect_ws(http, b.url)
+            [first] = await call(on_a, "chat.send", send("idem-run", "hi"))
+            assert first["payload"]["status"] == "started"
+            await held.wait_for_requests(1, within=15)
+            [queued] = await call(on_a, "chat.send", send("idem-q", "hi"))
+            assert queued["payload"] == {"runId": "idem-q", "status": "started"}
+            async with lock.transaction():
+                claim = "SELECT 1 FROM hook_calls WHERE scope = $1 FOR UPDATE"
+                assert await lock.fetchval(claim, scope("idem-q")) == 1
+                [aborted] = await call(on_a, "chat.abort", {"sessionKey": "s1", "runId": "idem-q"})
+                assert aborted["ok"] is True, aborted
+                waited = asyncio.ensure_future(
+                    call(on_a, "agent.wait", {"runId": "idem-q", "timeoutMs": 30_000})
+                )
+                async with asyncio.timeout(20):  # A's mark of the claim waits on the lock
+                    while not await watch.fetchval(SQL_CLAIM_END_WAITS):
+                        await asyncio.sleep(0.05)
+                [meanwhile] = await call(on_b, "chat.send", send("idem-q", "hi"))
+                told = (waited.done(), meanwhile["payload"]["status"])
+                assert told in ((False, "in_flight"), (True, "ok")), told
+            [[answer]] = await asyncio.gather(waited)
+            assert answer["payload"]["status"] == "timeout"  # agent.wait's word for aborted
+            [late] = await call(on_b, "chat.send", send("idem-q", "hi"))
+            assert late["payload"] == {"runId": "idem-q", "status": "ok"}
+            held.go.set()
+            await ended(on_a, "idem-run")
+            assert await user_messages(pg_url, "agent:main:s1") == ["hi"]
+        finally:
+            await watch.close()
+            await lock.close()
             for process in started:
                 process.stop()
 
