@@ -162,7 +162,11 @@ async def start_once(
             _keep(ws, _release(store, scope(run_id), token))
             raise
         if holder != token:
-            return ClaimedElsewhere(key, ended or await _turn_stored(store, key, run_id))
+            # The claim alone says whether the run ended: it is marked before the end is told
+            # (`_end_claim`). Not the key's turn in the session: a run aborted while queued
+            # stores none, and telling this run's from one of a key sent again once forgotten
+            # would compare the clock that stamped it with this process's.
+            return ClaimedElsewhere(key, ended)
         try:
             if check is not None:
                 await check()
@@ -181,23 +185,6 @@ async def start_once(
     finally:
         del ws.starting[run_id]
         done.set_result(None)
-
-
-async def _turn_stored(store: Store, session_key: str, run_id: str) -> bool:
-    """The run's turn is stored in its session: it has ended, though the process that ran it
-    may not have marked its claim ended yet. That process marks it after the run's end is
-    reported (`_held`, after `run.wait()`), and a retry here right after `agent.wait` there
-    said ended must not be told `in_flight`. A turn of the key's from before its 5 minutes
-    (a key sent again once forgotten, under the same run id) is not this run's: the claim
-    of that one was kept 5 minutes after it ended. A run stored nothing for (aborted while
-    queued, its commit failed) is `in_flight` until its claim's end is written."""
-    row = await store.get(session_key)
-    bounds = await store.chain_bounds(row.session_id, run_id) if row is not None else None
-    if row is None or bounds is None:
-        return False
-    reply = await store.messages_in(row.session_id, bounds[1], bounds[1], False, 1)
-    since = wall_clock_ms() - int(IDEMPOTENCY_TTL_SECONDS * 1000)
-    return bool(reply) and reply[0].timestamp > since
 
 
 def _keep(ws: WsState, work: Coroutine[Any, Any, None]) -> None:

@@ -209,6 +209,9 @@ class TestAChatSendRetryOnAnotherProcess:
             for process in started:
                 process.stop()
 
+    # The 5 minutes a key is remembered, and more; or by the clock of the process that stored
+    # it, 10 minutes ahead of this one's: its turn's times say it is 4 minutes in the future.
+    @pytest.mark.parametrize("stored_at", [-6 * 60_000, 4 * 60_000], ids=["ago", "ahead"])
     async def test_of_a_key_sent_again_once_forgotten_is_told_its_new_run_is_in_flight(
         self,
         tmp_path: Path,
@@ -216,10 +219,12 @@ class TestAChatSendRetryOnAnotherProcess:
         http: aiohttp.ClientSession,
         pg_url: str,
         held: HeldOpenAI,
+        stored_at: int,
     ) -> None:
         """The session's last turn is of the same key, long ended (its claim gone): the run
-        the key now names, held by the upstream, is still going."""
-        ago = wall_clock_ms() - 6 * 60_000  # the 5 minutes a key is remembered, and more
+        the key now names, held by the upstream, is still going, whatever the clock of the
+        process that stored the old turn said."""
+        ago = wall_clock_ms() + stored_at
         async with PostgresSessionStore(pg_url) as store:
             row, _ = await store.create("agent:main:s1", "main", ago - 10)
             old = turn(row, "idem-2", user_timestamp=ago - 5, assistant_timestamp=ago)
