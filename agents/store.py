@@ -1555,20 +1555,22 @@ class SessionStore:
 
     # One process: the webhooks keep their calls in memory (gateway/http/hooks_wire.py).
     async def claim_hook_call(
-        self, scope: str, run_id: str, session_key: str, now: int, ttl_ms: int
+        self, scope: str, run_id: str, session_key: str, ttl_ms: int
     ) -> tuple[str, str]:
         return run_id, session_key
 
-    async def extend_hook_call(self, scope: str, run_id: str, until: int) -> None:
+    async def extend_hook_call(self, scope: str, run_id: str, keep_ms: int) -> None:
         return None
 
     # ... and the WebSocket calls theirs (gateway/ws/state.py IdempotencyCache).
     async def claim_call(
-        self, scope: str, token: str, session_key: str, now: int, ttl_ms: int
+        self, scope: str, token: str, session_key: str, ttl_ms: int
     ) -> tuple[str, str, bool]:
         return token, session_key, False
 
-    async def end_call(self, scope: str, token: str, until: int, answer: str | None = None) -> None:
+    async def end_call(
+        self, scope: str, token: str, keep_ms: int, answer: str | None = None
+    ) -> None:
         return None
 
     async def call_answer(self, scope: str) -> str | None:

@@ -274,6 +274,14 @@ _SCHEMA_V8_CALL_ANSWERS = """
 ALTER TABLE hook_calls ADD COLUMN answer TEXT
 """
 
+# A call claim's times (`hook_calls.expires_at`, ms since the epoch) are the database's clock:
+# the processes that share the store each have their own, and a lease of seconds measured by
+# two of them (written by one, expired by another a few seconds ahead) would let a retry take
+# a claim whose run still goes on, and run it twice. (`expires_at` was the writer's clock
+# before; a row written so is kept as long as that clock said.)
+SQL_NOW_MS = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+SQL_FORGET_EXPIRED_CALLS = f"DELETE FROM hook_calls WHERE expires_at <= {SQL_NOW_MS}"
+
 # MIGRATIONS[v] takes the schema from version v to v + 1. Version 1 is the SQLite store's
 # schema 3 at once: there was never an older PostgreSQL schema to migrate from.
 MIGRATIONS: tuple[str, ...] = (
@@ -1454,18 +1462,18 @@ class PostgresSessionStore:
     # -- webhook calls -----------------------------------------------------------------
 
     async def claim_hook_call(
-        self, scope: str, run_id: str, session_key: str, now: int, ttl_ms: int
+        self, scope: str, run_id: str, session_key: str, ttl_ms: int
     ) -> tuple[str, str]:
         """(run id, session key) of the call of `scope` that came first and is still kept:
         this one's when it is the first (it is then kept for `ttl_ms`)."""
 
         async def claim(conn: Connection) -> tuple[str, str]:
-            await conn.execute("DELETE FROM hook_calls WHERE expires_at <= $1", now)
+            await conn.execute(SQL_FORGET_EXPIRED_CALLS)
             row = await conn.fetchrow(
                 "INSERT INTO hook_calls (scope, run_id, session_key, expires_at)"
-                " VALUES ($1, $2, $3, $4) ON CONFLICT (scope) DO NOTHING"
+                f" VALUES ($1, $2, $3, {SQL_NOW_MS} + $4) ON CONFLICT (scope) DO NOTHING"
                 " RETURNING run_id, session_key",
-                scope, run_id, _storable(session_key), now + ttl_ms,
+                scope, run_id, _storable(session_key), ttl_ms,
             )  # fmt: skip
             if row is None:
                 row = await conn.fetchrow(
@@ -1476,18 +1484,18 @@ class PostgresSessionStore:
         return await self._run(claim, write=True)
 
     async def claim_call(
-        self, scope: str, token: str, session_key: str, now: int, ttl_ms: int
+        self, scope: str, token: str, session_key: str, ttl_ms: int
     ) -> tuple[str, str, bool]:
         """(token, session key, ended) of the claim of `scope` that came first and is still
         kept: this one's, not ended, when it is the first (then kept for `ttl_ms`)."""
 
         async def claim(conn: Connection) -> tuple[str, str, bool]:
-            await conn.execute("DELETE FROM hook_calls WHERE expires_at <= $1", now)
+            await conn.execute(SQL_FORGET_EXPIRED_CALLS)
             row = await conn.fetchrow(
                 "INSERT INTO hook_calls (scope, run_id, session_key, expires_at)"
-                " VALUES ($1, $2, $3, $4) ON CONFLICT (scope) DO NOTHING"
+                f" VALUES ($1, $2, $3, {SQL_NOW_MS} + $4) ON CONFLICT (scope) DO NOTHING"
                 " RETURNING run_id, session_key, ended",
-                scope, token, _storable(session_key), now + ttl_ms,
+                scope, token, _storable(session_key), ttl_ms,
             )  # fmt: skip
             if row is None:
                 row = await conn.fetchrow(
@@ -1497,14 +1505,16 @@ class PostgresSessionStore:
 
         return await self._run(claim, write=True)
 
-    async def end_call(self, scope: str, token: str, until: int, answer: str | None = None) -> None:
-        """The run of the claim of `scope` by `token` has ended: kept, so, until `until`,
+    async def end_call(
+        self, scope: str, token: str, keep_ms: int, answer: str | None = None
+    ) -> None:
+        """The run of the claim of `scope` by `token` has ended: kept, so, for `keep_ms`,
         with `answer` (`call_answer`)."""
         await self._run(
             lambda c: c.execute(
-                "UPDATE hook_calls SET ended = TRUE, expires_at = $3, answer = $4"
-                " WHERE scope = $1 AND run_id = $2",
-                scope, token, until, answer,
+                f"UPDATE hook_calls SET ended = TRUE, expires_at = {SQL_NOW_MS} + $3,"
+                " answer = $4 WHERE scope = $1 AND run_id = $2",
+                scope, token, keep_ms, answer,
             ),
             write=True, transaction=False,
         )  # fmt: skip
@@ -1516,14 +1526,14 @@ class PostgresSessionStore:
         )
         return str(found) if found is not None else None
 
-    async def extend_hook_call(self, scope: str, run_id: str, until: int) -> None:
-        """Keep the claim of `scope` by `run_id` until `until` (ms since the epoch). An ended
-        claim (`end_call`) keeps its own time: a renewal sent as the run ended is late."""
+    async def extend_hook_call(self, scope: str, run_id: str, keep_ms: int) -> None:
+        """Keep the claim of `scope` by `run_id` for `keep_ms` from now. An ended claim
+        (`end_call`) keeps its own time: a renewal sent as the run ended is late."""
         await self._run(
             lambda c: c.execute(
-                "UPDATE hook_calls SET expires_at = $3"
+                f"UPDATE hook_calls SET expires_at = {SQL_NOW_MS} + $3"
                 " WHERE scope = $1 AND run_id = $2 AND NOT ended",
-                scope, run_id, until,
+                scope, run_id, keep_ms,
             ),
             write=True, transaction=False,
         )  # fmt: skip

@@ -73,17 +73,22 @@ class Store(Protocol):
 
     async def aclose(self) -> None: ...
 
+    # A claim is kept for a time measured by the store's one clock (a shared store's: the
+    # database's), never by comparing the times of processes whose clocks differ.
     async def claim_hook_call(
-        self, scope: str, run_id: str, session_key: str, now: int, ttl_ms: int
+        self, scope: str, run_id: str, session_key: str, ttl_ms: int
     ) -> tuple[str, str]:
         """(run id, session key) of the first webhook call of `scope` that other processes
-        sharing the store made and still keep; (run_id, session_key) when there is none."""
+        sharing the store made and still keep; (run_id, session_key) when there is none (it is
+        then kept for `ttl_ms`)."""
         ...
 
-    async def extend_hook_call(self, scope: str, run_id: str, until: int) -> None: ...
+    async def extend_hook_call(self, scope: str, run_id: str, keep_ms: int) -> None:
+        """The claim of `scope` by `run_id` is kept for `keep_ms` from now."""
+        ...
 
     async def claim_call(
-        self, scope: str, token: str, session_key: str, now: int, ttl_ms: int
+        self, scope: str, token: str, session_key: str, ttl_ms: int
     ) -> tuple[str, str, bool]:
         """(token, session key, whether its run ended) of the first claim of `scope` that
         other processes sharing the store made and still keep; this one's when there is none.
@@ -91,7 +96,7 @@ class Store(Protocol):
         ...
 
     async def end_call(
-        self, scope: str, token: str, until: int, answer: str | None = None
+        self, scope: str, token: str, keep_ms: int, answer: str | None = None
     ) -> None: ...
 
     async def call_answer(self, scope: str) -> str | None:

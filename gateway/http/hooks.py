@@ -22,7 +22,6 @@ import structlog
 from aiohttp import web
 
 from agents.errors import AgentError
-from agents.registry import wall_clock_ms
 from agents.runs import AgentRun, RunState, RunStatus, TurnRequest
 from gateway.appkeys import AGENT_ID, SESSION_KEY, STATE
 from gateway.auth import bearer_secret
@@ -268,7 +267,7 @@ async def _claim(state: GatewayState, scope: str, run_id: str, key: str) -> tupl
         return run_id, key  # one process: its HookReplays know every call
     lease_ms = int(state.options.hook_claim_lease_seconds * 1000)
     try:
-        return await store.claim_hook_call(scope, run_id, key, wall_clock_ms(), lease_ms)
+        return await store.claim_hook_call(scope, run_id, key, lease_ms)
     except AgentError as exc:
         raise error_reply(exc) from None
 
@@ -291,19 +290,19 @@ async def _held(store: Store, scope: str, run: AgentRun, lease: float) -> None:
     ended = asyncio.ensure_future(run.wait())
     try:
         while not (await asyncio.wait({ended}, timeout=lease / 3))[0]:
-            await _extend(store, scope, run.id, wall_clock_ms() + int(lease * 1000))
+            await _extend(store, scope, run.id, int(lease * 1000))
         if ended.result().status == RunStatus.ABORTED and run.abort_reason == SHUTDOWN_ABORT:
             # The drain gave up on it (a deploy): a retry on another process runs the call.
             await _release(store, scope, run.id)
         else:
-            await _extend(store, scope, run.id, wall_clock_ms() + int(REPLAY_TTL_SECONDS * 1000))
+            await _extend(store, scope, run.id, int(REPLAY_TTL_SECONDS * 1000))
     finally:
         ended.cancel()
 
 
-async def _extend(store: Store, scope: str, run_id: str, until: int) -> None:
+async def _extend(store: Store, scope: str, run_id: str, keep_ms: int) -> None:
     try:
-        await store.extend_hook_call(scope, run_id, until)
+        await store.extend_hook_call(scope, run_id, keep_ms)
     except AgentError:
         log.warning("hook_call_extend_failed", run_id=run_id)  # the next renewal may do it
 

@@ -23,7 +23,6 @@ import attrs
 import structlog
 
 from agents.errors import AgentError
-from agents.registry import wall_clock_ms
 from agents.runs import AgentRun, RunOutcome, RunStatus
 from gateway.ws.state import IDEMPOTENCY_TTL_SECONDS, WsState
 
@@ -74,9 +73,7 @@ async def claim_reset(ws: WsState, run_id: str, session_key: str) -> str | Reset
     key_scope = scope(run_id, RESET_SCOPE_PREFIX)
     lease_ms = int(ws.gateway.options.hook_claim_lease_seconds * 1000)
     try:
-        holder, _, ended = await store.claim_call(
-            key_scope, token, session_key, wall_clock_ms(), lease_ms
-        )
+        holder, _, ended = await store.claim_call(key_scope, token, session_key, lease_ms)
     except asyncio.CancelledError:
         _keep(ws, _release(store, key_scope, token))
         raise
@@ -115,9 +112,9 @@ async def end_reset(
     store = ws.gateway.store
     if token is None or store is None:
         return
-    until = wall_clock_ms() + int(IDEMPOTENCY_TTL_SECONDS * 1000)
+    keep_ms = int(IDEMPOTENCY_TTL_SECONDS * 1000)
     facts = json.dumps(answer) if answer is not None else None
-    await _quietly(store.end_call(scope(run_id, RESET_SCOPE_PREFIX), token, until, facts), "end")
+    await _quietly(store.end_call(scope(run_id, RESET_SCOPE_PREFIX), token, keep_ms, facts), "end")
 
 
 async def release_reset(ws: WsState, run_id: str, token: str | None) -> None:
@@ -154,7 +151,7 @@ async def start_once(
         lease = gateway.options.hook_claim_lease_seconds
         try:  # a StoreError goes to the caller as any store's does (dispatch.error_for)
             holder, key, ended = await store.claim_call(
-                scope(run_id), token, session_key, wall_clock_ms(), int(lease * 1000)
+                scope(run_id), token, session_key, int(lease * 1000)
             )
         except asyncio.CancelledError:
             # The call was given up (its connection closed) with the claim maybe made: a
@@ -218,8 +215,8 @@ async def _held(store: Store, key_scope: str, token: str, run: AgentRun, lease: 
     ended = asyncio.ensure_future(run.wait())
     try:
         while not (await asyncio.wait({ended}, timeout=lease / 3))[0]:
-            until = wall_clock_ms() + int(lease * 1000)
-            await _quietly(store.extend_hook_call(key_scope, token, until), "extend")
+            keep_ms = int(lease * 1000)
+            await _quietly(store.extend_hook_call(key_scope, token, keep_ms), "extend")
     finally:
         ended.cancel()
 
@@ -242,8 +239,8 @@ async def _end_claim(
             # The drain gave up on it (a deploy): a retry on another process runs the turn.
             await _release(store, key_scope, token)
         else:
-            until = wall_clock_ms() + int(IDEMPOTENCY_TTL_SECONDS * 1000)
-            await _quietly(store.end_call(key_scope, token, until), "end")
+            keep_ms = int(IDEMPOTENCY_TTL_SECONDS * 1000)
+            await _quietly(store.end_call(key_scope, token, keep_ms), "end")
     finally:
         announce()
 

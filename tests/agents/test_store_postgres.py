@@ -72,7 +72,7 @@ class TestSchema:
         async with PostgresSessionStore(pg_url) as store:
             assert store.migrated == (2, 3, 4, 5, 6, 7, 8) == tuple(range(2, SCHEMA_VERSION + 1))
             assert await store.get_response("resp_x") is None
-            assert await store.claim_hook_call("s", "r", "k", 0, 1) == ("r", "k")
+            assert await store.claim_hook_call("s", "r", "k", 1) == ("r", "k")
 
     async def test_a_version_4_database_gains_the_archive_columns_in_place(
         self, pg_url: str
@@ -169,12 +169,12 @@ class TestSchema:
         await conn.close()
         async with PostgresSessionStore(pg_url) as store:
             assert store.migrated == (8,) and SCHEMA_VERSION == 8
-            assert await store.claim_call("ws:old", "t1", KEY, 1_000, 600) == ("t0", KEY, True)
+            assert await store.claim_call("ws:old", "t1", KEY, 600) == ("t0", KEY, True)
             assert await store.call_answer("ws:old") is None
-            assert await store.claim_call("ws:new", "t2", KEY, 1_000, 600) == ("t2", KEY, False)
+            assert await store.claim_call("ws:new", "t2", KEY, 600_000) == ("t2", KEY, False)
             assert await store.call_answer("ws:new") is None  # not ended: none yet
-            await store.end_call("ws:new", "t2", 9_000_000_000_000, '{"a": 1}')
-            assert await store.claim_call("ws:new", "t3", KEY, 2_000, 600) == ("t2", KEY, True)
+            await store.end_call("ws:new", "t2", 600_000, '{"a": 1}')
+            assert await store.claim_call("ws:new", "t3", KEY, 600) == ("t2", KEY, True)
             assert await store.call_answer("ws:new") == '{"a": 1}'
 
     async def test_a_newer_schema_is_refused(self, pg_url: str) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from agents.store_postgres import PostgresSessionStore
 from tests.support.process import GatewayProcess
-from tests.support.shared_store import shared_config, start_on_config
+from tests.support.shared_store import claim_kept_for, shared_config, start_on_config
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -183,18 +183,20 @@ class TestAHookRetryAfterItsProcessDied:
 class TestHookCallClaims:
     async def test_the_first_claim_wins_until_it_expires_or_is_released(self, pg_url: str) -> None:
         async with PostgresSessionStore(pg_url) as one, PostgresSessionStore(pg_url) as two:
-            assert await one.claim_hook_call("s", "r1", "k1", 1_000, 600) == ("r1", "k1")
-            assert await two.claim_hook_call("s", "r2", "k2", 1_500, 600) == ("r1", "k1")
-            assert await two.claim_hook_call("s", "r3", "k3", 1_600, 600) == ("r3", "k3")
+            assert await one.claim_hook_call("s", "r1", "k1", 60_000) == ("r1", "k1")
+            assert await two.claim_hook_call("s", "r2", "k2", 60_000) == ("r1", "k1")
+            await claim_kept_for(pg_url, "s", 0)
+            assert await two.claim_hook_call("s", "r3", "k3", 60_000) == ("r3", "k3")
             await two.release_hook_call("s", "r1")  # not its claim any more: kept
-            assert await one.claim_hook_call("s", "r4", "k4", 1_700, 600) == ("r3", "k3")
+            assert await one.claim_hook_call("s", "r4", "k4", 60_000) == ("r3", "k3")
             await two.release_hook_call("s", "r3")
-            assert await one.claim_hook_call("s", "r5", "k5", 1_800, 600) == ("r5", "k5")
+            assert await one.claim_hook_call("s", "r5", "k5", 60_000) == ("r5", "k5")
 
     async def test_a_claim_extended_is_kept_until_then(self, pg_url: str) -> None:
         async with PostgresSessionStore(pg_url) as one, PostgresSessionStore(pg_url) as two:
-            assert await one.claim_hook_call("s", "r1", "k1", 1_000, 100) == ("r1", "k1")
-            await one.extend_hook_call("s", "r1", 5_000)
-            await one.extend_hook_call("s", "r-other", 1_000_000)  # not its claim: no change
-            assert await two.claim_hook_call("s", "r2", "k2", 4_999, 100) == ("r1", "k1")
-            assert await two.claim_hook_call("s", "r3", "k3", 5_000, 100) == ("r3", "k3")
+            assert await one.claim_hook_call("s", "r1", "k1", 1) == ("r1", "k1")
+            await one.extend_hook_call("s", "r1", 600_000)
+            await one.extend_hook_call("s", "r-other", 1)  # not its claim: no change
+            assert await two.claim_hook_call("s", "r2", "k2", 60_000) == ("r1", "k1")
+            await claim_kept_for(pg_url, "s", 0)
+            assert await two.claim_hook_call("s", "r3", "k3", 60_000) == ("r3", "k3")

@@ -18,12 +18,17 @@ import pytest
 from aiohttp import web
 
 from agents.registry import wall_clock_ms
-from agents.store_postgres import PostgresSessionStore
+from agents.store_postgres import SQL_NOW_MS, PostgresSessionStore
 from gateway.ws.claims import scope
 from tests.support.http_client import fake_provider
 from tests.support.process import GatewayProcess
 from tests.support.process_client import connect_ws
-from tests.support.shared_store import frames_until, shared_config, start_on_config
+from tests.support.shared_store import (
+    claim_kept_for,
+    frames_until,
+    shared_config,
+    start_on_config,
+)
 from tests.support.turns import turn
 from tests.support.upstreams import FakeOpenAI, Stream
 
@@ -445,10 +450,31 @@ class TestARetryAfterTheProcessDied:
 class TestCallClaims:
     async def test_the_first_claim_wins_and_says_when_its_run_ended(self, pg_url: str) -> None:
         async with PostgresSessionStore(pg_url) as one, PostgresSessionStore(pg_url) as two:
-            assert await one.claim_call("ws:x", "t1", "k1", 1_000, 600) == ("t1", "k1", False)
-            assert await two.claim_call("ws:x", "t2", "k2", 1_100, 600) == ("t1", "k1", False)
-            await two.end_call("ws:x", "t2", 9_000)  # not its claim: no change
-            assert await two.claim_call("ws:x", "t2", "k2", 1_200, 600) == ("t1", "k1", False)
-            await one.end_call("ws:x", "t1", 5_000)
-            assert await two.claim_call("ws:x", "t2", "k2", 4_999, 600) == ("t1", "k1", True)
-            assert await two.claim_call("ws:x", "t3", "k3", 5_000, 600) == ("t3", "k3", False)
+            assert await one.claim_call("ws:x", "t1", "k1", 60_000) == ("t1", "k1", False)
+            assert await two.claim_call("ws:x", "t2", "k2", 60_000) == ("t1", "k1", False)
+            await two.end_call("ws:x", "t2", 1)  # not its claim: no change
+            assert await two.claim_call("ws:x", "t2", "k2", 60_000) == ("t1", "k1", False)
+            await one.end_call("ws:x", "t1", 300_000)
+            await one.extend_hook_call("ws:x", "t1", 1)  # a late renewal: the end's time stays
+            assert await two.claim_call("ws:x", "t2", "k2", 60_000) == ("t1", "k1", True)
+            await claim_kept_for(pg_url, "ws:x", -1)
+            assert await two.claim_call("ws:x", "t3", "k3", 60_000) == ("t3", "k3", False)
+
+    async def test_a_claims_lease_is_measured_by_the_databases_clock(self, pg_url: str) -> None:
+        """Not by the clocks of the processes, which differ: one whose clock ran a minute
+        ahead of another's took the other's claim while its run went on (its lease of 15 s
+        long out by that clock), and ran the key's turn a second time."""
+        async with PostgresSessionStore(pg_url) as one, PostgresSessionStore(pg_url) as two:
+            conn = await asyncpg.connect(pg_url)
+            try:
+                before = await conn.fetchval(f"SELECT {SQL_NOW_MS}")
+                assert await one.claim_call("ws:y", "t1", "k1", 15_000) == ("t1", "k1", False)
+                after = await conn.fetchval(f"SELECT {SQL_NOW_MS}")
+                expires = "SELECT expires_at FROM hook_calls WHERE scope = $1"
+                assert before + 15_000 <= await conn.fetchval(expires, "ws:y") <= after + 15_000
+            finally:
+                await conn.close()
+            await claim_kept_for(pg_url, "ws:y", 1_000)  # a second of its lease left
+            assert await two.claim_call("ws:y", "t2", "k2", 15_000) == ("t1", "k1", False)
+            await claim_kept_for(pg_url, "ws:y", 0)
+            assert await two.claim_call("ws:y", "t3", "k3", 15_000) == ("t3", "k3", False)

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 
+from agents.store_postgres import SQL_NOW_MS
 from tests.support.pgserver import PASSWORD
 from tests.support.process import GatewayProcess, clean_env
 from tests.support.process_client import TOKEN, auth, first_content
@@ -89,3 +91,15 @@ async def frames_until(
             seen.append(frame)
             if done(frame):
                 return seen
+
+
+async def claim_kept_for(pg_url: str, scope: str, ms: int) -> None:
+    """The claim of `scope` is kept `ms` more (negative: it expired that long ago), by the
+    database's clock, which keeps the claims: the time a test cannot wait for, passed."""
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute(
+            f"UPDATE hook_calls SET expires_at = {SQL_NOW_MS} + $2 WHERE scope = $1", scope, ms
+        )
+    finally:
+        await conn.close()
