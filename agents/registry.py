@@ -167,6 +167,9 @@ class SessionRegistry:
     # Set by a reload that changed the maintenance settings; the hourly loop waits on it.
     _maintenance_due: asyncio.Event = attrs.field(init=False, factory=asyncio.Event)
     _closing: bool = attrs.field(init=False, default=False)
+    # A shared store's row of the key `refuse_archived` last let through: (key, session id),
+    # for the run `submit` accepts right after it (`AgentRun.accepted_in`).
+    _checked: tuple[str, str] | None = attrs.field(init=False, default=None)
     # Set while no run is queued or running (the gateway's drain waits on it).
     _idle: asyncio.Event = attrs.field(init=False, factory=asyncio.Event)
 
@@ -291,6 +294,9 @@ class SessionRegistry:
             self._run_ended,
             on_start=self._run_started,
         )
+        checked, self._checked = self._checked, None
+        if checked is not None and checked[0] == request.session_key and not request.new_key:
+            run.accepted_in = checked[1]
         self._waiting[run] = chars
         self._waiting_chars += chars
         self._active[run] = None
@@ -572,6 +578,7 @@ class SessionRegistry:
         first leaves the session as it was, its id and its archive mark."""
         agent_id = await self._agent_of_kept_or_new(key)
         await self.refuse_archived(key)  # before the runs are aborted too
+        self._checked = None  # no turn is accepted by this check
         session = self._session(key)
         with session.hold():
             session.abort_all("reset")
@@ -643,10 +650,14 @@ class SessionRegistry:
         """Raise SessionArchived when `key`'s session is archived: no new work starts on it.
         The live session's row when there is one (archiving here updates it), without a
         lookup on every turn of a live session; a shared store's row, which another process
-        may have archived. A turn checks again under the turn lock (AgentSession)."""
+        may have archived. A turn checks again under the turn lock (AgentSession).
+
+        The callers submit the turn right after this returns, with no await between: the
+        shared store's row read here is the session the turn is accepted in."""
         if self.store.shared:
             row = await self.store.get(key)
             archived = row is not None and row.archived_at is not None
+            self._checked = (key, row.session_id) if row is not None and not archived else None
         else:
             info = await self.get_session(key)
             archived = info is not None and info.archived_at is not None

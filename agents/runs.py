@@ -401,6 +401,10 @@ class AgentRun:
     started_at: int | None = None  # lifecycle start, once emitted
     outcome: RunOutcome | None = None
     abort_reason: str | None = None
+    # The session id its key held when a shared store's check accepted the run (None: not
+    # known, or no session then): a reset or delete on another process since ends it, as one
+    # on this process ends its queued runs (AgentSession._load_row).
+    accepted_in: str | None = None
     _seq: int = 0
     _subscribers: list[RunSubscription] = attrs.field(factory=list)
     _terminal: RunEvent | None = None

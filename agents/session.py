@@ -435,8 +435,12 @@ class AgentSession:
 
     # -- the turn ----------------------------------------------------------------------
 
-    async def _load_row(self, now: int) -> tuple[SessionRow, bool]:
-        """The session's row, created for a new key; True when created by this call."""
+    async def _load_row(
+        self, now: int, accepted_in: str | None = None
+    ) -> tuple[SessionRow, bool] | None:
+        """The session's row, created for a new key; True when created by this call. None
+        when the key no longer holds session `accepted_in` (a shared store's: another process
+        reset or deleted it since); `self.row` is then the key's row, if any."""
         # A shared store's row may have changed on another process (a turn, a reset): it is
         # read again under the turn lock.
         if self.row is not None and not self._deps.store.shared:
@@ -446,6 +450,12 @@ class AgentSession:
             # A key minted for this turn (a new uuid): nothing to read, and the row is written
             # with the turn, in its transaction.
             row, created = store.unsaved_row(self.key, self.agent_id, now), True
+        elif accepted_in is not None:
+            kept = await store.get(self.key)
+            if kept is None or kept.session_id != accepted_in:
+                self.row = kept
+                return None
+            row, created = kept, False
         else:
             row, created = await store.get_or_create(
                 self.key, self.agent_id, now, stateless=self.stateless
@@ -464,11 +474,19 @@ class AgentSession:
             run.end_unstarted(RunStatus.FAILED, UnknownAgent(run.agent_id))
             return
         try:
-            row, created = await self._load_row(clock())
+            loaded = await self._load_row(clock(), run.accepted_in)
         except StoreError as exc:
             log.error("session_load_failed", session_key=self.key, run_id=run.id, error=str(exc))
             run.end_unstarted(RunStatus.FAILED, exc)
             return
+        if loaded is None:
+            # Reset or deleted on another process since the run was accepted: it ends as a
+            # queued run of this process does at a reset or delete here, storing nothing (it
+            # would run in the new session, or bring the deleted one back).
+            run.abort_reason = "reset" if self.row is not None else "delete"
+            run.end_unstarted(RunStatus.ABORTED)
+            return
+        row, created = loaded
         run.session_id = row.session_id
         if run.abort_reason is not None:
             run.end_unstarted(RunStatus.ABORTED)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,18 @@ import aiohttp
 import asyncpg
 import pytest
 
+from agents.registry import wall_clock_ms
 from agents.store_postgres import LOCK_CLASS_TURN, PostgresSessionStore
+from tests.support.http_client import fake_provider
 from tests.support.process import GatewayProcess
 from tests.support.process_client import connect_ws
-from tests.support.shared_store import chat, frames_until, shared_config, start_on_config
+from tests.support.shared_store import (
+    HeldOpenAI,
+    chat,
+    frames_until,
+    shared_config,
+    start_on_config,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -134,3 +143,61 @@ class TestAPatchOfALabelAndAnArchive:
         after = await described(on_a)
         assert after.get("label") is None, after
         assert after.get("archivedAt") is None, after
+
+
+@pytest.fixture
+async def held() -> AsyncIterator[HeldOpenAI]:
+    upstream = HeldOpenAI()
+    await upstream.start()
+    yield upstream
+    upstream.go.set()
+    await upstream.aclose()
+
+
+class TestATurnWaitingForARunSlotOnAnotherProcess:
+    @pytest.mark.parametrize("method", ["sessions.delete", "sessions.reset"])
+    async def test_is_ended_by_a_delete_or_reset_here_as_on_its_own_process(
+        self,
+        tmp_path: Path,
+        database: str,
+        http: aiohttp.ClientSession,
+        pg_url: str,
+        held: HeldOpenAI,
+        method: str,
+    ) -> None:
+        """Process b runs one turn at a time (`maxConcurrent` 1): its turn of the session
+        waits for the run slot, holding no turn lock and not yet announced. A delete or reset
+        of the session on process a ends it, storing nothing, as one on b would: it does not
+        run afterwards into the new session, or recreate the deleted one."""
+        async with PostgresSessionStore(pg_url) as store:
+            await store.create(KEY, "main", wall_clock_ms())
+        started: list[GatewayProcess] = []
+        try:
+            for name, slots in (("a", 4), ("b", 1)):
+                settings = json.loads(shared_config(database, delay_ms=0))
+                settings.update(fake_provider(held))
+                settings["agents"]["defaults"] = {"maxConcurrent": slots}
+                start_on_config(started, tmp_path, name, json.dumps(settings))
+            a, b = started
+            on_a, on_b = await connect_ws(http, a.url), await connect_ws(http, b.url)
+            busy = {"sessionKey": "other", "message": "hi", "idempotencyKey": "busy"}
+            assert (await ok(on_b, "chat.send", busy))["status"] == "started"
+            await held.wait_for_requests(1, within=15)
+            waiting = {"sessionKey": KEY, "message": "hi", "idempotencyKey": "waiting"}
+            assert (await ok(on_b, "chat.send", waiting))["status"] == "started"
+            await ok(on_a, method, {"key": KEY})
+            held.go.set()
+            waited = await ok(on_b, "agent.wait", {"runId": "waiting", "timeoutMs": 20_000})
+            assert waited["status"] == "timeout", waited  # agent.wait's word for aborted
+            await ok(on_b, "agent.wait", {"runId": "busy", "timeoutMs": 20_000})
+            assert len(held.requests) == 1
+            async with PostgresSessionStore(pg_url) as store:
+                row = await store.get(KEY)
+                if method == "sessions.delete":
+                    assert row is None, row
+                else:
+                    assert row is not None
+                    assert (await store.history(row.session_id, 10)).messages == ()
+        finally:
+            for process in started:
+                process.stop()

@@ -15,7 +15,6 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
-from aiohttp import web
 
 from agents.registry import wall_clock_ms
 from agents.store_postgres import SQL_NOW_MS, PostgresSessionStore
@@ -24,13 +23,13 @@ from tests.support.http_client import fake_provider
 from tests.support.process import GatewayProcess
 from tests.support.process_client import connect_ws
 from tests.support.shared_store import (
+    HeldOpenAI,
     claim_kept_for,
     frames_until,
     shared_config,
     start_on_config,
 )
 from tests.support.turns import turn
-from tests.support.upstreams import FakeOpenAI, Stream
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -90,20 +89,6 @@ async def user_messages(pg_url: str, key: str) -> list[str]:
 async def ended(ws: aiohttp.ClientWebSocketResponse, run_id: str) -> None:
     [answer] = await call(ws, "agent.wait", {"runId": run_id, "timeoutMs": 20_000})
     assert answer["payload"]["status"] == "ok", answer
-
-
-class HeldOpenAI(FakeOpenAI):
-    """Its reply's first word, then nothing until the test lets the rest go (`go`)."""
-
-    def __init__(self) -> None:
-        super().__init__(Stream(("held", " reply"), stall_after=1))
-        self.go = asyncio.Event()
-
-    async def _pause(self, request: web.Request, seconds: float | None) -> None:
-        if seconds is None:
-            await self.go.wait()
-        else:
-            await super()._pause(request, seconds)
 
 
 @pytest.fixture

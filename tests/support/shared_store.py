@@ -11,11 +11,13 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+from aiohttp import web
 
 from agents.store_postgres import SQL_NOW_MS
 from tests.support.pgserver import PASSWORD
 from tests.support.process import GatewayProcess, clean_env
 from tests.support.process_client import TOKEN, auth, first_content
+from tests.support.upstreams import FakeOpenAI, Stream
 
 
 def start_on_config(
@@ -103,3 +105,17 @@ async def claim_kept_for(pg_url: str, scope: str, ms: int) -> None:
         )
     finally:
         await conn.close()
+
+
+class HeldOpenAI(FakeOpenAI):
+    """Its reply's first word, then nothing until the test lets the rest go (`go`)."""
+
+    def __init__(self) -> None:
+        super().__init__(Stream(("held", " reply"), stall_after=1))
+        self.go = asyncio.Event()
+
+    async def _pause(self, request: web.Request, seconds: float | None) -> None:
+        if seconds is None:
+            await self.go.wait()
+        else:
+            await super()._pause(request, seconds)
