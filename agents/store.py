@@ -1576,6 +1576,9 @@ class SessionStore:
     async def call_answer(self, scope: str) -> str | None:
         return None
 
+    async def call_going_on(self, scope: str) -> str | None:
+        return None
+
     async def release_hook_call(self, scope: str, run_id: str) -> None:
         return None
 

@@ -1526,6 +1526,18 @@ class PostgresSessionStore:
         )
         return str(found) if found is not None else None
 
+    async def call_going_on(self, scope: str) -> str | None:
+        """The session key of the claim of `scope` while its run has not ended (and its lease
+        is not out); None: none, or ended."""
+        found = await self._run(
+            lambda c: c.fetchval(
+                "SELECT session_key FROM hook_calls WHERE scope = $1 AND NOT ended"
+                f" AND expires_at > {SQL_NOW_MS}",
+                scope,
+            )
+        )
+        return str(found) if found is not None else None
+
     async def extend_hook_call(self, scope: str, run_id: str, keep_ms: int) -> None:
         """Keep the claim of `scope` by `run_id` for `keep_ms` from now. An ended claim
         (`end_call`) keeps its own time: a renewal sent as the run ended is late."""

@@ -103,6 +103,10 @@ class Store(Protocol):
         """What the claim of `scope` was ended with (`end_call`'s `answer`)."""
         ...
 
+    async def call_going_on(self, scope: str) -> str | None:
+        """The session key of the claim of `scope` while its run has not ended; else None."""
+        ...
+
     async def release_hook_call(self, scope: str, run_id: str) -> None: ...
 
     def turn_lock(

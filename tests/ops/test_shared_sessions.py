@@ -155,6 +155,44 @@ async def held() -> AsyncIterator[HeldOpenAI]:
 
 
 class TestATurnWaitingForARunSlotOnAnotherProcess:
+    async def test_is_aborted_by_a_chat_abort_naming_it_here(
+        self,
+        tmp_path: Path,
+        database: str,
+        http: aiohttp.ClientSession,
+        pg_url: str,
+        held: HeldOpenAI,
+    ) -> None:
+        """`chat.abort` with its run id on process a: its claim says the run goes on
+        elsewhere, so a asks the other processes, though none holds the session's turn lock;
+        b aborts it, and a's answer names it."""
+        started: list[GatewayProcess] = []
+        try:
+            for name, slots in (("a", 4), ("b", 1)):
+                settings = json.loads(shared_config(database, delay_ms=0))
+                settings.update(fake_provider(held))
+                settings["agents"]["defaults"] = {"maxConcurrent": slots}
+                start_on_config(started, tmp_path, name, json.dumps(settings))
+            a, b = started
+            on_a, on_b = await connect_ws(http, a.url), await connect_ws(http, b.url)
+            busy = {"sessionKey": "other", "message": "hi", "idempotencyKey": "busy"}
+            assert (await ok(on_b, "chat.send", busy))["status"] == "started"
+            await held.wait_for_requests(1, within=15)
+            waiting = {"sessionKey": KEY, "message": "hi", "idempotencyKey": "waiting"}
+            assert (await ok(on_b, "chat.send", waiting))["status"] == "started"
+            aborted = await ok(on_a, "chat.abort", {"sessionKey": KEY, "runId": "waiting"})
+            assert aborted == {"ok": True, "aborted": True, "runIds": ["waiting"]}, aborted
+            held.go.set()
+            waited = await ok(on_b, "agent.wait", {"runId": "waiting", "timeoutMs": 20_000})
+            assert waited["status"] == "timeout", waited  # agent.wait's word for aborted
+            assert len(held.requests) == 1
+            # A run id nobody runs is answered at once, as before.
+            nothing = await ok(on_a, "chat.abort", {"sessionKey": KEY, "runId": "nobody"})
+            assert nothing == {"ok": True, "aborted": False, "runIds": []}
+        finally:
+            for process in started:
+                process.stop()
+
     @pytest.mark.parametrize("method", ["sessions.delete", "sessions.reset"])
     async def test_is_ended_by_a_delete_or_reset_here_as_on_its_own_process(
         self,

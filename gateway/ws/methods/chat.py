@@ -13,6 +13,7 @@ from agents.registry import SessionRegistry, Transcript
 from agents.runs import AgentRun, RunState, TurnRequest
 from agents.store import StoredMessage
 from gateway.jsonwire import dumps, wire
+from gateway.ws import claims
 from gateway.ws.claims import ClaimedElsewhere, start_once, wait_for_start
 from gateway.ws.connection import now_ms
 from gateway.ws.dispatch import AnswerThenPause, CallContext, MethodRegistry
@@ -361,13 +362,16 @@ async def send(
 
 async def abort_elsewhere(ctx: CallContext, key: str, run_id: str | None) -> list[str]:
     """A shared store: the session's turn may be running on another process. Asked only
-    when another process runs a turn of the session (`turn_running_elsewhere`), so an abort
-    of nothing answers at once."""
+    when another process runs a turn of the session (`turn_running_elsewhere`), or the run
+    named is claimed by one and has not ended (a turn waiting there for a run slot holds no
+    lock and has said nothing yet), so an abort of nothing answers at once."""
     store = ctx.gateway.store
     if store is None or store.bus is None:
         return []
     try:
-        if not await store.turn_running_elsewhere(key):
+        if not await store.turn_running_elsewhere(key) and (
+            run_id is None or await store.call_going_on(claims.scope(run_id)) != key
+        ):
             return []
     except StoreError:
         return []  # the database is away: there is no other process to reach either
