@@ -580,10 +580,16 @@ async def _set_archived(
             "UPDATE sessions SET archived_at = NULL, archive_reason = NULL, updated_at = $1"
             f" WHERE key = $2 RETURNING {_SESSION_COLUMNS}"
         )
-    if session_id is not None and await conn.fetchval(
-        "SELECT 1 FROM sessions WHERE key = $1", _storable(key)
-    ):
-        await _still_session(conn, key, session_id)
+    if session_id is not None:
+        # Locked, so a session another process creates or resets on the key meanwhile is
+        # not the one archived; none there: nothing to archive.
+        found = await conn.fetchval(
+            "SELECT session_id FROM sessions WHERE key = $1 FOR UPDATE", _storable(key)
+        )
+        if found is None:
+            return None
+        if found != session_id:
+            raise SessionChanged(key)
     row = await conn.fetchrow(sql, *_args((now, key)))
     return _session_row(tuple(row)) if row is not None else None
 

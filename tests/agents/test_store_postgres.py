@@ -20,7 +20,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from agents.config import MaintenanceConfig
-from agents.errors import StoreError, StoreUnavailable
+from agents.errors import SessionChanged, StoreError, StoreUnavailable
 from agents.store import SessionPage, SessionRow
 from agents.store_postgres import (
     LOCK_CLASS_TURN,
@@ -340,6 +340,38 @@ class TestSessionsRacingDeletes:
             finally:
                 stop.set()
                 assert await deleter > 0
+
+
+class TestArchivingASessionByItsId:
+    async def test_a_session_created_on_the_key_meanwhile_is_not_archived(
+        self, store: PostgresSessionStore, pg_url: str
+    ) -> None:
+        """Archiving `session_id` when the key held no session looked for a row without
+        locking it, then archived whatever the key held when it wrote: a session another
+        process created in between was archived in place of SessionChanged."""
+        admin = await asyncpg.connect(pg_url)
+        try:
+            async with admin.transaction():
+                # The write waits on this lock after its check; the session is made meanwhile.
+                await admin.execute("LOCK TABLE sessions IN SHARE MODE")
+                archive = asyncio.create_task(store.set_archived(KEY, True, 200, session_id="gone"))
+                async with asyncio.timeout(5):
+                    while not archive.done() and not await admin.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND datname = current_database()"
+                    ):
+                        await asyncio.sleep(0.02)
+                await admin.execute(
+                    "INSERT INTO sessions (key, agent_id, session_id, created_at, updated_at)"
+                    " VALUES ($1, 'main', 'new', 100, 100)",
+                    KEY,
+                )
+            with contextlib.suppress(SessionChanged):
+                assert await asyncio.wait_for(archive, 5) is None
+        finally:
+            await admin.close()
+        row = await store.get(KEY)
+        assert row is not None and row.session_id == "new" and row.archived_at is None
 
 
 class TestScansBesideTurns:
