@@ -1475,17 +1475,19 @@ class PostgresSessionStore:
 
         async def claim(conn: Connection) -> tuple[str, str]:
             await conn.execute(SQL_FORGET_EXPIRED_CALLS)
-            row = await conn.fetchrow(
-                "INSERT INTO hook_calls (scope, run_id, session_key, expires_at)"
-                f" VALUES ($1, $2, $3, {SQL_NOW_MS} + $4) ON CONFLICT (scope) DO NOTHING"
-                " RETURNING run_id, session_key",
-                scope, run_id, _storable(session_key), ttl_ms,
-            )  # fmt: skip
-            if row is None:
+            while True:  # `claim_call`'s
                 row = await conn.fetchrow(
-                    "SELECT run_id, session_key FROM hook_calls WHERE scope = $1", scope
-                )
-            return (run_id, session_key) if row is None else (row[0], row[1])
+                    "INSERT INTO hook_calls (scope, run_id, session_key, expires_at)"
+                    f" VALUES ($1, $2, $3, {SQL_NOW_MS} + $4) ON CONFLICT (scope) DO NOTHING"
+                    " RETURNING run_id, session_key",
+                    scope, run_id, _storable(session_key), ttl_ms,
+                )  # fmt: skip
+                if row is None:
+                    row = await conn.fetchrow(
+                        "SELECT run_id, session_key FROM hook_calls WHERE scope = $1", scope
+                    )
+                if row is not None:
+                    return row[0], row[1]
 
         return await self._run(claim, write=True)
 
@@ -1497,17 +1499,22 @@ class PostgresSessionStore:
 
         async def claim(conn: Connection) -> tuple[str, str, bool]:
             await conn.execute(SQL_FORGET_EXPIRED_CALLS)
-            row = await conn.fetchrow(
-                "INSERT INTO hook_calls (scope, run_id, session_key, expires_at)"
-                f" VALUES ($1, $2, $3, {SQL_NOW_MS} + $4) ON CONFLICT (scope) DO NOTHING"
-                " RETURNING run_id, session_key, ended",
-                scope, token, _storable(session_key), ttl_ms,
-            )  # fmt: skip
-            if row is None:
+            # A claim found taken may be released (or expire) before it is read: then this
+            # one is made again, never taken as made with no row behind it.
+            while True:
                 row = await conn.fetchrow(
-                    "SELECT run_id, session_key, ended FROM hook_calls WHERE scope = $1", scope
-                )
-            return (token, session_key, False) if row is None else (row[0], row[1], row[2])
+                    "INSERT INTO hook_calls (scope, run_id, session_key, expires_at)"
+                    f" VALUES ($1, $2, $3, {SQL_NOW_MS} + $4) ON CONFLICT (scope) DO NOTHING"
+                    " RETURNING run_id, session_key, ended",
+                    scope, token, _storable(session_key), ttl_ms,
+                )  # fmt: skip
+                if row is None:
+                    row = await conn.fetchrow(
+                        "SELECT run_id, session_key, ended FROM hook_calls WHERE scope = $1",
+                        scope,
+                    )
+                if row is not None:
+                    return row[0], row[1], row[2]
 
         return await self._run(claim, write=True)
 

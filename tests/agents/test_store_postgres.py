@@ -31,6 +31,7 @@ from agents.store_postgres import (
     PostgresSessionStore,
 )
 from tests.support.pgserver import PASSWORD, PgServer, free_port
+from tests.support.statement_relay import statement_relay
 from tests.support.turns import KEY, turn
 
 pytestmark = pytest.mark.postgres
@@ -372,6 +373,30 @@ class TestArchivingASessionByItsId:
             await admin.close()
         row = await store.get(KEY)
         assert row is not None and row.session_id == "new" and row.archived_at is None
+
+
+class TestAClaimReleasedWhileAnotherIsMade:
+    @pytest.mark.parametrize("kind", ["call", "hook"])
+    async def test_the_new_claim_is_written(
+        self, pg_url: str, pg_server: PgServer, store: PostgresSessionStore, kind: str
+    ) -> None:
+        """A claim found taken, then released before it was read: the caller was told the
+        claim was its own, with no row behind it, so a retry elsewhere claimed and ran the
+        call again while this one ran it."""
+        await store.claim_call("ws:k", "t0", KEY, 600_000)
+        marker = b"FROM hook_calls WHERE scope = $1"  # the read after the insert found it taken
+        with statement_relay("127.0.0.1", pg_server.port, marker) as relay:
+            async with PostgresSessionStore(relay.url(pg_url)) as other:
+                if kind == "call":
+                    claim = asyncio.create_task(other.claim_call("ws:k", "t1", KEY, 600_000))
+                else:
+                    claim = asyncio.create_task(other.claim_hook_call("ws:k", "t1", KEY, 600_000))
+                await relay.wait_held()
+                await store.release_hook_call("ws:k", "t0")
+                relay.release()
+                claimed = await asyncio.wait_for(claim, 10)
+        assert claimed[:2] == ("t1", KEY)
+        assert await store.claim_call("ws:k", "t2", KEY, 600_000) == ("t1", KEY, False)
 
 
 class TestScansBesideTurns:

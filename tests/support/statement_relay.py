@@ -1,0 +1,99 @@
+"""A TCP relay to PostgreSQL that passes everything, except that it holds back what a client
+sends from the first time it sends `marker` (a statement's text) until `release()`: the
+client waits there, between its statements, for as long as the test needs to change the
+database under it. Deterministic where a sleep between two statements would not be.
+Threads, as tests/support/held_relay.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+
+_CHUNK = 65536
+
+
+class StatementRelay:
+    def __init__(self, host: str, port: int, marker: bytes) -> None:
+        self.host, self.port, self.marker = host, port, marker
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.listen_port: int = self._listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._open: list[socket.socket] = []
+        self._armed = True
+        self.held = threading.Event()  # a client sent the marker and waits
+        self._released = threading.Event()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, pg_url: str) -> str:
+        """`pg_url` (on host:port) through the relay."""
+        return pg_url.replace(f"{self.host}:{self.port}", f"127.0.0.1:{self.listen_port}")
+
+    async def wait_held(self, timeout: float = 15.0) -> None:
+        """Until a client has sent the marker (it now waits for its answer)."""
+        if not await asyncio.to_thread(self.held.wait, timeout):
+            raise AssertionError(f"{self.marker!r} not sent within {timeout}s")
+
+    def release(self) -> None:
+        self._released.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._released.set()
+        self._listener.close()
+        with self._lock:
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection((self.host, self.port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._open += [client, server]
+            threading.Thread(target=self._pump_out, args=(client, server), daemon=True).start()
+            threading.Thread(target=_pump, args=(server, client), daemon=True).start()
+
+    def _pump_out(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(_CHUNK):
+                with self._lock:
+                    hold = self._armed and self.marker in data
+                    if hold:
+                        self._armed = False
+                if hold:
+                    self.held.set()
+                    self._released.wait()
+                sink.sendall(data)
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(_CHUNK):
+            sink.sendall(data)
+        sink.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+@contextlib.contextmanager
+def statement_relay(host: str, port: int, marker: bytes) -> Iterator[StatementRelay]:
+    relay = StatementRelay(host, port, marker)
+    try:
+        yield relay
+    finally:
+        relay.close()
