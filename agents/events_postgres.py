@@ -347,7 +347,11 @@ class PostgresEventBus:
 
     async def _listen(self) -> None:
         conn = await self._connect()
-        await conn.add_listener(CHANNEL, self._on_notification)
+        try:
+            await conn.add_listener(CHANNEL, self._on_notification)
+        except BaseException:  # a failure, or a stop while the gateway starts: not left open
+            conn.terminate()
+            raise
         self._listener = conn
         self.listening.set()
         self._put({"t": "hello"})  # who watches? (what was said while away is lost)

@@ -106,8 +106,11 @@ async def _sessions(app: web.Application) -> AsyncIterator[None]:
     except BaseException:
         # The registry's first maintenance pass failed or was cancelled (a stop while the
         # gateway starts), or the bus's listener could not connect: what opened is closed, in
-        # the order of a stop (the registry's runs before the store they commit to).
+        # the order of a stop (the registry's runs before the store they commit to), the bus
+        # too: a start stopped after its listener connected leaves it open otherwise.
         await registry.aclose()
+        if bus is not None:
+            await bus.aclose()
         await store.aclose()
         raise
     if bus is not None:

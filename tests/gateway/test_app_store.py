@@ -13,6 +13,8 @@ from aiohttp import web
 from agents.store_postgres import PostgresSessionStore
 from gateway.app import create_app
 from tests.support.configs import MakeConfig
+from tests.support.pgserver import PgServer
+from tests.support.statement_relay import statement_relay
 from tests.support.ws_client import CONFIG
 
 pytestmark = pytest.mark.postgres
@@ -73,3 +75,44 @@ class TestAStartStoppedWhileTheRegistryStarts:
             await runner.cleanup()
         assert len(pools) == 4  # the test's store's two, the gateway's two
         assert [pool.is_closing() for pool in pools] == [True] * 4
+
+
+class TestAStartStoppedWhileTheEventBusStarts:
+    async def test_closes_the_bus_connection_it_opened(
+        self, make_config: MakeConfig, pg_url: str, pg_server: PgServer
+    ) -> None:
+        """A stop while the event bus's listener connection starts to LISTEN: the connection
+        was left open, unknown to the bus, until the process's exit."""
+        async with PostgresSessionStore(pg_url):
+            pass
+        connections: list[asyncpg.Connection] = []
+        connect = asyncpg.connect
+
+        async def tracked(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+            conn = await connect(*args, **kwargs)
+            connections.append(conn)
+            return conn
+
+        with statement_relay("127.0.0.1", pg_server.port, b'LISTEN "') as relay:
+            url = relay.url(pg_url)
+            config = make_config(
+                CONFIG.replace(
+                    "agents:",
+                    f'store: {{ backend: "postgres", url: {json.dumps(url)} }},\n  agents:',
+                )
+            )
+            runner = web.AppRunner(create_app(config))
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(asyncpg, "connect", tracked)
+                start = asyncio.create_task(runner.setup())
+                try:
+                    await relay.wait_held()
+                    start.cancel()
+                    with pytest.raises(asyncio.CancelledError):
+                        await start
+                finally:
+                    relay.release()
+                    await runner.cleanup()
+        assert connections and [conn.is_closed() for conn in connections] == [True] * len(
+            connections
+        )
