@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
 
 from agents.errors import AgentError
-from agents.runs import AgentRun, RunState, RunStatus, TurnRequest
+from agents.runs import AgentRun, RunOutcome, RunState, RunStatus, TurnRequest
 from gateway.appkeys import AGENT_ID, SESSION_KEY, STATE
 from gateway.auth import bearer_secret
 from gateway.config.model import AuthConfig, HooksConfig
@@ -277,7 +277,14 @@ def _hold(app: web.Application, state: GatewayState, scope: str, run: AgentRun) 
     if store is None or not store.shared:
         return
     lease = state.options.hook_claim_lease_seconds
-    task = asyncio.create_task(_held(store, scope, run, lease), name="hook-claim")
+    run.hold_end(
+        lambda outcome, announce: _keep(app, _end_claim(store, scope, run, outcome, announce))
+    )
+    _keep(app, _held(store, scope, run, lease))
+
+
+def _keep(app: web.Application, work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.create_task(work, name="hook-claim")
     holds = app[HOOK_HOLDS]
     holds.add(task)
     task.add_done_callback(holds.discard)
@@ -286,18 +293,33 @@ def _hold(app: web.Application, state: GatewayState, scope: str, run: AgentRun) 
 async def _held(store: Store, scope: str, run: AgentRun, lease: float) -> None:
     """The claim is a lease while the run goes on, renewed here: a process that dies lets a
     retry run the call once its lease is out, rather than answer with a run that never ends.
-    Once the run has ended, the claim is kept for the replay window."""
+    `_end_claim` ends it."""
     ended = asyncio.ensure_future(run.wait())
     try:
         while not (await asyncio.wait({ended}, timeout=lease / 3))[0]:
             await _extend(store, scope, run.id, int(lease * 1000))
-        if ended.result().status == RunStatus.ABORTED and run.abort_reason == SHUTDOWN_ABORT:
+    finally:
+        ended.cancel()
+
+
+async def _end_claim(
+    store: Store, scope: str, run: AgentRun, outcome: RunOutcome, announce: Callable[[], None]
+) -> None:
+    """The run has ended: its claim is kept for the replay window (or released) before the
+    end is told (`AgentRun.hold_end`, as gateway/ws/claims.py), so that a retry on another
+    process right after the answer finds the claim, whatever became of its lease. A store
+    that fails to write it only delays the answer by its timeout."""
+    try:
+        if outcome.status == RunStatus.ABORTED and run.abort_reason == SHUTDOWN_ABORT:
             # The drain gave up on it (a deploy): a retry on another process runs the call.
             await _release(store, scope, run.id)
         else:
-            await _extend(store, scope, run.id, int(REPLAY_TTL_SECONDS * 1000))
+            try:
+                await store.end_call(scope, run.id, int(REPLAY_TTL_SECONDS * 1000))
+            except AgentError:
+                log.warning("hook_call_end_failed", run_id=run.id)  # kept until its lease is out
     finally:
-        ended.cancel()
+        announce()
 
 
 async def _extend(store: Store, scope: str, run_id: str, keep_ms: int) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
 from agents.store_postgres import PostgresSessionStore
@@ -137,6 +138,49 @@ class TestAHookRetryOnAnotherProcess:
         await asyncio.sleep(17)  # past the first lease of 15 s: renewed meanwhile
         status, again = await hook(http, b.url, {"message": long}, "long-1")
         assert (status, again) == (202, first)
+
+
+# The run's end marking its claim, waiting on the test's lock of the claim.
+SQL_END_WAITS = (
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+    " AND wait_event_type = 'Lock' AND query LIKE '%SET ended = TRUE%'"
+)
+
+
+class TestAHookAnswer:
+    async def test_comes_once_its_claim_is_kept_for_the_replay_window(
+        self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_url: str
+    ) -> None:
+        """The claim was kept for the replay window only after the answer went out, still on
+        its lease until then: a retry on another process right after the answer, once the
+        lease ran out (a renewal that failed), found no claim and ran the call again."""
+        a = start_gateway("a")
+        words = " ".join(f"w{i}" for i in range(30))  # 3 s at 100 ms a word
+        body = {"message": words, "waitForCompletion": True}
+        answer = asyncio.create_task(hook(http, a.url, body, "end-1"))
+        # Two connections: a transaction sees pg_stat_activity as it was at its first look.
+        watch, holder = await asyncpg.connect(pg_url), await asyncpg.connect(pg_url)
+        try:
+            async with asyncio.timeout(20):
+                while not await watch.fetchval("SELECT count(*) FROM hook_calls"):
+                    await asyncio.sleep(0.02)
+            async with holder.transaction():
+                await holder.execute("SELECT 1 FROM hook_calls FOR UPDATE")
+                async with asyncio.timeout(20):
+                    while not answer.done() and not await watch.fetchval(SQL_END_WAITS):
+                        await asyncio.sleep(0.05)
+                answered_first = answer.done()
+            status, done = await asyncio.wait_for(answer, 20)
+            assert status == 200, done
+            claim = await watch.fetchrow(
+                "SELECT ended, expires_at - (extract(epoch FROM now()) * 1000)::BIGINT AS left_ms"
+                " FROM hook_calls"
+            )
+        finally:
+            await watch.close()
+            await holder.close()
+        assert not answered_first  # the answer waited for the claim's end
+        assert claim["ended"] and claim["left_ms"] > 60_000, claim
 
 
 class TestAHookRetryAfterItsProcessDied:
