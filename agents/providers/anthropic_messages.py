@@ -505,10 +505,17 @@ def _error_event(obj: dict[str, Any]) -> UpstreamError:
     return stream_error(ERROR_STATUSES.get(named) if type(named) is str else None)
 
 
-def _input_json(given: Any) -> str:
-    """A tool_use block's input given whole, as arguments. ValueError (malformed) for a number
-    JSON cannot write back (1e400, NaN): as `Infinity` it would reach clients whose parsers
-    refuse it, and go back to the API, which refuses it too, with every later turn."""
+def _input_json(given: Any) -> str | None:
+    """A tool_use block's input given whole, as arguments; None when none is given (null
+    too). ValueError (malformed) for an input that is no object (the API's always is: a
+    client could not read anything else as a call's arguments, and the API refuses it back)
+    and for a number JSON cannot write back (1e400, NaN): as `Infinity` it would reach
+    clients whose parsers refuse it, and go back to the API, which refuses it too, with every
+    later turn."""
+    if given is None:
+        return None
+    if type(given) is not dict:
+        raise ValueError("tool_use input is not an object")
     return json.dumps(given, separators=(",", ":"), allow_nan=False)
 
 
@@ -557,7 +564,7 @@ def json_answer(answer: Any, tools: frozenset[str] = frozenset()) -> list[Provid
         if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
             raise MalformedStream("upstream JSON answer has a malformed tool_use block")
         name = check_call(block["id"], block["name"], tools)
-        arguments = _input_json(block.get("input") or {})
+        arguments = _input_json(block.get("input")) or "{}"
         events.append(ToolCallDelta(index, block["id"], name, arguments))
     usage = answer.get("usage")
     input_tokens = _count(usage, *_INPUT_FIELDS)
@@ -688,10 +695,10 @@ class MessageEventDecoder:
                     if index >= MAX_TOOL_CALLS:
                         raise UnrelayedReply(f"more than {MAX_TOOL_CALLS} tool calls in one reply")
                     self._tools[obj["index"]] = [index, 0]
-                    given = block.get("input")
-                    if isinstance(given, dict) and given:
+                    given = _input_json(block.get("input"))
+                    if given is not None and given != "{}":
                         # Some servers put the whole input here and stream no deltas of it.
-                        self._given_inputs[index] = _input_json(given)
+                        self._given_inputs[index] = given
                     yield ToolCallDelta(index, call_id, name, "")
                 elif block_type in _THINKING_BLOCKS:
                     redacted = block_type == "redacted_thinking"

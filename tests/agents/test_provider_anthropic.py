@@ -1595,8 +1595,8 @@ class TestBlocksPerReply:
 
 
 class TestInputGivenWhole:
-    """A tool_use block's input given whole is sent on as its JSON: a number JSON cannot
-    write back (1e400, NaN) fails the reply as malformed."""
+    """A tool_use block's input given whole is sent on as its JSON: one that is no object, or
+    holds a number JSON cannot write back (1e400, NaN), fails the reply as malformed."""
 
     @pytest.mark.parametrize("number", ["1e400", "NaN"])
     async def test_in_a_stream(
@@ -1622,6 +1622,62 @@ class TestInputGivenWhole:
         anthropic_upstream.script(Raw((answer.encode(),), content_type="application/json"))
         with pytest.raises(MalformedStream):
             await collect(provider, anthropic_upstream)
+
+    NOT_OBJECTS = ('"{}"', "[1]", "[]", "1", "true", '""')
+
+    @pytest.mark.parametrize("given", NOT_OBJECTS)
+    async def test_one_that_is_no_object_in_a_json_answer_is_malformed(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic, given: str
+    ) -> None:
+        # The API's `input` is an object: anything else would reach the client as arguments
+        # it cannot read as a call's, and go back to the API, which refuses it.
+        answer = ('{"type": "message", "role": "assistant", "content": [{"type": "tool_use",'
+                  ' "id": "toolu_1", "name": "f", "input": ' + given + '}],'
+                  ' "stop_reason": "tool_use"}')  # fmt: skip
+        anthropic_upstream.script(Raw((answer.encode(),), content_type="application/json"))
+        delivered: list[ProviderEvent] = []
+        with pytest.raises(MalformedStream):
+            await provider.stream(provider_request(anthropic_upstream.provider_config()),
+                                  delivered.append)  # fmt: skip
+        assert delivered == []
+
+    @pytest.mark.parametrize("given", NOT_OBJECTS)
+    async def test_one_that_is_no_object_in_a_stream_is_malformed(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic, given: str
+    ) -> None:
+        block = (
+            '{"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use",'
+            ' "id": "toolu_1", "name": "f", "input": ' + given + "}}"
+        )
+        body = (events(start()) + f"event: content_block_start\ndata: {block}\n\n".encode()
+                + events(("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                         *stop("tool_use")))  # fmt: skip
+        anthropic_upstream.script(Raw((body,)))
+        delivered: list[ProviderEvent] = []
+        with pytest.raises(MalformedStream):
+            await provider.stream(provider_request(anthropic_upstream.provider_config()),
+                                  delivered.append)  # fmt: skip
+        assert not any(isinstance(event, ToolCallDelta) for event in delivered)
+
+    @pytest.mark.parametrize("reply", ["json", "stream"])
+    async def test_a_null_one_is_none_given(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic, reply: str
+    ) -> None:
+        block = '{"type": "tool_use", "id": "toolu_1", "name": "f", "input": null}'
+        if reply == "json":
+            answer = ('{"type": "message", "role": "assistant", "content": [' + block + '],'
+                      ' "stop_reason": "tool_use"}')  # fmt: skip
+            anthropic_upstream.script(Raw((answer.encode(),), content_type="application/json"))
+        else:
+            start_block = ('{"type": "content_block_start", "index": 0, "content_block": '
+                           + block + "}")  # fmt: skip
+            head = f"event: content_block_start\ndata: {start_block}\n\n".encode()
+            body = (events(start()) + head
+                    + events(("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                             *stop("tool_use")))  # fmt: skip
+            anthropic_upstream.script(Raw((body,)))
+        events_seen = await collect(provider, anthropic_upstream)
+        assert "".join(e.arguments for e in events_seen if isinstance(e, ToolCallDelta)) == "{}"
 
 
 class TestThinkingKept:
