@@ -514,13 +514,22 @@ class ChunkDecoder:
                     if self._reason == ERROR_FINISH:
                         log_body("upstream_stream_error", self._provider, data)
                         raise MalformedStream("upstream reply ended with finish_reason error")
-            if obj.get("usage"):
-                self._usage = obj["usage"]
+            usage = obj.get("usage")
+            if usage:
+                self._usage = usage
             elif "x_groq" in obj and self._usage is None:
                 # Groq gives the usage inside `x_groq` of its last chunk.
                 groq = obj["x_groq"]
                 if isinstance(groq, dict) and groq.get("usage"):
                     self._usage = groq["usage"]
+            if usage and self._reason is not None:
+                # The usage at or after the finish reason is the last thing a reply has
+                # before `[DONE]` (OpenAI's usage chunk, llama.cpp's finish chunk): the reply
+                # is whole here. An upstream that then sends neither `[DONE]` nor the body's
+                # end would hold the turn until the idle timeout. (Groq's `x_groq` usage
+                # in its finish chunk may still be followed by the usage chunk, which wins.)
+                self.done = True
+                return
 
     def _reasoning(self, delta: Mapping[str, Any]) -> Iterator[ProviderEvent]:
         """Reasoning (`reasoning_content`: DeepSeek, vLLM; `reasoning`: OpenRouter, Ollama)."""

@@ -557,6 +557,51 @@ class TestStreaming:
                 await asyncio.wait_for(upstream.gone.wait(), 1)  # closed, never pooled
         assert http.idle_connections == 0
 
+    USAGE: ClassVar = {"prompt_tokens": 3, "completion_tokens": 1}
+    ENDS: ClassVar = {
+        # OpenAI's: the finish chunk, then the usage chunk (no choices) before `[DONE]`.
+        "usage_chunk": [
+            chunk({"content": "x"}),
+            chunk({}, "stop"),
+            {"choices": [], "usage": USAGE},
+        ],
+        # llama.cpp's: the usage in the finish chunk.
+        "usage_in_finish": [chunk({"content": "x"}), chunk({}, "stop", usage=USAGE)],
+    }
+
+    @pytest.mark.parametrize("end", ENDS)
+    async def test_the_finish_reason_and_the_usage_end_the_reply_when_done_never_comes(
+        self, http: UpstreamClient, openai_upstream: FakeOpenAI, end: str
+    ) -> None:
+        # The reply said why it ended, and the usage came, then neither `[DONE]` nor the
+        # body's end: the turn waited for the idle timeout (120 s by default) to end.
+        body = sse(*self.ENDS[end], done=False)
+        data = (
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + f"{len(body):x}\r\n".encode() + body + b"\r\n"
+        )
+        # An idle timeout no test waits for: only the reply itself can end the turn.
+        provider = OpenAICompletionsProvider(http, Timeouts(connect=1, idle=3600))
+        async with raw_answer(data) as upstream:
+            config = _with_url(openai_upstream, f"http://127.0.0.1:{upstream.port}/v1")
+            # A guard against a hung test, far beyond what the reply takes.
+            events = await asyncio.wait_for(collect(provider, openai_upstream, config=config), 30)
+            assert events == [TextDelta("x"), Usage(3, 1), Finish("stop")]
+            await asyncio.wait_for(upstream.gone.wait(), 60)  # closed, never pooled
+        assert http.idle_connections == 0
+
+    async def test_a_usage_chunk_in_a_later_read_than_the_finish_is_kept(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI
+    ) -> None:
+        first = sse(chunk({"content": "x"}), chunk({}, "stop"), done=False)
+        usage = sse({"choices": [], "usage": self.USAGE})
+        openai_upstream.script(Raw((first, usage), delay=0.05))
+        assert await collect(provider, openai_upstream) == [
+            TextDelta("x"),
+            Usage(3, 1),
+            Finish("stop"),
+        ]
+
     @pytest.mark.parametrize(
         "usage", ["none", "whole", "cut"], ids=["finish_only", "with_usage", "usage_cut"]
     )
