@@ -533,11 +533,18 @@ def json_answer(answer: Any, tools: frozenset[str] = frozenset()) -> list[Provid
     content = answer.get("content")
     if not isinstance(content, list):
         raise MalformedStream("upstream JSON answer has no content")
-    blocks = [block for block in content if isinstance(block, dict)]
+    # As in a stream (`MessageEventDecoder.feed`): a block that is no object, or a text of
+    # its that is no text, makes the reply malformed rather than be left out of it.
+    if not all(type(block) is dict for block in content):
+        raise MalformedStream("upstream JSON answer has a content block that is no object")
+    blocks: list[dict[str, Any]] = content
+    for block in blocks:
+        kind = block.get("type")  # any JSON value: a list too, which no dict can look up
+        field = kind if kind == "text" or kind == "thinking" else None
+        if field is not None and block.get(field) and type(block[field]) is not str:
+            raise MalformedStream(f"upstream JSON answer has a {field} block of no text")
     text = "".join(
-        block["text"]
-        for block in blocks
-        if block.get("type") == "text" and isinstance(block.get("text"), str)
+        block["text"] for block in blocks if block.get("type") == "text" and block.get("text")
     )
     events: list[ProviderEvent] = []
     thinking: list[_ThinkingSoFar] = []

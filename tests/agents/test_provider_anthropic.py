@@ -723,6 +723,25 @@ class TestFailures:
             await collect(provider, anthropic_upstream)
 
     @pytest.mark.parametrize(
+        "block",
+        [{"type": "text", "text": 5}, {"type": "text", "text": {"a": 1}},
+         {"type": "thinking", "thinking": ["x"], "signature": "s"},
+         {"type": "thinking", "thinking": 7, "signature": "s"}, "hi", ["hi"], None],
+    )  # fmt: skip
+    async def test_a_json_answers_block_of_the_wrong_shape_is_malformed_as_in_a_stream(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic, block: Any
+    ) -> None:
+        # It was left out: the client got the rest of the reply as if whole, where the same
+        # block in a stream fails the turn.
+        answer = {"type": "message", "content": [{"type": "text", "text": "hi"}, block],
+                  "stop_reason": "end_turn"}  # fmt: skip
+        anthropic_upstream.script(
+            Raw((json.dumps(answer).encode(),), content_type="application/json")
+        )
+        with pytest.raises(MalformedStream):
+            await collect(provider, anthropic_upstream)
+
+    @pytest.mark.parametrize(
         ("kind", "error"),
         [("invalid_request_error", UpstreamStatusError), ("rate_limit_error", UpstreamStatusError),
          ("no_such_error", MalformedStream)],
