@@ -373,9 +373,11 @@ def json_answer(answer: Any, tools: frozenset[str] = frozenset()) -> list[Provid
     choice = choices[0]
     if choice.get("finish_reason") == ERROR_FINISH:
         raise MalformedStream("upstream JSON answer ended with finish_reason error")
-    message = choice.get("message")
+    # As in a stream (`ChunkDecoder.feed`), a field of the wrong shape makes the reply
+    # malformed rather than be left out of it: a message, reasoning or tool calls.
+    message = choice.get("message") or {}
     if not isinstance(message, dict):
-        message = {}
+        raise MalformedStream("upstream JSON answer message is not an object")
     content = message.get("content")
     if content is None:  # structured outputs' refusal: content null, the refusal its text
         content = message.get("refusal")
@@ -383,16 +385,20 @@ def json_answer(answer: Any, tools: frozenset[str] = frozenset()) -> list[Provid
         raise MalformedStream("upstream JSON answer content is not text")
     events: list[ProviderEvent] = []
     reasoning = message.get("reasoning_content") or message.get("reasoning")
-    if isinstance(reasoning, str) and reasoning:
+    if reasoning:
+        if not isinstance(reasoning, str):
+            raise MalformedStream("upstream JSON answer reasoning is not text")
         events.append(ReasoningDelta(reasoning))
     if isinstance(content, list):
         events.extend(content_parts(content))
     elif content:
         events.append(TextDelta(content))
-    calls = message.get("tool_calls")
-    if isinstance(calls, list) and len(calls) > MAX_TOOL_CALLS:
+    calls = message.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise MalformedStream("upstream JSON answer tool calls are not a list")
+    if len(calls) > MAX_TOOL_CALLS:
         raise MalformedStream(f"upstream JSON answer has more than {MAX_TOOL_CALLS} tool calls")
-    for index, call in enumerate(calls if isinstance(calls, list) else ()):
+    for index, call in enumerate(calls):
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             raise MalformedStream("upstream JSON answer has a malformed tool call")

@@ -804,6 +804,37 @@ class TestNonStreamingAnswer:
         with pytest.raises(MalformedStream):
             await collect(provider, openai_upstream)
 
+    WRONG_SHAPES = (
+        pytest.param({"content": "hi", "reasoning_content": ["r"]}, id="reasoning_content-list"),
+        pytest.param({"content": "hi", "reasoning": {"text": "r"}}, id="reasoning-object"),
+        pytest.param({"content": "hi", "reasoning": 7}, id="reasoning-number"),
+        pytest.param({"content": "hi", "tool_calls": {"id": "c"}}, id="tool_calls-object"),
+        pytest.param({"content": "hi", "tool_calls": "call"}, id="tool_calls-text"),
+        pytest.param({"content": "hi", "tool_calls": 1}, id="tool_calls-number"),
+        pytest.param("hi", id="message-text"),
+        pytest.param(["hi"], id="message-list"),
+    )
+
+    @pytest.mark.parametrize("message", WRONG_SHAPES)
+    @pytest.mark.parametrize("reply", ["json", "stream"])
+    async def test_a_field_of_the_wrong_shape_is_malformed_in_a_json_answer_as_in_a_stream(
+        self,
+        provider: OpenAICompletionsProvider,
+        openai_upstream: FakeOpenAI,
+        message: Any,
+        reply: str,
+    ) -> None:
+        # In a JSON answer it was left out (a message of the wrong shape: the whole reply),
+        # and the rest relayed as if whole.
+        if reply == "json":
+            answer = {"choices": [{"message": message, "finish_reason": "stop"}]}
+            piece = json.dumps(answer).encode()
+            openai_upstream.script(Raw((piece,), content_type="application/json"))
+        else:
+            openai_upstream.script(Raw((sse(chunk(message, "stop")),)))
+        with pytest.raises(MalformedStream):
+            await collect(provider, openai_upstream)
+
 
 class TestStatusFailures:
     async def test_429_with_retry_after_seconds(
