@@ -379,10 +379,13 @@ def json_answer(answer: Any, tools: frozenset[str] = frozenset()) -> list[Provid
     if not isinstance(message, dict):
         raise MalformedStream("upstream JSON answer message is not an object")
     content = message.get("content")
-    if content is None:  # structured outputs' refusal: content null, the refusal its text
-        content = message.get("refusal")
     if content is not None and not isinstance(content, str | list):
         raise MalformedStream("upstream JSON answer content is not text")
+    # Structured outputs' refusal (content null, or empty on some servers): the reply's
+    # text, after any content, as in a stream.
+    refusal = message.get("refusal")
+    if refusal and not isinstance(refusal, str):
+        raise MalformedStream("upstream JSON answer refusal is not text")
     events: list[ProviderEvent] = []
     reasoning = message.get("reasoning_content") or message.get("reasoning")
     if reasoning:
@@ -393,6 +396,8 @@ def json_answer(answer: Any, tools: frozenset[str] = frozenset()) -> list[Provid
         events.extend(content_parts(content))
     elif content:
         events.append(TextDelta(content))
+    if refusal:
+        events.append(TextDelta(refusal))
     calls = message.get("tool_calls") or []
     if not isinstance(calls, list):
         raise MalformedStream("upstream JSON answer tool calls are not a list")

@@ -713,6 +713,21 @@ class TestNonStreamingAnswer:
         openai_upstream.script(Raw((json.dumps(answer).encode(),), content_type="application/json"))
         assert await collect(provider, openai_upstream) == [TextDelta("I can't."), Finish("stop")]
 
+    @pytest.mark.parametrize("reply", ["json", "stream"])
+    async def test_a_refusal_beside_an_empty_content_is_the_reply_text(
+        self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI, reply: str
+    ) -> None:
+        # Some servers give an empty content rather than null: a JSON answer's refusal was
+        # lost (a reply of no text), where a stream's was the text.
+        message = {"content": "", "refusal": "I can't."}
+        if reply == "json":
+            answer = {"choices": [{"message": message, "finish_reason": "stop"}]}
+            piece = json.dumps(answer).encode()
+            openai_upstream.script(Raw((piece,), content_type="application/json"))
+        else:
+            openai_upstream.script(Raw((sse(chunk(message, "stop")),)))
+        assert await collect(provider, openai_upstream) == [TextDelta("I can't."), Finish("stop")]
+
     @pytest.mark.parametrize("call_id", [7, True, {"a": 1}, ["c1"]])
     async def test_json_answer_call_id_that_is_not_text_is_malformed(
         self, provider: OpenAICompletionsProvider, openai_upstream: FakeOpenAI, call_id: Any
@@ -811,6 +826,7 @@ class TestNonStreamingAnswer:
         pytest.param({"content": "hi", "tool_calls": {"id": "c"}}, id="tool_calls-object"),
         pytest.param({"content": "hi", "tool_calls": "call"}, id="tool_calls-text"),
         pytest.param({"content": "hi", "tool_calls": 1}, id="tool_calls-number"),
+        pytest.param({"content": "hi", "refusal": ["no"]}, id="refusal-list"),
         pytest.param("hi", id="message-text"),
         pytest.param(["hi"], id="message-list"),
     )
