@@ -23,6 +23,12 @@ const TICK_DEFAULT_MS = 30000;
 const TICK_MIN_MS = 1000; // a gateway asking for less would have us close a live connection
 const TICK_MAX_MS = 600000; // past 2^31 ms a browser timer fires at once, and again, and again
 const MISSED_TICKS = 2;
+// From a request to its answer. Every method the page calls is answered from the gateway's
+// memory or its store in milliseconds (chat.send acknowledges before the turn runs); one
+// unanswered for 20 s on a connection whose ticks still come is a stalled handler, and a
+// screen that waited on it (a refresh, a poll) would stop without a word. Long enough that a
+// busy store or a slow link is not taken for one.
+const REQUEST_TIMEOUT_MS = 20000;
 
 export class GatewayError extends Error {
   constructor(error) {
@@ -268,10 +274,19 @@ export class Gateway extends EventTarget {
     else first.resolve(hello);
   }
 
+  // An answer that comes after the timeout finds no waiter and is dropped.
   send(ws, method, params) {
     const id = `ui-${this.nextId++}`;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
+      const timer = setTimeout(() => {
+        if (!this.pending.delete(id)) return;
+        reject(new GatewayError({ code: "TIMEOUT", message: `The gateway did not answer ${method} within ${REQUEST_TIMEOUT_MS / 1000} s.` }));
+      }, REQUEST_TIMEOUT_MS);
+      const done = (settle) => (value) => {
+        clearTimeout(timer);
+        settle(value);
+      };
+      this.pending.set(id, { resolve: done(resolve), reject: done(reject) });
       ws.send(JSON.stringify({ type: "req", id, method, params }));
     });
   }

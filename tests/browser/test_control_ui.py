@@ -141,6 +141,31 @@ WebSocket.prototype.send = function (data) {
 """
 
 
+# The page's next request of the method `arguments[0]` is never sent: a gateway that never
+# answers it, on a connection that otherwise works (ticks, other answers).
+NEVER_SENT = """
+const [method] = arguments;
+const send = WebSocket.prototype.send;
+WebSocket.prototype.send = function (data) {
+  if (JSON.parse(data).method === method) {
+    WebSocket.prototype.send = send;
+  } else {
+    send.call(this, data);
+  }
+};
+"""
+
+# The page's timers of `arguments[0]` ms (a request's timeout) fire after 300 ms instead, so a
+# test need not wait the whole of it; all other timers are left as they are.
+SHORT_REQUEST_TIMEOUT = """
+const [ms] = arguments;
+const original = window.setTimeout;
+window.setTimeout = (handler, delay, ...rest) =>
+  original(handler, delay === ms ? 300 : delay, ...rest);
+"""
+REQUEST_TIMEOUT_MS = 20000  # gateway.js's REQUEST_TIMEOUT_MS
+
+
 # While `window.detour` holds a URL, the page's new sockets go there instead; `window.socket`
 # is its socket, for a test to close.
 DETOUR = """
@@ -1053,6 +1078,25 @@ class TestStatus:
         page.until(lambda: not alert.is_displayed(), "the error cleared", 8)
         assert page.all('.stat[data-stat="health"]')
 
+    def test_a_request_never_answered_is_shown_and_the_next_refresh_asks_again(
+        self, page: Page
+    ) -> None:
+        # A `health` the gateway never answered left the screen refreshing forever: the cards
+        # of before stayed, and no refresh was ever sent again.
+        page.driver.execute_script(REFUSE)
+        page.driver.execute_script(SHORT_REQUEST_TIMEOUT, REQUEST_TIMEOUT_MS)
+        page.connected()
+        page.go("status")
+        page.until(lambda: page.all(".stat"), "the status cards")
+        sent = page.driver.execute_script("return window.sent['system.info']")
+        page.driver.execute_script(NEVER_SENT, "health")
+        alert = page.visible("#status-error")
+        assert "did not answer health" in alert.text
+        page.until(lambda: page.driver.execute_script("return window.sent['system.info']")
+                   >= sent + 2, "a refresh after the one unanswered")  # fmt: skip
+        page.until(lambda: not alert.is_displayed(), "the error cleared")
+        assert page.all('.stat[data-stat="health"]')
+
     def test_a_stalled_gateway_is_asked_once_not_every_5_s(self, page: Page) -> None:
         # Each 5 s refresh sent its three requests while the last were unanswered: they piled
         # up against the connection's limit of requests in flight, and answered out of order.
@@ -1202,6 +1246,23 @@ class TestLogs:
         assert alert.get_attribute("role") == "alert"
         assert "limit" in alert.text
         page.driver.execute_script("window.refuse['logs.tail'] = null")
+        page.until(lambda: not alert.is_displayed(), "the error cleared")
+
+    def test_a_tail_never_answered_is_shown_and_tailing_goes_on(self, page: Page) -> None:
+        # A logs.tail the gateway never answered left the screen polling forever: no line came
+        # again, and nothing said so.
+        page.driver.execute_script(SHORT_REQUEST_TIMEOUT, REQUEST_TIMEOUT_MS)
+        page.connected()
+        page.go("logs")
+        page.until(lambda: page.all(".log-line"), "the first lines")
+        page.driver.execute_script(NEVER_SENT, "logs.tail")
+        alert = page.visible("#logs-error")
+        assert "did not answer logs.tail" in alert.text
+        with contextlib.suppress(OSError):  # a 404, which the gateway logs
+            urllib.request.urlopen(f"{page.gateway.url}/after-the-unanswered-tail", timeout=10)
+        texts = "return [...document.querySelectorAll('.log-line')].map(e => e.textContent)"
+        shown = lambda: page.driver.execute_script(texts)  # noqa: E731
+        page.until(lambda: any("unanswered-tail" in t for t in shown()), "the line logged after")
         page.until(lambda: not alert.is_displayed(), "the error cleared")
 
     def test_the_pause_button_says_what_it_does_and_is_not_also_pressed(self, page: Page) -> None:
