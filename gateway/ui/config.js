@@ -247,6 +247,8 @@ async function save() {
   } catch (error) {
     $("config-message").dataset.kind = "error";
     const issues = (error.details && error.details.issues) || [];
+    // Issues no field has, in the message: a path names keys as the file or the patch spelled
+    // them, whose bidi controls would reorder the words after them (shown as code points).
     const unplaced = [];
     let first = null;
     for (const issue of issues) {
@@ -254,7 +256,7 @@ async function save() {
       if (f) {
         showFieldError(f, issue.message);
         first ??= f;
-      } else unplaced.push(`${issue.path}: ${issue.message}`);
+      } else unplaced.push(`${shownName(issue.path)}: ${issue.message}`);
     }
     setAlert($("config-message"), [issues.length ? "The gateway refused the change." : error.message, ...unplaced].join(" "));
     if (first) first.input.focus();

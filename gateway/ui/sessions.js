@@ -102,7 +102,7 @@ async function load() {
       { dataset: { key: s.key }, class: s.key === selected ? "selected" : "" },
       el("td", {}, open, s.label ? el("div", { class: "muted small session-key", text: shownName(s.key) }) : null, preview ? el("div", { class: "preview", text: shownText(preview) }) : null),
       el("td", { text: s.agentId }),
-      el("td", { class: "model", text: s.model ? `${s.modelProvider || ""}/${s.model}` : "–" }),
+      el("td", { class: "model", text: s.model ? shownName(`${s.modelProvider || ""}/${s.model}`) : "–" }),
       el("td", { class: "num", text: `${formatNumber(s.inputTokens)} / ${formatNumber(s.outputTokens)}` }),
       el("td", { text: formatAge(s.updatedAt), title: s.updatedAt ? new Date(s.updatedAt).toISOString() : "" }),
     );

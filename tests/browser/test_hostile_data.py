@@ -570,3 +570,71 @@ class TestTranscriptBidi:
         for word, where in (("Assistant", ".who"), ("plain", ".text")):
             drawn = lefts(page, f"#transcript .bubble.assistant {where}", word)
             assert drawn == sorted(drawn)
+
+
+# The page's answers to requests of `arguments[0]` are changed as `arguments[1]` says:
+# `model` puts that model on each session listed; `issues` makes it a refusal with those
+# issues. What a gateway or a provider reports is shown, whatever characters it holds.
+CHANGED_ANSWER = """
+const [method, change] = arguments;
+const send = WebSocket.prototype.send;
+const listen = WebSocket.prototype.addEventListener;
+const ids = new Set();
+WebSocket.prototype.send = function (data) {
+  const frame = JSON.parse(data);
+  if (frame.method === method) ids.add(frame.id);
+  send.call(this, data);
+};
+WebSocket.prototype.addEventListener = function (type, listener, ...rest) {
+  if (type !== "message") return listen.call(this, type, listener, ...rest);
+  return listen.call(this, type, (message) => {
+    const frame = JSON.parse(message.data);
+    if (!ids.delete(frame.id)) return listener(message);
+    if (change.model) for (const s of frame.payload.sessions) s.model = change.model;
+    if (change.issues) {
+      frame.ok = false;
+      delete frame.payload;
+      frame.error = { code: "INVALID_REQUEST", message: "invalid config",
+                      details: { issues: change.issues } };
+    }
+    listener({ data: JSON.stringify(frame) });
+  }, ...rest);
+};
+"""
+
+
+class TestNamesReported:
+    def test_an_override_in_a_sessions_model_is_shown_not_obeyed(self, page: Page) -> None:
+        # The Model column drew the model as written: "gpt\u202elive" read as "gptevil".
+        page.driver.execute_script(CHANGED_ANSWER, "sessions.list", {"model": f"gpt{RLO}live"})
+        page.connected()
+        patch_label(page, "agent:main:model-bidi", "model-bidi")
+        page.go("sessions")
+        page.type("#sessions-search", "model-bidi")
+        cell = "#sessions-table tr[data-key='agent:main:model-bidi'] td.model"
+        content = "return document.querySelector(arguments[0])?.textContent ?? ''"
+        text = page.until(
+            lambda: "live" in (t := page.driver.execute_script(content, cell)) and t, "the model"
+        )
+        assert RLO not in text
+        assert text.endswith("gpt⟨U+202E⟩live")
+
+    def test_an_override_in_an_issue_path_no_field_has_is_shown_not_obeyed(
+        self, page: Page
+    ) -> None:
+        # An issue the form could not place was drawn as written: "\u202etxt.exe: bad" read
+        # "bad :exe.txt", and reversed the words after it.
+        issues = [{"path": f"{RLO}txt.exe", "message": "unknown key"}]
+        page.driver.execute_script(CHANGED_ANSWER, "config.patch", {"issues": issues})
+        page.connected()
+        page.go("config")
+        field = page.visible('input[data-path="gateway.bind"]')
+        field.clear()
+        field.send_keys("lan")
+        page.click("#config-save")
+        content = "return document.querySelector('#config-message').textContent"
+        text = page.until(
+            lambda: "unknown key" in (t := page.driver.execute_script(content)) and t, "the refusal"
+        )
+        assert RLO not in text
+        assert "⟨U+202E⟩txt.exe: unknown key" in text
