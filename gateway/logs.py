@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import sys
+import uuid
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
@@ -53,6 +54,9 @@ class LogRing:
     lines: collections.deque[tuple[int, str]] = attrs.field(factory=collections.deque)
     size: int = 0  # byte offset after the newest line, as OpenClaw's log cursor
     start: int = 0  # byte offset where the oldest line kept begins
+    # Which log a cursor is a place in: each process's log counts its bytes from 0, so an old
+    # process's cursor can end a line of this one's too, and only the id tells them apart.
+    log_id: str = attrs.field(factory=lambda: uuid.uuid4().hex)
 
     def append(self, line: str) -> str:
         """Keep `line`; returns it as kept, with any lone surrogate escaped."""

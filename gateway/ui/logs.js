@@ -8,6 +8,7 @@ const KEEP = 2000; // lines kept in the page; older ones scroll away
 const RANK = { debug: 10, info: 20, warning: 30, warn: 30, error: 40, critical: 50 };
 let ctx;
 let cursor = null;
+let logId = null; // the log `cursor` is a place in: a restarted gateway's log is another
 let timer = null;
 let paused = false;
 let polling = false;
@@ -48,7 +49,9 @@ async function poll() {
   polling = true;
   let answer;
   try {
-    answer = await ctx.gw.request("logs.tail", cursor === null ? { limit: 500 } : { cursor, limit: 500 });
+    // The cursor alone can end a line of a restarted gateway's log too (each counts its bytes
+    // from 0): with the log's id the gateway tells a restart from newer lines.
+    answer = await ctx.gw.request("logs.tail", cursor === null ? { limit: 500 } : { cursor, logId, limit: 500 });
   } catch (error) {
     // Shown until a poll is answered again; the same error each second is not read out again.
     setAlert($("logs-error"), error.message);
@@ -59,6 +62,7 @@ async function poll() {
   setAlert($("logs-error"), "");
   const asked = cursor;
   cursor = answer.cursor;
+  logId = typeof answer.logId === "string" ? answer.logId : null;
   if (!answer.lines.length && !answer.reset && drawn) return;
   const added = answer.lines.map(parse);
   // `reset`: the cursor is not this log's (the gateway restarted, and its log starts again)

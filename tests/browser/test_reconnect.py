@@ -306,3 +306,58 @@ def test_a_restart_keeps_the_lines_logged_before_it_and_marks_the_gap(
     assert before and after
     assert len(gaps) == 1 and before[0] < gaps[0] < after[0], shown
     assert page.find("#logs-lines .log-gap").get_attribute("class") == "log-gap"
+
+
+# While `window.coincide` holds a number, the page's next logs.tail with a cursor carries it
+# instead: an old process's cursor that happens to end a line of the new process's log.
+COINCIDING_CURSOR = """
+const send = WebSocket.prototype.send;
+window.coincide = null;
+WebSocket.prototype.send = function (data) {
+  const frame = JSON.parse(data);
+  const coinciding = window.coincide !== null && frame.params && frame.params.cursor !== undefined;
+  if (frame.method === "logs.tail" && coinciding) {
+    frame.params.cursor = window.coincide;
+    window.coincide = null;
+    data = JSON.stringify(frame);
+  }
+  send.call(this, data);
+};
+"""
+
+
+def test_a_restart_is_seen_when_the_old_cursor_ends_a_line_of_the_new_log(
+    page: Page, gateway: Restartable
+) -> None:
+    # Each process counts its log's bytes from 0: a cursor of the old one that ended a line of
+    # the new one's log was read as a place in it, so the page showed the lines after it as if
+    # nothing had happened, without the new process's first lines or a mark.
+    page.connected()
+    page.driver.execute_script(COINCIDING_CURSOR)
+    page.go("logs")
+    logged(page, gateway, "/before-the-coinciding-restart")
+    page.click("#logs-pause")
+    state = page.find("#conn-state")
+    gateway.stop()
+    try:
+        page.until(lambda: state.get_attribute("data-state") == "waiting", "the waiting state")
+    finally:
+        gateway.start()
+    page.until(lambda: state.get_attribute("data-state") == "connected", "reconnected", 20)
+    cursor = page.driver.execute_async_script(
+        """
+        const [token, done] = arguments;
+        const { Gateway } = await import("/ui/gateway.js");
+        const gw = new Gateway();
+        await gw.start(`ws://${location.host}`, { token });
+        const answer = await gw.request("logs.tail", { limit: 1 });
+        gw.stop();
+        done(answer.cursor);
+        """,
+        TOKEN,
+    )
+    page.driver.execute_script("window.coincide = arguments[0]", cursor)
+    page.click("#logs-pause")  # resume
+    page.until(lambda: page.driver.execute_script("return window.coincide === null"), "the poll")
+    gap = page.until(lambda: page.all("#logs-lines .log-gap"), "the restart marked")[0]
+    assert gap.text.startswith("Lines may be missing here")

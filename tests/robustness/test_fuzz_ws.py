@@ -598,6 +598,7 @@ PARAMS: dict[str, st.SearchStrategy[Any]] = {
             "cursor": often(st.integers(-1, 10**9)),
             "limit": often(small),
             "maxBytes": often(st.integers(-1, 10**7)),
+            "logId": often(st.text(max_size=80)),
         },
     ),
     "chat.send": st.fixed_dictionaries(
@@ -824,7 +825,7 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     "config.get": {},
     "config.patch": {"raw": "{}", "baseHash": "0" * 64, "note": "n", "restartDelayMs": 0},
     "system-presence": {},
-    "logs.tail": {"cursor": 0, "limit": 10, "maxBytes": 1000},
+    "logs.tail": {"cursor": 0, "limit": 10, "maxBytes": 1000, "logId": "0" * 32},
     "sessions.subscribe": {},
     "sessions.unsubscribe": {},
     "sessions.describe": {"key": KEY},

@@ -331,6 +331,8 @@ class TestDispatcher:
                 "at /deleteTranscript: must be boolean",
             ),
             ("logs.tail", {"limit": 5001}, "at /limit: must be <= 5000"),
+            ("logs.tail", {"logId": 5}, "at /logId: must be string"),
+            ("logs.tail", {"logId": "x" * 65}, "at /logId: must have at most 64 characters"),
             ("config.patch", {}, "at /raw: is required"),
             ("sessions.describe", {}, "at /key: is required"),
             (
@@ -751,7 +753,7 @@ class TestReadMethods:
         RING.append('{"event":"ws_test_line_1"}')
         RING.append('{"event":"ws_test_line_2"}')
         payload = await ws.ok("logs.tail", {"limit": 1})
-        assert list(payload) == ["file", "cursor", "size", "truncated", "reset", "lines"]
+        assert list(payload) == ["file", "logId", "cursor", "size", "truncated", "reset", "lines"]
         assert payload["file"] == "(memory)" and payload["cursor"] == payload["size"]
         assert payload["lines"][-1].startswith("{") and payload["truncated"] is True
         RING.append('{"event":"ws_test_line_3"}')

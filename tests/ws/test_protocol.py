@@ -263,6 +263,7 @@ class TestLogTail:
         ring = self.ring("a", "bb", "ccc")
         assert tail(ring, TailParams(None, 2, 1000)) == {
             "file": "(memory)",
+            "logId": ring.log_id,
             "cursor": 9,
             "size": 9,
             "truncated": True,
@@ -293,6 +294,22 @@ class TestLogTail:
         ring.append("y" * (RING_BYTES + 1))
         assert [len(line) for _, line in ring.lines] == [RING_BYTES + 1]
         assert tail(ring, TailParams(0, 10, 1000))["reset"] is True
+
+    def test_a_cursor_of_another_log_that_ends_one_of_this_ones_lines_resets(self) -> None:
+        """A restarted process whose log reached a line end at the old cursor's offset
+        answered only the lines after it, with no `reset`: the reader missed the restart and
+        the new log's first lines. The answer names its log (`logId`); a cursor sent with
+        another log's id resets."""
+        before = self.ring("alpha", "beta")
+        answer = tail(before, TailParams(None, 10, 1000))
+        after = self.ring("alpha", "beta", "gamma")  # the same offsets, another process
+        assert answer["logId"] == before.log_id != after.log_id
+        again = tail(after, TailParams(answer["cursor"], 10, 1000, answer["logId"]))
+        assert (again["reset"], again["lines"]) == (True, ["alpha", "beta", "gamma"])
+        assert again["logId"] == after.log_id
+        after.append("delta")
+        same = tail(after, TailParams(again["cursor"], 10, 1000, again["logId"]))
+        assert (same["reset"], same["lines"]) == (False, ["delta"])
 
     def test_a_cursor_of_another_process_within_this_ones_size_resets(self) -> None:
         """Every cursor we hand out ends a line. Another worker's (or a previous process's)

@@ -14,6 +14,7 @@ from gateway.ws.protocol import READ, ParamReader
 
 TAIL_LIMIT_MAX = 5000
 TAIL_BYTES_MAX = 1_000_000
+LOG_ID_MAX = 64  # ours are 32 hex digits; room for another gateway's, no more
 
 
 @attrs.frozen
@@ -21,16 +22,19 @@ class TailParams:
     cursor: int | None
     limit: int
     max_bytes: int
+    log_id: str | None = None  # the log `cursor` is a place in, as an answer named it
 
     @classmethod
     def parse(cls, r: ParamReader) -> TailParams:
         cursor = r.integer("cursor", minimum=0)
         limit = r.integer("limit", minimum=1, maximum=TAIL_LIMIT_MAX)
         max_bytes = r.integer("maxBytes", minimum=1, maximum=TAIL_BYTES_MAX)
+        log_id = r.string("logId", max_len=LOG_ID_MAX)
         return cls(
             cursor,
             200 if limit is None else limit,
             250_000 if max_bytes is None else max_bytes,
+            log_id,
         )
 
 
@@ -41,7 +45,10 @@ def tail(ring: LogRing, params: TailParams, caller: str | None = None) -> dict[s
     Without the `ws_connected` line of the `caller` (its connection id), one that has only
     read the log (Connection.log_reader): it may be logged (one that asked only a second after
     its hello-ok was taken for a listener: handler.LISTENER_LOGGED_AFTER_S),
-    and the reader asked for what the gateway did, not for its own arrival."""
+    and the reader asked for what the gateway did, not for its own arrival.
+
+    `logId` names the log the answer's `cursor` is a place in; OpenClaw's clients leave it out
+    and rely on the cursor alone, the Control UI sends it back with the cursor."""
     size = ring.size
     lines = list(ring.lines)  # (byte offset after the line, line)
     oldest_start = lines[0][0] - len(lines[0][1].encode()) - 1 if lines else size
@@ -53,7 +60,8 @@ def tail(ring: LogRing, params: TailParams, caller: str | None = None) -> dict[s
         # (a restart, another worker of `--workers`), and says nothing about this log.
         at = bisect.bisect_right(lines, cursor, key=lambda entry: entry[0])
         ends_a_line = cursor == oldest_start or (at > 0 and lines[at - 1][0] == cursor)
-        if cursor > size or cursor < oldest_start or not ends_a_line:
+        another_log = params.log_id is not None and params.log_id != ring.log_id
+        if another_log or cursor > size or cursor < oldest_start or not ends_a_line:
             reset = True  # lines were lost, or the gateway restarted
         else:
             candidates = lines[at:]
@@ -76,6 +84,7 @@ def tail(ring: LogRing, params: TailParams, caller: str | None = None) -> dict[s
     picked.reverse()
     return {
         "file": "(memory)",
+        "logId": ring.log_id,
         "cursor": size,
         "size": size,
         "truncated": truncated,
