@@ -99,7 +99,9 @@ function field(key, path, keys, value) {
     input = el("input", { type: "checkbox", id, checked: value });
   } else if (typeof value === "number") {
     kind = "number";
-    input = el("input", { type: "number", id, value: String(value), step: "any" });
+    // Emptied, it is saved as null, which deletes the key: the gateway's default applies
+    // again (what clearing a field means in an editor of settings). The placeholder says so.
+    input = el("input", { type: "number", id, value: String(value), step: "any", placeholder: "default" });
   } else if (Array.isArray(value) || value === null) {
     kind = "json";
     input = el("textarea", { id, rows: Array.isArray(value) && value.length > 1 ? 4 : 1, spellcheck: "false", class: "mono" });
