@@ -15,8 +15,9 @@ import asyncpg
 import pytest
 
 from agents.store_postgres import PostgresSessionStore
+from tests.support.http_client import fake_provider
 from tests.support.process import GatewayProcess
-from tests.support.shared_store import claim_kept_for, shared_config, start_on_config
+from tests.support.shared_store import HeldOpenAI, claim_kept_for, shared_config, start_on_config
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -149,23 +150,30 @@ SQL_END_WAITS = (
 
 class TestAHookAnswer:
     async def test_comes_once_its_claim_is_kept_for_the_replay_window(
-        self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_url: str
+        self,
+        tmp_path: Path,
+        database: str,
+        http: aiohttp.ClientSession,
+        pg_url: str,
+        held: HeldOpenAI,
     ) -> None:
         """The claim was kept for the replay window only after the answer went out, still on
         its lease until then: a retry on another process right after the answer, once the
         lease ran out (a renewal that failed), found no claim and ran the call again."""
-        a = start_gateway("a")
-        words = " ".join(f"w{i}" for i in range(30))  # 3 s at 100 ms a word
-        body = {"message": words, "waitForCompletion": True}
-        answer = asyncio.create_task(hook(http, a.url, body, "end-1"))
+        settings = json.loads(shared_config(database, delay_ms=0))
+        settings.update(fake_provider(held))
+        settings["hooks"] = {"enabled": True, "token": HOOK_TOKEN}
+        started: list[GatewayProcess] = []
         # Two connections: a transaction sees pg_stat_activity as it was at its first look.
         watch, holder = await asyncpg.connect(pg_url), await asyncpg.connect(pg_url)
         try:
-            async with asyncio.timeout(20):
-                while not await watch.fetchval("SELECT count(*) FROM hook_calls"):
-                    await asyncio.sleep(0.02)
+            a = start_on_config(started, tmp_path, "a", json.dumps(settings))
+            body = {"message": "hi", "waitForCompletion": True}
+            answer = asyncio.create_task(hook(http, a.url, body, "end-1"))
+            await held.wait_for_requests(1, within=15)  # claimed, its run held upstream
             async with holder.transaction():
                 await holder.execute("SELECT 1 FROM hook_calls FOR UPDATE")
+                held.go.set()
                 async with asyncio.timeout(20):
                     while not answer.done() and not await watch.fetchval(SQL_END_WAITS):
                         await asyncio.sleep(0.05)
@@ -179,6 +187,8 @@ class TestAHookAnswer:
         finally:
             await watch.close()
             await holder.close()
+            for process in started:
+                process.stop()
         assert not answered_first  # the answer waited for the claim's end
         assert claim["ended"] and claim["left_ms"] > 60_000, claim
 

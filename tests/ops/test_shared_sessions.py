@@ -145,15 +145,6 @@ class TestAPatchOfALabelAndAnArchive:
         assert after.get("archivedAt") is None, after
 
 
-@pytest.fixture
-async def held() -> AsyncIterator[HeldOpenAI]:
-    upstream = HeldOpenAI()
-    await upstream.start()
-    yield upstream
-    upstream.go.set()
-    await upstream.aclose()
-
-
 class TestATurnWaitingForARunSlotOnAnotherProcess:
     async def test_is_aborted_by_a_chat_abort_naming_it_here(
         self,

@@ -91,15 +91,6 @@ async def ended(ws: aiohttp.ClientWebSocketResponse, run_id: str) -> None:
     assert answer["payload"]["status"] == "ok", answer
 
 
-@pytest.fixture
-async def held() -> AsyncIterator[HeldOpenAI]:
-    upstream = HeldOpenAI()
-    await upstream.start()
-    yield upstream
-    upstream.go.set()
-    await upstream.aclose()
-
-
 class TestAChatSendRetryOnAnotherProcess:
     async def test_gets_the_first_run_in_flight_then_ok_and_no_second_run(
         self,
