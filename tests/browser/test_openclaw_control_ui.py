@@ -641,3 +641,30 @@ def test_an_agent_s_files_say_it_has_no_workspace(ui: Page, gateway: GatewayProc
     assert "unknown method" not in body_text(ui)
     assert console_errors(ui) == []
     assert refused_calls(gateway) == {"agents.files.list": "UNAVAILABLE"}, refused_calls(gateway)
+
+
+def test_a_new_worktree_says_clawgate_has_none(ui: Page, gateway: GatewayProcess) -> None:
+    """The Worktrees page's "New worktree": a repository typed (its branches asked for with
+    `worktrees.branches`), then Create (`worktrees.create`), both of which said `unknown
+    method`: refused, and the page says why."""
+    ui.driver.get(f"{gateway.url}/#token={TOKEN}")
+    composer(ui)
+    ui.until(lambda: "Connected" in body_text(ui), "the connected state")
+    ui.driver.get(f"{gateway.url}/worktrees")
+    ui.until(lambda: answered(gateway, "worktrees.list"), "the worktrees listed")
+
+    def button(text: str) -> Any:
+        shown = lambda: [  # noqa: E731
+            b for b in ui.all("button") if b.text.strip() == text and b.is_displayed()
+        ]
+        return ui.until(shown, text)[0]
+
+    button("New worktree").click()
+    shown(ui, 'input[aria-label="Repository"]').send_keys("/srv/repo\t")
+    ui.until(lambda: answered(gateway, "worktrees.branches"), "the branches asked for")
+    button("Create").click()
+    ui.until(lambda: "clawgate has no managed worktrees" in body_text(ui), "the reason shown")
+    assert "unknown method" not in body_text(ui)
+    assert console_errors(ui) == []
+    refused = refused_calls(gateway)
+    assert refused == {"worktrees.branches": "UNAVAILABLE", "worktrees.create": "UNAVAILABLE"}

@@ -898,6 +898,8 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     "themes.list": {},
     "worktrees.list": {},
     "worktrees.gc": {},
+    "worktrees.create": {"repoRoot": "/srv/repo", "name": "feature-1", "baseRef": "main"},
+    "worktrees.branches": {"repoRoot": "/srv/repo", "includeRepositoryStatus": True},
     "channels.pairing.list": {"channel": "telegram", "accountId": "default"},
     "chat.subscribe": {"sessionKey": KEY},
     "chat.unsubscribe": {"sessionKey": KEY},

@@ -483,6 +483,8 @@ class TestHelloOk:
                     "tools.github.authorize.cancel",
                     "doctor.memory.status",
                     "wizard.start",
+                    "worktrees.create",
+                    "worktrees.branches",
                     "agents.files.list",
                     "tools.catalog",
                     "tools.effective",

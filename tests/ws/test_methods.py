@@ -2104,6 +2104,54 @@ class TestOpenClawControlUiFeatureReads:
         frame = await reader.call("worktrees.gc", {})
         assert frame["error"]["message"] == "missing scope: operator.admin"
 
+    async def test_a_new_worktree_and_its_branches_are_refused(self, gateway: Gateway) -> None:
+        """The Worktrees page's "New worktree" (`worktrees.create`) and the branches it offers
+        to base one on (`worktrees.branches`), write-scoped as on OpenClaw: clawgate checks out
+        no repository, so both are refused, saying so; their params checked as OpenClaw does."""
+        ws = await gateway.connected(scopes=["operator.write"])
+        no_worktrees = {
+            "code": "UNAVAILABLE",
+            "message": "clawgate has no managed worktrees: it checks out no repository",
+        }
+        create = {"repoRoot": "/srv/repo", "name": "feature-1", "baseRef": "main"}
+        assert (await ws.call("worktrees.create", create))["error"] == no_worktrees
+        branches = {"repoRoot": "/srv/repo", "includeRepositoryStatus": True}
+        assert (await ws.call("worktrees.branches", branches))["error"] == no_worktrees
+        for method, params, message in [
+            ("worktrees.create", {}, "at /repoRoot: is required"),
+            ("worktrees.create", {"repoRoot": ""}, "at /repoRoot: must not be empty"),
+            (
+                "worktrees.create",
+                {"repoRoot": "/r", "name": "Feature"},
+                "at /name: must be lowercase letters, digits and dashes, at most 64",
+            ),
+            (
+                "worktrees.create",
+                {"repoRoot": "/r", "name": "a" * 65},
+                "at /name: must be lowercase letters, digits and dashes, at most 64",
+            ),
+            (
+                "worktrees.create",
+                {"repoRoot": "/r", "baseRef": ""},
+                "at /baseRef: must not be empty",
+            ),
+            ("worktrees.branches", {"repoRoot": 1}, "at /repoRoot: must be string"),
+            (
+                "worktrees.branches",
+                {"repoRoot": "/r", "includeRepositoryStatus": "yes"},
+                "at /includeRepositoryStatus: must be boolean",
+            ),
+        ]:
+            frame = await ws.call(method, params)
+            assert frame["error"] == {
+                "code": "INVALID_REQUEST",
+                "message": f"invalid {method} params: {message}",
+            }, (method, params)
+        reader = await gateway.connected(scopes=["operator.read"])
+        for method in ("worktrees.create", "worktrees.branches"):
+            frame = await reader.call(method, {"repoRoot": "/srv/repo"})
+            assert frame["error"]["message"] == "missing scope: operator.write"
+
     async def test_tools_github_status_has_no_identity(self, gateway: Gateway) -> None:
         """The Profile settings' GitHub identity of an agent: none configured at either scope
         and none detected, in OpenClaw's shape; its params checked as OpenClaw checks them."""

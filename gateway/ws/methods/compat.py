@@ -638,6 +638,30 @@ def agent_files_params(r: ParamReader) -> AgentTarget:
     return AgentTarget(None, r.required_string("agentId", max_len=SESSION_KEY_MAX))
 
 
+# The Worktrees page's "New worktree": OpenClaw checks out a git worktree of a repository on
+# the gateway's host (and lists the repository's branches to base it on). clawgate manages no
+# worktrees and runs no git, so both are refused, as OpenClaw refuses a path it cannot read as
+# a repository; the page shows the reason.
+NO_WORKTREES = "clawgate has no managed worktrees: it checks out no repository"
+WORKTREE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")  # OpenClaw's worktree name
+WORKTREE_TEXT_MAX = 4096  # a repository path or git ref, far beyond any real one
+
+
+def worktrees_create_params(r: ParamReader) -> None:
+    """`worktrees.create {repoRoot, name?, baseRef?}`, checked as OpenClaw checks it."""
+    r.required_string("repoRoot", max_len=WORKTREE_TEXT_MAX)
+    name = r.string("name", max_len=WORKTREE_TEXT_MAX)
+    if name is not None and not WORKTREE_NAME.fullmatch(name):
+        raise r.fail("name", "must be lowercase letters, digits and dashes, at most 64")
+    r.string("baseRef", non_empty=True, max_len=WORKTREE_TEXT_MAX)
+
+
+def worktrees_branches_params(r: ParamReader) -> None:
+    """`worktrees.branches {repoRoot, includeRepositoryStatus?}`."""
+    r.required_string("repoRoot", max_len=WORKTREE_TEXT_MAX)
+    r.boolean("includeRepositoryStatus")
+
+
 def agent_id_params(r: ParamReader) -> AgentTarget:
     """`{agentId?}`: the agent named, else the default one."""
     return AgentTarget(None, r.string("agentId", non_empty=True, max_len=SESSION_KEY_MAX))
@@ -891,6 +915,14 @@ def register(methods: MethodRegistry) -> None:
     @methods.method("wizard.start", params=wizard_start_params, scope=ADMIN)
     async def wizard_start(ctx: CallContext, flow: str) -> Any:
         raise WsError(UNAVAILABLE, NO_CHANNELS if flow == "channels" else NO_SETUP_WIZARD)
+
+    @methods.method("worktrees.create", params=worktrees_create_params, scope=WRITE)
+    async def worktrees_create(ctx: CallContext, params: None) -> Any:
+        raise WsError(UNAVAILABLE, NO_WORKTREES)
+
+    @methods.method("worktrees.branches", params=worktrees_branches_params, scope=WRITE)
+    async def worktrees_branches(ctx: CallContext, params: None) -> Any:
+        raise WsError(UNAVAILABLE, NO_WORKTREES)
 
     @methods.method("agents.files.list", params=agent_files_params, scope=READ)
     async def agents_files_list(ctx: CallContext, params: AgentTarget) -> Any:
