@@ -3,19 +3,20 @@
 package) or any other single-page app that talks the WebSocket protocol.
 
 Served as OpenClaw serves it (its src/gateway/control-ui.ts): the files of the directory by
-their path; for a page route of the app (a path that is no file, asked for by a browser that
-accepts HTML) the app's `index.html`, which then routes on the client. `index.html` gets the
-attributes OpenClaw's gateway stamps on its `<html>` (the base path, terminal off, no build
-id, as OpenClaw does for a configured root) and its `./assets/` and root icon links made
-absolute (under the base path), so that a deep route loads the same files. Its inline
-scripts are allowed by their hashes in a Content-Security-Policy that is OpenClaw's for this
-page (it needs inline styles, which the built-in UI's policy forbids).
+their path; for a page route of the app (a path that is no file, asked for with an Accept that
+takes HTML, as OpenClaw reads it) the app's `index.html`, which then routes on the client.
+`index.html` gets the attributes OpenClaw's gateway stamps on its `<html>` (the base path,
+terminal off, no build id, as OpenClaw does for a configured root) and its `./assets/` and root
+icon links made absolute (under the base path), so that a deep route loads the same files. Its
+inline scripts are allowed by their hashes in a Content-Security-Policy that is OpenClaw's for
+this page (it needs inline styles, which the built-in UI's policy forbids).
 
-Nothing outside the directory is served: no `..` or dot-file segment, and the path with its
-links resolved must stay inside the directory (a link inside it that points out is a 404). No
-directory is listed. Like the built-in UI's files these need no auth: a build holds no secret,
-and everything the app does goes through the authenticated WebSocket. The directory is read per
-request, so a new build (or a reload that changes `root`) applies to the next request.
+Nothing outside the directory is served: no `..` or dot-file segment (such a path is a page
+route), and the path with its links resolved must stay inside the directory (a link inside it
+that points out is a 404). No directory is listed. Like the built-in UI's files these need no
+auth: a build holds no secret, and everything the app does goes through the authenticated
+WebSocket. The directory is read per request, so a new build (or a reload that changes `root`)
+applies to the next request.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from aiohttp import web
 
 from gateway.appkeys import STATE
 from gateway.http.common import authenticate, error_answer
+from gateway.http.media_range import accepts_html_page
 from gateway.http.openai_wire import RequestError
 from gateway.responses import error_response, json_response, method_not_allowed, not_found
 
@@ -185,10 +187,11 @@ def resolve(root: str, rel: str) -> str | None:
 
 
 def _wants_html(request: web.Request) -> bool:
-    """A browser's navigation (its Accept names HTML): the app's page routes get index.html.
-    Anything else (curl's `*/*`, an API client) gets the 404 a missing path gets elsewhere."""
-    accept = request.headers.get("Accept", "").lower()
-    return "text/html" in accept or "application/xhtml+xml" in accept
+    """Whether a page route gets index.html, as OpenClaw decides it: an Accept that takes HTML,
+    `*/*` among them (the app's own `fetch` of its page, a plain curl) or none at all. An API
+    client naming other types gets the 404 a missing path gets elsewhere."""
+    accept = request.headers.getall("Accept", [])
+    return accepts_html_page(", ".join(accept) if accept else None)
 
 
 async def _index(request: web.Request, root: str, base_path: str) -> web.StreamResponse:

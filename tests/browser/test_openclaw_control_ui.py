@@ -668,3 +668,25 @@ def test_a_new_worktree_says_clawgate_has_none(ui: Page, gateway: GatewayProcess
     assert console_errors(ui) == []
     refused = refused_calls(gateway)
     assert refused == {"worktrees.branches": "UNAVAILABLE", "worktrees.create": "UNAVAILABLE"}
+
+
+def test_the_app_finds_its_page_still_there_before_it_reloads(
+    ui: Page, gateway: GatewayProcess
+) -> None:
+    """Before it reloads to recover (a chunk that failed to load), the app asks whether its
+    page is still there: `fetch(location.href, {method: "HEAD"})`, Accept `*/*`. It got the
+    JSON 404 (the console's `GET /settings/connection 404`), and did not reload; OpenClaw's
+    gateway answers it with the page."""
+    ui.driver.get(f"{gateway.url}/#token={TOKEN}")
+    composer(ui)
+    ui.until(lambda: "Connected" in body_text(ui), "the connected state")
+    ui.driver.get(f"{gateway.url}/settings/connection")
+    ui.until(lambda: ui.driver.title.startswith("Gateway"), "the connection settings")
+    probe = """
+        const done = arguments[arguments.length - 1];
+        fetch(window.location.href, {method: 'HEAD', cache: 'no-store'})
+          .then((r) => done([r.status, r.headers.get('content-type')]))
+          .catch((e) => done([0, String(e)]));
+    """
+    assert ui.driver.execute_async_script(probe) == [200, "text/html; charset=utf-8"]
+    assert console_errors(ui) == []

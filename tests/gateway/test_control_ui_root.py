@@ -141,11 +141,9 @@ class TestFiles:
         [
             "/assets/missing.js",  # a missing file is a 404 even for a browser
             "/assets/escape.js",  # a link out of the build
-            "/.env",  # dot files
             "/assets/..%2F..%2Foutside.txt",
             "/%2e%2e/outside.txt",
             "/assets/%00.js",
-            "/assets",  # a directory: never listed
         ],
     )
     async def test_nothing_outside_the_build_and_no_listing(
@@ -155,10 +153,51 @@ class TestFiles:
         assert response.status == 404
         assert await response.read() == NOT_FOUND
 
-    async def test_a_route_asked_for_by_a_non_browser_is_a_json_404(self, client: Client) -> None:
-        response = await client.get("/v2/nope", headers={"Accept": "application/json"})
+    @pytest.mark.parametrize("path", ["/.env", "/assets"])  # a dot file; a directory
+    async def test_a_dot_file_or_a_directory_is_a_page_route(
+        self, client: Client, path: str
+    ) -> None:
+        """Neither is served (nor listed): a path that names no file the build serves is a
+        route of the app, the page for whoever takes HTML (`*/*` does), a 404 for the rest."""
+        response = await client.get(path, headers={"Accept": "*/*"})
+        body = await response.text()
+        assert response.status == 200 and "<openclaw-app>" in body and "SECRET" not in body
+        response = await client.get(path, headers={"Accept": "application/json"})
+        assert (response.status, await response.read()) == (404, NOT_FOUND)
+
+    @pytest.mark.parametrize(
+        "accept",
+        ["application/json", "text/html;q=0", "text/plain, */*;q=0.5, text/html;q=0", '"a,b'],
+    )
+    async def test_a_route_asked_for_by_a_non_browser_is_a_json_404(
+        self, client: Client, accept: str
+    ) -> None:
+        """As on OpenClaw, a route is the page only for an Accept that takes HTML: not one that
+        names other types, refuses HTML (a type named beats `*/*`) or does not parse."""
+        response = await client.get("/v2/nope", headers={"Accept": accept})
         assert response.status == 404
         assert await response.read() == NOT_FOUND
+
+    @pytest.mark.parametrize(
+        "accept", [None, "", "*/*", "text/*", "text/html;charset=UTF-8", "application/xhtml+xml"]
+    )
+    async def test_a_route_asked_for_with_any_accept_taking_html_is_the_page(
+        self, client: Client, accept: str | None
+    ) -> None:
+        """OpenClaw's gateway answers a page route with the app for no Accept, `*/*` (what a
+        `fetch` sends) or one taking HTML. Its UI checks that its page is still there with
+        `fetch(location.href, {method: "HEAD"})` before it reloads; a 404 there went to the
+        console (`GET /settings/connection 404`) and stopped the reload."""
+        headers = {} if accept is None else {"Accept": accept}
+        response = await client.head(
+            "/settings/connection", headers=headers, skip_auto_headers=["Accept"]
+        )
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+        response = await client.get(
+            "/settings/connection", headers=headers, skip_auto_headers=["Accept"]
+        )
+        assert 'src="/assets/index-1.js"' in await response.text()
 
     async def test_other_routes_still_answer(self, client: Client) -> None:
         assert (await client.get("/healthz")).status == 200

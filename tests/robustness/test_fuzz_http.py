@@ -1196,10 +1196,14 @@ class TestEveryEndpoint:
 # -- a Control UI build served from gateway.controlUi.root ----------------------------------
 
 OUTSIDE_SECRET = b"outside-the-build-0c1f"
-# Values that take the other branches: a browser's navigation, the token, a compressed
-# sibling, ranges in and out of a file, a validator.
+# Values that take the other branches: a browser's navigation, an Accept that takes HTML or
+# refuses it or does not parse, the token, a compressed sibling, ranges in and out of a file, a
+# validator.
 UI_HEADER_VALUES = [
     b"text/html,*/*",
+    b"*/*",
+    b"text/html;q=0, */*",
+    b'text/html;x="a,b',
     f"Bearer {TOKEN}".encode(),
     b"gzip, br",
     b"bytes=0-3",
