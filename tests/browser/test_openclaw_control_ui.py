@@ -690,3 +690,29 @@ def test_the_app_finds_its_page_still_there_before_it_reloads(
     """
     assert ui.driver.execute_async_script(probe) == [200, "text/html; charset=utf-8"]
     assert console_errors(ui) == []
+
+
+def test_an_api_key_set_on_the_models_page_says_where_keys_live(
+    ui: Page, gateway: GatewayProcess
+) -> None:
+    """The Models page's "Set API key" of a provider, a key saved (`models.authSetApiKey`,
+    which said `unknown method`): refused, and the page says why."""
+    ui.driver.get(f"{gateway.url}/#token={TOKEN}")
+    composer(ui)
+    ui.until(lambda: "Connected" in body_text(ui), "the connected state")
+    ui.driver.get(f"{gateway.url}/model-providers")
+    ui.until(lambda: "Credentials for main" in body_text(ui), "the provider access")
+
+    def button(text: str) -> Any:
+        shown = lambda: [  # noqa: E731
+            b for b in ui.all("button") if b.text.strip() == text and b.is_displayed()
+        ]
+        return ui.until(shown, text)[0]
+
+    button("Set API key").click()
+    shown(ui, 'input[type="password"]').send_keys("sk-" + "a" * 32)
+    button("Save").click()
+    ui.until(lambda: "clawgate keeps no model credentials" in body_text(ui), "the reason shown")
+    assert "unknown method" not in body_text(ui)
+    assert console_errors(ui) == []
+    assert refused_calls(gateway) == {"models.authSetApiKey": "UNAVAILABLE"}

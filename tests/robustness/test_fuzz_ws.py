@@ -898,6 +898,7 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     "themes.list": {},
     "worktrees.list": {},
     "worktrees.gc": {},
+    "models.authSetApiKey": {"provider": "openai", "apiKey": "sk-x", "agentId": "main"},
     "worktrees.create": {"repoRoot": "/srv/repo", "name": "feature-1", "baseRef": "main"},
     "worktrees.branches": {"repoRoot": "/srv/repo", "includeRepositoryStatus": True},
     "channels.pairing.list": {"channel": "telegram", "accountId": "default"},

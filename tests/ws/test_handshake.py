@@ -483,6 +483,7 @@ class TestHelloOk:
                     "tools.github.authorize.cancel",
                     "doctor.memory.status",
                     "wizard.start",
+                    "models.authSetApiKey",
                     "worktrees.create",
                     "worktrees.branches",
                     "agents.files.list",

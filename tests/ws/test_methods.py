@@ -2104,6 +2104,37 @@ class TestOpenClawControlUiFeatureReads:
         frame = await reader.call("worktrees.gc", {})
         assert frame["error"]["message"] == "missing scope: operator.admin"
 
+    async def test_an_api_key_set_is_refused_and_not_kept(self, gateway: Gateway) -> None:
+        """The Models page's "Set API key" (`models.authSetApiKey`, admin as on OpenClaw):
+        clawgate's upstream keys are its config's, so the key is refused, saying where keys
+        live; its params and agent checked as OpenClaw checks them."""
+        ws = await gateway.connected(scopes=["operator.admin"])
+        params = {"provider": "openai", "apiKey": "sk-secret-value", "agentId": "main"}
+        assert (await ws.call("models.authSetApiKey", params))["error"] == {
+            "code": "UNAVAILABLE",
+            "message": (
+                "clawgate keeps no model credentials: a provider's API key is set in its config"
+                " file"
+            ),
+        }
+        for bad, message in [
+            ({"apiKey": "k"}, "at /provider: is required"),
+            ({"provider": " ", "apiKey": "k"}, "at /provider: must not be blank"),
+            ({"provider": "p", "apiKey": "\t"}, "at /apiKey: must not be blank"),
+            ({"provider": "p", "apiKey": 1}, "at /apiKey: must be string"),
+            ({"provider": "p", "apiKey": "k", "agentId": 1}, "at /agentId: must be string"),
+        ]:
+            frame = await ws.call("models.authSetApiKey", bad)
+            assert frame["error"] == {
+                "code": "INVALID_REQUEST",
+                "message": f"invalid models.authSetApiKey params: {message}",
+            }, bad
+        frame = await ws.call("models.authSetApiKey", params | {"agentId": "ghost"})
+        assert frame["error"]["code"] == "INVALID_REQUEST", frame
+        writer = await gateway.connected(scopes=["operator.read", "operator.write"])
+        frame = await writer.call("models.authSetApiKey", params)
+        assert frame["error"]["message"] == "missing scope: operator.admin"
+
     async def test_a_new_worktree_and_its_branches_are_refused(self, gateway: Gateway) -> None:
         """The Worktrees page's "New worktree" (`worktrees.create`) and the branches it offers
         to base one on (`worktrees.branches`), write-scoped as on OpenClaw: clawgate checks out

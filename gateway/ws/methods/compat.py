@@ -662,6 +662,23 @@ def worktrees_branches_params(r: ParamReader) -> None:
     r.boolean("includeRepositoryStatus")
 
 
+# The Models page's "Set API key": OpenClaw saves the key in the agent's auth profiles.
+# clawgate's upstream keys are its config's (`models.providers`), so a key sent is refused and
+# neither kept nor logged; the page shows the reason.
+NO_MODEL_CREDENTIALS = (
+    "clawgate keeps no model credentials: a provider's API key is set in its config file"
+)
+PROVIDER_ID_MAX = 256
+
+
+def auth_set_api_key_params(r: ParamReader) -> AgentTarget:
+    """`models.authSetApiKey {provider, apiKey, agentId?}`, checked as OpenClaw checks it."""
+    for name, max_len in (("provider", PROVIDER_ID_MAX), ("apiKey", SECRET_VALUE_MAX)):
+        if not r.required_string(name, max_len=max_len).strip():
+            raise r.fail(name, "must not be blank")
+    return AgentTarget(None, r.string("agentId", max_len=SESSION_KEY_MAX) or None)
+
+
 def agent_id_params(r: ParamReader) -> AgentTarget:
     """`{agentId?}`: the agent named, else the default one."""
     return AgentTarget(None, r.string("agentId", non_empty=True, max_len=SESSION_KEY_MAX))
@@ -915,6 +932,11 @@ def register(methods: MethodRegistry) -> None:
     @methods.method("wizard.start", params=wizard_start_params, scope=ADMIN)
     async def wizard_start(ctx: CallContext, flow: str) -> Any:
         raise WsError(UNAVAILABLE, NO_CHANNELS if flow == "channels" else NO_SETUP_WIZARD)
+
+    @methods.method("models.authSetApiKey", params=auth_set_api_key_params, scope=ADMIN)
+    async def models_auth_set_api_key(ctx: CallContext, params: AgentTarget) -> Any:
+        params.resolve(ctx)
+        raise WsError(UNAVAILABLE, NO_MODEL_CREDENTIALS)
 
     @methods.method("worktrees.create", params=worktrees_create_params, scope=WRITE)
     async def worktrees_create(ctx: CallContext, params: None) -> Any:
