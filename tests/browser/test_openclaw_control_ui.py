@@ -716,3 +716,35 @@ def test_an_api_key_set_on_the_models_page_says_where_keys_live(
     assert "unknown method" not in body_text(ui)
     assert console_errors(ui) == []
     assert refused_calls(gateway) == {"models.authSetApiKey": "UNAVAILABLE"}
+
+
+def test_a_memory_search_says_there_is_no_memory_plugin(ui: Page, gateway: GatewayProcess) -> None:
+    """The Memory settings' Memories tab: its search (`memory.search`), which said "Update
+    the gateway to search memories" without it, is refused as OpenClaw refuses it with no
+    memory plugin, and the tab says so."""
+    ui.driver.get(f"{gateway.url}/#token={TOKEN}")
+    composer(ui)
+    ui.until(lambda: "Connected" in body_text(ui), "the connected state")
+    ui.driver.get(f"{gateway.url}/settings/memory")
+    ui.until(lambda: "Memory needs attention" in body_text(ui), "the memory overview")
+    tab = """
+        const walk = (root) => {
+          for (const el of root.querySelectorAll('button, [role=tab], wa-tab')) {
+            if (el.innerText.trim() === 'Memories' && el.getClientRects().length) return el;
+          }
+          for (const el of root.querySelectorAll('*')) {
+            const found = el.shadowRoot && walk(el.shadowRoot);
+            if (found) return found;
+          }
+          return null;
+        };
+        return walk(document);
+    """
+    ui.until(lambda: ui.driver.execute_script(tab), "the Memories tab").click()
+    shown(ui, "#memory-search-input").send_keys("release notes\n")
+    ui.until(lambda: "memory plugin unavailable" in body_text(ui), "the reason shown")
+    assert "Update the gateway" not in body_text(ui)
+    assert console_errors(ui) == []
+    # Its probe of the memory plugin's config is not found, as in the memory settings' test.
+    refused = refused_calls(gateway)
+    assert refused == {"memory.search": "UNAVAILABLE", "config.schema.lookup": "INVALID_REQUEST"}

@@ -484,6 +484,7 @@ class TestHelloOk:
                     "doctor.memory.status",
                     "wizard.start",
                     "models.authSetApiKey",
+                    "memory.search",
                     "worktrees.create",
                     "worktrees.branches",
                     "agents.files.list",

@@ -2104,6 +2104,31 @@ class TestOpenClawControlUiFeatureReads:
         frame = await reader.call("worktrees.gc", {})
         assert frame["error"]["message"] == "missing scope: operator.admin"
 
+    async def test_a_memory_search_has_no_memory_plugin(self, gateway: Gateway) -> None:
+        """The Memory settings' search (`memory.search`, read): refused as OpenClaw refuses it
+        with no memory plugin; its params and agent checked first."""
+        ws = await gateway.connected(scopes=["operator.read"])
+        params = {"query": "notes", "maxResults": 5, "minScore": 0.5, "agentId": "main"}
+        assert (await ws.call("memory.search", params))["error"] == {
+            "code": "UNAVAILABLE",
+            "message": "memory plugin unavailable",
+        }
+        for bad, message in [
+            ({}, "at /query: is required"),
+            ({"query": "  "}, "at /query: must not be blank"),
+            ({"query": "q", "maxResults": "5"}, "at /maxResults: must be number"),
+            ({"query": "q", "minScore": True}, "at /minScore: must be number"),
+            ({"query": "q", "agentId": ""}, "at /agentId: must not be empty"),
+            ({"query": "q" * 4097}, "at /query: must have at most 4096 characters"),
+        ]:
+            frame = await ws.call("memory.search", bad)
+            assert frame["error"] == {
+                "code": "INVALID_REQUEST",
+                "message": f"invalid memory.search params: {message}",
+            }, bad
+        frame = await ws.call("memory.search", params | {"agentId": "ghost"})
+        assert frame["error"]["code"] == "INVALID_REQUEST", frame
+
     async def test_an_api_key_set_is_refused_and_not_kept(self, gateway: Gateway) -> None:
         """The Models page's "Set API key" (`models.authSetApiKey`, admin as on OpenClaw):
         clawgate's upstream keys are its config's, so the key is refused, saying where keys

@@ -679,6 +679,19 @@ def auth_set_api_key_params(r: ParamReader) -> AgentTarget:
     return AgentTarget(None, r.string("agentId", max_len=SESSION_KEY_MAX) or None)
 
 
+MEMORY_QUERY_MAX = 4096  # far beyond a search box's query
+
+
+def memory_search_params(r: ParamReader) -> AgentTarget:
+    """`memory.search {query, maxResults?, minScore?, agentId?}`, checked as OpenClaw checks
+    it; the search itself is a memory plugin's (NO_MEMORY_PLUGIN)."""
+    if not r.required_string("query", max_len=MEMORY_QUERY_MAX).strip():
+        raise r.fail("query", "must not be blank")
+    r.number("maxResults")
+    r.number("minScore")
+    return AgentTarget(None, r.string("agentId", non_empty=True, max_len=SESSION_KEY_MAX))
+
+
 def agent_id_params(r: ParamReader) -> AgentTarget:
     """`{agentId?}`: the agent named, else the default one."""
     return AgentTarget(None, r.string("agentId", non_empty=True, max_len=SESSION_KEY_MAX))
@@ -937,6 +950,11 @@ def register(methods: MethodRegistry) -> None:
     async def models_auth_set_api_key(ctx: CallContext, params: AgentTarget) -> Any:
         params.resolve(ctx)
         raise WsError(UNAVAILABLE, NO_MODEL_CREDENTIALS)
+
+    @methods.method("memory.search", params=memory_search_params, scope=READ)
+    async def memory_search(ctx: CallContext, params: AgentTarget) -> Any:
+        params.resolve(ctx)
+        raise WsError(UNAVAILABLE, NO_MEMORY_PLUGIN)
 
     @methods.method("worktrees.create", params=worktrees_create_params, scope=WRITE)
     async def worktrees_create(ctx: CallContext, params: None) -> Any:
