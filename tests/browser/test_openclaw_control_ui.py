@@ -748,3 +748,29 @@ def test_a_memory_search_says_there_is_no_memory_plugin(ui: Page, gateway: Gatew
     # Its probe of the memory plugin's config is not found, as in the memory settings' test.
     refused = refused_calls(gateway)
     assert refused == {"memory.search": "UNAVAILABLE", "config.schema.lookup": "INVALID_REQUEST"}
+
+
+def test_a_new_automation_says_clawgate_has_no_scheduler(ui: Page, gateway: GatewayProcess) -> None:
+    """The Automations page's "New automation", filled in and created (`cron.add`, which said
+    `unknown method`): refused, and the form says why."""
+    ui.driver.get(f"{gateway.url}/#token={TOKEN}")
+    composer(ui)
+    ui.until(lambda: "Connected" in body_text(ui), "the connected state")
+    ui.driver.get(f"{gateway.url}/automations")
+
+    def button(text: str) -> Any:
+        shown = lambda: [  # noqa: E731
+            b for b in ui.all("button") if b.text.strip() == text and b.is_displayed()
+        ]
+        return ui.until(shown, text)[0]
+
+    button("New automation").click()
+    shown(ui, 'textarea[placeholder="Describe what OpenClaw should do..."]').send_keys("Brief me")
+    shown(ui, 'input[placeholder="Morning brief"]').send_keys("Morning brief")
+    shown(ui, 'input[placeholder="30"]').send_keys("30")
+    button("Create automation").click()
+    ui.until(lambda: answered(gateway, "cron.add"), "the automation sent")
+    ui.until(lambda: "clawgate has no scheduler" in body_text(ui), "the reason shown")
+    assert "unknown method" not in body_text(ui)
+    assert console_errors(ui) == []
+    assert refused_calls(gateway) == {"cron.add": "UNAVAILABLE"}, refused_calls(gateway)

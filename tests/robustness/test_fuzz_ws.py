@@ -898,6 +898,7 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     "themes.list": {},
     "worktrees.list": {},
     "worktrees.gc": {},
+    "cron.add": {"name": "n", "schedule": {"kind": "every"}, "payload": {"kind": "agentTurn"}},
     "memory.search": {"query": "q", "maxResults": 5, "minScore": 0.5, "agentId": "main"},
     "models.authSetApiKey": {"provider": "openai", "apiKey": "sk-x", "agentId": "main"},
     "worktrees.create": {"repoRoot": "/srv/repo", "name": "feature-1", "baseRef": "main"},

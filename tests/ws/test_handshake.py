@@ -485,6 +485,7 @@ class TestHelloOk:
                     "wizard.start",
                     "models.authSetApiKey",
                     "memory.search",
+                    "cron.add",
                     "worktrees.create",
                     "worktrees.branches",
                     "agents.files.list",

@@ -2104,6 +2104,37 @@ class TestOpenClawControlUiFeatureReads:
         frame = await reader.call("worktrees.gc", {})
         assert frame["error"]["message"] == "missing scope: operator.admin"
 
+    async def test_a_new_automation_is_refused(self, gateway: Gateway) -> None:
+        """The Automations page's "New automation" (`cron.add`, admin as on OpenClaw): no
+        scheduler, so the job is refused, not kept; the fields every job has checked."""
+        ws = await gateway.connected(scopes=["operator.admin"])
+        job = {
+            "name": "Morning brief",
+            "schedule": {"kind": "every", "everyMs": 1_800_000},
+            "sessionTarget": "isolated",
+            "wakeMode": "now",
+            "payload": {"kind": "agentTurn", "message": "Brief me"},
+        }
+        assert (await ws.call("cron.add", job))["error"] == {
+            "code": "UNAVAILABLE",
+            "message": "clawgate has no scheduler: its agents run when asked, never on a schedule",
+        }
+        for bad, message in [
+            ({**job, "name": ""}, "at /name: must not be empty"),
+            ({**job, "name": "n" * 257}, "at /name: must have at most 256 characters"),
+            ({**job, "schedule": "daily"}, "at /schedule: must be object"),
+            ({"name": "n", "schedule": {}}, "at /payload: is required"),
+        ]:
+            frame = await ws.call("cron.add", bad)
+            assert frame["error"] == {
+                "code": "INVALID_REQUEST",
+                "message": f"invalid cron.add params: {message}",
+            }, bad
+        assert (await ws.ok("cron.list", {}))["jobs"] == []
+        writer = await gateway.connected(scopes=["operator.read", "operator.write"])
+        frame = await writer.call("cron.add", job)
+        assert frame["error"]["message"] == "missing scope: operator.admin"
+
     async def test_a_memory_search_has_no_memory_plugin(self, gateway: Gateway) -> None:
         """The Memory settings' search (`memory.search`, read): refused as OpenClaw refuses it
         with no memory plugin; its params and agent checked first."""

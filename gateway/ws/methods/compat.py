@@ -692,6 +692,19 @@ def memory_search_params(r: ParamReader) -> AgentTarget:
     return AgentTarget(None, r.string("agentId", non_empty=True, max_len=SESSION_KEY_MAX))
 
 
+# The Automations page's "New automation": OpenClaw's scheduler runs the job. clawgate has
+# none (`cron.status`: not enabled), so a job is refused, not stored to never run.
+NO_SCHEDULER = "clawgate has no scheduler: its agents run when asked, never on a schedule"
+CRON_NAME_MAX = 256
+
+
+def cron_add_params(r: ParamReader) -> None:
+    """`cron.add {name, schedule, payload, …}`: the fields every job has."""
+    r.required_string("name", max_len=CRON_NAME_MAX)
+    r.object("schedule", required=True)
+    r.object("payload", required=True)
+
+
 def agent_id_params(r: ParamReader) -> AgentTarget:
     """`{agentId?}`: the agent named, else the default one."""
     return AgentTarget(None, r.string("agentId", non_empty=True, max_len=SESSION_KEY_MAX))
@@ -955,6 +968,10 @@ def register(methods: MethodRegistry) -> None:
     async def memory_search(ctx: CallContext, params: AgentTarget) -> Any:
         params.resolve(ctx)
         raise WsError(UNAVAILABLE, NO_MEMORY_PLUGIN)
+
+    @methods.method("cron.add", params=cron_add_params, scope=ADMIN)
+    async def cron_add(ctx: CallContext, params: None) -> Any:
+        raise WsError(UNAVAILABLE, NO_SCHEDULER)
 
     @methods.method("worktrees.create", params=worktrees_create_params, scope=WRITE)
     async def worktrees_create(ctx: CallContext, params: None) -> Any:
