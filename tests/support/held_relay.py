@@ -10,7 +10,7 @@ import socket
 import threading
 from collections.abc import Iterator
 
-_CHUNK = 65536
+CHUNK = 65536
 
 
 class HeldRelay:
@@ -74,13 +74,14 @@ class HeldRelay:
             return
         with self._lock:
             self._open.append(server)
-        threading.Thread(target=_pump, args=(client, server), daemon=True).start()
-        threading.Thread(target=_pump, args=(server, client), daemon=True).start()
+        threading.Thread(target=pump, args=(client, server), daemon=True).start()
+        threading.Thread(target=pump, args=(server, client), daemon=True).start()
 
 
-def _pump(source: socket.socket, sink: socket.socket) -> None:
+def pump(source: socket.socket, sink: socket.socket) -> None:
+    """Passes what `source` sends on to `sink` until it ends (or either fails)."""
     try:
-        while data := source.recv(_CHUNK):
+        while data := source.recv(CHUNK):
             sink.sendall(data)
         sink.shutdown(socket.SHUT_WR)
     except OSError:

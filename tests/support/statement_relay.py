@@ -12,7 +12,7 @@ import socket
 import threading
 from collections.abc import Iterator
 
-_CHUNK = 65536
+from tests.support.held_relay import CHUNK, pump
 
 
 class StatementRelay:
@@ -63,11 +63,11 @@ class StatementRelay:
             with self._lock:
                 self._open += [client, server]
             threading.Thread(target=self._pump_out, args=(client, server), daemon=True).start()
-            threading.Thread(target=_pump, args=(server, client), daemon=True).start()
+            threading.Thread(target=pump, args=(server, client), daemon=True).start()
 
     def _pump_out(self, source: socket.socket, sink: socket.socket) -> None:
         try:
-            while data := source.recv(_CHUNK):
+            while data := source.recv(CHUNK):
                 with self._lock:
                     hold = self._armed and self.marker in data
                     if hold:
@@ -79,15 +79,6 @@ class StatementRelay:
             sink.shutdown(socket.SHUT_WR)
         except OSError:
             pass
-
-
-def _pump(source: socket.socket, sink: socket.socket) -> None:
-    try:
-        while data := source.recv(_CHUNK):
-            sink.sendall(data)
-        sink.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
 
 
 @contextlib.contextmanager
