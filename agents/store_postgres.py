@@ -1471,25 +1471,10 @@ class PostgresSessionStore:
         self, scope: str, run_id: str, session_key: str, ttl_ms: int
     ) -> tuple[str, str]:
         """(run id, session key) of the call of `scope` that came first and is still kept:
-        this one's when it is the first (it is then kept for `ttl_ms`)."""
-
-        async def claim(conn: Connection) -> tuple[str, str]:
-            await conn.execute(SQL_FORGET_EXPIRED_CALLS)
-            while True:  # `claim_call`'s
-                row = await conn.fetchrow(
-                    "INSERT INTO hook_calls (scope, run_id, session_key, expires_at)"
-                    f" VALUES ($1, $2, $3, {SQL_NOW_MS} + $4) ON CONFLICT (scope) DO NOTHING"
-                    " RETURNING run_id, session_key",
-                    scope, run_id, _storable(session_key), ttl_ms,
-                )  # fmt: skip
-                if row is None:
-                    row = await conn.fetchrow(
-                        "SELECT run_id, session_key FROM hook_calls WHERE scope = $1", scope
-                    )
-                if row is not None:
-                    return row[0], row[1]
-
-        return await self._run(claim, write=True)
+        this one's when it is the first (it is then kept for `ttl_ms`). A webhook's claim is
+        a call's claim whose end nothing reads."""
+        holder, session_key, _ = await self.claim_call(scope, run_id, session_key, ttl_ms)
+        return holder, session_key
 
     async def claim_call(
         self, scope: str, token: str, session_key: str, ttl_ms: int
