@@ -115,9 +115,12 @@ class PgServer:
         open and nothing answers on them, as with a host gone from the network."""
         postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
         pids = [postmaster, *_children(postmaster)]
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
         try:
+            for pid in pids:
+                # A backend may have exited since it was listed; the ones stopped before it
+                # must still be continued (a server left stopped failed every later test).
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
             yield
         finally:
             for pid in pids:
