@@ -317,9 +317,13 @@ class TestLongTranscript:
         # a tab left open grew by two messages a turn, without end.
         page.connected()
         key = "agent:main:own-turns"
-        turns(page, key, 100)
+        turns(page, key, 100, say="history {n}")
         page.driver.execute_script("location.hash = arguments[0]", f"#chat/{key}")
-        page.until(lambda: len(page.all("#transcript .bubble")) == 200, "the transcript")
+        # This session's transcript, not the one shown before it (200 bubbles too, on a tab a
+        # test before left on a longer session).
+        page.until(lambda: len(page.all("#transcript .bubble")) == 200
+                   and "history 0" in page.all("#transcript .bubble")[0].text,
+                   "the transcript")  # fmt: skip
         assert not page.all("#transcript > .older")
         for message in ("own turn 0", "own turn 1"):
             page.type("#chat-input", message)
