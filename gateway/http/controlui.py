@@ -79,6 +79,7 @@ def _load() -> dict[str, UiFile]:
 FILES: Final = _load()
 INDEX: Final = "index.html"
 _BROWSER_ICON: Final = "/favicon.ico"
+_ICON_CACHE: Final = "max-age=86400"  # asked again a day later at most: there is none
 
 
 def register(app: web.Application) -> None:
@@ -143,6 +144,12 @@ async def _ui(request: web.Request, path: str) -> web.StreamResponse:
         return await controlui_root.serve(request, control_ui.root, path, control_ui.base_path)
     if path == "/":
         return await _serve(request, INDEX)
+    if path == _BROWSER_ICON:
+        # The page links no icon file (`data:,`), yet a browser may still ask for one: no
+        # icon, rather than a 404 in its console.
+        if request.method not in ("GET", "HEAD"):
+            return method_not_allowed("GET, HEAD")
+        return web.Response(status=204, headers={"Cache-Control": _ICON_CACHE})
     name = path.removeprefix("/ui/")
     if name in (path, INDEX) or "/" in name:  # not under /ui/, or the page (one URL for it)
         return not_found()

@@ -31,6 +31,11 @@ async def client(aiohttp_client: AiohttpClient, make_config: MakeConfig) -> Clie
 
 
 class TestServing:
+    async def test_a_browsers_icon_request_gets_no_icon_not_a_404(self, client: Client) -> None:
+        response = await client.get("/favicon.ico")
+        assert (response.status, await response.read()) == (204, b"")
+        assert response.headers["Cache-Control"] == "max-age=86400"
+
     async def test_the_page_is_at_the_root_with_a_strict_policy(self, client: Client) -> None:
         response = await client.get("/")
         assert response.status == 200
@@ -165,6 +170,16 @@ class TestBasePath:
     async def test_nothing_else_is_served(self, based: Client, path: str) -> None:
         response = await based.get(path)
         assert (response.status, await response.read()) == (404, NOT_FOUND)
+
+    @pytest.mark.parametrize("path", ["/favicon.ico", "/ops/favicon.ico"])
+    async def test_a_browsers_icon_request_gets_no_icon_not_a_404(
+        self, based: Client, path: str
+    ) -> None:
+        # Chromium asks the origin's root even when the page links its icon (a 404 then in
+        # its console).
+        response = await based.get(path)
+        assert (response.status, await response.read()) == (204, b"")
+        assert (await based.post(path, data=b"x")).status == 405
 
     async def test_other_methods_are_refused(self, based: Client) -> None:
         response = await based.post("/ops/", data=b"x")
