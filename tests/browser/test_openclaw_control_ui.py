@@ -83,6 +83,14 @@ def ui(driver: Any, gateway: GatewayProcess) -> Iterator[Page]:
     yield Page(driver, gateway)
 
 
+def button(ui: Page, text: str) -> Any:
+    """The displayed button reading `text`, once there is one."""
+    found = lambda: [  # noqa: E731
+        b for b in ui.all("button") if b.text.strip() == text and b.is_displayed()
+    ]
+    return ui.until(found, text)[0]
+
+
 def shown(ui: Page, css: str) -> Any:
     """The first element matching `css` that is shown (the UI keeps hidden copies)."""
     return ui.until(lambda: [e for e in ui.all(css) if e.is_displayed()], css)[0]
@@ -573,14 +581,8 @@ def test_continue_with_github_says_authorization_could_not_start(
     ui.driver.get(f"{gateway.url}/settings/profile")
     ui.until(lambda: answered(gateway, "tools.github.status"), "the GitHub identity")
 
-    def button(text: str) -> Any:
-        shown = lambda: [  # noqa: E731
-            b for b in ui.all("button") if b.text.strip() == text and b.is_displayed()
-        ]
-        return ui.until(shown, text)[0]
-
-    button("Change System GitHub").click()
-    button("Continue with GitHub").click()
+    button(ui, "Change System GitHub").click()
+    button(ui, "Continue with GitHub").click()
     ui.until(lambda: "GitHub authorization could not start" in body_text(ui), "the failure")
     assert "unknown method" not in body_text(ui)
     assert console_errors(ui) == []
@@ -599,16 +601,10 @@ def test_a_github_token_set_up_says_there_is_no_secret_store(
     ui.driver.get(f"{gateway.url}/settings/profile")
     ui.until(lambda: answered(gateway, "tools.github.status"), "the GitHub identity")
 
-    def button(text: str) -> Any:
-        shown = lambda: [  # noqa: E731
-            b for b in ui.all("button") if b.text.strip() == text and b.is_displayed()
-        ]
-        return ui.until(shown, text)[0]
-
-    button("Change System GitHub").click()
-    button("Use a PAT instead").click()
+    button(ui, "Change System GitHub").click()
+    button(ui, "Use a PAT instead").click()
     shown(ui, 'input[type="password"]').send_keys("ghp_" + "a" * 36)
-    button("Save Identity").click()
+    button(ui, "Save Identity").click()
     ui.until(lambda: "clawgate has no secret store" in body_text(ui), "the reason shown")
     assert "unknown method" not in body_text(ui)
     assert console_errors(ui) == []
@@ -653,16 +649,10 @@ def test_a_new_worktree_says_clawgate_has_none(ui: Page, gateway: GatewayProcess
     ui.driver.get(f"{gateway.url}/worktrees")
     ui.until(lambda: answered(gateway, "worktrees.list"), "the worktrees listed")
 
-    def button(text: str) -> Any:
-        shown = lambda: [  # noqa: E731
-            b for b in ui.all("button") if b.text.strip() == text and b.is_displayed()
-        ]
-        return ui.until(shown, text)[0]
-
-    button("New worktree").click()
+    button(ui, "New worktree").click()
     shown(ui, 'input[aria-label="Repository"]').send_keys("/srv/repo\t")
     ui.until(lambda: answered(gateway, "worktrees.branches"), "the branches asked for")
-    button("Create").click()
+    button(ui, "Create").click()
     ui.until(lambda: "clawgate has no managed worktrees" in body_text(ui), "the reason shown")
     assert "unknown method" not in body_text(ui)
     assert console_errors(ui) == []
@@ -703,15 +693,9 @@ def test_an_api_key_set_on_the_models_page_says_where_keys_live(
     ui.driver.get(f"{gateway.url}/model-providers")
     ui.until(lambda: "Credentials for main" in body_text(ui), "the provider access")
 
-    def button(text: str) -> Any:
-        shown = lambda: [  # noqa: E731
-            b for b in ui.all("button") if b.text.strip() == text and b.is_displayed()
-        ]
-        return ui.until(shown, text)[0]
-
-    button("Set API key").click()
+    button(ui, "Set API key").click()
     shown(ui, 'input[type="password"]').send_keys("sk-" + "a" * 32)
-    button("Save").click()
+    button(ui, "Save").click()
     ui.until(lambda: "clawgate keeps no model credentials" in body_text(ui), "the reason shown")
     assert "unknown method" not in body_text(ui)
     assert console_errors(ui) == []
@@ -758,17 +742,11 @@ def test_a_new_automation_says_clawgate_has_no_scheduler(ui: Page, gateway: Gate
     ui.until(lambda: "Connected" in body_text(ui), "the connected state")
     ui.driver.get(f"{gateway.url}/automations")
 
-    def button(text: str) -> Any:
-        shown = lambda: [  # noqa: E731
-            b for b in ui.all("button") if b.text.strip() == text and b.is_displayed()
-        ]
-        return ui.until(shown, text)[0]
-
-    button("New automation").click()
+    button(ui, "New automation").click()
     shown(ui, 'textarea[placeholder="Describe what OpenClaw should do..."]').send_keys("Brief me")
     shown(ui, 'input[placeholder="Morning brief"]').send_keys("Morning brief")
     shown(ui, 'input[placeholder="30"]').send_keys("30")
-    button("Create automation").click()
+    button(ui, "Create automation").click()
     ui.until(lambda: answered(gateway, "cron.add"), "the automation sent")
     ui.until(lambda: "clawgate has no scheduler" in body_text(ui), "the reason shown")
     assert "unknown method" not in body_text(ui)
