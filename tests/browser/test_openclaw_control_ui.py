@@ -752,3 +752,24 @@ def test_a_new_automation_says_clawgate_has_no_scheduler(ui: Page, gateway: Gate
     assert "unknown method" not in body_text(ui)
     assert console_errors(ui) == []
     assert refused_calls(gateway) == {"cron.add": "UNAVAILABLE"}, refused_calls(gateway)
+
+
+def test_on_this_gateway_finds_nothing_to_set_up(ui: Page, gateway: GatewayProcess) -> None:
+    """The Models page's "Connect provider", then "On this Gateway": it looks for AI access on
+    the gateway's host to set up (`openclaw.setup.detect`), and without that method it said
+    "The Gateway is running an older OpenClaw version". clawgate sets none up: nothing found,
+    nothing offered, and no warning."""
+    ui.driver.get(f"{gateway.url}/#token={TOKEN}")
+    composer(ui)
+    ui.until(lambda: "Connected" in body_text(ui), "the connected state")
+    ui.driver.get(f"{gateway.url}/model-providers")
+    ui.until(lambda: "Credentials for main" in body_text(ui), "the provider access")
+
+    button(ui, "Connect provider").click()
+    button(ui, "On this Gateway").click()
+    ui.until(lambda: "Find existing connections" in body_text(ui), "the gateway's setup")
+    ui.until(lambda: "openclaw.setup.detect" in calls(gateway, ok=True), "the detection")
+    ui.until(lambda: button(ui, "Check again"), "the detection shown")
+    assert "older OpenClaw version" not in body_text(ui)
+    assert console_errors(ui) == []
+    assert refused_calls(gateway) == {}, refused_calls(gateway)

@@ -962,6 +962,7 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     "skills.search": {"query": "git", "limit": 20},
     "skills.proposals.list": {"agentId": "main"},
     "migrations.memory.plan": {"agentId": "main", "overwrite": False},
+    "openclaw.setup.detect": {"agentId": "main"},
     "webSearch.status": {"agentId": "main", "modelProvider": "echo", "modelId": "echo"},
     "artifacts.list": {
         "sessionKey": KEY,

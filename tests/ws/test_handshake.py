@@ -500,6 +500,7 @@ class TestHelloOk:
                     "skills.library.list",
                     "skills.search",
                     "migrations.memory.plan",
+                    "openclaw.setup.detect",
                     "webSearch.status",
                     "artifacts.list",
                     "skills.proposals.list",

@@ -2649,6 +2649,39 @@ class TestOpenClawControlUiFeatureReads:
         frame = await reader.call("migrations.memory.plan", {"agentId": "main"})
         assert frame["error"]["message"] == "missing scope: operator.admin"
 
+    async def test_the_gateway_has_nothing_to_set_up(self, gateway: Gateway) -> None:
+        """Models → "Connect provider" → "On this Gateway" (`openclaw.setup.detect`, admin as on
+        OpenClaw): nothing detected, nothing to sign in to or save a key for; the agent's
+        primary model is the configured one (echo/echo here)."""
+        ws = await gateway.connected()
+        nothing = {
+            "candidates": [],
+            "unavailableCandidates": [],
+            "manualProviders": [],
+            "authOptions": [],
+            "prepareOptions": [],
+            "recommendedInstalls": [],
+            "nativeSessionCatalogs": [],
+            "nativeSessionCatalogPreferenceRequired": False,
+            "configuredModel": "echo/echo",
+            "setupComplete": True,
+        }
+        assert await ws.ok("openclaw.setup.detect", {}) == nothing
+        assert await ws.ok("openclaw.setup.detect", {"agentId": "Main"}) == nothing
+        bad = [
+            ({"agentId": ""}, "at /agentId: must not be empty"),
+            ({"agentId": 1}, "at /agentId: must be string"),
+            ({"agentId": "a" * 513}, "at /agentId: must have at most 512 characters"),
+        ]
+        for params, message in bad:
+            frame = await ws.call("openclaw.setup.detect", params)
+            assert frame["error"]["message"] == f"invalid openclaw.setup.detect params: {message}"
+        frame = await ws.call("openclaw.setup.detect", {"agentId": "ghost"})
+        assert frame["error"]["message"] == "Unknown agent 'ghost'."
+        reader = await gateway.connected(scopes=["operator.read", "operator.write"])
+        frame = await reader.call("openclaw.setup.detect", {})
+        assert frame["error"]["message"] == "missing scope: operator.admin"
+
     async def test_web_search_has_no_route(self, ws: GatewayWs) -> None:
         """The Search settings: no web search tool, so no provider and no route; the model is
         the agent's primary one (echo/echo here) or the one asked about."""

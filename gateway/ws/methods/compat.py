@@ -710,6 +710,24 @@ def agent_id_params(r: ParamReader) -> AgentTarget:
     return AgentTarget(None, r.string("agentId", non_empty=True, max_len=SESSION_KEY_MAX))
 
 
+# Models → "Connect provider" → "On this Gateway": OpenClaw looks on its host for AI access to
+# set up (CLI logins, keys in its environment, saved profiles) and offers sign-ins and keys to
+# save. clawgate probes nothing and saves no credential (its upstreams are its config's), so it
+# answers as OpenClaw does when it detects nothing it can set up: no candidates, no sign-in, key
+# or install to offer; the agent's primary model is the configured one, so it is set up.
+# OpenClaw's `workspace` is left out, as clawgate's agents have none.
+NOTHING_TO_SET_UP: dict[str, Any] = {
+    "candidates": [],
+    "unavailableCandidates": [],
+    "manualProviders": [],
+    "authOptions": [],
+    "prepareOptions": [],
+    "recommendedInstalls": [],
+    "nativeSessionCatalogs": [],
+    "nativeSessionCatalogPreferenceRequired": False,
+}
+
+
 def memory_plan_params(r: ParamReader) -> AgentTarget:
     """`migrations.memory.plan {agentId, overwrite?}`."""
     r.boolean("overwrite")
@@ -1053,6 +1071,12 @@ def register(methods: MethodRegistry) -> None:
     @methods.method("migrations.memory.plan", params=memory_plan_params, scope=ADMIN)
     async def migrations_memory_plan(ctx: CallContext, params: AgentTarget) -> Any:
         return {"agentId": params.resolve(ctx), "providers": []}
+
+    @methods.method("openclaw.setup.detect", params=agent_id_params, scope=ADMIN)
+    async def setup_detect(ctx: CallContext, params: AgentTarget) -> Any:
+        provider, model = default_model(ctx.config, params.resolve(ctx))[:2]
+        configured = {"configuredModel": f"{provider}/{model}", "setupComplete": True}
+        return {**NOTHING_TO_SET_UP, **configured}
 
     # The Search settings: clawgate's agents have no web search tool, so no provider and no
     # route to search by (OpenClaw's "unavailable" route, saying why); the model is the
