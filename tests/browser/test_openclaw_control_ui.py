@@ -773,3 +773,40 @@ def test_on_this_gateway_finds_nothing_to_set_up(ui: Page, gateway: GatewayProce
     assert "older OpenClaw version" not in body_text(ui)
     assert console_errors(ui) == []
     assert refused_calls(gateway) == {}, refused_calls(gateway)
+
+
+def shadow_button(ui: Page, text: str) -> Any:
+    """The shown button or tab reading `text`, inside the page's shadow DOM too."""
+    find = """
+        const walk = (root) => {
+          for (const el of root.querySelectorAll('button, [role=tab], wa-tab')) {
+            if (el.innerText.trim() === arguments[0] && el.getClientRects().length) return el;
+          }
+          for (const el of root.querySelectorAll('*')) {
+            const found = el.shadowRoot && walk(el.shadowRoot);
+            if (found) return found;
+          }
+          return null;
+        };
+        return walk(document);
+    """
+    return ui.until(lambda: ui.driver.execute_script(find, text), text)
+
+
+def test_the_dreams_tab_shows_dreaming_off(ui: Page, gateway: GatewayProcess) -> None:
+    """The Memory settings' Dreams tab said "Dreaming On": it takes whether dreaming is on
+    from `doctor.memory.status`, and without its `dreaming` from the config, where no
+    `plugins` section reads as on. clawgate dreams nothing: off, and each phase off."""
+    ui.driver.get(f"{gateway.url}/#token={TOKEN}")
+    composer(ui)
+    ui.until(lambda: "Connected" in body_text(ui), "the connected state")
+    ui.driver.get(f"{gateway.url}/settings/memory")
+    ui.until(lambda: "Memory needs attention" in body_text(ui), "the memory overview")
+    shadow_button(ui, "Dreams").click()
+    ui.until(lambda: "DREAMING OFF" in body_text(ui).upper(), "dreaming off")
+    phases = lambda: [e.text for e in ui.all(".dreams__phase--off")]  # noqa: E731
+    ui.until(lambda: len(phases()) == 3, "the three phases off")
+    assert "DREAMING ON" not in body_text(ui).upper()
+    assert console_errors(ui) == []
+    # Its probe of the memory plugin's config is not found, as in the memory settings' test.
+    assert refused_calls(gateway) == {"config.schema.lookup": "INVALID_REQUEST"}

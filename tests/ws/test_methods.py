@@ -2384,9 +2384,26 @@ class TestOpenClawControlUiFeatureReads:
             assert frame["error"]["message"] == message, params
 
     async def test_doctor_memory_status_has_no_memory_plugin(self, gateway: Gateway) -> None:
-        """The Memory settings' overview: OpenClaw's answer with no memory plugin."""
+        """The Memory settings' overview: OpenClaw's answer with no memory plugin, and its
+        dreaming off (the Dreams tab read a config without OpenClaw's `plugins` as on)."""
         ws = await gateway.connected(scopes=["operator.read"])
-        none = {"agentId": "main", "embedding": {"ok": False, "error": "memory plugin unavailable"}}
+        counts = ("shortTermCount", "recallSignalCount", "dailySignalCount", "groundedSignalCount")
+        counts += ("totalSignalCount", "phaseSignalCount", "lightPhaseHitCount")
+        counts += ("remPhaseHitCount", "promotedTotal", "promotedToday")
+        phase_off = {"enabled": False, "managedCronPresent": False}
+        dreaming = {
+            "enabled": False,
+            "shortTermEntries": [],
+            "signalEntries": [],
+            "promotedEntries": [],
+            **dict.fromkeys(counts, 0),
+            "phases": {"light": phase_off, "deep": phase_off, "rem": phase_off},
+        }
+        none = {
+            "agentId": "main",
+            "embedding": {"ok": False, "error": "memory plugin unavailable"},
+            "dreaming": dreaming,
+        }
         assert await ws.ok("doctor.memory.status", {}) == none
         assert await ws.ok("doctor.memory.status", {"agentId": "Main", "probe": True}) == none
         assert await ws.ok("doctor.memory.status", {"agentId": "", "deep": False}) == none

@@ -506,6 +506,35 @@ def secrets_store_set_params(r: ParamReader) -> None:
 # OpenClaw's memory search is a plugin's; clawgate has none: its answer when no memory plugin
 # is selected.
 NO_MEMORY_PLUGIN = "memory plugin unavailable"
+# Dreaming (OpenClaw's nightly sweep of an agent's memory) is a memory plugin's too: off. OpenClaw
+# answers its state beside a memory plugin's status only; without it, its Control UI's Dreams tab
+# reads the config, where no `plugins` section reads as on. So clawgate says off: each phase off,
+# nothing stored (OpenClaw's counts for an agent with no dreaming store); the schedule and limits,
+# config of OpenClaw's that clawgate does not have, are left out.
+NO_DREAMING: dict[str, Any] = {
+    "enabled": False,
+    "shortTermEntries": [],
+    "signalEntries": [],
+    "promotedEntries": [],
+    **dict.fromkeys(
+        (
+            "shortTermCount",
+            "recallSignalCount",
+            "dailySignalCount",
+            "groundedSignalCount",
+            "totalSignalCount",
+            "phaseSignalCount",
+            "lightPhaseHitCount",
+            "remPhaseHitCount",
+            "promotedTotal",
+            "promotedToday",
+        ),
+        0,
+    ),
+    "phases": {
+        phase: {"enabled": False, "managedCronPresent": False} for phase in ("light", "deep", "rem")
+    },
+}
 
 
 def memory_status_params(r: ParamReader) -> AgentTarget:
@@ -965,12 +994,13 @@ def register(methods: MethodRegistry) -> None:
     async def tools_github_authorize_cancel(ctx: CallContext, params: None) -> Any:
         raise WsError(UNAVAILABLE, GITHUB_AUTHORIZE_UNAVAILABLE)
 
-    # The Memory settings' overview: no memory plugin, so no search and no embeddings.
+    # The Memory settings' overview: no memory plugin, so no search, no embeddings, no dreaming.
     @methods.method("doctor.memory.status", params=memory_status_params, scope=READ)
     async def doctor_memory_status(ctx: CallContext, params: AgentTarget) -> Any:
         return {
             "agentId": params.resolve(ctx),
             "embedding": {"ok": False, "error": NO_MEMORY_PLUGIN},
+            "dreaming": NO_DREAMING,
         }
 
     @methods.method("wizard.start", params=wizard_start_params, scope=ADMIN)
