@@ -810,3 +810,24 @@ def test_the_dreams_tab_shows_dreaming_off(ui: Page, gateway: GatewayProcess) ->
     assert console_errors(ui) == []
     # Its probe of the memory plugin's config is not found, as in the memory settings' test.
     assert refused_calls(gateway) == {"config.schema.lookup": "INVALID_REQUEST"}
+
+
+def test_an_agent_s_tools_are_none_of_openclaw_s(ui: Page, gateway: GatewayProcess) -> None:
+    """The Agents settings' Tools tab showed OpenClaw's bundled tool catalog (58 tools, from
+    `exec` to `tts`), which it falls back to when `tools.catalog` lists no group. clawgate's
+    agents have no tools of the gateway's: one group, empty, saying so."""
+    ui.driver.get(f"{gateway.url}/#token={TOKEN}")
+    composer(ui)
+    ui.until(lambda: "Connected" in body_text(ui), "the connected state")
+    ui.driver.get(f"{gateway.url}/settings/agents")
+    shadow_button(ui, "Tools").click()
+    ui.until(lambda: "tools.catalog" in calls(gateway, ok=True), "the catalog")
+    groups = lambda: [e.text for e in ui.all(".agent-tools-group__summary")]  # noqa: E731
+    ui.until(lambda: len(groups()) == 1, "one group")
+    assert "No gateway tools" in groups()[0], groups()
+    text = body_text(ui)
+    assert "0/0 enabled" in text, text
+    for tool in ("exec", "web_search", "tts"):
+        assert f"\n{tool}\n" not in text, tool
+    assert console_errors(ui) == []
+    assert refused_calls(gateway) == {}, refused_calls(gateway)

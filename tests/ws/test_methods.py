@@ -2421,7 +2421,9 @@ class TestOpenClawControlUiFeatureReads:
         effective tools. clawgate's agents have no tools of the gateway's (a client's tools
         come with its request): none, no tool profile, and a notice that says so."""
         ws = await gateway.connected(scopes=["operator.read"])
-        catalog = {"agentId": "main", "profiles": [], "groups": []}
+        # One group, with no tool: with none, OpenClaw's Control UI shows its bundled catalog.
+        empty = {"id": "clawgate", "label": "No gateway tools", "source": "core"}
+        catalog = {"agentId": "main", "profiles": [], "groups": [{**empty, "tools": []}]}
         assert await ws.ok("tools.catalog", {}) == catalog
         assert await ws.ok("tools.catalog", {"agentId": "main", "includePlugins": True}) == catalog
         effective = await ws.ok("tools.effective", {"sessionKey": "main"})

@@ -555,6 +555,14 @@ NO_GATEWAY_TOOLS_NOTICE: dict[str, Any] = {
     "message": "clawgate's agents have no tools of the gateway's: a client's tools come with"
     " its request.",
 }
+# The catalog's groups: OpenClaw's Control UI shows its own bundled catalog (58 tools, `exec`,
+# `web_search`, …) when a catalog has no group, so the catalog holds one, with no tool in it.
+NO_GATEWAY_TOOLS_GROUP: dict[str, Any] = {
+    "id": "clawgate",
+    "label": "No gateway tools",
+    "source": "core",
+    "tools": [],
+}
 
 
 # OpenClaw's setup wizards: the Channels page's "Set up" (`flow: "channels"`) and the gateway's
@@ -1036,7 +1044,7 @@ def register(methods: MethodRegistry) -> None:
 
     @methods.method("tools.catalog", params=tools_catalog_params, scope=READ)
     async def tools_catalog(ctx: CallContext, params: AgentTarget) -> Any:
-        return {"agentId": params.resolve(ctx), "profiles": [], "groups": []}
+        return {"agentId": params.resolve(ctx), "profiles": [], "groups": [NO_GATEWAY_TOOLS_GROUP]}
 
     @methods.method("tools.effective", params=AgentTarget.parse_session, scope=READ)
     async def tools_effective(ctx: CallContext, params: AgentTarget) -> Any:
