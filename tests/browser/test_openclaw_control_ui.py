@@ -831,3 +831,28 @@ def test_an_agent_s_tools_are_none_of_openclaw_s(ui: Page, gateway: GatewayProce
         assert f"\n{tool}\n" not in text, tool
     assert console_errors(ui) == []
     assert refused_calls(gateway) == {}, refused_calls(gateway)
+
+
+def test_a_secret_saved_on_the_secrets_page_says_there_is_no_secret_store(
+    ui: Page, gateway: GatewayProcess
+) -> None:
+    """The Secrets settings list the store (`secrets.store.list`, which it did not find, so it
+    said "Gateway/admin required." and listed nothing, and after a save said `unknown
+    method`): none. A secret added and saved (`secrets.store.set`) is refused, saying why."""
+    ui.driver.get(f"{gateway.url}/#token={TOKEN}")
+    composer(ui)
+    ui.until(lambda: "Connected" in body_text(ui), "the connected state")
+    ui.driver.get(f"{gateway.url}/settings/secrets")
+    ui.until(lambda: "secrets.store.list" in calls(gateway, ok=True), "the store listed")
+    assert "Gateway/admin required." not in body_text(ui)
+
+    button(ui, "Add").click()
+    fields = "openclaw-modal-dialog input:not([type]), openclaw-modal-dialog textarea"
+    name, value = ui.until(lambda: [e for e in ui.all(fields) if e.is_displayed()], "the form")
+    name.send_keys("API_TOKEN")
+    value.send_keys("s3cret")
+    button(ui, "Save").click()
+    ui.until(lambda: "clawgate has no secret store" in body_text(ui), "the reason shown")
+    assert "unknown method" not in body_text(ui)
+    assert console_errors(ui) == []
+    assert refused_calls(gateway) == {"secrets.store.set": "UNAVAILABLE"}, refused_calls(gateway)

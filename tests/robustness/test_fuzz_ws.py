@@ -929,6 +929,7 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
         "gitAuthor": {"name": "n", "email": "e"},
     },
     "tools.github.authorize.start": {"scope": "agent", "agentId": "main"},
+    "secrets.store.list": {},
     "secrets.store.set": {
         "name": "API_KEY",
         "value": "v",

@@ -477,6 +477,7 @@ class TestHelloOk:
                     "chat.metadata",
                     "tools.github.status",
                     "tools.github.configure",
+                    "secrets.store.list",
                     "secrets.store.set",
                     "tools.github.authorize.start",
                     "tools.github.authorize.poll",

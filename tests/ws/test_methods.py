@@ -2342,6 +2342,8 @@ class TestOpenClawControlUiFeatureReads:
         "Use a PAT instead"): clawgate has no secret store, its credentials are its config's;
         refused, the value not kept, its params checked as OpenClaw checks them first."""
         ws = await gateway.connected(scopes=["operator.admin"])
+        # The Secrets settings' list: none stored, before a save or after it.
+        assert await ws.ok("secrets.store.list", {}) == {"entries": []}
         token = {"name": "github-setup-" + "c" * 32, "value": "ghp_x", "kind": "secret"}
         for params in (token, {"name": "API_KEY", "value": "v", "kind": "env"}):
             frame = await ws.call("secrets.store.set", params)
@@ -2360,8 +2362,11 @@ class TestOpenClawControlUiFeatureReads:
         for params, message in bad:
             frame = await ws.call("secrets.store.set", params)
             assert message in frame["error"]["message"], (params, frame)
+        assert await ws.ok("secrets.store.list", {}) == {"entries": []}
         reader = await gateway.connected(scopes=["operator.read", "operator.write"])
         frame = await reader.call("secrets.store.set", token)
+        assert frame["error"]["message"] == "missing scope: operator.admin"
+        frame = await reader.call("secrets.store.list", {})
         assert frame["error"]["message"] == "missing scope: operator.admin"
 
     async def test_an_agent_has_no_workspace_files(self, gateway: Gateway) -> None:

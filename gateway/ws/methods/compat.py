@@ -985,6 +985,12 @@ def register(methods: MethodRegistry) -> None:
             raise WsError(UNAVAILABLE, GITHUB_SETUP_FAILED)
         return status
 
+    # The Secrets settings list the store first (without this method the page said
+    # "Gateway/admin required."): there is none, so no entry.
+    @methods.method("secrets.store.list", params=no_params, scope=ADMIN)
+    async def secrets_store_list(ctx: CallContext, params: None) -> Any:
+        return {"entries": []}
+
     @methods.method("secrets.store.set", params=secrets_store_set_params, scope=ADMIN)
     async def secrets_store_set(ctx: CallContext, params: None) -> Any:
         raise WsError(UNAVAILABLE, NO_SECRET_STORE)
