@@ -856,3 +856,25 @@ def test_a_secret_saved_on_the_secrets_page_says_there_is_no_secret_store(
     assert "unknown method" not in body_text(ui)
     assert console_errors(ui) == []
     assert refused_calls(gateway) == {"secrets.store.set": "UNAVAILABLE"}, refused_calls(gateway)
+
+
+def test_enabling_notifications_says_clawgate_sends_none(ui: Page, gateway: GatewayProcess) -> None:
+    """The Notifications settings' "Enable notifications", the browser's permission given: it
+    asks for the gateway's Web Push key (`push.web.vapidPublicKey`, which said `unknown
+    method`). clawgate sends no push notifications: refused, and the page says why."""
+    ui.driver.execute_cdp_cmd(
+        "Browser.grantPermissions", {"origin": gateway.url, "permissions": ["notifications"]}
+    )
+    try:
+        ui.driver.get(f"{gateway.url}/#token={TOKEN}")
+        composer(ui)
+        ui.until(lambda: "Connected" in body_text(ui), "the connected state")
+        ui.driver.get(f"{gateway.url}/settings/notifications")
+        button(ui, "Enable notifications").click()
+        ui.until(lambda: "clawgate sends no push notifications" in body_text(ui), "the reason")
+    finally:
+        ui.driver.execute_cdp_cmd("Browser.resetPermissions", {})
+    assert "unknown method" not in body_text(ui)
+    assert console_errors(ui) == []
+    refused = refused_calls(gateway)
+    assert refused == {"push.web.vapidPublicKey": "UNAVAILABLE"}, refused

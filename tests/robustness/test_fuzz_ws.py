@@ -938,6 +938,7 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     },
     "tools.github.authorize.poll": {"requestId": "github-device-" + "0" * 32},
     "tools.github.authorize.cancel": {"requestId": "github-device-" + "0" * 32},
+    "push.web.vapidPublicKey": {},
     "doctor.memory.status": {"agentId": "main", "probe": True, "deep": False},
     "doctor.memory.dreamDiary": {"agentId": "main"},
     "tools.catalog": {"agentId": "main", "includePlugins": True},

@@ -482,6 +482,7 @@ class TestHelloOk:
                     "tools.github.authorize.start",
                     "tools.github.authorize.poll",
                     "tools.github.authorize.cancel",
+                    "push.web.vapidPublicKey",
                     "doctor.memory.status",
                     "wizard.start",
                     "models.authSetApiKey",

@@ -2388,6 +2388,20 @@ class TestOpenClawControlUiFeatureReads:
             frame = await ws.call("agents.files.list", params)
             assert frame["error"]["message"] == message, params
 
+    async def test_web_push_has_no_key(self, gateway: Gateway) -> None:
+        """The Notifications settings' "Enable notifications" (`push.web.vapidPublicKey`, write
+        scope as on OpenClaw): clawgate sends no push notifications, so no key; refused."""
+        ws = await gateway.connected(scopes=["operator.write"])
+        frame = await ws.call("push.web.vapidPublicKey", {})
+        assert frame["error"] == {
+            "code": "UNAVAILABLE",
+            "message": "clawgate sends no push notifications: its events reach connected"
+            " clients only",
+        }
+        reader = await gateway.connected(scopes=["operator.read"])
+        frame = await reader.call("push.web.vapidPublicKey", {})
+        assert frame["error"]["message"] == "missing scope: operator.write"
+
     async def test_doctor_memory_status_has_no_memory_plugin(self, gateway: Gateway) -> None:
         """The Memory settings' overview: OpenClaw's answer with no memory plugin, and its
         dreaming off (the Dreams tab read a config without OpenClaw's `plugins` as on)."""

@@ -503,6 +503,9 @@ def secrets_store_set_params(r: ParamReader) -> None:
             raise r.fail("allowedHosts", f"must hold names of 1 to {SECRET_HOST_MAX} characters")
 
 
+NO_WEB_PUSH = "clawgate sends no push notifications: its events reach connected clients only"
+
+
 # OpenClaw's memory search is a plugin's; clawgate has none: its answer when no memory plugin
 # is selected.
 NO_MEMORY_PLUGIN = "memory plugin unavailable"
@@ -1007,6 +1010,13 @@ def register(methods: MethodRegistry) -> None:
     @methods.method("tools.github.authorize.cancel", params=github_request_params, scope=ADMIN)
     async def tools_github_authorize_cancel(ctx: CallContext, params: None) -> Any:
         raise WsError(UNAVAILABLE, GITHUB_AUTHORIZE_UNAVAILABLE)
+
+    # The Notifications settings' "Enable notifications" asks for the gateway's Web Push key
+    # first. clawgate sends no push notifications, so it has none: refused as OpenClaw refuses
+    # it when it cannot give one, the page showing why.
+    @methods.method("push.web.vapidPublicKey", params=no_params, scope=WRITE)
+    async def push_web_vapid_public_key(ctx: CallContext, params: None) -> Any:
+        raise WsError(UNAVAILABLE, NO_WEB_PUSH)
 
     # The Memory settings' overview: no memory plugin, so no search, no embeddings, no dreaming.
     @methods.method("doctor.memory.status", params=memory_status_params, scope=READ)
