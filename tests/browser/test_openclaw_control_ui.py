@@ -878,3 +878,46 @@ def test_enabling_notifications_says_clawgate_sends_none(ui: Page, gateway: Gate
     assert console_errors(ui) == []
     refused = refused_calls(gateway)
     assert refused == {"push.web.vapidPublicKey": "UNAVAILABLE"}, refused
+
+
+def test_a_cloud_worker_profile_saved_is_refused_as_invalid_config(
+    ui: Page, gateway: GatewayProcess
+) -> None:
+    """The Cloud workers settings' "Add profile" and "Save pool" save OpenClaw's `cloudWorkers`
+    config with `config.patch`. clawgate has no cloud workers and its config no such section:
+    refused as an invalid config (issue `cloudWorkers: unknown key`), the file untouched, and
+    the page says "invalid config"."""
+    config = ui.gateway_config_path()
+    before = config.read_bytes()
+    ui.driver.get(f"{gateway.url}/#token={TOKEN}")
+    composer(ui)
+    ui.until(lambda: "Connected" in body_text(ui), "the connected state")
+    ui.driver.get(f"{gateway.url}/settings/cloud-workers")
+
+    button(ui, "Add profile").click()
+    shown(ui, 'input[aria-label="Profile ID"]').send_keys("linux-small")
+    shown(ui, 'input[aria-label="Crabbox backend"]').send_keys("hetzner")
+    shown(ui, 'input[aria-label="Machine class"]').send_keys("cx22")
+    button(ui, "Save").click()
+    ui.until(lambda: "Profile needs attention" in body_text(ui), "the profile refused")
+    button(ui, "Cancel").click()
+    shown(ui, 'input[aria-label="Prepared pool"]').send_keys("2")
+    button(ui, "Save pool").click()
+    ui.until(lambda: patches(gateway) == 2, "both saves")
+    ui.until(lambda: "invalid config" in body_text(ui), "the pool refused")
+    assert config.read_bytes() == before
+    assert "unknown method" not in body_text(ui)
+    assert console_errors(ui) == []
+    assert refused_calls(gateway) == {"config.patch": "INVALID_REQUEST"}, refused_calls(gateway)
+
+
+def patches(gateway: GatewayProcess) -> int:
+    """How many `config.patch` calls the gateway answered."""
+    count = 0
+    for line in list(gateway.lines):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        count += record.get("event") == "ws_call" and record.get("method") == "config.patch"
+    return count
