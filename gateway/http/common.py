@@ -20,7 +20,7 @@ from gateway.auth import AuthFailure, AuthFailureReason, bearer_secret
 from gateway.auth import authenticate as check_secret
 from gateway.config.model import AuthConfig, Config
 from gateway.edge_http import client_of, is_json_content_type, unsupported_media_type
-from gateway.http.content_coding import BodyInflater, request_coding
+from gateway.http.content_coding import BodyInflater, check_transfer_coding, request_coding
 from gateway.http.openai_wire import (
     RequestError,
     auth_locked_out,
@@ -138,6 +138,7 @@ async def read_body(request: web.Request, limit: int, within: float) -> bytes:
     """§2 step 5: the announced length first, then what actually arrives, in `within` s.
     A compressed body (gateway.http.content_coding) is held to the limit twice: as it arrives,
     and as it decodes."""
+    check_transfer_coding(request.headers.getall("Transfer-Encoding", ()))
     if request.content_length is not None and request.content_length > limit:
         raise payload_too_large()
     coding = request_coding(request.headers.getall("Content-Encoding", ()))

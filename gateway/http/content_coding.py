@@ -1,6 +1,7 @@
-"""A request body's `Content-Encoding`, Sans-I/O: which codings the chat endpoint accepts, and
-an inflater that works in bounded steps, so the body limit counts decoded bytes and a small
-compressed body (a "zip bomb") never makes the gateway hold more than the limit.
+"""A request body's codings, Sans-I/O: which transfer codings the gateway reads (chunked alone),
+which `Content-Encoding`s the endpoints accept, and an inflater that works in bounded steps, so
+the body limit counts decoded bytes and a small compressed body (a "zip bomb") never makes the
+gateway hold more than the limit.
 
 aiohttp is told not to decode request bodies (gateway/server.py `make_runner`): its decoder
 answers some failures (a cut deflate stream, br or zstd without their optional packages) with
@@ -14,8 +15,12 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable
 
-from gateway.http.openai_wire import bad_request, payload_too_large
+from gateway.http.openai_wire import RequestError, bad_request, payload_too_large
 
+CHUNKED = "chunked"
+UNSUPPORTED_TRANSFER_CODING_MESSAGE = (
+    "Unsupported `Transfer-Encoding`: send the body with a Content-Length or chunked alone."
+)
 IDENTITY = "identity"
 # RFC 9110 §8.4.1: "x-gzip" is "gzip". No br/zstd: the standard library cannot decode them.
 GZIP_CODINGS = frozenset({"gzip", "x-gzip"})
@@ -26,6 +31,29 @@ INFLATE_STEP = 64 * 1024
 UNSUPPORTED_CODING_MESSAGE = (
     "Unsupported `Content-Encoding`: send the body as identity, gzip or deflate."
 )
+
+
+def check_transfer_coding(values: Iterable[str]) -> None:
+    """A body framed by anything but `chunked` alone is refused. RFC 9112 §6.1 suggests a 501
+    (a transfer coding the server does not understand), but it is the client's input, and
+    no client input gets a 5xx here: a 400 that says what to send instead. The HTTP parser
+    reads `gzip, chunked` as chunked and hands on the still compressed bytes, which would be
+    answered as invalid JSON; and a request framed in a way one hop reads otherwise than the
+    next is how requests are smuggled, so the connection closes (a transfer coding other than
+    a final chunked, the parser refuses itself with a 400)."""
+    codings = [
+        coding
+        for value in values
+        for coding in (part.strip(" \t").lower() for part in value.split(","))
+        if coding  # RFC 9110 §5.6.1: empty list elements are no codings
+    ]
+    if codings and codings != [CHUNKED]:
+        raise RequestError(
+            400,
+            UNSUPPORTED_TRANSFER_CODING_MESSAGE,
+            code="unsupported_transfer_encoding",
+            closes=True,
+        )
 
 
 def request_coding(values: Iterable[str]) -> str | None:

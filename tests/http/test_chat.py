@@ -660,6 +660,30 @@ class TestBody:
         status, body, _ = await post(client, cut, {"Content-Encoding": "gzip"})
         assert (status, body) == (400, err("Request body is not valid gzip data."))
 
+    # (`chunked, chunked`, a coding after chunked and a second Transfer-Encoding line the HTTP
+    # parser refuses itself: 400.)
+    @pytest.mark.parametrize("codings", ["gzip, chunked", "deflate,chunked", "identity, chunked"])
+    async def test_a_transfer_coding_besides_chunked_is_a_400_that_closes(
+        self, client: Client, codings: str
+    ) -> None:
+        """A transfer coding the gateway does not read is the client's error (RFC 9112 §6.1's
+        501 would be a 5xx for client input). Its body was read still compressed and answered
+        as invalid JSON."""
+        head = request_head("POST", CHAT, {**AUTH, "Transfer-Encoding": codings}, close=False)
+        data = gzip.compress(json.dumps(HI).encode())
+        status, headers, body = await raw_exchange(
+            client.port, head + b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data)
+        )
+        assert (status, body.decode()) == (
+            400,
+            err(
+                "Unsupported `Transfer-Encoding`: send the body with a Content-Length "
+                "or chunked alone.",
+                code="unsupported_transfer_encoding",
+            ),
+        )
+        assert headers["connection"] == "close"
+
 
 class TestAuth:
     async def test_no_token(self, client: Client) -> None:

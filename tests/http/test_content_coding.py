@@ -8,7 +8,12 @@ import zlib
 
 import pytest
 
-from gateway.http.content_coding import INFLATE_STEP, BodyInflater, request_coding
+from gateway.http.content_coding import (
+    INFLATE_STEP,
+    BodyInflater,
+    check_transfer_coding,
+    request_coding,
+)
 from gateway.http.openai_wire import RequestError
 from tests.support.codings import held_back_body, raw_deflate
 
@@ -48,6 +53,20 @@ class TestRequestCoding:
         with pytest.raises(RequestError) as caught:
             request_coding(values)
         assert caught.value.status == 400
+
+
+class TestTransferCoding:
+    @pytest.mark.parametrize("values", [[], ["chunked"], ["Chunked"], [" , chunked,"]])
+    def test_none_or_chunked_alone_is_read(self, values: list[str]) -> None:
+        check_transfer_coding(values)
+
+    @pytest.mark.parametrize(
+        "values", [["gzip, chunked"], ["identity,chunked"], ["gzip", "chunked"], ["x, chunked"]]
+    )
+    def test_any_other_coding_is_a_400_that_closes(self, values: list[str]) -> None:
+        with pytest.raises(RequestError) as caught:
+            check_transfer_coding(values)
+        assert (caught.value.status, caught.value.closes) == (400, True)
 
 
 class TestBodyInflater:

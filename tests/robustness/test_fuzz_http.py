@@ -692,6 +692,49 @@ class TestContentEncoding:
             assert response.status == 200, response
 
 
+# -- Transfer-Encoding --------------------------------------------------------------------
+
+TRANSFER_CODINGS = ["chunked", "gzip", "deflate", "identity", "compress", "br", "x-unknown"]
+transfer_coding = st.one_of(
+    st.sampled_from(TRANSFER_CODINGS),
+    st.sampled_from(TRANSFER_CODINGS).map(str.upper),
+    st.text(st.sampled_from('abcxyz-;="\t '), min_size=1, max_size=12),
+)
+UNSUPPORTED_TRANSFER_CODING = (
+    "Unsupported `Transfer-Encoding`: send the body with a Content-Length or chunked alone."
+)
+
+
+class TestTransferEncoding:
+    @fuzz(60)
+    @given(
+        codings=st.lists(transfer_coding, min_size=1, max_size=4),
+        separator=st.sampled_from([",", ", ", " ,\t"]),
+        body=valid_body.map(wire_bytes),
+    )
+    @example(codings=["gzip", "chunked"], separator=", ", body=b'{"messages":[]}')
+    async def test_only_chunked_alone_frames_a_body(
+        self, gateway: tuple[Served, ServerLog], codings: list[str], separator: str, body: bytes
+    ) -> None:
+        """`chunked` alone is read; any other coding before it is a 400 that says so, and
+        what the HTTP parser cannot frame (no final chunked) its fixed 400."""
+        server, log = gateway
+        headers = {**AUTH, "Transfer-Encoding": separator.join(codings)}
+        request = request_bytes("POST", CHAT, headers).replace(b"Content-Length: 0\r\n", b"")
+        chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if body else b"0\r\n\r\n"
+        response = await exchange(server.port, request + chunked)
+        if [c.strip(" \t").lower() for c in codings if c.strip(" \t")] != ["chunked"]:
+            # Never read as if chunked alone framed it (a gzip body read still compressed).
+            assert response.status == 400, response
+        if b'"code":"unsupported_transfer_encoding"' not in response.body.replace(b" ", b""):
+            await check(server, log, response)
+            return
+        assert_error_body(response)
+        assert response.json()["error"]["message"] == UNSUPPORTED_TRANSFER_CODING, response
+        await normal_completion(server.port)
+        assert log.new_problems() == []
+
+
 # -- the headers --------------------------------------------------------------------------
 
 # What HTTP allows in a field value (RFC 9110 §5.5: VCHAR, obs-text, SP, HTAB): such values
