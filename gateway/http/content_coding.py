@@ -31,6 +31,8 @@ INFLATE_STEP = 64 * 1024
 UNSUPPORTED_CODING_MESSAGE = (
     "Unsupported `Content-Encoding`: send the body as identity, gzip or deflate."
 )
+# RFC 9110 §12.5.3: in a response, which content codings a request may have.
+ACCEPTED_CODINGS = "gzip, deflate"
 
 
 def check_transfer_coding(values: Iterable[str]) -> None:
@@ -59,7 +61,8 @@ def check_transfer_coding(values: Iterable[str]) -> None:
 def request_coding(values: Iterable[str]) -> str | None:
     """The one content coding of a body, from every `Content-Encoding` header it came with;
     None for none or identity. Stacked codings (`gzip, gzip`) are refused: one layer is what
-    any client sends, and each further layer multiplies what a few bytes expand to."""
+    any client sends, and each further layer multiplies what a few bytes expand to. Either is
+    a 415 (RFC 9110 §15.5.16) that names the codings taken."""
     codings = [
         coding
         for value in values
@@ -69,7 +72,12 @@ def request_coding(values: Iterable[str]) -> str | None:
     if not codings:
         return None
     if len(codings) > 1 or not (codings[0] in GZIP_CODINGS or codings[0] == DEFLATE):
-        raise bad_request(UNSUPPORTED_CODING_MESSAGE)
+        raise RequestError(
+            415,
+            UNSUPPORTED_CODING_MESSAGE,
+            code="unsupported_content_encoding",
+            headers={"Accept-Encoding": ACCEPTED_CODINGS},
+        )
     return "gzip" if codings[0] in GZIP_CODINGS else DEFLATE
 
 

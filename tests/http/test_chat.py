@@ -684,6 +684,21 @@ class TestBody:
         )
         assert headers["connection"] == "close"
 
+    async def test_a_content_coding_we_do_not_decode_is_a_415(self, client: Client) -> None:
+        """RFC 9110 §15.5.16: an unsupported content coding is a 415, whose Accept-Encoding
+        (§12.5.3) says which codings a request may have."""
+        status, body, headers = await post(
+            client, b"\x0b\x02\x80hi\x03", {"Content-Encoding": "br"}
+        )
+        assert (status, body) == (
+            415,
+            err(
+                "Unsupported `Content-Encoding`: send the body as identity, gzip or deflate.",
+                code="unsupported_content_encoding",
+            ),
+        )
+        assert headers["Accept-Encoding"] == "gzip, deflate"
+
 
 class TestAuth:
     async def test_no_token(self, client: Client) -> None:

@@ -49,10 +49,11 @@ class TestRequestCoding:
     @pytest.mark.parametrize(
         "values", [["br"], ["zstd"], ["compress"], ["gzip, gzip"], ["gzip", "deflate"], ["*"]]
     )
-    def test_anything_else_is_a_400(self, values: list[str]) -> None:
+    def test_anything_else_is_a_415(self, values: list[str]) -> None:
         with pytest.raises(RequestError) as caught:
             request_coding(values)
-        assert caught.value.status == 400
+        assert caught.value.status == 415
+        assert caught.value.headers == {"Accept-Encoding": "gzip, deflate"}
 
 
 class TestTransferCoding:

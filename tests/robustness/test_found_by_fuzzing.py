@@ -282,16 +282,16 @@ class TestBodiesThatDoNotDecode:
         ],
         ids=["br", "zstd", "compress", "unknown", "stacked"],
     )
-    async def test_an_unsupported_content_coding_is_a_400(
+    async def test_an_unsupported_content_coding_is_a_415(
         self, gateway: Served, coding: str, body: bytes
     ) -> None:
         """br and zstd need packages the gateway does not depend on; an unknown coding was
         ignored (its body read as if plain); stacked codings multiply a bomb's ratio."""
         assert await post_encoded(gateway, coding, body) == (
-            400,
+            415,
             error_wire(
                 "Unsupported `Content-Encoding`: send the body as identity, gzip or deflate."
-            ),
+            ).replace(b'"code":null', b'"code":"unsupported_content_encoding"'),
         )
 
 
