@@ -619,10 +619,14 @@ class MessageEventDecoder:
         self._reason: str | None = None
         self._input_tokens: int | None = None
         self._output_tokens: int | None = None
-        # Content block index → (our tool call index, arguments seen) for tool_use blocks.
-        self._tools: dict[int, list[int]] = {}
+        # Content block index → our tool call index, for tool_use blocks.
+        self._tools: dict[int, int] = {}
         # Our tool call index → the input a tool_use block's start gave whole, as JSON.
         self._given_inputs: dict[int, str] = {}
+        # Our tool call index → the input its input_json_delta pieces gave so far, until the
+        # block's end checks it (`_streamed_input`).
+        self._streamed: dict[int, TextPieces] = {}
+        self._ended: set[int] = set()  # our tool call indexes whose block ended
         # Content block index → the thinking blocks so far: given with the reply's end,
         # signed (see _THINKING_BLOCKS); and whether any reasoning text was given.
         self._thinking: dict[int, _ThinkingSoFar] = {}
@@ -654,9 +658,14 @@ class MessageEventDecoder:
                     tool = self._tools.get(obj["index"])
                     if tool is None:
                         continue  # a server tool's input (web search): no call of the client's
+                    if tool in self._ended:
+                        raise ValueError("input_json_delta after its block's end")
                     if piece:
-                        tool[1] += len(piece)
-                        yield ToolCallDelta(tool[0], None, None, piece)
+                        pieces = self._streamed.get(tool)
+                        if pieces is None:
+                            pieces = self._streamed[tool] = TextPieces()
+                        pieces.append(piece)
+                        yield ToolCallDelta(tool, None, None, piece)
                 elif kind == "thinking_delta":
                     thinking = delta["thinking"]
                     if type(thinking) is not str:
@@ -701,7 +710,7 @@ class MessageEventDecoder:
                     index = len(self._tools)
                     if index >= MAX_TOOL_CALLS:
                         raise UnrelayedReply(f"more than {MAX_TOOL_CALLS} tool calls in one reply")
-                    self._tools[obj["index"]] = [index, 0]
+                    self._tools[obj["index"]] = index
                     given = _input_json(block.get("input"))
                     if given is not None and given != "{}":
                         # Some servers put the whole input here and stream no deltas of it.
@@ -719,16 +728,35 @@ class MessageEventDecoder:
                         yield self._thought(so_far, block["thinking"])
             elif kind == "content_block_stop":
                 stopped = self._tools.get(obj.get("index"))
-                if stopped is not None and not stopped[1]:
-                    # A call without argument deltas: the input its start gave, else `{}`,
-                    # so that every client can parse it.
-                    arguments = self._given_inputs.get(stopped[0], "{}")
-                    stopped[1] = len(arguments)
-                    yield ToolCallDelta(stopped[0], None, None, arguments)
+                if stopped is not None:
+                    yield from self._input_end(stopped)
             elif kind == "error":
                 log_body("upstream_stream_error", self._provider, data)
                 raise explained(_error_event(obj), self._provider, data)
             # Event types added later carry no reply text.
+
+    def _input_end(self, index: int) -> Iterator[ProviderEvent]:
+        """At the end of call `index`'s block. A call without argument deltas (or blank ones
+        only): the input its start gave, else `{}`, so that every client can parse it. Each
+        call's once: a delta after it is malformed (`feed`)."""
+        if not self._streamed_input(index) and index not in self._ended:
+            yield ToolCallDelta(index, None, None, self._given_inputs.get(index, "{}"))
+        self._ended.add(index)
+
+    def _streamed_input(self, index: int) -> bool:
+        """Whether call `index` had argument deltas that were not blank; they must make one
+        object, as an input given whole must (`_input_json`), else the reply is malformed
+        (ValueError). They were relayed as they came: a client sees the reply fail, in its
+        stream, instead of a call whose arguments it cannot read as a call's, which would go
+        back to the API with every later turn."""
+        streamed = self._streamed.pop(index, None)
+        text = streamed.joined() if streamed is not None else ""
+        if not text.strip():
+            return False
+        value = json.loads(text, parse_constant=_not_json, parse_float=_finite)
+        if type(value) is not dict:
+            raise ValueError("streamed tool_use input is not an object")
+        return True
 
     def _block(self, index: int) -> _ThinkingSoFar:
         """The thinking block at `index`; one never started is started here (unsigned
@@ -764,6 +792,8 @@ class MessageEventDecoder:
         if not self.done and self._reason is None:
             raise MalformedStream("upstream stream ended before message_stop")
         self.data = ""
+        for index in self._tools.values():
+            self._streamed_input(index)  # the pieces of a block that never ended
         tail = _signed(list(self._thinking.values()))
         tail.extend(_usage(self._input_tokens, self._output_tokens))
         tail.append(Finish(STOP_REASONS.get(self._reason or "end_turn", StopReason.STOP)))

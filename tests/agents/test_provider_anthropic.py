@@ -1699,6 +1699,104 @@ class TestInputGivenWhole:
         assert "".join(e.arguments for e in events_seen if isinstance(e, ToolCallDelta)) == "{}"
 
 
+def streamed_call(*pieces: str, block_stop: bool = True) -> bytes:
+    """A reply of one tool call whose input comes in `pieces` of input_json_delta."""
+    use = {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}
+    deltas = [("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                       "delta": {"type": "input_json_delta",
+                                                 "partial_json": piece}})
+              for piece in pieces]  # fmt: skip
+    stopped = [("content_block_stop", {"type": "content_block_stop", "index": 0})]
+    return events(
+        start(),
+        ("content_block_start", {"type": "content_block_start", "index": 0,
+                                 "content_block": use}),
+        *deltas,
+        *(stopped if block_stop else []),
+        *stop("tool_use"),
+    )  # fmt: skip
+
+
+class TestInputStreamed:
+    """A tool_use block's input streamed in input_json_delta pieces is relayed as it comes;
+    at the block's end the pieces must make one JSON object, as the input given whole must
+    (TestInputGivenWhole): else the reply is malformed, an in-stream error for the client,
+    where the pieces were relayed unchecked and the call ended as arguments no client could
+    read as a call's."""
+
+    @pytest.mark.parametrize(
+        "pieces",
+        [
+            ('{"a": ', "1"),  # cut short
+            ("[1, ", "2]"),
+            ('"x"',),
+            ("1",),
+            ('{"a": 1}', "{}"),  # two values
+            ('{"x": ', "1e400}"),
+            ('{"x": ', "NaN}"),
+            ("{not json}",),
+        ],
+        ids=["cut", "array", "string", "number", "two", "1e400", "NaN", "not-json"],
+    )
+    async def test_pieces_that_make_no_object_are_malformed(
+        self,
+        provider: AnthropicMessagesProvider,
+        anthropic_upstream: FakeAnthropic,
+        pieces: tuple[str, ...],
+    ) -> None:
+        anthropic_upstream.script(Raw((streamed_call(*pieces),)))
+        delivered: list[ProviderEvent] = []
+        with pytest.raises(MalformedStream):
+            await provider.stream(provider_request(anthropic_upstream.provider_config()),
+                                  delivered.append)  # fmt: skip
+        assert not any(isinstance(event, Finish) for event in delivered)
+
+    async def test_a_piece_after_the_blocks_end_is_malformed(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        # The block's end gave the call `{}`: a piece after it would follow that.
+        late = ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                        "delta": {"type": "input_json_delta",
+                                                  "partial_json": '{"a": 1}'}})  # fmt: skip
+        body = streamed_call().replace(
+            b"event: message_delta", events(late) + b"event: message_delta"
+        )
+        anthropic_upstream.script(Raw((body,)))
+        with pytest.raises(MalformedStream):
+            await collect(provider, anthropic_upstream)
+
+    async def test_pieces_of_a_block_that_never_stops_are_checked_at_the_end(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        anthropic_upstream.script(Raw((streamed_call('{"a": ', block_stop=False),)))
+        with pytest.raises(MalformedStream):
+            await collect(provider, anthropic_upstream)
+
+    @pytest.mark.parametrize(
+        "pieces", [('{"a": ', '[1, {"b": "}"}]', "}"), (" ", '{"a":1}', "\n"), ("{}",)]
+    )
+    async def test_pieces_that_make_an_object_are_relayed_as_they_came(
+        self,
+        provider: AnthropicMessagesProvider,
+        anthropic_upstream: FakeAnthropic,
+        pieces: tuple[str, ...],
+    ) -> None:
+        anthropic_upstream.script(Raw((streamed_call(*pieces),)))
+        seen = await collect(provider, anthropic_upstream)
+        calls = [event for event in seen if isinstance(event, ToolCallDelta)]
+        assert "".join(call.arguments for call in calls) == "".join(pieces)
+        assert seen[-1] == Finish("tool_calls")
+
+    async def test_blank_pieces_are_no_input(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        # As no piece at all: the call's arguments are `{}`, which every client can read.
+        anthropic_upstream.script(Raw((streamed_call(" ", "\n"),)))
+        seen = await collect(provider, anthropic_upstream)
+        arguments = "".join(e.arguments for e in seen if isinstance(e, ToolCallDelta))
+        assert json.loads(arguments) == {}
+
+
 class TestThinkingKept:
     def test_a_thinking_text_in_tiny_pieces_is_held_in_about_its_size(self) -> None:
         # A thinking block's text is kept for the reply's end (sent back signed); one by one,

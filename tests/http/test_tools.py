@@ -2015,6 +2015,61 @@ class TestUpstreamCallNames:
         assert '"message":"upstream provider error"' in text
 
 
+def anthropic_streamed_call(*pieces: str) -> bytes:
+    """An Anthropic stream of one get_weather call whose input comes in `pieces`."""
+    use = {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}
+    sent: list[tuple[str, dict[str, Any]]] = [
+        ("message_start", {"type": "message_start", "message": {
+            "type": "message", "role": "assistant", "content": [],
+            "usage": {"input_tokens": 3}}}),
+        ("content_block_start", {"type": "content_block_start", "index": 0,
+                                 "content_block": use}),
+        *(("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                   "delta": {"type": "input_json_delta", "partial_json": p}})
+          for p in pieces),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use"},
+                           "usage": {"output_tokens": 2}}),
+        ("message_stop", {"type": "message_stop"}),
+    ]  # fmt: skip
+    return "".join(f"event: {name}\ndata: {json.dumps(obj)}\n\n" for name, obj in sent).encode()
+
+
+class TestAnthropicStreamedInput:
+    """A call's input streamed by Anthropic in pieces that make no JSON object fails the turn
+    as any malformed reply does: a stream ends in the error event instead of its finish chunk
+    (its pieces were relayed, and the call ended as arguments no client could read)."""
+
+    async def test_a_stream_ends_in_the_error_event(
+        self, gateway: MakeClient, anthropic_fake: FakeAnthropic
+    ) -> None:
+        anthropic_fake.script(Raw((anthropic_streamed_call('{"city": ', '"Paris"'),)))
+        client = await gateway(anthropic_agent(anthropic_fake))
+        response = await post(client, ask("Weather?", tools=[WEATHER], stream=True))
+        events = sse_events(await response.text())
+        assert events[-2:] == [
+            '{"error":{"message":"upstream provider error","type":"api_error","param":null,'
+            '"code":null}}',
+            "[DONE]",
+        ]
+        assert not any('"finish_reason":"tool_calls"' in event for event in events)
+
+    async def test_json_gets_502(self, gateway: MakeClient, anthropic_fake: FakeAnthropic) -> None:
+        anthropic_fake.script(Raw((anthropic_streamed_call('["Paris"]'),)))
+        client = await gateway(anthropic_agent(anthropic_fake))
+        response = await post(client, ask("Weather?", tools=[WEATHER]))
+        assert response.status == 502
+
+    async def test_pieces_that_make_an_object_are_a_call(
+        self, gateway: MakeClient, anthropic_fake: FakeAnthropic
+    ) -> None:
+        anthropic_fake.script(Raw((anthropic_streamed_call('{"city": ', '"Paris"}'),)))
+        client = await gateway(anthropic_agent(anthropic_fake))
+        response = await post(client, ask("Weather?", tools=[WEATHER]))
+        call = (await response.json())["choices"][0]["message"]["tool_calls"][0]
+        assert call["function"]["arguments"] == '{"city": "Paris"}'
+
+
 class TestReasoningEffort:
     """`reasoning_effort` reaches an OpenAI-compatible upstream as it is, and Anthropic as
     extended thinking with OpenClaw's budget for that level; a wrong one is a 400."""
