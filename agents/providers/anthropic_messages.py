@@ -792,9 +792,10 @@ class MessageEventDecoder:
         if not self.done and self._reason is None:
             raise MalformedStream("upstream stream ended before message_stop")
         self.data = ""
-        for index in self._tools.values():
-            self._streamed_input(index)  # the pieces of a block that never ended
-        tail = _signed(list(self._thinking.values()))
+        # The calls whose block never ended (the reply said why it stopped all the same):
+        # ended here, their pieces checked, `{}` for one without.
+        tail = [event for index in self._tools.values() for event in self._input_end(index)]
+        tail.extend(_signed(list(self._thinking.values())))
         tail.extend(_usage(self._input_tokens, self._output_tokens))
         tail.append(Finish(STOP_REASONS.get(self._reason or "end_turn", StopReason.STOP)))
         return tail

@@ -1765,6 +1765,16 @@ class TestInputStreamed:
         with pytest.raises(MalformedStream):
             await collect(provider, anthropic_upstream)
 
+    async def test_a_block_that_never_stops_without_pieces_is_a_call_of_no_arguments(
+        self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
+    ) -> None:
+        # The reply said why it stopped: the call is whole, with `{}` as a call the block's
+        # end gave none (its arguments were empty, which no client reads as JSON).
+        anthropic_upstream.script(Raw((streamed_call(block_stop=False),)))
+        seen = await collect(provider, anthropic_upstream)
+        arguments = "".join(e.arguments for e in seen if isinstance(e, ToolCallDelta))
+        assert (arguments, seen[-1]) == ("{}", Finish("tool_calls"))
+
     async def test_pieces_of_a_block_that_never_stops_are_checked_at_the_end(
         self, provider: AnthropicMessagesProvider, anthropic_upstream: FakeAnthropic
     ) -> None:

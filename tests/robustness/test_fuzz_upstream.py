@@ -129,6 +129,15 @@ anthropic_events = st.one_of(
     st.just(sse_event({"type": "ping"}, "ping")),
     st.just(sse_event({"type": "error", "error": {"message": "boom"}}, "error")),
     st.just(sse_event({"type": "message_stop"}, "message_stop")),
+    # The input of the tool_use block at index 1, in pieces, and the block's end.
+    st.builds(
+        lambda piece: sse_event({"type": "content_block_delta", "index": 1,
+                                 "delta": {"type": "input_json_delta", "partial_json": piece}},
+                                "content_block_delta"),
+        st.one_of(st.sampled_from(['{"city": ', '"Paris"', "}", "{}", "[1]", " ", "NaN"]),
+                  st.text(max_size=6), json_values),
+    ),
+    st.just(sse_event({"type": "content_block_stop", "index": 1}, "content_block_stop")),
 )  # fmt: skip
 damage = st.one_of(
     st.binary(max_size=40),
@@ -331,6 +340,15 @@ class TestWhateverTheUpstreamAnswers:
             else:
                 event(f"{api}: a reply")
                 assert isinstance(events[-1], Finish) or any(isinstance(e, Finish) for e in events)
+                if api == "anthropic":
+                    # Anthropic's input is an object: a call's arguments are one, whatever
+                    # pieces of it came.
+                    calls: dict[int, str] = {}
+                    for e in events:
+                        if isinstance(e, ToolCallDelta):
+                            calls[e.index] = calls.get(e.index, "") + e.arguments
+                    for arguments in calls.values():
+                        assert type(json.loads(arguments)) is dict, calls
             # Whatever happened, the client is in order: at most the one connection idle,
             # and a pooled one carries a good answer next. (Not after a server that closes
             # right after a whole answer without `Connection: close`: the request may go out
@@ -342,6 +360,60 @@ class TestWhateverTheUpstreamAnswers:
                 assert any(isinstance(e, Finish) for e in events)
         finally:
             await client.aclose()
+
+
+input_pieces = st.lists(
+    st.one_of(
+        st.sampled_from(['{"city": ', '"Paris"', "}", "{}", "[1]", " ", "NaN", "1e400", '{"a":']),
+        st.text(max_size=6),
+    ),
+    max_size=5,
+)
+
+
+class TestAnthropicToolInput:
+    @fuzz(100)
+    @given(pieces=input_pieces, block_stop=st.booleans(), late=st.booleans())
+    async def test_a_calls_arguments_are_an_object_or_the_turn_fails(
+        self, upstream: Upstream, pieces: list[str], block_stop: bool, late: bool
+    ) -> None:
+        """Whatever input_json_delta pieces come (cut short, no object, after the block's
+        end, a block that never ends), a finished reply's call has an object as arguments."""
+        use = {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}
+
+        def piece_event(piece: str) -> bytes:
+            delta = {"type": "input_json_delta", "partial_json": piece}
+            body = {"type": "content_block_delta", "index": 1, "delta": delta}
+            return sse_event(body, "content_block_delta")
+
+        body = [
+            sse_event({"type": "message_start", "message": {"usage": {"input_tokens": 1}}},
+                      "message_start"),
+            sse_event({"type": "content_block_start", "index": 1, "content_block": use},
+                      "content_block_start"),
+            *(piece_event(piece) for piece in pieces),
+        ]  # fmt: skip
+        if block_stop:
+            body.append(sse_event({"type": "content_block_stop", "index": 1}, "content_block_stop"))
+        if late:
+            body.append(piece_event('{"late": 1}'))
+        body += [
+            sse_event({"type": "message_delta", "delta": {"stop_reason": "tool_use"},
+                       "usage": {"output_tokens": 1}}, "message_delta"),
+            sse_event({"type": "message_stop"}, "message_stop"),
+        ]  # fmt: skip
+        upstream.answer = attrs.evolve(GOOD["anthropic"], body=b"".join(body))
+        client = UpstreamClient()
+        try:
+            events = await one_turn(
+                AnthropicMessagesProvider(client, TIMEOUTS), upstream, "anthropic"
+            )
+        except UpstreamError:
+            return
+        finally:
+            await client.aclose()
+        arguments = "".join(e.arguments for e in events if isinstance(e, ToolCallDelta))
+        assert type(json.loads(arguments)) is dict, (pieces, arguments)
 
 
 GOOD = {
