@@ -25,6 +25,7 @@ import attrs
 
 from agents.config import ECHO_PROVIDER, ModelRef, ProviderConfig
 from agents.errors import MalformedStream, UpstreamStatusError
+from agents.providers.base import token_count
 from agents.providers.openai_completions import request_headers
 from agents.providers.timeouts import Timeouts
 from agents.providers.upstream import endpoint_url, log_body, open_stream, transport_error
@@ -170,12 +171,14 @@ def parse_answer(answer: Any, count: int, dimensions: int | None = None) -> Embe
         struct.error,
     ) as exc:
         raise MalformedStream(f"malformed upstream embeddings answer ({exc})") from exc
+    # Counts as a chat reply's are read (`token_count`): one below 0 or beyond JavaScript's
+    # safe integers is none reported; a total below the prompt is no total of it.
     usage = answer.get("usage")
-    prompt = usage.get("prompt_tokens") if isinstance(usage, dict) else None
-    total = usage.get("total_tokens") if isinstance(usage, dict) else None
-    if type(prompt) is not int:
+    prompt = token_count(usage.get("prompt_tokens")) if isinstance(usage, dict) else None
+    total = token_count(usage.get("total_tokens")) if isinstance(usage, dict) else None
+    if prompt is None:
         return Embeddings(vectors, -1, -1)  # the caller estimates
-    return Embeddings(vectors, prompt, total if type(total) is int else prompt)
+    return Embeddings(vectors, prompt, total if total is not None and total >= prompt else prompt)
 
 
 # What a server that makes only floats answers a request for base64: a 400 (vLLM and others

@@ -205,6 +205,35 @@ class TestUpstream:
             "usage": {"prompt_tokens": 3, "total_tokens": 3},
         }
 
+    @pytest.mark.parametrize(
+        ("usage", "expected"),
+        [
+            ({"prompt_tokens": -5, "total_tokens": -5}, {"prompt_tokens": 3, "total_tokens": 3}),
+            ({"prompt_tokens": 10**30, "total_tokens": 10**30}, {"prompt_tokens": 3,
+                                                                 "total_tokens": 3}),
+            ({"prompt_tokens": 4, "total_tokens": -1}, {"prompt_tokens": 4, "total_tokens": 4}),
+            ({"prompt_tokens": 4, "total_tokens": 2**60}, {"prompt_tokens": 4,
+                                                           "total_tokens": 4}),
+            ({"prompt_tokens": 4, "total_tokens": 1}, {"prompt_tokens": 4, "total_tokens": 4}),
+            ({"prompt_tokens": 4, "total_tokens": 6}, {"prompt_tokens": 4, "total_tokens": 6}),
+        ],
+    )  # fmt: skip
+    async def test_usage_that_is_no_token_count_is_estimated(
+        self,
+        gateway: MakeClient,
+        upstream: FakeOpenAI,
+        usage: dict[str, int],
+        expected: dict[str, int],
+    ) -> None:
+        """As a chat reply's (agents.providers.base.token_count): a count below 0 or beyond
+        2**53 - 1 (JavaScript's safe integers) is none reported, so the estimate (3 words);
+        a total that is none, or below the prompt, is the prompt's. They were relayed."""
+        data = [{"index": 0, "embedding": [0.5, 1.0]}]
+        upstream.script(Status(200, body=json.dumps({"data": data, "usage": usage})))
+        client = await gateway(upstream_settings(upstream))
+        status, body, _ = await post(client, {"input": "one two three"})
+        assert (status, body["usage"]) == (200, expected)
+
     async def test_base64_is_asked_of_the_upstream_and_relayed(
         self, gateway: MakeClient, upstream: FakeOpenAI
     ) -> None:
