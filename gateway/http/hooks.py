@@ -234,13 +234,16 @@ async def _agent(
         done = asyncio.get_running_loop().create_future()
         starting[scope] = done
         try:
-            claimed = await _claim(state, scope, run_id, key)
+            claimed = await _claim(request.app, state, scope, run_id, key)
             if claimed == (run_id, key):
                 try:
                     # After the claim: a retry of a call another process ran before the
                     # session was archived gets that run, as a retry here does (HookReplays).
                     await _refuse_archived(state, key)
                     run = _submit(request, state, turn, parsed.name)
+                except asyncio.CancelledError:
+                    _release_later(request.app, state, scope, run_id)  # no run used it
+                    raise
                 except BaseException:
                     if state.store is not None and state.store.shared:
                         await _release(state.store, scope, run_id)
@@ -259,7 +262,9 @@ async def _agent(
     return await _wait(request, run, key, hooks.wait_timeout_seconds)
 
 
-async def _claim(state: GatewayState, scope: str, run_id: str, key: str) -> tuple[str, str]:
+async def _claim(
+    app: web.Application, state: GatewayState, scope: str, run_id: str, key: str
+) -> tuple[str, str]:
     """The run of the first call of `scope` among the processes that share the store (a retry
     may reach any of them): this one's, unless another process made the call first."""
     store = state.store
@@ -270,6 +275,19 @@ async def _claim(state: GatewayState, scope: str, run_id: str, key: str) -> tupl
         return await store.claim_hook_call(scope, run_id, key, lease_ms)
     except AgentError as exc:
         raise error_reply(exc) from None
+    except asyncio.CancelledError:
+        # Given up (the process stops) with the claim maybe made, its answer unread: a retry
+        # on another process must not be told for the lease's 15 s that a run goes on here.
+        _release_later(app, state, scope, run_id)
+        raise
+
+
+def _release_later(app: web.Application, state: GatewayState, scope: str, run_id: str) -> None:
+    """`_release` in a task of its own (HOOK_HOLDS, given its last word at shutdown): the
+    caller is being cancelled, and a statement awaited in it could be cancelled too."""
+    store = state.store
+    if store is not None and store.shared:
+        _keep(app, _release(store, scope, run_id))
 
 
 def _hold(app: web.Application, state: GatewayState, scope: str, run: AgentRun) -> None:

@@ -4,6 +4,7 @@ reaches another process than the first call gets the first call's run, not a sec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -16,8 +17,10 @@ import pytest
 
 from agents.store_postgres import PostgresSessionStore
 from tests.support.http_client import fake_provider
+from tests.support.pgserver import PgServer
 from tests.support.process import GatewayProcess
 from tests.support.shared_store import HeldOpenAI, claim_kept_for, shared_config, start_on_config
+from tests.support.statement_relay import ReplyRelay
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -232,6 +235,45 @@ class TestAHookRetryAfterItsProcessDied:
         assert await asyncio.to_thread(a.wait, 20) == 0
         status, again = await hook(http, b.url, {"message": long}, "deploy-1")
         assert status == 202 and again["runId"] != first["runId"], again
+
+    async def test_runs_a_call_whose_process_stopped_while_it_claimed_it(
+        self,
+        start_gateway: StartGateway,
+        http: aiohttp.ClientSession,
+        tmp_path: Path,
+        database: str,
+        pg_server: PgServer,
+        pg_url: str,
+    ) -> None:
+        """The claim's COMMIT reached the database, its answer did not reach process a before
+        a stopped (its handler cancelled): the claim was left behind, and a retry on b was
+        told for the lease's 15 s that a run nobody started goes on elsewhere."""
+        b = start_gateway("b")
+        relay = ReplyRelay("127.0.0.1", pg_server.port, b"COMMIT", after=b"INSERT INTO hook_calls")
+        started: list[GatewayProcess] = []
+        try:
+            config = json.loads(shared_config(relay.url(database), delay_ms=0))
+            config["hooks"] = {"enabled": True, "token": HOOK_TOKEN}
+            a = start_on_config(started, tmp_path, "a", json.dumps(config))
+            first = asyncio.create_task(hook(http, a.url, {"message": "stopped"}, "stop-1"))
+            await relay.wait_held()  # claimed in the database; a waits for the answer
+            conn = await asyncpg.connect(pg_url)
+            try:
+                assert await conn.fetchval("SELECT count(*) FROM hook_calls") == 1
+            finally:
+                await conn.close()
+            a.signal(signal.SIGTERM)
+            assert await asyncio.to_thread(a.wait, 30) == 0
+            with contextlib.suppress(aiohttp.ClientError):
+                await first
+        finally:
+            relay.close()
+            for process in started:
+                process.stop()
+        body = {"message": "stopped", "waitForCompletion": True}
+        status, again = await hook(http, b.url, body, "stop-1")
+        assert status == 200, again
+        assert again["completion"]["text"] == "[turn 1] stopped"
 
 
 class TestHookCallClaims:

@@ -88,3 +88,64 @@ def statement_relay(host: str, port: int, marker: bytes) -> Iterator[StatementRe
         yield relay
     finally:
         relay.close()
+
+
+class ReplyRelay(StatementRelay):
+    """As StatementRelay, but what it holds is the server's answer: the first client send
+    holding `marker` on a connection that sent `after` before goes to the server, and what the
+    server sends back on that connection waits until `release()`. The statement (a COMMIT)
+    takes effect; the client does not learn it did, as when a process stops in the middle of
+    its round trip."""
+
+    def __init__(self, host: str, port: int, marker: bytes, *, after: bytes) -> None:
+        self.after = after
+        super().__init__(host, port, marker)
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection((self.host, self.port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._open += [client, server]
+            hold = threading.Event()  # this connection's answers wait from now on
+            threading.Thread(
+                target=self._watch_out, args=(client, server, hold), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._pump_back, args=(server, client, hold), daemon=True
+            ).start()
+
+    def _watch_out(self, source: socket.socket, sink: socket.socket, hold: threading.Event) -> None:
+        seen_after = False
+        try:
+            while data := source.recv(CHUNK):
+                seen_after = seen_after or self.after in data
+                with self._lock:
+                    armed = self._armed and seen_after and self.marker in data
+                    if armed:
+                        self._armed = False
+                if armed:
+                    hold.set()
+                sink.sendall(data)
+                if armed:
+                    self.held.set()
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def _pump_back(self, source: socket.socket, sink: socket.socket, hold: threading.Event) -> None:
+        try:
+            while data := source.recv(CHUNK):
+                if hold.is_set():
+                    self._released.wait()
+                sink.sendall(data)
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
