@@ -1579,6 +1579,9 @@ class SessionStore:
     async def call_going_on(self, scope: str) -> str | None:
         return None
 
+    async def claimed_run_going_on(self, session_key: str) -> bool:
+        return False
+
     async def release_hook_call(self, scope: str, run_id: str) -> None:
         return None
 

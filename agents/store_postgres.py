@@ -274,6 +274,14 @@ _SCHEMA_V8_CALL_ANSWERS = """
 ALTER TABLE hook_calls ADD COLUMN answer TEXT
 """
 
+# The claims whose run has not ended, by their session: `chat.abort` of a session (no run id)
+# finds a claimed run that waits for a run slot on another process, which holds no turn lock
+# and has said nothing on the bus yet (`claimed_run_going_on`). Only those not ended: an
+# ended claim is kept 5 or 10 minutes, and nothing looks it up by session.
+_SCHEMA_V9_CALLS_BY_SESSION = """
+CREATE INDEX hook_calls_going_on ON hook_calls(session_key) WHERE NOT ended
+"""
+
 # A call claim's times (`hook_calls.expires_at`, ms since the epoch) are the database's clock:
 # the processes that share the store each have their own, and a lease of seconds measured by
 # two of them (written by one, expired by another a few seconds ahead) would let a retry take
@@ -293,6 +301,7 @@ MIGRATIONS: tuple[str, ...] = (
     _SCHEMA_V6_PINNED,
     _SCHEMA_V7_RUNS,
     _SCHEMA_V8_CALL_ANSWERS,
+    _SCHEMA_V9_CALLS_BY_SESSION,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -1535,6 +1544,18 @@ class PostgresSessionStore:
             )
         )
         return str(found) if found is not None else None
+
+    async def claimed_run_going_on(self, session_key: str) -> bool:
+        """Whether a claim of the session (a webhook's or a WebSocket call's) says its run
+        has not ended, and its lease is not out."""
+        found = await self._run(
+            lambda c: c.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM hook_calls WHERE session_key = $1 AND NOT ended"
+                f" AND expires_at > {SQL_NOW_MS})",
+                _storable(session_key),
+            )
+        )
+        return bool(found)
 
     async def extend_hook_call(self, scope: str, run_id: str, keep_ms: int) -> None:
         """Keep the claim of `scope` by `run_id` for `keep_ms` from now. An ended claim

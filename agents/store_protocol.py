@@ -107,6 +107,11 @@ class Store(Protocol):
         """The session key of the claim of `scope` while its run has not ended; else None."""
         ...
 
+    async def claimed_run_going_on(self, session_key: str) -> bool:
+        """Whether the run of a claim naming `session_key` has not ended (a run of another
+        process may wait there for a run slot: it holds no turn lock); False without claims."""
+        ...
+
     async def release_hook_call(self, scope: str, run_id: str) -> None: ...
 
     def turn_lock(

@@ -31,6 +31,7 @@ from agents.store_postgres import (
     PostgresSessionStore,
 )
 from tests.support.pgserver import PASSWORD, PgServer, free_port
+from tests.support.shared_store import claim_kept_for
 from tests.support.statement_relay import statement_relay
 from tests.support.turns import KEY, turn
 
@@ -71,7 +72,7 @@ class TestSchema:
             await conn.execute("INSERT INTO clawgate_schema VALUES (1)")
         await conn.close()
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (2, 3, 4, 5, 6, 7, 8) == tuple(range(2, SCHEMA_VERSION + 1))
+            assert store.migrated == (2, 3, 4, 5, 6, 7, 8, 9) == tuple(range(2, SCHEMA_VERSION + 1))
             assert await store.get_response("resp_x") is None
             assert await store.claim_hook_call("s", "r", "k", 1) == ("r", "k")
 
@@ -91,7 +92,7 @@ class TestSchema:
             )
         await conn.close()
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (5, 6, 7, 8) and SCHEMA_VERSION == 8
+            assert store.migrated == (5, 6, 7, 8, 9) and SCHEMA_VERSION == 9
             assert await store.get(KEY) == SessionRow(KEY, "main", "sid", "old", 1, 2)
             assert [r.key for r in (await store.list(archived=False)).rows] == [KEY]
             archived = await store.set_archived(KEY, True, 3)
@@ -116,7 +117,7 @@ class TestSchema:
             )
         await conn.close()
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (6, 7, 8) and SCHEMA_VERSION == 8
+            assert store.migrated == (6, 7, 8, 9) and SCHEMA_VERSION == 9
             kept = SessionRow(
                 KEY, "main", "sid", "old", 1, 2, archived_at=2, archive_reason="manual"
             )
@@ -143,7 +144,7 @@ class TestSchema:
             await conn.execute("INSERT INTO clawgate_schema SELECT generate_series(1, 6)")
         await conn.close()
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (7, 8) and SCHEMA_VERSION == 8
+            assert store.migrated == (7, 8, 9) and SCHEMA_VERSION == 9
         conn = await asyncpg.connect(pg_url)
         try:
             await conn.execute("SET enable_seqscan = off")  # as on a table of many sessions
@@ -169,7 +170,7 @@ class TestSchema:
             )
         await conn.close()
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (8,) and SCHEMA_VERSION == 8
+            assert store.migrated == (8, 9) and SCHEMA_VERSION == 9
             assert await store.claim_call("ws:old", "t1", KEY, 600) == ("t0", KEY, True)
             assert await store.call_answer("ws:old") is None
             assert await store.claim_call("ws:new", "t2", KEY, 600_000) == ("t2", KEY, False)
@@ -177,6 +178,46 @@ class TestSchema:
             await store.end_call("ws:new", "t2", 600_000, '{"a": 1}')
             assert await store.claim_call("ws:new", "t3", KEY, 600) == ("t2", KEY, True)
             assert await store.call_answer("ws:new") == '{"a": 1}'
+
+    @pytest.mark.parametrize("version", [0, 8])
+    async def test_the_claims_going_on_are_found_by_their_session(
+        self, pg_url: str, version: int
+    ) -> None:
+        """A fresh database, and one of schema 8: `chat.abort` of a session looks up its
+        claims by the session's key, not by a scan of every call's claim."""
+        if version:
+            conn = await asyncpg.connect(pg_url)
+            async with conn.transaction():
+                for migration in MIGRATIONS[:version]:
+                    await conn.execute(migration)
+                await conn.execute("CREATE TABLE clawgate_schema (version INTEGER NOT NULL)")
+                await conn.execute(
+                    "INSERT INTO clawgate_schema SELECT generate_series(1, $1)", version
+                )
+            await conn.close()
+        async with PostgresSessionStore(pg_url) as store:
+            assert store.migrated == tuple(range(version + 1, SCHEMA_VERSION + 1))
+            assert await store.claimed_run_going_on(KEY) is False
+            assert await store.claim_call("ws:a", "t1", KEY, 600_000) == ("t1", KEY, False)
+            assert await store.claimed_run_going_on(KEY) is True
+            assert await store.claimed_run_going_on("agent:main:other") is False
+            await store.end_call("ws:a", "t1", 600_000)
+            assert await store.claimed_run_going_on(KEY) is False
+            assert await store.claim_call("ws:b", "t2", KEY, 1) == ("t2", KEY, False)
+            await claim_kept_for(pg_url, "ws:b", -1000)
+            assert await store.claimed_run_going_on(KEY) is False  # its lease is out
+        conn = await asyncpg.connect(pg_url)
+        try:
+            await conn.execute("SET enable_seqscan = off")  # as with many claims
+            plan = "\n".join(
+                r[0]
+                for r in await conn.fetch(
+                    "EXPLAIN SELECT 1 FROM hook_calls WHERE session_key = $1 AND NOT ended", KEY
+                )
+            )
+            assert "hook_calls_going_on" in plan, plan
+        finally:
+            await conn.close()
 
     async def test_a_newer_schema_is_refused(self, pg_url: str) -> None:
         async with PostgresSessionStore(pg_url):

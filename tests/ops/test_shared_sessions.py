@@ -184,6 +184,49 @@ class TestATurnWaitingForARunSlotOnAnotherProcess:
             for process in started:
                 process.stop()
 
+    @pytest.mark.parametrize("how", ["chat.abort", "/stop"])
+    async def test_is_aborted_by_a_chat_abort_of_its_session_here(
+        self,
+        tmp_path: Path,
+        database: str,
+        http: aiohttp.ClientSession,
+        held: HeldOpenAI,
+        how: str,
+    ) -> None:
+        """`chat.abort` without a run id (and `/stop`) on process a: no process holds the
+        session's turn lock and b has said nothing of the run yet, so a asked nobody and
+        answered `aborted: false`; the run then ran on b. Its claim names the session."""
+        started: list[GatewayProcess] = []
+        try:
+            for name, slots in (("a", 4), ("b", 1)):
+                settings = json.loads(shared_config(database, delay_ms=0))
+                settings.update(fake_provider(held))
+                settings["agents"]["defaults"] = {"maxConcurrent": slots}
+                start_on_config(started, tmp_path, name, json.dumps(settings))
+            a, b = started
+            on_a, on_b = await connect_ws(http, a.url), await connect_ws(http, b.url)
+            busy = {"sessionKey": "other", "message": "hi", "idempotencyKey": "busy"}
+            assert (await ok(on_b, "chat.send", busy))["status"] == "started"
+            await held.wait_for_requests(1, within=15)
+            waiting = {"sessionKey": KEY, "message": "hi", "idempotencyKey": "waiting"}
+            assert (await ok(on_b, "chat.send", waiting))["status"] == "started"
+            if how == "chat.abort":
+                aborted = await ok(on_a, "chat.abort", {"sessionKey": KEY})
+            else:
+                stop = {"sessionKey": KEY, "message": "/stop", "idempotencyKey": "stop"}
+                aborted = await ok(on_a, "chat.send", stop)
+            assert aborted == {"ok": True, "aborted": True, "runIds": ["waiting"]}, aborted
+            held.go.set()
+            waited = await ok(on_b, "agent.wait", {"runId": "waiting", "timeoutMs": 20_000})
+            assert waited["status"] == "timeout", waited  # agent.wait's word for aborted
+            assert len(held.requests) == 1
+            # Its claim now says it ended: an abort of the session asks nobody again.
+            nothing = await ok(on_a, "chat.abort", {"sessionKey": KEY})
+            assert nothing == {"ok": True, "aborted": False, "runIds": []}
+        finally:
+            for process in started:
+                process.stop()
+
     @pytest.mark.parametrize("method", ["sessions.delete", "sessions.reset"])
     async def test_is_ended_by_a_delete_or_reset_here_as_on_its_own_process(
         self,

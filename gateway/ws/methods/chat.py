@@ -12,6 +12,7 @@ from agents.keys import SESSION_KEY_MAX, parse_session_key
 from agents.registry import SessionRegistry, Transcript
 from agents.runs import AgentRun, RunState, TurnRequest
 from agents.store import StoredMessage
+from agents.store_protocol import Store
 from gateway.jsonwire import dumps, wire
 from gateway.ws import claims
 from gateway.ws.claims import ClaimedElsewhere, start_once, wait_for_start
@@ -363,19 +364,27 @@ async def send(
 async def abort_elsewhere(ctx: CallContext, key: str, run_id: str | None) -> list[str]:
     """A shared store: the session's turn may be running on another process. Asked only
     when another process runs a turn of the session (`turn_running_elsewhere`), or the run
-    named is claimed by one and has not ended (a turn waiting there for a run slot holds no
-    lock and has said nothing yet), so an abort of nothing answers at once."""
+    named (without one: a run of the session) is claimed and has not ended (a turn waiting
+    there for a run slot holds no lock and has said nothing yet), so an abort of nothing
+    answers at once. A turn without a claim (an HTTP one) waiting for a run slot elsewhere
+    is out of reach until it runs."""
     store = ctx.gateway.store
     if store is None or store.bus is None:
         return []
     try:
-        if not await store.turn_running_elsewhere(key) and (
-            run_id is None or await store.call_going_on(claims.scope(run_id)) != key
+        if not await store.turn_running_elsewhere(key) and not await _claimed_going_on(
+            store, key, run_id
         ):
             return []
     except StoreError:
         return []  # the database is away: there is no other process to reach either
     return await store.bus.abort_elsewhere(key, run_id)
+
+
+async def _claimed_going_on(store: Store, key: str, run_id: str | None) -> bool:
+    if run_id is None:
+        return await store.claimed_run_going_on(key)
+    return await store.call_going_on(claims.scope(run_id)) == key
 
 
 Item = dict[str, Any]
