@@ -1637,7 +1637,9 @@ class PostgresSessionStore:
     ) -> builtins.list[SessionRow]:  # fmt: skip
         """As the SQLite store's `prune` (agents-sessions.md §5), the same candidates in the
         same order. Each process runs it for its own protected keys and skips the sessions whose
-        turn lock another holds; two passes at once only delete the same rows twice."""
+        turn lock another holds, or whose run a claim says goes on (queued on another process
+        for a run slot: it holds no lock yet); two passes at once only delete the same rows
+        twice. A turn that claims nothing (an HTTP one) queued elsewhere is not seen."""
         protected = frozenset(_storable(key) for key in protected_keys)
         cutoff = _sql_int(now - maintenance.prune_after_ms)
 
@@ -1655,6 +1657,15 @@ class PostgresSessionStore:
                     LOCK_CLASS_TURN,
                 ) or ()
             }  # fmt: skip
+            # And those with a run claimed and not ended, which may wait for a run slot on
+            # another process, holding no lock yet (`claimed_run_going_on`).
+            claimed = set(
+                await conn.fetchval(
+                    "SELECT array_agg(DISTINCT session_key) FROM hook_calls WHERE NOT ended"
+                    f" AND expires_at > {SQL_NOW_MS}"
+                )
+                or ()
+            )
 
             async def choose(
                 sql: str, args: tuple[Any, ...], wanted: Callable[[SessionRow], Awaitable[bool]]
@@ -1670,7 +1681,7 @@ class PostgresSessionStore:
                     row = _session_row(tuple(columns))
                     if row.key in chosen or row.key in protected or is_main_key(row.key, main_key):
                         continue
-                    if lock in busy:
+                    if lock in busy or row.key in claimed:
                         continue
                     if not await wanted(row):
                         return
@@ -1738,13 +1749,16 @@ class PostgresSessionStore:
 
             async def enforce(conn: Connection) -> builtins.list[SessionRow]:
                 # Only the rows as they were chosen: another process's turn may have come
-                # since (committed: a newer updated_at; running: its turn lock held).
+                # since (committed: a newer updated_at; running: its turn lock held; queued:
+                # its run claimed).
                 deleted = await conn.fetch(
                     "DELETE FROM sessions s USING unnest($1::text[], $2::bigint[]) AS c(key, at)"
                     " WHERE s.key = c.key AND s.updated_at = c.at AND NOT EXISTS ("
                     " SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
                     " AND objsubid = 2 AND classid = $3::bigint::oid"
                     " AND objid = (hashtext(s.key)::bigint & 4294967295)::oid)"
+                    " AND NOT EXISTS (SELECT 1 FROM hook_calls h WHERE h.session_key = s.key"
+                    f" AND NOT h.ended AND h.expires_at > {SQL_NOW_MS})"
                     " RETURNING s.key",
                     [row.key for row in candidates], [row.updated_at for row in candidates],
                     LOCK_CLASS_TURN,

@@ -227,6 +227,44 @@ class TestATurnWaitingForARunSlotOnAnotherProcess:
             for process in started:
                 process.stop()
 
+    async def test_keeps_its_session_from_another_processs_maintenance(
+        self,
+        tmp_path: Path,
+        database: str,
+        http: aiohttp.ClientSession,
+        pg_url: str,
+        held: HeldOpenAI,
+    ) -> None:
+        """Process b's maintenance protects the sessions of its own runs and those whose turn
+        lock some process holds; a turn queued on a for a run slot holds none, so b pruned its
+        idle session, and the turn then ended aborted on a, as in a session deleted since."""
+        idle = "agent:main:idle"
+        started: list[GatewayProcess] = []
+        try:
+            settings = json.loads(shared_config(database, delay_ms=0))
+            settings.update(fake_provider(held))
+            settings["agents"]["defaults"] = {"maxConcurrent": 1}
+            a = start_on_config(started, tmp_path, "a", json.dumps(settings))
+            async with PostgresSessionStore(pg_url) as store:  # after a's pass at its start
+                for key in (KEY, idle):
+                    await store.create(key, "main", 1)  # long idle: past pruneAfter
+            on_a = await connect_ws(http, a.url)
+            busy = {"sessionKey": "other", "message": "hi", "idempotencyKey": "busy"}
+            assert (await ok(on_a, "chat.send", busy))["status"] == "started"
+            await held.wait_for_requests(1, within=15)
+            waiting = {"sessionKey": KEY, "message": "hi", "idempotencyKey": "waiting"}
+            assert (await ok(on_a, "chat.send", waiting))["status"] == "started"
+            b = start_on_config(started, tmp_path, "b", json.dumps(settings))
+            pruned = b.wait_for_event("session_pruned")  # its pass at start
+            assert pruned["keys"] == [idle], pruned
+            held.go.set()
+            waited = await ok(on_a, "agent.wait", {"runId": "waiting", "timeoutMs": 20_000})
+            assert waited["status"] == "ok", waited
+            assert len(held.requests) == 2
+        finally:
+            for process in started:
+                process.stop()
+
     @pytest.mark.parametrize("method", ["sessions.delete", "sessions.reset"])
     async def test_is_ended_by_a_delete_or_reset_here_as_on_its_own_process(
         self,
