@@ -1047,6 +1047,7 @@ class SessionStore:
 
     # One process owns the file: the session's lane alone keeps its turns serial.
     shared = False
+    reachable = True  # a file of its own: no database to lose
 
     def __init__(
         self,

@@ -655,6 +655,11 @@ class PostgresSessionStore:
     def __repr__(self) -> str:
         return f"PostgresSessionStore({redacted_url(self.url)!r})"
 
+    @property
+    def reachable(self) -> bool:
+        """False while this process last found the database unreachable (`_unreachable`)."""
+        return self._down_since is None
+
     # -- lifecycle ---------------------------------------------------------------------
 
     async def open(self) -> None:

@@ -64,6 +64,11 @@ class Store(Protocol):
     @property
     def bus(self) -> EventBus | None: ...
 
+    # False from a statement that found the database unreachable (`store_unavailable`) to
+    # the next one answered: what waits on a write may tell its outcome first meanwhile.
+    @property
+    def reachable(self) -> bool: ...
+
     async def open(self) -> None: ...
 
     async def turn_running_elsewhere(self, key: str) -> bool:

@@ -326,7 +326,11 @@ async def _end_claim(
     """The run has ended: its claim is kept for the replay window (or released) before the
     end is told (`AgentRun.hold_end`, as gateway/ws/claims.py), so that a retry on another
     process right after the answer finds the claim, whatever became of its lease. A store
-    that fails to write it only delays the answer by its timeout."""
+    that fails to write it only delays the answer by its timeout; one that has found the
+    database unreachable (the run's own commit failed so, mostly) does not delay it: the
+    answer goes at once, the write is tried after (as gateway/ws/claims.py's)."""
+    if not store.reachable:
+        announce()
     try:
         if outcome.status == RunStatus.ABORTED and run.abort_reason == SHUTDOWN_ABORT:
             # The drain gave up on it (a deploy): a retry on another process runs the call.

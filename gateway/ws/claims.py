@@ -233,7 +233,13 @@ async def _end_claim(
     a client told of the end (here, or by another process hearing the run's events) that
     retries on another process is answered `ok` there, never `in_flight`; and a run the
     drain gave up on is released before, so that the retry runs it. A store that fails
-    to write it only delays the end by its timeout: the end is told however the write went."""
+    to write it only delays the end by its timeout: the end is told however the write went.
+    The write comes first because of that retry, which a client may send as soon as it is
+    told; but not while the store has found the database unreachable (the run's own commit
+    failed so, mostly): the write would then only wait out its timeouts (5 s to connect, 30 s
+    for an answer) before failing, and the end is told at once, the write tried after."""
+    if not store.reachable:
+        announce()
     try:
         if outcome.status == RunStatus.ABORTED and run.abort_reason == SHUTDOWN_ABORT:
             # The drain gave up on it (a deploy): a retry on another process runs the turn.

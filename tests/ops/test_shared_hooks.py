@@ -20,7 +20,7 @@ from tests.support.http_client import fake_provider
 from tests.support.pgserver import PgServer
 from tests.support.process import GatewayProcess
 from tests.support.shared_store import HeldOpenAI, claim_kept_for, shared_config, start_on_config
-from tests.support.statement_relay import ReplyRelay
+from tests.support.statement_relay import CuttingRelay, ReplyRelay
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -194,6 +194,38 @@ class TestAHookAnswer:
                 process.stop()
         assert not answered_first  # the answer waited for the claim's end
         assert claim["ended"] and claim["left_ms"] > 60_000, claim
+
+    async def test_that_waits_is_answered_at_once_while_the_database_is_unreachable(
+        self,
+        tmp_path: Path,
+        database: str,
+        http: aiohttp.ClientSession,
+        pg_url: str,
+        pg_server: PgServer,
+    ) -> None:
+        """The run's commit found the database gone (its connection cut); the answer then
+        waited for the claim's mark, which waited for a database that did not answer."""
+        relay = CuttingRelay(
+            "127.0.0.1", pg_server.port, b"SET ended = TRUE", cut=b"INSERT INTO messages"
+        )
+        started: list[GatewayProcess] = []
+        watch = await asyncpg.connect(pg_url)
+        try:
+            config = json.loads(shared_config(relay.url(database), delay_ms=0))
+            config["hooks"] = {"enabled": True, "token": HOOK_TOKEN}
+            a = start_on_config(started, tmp_path, "a", json.dumps(config))
+            body = {"message": "cut", "waitForCompletion": True}
+            async with asyncio.timeout(15):
+                status, answer = await hook(http, a.url, body, "cut-1")
+            assert status == 503, answer
+            await relay.wait_held()  # the claim's mark: sent, not answered
+            assert await watch.fetchval("SELECT ended FROM hook_calls") is False
+            relay.release()
+        finally:
+            relay.close()
+            await watch.close()
+            for process in started:
+                process.stop()
 
 
 class TestAHookRetryAfterItsProcessDied:

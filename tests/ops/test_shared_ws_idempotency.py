@@ -20,6 +20,7 @@ from agents.registry import wall_clock_ms
 from agents.store_postgres import SQL_NOW_MS, PostgresSessionStore
 from gateway.ws.claims import scope
 from tests.support.http_client import fake_provider
+from tests.support.pgserver import PgServer
 from tests.support.process import GatewayProcess
 from tests.support.process_client import connect_ws
 from tests.support.shared_store import (
@@ -29,6 +30,7 @@ from tests.support.shared_store import (
     shared_config,
     start_on_config,
 )
+from tests.support.statement_relay import CuttingRelay
 from tests.support.turns import turn
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -255,6 +257,49 @@ class TestAChatSendRetryOnAnotherProcess:
         assert statuses == ["in_flight"] * 15 + ["started"], answers
         assert {answer["payload"]["runId"] for [answer] in answers} == {"burst-1"}
         assert await user_messages(pg_url, "agent:main:s1") == [LONG]
+
+
+class TestARunsEnd:
+    async def test_is_told_at_once_while_the_database_is_unreachable(
+        self,
+        tmp_path: Path,
+        database: str,
+        http: aiohttp.ClientSession,
+        pg_url: str,
+        pg_server: PgServer,
+    ) -> None:
+        """The run's commit found the database gone (its connection cut); the mark of its
+        claim then waited for a database that did not answer (held here), and the run's end,
+        its `chat` error, waited with it: up to 35 s of the write's timeouts after the run
+        ended. The end is told now, the mark tried after."""
+        relay = CuttingRelay(
+            "127.0.0.1", pg_server.port, b"SET ended = TRUE", cut=b"INSERT INTO messages"
+        )
+        started: list[GatewayProcess] = []
+        watch = await asyncpg.connect(pg_url)
+        try:
+            config = shared_config(relay.url(database), delay_ms=0)
+            a = start_on_config(started, tmp_path, "a", config)
+            on_a = await connect_ws(http, a.url)
+            [first] = await call(on_a, "chat.send", send("idem-cut", "hi"))
+            assert first["payload"] == {"runId": "idem-cut", "status": "started"}
+            told = await frames_until(
+                on_a,
+                lambda f: f.get("event") == "chat" and f["payload"].get("state") == "error",
+            )
+            assert told[-1]["payload"]["runId"] == "idem-cut", told[-1]
+            await relay.wait_held()  # the claim's mark: sent, not answered
+            claim = "SELECT ended FROM hook_calls WHERE scope = $1"
+            assert await watch.fetchval(claim, scope("idem-cut")) is False
+            relay.release()
+            async with asyncio.timeout(20):
+                while not await watch.fetchval(claim, scope("idem-cut")):
+                    await asyncio.sleep(0.05)
+        finally:
+            relay.close()
+            await watch.close()
+            for process in started:
+                process.stop()
 
 
 class TestAnAgentRetryOnAnotherProcess:

@@ -149,3 +149,37 @@ class ReplyRelay(StatementRelay):
             sink.shutdown(socket.SHUT_WR)
         except OSError:
             pass
+
+
+class CuttingRelay(StatementRelay):
+    """As StatementRelay, and the connection that first sends `cut` is closed, both ways,
+    before that send reaches the server: the statement fails as on a database that went away
+    (or a network that failed) under it, and its client finds the database unreachable."""
+
+    def __init__(self, host: str, port: int, marker: bytes, *, cut: bytes) -> None:
+        self.cut = cut
+        self._cut_armed = True
+        super().__init__(host, port, marker)
+
+    def _pump_out(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(CHUNK):
+                with self._lock:
+                    cutting = self._cut_armed and self.cut in data
+                    if cutting:
+                        self._cut_armed = False
+                    hold = not cutting and self._armed and self.marker in data
+                    if hold:
+                        self._armed = False
+                if cutting:
+                    for each in (source, sink):
+                        with contextlib.suppress(OSError):
+                            each.shutdown(socket.SHUT_RDWR)
+                    return
+                if hold:
+                    self.held.set()
+                    self._released.wait()
+                sink.sendall(data)
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
