@@ -21,9 +21,10 @@ delivers its events to the session as they are decoded.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import Any
 
 import attrs
@@ -116,6 +117,11 @@ class RunSlots:
                 self._waiters.remove(fut)
             raise
 
+    @property
+    def free(self) -> bool:
+        """An `acquire` now takes a slot at once."""
+        return self.active < self.limit and not self._waiters
+
     def release(self) -> None:
         self.active -= 1
         self._grant()
@@ -149,6 +155,47 @@ class RunSlots:
             if not fut.done():
                 self.active += 1  # handed over: the waiter owns the slot when it wakes
                 fut.set_result(None)
+
+
+# A shared store's mark of a session whose turn waits here for a run slot, holding no turn
+# lock yet: a claim naming the session (`Store.claim_call`, under a scope of its own), so that
+# another process's `chat.abort` of the session finds the turn (`claimed_run_going_on`) and
+# its maintenance keeps the session (`prune`). Renewed while the turn waits, as a call's claim
+# is (a process that dies leaves it for one lease), given up when the turn runs.
+QUEUED_SCOPE_PREFIX = "queued:"
+QUEUED_LEASE_S = 15.0
+
+
+@attrs.define(eq=False)
+class QueuedMark:
+    """One wait of a session's worker for a run slot: `keep` holds the mark until `end`."""
+
+    store: Store
+    key: str
+    _ended: asyncio.Event = attrs.field(factory=asyncio.Event)
+
+    def end(self) -> None:
+        self._ended.set()
+
+    async def keep(self) -> None:
+        token = uuid.uuid4().hex
+        scope, lease_ms = QUEUED_SCOPE_PREFIX + token, int(QUEUED_LEASE_S * 1000)
+        try:
+            if self._ended.is_set():
+                return
+            await self.store.claim_call(scope, token, self.key, lease_ms)
+            while True:
+                try:
+                    async with asyncio.timeout(QUEUED_LEASE_S / 3):
+                        await self._ended.wait()
+                    break
+                except TimeoutError:
+                    await self.store.extend_hook_call(scope, token, lease_ms)
+        except StoreError as exc:
+            # Kept until its lease is out, or never made: the turn goes on either way.
+            log.warning("queued_mark_failed", session_key=self.key, error=str(exc))
+        with suppress(StoreError):  # else kept until its lease is out
+            await self.store.release_hook_call(scope, token)
 
 
 @attrs.frozen
@@ -330,25 +377,40 @@ class AgentSession:
         slots = self._deps.slots
         try:
             while self._pending:
-                # The slot first, then the lane: a reset waiting for the lane then only
-                # waits for the (aborted) running turn, never for a global slot.
-                if not await self._slot():
-                    continue  # the queue was emptied meanwhile
+                mark = self._mark_waiting()
                 try:
-                    async with self._lane:
-                        if not self._pending:
-                            break  # everything queued was aborted meanwhile
-                        run = self._pending.popleft()
-                        self._running = run
-                        try:
-                            await self._run_guarded(run)
-                        finally:
-                            self._running = None
+                    # The slot first, then the lane: a reset waiting for the lane then only
+                    # waits for the (aborted) running turn, never for a global slot.
+                    if not await self._slot():
+                        continue  # the queue was emptied meanwhile
+                    try:
+                        async with self._lane:
+                            if not self._pending:
+                                break  # everything queued was aborted meanwhile
+                            run = self._pending.popleft()
+                            self._running = run
+                            try:
+                                await self._run_guarded(run, mark)
+                            finally:
+                                self._running = None
+                    finally:
+                        slots.release()
                 finally:
-                    slots.release()
+                    if mark is not None:
+                        mark.end()
         finally:
             self._worker = None
             self._deps.session_idle(self)
+
+    def _mark_waiting(self) -> QueuedMark | None:
+        """A shared store's `QueuedMark` while the next turn waits for a run slot (none when
+        one is free: the turn takes its lock at once); a minted key is known nowhere else."""
+        store = self._deps.store
+        if not store.shared or self.new_key or self._deps.slots.free:
+            return None
+        mark = QueuedMark(store, self.key)
+        self._deps.spawn(mark.keep(), f"queued-mark {self.key}")
+        return mark
 
     async def _slot(self) -> bool:
         """Wait for a global slot; False, holding none, when an abort emptied the queue
@@ -366,7 +428,7 @@ class AgentSession:
             self._slot_wait = False
             self._slot_wait_aborted = False
 
-    async def _run_guarded(self, run: AgentRun) -> None:
+    async def _run_guarded(self, run: AgentRun, mark: QueuedMark | None = None) -> None:
         store = self._deps.store
         try:
             # A shared store: another process may run a turn of this key too. Its lock
@@ -382,6 +444,8 @@ class AgentSession:
                 # queued: an abort ends it at once.
                 async with store.turn_lock(self.key, while_waiting=self._deps.slots.lent):
                     run.start()
+                    if mark is not None:
+                        mark.end()  # the turn lock says it from here
                     await self._execute(run)
         except asyncio.CancelledError:
             if self._wait_abort_taken_back():

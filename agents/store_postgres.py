@@ -1551,8 +1551,8 @@ class PostgresSessionStore:
         return str(found) if found is not None else None
 
     async def claimed_run_going_on(self, session_key: str) -> bool:
-        """Whether a claim of the session (a webhook's or a WebSocket call's) says its run
-        has not ended, and its lease is not out."""
+        """Whether a claim of the session (a webhook's or a WebSocket call's, or the mark of
+        a turn waiting for a run slot) says its run has not ended, and its lease is not out."""
         found = await self._run(
             lambda c: c.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM hook_calls WHERE session_key = $1 AND NOT ended"
@@ -1643,8 +1643,9 @@ class PostgresSessionStore:
         """As the SQLite store's `prune` (agents-sessions.md §5), the same candidates in the
         same order. Each process runs it for its own protected keys and skips the sessions whose
         turn lock another holds, or whose run a claim says goes on (queued on another process
-        for a run slot: it holds no lock yet); two passes at once only delete the same rows
-        twice. A turn that claims nothing (an HTTP one) queued elsewhere is not seen."""
+        for a run slot: it holds no lock yet; a turn that claims no key is marked so while it
+        waits, agents.session.QueuedMark); two passes at once only delete the same rows
+        twice."""
         protected = frozenset(_storable(key) for key in protected_keys)
         cutoff = _sql_int(now - maintenance.prune_after_ms)
 

@@ -115,6 +115,20 @@ async def waiting_for_turn_lock(conn: asyncpg.Connection) -> None:
             await asyncio.sleep(0.05)
 
 
+async def queued_mark(pg_url: str, key: str) -> None:
+    """Until the store says a turn of `key` is queued (its process waits for a run slot)."""
+    async with PostgresSessionStore(pg_url) as store:
+        try:
+            async with asyncio.timeout(15):
+                while not await store.claimed_run_going_on(key):
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            raise AssertionError(
+                f"nothing in the store says a turn of {key} waits: another process's"
+                " chat.abort and maintenance cannot see it"
+            ) from None
+
+
 class TestAPatchOfALabelAndAnArchive:
     async def test_a_reset_while_it_waits_leaves_nothing_of_it_written(
         self, start_gateway: StartGateway, http: aiohttp.ClientSession, pg_url: str
@@ -261,6 +275,81 @@ class TestATurnWaitingForARunSlotOnAnotherProcess:
             waited = await ok(on_a, "agent.wait", {"runId": "waiting", "timeoutMs": 20_000})
             assert waited["status"] == "ok", waited
             assert len(held.requests) == 2
+        finally:
+            for process in started:
+                process.stop()
+
+    async def test_of_http_is_aborted_by_a_chat_abort_of_its_session_here(
+        self,
+        tmp_path: Path,
+        database: str,
+        http: aiohttp.ClientSession,
+        pg_url: str,
+        held: HeldOpenAI,
+    ) -> None:
+        """An HTTP turn claims no idempotency key: nothing in the store said it waited on b,
+        and `chat.abort` of its session on a answered `aborted: false`. While it waits for a
+        run slot, b marks its session queued."""
+        started: list[GatewayProcess] = []
+        try:
+            for name, slots in (("a", 4), ("b", 1)):
+                settings = json.loads(shared_config(database, delay_ms=0))
+                settings.update(fake_provider(held))
+                settings["agents"]["defaults"] = {"maxConcurrent": slots}
+                start_on_config(started, tmp_path, name, json.dumps(settings))
+            a, b = started
+            on_a, on_b = await connect_ws(http, a.url), await connect_ws(http, b.url)
+            busy = {"sessionKey": "other", "message": "hi", "idempotencyKey": "busy"}
+            assert (await ok(on_b, "chat.send", busy))["status"] == "started"
+            await held.wait_for_requests(1, within=15)
+            turn = asyncio.ensure_future(chat(http, b.url, KEY, "queued"))
+            await queued_mark(pg_url, KEY)
+            aborted = await ok(on_a, "chat.abort", {"sessionKey": KEY})
+            assert aborted["aborted"] is True, aborted
+            [run_id] = aborted["runIds"]
+            assert run_id.startswith("chatcmpl-"), aborted
+            answer = await turn
+            assert answer["id"] == run_id, answer
+            held.go.set()
+            await ok(on_b, "agent.wait", {"runId": "busy", "timeoutMs": 20_000})
+            assert len(held.requests) == 1
+        finally:
+            for process in started:
+                process.stop()
+
+    async def test_of_http_keeps_its_session_from_another_processs_maintenance(
+        self,
+        tmp_path: Path,
+        database: str,
+        http: aiohttp.ClientSession,
+        pg_url: str,
+        held: HeldOpenAI,
+    ) -> None:
+        idle = "agent:main:idle"
+        started: list[GatewayProcess] = []
+        try:
+            settings = json.loads(shared_config(database, delay_ms=0))
+            settings.update(fake_provider(held))
+            settings["agents"]["defaults"] = {"maxConcurrent": 1}
+            a = start_on_config(started, tmp_path, "a", json.dumps(settings))
+            async with PostgresSessionStore(pg_url) as store:  # after a's pass at its start
+                for key in (KEY, idle):
+                    await store.create(key, "main", 1)  # long idle: past pruneAfter
+            on_a = await connect_ws(http, a.url)
+            busy = {"sessionKey": "other", "message": "hi", "idempotencyKey": "busy"}
+            assert (await ok(on_a, "chat.send", busy))["status"] == "started"
+            await held.wait_for_requests(1, within=15)
+            turn = asyncio.ensure_future(chat(http, a.url, KEY, "queued"))
+            await queued_mark(pg_url, KEY)
+            b = start_on_config(started, tmp_path, "b", json.dumps(settings))
+            pruned = b.wait_for_event("session_pruned")  # its pass at start
+            assert pruned["keys"] == [idle], pruned
+            held.go.set()
+            answer = await turn
+            assert answer["choices"][0]["message"]["content"] == "held reply", answer
+            async with PostgresSessionStore(pg_url) as store, asyncio.timeout(15):
+                while await store.claimed_run_going_on(KEY):  # given up as it ran
+                    await asyncio.sleep(0.05)
         finally:
             for process in started:
                 process.stop()

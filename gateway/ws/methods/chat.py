@@ -365,9 +365,9 @@ async def abort_elsewhere(ctx: CallContext, key: str, run_id: str | None) -> lis
     """A shared store: the session's turn may be running on another process. Asked only
     when another process runs a turn of the session (`turn_running_elsewhere`), or the run
     named (without one: a run of the session) is claimed and has not ended (a turn waiting
-    there for a run slot holds no lock and has said nothing yet), so an abort of nothing
-    answers at once. A turn without a claim (an HTTP one) waiting for a run slot elsewhere
-    is out of reach until it runs."""
+    there for a run slot holds no lock and has said nothing yet; one that claims no key is
+    marked so while it waits: agents.session.QueuedMark), so an abort of nothing answers at
+    once."""
     store = ctx.gateway.store
     if store is None or store.bus is None:
         return []
