@@ -653,16 +653,26 @@ class SessionRegistry:
         may have archived. A turn checks again under the turn lock (AgentSession).
 
         The callers submit the turn right after this returns, with no await between: the
-        shared store's row read here is the session the turn is accepted in."""
+        shared store's row read here is the session the turn is accepted in. Kept until the
+        caller's next await at most: a turn refused after the check (a full backlog) must not
+        leave it to the next turn of the key, accepted without a check of its own later (a
+        webhook's wake), perhaps after a reset elsewhere."""
         if self.store.shared:
             row = await self.store.get(key)
             archived = row is not None and row.archived_at is not None
-            self._checked = (key, row.session_id) if row is not None and not archived else None
+            checked = (key, row.session_id) if row is not None and not archived else None
+            self._checked = checked
+            if checked is not None:
+                asyncio.get_running_loop().call_soon(self._forget_checked, checked)
         else:
             info = await self.get_session(key)
             archived = info is not None and info.archived_at is not None
         if archived:
             raise SessionArchived(key)
+
+    def _forget_checked(self, checked: tuple[str, str]) -> None:
+        if self._checked is checked:
+            self._checked = None
 
     @asynccontextmanager
     async def _stopped_elsewhere(self, key: str) -> AsyncIterator[None]:

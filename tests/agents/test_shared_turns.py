@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import attrs
 import pytest
 
-from agents.errors import SessionArchived, SessionChanged
+from agents.errors import SessionArchived, SessionChanged, TurnsBacklogged
 from agents.registry import SessionRegistry
 from agents.runs import AgentRun, TurnRequest
 from agents.store_postgres import PostgresSessionStore
@@ -173,3 +173,26 @@ class TestArchivedElsewhere:
         assert (row.session_id, row.label, row.archived_at, row.pinned_at) == (
             reset.session_id, None, None, None
         )  # fmt: skip
+
+
+class TestATurnAcceptedAfterARefusedOne:
+    async def test_runs_in_the_session_its_key_holds_then(self, pair: TwoProcesses) -> None:
+        """The archive check before a turn refused (the gateway's backlog full: an HTTP 503)
+        left the session id it read for the next turn of the key accepted without a check of
+        its own (a webhook's wake): after a reset on the other process, that turn was taken
+        for one accepted before the reset, and ended aborted."""
+        pair.stall.block = False
+        first = await asyncio.wait_for(pair.a.submit("run-1", "first").wait(), 5)
+        assert first.status == "completed"
+        registry = pair.a.registry
+        registry.max_waiting_turns = 1
+        registry.slots.resize(0)  # a turn of another session waits: the backlog is full
+        other = registry.submit(TurnRequest("main", "agent:main:other", "other", "x"))
+        await registry.refuse_archived(KEY)
+        with pytest.raises(TurnsBacklogged):
+            pair.a.submit("refused", "refused")
+        registry.slots.resize(4)
+        assert (await asyncio.wait_for(other.wait(), 5)).status == "completed"
+        reset = await pair.b.registry.reset(KEY)
+        late = await asyncio.wait_for(pair.a.submit("run-2", "second").wait(), 5)
+        assert (late.status, late.session_id) == ("completed", reset.session_id)
