@@ -240,6 +240,21 @@ def _migrate_to_7_runs(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX messages_by_run ON messages(session_id, run_id, seq)")
 
 
+def _migrate_to_8_turn_ends(db: sqlite3.Connection) -> None:
+    """Schema 8: the replies (messages with a stop reason) and the assistant messages of a
+    transcript, each by seq. A turn's reply, and the end of a stretch of messages up to an
+    assistant one, were found by a step along the session's messages from the turn's first
+    (`SQL_TURN_REPLY`, `SQL_NEXT_ASSISTANT`): a client's history of thousands of messages in
+    one turn cost thousands of steps for each input item page inside it. Each index holds
+    one or two entries a turn (its reply; a client's history its assistant messages)."""
+    db.execute(
+        "CREATE INDEX messages_replies ON messages(session_id, seq) WHERE stop_reason IS NOT NULL"
+    )
+    db.execute(
+        "CREATE INDEX messages_assistants ON messages(session_id, seq) WHERE role = 'assistant'"
+    )
+
+
 # MIGRATIONS[v] takes a database at user_version v to v + 1, inside a transaction.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _migrate_to_1,
@@ -249,6 +264,7 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _migrate_to_5_archived,
     _migrate_to_6_pinned,
     _migrate_to_7_runs,
+    _migrate_to_8_turn_ends,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -380,13 +396,13 @@ SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND seq BETWEEN ? A
 ORDER BY seq DESC LIMIT ?
 """
 SQL_MESSAGE_SEQ = "SELECT seq FROM messages WHERE id = ? AND session_id = ?"
-# The first reply (a message with a stop reason) from seq `low` to `high`: one step along the
-# session's seqs from `low` per message of its turn, none of them built.
+# The first reply (a message with a stop reason) from seq `low` to `high`: a lookup in the
+# index of replies (schema 8).
 SQL_TURN_REPLY = f"""
 SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND seq BETWEEN ? AND ?
 AND stop_reason IS NOT NULL ORDER BY seq LIMIT 1
 """
-# The first assistant message from seq `low` to `high`, the same way.
+# The first assistant message from seq `low` to `high`: one in the index of those.
 SQL_NEXT_ASSISTANT = f"""
 SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND seq BETWEEN ? AND ?
 AND role = 'assistant' ORDER BY seq LIMIT 1

@@ -267,6 +267,13 @@ _SCHEMA_V7_RUNS = """
 CREATE INDEX messages_by_run ON messages(session_id, run_id, seq)
 """
 
+# As the SQLite store's schema 8: a turn's reply, and the next assistant message, found by
+# a lookup rather than a step along the session's messages.
+_SCHEMA_V10_TURN_ENDS = """
+CREATE INDEX messages_replies ON messages(session_id, seq) WHERE stop_reason IS NOT NULL;
+CREATE INDEX messages_assistants ON messages(session_id, seq) WHERE role = 'assistant'
+"""
+
 # A claim's answer, kept with it once ended (JSON, NULL: none): the facts of an `agent` bare
 # `/new`'s answer, so a retry on another process answers it again rather than resetting again
 # (gateway/ws/claims.py `claim_reset`).
@@ -302,6 +309,7 @@ MIGRATIONS: tuple[str, ...] = (
     _SCHEMA_V7_RUNS,
     _SCHEMA_V8_CALL_ANSWERS,
     _SCHEMA_V9_CALLS_BY_SESSION,
+    _SCHEMA_V10_TURN_ENDS,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

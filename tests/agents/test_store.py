@@ -1819,7 +1819,7 @@ class TestPinned:
                 (KEY,),
             )
         async with SessionStore(tmp_path) as store:
-            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 7
+            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 8
             kept = SessionRow(
                 KEY, "main", "sid", "old", 1, 2, archived_at=2, archive_reason="manual"
             )
@@ -1842,11 +1842,53 @@ class TestPinned:
             db.execute("PRAGMA user_version = 6")
             db.execute("COMMIT")
         async with SessionStore(tmp_path) as store:
-            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 7
+            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 8
         with sqlite3.connect(path) as db:
             sql = f"EXPLAIN QUERY PLAN {SQL_CHAIN_BOUNDS}"
             plan = db.execute(sql, {"sid": "sid", "run": "r1"}).fetchall()
         assert "messages_by_run" in str(plan)
+
+    async def test_a_v7_store_finds_a_turns_reply_and_next_assistant_by_index(
+        self, tmp_path: Path
+    ) -> None:
+        """A turn's reply and the next assistant message (an input item page's segment
+        ends) are lookups, not a step along every message of a client's long history."""
+        path = tmp_path / DB_FILENAME
+        with sqlite3.connect(path, isolation_level=None) as db:
+            db.execute("BEGIN")
+            for migrate in MIGRATIONS[:7]:
+                migrate(db)
+            db.execute("PRAGMA user_version = 7")
+            db.execute(
+                "INSERT INTO transcripts (session_id, key, agent_id, created_at)"
+                " VALUES ('sid', ?, 'main', 1)",
+                (KEY,),
+            )
+            rows = [("user", None)] * 50 + [("assistant", None), ("user", None)]
+            rows += [("assistant", "stop")]
+            for seq, (role, stop) in enumerate(rows, 1):
+                db.execute(
+                    "INSERT INTO messages (id, session_id, seq, role, content, timestamp,"
+                    " run_id, stop_reason) VALUES (?, 'sid', ?, ?, '\"x\"', 1, 'r1', ?)",
+                    (f"m{seq}", seq, role, stop),
+                )
+            db.execute("COMMIT")
+        async with SessionStore(tmp_path) as store:
+            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 8
+            reply = await store.turn_reply("sid", 1, 99)
+            assert reply is not None and reply.seq == 53
+            assistant = await store.next_assistant("sid", 1, 99)
+            assert assistant is not None and assistant.seq == 51
+            assert await store.next_assistant("sid", 54, 99) is None
+        with sqlite3.connect(path) as db:
+            for sql, index in (
+                (SQL_TURN_REPLY, "messages_replies"),
+                (SQL_NEXT_ASSISTANT, "messages_assistants"),
+            ):
+                plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", ("sid", 1, 99))]
+                assert plan == [
+                    f"SEARCH messages USING INDEX {index} (session_id=? AND seq>? AND seq<?)"
+                ], plan
 
 
 class TestArchived:
@@ -1926,7 +1968,7 @@ class TestArchived:
                 (KEY,),
             )
         async with SessionStore(tmp_path) as store:
-            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 7
+            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 8
             assert await store.get(KEY) == SessionRow(KEY, "main", "sid", "old", 1, 2)
             assert [r.key for r in (await store.list(archived=False)).rows] == [KEY]
             archived = await store.set_archived(KEY, True, 3)

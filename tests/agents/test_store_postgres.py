@@ -27,7 +27,9 @@ from agents.store_postgres import (
     MIGRATIONS,
     SCHEMA_VERSION,
     SQL_CHAIN_BOUNDS,
+    SQL_NEXT_ASSISTANT,
     SQL_TURN_END,
+    SQL_TURN_REPLY,
     PostgresSessionStore,
 )
 from tests.support.pgserver import PASSWORD, PgServer, free_port
@@ -72,7 +74,7 @@ class TestSchema:
             await conn.execute("INSERT INTO clawgate_schema VALUES (1)")
         await conn.close()
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (2, 3, 4, 5, 6, 7, 8, 9) == tuple(range(2, SCHEMA_VERSION + 1))
+            assert store.migrated == tuple(range(2, 11)) == tuple(range(2, SCHEMA_VERSION + 1))
             assert await store.get_response("resp_x") is None
             assert await store.claim_hook_call("s", "r", "k", 1) == ("r", "k")
 
@@ -92,7 +94,7 @@ class TestSchema:
             )
         await conn.close()
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (5, 6, 7, 8, 9) and SCHEMA_VERSION == 9
+            assert store.migrated == (5, 6, 7, 8, 9, 10) and SCHEMA_VERSION == 10
             assert await store.get(KEY) == SessionRow(KEY, "main", "sid", "old", 1, 2)
             assert [r.key for r in (await store.list(archived=False)).rows] == [KEY]
             archived = await store.set_archived(KEY, True, 3)
@@ -117,7 +119,7 @@ class TestSchema:
             )
         await conn.close()
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (6, 7, 8, 9) and SCHEMA_VERSION == 9
+            assert store.migrated == (6, 7, 8, 9, 10) and SCHEMA_VERSION == 10
             kept = SessionRow(
                 KEY, "main", "sid", "old", 1, 2, archived_at=2, archive_reason="manual"
             )
@@ -144,7 +146,7 @@ class TestSchema:
             await conn.execute("INSERT INTO clawgate_schema SELECT generate_series(1, 6)")
         await conn.close()
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (7, 8, 9) and SCHEMA_VERSION == 9
+            assert store.migrated == (7, 8, 9, 10) and SCHEMA_VERSION == 10
         conn = await asyncpg.connect(pg_url)
         try:
             await conn.execute("SET enable_seqscan = off")  # as on a table of many sessions
@@ -170,7 +172,7 @@ class TestSchema:
             )
         await conn.close()
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (8, 9) and SCHEMA_VERSION == 9
+            assert store.migrated == (8, 9, 10) and SCHEMA_VERSION == 10
             assert await store.claim_call("ws:old", "t1", KEY, 600) == ("t0", KEY, True)
             assert await store.call_answer("ws:old") is None
             assert await store.claim_call("ws:new", "t2", KEY, 600_000) == ("t2", KEY, False)
@@ -216,6 +218,48 @@ class TestSchema:
                 )
             )
             assert "hook_calls_going_on" in plan, plan
+        finally:
+            await conn.close()
+
+    async def test_a_version_9_database_finds_a_turns_reply_and_next_assistant_by_index(
+        self, pg_url: str
+    ) -> None:
+        """As the SQLite store's schema 8: lookups, not a step along a long turn."""
+        conn = await asyncpg.connect(pg_url)
+        async with conn.transaction():
+            for migration in MIGRATIONS[:9]:
+                await conn.execute(migration)
+            await conn.execute("CREATE TABLE clawgate_schema (version INTEGER NOT NULL)")
+            await conn.execute("INSERT INTO clawgate_schema SELECT generate_series(1, 9)")
+            await conn.execute(
+                "INSERT INTO transcripts (session_id, key, agent_id, created_at)"
+                " VALUES ('sid', $1, 'main', 1)",
+                KEY,
+            )
+            await conn.execute(
+                "INSERT INTO messages (id, session_id, seq, role, content, timestamp, run_id,"
+                " stop_reason)"
+                " SELECT 'm' || n, 'sid', n, CASE WHEN n IN (51, 53) THEN 'assistant'"
+                " ELSE 'user' END, '\"x\"', 1, 'r1', CASE WHEN n = 53 THEN 'stop' END"
+                " FROM generate_series(1, 53) AS n"
+            )
+        await conn.close()
+        async with PostgresSessionStore(pg_url) as store:
+            assert store.migrated == (10,) and SCHEMA_VERSION == 10
+            reply = await store.turn_reply("sid", 1, 99)
+            assert reply is not None and reply.seq == 53
+            assistant = await store.next_assistant("sid", 1, 99)
+            assert assistant is not None and assistant.seq == 51
+            assert await store.next_assistant("sid", 54, 99) is None
+        conn = await asyncpg.connect(pg_url)
+        try:
+            await conn.execute("SET enable_seqscan = off")  # as on a table of many sessions
+            for sql, index in (
+                (SQL_TURN_REPLY, "messages_replies"),
+                (SQL_NEXT_ASSISTANT, "messages_assistants"),
+            ):
+                plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {sql}", "sid", 1, 99))
+                assert index in plan, plan
         finally:
             await conn.close()
 
