@@ -407,6 +407,25 @@ SQL_NEXT_ASSISTANT = f"""
 SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND seq BETWEEN ? AND ?
 AND role = 'assistant' ORDER BY seq LIMIT 1
 """
+# A reply the upstream did not refuse (`StoredMessage.refused`): an answer.
+SQL_ANSWER = (
+    "stop_reason IS NOT NULL AND NOT (stop_reason = 'error'"
+    f" AND COALESCE(error_message, '') LIKE '{REFUSED_ERROR}%')"
+)
+# The last reply of the run of refused turns that begins at seq `low` (the first message of
+# a turn), up to `high`: the last reply before the first answer, when there is one before
+# it; and the last answer from `low` to `high`. Both walk the index of replies, one entry a
+# refused turn, and build no row. (An index of the answers would make them lookups; it
+# would be a third entry each turn writes, for runs of refused turns, which are rare.)
+SQL_REFUSED_RUN_END = f"""
+SELECT MAX(seq) FROM messages WHERE session_id = :sid AND stop_reason IS NOT NULL
+AND seq >= :low AND seq < COALESCE((SELECT seq FROM messages WHERE session_id = :sid
+    AND seq BETWEEN :low AND :high AND {SQL_ANSWER} ORDER BY seq LIMIT 1), :high + 1)
+"""
+SQL_LAST_ANSWER = f"""
+SELECT seq FROM messages WHERE session_id = ? AND seq BETWEEN ? AND ? AND {SQL_ANSWER}
+ORDER BY seq DESC LIMIT 1
+"""
 SQL_RESPONSE_PLACE = "SELECT session_id, key, agent_id FROM responses WHERE id = ?"
 # `chain_to` with no limit of turns: an offset no transcript reaches.
 _ALL_TURNS = 2**62
@@ -2205,6 +2224,27 @@ class SessionStore:
     def _next_assistant(self, session_id: str, low: int, high: int) -> StoredMessage | None:
         row = self._conn().execute(SQL_NEXT_ASSISTANT, (session_id, low, high)).fetchone()
         return _message(row) if row is not None else None
+
+    async def refused_run_end(self, session_id: str, low: int, high: int) -> int | None:
+        """The seq of the last reply of the run of turns the upstream refused that begins
+        at seq `low`, a turn's first message, and ends at or before `high` (its turns'
+        messages are all of them up to that reply); None: the turn at `low` is not
+        refused."""
+        return await self._call(self._refused_run_end, session_id, low, high)
+
+    def _refused_run_end(self, session_id: str, low: int, high: int) -> int | None:
+        params = {"sid": session_id, "low": low, "high": high}
+        seq = self._conn().execute(SQL_REFUSED_RUN_END, params).fetchone()[0]
+        return int(seq) if seq is not None else None
+
+    async def last_answer(self, session_id: str, low: int, high: int) -> int | None:
+        """The seq of the last reply from `low` to `high` that the upstream did not refuse
+        (None: none there)."""
+        return await self._call(self._last_answer, session_id, low, high)
+
+    def _last_answer(self, session_id: str, low: int, high: int) -> int | None:
+        row = self._conn().execute(SQL_LAST_ANSWER, (session_id, low, high)).fetchone()
+        return int(row[0]) if row is not None else None
 
     async def message_seq(self, session_id: str, message_id: str) -> int | None:
         """The seq of the transcript's message of this id (None: not one of its)."""

@@ -59,6 +59,7 @@ from agents.store import (
     SESSION_USAGE_COLUMNS,
     SESSION_USAGE_GROUP,
     SESSION_USAGE_LABELLED,
+    SQL_ANSWER,
     SQL_NOT_REFUSED,
     SQL_USAGE_POINTS,
     SQL_USER_NOT_REFUSED,
@@ -438,6 +439,16 @@ AND stop_reason IS NOT NULL ORDER BY seq LIMIT 1
 SQL_NEXT_ASSISTANT = f"""
 SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND seq BETWEEN $2 AND $3
 AND role = 'assistant' ORDER BY seq LIMIT 1
+"""
+# As the SQLite store's: the end of a run of refused turns; the last answer.
+SQL_REFUSED_RUN_END = f"""
+SELECT MAX(seq) FROM messages WHERE session_id = $1 AND stop_reason IS NOT NULL
+AND seq >= $2 AND seq < COALESCE((SELECT seq FROM messages WHERE session_id = $1
+    AND seq BETWEEN $2 AND $3 AND {SQL_ANSWER} ORDER BY seq LIMIT 1), $3 + 1)
+"""
+SQL_LAST_ANSWER = f"""
+SELECT seq FROM messages WHERE session_id = $1 AND seq BETWEEN $2 AND $3 AND {SQL_ANSWER}
+ORDER BY seq DESC LIMIT 1
 """
 
 # PostgreSQL's text holds neither NUL nor a lone surrogate (SQLite stores both): client
@@ -1416,6 +1427,16 @@ class PostgresSessionStore:
         """As the SQLite store's."""
         row = await self._run(lambda c: c.fetchrow(SQL_NEXT_ASSISTANT, session_id, low, high))
         return _message(tuple(row)) if row is not None else None
+
+    async def refused_run_end(self, session_id: str, low: int, high: int) -> int | None:
+        """As the SQLite store's."""
+        seq = await self._run(lambda c: c.fetchval(SQL_REFUSED_RUN_END, session_id, low, high))
+        return int(seq) if seq is not None else None
+
+    async def last_answer(self, session_id: str, low: int, high: int) -> int | None:
+        """As the SQLite store's."""
+        seq = await self._run(lambda c: c.fetchval(SQL_LAST_ANSWER, session_id, low, high))
+        return int(seq) if seq is not None else None
 
     async def message_seq(self, session_id: str, message_id: str) -> int | None:
         """As the SQLite store's."""

@@ -15,7 +15,9 @@ from (the one its cursor is in first), a segment after them, and the reply of a 
 begins inside of: a long stretch of failed turns, or a client's long history in one turn,
 is read a segment at a time. A long segment whose messages are each listed whatever comes
 next (it ends with an answered reply, or is the chain's own input) is read a piece at a
-time: a client's history of many messages without a reply between."""
+time: a client's history of many messages without a reply between. A run of turns the
+upstream refused (a client sending a request too large for it again and again) lists
+nothing: a page reads its first turn's first piece, and the store says where the run ends."""
 
 from __future__ import annotations
 
@@ -130,6 +132,21 @@ class _Reader:
             self._buffer.popleft()
         return message
 
+    def skip_to(self, seq: int) -> None:
+        """Go on from the first message at `seq` or after it (before it, when read back):
+        those between are not read."""
+        buffer = self._buffer
+        if self._descending:
+            while buffer and buffer[0].seq > seq:
+                buffer.popleft()
+            if not buffer:
+                self._high = min(self._high, seq)
+        else:
+            while buffer and buffer[0].seq < seq:
+                buffer.popleft()
+            if not buffer:
+                self._low = max(self._low, seq)
+
 
 # A piece of a chain, oldest first, and those of its messages of no refused turn: a
 # segment, or a run of messages of one whose items depend on no other segment's (`_loose`).
@@ -203,6 +220,19 @@ class _Chain:
             return last
         return await self.store.turn_reply(self.session_id, last.seq, self.top)
 
+    async def after_refused(self, reply: StoredMessage) -> int:
+        """The seq after the run of refused turns whose first has this `reply`: a client
+        that sends a request too large again and again leaves thousands of them, none of
+        them listed."""
+        end = await self.store.refused_run_end(self.session_id, reply.seq + 1, self.top)
+        return (end if end is not None else reply.seq) + 1
+
+    async def before_refused(self, seq: int) -> int:
+        """The seq before the refused turns that the message at `seq` ends a run of (its
+        turn's reply is refused): the last answer before it (`low` - 1: none)."""
+        answer = await self.store.last_answer(self.session_id, self.low, seq - 1)
+        return answer if answer is not None else self.low - 1
+
     async def end(self, seq: int) -> StoredMessage | None:
         """The last message of the segment the message at `seq` is in (None: the chain's
         own input, which has none)."""
@@ -272,7 +302,12 @@ class _Forward:
             # Each turn's reply looked up once: a client's long history in one turn is many
             # segments of one turn.
             self._reply, self._from = await self._chain.reply(last), last.seq
-        return piece, _kept(piece, self._reply)
+        kept = _kept(piece, self._reply)
+        if self._reply is not None and self._reply.refused:
+            # The rest of its turn, and the refused turns right after it, list nothing.
+            self._reader.skip_to(await self._chain.after_refused(self._reply))
+            self._loose = self._asked = False  # a new segment begins after them
+        return piece, kept
 
     async def peek(self, index: int = 0) -> _Piece | None:
         while len(self._ahead) <= index:
@@ -338,7 +373,12 @@ class _Backward:
         last = piece[-1]
         if last.stop_reason is not None or self._reply is None:
             self._reply = (await self._chain.reply(last),)
-        return piece, _kept(piece, self._reply[0])
+        reply = self._reply[0]
+        if reply is not None and reply.refused:
+            # The messages before it of its turn, and of the refused turns right before
+            # it, list nothing: the next piece read ends with the answer before them.
+            self._reader.skip_to(await self._chain.before_refused(piece[0].seq))
+        return piece, _kept(piece, reply)
 
 
 @attrs.define

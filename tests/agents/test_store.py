@@ -21,6 +21,7 @@ import structlog
 from agents import store as store_module
 from agents.config import MaintenanceConfig
 from agents.errors import (
+    REFUSED_ERROR,
     SessionArchivedPin,
     SessionChanged,
     StoreError,
@@ -37,6 +38,7 @@ from agents.store import (
     SQL_CHAIN_BOUNDS,
     SQL_CHAIN_TO,
     SQL_GET_SESSION,
+    SQL_LAST_ANSWER,
     SQL_LAST_ASSISTANT,
     SQL_MESSAGE_SEQ,
     SQL_MESSAGES_AFTER,
@@ -45,6 +47,7 @@ from agents.store import (
     SQL_NEXT_ASSISTANT,
     SQL_NEXT_SEQ,
     SQL_RECENT_TURNS,
+    SQL_REFUSED_RUN_END,
     SQL_TURN_END,
     SQL_TURN_REPLY,
     SQL_UPSERT_TURN,
@@ -1119,6 +1122,37 @@ class TestChainTo:
                 searches = [step for step in plan if "messages" in step]
                 assert searches
                 assert all(s.startswith("SEARCH") and " USING " in s for s in searches), plan
+
+    async def test_the_end_of_a_run_of_refused_turns_is_found_in_one_statement(
+        self, store: SessionStore
+    ) -> None:
+        """A client that sends a request too large again and again: the run of refused
+        turns it leaves is stepped over in the index of replies, no message built."""
+        row, _ = await store.create(KEY, "main", 100)
+        row = await store.append_turn(turn(row, "r0"))  # seqs 1, 2
+        refused = f"{REFUSED_ERROR} (HTTP 413)"
+        for number in range(1, 41):  # seqs 3 to 82
+            row = await store.append_turn(
+                turn(row, f"r{number}", stop_reason="error", error_message=refused)
+            )
+        failed = turn(row, "r41", stop_reason="error", error_message="upstream provider error")
+        row = await store.append_turn(failed)  # seqs 83, 84
+        sid = row.session_id
+        assert await store.refused_run_end(sid, 3, 200) == 82  # the 40th refused reply
+        assert await store.refused_run_end(sid, 3, 60) == 60  # up to `high`
+        assert await store.refused_run_end(sid, 1, 200) is None  # answered
+        assert await store.refused_run_end(sid, 83, 200) is None  # failed, not refused
+        assert await store.last_answer(sid, 1, 82) == 2
+        assert await store.last_answer(sid, 1, 200) == 84
+        assert await store.last_answer(sid, 3, 82) is None
+        with raw_db(store) as db:
+            for sql, params in (
+                (SQL_REFUSED_RUN_END, {"sid": sid, "low": 3, "high": 200}),
+                (SQL_LAST_ANSWER, (sid, 1, 82)),
+            ):
+                plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+                searches = [step for step in plan if "messages" in step]
+                assert searches and all("messages_replies" in s for s in searches), plan
 
     async def test_a_turns_reply_is_found_by_its_run(self, store: SessionStore) -> None:
         """Not by a walk back over the messages of every later turn: an old response of

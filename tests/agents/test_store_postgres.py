@@ -20,14 +20,16 @@ import pytest
 from structlog.testing import capture_logs
 
 from agents.config import MaintenanceConfig
-from agents.errors import SessionChanged, StoreError, StoreUnavailable
+from agents.errors import REFUSED_ERROR, SessionChanged, StoreError, StoreUnavailable
 from agents.store import SessionPage, SessionRow
 from agents.store_postgres import (
     LOCK_CLASS_TURN,
     MIGRATIONS,
     SCHEMA_VERSION,
     SQL_CHAIN_BOUNDS,
+    SQL_LAST_ANSWER,
     SQL_NEXT_ASSISTANT,
+    SQL_REFUSED_RUN_END,
     SQL_TURN_END,
     SQL_TURN_REPLY,
     PostgresSessionStore,
@@ -260,6 +262,42 @@ class TestSchema:
             ):
                 plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {sql}", "sid", 1, 99))
                 assert index in plan, plan
+        finally:
+            await conn.close()
+
+    async def test_the_end_of_a_run_of_refused_turns_is_found_by_the_index_of_replies(
+        self, store: PostgresSessionStore, pg_url: str
+    ) -> None:
+        """As the SQLite store's: a run of refused turns is stepped over in one statement."""
+        conn = await asyncpg.connect(pg_url)
+        try:
+            await conn.execute(
+                "INSERT INTO transcripts (session_id, key, agent_id, created_at)"
+                " VALUES ('sid', $1, 'main', 1)",
+                KEY,
+            )
+            # Turn 0 answered, turns 1 to 40 refused, turn 41 failed.
+            await conn.execute(
+                "INSERT INTO messages (id, session_id, seq, role, content, timestamp, run_id,"
+                " stop_reason, error_message)"
+                " SELECT 'm' || n, 'sid', n, CASE WHEN n % 2 = 0 THEN 'assistant' ELSE 'user'"
+                " END, '\"x\"', 1, 'r' || ((n - 1) / 2),"
+                " CASE WHEN n = 2 THEN 'stop' WHEN n % 2 = 0 THEN 'error' END,"
+                " CASE WHEN n = 84 THEN 'upstream 500' WHEN n > 2 AND n % 2 = 0 THEN $1 END"
+                " FROM generate_series(1, 84) AS n",
+                f"{REFUSED_ERROR} (HTTP 413)",
+            )
+            assert await store.refused_run_end("sid", 3, 200) == 82
+            assert await store.refused_run_end("sid", 3, 60) == 60
+            assert await store.refused_run_end("sid", 1, 200) is None
+            assert await store.refused_run_end("sid", 83, 200) is None
+            assert await store.last_answer("sid", 1, 82) == 2
+            assert await store.last_answer("sid", 1, 200) == 84
+            assert await store.last_answer("sid", 3, 82) is None
+            await conn.execute("SET enable_seqscan = off")  # as on a table of many sessions
+            for sql in (SQL_REFUSED_RUN_END, SQL_LAST_ANSWER):
+                plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {sql}", "sid", 3, 200))
+                assert "messages_replies" in plan, plan
         finally:
             await conn.close()
 

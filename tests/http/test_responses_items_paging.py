@@ -220,7 +220,28 @@ async def many_questions_asked(client: Client) -> tuple[str, list[str], int]:
     return last, [item["id"] for item in items], 1
 
 
-STRETCHES = [failed_stretch, client_history, many_questions, many_questions_asked]
+async def refused_retries(client: Client) -> tuple[str, list[str], int]:
+    """Answered turns, then a long run of turns the upstream refused (a client retrying a
+    request too large for it, 413, thousands of times), then answered ones: a page across
+    the run lists the turns either side of it."""
+    store = store_of(client)
+    session_id = uuid7()
+    for number in range(30):
+        await answered(store, turn(session_id, number))
+    for _ in range(LONG_CHAIN):
+        record = turn(session_id, 30, user_text="a question too large", assistant_text="",
+                      stop_reason="error", status="error",
+                      error_message=f"{REFUSED_ERROR} (HTTP 413)")  # fmt: skip
+        await answered(store, record)
+    last = ""
+    for number in range(31, 61):
+        last = await answered(store, turn(session_id, number))
+    items = await whole(store, session_id, last)
+    assert len(items) == 2 * 60 - 1
+    return last, [item["id"] for item in items], 1
+
+
+STRETCHES = [failed_stretch, client_history, many_questions, many_questions_asked, refused_retries]
 
 
 @pytest.mark.parametrize("stretch", STRETCHES)
@@ -396,7 +417,15 @@ SHAPES: list[Shape] = [
 ]  # fmt: skip
 
 
-async def same_as_listed_at_once(client: Client) -> None:
+# Runs of refused turns (a page reads the first of a run, then looks its end up), some of
+# them of a client's history many messages long, among turns of every other shape.
+REFUSED_RUNS: list[Shape] = [
+    *SHAPES, _refused, _refused, _refused, _refused, _refused, _refused,
+    lambda *args: attrs.evolve(_refused(*args), inputs=_history_ends(*args).inputs),
+]  # fmt: skip
+
+
+async def same_as_listed_at_once(client: Client, shapes: list[Shape] = SHAPES) -> None:
     store = store_of(client)
     for seed in range(12):
         rng = random.Random(seed)
@@ -404,7 +433,7 @@ async def same_as_listed_at_once(client: Client) -> None:
         done: list[TurnRecord] = []
         runs: list[str] = []
         for number in range(rng.randint(1, 40)):
-            shape = _results if done and done[-1].tool_calls else rng.choice(SHAPES)
+            shape = _results if done and done[-1].tool_calls else rng.choice(shapes)
             record = shape(session_id, number, rng, done)
             runs.append(await answered(store, record))
             done.append(record)
@@ -421,6 +450,18 @@ async def same_as_listed_at_once(client: Client) -> None:
 
 async def test_pages_hold_the_items_of_the_chain_listed_at_once(gateway: MakeClient) -> None:
     await same_as_listed_at_once(await gateway(RESPONSES_ON))
+
+
+async def test_so_do_they_across_runs_of_refused_turns(gateway: MakeClient) -> None:
+    await same_as_listed_at_once(await gateway(RESPONSES_ON), REFUSED_RUNS)
+
+
+@pytest.mark.postgres
+async def test_so_do_they_across_runs_of_refused_turns_on_postgres(
+    gateway: MakeClient, pg_url: str
+) -> None:
+    settings = merged(RESPONSES_ON, {"store": {"backend": "postgres", "url": pg_url}})
+    await same_as_listed_at_once(await gateway(settings), REFUSED_RUNS)
 
 
 @pytest.mark.parametrize("loose_after", [1, 2, 3])
