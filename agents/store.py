@@ -426,6 +426,11 @@ SQL_LAST_ANSWER = f"""
 SELECT seq FROM messages WHERE session_id = ? AND seq BETWEEN ? AND ? AND {SQL_ANSWER}
 ORDER BY seq DESC LIMIT 1
 """
+# The last assistant message's seq from `low` to `high`: another lookup in that index.
+SQL_LAST_ASSISTANT_IN = """
+SELECT seq FROM messages WHERE session_id = ? AND seq BETWEEN ? AND ? AND role = 'assistant'
+ORDER BY seq DESC LIMIT 1
+"""
 SQL_RESPONSE_PLACE = "SELECT session_id, key, agent_id FROM responses WHERE id = ?"
 # `chain_to` with no limit of turns: an offset no transcript reaches.
 _ALL_TURNS = 2**62
@@ -2224,6 +2229,14 @@ class SessionStore:
     def _next_assistant(self, session_id: str, low: int, high: int) -> StoredMessage | None:
         row = self._conn().execute(SQL_NEXT_ASSISTANT, (session_id, low, high)).fetchone()
         return _message(row) if row is not None else None
+
+    async def last_assistant_in(self, session_id: str, low: int, high: int) -> int | None:
+        """The seq of the last assistant message from seq `low` to `high` (None: none)."""
+        return await self._call(self._last_assistant_in, session_id, low, high)
+
+    def _last_assistant_in(self, session_id: str, low: int, high: int) -> int | None:
+        row = self._conn().execute(SQL_LAST_ASSISTANT_IN, (session_id, low, high)).fetchone()
+        return int(row[0]) if row is not None else None
 
     async def refused_run_end(self, session_id: str, low: int, high: int) -> int | None:
         """The seq of the last reply of the run of turns the upstream refused that begins

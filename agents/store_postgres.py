@@ -440,6 +440,10 @@ SQL_NEXT_ASSISTANT = f"""
 SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND seq BETWEEN $2 AND $3
 AND role = 'assistant' ORDER BY seq LIMIT 1
 """
+SQL_LAST_ASSISTANT_IN = """
+SELECT seq FROM messages WHERE session_id = $1 AND seq BETWEEN $2 AND $3 AND role = 'assistant'
+ORDER BY seq DESC LIMIT 1
+"""
 # As the SQLite store's: the end of a run of refused turns; the last answer.
 SQL_REFUSED_RUN_END = f"""
 SELECT MAX(seq) FROM messages WHERE session_id = $1 AND stop_reason IS NOT NULL
@@ -1427,6 +1431,11 @@ class PostgresSessionStore:
         """As the SQLite store's."""
         row = await self._run(lambda c: c.fetchrow(SQL_NEXT_ASSISTANT, session_id, low, high))
         return _message(tuple(row)) if row is not None else None
+
+    async def last_assistant_in(self, session_id: str, low: int, high: int) -> int | None:
+        """As the SQLite store's."""
+        seq = await self._run(lambda c: c.fetchval(SQL_LAST_ASSISTANT_IN, session_id, low, high))
+        return int(seq) if seq is not None else None
 
     async def refused_run_end(self, session_id: str, low: int, high: int) -> int | None:
         """As the SQLite store's."""

@@ -14,10 +14,13 @@ segment's first messages; never on a segment before it. A page reads the segment
 from (the one its cursor is in first), a segment after them, and the reply of a turn it
 begins inside of: a long stretch of failed turns, or a client's long history in one turn,
 is read a segment at a time. A long segment whose messages are each listed whatever comes
-next (it ends with an answered reply, or is the chain's own input) is read a piece at a
-time: a client's history of many messages without a reply between. A run of turns the
-upstream refused (a client sending a request too large for it again and again) lists
-nothing: a page reads its first turn's first piece, and the store says where the run ends."""
+next (it ends with an answered reply, is the chain's own input, or ends unanswered and the
+next segment does not begin with its first message: no retry of it) is read a piece at a
+time: a client's history of many messages without a reply between. One that a retry
+follows is still read whole, with the retry's first as many messages: only all of them
+tell whether it was asked again. A run of turns the upstream refused (a client sending a
+request too large for it again and again) lists nothing: a page reads its first turn's
+first piece, and the store says where the run ends."""
 
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ from agents.history import SessionHistory, replay_entry
 from agents.providers.base import ChatMessage
 from agents.store import StoredMessage
 from agents.store_protocol import Store
-from agents.transcript import CutShort, Replayed, retries_left_out
+from agents.transcript import CutShort, Replayed, retries_left_out, same_message
 from gateway.http.openai_wire import bad_request
 from gateway.http.openresponses_wire import (
     MAX_RESPONSE_ID,
@@ -210,6 +213,33 @@ class _Chain:
     low: int
     top: int
     batch: int  # messages read at once
+    # The seqs of the unanswered ends of segments listed whole (`listed_whole`).
+    whole: set[int] = attrs.field(factory=set)
+
+    def depends(self, kept: list[StoredMessage]) -> bool:
+        """Whether the items of a piece's `kept` messages depend on the next segment's
+        (`segment_items`): it ends unanswered, and its segment was not found listed whole."""
+        return _unanswered(kept) and kept[-1].seq not in self.whole
+
+    async def listed_whole(self, end: StoredMessage) -> bool:
+        """Whether the segment that ends with `end`, a reply empty or cut short, is listed
+        whatever it holds: the next segment listed does not begin with its first message
+        again, as a retry of its turn would (`retries_left_out`). False when it does: then
+        only the whole of both tells. A lookup or two and two messages read, where the
+        segment may be thousands (a client's history that the upstream failed on)."""
+        before = await self.store.last_assistant_in(self.session_id, self.low, end.seq - 1)
+        start = (before if before is not None else self.low - 1) + 1
+        first = await self.store.messages_in(self.session_id, start, end.seq - 1, False, 1)
+        if first:
+            ahead = await self.after_refused(end)  # the turns right after it refused: skipped
+            nxt = await self.store.messages_in(self.session_id, ahead, self.top, False, 1)
+            asked, again = replay_entry(first[0]), nxt and replay_entry(nxt[0])
+            if isinstance(again, ChatMessage) and again.role != "assistant":
+                assert isinstance(asked, ChatMessage)  # a segment's inputs are no replies
+                if same_message(again, asked):
+                    return False
+        self.whole.add(end.seq)
+        return True
 
     def reader(self, span: tuple[int, int], descending: bool, first: int) -> _Reader:
         return _Reader(self.store, self.session_id, span, descending, (first, self.batch))
@@ -243,7 +273,7 @@ class _Chain:
         is loose (its messages pieces of their own); None when it is gone (deleted
         since)."""
         end = await self.end(seq)
-        if _loose(end):
+        if _loose(end) or (end is not None and await self.listed_whole(end)):
             piece = list(await self.store.messages_in(self.session_id, seq, seq, False, 1))
             loose = True
         else:
@@ -291,7 +321,10 @@ class _Forward:
                 continue
             if not self._asked:
                 self._asked = True
-                self._loose = _loose(await self._chain.end(m.seq + 1))
+                end = await self._chain.end(m.seq + 1)
+                self._loose = _loose(end) or (
+                    end is not None and await self._chain.listed_whole(end)
+                )
             if self._loose:
                 break
         if not piece:
@@ -353,6 +386,9 @@ class _Backward:
         self._reader = chain.reader((chain.low, end), True, chain.batch)
         self._reply = reply
         self._loose = loose
+        # The unanswered end of the segment being read, until it is asked whether the
+        # segment is listed whole (`listed_whole`).
+        self._end: StoredMessage | None = None
 
     async def pop(self) -> _Piece | None:
         piece: list[StoredMessage] = []  # newest first
@@ -361,10 +397,14 @@ class _Backward:
                 if piece:
                     break
                 self._loose = _answered(m)
+                self._end = None if self._loose else m  # asked when the segment is long
             elif not piece and self._reply is None:
                 self._loose = True  # the chain's own input, read from its end
             piece.append(m)
             await self._reader.pop()
+            if len(piece) >= _LOOSE_AFTER and self._end is not None:
+                self._loose = await self._chain.listed_whole(self._end)
+                self._end = None
             if self._loose and len(piece) >= _LOOSE_AFTER:
                 break
         if not piece:
@@ -433,7 +473,7 @@ async def input_items_page(
         (piece, kept), reply, loose = around
         inside = loose and piece[-1].role != "assistant"  # the segment goes on after it
         forward = _Forward(chain, piece[-1].seq + 1, _FIRST_READ, inside)
-        after = await forward.following(len(kept)) if _unanswered(kept) else []
+        after = await forward.following(len(kept)) if chain.depends(kept) else []
         items = segment_items(session_id, kept, after)
         if not query.ascending:
             items.reverse()
@@ -451,7 +491,7 @@ async def input_items_page(
                 break
             kept = got[1]
             if kept:
-                after = await forward.following(len(kept)) if _unanswered(kept) else []
+                after = await forward.following(len(kept)) if chain.depends(kept) else []
                 found += segment_items(session_id, kept, after)
         else:
             assert backward is not None
@@ -460,7 +500,7 @@ async def input_items_page(
                 break
             kept = got[1]
             if kept:
-                after = await later.first(len(kept)) if _unanswered(kept) else []
+                after = await later.first(len(kept)) if chain.depends(kept) else []
                 found += reversed(segment_items(session_id, kept, after))
                 later = later.before(kept)
     page = found[: query.limit]

@@ -40,6 +40,7 @@ from agents.store import (
     SQL_GET_SESSION,
     SQL_LAST_ANSWER,
     SQL_LAST_ASSISTANT,
+    SQL_LAST_ASSISTANT_IN,
     SQL_MESSAGE_SEQ,
     SQL_MESSAGES_AFTER,
     SQL_MESSAGES_IN,
@@ -1117,6 +1118,9 @@ class TestChainTo:
                 (SQL_MESSAGE_SEQ, ("id", "sid")),
                 (SQL_TURN_REPLY, ("sid", 1, 9)),
                 (SQL_NEXT_ASSISTANT, ("sid", 1, 9)),
+                (SQL_LAST_ASSISTANT_IN, ("sid", 1, 9)),
+                (SQL_REFUSED_RUN_END, {"sid": "sid", "low": 1, "high": 9}),
+                (SQL_LAST_ANSWER, ("sid", 1, 9)),
             ):
                 plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
                 searches = [step for step in plan if "messages" in step]

@@ -241,7 +241,27 @@ async def refused_retries(client: Client) -> tuple[str, list[str], int]:
     return last, [item["id"] for item in items], 1
 
 
-STRETCHES = [failed_stretch, client_history, many_questions, many_questions_asked, refused_retries]
+async def unanswered_history(client: Client) -> tuple[str, list[str], int]:
+    """A client's history of thousands of questions that the upstream failed on (no reply),
+    then a turn that asks something else: the history is listed, and its one segment, which
+    ends unanswered, is read a piece at a time all the same."""
+    store = store_of(client)
+    session_id = uuid7()
+    await answered(store, turn(session_id, 0))
+    asked = tuple(ChatMessage("user", f"question {n}") for n in range(2 * LONG_CHAIN))
+    failed = turn(session_id, 1, inputs=asked, assistant_text="", stop_reason="error",
+                  status="error", error_message="upstream provider error (HTTP 500)")  # fmt: skip
+    await answered(store, failed)
+    last = await answered(store, turn(session_id, 2))
+    items = await whole(store, session_id, last)
+    assert len(items) == 2 * LONG_CHAIN + 3
+    return last, [item["id"] for item in items], 1
+
+
+STRETCHES = [
+    failed_stretch, client_history, many_questions, many_questions_asked, refused_retries,
+    unanswered_history,
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("stretch", STRETCHES)
