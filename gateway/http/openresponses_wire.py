@@ -310,7 +310,8 @@ def validate_request(body: Mapping[str, Any]) -> ResponseFields:
     absent everywhere; fields it does not read (`include`...) pass.
 
     Fields with no equivalent here: `conversation` is refused (its context would be lost
-    without a word; `previous_response_id` continues a session); `background` is answered
+    without a word; `previous_response_id` continues a session), and so is `prompt` (a
+    template kept at OpenAI, whose instructions would be lost); `background` is answered
     at once (a client polling the response finds it done, and the response says
     `background: false`); `truncation` is echoed as asked (a session's context is its last
     `historyLimit` turns either way, and one the model cannot take is the upstream's error).
@@ -340,6 +341,13 @@ def validate_request(body: Mapping[str, Any]) -> ResponseFields:
         raise bad_request(
             "conversation is not supported: continue with previous_response_id.",
             "conversation",
+            "unsupported_parameter",
+        )
+    if body.get("prompt") is not None:
+        # A template kept at OpenAI: the model would answer without its instructions.
+        raise bad_request(
+            "prompt is not supported: send its text as instructions and input.",
+            "prompt",
             "unsupported_parameter",
         )
     truncation = body.get("truncation")

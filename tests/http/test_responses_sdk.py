@@ -542,6 +542,27 @@ class TestFieldsNotServed:
         }
         assert upstream.requests == []
 
+    @pytest.mark.parametrize("input_", ["and then?", None])
+    async def test_a_reusable_prompt_is_refused_rather_than_its_instructions_lost(
+        self, gateway: MakeClient, upstream: FakeOpenAI, input_: str | None
+    ) -> None:
+        """OpenAI's prompt templates (`prompt: {id, variables}`) live at OpenAI: the model
+        would answer without the template's instructions, or with no input at all."""
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        prompt = {"id": "pmpt_123", "version": "2", "variables": {"city": "Paris"}}
+        async with await sdk_for(client) as sdk:
+            with pytest.raises(openai.BadRequestError) as caught:
+                await sdk.responses.create(
+                    model="openclaw", prompt=prompt, **({"input": input_} if input_ else {})
+                )
+        assert caught.value.body == {
+            "message": "prompt is not supported: send its text as instructions and input.",
+            "type": "invalid_request_error",
+            "param": "prompt",
+            "code": "unsupported_parameter",
+        }
+        assert upstream.requests == []
+
     async def test_background_is_answered_at_once_and_says_so(
         self, gateway: MakeClient, upstream: FakeOpenAI
     ) -> None:

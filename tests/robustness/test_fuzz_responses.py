@@ -282,6 +282,7 @@ COMPLETE_BODY: dict[str, Any] = {
     "user": "fuzz",
     "previous_response_id": None,
     "conversation": None,
+    "prompt": None,
     "background": False,
     "truncation": "auto",
 }  # fmt: skip
