@@ -431,6 +431,17 @@ SQL_LAST_ASSISTANT_IN = """
 SELECT seq FROM messages WHERE session_id = ? AND seq BETWEEN ? AND ? AND role = 'assistant'
 ORDER BY seq DESC LIMIT 1
 """
+# The first message from seq `low` to `high` that is not stored as the message `shift` seqs
+# after it is (its role, content, images, tool call id and name): whether a turn sent again
+# the messages of one before it, compared in the database, a seq lookup per pair.
+SQL_FIRST_DIFFERENCE = """
+SELECT a.seq FROM messages AS a JOIN messages AS b
+ON b.session_id = a.session_id AND b.seq = a.seq + :shift
+WHERE a.session_id = :sid AND a.seq BETWEEN :low AND :high
+AND NOT (a.role IS b.role AND a.content IS b.content AND a.meta IS b.meta
+         AND a.tool_call_id IS b.tool_call_id AND a.tool_name IS b.tool_name)
+ORDER BY a.seq LIMIT 1
+"""
 SQL_RESPONSE_PLACE = "SELECT session_id, key, agent_id FROM responses WHERE id = ?"
 # `chain_to` with no limit of turns: an offset no transcript reaches.
 _ALL_TURNS = 2**62
@@ -2236,6 +2247,18 @@ class SessionStore:
 
     def _last_assistant_in(self, session_id: str, low: int, high: int) -> int | None:
         row = self._conn().execute(SQL_LAST_ASSISTANT_IN, (session_id, low, high)).fetchone()
+        return int(row[0]) if row is not None else None
+
+    async def first_difference(
+        self, session_id: str, low: int, high: int, shift: int
+    ) -> int | None:
+        """The seq of the first message from `low` to `high` not stored as the message
+        `shift` seqs after it is (None: each is), no message built."""
+        return await self._call(self._first_difference, session_id, low, high, shift)
+
+    def _first_difference(self, session_id: str, low: int, high: int, shift: int) -> int | None:
+        params = {"sid": session_id, "low": low, "high": high, "shift": shift}
+        row = self._conn().execute(SQL_FIRST_DIFFERENCE, params).fetchone()
         return int(row[0]) if row is not None else None
 
     async def refused_run_end(self, session_id: str, low: int, high: int) -> int | None:

@@ -444,6 +444,16 @@ SQL_LAST_ASSISTANT_IN = """
 SELECT seq FROM messages WHERE session_id = $1 AND seq BETWEEN $2 AND $3 AND role = 'assistant'
 ORDER BY seq DESC LIMIT 1
 """
+SQL_FIRST_DIFFERENCE = """
+SELECT a.seq FROM messages AS a JOIN messages AS b
+ON b.session_id = a.session_id AND b.seq = a.seq + $4
+WHERE a.session_id = $1 AND a.seq BETWEEN $2 AND $3
+AND NOT (a.role IS NOT DISTINCT FROM b.role AND a.content IS NOT DISTINCT FROM b.content
+         AND a.meta IS NOT DISTINCT FROM b.meta
+         AND a.tool_call_id IS NOT DISTINCT FROM b.tool_call_id
+         AND a.tool_name IS NOT DISTINCT FROM b.tool_name)
+ORDER BY a.seq LIMIT 1
+"""
 # As the SQLite store's: the end of a run of refused turns; the last answer.
 SQL_REFUSED_RUN_END = f"""
 SELECT MAX(seq) FROM messages WHERE session_id = $1 AND stop_reason IS NOT NULL
@@ -1435,6 +1445,15 @@ class PostgresSessionStore:
     async def last_assistant_in(self, session_id: str, low: int, high: int) -> int | None:
         """As the SQLite store's."""
         seq = await self._run(lambda c: c.fetchval(SQL_LAST_ASSISTANT_IN, session_id, low, high))
+        return int(seq) if seq is not None else None
+
+    async def first_difference(
+        self, session_id: str, low: int, high: int, shift: int
+    ) -> int | None:
+        """As the SQLite store's."""
+        seq = await self._run(
+            lambda c: c.fetchval(SQL_FIRST_DIFFERENCE, session_id, low, high, shift)
+        )
         return int(seq) if seq is not None else None
 
     async def refused_run_end(self, session_id: str, low: int, high: int) -> int | None:

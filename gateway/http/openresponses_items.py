@@ -15,12 +15,14 @@ from (the one its cursor is in first), a segment after them, and the reply of a 
 begins inside of: a long stretch of failed turns, or a client's long history in one turn,
 is read a segment at a time. A long segment whose messages are each listed whatever comes
 next (it ends with an answered reply, is the chain's own input, or ends unanswered and the
-next segment does not begin with its first message: no retry of it) is read a piece at a
-time: a client's history of many messages without a reply between. One that a retry
-follows is still read whole, with the retry's first as many messages: only all of them
-tell whether it was asked again. A run of turns the upstream refused (a client sending a
-request too large for it again and again) lists nothing: a page reads its first turn's
-first piece, and the store says where the run ends."""
+next segment does not ask all of it again) is read a piece at a time: a client's history
+of many messages without a reply between. One that ends unanswered and that the next
+segment asks again whole (a client's long history sent again after a failure) lists
+nothing, and is stepped over: the store compares the two (`_Chain.decide`). Only one asked
+again but for whitespace is still read whole, with the retry's first as many messages.
+A run of turns the upstream refused (a client sending a request too large for it again and
+again) lists nothing: a page reads its first turn's first piece, and the store says where
+the run ends."""
 
 from __future__ import annotations
 
@@ -186,6 +188,13 @@ def _unanswered(kept: list[StoredMessage]) -> bool:
     return last.role == "assistant" and not _answered(last)
 
 
+def _same(again: StoredMessage, asked: StoredMessage) -> bool:
+    """Whether `again`, a segment's input, asks what `asked` did (`retries_left_out`)."""
+    chat, earlier = replay_entry(again), replay_entry(asked)
+    assert isinstance(chat, ChatMessage) and isinstance(earlier, ChatMessage)  # no replies
+    return same_message(chat, earlier)
+
+
 def _has_reply(kept: list[StoredMessage]) -> bool:
     return any(m.role == "assistant" for m in kept)
 
@@ -213,33 +222,59 @@ class _Chain:
     low: int
     top: int
     batch: int  # messages read at once
-    # The seqs of the unanswered ends of segments listed whole (`listed_whole`).
+    # The unanswered ends of segments found listed whole, and of those found left out (a
+    # retry asked them all again) with their first message's seq (`decide`).
     whole: set[int] = attrs.field(factory=set)
+    left_out: dict[int, int] = attrs.field(factory=dict)
 
     def depends(self, kept: list[StoredMessage]) -> bool:
         """Whether the items of a piece's `kept` messages depend on the next segment's
         (`segment_items`): it ends unanswered, and its segment was not found listed whole."""
         return _unanswered(kept) and kept[-1].seq not in self.whole
 
-    async def listed_whole(self, end: StoredMessage) -> bool:
-        """Whether the segment that ends with `end`, a reply empty or cut short, is listed
-        whatever it holds: the next segment listed does not begin with its first message
-        again, as a retry of its turn would (`retries_left_out`). False when it does: then
-        only the whole of both tells. A lookup or two and two messages read, where the
-        segment may be thousands (a client's history that the upstream failed on)."""
+    async def decide(self, end: StoredMessage) -> bool | None:
+        """Whether the long segment that ends with `end`, a reply empty or cut short, is
+        listed whatever it holds (True), or left out (False): the next segment listed
+        begins with all its messages again, a retry of its turn (`retries_left_out`).
+        None when only the whole of both tells (a retry that differs in whitespace). A
+        few lookups, and the two segments compared in the database, where each may be
+        thousands of messages (a client's history that the upstream failed on, sent
+        again)."""
+        if end.seq in self.whole or end.seq in self.left_out:
+            return end.seq in self.whole
+        reply = await self.reply(end)
+        listed: bool | None = True  # a refused turn's segment lists nothing either way
         before = await self.store.last_assistant_in(self.session_id, self.low, end.seq - 1)
         start = (before if before is not None else self.low - 1) + 1
         first = await self.store.messages_in(self.session_id, start, end.seq - 1, False, 1)
-        if first:
+        if first and not (reply is not None and reply.refused):
             ahead = await self.after_refused(end)  # the turns right after it refused: skipped
             nxt = await self.store.messages_in(self.session_id, ahead, self.top, False, 1)
-            asked, again = replay_entry(first[0]), nxt and replay_entry(nxt[0])
-            if isinstance(again, ChatMessage) and again.role != "assistant":
-                assert isinstance(asked, ChatMessage)  # a segment's inputs are no replies
-                if same_message(again, asked):
-                    return False
-        self.whole.add(end.seq)
-        return True
+            if nxt and nxt[0].role != "assistant" and _same(nxt[0], first[0]):
+                listed = await self._asked_again(first[0].seq, end.seq, ahead)
+        if listed:
+            self.whole.add(end.seq)
+        elif listed is False:
+            self.left_out[end.seq] = first[0].seq
+        return listed
+
+    async def _asked_again(self, start: int, end: int, ahead: int) -> bool | None:
+        """`decide` for a segment from `start` to before `end` that the one at `ahead`
+        begins as it does: False when it asks each of its messages again."""
+        stop = await self.end(ahead)
+        if (stop.seq if stop is not None else self.top + 1) - ahead < end - start:
+            return True  # fewer messages: not all of them asked again
+        shift = ahead - start
+        differs = await self.store.first_difference(self.session_id, start, end - 1, shift)
+        if differs is None:
+            return False
+        pair = await self.store.messages_in(self.session_id, differs, differs, False, 1)
+        again = await self.store.messages_in(
+            self.session_id, differs + shift, differs + shift, False, 1
+        )
+        if pair and again and not _same(again[0], pair[0]):
+            return True
+        return None  # the same but for whitespace: the rest has to be read
 
     def reader(self, span: tuple[int, int], descending: bool, first: int) -> _Reader:
         return _Reader(self.store, self.session_id, span, descending, (first, self.batch))
@@ -271,9 +306,12 @@ class _Chain:
     async def around(self, seq: int) -> tuple[_Piece, StoredMessage | None, bool] | None:
         """The piece the message at `seq` is in, its turn's reply, and whether its segment
         is loose (its messages pieces of their own); None when it is gone (deleted
-        since)."""
+        since), or its segment is left out."""
         end = await self.end(seq)
-        if _loose(end) or (end is not None and await self.listed_whole(end)):
+        decided = True if end is None or _loose(end) else await self.decide(end)
+        if decided is False:
+            return None
+        if decided:
             piece = list(await self.store.messages_in(self.session_id, seq, seq, False, 1))
             loose = True
         else:
@@ -322,9 +360,15 @@ class _Forward:
             if not self._asked:
                 self._asked = True
                 end = await self._chain.end(m.seq + 1)
-                self._loose = _loose(end) or (
-                    end is not None and await self._chain.listed_whole(end)
-                )
+                decided = True if end is None or _loose(end) else await self._chain.decide(end)
+                if end is not None and decided is False:
+                    # Asked again whole by the next segment: none of it is read. A segment
+                    # before it that is compared with its first messages is compared with
+                    # the next one's instead, which begin with all of them.
+                    self._reader.skip_to(end.seq + 1)
+                    self._loose = self._asked = False
+                    return [*piece, end], []
+                self._loose = bool(decided)
             if self._loose:
                 break
         if not piece:
@@ -387,7 +431,7 @@ class _Backward:
         self._reply = reply
         self._loose = loose
         # The unanswered end of the segment being read, until it is asked whether the
-        # segment is listed whole (`listed_whole`).
+        # segment is listed whole (`_Chain.decide`).
         self._end: StoredMessage | None = None
 
     async def pop(self) -> _Piece | None:
@@ -403,8 +447,15 @@ class _Backward:
             piece.append(m)
             await self._reader.pop()
             if len(piece) >= _LOOSE_AFTER and self._end is not None:
-                self._loose = await self._chain.listed_whole(self._end)
-                self._end = None
+                end, self._end = self._end, None
+                decided = await self._chain.decide(end)
+                if decided is False:
+                    # Asked again whole by the next segment: none of the rest is read.
+                    self._reader.skip_to(self._chain.left_out[end.seq] - 1)
+                    self._reply = (await self._chain.reply(end),)
+                    piece.reverse()
+                    return piece, []
+                self._loose = bool(decided)
             if self._loose and len(piece) >= _LOOSE_AFTER:
                 break
         if not piece:

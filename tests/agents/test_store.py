@@ -37,6 +37,7 @@ from agents.store import (
     SCHEMA_VERSION,
     SQL_CHAIN_BOUNDS,
     SQL_CHAIN_TO,
+    SQL_FIRST_DIFFERENCE,
     SQL_GET_SESSION,
     SQL_LAST_ANSWER,
     SQL_LAST_ASSISTANT,
@@ -1121,6 +1122,7 @@ class TestChainTo:
                 (SQL_LAST_ASSISTANT_IN, ("sid", 1, 9)),
                 (SQL_REFUSED_RUN_END, {"sid": "sid", "low": 1, "high": 9}),
                 (SQL_LAST_ANSWER, ("sid", 1, 9)),
+                (SQL_FIRST_DIFFERENCE, {"sid": "sid", "low": 1, "high": 9, "shift": 9}),
             ):
                 plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
                 searches = [step for step in plan if "messages" in step]

@@ -258,9 +258,27 @@ async def unanswered_history(client: Client) -> tuple[str, list[str], int]:
     return last, [item["id"] for item in items], 1
 
 
+async def retried_history(client: Client) -> tuple[str, list[str], int]:
+    """The same history, failed on, then sent again and answered: the first try is left
+    out (`retries_left_out`), and stepped over once a batch of it is read (two messages a
+    page's item at most, where it read both tries whole)."""
+    store = store_of(client)
+    session_id = uuid7()
+    await answered(store, turn(session_id, 0))
+    asked = tuple(ChatMessage("user", f"question {n}") for n in range(2 * LONG_CHAIN))
+    failed = turn(session_id, 1, inputs=asked, assistant_text="", stop_reason="error",
+                  status="error", error_message="upstream provider error (HTTP 500)")  # fmt: skip
+    await answered(store, failed)
+    await answered(store, turn(session_id, 2, inputs=asked))
+    last = await answered(store, turn(session_id, 3))
+    items = await whole(store, session_id, last)
+    assert len(items) == 2 * LONG_CHAIN + 4
+    return last, [item["id"] for item in items], 2
+
+
 STRETCHES = [
     failed_stretch, client_history, many_questions, many_questions_asked, refused_retries,
-    unanswered_history,
+    unanswered_history, retried_history,
 ]  # fmt: skip
 
 
@@ -445,6 +463,38 @@ REFUSED_RUNS: list[Shape] = [
 ]  # fmt: skip
 
 
+def _tried(session_id: str, n: int, rng: random.Random, done: list[TurnRecord]) -> TurnRecord:
+    """Many questions in one turn that the upstream failed on, at times after a client's
+    history of its own."""
+    asked = tuple(ChatMessage("user", f"q{n}.{i}") for i in range(rng.randint(1, 6)))
+    if rng.random() < 0.3:
+        asked = (ChatMessage("user", f"theirs {n}"), ChatMessage("assistant", ""), *asked)
+    return attrs.evolve(_failed(session_id, n, rng, done), inputs=asked)
+
+
+def _retried(session_id: str, n: int, rng: random.Random, done: list[TurnRecord]) -> TurnRecord:
+    """The last turn's questions asked again: all of them, or with one changed, one more or
+    one fewer, or in other whitespace; answered, failed or refused."""
+    asked = list(done[-1].inputs or (ChatMessage("user", done[-1].user_text),)) if done else []
+    change = rng.choice(["same", "same", "changed", "more", "fewer", "spaced"])
+    if asked and change == "changed":
+        at = rng.randrange(len(asked))
+        asked[at] = ChatMessage("user", f"other {n}")
+    elif change == "more":
+        asked.append(ChatMessage("user", f"and {n}"))
+    elif asked and change == "fewer":
+        asked.pop()
+    elif asked and change == "spaced":
+        at = rng.randrange(len(asked))
+        asked[at] = attrs.evolve(asked[at], text=f" {asked[at].text}  ")
+    ending = rng.choice([_refused, _failed, _failed, _normal])(session_id, n, rng, done)
+    return attrs.evolve(ending, inputs=tuple(asked) or (ChatMessage("user", "again"),))
+
+
+# Long histories the upstream failed on, asked again whole or not quite.
+RETRIES: list[Shape] = [*SHAPES, *[_tried] * 6, *[_retried] * 10]
+
+
 async def same_as_listed_at_once(client: Client, shapes: list[Shape] = SHAPES) -> None:
     store = store_of(client)
     for seed in range(12):
@@ -482,6 +532,64 @@ async def test_so_do_they_across_runs_of_refused_turns_on_postgres(
 ) -> None:
     settings = merged(RESPONSES_ON, {"store": {"backend": "postgres", "url": pg_url}})
     await same_as_listed_at_once(await gateway(settings), REFUSED_RUNS)
+
+
+@pytest.mark.parametrize("loose_after", [1, 2, 3])
+async def test_so_do_they_when_long_tries_are_asked_again_or_not_quite(
+    gateway: MakeClient, monkeypatch: pytest.MonkeyPatch, loose_after: int
+) -> None:
+    """Segments that end unanswered, longer than `_LOOSE_AFTER` messages: listed whole,
+    left out for the retry after them, or read whole when only that tells."""
+    monkeypatch.setattr(openresponses_items, "_LOOSE_AFTER", loose_after)
+    await same_as_listed_at_once(await gateway(RESPONSES_ON), RETRIES)
+
+
+@pytest.mark.postgres
+async def test_so_do_they_when_long_tries_are_asked_again_on_postgres(
+    gateway: MakeClient, monkeypatch: pytest.MonkeyPatch, pg_url: str
+) -> None:
+    monkeypatch.setattr(openresponses_items, "_LOOSE_AFTER", 2)
+    settings = merged(RESPONSES_ON, {"store": {"backend": "postgres", "url": pg_url}})
+    await same_as_listed_at_once(await gateway(settings), RETRIES)
+
+
+QUESTIONS = [f"question {n}" for n in range(5)]
+RETRY_CASES = {
+    "fewer": [QUESTIONS, QUESTIONS[:-1]],
+    "more": [QUESTIONS, [*QUESTIONS, "and more"]],
+    "twice": [QUESTIONS, QUESTIONS, QUESTIONS],
+    "changed": [QUESTIONS, [*QUESTIONS[:2], "other", *QUESTIONS[3:]]],
+    "changed last": [QUESTIONS, [*QUESTIONS[:-1], "other"]],
+    "spaced": [QUESTIONS, [*QUESTIONS[:3], f"  {QUESTIONS[3]} ", QUESTIONS[4]]],
+    "spaced, then changed": [QUESTIONS, [*QUESTIONS[:2], f" {QUESTIONS[2]}", "x", "y"]],
+}
+
+
+@pytest.mark.parametrize("case", RETRY_CASES)
+@pytest.mark.parametrize("loose_after", [1, 3])
+async def test_so_do_they_when_a_long_try_is_asked_again(
+    gateway: MakeClient, monkeypatch: pytest.MonkeyPatch, loose_after: int, case: str
+) -> None:
+    """Tries that got no reply, each asked again: all of it, more, less, or the same
+    but for one message or its whitespace; then a turn after."""
+    monkeypatch.setattr(openresponses_items, "_LOOSE_AFTER", loose_after)
+    client = await gateway(RESPONSES_ON)
+    store = store_of(client)
+    session_id = uuid7()
+    await answered(store, turn(session_id, 0))
+    tries = RETRY_CASES[case]
+    for number, asked in enumerate(tries, 1):
+        inputs = tuple(ChatMessage("user", text) for text in asked)
+        record = turn(session_id, number, inputs=inputs)
+        if number < len(tries):
+            record = attrs.evolve(record, assistant_text="", stop_reason="error",
+                                  status="error", error_message="upstream 500")  # fmt: skip
+        await answered(store, record)
+    for run_id in [await answered(store, turn(session_id, 9))]:
+        ids = [item["id"] for item in await whole(store, session_id, run_id)]
+        for limit in (1, 2, 100):
+            assert await every_page(client, run_id, "asc", limit) == ids, limit
+            assert await every_page(client, run_id, "desc", limit) == ids[::-1], limit
 
 
 @pytest.mark.parametrize("loose_after", [1, 2, 3])
