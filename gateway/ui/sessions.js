@@ -102,7 +102,7 @@ async function load() {
       { dataset: { key: s.key }, class: s.key === selected ? "selected" : "" },
       el("td", {}, open, s.label ? el("div", { class: "muted small session-key", text: shownName(s.key) }) : null, preview ? el("div", { class: "preview", text: shownText(preview) }) : null),
       el("td", { text: s.agentId }),
-      el("td", { class: "model", text: s.model ? shownName(`${s.modelProvider || ""}/${s.model}`) : "–" }),
+      el("td", { class: "model", text: s.model ? shownName(modelName(s)) : "–" }),
       el("td", { class: "num", text: `${formatNumber(s.inputTokens)} / ${formatNumber(s.outputTokens)}` }),
       el("td", { text: formatAge(s.updatedAt), title: s.updatedAt ? new Date(s.updatedAt).toISOString() : "" }),
     );
@@ -124,6 +124,12 @@ async function load() {
   $("sessions-pager").hidden = !paged;
   setDisabled($("sessions-prev"), offset === 0, $("sessions-next"));
   setDisabled($("sessions-next"), offset + listed.sessions.length >= listed.totalCount || offset + PAGE > OFFSET_MAX, $("sessions-prev"));
+}
+
+// A model without its provider (a session whose provider is not recorded) is named alone:
+// "/gpt-4o" read as a provider's name gone missing.
+function modelName(session) {
+  return session.modelProvider ? `${session.modelProvider}/${session.model}` : session.model;
 }
 
 function turn(by) {

@@ -642,3 +642,18 @@ class TestNamesReported:
         )
         assert RLO not in text
         assert "⟨U+202E⟩txt.exe: unknown key" in text
+
+    def test_a_model_without_a_provider_is_shown_alone(self, page: Page) -> None:
+        # A session whose row names a model and no provider read "/gpt-solo": a slash
+        # before nothing, as if a provider's name were missing from the config.
+        page.driver.execute_script(CHANGED_ANSWER, "sessions.list", {"model": "gpt-solo"})
+        page.connected()
+        patch_label(page, "agent:main:model-alone", "model-alone")
+        page.go("sessions")
+        page.type("#sessions-search", "model-alone")
+        cell = "#sessions-table tr[data-key='agent:main:model-alone'] td.model"
+        content = "return document.querySelector(arguments[0])?.textContent ?? ''"
+        text = page.until(
+            lambda: "solo" in (t := page.driver.execute_script(content, cell)) and t, "the model"
+        )
+        assert text == "gpt-solo"
