@@ -62,10 +62,12 @@ async function load({ keepEdits = false } = {}) {
   const notes = [];
   if (!loaded.valid && loaded.issues && loaded.issues.length) {
     const issues = loaded.issues.map((issue) => (issue.path ? `${shownName(issue.path)}: ${issue.message}` : issue.message));
-    notes.push(`The file on disk is invalid: ${issues.join("; ")}.`);
+    notes.push("The file on disk is invalid:", ...issues);
   }
-  if (loaded.warnings.length) notes.push(`Warnings: ${loaded.warnings.join("; ")}`);
-  if (notes.length) setAlert($("config-message"), notes.join(" "));
+  if (loaded.warnings.length) notes.push("Warnings:", ...loaded.warnings);
+  // One line each (the alert keeps a message's own line breaks): strung together, the issues
+  // and their lines ran into one another.
+  if (notes.length) setAlert($("config-message"), notes.join("\n"));
 }
 
 // `keys`: the names from the top down. The dotted `path` is how the server names a place in its
@@ -260,7 +262,7 @@ async function save() {
         first ??= f;
       } else unplaced.push(`${shownName(issue.path)}: ${issue.message}`);
     }
-    setAlert($("config-message"), [issues.length ? "The gateway refused the change." : error.message, ...unplaced].join(" "));
+    setAlert($("config-message"), [issues.length ? "The gateway refused the change." : error.message, ...unplaced].join("\n"));
     if (first) first.input.focus();
     else if (fromSave && focusLost()) $("config-message").focus();
     $("config-save").disabled = false;

@@ -643,6 +643,39 @@ class TestNamesReported:
         assert RLO not in text
         assert "⟨U+202E⟩txt.exe: unknown key" in text
 
+    def test_an_issues_message_reads_as_text_on_its_lines_within_the_page(self, page: Page) -> None:
+        # A message as the gateway (or a schema's author) wrote it: an unbroken word widened
+        # the page past its edge, its lines ran together into one, and issues no field has
+        # were strung after "The gateway refused the change." on one line.
+        markup = '<img src=x onerror="window.ran=1"><b>bold</b>'
+        placed = f"first line\nsecond line {markup} {'y' * 3000}"
+        unplaced = f"unknown key\nsee the docs {'z' * 3000}"
+        issues = [
+            {"path": "gateway.bind", "message": placed},
+            {"path": "nowhere", "message": unplaced},
+            {"path": "elsewhere", "message": "also wrong"},
+        ]
+        page.driver.execute_script(CHANGED_ANSWER, "config.patch", {"issues": issues})
+        page.connected()
+        page.go("config")
+        field = page.visible('input[data-path="gateway.bind"]')
+        field.clear()
+        field.send_keys("lan")
+        page.click("#config-save")
+        error = "#config-form .field-error:not([hidden])"
+        page.until(lambda: page.find(error), "the field's error")
+        assert page.find(error).get_attribute("textContent") == placed
+        assert page.text(error).startswith("first line\nsecond line <img")
+        assert not page.all("#config-form .field-error *, #config-message *")
+        assert page.driver.execute_script("return window.ran") is None
+        assert page.text("#config-message").split("\n") == [
+            "The gateway refused the change.",
+            "nowhere: unknown key",
+            f"see the docs {'z' * 3000}",
+            "elsewhere: also wrong",
+        ]
+        assert overflow(page, "main") == 0
+
     def test_a_model_without_a_provider_is_shown_alone(self, page: Page) -> None:
         # A session whose row names a model and no provider read "/gpt-solo": a slash
         # before nothing, as if a provider's name were missing from the config.
