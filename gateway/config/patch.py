@@ -257,7 +257,7 @@ def merge_patch(target: Any, patch: Any, path: tuple[PathKey, ...] = ()) -> Any:
     keys = _file_keys(path, target)
     for shown, value in patch.items():
         key = keys.get(shown) or shown
-        if is_marker_name(key):
+        if _unknown_marker(key, target):
             continue  # a hidden key the file does not have: never written as a key
         if value is None:
             result.pop(key, None)
@@ -266,6 +266,13 @@ def merge_patch(target: Any, patch: Any, path: tuple[PathKey, ...] = ()) -> Any:
         else:
             result[key] = merge_patch(result.get(key), value, (*path, shown))
     return result
+
+
+def _unknown_marker(key: str, target: Any) -> bool:
+    """A marker's name that is no key of the file's object: a hidden key's name the file does
+    not have (removed meanwhile), or one a client made up. A key of the file spelled like a
+    marker, which holds no secret, is shown (and so edited and removed) by its own name."""
+    return is_marker_name(key) and not (isinstance(target, Mapping) and key in target)
 
 
 def _file_keys(path: tuple[PathKey, ...], target: Any) -> dict[str, str]:
@@ -295,7 +302,7 @@ def _markers_kept(current: Any, value: Any, path: tuple[PathKey, ...]) -> Any:
         keys = _file_keys(path, current)
         for name, item in value.items():
             key = keys.get(name) or name
-            if is_marker_name(key):
+            if _unknown_marker(key, current):
                 continue
             there = _lookup(current, (key,))
             if item == REDACTED:

@@ -149,3 +149,17 @@ class TestKeysHoldingSecrets:
         assert merge_patch(base, patch) == {
             "p": {"Bearer zq-1": 1, "Bearer zq-2": 4, f"{REDACTED}2": 3}
         }
+
+    def test_a_key_of_the_file_named_like_a_marker_takes_a_patch_of_its_name(self) -> None:
+        """Shown as itself (it holds no secret), it was dropped from a patch as a marker:
+        neither changed nor removed. Merged as an object's member and inside a list alike."""
+        base = {"p": {f"{REDACTED}2": 1, REDACTED: 2, "Bearer zq-1": 3}}
+        assert redact_parsed(base) == {"p": {f"{REDACTED}2": 1, REDACTED: 2, f"{REDACTED}3": 3}}
+        patch = {"p": {f"{REDACTED}2": 4, REDACTED: None}}
+        assert merge_patch(base, patch) == {"p": {f"{REDACTED}2": 4, "Bearer zq-1": 3}}
+        listed = {"l": [{f"{REDACTED}2": 1}]}
+        assert merge_patch(listed, {"l": [{f"{REDACTED}2": 5}]}) == {"l": [{f"{REDACTED}2": 5}]}
+
+    def test_a_marker_the_file_has_no_key_of_is_still_never_written_as_one(self) -> None:
+        patch = {"p": {f"{REDACTED}7": 1, REDACTED: 2}, "l": [{f"{REDACTED}2": 1}]}
+        assert merge_patch({"p": {}}, patch) == {"p": {}, "l": [{}]}

@@ -860,6 +860,32 @@ class TestConfigGetHidesEverySecret:
         }
         await ws.ws.close()
 
+    async def test_a_key_of_the_file_named_like_a_marker_is_kept_and_edited(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        """config.get shows a hand-written `__OPENCLAW_REDACTED__2` (no secret's name) as it
+        is; sent back by that name it was dropped as a marker: config.get's list sent back
+        with one name changed lost the key, and a new value for it was never written."""
+        params = f'{{ extra_body: {{ "{REDACTED}2": 1, "{REDACTED}": 5, keep: 2 }} }}'
+        config = CONFIG.replace("default: true }", f"default: true, params: {params} }}")
+        gateway = await make_gateway(config)
+        ws = await gateway.connected()
+        got = await ws.ok("config.get")
+        agents = got["parsed"]["agents"]
+        extra = agents["list"][0]["params"]["extra_body"]
+        assert extra == {f"{REDACTED}2": 1, REDACTED: 5, "keep": 2}
+        agents["list"][0]["name"] = "Main"
+        frame = await patch(ws, {"agents": agents}, file_hash(gateway))
+        assert frame["ok"] is True, frame
+        written = json.loads(gateway.config_path.read_text())["agents"]["list"][0]
+        assert (written["name"], written["params"]["extra_body"]) == ("Main", extra)
+        extra[f"{REDACTED}2"] = 3
+        frame = await patch(ws, {"agents": agents}, file_hash(gateway))
+        assert frame["ok"] is True, frame
+        written = json.loads(gateway.config_path.read_text())["agents"]["list"][0]
+        assert written["params"]["extra_body"] == {f"{REDACTED}2": 3, REDACTED: 5, "keep": 2}
+        await ws.ws.close()
+
     async def test_nor_a_secret_under_another_name_it_goes_by(
         self, make_gateway: MakeGateway
     ) -> None:
