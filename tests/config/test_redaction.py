@@ -139,6 +139,30 @@ class TestRedactRaw:
         assert redact_raw(raw, parsed) == raw
         assert decoded == [json.dumps("a\tb")]
 
+    def test_a_string_value_is_read_without_the_json5_parser_unless_it_has_an_escape(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Each string value holding an `@` or a `=` (a system prompt, an e-mail address, a
+        URL's query) was decoded by json5's parser to look for a credential in it: a prompt
+        of 100,000 characters took seconds of config.get. Its text between the quotes is its
+        value; only one with an escape needs decoding, and is decoded once."""
+        prompt = "Write to ops@example.com; use a=b. " * 3000
+        escaped = "https://u:zq-9@h.example/\\u0041"
+        params = {"note": "x@y", "q": "https://h.example/?page=2", "url": "https://u:zq-1@h"}
+        parsed = {"agents": {"list": [{"id": "main", "systemPrompt": prompt, "params": params}]}}
+        raw = json.dumps(parsed, indent=2).replace('"https://u:zq-1@h"', f'"{escaped}"')
+        parsed = json5.loads(raw)
+        decoded: list[str] = []
+        loads = json5.loads
+
+        def counting(text: str) -> object:
+            decoded.append(text)
+            return loads(text)
+
+        monkeypatch.setattr(json5, "loads", counting)
+        assert redact_raw(raw, parsed) == raw.replace(f'"{escaped}"', f'"{REDACTED}"')
+        assert decoded == [f'"{escaped}"']
+
     def test_a_url_with_credentials_in_a_comment_is_redacted(self) -> None:
         raw = "{ // old: https://me:pw-5@proxy.example/v1 (retired)\n}"
         assert redact_raw(raw, json5.loads(raw)) == (f"{{ // old: {REDACTED} (retired)\n}}")
