@@ -57,6 +57,11 @@ class LogRing:
     # Which log a cursor is a place in: each process's log counts its bytes from 0, so an old
     # process's cursor can end a line of this one's too, and only the id tells them apart.
     log_id: str = attrs.field(factory=lambda: uuid.uuid4().hex)
+    # The cursors `logs.tail` answered with that are still places in the ring (each a line's
+    # end, so at most as many as its lines). A client that sends no `logId` (OpenClaw's CLI)
+    # can still be told another log's cursor from ours: one we never handed out is not ours,
+    # where any line end of this log would have passed for one.
+    handed_out: set[int] = attrs.field(factory=set)
 
     def append(self, line: str) -> str:
         """Keep `line`; returns it as kept, with any lone surrogate escaped."""
@@ -72,8 +77,14 @@ class LogRing:
         lines = self.lines
         lines.append((self.size, line))
         while len(lines) > RING_LINES or (self.size - self.start > RING_BYTES and len(lines) > 1):
+            self.handed_out.discard(self.start)  # the only place left before the new start
             self.start = lines.popleft()[0]
         return line
+
+    def hand_out(self, cursor: int) -> int:
+        """`cursor` (this log's size when an answer was read) as an answer gives it."""
+        self.handed_out.add(cursor)
+        return cursor
 
 
 @attrs.define

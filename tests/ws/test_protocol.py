@@ -11,7 +11,7 @@ import pytest
 from aiohttp import WSMsgType
 
 from gateway.config.patch import MarkerWithoutValue, merge_patch
-from gateway.logs import RING_BYTES, LogRing
+from gateway.logs import RING_BYTES, RING_LINES, LogRing
 from gateway.ws import protocol
 from gateway.ws.connection import Connection
 from gateway.ws.dispatch import RateLimit, _check_rate
@@ -321,3 +321,33 @@ class TestLogTail:
         answer = tail(ring, TailParams(cursor, 10, 1000))
         assert (answer["reset"], answer["lines"]) == (True, ["xxx", "y" * 20, "zz"])
         assert tail(ring, TailParams(answer["cursor"], 10, 1000))["reset"] is False
+
+    def test_a_cursor_of_another_log_sent_without_its_id_resets_too(self) -> None:
+        """OpenClaw's `openclaw logs --follow` sends no `logId`: a restart whose new log had
+        a line end at its cursor's offset was missed, as above. A cursor this log never
+        handed out is another log's, whoever sends it."""
+        before = self.ring("alpha", "beta")
+        cursor = tail(before, TailParams(None, 10, 1000))["cursor"]
+        after = self.ring("alpha", "beta", "gamma")
+        again = tail(after, TailParams(cursor, 10, 1000))
+        assert (again["reset"], again["lines"]) == (True, ["alpha", "beta", "gamma"])
+        after.append("delta")
+        same = tail(after, TailParams(again["cursor"], 10, 1000))
+        assert (same["reset"], same["lines"]) == (False, ["delta"])
+
+    def test_the_start_of_the_log_is_a_place_in_it(self) -> None:
+        """Cursor 0, nothing dropped yet: every line, without `reset` (the start of any log)."""
+        ring = self.ring("alpha", "beta")
+        answer = tail(ring, TailParams(0, 10, 1000))
+        assert (answer["reset"], answer["lines"]) == (False, ["alpha", "beta"])
+
+    def test_the_cursors_handed_out_are_bounded_by_the_ring(self) -> None:
+        """Each answer's cursor is remembered while it is a place in the ring: as many as its
+        lines at most, however many answers were asked for."""
+        ring = self.ring()
+        for i in range(RING_LINES + 50):
+            ring.append(f"line {i}")
+            tail(ring, TailParams(None, 1, 1000))
+        assert len(ring.handed_out) <= RING_LINES + 1
+        oldest = ring.start
+        assert tail(ring, TailParams(oldest, 1, 1000))["reset"] is False

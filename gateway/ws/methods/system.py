@@ -48,7 +48,8 @@ def tail(ring: LogRing, params: TailParams, caller: str | None = None) -> dict[s
     and the reader asked for what the gateway did, not for its own arrival.
 
     `logId` names the log the answer's `cursor` is a place in; OpenClaw's clients leave it out
-    and rely on the cursor alone, the Control UI sends it back with the cursor."""
+    and rely on the cursor alone, the Control UI sends it back with the cursor. Either way a
+    cursor this log did not hand out resets (LogRing.handed_out)."""
     size = ring.size
     lines = list(ring.lines)  # (byte offset after the line, line)
     oldest_start = lines[0][0] - len(lines[0][1].encode()) - 1 if lines else size
@@ -61,7 +62,11 @@ def tail(ring: LogRing, params: TailParams, caller: str | None = None) -> dict[s
         at = bisect.bisect_right(lines, cursor, key=lambda entry: entry[0])
         ends_a_line = cursor == oldest_start or (at > 0 and lines[at - 1][0] == cursor)
         another_log = params.log_id is not None and params.log_id != ring.log_id
-        if another_log or cursor > size or cursor < oldest_start or not ends_a_line:
+        # A cursor this log never answered with is another log's even when it ends one of
+        # this log's lines (a restart whose new log reached the old cursor's offset); the
+        # oldest line's start is a place in any log, the start of the ring.
+        ours = cursor == oldest_start or cursor in ring.handed_out
+        if another_log or not ours or cursor > size or cursor < oldest_start or not ends_a_line:
             reset = True  # lines were lost, or the gateway restarted
         else:
             candidates = lines[at:]
@@ -85,7 +90,7 @@ def tail(ring: LogRing, params: TailParams, caller: str | None = None) -> dict[s
     return {
         "file": "(memory)",
         "logId": ring.log_id,
-        "cursor": size,
+        "cursor": ring.hand_out(size),
         "size": size,
         "truncated": truncated,
         "reset": reset,
