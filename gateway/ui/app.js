@@ -113,6 +113,13 @@ gw.addEventListener("state", (event) => {
   if ((event.detail.state === "failed" || event.detail.state === "idle") && screenIsLive) route();
 });
 gw.addEventListener("failed", (event) => connect.showError(event.detail));
+// Requests waited for past the request timeout (gateway.js): still waiting, not failed.
+gw.addEventListener("slow", (event) => {
+  const { methods } = event.detail;
+  const text = methods.length === 1 ? `Still waiting for the gateway's answer to ${methods[0]}…` : `Still waiting for ${methods.length} answers from the gateway…`;
+  if (methods.length && $("conn-slow").textContent !== text) $("conn-slow").textContent = text;
+  show($("conn-slow"), methods.length > 0);
+});
 
 $("disconnect").addEventListener("click", () => {
   connect.forget();

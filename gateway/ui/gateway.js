@@ -24,10 +24,12 @@ const TICK_MIN_MS = 1000; // a gateway asking for less would have us close a liv
 const TICK_MAX_MS = 600000; // past 2^31 ms a browser timer fires at once, and again, and again
 const MISSED_TICKS = 2;
 // From a request to its answer. Every method the page calls is answered from the gateway's
-// memory or its store in milliseconds (chat.send acknowledges before the turn runs); one
-// unanswered for 20 s on a connection whose ticks still come is a stalled handler, and a
-// screen that waited on it (a refresh, a poll) would stop without a word. Long enough that a
-// busy store or a slow link is not taken for one.
+// memory or its store in milliseconds (chat.send acknowledges before the turn runs). One
+// unanswered for 20 s on a connection whose ticks still come is a stalled handler or a very
+// slow store, and the page cannot tell which: the request goes on being waited for, and the
+// header says so (a "slow" event), rather than be called failed while the gateway may still
+// do it (a config.patch saved, a session deleted) and answer. A poll (a screen refreshed on a
+// timer) gives up instead: the next one asks again, and its screen does not stop.
 const REQUEST_TIMEOUT_MS = 20000;
 
 export class GatewayError extends Error {
@@ -119,11 +121,17 @@ export class Gateway extends EventTarget {
     this.setState("idle");
   }
 
-  request(method, params = {}) {
+  // `poll`: a request its screen repeats on a timer, given up after REQUEST_TIMEOUT_MS.
+  request(method, params = {}, { poll = false } = {}) {
     if (!this.ws || this.state !== "connected") {
       return Promise.reject(new GatewayError({ code: "DISCONNECTED", message: "Not connected to the gateway." }));
     }
-    return this.send(this.ws, method, params);
+    return this.send(this.ws, method, params, poll);
+  }
+
+  // The methods of the requests waited for longer than REQUEST_TIMEOUT_MS, oldest first.
+  slowMethods() {
+    return [...this.pending.values()].filter((waiter) => waiter.slow).map((waiter) => waiter.method);
   }
 
   // -- internals ---------------------------------------------------------------------------
@@ -274,21 +282,39 @@ export class Gateway extends EventTarget {
     else first.resolve(hello);
   }
 
-  // An answer that comes after the timeout finds no waiter and is dropped.
-  send(ws, method, params) {
+  // A poll's answer that comes after the timeout finds no waiter and is dropped; any other
+  // request is waited for until answered or the connection is lost.
+  send(ws, method, params, poll = false) {
     const id = `ui-${this.nextId++}`;
     return new Promise((resolve, reject) => {
+      const waiter = { method, slow: false };
       const timer = setTimeout(() => {
-        if (!this.pending.delete(id)) return;
-        reject(new GatewayError({ code: "TIMEOUT", message: `The gateway did not answer ${method} within ${REQUEST_TIMEOUT_MS / 1000} s.` }));
+        if (this.pending.get(id) !== waiter) return;
+        if (poll) {
+          this.pending.delete(id);
+          reject(new GatewayError({ code: "TIMEOUT", message: `The gateway did not answer ${method} within ${REQUEST_TIMEOUT_MS / 1000} s.` }));
+          return;
+        }
+        waiter.slow = true;
+        this.reportSlow();
       }, REQUEST_TIMEOUT_MS);
       const done = (settle) => (value) => {
         clearTimeout(timer);
+        if (waiter.slow) {
+          waiter.slow = false;
+          this.reportSlow();
+        }
         settle(value);
       };
-      this.pending.set(id, { resolve: done(resolve), reject: done(reject) });
+      waiter.resolve = done(resolve);
+      waiter.reject = done(reject);
+      this.pending.set(id, waiter);
       ws.send(JSON.stringify({ type: "req", id, method, params }));
     });
+  }
+
+  reportSlow() {
+    this.dispatchEvent(new CustomEvent("slow", { detail: { methods: this.slowMethods() } }));
   }
 
   rejectPending(why) {

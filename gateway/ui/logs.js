@@ -51,7 +51,7 @@ async function poll() {
   try {
     // The cursor alone can end a line of a restarted gateway's log too (each counts its bytes
     // from 0): with the log's id the gateway tells a restart from newer lines.
-    answer = await ctx.gw.request("logs.tail", cursor === null ? { limit: 500 } : { cursor, logId, limit: 500 });
+    answer = await ctx.gw.request("logs.tail", cursor === null ? { limit: 500 } : { cursor, logId, limit: 500 }, { poll: true });
   } catch (error) {
     // Shown until a poll is answered again; the same error each second is not read out again.
     setAlert($("logs-error"), error.message);

@@ -35,7 +35,8 @@ async function refresh() {
   const gw = ctx.gw;
   let info, health, usage;
   try {
-    [info, health, usage] = await Promise.all([gw.request("system.info"), gw.request("health"), gw.request("usage", { days: 14 })]);
+    const poll = { poll: true };
+    [info, health, usage] = await Promise.all([gw.request("system.info", {}, poll), gw.request("health", {}, poll), gw.request("usage", { days: 14 }, poll)]);
   } catch (error) {
     // No cards of a gateway that does not answer (a "Health OK" from before would mislead).
     $("status-cards").replaceChildren();

@@ -1454,6 +1454,39 @@ class TestSilentGateway:
         page.until(lambda: state.get_attribute("data-state") == "connected", "reconnected", 20)
 
 
+# Every text `#sessions-error` and `#conn-slow` have held, in `window.shown`.
+RECORD_SLOW = """
+window.shown = { error: [], slow: [] };
+for (const [name, id] of [["error", "sessions-error"], ["slow", "conn-slow"]]) {
+  const node = document.getElementById(id);
+  new MutationObserver(() => {
+    if (!node.hidden && node.textContent) window.shown[name].push(node.textContent);
+  }).observe(node, { childList: true, characterData: true, subtree: true, attributes: true });
+}
+"""
+
+
+class TestSlowGateway:
+    def test_an_answer_slower_than_the_timeout_is_waited_for_and_shown(self, page: Page) -> None:
+        # A sessions.list a slow store answered after 20 s was shown as failed ("did not
+        # answer within 20 s") and its answer, when it came, dropped: the list stayed empty.
+        # Now the header says what is still waited for, and the answer is shown.
+        page.driver.execute_script(SHORT_REQUEST_TIMEOUT, REQUEST_TIMEOUT_MS)
+        page.connected()
+        page.driver.execute_script(RECORD_SLOW)
+        page.driver.execute_script(HOLD_METHOD, "sessions.list", 1500)
+        page.go("sessions")
+        slow = page.visible("#conn-slow")
+        assert slow.text == "Still waiting for the gateway's answer to sessions.list…"
+        assert slow.get_attribute("role") == "status"
+        page.until(lambda: page.all("#sessions-table tbody tr"), "the list")
+        page.until(lambda: not slow.is_displayed(), "the wait over")
+        assert page.driver.execute_script("return window.shown") == {
+            "error": [],
+            "slow": ["Still waiting for the gateway's answer to sessions.list…"],
+        }
+
+
 class TestConfig:
     def test_shows_the_config_with_secrets_redacted(self, page: Page) -> None:
         page.connected()
