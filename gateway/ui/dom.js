@@ -29,13 +29,29 @@ export function el(tag, attrs = {}, ...children) {
 const BIDI = "\\u202a-\\u202e\\u2066-\\u2069";
 const BIDI_CONTROLS = new RegExp(`[${BIDI}]`, "g");
 const SHOWN_AS_CODE = new RegExp(`[${BIDI}\\u200b-\\u200d\\u2060\\ufeff]`, "g");
+// Except a joiner that is drawn: inside an emoji sequence (👩‍💻, 🏳️‍🌈, after a skin tone or
+// VS16) it makes one glyph of two, and between letters of a script whose letters join or form
+// conjuncts (Persian's ZWNJ in می‌خواهم, Devanagari's ZWJ after a virama) it joins or parts
+// them; as a code point there, an emoji label or a Persian name read as garbage.
+const JOINING_SCRIPTS = ["Arabic", "Syriac", "Nko", "Mongolian", "Devanagari", "Bengali", "Gurmukhi", "Gujarati", "Oriya", "Tamil", "Telugu", "Kannada", "Malayalam", "Sinhala"];
+const JOINING = JOINING_SCRIPTS.map((script) => `\\p{Script=${script}}`).join("");
+const DRAWN_JOINER = new RegExp(
+  `(?<=\\p{Extended_Pictographic}[\\u{FE0E}\\u{FE0F}\\u{1F3FB}-\\u{1F3FF}]*)\\u200d(?=\\p{Extended_Pictographic})|(?<=[${JOINING}]\\p{M}*)[\\u200c\\u200d](?=[${JOINING}])`,
+  "uy",
+);
 
 function codePoint(c) {
   return `⟨U+${c.codePointAt(0).toString(16).toUpperCase()}⟩`;
 }
 
+function drawnJoiner(text, at) {
+  DRAWN_JOINER.lastIndex = at;
+  return DRAWN_JOINER.test(text);
+}
+
 export function shownName(name) {
-  return String(name).replace(SHOWN_AS_CODE, codePoint);
+  const text = String(name);
+  return text.replace(SHOWN_AS_CODE, (c, at) => (drawnJoiner(text, at) ? c : codePoint(c)));
 }
 
 // A line of someone's text that tells a row from the others (a transcript's preview): its

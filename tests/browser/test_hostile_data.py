@@ -146,6 +146,30 @@ class TestBidi:
         assert invisible not in row.get_attribute("textContent")
         assert row.get_attribute("textContent").count(code) == 2
 
+    @pytest.mark.parametrize(
+        "drawn",
+        [
+            "\U0001f469\u200d\U0001f4bb",  # woman technologist: a ZWJ emoji sequence
+            "\U0001f3f3\ufe0f\u200d\U0001f308",  # rainbow flag: VS16 before the joiner
+            "\U0001f44b\U0001f3fd\u200d\u2642\ufe0f",  # a skin tone before it
+            "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",  # Persian: ZWNJ parts letters
+            "\u0915\u094d\u200d\u0937",  # Devanagari: ZWJ after a virama
+        ],
+    )
+    def test_a_joiner_that_joins_or_parts_what_is_drawn_stays(self, page: Page, drawn: str) -> None:
+        # An emoji of several joined (a technologist, a flag) or a Persian word in a label
+        # read "👩⟨U+200D⟩💻": the joiner there is drawn (one glyph, or letters
+        # parted), not a character drawn as nothing that makes a name pass for another.
+        page.connected()
+        key = f"agent:main:joined-{ord(drawn[-1]):x}-{len(drawn)}"
+        patch_label(page, key, f"{drawn} label")
+        page.go("sessions")
+        page.type("#sessions-search", key.removeprefix("agent:main:"))
+        row = page.visible(f'#sessions-table tr[data-key="{key}"]')
+        assert row.find_element(page.by.CSS_SELECTOR, "button").get_attribute("textContent") == (
+            f"{drawn} label"
+        )
+
 
 # Every text `#chat-error` has held, in `window.alerts`.
 RECORD_ALERTS = """
