@@ -30,9 +30,12 @@ def upstream() -> Iterator[FakeOpenAI]:
 def gateway_config(upstream: FakeOpenAI) -> str:
     # An agent whose name holds an override and a zero-width space (JSON5 escapes).
     named = '{ id: "named", name: "team\\u200b\\u202eevil" }'
+    # And one whose name is a single word of 300 letters.
+    wide = f'{{ id: "wide", name: "{UNBROKEN[:300]}" }}'
     config = config_with_upstream(upstream)
     return config.replace(
-        '{ id: "ops", name: "Operations" },', f'{{ id: "ops", name: "Operations" }}, {named},'
+        '{ id: "ops", name: "Operations" },',
+        f'{{ id: "ops", name: "Operations" }}, {named}, {wide},',
     )
 
 
@@ -374,6 +377,16 @@ class TestStatusNames:
         )[0]
         assert RLO not in text and "\u200b" not in text
         assert "team⟨U+200B⟩⟨U+202E⟩evil" in text
+
+    def test_a_long_name_wraps_in_the_agents_table(self, page: Page) -> None:
+        # A name of one long word held its column as wide as itself: the table scrolled
+        # sideways, the agents' models and fallbacks out of sight.
+        page.connected()
+        page.go("status")
+        rows = "return [...document.querySelectorAll('#status-agents tr')].map(r => r.textContent)"
+        page.until(lambda: any(t.startswith("wide") for t in page.driver.execute_script(rows)),
+                   "the agent's row")  # fmt: skip
+        assert overflow(page, ".table-wrap:has(#status-agents)") == 0
 
 
 class TestLogBidi:
