@@ -571,6 +571,18 @@ class TestConfigKeys:
         assert all(RLO not in text for text in legend + labels)
         assert all("\u200b" not in text for text in legend + labels)
 
+    def test_a_long_key_wraps_rather_than_widen_the_form(self, page: Page) -> None:
+        # A section named by one long word (an agent's params are anyone's keys) held the
+        # whole form as wide as its legend: every field scrolled sideways with it.
+        word = UNBROKEN[:300]
+        page.driver.execute_script(WITH_CONFIG_KEYS, {word: {f"{word}k": "x", "empty": {}}})
+        page.connected()
+        page.go("config")
+        page.visible('input[data-path="gateway.bind"]')
+        legends = "return [...document.querySelectorAll('legend')].map(n => n.textContent)"
+        page.until(lambda: word in page.driver.execute_script(legends), "the key")
+        assert overflow(page, "main") == 0
+
 
 class TestTranscriptBidi:
     def test_an_override_in_a_preview_is_shown_not_obeyed(
