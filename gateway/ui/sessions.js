@@ -118,9 +118,10 @@ async function load() {
     const again = rows.find((row) => row.dataset.key === focusedRow.dataset.key);
     (again ? again.querySelector("button") : $("sessions-search")).focus();
   }
-  const total = `${listed.totalCount}${archived ? " archived" : ""} session${listed.totalCount === 1 ? "" : "s"}`;
+  const total = `${formatNumber(listed.totalCount)}${archived ? " archived" : ""} session${listed.totalCount === 1 ? "" : "s"}`;
   const paged = offset > 0 || listed.totalCount > listed.sessions.length;
-  $("sessions-count").textContent = paged && listed.sessions.length ? `${offset + 1}–${offset + listed.sessions.length} of ${total}` : total;
+  const shown = `${formatNumber(offset + 1)}–${formatNumber(offset + listed.sessions.length)}`;
+  $("sessions-count").textContent = paged && listed.sessions.length ? `${shown} of ${total}` : total;
   $("sessions-pager").hidden = !paged;
   setDisabled($("sessions-prev"), offset === 0, $("sessions-next"));
   setDisabled($("sessions-next"), offset + listed.sessions.length >= listed.totalCount || offset + PAGE > OFFSET_MAX, $("sessions-prev"));

@@ -302,6 +302,17 @@ class TestManySessions:
         page.type("#sessions-search", "paged-20")  # 20, 200 to 209
         page.until(lambda: page.text("#sessions-count") == "11 sessions", "the search's page 1")
 
+    def test_a_thousand_sessions_are_counted_as_numbers_are_shown(self, page: Page) -> None:
+        # "1–200 of 1000 sessions", beside the Status screen's "1,000": a count as a number
+        # is shown everywhere else.
+        page.connected()
+        patch_labels(page, {f"agent:ops:thousand-{i}": f"Thousand {i}" for i in range(1000)})
+        page.go("sessions")
+        page.type("#sessions-search", "thousand-")
+        page.until(lambda: "1,000" in page.text("#sessions-count") or "1000"
+                   in page.text("#sessions-count"), "the count")  # fmt: skip
+        assert page.text("#sessions-count") == "1–200 of 1,000 sessions"
+
 
 def turns(page: Page, key: str, count: int, say: str = "turn {n}") -> None:
     """`count` turns on the session `key` through the HTTP API: two messages each, the
