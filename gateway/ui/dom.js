@@ -135,7 +135,9 @@ export function messageNode(message) {
   const parts = typeof message.content === "string" ? [{ type: "text", text: message.content }] : message.content || [];
   for (const part of parts) {
     if (!part) continue;
-    if (part.type === "text") body.append(el("p", { class: "text", text: part.text || "" }));
+    // Its direction its own (the first letter's): a Hebrew or Arabic message laid out as a
+    // left-to-right paragraph had its punctuation and any Latin word in the wrong places.
+    if (part.type === "text") body.append(el("p", { class: "text", dir: "auto", text: part.text || "" }));
     else body.append(folded(part));
   }
   const node = el("div", { class: `bubble ${role}`, dataset: { role } }, el("span", { class: "who", text: roleName(role) }), body);

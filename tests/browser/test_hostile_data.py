@@ -635,6 +635,27 @@ class TestTranscriptBidi:
             drawn = lefts(page, f"#transcript .bubble.assistant {where}", word)
             assert drawn == sorted(drawn)
 
+    def test_a_right_to_left_message_reads_right_to_left(
+        self, page: Page, upstream: FakeOpenAI
+    ) -> None:
+        # A message in Hebrew or Arabic was laid out as a left-to-right paragraph: its
+        # closing "!" drawn at the far right, after its last word instead of before it, and
+        # a Latin word in it put where the sentence did not have it.
+        page.connected()
+        key = "agent:main:rtl-body"
+        upstream.script(Stream(("תודה!",)))
+        turns(page, key, 1, say="שלום!")
+        page.driver.execute_script("location.hash = arguments[0]", f"#chat/{key}")
+        page.until(lambda: len(page.all("#transcript .bubble:not(.streaming)")) == 2, "the two")
+
+        def mark_first(body: str) -> bool:
+            *letters, mark = lefts(page, body, page.find(body).get_attribute("textContent"))
+            return mark < min(letters)
+
+        # Read again should the transcript be loaded again meanwhile (the turn's own events).
+        for body in ("#transcript .bubble.user .text", "#transcript .bubble.assistant .text"):
+            assert page.until(lambda b=body: mark_first(b) or None, body)
+
 
 # The page's answers to requests of `arguments[0]` are changed as `arguments[1]` says:
 # `model` puts that model on each session listed; `issues` makes it a refusal with those
