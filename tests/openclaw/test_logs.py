@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import threading
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.openclaw_clients import CONFIG, TOKEN, OpenClaw
-from tests.support.process import GatewayProcess, running
+from tests.support.process import GatewayProcess, clean_env, drain, running
 
 pytestmark = [pytest.mark.openclaw, pytest.mark.slow]
 
@@ -118,3 +119,53 @@ class TestFollowInTheJournal:
         assert [e for e in events if e["event"].startswith(("ws_", "http_"))] == [
             e for e in events if e["event"].startswith(("ws_", "http_")) and e["level"] == "debug"
         ]
+
+
+class TestFollowAcrossARestart:
+    def test_follow_says_the_log_was_reset_and_goes_on_with_the_new_process(
+        self, openclaw: OpenClaw, tmp_path: Path
+    ) -> None:
+        """`openclaw logs --follow` sends the cursor back without a `logId`: across a restart
+        on the same port it is told `reset` (the notice on stderr) and prints the new
+        process's lines after it, the CLI unchanged."""
+        printed: list[str] = []
+        notices: list[str] = []
+        (tmp_path / "first").mkdir()
+        root = tmp_path / "second"
+        root.mkdir()
+        config = root / "clawgate.json5"
+        config.write_text(CONFIG)
+        with contextlib.ExitStack() as cleanup:
+            with running(tmp_path / "first", CONFIG) as first:
+                url, port = ws_url(first), first.port
+                follow = cleanup.enter_context(
+                    subprocess.Popen(
+                        [str(openclaw.command), "logs", "--url", url, "--token", TOKEN,
+                         "--follow", "--plain", "--interval", "300"],
+                        env=openclaw.env(),
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                    )
+                )  # fmt: skip
+                for lines, stream in ((printed, follow.stdout), (notices, follow.stderr)):
+                    reader = threading.Thread(target=lambda ls=lines, st=stream: ls.extend(st))
+                    reader.start()
+                    cleanup.callback(reader.join, 10)
+                cleanup.callback(follow.terminate)  # first (the last registered): its pipes end
+                _wait_until(lambda: len(printed) > 1)  # the first answer (Node starts slowly)
+                time.sleep(1)  # a few polls with its cursor
+            # The first process is gone (`running` killed it); the CLI retries meanwhile.
+            args = ["--config", str(config), "--state-dir", str(root / "state"),
+                    "--port", str(port)]  # fmt: skip
+            second = GatewayProcess(args, clean_env(root / "home"))
+            cleanup.callback(second.stop)
+            second.wait_listening()
+            stop = threading.Event()
+            threading.Thread(target=drain, args=(second, stop), daemon=True).start()
+            cleanup.callback(stop.set)
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(f"{second.url}/after-the-restart", timeout=10)
+            refused.value.close()
+            _wait_until(lambda: any("after-the-restart" in line for line in printed))
+            _wait_until(lambda: any("Log cursor reset" in line for line in notices))
