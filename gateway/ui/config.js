@@ -3,7 +3,7 @@
 // made meanwhile by someone else is refused, not overwritten). The server's validation
 // issues are shown at their fields.
 
-import { $, el, setAlert, shownName } from "./dom.js";
+import { $, el, setAlert, shownName, shownText } from "./dom.js";
 
 const REDACTED = "__OPENCLAW_REDACTED__";
 let ctx;
@@ -61,10 +61,10 @@ async function load({ keepEdits = false } = {}) {
   // wrong with it, where an operator looks to fix it.
   const notes = [];
   if (!loaded.valid && loaded.issues && loaded.issues.length) {
-    const issues = loaded.issues.map((issue) => (issue.path ? `${shownName(issue.path)}: ${issue.message}` : issue.message));
+    const issues = loaded.issues.map((issue) => (issue.path ? `${shownName(issue.path)}: ${shownText(issue.message)}` : shownText(issue.message)));
     notes.push("The file on disk is invalid:", ...issues);
   }
-  if (loaded.warnings.length) notes.push("Warnings:", ...loaded.warnings);
+  if (loaded.warnings.length) notes.push("Warnings:", ...loaded.warnings.map(shownText));
   // One line each (the alert keeps a message's own line breaks): strung together, the issues
   // and their lines ran into one another.
   if (notes.length) setAlert($("config-message"), notes.join("\n"));
@@ -244,7 +244,7 @@ async function save() {
     $("config-save").disabled = !changes().size;
     const notes = [];
     if (result.restart.required) notes.push(`restart required for ${result.restart.paths.join(", ")}`);
-    if (result.warnings.length) notes.push(...result.warnings);
+    if (result.warnings.length) notes.push(...result.warnings.map(shownText));
     setAlert($("config-message"), `Saved.${notes.length ? ` ${notes.join("; ")}` : ""}`);
     $("config-message").dataset.kind = "ok";
     if (fromSave && focusLost()) $("config-message").focus();
@@ -252,15 +252,16 @@ async function save() {
     $("config-message").dataset.kind = "error";
     const issues = (error.details && error.details.issues) || [];
     // Issues no field has, in the message: a path names keys as the file or the patch spelled
-    // them, whose bidi controls would reorder the words after them (shown as code points).
+    // them, whose bidi controls would reorder the words after them (shown as code points); a
+    // message quotes the value it refuses as written, and its bidi controls are shown so too.
     const unplaced = [];
     let first = null;
     for (const issue of issues) {
       const f = fieldFor(issue.path);
       if (f) {
-        showFieldError(f, issue.message);
+        showFieldError(f, shownText(issue.message));
         first ??= f;
-      } else unplaced.push(`${shownName(issue.path)}: ${issue.message}`);
+      } else unplaced.push(`${shownName(issue.path)}: ${shownText(issue.message)}`);
     }
     setAlert($("config-message"), [issues.length ? "The gateway refused the change." : error.message, ...unplaced].join("\n"));
     if (first) first.input.focus();

@@ -757,6 +757,24 @@ class TestNamesReported:
         ]
         assert overflow(page, "main") == 0
 
+    def test_an_override_in_an_issues_message_is_shown_not_obeyed(self, page: Page) -> None:
+        # An issue quotes the value it refuses as the file has it: `(got "\u202etxt.exe")`
+        # was drawn `(got "exe.txt"(`, the value and the words after it reversed.
+        message = f'must be one of "loopback", "lan" (got "{RLO}txt.exe")'
+        issues = [{"path": "gateway.bind", "message": message},
+                  {"path": "nowhere", "message": message}]  # fmt: skip
+        page.driver.execute_script(CHANGED_ANSWER, "config.patch", {"issues": issues})
+        page.connected()
+        page.go("config")
+        field = page.visible('input[data-path="gateway.bind"]')
+        field.clear()
+        field.send_keys("lan")
+        page.click("#config-save")
+        error = page.visible("#config-form .field-error:not([hidden])")
+        shown = message.replace(RLO, "⟨U+202E⟩")
+        assert error.get_attribute("textContent") == shown
+        assert page.text("#config-message").splitlines()[-1] == f"nowhere: {shown}"
+
     def test_a_model_without_a_provider_is_shown_alone(self, page: Page) -> None:
         # A session whose row names a model and no provider read "/gpt-solo": a slash
         # before nothing, as if a provider's name were missing from the config.
