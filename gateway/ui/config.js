@@ -111,6 +111,12 @@ function field(key, path, keys, value) {
   } else if (secret) {
     kind = "secret";
     input = el("input", { type: "password", id, placeholder: "redacted by the server; type to replace", autocomplete: "off" });
+  } else if (/[\r\n]/.test(value)) {
+    // A one-line input drops line breaks: the value shown was another, and sent back by Save
+    // with any other change. A box keeps them (a \r\n reads as \n: `shown`, below).
+    kind = "string";
+    input = el("textarea", { id, rows: Math.min(8, value.split("\n").length), spellcheck: "false" });
+    input.value = value;
   } else {
     kind = "string";
     input = el("input", { type: "text", id, value: String(value), spellcheck: "false" });
@@ -118,7 +124,9 @@ function field(key, path, keys, value) {
   input.setAttribute("aria-describedby", errorId);
   input.dataset.path = path;
   const error = el("span", { class: "field-error", id: errorId, role: "alert", hidden: true });
-  fields.push({ path, keys, kind, original: value, input, error });
+  // `shown`: a text as the field first held it, which is what a field left alone still holds
+  // (a textarea's value reads \r\n as \n): left alone, it is not a change.
+  fields.push({ path, keys, kind, original: value, shown: kind === "string" ? input.value : undefined, input, error });
   return el(
     "div",
     { class: `field field-${kind}`, dataset: { path } },
@@ -155,7 +163,10 @@ function changes(strict = false) {
         changed.set(f, undefined);
         continue;
       }
-    } else value = f.input.value;
+    } else {
+      if (f.input.value === f.shown) continue;
+      value = f.input.value;
+    }
     if (JSON.stringify(value) !== JSON.stringify(f.original)) changed.set(f, value);
   }
   return changed;

@@ -594,6 +594,35 @@ class TestConfigKeys:
         page.until(lambda: word in page.driver.execute_script(legends), "the key")
         assert overflow(page, "main") == 0
 
+    def test_a_multi_line_value_left_alone_is_not_saved_mangled(self, page: Page) -> None:
+        # A one-line input drops a value's line breaks: the field no one touched differed
+        # from the value config.get gave, and Save sent it, its lines run together, with
+        # whatever else was changed. It is edited in a box that keeps its lines.
+        page.driver.execute_script(WITH_CONFIG_KEYS, {"multi": {"text": "line one\nline two"}})
+        page.driver.execute_script(
+            """
+            window.patches = [];
+            const send = WebSocket.prototype.send;
+            WebSocket.prototype.send = function (data) {
+              const frame = JSON.parse(data);
+              if (frame.method === "config.patch") window.patches.push(frame.params.raw);
+              send.call(this, data);
+            };
+            """
+        )
+        page.connected()
+        page.go("config")
+        text = page.visible('[data-path="multi.text"]:is(input, textarea)')
+        assert text.get_attribute("value") == "line one\nline two"
+        assert not page.find("#config-save").is_enabled()
+        field = page.visible('input[data-path="gateway.reload.debounceMs"]')
+        field.clear()
+        field.send_keys("321")
+        page.click("#config-save")
+        page.until(lambda: page.driver.execute_script("return window.patches.length"), "a save")
+        (raw,) = page.driver.execute_script("return window.patches")
+        assert json.loads(raw) == {"gateway": {"reload": {"debounceMs": 321}}}
+
 
 class TestTranscriptBidi:
     def test_an_override_in_a_preview_is_shown_not_obeyed(
