@@ -2383,9 +2383,11 @@ class SessionStore:
         updated for `stateless_ttl_ms`; the oldest beyond `max_entries`; then, when the store
         holds more than `max_disk_bytes`, archived transcripts (the longest archived first) and
         then the oldest sessions until their estimated size brings it down to
-        `high_water_bytes`. Main sessions and `protected_keys` (active runs) never. `warn`
-        only returns the sessions; `enforce` also deletes them with all their transcripts,
-        those archived transcripts, and archived transcripts older than `prune_after_ms`.
+        `high_water_bytes` (`enforce` counts the pages again after deleting them and goes on
+        while the store still holds more). Main sessions and `protected_keys` (active runs)
+        never. `warn` only returns the sessions; `enforce` also deletes them with all their
+        transcripts, those archived transcripts, and archived transcripts older than
+        `prune_after_ms`.
         A full batch means more may remain: the caller calls again, so no single job holds
         the store thread for long.
         """
@@ -2459,9 +2461,11 @@ class SessionStore:
         if excess > 0:
             choose(f"WHERE {kept} ORDER BY updated_at, key", (), beyond_max_entries)
         archived: builtins.list[str] = []
-        if maintenance.max_disk_bytes and self._used_bytes() > maintenance.max_disk_bytes:
-            to_free = self._used_bytes() - maintenance.high_water_bytes
-            to_free -= sum(self._estimated_bytes(db, key) for key in chosen)
+
+        def free_bytes(to_free: int) -> builtins.list[str]:
+            """Choose archived transcripts (returned), then the oldest sessions (into
+            `chosen`), until their estimated size reaches `to_free`."""
+            found: builtins.list[str] = []
             # Archived transcripts go before any session, the longest archived first: they
             # are no session's history any more, and a main session's (never pruned) held
             # the store over its limit while every other session went. As many go as the
@@ -2474,8 +2478,8 @@ class SessionStore:
                 for sid, key in cursor:
                     if to_free <= 0:
                         break
-                    if key not in chosen:  # else counted with its session
-                        archived.append(sid)
+                    if key not in chosen and sid not in archived:  # else counted already
+                        found.append(sid)
                         to_free -= self._transcript_bytes(db, sid)
             finally:
                 cursor.close()
@@ -2489,12 +2493,33 @@ class SessionStore:
                 return True
 
             choose("ORDER BY updated_at, key", (), until_under_high_water)
+            return found
+
+        over_limit = bool(maintenance.max_disk_bytes) and (
+            self._used_bytes() > maintenance.max_disk_bytes
+        )
+        if over_limit:
+            to_free = self._used_bytes() - maintenance.high_water_bytes
+            archived = free_bytes(to_free - sum(self._estimated_bytes(db, k) for k in chosen))
         candidates = list(chosen.values())
         if maintenance.mode != "enforce":
             return candidates, 0
 
         def enforce(db: sqlite3.Connection) -> int:
             self._enforce(db, candidates, archived)
+            # The estimate is a guess at the pages a row takes (its text, its index entries,
+            # how full its pages were): the limit is on the pages, so they are counted again
+            # once the chosen rows are gone, and while the store still holds more than the
+            # high water the next archived transcript or oldest session goes, up to `limit`.
+            while over_limit and (left := self._used_bytes() - maintenance.high_water_bytes) > 0:
+                before = len(chosen)
+                more = free_bytes(left)
+                added = list(chosen.values())[before:]
+                if not more and not added:
+                    break
+                self._enforce(db, added, more)
+                candidates.extend(added)
+                archived.extend(more)
             return self._delete_archived(db, cutoff, max(1, limit))
 
         return candidates, self._write(enforce)

@@ -1460,6 +1460,16 @@ class TestPruneLimits:
         await self.enforce_one_megabyte(store, keys)
         assert await store.get("agent:main:main") is not None
 
+    async def test_the_limit_holds_whatever_the_indexes_hold(self, store: SessionStore) -> None:
+        """What a session's rows take is estimated first, but the pages the store holds are
+        what the limit is on. One more index (a later schema's) took a page the estimate did
+        not know of: pruning stopped where its estimate said, 2,816 bytes over."""
+        keys = await self.fill(store, 20, "x" * 50_000)
+        with raw_db(store) as db:
+            db.execute("CREATE INDEX messages_extra ON messages(session_id, role, seq)")
+        assert await store.used_bytes() > 2_000_000
+        await self.enforce_one_megabyte(store, keys)
+
     async def test_archived_sessions_go_under_the_byte_limit_too(self, store: SessionStore) -> None:
         """Kept from `pruneAfter` and `maxEntries`, not from the operator's byte limit: else
         they would hold the store over it while every other session went."""
