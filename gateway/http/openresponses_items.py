@@ -18,8 +18,8 @@ next (it ends with an answered reply, is the chain's own input, or ends unanswer
 next segment does not ask all of it again) is read a piece at a time: a client's history
 of many messages without a reply between. One that ends unanswered and that the next
 segment asks again whole (a client's long history sent again after a failure) lists
-nothing, and is stepped over: the store compares the two (`_Chain.decide`). Only one asked
-again but for whitespace is still read whole, with the retry's first as many messages.
+nothing, and is stepped over: the store compares the two (`_Chain.decide`), and the pairs
+it finds stored otherwise are read (a message sent again in other whitespace asks the same).
 A run of turns the upstream refused (a client sending a request too large for it again and
 again) lists nothing: a page reads its first turn's first piece, and the store says where
 the run ends."""
@@ -232,18 +232,17 @@ class _Chain:
         (`segment_items`): it ends unanswered, and its segment was not found listed whole."""
         return _unanswered(kept) and kept[-1].seq not in self.whole
 
-    async def decide(self, end: StoredMessage) -> bool | None:
+    async def decide(self, end: StoredMessage) -> bool:
         """Whether the long segment that ends with `end`, a reply empty or cut short, is
         listed whatever it holds (True), or left out (False): the next segment listed
-        begins with all its messages again, a retry of its turn (`retries_left_out`).
-        None when only the whole of both tells (a retry that differs in whitespace). A
+        begins with all its messages again, a retry of its turn (`retries_left_out`). A
         few lookups, and the two segments compared in the database, where each may be
         thousands of messages (a client's history that the upstream failed on, sent
         again)."""
         if end.seq in self.whole or end.seq in self.left_out:
             return end.seq in self.whole
         reply = await self.reply(end)
-        listed: bool | None = True  # a refused turn's segment lists nothing either way
+        listed = True  # a refused turn's segment lists nothing either way
         before = await self.store.last_assistant_in(self.session_id, self.low, end.seq - 1)
         start = (before if before is not None else self.low - 1) + 1
         first = await self.store.messages_in(self.session_id, start, end.seq - 1, False, 1)
@@ -254,27 +253,36 @@ class _Chain:
                 listed = await self._asked_again(first[0].seq, end.seq, ahead)
         if listed:
             self.whole.add(end.seq)
-        elif listed is False:
+        else:
             self.left_out[end.seq] = first[0].seq
         return listed
 
-    async def _asked_again(self, start: int, end: int, ahead: int) -> bool | None:
+    async def _asked_again(self, start: int, end: int, ahead: int) -> bool:
         """`decide` for a segment from `start` to before `end` that the one at `ahead`
-        begins as it does: False when it asks each of its messages again."""
+        begins as it does: False when it asks each of its messages again. A message sent
+        again in other whitespace asks the same (`same_message`): past one that the store
+        finds stored otherwise, the two are read and compared a pair at a time (more at a time
+        while the next is stored otherwise too), and the store compares the rest."""
         stop = await self.end(ahead)
         if (stop.seq if stop is not None else self.top + 1) - ahead < end - start:
             return True  # fewer messages: not all of them asked again
         shift = ahead - start
+        size = 1
         differs = await self.store.first_difference(self.session_id, start, end - 1, shift)
-        if differs is None:
-            return False
-        pair = await self.store.messages_in(self.session_id, differs, differs, False, 1)
-        again = await self.store.messages_in(
-            self.session_id, differs + shift, differs + shift, False, 1
-        )
-        if pair and again and not _same(again[0], pair[0]):
-            return True
-        return None  # the same but for whitespace: the rest has to be read
+        while differs is not None:
+            high = min(differs + size - 1, end - 1)
+            pairs = await self.store.messages_in(self.session_id, differs, high, False, size)
+            again = await self.store.messages_in(
+                self.session_id, differs + shift, high + shift, False, size
+            )
+            if len(pairs) != len(again) or not all(map(_same, again, pairs)):
+                return True
+            low = high + 1
+            differs = await self.store.first_difference(self.session_id, low, end - 1, shift)
+            # Pairs one after another stored otherwise (a client that trims every message)
+            # are read more at a time; one far on, alone again.
+            size = min(size * 2, self.batch) if differs == low else 1
+        return False
 
     def reader(self, span: tuple[int, int], descending: bool, first: int) -> _Reader:
         return _Reader(self.store, self.session_id, span, descending, (first, self.batch))
@@ -303,34 +311,19 @@ class _Chain:
         own input, which has none)."""
         return await self.store.next_assistant(self.session_id, seq, self.top)
 
-    async def around(self, seq: int) -> tuple[_Piece, StoredMessage | None, bool] | None:
-        """The piece the message at `seq` is in, its turn's reply, and whether its segment
-        is loose (its messages pieces of their own); None when it is gone (deleted
-        since), or its segment is left out."""
+    async def around(self, seq: int) -> tuple[_Piece, StoredMessage | None] | None:
+        """The piece the message at `seq` is in, and its turn's reply; None when it is gone
+        (deleted since), or its segment is left out. A segment listed at all is loose (its
+        messages each listed whatever the next segment holds, `decide`): the piece is the
+        message alone."""
         end = await self.end(seq)
-        decided = True if end is None or _loose(end) else await self.decide(end)
-        if decided is False:
+        if end is not None and not _loose(end) and not await self.decide(end):
             return None
-        if decided:
-            piece = list(await self.store.messages_in(self.session_id, seq, seq, False, 1))
-            loose = True
-        else:
-            back = self.reader((self.low, seq - 1), True, _FIRST_READ)
-            piece = []
-            while (m := await back.peek()) is not None and m.role != "assistant":
-                piece.append(m)
-                await back.pop()
-            piece.reverse()
-            up = self.reader((seq, self.top), False, _FIRST_READ)
-            while (m := await up.pop()) is not None:
-                piece.append(m)
-                if m.role == "assistant":
-                    break
-            loose = False
-        if not any(m.seq == seq for m in piece):
+        piece = list(await self.store.messages_in(self.session_id, seq, seq, False, 1))
+        if not piece:
             return None
         reply = await self.reply(piece[-1])
-        return (piece, _kept(piece, reply)), reply, loose
+        return (piece, _kept(piece, reply)), reply
 
 
 class _Forward:
@@ -368,7 +361,7 @@ class _Forward:
                     self._reader.skip_to(end.seq + 1)
                     self._loose = self._asked = False
                     return [*piece, end], []
-                self._loose = bool(decided)
+                self._loose = True
             if self._loose:
                 break
         if not piece:
@@ -455,7 +448,7 @@ class _Backward:
                     self._reply = (await self._chain.reply(end),)
                     piece.reverse()
                     return piece, []
-                self._loose = bool(decided)
+                self._loose = True
             if self._loose and len(piece) >= _LOOSE_AFTER:
                 break
         if not piece:
@@ -521,14 +514,14 @@ async def input_items_page(
         around = await chain.around(seq)
         if around is None or not around[0][1]:  # deleted since, or of a refused turn
             raise _no_such_item(cursor)
-        (piece, kept), reply, loose = around
-        inside = loose and piece[-1].role != "assistant"  # the segment goes on after it
+        (piece, kept), reply = around
+        inside = piece[-1].role != "assistant"  # the segment goes on after it
         forward = _Forward(chain, piece[-1].seq + 1, _FIRST_READ, inside)
         after = await forward.following(len(kept)) if chain.depends(kept) else []
         items = segment_items(session_id, kept, after)
         if not query.ascending:
             items.reverse()
-            backward = _Backward(chain, piece[0].seq - 1, (reply,), loose)
+            backward = _Backward(chain, piece[0].seq - 1, (reply,), loose=True)
             later = _Following(kept) if _has_reply(kept) else _Following(kept, forward)
             forward = None
         ids = [item["id"] for item in items]

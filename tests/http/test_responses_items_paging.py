@@ -276,9 +276,31 @@ async def retried_history(client: Client) -> tuple[str, list[str], int]:
     return last, [item["id"] for item in items], 2
 
 
+async def respaced_history(client: Client) -> tuple[str, list[str], int]:
+    """The same, sent again with a few of its messages in other whitespace (a client that
+    trims or wraps what it sends): the same questions (`same_message`), so the first try is
+    left out and stepped over all the same, those few read with their pairs; it read both
+    tries whole."""
+    store = store_of(client)
+    session_id = uuid7()
+    await answered(store, turn(session_id, 0))
+    asked = tuple(ChatMessage("user", f"question {n}") for n in range(2 * LONG_CHAIN))
+    failed = turn(session_id, 1, inputs=asked, assistant_text="", stop_reason="error",
+                  status="error", error_message="upstream provider error (HTTP 500)")  # fmt: skip
+    await answered(store, failed)
+    again = tuple(
+        ChatMessage("user", f" {m.text}\n") if n % 1000 == 7 else m for n, m in enumerate(asked)
+    )
+    await answered(store, turn(session_id, 2, inputs=again))
+    last = await answered(store, turn(session_id, 3))
+    items = await whole(store, session_id, last)
+    assert len(items) == 2 * LONG_CHAIN + 4
+    return last, [item["id"] for item in items], 3
+
+
 STRETCHES = [
     failed_stretch, client_history, many_questions, many_questions_asked, refused_retries,
-    unanswered_history, retried_history,
+    unanswered_history, retried_history, respaced_history,
 ]  # fmt: skip
 
 
