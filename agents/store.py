@@ -87,8 +87,9 @@ PRUNE_BATCH = 500
 # group of 20 MB turns can take hundreds of MB) and would keep that size until the store
 # closes; in steady state it stays under SQLite's 1000-page checkpoint mark (4 MB).
 WAL_SIZE_LIMIT_BYTES = 16 * 1024 * 1024
-# Estimated bytes of a message row beyond its text (uuid id, session id, usage JSON, the
-# two index entries) and of a session with its transcript row and their index entries.
+# Estimated bytes of a message row beyond its text (uuid id, session id, usage JSON, its
+# index entries) and of a session with its transcript row and their index entries. A guess:
+# SQLite's `prune` counts the pages again once it has deleted what the guess chose.
 _MESSAGE_ROW_BYTES = 256
 _SESSION_ROW_BYTES = 512
 
@@ -255,6 +256,15 @@ def _migrate_to_8_turn_ends(db: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_to_9_answers(db: sqlite3.Connection) -> None:
+    """Schema 9: the answers (replies the upstream did not refuse, `SQL_ANSWER`) of a
+    transcript, by seq. The end of a run of refused turns, and the answer before one, were a
+    step along the index of replies, one entry a refused turn: a client that sent a request
+    too large thousands of times cost thousands of steps for each input item page across
+    the run. One entry an answered turn."""
+    db.execute(f"CREATE INDEX messages_answers ON messages(session_id, seq) WHERE {SQL_ANSWER}")
+
+
 # MIGRATIONS[v] takes a database at user_version v to v + 1, inside a transaction.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _migrate_to_1,
@@ -265,6 +275,7 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _migrate_to_6_pinned,
     _migrate_to_7_runs,
     _migrate_to_8_turn_ends,
+    _migrate_to_9_answers,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -407,16 +418,16 @@ SQL_NEXT_ASSISTANT = f"""
 SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND seq BETWEEN ? AND ?
 AND role = 'assistant' ORDER BY seq LIMIT 1
 """
-# A reply the upstream did not refuse (`StoredMessage.refused`): an answer.
+# A reply the upstream did not refuse (`StoredMessage.refused`): an answer. The index of
+# answers (schema 9) holds the messages of this condition, written the same in a query.
 SQL_ANSWER = (
     "stop_reason IS NOT NULL AND NOT (stop_reason = 'error'"
     f" AND COALESCE(error_message, '') LIKE '{REFUSED_ERROR}%')"
 )
 # The last reply of the run of refused turns that begins at seq `low` (the first message of
 # a turn), up to `high`: the last reply before the first answer, when there is one before
-# it; and the last answer from `low` to `high`. Both walk the index of replies, one entry a
-# refused turn, and build no row. (An index of the answers would make them lookups; it
-# would be a third entry each turn writes, for runs of refused turns, which are rare.)
+# it; and the last answer from `low` to `high`. Lookups in the index of answers and that of
+# replies, however long the run; no row built.
 SQL_REFUSED_RUN_END = f"""
 SELECT MAX(seq) FROM messages WHERE session_id = :sid AND stop_reason IS NOT NULL
 AND seq >= :low AND seq < COALESCE((SELECT seq FROM messages WHERE session_id = :sid

@@ -275,6 +275,12 @@ CREATE INDEX messages_replies ON messages(session_id, seq) WHERE stop_reason IS 
 CREATE INDEX messages_assistants ON messages(session_id, seq) WHERE role = 'assistant'
 """
 
+# As the SQLite store's schema 9: the answers, by seq; the end of a run of refused turns a
+# lookup rather than a step along the index of replies, one entry a refused turn.
+_SCHEMA_V11_ANSWERS = f"""
+CREATE INDEX messages_answers ON messages(session_id, seq) WHERE {SQL_ANSWER}
+"""
+
 # A claim's answer, kept with it once ended (JSON, NULL: none): the facts of an `agent` bare
 # `/new`'s answer, so a retry on another process answers it again rather than resetting again
 # (gateway/ws/claims.py `claim_reset`).
@@ -311,6 +317,7 @@ MIGRATIONS: tuple[str, ...] = (
     _SCHEMA_V8_CALL_ANSWERS,
     _SCHEMA_V9_CALLS_BY_SESSION,
     _SCHEMA_V10_TURN_ENDS,
+    _SCHEMA_V11_ANSWERS,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

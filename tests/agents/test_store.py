@@ -1133,7 +1133,8 @@ class TestChainTo:
         self, store: SessionStore
     ) -> None:
         """A client that sends a request too large again and again: the run of refused
-        turns it leaves is stepped over in the index of replies, no message built."""
+        turns it leaves is stepped over, its end looked up in the indexes of answers and
+        replies, no message built."""
         row, _ = await store.create(KEY, "main", 100)
         row = await store.append_turn(turn(row, "r0"))  # seqs 1, 2
         refused = f"{REFUSED_ERROR} (HTTP 413)"
@@ -1158,7 +1159,10 @@ class TestChainTo:
             ):
                 plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
                 searches = [step for step in plan if "messages" in step]
-                assert searches and all("messages_replies" in s for s in searches), plan
+                assert searches and all(
+                    "messages_replies" in s or "messages_answers" in s for s in searches
+                ), plan
+                assert any("messages_answers" in s for s in searches), plan
 
     async def test_a_turns_reply_is_found_by_its_run(self, store: SessionStore) -> None:
         """Not by a walk back over the messages of every later turn: an old response of
@@ -1869,7 +1873,7 @@ class TestPinned:
                 (KEY,),
             )
         async with SessionStore(tmp_path) as store:
-            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 8
+            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 9
             kept = SessionRow(
                 KEY, "main", "sid", "old", 1, 2, archived_at=2, archive_reason="manual"
             )
@@ -1892,7 +1896,7 @@ class TestPinned:
             db.execute("PRAGMA user_version = 6")
             db.execute("COMMIT")
         async with SessionStore(tmp_path) as store:
-            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 8
+            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 9
         with sqlite3.connect(path) as db:
             sql = f"EXPLAIN QUERY PLAN {SQL_CHAIN_BOUNDS}"
             plan = db.execute(sql, {"sid": "sid", "run": "r1"}).fetchall()
@@ -1924,7 +1928,7 @@ class TestPinned:
                 )
             db.execute("COMMIT")
         async with SessionStore(tmp_path) as store:
-            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 8
+            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 9
             reply = await store.turn_reply("sid", 1, 99)
             assert reply is not None and reply.seq == 53
             assistant = await store.next_assistant("sid", 1, 99)
@@ -1939,6 +1943,49 @@ class TestPinned:
                 assert plan == [
                     f"SEARCH messages USING INDEX {index} (session_id=? AND seq>? AND seq<?)"
                 ], plan
+
+    async def test_a_v8_store_finds_the_end_of_a_run_of_refused_turns_by_index(
+        self, tmp_path: Path
+    ) -> None:
+        """A client that sent a request too large again and again: the run of refused turns
+        it left, and the answer before it, are a lookup in the index of answers, not a step
+        along the index of replies, one entry a refused turn."""
+        path = tmp_path / DB_FILENAME
+        with sqlite3.connect(path, isolation_level=None) as db:
+            db.execute("BEGIN")
+            for migrate in MIGRATIONS[:8]:
+                migrate(db)
+            db.execute("PRAGMA user_version = 8")
+            db.execute(
+                "INSERT INTO transcripts (session_id, key, agent_id, created_at)"
+                " VALUES ('sid', ?, 'main', 1)",
+                (KEY,),
+            )
+            # Turn 0 answered, turns 1 to 40 refused, turn 41 answered.
+            for seq in range(1, 85):
+                stop = None if seq % 2 else ("stop" if seq in (2, 84) else "error")
+                error = f"{REFUSED_ERROR} (HTTP 413)" if stop == "error" else None
+                db.execute(
+                    "INSERT INTO messages (id, session_id, seq, role, content, timestamp,"
+                    " run_id, stop_reason, error_message)"
+                    " VALUES (?, 'sid', ?, ?, '\"x\"', 1, ?, ?, ?)",
+                    (f"m{seq}", seq, "user" if seq % 2 else "assistant", f"r{(seq - 1) // 2}",
+                     stop, error),
+                )  # fmt: skip
+            db.execute("COMMIT")
+        async with SessionStore(tmp_path) as store:
+            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 9
+            assert await store.refused_run_end("sid", 3, 200) == 82
+            assert await store.refused_run_end("sid", 83, 200) is None
+            assert await store.last_answer("sid", 1, 82) == 2
+        answers = "SEARCH messages USING INDEX messages_answers (session_id=? AND seq>? AND seq<?)"
+        with sqlite3.connect(path) as db:
+            for sql, params in (
+                (SQL_REFUSED_RUN_END, {"sid": "sid", "low": 3, "high": 200}),
+                (SQL_LAST_ANSWER, ("sid", 1, 82)),
+            ):
+                plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+                assert answers in plan, plan
 
 
 class TestArchived:
@@ -2018,7 +2065,7 @@ class TestArchived:
                 (KEY,),
             )
         async with SessionStore(tmp_path) as store:
-            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 8
+            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 9
             assert await store.get(KEY) == SessionRow(KEY, "main", "sid", "old", 1, 2)
             assert [r.key for r in (await store.list(archived=False)).rows] == [KEY]
             archived = await store.set_archived(KEY, True, 3)

@@ -76,7 +76,7 @@ class TestSchema:
             await conn.execute("INSERT INTO clawgate_schema VALUES (1)")
         await conn.close()
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == tuple(range(2, 11)) == tuple(range(2, SCHEMA_VERSION + 1))
+            assert store.migrated == tuple(range(2, 12)) == tuple(range(2, SCHEMA_VERSION + 1))
             assert await store.get_response("resp_x") is None
             assert await store.claim_hook_call("s", "r", "k", 1) == ("r", "k")
 
@@ -96,7 +96,7 @@ class TestSchema:
             )
         await conn.close()
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (5, 6, 7, 8, 9, 10) and SCHEMA_VERSION == 10
+            assert store.migrated == (5, 6, 7, 8, 9, 10, 11) and SCHEMA_VERSION == 11
             assert await store.get(KEY) == SessionRow(KEY, "main", "sid", "old", 1, 2)
             assert [r.key for r in (await store.list(archived=False)).rows] == [KEY]
             archived = await store.set_archived(KEY, True, 3)
@@ -121,7 +121,7 @@ class TestSchema:
             )
         await conn.close()
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (6, 7, 8, 9, 10) and SCHEMA_VERSION == 10
+            assert store.migrated == (6, 7, 8, 9, 10, 11) and SCHEMA_VERSION == 11
             kept = SessionRow(
                 KEY, "main", "sid", "old", 1, 2, archived_at=2, archive_reason="manual"
             )
@@ -148,7 +148,7 @@ class TestSchema:
             await conn.execute("INSERT INTO clawgate_schema SELECT generate_series(1, 6)")
         await conn.close()
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (7, 8, 9, 10) and SCHEMA_VERSION == 10
+            assert store.migrated == (7, 8, 9, 10, 11) and SCHEMA_VERSION == 11
         conn = await asyncpg.connect(pg_url)
         try:
             await conn.execute("SET enable_seqscan = off")  # as on a table of many sessions
@@ -174,7 +174,7 @@ class TestSchema:
             )
         await conn.close()
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (8, 9, 10) and SCHEMA_VERSION == 10
+            assert store.migrated == (8, 9, 10, 11) and SCHEMA_VERSION == 11
             assert await store.claim_call("ws:old", "t1", KEY, 600) == ("t0", KEY, True)
             assert await store.call_answer("ws:old") is None
             assert await store.claim_call("ws:new", "t2", KEY, 600_000) == ("t2", KEY, False)
@@ -247,7 +247,7 @@ class TestSchema:
             )
         await conn.close()
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (10,) and SCHEMA_VERSION == 10
+            assert store.migrated == (10, 11) and SCHEMA_VERSION == 11
             reply = await store.turn_reply("sid", 1, 99)
             assert reply is not None and reply.seq == 53
             assistant = await store.next_assistant("sid", 1, 99)
@@ -262,6 +262,48 @@ class TestSchema:
             ):
                 plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {sql}", "sid", 1, 99))
                 assert index in plan, plan
+        finally:
+            await conn.close()
+
+    async def test_a_version_10_database_finds_the_end_of_a_refused_run_by_index(
+        self, pg_url: str
+    ) -> None:
+        """As the SQLite store's schema 9: the answer after a run of refused turns, and the
+        one before it, are lookups in the index of answers."""
+        conn = await asyncpg.connect(pg_url)
+        async with conn.transaction():
+            for migration in MIGRATIONS[:10]:
+                await conn.execute(migration)
+            await conn.execute("CREATE TABLE clawgate_schema (version INTEGER NOT NULL)")
+            await conn.execute("INSERT INTO clawgate_schema SELECT generate_series(1, 10)")
+            await conn.execute(
+                "INSERT INTO transcripts (session_id, key, agent_id, created_at)"
+                " VALUES ('sid', $1, 'main', 1)",
+                KEY,
+            )
+            # Turn 0 answered, turns 1 to 40 refused, turn 41 answered.
+            await conn.execute(
+                "INSERT INTO messages (id, session_id, seq, role, content, timestamp, run_id,"
+                " stop_reason, error_message)"
+                " SELECT 'm' || n, 'sid', n, CASE WHEN n % 2 = 0 THEN 'assistant' ELSE 'user'"
+                " END, '\"x\"', 1, 'r' || ((n - 1) / 2),"
+                " CASE WHEN n IN (2, 84) THEN 'stop' WHEN n % 2 = 0 THEN 'error' END,"
+                " CASE WHEN n % 2 = 0 AND n NOT IN (2, 84) THEN $1 END"
+                " FROM generate_series(1, 84) AS n",
+                f"{REFUSED_ERROR} (HTTP 413)",
+            )
+        await conn.close()
+        async with PostgresSessionStore(pg_url) as store:
+            assert store.migrated == (11,) and SCHEMA_VERSION == 11
+            assert await store.refused_run_end("sid", 3, 200) == 82
+            assert await store.refused_run_end("sid", 83, 200) is None
+            assert await store.last_answer("sid", 1, 82) == 2
+        conn = await asyncpg.connect(pg_url)
+        try:
+            await conn.execute("SET enable_seqscan = off")  # as on a table of many sessions
+            for sql in (SQL_REFUSED_RUN_END, SQL_LAST_ANSWER):
+                plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {sql}", "sid", 3, 200))
+                assert "messages_answers" in plan, plan
         finally:
             await conn.close()
 
@@ -297,7 +339,7 @@ class TestSchema:
             await conn.execute("SET enable_seqscan = off")  # as on a table of many sessions
             for sql in (SQL_REFUSED_RUN_END, SQL_LAST_ANSWER):
                 plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {sql}", "sid", 3, 200))
-                assert "messages_replies" in plan, plan
+                assert "messages_answers" in plan, plan
         finally:
             await conn.close()
 
