@@ -145,7 +145,7 @@ async def hook(request: web.Request, hooks: HooksConfig, sub_path: str) -> web.S
         body = await work_on_body(raw, parse_body, raw)
         if sub_path == "agent":
             return await _agent(request, state, hooks, body)
-        return _wake(request, state, hooks, body)
+        return await _wake(request, state, hooks, body)
     except RequestError as exc:
         return error_answer(request, exc)
     except ConnectionError:  # the client left while sending its body
@@ -414,12 +414,13 @@ async def _wait(request: web.Request, run: AgentRun, key: str, seconds: int) -> 
     return json_response(completion_body(run.id, key, outcome), headers=session_header(request))
 
 
-def _wake(
+async def _wake(
     request: web.Request, state: GatewayState, hooks: HooksConfig, body: dict[str, object]
 ) -> web.StreamResponse:
     """OpenClaw queues a system event for the main session and runs its heartbeat; clawgate
     has neither, so the nearest it can do is a turn on the main session with the event's
-    text, marked as a system event."""
+    text, marked as a system event. An archived main session takes no wake turn, as it takes
+    no `/hooks/agent` or `chat.send` one (400 `session_archived`)."""
     agents = state.config.agents
     parsed = parse_wake_hook(body)
     agent_id = hook_agent(parsed.agent_id, hooks, agents)
@@ -428,6 +429,7 @@ def _wake(
     turn = TurnRequest(
         agent_id=agent_id, session_key=key, run_id=run_id, text=parsed.text, addressable=True
     )
+    await _refuse_archived(state, key)
     _submit(request, state, turn, "wake")
     return json_response(
         {"ok": True, "mode": "now", **accepted_body(run_id, key)}, headers=session_header(request)

@@ -466,6 +466,24 @@ class TestWakeHook:
             ("assistant", "[turn 1] System: New email received"),
         ]
 
+    async def test_an_archived_main_session_takes_no_wake_turn(self, client: Client) -> None:
+        """As `/hooks/agent` and `chat.send` refuse it: the wake's turn ran on the archived
+        session."""
+        _, body = await hook(client, "/hooks/wake", {"text": "first"})
+        await finished(client, body["runId"])
+        registry = client.app[STATE].registry
+        assert registry is not None
+        await registry.patch("agent:main:main", archived=True)
+        refused = 'Session "agent:main:main" is archived. Restore it before starting new work.'
+        assert await hook(client, "/hooks/wake", {"text": "second"}) == (
+            400,
+            error(refused, code="session_archived"),
+        )
+        assert await transcript(client, "agent:main:main") == [
+            ("user", "System: first"),
+            ("assistant", "[turn 1] System: first"),
+        ]
+
     @pytest.mark.parametrize(
         ("payload", "expected"),
         [
