@@ -10,7 +10,9 @@ whole message is a JSON array (ASCII only, so characters are bytes) of items:
 `data.text`>, "at": <its length before the delta>}` (below), `{"t": "change", "c":
 <SessionChange.to_dict()>}`
 (`sessions.changed`), `{"t": "abort", "q": <request id>, "k": <key>,
-"r": <run id or null>}` and `{"t": "aborted", "q": <request id>, "to": <origin>, "ids": [...]}`.
+"r": <run id or null>}` and `{"t": "aborted", "q": <request id>, "to": <origin>, "ids": [...]}`
+(every process answers an abort, `ids` empty when it stopped nothing; the asker waits for as
+many answers as pg_stat_activity counts listening connections, LISTENER_APPLICATION_NAME).
 Items queued together go in one notification while they fit; a body over the limit is cut into
 `count` pieces sent in order (one connection's notifications arrive in the order sent) and
 joined again by the receivers. The sender is one task on one connection: events leave in the
@@ -77,8 +79,10 @@ CHANNEL = "clawgate_events"
 MAX_BODY_BYTES = 7800
 # Partly received messages kept at once: a process killed between two pieces leaves one behind.
 MAX_PARTIAL_MESSAGES = 256
-# How long `abort_elsewhere` waits for the process that runs the session to answer.
+# How long `abort_elsewhere` waits for the other processes to answer.
 ABORT_REPLY_TIMEOUT_S = 2.0
+# The listening connections' name in pg_stat_activity: how many processes an abort waits for.
+LISTENER_APPLICATION_NAME = "clawgate-events"
 # Between attempts to reconnect after the database went away.
 RECONNECT_DELAY_S = 1.0
 # A partition (or a firewall that forgot the connection) leaves a connection open with nothing
@@ -106,6 +110,32 @@ _TEXT_STREAMS = (Stream.ASSISTANT, Stream.THINKING)
 # A run's end carries each text stream's last event sent under these keys (module docstring),
 # passed on in this order when missed: the reasoning before the reply, as a run emits them.
 _LAST_KEYS = ((Stream.THINKING, "lastThinking"), (Stream.ASSISTANT, "last"))
+
+
+class AbortReplies:
+    """The answers to one `abort_elsewhere`: every process answers, with the ids it aborted
+    (none: it ran nothing of the session); complete once `expected` processes did."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.expected: int | None = None
+        self.complete = asyncio.Event()
+        self._origins: set[str] = set()
+
+    def heard(self, origin: str, ids: list[str]) -> None:
+        if origin not in self._origins:
+            self._origins.add(origin)
+            self.ids.extend(ids)
+            self._check()
+
+    def expect(self, count: int) -> None:
+        self.expected = count
+        self._check()
+
+    def _check(self) -> None:
+        if self.expected is not None and len(self._origins) >= self.expected:
+            self.complete.set()
+
 
 RemoteListener = Callable[[RunEvent | SessionChange], None]
 # Aborts the session's runs here (or the one run): the ids it aborted.
@@ -305,7 +335,9 @@ class PostgresEventBus:
         self._last_sent: dict[tuple[str, str], RunEvent] = {}
         # Other processes' text streams: their text so far, to add their pieces to.
         self._texts: OrderedDict[tuple[str, str], StreamedText] = OrderedDict()
-        self._replies: dict[str, asyncio.Future[list[str]]] = {}
+        self._replies: dict[str, AbortReplies] = {}
+        # The listening connection runs a statement of ours at a time (its probe, a count).
+        self._listener_use = asyncio.Lock()
         self._closing = False
         self.listening = asyncio.Event()
 
@@ -337,16 +369,16 @@ class PostgresEventBus:
             self._listener.terminate()
             self._listener = None
 
-    async def _connect(self) -> Any:
+    async def _connect(self, settings: dict[str, str] | None = None) -> Any:
         return await asyncpg.connect(
             self.url,
             password=self._password,
             timeout=CONNECT_TIMEOUT_S,
-            server_settings=self.server_settings,
+            server_settings={**self.server_settings, **(settings or {})},
         )
 
     async def _listen(self) -> None:
-        conn = await self._connect()
+        conn = await self._connect({"application_name": LISTENER_APPLICATION_NAME})
         try:
             await conn.add_listener(CHANNEL, self._on_notification)
         except BaseException:  # a failure, or a stop while the gateway starts: not left open
@@ -375,7 +407,9 @@ class PostgresEventBus:
                 if now - probed < PROBE_INTERVAL_S:
                     continue
                 probed = now
-                if await self._answers(listener):
+                async with self._listener_use:
+                    answered = await self._answers(listener)
+                if answered:
                     continue
                 log.warning("event_bus_unanswered", direction="listen")
             self.listening.clear()
@@ -601,13 +635,13 @@ class PostgresEventBus:
             if self._watched_here:
                 self._put({"t": "watch", "on": True})
         elif kind == "abort" and self._local_abort is not None:
+            # Answered also when nothing was aborted here: the asker waits for every process.
             ids = self._local_abort(str(item["k"]), item.get("r"))
-            if ids:
-                self._put({"t": "aborted", "q": item["q"], "to": origin, "ids": ids})
+            self._put({"t": "aborted", "q": item["q"], "to": origin, "ids": ids})
         elif kind == "aborted" and item.get("to") == self.origin:
-            waiter = self._replies.get(str(item["q"]))
-            if waiter is not None and not waiter.done():
-                waiter.set_result([str(i) for i in item["ids"]])
+            replies = self._replies.get(str(item["q"]))
+            if replies is not None:
+                replies.heard(origin, [str(i) for i in item["ids"]])
 
     def _remote_text(self, event: RunEvent) -> RunEvent:
         """A remote run's event as it came, its text so far kept when it has one."""
@@ -658,16 +692,42 @@ class PostgresEventBus:
     # -- aborts ----------------------------------------------------------------------------
 
     async def abort_elsewhere(self, session_key: str, run_id: str | None) -> list[str]:
-        """Ask the other processes to abort the session's runs (or the one run); the ids the
-        first one that had any aborted, or [] when none answered in time."""
+        """Ask the other processes to abort the session's runs (or the one run); the ids they
+        all aborted (a run on one, the next turn queued on another), once every process
+        listening on the database answered, or those answered within ABORT_REPLY_TIMEOUT_S
+        (a process that answers nothing: killed, cut off, or of a version that answered only
+        when it aborted some)."""
         request = uuid.uuid4().hex
-        waiter: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
-        self._replies[request] = waiter
+        replies = self._replies[request] = AbortReplies()
         try:
             self._put({"t": "abort", "q": request, "k": session_key, "r": run_id})
-            return await asyncio.wait_for(waiter, ABORT_REPLY_TIMEOUT_S)
+            async with asyncio.timeout(ABORT_REPLY_TIMEOUT_S):
+                others = await self._listening_elsewhere()
+                if others is not None:
+                    replies.expect(others)
+                await replies.complete.wait()
         except TimeoutError:
-            self.remote_runs.unanswered(session_key, run_id)
-            return []
+            pass
         finally:
             del self._replies[request]
+        if not replies.ids:
+            self.remote_runs.unanswered(session_key, run_id)
+        return replies.ids
+
+    async def _listening_elsewhere(self) -> int | None:
+        """How many other processes listen on the channel (in this database), as the server
+        counts their listening connections; None: ours is away."""
+        listener = self._listener
+        if listener is None or listener.is_closed():
+            return None
+        async with self._listener_use:
+            try:
+                with closed_if_unanswered(listener, ANSWER_TIMEOUT_S):
+                    found = await listener.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1"
+                        " AND datname = current_database() AND pid <> pg_backend_pid()",
+                        LISTENER_APPLICATION_NAME,
+                    )
+            except _LOST:
+                return None
+        return int(found)

@@ -217,6 +217,22 @@ class TestBus:
         assert await b.abort_elsewhere("agent:main:k", None) == ["r1"]
         assert self.aborted == [("agent:main:k", None)]
 
+    async def test_an_abort_lists_the_runs_every_process_stopped(
+        self, buses: tuple[PostgresEventBus, PostgresEventBus], pg_url: str
+    ) -> None:
+        """Two other processes stop a run of the session each (one ran it, one had the next
+        turn queued): the abort listed only the first answer's."""
+        _, b = buses
+        c = PostgresEventBus(pg_url)
+        await c.start(lambda key, run_id: ["r2"] if key == "agent:main:k" else [])
+        try:
+            await until(lambda: c.listening.is_set())
+            assert sorted(await b.abort_elsewhere("agent:main:k", None)) == ["r1", "r2"]
+            # Each answers, with nothing when it stopped nothing: the asker waits for all.
+            assert await b.abort_elsewhere("agent:main:other", None) == []
+        finally:
+            await c.aclose()
+
     async def test_run_events_are_not_sent_while_no_other_process_watches(
         self, buses: tuple[PostgresEventBus, PostgresEventBus], kinds: list[str]
     ) -> None:
