@@ -1577,7 +1577,14 @@ class PostgresSessionStore:
                         scope,
                     )
                 if row is not None:
-                    return row[0], row[1], row[2]
+                    break
+            # A share of the session's row until the claim commits: a maintenance pass that
+            # holds the row to delete it is waited for (the claimant then reads no session),
+            # and one that comes after reads the claim (`prune`).
+            await conn.execute(
+                "SELECT 1 FROM sessions WHERE key = $1 FOR KEY SHARE", _storable(session_key)
+            )
+            return row[0], row[1], row[2]
 
         return await self._run(claim, write=True)
 
@@ -1820,18 +1827,26 @@ class PostgresSessionStore:
             async def enforce(conn: Connection) -> builtins.list[SessionRow]:
                 # Only the rows as they were chosen: another process's turn may have come
                 # since (committed: a newer updated_at; running: its turn lock held; queued:
-                # its run claimed).
+                # its run claimed). The rows are locked first, and the locks and claims read
+                # by the next statement: a claim takes a share of its session's row
+                # (`claim_call`), so one made before the rows were locked is committed by then
+                # (a DELETE that waited for a row reads the claims as they were when it began),
+                # and one made after waits for this transaction, then finds the session gone.
+                locked = await conn.fetch(
+                    "SELECT s.key FROM sessions s"
+                    " JOIN unnest($1::text[], $2::bigint[]) AS c(key, at)"
+                    " ON s.key = c.key AND s.updated_at = c.at ORDER BY s.key FOR UPDATE OF s",
+                    [row.key for row in candidates], [row.updated_at for row in candidates],
+                )  # fmt: skip
                 deleted = await conn.fetch(
-                    "DELETE FROM sessions s USING unnest($1::text[], $2::bigint[]) AS c(key, at)"
-                    " WHERE s.key = c.key AND s.updated_at = c.at AND NOT EXISTS ("
+                    "DELETE FROM sessions s WHERE s.key = ANY($1::text[]) AND NOT EXISTS ("
                     " SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
-                    " AND objsubid = 2 AND classid = $3::bigint::oid"
+                    " AND objsubid = 2 AND classid = $2::bigint::oid"
                     " AND objid = (hashtext(s.key)::bigint & 4294967295)::oid)"
                     " AND NOT EXISTS (SELECT 1 FROM hook_calls h WHERE h.session_key = s.key"
                     f" AND NOT h.ended AND h.expires_at > {SQL_NOW_MS})"
                     " RETURNING s.key",
-                    [row.key for row in candidates], [row.updated_at for row in candidates],
-                    LOCK_CLASS_TURN,
+                    [record[0] for record in locked], LOCK_CLASS_TURN,
                 )  # fmt: skip
                 keys = {record[0] for record in deleted}
                 await conn.execute(

@@ -808,6 +808,71 @@ class TestPrune:
                 await admin.close()
             assert (await a.history(row.session_id, 10)).total == 2
 
+    async def test_a_claim_committed_while_the_delete_waits_keeps_its_session(
+        self, pg_url: str
+    ) -> None:
+        """The DELETE read the claims as they were when it began: one committed while it
+        waited for the session's row (a turn queued elsewhere, its mark written) was not seen,
+        and the session was deleted under it."""
+        day = 24 * 3600 * 1000
+        async with PostgresSessionStore(pg_url) as a, PostgresSessionStore(pg_url) as b:
+            await a.create(KEY, "main", 1)
+            admin = await asyncpg.connect(pg_url)
+            try:
+                holder = admin.transaction()
+                await holder.start()
+                await admin.execute("SELECT 1 FROM sessions WHERE key = $1 FOR KEY SHARE", KEY)
+                maintenance = MaintenanceConfig(prune_after_ms=day, mode="enforce")
+                pruning = asyncio.create_task(a.prune(maintenance, 40 * day))
+                await waiting_for_a_lock(admin)
+                await b.claim_call("queued:t1", "t1", KEY, 60_000)
+                await holder.rollback()
+                assert await asyncio.wait_for(pruning, 5) == []
+            finally:
+                await admin.close()
+            assert await a.get(KEY) is not None
+
+    async def test_a_claim_waits_for_a_delete_that_holds_its_session(
+        self, pg_url: str, pg_server: PgServer
+    ) -> None:
+        """A claim made while the pass held the session's row was told made, and the session
+        then deleted under it: the claimant had read the row still there."""
+        day = 24 * 3600 * 1000
+        with statement_relay("127.0.0.1", pg_server.port, b"DELETE FROM sessions s") as relay:
+            async with (
+                PostgresSessionStore(relay.url(pg_url)) as a,
+                PostgresSessionStore(pg_url) as b,
+            ):
+                await a.create(KEY, "main", 1)
+                maintenance = MaintenanceConfig(prune_after_ms=day, mode="enforce")
+                pruning = asyncio.create_task(a.prune(maintenance, 40 * day))
+                await relay.wait_held()
+                claim = asyncio.create_task(b.claim_call("queued:t1", "t1", KEY, 60_000))
+                admin = await asyncpg.connect(pg_url)
+                try:
+                    blocked = asyncio.create_task(waiting_for_a_lock(admin))
+                    await asyncio.wait([claim, blocked], return_when=asyncio.FIRST_COMPLETED)
+                    assert not claim.done(), "the claim was made while the pass held the row"
+                finally:
+                    blocked.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                        await blocked
+                    await admin.close()
+                relay.release()
+                assert [row.key for row in await asyncio.wait_for(pruning, 5)] == [KEY]
+                await asyncio.wait_for(claim, 5)
+                assert await b.get(KEY) is None  # what the claimant reads after its claim
+
+
+async def waiting_for_a_lock(conn: asyncpg.Connection) -> None:
+    """Until some connection of this database waits for a lock."""
+    async with asyncio.timeout(10):
+        while not await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        ):
+            await asyncio.sleep(0.02)
+
 
 ROOT = Path(__file__).resolve().parents[2]
 
