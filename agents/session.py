@@ -161,16 +161,63 @@ class RunSlots:
 # lock yet: a claim naming the session (`Store.claim_call`, under a scope of its own), so that
 # another process's `chat.abort` of the session finds the turn (`claimed_run_going_on`) and
 # its maintenance keeps the session (`prune`). Renewed while the turn waits, as a call's claim
-# is (a process that dies leaves it for one lease), given up when the turn runs.
+# is (a process that dies leaves it for one lease), given up when the turn runs. The marks of
+# a process are renewed together, one statement every QUEUED_LEASE_S / 3 (`QueuedMarks`).
 QUEUED_SCOPE_PREFIX = "queued:"
 QUEUED_LEASE_S = 15.0
+
+
+@attrs.define(eq=False)
+class QueuedMarks:
+    """The marks this process holds, and the one task that renews them all while any is
+    held: a thousand turns waiting for a slot cost one UPDATE a period, not a thousand."""
+
+    store: Store
+    spawn: Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]]
+    _held: dict[str, str] = attrs.field(factory=dict)  # scope → token
+    _emptied: asyncio.Event = attrs.field(factory=asyncio.Event)
+    _renewer: asyncio.Task[None] | None = None
+
+    def mark(self, key: str) -> QueuedMark:
+        mark = QueuedMark(self, key)
+        self.spawn(mark.keep(), f"queued-mark {key}")
+        return mark
+
+    def hold(self, scope: str, token: str) -> None:
+        self._held[scope] = token
+        self._emptied.clear()
+        if self._renewer is None:
+            self._renewer = self.spawn(self._renew(), "queued-marks")
+
+    def let_go(self, scope: str) -> None:
+        self._held.pop(scope, None)
+        if not self._held:
+            self._emptied.set()
+
+    async def _renew(self) -> None:
+        # No await between the last look at `_held` and forgetting the task: a mark held
+        # after that starts a renewer of its own.
+        while self._held:
+            try:
+                async with asyncio.timeout(QUEUED_LEASE_S / 3):
+                    await self._emptied.wait()
+            except TimeoutError:
+                try:
+                    await self.store.extend_hook_calls(
+                        list(self._held.items()), int(QUEUED_LEASE_S * 1000)
+                    )
+                except StoreError as exc:  # kept until their lease is out: tried again
+                    log.warning(
+                        "queued_marks_renewal_failed", count=len(self._held), error=str(exc)
+                    )
+        self._renewer = None
 
 
 @attrs.define(eq=False)
 class QueuedMark:
     """One wait of a session's worker for a run slot: `keep` holds the mark until `end`."""
 
-    store: Store
+    marks: QueuedMarks
     key: str
     _ended: asyncio.Event = attrs.field(factory=asyncio.Event)
 
@@ -178,24 +225,22 @@ class QueuedMark:
         self._ended.set()
 
     async def keep(self) -> None:
-        token = uuid.uuid4().hex
+        store, token = self.marks.store, uuid.uuid4().hex
         scope, lease_ms = QUEUED_SCOPE_PREFIX + token, int(QUEUED_LEASE_S * 1000)
         try:
             if self._ended.is_set():
                 return
-            await self.store.claim_call(scope, token, self.key, lease_ms)
-            while True:
-                try:
-                    async with asyncio.timeout(QUEUED_LEASE_S / 3):
-                        await self._ended.wait()
-                    break
-                except TimeoutError:
-                    await self.store.extend_hook_call(scope, token, lease_ms)
+            await store.claim_call(scope, token, self.key, lease_ms)
+            self.marks.hold(scope, token)
+            try:
+                await self._ended.wait()
+            finally:
+                self.marks.let_go(scope)
         except StoreError as exc:
             # Kept until its lease is out, or never made: the turn goes on either way.
             log.warning("queued_mark_failed", session_key=self.key, error=str(exc))
         with suppress(StoreError):  # else kept until its lease is out
-            await self.store.release_hook_call(scope, token)
+            await store.release_hook_call(scope, token)
 
 
 @attrs.frozen
@@ -215,6 +260,10 @@ class SessionDeps:
     session_idle: Callable[[AgentSession], None]
     # The replay windows of the sessions used last, by key (named sessions only).
     histories: HistoryCache = attrs.Factory(HistoryCache)
+    # A shared store's marks of the turns waiting for a run slot, renewed together.
+    queued: QueuedMarks = attrs.Factory(
+        lambda deps: QueuedMarks(deps.store, deps.spawn), takes_self=True
+    )
 
 
 @attrs.define
@@ -408,9 +457,7 @@ class AgentSession:
         store = self._deps.store
         if not store.shared or self.new_key or self._deps.slots.free:
             return None
-        mark = QueuedMark(store, self.key)
-        self._deps.spawn(mark.keep(), f"queued-mark {self.key}")
-        return mark
+        return self._deps.queued.mark(self.key)
 
     async def _slot(self) -> bool:
         """Wait for a global slot; False, holding none, when an abort emptied the queue

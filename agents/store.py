@@ -1625,6 +1625,9 @@ class SessionStore:
     async def extend_hook_call(self, scope: str, run_id: str, keep_ms: int) -> None:
         return None
 
+    async def extend_hook_calls(self, claims: Sequence[tuple[str, str]], keep_ms: int) -> None:
+        return None
+
     # ... and the WebSocket calls theirs (gateway/ws/state.py IdempotencyCache).
     async def claim_call(
         self, scope: str, token: str, session_key: str, ttl_ms: int

@@ -92,6 +92,10 @@ class Store(Protocol):
         """The claim of `scope` by `run_id` is kept for `keep_ms` from now."""
         ...
 
+    async def extend_hook_calls(self, claims: Sequence[tuple[str, str]], keep_ms: int) -> None:
+        """Each claim of (scope, run id) is kept for `keep_ms` from now: one statement."""
+        ...
+
     async def claim_call(
         self, scope: str, token: str, session_key: str, ttl_ms: int
     ) -> tuple[str, str, bool]:

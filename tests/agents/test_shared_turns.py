@@ -7,9 +7,11 @@ import asyncio
 import functools
 from collections.abc import AsyncIterator
 
+import asyncpg
 import attrs
 import pytest
 
+from agents import session
 from agents.errors import SessionArchived, SessionChanged, TurnsBacklogged
 from agents.registry import SessionRegistry
 from agents.runs import AgentRun, TurnRequest
@@ -196,3 +198,60 @@ class TestATurnAcceptedAfterARefusedOne:
         reset = await pair.b.registry.reset(KEY)
         late = await asyncio.wait_for(pair.a.submit("run-2", "second").wait(), 5)
         assert (late.status, late.session_id) == ("completed", reset.session_id)
+
+
+class CountedRenewals(PostgresSessionStore):
+    """The store, telling how many claims each renewal statement renews."""
+
+    renewed: list[int]
+
+    async def extend_hook_call(self, scope: str, run_id: str, keep_ms: int) -> None:
+        self.renewed.append(1)
+        await super().extend_hook_call(scope, run_id, keep_ms)
+
+    async def extend_hook_calls(self, claims: list[tuple[str, str]], keep_ms: int) -> None:
+        self.renewed.append(len(claims))
+        await super().extend_hook_calls(claims, keep_ms)
+
+
+class TestTurnsWaitingForARunSlot:
+    async def test_their_marks_are_renewed_in_one_statement(
+        self, pg_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Each waiting session's mark was renewed by an UPDATE of its own, every 5 s: a
+        process with a thousand turns waiting sent a thousand."""
+        monkeypatch.setattr(session, "QUEUED_LEASE_S", 0.6)  # renewed every 0.2 s
+        store = CountedRenewals(pg_url)
+        store.renewed = []
+        await store.open()
+        stall = ScriptedProvider("stall", deltas=("part",), block=True)
+        registry = SessionRegistry(
+            make_config(("stall/m",), apis=("stall",)), store, ScriptedPool([stall])
+        )
+        await store.bus.start(functools.partial(abort_here, registry))
+        conn = await asyncpg.connect(pg_url)
+        try:
+            registry.slots.resize(0)  # every turn waits for a run slot
+            runs = [
+                registry.submit(TurnRequest("main", f"agent:main:w{n}", f"w{n}", "hi"))
+                for n in range(3)
+            ]
+            async with asyncio.timeout(10):
+                while await conn.fetchval(
+                    "SELECT count(*) FROM hook_calls WHERE scope LIKE 'queued:%'"
+                ) < len(runs):
+                    await asyncio.sleep(0.02)
+                store.renewed.clear()
+                while len(store.renewed) < 3:
+                    await asyncio.sleep(0.02)
+            assert store.renewed[:3] == [3, 3, 3]
+            for run in runs:
+                run.abort("aborted")
+            async with asyncio.timeout(10):
+                while await conn.fetchval("SELECT count(*) FROM hook_calls"):
+                    await asyncio.sleep(0.02)
+        finally:
+            await conn.close()
+            await registry.aclose()
+            await store.bus.aclose()
+            await store.aclose()
