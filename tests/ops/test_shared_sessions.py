@@ -317,6 +317,48 @@ class TestATurnWaitingForARunSlotOnAnotherProcess:
             for process in started:
                 process.stop()
 
+    async def test_of_a_webhook_is_aborted_by_a_chat_abort_naming_its_run_here(
+        self,
+        tmp_path: Path,
+        database: str,
+        http: aiohttp.ClientSession,
+        pg_url: str,
+        held: HeldOpenAI,
+    ) -> None:
+        """A webhook call without an idempotency key is answered 202 with its run id at once;
+        waiting for a run slot on b, it claims no key, and `chat.abort` naming the run on a
+        asked only after a claim of that run id: it answered `aborted: false`."""
+        started: list[GatewayProcess] = []
+        try:
+            for name, slots in (("a", 4), ("b", 1)):
+                settings = json.loads(shared_config(database, delay_ms=0))
+                settings.update(fake_provider(held))
+                settings["agents"]["defaults"] = {"maxConcurrent": slots}
+                settings["hooks"] = {"enabled": True, "token": "hook-token-1"}
+                start_on_config(started, tmp_path, name, json.dumps(settings))
+            a, b = started
+            on_a, on_b = await connect_ws(http, a.url), await connect_ws(http, b.url)
+            busy = {"sessionKey": "other", "message": "hi", "idempotencyKey": "busy"}
+            assert (await ok(on_b, "chat.send", busy))["status"] == "started"
+            await held.wait_for_requests(1, within=15)
+            async with http.post(
+                f"{b.url}/hooks/agent",
+                json={"message": "queued"},
+                headers={"Authorization": "Bearer hook-token-1"},
+            ) as response:
+                accepted = await response.json()
+                assert response.status == 202, accepted
+            await queued_mark(pg_url, accepted["sessionKey"])
+            params = {"sessionKey": accepted["sessionKey"], "runId": accepted["runId"]}
+            aborted = await ok(on_a, "chat.abort", params)
+            assert aborted == {"ok": True, "aborted": True, "runIds": [accepted["runId"]]}
+            held.go.set()
+            await ok(on_b, "agent.wait", {"runId": "busy", "timeoutMs": 20_000})
+            assert len(held.requests) == 1
+        finally:
+            for process in started:
+                process.stop()
+
     async def test_of_http_keeps_its_session_from_another_processs_maintenance(
         self,
         tmp_path: Path,

@@ -12,9 +12,7 @@ from agents.keys import SESSION_KEY_MAX, parse_session_key
 from agents.registry import SessionRegistry, Transcript
 from agents.runs import AgentRun, RunState, TurnRequest
 from agents.store import StoredMessage
-from agents.store_protocol import Store
 from gateway.jsonwire import dumps, wire
-from gateway.ws import claims
 from gateway.ws.claims import ClaimedElsewhere, start_once, wait_for_start
 from gateway.ws.connection import now_ms
 from gateway.ws.dispatch import AnswerThenPause, CallContext, MethodRegistry
@@ -363,8 +361,8 @@ async def send(
 
 async def abort_elsewhere(ctx: CallContext, key: str, run_id: str | None) -> list[str]:
     """A shared store: the session's turn may be running on another process. Asked only
-    when another process runs a turn of the session (`turn_running_elsewhere`), or the run
-    named (without one: a run of the session) is claimed and has not ended (a turn waiting
+    when another process runs a turn of the session (`turn_running_elsewhere`), or a run of
+    the session (named or not) is claimed and has not ended (a turn waiting
     there for a run slot holds no lock and has said nothing yet; one that claims no key is
     marked so while it waits: agents.session.QueuedMark), so an abort of nothing answers at
     once."""
@@ -372,19 +370,15 @@ async def abort_elsewhere(ctx: CallContext, key: str, run_id: str | None) -> lis
     if store is None or store.bus is None:
         return []
     try:
-        if not await store.turn_running_elsewhere(key) and not await _claimed_going_on(
-            store, key, run_id
-        ):
+        # A named run too by its session's claims: a turn waiting for a run slot elsewhere
+        # with no key of its own (a webhook call's, whose 202 named its run) is marked under
+        # a scope of its own, not its run id's.
+        going_on = await store.turn_running_elsewhere(key)
+        if not going_on and not await store.claimed_run_going_on(key):
             return []
     except StoreError:
         return []  # the database is away: there is no other process to reach either
     return await store.bus.abort_elsewhere(key, run_id)
-
-
-async def _claimed_going_on(store: Store, key: str, run_id: str | None) -> bool:
-    if run_id is None:
-        return await store.claimed_run_going_on(key)
-    return await store.call_going_on(claims.scope(run_id)) == key
 
 
 Item = dict[str, Any]
