@@ -29,15 +29,46 @@ def add_route(app: web.Application, path: str, handler: Handler) -> None:
     app.router.add_route("*", path, handler, expect_handler=continue_if_expected)
 
 
+# An `Expect: 100-continue` not answered yet: the 100 waits until the handler reads the body.
+_CONTINUE_OWED = web.RequestKey("continue_owed", bool)
+
+
 async def continue_if_expected(request: web.Request) -> None:
-    """RFC 9110 §10.1.1: `Expect: 100-continue` is answered with 100 Continue before the
-    handler runs (curl waits for it before sending a large body); any other expectation is
-    ignored, as the RFC allows. aiohttp's own handler answers those with a 417 whose text
-    holds the value, and fails with a 500 on a value that is not UTF-8."""
+    """RFC 9110 §10.1.1: `Expect: 100-continue` asks whether to send the body at all. This
+    runs before the middlewares, so the 100 is only owed here and sent by send_continue,
+    when the handler reads the body: a refusal its head decides (421, 401, 415, 413 by
+    Content-Length, 400 transfer coding, 404, 405) is the answer without a 100, and curl
+    does not send a body that would be thrown away (close_if_body_unread). A request that
+    frames no body gets no 100, as the RFC allows. Any other expectation is ignored, as the
+    RFC allows too; aiohttp's own handler answers those with a 417 whose text holds the
+    value, and fails with a 500 on a value that is not UTF-8."""
     expect = request.headers.get(hdrs.EXPECT, "")
-    if request.version >= HttpVersion11 and expect.lower() == "100-continue":
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        request.writer.output_size = 0  # what the answer writes is counted from here
+    if (
+        request.version >= HttpVersion11
+        and expect.lower() == "100-continue"
+        and request.can_read_body
+    ):
+        request[_CONTINUE_OWED] = True
+
+
+async def send_continue(request: web.Request) -> None:
+    """The owed 100 Continue, as the handler starts reading the body; none when all of the
+    body came already (RFC 9110 §10.1.1 allows leaving it out then)."""
+    if request.get(_CONTINUE_OWED):
+        del request[_CONTINUE_OWED]
+        if not request.content.is_eof():
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0  # what the answer writes is counted from here
+
+
+async def close_if_body_unread(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: an answer given without the 100 a client waits for closes the
+    connection (RFC 9110 §10.1.1 asks the server to say whether it will read the body). A
+    client may send the body anyway; aiohttp reads and drops it before closing, and no byte
+    of it is read as a next request."""
+    if request.get(_CONTINUE_OWED) and response.status != 101:
+        response.force_close()
+        response.headers[hdrs.CONNECTION] = "close"  # the head's own was set before this hook
 
 
 def client_of(request: web.Request) -> str | None:

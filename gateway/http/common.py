@@ -19,7 +19,12 @@ from gateway.appkeys import MODEL_USED, SESSION_KEY, STATE
 from gateway.auth import AuthFailure, AuthFailureReason, bearer_secret
 from gateway.auth import authenticate as check_secret
 from gateway.config.model import AuthConfig, Config
-from gateway.edge_http import client_of, is_json_content_type, unsupported_media_type
+from gateway.edge_http import (
+    client_of,
+    is_json_content_type,
+    send_continue,
+    unsupported_media_type,
+)
 from gateway.http.content_coding import BodyInflater, check_transfer_coding, request_coding
 from gateway.http.openai_wire import (
     RequestError,
@@ -142,6 +147,7 @@ async def read_body(request: web.Request, limit: int, within: float) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise payload_too_large()
     coding = request_coding(request.headers.getall("Content-Encoding", ()))
+    await send_continue(request)  # the head passed every check: the client may send the body
     if coding is None and request.content.is_eof():
         # The whole body came with the headers, as a small request's does: no timer, no wait.
         body = request.content.read_nowait()
