@@ -19,6 +19,7 @@ from aiohttp.web_runner import BaseRunner
 from structlog.testing import capture_logs
 
 from gateway.appkeys import STATE
+from gateway.server import make_runner
 from tests.support.upstreams import FakeAnthropic, FakeOpenAI
 
 TOKEN = "test-token-5f2a9c"
@@ -95,18 +96,18 @@ MakeClient = Callable[..., Awaitable[Client]]
 
 
 class ServedTestServer(TestServer):
-    """aiohttp's TestServer, but serving as `clawgate run` does (gateway/server.py).
+    """aiohttp's TestServer, but serving as `clawgate run` does (gateway/server.py): the
+    production runner, with the gateway's protocol (a request its parser refuses gets the
+    fixed JSON 400, not aiohttp's plain text), request bodies left encoded, the header
+    timeout of the app's options.
 
     TestServer turns `handler_cancellation` on, so a client that disconnects cancels its
     handler; aiohttp's default, which production uses, leaves it off. Disconnect handling
-    must work without that help, so the tests serve the production way (request bodies
-    left encoded too).
+    must work without that help, so that is left off too.
     """
 
     async def _make_runner(self, **kwargs: Any) -> BaseRunner:
-        kwargs["handler_cancellation"] = False
-        kwargs["auto_decompress"] = False  # as make_runner: the gateway decodes bodies itself
-        return await super()._make_runner(**kwargs)
+        return make_runner(self.app)
 
 
 async def session_runs(client: Client, key: str, count: int, within: float = 2.0) -> None:
