@@ -138,7 +138,16 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
 
 
 def unauthorized() -> RequestError:
-    return RequestError(401, "Unauthorized", "unauthorized", code="invalid_api_key")
+    """RFC 9110 §15.5.2: a 401 names the scheme to authenticate with; the spec lists no
+    header, and the token of every endpoint (the hooks' too) is a bearer token (RFC 6750 §3).
+    No realm or error parameter: the body says what went wrong."""
+    return RequestError(
+        401,
+        "Unauthorized",
+        "unauthorized",
+        code="invalid_api_key",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 def auth_locked_out(retry_after: int) -> RequestError:
