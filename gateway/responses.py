@@ -11,6 +11,7 @@ from aiohttp import web
 from gateway.jsonwire import dumps, error_body, wire
 
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 def json_response(
@@ -30,8 +31,13 @@ def error_response(
     code: str | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> web.Response:
+    """Never stored by a cache (the spec is silent): a 404 or 405 is cacheable by default
+    (RFC 9111 §4.2.2), and a cache would go on answering a path a reload enabled, or a model
+    an added agent made, with the old error."""
     return json_response(
-        error_body(message, type_, param=param, code=code), status=status, headers=headers
+        error_body(message, type_, param=param, code=code),
+        status=status,
+        headers={**NO_STORE, **(headers or {})},
     )
 
 

@@ -7,9 +7,7 @@ from aiohttp import web
 from gateway.appkeys import STATE
 from gateway.auth import Authenticated, authenticate, bearer_secret, is_loopback
 from gateway.edge_http import add_route, client_of
-from gateway.responses import json_response, method_not_allowed
-
-_NO_STORE = {"Cache-Control": "no-store"}
+from gateway.responses import NO_STORE, json_response, method_not_allowed
 
 
 def register(app: web.Application) -> None:
@@ -22,7 +20,7 @@ def register(app: web.Application) -> None:
 async def live(request: web.Request) -> web.StreamResponse:
     if request.method not in ("GET", "HEAD"):
         return method_not_allowed("GET, HEAD")
-    return json_response({"ok": True, "status": "live"}, headers=_NO_STORE)
+    return json_response({"ok": True, "status": "live"}, headers=NO_STORE)
 
 
 async def ready(request: web.Request) -> web.StreamResponse:
@@ -31,11 +29,11 @@ async def ready(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     failing = state.failing()
     if not failing:
-        return json_response({"ready": True}, headers=_NO_STORE)
+        return json_response({"ready": True}, headers=NO_STORE)
     body: dict[str, object] = {"ready": False}
     if _may_see_details(request):
         body.update(failing=failing, uptimeMs=state.uptime_ms)
-    return json_response(body, status=503, headers=_NO_STORE)
+    return json_response(body, status=503, headers=NO_STORE)
 
 
 def _may_see_details(request: web.Request) -> bool:

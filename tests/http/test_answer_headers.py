@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.http_client import CHAT, Client, MakeClient
-from tests.support.raw_http import exchange, request_bytes
+from tests.support.http_client import AUTH, CHAT, Client, MakeClient
+from tests.support.raw_http import exchange, request_bytes, request_head
 
 SETTINGS = {
     "gateway": {"http": {"endpoints": {"responses": {"enabled": True}}}},
     "hooks": {"enabled": True, "token": "hook-secret-1"},
 }
 JSON = {"Content-Type": "application/json"}
+AUTH_TEXT = {**AUTH, "Content-Type": "text/plain"}
+LARGE = 30 * 2**20  # over every body limit
 
 # Every endpoint that asks for a credential: (method, path).
 GUARDED = [
@@ -47,3 +49,48 @@ class TestUnauthorized:
         assert response.status == 401, response
         assert response.headers.get("www-authenticate") == "Bearer", response.headers
         assert response.json()["error"]["code"] == "invalid_api_key"
+
+
+# Errors of each kind a client meets, each from the head or body alone: (request, status).
+ERRORS = [
+    pytest.param(request_bytes("GET", "/no/such/path"), 404, id="unknown-path"),
+    pytest.param(request_bytes("GET", "/v1/other"), 404, id="unknown-v1-path"),
+    pytest.param(request_bytes("GET", CHAT), 405, id="method"),
+    pytest.param(request_bytes("PUT", "/healthz"), 405, id="probe-method"),
+    pytest.param(request_bytes("GET", "/v1/models"), 401, id="credential"),
+    pytest.param(request_bytes("POST", CHAT, AUTH_TEXT, b"{}"), 415, id="content-type"),
+    pytest.param(request_bytes("POST", CHAT, AUTH, b"{not json"), 400, id="invalid-json"),
+    pytest.param(
+        request_head("POST", CHAT, {**AUTH, "Content-Length": str(LARGE)}), 413, id="too-large"
+    ),
+    pytest.param(
+        request_bytes("GET", "/v1/models/nope", {"Authorization": AUTH["Authorization"]}),
+        404,
+        id="unknown-model",
+    ),
+    pytest.param(
+        b"GET /healthz HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+        421,
+        id="host",
+    ),
+    pytest.param(
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Long: " + b"y" * 9000 + b"\r\n\r\n",
+        400,
+        id="parser-refusal",
+    ),
+]
+
+
+class TestErrorsAreNotStored:
+    @pytest.mark.parametrize(("request_", "status"), ERRORS)
+    async def test_an_error_answer_says_no_store(
+        self, every_endpoint: Client, request_: bytes, status: int
+    ) -> None:
+        """A 404 or 405 is cacheable by default (RFC 9111 §4.2.2, RFC 9110 §15.1): a cache
+        between client and gateway would go on answering a path that a reload enabled, or a
+        model an added agent made, with the old error. Every error says `no-store`, as the
+        probes' answers do (§11)."""
+        response = await exchange(every_endpoint.port, request_)
+        assert response.status == status, response
+        assert response.headers.get("cache-control") == "no-store", response.headers
+        assert response.headers["content-type"] == "application/json; charset=utf-8"
