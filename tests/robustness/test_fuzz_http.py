@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import gzip
 import re
 import zlib
@@ -27,7 +28,7 @@ from hypothesis import strategies as st
 from gateway.auth import AuthRateLimiter
 from gateway.config.model import RateLimitConfig
 from gateway.http import openai_wire
-from tests.support.raw_http import RawResponse, exchange, request_bytes
+from tests.support.raw_http import RawResponse, exchange, read_head, read_response, request_bytes
 from tests.support.served import (
     AUTH,
     CHAT,
@@ -1105,6 +1106,73 @@ async def check_endpoint(server: Served, log: ServerLog, response: RawResponse) 
         assert_error_body(response)
     await normal_completion(server.port)
     assert log.new_problems() == []
+
+
+async def expect_exchange(port: int, head: bytes, body: bytes) -> tuple[bool, RawResponse]:
+    """A request sent as curl sends one with `Expect: 100-continue`: its head, the body only
+    once the 100 came. Whether it came, and the final answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head)
+        async with asyncio.timeout(10):
+            status, headers = await read_head(reader)
+            if status == 100:
+                writer.write(body)
+                return True, await read_response(reader)
+            length = headers.get("content-length")
+            rest = await (reader.readexactly(int(length)) if length else reader.read())
+            return False, RawResponse(status, headers, rest)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+# What a request's head alone decides: never answered after a 100 asked for its body.
+HEAD_REFUSALS = frozenset({401, 405, 415, 421, 429})
+
+
+class TestExpectContinue:
+    @fuzz(100)
+    @given(
+        endpoint=st.sampled_from(ENDPOINTS),
+        headers=st.dictionaries(
+            st.sampled_from([name for name in READ_HEADERS if name != "Expect"]),
+            header_value,
+            max_size=3,
+        ),
+    )
+    async def test_a_head_gets_its_100_or_its_refusal_alone(
+        self,
+        every_endpoint: tuple[Served, ServerLog],
+        endpoint: tuple[str, str, dict[str, str], Any],
+        headers: dict[str, bytes],
+    ) -> None:
+        """Whatever the head holds, `Expect: 100-continue` gets a 100 and then the answer to
+        the body, or a documented answer at once that closes the connection (the body was
+        never asked for); never a 100 before a refusal the head decides."""
+        server, log = every_endpoint
+        method, path, base, body = endpoint
+        raw = b"{}" if body is None else wire_bytes(body)
+        sent: dict[str, str | bytes] = {**base, **headers}
+        lines = [f"{method} {path} HTTP/1.1".encode(), b"Host: 127.0.0.1"]
+        lines += [
+            name.encode() + b": " + (v if isinstance(v, bytes) else v.encode())
+            for name, v in sent.items()
+        ]
+        lines += [b"Content-Length: %d" % len(raw), b"Expect: 100-continue"]
+        continued, response = await expect_exchange(
+            server.port, b"\r\n".join(lines) + b"\r\n\r\n", raw
+        )
+        event(f"100 {continued}, status {response.status}")
+        if any(CONTROL_RE.search(value) for value in headers.values()):
+            assert (continued, response.status) == (False, 400), response  # the parser's
+            return
+        if continued:
+            assert response.status not in HEAD_REFUSALS, response
+        else:
+            assert response.headers.get("connection") == "close", response
+        await check_endpoint(server, log, response)
 
 
 class TestEveryEndpoint:
