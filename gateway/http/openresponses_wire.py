@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 import attrs
+from multidict import MultiMapping
 
 from agents.ids import uuid7_hex
 from agents.providers.base import (
@@ -132,10 +133,43 @@ def response_not_streamable(response_id: str) -> RequestError:
     )
 
 
-def retrieve_streamed(query: Mapping[str, str]) -> bool:
+# OpenAI's documented `include` values (its SDKs' `ResponseIncludable`), in their order. None
+# adds anything here (no logprobs, no tools of OpenAI's own, no encrypted reasoning), but a
+# client may ask for them; another value is a 400 naming it, as at OpenAI, so a misspelt one
+# is not taken for a field the answer lacks.
+INCLUDABLE = (
+    "file_search_call.results",
+    "web_search_call.results",
+    "web_search_call.action.sources",
+    "message.input_image.image_url",
+    "computer_call_output.output.image_url",
+    "code_interpreter_call.outputs",
+    "reasoning.encrypted_content",
+    "message.output_text.logprobs",
+)
+# As much of a refused value as its error repeats.
+_SHOWN_CHARS = 64
+
+
+def check_include(query: MultiMapping[str]) -> None:
+    """The `include` values of a query, each repeated as `include` or as the OpenAI SDKs'
+    `include[]`: every one must be documented."""
+    for name in ("include", "include[]"):
+        for value in query.getall(name, ()):
+            if value not in INCLUDABLE:
+                shown = value if len(value) <= _SHOWN_CHARS else value[:_SHOWN_CHARS] + "…"
+                supported = ", ".join(f"'{known}'" for known in INCLUDABLE)
+                raise bad_request(
+                    f"Invalid value for `include`: '{shown}'. Supported values are: {supported}.",
+                    "include",
+                )
+
+
+def retrieve_streamed(query: MultiMapping[str]) -> bool:
     """The query of `GET /v1/responses/{id}`: whether it asks for a stream. `starting_after`
-    (an event's sequence number) is checked, as OpenAI does; `include` and
-    `include_obfuscation` change nothing here (no logprobs, no obfuscation)."""
+    (an event's sequence number) is checked, as OpenAI does; `include` must hold documented
+    values, which change nothing here, as `include_obfuscation` does not (no obfuscation)."""
+    check_include(query)
     stream = query.get("stream")
     if stream is not None and stream not in ("true", "false"):
         raise bad_request("`stream` must be true or false.", "stream")
@@ -174,8 +208,10 @@ class ItemsQuery:
     ascending: bool = False  # OpenAI's default order is `desc`: the newest item first
 
 
-def items_query(query: Mapping[str, str]) -> ItemsQuery:
-    """The query of an input item list; `include` changes nothing here."""
+def items_query(query: MultiMapping[str]) -> ItemsQuery:
+    """The query of an input item list; `include` must hold documented values, which change
+    nothing here."""
+    check_include(query)
     limit = query.get("limit")
     count = DEFAULT_ITEMS_LIMIT
     if limit is not None:

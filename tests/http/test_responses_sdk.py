@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, get_args
 
 import openai
 import pytest
 from openai import AsyncOpenAI
 from openai.types.responses import FunctionToolParam
+from openai.types.responses.response_includable import ResponseIncludable
 from pydantic import BaseModel
 
 from tests.support.configs import merged
@@ -44,6 +45,7 @@ WEATHER: FunctionToolParam = {
 
 # An image as an input item list shows it (its data is not stored), without the null fields.
 IMAGE_PART = {"type": "input_image", "detail": "auto"}
+INCLUDABLE: tuple[str, ...] = get_args(ResponseIncludable)
 
 CLOCK: FunctionToolParam = {"type": "function", "name": "get_time", "parameters": None,
                              "strict": False}  # fmt: skip
@@ -816,6 +818,46 @@ class TestRetrieveAsAStream:
         assert caught.value.body == {
             "message": message, "type": "invalid_request_error", "param": param, "code": None,
         }  # fmt: skip
+
+
+class TestInclude:
+    """`include` on a GET and an input item list: OpenAI's documented values are accepted
+    (they change nothing here), and another is a 400 naming it, as at OpenAI, so a typo is
+    not taken for a field the answer lacks."""
+
+    async def test_every_documented_value_is_accepted(self, sdk: AsyncOpenAI) -> None:
+        created = await sdk.responses.create(model="openclaw", input="hi")
+        every = list(INCLUDABLE)
+        fetched = await sdk.responses.retrieve(created.id, include=every)
+        assert fetched.model_dump() == created.model_dump()
+        page = await sdk.responses.input_items.list(created.id, include=every)
+        assert [item.type for item in page.data] == ["message"]
+        for name in ("include", "include[]"):  # repeated, without the SDK's brackets too
+            query = "&".join(f"{name}={value}" for value in every)
+            for path in (f"/responses/{created.id}", f"/responses/{created.id}/input_items"):
+                assert await sdk.get(f"{path}?{query}", cast_to=object)
+
+    @pytest.mark.parametrize(
+        "value", ["message.output_text.logprob", "", "MESSAGE.OUTPUT_TEXT.LOGPROBS", "x" * 300]
+    )
+    async def test_another_value_is_refused_naming_it(self, sdk: AsyncOpenAI, value: str) -> None:
+        created = await sdk.responses.create(model="openclaw", input="hi")
+        shown = value if len(value) <= 64 else value[:64] + "…"
+        expected = {
+            "message": f"Invalid value for `include`: '{shown}'. Supported values are: "
+            + ", ".join(f"'{v}'" for v in INCLUDABLE) + ".",
+            "type": "invalid_request_error",
+            "param": "include",
+            "code": None,
+        }  # fmt: skip
+        include: Any = ["reasoning.encrypted_content", value]
+        for response_id in (created.id, "resp_nope"):  # the query is read before the lookup
+            with pytest.raises(openai.BadRequestError) as caught:
+                await sdk.responses.retrieve(response_id, include=include)
+            assert caught.value.body == expected
+            with pytest.raises(openai.BadRequestError) as caught:
+                await sdk.responses.input_items.list(response_id, include=include)
+            assert caught.value.body == expected
 
 
 class TestContinuingAnOlderResponse:

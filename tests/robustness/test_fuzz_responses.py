@@ -51,6 +51,7 @@ pytestmark = [
 RESPONSES = "/v1/responses"
 MAX_BODY = 1_000_000
 STATUSES = frozenset({200, 400, 401, 404, 413})
+INCLUDABLE = openresponses_wire.INCLUDABLE
 TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 PNG = "data:image/png;base64,iVBORw0KGgo="
 TOOL = {"type": "function", "name": "lookup", "description": "d",
@@ -297,9 +298,9 @@ WALK_STEPS = [
 class TestEveryPlaceOfTheBody:
     async def test_the_complete_body_holds_every_field_the_wire_module_reads(self) -> None:
         # `status`/`summary` belong to items we answer with, not to what we read;
-        # `starting_after`, `after`, `limit` and `order` are of a GET's query
-        # (TestStoredResponses fuzzes them).
-        query = {"starting_after", "after", "limit", "order"}
+        # `starting_after`, `after`, `limit`, `order` and `include` (`include[]`) are of a
+        # GET's query (TestStoredResponses fuzzes them).
+        query = {"starting_after", "after", "limit", "order", "include", "include[]"}
         read = fields_read_by(openresponses_wire) - {"status", "summary"} - query
         assert read - json_keys(COMPLETE_BODY) == set()
 
@@ -364,6 +365,7 @@ class TestStoredResponses:
             st.tuples(
                 st.sampled_from(["after", "limit", "order", "include", "include[]", "x"]),
                 st.one_of(
+                    st.sampled_from(INCLUDABLE),
                     st.sampled_from(["asc", "desc", "0", "1", "100", "101", "-1", "1.5",
                                      "9" * 300, "msg_x", "x" * 300, "%ff", "%00", ""]),
                     # Numbers int() would read (`+1`, ` 1`, `1_0`, Arabic-Indic and fullwidth
@@ -404,6 +406,10 @@ class TestStoredResponses:
             assert body["object"] == "list" and isinstance(body["data"], list), body
         else:
             assert_error_body(response)
+        if any(k in ("include", "include[]") and v not in INCLUDABLE for k, v in query):
+            # Read before anything else, the lookup included: a 400 naming it.
+            assert response.status == 400, response
+            assert response.json()["error"]["param"] == "include", response
         assert log.new_problems() == []
 
     @fuzz(40)
@@ -427,9 +433,13 @@ class TestStoredResponses:
 
     @fuzz(60)
     @given(
-        name=st.sampled_from(["stream", "starting_after", "include", "include_obfuscation", "x"]),
+        name=st.sampled_from(
+            ["stream", "starting_after", "include", "include[]", "include_obfuscation", "x"]
+        ),
         value=st.one_of(
+            st.sampled_from(INCLUDABLE),
             st.sampled_from(["true", "false", "0", "-1", "1.5", "9" * 300, "%ff", "%00", ""]),
+            st.sampled_from(["x" * 5_000, "include", "message.output_text.logprobs%00", "%5B%5D"]),
             odd_text.map(lambda s: s.encode("utf-8", "surrogatepass").hex()),
         ),
     )
@@ -445,4 +455,9 @@ class TestStoredResponses:
             assert response.status in {200, 400, 404}, response
             if response.status != 200:
                 assert_error_body(response)
+            if name in ("include", "include[]") and value in INCLUDABLE:
+                assert response.status == (200 if response_id == created["id"] else 404)
+            elif name in ("include", "include[]"):  # read before the lookup: a 400 naming it
+                assert response.status == 400, response
+                assert response.json()["error"]["param"] == "include", response
         assert log.new_problems() == []
