@@ -149,6 +149,9 @@ class TurnRequest:
     # The caller was given the run id to name the run by later (hooks), with or without an
     # idempotency key: the registry keeps the run once it ended, as it keeps keyed ones.
     addressable: bool = False
+    # The id the reply's message is stored under; None: a new one when it is stored. HTTP
+    # Responses chooses it before the run, as its output items' ids are made of it.
+    reply_id: str | None = None
 
     def input_chars(self) -> int:
         """The characters of this request's input (texts, base64 images, tool calls): what

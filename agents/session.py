@@ -797,6 +797,7 @@ class AgentSession:
             reasoning=state.reasoning,
             thinking=state.thinking,
             tool_calls=state.tool_calls(),
+            reply_id=request.reply_id,
             # A refused turn is not replayed (agents/history.py): a history it sent does not
             # replace the session's either.
             context_start=context_start and not refused(recorded),

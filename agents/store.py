@@ -696,6 +696,7 @@ class TurnRecord:
     tool_calls: tuple[ToolCall, ...] = ()
     # The inputs are the client's whole history, replacing the stored one for the model.
     context_start: bool = False
+    reply_id: str | None = None  # the reply's message id, when chosen before the run
 
 
 def images_meta(images: Sequence[ImageInput]) -> dict[str, Any]:
@@ -740,7 +741,7 @@ def turn_messages(turn: TurnRecord) -> list[tuple[Any, ...]]:
     }
     reply = assistant_content(turn.assistant_text, turn.tool_calls, turn.reasoning, turn.thinking)
     rows.append((
-        uuid7(), "assistant", _dumps(reply), turn.assistant_timestamp,
+        turn.reply_id or uuid7(), "assistant", _dumps(reply), turn.assistant_timestamp,
         turn.run_id, turn.idempotency_key, turn.provider, turn.model, turn.api,
         _dumps(usage), turn.stop_reason, turn.aborted, turn.error_message, None, None, None,
         False, False,

@@ -37,6 +37,7 @@ from aiohttp import web
 from agents.config import ModelRef
 from agents.errors import AgentError, StoreError
 from agents.events import RunEvent
+from agents.ids import uuid7
 from agents.runs import AgentRun, RunOutcome, RunStatus, TurnRequest
 from agents.store import StoredResponse
 from gateway.appkeys import AGENT_ID, MODEL_USED, SESSION_KEY, STATE
@@ -76,6 +77,7 @@ from gateway.http.openai_wire import (
 from gateway.http.openresponses_items import input_items_page
 from gateway.http.openresponses_wire import (
     IN_PROGRESS,
+    ItemIds,
     ResponseEvents,
     ResponseFields,
     ResponseHead,
@@ -260,7 +262,13 @@ async def _continued(
 async def _run(request: web.Request, state: GatewayState, turn: _Turn) -> web.StreamResponse:
     registry = state.registry
     assert registry is not None  # open for as long as the app serves requests
-    head = ResponseHead(new_response_id(), int(time.time()), turn.selection.model, turn.fields)
+    # The reply's stored id, chosen now: the output items' ids are made of it, so a later
+    # response's input items list them under the same ids.
+    reply_id = uuid7()
+    head = ResponseHead(
+        new_response_id(), int(time.time()), turn.selection.model, turn.fields,
+        reply_id.replace("-", ""),
+    )  # fmt: skip
     route, conversation = turn.route, turn.conversation
     try:
         if not route.new_key:  # OpenClaw's: an archived session takes no new work
@@ -280,6 +288,7 @@ async def _run(request: web.Request, state: GatewayState, turn: _Turn) -> web.St
                 whole_conversation=route.whole_conversation,
                 continues=turn.fields.previous_response_id,
                 model=turn.model if turn.model_override else None,
+                reply_id=reply_id,
             )
         )
     except AgentError as exc:
@@ -356,6 +365,7 @@ def _final_body(head: ResponseHead, outcome: RunOutcome) -> dict[str, object]:
         status,
         outcome.parts,
         outcome.part_starts,
+        ItemIds(head.reply),
     )
     return response_body(head, status, output, outcome.usage, incomplete_details=details)
 

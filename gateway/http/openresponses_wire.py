@@ -14,7 +14,6 @@ stream opened, so ids and order match what the client saw.
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -82,8 +81,29 @@ def new_response_id() -> str:
     return f"resp_{uuid7_hex()}"
 
 
-def _item_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
+@attrs.define
+class ItemIds:
+    """The ids of a response's output items, made of its reply's: the stored assistant
+    message's id (in hex), chosen before the run, so an item is listed under the same id in
+    a later response's input items (agents/store.py `turn_messages`), as at OpenAI, where
+    an item keeps one id. The first text stretch is `msg_<id>`, as the reply's message is
+    listed; a call is `fc_<id>_<n>`, `n` its place among the reply's calls, as listed too.
+    A later text stretch (a server that alternates text with reasoning or calls) is
+    `msg_<id>_<k>`, `k` counting from 1, and reasoning (not an input item: the model is
+    given the text) `rs_<id>`, then `rs_<id>_<k>`: stable, but listed later as the one
+    message `msg_<id>`, which holds all the reply's text."""
+
+    reply: str = attrs.field(factory=uuid7_hex)
+    _stretches: dict[str, int] = attrs.field(factory=dict)
+
+    def stretch(self, prefix: str) -> str:
+        """The id of the next text (`msg`) or reasoning (`rs`) item."""
+        number = self._stretches.get(prefix, 0)
+        self._stretches[prefix] = number + 1
+        return f"{prefix}_{self.reply}" if number == 0 else f"{prefix}_{self.reply}_{number}"
+
+    def call(self, index: int) -> str:
+        return f"fc_{self.reply}_{index}"
 
 
 def previous_response_not_found(response_id: str) -> RequestError:
@@ -824,6 +844,9 @@ class ResponseHead:
     created_at: int  # s
     model: str  # echoed as the client sent it
     fields: ResponseFields
+    # The stored reply message's id in hex (`TurnRequest.reply_id`): its items' ids are
+    # made of it (`ItemIds`).
+    reply: str = attrs.field(factory=uuid7_hex)
 
 
 def response_body(
@@ -923,12 +946,14 @@ def output_items(
     status: str,
     parts: tuple[ReplyPart, ...] = (),
     starts: tuple[int, ...] = (),
+    ids: ItemIds | None = None,
 ) -> list[dict[str, Any]]:
     """A finished run's output: its reasoning, its text, its tool calls, in the order they
     began (`parts`, each stretch of text or reasoning from its place in `starts`), as a
     stream of the run opened their items; without `parts` (the run produced nothing), in
     that order. Without text or tool calls the text is chat completions' placeholder,
-    last, so a client always reads one."""
+    last, so a client always reads one. `ids`: those of the response's reply."""
+    ids = ids if ids is not None else ItemIds()
     item_status = INCOMPLETE if status == INCOMPLETE else COMPLETED
     if len(starts) != len(parts):  # parts of a run that gave no places: one stretch each
         starts = (0,) * len(parts)
@@ -941,6 +966,7 @@ def output_items(
     }
     taken = dict.fromkeys(marks, 0)
     calls = iter(tool_calls)
+    called = 0  # the place of the next call among the reply's
     items: list[dict[str, Any]] = []
     for part in order:
         match part:
@@ -955,16 +981,19 @@ def output_items(
                 if not piece:
                     continue
                 if part is ReplyPart.REASONING:
-                    items.append(reasoning_item(_item_id("rs"), piece, item_status))
+                    items.append(reasoning_item(ids.stretch("rs"), piece, item_status))
                 else:
-                    items.append(message_item(_item_id("msg"), piece, item_status))
+                    items.append(message_item(ids.stretch("msg"), piece, item_status))
             case ReplyPart.TOOL_CALL:
                 call = next(calls, None)
                 if call is not None:
-                    items.append(function_call_item(_item_id("fc"), call, item_status))
-    items.extend(function_call_item(_item_id("fc"), call, item_status) for call in calls)
+                    items.append(function_call_item(ids.call(called), call, item_status))
+                    called += 1
+    for call in calls:
+        items.append(function_call_item(ids.call(called), call, item_status))
+        called += 1
     if not text and not tool_calls:
-        items.append(message_item(_item_id("msg"), NO_RESPONSE_TEXT, item_status))
+        items.append(message_item(ids.stretch("msg"), NO_RESPONSE_TEXT, item_status))
     return items
 
 
@@ -1011,6 +1040,7 @@ class ResponseEvents:
 
     def __init__(self, head: ResponseHead) -> None:
         self.head = head
+        self._ids = ItemIds(head.reply)
         self.output: list[dict[str, Any]] = []
         self._seq = 0
         self._next_index = 0  # the output_index of the next item
@@ -1080,7 +1110,9 @@ class ResponseEvents:
         self._produced = True
         out, item = b"", self._current("message")
         if item is None:
-            out, item = self._add("message", message_item(_item_id("msg"), "", IN_PROGRESS))
+            out, item = self._add(
+                "message", message_item(self._ids.stretch("msg"), "", IN_PROGRESS)
+            )
         return out + self._delta(item, "response.output_text.delta", delta, logprobs=[])
 
     def reasoning(self, delta: str) -> bytes:
@@ -1095,7 +1127,9 @@ class ResponseEvents:
                 return b""
         self._reasoned = self._reasoned or bool(delta)
         if item is None:
-            out, item = self._add("reasoning", reasoning_item(_item_id("rs"), "", IN_PROGRESS))
+            out, item = self._add(
+                "reasoning", reasoning_item(self._ids.stretch("rs"), "", IN_PROGRESS)
+            )
         return out + self._delta(item, "response.reasoning_text.delta", delta)
 
     def _delta(self, item: _OpenItem, kind: str, delta: str, **extra: Any) -> bytes:
@@ -1112,7 +1146,7 @@ class ResponseEvents:
 
     def tool_call_start(self, index: int, call_id: str, name: str) -> bytes:
         self._produced = True
-        item = function_call_item(_item_id("fc"), ToolCall(call_id, name, ""), IN_PROGRESS)
+        item = function_call_item(self._ids.call(index), ToolCall(call_id, name, ""), IN_PROGRESS)
         out, self._calls[index] = self._add("function_call", item)
         return out
 

@@ -35,7 +35,7 @@ RESPONSES_ON = {"gateway": {"http": {"endpoints": {"responses": {"enabled": True
 ONLY_RESPONSES = merged(
     RESPONSES_ON, {"gateway": {"http": {"endpoints": {"chatCompletions": {"enabled": False}}}}}
 )
-_IDS = re.compile(r"\b(resp|msg|fc|rs)_[0-9a-f]{32}\b")
+_IDS = re.compile(r"\b(resp|msg|fc|rs)_[0-9a-f]{32}(?:_[0-9]+)?\b")  # a stretch, a call: `_<n>`
 
 
 def _numbered_ids(text: str) -> str:

@@ -980,6 +980,44 @@ class TestInputItems:
         first = await sdk.responses.input_items.list(one.id)
         assert [i.id for i in first.data] == [page.data[0].id]
 
+    async def test_an_output_item_is_listed_later_under_its_id(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        """At OpenAI an item keeps its id: a response's output items are listed under the
+        same ids in a later response's input items (clients match items by id), streamed
+        or not; so are the stored response's."""
+        calls = [{**CLOCK_CALL, "id": "call_a"}, {**CLOCK_CALL, "index": 1, "id": "call_b"}]
+        chunks = openai_sse({"reasoning_content": "Hmm"}, {"content": "A"}, {"tool_calls": calls})
+        upstream.script(Raw((chunks,)), Raw((chunks,)), Stream(("done",)))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            async with sdk.responses.stream(model="openclaw", input="think", tools=[CLOCK]) as s:
+                added = [e.item.id async for e in s if e.type == "response.output_item.added"]
+                streamed = await s.get_final_response()
+            created = await sdk.responses.create(
+                model="openclaw", input="again", tools=[CLOCK], previous_response_id=streamed.id
+            )
+            results: Any = [
+                {"type": "function_call_output", "call_id": call_id, "output": "noon"}
+                for call_id in ("call_a", "call_b")
+            ]
+            last = await sdk.responses.create(
+                model="openclaw", input=results, tools=[CLOCK], previous_response_id=created.id
+            )
+            listed = (await sdk.responses.input_items.list(last.id, limit=100)).data
+            stored = [await sdk.responses.retrieve(r.id) for r in (streamed, created)]
+        assert added == [item.id for item in streamed.output]
+        for got, expected in zip(stored, (streamed, created), strict=True):
+            assert [item.id for item in got.output] == [item.id for item in expected.output]
+        listed_ids = {item.id: item.type for item in listed}
+        for response in (streamed, created):
+            # Reasoning is not an input item here: the model is given the text and calls.
+            kept = [item for item in response.output if item.type != "reasoning"]
+            assert [item.type for item in kept] == ["message", "function_call", "function_call"]
+            assert [listed_ids.get(item.id) for item in kept] == [item.type for item in kept]
+        ids = [item.id for response in (streamed, created) for item in response.output]
+        assert len(set(ids)) == len(ids)
+
     async def test_pages_follow_after_and_limit(self, sdk: AsyncOpenAI) -> None:
         one = await sdk.responses.create(model="openclaw", input="one")
         two = await sdk.responses.create(model="openclaw", input="two", previous_response_id=one.id)
