@@ -82,11 +82,14 @@ from gateway.http.openresponses_wire import (
     ResponseFields,
     ResponseHead,
     build_input,
+    duplicate_item,
+    input_item_ids,
     input_messages,
     is_response_id,
     items_query,
     new_response_id,
     outcome_status,
+    output_item_ids,
     output_items,
     previous_response_not_found,
     response_body,
@@ -198,6 +201,9 @@ async def _accept(request: web.Request, state: GatewayState) -> _Turn:
         route = await _continued(
             state, fields.previous_response_id, selection, route, names_session
         )
+        sent = await work_on_body(raw, input_item_ids, body.get("input"))
+        if sent:
+            await _check_not_sent_again(state, fields.previous_response_id, sent)
     request[AGENT_ID] = route.agent_id
     request[SESSION_KEY] = route.session_key
     agent = config.agents.agent(route.agent_id)
@@ -257,6 +263,22 @@ async def _continued(
     if row is None or row.session_id != stored.session_id or stateless is None:
         raise previous_response_not_found(response_id)
     return Route(stored.agent_id, stored.key, stateless=stateless)
+
+
+async def _check_not_sent_again(state: GatewayState, response_id: str, sent: list[str]) -> None:
+    """An output item of the continued response is in the context already: sent again (a
+    client that sends back what it was answered), it is a 400 naming it, as at OpenAI, not
+    the reply given to the model twice. Its body is read only for an input whose items have
+    ids (a client's own items need none)."""
+    store = state.store
+    assert store is not None  # open for as long as the app serves requests
+    stored = await store.get_response(response_id)
+    if stored is None:  # deleted since it was found: continuing it fails as it would have
+        raise previous_response_not_found(response_id)
+    given = await work_on_body(stored.body.encode(), output_item_ids, stored.body)
+    repeated = next((item_id for item_id in sent if item_id in given), None)
+    if repeated is not None:
+        raise duplicate_item(repeated)
 
 
 async def _run(request: web.Request, state: GatewayState, turn: _Turn) -> web.StreamResponse:

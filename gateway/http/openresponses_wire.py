@@ -13,6 +13,7 @@ stream opened, so ids and order match what the client saw.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any, cast
@@ -781,6 +782,31 @@ def input_messages(value: Any, instructions: str | None) -> list[dict[str, Any]]
     for at, contents in joined.items():
         messages[at]["content"] = _joined(contents)
     return messages
+
+
+def input_item_ids(value: Any) -> list[str]:
+    """The ids an `input` list gives its items (an output item sent back has its own), in
+    order; an `input` that is no list has none."""
+    if not isinstance(value, list):
+        return []
+    return [
+        item["id"] for item in value if isinstance(item, dict) and isinstance(item.get("id"), str)
+    ]
+
+
+def output_item_ids(body: str) -> set[str]:
+    """The ids of a stored response's output items."""
+    output = json.loads(body).get("output")
+    return {item["id"] for item in output} if isinstance(output, list) else set()
+
+
+def duplicate_item(item_id: str) -> RequestError:
+    """OpenAI's answer to an item of the previous response sent again with it."""
+    return bad_request(
+        f"Duplicate item found with id {item_id}. Remove duplicate items from your input and"
+        " try again.",
+        "input",
+    )
 
 
 def build_input(

@@ -498,6 +498,50 @@ class TestPreviousResponseId:
         assert second.output_text == "[turn 2] two"
 
 
+class TestItemsSentAgain:
+    """A client that continues a response and sends its output items again (they are in
+    the context already): as at OpenAI, a 400 naming the first such item, rather than the
+    model given the reply twice, its calls answered `No result provided` in between."""
+
+    async def test_an_output_item_of_the_previous_response_is_refused(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        upstream.script(Raw((openai_sse({"content": "A"}, {"tool_calls": [CLOCK_CALL]}),)))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            asked = await sdk.responses.create(model="openclaw", input="time?", tools=[CLOCK])
+            result = {"type": "function_call_output", "call_id": "call_t", "output": "noon"}
+            sent_again: Any = [item.model_dump(exclude_none=True) for item in asked.output]
+            for repeated in (sent_again, sent_again[1:]):
+                with pytest.raises(openai.BadRequestError) as caught:
+                    await sdk.responses.create(
+                        model="openclaw", input=[*repeated, result], tools=[CLOCK],
+                        previous_response_id=asked.id,
+                    )  # fmt: skip
+                assert caught.value.body == {
+                    "message": f"Duplicate item found with id {repeated[0]['id']}. Remove"
+                    " duplicate items from your input and try again.",
+                    "type": "invalid_request_error",
+                    "param": "input",
+                    "code": None,
+                }
+            assert len(upstream.requests) == 1
+            # Without `previous_response_id` they are the conversation the client sends.
+            answered = await sdk.responses.create(
+                model="openclaw",
+                input=[{"role": "user", "content": "time?"}, *sent_again, result],
+                tools=[CLOCK],
+            )
+            assert answered.status == "completed"
+            # Sent alone, the result continues the response.
+            await sdk.responses.create(
+                model="openclaw", input=[result], tools=[CLOCK], previous_response_id=asked.id
+            )
+        assert upstream.last.body["messages"][-1] == {
+            "role": "tool", "tool_call_id": "call_t", "content": "noon"
+        }  # fmt: skip
+
+
 class TestStoredResponses:
     async def test_retrieve_returns_the_response_as_created(self, sdk: AsyncOpenAI) -> None:
         created = await sdk.responses.create(model="openclaw", input="keep me", metadata={"a": "b"})

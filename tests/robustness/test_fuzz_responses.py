@@ -34,6 +34,7 @@ from tests.support.strategies import (
     huge_text,
     json_keys,
     json_paths,
+    json_values,
     odd_steps,
     odd_text,
     often,
@@ -261,7 +262,7 @@ COMPLETE_BODY: dict[str, Any] = {
             {"type": "input_text", "text": "call lookup {}"},
             {"type": "input_image", "image_url": PNG}]},
         {"type": "reasoning", "summary": []},
-        {"type": "message", "role": "assistant",
+        {"type": "message", "role": "assistant", "id": "msg_1",
          "content": [{"type": "output_text", "text": "calling"}]},
         {"type": "function_call", "call_id": "call_1", "name": "lookup", "arguments": "{}"},
         {"type": "function_call_output", "call_id": "call_1", "output": "found"},
@@ -335,6 +336,45 @@ async def walk(
 def percent_encoded(text: str) -> str:
     """`text` as a query value: every byte of its UTF-8 (lone surrogates too) percent-encoded."""
     return quote(text.encode("utf-8", "surrogatepass"), safe="")
+
+
+class TestContinuing:
+    @fuzz(60)
+    @given(
+        ids=st.lists(
+            st.one_of(
+                json_values,  # of any type (a body JSON refuses is refused first)
+                odd_text,
+                st.sampled_from(["", "x" * 5_000, "msg_", "fc_x_0", "rs_1"]),
+                st.just("own"),  # an output item's id of the response continued
+            ),
+            min_size=1,
+            max_size=4,
+        ),
+    )
+    async def test_any_item_ids_with_a_continuation_get_a_documented_answer(
+        self, gateway: tuple[Served, ServerLog], ids: list[Any]
+    ) -> None:
+        """Item ids of any type and size, some of the response continued (a 400 naming
+        the first of those), some not (read as any other item)."""
+        server, log = gateway
+        created = (await post(server, {"input": "hi"})).json()
+        own = created["output"][0]["id"]
+        items = [
+            {"id": own if item_id == "own" else item_id, "role": "user", "content": "x"}
+            for item_id in ids
+        ]
+        body = {"input": items, "previous_response_id": created["id"]}
+        response = await post(server, body)
+        event(f"status {response.status}")
+        assert response.status in {200, 400}, response
+        if "own" in ids:
+            assert response.status == 400, response
+            assert response.json()["error"]["param"] == "input", response
+            assert own in response.json()["error"]["message"], response
+        else:
+            assert response.status == 200, response
+        assert log.new_problems() == []
 
 
 class TestStoredResponses:
