@@ -172,18 +172,34 @@ INCLUDABLE = (
 _SHOWN_CHARS = 64
 
 
+def _check_includable(value: str) -> None:
+    if value not in INCLUDABLE:
+        shown = value if len(value) <= _SHOWN_CHARS else value[:_SHOWN_CHARS] + "…"
+        supported = ", ".join(f"'{known}'" for known in INCLUDABLE)
+        raise bad_request(
+            f"Invalid value for `include`: '{shown}'. Supported values are: {supported}.",
+            "include",
+        )
+
+
 def check_include(query: MultiMapping[str]) -> None:
     """The `include` values of a query, each repeated as `include` or as the OpenAI SDKs'
     `include[]`: every one must be documented."""
     for name in ("include", "include[]"):
         for value in query.getall(name, ()):
-            if value not in INCLUDABLE:
-                shown = value if len(value) <= _SHOWN_CHARS else value[:_SHOWN_CHARS] + "…"
-                supported = ", ".join(f"'{known}'" for known in INCLUDABLE)
-                raise bad_request(
-                    f"Invalid value for `include`: '{shown}'. Supported values are: {supported}.",
-                    "include",
-                )
+            _check_includable(value)
+
+
+def _include(value: Any) -> None:
+    """`include` of a request: a list of documented values, or null."""
+    if value is None:
+        return
+    if not isinstance(value, list):
+        raise _type_error("include", "array", value)
+    for index, included in enumerate(value):
+        if not isinstance(included, str):
+            raise _type_error(f"include[{index}]", "string", included, "include")
+        _check_includable(included)
 
 
 def retrieve_streamed(query: MultiMapping[str]) -> bool:
@@ -364,7 +380,8 @@ class ResponseFields:
 
 def validate_request(body: Mapping[str, Any]) -> ResponseFields:
     """Every field this endpoint reads, in a fixed order; the first failure wins. `null` is
-    absent everywhere; fields it does not read (`include`...) pass.
+    absent everywhere; fields it does not read (`service_tier`...) pass. `include` must
+    hold documented values (`INCLUDABLE`), which change nothing here.
 
     Fields with no equivalent here: `conversation` is refused (its context would be lost
     without a word; `previous_response_id` continues a session), and so is `prompt` (a
@@ -407,6 +424,7 @@ def validate_request(body: Mapping[str, Any]) -> ResponseFields:
             "prompt",
             "unsupported_parameter",
         )
+    _include(body.get("include"))
     truncation = body.get("truncation")
     if truncation is None:
         truncation = "disabled"

@@ -904,6 +904,38 @@ class TestInclude:
             assert caught.value.body == expected
 
 
+class TestIncludeOfACreate:
+    """`include` of a request: OpenAI's documented values are accepted (they change nothing
+    here); another value, or one not a list of strings, is a 400 naming it, as at OpenAI."""
+
+    async def test_every_documented_value_is_accepted(self, sdk: AsyncOpenAI) -> None:
+        created = await sdk.responses.create(model="openclaw", input="hi", include=list(INCLUDABLE))
+        assert created.status == "completed"
+
+    @pytest.mark.parametrize(
+        ("include", "message"),
+        [
+            (["reasoning.encrypted_content", "reasoning.encrypted"],
+             "Invalid value for `include`: 'reasoning.encrypted'. Supported values are: "
+             + ", ".join(f"'{v}'" for v in INCLUDABLE) + "."),
+            ("reasoning.encrypted_content", "include: Expected array, received string"),
+            ([1], "include[0]: Expected string, received number"),
+        ],
+    )  # fmt: skip
+    async def test_another_value_is_refused_naming_it(
+        self, gateway: MakeClient, upstream: FakeOpenAI, include: Any, message: str
+    ) -> None:
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            with pytest.raises(openai.BadRequestError) as caught:
+                await sdk.responses.create(model="openclaw", input="hi", include=include)
+        assert caught.value.body == {
+            "message": message, "type": "invalid_request_error", "param": "include",
+            "code": None,
+        }  # fmt: skip
+        assert upstream.requests == []
+
+
 class TestContinuingAnOlderResponse:
     """`previous_response_id` naming a response that later turns followed: the context is
     the chain up to that response, as at OpenAI, not the session as it is now."""

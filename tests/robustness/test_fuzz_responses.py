@@ -223,10 +223,14 @@ FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "stream": often(st.booleans()),
     "user": often(text),
     "previous_response_id": often(st.sampled_from(["resp_nope", "", "x" * 300, "\ud800"])),
+    # OpenAI's documented values, or a 400 naming it.
+    "include": often(
+        st.lists(st.one_of(st.sampled_from(INCLUDABLE), odd_text, wrong), max_size=3)
+    ),
     # Read and ignored, whatever their value (README).
     **{
         name: wrong
-        for name in ("include", "service_tier", "prompt_cache_key", "safety_identifier",
+        for name in ("service_tier", "prompt_cache_key", "safety_identifier",
                      "top_logprobs", "max_tool_calls")
     },
 }  # fmt: skip
@@ -283,6 +287,7 @@ COMPLETE_BODY: dict[str, Any] = {
     "stream": False,
     "user": "fuzz",
     "previous_response_id": None,
+    "include": ["reasoning.encrypted_content", "message.output_text.logprobs"],
     "conversation": None,
     "prompt": None,
     "background": False,
