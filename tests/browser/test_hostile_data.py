@@ -804,6 +804,30 @@ class TestNamesReported:
         assert error.get_attribute("textContent") == shown
         assert page.text("#config-message").splitlines()[-1] == f"nowhere: {shown}"
 
+    def test_a_short_model_stays_on_one_line_beside_a_wide_session(
+        self, page: Page, upstream: FakeOpenAI
+    ) -> None:
+        # With a preview of many words the Session column took the width and the Model column
+        # was squeezed to a letter or two: "fake/echo" read "fak" / "e/e" / "cho".
+        page.driver.execute_script(CHANGED_ANSWER, "sessions.list", {"model": "echo"})
+        page.connected()
+        upstream.script(Stream(("many words " * 20,)))
+        turns(page, "agent:main:wide-row", 1)
+        patch_label(page, "agent:main:wide-row", "wide-row " + "many words " * 5)
+        page.go("sessions")
+        page.type("#sessions-search", "wide-row")
+        cell = "#sessions-table tr[data-key='agent:main:wide-row'] td.model"
+        content = "return document.querySelector(arguments[0])?.textContent ?? ''"
+        page.until(lambda: "echo" in page.driver.execute_script(content, cell), "the model")
+        assert page.driver.execute_script(content, cell) == "fake/echo"
+        drawn_lines = page.driver.execute_script(
+            """const range = document.createRange();
+            range.selectNodeContents(document.querySelector(arguments[0]));
+            return new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size""",
+            cell,
+        )
+        assert drawn_lines == 1
+
     def test_a_model_without_a_provider_is_shown_alone(self, page: Page) -> None:
         # A session whose row names a model and no provider read "/gpt-solo": a slash
         # before nothing, as if a provider's name were missing from the config.
