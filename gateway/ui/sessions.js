@@ -100,7 +100,7 @@ async function load() {
     return el(
       "tr",
       { dataset: { key: s.key }, class: s.key === selected ? "selected" : "" },
-      el("td", {}, open, s.label ? el("div", { class: "muted small session-key", text: shownName(s.key) }) : null, preview ? el("div", { class: "preview", text: shownText(preview) }) : null),
+      el("td", {}, open, s.label ? el("div", { class: "muted small session-key", text: shownName(s.key) }) : null, preview ? el("div", { class: "preview", dir: "auto", text: shownText(preview) }) : null),
       el("td", { text: s.agentId }),
       el("td", { class: "model", text: s.model ? shownName(modelName(s)) : "–" }),
       el("td", { class: "num", text: `${formatNumber(s.inputTokens)} / ${formatNumber(s.outputTokens)}` }),

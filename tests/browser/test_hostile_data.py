@@ -685,6 +685,21 @@ class TestTranscriptBidi:
         for body in ("#transcript .bubble.user .text", "#transcript .bubble.assistant .text"):
             assert page.until(lambda b=body: mark_first(b) or None, body)
 
+    def test_a_right_to_left_preview_reads_right_to_left(
+        self, page: Page, upstream: FakeOpenAI
+    ) -> None:
+        # The session list's preview of a Hebrew reply was a left-to-right paragraph (only
+        # the bubbles had dir="auto"): its closing "!" drawn after its last word.
+        page.connected()
+        key = "agent:main:rtl-preview"
+        upstream.script(Stream(("תודה!",)))
+        turns(page, key, 1, say="שלום!")
+        page.go("sessions")
+        page.type("#sessions-search", "rtl-preview")
+        preview = page.visible(f'#sessions-table tr[data-key="{key}"] .preview')
+        *letters, mark = lefts(page, preview, "תודה!")
+        assert mark < min(letters)
+
 
 # The page's answers to requests of `arguments[0]` are changed as `arguments[1]` says:
 # `model` puts that model on each session listed; `issues` makes it a refusal with those
