@@ -939,6 +939,18 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     "tools.github.authorize.poll": {"requestId": "github-device-" + "0" * 32},
     "tools.github.authorize.cancel": {"requestId": "github-device-" + "0" * 32},
     "push.web.vapidPublicKey": {},
+    "push.web.subscribe": {
+        "endpoint": "https://push.example.test/sub",
+        "keys": {"p256dh": "k", "auth": "a"},
+    },
+    "push.web.unsubscribe": {"endpoint": "https://push.example.test/sub"},
+    "push.web.preferences.get": {"endpoint": "https://push.example.test/sub"},
+    "push.web.preferences.set": {
+        "endpoint": "https://push.example.test/sub",
+        "scope": "device",
+        "preferences": {"enabled": True},
+    },
+    "push.web.test": {"title": "t", "body": "b"},
     "doctor.memory.status": {"agentId": "main", "probe": True, "deep": False},
     "doctor.memory.dreamDiary": {"agentId": "main"},
     "tools.catalog": {"agentId": "main", "includePlugins": True},

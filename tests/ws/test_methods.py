@@ -2402,6 +2402,65 @@ class TestOpenClawControlUiFeatureReads:
         frame = await reader.call("push.web.vapidPublicKey", {})
         assert frame["error"]["message"] == "missing scope: operator.write"
 
+    async def test_web_push_subscriptions_are_answered_as_none_held(self, gateway: Gateway) -> None:
+        """A browser subscribed from an OpenClaw gateway on this address registers again,
+        unsubscribes, tests and reads its preferences: each said `unknown method`. clawgate
+        holds no subscription: OpenClaw's answers for none held, with the reason."""
+        ws = await gateway.connected(scopes=["operator.write"])
+        endpoint = "https://push.example.test/sub"
+        reason = "clawgate sends no push notifications: its events reach connected clients only"
+        calls = [
+            ("push.web.subscribe", {"endpoint": endpoint, "keys": {"p256dh": "k", "auth": "a"}},
+             "UNAVAILABLE", reason),
+            ("push.web.unsubscribe", {"endpoint": endpoint},
+             "FORBIDDEN", "subscription is not bound to this device: " + reason),
+            ("push.web.preferences.get", {"endpoint": endpoint},
+             "FORBIDDEN", "subscription is not bound to this device: " + reason),
+            ("push.web.preferences.set",
+             {"endpoint": endpoint, "scope": "device", "preferences": {"enabled": True}},
+             "FORBIDDEN", "subscription is not bound to this device: " + reason),
+            ("push.web.test", {"title": "t"},
+             "INVALID_REQUEST", "no web push subscriptions registered: " + reason),
+        ]  # fmt: skip
+        for method, params, code, message in calls:
+            frame = await ws.call(method, params)
+            assert frame["error"] == {"code": code, "message": message}, method
+        reader = await gateway.connected(scopes=["operator.read"])
+        frame = await reader.call("push.web.preferences.get", {"endpoint": endpoint})
+        assert frame["error"]["code"] == "FORBIDDEN"
+        assert frame["error"]["message"].startswith("subscription is not bound"), frame
+        for method, *_ in calls:
+            if method != "push.web.preferences.get":
+                frame = await reader.call(method, {"endpoint": endpoint})
+                assert frame["error"]["message"] == "missing scope: operator.write", method
+        bad = [
+            ("push.web.subscribe", {"endpoint": endpoint},
+             "at /keys: is required"),
+            ("push.web.subscribe", {"endpoint": endpoint, "keys": {"p256dh": "k"}},
+             "at /keys/auth: is required"),
+            ("push.web.subscribe",
+             {"endpoint": endpoint, "keys": {"p256dh": "k" * 513, "auth": "a"}},
+             "at /keys/p256dh: must have at most 512 characters"),
+            ("push.web.subscribe", {"endpoint": endpoint, "keys": []},
+             "at /keys: must be object"),
+            ("push.web.unsubscribe", {}, "at /endpoint: is required"),
+            ("push.web.unsubscribe", {"endpoint": "http://push.example.test/"},
+             "at /endpoint: must start with https://"),
+            ("push.web.unsubscribe", {"endpoint": "https://" + "x" * 2041},
+             "at /endpoint: must have at most 2048 characters"),
+            ("push.web.preferences.get", {"endpoint": 7}, "at /endpoint: must be string"),
+            ("push.web.preferences.set", {"endpoint": endpoint, "preferences": {}},
+             "at /scope: is required"),
+            ("push.web.preferences.set", {"endpoint": endpoint, "scope": "all", "preferences": {}},
+             'at /scope: must be one of "user", "device"'),
+            ("push.web.preferences.set", {"endpoint": endpoint, "scope": "user"},
+             "at /preferences: is required"),
+            ("push.web.test", {"body": 1}, "at /body: must be string"),
+        ]  # fmt: skip
+        for method, params, detail in bad:
+            frame = await ws.call(method, params)
+            assert frame["error"]["message"] == f"invalid {method} params: {detail}", params
+
     async def test_doctor_memory_status_has_no_memory_plugin(self, gateway: Gateway) -> None:
         """The Memory settings' overview: OpenClaw's answer with no memory plugin, and its
         dreaming off (the Dreams tab read a config without OpenClaw's `plugins` as on)."""

@@ -34,6 +34,7 @@ from gateway.ws.methods.sessions import (
 from gateway.ws.protocol import (
     ADMIN,
     APPROVALS,
+    FORBIDDEN,
     INVALID_REQUEST,
     PAIRING,
     QUESTIONS,
@@ -504,6 +505,45 @@ def secrets_store_set_params(r: ParamReader) -> None:
 
 
 NO_WEB_PUSH = "clawgate sends no push notifications: its events reach connected clients only"
+# A browser's push subscription, as OpenClaw's schema bounds it.
+WEB_PUSH_ENDPOINT_MAX = 2048
+WEB_PUSH_KEY_MAX = 512
+WEB_PUSH_PREFERENCE_SCOPES = ("user", "device")
+# clawgate holds no subscription: OpenClaw's answers for an endpoint it holds none for (FORBIDDEN)
+# and for a test with none registered (INVALID_REQUEST), each with clawgate's reason.
+NO_WEB_PUSH_SUBSCRIPTION = "subscription is not bound to this device: " + NO_WEB_PUSH
+NO_WEB_PUSH_SUBSCRIPTIONS = "no web push subscriptions registered: " + NO_WEB_PUSH
+
+
+def web_push_endpoint_params(r: ParamReader) -> None:
+    """`push.web.unsubscribe`/`preferences.get {endpoint}`: a push service's https URL."""
+    endpoint = r.required_string("endpoint", max_len=WEB_PUSH_ENDPOINT_MAX)
+    if not endpoint.startswith("https://"):
+        raise r.fail("endpoint", "must start with https://")
+
+
+def web_push_subscribe_params(r: ParamReader) -> None:
+    """`push.web.subscribe {endpoint, keys: {p256dh, auth}}`."""
+    web_push_endpoint_params(r)
+    keys = r.object("keys", required=True)
+    assert keys is not None
+    for key in ("p256dh", "auth"):
+        keys.required_string(key, max_len=WEB_PUSH_KEY_MAX)
+
+
+def web_push_preferences_set_params(r: ParamReader) -> None:
+    """`push.web.preferences.set {endpoint, scope: "user" | "device", preferences}`: the
+    preferences' fields are not read (no subscription to keep them for)."""
+    web_push_endpoint_params(r)
+    if r.required_string("scope") not in WEB_PUSH_PREFERENCE_SCOPES:
+        raise r.fail("scope", 'must be one of "user", "device"')
+    r.object("preferences", required=True)
+
+
+def web_push_test_params(r: ParamReader) -> None:
+    """`push.web.test {title?, body?}`."""
+    r.string("title")
+    r.string("body")
 
 
 # OpenClaw's memory search is a plugin's; clawgate has none: its answer when no memory plugin
@@ -1017,6 +1057,28 @@ def register(methods: MethodRegistry) -> None:
     @methods.method("push.web.vapidPublicKey", params=no_params, scope=WRITE)
     async def push_web_vapid_public_key(ctx: CallContext, params: None) -> Any:
         raise WsError(UNAVAILABLE, NO_WEB_PUSH)
+
+    # A browser still subscribed from an OpenClaw gateway on this address registers again at
+    # connect, and its Notifications settings unsubscribe, test and read its preferences.
+    @methods.method("push.web.subscribe", params=web_push_subscribe_params, scope=WRITE)
+    async def push_web_subscribe(ctx: CallContext, params: None) -> Any:
+        raise WsError(UNAVAILABLE, NO_WEB_PUSH)
+
+    @methods.method("push.web.unsubscribe", params=web_push_endpoint_params, scope=WRITE)
+    async def push_web_unsubscribe(ctx: CallContext, params: None) -> Any:
+        raise WsError(FORBIDDEN, NO_WEB_PUSH_SUBSCRIPTION)
+
+    @methods.method("push.web.preferences.get", params=web_push_endpoint_params, scope=READ)
+    async def push_web_preferences_get(ctx: CallContext, params: None) -> Any:
+        raise WsError(FORBIDDEN, NO_WEB_PUSH_SUBSCRIPTION)
+
+    @methods.method("push.web.preferences.set", params=web_push_preferences_set_params, scope=WRITE)
+    async def push_web_preferences_set(ctx: CallContext, params: None) -> Any:
+        raise WsError(FORBIDDEN, NO_WEB_PUSH_SUBSCRIPTION)
+
+    @methods.method("push.web.test", params=web_push_test_params, scope=WRITE)
+    async def push_web_test(ctx: CallContext, params: None) -> Any:
+        raise WsError(INVALID_REQUEST, NO_WEB_PUSH_SUBSCRIPTIONS)
 
     # The Memory settings' overview: no memory plugin, so no search, no embeddings, no dreaming.
     @methods.method("doctor.memory.status", params=memory_status_params, scope=READ)
