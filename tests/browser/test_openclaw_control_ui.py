@@ -775,6 +775,23 @@ def test_on_this_gateway_finds_nothing_to_set_up(ui: Page, gateway: GatewayProce
     assert refused_calls(gateway) == {}, refused_calls(gateway)
 
 
+def test_check_model_says_clawgate_sends_no_check_turn(ui: Page, gateway: GatewayProcess) -> None:
+    """The model-setup card's "Check model" (`openclaw.setup.verify`): clawgate lacked the
+    method, so the card offered no check. OpenClaw asks the model for a quick reply; clawgate
+    sends no turn of its own, and the card says so, naming the configured model."""
+    ui.driver.get(f"{gateway.url}/#token={TOKEN}")
+    composer(ui)
+    ui.until(lambda: "Connected" in body_text(ui), "the connected state")
+    ui.driver.get(f"{gateway.url}/model-setup?firstRun=explicit")
+    ui.until(lambda: "Selected model" in body_text(ui), "the model-setup card")
+    button(ui, "Check model").click()
+    ui.until(lambda: "clawgate sends no check turn" in body_text(ui), "the reason")
+    assert "echo/echo is configured" in body_text(ui)
+    assert console_errors(ui) == []
+    assert calls(gateway, ok=True).get("openclaw.setup.verify", "no") is None
+    assert refused_calls(gateway) == {}, refused_calls(gateway)
+
+
 def shadow_button(ui: Page, text: str) -> Any:
     """The shown button or tab reading `text`, inside the page's shadow DOM too."""
     find = """

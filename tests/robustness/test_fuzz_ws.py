@@ -977,6 +977,7 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
     "skills.proposals.list": {"agentId": "main"},
     "migrations.memory.plan": {"agentId": "main", "overwrite": False},
     "openclaw.setup.detect": {"agentId": "main"},
+    "openclaw.setup.verify": {"agentId": "main", "modelTarget": "utility"},
     "webSearch.status": {"agentId": "main", "modelProvider": "echo", "modelId": "echo"},
     "artifacts.list": {
         "sessionKey": KEY,

@@ -508,6 +508,7 @@ class TestHelloOk:
                     "skills.search",
                     "migrations.memory.plan",
                     "openclaw.setup.detect",
+                    "openclaw.setup.verify",
                     "webSearch.status",
                     "artifacts.list",
                     "skills.proposals.list",

@@ -2779,6 +2779,39 @@ class TestOpenClawControlUiFeatureReads:
         frame = await reader.call("openclaw.setup.detect", {})
         assert frame["error"]["message"] == "missing scope: operator.admin"
 
+    async def test_check_model_says_clawgate_sends_no_check_turn(self, gateway: Gateway) -> None:
+        """Models → the model-setup card's "Check model" (`openclaw.setup.verify`, admin as on
+        OpenClaw, which asks the model for a quick reply): it was an unknown method. clawgate
+        sends no check turn: OpenClaw's answer when it cannot verify, saying what is known."""
+        ws = await gateway.connected()
+        expected = {
+            "ok": False,
+            "status": "unavailable",
+            "error": "clawgate sends no check turn: the agent's model echo/echo is configured"
+            " (provider echo); a chat message is its check",
+        }
+        assert await ws.ok("openclaw.setup.verify", {}) == expected
+        assert await ws.ok("openclaw.setup.verify", {"agentId": "Main"}) == expected
+        assert await ws.ok("openclaw.setup.verify", {"modelTarget": "utility"}) == {
+            "ok": False,
+            "status": "unavailable",
+            "error": "clawgate has no utility model: each agent runs on its own model",
+        }
+        bad = [
+            ({"agentId": ""}, "at /agentId: must not be empty"),
+            ({"agentId": 1}, "at /agentId: must be string"),
+            ({"modelTarget": "main"}, 'at /modelTarget: must be "utility"'),
+            ({"modelTarget": 1}, "at /modelTarget: must be string"),
+        ]
+        for params, message in bad:
+            frame = await ws.call("openclaw.setup.verify", params)
+            assert frame["error"]["message"] == f"invalid openclaw.setup.verify params: {message}"
+        frame = await ws.call("openclaw.setup.verify", {"agentId": "ghost"})
+        assert frame["error"]["message"] == "Unknown agent 'ghost'."
+        reader = await gateway.connected(scopes=["operator.read", "operator.write"])
+        frame = await reader.call("openclaw.setup.verify", {})
+        assert frame["error"]["message"] == "missing scope: operator.admin"
+
     async def test_web_search_has_no_route(self, ws: GatewayWs) -> None:
         """The Search settings: no web search tool, so no provider and no route; the model is
         the agent's primary one (echo/echo here) or the one asked about."""

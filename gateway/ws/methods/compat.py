@@ -608,6 +608,27 @@ NO_GATEWAY_TOOLS_GROUP: dict[str, Any] = {
 }
 
 
+# Models → the model-setup card's "Check model": OpenClaw asks the agent's model for a quick
+# reply. clawgate sends no turn of its own to a provider (each costs the operator tokens), and
+# its config load already refused a model whose provider is not configured: OpenClaw's answer
+# when it cannot verify, saying what is known and how to check.
+SETUP_VERIFY_TARGETS = ("utility",)
+NO_UTILITY_MODEL = "clawgate has no utility model: each agent runs on its own model"
+
+
+def setup_verify_params(r: ParamReader) -> tuple[AgentTarget, bool]:
+    """`openclaw.setup.verify {agentId?, modelTarget?: "utility"}`: the agent, and whether
+    its utility model is asked about."""
+    target = r.string("modelTarget")
+    if target is not None and target not in SETUP_VERIFY_TARGETS:
+        raise r.fail("modelTarget", 'must be "utility"')
+    return agent_id_params(r), target is not None
+
+
+def setup_not_verified(error: str) -> dict[str, Any]:
+    return {"ok": False, "status": "unavailable", "error": error}
+
+
 # OpenClaw's setup wizards: the Channels page's "Set up" (`flow: "channels"`) and the gateway's
 # own setup. clawgate has no channels and is set up in its config file: neither starts, and
 # the page shows why.
@@ -1193,6 +1214,17 @@ def register(methods: MethodRegistry) -> None:
         provider, model = default_model(ctx.config, params.resolve(ctx))[:2]
         configured = {"configuredModel": f"{provider}/{model}", "setupComplete": True}
         return {**NOTHING_TO_SET_UP, **configured}
+
+    @methods.method("openclaw.setup.verify", params=setup_verify_params, scope=ADMIN)
+    async def setup_verify(ctx: CallContext, params: tuple[AgentTarget, bool]) -> Any:
+        target, utility = params
+        provider, model = default_model(ctx.config, target.resolve(ctx))[:2]
+        if utility:
+            return setup_not_verified(NO_UTILITY_MODEL)
+        return setup_not_verified(
+            f"clawgate sends no check turn: the agent's model {provider}/{model} is configured"
+            f" (provider {provider}); a chat message is its check"
+        )
 
     # The Search settings: clawgate's agents have no web search tool, so no provider and no
     # route to search by (OpenClaw's "unavailable" route, saying why); the model is the
