@@ -119,7 +119,9 @@ gw.addEventListener("slow", (event) => {
   const text = methods.length === 1 ? `Still waiting for the gateway's answer to ${methods[0]}…` : `Still waiting for ${methods.length} answers from the gateway…`;
   if (methods.length && $("conn-slow").textContent !== text) $("conn-slow").textContent = text;
   show($("conn-slow"), methods.length > 0);
+  show($("conn-slow-stop"), methods.length > 0);
 });
+$("conn-slow-stop").addEventListener("click", () => gw.abandonSlow());
 
 $("disconnect").addEventListener("click", () => {
   connect.forget();

@@ -28,7 +28,8 @@ const MISSED_TICKS = 2;
 // unanswered for 20 s on a connection whose ticks still come is a stalled handler or a very
 // slow store, and the page cannot tell which: the request goes on being waited for, and the
 // header says so (a "slow" event), rather than be called failed while the gateway may still
-// do it (a config.patch saved, a session deleted) and answer. A poll (a screen refreshed on a
+// do it (a config.patch saved, a session deleted) and answer; the user may stop waiting
+// (abandonSlow), as only they know how long is too long. A poll (a screen refreshed on a
 // timer) gives up instead: the next one asks again, and its screen does not stop.
 const REQUEST_TIMEOUT_MS = 20000;
 
@@ -132,6 +133,17 @@ export class Gateway extends EventTarget {
   // The methods of the requests waited for longer than REQUEST_TIMEOUT_MS, oldest first.
   slowMethods() {
     return [...this.pending.values()].filter((waiter) => waiter.slow).map((waiter) => waiter.method);
+  }
+
+  // Stops waiting for the requests past REQUEST_TIMEOUT_MS, at the user's word: each fails (its
+  // form free again) and its answer, should it come, is dropped. The gateway may still have done
+  // what was asked (a config saved, a session deleted), and the error says so.
+  abandonSlow() {
+    for (const [id, waiter] of this.pending) {
+      if (!waiter.slow) continue;
+      this.pending.delete(id);
+      waiter.reject(new GatewayError({ code: "ABANDONED", message: `Stopped waiting for the gateway's answer to ${waiter.method}: it may still have done it.` }));
+    }
   }
 
   // -- internals ---------------------------------------------------------------------------

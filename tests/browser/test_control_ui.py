@@ -1486,6 +1486,28 @@ class TestSlowGateway:
             "slow": ["Still waiting for the gateway's answer to sessions.list…"],
         }
 
+    def test_a_wait_can_be_given_up_and_the_form_is_free_again(self, page: Page) -> None:
+        # A config.patch never answered left Save disabled for good: the notice said the page
+        # still waited, with no way to stop. "Stop waiting" drops the wait: the form says its
+        # change may or may not have been made, and Save can be pressed again.
+        page.driver.execute_script(SHORT_REQUEST_TIMEOUT, REQUEST_TIMEOUT_MS)
+        page.connected()
+        page.go("config")
+        page.type('input[data-path="gateway.reload.debounceMs"]', "275")
+        page.driver.execute_script(NEVER_SENT, "config.patch")
+        page.click("#config-save")
+        page.visible("#conn-slow")
+        assert not page.find("#config-save").is_enabled()
+        page.click("#conn-slow-stop")
+        page.until(lambda: not page.find("#conn-slow").is_displayed(), "the notice gone")
+        assert not page.find("#conn-slow-stop").is_displayed()
+        assert page.text("#config-message") == (
+            "Stopped waiting for the gateway's answer to config.patch: it may still have done it."
+        )
+        assert page.find("#config-save").is_enabled()
+        page.click("#config-save")
+        page.until(lambda: page.text("#config-message").startswith("Saved."), "saved")
+
 
 class TestConfig:
     def test_shows_the_config_with_secrets_redacted(self, page: Page) -> None:
