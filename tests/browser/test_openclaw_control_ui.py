@@ -844,6 +844,12 @@ def test_an_agent_s_tools_are_none_of_openclaw_s(ui: Page, gateway: GatewayProce
     assert "No gateway tools" in groups()[0], groups()
     text = body_text(ui)
     assert "0/0 enabled" in text, text
+    # The tab's "Tool profile: full" is OpenClaw's default, read from a config clawgate ignores
+    # the `tools` of: it said nothing of that. The notice on the tab says so, and its presets
+    # and Save, which would write that section, are disabled.
+    ui.until(lambda: "clawgate has no tool profiles" in body_text(ui), "the notice")
+    for label in ("Minimal", "Full", "Save"):
+        assert ui.driver.execute_script("return arguments[0].disabled", shadow_button(ui, label))
     for tool in ("exec", "web_search", "tts"):
         assert f"\n{tool}\n" not in text, tool
     assert console_errors(ui) == []

@@ -2514,7 +2514,9 @@ class TestOpenClawControlUiFeatureReads:
                     "id": "no-gateway-tools",
                     "severity": "info",
                     "message": "clawgate's agents have no tools of the gateway's: a client's"
-                    " tools come with its request.",
+                    " tools come with its request. clawgate has no tool profiles: the profile"
+                    " shown (OpenClaw's default is full) selects nothing, and `tools` in its"
+                    " config are ignored.",
                 }
             ],
         }

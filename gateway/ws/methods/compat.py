@@ -591,12 +591,16 @@ DREAM_DIARY = "DREAMS.md"  # OpenClaw's name of a diary it did not find
 # The Profile settings' "View agent account": OpenClaw's tool catalog and a session's effective
 # tools. clawgate's agents have no tools of the gateway's (no OpenClaw core or plugin tools,
 # no tool profiles); an HTTP client's tools come with its request. So none, the profile
-# "none", and a notice saying why.
+# "none", and a notice saying why. The Agents settings' Tools tab shows a tool profile it reads
+# from the config (OpenClaw's `tools.profile`, "full" when none), which clawgate ignores; the
+# notice, shown on that tab, says so. Its presets and Save stay disabled there (clawgate's
+# config.get gives it no form it may update), so nothing writes a `tools` section from it.
 NO_GATEWAY_TOOLS_NOTICE: dict[str, Any] = {
     "id": "no-gateway-tools",
     "severity": "info",
     "message": "clawgate's agents have no tools of the gateway's: a client's tools come with"
-    " its request.",
+    " its request. clawgate has no tool profiles: the profile shown (OpenClaw's default is"
+    " full) selects nothing, and `tools` in its config are ignored.",
 }
 # The catalog's groups: OpenClaw's Control UI shows its own bundled catalog (58 tools, `exec`,
 # `web_search`, …) when a catalog has no group, so the catalog holds one, with no tool in it.
