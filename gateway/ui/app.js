@@ -121,7 +121,14 @@ gw.addEventListener("slow", (event) => {
   show($("conn-slow"), methods.length > 0);
   show($("conn-slow-stop"), methods.length > 0);
 });
-$("conn-slow-stop").addEventListener("click", () => gw.abandonSlow());
+$("conn-slow-stop").addEventListener("click", () => {
+  gw.abandonSlow();
+  // Hidden once pressed, the button dropped the focus: the forms whose wait it ended place it
+  // (their handlers run first); else the screen takes it, not the start of the page.
+  setTimeout(() => {
+    if (!document.activeElement || document.activeElement === document.body) $("main").focus();
+  });
+});
 
 $("disconnect").addEventListener("click", () => {
   connect.forget();

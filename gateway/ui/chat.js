@@ -282,6 +282,8 @@ async function send() {
     asked.remove();
     bubble.remove();
     if (!input.value) input.value = message;
+    // Its wait given up ("Stop waiting", which hid itself): the message box takes the focus.
+    if (!document.activeElement || document.activeElement === document.body) input.focus();
     // Sent again while still offline: the first attempt is the one the gateway may have.
     const again = unanswered && unanswered.sessionKey === key && unanswered.message === message;
     if (!again) unanswered = { sessionKey: key, runId, message };

@@ -1508,6 +1508,27 @@ class TestSlowGateway:
         page.click("#config-save")
         page.until(lambda: page.text("#config-message").startswith("Saved."), "saved")
 
+    def test_a_message_whose_wait_is_given_up_goes_back_and_the_focus_stays_in_the_page(
+        self, page: Page
+    ) -> None:
+        # "Stop waiting" hides itself once pressed: the focus fell to the page's body, a
+        # keyboard user sent back to its start. The message goes back to its box, which
+        # takes the focus.
+        page.driver.execute_script(SHORT_REQUEST_TIMEOUT, REQUEST_TIMEOUT_MS)
+        page.connected()
+        page.click("#chat-new")
+        page.driver.execute_script(NEVER_SENT, "chat.send")
+        page.type("#chat-input", "never answered")
+        page.click("#chat-send")
+        from selenium.webdriver.common.keys import Keys
+
+        page.visible("#conn-slow-stop").send_keys(Keys.ENTER)
+        page.until(lambda: not page.find("#conn-slow").is_displayed(), "the notice gone")
+        assert page.find("#chat-input").get_attribute("value") == "never answered"
+        assert "Stopped waiting" in page.text("#chat-error")
+        active = "return document.activeElement.id"
+        assert page.until(lambda: page.driver.execute_script(active), "a focus") == "chat-input"
+
 
 class TestConfig:
     def test_shows_the_config_with_secrets_redacted(self, page: Page) -> None:
