@@ -305,6 +305,14 @@ class SessionRegistry:
         session.enqueue(run)
         return run
 
+    async def queued_marked(self, key: str) -> None:
+        """Until a turn of `key` queued here that waits for a run slot is marked so in a shared
+        store (`AgentSession.marked`): then another process's `chat.abort` stops it and its
+        maintenance keeps the session. At once when no turn of `key` waits for a slot."""
+        session = self._live.get(key)
+        if session is not None:
+            await session.marked()
+
     def run(self, run_id: str) -> AgentRun | None:
         """An active run, or an addressable one that ended in the last 10 minutes (fewer
         when the byte budget of ended runs evicted it earlier)."""

@@ -220,9 +220,17 @@ class QueuedMark:
     marks: QueuedMarks
     key: str
     _ended: asyncio.Event = attrs.field(factory=asyncio.Event)
+    # Set once the mark is in the store, or will never be (its write failed, or the turn
+    # got its slot first): the store's claim is bounded by its statement timeout.
+    _settled: asyncio.Event = attrs.field(factory=asyncio.Event)
 
     def end(self) -> None:
         self._ended.set()
+        self._settled.set()
+
+    async def written(self) -> None:
+        """Until another process can see the mark (or never will: see `_settled`)."""
+        await self._settled.wait()
 
     async def keep(self) -> None:
         store, token = self.marks.store, uuid.uuid4().hex
@@ -230,7 +238,10 @@ class QueuedMark:
         try:
             if self._ended.is_set():
                 return
-            await store.claim_call(scope, token, self.key, lease_ms)
+            try:
+                await store.claim_call(scope, token, self.key, lease_ms)
+            finally:
+                self._settled.set()
             self.marks.hold(scope, token)
             try:
                 await self._ended.wait()
@@ -334,6 +345,8 @@ class AgentSession:
     _running: AgentRun | None = None
     _lane: asyncio.Lock = attrs.field(factory=asyncio.Lock)
     _worker: asyncio.Task[None] | None = None
+    # The mark of the next turn while it waits here for a run slot (a shared store).
+    _mark: QueuedMark | None = None
     _holds: int = 0  # reset/delete/patch in progress
     # An abort cancelled the worker's wait for another process's turn of the key.
     _wait_aborted: bool = False
@@ -386,7 +399,17 @@ class AgentSession:
         run.queue_on(self._remove)
         self._pending.append(run)
         if self._worker is None:
+            # The first turn's mark is started here, not in the worker (a task that runs
+            # later): `marked`, right after this returns, finds it.
+            self._mark = self._mark_waiting()
             self._worker = self._deps.spawn(self._work(), f"session-worker {self.key}")
+
+    async def marked(self) -> None:
+        """Until the mark of this session's turn waiting here for a run slot is in a shared
+        store, so that another process's `chat.abort` and maintenance see it: an answer that
+        names the turn waits for it (none when the turn holds a slot or none is needed)."""
+        if self._mark is not None:
+            await self._mark.written()
 
     def _remove(self, run: AgentRun) -> None:
         if run in self._pending:
@@ -426,7 +449,7 @@ class AgentSession:
         slots = self._deps.slots
         try:
             while self._pending:
-                mark = self._mark_waiting()
+                mark = self._mark = self._mark or self._mark_waiting()
                 try:
                     # The slot first, then the lane: a reset waiting for the lane then only
                     # waits for the (aborted) running turn, never for a global slot.
@@ -445,6 +468,7 @@ class AgentSession:
                     finally:
                         slots.release()
                 finally:
+                    self._mark = None
                     if mark is not None:
                         mark.end()
         finally:

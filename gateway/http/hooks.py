@@ -201,6 +201,15 @@ def _submit(
     return run
 
 
+async def _marked(state: GatewayState, key: str) -> None:
+    """A turn without a claim of its own, queued for a run slot: its answer names the run only
+    once a shared store says the turn waits, so that a `chat.abort` sent on another process as
+    soon as the answer comes stops it, and no maintenance deletes the session meanwhile. Not
+    long: one statement, within the store's statement timeout; none when a slot was free."""
+    assert state.registry is not None
+    await state.registry.queued_marked(key)
+
+
 async def _agent(
     request: web.Request, state: GatewayState, hooks: HooksConfig, body: dict[str, object]
 ) -> web.StreamResponse:
@@ -230,6 +239,7 @@ async def _agent(
     if scope is None:
         await _refuse_archived(state, key)
         run = _submit(request, state, turn, parsed.name)
+        await _marked(state, key)
     else:
         done = asyncio.get_running_loop().create_future()
         starting[scope] = done
@@ -431,6 +441,7 @@ async def _wake(
     )
     await _refuse_archived(state, key)
     _submit(request, state, turn, "wake")
+    await _marked(state, key)
     return json_response(
         {"ok": True, "mode": "now", **accepted_body(run_id, key)}, headers=session_header(request)
     )

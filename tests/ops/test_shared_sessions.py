@@ -15,8 +15,10 @@ import asyncpg
 import pytest
 
 from agents.registry import wall_clock_ms
+from agents.session import QUEUED_SCOPE_PREFIX
 from agents.store_postgres import LOCK_CLASS_TURN, PostgresSessionStore
 from tests.support.http_client import fake_provider
+from tests.support.pgserver import PgServer
 from tests.support.process import GatewayProcess
 from tests.support.process_client import connect_ws
 from tests.support.shared_store import (
@@ -26,6 +28,7 @@ from tests.support.shared_store import (
     shared_config,
     start_on_config,
 )
+from tests.support.statement_relay import StatementRelay
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -356,6 +359,64 @@ class TestATurnWaitingForARunSlotOnAnotherProcess:
             await ok(on_b, "agent.wait", {"runId": "busy", "timeoutMs": 20_000})
             assert len(held.requests) == 1
         finally:
+            for process in started:
+                process.stop()
+
+    @pytest.mark.parametrize("hook", ["agent", "wake"])
+    async def test_of_a_webhook_is_answered_once_its_mark_is_written(
+        self,
+        tmp_path: Path,
+        database: str,
+        http: aiohttp.ClientSession,
+        pg_server: PgServer,
+        held: HeldOpenAI,
+        hook: str,
+    ) -> None:
+        """The mark of a keyless webhook's turn waiting for a run slot was written after its
+        answer: a `chat.abort` on another process sent as soon as the answer came found no
+        turn (the mark's statement held back here, the answer came all the same)."""
+        relay = StatementRelay("127.0.0.1", pg_server.port, QUEUED_SCOPE_PREFIX.encode())
+        started: list[GatewayProcess] = []
+        try:
+            for name, slots in (("a", 4), ("b", 1)):
+                url = database if name == "a" else relay.url(database)
+                settings = json.loads(shared_config(url, delay_ms=0))
+                settings.update(fake_provider(held))
+                settings["agents"]["defaults"] = {"maxConcurrent": slots}
+                settings["hooks"] = {"enabled": True, "token": "hook-token-1"}
+                start_on_config(started, tmp_path, name, json.dumps(settings))
+            a, b = started
+            on_a, on_b = await connect_ws(http, a.url), await connect_ws(http, b.url)
+            busy = {"sessionKey": "other", "message": "hi", "idempotencyKey": "busy"}
+            assert (await ok(on_b, "chat.send", busy))["status"] == "started"
+            await held.wait_for_requests(1, within=15)
+            body = {"message": "queued"} if hook == "agent" else {"text": "queued"}
+
+            async def post() -> tuple[int, dict[str, Any]]:
+                async with http.post(
+                    f"{b.url}/hooks/{hook}",
+                    json=body,
+                    headers={"Authorization": "Bearer hook-token-1"},
+                ) as response:
+                    return response.status, await response.json()
+
+            answer = asyncio.create_task(post())
+            await relay.wait_held()  # the mark's statement: not in the store yet
+            # b has answered a request made after the webhook's (one more step of its loop).
+            await ok(on_b, "sessions.list", {})
+            answered_unmarked = answer.done()
+            relay.release()
+            status, accepted = await answer
+            assert status == (202 if hook == "agent" else 200), accepted
+            assert not answered_unmarked, "answered before its turn's mark was in the store"
+            params = {"sessionKey": accepted["sessionKey"], "runId": accepted["runId"]}
+            aborted = await ok(on_a, "chat.abort", params)
+            assert aborted == {"ok": True, "aborted": True, "runIds": [accepted["runId"]]}
+            held.go.set()
+            await ok(on_b, "agent.wait", {"runId": "busy", "timeoutMs": 20_000})
+            assert len(held.requests) == 1
+        finally:
+            relay.close()
             for process in started:
                 process.stop()
 
