@@ -964,8 +964,9 @@ class PostgresSessionStore:
         self, locks: asyncpg.Pool, key: str, while_waiting: Waiting | None
     ) -> Connection:
         """A lock connection holding `key`'s turn lock; a turn of another process that holds
-        it is waited for inside `while_waiting`. A pooled connection that the server dropped
-        (a restart) is only found out on use: then once more, on a new one."""
+        it is waited for inside `while_waiting`, as is a maintenance pass deleting the session
+        (it holds the lock until its commit: `prune`). A pooled connection that the server
+        dropped (a restart) is only found out on use: then once more, on a new one."""
         for attempt in (1, 2):
             try:
                 conn = await _acquire(locks)
@@ -1852,13 +1853,16 @@ class PostgresSessionStore:
                     " ON s.key = c.key AND s.updated_at = c.at ORDER BY s.key FOR UPDATE OF s",
                     [row.key for row in candidates], [row.updated_at for row in candidates],
                 )  # fmt: skip
+                # A session whose turn lock is held is kept; the others' turn locks are
+                # taken until the commit (`_lock` then finds them taken and waits, and its
+                # turn reads the session gone): a turn lock taken after a mere look at
+                # pg_locks, before the commit, ran its turn on a session deleted under it.
+                # It costs a turn nothing: no row lock, no statement more.
                 deleted = await conn.fetch(
-                    "DELETE FROM sessions s WHERE s.key = ANY($1::text[]) AND NOT EXISTS ("
-                    " SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
-                    " AND objsubid = 2 AND classid = $2::bigint::oid"
-                    " AND objid = (hashtext(s.key)::bigint & 4294967295)::oid)"
+                    "DELETE FROM sessions s WHERE s.key = ANY($1::text[])"
                     " AND NOT EXISTS (SELECT 1 FROM hook_calls h WHERE h.session_key = s.key"
                     f" AND NOT h.ended AND h.expires_at > {SQL_NOW_MS})"
+                    " AND pg_try_advisory_xact_lock($2, hashtext(s.key))"
                     " RETURNING s.key",
                     [record[0] for record in locked], LOCK_CLASS_TURN,
                 )  # fmt: skip

@@ -863,6 +863,51 @@ class TestPrune:
                 await asyncio.wait_for(claim, 5)
                 assert await b.get(KEY) is None  # what the claimant reads after its claim
 
+    async def test_a_turn_waits_for_a_delete_of_its_session_it_was_not_seen_by(
+        self, pg_url: str, pg_server: PgServer
+    ) -> None:
+        """A turn lock taken after the DELETE read the turn locks, before the pass committed:
+        the turn read its session still there and ran on it, deleted under it."""
+        day = 24 * 3600 * 1000
+        marker = b"DELETE FROM transcripts WHERE key"
+        with statement_relay("127.0.0.1", pg_server.port, marker) as relay:
+            async with (
+                PostgresSessionStore(relay.url(pg_url)) as a,
+                PostgresSessionStore(pg_url) as b,
+            ):
+                await a.create(KEY, "main", 1)
+                maintenance = MaintenanceConfig(prune_after_ms=day, mode="enforce")
+                pruning = asyncio.create_task(a.prune(maintenance, 40 * day))
+                await relay.wait_held()  # the session's row deleted, not yet committed
+
+                async def turn() -> SessionRow | None:
+                    async with b.turn_lock(KEY):
+                        return await b.get(KEY)
+
+                running = asyncio.create_task(turn())
+                admin = await asyncpg.connect(pg_url)
+                try:
+                    blocked = asyncio.create_task(waiting_for_a_lock(admin))
+                    await asyncio.wait([running, blocked], return_when=asyncio.FIRST_COMPLETED)
+                    assert not running.done(), "the turn ran while the pass deleted its session"
+                finally:
+                    blocked.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                        await blocked
+                    await admin.close()
+                relay.release()
+                assert [row.key for row in await asyncio.wait_for(pruning, 5)] == [KEY]
+                assert await asyncio.wait_for(running, 5) is None  # it found the session gone
+
+    async def test_a_turn_holding_its_lock_keeps_its_session(self, pg_url: str) -> None:
+        day = 24 * 3600 * 1000
+        async with PostgresSessionStore(pg_url) as a, PostgresSessionStore(pg_url) as b:
+            await a.create(KEY, "main", 1)
+            maintenance = MaintenanceConfig(prune_after_ms=day, mode="enforce")
+            async with b.turn_lock(KEY):
+                assert await a.prune(maintenance, 40 * day) == []
+            assert [row.key for row in await a.prune(maintenance, 40 * day)] == [KEY]
+
 
 async def waiting_for_a_lock(conn: asyncpg.Connection) -> None:
     """Until some connection of this database waits for a lock."""
