@@ -1857,12 +1857,14 @@ class PostgresSessionStore:
                 # taken until the commit (`_lock` then finds them taken and waits, and its
                 # turn reads the session gone): a turn lock taken after a mere look at
                 # pg_locks, before the commit, ran its turn on a session deleted under it.
-                # It costs a turn nothing: no row lock, no statement more.
+                # It costs a turn nothing: no row lock, no statement more. In a CASE: the
+                # planner orders a WHERE's conditions as it likes, and a scan of the table
+                # could take the lock of every session it reads, until the commit.
                 deleted = await conn.fetch(
-                    "DELETE FROM sessions s WHERE s.key = ANY($1::text[])"
-                    " AND NOT EXISTS (SELECT 1 FROM hook_calls h WHERE h.session_key = s.key"
-                    f" AND NOT h.ended AND h.expires_at > {SQL_NOW_MS})"
-                    " AND pg_try_advisory_xact_lock($2, hashtext(s.key))"
+                    "DELETE FROM sessions s WHERE s.key = ANY($1::text[]) AND CASE"
+                    " WHEN s.key = ANY($1::text[]) AND NOT EXISTS (SELECT 1 FROM hook_calls h"
+                    f" WHERE h.session_key = s.key AND NOT h.ended AND h.expires_at > {SQL_NOW_MS})"
+                    " THEN pg_try_advisory_xact_lock($2, hashtext(s.key)) ELSE FALSE END"
                     " RETURNING s.key",
                     [record[0] for record in locked], LOCK_CLASS_TURN,
                 )  # fmt: skip

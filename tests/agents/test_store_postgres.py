@@ -899,6 +899,38 @@ class TestPrune:
                 assert [row.key for row in await asyncio.wait_for(pruning, 5)] == [KEY]
                 assert await asyncio.wait_for(running, 5) is None  # it found the session gone
 
+    async def test_a_delete_takes_the_turn_locks_of_what_it_deletes_only(
+        self, pg_url: str, pg_server: PgServer
+    ) -> None:
+        """The turn locks a pass holds until its commit are those of the sessions it deletes:
+        a condition of the DELETE evaluated first on a scan of the table took every one."""
+        day = 24 * 3600 * 1000
+        marker = b"DELETE FROM transcripts WHERE key"
+        # The planner's choice on a table where a scan is cheaper than the index.
+        scan = "?enable_indexscan=off&enable_bitmapscan=off"
+        with statement_relay("127.0.0.1", pg_server.port, marker) as relay:
+            async with PostgresSessionStore(relay.url(pg_url) + scan) as a:
+                old = [f"agent:main:old-{n}" for n in range(8)]
+                for key in old:
+                    await a.create(key, "main", 1)
+                for n in range(20):
+                    await a.create(f"agent:main:fresh-{n}", "main", 40 * day)
+                maintenance = MaintenanceConfig(prune_after_ms=day, mode="enforce")
+                pruning = asyncio.create_task(a.prune(maintenance, 40 * day))
+                await relay.wait_held()
+                admin = await asyncpg.connect(pg_url)
+                try:
+                    held = await admin.fetchval(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                        " AND classid = $1::bigint::oid",
+                        LOCK_CLASS_TURN,
+                    )
+                finally:
+                    await admin.close()
+                relay.release()
+                assert sorted(row.key for row in await asyncio.wait_for(pruning, 5)) == old
+                assert held == len(old)
+
     async def test_a_turn_holding_its_lock_keeps_its_session(self, pg_url: str) -> None:
         day = 24 * 3600 * 1000
         async with PostgresSessionStore(pg_url) as a, PostgresSessionStore(pg_url) as b:
