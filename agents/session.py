@@ -468,10 +468,14 @@ class AgentSession:
                     finally:
                         slots.release()
                 finally:
-                    self._mark = None
+                    if self._mark is mark:
+                        self._mark = None
                     if mark is not None:
                         mark.end()
         finally:
+            if self._mark is not None:  # the next turn's, and it was aborted meanwhile
+                self._mark.end()
+                self._mark = None
             self._worker = None
             self._deps.session_idle(self)
 
@@ -517,7 +521,15 @@ class AgentSession:
                     run.start()
                     if mark is not None:
                         mark.end()  # the turn lock says it from here
+                        if self._mark is mark:
+                            self._mark = None
                     await self._execute(run)
+                    if self._pending and self._mark is None and store.shared:
+                        # The next turn is marked before the lock goes: between the two,
+                        # another process's abort or maintenance found nothing of it. One
+                        # write more for a turn queued behind another of its session.
+                        self._mark = self._deps.queued.mark(self.key)
+                        await self._mark.written()
         except asyncio.CancelledError:
             if self._wait_abort_taken_back():
                 return  # the run ended with its abort, while it waited for the turn lock

@@ -14,6 +14,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from agents.config import MaintenanceConfig
 from agents.registry import wall_clock_ms
 from agents.session import QUEUED_SCOPE_PREFIX
 from agents.store_postgres import LOCK_CLASS_TURN, PostgresSessionStore
@@ -28,7 +29,7 @@ from tests.support.shared_store import (
     shared_config,
     start_on_config,
 )
-from tests.support.statement_relay import StatementRelay
+from tests.support.statement_relay import ReplyRelay, StatementRelay
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -416,9 +417,60 @@ class TestATurnWaitingForARunSlotOnAnotherProcess:
             await ok(on_b, "agent.wait", {"runId": "busy", "timeoutMs": 20_000})
             assert len(held.requests) == 1
         finally:
-            relay.close()
             for process in started:
                 process.stop()
+            relay.close()
+
+    async def test_queued_behind_another_of_its_session_keeps_it_as_the_lock_goes(
+        self,
+        tmp_path: Path,
+        database: str,
+        http: aiohttp.ClientSession,
+        pg_server: PgServer,
+        pg_url: str,
+        held: HeldOpenAI,
+    ) -> None:
+        """The turn queued behind another of its session on b was marked nowhere once that
+        one gave its lock back (b's unlock done in the database, its answer held back here):
+        another process's maintenance deleted the session of the turn about to run."""
+        # The reply to the unlock's execution (the send that binds the key, after the one
+        # that prepares it): the lock is free in the database, b's worker not yet past it.
+        relay = ReplyRelay("127.0.0.1", pg_server.port, b"hook:queued", after=b"pg_advisory_unlock")
+        started: list[GatewayProcess] = []
+        try:
+            for name in ("b",):  # the other process: this test's own store, below
+                settings = json.loads(shared_config(relay.url(database), delay_ms=0))
+                settings.update(fake_provider(held))
+                settings["hooks"] = {
+                    "enabled": True,
+                    "token": "hook-token-1",
+                    "defaultSessionKey": "hook:queued",
+                }
+                start_on_config(started, tmp_path, name, json.dumps(settings))
+            [b] = started
+            accepted = []
+            for text in ("first", "second"):
+                async with http.post(
+                    f"{b.url}/hooks/agent",
+                    json={"message": text},
+                    headers={"Authorization": "Bearer hook-token-1"},
+                ) as response:
+                    accepted.append(await response.json())
+                    assert response.status == 202, accepted[-1]
+                if text == "first":
+                    await held.wait_for_requests(1, within=15)
+            held.go.set()
+            await relay.wait_held()  # the first turn's lock is given back
+            day = 24 * 3600 * 1000
+            maintenance = MaintenanceConfig(prune_after_ms=day, mode="enforce")
+            async with PostgresSessionStore(pg_url) as store:
+                pruned = await store.prune(maintenance, wall_clock_ms() + 40 * day)
+            relay.release()
+            assert pruned == []
+        finally:
+            for process in started:
+                process.stop()
+            relay.close()
 
     async def test_of_http_keeps_its_session_from_another_processs_maintenance(
         self,
