@@ -71,6 +71,24 @@ async def ok(ws: aiohttp.ClientWebSocketResponse, method: str, params: dict[str,
     return answer["payload"]
 
 
+def held_settings(database: str, held: HeldOpenAI, slots: int, *, hooks: bool = False) -> str:
+    """A process's config on the shared store: its model the held upstream, `slots` run
+    slots, and the webhooks on when asked."""
+    settings = json.loads(shared_config(database, delay_ms=0))
+    settings.update(fake_provider(held))
+    settings["agents"]["defaults"] = {"maxConcurrent": slots}
+    if hooks:
+        settings["hooks"] = {"enabled": True, "token": "hook-token-1"}
+    return json.dumps(settings)
+
+
+async def occupy_slot(ws: aiohttp.ClientWebSocketResponse, held: HeldOpenAI) -> None:
+    """A turn of another session takes the process's run slot, held at the upstream."""
+    busy = {"sessionKey": "other", "message": "hi", "idempotencyKey": "busy"}
+    assert (await ok(ws, "chat.send", busy))["status"] == "started"
+    await held.wait_for_requests(1, within=15)
+
+
 async def described(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
     return (await ok(ws, "sessions.describe", {"key": KEY}))["session"]  # type: ignore[no-any-return]
 
@@ -178,15 +196,10 @@ class TestATurnWaitingForARunSlotOnAnotherProcess:
         started: list[GatewayProcess] = []
         try:
             for name, slots in (("a", 4), ("b", 1)):
-                settings = json.loads(shared_config(database, delay_ms=0))
-                settings.update(fake_provider(held))
-                settings["agents"]["defaults"] = {"maxConcurrent": slots}
-                start_on_config(started, tmp_path, name, json.dumps(settings))
+                start_on_config(started, tmp_path, name, held_settings(database, held, slots))
             a, b = started
             on_a, on_b = await connect_ws(http, a.url), await connect_ws(http, b.url)
-            busy = {"sessionKey": "other", "message": "hi", "idempotencyKey": "busy"}
-            assert (await ok(on_b, "chat.send", busy))["status"] == "started"
-            await held.wait_for_requests(1, within=15)
+            await occupy_slot(on_b, held)
             waiting = {"sessionKey": KEY, "message": "hi", "idempotencyKey": "waiting"}
             assert (await ok(on_b, "chat.send", waiting))["status"] == "started"
             aborted = await ok(on_a, "chat.abort", {"sessionKey": KEY, "runId": "waiting"})
@@ -217,15 +230,10 @@ class TestATurnWaitingForARunSlotOnAnotherProcess:
         started: list[GatewayProcess] = []
         try:
             for name, slots in (("a", 4), ("b", 1)):
-                settings = json.loads(shared_config(database, delay_ms=0))
-                settings.update(fake_provider(held))
-                settings["agents"]["defaults"] = {"maxConcurrent": slots}
-                start_on_config(started, tmp_path, name, json.dumps(settings))
+                start_on_config(started, tmp_path, name, held_settings(database, held, slots))
             a, b = started
             on_a, on_b = await connect_ws(http, a.url), await connect_ws(http, b.url)
-            busy = {"sessionKey": "other", "message": "hi", "idempotencyKey": "busy"}
-            assert (await ok(on_b, "chat.send", busy))["status"] == "started"
-            await held.wait_for_requests(1, within=15)
+            await occupy_slot(on_b, held)
             waiting = {"sessionKey": KEY, "message": "hi", "idempotencyKey": "waiting"}
             assert (await ok(on_b, "chat.send", waiting))["status"] == "started"
             if how == "chat.abort":
@@ -259,20 +267,16 @@ class TestATurnWaitingForARunSlotOnAnotherProcess:
         idle = "agent:main:idle"
         started: list[GatewayProcess] = []
         try:
-            settings = json.loads(shared_config(database, delay_ms=0))
-            settings.update(fake_provider(held))
-            settings["agents"]["defaults"] = {"maxConcurrent": 1}
-            a = start_on_config(started, tmp_path, "a", json.dumps(settings))
+            settings = held_settings(database, held, 1)
+            a = start_on_config(started, tmp_path, "a", settings)
             async with PostgresSessionStore(pg_url) as store:  # after a's pass at its start
                 for key in (KEY, idle):
                     await store.create(key, "main", 1)  # long idle: past pruneAfter
             on_a = await connect_ws(http, a.url)
-            busy = {"sessionKey": "other", "message": "hi", "idempotencyKey": "busy"}
-            assert (await ok(on_a, "chat.send", busy))["status"] == "started"
-            await held.wait_for_requests(1, within=15)
+            await occupy_slot(on_a, held)
             waiting = {"sessionKey": KEY, "message": "hi", "idempotencyKey": "waiting"}
             assert (await ok(on_a, "chat.send", waiting))["status"] == "started"
-            b = start_on_config(started, tmp_path, "b", json.dumps(settings))
+            b = start_on_config(started, tmp_path, "b", settings)
             pruned = b.wait_for_event("session_pruned")  # its pass at start
             assert pruned["keys"] == [idle], pruned
             held.go.set()
@@ -297,15 +301,10 @@ class TestATurnWaitingForARunSlotOnAnotherProcess:
         started: list[GatewayProcess] = []
         try:
             for name, slots in (("a", 4), ("b", 1)):
-                settings = json.loads(shared_config(database, delay_ms=0))
-                settings.update(fake_provider(held))
-                settings["agents"]["defaults"] = {"maxConcurrent": slots}
-                start_on_config(started, tmp_path, name, json.dumps(settings))
+                start_on_config(started, tmp_path, name, held_settings(database, held, slots))
             a, b = started
             on_a, on_b = await connect_ws(http, a.url), await connect_ws(http, b.url)
-            busy = {"sessionKey": "other", "message": "hi", "idempotencyKey": "busy"}
-            assert (await ok(on_b, "chat.send", busy))["status"] == "started"
-            await held.wait_for_requests(1, within=15)
+            await occupy_slot(on_b, held)
             turn = asyncio.ensure_future(chat(http, b.url, KEY, "queued"))
             await queued_mark(pg_url, KEY)
             aborted = await ok(on_a, "chat.abort", {"sessionKey": KEY})
@@ -335,16 +334,12 @@ class TestATurnWaitingForARunSlotOnAnotherProcess:
         started: list[GatewayProcess] = []
         try:
             for name, slots in (("a", 4), ("b", 1)):
-                settings = json.loads(shared_config(database, delay_ms=0))
-                settings.update(fake_provider(held))
-                settings["agents"]["defaults"] = {"maxConcurrent": slots}
-                settings["hooks"] = {"enabled": True, "token": "hook-token-1"}
-                start_on_config(started, tmp_path, name, json.dumps(settings))
+                start_on_config(
+                    started, tmp_path, name, held_settings(database, held, slots, hooks=True)
+                )
             a, b = started
             on_a, on_b = await connect_ws(http, a.url), await connect_ws(http, b.url)
-            busy = {"sessionKey": "other", "message": "hi", "idempotencyKey": "busy"}
-            assert (await ok(on_b, "chat.send", busy))["status"] == "started"
-            await held.wait_for_requests(1, within=15)
+            await occupy_slot(on_b, held)
             async with http.post(
                 f"{b.url}/hooks/agent",
                 json={"message": "queued"},
@@ -381,16 +376,12 @@ class TestATurnWaitingForARunSlotOnAnotherProcess:
         try:
             for name, slots in (("a", 4), ("b", 1)):
                 url = database if name == "a" else relay.url(database)
-                settings = json.loads(shared_config(url, delay_ms=0))
-                settings.update(fake_provider(held))
-                settings["agents"]["defaults"] = {"maxConcurrent": slots}
-                settings["hooks"] = {"enabled": True, "token": "hook-token-1"}
-                start_on_config(started, tmp_path, name, json.dumps(settings))
+                start_on_config(
+                    started, tmp_path, name, held_settings(url, held, slots, hooks=True)
+                )
             a, b = started
             on_a, on_b = await connect_ws(http, a.url), await connect_ws(http, b.url)
-            busy = {"sessionKey": "other", "message": "hi", "idempotencyKey": "busy"}
-            assert (await ok(on_b, "chat.send", busy))["status"] == "started"
-            await held.wait_for_requests(1, within=15)
+            await occupy_slot(on_b, held)
             body = {"message": "queued"} if hook == "agent" else {"text": "queued"}
 
             async def post() -> tuple[int, dict[str, Any]]:
@@ -483,20 +474,16 @@ class TestATurnWaitingForARunSlotOnAnotherProcess:
         idle = "agent:main:idle"
         started: list[GatewayProcess] = []
         try:
-            settings = json.loads(shared_config(database, delay_ms=0))
-            settings.update(fake_provider(held))
-            settings["agents"]["defaults"] = {"maxConcurrent": 1}
-            a = start_on_config(started, tmp_path, "a", json.dumps(settings))
+            settings = held_settings(database, held, 1)
+            a = start_on_config(started, tmp_path, "a", settings)
             async with PostgresSessionStore(pg_url) as store:  # after a's pass at its start
                 for key in (KEY, idle):
                     await store.create(key, "main", 1)  # long idle: past pruneAfter
             on_a = await connect_ws(http, a.url)
-            busy = {"sessionKey": "other", "message": "hi", "idempotencyKey": "busy"}
-            assert (await ok(on_a, "chat.send", busy))["status"] == "started"
-            await held.wait_for_requests(1, within=15)
+            await occupy_slot(on_a, held)
             turn = asyncio.ensure_future(chat(http, a.url, KEY, "queued"))
             await queued_mark(pg_url, KEY)
-            b = start_on_config(started, tmp_path, "b", json.dumps(settings))
+            b = start_on_config(started, tmp_path, "b", settings)
             pruned = b.wait_for_event("session_pruned")  # its pass at start
             assert pruned["keys"] == [idle], pruned
             held.go.set()
@@ -528,15 +515,10 @@ class TestATurnWaitingForARunSlotOnAnotherProcess:
         started: list[GatewayProcess] = []
         try:
             for name, slots in (("a", 4), ("b", 1)):
-                settings = json.loads(shared_config(database, delay_ms=0))
-                settings.update(fake_provider(held))
-                settings["agents"]["defaults"] = {"maxConcurrent": slots}
-                start_on_config(started, tmp_path, name, json.dumps(settings))
+                start_on_config(started, tmp_path, name, held_settings(database, held, slots))
             a, b = started
             on_a, on_b = await connect_ws(http, a.url), await connect_ws(http, b.url)
-            busy = {"sessionKey": "other", "message": "hi", "idempotencyKey": "busy"}
-            assert (await ok(on_b, "chat.send", busy))["status"] == "started"
-            await held.wait_for_requests(1, within=15)
+            await occupy_slot(on_b, held)
             waiting = {"sessionKey": KEY, "message": "hi", "idempotencyKey": "waiting"}
             assert (await ok(on_b, "chat.send", waiting))["status"] == "started"
             await ok(on_a, method, {"key": KEY})
