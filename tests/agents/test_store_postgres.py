@@ -48,6 +48,22 @@ async def store(pg_url: str) -> AsyncIterator[PostgresSessionStore]:
         yield store
 
 
+@contextlib.asynccontextmanager
+async def database_at(pg_url: str, version: int) -> AsyncIterator[asyncpg.Connection]:
+    """A database made by the migrations up to schema `version`, for a test to fill in the
+    same transaction before the store opens it."""
+    conn = await asyncpg.connect(pg_url)
+    try:
+        async with conn.transaction():
+            for migration in MIGRATIONS[:version]:
+                await conn.execute(migration)
+            await conn.execute("CREATE TABLE clawgate_schema (version INTEGER NOT NULL)")
+            await conn.execute("INSERT INTO clawgate_schema SELECT generate_series(1, $1)", version)
+            yield conn
+    finally:
+        await conn.close()
+
+
 class TestSchema:
     async def test_two_processes_starting_together_migrate_once(self, pg_url: str) -> None:
         first, second = PostgresSessionStore(pg_url), PostgresSessionStore(pg_url)
@@ -83,18 +99,12 @@ class TestSchema:
     async def test_a_version_4_database_gains_the_archive_columns_in_place(
         self, pg_url: str
     ) -> None:
-        conn = await asyncpg.connect(pg_url)
-        async with conn.transaction():
-            for migration in MIGRATIONS[:4]:
-                await conn.execute(migration)
-            await conn.execute("CREATE TABLE clawgate_schema (version INTEGER NOT NULL)")
-            await conn.execute("INSERT INTO clawgate_schema VALUES (1), (2), (3), (4)")
+        async with database_at(pg_url, 4) as conn:
             await conn.execute(
                 "INSERT INTO sessions (key, agent_id, session_id, label, created_at, updated_at)"
                 " VALUES ($1, 'main', 'sid', 'old', 1, 2)",
                 KEY,
             )
-        await conn.close()
         async with PostgresSessionStore(pg_url) as store:
             assert store.migrated == (5, 6, 7, 8, 9, 10, 11) and SCHEMA_VERSION == 11
             assert await store.get(KEY) == SessionRow(KEY, "main", "sid", "old", 1, 2)
@@ -103,12 +113,7 @@ class TestSchema:
             assert archived is not None and archived.archived_at == 3
 
     async def test_a_version_5_database_gains_the_pin_column_in_place(self, pg_url: str) -> None:
-        conn = await asyncpg.connect(pg_url)
-        async with conn.transaction():
-            for migration in MIGRATIONS[:5]:
-                await conn.execute(migration)
-            await conn.execute("CREATE TABLE clawgate_schema (version INTEGER NOT NULL)")
-            await conn.execute("INSERT INTO clawgate_schema VALUES (1), (2), (3), (4), (5)")
+        async with database_at(pg_url, 5) as conn:
             await conn.execute(
                 "INSERT INTO sessions (key, agent_id, session_id, label, created_at, updated_at,"
                 " archived_at, archive_reason)"
@@ -119,7 +124,6 @@ class TestSchema:
                 "INSERT INTO sessions (key, agent_id, session_id, label, created_at, updated_at)"
                 " VALUES ('agent:main:other', 'main', 'sid2', NULL, 1, 3)"
             )
-        await conn.close()
         async with PostgresSessionStore(pg_url) as store:
             assert store.migrated == (6, 7, 8, 9, 10, 11) and SCHEMA_VERSION == 11
             kept = SessionRow(
@@ -140,13 +144,8 @@ class TestSchema:
     async def test_a_version_6_database_finds_a_turns_reply_by_its_run(self, pg_url: str) -> None:
         """Not by a walk back over the messages of every later turn: an old response of
         a long session is continued, or its input items paged, at the cost of a new one."""
-        conn = await asyncpg.connect(pg_url)
-        async with conn.transaction():
-            for migration in MIGRATIONS[:6]:
-                await conn.execute(migration)
-            await conn.execute("CREATE TABLE clawgate_schema (version INTEGER NOT NULL)")
-            await conn.execute("INSERT INTO clawgate_schema SELECT generate_series(1, 6)")
-        await conn.close()
+        async with database_at(pg_url, 6):
+            pass
         async with PostgresSessionStore(pg_url) as store:
             assert store.migrated == (7, 8, 9, 10, 11) and SCHEMA_VERSION == 11
         conn = await asyncpg.connect(pg_url)
@@ -161,18 +160,12 @@ class TestSchema:
     async def test_a_version_7_database_gains_the_call_answer_column_in_place(
         self, pg_url: str
     ) -> None:
-        conn = await asyncpg.connect(pg_url)
-        async with conn.transaction():
-            for migration in MIGRATIONS[:7]:
-                await conn.execute(migration)
-            await conn.execute("CREATE TABLE clawgate_schema (version INTEGER NOT NULL)")
-            await conn.execute("INSERT INTO clawgate_schema SELECT generate_series(1, 7)")
+        async with database_at(pg_url, 7) as conn:
             await conn.execute(
                 "INSERT INTO hook_calls (scope, run_id, session_key, expires_at, ended)"
                 " VALUES ('ws:old', 't0', $1, 9000000000000, TRUE)",
                 KEY,
             )
-        await conn.close()
         async with PostgresSessionStore(pg_url) as store:
             assert store.migrated == (8, 9, 10, 11) and SCHEMA_VERSION == 11
             assert await store.claim_call("ws:old", "t1", KEY, 600) == ("t0", KEY, True)
@@ -190,15 +183,8 @@ class TestSchema:
         """A fresh database, and one of schema 8: `chat.abort` of a session looks up its
         claims by the session's key, not by a scan of every call's claim."""
         if version:
-            conn = await asyncpg.connect(pg_url)
-            async with conn.transaction():
-                for migration in MIGRATIONS[:version]:
-                    await conn.execute(migration)
-                await conn.execute("CREATE TABLE clawgate_schema (version INTEGER NOT NULL)")
-                await conn.execute(
-                    "INSERT INTO clawgate_schema SELECT generate_series(1, $1)", version
-                )
-            await conn.close()
+            async with database_at(pg_url, version):
+                pass
         async with PostgresSessionStore(pg_url) as store:
             assert store.migrated == tuple(range(version + 1, SCHEMA_VERSION + 1))
             assert await store.claimed_run_going_on(KEY) is False
@@ -227,12 +213,7 @@ class TestSchema:
         self, pg_url: str
     ) -> None:
         """As the SQLite store's schema 8: lookups, not a step along a long turn."""
-        conn = await asyncpg.connect(pg_url)
-        async with conn.transaction():
-            for migration in MIGRATIONS[:9]:
-                await conn.execute(migration)
-            await conn.execute("CREATE TABLE clawgate_schema (version INTEGER NOT NULL)")
-            await conn.execute("INSERT INTO clawgate_schema SELECT generate_series(1, 9)")
+        async with database_at(pg_url, 9) as conn:
             await conn.execute(
                 "INSERT INTO transcripts (session_id, key, agent_id, created_at)"
                 " VALUES ('sid', $1, 'main', 1)",
@@ -245,7 +226,6 @@ class TestSchema:
                 " ELSE 'user' END, '\"x\"', 1, 'r1', CASE WHEN n = 53 THEN 'stop' END"
                 " FROM generate_series(1, 53) AS n"
             )
-        await conn.close()
         async with PostgresSessionStore(pg_url) as store:
             assert store.migrated == (10, 11) and SCHEMA_VERSION == 11
             reply = await store.turn_reply("sid", 1, 99)
@@ -270,12 +250,7 @@ class TestSchema:
     ) -> None:
         """As the SQLite store's schema 9: the answer after a run of refused turns, and the
         one before it, are lookups in the index of answers."""
-        conn = await asyncpg.connect(pg_url)
-        async with conn.transaction():
-            for migration in MIGRATIONS[:10]:
-                await conn.execute(migration)
-            await conn.execute("CREATE TABLE clawgate_schema (version INTEGER NOT NULL)")
-            await conn.execute("INSERT INTO clawgate_schema SELECT generate_series(1, 10)")
+        async with database_at(pg_url, 10) as conn:
             await conn.execute(
                 "INSERT INTO transcripts (session_id, key, agent_id, created_at)"
                 " VALUES ('sid', $1, 'main', 1)",
@@ -292,7 +267,6 @@ class TestSchema:
                 " FROM generate_series(1, 84) AS n",
                 f"{REFUSED_ERROR} (HTTP 413)",
             )
-        await conn.close()
         async with PostgresSessionStore(pg_url) as store:
             assert store.migrated == (11,) and SCHEMA_VERSION == 11
             assert await store.refused_run_end("sid", 3, 200) == 82
