@@ -62,8 +62,12 @@ class StatementRelay:
                 continue
             with self._lock:
                 self._open += [client, server]
-            threading.Thread(target=self._pump_out, args=(client, server), daemon=True).start()
-            threading.Thread(target=pump, args=(server, client), daemon=True).start()
+            self._relay(client, server)
+
+    def _relay(self, client: socket.socket, server: socket.socket) -> None:
+        """One connection's two pumps: the client's sends, held at `marker`, and the answers."""
+        threading.Thread(target=self._pump_out, args=(client, server), daemon=True).start()
+        threading.Thread(target=pump, args=(server, client), daemon=True).start()
 
     def _pump_out(self, source: socket.socket, sink: socket.socket) -> None:
         try:
@@ -101,26 +105,10 @@ class ReplyRelay(StatementRelay):
         self.after = after
         super().__init__(host, port, marker)
 
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            try:
-                server = socket.create_connection((self.host, self.port))
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._open += [client, server]
-            hold = threading.Event()  # this connection's answers wait from now on
-            threading.Thread(
-                target=self._watch_out, args=(client, server, hold), daemon=True
-            ).start()
-            threading.Thread(
-                target=self._pump_back, args=(server, client, hold), daemon=True
-            ).start()
+    def _relay(self, client: socket.socket, server: socket.socket) -> None:
+        hold = threading.Event()  # this connection's answers wait from now on
+        threading.Thread(target=self._watch_out, args=(client, server, hold), daemon=True).start()
+        threading.Thread(target=self._pump_back, args=(server, client, hold), daemon=True).start()
 
     def _watch_out(self, source: socket.socket, sink: socket.socket, hold: threading.Event) -> None:
         seen_after = False
