@@ -64,6 +64,17 @@ async def database_at(pg_url: str, version: int) -> AsyncIterator[asyncpg.Connec
         await conn.close()
 
 
+async def plan_of(pg_url: str, sql: str, *args: object) -> str:
+    """PostgreSQL's plan of `sql` with sequential scans off, as on tables of many rows, where
+    a lookup has to use its index."""
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute("SET enable_seqscan = off")
+        return "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {sql}", *args))
+    finally:
+        await conn.close()
+
+
 class TestSchema:
     async def test_two_processes_starting_together_migrate_once(self, pg_url: str) -> None:
         first, second = PostgresSessionStore(pg_url), PostgresSessionStore(pg_url)
@@ -148,14 +159,9 @@ class TestSchema:
             pass
         async with PostgresSessionStore(pg_url) as store:
             assert store.migrated == (7, 8, 9, 10, 11) and SCHEMA_VERSION == 11
-        conn = await asyncpg.connect(pg_url)
-        try:
-            await conn.execute("SET enable_seqscan = off")  # as on a table of many sessions
-            for sql in (SQL_TURN_END, SQL_CHAIN_BOUNDS):
-                plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {sql}", "sid", "r1"))
-                assert "messages_by_run" in plan, plan
-        finally:
-            await conn.close()
+        for sql in (SQL_TURN_END, SQL_CHAIN_BOUNDS):
+            plan = await plan_of(pg_url, sql, "sid", "r1")
+            assert "messages_by_run" in plan, plan
 
     async def test_a_version_7_database_gains_the_call_answer_column_in_place(
         self, pg_url: str
@@ -196,18 +202,9 @@ class TestSchema:
             assert await store.claim_call("ws:b", "t2", KEY, 1) == ("t2", KEY, False)
             await claim_kept_for(pg_url, "ws:b", -1000)
             assert await store.claimed_run_going_on(KEY) is False  # its lease is out
-        conn = await asyncpg.connect(pg_url)
-        try:
-            await conn.execute("SET enable_seqscan = off")  # as with many claims
-            plan = "\n".join(
-                r[0]
-                for r in await conn.fetch(
-                    "EXPLAIN SELECT 1 FROM hook_calls WHERE session_key = $1 AND NOT ended", KEY
-                )
-            )
-            assert "hook_calls_going_on" in plan, plan
-        finally:
-            await conn.close()
+        going_on = "SELECT 1 FROM hook_calls WHERE session_key = $1 AND NOT ended"
+        plan = await plan_of(pg_url, going_on, KEY)
+        assert "hook_calls_going_on" in plan, plan
 
     async def test_a_version_9_database_finds_a_turns_reply_and_next_assistant_by_index(
         self, pg_url: str
@@ -233,17 +230,12 @@ class TestSchema:
             assistant = await store.next_assistant("sid", 1, 99)
             assert assistant is not None and assistant.seq == 51
             assert await store.next_assistant("sid", 54, 99) is None
-        conn = await asyncpg.connect(pg_url)
-        try:
-            await conn.execute("SET enable_seqscan = off")  # as on a table of many sessions
-            for sql, index in (
-                (SQL_TURN_REPLY, "messages_replies"),
-                (SQL_NEXT_ASSISTANT, "messages_assistants"),
-            ):
-                plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {sql}", "sid", 1, 99))
-                assert index in plan, plan
-        finally:
-            await conn.close()
+        for sql, index in (
+            (SQL_TURN_REPLY, "messages_replies"),
+            (SQL_NEXT_ASSISTANT, "messages_assistants"),
+        ):
+            plan = await plan_of(pg_url, sql, "sid", 1, 99)
+            assert index in plan, plan
 
     async def test_a_version_10_database_finds_the_end_of_a_refused_run_by_index(
         self, pg_url: str
@@ -272,14 +264,9 @@ class TestSchema:
             assert await store.refused_run_end("sid", 3, 200) == 82
             assert await store.refused_run_end("sid", 83, 200) is None
             assert await store.last_answer("sid", 1, 82) == 2
-        conn = await asyncpg.connect(pg_url)
-        try:
-            await conn.execute("SET enable_seqscan = off")  # as on a table of many sessions
-            for sql in (SQL_REFUSED_RUN_END, SQL_LAST_ANSWER):
-                plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {sql}", "sid", 3, 200))
-                assert "messages_answers" in plan, plan
-        finally:
-            await conn.close()
+        for sql in (SQL_REFUSED_RUN_END, SQL_LAST_ANSWER):
+            plan = await plan_of(pg_url, sql, "sid", 3, 200)
+            assert "messages_answers" in plan, plan
 
     async def test_the_end_of_a_run_of_refused_turns_is_found_by_the_index_of_replies(
         self, store: PostgresSessionStore, pg_url: str
@@ -310,9 +297,8 @@ class TestSchema:
             assert await store.last_answer("sid", 1, 82) == 2
             assert await store.last_answer("sid", 1, 200) == 84
             assert await store.last_answer("sid", 3, 82) is None
-            await conn.execute("SET enable_seqscan = off")  # as on a table of many sessions
             for sql in (SQL_REFUSED_RUN_END, SQL_LAST_ANSWER):
-                plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {sql}", "sid", 3, 200))
+                plan = await plan_of(pg_url, sql, "sid", 3, 200)
                 assert "messages_answers" in plan, plan
         finally:
             await conn.close()
