@@ -33,7 +33,10 @@ async def ready(request: web.Request) -> web.StreamResponse:
     body: dict[str, object] = {"ready": False}
     if _may_see_details(request):
         body.update(failing=failing, uptimeMs=state.uptime_ms)
-    return json_response(body, status=503, headers=NO_STORE)
+    # When to ask again (the spec is silent): a load balancer or `curl --retry` reads it. 1 s,
+    # as the drain's 503 on /v1 (http-openai.md §2): a start, a drain's end or a store coming
+    # back is a matter of seconds, and a probe is cheap.
+    return json_response(body, status=503, headers={**NO_STORE, "Retry-After": "1"})
 
 
 def _may_see_details(request: web.Request) -> bool:

@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 from gateway.app import create_app
 from gateway.appkeys import STATE
 from tests.support.configs import MakeConfig
-from tests.support.raw_http import raw_exchange, request_bytes
+from tests.support.raw_http import exchange_head_request, raw_exchange, request_bytes
 from tests.support.served import production_logging
 
 Client = TestClient[web.Request, web.Application]
@@ -61,6 +61,21 @@ class TestProbes:
         body = await response.json()
         assert body["ready"] is False and body["failing"] == ["shutdown"]
         assert isinstance(body["uptimeMs"], int)
+
+    @pytest.mark.parametrize("path", ["/ready", "/readyz"])
+    @pytest.mark.parametrize("method", ["GET", "HEAD"])
+    async def test_not_ready_says_when_to_ask_again(
+        self, client: Client, path: str, method: str
+    ) -> None:
+        # A load balancer or `curl --retry` reads Retry-After on a 503 (RFC 9110 §10.2.3).
+        client.app[STATE].draining = True
+        assert client.port is not None
+        answer = await exchange_head_request(client.port, request_bytes(method, path))
+        assert answer.status == 503
+        assert answer.headers["retry-after"] == "1"
+        assert answer.headers["cache-control"] == "no-store"
+        if method == "HEAD":
+            assert answer.body == b""
 
     async def test_other_methods_get_405_json_with_allow(self, client: Client) -> None:
         response = await client.post("/healthz")

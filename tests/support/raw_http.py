@@ -105,6 +105,22 @@ async def exchange(port: int, request: bytes, *, within: float = 10.0) -> RawRes
             await writer.wait_closed()
 
 
+async def exchange_head_request(port: int, request: bytes, *, within: float = 10.0) -> RawResponse:
+    """One exchange of a HEAD request sent with `Connection: close`: its head, and as body
+    every byte that came after it before the server closed (none, if it is right)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        async with asyncio.timeout(within):
+            status, headers = await read_head(reader)
+            rest = await reader.read()
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    return RawResponse(status, headers, rest)
+
+
 async def exchange_upgrade(port: int, request: bytes, *, within: float = 10.0) -> RawResponse:
     """One exchange of a WebSocket upgrade request; a 101 is returned at its head (the socket
     is then closed, the handshake unfinished), anything else with its Content-Length body."""
