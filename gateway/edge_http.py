@@ -22,6 +22,9 @@ HOST_REFUSED_STATUS = 421
 MSG_HOST_NOT_ALLOWED = "Host not allowed; list this host name in gateway.http.allowedHosts."
 MSG_ORIGIN_NOT_ALLOWED = "Origin not allowed; list it in gateway.controlUi.allowedOrigins."
 MSG_NOT_JSON = "Unsupported Content-Type; send application/json."
+MSG_HTTP10_TRANSFER_ENCODING = (
+    "Transfer-Encoding is not allowed in an HTTP/1.0 request; send the body with a Content-Length."
+)
 
 
 def add_route(app: web.Application, path: str, handler: Handler) -> None:
@@ -85,6 +88,8 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     )
     if client is not None:
         request[CLIENT_ADDRESS] = client
+    if request.version < HttpVersion11 and hdrs.TRANSFER_ENCODING in request.headers:
+        return _faulty_framing()
     if not _host_allowed(request, gateway):
         return error_response(
             HOST_REFUSED_STATUS,
@@ -93,6 +98,23 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
             code="host_not_allowed",
         )
     return await handler(request)
+
+
+def _faulty_framing() -> web.Response:
+    """RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding MUST be treated as having
+    faulty framing, and the connection closed. An HTTP/1.0 hop in front reads its body by
+    Content-Length or up to the close, so the chunks aiohttp reads (and a request after them
+    on a keep-alive connection) are not what that hop saw: how requests are smuggled. Every
+    path, whether it reads a body or not; a 400 in our shape (the spec is silent), the code
+    of the other transfer codings refused (gateway/http/content_coding.py)."""
+    response = error_response(
+        400,
+        MSG_HTTP10_TRANSFER_ENCODING,
+        "invalid_request_error",
+        code="unsupported_transfer_encoding",
+    )
+    response.force_close()
+    return response
 
 
 def _host_allowed(request: web.Request, gateway: GatewayConfig) -> bool:
