@@ -22,6 +22,8 @@ HOST_REFUSED_STATUS = 421
 MSG_HOST_NOT_ALLOWED = "Host not allowed; list this host name in gateway.http.allowedHosts."
 MSG_ORIGIN_NOT_ALLOWED = "Origin not allowed; list it in gateway.controlUi.allowedOrigins."
 MSG_NOT_JSON = "Unsupported Content-Type; send application/json."
+# The credentials a request presents: each names one secret, so two are ambiguous.
+CREDENTIAL_HEADERS = ("Authorization", "X-OpenClaw-Token")
 MSG_HTTP10_TRANSFER_ENCODING = (
     "Transfer-Encoding is not allowed in an HTTP/1.0 request; send the body with a Content-Length."
 )
@@ -97,6 +99,9 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
             "invalid_request_error",
             code="host_not_allowed",
         )
+    for name in CREDENTIAL_HEADERS:
+        if len(request.headers.getall(name, ())) > 1:
+            return _repeated_credential(name)
     return await handler(request)
 
 
@@ -115,6 +120,15 @@ def _faulty_framing() -> web.Response:
     )
     response.force_close()
     return response
+
+
+def _repeated_credential(name: str) -> web.Response:
+    """A credential header sent twice is a 400 on every path, before any check reads one (the
+    spec is silent). Neither is a list (RFC 9110 §5.3, §11.6.2): a proxy in front that checks
+    one of them while the gateway took the other (the first) lets a request through on a
+    credential nobody checked, and a wrong one first was counted as a failed guess. aiohttp
+    answers a repeated Content-Type, Content-Length or Host with a 400 alike."""
+    return error_response(400, f"More than one {name} header; send one.", "invalid_request_error")
 
 
 def _host_allowed(request: web.Request, gateway: GatewayConfig) -> bool:

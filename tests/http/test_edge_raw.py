@@ -9,10 +9,12 @@ import json
 
 import pytest
 
-from tests.support.http_client import AUTH, CHAT, HI, Client
+from tests.support.http_client import AUTH, CHAT, HI, Client, MakeClient
 from tests.support.raw_http import RawResponse, read_response
 
 CHUNKED_HI = b"%x\r\n%s\r\n0\r\n\r\n" % (len(json.dumps(HI)), json.dumps(HI).encode())
+HOOK_TOKEN = "hook-token-5e1d"
+HOOKS = {"hooks": {"enabled": True, "token": HOOK_TOKEN}}
 NEXT = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
 
 
@@ -79,3 +81,42 @@ class TestHttp10TransferEncoding:
         got = await answers(client.port, request + body + NEXT)
         assert [answer.status for answer in got] == [200, 200]
         assert got[0].headers["connection"] == "keep-alive"
+
+
+class TestRepeatedCredentials:
+    @pytest.mark.parametrize("order", ["right first", "wrong first"])
+    @pytest.mark.parametrize("path", ["/v1/models", "/metrics", "/readyz"])
+    async def test_two_authorization_headers_are_a_400_whatever_their_order(
+        self, gateway: MakeClient, order: str, path: str
+    ) -> None:
+        """Authorization is no list (RFC 9110 §11.6.2): two are ambiguous, and a proxy that
+        checks one while the gateway reads the other is let through. The first one was
+        taken: the right token first was a 200, the wrong one first a counted failure."""
+        client = await gateway({"gateway": {"metrics": {"enabled": True}}})
+        right, wrong = AUTH["Authorization"], "Bearer not-the-token"
+        values = [right, wrong] if order == "right first" else [wrong, right]
+        request = (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            f"Authorization: {values[0]}\r\nAuthorization: {values[1]}\r\n\r\n"
+        ).encode()
+        got = await answers(client.port, request)
+        assert [answer.status for answer in got] == [400]
+        assert got[0].json()["error"] == {
+            "message": "More than one Authorization header; send one.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": None,
+        }
+
+    async def test_two_hook_tokens_are_a_400(self, gateway: MakeClient) -> None:
+        client = await gateway(HOOKS)
+        request = (
+            "POST /hooks/wake HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            "Content-Type: application/json\r\nContent-Length: 2\r\n"
+            f"x-openclaw-token: {HOOK_TOKEN}\r\nx-openclaw-token: other\r\n\r\n{{}}"
+        ).encode()
+        got = await answers(client.port, request)
+        assert [answer.status for answer in got] == [400]
+        assert got[0].json()["error"]["message"] == (
+            "More than one X-OpenClaw-Token header; send one."
+        )
