@@ -3,7 +3,9 @@ check of every request (HTTP and WebSocket alike) and the answers that refuse.""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 from aiohttp import HttpVersion11, hdrs, web
 
@@ -22,6 +24,8 @@ HOST_REFUSED_STATUS = 421
 MSG_HOST_NOT_ALLOWED = "Host not allowed; list this host name in gateway.http.allowedHosts."
 MSG_ORIGIN_NOT_ALLOWED = "Origin not allowed; list it in gateway.controlUi.allowedOrigins."
 MSG_NOT_JSON = "Unsupported Content-Type; send application/json."
+# A request-target in absolute form (RFC 9112 §3.2.2): a scheme and `//`.
+_ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 # The credentials a request presents: each names one secret, so two are ambiguous.
 CREDENTIAL_HEADERS = ("Authorization", "X-OpenClaw-Token")
 MSG_HTTP10_TRANSFER_ENCODING = (
@@ -135,6 +139,11 @@ def _host_allowed(request: web.Request, gateway: GatewayConfig) -> bool:
     """Every path, probes included: /healthz leaks nothing to a rebinding page, but one rule
     for all is one rule to audit, and a proxy or monitor that probes by name lists it."""
     values = request.headers.getall("Host", [])
+    if _ABSOLUTE_FORM.match(request.raw_path):
+        # RFC 9112 §3.2.2: a target in absolute form names the authority, and Host is
+        # ignored. Browsers send that form to proxies only; one that passes it on unchanged
+        # (a rebinding page's `http://evil.example/...`) is refused by the name it carries.
+        values = [urlsplit(request.raw_path).netloc]
     if not values:
         # HTTP/1.0 without Host: browsers always send one, so such a request cannot come
         # from a page; refusing it would only break old monitoring tools.

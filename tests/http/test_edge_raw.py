@@ -120,3 +120,37 @@ class TestRepeatedCredentials:
         assert got[0].json()["error"]["message"] == (
             "More than one X-OpenClaw-Token header; send one."
         )
+
+
+class TestAbsoluteFormTarget:
+    """RFC 9112 §3.2.2: a request-target in absolute form names the authority; the server
+    MUST ignore Host then. The Host check read Host alone: `GET http://evil.example/...` with
+    `Host: 127.0.0.1` was served, and the same target at 127.0.0.1 with `Host: evil.example`
+    refused."""
+
+    @pytest.mark.parametrize(
+        "target",
+        [
+            "http://evil.example/v1/models",
+            "HTTP://Evil.Example:18789/v1/models",
+            "http://user@127.0.0.1/v1/models",  # user info: no authority we answer to
+        ],
+    )
+    async def test_an_authority_not_allowed_is_refused_whatever_the_host(
+        self, client: Client, target: str
+    ) -> None:
+        request = (
+            f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            f"Authorization: {AUTH['Authorization']}\r\n\r\n"
+        ).encode()
+        got = await answers(client.port, request)
+        assert [answer.status for answer in got] == [421]
+        assert got[0].json()["error"]["code"] == "host_not_allowed"
+
+    async def test_an_allowed_authority_is_served_whatever_the_host(self, client: Client) -> None:
+        request = (
+            f"GET http://127.0.0.1:{client.port}/v1/models HTTP/1.1\r\nHost: evil.example\r\n"
+            f"Connection: close\r\nAuthorization: {AUTH['Authorization']}\r\n\r\n"
+        ).encode()
+        got = await answers(client.port, request)
+        assert [answer.status for answer in got] == [200]
