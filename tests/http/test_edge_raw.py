@@ -3,14 +3,12 @@ framing that one hop may read otherwise than the next, conflicting headers, odd 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 
 import pytest
 
 from tests.support.http_client import AUTH, CHAT, HI, Client, MakeClient
-from tests.support.raw_http import RawResponse, read_response
+from tests.support.raw_http import RawResponse, exchange_all
 
 CHUNKED_HI = b"%x\r\n%s\r\n0\r\n\r\n" % (len(json.dumps(HI)), json.dumps(HI).encode())
 HOOK_TOKEN = "hook-token-5e1d"
@@ -24,23 +22,8 @@ def head(first_line: str, headers: dict[str, str]) -> bytes:
 
 
 async def answers(port: int | None, data: bytes) -> list[RawResponse]:
-    """Every response the connection gives to `data` before the server closes it."""
     assert port is not None
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    got: list[RawResponse] = []
-    try:
-        writer.write(data)
-        async with asyncio.timeout(10):
-            while not reader.at_eof():
-                try:
-                    got.append(await read_response(reader))
-                except asyncio.IncompleteReadError:
-                    break
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
-    return got
+    return await exchange_all(port, data)
 
 
 class TestHttp10TransferEncoding:

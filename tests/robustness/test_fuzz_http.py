@@ -28,7 +28,14 @@ from hypothesis import strategies as st
 from gateway.auth import AuthRateLimiter
 from gateway.config.model import RateLimitConfig
 from gateway.http import openai_wire
-from tests.support.raw_http import RawResponse, exchange, read_head, read_response, request_bytes
+from tests.support.raw_http import (
+    RawResponse,
+    exchange,
+    exchange_all,
+    read_head,
+    read_response,
+    request_bytes,
+)
 from tests.support.served import (
     AUTH,
     CHAT,
@@ -1302,6 +1309,89 @@ class TestEveryEndpoint:
             assert_documented_status(response.status)
             return
         await check_endpoint(server, log, response)
+
+
+# -- hostile framing, targets and repeated credentials (gateway/edge_http.py) ---------------
+
+NEXT_REQUEST = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+AUTHORITIES = ["127.0.0.1", "localhost:1", "[::1]:9", "evil.example", "user@127.0.0.1", "a b"]
+credential = weighted(
+    (3, st.just(b"")),  # the endpoint's own (its right token)
+    (2, st.just(b"Bearer wrong-token")),
+    (1, field_value),
+)
+
+
+class TestHostileFraming:
+    @fuzz(150)
+    @given(
+        endpoint=st.sampled_from(ENDPOINTS),
+        version=st.sampled_from(["HTTP/1.1", "HTTP/1.0"]),
+        keep_alive=st.booleans(),
+        authority=st.none() | st.sampled_from(AUTHORITIES),
+        query=st.sampled_from(["", "?a=1", "?" + "q" * 9000, "?%ff=%00&" * 50]),
+        authorizations=st.lists(credential, min_size=1, max_size=3),
+        tokens=st.lists(credential, max_size=2),
+        framing=st.sampled_from(["length", "chunked", "both"]),
+        fold=st.booleans(),
+    )
+    async def test_any_framing_target_and_credentials_get_a_documented_answer(
+        self,
+        every_endpoint: tuple[Served, ServerLog],
+        endpoint: tuple[str, str, dict[str, str], Any],
+        version: str,
+        keep_alive: bool,
+        authority: str | None,
+        query: str,
+        authorizations: list[bytes],
+        tokens: list[bytes],
+        framing: str,
+        fold: bool,
+    ) -> None:
+        """Whatever the version, the form of the target, the framing and the number of
+        credentials, every answer is documented, none is a 5xx, and a request after one
+        whose framing the gateway refuses is never served on the same connection."""
+        server, log = every_endpoint
+        method, path, base, body = endpoint
+        raw = b"" if body is None else wire_bytes(body)
+        target = (f"http://{authority}{path}" if authority else path) + query
+        own = base.get("Authorization", "").encode()
+        lines = [f"{method} {target} {version}".encode(), b"Host: 127.0.0.1"]
+        lines.append(b"Connection: keep-alive" if keep_alive else b"Connection: close")
+        lines += [b"Content-Type: application/json"] if raw else []
+        lines += [b"Authorization: " + (value or own) for value in authorizations]
+        lines += [b"x-openclaw-token: " + (value or HOOK_TOKEN.encode()) for value in tokens]
+        if fold:
+            lines += [b"X-Folded: a", b" b"]  # obs-fold: refused by the parser
+        chunked = framing in ("chunked", "both")
+        if framing in ("length", "both"):
+            lines.append(b"Content-Length: %d" % len(raw))
+        if chunked:
+            lines.append(b"Transfer-Encoding: chunked")
+        framed = b"%x\r\n%s\r\n0\r\n\r\n" % (len(raw), raw) if raw else b"0\r\n\r\n"
+        request = b"\r\n".join(lines) + b"\r\n\r\n" + (framed if chunked else raw)
+        got = await exchange_all(server.port, request + (NEXT_REQUEST if keep_alive else b""))
+        assert got, "no answer at all"
+        first = got[0]
+        event(f"status {first.status}")
+        for answer in got:
+            assert_documented_status(answer.status)
+        assert first.status in ENDPOINT_STATUSES, first
+        if first.status >= 400 and first.headers.get("content-type", "").startswith(
+            "application/json"
+        ):
+            assert_error_body(first)
+        refused_framing = version == "HTTP/1.0" and chunked
+        if refused_framing or len(authorizations) > 1 or len(tokens) > 1:
+            assert first.status in (400, 421), first
+        if authority is not None and authority not in AUTHORITIES[:3]:
+            assert first.status in (400, 421), first  # the target names another authority
+        if refused_framing:
+            # Nothing after a body framed in a way a hop in front may read otherwise is read
+            # as a request: what the gateway takes for the next one may be the body's.
+            assert len(got) == 1, got
+        await normal_completion(server.port)
+        assert log.new_problems() == []
 
 
 # -- a Control UI build served from gateway.controlUi.root ----------------------------------

@@ -105,6 +105,26 @@ async def exchange(port: int, request: bytes, *, within: float = 10.0) -> RawRes
             await writer.wait_closed()
 
 
+async def exchange_all(port: int, data: bytes, *, within: float = 10.0) -> list[RawResponse]:
+    """Send `data` (one request or several in a row) and read every response the connection
+    gives before the server closes it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**24)
+    got: list[RawResponse] = []
+    try:
+        writer.write(data)
+        async with asyncio.timeout(within):
+            while not reader.at_eof():
+                try:
+                    got.append(await read_response(reader))
+                except asyncio.IncompleteReadError:
+                    break
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    return got
+
+
 async def exchange_head_request(port: int, request: bytes, *, within: float = 10.0) -> RawResponse:
     """One exchange of a HEAD request sent with `Connection: close`: its head, and as body
     every byte that came after it before the server closed (none, if it is right)."""
