@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import cast
 
-from aiohttp import web
+from aiohttp import HttpVersion11, hdrs, web
 from aiohttp.http import StreamWriter
 
-# http-openai.md §7. Chunked (no Content-Length), never compressed: a compressor would hold
-# events back until its buffer fills.
+# http-openai.md §7. Chunked (no Content-Length; over HTTP/1.0 up to the close), never
+# compressed: a compressor would hold events back until its buffer fills.
 SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
     "Cache-Control": "no-cache",
@@ -38,6 +38,13 @@ class EventStream:
     async def open(self, request: web.Request, first: bytes) -> None:
         """The headers and the first event go out together, at once."""
         self._request = request
+        if request.version < HttpVersion11:
+            # HTTP/1.0 has no chunked coding: the stream ends where the connection does
+            # (RFC 9112 §6.3), whatever keep-alive the client asked for. aiohttp notes that
+            # as it prepares the head but keeps the connection open all the same, and the
+            # spec's `Connection: keep-alive` (§7) is for HTTP/1.1's chunked stream.
+            self.response.force_close()
+            self.response.headers[hdrs.CONNECTION] = "close"
         await self.response.prepare(request)
         await self.response.write(first)
 

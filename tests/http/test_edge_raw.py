@@ -137,3 +137,37 @@ class TestAbsoluteFormTarget:
         ).encode()
         got = await answers(client.port, request)
         assert [answer.status for answer in got] == [200]
+
+
+class TestHttp10Streams:
+    @pytest.mark.parametrize(
+        ("path", "body"),
+        [
+            (CHAT, {**HI, "stream": True}),
+            ("/v1/responses", {"model": "openclaw", "input": "hi", "stream": True}),
+        ],
+    )
+    async def test_a_stream_asked_with_keep_alive_ends_with_the_connection(
+        self, gateway: MakeClient, path: str, body: dict[str, object]
+    ) -> None:
+        """HTTP/1.0 has no chunked coding: a body of unknown length ends only when the
+        connection closes (RFC 9112 §6.3). A client asking for keep-alive got a stream that
+        said `Connection: keep-alive` and never ended: the connection stayed open after
+        `[DONE]` until the idle timeout."""
+        client = await gateway(
+            {"gateway": {"http": {"endpoints": {"responses": {"enabled": True}}}}}
+        )
+        raw = json.dumps(body).encode()
+        request = head(
+            f"POST {path} HTTP/1.0",
+            {**AUTH, "Connection": "keep-alive", "Content-Length": str(len(raw))},
+        )
+        got = await answers(client.port, request + raw)
+        assert [answer.status for answer in got] == [200]
+        assert got[0].headers["content-type"].startswith("text/event-stream")
+        assert got[0].headers["connection"] == "close"
+        assert "transfer-encoding" not in got[0].headers
+        if path == CHAT:
+            assert got[0].body.endswith(b"data: [DONE]\n\n")
+        else:
+            assert b"event: response.completed" in got[0].body
