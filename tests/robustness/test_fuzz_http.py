@@ -1386,6 +1386,12 @@ class TestHostileFraming:
             assert first.status in (400, 421), first
         if authority is not None and authority not in AUTHORITIES[:3]:
             assert first.status in (400, 421), first  # the target names another authority
+        if version == "HTTP/1.0" and first.headers.get("content-type", "").startswith(
+            "text/event-stream"
+        ):
+            # No chunked coding: the stream ends with the connection, no answer after it.
+            assert first.headers["connection"] == "close", first
+            assert b"\r\n\r\n" not in first.body, first
         if refused_framing:
             # Nothing after a body framed in a way a hop in front may read otherwise is read
             # as a request: what the gateway takes for the next one may be the body's.
