@@ -8,7 +8,13 @@ import json
 import pytest
 
 from tests.support.http_client import AUTH, CHAT, HI, Client, MakeClient
-from tests.support.raw_http import RawResponse, exchange_all
+from tests.support.raw_http import (
+    RawResponse,
+    exchange,
+    exchange_all,
+    exchange_head_request,
+    request_bytes,
+)
 
 CHUNKED_HI = b"%x\r\n%s\r\n0\r\n\r\n" % (len(json.dumps(HI)), json.dumps(HI).encode())
 HOOK_TOKEN = "hook-token-5e1d"
@@ -171,3 +177,53 @@ class TestHttp10Streams:
             assert got[0].body.endswith(b"data: [DONE]\n\n")
         else:
             assert b"event: response.completed" in got[0].body
+
+
+class TestHead:
+    async def test_every_get_route_answers_head_with_its_headers_and_no_body(
+        self, gateway: MakeClient
+    ) -> None:
+        """RFC 9110 §9.3.2: HEAD is GET without the body, the same header fields (the
+        Content-Length of the body a GET gets) included; checked route by route on the wire."""
+        client = await gateway(
+            {
+                "gateway": {
+                    "metrics": {"enabled": True},
+                    "http": {"endpoints": {"responses": {"enabled": True}}},
+                }
+            }
+        )
+        assert client.port is not None
+        created = await client.post(
+            "/v1/responses", json={"model": "openclaw", "input": "hi"}, headers=AUTH
+        )
+        stored = (await created.json())["id"]
+        paths = [
+            "/health",
+            "/healthz",
+            "/ready",
+            "/readyz",
+            "/v1/models",
+            "/v1/models/openclaw%2Fdefault",
+            "/v1/models/nope",
+            "/",
+            "/ui/app.js",
+            "/favicon.ico",
+            f"/v1/responses/{stored}",
+            f"/v1/responses/{stored}/input_items",
+            "/v1/responses/resp_nope",
+            "/nope",
+        ]
+        headers = {"Authorization": AUTH["Authorization"], "x-request-id": "head-check"}
+        for path in [*paths, "/metrics"]:
+            got = await exchange(client.port, request_bytes("GET", path, headers))
+            head_only = await exchange_head_request(
+                client.port, request_bytes("HEAD", path, headers)
+            )
+            assert (head_only.status, head_only.body) == (got.status, b""), path
+            varying = {"date"} if path != "/metrics" else {"date", "content-length"}
+            assert {k: v for k, v in head_only.headers.items() if k not in varying} == {
+                k: v for k, v in got.headers.items() if k not in varying
+            }, path
+            if path != "/metrics":  # its counters move between the two requests
+                assert int(head_only.headers.get("content-length", "0")) == len(got.body), path
