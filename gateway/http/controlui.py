@@ -103,7 +103,9 @@ async def unrouted(request: web.Request) -> web.StreamResponse:
     base, path = gateway.control_ui.base_path, request.path
     if not gateway.control_ui_enabled or not base:
         return await _at(request, path)
-    if path == base and request.method in ("GET", "HEAD"):
+    if path == base:
+        if request.method not in ("GET", "HEAD"):
+            return method_not_allowed("GET, HEAD")  # what the page's own path answers
         # The page's links and routes are under `base/` (as OpenClaw, the query kept). As
         # sent: decoded, `%0a` or `%00` made the header unsendable and `%23` a fragment.
         query = request.rel_url.raw_query_string

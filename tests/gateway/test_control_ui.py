@@ -140,6 +140,20 @@ class TestBasePath:
         response = await based.get("/ops", allow_redirects=False)
         assert (response.status, response.headers["Location"]) == (302, "/ops/")
 
+    @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "OPTIONS"])
+    async def test_the_base_path_itself_answers_another_method_as_its_page_does(
+        self, based: Client, method: str
+    ) -> None:
+        """A 405 naming GET and HEAD, as `/ops/` answers, the methods the path takes (its
+        302); it was a 404, as if nothing were there."""
+        request = f"{method} /ops HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        status, headers, _ = await raw_exchange(based.port, request.encode())
+        page_status, page_headers, _ = await raw_exchange(
+            based.port, request.replace("/ops", "/ops/").encode()
+        )
+        assert (status, headers["allow"]) == (405, "GET, HEAD")
+        assert (page_status, page_headers["allow"]) == (405, "GET, HEAD")
+
     @pytest.mark.parametrize(
         ("query", "kept"),
         [
