@@ -165,6 +165,18 @@ def _host_allowed(request: web.Request, gateway: GatewayConfig) -> bool:
     return False
 
 
+def raw_target_path(request: web.Request) -> str:
+    """The path of the request-target as sent (its escapes kept), without the query. In
+    absolute form (`http://host/v1/models`, RFC 9112 §3.2.2) aiohttp's raw_path is the whole
+    target, scheme and authority too; the router matched the path alone."""
+    target = request.raw_path
+    if _ABSOLUTE_FORM.match(target):
+        rest = target.split("://", 1)[1]
+        start = rest.find("/")
+        target = rest[start:] if start >= 0 else "/"
+    return target.partition("?")[0]
+
+
 def origin_refused() -> web.Response:
     return error_response(
         403, MSG_ORIGIN_NOT_ALLOWED, "invalid_request_error", code="origin_not_allowed"

@@ -21,7 +21,7 @@ from agents.errors import AgentError
 from agents.events import RunEvent
 from agents.runs import AgentRun, RunOutcome, TurnRequest
 from gateway.appkeys import AGENT_ID, MERGED_ROUTE, MODEL_USED, SESSION_KEY, STATE
-from gateway.edge_http import add_route
+from gateway.edge_http import add_route, raw_target_path
 from gateway.http.common import MODEL_USED_HEADER, SESSION_HEADER, body_answer, work_on_body
 from gateway.http.common import error_answer as _error
 from gateway.http.common import gate as _gate
@@ -149,7 +149,7 @@ async def merged_slashes(request: web.Request) -> web.StreamResponse:
 
 
 async def other_v1(request: web.Request) -> web.StreamResponse:
-    if "//" in request.raw_path.partition("?")[0]:
+    if "//" in raw_target_path(request):
         # The router tries the longest static prefix first, so `/v1//models` lands here.
         return await merged_slashes(request)
     return _rest_of_v1(request)
@@ -296,7 +296,7 @@ class _Chunks:
 
 
 def _merged_path(request: web.Request) -> str:
-    return _SLASHES_RE.sub("/", request.raw_path.partition("?")[0])
+    return _SLASHES_RE.sub("/", raw_target_path(request))
 
 
 # -- CORS -----------------------------------------------------------------------------------

@@ -227,3 +227,28 @@ class TestHead:
             }, path
             if path != "/metrics":  # its counters move between the two requests
                 assert int(head_only.headers.get("content-length", "0")) == len(got.body), path
+
+
+class TestAbsoluteFormPaths:
+    @pytest.mark.parametrize(
+        ("path", "body"),
+        [
+            ("/v1/models/openclaw", b'{"id":"openclaw",'),
+            ("/v1/models/openclaw%2Fdefault", b'{"id":"openclaw/default",'),
+            ("/v1//models", b'{"object":"list",'),
+            ("//healthz", b'{"ok":true,'),
+        ],
+    )
+    async def test_a_path_reads_the_same_in_absolute_form(
+        self, client: Client, path: str, body: bytes
+    ) -> None:
+        """The model id and the merged `//` came from the raw target, which in absolute form
+        starts with the scheme and authority: `Model 'http:/127.0.0.1:…/v1/models/openclaw'
+        not found.`, and a 404 for `/v1//models`."""
+        request = (
+            f"GET http://127.0.0.1:{client.port}{path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Connection: close\r\nAuthorization: {AUTH['Authorization']}\r\n\r\n"
+        ).encode()
+        got = await answers(client.port, request)
+        assert [answer.status for answer in got] == [200], got
+        assert got[0].body.startswith(body)
