@@ -29,7 +29,13 @@ from gateway.appkeys import (
 from gateway.config.loader import ConfigLoader
 from gateway.config.model import Config
 from gateway.edge import own_names
-from gateway.edge_http import add_route, client_of, close_if_body_unread, edge_middleware
+from gateway.edge_http import (
+    add_route,
+    client_of,
+    close_if_body_unread,
+    close_if_upgrade_declined,
+    edge_middleware,
+)
 from gateway.http import controlui, embeddings, hooks, openai, openresponses, probes
 from gateway.http.common import error_answer
 from gateway.http.openai_wire import internal_error
@@ -71,6 +77,7 @@ def create_app(
     app.on_response_prepare.append(_common_headers)
     app.on_response_prepare.append(_mark_started)
     app.on_response_prepare.append(close_if_body_unread)
+    app.on_response_prepare.append(close_if_upgrade_declined)
     app.cleanup_ctx.append(_sessions)
     app.cleanup_ctx.append(watch_config)
     setup_websocket(app)  # after _sessions: its fan-out listens to the registry

@@ -80,6 +80,27 @@ async def close_if_body_unread(request: web.Request, response: web.StreamRespons
         response.headers[hdrs.CONNECTION] = "close"  # the head's own was set before this hook
 
 
+async def close_if_upgrade_declined(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: a request asking to switch protocols (`Connection: Upgrade` with
+    an `Upgrade`: curl --http2's h2c, a WebSocket refused) answered in HTTP/1.1 instead, as
+    RFC 9110 §7.8 allows, closes the connection. aiohttp's parser stops at such a request and
+    does not read what follows as requests: one sent right behind it was never answered, its
+    client left waiting on an open connection; closed, the client sends it again."""
+    if response.status != 101 and _asks_upgrade(request):
+        response.force_close()
+        response.headers[hdrs.CONNECTION] = "close"
+
+
+def _asks_upgrade(request: web.Request) -> bool:
+    """As the HTTP parser decides it: an Upgrade header, and `upgrade` among Connection's."""
+    if hdrs.UPGRADE not in request.headers:
+        return False
+    options = request.headers.getall(hdrs.CONNECTION, ())
+    return any(
+        token.strip().lower() == "upgrade" for value in options for token in value.split(",")
+    )
+
+
 def client_of(request: web.Request) -> str | None:
     """The client's address as the limiter, the loopback checks and the logs see it."""
     client = request.get(CLIENT_ADDRESS)

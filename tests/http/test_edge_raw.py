@@ -252,3 +252,22 @@ class TestAbsoluteFormPaths:
         got = await answers(client.port, request)
         assert [answer.status for answer in got] == [200], got
         assert got[0].body.startswith(body)
+
+
+class TestDeclinedUpgrade:
+    @pytest.mark.parametrize("upgrade", ["h2c", "foo", "websocket"])
+    async def test_a_request_asking_for_another_protocol_is_answered_and_its_connection_closed(
+        self, client: Client, upgrade: str
+    ) -> None:
+        """RFC 9110 §7.8 lets a server ignore Upgrade and answer as usual (curl --http2 asks
+        for h2c on http://). aiohttp then reads nothing more of the connection as a request:
+        one sent right behind was never answered, and its client waited on an open
+        connection. The answer now closes the connection, so the client sends it again."""
+        first = head(
+            "GET /healthz HTTP/1.1",
+            {"Connection": "Upgrade, HTTP2-Settings", "Upgrade": upgrade},
+        )
+        got = await answers(client.port, first + NEXT)
+        assert got[0].status in (200, 400)
+        assert got[0].headers["connection"] == "close"
+        assert len(got) == 1
