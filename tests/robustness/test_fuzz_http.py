@@ -1334,6 +1334,7 @@ class TestHostileFraming:
         tokens=st.lists(credential, max_size=2),
         framing=st.sampled_from(["length", "chunked", "both"]),
         fold=st.booleans(),
+        upgrade=st.sampled_from([None, "h2c", "websocket", "foo"]),
     )
     async def test_any_framing_target_and_credentials_get_a_documented_answer(
         self,
@@ -1347,17 +1348,23 @@ class TestHostileFraming:
         tokens: list[bytes],
         framing: str,
         fold: bool,
+        upgrade: str | None,
     ) -> None:
-        """Whatever the version, the form of the target, the framing and the number of
-        credentials, every answer is documented, none is a 5xx, and a request after one
-        whose framing the gateway refuses is never served on the same connection."""
+        """Whatever the version, the form of the target, the framing, the number of
+        credentials and the protocol asked for, every answer is documented, none is a 5xx,
+        no connection is left waiting, and a request after one whose framing the gateway
+        refuses is never served on the same connection."""
         server, log = every_endpoint
         method, path, base, body = endpoint
         raw = b"" if body is None else wire_bytes(body)
         target = (f"http://{authority}{path}" if authority else path) + query
         own = base.get("Authorization", "").encode()
         lines = [f"{method} {target} {version}".encode(), b"Host: 127.0.0.1"]
-        lines.append(b"Connection: keep-alive" if keep_alive else b"Connection: close")
+        connection = b"keep-alive" if keep_alive else b"close"
+        if upgrade is not None:
+            connection += b", Upgrade"
+            lines.append(b"Upgrade: " + upgrade.encode())
+        lines.append(b"Connection: " + connection)
         lines += [b"Content-Type: application/json"] if raw else []
         lines += [b"Authorization: " + (value or own) for value in authorizations]
         lines += [b"x-openclaw-token: " + (value or HOOK_TOKEN.encode()) for value in tokens]
