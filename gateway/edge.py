@@ -110,12 +110,12 @@ def _hop_address(text: str) -> Address | None:
     text = text.strip()
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not (rest[:1] == ":" and rest[1:].isdigit())):
+        if not sep or (rest and not (rest[:1] == ":" and _is_port(rest[1:]))):
             return None
         text = host
     elif text.count(":") == 1:
         text, _, port = text.partition(":")
-        if not port.isdigit():
+        if not _is_port(port):
             return None
     address = parse_address(text)
     return unmapped(address) if address is not None else None
@@ -130,16 +130,22 @@ def split_host(value: str) -> str | None:
     value = value.strip().lower()
     if value.startswith("["):
         host, sep, rest = value[1:].partition("]")
-        if not sep or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
+        if not sep or (rest and not (rest.startswith(":") and _is_port(rest[1:]))):
             return None
         return host if parse_address(host) is not None else None
     host, sep, port = value.partition(":")
-    if sep and not (port.isdigit() and ":" not in port):
+    if sep and not _is_port(port):
         return None
     host = host.rstrip(".")
     if not host or not all(c.isalnum() or c in "-._" for c in host) or not host.isascii():
         return None
     return host
+
+
+def _is_port(text: str) -> bool:
+    """ASCII digits (RFC 3986 §3.2.3); `str.isdigit` also takes other scripts' digits and
+    superscripts."""
+    return text.isascii() and text.isdigit()
 
 
 def is_loopback_host(host: str) -> bool:

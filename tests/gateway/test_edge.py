@@ -93,6 +93,8 @@ class TestHost:
             ("a b", None),
             ("h:port", None),
             ("\u00e9.example", None),
+            ("127.0.0.1:\u0661", None),  # a digit, but not ASCII
+            ("[::1]:\u00b2", None),
             ("", None),
         ],
     )

@@ -271,3 +271,17 @@ class TestDeclinedUpgrade:
         assert got[0].status in (200, 400)
         assert got[0].headers["connection"] == "close"
         assert len(got) == 1
+
+
+class TestHostPort:
+    @pytest.mark.parametrize(
+        "value", ["127.0.0.1:\u0661\u0668", "[::1]:\u00b2", "localhost:\uff11"]
+    )
+    async def test_a_port_of_other_digits_than_ascii_is_refused(
+        self, client: Client, value: str
+    ) -> None:
+        """RFC 9110 §4.1: a port is ASCII digits. Digits of other scripts (and superscripts,
+        which Python's isdigit takes) passed as a port."""
+        request = f"GET /healthz HTTP/1.1\r\nHost: {value}\r\nConnection: close\r\n\r\n"
+        got = await answers(client.port, request.encode())
+        assert [answer.status for answer in got] == [421]
