@@ -194,18 +194,29 @@ def _wants_html(request: web.Request) -> bool:
     return accepts_html_page(", ".join(accept) if accept else None)
 
 
+# A build being written again (a bundler empties its output directory first, then writes the
+# page) has its page back within seconds: a monitor or `curl --retry` is told when to ask.
+_ASK_AGAIN = {"Retry-After": "1"}
+
+
 async def _index(request: web.Request, root: str, base_path: str) -> web.StreamResponse:
     index = resolve(root, INDEX)
     if index is None:
         # The directory was checked when the config was loaded; it has changed since.
         return error_response(
-            503, "The Control UI build in gateway.controlUi.root has no index.html.", "api_error"
+            503,
+            "The Control UI build in gateway.controlUi.root has no index.html.",
+            "api_error",
+            headers=_ASK_AGAIN,
         )
     try:
         text = await asyncio.to_thread(_read_text, index)
     except (OSError, UnicodeDecodeError):
         return error_response(
-            503, "The index.html in gateway.controlUi.root cannot be read.", "api_error"
+            503,
+            "The index.html in gateway.controlUi.root cannot be read.",
+            "api_error",
+            headers=_ASK_AGAIN,
         )
     page = prepare_index(text, base_path)
     body = page.encode()

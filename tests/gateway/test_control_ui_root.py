@@ -297,6 +297,21 @@ class TestChanges:
         assert body["error"]["message"] == (
             "The Control UI build in gateway.controlUi.root has no index.html."
         )
+        # A build being written again (a bundler empties its output directory first) has
+        # its page back in seconds: a monitor or `curl --retry` is told when to ask again.
+        assert response.headers["Retry-After"] == "1"
+
+    async def test_a_page_that_cannot_be_read_is_a_503_to_ask_again(
+        self, client: Client, build: Path
+    ) -> None:
+        (build / "index.html").write_bytes(b"<html>\xff half written")
+        response = await client.get("/", headers={"Accept": HTML})
+        assert response.status == 503
+        assert response.headers["Retry-After"] == "1"
+        body = await response.json()
+        assert (
+            body["error"]["message"] == "The index.html in gateway.controlUi.root cannot be read."
+        )
 
     async def test_disabled_serves_nothing(
         self, aiohttp_client: AiohttpClient, make_config: MakeConfig, build: Path
