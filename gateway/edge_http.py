@@ -156,15 +156,21 @@ def _repeated_credential(name: str) -> web.Response:
     return error_response(400, f"More than one {name} header; send one.", "invalid_request_error")
 
 
+def authorities(request: web.Request) -> list[str]:
+    """The authority the request names, as sent: its Host headers, or, for a target in
+    absolute form, that target's (RFC 9112 §3.2.2: Host is ignored then). Browsers send that
+    form to proxies only; one that passes it on unchanged (a rebinding page's
+    `http://evil.example/...`) is refused by the name it carries. The Host check and the
+    WebSocket's own origin read the same one."""
+    if _ABSOLUTE_FORM.match(request.raw_path):
+        return [urlsplit(request.raw_path).netloc]
+    return request.headers.getall(hdrs.HOST, [])
+
+
 def _host_allowed(request: web.Request, gateway: GatewayConfig) -> bool:
     """Every path, probes included: /healthz leaks nothing to a rebinding page, but one rule
     for all is one rule to audit, and a proxy or monitor that probes by name lists it."""
-    values = request.headers.getall("Host", [])
-    if _ABSOLUTE_FORM.match(request.raw_path):
-        # RFC 9112 §3.2.2: a target in absolute form names the authority, and Host is
-        # ignored. Browsers send that form to proxies only; one that passes it on unchanged
-        # (a rebinding page's `http://evil.example/...`) is refused by the name it carries.
-        values = [urlsplit(request.raw_path).netloc]
+    values = authorities(request)
     if not values:
         # HTTP/1.0 without Host: browsers always send one, so such a request cannot come
         # from a page; refusing it would only break old monitoring tools.

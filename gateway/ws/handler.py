@@ -29,7 +29,7 @@ from gateway import __version__
 from gateway.appkeys import LOG_READER, STATE
 from gateway.auth import AuthFailure, AuthFailureReason, authenticate
 from gateway.edge import origin_allowed
-from gateway.edge_http import client_of, origin_refused
+from gateway.edge_http import authorities, client_of, origin_refused
 from gateway.jsonwire import PARSE_IN_THREAD_CHARS
 from gateway.responses import error_response
 from gateway.ws import protocol
@@ -112,7 +112,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     gateway = ws_state.gateway.config.gateway
     origin = request.headers.get("Origin")
     if origin is not None and not origin_allowed(
-        origin, request.scheme, request.headers.get("Host", ""), gateway.allowed_origins
+        origin, request.scheme, next(iter(authorities(request)), ""), gateway.allowed_origins
     ):
         # Browsers apply no CORS to WebSockets: without this any page the user visits could
         # open one (and in auth mode none be admin).

@@ -13,6 +13,7 @@ from tests.support.raw_http import (
     exchange,
     exchange_all,
     exchange_head_request,
+    exchange_upgrade,
     request_bytes,
 )
 
@@ -227,6 +228,35 @@ class TestHead:
             }, path
             if path != "/metrics":  # its counters move between the two requests
                 assert int(head_only.headers.get("content-length", "0")) == len(got.body), path
+
+
+class TestAbsoluteFormWebSocket:
+    async def test_the_own_origin_of_an_upgrade_is_the_targets_authority_not_host(
+        self, client: Client
+    ) -> None:
+        """The Origin check took the gateway's own origin from Host, which the Host check
+        ignores for a target in absolute form: `Host: evil.example` with `Origin:
+        http://evil.example` passed as same-origin (a 101)."""
+        assert client.port is not None
+        request = (
+            f"GET http://127.0.0.1:{client.port}/ HTTP/1.1\r\nHost: evil.example\r\n"
+            "Origin: http://evil.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+        response = await exchange_upgrade(client.port, request)
+        assert response.status == 403
+        assert response.json()["error"]["code"] == "origin_not_allowed"
+
+    async def test_its_own_origin_in_absolute_form_is_let_in(self, client: Client) -> None:
+        assert client.port is not None
+        own = f"127.0.0.1:{client.port}"
+        request = (
+            f"GET http://{own}/ HTTP/1.1\r\nHost: evil.example\r\nOrigin: http://{own}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+        response = await exchange_upgrade(client.port, request)
+        assert response.status == 101
 
 
 class TestAbsoluteFormPaths:
