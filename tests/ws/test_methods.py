@@ -1073,6 +1073,46 @@ class TestSessionKeysThatAreNotText:
         listed = await ws.ok("sessions.list")
         assert listed["sessions"] == []
 
+    async def test_two_idempotency_keys_with_lone_surrogates_are_not_one_call(
+        self, ws: GatewayWs
+    ) -> None:
+        """Repaired to U+FFFD, `k\\ud800` and `k\\udbff` would be one key: the second
+        message would be answered as a repeat of the first and never run. Each is refused,
+        and a key that spells U+FFFD itself is an ordinary key."""
+        for session, key in (("lone-a", "k\\ud800"), ("lone-b", "k\\udbff")):
+            params = f'{{"sessionKey":"{session}","message":"hi","idempotencyKey":"{key}"}}'
+            method = '"method":"chat.send"'
+            await ws.send(f'{{"type":"req","id":"{session}",{method},"params":{params}}}')
+            assert (await ws.response(session))["error"] == {
+                "code": "INVALID_REQUEST",
+                "message": "invalid chat.send params: at /idempotencyKey: invalid idempotency"
+                " key (a lone UTF-16 surrogate is not text)",
+            }
+        assert (await ws.ok("sessions.list"))["sessions"] == []
+        assert (await ws.ok("chat.send", send("fffd", "hi", "k\ufffd")))["status"] == "started"
+
+    @pytest.mark.parametrize(
+        ("method", "params"),
+        [
+            ("agent", '{"message":"hi","sessionKey":"lone","idempotencyKey":"k\\ud800"}'),
+            ("agent.wait", '{"runId":"k\\ud800","timeoutMs":0}'),
+            ("chat.abort", '{"sessionKey":"lone","runId":"k\\ud800"}'),
+        ],
+    )
+    async def test_a_run_id_with_a_lone_surrogate_is_refused(
+        self, ws: GatewayWs, method: str, params: str
+    ) -> None:
+        """The run of another key repaired to the same text is not named by it either."""
+        await ws.ok("chat.send", send("lone", "hi", "k\ufffd"))
+        await ws.send(f'{{"type":"req","id":"lone","method":"{method}","params":{params}}}')
+        field = "runId" if "runId" in params else "idempotencyKey"
+        kind = "run id" if field == "runId" else "idempotency key"
+        assert (await ws.response("lone"))["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": f"invalid {method} params: at /{field}: invalid {kind}"
+            " (a lone UTF-16 surrogate is not text)",
+        }
+
     async def test_a_key_that_spells_u_fffd_itself_is_a_key(self, ws: GatewayWs) -> None:
         await ws.send(
             '{"type":"req","id":"fffd","method":"sessions.patch",'

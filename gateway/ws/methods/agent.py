@@ -35,7 +35,7 @@ from gateway.ws.methods.chat import (
     run_timeout,
     submit_turn,
 )
-from gateway.ws.methods.sessions import resolve_key
+from gateway.ws.methods.sessions import refuse_unpaired, resolve_key
 from gateway.ws.protocol import (
     ADMIN,
     INVALID_REQUEST,
@@ -285,6 +285,7 @@ async def reset_done_elsewhere(
 def register(methods: MethodRegistry) -> None:
     @methods.method("agent", params=AgentParams.parse, scope=WRITE)
     async def agent(ctx: CallContext, params: AgentParams) -> Any:
+        refuse_unpaired(ctx, "idempotencyKey", "idempotency key")
         config, registry = ctx.config, ctx.registry
         run_id = params.idempotency_key
         await wait_for_start(ctx.ws, run_id)  # as chat.send
@@ -388,6 +389,7 @@ def register(methods: MethodRegistry) -> None:
 
     @methods.method("agent.wait", params=WaitParams.parse, scope=WRITE)
     async def agent_wait(ctx: CallContext, params: WaitParams) -> Any:
+        refuse_unpaired(ctx, "runId", "run id")
         registry, fanout = ctx.registry, ctx.ws.fanout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + params.timeout_ms / 1000

@@ -17,7 +17,7 @@ from gateway.ws.claims import ClaimedElsewhere, start_once, wait_for_start
 from gateway.ws.connection import now_ms
 from gateway.ws.dispatch import AnswerThenPause, CallContext, MethodRegistry
 from gateway.ws.methods.health import model_defaults
-from gateway.ws.methods.sessions import empty_row, resolve_key
+from gateway.ws.methods.sessions import empty_row, refuse_unpaired, resolve_key
 from gateway.ws.protocol import (
     INVALID_REQUEST,
     READ,
@@ -222,6 +222,7 @@ class FollowParams:
 def register(methods: MethodRegistry) -> None:
     @methods.method("chat.send", params=SendParams.parse, scope=WRITE)
     async def chat_send(ctx: CallContext, params: SendParams) -> Any:
+        refuse_unpaired(ctx, "idempotencyKey", "idempotency key")
         key = resolve_key(ctx, params.session_key, "sessionKey")
         if params.attachments:
             raise WsError(INVALID_REQUEST, MSG_ATTACHMENTS)
@@ -237,6 +238,7 @@ def register(methods: MethodRegistry) -> None:
 
     @methods.method("chat.abort", params=AbortParams.parse, scope=WRITE)
     async def chat_abort(ctx: CallContext, params: AbortParams) -> Any:
+        refuse_unpaired(ctx, "runId", "run id")
         key = resolve_key(ctx, params.session_key, "sessionKey")
         registry = ctx.registry
         if params.run_id is None:

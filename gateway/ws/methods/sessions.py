@@ -62,7 +62,8 @@ LIST_MAX = 1000
 OFFSET_MAX = 10_000
 # A key that held a lone surrogate (JSON can spell one): repaired to U+FFFD it would share a
 # session with every other key repaired so, and HTTP refuses such a key.
-NOT_TEXT = "invalid session key (a lone UTF-16 surrogate is not text)"
+NOT_TEXT_REASON = "a lone UTF-16 surrogate is not text"
+NOT_TEXT = f"invalid session key ({NOT_TEXT_REASON})"
 
 
 def resolve_key(ctx: CallContext, raw: str, field: str, *, agent_id: str | None = None) -> str:
@@ -83,6 +84,15 @@ def resolve_key(ctx: CallContext, raw: str, field: str, *, agent_id: str | None 
             else "invalid session key"
         )
         raise ParamsError(f"at /{field}: {problem}") from None
+
+
+def refuse_unpaired(ctx: CallContext, field: str, what: str) -> None:
+    """A run's id (`chat.send`'s and `agent`'s idempotency key, the `runId` that names it)
+    that held a lone surrogate is refused as a session key is: repaired to U+FFFD, two keys
+    would be one, and the second call would be answered with the first's run (its message
+    never run), or name a run of another key."""
+    if field in ctx.unpaired:
+        raise ParamsError(f"at /{field}: invalid {what} ({NOT_TEXT_REASON})")
 
 
 def resolve_key_of_agent(ctx: CallContext, raw: str, agent_id: str | None) -> str:
