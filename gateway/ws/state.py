@@ -114,6 +114,12 @@ class TranscriptReads:
     def __attrs_post_init__(self) -> None:
         self._slots = asyncio.Semaphore(self.limit)
 
+    @property
+    def idle(self) -> bool:
+        """No call holds a turn or waits for one (every caller is counted until it leaves,
+        cancelled or not)."""
+        return not self._connections
+
     @contextlib.asynccontextmanager
     async def turn(self, conn_id: str) -> AsyncIterator[None]:
         lock, calls = self._connections.get(conn_id) or (asyncio.Lock(), 0)

@@ -15,6 +15,7 @@ import asyncio
 import base64
 import contextlib
 import datetime as dt
+import itertools
 import json
 import os
 import re
@@ -31,7 +32,9 @@ from aiohttp import WSMsgType
 from hypothesis import event, given
 from hypothesis import strategies as st
 
+from gateway.appkeys import STATE
 from gateway.ws.dispatch import MethodRegistry
+from gateway.ws.handler import WS
 from gateway.ws.methods import register_all
 from gateway.ws.protocol import (
     INVALID_REQUEST,
@@ -1354,3 +1357,218 @@ async def walk_over_the_wire(gateway: Gateway, steps: list[tuple[str, Any]]) -> 
         await ws.send_str('{"type":"req","id":"after","method":"health"}')
         assert (await response(ws, "after"))["ok"] is True
     await still_serves(gateway)
+
+
+# -- run ids that are not text ----------------------------------------------------------------
+
+RUN_ID_FIELDS = {
+    "chat.send": ("idempotencyKey", "idempotency key", {"sessionKey": "lone", "message": "hi"}),
+    "agent": ("idempotencyKey", "idempotency key", {"sessionKey": "lone", "message": "hi"}),
+    "agent.wait": ("runId", "run id", {"timeoutMs": 0}),
+    "chat.abort": ("runId", "run id", {"sessionKey": "lone"}),
+}
+
+
+class TestRunIdsThatAreNotText:
+    @fuzz(60)
+    @given(
+        method=st.sampled_from(sorted(RUN_ID_FIELDS)),
+        around=st.tuples(st.text(max_size=5), st.text(max_size=5)),  # no surrogates
+        lone=st.sampled_from(["\ud800", "\udbff", "\udc00", "\udfff"]),
+    )
+    async def test_a_run_id_with_a_lone_surrogate_is_a_params_error(
+        self, gateway: Gateway, method: str, around: tuple[str, str], lone: str
+    ) -> None:
+        """Repaired to U+FFFD it would be another key's (README): refused wherever it sits,
+        and nothing runs."""
+        field, kind, params = RUN_ID_FIELDS[method]
+        params = {**params, field: around[0] + lone + around[1]}
+        async with gateway.http.ws_connect(gateway.url) as ws:
+            await handshake(ws)
+            await ws.send_str(to_json({"type": "req", "id": "lone", "method": method,
+                                       "params": params}, ascii_only=True))  # fmt: skip
+            answer = await response(ws, "lone")
+        assert answer["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": f"invalid {method} params: at /{field}: invalid {kind}"
+            " (a lone UTF-16 surrogate is not text)",
+        }
+
+
+# -- two clients acting on one session at once (§8) ---------------------------------------------
+
+# Each of the echo agent's words takes a few ms: a run is still streaming when the other
+# client's calls arrive, and a second session's turn waits for the one run slot.
+BUSY = {
+    "agents": {
+        "defaults": {"maxConcurrent": 1},
+        "list": [{"id": "main", "default": True, "params": {"delayMs": 3}}],
+    }
+}
+WORDS = " ".join(f"w{i}" for i in range(12))
+TERMINAL = frozenset({"final", "aborted", "error"})
+EXAMPLES = itertools.count()
+
+
+@attrs.frozen
+class Busy:
+    server: Served
+    log: ServerLog
+    http: aiohttp.ClientSession
+
+    @property
+    def url(self) -> str:
+        return self.server.url + "/"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def busy(gateway: Gateway, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Busy]:
+    app = build_app(tmp_path_factory.mktemp("fuzz-ws-busy"), BUSY)
+    async with served(app) as server:
+        yield Busy(server, gateway.log, gateway.http)
+
+
+# What one client does to the session (`k`) or to the other session (`other`, which takes the
+# run slot): the writes the spec lets race a run, and the reads that must see no half of them.
+session_ops = st.sampled_from(
+    [
+        "send",
+        "send",
+        "send other",
+        "patch",
+        "patch null",
+        "reset",
+        "delete",
+        "abort",
+        "abort run",
+        "stop",
+        "history",
+        "list",
+        "describe",
+        "agent",
+    ]
+)
+
+
+def op_request(op: str, key: str, number: int) -> tuple[str, dict[str, Any]]:
+    run = f"{key}-{number}"
+    match op:
+        case "send":
+            return "chat.send", {"sessionKey": key, "message": WORDS, "idempotencyKey": run}
+        case "send other":
+            params = {"sessionKey": key + "-other", "message": WORDS, "idempotencyKey": run}
+            return "chat.send", params
+        case "agent":
+            return "agent", {"sessionKey": key, "message": WORDS, "idempotencyKey": run}
+        case "patch":
+            return "sessions.patch", {"key": key, "label": f"label {number}"}
+        case "patch null":
+            return "sessions.patch", {"key": key, "label": None}
+        case "reset":
+            return "sessions.reset", {"key": key}
+        case "delete":
+            return "sessions.delete", {"key": key}
+        case "abort":
+            return "chat.abort", {"sessionKey": key}
+        case "abort run":  # the run of the send before it, whichever it was
+            return "chat.abort", {"sessionKey": key, "runId": f"{key}-{number - 1}"}
+        case "stop":
+            return "chat.send", {"sessionKey": key, "message": "/stop", "idempotencyKey": run}
+        case "history":
+            return "chat.history", {"sessionKey": key}
+        case "list":
+            return "sessions.list", {"search": key}
+        case _:
+            return "sessions.describe", {"key": key}
+
+
+class TestTwoClientsOnOneSession:
+    @fuzz(60)
+    @given(
+        ops=st.lists(st.tuples(st.sampled_from([0, 1]), session_ops), min_size=2, max_size=10),
+        leaves=st.booleans(),
+    )
+    async def test_writes_racing_a_run_leave_a_whole_session_and_no_lock(
+        self, busy: Busy, ops: list[tuple[int, str]], leaves: bool
+    ) -> None:
+        """Two connections send their calls at once, pipelined (one of them may close with
+        its calls unanswered): every call is answered with a documented frame (checked as
+        read), each run of the key ends (`agent.wait` says when), and then the session has
+        no run, its history pairs each question with its (maybe aborted) reply, the
+        connection's state is gone, and a new turn on the key runs to its end."""
+        key = f"two-{next(EXAMPLES)}"  # a session of its own (examples repeat)
+        ws_state = busy.server.app[WS]
+        registry = busy.server.app[STATE].registry
+        assert registry is not None
+        clients = [await busy.http.ws_connect(busy.url) for _ in range(2)]
+        try:
+            for client in clients:
+                await handshake(client)
+            sent: list[tuple[int, str, str]] = []  # (client, frame id, method)
+            for number, (who, op) in enumerate(ops):
+                method, params = op_request(op, key, number)
+                frame_id = f"op-{number}"
+                request = {"type": "req", "id": frame_id, "method": method, "params": params}
+                await clients[who].send_str(json.dumps(request))
+                sent.append((who, frame_id, method))
+            if leaves:
+                await clients[1].close()
+            started: set[str] = set()
+            for who, frame_id, method in sent:
+                if leaves and who == 1:
+                    continue
+                answer = await response(clients[who], frame_id)
+                event(f"{method} ok={answer['ok']}")
+                payload = answer.get("payload") or {}
+                if answer["ok"] and payload.get("status") in ("started", "accepted"):
+                    started.add(payload["runId"])
+            # Every run of the key, any client's, ends (agent.wait says so), once.
+            watcher = clients[0]
+            for number in range(len(ops)):
+                run_id = f"{key}-{number}"
+                if registry.run(run_id) is None:
+                    continue
+                await watcher.send_str(
+                    json.dumps(
+                        {"type": "req", "id": f"w-{number}", "method": "agent.wait",
+                         "params": {"runId": run_id, "timeoutMs": int(WITHIN * 1000)}}
+                    )
+                )  # fmt: skip
+                waited = await response(watcher, f"w-{number}")
+                assert waited["payload"].get("endedAt") is not None, waited
+            for run_id in started:
+                run = registry.run(run_id)
+                assert run is None or run.ended, run_id
+            for session in (key, key + "-other"):
+                assert registry.active_runs(f"agent:main:{session}") == []
+            await watcher.send_str(
+                json.dumps({"type": "req", "id": "h", "method": "chat.history",
+                            "params": {"sessionKey": key}})
+            )  # fmt: skip
+            roles = [m["role"] for m in (await response(watcher, "h"))["payload"]["messages"]]
+            assert roles == ["user", "assistant"] * (len(roles) // 2), roles
+            # No lock or queue left: a new turn of the key runs to its end.
+            after = {"sessionKey": key, "message": "after", "idempotencyKey": key + "-after"}
+            await watcher.send_str(
+                json.dumps({"type": "req", "id": "after", "method": "chat.send",
+                            "params": after})
+            )  # fmt: skip
+            assert (await response(watcher, "after"))["payload"]["status"] == "started"
+            ends: list[str] = []
+            while not ends:
+                frame = await receive(watcher)
+                assert frame is not None
+                payload = frame.get("payload") or {}
+                ours = frame.get("event") == "chat" and payload.get("runId") == key + "-after"
+                if ours and payload["state"] in TERMINAL:
+                    ends.append(payload["state"])
+            assert ends == ["final"]
+        finally:
+            for client in clients:
+                await client.close()
+        async with asyncio.timeout(WITHIN):
+            while ws_state.connections:  # the server's side of the closes
+                await asyncio.sleep(0.01)
+        assert ws_state.transcript_reads.idle, "a transcript read's turn was left held"
+        assert not ws_state.fanout.followers
+        assert busy.log.new_problems() == []
