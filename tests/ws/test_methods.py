@@ -1758,6 +1758,40 @@ class TestSessionChangesOutliveTheirClient:
         assert history["sessionId"] == row.session_id
         assert [m["content"] for m in history["messages"] if m["role"] == "user"] == ["after"]
 
+    async def test_a_create_whose_client_leaves_while_it_is_stored_still_runs_its_message(
+        self, gateway: Gateway, ws: GatewayWs, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # The session was made and its first message dropped: a retry of the call (the key
+        # has a session now) runs no message either, so it was never run.
+        registry = gateway.app[STATE].registry
+        assert registry is not None
+        storing, stored = asyncio.Event(), asyncio.Event()
+        create = SessionStore.create
+
+        async def held(self: SessionStore, *args: Any, **kwargs: Any) -> Any:
+            storing.set()
+            await stored.wait()  # a store write that takes a while
+            return await create(self, *args, **kwargs)
+
+        monkeypatch.setattr(SessionStore, "create", held)
+        client = await gateway.connected()
+        await client.request("sessions.create", {"key": "first", "message": "hello"})
+        async with asyncio.timeout(5):
+            await storing.wait()
+            await client.ws.close()
+            while len(gateway.app[WS].connections) > 1:  # the server saw the close
+                await asyncio.sleep(0.01)
+        stored.set()
+        async with asyncio.timeout(5):
+            while any(t.get_name() == "ws-sessions.create" for t in asyncio.all_tasks()):
+                await asyncio.sleep(0.01)
+        key = "agent:main:first"
+        history = await ws.ok("chat.history", {"sessionKey": "first"})
+        assert registry.active_runs(key) or history["messages"], "the first message never ran"
+        await ws.event("chat", state="final", sessionKey=key)
+        history = await ws.ok("chat.history", {"sessionKey": "first"})
+        assert [m["content"] for m in history["messages"] if m["role"] == "user"] == ["hello"]
+
 
 class TestRequestsInFlight:
     async def test_a_request_beyond_the_slots_waits_for_one_and_is_answered(

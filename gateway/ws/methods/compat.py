@@ -906,6 +906,28 @@ def _empty_state(answer: Any) -> Any:
     return handler
 
 
+async def create_and_start(ctx: CallContext, key: str, params: CreateParams) -> Any:
+    """`sessions.create`'s answer: the session of `key`, made if new, and a first message's
+    turn started in a new one."""
+    info, created = await ctx.registry.create(key, params.label)
+    if not created and info.archived_at is not None:
+        # OpenClaw resets the session a create names, which an archived one refuses;
+        # here it would answer it unchanged and drop the first message in silence.
+        raise SessionArchived(key)
+    entry = info.to_dict()
+    answer = {"ok": True, "key": key, "sessionId": entry["sessionId"], "entry": entry}
+    # A first message starts the new session's first turn, as chat.send would (OpenClaw
+    # answers its outcome beside the session, `runError` when it could not start). Not
+    # for a session that was there: a retried create ran its message the first time.
+    if not created or not params.message.strip():
+        return answer
+    try:
+        run = await send(ctx, key, params.message, str(uuid4()), params.timeout_ms)
+    except WsError as exc:
+        return {**answer, "runStarted": False, "runError": exc.to_dict()}
+    return {**answer, "runStarted": run.get("status") == "started", **run}
+
+
 def register(methods: MethodRegistry) -> None:
     @methods.method("sessions.subscribe", params=no_params, scope=READ)
     async def sessions_subscribe(ctx: CallContext, params: None) -> Any:
@@ -929,23 +951,9 @@ def register(methods: MethodRegistry) -> None:
         # finds the session its first try made (OpenClaw would reset it in place).
         raw = params.key if params.key is not None else str(uuid7())
         key = resolve_key_of_agent(ctx, raw, params.agent_id)
-        info, created = await ctx.to_the_end(ctx.registry.create(key, params.label))
-        if not created and info.archived_at is not None:
-            # OpenClaw resets the session a create names, which an archived one refuses;
-            # here it would answer it unchanged and drop the first message in silence.
-            raise SessionArchived(key)
-        entry = info.to_dict()
-        answer = {"ok": True, "key": key, "sessionId": entry["sessionId"], "entry": entry}
-        # A first message starts the new session's first turn, as chat.send would (OpenClaw
-        # answers its outcome beside the session, `runError` when it could not start). Not
-        # for a session that was there: a retried create ran its message the first time.
-        if not created or not params.message.strip():
-            return answer
-        try:
-            run = await send(ctx, key, params.message, str(uuid4()), params.timeout_ms)
-        except WsError as exc:
-            return {**answer, "runStarted": False, "runError": exc.to_dict()}
-        return {**answer, "runStarted": run.get("status") == "started", **run}
+        # The session and its first turn, finished together even if the client leaves
+        # meanwhile: a session made without the turn would keep it from a retried create.
+        return await ctx.to_the_end(create_and_start(ctx, key, params))
 
     for name, scope, answer in EMPTY_STATES:
         methods.method(name, params=no_params, scope=scope)(_empty_state(answer))
