@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from agents.providers.base import ToolCall
+from agents.store import SessionStore
 from gateway.appkeys import STATE
 from gateway.ws.connection import now_ms
 from gateway.ws.handler import WS
@@ -620,6 +621,44 @@ class TestAgent:
         # The key names that reset for chat.send too: no turn is run under it.
         again = await ws.ok("chat.send", send("cmd4", "hi", "ag-new2"))
         assert again == {"runId": "ag-new2", "status": "ok"}
+
+    @pytest.mark.parametrize("message", ["/new", "/reset hello"])
+    async def test_a_reset_whose_client_leaves_while_it_is_stored_is_not_done_again(
+        self, gateway: Gateway, ws: GatewayWs, monkeypatch: pytest.MonkeyPatch, message: str
+    ) -> None:
+        """The client left while the reset was stored, and retries with the call's key: it
+        gets the reset done (and the text's turn), not a second reset. The key's answer was
+        remembered only by the call, which its client's leaving cancelled."""
+        params = {"message": message, "idempotencyKey": "ag-left", "sessionKey": "left"}
+        storing, stored = asyncio.Event(), asyncio.Event()
+        reset = SessionStore.reset
+
+        async def held(self: SessionStore, *args: Any, **kwargs: Any) -> Any:
+            storing.set()
+            await stored.wait()  # a store write that takes a while
+            return await reset(self, *args, **kwargs)
+
+        monkeypatch.setattr(SessionStore, "reset", held)
+        client = await gateway.connected()
+        await client.request("agent", params)
+        async with asyncio.timeout(5):
+            await storing.wait()
+            await client.ws.close()
+            while len(gateway.app[WS].connections) > 1:  # the server saw the close
+                await asyncio.sleep(0.01)
+        stored.set()
+        async with asyncio.timeout(5):
+            while any(t.get_name() == "ws-agent" for t in asyncio.all_tasks()):
+                await asyncio.sleep(0.01)
+        reset_to = (await ws.ok("sessions.describe", {"key": "left"}))["session"]["sessionId"]
+        first = await ws.request("agent", params)
+        answer = (await ws.response(first))["payload"]
+        if message != "/new":
+            assert answer["status"] == "accepted"
+            answer = (await ws.response(first))["payload"]
+        assert answer["result"]["meta"]["agentMeta"]["sessionId"] == reset_to
+        history = await ws.ok("chat.history", {"sessionKey": "left"})
+        assert history["sessionId"] == reset_to
 
     async def test_a_reset_with_text_retried_with_its_key_resets_once(self, ws: GatewayWs) -> None:
         params = {"message": "/reset hello", "idempotencyKey": "ag-r3", "sessionKey": "cmd5"}

@@ -242,17 +242,30 @@ MSG_RESET_ELSEWHERE = (
 async def reset_claimed(
     ctx: CallContext, run_id: str, key: str, claim: str | None, command: str, text: str
 ) -> dict[str, Any] | None:
-    """The session of `key` reset, and the reset's claim (`claim_reset`) ended or given up
-    with it: one task, finished even if the call is cancelled, so the claim never says
-    "not done" of a reset that was. A bare `/new`'s answer facts (None with a `text`)."""
+    """The session of `key` reset, the reset's claim (`claim_reset`) ended or given up with
+    it, and what a retry of the key finds remembered (a bare `/new`'s answer, or the mark
+    that the reset is done): one task, finished even if the call is cancelled, so the claim
+    never says "not done" of a reset that was, and a retry from a client that left meanwhile
+    does not reset again. A bare `/new`'s answer (None with a `text`)."""
     try:
         info = await ctx.registry.reset(key)
     except Exception:
         await release_reset(ctx.ws, run_id, claim)
         raise
-    facts = None if text else {"sessionId": info.session_id, "command": command, "at": now_ms()}
-    await end_reset(ctx.ws, run_id, claim, facts)
-    return facts
+    if text:
+        await end_reset(ctx.ws, run_id, claim, None)
+        # Until the run's entry takes over: a retry of a turn refused (a full queue,
+        # retryable) or never started (its client left) runs it without a second reset.
+        ctx.ws.idempotency.put(run_id, IdempotentCall.after_reset())
+        return None
+    at = now_ms()
+    await end_reset(
+        ctx.ws, run_id, claim, {"sessionId": info.session_id, "command": command, "at": at}
+    )
+    answer = reset_answer(run_id, command, info.session_id)
+    ctx.ws.idempotency.put(run_id, IdempotentCall.answered(answer, at))
+    ctx.ws.fanout.answered_without_run(run_id)
+    return answer
 
 
 async def reset_done_elsewhere(
@@ -354,12 +367,7 @@ def register(methods: MethodRegistry) -> None:
                             return answer
                     else:
                         reset_done_here = reset_claimed(ctx, run_id, key, claim, command, message)
-                        facts = await ctx.to_the_end(reset_done_here)
-                        if facts is not None:
-                            answer = reset_answer(run_id, command, facts["sessionId"])
-                            answered = IdempotentCall.answered(answer, facts["at"])
-                            ctx.ws.idempotency.put(run_id, answered)
-                            ctx.ws.fanout.answered_without_run(run_id)
+                        if (answer := await ctx.to_the_end(reset_done_here)) is not None:
                             return answer
                     # Until the run's entry takes over: a retry of a turn refused below (a
                     # full queue, retryable) runs it without resetting the session again.
