@@ -1446,6 +1446,9 @@ session_ops = st.sampled_from(
         "list",
         "describe",
         "agent",
+        "create",
+        "new",
+        "reset text",
     ]
 )
 
@@ -1460,6 +1463,13 @@ def op_request(op: str, key: str, number: int) -> tuple[str, dict[str, Any]]:
             return "chat.send", params
         case "agent":
             return "agent", {"sessionKey": key, "message": WORDS, "idempotencyKey": run}
+        case "create":  # OpenClaw's Control UI's New conversation: made with its first turn
+            return "sessions.create", {"key": key, "message": WORDS}
+        case "new":
+            return "agent", {"sessionKey": key, "message": "/new", "idempotencyKey": run}
+        case "reset text":
+            params = {"sessionKey": key, "message": "/reset " + WORDS, "idempotencyKey": run}
+            return "agent", params
         case "patch":
             return "sessions.patch", {"key": key, "label": f"label {number}"}
         case "patch null":
@@ -1522,10 +1532,19 @@ class TestTwoClientsOnOneSession:
                 payload = answer.get("payload") or {}
                 if answer["ok"] and payload.get("status") in ("started", "accepted"):
                     started.add(payload["runId"])
-            # Every run of the key, any client's, ends (agent.wait says so), once.
+            # Every run of the key, any client's (a created session's first turn has an id
+            # of the gateway's), ends: agent.wait says when.
             watcher = clients[0]
-            for number in range(len(ops)):
-                run_id = f"{key}-{number}"
+            runs = sorted(
+                {f"{key}-{number}" for number in range(len(ops))}
+                | started
+                | {
+                    r.id
+                    for s in (key, key + "-other")
+                    for r in registry.active_runs(f"agent:main:{s}")
+                }
+            )
+            for number, run_id in enumerate(runs):
                 if registry.run(run_id) is None:
                     continue
                 await watcher.send_str(
@@ -1536,7 +1555,6 @@ class TestTwoClientsOnOneSession:
                 )  # fmt: skip
                 waited = await response(watcher, f"w-{number}")
                 assert waited["payload"].get("endedAt") is not None, waited
-            for run_id in started:
                 run = registry.run(run_id)
                 assert run is None or run.ended, run_id
             for session in (key, key + "-other"):
