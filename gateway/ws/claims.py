@@ -190,18 +190,38 @@ def _keep(ws: WsState, work: Coroutine[Any, Any, None]) -> None:
     task.add_done_callback(ws.claims.discard)
 
 
+@attrs.define
+class Starting:
+    """`starting`'s mark: kept past the call, until `until`'s task is done, when the call
+    is cancelled (its client left) while that task (a reset, finished to the end) goes on."""
+
+    task: asyncio.Future[Any] | None = None
+
+    def until(self, task: asyncio.Future[Any]) -> None:
+        self.task = task
+
+
 @contextlib.contextmanager
-def starting(ws: WsState, run_id: str) -> Iterator[None]:
+def starting(ws: WsState, run_id: str) -> Iterator[Starting]:
     """This call does what `run_id` asks for before its run (`agent`'s `/new`, `/reset`):
     a concurrent call of the key waits in `wait_for_start` meanwhile, then finds what this
-    one remembered, rather than doing it again."""
+    one remembered, rather than doing it again. A retry from a client whose first call was
+    cancelled waits, too, for the work that call left going on (`Starting.until`)."""
     done = asyncio.get_running_loop().create_future()
     ws.starting[run_id] = done
-    try:
-        yield
-    finally:
+    mark = Starting()
+
+    def release(_: object = None) -> None:
         del ws.starting[run_id]
         done.set_result(None)
+
+    try:
+        yield mark
+    finally:
+        if mark.task is not None and not mark.task.done():
+            mark.task.add_done_callback(release)
+        else:
+            release()
 
 
 async def wait_for_start(ws: WsState, run_id: str) -> None:

@@ -153,11 +153,18 @@ class CallContext:
     def registry(self) -> SessionRegistry:
         return registry_of(self.ws.gateway)
 
-    async def to_the_end(self, change: Coroutine[Any, Any, T]) -> T:
+    async def to_the_end(
+        self,
+        change: Coroutine[Any, Any, T],
+        started: Callable[[asyncio.Task[T]], None] | None = None,
+    ) -> T:
         """`change` finished even if this call is cancelled (its socket closed): a change the
         store committed while the session in memory never heard of it, as a reset cut off
-        after its write, is worse than one made for a client that left."""
+        after its write, is worse than one made for a client that left. `started` is told
+        of the task that does it (what must wait for it: `claims.Starting.until`)."""
         task: asyncio.Task[T] = self.ws.spawn(change, f"ws-{self.method}")
+        if started is not None:
+            started(task)
         return await asyncio.shield(task)
 
     def respond(self, payload: Any) -> None:

@@ -660,6 +660,48 @@ class TestAgent:
         history = await ws.ok("chat.history", {"sessionKey": "left"})
         assert history["sessionId"] == reset_to
 
+    async def test_a_retry_sent_while_a_left_clients_reset_is_stored_waits_for_it(
+        self, gateway: Gateway, ws: GatewayWs, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The retry comes while the reset its first call started (and left) is still being
+        stored: it waits for it and answers with it, and the session is reset once."""
+        params = {"message": "/new", "idempotencyKey": "ag-soon", "sessionKey": "soon"}
+        resets = 0
+        storing, stored = asyncio.Event(), asyncio.Event()
+        reset = SessionStore.reset
+
+        async def held(self: SessionStore, *args: Any, **kwargs: Any) -> Any:
+            nonlocal resets
+            resets += 1
+            storing.set()
+            await stored.wait()  # a store write that takes a while
+            return await reset(self, *args, **kwargs)
+
+        monkeypatch.setattr(SessionStore, "reset", held)
+        client = await gateway.connected()
+        await client.request("agent", params)
+        async with asyncio.timeout(5):
+            await storing.wait()
+            await client.ws.close()
+            while len(gateway.app[WS].connections) > 1:  # the server saw the close
+                await asyncio.sleep(0.01)
+        asked = asyncio.Event()
+        wait_for_start = agent_methods.wait_for_start
+
+        async def noted(ws_state: Any, run_id: str) -> None:
+            asked.set()
+            await wait_for_start(ws_state, run_id)
+
+        monkeypatch.setattr(agent_methods, "wait_for_start", noted)
+        retry = await ws.request("agent", params)
+        async with asyncio.timeout(5):
+            await asked.wait()  # the retry is being handled
+        stored.set()
+        answer = (await ws.response(retry))["payload"]
+        session_id = (await ws.ok("sessions.describe", {"key": "soon"}))["session"]["sessionId"]
+        assert answer["result"]["meta"]["agentMeta"]["sessionId"] == session_id
+        assert resets == 1
+
     async def test_a_reset_with_text_retried_with_its_key_resets_once(self, ws: GatewayWs) -> None:
         params = {"message": "/reset hello", "idempotencyKey": "ag-r3", "sessionKey": "cmd5"}
         first, second = await ws.request("agent", params), await ws.request("agent", params)

@@ -357,7 +357,7 @@ def register(methods: MethodRegistry) -> None:
                 # text, no await comes between the mark and start_once's, or the run's entry.
                 # A shared store: the reset is claimed first (claims.claim_reset), so a retry
                 # on another process does not reset again either.
-                with starting(ctx.ws, run_id):
+                with starting(ctx.ws, run_id) as mark:
                     claim = await claim_reset(ctx.ws, run_id, key)
                     command = reset.group(1).lower()
                     if isinstance(claim, ResetElsewhere):
@@ -367,7 +367,9 @@ def register(methods: MethodRegistry) -> None:
                             return answer
                     else:
                         reset_done_here = reset_claimed(ctx, run_id, key, claim, command, message)
-                        if (answer := await ctx.to_the_end(reset_done_here)) is not None:
+                        # A retry from a client that left meanwhile waits for it too.
+                        answer = await ctx.to_the_end(reset_done_here, mark.until)
+                        if answer is not None:
                             return answer
                     # Until the run's entry takes over: a retry of a turn refused below (a
                     # full queue, retryable) runs it without resetting the session again.
