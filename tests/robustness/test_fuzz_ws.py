@@ -1589,4 +1589,6 @@ class TestTwoClientsOnOneSession:
                 await asyncio.sleep(0.01)
         assert ws_state.transcript_reads.idle, "a transcript read's turn was left held"
         assert not ws_state.fanout.followers
+        assert not ws_state.starting, "a key's start was left marked: its retries would wait"
+        assert ws_state.waiting_chars == 0
         assert busy.log.new_problems() == []
