@@ -1503,9 +1503,10 @@ class TestTwoClientsOnOneSession:
     ) -> None:
         """Two connections send their calls at once, pipelined (one of them may close with
         its calls unanswered): every call is answered with a documented frame (checked as
-        read), each run of the key ends (`agent.wait` says when), and then the session has
-        no run, its history pairs each question with its (maybe aborted) reply, the
-        connection's state is gone, and a new turn on the key runs to its end."""
+        read), each run of the key ends (`agent.wait` says when; aborted when an abort said
+        it stopped it), and then the session has no run, its history pairs each question
+        with its (maybe aborted) reply, the connection's state is gone, and a new turn on
+        the key runs to its end."""
         key = f"two-{next(EXAMPLES)}"  # a session of its own (examples repeat)
         ws_state = busy.server.app[WS]
         registry = busy.server.app[STATE].registry
@@ -1524,6 +1525,7 @@ class TestTwoClientsOnOneSession:
             if leaves:
                 await clients[1].close()
             started: set[str] = set()
+            aborted: set[str] = set()  # what an abort (or /stop) said it stopped
             for who, frame_id, method in sent:
                 if leaves and who == 1:
                     continue
@@ -1532,6 +1534,8 @@ class TestTwoClientsOnOneSession:
                 payload = answer.get("payload") or {}
                 if answer["ok"] and payload.get("status") in ("started", "accepted"):
                     started.add(payload["runId"])
+                if answer["ok"] and payload.get("aborted") is True:
+                    aborted.update(payload["runIds"])
             # Every run of the key, any client's (a created session's first turn has an id
             # of the gateway's), ends: agent.wait says when.
             watcher = clients[0]
@@ -1555,6 +1559,8 @@ class TestTwoClientsOnOneSession:
                 )  # fmt: skip
                 waited = await response(watcher, f"w-{number}")
                 assert waited["payload"].get("endedAt") is not None, waited
+                if run_id in aborted:  # it did: the run ended aborted (agent.wait's timeout)
+                    assert waited["payload"]["status"] == "timeout", waited
                 run = registry.run(run_id)
                 assert run is None or run.ended, run_id
             for session in (key, key + "-other"):
