@@ -250,8 +250,24 @@ class QueuedMark:
         except StoreError as exc:
             # Kept until its lease is out, or never made: the turn goes on either way.
             log.warning("queued_mark_failed", session_key=self.key, error=str(exc))
-        with suppress(StoreError):  # else kept until its lease is out
-            await store.release_hook_call(scope, token)
+        except asyncio.CancelledError:
+            await self._release(scope, token)
+            raise
+        await self._release(scope, token)
+
+    async def _release(self, scope: str, token: str) -> None:
+        """Forget the mark, cancelled or not: cut short by a shutdown's last resort, it was
+        kept for the lease's 15 s, and another process's abort or webhook retry meanwhile saw
+        a queued turn that would never run. Bounded by the statement timeout."""
+        release = asyncio.ensure_future(self.marks.store.release_hook_call(scope, token))
+        try:
+            await asyncio.shield(release)
+        except asyncio.CancelledError:
+            with suppress(StoreError):
+                await release  # the cancel is delivered once: this wait is not cut short
+            raise
+        except StoreError:
+            pass  # kept until its lease is out
 
 
 @attrs.frozen

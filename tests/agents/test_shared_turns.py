@@ -11,6 +11,7 @@ import asyncpg
 import attrs
 import pytest
 
+from agents import registry as registry_module
 from agents import session
 from agents.errors import SessionArchived, SessionChanged, TurnsBacklogged
 from agents.registry import SessionRegistry
@@ -254,4 +255,28 @@ class TestTurnsWaitingForARunSlot:
             await conn.close()
             await registry.aclose()
             await store.bus.aclose()
+            await store.aclose()
+
+    async def test_a_mark_cancelled_at_shutdown_is_released(
+        self, pg_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A shutdown whose grace ran out cancelled the mark's task as it waited for the turn
+        to run: the mark stayed for its lease, and another process's `chat.abort` or webhook
+        retry meanwhile saw a queued turn that would never run."""
+        monkeypatch.setattr(registry_module, "SHUTDOWN_GRACE_S", 0)  # every task is late
+        store = PostgresSessionStore(pg_url)
+        await store.open()
+        registry = SessionRegistry(
+            make_config(("stall/m",), apis=("stall",)),
+            store,
+            ScriptedPool([ScriptedProvider("stall", deltas=("part",), block=True)]),
+        )
+        try:
+            registry.slots.resize(0)  # the turn waits for a run slot, marked
+            registry.submit(TurnRequest("main", KEY, "queued", "hi"))
+            await asyncio.wait_for(registry.queued_marked(KEY), 5)
+            assert await store.claimed_run_going_on(KEY)
+            await registry.aclose()
+            assert not await store.claimed_run_going_on(KEY)
+        finally:
             await store.aclose()
