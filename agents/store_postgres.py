@@ -95,6 +95,10 @@ T = TypeVar("T")
 # application's locks in the same database; the second names what is locked.
 LOCK_CLASS = 0x636C6177
 _MIGRATION_LOCK = 0  # the schema; session keys are hashed into the turn-lock class below
+# Held (shared) by a maintenance pass's transaction beside the turn locks of the sessions it
+# deletes: a turn lock whose holder holds this one too is a pass's, no turn's
+# (`turn_running_elsewhere`). A turn takes nothing more.
+_PRUNE_MARK = 1
 LOCK_CLASS_TURN = LOCK_CLASS + 1
 # Query pool: a turn makes three or four short trips; ten connections keep a busy process's
 # turns from queueing on the pool while staying far below the server's max_connections.
@@ -949,15 +953,19 @@ class PostgresSessionStore:
         key = _storable(key)
         # pg_locks shows an advisory lock's two keys as classid and objid (an oid: the
         # int4 hash read as unsigned).
+        # A lock a maintenance pass holds while it deletes the session is no turn: the pass
+        # holds `_PRUNE_MARK` too (an abort would ask every other process, for nothing).
         found = await self._run(
             lambda c: c.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
-                " AND granted AND objsubid = 2 AND classid = $1::bigint::oid"
-                " AND objid = (hashtext($2)::bigint & 4294967295)::oid)",
-                LOCK_CLASS_TURN,
-                key,
+                "SELECT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory'"
+                " AND l.granted AND l.objsubid = 2 AND l.classid = $1::bigint::oid"
+                " AND l.objid = (hashtext($2)::bigint & 4294967295)::oid"
+                " AND NOT EXISTS (SELECT 1 FROM pg_locks p WHERE p.pid = l.pid"
+                " AND p.locktype = 'advisory' AND p.granted AND p.objsubid = 2"
+                " AND p.classid = $3::bigint::oid AND p.objid = $4::bigint::oid))",
+                LOCK_CLASS_TURN, key, LOCK_CLASS, _PRUNE_MARK,
             )
-        )
+        )  # fmt: skip
         return bool(found)
 
     async def _lock(
@@ -1860,6 +1868,10 @@ class PostgresSessionStore:
                 # It costs a turn nothing: no row lock, no statement more. In a CASE: the
                 # planner orders a WHERE's conditions as it likes, and a scan of the table
                 # could take the lock of every session it reads, until the commit.
+                # Before the turn locks: what holds one of them and this is a pass.
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock_shared($1, $2)", LOCK_CLASS, _PRUNE_MARK
+                )
                 deleted = await conn.fetch(
                     "DELETE FROM sessions s WHERE s.key = ANY($1::text[]) AND CASE"
                     " WHEN s.key = ANY($1::text[]) AND NOT EXISTS (SELECT 1 FROM hook_calls h"

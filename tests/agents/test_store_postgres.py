@@ -859,6 +859,30 @@ class TestPrune:
                 assert [row.key for row in await asyncio.wait_for(pruning, 5)] == [KEY]
                 assert await asyncio.wait_for(running, 5) is None  # it found the session gone
 
+    async def test_the_turn_locks_a_delete_holds_are_no_turns_running(
+        self, pg_url: str, pg_server: PgServer
+    ) -> None:
+        """While a pass deleted a session, holding its turn lock to its commit, another
+        process's abort of the session took the lock for a turn running elsewhere, and asked
+        every other process to stop it (waiting for their answers)."""
+        day = 24 * 3600 * 1000
+        marker = b"DELETE FROM transcripts WHERE key"
+        with statement_relay("127.0.0.1", pg_server.port, marker) as relay:
+            async with (
+                PostgresSessionStore(relay.url(pg_url)) as a,
+                PostgresSessionStore(pg_url) as b,
+            ):
+                await a.create(KEY, "main", 1)
+                await a.create("agent:main:busy", "main", 40 * day)
+                maintenance = MaintenanceConfig(prune_after_ms=day, mode="enforce")
+                pruning = asyncio.create_task(a.prune(maintenance, 40 * day))
+                await relay.wait_held()  # the session's row deleted, its turn lock held
+                async with a.turn_lock("agent:main:busy"):  # a turn, on a's other pool
+                    assert not await b.turn_running_elsewhere(KEY)
+                    assert await b.turn_running_elsewhere("agent:main:busy")
+                relay.release()
+                assert [row.key for row in await asyncio.wait_for(pruning, 5)] == [KEY]
+
     async def test_a_delete_takes_the_turn_locks_of_what_it_deletes_only(
         self, pg_url: str, pg_server: PgServer
     ) -> None:
