@@ -1848,37 +1848,45 @@ class PostgresSessionStore:
         if maintenance.mode == "enforce":
 
             async def enforce(conn: Connection) -> builtins.list[SessionRow]:
+                # First what tells this pass's turn locks from a turn's: what holds one of
+                # them and this is a pass (`turn_running_elsewhere`).
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock_shared($1, $2)", LOCK_CLASS, _PRUNE_MARK
+                )
                 # Only the rows as they were chosen: another process's turn may have come
                 # since (committed: a newer updated_at; running: its turn lock held; queued:
-                # its run claimed). The rows are locked first, and the locks and claims read
-                # by the next statement: a claim takes a share of its session's row
-                # (`claim_call`), so one made before the rows were locked is committed by then
-                # (a DELETE that waited for a row reads the claims as they were when it began),
-                # and one made after waits for this transaction, then finds the session gone.
-                locked = await conn.fetch(
-                    "SELECT s.key FROM sessions s"
-                    " JOIN unnest($1::text[], $2::bigint[]) AS c(key, at)"
-                    " ON s.key = c.key AND s.updated_at = c.at ORDER BY s.key FOR UPDATE OF s",
-                    [row.key for row in candidates], [row.updated_at for row in candidates],
-                )  # fmt: skip
-                # A session whose turn lock is held is kept; the others' turn locks are
-                # taken until the commit (`_lock` then finds them taken and waits, and its
+                # its run claimed). Each row's turn lock is taken before the row (a session
+                # whose lock is held is kept, its row never locked: its turn's writes waited
+                # for this whole transaction, holding their run slot), and held until the
+                # commit (`_lock` then finds it taken and waits without a run slot, and its
                 # turn reads the session gone): a turn lock taken after a mere look at
                 # pg_locks, before the commit, ran its turn on a session deleted under it.
                 # It costs a turn nothing: no row lock, no statement more. In a CASE: the
                 # planner orders a WHERE's conditions as it likes, and a scan of the table
                 # could take the lock of every session it reads, until the commit.
-                # Before the turn locks: what holds one of them and this is a pass.
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock_shared($1, $2)", LOCK_CLASS, _PRUNE_MARK
-                )
+                locked = await conn.fetch(
+                    "SELECT s.key FROM sessions s"
+                    " JOIN unnest($1::text[], $2::bigint[]) AS c(key, at)"
+                    " ON s.key = c.key AND s.updated_at = c.at"
+                    " WHERE CASE WHEN s.key = c.key AND s.updated_at = c.at AND NOT EXISTS"
+                    " (SELECT 1 FROM hook_calls h WHERE h.session_key = s.key AND NOT h.ended"
+                    f" AND h.expires_at > {SQL_NOW_MS})"
+                    " THEN pg_try_advisory_xact_lock($3, hashtext(s.key)) ELSE FALSE END"
+                    " ORDER BY s.key FOR UPDATE OF s",
+                    [row.key for row in candidates], [row.updated_at for row in candidates],
+                    LOCK_CLASS_TURN,
+                )  # fmt: skip
+                # The claims read again by the next statement: a claim takes a share of its
+                # session's row (`claim_call`), so one made before the rows were locked is
+                # committed by then (a statement that waited for a row reads the claims as
+                # they were when it began), and one made after waits for this transaction,
+                # then finds the session gone. A session so kept keeps its turn lock taken
+                # until the commit: its turn, queued elsewhere, waits so long, without a slot.
                 deleted = await conn.fetch(
-                    "DELETE FROM sessions s WHERE s.key = ANY($1::text[]) AND CASE"
-                    " WHEN s.key = ANY($1::text[]) AND NOT EXISTS (SELECT 1 FROM hook_calls h"
-                    f" WHERE h.session_key = s.key AND NOT h.ended AND h.expires_at > {SQL_NOW_MS})"
-                    " THEN pg_try_advisory_xact_lock($2, hashtext(s.key)) ELSE FALSE END"
-                    " RETURNING s.key",
-                    [record[0] for record in locked], LOCK_CLASS_TURN,
+                    "DELETE FROM sessions s WHERE s.key = ANY($1::text[]) AND NOT EXISTS"
+                    " (SELECT 1 FROM hook_calls h WHERE h.session_key = s.key AND NOT h.ended"
+                    f" AND h.expires_at > {SQL_NOW_MS}) RETURNING s.key",
+                    [record[0] for record in locked],
                 )  # fmt: skip
                 keys = {record[0] for record in deleted}
                 await conn.execute(

@@ -768,6 +768,48 @@ class TestPrune:
                 await admin.close()
             assert (await a.history(row.session_id, 10)).total == 2
 
+    async def test_a_turn_that_comes_between_choosing_and_deleting_does_not_wait_for_the_pass(
+        self, pg_url: str, pg_server: PgServer
+    ) -> None:
+        """A turn whose lock was taken after the pass chose its session, before the pass
+        locked the rows it deletes, kept its session, but the pass held its row to its commit:
+        the turn's write waited for the whole pass, holding its run slot (other sessions'
+        turns queued behind it)."""
+        day = 24 * 3600 * 1000
+        maintenance = MaintenanceConfig(prune_after_ms=day, max_disk_bytes=10**9, mode="enforce")
+        marker = b"DELETE FROM transcripts WHERE key"
+        with statement_relay("127.0.0.1", pg_server.port, marker) as relay:
+            async with (
+                PostgresSessionStore(relay.url(pg_url)) as a,
+                PostgresSessionStore(pg_url) as b,
+            ):
+                row, _ = await a.create(KEY, "main", 1)
+                admin = await asyncpg.connect(pg_url)
+                try:
+                    # The pass has chosen KEY and waits reading the byte total.
+                    blocker = admin.transaction()
+                    await blocker.start()
+                    await admin.execute("LOCK TABLE responses IN ACCESS EXCLUSIVE MODE")
+                    pruning = asyncio.create_task(a.prune(maintenance, 40 * day))
+                    await waiting_for_a_lock(admin)
+                    async with b.turn_lock(KEY):
+                        await blocker.rollback()
+                        await relay.wait_held()  # the pass's transaction is open
+                        write = asyncio.create_task(
+                            b.append_turn(turn(row, "r1", assistant_timestamp=40 * day))
+                        )
+                        blocked = asyncio.create_task(waiting_for_a_lock(admin))
+                        await asyncio.wait([write, blocked], return_when=asyncio.FIRST_COMPLETED)
+                        assert write.done(), "the turn's write waited for the pass"
+                        blocked.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await blocked
+                finally:
+                    relay.release()
+                    await admin.close()
+                assert await asyncio.wait_for(pruning, 5) == []
+                assert (await b.history(row.session_id, 10)).total == 2
+
     async def test_a_claim_committed_while_the_delete_waits_keeps_its_session(
         self, pg_url: str
     ) -> None:
