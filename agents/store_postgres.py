@@ -954,15 +954,17 @@ class PostgresSessionStore:
         # pg_locks shows an advisory lock's two keys as classid and objid (an oid: the
         # int4 hash read as unsigned).
         # A lock a maintenance pass holds while it deletes the session is no turn: the pass
-        # holds `_PRUNE_MARK` too (an abort would ask every other process, for nothing).
+        # holds `_PRUNE_MARK` too (an abort would ask every other process, for nothing). A
+        # turn waiting for the lock is one (it may hold no queued mark: its run slot was free),
+        # whoever holds it: else, once the pass committed, it ran in a new session of the key.
         found = await self._run(
             lambda c: c.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory'"
-                " AND l.granted AND l.objsubid = 2 AND l.classid = $1::bigint::oid"
+                " AND l.objsubid = 2 AND l.classid = $1::bigint::oid"
                 " AND l.objid = (hashtext($2)::bigint & 4294967295)::oid"
-                " AND NOT EXISTS (SELECT 1 FROM pg_locks p WHERE p.pid = l.pid"
+                " AND (NOT l.granted OR NOT EXISTS (SELECT 1 FROM pg_locks p WHERE p.pid = l.pid"
                 " AND p.locktype = 'advisory' AND p.granted AND p.objsubid = 2"
-                " AND p.classid = $3::bigint::oid AND p.objid = $4::bigint::oid))",
+                " AND p.classid = $3::bigint::oid AND p.objid = $4::bigint::oid)))",
                 LOCK_CLASS_TURN, key, LOCK_CLASS, _PRUNE_MARK,
             )
         )  # fmt: skip

@@ -72,8 +72,9 @@ class Store(Protocol):
     async def open(self) -> None: ...
 
     async def turn_running_elsewhere(self, key: str) -> bool:
-        """Whether another process runs a turn of `key`: holds its turn lock, or announced a
-        run of it that has not ended (a minted key's turn takes no lock)."""
+        """Whether another process runs a turn of `key`: holds its turn lock (a maintenance
+        pass's hold on it is none), waits for it, or announced a run of it that has not ended
+        (a minted key's turn takes no lock)."""
         ...
 
     async def aclose(self) -> None: ...

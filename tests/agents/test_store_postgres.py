@@ -925,6 +925,41 @@ class TestPrune:
                 relay.release()
                 assert [row.key for row in await asyncio.wait_for(pruning, 5)] == [KEY]
 
+    async def test_a_turn_waiting_for_a_delete_is_a_turn_going_on(
+        self, pg_url: str, pg_server: PgServer
+    ) -> None:
+        """A turn that waits for the turn lock a pass holds (it got its run slot at once:
+        no queued mark) is found by an abort of its session, which asks the processes to stop
+        it: else, once the pass committed, it ran in a new session of the key."""
+        day = 24 * 3600 * 1000
+        marker = b"DELETE FROM transcripts WHERE key"
+        with statement_relay("127.0.0.1", pg_server.port, marker) as relay:
+            async with (
+                PostgresSessionStore(relay.url(pg_url)) as a,
+                PostgresSessionStore(pg_url) as b,
+            ):
+                await a.create(KEY, "main", 1)
+                maintenance = MaintenanceConfig(prune_after_ms=day, mode="enforce")
+                pruning = asyncio.create_task(a.prune(maintenance, 40 * day))
+                await relay.wait_held()  # the session's row deleted, its turn lock held
+
+                async def turn() -> SessionRow | None:
+                    async with b.turn_lock(KEY):
+                        return await b.get(KEY)
+
+                waiting = asyncio.create_task(turn())
+                admin = await asyncpg.connect(pg_url)
+                try:
+                    await waiting_for_a_lock(admin)
+                finally:
+                    await admin.close()
+                try:
+                    assert await a.turn_running_elsewhere(KEY)
+                finally:
+                    relay.release()
+                assert [row.key for row in await asyncio.wait_for(pruning, 5)] == [KEY]
+                assert await asyncio.wait_for(waiting, 5) is None
+
     async def test_a_delete_takes_the_turn_locks_of_what_it_deletes_only(
         self, pg_url: str, pg_server: PgServer
     ) -> None:
