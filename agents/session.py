@@ -174,7 +174,7 @@ class QueuedMarks:
 
     store: Store
     spawn: Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]]
-    _held: dict[str, str] = attrs.field(factory=dict)  # scope → token
+    _held: dict[str, tuple[str, str]] = attrs.field(factory=dict)  # scope → token, key
     _emptied: asyncio.Event = attrs.field(factory=asyncio.Event)
     _renewer: asyncio.Task[None] | None = None
 
@@ -183,8 +183,8 @@ class QueuedMarks:
         self.spawn(mark.keep(), f"queued-mark {key}")
         return mark
 
-    def hold(self, scope: str, token: str) -> None:
-        self._held[scope] = token
+    def hold(self, scope: str, token: str, key: str) -> None:
+        self._held[scope] = token, key
         self._emptied.clear()
         if self._renewer is None:
             self._renewer = self.spawn(self._renew(), "queued-marks")
@@ -202,15 +202,32 @@ class QueuedMarks:
                 async with asyncio.timeout(QUEUED_LEASE_S / 3):
                     await self._emptied.wait()
             except TimeoutError:
+                held = list(self._held.items())
                 try:
-                    await self.store.extend_hook_calls(
-                        list(self._held.items()), int(QUEUED_LEASE_S * 1000)
+                    kept = await self.store.extend_hook_calls(
+                        [(scope, token) for scope, (token, _) in held],
+                        int(QUEUED_LEASE_S * 1000),
                     )
+                    renewed = set(kept)
+                    await self._make_again([m for m in held if m[0] not in renewed])
                 except StoreError as exc:  # kept until their lease is out: tried again
                     log.warning(
                         "queued_marks_renewal_failed", count=len(self._held), error=str(exc)
                     )
         self._renewer = None
+
+    async def _make_again(self, lost: list[tuple[str, tuple[str, str]]]) -> None:
+        """The marks a renewal found gone while still held: their lease ran out while the
+        database was away, and a claim forgot them. Made again (as `QueuedMark.keep` made
+        them: another process's abort finds the turn, its maintenance keeps the session);
+        one whose turn stopped waiting meanwhile is released again after, as it was."""
+        lease_ms = int(QUEUED_LEASE_S * 1000)
+        for scope, (token, key) in lost:
+            if scope not in self._held:
+                continue  # released since the renewal was sent
+            await self.store.claim_call(scope, token, key, lease_ms)
+            if scope not in self._held:
+                await self.store.release_hook_call(scope, token)
 
 
 @attrs.define(eq=False)
@@ -242,7 +259,7 @@ class QueuedMark:
                 await store.claim_call(scope, token, self.key, lease_ms)
             finally:
                 self._settled.set()
-            self.marks.hold(scope, token)
+            self.marks.hold(scope, token, self.key)
             try:
                 await self._ended.wait()
             finally:

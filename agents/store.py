@@ -1626,8 +1626,10 @@ class SessionStore:
     async def extend_hook_call(self, scope: str, run_id: str, keep_ms: int) -> None:
         return None
 
-    async def extend_hook_calls(self, claims: Sequence[tuple[str, str]], keep_ms: int) -> None:
-        return None
+    async def extend_hook_calls(
+        self, claims: Sequence[tuple[str, str]], keep_ms: int
+    ) -> Collection[str]:
+        return [scope for scope, _ in claims]
 
     # ... and the WebSocket calls theirs (gateway/ws/state.py IdempotencyCache).
     async def claim_call(

@@ -1656,19 +1656,24 @@ class PostgresSessionStore:
             write=True, transaction=False,
         )  # fmt: skip
 
-    async def extend_hook_calls(self, claims: Sequence[tuple[str, str]], keep_ms: int) -> None:
-        """`extend_hook_call` of every (scope, run id) of `claims`, in one statement."""
+    async def extend_hook_calls(
+        self, claims: Sequence[tuple[str, str]], keep_ms: int
+    ) -> builtins.list[str]:
+        """`extend_hook_call` of every (scope, run id) of `claims`, in one statement; the
+        scopes of those kept."""
         if not claims:
-            return
-        await self._run(
-            lambda c: c.execute(
+            return []
+        kept = await self._run(
+            lambda c: c.fetch(
                 f"UPDATE hook_calls h SET expires_at = {SQL_NOW_MS} + $3"
                 " FROM unnest($1::text[], $2::text[]) AS c(scope, run_id)"
-                " WHERE h.scope = c.scope AND h.run_id = c.run_id AND NOT h.ended",
+                " WHERE h.scope = c.scope AND h.run_id = c.run_id AND NOT h.ended"
+                " RETURNING h.scope",
                 [scope for scope, _ in claims], [run_id for _, run_id in claims], keep_ms,
             ),
             write=True, transaction=False,
         )  # fmt: skip
+        return [record[0] for record in kept]
 
     async def release_hook_call(self, scope: str, run_id: str) -> None:
         """Forget the claim of `scope` by `run_id` (its run could not start)."""

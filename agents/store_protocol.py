@@ -93,8 +93,12 @@ class Store(Protocol):
         """The claim of `scope` by `run_id` is kept for `keep_ms` from now."""
         ...
 
-    async def extend_hook_calls(self, claims: Sequence[tuple[str, str]], keep_ms: int) -> None:
-        """Each claim of (scope, run id) is kept for `keep_ms` from now: one statement."""
+    async def extend_hook_calls(
+        self, claims: Sequence[tuple[str, str]], keep_ms: int
+    ) -> Collection[str]:
+        """Each claim of (scope, run id) is kept for `keep_ms` from now: one statement. The
+        scopes of those kept (the others are gone: released, ended, or forgotten once their
+        lease ran out)."""
         ...
 
     async def claim_call(

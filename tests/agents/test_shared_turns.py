@@ -16,7 +16,7 @@ from agents import session
 from agents.errors import SessionArchived, SessionChanged, TurnsBacklogged
 from agents.registry import SessionRegistry
 from agents.runs import AgentRun, TurnRequest
-from agents.store_postgres import PostgresSessionStore
+from agents.store_postgres import SQL_NOW_MS, PostgresSessionStore
 from gateway.stores import abort_here
 from tests.support.scripted import ScriptedPool, ScriptedProvider, make_config, until
 
@@ -210,9 +210,9 @@ class CountedRenewals(PostgresSessionStore):
         self.renewed.append(1)
         await super().extend_hook_call(scope, run_id, keep_ms)
 
-    async def extend_hook_calls(self, claims: list[tuple[str, str]], keep_ms: int) -> None:
+    async def extend_hook_calls(self, claims: list[tuple[str, str]], keep_ms: int) -> list[str]:
         self.renewed.append(len(claims))
-        await super().extend_hook_calls(claims, keep_ms)
+        return await super().extend_hook_calls(claims, keep_ms)
 
 
 class TestTurnsWaitingForARunSlot:
@@ -279,4 +279,43 @@ class TestTurnsWaitingForARunSlot:
             await registry.aclose()
             assert not await store.claimed_run_going_on(KEY)
         finally:
+            await store.aclose()
+
+    async def test_a_mark_lost_while_the_database_was_away_is_made_again(
+        self, pg_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A mark whose lease ran out while its renewals failed (the database away longer
+        than 15 s) was forgotten by the next claim of any process, and never made again: for
+        the rest of the turn's wait, another process's `chat.abort` missed it and its
+        maintenance could delete the session."""
+        monkeypatch.setattr(session, "QUEUED_LEASE_S", 0.6)  # renewed every 0.2 s
+        store = CountedRenewals(pg_url)
+        store.renewed = []
+        await store.open()
+        registry = SessionRegistry(
+            make_config(("stall/m",), apis=("stall",)),
+            store,
+            ScriptedPool([ScriptedProvider("stall", deltas=("part",), block=True)]),
+        )
+        conn = await asyncpg.connect(pg_url)
+        try:
+            registry.slots.resize(0)  # the turn waits for a run slot, marked
+            run = registry.submit(TurnRequest("main", KEY, "queued", "hi"))
+            await asyncio.wait_for(registry.queued_marked(KEY), 5)
+            # Its lease out, and forgotten, as the next claim of any process does.
+            await conn.execute(f"UPDATE hook_calls SET expires_at = {SQL_NOW_MS} - 1")
+            await store.claim_call("other", "t", "agent:main:other", 60_000)
+            assert not await store.claimed_run_going_on(KEY)
+            store.renewed.clear()
+            async with asyncio.timeout(10):
+                while len(store.renewed) < 2:  # a renewal begun after the loss has ended
+                    await asyncio.sleep(0.02)
+            assert await store.claimed_run_going_on(KEY)
+            run.abort("aborted")
+            async with asyncio.timeout(10):
+                while await conn.fetchval("SELECT count(*) FROM hook_calls WHERE scope <> 'other'"):
+                    await asyncio.sleep(0.02)
+        finally:
+            await conn.close()
+            await registry.aclose()
             await store.aclose()
