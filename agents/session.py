@@ -867,6 +867,7 @@ class AgentSession:
             thinking=state.thinking,
             tool_calls=state.tool_calls(),
             reply_id=request.reply_id,
+            layout=tuple(zip(state.parts, state.part_starts, strict=False)),
             # A refused turn is not replayed (agents/history.py): a history it sent does not
             # replace the session's either.
             context_start=context_start and not refused(recorded),

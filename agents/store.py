@@ -526,6 +526,9 @@ class StoredMessage:
     tool_name: str | None = None  # toolResult
     is_error: bool = False  # toolResult
     context_start: bool = False
+    # assistant: the order its parts began in, each with its place in its text
+    # (`TurnRecord.layout`), when kept; else ().
+    layout: tuple[tuple[str, int], ...] = ()
 
     @property
     def refused(self) -> bool:
@@ -697,6 +700,9 @@ class TurnRecord:
     # The inputs are the client's whole history, replacing the stored one for the model.
     context_start: bool = False
     reply_id: str | None = None  # the reply's message id, when chosen before the run
+    # The order the reply's parts began in (`RunOutcome.parts`: "reasoning", "text",
+    # "tool_call"), each with its place in its text (`RunOutcome.part_starts`).
+    layout: tuple[tuple[str, int], ...] = ()
 
 
 def images_meta(images: Sequence[ImageInput]) -> dict[str, Any]:
@@ -740,13 +746,23 @@ def turn_messages(turn: TurnRecord) -> list[tuple[Any, ...]]:
         "totalTokens": turn.input_tokens + turn.output_tokens,
     }
     reply = assistant_content(turn.assistant_text, turn.tool_calls, turn.reasoning, turn.thinking)
+    layout = _dumps({"parts": [list(part) for part in turn.layout]}) if _laid_out(turn) else None
     rows.append((
         turn.reply_id or uuid7(), "assistant", _dumps(reply), turn.assistant_timestamp,
         turn.run_id, turn.idempotency_key, turn.provider, turn.model, turn.api,
-        _dumps(usage), turn.stop_reason, turn.aborted, turn.error_message, None, None, None,
+        _dumps(usage), turn.stop_reason, turn.aborted, turn.error_message, layout, None, None,
         False, False,
     ))  # fmt: skip
     return rows
+
+
+def _laid_out(turn: TurnRecord) -> bool:
+    """Whether the reply's layout is kept (in its meta): when its parts are not what its
+    content says alone, its text then its calls (HTTP Responses lists each part as the
+    output item it was, under its id: reasoning, a text in stretches, a call before text)."""
+    kinds = [kind for kind, _ in turn.layout]
+    text = [n for n, kind in enumerate(kinds) if kind == "text"]
+    return "reasoning" in kinds or len(text) > 1 or (bool(text) and text[0] > 0)
 
 
 def assistant_content(
@@ -1022,7 +1038,25 @@ def _message(row: tuple[Any, ...]) -> StoredMessage:
         tool_name=tool_name,
         is_error=bool(is_error),
         context_start=bool(context_start),
+        layout=_layout(extra),
     )
+
+
+def _layout(meta: Any) -> tuple[tuple[str, int], ...]:
+    """A reply's layout as its meta keeps it (`_laid_out`); () when none, or not of that
+    shape."""
+    parts = meta.get("parts") if isinstance(meta, dict) else None
+    if not isinstance(parts, list):
+        return ()
+    layout: list[tuple[str, int]] = []
+    for part in parts:
+        if not (isinstance(part, list) and len(part) == 2):
+            return ()
+        kind, start = part
+        if not (isinstance(kind, str) and type(start) is int and start >= 0):
+            return ()
+        layout.append((kind, start))
+    return tuple(layout)
 
 
 def history_span(sizes: Iterable[tuple[int, int]], max_chars: int) -> tuple[int, int] | None:

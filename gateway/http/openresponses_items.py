@@ -65,8 +65,16 @@ def _listed(
     """The items of the `kept` messages (`chats` as replayed) the model was given, `asked`
     the replayed messages after them that `retries_left_out` compares them with."""
     given = {id(chat) for chat in retries_left_out((*chats, *asked))}
+    # A reply cut short is listed as the model was given it: its layout's places are in
+    # the whole reply.
     listed = [
-        InputMessage(message.id, chat, _image_count(message.images))
+        InputMessage(
+            message.id,
+            chat,
+            _image_count(message.images),
+            message.reasoning,
+            () if isinstance(entry, CutShort) else message.layout,
+        )
         for message, entry in zip(kept, chats, strict=True)
         if entry is not None
         for chat in (entry.message if isinstance(entry, CutShort) else entry,)
@@ -82,14 +90,14 @@ def _image_count(images: Mapping[str, Any] | None) -> int:
 
 
 def message_id_of(item_id: str) -> str | None:
-    """The stored message an item id was made of (`input_items`): `msg_`, `fco_` or
-    `fc_..._<n>` and its id's 32 hex digits; None for any other text."""
+    """The stored message an item id was made of (`input_items`, `ItemIds`): `msg_`,
+    `rs_`, `fco_` or `fc_..._<n>` and its id's 32 hex digits (a later stretch of a reply's
+    text or reasoning: `msg_..._<k>`, `rs_..._<k>`); None for any other text."""
     kind, _, rest = item_id.partition("_")
-    if kind == "fc":
-        rest, _, number = rest.partition("_")
-        if not (number.isascii() and number.isdigit()):
-            return None
-    elif kind not in ("msg", "fco"):
+    if kind not in ("msg", "rs", "fc", "fco"):
+        return None
+    rest, numbered, number = rest.partition("_")
+    if (numbered or kind == "fc") and not (kind != "fco" and number.isascii() and number.isdigit()):
         return None
     if len(rest) != 32 or not all(c in "0123456789abcdef" for c in rest):
         return None

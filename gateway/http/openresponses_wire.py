@@ -268,6 +268,10 @@ class InputMessage:
     id: str
     message: ChatMessage
     images: int = 0  # how many images it had (their data is not stored)
+    # A reply's reasoning and the order its parts began in (`StoredMessage.layout`), when
+    # kept: it is listed as the output items it was answered as, under their ids.
+    reasoning: str = ""
+    layout: tuple[tuple[str, int], ...] = ()
 
 
 # An image whose data is not stored: it was there, nothing more is known (OpenAI's default
@@ -283,11 +287,20 @@ def input_items(messages: list[InputMessage]) -> list[dict[str, Any]]:
     a tool result's make its output the list of them, after an `input_text` part of its
     text if it had one.
     Ids are made of the stored message's, so they stay the same from one page to the
-    next."""
+    next. A reply whose layout was kept is its output items again (`output_items`), with
+    the same ids: its reasoning, and its text in the stretches it came in."""
     items: list[dict[str, Any]] = []
     for stored in messages:
         message = stored.message
         hexed = stored.id.replace("-", "")
+        laid_out = _reply_parts(stored)
+        if laid_out is not None:
+            parts, starts = laid_out
+            items.extend(output_items(
+                message.text, stored.reasoning, message.tool_calls, COMPLETED, parts, starts,
+                ItemIds(hexed),
+            ))  # fmt: skip
+            continue
         if message.role == "tool":
             output: str | list[dict[str, Any]] = message.text
             if stored.images:
@@ -316,6 +329,23 @@ def input_items(messages: list[InputMessage]) -> list[dict[str, Any]]:
         for number, call in enumerate(message.tool_calls):
             items.append(function_call_item(f"fc_{hexed}_{number}", call, COMPLETED))
     return items
+
+
+_REPLY_PARTS = {part.value: part for part in ReplyPart}
+
+
+def _reply_parts(stored: InputMessage) -> tuple[tuple[ReplyPart, ...], tuple[int, ...]] | None:
+    """The parts of a reply with text or calls and their places, as its layout keeps
+    them; None when it has none (listed as its message and calls)."""
+    message = stored.message
+    if message.role != "assistant" or not stored.layout:
+        return None
+    if not (message.text or message.tool_calls):
+        return None
+    if any(kind not in _REPLY_PARTS for kind, _ in stored.layout):
+        return None
+    parts = tuple(_REPLY_PARTS[kind] for kind, _ in stored.layout)
+    return parts, tuple(start for _, start in stored.layout)
 
 
 def items_page(items: list[dict[str, Any]], query: ItemsQuery) -> dict[str, Any]:

@@ -1087,12 +1087,54 @@ class TestInputItems:
             assert [item.id for item in got.output] == [item.id for item in expected.output]
         listed_ids = {item.id: item.type for item in listed}
         for response in (streamed, created):
-            # Reasoning is not an input item here: the model is given the text and calls.
-            kept = [item for item in response.output if item.type != "reasoning"]
-            assert [item.type for item in kept] == ["message", "function_call", "function_call"]
+            kept = response.output
+            assert [item.type for item in kept] == [
+                "reasoning", "message", "function_call", "function_call"
+            ]  # fmt: skip
             assert [listed_ids.get(item.id) for item in kept] == [item.type for item in kept]
         ids = [item.id for response in (streamed, created) for item in response.output]
         assert len(set(ids)) == len(ids)
+
+    async def test_a_reply_in_stretches_is_listed_item_by_item_under_its_ids(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        """A reply whose text comes in stretches, reasoning and a call between, is listed
+        later as it was answered: each output item under its id, in its order, with its
+        text; a page may begin after any of them."""
+        chunks = openai_sse(
+            {"content": "A"}, {"reasoning_content": "Hmm"}, {"content": "B"},
+            {"tool_calls": [CLOCK_CALL]}, {"content": "C"},
+        )  # fmt: skip
+        upstream.script(Raw((chunks,)), Stream(("done",)))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            async with sdk.responses.stream(model="openclaw", input="think", tools=[CLOCK]) as s:
+                added = [e.item.id async for e in s if e.type == "response.output_item.added"]
+                asked = await s.get_final_response()
+            result: Any = [{"type": "function_call_output", "call_id": "call_t", "output": "1"}]
+            last = await sdk.responses.create(
+                model="openclaw", input=result, tools=[CLOCK], previous_response_id=asked.id
+            )
+            listed = (await sdk.responses.input_items.list(last.id, order="asc")).data
+            afters = [
+                (await sdk.responses.input_items.list(last.id, order="asc", after=item.id)).data
+                for item in asked.output
+            ]
+        assert added == [item.id for item in asked.output]
+
+        def shown(item: BaseModel) -> tuple[Any, ...]:
+            data = item.model_dump()
+            texts = [part["text"] for part in data.get("content") or ()]
+            return data["id"], data["type"], texts, data.get("call_id"), data.get("arguments")
+
+        output = [shown(item) for item in asked.output]
+        assert [item[1:3] for item in output] == [
+            ("message", ["A"]), ("reasoning", ["Hmm"]), ("message", ["B"]),
+            ("function_call", []), ("message", ["C"]),
+        ]  # fmt: skip
+        assert [shown(item) for item in listed][1:-1] == output
+        for number, page in enumerate(afters):
+            assert [item.id for item in page] == [item.id for item in listed[number + 2 :]]
 
     async def test_pages_follow_after_and_limit(self, sdk: AsyncOpenAI) -> None:
         one = await sdk.responses.create(model="openclaw", input="one")
