@@ -74,7 +74,7 @@ from gateway.http.openai_wire import (
     select_agent,
     select_model,
 )
-from gateway.http.openresponses_items import input_items_page
+from gateway.http.openresponses_items import chain_item_ids, input_items_page, message_id_of
 from gateway.http.openresponses_wire import (
     IN_PROGRESS,
     ItemIds,
@@ -266,19 +266,32 @@ async def _continued(
 
 
 async def _check_not_sent_again(state: GatewayState, response_id: str, sent: list[str]) -> None:
-    """An output item of the continued response is in the context already: sent again (a
-    client that sends back what it was answered), it is a 400 naming it, as at OpenAI, not
-    the reply given to the model twice. Its body is read only for an input whose items have
-    ids (a client's own items need none)."""
+    """An item of the chain the request continues is in the context already: sent again (a
+    client that sends back what it was answered, or its whole history), it is a 400 naming
+    the first, as at OpenAI, not given to the model twice. Read only for an input whose
+    items have ids (a client's own items need none): the continued response's body, then
+    the stored message each other id is made of (`message_id_of`), an index lookup each,
+    not the chain."""
     store = state.store
     assert store is not None  # open for as long as the app serves requests
     stored = await store.get_response(response_id)
     if stored is None:  # deleted since it was found: continuing it fails as it would have
         raise previous_response_not_found(response_id)
     given = await work_on_body(stored.body.encode(), output_item_ids, stored.body)
-    repeated = next((item_id for item_id in sent if item_id in given), None)
-    if repeated is not None:
-        raise duplicate_item(repeated)
+    bounds: tuple[int, int] | None = None
+    looked: dict[str, set[str]] = {}  # by stored message: the ids of its items in the chain
+    for item_id in sent:
+        if item_id in given:
+            raise duplicate_item(item_id)
+        message_id = message_id_of(item_id)
+        if message_id is None:
+            continue
+        if message_id not in looked:
+            if bounds is None:
+                bounds = await store.chain_bounds(stored.session_id, response_id) or (1, 0)
+            looked[message_id] = await chain_item_ids(store, stored.session_id, message_id, bounds)
+        if item_id in looked[message_id]:
+            raise duplicate_item(item_id)
 
 
 async def _run(request: web.Request, state: GatewayState, turn: _Turn) -> web.StreamResponse:

@@ -104,6 +104,29 @@ def message_id_of(item_id: str) -> str | None:
     return f"{rest[:8]}-{rest[8:12]}-{rest[12:16]}-{rest[16:20]}-{rest[20:]}"
 
 
+async def chain_item_ids(
+    store: Store, session_id: str, message_id: str, bounds: tuple[int, int]
+) -> set[str]:
+    """The ids of the items the stored message `message_id` is listed as, when it is of
+    the chain from seq `bounds[0]` to `bounds[1]` (its reply included); none otherwise."""
+    seq = await store.message_seq(session_id, message_id)
+    if seq is None or not bounds[0] <= seq <= bounds[1]:
+        return set()
+    found = await store.messages_in(session_id, seq, seq, False, 1)
+    return {item["id"] for message in found for item in input_items([_alone(message)])}
+
+
+def _alone(message: StoredMessage) -> InputMessage:
+    """A stored message as listed by itself (its items' ids and kinds)."""
+    return InputMessage(
+        message.id,
+        message.to_chat(),
+        _image_count(message.images),
+        message.reasoning,
+        message.layout,
+    )
+
+
 class _Reader:
     """A chain's messages from one seq on, one way, read a batch at a time (a first batch
     of `first`, then twice as many each time, up to `most`)."""

@@ -541,6 +541,47 @@ class TestItemsSentAgain:
             "role": "tool", "tool_call_id": "call_t", "content": "noon"
         }  # fmt: skip
 
+    async def test_an_item_of_an_earlier_response_of_the_chain_is_refused(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        """Not only the previous response's output: any item of the chain the request
+        continues (an earlier response's output, an input item as `input_items` lists it)
+        sent again is a 400 naming it; an item of another conversation is the client's."""
+        upstream.script(
+            Raw((openai_sse({"content": "A"}, {"tool_calls": [CLOCK_CALL]}),)),
+            Stream(("B",)), Stream(("other",)), Stream(("C",)),
+        )  # fmt: skip
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            asked = await sdk.responses.create(model="openclaw", input="time?", tools=[CLOCK])
+            result: Any = {"type": "function_call_output", "call_id": "call_t", "output": "1"}
+            answered = await sdk.responses.create(
+                model="openclaw", input=[result], tools=[CLOCK], previous_response_id=asked.id
+            )
+            listed = (await sdk.responses.input_items.list(answered.id, order="asc")).data
+            other = await sdk.responses.create(model="openclaw", input="other")
+            dumped = [
+                item.model_dump(exclude_none=True)
+                for item in (*asked.output, *listed, *other.output)
+            ]
+            question, sent_result = listed[0].model_dump(exclude_none=True), dumped[-2]
+            for repeated in ([*dumped[:2]], [question], [sent_result]):
+                with pytest.raises(openai.BadRequestError) as caught:
+                    await sdk.responses.create(
+                        model="openclaw", input=[*repeated, {"role": "user", "content": "?"}],
+                        tools=[CLOCK], previous_response_id=answered.id,
+                    )  # fmt: skip
+                assert caught.value.body["message"] == (
+                    f"Duplicate item found with id {repeated[0]['id']}. Remove duplicate items"
+                    " from your input and try again."
+                )
+            assert len(upstream.requests) == 3
+            mine: Any = [dumped[-1], {"role": "user", "content": "?"}]
+            last = await sdk.responses.create(
+                model="openclaw", input=mine, previous_response_id=answered.id
+            )
+        assert last.status == "completed"
+
 
 class TestStoredResponses:
     async def test_retrieve_returns_the_response_as_created(self, sdk: AsyncOpenAI) -> None:
