@@ -407,6 +407,7 @@ SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND seq BETWEEN ? A
 ORDER BY seq DESC LIMIT ?
 """
 SQL_MESSAGE_SEQ = "SELECT seq FROM messages WHERE id = ? AND session_id = ?"
+SQL_MESSAGE_BY_ID = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?"
 # The first reply (a message with a stop reason) from seq `low` to `high`: a lookup in the
 # index of replies (schema 8).
 SQL_TURN_REPLY = f"""
@@ -2340,6 +2341,14 @@ class SessionStore:
     def _message_seq(self, session_id: str, message_id: str) -> int | None:
         row = self._conn().execute(SQL_MESSAGE_SEQ, (message_id, session_id)).fetchone()
         return int(row[0]) if row is not None else None
+
+    async def message_by_id(self, message_id: str) -> StoredMessage | None:
+        """The message of this id, in any transcript (None: none)."""
+        return await self._call(self._message_by_id, message_id)
+
+    def _message_by_id(self, message_id: str) -> StoredMessage | None:
+        row = self._conn().execute(SQL_MESSAGE_BY_ID, (message_id,)).fetchone()
+        return _message(row) if row is not None else None
 
     def _recent_turns(self, session_id: str, user_turns: int) -> tuple[StoredMessage, ...]:
         rows = (

@@ -443,6 +443,7 @@ SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND seq BETWEEN $2
 ORDER BY seq DESC LIMIT $4
 """
 SQL_MESSAGE_SEQ = "SELECT seq FROM messages WHERE id = $1 AND session_id = $2"
+SQL_MESSAGE_BY_ID = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = $1"
 SQL_TURN_REPLY = f"""
 SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND seq BETWEEN $2 AND $3
 AND stop_reason IS NOT NULL ORDER BY seq LIMIT 1
@@ -1490,6 +1491,11 @@ class PostgresSessionStore:
             lambda c: c.fetchval(SQL_MESSAGE_SEQ, _storable(message_id), session_id)
         )
         return int(seq) if seq is not None else None
+
+    async def message_by_id(self, message_id: str) -> StoredMessage | None:
+        """As the SQLite store's."""
+        row = await self._run(lambda c: c.fetchrow(SQL_MESSAGE_BY_ID, _storable(message_id)))
+        return _message(tuple(row)) if row is not None else None
 
     async def replay(
         self, session_id: str, user_turns: int

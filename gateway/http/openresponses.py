@@ -29,6 +29,7 @@ Until then, a response to be stored is known to this process as running: a GET a
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import attrs
 import structlog
@@ -74,7 +75,12 @@ from gateway.http.openai_wire import (
     select_agent,
     select_model,
 )
-from gateway.http.openresponses_items import chain_item_ids, input_items_page, message_id_of
+from gateway.http.openresponses_items import (
+    chain_item_ids,
+    input_items_page,
+    message_id_of,
+    message_items,
+)
 from gateway.http.openresponses_wire import (
     IN_PROGRESS,
     ItemIds,
@@ -86,6 +92,8 @@ from gateway.http.openresponses_wire import (
     input_item_ids,
     input_messages,
     is_response_id,
+    item_not_found,
+    item_references,
     items_query,
     new_response_id,
     outcome_status,
@@ -99,6 +107,8 @@ from gateway.http.openresponses_wire import (
     response_not_streamable,
     retrieve_streamed,
     validate_request,
+    with_items,
+    without_image_data,
 )
 from gateway.http.runs import CLIENT_CLOSED_REQUEST, encode_delta, outcome_of, stream_run
 from gateway.responses import JSON_CONTENT_TYPE, json_response
@@ -193,11 +203,11 @@ async def _accept(request: web.Request, state: GatewayState) -> _Turn:
         background_task=background_task,
         declared_task=declared is True,
     )
+    names_session = bool((headers.get(SESSION_HEADER) or "").strip())
     if fields.previous_response_id is not None:
         if fields.previous_response_id in request.app[RUNNING]:
             # Its turn is not in the session yet: there is nothing to continue from.
             raise response_in_progress(fields.previous_response_id, "previous_response_id")
-        names_session = bool((headers.get(SESSION_HEADER) or "").strip())
         route = await _continued(
             state, fields.previous_response_id, selection, route, names_session
         )
@@ -210,9 +220,8 @@ async def _accept(request: web.Request, state: GatewayState) -> _Turn:
     if agent is None:
         raise bad_request(f"Unknown agent '{route.agent_id}'.")
     override = select_model(headers.get(MODEL_HEADER), agent)
-    conversation = await work_on_body(
-        raw, build_input, body.get("input"), fields.instructions, chat
-    )
+    value = await _with_references(state, raw, body.get("input"), selection, route, names_session)
+    conversation = await work_on_body(raw, build_input, value, fields.instructions, chat)
     check_tool_results(conversation, route, "input")
     chain = (override,) if override else agent.models
     check_images_taken(conversation.given_images, chain, config.agents)
@@ -292,6 +301,63 @@ async def _check_not_sent_again(state: GatewayState, response_id: str, sent: lis
             looked[message_id] = await chain_item_ids(store, stored.session_id, message_id, bounds)
         if item_id in looked[message_id]:
             raise duplicate_item(item_id)
+
+
+async def _with_references(
+    state: GatewayState,
+    raw: bytes,
+    value: Any,
+    selection: AgentSelection,
+    route: Route,
+    names_session: bool,
+) -> Any:
+    """`input` with each `item_reference` replaced by the item it names, as `input_items`
+    lists it: OpenAI's way to send a stored item again by id. An item is found where its
+    response could be continued (`_continued`'s rules); an id of nothing found there, or
+    of an item whose images were sent (their data is not kept), is a 400."""
+    references = await work_on_body(raw, item_references, value)
+    if not references:
+        return value
+    found: dict[str, dict[str, Any]] = {}
+    for _, item_id in references:
+        if item_id not in found:
+            found[item_id] = await _referenced(state, item_id, selection, route, names_session)
+    items = {index: found[item_id] for index, item_id in references}
+    return await work_on_body(raw, with_items, value, items)
+
+
+async def _referenced(
+    state: GatewayState, item_id: str, selection: AgentSelection, route: Route, names_session: bool
+) -> dict[str, Any]:
+    """The stored item of this id: one of a response's turn (its run is the response),
+    still in its key's session, of the agent and session the request names if it names
+    them, as `previous_response_id` would be."""
+    store = state.store
+    assert store is not None  # open for as long as the app serves requests
+    message_id = message_id_of(item_id)
+    message = await store.message_by_id(message_id) if message_id is not None else None
+    run_id = message.run_id if message is not None else None
+    place = await store.response_place(run_id) if run_id is not None else None
+    if message is None or place is None or place.session_id != message.session_id:
+        raise item_not_found(item_id)
+    if selection.explicit and selection.agent_id != place.agent_id:
+        raise bad_request(
+            f"Item '{item_id}' belongs to agent '{place.agent_id}', not '{selection.agent_id}'.",
+            "input",
+        )
+    if names_session and route.session_key != place.key:
+        raise bad_request(
+            f"Item '{item_id}' belongs to another session than the one requested.", "input"
+        )
+    row = await store.get(place.key)
+    item = next((i for i in message_items(message) if i["id"] == item_id), None)
+    if row is None or row.session_id != place.session_id or item is None:
+        raise item_not_found(item_id)
+    if without_image_data(item):
+        raise bad_request(
+            f"Item '{item_id}' held images, whose data is not kept: send it whole.", "input"
+        )
+    return item
 
 
 async def _run(request: web.Request, state: GatewayState, turn: _Turn) -> web.StreamResponse:

@@ -113,18 +113,19 @@ async def chain_item_ids(
     if seq is None or not bounds[0] <= seq <= bounds[1]:
         return set()
     found = await store.messages_in(session_id, seq, seq, False, 1)
-    return {item["id"] for message in found for item in input_items([_alone(message)])}
+    return {item["id"] for message in found for item in message_items(message)}
 
 
-def _alone(message: StoredMessage) -> InputMessage:
-    """A stored message as listed by itself (its items' ids and kinds)."""
-    return InputMessage(
+def message_items(message: StoredMessage) -> list[dict[str, Any]]:
+    """The items a stored message is listed as, by itself."""
+    alone = InputMessage(
         message.id,
         message.to_chat(),
         _image_count(message.images),
         message.reasoning,
         message.layout,
     )
+    return input_items([alone])
 
 
 class _Reader:

@@ -61,7 +61,7 @@ _TOOL_NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 _TEXT_PARTS = frozenset({"input_text", "output_text", "text"})
 # Input items that carry nothing a session keeps: the model's own reasoning (providers do not
 # take it back) and references to items by id.
-_SKIPPED_ITEMS = frozenset({"reasoning", "item_reference"})
+_SKIPPED_ITEMS = frozenset({"reasoning"})  # item_reference: replaced first (`item_references`)
 _ROLES = frozenset({"user", "assistant", "system", "developer"})
 TEXT_FORMAT = {"type": "text"}
 # `reasoning.summary` values: read and echoed; the reply's reasoning is the model's own text.
@@ -840,6 +840,41 @@ def input_item_ids(value: Any) -> list[str]:
     return [
         item["id"] for item in value if isinstance(item, dict) and isinstance(item.get("id"), str)
     ]
+
+
+def item_references(value: Any) -> list[tuple[int, str]]:
+    """The places and ids of the `item_reference` items of `input`, in order; an id that
+    is no string, or an empty or oversize one, is a 400 naming it."""
+    if not isinstance(value, list):
+        return []
+    found: list[tuple[int, str]] = []
+    for index, item in enumerate(value):
+        if not (isinstance(item, dict) and item.get("type") == "item_reference"):
+            continue
+        item_id = item.get("id")
+        if not isinstance(item_id, str) or not item_id or len(item_id) > MAX_RESPONSE_ID:
+            raise _invalid_item(
+                f"input[{index}].id", f"a non-empty string of at most {MAX_RESPONSE_ID} characters"
+            )
+        found.append((index, item_id))
+    return found
+
+
+def with_items(value: list[Any], items: Mapping[int, dict[str, Any]]) -> list[Any]:
+    """`input` with the items at the places of `items` replaced by them."""
+    return [items.get(index, item) for index, item in enumerate(value)]
+
+
+def item_not_found(item_id: str) -> RequestError:
+    """OpenAI's answer to an `item_reference` to no item it keeps."""
+    return bad_request(f"Item with id '{item_id}' not found.", "input")
+
+
+def without_image_data(item: Mapping[str, Any]) -> bool:
+    """Whether a listed item holds images (their data is not stored): it cannot be given
+    to a model again."""
+    parts = item.get("content") if item.get("type") == "message" else item.get("output")
+    return isinstance(parts, list) and any(part.get("type") == "input_image" for part in parts)
 
 
 def output_item_ids(body: str) -> set[str]:

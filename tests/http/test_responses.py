@@ -565,6 +565,94 @@ class TestSessions:
         assert stored.total == 2  # the first turn's two messages, nothing of the second
 
 
+class TestItemReference:
+    """An `item_reference` is found where its response could be continued, as
+    `previous_response_id` is: of the agent and session the request names, if it names
+    them; a wrong id is a 400 naming its place."""
+
+    @staticmethod
+    async def _first_item(client: Client, headers: dict[str, str] | None = None) -> str:
+        first = await client.post(
+            RESPONSES, json={"input": "a"}, headers={**AUTH, **(headers or {})}
+        )
+        return str((await first.json())["output"][0]["id"])
+
+    async def test_another_agent_or_session_is_refused(self, gateway: MakeClient) -> None:
+        agents = {"agents": {"list": [{"id": "main", "default": True}, {"id": "beta"}]}}
+        client = await gateway(merged(RESPONSES_ON, agents))
+        item_id = await self._first_item(client, {"x-openclaw-session-key": "here"})
+        item = {"type": "item_reference", "id": item_id}
+        body: dict[str, Any] = {"input": [item, {"role": "user", "content": "b"}]}
+        beta = await client.post(RESPONSES, json={**body, "model": "openclaw/beta"}, headers=AUTH)
+        there = await client.post(
+            RESPONSES, json=body, headers={**AUTH, "x-openclaw-session-key": "elsewhere"}
+        )
+        refused = (
+            f"Item '{item_id}' belongs to agent 'main', not 'beta'.",
+            f"Item '{item_id}' belongs to another session than the one requested.",
+        )
+        for response, message in zip((beta, there), refused, strict=True):
+            assert response.status == 400
+            assert (await response.json())["error"] == {
+                "message": message, "type": "invalid_request_error", "param": "input",
+                "code": None,
+            }  # fmt: skip
+        for headers in ({}, {"x-openclaw-session-key": "here"}):
+            ok = await client.post(RESPONSES, json=body, headers={**AUTH, **headers})
+            assert ok.status == 200
+
+    @pytest.mark.postgres
+    async def test_a_stored_item_is_found_on_postgres(
+        self, gateway: MakeClient, pg_url: str
+    ) -> None:
+        settings = merged(RESPONSES_ON, {"store": {"backend": "postgres", "url": pg_url}})
+        client = await gateway(settings)
+        item_id = await self._first_item(client)
+        for found, status in ((item_id, 200), ("msg_" + "0" * 32, 400), (item_id + "_1", 400)):
+            body = {
+                "input": [{"type": "item_reference", "id": found}, {"role": "user", "content": "b"}]
+            }
+            response = await client.post(RESPONSES, json=body, headers=AUTH)
+            assert response.status == status
+
+    async def test_a_wrong_id_is_refused(self, client: Client) -> None:
+        for wrong in ({}, {"id": 7}, {"id": ""}, {"id": "x" * 257}, {"id": ["msg_1"]}):
+            item = {"type": "item_reference", **wrong}
+            body = {"input": [{"role": "user", "content": "a"}, item]}
+            response = await client.post(RESPONSES, json=body, headers=AUTH)
+            assert response.status == 400
+            assert (await response.json())["error"]["message"] == (
+                "Invalid `input[1].id`: expected a non-empty string of at most 256 characters."
+            )
+
+    async def test_an_item_of_images_is_refused(self, client: Client) -> None:
+        """Their data is not kept: the model would be given the message without them."""
+        png = "data:image/png;base64,iVBORw0KGgo="
+        parts = [{"type": "input_text", "text": "What is it?"},
+                 {"type": "input_image", "image_url": png}]  # fmt: skip
+        first = await client.post(
+            RESPONSES, json={"input": [{"role": "user", "content": parts}]}, headers=AUTH
+        )
+        page = await client.get(
+            f"{RESPONSES}/{(await first.json())['id']}/input_items", headers=AUTH
+        )
+        item_id = (await page.json())["data"][0]["id"]
+        body = {"input": [{"type": "item_reference", "id": item_id}]}
+        response = await client.post(RESPONSES, json=body, headers=AUTH)
+        assert response.status == 400
+        assert (await response.json())["error"]["message"] == (
+            f"Item '{item_id}' held images, whose data is not kept: send it whole."
+        )
+
+    async def test_an_item_of_a_response_not_stored_is_not_found(self, client: Client) -> None:
+        first = await client.post(RESPONSES, json={"input": "a", "store": False}, headers=AUTH)
+        item_id = (await first.json())["output"][0]["id"]
+        body = {"input": [{"type": "item_reference", "id": item_id}]}
+        response = await client.post(RESPONSES, json=body, headers=AUTH)
+        assert response.status == 400
+        assert (await response.json())["error"]["message"] == f"Item with id '{item_id}' not found."
+
+
 class TestPreviousResponse:
     async def test_another_agent_is_refused(self, gateway: MakeClient) -> None:
         agents = {"agents": {"list": [{"id": "main", "default": True}, {"id": "beta"}]}}

@@ -583,6 +583,57 @@ class TestItemsSentAgain:
         assert last.status == "completed"
 
 
+class TestItemReference:
+    """`item_reference` input items send a stored item again by its id, as at OpenAI:
+    the item as `input_items` lists it, wherever the caller could continue its response."""
+
+    async def test_a_referenced_item_is_given_to_the_model(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        upstream.script(
+            Raw((openai_sse({"content": "A"}, {"tool_calls": [CLOCK_CALL]}),)),
+            Stream(("B",)), Stream(("C",)),
+        )  # fmt: skip
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            asked = await sdk.responses.create(model="openclaw", input="time?", tools=[CLOCK])
+            result: Any = {"type": "function_call_output", "call_id": "call_t", "output": "1"}
+            answered = await sdk.responses.create(
+                model="openclaw", input=[result], tools=[CLOCK], previous_response_id=asked.id
+            )
+            listed = (await sdk.responses.input_items.list(answered.id, order="asc")).data
+            refs: Any = [{"type": "item_reference", "id": item.id} for item in listed]
+            again = await sdk.responses.create(
+                model="openclaw", tools=[CLOCK],
+                input=[*refs, {"type": "item_reference", "id": answered.output[0].id},
+                       {"role": "user", "content": "and?"}],
+            )  # fmt: skip
+        assert again.status == "completed"
+        assert upstream.last.body["messages"] == [
+            {"role": "user", "content": "time?"},
+            {"role": "assistant", "content": "A", "tool_calls": [
+                {"id": "call_t", "type": "function",
+                 "function": {"name": "get_time", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "call_t", "content": "1"},
+            {"role": "assistant", "content": "B"},
+            {"role": "user", "content": "and?"},
+        ]  # fmt: skip
+
+    async def test_an_unknown_id_is_refused(self, sdk: AsyncOpenAI) -> None:
+        one = await sdk.responses.create(model="openclaw", input="one")
+        for unknown in ("msg_" + "0" * 32, "nope", one.id, one.output[0].id + "_7"):
+            with pytest.raises(openai.BadRequestError) as caught:
+                await sdk.responses.create(
+                    model="openclaw", input=[{"type": "item_reference", "id": unknown}]
+                )
+            assert caught.value.body == {
+                "message": f"Item with id '{unknown}' not found.",
+                "type": "invalid_request_error",
+                "param": "input",
+                "code": None,
+            }
+
+
 class TestStoredResponses:
     async def test_retrieve_returns_the_response_as_created(self, sdk: AsyncOpenAI) -> None:
         created = await sdk.responses.create(model="openclaw", input="keep me", metadata={"a": "b"})

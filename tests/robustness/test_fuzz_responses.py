@@ -145,6 +145,12 @@ item = st.one_of(
     st.fixed_dictionaries(
         {"type": st.sampled_from(["reasoning", "item_reference", "web_search_call", "x"])}
     ),
+    # An id of no stored item, in every wrong type and size: a 400 naming it or its place.
+    st.fixed_dictionaries(
+        {"type": st.just("item_reference"),
+         "id": often(st.one_of(st.sampled_from(["msg_" + "0" * 32, "fc_" + "0" * 32 + "_0",
+                                                "rs_1", "", "x" * 257]), odd_text))}
+    ),
     wrong,
 )  # fmt: skip
 input_value = st.one_of(text, st.lists(item, max_size=6), huge_text, wrong)
@@ -379,6 +385,43 @@ class TestContinuing:
             assert own in response.json()["error"]["message"], response
         else:
             assert response.status == 200, response
+        assert log.new_problems() == []
+
+
+class TestItemReferences:
+    @fuzz(60)
+    @given(
+        ids=st.lists(
+            st.one_of(
+                json_values,
+                odd_text,
+                st.sampled_from(["", "x" * 5_000, "msg_", "fc_x_0", "rs_1", "msg_" + "0" * 32]),
+                st.just("own"),  # a stored response's output item: given to the model
+            ),
+            min_size=1,
+            max_size=4,
+        ),
+    )
+    async def test_any_item_reference_gets_a_documented_answer(
+        self, gateway: tuple[Served, ServerLog], ids: list[Any]
+    ) -> None:
+        """References of any id type and size: all of stored items, a 200; else a 400
+        naming the first wrong one or its place."""
+        server, log = gateway
+        created = (await post(server, {"input": "hi"})).json()
+        own = created["output"][0]["id"]
+        items: list[Any] = [
+            {"type": "item_reference", "id": own if item_id == "own" else item_id}
+            for item_id in ids
+        ]
+        response = await post(server, {"input": [*items, {"role": "user", "content": "x"}]})
+        event(f"status {response.status}")
+        if all(item_id == "own" for item_id in ids):
+            assert response.status == 200, response
+        else:
+            assert response.status == 400, response
+            assert_error_body(response)
+            assert response.json()["error"]["param"] == "input", response
         assert log.new_problems() == []
 
 
