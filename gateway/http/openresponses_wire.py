@@ -1089,7 +1089,12 @@ def output_items(
                     piece = piece[_separator_length(piece) :]
                 if not piece:
                     continue
-                if part is ReplyPart.REASONING:
+                kind = "reasoning" if part is ReplyPart.REASONING else "message"
+                if items and items[-1]["type"] == kind:
+                    # Nothing was opened since (a stretch of reasoning that was its
+                    # separator alone): a stream goes on with the open item, so does this.
+                    items[-1]["content"][0]["text"] += piece
+                elif part is ReplyPart.REASONING:
                     items.append(reasoning_item(ids.stretch("rs"), piece, item_status))
                 else:
                     items.append(message_item(ids.stretch("msg"), piece, item_status))

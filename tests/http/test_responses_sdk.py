@@ -1228,6 +1228,39 @@ class TestInputItems:
         for number, page in enumerate(afters):
             assert [item.id for item in page] == [item.id for item in listed[number + 2 :]]
 
+    async def test_text_around_a_separator_alone_is_one_item_streamed_or_not(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        """Reasoning that resumes with its blocks' separator alone opens no item in a
+        stream: the text around it is one message there, and so in the final object, the
+        non-streamed answer and a later response's input items."""
+        chunks = openai_sse(
+            {"reasoning_content": "R"}, {"content": "A"}, {"reasoning_content": "\n\n"},
+            {"content": "B"},
+        )  # fmt: skip
+        upstream.script(Raw((chunks,)), Raw((chunks,)), Stream(("done",)))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            async with sdk.responses.stream(model="openclaw", input="think") as s:
+                added = [e.item.id async for e in s if e.type == "response.output_item.added"]
+                streamed = await s.get_final_response()
+            created = await sdk.responses.create(model="openclaw", input="think")
+            later = await sdk.responses.create(
+                model="openclaw", input="next", previous_response_id=streamed.id
+            )
+            listed = (await sdk.responses.input_items.list(later.id, order="asc")).data
+
+        def shown(item: BaseModel) -> tuple[Any, ...]:
+            data = item.model_dump()
+            return data["type"], [part["text"] for part in data.get("content") or ()]
+
+        assert added == [item.id for item in streamed.output]
+        expected = [("reasoning", ["R"]), ("message", ["AB"])]
+        assert [shown(item) for item in streamed.output] == expected
+        assert [shown(item) for item in created.output] == expected
+        assert [item.id for item in listed[1:-1]] == added
+        assert [shown(item) for item in listed[1:-1]] == expected
+
     async def test_pages_follow_after_and_limit(self, sdk: AsyncOpenAI) -> None:
         one = await sdk.responses.create(model="openclaw", input="one")
         two = await sdk.responses.create(model="openclaw", input="two", previous_response_id=one.id)
