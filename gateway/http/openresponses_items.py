@@ -65,15 +65,11 @@ def _listed(
     """The items of the `kept` messages (`chats` as replayed) the model was given, `asked`
     the replayed messages after them that `retries_left_out` compares them with."""
     given = {id(chat) for chat in retries_left_out((*chats, *asked))}
-    # A reply cut short is listed as the model was given it: its layout's places are in
-    # the whole reply.
+    # A reply cut short holds its whole text, as the model is given it: listed as its
+    # output items too.
     listed = [
         InputMessage(
-            message.id,
-            chat,
-            _image_count(message.images),
-            message.reasoning,
-            () if isinstance(entry, CutShort) else message.layout,
+            message.id, chat, _image_count(message.images), message.reasoning, message.layout
         )
         for message, entry in zip(kept, chats, strict=True)
         if entry is not None

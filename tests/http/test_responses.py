@@ -791,6 +791,45 @@ class TestClientDisconnect:
         reply = (await stored_messages(client, "agent:main:cut"))[1]
         assert (reply.text, reply.aborted) == ("Hel", True)
 
+    async def test_a_cut_reply_in_stretches_is_listed_as_its_items(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        """A reply cut short (its client left) is given to the model later, and listed as
+        the items it was answered with: its reasoning, each stretch of text, by id."""
+        events = openai_sse(
+            {"reasoning_content": "R"},
+            {"content": "A"},
+            {"reasoning_content": "S"},
+            {"content": "B"},
+        ).split(b"\n\n")
+        pieces = (b"\n\n".join(events[:4]) + b"\n\n", b"\n\n".join(events[4:]))
+        upstream.script(Raw(pieces, delay=10.0), Stream(("next",)))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        response = await client.post(RESPONSES, json={"input": "hi", "stream": True}, headers=AUTH)
+        added: list[str] = []
+        response_id = ""
+        while True:
+            event = await response.content.readuntil(b"\n\n")
+            data = json.loads(event.split(b"data: ", 1)[1])
+            if data["type"] == "response.created":
+                response_id = data["response"]["id"]
+            if data["type"] == "response.output_item.added":
+                added.append(data["item"]["id"])
+            if b'"delta":"B"' in event:
+                break
+        response.close()
+        await upstream.last.wait_gone(within=1.0)
+        while client.app[openresponses.RUNNING]:  # stored as the run ends
+            await asyncio.sleep(0.01)
+        first = added[0].removeprefix("rs_")
+        body = {"input": "next", "previous_response_id": response_id}
+        later = await client.post(RESPONSES, json=body, headers=AUTH)
+        page = await client.get(f"{RESPONSES}/{(await later.json())['id']}/input_items?order=asc",
+                                headers=AUTH)  # fmt: skip
+        listed = [(item["id"], item["type"]) for item in (await page.json())["data"]]
+        assert added == [f"rs_{first}", f"msg_{first}", f"rs_{first}_1", f"msg_{first}_1"]
+        assert listed[1:-1] == list(zip(added, ["reasoning", "message"] * 2, strict=True))
+
     async def test_a_waiting_client_that_leaves_aborts_the_run(
         self, gateway: MakeClient, upstream: FakeOpenAI
     ) -> None:
