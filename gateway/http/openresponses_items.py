@@ -39,11 +39,13 @@ from agents.store_protocol import Store
 from agents.transcript import CutShort, Replayed, retries_left_out, same_message
 from gateway.http.openai_wire import bad_request
 from gateway.http.openresponses_wire import (
+    COMPLETED,
     MAX_RESPONSE_ID,
     InputMessage,
     ItemsQuery,
     input_items,
     items_page,
+    outcome_status,
 )
 
 # Messages read at once beyond a page's size (some make no item: an empty reply, a refused
@@ -69,7 +71,12 @@ def _listed(
     # output items too.
     listed = [
         InputMessage(
-            message.id, chat, _image_count(message.images), message.reasoning, message.layout
+            message.id,
+            chat,
+            _image_count(message.images),
+            message.reasoning,
+            message.layout,
+            _status(message),
         )
         for message, entry in zip(kept, chats, strict=True)
         if entry is not None
@@ -77,6 +84,14 @@ def _listed(
         if id(chat) in given
     ]
     return input_items(listed)
+
+
+def _status(message: StoredMessage) -> str:
+    """The status of a message's items: a reply's as its response gave them (incomplete
+    when cut by `max_output_tokens`, a content filter or an abort)."""
+    if message.role != "assistant" or message.stop_reason is None:
+        return COMPLETED
+    return outcome_status(False, message.stop_reason)[0]
 
 
 def _image_count(images: Mapping[str, Any] | None) -> int:
@@ -120,6 +135,7 @@ def message_items(message: StoredMessage) -> list[dict[str, Any]]:
         _image_count(message.images),
         message.reasoning,
         message.layout,
+        _status(message),
     )
     return input_items([alone])
 

@@ -272,6 +272,7 @@ class InputMessage:
     # kept: it is listed as the output items it was answered as, under their ids.
     reasoning: str = ""
     layout: tuple[tuple[str, int], ...] = ()
+    status: str = COMPLETED  # a reply's items': incomplete, as answered, when it was cut
 
 
 # An image whose data is not stored: it was there, nothing more is known (OpenAI's default
@@ -297,8 +298,8 @@ def input_items(messages: list[InputMessage]) -> list[dict[str, Any]]:
         if laid_out is not None:
             parts, starts = laid_out
             items.extend(output_items(
-                message.text, stored.reasoning, message.tool_calls, COMPLETED, parts, starts,
-                ItemIds(hexed),
+                message.text, stored.reasoning, message.tool_calls, stored.status, parts,
+                starts, ItemIds(hexed),
             ))  # fmt: skip
             continue
         if message.role == "tool":
@@ -325,9 +326,9 @@ def input_items(messages: list[InputMessage]) -> list[dict[str, Any]]:
             content.extend(dict(_IMAGE_PART) for _ in range(stored.images))
         if content:
             items.append({"id": f"msg_{hexed}", "type": "message", "role": message.role,
-                          "status": COMPLETED, "content": content})  # fmt: skip
+                          "status": stored.status, "content": content})  # fmt: skip
         for number, call in enumerate(message.tool_calls):
-            items.append(function_call_item(f"fc_{hexed}_{number}", call, COMPLETED))
+            items.append(function_call_item(f"fc_{hexed}_{number}", call, stored.status))
     return items
 
 

@@ -1261,6 +1261,28 @@ class TestInputItems:
         assert [item.id for item in listed[1:-1]] == added
         assert [shown(item) for item in listed[1:-1]] == expected
 
+    async def test_an_item_cut_by_max_output_tokens_is_listed_incomplete(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        """An item keeps its status too: one the answer gave as incomplete is listed so."""
+        upstream.script(
+            Stream(("Cut",), reasoning=("R",), finish="length"), Stream(("Whole",))
+        )  # fmt: skip
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            cut = await sdk.responses.create(model="openclaw", input="a", max_output_tokens=16)
+            later = await sdk.responses.create(
+                model="openclaw", input="b", previous_response_id=cut.id
+            )
+            listed = (await sdk.responses.input_items.list(later.id, order="asc")).data
+        assert cut.status == "incomplete"
+        given = {item.id: getattr(item, "status", None) for item in cut.output}
+        assert [item.type for item in cut.output] == ["reasoning", "message"]
+        assert {item.id: getattr(item, "status", None) for item in listed[1:-1]} == given
+        assert [getattr(item, "status", None) for item in listed] == [
+            "completed", None, "incomplete", "completed"
+        ]  # fmt: skip
+
     async def test_pages_follow_after_and_limit(self, sdk: AsyncOpenAI) -> None:
         one = await sdk.responses.create(model="openclaw", input="one")
         two = await sdk.responses.create(model="openclaw", input="two", previous_response_id=one.id)
