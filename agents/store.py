@@ -407,7 +407,10 @@ SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND seq BETWEEN ? A
 ORDER BY seq DESC LIMIT ?
 """
 SQL_MESSAGE_SEQ = "SELECT seq FROM messages WHERE id = ? AND session_id = ?"
-SQL_MESSAGE_BY_ID = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?"
+# The messages of these ids, in any transcript: a lookup per id in the primary key, a batch
+# of ids per statement (SQLite's variables are limited).
+SQL_MESSAGES_BY_ID = "SELECT {columns} FROM messages WHERE id IN ({marks})"
+MESSAGES_BY_ID_BATCH = 500
 # The first reply (a message with a stop reason) from seq `low` to `high`: a lookup in the
 # index of replies (schema 8).
 SQL_TURN_REPLY = f"""
@@ -2342,13 +2345,21 @@ class SessionStore:
         row = self._conn().execute(SQL_MESSAGE_SEQ, (message_id, session_id)).fetchone()
         return int(row[0]) if row is not None else None
 
-    async def message_by_id(self, message_id: str) -> StoredMessage | None:
-        """The message of this id, in any transcript (None: none)."""
-        return await self._call(self._message_by_id, message_id)
+    async def messages_by_id(self, message_ids: Sequence[str]) -> tuple[StoredMessage, ...]:
+        """The messages of these ids, in any transcript, in no order (an id of none: no
+        message)."""
+        return await self._call(self._messages_by_id, message_ids)
 
-    def _message_by_id(self, message_id: str) -> StoredMessage | None:
-        row = self._conn().execute(SQL_MESSAGE_BY_ID, (message_id,)).fetchone()
-        return _message(row) if row is not None else None
+    def _messages_by_id(self, message_ids: Sequence[str]) -> tuple[StoredMessage, ...]:
+        conn = self._conn()
+        found: list[StoredMessage] = []
+        for at in range(0, len(message_ids), MESSAGES_BY_ID_BATCH):
+            batch = message_ids[at : at + MESSAGES_BY_ID_BATCH]
+            sql = SQL_MESSAGES_BY_ID.format(
+                columns=_MESSAGE_COLUMNS, marks=", ".join("?" * len(batch))
+            )
+            found.extend(_message(row) for row in conn.execute(sql, tuple(batch)))
+        return tuple(found)
 
     def _recent_turns(self, session_id: str, user_turns: int) -> tuple[StoredMessage, ...]:
         rows = (

@@ -443,7 +443,7 @@ SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND seq BETWEEN $2
 ORDER BY seq DESC LIMIT $4
 """
 SQL_MESSAGE_SEQ = "SELECT seq FROM messages WHERE id = $1 AND session_id = $2"
-SQL_MESSAGE_BY_ID = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = $1"
+SQL_MESSAGES_BY_ID = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ANY($1::text[])"
 SQL_TURN_REPLY = f"""
 SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND seq BETWEEN $2 AND $3
 AND stop_reason IS NOT NULL ORDER BY seq LIMIT 1
@@ -1492,10 +1492,11 @@ class PostgresSessionStore:
         )
         return int(seq) if seq is not None else None
 
-    async def message_by_id(self, message_id: str) -> StoredMessage | None:
-        """As the SQLite store's."""
-        row = await self._run(lambda c: c.fetchrow(SQL_MESSAGE_BY_ID, _storable(message_id)))
-        return _message(tuple(row)) if row is not None else None
+    async def messages_by_id(self, message_ids: Sequence[str]) -> tuple[StoredMessage, ...]:
+        """As the SQLite store's, in one statement."""
+        ids = [_storable(message_id) for message_id in message_ids]
+        rows = await self._run(lambda c: c.fetch(SQL_MESSAGES_BY_ID, ids))
+        return tuple(_message(tuple(r)) for r in rows)
 
     async def replay(
         self, session_id: str, user_turns: int

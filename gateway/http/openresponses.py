@@ -40,7 +40,7 @@ from agents.errors import AgentError, StoreError
 from agents.events import RunEvent
 from agents.ids import uuid7
 from agents.runs import AgentRun, RunOutcome, RunStatus, TurnRequest
-from agents.store import StoredResponse
+from agents.store import ResponsePlace, StoredResponse
 from gateway.appkeys import AGENT_ID, MODEL_USED, SESSION_KEY, STATE
 from gateway.config.model import Config
 from gateway.edge_http import add_route
@@ -76,7 +76,6 @@ from gateway.http.openai_wire import (
     select_model,
 )
 from gateway.http.openresponses_items import (
-    chain_item_ids,
     input_items_page,
     message_id_of,
     message_items,
@@ -278,29 +277,26 @@ async def _check_not_sent_again(state: GatewayState, response_id: str, sent: lis
     """An item of the chain the request continues is in the context already: sent again (a
     client that sends back what it was answered, or its whole history), it is a 400 naming
     the first, as at OpenAI, not given to the model twice. Read only for an input whose
-    items have ids (a client's own items need none): the continued response's body, then
-    the stored message each other id is made of (`message_id_of`), an index lookup each,
-    not the chain."""
+    items have ids (a client's own items need none): the continued response's body, and
+    the stored messages the other ids are made of (`message_id_of`), in one lookup of them
+    all, not the chain."""
     store = state.store
     assert store is not None  # open for as long as the app serves requests
     stored = await store.get_response(response_id)
     if stored is None:  # deleted since it was found: continuing it fails as it would have
         raise previous_response_not_found(response_id)
     given = await work_on_body(stored.body.encode(), output_item_ids, stored.body)
-    bounds: tuple[int, int] | None = None
-    looked: dict[str, set[str]] = {}  # by stored message: the ids of its items in the chain
-    for item_id in sent:
-        if item_id in given:
-            raise duplicate_item(item_id)
-        message_id = message_id_of(item_id)
-        if message_id is None:
-            continue
-        if message_id not in looked:
-            if bounds is None:
-                bounds = await store.chain_bounds(stored.session_id, response_id) or (1, 0)
-            looked[message_id] = await chain_item_ids(store, stored.session_id, message_id, bounds)
-        if item_id in looked[message_id]:
-            raise duplicate_item(item_id)
+    named = {message_id_of(item_id) for item_id in sent} - {None}
+    found = await store.messages_by_id(sorted(m for m in named if m is not None))
+    found = tuple(m for m in found if m.session_id == stored.session_id)
+    bounds = await store.chain_bounds(stored.session_id, response_id) if found else None
+    low, high = bounds or (1, 0)
+    for message in found:
+        if low <= message.seq <= high:
+            given |= {item["id"] for item in message_items(message)}
+    repeated = next((item_id for item_id in sent if item_id in given), None)
+    if repeated is not None:
+        raise duplicate_item(repeated)
 
 
 async def _with_references(
@@ -314,50 +310,56 @@ async def _with_references(
     """`input` with each `item_reference` replaced by the item it names, as `input_items`
     lists it: OpenAI's way to send a stored item again by id. An item is found where its
     response could be continued (`_continued`'s rules); an id of nothing found there, or
-    of an item whose images were sent (their data is not kept), is a 400."""
+    of an item whose images were sent (their data is not kept), is a 400 naming the first.
+    The messages the ids are made of are read in one lookup; then each response and
+    session they are of, once."""
     references = await work_on_body(raw, item_references, value)
     if not references:
         return value
-    found: dict[str, dict[str, Any]] = {}
-    for _, item_id in references:
-        if item_id not in found:
-            found[item_id] = await _referenced(state, item_id, selection, route, names_session)
-    items = {index: found[item_id] for index, item_id in references}
-    return await work_on_body(raw, with_items, value, items)
-
-
-async def _referenced(
-    state: GatewayState, item_id: str, selection: AgentSelection, route: Route, names_session: bool
-) -> dict[str, Any]:
-    """The stored item of this id: one of a response's turn (its run is the response),
-    still in its key's session, of the agent and session the request names if it names
-    them, as `previous_response_id` would be."""
     store = state.store
     assert store is not None  # open for as long as the app serves requests
-    message_id = message_id_of(item_id)
-    message = await store.message_by_id(message_id) if message_id is not None else None
-    run_id = message.run_id if message is not None else None
-    place = await store.response_place(run_id) if run_id is not None else None
-    if message is None or place is None or place.session_id != message.session_id:
-        raise item_not_found(item_id)
-    if selection.explicit and selection.agent_id != place.agent_id:
-        raise bad_request(
-            f"Item '{item_id}' belongs to agent '{place.agent_id}', not '{selection.agent_id}'.",
-            "input",
-        )
-    if names_session and route.session_key != place.key:
-        raise bad_request(
-            f"Item '{item_id}' belongs to another session than the one requested.", "input"
-        )
-    row = await store.get(place.key)
-    item = next((i for i in message_items(message) if i["id"] == item_id), None)
-    if row is None or row.session_id != place.session_id or item is None:
-        raise item_not_found(item_id)
-    if without_image_data(item):
-        raise bad_request(
-            f"Item '{item_id}' held images, whose data is not kept: send it whole.", "input"
-        )
-    return item
+    named = {item_id: message_id_of(item_id) for _, item_id in references}
+    messages = {
+        message.id: message
+        for message in await store.messages_by_id(sorted({m for m in named.values() if m}))
+    }
+    places: dict[str, ResponsePlace | None] = {}
+    sessions: dict[str, str | None] = {}  # by key: its session's id now
+    found: dict[str, dict[str, Any]] = {}
+    for _, item_id in references:
+        if item_id in found:
+            continue
+        message_id = named[item_id]
+        message = messages.get(message_id) if message_id is not None else None
+        run_id = message.run_id if message is not None else None
+        if run_id is not None and run_id not in places:
+            places[run_id] = await store.response_place(run_id)
+        place = places.get(run_id) if run_id is not None else None
+        if message is None or place is None or place.session_id != message.session_id:
+            raise item_not_found(item_id)
+        if selection.explicit and selection.agent_id != place.agent_id:
+            raise bad_request(
+                f"Item '{item_id}' belongs to agent '{place.agent_id}',"
+                f" not '{selection.agent_id}'.",
+                "input",
+            )
+        if names_session and route.session_key != place.key:
+            raise bad_request(
+                f"Item '{item_id}' belongs to another session than the one requested.", "input"
+            )
+        if place.key not in sessions:
+            row = await store.get(place.key)
+            sessions[place.key] = row.session_id if row is not None else None
+        item = next((i for i in message_items(message) if i["id"] == item_id), None)
+        if sessions[place.key] != place.session_id or item is None:
+            raise item_not_found(item_id)
+        if without_image_data(item):
+            raise bad_request(
+                f"Item '{item_id}' held images, whose data is not kept: send it whole.", "input"
+            )
+        found[item_id] = item
+    items = {index: found[item_id] for index, item_id in references}
+    return await work_on_body(raw, with_items, value, items)
 
 
 async def _run(request: web.Request, state: GatewayState, turn: _Turn) -> web.StreamResponse:

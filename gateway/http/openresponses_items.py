@@ -115,18 +115,6 @@ def message_id_of(item_id: str) -> str | None:
     return f"{rest[:8]}-{rest[8:12]}-{rest[12:16]}-{rest[16:20]}-{rest[20:]}"
 
 
-async def chain_item_ids(
-    store: Store, session_id: str, message_id: str, bounds: tuple[int, int]
-) -> set[str]:
-    """The ids of the items the stored message `message_id` is listed as, when it is of
-    the chain from seq `bounds[0]` to `bounds[1]` (its reply included); none otherwise."""
-    seq = await store.message_seq(session_id, message_id)
-    if seq is None or not bounds[0] <= seq <= bounds[1]:
-        return set()
-    found = await store.messages_in(session_id, seq, seq, False, 1)
-    return {item["id"] for message in found for item in message_items(message)}
-
-
 def message_items(message: StoredMessage) -> list[dict[str, Any]]:
     """The items a stored message is listed as, by itself."""
     alone = InputMessage(

@@ -615,6 +615,40 @@ class TestItemReference:
             response = await client.post(RESPONSES, json=body, headers=AUTH)
             assert response.status == status
 
+    async def test_many_ids_are_looked_up_at_once(
+        self, client: Client, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Items referenced (or sent again with `previous_response_id`) by the hundred cost
+        a lookup of their messages, and one of each response and session they are of: not
+        a few statements per item, which a large body would hold the store up with."""
+        history = [{"role": "user", "content": f"q{n}"} for n in range(100)]
+        first = await (await client.post(RESPONSES, json={"input": history}, headers=AUTH)).json()
+        page = await client.get(f"{RESPONSES}/{first['id']}/input_items?limit=100", headers=AUTH)
+        ids = [item["id"] for item in (await page.json())["data"]]
+        assert len(ids) == 100
+        store = client.app[STATE].store
+        looked: list[str] = []
+        for name in ("message_seq", "messages_by_id", "messages_in", "response_place", "get"):
+            method = getattr(store, name, None)
+            if method is None:
+                continue
+
+            def counted(*args: Any, _method: Any = method, _name: str = name) -> Any:
+                looked.append(_name)
+                return _method(*args)
+
+            monkeypatch.setattr(store, name, counted)
+        refs = [{"type": "item_reference", "id": item_id} for item_id in ids]
+        body = {"input": [*refs, {"role": "user", "content": "and?"}]}
+        assert (await client.post(RESPONSES, json=body, headers=AUTH)).status == 200
+        assert looked.count("messages_by_id") == 1
+        assert len([n for n in looked if n != "get"]) <= 3, looked
+        looked.clear()
+        unknown = [{"id": f"msg_{n:032x}", "role": "user", "content": "x"} for n in range(100)]
+        body = {"input": unknown, "previous_response_id": first["id"]}
+        assert (await client.post(RESPONSES, json=body, headers=AUTH)).status == 200
+        assert looked.count("message_seq") + looked.count("messages_by_id") <= 1, looked
+
     async def test_a_wrong_id_is_refused(self, client: Client) -> None:
         for wrong in ({}, {"id": 7}, {"id": ""}, {"id": "x" * 257}, {"id": ["msg_1"]}):
             item = {"type": "item_reference", **wrong}
