@@ -33,6 +33,7 @@ from agents.history import SessionHistory
 from agents.providers.base import ChatMessage, ThinkingBlock, ToolCall
 from agents.store import (
     DB_FILENAME,
+    MESSAGES_BY_ID_BATCH,
     MIGRATIONS,
     SCHEMA_VERSION,
     SQL_CHAIN_BOUNDS,
@@ -1174,6 +1175,24 @@ class TestChainTo:
             ):
                 plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
                 assert any("session_id=? AND run_id=?" in step for step in plan), plan
+
+    async def test_messages_are_found_by_id_and_a_reply_keeps_its_layout(
+        self, store: SessionStore
+    ) -> None:
+        """`messages_by_id`: in any transcript, any number of ids (more than a statement
+        takes), unknown and odd ones found as nothing. A reply's layout (the order its
+        parts began in) is kept when its content does not say it, and read back."""
+        row, _ = await store.create(KEY, "main", 100)
+        layout = (("text", 0), ("reasoning", 0), ("tool_call", 0), ("text", 1))
+        row = await store.append_turn(turn(row, "r1", assistant_text="AB", layout=layout))
+        row = await store.append_turn(turn(row, "r2", layout=(("text", 0),)))
+        chain = await store.chain_to(row.session_id, "r2")
+        assert chain is not None
+        odd = [f"no-such-{n}" for n in range(MESSAGES_BY_ID_BATCH + 1)] + ["\x00", ""]
+        found = await store.messages_by_id([*odd, *(m.id for m in chain.messages)])
+        assert sorted(found, key=lambda m: m.seq) == list(chain.messages)
+        assert await store.messages_by_id(odd) == ()
+        assert [m.layout for m in chain.messages] == [(), layout, (), ()]
 
     async def test_it_is_read_a_stretch_at_a_time(self, store: SessionStore) -> None:
         """`chain_bounds`, `messages_in` and `message_seq`: the same conversation as
