@@ -844,13 +844,18 @@ def input_item_ids(value: Any) -> list[str]:
 
 
 def item_references(value: Any) -> list[tuple[int, str]]:
-    """The places and ids of the `item_reference` items of `input`, in order; an id that
-    is no string, or an empty or oversize one, is a 400 naming it."""
+    """The places and ids of the `item_reference` items of `input` (typed so, or of no
+    `type` and no `role`, as OpenAI takes them), in order; an id that is no string, or an
+    empty or oversize one, is a 400 naming it."""
     if not isinstance(value, list):
         return []
     found: list[tuple[int, str]] = []
     for index, item in enumerate(value):
-        if not (isinstance(item, dict) and item.get("type") == "item_reference"):
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type")
+        # OpenAI's `type` of a reference is optional: an `id` without a role is one.
+        if kind != "item_reference" and not (kind is None and "id" in item and "role" not in item):
             continue
         item_id = item.get("id")
         if not isinstance(item_id, str) or not item_id or len(item_id) > MAX_RESPONSE_ID:

@@ -619,6 +619,25 @@ class TestItemReference:
             {"role": "user", "content": "and?"},
         ]  # fmt: skip
 
+    async def test_a_reference_without_its_type_is_one(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        """OpenAI's item reference has an optional `type`: an item of an `id` alone (or a
+        null `type`) is one."""
+        upstream.script(Stream(("A",)), Stream(("B",)))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            one = await sdk.responses.create(model="openclaw", input="one")
+            item_id = one.output[0].id
+            refs: Any = [{"id": item_id}, {"id": item_id, "type": None}]
+            await sdk.responses.create(
+                model="openclaw", input=[*refs, {"role": "user", "content": "?"}]
+            )
+        assert upstream.last.body["messages"] == [
+            {"role": "assistant", "content": "A"}, {"role": "assistant", "content": "A"},
+            {"role": "user", "content": "?"},
+        ]  # fmt: skip
+
     async def test_an_unknown_id_is_refused(self, sdk: AsyncOpenAI) -> None:
         one = await sdk.responses.create(model="openclaw", input="one")
         for unknown in ("msg_" + "0" * 32, "nope", one.id, one.output[0].id + "_7"):

@@ -146,10 +146,11 @@ item = st.one_of(
         {"type": st.sampled_from(["reasoning", "item_reference", "web_search_call", "x"])}
     ),
     # An id of no stored item, in every wrong type and size: a 400 naming it or its place.
+    # Its `type` is optional (an `id` without a role is a reference), or null.
     st.fixed_dictionaries(
-        {"type": st.just("item_reference"),
-         "id": often(st.one_of(st.sampled_from(["msg_" + "0" * 32, "fc_" + "0" * 32 + "_0",
-                                                "rs_1", "", "x" * 257]), odd_text))}
+        {"id": often(st.one_of(st.sampled_from(["msg_" + "0" * 32, "fc_" + "0" * 32 + "_0",
+                                                "rs_1", "", "x" * 257]), odd_text))},
+        optional={"type": st.sampled_from(["item_reference", None])},
     ),
     wrong,
 )  # fmt: skip
