@@ -220,6 +220,19 @@ class TestFeaturesClawgateDoesNotHave:
         assert done.returncode != 0
         assert "Automation not found: nightly" in done.stdout + done.stderr, done
 
+    def test_a_node_push_test_prints_openclaw_s_answer_for_a_node_without_push(
+        self, openclaw: OpenClaw, gateway: GatewayProcess
+    ) -> None:
+        """`push.test` (an APNs test push to an iOS node) said `unknown method`."""
+        params = json.dumps({"nodeId": "phone-1"})
+        url = ws_url(gateway)
+        done = openclaw.run("gateway", "call", "push.test", "--params", params, "--url", url,
+                            "--token", TOKEN)  # fmt: skip
+        assert done.returncode != 0
+        printed = done.stdout + done.stderr
+        assert "node phone-1 has no APNs registration (connect iOS node first)" in printed, done
+        assert "clawgate pairs no nodes" in printed, done
+
     def test_skills_and_hooks_list_none(
         self, openclaw: OpenClaw, gateway: GatewayProcess, tmp_path: Path
     ) -> None:

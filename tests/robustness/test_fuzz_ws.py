@@ -954,6 +954,7 @@ COMPLETE_PARAMS: dict[str, dict[str, Any]] = {
         "preferences": {"enabled": True},
     },
     "push.web.test": {"title": "t", "body": "b"},
+    "push.test": {"nodeId": "phone-1", "title": "t", "body": "b", "environment": "sandbox"},
     "doctor.memory.status": {"agentId": "main", "probe": True, "deep": False},
     "doctor.memory.dreamDiary": {"agentId": "main"},
     "tools.catalog": {"agentId": "main", "includePlugins": True},

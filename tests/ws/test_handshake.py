@@ -488,6 +488,7 @@ class TestHelloOk:
                     "push.web.preferences.get",
                     "push.web.preferences.set",
                     "push.web.test",
+                    "push.test",
                     "doctor.memory.status",
                     "wizard.start",
                     "models.authSetApiKey",

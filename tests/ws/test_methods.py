@@ -2535,6 +2535,37 @@ class TestOpenClawControlUiFeatureReads:
             frame = await ws.call(method, params)
             assert frame["error"]["message"] == f"invalid {method} params: {detail}", params
 
+    async def test_a_node_push_test_says_the_node_has_no_push_registration(
+        self, gateway: Gateway
+    ) -> None:
+        """`push.test {nodeId}` (`openclaw nodes push`, an APNs test push to a paired iOS
+        node) said `unknown method`. clawgate pairs no nodes, so none has a push registration:
+        OpenClaw's answer for a node without one, with the reason."""
+        ws = await gateway.connected(scopes=["operator.write"])
+        frame = await ws.call("push.test", {"nodeId": "phone-1", "environment": "sandbox"})
+        assert frame["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": "node phone-1 has no APNs registration (connect iOS node first):"
+            " clawgate pairs no nodes and sends no push notifications",
+        }
+        reader = await gateway.connected(scopes=["operator.read"])
+        frame = await reader.call("push.test", {"nodeId": "phone-1"})
+        assert frame["error"]["message"] == "missing scope: operator.write"
+        bad = [
+            ({}, "invalid push.test params: at /nodeId: is required"),
+            ({"nodeId": ""}, "invalid push.test params: at /nodeId: must not be empty"),
+            ({"nodeId": 7}, "invalid push.test params: at /nodeId: must be string"),
+            ({"nodeId": "n" * 513},
+             "invalid push.test params: at /nodeId: must have at most 512 characters"),
+            ({"nodeId": "n", "title": 1}, "invalid push.test params: at /title: must be string"),
+            ({"nodeId": "n", "environment": "staging"},
+             'invalid push.test params: at /environment: must be one of "sandbox", "production"'),
+            ({"nodeId": "   "}, "nodeId required"),
+        ]  # fmt: skip
+        for params, message in bad:
+            frame = await ws.call("push.test", params)
+            assert frame["error"] == {"code": "INVALID_REQUEST", "message": message}, params
+
     async def test_doctor_memory_status_has_no_memory_plugin(self, gateway: Gateway) -> None:
         """The Memory settings' overview: OpenClaw's answer with no memory plugin, and its
         dreaming off (the Dreams tab read a config without OpenClaw's `plugins` as on)."""

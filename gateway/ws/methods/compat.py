@@ -546,6 +546,26 @@ def web_push_test_params(r: ParamReader) -> None:
     r.string("body")
 
 
+# `push.test {nodeId}` (`openclaw nodes push`): an APNs test push to a paired iOS node. clawgate
+# pairs no nodes, so none has a push registration: OpenClaw's answer for such a node, with the
+# reason. The id is echoed in the answer, so bounded (OpenClaw bounds it by the frame alone).
+PUSH_NODE_ID_MAX = 512
+APNS_ENVIRONMENTS = ("sandbox", "production")
+NO_NODE_PUSH = "clawgate pairs no nodes and sends no push notifications"
+
+
+def push_test_params(r: ParamReader) -> str:
+    """`push.test {nodeId, title?, body?, environment?: "sandbox" | "production"}`: the node's
+    id, trimmed as OpenClaw trims it."""
+    node_id = r.required_string("nodeId", max_len=PUSH_NODE_ID_MAX)
+    r.string("title")
+    r.string("body")
+    environment = r.string("environment")
+    if environment is not None and environment not in APNS_ENVIRONMENTS:
+        raise r.fail("environment", 'must be one of "sandbox", "production"')
+    return node_id.strip()
+
+
 # OpenClaw's memory search is a plugin's; clawgate has none: its answer when no memory plugin
 # is selected.
 NO_MEMORY_PLUGIN = "memory plugin unavailable"
@@ -1112,6 +1132,15 @@ def register(methods: MethodRegistry) -> None:
     @methods.method("push.web.test", params=web_push_test_params, scope=WRITE)
     async def push_web_test(ctx: CallContext, params: None) -> Any:
         raise WsError(INVALID_REQUEST, NO_WEB_PUSH_SUBSCRIPTIONS)
+
+    @methods.method("push.test", params=push_test_params, scope=WRITE)
+    async def push_test(ctx: CallContext, node_id: str) -> Any:
+        if not node_id:
+            raise WsError(INVALID_REQUEST, "nodeId required")
+        raise WsError(
+            INVALID_REQUEST,
+            f"node {node_id} has no APNs registration (connect iOS node first): {NO_NODE_PUSH}",
+        )
 
     # The Memory settings' overview: no memory plugin, so no search, no embeddings, no dreaming.
     @methods.method("doctor.memory.status", params=memory_status_params, scope=READ)
