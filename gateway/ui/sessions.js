@@ -102,7 +102,7 @@ async function load() {
       { dataset: { key: s.key }, class: s.key === selected ? "selected" : "" },
       el("td", {}, open, s.label ? el("div", { class: "muted small session-key", text: shownName(s.key) }) : null, preview ? el("div", { class: "preview", dir: "auto", text: shownText(preview) }) : null),
       el("td", { text: s.agentId }),
-      el("td", { class: "model", text: s.model ? shownName(modelName(s)) : "–" }),
+      s.model ? el("td", { class: "model", title: shownName(modelName(s)) }, modelParts(shownName(modelName(s)))) : el("td", { class: "model", text: "–" }),
       el("td", { class: "num", text: `${formatNumber(s.inputTokens)} / ${formatNumber(s.outputTokens)}` }),
       el("td", { text: formatAge(s.updatedAt), title: s.updatedAt ? new Date(s.updatedAt).toISOString() : "" }),
     );
@@ -131,6 +131,18 @@ async function load() {
 // "/gpt-4o" read as a provider's name gone missing.
 function modelName(session) {
   return session.modelProvider ? `${session.modelProvider}/${session.model}` : session.model;
+}
+
+// A model id is drawn to wrap at its separators only, never mid-word ("fake/ec" / "ho" on a
+// phone): a break opportunity after each "/", ".", "_", ":" and "@" (a browser breaks after
+// "-" by itself). A part longer than MODEL_PART_CHARS may be cut with an ellipsis where the
+// column is narrower (app.css), the whole id in the cell's title.
+const MODEL_PART_CHARS = 6;
+function modelParts(name) {
+  return name.split(/(?<=[/._:@-])/).flatMap((part, i) => [
+    i ? el("wbr") : null,
+    part.length > MODEL_PART_CHARS ? el("span", { class: "model-part", text: part }) : part,
+  ]);
 }
 
 function turn(by) {

@@ -12,7 +12,13 @@ from typing import Any
 
 import pytest
 
-from tests.support.browser import TOKEN, Page, config_with_upstream, upstream_on_a_thread
+from tests.support.browser import (
+    TOKEN,
+    Page,
+    config_with_upstream,
+    set_viewport,
+    upstream_on_a_thread,
+)
 from tests.support.upstreams import FakeOpenAI, FakeToolCall, Raw, Stream, openai_sse
 
 pytestmark = pytest.mark.browser
@@ -732,6 +738,30 @@ WebSocket.prototype.addEventListener = function (type, listener, ...rest) {
 """
 
 
+# The text of a cell as drawn, line by line (a character's line is the top of its box), and
+# whether a part of it is cut short (its box narrower than its text).
+MODEL_DRAWN = """
+const cell = document.querySelector(arguments[0]);
+const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+const lines = [];
+let top = null;
+for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+  for (let i = 0; i < node.data.length; i++) {
+    const range = document.createRange();
+    range.setStart(node, i);
+    range.setEnd(node, i + 1);
+    const rect = range.getClientRects()[0];
+    const at = rect ? Math.round(rect.top) : top;
+    if (at !== top || !lines.length) { lines.push(""); top = at; }
+    lines[lines.length - 1] += node.data[i];
+  }
+}
+const cut = [cell, ...cell.querySelectorAll("*")].some(
+  (e) => getComputedStyle(e).textOverflow === "ellipsis" && e.scrollWidth > e.clientWidth);
+return { lines, cut, title: cell.title };
+"""
+
+
 class TestNamesReported:
     def test_an_override_in_a_sessions_model_is_shown_not_obeyed(self, page: Page) -> None:
         # The Model column drew the model as written: "gpt\u202elive" read as "gptevil".
@@ -842,6 +872,42 @@ class TestNamesReported:
             cell,
         )
         assert drawn_lines == 1
+
+    @pytest.mark.parametrize("model", ["echo", "echo-mini_v2.1", "a" * 60])
+    def test_a_model_on_a_phone_wraps_only_at_its_separators_or_is_cut_with_a_title(
+        self, page: Page, upstream: FakeOpenAI, model: str
+    ) -> None:
+        # At a phone's width the Model column was squeezed below its words: "fake/echo" read
+        # "fake/ec" / "ho", each letter a place to break.
+        page.driver.execute_script(CHANGED_ANSWER, "sessions.list", {"model": model})
+        page.connected()
+        upstream.script(Stream(("many words " * 20,)))
+        turns(page, "agent:main:phone-row", 1)
+        patch_label(page, "agent:main:phone-row", "phone-row " + "many words " * 5)
+        set_viewport(page.driver, 375, 812)
+        page.go("sessions")
+        page.type("#sessions-search", "phone-row")
+        cell = "#sessions-table tr[data-key='agent:main:phone-row'] td.model"
+        content = "return document.querySelector(arguments[0])?.textContent ?? ''"
+        name = f"fake/{model}"
+        page.until(lambda: page.driver.execute_script(content, cell) == name, "the model")
+        drawn = page.driver.execute_script(MODEL_DRAWN, cell)
+        # Each line of the cell ends at a separator, or is a part cut short (an ellipsis,
+        # the whole name in the title).
+        lines = drawn["lines"]
+        assert "".join(lines) == name, lines
+        for line in lines[:-1]:
+            assert line[-1] in "/._-:@", lines
+        if len(model) > 30:
+            assert drawn["cut"], drawn
+        else:
+            assert not drawn["cut"], drawn
+        assert drawn["title"] == name
+        widths = page.driver.execute_script(
+            "const wrap = document.querySelector('#sessions-table').parentElement;"
+            "return [wrap.scrollWidth, wrap.clientWidth]"
+        )
+        assert widths[0] <= widths[1]  # nothing to scroll sideways
 
     def test_a_model_without_a_provider_is_shown_alone(self, page: Page) -> None:
         # A session whose row names a model and no provider read "/gpt-solo": a slash
