@@ -844,11 +844,24 @@ def test_an_agent_s_tools_are_none_of_openclaw_s(ui: Page, gateway: GatewayProce
     assert "No gateway tools" in groups()[0], groups()
     text = body_text(ui)
     assert "0/0 enabled" in text, text
-    # The tab's "Tool profile: full" is OpenClaw's default, read from a config clawgate ignores
-    # the `tools` of: it said nothing of that. The notice on the tab says so, and its presets
-    # and Save, which would write that section, are disabled.
-    ui.until(lambda: "clawgate has no tool profiles" in body_text(ui), "the notice")
-    for label in ("Minimal", "Full", "Save"):
+    # The tab's profile is read from the config (OpenClaw's default, full, without `tools`):
+    # it offered OpenClaw's presets too (Minimal, Coding, Messaging), which clawgate has none
+    # of. Its only one is full (no tool policy: a client's tools all pass), the one offered,
+    # and the notice says so and that the tab saves nothing (its presets and Save disabled).
+    ui.until(lambda: "its only tool profile is full" in body_text(ui), "the notice")
+    presets = """
+        const found = [];
+        const walk = (root) => {
+          for (const el of root.querySelectorAll('button')) {
+            if (el.getClientRects().length) found.push(el.innerText.trim());
+          }
+          for (const el of root.querySelectorAll('*')) if (el.shadowRoot) walk(el.shadowRoot);
+        };
+        walk(document);
+        return found.filter((t) => ["Minimal", "Coding", "Messaging", "Full"].includes(t));
+    """
+    assert ui.driver.execute_script(presets) == ["Full"]
+    for label in ("Full", "Save"):
         assert ui.driver.execute_script("return arguments[0].disabled", shadow_button(ui, label))
     for tool in ("exec", "web_search", "tts"):
         assert f"\n{tool}\n" not in text, tool

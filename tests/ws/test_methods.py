@@ -2602,26 +2602,29 @@ class TestOpenClawControlUiFeatureReads:
     async def test_the_agents_have_no_gateway_tools(self, gateway: Gateway) -> None:
         """The Profile settings' "View agent account": the tool catalog and a session's
         effective tools. clawgate's agents have no tools of the gateway's (a client's tools
-        come with its request): none, no tool profile, and a notice that says so."""
+        come with its request): none, the one tool profile full (no tool policy: a client's
+        tools all pass), and a notice that says so."""
         ws = await gateway.connected(scopes=["operator.read"])
-        # One group, with no tool: with none, OpenClaw's Control UI shows its bundled catalog.
+        # One group, with no tool: with none, OpenClaw's Control UI shows its bundled catalog;
+        # one profile: with none, it offers OpenClaw's four.
         empty = {"id": "clawgate", "label": "No gateway tools", "source": "core"}
-        catalog = {"agentId": "main", "profiles": [], "groups": [{**empty, "tools": []}]}
+        profiles = [{"id": "full", "label": "Full"}]
+        catalog = {"agentId": "main", "profiles": profiles, "groups": [{**empty, "tools": []}]}
         assert await ws.ok("tools.catalog", {}) == catalog
         assert await ws.ok("tools.catalog", {"agentId": "main", "includePlugins": True}) == catalog
         effective = await ws.ok("tools.effective", {"sessionKey": "main"})
         assert effective == {
             "agentId": "main",
-            "profile": "none",
+            "profile": "full",
             "groups": [],
             "notices": [
                 {
                     "id": "no-gateway-tools",
                     "severity": "info",
                     "message": "clawgate's agents have no tools of the gateway's: a client's"
-                    " tools come with its request. clawgate has no tool profiles: the profile"
-                    " shown (OpenClaw's default is full) selects nothing, and `tools` in its"
-                    " config are ignored.",
+                    " tools come with its request, and all of them pass. So its only tool"
+                    " profile is full (no tool policy); `tools` in its config are ignored, and"
+                    " nothing here saves one.",
                 }
             ],
         }

@@ -609,19 +609,22 @@ def memory_status_params(r: ParamReader) -> AgentTarget:
 
 DREAM_DIARY = "DREAMS.md"  # OpenClaw's name of a diary it did not find
 # The Profile settings' "View agent account": OpenClaw's tool catalog and a session's effective
-# tools. clawgate's agents have no tools of the gateway's (no OpenClaw core or plugin tools,
-# no tool profiles); an HTTP client's tools come with its request. So none, the profile
-# "none", and a notice saying why. The Agents settings' Tools tab shows a tool profile it reads
-# from the config (OpenClaw's `tools.profile`, "full" when none), which clawgate ignores; the
-# notice, shown on that tab, says so. Its presets and Save stay disabled there (clawgate's
-# config.get gives it no form it may update), so nothing writes a `tools` section from it.
+# tools. clawgate's agents have no tools of the gateway's (no OpenClaw core or plugin tools); an
+# HTTP client's tools come with its request and all pass, none filtered: OpenClaw's profile
+# full (no tool policy), clawgate's only one. The Agents settings' Tools tab shows the profile
+# it reads from the config (OpenClaw's `tools.profile`, full when none, as in clawgate's config)
+# and offers the catalog's profiles as presets (OpenClaw's four when the catalog has none): so
+# the catalog lists full alone, and the notice, shown on that tab, says why. Its presets and
+# Save stay disabled there (without `config.set` it may not update the config), so nothing
+# writes a `tools` section from it, which clawgate would ignore.
 NO_GATEWAY_TOOLS_NOTICE: dict[str, Any] = {
     "id": "no-gateway-tools",
     "severity": "info",
     "message": "clawgate's agents have no tools of the gateway's: a client's tools come with"
-    " its request. clawgate has no tool profiles: the profile shown (OpenClaw's default is"
-    " full) selects nothing, and `tools` in its config are ignored.",
+    " its request, and all of them pass. So its only tool profile is full (no tool policy);"
+    " `tools` in its config are ignored, and nothing here saves one.",
 }
+TOOL_PROFILES = ({"id": "full", "label": "Full"},)
 # The catalog's groups: OpenClaw's Control UI shows its own bundled catalog (58 tools, `exec`,
 # `web_search`, …) when a catalog has no group, so the catalog holds one, with no tool in it.
 NO_GATEWAY_TOOLS_GROUP: dict[str, Any] = {
@@ -1184,13 +1187,17 @@ def register(methods: MethodRegistry) -> None:
 
     @methods.method("tools.catalog", params=tools_catalog_params, scope=READ)
     async def tools_catalog(ctx: CallContext, params: AgentTarget) -> Any:
-        return {"agentId": params.resolve(ctx), "profiles": [], "groups": [NO_GATEWAY_TOOLS_GROUP]}
+        return {
+            "agentId": params.resolve(ctx),
+            "profiles": list(TOOL_PROFILES),
+            "groups": [NO_GATEWAY_TOOLS_GROUP],
+        }
 
     @methods.method("tools.effective", params=AgentTarget.parse_session, scope=READ)
     async def tools_effective(ctx: CallContext, params: AgentTarget) -> Any:
         return {
             "agentId": params.resolve(ctx),
-            "profile": "none",
+            "profile": "full",
             "groups": [],
             "notices": [NO_GATEWAY_TOOLS_NOTICE],
         }
