@@ -32,9 +32,15 @@ from gateway.config.overrides import (
     warn_secret_flags,
 )
 from gateway.config.view import redacted
-from gateway.logs import configure_logging
+from gateway.logs import RING, SharedLog, configure_logging
 from gateway.statedir import UnsafeStateError, prepare_state_dir
-from gateway.supervisor import WORKER_ENV, supervise, worker_config, worker_count
+from gateway.supervisor import (
+    SHARED_LOG_ENV,
+    WORKER_ENV,
+    supervise,
+    worker_config,
+    worker_count,
+)
 from gateway.systemd import (
     SYSTEM_CONFIG,
     SYSTEM_STATE,
@@ -158,6 +164,11 @@ def _run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     loader = _loader(args)
     configure_logging(level="debug" if args.verbose else "info", worker=worker)
+    shared_log = os.environ.get(SHARED_LOG_ENV) if worker is not None else None
+    if shared_log:
+        # Every line from here on goes to the log the workers share too: `logs.tail` polls
+        # that reach one worker and then another follow one log (gateway/logs.py, SharedLog).
+        RING.shared = SharedLog.open(shared_log)
     warn_secret_flags(args)
     config = load_or_report(loader)
     if config is None:

@@ -9,8 +9,10 @@ on a terminal. Every rendered line also goes into an in-memory ring that `logs.t
 from __future__ import annotations
 
 import collections
+import ctypes
 import json
 import logging
+import os
 import re
 import sys
 import uuid
@@ -46,6 +48,122 @@ RING_BYTES = 8 * 1024 * 1024
 FIELD_CHARS = 2048
 
 
+# The log the workers of `clawgate run --workers` share (supervisor.py, SHARED_LOG_ENV): each
+# appends its lines to one file, so a `logs.tail` cursor one worker hands out is a place in
+# what every worker reads (a client's polls reach any of them). Its offsets count the bytes
+# ever logged, by all; what is older than the newest SHARED_KEEP bytes is punched out every
+# SHARED_PUNCH_EVERY bytes a worker writes (its blocks freed, its offsets kept), so the file
+# holds a few MB whatever it has counted.
+SHARED_KEEP = RING_BYTES
+SHARED_PUNCH_EVERY = 1024 * 1024
+_FALLOC_PUNCH_HOLE = 0x02 | 0x01  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE (fallocate(2))
+_BLOCK = 4096
+
+
+def _punch(fd: int, end: int) -> bool:
+    """Free the blocks of `fd` before `end` (rounded down to a block); False if it can't."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fallocate = libc.fallocate
+        fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+        length = end // _BLOCK * _BLOCK
+        return length <= 0 or fallocate(fd, _FALLOC_PUNCH_HOLE, 0, length) == 0
+    except (AttributeError, OSError):
+        return False
+
+
+@attrs.define
+class SharedLog:
+    """The workers' shared log file; `fd` None once it failed (a write error, a file system
+    that cannot free its start): `logs.tail` then reads this process's ring alone."""
+
+    fd: int | None
+    log_id: str  # one for all the workers: the cursors are places in one log
+    written: int = 0  # bytes written here since the last punch
+
+    @classmethod
+    def open(cls, path: str) -> SharedLog | None:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            st = os.fstat(fd)
+        except OSError:
+            return None
+        return cls(fd, f"shared-{st.st_dev:x}-{st.st_ino:x}")
+
+    def write(self, data: bytes) -> None:
+        fd = self.fd
+        if fd is None:
+            return
+        try:
+            os.write(fd, data)  # O_APPEND: one write, whole, after every other worker's
+            self.written += len(data)
+            if self.written >= SHARED_PUNCH_EVERY:
+                self.written = 0
+                end = os.fstat(fd).st_size - SHARED_KEEP
+                if end > 0 and not _punch(fd, end):
+                    raise OSError("cannot free the shared log's start")
+        except OSError:
+            self.fd = None  # never a failure of what was logging; the ring goes on
+            os.close(fd)
+
+    def read(self, cursor: int | None, window: int) -> SharedView | None:
+        """The log's complete lines: those after `cursor` when it is a place in it, else the
+        newest; at most `window` bytes of them (the newest)."""
+        fd = self.fd
+        if fd is None:
+            return None
+        try:
+            return self._read(fd, cursor, window)
+        except OSError:
+            return None
+
+    def _read(self, fd: int, cursor: int | None, window: int) -> SharedView:
+        size = os.fstat(fd).st_size
+        try:
+            first_data = os.lseek(fd, 0, os.SEEK_DATA)
+        except OSError:  # ENXIO: nothing but a hole
+            first_data = size
+        # The bytes before the first kept block were freed: the first whole line after them.
+        oldest = 0 if first_data == 0 else self._line_after(fd, first_data, size)
+        # A place in the log: its start, or the end of one of its lines.
+        place = (
+            cursor is not None
+            and oldest <= cursor <= size
+            and (cursor == oldest or os.pread(fd, 1, cursor - 1) == b"\n")
+        )
+        start = cursor if place and cursor is not None else oldest
+        low = max(start, size - window)
+        data = os.pread(fd, size - low, low)
+        if low > start and os.pread(fd, 1, low - 1) != b"\n":
+            cut = data.find(b"\n") + 1 or len(data)  # mid-line: from the next one
+            data, low = data[cut:], low + cut
+        end = data.rfind(b"\n") + 1  # a line another worker is still writing: not yet
+        lines: list[tuple[int, str]] = []
+        at = low
+        for raw in data[:end].split(b"\n")[:-1]:
+            at += len(raw) + 1
+            lines.append((at, raw.decode(errors="replace")))
+        return SharedView(low + end, lines, place, low > start)
+
+    @staticmethod
+    def _line_after(fd: int, at: int, size: int) -> int:
+        while at < size:
+            chunk = os.pread(fd, 65536, at)
+            found = chunk.find(b"\n")
+            if found >= 0:
+                return at + found + 1
+            at += len(chunk)
+        return size
+
+
+@attrs.frozen
+class SharedView:
+    size: int  # after the newest complete line
+    lines: list[tuple[int, str]]  # (byte offset after the line, line), from the cursor on
+    cursor_is_a_place: bool  # the cursor given is the log's start or the end of a line of it
+    cut: bool  # lines after the cursor (or the oldest) are older than the window read
+
+
 @attrs.define
 class LogRing:
     """The last RING_LINES rendered lines, at most RING_BYTES of them besides the newest;
@@ -62,6 +180,7 @@ class LogRing:
     # can still be told another log's cursor from ours: one we never handed out is not ours,
     # where any line end of this log would have passed for one.
     handed_out: set[int] = attrs.field(factory=set)
+    shared: SharedLog | None = None  # a worker's of `--workers`: the log all of them write
 
     def append(self, line: str) -> str:
         """Keep `line`; returns it as kept, with any lone surrogate escaped."""
@@ -74,6 +193,8 @@ class LogRing:
             data = wire(line)
             line = data.decode()
         self.size += len(data) + 1
+        if self.shared is not None:
+            self.shared.write(data + b"\n")
         lines = self.lines
         lines.append((self.size, line))
         while len(lines) > RING_LINES or (self.size - self.start > RING_BYTES and len(lines) > 1):

@@ -51,6 +51,8 @@ log = structlog.get_logger()
 WORKER_ENV = "CLAWGATE_WORKER"
 # Where a worker reads the config text its supervisor started with (a file only the user reads).
 STARTUP_CONFIG_ENV = "CLAWGATE_WORKER_STARTUP_CONFIG"
+# The log file the workers share for `logs.tail` (gateway/logs.py, SharedLog), beside it.
+SHARED_LOG_ENV = "CLAWGATE_WORKER_SHARED_LOG"
 # A worker that died is started again after this long, so a crash loop does not spin a core;
 # each time it dies again before it was ready, twice as long, up to RESTART_DELAY_MAX_S: one
 # that cannot start (a file made invalid, a database away) costs half a second of CPU a try.
@@ -468,6 +470,8 @@ class Supervisor:
         })  # fmt: skip
         if self.startup_config is not None:
             env[STARTUP_CONFIG_ENV] = str(self.startup_config)
+        if self.notify_dir is not None:
+            env[SHARED_LOG_ENV] = str(self.notify_dir / "log")
         worker.ready = False
         worker.reload_pending = False  # it reads the file as it is now
         worker.process = await asyncio.create_subprocess_exec(

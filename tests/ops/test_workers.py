@@ -652,6 +652,53 @@ async def test_each_line_a_worker_logs_names_the_worker(
     assert calls and all(e.get("worker") in (0, 1) for e in calls)
 
 
+async def _tail_on_a_new_connection(
+    http: aiohttp.ClientSession, url: str, cursor: int | None
+) -> tuple[int, dict[str, Any]]:
+    """`logs.tail` as `openclaw logs --follow` polls it (a connection per poll, no logId),
+    with the pid of the worker that answered."""
+    ws = await connect_ws(http, url)
+    params = {"limit": 5000, "maxBytes": 1_000_000}
+    if cursor is not None:
+        params["cursor"] = cursor
+    await ws.send_json({"type": "req", "id": "t", "method": "logs.tail", "params": params})
+    await ws.send_json({"type": "req", "id": "h", "method": "health", "params": {}})
+    frames = await frames_until(ws, lambda f: f.get("id") == "h")
+    await ws.close()
+    tail = next(f["payload"] for f in frames if f.get("id") == "t")
+    return int(frames[-1]["payload"]["process"]["pid"]), tail
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+async def test_logs_tail_follows_one_log_whichever_worker_a_poll_reaches(
+    supervisor: GatewayProcess,
+) -> None:
+    """Each worker kept its own log: a poll reaching the other worker was answered reset,
+    with that worker's newest lines (again), at nearly every poll. The workers' cursors are
+    places in one log, the lines of both, each once."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as one:
+        pid, first = await _tail_on_a_new_connection(one, supervisor.url, None)
+        cursor, answered, seen = first["cursor"], [pid], list(first["lines"])
+        polls = 0
+        # Until both workers answered a poll before the last: its health line is read next.
+        while len(set(answered[:-1])) < 2 or polls < 6:
+            polls += 1
+            assert polls <= 40, "every poll reached one worker"
+            pid, answer = await _tail_on_a_new_connection(one, supervisor.url, cursor)
+            answered.append(pid)
+            assert answer["reset"] is False, (polls, answer)
+            assert answer["truncated"] is False
+            cursor = answer["cursor"]
+            seen += answer["lines"]
+    calls = [json.loads(line) for line in seen]
+    health = [e for e in calls if e.get("event") == "ws_call" and e.get("method") == "health"]
+    # Each poll's health call is logged once, after its answer: all of them but the last.
+    assert len(health) == polls
+    assert {e["worker"] for e in health} == {0, 1}
+    assert len(seen) == len(set(seen))
+
+
 @pytest.mark.postgres
 @pytest.mark.slow
 async def test_workers_on_a_database_of_a_newer_schema_exit_78(

@@ -16,8 +16,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from agents.store import SessionStore
+from gateway import logs
 from gateway.appkeys import STATE
-from gateway.logs import FIELD_CHARS, RING, LogRing
+from gateway.logs import FIELD_CHARS, RING, LogRing, SharedLog
 from gateway.ws import protocol
 from gateway.ws.connection import now_ms
 from gateway.ws.handler import WS
@@ -815,6 +816,62 @@ class TestReadMethods:
         assert (cut["lines"], cut["truncated"]) == ([], True)
         whole = tail(ring, TailParams(None, 1, len(answered) + 1))
         assert (whole["lines"], whole["truncated"]) == ([answered], False)
+
+    def test_logs_tail_of_two_workers_follows_their_shared_log(self, tmp_path: Path) -> None:
+        """Two rings (two workers of `--workers`) writing one shared file: a cursor either
+        hands out is read by the other, each line once; a cursor that is no line end of it,
+        or beyond it, resets; another log's id resets."""
+        path = str(tmp_path / "log")
+        workers = [LogRing(shared=SharedLog.open(path)), LogRing(shared=SharedLog.open(path))]
+        line = '{{"event":"line_{}","level":"info","ts":"2026-12-07T10:00:00Z","worker":{}}}'
+        workers[0].append(line.format(0, 0))
+        first = tail(workers[1], TailParams(None, 200, 250_000))
+        assert [json.loads(x)["event"] for x in first["lines"]] == ["line_0"]
+        cursor, seen = first["cursor"], []
+        for n in range(1, 7):
+            workers[n % 2].append(line.format(n, n % 2))
+            answer = tail(workers[(n * 5) % 3 % 2], TailParams(cursor, 200, 250_000))
+            assert answer["reset"] is False and answer["logId"] == first["logId"]
+            seen += [json.loads(x)["event"] for x in answer["lines"]]
+            cursor = answer["cursor"]
+        assert seen == [f"line_{n}" for n in range(1, 7)]
+        for bad in (cursor - 3, cursor + 1, 10**15):
+            answer = tail(workers[0], TailParams(bad, 200, 250_000))
+            assert answer["reset"] is True and len(answer["lines"]) == 7, bad
+        other = tail(workers[0], TailParams(cursor, 200, 250_000, "another-log"))
+        assert other["reset"] is True
+        # A line another worker has begun and not ended is not read yet.
+        with open(path, "ab") as file:
+            file.write(b'{"event":"half')
+        assert tail(workers[1], TailParams(cursor, 200, 250_000))["lines"] == []
+
+    def test_the_shared_log_frees_its_start_and_keeps_its_offsets(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Its file would grow with everything ever logged: what is older than SHARED_KEEP
+        bytes is freed (the disk it takes bounded), the cursors still count every byte, and a
+        cursor into the freed part resets."""
+        monkeypatch.setattr(logs, "SHARED_KEEP", 64 * 1024)
+        monkeypatch.setattr(logs, "SHARED_PUNCH_EVERY", 16 * 1024)
+        path = tmp_path / "log"
+        ring = LogRing(shared=SharedLog.open(str(path)))
+        line = '{"event":"n","level":"info","n":%d,"pad":"' + "x" * 200 + '"}'
+        for n in range(4000):
+            ring.append(line % n)
+        assert ring.shared is not None and ring.shared.fd is not None
+        assert path.stat().st_size == ring.size > 900_000
+        assert path.stat().st_blocks * 512 < 200 * 1024
+        newest = tail(ring, TailParams(None, 5, 250_000))
+        assert newest["cursor"] == ring.size
+        assert [json.loads(x)["n"] for x in newest["lines"]] == [3995, 3996, 3997, 3998, 3999]
+        later = tail(ring, TailParams(ring.lines[-3][0], 200, 250_000))
+        assert later["reset"] is False
+        assert [json.loads(x)["n"] for x in later["lines"]] == [3998, 3999]
+        old = tail(ring, TailParams(len(line % 0) + 1, 200, 250_000))
+        assert old["reset"] is True
+        assert json.loads(old["lines"][0])["n"] > 3000
+        # A window that holds no line end: no line, not a piece of one.
+        assert tail(ring, TailParams(None, 5, 100))["lines"] == []
 
     async def test_a_call_s_log_line_cuts_what_the_client_chose_to_a_bounded_length(
         self, ws: GatewayWs

@@ -49,7 +49,19 @@ def tail(ring: LogRing, params: TailParams, caller: str | None = None) -> dict[s
 
     `logId` names the log the answer's `cursor` is a place in; OpenClaw's clients leave it out
     and rely on the cursor alone, the Control UI sends it back with the cursor. Either way a
-    cursor this log did not hand out resets (LogRing.handed_out)."""
+    cursor this log did not hand out resets (LogRing.handed_out).
+
+    A worker of `--workers` reads the log all of them write (SharedLog): a cursor any of them
+    handed out is a place in it, and one that is no line end of it (or names another log)
+    resets. A poll of `openclaw logs --follow` reaches any worker, and its lines are those of
+    all of them, each once."""
+    shared = ring.shared
+    # Read only as far back as `maxBytes` could reach: each line answered is at least as long.
+    view = shared.read(params.cursor, params.max_bytes) if shared is not None else None
+    if shared is not None and view is not None:
+        another_log = params.log_id is not None and params.log_id != shared.log_id
+        reset = params.cursor is not None and (another_log or not view.cursor_is_a_place)
+        return _answer(params, caller, (shared.log_id, view.size, reset, view.lines, view.cut))
     size = ring.size
     lines = list(ring.lines)  # (byte offset after the line, line)
     oldest_start = lines[0][0] - len(lines[0][1].encode()) - 1 if lines else size
@@ -70,9 +82,18 @@ def tail(ring: LogRing, params: TailParams, caller: str | None = None) -> dict[s
             reset = True  # lines were lost, or the gateway restarted
         else:
             candidates = lines[at:]
+    found = (ring.log_id, ring.hand_out(size), reset, candidates, False)
+    return _answer(params, caller, found)
+
+
+def _answer(
+    params: TailParams,
+    caller: str | None,
+    found: tuple[str, int, bool, list[tuple[int, str]], bool],
+) -> dict[str, Any]:
+    log_id, size, reset, candidates, truncated = found
     picked: list[str] = []
     total = 0
-    truncated = False
     for _, kept in reversed(candidates):
         if len(picked) >= params.limit:
             truncated = True
@@ -89,8 +110,8 @@ def tail(ring: LogRing, params: TailParams, caller: str | None = None) -> dict[s
     picked.reverse()
     return {
         "file": "(memory)",
-        "logId": ring.log_id,
-        "cursor": ring.hand_out(size),
+        "logId": log_id,
+        "cursor": size,
         "size": size,
         "truncated": truncated,
         "reset": reset,
