@@ -2,13 +2,17 @@
 
 import sys
 
+from gateway import hangup
+
 # As gateway.cli says it; not imported from there, since a Ctrl-C may come while it loads.
 EX_INTERRUPTED = 128 + 2
 
 
 def main() -> int:
     # Loading clawgate takes a fraction of a second, more on a loaded host: a Ctrl-C then is
-    # an interruption like any other (gateway.cli.main), not a traceback of the import.
+    # an interruption like any other (gateway.cli.main), not a traceback of the import. A
+    # SIGHUP then is a reload asked for early, not a stop (gateway/hangup.py).
+    hangup.hold()
     try:
         from gateway.cli import main as cli_main
     except KeyboardInterrupt:

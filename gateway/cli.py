@@ -19,7 +19,7 @@ from pathlib import Path
 import structlog
 
 from agents.errors import StoreError, UnsafeStoreFile, UnusableStore
-from gateway import __version__
+from gateway import __version__, hangup
 from gateway.auth import with_generated_token
 from gateway.client import add_commands as add_client_commands
 from gateway.config.errors import ConfigError
@@ -61,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help", "--version")):
         args.insert(0, "run")
     command = args[0]
+    if command != "run":
+        hangup.release()  # held from the start (gateway/__main__.py) for `run` alone
     try:
         parsed = _parser().parse_args(args)
         parsed.run_args = args[1:]  # `run`'s own arguments, for the workers of --workers

@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 from aiohttp import web, web_protocol
 
+from gateway import hangup
 from gateway.app import COMMON_HEADERS, create_app
 from gateway.appkeys import METRICS, STATE
 from gateway.config.loader import ConfigLoader
@@ -67,6 +68,8 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     reloads: set[asyncio.Task[None]] = set()
     loop.add_signal_handler(signal.SIGHUP, _reload, app[STATE], reloads)
+    if hangup.take():  # one came while clawgate loaded (gateway/hangup.py)
+        _reload(app[STATE], reloads)
     if worker:
         # A config.patch writes the shared file in one worker: the supervisor passes a SIGHUP
         # to all, so the others apply it too (also with gateway.reload.mode "off").

@@ -283,6 +283,56 @@ class TestASignalWhileStarting:
         assert gateway.lines == [], gateway.lines
         assert code == 130
 
+    @pytest.mark.parametrize("module", ["aiohttp", "gateway.server"])
+    def test_sighup_while_starting_is_a_reload_once_it_serves_not_a_stop(
+        self, tmp_path: Path, module: str
+    ) -> None:
+        """A SIGHUP's default action ends a process: one sent while clawgate loads (as the
+        CLI's modules import; after the config was read, as the server's do) came before the
+        server's handler and stopped the gateway. It is held and taken as a reload once the
+        gateway serves. The process sends it to itself from an import hook, at that point."""
+        hook = tmp_path / "hook"
+        hook.mkdir()
+        (hook / "sitecustomize.py").write_text(HANGUP_ON_IMPORT.replace("MODULE", module))
+        env = clean_env(
+            tmp_path / "home",
+            {
+                "CLAWGATE_STATE_DIR": str(tmp_path / "state"),
+                "PYTHONPATH": os.pathsep.join(
+                    filter(None, [str(hook), os.environ.get("PYTHONPATH")])
+                ),
+            },
+        )
+        gateway = GatewayProcess(["--port", "0"], env)
+        try:
+            gateway.wait_listening(60)
+            gateway.wait_for_event("config_reload_requested")
+            gateway.signal(signal.SIGTERM)
+            code = gateway.wait(15)
+        finally:
+            gateway.stop()
+        assert code == 0, gateway.lines
+        assert not [line for line in gateway.lines if "Traceback" in line]
+
+
+# A SIGHUP at a known point of clawgate's start: as Python begins to import MODULE.
+HANGUP_ON_IMPORT = """
+import os
+import signal
+import sys
+
+
+class HangUpOnImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == "MODULE":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGHUP)
+        return None
+
+
+sys.meta_path.insert(0, HangUpOnImport())
+"""
+
 
 # A Ctrl-C at a known point of clawgate's start: as Python begins to import aiohttp. Python's
 # own handler first, as a terminal's Ctrl-C finds it: a runner started in the background (a
