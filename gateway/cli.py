@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import json
 import os
 import shlex
@@ -64,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command != "run":
         hangup.release()  # held from the start (gateway/__main__.py) for `run` alone
     try:
-        parsed = _parser().parse_args(args)
+        parsed = _parse(args)
         parsed.run_args = args[1:]  # `run`'s own arguments, for the workers of --workers
         # To stderr (structlog's default is stdout, where a command's answer goes); `run`
         # configures again once it knows the config's level and format.
@@ -85,6 +86,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     return result
+
+
+def _parse(args: list[str]) -> argparse.Namespace:
+    """argparse's parse_args, but a wrong flag is told by its command's parser (argparse
+    tells it at the top, whose usage lists commands, no flag) with the flag it resembles."""
+    parser = _parser()
+    _tag_commands(parser)
+    parsed, extra = parser.parse_known_args(args)
+    if extra:
+        command: argparse.ArgumentParser = parsed.command_parser
+        message = f"unrecognized arguments: {' '.join(extra)}"
+        flags = [flag for action in command._actions for flag in action.option_strings]
+        wrong = next((arg.split("=", 1)[0] for arg in extra if arg.startswith("--")), None)
+        close = difflib.get_close_matches(wrong, flags, n=1, cutoff=0.6) if wrong else []
+        command.error(f"{message} (did you mean {close[0]}?)" if close else message)
+    return parsed
+
+
+def _tag_commands(parser: argparse.ArgumentParser) -> None:
+    """Each (sub)command's parser is left in the namespace as `command_parser` when it
+    parses; the innermost one's defaults win."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.set_defaults(command_parser=sub)
+                _tag_commands(sub)
 
 
 def _parser() -> argparse.ArgumentParser:

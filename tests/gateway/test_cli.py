@@ -174,6 +174,29 @@ class TestConfigCommands:
         assert run_cli(["run", "--port", "seventy"], env).returncode == 2
         assert run_cli(["no-such-command"], env).returncode == 2
 
+    @pytest.mark.parametrize(
+        ("args", "usage", "wrong", "meant"),
+        [
+            (["run", "--prot", "8080"], "clawgate run", "--prot 8080", "--port"),
+            (["--prot", "8080"], "clawgate run", "--prot 8080", "--port"),
+            (["config", "validate", "--confg", "x"], "clawgate config validate", "--confg x",
+             "--config"),
+            (["token", "--state-dri", "x"], "clawgate token", "--state-dri x", "--state-dir"),
+            (["call", "health", "--tokn", "x"], "clawgate call", "--tokn x", "--token"),
+            (["health", "--bogus"], "clawgate health", "--bogus", None),
+            (["service", "install", "--usr"], "clawgate service install", "--usr", "--user"),
+        ],
+    )  # fmt: skip
+    def test_a_wrong_flag_shows_the_usage_of_its_command_and_the_flag_it_resembles(
+        self, env: dict[str, str], args: list[str], usage: str, wrong: str, meant: str | None
+    ) -> None:
+        """Not the top level's `clawgate [-h] [--version] COMMAND ...`, which lists no flag."""
+        result = run_cli(args, env)
+        assert result.returncode == 2
+        assert result.stderr.startswith(f"usage: {usage} [-h]")
+        hint = f" (did you mean {meant}?)" if meant else ""
+        assert result.stderr.endswith(f"{usage}: error: unrecognized arguments: {wrong}{hint}\n")
+
 
 class TestToken:
     def test_token_is_generated_once_with_mode_0600_and_reused(
