@@ -1484,6 +1484,9 @@ class SessionStore:
                 raise UnusableStore(self._damaged(exc)) from exc
             if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_READONLY:
                 raise UnusableStore(self._read_only(exc)) from exc  # a state dir not writable
+            if self._disk_full(exc):
+                # Not UnusableStore: space may come free, and a restart then starts.
+                raise StoreError(self._full(exc)) from exc
             raise
         except BaseException:
             db.close()
@@ -1512,6 +1515,24 @@ class SessionStore:
             f" running clawgate write access to it, its -wal and -shm files and {self.state_dir}"
             f" (`ls -la {self.state_dir}`); a tool run as another user, such as the sqlite3"
             " shell, may have left them."
+        )
+
+    def _disk_full(self, exc: sqlite3.DatabaseError) -> bool:
+        """SQLite says "full" when the database cannot grow, but only "disk I/O error" when its
+        -shm file cannot (SQLITE_IOERR_SHMSIZE, on a tmpfs for one): then the space left says."""
+        code = exc.sqlite_errorcode & 0xFF
+        if code == sqlite3.SQLITE_FULL:
+            return True
+        try:
+            return code == sqlite3.SQLITE_IOERR and os.statvfs(self.state_dir).f_bavail == 0
+        except OSError:
+            return False
+
+    def _full(self, exc: BaseException) -> str:
+        return (
+            f"{self.path} cannot be written: its file system is full ({type(exc).__name__}:"
+            f" {exc}). Fix: free space there (`df -h {self.state_dir}`), or choose a state dir"
+            " on another file system with --state-dir."
         )
 
     @staticmethod

@@ -666,6 +666,35 @@ class TestRun:
             " ReadWritePaths=), or choose a writable state dir with --state-dir."
         ) in result.stderr.splitlines()
 
+    @pytest.mark.parametrize(
+        ("state_dir", "error"),
+        [("empty", "database or disk is full"), ("used", "disk I/O error")],
+    )
+    def test_a_state_dir_on_a_full_disk_exits_1_saying_so_and_what_to_do(
+        self, tmp_path: Path, env: dict[str, str], state_dir: str, error: str
+    ) -> None:
+        """The database cannot be made, or its shared-memory file cannot grow (SQLite says
+        only "disk I/O error" then): a runtime failure (1: systemd tries again, and space may
+        come free), with where and what to do, not a bare `OperationalError`."""
+        state = tmp_path / "state"
+        state.mkdir(mode=0o700)
+        holding = None
+        if state_dir == "used":
+            holding = tmp_path / "used"
+            asyncio.run(_made_store(holding))  # copied into the file system mounted there
+        env = {**env, "CLAWGATE_STATE_DIR": str(state)}
+        args = ["run", "--port", "0", "--token", "t0ken"]
+        result = run_cli(args, env, full=state, full_holding=holding)
+        assert result.returncode == 1, result.stderr
+        assert "gateway_listening" not in result.stderr
+        assert "Traceback" not in result.stderr
+        database = state / "sessions.sqlite3"
+        assert (
+            f"cannot open the session store: {database} cannot be written: its file system"
+            f" is full (OperationalError: {error}). Fix: free space there"
+            f" (`df -h {state}`), or choose a state dir on another file system with --state-dir."
+        ) in result.stderr.splitlines()
+
     def test_a_postgres_url_setting_the_driver_refuses_exits_78_saying_so(
         self, tmp_path: Path, env: dict[str, str]
     ) -> None:

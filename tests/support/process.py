@@ -40,11 +40,16 @@ def run_cli(
     unprivileged: bool = False,
     file_modes_bind: bool = False,
     read_only: Path | None = None,
+    full: Path | None = None,
+    full_holding: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """unprivileged: without the capability to bind a port below 1024 (tests run as root).
     file_modes_bind: without the capabilities that let root read and write any file.
     read_only: a directory the command sees mounted read-only (EROFS), in a mount namespace
-    of its own (unshare(1)); skips the test where one cannot be made."""
+    of its own (unshare(1)); skips the test where one cannot be made.
+    full: a directory the command sees as a small file system with no space left (ENOSPC),
+    also in a mount namespace of its own, holding a copy of the files of `full_holding`;
+    skips the test where one cannot be made."""
     preexec_fn = None
     if unprivileged:
         preexec_fn = _drop_bind_capability
@@ -53,6 +58,8 @@ def run_cli(
     command = [sys.executable, "-m", "gateway", *args]
     if read_only is not None:
         command = [*_read_only_mount(read_only), *command]
+    if full is not None:
+        command = [*_full_mount(full, full_holding), *command]
     return subprocess.run(
         command,
         env=dict(env),
@@ -78,6 +85,23 @@ def _read_only_mount(path: Path) -> list[str]:
     if probe.returncode != 0:
         pytest.skip(f"no read-only bind mount here: {probe.stderr.strip()}")
     return ["unshare", "--mount", "sh", "-c", _READ_ONLY_BIND, "sh", str(path)]
+
+
+# A tmpfs of 256 KiB (mode 0700, as a state dir must be) holding a copy of the files of "$2"
+# (when not empty), then filled to its last block by `filler`.
+_FULL_TMPFS = (
+    'mount -t tmpfs -o size=256k,mode=700 tmpfs "$1" && { if [ -n "$2" ]; then cp -a "$2"/. "$1";'
+    ' fi && cat /dev/zero > "$1/filler" 2>/dev/null; shift 2; exec "$@"; }'
+)
+
+
+def _full_mount(path: Path, holding: Path | None) -> list[str]:
+    """A command prefix: what follows runs with a full file system mounted on `path`."""
+    prefix = ["unshare", "--mount", "sh", "-c", _FULL_TMPFS, "sh", str(path), str(holding or "")]
+    probe = subprocess.run([*prefix, "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no tmpfs can be mounted here: {probe.stderr.strip()}")
+    return prefix
 
 
 PR_CAPBSET_DROP = 24  # <linux/prctl.h>
