@@ -99,7 +99,9 @@ def _parse(args: list[str]) -> argparse.Namespace:
         message = f"unrecognized arguments: {' '.join(extra)}"
         flags = [flag for action in command._actions for flag in action.option_strings]
         wrong = next((arg.split("=", 1)[0] for arg in extra if arg.startswith("--")), None)
-        close = difflib.get_close_matches(wrong, flags, n=1, cutoff=0.6) if wrong else []
+        # Above config.md's 0.6 for keys: the leading "--" both share makes any two flags
+        # look alike (--token-file and --config score 0.6).
+        close = difflib.get_close_matches(wrong, flags, n=1, cutoff=0.75) if wrong else []
         command.error(f"{message} (did you mean {close[0]}?)" if close else message)
     return parsed
 

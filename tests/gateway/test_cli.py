@@ -184,6 +184,7 @@ class TestConfigCommands:
             (["token", "--state-dri", "x"], "clawgate token", "--state-dri x", "--state-dir"),
             (["call", "health", "--tokn", "x"], "clawgate call", "--tokn x", "--token"),
             (["health", "--bogus"], "clawgate health", "--bogus", None),
+            (["token", "--token-file", "x"], "clawgate token", "--token-file x", None),
             (["service", "install", "--usr"], "clawgate service install", "--usr", "--user"),
         ],
     )  # fmt: skip
