@@ -30,6 +30,7 @@ from gateway.config.overrides import (
     add_config_arguments,
     add_secret_arguments,
     overrides_from_args,
+    path_argument,
     warn_secret_flags,
 )
 from gateway.config.view import redacted
@@ -160,7 +161,9 @@ def _parser() -> argparse.ArgumentParser:
     install = service_commands.add_parser("install", help="write the systemd unit file")
     install.add_argument("--user", action="store_true", help="a user unit, not a system one")
     add_config_arguments(install)
-    install.add_argument("--unit-dir", metavar="DIR", help="where to write clawgate.service")
+    install.add_argument(
+        "--unit-dir", type=path_argument, metavar="DIR", help="where to write clawgate.service"
+    )
     install.set_defaults(func=_service_install)
     add_client_commands(commands)  # `call`, `health`: gateway/client.py
     return parser

@@ -382,8 +382,19 @@ _SECRET_ARGUMENTS = ("token", "password", "token_file", "password_file")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="PATH", help="config file (JSON5)")
-    parser.add_argument("--state-dir", metavar="DIR", help="state directory (~/.clawgate)")
+    parser.add_argument("--config", type=path_argument, metavar="PATH", help="config file (JSON5)")
+    parser.add_argument(
+        "--state-dir", type=path_argument, metavar="DIR", help="state directory (~/.clawgate)"
+    )
+
+
+def path_argument(text: str) -> str:
+    """A path flag's value. An empty one is refused, not taken as unset (as an empty variable
+    is, config.md §2): `--config "$CONFIG"` with the variable unset would run on the embedded
+    default in ~/.clawgate, a token generated there, and look like it worked."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path (an unset variable in the command line?)")
+    return text
 
 
 def add_secret_arguments(parser: argparse.ArgumentParser, whose: str) -> None:
@@ -397,6 +408,7 @@ def add_secret_arguments(parser: argparse.ArgumentParser, whose: str) -> None:
         )
         group.add_argument(
             f"--{name}-file",
+            type=path_argument,
             metavar="PATH",
             help=f"read the {name} from the first line of PATH",
         )

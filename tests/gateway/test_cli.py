@@ -198,6 +198,31 @@ class TestConfigCommands:
         hint = f" (did you mean {meant}?)" if meant else ""
         assert result.stderr.endswith(f"{usage}: error: unrecognized arguments: {wrong}{hint}\n")
 
+    @pytest.mark.parametrize(
+        ("args", "flag"),
+        [
+            (["run", "--config", ""], "--config"),
+            (["run", "--state-dir", " "], "--state-dir"),
+            (["run", "--token-file", ""], "--token-file"),
+            (["run", "--password-file", ""], "--password-file"),
+            (["config", "show", "--config", ""], "--config"),
+            (["token", "--state-dir", ""], "--state-dir"),
+            (["call", "health", "--config", ""], "--config"),
+            (["service", "install", "--unit-dir", "", "--user"], "--unit-dir"),
+        ],
+    )
+    def test_an_empty_path_is_a_usage_error_not_the_default_path(
+        self, tmp_path: Path, env: dict[str, str], args: list[str], flag: str
+    ) -> None:
+        """`--config "$CONFIG"` with the variable unset: it ran on the embedded default and
+        ~/.clawgate (a token generated there), or a user unit in the working directory."""
+        result = run_cli(args, env)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.endswith(
+            f"error: argument {flag}: an empty path (an unset variable in the command line?)\n"
+        )
+        assert not (tmp_path / "state").exists()
+
 
 class TestToken:
     def test_token_is_generated_once_with_mode_0600_and_reused(
