@@ -162,10 +162,23 @@ def _call_command(args: argparse.Namespace) -> int:
         print(f"no answer from {_shown(url)} within {args.timeout:g}s", file=sys.stderr)
         return 1
     except (aiohttp.ClientError, OSError) as exc:
-        print(f"cannot connect to {_shown(url)}: {_shown(str(exc))}", file=sys.stderr)
+        print(f"cannot connect to {_shown(url)}: {_connect_problem(exc)}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2, ensure_ascii=False))
     return 0
+
+
+def _connect_problem(exc: BaseException) -> str:
+    """Why the connection failed, and for the common case (nothing listens: the gateway is
+    down, or on another port) what to do; aiohttp's own words otherwise."""
+    cause = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
+    if isinstance(cause, ConnectionRefusedError):
+        return (
+            "connection refused, no gateway listens there. Fix: start it (`clawgate run`,"
+            " `systemctl status clawgate`), or give the URL of its gateway_listening log line"
+            " with --url."
+        )
+    return _shown(str(exc))
 
 
 # The user information of a URL (ws://user:password@host/): aiohttp sends it as Basic auth,

@@ -131,7 +131,26 @@ class TestCall:
         args = ["call", "health", "--url", url, "--token-file", str(tmp_path / "token")]
         result = run_cli(args, env)
         assert result.returncode == 1
-        assert result.stderr.startswith(f"cannot connect to {url}")
+        assert result.stderr == (
+            f"cannot connect to {url}: connection refused, no gateway listens there. Fix: start"
+            " it (`clawgate run`, `systemctl status clawgate`), or give the URL of its"
+            " gateway_listening log line with --url.\n"
+        )
+
+    def test_nothing_listening_on_the_configured_port_says_what_to_do_as_well(
+        self, env: dict[str, str], tmp_path: Path
+    ) -> None:
+        port = free_port()
+        config = tmp_path / "c.json5"
+        config.write_text(f'{{ gateway: {{ port: {port}, auth: {{ token: "t" }} }} }}')
+        env = {k: v for k, v in env.items() if k != "OPENCLAW_GATEWAY_PORT"}
+        result = run_cli(["health", "--config", str(config)], env)
+        assert result.returncode == 1
+        assert result.stderr == (
+            f"cannot connect to ws://127.0.0.1:{port}: connection refused, no gateway listens"
+            f" there. Fix: start it (`clawgate run`, `systemctl status clawgate`), or give the"
+            " URL of its gateway_listening log line with --url.\n"
+        )
 
 
 Script = Callable[[web.WebSocketResponse], Awaitable[None]]
