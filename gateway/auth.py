@@ -144,9 +144,13 @@ def _read_token(path: Path) -> str | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise UnsafeStateError(
-            f"cannot read the token file {path}: {exc.strerror or exc}"
-        ) from None
+        message = f"cannot read the token file {path}: {exc.strerror or exc}"
+        if isinstance(exc, PermissionError):  # left by a tool run as another user, say
+            message += (
+                f". Fix: give the user running clawgate read access to it (`ls -l {path}`:"
+                f" theirs, mode 600), or remove it (`rm {path}`) and a new token is generated."
+            )
+        raise UnsafeStateError(message) from None
     try:
         token = data.decode().strip()
     except UnicodeDecodeError:

@@ -328,6 +328,26 @@ class TestToken:
         assert token_file.read_bytes() == content
 
     @pytest.mark.parametrize("command", [["token"], ["call", "health"], ["run", "--port", "0"]])
+    def test_a_token_file_it_cannot_read_stops_the_command_with_78_saying_what_to_do(
+        self, tmp_path: Path, env: dict[str, str], command: list[str]
+    ) -> None:
+        """A token file left by a tool run as another user (or chmod 000): it said only
+        `Permission denied`."""
+        state = tmp_path / "state"
+        state.mkdir(mode=0o700)
+        token_file = state / "gateway.token"
+        token_file.write_text("0123456789abcdef0123456789abcdef\n")
+        token_file.chmod(0o000)
+        result = run_cli(command, env, file_modes_bind=True)
+        assert (result.returncode, result.stdout) == (78, "")
+        assert (
+            f"cannot read the token file {token_file}: Permission denied. Fix: give the user"
+            f" running clawgate read access to it (`ls -l {token_file}`: theirs, mode 600), or"
+            f" remove it (`rm {token_file}`) and a new token is generated."
+        ) in result.stderr.splitlines()
+        assert "Traceback" not in result.stderr
+
+    @pytest.mark.parametrize("command", [["token"], ["call", "health"], ["run", "--port", "0"]])
     def test_a_token_that_cannot_be_written_stops_the_command_with_78_leaving_nothing(
         self, tmp_path: Path, env: dict[str, str], command: list[str]
     ) -> None:
