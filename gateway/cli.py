@@ -35,7 +35,7 @@ from gateway.config.overrides import (
 )
 from gateway.config.view import redacted
 from gateway.logs import RING, SharedLog, configure_logging
-from gateway.statedir import UnsafeStateError, prepare_state_dir
+from gateway.statedir import StateDirInUse, UnsafeStateError, hold_state_dir, prepare_state_dir
 from gateway.supervisor import (
     SHARED_LOG_ENV,
     WORKER_ENV,
@@ -231,8 +231,11 @@ def _run(args: argparse.Namespace) -> int:
         print(message, file=sys.stderr)
         log.error("workers_need_postgres", workers=workers, backend=config.store.backend)
         return EX_CONFIG
+    sqlite = config.store.backend != "postgres"
     try:
-        prepare_state_dir(config.state_dir, written=config.store.backend != "postgres")
+        prepare_state_dir(config.state_dir, written=sqlite)
+        if sqlite:
+            hold_state_dir(config.state_dir)  # held until the process ends
         config = with_generated_token(config)
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             if workers > 1:
@@ -244,6 +247,11 @@ def _run(args: argparse.Namespace) -> int:
             return runner.run(serve(config, loader))
     except (UnsafeStateError, UnsafeStoreFile) as exc:
         return _refuse_state(exc)
+    except StateDirInUse as exc:
+        # 1, not 78: the other one may stop (systemd then starts this one again).
+        print(str(exc), file=sys.stderr)
+        log.error("state_dir_in_use", path=str(config.state_dir))
+        return 1
     except UnusableStore as exc:
         # Data this version cannot use: a restart would meet it again.
         print(f"cannot open the session store: {exc.detail}", file=sys.stderr)

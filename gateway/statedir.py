@@ -13,6 +13,7 @@ The dir itself may be a symlink: systemd's StateDirectory= under DynamicUser= ma
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import pwd
 import stat
@@ -49,6 +50,42 @@ def prepare_state_dir(path: Path, *, written: bool = False) -> None:
     # refuses, and SQLite's error (a bare EROFS) says nothing of what to change.
     if written and os.statvfs(path).f_flag & os.ST_RDONLY:
         raise UnsafeStateError(read_only(path))
+
+
+class StateDirInUse(Exception):
+    """Another process holds the state dir (hold_state_dir); the message says what to do."""
+
+
+# The state dirs this process holds (hold_state_dir), by their descriptor.
+_held: dict[Path, int] = {}
+
+
+def hold_state_dir(path: Path) -> None:
+    """Take the state dir for this process, for its life: an exclusive flock on the directory,
+    which the kernel lets go when the process ends, however it ends (no lock file to go
+    stale, nothing added to the dir). The SQLite store belongs to one process; a second
+    `clawgate run` on it (by mistake, beside the service) is refused, not served beside it.
+    config.patch's turn among writers (gateway/config/patch.py) is the same flock: a process
+    that holds the dir has it already (`holds`)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StateDirInUse(
+            f"another clawgate runs on the state dir {path}, and its SQLite session store"
+            " belongs to one process. Fix: stop that one first, or give this one a state dir"
+            " of its own with --state-dir (several processes share the postgres store)."
+        ) from None
+    except OSError:
+        os.close(fd)  # a file system without flock (NFS may refuse it on a directory)
+        return
+    _held[path] = fd
+
+
+def holds(path: Path) -> bool:
+    """Whether this process holds the state dir `path` (hold_state_dir)."""
+    return path in _held
 
 
 def read_only(path: Path) -> str:

@@ -36,7 +36,7 @@ from gateway.config.secret_keys import (
     is_secret_value,
     shown_names,
 )
-from gateway.statedir import UnsafeStateError, read_config_file
+from gateway.statedir import UnsafeStateError, holds, read_config_file
 
 NEW_FILE_MODE = 0o600  # the file holds secrets
 # How often a patch looks again whether another process's patch is done (a few ms each).
@@ -205,6 +205,12 @@ async def writers_turn(state_dir: Path) -> AsyncIterator[None]:
     exclusive flock on the directory itself (it exists while the gateway runs; no lock file
     to create or leave behind). Polled without blocking, so a patch whose client leaves while
     it waits holds nothing."""
+    if holds(state_dir):
+        # `run` holds it for its life (the SQLite store's one process): the turn is ours, and
+        # a second flock of the dir would wait for it for ever. The config lock keeps this
+        # process's patches one at a time.
+        yield
+        return
     fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
     try:
         while True:

@@ -508,6 +508,30 @@ class TestRun:
         ) in result.stderr
         assert "8d1" not in result.stderr
 
+    def test_a_second_gateway_on_the_state_dir_of_a_running_one_exits_1_saying_so(
+        self, tmp_path: Path, gateways: list[GatewayProcess], env: dict[str, str]
+    ) -> None:
+        """`clawgate run` again by mistake (on another port, or on the same one) while the
+        service runs: the SQLite store belongs to one process, and the second one served from
+        it beside the first, each keeping its sessions' turns in order by itself alone."""
+        first = start(gateways, ["--port", "0"], env)
+        first.wait_listening()
+        state = tmp_path / "state"
+        for port in ("0", str(first.port)):
+            result = run_cli(["run", "--port", port], env)
+            assert result.returncode == 1, result.stderr
+            assert "gateway_listening" not in result.stderr
+            assert (
+                f"another clawgate runs on the state dir {state}, and its SQLite session"
+                " store belongs to one process. Fix: stop that one first, or give this one a"
+                " state dir of its own with --state-dir (several processes share the postgres"
+                " store)."
+            ) in result.stderr.splitlines()
+        first.signal()
+        assert first.wait() == 0
+        second = start(gateways, ["--port", "0"], env)  # the first gone, the dir is free
+        second.wait_listening()
+
     def test_a_busy_port_exits_1_with_a_clear_message(self, env: dict[str, str]) -> None:
         with socket.socket() as busy:
             busy.bind(("127.0.0.1", 0))
