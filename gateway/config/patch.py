@@ -362,8 +362,18 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def _write_in_place(target: Path, text: str) -> None:
+    data = text.encode("utf-8")
     with open(target, "r+b") as file:
-        file.write(text.encode("utf-8"))
+        # The blocks first: on a file system too full for the new text, the write would stop
+        # partway and leave the file half new (invalid: the next start refuses it), where
+        # this fails (ENOSPC) with the old text whole.
+        try:
+            os.posix_fallocate(file.fileno(), 0, len(data))
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+            # A file system that cannot reserve blocks (some FUSE mounts): written as before.
+        file.write(data)
         file.truncate()
         file.flush()
         os.fsync(file.fileno())

@@ -1856,6 +1856,56 @@ def bind_mounts() -> bool:
 
 
 class TestConfigPatchOfABindMountedFile:
+    async def test_a_file_system_too_full_for_the_new_text_leaves_the_file_as_it_was(
+        self, tmp_path: Path
+    ) -> None:
+        """Written in place, the new text overwrote the old one until the disk was full: the
+        file was left half new, which the next start refuses (78), the service down."""
+        if not bind_mounts():
+            pytest.skip("needs root and unshare to bind-mount a file")
+        before = json.dumps({"gateway": {"auth": {"mode": "token", "token": PROCESS_TOKEN}}})
+        (tmp_path / "host.json5").write_text(before)
+        config = tmp_path / "clawgate.json5"  # what the gateway sees: the full disk's file
+        config.write_text("{}")
+        disk = tmp_path / "disk"
+        disk.mkdir()
+        mounted = (
+            "unshare", "-m", "--propagation", "private", "sh", "-c",
+            'mount -t tmpfs -o size=64k tmpfs "$1" && cp "$2" "$1/host.json5"'
+            ' && mount --bind "$1/host.json5" "$3" && { cat /dev/zero > "$1/filler"'
+            ' 2>/dev/null; shift 3; exec "$@"; }',
+            "sh", str(disk), str(tmp_path / "host.json5"), str(config),
+            sys.executable, "-m", "gateway", "run",
+        )  # fmt: skip
+        args = ["--config", str(config), "--state-dir", str(tmp_path / "state"), "--port", "0"]
+        process = GatewayProcess(args, clean_env(tmp_path / "home"), command=mounted)
+        try:
+            url = process.wait_listening()
+            async with aiohttp.ClientSession() as http:
+                ws = await connect_ws(http, url)
+                await ws.send_json({"type": "req", "id": "get", "method": "config.get"})
+                base_hash = (await answer_to(ws, "get"))["payload"]["hash"]
+                agent = {"id": "main", "default": True, "systemPrompt": "x" * 16384}
+                params = {"raw": json.dumps({"agents": {"list": [agent]}}), "baseHash": base_hash}
+                await ws.send_json(
+                    {"type": "req", "id": "patch", "method": "config.patch", "params": params}
+                )
+                assert await answer_to(ws, "patch") == {
+                    "type": "res",
+                    "id": "patch",
+                    "ok": False,
+                    "error": {
+                        "code": "UNAVAILABLE",
+                        "message": "cannot write the config file: No space left on device",
+                    },
+                }
+                await ws.send_json({"type": "req", "id": "again", "method": "config.get"})
+                after = (await answer_to(ws, "again"))["payload"]
+                assert after["hash"] == base_hash  # the file's bytes as they were
+                await ws.close()
+        finally:
+            process.stop()
+
     async def test_the_file_is_rewritten_in_place(self, tmp_path: Path) -> None:
         """A container's config is often one file bind-mounted from the host (`docker run -v
         ./clawgate.json5:/…/clawgate.json5`): a rename onto a mount point fails (EBUSY), and
