@@ -14,6 +14,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -36,7 +37,7 @@ from agents.store_postgres import (
 )
 from tests.support.pgserver import PASSWORD, PgServer, free_port
 from tests.support.shared_store import claim_kept_for
-from tests.support.statement_relay import statement_relay
+from tests.support.statement_relay import StatementRelay, statement_relay
 from tests.support.turns import KEY, turn
 
 pytestmark = pytest.mark.postgres
@@ -713,9 +714,52 @@ class TestAConnectionCutMidTransaction:
         assert (await store.reset(KEY, "main", 300)).updated_at == 300  # the store goes on
 
 
+DAY_MS = 24 * 3600 * 1000
+
+
 @contextlib.asynccontextmanager
 async def _nothing() -> AsyncIterator[None]:
     yield
+
+
+@contextlib.asynccontextmanager
+async def _a_pass_deleting_key(
+    pg_url: str, pg_server: PgServer
+) -> AsyncIterator[
+    tuple[PostgresSessionStore, PostgresSessionStore, StatementRelay, asyncio.Task[Any]]
+]:
+    """Process a's maintenance pass (enforce) held open once it has deleted KEY's row and
+    holds its turn lock, before it deletes its transcripts; process b beside it. Yields both,
+    the relay that holds the pass (`release()` lets it commit) and the pass."""
+    marker = b"DELETE FROM transcripts WHERE key"
+    with statement_relay("127.0.0.1", pg_server.port, marker) as relay:
+        async with (
+            PostgresSessionStore(relay.url(pg_url)) as a,
+            PostgresSessionStore(pg_url) as b,
+        ):
+            await a.create(KEY, "main", 1)
+            maintenance = MaintenanceConfig(prune_after_ms=DAY_MS, mode="enforce")
+            pruning = asyncio.create_task(a.prune(maintenance, 40 * DAY_MS))
+            await relay.wait_held()
+            yield a, b, relay, pruning
+
+
+async def _done_before_a_lock_wait(admin: asyncpg.Connection, task: asyncio.Task[Any]) -> bool:
+    """Whether `task` ended before any statement of the database waited for a lock."""
+    blocked = asyncio.create_task(waiting_for_a_lock(admin))
+    try:
+        await asyncio.wait([task, blocked], return_when=asyncio.FIRST_COMPLETED)
+        return task.done()
+    finally:
+        blocked.cancel()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await blocked
+
+
+async def _the_session_in_its_turn(store: PostgresSessionStore) -> SessionRow | None:
+    """KEY's session as a turn of it reads it, once it holds the turn lock."""
+    async with store.turn_lock(KEY):
+        return await store.get(KEY)
 
 
 class TestPrune:
@@ -798,12 +842,9 @@ class TestPrune:
                         write = asyncio.create_task(
                             b.append_turn(turn(row, "r1", assistant_timestamp=40 * day))
                         )
-                        blocked = asyncio.create_task(waiting_for_a_lock(admin))
-                        await asyncio.wait([write, blocked], return_when=asyncio.FIRST_COMPLETED)
-                        assert write.done(), "the turn's write waited for the pass"
-                        blocked.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await blocked
+                        assert await _done_before_a_lock_wait(admin, write), (
+                            "the turn's write waited for the pass"
+                        )
                 finally:
                     relay.release()
                     await admin.close()
@@ -852,13 +893,10 @@ class TestPrune:
                 claim = asyncio.create_task(b.claim_call("queued:t1", "t1", KEY, 60_000))
                 admin = await asyncpg.connect(pg_url)
                 try:
-                    blocked = asyncio.create_task(waiting_for_a_lock(admin))
-                    await asyncio.wait([claim, blocked], return_when=asyncio.FIRST_COMPLETED)
-                    assert not claim.done(), "the claim was made while the pass held the row"
+                    assert not await _done_before_a_lock_wait(admin, claim), (
+                        "the claim was made while the pass held the row"
+                    )
                 finally:
-                    blocked.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                        await blocked
                     await admin.close()
                 relay.release()
                 assert [row.key for row in await asyncio.wait_for(pruning, 5)] == [KEY]
@@ -870,36 +908,18 @@ class TestPrune:
     ) -> None:
         """A turn lock taken after the DELETE read the turn locks, before the pass committed:
         the turn read its session still there and ran on it, deleted under it."""
-        day = 24 * 3600 * 1000
-        marker = b"DELETE FROM transcripts WHERE key"
-        with statement_relay("127.0.0.1", pg_server.port, marker) as relay:
-            async with (
-                PostgresSessionStore(relay.url(pg_url)) as a,
-                PostgresSessionStore(pg_url) as b,
-            ):
-                await a.create(KEY, "main", 1)
-                maintenance = MaintenanceConfig(prune_after_ms=day, mode="enforce")
-                pruning = asyncio.create_task(a.prune(maintenance, 40 * day))
-                await relay.wait_held()  # the session's row deleted, not yet committed
-
-                async def turn() -> SessionRow | None:
-                    async with b.turn_lock(KEY):
-                        return await b.get(KEY)
-
-                running = asyncio.create_task(turn())
-                admin = await asyncpg.connect(pg_url)
-                try:
-                    blocked = asyncio.create_task(waiting_for_a_lock(admin))
-                    await asyncio.wait([running, blocked], return_when=asyncio.FIRST_COMPLETED)
-                    assert not running.done(), "the turn ran while the pass deleted its session"
-                finally:
-                    blocked.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                        await blocked
-                    await admin.close()
-                relay.release()
-                assert [row.key for row in await asyncio.wait_for(pruning, 5)] == [KEY]
-                assert await asyncio.wait_for(running, 5) is None  # it found the session gone
+        async with _a_pass_deleting_key(pg_url, pg_server) as (_, b, relay, pruning):
+            running = asyncio.create_task(_the_session_in_its_turn(b))
+            admin = await asyncpg.connect(pg_url)
+            try:
+                assert not await _done_before_a_lock_wait(admin, running), (
+                    "the turn ran while the pass deleted its session"
+                )
+            finally:
+                await admin.close()
+            relay.release()
+            assert [row.key for row in await asyncio.wait_for(pruning, 5)] == [KEY]
+            assert await asyncio.wait_for(running, 5) is None  # it found the session gone
 
     async def test_the_turn_locks_a_delete_holds_are_no_turns_running(
         self, pg_url: str, pg_server: PgServer
@@ -907,23 +927,13 @@ class TestPrune:
         """While a pass deleted a session, holding its turn lock to its commit, another
         process's abort of the session took the lock for a turn running elsewhere, and asked
         every other process to stop it (waiting for their answers)."""
-        day = 24 * 3600 * 1000
-        marker = b"DELETE FROM transcripts WHERE key"
-        with statement_relay("127.0.0.1", pg_server.port, marker) as relay:
-            async with (
-                PostgresSessionStore(relay.url(pg_url)) as a,
-                PostgresSessionStore(pg_url) as b,
-            ):
-                await a.create(KEY, "main", 1)
-                await a.create("agent:main:busy", "main", 40 * day)
-                maintenance = MaintenanceConfig(prune_after_ms=day, mode="enforce")
-                pruning = asyncio.create_task(a.prune(maintenance, 40 * day))
-                await relay.wait_held()  # the session's row deleted, its turn lock held
-                async with a.turn_lock("agent:main:busy"):  # a turn, on a's other pool
-                    assert not await b.turn_running_elsewhere(KEY)
-                    assert await b.turn_running_elsewhere("agent:main:busy")
-                relay.release()
-                assert [row.key for row in await asyncio.wait_for(pruning, 5)] == [KEY]
+        async with _a_pass_deleting_key(pg_url, pg_server) as (a, b, relay, pruning):
+            await a.create("agent:main:busy", "main", 40 * DAY_MS)  # not the pass's to prune
+            async with a.turn_lock("agent:main:busy"):  # a turn, on a's other pool
+                assert not await b.turn_running_elsewhere(KEY)
+                assert await b.turn_running_elsewhere("agent:main:busy")
+            relay.release()
+            assert [row.key for row in await asyncio.wait_for(pruning, 5)] == [KEY]
 
     async def test_a_turn_waiting_for_a_delete_is_a_turn_going_on(
         self, pg_url: str, pg_server: PgServer
@@ -931,34 +941,19 @@ class TestPrune:
         """A turn that waits for the turn lock a pass holds (it got its run slot at once:
         no queued mark) is found by an abort of its session, which asks the processes to stop
         it: else, once the pass committed, it ran in a new session of the key."""
-        day = 24 * 3600 * 1000
-        marker = b"DELETE FROM transcripts WHERE key"
-        with statement_relay("127.0.0.1", pg_server.port, marker) as relay:
-            async with (
-                PostgresSessionStore(relay.url(pg_url)) as a,
-                PostgresSessionStore(pg_url) as b,
-            ):
-                await a.create(KEY, "main", 1)
-                maintenance = MaintenanceConfig(prune_after_ms=day, mode="enforce")
-                pruning = asyncio.create_task(a.prune(maintenance, 40 * day))
-                await relay.wait_held()  # the session's row deleted, its turn lock held
-
-                async def turn() -> SessionRow | None:
-                    async with b.turn_lock(KEY):
-                        return await b.get(KEY)
-
-                waiting = asyncio.create_task(turn())
-                admin = await asyncpg.connect(pg_url)
-                try:
-                    await waiting_for_a_lock(admin)
-                finally:
-                    await admin.close()
-                try:
-                    assert await a.turn_running_elsewhere(KEY)
-                finally:
-                    relay.release()
-                assert [row.key for row in await asyncio.wait_for(pruning, 5)] == [KEY]
-                assert await asyncio.wait_for(waiting, 5) is None
+        async with _a_pass_deleting_key(pg_url, pg_server) as (a, b, relay, pruning):
+            waiting = asyncio.create_task(_the_session_in_its_turn(b))
+            admin = await asyncpg.connect(pg_url)
+            try:
+                await waiting_for_a_lock(admin)
+            finally:
+                await admin.close()
+            try:
+                assert await a.turn_running_elsewhere(KEY)
+            finally:
+                relay.release()
+            assert [row.key for row in await asyncio.wait_for(pruning, 5)] == [KEY]
+            assert await asyncio.wait_for(waiting, 5) is None
 
     async def test_a_delete_takes_the_turn_locks_of_what_it_deletes_only(
         self, pg_url: str, pg_server: PgServer
