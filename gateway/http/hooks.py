@@ -49,6 +49,7 @@ from gateway.http.hooks_wire import (
     new_run_id,
     parse_agent_hook,
     parse_wake_hook,
+    refuse_unpaired_key,
     replay_scope,
     result_forgotten,
     run_elsewhere,
@@ -144,6 +145,7 @@ async def hook(request: web.Request, hooks: HooksConfig, sub_path: str) -> web.S
         raw = await read_body(request, hooks.max_body_bytes, state.options.body_timeout_seconds)
         body = await work_on_body(raw, parse_body, raw)
         if sub_path == "agent":
+            await work_on_body(raw, refuse_unpaired_key, raw)
             return await _agent(request, state, hooks, body)
         return await _wake(request, state, hooks, body)
     except RequestError as exc:

@@ -32,7 +32,6 @@ from agents.ids import uuid7
 from agents.keys import INVALID_KEY_MESSAGE, RESERVED_KEY_MESSAGE, normalize_session_key
 from agents.providers.base import Usage
 from agents.runs import RunOutcome, RunStatus
-from agents.surrogates import repair_surrogates
 from gateway.config.model import HooksConfig
 from gateway.http.openai_wire import (
     API_ERROR,
@@ -42,7 +41,7 @@ from gateway.http.openai_wire import (
     json_type,
     usage_body,
 )
-from gateway.jsonwire import has_surrogate
+from gateway.jsonwire import has_surrogate, spells_surrogate, strict_loads
 
 TOKEN_HEADER = "x-openclaw-token"
 QUERY_TOKEN_MESSAGE = (
@@ -147,10 +146,30 @@ def with_header_key(hook: AgentHook, headers: Mapping[str, str]) -> AgentHook:
     for name in IDEMPOTENCY_HEADERS:
         key = _usable_key(headers.get(name))
         if key is not None:
-            # Bytes that are not UTF-8 arrive as lone surrogates, which the store (where the
-            # run keeps its key) cannot write.
-            return attrs.evolve(hook, idempotency_key=repair_surrogates(key))
+            if has_surrogate(key):
+                # Bytes that are not UTF-8 arrive as lone surrogates: repaired to U+FFFD, two
+                # keys would be one, and the second call would be answered as the first.
+                raise bad_request(f"invalid idempotency key (the {name} header is not UTF-8)")
+            return attrs.evolve(hook, idempotency_key=key)
     return hook
+
+
+def refuse_unpaired_key(raw: bytes) -> None:
+    """A 400 for a body whose `idempotencyKey` holds a lone UTF-16 surrogate, which JSON can
+    spell and UTF-8 cannot (`parse_body` repairs them to U+FFFD: two keys would be one). The
+    body is parsed again, unrepaired, only when it spells a surrogate at all."""
+    text = raw.decode("utf-8", "replace")
+    if not spells_surrogate(text):
+        return
+    try:
+        value = strict_loads(text, finite=True)
+    except (ValueError, RecursionError):
+        return  # parse_body refused it
+    key = value.get("idempotencyKey") if isinstance(value, dict) else None
+    if isinstance(key, str) and has_surrogate(key):
+        raise bad_request(
+            "invalid idempotency key (a lone UTF-16 surrogate is not text)", "idempotencyKey"
+        )
 
 
 def replay_scope(hook: AgentHook, agent_id: str, hooks: HooksConfig) -> str | None:

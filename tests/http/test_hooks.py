@@ -592,15 +592,38 @@ class TestIdempotency:
         _, again = await hook(client, "/hooks/agent", payload)  # not waiting: the 202
         assert again == first
 
-    async def test_a_header_key_that_is_not_utf_8_keeps_the_run_whole(self, client: Client) -> None:
-        # Its bytes reach the handler as lone surrogates, which the store cannot write.
-        headers = {**HOOK_AUTH, "Content-Type": "application/json", "Idempotency-Key": b"k\xff"}
-        request = request_bytes("POST", "/hooks/agent", headers, b'{"message": "hi"}')
+    @pytest.mark.parametrize("header", ["Idempotency-Key", "x-openclaw-idempotency-key"])
+    async def test_a_header_key_that_is_not_utf_8_is_refused(
+        self, client: Client, header: str
+    ) -> None:
+        """Its bytes reach the handler as lone surrogates, which were repaired to U+FFFD:
+        `k\\xff` and `k\\xfe` were one key, and the second call was answered with the first
+        call's run (a 202 naming it), never run."""
         assert client.port is not None
-        response = await exchange(client.port, request)
-        assert response.status == 202
-        run = await finished(client, response.json()["runId"])
-        assert run.outcome is not None and run.outcome.status == "completed"
+        for key in (b"k\xff", b"k\xfe"):
+            headers = {**HOOK_AUTH, "Content-Type": "application/json", header: key}
+            request = request_bytes("POST", "/hooks/agent", headers, b'{"message": "hi"}')
+            response = await exchange(client.port, request)
+            assert (response.status, response.json()) == (
+                400,
+                error(f"invalid idempotency key (the {header} header is not UTF-8)"),
+            )
+
+    async def test_a_body_key_holding_a_lone_surrogate_is_refused(self, client: Client) -> None:
+        """JSON spells one, UTF-8 cannot: repaired to U+FFFD, two such keys were one."""
+        refused = error(
+            "invalid idempotency key (a lone UTF-16 surrogate is not text)", "idempotencyKey"
+        )
+        for key in ("\\ud800", "\\udfff", "a\\ud83d"):
+            raw = f'{{"message": "hi", "idempotencyKey": "{key}"}}'.encode()
+            headers = {**HOOK_AUTH, "Content-Type": "application/json"}
+            response = await client.post("/hooks/agent", data=raw, headers=headers)
+            assert (response.status, await response.json()) == (400, refused)
+        # A pair spells one character, a key like any other; so does an escaped U+FFFD.
+        for key in ("\\ud83d\\ude00", "\\ufffd"):
+            raw = f'{{"message": "hi", "idempotencyKey": "{key}"}}'.encode()
+            response = await client.post("/hooks/agent", data=raw, headers=headers)
+            assert response.status == 202, await response.text()
 
     async def test_another_message_under_the_same_key_is_another_run(self, client: Client) -> None:
         _, first = await hook(client, "/hooks/agent", {"message": "a", "idempotencyKey": "k"})

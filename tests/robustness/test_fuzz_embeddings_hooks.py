@@ -283,6 +283,31 @@ class TestHooks:
             assert response.status == 400, response
             return
         await check(server, log, response, HOOK_STATUSES)
+        # A key used (not blank, at most 256 characters) whose bytes are not UTF-8 is refused:
+        # repaired, two such keys would be one.
+        key = value.decode("utf-8", "surrogateescape").strip()
+        if key and len(key) <= 256 and not is_utf_8(value):
+            event("idempotency key: not UTF-8")
+            assert response.status == 400, response
+            assert "is not UTF-8" in response.json()["error"]["message"]
+
+    @fuzz(40)
+    @given(key=odd_text)
+    async def test_a_body_key_holding_a_lone_surrogate_is_refused(
+        self, gateway: tuple[Served, ServerLog], key: str
+    ) -> None:
+        server, log = gateway
+        body = wire_bytes({"message": "hi", "idempotencyKey": key})
+        request = request_bytes("POST", "/hooks/agent", HOOK_AUTH, body)
+        response = await exchange(server.port, request)
+        await check(server, log, response, HOOK_STATUSES)
+        # As the gateway reads it: a high then a low surrogate is one character.
+        if any(0xD800 <= ord(c) <= 0xDFFF for c in json.loads(json.dumps(key))):
+            event("idempotency key: a lone surrogate")
+            assert response.status == 400, response
+            assert response.json()["error"]["param"] == "idempotencyKey"
+        else:
+            assert response.status == 202, response
 
     async def test_a_body_over_max_body_bytes_is_a_413(
         self, gateway: tuple[Served, ServerLog]
@@ -292,6 +317,14 @@ class TestHooks:
         request = request_bytes("POST", "/hooks/agent", HOOK_AUTH, body)
         response = await exchange(server.port, request)
         await check(server, log, response, ONLY_413)
+
+
+def is_utf_8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 # -- every place of a complete body, with every wrong type and every odd value ---------------
