@@ -1682,8 +1682,8 @@ class SessionStore:
     ) -> tuple[str, str]:
         return run_id, session_key
 
-    async def extend_hook_call(self, scope: str, run_id: str, keep_ms: int) -> None:
-        return None
+    async def extend_hook_call(self, scope: str, run_id: str, keep_ms: int) -> bool:
+        return True
 
     async def extend_hook_calls(
         self, claims: Sequence[tuple[str, str]], keep_ms: int
@@ -1698,8 +1698,8 @@ class SessionStore:
 
     async def end_call(
         self, scope: str, token: str, keep_ms: int, answer: str | None = None
-    ) -> None:
-        return None
+    ) -> bool:
+        return True
 
     async def call_answer(self, scope: str) -> str | None:
         return None

@@ -1608,10 +1608,10 @@ class PostgresSessionStore:
 
     async def end_call(
         self, scope: str, token: str, keep_ms: int, answer: str | None = None
-    ) -> None:
+    ) -> bool:
         """The run of the claim of `scope` by `token` has ended: kept, so, for `keep_ms`,
-        with `answer` (`call_answer`)."""
-        await self._run(
+        with `answer` (`call_answer`). False: there is no such claim (any more)."""
+        status = await self._run(
             lambda c: c.execute(
                 f"UPDATE hook_calls SET ended = TRUE, expires_at = {SQL_NOW_MS} + $3,"
                 " answer = $4 WHERE scope = $1 AND run_id = $2",
@@ -1619,6 +1619,7 @@ class PostgresSessionStore:
             ),
             write=True, transaction=False,
         )  # fmt: skip
+        return str(status) != "UPDATE 0"
 
     async def call_answer(self, scope: str) -> str | None:
         """The answer the claim of `scope` was ended with; None: none, or no claim."""
@@ -1651,10 +1652,12 @@ class PostgresSessionStore:
         )
         return bool(found)
 
-    async def extend_hook_call(self, scope: str, run_id: str, keep_ms: int) -> None:
+    async def extend_hook_call(self, scope: str, run_id: str, keep_ms: int) -> bool:
         """Keep the claim of `scope` by `run_id` for `keep_ms` from now. An ended claim
-        (`end_call`) keeps its own time: a renewal sent as the run ended is late."""
-        await self._run(
+        (`end_call`) keeps its own time: a renewal sent as the run ended is late. False:
+        there is no such claim going on (released, ended, or forgotten once its lease ran
+        out)."""
+        status = await self._run(
             lambda c: c.execute(
                 f"UPDATE hook_calls SET expires_at = {SQL_NOW_MS} + $3"
                 " WHERE scope = $1 AND run_id = $2 AND NOT ended",
@@ -1662,6 +1665,7 @@ class PostgresSessionStore:
             ),
             write=True, transaction=False,
         )  # fmt: skip
+        return str(status) != "UPDATE 0"
 
     async def extend_hook_calls(
         self, claims: Sequence[tuple[str, str]], keep_ms: int

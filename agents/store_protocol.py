@@ -89,8 +89,9 @@ class Store(Protocol):
         then kept for `ttl_ms`)."""
         ...
 
-    async def extend_hook_call(self, scope: str, run_id: str, keep_ms: int) -> None:
-        """The claim of `scope` by `run_id` is kept for `keep_ms` from now."""
+    async def extend_hook_call(self, scope: str, run_id: str, keep_ms: int) -> bool:
+        """The claim of `scope` by `run_id` is kept for `keep_ms` from now. False: it is gone
+        (released, ended, or forgotten once its lease ran out: `claim_call` makes it again)."""
         ...
 
     async def extend_hook_calls(
@@ -111,7 +112,10 @@ class Store(Protocol):
 
     async def end_call(
         self, scope: str, token: str, keep_ms: int, answer: str | None = None
-    ) -> None: ...
+    ) -> bool:
+        """The claim's run has ended: kept for `keep_ms`, with `answer`. False: the claim is
+        gone (forgotten once its lease ran out)."""
+        ...
 
     async def call_answer(self, scope: str) -> str | None:
         """What the claim of `scope` was ended with (`end_call`'s `answer`)."""

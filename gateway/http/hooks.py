@@ -18,6 +18,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import structlog
 from aiohttp import web
 
@@ -306,11 +307,42 @@ def _hold(app: web.Application, state: GatewayState, scope: str, run: AgentRun) 
     store = state.store
     if store is None or not store.shared:
         return
-    lease = state.options.hook_claim_lease_seconds
-    run.hold_end(
-        lambda outcome, announce: _keep(app, _end_claim(store, scope, run, outcome, announce))
-    )
-    _keep(app, _held(store, scope, run, lease))
+    claim = _Claim(store, scope, run, state.options.hook_claim_lease_seconds)
+    run.hold_end(lambda outcome, announce: _keep(app, _end_claim(claim, outcome, announce)))
+    _keep(app, _held(claim))
+
+
+@attrs.define(eq=False)
+class _Claim:
+    """The claim of a call whose run goes on here. Its renewals (`_held`) and its end
+    (`_end_claim`) write it one at a time (`turn`), and no renewal follows the end: a claim
+    made again by a renewal (it was lost) never comes back after its end or release."""
+
+    store: Store
+    scope: str
+    run: AgentRun
+    lease: float
+    turn: asyncio.Lock = attrs.field(factory=asyncio.Lock)
+    ending: bool = False
+
+    async def make_again(self) -> bool:
+        """The claim, found gone while its run goes on: its lease ran out while the database
+        was away, and another claim forgot it. Made again, unless a retry on another process
+        claimed the call meanwhile (which then runs it too: nothing undoes that). Whether
+        this process holds it."""
+        run = self.run
+        try:
+            holder, _ = await self.store.claim_hook_call(
+                self.scope, run.id, run.session_key, int(self.lease * 1000)
+            )
+        except AgentError:
+            log.warning("hook_call_claim_again_failed", run_id=run.id)  # the next renewal may
+            return False
+        if holder != run.id:
+            log.warning("hook_call_claimed_elsewhere", run_id=run.id, other_run_id=holder)
+            return False
+        log.info("hook_call_claimed_again", run_id=run.id)
+        return True
 
 
 def _keep(app: web.Application, work: Coroutine[Any, Any, None]) -> None:
@@ -320,47 +352,63 @@ def _keep(app: web.Application, work: Coroutine[Any, Any, None]) -> None:
     task.add_done_callback(holds.discard)
 
 
-async def _held(store: Store, scope: str, run: AgentRun, lease: float) -> None:
+async def _held(claim: _Claim) -> None:
     """The claim is a lease while the run goes on, renewed here: a process that dies lets a
     retry run the call once its lease is out, rather than answer with a run that never ends.
-    `_end_claim` ends it."""
+    A renewal that finds it gone makes it again. `_end_claim` ends it."""
+    run = claim.run
     ended = asyncio.ensure_future(run.wait())
     try:
-        while not (await asyncio.wait({ended}, timeout=lease / 3))[0]:
-            await _extend(store, scope, run.id, int(lease * 1000))
+        while not (await asyncio.wait({ended}, timeout=claim.lease / 3))[0]:
+            async with claim.turn:
+                if claim.ending:
+                    break
+                if not await _extend(claim.store, claim.scope, run.id, int(claim.lease * 1000)):
+                    await claim.make_again()
     finally:
         ended.cancel()
 
 
-async def _end_claim(
-    store: Store, scope: str, run: AgentRun, outcome: RunOutcome, announce: Callable[[], None]
-) -> None:
+async def _end_claim(claim: _Claim, outcome: RunOutcome, announce: Callable[[], None]) -> None:
     """The run has ended: its claim is kept for the replay window (or released) before the
     end is told (`AgentRun.hold_end`, as gateway/ws/claims.py), so that a retry on another
-    process right after the answer finds the claim, whatever became of its lease. A store
-    that fails to write it only delays the answer by its timeout; one that has found the
-    database unreachable (the run's own commit failed so, mostly) does not delay it: the
-    answer goes at once, the write is tried after (as gateway/ws/claims.py's)."""
+    process right after the answer finds the claim, whatever became of its lease (one lost,
+    forgotten, is made again first). A store that fails to write it only delays the answer
+    by its timeout; one that has found the database unreachable (the run's own commit failed
+    so, mostly) does not delay it: the answer goes at once, the write is tried after (as
+    gateway/ws/claims.py's)."""
+    store, scope, run = claim.store, claim.scope, claim.run
+    claim.ending = True
     if not store.reachable:
         announce()
     try:
-        if outcome.status == RunStatus.ABORTED and run.abort_reason == SHUTDOWN_ABORT:
-            # The drain gave up on it (a deploy): a retry on another process runs the call.
-            await _release(store, scope, run.id)
-        else:
-            try:
-                await store.end_call(scope, run.id, int(REPLAY_TTL_SECONDS * 1000))
-            except AgentError:
-                log.warning("hook_call_end_failed", run_id=run.id)  # kept until its lease is out
+        async with claim.turn:  # after a renewal under way
+            if outcome.status == RunStatus.ABORTED and run.abort_reason == SHUTDOWN_ABORT:
+                # The drain gave up on it (a deploy): a retry on another process runs the call.
+                await _release(store, scope, run.id)
+            else:
+                keep_ms = int(REPLAY_TTL_SECONDS * 1000)
+                try:
+                    if (
+                        not await store.end_call(scope, run.id, keep_ms)
+                        and await claim.make_again()
+                    ):
+                        await store.end_call(scope, run.id, keep_ms)
+                except AgentError:
+                    log.warning(
+                        "hook_call_end_failed", run_id=run.id
+                    )  # kept until its lease is out
     finally:
         announce()
 
 
-async def _extend(store: Store, scope: str, run_id: str, keep_ms: int) -> None:
+async def _extend(store: Store, scope: str, run_id: str, keep_ms: int) -> bool:
+    """False: the claim is gone (the renewal went through and found none)."""
     try:
-        await store.extend_hook_call(scope, run_id, keep_ms)
+        return await store.extend_hook_call(scope, run_id, keep_ms)
     except AgentError:
         log.warning("hook_call_extend_failed", run_id=run_id)  # the next renewal may do it
+        return True
 
 
 async def _release(store: Store, scope: str, run_id: str) -> None:

@@ -206,9 +206,9 @@ class CountedRenewals(PostgresSessionStore):
 
     renewed: list[int]
 
-    async def extend_hook_call(self, scope: str, run_id: str, keep_ms: int) -> None:
+    async def extend_hook_call(self, scope: str, run_id: str, keep_ms: int) -> bool:
         self.renewed.append(1)
-        await super().extend_hook_call(scope, run_id, keep_ms)
+        return await super().extend_hook_call(scope, run_id, keep_ms)
 
     async def extend_hook_calls(self, claims: list[tuple[str, str]], keep_ms: int) -> list[str]:
         self.renewed.append(len(claims))

@@ -3,17 +3,23 @@ payloads, the agent and session policy, waiting for the answer, and the wake tur
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any
 
+import asyncpg
 import pytest
 
 from agents.runs import AgentRun
+from agents.store_postgres import SQL_FORGET_EXPIRED_CALLS, SQL_NOW_MS, PostgresSessionStore
 from gateway.appkeys import STATE
 from gateway.config.apply import apply_config
 from gateway.http import hooks_wire
+from gateway.http.hooks import HOOK_HOLDS
 from gateway.http.hooks_wire import HookReplays
+from gateway.http.openai_wire import SHUTDOWN_ABORT
+from gateway.state import AppOptions
 from tests.support.configs import MakeConfig, merged
 from tests.support.http_client import (
     AUTH,
@@ -24,7 +30,10 @@ from tests.support.http_client import (
     MakeClient,
     fake_provider,
 )
+from tests.support.pgserver import PgServer
 from tests.support.raw_http import exchange, request_bytes
+from tests.support.shared_store import HeldOpenAI
+from tests.support.statement_relay import StatementRelay
 from tests.support.upstreams import FakeOpenAI, Status
 from tests.support.ws_client import GatewayWs
 
@@ -695,3 +704,146 @@ class TestHookReplays:
         for scope in ("a", "b", "a", "c"):  # "a" put again is the newer one
             replays.put(scope, f"run-{scope}", "agent:main:hook:x")
         assert [replays.get(scope) is not None for scope in "abc"] == [True, False, True]
+
+
+@pytest.mark.postgres
+class TestAClaimOnASharedStore:
+    """The claim of a keyed call, in a PostgreSQL store that other processes share."""
+
+    async def test_lost_while_the_database_was_away_is_claimed_again(
+        self, gateway: MakeClient, pg_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Its lease ran out while its renewals failed (the database away longer than the
+        lease), and the next claim of any process forgot it: it was never claimed again, so
+        a retry on another process ran the call a second time."""
+        held = HeldOpenAI()
+        await held.start()
+        settings = merged(
+            HOOKS, {**fake_provider(held), "store": {"backend": "postgres", "url": pg_url}}
+        )
+        client = await gateway(settings, AppOptions(hook_claim_lease_seconds=0.6))
+        store = client.app[STATE].store
+        assert store is not None
+        renewed: list[bool] = []
+        extend = store.extend_hook_call
+
+        async def counted(scope: str, run_id: str, keep_ms: int) -> bool:
+            kept = await extend(scope, run_id, keep_ms)
+            renewed.append(kept)
+            return kept
+
+        monkeypatch.setattr(store, "extend_hook_call", counted)
+        other = PostgresSessionStore(pg_url)
+        await other.open()
+        conn = await asyncpg.connect(pg_url)
+        try:
+            headers = {**HOOK_AUTH, "Idempotency-Key": "lost-1"}
+            status, first = await hook(client, "/hooks/agent", {"message": "hi"}, headers)
+            assert status == 202, first
+            await held.wait_for_requests(1, within=15)
+            [(scope, run_id)] = await conn.fetch("SELECT scope, run_id FROM hook_calls")
+            assert run_id == first["runId"]
+            # Its lease out, and forgotten, as the next claim of any process does.
+            async with conn.transaction():
+                await conn.execute(f"UPDATE hook_calls SET expires_at = {SQL_NOW_MS} - 1")
+                assert await conn.execute(SQL_FORGET_EXPIRED_CALLS) == "DELETE 1"
+            renewed.clear()
+            async with asyncio.timeout(10):
+                while len(renewed) < 2:  # a renewal begun after the loss has ended
+                    await asyncio.sleep(0.02)
+            # A retry on another process gets the first call's run.
+            again = await other.claim_hook_call(scope, "retry", first["sessionKey"], 60_000)
+            assert again == (first["runId"], first["sessionKey"])
+            held.go.set()
+            await finished(client, first["runId"])
+            async with asyncio.timeout(10):  # its end keeps it for the replay window
+                while await other.call_going_on(scope) is not None:
+                    await asyncio.sleep(0.02)
+            assert await other.call_answer(scope) is None
+            again = await other.claim_hook_call(scope, "retry", first["sessionKey"], 60_000)
+            assert again == (first["runId"], first["sessionKey"])
+        finally:
+            held.go.set()
+            await conn.close()
+            await other.aclose()
+            await held.aclose()
+
+    async def test_lost_and_its_run_ended_before_a_renewal_is_kept_for_the_replay_window(
+        self, gateway: MakeClient, pg_url: str
+    ) -> None:
+        """The run's end marked a claim that was no longer there: a retry on another process
+        right after the answer found none and ran the call a second time."""
+        held = HeldOpenAI()
+        await held.start()
+        settings = merged(
+            HOOKS, {**fake_provider(held), "store": {"backend": "postgres", "url": pg_url}}
+        )
+        client = await gateway(settings, AppOptions(hook_claim_lease_seconds=600))
+        other = PostgresSessionStore(pg_url)
+        await other.open()
+        conn = await asyncpg.connect(pg_url)
+        try:
+            headers = {**HOOK_AUTH, "Idempotency-Key": "lost-2"}
+            body = {"message": "hi", "waitForCompletion": True}
+            answer = asyncio.create_task(hook(client, "/hooks/agent", body, headers))
+            await held.wait_for_requests(1, within=15)
+            async with conn.transaction():  # forgotten, as in the test above
+                await conn.execute(f"UPDATE hook_calls SET expires_at = {SQL_NOW_MS} - 1")
+                assert await conn.execute(SQL_FORGET_EXPIRED_CALLS) == "DELETE 1"
+            held.go.set()
+            status, first = await answer
+            assert status == 200, first
+            [(scope, ended)] = await conn.fetch("SELECT scope, ended FROM hook_calls")
+            assert ended
+            again = await other.claim_hook_call(scope, "retry", first["sessionKey"], 60_000)
+            assert again == (first["runId"], first["sessionKey"])
+        finally:
+            held.go.set()
+            await conn.close()
+            await other.aclose()
+            await held.aclose()
+
+    async def test_made_again_never_outlives_a_release_that_came_meanwhile(
+        self, gateway: MakeClient, pg_url: str, pg_server: PgServer
+    ) -> None:
+        """A renewal finds the claim gone while the drain gives up on the run: the release
+        waits for the renewal, so the claim it makes again is released, never left behind
+        (a retry on another process would be told for its lease that a run goes on)."""
+        held = HeldOpenAI()
+        await held.start()
+        relay = StatementRelay("127.0.0.1", pg_server.port, b"UPDATE hook_calls SET expires_at")
+        settings = merged(
+            HOOKS,
+            {**fake_provider(held), "store": {"backend": "postgres", "url": relay.url(pg_url)}},
+        )
+        client = await gateway(settings, AppOptions(hook_claim_lease_seconds=0.6))
+        conn = await asyncpg.connect(pg_url)
+        try:
+            headers = {**HOOK_AUTH, "Idempotency-Key": "lost-3"}
+            status, first = await hook(client, "/hooks/agent", {"message": "hi"}, headers)
+            assert status == 202, first
+            await held.wait_for_requests(1, within=15)
+            await relay.wait_held()  # the first renewal: sent, not yet at the database
+            async with conn.transaction():  # forgotten, as in the tests above
+                await conn.execute(f"UPDATE hook_calls SET expires_at = {SQL_NOW_MS} - 1")
+                assert await conn.execute(SQL_FORGET_EXPIRED_CALLS) == "DELETE 1"
+            registry = client.app[STATE].registry
+            assert registry is not None
+            run = registry.run(first["runId"])
+            assert run is not None
+            run.abort(SHUTDOWN_ABORT)
+            holds = client.app[HOOK_HOLDS]
+            async with asyncio.timeout(10):
+                while len(holds) < 2:  # the claim's end has begun beside its renewal
+                    await asyncio.sleep(0.01)
+            relay.release()
+            await asyncio.wait_for(run.wait(), 10)
+            async with asyncio.timeout(10):
+                while holds:
+                    await asyncio.sleep(0.01)
+            assert await conn.fetchval("SELECT count(*) FROM hook_calls") == 0
+        finally:
+            held.go.set()
+            relay.close()
+            await conn.close()
+            await held.aclose()

@@ -1,0 +1,124 @@
+"""The claim of a `chat.send` idempotency key in a PostgreSQL store that other processes
+share (gateway/ws/claims.py), lost while the database was away longer than its lease."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from agents.store_postgres import SQL_FORGET_EXPIRED_CALLS, SQL_NOW_MS, PostgresSessionStore
+from gateway.appkeys import STATE
+from gateway.state import AppOptions
+from gateway.ws.claims import scope
+from tests.support.http_client import fake_provider
+from tests.support.shared_store import HeldOpenAI
+from tests.support.ws_client import TOKEN, MakeGateway, send
+
+pytestmark = pytest.mark.postgres
+
+KEY = "agent:main:main"
+
+
+@pytest.fixture
+async def held() -> AsyncIterator[HeldOpenAI]:
+    upstream = HeldOpenAI()
+    await upstream.start()
+    yield upstream
+    upstream.go.set()
+    await upstream.aclose()
+
+
+def config(held: HeldOpenAI, pg_url: str) -> str:
+    return json.dumps(
+        {
+            "gateway": {"auth": {"mode": "token", "token": TOKEN}},
+            **fake_provider(held),
+            "store": {"backend": "postgres", "url": pg_url},
+        }
+    )
+
+
+async def forget_the_claim(conn: asyncpg.Connection) -> None:
+    """Its lease out, and forgotten, as the next claim of any process does."""
+    async with conn.transaction():
+        await conn.execute(f"UPDATE hook_calls SET expires_at = {SQL_NOW_MS} - 1")
+        assert await conn.execute(SQL_FORGET_EXPIRED_CALLS) == "DELETE 1"
+
+
+class TestAKeysClaimLost:
+    async def test_while_its_run_goes_on_is_claimed_again(
+        self,
+        make_gateway: MakeGateway,
+        held: HeldOpenAI,
+        pg_url: str,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """It was never claimed again: a retry on another process ran the turn twice."""
+        gateway = await make_gateway(
+            config(held, pg_url), options=AppOptions(hook_claim_lease_seconds=0.6)
+        )
+        store = gateway.app[STATE].store
+        assert store is not None
+        renewed: list[bool] = []
+        extend = store.extend_hook_call
+
+        async def counted(scope: str, run_id: str, keep_ms: int) -> bool:
+            kept = await extend(scope, run_id, keep_ms)
+            renewed.append(kept)
+            return kept
+
+        monkeypatch.setattr(store, "extend_hook_call", counted)
+        other = PostgresSessionStore(pg_url)
+        await other.open()
+        conn = await asyncpg.connect(pg_url)
+        try:
+            ws = await gateway.connected()
+            await ws.ok("chat.send", send("main", "hi", "lost-1"))
+            await held.wait_for_requests(1, within=15)
+            [token] = await conn.fetch("SELECT run_id FROM hook_calls")
+            await forget_the_claim(conn)
+            renewed.clear()
+            async with asyncio.timeout(10):
+                while len(renewed) < 2:  # a renewal begun after the loss has ended
+                    await asyncio.sleep(0.02)
+            # A retry on another process is told the run goes on.
+            holder, _, ended = await other.claim_call(scope("lost-1"), "retry", KEY, 60_000)
+            assert (holder, ended) == (token[0], False)
+            held.go.set()
+            await ws.event("chat", state="final", runId="lost-1")
+            holder, _, ended = await other.claim_call(scope("lost-1"), "retry", KEY, 60_000)
+            assert (holder, ended) == (token[0], True)
+        finally:
+            held.go.set()
+            await conn.close()
+            await other.aclose()
+
+    async def test_and_its_run_ended_before_a_renewal_is_kept_ended(
+        self, make_gateway: MakeGateway, held: HeldOpenAI, pg_url: str
+    ) -> None:
+        """The run's end marked a claim that was no longer there: a retry on another process
+        of a client told of the end ran the turn a second time."""
+        gateway = await make_gateway(
+            config(held, pg_url), options=AppOptions(hook_claim_lease_seconds=600)
+        )
+        other = PostgresSessionStore(pg_url)
+        await other.open()
+        conn = await asyncpg.connect(pg_url)
+        try:
+            ws = await gateway.connected()
+            await ws.ok("chat.send", send("main", "hi", "lost-2"))
+            await held.wait_for_requests(1, within=15)
+            [token] = await conn.fetch("SELECT run_id FROM hook_calls")
+            await forget_the_claim(conn)
+            held.go.set()
+            await ws.event("chat", state="final", runId="lost-2")
+            holder, _, ended = await other.claim_call(scope("lost-2"), "retry", KEY, 60_000)
+            assert (holder, ended) == (token[0], True)
+        finally:
+            held.go.set()
+            await conn.close()
+            await other.aclose()
