@@ -2,10 +2,11 @@
 
 Served by a middleware rather than a route, so that `hooks.enabled` and `hooks.path` apply
 on reload like every other hot key. The order of checks is OpenClaw's (query token, method,
-auth, sub-path, body); the answers use the gateway's error shape, CORS and body rules
-(gateway.http.common). The hook token is its own secret (`hooks.token`), presented as
-`Authorization: Bearer` or `x-openclaw-token`; its failures count in the same failed-auth
-limiter as the gateway token's.
+auth, sub-path, body), except that a sub-path clawgate does not serve is a 404 after auth
+whatever the method (OpenClaw's 405 `Allow: POST` there offers a POST that is a 404 too); the
+answers use the gateway's error shape, CORS and body rules (gateway.http.common). The hook
+token is its own secret (`hooks.token`), presented as `Authorization: Bearer` or
+`x-openclaw-token`; its failures count in the same failed-auth limiter as the gateway token's.
 
 An accepted run belongs to the gateway, not to the request: a caller that stops waiting (or
 disconnects) does not abort it, as OpenClaw's hook runs go on without their caller.
@@ -128,17 +129,19 @@ async def hook(request: web.Request, hooks: HooksConfig, sub_path: str) -> web.S
     state = request.app[STATE]
     if "token" in request.query:
         return error_answer(request, bad_request(QUERY_TOKEN_MESSAGE))
+    known = sub_path in ("agent", "wake")
     if request.method != "POST":
         if is_preflight(request):
             return preflight(request, state.config)
-        return method_not_allowed("POST")
+        if known:  # an unknown sub-path has no method: a 404 after auth, as a POST there
+            return method_not_allowed("POST")
     if state.draining:
         return error_answer(request, shutting_down())
     try:
         _authenticate(request, state, hooks)
     except RequestError as exc:
         return error_answer(request, exc)
-    if sub_path not in ("agent", "wake"):
+    if not known:
         return not_found()  # OpenClaw's mappings (other sub-paths) are not implemented
     if not is_json_content_type(request.headers.get("Content-Type")):
         return unsupported_media_type()  # as every JSON endpoint (gateway.http.common.gate)

@@ -182,6 +182,22 @@ class TestRouting:
             error("Not Found", type_="not_found_error"),
         )
 
+    @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+    async def test_an_unknown_hook_is_a_404_after_auth_whatever_the_method(
+        self, client: Client, method: str
+    ) -> None:
+        """It was a 405 `Allow: POST` before auth, where a POST is a 404: no method is."""
+        response = await client.request(method, "/hooks/gmail")
+        assert response.status == 401
+        response = await client.request(method, "/hooks/gmail", headers=HOOK_AUTH)
+        assert (response.status, await response.json()) == (
+            404,
+            error("Not Found", type_="not_found_error"),
+        )
+        assert "Allow" not in response.headers
+        response = await client.request(method, "/hooks/wake", headers=HOOK_AUTH)
+        assert (response.status, response.headers["Allow"]) == (405, "POST")
+
     async def test_the_path_is_configurable(self, gateway: MakeClient) -> None:
         client = await gateway(with_hooks(path="/in/"))
         assert (await hook(client, "/in/agent", {"message": "hi"}))[0] == 202
