@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import pytest_asyncio
@@ -262,6 +263,34 @@ class TestHooks:
             assert response.status == 400, response
             return
         await check(server, log, response, HOOK_STATUSES)
+
+    @fuzz(40)
+    @given(
+        method=st.sampled_from(["GET", "PUT", "DELETE", "PATCH", "POST"]),
+        path=st.one_of(
+            st.sampled_from(["/hooks/agent", "/hooks/wake", "/hooks", "/hooks/", "/hooks/x"]),
+            odd_text.map(lambda s: "/hooks/" + quote(s.encode("utf-8", "surrogatepass"))),
+        ),
+        token=st.booleans(),
+    )
+    async def test_any_method_on_any_hook_path_gets_a_documented_answer(
+        self, gateway: tuple[Served, ServerLog], method: str, path: str, token: bool
+    ) -> None:
+        """A sub-path clawgate does not serve has no method: 401, then 404, whatever the
+        method; one it serves is a 405 `Allow: POST` to any other method, before auth."""
+        server, log = gateway
+        headers = {**(HOOK_AUTH if token else {}), "Content-Type": "application/json"}
+        request = request_bytes(method, path, headers, wire_bytes({"message": "hi", "text": "hi"}))
+        response = await exchange(server.port, request)
+        await check(server, log, response, HOOK_STATUSES | {405})
+        known = path.removeprefix("/hooks").lstrip("/") in ("agent", "wake")
+        if method != "POST" and known:
+            assert (response.status, response.headers["allow"]) == (405, "POST"), response
+        elif not token:
+            assert response.status == 401, response
+        elif not known:
+            assert response.status == 404, response
+            assert "allow" not in response.headers
 
     @fuzz(40)
     @given(
