@@ -323,8 +323,14 @@ class TestHookCallClaims:
     async def test_a_claim_extended_is_kept_until_then(self, pg_url: str) -> None:
         async with PostgresSessionStore(pg_url) as one, PostgresSessionStore(pg_url) as two:
             assert await one.claim_hook_call("s", "r1", "k1", 1) == ("r1", "k1")
-            await one.extend_hook_call("s", "r1", 600_000)
-            await one.extend_hook_call("s", "r-other", 1)  # not its claim: no change
+            assert await one.extend_hook_call("s", "r1", 600_000)
+            # Not its claim: no change, and told so.
+            assert not await one.extend_hook_call("s", "r-other", 1)
             assert await two.claim_hook_call("s", "r2", "k2", 60_000) == ("r1", "k1")
             await claim_kept_for(pg_url, "s", 0)
             assert await two.claim_hook_call("s", "r3", "k3", 60_000) == ("r3", "k3")
+            # r1's claim is gone (forgotten once expired): its end and renewals are told so.
+            assert not await one.extend_hook_call("s", "r1", 600_000)
+            assert not await one.end_call("s", "r1", 600_000)
+            assert await two.end_call("s", "r3", 600_000)
+            assert not await two.extend_hook_call("s", "r3", 1)  # ended: keeps its own time
