@@ -70,15 +70,16 @@ MAX_SOCKET_PATH = 107
 
 
 def worker_count(text: str) -> int:
-    """`--workers`: a count from 1, or `auto` for one per core this process may run on."""
+    """`--workers`: a count from 1, or `auto` for one per core this process may run on. The
+    ValueError's message goes after argparse's `argument --workers:`."""
     if text == "auto":
         return _usable_cores()
     try:
         value = int(text)
     except ValueError:
-        raise ValueError(f"--workers must be a number or auto (got {text!r})") from None
+        raise ValueError(f"must be a number or auto (got {text!r})") from None
     if value < 1:
-        raise ValueError(f"--workers must be at least 1 (got {value})")
+        raise ValueError(f"must be at least 1 (got {value})")
     return value
 
 

@@ -223,6 +223,17 @@ class TestConfigCommands:
         )
         assert not (tmp_path / "state").exists()
 
+    @pytest.mark.parametrize(
+        ("value", "error"),
+        [("0", "must be at least 1 (got 0)"), ("many", "must be a number or auto (got 'many')")],
+    )
+    def test_a_bad_workers_count_names_the_flag_once(
+        self, env: dict[str, str], value: str, error: str
+    ) -> None:
+        result = run_cli(["run", "--workers", value], env)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.endswith(f"clawgate run: error: argument --workers: {error}\n")
+
 
 class TestToken:
     def test_token_is_generated_once_with_mode_0600_and_reused(
