@@ -29,6 +29,7 @@ from gateway.config.model import EX_CONFIG
 from gateway.config.overrides import (
     add_config_arguments,
     add_secret_arguments,
+    bind_argument,
     overrides_from_args,
     path_argument,
     warn_secret_flags,
@@ -128,7 +129,10 @@ def _parser() -> argparse.ArgumentParser:
     add_config_arguments(run)
     run.add_argument("--port", type=_port, help="listen port (0 picks a free one)")
     run.add_argument(
-        "--bind", metavar="MODE", help="loopback, lan, custom, or an IPv4 address to bind"
+        "--bind",
+        type=bind_argument,
+        metavar="MODE",
+        help="loopback, lan, custom, or an IPv4 address to bind",
     )
     add_secret_arguments(run, "clients must present")
     run.add_argument("--verbose", action="store_true", help="log at debug level")

@@ -123,19 +123,23 @@ def apply_overrides(
     if port is not None:
         gateway["port"] = port
     if overrides.bind is not None:
-        if overrides.bind in ("loopback", "lan", "custom"):
+        problem = bind_problem(overrides.bind)
+        if problem is not None:
+            ctx.issue("--bind", problem)
+        elif overrides.bind in ("loopback", "lan", "custom"):
             gateway["bind"] = overrides.bind
-        elif _is_ipv4(overrides.bind):
-            gateway["bind"], gateway["customBindHost"] = "custom", overrides.bind
         else:
-            message = (
-                'must be one of "loopback", "lan", "custom" or an IPv4 address'
-                f" (got {show(overrides.bind)})"
-            )
-            ctx.issue("--bind", message)
+            gateway["bind"], gateway["customBindHost"] = "custom", overrides.bind
     auth = gateway.get("auth")
     if isinstance(auth, dict) and not any(isinstance(v, Invalid) for v in auth.values()):
         _resolve_auth(auth, overrides, environ, ctx)
+
+
+def bind_problem(bind: str) -> str | None:
+    """Why `--bind` cannot be `bind`, or None."""
+    if bind in ("loopback", "lan", "custom") or _is_ipv4(bind):
+        return None
+    return f'must be one of "loopback", "lan", "custom" or an IPv4 address (got {show(bind)})'
 
 
 def _override_port(overrides: Overrides, environ: Mapping[str, str], ctx: Checker) -> int | None:
@@ -397,12 +401,34 @@ def path_argument(text: str) -> str:
     return text
 
 
+def bind_argument(text: str) -> str:
+    """`--bind`'s value, checked by the parser: a bad one is a bad command line (config.md §1:
+    exit 2), not an invalid config (78) at a file the operator may not have written."""
+    problem = bind_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def secret_argument(text: str) -> str:
+    """--token/--password's value, checked by the parser as `bind_argument`: one of only
+    whitespace, or one no client can send. A secret file's line is checked when it is read
+    (at every load: a reload reads it again), as an issue of the config."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is only whitespace")
+    problem = credential_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 def add_secret_arguments(parser: argparse.ArgumentParser, whose: str) -> None:
     """--token/--token-file and --password/--password-file, each pair exclusive."""
     for name in ("token", "password"):
         group = parser.add_mutually_exclusive_group()
         group.add_argument(
             f"--{name}",
+            type=secret_argument,
             metavar=name[0].upper(),
             help=f"shared {name} {whose} (visible in `ps`: prefer --{name}-file)",
         )

@@ -224,6 +224,36 @@ class TestConfigCommands:
         assert not (tmp_path / "state").exists()
 
     @pytest.mark.parametrize(
+        ("args", "flag", "error"),
+        [
+            (["run", "--bind", "foo"], "--bind",
+             'must be one of "loopback", "lan", "custom" or an IPv4 address (got "foo")'),
+            (["run", "--bind", "10.0.0.300"], "--bind",
+             'must be one of "loopback", "lan", "custom" or an IPv4 address (got "10.0.0.300")'),
+            (["run", "--token", "  "], "--token", "is only whitespace"),
+            (["run", "--password", ""], "--password", "is only whitespace"),
+            (["run", "--token", "s3cret\x7f"], "--token",
+             "has a control character (such as a line break or a NUL), which no client can send"
+             " in a header; the value is not shown"),
+            (["call", "health", "--password", "pw\nx"], "--password",
+             "has a control character (such as a line break or a NUL), which no client can send"
+             " in a header; the value is not shown"),
+        ],
+    )  # fmt: skip
+    def test_a_bad_value_of_a_flag_over_the_config_is_a_usage_error_naming_the_flag(
+        self, tmp_path: Path, env: dict[str, str], args: list[str], flag: str, error: str
+    ) -> None:
+        """A bad command line (config.md §1: 2), not `Invalid config at <embedded default>`
+        with 78, which names a file the operator did not write and systemd does not retry."""
+        result = run_cli(args, env)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith("usage: clawgate ")
+        assert result.stderr.endswith(f"error: argument {flag}: {error}\n")
+        assert "Invalid config" not in result.stderr
+        assert "s3cret" not in result.stderr
+        assert not (tmp_path / "state").exists()
+
+    @pytest.mark.parametrize(
         ("value", "error"),
         [("0", "must be at least 1 (got 0)"), ("many", "must be a number or auto (got 'many')")],
     )

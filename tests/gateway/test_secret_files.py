@@ -210,16 +210,17 @@ class TestAPasswordWithSurroundingWhitespace:
         assert await ws_connect_ok(url, self.PADDED)
         assert not await ws_connect_ok(url, f"{self.PASSWORD}x")
 
-    def test_one_of_only_whitespace_is_refused_with_78(
+    def test_one_of_only_whitespace_is_a_usage_error(
         self, tmp_path: Path, env: dict[str, str]
     ) -> None:
+        """A bad command line (config.md §1: 2), as every bad value of a flag over the config."""
         result = run_cli(["run", "--port", "0", "--password", " \t "], env)
-        assert result.returncode == 78
-        assert "- --password: is only whitespace" in result.stderr
+        assert result.returncode == 2
+        assert result.stderr.endswith("error: argument --password: is only whitespace\n")
 
     @pytest.mark.parametrize("field", ["password", "token"])
     @pytest.mark.parametrize("mode", ["", 'mode: "password", ', 'mode: "token", '])
-    def test_one_of_only_whitespace_in_the_file_is_refused_with_78_as_the_flag_is(
+    def test_one_of_only_whitespace_in_the_file_is_refused_with_78(
         self, tmp_path: Path, env: dict[str, str], field: str, mode: str
     ) -> None:
         """Written, so meant to be a secret: not taken as unset (which started a token-mode
