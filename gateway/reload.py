@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import os
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -27,6 +30,7 @@ from gateway.config.loader import ConfigLoader
 from gateway.config.model import Config
 from gateway.config.patch import read_file
 from gateway.state import GatewayState
+from gateway.statedir import MAX_CONFIG_BYTES
 
 log = structlog.get_logger()
 
@@ -79,19 +83,35 @@ def _load(loader: ConfigLoader, running: Config) -> Config:
     return with_token(new)
 
 
-_UNSEEN = (-1, -1, -1)  # a signature no file has
+_Signature = tuple[int, int, int, bytes]
+_UNSEEN: _Signature = (-1, -1, -1, b"")  # a signature no file has
 
 
-def _signature(path: Path) -> tuple[int, int, int] | None:
+def _signature(path: Path) -> _Signature | None:
+    """The file's mtime, size and inode, and a hash of its bytes: a rewrite in place to the
+    same size within one tick of the file system's clock (a coarse one, some milliseconds, or
+    a whole second on some) keeps the first three, and one just after a reload read the file
+    would wait for the next edit. Reading a config (at most MAX_CONFIG_BYTES, from the page
+    cache) once a poll costs well under a millisecond; done in a thread all the same."""
     try:
-        stat = path.stat()
+        info = path.stat()
     except OSError:
         return None
-    return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    digest = b""
+    # Only a regular file is opened (the loader refuses the rest and says why): a device named
+    # by mistake is not opened once a second. O_NONBLOCK: should a FIFO take the file's place
+    # meanwhile, its open would wait (and hold this thread) until some writer came.
+    if stat.S_ISREG(info.st_mode):
+        with contextlib.suppress(OSError):
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as file:
+                digest = hashlib.sha256(file.read(MAX_CONFIG_BYTES + 1)).digest()
+    return (info.st_mtime_ns, info.st_size, info.st_ino, digest)
 
 
 async def watch_config(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: poll the config file (mtime, size, inode) and reload after a quiet spell.
+    """cleanup_ctx: poll the config file (mtime, size, inode, bytes) and reload after a quiet
+    spell.
 
     Polling, not inotify: one stat a second costs nothing and needs no extra dependency, and it
     also sees an editor's replace-by-rename and a file created at the default path later.
@@ -122,7 +142,7 @@ def _changed_since_loaded(path: Path, running: Config) -> bool:
 
 async def _watch(state: GatewayState, path: Path) -> None:
     poll = state.options.config_poll_seconds
-    last = _signature(path)
+    last = await asyncio.to_thread(_signature, path)
     was_watching = _watching(state)
     # The file was read before the app started (the store opens first, a PostgreSQL migration
     # may wait for its lock): an edit saved meanwhile is taken up by the first look.
@@ -133,7 +153,7 @@ async def _watch(state: GatewayState, path: Path) -> None:
         if not _watching(state):
             was_watching = False  # the file is not looked at; a change meanwhile is SIGHUP's
             continue
-        current = _signature(path)
+        current = await asyncio.to_thread(_signature, path)
         if not was_watching:  # just turned on, by a reload that read the file as it is now
             was_watching, last = True, current
             continue
@@ -143,7 +163,7 @@ async def _watch(state: GatewayState, path: Path) -> None:
         while True:
             last = current
             await asyncio.sleep(state.config.gateway.reload_debounce_ms / 1000)
-            current = _signature(path)
+            current = await asyncio.to_thread(_signature, path)
             if current == last:
                 break
         if not _watching(state):

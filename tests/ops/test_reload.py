@@ -360,6 +360,60 @@ class TestWatcher:
             await applied.wait()
         assert state.config.gateway.auth.token == "rotated"
 
+    async def test_a_same_size_rewrite_in_place_with_the_old_times_is_applied(
+        self, aiohttp_client: AiohttpClient, loader: ConfigLoader, config_file: Path
+    ) -> None:
+        """Saved in place just after a reload read the file, within one tick of the file
+        system's clock: same inode, same size, same mtime (os.utime stands for the tick here).
+        The watch took it for the file it had read, and the edit waited for the next one."""
+        options = AppOptions(config_poll_seconds=0.05)
+        client = await aiohttp_client(
+            create_app(with_generated_token(loader.load()), loader=loader, options=options)
+        )
+        state = client.app[STATE]
+        applied: list[str | None] = []
+        state.config_listeners.append(lambda _: applied.append(state.config.gateway.auth.token))
+        write(config_file, BASE.replace("old-token", "new-token"))
+        async with asyncio.timeout(3):
+            while applied != ["new-token"]:
+                await asyncio.sleep(0.02)
+        before = config_file.stat()
+        with config_file.open("r+") as file:  # in place: the same inode
+            file.write(BASE.replace("old-token", "sub-token"))
+        os.utime(config_file, ns=(before.st_atime_ns, before.st_mtime_ns))
+        after = config_file.stat()
+        assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+            before.st_ino,
+            before.st_size,
+            before.st_mtime_ns,
+        )
+        async with asyncio.timeout(3):
+            while applied != ["new-token", "sub-token"]:
+                await asyncio.sleep(0.02)
+
+    async def test_a_fifo_in_place_of_the_file_is_refused_and_the_watch_goes_on(
+        self, aiohttp_client: AiohttpClient, loader: ConfigLoader, config_file: Path
+    ) -> None:
+        """The watch reads the file's bytes: it must not wait in a FIFO's open or read."""
+        options = AppOptions(config_poll_seconds=0.05)
+        client = await aiohttp_client(
+            create_app(with_generated_token(loader.load()), loader=loader, options=options)
+        )
+        state = client.app[STATE]
+        failed: list[list[str]] = []
+        state.reload_failure_listeners.append(failed.append)
+        config_file.unlink()
+        os.mkfifo(config_file)
+        async with asyncio.timeout(3):
+            while not failed:
+                await asyncio.sleep(0.02)
+        assert failed[0] == ["- <file>: cannot read config file: not a regular file"]
+        config_file.unlink()
+        write(config_file, BASE.replace("old-token", "rotated"))
+        async with asyncio.timeout(3):
+            while state.config.gateway.auth.token != "rotated":
+                await asyncio.sleep(0.02)
+
     async def test_an_edit_saved_while_the_gateway_starts_is_applied(
         self, aiohttp_client: AiohttpClient, loader: ConfigLoader, config_file: Path
     ) -> None:
