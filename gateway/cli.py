@@ -168,6 +168,11 @@ def _parser() -> argparse.ArgumentParser:
     install.add_argument(
         "--unit-dir", type=path_argument, metavar="DIR", help="where to write clawgate.service"
     )
+    install.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a clawgate.service that differs from the one install writes",
+    )
     install.set_defaults(func=_service_install)
     add_client_commands(commands)  # `call`, `health`: gateway/client.py
     return parser
@@ -358,10 +363,34 @@ def _service_install(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     unit = unit_text(user=args.user, executable=executable, config=config_path, state_dir=state_dir)
+    unit_path = unit_dir / "clawgate.service"
     try:
-        unit_dir.mkdir(parents=True, exist_ok=True)
-        (unit_dir / "clawgate.service").write_text(unit)
-        print(f"wrote {unit_dir / 'clawgate.service'}")
+        try:
+            # A file in another encoding is no unit install wrote: its odd bytes show as U+FFFD.
+            existing: str | None = unit_path.read_bytes().decode(errors="replace")
+        except FileNotFoundError:
+            existing = None
+        if existing is not None and existing != unit and not args.force:
+            # An operator's own lines (Environment=, MemoryMax=) would be gone without a word.
+            print(
+                f"cannot install the service: {unit_path} exists and is not the unit this"
+                " install writes (edited by hand, or written by another version or with other"
+                " paths); it is left as it is. Fix: move it away, or run again with --force to"
+                " replace it.\nWhat --force would change (- its lines, + the new ones):",
+                file=sys.stderr,
+            )
+            diff = difflib.unified_diff(
+                existing.splitlines(), unit.splitlines(), str(unit_path), "new", lineterm=""
+            )
+            for line in diff:
+                print(line, file=sys.stderr)
+            return 1
+        if existing == unit:
+            print(f"{unit_path} is up to date")
+        else:
+            unit_dir.mkdir(parents=True, exist_ok=True)
+            unit_path.write_text(unit)
+            print(f"wrote {unit_path}")
         if not config_path.exists():
             # The unit names its config explicitly, so it must exist: start from the default.
             _write_new_config(config_path, user=args.user)

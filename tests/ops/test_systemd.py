@@ -280,6 +280,49 @@ class TestServiceInstall:
         assert stat.S_IMODE(config.parent.stat().st_mode) == 0o700
         assert stat.S_IMODE((tmp_path / "units" / "clawgate.service").stat().st_mode) == 0o644
 
+    def test_a_unit_file_edited_by_hand_is_kept_unless_forced(self, tmp_path: Path) -> None:
+        """It was overwritten without a word: an operator's own lines (Environment=, a
+        MemoryMax=) gone at the next install."""
+        env = clean_env(tmp_path / "home")
+        args = ["service", "install", "--user", "--unit-dir", str(tmp_path / "units")]
+        args += ["--config", str(tmp_path / "c.json5"), "--state-dir", str(tmp_path / "state")]
+        assert run_cli(args, env).returncode == 0
+        unit = tmp_path / "units" / "clawgate.service"
+        written = unit.read_text()
+        again = run_cli(args, env)  # what install would write: no harm, said so
+        assert again.returncode == 0, again.stderr
+        assert f"{unit} is up to date" in again.stdout.splitlines()
+        edited = written.replace("[Service]\n", "[Service]\nEnvironment=MINE=1\n")
+        unit.write_text(edited)
+        refused = run_cli(args, env)
+        assert refused.returncode == 1
+        assert refused.stderr.startswith(
+            f"cannot install the service: {unit} exists and is not the unit this install"
+            " writes (edited by hand, or written by another version or with other paths);"
+            " it is left as it is. Fix: move it away, or run again with --force to replace it.\n"
+        )
+        # What --force would change, as a diff: the operator's line would go.
+        assert "-Environment=MINE=1" in refused.stderr.splitlines()
+        assert refused.stdout == ""
+        assert unit.read_text() == edited
+        forced = run_cli([*args, "--force"], env)
+        assert forced.returncode == 0, forced.stderr
+        assert f"wrote {unit}" in forced.stdout.splitlines()
+        assert unit.read_text() == written
+
+    def test_a_unit_file_that_is_no_text_is_kept_and_told(self, tmp_path: Path) -> None:
+        unit = tmp_path / "units" / "clawgate.service"
+        unit.parent.mkdir()
+        unit.write_bytes(b"[Unit]\nDescription=caf\xe9\n")  # Latin-1
+        args = ["service", "install", "--user", "--unit-dir", str(unit.parent)]
+        args += ["--config", str(tmp_path / "c.json5"), "--state-dir", str(tmp_path / "state")]
+        refused = run_cli(args, clean_env(tmp_path / "home"))
+        assert refused.returncode == 1, refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert refused.stderr.startswith(f"cannot install the service: {unit} exists and")
+        assert "-Description=caf\ufffd" in refused.stderr.splitlines()
+        assert unit.read_bytes() == b"[Unit]\nDescription=caf\xe9\n"
+
     def test_an_existing_config_is_left_alone(self, tmp_path: Path) -> None:
         config = tmp_path / "mine.json5"
         config.write_text("{gateway: {port: 9999}}")
