@@ -36,7 +36,13 @@ from gateway.config.overrides import (
 )
 from gateway.config.view import redacted
 from gateway.logs import RING, SharedLog, configure_logging
-from gateway.statedir import StateDirInUse, UnsafeStateError, hold_state_dir, prepare_state_dir
+from gateway.statedir import (
+    StateDirInUse,
+    UnsafeStateError,
+    hold_state_dir,
+    not_a_directory,
+    prepare_state_dir,
+)
 from gateway.supervisor import (
     SHARED_LOG_ENV,
     WORKER_ENV,
@@ -321,6 +327,10 @@ def _config_show(args: argparse.Namespace) -> int:
 def _config_path(args: argparse.Namespace) -> int:
     loader = _loader(args)
     print(loader.config_path)
+    if loader.state_dir.exists() and not loader.state_dir.is_dir():
+        # `run` refuses it (with --config too): not "the embedded default is used".
+        print(not_a_directory(loader.state_dir), file=sys.stderr)
+        return EX_CONFIG
     if not loader.config_path.exists():
         note = "not found" if loader.explicit_path else "not found; the embedded default is used"
         print(f"({note})", file=sys.stderr)

@@ -165,6 +165,29 @@ class TestConfigCommands:
         assert result.stdout == f"{tmp_path / 'state' / 'clawgate.json5'}\n"
         assert "embedded default" in result.stderr
 
+    @pytest.mark.parametrize("with_config", [False, True])
+    def test_path_with_a_state_dir_that_is_a_file_says_what_run_says(
+        self, tmp_path: Path, env: dict[str, str], with_config: bool
+    ) -> None:
+        """It said `not found; the embedded default is used`, where `run` refuses the dir."""
+        state = tmp_path / "not-a-dir"
+        state.write_text("")
+        args = ["config", "path", "--state-dir", str(state)]
+        if with_config:
+            (tmp_path / "c.json5").write_text("{}")
+            args += ["--config", str(tmp_path / "c.json5")]
+        result = run_cli(args, env)
+        assert result.returncode == 78
+        config = tmp_path / "c.json5" if with_config else state / "clawgate.json5"
+        assert result.stdout == f"{config}\n"
+        assert result.stderr == (
+            f"the state dir {state} is not a directory. Fix: move that file away, or choose"
+            " another state dir with --state-dir.\n"
+        )
+        ran = run_cli(["run", "--port", "0", *args[2:]], env)
+        assert ran.returncode == 78
+        assert result.stderr.rstrip("\n") in ran.stderr
+
     def test_python_dash_m_gateway_is_the_clawgate_command(self, env: dict[str, str]) -> None:
         result = run_cli(["--version"], env)
         assert result.returncode == 0
