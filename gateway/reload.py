@@ -51,7 +51,8 @@ async def reload_from_file(state: GatewayState) -> ReloadResult | None:
             check_in_force(state.config, new)
         except ConfigError as exc:
             state.reload_error = [issue.line() for issue in exc.issues]
-            log.error("config_reload_failed", path=exc.location, issues=state.reload_error)
+            tell = log.error if state.tells_reloads else log.debug
+            tell("config_reload_failed", path=exc.location, issues=state.reload_error)
             for listener in list(state.reload_failure_listeners):
                 listener(state.reload_error)
             return None
@@ -62,7 +63,8 @@ async def reload_from_file(state: GatewayState) -> ReloadResult | None:
         if failing:
             # The error was the last word in the log; a fix that changes nothing in force (the
             # edit undone) would leave it there.
-            log.info("config_reload_recovered", path=str(state.loader.config_path))
+            tell = log.info if state.tells_reloads else log.debug
+            tell("config_reload_recovered", path=str(state.loader.config_path))
         if same_file and changes_nothing(state.config, new):
             state.reload_error = None
             return None

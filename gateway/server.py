@@ -75,6 +75,8 @@ async def serve(
         # to all, so the others apply it too (also with gateway.reload.mode "off").
         supervisor = os.getppid()
         app[STATE].config_written_listeners.append(functools.partial(_ask_reload, supervisor))
+        # Every worker checks the file (and gets each SIGHUP): the first tells what fails.
+        app[STATE].tells_reloads = os.environ.get(WORKER_ENV) == "0"
     notifier = Notifier()
     try:
         return await _serve(app, stop, notifier, stop_signals)

@@ -367,6 +367,53 @@ class TestWorkers:
                 answered.add(pid)
         assert answered == ready_pids(supervisor)
 
+    async def test_a_bad_edit_is_logged_once_and_every_worker_keeps_its_error(
+        self, supervisor: GatewayProcess, tmp_path: Path
+    ) -> None:
+        """Each worker checks the file: one bad edit was logged `config_reload_failed` once a
+        worker (and its fix `config_reload_recovered` so), N lines for one edit."""
+        config = tmp_path / "c.json5"
+        good = config.read_text()
+
+        async def errors_by_worker() -> dict[int, Any]:
+            found: dict[int, Any] = {}
+            # Each request on a connection of its own: the kernel spreads them over both.
+            connector = aiohttp.TCPConnector(force_close=True)
+            async with aiohttp.ClientSession(connector=connector) as one:
+                for _ in range(24):
+                    ws = await connect_ws(one, supervisor.url)
+                    request = {"type": "req", "id": "h", "method": "health", "params": {}}
+                    await ws.send_json(request)
+                    frames = await frames_until(ws, lambda f: f.get("id") == "h")
+                    await ws.close()
+                    payload = frames[-1]["payload"]
+                    found[payload["process"]["pid"]] = payload["configReload"]["lastError"]
+            return found
+
+        async def until_every_worker(failing: bool) -> None:
+            deadline = time.monotonic() + 15
+            while True:
+                found = await errors_by_worker()
+                if set(found) == ready_pids(supervisor) and all(
+                    (error is not None) is failing for error in found.values()
+                ):
+                    return
+                assert time.monotonic() < deadline, "\n".join(supervisor.lines)
+                await asyncio.sleep(0.1)
+
+        def told(event: str) -> list[dict[str, Any]]:
+            return [e for e in supervisor.events() if e.get("event") == event]
+
+        config.write_text(good[:-10])  # cut short: not JSON5 any more
+        await until_every_worker(failing=True)
+        failed = told("config_reload_failed")
+        assert len(failed) == 1, "\n".join(supervisor.lines)
+        assert failed[0]["level"] == "error"
+        assert failed[0]["issues"][0].startswith("- <file>: JSON5 syntax error:")
+        config.write_text(good + " ")
+        await until_every_worker(failing=False)
+        assert len(told("config_reload_recovered")) == 1, "\n".join(supervisor.lines)
+
     async def test_a_killed_worker_is_started_again(
         self, supervisor: GatewayProcess, http: aiohttp.ClientSession
     ) -> None:
