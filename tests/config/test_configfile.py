@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import threading
@@ -11,8 +12,11 @@ from pathlib import Path
 
 import json5
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agents.config import ModelRef
+from gateway.cli import _parser
 from gateway.config.errors import EMBEDDED_DEFAULT, ConfigError, ConfigIssue
 from gateway.config.loader import ConfigLoader
 from gateway.config.model import Config, ConfigWarning
@@ -20,6 +24,7 @@ from gateway.config.overrides import Overrides
 from gateway.config.view import effective_dict
 from gateway.statedir import MAX_CONFIG_BYTES
 from tests.support.configs import ConfigFiles
+from tests.support.strategies import fuzz
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -658,6 +663,38 @@ class TestBindFlag:
         assert files.issues("{}", bind="public") == [
             '- --bind: must be one of "loopback", "lan", "custom" or an IPv4 address (got "public")'
         ]
+
+
+class TestFlagValues:
+    """What the command line's parser lets through, the loader takes without a flag's issue:
+    a bad value is a usage error (exit 2), never an invalid config (78)."""
+
+    @fuzz(300)
+    @given(
+        bind=st.one_of(
+            st.text(max_size=20),
+            st.sampled_from(["loopback", "lan", "custom", "10.0.0.1", " lan", "1.2.3.4.5"]),
+        ),
+        token=st.text(max_size=20),
+    )
+    def test_a_flag_the_parser_accepts_is_no_issue_of_the_config(
+        self, bind: str, token: str
+    ) -> None:
+        parser = _parser()
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):
+                args = parser.parse_args(["run", "--bind", bind, "--token", token])
+        except SystemExit as exc:
+            assert exc.code == 2
+            return
+        loader = ConfigLoader(
+            Overrides(state_dir="/nonexistent/state", bind=args.bind, token=args.token),
+            environ={},
+        )
+        try:
+            loader.load()
+        except ConfigError as error:
+            assert [i for i in error.issues if i.path in ("--bind", "--token")] == []
 
 
 class TestStartupGuards:
