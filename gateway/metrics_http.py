@@ -27,7 +27,7 @@ METRICS_PATH = "/metrics"
 WEBSOCKET_ROUTE = "websocket"  # any path upgraded or refused an upgrade (ws-protocol.md §1)
 HOOKS_ROUTE = "hooks"  # served by a middleware under the configured hooks.path
 UNMATCHED_ROUTE = "unmatched"  # no route: the label must not be the client's path
-MALFORMED_ROUTE = "malformed"  # a request aiohttp's parser refused (it answers 400 itself)
+MALFORMED_ROUTE = "malformed"  # a request aiohttp's parser refused (400, 414 or 431)
 
 
 def setup(app: web.Application) -> None:
@@ -95,7 +95,7 @@ def route_label(request: web.Request, status: int) -> str:
 
 def unparsed_request_counter(metrics: GatewayMetrics) -> type[AbstractAccessLogger]:
     """The runner's access logger (gateway/server.py), for the answers no middleware saw: a
-    request aiohttp's parser refused gets its 400 from aiohttp itself, before any route or
+    request aiohttp's parser refused gets its 400 (414, 431) from the protocol, before any route or
     middleware; counted as route `malformed`, or a client (or a scanner) sending garbage
     would not show on a dashboard at all. Every other request is counted by the request log
     middleware (which gives each its REQUEST_ID first) and skipped here."""

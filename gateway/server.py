@@ -13,6 +13,7 @@ import functools
 import gc
 import logging
 import os
+import re
 import signal
 import uuid
 from collections.abc import Coroutine
@@ -21,6 +22,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web, web_protocol
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 
 from gateway import hangup
 from gateway.app import COMMON_HEADERS, create_app
@@ -49,6 +51,26 @@ AFTER_DRAIN_SECONDS = 3 * HANDLER_GRACE_SECONDS
 # CPU); at 20,000, 0 / 0 / 7-26 µs. A gateway makes few cycles (a closed connection breaks
 # its own), so waiting longer keeps little garbage: at most this many objects, a few MiB.
 GC_YOUNG_THRESHOLD = 20_000
+# The parser's limits on a request's head (aiohttp's defaults, but for the target's). A
+# LineTooLong says which limit it met, not which line (aiohttp's C parser quotes the target
+# or a header's name or value alone): the two limits differ so that its limit tells a target
+# over it (414) from a header field (431).
+MAX_TARGET_BYTES = 8192
+MAX_FIELD_BYTES = 8190
+MAX_FIELDS = 128
+MSG_TARGET_TOO_LONG = f"Request target too long (at most {MAX_TARGET_BYTES} bytes)."
+MSG_FIELDS_TOO_LARGE = (
+    f"Request header fields too large (at most {MAX_FIELD_BYTES} bytes a field, "
+    f"{MAX_FIELDS} fields)."
+)
+# Both parsers' text for a head of more than MAX_FIELDS lines (aiohttp 3.14).
+_TOO_MANY_FIELDS = "Too many headers received"
+# What aiohttp's pure-Python parser quotes when the limit it met was the request line's:
+# the line itself (a method and a space), a target (C parser), or the start of a line not
+# ended yet, which is a header's too once the request line was read (a name and a colon)
+# or a chunk size (hex digits). Only the first two are a target.
+_REQUEST_LINE = re.compile(rb"[A-Z]+ [/*A-Za-z]|[/*]|[A-Za-z][A-Za-z0-9+.-]*://")
+_HEADER_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:")
 
 
 async def serve(
@@ -209,6 +231,8 @@ class _GatewayRequestHandler(web.RequestHandler):
         super().handle_error(request, status, exc, message)
         if status == HTTPStatus.INTERNAL_SERVER_ERROR:
             response = error_response(status, "internal error", "api_error")
+        elif (oversize := self._oversize_head(exc)) is not None:
+            response = oversize
         else:
             kind = "invalid_request_error" if status < 500 else "api_error"
             response = error_response(status, HTTPStatus(status).phrase, kind)
@@ -217,6 +241,22 @@ class _GatewayRequestHandler(web.RequestHandler):
         response.headers["x-request-id"] = uuid.uuid4().hex
         response.force_close()
         return response
+
+    def _oversize_head(self, exc: BaseException | None) -> web.Response | None:
+        """RFC 9110 §15.5.15 and RFC 6585 §5: a target over its limit is a 414, a header field
+        over its own or a head of too many fields a 431 (a client may retry with less)."""
+        if isinstance(exc, LineTooLong):
+            quoted, limit = exc.args[0], exc.args[1]
+            start = bytes(quoted) if isinstance(quoted, bytes | bytearray) else b""
+            if limit == self.max_line_size and _REQUEST_LINE.match(start):
+                return error_response(
+                    414, MSG_TARGET_TOO_LONG, "invalid_request_error", code="uri_too_long"
+                )
+            if limit == self.max_field_size or _HEADER_LINE.match(start):
+                return _fields_too_large()
+        elif isinstance(exc, BadHttpMessage) and exc.message == _TOO_MANY_FIELDS:
+            return _fields_too_large()
+        return None
 
     def data_received(self, data: bytes) -> None:
         """aiohttp's, but a body whose framing breaks while its handler reads it (a chunk size
@@ -238,6 +278,12 @@ class _GatewayRequestHandler(web.RequestHandler):
         # A body the parser finished is not the one it refused: that is a later request's.
         if isinstance(refused, _PARSER_REFUSAL) and not body.is_eof() and body.exception() is None:
             body.set_exception(refused.exc)
+
+
+def _fields_too_large() -> web.Response:
+    return error_response(
+        431, MSG_FIELDS_TOO_LARGE, "invalid_request_error", code="request_header_fields_too_large"
+    )
 
 
 class _GatewayServer(web.Server):
@@ -272,6 +318,9 @@ def make_runner(app: web.Application) -> web.AppRunner:
         # Request bodies are decoded by the chat endpoint (gateway.http.content_coding), bounded
         # and with its error bodies; aiohttp's decoder would answer or fail on its own.
         auto_decompress=False,
+        max_line_size=MAX_TARGET_BYTES,
+        max_field_size=MAX_FIELD_BYTES,
+        max_headers=MAX_FIELDS,
     )
 
 

@@ -74,9 +74,14 @@ ERRORS = [
         id="host",
     ),
     pytest.param(
-        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Long: " + b"y" * 9000 + b"\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-\x01Bad: y\r\n\r\n",
         400,
         id="parser-refusal",
+    ),
+    pytest.param(
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Long: " + b"y" * 9000 + b"\r\n\r\n",
+        431,
+        id="oversize-field",
     ),
 ]
 
