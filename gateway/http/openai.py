@@ -156,9 +156,10 @@ async def other_v1(request: web.Request) -> web.StreamResponse:
 
 
 def _rest_of_v1(request: web.Request) -> web.StreamResponse:
-    config = request.app[STATE].config
-    if config.gateway.http.chat_completions.enabled and _is_preflight(request):
-        return _preflight(request, config)
+    """http-openai.md §9: a preflight on any /v1/* path from an allowed origin is a 204,
+    whichever endpoints are on (a browser asks before it knows a path is there)."""
+    if _is_preflight(request):
+        return _preflight(request, request.app[STATE].config)
     return not_found()
 
 

@@ -366,3 +366,40 @@ class TestOversizeHead:
             client.port, f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode() + NEXT
         )
         assert [answer.status for answer in got] == [200, 200]
+
+
+CORS_ORIGIN = "https://app.example"
+CHAT_OFF = {"gateway": {"http": {"endpoints": {"chatCompletions": {"enabled": False}}}}}
+
+
+class TestPreflightOnAnyV1Path:
+    @pytest.mark.parametrize("path", ["/v1/other", "/v1//other", "/v1/"])
+    async def test_an_unknown_v1_path_answers_it_whatever_endpoint_is_off(
+        self, gateway: MakeClient, path: str
+    ) -> None:
+        """http-openai.md §9: a preflight on any /v1/* path from an allowed origin is a 204.
+        With chat completions off, an unknown path's was a 404 (the responses endpoint on)."""
+        cors = {"cors": {"allowedOrigins": [CORS_ORIGIN]}}
+        client = await gateway({"gateway": {"http": {**CHAT_OFF["gateway"]["http"], **cors}}})
+        preflight = {"Origin": CORS_ORIGIN, "Access-Control-Request-Method": "POST"}
+        preflight["Connection"] = "close"  # a 204 has no body: read to the close
+        got = await answers(client.port, head(f"OPTIONS {path} HTTP/1.1", preflight))
+        assert [answer.status for answer in got] == [204]
+        assert got[0].headers["access-control-allow-origin"] == CORS_ORIGIN
+        assert got[0].headers["access-control-allow-methods"] == "GET, POST, OPTIONS"
+
+    async def test_another_origin_is_still_refused_there(self, gateway: MakeClient) -> None:
+        client = await gateway(
+            {
+                "gateway": {
+                    "http": {
+                        **CHAT_OFF["gateway"]["http"],
+                        "cors": {"allowedOrigins": [CORS_ORIGIN]},
+                    }
+                }
+            }
+        )
+        preflight = {"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+        got = await answers(client.port, head("OPTIONS /v1/other HTTP/1.1", preflight) + NEXT)
+        assert [answer.status for answer in got] == [403, 200]
+        assert "access-control-allow-origin" not in got[0].headers

@@ -1523,3 +1523,63 @@ class TestControlUiBuild:
             assert_error_body(response)
         await normal_completion(server.port)
         assert log.new_problems() == []
+
+
+# -- preflights under /v1, whichever endpoints are on -------------------------------------
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def chat_off(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[tuple[Served, ServerLog]]:
+    """Chat completions off, responses on, CORS for one origin."""
+    overrides = {
+        "gateway": {
+            "http": {
+                "endpoints": {
+                    "chatCompletions": {"enabled": False},
+                    "responses": {"enabled": True},
+                },
+                "cors": {"allowedOrigins": [CORS_ORIGIN]},
+            },
+        },
+    }
+    with production_logging() as log:
+        app = build_app(tmp_path_factory.mktemp("fuzz-chat-off"), overrides)
+        async with served(app) as server:
+            yield server, log
+        assert log.new_problems() == []
+
+
+class TestPreflightUnderV1:
+    @fuzz(60)
+    @given(
+        segments=st.lists(
+            st.text(st.sampled_from("abz09-._~%2F"), min_size=0, max_size=12), max_size=4
+        ),
+        origin=st.sampled_from([CORS_ORIGIN, "https://evil.example", "null"]),
+        method=st.sampled_from(["POST", "GET", "DELETE", "PUT"]),
+    )
+    async def test_a_preflight_on_any_unrouted_v1_path_is_answered_by_origin(
+        self,
+        chat_off: tuple[Served, ServerLog],
+        segments: list[str],
+        origin: str,
+        method: str,
+    ) -> None:
+        """http-openai.md §9: any /v1/* path, from an allowed origin, 204; another, 403."""
+        server, log = chat_off
+        path = "/v1/x-" + "/".join(segments)
+        request = (
+            f"OPTIONS {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: {origin}\r\n"
+            f"Access-Control-Request-Method: {method}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        response = await exchange(server.port, request)
+        event(f"status {response.status}")
+        if origin == CORS_ORIGIN:
+            assert response.status == 204, response
+            assert response.headers["access-control-allow-origin"] == CORS_ORIGIN
+        else:
+            assert response.status == 403, response
+            assert "access-control-allow-origin" not in response.headers
+        assert log.new_problems() == []
