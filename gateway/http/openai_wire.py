@@ -616,6 +616,19 @@ def echoed_model(model: Any) -> str:
     return model if isinstance(model, str) else DEFAULT_MODEL
 
 
+def header_shown(value: str) -> str:
+    """A header's value as sent, for a message: each byte that is not UTF-8 (aiohttp keeps
+    it as a lone surrogate, which `wire` writes as a `\\udcff` escape that strict JSON
+    parsers refuse) written `\\xff`, as Python shows bytes (the spec is silent)."""
+    if not has_surrogate(value):
+        return value
+    try:
+        sent = value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no byte decoded to
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return sent.decode("utf-8", "backslashreplace")
+
+
 def select_agent(
     model: Any, header_agent: str | None, agents: AgentsConfig, unknown_model: str = "error"
 ) -> AgentSelection:
@@ -628,7 +641,7 @@ def select_agent(
     if wanted:
         agent = agents.agent(wanted)
         if agent is None:
-            raise bad_request(f"Unknown agent '{wanted}'.")
+            raise bad_request(f"Unknown agent '{header_shown(wanted)}'.")
         return AgentSelection(agent.id, echo, explicit=True)
 
     name = model.strip() if isinstance(model, str) else ""

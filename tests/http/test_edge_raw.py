@@ -403,3 +403,34 @@ class TestPreflightOnAnyV1Path:
         got = await answers(client.port, head("OPTIONS /v1/other HTTP/1.1", preflight) + NEXT)
         assert [answer.status for answer in got] == [403, 200]
         assert "access-control-allow-origin" not in got[0].headers
+
+
+class TestAgentHeaderNotUtf8:
+    @pytest.mark.parametrize(
+        ("value", "shown"),
+        [
+            (b"\xffbad", "\\xffbad"),
+            (b"caf\xe9", "caf\\xe9"),
+            (b"ok\xc3\xa9\xed\xa0\x80", "ok\u00e9\\xed\\xa0\\x80"),
+        ],
+        ids=["lead-byte", "latin-1", "utf-8-then-surrogate-bytes"],
+    )
+    async def test_unknown_agent_shows_the_bytes_sent_in_json_any_parser_reads(
+        self, client: Client, value: bytes, shown: str
+    ) -> None:
+        """The message echoed the bytes as lone surrogates (`\\udcff` in the JSON), which
+        strict parsers (serde_json, Go's encoding/json keeps none of it) refuse or garble:
+        each byte that is not UTF-8 is now written `\\xNN`, as Python shows it."""
+        body = json.dumps(HI).encode()
+        request = request_bytes(
+            "POST",
+            CHAT,
+            {**AUTH, "Content-Type": "application/json", "x-openclaw-agent-id": value},
+            body,
+        )
+        assert client.port is not None
+        response = await exchange(client.port, request)
+        assert response.status == 400
+        assert b"\\ud" not in response.body.lower()  # no surrogate escape
+        message = json.loads(response.body.decode("utf-8", "strict"))["error"]["message"]
+        assert message == f"Unknown agent '{shown}'."

@@ -976,6 +976,9 @@ class TestLimiterFromManyAddresses:
         assert log.new_problems() == []
 
 
+LONE_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
 class TestRoutingHeaders:
     @fuzz(150)
     @given(
@@ -996,6 +999,16 @@ class TestRoutingHeaders:
         model=st.sampled_from(["openclaw", "openclaw/main", "gpt-4o"]),
         user=st.one_of(st.none(), odd_text),
         stream=st.booleans(),
+    )
+    @example(
+        headers={
+            "Authorization": RIGHT,
+            "Content-Type": b"application/json",
+            "x-openclaw-agent-id": b"caf\xe9",
+        },
+        model="openclaw",
+        user=None,
+        stream=False,
     )
     async def test_any_header_values_get_a_documented_answer(
         self,
@@ -1020,6 +1033,10 @@ class TestRoutingHeaders:
         await check(server, log, response)
         request_id = response.headers.get("x-request-id", "")
         assert REQUEST_ID_RE.fullmatch(request_id), response.headers
+        if response.status >= 400:
+            # What is echoed of a header is text a strict JSON parser reads: a byte that is not
+            # UTF-8 is shown `\xNN`, never as a lone surrogate's escape.
+            assert LONE_SURROGATE_ESCAPE.search(response.body) is None, response
 
 
 # -- every endpoint: the headers each reads, its paths, its preflight ----------------------
