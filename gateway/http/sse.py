@@ -38,11 +38,13 @@ class EventStream:
     async def open(self, request: web.Request, first: bytes) -> None:
         """The headers and the first event go out together, at once."""
         self._request = request
-        if request.version < HttpVersion11:
+        if request.version < HttpVersion11 or not request.keep_alive:
             # HTTP/1.0 has no chunked coding: the stream ends where the connection does
             # (RFC 9112 §6.3), whatever keep-alive the client asked for. aiohttp notes that
             # as it prepares the head but keeps the connection open all the same, and the
-            # spec's `Connection: keep-alive` (§7) is for HTTP/1.1's chunked stream.
+            # spec's `Connection: keep-alive` (§7) is for HTTP/1.1's chunked stream on a
+            # connection kept open: one whose client sent `Connection: close` closes after
+            # the stream, and its answer says so (RFC 9112 §9.6; the spec is silent).
             self.response.force_close()
             self.response.headers[hdrs.CONNECTION] = "close"
         await self.response.prepare(request)

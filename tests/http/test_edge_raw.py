@@ -434,3 +434,42 @@ class TestAgentHeaderNotUtf8:
         assert b"\\ud" not in response.body.lower()  # no surrogate escape
         message = json.loads(response.body.decode("utf-8", "strict"))["error"]["message"]
         assert message == f"Unknown agent '{shown}'."
+
+
+class TestStreamToAClosingClient:
+    @pytest.mark.parametrize(
+        ("path", "body"),
+        [
+            (CHAT, {**HI, "stream": True}),
+            ("/v1/responses", {"model": "openclaw", "input": "hi", "stream": True}),
+        ],
+    )
+    @pytest.mark.parametrize("connection", ["close", "Close", "te, close"])
+    async def test_a_stream_asked_with_connection_close_says_close(
+        self, gateway: MakeClient, path: str, body: dict[str, object], connection: str
+    ) -> None:
+        """RFC 9112 §9.6: the connection closes after a response to a request with
+        `Connection: close`, and the answer says so. A stream said `Connection: keep-alive`
+        (http-openai.md §7's header, for a connection kept open) and then closed."""
+        client = await gateway(
+            {"gateway": {"http": {"endpoints": {"responses": {"enabled": True}}}}}
+        )
+        raw = json.dumps(body).encode()
+        request = head(
+            f"POST {path} HTTP/1.1",
+            {**AUTH, "Connection": connection, "Content-Length": str(len(raw))},
+        )
+        got = await answers(client.port, request + raw)
+        assert [answer.status for answer in got] == [200]
+        assert got[0].headers["content-type"].startswith("text/event-stream")
+        assert got[0].headers["connection"] == "close"
+        assert got[0].headers["transfer-encoding"] == "chunked"
+
+    async def test_a_stream_on_a_kept_connection_still_says_keep_alive(
+        self, client: Client
+    ) -> None:
+        raw = json.dumps({**HI, "stream": True}).encode()
+        request = head(f"POST {CHAT} HTTP/1.1", {**AUTH, "Content-Length": str(len(raw))})
+        got = await answers(client.port, request + raw + NEXT)
+        assert [answer.status for answer in got] == [200, 200]
+        assert got[0].headers["connection"] == "keep-alive"

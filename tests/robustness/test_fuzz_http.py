@@ -1356,6 +1356,18 @@ class TestHostileFraming:
         fold=st.booleans(),
         upgrade=st.sampled_from([None, "h2c", "websocket", "foo"]),
     )
+    @example(
+        endpoint=ENDPOINTS[1],
+        version="HTTP/1.1",
+        keep_alive=False,
+        authority=None,
+        query="",
+        authorizations=[b""],
+        tokens=[],
+        framing="length",
+        fold=False,
+        upgrade=None,
+    )
     async def test_any_framing_target_and_credentials_get_a_documented_answer(
         self,
         every_endpoint: tuple[Served, ServerLog],
@@ -1424,6 +1436,10 @@ class TestHostileFraming:
             # No chunked coding: the stream ends with the connection, no answer after it.
             assert first.headers["connection"] == "close", first
             assert b"\r\n\r\n" not in first.body, first
+        if not keep_alive and first.headers.get("content-type", "").startswith("text/event-stream"):
+            # Asked to close: the stream says so (not §7's keep-alive) and is the last answer.
+            assert first.headers["connection"] == "close", first
+            assert len(got) == 1, got
         if refused_framing:
             # Nothing after a body framed in a way a hop in front may read otherwise is read
             # as a request: what the gateway takes for the next one may be the body's.
