@@ -7,7 +7,7 @@ import re
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
-from aiohttp import HttpVersion11, hdrs, web
+from aiohttp import HttpVersion, HttpVersion11, hdrs, web
 
 from gateway.appkeys import CLIENT_ADDRESS, STATE
 from gateway.config.model import GatewayConfig
@@ -28,6 +28,7 @@ MSG_NOT_JSON = "Unsupported Content-Type; send application/json."
 _ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 # The credentials a request presents: each names one secret, so two are ambiguous.
 CREDENTIAL_HEADERS = ("Authorization", "X-OpenClaw-Token")
+MSG_UNSUPPORTED_VERSION = "Unsupported HTTP version; send HTTP/1.1 (or HTTP/1.0)."
 MSG_HTTP10_TRANSFER_ENCODING = (
     "Transfer-Encoding is not allowed in an HTTP/1.0 request; send the body with a Content-Length."
 )
@@ -36,6 +37,11 @@ MSG_HTTP10_TRANSFER_ENCODING = (
 def add_route(app: web.Application, path: str, handler: Handler) -> None:
     """A route of ours: any method (each handler answers 405 itself), our Expect handling."""
     app.router.add_route("*", path, handler, expect_handler=continue_if_expected)
+
+
+# The version a request was sent in when it is neither HTTP/1.0 nor HTTP/1.1 (its request is
+# read as HTTP/1.1 to be answered in it: gateway/server.py).
+ASKED_VERSION = web.RequestKey("asked_version", HttpVersion)
 
 
 # An `Expect: 100-continue` not answered yet: the 100 waits until the handler reads the body.
@@ -115,6 +121,8 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     )
     if client is not None:
         request[CLIENT_ADDRESS] = client
+    if ASKED_VERSION in request:
+        return unsupported_version()
     if request.version < HttpVersion11 and hdrs.TRANSFER_ENCODING in request.headers:
         return _faulty_framing()
     if not _host_allowed(request, gateway):
@@ -142,6 +150,19 @@ def _faulty_framing() -> web.Response:
         MSG_HTTP10_TRANSFER_ENCODING,
         "invalid_request_error",
         code="unsupported_transfer_encoding",
+    )
+    response.force_close()
+    return response
+
+
+def unsupported_version() -> web.Response:
+    """A request in a version other than HTTP/1.0 or HTTP/1.1 (`HTTP/2.0` in HTTP/1 text, a
+    bare `GET /x` of HTTP/0.9): a 400 that closes the connection. RFC 9110 §15.6.6 has 505
+    for it, a 5xx, which the gateway keeps for its own failures (the spec is silent). HTTP/1.2
+    is refused too, although RFC 9110 §2.5 would read it as HTTP/1.1: aiohttp's C parser
+    refuses it before any handler, and both parsers give the same answer."""
+    response = error_response(
+        400, MSG_UNSUPPORTED_VERSION, "invalid_request_error", code="unsupported_http_version"
     )
     response.force_close()
     return response

@@ -21,7 +21,8 @@ from http import HTTPStatus
 from typing import Any
 
 import structlog
-from aiohttp import web, web_protocol
+from aiohttp import HttpVersion10, HttpVersion11, web, web_protocol
+from aiohttp.http import RawRequestMessage
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 
 from gateway import hangup
@@ -29,6 +30,7 @@ from gateway.app import COMMON_HEADERS, create_app
 from gateway.appkeys import METRICS, STATE
 from gateway.config.loader import ConfigLoader
 from gateway.config.model import Config
+from gateway.edge_http import ASKED_VERSION, unsupported_version
 from gateway.metrics_http import unparsed_request_counter
 from gateway.reload import reload_from_file
 from gateway.responses import error_response
@@ -65,6 +67,8 @@ MSG_FIELDS_TOO_LARGE = (
 )
 # Both parsers' text for a head of more than MAX_FIELDS lines (aiohttp 3.14).
 _TOO_MANY_FIELDS = "Too many headers received"
+# The C parser's for an HTTP/1.x it does not know (HTTP/1.2; the pure-Python one reads it).
+_UNKNOWN_VERSION = "Invalid HTTP version"
 # What aiohttp's pure-Python parser quotes when the limit it met was the request line's:
 # the line itself (a method and a space), a target (C parser), or the start of a line not
 # ended yet, which is a header's too once the request line was read (a name and a colon)
@@ -231,8 +235,8 @@ class _GatewayRequestHandler(web.RequestHandler):
         super().handle_error(request, status, exc, message)
         if status == HTTPStatus.INTERNAL_SERVER_ERROR:
             response = error_response(status, "internal error", "api_error")
-        elif (oversize := self._oversize_head(exc)) is not None:
-            response = oversize
+        elif (told := self._told_refusal(exc)) is not None:
+            response = told
         else:
             kind = "invalid_request_error" if status < 500 else "api_error"
             response = error_response(status, HTTPStatus(status).phrase, kind)
@@ -242,9 +246,10 @@ class _GatewayRequestHandler(web.RequestHandler):
         response.force_close()
         return response
 
-    def _oversize_head(self, exc: BaseException | None) -> web.Response | None:
+    def _told_refusal(self, exc: BaseException | None) -> web.Response | None:
         """RFC 9110 §15.5.15 and RFC 6585 §5: a target over its limit is a 414, a header field
-        over its own or a head of too many fields a 431 (a client may retry with less)."""
+        over its own or a head of too many fields a 431 (a client may retry with less); an
+        HTTP version the parser does not know, edge_http's 400 for it."""
         if isinstance(exc, LineTooLong):
             quoted, limit = exc.args[0], exc.args[1]
             start = bytes(quoted) if isinstance(quoted, bytes | bytearray) else b""
@@ -256,6 +261,8 @@ class _GatewayRequestHandler(web.RequestHandler):
                 return _fields_too_large()
         elif isinstance(exc, BadHttpMessage) and exc.message == _TOO_MANY_FIELDS:
             return _fields_too_large()
+        elif isinstance(exc, BadHttpMessage) and _UNKNOWN_VERSION in exc.message:
+            return unsupported_version()
         return None
 
     def data_received(self, data: bytes) -> None:
@@ -291,6 +298,24 @@ class _GatewayServer(web.Server):
         return _GatewayRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
+def _spoken_versions(factory: Any) -> Any:
+    """The app's request factory, but a request in another version than HTTP/1.0 or HTTP/1.1
+    (aiohttp's parsers read `HTTP/2.0` in HTTP/1 text, and a bare `GET /x` as HTTP/0.9) is
+    read as HTTP/1.1 without keep-alive, its own version kept under ASKED_VERSION: the edge
+    middleware refuses it, in HTTP/1.1, and the connection closes. Its answer's status line
+    claimed the version asked (`HTTP/2.0 200 OK`), and HTTP/0.9 has no status line at all."""
+
+    def make(message: RawRequestMessage, *args: Any) -> web.BaseRequest:
+        if message.version in (HttpVersion10, HttpVersion11):
+            return factory(message, *args)  # type: ignore[no-any-return]
+        spoken = message._replace(version=HttpVersion11, should_close=True)
+        request: web.BaseRequest = factory(spoken, *args)
+        request[ASKED_VERSION] = message.version
+        return request
+
+    return make
+
+
 class _GatewayRunner(web.AppRunner):
     """aiohttp has no hook for the answers of its protocol (aio-libs/aiohttp#3287): the
     app's server, built as AppRunner builds it, with our protocol in place of aiohttp's."""
@@ -299,7 +324,7 @@ class _GatewayRunner(web.AppRunner):
         server = await super()._make_server()
         return _GatewayServer(
             server.request_handler,
-            request_factory=server.request_factory,
+            request_factory=_spoken_versions(server.request_factory),
             handler_cancellation=server.handler_cancellation,
             **server._kwargs,
         )

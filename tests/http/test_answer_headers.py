@@ -83,6 +83,7 @@ ERRORS = [
         431,
         id="oversize-field",
     ),
+    pytest.param(b"GET /healthz HTTP/2.0\r\nHost: 127.0.0.1\r\n\r\n", 400, id="http-2-0"),
 ]
 
 

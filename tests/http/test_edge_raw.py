@@ -3,6 +3,7 @@ framing that one hop may read otherwise than the next, conflicting headers, odd 
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -473,3 +474,47 @@ class TestStreamToAClosingClient:
         got = await answers(client.port, request + raw + NEXT)
         assert [answer.status for answer in got] == [200, 200]
         assert got[0].headers["connection"] == "keep-alive"
+
+
+UNSUPPORTED_VERSION = refusal(
+    "Unsupported HTTP version; send HTTP/1.1 (or HTTP/1.0).", "unsupported_http_version"
+)
+
+
+class TestHttpVersions:
+    """Only HTTP/1.0 and HTTP/1.1 are spoken here. A request in another version was served,
+    its answer's status line claiming that version (`HTTP/2.0 200 OK` in HTTP/1 text); a bare
+    `GET /x` (HTTP/0.9) got one as `HTTP/0.9 200 OK`. RFC 9110 §15.6.6 has 505 for this, a
+    5xx for the client's own mistake: it is a 400 in the error shape (the spec is silent)."""
+
+    @pytest.mark.parametrize(
+        "first_line",
+        ["GET /healthz HTTP/2.0", "GET /healthz HTTP/0.9", "GET /healthz"],
+        ids=["2.0", "0.9", "bare"],
+    )
+    async def test_another_version_is_a_400_in_http_1_1_that_closes(
+        self, client: Client, first_line: str
+    ) -> None:
+        request = f"{first_line}\r\nHost: 127.0.0.1\r\n\r\n".encode()
+        assert client.port is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+        try:
+            writer.write(request)
+            async with asyncio.timeout(10):
+                rest = await reader.read()  # to the close
+        finally:
+            writer.close()
+        status_line, _, _ = rest.partition(b"\r\n")
+        assert status_line == b"HTTP/1.1 400 Bad Request"
+        assert json.loads(rest.partition(b"\r\n\r\n")[2]) == UNSUPPORTED_VERSION
+        assert b"\r\nConnection: close\r\n" in rest
+
+    @pytest.mark.parametrize("version", ["HTTP/1.2", "HTTP/1.9", "HTTP/3.0"])
+    async def test_one_the_parser_refuses_is_the_same_400(
+        self, client: Client, version: str
+    ) -> None:
+        got = await answers(
+            client.port, f"GET /healthz {version}\r\nHost: 127.0.0.1\r\n\r\n".encode()
+        )
+        assert [answer.status for answer in got] == [400]
+        assert got[0].json() == UNSUPPORTED_VERSION

@@ -359,14 +359,14 @@ class TestMalformedRequestsAnswer:
     @pytest.mark.parametrize(
         "request_",
         [
-            b"GET /hidden HTTP/9.9 junk\r\nHost: 127.0.0.1\r\n\r\n",
+            b"GET /hidden HTTP/1.1 junk\r\nHost: 127.0.0.1\r\n\r\n",
             b"G@T /hidden HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A\x01b: hidden\r\n\r\n",
             b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Authorization: Bearer robust-token-7c1e\r\nContent-Type: application/json\r\n"
             b"Transfer-Encoding: chunked\r\n\r\nhidden\r\n{}\r\n0\r\n\r\n",
         ],
-        ids=["version", "method", "header-name", "chunk-size"],
+        ids=["request-line", "method", "header-name", "chunk-size"],
     )
     async def test_a_refused_request_gets_a_fixed_json_400_that_quotes_none_of_it(
         self, tmp_path: Path, request_: bytes
@@ -417,6 +417,32 @@ class TestMalformedRequestsAnswer:
         finally:
             process.stop()
         assert answered == [(status, OVERSIZE[status]) for _, status in OVERSIZE_HEADS]
+
+    def test_a_version_other_than_1_0_or_1_1_is_refused_by_the_pure_python_parser_too(
+        self, tmp_path: Path
+    ) -> None:
+        # It reads any `HTTP/d.d`: HTTP/1.2 and HTTP/3.0 were served too (`HTTP/3.0 200 OK`).
+        config = tmp_path / "clawgate.json5"
+        config.write_text(json.dumps(SETTINGS))
+        args = ["--config", str(config), "--state-dir", str(tmp_path / "state"), "--port", "0"]
+        env = clean_env(tmp_path / "home", {"AIOHTTP_NO_EXTENSIONS": "1"})
+        process = GatewayProcess(args, env)
+        lines = ["GET /healthz HTTP/2.0", "GET /healthz HTTP/1.2", "GET /healthz HTTP/3.0"]
+        try:
+            process.wait_listening()
+
+            async def each() -> list[tuple[int, str]]:
+                got = [
+                    await exchange(process.port, f"{line}\r\nHost: 127.0.0.1\r\n\r\n".encode())
+                    for line in lines
+                ]
+                return [(r.status, r.json()["error"]["code"]) for r in got]
+
+            answered = asyncio.run(each())
+        finally:
+            process.stop()
+        # (A bare `GET /x` it refuses as a bad request line, the plain 400.)
+        assert answered == [(400, "unsupported_http_version")] * 3
 
     @pytest.mark.parametrize("chunks", BROKEN_CHUNKS, ids=BROKEN_CHUNK_IDS)
     async def test_a_chunked_body_that_breaks_while_it_is_read_gets_the_400_at_once(
