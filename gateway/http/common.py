@@ -95,11 +95,14 @@ def gate(
     """The answer for a request that must not reach its handler, else None."""
     state = request.app[STATE]
     config = state.config  # read per request: a reload swaps it
+    if request.method not in methods and is_preflight(request):
+        # §9: a preflight on any /v1/* path, a disabled endpoint's too: the request it
+        # clears then gets its 404 with the CORS headers, where a refused preflight is
+        # reported by the browser as a CORS failure.
+        return preflight(request, config)
     if not enabled(config):
         return not_found()  # before method and auth: a disabled endpoint does not exist
     if request.method not in methods:
-        if is_preflight(request):
-            return preflight(request, config)
         return method_not_allowed(", ".join(methods))
     if state.draining:
         return error_answer(request, shutting_down())

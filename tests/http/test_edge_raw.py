@@ -405,6 +405,37 @@ class TestPreflightOnAnyV1Path:
         assert [answer.status for answer in got] == [403, 200]
         assert "access-control-allow-origin" not in got[0].headers
 
+    @pytest.mark.parametrize(
+        ("path", "endpoints"),
+        [
+            (CHAT, {"chatCompletions": {"enabled": False}}),
+            ("/v1/models", {"chatCompletions": {"enabled": False}}),
+            ("/v1/embeddings", {"chatCompletions": {"enabled": False}}),
+            ("/v1/responses", {"responses": {"enabled": False}}),
+            ("/v1/responses/resp_x", {"responses": {"enabled": False}}),
+        ],
+    )
+    async def test_a_disabled_endpoints_path_answers_it_too(
+        self, gateway: MakeClient, path: str, endpoints: dict[str, object]
+    ) -> None:
+        """Its requests are 404s (with the CORS headers, so the page reads them); its
+        preflight was a 404 too, which a browser reports as a CORS failure instead."""
+        client = await gateway(
+            {
+                "gateway": {
+                    "http": {"endpoints": endpoints, "cors": {"allowedOrigins": [CORS_ORIGIN]}}
+                }
+            }
+        )
+        preflight = {
+            "Origin": CORS_ORIGIN,
+            "Access-Control-Request-Method": "POST",
+            "Connection": "close",
+        }
+        got = await answers(client.port, head(f"OPTIONS {path} HTTP/1.1", preflight))
+        assert [answer.status for answer in got] == [204]
+        assert got[0].headers["access-control-allow-origin"] == CORS_ORIGIN
+
 
 class TestAgentHeaderNotUtf8:
     @pytest.mark.parametrize(

@@ -1603,17 +1603,20 @@ class TestPreflightUnderV1:
         ),
         origin=st.sampled_from([CORS_ORIGIN, "https://evil.example", "null"]),
         method=st.sampled_from(["POST", "GET", "DELETE", "PUT"]),
+        routed=st.sampled_from([None, CHAT, "/v1/models", "/v1/models/x", "/v1/embeddings"]),
     )
-    async def test_a_preflight_on_any_unrouted_v1_path_is_answered_by_origin(
+    async def test_a_preflight_on_any_v1_path_is_answered_by_origin(
         self,
         chat_off: tuple[Served, ServerLog],
         segments: list[str],
         origin: str,
         method: str,
+        routed: str | None,
     ) -> None:
-        """http-openai.md §9: any /v1/* path, from an allowed origin, 204; another, 403."""
+        """http-openai.md §9: any /v1/* path (unrouted, or a disabled endpoint's), from an
+        allowed origin, 204; another, 403."""
         server, log = chat_off
-        path = "/v1/x-" + "/".join(segments)
+        path = routed or "/v1/x-" + "/".join(segments)
         request = (
             f"OPTIONS {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: {origin}\r\n"
             f"Access-Control-Request-Method: {method}\r\nConnection: close\r\n\r\n"
