@@ -188,20 +188,19 @@ async def _accept(request: web.Request, state: GatewayState) -> _Turn:
         ((name, headers[name]) for name in chat.session_headers if headers.get(name)), None
     )
     declared = declared_task(headers.get(TASK_HEADER))
-    background_task = (
-        declared is None
-        and conversation_header is not None
-        and await work_on_body(raw, _is_background_task, body.get("input"), fields.instructions)
-    )
-    route = resolve_session_key(
-        headers.get(SESSION_HEADER),
-        fields.user,
-        selection,
-        config.agents,
-        conversation_header,
-        background_task=background_task,
-        declared_task=declared is True,
-    )
+
+    def routed(background_task: bool) -> Route:
+        return resolve_session_key(
+            headers.get(SESSION_HEADER),
+            fields.user,
+            selection,
+            config.agents,
+            conversation_header,
+            background_task=background_task,
+            declared_task=declared is True,
+        )
+
+    route = routed(False)
     names_session = bool((headers.get(SESSION_HEADER) or "").strip())
     if fields.previous_response_id is not None:
         if fields.previous_response_id in request.app[RUNNING]:
@@ -213,13 +212,23 @@ async def _accept(request: web.Request, state: GatewayState) -> _Turn:
         sent = await work_on_body(raw, input_item_ids, body.get("input"))
         if sent:
             await _check_not_sent_again(state, fields.previous_response_id, sent)
+    # The references resolved before the input is read as a background task or not (one
+    # sent by reference is one): they need only the session a header names, which is the
+    # same either way (a task is told apart only when no header but the chat's names one).
+    value = await _with_references(state, raw, body.get("input"), selection, route, names_session)
+    if (
+        fields.previous_response_id is None  # continued: the response's session, always
+        and declared is None
+        and conversation_header is not None
+        and await work_on_body(raw, _is_background_task, value, fields.instructions)
+    ):
+        route = routed(True)
     request[AGENT_ID] = route.agent_id
     request[SESSION_KEY] = route.session_key
     agent = config.agents.agent(route.agent_id)
     if agent is None:
         raise bad_request(f"Unknown agent '{route.agent_id}'.")
     override = select_model(headers.get(MODEL_HEADER), agent)
-    value = await _with_references(state, raw, body.get("input"), selection, route, names_session)
     conversation = await work_on_body(raw, build_input, value, fields.instructions, chat)
     check_tool_results(conversation, route, "input")
     chain = (override,) if override else agent.models

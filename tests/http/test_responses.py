@@ -649,6 +649,22 @@ class TestItemReference:
         assert (await client.post(RESPONSES, json=body, headers=AUTH)).status == 200
         assert looked.count("message_seq") + looked.count("messages_by_id") <= 1, looked
 
+    async def test_a_background_task_sent_by_reference_is_one(self, client: Client) -> None:
+        """A chat UI's task prompt named by reference is told as one sent whole: it runs
+        outside the chat's session, which must not hold it."""
+        task = "### Task:\nGenerate a concise title.\n<chat_history>\nUSER: hi\n</chat_history>"
+        first = await (await client.post(RESPONSES, json={"input": task}, headers=AUTH)).json()
+        page = await client.get(f"{RESPONSES}/{first['id']}/input_items", headers=AUTH)
+        item_id = (await page.json())["data"][0]["id"]
+        chat = {**AUTH, "x-openwebui-chat-id": "chat-1"}
+        turn = await client.post(RESPONSES, json={"input": "hello"}, headers=chat)
+        chat_key = turn.headers["x-openclaw-session-key"]
+        body = {"input": [{"type": "item_reference", "id": item_id}]}
+        referenced = await client.post(RESPONSES, json=body, headers=chat)
+        assert referenced.status == 200
+        assert referenced.headers["x-openclaw-session-key"] != chat_key
+        assert len(await stored_messages(client, chat_key)) == 2  # the turn's alone
+
     async def test_a_wrong_id_is_refused(self, client: Client) -> None:
         for wrong in ({}, {"id": 7}, {"id": ""}, {"id": "x" * 257}, {"id": ["msg_1"]}):
             item = {"type": "item_reference", **wrong}
