@@ -77,6 +77,7 @@ def _listed(
             message.reasoning,
             message.layout,
             _status(message),
+            _call_places(message, chat),
         )
         for message, entry in zip(kept, chats, strict=True)
         if entry is not None
@@ -84,6 +85,25 @@ def _listed(
         if id(chat) in given
     ]
     return input_items(listed)
+
+
+def _call_places(message: StoredMessage, chat: ChatMessage) -> tuple[int, ...]:
+    """The place of each call of `chat`, the replayed `message`, among the stored reply's:
+    a call left out of the replay (agents/history.py `replayed`) does not shift the ids of
+    those after it. Empty when none was left out."""
+    if chat.role != "assistant" or not chat.tool_calls:
+        return ()
+    stored = message.to_chat().tool_calls
+    if len(stored) == len(chat.tool_calls):
+        return ()
+    places: list[int] = []
+    place = 0
+    for call in chat.tool_calls:  # those kept, in their order: a subsequence of `stored`
+        while stored[place] != call:
+            place += 1
+        places.append(place)
+        place += 1
+    return tuple(places)
 
 
 def _status(message: StoredMessage) -> str:

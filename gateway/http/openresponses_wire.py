@@ -273,6 +273,10 @@ class InputMessage:
     reasoning: str = ""
     layout: tuple[tuple[str, int], ...] = ()
     status: str = COMPLETED  # a reply's items': incomplete, as answered, when it was cut
+    # The place of each of `message`'s calls among the stored reply's (their ids are made
+    # of it), when some are not given to the model again (agents/history.py `replayed`):
+    # the others keep the ids they were answered with. Empty: each call's own place.
+    call_places: tuple[int, ...] = ()
 
 
 # An image whose data is not stored: it was there, nothing more is known (OpenAI's default
@@ -299,7 +303,7 @@ def input_items(messages: list[InputMessage]) -> list[dict[str, Any]]:
             parts, starts = laid_out
             items.extend(output_items(
                 message.text, stored.reasoning, message.tool_calls, stored.status, parts,
-                starts, ItemIds(hexed),
+                starts, ItemIds(hexed), stored.call_places,
             ))  # fmt: skip
             continue
         if message.role == "tool":
@@ -327,9 +331,15 @@ def input_items(messages: list[InputMessage]) -> list[dict[str, Any]]:
         if content:
             items.append({"id": f"msg_{hexed}", "type": "message", "role": message.role,
                           "status": stored.status, "content": content})  # fmt: skip
-        for number, call in enumerate(message.tool_calls):
+        places = _call_places(message.tool_calls, stored.call_places)
+        for number, call in zip(places, message.tool_calls, strict=True):
             items.append(function_call_item(f"fc_{hexed}_{number}", call, stored.status))
     return items
+
+
+def _call_places(calls: tuple[ToolCall, ...], places: tuple[int, ...]) -> tuple[int, ...]:
+    """The place of each of `calls` among its reply's (`InputMessage.call_places`)."""
+    return places if len(places) == len(calls) else tuple(range(len(calls)))
 
 
 _REPLY_PARTS = {part.value: part for part in ReplyPart}
@@ -1062,12 +1072,15 @@ def output_items(
     parts: tuple[ReplyPart, ...] = (),
     starts: tuple[int, ...] = (),
     ids: ItemIds | None = None,
+    call_places: tuple[int, ...] = (),
 ) -> list[dict[str, Any]]:
     """A finished run's output: its reasoning, its text, its tool calls, in the order they
     began (`parts`, each stretch of text or reasoning from its place in `starts`), as a
     stream of the run opened their items; without `parts` (the run produced nothing), in
     that order. Without text or tool calls the text is chat completions' placeholder,
-    last, so a client always reads one. `ids`: those of the response's reply."""
+    last, so a client always reads one. `ids`: those of the response's reply;
+    `call_places`: the place of each of `tool_calls` among the reply's, when some were left
+    out (`InputMessage.call_places`): a call is named by its place, its id made of it."""
     ids = ids if ids is not None else ItemIds()
     item_status = INCOMPLETE if status == INCOMPLETE else COMPLETED
     if len(starts) != len(parts):  # parts of a run that gave no places: one stretch each
@@ -1080,7 +1093,7 @@ def output_items(
         for kind in (ReplyPart.REASONING, ReplyPart.TEXT)
     }
     taken = dict.fromkeys(marks, 0)
-    calls = iter(tool_calls)
+    calls = dict(zip(_call_places(tool_calls, call_places), tool_calls, strict=True))
     called = 0  # the place of the next call among the reply's
     items: list[dict[str, Any]] = []
     for part in order:
@@ -1105,13 +1118,12 @@ def output_items(
                 else:
                     items.append(message_item(ids.stretch("msg"), piece, item_status))
             case ReplyPart.TOOL_CALL:
-                call = next(calls, None)
+                call = calls.pop(called, None)
                 if call is not None:
                     items.append(function_call_item(ids.call(called), call, item_status))
-                    called += 1
-    for call in calls:
-        items.append(function_call_item(ids.call(called), call, item_status))
-        called += 1
+                called += 1
+    for number, call in sorted(calls.items()):
+        items.append(function_call_item(ids.call(number), call, item_status))
     if not text and not tool_calls:
         items.append(message_item(ids.stretch("msg"), NO_RESPONSE_TEXT, item_status))
     return items

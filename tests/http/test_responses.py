@@ -880,6 +880,52 @@ class TestClientDisconnect:
         assert added == [f"rs_{first}", f"msg_{first}", f"rs_{first}_1", f"msg_{first}_1"]
         assert listed[1:-1] == list(zip(added, ["reasoning", "message"] * 2, strict=True))
 
+    async def test_a_call_after_one_cut_off_keeps_its_id(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        """A call cut off in its arguments is not given to the model again; the calls after
+        it are listed (and found by reference) under the ids they were answered with."""
+        events = openai_sse(
+            {"tool_calls": [_call_head(0, "call_a", "f"), _call_head(1, "call_b", "g")]},
+            {"tool_calls": [{"index": 1, "function": {"arguments": '{"y":2}'}}]},
+            {"tool_calls": [{"index": 0, "function": {"arguments": '{"x":'}}]},
+        ).split(b"\n\n")
+        pieces = (b"\n\n".join(events[:3]) + b"\n\n", b"\n\n".join(events[3:]))
+        upstream.script(Raw(pieces, delay=10.0), Stream(("next",)))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        tools = [{"type": "function", "name": "f"}, {"type": "function", "name": "g"}]
+        body: dict[str, Any] = {"input": "hi", "stream": True, "tools": tools}
+        response = await client.post(RESPONSES, json=body, headers=AUTH)
+        response_id = ""
+        while True:  # the cut call's fragment comes last: the other call's are in
+            event = await response.content.readuntil(b"\n\n")
+            data = json.loads(event.split(b"data: ", 1)[1])
+            response_id = response_id or data["response"]["id"]
+            if data.get("delta") == '{"x":':
+                break
+        response.close()
+        await upstream.last.wait_gone(within=1.0)
+        while client.app[openresponses.RUNNING]:  # stored as the run ends
+            await asyncio.sleep(0.01)
+        stored = await (await client.get(f"{RESPONSES}/{response_id}", headers=AUTH)).json()
+        answered = {item["call_id"]: item["id"] for item in stored["output"]}
+        assert list(answered) == ["call_a", "call_b"]
+        body = {"input": "next", "previous_response_id": response_id, "tools": tools}
+        later = await client.post(RESPONSES, json=body, headers=AUTH)
+        page = await client.get(f"{RESPONSES}/{(await later.json())['id']}/input_items",
+                                headers=AUTH)  # fmt: skip
+        listed = [(i["call_id"], i["id"]) for i in (await page.json())["data"] if "call_id" in i]
+        assert ("call_b", answered["call_b"]) in listed
+        assert "call_a" not in dict(listed)
+        result = {"type": "function_call_output", "call_id": "call_b", "output": "2"}
+        reference = {"type": "item_reference", "id": answered["call_b"]}
+        body = {"input": [{"role": "user", "content": "hi"}, reference, result], "tools": tools}
+        upstream.script(Stream(("ok",)))
+        found = await client.post(RESPONSES, json=body, headers=AUTH)
+        assert found.status == 200, await found.text()
+        given = upstream.last.body["messages"]
+        assert [c["id"] for m in given for c in m.get("tool_calls", [])] == ["call_b"]
+
     async def test_a_waiting_client_that_leaves_aborts_the_run(
         self, gateway: MakeClient, upstream: FakeOpenAI
     ) -> None:
