@@ -580,9 +580,11 @@ async def list_input_items(request: web.Request) -> web.StreamResponse:
     replaced the session's, or the branch a continued older response began) through the
     turn's input, as the session holds them, and as the model was given them: not the
     turns the upstream refused (as at OpenAI, where a refused request joins no chain), a
-    turn asked again once, no empty replies, and no `instructions` (they join the system
-    prompt). An image is an `input_image` part without its data, which is not stored. A
-    running response is a 409, as for a DELETE: its turn is not stored yet."""
+    turn asked again once, no empty replies (one of reasoning alone is listed as it was
+    answered, its reasoning and the placeholder message, though the model is not given it),
+    and no `instructions` (they join the system prompt). An image is an `input_image` part
+    without its data, which is not stored. A running response is a 409, as for a DELETE:
+    its turn is not stored yet."""
     refused = gate(request, ("GET", "HEAD"), responses_enabled)
     if refused is not None:
         return refused

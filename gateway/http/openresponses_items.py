@@ -69,22 +69,34 @@ def _listed(
     given = {id(chat) for chat in retries_left_out((*chats, *asked))}
     # A reply cut short holds its whole text, as the model is given it: listed as its
     # output items too.
-    listed = [
-        InputMessage(
-            message.id,
-            chat,
-            _image_count(message.images),
-            message.reasoning,
-            message.layout,
-            _status(message),
-            _call_places(message, chat),
-        )
-        for message, entry in zip(kept, chats, strict=True)
-        if entry is not None
-        for chat in (entry.message if isinstance(entry, CutShort) else entry,)
-        if id(chat) in given
-    ]
+    listed: list[InputMessage] = []
+    asked_given = True  # whether the model was given the input of the turn the reply is of
+    for message, entry in zip(kept, chats, strict=True):
+        chat = entry.message if isinstance(entry, CutShort) else entry
+        if chat is None:
+            # An empty reply is not given to the model; one of reasoning alone is listed
+            # as it was answered (its reasoning, and the placeholder message), unless its
+            # turn was left out (asked again).
+            if message.reasoning and asked_given:
+                listed.append(_input_message(message, ChatMessage("assistant", "")))
+            asked_given = True
+            continue
+        asked_given = chat.role == "assistant" or id(chat) in given
+        if id(chat) in given:
+            listed.append(_input_message(message, chat))
     return input_items(listed)
+
+
+def _input_message(message: StoredMessage, chat: ChatMessage) -> InputMessage:
+    return InputMessage(
+        message.id,
+        chat,
+        _image_count(message.images),
+        message.reasoning,
+        message.layout,
+        _status(message),
+        _call_places(message, chat),
+    )
 
 
 def _call_places(message: StoredMessage, chat: ChatMessage) -> tuple[int, ...]:

@@ -299,6 +299,8 @@ def input_items(messages: list[InputMessage]) -> list[dict[str, Any]]:
         message = stored.message
         hexed = stored.id.replace("-", "")
         laid_out = _reply_parts(stored)
+        if laid_out is None and _reasoning_alone(stored):  # its parts not kept: in order
+            laid_out = (), ()
         if laid_out is not None:
             parts, starts = laid_out
             items.extend(output_items(
@@ -337,6 +339,17 @@ def input_items(messages: list[InputMessage]) -> list[dict[str, Any]]:
     return items
 
 
+def _reasoning_alone(stored: InputMessage) -> bool:
+    """A reply of reasoning without text or calls: answered as its reasoning and the
+    placeholder message (`output_items`), listed so."""
+    message = stored.message
+    return (
+        message.role == "assistant"
+        and not (message.text or message.tool_calls)
+        and bool(stored.reasoning)
+    )
+
+
 def _call_places(calls: tuple[ToolCall, ...], places: tuple[int, ...]) -> tuple[int, ...]:
     """The place of each of `calls` among its reply's (`InputMessage.call_places`)."""
     return places if len(places) == len(calls) else tuple(range(len(calls)))
@@ -346,12 +359,12 @@ _REPLY_PARTS = {part.value: part for part in ReplyPart}
 
 
 def _reply_parts(stored: InputMessage) -> tuple[tuple[ReplyPart, ...], tuple[int, ...]] | None:
-    """The parts of a reply with text or calls and their places, as its layout keeps
-    them; None when it has none (listed as its message and calls)."""
+    """The parts of a reply with text, calls or reasoning and their places, as its layout
+    keeps them; None when it has none (listed as its message and calls)."""
     message = stored.message
     if message.role != "assistant" or not stored.layout:
         return None
-    if not (message.text or message.tool_calls):
+    if not (message.text or message.tool_calls or stored.reasoning):
         return None
     if any(kind not in _REPLY_PARTS for kind, _ in stored.layout):
         return None

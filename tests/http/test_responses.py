@@ -649,6 +649,35 @@ class TestItemReference:
         assert (await client.post(RESPONSES, json=body, headers=AUTH)).status == 200
         assert looked.count("message_seq") + looked.count("messages_by_id") <= 1, looked
 
+    @pytest.mark.parametrize("stream", [False, True])
+    async def test_a_reply_of_reasoning_alone_is_listed_and_found_as_answered(
+        self, gateway: MakeClient, upstream: FakeOpenAI, stream: bool
+    ) -> None:
+        """A reply of reasoning without text or calls is answered as its reasoning and the
+        placeholder message: a later response lists both under those ids, and finds them
+        by reference; the model is not given the empty reply."""
+        upstream.script(Stream(deltas=(), reasoning=("Hmm",)), Stream(("A",)), Stream(("B",)))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        first = await client.post(RESPONSES, json={"input": "q1", "stream": stream}, headers=AUTH)
+        if stream:
+            events = (await first.text()).split("\n\n")
+            done = json.loads(events[-2].split("data: ", 1)[1])["response"]
+        else:
+            done = await first.json()
+        answered = [(item["id"], item["type"]) for item in done["output"]]
+        assert [kind for _, kind in answered] == ["reasoning", "message"]
+        body = {"input": "q2", "previous_response_id": done["id"]}
+        later = await (await client.post(RESPONSES, json=body, headers=AUTH)).json()
+        assert [m["role"] for m in upstream.last.body["messages"]] == ["user", "user"]
+        page = await client.get(f"{RESPONSES}/{later['id']}/input_items?order=asc", headers=AUTH)
+        listed = [(item["id"], item["type"]) for item in (await page.json())["data"]]
+        assert listed[1:-1] == answered  # between q1 and q2
+        references = [{"type": "item_reference", "id": item_id} for item_id, _ in answered]
+        asked = [{"role": "user", "content": "q1"}, *references, {"role": "user", "content": "q3"}]
+        body = {"input": asked}
+        found = await client.post(RESPONSES, json=body, headers=AUTH)
+        assert found.status == 200, await found.text()
+
     async def test_a_background_task_sent_by_reference_is_one(self, client: Client) -> None:
         """A chat UI's task prompt named by reference is told as one sent whole: it runs
         outside the chat's session, which must not hold it."""
