@@ -40,7 +40,7 @@ from agents.events import (
 from agents.keys import is_main_key, parse_session_key
 from agents.providers.base import Provider
 from agents.runs import AgentRun, RunState, TurnRequest
-from agents.session import AgentSession, RunSlots, SessionDeps
+from agents.session import AgentSession, QueuedMarks, RunSlots, SessionDeps
 from agents.store import PRUNE_BATCH, SessionRow, StoredMessage
 from agents.store_protocol import Store
 
@@ -188,6 +188,12 @@ class SessionRegistry:
             spawn=self.spawn,
             session_idle=self._session_idle,
         )
+
+    @property
+    def marks(self) -> QueuedMarks:
+        """A shared store's marks this process holds, renewed together (agents/session.py):
+        the turns waiting for a run slot, and what another part of the gateway marks so."""
+        return self._deps.queued
 
     def _current_config(self) -> AgentsConfig:
         return self.config

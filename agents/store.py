@@ -1692,7 +1692,7 @@ class SessionStore:
 
     # ... and the WebSocket calls theirs (gateway/ws/state.py IdempotencyCache).
     async def claim_call(
-        self, scope: str, token: str, session_key: str, ttl_ms: int
+        self, scope: str, token: str, session_key: str, ttl_ms: int, answer: str | None = None
     ) -> tuple[str, str, bool]:
         return token, session_key, False
 

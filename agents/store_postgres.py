@@ -1573,10 +1573,11 @@ class PostgresSessionStore:
         return holder, session_key
 
     async def claim_call(
-        self, scope: str, token: str, session_key: str, ttl_ms: int
+        self, scope: str, token: str, session_key: str, ttl_ms: int, answer: str | None = None
     ) -> tuple[str, str, bool]:
         """(token, session key, ended) of the claim of `scope` that came first and is still
-        kept: this one's, not ended, when it is the first (then kept for `ttl_ms`)."""
+        kept: this one's, not ended, when it is the first (then kept for `ttl_ms`, with
+        `answer`)."""
 
         async def claim(conn: Connection) -> tuple[str, str, bool]:
             await conn.execute(SQL_FORGET_EXPIRED_CALLS)
@@ -1584,10 +1585,10 @@ class PostgresSessionStore:
             # one is made again, never taken as made with no row behind it.
             while True:
                 row = await conn.fetchrow(
-                    "INSERT INTO hook_calls (scope, run_id, session_key, expires_at)"
-                    f" VALUES ($1, $2, $3, {SQL_NOW_MS} + $4) ON CONFLICT (scope) DO NOTHING"
+                    "INSERT INTO hook_calls (scope, run_id, session_key, expires_at, answer)"
+                    f" VALUES ($1, $2, $3, {SQL_NOW_MS} + $4, $5) ON CONFLICT (scope) DO NOTHING"
                     " RETURNING run_id, session_key, ended",
-                    scope, token, _storable(session_key), ttl_ms,
+                    scope, token, _storable(session_key), ttl_ms, answer,
                 )  # fmt: skip
                 if row is None:
                     row = await conn.fetchrow(

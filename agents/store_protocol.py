@@ -103,10 +103,11 @@ class Store(Protocol):
         ...
 
     async def claim_call(
-        self, scope: str, token: str, session_key: str, ttl_ms: int
+        self, scope: str, token: str, session_key: str, ttl_ms: int, answer: str | None = None
     ) -> tuple[str, str, bool]:
         """(token, session key, whether its run ended) of the first claim of `scope` that
-        other processes sharing the store made and still keep; this one's when there is none.
+        other processes sharing the store made and still keep; this one's when there is none
+        (made with `answer`, read with `call_answer`, as `end_call`'s).
         Renewed with `extend_hook_call`, given up with `release_hook_call`."""
         ...
 

@@ -22,8 +22,16 @@ the turn still goes into its session as every HTTP turn does. A keyless request 
 fresh stateless session, which maintenance prunes early (`statelessTtl`), its responses with
 it. Failed responses are not kept. A response is stored whenever its turn is, also when the
 client left before the answer was written (a stream's client saw the id in `response.created`).
-Until then, a response to be stored is known to this process as running: a GET answers it
-`in_progress`, and naming it in `previous_response_id` or a DELETE is a 409.
+Until then, a response to be stored is known as running: a GET answers it `in_progress`,
+and naming it in `previous_response_id`, its `input_items` or a DELETE is a 409. On a shared
+store, the other processes answer so too: the running process marks it in the store (a
+claim, `Store.claim_call`, under `RUNNING_SCOPE` and the response id, holding the session
+key and the `in_progress` object), renewed with the turns waiting for a run slot
+(agents/session.py `QueuedMarks`, one statement every few seconds for them all), released
+once the response is stored (or will not be), and forgotten one lease after a process that
+died. It costs a stored turn a write as it starts and one as it ends; a lookup that finds
+no stored response asks for the mark, and then the response again (it is stored before its
+mark goes).
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from agents.errors import AgentError, StoreError
 from agents.events import RunEvent
 from agents.ids import uuid7
 from agents.runs import AgentRun, RunOutcome, RunStatus, TurnRequest
+from agents.session import QUEUED_LEASE_S
 from agents.store import ResponsePlace, StoredResponse
 from gateway.appkeys import AGENT_ID, MODEL_USED, SESSION_KEY, STATE
 from gateway.config.model import Config
@@ -124,6 +133,56 @@ class _Running:
 
 # The responses to be stored whose run has not ended (or not been stored yet), by id.
 RUNNING = web.AppKey("responses_running", dict[str, _Running])
+# The scope of a running response's mark in a shared store, before its id.
+RUNNING_SCOPE = "response:"
+
+
+@attrs.frozen
+class _Elsewhere:
+    """A response running on another process sharing the store (its mark)."""
+
+    key: str  # its session's
+    body: str | None  # its `in_progress` object; None: a mark made again without it
+
+
+async def _running_elsewhere(state: GatewayState, response_id: str) -> _Elsewhere | None:
+    """The mark of a response running on another process; None when there is none (or the
+    store is no shared one)."""
+    store = state.store
+    assert store is not None  # open for as long as the app serves requests
+    if not store.shared:
+        return None
+    key = await store.call_going_on(RUNNING_SCOPE + response_id)
+    if key is None:
+        return None
+    return _Elsewhere(key, await store.call_answer(RUNNING_SCOPE + response_id))
+
+
+async def _mark_running(state: GatewayState, head: ResponseHead, key: str) -> bool:
+    """The response marked running for the other processes sharing the store (see above);
+    whether it is. A mark that cannot be written is logged: this process still answers."""
+    store, registry = state.store, state.registry
+    if store is None or registry is None or not store.shared:
+        return False
+    scope = RUNNING_SCOPE + head.id
+    body = encode_json(response_body(head, IN_PROGRESS, [], None)).decode()
+    try:
+        await store.claim_call(scope, head.id, key, int(QUEUED_LEASE_S * 1000), answer=body)
+    except StoreError as exc:
+        log.warning("response_mark_failed", response_id=head.id, error=str(exc))
+        return False
+    registry.marks.hold(scope, head.id, key)
+    return True
+
+
+async def _unmark_running(state: GatewayState, response_id: str) -> None:
+    store, registry = state.store, state.registry
+    assert store is not None and registry is not None  # marked: both were open
+    registry.marks.let_go(RUNNING_SCOPE + response_id)
+    try:
+        await store.release_hook_call(RUNNING_SCOPE + response_id, response_id)
+    except StoreError as exc:  # forgotten once its lease is out
+        log.warning("response_unmark_failed", response_id=response_id, error=str(exc))
 
 
 def register(app: web.Application) -> None:
@@ -259,6 +318,10 @@ async def _continued(
     assert store is not None  # open for as long as the app serves requests
     stored = await store.response_place(response_id)  # not its body: the output
     if stored is None:
+        if await _running_elsewhere(state, response_id) is not None:
+            raise response_in_progress(response_id, "previous_response_id")
+        stored = await store.response_place(response_id)  # stored before its mark went
+    if stored is None:
         raise previous_response_not_found(response_id)
     if selection.explicit and selection.agent_id != stored.agent_id:
         raise bad_request(
@@ -372,8 +435,6 @@ async def _with_references(
 
 
 async def _run(request: web.Request, state: GatewayState, turn: _Turn) -> web.StreamResponse:
-    registry = state.registry
-    assert registry is not None  # open for as long as the app serves requests
     # The reply's stored id, chosen now: the output items' ids are made of it, so a later
     # response's input items list them under the same ids.
     reply_id = uuid7()
@@ -381,6 +442,21 @@ async def _run(request: web.Request, state: GatewayState, turn: _Turn) -> web.St
         new_response_id(), int(time.time()), turn.selection.model, turn.fields,
         reply_id.replace("-", ""),
     )  # fmt: skip
+    # Marked before the run starts: the stream subscribes to it before any await, and a
+    # client knows the id only from the answer.
+    marked = turn.fields.store and await _mark_running(state, head, turn.route.session_key)
+    try:
+        return await _submitted(request, state, turn, head, reply_id)
+    finally:
+        if marked:
+            await _unmark_running(state, head.id)
+
+
+async def _submitted(
+    request: web.Request, state: GatewayState, turn: _Turn, head: ResponseHead, reply_id: str
+) -> web.StreamResponse:
+    registry = state.registry
+    assert registry is not None  # open for as long as the app serves requests
     route, conversation = turn.route, turn.conversation
     try:
         if not route.new_key:  # OpenClaw's: an archived session takes no new work
@@ -543,23 +619,42 @@ async def stored_response(request: web.Request) -> web.StreamResponse:
             streamed = retrieve_streamed(request.query)
         except RequestError as exc:
             return error_answer(request, exc)
+    state = request.app[STATE]
     running = request.app[RUNNING].get(response_id)
+    elsewhere: _Elsewhere | None = None
     try:
         if request.method == "DELETE":
-            if not await store.delete_response(response_id):
-                if running is not None:  # it would be stored all the same once it ends
+            deleted = await store.delete_response(response_id)
+            if not deleted and running is None:
+                elsewhere = await _running_elsewhere(state, response_id)
+                if elsewhere is None:  # or stored, then unmarked, since the first try
+                    deleted = await store.delete_response(response_id)
+            if not deleted:
+                if running is not None or elsewhere is not None:
+                    # It would be stored all the same once it ends.
                     return error_answer(request, response_in_progress(response_id))
                 return error_answer(request, response_not_found(response_id))
             return json_response({"id": response_id, "object": "response", "deleted": True})
         stored = await store.get_response(response_id)
+        if stored is None and running is None:
+            elsewhere = await _running_elsewhere(state, response_id)
+            if elsewhere is None:  # stored, then unmarked, since the first lookup
+                stored = await store.get_response(response_id)
     except StoreError as exc:
         log.error("response_lookup_failed", error=str(exc))
         return error_answer(request, error_reply(exc))  # 503 while a shared store is away
-    if streamed and (stored is not None or running is not None):
+    if streamed and (stored is not None or running is not None or elsewhere is not None):
         return error_answer(request, response_not_streamable(response_id))
     if stored is None:
         # Running when the lookup began (it is registered before anyone knows its id), and
         # not stored yet: a response is stored before it stops being running.
+        if elsewhere is not None:
+            if elsewhere.body is None:  # its mark made again without it: running, all the same
+                return error_answer(request, response_in_progress(response_id))
+            return web.Response(
+                body=elsewhere.body.encode(),
+                headers={"Content-Type": JSON_CONTENT_TYPE, SESSION_HEADER: elsewhere.key},
+            )
         if running is None:
             return error_answer(request, response_not_found(response_id))
         body = response_body(running.head, IN_PROGRESS, [], None)
@@ -600,6 +695,10 @@ async def list_input_items(request: web.Request) -> web.StreamResponse:
     running = response_id in request.app[RUNNING]
     try:
         place = await store.response_place(response_id)  # not its body: the output
+        if place is None and not running:
+            running = await _running_elsewhere(request.app[STATE], response_id) is not None
+            if not running:  # stored, then unmarked, since the first lookup
+                place = await store.response_place(response_id)
         if place is None:
             if running:
                 return error_answer(request, response_in_progress(response_id))
@@ -634,6 +733,10 @@ async def cancel_response(request: web.Request) -> web.StreamResponse:
         assert store is not None  # open for as long as the app serves requests
         try:
             stored = await store.response_place(response_id)
+            if stored is None and await _running_elsewhere(request.app[STATE], response_id):
+                return error_answer(request, response_not_cancellable(response_id))
+            if stored is None:  # stored, then unmarked, since the first lookup
+                stored = await store.response_place(response_id)
         except StoreError as exc:
             log.error("response_lookup_failed", error=str(exc))
             return error_answer(request, error_reply(exc))  # 503 while a shared store is away

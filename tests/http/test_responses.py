@@ -1116,3 +1116,69 @@ class TestLargeBodiesHoldUpNoOtherClient:
             '"type":"invalid_request_error","param":"input","code":null}}',
         )
         assert order == ["/healthz", RESPONSES]
+
+
+@pytest.mark.postgres
+class TestRunningOnAnotherProcess:
+    """Two gateways sharing one PostgreSQL store: a response running on one is answered as
+    running by the other too, as by its own process, until it is stored."""
+
+    async def test_the_other_process_answers_it_running(
+        self, gateway: MakeClient, upstream: FakeOpenAI, pg_url: str
+    ) -> None:
+        upstream.script(Stream(("Hel", "lo"), stall_after=1))
+        store = {"store": {"backend": "postgres", "url": pg_url}}
+        settings = merged(merged(RESPONSES_ON, fake_provider(upstream)), store)
+        a, b = await gateway(settings), await gateway(settings)
+        headers = {**AUTH, "x-openclaw-session-key": "shared"}
+        body = {"input": "hi", "stream": True}
+        response = await a.post(RESPONSES, json=body, headers=headers)
+        created = json.loads((await response.content.readuntil(b"\n\n")).split(b"data: ", 1)[1])
+        response_id = created["response"]["id"]
+        while b"output_text.delta" not in await response.content.readuntil(b"\n\n"):
+            pass
+        path = f"{RESPONSES}/{response_id}"
+        got = await b.get(path, headers=AUTH)
+        assert got.status == 200
+        assert got.headers["x-openclaw-session-key"] == "agent:main:shared"
+        assert (await got.json())["status"] == "in_progress"
+        assert (await got.json())["id"] == response_id
+        later = {"input": "next", "previous_response_id": response_id}
+        refusals = [
+            await b.delete(path, headers=AUTH),
+            await b.get(f"{path}/input_items", headers=AUTH),
+            await b.post(RESPONSES, json=later, headers=AUTH),
+        ]
+        for refused in refusals:
+            assert refused.status == 409, await refused.text()
+        cancel = await b.post(f"{path}/cancel", headers=AUTH)
+        assert cancel.status == 400
+        response.close()  # the run is aborted, its response stored, its mark let go
+        await upstream.last.wait_gone(within=1.0)
+        while a.app[openresponses.RUNNING]:
+            await asyncio.sleep(0.01)
+        store = a.app[STATE].store
+        while await store.call_going_on(openresponses.RUNNING_SCOPE + response_id):
+            await asyncio.sleep(0.01)
+        stored = await b.get(path, headers=AUTH)
+        assert (await stored.json())["status"] == "incomplete"
+        assert (await b.delete(path, headers=AUTH)).status == 200
+        assert (await a.get(path, headers=AUTH)).status == 404
+
+    async def test_the_mark_of_a_process_gone_is_forgotten(
+        self, gateway: MakeClient, pg_url: str
+    ) -> None:
+        """A process that died leaves its mark for one lease: then the response is unknown."""
+        client = await gateway(
+            merged(RESPONSES_ON, {"store": {"backend": "postgres", "url": pg_url}})
+        )
+        store = client.app[STATE].store
+        response_id = "resp_" + "1" * 32
+        scope = openresponses.RUNNING_SCOPE + response_id
+        await store.claim_call(scope, response_id, "agent:main:k", 0, answer="{}")  # lease out
+        path = f"{RESPONSES}/{response_id}"
+        for answer in (
+            await client.get(path, headers=AUTH),
+            await client.delete(path, headers=AUTH),
+        ):
+            assert answer.status == 404
