@@ -148,16 +148,15 @@ def message_id_of(item_id: str) -> str | None:
 
 
 def message_items(message: StoredMessage) -> list[dict[str, Any]]:
-    """The items a stored message is listed as, by itself."""
-    alone = InputMessage(
-        message.id,
-        message.to_chat(),
-        _image_count(message.images),
-        message.reasoning,
-        message.layout,
-        _status(message),
-    )
-    return input_items([alone])
+    """The items a stored message is listed as, by itself: as the model is given it (a
+    call left out of the replay is not one), a reply of reasoning alone as answered."""
+    entry = replay_entry(message)
+    chat = entry.message if isinstance(entry, CutShort) else entry
+    if chat is None:
+        if not message.reasoning:
+            return []
+        chat = ChatMessage("assistant", "")
+    return input_items([_input_message(message, chat)])
 
 
 class _Reader:

@@ -954,6 +954,13 @@ class TestClientDisconnect:
         assert found.status == 200, await found.text()
         given = upstream.last.body["messages"]
         assert [c["id"] for m in given for c in m.get("tool_calls", [])] == ["call_b"]
+        # Not listed, not found: the model is not given a call cut off in its arguments.
+        cut = {"type": "item_reference", "id": answered["call_a"]}
+        body = {"input": [{"role": "user", "content": "hi"}, cut], "tools": tools}
+        refused = await client.post(RESPONSES, json=body, headers=AUTH)
+        assert refused.status == 400
+        message = f"Item with id '{answered['call_a']}' not found."
+        assert (await refused.json())["error"]["message"] == message
 
     async def test_a_waiting_client_that_leaves_aborts_the_run(
         self, gateway: MakeClient, upstream: FakeOpenAI
