@@ -248,7 +248,7 @@ async def _accept(request: web.Request, state: GatewayState) -> _Turn:
     )
     declared = declared_task(headers.get(TASK_HEADER))
 
-    def routed(background_task: bool) -> Route:
+    def routed(background_task: bool, declared_task: bool = declared is True) -> Route:
         return resolve_session_key(
             headers.get(SESSION_HEADER),
             fields.user,
@@ -256,25 +256,26 @@ async def _accept(request: web.Request, state: GatewayState) -> _Turn:
             config.agents,
             conversation_header,
             background_task=background_task,
-            declared_task=declared is True,
+            declared_task=declared_task,
         )
 
     route = routed(False)
-    names_session = bool((headers.get(SESSION_HEADER) or "").strip())
+    # The session a header names (the task header's runs elsewhere, but names it all the
+    # same): what a continued response or a referenced item must be of.
+    requested = None
+    if (headers.get(SESSION_HEADER) or "").strip():
+        requested = routed(False, declared_task=False).session_key
     if fields.previous_response_id is not None:
         if fields.previous_response_id in request.app[RUNNING]:
             # Its turn is not in the session yet: there is nothing to continue from.
             raise response_in_progress(fields.previous_response_id, "previous_response_id")
-        route = await _continued(
-            state, fields.previous_response_id, selection, route, names_session
-        )
+        route = await _continued(state, fields.previous_response_id, selection, requested)
         sent = await work_on_body(raw, input_item_ids, body.get("input"))
         if sent:
             await _check_not_sent_again(state, fields.previous_response_id, sent)
     # The references resolved before the input is read as a background task or not (one
-    # sent by reference is one): they need only the session a header names, which is the
-    # same either way (a task is told apart only when no header but the chat's names one).
-    value = await _with_references(state, raw, body.get("input"), selection, route, names_session)
+    # sent by reference is one): they need only the session a header names.
+    value = await _with_references(state, raw, body.get("input"), selection, requested)
     if (
         fields.previous_response_id is None  # continued: the response's session, always
         and declared is None
@@ -309,11 +310,10 @@ async def _continued(
     state: GatewayState,
     response_id: str,
     selection: AgentSelection,
-    route: Route,
-    names_session: bool,
+    requested: str | None,
 ) -> Route:
-    """The route of the session `response_id` was answered in. A session key or agent that
-    the request names besides must be that session's."""
+    """The route of the session `response_id` was answered in. A session key (`requested`)
+    or agent that the request names besides must be that session's."""
     store = state.store
     assert store is not None  # open for as long as the app serves requests
     stored = await store.response_place(response_id)  # not its body: the output
@@ -329,7 +329,7 @@ async def _continued(
             f" not '{selection.agent_id}'.",
             "previous_response_id",
         )
-    if names_session and route.session_key != stored.key:
+    if requested is not None and requested != stored.key:
         raise bad_request(
             f"Response '{response_id}' belongs to another session than the one requested.",
             "previous_response_id",
@@ -376,8 +376,7 @@ async def _with_references(
     raw: bytes,
     value: Any,
     selection: AgentSelection,
-    route: Route,
-    names_session: bool,
+    requested: str | None,
 ) -> Any:
     """`input` with each `item_reference` replaced by the item it names, as `input_items`
     lists it: OpenAI's way to send a stored item again by id. An item is found where its
@@ -415,7 +414,7 @@ async def _with_references(
                 f" not '{selection.agent_id}'.",
                 "input",
             )
-        if names_session and route.session_key != place.key:
+        if requested is not None and requested != place.key:
             raise bad_request(
                 f"Item '{item_id}' belongs to another session than the one requested.", "input"
             )

@@ -694,6 +694,23 @@ class TestItemReference:
         assert referenced.headers["x-openclaw-session-key"] != chat_key
         assert len(await stored_messages(client, chat_key)) == 2  # the turn's alone
 
+    async def test_a_declared_task_finds_the_items_of_the_session_it_names(
+        self, client: Client
+    ) -> None:
+        """A task the task header declares runs outside the session its header names, but
+        that session is still the one requested: its items are found there."""
+        chat = {**AUTH, "x-openclaw-session-key": "chat"}
+        item_id = await self._first_item(client, {"x-openclaw-session-key": "chat"})
+        task = {**chat, "x-openwebui-task": "title_generation"}
+        asked = {"role": "user", "content": "A title?"}
+        body = {"input": [{"type": "item_reference", "id": item_id}, asked]}
+        referenced = await client.post(RESPONSES, json=body, headers=task)
+        assert referenced.status == 200, await referenced.text()
+        assert referenced.headers["x-openclaw-session-key"] != "agent:main:chat"
+        elsewhere = {**AUTH, "x-openclaw-session-key": "other", "x-openwebui-task": "tags"}
+        refused = await client.post(RESPONSES, json=body, headers=elsewhere)
+        assert refused.status == 400
+
     async def test_a_wrong_id_is_refused(self, client: Client) -> None:
         for wrong in ({}, {"id": 7}, {"id": ""}, {"id": "x" * 257}, {"id": ["msg_1"]}):
             item = {"type": "item_reference", **wrong}
