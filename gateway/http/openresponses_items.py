@@ -111,8 +111,10 @@ def _call_places(message: StoredMessage, chat: ChatMessage) -> tuple[int, ...]:
     places: list[int] = []
     place = 0
     for call in chat.tool_calls:  # those kept, in their order: a subsequence of `stored`
-        while stored[place] != call:
+        while place < len(stored) and stored[place] != call:
             place += 1
+        if place == len(stored):  # not of it after all (not reached): each its own place
+            return ()
         places.append(place)
         place += 1
     return tuple(places)
