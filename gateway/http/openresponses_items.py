@@ -32,7 +32,7 @@ from typing import Any
 
 import attrs
 
-from agents.history import SessionHistory, replay_entry
+from agents.history import SessionHistory, cut_short, replay_entry
 from agents.providers.base import ChatMessage
 from agents.store import StoredMessage
 from agents.store_protocol import Store
@@ -40,6 +40,7 @@ from agents.transcript import CutShort, Replayed, retries_left_out, same_message
 from gateway.http.openai_wire import bad_request
 from gateway.http.openresponses_wire import (
     COMPLETED,
+    INCOMPLETE,
     MAX_RESPONSE_ID,
     InputMessage,
     ItemsQuery,
@@ -122,9 +123,12 @@ def _call_places(message: StoredMessage, chat: ChatMessage) -> tuple[int, ...]:
 
 def _status(message: StoredMessage) -> str:
     """The status of a message's items: a reply's as its response gave them (incomplete
-    when cut by `max_output_tokens`, a content filter or an abort)."""
+    when cut by `max_output_tokens`, a content filter or an abort; a failed response's,
+    the upstream's error or a timeout, closed its items incomplete too)."""
     if message.role != "assistant" or message.stop_reason is None:
         return COMPLETED
+    if cut_short(message):
+        return INCOMPLETE
     return outcome_status(False, message.stop_reason)[0]
 
 

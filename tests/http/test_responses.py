@@ -979,6 +979,29 @@ class TestClientDisconnect:
         message = f"Item with id '{answered['call_a']}' not found."
         assert (await refused.json())["error"]["message"] == message
 
+    async def test_a_reply_that_failed_midway_is_listed_incomplete(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        """A reply the upstream broke off is listed later (the model is given what it said)
+        as its failed response closed its items: incomplete."""
+        upstream.script(Stream(("Hel", "lo"), error_after=1), Stream(("B",)))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        headers = {**AUTH, "x-openclaw-session-key": "broken"}
+        body = {"input": "first", "stream": True}
+        events = (await (await client.post(RESPONSES, json=body, headers=headers)).text()).split(
+            "\n\n"
+        )
+        failed = json.loads(events[-2].split("data: ", 1)[1])["response"]
+        assert failed["status"] == "failed"
+        answered = [(item["id"], item["status"]) for item in failed["output"]]
+        assert [status for _, status in answered] == ["incomplete"]
+        later = await client.post(RESPONSES, json={"input": "other"}, headers=headers)
+        page = await client.get(
+            f"{RESPONSES}/{(await later.json())['id']}/input_items?order=asc", headers=AUTH
+        )
+        listed = [(item["id"], item["status"]) for item in (await page.json())["data"]]
+        assert listed[1:-1] == answered
+
     async def test_a_waiting_client_that_leaves_aborts_the_run(
         self, gateway: MakeClient, upstream: FakeOpenAI
     ) -> None:
