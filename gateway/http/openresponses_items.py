@@ -33,7 +33,7 @@ from typing import Any
 import attrs
 
 from agents.history import SessionHistory, cut_short, replay_entry
-from agents.providers.base import ChatMessage
+from agents.providers.base import ChatMessage, StopReason
 from agents.store import StoredMessage
 from agents.store_protocol import Store
 from agents.transcript import CutShort, Replayed, retries_left_out, same_message
@@ -97,7 +97,12 @@ def _input_message(message: StoredMessage, chat: ChatMessage) -> InputMessage:
         message.layout,
         _status(message),
         _call_places(message, chat),
+        message.stop_reason in _FAILED,
     )
+
+
+# The stop reasons of a reply whose response failed (agents/session.py).
+_FAILED = frozenset({StopReason.ERROR, StopReason.TIMEOUT})
 
 
 def _call_places(message: StoredMessage, chat: ChatMessage) -> tuple[int, ...]:

@@ -277,6 +277,9 @@ class InputMessage:
     # of it), when some are not given to the model again (agents/history.py `replayed`):
     # the others keep the ids they were answered with. Empty: each call's own place.
     call_places: tuple[int, ...] = ()
+    # A reply whose response failed (the upstream's error, a timeout): its items as
+    # `response.failed` closed them, without the placeholder message of one that ended.
+    failed: bool = False
 
 
 # An image whose data is not stored: it was there, nothing more is known (OpenAI's default
@@ -303,10 +306,13 @@ def input_items(messages: list[InputMessage]) -> list[dict[str, Any]]:
             laid_out = (), ()
         if laid_out is not None:
             parts, starts = laid_out
-            items.extend(output_items(
+            answered = output_items(
                 message.text, stored.reasoning, message.tool_calls, stored.status, parts,
                 starts, ItemIds(hexed), stored.call_places,
-            ))  # fmt: skip
+            )  # fmt: skip
+            if stored.failed and not (message.text or message.tool_calls):
+                answered = [item for item in answered if item["type"] != "message"]
+            items.extend(answered)
             continue
         if message.role == "tool":
             output: str | list[dict[str, Any]] = message.text

@@ -979,12 +979,18 @@ class TestClientDisconnect:
         message = f"Item with id '{answered['call_a']}' not found."
         assert (await refused.json())["error"]["message"] == message
 
-    async def test_a_reply_that_failed_midway_is_listed_incomplete(
-        self, gateway: MakeClient, upstream: FakeOpenAI
+    @pytest.mark.parametrize(
+        "broken",
+        [Stream(("Hel", "lo"), error_after=1), Stream((), reasoning=("Hmm",), error_after=0)],
+        ids=["text", "reasoning alone"],
+    )
+    async def test_a_reply_that_failed_midway_is_listed_as_answered(
+        self, gateway: MakeClient, upstream: FakeOpenAI, broken: Stream
     ) -> None:
         """A reply the upstream broke off is listed later (the model is given what it said)
-        as its failed response closed its items: incomplete."""
-        upstream.script(Stream(("Hel", "lo"), error_after=1), Stream(("B",)))
+        as its failed response closed its items: incomplete, and no placeholder message
+        (only a response that ends gives one)."""
+        upstream.script(broken, Stream(("B",)))
         client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
         headers = {**AUTH, "x-openclaw-session-key": "broken"}
         body = {"input": "first", "stream": True}
@@ -993,13 +999,14 @@ class TestClientDisconnect:
         )
         failed = json.loads(events[-2].split("data: ", 1)[1])["response"]
         assert failed["status"] == "failed"
-        answered = [(item["id"], item["status"]) for item in failed["output"]]
-        assert [status for _, status in answered] == ["incomplete"]
+        answered = [(item["id"], item["type"], item.get("status")) for item in failed["output"]]
+        assert [kind for _, kind, _ in answered] == ["reasoning" if broken.reasoning else "message"]
+        assert all(status in ("incomplete", None) for _, _, status in answered)
         later = await client.post(RESPONSES, json={"input": "other"}, headers=headers)
         page = await client.get(
             f"{RESPONSES}/{(await later.json())['id']}/input_items?order=asc", headers=AUTH
         )
-        listed = [(item["id"], item["status"]) for item in (await page.json())["data"]]
+        listed = [(i["id"], i["type"], i.get("status")) for i in (await page.json())["data"]]
         assert listed[1:-1] == answered
 
     async def test_a_waiting_client_that_leaves_aborts_the_run(
