@@ -90,9 +90,8 @@ class ItemIds:
     an item keeps one id. The first text stretch is `msg_<id>`, as the reply's message is
     listed; a call is `fc_<id>_<n>`, `n` its place among the reply's calls, as listed too.
     A later text stretch (a server that alternates text with reasoning or calls) is
-    `msg_<id>_<k>`, `k` counting from 1, and reasoning (not an input item: the model is
-    given the text) `rs_<id>`, then `rs_<id>_<k>`: stable, but listed later as the one
-    message `msg_<id>`, which holds all the reply's text."""
+    `msg_<id>_<k>`, `k` counting from 1, and reasoning `rs_<id>`, then `rs_<id>_<k>`: each
+    listed later under its id, as answered (`input_items`)."""
 
     reply: str = attrs.field(factory=uuid7_hex)
     _stretches: dict[str, int] = attrs.field(factory=dict)
