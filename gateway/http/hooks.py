@@ -19,12 +19,11 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import structlog
 from aiohttp import web
 
 from agents.errors import AgentError
-from agents.runs import AgentRun, RunOutcome, RunState, RunStatus, TurnRequest
+from agents.runs import AgentRun, RunState, RunStatus, TurnRequest
 from gateway.appkeys import AGENT_ID, SESSION_KEY, STATE
 from gateway.auth import bearer_secret
 from gateway.config.model import AuthConfig, HooksConfig
@@ -69,6 +68,7 @@ from gateway.http.openai_wire import (
 )
 from gateway.http.runs import ClientWatch
 from gateway.responses import json_response, method_not_allowed, not_found
+from gateway.run_claims import RunClaim
 from gateway.state import GatewayState
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ log = structlog.get_logger()
 HOOK_REPLAYS = web.AppKey("hook_replays", HookReplays)  # idempotent /hooks/agent calls
 # Replay scopes whose call is claiming and starting its run now; done when it has.
 HOOK_STARTS = web.AppKey("hook_starts", dict[str, asyncio.Future[None]])
-# Runs of calls claimed in a shared store, whose claims these tasks keep (_held).
+# Runs of calls claimed in a shared store, whose claims these tasks keep (RunClaim.held).
 HOOK_HOLDS = web.AppKey("hook_holds", set[asyncio.Task[None]])
 HOLD_LAST_WORD_S = 2.0  # a statement's round trip, with room for a slow database
 # The webhooks' turns that wait to run (README, "Turns waiting to run") may together hold
@@ -307,45 +307,22 @@ def _release_later(app: web.Application, state: GatewayState, scope: str, run_id
 
 
 def _hold(app: web.Application, state: GatewayState, scope: str, run: AgentRun) -> None:
+    """The call's claim held while its run goes on here, and kept for the replay window once
+    it ended (gateway/run_claims.py)."""
     store = state.store
     if store is None or not store.shared:
         return
-    claim = _Claim(store, scope, run, state.options.hook_claim_lease_seconds)
-    run.hold_end(lambda outcome, announce: _keep(app, _end_claim(claim, outcome, announce)))
-    _keep(app, _held(claim))
+    lease = state.options.hook_claim_lease_seconds
 
+    async def claim_again() -> str:
+        holder, _ = await store.claim_hook_call(scope, run.id, run.session_key, int(lease * 1000))
+        return holder
 
-@attrs.define(eq=False)
-class _Claim:
-    """The claim of a call whose run goes on here. Its renewals (`_held`) and its end
-    (`_end_claim`) write it one at a time (`turn`), and no renewal follows the end: a claim
-    made again by a renewal (it was lost) never comes back after its end or release."""
-
-    store: Store
-    scope: str
-    run: AgentRun
-    lease: float
-    turn: asyncio.Lock = attrs.field(factory=asyncio.Lock)
-    ending: bool = False
-
-    async def make_again(self) -> bool:
-        """The claim, found gone while its run goes on: its lease ran out while the database
-        was away, and another claim forgot it. Made again, unless a retry on another process
-        claimed the call meanwhile (which then runs it too: nothing undoes that). Whether
-        this process holds it."""
-        run = self.run
-        try:
-            holder, _ = await self.store.claim_hook_call(
-                self.scope, run.id, run.session_key, int(self.lease * 1000)
-            )
-        except AgentError:
-            log.warning("hook_call_claim_again_failed", run_id=run.id)  # the next renewal may
-            return False
-        if holder != run.id:
-            log.warning("hook_call_claimed_elsewhere", run_id=run.id, other_run_id=holder)
-            return False
-        log.info("hook_call_claimed_again", run_id=run.id)
-        return True
+    claim = RunClaim(
+        store, scope, run.id, run, lease, int(REPLAY_TTL_SECONDS * 1000), claim_again, "hook"
+    )
+    run.hold_end(lambda outcome, announce: _keep(app, claim.end(outcome, announce)))
+    _keep(app, claim.held())
 
 
 def _keep(app: web.Application, work: Coroutine[Any, Any, None]) -> None:
@@ -353,65 +330,6 @@ def _keep(app: web.Application, work: Coroutine[Any, Any, None]) -> None:
     holds = app[HOOK_HOLDS]
     holds.add(task)
     task.add_done_callback(holds.discard)
-
-
-async def _held(claim: _Claim) -> None:
-    """The claim is a lease while the run goes on, renewed here: a process that dies lets a
-    retry run the call once its lease is out, rather than answer with a run that never ends.
-    A renewal that finds it gone makes it again. `_end_claim` ends it."""
-    run = claim.run
-    ended = asyncio.ensure_future(run.wait())
-    try:
-        while not (await asyncio.wait({ended}, timeout=claim.lease / 3))[0]:
-            async with claim.turn:
-                if claim.ending:
-                    break
-                if not await _extend(claim.store, claim.scope, run.id, int(claim.lease * 1000)):
-                    await claim.make_again()
-    finally:
-        ended.cancel()
-
-
-async def _end_claim(claim: _Claim, outcome: RunOutcome, announce: Callable[[], None]) -> None:
-    """The run has ended: its claim is kept for the replay window (or released) before the
-    end is told (`AgentRun.hold_end`, as gateway/ws/claims.py), so that a retry on another
-    process right after the answer finds the claim, whatever became of its lease (one lost,
-    forgotten, is made again first). A store that fails to write it only delays the answer
-    by its timeout; one that has found the database unreachable (the run's own commit failed
-    so, mostly) does not delay it: the answer goes at once, the write is tried after (as
-    gateway/ws/claims.py's)."""
-    store, scope, run = claim.store, claim.scope, claim.run
-    claim.ending = True
-    if not store.reachable:
-        announce()
-    try:
-        async with claim.turn:  # after a renewal under way
-            if outcome.status == RunStatus.ABORTED and run.abort_reason == SHUTDOWN_ABORT:
-                # The drain gave up on it (a deploy): a retry on another process runs the call.
-                await _release(store, scope, run.id)
-            else:
-                keep_ms = int(REPLAY_TTL_SECONDS * 1000)
-                try:
-                    if (
-                        not await store.end_call(scope, run.id, keep_ms)
-                        and await claim.make_again()
-                    ):
-                        await store.end_call(scope, run.id, keep_ms)
-                except AgentError:
-                    log.warning(
-                        "hook_call_end_failed", run_id=run.id
-                    )  # kept until its lease is out
-    finally:
-        announce()
-
-
-async def _extend(store: Store, scope: str, run_id: str, keep_ms: int) -> bool:
-    """False: the claim is gone (the renewal went through and found none)."""
-    try:
-        return await store.extend_hook_call(scope, run_id, keep_ms)
-    except AgentError:
-        log.warning("hook_call_extend_failed", run_id=run_id)  # the next renewal may do it
-        return True
 
 
 async def _release(store: Store, scope: str, run_id: str) -> None:

@@ -23,7 +23,8 @@ import attrs
 import structlog
 
 from agents.errors import AgentError
-from agents.runs import AgentRun, RunOutcome, RunStatus
+from agents.runs import AgentRun
+from gateway.run_claims import RunClaim
 from gateway.ws.state import IDEMPOTENCY_TTL_SECONDS, WsState
 
 if TYPE_CHECKING:
@@ -36,7 +37,6 @@ T = TypeVar("T")
 SCOPE_PREFIX = "ws:"  # a webhook's scope is a bare hash: the two never meet
 # An `agent` `/new` or `/reset`'s reset, claimed apart from its run (`claim_reset`).
 RESET_SCOPE_PREFIX = "ws-reset:"
-SHUTDOWN_ABORT = "shutdown"  # AgentRun.abort_reason of the runs the drain gave up on
 
 
 @attrs.frozen
@@ -162,7 +162,7 @@ async def start_once(
             raise
         if holder != token:
             # The claim alone says whether the run ended: it is marked before the end is told
-            # (`_end_claim`). Not the key's turn in the session: a run aborted while queued
+            # (`RunClaim.end`). Not the key's turn in the session: a run aborted while queued
             # stores none, and telling this run's from one of a key sent again once forgotten
             # would compare the clock that stamped it with this process's.
             return ClaimedElsewhere(key, ended)
@@ -173,9 +173,18 @@ async def start_once(
         except BaseException:
             await _release(store, scope(run_id), token)
             raise
-        claim = _Claim(store, scope(run_id), token, run, lease)
-        run.hold_end(lambda outcome, announce: _keep(ws, _end_claim(claim, outcome, announce)))
-        _keep(ws, _held(claim))
+        key_scope = scope(run_id)
+
+        async def claim_again() -> str:
+            holder, _, _ = await store.claim_call(
+                key_scope, token, run.session_key, int(lease * 1000)
+            )
+            return holder
+
+        keep_ms = int(IDEMPOTENCY_TTL_SECONDS * 1000)
+        claim = RunClaim(store, key_scope, token, run, lease, keep_ms, claim_again, "ws")
+        run.hold_end(lambda outcome, announce: _keep(ws, claim.end(outcome, announce)))
+        _keep(ws, claim.held())
         return run
     finally:
         del ws.starting[run_id]
@@ -226,86 +235,6 @@ async def wait_for_start(ws: WsState, run_id: str) -> None:
     """Until no call of this process is claiming and starting `run_id`."""
     while (start := ws.starting.get(run_id)) is not None:
         await asyncio.shield(start)
-
-
-@attrs.define(eq=False)
-class _Claim:
-    """The claim of a key whose run goes on here. Its renewals (`_held`) and its end
-    (`_end_claim`) write it one at a time (`turn`), and no renewal follows the end: a claim
-    made again by a renewal (it was lost) never comes back after its end or release."""
-
-    store: Store
-    scope: str
-    token: str
-    run: AgentRun
-    lease: float
-    turn: asyncio.Lock = attrs.field(factory=asyncio.Lock)
-    ending: bool = False
-
-    async def make_again(self) -> bool:
-        """The claim, found gone while its run goes on: its lease ran out while the database
-        was away, and another claim forgot it. Made again, unless a retry on another process
-        claimed the key meanwhile (which then runs it too: nothing undoes that). Whether this
-        process holds it."""
-        try:
-            holder, _, _ = await self.store.claim_call(
-                self.scope, self.token, self.run.session_key, int(self.lease * 1000)
-            )
-        except AgentError:
-            log.warning("ws_claim_failed", what="claim again")  # the next renewal may
-            return False
-        if holder != self.token:
-            log.warning("ws_claim_taken_elsewhere", run_id=self.run.id)
-            return False
-        log.info("ws_claim_made_again", run_id=self.run.id)
-        return True
-
-
-async def _held(claim: _Claim) -> None:
-    """The claim's lease, renewed until the run's end is told (`_end_claim` ends the claim);
-    one a renewal finds gone is made again."""
-    ended = asyncio.ensure_future(claim.run.wait())
-    try:
-        while not (await asyncio.wait({ended}, timeout=claim.lease / 3))[0]:
-            async with claim.turn:
-                if claim.ending:
-                    break
-                keep_ms = int(claim.lease * 1000)
-                extend = claim.store.extend_hook_call(claim.scope, claim.token, keep_ms)
-                if await _quietly(extend, "extend") is False:
-                    await claim.make_again()
-    finally:
-        ended.cancel()
-
-
-async def _end_claim(claim: _Claim, outcome: RunOutcome, announce: Callable[[], None]) -> None:
-    """The run has ended: its claim says so before its end is told (`AgentRun.hold_end`), so
-    a client told of the end (here, or by another process hearing the run's events) that
-    retries on another process is answered `ok` there, never `in_flight`; and a run the
-    drain gave up on is released before, so that the retry runs it. A claim lost meanwhile
-    (its lease out while the database was away, forgotten) is made again, ended. A store
-    that fails to write it only delays the end by its timeout: the end is told however the
-    write went. The write comes first because of that retry, which a client may send as
-    soon as it is told; but not while the store has found the database unreachable (the
-    run's own commit failed so, mostly): the write would then only wait out its timeouts (5 s
-    to connect, 30 s for an answer) before failing, and the end is told at once, the write
-    tried after."""
-    store, key_scope, token, run = claim.store, claim.scope, claim.token, claim.run
-    claim.ending = True
-    if not store.reachable:
-        announce()
-    try:
-        async with claim.turn:  # after a renewal under way
-            if outcome.status == RunStatus.ABORTED and run.abort_reason == SHUTDOWN_ABORT:
-                # The drain gave up on it (a deploy): a retry on another process runs the turn.
-                await _release(store, key_scope, token)
-            else:
-                keep_ms = int(IDEMPOTENCY_TTL_SECONDS * 1000)
-                ended = await _quietly(store.end_call(key_scope, token, keep_ms), "end")
-                if ended is False and await claim.make_again():
-                    await _quietly(store.end_call(key_scope, token, keep_ms), "end")
-    finally:
-        announce()
 
 
 async def _release(store: Store, key_scope: str, token: str) -> None:

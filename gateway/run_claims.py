@@ -1,0 +1,116 @@
+"""A run's claim in a shared store, held while the run goes on in this process: a webhook
+call's (gateway/http/hooks.py) and a WebSocket `chat.send`/`agent` key's (gateway/ws/claims.py).
+
+The claim is a lease, renewed here, so that a process that dies with its run lets a retry run
+it once the lease is out; one found lost (its lease ran out while the database was away, and
+another claim forgot it) is made again. When the run ends, the claim is ended (kept for its
+retries' window) or, for a run the drain gave up on, released, before the end is told
+(`AgentRun.hold_end`): a client told of the end that retries on another process finds it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
+
+import attrs
+import structlog
+
+from agents.errors import AgentError
+from agents.runs import AgentRun, RunOutcome, RunStatus
+
+if TYPE_CHECKING:
+    from agents.store_protocol import Store
+
+log = structlog.get_logger()
+
+T = TypeVar("T")
+
+SHUTDOWN_ABORT = "shutdown"  # AgentRun.abort_reason of the runs the drain gave up on
+
+
+@attrs.define(eq=False)
+class RunClaim:
+    """The claim of `scope` by `token` while `run` goes on here. Its renewals (`held`) and its
+    end (`end`) write it one at a time (`turn`), and no renewal follows the end: a claim made
+    again by a renewal never comes back after its end or release."""
+
+    store: Store
+    scope: str
+    token: str
+    run: AgentRun
+    lease: float  # seconds; renewed every third of it
+    keep_ms: int  # how long an ended claim is kept: its retries' window
+    # Claims `scope` for this run again; the holder it finds (`token`: made again).
+    claim_again: Callable[[], Awaitable[str]]
+    kind: str  # whose claim, in the log lines: "hook" or "ws"
+    turn: asyncio.Lock = attrs.field(factory=asyncio.Lock)
+    ending: bool = False
+
+    async def held(self) -> None:
+        """Renew the lease until the run has ended (`end` ends the claim); one a renewal
+        finds gone is made again."""
+        ended = asyncio.ensure_future(self.run.wait())
+        try:
+            while not (await asyncio.wait({ended}, timeout=self.lease / 3))[0]:
+                async with self.turn:
+                    if self.ending:
+                        break
+                    keep_ms = int(self.lease * 1000)
+                    extend = self.store.extend_hook_call(self.scope, self.token, keep_ms)
+                    if await self._quietly(extend, "extend") is False:
+                        await self._make_again()
+        finally:
+            ended.cancel()
+
+    async def end(self, outcome: RunOutcome, announce: Callable[[], None]) -> None:
+        """The run has ended: the claim says so (one lost meanwhile made again first), or is
+        released for a run the drain gave up on (a retry elsewhere runs it), before `announce`
+        tells the end. A store that fails to write it only delays the end by its timeout; one
+        that has found the database unreachable (the run's own commit failed so, mostly) does
+        not: the end is told at once, the write tried after (it would only wait out its
+        timeouts, 5 s to connect, 30 s for an answer)."""
+        store, run = self.store, self.run
+        self.ending = True
+        if not store.reachable:
+            announce()
+        try:
+            async with self.turn:  # after a renewal under way
+                if outcome.status == RunStatus.ABORTED and run.abort_reason == SHUTDOWN_ABORT:
+                    await self.release()
+                else:
+                    end = store.end_call(self.scope, self.token, self.keep_ms)
+                    if await self._quietly(end, "end") is False and await self._make_again():
+                        await self._quietly(
+                            store.end_call(self.scope, self.token, self.keep_ms), "end"
+                        )
+        finally:
+            announce()
+
+    async def release(self) -> None:
+        """Forget the claim: its run did not start, or was given up on (kept until its lease
+        is out when the write fails)."""
+        await self._quietly(self.store.release_hook_call(self.scope, self.token), "release")
+
+    async def _make_again(self) -> bool:
+        """The claim, found gone while its run goes on, made again, unless a retry on another
+        process claimed it meanwhile (which then runs it too: nothing undoes that). Whether
+        this process holds it."""
+        holder = await self._quietly(self.claim_again(), "claim again")
+        if holder is None:
+            return False  # the next renewal may
+        if holder != self.token:
+            log.warning(
+                "run_claim_taken_elsewhere", kind=self.kind, run_id=self.run.id, holder=holder
+            )
+            return False
+        log.info("run_claim_made_again", kind=self.kind, run_id=self.run.id)
+        return True
+
+    async def _quietly(self, statement: Awaitable[T], what: str) -> T | None:
+        """The statement's answer; None when it failed."""
+        try:
+            return await statement
+        except AgentError:
+            log.warning("run_claim_failed", kind=self.kind, what=what, run_id=self.run.id)
+            return None
