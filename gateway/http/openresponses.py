@@ -323,17 +323,7 @@ async def _continued(
         stored = await store.response_place(response_id)  # stored before its mark went
     if stored is None:
         raise previous_response_not_found(response_id)
-    if selection.explicit and selection.agent_id != stored.agent_id:
-        raise bad_request(
-            f"Response '{response_id}' belongs to agent '{stored.agent_id}',"
-            f" not '{selection.agent_id}'.",
-            "previous_response_id",
-        )
-    if requested is not None and requested != stored.key:
-        raise bad_request(
-            f"Response '{response_id}' belongs to another session than the one requested.",
-            "previous_response_id",
-        )
+    _check_owner(stored, selection, requested, f"Response '{response_id}'", "previous_response_id")
     # The conversation the response was answered in must still be its key's session: after
     # a reset, or a delete that kept the transcript (and maybe a new session under the key
     # since), there is nothing to continue, and the session now under the key would answer
@@ -343,6 +333,23 @@ async def _continued(
     if row is None or row.session_id != stored.session_id or stateless is None:
         raise previous_response_not_found(response_id)
     return Route(stored.agent_id, stored.key, stateless=stateless)
+
+
+def _check_owner(
+    place: ResponsePlace,
+    selection: AgentSelection,
+    requested: str | None,
+    named: str,
+    param: str,
+) -> None:
+    """What the request continues or refers to (`named`: "Response '<id>'", "Item '<id>'")
+    must be of the agent it chose explicitly and of the session a header names."""
+    if selection.explicit and selection.agent_id != place.agent_id:
+        raise bad_request(
+            f"{named} belongs to agent '{place.agent_id}', not '{selection.agent_id}'.", param
+        )
+    if requested is not None and requested != place.key:
+        raise bad_request(f"{named} belongs to another session than the one requested.", param)
 
 
 async def _check_not_sent_again(state: GatewayState, response_id: str, sent: list[str]) -> None:
@@ -408,16 +415,7 @@ async def _with_references(
         place = places.get(run_id) if run_id is not None else None
         if message is None or place is None or place.session_id != message.session_id:
             raise item_not_found(item_id)
-        if selection.explicit and selection.agent_id != place.agent_id:
-            raise bad_request(
-                f"Item '{item_id}' belongs to agent '{place.agent_id}',"
-                f" not '{selection.agent_id}'.",
-                "input",
-            )
-        if requested is not None and requested != place.key:
-            raise bad_request(
-                f"Item '{item_id}' belongs to another session than the one requested.", "input"
-            )
+        _check_owner(place, selection, requested, f"Item '{item_id}'", "input")
         if place.key not in sessions:
             row = await store.get(place.key)
             sessions[place.key] = row.session_id if row is not None else None
