@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from agents.runs import AgentRun
-from agents.store_postgres import SQL_FORGET_EXPIRED_CALLS, SQL_NOW_MS, PostgresSessionStore
+from agents.store_postgres import PostgresSessionStore
 from gateway.appkeys import STATE
 from gateway.config.apply import apply_config
 from gateway.http import hooks_wire
@@ -32,7 +32,7 @@ from tests.support.http_client import (
 )
 from tests.support.pgserver import PgServer
 from tests.support.raw_http import exchange, request_bytes
-from tests.support.shared_store import HeldOpenAI
+from tests.support.shared_store import HeldOpenAI, forget_the_claim, renewals_of
 from tests.support.statement_relay import StatementRelay
 from tests.support.upstreams import FakeOpenAI, Status
 from tests.support.ws_client import GatewayWs
@@ -740,15 +740,7 @@ class TestAClaimOnASharedStore:
         client = await gateway(settings, AppOptions(hook_claim_lease_seconds=0.6))
         store = client.app[STATE].store
         assert store is not None
-        renewed: list[bool] = []
-        extend = store.extend_hook_call
-
-        async def counted(scope: str, run_id: str, keep_ms: int) -> bool:
-            kept = await extend(scope, run_id, keep_ms)
-            renewed.append(kept)
-            return kept
-
-        monkeypatch.setattr(store, "extend_hook_call", counted)
+        renewed = renewals_of(store, monkeypatch)
         other = PostgresSessionStore(pg_url)
         await other.open()
         conn = await asyncpg.connect(pg_url)
@@ -759,10 +751,7 @@ class TestAClaimOnASharedStore:
             await held.wait_for_requests(1, within=15)
             [(scope, run_id)] = await conn.fetch("SELECT scope, run_id FROM hook_calls")
             assert run_id == first["runId"]
-            # Its lease out, and forgotten, as the next claim of any process does.
-            async with conn.transaction():
-                await conn.execute(f"UPDATE hook_calls SET expires_at = {SQL_NOW_MS} - 1")
-                assert await conn.execute(SQL_FORGET_EXPIRED_CALLS) == "DELETE 1"
+            await forget_the_claim(conn)
             renewed.clear()
             async with asyncio.timeout(10):
                 while len(renewed) < 2:  # a renewal begun after the loss has ended
@@ -803,9 +792,7 @@ class TestAClaimOnASharedStore:
             body = {"message": "hi", "waitForCompletion": True}
             answer = asyncio.create_task(hook(client, "/hooks/agent", body, headers))
             await held.wait_for_requests(1, within=15)
-            async with conn.transaction():  # forgotten, as in the test above
-                await conn.execute(f"UPDATE hook_calls SET expires_at = {SQL_NOW_MS} - 1")
-                assert await conn.execute(SQL_FORGET_EXPIRED_CALLS) == "DELETE 1"
+            await forget_the_claim(conn)
             held.go.set()
             status, first = await answer
             assert status == 200, first
@@ -840,9 +827,7 @@ class TestAClaimOnASharedStore:
             assert status == 202, first
             await held.wait_for_requests(1, within=15)
             await relay.wait_held()  # the first renewal: sent, not yet at the database
-            async with conn.transaction():  # forgotten, as in the tests above
-                await conn.execute(f"UPDATE hook_calls SET expires_at = {SQL_NOW_MS} - 1")
-                assert await conn.execute(SQL_FORGET_EXPIRED_CALLS) == "DELETE 1"
+            await forget_the_claim(conn)
             registry = client.app[STATE].registry
             assert registry is not None
             run = registry.run(first["runId"])

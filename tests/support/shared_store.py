@@ -1,5 +1,6 @@
 """Two or more real `clawgate run` processes on one PostgreSQL database: their config, a
-chat turn over HTTP, WebSocket frames until one is seen."""
+chat turn over HTTP, WebSocket frames until one is seen; a claim forgotten, and its renewals
+counted."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import pytest
 from aiohttp import web
 
-from agents.store_postgres import SQL_NOW_MS
+from agents.store_postgres import SQL_FORGET_EXPIRED_CALLS, SQL_NOW_MS
+from agents.store_protocol import Store
 from tests.support.pgserver import PASSWORD
 from tests.support.process import GatewayProcess, clean_env
 from tests.support.process_client import TOKEN, auth, first_content
@@ -119,3 +122,26 @@ class HeldOpenAI(FakeOpenAI):
             await self.go.wait()
         else:
             await super()._pause(request, seconds)
+
+
+async def forget_the_claim(conn: asyncpg.Connection) -> None:
+    """The one claim in the store, its lease out and forgotten, as the next claim of any
+    process does."""
+    async with conn.transaction():
+        await conn.execute(f"UPDATE hook_calls SET expires_at = {SQL_NOW_MS} - 1")
+        assert await conn.execute(SQL_FORGET_EXPIRED_CALLS) == "DELETE 1"
+
+
+def renewals_of(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Each renewal of a claim `store` makes from now on, as it ends: whether it found the
+    claim."""
+    renewed: list[bool] = []
+    extend = store.extend_hook_call
+
+    async def counted(scope: str, run_id: str, keep_ms: int) -> bool:
+        kept = await extend(scope, run_id, keep_ms)
+        renewed.append(kept)
+        return kept
+
+    monkeypatch.setattr(store, "extend_hook_call", counted)
+    return renewed

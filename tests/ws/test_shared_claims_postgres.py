@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from agents.store_postgres import SQL_FORGET_EXPIRED_CALLS, SQL_NOW_MS, PostgresSessionStore
+from agents.store_postgres import PostgresSessionStore
 from gateway.appkeys import STATE
 from gateway.state import AppOptions
 from gateway.ws.claims import scope
 from tests.support.http_client import fake_provider
-from tests.support.shared_store import HeldOpenAI
+from tests.support.shared_store import HeldOpenAI, forget_the_claim, renewals_of
 from tests.support.ws_client import TOKEN, MakeGateway, send
 
 pytestmark = pytest.mark.postgres
@@ -42,13 +42,6 @@ def config(held: HeldOpenAI, pg_url: str) -> str:
     )
 
 
-async def forget_the_claim(conn: asyncpg.Connection) -> None:
-    """Its lease out, and forgotten, as the next claim of any process does."""
-    async with conn.transaction():
-        await conn.execute(f"UPDATE hook_calls SET expires_at = {SQL_NOW_MS} - 1")
-        assert await conn.execute(SQL_FORGET_EXPIRED_CALLS) == "DELETE 1"
-
-
 class TestAKeysClaimLost:
     async def test_while_its_run_goes_on_is_claimed_again(
         self,
@@ -63,15 +56,7 @@ class TestAKeysClaimLost:
         )
         store = gateway.app[STATE].store
         assert store is not None
-        renewed: list[bool] = []
-        extend = store.extend_hook_call
-
-        async def counted(scope: str, run_id: str, keep_ms: int) -> bool:
-            kept = await extend(scope, run_id, keep_ms)
-            renewed.append(kept)
-            return kept
-
-        monkeypatch.setattr(store, "extend_hook_call", counted)
+        renewed = renewals_of(store, monkeypatch)
         other = PostgresSessionStore(pg_url)
         await other.open()
         conn = await asyncpg.connect(pg_url)
