@@ -26,6 +26,7 @@ from agents.store import SessionPage, SessionRow
 from agents.store_postgres import (
     LOCK_CLASS_TURN,
     MIGRATIONS,
+    SCAN_CONNECTIONS,
     SCHEMA_VERSION,
     SQL_CHAIN_BOUNDS,
     SQL_LAST_ANSWER,
@@ -530,22 +531,21 @@ class TestScansBesideTurns:
     hold only some of the query pool's connections: a turn never waits behind them."""
 
     async def test_a_turn_is_not_queued_behind_searches_that_would_fill_the_pool(
-        self, pg_url: str
+        self, pg_url: str, pg_server: PgServer
     ) -> None:
-        async with PostgresSessionStore(pg_url, pool_size=4) as store:
-            conn = await asyncpg.connect(pg_url)
-            await conn.execute(
-                "INSERT INTO sessions (key, agent_id, session_id, label, created_at, updated_at)"
-                " SELECT 'agent:main:many-' || i, 'main', 'sid-' || i, 'Label ' || i, i, i"
-                " FROM generate_series(1, 200000) AS i"
-            )
-            await conn.close()
-            row, _ = await store.create(KEY, "main", 100)
-            searches = [asyncio.create_task(store.list(search="no such session")) for _ in range(8)]
-            await asyncio.sleep(0)  # the searches are queued
-            await store.append_turn(turn(row))
-            assert [search.done() for search in searches] == [False] * 8
-            assert [(await search).total_count for search in searches] == [0] * 8
+        """Searches held at the server (as long ones over a large store are) on every
+        connection they may take: a turn still gets one, and its write ends meanwhile."""
+        search = "no such session"
+        with statement_relay("127.0.0.1", pg_server.port, search.encode(), every=True) as relay:
+            async with PostgresSessionStore(relay.url(pg_url), pool_size=4) as store:
+                row, _ = await store.create(KEY, "main", 100)
+                searches = [asyncio.create_task(store.list(search=search)) for _ in range(8)]
+                await relay.wait_held(count=SCAN_CONNECTIONS)
+                # Bounded only so that a turn queued behind them fails, not hangs.
+                await asyncio.wait_for(store.append_turn(turn(row)), 30)
+                assert [s.done() for s in searches] == [False] * 8
+                relay.release()
+                assert [(await s).total_count for s in searches] == [0] * 8
 
 
 class TestListing:

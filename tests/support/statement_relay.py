@@ -16,13 +16,17 @@ from tests.support.held_relay import CHUNK, pump
 
 
 class StatementRelay:
-    def __init__(self, host: str, port: int, marker: bytes) -> None:
+    def __init__(self, host: str, port: int, marker: bytes, *, every: bool = False) -> None:
+        """`every`: each send holding `marker`, on any connection, is held, not the first
+        alone (`wait_held`'s `count` says how many)."""
         self.host, self.port, self.marker = host, port, marker
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.listen_port: int = self._listener.getsockname()[1]
         self._lock = threading.Lock()
+        self._holds = threading.Condition(self._lock)
+        self._holding = 0  # sends held so far
         self._open: list[socket.socket] = []
-        self._armed = True
+        self._armed, self._every = True, every
         self.held = threading.Event()  # a client sent the marker and waits
         self._released = threading.Event()
         self._closed = False
@@ -32,10 +36,20 @@ class StatementRelay:
         """`pg_url` (on host:port) through the relay."""
         return pg_url.replace(f"{self.host}:{self.port}", f"127.0.0.1:{self.listen_port}")
 
-    async def wait_held(self, timeout: float = 15.0) -> None:
-        """Until a client has sent the marker (it now waits for its answer)."""
-        if not await asyncio.to_thread(self.held.wait, timeout):
-            raise AssertionError(f"{self.marker!r} not sent within {timeout}s")
+    async def wait_held(self, timeout: float = 15.0, count: int = 1) -> None:
+        """Until a client has sent the marker (it now waits for its answer); with `every`,
+        until `count` sends of it are held."""
+        if count == 1:
+            reached = await asyncio.to_thread(self.held.wait, timeout)
+        else:
+
+            def held_so_many() -> bool:
+                with self._holds:
+                    return self._holds.wait_for(lambda: self._holding >= count, timeout)
+
+            reached = await asyncio.to_thread(held_so_many)
+        if not reached:
+            raise AssertionError(f"{self.marker!r} not sent {count} time(s) within {timeout}s")
 
     def release(self) -> None:
         self._released.set()
@@ -75,7 +89,9 @@ class StatementRelay:
                 with self._lock:
                     hold = self._armed and self.marker in data
                     if hold:
-                        self._armed = False
+                        self._armed = self._every
+                        self._holding += 1
+                        self._holds.notify_all()
                 if hold:
                     self.held.set()
                     self._released.wait()
@@ -86,8 +102,10 @@ class StatementRelay:
 
 
 @contextlib.contextmanager
-def statement_relay(host: str, port: int, marker: bytes) -> Iterator[StatementRelay]:
-    relay = StatementRelay(host, port, marker)
+def statement_relay(
+    host: str, port: int, marker: bytes, *, every: bool = False
+) -> Iterator[StatementRelay]:
+    relay = StatementRelay(host, port, marker, every=every)
     try:
         yield relay
     finally:
