@@ -724,14 +724,14 @@ async def _nothing() -> AsyncIterator[None]:
 
 @contextlib.asynccontextmanager
 async def _a_pass_deleting_key(
-    pg_url: str, pg_server: PgServer
+    pg_url: str, pg_server: PgServer, marker: bytes = b"DELETE FROM transcripts WHERE key"
 ) -> AsyncIterator[
     tuple[PostgresSessionStore, PostgresSessionStore, StatementRelay, asyncio.Task[Any]]
 ]:
-    """Process a's maintenance pass (enforce) held open once it has deleted KEY's row and
-    holds its turn lock, before it deletes its transcripts; process b beside it. Yields both,
-    the relay that holds the pass (`release()` lets it commit) and the pass."""
-    marker = b"DELETE FROM transcripts WHERE key"
+    """Process a's maintenance pass (enforce) held open as it sends `marker`: by default once
+    it has deleted KEY's row and holds its turn lock, before it deletes its transcripts;
+    process b beside it. Yields both, the relay that holds the pass (`release()` lets it go
+    on) and the pass."""
     with statement_relay("127.0.0.1", pg_server.port, marker) as relay:
         async with (
             PostgresSessionStore(relay.url(pg_url)) as a,
@@ -744,8 +744,9 @@ async def _a_pass_deleting_key(
             yield a, b, relay, pruning
 
 
-async def _done_before_a_lock_wait(admin: asyncpg.Connection, task: asyncio.Task[Any]) -> bool:
+async def _done_before_a_lock_wait(pg_url: str, task: asyncio.Task[Any]) -> bool:
     """Whether `task` ended before any statement of the database waited for a lock."""
+    admin = await asyncpg.connect(pg_url)
     blocked = asyncio.create_task(waiting_for_a_lock(admin))
     try:
         await asyncio.wait([task, blocked], return_when=asyncio.FIRST_COMPLETED)
@@ -754,6 +755,7 @@ async def _done_before_a_lock_wait(admin: asyncpg.Connection, task: asyncio.Task
         blocked.cancel()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await blocked
+        await admin.close()
 
 
 async def _the_session_in_its_turn(store: PostgresSessionStore) -> SessionRow | None:
@@ -842,7 +844,7 @@ class TestPrune:
                         write = asyncio.create_task(
                             b.append_turn(turn(row, "r1", assistant_timestamp=40 * day))
                         )
-                        assert await _done_before_a_lock_wait(admin, write), (
+                        assert await _done_before_a_lock_wait(pg_url, write), (
                             "the turn's write waited for the pass"
                         )
                 finally:
@@ -880,28 +882,16 @@ class TestPrune:
     ) -> None:
         """A claim made while the pass held the session's row was told made, and the session
         then deleted under it: the claimant had read the row still there."""
-        day = 24 * 3600 * 1000
-        with statement_relay("127.0.0.1", pg_server.port, b"DELETE FROM sessions s") as relay:
-            async with (
-                PostgresSessionStore(relay.url(pg_url)) as a,
-                PostgresSessionStore(pg_url) as b,
-            ):
-                await a.create(KEY, "main", 1)
-                maintenance = MaintenanceConfig(prune_after_ms=day, mode="enforce")
-                pruning = asyncio.create_task(a.prune(maintenance, 40 * day))
-                await relay.wait_held()
-                claim = asyncio.create_task(b.claim_call("queued:t1", "t1", KEY, 60_000))
-                admin = await asyncpg.connect(pg_url)
-                try:
-                    assert not await _done_before_a_lock_wait(admin, claim), (
-                        "the claim was made while the pass held the row"
-                    )
-                finally:
-                    await admin.close()
-                relay.release()
-                assert [row.key for row in await asyncio.wait_for(pruning, 5)] == [KEY]
-                await asyncio.wait_for(claim, 5)
-                assert await b.get(KEY) is None  # what the claimant reads after its claim
+        marker = b"DELETE FROM sessions s"  # the row locked, its DELETE not yet sent
+        async with _a_pass_deleting_key(pg_url, pg_server, marker) as (_, b, relay, pruning):
+            claim = asyncio.create_task(b.claim_call("queued:t1", "t1", KEY, 60_000))
+            assert not await _done_before_a_lock_wait(pg_url, claim), (
+                "the claim was made while the pass held the row"
+            )
+            relay.release()
+            assert [row.key for row in await asyncio.wait_for(pruning, 5)] == [KEY]
+            await asyncio.wait_for(claim, 5)
+            assert await b.get(KEY) is None  # what the claimant reads after its claim
 
     async def test_a_turn_waits_for_a_delete_of_its_session_it_was_not_seen_by(
         self, pg_url: str, pg_server: PgServer
@@ -910,13 +900,9 @@ class TestPrune:
         the turn read its session still there and ran on it, deleted under it."""
         async with _a_pass_deleting_key(pg_url, pg_server) as (_, b, relay, pruning):
             running = asyncio.create_task(_the_session_in_its_turn(b))
-            admin = await asyncpg.connect(pg_url)
-            try:
-                assert not await _done_before_a_lock_wait(admin, running), (
-                    "the turn ran while the pass deleted its session"
-                )
-            finally:
-                await admin.close()
+            assert not await _done_before_a_lock_wait(pg_url, running), (
+                "the turn ran while the pass deleted its session"
+            )
             relay.release()
             assert [row.key for row in await asyncio.wait_for(pruning, 5)] == [KEY]
             assert await asyncio.wait_for(running, 5) is None  # it found the session gone
