@@ -12,8 +12,12 @@ from typing import Any
 
 import aiohttp
 import attrs
+import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
+
+from agents.store import SessionStore
+from gateway.ws.handler import WS
 
 Client = TestClient[web.Request, web.Application]
 AiohttpClient = Callable[[web.Application], Awaitable[Client]]
@@ -214,3 +218,38 @@ def normalized(value: Any) -> Any:
 def send(key: str, message: str, idem: str, **extra: Any) -> dict[str, Any]:
     """The params of `chat.send`."""
     return {"sessionKey": key, "message": message, "idempotencyKey": idem, **extra}
+
+
+@attrs.define
+class HeldWrite:
+    """A `SessionStore` write held once begun (`storing`) until `stored` is set: a store
+    write that takes a while. `calls` counts its calls."""
+
+    storing: asyncio.Event = attrs.field(factory=asyncio.Event)
+    stored: asyncio.Event = attrs.field(factory=asyncio.Event)
+    calls: int = 0
+
+
+def hold_store_write(monkeypatch: pytest.MonkeyPatch, name: str) -> HeldWrite:
+    """`SessionStore.<name>` held (HeldWrite) from now on, for the test."""
+    held = HeldWrite()
+    write = getattr(SessionStore, name)
+
+    async def holding(self: SessionStore, *args: Any, **kwargs: Any) -> Any:
+        held.calls += 1
+        held.storing.set()
+        await held.stored.wait()
+        return await write(self, *args, **kwargs)
+
+    monkeypatch.setattr(SessionStore, name, holding)
+    return held
+
+
+async def leave_while_stored(gateway: Gateway, client: GatewayWs, held: HeldWrite) -> None:
+    """`client` closes its socket once the held write has begun, and the server has seen it
+    leave (the gateway's other connection stays)."""
+    async with asyncio.timeout(5):
+        await held.storing.wait()
+        await client.ws.close()
+        while len(gateway.app[WS].connections) > 1:
+            await asyncio.sleep(0.01)

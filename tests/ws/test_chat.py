@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from agents.providers.base import ToolCall
-from agents.store import SessionStore
 from gateway.appkeys import STATE
 from gateway.ws.connection import now_ms
 from gateway.ws.handler import WS
@@ -30,6 +29,8 @@ from tests.support.ws_client import (
     Gateway,
     GatewayWs,
     MakeGateway,
+    hold_store_write,
+    leave_while_stored,
     normalized,
     send,
     wire,
@@ -630,23 +631,11 @@ class TestAgent:
         gets the reset done (and the text's turn), not a second reset. The key's answer was
         remembered only by the call, which its client's leaving cancelled."""
         params = {"message": message, "idempotencyKey": "ag-left", "sessionKey": "left"}
-        storing, stored = asyncio.Event(), asyncio.Event()
-        reset = SessionStore.reset
-
-        async def held(self: SessionStore, *args: Any, **kwargs: Any) -> Any:
-            storing.set()
-            await stored.wait()  # a store write that takes a while
-            return await reset(self, *args, **kwargs)
-
-        monkeypatch.setattr(SessionStore, "reset", held)
+        held = hold_store_write(monkeypatch, "reset")
         client = await gateway.connected()
         await client.request("agent", params)
-        async with asyncio.timeout(5):
-            await storing.wait()
-            await client.ws.close()
-            while len(gateway.app[WS].connections) > 1:  # the server saw the close
-                await asyncio.sleep(0.01)
-        stored.set()
+        await leave_while_stored(gateway, client, held)
+        held.stored.set()
         async with asyncio.timeout(5):
             while any(t.get_name() == "ws-agent" for t in asyncio.all_tasks()):
                 await asyncio.sleep(0.01)
@@ -666,25 +655,10 @@ class TestAgent:
         """The retry comes while the reset its first call started (and left) is still being
         stored: it waits for it and answers with it, and the session is reset once."""
         params = {"message": "/new", "idempotencyKey": "ag-soon", "sessionKey": "soon"}
-        resets = 0
-        storing, stored = asyncio.Event(), asyncio.Event()
-        reset = SessionStore.reset
-
-        async def held(self: SessionStore, *args: Any, **kwargs: Any) -> Any:
-            nonlocal resets
-            resets += 1
-            storing.set()
-            await stored.wait()  # a store write that takes a while
-            return await reset(self, *args, **kwargs)
-
-        monkeypatch.setattr(SessionStore, "reset", held)
+        held = hold_store_write(monkeypatch, "reset")
         client = await gateway.connected()
         await client.request("agent", params)
-        async with asyncio.timeout(5):
-            await storing.wait()
-            await client.ws.close()
-            while len(gateway.app[WS].connections) > 1:  # the server saw the close
-                await asyncio.sleep(0.01)
+        await leave_while_stored(gateway, client, held)
         asked = asyncio.Event()
         wait_for_start = agent_methods.wait_for_start
 
@@ -696,11 +670,11 @@ class TestAgent:
         retry = await ws.request("agent", params)
         async with asyncio.timeout(5):
             await asked.wait()  # the retry is being handled
-        stored.set()
+        held.stored.set()
         answer = (await ws.response(retry))["payload"]
         session_id = (await ws.ok("sessions.describe", {"key": "soon"}))["session"]["sessionId"]
         assert answer["result"]["meta"]["agentMeta"]["sessionId"] == session_id
-        assert resets == 1
+        assert held.calls == 1
 
     async def test_a_reset_with_text_retried_with_its_key_resets_once(self, ws: GatewayWs) -> None:
         params = {"message": "/reset hello", "idempotencyKey": "ag-r3", "sessionKey": "cmd5"}

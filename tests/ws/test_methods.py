@@ -32,6 +32,8 @@ from tests.support.ws_client import (
     GatewayWs,
     MakeGateway,
     connect_params,
+    hold_store_write,
+    leave_while_stored,
     normalized,
     send,
     wire,
@@ -1822,23 +1824,11 @@ class TestSessionChangesOutliveTheirClient:
         # has a session now) runs no message either, so it was never run.
         registry = gateway.app[STATE].registry
         assert registry is not None
-        storing, stored = asyncio.Event(), asyncio.Event()
-        create = SessionStore.create
-
-        async def held(self: SessionStore, *args: Any, **kwargs: Any) -> Any:
-            storing.set()
-            await stored.wait()  # a store write that takes a while
-            return await create(self, *args, **kwargs)
-
-        monkeypatch.setattr(SessionStore, "create", held)
+        held = hold_store_write(monkeypatch, "create")
         client = await gateway.connected()
         await client.request("sessions.create", {"key": "first", "message": "hello"})
-        async with asyncio.timeout(5):
-            await storing.wait()
-            await client.ws.close()
-            while len(gateway.app[WS].connections) > 1:  # the server saw the close
-                await asyncio.sleep(0.01)
-        stored.set()
+        await leave_while_stored(gateway, client, held)
+        held.stored.set()
         async with asyncio.timeout(5):
             while any(t.get_name() == "ws-sessions.create" for t in asyncio.all_tasks()):
                 await asyncio.sleep(0.01)
