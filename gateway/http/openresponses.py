@@ -49,7 +49,7 @@ from agents.events import RunEvent
 from agents.ids import uuid7
 from agents.runs import AgentRun, RunOutcome, RunStatus, TurnRequest
 from agents.session import QUEUED_LEASE_S
-from agents.store import ResponsePlace, StoredResponse
+from agents.store import ResponsePlace, StoredMessage, StoredResponse
 from gateway.appkeys import AGENT_ID, MODEL_USED, SESSION_KEY, STATE
 from gateway.config.model import Config
 from gateway.edge_http import add_route
@@ -109,6 +109,7 @@ from gateway.http.openresponses_wire import (
     output_items,
     previous_response_not_found,
     response_body,
+    response_id_of,
     response_in_progress,
     response_not_cancellable,
     response_not_found,
@@ -275,7 +276,9 @@ async def _accept(request: web.Request, state: GatewayState) -> _Turn:
             await _check_not_sent_again(state, fields.previous_response_id, sent)
     # The references resolved before the input is read as a background task or not (one
     # sent by reference is one): they need only the session a header names.
-    value = await _with_references(state, raw, body.get("input"), selection, requested)
+    value = await _with_references(
+        state, request.app[RUNNING], raw, body.get("input"), selection, requested
+    )
     if (
         fields.previous_response_id is None  # continued: the response's session, always
         and declared is None
@@ -380,6 +383,7 @@ async def _check_not_sent_again(state: GatewayState, response_id: str, sent: lis
 
 async def _with_references(
     state: GatewayState,
+    running: dict[str, _Running],
     raw: bytes,
     value: Any,
     selection: AgentSelection,
@@ -389,8 +393,10 @@ async def _with_references(
     lists it: OpenAI's way to send a stored item again by id. An item is found where its
     response could be continued (`_continued`'s rules); an id of nothing found there, or
     of an item whose images were sent (their data is not kept), is a 400 naming the first.
-    The messages the ids are made of are read in one lookup; then each response and
-    session they are of, once."""
+    An item of a response still running (its turn or its object not stored yet) is the 409
+    of a `previous_response_id` to it, on every process sharing the store. The messages
+    the ids are made of are read in one lookup; then each response and session they are
+    of, once."""
     references = await work_on_body(raw, item_references, value)
     if not references:
         return value
@@ -404,15 +410,28 @@ async def _with_references(
     places: dict[str, ResponsePlace | None] = {}
     sessions: dict[str, str | None] = {}  # by key: its session's id now
     found: dict[str, dict[str, Any]] = {}
-    for _, item_id in references:
-        if item_id in found:
-            continue
-        message_id = named[item_id]
+
+    async def placed(message_id: str | None) -> tuple[StoredMessage | None, ResponsePlace | None]:
         message = messages.get(message_id) if message_id is not None else None
         run_id = message.run_id if message is not None else None
         if run_id is not None and run_id not in places:
             places[run_id] = await store.response_place(run_id)
-        place = places.get(run_id) if run_id is not None else None
+        return message, places.get(run_id) if run_id is not None else None
+
+    for _, item_id in references:
+        if item_id in found:
+            continue
+        message_id = named[item_id]
+        message, place = await placed(message_id)
+        if message_id is not None and place is None:
+            # Not stored yet: of a response still running, or stored (then unmarked) since
+            # the lookup, once it is not running: looked up again.
+            response_id = (message.run_id if message else None) or response_id_of(message_id)
+            if response_id in running or await _running_elsewhere(state, response_id):
+                raise response_in_progress(response_id, "input")
+            messages.update((m.id, m) for m in await store.messages_by_id([message_id]))
+            places.pop(response_id, None)
+            message, place = await placed(message_id)
         if message is None or place is None or place.session_id != message.session_id:
             raise item_not_found(item_id)
         _check_owner(place, selection, requested, f"Item '{item_id}'", "input")
@@ -435,10 +454,10 @@ async def _run(request: web.Request, state: GatewayState, turn: _Turn) -> web.St
     # The reply's stored id, chosen now: the output items' ids are made of it, so a later
     # response's input items list them under the same ids.
     reply_id = uuid7()
+    reply = reply_id.replace("-", "")
     head = ResponseHead(
-        new_response_id(), int(time.time()), turn.selection.model, turn.fields,
-        reply_id.replace("-", ""),
-    )  # fmt: skip
+        new_response_id(reply), int(time.time()), turn.selection.model, turn.fields, reply
+    )
     # Marked before the run starts: the stream subscribes to it before any await, and a
     # client knows the id only from the answer.
     marked = turn.fields.store and await _mark_running(state, head, turn.route.session_key)

@@ -76,10 +76,18 @@ FAILED = "failed"
 IN_PROGRESS = "in_progress"
 
 
-def new_response_id() -> str:
-    """`resp_<32hex>`: the response id, and the id of the run that answers it. Time-ordered
-    (agents/ids.py): it is the key of the stored response."""
-    return f"resp_{uuid7_hex()}"
+def new_response_id(reply: str) -> str:
+    """`resp_<32hex>`: the response id, and the id of the run that answers it. Its hex is
+    its reply's (`ResponseHead.reply`), so that an output item's id names its response
+    before either is stored (`response_id_of`). Time-ordered (agents/ids.py): it is the key
+    of the stored response."""
+    return f"resp_{reply}"
+
+
+def response_id_of(message_id: str) -> str:
+    """The id of the response whose reply is stored as `message_id` (`new_response_id`), for
+    a response created so; for another message, an id of no response."""
+    return new_response_id(message_id.replace("-", ""))
 
 
 @attrs.define

@@ -1219,6 +1219,40 @@ class TestRunningOnAnotherProcess:
         assert (await b.delete(path, headers=AUTH)).status == 200
         assert (await a.get(path, headers=AUTH)).status == 404
 
+    async def test_an_item_of_it_is_a_conflict_on_the_other_process(
+        self, gateway: MakeClient, upstream: FakeOpenAI, pg_url: str
+    ) -> None:
+        """Referred to by `item_reference` on the other process: the 409 of its
+        `previous_response_id` there, not an item not found."""
+        upstream.script(Stream(("Hel", "lo"), stall_after=1))
+        store = {"store": {"backend": "postgres", "url": pg_url}}
+        settings = merged(merged(RESPONSES_ON, fake_provider(upstream)), store)
+        a, b = await gateway(settings), await gateway(settings)
+        response = await a.post(RESPONSES, json={"input": "hi", "stream": True}, headers=AUTH)
+        response_id, item_id = "", ""
+        while True:
+            event = json.loads((await response.content.readuntil(b"\n\n")).split(b"data: ", 1)[1])
+            response_id = response_id or event["response"]["id"]
+            if event["type"] == "response.output_item.added":
+                item_id = event["item"]["id"]
+            if event["type"] == "response.output_text.delta":
+                break
+        reference = {"type": "item_reference", "id": item_id}
+        body = {"input": [reference, {"role": "user", "content": "and?"}]}
+        refused = await b.post(RESPONSES, json=body, headers=AUTH)
+        assert refused.status == 409
+        assert (await refused.json())["error"] == {
+            "message": f"Response with id '{response_id}' is still in progress.",
+            "type": "invalid_request_error", "param": "input", "code": "response_in_progress",
+        }  # fmt: skip
+        response.close()
+        await upstream.last.wait_gone(within=1.0)
+        while a.app[openresponses.RUNNING]:  # ended, stored, before the database goes
+            await asyncio.sleep(0.01)
+        store = a.app[STATE].store
+        while await store.call_going_on(openresponses.RUNNING_SCOPE + response_id):
+            await asyncio.sleep(0.01)
+
     async def test_the_mark_of_a_process_gone_is_forgotten(
         self, gateway: MakeClient, pg_url: str
     ) -> None:

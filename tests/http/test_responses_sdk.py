@@ -16,6 +16,7 @@ from openai.types.responses import FunctionToolParam
 from openai.types.responses.response_includable import ResponseIncludable
 from pydantic import BaseModel
 
+from gateway.http import openresponses
 from tests.support.configs import merged
 from tests.support.http_client import TOKEN, Client, MakeClient, anthropic_agent, fake_provider
 from tests.support.upstreams import (
@@ -857,6 +858,43 @@ class TestARunningResponse:
             done = await sdk.responses.retrieve(response_id)
         assert (done.status, done.output_text) == ("completed", "One two three.")
         assert len(upstream.requests) == 1
+
+    async def test_referring_to_an_item_of_it_is_a_conflict_until_it_ends(
+        self, gateway: MakeClient, upstream: FakeOpenAI
+    ) -> None:
+        """Its items are not stored yet: an `item_reference` to one is the 409 of a
+        `previous_response_id` to it, not an item not found; once stored, it is found."""
+        upstream.script(Stream(("One", " two."), stall_after=1))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            stream = await sdk.responses.create(model="openclaw", input="count", stream=True)
+            response_id, item_id = "", ""
+            async for event in stream:
+                if event.type == "response.created":
+                    response_id = event.response.id
+                if event.type == "response.output_item.added":
+                    item_id = str(event.item.id)
+                if event.type == "response.output_text.delta":
+                    break
+            asked: Any = [
+                {"type": "item_reference", "id": item_id},
+                {"role": "user", "content": "and?"},
+            ]
+            with pytest.raises(openai.ConflictError) as caught:
+                await sdk.responses.create(model="openclaw", input=asked)
+            assert caught.value.body == {
+                "message": f"Response with id '{response_id}' is still in progress.",
+                "type": "invalid_request_error",
+                "param": "input",
+                "code": "response_in_progress",
+            }
+            await stream.close()  # the run is aborted, what it said stored
+            await upstream.last.wait_gone(within=1.0)
+            while client.app[openresponses.RUNNING]:
+                await asyncio.sleep(0.01)
+            found = await sdk.responses.create(model="openclaw", input=asked)
+        assert found.status == "completed"
+        assert upstream.last.body["messages"][0] == {"role": "assistant", "content": "One"}
 
     async def test_one_not_stored_stays_unknown(
         self, gateway: MakeClient, upstream: FakeOpenAI
