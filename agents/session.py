@@ -174,7 +174,8 @@ class QueuedMarks:
 
     store: Store
     spawn: Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]]
-    _held: dict[str, tuple[str, str]] = attrs.field(factory=dict)  # scope → token, key
+    # scope → token, key, answer (the claim's, made again with it)
+    _held: dict[str, tuple[str, str, str | None]] = attrs.field(factory=dict)
     _emptied: asyncio.Event = attrs.field(factory=asyncio.Event)
     _renewer: asyncio.Task[None] | None = None
 
@@ -183,8 +184,10 @@ class QueuedMarks:
         self.spawn(mark.keep(), f"queued-mark {key}")
         return mark
 
-    def hold(self, scope: str, token: str, key: str) -> None:
-        self._held[scope] = token, key
+    def hold(self, scope: str, token: str, key: str, answer: str | None = None) -> None:
+        """Renew the mark of `scope`, claimed with `answer` (`Store.claim_call`), until
+        `let_go`."""
+        self._held[scope] = token, key, answer
         self._emptied.clear()
         if self._renewer is None:
             self._renewer = self.spawn(self._renew(), "queued-marks")
@@ -205,7 +208,7 @@ class QueuedMarks:
                 held = list(self._held.items())
                 try:
                     kept = await self.store.extend_hook_calls(
-                        [(scope, token) for scope, (token, _) in held],
+                        [(scope, token) for scope, (token, _, _) in held],
                         int(QUEUED_LEASE_S * 1000),
                     )
                     renewed = set(kept)
@@ -216,16 +219,17 @@ class QueuedMarks:
                     )
         self._renewer = None
 
-    async def _make_again(self, lost: list[tuple[str, tuple[str, str]]]) -> None:
+    async def _make_again(self, lost: list[tuple[str, tuple[str, str, str | None]]]) -> None:
         """The marks a renewal found gone while still held: their lease ran out while the
         database was away, and a claim forgot them. Made again (as `QueuedMark.keep` made
-        them: another process's abort finds the turn, its maintenance keeps the session);
-        one whose turn stopped waiting meanwhile is released again after, as it was."""
+        them: another process's abort finds the turn, its maintenance keeps the session; with
+        the answer they were claimed with); one whose turn stopped waiting meanwhile is
+        released again after, as it was."""
         lease_ms = int(QUEUED_LEASE_S * 1000)
-        for scope, (token, key) in lost:
+        for scope, (token, key, answer) in lost:
             if scope not in self._held:
                 continue  # released since the renewal was sent
-            await self.store.claim_call(scope, token, key, lease_ms)
+            await self.store.claim_call(scope, token, key, lease_ms, answer=answer)
             if scope not in self._held:
                 await self.store.release_hook_call(scope, token)
 

@@ -143,7 +143,7 @@ class _Elsewhere:
     """A response running on another process sharing the store (its mark)."""
 
     key: str  # its session's
-    body: str | None  # its `in_progress` object; None: a mark made again without it
+    body: str | None  # its `in_progress` object; None: a mark without it (an older gateway's)
 
 
 async def _running_elsewhere(state: GatewayState, response_id: str) -> _Elsewhere | None:
@@ -172,7 +172,7 @@ async def _mark_running(state: GatewayState, head: ResponseHead, key: str) -> bo
     except StoreError as exc:
         log.warning("response_mark_failed", response_id=head.id, error=str(exc))
         return False
-    registry.marks.hold(scope, head.id, key)
+    registry.marks.hold(scope, head.id, key, answer=body)
     return True
 
 
@@ -665,7 +665,7 @@ async def stored_response(request: web.Request) -> web.StreamResponse:
         # Running when the lookup began (it is registered before anyone knows its id), and
         # not stored yet: a response is stored before it stops being running.
         if elsewhere is not None:
-            if elsewhere.body is None:  # its mark made again without it: running, all the same
+            if elsewhere.body is None:  # a mark without it: running, all the same
                 return error_answer(request, response_in_progress(response_id))
             return web.Response(
                 body=elsewhere.body.encode(),

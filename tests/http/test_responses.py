@@ -8,8 +8,10 @@ import json
 import re
 from typing import Any
 
+import asyncpg
 import pytest
 
+from agents import session
 from agents.store import TurnRecord
 from gateway.appkeys import STATE
 from gateway.http import openresponses, runs
@@ -27,6 +29,7 @@ from tests.support.http_client import (
     order_of_answers,
     stored_messages,
 )
+from tests.support.shared_store import forget_the_claim
 from tests.support.upstreams import FakeAnthropic, FakeOpenAI, Raw, Status, Stream, openai_sse
 
 RESPONSES = "/v1/responses"
@@ -1252,6 +1255,46 @@ class TestRunningOnAnotherProcess:
         store = a.app[STATE].store
         while await store.call_going_on(openresponses.RUNNING_SCOPE + response_id):
             await asyncio.sleep(0.01)
+
+    async def test_a_mark_made_again_after_an_outage_still_answers_it_in_progress(
+        self,
+        gateway: MakeClient,
+        upstream: FakeOpenAI,
+        pg_url: str,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """A mark whose lease ran out while the database was away is made again by its
+        renewals: with the `in_progress` object, which the other process answers a GET
+        with, as before the outage (not a 409)."""
+        monkeypatch.setattr(session, "QUEUED_LEASE_S", 0.6)  # renewed every 0.2 s
+        upstream.script(Stream(("Hel", "lo"), stall_after=1))
+        store = {"store": {"backend": "postgres", "url": pg_url}}
+        settings = merged(merged(RESPONSES_ON, fake_provider(upstream)), store)
+        a, b = await gateway(settings), await gateway(settings)
+        response = await a.post(RESPONSES, json={"input": "hi", "stream": True}, headers=AUTH)
+        created = json.loads((await response.content.readuntil(b"\n\n")).split(b"data: ", 1)[1])
+        response_id = created["response"]["id"]
+        path = f"{RESPONSES}/{response_id}"
+        before = await b.get(path, headers=AUTH)
+        assert before.status == 200
+        conn = await asyncpg.connect(pg_url)
+        try:
+            await forget_the_claim(conn)  # its lease ran out, the database away
+        finally:
+            await conn.close()
+        scope = openresponses.RUNNING_SCOPE + response_id
+        shared = a.app[STATE].store
+        async with asyncio.timeout(10):
+            while not await shared.call_going_on(scope):  # made again by a renewal
+                await asyncio.sleep(0.02)
+        after = await b.get(path, headers=AUTH)
+        assert after.status == 200, await after.text()
+        assert await after.json() == await before.json()
+        response.close()
+        await upstream.last.wait_gone(within=1.0)
+        async with asyncio.timeout(10):
+            while await shared.call_going_on(scope):  # stored, let go
+                await asyncio.sleep(0.02)
 
     async def test_the_mark_of_a_process_gone_is_forgotten(
         self, gateway: MakeClient, pg_url: str
