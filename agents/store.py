@@ -256,6 +256,14 @@ def _migrate_to_8_turn_ends(db: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_to_10_output_ids(db: sqlite3.Connection) -> None:
+    """Schema 10: a response's output item ids beside its body (JSON; NULL for one stored
+    before, whose body holds them). A request that continues a response and carries item
+    ids is checked against them (items sent again): it read the body, the response's whole
+    output, each time."""
+    db.execute("ALTER TABLE responses ADD COLUMN output_ids TEXT")
+
+
 def _migrate_to_9_answers(db: sqlite3.Connection) -> None:
     """Schema 9: the answers (replies the upstream did not refuse, `SQL_ANSWER`) of a
     transcript, by seq. The end of a run of refused turns, and the answer before one, were a
@@ -276,6 +284,7 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _migrate_to_7_runs,
     _migrate_to_8_turn_ends,
     _migrate_to_9_answers,
+    _migrate_to_10_output_ids,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -458,6 +467,11 @@ AND NOT (a.role IS b.role AND a.content IS b.content AND a.meta IS b.meta
 ORDER BY a.seq LIMIT 1
 """
 SQL_RESPONSE_PLACE = "SELECT session_id, key, agent_id FROM responses WHERE id = ?"
+# Its body only when its output ids were not kept (stored before schema 10).
+SQL_RESPONSE_OUTPUT_IDS = (
+    "SELECT session_id, output_ids, CASE WHEN output_ids IS NULL THEN body END FROM responses"
+    " WHERE id = ?"
+)
 # `chain_to` with no limit of turns: an offset no transcript reaches.
 _ALL_TURNS = 2**62
 # The transcript's last assistant message: what a client resending its history must hold;
@@ -659,6 +673,33 @@ class StoredResponse:
     agent_id: str
     created_at: int  # ms
     body: str
+    # Its output items' ids, kept beside the body (`response_output_ids`); None: not given
+    # (a response stored before schema 10), read from the body.
+    output_ids: tuple[str, ...] | None = None
+
+
+@attrs.frozen
+class ResponseOutputIds:
+    """A stored response's session and the ids of its output items, read without its body:
+    what the check of a request continuing it, for items it sends again, needs."""
+
+    session_id: str
+    item_ids: frozenset[str]
+
+
+def response_output_ids(session_id: str, ids: str | None, body: str | None) -> ResponseOutputIds:
+    """From a row of `responses`: its `output_ids` (JSON), or, stored before they were
+    kept, its body."""
+    if ids is not None:
+        return ResponseOutputIds(session_id, frozenset(json.loads(ids)))
+    output = json.loads(body or "{}").get("output") or []
+    return ResponseOutputIds(
+        session_id, frozenset(item["id"] for item in output if isinstance(item.get("id"), str))
+    )
+
+
+def _dumps_ids(ids: tuple[str, ...] | None) -> str | None:
+    return None if ids is None else json.dumps(list(ids))
 
 
 @attrs.frozen
@@ -2400,8 +2441,9 @@ class SessionStore:
     @staticmethod
     def _put_response(db: sqlite3.Connection, response: StoredResponse) -> None:
         db.execute(
-            "INSERT OR REPLACE INTO responses (id, session_id, key, agent_id, created_at, body)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO responses"
+            " (id, session_id, key, agent_id, created_at, body, output_ids)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 response.id,
                 response.session_id,
@@ -2409,6 +2451,7 @@ class SessionStore:
                 response.agent_id,
                 response.created_at,
                 response.body,
+                _dumps_ids(response.output_ids),
             ),
         )
 
@@ -2435,6 +2478,15 @@ class SessionStore:
     def _response_place(self, response_id: str) -> ResponsePlace | None:
         row = self._conn().execute(SQL_RESPONSE_PLACE, (response_id,)).fetchone()
         return ResponsePlace(*row) if row is not None else None
+
+    async def response_output_ids(self, response_id: str) -> ResponseOutputIds | None:
+        """A stored response's output item ids, without reading its body (but for one stored
+        before they were kept); None if unknown."""
+        return await self._call(self._response_output_ids, response_id)
+
+    def _response_output_ids(self, response_id: str) -> ResponseOutputIds | None:
+        row = self._conn().execute(SQL_RESPONSE_OUTPUT_IDS, (response_id,)).fetchone()
+        return response_output_ids(*row) if row is not None else None
 
     async def delete_response(self, response_id: str) -> bool:
         """Forget a response object (its turn stays in the transcript); False if unknown."""

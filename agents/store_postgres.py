@@ -61,10 +61,12 @@ from agents.store import (
     SESSION_USAGE_LABELLED,
     SQL_ANSWER,
     SQL_NOT_REFUSED,
+    SQL_RESPONSE_OUTPUT_IDS,
     SQL_USAGE_POINTS,
     SQL_USER_NOT_REFUSED,
     DailyUsage,
     History,
+    ResponseOutputIds,
     ResponsePlace,
     SessionPage,
     SessionRow,
@@ -74,6 +76,7 @@ from agents.store import (
     TurnChain,
     TurnRecord,
     UsagePoint,
+    _dumps_ids,
     _message,
     _session_row,
     _session_usage,
@@ -82,6 +85,7 @@ from agents.store import (
     active_since,
     history_span,
     last_replayed_assistant,
+    response_output_ids,
     tell_commit,
     turn_messages,
     usage_offset,
@@ -308,6 +312,11 @@ CREATE INDEX hook_calls_going_on ON hook_calls(session_key) WHERE NOT ended
 SQL_NOW_MS = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 SQL_FORGET_EXPIRED_CALLS = f"DELETE FROM hook_calls WHERE expires_at <= {SQL_NOW_MS}"
 
+# As the SQLite store's schema 10: a response's output item ids beside its body.
+_SCHEMA_V12_OUTPUT_IDS = """
+ALTER TABLE responses ADD COLUMN output_ids TEXT
+"""
+
 # MIGRATIONS[v] takes the schema from version v to v + 1. Version 1 is the SQLite store's
 # schema 3 at once: there was never an older PostgreSQL schema to migrate from.
 MIGRATIONS: tuple[str, ...] = (
@@ -322,6 +331,7 @@ MIGRATIONS: tuple[str, ...] = (
     _SCHEMA_V9_CALLS_BY_SESSION,
     _SCHEMA_V10_TURN_ENDS,
     _SCHEMA_V11_ANSWERS,
+    _SCHEMA_V12_OUTPUT_IDS,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -1522,13 +1532,15 @@ class PostgresSessionStore:
         meanwhile fails the foreign key: StoreError."""
         await self._run(
             lambda c: c.execute(
-                "INSERT INTO responses (id, session_id, key, agent_id, created_at, body)"
-                " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET"
+                "INSERT INTO responses"
+                " (id, session_id, key, agent_id, created_at, body, output_ids)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET"
                 " session_id = excluded.session_id, key = excluded.key,"
                 " agent_id = excluded.agent_id, created_at = excluded.created_at,"
-                " body = excluded.body",
+                " body = excluded.body, output_ids = excluded.output_ids",
                 *_args((response.id, response.session_id, response.key, response.agent_id,
-                        response.created_at, response.body)),
+                        response.created_at, response.body,
+                        _dumps_ids(response.output_ids))),
             ),
             write=True, transaction=False,
         )  # fmt: skip
@@ -1552,6 +1564,13 @@ class PostgresSessionStore:
             )
         )
         return ResponsePlace(*row) if row is not None else None
+
+    async def response_output_ids(self, response_id: str) -> ResponseOutputIds | None:
+        """As the SQLite store's."""
+        row = await self._run(
+            lambda c: c.fetchrow(SQL_RESPONSE_OUTPUT_IDS.replace("?", "$1"), _storable(response_id))
+        )
+        return response_output_ids(*row) if row is not None else None
 
     async def delete_response(self, response_id: str) -> bool:
         """Forget a response object (its turn stays in the transcript); False if unknown."""

@@ -17,6 +17,7 @@ from agents.events import RunEvent, SessionChange
 from agents.store import (
     DailyUsage,
     History,
+    ResponseOutputIds,
     ResponsePlace,
     SessionPage,
     SessionRow,
@@ -273,6 +274,8 @@ class Store(Protocol):
     async def get_response(self, response_id: str) -> StoredResponse | None: ...
 
     async def response_place(self, response_id: str) -> ResponsePlace | None: ...
+
+    async def response_output_ids(self, response_id: str) -> ResponseOutputIds | None: ...
 
     async def delete_response(self, response_id: str) -> bool: ...
 

@@ -105,7 +105,7 @@ from gateway.http.openresponses_wire import (
     items_query,
     new_response_id,
     outcome_status,
-    output_item_ids,
+    output_ids,
     output_items,
     previous_response_not_found,
     response_body,
@@ -359,15 +359,15 @@ async def _check_not_sent_again(state: GatewayState, response_id: str, sent: lis
     """An item of the chain the request continues is in the context already: sent again (a
     client that sends back what it was answered, or its whole history), it is a 400 naming
     the first, as at OpenAI, not given to the model twice. Read only for an input whose
-    items have ids (a client's own items need none): the continued response's body, and
-    the stored messages the other ids are made of (`message_id_of`), in one lookup of them
-    all, not the chain."""
+    items have ids (a client's own items need none): the continued response's output item
+    ids (not its body: the whole output), and the stored messages the other ids are made
+    of (`message_id_of`), in one lookup of them all, not the chain."""
     store = state.store
     assert store is not None  # open for as long as the app serves requests
-    stored = await store.get_response(response_id)
+    stored = await store.response_output_ids(response_id)
     if stored is None:  # deleted since it was found: continuing it fails as it would have
         raise previous_response_not_found(response_id)
-    given = await work_on_body(stored.body.encode(), output_item_ids, stored.body)
+    given = set(stored.item_ids)
     named = {message_id_of(item_id) for item_id in sent} - {None}
     found = await store.messages_by_id(sorted(m for m in named if m is not None))
     found = tuple(m for m in found if m.session_id == stored.session_id)
@@ -539,6 +539,7 @@ async def _keep(
         run.agent_id,
         outcome.ended_at,
         encode_json(body).decode(),
+        output_ids(body),
     )
     try:
         await store.put_response(stored)

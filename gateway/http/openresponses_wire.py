@@ -13,7 +13,6 @@ stream opened, so ids and order match what the client saw.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from typing import Any, cast
@@ -919,10 +918,11 @@ def without_image_data(item: Mapping[str, Any]) -> bool:
     return isinstance(parts, list) and any(part.get("type") == "input_image" for part in parts)
 
 
-def output_item_ids(body: str) -> set[str]:
-    """The ids of a stored response's output items."""
-    output = json.loads(body).get("output")
-    return {item["id"] for item in output} if isinstance(output, list) else set()
+def output_ids(body: Mapping[str, object]) -> tuple[str, ...]:
+    """The ids of a response object's output items, stored beside it
+    (`StoredResponse.output_ids`)."""
+    output = body.get("output")
+    return tuple(item["id"] for item in output) if isinstance(output, list) else ()
 
 
 def duplicate_item(item_id: str) -> RequestError:

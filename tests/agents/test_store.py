@@ -55,6 +55,7 @@ from agents.store import (
     SQL_TURN_REPLY,
     SQL_UPSERT_TURN,
     DailyUsage,
+    ResponseOutputIds,
     SessionRow,
     SessionStore,
     SessionUsage,
@@ -1792,6 +1793,24 @@ class TestResponses:
         assert await store.get_response("resp_1") is None
         assert await store.delete_response("resp_1") is False
 
+    async def test_output_ids_are_read_without_the_body(self, store: SessionStore) -> None:
+        """Kept beside the body (schema 10); a response stored without them (before) has
+        them read from its body."""
+        row, _ = await store.create("agent:main:r", "main", 1)
+        body = '{"id":"resp_2","output":[{"id":"msg_a"},{"id":"fc_a_0"}]}'
+        kept = ("msg_b", "fc_b_0")
+        await store.put_response(
+            StoredResponse("resp_1", row.session_id, row.key, "main", 5, "{}", kept)
+        )
+        await store.put_response(StoredResponse("resp_2", row.session_id, row.key, "main", 5, body))
+        assert await store.response_output_ids("resp_1") == ResponseOutputIds(
+            row.session_id, frozenset(kept)
+        )
+        assert await store.response_output_ids("resp_2") == ResponseOutputIds(
+            row.session_id, frozenset({"msg_a", "fc_a_0"})
+        )
+        assert await store.response_output_ids("resp_x") is None
+
     async def test_deleting_the_session_deletes_its_responses(self, store: SessionStore) -> None:
         row, _ = await store.create("agent:main:r", "main", 1)
         await store.put_response(StoredResponse("resp_1", row.session_id, row.key, "main", 5, "{}"))
@@ -1892,7 +1911,7 @@ class TestPinned:
                 (KEY,),
             )
         async with SessionStore(tmp_path) as store:
-            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 9
+            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 10
             kept = SessionRow(
                 KEY, "main", "sid", "old", 1, 2, archived_at=2, archive_reason="manual"
             )
@@ -1915,7 +1934,7 @@ class TestPinned:
             db.execute("PRAGMA user_version = 6")
             db.execute("COMMIT")
         async with SessionStore(tmp_path) as store:
-            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 9
+            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 10
         with sqlite3.connect(path) as db:
             sql = f"EXPLAIN QUERY PLAN {SQL_CHAIN_BOUNDS}"
             plan = db.execute(sql, {"sid": "sid", "run": "r1"}).fetchall()
@@ -1947,7 +1966,7 @@ class TestPinned:
                 )
             db.execute("COMMIT")
         async with SessionStore(tmp_path) as store:
-            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 9
+            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 10
             reply = await store.turn_reply("sid", 1, 99)
             assert reply is not None and reply.seq == 53
             assistant = await store.next_assistant("sid", 1, 99)
@@ -1993,7 +2012,7 @@ class TestPinned:
                 )  # fmt: skip
             db.execute("COMMIT")
         async with SessionStore(tmp_path) as store:
-            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 9
+            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 10
             assert await store.refused_run_end("sid", 3, 200) == 82
             assert await store.refused_run_end("sid", 83, 200) is None
             assert await store.last_answer("sid", 1, 82) == 2
@@ -2084,7 +2103,7 @@ class TestArchived:
                 (KEY,),
             )
         async with SessionStore(tmp_path) as store:
-            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 9
+            assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 10
             assert await store.get(KEY) == SessionRow(KEY, "main", "sid", "old", 1, 2)
             assert [r.key for r in (await store.list(archived=False)).rows] == [KEY]
             archived = await store.set_archived(KEY, True, 3)

@@ -105,7 +105,7 @@ class TestSchema:
             await conn.execute("INSERT INTO clawgate_schema VALUES (1)")
         await conn.close()
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == tuple(range(2, 12)) == tuple(range(2, SCHEMA_VERSION + 1))
+            assert store.migrated == tuple(range(2, 13)) == tuple(range(2, SCHEMA_VERSION + 1))
             assert await store.get_response("resp_x") is None
             assert await store.claim_hook_call("s", "r", "k", 1) == ("r", "k")
 
@@ -119,7 +119,7 @@ class TestSchema:
                 KEY,
             )
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (5, 6, 7, 8, 9, 10, 11) and SCHEMA_VERSION == 11
+            assert store.migrated == (5, 6, 7, 8, 9, 10, 11, 12) and SCHEMA_VERSION == 12
             assert await store.get(KEY) == SessionRow(KEY, "main", "sid", "old", 1, 2)
             assert [r.key for r in (await store.list(archived=False)).rows] == [KEY]
             archived = await store.set_archived(KEY, True, 3)
@@ -138,7 +138,7 @@ class TestSchema:
                 " VALUES ('agent:main:other', 'main', 'sid2', NULL, 1, 3)"
             )
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (6, 7, 8, 9, 10, 11) and SCHEMA_VERSION == 11
+            assert store.migrated == (6, 7, 8, 9, 10, 11, 12) and SCHEMA_VERSION == 12
             kept = SessionRow(
                 KEY, "main", "sid", "old", 1, 2, archived_at=2, archive_reason="manual"
             )
@@ -160,7 +160,7 @@ class TestSchema:
         async with database_at(pg_url, 6):
             pass
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (7, 8, 9, 10, 11) and SCHEMA_VERSION == 11
+            assert store.migrated == (7, 8, 9, 10, 11, 12) and SCHEMA_VERSION == 12
         for sql in (SQL_TURN_END, SQL_CHAIN_BOUNDS):
             plan = await plan_of(pg_url, sql, "sid", "r1")
             assert "messages_by_run" in plan, plan
@@ -175,7 +175,7 @@ class TestSchema:
                 KEY,
             )
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (8, 9, 10, 11) and SCHEMA_VERSION == 11
+            assert store.migrated == (8, 9, 10, 11, 12) and SCHEMA_VERSION == 12
             assert await store.claim_call("ws:old", "t1", KEY, 600) == ("t0", KEY, True)
             assert await store.call_answer("ws:old") is None
             assert await store.claim_call("ws:new", "t2", KEY, 600_000) == ("t2", KEY, False)
@@ -226,7 +226,7 @@ class TestSchema:
                 " FROM generate_series(1, 53) AS n"
             )
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (10, 11) and SCHEMA_VERSION == 11
+            assert store.migrated == (10, 11, 12) and SCHEMA_VERSION == 12
             reply = await store.turn_reply("sid", 1, 99)
             assert reply is not None and reply.seq == 53
             assistant = await store.next_assistant("sid", 1, 99)
@@ -262,7 +262,7 @@ class TestSchema:
                 f"{REFUSED_ERROR} (HTTP 413)",
             )
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (11,) and SCHEMA_VERSION == 11
+            assert store.migrated == (11, 12) and SCHEMA_VERSION == 12
             assert await store.refused_run_end("sid", 3, 200) == 82
             assert await store.refused_run_end("sid", 83, 200) is None
             assert await store.last_answer("sid", 1, 82) == 2

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from gateway.http import openresponses
 from tests.support.configs import merged
+from tests.support.counting import BodiesRead
 from tests.support.http_client import TOKEN, Client, MakeClient, anthropic_agent, fake_provider
 from tests.support.upstreams import (
     FakeAnthropic,
@@ -541,6 +542,44 @@ class TestItemsSentAgain:
         assert upstream.last.body["messages"][-1] == {
             "role": "tool", "tool_call_id": "call_t", "content": "noon"
         }  # fmt: skip
+
+    async def test_the_check_reads_the_output_ids_alone_of_a_large_response(
+        self, gateway: MakeClient, upstream: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The previous response's body holds its whole output: the check of the ids an
+        input carries reads their ids alone, and finds each all the same."""
+        calls = [
+            {"index": n, "id": f"call_{n}", "type": "function",
+             "function": {"name": "get_time", "arguments": json.dumps({"pad": "p" * 20_000})}}
+            for n in range(50)
+        ]  # fmt: skip
+        upstream.script(Raw((openai_sse({"content": "A" * 1_000_000}, {"tool_calls": calls}),)))
+        client = await gateway(merged(RESPONSES_ON, fake_provider(upstream)))
+        async with await sdk_for(client) as sdk:
+            asked = await sdk.responses.create(model="openclaw", input="time?", tools=[CLOCK])
+            assert len(asked.output) == 51
+            bodies = BodiesRead(monkeypatch)
+            results: Any = [
+                {"type": "function_call_output", "call_id": f"call_{n}", "output": "noon"}
+                for n in range(50)
+            ]
+            for repeated in (asked.output[0], asked.output[-1]):
+                with pytest.raises(openai.BadRequestError) as caught:
+                    await sdk.responses.create(
+                        model="openclaw", input=[repeated.model_dump(exclude_none=True), *results],
+                        tools=[CLOCK], previous_response_id=asked.id,
+                    )  # fmt: skip
+                assert caught.value.body["message"] == (
+                    f"Duplicate item found with id {repeated.id}. Remove duplicate items"
+                    " from your input and try again."
+                )
+            mine: Any = {"type": "message", "id": "msg_mine", "role": "user", "content": "ok?"}
+            answered = await sdk.responses.create(
+                model="openclaw", input=[*results, mine], tools=[CLOCK],
+                previous_response_id=asked.id,
+            )  # fmt: skip
+        assert answered.status == "completed"
+        assert bodies.chars == 0
 
     async def test_an_item_of_an_earlier_response_of_the_chain_is_refused(
         self, gateway: MakeClient, upstream: FakeOpenAI
