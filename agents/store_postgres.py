@@ -10,7 +10,8 @@ The same tables and the same contract as the SQLite store (agents/store.py); wha
   transaction that holds `pg_advisory_xact_lock`: two processes starting together migrate once;
 - `turn_lock` holds `pg_advisory_lock` on the session key for the length of a turn, on a
   connection of its own pool (a turn's own queries use the other pool, so turns waiting for
-  locks can never starve the queries of the turns that hold them). The lock belongs to the
+  locks can never starve the queries of the turns that hold them; its transcript write goes on
+  the lock's connection, so a turn whose lock was lost writes nothing). The lock belongs to the
   connection: a killed process's connection closes, and the lock with it; the server finds
   that of a process cut off by the network dead within about a minute (SERVER_KEEPALIVES);
 - `used_bytes` is the estimate of the live rows (text plus a fixed part per row), not the
@@ -118,8 +119,9 @@ DEFAULT_LOCK_POOL_SIZE = 32
 DEFAULT_LOCK_WAITERS = 16
 # A turn's statement numbers its messages after the transcript's last seq, read in the same
 # statement; two turns of one session committing at once both read the same one, and the
-# second fails on the unique (session_id, seq). The turn lock keeps them apart, except when
-# it was lost (a restart cut its connection mid-turn) or never taken: the loser runs again
+# second fails on the unique (session_id, seq). The turn lock keeps them apart (a turn whose
+# lock was lost writes nothing: `append_turn`), except when never taken (a key minted for its
+# turn, that another process was sent before the turn ended): the loser runs again
 # and reads the winner's seq. Each try lost is another turn of the session committed
 # meanwhile, so this bound is far beyond any number of turns of one session that can meet.
 APPEND_TURN_TRIES = 32
@@ -698,6 +700,9 @@ class PostgresSessionStore:
         self._lock_waiters = 0  # turns in `while_waiting` now
         self._pool: asyncpg.Pool | None = None
         self._locks: asyncpg.Pool | None = None
+        # The lock connection of each turn this process runs, by its key (`turn_lock`): the
+        # turn's write goes on it (`append_turn`).
+        self._held: dict[str, Connection] = {}
         self._label_collate = ""  # ` COLLATE "<name>"` when the default does not fold
         # The versions this process's open() applied: empty when another had done it.
         self.migrated: tuple[int, ...] = ()
@@ -838,17 +843,19 @@ class PostgresSessionStore:
         write: bool = False,
         transaction: bool | None = None,
         answer_within: float | None = None,
+        on: Connection | None = None,
     ) -> T:
         """`fn` on a pooled connection. With `write` it is timed for `on_commit` and runs in
         one transaction, all or nothing, unless `transaction=False` (one statement is its own
         transaction). `transaction=True` alone: a read that needs one (a cursor).
-        `answer_within`: how long it may wait for the server (default: the statement timeout)."""
+        `answer_within`: how long it may wait for the server (default: the statement timeout).
+        `on`: a connection the caller holds (a turn lock's), used instead of the pool's."""
         pool = self._pool
         if pool is None:
             raise StoreError("session store is not open")
         in_transaction = write if transaction is None else transaction
         try:
-            conn = await _acquire(pool)
+            conn = await _acquire(pool) if on is None else on
             try:
                 started = time.perf_counter()
                 with _answered_within(conn, answer_within or self._statement_timeout):
@@ -858,7 +865,8 @@ class PostgresSessionStore:
                     else:
                         result = await fn(conn)
             finally:
-                await pool.release(conn)
+                if on is None:
+                    await pool.release(conn)
         except StoreUnavailable as exc:
             self._unreachable(exc)
             raise
@@ -919,8 +927,13 @@ class PostgresSessionStore:
         if while_waiting is not None and self._lock_waiters >= self._max_lock_waiters:
             while_waiting = None
         conn = await self._lock(locks, key, while_waiting)
+        self._held[key] = conn
         try:
-            yield
+            try:
+                yield
+            finally:
+                if self._held.get(key) is conn:
+                    del self._held[key]
         except asyncio.CancelledError:
             # Cancelled (a shutdown's last resort): no statement more, which a database that
             # stopped answering would hold for the statement timeout; closing the connection
@@ -1077,8 +1090,25 @@ class PostgresSessionStore:
         return SessionRow(key, agent_id, uuid7(), None, now, now)
 
     async def append_turn(self, turn: TurnRecord) -> SessionRow:
+        """The turn written; under its turn lock (`turn_lock`), on the connection that holds
+        the lock: a lock lost with its connection (a restart, a network cut the server found)
+        may be another turn's or a pass's by now, and the turn must not write beside them. The
+        write then fails, as one on the query pool fails when the database is away; a write
+        that succeeds was made by the lock's holder. It costs nothing: a statement on one
+        connection instead of another."""
+        key = _storable(turn.key)
+        held = self._held.get(key)
         # One statement is its own transaction: no BEGIN and COMMIT round trips.
-        return await self._run(lambda c: self._append_turn(c, turn), write=True, transaction=False)
+        try:
+            return await self._run(
+                lambda c: self._append_turn(c, turn), write=True, transaction=False, on=held
+            )
+        except StoreUnavailable as exc:
+            if held is None:
+                raise
+            raise StoreUnavailable(
+                f"the turn lock of {key} was lost with its connection: {exc}"
+            ) from exc
 
     @staticmethod
     async def _append_turn(conn: Connection, turn: TurnRecord) -> SessionRow:

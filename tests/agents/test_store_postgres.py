@@ -1156,6 +1156,47 @@ class TestTurnLock:
         await asyncio.wait_for(self._take(store, KEY, order), 5)
         assert order == ["b"]
 
+    @pytest.mark.parametrize("next_holder", ["turn", "pass"])
+    async def test_a_turn_whose_lock_was_cut_writes_nothing_beside_the_next_holder(
+        self, pg_url: str, next_holder: str
+    ) -> None:
+        """A turn whose lock connection was cut (a restart, a network cut the server found)
+        ran on without the lock, and its transcript write went through the query pool: another
+        process's turn of the session ran as the holder meanwhile, both wrote, or a pass
+        pruned the session and the late write made it again."""
+        async with PostgresSessionStore(pg_url) as a, PostgresSessionStore(pg_url) as b:
+            row, _ = await a.create(KEY, "main", 1)
+            admin = await asyncpg.connect(pg_url)
+            try:
+                async with a.turn_lock(KEY):
+                    assert await admin.fetchval(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_locks"
+                        " WHERE locktype = 'advisory' AND granted AND classid = $1::bigint::oid",
+                        LOCK_CLASS_TURN,
+                    ) == 1  # fmt: skip
+                    if next_holder == "turn":
+                        async with b.turn_lock(KEY):
+                            with pytest.raises(StoreUnavailable, match=r"turn lock .* lost"):
+                                await a.append_turn(turn(row, "late"))
+                            await b.append_turn(turn(row, "holder"))
+                    else:
+                        async with asyncio.timeout(5):  # the lock goes with its backend
+                            while await b.turn_running_elsewhere(KEY):
+                                await asyncio.sleep(0.02)
+                        maintenance = MaintenanceConfig(prune_after_ms=DAY_MS, mode="enforce")
+                        pruned = await b.prune(maintenance, 40 * DAY_MS)
+                        assert [r.key for r in pruned] == [KEY]
+                        with pytest.raises(StoreUnavailable, match=r"turn lock .* lost"):
+                            await a.append_turn(turn(row, "late", assistant_timestamp=40 * DAY_MS))
+            finally:
+                await admin.close()
+            history = await b.history(row.session_id, 10)
+            if next_holder == "turn":
+                assert {m.run_id for m in history.messages} == {"holder"}
+            else:
+                assert await b.get(KEY) is None
+                assert history.messages == ()
+
     async def test_a_cancelled_wait_leaves_the_lock_free(self, pg_url: str) -> None:
         async with PostgresSessionStore(pg_url) as a, PostgresSessionStore(pg_url) as b:
             order: list[str] = []
