@@ -169,6 +169,9 @@ _FOLD_PROBE = "ÄΣΊ"
 # Maintenance's statements get longer: a batch deletes up to 500 sessions with their whole
 # transcripts, and the archived transcripts past their age, far more rows than a turn writes.
 MAINTENANCE_TIMEOUT_S = 600.0
+# A claim's wait for a lock at the server, as a share of the statement timeout (`claim_call`):
+# half, so that the server's answer comes well before the timeout would close the connection.
+CLAIM_LOCK_WAIT_SHARE = 0.5
 # Closing the pools at shutdown: each connection says goodbye and waits for the server's.
 CLOSE_TIMEOUT_S = 5.0
 
@@ -1628,8 +1631,14 @@ class PostgresSessionStore:
         kept: this one's, not ended, when it is the first (then kept for `ttl_ms`, with
         `answer`)."""
 
+        # A wait for a lock (a pass's on the session's row, below) ends at the server before
+        # the statement timeout would take the database for away: it is busy, and answers.
+        # Set in the first statement's round trip: nothing more for a claim that waits not.
+        wait_ms = max(1, int(self._statement_timeout * 1000 * CLAIM_LOCK_WAIT_SHARE))
+        forget = f"SET LOCAL lock_timeout = {wait_ms}; {SQL_FORGET_EXPIRED_CALLS}"
+
         async def claim(conn: Connection) -> tuple[str, str, bool]:
-            await conn.execute(SQL_FORGET_EXPIRED_CALLS)
+            await conn.execute(forget)
             # A claim found taken may be released (or expire) before it is read: then this
             # one is made again, never taken as made with no row behind it.
             while True:
@@ -1654,7 +1663,19 @@ class PostgresSessionStore:
             )
             return row[0], row[1], row[2]
 
-        return await self._run(claim, write=True)
+        # Made again after each lock wait that ran out: a pass's statements end within
+        # MAINTENANCE_TIMEOUT_S, and the claim then reads what the pass left.
+        give_up = time.monotonic() + MAINTENANCE_TIMEOUT_S
+        while True:
+            try:
+                return await self._run(claim, write=True)
+            except StoreError as exc:
+                if not isinstance(exc.__cause__, asyncpg.LockNotAvailableError):
+                    raise
+                if time.monotonic() > give_up:
+                    raise StoreUnavailable(
+                        f"the row of session {session_key} held for {MAINTENANCE_TIMEOUT_S:g} s"
+                    ) from exc
 
     async def end_call(
         self, scope: str, token: str, keep_ms: int, answer: str | None = None

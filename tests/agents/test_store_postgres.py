@@ -34,6 +34,7 @@ from agents.store_postgres import (
     SQL_REFUSED_RUN_END,
     SQL_TURN_END,
     SQL_TURN_REPLY,
+    STATEMENT_TIMEOUT_S,
     PostgresSessionStore,
 )
 from tests.support.pgserver import PASSWORD, PgServer, free_port
@@ -724,18 +725,21 @@ async def _nothing() -> AsyncIterator[None]:
 
 @contextlib.asynccontextmanager
 async def _a_pass_deleting_key(
-    pg_url: str, pg_server: PgServer, marker: bytes = b"DELETE FROM transcripts WHERE key"
+    pg_url: str,
+    pg_server: PgServer,
+    marker: bytes = b"DELETE FROM transcripts WHERE key",
+    statement_timeout: float = STATEMENT_TIMEOUT_S,
 ) -> AsyncIterator[
     tuple[PostgresSessionStore, PostgresSessionStore, StatementRelay, asyncio.Task[Any]]
 ]:
     """Process a's maintenance pass (enforce) held open as it sends `marker`: by default once
     it has deleted KEY's row and holds its turn lock, before it deletes its transcripts;
-    process b beside it. Yields both, the relay that holds the pass (`release()` lets it go
-    on) and the pass."""
+    process b beside it (its statements answered within `statement_timeout`). Yields both,
+    the relay that holds the pass (`release()` lets it go on) and the pass."""
     with statement_relay("127.0.0.1", pg_server.port, marker) as relay:
         async with (
             PostgresSessionStore(relay.url(pg_url)) as a,
-            PostgresSessionStore(pg_url) as b,
+            PostgresSessionStore(pg_url, statement_timeout=statement_timeout) as b,
         ):
             await a.create(KEY, "main", 1)
             maintenance = MaintenanceConfig(prune_after_ms=DAY_MS, mode="enforce")
@@ -891,6 +895,24 @@ class TestPrune:
             relay.release()
             assert [row.key for row in await asyncio.wait_for(pruning, 5)] == [KEY]
             await asyncio.wait_for(claim, 5)
+            assert await b.get(KEY) is None  # what the claimant reads after its claim
+
+    async def test_a_claim_waits_for_a_pass_longer_than_the_statement_timeout(
+        self, pg_url: str, pg_server: PgServer
+    ) -> None:
+        """A claim waiting for a pass that held its session's row past the statement timeout
+        was cut as if the database had stopped answering: a false store_unavailable, while
+        the store was busy, and answering."""
+        marker = b"DELETE FROM sessions s"
+        held = _a_pass_deleting_key(pg_url, pg_server, marker, statement_timeout=1.0)
+        async with held as (_, b, relay, pruning):
+            claim = asyncio.create_task(b.claim_call("queued:t1", "t1", KEY, 60_000))
+            # Three of b's statement timeouts.
+            done, _ = await asyncio.wait([claim], timeout=3)
+            assert not done, f"the claim ended while the pass held its row: {claim.exception()!r}"
+            relay.release()
+            assert [row.key for row in await asyncio.wait_for(pruning, 5)] == [KEY]
+            assert await asyncio.wait_for(claim, 5) == ("t1", KEY, False)
             assert await b.get(KEY) is None  # what the claimant reads after its claim
 
     async def test_a_turn_waits_for_a_delete_of_its_session_it_was_not_seen_by(
