@@ -81,6 +81,10 @@ MAX_BODY_BYTES = 7800
 MAX_PARTIAL_MESSAGES = 256
 # How long `abort_elsewhere` waits for the other processes to answer.
 ABORT_REPLY_TIMEOUT_S = 2.0
+# How long it waits for the count of the processes listening (a millisecond's statement) on
+# the listening connection: one unanswered so long was swallowed by the network, and is closed
+# then (and made again), within the abort's wait, so that the next aborts know it at once.
+ABORT_COUNT_ANSWER_S = 1.0
 # The listening connections' name in pg_stat_activity: how many processes an abort waits for.
 LISTENER_APPLICATION_NAME = "clawgate-events"
 # Between attempts to reconnect after the database went away.
@@ -696,23 +700,30 @@ class PostgresEventBus:
         all aborted (a run on one, the next turn queued on another), once every process
         listening on the database answered, or those answered within ABORT_REPLY_TIMEOUT_S
         (a process that answers nothing: killed, cut off, or of a version that answered only
-        when it aborted some)."""
+        when it aborted some); none at once while this process is not listening."""
         request = uuid.uuid4().hex
         replies = self._replies[request] = AbortReplies()
         try:
             self._put({"t": "abort", "q": request, "k": session_key, "r": run_id})
             async with asyncio.timeout(ABORT_REPLY_TIMEOUT_S):
                 others = await self._listening_elsewhere()
-                if others is not None:
-                    replies.expect(others)
+                if others is None:
+                    # Not listening (the database away, the connection cut): no answer can
+                    # be heard, and waiting for one delayed each abort for nothing.
+                    return self._unanswered(session_key, run_id)
+                replies.expect(others)
                 await replies.complete.wait()
         except TimeoutError:
             pass
         finally:
             del self._replies[request]
         if not replies.ids:
-            self.remote_runs.unanswered(session_key, run_id)
+            return self._unanswered(session_key, run_id)
         return replies.ids
+
+    def _unanswered(self, session_key: str, run_id: str | None) -> list[str]:
+        self.remote_runs.unanswered(session_key, run_id)
+        return []
 
     async def _listening_elsewhere(self) -> int | None:
         """How many other processes listen on the channel (in this database), as the server
@@ -722,7 +733,7 @@ class PostgresEventBus:
             return None
         async with self._listener_use:
             try:
-                with closed_if_unanswered(listener, ANSWER_TIMEOUT_S):
+                with closed_if_unanswered(listener, ABORT_COUNT_ANSWER_S):
                     found = await listener.fetchval(
                         "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1"
                         " AND datname = current_database() AND pid <> pg_backend_pid()",

@@ -549,6 +549,25 @@ class TestAConnectionThePartitionSwallowed:
         hole.swallow()
         await sent_until_heard(far, heard, 2)
 
+    async def test_aborts_after_the_listening_connection_was_swallowed_do_not_each_wait(
+        self,
+        partitioned: tuple[PostgresEventBus, PostgresEventBus, Blackhole],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """An abort counts the processes listening, on the listening connection: swallowed,
+        it never answered, the abort's wait cut the count short and left the connection as
+        it was, and every abort waited its whole ABORT_REPLY_TIMEOUT_S, for answers it could
+        not hear, until the probe found the connection dead."""
+        far, _, hole = partitioned
+        # The probe and the statements' own limit as by default (the probe far apart, the
+        # limit past an abort's wait), and an abort's wait that no test outlasts.
+        monkeypatch.setattr(events_postgres, "PROBE_INTERVAL_S", 3600.0)
+        monkeypatch.setattr(events_postgres, "ANSWER_TIMEOUT_S", 5.0)
+        monkeypatch.setattr(events_postgres, "ABORT_REPLY_TIMEOUT_S", 3600.0)
+        hole.swallow()
+        for _ in range(3):
+            assert await asyncio.wait_for(far.abort_elsewhere("agent:main:k", None), 15) == []
+
     async def test_a_reply_whose_last_pieces_were_lost_ends_with_its_whole_text(
         self, partitioned: tuple[PostgresEventBus, PostgresEventBus, Blackhole]
     ) -> None:
