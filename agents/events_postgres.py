@@ -11,8 +11,9 @@ whole message is a JSON array (ASCII only, so characters are bytes) of items:
 <SessionChange.to_dict()>}`
 (`sessions.changed`), `{"t": "abort", "q": <request id>, "k": <key>,
 "r": <run id or null>}` and `{"t": "aborted", "q": <request id>, "to": <origin>, "ids": [...]}`
-(every process answers an abort, `ids` empty when it stopped nothing; the asker waits for as
-many answers as pg_stat_activity counts listening connections, LISTENER_APPLICATION_NAME).
+(every process answers an abort, `ids` empty when it stopped nothing, and `"l"`: the server's
+pid of its listening connection; the asker waits for an answer from each listening connection
+pg_stat_activity lists, LISTENER_APPLICATION_NAME, but those that left one unanswered).
 Items queued together go in one notification while they fit; a body over the limit is cut into
 `count` pieces sent in order (one connection's notifications arrive in the order sent) and
 joined again by the receivers. The sender is one task on one connection: events leave in the
@@ -118,26 +119,45 @@ _LAST_KEYS = ((Stream.THINKING, "lastThinking"), (Stream.ASSISTANT, "last"))
 
 class AbortReplies:
     """The answers to one `abort_elsewhere`: every process answers, with the ids it aborted
-    (none: it ran nothing of the session); complete once `expected` processes did."""
+    (none: it ran nothing of the session) and the server's pid of its listening connection
+    (none from a version before it said so); complete once each `expected` listener did, or
+    as many processes."""
 
     def __init__(self) -> None:
         self.ids: list[str] = []
-        self.expected: int | None = None
+        self.expected: frozenset[int] | None = None
         self.complete = asyncio.Event()
+        self.listeners: set[int] = set()  # the pids answered with
+        self.unnamed = 0  # answers with no pid
         self._origins: set[str] = set()
 
-    def heard(self, origin: str, ids: list[str]) -> None:
+    def heard(self, origin: str, ids: list[str], listener: int | None) -> None:
         if origin not in self._origins:
             self._origins.add(origin)
             self.ids.extend(ids)
+            if listener is None:
+                self.unnamed += 1
+            else:
+                self.listeners.add(listener)
             self._check()
 
-    def expect(self, count: int) -> None:
-        self.expected = count
+    def expect(self, listeners: frozenset[int]) -> None:
+        self.expected = listeners
         self._check()
 
+    def unanswered(self) -> frozenset[int]:
+        """The expected listeners that did not answer; none when one answer named none
+        (it may have been any of them)."""
+        if self.expected is None or self.unnamed:
+            return frozenset()
+        return self.expected - self.listeners
+
     def _check(self) -> None:
-        if self.expected is not None and len(self._origins) >= self.expected:
+        expected = self.expected
+        # By count when an answer named no listener (a version before they did).
+        if expected is not None and (
+            expected <= self.listeners or (self.unnamed and len(self._origins) >= len(expected))
+        ):
             self.complete.set()
 
 
@@ -340,6 +360,11 @@ class PostgresEventBus:
         # Other processes' text streams: their text so far, to add their pieces to.
         self._texts: OrderedDict[tuple[str, str], StreamedText] = OrderedDict()
         self._replies: dict[str, AbortReplies] = {}
+        # Listening connections (server pids) of other processes that left an abort
+        # unanswered: cut off by the network, the server lists them until its keepalives find
+        # them dead (about a minute), and each abort waited its whole ABORT_REPLY_TIMEOUT_S for
+        # them. Not waited for again until they answer one (`_dispatch`) or leave the list.
+        self._silent: frozenset[int] = frozenset()
         # The listening connection runs a statement of ours at a time (its probe, a count).
         self._listener_use = asyncio.Lock()
         self._closing = False
@@ -641,11 +666,19 @@ class PostgresEventBus:
         elif kind == "abort" and self._local_abort is not None:
             # Answered also when nothing was aborted here: the asker waits for every process.
             ids = self._local_abort(str(item["k"]), item.get("r"))
-            self._put({"t": "aborted", "q": item["q"], "to": origin, "ids": ids})
+            answer = {"t": "aborted", "q": item["q"], "to": origin, "ids": ids}
+            if self._listener is not None:  # it heard the abort
+                answer["l"] = self._listener.get_server_pid()
+            self._put(answer)
         elif kind == "aborted" and item.get("to") == self.origin:
+            pid = item.get("l")  # the server's pid of the answerer's listening connection
+            if not isinstance(pid, int) or isinstance(pid, bool):
+                pid = None
+            elif pid in self._silent:
+                self._silent -= {pid}  # it answers again
             replies = self._replies.get(str(item["q"]))
             if replies is not None:
-                replies.heard(origin, [str(i) for i in item["ids"]])
+                replies.heard(origin, [str(i) for i in item["ids"]], pid)
 
     def _remote_text(self, event: RunEvent) -> RunEvent:
         """A remote run's event as it came, its text so far kept when it has one."""
@@ -705,18 +738,21 @@ class PostgresEventBus:
         replies = self._replies[request] = AbortReplies()
         try:
             self._put({"t": "abort", "q": request, "k": session_key, "r": run_id})
+            others = None
             async with asyncio.timeout(ABORT_REPLY_TIMEOUT_S):
                 others = await self._listening_elsewhere()
                 if others is None:
                     # Not listening (the database away, the connection cut): no answer can
                     # be heard, and waiting for one delayed each abort for nothing.
                     return self._unanswered(session_key, run_id)
-                replies.expect(others)
+                replies.expect(others - self._silent)
                 await replies.complete.wait()
         except TimeoutError:
             pass
         finally:
             del self._replies[request]
+        if others is not None:
+            self._silent = (self._silent & others) | replies.unanswered()
         if not replies.ids:
             return self._unanswered(session_key, run_id)
         return replies.ids
@@ -725,9 +761,9 @@ class PostgresEventBus:
         self.remote_runs.unanswered(session_key, run_id)
         return []
 
-    async def _listening_elsewhere(self) -> int | None:
-        """How many other processes listen on the channel (in this database), as the server
-        counts their listening connections; None: ours is away."""
+    async def _listening_elsewhere(self) -> frozenset[int] | None:
+        """The other processes listening on the channel (in this database): the server's
+        pids of their listening connections; None: ours is away."""
         listener = self._listener
         if listener is None or listener.is_closed():
             return None
@@ -735,10 +771,10 @@ class PostgresEventBus:
             try:
                 with closed_if_unanswered(listener, ABORT_COUNT_ANSWER_S):
                     found = await listener.fetchval(
-                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1"
+                        "SELECT array_agg(pid) FROM pg_stat_activity WHERE application_name = $1"
                         " AND datname = current_database() AND pid <> pg_backend_pid()",
                         LISTENER_APPLICATION_NAME,
                     )
             except _LOST:
                 return None
-        return int(found)
+        return frozenset(found or ())

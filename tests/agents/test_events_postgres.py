@@ -17,6 +17,7 @@ from agents.events_postgres import (
     CHANNEL,
     MAX_BODY_BYTES,
     MAX_REMOTE_RUNS,
+    AbortReplies,
     PostgresEventBus,
     Reassembly,
     RemoteRuns,
@@ -111,6 +112,35 @@ class TestWire:
 
 def lifecycle(run_id: str, key: str, phase: str) -> RunEvent:
     return RunEvent(run_id, key, "sid", "main", "lifecycle", 1, 1000, {"phase": phase})
+
+
+class TestAbortReplies:
+    async def test_complete_once_each_listener_expected_answered(self) -> None:
+        replies = AbortReplies()
+        replies.expect(frozenset({11, 12}))
+        replies.heard("a", ["r1"], 11)
+        replies.heard("c", [], 13)  # a listener not expected (not waited for) answers too
+        assert not replies.complete.is_set()
+        replies.heard("b", ["r2"], 12)
+        assert replies.complete.is_set()
+        assert replies.ids == ["r1", "r2"]
+        assert replies.unanswered() == frozenset()
+
+    async def test_the_listeners_that_did_not_answer_are_named(self) -> None:
+        replies = AbortReplies()
+        replies.expect(frozenset({11, 12}))
+        replies.heard("a", [], 11)
+        assert replies.unanswered() == frozenset({12})
+
+    async def test_answers_of_an_earlier_version_are_counted(self) -> None:
+        """Its answers name no listener: as many answers as listeners complete the wait,
+        and none of the listeners is taken for silent (the answer may have been its)."""
+        replies = AbortReplies()
+        replies.expect(frozenset({11, 12}))
+        replies.heard("a", [], 11)
+        replies.heard("old", ["r1"], None)
+        assert replies.complete.is_set()
+        assert replies.unanswered() == frozenset()
 
 
 class TestRemoteRuns:
@@ -567,6 +597,33 @@ class TestAConnectionThePartitionSwallowed:
         hole.swallow()
         for _ in range(3):
             assert await asyncio.wait_for(far.abort_elsewhere("agent:main:k", None), 15) == []
+
+    async def test_aborts_elsewhere_wait_for_a_swallowed_listener_once(
+        self,
+        partitioned: tuple[PostgresEventBus, PostgresEventBus, Blackhole],
+        monkeypatch: pytest.MonkeyPatch,
+        pg_url: str,
+    ) -> None:
+        """A process cut off by the network keeps its listening connection in the server's
+        list until the server's keepalives find it dead (about a minute): each abort of the
+        others waited its whole ABORT_REPLY_TIMEOUT_S for its answer, as long."""
+        _, near, hole = partitioned
+        monkeypatch.setattr(events_postgres, "PROBE_INTERVAL_S", 3600.0)  # far stays cut off
+        third = PostgresEventBus(pg_url)
+        await third.start(lambda key, run_id: ["r2"] if key == "agent:main:k" else [])
+        try:
+            await until(lambda: third.listening.is_set())
+            hole.swallow(server_too=True)
+            monkeypatch.setattr(events_postgres, "ABORT_REPLY_TIMEOUT_S", 0.5)
+            assert await near.abort_elsewhere("agent:main:k", None) == ["r2"]  # far's missing
+            # An abort's wait that no test outlasts: far's answer is not waited for again,
+            # the third process's still is.
+            monkeypatch.setattr(events_postgres, "ABORT_REPLY_TIMEOUT_S", 3600.0)
+            for _ in range(3):
+                aborted = await asyncio.wait_for(near.abort_elsewhere("agent:main:k", None), 15)
+                assert aborted == ["r2"]
+        finally:
+            await third.aclose()
 
     async def test_a_reply_whose_last_pieces_were_lost_ends_with_its_whole_text(
         self, partitioned: tuple[PostgresEventBus, PostgresEventBus, Blackhole]

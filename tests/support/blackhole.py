@@ -1,7 +1,9 @@
 """A TCP relay to a server that can swallow the connections it carries: what a network
 partition, or a firewall that forgot its connections, does to a client. After `swallow()` the
 connections open so far stay open on the client's side and nothing more passes on them either
-way, as if the packets were lost; connections opened later pass as before. After `lose_ends()`
+way, as if the packets were lost; connections opened later pass as before (with `server_too`,
+the server's side stays open as well, as across a real partition: the server finds out only by
+its keepalives). After `lose_ends()`
 a connection the server ends passes what the server said last but not its end: the client's
 side stays open."""
 
@@ -24,6 +26,7 @@ class Blackhole:
         self._swallowed: list[asyncio.StreamWriter] = []
         self.server_ports: set[int] = set()  # our side of the connections to the server
         self._ends_lost = False
+        self._server_side_kept = False
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
@@ -33,8 +36,10 @@ class Blackhole:
         """From now on, the server's end of a connection does not reach its client."""
         self._ends_lost = True
 
-    def swallow(self) -> None:
-        """The connections open now: nothing passes on them any more, none is closed."""
+    def swallow(self, *, server_too: bool = False) -> None:
+        """The connections open now: nothing passes on them any more, none is closed on the
+        client's side (nor, with `server_too`, on the server's)."""
+        self._server_side_kept = server_too
         for task in self._pumps:
             task.cancel()
 
@@ -63,7 +68,10 @@ class Blackhole:
         except asyncio.CancelledError:
             # Swallowed: the client's side stays open, as a peer gone from the network does.
             self._swallowed.append(client_w)
-            server_w.close()
+            if self._server_side_kept:
+                self._swallowed.append(server_w)
+            else:
+                server_w.close()
             return
         finally:
             self._pumps.difference_update(pumps)
