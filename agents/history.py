@@ -146,7 +146,7 @@ class SessionHistory:
     ) -> SessionHistory:
         kept = _unrefused(stored)
         chats = tuple(replay_entry(m) for m in kept)
-        return cls(session_id, user_turns, stored, kept, chats, _size(chats))
+        return cls(session_id, user_turns, stored, kept, chats, _size(stored, kept, chats))
 
     @property
     def last_seq(self) -> int:
@@ -196,16 +196,35 @@ class SessionHistory:
         first = stored[0].seq if stored else 0
         cut = next((i for i, m in enumerate(kept) if m.seq >= first), len(kept))
         kept, chats = kept[cut:], chats[cut:]
-        return SessionHistory(self.session_id, self.user_turns, stored, kept, chats, _size(chats))
+        return SessionHistory(
+            self.session_id, self.user_turns, stored, kept, chats, _size(stored, kept, chats)
+        )
 
 
-def _size(chats: tuple[Replayed, ...]) -> int:
-    return _ENTRY_OVERHEAD_BYTES + sum(
-        _MESSAGE_OVERHEAD_BYTES
-        + (len(c.text) if isinstance(c, ChatMessage) else 0)
-        + (len(c.message.text) if isinstance(c, CutShort) else 0)
-        for c in chats
-    )
+def _size(
+    stored: tuple[StoredMessage, ...], kept: tuple[StoredMessage, ...], chats: tuple[Replayed, ...]
+) -> int:
+    """Every part a client or a model can make large: counted by its text alone, a window
+    whose messages are tool calls (a client's resent history may hold megabytes of their
+    arguments) took some 3 KiB of the budget and held megabytes, so the cache kept as many
+    such windows as it has room for small ones, and a client that named session after
+    session grew the process without bound. The refused turns' messages are held too, in
+    `stored`, though not replayed."""
+    size = _ENTRY_OVERHEAD_BYTES + _MESSAGE_OVERHEAD_BYTES * len(stored)
+    size += sum(_chars(c.message if isinstance(c, CutShort) else c) for c in chats if c is not None)
+    if len(kept) != len(stored):
+        replayed_seqs = {m.seq for m in kept}
+        size += sum(_chars(m.to_chat()) for m in stored if m.seq not in replayed_seqs)
+    return size
+
+
+def _chars(chat: ChatMessage) -> int:
+    """A message's parts, as held: its text and reasoning once (the stored content's strings
+    are the replayed ones'), a call's arguments twice (parsed in the stored content, and as
+    the replayed text)."""
+    calls = sum(len(c.id) + len(c.name) + 2 * len(c.arguments) for c in chat.tool_calls)
+    signatures = sum(len(block.signature) for block in chat.thinking)
+    return len(chat.text) + len(chat.reasoning) + calls + signatures
 
 
 @attrs.define

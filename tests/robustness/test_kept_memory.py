@@ -1,0 +1,87 @@
+"""What a client can make the gateway keep between its requests, measured in-process.
+
+A gateway served on a real socket (tests/support/served.py), the requests sent over it, and
+the memory the process holds afterwards traced (tracemalloc): each structure a client fills
+must stay within its bound however the client shapes what it sends.
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import json
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from agents.history import HISTORY_CACHE_MAX_BYTES
+from tests.support.served import AUTH, CHAT, build_app, served
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def traced() -> Iterator[None]:
+    tracemalloc.start()
+    try:
+        yield
+    finally:
+        tracemalloc.stop()
+
+
+def held() -> int:
+    gc.collect()
+    return tracemalloc.get_traced_memory()[0]
+
+
+async def chat(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> None:
+    # A file-like body: aiohttp warns that a large bytes body would block the loop.
+    data = io.BytesIO(json.dumps(body).encode())
+    async with http.post(url + CHAT, data=data, headers=AUTH) as response:
+        assert response.status == 200, await response.text()
+
+
+class TestReplayWindows:
+    # A client's history of tool calls: 2 MiB of arguments per session, in 32 sessions,
+    # twice the replay cache's budget (agents/history.py).
+    ARGUMENTS = json.dumps({"data": "x" * (2 * MIB)})
+    SESSIONS = 32
+    # The budget, and room for what the gateway's own first requests leave allocated.
+    LIMIT = HISTORY_CACHE_MAX_BYTES + 16 * MIB
+
+    def history(self, user: str) -> dict[str, Any]:
+        call = {
+            "id": "c1",
+            "type": "function",
+            "function": {"name": "f", "arguments": self.ARGUMENTS},
+        }
+        return {
+            "model": "openclaw",
+            "user": user,
+            "messages": [
+                {"role": "user", "content": "call f"},
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "c1", "content": "done"},
+                {"role": "user", "content": "and now?"},
+            ],
+        }
+
+    async def test_sessions_of_large_tool_calls_are_kept_within_the_cache_budget(
+        self, tmp_path: Path, traced: None
+    ) -> None:
+        async with served(build_app(tmp_path)) as gateway, aiohttp.ClientSession() as http:
+            before = held()
+            for n in range(self.SESSIONS):
+                user = f"client-{n}"
+                await chat(http, gateway.url, self.history(user))
+                # The next turn reads the window from the store, and keeps it.
+                more = {"role": "user", "content": "more"}
+                await chat(
+                    http, gateway.url, {"model": "openclaw", "user": user, "messages": [more]}
+                )
+            grown = held() - before
+        assert grown < self.LIMIT, grown // MIB
