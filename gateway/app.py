@@ -40,6 +40,7 @@ from gateway.http import controlui, embeddings, hooks, openai, openresponses, pr
 from gateway.http.common import error_answer
 from gateway.http.openai_wire import internal_error
 from gateway.http.runs import CLIENT_CLOSED_REQUEST
+from gateway.http.sending import watch_sending
 from gateway.reload import watch_config
 from gateway.responses import method_not_allowed, not_found
 from gateway.state import AppOptions, GatewayState
@@ -78,6 +79,7 @@ def create_app(
     app.on_response_prepare.append(_mark_started)
     app.on_response_prepare.append(close_if_body_unread)
     app.on_response_prepare.append(close_if_upgrade_declined)
+    app.on_response_prepare.append(watch_sending)
     app.cleanup_ctx.append(_sessions)
     app.cleanup_ctx.append(watch_config)
     setup_websocket(app)  # after _sessions: its fan-out listens to the registry

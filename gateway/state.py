@@ -38,6 +38,9 @@ class AppOptions:
     # previous response (aiohttp's keep-alive timer starts when the connection opens): the
     # bound on slowloris clients, and the idle keep-alive time.
     header_timeout_seconds: float = 15.0
+    # An HTTP answer whose client takes in no byte of it for this long is cut (its
+    # connection closed): see gateway/http/sending.py.
+    send_deadline_seconds: float = 60.0
 
 
 @attrs.define

@@ -7,9 +7,12 @@ must stay within its bound however the client shapes what it sends.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import io
 import json
+import socket
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +22,7 @@ import aiohttp
 import pytest
 
 from agents.history import HISTORY_CACHE_MAX_BYTES
+from gateway.state import AppOptions
 from tests.support.served import AUTH, CHAT, build_app, served
 
 MIB = 1024 * 1024
@@ -85,3 +89,49 @@ class TestReplayWindows:
                 )
             grown = held() - before
         assert grown < self.LIMIT, grown // MIB
+
+
+class TestStalledReaders:
+    """A client that stops reading an answer (a zero TCP window: its peer still acknowledges
+    the probes) would hold the answer's bytes, its handler and its run's events for as long
+    as it keeps the connection open; past the send deadline it is cut, as a WebSocket client
+    that takes in no byte is (ws/connection.py)."""
+
+    DEADLINE = 1.0
+    # The client reads nothing for this long: several deadlines.
+    STALL = 5.0
+    # Echoed back in 1 MiB deltas: more than the socket buffers on both ends take.
+    PROMPT = " ".join(chr(ord("a") + i) * MIB for i in range(8))
+
+    @pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
+    async def test_an_answer_its_client_stops_reading_is_cut_at_the_send_deadline(
+        self, tmp_path: Path, stream: bool
+    ) -> None:
+        options = AppOptions(send_deadline_seconds=self.DEADLINE)
+        body = {"model": "openclaw", "stream": stream}
+        body["messages"] = [{"role": "user", "content": self.PROMPT}]
+        data = json.dumps(body).encode()
+        async with served(build_app(tmp_path, options=options)) as gateway:
+            loop = asyncio.get_running_loop()
+            with socket.socket() as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.setblocking(False)
+                await loop.sock_connect(sock, (gateway.host, gateway.port))
+                head = (
+                    f"POST {CHAT} HTTP/1.1\r\nHost: {gateway.host}\r\n"
+                    f"Authorization: {AUTH['Authorization']}\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+                )
+                await loop.sock_sendall(sock, head.encode() + data)
+                first = await loop.sock_recv(sock, 4096)
+                assert first.startswith(b"HTTP/1.1 200"), first[:200]
+                await asyncio.sleep(self.STALL)  # the client's stall, what is tested
+                received = len(first)
+                ended = b""
+                with contextlib.suppress(ConnectionResetError):
+                    while chunk := await loop.sock_recv(sock, 1024 * 1024):
+                        received += len(chunk)
+                        ended = (ended + chunk)[-64:]
+        # Cut: the answer's end never came.
+        assert not (b"data: [DONE]" in ended if stream else ended.endswith(b"}")), received
+        assert received < len(data), received
