@@ -152,10 +152,19 @@ class TurnRequest:
     # The id the reply's message is stored under; None: a new one when it is stored. HTTP
     # Responses chooses it before the run, as its output items' ids are made of it.
     reply_id: str | None = None
+    # The characters of the client's request it was made of (HTTP: its body), when its
+    # transport knows them: `params` may hold most of it (a client's tools, up to the body's
+    # limit), which `input_chars` does not walk (a walk of megabytes of parsed JSON would
+    # hold the event loop, as the parse would).
+    request_chars: int = 0
 
     def input_chars(self) -> int:
-        """The characters of this request's input (texts, base64 images, tool calls): what
-        it holds while it waits to run, within a few small strings per message."""
+        """The characters of this request's input (texts, base64 images, tool calls, and
+        at least the client's request it came from): what it holds while it waits to run,
+        within a few small strings per message."""
+        return max(self.request_chars, self._message_chars())
+
+    def _message_chars(self) -> int:
         chars = len(self.text) + len(self.extra_system_prompt)
         chars += sum(len(image.data_b64) for image in self.images)
         for message in self.messages:

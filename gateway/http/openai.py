@@ -177,6 +177,7 @@ class _Turn:
     conversation: Conversation
     model: ModelRef  # the model the run starts with: the header's, else the agent's primary
     model_override: bool  # chosen by x-openclaw-model
+    body_chars: int  # the request body's length: what its turn holds while it waits, at least
 
 
 async def _accept(request: web.Request, state: GatewayState) -> _Turn:
@@ -217,7 +218,7 @@ async def _accept(request: web.Request, state: GatewayState) -> _Turn:
     check_images_taken(conversation.given_images, chain, config.agents)
     check_format_taken(fields.params.get("response_format"), chain, config.agents)
     model = override or agent.primary
-    return _Turn(fields, selection, route, conversation, model, override is not None)
+    return _Turn(fields, selection, route, conversation, model, override is not None, len(raw))
 
 
 # -- step 10: the run -----------------------------------------------------------------------
@@ -246,6 +247,7 @@ async def _run(request: web.Request, state: GatewayState, turn: _Turn) -> web.St
                 messages=conversation.messages,
                 whole_conversation=route.whole_conversation,
                 model=turn.model if turn.model_override else None,
+                request_chars=turn.body_chars,
             )
         )
     except AgentError as exc:

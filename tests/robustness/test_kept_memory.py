@@ -135,3 +135,57 @@ class TestStalledReaders:
         # Cut: the answer's end never came.
         assert not (b"data: [DONE]" in ended if stream else ended.endswith(b"}")), received
         assert received < len(data), received
+
+
+# A tool whose schema's description is 3 MiB, sent with a one-word question.
+BIG_TOOLS = [
+    {
+        "type": "function",
+        "function": {"name": "f", "description": "x" * (3 * MIB), "parameters": {}},
+    }
+]
+WAITING_BOUND = 4 * MIB  # the registry's bound, lowered: one such turn fits, two do not
+SLOW_ECHO = {"agents": {"list": [{"id": "main", "default": True, "params": {"delayMs": 60_000}}]}}
+
+
+class TestWaitingTurns:
+    """Turns accepted behind a running one hold their requests until they run; what all of
+    them hold is bounded by the registry (`max_waiting_chars`), and a client's tools are
+    held as much as its messages are."""
+
+    async def test_a_turn_whose_tools_are_over_the_waiting_bound_is_refused(
+        self, tmp_path: Path
+    ) -> None:
+        async with served(build_app(tmp_path, SLOW_ECHO)) as gateway:
+            registry = gateway.state.registry
+            assert registry is not None
+            registry.max_waiting_chars = WAITING_BOUND
+            async with aiohttp.ClientSession() as http:
+                # The session's first turn runs, held between its words (delayMs).
+                first = {"model": "openclaw", "user": "u", "stream": True}
+                first["messages"] = [{"role": "user", "content": "one two"}]
+                running = await http.post(gateway.url + CHAT, json=first, headers=AUTH)
+                assert running.status == 200
+                await running.content.readline()
+                behind = {"model": "openclaw", "user": "u", "tools": BIG_TOOLS}
+                behind["messages"] = [{"role": "user", "content": "hi"}]
+                data = json.dumps(behind).encode()
+                waiting = asyncio.create_task(
+                    http.post(gateway.url + CHAT, data=io.BytesIO(data), headers=AUTH)
+                )
+                while registry.waiting[0] == 0:  # accepted, behind the running turn
+                    assert not waiting.done(), await waiting
+                    await asyncio.sleep(0.01)
+                refused = asyncio.create_task(
+                    http.post(gateway.url + CHAT, data=io.BytesIO(data), headers=AUTH)
+                )
+                # Answered at once, or accepted to wait as well (it then answers nothing).
+                while not refused.done() and registry.waiting[0] == 1:
+                    await asyncio.sleep(0.01)
+                assert registry.waiting[0] == 1, registry.waiting
+                async with await refused as response:
+                    answer = await response.json()
+                    assert response.status == 503, answer
+                assert answer["error"]["type"] == "api_error"
+                waiting.cancel()
+                running.close()
