@@ -209,6 +209,7 @@ class _Turn:
     conversation: Conversation
     model: ModelRef
     model_override: bool
+    body_chars: int  # the request body's length: what its turn holds while it waits, at least
 
 
 async def create_response(request: web.Request) -> web.StreamResponse:
@@ -297,7 +298,8 @@ async def _accept(request: web.Request, state: GatewayState) -> _Turn:
     chain = (override,) if override else agent.models
     check_images_taken(conversation.given_images, chain, config.agents)
     check_format_taken(fields.params.get("response_format"), chain, config.agents, "text")
-    return _Turn(fields, selection, route, conversation, override or agent.primary, bool(override))
+    model = override or agent.primary
+    return _Turn(fields, selection, route, conversation, model, bool(override), len(raw))
 
 
 def _is_background_task(value: object, instructions: str | None) -> bool:
@@ -491,6 +493,7 @@ async def _submitted(
                 messages=conversation.messages,
                 whole_conversation=route.whole_conversation,
                 continues=turn.fields.previous_response_id,
+                request_chars=turn.body_chars,
                 model=turn.model if turn.model_override else None,
                 reply_id=reply_id,
             )

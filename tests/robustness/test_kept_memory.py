@@ -138,46 +138,57 @@ class TestStalledReaders:
 
 
 # A tool whose schema's description is 3 MiB, sent with a one-word question.
-BIG_TOOLS = [
-    {
-        "type": "function",
-        "function": {"name": "f", "description": "x" * (3 * MIB), "parameters": {}},
-    }
-]
+TOOL = {"name": "f", "description": "x" * (3 * MIB), "parameters": {}}
+# A turn waiting behind the running one with 3 MiB of tools and "hi", by each endpoint that
+# queues turns: its body as that endpoint takes it.
+BEHIND = {
+    "chat": (
+        CHAT,
+        {
+            "tools": [{"type": "function", "function": TOOL}],
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+    ),
+    "responses": ("/v1/responses", {"tools": [{"type": "function", **TOOL}], "input": "hi"}),
+}
 WAITING_BOUND = 4 * MIB  # the registry's bound, lowered: one such turn fits, two do not
-SLOW_ECHO = {"agents": {"list": [{"id": "main", "default": True, "params": {"delayMs": 60_000}}]}}
+SLOW_ECHO = {
+    "gateway": {"http": {"endpoints": {"responses": {"enabled": True}}}},
+    "agents": {"list": [{"id": "main", "default": True, "params": {"delayMs": 60_000}}]},
+}
+ONE_SESSION = {**AUTH, "x-openclaw-session-key": "waiting"}
 
 
 class TestWaitingTurns:
     """Turns accepted behind a running one hold their requests until they run; what all of
     them hold is bounded by the registry (`max_waiting_chars`), and a client's tools are
-    held as much as its messages are."""
+    held as much as its messages are, by every endpoint that queues turns."""
 
+    @pytest.mark.parametrize("endpoint", sorted(BEHIND))
     async def test_a_turn_whose_tools_are_over_the_waiting_bound_is_refused(
-        self, tmp_path: Path
+        self, tmp_path: Path, endpoint: str
     ) -> None:
+        path, fields = BEHIND[endpoint]
         async with served(build_app(tmp_path, SLOW_ECHO)) as gateway:
             registry = gateway.state.registry
             assert registry is not None
             registry.max_waiting_chars = WAITING_BOUND
             async with aiohttp.ClientSession() as http:
                 # The session's first turn runs, held between its words (delayMs).
-                first = {"model": "openclaw", "user": "u", "stream": True}
+                first = {"model": "openclaw", "stream": True}
                 first["messages"] = [{"role": "user", "content": "one two"}]
-                running = await http.post(gateway.url + CHAT, json=first, headers=AUTH)
+                running = await http.post(gateway.url + CHAT, json=first, headers=ONE_SESSION)
                 assert running.status == 200
                 await running.content.readline()
-                behind = {"model": "openclaw", "user": "u", "tools": BIG_TOOLS}
-                behind["messages"] = [{"role": "user", "content": "hi"}]
-                data = json.dumps(behind).encode()
+                data = json.dumps({"model": "openclaw", **fields}).encode()
                 waiting = asyncio.create_task(
-                    http.post(gateway.url + CHAT, data=io.BytesIO(data), headers=AUTH)
+                    http.post(gateway.url + path, data=io.BytesIO(data), headers=ONE_SESSION)
                 )
                 while registry.waiting[0] == 0:  # accepted, behind the running turn
                     assert not waiting.done(), await waiting
                     await asyncio.sleep(0.01)
                 refused = asyncio.create_task(
-                    http.post(gateway.url + CHAT, data=io.BytesIO(data), headers=AUTH)
+                    http.post(gateway.url + path, data=io.BytesIO(data), headers=ONE_SESSION)
                 )
                 # Answered at once, or accepted to wait as well (it then answers nothing).
                 while not refused.done() and registry.waiting[0] == 1:
