@@ -314,6 +314,67 @@ class TestUpstreamReplies:
         ]
 
 
+async def raw_stream(client: Client, version: str) -> bytes:
+    """What comes back on the socket for a streamed chat request in HTTP/`version`, read to
+    the connection's end: the answer's head and its body as it is framed on the wire."""
+    body = json.dumps({**HI, "stream": True}).encode()
+    lines = [f"POST {CHAT} HTTP/{version}", "Host: 127.0.0.1", "Connection: close"]
+    lines += [*(f"{k}: {v}" for k, v in AUTH.items()), f"Content-Length: {len(body)}"]
+    assert client.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    try:
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        async with asyncio.timeout(10):
+            return await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+class TestDeltasWrittenAsTheyCome:
+    """Deltas that come apart are written from the upstream's read (`DirectWrites`), past
+    aiohttp's awaited write: on the wire each is its own HTTP chunk, framed as aiohttp frames
+    the others, and the chunked body ends as it should; over HTTP/1.0 the bytes go as they
+    are, up to the close."""
+
+    DELTAS = ("one", " two", " three")
+    SSE = ROLE + "".join(content(d) for d in DELTAS) + finish() + DONE
+
+    async def test_each_delta_is_one_chunk_of_the_body(
+        self, on_upstream: Client, upstream: FakeOpenAI
+    ) -> None:
+        upstream.script(Stream(self.DELTAS, delay=0.05))
+        raw = await raw_stream(on_upstream, "1.1")
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ") and b"Transfer-Encoding: chunked" in head
+        chunks = []
+        while True:
+            size_line, _, body = body.partition(b"\r\n")
+            size = int(size_line, 16)
+            if size == 0:
+                break
+            assert body[size : size + 2] == b"\r\n"
+            chunks.append(body[:size].decode())
+            body = body[size + 2 :]
+        assert body == b"\r\n"  # the last chunk, no trailers, nothing after it
+        assert normalised("".join(chunks)) == self.SSE
+        # The deltas after the first (which may go out with the role chunk, or by the
+        # relay's loop) each came in a read of their own: one chunk each, one event each.
+        assert [normalised(c) for c in chunks if '"content":" t' in c] == [
+            content(" two"),
+            content(" three"),
+        ]
+
+    async def test_over_http_1_0_the_events_are_the_body(
+        self, on_upstream: Client, upstream: FakeOpenAI
+    ) -> None:
+        upstream.script(Stream(self.DELTAS, delay=0.05))
+        raw = await raw_stream(on_upstream, "1.0")
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.0 200 ") and b"Transfer-Encoding" not in head
+        assert normalised(body.decode()) == self.SSE
+
+
 class TestClientDisconnect:
     async def test_a_cut_stream_cancels_the_upstream_and_the_session_goes_on(
         self, on_upstream: Client, upstream: FakeOpenAI, caplog: pytest.LogCaptureFixture
