@@ -1040,6 +1040,7 @@ class AgentSession:
     ) -> None:
         emit = run.emit
         assistant = Stream.ASSISTANT  # once per delta: a local, not an enum class lookup
+        text_part = ReplyPart.TEXT
         reply, thought = state.reply, state.thought
         parts, starts = state.parts, state.part_starts
 
@@ -1049,8 +1050,8 @@ class AgentSession:
             if isinstance(event, TextDelta):
                 delta = event.text
                 if delta:
-                    if not parts or parts[-1] is not ReplyPart.TEXT:
-                        parts.append(ReplyPart.TEXT)
+                    if not parts or parts[-1] is not text_part:
+                        parts.append(text_part)
                         starts.append(reply.length)
                     emit(assistant, reply.add(delta))
             elif isinstance(event, ReasoningDelta):

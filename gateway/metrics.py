@@ -83,6 +83,10 @@ class LiveCounts:
     runs_queued: int
 
 
+# The streams `on_run_event` tells apart, once per run event: on Python 3.11 reading a member
+# off the enum class (`Stream.ASSISTANT`) costs 0.2-0.3 µs, a module global a tenth of it.
+_ASSISTANT, _USAGE, _LIFECYCLE = Stream.ASSISTANT, Stream.USAGE, Stream.LIFECYCLE
+
 _LIVE_GAUGES = (
     ("clawgate_ws_connections", "Open WebSocket connections, authenticated or not."),
     ("clawgate_ws_connections_authenticated", "Open WebSocket connections past the handshake."),
@@ -241,20 +245,20 @@ class GatewayMetrics:
         delta costs one comparison, or a dict lookup while a run still awaits its first."""
         if type(event) is not RunEvent:
             return
-        match event.stream:
-            case Stream.ASSISTANT:
-                if self._awaiting_text:
-                    started = self._awaiting_text.pop((event.run_id, event.session_key), None)
-                    if started is not None:
-                        self._child(self.time_to_first_token, event.agent_id).observe(
-                            time.perf_counter() - started
-                        )
-            case Stream.USAGE:
-                data = event.data
-                run = (event.run_id, event.session_key)
-                self._usage[run] = (data["inputTokens"], data["outputTokens"])
-            case Stream.LIFECYCLE:
-                self._lifecycle(event)
+        stream = event.stream
+        if stream == _ASSISTANT:
+            if self._awaiting_text:
+                started = self._awaiting_text.pop((event.run_id, event.session_key), None)
+                if started is not None:
+                    self._child(self.time_to_first_token, event.agent_id).observe(
+                        time.perf_counter() - started
+                    )
+        elif stream == _USAGE:
+            data = event.data
+            run = (event.run_id, event.session_key)
+            self._usage[run] = (data["inputTokens"], data["outputTokens"])
+        elif stream == _LIFECYCLE:
+            self._lifecycle(event)
 
     def _lifecycle(self, event: RunEvent) -> None:
         phase = event.data.get("phase")

@@ -60,20 +60,25 @@ class DeltaEncoder(Protocol):
     def tool_call_arguments(self, index: int, delta: str) -> bytes: ...
 
 
+# Once per delta: on Python 3.11 reading a member off the enum class (`Stream.ASSISTANT`, as a
+# `match` case does) costs 0.2-0.3 µs, a module global a tenth of it.
+_ASSISTANT, _THINKING, _TOOL = Stream.ASSISTANT, Stream.THINKING, Stream.TOOL
+
+
 def encode_delta(encoder: DeltaEncoder, event: RunEvent) -> bytes | None:
     """A non-terminal event's bytes in `encoder`'s format; None when it shows nothing."""
     data = event.data
-    match event.stream:
-        case Stream.ASSISTANT:
-            return encoder.content(data["delta"])
-        case Stream.THINKING:
-            return encoder.reasoning(data["delta"])
-        case Stream.TOOL:
-            match data.get("phase"):
-                case ToolPhase.START:
-                    return encoder.tool_call_start(data["index"], data["toolCallId"], data["name"])
-                case ToolPhase.UPDATE:
-                    return encoder.tool_call_arguments(data["index"], data["delta"])
+    stream = event.stream
+    if stream == _ASSISTANT:
+        return encoder.content(data["delta"])
+    if stream == _THINKING:
+        return encoder.reasoning(data["delta"])
+    if stream == _TOOL:
+        match data.get("phase"):
+            case ToolPhase.START:
+                return encoder.tool_call_start(data["index"], data["toolCallId"], data["name"])
+            case ToolPhase.UPDATE:
+                return encoder.tool_call_arguments(data["index"], data["delta"])
     return None
 
 
