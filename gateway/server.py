@@ -215,6 +215,8 @@ def settle_collector() -> None:
 # aiohttp without it (or without the protocol's state data_received reads) starts as before,
 # its broken bodies then ending in the 408 of the body timeout.
 _PARSER_REFUSAL: type[Any] = getattr(web_protocol, "_ErrInfo", type(None))
+# The request aiohttp makes up to answer one its parser refused (3.14): an HTTP/1.0 one.
+_REFUSED_REQUEST: RawRequestMessage | None = getattr(web_protocol, "ERROR", None)
 
 
 class _GatewayRequestHandler(web.RequestHandler):
@@ -303,9 +305,14 @@ def _spoken_versions(factory: Any) -> Any:
     (aiohttp's parsers read `HTTP/2.0` in HTTP/1 text, and a bare `GET /x` as HTTP/0.9) is
     read as HTTP/1.1 without keep-alive, its own version kept under ASKED_VERSION: the edge
     middleware refuses it, in HTTP/1.1, and the connection closes. Its answer's status line
-    claimed the version asked (`HTTP/2.0 200 OK`), and HTTP/0.9 has no status line at all."""
+    claimed the version asked (`HTTP/2.0 200 OK`), and HTTP/0.9 has no status line at all.
+    The request aiohttp makes up for one its parser refused (a 414, a 431, a malformed head)
+    is read as HTTP/1.1 too: it is HTTP/1.0, and the refusal said `HTTP/1.0 414` to a client
+    that spoke HTTP/1.1 (RFC 9110 §2.5: a server sends the highest version it conforms to)."""
 
     def make(message: RawRequestMessage, *args: Any) -> web.BaseRequest:
+        if message is _REFUSED_REQUEST:
+            return factory(message._replace(version=HttpVersion11), *args)  # type: ignore[no-any-return]
         if message.version in (HttpVersion10, HttpVersion11):
             return factory(message, *args)  # type: ignore[no-any-return]
         spoken = message._replace(version=HttpVersion11, should_close=True)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 
 import pytest
 
 from tests.support.http_client import AUTH, CHAT, HI, Client, MakeClient
+from tests.support.process import GatewayProcess, clean_env
 from tests.support.raw_http import (
     RawResponse,
     exchange,
@@ -17,6 +19,7 @@ from tests.support.raw_http import (
     exchange_upgrade,
     request_bytes,
 )
+from tests.support.served import SETTINGS
 
 CHUNKED_HI = b"%x\r\n%s\r\n0\r\n\r\n" % (len(json.dumps(HI)), json.dumps(HI).encode())
 HOOK_TOKEN = "hook-token-5e1d"
@@ -316,7 +319,7 @@ class TestHostPort:
         assert [answer.status for answer in got] == [421]
 
 
-def refusal(message: str, code: str) -> dict[str, object]:
+def refusal(message: str, code: str | None) -> dict[str, object]:
     return {
         "error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}
     }
@@ -549,3 +552,86 @@ class TestHttpVersions:
         )
         assert [answer.status for answer in got] == [400]
         assert got[0].json() == UNSUPPORTED_VERSION
+
+
+# -- what aiohttp's two HTTP parsers refuse -----------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["c", "python"])
+def parser_port(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[int]:
+    """The port of a `clawgate run` reading requests with aiohttp's C parser (llhttp, the one
+    its wheels carry) or its pure-Python one (AIOHTTP_NO_EXTENSIONS, or a platform without the
+    extension): the edge answers alike whichever reads."""
+    root = tmp_path_factory.mktemp(f"parser-{request.param}")
+    config = root / "clawgate.json5"
+    config.write_text(json.dumps(SETTINGS))
+    args = ["--config", str(config), "--state-dir", str(root / "state"), "--port", "0"]
+    extra = {"AIOHTTP_NO_EXTENSIONS": "1"} if request.param == "python" else {}
+    process = GatewayProcess(args, clean_env(root / "home", extra))
+    try:
+        process.wait_listening()
+        yield process.port
+    finally:
+        process.stop()
+
+
+async def to_the_close(port: int, request: bytes) -> bytes:
+    """Every byte the gateway answers `request` with, up to its close of the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        async with asyncio.timeout(10):
+            return await reader.read()
+    finally:
+        writer.close()
+
+
+def answer_of(raw: bytes) -> tuple[bytes, dict[str, str], bytes]:
+    """The status line, the headers (names lowercased) and the body of one whole answer."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (h.partition(":") for h in lines)}
+    assert int(headers["content-length"]) == len(body), raw
+    return status_line.encode(), headers, body
+
+
+BAD_REQUEST = refusal("Bad Request", None)
+REFUSED_HEADS = [
+    (b"GET /" + b"p" * 9000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 414, TARGET_TOO_LONG),
+    (
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"y" * 9000 + b"\r\n\r\n",
+        431,
+        HEADERS_TOO_LARGE,
+    ),
+    (
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        + b"".join(b"X-Many-%d: 1\r\n" % i for i in range(200))
+        + b"\r\n",
+        431,
+        HEADERS_TOO_LARGE,
+    ),
+    (b"GET /healthz HTTP/1.1 junk\r\nHost: 127.0.0.1\r\n\r\n", 400, BAD_REQUEST),
+    (b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Fold: a\r\n b\r\n\r\n", 400, BAD_REQUEST),
+    (b"GET /healthz HTTP/1.2\r\nHost: 127.0.0.1\r\n\r\n", 400, UNSUPPORTED_VERSION),
+]
+REFUSED_HEAD_IDS = ["414", "431-field", "431-many", "request-line", "obs-fold", "http-1.2"]
+
+
+class TestParserRefusals:
+    @pytest.mark.parametrize(("request_", "status", "body"), REFUSED_HEADS, ids=REFUSED_HEAD_IDS)
+    async def test_are_answered_in_http_1_1_in_the_error_shape_and_close(
+        self, parser_port: int, request_: bytes, status: int, body: dict[str, object]
+    ) -> None:
+        """A request the parser refuses never reaches the app: aiohttp answers it on a
+        request of its own making, in HTTP/1.0, and the status line said `HTTP/1.0 414` to a
+        client that spoke HTTP/1.1. Every answer of the gateway is in HTTP/1.1."""
+        raw = await to_the_close(parser_port, request_)
+        status_line, headers, got = answer_of(raw)
+        assert status_line.startswith(b"HTTP/1.1 %d " % status), raw
+        assert json.loads(got) == body
+        assert headers["connection"] == "close"
+        assert headers["content-type"] == "application/json; charset=utf-8"
+        assert headers["x-content-type-options"] == "nosniff"
+        assert len(headers["x-request-id"]) == 32
