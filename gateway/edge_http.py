@@ -29,6 +29,18 @@ _ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 # The credentials a request presents: each names one secret, so two are ambiguous.
 CREDENTIAL_HEADERS = ("Authorization", "X-OpenClaw-Token")
 MSG_UNSUPPORTED_VERSION = "Unsupported HTTP version; send HTTP/1.1 (or HTTP/1.0)."
+# The methods aiohttp's C parser (llhttp, 9.x) reads in an HTTP/1.x request; it refuses any
+# other, a lowercase `get` too (RFC 9110 §9.1: methods are case-sensitive), with a 400 before
+# a handler sees it. aiohttp's pure-Python parser reads any token.
+HTTP_METHODS = frozenset(
+    {
+        *("DELETE", "GET", "HEAD", "POST", "PUT", "CONNECT", "OPTIONS", "TRACE", "PATCH"),
+        *("COPY", "LOCK", "MKCOL", "MOVE", "PROPFIND", "PROPPATCH", "SEARCH", "UNLOCK"),
+        *("BIND", "REBIND", "UNBIND", "ACL", "REPORT", "MKACTIVITY", "CHECKOUT", "MERGE"),
+        *("M-SEARCH", "NOTIFY", "SUBSCRIBE", "UNSUBSCRIBE", "PURGE", "MKCALENDAR"),
+        *("LINK", "UNLINK", "SOURCE", "QUERY"),
+    }
+)
 MSG_HTTP10_TRANSFER_ENCODING = (
     "Transfer-Encoding is not allowed in an HTTP/1.0 request; send the body with a Content-Length."
 )
@@ -166,6 +178,14 @@ def unsupported_version() -> web.Response:
     )
     response.force_close()
     return response
+
+
+def is_bare_request_line(line: str) -> bool:
+    """HTTP/0.9's request line, a method and a target and no version (`GET /x`): the C
+    parser reads it as HTTP/0.9 (refused by the edge middleware), the pure-Python one refuses
+    it as a malformed line."""
+    method, sep, target = line.partition(" ")
+    return bool(sep) and method in HTTP_METHODS and bool(target) and " " not in target
 
 
 def _repeated_credential(name: str) -> web.Response:

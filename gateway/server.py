@@ -23,14 +23,14 @@ from typing import Any
 import structlog
 from aiohttp import HttpVersion10, HttpVersion11, web, web_protocol
 from aiohttp.http import RawRequestMessage
-from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.http_exceptions import BadHttpMessage, BadStatusLine, LineTooLong
 
 from gateway import hangup
 from gateway.app import COMMON_HEADERS, create_app
 from gateway.appkeys import METRICS, STATE
 from gateway.config.loader import ConfigLoader
 from gateway.config.model import Config
-from gateway.edge_http import ASKED_VERSION, unsupported_version
+from gateway.edge_http import ASKED_VERSION, is_bare_request_line, unsupported_version
 from gateway.metrics_http import unparsed_request_counter
 from gateway.reload import reload_from_file
 from gateway.responses import error_response
@@ -251,7 +251,8 @@ class _GatewayRequestHandler(web.RequestHandler):
     def _told_refusal(self, exc: BaseException | None) -> web.Response | None:
         """RFC 9110 §15.5.15 and RFC 6585 §5: a target over its limit is a 414, a header field
         over its own or a head of too many fields a 431 (a client may retry with less); an
-        HTTP version the parser does not know, edge_http's 400 for it."""
+        HTTP version the parser does not know (HTTP/1.2, a bare `GET /x` of HTTP/0.9),
+        edge_http's 400 for it."""
         if isinstance(exc, LineTooLong):
             quoted, limit = exc.args[0], exc.args[1]
             start = bytes(quoted) if isinstance(quoted, bytes | bytearray) else b""
@@ -265,6 +266,8 @@ class _GatewayRequestHandler(web.RequestHandler):
             return _fields_too_large()
         elif isinstance(exc, BadHttpMessage) and _UNKNOWN_VERSION in exc.message:
             return unsupported_version()
+        elif isinstance(exc, BadStatusLine) and is_bare_request_line(exc.line):
+            return unsupported_version()  # the pure-Python parser's refusal of HTTP/0.9
         return None
 
     def data_received(self, data: bytes) -> None:

@@ -615,8 +615,23 @@ REFUSED_HEADS = [
     (b"GET /healthz HTTP/1.1 junk\r\nHost: 127.0.0.1\r\n\r\n", 400, BAD_REQUEST),
     (b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Fold: a\r\n b\r\n\r\n", 400, BAD_REQUEST),
     (b"GET /healthz HTTP/1.2\r\nHost: 127.0.0.1\r\n\r\n", 400, UNSUPPORTED_VERSION),
+    # HTTP/0.9's bare `GET /x`: the C parser reads it, the pure-Python one refused it as a
+    # bad request line, the plain 400.
+    (b"GET /healthz\r\nHost: 127.0.0.1\r\n\r\n", 400, UNSUPPORTED_VERSION),
+    (b"GET /healthz\r\n\r\n", 400, UNSUPPORTED_VERSION),
+    (b"get /healthz\r\n\r\n", 400, BAD_REQUEST),  # no method: methods are case-sensitive
 ]
-REFUSED_HEAD_IDS = ["414", "431-field", "431-many", "request-line", "obs-fold", "http-1.2"]
+REFUSED_HEAD_IDS = [
+    "414",
+    "431-field",
+    "431-many",
+    "request-line",
+    "obs-fold",
+    "http-1.2",
+    "bare",
+    "bare-no-host",
+    "bare-lowercase",
+]
 
 
 class TestParserRefusals:

@@ -441,7 +441,7 @@ class TestMalformedRequestsAnswer:
             answered = asyncio.run(each())
         finally:
             process.stop()
-        # (A bare `GET /x` it refuses as a bad request line, the plain 400.)
+        # (A bare `GET /x`, which it refuses as a bad request line: tests/http/test_edge_raw.py.)
         assert answered == [(400, "unsupported_http_version")] * 3
 
     @pytest.mark.parametrize("chunks", BROKEN_CHUNKS, ids=BROKEN_CHUNK_IDS)
