@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from urllib.parse import urlsplit
 
 from aiohttp import HttpVersion, HttpVersion11, hdrs, web
@@ -135,6 +136,8 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         request[CLIENT_ADDRESS] = client
     if ASKED_VERSION in request:
         return unsupported_version()
+    if request.method not in HTTP_METHODS:
+        return _unknown_method()
     if request.version < HttpVersion11 and hdrs.TRANSFER_ENCODING in request.headers:
         return _faulty_framing()
     if not _host_allowed(request, gateway):
@@ -163,6 +166,14 @@ def _faulty_framing() -> web.Response:
         "invalid_request_error",
         code="unsupported_transfer_encoding",
     )
+    response.force_close()
+    return response
+
+
+def _unknown_method() -> web.Response:
+    """A method aiohttp's C parser refuses (HTTP_METHODS) read by its pure-Python one: the C
+    parser's answer, its 400 that closes the connection, and not the route's 405."""
+    response = error_response(400, HTTPStatus.BAD_REQUEST.phrase, "invalid_request_error")
     response.force_close()
     return response
 

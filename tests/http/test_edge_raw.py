@@ -620,6 +620,10 @@ REFUSED_HEADS = [
     (b"GET /healthz\r\nHost: 127.0.0.1\r\n\r\n", 400, UNSUPPORTED_VERSION),
     (b"GET /healthz\r\n\r\n", 400, UNSUPPORTED_VERSION),
     (b"get /healthz\r\n\r\n", 400, BAD_REQUEST),  # no method: methods are case-sensitive
+    # A method the C parser does not know: the pure-Python one read it, and it met a 405.
+    (b"FOO /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 400, BAD_REQUEST),
+    (b"DESCRIBE /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 400, BAD_REQUEST),  # RTSP's
+    (b"G" * 70 + b" /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 400, BAD_REQUEST),
 ]
 REFUSED_HEAD_IDS = [
     "414",
@@ -631,6 +635,9 @@ REFUSED_HEAD_IDS = [
     "bare",
     "bare-no-host",
     "bare-lowercase",
+    "unknown-method",
+    "rtsp-method",
+    "long-method",
 ]
 
 
