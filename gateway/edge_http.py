@@ -136,8 +136,8 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         request[CLIENT_ADDRESS] = client
     if ASKED_VERSION in request:
         return unsupported_version()
-    if request.method not in HTTP_METHODS:
-        return _unknown_method()
+    if request.method not in HTTP_METHODS or not request.raw_path.isascii():
+        return _refused_by_the_c_parser()
     if request.version < HttpVersion11 and hdrs.TRANSFER_ENCODING in request.headers:
         return _faulty_framing()
     if not _host_allowed(request, gateway):
@@ -170,9 +170,10 @@ def _faulty_framing() -> web.Response:
     return response
 
 
-def _unknown_method() -> web.Response:
-    """A method aiohttp's C parser refuses (HTTP_METHODS) read by its pure-Python one: the C
-    parser's answer, its 400 that closes the connection, and not the route's 405."""
+def _refused_by_the_c_parser() -> web.Response:
+    """A request aiohttp's C parser refuses, read by its pure-Python one: a method outside
+    HTTP_METHODS (it met the route's 405), a byte that is not ASCII in the target (RFC 9112
+    §3.2; it was served). The C parser's answer: its 400, and the connection closed."""
     response = error_response(400, HTTPStatus.BAD_REQUEST.phrase, "invalid_request_error")
     response.force_close()
     return response
