@@ -30,6 +30,8 @@ _ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 # The credentials a request presents: each names one secret, so two are ambiguous.
 CREDENTIAL_HEADERS = ("Authorization", "X-OpenClaw-Token")
 MSG_UNSUPPORTED_VERSION = "Unsupported HTTP version; send HTTP/1.1 (or HTTP/1.0)."
+# The largest Content-Length aiohttp's C parser reads: it holds a length in 64 bits.
+MAX_CONTENT_LENGTH = 2**64 - 1
 # The methods aiohttp's C parser (llhttp, 9.x) reads in an HTTP/1.x request; it refuses any
 # other, a lowercase `get` too (RFC 9110 §9.1: methods are case-sensitive), with a 400 before
 # a handler sees it. aiohttp's pure-Python parser reads any token.
@@ -136,8 +138,8 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         request[CLIENT_ADDRESS] = client
     if ASKED_VERSION in request:
         return unsupported_version()
-    if request.method not in HTTP_METHODS or not request.raw_path.isascii():
-        return _refused_by_the_c_parser()
+    if _refused_by_the_c_parser(request):
+        return _as_the_c_parser_refuses()
     if request.version < HttpVersion11 and hdrs.TRANSFER_ENCODING in request.headers:
         return _faulty_framing()
     if not _host_allowed(request, gateway):
@@ -170,10 +172,20 @@ def _faulty_framing() -> web.Response:
     return response
 
 
-def _refused_by_the_c_parser() -> web.Response:
+def _refused_by_the_c_parser(request: web.Request) -> bool:
     """A request aiohttp's C parser refuses, read by its pure-Python one: a method outside
     HTTP_METHODS (it met the route's 405), a byte that is not ASCII in the target (RFC 9112
-    §3.2; it was served). The C parser's answer: its 400, and the connection closed."""
+    §3.2; it was served), a Content-Length of more than 64 bits (the endpoint's 413)."""
+    length = request.content_length
+    return (
+        request.method not in HTTP_METHODS
+        or not request.raw_path.isascii()
+        or (length is not None and length > MAX_CONTENT_LENGTH)
+    )
+
+
+def _as_the_c_parser_refuses() -> web.Response:
+    """Its 400, and the connection closed."""
     response = error_response(400, HTTPStatus.BAD_REQUEST.phrase, "invalid_request_error")
     response.force_close()
     return response
