@@ -113,7 +113,11 @@ async def close_if_upgrade_declined(request: web.Request, response: web.StreamRe
 
 
 def _asks_upgrade(request: web.Request) -> bool:
-    """As the HTTP parser decides it: an Upgrade header, and `upgrade` among Connection's."""
+    """As the HTTP parser decides it: an Upgrade header, and `upgrade` among Connection's; or
+    a CONNECT, which asks for a tunnel (the pure-Python parser reads what follows it as the
+    tunnel's bytes, the C one as requests)."""
+    if request.method == hdrs.METH_CONNECT:
+        return True
     if hdrs.UPGRADE not in request.headers:
         return False
     options = request.headers.getall(hdrs.CONNECTION, ())

@@ -671,3 +671,16 @@ class TestParserRefusals:
         assert headers["content-type"] == "application/json; charset=utf-8"
         assert headers["x-content-type-options"] == "nosniff"
         assert len(headers["x-request-id"]) == 32
+
+
+class TestConnect:
+    async def test_a_connect_is_refused_and_its_connection_closed(self, parser_port: int) -> None:
+        """CONNECT asks for a tunnel (RFC 9110 §9.3.6), which the gateway does not open. Its
+        404 kept the connection, and the parsers part there: the C one read a request sent
+        behind it and answered it, the pure-Python one read it as the tunnel's bytes and never
+        answered. The refusal now closes the connection, as a declined Upgrade's does."""
+        request = b"CONNECT 127.0.0.1:80 HTTP/1.1\r\nHost: 127.0.0.1:80\r\n\r\n"
+        status_line, headers, got = await one_answer(parser_port, request + NEXT)
+        assert status_line == b"HTTP/1.1 404 Not Found"
+        assert json.loads(got)["error"]["type"] == "not_found_error"
+        assert headers["connection"] == "close"
