@@ -627,6 +627,19 @@ REFUSED_HEADS = [
     (b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 400, BAD_REQUEST),
     (b"GET /healthz?a=\xff HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 400, BAD_REQUEST),
     (b"GET http://127.0.0.1/\xff HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 400, BAD_REQUEST),
+    *[
+        (b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + line + b"\r\n\r\n", 400, BAD_REQUEST)
+        for line in [
+            b"X-Space : a",  # RFC 9112 §5.1: whitespace before the colon
+            b"X-Nul: a\x00b",
+            b"X-Cr: a\rb",
+            b"X-Lf: a\nb",  # a line `b` with no colon
+            b"Content-Length: +0",
+            b"Content-Length: 0\r\nContent-Length: 0",  # RFC 9112 §6.3: two that agree, too
+            b"Content-Length: 0\r\nContent-Length: 1",
+            b"Content-Length: 0, 0",
+        ]
+    ],
     # A length of more than 64 bits: the C parser's overflow; the pure-Python one read it,
     # and the request met the endpoint's 413.
     (
@@ -652,6 +665,14 @@ REFUSED_HEAD_IDS = [
     "utf-8-path",
     "byte-in-query",
     "absolute-form-byte",
+    "space-before-colon",
+    "nul-in-value",
+    "cr-in-value",
+    "lf-in-value",
+    "length-plus",
+    "two-lengths-agree",
+    "two-lengths-differ",
+    "length-list",
     "length-over-64-bits",
 ]
 
@@ -684,3 +705,15 @@ class TestConnect:
         assert status_line == b"HTTP/1.1 404 Not Found"
         assert json.loads(got)["error"]["type"] == "not_found_error"
         assert headers["connection"] == "close"
+
+
+class TestContentLength:
+    async def test_a_length_with_leading_zeros_is_read(self, parser_port: int) -> None:
+        """`1*DIGIT` (RFC 9110 §8.6): `0002` is 2, with either parser."""
+        request = (
+            f"POST {CHAT} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {SERVED_TOKEN}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 0002\r\n\r\n{}"
+        ).encode()
+        status_line, _, got = await one_answer(parser_port, request)
+        assert status_line == b"HTTP/1.1 400 Bad Request"
+        assert json.loads(got)["error"]["param"] == "messages"  # the body `{}` was read
