@@ -1459,6 +1459,113 @@ class TestHostileFraming:
         assert log.new_problems() == []
 
 
+# -- malformed heads ------------------------------------------------------------------------
+
+# What no client library sends: the request line and header lines the HTTP parsers read
+# differently, or refuse (each one checked with both parsers in tests/http/test_edge_raw.py).
+REQUEST_LINES = [
+    "{m} {t} HTTP/1.1",
+    "{m}  {t} HTTP/1.1",
+    "{m} {t}  HTTP/1.1",
+    "{m} {t}",
+    "{m}\t{t} HTTP/1.1",
+]
+HEAD_METHODS = ["POST", "post", "P" * 70, "FOO", "DESCRIBE", "CONNECT"]
+HEAD_TARGETS = [CHAT, CHAT + "?a=1", "/v1/chat/compl\u00e9tions", CHAT + "?a=\udcff", "*"]
+DAMAGED_LINES = [
+    b"X-Fold: a\r\n b",
+    b"X-Space : a",
+    b"X-Nul: a\x00b",
+    b"X-Cr: a\rb",
+    b"X-Lf: a\nb",
+    b": no-name",
+    b"No-Colon",
+    b"X-Ctl: a\x01b",
+    b"X-Obs-Text: caf\xe9",
+]
+LENGTHS = [b"2", b"+2", b"0002", b"2, 2", b"2\r\nContent-Length: 2", b"2\r\nContent-Length: 3"]
+CHUNK_SIZES = [
+    b"2",
+    b"2;a=b",
+    b'2;a="b',
+    b"2;\x01",
+    b"f" * 20,
+    b"-2",
+    b"0x2",
+    b"+2",
+    b"0" * 9000 + b"2",
+]
+
+
+async def answer_with_status_line(port: int, request: bytes) -> tuple[bytes, RawResponse]:
+    """The status line, and the answer read by its Content-Length."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        async with asyncio.timeout(10):  # no hang: the body sent is the one the head frames
+            head = await reader.readuntil(b"\r\n\r\n")
+            status, headers = await read_head(_fed(head))
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    return head.partition(b"\r\n")[0], RawResponse(status, headers, body)
+
+
+def _fed(data: bytes) -> asyncio.StreamReader:
+    """A reader holding `data`: read_head parses a head already read."""
+    reader = asyncio.StreamReader()
+    reader.feed_data(data)
+    return reader
+
+
+class TestMalformedHeads:
+    @fuzz(120)
+    @given(
+        line=st.sampled_from(REQUEST_LINES),
+        method=weighted((4, st.just("POST")), (1, st.sampled_from(HEAD_METHODS))),
+        target=weighted((4, st.just(CHAT)), (1, st.sampled_from(HEAD_TARGETS))),
+        damaged=st.lists(st.sampled_from(DAMAGED_LINES), max_size=2),
+        framing=st.one_of(
+            st.sampled_from(LENGTHS).map(lambda v: b"Content-Length: " + v),
+            st.sampled_from(CHUNK_SIZES).map(lambda v: b"chunked:" + v),
+        ),
+    )
+    async def test_any_malformed_head_gets_a_4xx_in_http_1_1_in_the_error_shape(
+        self,
+        gateway: tuple[Served, ServerLog],
+        line: str,
+        method: str,
+        target: str,
+        damaged: list[bytes],
+        framing: bytes,
+    ) -> None:
+        """Whatever the request line, the header lines and the framing of the body, the
+        answer comes, in HTTP/1.1 (the parser's own refusals said HTTP/1.0), a 4xx in the
+        error shape with a request id, or the completion; never a 5xx."""
+        server, log = gateway
+        first = line.format(m=method, t=target).encode("utf-8", "surrogateescape")
+        lines = [first, b"Host: 127.0.0.1", b"Connection: close"]
+        lines += [b"Authorization: Bearer " + TOKEN.encode(), b"Content-Type: application/json"]
+        lines += damaged
+        body = b"{}"
+        if framing.startswith(b"chunked:"):
+            lines.append(b"Transfer-Encoding: chunked")
+            body = framing[len(b"chunked:") :] + b"\r\n{}\r\n0\r\n\r\n"
+        else:
+            lines.append(framing)
+        request = b"\r\n".join(lines) + b"\r\n\r\n" + body
+        status_line, response = await answer_with_status_line(server.port, request)
+        event(f"status {response.status}")
+        assert status_line.startswith(b"HTTP/1.1 "), (status_line, response)
+        assert 400 <= response.status < 500, response
+        assert_error_body(response)
+        assert response.headers.get("x-request-id"), response
+        await normal_completion(server.port)
+        assert log.new_problems() == []
+
+
 # -- a Control UI build served from gateway.controlUi.root ----------------------------------
 
 OUTSIDE_SECRET = b"outside-the-build-0c1f"
