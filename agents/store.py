@@ -1719,7 +1719,7 @@ class SessionStore:
 
     # One process: the webhooks keep their calls in memory (gateway/http/hooks_wire.py).
     async def claim_hook_call(
-        self, scope: str, run_id: str, session_key: str, ttl_ms: int
+        self, scope: str, run_id: str, session_key: str, ttl_ms: int, *, starting: bool = False
     ) -> tuple[str, str]:
         return run_id, session_key
 
@@ -1733,7 +1733,14 @@ class SessionStore:
 
     # ... and the WebSocket calls theirs (gateway/ws/state.py IdempotencyCache).
     async def claim_call(
-        self, scope: str, token: str, session_key: str, ttl_ms: int, answer: str | None = None
+        self,
+        scope: str,
+        token: str,
+        session_key: str,
+        ttl_ms: int,
+        answer: str | None = None,
+        *,
+        starting: bool = False,
     ) -> tuple[str, str, bool]:
         return token, session_key, False
 

@@ -316,10 +316,24 @@ CREATE INDEX hook_calls_going_on ON hook_calls(session_key) WHERE NOT ended
 # before; a row written so is kept as long as that clock said.)
 SQL_NOW_MS = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 SQL_FORGET_EXPIRED_CALLS = f"DELETE FROM hook_calls WHERE expires_at <= {SQL_NOW_MS}"
+# How often a claim found starting is looked at again: a start is an in-memory submit and one
+# statement away (milliseconds); at most for the claim's lease, when its process died or
+# failed to release it.
+CLAIM_START_POLL_S = 0.05
 
 # As the SQLite store's schema 10: a response's output item ids beside its body.
 _SCHEMA_V12_OUTPUT_IDS = """
 ALTER TABLE responses ADD COLUMN output_ids TEXT
+"""
+
+# A claim made before its run is submitted (a webhook's, a WebSocket `chat.send`/`agent`
+# key's) says so until its process has submitted the run (its first renewal): the call may
+# still be refused (an archived session, a full backlog) and its claim released, and a retry
+# on another process that found it meanwhile was told of a run that never started. Such a
+# retry now waits for the claim to start, or to be released, or its lease to run out
+# (`claim_call`'s `starting`). Existing rows, and every other claim, are started.
+_SCHEMA_V13_CALL_STARTS = """
+ALTER TABLE hook_calls ADD COLUMN started BOOLEAN NOT NULL DEFAULT TRUE
 """
 
 # MIGRATIONS[v] takes the schema from version v to v + 1. Version 1 is the SQLite store's
@@ -337,6 +351,7 @@ MIGRATIONS: tuple[str, ...] = (
     _SCHEMA_V10_TURN_ENDS,
     _SCHEMA_V11_ANSWERS,
     _SCHEMA_V12_OUTPUT_IDS,
+    _SCHEMA_V13_CALL_STARTS,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -1616,20 +1631,31 @@ class PostgresSessionStore:
     # -- webhook calls -----------------------------------------------------------------
 
     async def claim_hook_call(
-        self, scope: str, run_id: str, session_key: str, ttl_ms: int
+        self, scope: str, run_id: str, session_key: str, ttl_ms: int, *, starting: bool = False
     ) -> tuple[str, str]:
         """(run id, session key) of the call of `scope` that came first and is still kept:
         this one's when it is the first (it is then kept for `ttl_ms`). A webhook's claim is
         a call's claim whose end nothing reads."""
-        holder, session_key, _ = await self.claim_call(scope, run_id, session_key, ttl_ms)
+        holder, session_key, _ = await self.claim_call(
+            scope, run_id, session_key, ttl_ms, starting=starting
+        )
         return holder, session_key
 
     async def claim_call(
-        self, scope: str, token: str, session_key: str, ttl_ms: int, answer: str | None = None
+        self,
+        scope: str,
+        token: str,
+        session_key: str,
+        ttl_ms: int,
+        answer: str | None = None,
+        *,
+        starting: bool = False,
     ) -> tuple[str, str, bool]:
         """(token, session key, ended) of the claim of `scope` that came first and is still
         kept: this one's, not ended, when it is the first (then kept for `ttl_ms`, with
-        `answer`)."""
+        `answer`; `starting`: said not started until its first renewal). Another's claim
+        found starting is waited for: until it has started (or ended), or is gone (released,
+        its lease out), when this one is made."""
 
         # A wait for a lock (a pass's on the session's row, below) ends at the server before
         # the statement timeout would take the database for away: it is busy, and answers.
@@ -1637,20 +1663,22 @@ class PostgresSessionStore:
         wait_ms = max(1, int(self._statement_timeout * 1000 * CLAIM_LOCK_WAIT_SHARE))
         forget = f"SET LOCAL lock_timeout = {wait_ms}; {SQL_FORGET_EXPIRED_CALLS}"
 
-        async def claim(conn: Connection) -> tuple[str, str, bool]:
+        async def claim(conn: Connection) -> tuple[str, str, bool, bool]:
             await conn.execute(forget)
             # A claim found taken may be released (or expire) before it is read: then this
             # one is made again, never taken as made with no row behind it.
             while True:
                 row = await conn.fetchrow(
-                    "INSERT INTO hook_calls (scope, run_id, session_key, expires_at, answer)"
-                    f" VALUES ($1, $2, $3, {SQL_NOW_MS} + $4, $5) ON CONFLICT (scope) DO NOTHING"
-                    " RETURNING run_id, session_key, ended",
-                    scope, token, _storable(session_key), ttl_ms, answer,
+                    "INSERT INTO hook_calls"
+                    " (scope, run_id, session_key, expires_at, answer, started)"
+                    f" VALUES ($1, $2, $3, {SQL_NOW_MS} + $4, $5, $6)"
+                    " ON CONFLICT (scope) DO NOTHING RETURNING run_id, session_key, ended, started",
+                    scope, token, _storable(session_key), ttl_ms, answer, not starting,
                 )  # fmt: skip
                 if row is None:
                     row = await conn.fetchrow(
-                        "SELECT run_id, session_key, ended FROM hook_calls WHERE scope = $1",
+                        "SELECT run_id, session_key, ended, started FROM hook_calls"
+                        " WHERE scope = $1",
                         scope,
                     )
                 if row is not None:
@@ -1661,14 +1689,15 @@ class PostgresSessionStore:
             await conn.execute(
                 "SELECT 1 FROM sessions WHERE key = $1 FOR KEY SHARE", _storable(session_key)
             )
-            return row[0], row[1], row[2]
+            return row[0], row[1], row[2], row[3]
 
         # Made again after each lock wait that ran out: a pass's statements end within
-        # MAINTENANCE_TIMEOUT_S, and the claim then reads what the pass left.
+        # MAINTENANCE_TIMEOUT_S, and the claim then reads what the pass left. Another's claim
+        # found starting is looked at again until it has started or ended, or is gone.
         give_up = time.monotonic() + MAINTENANCE_TIMEOUT_S
         while True:
             try:
-                return await self._run(claim, write=True)
+                holder, key, ended, started = await self._run(claim, write=True)
             except StoreError as exc:
                 if not isinstance(exc.__cause__, asyncpg.LockNotAvailableError):
                     raise
@@ -1676,6 +1705,10 @@ class PostgresSessionStore:
                     raise StoreUnavailable(
                         f"the row of session {session_key} held for {MAINTENANCE_TIMEOUT_S:g} s"
                     ) from exc
+                continue
+            if started or ended or holder == token:
+                return holder, key, ended
+            await asyncio.sleep(CLAIM_START_POLL_S)
 
     async def end_call(
         self, scope: str, token: str, keep_ms: int, answer: str | None = None
@@ -1724,13 +1757,14 @@ class PostgresSessionStore:
         return bool(found)
 
     async def extend_hook_call(self, scope: str, run_id: str, keep_ms: int) -> bool:
-        """Keep the claim of `scope` by `run_id` for `keep_ms` from now. An ended claim
+        """Keep the claim of `scope` by `run_id` for `keep_ms` from now, and say its run
+        started (a claim made `starting` is waited for until then). An ended claim
         (`end_call`) keeps its own time: a renewal sent as the run ended is late. False:
         there is no such claim going on (released, ended, or forgotten once its lease ran
         out)."""
         status = await self._run(
             lambda c: c.execute(
-                f"UPDATE hook_calls SET expires_at = {SQL_NOW_MS} + $3"
+                f"UPDATE hook_calls SET expires_at = {SQL_NOW_MS} + $3, started = TRUE"
                 " WHERE scope = $1 AND run_id = $2 AND NOT ended",
                 scope, run_id, keep_ms,
             ),
@@ -1747,7 +1781,7 @@ class PostgresSessionStore:
             return []
         kept = await self._run(
             lambda c: c.fetch(
-                f"UPDATE hook_calls h SET expires_at = {SQL_NOW_MS} + $3"
+                f"UPDATE hook_calls h SET expires_at = {SQL_NOW_MS} + $3, started = TRUE"
                 " FROM unnest($1::text[], $2::text[]) AS c(scope, run_id)"
                 " WHERE h.scope = c.scope AND h.run_id = c.run_id AND NOT h.ended"
                 " RETURNING h.scope",

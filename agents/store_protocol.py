@@ -83,15 +83,16 @@ class Store(Protocol):
     # A claim is kept for a time measured by the store's one clock (a shared store's: the
     # database's), never by comparing the times of processes whose clocks differ.
     async def claim_hook_call(
-        self, scope: str, run_id: str, session_key: str, ttl_ms: int
+        self, scope: str, run_id: str, session_key: str, ttl_ms: int, *, starting: bool = False
     ) -> tuple[str, str]:
         """(run id, session key) of the first webhook call of `scope` that other processes
         sharing the store made and still keep; (run_id, session_key) when there is none (it is
-        then kept for `ttl_ms`)."""
+        then kept for `ttl_ms`). `starting` as `claim_call`'s."""
         ...
 
     async def extend_hook_call(self, scope: str, run_id: str, keep_ms: int) -> bool:
-        """The claim of `scope` by `run_id` is kept for `keep_ms` from now. False: it is gone
+        """The claim of `scope` by `run_id` is kept for `keep_ms` from now, and its run said
+        started (`claim_call`'s `starting`). False: it is gone
         (released, ended, or forgotten once its lease ran out: `claim_call` makes it again)."""
         ...
 
@@ -104,12 +105,22 @@ class Store(Protocol):
         ...
 
     async def claim_call(
-        self, scope: str, token: str, session_key: str, ttl_ms: int, answer: str | None = None
+        self,
+        scope: str,
+        token: str,
+        session_key: str,
+        ttl_ms: int,
+        answer: str | None = None,
+        *,
+        starting: bool = False,
     ) -> tuple[str, str, bool]:
         """(token, session key, whether its run ended) of the first claim of `scope` that
         other processes sharing the store made and still keep; this one's when there is none
         (made with `answer`, read with `call_answer`, as `end_call`'s).
-        Renewed with `extend_hook_call`, given up with `release_hook_call`."""
+        Renewed with `extend_hook_call`, given up with `release_hook_call`.
+        `starting`: the claim is made before its run is submitted, which may yet be refused;
+        it says so until its first renewal, and another process's claim of `scope` waits for
+        it meanwhile (no retry is told of a run that will not start)."""
         ...
 
     async def end_call(

@@ -49,10 +49,12 @@ class RunClaim:
 
     async def held(self) -> None:
         """Renew the lease until the run has ended (`end` ends the claim); one a renewal
-        finds gone is made again."""
+        finds gone is made again. The first renewal, at once, says the run started: a retry
+        on another process that found the claim waits for that (`Store.claim_call`'s
+        `starting`), not told of a run its call may yet be refused."""
         ended = asyncio.ensure_future(self.run.wait())
         try:
-            while not (await asyncio.wait({ended}, timeout=self.lease / 3))[0]:
+            while not ended.done():
                 async with self.turn:
                     if self.ending:
                         break
@@ -60,6 +62,7 @@ class RunClaim:
                     extend = self.store.extend_hook_call(self.scope, self.token, keep_ms)
                     if await self._quietly(extend, "extend") is False:
                         await self._make_again()
+                await asyncio.wait({ended}, timeout=self.lease / 3)
         finally:
             ended.cancel()
 

@@ -288,7 +288,9 @@ async def _claim(
         return run_id, key  # one process: its HookReplays know every call
     lease_ms = int(state.options.hook_claim_lease_seconds * 1000)
     try:
-        return await store.claim_hook_call(scope, run_id, key, lease_ms)
+        # Starting until its run is submitted (`_hold`'s first renewal): a retry on another
+        # process waits meanwhile, and finds the run, or no claim when this call is refused.
+        return await store.claim_hook_call(scope, run_id, key, lease_ms, starting=True)
     except AgentError as exc:
         raise error_reply(exc) from None
     except asyncio.CancelledError:

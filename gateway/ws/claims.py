@@ -152,8 +152,10 @@ async def start_once(
         token = uuid.uuid4().hex
         lease = gateway.options.hook_claim_lease_seconds
         try:  # a StoreError goes to the caller as any store's does (dispatch.error_for)
+            # Starting until its run is submitted (RunClaim.held's first renewal): a retry on
+            # another process waits meanwhile, and is not told of a run `check` refuses.
             holder, key, ended = await store.claim_call(
-                scope(run_id), token, session_key, int(lease * 1000)
+                scope(run_id), token, session_key, int(lease * 1000), starting=True
             )
         except asyncio.CancelledError:
             # The call was given up (its connection closed) with the claim maybe made: a

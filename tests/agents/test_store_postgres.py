@@ -106,7 +106,7 @@ class TestSchema:
             await conn.execute("INSERT INTO clawgate_schema VALUES (1)")
         await conn.close()
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == tuple(range(2, 13)) == tuple(range(2, SCHEMA_VERSION + 1))
+            assert store.migrated == tuple(range(2, 14)) == tuple(range(2, SCHEMA_VERSION + 1))
             assert await store.get_response("resp_x") is None
             assert await store.claim_hook_call("s", "r", "k", 1) == ("r", "k")
 
@@ -120,7 +120,7 @@ class TestSchema:
                 KEY,
             )
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (5, 6, 7, 8, 9, 10, 11, 12) and SCHEMA_VERSION == 12
+            assert store.migrated == (5, 6, 7, 8, 9, 10, 11, 12, 13) and SCHEMA_VERSION == 13
             assert await store.get(KEY) == SessionRow(KEY, "main", "sid", "old", 1, 2)
             assert [r.key for r in (await store.list(archived=False)).rows] == [KEY]
             archived = await store.set_archived(KEY, True, 3)
@@ -139,7 +139,7 @@ class TestSchema:
                 " VALUES ('agent:main:other', 'main', 'sid2', NULL, 1, 3)"
             )
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (6, 7, 8, 9, 10, 11, 12) and SCHEMA_VERSION == 12
+            assert store.migrated == (6, 7, 8, 9, 10, 11, 12, 13) and SCHEMA_VERSION == 13
             kept = SessionRow(
                 KEY, "main", "sid", "old", 1, 2, archived_at=2, archive_reason="manual"
             )
@@ -161,7 +161,7 @@ class TestSchema:
         async with database_at(pg_url, 6):
             pass
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (7, 8, 9, 10, 11, 12) and SCHEMA_VERSION == 12
+            assert store.migrated == (7, 8, 9, 10, 11, 12, 13) and SCHEMA_VERSION == 13
         for sql in (SQL_TURN_END, SQL_CHAIN_BOUNDS):
             plan = await plan_of(pg_url, sql, "sid", "r1")
             assert "messages_by_run" in plan, plan
@@ -176,7 +176,7 @@ class TestSchema:
                 KEY,
             )
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (8, 9, 10, 11, 12) and SCHEMA_VERSION == 12
+            assert store.migrated == (8, 9, 10, 11, 12, 13) and SCHEMA_VERSION == 13
             assert await store.claim_call("ws:old", "t1", KEY, 600) == ("t0", KEY, True)
             assert await store.call_answer("ws:old") is None
             assert await store.claim_call("ws:new", "t2", KEY, 600_000) == ("t2", KEY, False)
@@ -209,6 +209,20 @@ class TestSchema:
         plan = await plan_of(pg_url, going_on, KEY)
         assert "hook_calls_going_on" in plan, plan
 
+    async def test_a_version_12_database_gains_the_call_start_column_in_place(
+        self, pg_url: str
+    ) -> None:
+        """A claim kept from before says its run started: a retry is answered at once."""
+        async with database_at(pg_url, 12) as conn:
+            await conn.execute(
+                "INSERT INTO hook_calls (scope, run_id, session_key, expires_at)"
+                " VALUES ('ws:old', 't0', $1, 9000000000000)",
+                KEY,
+            )
+        async with PostgresSessionStore(pg_url) as store:
+            assert store.migrated == (13,) and SCHEMA_VERSION == 13
+            assert await store.claim_call("ws:old", "t1", KEY, 600) == ("t0", KEY, False)
+
     async def test_a_version_9_database_finds_a_turns_reply_and_next_assistant_by_index(
         self, pg_url: str
     ) -> None:
@@ -227,7 +241,7 @@ class TestSchema:
                 " FROM generate_series(1, 53) AS n"
             )
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (10, 11, 12) and SCHEMA_VERSION == 12
+            assert store.migrated == (10, 11, 12, 13) and SCHEMA_VERSION == 13
             reply = await store.turn_reply("sid", 1, 99)
             assert reply is not None and reply.seq == 53
             assistant = await store.next_assistant("sid", 1, 99)
@@ -263,7 +277,7 @@ class TestSchema:
                 f"{REFUSED_ERROR} (HTTP 413)",
             )
         async with PostgresSessionStore(pg_url) as store:
-            assert store.migrated == (11, 12) and SCHEMA_VERSION == 12
+            assert store.migrated == (11, 12, 13) and SCHEMA_VERSION == 13
             assert await store.refused_run_end("sid", 3, 200) == 82
             assert await store.refused_run_end("sid", 83, 200) is None
             assert await store.last_answer("sid", 1, 82) == 2

@@ -20,7 +20,7 @@ from tests.support.http_client import fake_provider
 from tests.support.pgserver import PgServer
 from tests.support.process import GatewayProcess
 from tests.support.shared_store import HeldOpenAI, claim_kept_for, shared_config, start_on_config
-from tests.support.statement_relay import CuttingRelay, ReplyRelay
+from tests.support.statement_relay import CuttingRelay, ReplyRelay, StatementRelay
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -100,6 +100,49 @@ class TestAHookRetryOnAnotherProcess:
         status, refused = await hook(http, b.url, {"message": "invoice 45"}, "archived-2")
         assert status == 400, refused
         assert "archived" in refused["error"]["message"], refused
+
+    async def test_made_while_the_first_call_is_refused_gets_the_same_refusal(
+        self,
+        start_gateway: StartGateway,
+        http: aiohttp.ClientSession,
+        tmp_path: Path,
+        database: str,
+        pg_server: PgServer,
+        pg_url: str,
+    ) -> None:
+        """Process a claimed the call, then found the session archived; until its claim was
+        released (held here), a retry on b was told 202 for a run that never started."""
+        b = start_gateway("b", defaultSessionKey="hook:ingest")
+        status, earlier = await hook(http, b.url, {"message": "invoice 46"}, "refused-0")
+        assert status == 202, earlier
+        key = earlier["sessionKey"]
+        assert await user_messages(pg_url, key) == ["invoice 46"]
+        async with PostgresSessionStore(pg_url) as store:
+            assert await store.set_archived(key, True, 1) is not None
+        relay = StatementRelay("127.0.0.1", pg_server.port, b"DELETE FROM hook_calls WHERE scope")
+        started: list[GatewayProcess] = []
+        try:
+            config = json.loads(shared_config(relay.url(database), delay_ms=0))
+            config["hooks"] = {
+                "enabled": True,
+                "token": HOOK_TOKEN,
+                "defaultSessionKey": "hook:ingest",
+            }
+            a = start_on_config(started, tmp_path, "a", json.dumps(config))
+            first = asyncio.create_task(hook(http, a.url, {"message": "invoice 47"}, "refused-1"))
+            await relay.wait_held()  # a claimed the call and was refused; its release waits
+            again = asyncio.create_task(hook(http, b.url, {"message": "invoice 47"}, "refused-1"))
+            await asyncio.wait({again}, timeout=2)  # b's answer, if it comes while a's is held
+            relay.release()
+            status, refused = await first
+            assert status == 400, refused
+            status, retried = await again
+            assert (status, retried) == (400, refused)
+        finally:
+            relay.close()
+            for process in started:
+                process.stop()
+        assert await user_messages(pg_url, key) == ["invoice 46"]
 
     async def test_that_waits_is_told_that_another_process_runs_it(
         self, start_gateway: StartGateway, http: aiohttp.ClientSession

@@ -482,6 +482,27 @@ class TestCallClaims:
             await claim_kept_for(pg_url, "ws:x", -1)
             assert await two.claim_call("ws:x", "t3", "k3", 60_000) == ("t3", "k3", False)
 
+    async def test_one_starting_is_waited_for_until_its_run_started_or_it_is_gone(
+        self, pg_url: str
+    ) -> None:
+        """A claim made before its run is submitted: a retry was told of that run at once,
+        and its call was then refused (its claim released), so no run ever started."""
+        async with PostgresSessionStore(pg_url) as one, PostgresSessionStore(pg_url) as two:
+            started = await one.claim_call("ws:s", "t1", "k1", 60_000, starting=True)
+            assert started == ("t1", "k1", False)
+            waiting = asyncio.ensure_future(two.claim_call("ws:s", "t2", "k2", 60_000))
+            await asyncio.wait({waiting}, timeout=0.5)
+            assert not waiting.done()
+            assert await one.extend_hook_call("ws:s", "t1", 60_000)  # the run was submitted
+            assert await waiting == ("t1", "k1", False)
+            refused = await one.claim_call("ws:r", "t1", "k1", 60_000, starting=True)
+            assert refused == ("t1", "k1", False)
+            waiting = asyncio.ensure_future(two.claim_call("ws:r", "t2", "k2", 60_000))
+            await asyncio.wait({waiting}, timeout=0.5)
+            assert not waiting.done()
+            await one.release_hook_call("ws:r", "t1")  # the call was refused
+            assert await waiting == ("t2", "k2", False)
+
     async def test_a_claims_lease_is_measured_by_the_databases_clock(self, pg_url: str) -> None:
         """Not by the clocks of the processes, which differ: one whose clock ran a minute
         ahead of another's took the other's claim while its run went on (its lease of 15 s

@@ -1,5 +1,6 @@
 """The claim of a `chat.send` idempotency key in a PostgreSQL store that other processes
-share (gateway/ws/claims.py), lost while the database was away longer than its lease."""
+share (gateway/ws/claims.py): lost while the database was away longer than its lease, and
+won by a call then refused."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from gateway.appkeys import STATE
 from gateway.state import AppOptions
 from gateway.ws.claims import scope
 from tests.support.http_client import fake_provider
+from tests.support.pgserver import PgServer
 from tests.support.shared_store import HeldOpenAI, forget_the_claim, renewals_of
+from tests.support.statement_relay import statement_relay
 from tests.support.ws_client import TOKEN, MakeGateway, send
 
 pytestmark = pytest.mark.postgres
@@ -106,4 +109,35 @@ class TestAKeysClaimLost:
         finally:
             held.go.set()
             await conn.close()
+            await other.aclose()
+
+
+class TestAKeysClaimRefused:
+    async def test_is_not_taken_by_a_retry_elsewhere_as_a_run_that_started(
+        self, make_gateway: MakeGateway, held: HeldOpenAI, pg_url: str, pg_server: PgServer
+    ) -> None:
+        """`chat.send` won its key's claim, then found the session archived; until the claim
+        was released (held here), a retry on another process found it and was told
+        `in_flight` for a run that never started. It waits, then claims the key itself."""
+        other = PostgresSessionStore(pg_url)
+        await other.open()
+        release = b"DELETE FROM hook_calls WHERE scope"
+        try:
+            await other.create(KEY, "main", 1)
+            assert await other.set_archived(KEY, True, 1) is not None
+            with statement_relay("127.0.0.1", pg_server.port, release) as relay:
+                gateway = await make_gateway(config(held, relay.url(pg_url)))
+                ws = await gateway.connected()
+                first = asyncio.ensure_future(ws.call("chat.send", send("main", "hi", "refused-1")))
+                await relay.wait_held()  # claimed and refused: the release waits
+                retry = asyncio.ensure_future(
+                    other.claim_call(scope("refused-1"), "retry", KEY, 60_000)
+                )
+                await asyncio.wait({retry}, timeout=2)  # its answer, if it comes meanwhile
+                relay.release()
+                refused = await first
+                assert refused["ok"] is False and "archived" in refused["error"]["message"]
+                holder, _, ended = await retry
+                assert (holder, ended) == ("retry", False)
+        finally:
             await other.aclose()
