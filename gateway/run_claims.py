@@ -5,7 +5,9 @@ The claim is a lease, renewed here, so that a process that dies with its run let
 it once the lease is out; one found lost (its lease ran out while the database was away, and
 another claim forgot it) is made again. When the run ends, the claim is ended (kept for its
 retries' window) or, for a run the drain gave up on, released, before the end is told
-(`AgentRun.hold_end`): a client told of the end that retries on another process finds it."""
+(`AgentRun.hold_end`): a client told of the end that retries on another process finds it.
+An `agent` `/new`'s reset, claimed apart from its run, is renewed so too (`Lease`,
+gateway/ws/claims.py `reset_held`)."""
 
 from __future__ import annotations
 
@@ -30,41 +32,82 @@ SHUTDOWN_ABORT = "shutdown"  # AgentRun.abort_reason of the runs the drain gave 
 
 
 @attrs.define(eq=False)
-class RunClaim:
-    """The claim of `scope` by `token` while `run` goes on here. Its renewals (`held`) and its
-    end (`end`) write it one at a time (`turn`), and no renewal follows the end: a claim made
-    again by a renewal never comes back after its end or release."""
+class Lease:
+    """The lease of the claim of `scope` by `token`, renewed while the work it claims goes on
+    here (`held`). Its renewals and what ends it (`RunClaim.end`, a reset's end or release)
+    write it one at a time (`turn`), and no renewal follows the end: a claim made again by a
+    renewal never comes back after its end or release."""
 
     store: Store
     scope: str
     token: str
-    run: AgentRun
-    lease: float  # seconds; renewed every third of it
-    keep_ms: int  # how long an ended claim is kept: its retries' window
-    # Claims `scope` for this run again; the holder it finds (`token`: made again).
+    seconds: float  # renewed every third of it
+    # Claims `scope` again; the holder it finds (`token`: made again).
     claim_again: Callable[[], Awaitable[str]]
-    kind: str  # whose claim, in the log lines: "hook" or "ws"
+    kind: str  # whose claim, in the log lines: "hook", "ws" or "ws-reset"
+    work: str  # what it claims, in the log lines: a run's id
     turn: asyncio.Lock = attrs.field(factory=asyncio.Lock)
     ending: bool = False
 
-    async def held(self) -> None:
-        """Renew the lease until the run has ended (`end` ends the claim); one a renewal
-        finds gone is made again. The first renewal, at once, says the run started: a retry
-        on another process that found the claim waits for that (`Store.claim_call`'s
-        `starting`), not told of a run its call may yet be refused."""
-        ended = asyncio.ensure_future(self.run.wait())
+    async def held(self, done: Awaitable[object]) -> None:
+        """Renew the lease until `done`; one a renewal finds gone is made again. The first
+        renewal, at once, says the work started: a retry on another process that found the
+        claim waits for that (`Store.claim_call`'s `starting`), not told of a run its call
+        may yet be refused."""
+        ended = asyncio.ensure_future(done)
         try:
             while not ended.done():
                 async with self.turn:
                     if self.ending:
                         break
-                    keep_ms = int(self.lease * 1000)
+                    keep_ms = int(self.seconds * 1000)
                     extend = self.store.extend_hook_call(self.scope, self.token, keep_ms)
-                    if await self._quietly(extend, "extend") is False:
-                        await self._make_again()
-                await asyncio.wait({ended}, timeout=self.lease / 3)
+                    if await self.quietly(extend, "extend") is False:
+                        await self.make_again()
+                await asyncio.wait({ended}, timeout=self.seconds / 3)
         finally:
             ended.cancel()
+
+    async def release(self) -> None:
+        """Forget the claim: its work did not start, or was given up on (kept until its
+        lease is out when the write fails)."""
+        await self.quietly(self.store.release_hook_call(self.scope, self.token), "release")
+
+    async def make_again(self) -> bool:
+        """The claim, found gone while its work goes on, made again, unless a retry on
+        another process claimed it meanwhile (which then does it too: nothing undoes that).
+        Whether this process holds it."""
+        holder = await self.quietly(self.claim_again(), "claim again")
+        if holder is None:
+            return False  # the next renewal may
+        if holder != self.token:
+            log.warning(
+                "run_claim_taken_elsewhere", kind=self.kind, run_id=self.work, holder=holder
+            )
+            return False
+        log.info("run_claim_made_again", kind=self.kind, run_id=self.work)
+        return True
+
+    async def quietly(self, statement: Awaitable[T], what: str) -> T | None:
+        """The statement's answer; None when it failed."""
+        try:
+            return await statement
+        except AgentError:
+            log.warning("run_claim_failed", kind=self.kind, what=what, run_id=self.work)
+            return None
+
+
+@attrs.define(eq=False)
+class RunClaim:
+    """The claim (`lease`) of a run that goes on here: renewed until the run has ended
+    (`held`), then ended or released (`end`)."""
+
+    lease: Lease
+    run: AgentRun
+    keep_ms: int  # how long an ended claim is kept: its retries' window
+
+    async def held(self) -> None:
+        await self.lease.held(self.run.wait())
 
     async def end(self, outcome: RunOutcome, announce: Callable[[], None]) -> None:
         """The run has ended: the claim says so (one lost meanwhile made again first), or is
@@ -73,47 +116,20 @@ class RunClaim:
         that has found the database unreachable (the run's own commit failed so, mostly) does
         not: the end is told at once, the write tried after (it would only wait out its
         timeouts, 5 s to connect, 30 s for an answer)."""
-        store, run = self.store, self.run
-        self.ending = True
+        lease, run = self.lease, self.run
+        store = lease.store
+        lease.ending = True
         if not store.reachable:
             announce()
         try:
-            async with self.turn:  # after a renewal under way
+            async with lease.turn:  # after a renewal under way
                 if outcome.status == RunStatus.ABORTED and run.abort_reason == SHUTDOWN_ABORT:
-                    await self.release()
+                    await lease.release()
                 else:
-                    end = store.end_call(self.scope, self.token, self.keep_ms)
-                    if await self._quietly(end, "end") is False and await self._make_again():
-                        await self._quietly(
-                            store.end_call(self.scope, self.token, self.keep_ms), "end"
+                    end = store.end_call(lease.scope, lease.token, self.keep_ms)
+                    if await lease.quietly(end, "end") is False and await lease.make_again():
+                        await lease.quietly(
+                            store.end_call(lease.scope, lease.token, self.keep_ms), "end"
                         )
         finally:
             announce()
-
-    async def release(self) -> None:
-        """Forget the claim: its run did not start, or was given up on (kept until its lease
-        is out when the write fails)."""
-        await self._quietly(self.store.release_hook_call(self.scope, self.token), "release")
-
-    async def _make_again(self) -> bool:
-        """The claim, found gone while its run goes on, made again, unless a retry on another
-        process claimed it meanwhile (which then runs it too: nothing undoes that). Whether
-        this process holds it."""
-        holder = await self._quietly(self.claim_again(), "claim again")
-        if holder is None:
-            return False  # the next renewal may
-        if holder != self.token:
-            log.warning(
-                "run_claim_taken_elsewhere", kind=self.kind, run_id=self.run.id, holder=holder
-            )
-            return False
-        log.info("run_claim_made_again", kind=self.kind, run_id=self.run.id)
-        return True
-
-    async def _quietly(self, statement: Awaitable[T], what: str) -> T | None:
-        """The statement's answer; None when it failed."""
-        try:
-            return await statement
-        except AgentError:
-            log.warning("run_claim_failed", kind=self.kind, what=what, run_id=self.run.id)
-            return None

@@ -68,7 +68,7 @@ from gateway.http.openai_wire import (
 )
 from gateway.http.runs import ClientWatch
 from gateway.responses import json_response, method_not_allowed, not_found
-from gateway.run_claims import RunClaim
+from gateway.run_claims import Lease, RunClaim
 from gateway.state import GatewayState
 
 if TYPE_CHECKING:
@@ -320,9 +320,8 @@ def _hold(app: web.Application, state: GatewayState, scope: str, run: AgentRun) 
         holder, _ = await store.claim_hook_call(scope, run.id, run.session_key, int(lease * 1000))
         return holder
 
-    claim = RunClaim(
-        store, scope, run.id, run, lease, int(REPLAY_TTL_SECONDS * 1000), claim_again, "hook"
-    )
+    held = Lease(store, scope, run.id, lease, claim_again, "hook", run.id)
+    claim = RunClaim(held, run, int(REPLAY_TTL_SECONDS * 1000))
     run.hold_end(lambda outcome, announce: _keep(app, claim.end(outcome, announce)))
     _keep(app, claim.held())
 

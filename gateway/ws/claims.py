@@ -16,7 +16,7 @@ import contextlib
 import hashlib
 import json
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -24,7 +24,7 @@ import structlog
 
 from agents.errors import AgentError
 from agents.runs import AgentRun
-from gateway.run_claims import RunClaim
+from gateway.run_claims import Lease, RunClaim
 from gateway.ws.state import IDEMPOTENCY_TTL_SECONDS, WsState
 
 if TYPE_CHECKING:
@@ -89,6 +89,36 @@ async def claim_reset(ws: WsState, run_id: str, session_key: str) -> str | Reset
     except ValueError:
         answer = None  # not ours: the reset is done, nothing to answer with
     return ResetElsewhere(done=True, answer=answer if isinstance(answer, dict) else None)
+
+
+@contextlib.asynccontextmanager
+async def reset_held(
+    ws: WsState, run_id: str, token: str | None, session_key: str
+) -> AsyncIterator[None]:
+    """The claim of a reset (`claim_reset`'s `token`) renewed while the reset is done, as a
+    run's is (RunClaim): a reset that took longer than the lease (waiting for the turn it
+    aborted to commit, a slow database) lost it, and a retry on another process reset the
+    session again.
+    Its last renewal is over on exit: `end_reset` or `release_reset` follow, never one."""
+    store = ws.gateway.store
+    if token is None or store is None:
+        yield
+        return
+    key_scope = scope(run_id, RESET_SCOPE_PREFIX)
+    seconds = ws.gateway.options.hook_claim_lease_seconds
+
+    async def claim_again() -> str:
+        holder, _, _ = await store.claim_call(key_scope, token, session_key, int(seconds * 1000))
+        return holder
+
+    lease = Lease(store, key_scope, token, seconds, claim_again, "ws-reset", run_id)
+    done = asyncio.get_running_loop().create_future()
+    renewing = asyncio.ensure_future(lease.held(done))
+    try:
+        yield
+    finally:
+        done.set_result(None)
+        await renewing
 
 
 async def reset_answered_at(ws: WsState, run_id: str) -> int | None:
@@ -184,7 +214,8 @@ async def start_once(
             return holder
 
         keep_ms = int(IDEMPOTENCY_TTL_SECONDS * 1000)
-        claim = RunClaim(store, key_scope, token, run, lease, keep_ms, claim_again, "ws")
+        held = Lease(store, key_scope, token, lease, claim_again, "ws", run.id)
+        claim = RunClaim(held, run, keep_ms)
         run.hold_end(lambda outcome, announce: _keep(ws, claim.end(outcome, announce)))
         _keep(ws, claim.held())
         return run

@@ -1,6 +1,6 @@
 """The claim of a `chat.send` idempotency key in a PostgreSQL store that other processes
-share (gateway/ws/claims.py): lost while the database was away longer than its lease, and
-won by a call then refused."""
+share (gateway/ws/claims.py): lost while the database was away longer than its lease, won by
+a call then refused; and an `agent` reset's claim, held past its lease."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from agents.store_postgres import PostgresSessionStore
+from agents.store_postgres import SQL_NOW_MS, PostgresSessionStore
 from gateway.appkeys import STATE
 from gateway.state import AppOptions
-from gateway.ws.claims import scope
+from gateway.ws.claims import RESET_SCOPE_PREFIX, scope
 from tests.support.http_client import fake_provider
 from tests.support.pgserver import PgServer
 from tests.support.shared_store import HeldOpenAI, forget_the_claim, renewals_of
@@ -140,4 +140,54 @@ class TestAKeysClaimRefused:
                 holder, _, ended = await retry
                 assert (holder, ended) == ("retry", False)
         finally:
+            await other.aclose()
+
+
+class TestAResetsClaim:
+    async def test_is_renewed_while_the_reset_goes_on_past_its_lease(
+        self,
+        make_gateway: MakeGateway,
+        held: HeldOpenAI,
+        pg_url: str,
+        pg_server: PgServer,
+    ) -> None:
+        """An `agent` `/new`'s claim was never renewed: a reset that took longer than the
+        lease (here waiting for the turn it aborted, whose commit is held at the store) lost
+        it, and a retry on another process reset the session a second time."""
+        other = PostgresSessionStore(pg_url)
+        await other.open()
+        conn = await asyncpg.connect(pg_url)
+        try:
+            with statement_relay("127.0.0.1", pg_server.port, b"INSERT INTO messages") as relay:
+                gateway = await make_gateway(
+                    config(held, relay.url(pg_url)),
+                    options=AppOptions(hook_claim_lease_seconds=0.6),
+                )
+                ws = await gateway.connected()
+                await ws.ok("chat.send", send("main", "hi", "before-1"))
+                await held.wait_for_requests(1, within=15)  # a turn the reset aborts
+                params = {"message": "/new", "idempotencyKey": "new-held"}
+                reset = asyncio.ensure_future(ws.call("agent", params))
+                await relay.wait_held()  # the aborted turn's commit: the reset waits for it
+                key_scope = scope("new-held", RESET_SCOPE_PREFIX)
+                lease_end = await conn.fetchval(
+                    "SELECT expires_at FROM hook_calls WHERE scope = $1", key_scope
+                )
+                assert lease_end is not None  # claimed before the reset began
+                async with asyncio.timeout(5):  # by the database's clock, which keeps it
+                    while await conn.fetchval(f"SELECT {SQL_NOW_MS}") <= lease_end:
+                        await asyncio.sleep(0.02)
+                holder, _, ended = await other.claim_call(key_scope, "retry", KEY, 60_000)
+                assert (holder != "retry", ended) == (True, False)
+                relay.release()
+                answer = await reset
+                assert answer["ok"] is True, answer
+                reset_to = answer["payload"]["result"]["meta"]["agentMeta"]["sessionId"]
+            holder, _, ended = await other.claim_call(key_scope, "retry", KEY, 60_000)
+            assert (holder != "retry", ended) == (True, True)
+            row = await other.get(KEY)
+            assert row is not None and row.session_id == reset_to
+        finally:
+            held.go.set()
+            await conn.close()
             await other.aclose()

@@ -21,6 +21,7 @@ from gateway.ws.claims import (
     end_reset,
     release_reset,
     reset_answered_at,
+    reset_held,
     start_once,
     starting,
     wait_for_start,
@@ -248,7 +249,8 @@ async def reset_claimed(
     never says "not done" of a reset that was, and a retry from a client that left meanwhile
     does not reset again. A bare `/new`'s answer (None with a `text`)."""
     try:
-        info = await ctx.registry.reset(key)
+        async with reset_held(ctx.ws, run_id, claim, key):
+            info = await ctx.registry.reset(key)
     except Exception:
         await release_reset(ctx.ws, run_id, claim)
         raise
