@@ -240,30 +240,33 @@ def _resolve_auth(
         ("flag", flag_password), ("env", env_password), ("config", auth.get("password"))
     )
     mode: str | None = auth.get("mode")
-    if mode is not None:
-        # The file's mode wins over a flag's secret of the other mode; ignoring the flag
-        # quietly would start a gateway that refuses the secret its operator just gave.
-        for flag, value, flag_mode in (
-            ("--token", flag_token, "token"),
-            ("--password", flag_password, "password"),
-        ):
-            if value and mode != flag_mode:
-                ctx.issue(
-                    flag,
-                    f'gateway.auth.mode is "{mode}" in the config file, so {flag} would be'
-                    f' ignored; drop {flag} or set gateway.auth.mode to "{flag_mode}"',
-                )
+    if bool(flag_token) != bool(flag_password):
+        # The command line wins over the file, its mode too (CLI flag > environment > file,
+        # above): the unit file's --token is the operator's word; the file's mode is said to
+        # be overridden, not left to be found out from a client refused.
+        flag_mode = "token" if flag_token else "password"
+        if mode is not None and mode != flag_mode:
+            read = overrides.token_file if flag_token else overrides.password_file
+            flag = f"--{flag_mode}-file" if read else f"--{flag_mode}"
+            ctx.warn(
+                flag,
+                f'overrides gateway.auth.mode "{mode}" of the config file: the gateway runs'
+                f" in {flag_mode} mode",
+            )
+        mode = flag_mode
+    elif flag_token and flag_password and mode == "none":
+        # Both flags: the file's mode picks one (with no mode it is the issue below), but
+        # "none" picks neither, and two secrets given would be ignored without a word.
+        ctx.issue(
+            "--token",
+            'gateway.auth.mode is "none" in the config file and both --token and --password'
+            ' are given; drop one of them, or set gateway.auth.mode to "token" or "password"',
+        )
     if mode is None:
-        # A flag names the mode unless the file does; otherwise the secrets that are set do.
-        if flag_token and flag_password:
-            mode = None
-        elif flag_token:
-            mode = "token"
-        elif flag_password:
-            mode = "password"
-        elif not (token and password):
+        # Not named by a flag or the file: the secrets that are set name it.
+        if not (token and password):
             mode = "password" if password else "token"
-        if mode is None:
+        else:
             ctx.issue(
                 "gateway.auth.mode",
                 "both token and password are configured; set gateway.auth.mode explicitly",

@@ -584,12 +584,26 @@ class TestAuthMode:
         environ = {"OPENCLAW_GATEWAY_PASSWORD": "env"}
         assert files.load("{}", environ=environ, token="t").gateway.auth.mode == "token"
 
-    def test_a_token_flag_the_file_mode_would_ignore_is_an_issue(self, files: ConfigFiles) -> None:
-        # The file's mode still wins; the flag is not dropped without a word.
-        text = '{gateway: {auth: {mode: "password", password: "p"}}}'
-        assert files.issues(text, token="t") == [
-            '- --token: gateway.auth.mode is "password" in the config file, so --token would be'
-            ' ignored; drop --token or set gateway.auth.mode to "token"'
+    def test_a_token_flag_wins_over_the_files_mode_and_says_so(self, files: ConfigFiles) -> None:
+        # CLI flag > environment > file, the mode too: refusing to start (78) left an operator
+        # no way to override the file from the unit file.
+        config = files.load('{gateway: {auth: {mode: "password", password: "p"}}}', token="t")
+        auth = config.gateway.auth
+        assert (auth.mode, auth.secret, auth.source) == ("token", "t", "flag")
+        assert [(w.path, w.message) for w in config.warnings] == [
+            ("--token", 'overrides gateway.auth.mode "password" of the config file: the gateway'
+             " runs in token mode"),
+        ]  # fmt: skip
+
+    def test_a_password_flag_wins_over_the_files_none_mode(self, files: ConfigFiles) -> None:
+        auth = files.load('{gateway: {auth: {mode: "none"}}}', password="p").gateway.auth
+        assert (auth.mode, auth.secret, auth.source) == ("password", "p", "flag")
+
+    def test_both_flags_beside_the_files_none_mode_is_an_issue(self, files: ConfigFiles) -> None:
+        assert files.issues('{gateway: {auth: {mode: "none"}}}', token="t", password="p") == [
+            '- --token: gateway.auth.mode is "none" in the config file and both --token and'
+            ' --password are given; drop one of them, or set gateway.auth.mode to "token" or'
+            ' "password"'
         ]
 
     def test_an_env_token_the_file_mode_does_not_use_is_no_issue(self, files: ConfigFiles) -> None:

@@ -234,36 +234,51 @@ class TestAPasswordWithSurroundingWhitespace:
         assert not (tmp_path / "state" / "gateway.token").exists()
 
 
-class TestAFlagTheFileModeWouldIgnore:
+class TestAFlagOfTheOtherModeThanTheFiles:
     @pytest.mark.parametrize(
         ("mode", "args", "flag", "wanted"),
         [
             ("token", ["--password", SECRET], "--password", "password"),
-            ("token", ["--password-file", "SECRET_FILE"], "--password", "password"),
+            ("token", ["--password-file", "SECRET_FILE"], "--password-file", "password"),
             ("password", ["--token", SECRET], "--token", "token"),
             ("none", ["--token", SECRET], "--token", "token"),
         ],
     )
-    def test_is_refused_with_78_instead_of_being_ignored(
+    def test_wins_and_the_override_is_logged(
         self,
         tmp_path: Path,
         env: dict[str, str],
+        gateways: list[GatewayProcess],
         mode: str,
         args: list[str],
         flag: str,
         wanted: str,
     ) -> None:
+        """CLI flag > environment > file, the mode too. It was refused with 78, and the
+        operator could not override the file's mode from the unit file."""
         config = tmp_path / "gateway.json5"
-        extra = ', password: "file-password"' if mode == "password" else ""
-        config.write_text(f'{{gateway: {{auth: {{mode: "{mode}"{extra}}}}}}}')
+        secrets = {"token": ', token: "file-secret-token"', "password": ', password: "file-pw"'}
+        config.write_text(
+            f'{{gateway: {{auth: {{mode: "{mode}"{secrets.get(mode, "")}}},'
+            " http: {endpoints: {chatCompletions: {enabled: true}}}}}"
+        )
         path = secret_file(tmp_path, SECRET)
         args = [str(path) if a == "SECRET_FILE" else a for a in args]
-        result = run_cli(["run", "--port", "0", "--config", str(config), *args], env)
-        assert result.returncode == 78, result.stderr
-        assert (
-            f'- {flag}: gateway.auth.mode is "{mode}" in the config file, so {flag} would be'
-            f' ignored; drop {flag} or set gateway.auth.mode to "{wanted}"'
-        ) in result.stderr
+        gateway = GatewayProcess(["--port", "0", "--config", str(config), *args], env)
+        gateways.append(gateway)
+        url = gateway.wait_listening()
+        assert status_with(url, SECRET) == 200
+        for other in ("file-secret-token", "file-pw"):
+            assert status_with(url, other) == 401
+        warned = [e for e in gateway.events() if e.get("path") == flag]
+        assert [(e["event"], e["level"], e["reason"]) for e in warned] == [
+            (
+                "config_warning",
+                "warning",
+                f'overrides gateway.auth.mode "{mode}" of the config file: the gateway runs in'
+                f" {wanted} mode",
+            )
+        ]
         assert not (tmp_path / "state" / "gateway.token").exists()
 
 
