@@ -39,6 +39,7 @@ from gateway.logs import RING, SharedLog, configure_logging
 from gateway.statedir import (
     StateDirInUse,
     UnsafeStateError,
+    check_state_dir_usable,
     hold_state_dir,
     not_a_directory,
     prepare_state_dir,
@@ -306,6 +307,12 @@ def _refuse_state(exc: Exception) -> int:
 def _config_validate(args: argparse.Namespace) -> int:
     config = load_or_report(_loader(args))
     if config is None:
+        return EX_CONFIG
+    try:
+        # As `run` checks it, creating nothing: "config OK" of a config `run` refuses misleads.
+        check_state_dir_usable(config.state_dir, written=config.store.backend != "postgres")
+    except UnsafeStateError as exc:
+        print(str(exc), file=sys.stderr)
         return EX_CONFIG
     for warning in config.warnings:
         print(f"warning: {warning.path}: {warning.message}", file=sys.stderr)

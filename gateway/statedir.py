@@ -32,7 +32,8 @@ class UnsafeStateError(Exception):
 
 def prepare_state_dir(path: Path, *, written: bool = False) -> None:
     """Create the state dir (0700) when missing, then refuse it unless only we can write it;
-    `written` (the SQLite store lives there), also when it is on a read-only file system."""
+    `written` (the SQLite store lives there), also when it is on a read-only file system or
+    we may not write it."""
     if not path.exists():
         try:
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -40,16 +41,65 @@ def prepare_state_dir(path: Path, *, written: bool = False) -> None:
         except OSError as exc:  # not allowed there, a read-only mount, a file in the way
             if exc.errno == errno.EROFS:
                 raise UnsafeStateError(read_only(path)) from None
-            raise UnsafeStateError(
-                f"cannot create the state dir {path}: {exc.strerror or exc}. Fix: create it"
-                " (mode 700, owned by the user running clawgate), or choose another one with"
-                " --state-dir."
-            ) from None
+            raise UnsafeStateError(_cannot_create(path, exc.strerror or str(exc))) from None
     check_state_dir(path)
-    # Found now rather than by the store's first write: the mode bits allow what the mount
-    # refuses, and SQLite's error (a bare EROFS) says nothing of what to change.
-    if written and os.statvfs(path).f_flag & os.ST_RDONLY:
+    _check_writable(path, written=written)
+
+
+def check_state_dir_usable(path: Path, *, written: bool = False) -> None:
+    """Raises UnsafeStateError with the message prepare_state_dir would raise, without creating
+    the dir: `config validate` says what `run` would refuse, and changes nothing."""
+    if path.exists():
+        check_state_dir(path)
+        _check_writable(path, written=written)
+        return
+    if os.path.lexists(path):  # a symlink to nowhere: mkdir meets the link
+        raise UnsafeStateError(_cannot_create(path, os.strerror(errno.EEXIST)))
+    ancestor = path.parent
+    while not ancestor.exists():
+        if os.path.lexists(ancestor):
+            raise UnsafeStateError(_cannot_create(path, os.strerror(errno.EEXIST)))
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UnsafeStateError(_cannot_create(path, os.strerror(errno.ENOTDIR)))
+    if _read_only_mount(ancestor):
         raise UnsafeStateError(read_only(path))
+    if not os.access(
+        ancestor, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids
+    ):
+        raise UnsafeStateError(_cannot_create(path, os.strerror(errno.EACCES)))
+
+
+def _check_writable(path: Path, *, written: bool) -> None:
+    """Found now rather than by the store's first write: the mode bits allow what the mount
+    refuses, and SQLite's error (a bare EROFS, or "attempt to write a readonly database" of
+    a dir it cannot make its -wal file in) says nothing of what to change."""
+    if not written:
+        return
+    if _read_only_mount(path):
+        raise UnsafeStateError(read_only(path))
+    if not _may_write(path):
+        raise UnsafeStateError(
+            f"cannot use the state dir {path}: {_user(os.geteuid())} who runs clawgate cannot"
+            " write it, and clawgate keeps its session database there. Fix: `chmod 700"
+            f" {path}`, or choose a writable state dir with --state-dir."
+        )
+
+
+def _may_write(path: Path) -> bool:
+    # The effective ids (and capabilities), as an open by this process would be judged.
+    return os.access(path, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids)
+
+
+def _read_only_mount(path: Path) -> bool:
+    return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+
+
+def _cannot_create(path: Path, reason: str) -> str:
+    return (
+        f"cannot create the state dir {path}: {reason}. Fix: create it (mode 700, owned by the"
+        " user running clawgate), or choose another one with --state-dir."
+    )
 
 
 class StateDirInUse(Exception):

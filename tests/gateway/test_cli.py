@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import pwd
 import resource
 import signal
 import socket
@@ -187,6 +188,55 @@ class TestConfigCommands:
         ran = run_cli(["run", "--port", "0", *args[2:]], env)
         assert ran.returncode == 78
         assert result.stderr.rstrip("\n") in ran.stderr
+
+    @pytest.mark.parametrize(
+        "state_dir", ["a-file", "under-a-file", "writable-by-all", "not-writable", "unmakable"]
+    )
+    def test_validate_refuses_a_state_dir_run_refuses_with_runs_message(
+        self, tmp_path: Path, env: dict[str, str], state_dir: str
+    ) -> None:
+        """With --config (the unit file's way) it said `config OK` of a config whose `run`
+        exits 78 on the state dir."""
+        config = tmp_path / "c.json5"
+        config.write_text("{}")
+        state = tmp_path / "state"
+        parent = tmp_path
+        if state_dir == "a-file":
+            state.write_text("")
+        elif state_dir == "under-a-file":
+            (tmp_path / "file").write_text("")
+            state = tmp_path / "file" / "state"
+        elif state_dir == "writable-by-all":
+            state.mkdir()
+            state.chmod(0o777)
+        elif state_dir == "not-writable":
+            state.mkdir(mode=0o500)
+        else:
+            parent = tmp_path / "locked"
+            parent.mkdir(mode=0o500)
+            state = parent / "state"
+        args = ["--config", str(config), "--state-dir", str(state)]
+        try:
+            validated = run_cli(["config", "validate", *args], env, file_modes_bind=True)
+            ran = run_cli(["run", "--port", "0", *args], env, file_modes_bind=True)
+        finally:
+            parent.chmod(0o700)
+        assert (validated.returncode, validated.stdout) == (78, ""), validated.stdout
+        assert ran.returncode == 78, ran.stderr
+        message = validated.stderr.rstrip("\n")
+        assert "\n" not in message and message in ran.stderr.splitlines()
+        assert not (parent / "state").is_dir() or state_dir in ("writable-by-all", "not-writable")
+
+    def test_validate_creates_no_missing_state_dir(
+        self, tmp_path: Path, env: dict[str, str]
+    ) -> None:
+        config = tmp_path / "c.json5"
+        config.write_text("{}")
+        state = tmp_path / "new" / "state"
+        args = ["config", "validate", "--config", str(config), "--state-dir", str(state)]
+        validated = run_cli(args, env)
+        assert (validated.returncode, validated.stdout) == (0, f"config OK: {config}\n")
+        assert not (tmp_path / "new").exists()
 
     def test_python_dash_m_gateway_is_the_clawgate_command(self, env: dict[str, str]) -> None:
         result = run_cli(["--version"], env)
@@ -755,7 +805,6 @@ class TestRun:
         with a bare "attempt to write a readonly database", restarted every 5 s for ever."""
         state = tmp_path / "state"
         state.mkdir(mode=0o700)
-        database = state / "sessions.sqlite3"
         asyncio.run(_made_store(state))
         state.chmod(0o500)
         try:
@@ -768,10 +817,10 @@ class TestRun:
         assert "gateway_listening" not in result.stderr
         assert "Traceback" not in result.stderr
         assert (
-            f"cannot open the session store: {database} cannot be written (OperationalError:"
-            " attempt to write a readonly database). Fix: give the user running clawgate"
-            f" write access to it, its -wal and -shm files and {state} (`ls -la {state}`); a"
-            " tool run as another user, such as the sqlite3 shell, may have left them."
+            f"cannot use the state dir {state}: {pwd.getpwuid(os.geteuid()).pw_name} who runs"
+            " clawgate cannot write it, and"
+            " clawgate keeps its session database there. Fix: `chmod 700"
+            f" {state}`, or choose a writable state dir with --state-dir."
         ) in result.stderr.splitlines()
 
     @pytest.mark.parametrize("state_dir", ["empty", "used", "missing"])
