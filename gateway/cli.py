@@ -58,6 +58,7 @@ from gateway.systemd import (
     hidden_by_sandbox,
     state_directory,
     unit_text,
+    write_unit,
 )
 
 log = structlog.get_logger()
@@ -406,7 +407,7 @@ def _service_install(args: argparse.Namespace) -> int:
             print(f"{unit_path} is up to date")
         else:
             unit_dir.mkdir(parents=True, exist_ok=True)
-            unit_path.write_text(unit)
+            write_unit(unit_path, unit)
             print(f"wrote {unit_path}")
         if not config_path.exists():
             # The unit names its config explicitly, so it must exist: start from the default.

@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import re
 import socket
+import stat
 import sys
+import tempfile
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -109,6 +111,39 @@ def unit_text(*, user: bool, executable: str, config: Path, state_dir: Path) -> 
         text = "".join(_without_system_only(text.splitlines(keepends=True)))
         text = text.replace("WantedBy=multi-user.target", "WantedBy=default.target")
     return text
+
+
+def write_unit(path: Path, text: str) -> None:
+    """The unit at `path`, written whole or not at all: a temp file beside it, fsync, rename.
+    Truncated and written in place, a crash or a full disk midway left half a unit (systemd
+    would start what it could parse of it). A symlink (`systemctl link` makes one) stays a
+    link: its target is what is replaced. A unit's mode is kept; a new one is 0644, as
+    systemd's own units are (they hold no secret)."""
+    target = path.resolve()
+    try:
+        mode = stat.S_IMODE(target.stat().st_mode)
+    except FileNotFoundError:
+        mode = 0o644
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:
+        # Named by the unit the operator asked for, not by a temp file they never heard of.
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            os.fchmod(fd, mode)
+            file.write(text)
+            file.flush()
+            os.fsync(fd)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)  # the rename itself, across a power cut
+    finally:
+        os.close(dir_fd)
 
 
 def exec_word(value: str, *, command: bool = False) -> str:

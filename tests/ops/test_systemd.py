@@ -310,6 +310,61 @@ class TestServiceInstall:
         assert f"wrote {unit}" in forced.stdout.splitlines()
         assert unit.read_text() == written
 
+    def test_a_forced_install_replaces_the_unit_whole_never_in_place(self, tmp_path: Path) -> None:
+        """The unit was truncated and written in place: a crash or a full disk midway left
+        half a unit. A reader of the old file (systemd's daemon-reload) reads it whole."""
+        env = clean_env(tmp_path / "home")
+        args = ["service", "install", "--user", "--unit-dir", str(tmp_path / "units")]
+        args += ["--config", str(tmp_path / "c.json5"), "--state-dir", str(tmp_path / "state")]
+        unit = tmp_path / "units" / "clawgate.service"
+        unit.parent.mkdir()
+        old = "[Unit]\nDescription=an operator's own\n"
+        unit.write_text(old)
+        unit.chmod(0o640)
+        with unit.open() as reader:
+            forced = run_cli([*args, "--force"], env)
+            assert forced.returncode == 0, forced.stderr
+            assert reader.read() == old
+        assert unit.read_text().startswith("# clawgate as a systemd service.")
+        assert stat.S_IMODE(unit.stat().st_mode) == 0o640
+        assert sorted(p.name for p in unit.parent.iterdir()) == ["clawgate.service"]
+
+    def test_a_forced_install_over_a_linked_unit_keeps_the_link_and_replaces_its_target(
+        self, tmp_path: Path
+    ) -> None:
+        """`systemctl link /opt/x/clawgate.service` puts a symlink in the unit dir."""
+        env = clean_env(tmp_path / "home")
+        target = tmp_path / "opt" / "clawgate.service"
+        target.parent.mkdir()
+        target.write_text("[Unit]\nDescription=linked\n")
+        unit = tmp_path / "units" / "clawgate.service"
+        unit.parent.mkdir()
+        unit.symlink_to(target)
+        args = ["service", "install", "--user", "--unit-dir", str(unit.parent), "--force"]
+        args += ["--config", str(tmp_path / "c.json5"), "--state-dir", str(tmp_path / "state")]
+        forced = run_cli(args, env)
+        assert forced.returncode == 0, forced.stderr
+        assert unit.is_symlink() and unit.readlink() == target
+        assert target.read_text().startswith("# clawgate as a systemd service.")
+        assert [p.name for p in target.parent.iterdir()] == ["clawgate.service"]
+
+    def test_a_unit_dir_it_cannot_write_is_told_by_the_units_name(self, tmp_path: Path) -> None:
+        """It named the temp file beside the unit, a name the operator never gave."""
+        units = tmp_path / "units"
+        units.mkdir(mode=0o500)
+        args = ["service", "install", "--user", "--unit-dir", str(units)]
+        args += ["--config", str(tmp_path / "c.json5"), "--state-dir", str(tmp_path / "state")]
+        try:
+            refused = run_cli(args, clean_env(tmp_path / "home"), file_modes_bind=True)
+        finally:
+            units.chmod(0o700)
+        assert (refused.returncode, refused.stdout) == (1, "")
+        assert refused.stderr == (
+            "cannot install the service: [Errno 13] Permission denied:"
+            f" '{units / 'clawgate.service'}'\n"
+        )
+        assert list(units.iterdir()) == []
+
     def test_a_unit_file_that_is_no_text_is_kept_and_told(self, tmp_path: Path) -> None:
         unit = tmp_path / "units" / "clawgate.service"
         unit.parent.mkdir()
