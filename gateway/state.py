@@ -62,7 +62,7 @@ class GatewayState:
     draining: bool = False
     # The issue lines of the last failed reload, None after a successful one (health).
     reload_error: list[str] | None = None
-    # Whether a failed reload, and the recovery from one, is logged at error/info level:
+    # Whether a reload (applied, failed, recovered, needing a restart) is logged at its level:
     # of the workers of `--workers`, which all check the file and share one stderr, only the
     # first (gateway.server); the others log it at debug, so one edit is one line to read.
     tells_reloads: bool = True

@@ -109,10 +109,14 @@ def apply_config(state: GatewayState, new: Config) -> ReloadResult:
     set_level(new.logging.level)
     state.reload_error = None
     result = ReloadResult(changed, restart)
+    # The workers of `--workers` each apply one edit (and a config.patch's worker has the
+    # others reload it): the first tells it, the others at debug (state.tells_reloads).
     if changed:
-        log.info("config_reloaded", changed=list(result.applied))
+        tell = log.info if state.tells_reloads else log.debug
+        tell("config_reloaded", changed=list(result.applied))
     if restart:
-        log.warning("restart_required", paths=list(restart))
+        tell = log.warning if state.tells_reloads else log.debug
+        tell("restart_required", paths=list(restart))
     for listener in list(state.config_listeners):
         listener(result)
     return result

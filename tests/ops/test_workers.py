@@ -294,6 +294,41 @@ async def health_pid(http: aiohttp.ClientSession, url: str, token: str | None = 
     return int(frames[-1]["payload"]["process"]["pid"])
 
 
+async def _health_by_worker(url: str) -> dict[int, dict[str, Any]]:
+    """The `health` payload of each worker that answered one of 24 connections."""
+    found: dict[int, dict[str, Any]] = {}
+    # Each request on a connection of its own: the kernel spreads them over the workers.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as one:
+        for _ in range(24):
+            ws = await connect_ws(one, url)
+            await ws.send_json({"type": "req", "id": "h", "method": "health", "params": {}})
+            frames = await frames_until(ws, lambda f: f.get("id") == "h")
+            await ws.close()
+            payload = frames[-1]["payload"]
+            found[payload["process"]["pid"]] = payload
+    return found
+
+
+async def _connect_or_none(
+    http: aiohttp.ClientSession, url: str, token: str
+) -> aiohttp.ClientWebSocketResponse | None:
+    """A WebSocket that has done the handshake with `token`, or None when it was refused."""
+    ws = await http.ws_connect(url.replace("http", "ws", 1))
+    await ws.receive_json(timeout=5)  # connect.challenge
+    connect = {
+        "minProtocol": 4,
+        "maxProtocol": 4,
+        "client": {"id": "test", "version": "1", "platform": "linux", "mode": "cli"},
+        "auth": {"token": token},
+    }
+    await ws.send_json({"type": "req", "id": "1", "method": "connect", "params": connect})
+    hello = await ws.receive_json(timeout=5)
+    if hello["ok"] is True:
+        return ws
+    await ws.close()
+    return None
+
+
 def ready_pids(process: GatewayProcess) -> set[int]:
     return set(process.wait_for_event("supervisor_ready")["pids"])
 
@@ -354,18 +389,24 @@ class TestWorkers:
         frames = await frames_until(ws, lambda f: f.get("id") == "p")
         assert frames[-1]["ok"] is True, frames[-1]
         await ws.close()
-        deadline = time.monotonic() + 10  # the patch's worker, then the other on its SIGHUP
-        while sum(e.get("event") == "config_reloaded" for e in supervisor.events()) < 2:
-            assert time.monotonic() < deadline, "\n".join(supervisor.lines)
-            await asyncio.sleep(0.05)
-        # Each request on a connection of its own: the kernel spreads them over both workers.
-        answered = set()
+        # The patch's worker, then the other on its SIGHUP: until then that one refuses the
+        # new token. Each request on a connection of its own: the kernel spreads them over
+        # both workers.
+        answered: set[int] = set()
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as one:
             deadline = time.monotonic() + 10
-            while len(answered) < 2 and time.monotonic() < deadline:
-                pid = await health_pid(one, supervisor.url, token="tok-rotated-51c0")
-                answered.add(pid)
-        assert answered == ready_pids(supervisor)
+            while answered != ready_pids(supervisor):
+                assert time.monotonic() < deadline, "\n".join(supervisor.lines)
+                ws = await _connect_or_none(one, supervisor.url, "tok-rotated-51c0")
+                if ws is not None:
+                    request = {"type": "req", "id": "h", "method": "health", "params": {}}
+                    await ws.send_json(request)
+                    frames = await frames_until(ws, lambda f: f.get("id") == "h")
+                    await ws.close()
+                    answered.add(int(frames[-1]["payload"]["process"]["pid"]))
+        # Told once, by worker 0, whichever worker the patch reached.
+        reloaded = _events_named(supervisor, "config_reloaded")
+        assert [(e["worker"], e["changed"]) for e in reloaded] == [(0, ["gateway.auth.token"])]
 
     async def test_a_bad_edit_is_logged_once_and_every_worker_keeps_its_error(
         self, supervisor: GatewayProcess, tmp_path: Path
@@ -413,6 +454,33 @@ class TestWorkers:
         config.write_text(good + " ")
         await until_every_worker(failing=False)
         assert len(told("config_reload_recovered")) == 1, "\n".join(supervisor.lines)
+
+    async def test_a_good_edit_is_logged_once_with_what_needs_a_restart(
+        self, supervisor: GatewayProcess, tmp_path: Path
+    ) -> None:
+        """Each worker applies the file: one edit was logged `config_reloaded` and
+        `restart_required` once a worker, N lines for one edit; worker 0 tells it."""
+        config = tmp_path / "c.json5"
+        settings = json.loads(config.read_text())
+        settings["agents"]["list"].append({"id": "second"})
+        settings["logging"] = {"format": "json"}  # needs a restart
+        config.write_text(json.dumps(settings))
+        deadline = time.monotonic() + 15
+        while True:
+            found = await _health_by_worker(supervisor.url)
+            agents = {pid: {a["agentId"] for a in h["agents"]} for pid, h in found.items()}
+            if set(found) == ready_pids(supervisor) and all(
+                ids == {"main", "second"} for ids in agents.values()
+            ):
+                break
+            assert time.monotonic() < deadline, "\n".join(supervisor.lines)
+        reloaded = _events_named(supervisor, "config_reloaded")
+        assert [(e["worker"], e["level"]) for e in reloaded] == [(0, "info")]
+        assert reloaded[0]["changed"] == ["agents.list"]
+        restart = _events_named(supervisor, "restart_required")
+        assert [(e["worker"], e["level"], e["paths"]) for e in restart] == [
+            (0, "warning", ["logging.format"])
+        ]
 
     async def test_a_killed_worker_is_started_again(
         self, supervisor: GatewayProcess, http: aiohttp.ClientSession
