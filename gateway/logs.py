@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import struct
 import sys
 import uuid
 from collections.abc import MutableMapping
@@ -72,6 +73,16 @@ def _punch(fd: int, end: int) -> bool:
         return False
 
 
+# The cursors the workers handed out, in a file beside the shared log (8 bytes each, appended
+# as the log's lines are): a cursor no worker answered with is another log's (a restart's)
+# even where it ends a line of this one, as LogRing.handed_out tells for one process. Each
+# worker appends a cursor once, and what is older than the newest HANDED_KEEP bytes is freed
+# as the log's start is: 64 Ki cursors, more than the line ends SHARED_KEEP holds.
+_CURSOR = struct.Struct("<Q")
+HANDED_KEEP = 64 * 1024 * _CURSOR.size
+HANDED_PUNCH_EVERY = 64 * 1024
+
+
 @attrs.define
 class SharedLog:
     """The workers' shared log file; `fd` None once it failed (a write error, a file system
@@ -79,16 +90,36 @@ class SharedLog:
 
     fd: int | None
     log_id: str  # one for all the workers: the cursors are places in one log
+    handed_fd: int  # the cursors file (_CURSOR)
     written: int = 0  # bytes written here since the last punch
+    handed_written: int = 0  # bytes of cursors written here since the last punch
+    # The cursors any worker handed out, as far as the cursors file was read (`handed_read`),
+    # and those of this worker; the older than the log's oldest line are let go.
+    known: set[int] = attrs.Factory(set)
+    handed_read: int = 0
 
     @classmethod
     def open(cls, path: str) -> SharedLog | None:
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
         try:
-            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            st = os.fstat(fd)
+            fd = os.open(path, flags, 0o600)
         except OSError:
             return None
-        return cls(fd, f"shared-{st.st_dev:x}-{st.st_ino:x}")
+        try:
+            handed_fd = os.open(f"{path}.cursors", flags, 0o600)
+        except OSError:
+            os.close(fd)
+            return None
+        try:
+            st = os.fstat(fd)
+            # A worker started again reads the cursors kept, not the zeros of the freed start.
+            kept = max(0, os.fstat(handed_fd).st_size - HANDED_KEEP)
+        except OSError:
+            os.close(fd)
+            os.close(handed_fd)
+            return None
+        start = kept // _CURSOR.size * _CURSOR.size
+        return cls(fd, f"shared-{st.st_dev:x}-{st.st_ino:x}", handed_fd, handed_read=start)
 
     def write(self, data: bytes) -> None:
         fd = self.fd
@@ -103,8 +134,46 @@ class SharedLog:
                 if end > 0 and not _punch(fd, end):
                     raise OSError("cannot free the shared log's start")
         except OSError:
-            self.fd = None  # never a failure of what was logging; the ring goes on
+            self._fail()
+
+    def _fail(self) -> None:
+        fd, self.fd = self.fd, None  # never a failure of what was logging; the ring goes on
+        if fd is not None:
             os.close(fd)
+            os.close(self.handed_fd)
+
+    def hand_out(self, cursor: int) -> None:
+        """Tell every worker that `cursor` was answered with (`handed_out`)."""
+        if self.fd is None or cursor in self.known:
+            return
+        try:
+            os.write(self.handed_fd, _CURSOR.pack(cursor))  # O_APPEND, whole
+            self.known.add(cursor)
+            self.handed_written += _CURSOR.size
+            if self.handed_written >= HANDED_PUNCH_EVERY:
+                self.handed_written = 0
+                end = os.fstat(self.handed_fd).st_size - HANDED_KEEP
+                if end > 0 and not _punch(self.handed_fd, end):
+                    raise OSError("cannot free the cursors file's start")
+        except OSError:
+            self._fail()
+
+    def handed_out(self, cursor: int, oldest: int) -> bool:
+        """Whether some worker answered with `cursor`; `oldest`, the log's oldest line's start."""
+        if cursor in self.known:
+            return True
+        try:
+            size = os.fstat(self.handed_fd).st_size
+            whole = (size - self.handed_read) // _CURSOR.size * _CURSOR.size
+            data = os.pread(self.handed_fd, whole, self.handed_read) if whole > 0 else b""
+        except OSError:
+            return False
+        self.handed_read += len(data)
+        # Zeros where the file's start was freed: no cursor (0 is the log's start, a place).
+        self.known.update(c for (c,) in _CURSOR.iter_unpack(data) if c)
+        if len(self.known) > HANDED_KEEP // _CURSOR.size:
+            self.known = {c for c in self.known if c >= oldest}
+        return cursor in self.known
 
     def read(self, cursor: int | None, window: int) -> SharedView | None:
         """The log's complete lines: those after `cursor` when it is a place in it, else the
@@ -143,7 +212,7 @@ class SharedLog:
         for raw in data[:end].split(b"\n")[:-1]:
             at += len(raw) + 1
             lines.append((at, raw.decode(errors="replace")))
-        return SharedView(low + end, lines, place, low > start)
+        return SharedView(low + end, lines, place, low > start, oldest)
 
     @staticmethod
     def _line_after(fd: int, at: int, size: int) -> int:
@@ -162,6 +231,7 @@ class SharedView:
     lines: list[tuple[int, str]]  # (byte offset after the line, line), from the cursor on
     cursor_is_a_place: bool  # the cursor given is the log's start or the end of a line of it
     cut: bool  # lines after the cursor (or the oldest) are older than the window read
+    oldest: int  # where the oldest line kept begins
 
 
 @attrs.define

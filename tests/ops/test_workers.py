@@ -30,6 +30,7 @@ from gateway.config.errors import ConfigError
 from gateway.config.loader import ConfigLoader
 from gateway.config.overrides import Overrides
 from gateway.supervisor import (
+    SHARED_LOG_ENV,
     STARTUP_CONFIG_ENV,
     WORKER_ENV,
     PortClaimed,
@@ -812,6 +813,34 @@ async def test_logs_tail_follows_one_log_whichever_worker_a_poll_reaches(
     assert len(health) == polls
     assert {e["worker"] for e in health} == {0, 1}
     assert len(seen) == len(set(seen))
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+async def test_logs_tail_resets_at_a_line_end_of_the_shared_log_no_worker_answered_with(
+    supervisor: GatewayProcess,
+) -> None:
+    """A restart's new log may reach a follower's old cursor and end a line there: only a
+    cursor some worker answered with is a place. One that was no more than a line end of the
+    shared log was taken for one, and the lines before it were lost without a reset."""
+    pid = min(ready_pids(supervisor))
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    shared = next(
+        e.split(b"=", 1)[1] for e in environ if e.startswith(f"{SHARED_LOG_ENV}=".encode())
+    )
+    first_line_end = Path(shared.decode()).read_bytes().index(b"\n") + 1
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as one:
+        _, first = await _tail_on_a_new_connection(one, supervisor.url, None)
+        answered: set[int] = set()
+        polls = 0
+        while answered != ready_pids(supervisor):
+            polls += 1
+            assert polls <= 40, "every poll reached one worker"
+            pid, handed = await _tail_on_a_new_connection(one, supervisor.url, first["cursor"])
+            assert handed["reset"] is False, handed
+            pid, unknown = await _tail_on_a_new_connection(one, supervisor.url, first_line_end)
+            assert unknown["reset"] is True, (pid, unknown["cursor"], first_line_end)
+            answered.add(pid)
 
 
 @pytest.mark.postgres

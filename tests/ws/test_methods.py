@@ -842,6 +842,15 @@ class TestReadMethods:
             assert answer["reset"] is True and len(answer["lines"]) == 7, bad
         other = tail(workers[0], TailParams(cursor, 200, 250_000, "another-log"))
         assert other["reset"] is True
+        # A line end neither answered with: another log's cursor (a restart's whose new log
+        # reached its offset) that happens to end a line of this one, told by either worker.
+        workers[0].append(line.format(7, 0))
+        workers[1].append(line.format(8, 1))
+        line_end = cursor + len(line.format(7, 0)) + 1
+        for worker in workers:
+            unknown = tail(worker, TailParams(line_end, 200, 250_000))
+            assert unknown["reset"] is True and len(unknown["lines"]) == 9
+        cursor = unknown["cursor"]
         # A line another worker has begun and not ended is not read yet.
         with open(path, "ab") as file:
             file.write(b'{"event":"half')
@@ -860,13 +869,15 @@ class TestReadMethods:
         line = '{"event":"n","level":"info","n":%d,"pad":"' + "x" * 200 + '"}'
         for n in range(4000):
             ring.append(line % n)
+            if n == 3997:  # a cursor answered with: where a follower of the log got to
+                got_to = tail(ring, TailParams(None, 1, 250_000))["cursor"]
         assert ring.shared is not None and ring.shared.fd is not None
         assert path.stat().st_size == ring.size > 900_000
         assert path.stat().st_blocks * 512 < 200 * 1024
         newest = tail(ring, TailParams(None, 5, 250_000))
         assert newest["cursor"] == ring.size
         assert [json.loads(x)["n"] for x in newest["lines"]] == [3995, 3996, 3997, 3998, 3999]
-        later = tail(ring, TailParams(ring.lines[-3][0], 200, 250_000))
+        later = tail(ring, TailParams(got_to, 200, 250_000))
         assert later["reset"] is False
         assert [json.loads(x)["n"] for x in later["lines"]] == [3998, 3999]
         old = tail(ring, TailParams(len(line % 0) + 1, 200, 250_000))

@@ -52,15 +52,27 @@ def tail(ring: LogRing, params: TailParams, caller: str | None = None) -> dict[s
     cursor this log did not hand out resets (LogRing.handed_out).
 
     A worker of `--workers` reads the log all of them write (SharedLog): a cursor any of them
-    handed out is a place in it, and one that is no line end of it (or names another log)
-    resets. A poll of `openclaw logs --follow` reaches any worker, and its lines are those of
-    all of them, each once."""
+    handed out is a place in it, and one that is no line end of it, that none of them handed
+    out, or that names another log resets. A poll of `openclaw logs --follow` reaches any
+    worker, and its lines are those of all of them, each once."""
     shared = ring.shared
     # Read only as far back as `maxBytes` could reach: each line answered is at least as long.
     view = shared.read(params.cursor, params.max_bytes) if shared is not None else None
     if shared is not None and view is not None:
+        cursor = params.cursor
+        if (
+            cursor is not None
+            and view.cursor_is_a_place
+            and cursor != view.oldest
+            and not shared.handed_out(cursor, view.oldest)
+        ):
+            # A line end no worker answered with: another log's cursor (a restart's whose new
+            # log reached its offset), as for one process's ring below. The newest lines.
+            view = shared.read(None, params.max_bytes)
+    if shared is not None and view is not None:
         another_log = params.log_id is not None and params.log_id != shared.log_id
         reset = params.cursor is not None and (another_log or not view.cursor_is_a_place)
+        shared.hand_out(view.size)
         return _answer(params, caller, (shared.log_id, view.size, reset, view.lines, view.cut))
     size = ring.size
     lines = list(ring.lines)  # (byte offset after the line, line)
