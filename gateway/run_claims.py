@@ -12,8 +12,8 @@ gateway/ws/claims.py `reset_held`)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import structlog
@@ -29,6 +29,34 @@ log = structlog.get_logger()
 T = TypeVar("T")
 
 SHUTDOWN_ABORT = "shutdown"  # AgentRun.abort_reason of the runs the drain gave up on
+
+
+def keep(tasks: set[asyncio.Task[None]], work: Coroutine[Any, Any, None], name: str) -> None:
+    """`work` in a task of its own, kept in `tasks` (which the shutdown gives their last word
+    before the store closes, then cancels)."""
+    task = asyncio.create_task(work, name=name)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+
+
+def release_later(
+    tasks: set[asyncio.Task[None]], store: Store, scope: str, token: str, kind: str
+) -> None:
+    """The claim of `scope` by `token` released in a task of its own (`keep`), for a call
+    that claimed it and will not start its run: given up (cancelled), refused, or failed,
+    its claim's own statement too, whose COMMIT may have gone through with its answer lost.
+    Not awaited in that call: one being cancelled could be cancelled again meanwhile (the
+    shutdown), and the claim, starting, made a retry on another process wait out its lease.
+    Safe whether the claim was made or not: only the row of `token`, this call's own, goes."""
+
+    async def release() -> None:
+        try:
+            await store.release_hook_call(scope, token)
+        except AgentError:
+            # Kept until its lease is out.
+            log.warning("run_claim_failed", kind=kind, what="release", scope=scope)
+
+    keep(tasks, release(), f"{kind}-claim-release")
 
 
 @attrs.define(eq=False)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -68,11 +68,8 @@ from gateway.http.openai_wire import (
 )
 from gateway.http.runs import ClientWatch
 from gateway.responses import json_response, method_not_allowed, not_found
-from gateway.run_claims import Lease, RunClaim
+from gateway.run_claims import Lease, RunClaim, keep, release_later
 from gateway.state import GatewayState
-
-if TYPE_CHECKING:
-    from agents.store_protocol import Store
 
 log = structlog.get_logger()
 
@@ -257,12 +254,8 @@ async def _agent(
                     # session was archived gets that run, as a retry here does (HookReplays).
                     await _refuse_archived(state, key)
                     run = _submit(request, state, turn, parsed.name)
-                except asyncio.CancelledError:
-                    _release_later(request.app, state, scope, run_id)  # no run used it
-                    raise
                 except BaseException:
-                    if state.store is not None and state.store.shared:
-                        await _release(state.store, scope, run_id)
+                    _release_later(request.app, state, scope, run_id)  # no run used it
                     raise
                 replays.put(scope, run_id, key)
                 _hold(request.app, state, scope, run)
@@ -291,21 +284,22 @@ async def _claim(
         # Starting until its run is submitted (`_hold`'s first renewal): a retry on another
         # process waits meanwhile, and finds the run, or no claim when this call is refused.
         return await store.claim_hook_call(scope, run_id, key, lease_ms, starting=True)
-    except AgentError as exc:
-        raise error_reply(exc) from None
-    except asyncio.CancelledError:
-        # Given up (the process stops) with the claim maybe made, its answer unread: a retry
-        # on another process must not be told for the lease's 15 s that a run goes on here.
+    except BaseException as exc:
+        # Given up (the process stops) or failed (its answer lost after the COMMIT) with the
+        # claim maybe made: a retry on another process must not wait out the lease's 15 s
+        # for a run that never starts.
         _release_later(app, state, scope, run_id)
+        if isinstance(exc, AgentError):
+            raise error_reply(exc) from None
         raise
 
 
 def _release_later(app: web.Application, state: GatewayState, scope: str, run_id: str) -> None:
-    """`_release` in a task of its own (HOOK_HOLDS, given its last word at shutdown): the
-    caller is being cancelled, and a statement awaited in it could be cancelled too."""
+    """The call's claim released in a task of its own (HOOK_HOLDS, given its last word at
+    shutdown): gateway/run_claims.py `release_later`."""
     store = state.store
     if store is not None and store.shared:
-        _keep(app, _release(store, scope, run_id))
+        release_later(app[HOOK_HOLDS], store, scope, run_id, "hook")
 
 
 def _hold(app: web.Application, state: GatewayState, scope: str, run: AgentRun) -> None:
@@ -327,18 +321,7 @@ def _hold(app: web.Application, state: GatewayState, scope: str, run: AgentRun) 
 
 
 def _keep(app: web.Application, work: Coroutine[Any, Any, None]) -> None:
-    task = asyncio.create_task(work, name="hook-claim")
-    holds = app[HOOK_HOLDS]
-    holds.add(task)
-    task.add_done_callback(holds.discard)
-
-
-async def _release(store: Store, scope: str, run_id: str) -> None:
-    """The claimed call's run did not start, or was given up on: a retry may start it."""
-    try:
-        await store.release_hook_call(scope, run_id)
-    except AgentError:
-        log.warning("hook_call_release_failed", run_id=run_id)  # kept until its lease is out
+    keep(app[HOOK_HOLDS], work, "hook-claim")
 
 
 async def _replay(

@@ -24,7 +24,7 @@ import structlog
 
 from agents.errors import AgentError
 from agents.runs import AgentRun
-from gateway.run_claims import Lease, RunClaim
+from gateway.run_claims import Lease, RunClaim, keep, release_later
 from gateway.ws.state import IDEMPOTENCY_TTL_SECONDS, WsState
 
 if TYPE_CHECKING:
@@ -76,8 +76,9 @@ async def claim_reset(ws: WsState, run_id: str, session_key: str) -> str | Reset
     lease_ms = int(ws.gateway.options.hook_claim_lease_seconds * 1000)
     try:
         holder, _, ended = await store.claim_call(key_scope, token, session_key, lease_ms)
-    except asyncio.CancelledError:
-        _keep(ws, _release(store, key_scope, token))
+    except BaseException:
+        # Given up or failed with the claim maybe made (its answer lost): a retry may reset.
+        release_later(ws.claims, store, key_scope, token, "ws-reset")
         raise
     if holder == token:
         return token
@@ -187,10 +188,11 @@ async def start_once(
             holder, key, ended = await store.claim_call(
                 scope(run_id), token, session_key, int(lease * 1000), starting=True
             )
-        except asyncio.CancelledError:
-            # The call was given up (its connection closed) with the claim maybe made: a
-            # retry must not be told for the lease's 15 s that a run nobody started is in flight.
-            _keep(ws, _release(store, scope(run_id), token))
+        except BaseException:
+            # Given up (its connection closed) or failed (a StoreError: its answer maybe lost
+            # after the COMMIT) with the claim maybe made: a retry must not wait out the lease
+            # for a run nobody started.
+            release_later(ws.claims, store, scope(run_id), token, "ws")
             raise
         if holder != token:
             # The claim alone says whether the run ended: it is marked before the end is told
@@ -203,7 +205,7 @@ async def start_once(
                 await check()
             run = submit()
         except BaseException:
-            await _release(store, scope(run_id), token)
+            release_later(ws.claims, store, scope(run_id), token, "ws")
             raise
         key_scope = scope(run_id)
 
@@ -225,9 +227,7 @@ async def start_once(
 
 
 def _keep(ws: WsState, work: Coroutine[Any, Any, None]) -> None:
-    task = asyncio.create_task(work, name="ws-claim")
-    ws.claims.add(task)
-    task.add_done_callback(ws.claims.discard)
+    keep(ws.claims, work, "ws-claim")
 
 
 @attrs.define

@@ -20,7 +20,7 @@ from tests.support.http_client import fake_provider
 from tests.support.pgserver import PgServer
 from tests.support.process import GatewayProcess
 from tests.support.shared_store import HeldOpenAI, claim_kept_for, shared_config, start_on_config
-from tests.support.statement_relay import CuttingRelay, ReplyRelay, StatementRelay
+from tests.support.statement_relay import CuttingRelay, DroppingRelay, ReplyRelay, StatementRelay
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -349,6 +349,36 @@ class TestAHookRetryAfterItsProcessDied:
         status, again = await hook(http, b.url, body, "stop-1")
         assert status == 200, again
         assert again["completion"]["text"] == "[turn 1] stopped"
+
+    async def test_runs_a_call_whose_claims_answer_was_lost(
+        self,
+        start_gateway: StartGateway,
+        http: aiohttp.ClientSession,
+        tmp_path: Path,
+        database: str,
+        pg_server: PgServer,
+    ) -> None:
+        """The claim's COMMIT reached the database, its answer was lost (the connection cut):
+        a answered 503 and kept the claim, and a retry on b waited out the lease's 15 s for a
+        run that never started."""
+        b = start_gateway("b")
+        relay = DroppingRelay(
+            "127.0.0.1", pg_server.port, b"COMMIT", after=b"INSERT INTO hook_calls"
+        )
+        started: list[GatewayProcess] = []
+        try:
+            config = json.loads(shared_config(relay.url(database), delay_ms=0))
+            config["hooks"] = {"enabled": True, "token": HOOK_TOKEN}
+            a = start_on_config(started, tmp_path, "a", json.dumps(config))
+            status, failed = await hook(http, a.url, {"message": "lost"}, "lost-1")
+            assert status == 503, failed
+            async with asyncio.timeout(10):  # not the lease's 15 s
+                status, again = await hook(http, b.url, {"message": "lost"}, "lost-1")
+            assert status == 202, again
+        finally:
+            relay.close()
+            for process in started:
+                process.stop()
 
 
 class TestHookCallClaims:

@@ -157,6 +157,25 @@ class ReplyRelay(StatementRelay):
             pass
 
 
+class DroppingRelay(ReplyRelay):
+    """As ReplyRelay, but the server's answer is dropped, not held: the connection is closed
+    both ways when it comes. The statement took effect; its client finds the database gone
+    (and connects again for its next statement)."""
+
+    def _pump_back(self, source: socket.socket, sink: socket.socket, hold: threading.Event) -> None:
+        try:
+            while data := source.recv(CHUNK):
+                if hold.is_set():
+                    for each in (source, sink):
+                        with contextlib.suppress(OSError):
+                            each.shutdown(socket.SHUT_RDWR)
+                    return
+                sink.sendall(data)
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
 class CuttingRelay(StatementRelay):
     """As StatementRelay, and the connection that first sends `cut` is closed, both ways,
     before that send reaches the server: the statement fails as on a database that went away

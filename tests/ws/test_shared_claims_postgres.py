@@ -18,7 +18,7 @@ from gateway.ws.claims import RESET_SCOPE_PREFIX, scope
 from tests.support.http_client import fake_provider
 from tests.support.pgserver import PgServer
 from tests.support.shared_store import HeldOpenAI, forget_the_claim, renewals_of
-from tests.support.statement_relay import statement_relay
+from tests.support.statement_relay import DroppingRelay, statement_relay
 from tests.support.ws_client import TOKEN, MakeGateway, send
 
 pytestmark = pytest.mark.postgres
@@ -140,6 +140,66 @@ class TestAKeysClaimRefused:
                 holder, _, ended = await retry
                 assert (holder, ended) == ("retry", False)
         finally:
+            await other.aclose()
+
+
+class TestAKeysClaimGivenUp:
+    async def test_whose_answer_was_lost_is_released_at_once(
+        self, make_gateway: MakeGateway, held: HeldOpenAI, pg_url: str, pg_server: PgServer
+    ) -> None:
+        """The claim's COMMIT went through and its answer was lost (the connection cut): the
+        call failed, its claim (made starting) was kept, and a retry on another process waited
+        the lease out for a run nobody started."""
+        other = PostgresSessionStore(pg_url)
+        await other.open()
+        relay = DroppingRelay(
+            "127.0.0.1", pg_server.port, b"COMMIT", after=b"INSERT INTO hook_calls"
+        )
+        try:
+            gateway = await make_gateway(
+                config(held, relay.url(pg_url)),
+                options=AppOptions(hook_claim_lease_seconds=600),
+            )
+            ws = await gateway.connected()
+            failed = await ws.call("chat.send", send("main", "hi", "lost-answer-1"))
+            assert failed["ok"] is False, failed
+            async with asyncio.timeout(5):  # not the lease's 600 s
+                holder, _, ended = await other.claim_call(
+                    scope("lost-answer-1"), "retry", KEY, 60_000
+                )
+            assert (holder, ended) == ("retry", False)
+        finally:
+            relay.close()
+            await other.aclose()
+
+    async def test_of_a_reset_whose_answer_was_lost_is_released_at_once(
+        self, make_gateway: MakeGateway, held: HeldOpenAI, pg_url: str, pg_server: PgServer
+    ) -> None:
+        """As a run's: an `agent` `/new` whose reset's claim was committed, its answer lost,
+        failed and kept the claim; a retry on another process was told for the lease that
+        the reset goes on there."""
+        other = PostgresSessionStore(pg_url)
+        await other.open()
+        relay = DroppingRelay(
+            "127.0.0.1", pg_server.port, b"COMMIT", after=b"INSERT INTO hook_calls"
+        )
+        try:
+            gateway = await make_gateway(
+                config(held, relay.url(pg_url)),
+                options=AppOptions(hook_claim_lease_seconds=600),
+            )
+            ws = await gateway.connected()
+            params = {"message": "/new", "idempotencyKey": "new-lost-1"}
+            failed = await ws.call("agent", params)
+            assert failed["ok"] is False, failed
+            key_scope = scope("new-lost-1", RESET_SCOPE_PREFIX)
+            async with asyncio.timeout(5):
+                while (await other.call_going_on(key_scope)) is not None:
+                    await asyncio.sleep(0.02)  # the release, in a task of its own
+            holder, _, ended = await other.claim_call(key_scope, "retry", KEY, 60_000)
+            assert (holder, ended) == ("retry", False)
+        finally:
+            relay.close()
             await other.aclose()
 
 
