@@ -18,7 +18,7 @@ from gateway.ws.claims import RESET_SCOPE_PREFIX, scope
 from tests.support.http_client import fake_provider
 from tests.support.pgserver import PgServer
 from tests.support.shared_store import HeldOpenAI, forget_the_claim, renewals_of
-from tests.support.statement_relay import DroppingRelay, statement_relay
+from tests.support.statement_relay import DroppingRelay, ReplyRelay, statement_relay
 from tests.support.ws_client import TOKEN, MakeGateway, send
 
 pytestmark = pytest.mark.postgres
@@ -144,6 +144,32 @@ class TestAKeysClaimRefused:
 
 
 class TestAKeysClaimGivenUp:
+    async def test_by_a_call_cancelled_twice_is_released_at_once(
+        self, make_gateway: MakeGateway, held: HeldOpenAI, pg_url: str, pg_server: PgServer
+    ) -> None:
+        """`chat.send`'s claim was committed, its answer held; its connection closed (the
+        call cancelled), then the gateway shut down (what it left going on cancelled): the
+        claim is released by then, not left starting for a retry to wait out its lease."""
+        other = PostgresSessionStore(pg_url)
+        await other.open()
+        relay = ReplyRelay("127.0.0.1", pg_server.port, b"COMMIT", after=b"INSERT INTO hook_calls")
+        try:
+            gateway = await make_gateway(
+                config(held, relay.url(pg_url)),
+                options=AppOptions(hook_claim_lease_seconds=600),
+            )
+            ws = await gateway.connected()
+            await ws.request("chat.send", send("main", "hi", "given-up-1"))
+            await relay.wait_held()  # claimed in the database; the call waits for the answer
+            await ws.ws.close()
+            await gateway.client.close()
+            async with asyncio.timeout(5):  # not the lease's 600 s
+                holder, _, ended = await other.claim_call(scope("given-up-1"), "retry", KEY, 60_000)
+            assert (holder, ended) == ("retry", False)
+        finally:
+            relay.close()
+            await other.aclose()
+
     async def test_whose_answer_was_lost_is_released_at_once(
         self, make_gateway: MakeGateway, held: HeldOpenAI, pg_url: str, pg_server: PgServer
     ) -> None:
