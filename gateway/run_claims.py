@@ -48,15 +48,52 @@ def release_later(
     Not awaited in that call: one being cancelled could be cancelled again meanwhile (the
     shutdown), and the claim, starting, made a retry on another process wait out its lease.
     Safe whether the claim was made or not: only the row of `token`, this call's own, goes."""
+    keep(tasks, _release(store, scope, token, kind), f"{kind}-claim-release")
 
-    async def release() -> None:
-        try:
-            await store.release_hook_call(scope, token)
-        except AgentError:
-            # Kept until its lease is out.
-            log.warning("run_claim_failed", kind=kind, what="release", scope=scope)
 
-    keep(tasks, release(), f"{kind}-claim-release")
+async def claimed(
+    tasks: set[asyncio.Task[None]],
+    claim: Coroutine[Any, Any, T],
+    store: Store,
+    scope: str,
+    token: str,
+    kind: str,
+) -> T:
+    """`claim`'s answer (the claim of `scope` by `token`), its statement in a task of its
+    own that this call's cancellation does not cut short: a release sent while the claim's
+    COMMIT was still on its way found nothing, and the claim, committed after it, stayed
+    for its lease. A call given up (cancelled) or whose claim failed has it released once
+    its statement is over (`release_later`'s task, which the shutdown cuts short in turn)."""
+    claiming = asyncio.ensure_future(claim)
+    try:
+        return await asyncio.shield(claiming)
+    except BaseException:
+        keep(tasks, _release_after(claiming, store, scope, token, kind), f"{kind}-claim-release")
+        raise
+
+
+async def _release_after(
+    claiming: asyncio.Future[Any], store: Store, scope: str, token: str, kind: str
+) -> None:
+    try:
+        await asyncio.wait({claiming})
+    except asyncio.CancelledError:
+        # The shutdown's, its answer not come: the statement is cut (its connection closed),
+        # and the claim, maybe committed, released still, unless the database is known away
+        # (the release would only wait out its timeouts).
+        claiming.cancel()
+        await asyncio.wait({claiming})
+        if store.reachable:
+            await _release(store, scope, token, kind)
+        raise
+    await _release(store, scope, token, kind)  # its failure was told to the call (shield)
+
+
+async def _release(store: Store, scope: str, token: str, kind: str) -> None:
+    try:
+        await store.release_hook_call(scope, token)
+    except AgentError:
+        log.warning("run_claim_failed", kind=kind, what="release", scope=scope)  # lease runs
 
 
 @attrs.define(eq=False)

@@ -68,7 +68,7 @@ from gateway.http.openai_wire import (
 )
 from gateway.http.runs import ClientWatch
 from gateway.responses import json_response, method_not_allowed, not_found
-from gateway.run_claims import Lease, RunClaim, keep, release_later
+from gateway.run_claims import Lease, RunClaim, claimed, keep, release_later
 from gateway.state import GatewayState
 
 log = structlog.get_logger()
@@ -280,18 +280,16 @@ async def _claim(
     if store is None or not store.shared:
         return run_id, key  # one process: its HookReplays know every call
     lease_ms = int(state.options.hook_claim_lease_seconds * 1000)
+    # Starting until its run is submitted (`_hold`'s first renewal): a retry on another
+    # process waits meanwhile, and finds the run, or no claim when this call is refused.
+    # Given up (the process stops) or failed (its answer lost after the COMMIT), the claim
+    # maybe made is released: a retry on another process must not wait out the lease's 15 s
+    # for a run that never starts.
+    claim = store.claim_hook_call(scope, run_id, key, lease_ms, starting=True)
     try:
-        # Starting until its run is submitted (`_hold`'s first renewal): a retry on another
-        # process waits meanwhile, and finds the run, or no claim when this call is refused.
-        return await store.claim_hook_call(scope, run_id, key, lease_ms, starting=True)
-    except BaseException as exc:
-        # Given up (the process stops) or failed (its answer lost after the COMMIT) with the
-        # claim maybe made: a retry on another process must not wait out the lease's 15 s
-        # for a run that never starts.
-        _release_later(app, state, scope, run_id)
-        if isinstance(exc, AgentError):
-            raise error_reply(exc) from None
-        raise
+        return await claimed(app[HOOK_HOLDS], claim, store, scope, run_id, "hook")
+    except AgentError as exc:
+        raise error_reply(exc) from None
 
 
 def _release_later(app: web.Application, state: GatewayState, scope: str, run_id: str) -> None:

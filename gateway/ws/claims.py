@@ -24,7 +24,7 @@ import structlog
 
 from agents.errors import AgentError
 from agents.runs import AgentRun
-from gateway.run_claims import Lease, RunClaim, keep, release_later
+from gateway.run_claims import Lease, RunClaim, claimed, keep, release_later
 from gateway.ws.state import IDEMPOTENCY_TTL_SECONDS, WsState
 
 if TYPE_CHECKING:
@@ -74,12 +74,9 @@ async def claim_reset(ws: WsState, run_id: str, session_key: str) -> str | Reset
     token = uuid.uuid4().hex
     key_scope = scope(run_id, RESET_SCOPE_PREFIX)
     lease_ms = int(ws.gateway.options.hook_claim_lease_seconds * 1000)
-    try:
-        holder, _, ended = await store.claim_call(key_scope, token, session_key, lease_ms)
-    except BaseException:
-        # Given up or failed with the claim maybe made (its answer lost): a retry may reset.
-        release_later(ws.claims, store, key_scope, token, "ws-reset")
-        raise
+    # Released when given up or failed with the claim maybe made (its answer lost).
+    call = store.claim_call(key_scope, token, session_key, lease_ms)
+    holder, _, ended = await claimed(ws.claims, call, store, key_scope, token, "ws-reset")
     if holder == token:
         return token
     if not ended:
@@ -182,18 +179,13 @@ async def start_once(
     try:
         token = uuid.uuid4().hex
         lease = gateway.options.hook_claim_lease_seconds
-        try:  # a StoreError goes to the caller as any store's does (dispatch.error_for)
-            # Starting until its run is submitted (RunClaim.held's first renewal): a retry on
-            # another process waits meanwhile, and is not told of a run `check` refuses.
-            holder, key, ended = await store.claim_call(
-                scope(run_id), token, session_key, int(lease * 1000), starting=True
-            )
-        except BaseException:
-            # Given up (its connection closed) or failed (a StoreError: its answer maybe lost
-            # after the COMMIT) with the claim maybe made: a retry must not wait out the lease
-            # for a run nobody started.
-            release_later(ws.claims, store, scope(run_id), token, "ws")
-            raise
+        # Starting until its run is submitted (RunClaim.held's first renewal): a retry on
+        # another process waits meanwhile, and is not told of a run `check` refuses. Given up
+        # (its connection closed) or failed (a StoreError, which goes to the caller as any
+        # store's does: dispatch.error_for; its answer maybe lost after the COMMIT), the claim
+        # maybe made is released: a retry must not wait out the lease for a run nobody started.
+        call = store.claim_call(scope(run_id), token, session_key, int(lease * 1000), starting=True)
+        holder, key, ended = await claimed(ws.claims, call, store, scope(run_id), token, "ws")
         if holder != token:
             # The claim alone says whether the run ended: it is marked before the end is told
             # (`RunClaim.end`). Not the key's turn in the session: a run aborted while queued

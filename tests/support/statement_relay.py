@@ -176,6 +176,40 @@ class DroppingRelay(ReplyRelay):
             pass
 
 
+class HeldSendRelay(ReplyRelay):
+    """As ReplyRelay, but what it holds is the client's send itself (`marker` on a connection
+    that sent `after` before), until `release()`: a statement on its way to the server, as a
+    COMMIT a busy server has not done yet is. `watched` is set once any connection sends
+    `watch` (passed on at once)."""
+
+    def __init__(self, host: str, port: int, marker: bytes, *, after: bytes, watch: bytes) -> None:
+        self.watch = watch
+        self.watched = threading.Event()
+        super().__init__(host, port, marker, after=after)
+
+    def _watch_out(self, source: socket.socket, sink: socket.socket, hold: threading.Event) -> None:
+        seen_after = False
+        try:
+            while data := source.recv(CHUNK):
+                seen_after = seen_after or self.after in data
+                with self._lock:
+                    armed = self._armed and seen_after and self.marker in data
+                    if armed:
+                        self._armed = False
+                if armed:
+                    self.held.set()
+                    self._released.wait()
+                if self.watch in data:
+                    self.watched.set()
+                sink.sendall(data)
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def _pump_back(self, source: socket.socket, sink: socket.socket, hold: threading.Event) -> None:
+        pump(source, sink)
+
+
 class CuttingRelay(StatementRelay):
     """As StatementRelay, and the connection that first sends `cut` is closed, both ways,
     before that send reaches the server: the statement fails as on a database that went away

@@ -18,12 +18,18 @@ from gateway.ws.claims import RESET_SCOPE_PREFIX, scope
 from tests.support.http_client import fake_provider
 from tests.support.pgserver import PgServer
 from tests.support.shared_store import HeldOpenAI, forget_the_claim, renewals_of
-from tests.support.statement_relay import DroppingRelay, ReplyRelay, statement_relay
+from tests.support.statement_relay import (
+    DroppingRelay,
+    HeldSendRelay,
+    ReplyRelay,
+    statement_relay,
+)
 from tests.support.ws_client import TOKEN, MakeGateway, send
 
 pytestmark = pytest.mark.postgres
 
 KEY = "agent:main:main"
+RELEASE_GOES_ON = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE $1 AND state <> 'idle'"
 
 
 @pytest.fixture
@@ -168,6 +174,48 @@ class TestAKeysClaimGivenUp:
             assert (holder, ended) == ("retry", False)
         finally:
             relay.close()
+            await other.aclose()
+
+    async def test_whose_commit_was_on_its_way_when_its_call_was_cancelled_is_released(
+        self, make_gateway: MakeGateway, held: HeldOpenAI, pg_url: str, pg_server: PgServer
+    ) -> None:
+        """`chat.send`'s claim was sent, its COMMIT not yet done at the server (held here),
+        when its connection closed: the release went at once, found nothing, and the COMMIT
+        done after it left the claim, starting, for a retry on another process to wait out
+        its lease. The release now follows the claim's statement, then the shutdown."""
+        other = PostgresSessionStore(pg_url)
+        await other.open()
+        conn = await asyncpg.connect(pg_url)
+        release = b"DELETE FROM hook_calls WHERE scope"
+        relay = HeldSendRelay(
+            "127.0.0.1",
+            pg_server.port,
+            b"COMMIT",
+            after=b"INSERT INTO hook_calls",
+            watch=release,
+        )
+        try:
+            gateway = await make_gateway(
+                config(held, relay.url(pg_url)),
+                options=AppOptions(hook_claim_lease_seconds=600),
+            )
+            ws = await gateway.connected()
+            await ws.request("chat.send", send("main", "hi", "given-up-2"))
+            await relay.wait_held()  # claimed; its COMMIT on its way to the database
+            await ws.ws.close()  # the call cancelled
+            # A release sent meanwhile, if one is, done at the server before the COMMIT.
+            if await asyncio.to_thread(relay.watched.wait, 2):
+                async with asyncio.timeout(5):
+                    while await conn.fetchval(RELEASE_GOES_ON, release.decode() + "%"):
+                        await asyncio.sleep(0.02)
+            relay.release()
+            await gateway.client.close()  # the shutdown
+            async with asyncio.timeout(5):  # not the lease's 600 s
+                holder, _, ended = await other.claim_call(scope("given-up-2"), "retry", KEY, 60_000)
+            assert (holder, ended) == ("retry", False)
+        finally:
+            relay.close()
+            await conn.close()
             await other.aclose()
 
     async def test_whose_answer_was_lost_is_released_at_once(
