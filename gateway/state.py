@@ -41,6 +41,11 @@ class AppOptions:
     # An HTTP answer whose client takes in no byte of it for this long is cut (its
     # connection closed): see gateway/http/sending.py.
     send_deadline_seconds: float = 60.0
+    # A WebSocket message whose first bytes came must be whole this long after, or its socket
+    # is closed (1008; gateway/ws/framelimit.py): its bytes are kept until its end. A request
+    # body over HTTP has half of it (body_timeout_seconds); a minute takes a 25 MiB frame at
+    # some 3.5 Mbit/s, and the few MiB of an image attachment over a slow uplink.
+    message_deadline_seconds: float = 60.0
 
 
 @attrs.define

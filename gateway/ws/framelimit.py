@@ -17,10 +17,17 @@ sends behind it without waiting for hello-ok waits, unread, until the reader wit
 limit is in place (or the handshake failed), rather than meet the pre-auth limit or have its
 first bytes read by the old reader and the rest by the new one. At most about
 `HELD_MAX` bytes wait: beyond it the socket is not read until then.
+
+And it knows how much of a message has come while the message is not whole, which the reader
+keeps (a frame's payload, a fragmented message's frames) until its end. After hello-ok that
+is up to `maxPayload` (25 MiB) a socket, for as long as the client takes to send the rest. So
+a message begun must be whole within a deadline (one timer, armed only while a message is
+not whole at the end of a read; 1008).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import WSCloseCode, web
@@ -31,6 +38,8 @@ from gateway.ws.rfc6455 import MaskCheck
 # Bytes behind `connect` kept while the handshake ends (beyond them the socket is not read).
 HELD_MAX = 64 * 1024
 
+REASON_TOO_SLOW = "message not whole in time"
+
 
 class GatewayWebSocket(web.WebSocketResponse):
     """aiohttp closes a socket whose frame is over the limit itself, with code 1009 and no
@@ -38,10 +47,24 @@ class GatewayWebSocket(web.WebSocketResponse):
     rest of the frame stays in the client's buffers and the kernel's, not in ours."""
 
     too_big_reason: str = ""
+    # Given by the handler before `prepare`: the time a message begun has to be whole.
+    message_deadline: float = 60.0
+    _check: MaskedFramesOnly | None = None
+
+    @property
+    def refusal(self) -> tuple[int, str] | None:
+        """The close code and reason of a stream refused by `MaskedFramesOnly`."""
+        return self._check.refusal if self._check is not None else None
 
     async def close(
         self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True
     ) -> bool:
+        check = self._check
+        if not message and check is not None and check.refusal is not None:
+            # aiohttp closes with the code of the reader's failure, without its reason.
+            refused, reason = check.refusal
+            if code == refused:
+                message = reason.encode()
         if code == WSCloseCode.MESSAGE_TOO_BIG and not message and self.too_big_reason:
             message = self.too_big_reason.encode()
             transport = self._req.transport if self._req is not None else None
@@ -58,7 +81,13 @@ class GatewayWebSocket(web.WebSocketResponse):
         internals: Any = self
         if http._payload_parser is not internals._parser:
             raise RuntimeError("aiohttp's WebSocket reader is not where clawgate expects it")
-        check = MaskedFramesOnly(internals._parser, internals._reader, http)
+        check = MaskedFramesOnly(
+            internals._parser,
+            internals._reader,
+            http,
+            self.message_deadline,
+        )
+        self._check = check
         http._payload_parser = check
         if tail:
             eof, _ = check.feed_data(tail)
@@ -70,9 +99,20 @@ class MaskedFramesOnly:
     """In aiohttp's protocol, where its frame reader was: the reader, behind the mask check;
     and until `release`, the bytes behind the first message held back."""
 
-    __slots__ = ("_check", "_held", "_http", "_paused", "_queue", "_refused", "reader")
+    __slots__ = (
+        "_check",
+        "_deadline",
+        "_held",
+        "_http",
+        "_paused",
+        "_queue",
+        "_refused",
+        "_timer",
+        "reader",
+        "refusal",
+    )
 
-    def __init__(self, reader: Any, queue: Any, http: Any) -> None:
+    def __init__(self, reader: Any, queue: Any, http: Any, deadline: float) -> None:
         self.reader = reader
         self._queue = queue  # where the reader puts the messages (and its failure)
         self._http = http  # aiohttp's protocol: reading paused and resumed, closed
@@ -80,6 +120,9 @@ class MaskedFramesOnly:
         self._refused = False
         self._held: bytearray | None = None  # what came behind the first message
         self._paused = False
+        self._deadline = deadline
+        self._timer: asyncio.TimerHandle | None = None  # while a message is not whole
+        self.refusal: tuple[int, str] | None = None  # the close code and reason, if refused
 
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
         if self._refused:
@@ -93,7 +136,13 @@ class MaskedFramesOnly:
                 self._http.pause_reading()
             return False, b""
         check = self._check
+        ended = check.ended
         at = check.feed(bytes(data))
+        if check.pending:
+            if self._timer is None or check.ended != ended:  # a message begun in this read
+                self._arm()
+        elif self._timer is not None:
+            self._stop_timer()
         stop = check.stopped_at
         if stop is not None:
             check.stopped_at = None
@@ -106,14 +155,41 @@ class MaskedFramesOnly:
             eof, _ = self.reader.feed_data(data[:at])
             if eof:
                 return True, b""
-        self._refused = True
-        self._queue.set_exception(
-            WebSocketError(WSCloseCode.PROTOCOL_ERROR, "Received a frame that is not masked")
-        )
+        self._refuse(WSCloseCode.PROTOCOL_ERROR, "Received a frame that is not masked")
         return True, b""
 
     def feed_eof(self) -> None:
+        """The socket is gone (aiohttp's protocol lost its connection)."""
+        self._stop_timer()
         self.reader.feed_eof()
+        # aiohttp lets go of its reader here; the socket (which keeps `refusal` for its log
+        # line) may outlive it a while, the reader's buffers need not.
+        self.reader = None
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self._deadline, self._too_slow)
+
+    def _too_slow(self) -> None:
+        self._timer = None
+        if not self._refused:
+            self._refuse(WSCloseCode.POLICY_VIOLATION, REASON_TOO_SLOW)
+
+    def _refuse(self, code: int, reason: str) -> None:
+        """Fail the reader: `receive()` closes the socket with `code` (and `reason`); aiohttp's
+        close then ends at once, not waiting for the client's close frame, which the reader
+        would not read anyway."""
+        self._refused = True
+        self.refusal = (code, reason)
+        self._stop_timer()
+        self._queue.set_exception(WebSocketError(code, reason))
 
     def release(self) -> None:
         """The handshake is over: the bytes held go to the reader (the new one, after

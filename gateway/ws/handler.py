@@ -135,6 +135,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         compress=False,  # as OpenClaw's server: no permessage-deflate
     )
     ws.too_big_reason = protocol.REASON_PREAUTH_TOO_LARGE
+    ws.message_deadline = ws_state.gateway.options.message_deadline_seconds
     try:
         upgradable = ws.can_prepare(request).ok
     except ValueError:
@@ -209,6 +210,7 @@ async def _handshake(
         # Refused from the frame's header (the socket's pre-auth limit); closed with 1009.
         return _refuse(conn, Refusal.TOO_LARGE)
     if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+        _log_refused_frames(conn)
         return False
     if msg.type is not WSMsgType.TEXT:
         return _refuse(conn, Refusal.BINARY)  # as non-JSON (§1)
@@ -426,9 +428,26 @@ async def _read_loop(ws_state: WsState, methods: MethodRegistry, conn: Connectio
                 conn.last_activity_at = now_ms()
                 _invalid_frame(conn, None, "binary frames are not supported")
             else:  # CLOSE, CLOSING, CLOSED, ERROR: the socket is done
+                _log_refused_frames(conn)
                 return
     finally:
         waiting.drop()
+
+
+def _log_refused_frames(conn: Connection) -> None:
+    """The line of a socket whose frames the gateway stopped reading (framelimit.py): a
+    message not whole in time, a frame not masked."""
+    ws = conn.ws
+    refusal = ws.refusal if isinstance(ws, GatewayWebSocket) else None
+    if refusal is not None:
+        code, reason = refusal
+        log.warning(
+            "ws_frames_refused",
+            conn_id=conn.conn_id,
+            remote=conn.remote,
+            reason=reason,
+            close_code=code,
+        )
 
 
 class _WaitingRequests:

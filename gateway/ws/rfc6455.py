@@ -39,16 +39,40 @@ class MaskCheck:
 
     With `stop_after_message` it also stops at the end of the client's first data message
     (its `connect`): `stopped_at` is then where that end is in the chunk fed, and the bytes
-    after it are fed again later."""
+    after it are fed again later.
 
-    __slots__ = ("_ending", "_header", "_skip", "stop_after_message", "stopped_at")
+    It also counts the payload bytes of the data message begun and not yet whole (`partial`,
+    what a frame reader keeps of it until its end), and the data messages ended (`ended`)."""
+
+    __slots__ = (
+        "_data",
+        "_ending",
+        "_fin",
+        "_fragmented",
+        "_header",
+        "_skip",
+        "ended",
+        "partial",
+        "stop_after_message",
+        "stopped_at",
+    )
 
     def __init__(self, *, stop_after_message: bool = False) -> None:
         self._header = b""  # the start of a header cut by the end of the last chunk
         self._skip = 0  # payload bytes of the current frame still to come
         self._ending = False  # the current frame ends the first data message
+        self._data = False  # the current frame is a data frame (not a control frame)
+        self._fin = False  # ... and the last of its message
+        self._fragmented = False  # a data message's first frames came, its last has not
         self.stop_after_message = stop_after_message
         self.stopped_at: int | None = None
+        self.partial = 0
+        self.ended = 0
+
+    @property
+    def pending(self) -> bool:
+        """A data message has begun (its first header came) and is not whole yet."""
+        return self._data or self._fragmented
 
     def feed(self, data: bytes) -> int | None:
         """Where in `data` the first unmasked frame begins (0 when it began in an earlier
@@ -60,10 +84,23 @@ class MaskCheck:
         pos, end, skip = 0, len(data), self._skip
         while True:
             pos += skip
-            if pos > end or (pos == end and not self._ending):
+            if pos > end:
+                if self._data:
+                    self.partial += skip - (pos - end)
                 self._skip = pos - end
                 return None
+            if self._data:  # the end of a data frame
+                self._data = False
+                if self._fin:
+                    self._fragmented = False
+                    self.partial = 0
+                    self.ended += 1
+                else:
+                    self._fragmented = True
+                    self.partial += skip
             self._skip = 0
+            if pos == end and not self._ending:
+                return None
             if self._ending:
                 self._ending = self.stop_after_message = False
                 self.stopped_at = pos - kept
@@ -83,9 +120,13 @@ class MaskCheck:
                 (skip,) = _LENGTH_16.unpack_from(data, pos + 2)
             elif skip == 127:
                 (skip,) = _LENGTH_64.unpack_from(data, pos + 2)
-            # FIN, and a data frame (opcode below 8): the end of a message.
-            if self.stop_after_message and data[pos] & 0x80 and data[pos] & 0x0F < 0x8:
-                self._ending = True
+            first = data[pos]
+            if first & 0x0F < 0x8:  # a data frame (continuation, text, binary)
+                self._data = True
+                self._fin = bool(first & 0x80)
+                # FIN: the end of a message.
+                if self.stop_after_message and self._fin:
+                    self._ending = True
             pos += size
 
 

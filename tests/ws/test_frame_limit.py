@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import struct
+from collections.abc import AsyncIterator
+from typing import Any
 
+from structlog.testing import capture_logs
+
+from gateway.state import AppOptions
 from gateway.ws.state import WsSettings
 from tests.support.raw_http import read_head
 from tests.support.ws_client import Gateway, GatewayWs, MakeGateway, connect_params
@@ -157,3 +164,157 @@ class TestUnmaskedFrames:
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
         assert int.from_bytes(payload[:2], "big") == 1002
+
+
+class RawClient:
+    """A connected socket whose frames are written by hand, masked (with a zero key: the
+    payload goes as it is), so that a test can stop one halfway."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connected(cls, gateway: Gateway) -> RawClient:
+        assert gateway.client.port is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.client.port)
+        client = cls(reader, writer)
+        writer.write(
+            b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        async with asyncio.timeout(5):
+            status, _ = await read_head(reader)
+            assert status == 101
+            await client.read()  # the challenge
+            connect = {"type": "req", "id": "c", "method": "connect", "params": connect_params()}
+            client.write(masked_frame(json.dumps(connect).encode()))
+            while (await client.read()).get("id") != "c":
+                pass
+        return client
+
+    def write(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    async def read_frame(self) -> tuple[int, bytes]:
+        first, second = await self.reader.readexactly(2)
+        length = second & 0x7F
+        if length == 126:
+            (length,) = struct.unpack("!H", await self.reader.readexactly(2))
+        elif length == 127:
+            (length,) = struct.unpack("!Q", await self.reader.readexactly(8))
+        return first & 0x0F, await self.reader.readexactly(length)
+
+    async def read(self) -> dict[str, Any]:
+        """The next text frame."""
+        while True:
+            opcode, payload = await self.read_frame()
+            assert opcode != 0x8, payload
+            if opcode == 0x1:
+                frame: dict[str, Any] = json.loads(payload)
+                return frame
+
+    async def response(self, frame_id: str) -> dict[str, Any]:
+        async with asyncio.timeout(5):
+            while (frame := await self.read()).get("id") != frame_id:
+                pass
+            return frame
+
+    async def pinged(self) -> None:
+        """Everything written so far was read by the gateway (its pong comes after it)."""
+        assert await self.pinged_or_closed() is None
+
+    async def pinged_or_closed(self) -> int | None:
+        """None when the gateway read everything written so far; the code of its close
+        if it closed the socket instead."""
+        self.write(masked_frame(b"sync", opcode=0x9))
+        async with asyncio.timeout(5):
+            while True:
+                opcode, payload = await self.read_frame()
+                if opcode == 0xA:
+                    return None
+                if opcode == 0x8:
+                    code: int = struct.unpack("!H", payload[:2])[0]
+                    return code
+
+    async def closed(self, wait: float = 5) -> tuple[int, bytes]:
+        """The close frame's code and reason (frames before it are skipped)."""
+        async with asyncio.timeout(wait):
+            while True:
+                opcode, payload = await self.read_frame()
+                if opcode == 0x8:
+                    return struct.unpack("!H", payload[:2])[0], payload[2:]
+
+    async def aclose(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+
+def masked_frame(payload: bytes, *, opcode: int = 0x1, fin: bool = True, length: int = -1) -> bytes:
+    """A client's frame: its header (with a zero mask key) and `payload`; `length` says
+    another payload length than the bytes given (a frame to be continued)."""
+    size = len(payload) if length < 0 else length
+    first = (0x80 if fin else 0) | opcode
+    if size < 126:
+        head = struct.pack("!BB", first, 0x80 | size)
+    elif size < 0x10000:
+        head = struct.pack("!BBH", first, 0x80 | 126, size)
+    else:
+        head = struct.pack("!BBQ", first, 0x80 | 127, size)
+    return head + b"\0\0\0\0" + payload
+
+
+def health_text(size: int) -> bytes:
+    """A `health` request of exactly `size` bytes of JSON, id "big"."""
+    text = b'{"type":"req","id":"big","method":"health","params":{"pad":"'
+    return text + b"a" * (size - len(text) - 3) + b'"}}'
+
+
+@contextlib.asynccontextmanager
+async def raw_client(gateway: Gateway) -> AsyncIterator[RawClient]:
+    client = await RawClient.connected(gateway)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+class TestUnfinishedMessages:
+    # A message may be up to maxPayload after hello-ok, and aiohttp keeps its bytes as they
+    # come: one begun must be whole within the message deadline, or the socket is closed.
+    async def test_a_frame_stopped_halfway_is_closed_1008_at_the_deadline(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        gateway = await make_gateway(options=AppOptions(message_deadline_seconds=0.5))
+        with capture_logs() as logs:
+            async with raw_client(gateway) as client:
+                text = health_text(100_000)
+                client.write(masked_frame(text[:50_000], length=len(text)))
+                code, reason = await client.closed()
+        assert (code, reason) == (1008, b"message not whole in time")
+        [line] = [e for e in logs if e["event"] == "ws_frames_refused"]
+        assert (line["close_code"], line["reason"]) == (1008, "message not whole in time")
+
+    async def test_a_fragmented_message_left_unfinished_is_closed_1008(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        gateway = await make_gateway(options=AppOptions(message_deadline_seconds=0.5))
+        async with raw_client(gateway) as client:
+            client.write(masked_frame(health_text(1000)[:600], fin=False))
+            assert (await client.closed())[0] == 1008
+
+    async def test_a_message_whole_within_the_deadline_leaves_the_socket_open(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        gateway = await make_gateway(options=AppOptions(message_deadline_seconds=0.5))
+        async with raw_client(gateway) as client:
+            text = health_text(100_000)
+            client.write(masked_frame(text[:60_000], fin=False))
+            await client.pinged()
+            client.write(masked_frame(text[60_000:], opcode=0x0))
+            assert (await client.response("big"))["ok"] is True
+            # The deadline was the message's: the socket outlives it idle.
+            await asyncio.sleep(1.0)
+            client.write(masked_frame(b'{"type":"req","id":"h","method":"health"}'))
+            assert (await client.response("h"))["ok"] is True

@@ -103,3 +103,37 @@ class TestMaskCheck:
         assert at + check.stopped_at == len(first)
         # The bytes after it, fed again, are checked as ever.
         assert check.feed(stream[len(first) :]) == len(client_frame(b"next"))
+
+    @pytest.mark.parametrize("chunk", [1, 2, 3, 7, 1000, 10**6])
+    def test_it_counts_the_payload_of_the_message_not_yet_whole(self, chunk: int) -> None:
+        # A text message in two fragments with a ping between them, then a whole one.
+        frames = [  # each with its header's length (with the mask key), data, FIN
+            (bytes((0x01,)) + client_frame(b"a" * 200)[1:], 8, True, False),
+            (client_frame(b"p" * 5, opcode=0x9), 6, False, True),  # a ping: not counted
+            (client_frame(b"b" * 70_000, opcode=0x0), 14, True, True),
+            (client_frame(b"c" * 300), 8, True, True),
+        ]
+        stream = b"".join(frame for frame, *_ in frames)
+
+        def after(fed: int) -> tuple[int, bool, int]:
+            """(partial, pending, ended) once `fed` bytes of the stream came."""
+            partial, fragmented, ended, start = 0, False, 0, 0
+            for frame, head, data, fin in frames:
+                got = min(fed - start, len(frame))
+                if got < len(frame):
+                    if data and got >= head:
+                        return partial + got - head, True, ended
+                    return partial, fragmented, ended
+                if data and fin:
+                    partial, fragmented, ended = 0, False, ended + 1
+                elif data:
+                    partial, fragmented = partial + len(frame) - head, True
+                start += len(frame)
+            return partial, fragmented, ended
+
+        check = MaskCheck()
+        for at in range(0, len(stream), chunk):
+            assert check.feed(stream[at : at + chunk]) is None
+            fed = min(at + chunk, len(stream))
+            assert (check.partial, check.pending, check.ended) == after(fed), fed
+        assert (check.partial, check.pending, check.ended) == (0, False, 2)
