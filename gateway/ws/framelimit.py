@@ -22,7 +22,9 @@ And it knows how much of a message has come while the message is not whole, whic
 keeps (a frame's payload, a fragmented message's frames) until its end. After hello-ok that
 is up to `maxPayload` (25 MiB) a socket, for as long as the client takes to send the rest. So
 a message begun must be whole within a deadline (one timer, armed only while a message is
-not whole at the end of a read; 1008).
+not whole at the end of a read; 1008), and the bytes of messages not yet whole of every
+socket together are bounded (`PartialFrames`): the socket whose bytes would go over it is
+closed with 1013, try again later, and the others go on.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import attrs
 from aiohttp import WSCloseCode, web
 from aiohttp.http_websocket import WebSocketError
 
@@ -39,6 +42,16 @@ from gateway.ws.rfc6455 import MaskCheck
 HELD_MAX = 64 * 1024
 
 REASON_TOO_SLOW = "message not whole in time"
+REASON_PARTIAL_FULL = "too many partial messages; try again later"
+
+
+@attrs.define
+class PartialFrames:
+    """The payload bytes of messages begun and not yet whole, of every socket together
+    (`WsSettings.max_partial_total_bytes`)."""
+
+    limit: int
+    held: int = 0
 
 
 class GatewayWebSocket(web.WebSocketResponse):
@@ -47,7 +60,9 @@ class GatewayWebSocket(web.WebSocketResponse):
     rest of the frame stays in the client's buffers and the kernel's, not in ours."""
 
     too_big_reason: str = ""
-    # Given by the handler before `prepare`: the time a message begun has to be whole.
+    # Given by the handler before `prepare`: the bound on every socket's partial messages and
+    # the time a message begun has to be whole.
+    partial_frames: PartialFrames | None = None
     message_deadline: float = 60.0
     _check: MaskedFramesOnly | None = None
 
@@ -85,6 +100,7 @@ class GatewayWebSocket(web.WebSocketResponse):
             internals._parser,
             internals._reader,
             http,
+            self.partial_frames or PartialFrames(limit=2**62),
             self.message_deadline,
         )
         self._check = check
@@ -104,6 +120,7 @@ class MaskedFramesOnly:
         "_deadline",
         "_held",
         "_http",
+        "_partial",
         "_paused",
         "_queue",
         "_refused",
@@ -112,7 +129,9 @@ class MaskedFramesOnly:
         "refusal",
     )
 
-    def __init__(self, reader: Any, queue: Any, http: Any, deadline: float) -> None:
+    def __init__(
+        self, reader: Any, queue: Any, http: Any, partial: PartialFrames, deadline: float
+    ) -> None:
         self.reader = reader
         self._queue = queue  # where the reader puts the messages (and its failure)
         self._http = http  # aiohttp's protocol: reading paused and resumed, closed
@@ -120,6 +139,7 @@ class MaskedFramesOnly:
         self._refused = False
         self._held: bytearray | None = None  # what came behind the first message
         self._paused = False
+        self._partial = partial
         self._deadline = deadline
         self._timer: asyncio.TimerHandle | None = None  # while a message is not whole
         self.refusal: tuple[int, str] | None = None  # the close code and reason, if refused
@@ -136,8 +156,16 @@ class MaskedFramesOnly:
                 self._http.pause_reading()
             return False, b""
         check = self._check
-        ended = check.ended
+        partial, ended = check.partial, check.ended
         at = check.feed(bytes(data))
+        if check.partial != partial:
+            total = self._partial
+            if check.partial > partial and total.held + check.partial - partial > total.limit:
+                # Not fed to the reader: what it holds of this socket stays counted.
+                check.partial = partial
+                self._refuse(WSCloseCode.TRY_AGAIN_LATER, REASON_PARTIAL_FULL)
+                return True, b""
+            total.held += check.partial - partial
         if check.pending:
             if self._timer is None or check.ended != ended:  # a message begun in this read
                 self._arm()
@@ -161,6 +189,9 @@ class MaskedFramesOnly:
     def feed_eof(self) -> None:
         """The socket is gone (aiohttp's protocol lost its connection)."""
         self._stop_timer()
+        check = self._check
+        self._partial.held -= check.partial
+        check.partial = 0
         self.reader.feed_eof()
         # aiohttp lets go of its reader here; the socket (which keeps `refusal` for its log
         # line) may outlive it a while, the reader's buffers need not.
@@ -183,9 +214,11 @@ class MaskedFramesOnly:
             self._refuse(WSCloseCode.POLICY_VIOLATION, REASON_TOO_SLOW)
 
     def _refuse(self, code: int, reason: str) -> None:
-        """Fail the reader: `receive()` closes the socket with `code` (and `reason`); aiohttp's
-        close then ends at once, not waiting for the client's close frame, which the reader
-        would not read anyway."""
+        """Fail the reader: `receive()` closes the socket with `code` (and `reason`).
+
+        The reader keeps what it has of a partial message until the socket is gone, so it
+        counts until then (`feed_eof`); aiohttp's close then ends at once, not waiting for the
+        client's close frame, which the reader would not read anyway."""
         self._refused = True
         self.refusal = (code, reason)
         self._stop_timer()

@@ -135,6 +135,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         compress=False,  # as OpenClaw's server: no permessage-deflate
     )
     ws.too_big_reason = protocol.REASON_PREAUTH_TOO_LARGE
+    ws.partial_frames = ws_state.partial_frames
     ws.message_deadline = ws_state.gateway.options.message_deadline_seconds
     try:
         upgradable = ws.can_prepare(request).ok
@@ -436,7 +437,8 @@ async def _read_loop(ws_state: WsState, methods: MethodRegistry, conn: Connectio
 
 def _log_refused_frames(conn: Connection) -> None:
     """The line of a socket whose frames the gateway stopped reading (framelimit.py): a
-    message not whole in time, a frame not masked."""
+    message not whole in time, the partial messages of every socket full, a frame not
+    masked."""
     ws = conn.ws
     refusal = ws.refusal if isinstance(ws, GatewayWebSocket) else None
     if refusal is not None:

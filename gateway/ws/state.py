@@ -23,6 +23,7 @@ from gateway.ws import protocol
 from gateway.ws.configfile import ConfigFileCache, RunningConfigView
 from gateway.ws.connection import AnswerBudget, Connection, now_ms
 from gateway.ws.events import EventFanout
+from gateway.ws.framelimit import PartialFrames
 from gateway.ws.health import HealthCache
 from gateway.ws.presence import PresenceBook, PresenceFanout
 from gateway.ws.usage import SessionUsageScans, UsageCache
@@ -49,6 +50,12 @@ class WsSettings:
     # client. Ten clients' worth; over it the largest holders' queued deltas are dropped,
     # then, if that is not enough, the connection holding the most is closed.
     max_buffered_total_bytes: int = 10 * protocol.MAX_BUFFERED_BYTES
+    # Payload bytes of messages begun and not yet whole, of every connection together (the
+    # frame reader keeps them until the message's end): each may have its `maxPayload`
+    # (25 MiB), and many connections that trickle a large frame each would hold gigabytes.
+    # Ten connections' worth; the connection whose bytes would go over it is closed with
+    # 1013, try again later (framelimit.PartialFrames).
+    max_partial_total_bytes: int = 10 * protocol.MAX_PAYLOAD
     # A closing handshake waits this long for the client before cutting the TCP connection.
     close_timeout_seconds: float = 5.0
     # A connection whose writer waits on a client that takes in no byte for this long is
@@ -254,6 +261,11 @@ class WsState:
             lambda self: AnswerBudget(self.settings.max_buffered_total_bytes), takes_self=True
         )
     )
+    partial_frames: PartialFrames = attrs.field(
+        default=attrs.Factory(
+            lambda self: PartialFrames(self.settings.max_partial_total_bytes), takes_self=True
+        )
+    )
     transcript_reads: TranscriptReads = attrs.field(
         default=attrs.Factory(
             lambda self: TranscriptReads(self.settings.max_transcript_reads), takes_self=True
@@ -281,6 +293,7 @@ class WsState:
         self.fanout.max_payload = settings.max_payload
         self.transcript_reads = TranscriptReads(settings.max_transcript_reads)
         self.answers.limit = settings.max_buffered_total_bytes
+        self.partial_frames.limit = settings.max_partial_total_bytes
         return settings
 
     @property

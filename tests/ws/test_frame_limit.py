@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import struct
+import tracemalloc
 from collections.abc import AsyncIterator
 from typing import Any
 
 from structlog.testing import capture_logs
 
 from gateway.state import AppOptions
+from gateway.ws.handler import WS
 from gateway.ws.state import WsSettings
+from tests.support.metrics import until
 from tests.support.raw_http import read_head
 from tests.support.ws_client import Gateway, GatewayWs, MakeGateway, connect_params
 
@@ -293,6 +297,7 @@ class TestUnfinishedMessages:
                 client.write(masked_frame(text[:50_000], length=len(text)))
                 code, reason = await client.closed()
         assert (code, reason) == (1008, b"message not whole in time")
+        await until(lambda: gateway.app[WS].partial_frames.held == 0)  # the socket is gone
         [line] = [e for e in logs if e["event"] == "ws_frames_refused"]
         assert (line["close_code"], line["reason"]) == (1008, "message not whole in time")
 
@@ -318,3 +323,68 @@ class TestUnfinishedMessages:
             await asyncio.sleep(1.0)
             client.write(masked_frame(b'{"type":"req","id":"h","method":"health"}'))
             assert (await client.response("h"))["ok"] is True
+
+
+class TestPartialBytesOfAllSockets:
+    async def test_the_socket_that_would_go_over_the_total_is_closed_1013(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        settings = WsSettings(max_payload=1_000_000, max_partial_total_bytes=300_000)
+        gateway = await make_gateway(settings=settings)
+        budget = gateway.app[WS].partial_frames
+        text = health_text(400_000)
+        async with raw_client(gateway) as first:
+            first.write(masked_frame(text[:200_000], fin=False))
+            await first.pinged()
+            assert budget.held == 200_000
+            async with raw_client(gateway) as second:
+                second.write(masked_frame(text[:200_000], fin=False))
+                closed = await second.closed()
+            assert closed == (1013, b"too many partial messages; try again later")
+            await until(lambda: budget.held == 200_000)  # the closed one's bytes are let go
+            first.write(masked_frame(text[200_000:], opcode=0x0))
+            assert (await first.response("big"))["ok"] is True  # the other goes on
+            assert budget.held == 0
+
+    async def test_a_closed_socket_lets_its_partial_bytes_go(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        gateway = await make_gateway()
+        budget = gateway.app[WS].partial_frames
+        async with raw_client(gateway) as client:
+            text = health_text(100_000)
+            client.write(masked_frame(text[:50_000], fin=False))
+            await client.pinged()
+            assert budget.held == 50_000
+        await until(lambda: budget.held == 0)  # once the gateway has read the socket's end
+
+    async def test_what_many_sockets_trickling_large_frames_hold_stays_within_the_total(
+        self, make_gateway: MakeGateway
+    ) -> None:
+        # Eight sockets each with 400 kB of a 2 MB message begun: without the total the
+        # gateway holds all 3.2 MB until their clients send the rest; with a total of 1 MB,
+        # two of them, and the six beyond it are closed.
+        settings = WsSettings(max_payload=4_000_000, max_partial_total_bytes=1_000_000)
+        gateway = await make_gateway(settings=settings)
+        budget = gateway.app[WS].partial_frames
+        piece = masked_frame(health_text(2_000_000)[:400_000], fin=False)
+        clients = [await RawClient.connected(gateway) for _ in range(8)]
+        outcomes = []
+        try:
+            tracemalloc.start()
+            try:
+                before = tracemalloc.get_traced_memory()[0]
+                for client in clients:
+                    client.write(piece)
+                    outcomes.append(await client.pinged_or_closed())
+                # What the closed ones' readers had is let go with their sockets.
+                await until(lambda: budget.held == 800_000)
+                gc.collect()
+                held = tracemalloc.get_traced_memory()[0] - before
+            finally:
+                tracemalloc.stop()
+        finally:
+            for client in clients:
+                await client.aclose()
+        assert outcomes == [None, None] + [1013] * 6
+        assert held < 1_400_000, held
