@@ -57,6 +57,9 @@ class HeldRelay:
             except OSError:
                 return
             with self._lock:
+                if self._closed:  # accepted as `close` ran: it closed what it found open
+                    client.close()
+                    return
                 self._open.append(client)
                 released = self._released or self._pass_first > 0
                 self._pass_first -= 1
@@ -73,6 +76,9 @@ class HeldRelay:
             client.close()
             return
         with self._lock:
+            if self._closed:
+                server.close()
+                return
             self._open.append(server)
         threading.Thread(target=pump, args=(client, server), daemon=True).start()
         threading.Thread(target=pump, args=(server, client), daemon=True).start()

@@ -75,6 +75,10 @@ class StatementRelay:
                 client.close()
                 continue
             with self._lock:
+                if self._closed:  # connected as `close` ran: it closed what it found open
+                    client.close()
+                    server.close()
+                    return
                 self._open += [client, server]
             self._relay(client, server)
 
