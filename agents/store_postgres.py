@@ -169,9 +169,10 @@ _FOLD_PROBE = "ÄΣΊ"
 # Maintenance's statements get longer: a batch deletes up to 500 sessions with their whole
 # transcripts, and the archived transcripts past their age, far more rows than a turn writes.
 MAINTENANCE_TIMEOUT_S = 600.0
-# A claim's wait for a lock at the server, as a share of the statement timeout (`claim_call`):
-# half, so that the server's answer comes well before the timeout would close the connection.
-CLAIM_LOCK_WAIT_SHARE = 0.5
+# A write's wait for a lock at the server (a pass's on its session's rows), as a share of the
+# statement timeout (`_write_waiting`): half, so that the server's answer comes well before
+# the timeout would close the connection.
+LOCK_WAIT_SHARE = 0.5
 # Closing the pools at shutdown: each connection says goodbye and waits for the server's.
 CLOSE_TIMEOUT_S = 5.0
 
@@ -622,24 +623,25 @@ def _answered_within(conn: Connection, seconds: float) -> Iterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def _transaction(conn: Connection) -> AsyncIterator[None]:
+async def _transaction(conn: Connection, lock_wait_ms: int | None = None) -> AsyncIterator[None]:
     """What runs inside is one transaction: committed when it ends, rolled back when it
     raises. Not asyncpg's `conn.transaction()` block: on a connection closed meanwhile (the
     server cut it, `_answered_within` closed it) its rollback fails, and that error
-    (`InterfaceError: cannot call Transaction.__aexit__()`) replaced the cause."""
-    transaction = conn.transaction()
-    await transaction.start()
+    (`InterfaceError: cannot call Transaction.__aexit__()`) replaced the cause.
+    `lock_wait_ms`: its waits for a lock end so, set in the BEGIN's round trip."""
+    begin = "BEGIN" if lock_wait_ms is None else f"BEGIN; SET LOCAL lock_timeout = {lock_wait_ms}"
+    await conn.execute(begin)
     try:
         yield
     except BaseException:
         try:
-            await transaction.rollback()
+            await conn.execute("ROLLBACK")
         except (asyncpg.PostgresError, *_UNAVAILABLE):
             # The transaction went with its connection (or goes with it now): nothing is
             # left of it, and the error that ended it is the one to tell.
             _terminate(conn)
         raise
-    await transaction.commit()
+    await conn.execute("COMMIT")
 
 
 def _terminate(conn: Connection) -> None:
@@ -862,12 +864,14 @@ class PostgresSessionStore:
         transaction: bool | None = None,
         answer_within: float | None = None,
         on: Connection | None = None,
+        lock_wait_ms: int | None = None,
     ) -> T:
         """`fn` on a pooled connection. With `write` it is timed for `on_commit` and runs in
         one transaction, all or nothing, unless `transaction=False` (one statement is its own
         transaction). `transaction=True` alone: a read that needs one (a cursor).
         `answer_within`: how long it may wait for the server (default: the statement timeout).
-        `on`: a connection the caller holds (a turn lock's), used instead of the pool's."""
+        `on`: a connection the caller holds (a turn lock's), used instead of the pool's.
+        `lock_wait_ms`: the transaction's `lock_timeout` (`_write_waiting`)."""
         pool = self._pool
         if pool is None:
             raise StoreError("session store is not open")
@@ -878,7 +882,7 @@ class PostgresSessionStore:
                 started = time.perf_counter()
                 with _answered_within(conn, answer_within or self._statement_timeout):
                     if in_transaction:
-                        async with _transaction(conn):
+                        async with _transaction(conn, lock_wait_ms):
                             result = await fn(conn)
                     else:
                         result = await fn(conn)
@@ -905,6 +909,26 @@ class PostgresSessionStore:
                 logged=self._on_commit_failed,
             )
         return result
+
+    async def _write_waiting(self, fn: Callable[[Connection], Awaitable[T]], rows: str) -> T:
+        """`fn` as a write of one transaction that may wait for a maintenance pass holding
+        `rows` (a session's row, its archived transcripts) until the pass commits, however
+        long: a wait past the statement timeout would close the connection as if the
+        database had stopped answering, a false store_unavailable while it is only busy. Its
+        lock waits end at the server first (`LOCK_WAIT_SHARE`, set in the BEGIN's round trip:
+        nothing more for a write that waits not), and the write is made again, on what the
+        pass left, until the pass's own statement limit; then the database is taken for
+        unavailable."""
+        wait_ms = max(1, int(self._statement_timeout * 1000 * LOCK_WAIT_SHARE))
+        give_up = time.monotonic() + MAINTENANCE_TIMEOUT_S
+        while True:
+            try:
+                return await self._run(fn, write=True, transaction=True, lock_wait_ms=wait_ms)
+            except StoreError as exc:
+                if not isinstance(exc.__cause__, asyncpg.LockNotAvailableError):
+                    raise
+                if time.monotonic() > give_up:
+                    raise StoreUnavailable(f"{rows} held for {MAINTENANCE_TIMEOUT_S:g} s") from exc
 
     async def _scan(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
         """A read that scans a table, on one of the SCAN_CONNECTIONS."""
@@ -1284,8 +1308,9 @@ class PostgresSessionStore:
         self, key: str, agent_id: str, label: str | None, now: int, *, session_id: str | None = None
     ) -> SessionRow:
         """As the SQLite store's: `session_id` checked on the row locked for the update."""
-        return await self._run(
-            lambda c: self._patch_label(c, key, agent_id, label, now, session_id), write=True
+        return await self._write_waiting(
+            lambda c: self._patch_label(c, key, agent_id, label, now, session_id),
+            f"the row of session {key}",
         )
 
     async def _patch_label(
@@ -1314,10 +1339,15 @@ class PostgresSessionStore:
     ) -> SessionRow | None:
         """As the SQLite store's: archive (the first `archived_at` kept) or restore; with
         `session_id`, only that session (checked on the row locked for the update)."""
-        return await self._run(
+        if session_id is None:  # one statement: its own transaction
+            return await self._run(
+                lambda c: _set_archived(c, key, archived, now, None),
+                write=True,
+                transaction=False,
+            )
+        return await self._write_waiting(
             lambda c: _set_archived(c, key, archived, now, session_id),
-            write=True,
-            transaction=session_id is not None,
+            f"the row of session {key}",
         )
 
     async def set_pinned(
@@ -1325,8 +1355,9 @@ class PostgresSessionStore:
     ) -> SessionRow:
         """As the SQLite store's: the archive and `session_id` checked on the row locked for
         the update."""
-        return await self._run(
-            lambda c: self._set_pinned(c, key, agent_id, pinned, now, session_id), write=True
+        return await self._write_waiting(
+            lambda c: self._set_pinned(c, key, agent_id, pinned, now, session_id),
+            f"the row of session {key}",
         )
 
     async def _set_pinned(
@@ -1375,7 +1406,7 @@ class PostgresSessionStore:
                 row = await self._set_pinned(conn, key, agent_id, pinned, now, session_id)
             return row
 
-        return await self._run(patch, write=True)
+        return await self._write_waiting(patch, f"the row of session {key}")
 
     async def reset(self, key: str, agent_id: str, now: int) -> SessionRow:
         key = _storable(key)
@@ -1399,7 +1430,7 @@ class PostgresSessionStore:
             )  # fmt: skip
             return _session_row(tuple(updated))
 
-        return await self._run(reset, write=True)
+        return await self._write_waiting(reset, f"the row of session {key}")
 
     async def delete(self, key: str, now: int, *, delete_transcript: bool = True) -> bool:
         key = _storable(key)
@@ -1416,7 +1447,7 @@ class PostgresSessionStore:
                 )  # fmt: skip
             return bool(status != "DELETE 0")
 
-        return await self._run(delete, write=True)
+        return await self._write_waiting(delete, f"the rows of session {key}")
 
     # -- transcripts -------------------------------------------------------------------
 
@@ -1657,14 +1688,8 @@ class PostgresSessionStore:
         found starting is waited for: until it has started (or ended), or is gone (released,
         its lease out), when this one is made."""
 
-        # A wait for a lock (a pass's on the session's row, below) ends at the server before
-        # the statement timeout would take the database for away: it is busy, and answers.
-        # Set in the first statement's round trip: nothing more for a claim that waits not.
-        wait_ms = max(1, int(self._statement_timeout * 1000 * CLAIM_LOCK_WAIT_SHARE))
-        forget = f"SET LOCAL lock_timeout = {wait_ms}; {SQL_FORGET_EXPIRED_CALLS}"
-
         async def claim(conn: Connection) -> tuple[str, str, bool, bool]:
-            await conn.execute(forget)
+            await conn.execute(SQL_FORGET_EXPIRED_CALLS)
             # A claim found taken may be released (or expire) before it is read: then this
             # one is made again, never taken as made with no row behind it.
             while True:
@@ -1691,21 +1716,12 @@ class PostgresSessionStore:
             )
             return row[0], row[1], row[2], row[3]
 
-        # Made again after each lock wait that ran out: a pass's statements end within
-        # MAINTENANCE_TIMEOUT_S, and the claim then reads what the pass left. Another's claim
+        # A pass holding the session's row is waited for (`_write_waiting`). Another's claim
         # found starting is looked at again until it has started or ended, or is gone.
-        give_up = time.monotonic() + MAINTENANCE_TIMEOUT_S
         while True:
-            try:
-                holder, key, ended, started = await self._run(claim, write=True)
-            except StoreError as exc:
-                if not isinstance(exc.__cause__, asyncpg.LockNotAvailableError):
-                    raise
-                if time.monotonic() > give_up:
-                    raise StoreUnavailable(
-                        f"the row of session {session_key} held for {MAINTENANCE_TIMEOUT_S:g} s"
-                    ) from exc
-                continue
+            holder, key, ended, started = await self._write_waiting(
+                claim, f"the row of session {session_key}"
+            )
             if started or ended or holder == token:
                 return holder, key, ended
             await asyncio.sleep(CLAIM_START_POLL_S)

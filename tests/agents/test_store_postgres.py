@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from agents.store_postgres import (
 )
 from tests.support.pgserver import PASSWORD, PgServer, free_port
 from tests.support.shared_store import claim_kept_for
-from tests.support.statement_relay import StatementRelay, statement_relay
+from tests.support.statement_relay import HeldSendRelay, StatementRelay, statement_relay
 from tests.support.turns import KEY, turn
 
 pytestmark = pytest.mark.postgres
@@ -928,6 +928,70 @@ class TestPrune:
             assert [row.key for row in await asyncio.wait_for(pruning, 5)] == [KEY]
             assert await asyncio.wait_for(claim, 5) == ("t1", KEY, False)
             assert await b.get(KEY) is None  # what the claimant reads after its claim
+
+    @pytest.mark.parametrize("write", ["label", "pin", "archive", "reset", "delete"])
+    async def test_a_write_waits_for_a_pass_longer_than_the_statement_timeout(
+        self, pg_url: str, pg_server: PgServer, write: str
+    ) -> None:
+        """A write of a session whose row a pass held past the statement timeout was cut
+        as if the database had stopped answering: a false store_unavailable, while the store
+        was busy, and answering. It is done once the pass is over, on what the pass left."""
+        now = 40 * DAY_MS
+        marker = b"DELETE FROM sessions s"
+        held = _a_pass_deleting_key(pg_url, pg_server, marker, statement_timeout=1.0)
+        async with held as (_, b, relay, pruning):
+            writes: dict[str, Callable[[], Awaitable[Any]]] = {
+                "label": lambda: b.patch(KEY, "main", now, label=("x",)),
+                "pin": lambda: b.patch(KEY, "main", now, pinned=True),
+                "archive": lambda: b.patch(KEY, "main", now, archived=True),
+                "reset": lambda: b.reset(KEY, "main", now),
+                "delete": lambda: b.delete(KEY, now),
+            }
+            writing = asyncio.ensure_future(writes[write]())
+            # Three of b's statement timeouts.
+            done, _ = await asyncio.wait([writing], timeout=3)
+            assert not done, f"the write ended while the pass held its row: {writing.exception()!r}"
+            relay.release()
+            assert [row.key for row in await asyncio.wait_for(pruning, 5)] == [KEY]
+            written = await asyncio.wait_for(writing, 5)
+        # Done on what the pass left: no session, so a new one (none to archive or delete).
+        match write:
+            case "label":
+                assert written.label == "x" and written.created_at == now
+            case "pin":
+                assert written.pinned_at == now and written.created_at == now
+            case "reset":
+                assert written.created_at == now
+            case "archive" | "delete":
+                assert written in (None, False)
+
+    async def test_a_delete_waits_for_a_pass_deleting_its_archived_transcripts(
+        self, pg_url: str, pg_server: PgServer
+    ) -> None:
+        """A pass deletes the archived transcripts past their age of sessions it keeps, and
+        takes no turn lock for them: the delete of such a session (under its turn lock, as
+        the registry's) waited for the pass, and was cut at the statement timeout."""
+        after = b"DELETE FROM transcripts WHERE archived_at"  # the pass's COMMIT held after it
+        relay = HeldSendRelay("127.0.0.1", pg_server.port, b"COMMIT", after=after, watch=after)
+        with contextlib.closing(relay):
+            async with (
+                PostgresSessionStore(relay.url(pg_url)) as a,
+                PostgresSessionStore(pg_url, statement_timeout=1.0) as b,
+            ):
+                await b.create(KEY, "main", 1)
+                await b.reset(KEY, "main", 2)  # its first transcript archived at 2
+                await b.patch_label(KEY, "main", "kept", 40 * DAY_MS)  # not one to prune
+                maintenance = MaintenanceConfig(prune_after_ms=DAY_MS, mode="enforce")
+                pruning = asyncio.create_task(a.prune(maintenance, 40 * DAY_MS))
+                await relay.wait_held()
+                async with b.turn_lock(KEY):
+                    deleting = asyncio.create_task(b.delete(KEY, 40 * DAY_MS))
+                    done, _ = await asyncio.wait([deleting], timeout=3)
+                    assert not done, f"the delete ended: {deleting.exception()!r}"
+                    relay.release()
+                    assert await asyncio.wait_for(pruning, 5) == []
+                    assert await asyncio.wait_for(deleting, 5) is True
+                assert await b.get(KEY) is None
 
     async def test_a_turn_waits_for_a_delete_of_its_session_it_was_not_seen_by(
         self, pg_url: str, pg_server: PgServer
