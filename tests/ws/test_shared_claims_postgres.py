@@ -41,6 +41,15 @@ async def held() -> AsyncIterator[HeldOpenAI]:
     await upstream.aclose()
 
 
+@pytest.fixture
+async def other(pg_url: str) -> AsyncIterator[PostgresSessionStore]:
+    """The shared store as another process sees it: where a retry claims the key."""
+    store = PostgresSessionStore(pg_url)
+    await store.open()
+    yield store
+    await store.aclose()
+
+
 def config(held: HeldOpenAI, pg_url: str) -> str:
     return json.dumps(
         {
@@ -58,6 +67,7 @@ class TestAKeysClaimLost:
         held: HeldOpenAI,
         pg_url: str,
         monkeypatch: pytest.MonkeyPatch,
+        other: PostgresSessionStore,
     ) -> None:
         """It was never claimed again: a retry on another process ran the turn twice."""
         gateway = await make_gateway(
@@ -66,8 +76,6 @@ class TestAKeysClaimLost:
         store = gateway.app[STATE].store
         assert store is not None
         renewed = renewals_of(store, monkeypatch)
-        other = PostgresSessionStore(pg_url)
-        await other.open()
         conn = await asyncpg.connect(pg_url)
         try:
             ws = await gateway.connected()
@@ -89,18 +97,15 @@ class TestAKeysClaimLost:
         finally:
             held.go.set()
             await conn.close()
-            await other.aclose()
 
     async def test_and_its_run_ended_before_a_renewal_is_kept_ended(
-        self, make_gateway: MakeGateway, held: HeldOpenAI, pg_url: str
+        self, make_gateway: MakeGateway, held: HeldOpenAI, pg_url: str, other: PostgresSessionStore
     ) -> None:
         """The run's end marked a claim that was no longer there: a retry on another process
         of a client told of the end ran the turn a second time."""
         gateway = await make_gateway(
             config(held, pg_url), options=AppOptions(hook_claim_lease_seconds=600)
         )
-        other = PostgresSessionStore(pg_url)
-        await other.open()
         conn = await asyncpg.connect(pg_url)
         try:
             ws = await gateway.connected()
@@ -115,49 +120,51 @@ class TestAKeysClaimLost:
         finally:
             held.go.set()
             await conn.close()
-            await other.aclose()
 
 
 class TestAKeysClaimRefused:
     async def test_is_not_taken_by_a_retry_elsewhere_as_a_run_that_started(
-        self, make_gateway: MakeGateway, held: HeldOpenAI, pg_url: str, pg_server: PgServer
+        self,
+        make_gateway: MakeGateway,
+        held: HeldOpenAI,
+        pg_url: str,
+        pg_server: PgServer,
+        other: PostgresSessionStore,
     ) -> None:
         """`chat.send` won its key's claim, then found the session archived; until the claim
         was released (held here), a retry on another process found it and was told
         `in_flight` for a run that never started. It waits, then claims the key itself."""
-        other = PostgresSessionStore(pg_url)
-        await other.open()
         release = b"DELETE FROM hook_calls WHERE scope"
-        try:
-            await other.create(KEY, "main", 1)
-            assert await other.set_archived(KEY, True, 1) is not None
-            with statement_relay("127.0.0.1", pg_server.port, release) as relay:
-                gateway = await make_gateway(config(held, relay.url(pg_url)))
-                ws = await gateway.connected()
-                first = asyncio.ensure_future(ws.call("chat.send", send("main", "hi", "refused-1")))
-                await relay.wait_held()  # claimed and refused: the release waits
-                retry = asyncio.ensure_future(
-                    other.claim_call(scope("refused-1"), "retry", KEY, 60_000)
-                )
-                await asyncio.wait({retry}, timeout=2)  # its answer, if it comes meanwhile
-                relay.release()
-                refused = await first
-                assert refused["ok"] is False and "archived" in refused["error"]["message"]
-                holder, _, ended = await retry
-                assert (holder, ended) == ("retry", False)
-        finally:
-            await other.aclose()
+        await other.create(KEY, "main", 1)
+        assert await other.set_archived(KEY, True, 1) is not None
+        with statement_relay("127.0.0.1", pg_server.port, release) as relay:
+            gateway = await make_gateway(config(held, relay.url(pg_url)))
+            ws = await gateway.connected()
+            first = asyncio.ensure_future(ws.call("chat.send", send("main", "hi", "refused-1")))
+            await relay.wait_held()  # claimed and refused: the release waits
+            retry = asyncio.ensure_future(
+                other.claim_call(scope("refused-1"), "retry", KEY, 60_000)
+            )
+            await asyncio.wait({retry}, timeout=2)  # its answer, if it comes meanwhile
+            relay.release()
+            refused = await first
+            assert refused["ok"] is False and "archived" in refused["error"]["message"]
+            holder, _, ended = await retry
+            assert (holder, ended) == ("retry", False)
 
 
 class TestAKeysClaimGivenUp:
     async def test_by_a_call_cancelled_twice_is_released_at_once(
-        self, make_gateway: MakeGateway, held: HeldOpenAI, pg_url: str, pg_server: PgServer
+        self,
+        make_gateway: MakeGateway,
+        held: HeldOpenAI,
+        pg_url: str,
+        pg_server: PgServer,
+        other: PostgresSessionStore,
     ) -> None:
         """`chat.send`'s claim was committed, its answer held; its connection closed (the
         call cancelled), then the gateway shut down (what it left going on cancelled): the
         claim is released by then, not left starting for a retry to wait out its lease."""
-        other = PostgresSessionStore(pg_url)
-        await other.open()
         relay = ReplyRelay("127.0.0.1", pg_server.port, b"COMMIT", after=b"INSERT INTO hook_calls")
         try:
             gateway = await make_gateway(
@@ -174,17 +181,19 @@ class TestAKeysClaimGivenUp:
             assert (holder, ended) == ("retry", False)
         finally:
             relay.close()
-            await other.aclose()
 
     async def test_whose_commit_was_on_its_way_when_its_call_was_cancelled_is_released(
-        self, make_gateway: MakeGateway, held: HeldOpenAI, pg_url: str, pg_server: PgServer
+        self,
+        make_gateway: MakeGateway,
+        held: HeldOpenAI,
+        pg_url: str,
+        pg_server: PgServer,
+        other: PostgresSessionStore,
     ) -> None:
         """`chat.send`'s claim was sent, its COMMIT not yet done at the server (held here),
         when its connection closed: the release went at once, found nothing, and the COMMIT
         done after it left the claim, starting, for a retry on another process to wait out
         its lease. The release now follows the claim's statement, then the shutdown."""
-        other = PostgresSessionStore(pg_url)
-        await other.open()
         conn = await asyncpg.connect(pg_url)
         release = b"DELETE FROM hook_calls WHERE scope"
         relay = HeldSendRelay(
@@ -216,16 +225,18 @@ class TestAKeysClaimGivenUp:
         finally:
             relay.close()
             await conn.close()
-            await other.aclose()
 
     async def test_whose_answer_was_lost_is_released_at_once(
-        self, make_gateway: MakeGateway, held: HeldOpenAI, pg_url: str, pg_server: PgServer
+        self,
+        make_gateway: MakeGateway,
+        held: HeldOpenAI,
+        pg_url: str,
+        pg_server: PgServer,
+        other: PostgresSessionStore,
     ) -> None:
         """The claim's COMMIT went through and its answer was lost (the connection cut): the
         call failed, its claim (made starting) was kept, and a retry on another process waited
         the lease out for a run nobody started."""
-        other = PostgresSessionStore(pg_url)
-        await other.open()
         relay = DroppingRelay(
             "127.0.0.1", pg_server.port, b"COMMIT", after=b"INSERT INTO hook_calls"
         )
@@ -244,16 +255,18 @@ class TestAKeysClaimGivenUp:
             assert (holder, ended) == ("retry", False)
         finally:
             relay.close()
-            await other.aclose()
 
     async def test_of_a_reset_whose_answer_was_lost_is_released_at_once(
-        self, make_gateway: MakeGateway, held: HeldOpenAI, pg_url: str, pg_server: PgServer
+        self,
+        make_gateway: MakeGateway,
+        held: HeldOpenAI,
+        pg_url: str,
+        pg_server: PgServer,
+        other: PostgresSessionStore,
     ) -> None:
         """As a run's: an `agent` `/new` whose reset's claim was committed, its answer lost,
         failed and kept the claim; a retry on another process was told for the lease that
         the reset goes on there."""
-        other = PostgresSessionStore(pg_url)
-        await other.open()
         relay = DroppingRelay(
             "127.0.0.1", pg_server.port, b"COMMIT", after=b"INSERT INTO hook_calls"
         )
@@ -274,7 +287,6 @@ class TestAKeysClaimGivenUp:
             assert (holder, ended) == ("retry", False)
         finally:
             relay.close()
-            await other.aclose()
 
 
 class TestAResetsClaim:
@@ -284,12 +296,11 @@ class TestAResetsClaim:
         held: HeldOpenAI,
         pg_url: str,
         pg_server: PgServer,
+        other: PostgresSessionStore,
     ) -> None:
         """An `agent` `/new`'s claim was never renewed: a reset that took longer than the
         lease (here waiting for the turn it aborted, whose commit is held at the store) lost
         it, and a retry on another process reset the session a second time."""
-        other = PostgresSessionStore(pg_url)
-        await other.open()
         conn = await asyncpg.connect(pg_url)
         try:
             with statement_relay("127.0.0.1", pg_server.port, b"INSERT INTO messages") as relay:
@@ -324,4 +335,3 @@ class TestAResetsClaim:
         finally:
             held.go.set()
             await conn.close()
-            await other.aclose()
