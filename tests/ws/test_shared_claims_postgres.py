@@ -5,6 +5,7 @@ a call then refused; and an `agent` reset's claim, held past its lease."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 
@@ -22,9 +23,10 @@ from tests.support.statement_relay import (
     DroppingRelay,
     HeldSendRelay,
     ReplyRelay,
+    StatementRelay,
     statement_relay,
 )
-from tests.support.ws_client import TOKEN, MakeGateway, send
+from tests.support.ws_client import TOKEN, Gateway, MakeGateway, send
 
 pytestmark = pytest.mark.postgres
 
@@ -153,6 +155,31 @@ class TestAKeysClaimRefused:
             assert (holder, ended) == ("retry", False)
 
 
+# A claim is its INSERT, then its COMMIT: what the relays below hold or drop.
+CLAIM, COMMIT = b"INSERT INTO hook_calls", b"COMMIT"
+
+
+@contextlib.asynccontextmanager
+async def claiming_through(
+    relay: StatementRelay, make_gateway: MakeGateway, held: HeldOpenAI, pg_url: str
+) -> AsyncIterator[Gateway]:
+    """A gateway whose store is reached through `relay` (closed after), its claims' lease
+    600 s: a retry that gets the key within seconds got it released, not run out."""
+    try:
+        yield await make_gateway(
+            config(held, relay.url(pg_url)), options=AppOptions(hook_claim_lease_seconds=600)
+        )
+    finally:
+        relay.close()
+
+
+async def claimed_anew(other: PostgresSessionStore, key_scope: str) -> None:
+    """A retry on another process claims `key_scope` itself, within seconds."""
+    async with asyncio.timeout(5):  # not the lease's 600 s
+        holder, _, ended = await other.claim_call(key_scope, "retry", KEY, 60_000)
+    assert (holder, ended) == ("retry", False)
+
+
 class TestAKeysClaimGivenUp:
     async def test_by_a_call_cancelled_twice_is_released_at_once(
         self,
@@ -165,22 +192,14 @@ class TestAKeysClaimGivenUp:
         """`chat.send`'s claim was committed, its answer held; its connection closed (the
         call cancelled), then the gateway shut down (what it left going on cancelled): the
         claim is released by then, not left starting for a retry to wait out its lease."""
-        relay = ReplyRelay("127.0.0.1", pg_server.port, b"COMMIT", after=b"INSERT INTO hook_calls")
-        try:
-            gateway = await make_gateway(
-                config(held, relay.url(pg_url)),
-                options=AppOptions(hook_claim_lease_seconds=600),
-            )
+        relay = ReplyRelay("127.0.0.1", pg_server.port, COMMIT, after=CLAIM)
+        async with claiming_through(relay, make_gateway, held, pg_url) as gateway:
             ws = await gateway.connected()
             await ws.request("chat.send", send("main", "hi", "given-up-1"))
             await relay.wait_held()  # claimed in the database; the call waits for the answer
             await ws.ws.close()
             await gateway.client.close()
-            async with asyncio.timeout(5):  # not the lease's 600 s
-                holder, _, ended = await other.claim_call(scope("given-up-1"), "retry", KEY, 60_000)
-            assert (holder, ended) == ("retry", False)
-        finally:
-            relay.close()
+            await claimed_anew(other, scope("given-up-1"))
 
     async def test_whose_commit_was_on_its_way_when_its_call_was_cancelled_is_released(
         self,
@@ -196,34 +215,22 @@ class TestAKeysClaimGivenUp:
         its lease. The release now follows the claim's statement, then the shutdown."""
         conn = await asyncpg.connect(pg_url)
         release = b"DELETE FROM hook_calls WHERE scope"
-        relay = HeldSendRelay(
-            "127.0.0.1",
-            pg_server.port,
-            b"COMMIT",
-            after=b"INSERT INTO hook_calls",
-            watch=release,
-        )
+        relay = HeldSendRelay("127.0.0.1", pg_server.port, COMMIT, after=CLAIM, watch=release)
         try:
-            gateway = await make_gateway(
-                config(held, relay.url(pg_url)),
-                options=AppOptions(hook_claim_lease_seconds=600),
-            )
-            ws = await gateway.connected()
-            await ws.request("chat.send", send("main", "hi", "given-up-2"))
-            await relay.wait_held()  # claimed; its COMMIT on its way to the database
-            await ws.ws.close()  # the call cancelled
-            # A release sent meanwhile, if one is, done at the server before the COMMIT.
-            if await asyncio.to_thread(relay.watched.wait, 2):
-                async with asyncio.timeout(5):
-                    while await conn.fetchval(RELEASE_GOES_ON, release.decode() + "%"):
-                        await asyncio.sleep(0.02)
-            relay.release()
-            await gateway.client.close()  # the shutdown
-            async with asyncio.timeout(5):  # not the lease's 600 s
-                holder, _, ended = await other.claim_call(scope("given-up-2"), "retry", KEY, 60_000)
-            assert (holder, ended) == ("retry", False)
+            async with claiming_through(relay, make_gateway, held, pg_url) as gateway:
+                ws = await gateway.connected()
+                await ws.request("chat.send", send("main", "hi", "given-up-2"))
+                await relay.wait_held()  # claimed; its COMMIT on its way to the database
+                await ws.ws.close()  # the call cancelled
+                # A release sent meanwhile, if one is, done at the server before the COMMIT.
+                if await asyncio.to_thread(relay.watched.wait, 2):
+                    async with asyncio.timeout(5):
+                        while await conn.fetchval(RELEASE_GOES_ON, release.decode() + "%"):
+                            await asyncio.sleep(0.02)
+                relay.release()
+                await gateway.client.close()  # the shutdown
+                await claimed_anew(other, scope("given-up-2"))
         finally:
-            relay.close()
             await conn.close()
 
     async def test_whose_answer_was_lost_is_released_at_once(
@@ -237,24 +244,12 @@ class TestAKeysClaimGivenUp:
         """The claim's COMMIT went through and its answer was lost (the connection cut): the
         call failed, its claim (made starting) was kept, and a retry on another process waited
         the lease out for a run nobody started."""
-        relay = DroppingRelay(
-            "127.0.0.1", pg_server.port, b"COMMIT", after=b"INSERT INTO hook_calls"
-        )
-        try:
-            gateway = await make_gateway(
-                config(held, relay.url(pg_url)),
-                options=AppOptions(hook_claim_lease_seconds=600),
-            )
+        relay = DroppingRelay("127.0.0.1", pg_server.port, COMMIT, after=CLAIM)
+        async with claiming_through(relay, make_gateway, held, pg_url) as gateway:
             ws = await gateway.connected()
             failed = await ws.call("chat.send", send("main", "hi", "lost-answer-1"))
             assert failed["ok"] is False, failed
-            async with asyncio.timeout(5):  # not the lease's 600 s
-                holder, _, ended = await other.claim_call(
-                    scope("lost-answer-1"), "retry", KEY, 60_000
-                )
-            assert (holder, ended) == ("retry", False)
-        finally:
-            relay.close()
+            await claimed_anew(other, scope("lost-answer-1"))
 
     async def test_of_a_reset_whose_answer_was_lost_is_released_at_once(
         self,
@@ -267,26 +262,18 @@ class TestAKeysClaimGivenUp:
         """As a run's: an `agent` `/new` whose reset's claim was committed, its answer lost,
         failed and kept the claim; a retry on another process was told for the lease that
         the reset goes on there."""
-        relay = DroppingRelay(
-            "127.0.0.1", pg_server.port, b"COMMIT", after=b"INSERT INTO hook_calls"
-        )
-        try:
-            gateway = await make_gateway(
-                config(held, relay.url(pg_url)),
-                options=AppOptions(hook_claim_lease_seconds=600),
-            )
+        relay = DroppingRelay("127.0.0.1", pg_server.port, COMMIT, after=CLAIM)
+        async with claiming_through(relay, make_gateway, held, pg_url) as gateway:
             ws = await gateway.connected()
             params = {"message": "/new", "idempotencyKey": "new-lost-1"}
             failed = await ws.call("agent", params)
             assert failed["ok"] is False, failed
             key_scope = scope("new-lost-1", RESET_SCOPE_PREFIX)
+            # A reset's claim is never starting: a retry is told at once while it is kept.
             async with asyncio.timeout(5):
                 while (await other.call_going_on(key_scope)) is not None:
                     await asyncio.sleep(0.02)  # the release, in a task of its own
-            holder, _, ended = await other.claim_call(key_scope, "retry", KEY, 60_000)
-            assert (holder, ended) == ("retry", False)
-        finally:
-            relay.close()
+            await claimed_anew(other, key_scope)
 
 
 class TestAResetsClaim:
